@@ -1,0 +1,1 @@
+"""gradlint.model package."""

@@ -1,0 +1,165 @@
+"""The model IR both front-ends lower into: a network as an ordered sequence of nodes.
+
+Nothing here knows libcst, onnx or torch. A `Network` is what `forward` does, in order: parametric
+layers (`Param`), activations, norms, residual blocks (whose body is again a node sequence),
+recurrent layers, and nodes the front-end could not model (`Opaque`), which break a chain so
+that a guess never becomes a finding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from gradlint.findings import GraphNode, SourceSpan
+
+Origin = Union[SourceSpan, GraphNode, None]
+# A fan is a number when known, a symbolic expression (the source text, e.g. "d_model") when the
+# front-end knows only its name: two equal symbols cancel in a ratio, which is all that PyTorch's
+# default and kaiming initialisations need.
+Fan = Union[int, str, None]
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """How a weight tensor is initialised.
+
+    scheme: 'torch-linear' (kaiming_uniform_(a=sqrt(5)), nn.Linear/Conv default: var 1/(3 fan_in)),
+    'torch-rnn' (U(-1/sqrt(hidden), 1/sqrt(hidden))), 'torch-embedding' (N(0, 1)), 'normal',
+    'uniform', 'trunc_normal', 'xavier_normal', 'xavier_uniform', 'kaiming_normal',
+    'kaiming_uniform', 'orthogonal', 'eye', 'zeros', 'ones', 'constant', 'measured' (ONNX: exact
+    statistics in params), 'unknown'.
+    params: the arguments that matter, as sorted (name, value) pairs: std, mean, a, b, gain,
+    mode ('fan_in'/'fan_out'), nonlinearity, val, variance (for 'measured').
+    """
+
+    scheme: str
+    params: tuple[tuple[str, object], ...] = ()
+    origin: Origin = None
+
+    def get(self, key: str, default: object = None) -> object:
+        for k, v in self.params:
+            if k == key:
+                return v
+        return default
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parametric layer: Linear, Conv*d, ConvTranspose*d, Embedding, Bilinear, ONNX Gemm/MatMul/Conv.
+
+    fan_in/fan_out follow torch.nn.init._calculate_fan_in_and_fan_out: for a conv,
+    channels x kernel elements (per group).
+    """
+
+    name: str
+    op: str
+    fan_in: Fan
+    fan_out: Fan
+    init: InitSpec
+    origin: Origin = None
+    # The attribute the layer is stored under in its parent, for name-guarded rules (GL105).
+    attr: str = ""
+    bias_init: InitSpec | None = None
+
+
+@dataclass(frozen=True)
+class Activation:
+    """fn: relu, leaky_relu, elu, selu, celu, gelu, silu, mish, tanh, sigmoid, hardtanh,
+    softsign, softplus, hardsigmoid, hardswish, relu6, identity, prelu, softmax, logsigmoid,
+    tanhshrink."""
+
+    name: str
+    fn: str
+    param: float | None = None
+    origin: Origin = None
+
+
+@dataclass(frozen=True)
+class Norm:
+    """kind: batch, layer, group, instance, rms, local_response, weight_standardization."""
+
+    name: str
+    kind: str
+    origin: Origin = None
+
+
+@dataclass(frozen=True)
+class Residual:
+    """x + f(x): the body is f. scale is a literal multiplier on the skip path (DeepNorm's alpha)
+    or on the branch, when the source states one."""
+
+    body: tuple["Node", ...]
+    name: str = ""
+    origin: Origin = None
+    skip_scale: float | None = None
+    branch_scale: float | None = None
+
+
+@dataclass(frozen=True)
+class Recurrent:
+    """nn.RNN/LSTM/GRU and their cells, or ONNX RNN/LSTM/GRU."""
+
+    name: str
+    cell: str  # rnn, lstm, gru (cells: rnn_cell, lstm_cell, gru_cell)
+    nonlinearity: str = "tanh"
+    hidden: Fan = None
+    num_layers: int = 1
+    origin: Origin = None
+    weight_hh_init: InitSpec | None = None
+
+
+@dataclass(frozen=True)
+class TransformerBlock:
+    """A library transformer layer whose internals are known (nn.TransformerEncoderLayer...)."""
+
+    name: str
+    kind: str  # encoder, decoder
+    norm_first: bool | None
+    origin: Origin = None
+
+
+@dataclass(frozen=True)
+class Passthrough:
+    """Dropout, pooling, reshapes: no parameters, no meaningful change of gradient scale."""
+
+    name: str
+    what: str
+    origin: Origin = None
+
+
+@dataclass(frozen=True)
+class Opaque:
+    """Something the front-end cannot model (an unknown submodule, a call it cannot follow).
+    It ends any chain: an unknown is never guessed into a finding."""
+
+    name: str
+    what: str
+    origin: Origin = None
+
+
+Node = Union[Param, Activation, Norm, Residual, Recurrent, TransformerBlock, Passthrough, Opaque]
+
+
+@dataclass(frozen=True)
+class Network:
+    """One model: an nn.Module class (name = class name) or an ONNX graph (name = graph name)."""
+
+    name: str
+    path: str
+    nodes: tuple[Node, ...]
+    origin: Origin = None
+    # Every parametric layer the module owns, in definition order, whether or not forward's
+    # order could be recovered: the init rules (GL105) need them even when forward is opaque.
+    params: tuple[Param, ...] = field(default_factory=tuple)
+    recurrents: tuple[Recurrent, ...] = field(default_factory=tuple)
+    # Set when forward could not be followed at all: architecture rules about order stay quiet.
+    forward_known: bool = True
+
+
+def walk(nodes: tuple[Node, ...]):
+    """Every node, depth first, residual bodies included."""
+    for node in nodes:
+        yield node
+        if isinstance(node, Residual):
+            yield from walk(node.body)

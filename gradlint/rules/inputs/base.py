@@ -1,0 +1,18 @@
+"""Shared behaviour of the GL0xx rules: turn a front-end's InputError records into findings."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from gradlint.findings import Finding
+from gradlint.registry import Rule, RuleContext
+
+
+class InputRule(Rule):
+    abstract = True
+    always_on = True
+
+    def check(self, ctx: RuleContext) -> Iterator[Finding]:
+        for err in ctx.facts.input_errors:
+            if err.code == self.code:
+                yield ctx.finding(err.message, err.span, node=err.node)

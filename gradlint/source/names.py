@@ -1,0 +1,111 @@
+"""Name resolution for the source front-end: a per-file import-alias table, sets of candidates.
+
+libcst's QualifiedNameProvider costs most of a lint run on large trees (STYLE.md); a table of
+what each imported name stands for gives the same answers for the names we care about at almost
+no cost. A name imported two ways (a conditional import) keeps both candidates: callers test
+membership, never take one.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import libcst as cst
+
+# PyTorch re-exports module classes from torch.nn; the defining modules are aliases of them.
+_REEXPORTS = (
+    ("torch.nn.modules.", "torch.nn."),
+    ("torch.nn.functional.", "torch.nn.functional."),
+    ("torch.autograd.function.", "torch.autograd."),
+    ("torch.cuda.amp.grad_scaler.", "torch.cuda.amp."),
+    ("torch.amp.grad_scaler.", "torch.amp."),
+)
+
+
+def canonical(name: str) -> str:
+    """torch.nn.modules.activation.Sigmoid -> torch.nn.Sigmoid; other names unchanged."""
+    if name.startswith("torch.nn.modules."):
+        return "torch.nn." + name.rsplit(".", 1)[-1]
+    if name.startswith("torch.nn.utils.clip_grad."):
+        return "torch.nn.utils." + name.rsplit(".", 1)[-1]
+    return name
+
+
+def dotted(expr: cst.BaseExpression) -> str | None:
+    """'a.b.c' for a Name/Attribute chain, None for anything else (calls, subscripts...)."""
+    parts: list[str] = []
+    while isinstance(expr, cst.Attribute):
+        parts.append(expr.attr.value)
+        expr = expr.value
+    if isinstance(expr, cst.Name):
+        parts.append(expr.value)
+        return ".".join(reversed(parts))
+    return None
+
+
+def _module_name(node: cst.BaseExpression | None) -> str:
+    if node is None:
+        return ""
+    return dotted(node) or ""
+
+
+class ImportTable:
+    """Local name -> set of fully qualified names it may stand for."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, set[str]] = {}
+
+    def bind(self, local: str, qualified: str) -> None:
+        self.names.setdefault(local, set()).add(qualified)
+
+    def qualify_dotted(self, text: str | None) -> frozenset[str]:
+        if not text:
+            return frozenset()
+        head, _, rest = text.partition(".")
+        targets = self.names.get(head)
+        if not targets:
+            return frozenset()
+        return frozenset(canonical(t + ("." + rest if rest else "")) for t in targets)
+
+    def qualify(self, expr: cst.BaseExpression) -> frozenset[str]:
+        """Every qualified name `expr` may denote; empty when its head is not an import."""
+        return self.qualify_dotted(dotted(expr))
+
+    def is_any(self, expr: cst.BaseExpression, names: Iterable[str]) -> bool:
+        wanted = names if isinstance(names, (set, frozenset)) else set(names)
+        return not self.qualify(expr).isdisjoint(wanted)
+
+    def mentions(self, prefix: str) -> bool:
+        return any(q == prefix or q.startswith(prefix + ".") for qs in self.names.values() for q in qs)
+
+
+class _ImportCollector(cst.CSTVisitor):
+    def __init__(self, table: ImportTable) -> None:
+        self.table = table
+
+    def visit_Import(self, node: cst.Import) -> None:
+        for alias in node.names:
+            full = _module_name(alias.name)
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                self.table.bind(alias.asname.name.value, full)
+            else:
+                # `import torch.nn` binds `torch`
+                head = full.split(".", 1)[0]
+                self.table.bind(head, head)
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        if isinstance(node.names, cst.ImportStar):
+            return
+        module = "." * len(node.relative) + _module_name(node.module)
+        for alias in node.names:
+            name = _module_name(alias.name)
+            local = alias.asname.name.value if alias.asname is not None and isinstance(alias.asname.name, cst.Name) else name
+            full = f"{module}.{name}" if module and not module.endswith(".") else f"{module}{name}"
+            self.table.bind(local, full)
+
+
+def build_import_table(module: cst.Module) -> ImportTable:
+    """Imports anywhere in the file (function-level imports too: they are common in training code)."""
+    table = ImportTable()
+    module.visit(_ImportCollector(table))
+    return table
