@@ -1,0 +1,275 @@
+"""The join: a verdict for each static finding from the measurements, and the probe's own findings.
+
+Pure functions on plain data (no torch): the static findings, the `Measurements`, the gradient
+check's result, and the model's module classes by path.
+
+Verdicts for a predicted gain (GL101 vanishing, GL102 exploding) with thresholds t_v (1e-3)
+and t_e (1e3), m the measured gain:
+- vanishing: confirmed when m < t_v; refuted when m ≥ 10·t_v (clearly not vanishing);
+  inconclusive in between, or when the modules cannot be found or measured.
+- exploding: confirmed when m > t_e; refuted when m ≤ t_e/10; inconclusive in between.
+GL104 (saturated activation, predicted pre-activation std): confirmed when the measured std
+is ≥ 3, refuted when < 1, inconclusive in between. GL405/GL406 (custom backward): confirmed
+when the Function fails the gradient check, refuted when it passes. GL0xx, GL2xx (the user's
+training loop, which the probe does not run), GL5xx and GL107 (the recurrence is inside
+nn.RNN, out of reach of module hooks): not measurable. Everything else: inconclusive.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from gradlint.findings import Finding, SourceSpan, make_data
+
+CONFIRMED, REFUTED, INCONCLUSIVE, NOT_MEASURABLE, FOUND = (
+    "confirmed", "refuted", "inconclusive", "not measurable", "found")
+SATURATED_STD, HEALTHY_STD = 3.0, 1.0
+DEAD_FRACTION = 0.7
+SATURATED_FRACTION = 0.7
+HUGE_LOSS = 1e5
+MIN_CHAIN = 2
+
+
+@dataclass
+class Verdict:
+    """One finding of the probe's report: a static finding with its verdict, or a probe finding."""
+
+    finding: Finding
+    verdict: str
+    predicted: float | None = None
+    measured: float | None = None
+    detail: str = ""
+    sites: tuple[str, ...] = ()  # the measured sites (for the plot)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Thresholds:
+    vanishing: float = 1e-3
+    exploding: float = 1e3
+
+
+def join_path(prefix: str, path: str) -> str:
+    return f"{prefix}.{path}" if prefix and path else prefix or path
+
+
+def instances(module_classes: dict[str, str], network: str | None) -> list[str]:
+    """Paths of every submodule (the root included, as '') whose class is `network`."""
+    return [p for p, cls in module_classes.items() if cls == network]
+
+
+def chain_gain(data: dict[str, Any], meas: Any, module_classes: dict[str, str]) -> tuple[float | None, str, tuple[str, ...], int]:
+    """Measured gain of a finding's chain: (gain, why not, sites, instances measured). With
+    several instances of the network class (a block used 4 times), the geometric mean."""
+    modules = tuple(data.get("modules") or ())
+    network = data.get("network")
+    if len(modules) < 1:
+        return None, "the finding names no modules", (), 0
+    roots = instances(module_classes, network)
+    if not roots and all(m in module_classes for m in (modules[0], modules[-1])):
+        roots = [""]  # an ONNX graph named after the export: paths relative to the model itself
+    if not roots:
+        return None, f"no module of class {network!r} in the model", (), 0
+    gains, sites = [], ()
+    for root in roots:
+        first, last = join_path(root, modules[0]), join_path(root, modules[-1])
+        if first not in module_classes or last not in module_classes:
+            continue
+        g = meas.grad_ratio(first, last)
+        if g is not None and g > 0 and math.isfinite(g):
+            gains.append(g)
+            if not sites:
+                sites = tuple(join_path(root, m) for m in modules)
+    if not gains:
+        return None, f"modules {modules[0]}..{modules[-1]} of {network} not found or not measured", (), 0
+    return math.exp(sum(math.log(g) for g in gains) / len(gains)), "", sites, len(gains)
+
+
+def gain_verdict(kind: str, measured: float | None, th: Thresholds) -> str:
+    if measured is None or not math.isfinite(measured):
+        return INCONCLUSIVE
+    if kind == "vanishing":
+        return CONFIRMED if measured < th.vanishing else REFUTED if measured >= 10 * th.vanishing else INCONCLUSIVE
+    return CONFIRMED if measured > th.exploding else REFUTED if measured <= th.exploding / 10 else INCONCLUSIVE
+
+
+def judge_static(findings: list[Finding], meas: Any, module_classes: dict[str, str], gradcheck: Any,
+                 thresholds: dict[str, Thresholds]) -> list[Verdict]:
+    out = []
+    for f in findings:
+        data = f.data_dict
+        family = f.code[:3]
+        th = thresholds.get(f.code, Thresholds())
+        if f.code in ("GL101", "GL102"):
+            gain, why, sites, n = chain_gain(data, meas, module_classes)
+            kind = "vanishing" if f.code == "GL101" else "exploding"
+            v = Verdict(f, gain_verdict(kind, gain, th), _num(data.get("predicted")), gain, why, sites,
+                        {"instances": n} if n else {})
+        elif f.code == "GL104":
+            v = _judge_saturation(f, data, meas, module_classes)
+        elif f.code in ("GL405", "GL406"):
+            v = _judge_function(f, data, gradcheck)
+        elif family in ("GL0", "GL2", "GL5") or f.code == "GL107":
+            v = Verdict(f, NOT_MEASURABLE, _num(data.get("predicted")))
+        else:
+            v = Verdict(f, INCONCLUSIVE, _num(data.get("predicted")), detail="the probe does not measure this")
+        out.append(v)
+    return out
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _judge_saturation(f: Finding, data: dict[str, Any], meas: Any, module_classes: dict[str, str]) -> Verdict:
+    predicted = _num(data.get("predicted_std"))
+    stds = []
+    for root in instances(module_classes, data.get("network")) or [""]:
+        site = join_path(root, str(data.get("module") or ""))
+        s = meas.mean(meas.act_std, site)
+        if s is not None and math.isfinite(s):
+            stds.append(s)
+    if not stds:
+        return Verdict(f, INCONCLUSIVE, predicted, None, f"module {data.get('module')!r} not found or not measured")
+    m = sum(stds) / len(stds)
+    verdict = CONFIRMED if m >= SATURATED_STD else REFUTED if m < HEALTHY_STD else INCONCLUSIVE
+    return Verdict(f, verdict, predicted, m, "measured pre-activation std")
+
+
+def _judge_function(f: Finding, data: dict[str, Any], gradcheck: Any) -> Verdict:
+    checked = getattr(gradcheck, "checked_functions", {}) or {}
+    name = next((str(data[k]) for k in ("function", "class", "name") if data.get(k)), None)
+    if name is None:
+        name = next((n for n in checked if n in f.message), None)
+    if name is None or name.split(".")[-1] not in {n.split(".")[-1] for n in checked}:
+        return Verdict(f, INCONCLUSIVE, detail="the Function was not called during the probe")
+    passed = all(ok for n, ok in checked.items() if n.split(".")[-1] == name.split(".")[-1])
+    return Verdict(f, REFUTED if passed else CONFIRMED, detail="gradient check " + ("passed" if passed else "failed"))
+
+
+# --- the probe's own findings -------------------------------------------------------------
+
+@dataclass
+class Context:
+    """What making a probe finding needs: where to put it and how to locate a module."""
+
+    path: str
+    locate: Callable[[str | None], SourceSpan]  # module path (None: the model) -> span
+    rules: dict[str, Any]
+
+
+def _finding(ctx: Context, code: str, message: str, module: str | None, data: dict[str, Any],
+             span: SourceSpan | None = None) -> Finding:
+    rule = ctx.rules[code]
+    return Finding(code=code, name=rule.name, message=message, severity=rule.severity, path=ctx.path,
+                   span=span or ctx.locate(module), fix_title=rule.fix_title, data=make_data(data))
+
+
+def measured_chains(meas: Any) -> list[list[str]]:
+    """Runs of parametric sites in execution order with no norm or recurrent module between them."""
+    chains: list[list[str]] = []
+    current: list[str] = []
+    for site in meas.sites:
+        if site.kind in ("param", "conv"):
+            if meas.grad_norm.get(site.name):
+                current.append(site.name)
+                continue
+            site_kind = "break"
+        else:
+            site_kind = site.kind
+        if site_kind in ("norm", "recurrent", "break"):
+            if len(current) >= MIN_CHAIN:
+                chains.append(current)
+            current = []
+    if len(current) >= MIN_CHAIN:
+        chains.append(current)
+    return chains
+
+
+def probe_findings(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict], thresholds: Thresholds,
+                   ) -> list[Verdict]:
+    out: list[Verdict] = []
+    predicted_sites = {"vanishing": set(), "exploding": set()}
+    saturation_predicted: set[str] = set()
+    for v in static:
+        if v.finding.code == "GL101":
+            predicted_sites["vanishing"].update(v.sites)
+        elif v.finding.code == "GL102":
+            predicted_sites["exploding"].update(v.sites)
+        elif v.finding.code == "GL104":
+            saturation_predicted.add(str(v.finding.data_dict.get("module") or ""))
+
+    for chain in measured_chains(meas):
+        gain = meas.grad_ratio(chain[0], chain[-1])
+        if gain is None:
+            continue
+        for kind, code, bad in (("vanishing", "GL701", gain < thresholds.vanishing),
+                                ("exploding", "GL702", gain > thresholds.exploding)):
+            if not bad or predicted_sites[kind] & set(chain):
+                continue
+            limit = thresholds.vanishing if kind == "vanishing" else thresholds.exploding
+            msg = (f"measured gradient gain {gain:.2g} across {len(chain)} layers ({chain[0]} → {chain[-1]}), "
+                   f"{'below' if kind == 'vanishing' else 'above'} the {kind} threshold {limit:g}; "
+                   "the static pass did not predict it")
+            data = {"modules": tuple(chain), "measured": gain, "depth": len(chain)}
+            out.append(Verdict(_finding(ctx, code, msg, chain[0], data), FOUND, None, gain, sites=tuple(chain)))
+    if meas.loss and math.isfinite(meas.loss[0]) and abs(meas.loss[0]) >= HUGE_LOSS:
+        msg = f"loss {meas.loss[0]:.3g} at initialisation (≥ {HUGE_LOSS:g}): the output scale is already out of hand"
+        out.append(Verdict(_finding(ctx, "GL702", msg, None, {"loss": meas.loss[0]}), FOUND, None, meas.loss[0]))
+
+    nf = meas.nonfinite
+    if nf is not None:
+        where = (f"`{nf['module'] or '(model)'}` ({nf['type']})" if nf.get("site") is not None
+                 else "the loss" if nf["phase"] != "backward" else "the loss's backward")
+        phase = {"forward": "the forward pass", "loss": "the loss", "backward": "the backward pass"}[nf["phase"]]
+        msg = f"NaN/Inf first appears in {phase} at {where}, probe step {nf['step'] + 1}: {nf['what']}"
+        out.append(Verdict(_finding(ctx, "GL703", msg, nf.get("module"), dict(nf)), FOUND))
+
+    for failure in getattr(gradcheck, "failures", []) or []:
+        what = (f"custom autograd.Function `{failure.name}`" if failure.kind == "function"
+                else f"module `{failure.name or '(model)'}` ({failure.type_name})")
+        numbers = (f"autograd gives {failure.autograd:.6g}, finite differences {failure.numeric:.6g} "
+                   "along a random direction") if math.isfinite(failure.autograd) else failure.detail
+        msg = f"gradient check failed for {what}: {numbers}"
+        span = failure.span
+        data = {"kind": failure.kind, "target": failure.name, "autograd": failure.autograd, "numeric": failure.numeric}
+        out.append(Verdict(_finding(ctx, "GL704", msg, failure.name if failure.kind == "module" else None, data,
+                                    span), FOUND))
+
+    for site, fraction in meas.dead.items():
+        if fraction >= DEAD_FRACTION:
+            s = meas.site(site)
+            msg = (f"{fraction:.0%} of the units of `{site}` ({s.type_name if s else '?'}) were never active "
+                   f"over {meas.steps} probe batches")
+            out.append(Verdict(_finding(ctx, "GL705", msg, s.module if s else site,
+                                        {"module": site, "dead_fraction": fraction}), FOUND, None, fraction))
+    previous_param: dict[str, str] = {}
+    last = None
+    for s in meas.sites:
+        if s.kind in ("param", "conv", "norm"):
+            last = s.module
+        elif s.kind == "saturating" and last is not None:
+            previous_param[s.name] = last
+    for site, values in meas.saturated.items():
+        vals = [v for v in values if v is not None]
+        if not vals:
+            continue
+        fraction = sum(vals) / len(vals)
+        if fraction >= SATURATED_FRACTION and not _predicted(previous_param.get(site), saturation_predicted):
+            s = meas.site(site)
+            msg = (f"{fraction:.0%} of the outputs of `{site}` ({s.type_name if s else '?'}) are saturated "
+                   f"(|φ'| < 1e-2) over {meas.steps} probe batches")
+            out.append(Verdict(_finding(ctx, "GL706", msg, s.module if s else site,
+                                        {"module": site, "saturated_fraction": fraction}), FOUND, None, fraction))
+    return out
+
+
+def _predicted(module: str | None, predicted: set[str]) -> bool:
+    # GL104 names the module relative to its network class; match on the path's tail.
+    return module is not None and any(module == p or module.endswith("." + p) for p in predicted if p)
+
+
+def confirmed_or_found(verdicts: list[Verdict]) -> bool:
+    return any(v.verdict in (CONFIRMED, FOUND) for v in verdicts)

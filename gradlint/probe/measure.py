@@ -1,0 +1,397 @@
+"""The probe's measurements: N forward/backward steps at initialisation with plain autograd hooks.
+
+Per module call ("site"): the standard deviation of its output (forward hook) and the norm of the
+gradient with respect to that output (a hook on the output tensor); per parameter: the gradient
+norm and gradient-norm / weight-norm; per activation module: dead and saturated fractions. The
+numbers of one step stay on the device as 0-d tensors and come to the host in one transfer.
+No optimiser step is taken: every step measures the initialised model on a fresh random batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+# Module kinds, by class name (user subclasses of these count as the base).
+PARAMETRIC = ("Linear", "Bilinear", "LazyLinear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d",
+              "ConvTranspose2d", "ConvTranspose3d", "LazyConv1d", "LazyConv2d", "LazyConv3d", "Embedding",
+              "EmbeddingBag", "NonDynamicallyQuantizableLinear")
+NORMS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LayerNorm", "GroupNorm",
+         "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm", "LocalResponseNorm",
+         "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d")
+RECURRENT = ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell")
+# Output > 0 exactly when the unit is active, for every one of these.
+RELU_FAMILY = ("ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "ELU", "CELU", "SELU", "GELU", "SiLU", "Mish")
+SATURATING = ("Tanh", "Sigmoid", "Hardtanh", "Softsign")
+SATURATED_DERIVATIVE = 1e-2
+
+
+def module_kind(module: Any) -> str:
+    import torch.nn as nn
+
+    for base in type(module).__mro__:
+        if base is nn.Module:
+            break
+        name = base.__name__
+        if name in PARAMETRIC:
+            return "conv" if "Conv" in name else "param"
+        if name in NORMS:
+            return "norm"
+        if name in RECURRENT:
+            return "recurrent"
+        if name in RELU_FAMILY:
+            return "relu"
+        if name in SATURATING:
+            return "saturating"
+    return "other"
+
+
+@dataclass
+class Site:
+    """One call of one module: `name` is its path in named_modules(), `#k` added for the k-th
+    extra call of a module used several times in one forward."""
+
+    name: str
+    module: str
+    call: int
+    type_name: str
+    kind: str
+
+
+@dataclass
+class Measurements:
+    """Plain numbers (no tensors): what the report, the join and the JSON read."""
+
+    steps: int
+    device: str
+    dtype: str
+    sites: list[Site] = field(default_factory=list)  # execution order of the first step
+    act_std: dict[str, list[float]] = field(default_factory=dict)
+    grad_norm: dict[str, list[float]] = field(default_factory=dict)
+    saturated: dict[str, list[float]] = field(default_factory=dict)
+    dead: dict[str, float] = field(default_factory=dict)
+    param_grad_norm: dict[str, list[float]] = field(default_factory=dict)
+    param_norm: dict[str, float] = field(default_factory=dict)
+    param_owner: dict[str, str] = field(default_factory=dict)
+    loss: list[float] = field(default_factory=list)
+    # The first non-finite value: {'step', 'phase' ('forward'|'loss'|'backward'), 'site', 'module', 'what'}
+    nonfinite: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def site(self, name: str) -> Site | None:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        return None
+
+    def mean(self, table: dict[str, list[float]], name: str) -> float | None:
+        values = [v for v in table.get(name, []) if v is not None]
+        if not values:
+            return None
+        return sum(values) / len(values)
+
+    def grad_ratio(self, first: str, last: str) -> float | None:
+        """||dL/dz_first|| / ||dL/dz_last||, averaged over the steps where both were measured."""
+        ratios = []
+        for a, b in zip(self.grad_norm.get(first, []), self.grad_norm.get(last, [])):
+            if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+                continue
+            if b == 0:
+                ratios.append(math.inf if a > 0 else math.nan)
+            else:
+                ratios.append(a / b)
+        ratios = [r for r in ratios if not math.isnan(r)]
+        return sum(ratios) / len(ratios) if ratios else None
+
+    def module_ratio(self, module: str) -> float | None:
+        """The largest gradient-norm / weight-norm of a module's own parameters (averaged over steps)."""
+        best = None
+        for pname, owner in self.param_owner.items():
+            if owner != module:
+                continue
+            w = self.param_norm.get(pname)
+            g = self.mean(self.param_grad_norm, pname)
+            if w and g is not None:
+                r = g / w
+                best = r if best is None or r > best else best
+        return best
+
+
+def first_tensor(value: Any) -> Any:
+    """The primary tensor of a module output: itself, the first of a tuple/list, or a dict's
+    'logits'/'last_hidden_state'/first tensor value (Hugging Face style outputs)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, dict) or hasattr(value, "keys"):
+        try:
+            for key in ("logits", "last_hidden_state"):
+                if key in value and isinstance(value[key], torch.Tensor):
+                    return value[key]
+            for v in value.values():
+                t = first_tensor(v)
+                if t is not None:
+                    return t
+        except Exception:  # a mapping-like we cannot read is not an output we can measure
+            return None
+        return None
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            t = first_tensor(v)
+            if t is not None:
+                return t
+    return None
+
+
+def to_device(value: Any, device: Any, float_dtype: Any = None) -> Any:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        if float_dtype is not None and value.is_floating_point():
+            return value.to(device=device, dtype=float_dtype)
+        return value.to(device)
+    if isinstance(value, tuple):
+        return tuple(to_device(v, device, float_dtype) for v in value)
+    if isinstance(value, list):
+        return [to_device(v, device, float_dtype) for v in value]
+    if isinstance(value, dict):
+        return {k: to_device(v, device, float_dtype) for k, v in value.items()}
+    return value
+
+
+def hooked_modules(model: Any) -> list[tuple[str, Any]]:
+    """Leaves, modules with parameters of their own, and the root (for NaNs made in its forward)."""
+    import torch.nn as nn
+
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Identity):
+            continue
+        leaf = next(iter(m.children()), None) is None
+        own = next(iter(m.parameters(recurse=False)), None) is not None
+        if leaf or own or m is model:
+            out.append((name, m))
+    return out
+
+
+class Recorder:
+    """The hooks of one probe run. Values of a step accumulate as 0-d device tensors."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.modules = hooked_modules(model)
+        self.names = {id(m): n for n, m in self.modules}
+        self.kinds = {id(m): module_kind(m) for _, m in self.modules}
+        self.handles: list[Any] = []
+        self.sites: dict[str, Site] = {}
+        self.order: list[str] = []
+        self.active: dict[str, Any] = {}  # ReLU-family: per-unit "ever active" flags, on device
+        self.reset()
+
+    def reset(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.fwd_keys: list[tuple[str, str]] = []
+        self.fwd_vals: list[Any] = []
+        self.bwd_keys: list[str] = []
+        self.bwd_vals: list[Any] = []
+        self.last_param_kind = "param"
+
+    def __enter__(self) -> "Recorder":
+        for _, m in self.modules:
+            self.handles.append(m.register_forward_hook(self._forward_hook))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def _forward_hook(self, module: Any, inputs: Any, output: Any) -> None:
+        import torch
+
+        name = self.names.get(id(module))
+        if name is None:
+            return
+        call = self.calls.get(name, 0)
+        self.calls[name] = call + 1
+        site = name if call == 0 else f"{name}#{call}"
+        kind = self.kinds[id(module)]
+        if kind in ("param", "conv"):
+            self.last_param_kind = kind
+        t = first_tensor(output)
+        if t is None or not t.is_floating_point() or t.numel() == 0:
+            return
+        if site not in self.sites:
+            self.sites[site] = Site(site, name, call, type(module).__name__, kind)
+            self.order.append(site)
+        d = t.detach()
+        # std is NaN when any element is NaN or Inf: the non-finite check costs no extra pass.
+        self.fwd_keys.append(("std", site))
+        self.fwd_vals.append(torch.std(d if d.dtype == torch.float32 else d.float(), correction=0))
+        if kind == "relu" and d.dim() >= 1:
+            self._dead(site, d)
+        elif kind == "saturating":
+            self.fwd_keys.append(("sat", site))
+            self.fwd_vals.append(self._saturated(module, d).float().mean())
+        if t.requires_grad:
+            t.register_hook(self._grad_hook(site))
+
+    def _dead(self, site: str, d: Any) -> None:
+        # A unit is a feature (last dim) after Linear, a channel (dim 1) after a convolution.
+        unit = 1 if d.dim() >= 3 and self.last_param_kind == "conv" else d.dim() - 1
+        dims = [i for i in range(d.dim()) if i != unit]
+        flags = (d.amax(dim=dims) > 0) if dims else d > 0
+        prev = self.active.get(site)
+        self.active[site] = flags if prev is None or prev.shape != flags.shape else (prev | flags)
+
+    @staticmethod
+    def _saturated(module: Any, d: Any) -> Any:
+        name = type(module).__name__
+        kinds = [b.__name__ for b in type(module).__mro__]
+        if "Sigmoid" in kinds:
+            return d * (1 - d) < SATURATED_DERIVATIVE
+        if "Tanh" in kinds:
+            return 1 - d * d < SATURATED_DERIVATIVE
+        if "Hardtanh" in kinds:
+            return (d <= module.min_val) | (d >= module.max_val)
+        if "Softsign" in kinds:
+            return (1 - d.abs()) ** 2 < SATURATED_DERIVATIVE
+        raise AssertionError(name)
+
+    def _grad_hook(self, site: str) -> Callable[[Any], None]:
+        import torch
+
+        def hook(grad: Any) -> None:
+            self.bwd_keys.append(site)
+            self.bwd_vals.append(torch.linalg.vector_norm(grad, dtype=torch.float32))
+
+        return hook
+
+
+@dataclass
+class ProbeSetup:
+    """How to run one step: inputs and loss come from target.py's loaders."""
+
+    device: str
+    steps: int
+    seed: int
+    dtype: str  # float32, bfloat16, float16: the forward pass under autocast when not float32
+    make_inputs: Callable[[int], Any]  # step -> (args tuple, kwargs dict), already on the device
+    make_loss: Callable[[Any, Any, int], Any]  # (output, raw inputs, step) -> scalar tensor
+
+
+def autocast_context(device: str, dtype: str) -> Any:
+    import contextlib
+
+    import torch
+
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
+
+
+def run_steps(model: Any, setup: ProbeSetup, progress: Callable[[int, int], None] | None = None) -> Measurements:
+    """Run the probe steps and return the measurements; user errors propagate to the caller."""
+    import torch
+
+    meas = Measurements(steps=setup.steps, device=setup.device, dtype=setup.dtype)
+    model.train()
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    owners = {}
+    for mname, m in model.named_modules():
+        for pname, _ in m.named_parameters(recurse=False, prefix=mname):
+            owners[pname] = mname
+    meas.param_owner = {n: owners.get(n, "") for n, _ in params}
+    if params:
+        wn = torch._foreach_norm([p.detach() for _, p in params])
+        values = torch.stack([w.float() for w in wn]).cpu().tolist()
+        meas.param_norm = dict(zip((n for n, _ in params), values))
+    rec = Recorder(model)
+    with rec:
+        for step in range(setup.steps):
+            if progress:
+                progress(step, setup.steps)
+            rec.reset()
+            model.zero_grad(set_to_none=True)
+            torch.manual_seed(setup.seed + step)
+            args, kwargs, raw = setup.make_inputs(step)
+            with autocast_context(setup.device, setup.dtype):
+                output = model(*args, **kwargs)
+            loss = setup.make_loss(output, raw, step)
+            n_fwd = len(rec.fwd_vals)
+            if loss.requires_grad:
+                loss.backward()
+            else:
+                meas.notes.append("the loss does not depend on any parameter: no gradients to measure")
+            grads = [(n, p.grad) for n, p in params if p.grad is not None]
+            gnorms = torch._foreach_norm([g for _, g in grads]) if grads else []
+            pieces = rec.fwd_vals[:n_fwd] + rec.bwd_vals + [g.float() for g in gnorms] + [loss.detach().float().reshape(())]
+            host = torch.stack([p if p.dtype == torch.float32 else p.float() for p in pieces]).cpu().tolist()
+            _store_step(meas, rec, step, host, n_fwd, [n for n, _ in grads])
+            if meas.nonfinite is not None:
+                break
+    if progress:
+        progress(setup.steps, setup.steps)
+    meas.sites = [rec.sites[s] for s in rec.order]
+    if rec.active:
+        names = list(rec.active)
+        fractions = torch.stack([1 - rec.active[n].float().mean() for n in names]).cpu().tolist()
+        meas.dead = dict(zip(names, fractions))
+    return meas
+
+
+def _store_step(meas: Measurements, rec: Recorder, step: int, host: list[float], n_fwd: int,
+                grad_names: list[str]) -> None:
+    fwd, rest = host[:n_fwd], host[n_fwd:]
+    bwd, rest = rest[: len(rec.bwd_keys)], rest[len(rec.bwd_keys):]
+    pg, loss = rest[:-1], rest[-1]
+
+    def put(table: dict[str, list[float]], key: str, value: float) -> None:
+        row = table.setdefault(key, [])
+        row.extend([None] * (step - len(row)))  # type: ignore[list-item]
+        if len(row) == step:
+            row.append(value)
+
+    for (what, site), v in zip(rec.fwd_keys, fwd):
+        put(meas.act_std if what == "std" else meas.saturated, site, v)
+    for site, v in zip(rec.bwd_keys, bwd):
+        put(meas.grad_norm, site, v)
+    for name, v in zip(grad_names, pg):
+        put(meas.param_grad_norm, name, v)
+    meas.loss.append(loss)
+    if meas.nonfinite is not None:
+        return
+    # Forward: the first site, in execution order, whose output holds NaN/Inf.
+    for (what, site), v in zip(rec.fwd_keys, fwd):
+        if what == "std" and not math.isfinite(v):
+            meas.nonfinite = {"step": step, "phase": "forward", "site": site, "module": rec.sites[site].module,
+                              "type": rec.sites[site].type_name, "what": "NaN/Inf in its output"}
+            return
+    if not math.isfinite(loss):
+        meas.nonfinite = {"step": step, "phase": "loss", "site": None, "module": None, "type": None,
+                          "what": f"the loss is {loss}"}
+        return
+    bad_out = {site for site, v in zip(rec.bwd_keys, bwd) if not math.isfinite(v)}
+    bad_param_owner = [meas.param_owner.get(n, "") for n, v in zip(grad_names, pg) if not math.isfinite(v)]
+    if not bad_out and not bad_param_owner:
+        return
+    order = [s for s in rec.order]
+    # Backward runs in reverse: the module whose backward first made a non-finite gradient is the
+    # one executed right after the last module (in execution order) whose output gradient is
+    # non-finite; or a module with finite output gradient but non-finite parameter gradients.
+    culprit = None
+    last_bad = max((order.index(s) for s in bad_out if s in order), default=None)
+    if last_bad is not None:
+        after = [s for s in order[last_bad + 1:] if s not in bad_out]
+        culprit = after[0] if after else None
+    if culprit is None and bad_param_owner:
+        for s in order:
+            if rec.sites[s].module in bad_param_owner and s not in bad_out:
+                culprit = s
+                break
+    site = rec.sites.get(culprit) if culprit else None
+    meas.nonfinite = {"step": step, "phase": "backward", "site": culprit, "module": site.module if site else None,
+                      "type": site.type_name if site else None, "what": "NaN/Inf in the gradient its backward produced"}

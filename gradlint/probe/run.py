@@ -1,0 +1,384 @@
+"""Run a probe end to end: load the target, run the static rules on its file, measure, check, join.
+
+`run_probe(options)` returns a `ProbeReport` (plain data) or raises `ProbeError` (exit 2).
+Printing belongs to gradlint.probe.report and the command.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from gradlint.findings import Finding, SourceSpan
+from gradlint.probe.target import (
+    ProbeError, Target, call_user, defined_in, definition_line, fail_from, load_function, load_target,
+    positional_arity,
+)
+
+DEFAULT_BATCH = 8
+FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
+INT_DTYPES = ("int64", "int32", "long", "int")
+
+
+@dataclass
+class ProbeOptions:
+    target: str
+    inputs: str | None = None
+    input_shape: tuple[int, ...] | None = None
+    input_dtype: str = "float32"
+    vocab: int | None = None
+    loss: str | None = None
+    device: str = "auto"
+    steps: int = 3
+    seed: int = 0
+    dtype: str = "float32"
+    onnx: tuple[str, ...] = ()
+    gradcheck: bool = True
+    config: Any = None  # gradlint.config.Config; None: the nearest pyproject.toml of the target
+
+
+@dataclass
+class ProbeReport:
+    target: str
+    path: str  # the target file as findings show it
+    device: str
+    options: ProbeOptions
+    verdicts: list[Any] = field(default_factory=list)  # join.Verdict, static first then probe findings
+    measurements: Any = None
+    gradcheck: Any = None
+    module_classes: dict[str, str] = field(default_factory=dict)
+    inputs_from: str = ""
+    loss_kind: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def display_path(path: Path) -> str:
+    """As `gradlint check` shows a file named on the command line: relative to cwd when below it."""
+    try:
+        rel = os.path.relpath(path, Path.cwd())
+    except ValueError:
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ProbeError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__})")
+        try:
+            dev = torch.device(name)
+        except RuntimeError as exc:
+            raise ProbeError(f"--device {name}: {exc}") from None
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ProbeError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+        return name
+    if name == "cpu":
+        return name
+    raise ProbeError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+def _normalise_inputs(value: Any, what: str) -> tuple[tuple, dict]:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return (value,), {}
+    if isinstance(value, (tuple, list)):
+        return tuple(value), {}
+    if isinstance(value, dict):
+        return (), dict(value)
+    raise ProbeError(f"{what} returned {type(value).__name__}; expected a tensor, a tuple of arguments or a dict of keyword arguments")
+
+
+def _embedding_vocab(model: Any) -> int | None:
+    import torch.nn as nn
+
+    sizes = [m.num_embeddings for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+    return min(sizes) if sizes else None
+
+
+def _inferred_shape(model: Any) -> tuple[tuple[int, ...], str, str] | None:
+    """(shape, dtype, why) from the first layer that fixes the input's shape, in definition order."""
+    import torch.nn as nn
+
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
+            return (DEFAULT_BATCH, 16), "int64", f"token ids for {name or 'the model'} ({type(m).__name__})"
+        if isinstance(m, nn.Linear):
+            return (DEFAULT_BATCH, m.in_features), "float32", f"in_features of {name or 'the model'} (Linear)"
+        for cls, spatial in ((nn.Conv1d, (64,)), (nn.Conv2d, (32, 32)), (nn.Conv3d, (8, 16, 16))):
+            if isinstance(m, cls):
+                return (DEFAULT_BATCH, m.in_channels, *spatial), "float32", f"in_channels of {name or 'the model'} ({cls.__name__})"
+        if next(iter(m.parameters(recurse=False)), None) is not None:
+            return None
+    return None
+
+
+def build_inputs(opts: ProbeOptions, target: Target, device: str) -> tuple[Callable[[int], Any], str]:
+    """A function step -> (args, kwargs, raw inputs), all on the device; and where they come from."""
+    import torch
+
+    from gradlint.probe.measure import to_device
+
+    dev = torch.device(device)
+    fn = None
+    if opts.inputs:
+        fn, source = load_function(opts.inputs, "--inputs", target.module), f"--inputs {opts.inputs}"
+    elif opts.input_shape is None and callable(getattr(target.module, "example_inputs", None)):
+        fn, source = target.module.example_inputs, f"example_inputs() in {target.path.name}"
+    if fn is not None:
+        what = f"{getattr(fn, '__name__', 'the inputs function')}()"
+
+        def from_fn(step: int) -> Any:
+            raw = call_user(fn, what=f"{what} failed")
+            args, kwargs = _normalise_inputs(raw, what)
+            return to_device(args, dev), to_device(kwargs, dev), to_device(raw, dev)
+
+        return from_fn, source
+    shape, dtype = opts.input_shape, opts.input_dtype
+    if shape is None:
+        inferred = _inferred_shape(target.model)
+        if inferred is None:
+            raise ProbeError(
+                f"cannot tell what {target.factory_name}() takes: give --inputs FILE.py:fn, --input-shape, "
+                f"or define example_inputs() in {target.path.name}")
+        shape, dtype, why = inferred
+        source = f"random {dtype} of shape {tuple(shape)} ({why})"
+    else:
+        source = f"random {dtype} of shape {tuple(shape)}"
+    if dtype not in FLOAT_DTYPES + INT_DTYPES:
+        raise ProbeError(f"--input-dtype {dtype}: expected one of {', '.join(FLOAT_DTYPES + INT_DTYPES)}")
+    tdtype = getattr(torch, dtype)
+    vocab = None
+    if not tdtype.is_floating_point:
+        vocab = opts.vocab or _embedding_vocab(target.model)
+        if vocab is None:
+            raise ProbeError("integer inputs need --vocab (the model has no nn.Embedding to take it from)")
+        source += f", token ids < {vocab}"
+
+    def synthetic(step: int) -> Any:
+        if vocab is not None:
+            x = torch.randint(0, vocab, tuple(shape), dtype=tdtype)
+        else:
+            x = torch.randn(tuple(shape), dtype=tdtype)
+        x = x.to(dev)
+        return (x,), {}, x
+
+    return synthetic, source
+
+
+# --- loss ---------------------------------------------------------------------------------
+
+def _has_tokens(raw: Any) -> bool:
+    import torch
+
+    if isinstance(raw, torch.Tensor):
+        return not raw.is_floating_point() and not raw.is_complex() and raw.dtype != torch.bool
+    if isinstance(raw, (tuple, list)):
+        return any(_has_tokens(v) for v in raw)
+    if isinstance(raw, dict):
+        return any(_has_tokens(v) for v in raw.values())
+    return False
+
+
+def default_loss_kind(out: Any, raw: Any) -> str:
+    if out.dim() == 2 and out.shape[1] >= 2:
+        return "cross-entropy against random class labels (output is batch x classes)"
+    if out.dim() >= 3 and _has_tokens(raw):
+        return "cross-entropy over the last dimension against random token ids (token inputs, sequence output)"
+    return "mean squared error against a random normal target of the output's shape"
+
+
+def build_loss(opts: ProbeOptions, target: Target, seed: int) -> tuple[Callable[[Any, Any, int], Any], str]:
+    """A function (output, raw inputs, step) -> scalar loss; targets depend only on (seed, step),
+    so the gradient check evaluates the same function the probe measured."""
+    import torch
+    import torch.nn.functional as F
+
+    from gradlint.probe.measure import first_tensor
+
+    if opts.loss:
+        fn = load_function(opts.loss, "--loss", target.module)
+        arity = positional_arity(fn)
+        name = getattr(fn, "__name__", "the loss")
+
+        def user_loss(output: Any, raw: Any, step: int) -> Any:
+            value = call_user(fn, *((output,) if arity == 1 else (output, raw)), what=f"{name}() failed")
+            if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                raise ProbeError(f"--loss {opts.loss}: returned {type(value).__name__}"
+                                 f"{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}, not a scalar tensor")
+            return value.reshape(())
+
+        return user_loss, f"--loss {opts.loss}"
+
+    kinds: list[str] = []
+
+    def default(output: Any, raw: Any, step: int) -> Any:
+        out = first_tensor(output)
+        if out is None or not out.is_floating_point():
+            raise ProbeError("the model's output holds no floating-point tensor to take a loss of; give --loss FILE.py:fn")
+        x = out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
+        gen = torch.Generator(device="cpu").manual_seed(seed * 100003 + step)
+        kind = default_loss_kind(x, raw)
+        if not kinds:
+            kinds.append(kind)
+        if kind.startswith("cross-entropy against"):
+            labels = torch.randint(0, x.shape[1], (x.shape[0],), generator=gen).to(x.device)
+            return F.cross_entropy(x, labels)
+        if kind.startswith("cross-entropy over"):
+            ids = torch.randint(0, x.shape[-1], tuple(x.shape[:-1]), generator=gen).to(x.device)
+            return F.cross_entropy(x.reshape(-1, x.shape[-1]), ids.reshape(-1))
+        goal = torch.randn(tuple(x.shape), generator=gen, dtype=torch.float64).to(device=x.device, dtype=x.dtype)
+        return F.mse_loss(x, goal)
+
+    default.kinds = kinds  # type: ignore[attr-defined]
+    return default, "default"
+
+
+# --- locations ----------------------------------------------------------------------------
+
+def make_locator(target: Target, model: Any) -> Callable[[str | None], SourceSpan]:
+    """Module path -> the line of the innermost class, among it and its parents, defined in the
+    target's file; else the factory's line; else line 1."""
+    modules = dict(model.named_modules())
+    fallback = definition_line(target.factory) if defined_in(target.factory, target.path) else None
+
+    def locate(path: str | None) -> SourceSpan:
+        candidates = []
+        if path is not None:
+            parts = path.split(".") if path else []
+            candidates = [".".join(parts[:i]) for i in range(len(parts), -1, -1)]
+        else:
+            candidates = [""]
+        for p in candidates:
+            m = modules.get(p)
+            if m is not None and defined_in(type(m), target.path):
+                line = definition_line(type(m))
+                if line:
+                    return SourceSpan.point(line, 1)
+        return SourceSpan.point(fallback or 1, 1)
+
+    return locate
+
+
+# --- the run ------------------------------------------------------------------------------
+
+def static_findings(path: Path, opts: ProbeOptions, config: Any) -> tuple[list[Finding], list[str]]:
+    from gradlint.api import check_paths
+
+    result = check_paths([path, *(Path(p) for p in opts.onnx)], config, use_cache=False, jobs=1)
+    notes = [f"static pass: internal error on {r.path}: {r.internal_error}" for r in result.internal_errors]
+    notes += [f"static pass: {r.path}: {r.skipped}" for r in result.files if r.skipped]
+    return result.findings, notes
+
+
+def thresholds_for(config: Any) -> tuple[dict[str, Any], Any]:
+    from gradlint.probe.join import Thresholds
+    from gradlint.registry import load_rules
+
+    rules = load_rules()
+    own = Thresholds(config.options_for("GL701")["vanishing-threshold"], config.options_for("GL702")["exploding-threshold"])
+    per_code = {}
+    for code in ("GL101", "GL102"):
+        if code in rules:
+            opts = config.options_for(code)
+            per_code[code] = Thresholds(float(opts.get("vanishing-threshold", own.vanishing)),
+                                        float(opts.get("exploding-threshold", own.exploding)))
+    return per_code, own
+
+
+def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
+              progress: Callable[[int, int], None] | None = None) -> ProbeReport:
+    """Run the whole probe. `findings` replaces the static pass (tests, or a caller that ran it)."""
+    try:
+        import torch
+    except ImportError:
+        raise ProbeError("gradlint probe needs torch: pip install 'gradlint[probe]'") from None
+    from gradlint.config import ConfigError, load_config
+    from gradlint.probe import gradcheck as gc
+    from gradlint.probe import join
+    from gradlint.probe.measure import ProbeSetup, run_steps
+    from gradlint.registry import load_rules
+
+    if opts.steps < 1:
+        raise ProbeError("--steps must be at least 1")
+    if opts.dtype not in ("float32", "bfloat16", "float16"):
+        raise ProbeError(f"--dtype {opts.dtype}: expected float32, bfloat16 or float16")
+    device = resolve_device(opts.device)
+    torch.manual_seed(opts.seed)
+    target = load_target(opts.target)
+    model = target.model
+    try:
+        model.to(torch.device(device))
+    except Exception as exc:
+        raise fail_from(exc, f"moving the model to {device} failed") from None
+
+    config = opts.config
+    if config is None:
+        try:
+            config = load_config(None, target.path.parent)
+        except ConfigError as exc:
+            raise ProbeError(str(exc)) from None
+    notes: list[str] = []
+    if findings is None:
+        findings, static_notes = static_findings(target.path, opts, config)
+        notes += static_notes
+
+    make_inputs, inputs_from = build_inputs(opts, target, device)
+    make_loss, loss_from = build_loss(opts, target, opts.seed)
+    setup = ProbeSetup(device=device, steps=opts.steps, seed=opts.seed, dtype=opts.dtype,
+                       make_inputs=make_inputs, make_loss=make_loss)
+    try:
+        meas = run_steps(model, setup, progress)
+    except ProbeError:
+        raise
+    except Exception as exc:
+        raise fail_from(exc, "running the model failed") from None
+    loss_kind = loss_from if loss_from != "default" else (getattr(make_loss, "kinds", []) or ["default"])[0]
+
+    check = gc.GradcheckResult()
+    if not opts.gradcheck:
+        check.notes.append("gradient check disabled (--no-gradcheck)")
+    elif meas.nonfinite is not None:
+        check.notes.append("gradient check skipped: the probe met NaN/Inf (GL703)")
+    else:
+        functions = gc.find_functions(target.module)
+        torch.manual_seed(opts.seed)
+        args, kwargs, raw = make_inputs(0)
+        try:
+            check = gc.run_gradcheck(model, (args, kwargs), lambda out: make_loss(out, raw, 0), functions,
+                                     target.module, device, opts.seed)
+        except ProbeError:
+            raise
+        except Exception as exc:
+            # Some models do not run in float64 (a hard-coded dtype, a kernel without double):
+            # the rest of the probe still stands.
+            check = gc.GradcheckResult(notes=[f"gradient check could not run in float64: {type(exc).__name__}: {exc}"])
+        for failure in check.failures:
+            if failure.obj is not None and defined_in(failure.obj, target.path):
+                line = definition_line(failure.obj)
+                failure.span = SourceSpan.point(line, 1) if line else None
+
+    module_classes = {name: type(m).__name__ for name, m in model.named_modules()}
+    per_code, own = thresholds_for(config)
+    verdicts = join.judge_static(list(findings), meas, module_classes, check, per_code)
+    rules = load_rules()
+    path = display_path(target.path)
+    ctx = join.Context(path=path, locate=make_locator(target, model), rules=rules)
+    verdicts += join.probe_findings(ctx, meas, check, verdicts, own)
+    notes += meas.notes + check.notes
+    return ProbeReport(target=opts.target, path=path, device=device, options=opts, verdicts=verdicts,
+                       measurements=meas, gradcheck=check, module_classes=module_classes,
+                       inputs_from=inputs_from, loss_kind=loss_kind, notes=notes)
+
+
+def finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)

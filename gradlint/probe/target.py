@@ -1,0 +1,215 @@
+"""Load what `gradlint probe` runs: the user's model factory, its inputs and its loss.
+
+Everything here imports and runs the user's code, with the user's rights. Failures become a
+`ProbeError` whose message says what went wrong and whose traceback keeps only the user's frames.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+_INTERNAL_DIRS: tuple[str, ...] = ()
+
+
+class ProbeError(Exception):
+    """The target could not be loaded or run (exit 2). `user_traceback` is already trimmed."""
+
+    def __init__(self, message: str, user_traceback: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.user_traceback = user_traceback
+
+
+def _internal_dirs() -> tuple[str, ...]:
+    global _INTERNAL_DIRS
+    if not _INTERNAL_DIRS:
+        import click
+        import torch
+
+        import gradlint
+
+        dirs = [os.path.dirname(m.__file__ or "") for m in (torch, gradlint, click)]
+        dirs.append(os.path.dirname(importlib.__file__ or ""))
+        _INTERNAL_DIRS = tuple(os.path.realpath(d) + os.sep for d in dirs if d)
+    return _INTERNAL_DIRS
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback of `exc` with gradlint's, torch's, click's and importlib's frames removed:
+    the user should see where *their* code failed, once, not our call stack around it."""
+    internal = _internal_dirs()
+    frames = [
+        fs for fs in traceback.extract_tb(exc.__traceback__)
+        if not fs.filename.startswith("<frozen")
+        and not os.path.realpath(fs.filename).startswith(internal)
+    ]
+    lines = ["Traceback (most recent call last, your code only):\n"]
+    lines += traceback.format_list(frames)
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines).rstrip()
+
+
+def fail_from(exc: BaseException, what: str) -> ProbeError:
+    return ProbeError(f"{what}: {type(exc).__name__}: {exc}", user_traceback(exc))
+
+
+@dataclass
+class Target:
+    """A loaded target: the module object, its file (for the static pass), the model."""
+
+    spec: str
+    module: ModuleType
+    path: Path
+    factory_name: str
+    factory: Any
+    model: Any
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """'path/to/file.py:fn' or 'package.module:fn' -> (module part, attribute). A Windows drive
+    letter (C:\\x.py:fn) keeps its colon: the attribute is after the last one."""
+    head, sep, attr = spec.rpartition(":")
+    if not sep or not head or not attr or not attr.replace(".", "_").isidentifier():
+        raise ProbeError(f"{spec!r}: expected path/to/file.py:name or package.module:name")
+    return head, attr
+
+
+def import_file(path: Path) -> ModuleType:
+    """Import a .py file as a module, with its folder on sys.path so its sibling imports work."""
+    path = path.resolve()
+    if not path.is_file():
+        raise ProbeError(f"{path}: no such file")
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = path.stem if path.stem.isidentifier() else "gradlint_probe_target"
+    existing = sys.modules.get(name)
+    if existing is not None and os.path.realpath(getattr(existing, "__file__", "") or "") != str(path):
+        name = f"gradlint_probe_target_{abs(hash(str(path)))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ProbeError(f"{path}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    # Registered before running it, as a normal import does: dataclasses and pickling look it up.
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:  # SystemExit from a script's top level is a failure too
+        sys.modules.pop(name, None)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise fail_from(exc, f"importing {path} failed") from None
+    return module
+
+
+def import_spec_module(head: str) -> ModuleType:
+    if head.endswith(".py") or os.sep in head or "/" in head:
+        return import_file(Path(head))
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(head)
+    except ModuleNotFoundError as exc:
+        if exc.name and head.startswith(exc.name):
+            raise ProbeError(f"{head}: no such module (is it installed, or on PYTHONPATH?)") from None
+        raise fail_from(exc, f"importing {head} failed") from None
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise fail_from(exc, f"importing {head} failed") from None
+
+
+def _attr(module: ModuleType, dotted: str, spec: str) -> Any:
+    obj: Any = module
+    for part in dotted.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ProbeError(f"{spec}: {module.__name__} has no attribute {dotted!r}") from None
+    return obj
+
+
+def load_target(spec: str) -> Target:
+    """Import the target's module and build the model (factory() or Class())."""
+    import torch.nn as nn
+
+    head, attr = split_spec(spec)
+    module = import_spec_module(head)
+    factory = _attr(module, attr, spec)
+    path = Path(getattr(module, "__file__", "") or head)
+    if isinstance(factory, nn.Module):
+        raise ProbeError(f"{spec}: is a module instance; give a factory function or the class")
+    if not callable(factory):
+        raise ProbeError(f"{spec}: {attr} is not callable (expected a factory or an nn.Module class)")
+    try:
+        model = factory()
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise fail_from(exc, f"calling {attr}() failed") from None
+    if not isinstance(model, nn.Module):
+        raise ProbeError(f"{spec}: {attr}() returned {type(model).__name__}, not an nn.Module")
+    return Target(spec=spec, module=module, path=path.resolve(), factory_name=attr, factory=factory, model=model)
+
+
+def load_function(spec: str, what: str, default_module: ModuleType | None = None) -> Callable[..., Any]:
+    """--inputs / --loss: 'file.py:fn' or 'package.module:fn'; a bare 'fn' is looked up in the target's file."""
+    if ":" not in spec and default_module is not None:
+        fn = _attr(default_module, spec, spec)
+    else:
+        head, attr = split_spec(spec)
+        fn = _attr(import_spec_module(head), attr, spec)
+    if not callable(fn):
+        raise ProbeError(f"{what} {spec!r} is not callable")
+    return fn
+
+
+def positional_arity(fn: Callable[..., Any]) -> int | None:
+    """How many positional arguments fn accepts (None: any number)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    n = 0
+    for p in sig.parameters.values():
+        if p.kind is p.VAR_POSITIONAL:
+            return None
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            n += 1
+    return n
+
+
+def call_user(fn: Callable[..., Any], *args: Any, what: str) -> Any:
+    try:
+        return fn(*args)
+    except ProbeError:
+        raise
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise fail_from(exc, what) from None
+
+
+def definition_line(obj: Any) -> int | None:
+    """The line where a class or function is defined, when it can be found."""
+    try:
+        return inspect.getsourcelines(obj)[1]
+    except (OSError, TypeError):
+        return None
+
+
+def defined_in(obj: Any, path: Path) -> bool:
+    try:
+        src = inspect.getsourcefile(obj)
+    except TypeError:
+        return False
+    return bool(src) and os.path.realpath(src) == os.path.realpath(path)

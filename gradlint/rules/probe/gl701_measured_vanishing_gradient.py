@@ -1,0 +1,56 @@
+"""GL701 measured-vanishing-gradient: `gradlint probe` measured a chain whose gradient vanishes."""
+
+from __future__ import annotations
+
+from gradlint.findings import Severity
+from gradlint.registry import Option, Rule, positive_float
+
+
+class MeasuredVanishingGradient(Rule):
+    """
+    ## What it does
+    Reported by `gradlint probe` when a chain of parametric layers, measured on real batches at
+    initialisation, passes back less than `vanishing-threshold` of its gradient:
+    ||∂L/∂z_first|| / ||∂L/∂z_last|| < 1e-3, where z are the outputs of the first and the last
+    layer of the chain. A measured chain is a run of consecutive parametric leaf modules
+    (Linear, Conv*, ConvTranspose*, Embedding, Bilinear) in execution order with no
+    normalisation module (BatchNorm, LayerNorm, GroupNorm, InstanceNorm, RMSNorm) and no
+    recurrent module between them. It fires only where the static pass did not already predict
+    a vanishing gradient for those modules (that finding gets the verdict *confirmed* instead).
+
+    ## Why is this bad?
+    The first layers of the chain receive a gradient a thousand times smaller than the last:
+    they barely train, and the optimiser's learning rate cannot suit both ends.
+
+    ## Example
+    ```python
+    def make_model():
+        layers = []
+        for _ in range(12):
+            layers += [nn.Linear(256, 256), nn.Sigmoid()]
+        return nn.Sequential(*layers)
+    ```
+
+    ## Use instead
+    ```python
+    def make_model():
+        layers = []
+        for _ in range(12):
+            layers += [nn.Linear(256, 256), nn.LayerNorm(256), nn.ReLU()]
+        return nn.Sequential(*layers)
+    ```
+
+    ## Options
+    - `vanishing-threshold` (default 1e-3): the measured gain below which the chain is reported.
+
+    ## References
+    - Glorot & Bengio, *Understanding the difficulty of training deep feedforward neural networks*, 2010.
+    """
+
+    code = "GL701"
+    name = "measured-vanishing-gradient"
+    severity = Severity.WARNING
+    summary = "Measured gradient gain across a chain below the vanishing threshold"
+    fix_title = "Add normalisation or residual connections, or use an initialisation that suits the activation"
+    probe_only = True
+    options = {"vanishing-threshold": Option(1e-3, positive_float, "measured gain below which a chain is reported")}

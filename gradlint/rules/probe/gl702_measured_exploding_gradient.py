@@ -1,0 +1,54 @@
+"""GL702 measured-exploding-gradient: `gradlint probe` measured an exploding gradient or loss."""
+
+from __future__ import annotations
+
+from gradlint.findings import Severity
+from gradlint.registry import Option, Rule, positive_float
+
+
+class MeasuredExplodingGradient(Rule):
+    """
+    ## What it does
+    Reported by `gradlint probe` when a measured chain (see GL701 for the definition) amplifies
+    its gradient by more than `exploding-threshold` (||∂L/∂z_first|| / ||∂L/∂z_last|| > 1e3),
+    or when the loss at initialisation is already ≥ 1e5. It fires only where the static pass
+    did not predict an exploding gradient for those modules.
+
+    ## Why is this bad?
+    The first layers receive gradients a thousand times larger than the last: a learning rate
+    small enough for them leaves the rest untrained, a larger one diverges. A loss of 1e5 at
+    initialisation means the output scale is already out of hand.
+
+    ## Example
+    ```python
+    def make_model():
+        layers = []
+        for _ in range(8):
+            lin = nn.Linear(512, 512)
+            nn.init.normal_(lin.weight, std=1.0)
+            layers += [lin, nn.Tanh()]
+        return nn.Sequential(*layers)
+    ```
+
+    ## Use instead
+    ```python
+    def make_model():
+        layers = []
+        for _ in range(8):
+            lin = nn.Linear(512, 512)
+            nn.init.xavier_normal_(lin.weight, gain=nn.init.calculate_gain("tanh"))
+            layers += [lin, nn.Tanh()]
+        return nn.Sequential(*layers)
+    ```
+
+    ## Options
+    - `exploding-threshold` (default 1e3): the measured gain above which the chain is reported.
+    """
+
+    code = "GL702"
+    name = "measured-exploding-gradient"
+    severity = Severity.WARNING
+    summary = "Measured gradient gain across a chain above the exploding threshold, or a huge loss at init"
+    fix_title = "Scale the initialisation down, add normalisation, or clip gradients"
+    probe_only = True
+    options = {"exploding-threshold": Option(1e3, positive_float, "measured gain above which a chain is reported")}

@@ -1,0 +1,60 @@
+"""GL704 gradient-check-failed: a finite-difference check disagrees with autograd."""
+
+from __future__ import annotations
+
+from gradlint.findings import Severity
+from gradlint.registry import Rule
+
+
+class GradientCheckFailed(Rule):
+    """
+    ## What it does
+    Reported by `gradlint probe` when a float64 finite-difference check disagrees with the
+    gradient autograd computes. The whole loss is checked along random directions (central
+    differences, with a tolerance derived from the step size); then every custom
+    `torch.autograd.Function` of the target's file is checked on the inputs it received in the
+    forward pass, and — when the whole check fails — every module, smallest first. The finding
+    names the `Function`, or the smallest module whose check fails.
+
+    ## Why is this bad?
+    A wrong `backward` trains the model on gradients of a different function. Nothing crashes:
+    the loss just falls more slowly, or not at all, and the bug can survive for months.
+
+    ## Example
+    ```python
+    class Square(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return grad * x  # the derivative of x² is 2x
+    ```
+
+    ## Use instead
+    ```python
+    class Square(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return grad * 2 * x
+    ```
+
+    ## References
+    - PyTorch, `torch.autograd.gradcheck` and its fast mode (random projections).
+    """
+
+    code = "GL704"
+    name = "gradient-check-failed"
+    severity = Severity.ERROR
+    summary = "Finite differences (float64) disagree with autograd: a wrong backward"
+    fix_title = "Fix the backward of the named Function or module"
+    probe_only = True
