@@ -118,16 +118,20 @@ def directional_check(f: Callable[[], Any], variables: list[Any], seed: int, dir
         dirs = [(r / norm).to(device=v.device, dtype=v.dtype) for r, v in zip(raw, variables)]
         ad = sum(float((g * d).sum()) for g, d in zip(grads, dirs) if g is not None)
 
-        def diff(step: float) -> tuple[float, float]:
+        def at(step: float) -> float:
             with torch.no_grad():
                 for v, o, d in zip(variables, originals, dirs):
                     v.copy_(o + step * d)
-                plus = float(f())
-                for v, o, d in zip(variables, originals, dirs):
-                    v.copy_(o - step * d)
-                minus = float(f())
-                for v, o in zip(variables, originals):
-                    v.copy_(o)
+            # Evaluated with grad mode on: user code may register hooks or otherwise assume it.
+            try:
+                return float(f().detach())
+            finally:
+                with torch.no_grad():
+                    for v, o in zip(variables, originals):
+                        v.copy_(o)
+
+        def diff(step: float) -> tuple[float, float]:
+            plus, minus = at(step), at(-step)
             return (plus - minus) / (2 * step), max(abs(plus), abs(minus))
 
         fd1, mag = diff(h)

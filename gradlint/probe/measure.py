@@ -309,6 +309,14 @@ def run_steps(model: Any, setup: ProbeSetup, progress: Callable[[int, int], None
 
     meas = Measurements(steps=setup.steps, device=setup.device, dtype=setup.dtype)
     model.train()
+    from torch.nn.parameter import UninitializedParameter
+
+    if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
+        # Lazy modules get their shapes from a first forward; the norms below need them.
+        torch.manual_seed(setup.seed)
+        args, kwargs, _ = setup.make_inputs(0)
+        with torch.no_grad(), autocast_context(setup.device, setup.dtype):
+            model(*args, **kwargs)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     owners = {}
     for mname, m in model.named_modules():

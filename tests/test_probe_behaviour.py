@@ -1,0 +1,468 @@
+"""`gradlint probe` beyond the acceptance cases: targets, inputs, losses, each GL7xx, the join's
+verdict rule, errors (exit 2), output formats, and that `gradlint check` never imports torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gradlint.findings import Finding, Severity, SourceSpan, make_data
+from gradlint.probe import join
+from gradlint.probe.join import CONFIRMED, INCONCLUSIVE, NOT_MEASURABLE, REFUTED, Thresholds
+from gradlint.probe.run import ProbeOptions, run_probe
+from gradlint.probe.target import ProbeError
+from tests.conftest import FIXTURES, ROOT
+
+PROBE = FIXTURES / "probe"
+_counter = iter(range(10**6))
+
+
+def write(tmp_path: Path, body: str, name: str | None = None) -> Path:
+    # Unique module names: the probe imports each file under its stem.
+    path = tmp_path / (name or f"probe_case_{next(_counter)}.py")
+    path.write_text("import torch\nimport torch.nn as nn\n" + textwrap.dedent(body))
+    return path
+
+
+def run(path: Path, findings=None, attr: str = "make_model", **kw):
+    kw.setdefault("device", "cpu")
+    return run_probe(ProbeOptions(target=f"{path}:{attr}", **kw), findings=[] if findings is None else findings)
+
+
+def codes(report):
+    return [v.finding.code for v in report.verdicts]
+
+
+def one(report, code):
+    found = [v for v in report.verdicts if v.finding.code == code]
+    assert len(found) == 1, [(v.finding.code, v.finding.message) for v in report.verdicts]
+    return found[0]
+
+
+# --- the verdict rule ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind,measured,verdict", [
+    ("vanishing", 1e-5, CONFIRMED), ("vanishing", 9.9e-4, CONFIRMED), ("vanishing", 5e-3, INCONCLUSIVE),
+    ("vanishing", 1e-2, REFUTED), ("vanishing", 1.0, REFUTED), ("vanishing", None, INCONCLUSIVE),
+    ("exploding", 5e3, CONFIRMED), ("exploding", 500.0, INCONCLUSIVE), ("exploding", 100.0, REFUTED),
+    ("exploding", float("nan"), INCONCLUSIVE),
+])
+def test_gain_verdict_rule(kind, measured, verdict):
+    assert join.gain_verdict(kind, measured, Thresholds()) == verdict
+
+
+class FakeMeasurements:
+    def __init__(self, grads):
+        self.grad_norm = {k: [v] for k, v in grads.items()}
+        self.act_std = {}
+
+    def grad_ratio(self, a, b):
+        if a not in self.grad_norm or b not in self.grad_norm:
+            return None
+        return self.grad_norm[a][0] / self.grad_norm[b][0]
+
+    def mean(self, table, name):
+        return table.get(name, [None])[0]
+
+
+def static(code, **data):
+    return Finding(code=code, name="x", message="m", severity=Severity.WARNING, path="m.py",
+                   span=SourceSpan.point(1), data=make_data(data))
+
+
+def test_join_finds_every_instance_of_the_network_class():
+    classes = {"": "Net", "a": "Block", "a.l0": "Linear", "a.l1": "Linear", "b": "Block", "b.l0": "Linear", "b.l1": "Linear"}
+    meas = FakeMeasurements({"a.l0": 1e-6, "a.l1": 1.0, "b.l0": 1e-4, "b.l1": 1.0})
+    [v] = join.judge_static([static("GL101", network="Block", modules=("l0", "l1"), predicted=1e-5)], meas, classes, None, {})
+    assert v.verdict == CONFIRMED
+    assert v.measured == pytest.approx(1e-5)  # geometric mean of the two instances
+    assert v.extra == {"instances": 2}
+
+
+def test_join_is_inconclusive_when_modules_are_missing():
+    classes = {"": "Net", "x": "Linear"}
+    meas = FakeMeasurements({"x": 1.0})
+    verdicts = join.judge_static([
+        static("GL101", network="Other", modules=("l0", "l1"), predicted=1e-5),
+        static("GL102", network="Net", modules=("y0", "y1"), predicted=1e5),
+        static("GL101", network="Net", predicted=1e-5),
+    ], meas, classes, None, {})
+    assert [v.verdict for v in verdicts] == [INCONCLUSIVE] * 3
+    assert "no module of class 'Other'" in verdicts[0].detail
+
+
+def test_training_loop_findings_are_not_measurable():
+    verdicts = join.judge_static([static("GL201"), static("GL107", network="N", module="rnn"), static("GL302")],
+                                 FakeMeasurements({}), {"": "N"}, None, {})
+    assert [v.verdict for v in verdicts] == [NOT_MEASURABLE, NOT_MEASURABLE, INCONCLUSIVE]
+
+
+def test_exploding_chain_joined_end_to_end(tmp_path):
+    path = write(tmp_path, """
+        class TanhNet(nn.Module):
+            def __init__(self):
+                super().__init__()
+                layers = []
+                for _ in range(8):
+                    lin = nn.Linear(256, 256)
+                    nn.init.normal_(lin.weight, std=1.0)
+                    layers += [lin, nn.Tanh()]
+                self.layers = nn.Sequential(*layers)
+
+            def forward(self, x):
+                return self.layers(x)
+
+        def make_model():
+            return TanhNet()
+    """)
+    finding = static("GL102", network="TanhNet", modules=tuple(f"layers.{2 * i}" for i in range(8)), predicted=6e3, depth=8)
+    report = run(path, [finding], input_shape=(128, 256), steps=2)
+    v = one(report, "GL102")
+    assert v.verdict == CONFIRMED and v.measured > 1e3
+    assert "GL702" not in codes(report)  # predicted: not reported twice
+    # The wide normal_(std=1) layers saturate their tanh: the static pass did not say so here.
+    assert "GL706" in codes(report)
+    # And without the static finding, the probe reports the chain itself.
+    report = run(path, [], input_shape=(128, 256), steps=1)
+    assert one(report, "GL702").measured > 1e3
+
+
+def test_saturation_finding_joined(tmp_path):
+    path = write(tmp_path, """
+        class Sat(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(512, 512)
+                nn.init.normal_(self.fc.weight, std=1.0)
+                self.act = nn.Tanh()
+
+            def forward(self, x):
+                return self.act(self.fc(x))
+
+        def make_model():
+            return Sat()
+    """)
+    report = run(path, [static("GL104", network="Sat", module="fc", predicted_std=22.0)], input_shape=(64, 512), steps=1)
+    v = one(report, "GL104")
+    assert v.verdict == CONFIRMED and v.measured > 3
+    assert "GL706" not in codes(report)  # predicted by GL104 on the layer in front
+
+
+# --- the probe's own findings --------------------------------------------------------------
+
+def test_dead_relu_units_gl705(tmp_path):
+    path = write(tmp_path, """
+        def make_model():
+            lin = nn.Linear(32, 64)
+            nn.init.constant_(lin.bias, -10.0)
+            return nn.Sequential(lin, nn.ReLU(), nn.Linear(64, 4))
+    """)
+    report = run(path, input_shape=(16, 32), steps=2)
+    v = one(report, "GL705")
+    assert "`1` (ReLU)" in v.finding.message and v.measured == 1.0
+    assert report.measurements.dead["1"] == 1.0
+
+
+def test_dead_units_per_channel_after_conv(tmp_path):
+    path = write(tmp_path, """
+        def make_model():
+            conv = nn.Conv2d(3, 8, 3)
+            with torch.no_grad():
+                conv.bias[:6] = -100.0
+            return nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.LazyLinear(4))
+    """)
+    report = run(path, input_shape=(4, 3, 8, 8), steps=1, gradcheck=False)
+    assert report.measurements.dead["1"] == pytest.approx(6 / 8)
+    assert "GL705" in codes(report)
+
+
+def test_huge_loss_is_gl702(tmp_path):
+    path = write(tmp_path, """
+        def make_model():
+            lin = nn.Linear(16, 16)
+            nn.init.constant_(lin.weight, 300.0)
+            return lin
+    """)
+    # A 3-d output takes the MSE default loss: (300 * sum of 16 normals)^2 is about 1e6.
+    report = run(path, input_shape=(8, 1, 16), steps=1)
+    assert any("at initialisation" in v.finding.message for v in report.verdicts if v.finding.code == "GL702")
+
+
+def test_nonfinite_gradient_in_backward_names_the_module(tmp_path):
+    path = write(tmp_path, """
+        class Root(nn.Module):
+            def forward(self, x):
+                return torch.sqrt(x * 0)  # finite forward, infinite gradient at 0
+
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc1 = nn.Linear(8, 8)
+                self.root = Root()
+                self.fc2 = nn.Linear(8, 3)
+
+            def forward(self, x):
+                return self.fc2(self.root(self.fc1(x)))
+
+
+        def make_model():
+            return Net()
+    """)
+    report = run(path, input_shape=(4, 8), steps=1)
+    v = one(report, "GL703")
+    assert v.finding.data_dict["phase"] == "backward"
+    assert v.finding.data_dict["module"] == "root", v.finding.message
+    assert v.finding.span.line == 4  # class Root
+
+
+def test_wrong_gradient_localised_to_smallest_module(tmp_path):
+    path = write(tmp_path, """
+        class Doubler(nn.Module):
+            def forward(self, x):
+                y = x * 1.0
+                y.register_hook(lambda g: g * 2)  # the gradient no longer matches the function
+                return y
+
+
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(8, 8)
+                self.bad = Doubler()
+
+            def forward(self, x):
+                return self.bad(self.fc(x))
+
+
+        def make_model():
+            return nn.Sequential(nn.Linear(8, 8), Block(), nn.Linear(8, 3))
+    """)
+    report = run(path, input_shape=(4, 8), steps=1)
+    v = one(report, "GL704")
+    assert v.finding.data_dict == {**v.finding.data_dict, "kind": "module", "target": "1.bad"}
+    assert v.finding.span.line == 4  # class Doubler
+
+
+def test_function_used_through_an_alias_is_checked(tmp_path):
+    path = write(tmp_path, """
+        class Cube(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(x)
+                return x ** 3
+
+            @staticmethod
+            def backward(ctx, g):
+                (x,) = ctx.saved_tensors
+                return g * 3 * x  # should be 3 x^2
+
+        cube = Cube.apply
+
+        def make_model():
+            class M(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = nn.Linear(4, 4)
+
+                def forward(self, x):
+                    return cube(self.fc(x))
+            return M()
+    """)
+    report = run(path, input_shape=(8, 4), steps=1)
+    assert "`Cube`" in one(report, "GL704").finding.message
+    assert report.gradcheck.checked_functions == {"Cube": False}
+    # The capture wrappers are gone afterwards: the user's module is as it was.
+    module = sys.modules[path.stem]
+    assert module.cube == module.Cube.apply and "apply" not in vars(module.Cube)
+
+
+# --- targets, inputs, losses ---------------------------------------------------------------
+
+def test_class_target_and_inferred_inputs():
+    report = run_probe(ProbeOptions(target=f"{PROBE / 'relu_mlp.py'}:ReluMLP", device="cpu", steps=1), findings=[])
+    assert "example_inputs()" in report.inputs_from
+    report = run_probe(ProbeOptions(target=f"{ROOT / 'fixtures/probe/sigmoid_mlp.py'}:SigmoidMLP", device="cpu",
+                                    steps=1, input_shape=(4, 256)), findings=[])
+    assert report.inputs_from == "random float32 of shape (4, 256)"
+
+
+def test_package_module_target(tmp_path, monkeypatch):
+    pkg = tmp_path / "probepkg_a"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models.py").write_text("import torch.nn as nn\n\ndef build():\n    return nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 2))\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    report = run_probe(ProbeOptions(target="probepkg_a.models:build", device="cpu", steps=1), findings=[])
+    assert report.path.endswith("models.py")
+    assert "in_features of 0 (Linear)" in report.inputs_from
+
+
+def test_token_inputs_and_sequence_loss(tmp_path):
+    path = write(tmp_path, """
+        class LM(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = nn.Embedding(50, 16)
+                self.out = nn.Linear(16, 50)
+
+            def forward(self, ids):
+                return self.out(self.emb(ids))
+
+        def make_model():
+            return LM()
+    """)
+    report = run(path, steps=1)
+    assert "token ids < 50" in report.inputs_from
+    assert report.loss_kind.startswith("cross-entropy over the last dimension")
+    report = run(path, steps=1, input_shape=(2, 5), input_dtype="int64", vocab=7)
+    assert "token ids < 7" in report.inputs_from
+
+
+def test_user_inputs_and_loss_functions(tmp_path):
+    path = write(tmp_path, """
+        class Two(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Linear(3, 5)
+
+            def forward(self, x, *, scale):
+                return self.a(x) * scale
+
+        def make_model():
+            return Two()
+
+        def batch():
+            return {"x": torch.randn(4, 3), "scale": 2.0}
+
+        def my_loss(out, inputs):
+            return (out ** 2).mean() + 0 * inputs["x"].sum()
+    """)
+    report = run(path, steps=2, inputs=f"{path}:batch", loss=f"{path}:my_loss")
+    assert report.loss_kind == f"--loss {path}:my_loss"
+    assert report.measurements.loss[0] > 0
+    assert report.gradcheck.passed is True
+
+
+def test_bfloat16_forward(tmp_path):
+    report = run_probe(ProbeOptions(target=f"{PROBE / 'relu_mlp.py'}:make_model", device="cpu", steps=1,
+                                    dtype="bfloat16", gradcheck=False), findings=[])
+    assert report.measurements.dtype == "bfloat16"
+    assert all(v is not None for v in report.measurements.grad_norm["body.0"])
+
+
+@pytest.mark.parametrize("target,needle", [
+    ("nope.py:make", "no such file"),
+    ("{relu}:missing", "has no attribute 'missing'"),
+    ("{relu}", "expected path/to/file.py:name"),
+    ("no_such_pkg_xyz.mod:f", "no such module"),
+])
+def test_bad_targets_raise_probe_error(target, needle):
+    with pytest.raises(ProbeError, match=needle.replace("(", r"\(")):
+        run_probe(ProbeOptions(target=target.format(relu=PROBE / "relu_mlp.py"), device="cpu"), findings=[])
+
+
+def test_no_inputs_is_a_clear_error(tmp_path):
+    path = write(tmp_path, """
+        class Odd(nn.Module):
+            def forward(self, x):
+                return x * 2
+
+        def make_model():
+            return Odd()
+    """)
+    with pytest.raises(ProbeError, match="--input-shape"):
+        run(path)
+
+
+def test_factory_error_exit_2_with_trimmed_traceback_once(cli, tmp_path):
+    path = write(tmp_path, """
+        def helper():
+            raise ValueError("bad width 0")
+
+        def make_model():
+            return helper()
+    """, name="factory_fails.py")
+    res = cli("probe", f"{path}:make_model", "--device", "cpu")
+    assert res.returncode == 2
+    assert "gradlint probe: error: calling make_model() failed: ValueError: bad width 0" in res.stderr
+    assert res.stderr.count("Traceback") == 1
+    assert "factory_fails.py" in res.stderr and "gradlint/probe" not in res.stderr and "torch/" not in res.stderr
+    assert res.stdout == ""
+
+
+def test_model_runtime_error_exit_2(cli, tmp_path):
+    path = write(tmp_path, """
+        def make_model():
+            return nn.Linear(4, 4)
+
+        def example_inputs():
+            return torch.randn(2, 5)
+    """, name="shape_mismatch.py")
+    res = cli("probe", f"{path}:make_model", "--device", "cpu")
+    assert res.returncode == 2
+    assert "running the model failed: RuntimeError" in res.stderr
+
+
+def test_cuda_requested_without_cuda_is_exit_2(cli):
+    import torch
+
+    if torch.cuda.is_available():
+        assert torch.cuda.device_count() >= 1  # covered by bench/probe_gpu.sh on a GPU machine
+        return
+    res = cli("probe", f"{PROBE / 'relu_mlp.py'}:make_model", "--device", "cuda")
+    assert res.returncode == 2 and "CUDA is not available" in res.stderr
+
+
+# --- output -------------------------------------------------------------------------------
+
+def test_help_warns_that_the_target_runs(cli):
+    res = cli("probe", "--help")
+    assert res.returncode == 0
+    assert "RUNS WITH YOUR RIGHTS" in " ".join(res.stdout.split())
+
+
+def test_sarif_and_plot(cli, tmp_path):
+    out = tmp_path / "grad.png"
+    res = cli("probe", f"{PROBE / 'custom_function_wrong.py'}:make_model", "--device", "cpu", "--steps", "1",
+              "--format", "sarif", "--plot", str(out))
+    assert res.returncode == 1, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["version"] == "2.1.0"
+    [result] = [r for r in doc["runs"][0]["results"] if r["ruleId"] == "GL704"]
+    assert result["properties"]["verdict"] == "found"
+    assert result["locations"][0]["physicalLocation"]["region"]["startLine"] == 7
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_json_numbers_are_strict_json_with_nan(tmp_path):
+    from gradlint.probe.report import render_json
+
+    report = run_probe(ProbeOptions(target=f"{PROBE / 'nan_model.py'}:make_model", device="cpu", steps=1), findings=[])
+    payload = json.loads(render_json(report))
+    assert payload["measurements"]["nonfinite"]["module"] == "features.1"
+    assert payload["measurements"]["loss_values"] == ["nan"]
+
+
+def test_check_does_not_import_torch():
+    code = ("import sys, gradlint.cli, gradlint.probe.command; from gradlint.registry import load_rules; load_rules(); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_probe_rules_are_documented_and_probe_only():
+    from gradlint.registry import load_rules
+
+    rules = load_rules()
+    for code in ("GL701", "GL702", "GL703", "GL704", "GL705", "GL706"):
+        assert rules[code].probe_only
+    assert rules["GL701"].options["vanishing-threshold"].default == 1e-3
+    assert rules["GL702"].options["exploding-threshold"].default == 1e3
