@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 import re
 from pathlib import Path
@@ -14,10 +15,12 @@ from gradlint.probe.run import ProbeOptions, run_probe
 from tests.conftest import FIXTURES
 
 PROBE = FIXTURES / "probe"
+# bench/probe_gpu.sh runs these same tests on CUDA; CI and laptops run them on the CPU.
+DEVICE = os.environ.get("GRADLINT_PROBE_TEST_DEVICE", "cpu")
 
 
 def probe(name: str, findings=None, **kw):
-    return run_probe(ProbeOptions(target=f"{PROBE / name}.py:make_model", device="cpu", **kw), findings=findings)
+    return run_probe(ProbeOptions(target=f"{PROBE / name}.py:make_model", device=DEVICE, **kw), findings=findings)
 
 
 def codes(report) -> list[str]:
@@ -98,7 +101,7 @@ def test_fixture_expectations_match_probe_findings(fixture):
 
 
 def test_cli_json_exit_code_and_shape(cli, tmp_path):
-    res = cli("probe", f"{PROBE / 'custom_function_wrong.py'}:make_model", "--device", "cpu", "--format", "json", "--steps", "1")
+    res = cli("probe", f"{PROBE / 'custom_function_wrong.py'}:make_model", "--device", DEVICE, "--format", "json", "--steps", "1")
     assert res.returncode == 1, res.stderr
     payload = json.loads(res.stdout)
     [f] = [f for f in payload["findings"] if f["code"] == "GL704"]
@@ -111,7 +114,7 @@ def test_cli_json_exit_code_and_shape(cli, tmp_path):
 
 
 def test_cli_clean_model_exits_0(cli):
-    res = cli("probe", f"{PROBE / 'relu_mlp.py'}:make_model", "--device", "cpu", "--steps", "1")
+    res = cli("probe", f"{PROBE / 'relu_mlp.py'}:make_model", "--device", DEVICE, "--steps", "1")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Summary" in res.stdout
     assert "probe [" not in res.stderr  # the progress bar is for terminals only

@@ -3,6 +3,7 @@ verdict rule, errors (exit 2), output formats, and that `gradlint check` never i
 
 from __future__ import annotations
 
+import os
 import json
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from gradlint.probe.target import ProbeError
 from tests.conftest import FIXTURES, ROOT
 
 PROBE = FIXTURES / "probe"
+# bench/probe_gpu.sh runs these same tests on CUDA; CI and laptops run them on the CPU.
+DEVICE = os.environ.get("GRADLINT_PROBE_TEST_DEVICE", "cpu")
 _counter = iter(range(10**6))
 
 
@@ -30,7 +33,7 @@ def write(tmp_path: Path, body: str, name: str | None = None) -> Path:
 
 
 def run(path: Path, findings=None, attr: str = "make_model", **kw):
-    kw.setdefault("device", "cpu")
+    kw.setdefault("device", DEVICE)
     return run_probe(ProbeOptions(target=f"{path}:{attr}", **kw), findings=[] if findings is None else findings)
 
 
@@ -285,9 +288,9 @@ def test_function_used_through_an_alias_is_checked(tmp_path):
 # --- targets, inputs, losses ---------------------------------------------------------------
 
 def test_class_target_and_inferred_inputs():
-    report = run_probe(ProbeOptions(target=f"{PROBE / 'relu_mlp.py'}:ReluMLP", device="cpu", steps=1), findings=[])
+    report = run_probe(ProbeOptions(target=f"{PROBE / 'relu_mlp.py'}:ReluMLP", device=DEVICE, steps=1), findings=[])
     assert "example_inputs()" in report.inputs_from
-    report = run_probe(ProbeOptions(target=f"{ROOT / 'fixtures/probe/sigmoid_mlp.py'}:SigmoidMLP", device="cpu",
+    report = run_probe(ProbeOptions(target=f"{ROOT / 'fixtures/probe/sigmoid_mlp.py'}:SigmoidMLP", device=DEVICE,
                                     steps=1, input_shape=(4, 256)), findings=[])
     assert report.inputs_from == "random float32 of shape (4, 256)"
 
@@ -299,7 +302,7 @@ def test_package_module_target(tmp_path, monkeypatch):
     (pkg / "models.py").write_text("import torch.nn as nn\n\ndef build():\n    return nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 2))\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    report = run_probe(ProbeOptions(target="probepkg_a.models:build", device="cpu", steps=1), findings=[])
+    report = run_probe(ProbeOptions(target="probepkg_a.models:build", device=DEVICE, steps=1), findings=[])
     assert report.path.endswith("models.py")
     assert "in_features of 0 (Linear)" in report.inputs_from
 
@@ -351,7 +354,7 @@ def test_user_inputs_and_loss_functions(tmp_path):
 
 
 def test_bfloat16_forward(tmp_path):
-    report = run_probe(ProbeOptions(target=f"{PROBE / 'relu_mlp.py'}:make_model", device="cpu", steps=1,
+    report = run_probe(ProbeOptions(target=f"{PROBE / 'relu_mlp.py'}:make_model", device=DEVICE, steps=1,
                                     dtype="bfloat16", gradcheck=False), findings=[])
     assert report.measurements.dtype == "bfloat16"
     assert all(v is not None for v in report.measurements.grad_norm["body.0"])
@@ -365,7 +368,7 @@ def test_bfloat16_forward(tmp_path):
 ])
 def test_bad_targets_raise_probe_error(target, needle):
     with pytest.raises(ProbeError, match=needle.replace("(", r"\(")):
-        run_probe(ProbeOptions(target=target.format(relu=PROBE / "relu_mlp.py"), device="cpu"), findings=[])
+        run_probe(ProbeOptions(target=target.format(relu=PROBE / "relu_mlp.py"), device=DEVICE), findings=[])
 
 
 def test_no_inputs_is_a_clear_error(tmp_path):
@@ -389,7 +392,7 @@ def test_factory_error_exit_2_with_trimmed_traceback_once(cli, tmp_path):
         def make_model():
             return helper()
     """, name="factory_fails.py")
-    res = cli("probe", f"{path}:make_model", "--device", "cpu")
+    res = cli("probe", f"{path}:make_model", "--device", DEVICE)
     assert res.returncode == 2
     assert "gradlint probe: error: calling make_model() failed: ValueError: bad width 0" in res.stderr
     assert res.stderr.count("Traceback") == 1
@@ -405,7 +408,7 @@ def test_model_runtime_error_exit_2(cli, tmp_path):
         def example_inputs():
             return torch.randn(2, 5)
     """, name="shape_mismatch.py")
-    res = cli("probe", f"{path}:make_model", "--device", "cpu")
+    res = cli("probe", f"{path}:make_model", "--device", DEVICE)
     assert res.returncode == 2
     assert "running the model failed: RuntimeError" in res.stderr
 
@@ -430,7 +433,7 @@ def test_help_warns_that_the_target_runs(cli):
 
 def test_sarif_and_plot(cli, tmp_path):
     out = tmp_path / "grad.png"
-    res = cli("probe", f"{PROBE / 'custom_function_wrong.py'}:make_model", "--device", "cpu", "--steps", "1",
+    res = cli("probe", f"{PROBE / 'custom_function_wrong.py'}:make_model", "--device", DEVICE, "--steps", "1",
               "--format", "sarif", "--plot", str(out))
     assert res.returncode == 1, res.stderr
     doc = json.loads(res.stdout)
@@ -444,7 +447,7 @@ def test_sarif_and_plot(cli, tmp_path):
 def test_json_numbers_are_strict_json_with_nan(tmp_path):
     from gradlint.probe.report import render_json
 
-    report = run_probe(ProbeOptions(target=f"{PROBE / 'nan_model.py'}:make_model", device="cpu", steps=1), findings=[])
+    report = run_probe(ProbeOptions(target=f"{PROBE / 'nan_model.py'}:make_model", device=DEVICE, steps=1), findings=[])
     payload = json.loads(render_json(report))
     assert payload["measurements"]["nonfinite"]["module"] == "features.1"
     assert payload["measurements"]["loss_values"] == ["nan"]
@@ -466,3 +469,13 @@ def test_probe_rules_are_documented_and_probe_only():
         assert rules[code].probe_only
     assert rules["GL701"].options["vanishing-threshold"].default == 1e-3
     assert rules["GL702"].options["exploding-threshold"].default == 1e3
+
+
+def test_device_auto_picks_cuda_only_when_available():
+    import torch
+
+    from gradlint.probe.run import resolve_device
+
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ProbeError, match="expected auto, cpu"):
+        resolve_device("tpu")
