@@ -1,1 +1,9 @@
-"""gradlint.probe package."""
+"""`gradlint probe`: run the user's model for a few steps with torch, measure its gradients, and
+confirm or refute the static findings of its file. The only package that imports torch, and only
+inside functions: importing it costs nothing for `gradlint check`.
+
+target.py loads the factory, inputs and loss (user code, run with the user's rights);
+measure.py hooks and measures; gradcheck.py checks backward passes in float64; join.py turns
+numbers into verdicts and GL701-GL706 findings; report.py renders; run.py ties them together;
+command.py is the click command.
+"""

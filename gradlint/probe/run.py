@@ -6,7 +6,6 @@ Printing belongs to gradlint.probe.report and the command.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -378,7 +377,3 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
     return ProbeReport(target=opts.target, path=path, device=device, options=opts, verdicts=verdicts,
                        measurements=meas, gradcheck=check, module_classes=module_classes,
                        inputs_from=inputs_from, loss_kind=loss_kind, notes=notes)
-
-
-def finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
