@@ -99,6 +99,14 @@ def test_join_is_inconclusive_when_modules_are_missing():
     assert "no module of class 'Other'" in verdicts[0].detail
 
 
+def test_other_chain_predictions_are_checked_within_10x():
+    classes = {"": "Net", "l0": "Linear", "l1": "Linear"}
+    meas = FakeMeasurements({"l0": 3e-3, "l1": 1.0})
+    verdicts = join.judge_static([static("GL103", network="Net", modules=("l0", "l1"), predicted=p)
+                                  for p in (1e-3, 1e-1, 1.0)], meas, classes, None, {})
+    assert [v.verdict for v in verdicts] == [CONFIRMED, INCONCLUSIVE, REFUTED]
+
+
 def test_training_loop_findings_are_not_measurable():
     verdicts = join.judge_static([static("GL201"), static("GL107", network="N", module="rnn"), static("GL302")],
                                  FakeMeasurements({}), {"": "N"}, None, {})

@@ -12,7 +12,9 @@ GL104 (saturated activation, predicted pre-activation std): confirmed when the m
 is ≥ 3, refuted when < 1, inconclusive in between. GL405/GL406 (custom backward): confirmed
 when the Function fails the gradient check, refuted when it passes. GL0xx, GL2xx (the user's
 training loop, which the probe does not run), GL5xx and GL107 (the recurrence is inside
-nn.RNN, out of reach of module hooks): not measurable. Everything else: inconclusive.
+nn.RNN, out of reach of module hooks): not measurable. Any other finding that names a chain
+('network', 'modules') and a 'predicted' gain: confirmed when the measured gain is within 10× of
+the prediction, refuted when it is more than 100× away. Everything else: inconclusive.
 """
 
 from __future__ import annotations
@@ -95,6 +97,15 @@ def gain_verdict(kind: str, measured: float | None, th: Thresholds) -> str:
     return CONFIRMED if measured > th.exploding else REFUTED if measured <= th.exploding / 10 else INCONCLUSIVE
 
 
+def prediction_verdict(predicted: float | None, measured: float | None) -> str:
+    """For a finding that predicts a gain without a threshold of its own (GL103...): the
+    prediction holds within 10×, fails beyond 100×."""
+    if predicted is None or measured is None or predicted <= 0 or measured <= 0:
+        return INCONCLUSIVE
+    off = abs(math.log10(measured / predicted))
+    return CONFIRMED if off <= 1 else REFUTED if off > 2 else INCONCLUSIVE
+
+
 def judge_static(findings: list[Finding], meas: Any, module_classes: dict[str, str], gradcheck: Any,
                  thresholds: dict[str, Thresholds]) -> list[Verdict]:
     out = []
@@ -113,6 +124,10 @@ def judge_static(findings: list[Finding], meas: Any, module_classes: dict[str, s
             v = _judge_function(f, data, gradcheck)
         elif family in ("GL0", "GL2", "GL5") or f.code == "GL107":
             v = Verdict(f, NOT_MEASURABLE, _num(data.get("predicted")))
+        elif data.get("modules") and _num(data.get("predicted")) is not None:
+            gain, why, sites, n = chain_gain(data, meas, module_classes)
+            v = Verdict(f, prediction_verdict(_num(data.get("predicted")), gain), _num(data.get("predicted")),
+                        gain, why, sites, {"instances": n} if n else {})
         else:
             v = Verdict(f, INCONCLUSIVE, _num(data.get("predicted")), detail="the probe does not measure this")
         out.append(v)
