@@ -1406,7 +1406,12 @@ class _ForwardInterpreter:
             return PathVal(a.root, _common_prefix(a.nodes, b.nodes) + (Opaque("", "product of branches"),))
         if isinstance(a, PathVal) or isinstance(b, PathVal):
             p = a if isinstance(a, PathVal) else b
-            return p  # adding a bias, scaling by a constant: the scale model ignores it
+            other = b if p is a else a
+            if isinstance(op, (cst.Multiply, cst.Divide)) and (_num(other) or isinstance(other, Sym)):
+                # Recorded so that a scaled skip path (DeepNorm's x * alpha + f(x)) is visible.
+                factor = (other if isinstance(op, cst.Multiply) else 1 / other) if _num(other) and other else None
+                return PathVal(p.root, p.nodes + (Passthrough("", f"scale:{factor}" if factor is not None else "scale:?"),))
+            return p  # adding a bias or a positional table leaves the gradient's scale alone
         return self.fm.eval(e, self._numeric_env())
 
     def block(self, body: Any) -> None:
@@ -1564,8 +1569,16 @@ def _add(a: PathVal, b: PathVal) -> PathVal:
         return a
     prefix = _common_prefix(a.nodes, b.nodes)
     ra, rb = a.nodes[len(prefix):], b.nodes[len(prefix):]
-    body = rb if len(rb) >= len(ra) else ra
-    return PathVal(a.root, prefix + (Residual(body=tuple(body)),))
+    body, skip = (rb, ra) if len(rb) >= len(ra) else (ra, rb)
+    scaled = bool(skip) and all(isinstance(n, Passthrough) and n.what.startswith("scale:") for n in skip)
+    skip_scale = None
+    if scaled:
+        # The product of the literal factors; NaN when one of them is not a literal (alpha from config).
+        skip_scale = 1.0
+        for n in skip:
+            factor = n.what.split(":", 1)[1]
+            skip_scale = skip_scale * float(factor) if factor != "?" else float("nan")
+    return PathVal(a.root, prefix + (Residual(body=tuple(body), skip_scale=skip_scale),))
 
 
 def _merge(a: Any, b: Any) -> Any:
