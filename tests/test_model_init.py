@@ -185,3 +185,15 @@ def test_is_dead():
     assert not is_dead(spec("torch-linear"))
     assert not is_dead(spec("unknown"))
     assert not is_dead(spec("eye"))
+
+
+def test_matched_init():
+    from gradlint.model.init import matched_init
+
+    assert fan_times_variance(matched_init("relu"), "d", "d") == pytest.approx(2.0)
+    assert assumed_nonlinearity(matched_init("relu")) == "relu"
+    assert assumed_nonlinearity(matched_init("tanh")) == "tanh"
+    assert assumed_nonlinearity(matched_init("leaky_relu", 0.2)) == "leaky_relu"
+    assert fan_times_variance(matched_init("leaky_relu", 0.2), 9, 9) == pytest.approx(2 / 1.04)
+    assert fan_times_variance(matched_init("selu"), 9, 9) == pytest.approx(1.0)
+    assert matched_init("softmax") is None

@@ -276,3 +276,32 @@ def test_analyse_network():
 def test_single_layer_is_not_a_chain():
     assert analyse_nodes([linear("l0"), Activation("a", "relu")]).chains == ()
     assert analyse_nodes([]).chains == ()
+
+
+def test_replace_inits_for_a_matched_gain():
+    from gradlint.model.init import matched_init
+    from gradlint.model.propagation import replace_inits
+
+    nodes = mlp([512] * 17, "relu", spec("xavier_uniform"))
+    nodes.append(Residual((linear("r0", init=spec("xavier_uniform")),)))
+    fixed = replace_inits(nodes, lambda p: matched_init("relu"))
+    assert analyse_nodes(fixed).chains[0].gain == pytest.approx(1.0)
+    assert fixed[-1].body[0].init == matched_init("relu")
+    assert replace_inits(nodes, lambda p: None) == tuple(nodes)
+    # chi is the per-layer squared ratio: 1/2 for ReLU under xavier (fan_in sigma^2 = 1).
+    assert analyse_nodes(nodes).chains[0].chi == pytest.approx(0.5)
+
+
+def test_very_long_chain_keeps_its_per_layer_number():
+    chain = only_chain(mlp([512] * 2001, "relu"))
+    assert chain.gain < 1e-300
+    assert chain.per_layer == pytest.approx(math.sqrt(1 / 6))
+
+
+def test_overflowing_forward_scale_does_not_crash():
+    nodes = mlp([512] * 201, "relu", spec("normal", std=10.0)) + mlp([512] * 4, "tanh", prefix="t")
+    chains = analyse_nodes(nodes).chains
+    # The tanh layer t0 joins (the ReLU before it is scale-free); t1 cannot: q is lost.
+    assert chains[0].depth == 201 and chains[0].gain == math.inf
+    assert chains[0].modules[-1] == "t0" and len(chains) == 1
+    assert analyse_nodes(mlp([512] * 4, "relu"), input_second_moment=float("nan")).chains[0].steps[0].q is None

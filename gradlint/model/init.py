@@ -272,3 +272,21 @@ def is_dead(init: InitSpec) -> bool:
     if s in ("normal", "trunc_normal", "uniform", "measured"):
         return weight_variance(init, None, None) == 0.0
     return False
+
+
+def matched_init(activation: str, param: float | None = None) -> InitSpec | None:
+    """The textbook init for a layer followed by `activation`: kaiming (fan_in) for the
+    ReLU family, xavier with the activation's gain for tanh/sigmoid/identity, LeCun
+    (kaiming, 'linear') for SELU. None where no standard choice exists."""
+    if activation in ("relu", "gelu", "silu", "mish", "elu", "celu", "relu6", "hardswish", "softplus"):
+        return InitSpec("kaiming_normal", (("nonlinearity", "relu"),))
+    if activation in ("leaky_relu", "prelu"):
+        a = (0.01 if activation == "leaky_relu" else 0.25) if param is None else float(param)
+        return InitSpec("kaiming_normal", (("a", a), ("nonlinearity", "leaky_relu")))
+    if activation == "selu":
+        return InitSpec("kaiming_normal", (("nonlinearity", "linear"),))
+    if activation == "tanh":
+        return InitSpec("xavier_normal", (("gain", 5.0 / 3.0),))
+    if activation in ("sigmoid", "identity", "linear"):
+        return InitSpec("xavier_normal", (("gain", 1.0),))
+    return None

@@ -26,14 +26,16 @@ scale-free, since E[phi'(z)^2] then cannot be had.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from gradlint.model import activations as acts
 from gradlint.model.init import bias_variance, fan_times_variance, is_dead, weight_variance
 from gradlint.model.ir import (
     Activation,
+    InitSpec,
     Network,
     Node,
     Norm,
@@ -84,9 +86,17 @@ class Chain:
     def per_layer(self) -> float:
         """Geometric mean of the per-step gradient-norm ratios sqrt(factor) over steps 2..L,
         i.e. gain ** (1 / (depth - 1)): the chi-like number a message quotes per layer."""
-        if self.gain <= 0.0:
+        factors = [step.factor for step in self.steps[1:]]
+        if not factors or min(factors) <= 0.0:  # type: ignore[type-var]
             return 0.0
-        return self.gain ** (1.0 / max(1, self.depth - 1))
+        # In logs: a long chain's gain can underflow to 0.0 while its factors are ordinary.
+        return math.exp(0.5 * sum(math.log(f) for f in factors) / len(factors))  # type: ignore[arg-type]
+
+    @property
+    def chi(self) -> float:
+        """Geometric mean of the factors (squared-norm ratio per layer), per_layer ** 2: the
+        "chi ~ 0.02 per layer" of a message."""
+        return self.per_layer**2
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -148,8 +158,13 @@ class _Walk:
         """End the current chain, reporting it when it has >= 2 steps."""
         self._close_pending()
         if len(self.done) >= 2:
-            product = math.prod(step.factor for step in self.done[1:])  # type: ignore[misc]
-            self.chains.append(Chain(tuple(self.done), math.sqrt(max(product, 0.0))))
+            factors = [step.factor for step in self.done[1:]]
+            if min(factors) <= 0.0:  # type: ignore[type-var]
+                gain = 0.0
+            else:
+                logs = sum(math.log(f) for f in factors)  # type: ignore[arg-type]
+                gain = math.exp(max(0.5 * logs, -745.0)) if logs < 1400 else math.inf
+            self.chains.append(Chain(tuple(self.done), gain))
         self.done = []
 
     def reset(self, moment: float | None) -> None:
@@ -205,6 +220,8 @@ class _Walk:
         q = None
         if ftv is not None and incoming is not None:
             q = ftv * incoming + bias_variance(node.bias_init, node.fan_in)
+            if not math.isfinite(q):
+                q = None  # overflowed: the scale is lost, not infinite
         factor = None
         if self.pending is not None and ftv is not None:
             if self.source is not None:
@@ -248,6 +265,8 @@ def analyse_nodes(nodes: Sequence[Node], input_second_moment: float | None = 1.0
     input_second_moment (None: unknown)."""
     chains: list[Chain] = []
     stats: list[ActivationStat] = []
+    if input_second_moment is not None and not (0.0 <= input_second_moment < math.inf):
+        input_second_moment = None
     _Walk(chains, stats, input_second_moment).run(tuple(nodes))
     return Analysis(tuple(chains), tuple(stats))
 
@@ -257,3 +276,18 @@ def analyse(network: Network, input_second_moment: float | None = 1.0) -> Analys
     if not network.forward_known:
         return Analysis((), ())
     return analyse_nodes(network.nodes, input_second_moment)
+
+
+def replace_inits(nodes: Sequence[Node], init_for: Callable[[Param], InitSpec | None]) -> tuple[Node, ...]:
+    """The node sequence with each Param's init replaced by init_for(param) (None: kept),
+    residual bodies included: for "what would the gain be with a matching init" (GL103)."""
+    out: list[Node] = []
+    for node in nodes:
+        if isinstance(node, Param):
+            new = init_for(node)
+            out.append(node if new is None else dataclasses.replace(node, init=new))
+        elif isinstance(node, Residual):
+            out.append(dataclasses.replace(node, body=replace_inits(node.body, init_for)))
+        else:
+            out.append(node)
+    return tuple(out)
