@@ -123,3 +123,10 @@ def test_q_zero_and_bad_input():
         moments("tanh", -1.0)
     with pytest.raises(ValueError):
         moments("tanh", float("nan"))
+
+
+def test_odd_params_fall_back_to_defaults():
+    assert moments("leaky_relu", 1.0, "slope") == moments("leaky_relu", 1.0)  # type: ignore[arg-type]
+    assert moments("elu", 1.0, float("nan")) == moments("elu", 1.0)
+    assert moments("celu", 1.0, 0.0) == moments("celu", 1.0)
+    assert moments("softplus", 1.0, 2.0) != moments("softplus", 1.0)

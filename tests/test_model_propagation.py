@@ -249,7 +249,7 @@ def test_embedding_sets_the_moment():
     emb = linear("emb", 1000, 64, spec("torch-embedding"), op="embedding")
     nodes = [emb, Activation("t", "tanh")]
     (stat,) = analyse_nodes(nodes).activations
-    assert stat.q == 1.0 and stat.layer is None
+    assert stat.q == 1.0 and stat.layer is emb
     small = linear("emb", 1000, 64, spec("normal", std=0.02), op="Embedding")
     (stat,) = analyse_nodes([small, Activation("t", "tanh")]).activations
     assert stat.q == pytest.approx(4e-4)

@@ -157,8 +157,11 @@ def resolve_param(fn: str, param: float | None) -> float:
     """The activation's parameter with PyTorch's default filled in (0.0 where it has none)."""
     if fn not in KNOWN:
         raise KeyError(fn)
-    if param is None:
+    if isinstance(param, bool) or not isinstance(param, (int, float)) or not math.isfinite(param):
+        # None, or something the front-end could not evaluate: PyTorch's default.
         return DEFAULT_PARAM.get(fn, 0.0)
+    if fn in ("elu", "celu", "softplus") and param <= 0.0:
+        return DEFAULT_PARAM[fn]  # torch rejects these (celu, softplus divide by it)
     return float(param)
 
 

@@ -211,6 +211,7 @@ class _Walk:
         incoming = self.out_moment()
         if node.op.lower() in EMBEDDING_OPS:
             self.reset(_embedding_moment(node))
+            self.direct = node  # GL104 skips activations on embeddings: it must see this one
             return
         if is_dead(node.init):
             # GL105's business; what follows a constant layer is not a signal worth modelling.
