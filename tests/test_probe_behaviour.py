@@ -164,6 +164,36 @@ def test_saturation_finding_joined(tmp_path):
     assert "GL706" not in codes(report)  # predicted by GL104 on the layer in front
 
 
+def test_dead_init_confirmed_end_to_end(tmp_path):
+    path = write(tmp_path, """
+        class MLP(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc1 = nn.Linear(32, 64)
+                self.fc2 = nn.Linear(64, 64)
+                self.fc3 = nn.Linear(64, 10)
+                for m in self.modules():
+                    if isinstance(m, nn.Linear):
+                        nn.init.zeros_(m.weight)
+                        nn.init.zeros_(m.bias)
+
+            def forward(self, x):
+                return self.fc3(self.fc2(self.fc1(x).relu()).relu())
+    """)
+    report = run_probe(ProbeOptions(target=f"{path}:MLP", device=DEVICE, steps=1))  # with the static pass
+    v = one(report, "GL105")
+    assert v.verdict == CONFIRMED and v.measured == 0.0
+    assert "GL701" not in codes(report)
+
+
+def test_configured_threshold_in_the_finding_wins():
+    classes = {"": "Net", "l0": "Linear", "l1": "Linear"}
+    meas = FakeMeasurements({"l0": 5e-3, "l1": 1.0})
+    [v] = join.judge_static([static("GL101", network="Net", modules=("l0", "l1"), predicted=1e-3, threshold=1e-2)],
+                            meas, classes, None, {})
+    assert v.verdict == CONFIRMED
+
+
 # --- the probe's own findings --------------------------------------------------------------
 
 def test_dead_relu_units_gl705(tmp_path):

@@ -8,8 +8,10 @@ and t_e (1e3), m the measured gain:
 - vanishing: confirmed when m < t_v; refuted when m ≥ 10·t_v (clearly not vanishing);
   inconclusive in between, or when the modules cannot be found or measured.
 - exploding: confirmed when m > t_e; refuted when m ≤ t_e/10; inconclusive in between.
+A finding's own 'threshold' (the configured one) replaces the default.
 GL104 (saturated activation, predicted pre-activation std): confirmed when the measured std
-is ≥ 3, refuted when < 1, inconclusive in between. GL405/GL406 (custom backward): confirmed
+is ≥ 3, refuted when < 1, inconclusive in between. GL105 (dead init): confirmed when a named
+layer's weight gradient is exactly zero. GL405/GL406 (custom backward): confirmed
 when the Function fails the gradient check, refuted when it passes. GL0xx, GL2xx (the user's
 training loop, which the probe does not run), GL5xx and GL107 (the recurrence is inside
 nn.RNN, out of reach of module hooks): not measurable. Any other finding that names a chain
@@ -113,6 +115,10 @@ def judge_static(findings: list[Finding], meas: Any, module_classes: dict[str, s
         data = f.data_dict
         family = f.code[:3]
         th = thresholds.get(f.code, Thresholds())
+        if _num(data.get("threshold")) is not None:
+            # The finding carries the threshold it was judged by (the user's configuration).
+            limit = float(data["threshold"])
+            th = Thresholds(limit, th.exploding) if f.code == "GL101" else Thresholds(th.vanishing, limit)
         if f.code in ("GL101", "GL102"):
             gain, why, sites, n = chain_gain(data, meas, module_classes)
             kind = "vanishing" if f.code == "GL101" else "exploding"
@@ -120,6 +126,8 @@ def judge_static(findings: list[Finding], meas: Any, module_classes: dict[str, s
                         {"instances": n} if n else {})
         elif f.code == "GL104":
             v = _judge_saturation(f, data, meas, module_classes)
+        elif f.code == "GL105":
+            v = _judge_dead_init(f, data, meas, module_classes)
         elif f.code in ("GL405", "GL406"):
             v = _judge_function(f, data, gradcheck)
         elif family in ("GL0", "GL2", "GL5") or f.code == "GL107":
@@ -151,6 +159,26 @@ def _judge_saturation(f: Finding, data: dict[str, Any], meas: Any, module_classe
     m = sum(stds) / len(stds)
     verdict = CONFIRMED if m >= SATURATED_STD else REFUTED if m < HEALTHY_STD else INCONCLUSIVE
     return Verdict(f, verdict, predicted, m, "measured pre-activation std")
+
+
+def _judge_dead_init(f: Finding, data: dict[str, Any], meas: Any, module_classes: dict[str, str]) -> Verdict:
+    """GL105 predicts exactly zero gradients: confirmed when a named layer's weight gradient is
+    exactly 0 on every step; otherwise inconclusive (constant, symmetric weights still get a
+    gradient: the hazard is that all units get the same one, which norms do not show)."""
+    norms, sites = [], []
+    for root in instances(module_classes, data.get("network")) or [""]:
+        for m in data.get("modules") or ():
+            sites.append(join_path(root, str(m)))
+            for pname, owner in getattr(meas, "param_owner", {}).items():
+                if owner == sites[-1] and pname.endswith("weight"):
+                    values = [x for x in meas.param_grad_norm.get(pname, []) if x is not None]
+                    norms.append(max(values) if values else 0.0)  # never got a gradient: None
+    if not norms:
+        return Verdict(f, INCONCLUSIVE, detail="the named layers were not found or measured")
+    smallest = min(norms)
+    if smallest == 0:
+        return Verdict(f, CONFIRMED, None, 0.0, "a named layer's weight gradient is exactly 0", tuple(sites))
+    return Verdict(f, INCONCLUSIVE, None, smallest, "every named layer's weight gradient is nonzero")
 
 
 def _judge_function(f: Finding, data: dict[str, Any], gradcheck: Any) -> Verdict:
@@ -209,7 +237,8 @@ def probe_findings(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict
     predicted_sites = {"vanishing": set(), "exploding": set()}
     saturation_predicted: set[str] = set()
     for v in static:
-        if v.finding.code == "GL101":
+        if v.finding.code == "GL101" or (v.finding.code == "GL105" and v.verdict == CONFIRMED):
+            # A dead init's zero gradient is its own finding, not a surprise vanishing chain.
             predicted_sites["vanishing"].update(v.sites)
         elif v.finding.code == "GL102":
             predicted_sites["exploding"].update(v.sites)
