@@ -154,11 +154,14 @@ def _judge_saturation(f: Finding, data: dict[str, Any], meas: Any, module_classe
         s = meas.mean(meas.act_std, site)
         if s is not None and math.isfinite(s):
             stds.append(s)
+    roots = instances(module_classes, data.get("network"))
     if not stds:
-        return Verdict(f, INCONCLUSIVE, predicted, None, f"module {data.get('module')!r} not found or not measured")
+        why = (f"no module of class {data.get('network')!r} in the model" if not roots
+               else f"module {data.get('module')!r} not found or not measured")
+        return Verdict(f, INCONCLUSIVE, predicted, None, why)
     m = sum(stds) / len(stds)
     verdict = CONFIRMED if m >= SATURATED_STD else REFUTED if m < HEALTHY_STD else INCONCLUSIVE
-    return Verdict(f, verdict, predicted, m, "measured pre-activation std")
+    return Verdict(f, verdict, predicted, m, "measured pre-activation std", extra={"roots": tuple(roots)})
 
 
 def _judge_dead_init(f: Finding, data: dict[str, Any], meas: Any, module_classes: dict[str, str]) -> Verdict:
@@ -235,15 +238,16 @@ def probe_findings(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict
                    ) -> list[Verdict]:
     out: list[Verdict] = []
     predicted_sites = {"vanishing": set(), "exploding": set()}
-    saturation_predicted: set[str] = set()
+    saturation_roots: set[str] = set()
     for v in static:
         if v.finding.code == "GL101" or (v.finding.code == "GL105" and v.verdict == CONFIRMED):
             # A dead init's zero gradient is its own finding, not a surprise vanishing chain.
             predicted_sites["vanishing"].update(v.sites)
         elif v.finding.code == "GL102":
             predicted_sites["exploding"].update(v.sites)
-        elif v.finding.code == "GL104":
-            saturation_predicted.add(str(v.finding.data_dict.get("module") or ""))
+        elif v.finding.code == "GL104" and v.verdict != REFUTED:
+            # The static pass saw saturation in this network: its other activations are no news.
+            saturation_roots.update(v.extra.get("roots", ()))
 
     for chain in measured_chains(meas):
         gain = meas.grad_ratio(chain[0], chain[-1])
@@ -282,37 +286,50 @@ def probe_findings(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict
         out.append(Verdict(_finding(ctx, "GL704", msg, failure.name if failure.kind == "module" else None, data,
                                     span), FOUND))
 
-    for site, fraction in meas.dead.items():
-        if fraction >= DEAD_FRACTION:
-            s = meas.site(site)
-            msg = (f"{fraction:.0%} of the units of `{site}` ({s.type_name if s else '?'}) were never active "
-                   f"over {meas.steps} probe batches")
-            out.append(Verdict(_finding(ctx, "GL705", msg, s.module if s else site,
-                                        {"module": site, "dead_fraction": fraction}), FOUND, None, fraction))
-    previous_param: dict[str, str] = {}
-    last = None
-    for s in meas.sites:
-        if s.kind in ("param", "conv", "norm"):
-            last = s.module
-        elif s.kind == "saturating" and last is not None:
-            previous_param[s.name] = last
+    dead = [(site, fraction) for site, fraction in meas.dead.items() if fraction >= DEAD_FRACTION]
+    out += _grouped(ctx, meas, "GL705", dead, "of the units of {what} were never active")
+    saturated = []
     for site, values in meas.saturated.items():
         vals = [v for v in values if v is not None]
-        if not vals:
-            continue
-        fraction = sum(vals) / len(vals)
-        if fraction >= SATURATED_FRACTION and not _predicted(previous_param.get(site), saturation_predicted):
-            s = meas.site(site)
-            msg = (f"{fraction:.0%} of the outputs of `{site}` ({s.type_name if s else '?'}) are saturated "
-                   f"(|φ'| < 1e-2) over {meas.steps} probe batches")
-            out.append(Verdict(_finding(ctx, "GL706", msg, s.module if s else site,
-                                        {"module": site, "saturated_fraction": fraction}), FOUND, None, fraction))
+        s = meas.site(site)
+        if vals and sum(vals) / len(vals) >= SATURATED_FRACTION and not _under(s.module if s else site, saturation_roots):
+            saturated.append((site, sum(vals) / len(vals)))
+    out += _grouped(ctx, meas, "GL706", saturated, "of the outputs of {what} are saturated (|φ'| < 1e-2)")
     return out
 
 
-def _predicted(module: str | None, predicted: set[str]) -> bool:
-    # GL104 names the module relative to its network class; match on the path's tail.
-    return module is not None and any(module == p or module.endswith("." + p) for p in predicted if p)
+def _under(module: str, roots: set[str]) -> bool:
+    return any(r == "" or module == r or module.startswith(r + ".") for r in roots)
+
+
+def _grouped(ctx: Context, meas: Any, code: str, items: list[tuple[str, float]], text: str) -> list[Verdict]:
+    """One finding per source location and module type: a loop that builds 12 saturated Tanh
+    layers is one problem, named once with its modules listed."""
+    key = "dead_fraction" if code == "GL705" else "saturated_fraction"
+    groups: dict[tuple[int, int, str], list[tuple[str, float]]] = {}
+    spans = {}
+    for site, fraction in items:
+        s = meas.site(site)
+        span = ctx.locate(s.module if s else site)
+        k = (span.line, span.column, s.type_name if s else "?")
+        groups.setdefault(k, []).append((site, fraction))
+        spans[k] = span
+    out = []
+    for k, members in groups.items():
+        type_name = k[2]
+        fractions = [f for _, f in members]
+        low, high = min(fractions), max(fractions)
+        share = f"{high:.0%}" if f"{low:.0%}" == f"{high:.0%}" else f"{low:.0%} to {high:.0%}"
+        names = [site for site, _ in members]
+        if len(names) == 1:
+            what = f"`{names[0]}` ({type_name})"
+        else:
+            shown = ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
+            what = f"{len(names)} {type_name} modules ({shown})"
+        msg = f"{share} {text.format(what=what)} over {meas.steps} probe batch{'es' if meas.steps != 1 else ''}"
+        data = {"modules": tuple(names), key: high}
+        out.append(Verdict(_finding(ctx, code, msg, None, data, spans[k]), FOUND, None, high, sites=tuple(names)))
+    return out
 
 
 def confirmed_or_found(verdicts: list[Verdict]) -> bool:
