@@ -87,6 +87,14 @@ def test_join_finds_every_instance_of_the_network_class():
     assert v.extra == {"instances": 2}
 
 
+def test_join_maps_onnx_node_names_to_module_paths():
+    classes = {"": "Net", "body": "Sequential", "body.0": "Linear", "body.2": "Linear"}
+    meas = FakeMeasurements({"body.0": 1e-6, "body.2": 1.0})
+    [v] = join.judge_static([static("GL101", network="main_graph", modules=("/body/body.0/Gemm", "/body/body.2/Gemm"),
+                                    predicted=1e-6)], meas, classes, None, {})
+    assert v.verdict == CONFIRMED and v.measured == pytest.approx(1e-6)
+
+
 def test_join_is_inconclusive_when_modules_are_missing():
     classes = {"": "Net", "x": "Linear"}
     meas = FakeMeasurements({"x": 1.0})

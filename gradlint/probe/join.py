@@ -64,10 +64,20 @@ def instances(module_classes: dict[str, str], network: str | None) -> list[str]:
     return [p for p, cls in module_classes.items() if cls == network]
 
 
+def onnx_scope(name: str) -> str:
+    """torch.onnx names a node after its module scope, '/body/body.0/Gemm': the module path is
+    the last scope ('body.0'). Other names pass through unchanged."""
+    if name.startswith("/"):
+        parts = name.split("/")
+        if len(parts) >= 3:
+            return parts[-2]
+    return name
+
+
 def chain_gain(data: dict[str, Any], meas: Any, module_classes: dict[str, str]) -> tuple[float | None, str, tuple[str, ...], int]:
     """Measured gain of a finding's chain: (gain, why not, sites, instances measured). With
     several instances of the network class (a block used 4 times), the geometric mean."""
-    modules = tuple(data.get("modules") or ())
+    modules = tuple(onnx_scope(str(m)) for m in data.get("modules") or ())
     network = data.get("network")
     if len(modules) < 1:
         return None, "the finding names no modules", (), 0
