@@ -26,6 +26,9 @@ def finding_line(f: Finding, *, color: bool = False) -> str:
     if f.node is not None:
         # Kept after the message so the line stays `path:line:col: CODE ...` for problem matchers.
         message += f" (node {f.node.name!r}, {f.node.op_type} #{f.node.index})"
+    # A multi-line message keeps its later lines indented under the finding, so that every
+    # line that starts at column 0 is a finding or the summary.
+    message = message.replace("\r\n", "\n").replace("\n", "\n    ")
     return f"{where} {code}{marker} {message}"
 
 
