@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, run_cli
 
 _BOOT = "import sys, tests.plugin_rule; from gradlint.cli import main; main(prog_name='gradlint')"
@@ -58,3 +60,21 @@ def assert_one_line_error(proc, *needles: str) -> str:
 def finding_lines(stdout: str) -> list[str]:
     """The `path:line:col: CODE message` lines of a text report, without the summary."""
     return [line for line in stdout.splitlines() if ": GL" in line]
+
+
+@pytest.fixture
+def plugin_rule():
+    """GL990 registered in this process for one test, then removed so no other test sees it."""
+    import importlib
+
+    from gradlint import registry
+
+    registry.load_rules()
+    if "tests.plugin_rule" in sys.modules:
+        module = importlib.reload(sys.modules["tests.plugin_rule"])
+    else:
+        module = importlib.import_module("tests.plugin_rule")
+    try:
+        yield module.MarkerRule
+    finally:
+        registry._RULES.pop("GL990", None)
