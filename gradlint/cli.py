@@ -49,7 +49,9 @@ def resolve_config(config_path: str | None, select: tuple[str, ...], ignore: tup
         if select:
             overrides["select"] = (parse_selector_option(select, "--select"), "--select")
         if extend_select:
-            overrides["extend_select"] = (parse_selector_option(extend_select, "--extend-select"), "--extend-select")
+            # Extends the file's extend-select, as --ignore extends its ignore (ruff does the same).
+            overrides["extend_select"] = (config.extend_select + parse_selector_option(extend_select, "--extend-select"),
+                                          "--extend-select")
         if ignore:
             overrides["ignore"] = (config.ignore + parse_selector_option(ignore, "--ignore"), "--ignore")
         if fail_on:

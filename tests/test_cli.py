@@ -446,3 +446,44 @@ def test_usage_error_is_exit_2(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     proc = gradlint("frobnicate", cwd=tmp_path)
     assert proc.returncode == 2
+
+
+def test_extend_select_on_the_command_line_adds_to_the_files(tmp_path):
+    write_tree(tmp_path, {"m.py": "a = 1  # mark: info\n",
+                          "pyproject.toml": '[tool.gradlint]\nselect = ["GL001"]\nextend-select = ["GL990"]\n'})
+    proc = gradlint("config", "--extend-select", "GL001", cwd=tmp_path, plugin=True)
+    assert 'extend-select = ["GL990", "GL001"]  # --extend-select' in proc.stdout.splitlines()
+    proc = gradlint("check", "--extend-select", "GL001", ".", cwd=tmp_path, plugin=True)
+    assert "GL990" in proc.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+@pytest.mark.parametrize("no_color", [False, True])
+def test_colour_on_a_terminal_unless_no_color(project, no_color):
+    import pty
+
+    main, child = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("NO_COLOR", None)
+    if no_color:
+        env["NO_COLOR"] = "1"
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "gradlint.cli", "check", "--no-cache", "."], cwd=project,
+                            env=env, stdout=child, stderr=subprocess.PIPE)
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(main)
+    out = b"".join(chunks).decode()
+    assert proc.returncode == 1
+    assert ("\x1b[31m" in out) is not no_color
+    assert "GL001" in out
