@@ -487,3 +487,19 @@ def test_colour_on_a_terminal_unless_no_color(project, no_color):
     assert proc.returncode == 1
     assert ("\x1b[31m" in out) is not no_color
     assert "GL001" in out
+
+
+def test_a_crash_of_gradlint_itself_is_exit_2_not_1(project):
+    # Python exits 1 on an uncaught exception, which CI would read as "findings".
+    import subprocess
+
+    boot = ("import gradlint.report as r\n"
+            "def boom(*a, **k): raise RuntimeError('reporter exploded')\n"
+            "r.render = boom\n"
+            "from gradlint.cli import main; main(prog_name='gradlint')")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", boot, "check", "--no-cache", "."], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "gradlint: internal error (please report it)" in proc.stderr
+    assert "reporter exploded" in proc.stderr
