@@ -288,7 +288,8 @@ class Lowering:
             param = None
             if op in _ACT_PARAM:
                 key, default = _ACT_PARAM[op]
-                param = float(attr(node, key, default))
+                # attributes are float32: 0.2 arrives as 0.20000000298, print-worthy after rounding
+                param = float(f"{float(attr(node, key, default)):.7g}")
             return [Activation(name=name, fn=ACTIVATIONS[op], param=param, origin=ref)]
         if op in NORMS:
             return [Norm(name=name, kind=NORMS[op], origin=ref)]
