@@ -250,11 +250,11 @@ class Lowering:
         hidden = attr(node, "hidden_size")
         ins = list(node.input)
         ref = self.g.ref(i)
+        # Only an identity recurrence (IRNN) is recorded: the architecture rules read any other
+        # explicit weight_hh init as a deliberate choice, and measured weights are not one.
         init = None
-        if len(ins) > 2 and ins[2]:
-            init = self.measured(ins[2], 1.0, ref)
-            if cell == "rnn" and self._is_identity_stack(ins[2]):
-                init = InitSpec("eye", (), ref)
+        if cell == "rnn" and len(ins) > 2 and ins[2] and self._is_identity_stack(ins[2]):
+            init = InitSpec("eye", (), ref)
         return Recurrent(name=module_path(node.name), cell=cell, nonlinearity=nonlin,
                          hidden=int(hidden) if hidden is not None else None, num_layers=1, origin=ref,
                          weight_hh_init=init)
