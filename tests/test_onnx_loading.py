@@ -212,3 +212,17 @@ def test_model_without_graph_is_gl002(tmp_path: Path):
     path = tmp_path / "m.onnx"
     path.write_bytes(onnx.ModelProto(producer_name="x").SerializeToString())
     assert _codes(extract_onnx(path, "m.onnx")) == ["GL002"]
+
+
+def test_memory_bench_runs_on_a_small_model(tmp_path: Path):
+    spec = importlib.util.spec_from_file_location("onnx_memory", ROOT / "bench" / "onnx_memory.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    path, total, largest = bench.build(tmp_path, layers=3, width=64)
+    assert total == 3 * 64 * 64 * 4 and largest == 64 * 64 * 4
+    facts = extract_onnx(path, "model.onnx")
+    assert facts.input_errors == ()
+    stds = [w.std for w in facts.graph.weights]
+    assert np.allclose(stds, np.sqrt(2 / 64), rtol=0.1)
+    peak, _, out = bench.run_check(path)
+    assert peak > 0 and "All checks passed" in out
