@@ -39,6 +39,7 @@ class GraphIndex:
         self.consumers: dict[str, list[int]] = {}
         self.initializers: dict[str, TensorProto] = {t.name: t for t in graph.initializer}
         self.inputs: list[str] = [i.name for i in graph.input if i.name not in self.initializers]
+        self._declared_inputs = frozenset(i.name for i in graph.input)
         self.outputs: list[str] = [o.name for o in graph.output]
         self.subgraphs: list[tuple[int, str, GraphIndex]] = []
         # Names a subgraph reads from enclosing scopes, per node: implicit inputs of If/Loop/Scan.
@@ -87,7 +88,7 @@ class GraphIndex:
 
     def free_names(self) -> list[str]:
         """Names used here (or in nested subgraphs) but defined in an enclosing graph."""
-        defined = set(self.producers) | set(self.initializers) | {i.name for i in self.graph.input}
+        defined = set(self.producers) | set(self.initializers) | self._declared_inputs
         free: list[str] = []
         for i, node in enumerate(self.nodes):
             for name in node.input:
@@ -109,7 +110,7 @@ class GraphIndex:
         """(graph, node index) of the node that computes name, looking in enclosing graphs."""
         if name in self.producers:
             return self, self.producers[name]
-        if name in self.initializers or name in {i.name for i in self.graph.input}:
+        if name in self.initializers or name in self._declared_inputs:
             return None
         return self.parent.producer(name) if self.parent else None
 

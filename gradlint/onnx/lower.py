@@ -238,7 +238,7 @@ class Lowering:
             path = module_path("", name)
             if path != name and path:
                 return path
-        return module_path(node.name) if node.name else self.g.ref(self.nodes.index(node)).name
+        return module_path(node.name) if node.name else f"{node.op_type}"  # unnamed: origin has the index
 
     def recurrent(self, i: int) -> Recurrent:
         node = self.nodes[i]
