@@ -31,6 +31,9 @@ class WeightStats:
     layer: str  # the layer's module path when role is a layer's
     node: GraphNode | None
     order: int  # position of the consuming node, for "neighbours"
+    # Op types that read the tensor (through Identity/Cast/reshapes): tells a -inf attention
+    # mask (read by Add/Where) from a broken weight.
+    consumers: tuple[str, ...] = ()
 
     @property
     def nonfinite(self) -> int:
@@ -95,6 +98,10 @@ def _weight_stats(index, loaded):
         operand = _weight_operand(low, i)
         if operand is not None and operand not in roles:
             roles[operand] = (p.op, p.name, index.ref(i), i)
+        if node.op_type in ("Gemm", "Conv", "ConvTranspose") and len(node.input) > 2 and node.input[2]:
+            bias = low.weight_source(node.input[2])
+            if bias is not None and bias[0] not in roles:
+                roles[bias[0]] = ("bias", p.name, index.ref(i), i)
     out = []
     stats = {}
     for g in index.walk():
@@ -116,8 +123,23 @@ def _weight_stats(index, loaded):
                 order = ref.index if ref is not None else -1
             out.append(WeightStats(name=name, shape=st.shape, dtype=st.dtype, count=st.count, nan=st.nan,
                                    posinf=st.posinf, neginf=st.neginf, mean=st.mean, std=st.std, role=role,
-                                   layer=layer or module_path("", name), node=ref, order=order))
+                                   layer=layer or module_path("", name), node=ref, order=order,
+                                   consumers=_consumer_ops(g, name)))
     return out, stats
+
+
+_RELAY = frozenset({"Identity", "Cast", "Reshape", "Unsqueeze", "Squeeze", "Expand", "Slice", "Transpose"})
+
+
+def _consumer_ops(g, name: str, depth: int = 0) -> tuple[str, ...]:
+    ops: list[str] = []
+    for i in g.consumers.get(name, ()):
+        node = g.nodes[i]
+        if node.op_type in _RELAY and depth < 4 and node.output:
+            ops.extend(_consumer_ops(g, node.output[0], depth + 1) or (node.op_type,))
+        else:
+            ops.append(node.op_type)
+    return tuple(dict.fromkeys(ops))
 
 
 def _weight_operand(low, i: int) -> str | None:

@@ -72,7 +72,7 @@ class WeightScaleOutlierRule(Rule):
         graph = getattr(ctx.facts, "graph", None)
         groups: dict[tuple, list] = {}
         for w in getattr(graph, "weights", ()) or ():
-            if w.role == "other" or not w.std or w.nonfinite:
+            if w.role in ("other", "bias") or not w.std or w.nonfinite:
                 continue
             groups.setdefault((w.role, w.shape), []).append(w)
         for (role, shape), layers in sorted(groups.items(), key=lambda kv: kv[1][0].order):
