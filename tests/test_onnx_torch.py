@@ -15,13 +15,13 @@ from gradlint.onnx import extract_onnx
 pytestmark = pytest.mark.torch
 
 
-def _export(model, args, path: Path) -> Path:
+def _export(model, args, path: Path, opset: int = 17) -> Path:
     import torch
 
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, args, str(path), dynamo=False, opset_version=17)
+        torch.onnx.export(model, args, str(path), dynamo=False, opset_version=opset)
     return path
 
 
@@ -196,3 +196,17 @@ def test_log_softmax_written_by_hand_is_gl302_in_the_export(tmp_path: Path):
     path = _export(Head(), (torch.randn(2, 8),), tmp_path / "head.onnx")
     facts = extract_onnx(path, "head.onnx")
     assert [(h.code, h.node.op_type) for h in facts.graph.hazards] == [("GL302", "Log")]
+
+
+@pytest.mark.parametrize("opset", [14, 17, 20])
+def test_gelu_and_layernorm_across_opsets(tmp_path: Path, opset: int):
+    """Older opsets spell LayerNorm out (ReduceMean/Sub/Pow/.../Div) and GELU as Erf: same IR."""
+    import torch
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(16, 16), nn.GELU(), nn.LayerNorm(16), nn.SiLU(), nn.Linear(16, 4))
+    path = _export(model, (torch.randn(3, 16),), tmp_path / f"m{opset}.onnx", opset=opset)
+    (net,) = extract_onnx(path, path.name).networks
+    assert [type(n).__name__ for n in net.nodes] == ["Param", "Activation", "Norm", "Activation", "Param"]
+    assert (net.nodes[1].fn, net.nodes[2].kind, net.nodes[3].fn) == ("gelu", "layer", "silu")
+    assert [net.nodes[0].name, net.nodes[4].name] == ["0", "4"]
