@@ -68,7 +68,11 @@ def extract_python(path: Path, display: str):
     except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
         return FileFacts(path=display, kind="python", input_errors=(InputError("GL001", f"cannot decode file: {exc}"),))
     if not _SNIFF.search(data):
-        return FileFacts(path=display, kind="python", source=text)
+        # Nothing for our rules here, but a broken file is still news (GL001): CPython's own
+        # parser tells, at a fraction of libcst's cost, and executes nothing.
+        error = _python_syntax_error(text, display)
+        errors = (InputError("GL001", error[2], SourceSpan.point(error[0], error[1])),) if error else ()
+        return FileFacts(path=display, kind="python", source=text, input_errors=errors)
     try:
         src = parse(display, text)
     except cst.ParserSyntaxError as exc:

@@ -204,7 +204,7 @@ class FileModel:
     def eval(self, expr: cst.BaseExpression, env: dict) -> Any:
         try:
             return self._eval(expr, env)
-        except (ZeroDivisionError, OverflowError, ValueError, TypeError):
+        except (ZeroDivisionError, OverflowError, ValueError, TypeError, _Budget):
             return UNKNOWN
 
     def _eval(self, e: cst.BaseExpression, env: dict) -> Any:

@@ -102,4 +102,8 @@ def chain_data(network: Network, chain: Chain, **extra) -> dict:
 
 
 def fmt(x: float) -> str:
-    return f"{x:.2g}" if 1e-2 <= abs(x) < 1e3 else f"{x:.1e}"
+    """4.1e-10, 0.35, 6.4e3: two significant digits, exponents without padding."""
+    if x == 0 or 1e-2 <= abs(x) < 1e3:
+        return f"{x:.2g}"
+    mantissa, exp = f"{x:.1e}".split("e")
+    return f"{mantissa}e{int(exp)}"
