@@ -472,6 +472,19 @@ def test_cuda_requested_without_cuda_is_exit_2(cli):
     assert res.returncode == 2 and "CUDA is not available" in res.stderr
 
 
+def test_probe_findings_obey_noqa_and_ignore(tmp_path):
+    from gradlint.config import Config
+
+    text = (PROBE / "custom_function_wrong.py").read_text().replace("# expect: GL704", "# noqa: GL704")
+    path = tmp_path / "custom_function_noqa.py"
+    path.write_text(text)
+    report = run(path, steps=1)
+    assert "GL704" not in codes(report)
+    report = run_probe(ProbeOptions(target=f"{PROBE / 'nan_model.py'}:make_model", device=DEVICE, steps=1,
+                                    config=Config(ignore=("GL703",))), findings=[])
+    assert "GL703" not in codes(report)
+
+
 # --- output -------------------------------------------------------------------------------
 
 def test_help_warns_that_the_target_runs(cli):

@@ -268,6 +268,21 @@ def make_locator(target: Target, model: Any) -> Callable[[str | None], SourceSpa
     return locate
 
 
+def _selected(verdicts: list[Any], config: Any, path: Path) -> list[Any]:
+    """The probe's findings obey the configuration (select/ignore) and suppression comments
+    (`# noqa: GL704` on the line a finding points at), as the static findings do."""
+    from gradlint import suppress
+
+    enabled = config.enabled_codes()
+    verdicts = [v for v in verdicts if v.finding.code in enabled]
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return verdicts
+    kept = suppress.apply([v.finding for v in verdicts], source)
+    return [v for v in verdicts if v.finding in kept]
+
+
 # --- the run ------------------------------------------------------------------------------
 
 def static_findings(path: Path, opts: ProbeOptions, config: Any) -> tuple[list[Finding], list[str]]:
@@ -372,7 +387,7 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
     rules = load_rules()
     path = display_path(target.path)
     ctx = join.Context(path=path, locate=make_locator(target, model), rules=rules)
-    verdicts += join.probe_findings(ctx, meas, check, verdicts, own)
+    verdicts += _selected(join.probe_findings(ctx, meas, check, verdicts, own), config, target.path)
     notes += meas.notes + check.notes
     return ProbeReport(target=opts.target, path=path, device=device, options=opts, verdicts=verdicts,
                        measurements=meas, gradcheck=check, module_classes=module_classes,
