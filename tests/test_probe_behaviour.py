@@ -301,6 +301,62 @@ def test_wrong_gradient_localised_to_smallest_module(tmp_path):
     assert v.finding.span.line == 4  # class Doubler
 
 
+FLOAT32_NORM = """
+    class RMSNorm(nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(d))
+
+        def forward(self, x):
+            dtype = x.dtype
+            x = x.float()  # computes in float32 even inside the float64 copy
+            x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+            return (x * self.weight).to(dtype)
+
+
+    class Square(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return grad * x * FACTOR
+
+
+    def make_model():
+        return nn.Sequential(nn.Linear(64, 64), RMSNorm(64), nn.GELU(), nn.Linear(64, 64), RMSNorm(64), nn.Linear(64, 10))
+
+
+    class WithSquare(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(64, 64)
+            self.n = RMSNorm(64)
+            self.b = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.b(Square.apply(self.n(self.a(x))))
+"""
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_float32_inside_the_float64_copy_is_not_a_wrong_gradient(tmp_path, seed):
+    # float32 rounding seen with a float64 step made 5-30% "errors" here before the step and
+    # tolerance followed the least precise dtype computed.
+    path = write(tmp_path, "FACTOR = 2.0\n" + FLOAT32_NORM)
+    report = run(path, input_shape=(32, 64), steps=1, seed=seed)
+    assert report.gradcheck.passed is True and "GL704" not in codes(report)
+
+
+def test_wrong_function_still_found_next_to_float32_code(tmp_path):
+    path = write(tmp_path, "FACTOR = 1.5\n" + FLOAT32_NORM)
+    report = run(path, attr="WithSquare", input_shape=(32, 64), steps=1)
+    assert "`Square`" in one(report, "GL704").finding.message
+
+
 def test_function_used_through_an_alias_is_checked(tmp_path):
     path = write(tmp_path, """
         class Cube(torch.autograd.Function):

@@ -350,6 +350,7 @@ def run_steps(model: Any, setup: ProbeSetup, progress: Callable[[int, int], None
             host = torch.stack([p if p.dtype == torch.float32 else p.float() for p in pieces]).cpu().tolist()
             _store_step(meas, rec, step, host, n_fwd, [n for n, _ in grads])
             if meas.nonfinite is not None:
+                meas.steps = step + 1  # later steps would only repeat the NaN
                 break
     if progress:
         progress(setup.steps, setup.steps)
