@@ -601,3 +601,22 @@ def test_device_auto_picks_cuda_only_when_available():
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ProbeError, match="expected auto, cpu"):
         resolve_device("tpu")
+
+
+def test_onnx_export_findings_join_the_same_modules(tmp_path):
+    import warnings
+
+    import torch
+
+    from gradlint.probe.target import import_file
+
+    model = import_file(PROBE / "sigmoid_mlp.py").make_model()
+    onnx_path = tmp_path / "sigmoid_mlp.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, 256),), str(onnx_path), dynamo=False)
+    report = run_probe(ProbeOptions(target=f"{PROBE / 'sigmoid_mlp.py'}:make_model", device=DEVICE, steps=1,
+                                    onnx=(str(onnx_path),)))
+    [from_onnx] = [v for v in report.verdicts if v.finding.path.endswith(".onnx")]
+    assert from_onnx.finding.code == "GL101" and from_onnx.verdict == CONFIRMED
+    assert from_onnx.predicted / 10 <= from_onnx.measured <= from_onnx.predicted * 10
