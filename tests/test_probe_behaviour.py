@@ -396,6 +396,16 @@ def test_function_used_through_an_alias_is_checked(tmp_path):
 
 # --- targets, inputs, losses ---------------------------------------------------------------
 
+def test_a_target_named_like_a_stdlib_module_does_not_shadow_it(tmp_path):
+    import json as stdlib_json
+
+    path = tmp_path / "json.py"
+    path.write_text("import torch.nn as nn\n\ndef make_model():\n    return nn.Linear(3, 3)\n")
+    report = run(path, steps=1)
+    assert sys.modules["json"] is stdlib_json
+    assert report.path.endswith("json.py")
+
+
 def test_class_target_and_inferred_inputs():
     report = run_probe(ProbeOptions(target=f"{PROBE / 'relu_mlp.py'}:ReluMLP", device=DEVICE, steps=1), findings=[])
     assert "example_inputs()" in report.inputs_from

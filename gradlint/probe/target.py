@@ -91,9 +91,10 @@ def import_file(path: Path) -> ModuleType:
     folder = str(path.parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    name = path.stem if path.stem.isidentifier() else "gradlint_probe_target"
-    existing = sys.modules.get(name)
-    if existing is not None and os.path.realpath(getattr(existing, "__file__", "") or "") != str(path):
+    name = path.stem
+    if not _importable_as(name, path):
+        # Another module owns the name (a stdlib or installed module, one already imported):
+        # registering the user's file under it would shadow that module for everyone.
         name = f"gradlint_probe_target_{abs(hash(str(path)))}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -109,6 +110,21 @@ def import_file(path: Path) -> ModuleType:
             raise
         raise fail_from(exc, f"importing {path} failed") from None
     return module
+
+
+def _importable_as(name: str, path: Path) -> bool:
+    """True when `import name` would load exactly this file (so the user's own sibling imports
+    of it get the same module object)."""
+    if not name.isidentifier():
+        return False
+    existing = sys.modules.get(name)
+    if existing is not None:
+        return os.path.realpath(getattr(existing, "__file__", "") or "") == str(path)
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.origin is not None and os.path.realpath(spec.origin) == str(path)
 
 
 def import_spec_module(head: str) -> ModuleType:
