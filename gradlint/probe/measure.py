@@ -230,15 +230,15 @@ class Recorder:
             self.sites[site] = Site(site, name, call, type(module).__name__, kind)
             self.order.append(site)
         d = t.detach()
-        # std from two fast reductions, sqrt(E[x²] − E[x]²): torch.std is several times slower on
-        # CPU, and the cancellation only matters when |mean| ≫ std by ~1e3, where the std of an
-        # activation says little anyway. NaN or Inf anywhere makes it NaN or Inf, so the
-        # non-finite check costs no extra pass.
-        n = d.numel()
-        mean = d.mean(dtype=torch.float32)
-        rms = torch.linalg.vector_norm(d, dtype=torch.float32) / math.sqrt(n)
-        self.fwd_keys.append(("std", site))
-        self.fwd_vals.append(torch.sqrt(torch.clamp_min(rms * rms - mean * mean, 0.0)) if n > 1 else rms * 0)
+        # std = sqrt(E[x²] − E[x]²) from two reductions; the rest is arithmetic on the host.
+        # torch.std is several times slower on CPU, and on a GPU kernel launches, not bandwidth,
+        # are what the probe pays for. The cancellation matters only when |mean| ≫ std by ~1e3,
+        # where an activation's std says little anyway. NaN or Inf anywhere makes the mean or
+        # the norm non-finite, so the non-finite check costs no extra pass.
+        self.fwd_keys.append(("mean", site))
+        self.fwd_vals.append(d.mean(dtype=torch.float32))
+        self.fwd_keys.append(("rms", site))
+        self.fwd_vals.append(torch.linalg.vector_norm(d, dtype=torch.float32) / math.sqrt(d.numel()))
         if kind == "relu" and d.dim() >= 1:
             self._dead(site, d)
         elif kind == "saturating":
@@ -374,8 +374,18 @@ def _store_step(meas: Measurements, rec: Recorder, step: int, host: list[float],
         if len(row) == step:
             row.append(value)
 
+    stds: dict[str, float] = {}
+    means: dict[str, float] = {}
     for (what, site), v in zip(rec.fwd_keys, fwd):
-        put(meas.act_std if what == "std" else meas.saturated, site, v)
+        if what == "mean":
+            means[site] = v
+        elif what == "rms":
+            m = means.get(site, 0.0)
+            std = math.sqrt(max(v * v - m * m, 0.0)) if math.isfinite(v) and math.isfinite(m) else math.nan
+            stds[site] = std
+            put(meas.act_std, site, std)
+        else:
+            put(meas.saturated, site, v)
     for site, v in zip(rec.bwd_keys, bwd):
         put(meas.grad_norm, site, v)
     for name, v in zip(grad_names, pg):
@@ -384,8 +394,8 @@ def _store_step(meas: Measurements, rec: Recorder, step: int, host: list[float],
     if meas.nonfinite is not None:
         return
     # Forward: the first site, in execution order, whose output holds NaN/Inf.
-    for (what, site), v in zip(rec.fwd_keys, fwd):
-        if what == "std" and not math.isfinite(v):
+    for site, v in stds.items():  # dicts keep insertion order: execution order
+        if not math.isfinite(v):
             meas.nonfinite = {"step": step, "phase": "forward", "site": site, "module": rec.sites[site].module,
                               "type": rec.sites[site].type_name, "what": "NaN/Inf in its output"}
             return
