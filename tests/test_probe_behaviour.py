@@ -115,6 +115,18 @@ def test_other_chain_predictions_are_checked_within_10x():
     assert [v.verdict for v in verdicts] == [CONFIRMED, INCONCLUSIVE, REFUTED]
 
 
+def test_measured_chains_break_at_norms_recurrent_layers_and_embeddings():
+    from gradlint.probe.measure import Measurements, Site
+
+    kinds = [("tok", "Embedding", "param"), ("pos", "Embedding", "param"), ("a", "Linear", "param"),
+             ("act", "ReLU", "relu"), ("b", "Linear", "param"), ("ln", "LayerNorm", "norm"), ("c", "Linear", "param"),
+             ("d", "Conv1d", "conv"), ("rnn", "GRU", "recurrent"), ("e", "Linear", "param"), ("f", "Linear", "param")]
+    meas = Measurements(steps=1, device="cpu", dtype="float32",
+                        sites=[Site(n, n, 0, t, k) for n, t, k in kinds],
+                        grad_norm={n: [1.0] for n, _, _ in kinds})
+    assert join.measured_chains(meas) == [["pos", "a", "b"], ["c", "d"], ["e", "f"]]
+
+
 def test_training_loop_findings_are_not_measurable():
     verdicts = join.judge_static([static("GL201"), static("GL107", network="N", module="rnn"), static("GL302")],
                                  FakeMeasurements({}), {"": "N"}, None, {})

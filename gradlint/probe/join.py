@@ -224,10 +224,17 @@ def _finding(ctx: Context, code: str, message: str, module: str | None, data: di
 
 
 def measured_chains(meas: Any) -> list[list[str]]:
-    """Runs of parametric sites in execution order with no norm or recurrent module between them."""
+    """Runs of parametric sites in execution order with no norm or recurrent module between them.
+    An embedding starts a new run: it reads token ids, never the previous layer's output (token
+    and position tables run one after the other but side by side)."""
     chains: list[list[str]] = []
     current: list[str] = []
     for site in meas.sites:
+        if site.kind in ("param", "conv") and site.type_name in ("Embedding", "EmbeddingBag"):
+            if len(current) >= MIN_CHAIN:
+                chains.append(current)
+            current = [site.name] if meas.grad_norm.get(site.name) else []
+            continue
         if site.kind in ("param", "conv"):
             if meas.grad_norm.get(site.name):
                 current.append(site.name)
