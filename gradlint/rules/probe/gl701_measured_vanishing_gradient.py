@@ -15,8 +15,10 @@ class MeasuredVanishingGradient(Rule):
     layer of the chain. A measured chain is a run of consecutive parametric leaf modules
     (Linear, Conv*, ConvTranspose*, Embedding, Bilinear) in execution order with no
     normalisation module (BatchNorm, LayerNorm, GroupNorm, InstanceNorm, RMSNorm) and no
-    recurrent module between them. It fires only where the static pass did not already predict
-    a vanishing gradient for those modules (that finding gets the verdict *confirmed* instead).
+    recurrent module between them; an embedding starts a new chain. Residual connections are
+    not visible to module hooks, but the measured ratio already includes their effect. It
+    fires only where the static pass did not already predict a vanishing gradient for those
+    modules (that finding gets the verdict *confirmed* instead).
 
     ## Why is this bad?
     The first layers of the chain receive a gradient a thousand times smaller than the last:
