@@ -438,6 +438,13 @@ def test_package_module_target(tmp_path, monkeypatch):
     assert "in_features of 0 (Linear)" in report.inputs_from
 
 
+def test_inputs_inferred_from_a_leading_norm():
+    report = run_probe(ProbeOptions(target=f"{ROOT / 'examples' / 'model.py'}:HealthyResidualMLP", device=DEVICE,
+                                    steps=1), findings=[])
+    assert report.inputs_from == "random float32 of shape (8, 256) (normalized_shape of norms.0 (LayerNorm))"
+    assert not join.confirmed_or_found(report.verdicts)  # pre-norm residual blocks: healthy
+
+
 def test_token_inputs_and_sequence_loss(tmp_path):
     path = write(tmp_path, """
         class LM(nn.Module):

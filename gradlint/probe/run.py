@@ -116,6 +116,11 @@ def _inferred_shape(model: Any) -> tuple[tuple[int, ...], str, str] | None:
         for cls, spatial in ((nn.Conv1d, (64,)), (nn.Conv2d, (32, 32)), (nn.Conv3d, (8, 16, 16))):
             if isinstance(m, cls):
                 return (DEFAULT_BATCH, m.in_channels, *spatial), "float32", f"in_channels of {name or 'the model'} ({cls.__name__})"
+        if isinstance(m, nn.LayerNorm):
+            return (DEFAULT_BATCH, *m.normalized_shape), "float32", f"normalized_shape of {name or 'the model'} (LayerNorm)"
+        for cls, spatial in ((nn.BatchNorm1d, ()), (nn.BatchNorm2d, (32, 32)), (nn.BatchNorm3d, (8, 16, 16))):
+            if isinstance(m, cls):
+                return (DEFAULT_BATCH, m.num_features, *spatial), "float32", f"num_features of {name or 'the model'} ({cls.__name__})"
         if next(iter(m.parameters(recurse=False)), None) is not None:
             return None
     return None
