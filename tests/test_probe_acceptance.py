@@ -104,7 +104,10 @@ def test_log_of_negative_is_gl703_naming_the_module():
 @pytest.mark.parametrize("fixture", sorted(p.stem for p in PROBE.glob("*.py")))
 def test_fixture_expectations_match_probe_findings(fixture):
     report = probe(fixture)
-    got = {(v.finding.span.line, v.finding.code) for v in report.verdicts if confirmed_or_found([v])}
+    # The fixtures are about architecture predictions and probe findings; other families'
+    # verdicts (GL406 on a custom Function, say) have their own tests.
+    got = {(v.finding.span.line, v.finding.code) for v in report.verdicts
+           if confirmed_or_found([v]) and v.finding.code[:3] in ("GL1", "GL7")}
     assert got == expected(PROBE / f"{fixture}.py")
 
 

@@ -127,6 +127,18 @@ def test_measured_chains_break_at_norms_recurrent_layers_and_embeddings():
     assert join.measured_chains(meas) == [["pos", "a", "b"], ["c", "d"], ["e", "f"]]
 
 
+def test_custom_backward_findings_get_the_gradient_check_verdict():
+    class Check:
+        checked_functions = {"Square": False, "Cube": True}
+
+    msg = "autograd.Function `{}` has a hand-written backward and no gradcheck of it in the run"
+    verdicts = join.judge_static([
+        Finding(code="GL406", name="x", message=msg.format(name), severity=Severity.INFO, path="m.py",
+                span=SourceSpan.point(1)) for name in ("Square", "Cube", "Other")
+    ] + [static("GL405", function="Square")], FakeMeasurements({}), {}, Check(), {})
+    assert [v.verdict for v in verdicts] == [CONFIRMED, REFUTED, INCONCLUSIVE, CONFIRMED]
+
+
 def test_training_loop_findings_are_not_measurable():
     verdicts = join.judge_static([static("GL201"), static("GL107", network="N", module="rnn"), static("GL302")],
                                  FakeMeasurements({}), {"": "N"}, None, {})

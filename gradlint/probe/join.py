@@ -198,7 +198,9 @@ def _judge_function(f: Finding, data: dict[str, Any], gradcheck: Any) -> Verdict
     checked = getattr(gradcheck, "checked_functions", {}) or {}
     name = next((str(data[k]) for k in ("function", "class", "name") if data.get(k)), None)
     if name is None:
-        name = next((n for n in checked if n in f.message), None)
+        # The messages name the Function in backticks: `Square` or `Square.backward`.
+        short = {n.split(".")[-1] for n in checked}
+        name = next((n for n in short if f"`{n}`" in f.message or f"`{n}." in f.message), None)
     if name is None or name.split(".")[-1] not in {n.split(".")[-1] for n in checked}:
         return Verdict(f, INCONCLUSIVE, detail="the Function was not called during the probe")
     passed = all(ok for n, ok in checked.items() if n.split(".")[-1] == name.split(".")[-1])
