@@ -496,9 +496,15 @@ def test_user_inputs_and_loss_functions(tmp_path):
 
         def my_loss(out, inputs):
             return (out ** 2).mean() + 0 * inputs["x"].sum()
+
+        import pathlib
+        with open(pathlib.Path(__file__).with_name("imports.log"), "a") as log:
+            log.write("imported\n")
     """)
     report = run(path, steps=2, inputs=f"{path}:batch", loss=f"{path}:my_loss")
     assert report.loss_kind == f"--loss {path}:my_loss"
+    # The target's file named again by --inputs and --loss is imported once, not re-run.
+    assert (tmp_path / "imports.log").read_text() == "imported\n"
     assert report.measurements.loss[0] > 0
     assert report.gradcheck.passed is True
 

@@ -92,6 +92,10 @@ def import_file(path: Path) -> ModuleType:
     if folder not in sys.path:
         sys.path.insert(0, folder)
     name = path.stem
+    for module in list(sys.modules.values()):
+        # Already imported (the target file named again by --inputs or --loss): run it once.
+        if os.path.realpath(getattr(module, "__file__", None) or "") == str(path):
+            return module
     if not _importable_as(name, path):
         # Another module owns the name (a stdlib or installed module, one already imported):
         # registering the user's file under it would shadow that module for everyone.
