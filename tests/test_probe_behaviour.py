@@ -499,7 +499,7 @@ def test_user_inputs_and_loss_functions(tmp_path):
 
         import pathlib
         with open(pathlib.Path(__file__).with_name("imports.log"), "a") as log:
-            log.write("imported\n")
+            log.write("imported\\n")
     """)
     report = run(path, steps=2, inputs=f"{path}:batch", loss=f"{path}:my_loss")
     assert report.loss_kind == f"--loss {path}:my_loss"
