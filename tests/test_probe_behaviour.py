@@ -594,6 +594,14 @@ def test_sarif_and_plot(cli, tmp_path):
     assert res.returncode == 1, res.stderr
     doc = json.loads(res.stdout)
     assert doc["version"] == "2.1.0"
+    # Valid against the OASIS schema (shared folder beside the checkout, or above a worktree).
+    import jsonschema
+
+    schema_path = next(p for p in (ROOT.parent / "shared" / "schemas" / "sarif-schema-2.1.0.json",
+                                   ROOT.parent.parent / "shared" / "schemas" / "sarif-schema-2.1.0.json") if p.is_file())
+    schema = json.loads(schema_path.read_text(encoding="utf-8"))
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    assert not [e.message for e in validator.iter_errors(doc)]
     [result] = [r for r in doc["runs"][0]["results"] if r["ruleId"] == "GL704"]
     assert result["properties"]["verdict"] == "found"
     assert result["locations"][0]["physicalLocation"]["region"]["startLine"] == 7
