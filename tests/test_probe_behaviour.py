@@ -139,6 +139,22 @@ def test_custom_backward_findings_get_the_gradient_check_verdict():
     assert [v.verdict for v in verdicts] == [CONFIRMED, REFUTED, INCONCLUSIVE, CONFIRMED]
 
 
+def test_two_towers_run_one_after_the_other_are_two_chains(tmp_path):
+    path = write(tmp_path, """
+        class Towers(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+                self.b = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8))
+                self.head = nn.Linear(16, 2)
+
+            def forward(self, x):
+                return self.head(torch.cat([self.a(x), self.b(x)], -1))
+    """)
+    report = run(path, attr="Towers", steps=1, gradcheck=False)
+    assert join.measured_chains(report.measurements) == [["a.0", "a.2"], ["b.0", "b.2", "head"]]
+
+
 def test_training_loop_findings_are_not_measurable():
     verdicts = join.judge_static([static("GL201"), static("GL107", network="N", module="rnn"), static("GL302")],
                                  FakeMeasurements({}), {"": "N"}, None, {})

@@ -226,13 +226,16 @@ def _finding(ctx: Context, code: str, message: str, module: str | None, data: di
 
 
 def measured_chains(meas: Any) -> list[list[str]]:
-    """Runs of parametric sites in execution order with no norm or recurrent module between them.
-    An embedding starts a new run: it reads token ids, never the previous layer's output (token
-    and position tables run one after the other but side by side)."""
+    """Runs of parametric sites in execution order with no norm or recurrent module between them,
+    each fed by the one before: a site whose input does not depend on the previous parametric
+    site's output (found in the autograd graph) starts a new run. So does an embedding: it reads
+    token ids, never the previous layer's output."""
     chains: list[list[str]] = []
     current: list[str] = []
+    linked = getattr(meas, "linked", {}) or {}
     for site in meas.sites:
-        if site.kind in ("param", "conv") and site.type_name in ("Embedding", "EmbeddingBag"):
+        if site.kind in ("param", "conv") and (site.type_name in ("Embedding", "EmbeddingBag")
+                                               or not linked.get(site.name, True)):
             if len(current) >= MIN_CHAIN:
                 chains.append(current)
             current = [site.name] if meas.grad_norm.get(site.name) else []

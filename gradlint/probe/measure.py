@@ -78,6 +78,9 @@ class Measurements:
     param_norm: dict[str, float] = field(default_factory=dict)
     param_owner: dict[str, str] = field(default_factory=dict)
     loss: list[float] = field(default_factory=list)
+    # Parametric site -> whether its input depends on the previous parametric site's output
+    # (found in the autograd graph on the first step); chains break where it does not.
+    linked: dict[str, bool] = field(default_factory=dict)
     # The first non-finite value: {'step', 'phase' ('forward'|'loss'|'backward'), 'site', 'module', 'what'}
     nonfinite: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
@@ -191,6 +194,7 @@ class Recorder:
         self.sites: dict[str, Site] = {}
         self.order: list[str] = []
         self.active: dict[str, Any] = {}  # ReLU-family: per-unit "ever active" flags, on device
+        self.linked: dict[str, bool] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -200,6 +204,7 @@ class Recorder:
         self.bwd_keys: list[str] = []
         self.bwd_vals: list[Any] = []
         self.last_param_kind = "param"
+        self.last_param_node: Any = None
 
     def __enter__(self) -> "Recorder":
         for _, m in self.modules:
@@ -221,9 +226,12 @@ class Recorder:
         self.calls[name] = call + 1
         site = name if call == 0 else f"{name}#{call}"
         kind = self.kinds[id(module)]
+        t = first_tensor(output)
         if kind in ("param", "conv"):
             self.last_param_kind = kind
-        t = first_tensor(output)
+            if site not in self.linked:
+                self.linked[site] = _depends_on(first_tensor(inputs), self.last_param_node)
+            self.last_param_node = t.grad_fn if t is not None else None
         if t is None or not t.is_floating_point() or t.numel() == 0:
             return
         if site not in self.sites:
@@ -278,6 +286,28 @@ class Recorder:
             self.bwd_vals.append(torch.linalg.vector_norm(grad, dtype=torch.float32))
 
         return hook
+
+
+GRAPH_SEARCH_LIMIT = 256
+
+
+def _depends_on(value: Any, node: Any) -> bool:
+    """Whether `node` (an autograd graph node) is among the ancestors of tensor `value`, within
+    GRAPH_SEARCH_LIMIT nodes: the layers of a chain feed each other; two towers run one after
+    the other do not."""
+    if value is None or node is None or getattr(value, "grad_fn", None) is None:
+        return False
+    seen = set()
+    stack = [value.grad_fn]
+    while stack and len(seen) < GRAPH_SEARCH_LIMIT:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        if current is node:
+            return True
+        seen.add(id(current))
+        stack.extend(fn for fn, _ in getattr(current, "next_functions", ()))
+    return False
 
 
 @dataclass
@@ -355,6 +385,7 @@ def run_steps(model: Any, setup: ProbeSetup, progress: Callable[[int, int], None
     if progress:
         progress(setup.steps, setup.steps)
     meas.sites = [rec.sites[s] for s in rec.order]
+    meas.linked = dict(rec.linked)
     if rec.active:
         names = list(rec.active)
         fractions = torch.stack([1 - rec.active[n].float().mean() for n in names]).cpu().tolist()

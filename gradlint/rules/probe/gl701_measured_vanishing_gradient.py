@@ -15,8 +15,10 @@ class MeasuredVanishingGradient(Rule):
     layer of the chain. A measured chain is a run of consecutive parametric leaf modules
     (Linear, Conv*, ConvTranspose*, Embedding, Bilinear) in execution order with no
     normalisation module (BatchNorm, LayerNorm, GroupNorm, InstanceNorm, RMSNorm) and no
-    recurrent module between them; an embedding starts a new chain. Residual connections are
-    not visible to module hooks, but the measured ratio already includes their effect. It
+    recurrent module between them, each fed by the one before (its input depends on the
+    previous layer's output in the autograd graph, so two towers run one after the other are
+    two chains); an embedding starts a new chain. The measured ratio includes the effect of
+    residual connections. It
     fires only where the static pass did not already predict a vanishing gradient for those
     modules (that finding gets the verdict *confirmed* instead).
 
