@@ -678,3 +678,17 @@ def test_onnx_export_findings_join_the_same_modules(tmp_path):
     [from_onnx] = [v for v in report.verdicts if v.finding.path.endswith(".onnx")]
     assert from_onnx.finding.code == "GL101" and from_onnx.verdict == CONFIRMED
     assert from_onnx.predicted / 10 <= from_onnx.measured <= from_onnx.predicted * 10
+
+
+def test_sys_exit_in_forward_is_a_run_failure(tmp_path):
+    path = write(tmp_path, """
+        class Quits(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(2, 2)
+
+            def forward(self, x):
+                raise SystemExit(3)
+    """)
+    with pytest.raises(ProbeError, match="running the model failed: SystemExit: 3"):
+        run(path, attr="Quits", steps=1)

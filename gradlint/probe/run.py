@@ -337,7 +337,7 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
     model = target.model
     try:
         model.to(torch.device(device))
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise fail_from(exc, f"moving the model to {device} failed") from None
 
     config = opts.config
@@ -359,7 +359,7 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
         meas = run_steps(model, setup, progress)
     except ProbeError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a sys.exit() in a forward is a failure too
         raise fail_from(exc, "running the model failed") from None
     loss_kind = loss_from if loss_from != "default" else (getattr(make_loss, "kinds", []) or ["default"])[0]
 
@@ -377,7 +377,7 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
                                      target.module, device, opts.seed)
         except ProbeError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             # Some models do not run in float64 (a hard-coded dtype, a kernel without double):
             # the rest of the probe still stands.
             check = gc.GradcheckResult(notes=[f"gradient check could not run in float64: {type(exc).__name__}: {exc}"])
