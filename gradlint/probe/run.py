@@ -370,6 +370,7 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
         check.notes.append("gradient check skipped: the probe met NaN/Inf (GL703)")
     else:
         functions = gc.find_functions(target.module)
+        model.zero_grad(set_to_none=True)  # the float64 copy needs no copy of the last step's gradients
         torch.manual_seed(opts.seed)
         args, kwargs, raw = make_inputs(0)
         try:
