@@ -95,6 +95,13 @@ def test_join_maps_onnx_node_names_to_module_paths():
     assert v.verdict == CONFIRMED and v.measured == pytest.approx(1e-6)
 
 
+def test_zero_gradient_at_the_first_layer_confirms_vanishing():
+    classes = {"": "Net", "l0": "Linear", "l1": "Linear"}
+    meas = FakeMeasurements({"l0": 0.0, "l1": 1.0})
+    [v] = join.judge_static([static("GL101", network="Net", modules=("l0", "l1"), predicted=1e-6)], meas, classes, None, {})
+    assert v.verdict == CONFIRMED and v.measured == 0.0
+
+
 def test_join_is_inconclusive_when_modules_are_missing():
     classes = {"": "Net", "x": "Linear"}
     meas = FakeMeasurements({"x": 1.0})

@@ -92,12 +92,14 @@ def chain_gain(data: dict[str, Any], meas: Any, module_classes: dict[str, str]) 
         if first not in module_classes or last not in module_classes:
             continue
         g = meas.grad_ratio(first, last)
-        if g is not None and g > 0 and math.isfinite(g):
+        if g is not None and g >= 0 and math.isfinite(g):
             gains.append(g)
             if not sites:
                 sites = tuple(join_path(root, m) for m in modules)
     if not gains:
         return None, f"modules {modules[0]}..{modules[-1]} of {network} not found or not measured", (), 0
+    if min(gains) == 0:  # no gradient at all reaches the first layer: the extreme of vanishing
+        return 0.0, "", sites, len(gains)
     return math.exp(sum(math.log(g) for g in gains) / len(gains)), "", sites, len(gains)
 
 
