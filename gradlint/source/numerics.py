@@ -327,17 +327,34 @@ class Extractor:
                              gradchecked=frozenset(self.gradchecked), apply_aliases=tuple(self.aliases))
 
     def _prescan(self, module: cst.Module) -> None:
-        """Class names and autograd Functions of this file, before any function is walked."""
-        extractor = self
+        """Class names and autograd Functions of this file, before any function is walked.
 
-        class Pre(cst.CSTVisitor):
-            def visit_ClassDef(self, node: cst.ClassDef) -> None:
-                extractor.local_classes.add(node.name.value)
-                bases = extractor.base_names(node)
+        Walks statements only (a full visitor over every expression costs more than the rest of
+        the extraction)."""
+        stack: list[cst.CSTNode] = list(module.body)
+        while stack:
+            node = stack.pop()
+            if isinstance(node, cst.ClassDef):
+                self.local_classes.add(node.name.value)
+                bases = self.base_names(node)
                 if any(b in AUTOGRAD_FUNCTION or (b.startswith("torch.") and b.endswith("Function")) for b in bases):
-                    extractor.autograd_classes.add(node.name.value)
-
-        module.visit(Pre())
+                    self.autograd_classes.add(node.name.value)
+            if isinstance(node, cst.SimpleStatementLine):
+                continue
+            body = getattr(node, "body", None)
+            if isinstance(body, cst.IndentedBlock):
+                stack.extend(body.body)
+            elif isinstance(body, (list, tuple)):
+                stack.extend(body)
+            for extra in ("orelse", "finalbody"):
+                sub = getattr(node, extra, None)
+                if sub is not None and isinstance(getattr(sub, "body", None), cst.IndentedBlock):
+                    stack.extend(sub.body.body)
+                elif isinstance(sub, cst.If):
+                    stack.append(sub)
+            for h in getattr(node, "handlers", ()) or ():
+                if isinstance(h.body, cst.IndentedBlock):
+                    stack.extend(h.body.body)
 
     def base_names(self, node: cst.ClassDef) -> tuple[str, ...]:
         out = []
@@ -706,6 +723,8 @@ class FunctionWalk:
 
     def _record_wrapper(self, fn: cst.FunctionDef) -> None:
         """`def op(x): return MyFn.apply(x)` makes `op` a name under which MyFn can be gradchecked."""
+        if not self.x.autograd_classes:
+            return
         found: set[str] = set()
         x = self.x
 
@@ -899,6 +918,8 @@ class FunctionWalk:
         if isinstance(func, cst.Attribute):
             recv = func.value
             meth = func.attr.value
+            if meth in ("manual_backward", "backward") and isinstance(recv, cst.Name) and recv.value == "self":
+                return self.method_call(node, recv, meth)
             if isinstance(recv, cst.Name) and recv.value in ("self", "cls") or (
                     isinstance(recv, cst.Call) and isinstance(recv.func, cst.Name) and recv.func.value == "super"):
                 callee = self.ev(func)
@@ -1328,8 +1349,10 @@ class FunctionWalk:
             den = br.right
             dv = self.memo.get(id(den), UNKNOWN)
             nv = self.memo.get(id(br.left), UNKNOWN)
-            # A denominator without gradient still poisons the numerator's: 0 * (1/0) = NaN.
-            if number(den) is None and not dv.clamped and not dv.safe_where and not (nv.nograd and dv.nograd):
+            # A denominator without gradient still poisons the numerator's: 0 * (1/0) = NaN. But a
+            # plain name (a config value, a python number) is not known to be a tensor that can be 0.
+            if number(den) is None and dv.tensor and not dv.clamped and not dv.safe_where and not (
+                    nv.nograd and dv.nograd):
                 return "division", self.x.code(den)
             return None
         if isinstance(br, cst.Call):
@@ -1531,16 +1554,24 @@ def _short_of(name: str) -> str:
 
 
 def _mentions_max(node: cst.BaseExpression) -> bool:
-    found = False
-
-    class Max(cst.CSTVisitor):
-        def visit_Name(self, n: cst.Name) -> None:
-            nonlocal found
+    """Whether a subtracted expression names a max (x.max(...), torch.amax, x_max)."""
+    stack: list[cst.CSTNode] = [node]
+    seen = 0
+    while stack and seen < 64:
+        n = stack.pop()
+        seen += 1
+        if isinstance(n, cst.Name):
             if "max" in n.value.lower():
-                found = True
-
-    node.visit(Max())
-    return found
+                return True
+        elif isinstance(n, cst.Attribute):
+            if "max" in n.attr.value.lower():
+                return True
+            stack.append(n.value)
+        elif isinstance(n, cst.Call):
+            stack.append(n.func)
+        elif isinstance(n, cst.Subscript):
+            stack.append(n.value)
+    return False
 
 
 def _comprehensions(comp: cst.CompFor | None) -> Iterator[cst.CompFor]:

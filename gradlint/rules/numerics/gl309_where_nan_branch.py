@@ -46,7 +46,7 @@ class WhereNanBranch(SiteRule):
     invalid = [
         Example("import torch\n\ndef f(x):\n    return torch.where(x > 0, torch.log(x), torch.zeros_like(x))\n"),
         Example("import torch\n\ndef f(x):\n    return torch.where(x > 0, x.sqrt(), 0.0)\n"),
-        Example("import torch\n\ndef f(s, n):\n    return torch.where(n > 0, s / n, torch.zeros_like(s))\n"),
+        Example("import torch\n\ndef f(s, d):\n    n = d.sum(-1)\n    return torch.where(n > 0, s / n, torch.zeros_like(s))\n"),
         Example("import torch\n\ndef f(x):\n    return torch.where(x.abs() < 1, torch.zeros_like(x), torch.reciprocal(x))\n"),
         Example("import torch\n\ndef f(s, mask):\n    n = mask.sum(-1)\n    return torch.where(n > 0, s / n, 0.0)\n",
                 note="a count without gradient still poisons the numerator's gradient (measured: NaN)"),
@@ -59,6 +59,9 @@ class WhereNanBranch(SiteRule):
         Example("import torch\n\ndef f(x, eps=1e-8):\n    return torch.where(x > 0, torch.sqrt(x + eps), 0.0)\n",
                 note="eps-shifted"),
         Example("import torch\n\ndef f(x):\n    return torch.where(x > 0, x / 2.0, x)\n", note="division by a literal"),
+        Example("import torch\n\ndef f(inv_freq, wavelen, low, factor):\n"
+                "    return torch.where(wavelen > low, inv_freq / factor, inv_freq)\n",
+                note="division by a plain name (a config number)"),
         Example("import torch\n\ndef f(s, mask):\n    n = mask.sum(-1).clamp(min=1)\n    return torch.where(n > 0, s / n, 0.0)\n",
                 note="a clamped count"),
         Example("import torch\n\n@torch.no_grad()\ndef f(x):\n    return torch.where(x > 0, torch.log(x), 0.0)\n",

@@ -1,0 +1,67 @@
+"""GL4xx behaviour beyond the documented examples: run-wide lookups and locations."""
+
+from __future__ import annotations
+
+from gradlint.api import check_source
+from gradlint.config import Config
+
+
+def findings(src: str, select: str, **files: str):
+    return check_source(src, Config(select=(select,)), extra_files=files or None)
+
+
+def test_gl406_gradcheck_of_a_wrapper_function_in_another_file():
+    ops = ("import torch\n\nclass Op(torch.autograd.Function):\n"
+           "    @staticmethod\n    def forward(ctx, x):\n        return x\n\n"
+           "    @staticmethod\n    def backward(ctx, g):\n        return g\n\n"
+           "def op(x):\n    return Op.apply(x)\n")
+    test = ("import torch\nfrom ops import op\n\n"
+            "def test_op():\n    x = torch.randn(2, dtype=torch.float64, requires_grad=True)\n"
+            "    assert torch.autograd.gradcheck(op, (x,))\n")
+    assert [f.code for f in check_source(ops, Config(select=("GL406",)), path="ops.py")] == ["GL406"]
+    assert check_source(ops, Config(select=("GL406",)), path="ops.py", extra_files={"test_ops.py": test}) == []
+
+
+def test_gl406_points_at_the_class_and_is_info():
+    src = ("import torch\n\nclass Op(torch.autograd.Function):\n"
+           "    @staticmethod\n    def backward(ctx, g):\n        return g\n")
+    (f,) = findings(src, "GL406")
+    assert (f.span.line, f.span.column) == (3, 7)
+    assert str(f.severity) == "info"
+
+
+def test_gl401_message_names_the_backward_line():
+    src = ("import torch\n\ndef step(crit, out, y):\n    loss = crit(out, y)\n"
+           "    loss.requires_grad = True\n    loss.backward()\n")
+    (f,) = findings(src, "GL401")
+    assert f.span.line == 5 and "line 6" in f.message
+
+
+def test_gl401_not_without_a_backward():
+    src = ("import torch\n\ndef step(crit, out, y):\n    loss = crit(out, y)\n"
+           "    loss.requires_grad = True\n    return loss\n")
+    assert findings(src, "GL401") == []
+
+
+def test_gl402_through_lightning_manual_backward_and_names_the_cut():
+    src = ("import torch\nimport lightning as L\n\nclass M(L.LightningModule):\n"
+           "    def training_step(self, batch, idx):\n"
+           "        loss = torch.tensor(self.compute(batch).item())\n"
+           "        self.manual_backward(loss)\n")
+    (f,) = findings(src, "GL402")
+    assert f.span.line == 7 and ".item()" not in f.message and "tensor(...)" in f.message and "line 6" in f.message
+
+
+def test_gl404_self_in_module_subclass_of_another_file():
+    base = "from torch import nn\n\nclass Block(nn.Module):\n    pass\n"
+    src = ("import torch\nfrom blocks import Block\n\nclass Frozen(Block):\n"
+           "    def freeze(self):\n        self.requires_grad = False\n")
+    assert [f.code for f in findings(src, "GL404", **{"blocks.py": base})] == ["GL404"]
+    assert findings(src, "GL404") == []  # Block unknown to the run: no claim
+
+
+def test_gl403_no_finding_for_plain_forward():
+    src = ("import torch\nfrom torch import nn\n\nclass M(nn.Module):\n"
+           "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(2, 2)\n\n"
+           "    def forward(self, x):\n        mask = (x > 0).detach()\n        return self.fc(x) * mask\n")
+    assert findings(src, "GL403") == []
