@@ -139,3 +139,12 @@ def test_file_without_torch_is_skipped_cheaply():
     ff = FileFacts(path="x.py", kind="python")
     assert ff.numerics is None
     assert codes("def f(x):\n    return x\n") == []
+
+
+def test_data_pipelines_and_optimizer_files_are_quiet():
+    body = "import torch\n\ndef f(a, b):\n    return torch.sqrt(((a - b) ** 2).sum(-1))\n"
+    assert codes(body) == ["GL306"]
+    for path in ("transforms/functional.py", "pkg/datasets/coco.py", "models/image_processing_vit.py"):
+        assert check_source(body, Config(select=("GL3",)), path=path) == [], path
+    optim = body + "\nclass Kron(torch.optim.Optimizer):\n    pass\n"
+    assert codes(optim) == []

@@ -260,6 +260,8 @@ class Extractor:
         self.local_classes: set[str] = set()
         self._seen: set[tuple[str, SourceSpan, str]] = set()
         self.globals: dict[str, V] = {}
+        self.defines_optimizer = False
+        self.file_quiet = False
 
     # -- helpers -----------------------------------------------------------------------------
     def q(self, expr: cst.BaseExpression) -> frozenset[str]:
@@ -312,7 +314,8 @@ class Extractor:
     def run(self) -> NumericsFacts:
         module = self.src.module
         self._prescan(module)
-        top = FunctionWalk(self, "<module>", None, quiet=False, globals_={})
+        self.file_quiet = _data_pipeline(self.src.path) or self.defines_optimizer
+        top = FunctionWalk(self, "<module>", None, quiet=self.file_quiet, globals_={})
         top.walk(module.body)
         # Functions and classes after the module body: a model or criterion defined below a
         # function is still the global that function uses.
@@ -321,7 +324,8 @@ class Extractor:
             if isinstance(node, cst.ClassDef):
                 self.walk_class(node, False)
             else:
-                FunctionWalk(self, node.name.value, None, quiet=quiet_function(node.name.value)).run_function(node)
+                FunctionWalk(self, node.name.value, None,
+                             quiet=self.file_quiet or quiet_function(node.name.value)).run_function(node)
                 top._record_wrapper(node)
         return NumericsFacts(sites=tuple(self.sites), classes=tuple(self.classes),
                              gradchecked=frozenset(self.gradchecked), apply_aliases=tuple(self.aliases))
@@ -337,6 +341,8 @@ class Extractor:
             if isinstance(node, cst.ClassDef):
                 self.local_classes.add(node.name.value)
                 bases = self.base_names(node)
+                if any(b.startswith("torch.optim.") for b in bases):
+                    self.defines_optimizer = True
                 if any(b in AUTOGRAD_FUNCTION or (b.startswith("torch.") and b.endswith("Function")) for b in bases):
                     self.autograd_classes.add(node.name.value)
             if isinstance(node, cst.SimpleStatementLine):
@@ -374,7 +380,7 @@ class Extractor:
         module_like = any(b.startswith("torch.nn.") or "Module" in b or "Model" in b or "Layer" in b
                           or "Block" in b or "Net" in b for b in bases)
         ctx = ClassCtx(name=name, bases=bases, module_like=module_like,
-                       quiet=parent_quiet or bool(_QUIET_CLASS.search(name)))
+                       quiet=parent_quiet or self.file_quiet or bool(_QUIET_CLASS.search(name)))
         methods = [s for s in node.body.body if isinstance(s, cst.FunctionDef)]
         is_function = name in self.autograd_classes
         # __init__ first: it defines the attributes (criteria, submodules) other methods use.
@@ -1538,6 +1544,17 @@ _GRAPH_BREAKS = frozenset({".item()", ".tolist()", ".numpy()", "argmax", "argmin
                            "int()", "comparison", "Variable(..., requires_grad=True)"}) | frozenset(
     f"{n}(...)" for n in ("tensor", "as_tensor", "from_numpy", "Tensor", "FloatTensor", "DoubleTensor",
                            "LongTensor", "scalar_tensor"))
+
+
+_DATA_PATH = re.compile(r"(^|/)(transforms?|datasets?|data|dataloaders?|preprocessing|augment\w*)(/|\.py$)|"
+                        r"(^|/)\w*(transforms?|dataset|augment\w*|collate|processing_\w+|image_processing\w*|"
+                        r"feature_extraction\w*|tokenization\w*)\.py$")
+
+
+def _data_pipeline(path: str) -> bool:
+    """Data loading and preprocessing code (datasets, transforms, processors): no gradient flows there.
+    An optimizer's own file is quiet too (its maths runs under no_grad)."""
+    return bool(_DATA_PATH.search(path.replace("\\", "/")))
 
 
 def _stop_gradient(text: str) -> bool:
