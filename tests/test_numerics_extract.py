@@ -148,3 +148,24 @@ def test_data_pipelines_and_optimizer_files_are_quiet():
         assert check_source(body, Config(select=("GL3",)), path=path) == [], path
     optim = body + "\nclass Kron(torch.optim.Optimizer):\n    pass\n"
     assert codes(optim) == []
+
+
+def test_autograd_function_bodies_are_not_traced():
+    src = ("import torch\n\nclass Cum(torch.autograd.Function):\n"
+           "    @staticmethod\n    def forward(ctx, q, k):\n"
+           "        return 1 - torch.acos(q @ k.transpose(-1, -2))\n\n"
+           "    @staticmethod\n    def backward(ctx, g):\n        return g, g\n")
+    assert codes(src) == []
+
+
+def test_quantization_helpers_are_quiet():
+    src = ("import torch\n\ndef quantize_with_scales(w):\n"
+           "    scales = torch.linalg.norm(w, dim=-1)\n    return w / scales[:, None]\n")
+    assert codes(src) == []
+
+
+def test_guarded_hand_written_softplus_is_two_findings():
+    # measured: grad of where(g > 20, g, log(1 + exp(g))) at g = 100 is NaN
+    src = ("import torch\n\ndef gate(g):\n"
+           "    return torch.where(g > 20.0, g, torch.log(1.0 + torch.exp(g)))\n")
+    assert sorted(codes(src)) == ["GL305", "GL309"]

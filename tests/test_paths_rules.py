@@ -65,3 +65,25 @@ def test_gl403_no_finding_for_plain_forward():
            "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(2, 2)\n\n"
            "    def forward(self, x):\n        mask = (x > 0).detach()\n        return self.fc(x) * mask\n")
     assert findings(src, "GL403") == []
+
+
+def test_gl403_not_for_buffer_only_modules():
+    # rotary / sinusoidal position modules: no_grad or detach over buffers, no parameters
+    src = ("import torch\nfrom torch import nn\n\nclass Rotary(nn.Module):\n"
+           "    def __init__(self, dim):\n        super().__init__()\n"
+           "        self.register_buffer('inv_freq', 1.0 / (10000 ** (torch.arange(0, dim, 2) / dim)))\n\n"
+           "    @torch.no_grad()\n    def forward(self, x, pos):\n"
+           "        freqs = pos[..., None] * self.inv_freq\n        emb = torch.cat((freqs, freqs), dim=-1)\n"
+           "        return emb.cos()\n\n"
+           "class Sinusoidal(nn.Module):\n"
+           "    def __init__(self, n, d):\n        super().__init__()\n        self.make_weights(n, d)\n\n"
+           "    def forward(self, ids):\n        return self.weights.index_select(0, ids.view(-1)).detach()\n")
+    assert findings(src, "GL403") == []
+
+
+def test_gl404_on_a_torch_layer_attribute():
+    src = ("import torch\nfrom torch import nn\n\nclass M(nn.Module):\n"
+           "    def __init__(self, cfg):\n        super().__init__()\n"
+           "        self.ln = nn.LayerNorm(8)\n        if cfg.stable:\n            self.ln.requires_grad = False\n")
+    (f,) = findings(src, "GL404")
+    assert f.span.line == 9 and "requires_grad_(False)" in f.message

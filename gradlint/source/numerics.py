@@ -65,7 +65,7 @@ CUTTING_FUNCTIONS = {"torch.argmax": "argmax", "torch.argmin": "argmin", "torch.
 _QUIET_TOKENS = frozenset(
     "eval evaluate evaluation validate validation val valid test predict prediction inference infer "
     "metric metrics accuracy acc score benchmark sample sampling generate visualize visualise plot "
-    "init".split())
+    "init quantize dequantize quant pack unpack convert".split())
 _QUIET_NAMES = frozenset({"__init__", "reset_parameters", "init_weights", "_init_weights", "__getitem__",
                           "extra_repr", "__repr__"})
 _QUIET_CLASS = re.compile(r"Metric|Dataset|Transform|Augment|Sampler|Collat", re.I)
@@ -243,6 +243,7 @@ class ClassCtx:
     module_like: bool
     attrs: dict[str, V] = field(default_factory=dict)
     params: set[str] = field(default_factory=set)  # attributes that are nn.Parameter
+    methods: set[str] = field(default_factory=set)
     quiet: bool = False
 
 
@@ -382,7 +383,11 @@ class Extractor:
         ctx = ClassCtx(name=name, bases=bases, module_like=module_like,
                        quiet=parent_quiet or self.file_quiet or bool(_QUIET_CLASS.search(name)))
         methods = [s for s in node.body.body if isinstance(s, cst.FunctionDef)]
+        ctx.methods = {m.name.value for m in methods}
         is_function = name in self.autograd_classes
+        if is_function:
+            # autograd does not trace inside a Function's forward/backward
+            ctx.quiet = True
         # __init__ first: it defines the attributes (criteria, submodules) other methods use.
         setup = [m for m in methods if m.name.value in ("__init__", "setup", "build", "_build")]
         for m in setup:
@@ -861,7 +866,8 @@ class FunctionWalk:
         if attr in ("T", "mT", "H", "real", "values"):
             return base
         if isinstance(node.value, cst.Name) and node.value.value == "self":
-            return V(params=True)
+            # an attribute __init__ did not set to a parameter or module: a buffer, a config value
+            return UNKNOWN
         return V(params=base.params, cut=base.cut, cut_span=base.cut_span, const=base.const,
                  numpy=base.numpy, param_cuts=base.param_cuts)
 
@@ -969,9 +975,11 @@ class FunctionWalk:
             return V(out=callee.inst, computed=True, tensor=True, params=True)
         if owner == "self" and self.cls is not None:
             return V(out=frozenset({self.cls.name}), computed=True, tensor=True, params=True)
-        if owner and owner.startswith("self.") and owner.count(".") == 1:
-            # a submodule: its parameters carry gradient whatever its input
-            return V(computed=True, tensor=True, params=True)
+        if owner and owner.startswith("self.") and owner.count(".") == 1 and (
+                callee.module or callee.params or self.cls is None or owner[5:] not in self.cls.methods):
+            # a submodule (or an attribute set outside __init__): its parameters carry gradient
+            # whatever its input
+            return V(computed=True, tensor=True, params=callee.module or callee.params or bool(callee.inst))
         if callee.module:
             return V(computed=True, tensor=True, params=True)
         res = _combine(vals)
