@@ -87,3 +87,14 @@ def test_gl404_on_a_torch_layer_attribute():
            "        self.ln = nn.LayerNorm(8)\n        if cfg.stable:\n            self.ln.requires_grad = False\n")
     (f,) = findings(src, "GL404")
     assert f.span.line == 9 and "requires_grad_(False)" in f.message
+
+
+def test_gl403_not_for_integer_outputs():
+    # a sparse-attention indexer: no_grad over parameters, but it returns top-k indices,
+    # which carry no gradient anyway
+    src = ("import torch\nfrom torch import nn\n\nclass Indexer(nn.Module):\n"
+           "    def __init__(self):\n        super().__init__()\n        self.proj = nn.Linear(4, 4)\n\n"
+           "    @torch.no_grad()\n    def forward(self, x, k):\n"
+           "        scores = self.proj(x) @ x.transpose(-1, -2)\n"
+           "        return scores.topk(k, dim=-1).indices.to(torch.int32)\n")
+    assert findings(src, "GL403") == []

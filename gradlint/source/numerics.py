@@ -59,7 +59,8 @@ KEEP = frozenset(
     "masked_select narrow select movedim swapaxes flip roll repeat tile squeeze_ unsqueeze_".split())
 CUTTING_METHODS = {"item": ".item()", "tolist": ".tolist()", "numpy": ".numpy()",
                    "argmax": "argmax", "argmin": "argmin", "round": "round", "detach": ".detach()",
-                   "detach_": ".detach_()"}
+                   "detach_": ".detach_()", "long": "an integer cast", "int": "an integer cast",
+                   "bool": "a bool cast"}
 CUTTING_FUNCTIONS = {"torch.argmax": "argmax", "torch.argmin": "argmin", "torch.round": "round"}
 # Functions whose output is never part of a training graph (their whole body is quiet).
 _QUIET_TOKENS = frozenset(
@@ -770,8 +771,6 @@ class FunctionWalk:
                 return self.globals[node.value]
             if node.value.isupper() and len(node.value) > 1:
                 return V(const=True)
-            if self.cls is not None and node.value == self.cls.name:
-                return UNKNOWN
             return UNKNOWN
         if isinstance(node, cst.Integer | cst.Float | cst.Imaginary | cst.SimpleString |
                       cst.ConcatenatedString | cst.FormattedString):
@@ -861,6 +860,9 @@ class FunctionWalk:
                 cut_params = cut_params | {(self.x.span(node), key)}
             return V(cut=".data", cut_span=self.x.span(node), tensor=True, params=base.params,
                      param_cuts=cut_params, leaf=True)
+        if attr == "indices":
+            # topk/sort/max indices: integers, never differentiable
+            return V(cut="indices", cut_span=self.x.span(node), tensor=True, computed=True)
         if attr in ("shape", "ndim", "dtype", "device", "is_cuda", "requires_grad", "training"):
             return V(const=True)
         if attr in ("T", "mT", "H", "real", "values"):
@@ -904,8 +906,6 @@ class FunctionWalk:
                 return replace(base, prob="one_minus_sigmoid", prob_node=right.prob_node)
             if right.is_max or (rnode is not None and _mentions_max(rnode)):
                 return replace(base, max_shifted=True)
-            if left.sq or right.sq:
-                return base
             return base
         if op is cst.Add:
             if (left.sq or left.sumsq) and (right.sq or right.sumsq):
@@ -1339,8 +1339,6 @@ class FunctionWalk:
         if self.cls is not None and self.cls.quiet:
             return
         self.x.add(Site("GL307", den.norm, self.x.span(node), detail=self.x.code(den_node)[:80]))
-        if den.one_plus_exp:
-            pass
 
     def check_acos(self, node: cst.Call, arg_node: cst.BaseExpression, a: V, fn: str) -> None:
         if self.hazard_quiet() or a.nograd or a.unit == "strict":
@@ -1422,7 +1420,7 @@ class FunctionWalk:
                 continue
             if val.cut in ("torch.no_grad()", ".detach()", ".data", ".detach_()") and val.params:
                 text = self.x.code(node.value)
-                if _stop_gradient(text):
+                if _stop_gradient(text) or _integer_named(text):
                     continue
                 span = val.cut_span or self.x.span(node)
                 self.x.add(Site("GL403", "output-cut", span, detail=val.cut))
@@ -1568,6 +1566,15 @@ def _data_pipeline(path: str) -> bool:
 def _stop_gradient(text: str) -> bool:
     words = {w.lower() for part in re.findall(r"[A-Za-z0-9]+", text) for w in _tokens(part)}
     return bool(words & _STOP_WORDS)
+
+
+_INTEGER_WORDS = frozenset("indices index idx ids mask masks positions position_ids lengths counts".split())
+
+
+def _integer_named(text: str) -> bool:
+    """Indices, masks and counts are integers or booleans by convention: no gradient to cut."""
+    words = {w.lower() for part in re.findall(r"[A-Za-z0-9]+", text) for w in _tokens(part)}
+    return bool(words & _INTEGER_WORDS)
 
 
 def _short(names: frozenset[str]) -> str:
