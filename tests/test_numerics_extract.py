@@ -169,3 +169,12 @@ def test_guarded_hand_written_softplus_is_two_findings():
     src = ("import torch\n\ndef gate(g):\n"
            "    return torch.where(g > 20.0, g, torch.log(1.0 + torch.exp(g)))\n")
     assert sorted(codes(src)) == ["GL305", "GL309"]
+
+
+def test_quiet_classes_are_whole_words():
+    body = ("import torch\nfrom torch import nn\n\nclass {}(nn.Module):\n"
+            "    def forward(self, a, b):\n        return torch.sqrt(((a - b) ** 2).sum(-1))\n")
+    assert codes(body.format("VisionTransformer")) == ["GL306"]
+    assert codes(body.format("RandomTransform")) == []
+    assert codes(body.format("AudioFeatureExtractor")) == []
+    assert codes(body.format("AccuracyMetric")) == []

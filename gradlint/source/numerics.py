@@ -65,11 +65,15 @@ CUTTING_FUNCTIONS = {"torch.argmax": "argmax", "torch.argmin": "argmin", "torch.
 # Functions whose output is never part of a training graph (their whole body is quiet).
 _QUIET_TOKENS = frozenset(
     "eval evaluate evaluation validate validation val valid test predict prediction inference infer "
-    "metric metrics accuracy acc score benchmark sample sampling generate visualize visualise plot "
+    "metric metrics accuracy benchmark sample sampling generate visualize visualise plot "
     "init quantize dequantize quant pack unpack convert".split())
 _QUIET_NAMES = frozenset({"__init__", "reset_parameters", "init_weights", "_init_weights", "__getitem__",
                           "extra_repr", "__repr__"})
-_QUIET_CLASS = re.compile(r"Metric|Dataset|Transform|Augment|Sampler|Collat", re.I)
+# Class-name words of data, metric and preprocessing classes (whole words: a Transformer is
+# not a Transform).
+_QUIET_CLASS_WORDS = frozenset(
+    "metric metrics dataset datasets transform transforms augment augmentation augmenter sampler collator "
+    "processor processing extractor tokenizer warper".split())
 # Words that name a deliberate stop-gradient: EMA/teacher/target networks, recurrent state
 # carried between truncated-BPTT windows, caches.
 _STOP_WORDS = frozenset(
@@ -231,6 +235,10 @@ def _tokens(name: str) -> set[str]:
         name.lower()}
 
 
+def _quiet_class(name: str) -> bool:
+    return bool({t.lower() for t in _tokens(name)} & _QUIET_CLASS_WORDS)
+
+
 def quiet_function(name: str) -> bool:
     if name in _QUIET_NAMES:
         return True
@@ -382,7 +390,7 @@ class Extractor:
         module_like = any(b.startswith("torch.nn.") or "Module" in b or "Model" in b or "Layer" in b
                           or "Block" in b or "Net" in b for b in bases)
         ctx = ClassCtx(name=name, bases=bases, module_like=module_like,
-                       quiet=parent_quiet or self.file_quiet or bool(_QUIET_CLASS.search(name)))
+                       quiet=parent_quiet or self.file_quiet or _quiet_class(name))
         methods = [s for s in node.body.body if isinstance(s, cst.FunctionDef)]
         ctx.methods = {m.name.value for m in methods}
         is_function = name in self.autograd_classes
