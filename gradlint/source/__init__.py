@@ -100,7 +100,6 @@ def extract_facts(src: SourceFile):
     """Run every extractor on one parsed file."""
     from gradlint.api import FileFacts
     from gradlint.source import models
-
     from gradlint.source import numerics
 
     networks, classes = models.extract(src)
