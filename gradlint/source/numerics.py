@@ -536,10 +536,15 @@ class FunctionWalk:
         for star in (ps.star_arg, ps.star_kwarg):
             if isinstance(star, cst.Param):
                 self.env[star.name.value] = UNKNOWN
-        if isinstance(fn.body, cst.IndentedBlock):
-            self.walk(fn.body.body)
-        else:
-            self.walk([fn.body])
+        try:
+            if isinstance(fn.body, cst.IndentedBlock):
+                self.walk(fn.body.body)
+            else:
+                self.walk([fn.body])
+        except RecursionError:
+            # an expression too deep to follow (generated code): this function yields no facts,
+            # the rest of the file still does
+            self.returns = [None]
 
     def walk(self, stmts: Iterable[cst.CSTNode]) -> None:
         for stmt in stmts:
