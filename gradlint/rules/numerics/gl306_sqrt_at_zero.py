@@ -14,7 +14,7 @@ class SqrtAtZero(SiteRule):
     Flags `torch.sqrt`, `torch.rsqrt`, `.sqrt()`, `.pow(0.5)` and `** 0.5` of a sum (or mean)
     of squares or of a squared difference — `((a - b) ** 2).sum(-1)`, `x.pow(2).mean()`,
     `x ** 2 + y ** 2` — with no eps added and no `clamp(min > 0)`, through local variables.
-    In ONNX: `Sqrt` fed by `ReduceSumSquare` or by a sum of `Mul(x, x)`/`Pow(x, 2)`.
+    ONNX graphs are read too: the ONNX front-end matches the same pattern in the graph.
 
     Not flagged: `x.norm()`, `torch.linalg.vector_norm`, `torch.cdist`, `F.pairwise_distance`
     (their gradients are defined at 0), detached or no-grad operands, and helpers that clamp

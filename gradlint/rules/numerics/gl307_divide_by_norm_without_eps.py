@@ -13,7 +13,7 @@ class DivideByNormWithoutEps(SiteRule):
     ## What it does
     Flags divisions (`/`, `/=`, `torch.div`, `.div`) by `x.norm(...)`, `torch.linalg.norm`,
     `x.std(...)` or `torch.sqrt(x.var(...))` with no eps added and no `clamp(min=...)`,
-    through local variables. In ONNX: `Div` whose divisor is `ReduceL2`/`Sqrt(ReduceMean)`.
+    through local variables. ONNX graphs are read too (the ONNX front-end matches the pattern).
 
     Not flagged: `F.normalize`, `layer_norm`, norm layers (they add eps), detached or no-grad
     operands, data pipelines (datasets, transforms).

@@ -14,7 +14,8 @@ class AcosWithoutMargin(SiteRule):
     Flags `torch.acos`/`torch.asin` (and `arccos`/`arcsin`, `.acos()`) whose argument is not
     clamped strictly inside (-1, 1). `clamp(-1, 1)` is still flagged: it keeps the argument in
     the domain but not away from the ends. Not flagged: `clamp(-1 + eps, 1 - eps)` or any
-    non-literal margin, constants, detached or no-grad operands.
+    non-literal margin, constants, detached or no-grad operands. ONNX graphs are read too (the
+    ONNX front-end matches the pattern).
 
     ## Why is this bad?
     d acos(x)/dx = -1 / sqrt(1 - x²) is infinite at ±1, and a cosine similarity of two equal

@@ -13,7 +13,8 @@ class WhereNanBranch(SiteRule):
     ## What it does
     Flags `torch.where(cond, a, b)` (and `x.where(cond, y)`) where a branch is `log`, `sqrt`,
     `rsqrt`, `reciprocal`, `acos`/`asin` or a division of an operand that is not clamped, shifted
-    by an eps or guarded by an inner `where` before the operation.
+    by an eps or guarded by an inner `where` before the operation. ONNX graphs are read too
+    (the ONNX front-end matches the pattern).
 
     ## Why is this bad?
     `where` selects values, but autograd differentiates both branches everywhere and multiplies
