@@ -84,3 +84,18 @@ def test_softmax_fix_keeps_from_import_style():
     findings = check_source(src, Config(select=("GL302",)))
     new, applied, _ = fix_source(src, findings)
     assert new.endswith("    return log_softmax(z, dim=-1)\n")
+
+
+def test_gl301_fix_only_when_the_criterion_serves_this_call_alone():
+    src = ("import torch\nfrom torch import nn\n\n"
+           "def step(z, t, p2, t2):\n"
+           "    crit = nn.BCELoss()\n"
+           "    a = crit(torch.sigmoid(z), t)\n"
+           "    b = crit(p2, t2)\n"
+           "    return a + b\n")
+    (f,) = check_source(src, Config(select=("GL301",)))
+    assert f.fix is None  # switching crit to BCEWithLogitsLoss would break the second call
+    inline = "import torch\nfrom torch import nn\n\ndef step(z, t):\n    return nn.BCELoss()(torch.sigmoid(z), t)\n"
+    (g,) = check_source(inline, Config(select=("GL301",)))
+    new, applied, _ = fix_source(inline, [g], unsafe=True)
+    assert new.endswith("    return nn.BCEWithLogitsLoss()(z, t)\n")

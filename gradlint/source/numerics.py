@@ -518,6 +518,7 @@ class FunctionWalk:
             for attr, val in cls.attrs.items():
                 self.env["self." + attr] = val
         self.memo: dict[int, V] = {}
+        self.fn_node: cst.FunctionDef | None = None
         self.returns: list[V | None] = []
         self.return_nodes: list[cst.Return] = []
         self.deferred: list[cst.FunctionDef] = []
@@ -525,6 +526,7 @@ class FunctionWalk:
 
     # -- entry points --------------------------------------------------------------------------
     def run_function(self, fn: cst.FunctionDef) -> None:
+        self.fn_node = fn
         for dec in fn.decorators:
             expr = dec.decorator.func if isinstance(dec.decorator, cst.Call) else dec.decorator
             if not self.x.q(expr).isdisjoint(NO_GRAD):
@@ -977,7 +979,7 @@ class FunctionWalk:
         if callee.crit:
             inp = _arg(node, 0, "input")
             if inp is not None:
-                self.check_loss(node, callee.crit, inp, self.ev(inp), crit_node=callee.crit_node)
+                self.check_loss(node, callee.crit, inp, self.ev(inp), crit_node=callee.crit_node, owner=owner)
             first = self.ev(inp) if inp is not None else UNKNOWN
             return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const)
         if callee.callret:
@@ -1300,7 +1302,7 @@ class FunctionWalk:
         return self.quiet or self.nograd > 0
 
     def check_loss(self, node: cst.Call, kind: str, inp_node: cst.BaseExpression, inp: V,
-                   crit_node: cst.Call | None) -> None:
+                   crit_node: cst.Call | None, owner: str | None = None) -> None:
         if self.hazard_quiet() or inp.nograd:
             return
         code = {"ce": "GL303", "bce": "GL301", "bce_logits": "GL304"}[kind]
@@ -1309,7 +1311,7 @@ class FunctionWalk:
                 "bce_logits": "binary_cross_entropy_with_logits"}[kind]
         span = self.x.span(node)
         if inp.prob == want:
-            fix = self.fix_301(node, inp_node, inp, crit_node) if code == "GL301" else None
+            fix = self.fix_301(node, inp_node, inp, crit_node, owner) if code == "GL301" else None
             self.x.add(Site(code, "local", span, detail=loss, fix=fix,
                             data=(("loss", loss), ("input", self.x.code(inp_node)[:80]))))
         elif inp.out and not inp.prob:
@@ -1495,7 +1497,8 @@ class FunctionWalk:
             title = "Use logsigmoid"
         return Fix(title, (Edit(x.span(log_node), new),), safe=True)
 
-    def fix_301(self, node: cst.Call, inp_node: cst.BaseExpression, inp: V, crit_node: cst.Call | None) -> Fix | None:
+    def fix_301(self, node: cst.Call, inp_node: cst.BaseExpression, inp: V, crit_node: cst.Call | None,
+                owner: str | None = None) -> Fix | None:
         """Drop the sigmoid and use the with-logits loss: only when both are in this function."""
         p = inp.prob_node
         if p is None or inp_node is not p:
@@ -1520,7 +1523,7 @@ class FunctionWalk:
                     return None
                 edits.append(Edit(x.span(func), name))
         else:
-            if not self._constructed_here(crit_node):
+            if not self._constructed_here(crit_node, node, owner):
                 return None
             func = crit_node.func
             if isinstance(func, cst.Attribute):
@@ -1532,12 +1535,22 @@ class FunctionWalk:
                 edits.append(Edit(x.span(func), name))
         return Fix("Drop the sigmoid and use BCEWithLogitsLoss", tuple(edits), safe=False)
 
-    def _constructed_here(self, crit_node: cst.Call) -> bool:
-        """The criterion is built in this function and called once (changing it changes no other call)."""
-        if id(crit_node) not in self.memo:
+    def _constructed_here(self, crit_node: cst.Call, call: cst.Call, owner: str | None) -> bool:
+        """The criterion is built inline, or in this function under a local name called only here:
+        changing its class then changes no other call."""
+        if call.func is crit_node:
+            return True
+        if id(crit_node) not in self.memo or not owner or "." in owner or self.fn_node is None:
             return False
-        uses = sum(1 for v in self.env.values() if v.crit_node is crit_node)
-        return uses <= 1
+        mentions = 0
+        stack: list[cst.CSTNode] = [self.fn_node.body]
+        while stack:
+            n = stack.pop()
+            if isinstance(n, cst.Name) and n.value == owner:
+                mentions += 1
+            stack.extend(n.children)
+        # one binding and one call
+        return mentions == 2
 
     def fix_306(self, node: cst.CSTNode, arg_node: cst.BaseExpression, how: str) -> Fix | None:
         x = self.x
