@@ -194,7 +194,9 @@ def extract_facts(src: SourceFile):
     """Run every extractor on one parsed file."""
     from gradlint.api import FileFacts
     from gradlint.source import models
+    from gradlint.source import numerics
 
     networks, classes = models.extract(src)
     facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes)
+    facts.numerics = numerics.extract(src)
     return facts
