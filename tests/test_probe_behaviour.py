@@ -162,6 +162,12 @@ def test_two_towers_run_one_after_the_other_are_two_chains(tmp_path):
     assert join.measured_chains(report.measurements) == [["a.0", "a.2"], ["b.0", "b.2", "head"]]
 
 
+@pytest.mark.parametrize("fixture,verdict", [("custom_function_wrong", CONFIRMED), ("custom_function_right", REFUTED)])
+def test_static_gl406_gets_the_gradient_check_verdict_end_to_end(fixture, verdict):
+    report = run_probe(ProbeOptions(target=f"{PROBE / fixture}.py:make_model", device=DEVICE, steps=1))
+    assert one(report, "GL406").verdict == verdict
+
+
 def test_training_loop_findings_are_not_measurable():
     verdicts = join.judge_static([static("GL201"), static("GL107", network="N", module="rnn"), static("GL302")],
                                  FakeMeasurements({}), {"": "N"}, None, {})
