@@ -705,3 +705,31 @@ def test_sys_exit_in_forward_is_a_run_failure(tmp_path):
     """)
     with pytest.raises(ProbeError, match="running the model failed: SystemExit: 3"):
         run(path, attr="Quits", steps=1)
+
+
+def test_nan_from_a_containers_own_code_names_the_container_and_confirms_gl3xx(tmp_path):
+    path = write(tmp_path, """
+        class Angle(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(8, 4)
+
+            def forward(self, x):
+                return torch.acos(self.fc(x))
+
+
+        def make_model():
+            return nn.Sequential(nn.Linear(8, 8), Angle())
+
+
+        def example_inputs():
+            return torch.randn(16, 8) * 3
+    """)
+    report = run_probe(ProbeOptions(target=f"{path}:make_model", device=DEVICE, steps=1))  # with the static pass
+    v = one(report, "GL703")
+    assert "`1` (Angle)" in v.finding.message and v.finding.span.line == 4
+    assert one(report, "GL308").verdict == CONFIRMED  # acos of an unclamped value, measured NaN
+    # Containers are measured for NaN only: no table row repeats its last child's numbers.
+    from gradlint.probe.report import table_rows
+
+    assert [r["module"] for r in table_rows(report)] == ["0", "1.fc", ""]

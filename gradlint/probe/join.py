@@ -14,7 +14,9 @@ is ≥ 3, refuted when < 1, inconclusive in between. GL105 (dead init): confirme
 layer's weight gradient is exactly zero. GL405/GL406 (custom backward): confirmed
 when the Function fails the gradient check, refuted when it passes. GL0xx, GL2xx (the user's
 training loop, which the probe does not run), GL5xx and GL107 (the recurrence is inside
-nn.RNN, out of reach of module hooks): not measurable. Any other finding that names a chain
+nn.RNN, out of reach of module hooks): not measurable. A GL3xx numerics hazard is confirmed
+when the probe's first NaN/Inf (GL703) appears in the module whose class holds its line; a
+run without NaN does not refute it (the probe sees a few batches), so it stays inconclusive. Any other finding that names a chain
 ('network', 'modules') and a 'predicted' gain: confirmed when the measured gain is within 10× of
 the prediction, refuted when it is more than 100× away. Everything else: inconclusive.
 """
@@ -111,6 +113,13 @@ def gain_verdict(kind: str, measured: float | None, th: Thresholds) -> str:
     return CONFIRMED if measured > th.exploding else REFUTED if measured <= th.exploding / 10 else INCONCLUSIVE
 
 
+def _inside(f: Finding, region: NanRegion) -> bool:
+    import os
+
+    same = os.path.normpath(f.path) == os.path.normpath(region.path)
+    return same and region.first_line <= f.span.line <= region.last_line
+
+
 def prediction_verdict(predicted: float | None, measured: float | None) -> str:
     """For a finding that predicts a gain without a threshold of its own (GL103...): the
     prediction holds within 10×, fails beyond 100×."""
@@ -120,8 +129,18 @@ def prediction_verdict(predicted: float | None, measured: float | None) -> str:
     return CONFIRMED if off <= 1 else REFUTED if off > 2 else INCONCLUSIVE
 
 
+@dataclass(frozen=True)
+class NanRegion:
+    """The source lines of the class whose forward made the first NaN/Inf (GL703)."""
+
+    path: str
+    first_line: int
+    last_line: int
+    module: str
+
+
 def judge_static(findings: list[Finding], meas: Any, module_classes: dict[str, str], gradcheck: Any,
-                 thresholds: dict[str, Thresholds]) -> list[Verdict]:
+                 thresholds: dict[str, Thresholds], nan_region: NanRegion | None = None) -> list[Verdict]:
     out = []
     for f in findings:
         data = f.data_dict
@@ -142,6 +161,8 @@ def judge_static(findings: list[Finding], meas: Any, module_classes: dict[str, s
             v = _judge_dead_init(f, data, meas, module_classes)
         elif f.code in ("GL405", "GL406"):
             v = _judge_function(f, data, gradcheck)
+        elif family == "GL3" and nan_region is not None and _inside(f, nan_region):
+            v = Verdict(f, CONFIRMED, detail=f"NaN/Inf measured in `{nan_region.module}`, the module this code belongs to")
         elif family in ("GL0", "GL2", "GL5") or f.code == "GL107":
             v = Verdict(f, NOT_MEASURABLE, _num(data.get("predicted")))
         elif data.get("modules") and _num(data.get("predicted")) is not None:

@@ -168,18 +168,18 @@ def to_device(value: Any, device: Any, float_dtype: Any = None) -> Any:
 
 
 def hooked_modules(model: Any) -> list[tuple[str, Any]]:
-    """Leaves, modules with parameters of their own, and the root (for NaNs made in its forward)."""
+    """Every module but nn.Identity: containers too, so that a NaN made by a container's own
+    forward code is named after it rather than after the model."""
     import torch.nn as nn
 
-    out = []
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Identity):
-            continue
-        leaf = next(iter(m.children()), None) is None
-        own = next(iter(m.parameters(recurse=False)), None) is not None
-        if leaf or own or m is model:
-            out.append((name, m))
-    return out
+    return [(name, m) for name, m in model.named_modules() if not isinstance(m, nn.Identity)]
+
+
+def is_container(module: Any, root: Any) -> bool:
+    """A module with children and no parameters of its own (not the model itself): measured for
+    NaN/Inf only, and left out of the table, whose rows would repeat its last child's."""
+    return (module is not root and next(iter(module.children()), None) is not None
+            and next(iter(module.parameters(recurse=False)), None) is None)
 
 
 class Recorder:
@@ -189,7 +189,7 @@ class Recorder:
         self.model = model
         self.modules = hooked_modules(model)
         self.names = {id(m): n for n, m in self.modules}
-        self.kinds = {id(m): module_kind(m) for _, m in self.modules}
+        self.kinds = {id(m): "container" if is_container(m, model) else module_kind(m) for _, m in self.modules}
         self.handles: list[Any] = []
         self.sites: dict[str, Site] = {}
         self.order: list[str] = []

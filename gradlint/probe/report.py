@@ -27,6 +27,8 @@ def table_rows(report: Any) -> list[dict[str, Any]]:
     meas = report.measurements
     rows = []
     for s in meas.sites:
+        if s.kind == "container":
+            continue
         row = {
             "module": s.name,
             "type": s.type_name,

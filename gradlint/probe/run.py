@@ -273,6 +273,29 @@ def make_locator(target: Target, model: Any) -> Callable[[str | None], SourceSpa
     return locate
 
 
+def nan_region(meas: Any, model: Any, target: Target, path: str) -> Any:
+    """The lines of the innermost class, defined in the target's file, that holds the module
+    where the first NaN/Inf appeared."""
+    import inspect
+
+    from gradlint.probe.join import NanRegion
+
+    nf = meas.nonfinite
+    if nf is None or nf.get("module") is None:
+        return None
+    modules = dict(model.named_modules())
+    parts = nf["module"].split(".") if nf["module"] else []
+    for i in range(len(parts), -1, -1):
+        m = modules.get(".".join(parts[:i]))
+        if m is not None and defined_in(type(m), target.path):
+            try:
+                lines, start = inspect.getsourcelines(type(m))
+            except (OSError, TypeError):
+                continue
+            return NanRegion(path, start, start + len(lines) - 1, nf["module"])
+    return None
+
+
 def _selected(verdicts: list[Any], config: Any, path: Path) -> list[Any]:
     """The probe's findings obey the configuration (select/ignore) and suppression comments
     (`# noqa: GL704` on the line a finding points at), as the static findings do."""
@@ -389,9 +412,10 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
 
     module_classes = {name: type(m).__name__ for name, m in model.named_modules()}
     per_code, own = thresholds_for(config)
-    verdicts = join.judge_static(list(findings), meas, module_classes, check, per_code)
-    rules = load_rules()
     path = display_path(target.path)
+    verdicts = join.judge_static(list(findings), meas, module_classes, check, per_code,
+                                 nan_region(meas, model, target, path))
+    rules = load_rules()
     ctx = join.Context(path=path, locate=make_locator(target, model), rules=rules)
     verdicts += _selected(join.probe_findings(ctx, meas, check, verdicts, own), config, target.path)
     notes += meas.notes + check.notes
