@@ -99,8 +99,9 @@ def _python_syntax_error(text: str, display: str) -> tuple[int, int, str] | None
 def extract_facts(src: SourceFile):
     """Run every extractor on one parsed file."""
     from gradlint.api import FileFacts
-    from gradlint.source import models
+    from gradlint.source import loops, models
 
     networks, classes = models.extract(src)
     facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes)
+    facts.training = loops.extract(src)
     return facts
