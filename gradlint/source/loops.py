@@ -511,7 +511,7 @@ class _Extractor:
                 self.record_stmt(stmt, bid, i, ctx)
                 rest = self.block(stmts[i + 1:], ctx.with_test(_text(stmt.test)), "branch")
                 items.append(Block("if", self.block_id(), (rest, Block("branch", self.block_id())),
-                                   test=_text(stmt.test), accum=True))
+                                   test=f"not ({_text(stmt.test)})", accum=True))
                 break
             items.extend(self.statement(stmt, bid, i, ctx))
             i += 1
