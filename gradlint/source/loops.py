@@ -10,9 +10,10 @@ disabled, and which values a clip threshold or a loss comes from.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Union
 
 import libcst as cst
@@ -210,8 +211,11 @@ def is_optimizer_name(text: str) -> bool:
     return bool(_OPTIMIZER_NAME.search(last) or _OPTIMIZER_NAME.search(last.lower())) and not _NOT_OPTIMIZER.search(last)
 
 
+_EMPTY = cst.Module(body=())
+
+
 def _text(node: cst.CSTNode) -> str:
-    return cst.Module(body=()).code_for_node(node).strip()
+    return _EMPTY.code_for_node(node).strip()
 
 
 def _number(node: cst.BaseExpression) -> float | None:
@@ -255,25 +259,57 @@ def _arg(call: cst.Call, position: int, keyword: str | Iterable[str]) -> cst.Bas
     return None
 
 
+# libcst's visitors rebuild every node they pass (visit-and-replace): on a 5 000-line trainer
+# that costs seconds. Reading the dataclass fields directly is an order of magnitude cheaper.
+_FIELDS: dict[type, tuple[str, ...]] = {}
+_SKIP_FIELDS = ("whitespace", "lpar", "rpar", "comma", "semicolon", "leading_lines", "lines_after_decorators",
+                "header", "footer", "newline", "indent", "equal", "colon", "star", "dot", "operator", "lbracket",
+                "rbracket", "lbrace", "rbrace", "asynchronous", "prefix", "quote")
+
+
+def _children(node: cst.CSTNode):
+    names = _FIELDS.get(type(node))
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(node) if not f.name.startswith(_SKIP_FIELDS))
+        _FIELDS[type(node)] = names
+    for name in names:
+        value = getattr(node, name)
+        if isinstance(value, cst.CSTNode):
+            yield value
+        elif isinstance(value, (tuple, list)):
+            for v in value:
+                if isinstance(v, cst.CSTNode):
+                    yield v
+
+
+def walk(node: cst.CSTNode, stop: tuple[type, ...] = (cst.Lambda,)):
+    """Pre-order, source order; does not descend into `stop` nodes (lambdas run later, if ever)."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        if n is not node and isinstance(n, stop):
+            continue
+        stack.extend(reversed(tuple(_children(n))))
+
+
 def _names_in(node: cst.CSTNode) -> tuple[str, ...]:
     out: list[str] = []
-
-    class V(cst.CSTVisitor):
-        def visit_Name(self, n: cst.Name) -> None:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, cst.Name):
             out.append(n.value)
-
-        def visit_Attribute(self, n: cst.Attribute) -> bool:
+            continue
+        if isinstance(n, cst.Attribute):
             d = dotted(n)
             if d:
                 out.append(d)
                 out.append(d.split(".")[0])
-                return False
-            return True
-
-        def visit_Lambda(self, n: cst.Lambda) -> bool:
-            return False
-
-    node.visit(V())
+                continue
+        if isinstance(n, cst.Lambda):
+            continue
+        stack.extend(reversed(tuple(_children(n))))
     return tuple(dict.fromkeys(out))
 
 
@@ -295,56 +331,57 @@ def _target_texts(target: cst.BaseExpression) -> list[str]:
 _NONCONST = object()
 
 
-class _PrePass(cst.CSTVisitor):
+class _PrePass:
     def __init__(self) -> None:
         self.functions: set[str] = set()
         self.methods: set[str] = set()
-        self.scopes: list[cst.CSTNode | None] = [None]
         self.consts: dict[object, dict[str, set]] = {}
         self.argparse: dict[str, object] = {}
-        self._class_depth: list[bool] = [False]
 
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        self._class_depth.append(True)
+    def run(self, module: cst.Module) -> None:
+        self._walk(module, None, False)
 
-    def leave_ClassDef(self, node: cst.ClassDef) -> None:
-        self._class_depth.pop()
+    def _walk(self, node: cst.CSTNode, scope: cst.CSTNode | None, in_class: bool) -> None:
+        stack = [(c, in_class) for c in reversed(tuple(_children(node)))]
+        while stack:
+            n, cls = stack.pop()
+            if isinstance(n, cst.FunctionDef):
+                (self.methods if cls else self.functions).add(n.name.value)
+                for d in n.decorators:
+                    self._walk(d, scope, False)
+                self._walk(n.body, n, False)
+                continue
+            if isinstance(n, cst.ClassDef):
+                self._walk(n.body, scope, True)
+                continue
+            if isinstance(n, (cst.IndentedBlock, cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+                stack.extend((c, cls) for c in reversed(tuple(_children(n))))
+                continue
+            # below: statements and expressions of this scope; nested blocks keep the class flag off
+            if isinstance(n, cst.Assign):
+                number = _number(n.value)
+                for t in n.targets:
+                    for name in _target_texts(t.target):
+                        if "." not in name:
+                            single = number is not None and len(n.targets) == 1 and isinstance(t.target, cst.Name)
+                            self._bind(scope, name, number if single else _NONCONST)
+            elif isinstance(n, cst.AnnAssign) and isinstance(n.target, cst.Name):
+                number = _number(n.value) if n.value is not None else None
+                self._bind(scope, n.target.value, number if number is not None else _NONCONST)
+            elif isinstance(n, cst.AugAssign) and isinstance(n.target, cst.Name):
+                self._bind(scope, n.target.value, _NONCONST)
+            elif isinstance(n, cst.For):
+                for name in _target_texts(n.target):
+                    if "." not in name:
+                        self._bind(scope, name, _NONCONST)
+            elif isinstance(n, cst.Call):
+                self._add_argument(n)
+            stack.extend((c, False) for c in reversed(tuple(_children(n))))
 
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        (self.methods if self._class_depth[-1] else self.functions).add(node.name.value)
-        self.scopes.append(node)
-        self._class_depth.append(False)
+    def _bind(self, scope, name: str, value: object) -> None:
+        self.consts.setdefault(scope, {}).setdefault(name, set()).add(value)
 
-    def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self.scopes.pop()
-        self._class_depth.pop()
-
-    def _bind(self, name: str, value: object) -> None:
-        table = self.consts.setdefault(self.scopes[-1], {})
-        table.setdefault(name, set()).add(value)
-
-    def visit_Assign(self, node: cst.Assign) -> None:
-        number = _number(node.value)
-        for t in node.targets:
-            for name in _target_texts(t.target):
-                if "." not in name:
-                    self._bind(name, number if number is not None and len(node.targets) == 1 and isinstance(t.target, cst.Name) else _NONCONST)
-
-    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-        if isinstance(node.target, cst.Name):
-            number = _number(node.value) if node.value is not None else None
-            self._bind(node.target.value, number if number is not None else _NONCONST)
-
-    def visit_AugAssign(self, node: cst.AugAssign) -> None:
-        if isinstance(node.target, cst.Name):
-            self._bind(node.target.value, _NONCONST)
-
-    def visit_For(self, node: cst.For) -> None:
-        for name in _target_texts(node.target):
-            if "." not in name:
-                self._bind(name, _NONCONST)
-
-    def visit_Call(self, node: cst.Call) -> None:
+    def _add_argument(self, node: cst.Call) -> None:
         if not (isinstance(node.func, cst.Attribute) and node.func.attr.value == "add_argument"):
             return
         options = [a.value.evaluated_value for a in node.args if a.keyword is None
@@ -372,16 +409,9 @@ class _PrePass(cst.CSTVisitor):
 
 def _is_accum_expr(node: cst.CSTNode) -> bool:
     """A `%` of something that is not a string (string formatting), anywhere in the expression."""
-    found = False
-
-    class V(cst.CSTVisitor):
-        def visit_BinaryOperation(self, n: cst.BinaryOperation) -> None:
-            nonlocal found
-            if isinstance(n.operator, cst.Modulo) and not isinstance(n.left, (cst.SimpleString, cst.FormattedString, cst.ConcatenatedString)):
-                found = True
-
-    node.visit(V())
-    return found
+    return any(isinstance(n, cst.BinaryOperation) and isinstance(n.operator, cst.Modulo)
+               and not isinstance(n.left, (cst.SimpleString, cst.FormattedString, cst.ConcatenatedString))
+               for n in walk(node))
 
 
 def _is_not_equal_zero(test: cst.BaseExpression) -> bool:
@@ -396,7 +426,7 @@ class _Extractor:
     def __init__(self, src) -> None:
         self.src = src
         self.pre = _PrePass()
-        src.module.visit(self.pre)
+        self.pre.run(src.module)
         self.functions: list[Function | None] = []
         self.stmts: list[Stmt] = []
         self.assigns: list[Assign] = []
@@ -725,35 +755,22 @@ class _Extractor:
     def _call_kinds(self, value: cst.BaseExpression):
         """(callee text, 'module' | 'op') for each call in an expression (GL207's data flow)."""
         out: list[tuple[str, str]] = []
-        q_of = self.qualify
-
-        class V(cst.CSTVisitor):
-            def visit_Call(self, n: cst.Call) -> None:
-                text = dotted(n.func)
-                if text is None:
-                    if isinstance(n.func, cst.Attribute) and n.func.attr.value in _TENSOR_METHODS:
-                        out.append((n.func.attr.value, "op"))
-                    return
-                out.append((text, _call_kind(text, q_of(n.func))))
-
-            def visit_Lambda(self, n: cst.Lambda) -> bool:
-                return False
-
-        value.visit(V())
+        for n in walk(value):
+            if not isinstance(n, cst.Call):
+                continue
+            text = dotted(n.func)
+            if text is None:
+                if isinstance(n.func, cst.Attribute) and n.func.attr.value in _TENSOR_METHODS:
+                    out.append((n.func.attr.value, "op"))
+                continue
+            out.append((text, _call_kind(text, self.qualify(n.func))))
         return out
 
     # -- calls ---------------------------------------------------------------------------------
     def events(self, expr: cst.CSTNode, sid: int, ctx: "_Ctx") -> list[Event]:
-        found: list[cst.Call] = []
-
-        class V(cst.CSTVisitor):
-            def visit_Call(self, n: cst.Call) -> None:
-                found.append(n)
-
-            def visit_Lambda(self, n: cst.Lambda) -> bool:
-                return False
-
-        expr.visit(V())
+        found = [n for n in walk(expr) if isinstance(n, cst.Call)]
+        if not found:
+            return []
         # inner calls run first: `clip(...)` inside `norm = float(clip(...))`, the scale inside
         # `scaler.scale(loss).backward()`
         found.sort(key=lambda n: (self.span(n).end_line, self.span(n).end_column))
@@ -975,14 +992,8 @@ def _is_body_continue(body: cst.BaseSuite) -> bool:
 
 
 def _parameter_owners(call: cst.Call) -> list[str]:
-    out: list[str] = []
-
-    class V(cst.CSTVisitor):
-        def visit_Call(self, n: cst.Call) -> None:
-            if isinstance(n.func, cst.Attribute) and n.func.attr.value in ("parameters", "named_parameters"):
-                out.append(_text(n.func.value))
-
-    call.visit(V())
+    out = [_text(n.func.value) for n in walk(call) if isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute)
+           and n.func.attr.value in ("parameters", "named_parameters")]
     return list(dict.fromkeys(out))
 
 
@@ -1066,8 +1077,15 @@ def _resolve_calls(facts: TrainingFacts) -> TrainingFacts:
     return replace(facts, functions=functions)
 
 
+# Every GL2xx rule needs one of these words in the file: a backward, a clip, or a framework
+# trainer whose configuration decides the clipping.
+_SNIFF = re.compile(r"backward|clip_grad|clip_gradients|Trainer\b|TrainingArguments")
+
+
 def extract(src) -> TrainingFacts:
     """Training-loop facts of one parsed file (gradlint.source.SourceFile)."""
+    if not _SNIFF.search(src.text):
+        return TrainingFacts()
     ex = _Extractor(src)
     return _resolve_calls(ex.run())
 
