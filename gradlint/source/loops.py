@@ -922,7 +922,7 @@ class _Extractor:
                      name=name, callees=(-1,))
 
     def _clip(self, call: cst.Call, via: str, name: str, position: int, ctx: "_Ctx", sid: int,
-              keyword: tuple[str, ...] = ("max_norm", "clip_value", "max_grad_norm")) -> Event:
+              keyword: tuple[str, ...] = ("max_norm", "clip_value", "max_grad_norm", "value")) -> Event:
         value_node = _arg(call, position, keyword)
         norm_node = _arg(call, 2 if via == "torch" else -1, "norm_type")
         if via == "torch" and name.endswith("dispatch_clip_grad"):

@@ -149,7 +149,7 @@ def clip(model, max_norm=0.0):
                 yield ctx.finding(f"`{ev.name}` with {where}: a negative threshold flips or zeroes the gradients",
                                   ev.span, severity=Severity.ERROR, data={"threshold": v.number})
             elif math.isfinite(v.number) and v.number >= LARGE and v.source in ("literal", "constant"):
-                yield ctx.finding(f"`{ev.name}` with {where} (>= {LARGE:.0e}) almost never clips; "
+                yield ctx.finding(f"`{ev.name}` with {where} (>= {LARGE:g}) almost never clips; "
                                   f"pass float('inf') to measure the norm, or a real threshold to clip",
                                   ev.span, severity=Severity.INFO, data={"threshold": v.number})
         n = ev.norm_type

@@ -1,0 +1,305 @@
+"""Loop facts (gradlint.source.loops) and step contexts (gradlint.rules.training.steps)."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+from gradlint.api import check_source
+from gradlint.config import Config
+from gradlint.rules.training import steps
+from gradlint.source import extract_facts, parse
+from gradlint.source.loops import TrainingFacts, iter_events
+
+
+def facts(text: str) -> TrainingFacts:
+    return extract_facts(parse("t.py", text)).training
+
+
+def events(text: str, kind: str | None = None):
+    t = facts(text)
+    out = [e for fn in t.functions for e in iter_events(fn.body)]
+    return [e for e in out if kind is None or e.kind == kind]
+
+
+def codes(text: str, select: str = "GL2", **kw) -> list[str]:
+    return [f.code for f in check_source(text, Config(select=(select,)), **kw)]
+
+
+def test_clip_through_any_alias():
+    for head in ("import torch\nC = torch.nn.utils.clip_grad_norm_",
+                 "from torch.nn.utils import clip_grad_norm_ as C",
+                 "import torch.nn.utils as U\nC = U.clip_grad_norm_",
+                 "from torch import nn\nC = nn.utils.clip_grad_norm_",
+                 "from torch.nn.utils.clip_grad import clip_grad_norm_ as C"):
+        call = head.rsplit("=", 1)[1].strip() if "=" in head.splitlines()[-1] else "C"
+        text = head.splitlines()[0] + f"\nloss.backward()\n{call}(model.parameters(), 1.0)\n"
+        clips = events(text, "clip")
+        assert [c.via for c in clips] == ["torch"], text
+        assert clips[0].value.number == 1.0
+
+
+def test_framework_and_helper_clips():
+    text = ("import torch\naccelerator.clip_grad_norm_(model.parameters(), 2.0)\nmodel.clip_grad_norm_(3.0)\n"
+            "fabric.clip_gradients(model, opt, max_norm=4.0)\nutils.clip_gradient(opt, 5.0)\nloss.backward()\n")
+    clips = events(text, "clip")
+    assert [(c.via, c.value.number if c.value else None) for c in clips] == [
+        ("framework", 2.0), ("framework", 3.0), ("framework", 4.0), ("helper", None)]
+
+
+def test_backward_kinds():
+    text = """\
+import torch
+scaler.scale(loss).backward()
+accelerator.backward(loss)
+self.accelerator.backward(loss)
+fabric.backward(loss)
+self.manual_backward(loss)
+(loss / 4).backward()
+torch.autograd.backward(loss)
+"""
+    assert [e.via for e in events(text, "backward")] == [
+        "scaler", "accelerate", "accelerate", "fabric", "lightning", "tensor", "autograd"]
+
+
+def test_steps_are_optimizers_not_schedulers():
+    text = """\
+import torch
+opt = torch.optim.Adam(model.parameters())
+loss.backward()
+optimizer.step()
+self.optimizer.step()
+opt.step()
+scheduler.step()
+lr_scheduler.step()
+env.step(action)
+scaler.step(optimizer)
+ema.step()
+"""
+    got = [(e.via, e.target) for e in events(text, "step")]
+    assert got == [("optimizer", "optimizer"), ("optimizer", "self.optimizer"), ("optimizer", "opt"),
+                   ("scaler", "optimizer")]
+
+
+def test_clearing_forms():
+    text = """\
+import torch
+loss.backward()
+optimizer.zero_grad(set_to_none=True)
+model.zero_grad()
+p.grad = None
+p.grad.zero_()
+p.grad.data.zero_()
+del p.grad
+opt.second_step(zero_grad=True)
+"""
+    assert len(events(text, "clear")) == 7
+
+
+def test_argparse_default_and_constants_and_guards():
+    text = """\
+import argparse, math, torch
+parser = argparse.ArgumentParser()
+parser.add_argument("--max-grad-norm", type=float, default=0)
+args = parser.parse_args()
+INF = math.inf
+loss.backward()
+torch.nn.utils.clip_grad_norm_(p, args.max_grad_norm)
+if args.max_grad_norm > 0:
+    torch.nn.utils.clip_grad_norm_(p, args.max_grad_norm)
+torch.nn.utils.clip_grad_norm_(p, INF)
+"""
+    a, b, c = events(text, "clip")
+    assert (a.value.number, a.value.source, a.value.guarded) == (0.0, "argparse", False)
+    assert b.value.guarded
+    assert math.isinf(c.value.number) and c.value.source == "constant" and steps.is_measuring(c)
+
+
+def test_facts_are_picklable_and_skipped_files_are_empty():
+    t = facts("import torch\nfor x in d:\n    loss.backward()\n    opt.step()\n")
+    assert pickle.loads(pickle.dumps(t)) == t
+    assert facts("import torch\nx = torch.zeros(3)\n") == TrainingFacts()
+
+
+def test_step_function_is_followed_from_loop_and_marked_repeated():
+    text = """\
+import torch
+def step(batch):
+    model(batch).backward()
+    optimizer.step()
+for batch in loader:
+    step(batch)
+"""
+    ctxs = steps.contexts(facts(text))
+    kinds = sorted((c.loop is not None, c.repeated) for c in ctxs)
+    assert kinds == [(False, True), (True, True)]
+
+
+def test_method_step_function_resolved_through_self():
+    text = """\
+import torch
+class T:
+    def training_step(self, batch):
+        self.model(batch).backward()
+    def fit(self):
+        for batch in self.loader:
+            self.training_step(batch)
+            self.optimizer.step()
+"""
+    ctxs = steps.contexts(facts(text))
+    loop = [c for c in ctxs if c.loop is not None]
+    assert len(loop) == 1 and {f.event.kind for f in loop[0].events} >= {"backward", "step"}
+
+
+def test_accumulation_guards():
+    for guard in ("if (i + 1) % k == 0:\n        opt.step()",
+                  "if not (i + 1) % k:\n        opt.step()",
+                  "if sync:\n        opt.step()"):
+        text = f"import torch\nfor i, b in enumerate(d):\n    sync = (i + 1) % k == 0\n    b.backward()\n    {guard}\n"
+        (c,) = [c for c in steps.contexts(facts(text)) if c.loop is not None]
+        (s,) = c.of("step")
+        assert any(g.accum for g in s.guards), guard
+
+
+def test_continue_guard():
+    text = "import torch\nfor i, b in enumerate(d):\n    b.backward()\n    if i % k != 0:\n        continue\n    opt.step()\n"
+    (c,) = [c for c in steps.contexts(facts(text)) if c.loop is not None]
+    assert any(g.accum for g in c.of("step")[0].guards)
+
+
+def test_string_formatting_is_not_accumulation():
+    text = "import torch\nfor i, b in enumerate(d):\n    b.backward()\n    if '%d' % i == '0':\n        opt.step()\n"
+    (c,) = [c for c in steps.contexts(facts(text)) if c.loop is not None]
+    assert not any(g.accum for g in c.of("step")[0].guards)
+
+
+def test_nested_def_body_does_not_run_at_its_definition():
+    text = """\
+import torch
+for x in loader:
+    def later():
+        opt.step()
+    loss.backward()
+"""
+    assert not steps.contexts(facts(text))
+
+
+def test_no_grad_contexts_and_enable_grad():
+    text = """\
+import torch
+with torch.no_grad():
+    a.backward()
+    with torch.enable_grad():
+        b.backward()
+with torch.set_grad_enabled(False):
+    c.backward()
+with torch.set_grad_enabled(is_train):
+    d.backward()
+@torch.inference_mode()
+def f():
+    e.backward()
+"""
+    assert {e.target: e.nograd for e in events(text, "backward")} == {"a": True, "b": False, "c": True, "d": False, "e": True}
+
+
+def test_compatible_branches():
+    text = """\
+import torch
+for x in loader:
+    if amp:
+        scaler.scale(loss).backward()
+    else:
+        loss.backward()
+    if amp:
+        scaler.step(opt)
+    else:
+        opt.step()
+"""
+    (c,) = steps.contexts(facts(text))
+    b_amp, b_plain = c.of("backward")
+    s_amp, s_plain = c.of("step")
+    assert steps.compatible(b_amp, s_amp) and not steps.compatible(b_amp, s_plain)
+
+
+def test_gl201_model_from_another_file_of_the_run():
+    model_py = """\
+from torch import nn
+class WordLM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(8, 8)
+    def forward(self, x):
+        return self.rnn(x)[0]
+"""
+    train_py = """\
+import torch
+from model import WordLM
+model = WordLM()
+opt = torch.optim.SGD(model.parameters(), lr=1.0)
+for x in loader:
+    opt.zero_grad()
+    model(x).sum().backward()
+    opt.step()
+"""
+    # needs the run-wide class index (gradlint/source/models.py) to say WordLM is recurrent
+    assert codes(train_py, "GL201", path="train.py", extra_files={"model.py": model_py}) == ["GL201"]
+
+
+def test_gl201_optimizer_on_a_cnn_is_quiet_even_with_an_lstm_elsewhere():
+    text = """\
+import torch
+from torch import nn
+rnn = nn.LSTM(8, 8)
+cnn = nn.Conv2d(3, 8, 3)
+opt = torch.optim.SGD(cnn.parameters(), lr=0.1)
+for x in loader:
+    opt.zero_grad()
+    cnn(x).sum().backward()
+    opt.step()
+"""
+    assert codes(text, "GL201") == []
+
+
+def test_gl201_model_found_through_the_calls_when_the_optimizer_is_unknown():
+    text = """\
+import torch
+from torch import nn
+model = nn.LSTM(8, 8)
+for x in loader:
+    optimizer.zero_grad()
+    model(x)[0].sum().backward()
+    optimizer.step()
+"""
+    assert codes(text, "GL201") == ["GL201"]
+
+
+def test_gl205_unresolvable_call_might_clear():
+    text = """\
+import torch
+class A:
+    def reset(self): ...
+class B:
+    def reset(self): ...
+def go(self):
+    for x in loader:
+        self.reset()
+        model(x).backward()
+        optimizer.step()
+"""
+    assert "GL205" not in codes(text, "GL205")
+
+
+def test_hf_trainer_shape_is_quiet():
+    from tests.conftest import FIXTURES
+
+    text = (FIXTURES / "training" / "hf_style_trainer.py").read_text()
+    assert codes(text) == []
+
+
+def test_messages_carry_numbers():
+    text = "import torch\nloss.backward()\ntorch.nn.utils.clip_grad_norm_(m.parameters(), 1e4)\n"
+    (f,) = check_source(text, Config(select=("GL204",)))
+    assert "max_norm=1e4 (>= 1000)" in f.message and str(f.severity) == "info"
+    text = "import torch\nloss.backward()\ntorch.nn.utils.clip_grad_norm_(m.parameters(), max_norm=0)\n"
+    (f,) = check_source(text, Config(select=("GL204",)))
+    assert "max_norm=0" in f.message and str(f.severity) == "error"
