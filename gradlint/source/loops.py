@@ -267,19 +267,31 @@ _SKIP_FIELDS = ("whitespace", "lpar", "rpar", "comma", "semicolon", "leading_lin
                 "rbracket", "lbrace", "rbrace", "asynchronous", "prefix", "quote")
 
 
-def _children(node: cst.CSTNode):
+_IS_NODE: dict[type, bool] = {}
+
+
+def _is_node(value: object) -> bool:
+    # isinstance against libcst's abstract base is slow (ABC machinery); cache per type
+    t = type(value)
+    known = _IS_NODE.get(t)
+    if known is None:
+        known = _IS_NODE[t] = isinstance(value, cst.CSTNode)
+    return known
+
+
+def _children(node: cst.CSTNode) -> list:
     names = _FIELDS.get(type(node))
     if names is None:
         names = tuple(f.name for f in dataclasses.fields(node) if not f.name.startswith(_SKIP_FIELDS))
         _FIELDS[type(node)] = names
+    out = []
     for name in names:
         value = getattr(node, name)
-        if isinstance(value, cst.CSTNode):
-            yield value
-        elif isinstance(value, (tuple, list)):
-            for v in value:
-                if isinstance(v, cst.CSTNode):
-                    yield v
+        if type(value) in (tuple, list):
+            out.extend(v for v in value if _is_node(v))
+        elif _is_node(value):
+            out.append(value)
+    return out
 
 
 def walk(node: cst.CSTNode, stop: tuple[type, ...] = (cst.Lambda,)):
@@ -290,7 +302,7 @@ def walk(node: cst.CSTNode, stop: tuple[type, ...] = (cst.Lambda,)):
         yield n
         if n is not node and isinstance(n, stop):
             continue
-        stack.extend(reversed(tuple(_children(n))))
+        stack.extend(reversed(_children(n)))
 
 
 def _names_in(node: cst.CSTNode) -> tuple[str, ...]:
@@ -309,7 +321,7 @@ def _names_in(node: cst.CSTNode) -> tuple[str, ...]:
                 continue
         if isinstance(n, cst.Lambda):
             continue
-        stack.extend(reversed(tuple(_children(n))))
+        stack.extend(reversed(_children(n)))
     return tuple(dict.fromkeys(out))
 
 
@@ -331,6 +343,13 @@ def _target_texts(target: cst.BaseExpression) -> list[str]:
 _NONCONST = object()
 
 
+_STATEMENTISH = frozenset({
+    "SimpleStatementLine", "SimpleStatementSuite", "IndentedBlock", "Assign", "AnnAssign", "AugAssign", "Expr",
+    "If", "Else", "For", "While", "With", "Try", "TryStar", "ExceptHandler", "ExceptStarHandler", "Finally",
+    "Match", "MatchCase", "FunctionDef", "ClassDef",
+})
+
+
 class _PrePass:
     def __init__(self) -> None:
         self.functions: set[str] = set()
@@ -342,7 +361,9 @@ class _PrePass:
         self._walk(module, None, False)
 
     def _walk(self, node: cst.CSTNode, scope: cst.CSTNode | None, in_class: bool) -> None:
-        stack = [(c, in_class) for c in reversed(tuple(_children(node)))]
+        # statements only: constants, argparse options and defs are all statements; expressions
+        # are never entered (most of a file's nodes, and none of what this pass looks for)
+        stack = [(c, in_class) for c in reversed(_children(node)) if type(c).__name__ in _STATEMENTISH]
         while stack:
             n, cls = stack.pop()
             if isinstance(n, cst.FunctionDef):
@@ -355,7 +376,7 @@ class _PrePass:
                 self._walk(n.body, scope, True)
                 continue
             if isinstance(n, (cst.IndentedBlock, cst.SimpleStatementLine, cst.SimpleStatementSuite)):
-                stack.extend((c, cls) for c in reversed(tuple(_children(n))))
+                stack.extend((c, cls) for c in reversed(_children(n)) if type(c).__name__ in _STATEMENTISH)
                 continue
             # below: statements and expressions of this scope; nested blocks keep the class flag off
             if isinstance(n, cst.Assign):
@@ -374,9 +395,9 @@ class _PrePass:
                 for name in _target_texts(n.target):
                     if "." not in name:
                         self._bind(scope, name, _NONCONST)
-            elif isinstance(n, cst.Call):
-                self._add_argument(n)
-            stack.extend((c, False) for c in reversed(tuple(_children(n))))
+            elif isinstance(n, cst.Expr) and isinstance(n.value, cst.Call):
+                self._add_argument(n.value)
+            stack.extend((c, False) for c in reversed(_children(n)) if type(c).__name__ in _STATEMENTISH)
 
     def _bind(self, scope, name: str, value: object) -> None:
         self.consts.setdefault(scope, {}).setdefault(name, set()).add(value)
