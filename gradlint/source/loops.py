@@ -153,6 +153,8 @@ class TrainingFacts:
     functions: tuple[Function, ...] = ()
     stmts: tuple[Stmt, ...] = ()
     assigns: tuple[Assign, ...] = ()
+    # `p.register_hook(lambda g: g.clamp(-c, c))`: clipping by hook, per element
+    hook_clipping: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,6 +460,7 @@ class _Extractor:
         self._func_parent: dict[int, int | None] = {}
         self._params: dict[int, set[str]] = {}
         self.lines = src.text.splitlines()
+        self.hook_clipping = False
 
     # -- helpers -------------------------------------------------------------------------------
     def block_id(self) -> int:
@@ -512,8 +515,9 @@ class _Extractor:
     # -- functions -----------------------------------------------------------------------------
     def run(self) -> TrainingFacts:
         self.function(self.src.module, "<module>", None, None)
-        functions = tuple(self._resolve(f) for f in self.functions if f is not None)
-        return TrainingFacts(functions=functions, stmts=tuple(self.stmts), assigns=tuple(self.assigns))
+        functions = tuple(f for f in self.functions if f is not None)
+        return TrainingFacts(functions=functions, stmts=tuple(self.stmts), assigns=tuple(self.assigns),
+                             hook_clipping=self.hook_clipping)
 
     def function(self, node, name: str, cls: str | None, parent: int | None) -> int:
         fid = len(self.functions)
@@ -544,9 +548,6 @@ class _Extractor:
                                        span=self.span(node) if not isinstance(node, cst.Module) else SourceSpan.point(1, 1),
                                        body=body, nograd=nograd, params=params)
         return fid
-
-    def _resolve(self, f: Function) -> Function:
-        return f
 
     # -- statements ----------------------------------------------------------------------------
     def block(self, stmts, ctx: "_Ctx", kind: str, **extra) -> Block:
@@ -736,15 +737,18 @@ class _Extractor:
             disabled = isinstance(enabled, cst.Name) and enabled.value == "False"
             self.assigns.append(Assign(kind="scaler", disabled=disabled, cls=last, **base))
             return
+        splat = any(a.star for a in call.args)  # Trainer(**cfg): we cannot know
         if not q.isdisjoint(PL_TRAINERS) or (last == "Trainer" and any(x.startswith(("pytorch_lightning", "lightning")) for x in q)):
             clip = _arg(call, -1, "gradient_clip_val")
             configured = clip is not None and not (isinstance(clip, cst.Name) and clip.value == "None") and _number(clip) != 0
+            configured = None if splat and not configured else configured
             self.assigns.append(Assign(kind="pl_trainer", clip_config=configured, cls=last, **base))
             return
         if not q.isdisjoint(HF_ARGS):
             clip = _arg(call, -1, "max_grad_norm")
             # Hugging Face clips at 1.0 unless told otherwise
             configured = clip is None or not ((isinstance(clip, cst.Name) and clip.value == "None") or _number(clip) == 0)
+            configured = None if splat and not configured else configured
             self.assigns.append(Assign(kind="hf_args", clip_config=configured, cls=last, **base))
             return
         if not q.isdisjoint(HF_TRAINERS):
@@ -811,6 +815,9 @@ class _Extractor:
         receiver = func.value if isinstance(func, cst.Attribute) else None
         recv_text = _text(receiver) if receiver is not None else ""
 
+        if attr == "register_hook" and re.search(r"clamp|clip", _text(call)):
+            self.hook_clipping = True
+
         # clip calls
         if not q.isdisjoint(CLIP_TORCH) or (text and not q and any(text.endswith("nn.utils." + n) for n in CLIP_NAMES)):
             return [self._clip(call, "torch", text or attr, 1, ctx, sid)]
@@ -829,7 +836,7 @@ class _Extractor:
             positional = [a for a in call.args if a.keyword is None]
             pos = 1 if "accelerat" in recv_text.lower() or len(positional) >= 2 else 0
             return [self._clip(call, "framework", text or attr, pos, ctx, sid)]
-        if attr and re.search(r"clip_?grad", attr) and not q:
+        if attr and re.search(r"clip_?grad|grad_?clip", attr, re.IGNORECASE) and not q:
             if isinstance(func, cst.Name) and attr in self.pre.functions:
                 return [self._local_call(call, attr, None, ctx, sid)]
             if recv_text == "self" and attr in self.pre.methods:

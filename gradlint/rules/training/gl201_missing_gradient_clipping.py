@@ -237,6 +237,27 @@ Trainer(model=model, args=args).train()
 """, note="Hugging Face clipping configuration"),
         Example("""\
 import torch
+from torch import nn
+
+model = nn.LSTM(32, 32)
+for p in model.parameters():
+    p.register_hook(lambda grad: torch.clamp(grad, -1.0, 1.0))
+optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+for x in loader:
+    optimizer.zero_grad()
+    model(x)[0].sum().backward()
+    optimizer.step()
+""", note="clipping by gradient hooks"),
+        Example("""\
+import lightning as L
+from torch import nn
+
+model = nn.LSTM(32, 32)
+trainer = L.Trainer(**config)
+trainer.fit(model, loader)
+""", note="Trainer(**config): the configuration is not visible"),
+        Example("""\
+import torch
 from accelerate import Accelerator
 from torch import nn
 
@@ -257,8 +278,12 @@ for x in loader:
         facts = ctx.facts.training
         if facts is None:
             return
+        if facts.hook_clipping:
+            return
         yield from steps.dedupe(self._steps(ctx, facts))
-        yield from steps.dedupe(self._frameworks(ctx, facts))
+        if not any(ev.kind == "clip" and not steps.is_measuring(ev) for fn in facts.functions for ev in _events(fn.body)):
+            # a clip anywhere in the file (a Lightning hook, say) may be the configured clipping
+            yield from steps.dedupe(self._frameworks(ctx, facts))
 
     def _steps(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         for c in steps.contexts(facts):

@@ -109,6 +109,19 @@ for i, (x, y) in enumerate(loader):
         print(i)
 """, note="a % guard around something else"),
         Example("""\
+import torch
+
+for i, real in enumerate(loader):
+    opt_d.zero_grad()
+    critic_loss(D, G, real).backward()
+    torch.nn.utils.clip_grad_norm_(D.parameters(), 1.0)
+    opt_d.step()
+    if i % n_critic == 0:
+        opt_g.zero_grad()
+        generator_loss(D, G).backward()
+        opt_g.step()
+""", note="a clip for the step that runs every iteration (GAN with n_critic)"),
+        Example("""\
 for batch in loader:
     with accelerator.accumulate(model):
         accelerator.backward(model(**batch).loss)
@@ -130,19 +143,18 @@ for batch in loader:
             if c.loop is None:
                 continue
             backwards = c.of("backward")
-            for step in c.of("step"):
-                guards = [g for g in step.guards if g.accum and c.loop in g.loops]
-                if not guards:
+            all_steps = c.of("step")
+            for clip in c.of("clip"):
+                if steps.is_measuring(clip.event) or not any(b.order < clip.order for b in backwards):
                     continue
-                keys = {g.key for g in guards}
-                for clip in c.of("clip"):
-                    if steps.is_measuring(clip.event) or clip.order > step.order:
-                        continue
-                    if keys & {g.key for g in clip.guards}:
-                        continue
-                    if not any(b.order < clip.order for b in backwards):
-                        continue
-                    yield ctx.finding(
-                        f"`{clip.event.name}` clips every micro-batch's partial gradient sum, but "
-                        f"`{step.event.target}` steps only when `{guards[0].test}`: clip inside that guard",
-                        clip.event.span, data={"guard": guards[0].test})
+                # the step this clip prepares: the next one that can run after it
+                step = next((s for s in all_steps if s.order > clip.order and steps.compatible(s, clip)), None)
+                if step is None:
+                    continue
+                guards = [g for g in step.guards if g.accum and c.loop in g.loops]
+                if not guards or {g.key for g in guards} & {g.key for g in clip.guards}:
+                    continue
+                yield ctx.finding(
+                    f"`{clip.event.name}` clips every micro-batch's partial gradient sum, but "
+                    f"`{step.event.target}` steps only when `{guards[0].test}`: clip inside that guard",
+                    clip.event.span, data={"guard": guards[0].test})

@@ -119,6 +119,16 @@ loss.backward()
         Example("""\
 import torch
 
+if training:
+    loss = criterion(model(x), y)
+else:
+    with torch.no_grad():
+        loss = criterion(model(x), y)
+loss.backward()
+""", note="one branch builds the loss with grad"),
+        Example("""\
+import torch
+
 
 def step(out, x):
     with torch.no_grad():
@@ -173,12 +183,12 @@ def _under_no_grad(ev, assigns: list[Assign], params: set[str]) -> int | None:
             if name in params and name not in ("self", "cls") and not nograd_reader:
                 return None
             continue
-        a = max(made, key=lambda x: x.line)
-        if any(kind == "module" for _, kind in a.calls):
+        # every earlier binding counts (branches, loops): one made with grad is enough to stay quiet
+        for a in made:
+            if any(kind == "module" for _, kind in a.calls):
+                if not a.nograd:
+                    return None
+                no_grad_lines.append(a.line)
             if not a.nograd:
-                return None
-            no_grad_lines.append(a.line)
-        if a.nograd:
-            continue  # everything it reads was read under no-grad: no gradient flows through it
-        todo.extend((n, a.line, a.nograd) for n in a.uses)
+                todo.extend((n, a.line, a.nograd) for n in a.uses)
     return min(no_grad_lines) if no_grad_lines else None
