@@ -49,7 +49,9 @@ def resolve_config(config_path: str | None, select: tuple[str, ...], ignore: tup
         if select:
             overrides["select"] = (parse_selector_option(select, "--select"), "--select")
         if extend_select:
-            overrides["extend_select"] = (parse_selector_option(extend_select, "--extend-select"), "--extend-select")
+            # Extends the file's extend-select, as --ignore extends its ignore (ruff does the same).
+            overrides["extend_select"] = (config.extend_select + parse_selector_option(extend_select, "--extend-select"),
+                                          "--extend-select")
         if ignore:
             overrides["ignore"] = (config.ignore + parse_selector_option(ignore, "--ignore"), "--ignore")
         if fail_on:
@@ -62,6 +64,24 @@ def resolve_config(config_path: str | None, select: tuple[str, ...], ignore: tup
 class _Group(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return ["check", "probe", "rule", "rules", "config"]
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # A crash of gradlint itself must not look like "findings" (Python exits 1 on an
+        # uncaught exception): it is exit 2, with the traceback for the bug report.
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except BrokenPipeError:
+            # `gradlint check | head`: the reader left; say nothing more (Python's own recipe).
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(EXIT_ERROR)
+        except Exception:
+            import traceback
+
+            click.echo("gradlint: internal error (please report it):\n" + traceback.format_exc().rstrip(), err=True)
+            sys.exit(EXIT_ERROR)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -148,20 +168,20 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
 @main.command()
 @click.argument("code")
 def rule(code: str) -> None:
-    """Print the documentation of rule CODE (a code like GL101 or a name like vanishing-gradient)."""
+    """Print the documentation of rule CODE (a code like GL101 or a name like vanishing-gradient):
+    severity, default, fixability, options with their defaults, and the rule's explanation."""
+    from gradlint.docs import render_page
     from gradlint.registry import get_rule
 
     found = get_rule(code)
     if found is None:
         fail(f"unknown rule {code!r} (see `gradlint rules`)")
-    click.echo(f"# {found.name} ({found.code})\n")
-    click.echo(f"Severity: {found.severity}. {'Always on' if found.always_on else 'On by default' if found.default_enabled else 'Off by default'}."
-               + (" Fixable." if found.fixable() else "") + (" Reported by `gradlint probe`." if found.probe_only else "") + "\n")
-    click.echo(found.doc())
+    click.echo(render_page(found), nl=False)
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: an aligned table; json: a list of objects (code, name, severity, default, fixable, summary, url).")
 def rules(fmt: str) -> None:
     """List every rule: code, name, severity, whether it is on by default and fixable."""
     from gradlint.registry import load_rules
@@ -184,11 +204,18 @@ def rules(fmt: str) -> None:
 
 @main.command("config")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Read this TOML file instead of the nearest pyproject.toml.")
-def config_cmd(config_path: str | None) -> None:
-    """Print the resolved configuration and where each value came from."""
+@click.option("--select", multiple=True, metavar="CODES", help="As for `check`: show the result of this selection. " + _selector_help)
+@click.option("--extend-select", multiple=True, metavar="CODES", help="As for `check`. " + _selector_help)
+@click.option("--ignore", multiple=True, metavar="CODES", help="As for `check`. " + _selector_help)
+@click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default=None, help="As for `check`.")
+def config_cmd(config_path: str | None, select: tuple[str, ...], extend_select: tuple[str, ...],
+               ignore: tuple[str, ...], fail_on: str | None) -> None:
+    """Print the resolved configuration and where each value came from: `default`, the
+    configuration file's path, or the command-line flag. Takes the flags `check` takes, so
+    `gradlint config --select GL1` shows what `gradlint check --select GL1` would run."""
     from gradlint.registry import load_rules
 
-    cfg = resolve_config(config_path, (), (), (), None)
+    cfg = resolve_config(config_path, select, ignore, extend_select, fail_on)
     click.echo(f"# configuration file: {cfg.path or 'none found (defaults)'}")
 
     def line(key: str, value: Any, origin_key: str | None = None) -> None:

@@ -10,8 +10,10 @@ from typing import Iterable
 from gradlint.findings import Finding
 
 ALL = frozenset({"*"})
-_NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Za-z0-9,\s]+))?", re.IGNORECASE)
-_IGNORE = re.compile(r"#\s*gradlint:\s*ignore(?:\[(?P<codes>[A-Za-z0-9,\s]*)\])?", re.IGNORECASE)
+# `noqa` must end there (`# noqa-ish`, `# noqanything` are prose, not directives); the codes are
+# code-shaped words, so `# noqa: GL101 because ...` reads GL101 only.
+_NOQA = re.compile(r"#\s*noqa(?![\w-])(?::\s*(?P<codes>[A-Za-z]+[0-9]+(?:[,\s]+[A-Za-z]+[0-9]+)*))?", re.IGNORECASE)
+_IGNORE = re.compile(r"#\s*gradlint:\s*ignore(?:\[(?P<codes>[A-Za-z0-9,\s]*)\]|(?![\w-]))", re.IGNORECASE)
 
 
 def _codes(text: str | None) -> frozenset[str]:

@@ -1,12 +1,161 @@
-"""The ONNX front-end: safe loading, the GraphIndex, lowering to the model IR."""
+"""The ONNX front-end: safe loading, the GraphIndex, lowering to the model IR, graph hazards and
+exact weight statistics, all turned into one file's FileFacts."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
+
+from gradlint.findings import GraphNode, InputError
+
+
+@dataclass(frozen=True)
+class WeightStats:
+    """Statistics of one float tensor of the model (initializer or Constant), for GL501/GL502.
+
+    role: the op of the layer whose weight it is ('linear', 'conv2d', 'embedding'...), or
+    'other' (biases, norm scales, tables no layer consumes as its weight).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    count: int
+    nan: int
+    posinf: int
+    neginf: int
+    mean: float | None
+    std: float | None
+    role: str
+    layer: str  # the layer's module path when role is a layer's
+    node: GraphNode | None
+    order: int  # position of the consuming node, for "neighbours"
+    # Op types that read the tensor (through Identity/Cast/reshapes): tells a -inf attention
+    # mask (read by Add/Where) from a broken weight.
+    consumers: tuple[str, ...] = ()
+
+    @property
+    def nonfinite(self) -> int:
+        return self.nan + self.posinf + self.neginf
+
+
+@dataclass(frozen=True)
+class GraphFacts:
+    """What the ONNX rules read: hazards (GL302, GL306-GL309) and weight statistics (GL5xx)."""
+
+    opset: int
+    hazards: tuple = ()
+    weights: tuple[WeightStats, ...] = ()
+    # False when external data was refused (GL003): weight statistics are then missing.
+    weights_read: bool = True
 
 
 def extract_onnx(path: Path, display: str):
+    """FileFacts of one `.onnx` (or ONNX text `.onnx.txt`) file. Bad input becomes GL002/GL003."""
     from gradlint.api import FileFacts
+    from gradlint.onnx.graph import GraphIndex, default_opset
+    from gradlint.onnx.hazards import find_hazards
+    from gradlint.onnx.load import ModelError, check_structure, decode, vet_external
+    from gradlint.onnx.lower import lower_graph
 
-    # Until the ONNX front-end lands, say so instead of guessing (issue: ONNX front-end).
-    return FileFacts(path=display, kind="onnx", skipped="ONNX models are not supported yet")
+    errors: list[InputError] = []
+    try:
+        model = decode(path)
+        loaded = vet_external(model, os.path.dirname(os.path.abspath(path)))
+        errors.extend(InputError("GL003", msg) for msg in loaded.refused)
+        check_structure(model)
+        index = GraphIndex(model.graph, opset=default_opset(model), loaded=loaded)
+        weights, stats = _weight_stats(index, loaded)
+        network = lower_graph(index, stats, display)
+        hazards = tuple(find_hazards(index))
+    except ModelError as exc:
+        errors.append(InputError(exc.code, exc.message))
+        return FileFacts(path=display, kind="onnx", input_errors=tuple(_dedupe(errors)))
+    graph = GraphFacts(opset=index.opset, hazards=hazards, weights=tuple(weights), weights_read=not loaded.refused)
+    return FileFacts(path=display, kind="onnx", networks=(network,), graph=graph,
+                     input_errors=tuple(_dedupe(errors)))
+
+
+def _dedupe(errors: list[InputError]) -> list[InputError]:
+    return list(dict.fromkeys(errors))
+
+
+def _weight_stats(index, loaded):
+    """Statistics of every float tensor, one tensor in memory at a time, tagged with its role."""
+    from gradlint.onnx.load import tensor_stats
+    from gradlint.onnx.lower import WEIGHTED, Lowering, module_path
+
+    low = Lowering(index, {}, "")
+    # tensor name -> (role, layer, node, order) for the weight operand of each weighted node
+    roles: dict[str, tuple[str, str, GraphNode, int]] = {}
+    for i, node in enumerate(index.nodes):
+        if node.op_type not in WEIGHTED:
+            continue
+        p = low.param(i)
+        if p is None:
+            continue
+        operand = _weight_operand(low, i)
+        if operand is not None and operand not in roles:
+            roles[operand] = (p.op, p.name, index.ref(i), i)
+        if node.op_type in ("Gemm", "Conv", "ConvTranspose") and len(node.input) > 2 and node.input[2]:
+            bias = low.weight_source(node.input[2])
+            if bias is not None and bias[0] not in roles:
+                roles[bias[0]] = ("bias", p.name, index.ref(i), i)
+    out = []
+    stats = {}
+    for g in index.walk():
+        tensors = [(t.name, t, None) for t in g.graph.initializer]
+        for i, node in enumerate(g.nodes):
+            if node.op_type == "Constant":
+                for a in node.attribute:
+                    if a.name == "value" and node.output:
+                        tensors.append((node.output[0], a.t, g.ref(i)))
+        for name, tensor, const_ref in tensors:
+            st = tensor_stats(tensor, loaded, name=name)
+            if st is None:
+                continue
+            if g is index:
+                stats[name] = st
+            role, layer, ref, order = roles.get(name, ("other", "", None, -1)) if g is index else ("other", "", None, -1)
+            if ref is None:
+                ref = const_ref or _first_consumer(g, name)
+                order = ref.index if ref is not None else -1
+            out.append(WeightStats(name=name, shape=st.shape, dtype=st.dtype, count=st.count, nan=st.nan,
+                                   posinf=st.posinf, neginf=st.neginf, mean=st.mean, std=st.std, role=role,
+                                   layer=layer or module_path("", name), node=ref, order=order,
+                                   consumers=_consumer_ops(g, name)))
+    return out, stats
+
+
+_RELAY = frozenset({"Identity", "Cast", "Reshape", "Unsqueeze", "Squeeze", "Expand", "Slice", "Transpose"})
+
+
+def _consumer_ops(g, name: str, depth: int = 0) -> tuple[str, ...]:
+    ops: list[str] = []
+    for i in g.consumers.get(name, ()):
+        node = g.nodes[i]
+        if node.op_type in _RELAY and depth < 4 and node.output:
+            ops.extend(_consumer_ops(g, node.output[0], depth + 1) or (node.op_type,))
+        else:
+            ops.append(node.op_type)
+    return tuple(dict.fromkeys(ops))
+
+
+def _weight_operand(low, i: int) -> str | None:
+    node = low.nodes[i]
+    cands = [node.input[0]] if node.op_type == "Gather" else list(node.input[:2])
+    for x in cands:
+        if x and low.g.is_static(x):
+            src = low.weight_source(x)
+            if src is not None:
+                return src[0]
+    return None
+
+
+def _first_consumer(g, name: str) -> GraphNode | None:
+    cons = g.consumers.get(name)
+    return g.ref(cons[0]) if cons else None
+
+
+__all__ = ["extract_onnx", "GraphFacts", "WeightStats"]

@@ -4,35 +4,56 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gradlint.findings import RunResult, Severity
+from gradlint.findings import Finding, RunResult, Severity
 
 _COLORS = {Severity.ERROR: "\x1b[31m", Severity.WARNING: "\x1b[33m", Severity.INFO: "\x1b[36m"}
 _BOLD, _RESET = "\x1b[1m", "\x1b[0m"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 or word == 'info' else 's'}"
+
+
+def finding_line(f: Finding, *, color: bool = False) -> str:
+    where = f"{f.path}:{f.span.line}:{f.span.column}:"
+    code = f.code
+    if color:
+        where = f"{_BOLD}{where}{_RESET}"
+        code = f"{_BOLD}{_COLORS[f.severity]}{code}{_RESET}"
+    # `[*]` marks what `--fix` repairs, as ruff does; unsafe fixes need `--unsafe-fixes`.
+    marker = " [*]" if f.fix is not None and f.fix.safe else ""
+    message = f.message
+    if f.node is not None:
+        # Kept after the message so the line stays `path:line:col: CODE ...` for problem matchers.
+        message += f" (node {f.node.name!r}, {f.node.op_type} #{f.node.index})"
+    # A multi-line message keeps its later lines indented under the finding, so that every
+    # line that starts at column 0 is a finding or the summary.
+    message = message.replace("\r\n", "\n").replace("\n", "\n    ")
+    return f"{where} {code}{marker} {message}"
+
+
+def summary_lines(result: RunResult, findings: list[Finding]) -> list[str]:
+    checked = sum(1 for r in result.files if r.skipped is None)
+    skipped = sum(1 for r in result.files if r.skipped is not None)
+    files = _plural(checked, "file")
+    tail = f" ({_plural(skipped, 'path')} skipped)" if skipped else ""
+    if not findings:
+        return [f"All checks passed ({files} checked){tail}."]
+    by_sev = Counter(str(f.severity) for f in findings)
+    detail = ", ".join(_plural(by_sev[s], s) for s in ("error", "warning", "info") if by_sev[s])
+    lines = [f"Found {_plural(len(findings), 'finding')} ({detail}) in {files}{tail}."]
+    safe = sum(1 for f in findings if f.fix is not None and f.fix.safe)
+    unsafe = sum(1 for f in findings if f.fix is not None and not f.fix.safe)
+    if safe:
+        lines.append(f"[*] {safe} fixable with `gradlint check --fix`.")
+    if unsafe:
+        lines.append(f"{unsafe} more fixable with `gradlint check --fix --unsafe-fixes`.")
+    return lines
+
+
 def render_text(result: RunResult, *, quiet: bool = False, color: bool = False) -> str:
-    lines = []
     findings = result.findings
-    for f in findings:
-        where = f"{f.path}:{f.span.line}:{f.span.column}:"
-        if f.node is not None:
-            where += f" [{f.node.op_type} {f.node.name!r} #{f.node.index}]"
-        code = f.code
-        if color:
-            where = f"{_BOLD}{where}{_RESET}"
-            code = f"{_COLORS[f.severity]}{code}{_RESET}"
-        fixable = " [*]" if f.fix is not None and f.fix.safe else ""
-        lines.append(f"{where} {code}{fixable} {f.message}")
+    lines = [finding_line(f, color=color) for f in findings]
     if not quiet:
-        checked = sum(1 for r in result.files if r.skipped is None)
-        if findings:
-            by_sev = Counter(str(f.severity) for f in findings)
-            detail = ", ".join(f"{by_sev[s]} {s}" for s in ("error", "warning", "info") if by_sev[s])
-            n = len(findings)
-            lines.append(f"Found {n} finding{'s' if n != 1 else ''} ({detail}) in {checked} file{'s' if checked != 1 else ''}.")
-            fixable = sum(1 for f in findings if f.fix is not None and f.fix.safe)
-            if fixable:
-                lines.append(f"[*] {fixable} fixable with `gradlint check --fix`.")
-        else:
-            lines.append(f"All checks passed ({checked} file{'s' if checked != 1 else ''} checked).")
-    return "\n".join(lines) + ("\n" if lines else "")
+        lines.extend(summary_lines(result, findings))
+    return "".join(line + "\n" for line in lines)

@@ -7,7 +7,6 @@ import re
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
@@ -20,6 +19,99 @@ from gradlint.source.names import ImportTable, build_import_table
 _SNIFF = re.compile(rb"torch|\bnn\b|onnx|backward|accelerat|lightning|autograd")
 
 
+class LazyPositions:
+    """Positions of nodes, computed one top-level statement at a time, on demand.
+
+    libcst's PositionProvider regenerates the code of the whole file to find positions, which
+    costs twice the parse; the rules need positions for a few nodes in a few classes and loops.
+    Each top-level statement is resolved alone (as a module of its own) and shifted to its line
+    in the file, which CPython's own parser gives for the price of a C call.
+    """
+
+    def __init__(self, module: cst.Module, text: str) -> None:
+        self.module = module
+        self.text = text
+        self.cache: dict[cst.CSTNode, CodeRange] = {}
+        self.resolved: set[int] = set()
+        self.lines: list[int] | None = None
+        self.owner: dict[int, int] | None = None
+        self.whole = False
+
+    def _start_lines(self) -> list[int] | None:
+        import ast
+
+        try:
+            tree = ast.parse(self.text)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+        body = tree.body
+        lines: list[int] = []
+        k = 0
+        for stmt in self.module.body:
+            if k >= len(body):
+                return None
+            lines.append(body[k].lineno)
+            k += len(stmt.body) if isinstance(stmt, cst.SimpleStatementLine) else 1
+        return lines if k == len(body) else None
+
+    def _resolve_all(self) -> None:
+        wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
+        self.cache.update(wrapper.resolve(PositionProvider))
+        self.whole = True
+
+    def _resolve(self, index: int) -> None:
+        if index in self.resolved:
+            return
+        self.resolved.add(index)
+        stmt = self.module.body[index]
+        sub = cst.Module(body=[stmt])
+        positions = MetadataWrapper(sub, unsafe_skip_copy=True).resolve(PositionProvider)
+        assert self.lines is not None
+        shift = self.lines[index] - positions[stmt].start.line
+        for node, rng in positions.items():
+            if node is sub:
+                continue
+            self.cache[node] = CodeRange((rng.start.line + shift, rng.start.column), (rng.end.line + shift, rng.end.column))
+
+    def _owners(self) -> dict[int, int]:
+        import dataclasses
+
+        names: dict[type, tuple[str, ...]] = {}
+        owner: dict[int, int] = {}
+        for i, stmt in enumerate(self.module.body):
+            stack: list = [stmt]
+            while stack:
+                node = stack.pop()
+                owner[id(node)] = i
+                cls = type(node)
+                fields = names.get(cls)
+                if fields is None:
+                    fields = names[cls] = tuple(f.name for f in dataclasses.fields(node))
+                for value in (getattr(node, n) for n in fields):
+                    if isinstance(value, cst.CSTNode):
+                        stack.append(value)
+                    elif isinstance(value, (tuple, list)):
+                        stack.extend(v for v in value if isinstance(v, cst.CSTNode))
+        return owner
+
+    def get(self, node: cst.CSTNode, default: CodeRange | None = None) -> CodeRange | None:
+        found = self.cache.get(node)
+        if found is not None or self.whole:
+            return found if found is not None else default
+        if self.lines is None:
+            self.lines = self._start_lines() or []
+            if not self.lines:
+                self._resolve_all()
+                return self.cache.get(node, default)
+        if self.owner is None:
+            self.owner = self._owners()
+        index = self.owner.get(id(node))
+        if index is None:
+            return default
+        self._resolve(index)
+        return self.cache.get(node, default)
+
+
 @dataclass
 class SourceFile:
     """One parsed file, shared by every extractor: parse once, visit as few times as possible."""
@@ -27,7 +119,7 @@ class SourceFile:
     path: str
     text: str
     module: cst.Module
-    positions: Mapping[cst.CSTNode, CodeRange]
+    positions: LazyPositions
     imports: ImportTable
 
     def span(self, node: cst.CSTNode) -> SourceSpan:
@@ -49,10 +141,8 @@ def decode(data: bytes) -> str:
 
 def parse(path: str, text: str) -> SourceFile:
     module = cst.parse_module(text)
-    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    positions = wrapper.resolve(PositionProvider)
-    return SourceFile(path=path, text=text, module=wrapper.module, positions=positions,
-                      imports=build_import_table(wrapper.module))
+    return SourceFile(path=path, text=text, module=module, positions=LazyPositions(module, text),
+                      imports=build_import_table(module))
 
 
 def extract_python(path: Path, display: str):
@@ -68,7 +158,11 @@ def extract_python(path: Path, display: str):
     except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
         return FileFacts(path=display, kind="python", input_errors=(InputError("GL001", f"cannot decode file: {exc}"),))
     if not _SNIFF.search(data):
-        return FileFacts(path=display, kind="python", source=text)
+        # Nothing for our rules here, but a broken file is still news (GL001): CPython's own
+        # parser tells, at a fraction of libcst's cost, and executes nothing.
+        error = _python_syntax_error(text, display)
+        errors = (InputError("GL001", error[2], SourceSpan.point(error[0], error[1])),) if error else ()
+        return FileFacts(path=display, kind="python", source=text, input_errors=errors)
     try:
         src = parse(display, text)
     except cst.ParserSyntaxError as exc:

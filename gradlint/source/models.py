@@ -1,7 +1,1703 @@
-"""nn.Module classes -> model IR (placeholder until the lowering lands)."""
+"""nn.Module classes (and nn.Sequential built in functions) -> model IR, by abstract interpretation.
+
+`__init__` is interpreted statement by statement: constructor calls become `Ctor` values, lists and
+containers are followed through locals, loops over `range(n)` are unrolled when `n` is known
+(literals, default arguments, module constants), and every initialisation (`nn.init.*`, in-place
+`weight.data.normal_()`, `self.apply(fn)` and loops over `self.modules()` with isinstance dispatch)
+is attached to the layers it reaches, in program order. `forward` is then interpreted over paths:
+each value is the tuple of IR nodes applied to an input since that input, so `x + f(x)` is
+recognised as a residual by its common prefix. Whatever cannot be followed becomes `Opaque`, which
+ends chains: the front-end never guesses a structure into a finding.
+"""
 
 from __future__ import annotations
 
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import libcst as cst
+
+from gradlint.model.ir import (
+    Activation, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent, Residual,
+    TransformerBlock,
+)
+from gradlint.source import catalog as C
+from gradlint.source.names import dotted
+
+MAX_UNROLL = 512
+MAX_ITEMS = 4096
+MAX_DEPTH = 6
+
+
+class _Unknown:
+    _inst = None
+
+    def __new__(cls):
+        if cls._inst is None:
+            cls._inst = super().__new__(cls)
+        return cls._inst
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Any = _Unknown()
+
+
+@dataclass(frozen=True)
+class Sym:
+    """A value known only by its source text (`d_model`, `config.hidden_size`); whitespace is
+    dropped so that `4 * d` and `4*d` are one symbol."""
+
+    text: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", "".join(self.text.split()))
+
+
+@dataclass(eq=False)
+class Ctor:
+    """A module constructed in __init__: a torch.nn class, a class of this file, or unknown."""
+
+    kind: str  # 'torch' (short name in `cls`), 'local' (class of this file), 'unknown'
+    cls: str
+    args: list
+    kwargs: dict
+    node: cst.CSTNode
+    order: int
+    items: list | None = None  # containers: their members in order
+    keys: list | None = None  # ModuleDict keys
+    instance: "Instance | None" = None  # local classes: their interpreted __init__
+    # (order, tensor name, InitSpec): explicit initialisations that reached this module
+    inits: list = field(default_factory=list)
+    path: str | None = None
+
+
+@dataclass(eq=False)
+class ListVal:
+    items: list
+
+
+@dataclass(frozen=True)
+class AnyModule:
+    """The loop variable of `for m in self.modules()` / the argument of an `apply` function;
+    `types` is set inside an isinstance branch."""
+
+    types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A parameter tensor of a module: `self.fc.weight`, `m.bias`."""
+
+    owner: Any  # Ctor or AnyModule
+    name: str
+
+
+@dataclass(frozen=True)
+class PathVal:
+    """A value in forward: the nodes applied to input `root` so far."""
+
+    root: str
+    nodes: tuple
+
+
+@dataclass(eq=False)
+class Instance:
+    """An interpreted class instance: attributes, type-dispatched inits, its class."""
+
+    cls: "ClassInfo"
+    attrs: dict
+    type_inits: list  # (order, types tuple, tensor name, InitSpec)
+    attention: bool = False
+
+
+@dataclass
+class ClassInfo:
+    name: str
+    node: cst.ClassDef
+    bases: tuple[str, ...]
+    methods: dict
+    is_module: bool = False
+    sequential: bool = False
+
+
+class _Budget(Exception):
+    """Raised when interpretation would exceed its budget (huge unrolls, deep recursion)."""
+
+
+def _arg_value(call: cst.Call, index: int, keyword: str) -> cst.BaseExpression | None:
+    positional = [a for a in call.args if a.keyword is None and a.star == ""]
+    for a in call.args:
+        if a.keyword is not None and a.keyword.value == keyword:
+            return a.value
+    if index is not None and index < len(positional):
+        return positional[index].value
+    return None
+
+
+class FileModel:
+    """Interprets the classes of one file."""
+
+    def __init__(self, src) -> None:
+        self.src = src
+        self.imports = src.imports
+        self.order = itertools.count()
+        self.constants: dict[str, Any] = {}
+        self.functions: dict[str, cst.FunctionDef] = {}
+        self.classes: dict[str, ClassInfo] = {}
+        self.depth = 0
+        self._collect()
+
+    # ---- file-level tables -------------------------------------------------------------
+    def _collect(self) -> None:
+        for stmt in self.src.module.body:
+            if isinstance(stmt, cst.SimpleStatementLine):
+                for small in stmt.body:
+                    if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
+                        value = self.eval(small.value, {})
+                        if isinstance(value, (int, float, str, bool)) and not isinstance(value, Sym):
+                            self.constants[small.targets[0].target.value] = value
+            elif isinstance(stmt, cst.FunctionDef):
+                self.functions[stmt.name.value] = stmt
+        for node in _walk_classes(self.src.module):
+            bases = tuple(dotted(b.value) or "" for b in node.bases)
+            methods = {s.name.value: s for s in node.body.body if isinstance(s, cst.FunctionDef)}
+            self.classes[node.name.value] = ClassInfo(node.name.value, node, bases, methods)
+        changed = True
+        while changed:  # a class deriving from a module class of this file is a module too
+            changed = False
+            for info in self.classes.values():
+                if info.is_module:
+                    continue
+                for base in info.bases:
+                    quals = self.imports.qualify_dotted(base)
+                    local = self.classes.get(base)
+                    if "torch.nn.Module" in quals or (local is not None and local.is_module) or any(
+                        C.short(q) in C.PARAM_LAYERS or C.short(q) in C.CONTAINERS for q in quals
+                    ):
+                        info.is_module = True
+                        info.sequential = "torch.nn.Sequential" in quals or (local is not None and local.sequential)
+                        changed = True
+                        break
+
+    # ---- expressions ---------------------------------------------------------------------
+    def lookup(self, name: str, env: dict) -> Any:
+        if name in env:
+            return env[name]
+        if name in self.constants:
+            return self.constants[name]
+        return Sym(name)
+
+    def qual(self, expr: cst.BaseExpression) -> frozenset[str]:
+        return self.imports.qualify(expr)
+
+    def torch_class(self, expr: cst.BaseExpression) -> str | None:
+        for q in self.qual(expr):
+            s = C.short(q)
+            if s is not None:
+                return s
+        return None
+
+    def eval(self, expr: cst.BaseExpression, env: dict) -> Any:
+        try:
+            return self._eval(expr, env)
+        except (ZeroDivisionError, OverflowError, ValueError, TypeError, _Budget):
+            return UNKNOWN
+
+    def _eval(self, e: cst.BaseExpression, env: dict) -> Any:
+        if isinstance(e, cst.Integer):
+            return int(e.evaluated_value)
+        if isinstance(e, cst.Float):
+            return float(e.evaluated_value)
+        if isinstance(e, cst.SimpleString):
+            return e.evaluated_value
+        if isinstance(e, cst.Name):
+            if e.value in ("True", "False"):
+                return e.value == "True"
+            if e.value == "None":
+                return None
+            return self.lookup(e.value, env)
+        if isinstance(e, cst.Attribute):
+            text = dotted(e)
+            if text is not None and text in env:
+                return env[text]
+            if isinstance(e.value, cst.Name) and e.value.value == "math" and e.attr.value in ("pi", "e"):
+                return getattr(math, e.attr.value)
+            base = self._eval(e.value, env)
+            if isinstance(base, (Ctor, AnyModule)):
+                if isinstance(base, Ctor) and base.instance is not None and e.attr.value in base.instance.attrs:
+                    return base.instance.attrs[e.attr.value]
+                return TensorRef(base, e.attr.value)
+            if isinstance(base, TensorRef) and e.attr.value == "data":
+                return base
+            return Sym(text) if text else UNKNOWN
+        if isinstance(e, cst.UnaryOperation):
+            v = self._eval(e.expression, env)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if isinstance(e.operator, cst.Minus):
+                    return -v
+                if isinstance(e.operator, cst.Plus):
+                    return v
+            if isinstance(e.operator, cst.Not) and isinstance(v, bool):
+                return not v
+            return Sym(self.src.code(e)) if isinstance(v, Sym) else UNKNOWN
+        if isinstance(e, cst.BinaryOperation):
+            a, b = self._eval(e.left, env), self._eval(e.right, env)
+            if _num(a) and _num(b):
+                op = e.operator
+                if isinstance(op, cst.Add):
+                    return a + b
+                if isinstance(op, cst.Subtract):
+                    return a - b
+                if isinstance(op, cst.Multiply):
+                    return a * b
+                if isinstance(op, cst.Divide):
+                    return a / b
+                if isinstance(op, cst.FloorDivide):
+                    return a // b
+                if isinstance(op, cst.Power):
+                    return a ** b
+                if isinstance(op, cst.Modulo):
+                    return a % b
+            if isinstance(a, ListVal) and isinstance(b, ListVal) and isinstance(e.operator, cst.Add):
+                return ListVal(a.items + b.items)
+            if isinstance(a, ListVal) and isinstance(b, int) and isinstance(e.operator, cst.Multiply):
+                # [nn.Linear(...)] * n repeats one module object n times.
+                if len(a.items) * b > MAX_ITEMS:
+                    raise _Budget()
+                return ListVal(a.items * b)
+            if isinstance(a, (Sym, int, float)) and isinstance(b, (Sym, int, float)):
+                return Sym(self.src.code(e))
+            return UNKNOWN
+        if isinstance(e, (cst.List, cst.Tuple)):
+            items: list = []
+            for el in e.elements:
+                if isinstance(el, cst.StarredElement):
+                    v = self._eval(el.value, env)
+                    if isinstance(v, ListVal):
+                        items.extend(v.items)
+                    elif isinstance(v, Ctor) and v.items is not None:
+                        items.extend(v.items)
+                    else:
+                        items.append(UNKNOWN)
+                else:
+                    items.append(self._eval(el.value, env))
+            return ListVal(items)
+        if isinstance(e, (cst.ListComp, cst.GeneratorExp)):
+            return self._comprehension(e, env)
+        if isinstance(e, cst.Subscript):
+            base = self._eval(e.value, env)
+            if len(e.slice) == 1 and isinstance(e.slice[0].slice, cst.Index):
+                idx = self._eval(e.slice[0].slice.value, env)
+                items = base.items if isinstance(base, (ListVal, Ctor)) and base.items is not None else None
+                if items is not None and isinstance(idx, int) and -len(items) <= idx < len(items):
+                    return items[idx]
+                if isinstance(base, Ctor) and base.keys is not None and isinstance(idx, str) and idx in base.keys:
+                    return base.items[base.keys.index(idx)]  # type: ignore[index]
+            return UNKNOWN
+        if isinstance(e, cst.Call):
+            return self._call(e, env)
+        if isinstance(e, cst.IfExp):
+            test = self._eval(e.test, env)
+            if isinstance(test, bool):
+                return self._eval(e.body if test else e.orelse, env)
+            return UNKNOWN
+        if isinstance(e, cst.Comparison) and len(e.comparisons) == 1:
+            left = self._eval(e.left, env)
+            right = self._eval(e.comparisons[0].comparator, env)
+            op = e.comparisons[0].operator
+            if isinstance(op, (cst.Is, cst.IsNot)) and right is None and left is not UNKNOWN and not isinstance(left, Sym):
+                result = left is None
+                return result if isinstance(op, cst.Is) else not result
+            if _num(left) and _num(right):
+                ops = {cst.Equal: lambda x, y: x == y, cst.NotEqual: lambda x, y: x != y,
+                       cst.LessThan: lambda x, y: x < y, cst.GreaterThan: lambda x, y: x > y,
+                       cst.LessThanEqual: lambda x, y: x <= y, cst.GreaterThanEqual: lambda x, y: x >= y}
+                for kind, fn in ops.items():
+                    if isinstance(op, kind):
+                        return fn(left, right)
+            if isinstance(left, str) and isinstance(right, str) and isinstance(op, (cst.Equal, cst.NotEqual)):
+                return (left == right) == isinstance(op, cst.Equal)
+            return UNKNOWN
+        return UNKNOWN
+
+    def _comprehension(self, e: cst.ListComp | cst.GeneratorExp, env: dict) -> Any:
+        out: list = []
+
+        def run(clause: cst.CompFor | None, scope: dict) -> None:
+            if clause is None:
+                out.append(self._eval(e.elt, scope))
+                if len(out) > MAX_ITEMS:
+                    raise _Budget()
+                return
+            seq = self._iterable(clause.iter, scope)
+            if seq is None:
+                out.append(UNKNOWN)
+                return
+            for item in seq:
+                inner = dict(scope)
+                if not self._bind(clause.target, item, inner):
+                    out.append(UNKNOWN)
+                    return
+                if any(not self._eval(cond.test, inner) is True for cond in clause.ifs):
+                    if any(self._eval(cond.test, inner) is not False for cond in clause.ifs):
+                        out.append(UNKNOWN)
+                        return
+                    continue
+                run(clause.inner_for_in, inner)
+
+        run(e.for_in, dict(env))
+        return ListVal(out)
+
+    def _iterable(self, expr: cst.BaseExpression, env: dict) -> list | None:
+        """The items a `for` iterates over, when they are known."""
+        if isinstance(expr, cst.Call):
+            name = dotted(expr.func)
+            if name == "range":
+                args = [self._eval(a.value, env) for a in expr.args]
+                if args and all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+                    r = range(*args)
+                    if len(r) > MAX_UNROLL:
+                        raise _Budget()
+                    return list(r)
+                return None
+            if name == "enumerate" and expr.args:
+                inner = self._iterable(expr.args[0].value, env)
+                return None if inner is None else [ListVal([i, v]) for i, v in enumerate(inner)]
+            if name == "zip":
+                seqs = [self._iterable(a.value, env) for a in expr.args]
+                if any(s is None for s in seqs):
+                    return None
+                return [ListVal(list(t)) for t in zip(*seqs)]  # type: ignore[arg-type]
+            if name in ("reversed",) and expr.args:
+                inner = self._iterable(expr.args[0].value, env)
+                return None if inner is None else list(reversed(inner))
+        v = self._eval(expr, env)
+        if isinstance(v, ListVal):
+            return list(v.items)
+        if isinstance(v, Ctor) and v.items is not None:
+            return list(v.items)
+        return None
+
+    def _bind(self, target: cst.BaseExpression, value: Any, env: dict) -> bool:
+        if isinstance(target, cst.Name):
+            env[target.value] = value
+            return True
+        if isinstance(target, (cst.Tuple, cst.List)):
+            elements = [el.value for el in target.elements]
+            if isinstance(value, ListVal) and len(value.items) == len(elements):
+                return all(self._bind(t, v, env) for t, v in zip(elements, value.items))
+            for t in elements:
+                self._bind(t, UNKNOWN, env)
+            return True
+        return False
+
+    def _call(self, call: cst.Call, env: dict) -> Any:
+        func = call.func
+        name = dotted(func)
+        quals = self.qual(func)
+        if name in ("int", "float") and call.args:
+            v = self._eval(call.args[0].value, env)
+            return type(0 if name == "int" else 0.0)(v) if _num(v) else UNKNOWN
+        if name == "len" and call.args:
+            v = self._eval(call.args[0].value, env)
+            if isinstance(v, ListVal):
+                return len(v.items)
+            if isinstance(v, Ctor) and v.items is not None:
+                return len(v.items)
+            return UNKNOWN
+        if name in ("list", "tuple") and call.args:
+            seq = self._iterable(call.args[0].value, env)
+            return ListVal(seq) if seq is not None else UNKNOWN
+        if quals & {"math.sqrt", "numpy.sqrt"} and call.args:
+            v = self._eval(call.args[0].value, env)
+            return math.sqrt(v) if _num(v) else (Sym(self.src.code(call)) if isinstance(v, Sym) else UNKNOWN)
+        if "torch.nn.init.calculate_gain" in quals:
+            nl = self._eval(call.args[0].value, env) if call.args else None
+            param = self._eval(call.args[1].value, env) if len(call.args) > 1 else None
+            try:
+                from gradlint.model.init import gain
+
+                return gain(nl, param if _num(param) else None) if isinstance(nl, str) else UNKNOWN
+            except Exception:
+                return UNKNOWN
+        cls = self.torch_class(func)
+        if cls is not None and (cls in C.PARAM_LAYERS or cls in C.ACTIVATION_MODULES or cls in C.NORM_MODULES
+                                or cls in C.PASSTHROUGH_MODULES or cls in C.RECURRENT_MODULES
+                                or cls in C.TRANSFORMER_LAYERS or cls in C.TRANSFORMER_STACKS
+                                or cls in C.CONTAINERS or cls in C.ATTENTION_MODULES or cls == "Transformer"):
+            return self._torch_ctor(cls, call, env)
+        if cls is not None and cls[:1].isupper():
+            return Ctor("unknown", cls, [], {}, call, next(self.order))
+        local = self.classes.get(name or "")
+        if local is not None and local.is_module and not quals:
+            return self._local_ctor(local, call, env)
+        # A method of the class under construction that builds layers (`self._make_layer(...)`)
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+            method = env.get("__methods__", {}).get(func.attr.value)
+            if method is not None:
+                return self._call_function(method, call, env, bound_self=True)
+        if isinstance(func, cst.Name) and func.value in self.functions and not quals:
+            return self._call_function(self.functions[func.value], call, env, bound_self=False)
+        if name and name[:1].isupper() and not quals:
+            # A class from another file (or one we do not model): a module we know nothing about.
+            return Ctor("unknown", name, [], {}, call, next(self.order))
+        if quals and any(q.rsplit(".", 1)[-1][:1].isupper() for q in quals):
+            return Ctor("unknown", sorted(quals)[0], [], {}, call, next(self.order))
+        return UNKNOWN
+
+    def _call_function(self, fn: cst.FunctionDef, call: cst.Call, env: dict, bound_self: bool) -> Any:
+        if self.depth >= MAX_DEPTH:
+            return UNKNOWN
+        scope: dict = {k: v for k, v in env.items() if k.startswith("self") or k.startswith("__")}
+        params = list(fn.params.params)
+        if bound_self and params:
+            params = params[1:]
+        self._bind_params(params, fn.params, call, env, scope)
+        self.depth += 1
+        try:
+            interp = _InitInterpreter(self, scope, inst=env.get("__instance__"))
+            interp.block(fn.body)
+            return interp.returned if interp.returned is not None else UNKNOWN
+        finally:
+            self.depth -= 1
+
+    def _bind_params(self, params: list, all_params: cst.Parameters, call: cst.Call | None, env: dict, scope: dict) -> None:
+        positional = [a for a in call.args if a.keyword is None and a.star == ""] if call is not None else []
+        keywords = {a.keyword.value: a.value for a in call.args if a.keyword is not None} if call is not None else {}
+        has_star = call is not None and any(a.star for a in call.args)
+        kwonly = list(all_params.kwonly_params)
+        for i, p in enumerate(params + kwonly):
+            pname = p.name.value
+            if p in params and i < len(positional):
+                scope[pname] = self.eval(positional[i].value, env)
+            elif pname in keywords:
+                scope[pname] = self.eval(keywords[pname], env)
+            elif has_star:
+                scope[pname] = Sym(pname)
+            elif p.default is not None:
+                scope[pname] = self.eval(p.default, {})
+            else:
+                scope[pname] = Sym(pname)
+
+    def _torch_ctor(self, cls: str, call: cst.Call, env: dict) -> Ctor:
+        args = [self.eval(a.value, env) if a.star == "" else UNKNOWN for a in call.args if a.keyword is None]
+        kwargs = {a.keyword.value: self.eval(a.value, env) for a in call.args if a.keyword is not None}
+        ctor = Ctor("torch", cls, args, kwargs, call, next(self.order))
+        if cls in ("Sequential", "ModuleList"):
+            items: list = []
+            for a in call.args:
+                if a.keyword is not None:
+                    continue
+                v = self.eval(a.value, env)
+                if a.star == "*" or cls == "ModuleList":
+                    if isinstance(v, ListVal):
+                        items.extend(v.items)
+                    elif isinstance(v, Ctor) and v.items is not None:
+                        items.extend(v.items)
+                    else:
+                        items.append(UNKNOWN)
+                else:
+                    if isinstance(v, Ctor) and v.cls == "OrderedDict":
+                        items.append(UNKNOWN)
+                    else:
+                        items.append(v)
+            if len(call.args) == 1 and call.args[0].star == "" and cls == "Sequential" and _is_ordered_dict(call.args[0].value, self):
+                items, keys = self._ordered_dict(call.args[0].value, env)
+                ctor.keys = keys
+            ctor.items = items
+        elif cls == "ModuleDict":
+            ctor.items, ctor.keys = [], []
+            if call.args and isinstance(call.args[0].value, cst.Dict):
+                for el in call.args[0].value.elements:
+                    if isinstance(el, cst.DictElement):
+                        k = self.eval(el.key, env)
+                        ctor.keys.append(str(k) if isinstance(k, (str, int)) else "?")
+                        ctor.items.append(self.eval(el.value, env))
+        return ctor
+
+    def _ordered_dict(self, expr: cst.BaseExpression, env: dict) -> tuple[list, list]:
+        items, keys = [], []
+        assert isinstance(expr, cst.Call)
+        if expr.args and isinstance(expr.args[0].value, (cst.List, cst.Tuple)):
+            for el in expr.args[0].value.elements:
+                pair = el.value
+                if isinstance(pair, cst.Tuple) and len(pair.elements) == 2:
+                    k = self.eval(pair.elements[0].value, env)
+                    keys.append(str(k) if isinstance(k, (str, int)) else "?")
+                    items.append(self.eval(pair.elements[1].value, env))
+        return items, keys
+
+    def _local_ctor(self, info: ClassInfo, call: cst.Call, env: dict) -> Ctor:
+        ctor = Ctor("local", info.name, [], {}, call, next(self.order))
+        if self.depth >= MAX_DEPTH:
+            ctor.kind = "unknown"
+            return ctor
+        self.depth += 1
+        try:
+            ctor.instance = self.instantiate(info, call, env)
+        finally:
+            self.depth -= 1
+        return ctor
+
+    def instantiate(self, info: ClassInfo, call: cst.Call | None, env: dict) -> Instance:
+        """Interpret __init__ (the class's or its nearest local base's) with the call's arguments."""
+        inst = Instance(info, {}, [])
+        scope: dict = {"__methods__": self._methods(info), "__instance__": inst}
+        init = self._find_method(info, "__init__")
+        if init is not None:
+            params = list(init.params.params)[1:]
+            self._bind_params(params, init.params, call, env, scope)
+            interp = _InitInterpreter(self, scope, inst)
+            try:
+                interp.block(init.body)
+            except _Budget:
+                inst.attrs["__budget__"] = UNKNOWN
+        if info.sequential and call is not None:
+            # A subclass of nn.Sequential passes its layers to super().__init__(*layers)
+            seq = inst.attrs.get("__sequential__")
+            if isinstance(seq, ListVal):
+                inst.attrs.update({str(i): v for i, v in enumerate(seq.items)})
+        return inst
+
+    def _methods(self, info: ClassInfo) -> dict:
+        methods: dict = {}
+        for base in reversed(info.bases):
+            local = self.classes.get(base)
+            if local is not None and local is not info:
+                methods.update(self._methods(local))
+        methods.update(info.methods)
+        return methods
+
+    def _find_method(self, info: ClassInfo, name: str) -> cst.FunctionDef | None:
+        return self._methods(info).get(name)
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_ordered_dict(expr: cst.BaseExpression, fm: FileModel) -> bool:
+    if not isinstance(expr, cst.Call):
+        return False
+    return "collections.OrderedDict" in fm.qual(expr.func) or dotted(expr.func) == "OrderedDict"
+
+
+def _walk_classes(module: cst.Module):
+    stack: list = list(module.body)
+    while stack:
+        node = stack.pop(0)
+        if isinstance(node, cst.ClassDef):
+            yield node
+            stack.extend(s for s in node.body.body if isinstance(s, cst.ClassDef))
+        elif isinstance(node, (cst.If, cst.Try)):
+            stack.extend(node.body.body)
+
+
+class _InitInterpreter:
+    """Statement interpreter for __init__ and the helper methods it calls."""
+
+    def __init__(self, fm: FileModel, env: dict, inst: Instance | None) -> None:
+        self.fm = fm
+        self.env = env
+        self.inst = inst
+        self.returned: Any = None
+        self.done = False
+
+    def ev(self, e: cst.BaseExpression) -> Any:
+        return self.fm.eval(e, self.env)
+
+    def block(self, body: cst.BaseSuite | cst.BaseStatement | list) -> None:
+        stmts = body.body if hasattr(body, "body") and not isinstance(body, list) else body
+        if isinstance(stmts, cst.BaseSuite):
+            stmts = stmts.body
+        for stmt in stmts:
+            if self.done:
+                return
+            self.stmt(stmt)
+
+    def stmt(self, stmt: cst.CSTNode) -> None:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                self.small(small)
+        elif isinstance(stmt, cst.For):
+            self.for_loop(stmt)
+        elif isinstance(stmt, cst.If):
+            self.if_stmt(stmt)
+        elif isinstance(stmt, (cst.With, cst.Try)):
+            self.block(stmt.body)
+        elif isinstance(stmt, cst.IndentedBlock):
+            self.block(stmt)
+
+    def set_attr(self, name: str, value: Any) -> None:
+        self.env["self." + name] = value
+        if self.inst is not None:
+            self.inst.attrs[name] = value
+
+    def assign(self, target: cst.BaseExpression, value: Any) -> None:
+        if isinstance(target, cst.Name):
+            self.env[target.value] = value
+        elif isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) and target.value.value == "self":
+            self.set_attr(target.attr.value, value)
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            elements = [el.value for el in target.elements]
+            if isinstance(value, ListVal) and len(value.items) == len(elements):
+                for t, v in zip(elements, value.items):
+                    self.assign(t, v)
+            else:
+                for t in elements:
+                    self.assign(t, UNKNOWN)
+        elif isinstance(target, cst.Attribute):
+            # `m.weight = nn.Parameter(...)` replaces a tensor: its init is no longer the default.
+            owner = self.ev(target.value)
+            if isinstance(owner, (Ctor, AnyModule)) and target.attr.value in ("weight", "bias"):
+                self.record_init(TensorRef(owner, target.attr.value), InitSpec("unknown", origin=None))
+
+    def small(self, small: cst.BaseSmallStatement) -> None:
+        if isinstance(small, cst.Assign):
+            value = self.ev(small.value)
+            for t in small.targets:
+                self.assign(t.target, value)
+        elif isinstance(small, cst.AnnAssign) and small.value is not None:
+            self.assign(small.target, self.ev(small.value))
+        elif isinstance(small, cst.AugAssign):
+            cur = self.ev(small.target)
+            val = self.ev(small.value)
+            if isinstance(cur, ListVal) and isinstance(small.operator, cst.AddAssign):
+                cur.items.extend(val.items if isinstance(val, ListVal) else [UNKNOWN])
+            elif isinstance(cur, Ctor) and cur.items is not None and isinstance(small.operator, cst.AddAssign):
+                cur.items.extend(val.items if isinstance(val, ListVal) else [UNKNOWN])
+            elif _num(cur) and _num(val):
+                ops = {cst.AddAssign: lambda a, b: a + b, cst.SubtractAssign: lambda a, b: a - b,
+                       cst.MultiplyAssign: lambda a, b: a * b, cst.FloorDivideAssign: lambda a, b: a // b}
+                for kind, fn in ops.items():
+                    if isinstance(small.operator, kind):
+                        self.assign(small.target, fn(cur, val))
+                        return
+                self.assign(small.target, UNKNOWN)
+            else:
+                self.assign(small.target, UNKNOWN)
+        elif isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
+            self.call_stmt(small.value)
+        elif isinstance(small, cst.Return):
+            self.returned = self.ev(small.value) if small.value is not None else None
+            self.done = True
+
+    def call_stmt(self, call: cst.Call) -> None:
+        func = call.func
+        fm = self.fm
+        quals = fm.qual(func)
+        # nn.init.xxx_(tensor, ...)
+        for q in quals:
+            if q.startswith("torch.nn.init.") or q.endswith(".trunc_normal_") or q == "trunc_normal_":
+                self.init_call(q.rsplit(".", 1)[-1], call)
+                return
+        if isinstance(func, cst.Name) and func.value in ("trunc_normal_", "normal_init", "xavier_init", "kaiming_init"):
+            self.init_call(func.value if func.value == "trunc_normal_" else "unknown", call)
+            return
+        if isinstance(func, cst.Attribute):
+            method = func.attr.value
+            owner_expr = func.value
+            if method in ("append", "extend", "insert", "add_module", "register_module") or method in C.INIT_METHODS or method in ("copy_", "apply"):
+                owner = self.ev(owner_expr)
+            else:
+                owner = None
+            if method == "append" and call.args:
+                target = owner.items if isinstance(owner, ListVal) else owner.items if isinstance(owner, Ctor) and owner.items is not None else None
+                if target is not None:
+                    target.append(self.ev(call.args[0].value))
+                    if len(target) > MAX_ITEMS:
+                        raise _Budget()
+                return
+            if method == "extend" and call.args:
+                target = owner.items if isinstance(owner, ListVal) else owner.items if isinstance(owner, Ctor) and owner.items is not None else None
+                if target is not None:
+                    v = self.ev(call.args[0].value)
+                    target.extend(v.items if isinstance(v, ListVal) else [UNKNOWN])
+                return
+            if method in ("add_module", "register_module") and len(call.args) >= 2:
+                key = self.ev(call.args[0].value)
+                value = self.ev(call.args[1].value)
+                if isinstance(owner_expr, cst.Name) and owner_expr.value == "self" and isinstance(key, str):
+                    self.set_attr(key, value)
+                elif isinstance(owner, Ctor) and owner.items is not None:
+                    owner.items.append(value)
+                    if owner.keys is not None:
+                        owner.keys.append(str(key))
+                return
+            if method == "apply" and call.args and isinstance(owner_expr, cst.Name) and owner_expr.value == "self":
+                self.apply_fn(call.args[0].value)
+                return
+            if method == "apply" and call.args and isinstance(owner, Ctor):
+                self.apply_fn(call.args[0].value, scope_ctor=owner)
+                return
+            if method in C.INIT_METHODS and isinstance(owner, TensorRef):
+                scheme, names = C.INIT_METHODS[method]
+                params = {}
+                for i, pname in enumerate(names):
+                    v = _arg_value(call, i, pname)
+                    if v is not None:
+                        params[pname] = self.ev(v)
+                if scheme == "normal":
+                    params.setdefault("mean", 0.0)
+                    params.setdefault("std", 1.0)
+                if scheme == "uniform":
+                    params.setdefault("a", 0.0)
+                    params.setdefault("b", 1.0)
+                if scheme == "constant" and params.get("val") == 0:
+                    scheme = "zeros"
+                self.record_init(owner, self.spec(scheme, params, call))
+                return
+            if method == "copy_" and isinstance(owner, TensorRef):
+                self.record_init(owner, InitSpec("unknown", origin=self.fm.src.span(call)))
+                return
+            if isinstance(func.value, cst.Call) and dotted(func.value.func) == "super" and method == "__init__":
+                if self.inst is not None and self.inst.cls.sequential:
+                    items: list = []
+                    for a in call.args:
+                        v = self.ev(a.value)
+                        if a.star == "*" and isinstance(v, ListVal):
+                            items.extend(v.items)
+                        else:
+                            items.append(v)
+                    self.inst.attrs["__sequential__"] = ListVal(items)
+                return
+            if isinstance(func.value, cst.Name) and func.value.value == "self":
+                method_def = self.env.get("__methods__", {}).get(method)
+                if method_def is not None and method not in ("forward", "__init__"):
+                    fm._call_function(method_def, call, self.env, bound_self=True)
+                return
+
+    def spec(self, scheme: str, params: dict, call: cst.Call) -> InitSpec:
+        clean = []
+        for k, v in params.items():
+            if isinstance(v, (int, float, str)) and not isinstance(v, Sym):
+                clean.append((k, float(v) if _num(v) else v))
+            else:
+                # A parameter we cannot evaluate makes the whole initialisation unknown.
+                return InitSpec("unknown", origin=self.fm.src.span(call))
+        return InitSpec(scheme, tuple(sorted(clean)), origin=self.fm.src.span(call))
+
+    def init_call(self, fname: str, call: cst.Call) -> None:
+        scheme = C.INIT_FUNCTIONS.get(fname, "unknown")
+        if not call.args:
+            return
+        target = self.ev(call.args[0].value)
+        if not isinstance(target, TensorRef):
+            return
+        params = dict(C.INIT_DEFAULTS.get(scheme, {}))
+        for i, pname in enumerate(C.INIT_POSITIONAL.get(scheme, ())):
+            v = _arg_value(call, i + 1, pname)
+            if v is not None:
+                params[pname] = self.ev(v)
+        if scheme == "constant" and params.get("val") == 0:
+            scheme = "zeros"
+        self.record_init(target, self.spec(scheme, params, call) if scheme != "unknown" else InitSpec("unknown", origin=self.fm.src.span(call)))
+
+    def record_init(self, ref: TensorRef, spec: InitSpec) -> None:
+        order = next(self.fm.order)
+        if isinstance(ref.owner, Ctor):
+            ref.owner.inits.append((order, ref.name, spec))
+        elif isinstance(ref.owner, AnyModule) and self.inst is not None:
+            self.inst.type_inits.append((order, ref.owner.types, ref.name, spec))
+
+    def apply_fn(self, fn_expr: cst.BaseExpression, scope_ctor: Ctor | None = None) -> None:
+        fn = None
+        if isinstance(fn_expr, cst.Attribute) and isinstance(fn_expr.value, cst.Name) and fn_expr.value.value == "self":
+            fn = self.env.get("__methods__", {}).get(fn_expr.attr.value)
+            params = list(fn.params.params)[1:] if fn is not None else []
+        elif isinstance(fn_expr, cst.Name):
+            fn = self.fm.functions.get(fn_expr.value)
+            params = list(fn.params.params) if fn is not None else []
+        if fn is None or not params:
+            # An init function we cannot read: every layer's initialisation becomes unknown.
+            if self.inst is not None:
+                self.inst.type_inits.append((next(self.fm.order), (), "*", InitSpec("unknown", origin=self.fm.src.span(fn_expr))))
+            return
+        scope = dict(self.env)
+        scope[params[0].name.value] = AnyModule()
+        sub = _InitInterpreter(self.fm, scope, self.inst)
+        sub.block(fn.body)
+
+    def for_loop(self, stmt: cst.For) -> None:
+        it = stmt.iter
+        # for m in self.modules(): isinstance dispatch
+        if isinstance(it, cst.Call) and isinstance(it.func, cst.Attribute) and it.func.attr.value in ("modules", "children", "named_modules", "named_children"):
+            named = it.func.attr.value.startswith("named_")
+            scope = self.env
+            if named and isinstance(stmt.target, cst.Tuple) and len(stmt.target.elements) == 2:
+                self.fm._bind(stmt.target.elements[0].value, UNKNOWN, scope)
+                self.fm._bind(stmt.target.elements[1].value, AnyModule(), scope)
+            elif not named:
+                self.fm._bind(stmt.target, AnyModule(), scope)
+            else:
+                return
+            self.block(stmt.body)
+            return
+        if isinstance(it, cst.Call) and isinstance(it.func, cst.Attribute) and it.func.attr.value in ("parameters", "named_parameters"):
+            # Loops over parameters initialise by name patterns we do not model: unknown init.
+            owner = self.ev(it.func.value) if not (isinstance(it.func.value, cst.Name) and it.func.value.value == "self") else None
+            if _touches_init(stmt.body):
+                order = next(self.fm.order)
+                if isinstance(owner, Ctor):
+                    owner.inits.append((order, "*", InitSpec("unknown", origin=self.fm.src.span(stmt))))
+                elif self.inst is not None:
+                    self.inst.type_inits.append((order, (), "*", InitSpec("unknown", origin=self.fm.src.span(stmt))))
+            return
+        seq = self.fm._iterable(it, self.env)
+        if seq is None:
+            # Unknown trip count: effects on lists become unknown, conservatively.
+            before = _snapshot(self.env)
+            self.fm._bind(stmt.target, UNKNOWN, self.env)
+            self.block(stmt.body)
+            _poison_changed(self.env, before)
+            return
+        for item in seq:
+            self.fm._bind(stmt.target, item, self.env)
+            self.block(stmt.body)
+            if self.done:
+                return
+
+    def if_stmt(self, stmt: cst.If) -> None:
+        test = self._isinstance_test(stmt.test)
+        if test is not None:
+            var, types = test
+            saved = self.env.get(var)
+            self.env[var] = AnyModule(types)
+            self.block(stmt.body)
+            self.env[var] = saved
+            if stmt.orelse is not None:
+                self.env[var] = saved
+                self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
+                self.env[var] = saved
+            return
+        cond = self.ev(stmt.test)
+        if isinstance(cond, bool) or cond is None or (_num(cond)):
+            if cond:
+                self.block(stmt.body)
+            elif stmt.orelse is not None:
+                self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
+            return
+        # Unknown condition: run both branches on copies and keep what they agree on.
+        before = _snapshot(self.env)
+        self.block(stmt.body)
+        self.done = False
+        if stmt.orelse is not None:
+            self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
+            self.done = False
+        _poison_changed(self.env, before, keep_new_attrs=True, inst=self.inst)
+
+    def _isinstance_test(self, test: cst.BaseExpression) -> tuple[str, tuple[str, ...]] | None:
+        if isinstance(test, cst.Call) and dotted(test.func) == "isinstance" and len(test.args) == 2:
+            var = test.args[0].value
+            if isinstance(var, cst.Name) and isinstance(self.env.get(var.value), AnyModule):
+                types_expr = test.args[1].value
+                exprs = [el.value for el in types_expr.elements] if isinstance(types_expr, cst.Tuple) else [types_expr]
+                types = []
+                for t in exprs:
+                    cls = self.fm.torch_class(t)
+                    types.append(cls if cls is not None else (dotted(t) or "?"))
+                return var.value, tuple(types)
+        return None
+
+
+def _touches_init(body: cst.CSTNode) -> bool:
+    found = []
+
+    class V(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            name = dotted(node.func) or ""
+            last = name.rsplit(".", 1)[-1]
+            if last in C.INIT_FUNCTIONS or last in C.INIT_METHODS or last in ("copy_",):
+                found.append(node)
+
+    body.visit(V())
+    return bool(found)
+
+
+def _snapshot(env: dict) -> dict:
+    return {k: (v, len(v.items) if isinstance(v, ListVal) else len(v.items) if isinstance(v, Ctor) and v.items is not None else None)
+            for k, v in env.items()}
+
+
+def _poison_changed(env: dict, before: dict, keep_new_attrs: bool = False, inst: Instance | None = None) -> None:
+    """After code that may or may not have run: values it changed become unknown. A module
+    attribute only one branch creates is kept (it exists on some configuration), but lists that
+    grew by an unknown amount become unknown."""
+    for key, value in list(env.items()):
+        old = before.get(key)
+        if old is None:
+            if keep_new_attrs and key.startswith("self."):
+                continue
+            if not key.startswith("__"):
+                env[key] = UNKNOWN
+            continue
+        old_value, old_len = old
+        now_len = len(value.items) if isinstance(value, ListVal) else len(value.items) if isinstance(value, Ctor) and value.items is not None else None
+        if value is not old_value or now_len != old_len:
+            env[key] = UNKNOWN
+            if key.startswith("self.") and inst is not None:
+                inst.attrs[key[5:]] = UNKNOWN
+            if isinstance(value, ListVal):
+                value.items[:] = [UNKNOWN]
+            elif isinstance(value, Ctor) and value.items is not None:
+                value.items[:] = [UNKNOWN]
+
+
+# ---- from interpreted instances to IR ---------------------------------------------------
+
+_GUARDED = ("head", "out", "proj", "gate", "adaln", "modulation", "zero", "lora", "control", "final", "last",
+            "classifier", "logit", "skip", "rezero", "alpha", "scale", "residual", "fixup", "readout", "policy", "value")
+
+
+class Lowerer:
+    """Assigns module paths and lowers forward to IR nodes for one root instance."""
+
+    def __init__(self, fm: FileModel, inherited_type_inits: list | None = None) -> None:
+        self.fm = fm
+        self.params: list[Param] = []
+        self.recurrents: list[Recurrent] = []
+        self.seen: set[int] = set()
+        self.depth = 0
+
+    # paths and parameter inventory
+    def assign_paths(self, attrs: dict, prefix: str, type_inits: list) -> None:
+        for name, value in attrs.items():
+            if name.startswith("__"):
+                continue
+            self._assign(value, f"{prefix}{name}", type_inits)
+
+    def _assign(self, value: Any, path: str, type_inits: list) -> None:
+        if not isinstance(value, Ctor) or id(value) in self.seen:
+            return
+        self.seen.add(id(value))
+        value.path = path
+        value.__dict__["type_inits"] = type_inits
+        if value.items is not None:
+            keys = value.keys if value.keys is not None and len(value.keys) == len(value.items) else None
+            for i, item in enumerate(value.items):
+                self._assign(item, f"{path}.{keys[i] if keys else i}", type_inits)
+        if value.instance is not None:
+            inner = value.instance.type_inits + type_inits  # the parent's apply() reaches children
+            self.assign_paths(value.instance.attrs, path + ".", inner)
+        if value.kind == "torch" and value.cls in C.PARAM_LAYERS:
+            self.params.append(self.param(value))
+        if value.kind == "torch" and value.cls in C.RECURRENT_MODULES:
+            self.recurrents.append(self.recurrent(value))
+
+    def final_init(self, ctor: Ctor, tensor: str) -> InitSpec | None:
+        """The last initialisation that reached `tensor` of `ctor` after it was built, or None."""
+        best: tuple[int, InitSpec] | None = None
+        for order, name, spec in ctor.inits:
+            if (name == tensor or name == "*") and order > ctor.order and (best is None or order > best[0]):
+                best = (order, spec)
+        for order, types, name, spec in ctor.__dict__.get("type_inits", []):
+            if (name == tensor or name == "*") and order > ctor.order and (not types or ctor.cls in types or "Module" in types):
+                if best is None or order > best[0]:
+                    best = (order, spec)
+        return best[1] if best else None
+
+    def param(self, ctor: Ctor) -> Param:
+        op, kdims = C.PARAM_LAYERS[ctor.cls]
+        arg = _ArgReader(ctor)
+        span = self.fm.src.span(ctor.node)
+        if op == "linear":
+            if ctor.cls == "LazyLinear":
+                fan_in, fan_out = None, _fan(arg.get(0, "out_features"))
+            else:
+                fan_in, fan_out = _fan(arg.get(0, "in_features")), _fan(arg.get(1, "out_features"))
+            default = InitSpec("torch-linear")
+        elif op == "bilinear":
+            fan_in, fan_out = _fan(arg.get(0, "in1_features")), _fan(arg.get(2, "out_features"))
+            default = InitSpec("torch-linear")
+        elif op == "embedding":
+            fan_in, fan_out = _fan(arg.get(1, "embedding_dim")), _fan(arg.get(0, "num_embeddings"))
+            default = InitSpec("torch-embedding")
+        else:
+            lazy = ctor.cls.startswith("Lazy")
+            cin = None if lazy else arg.get(0, "in_channels")
+            cout = arg.get(0 if lazy else 1, "out_channels")
+            k = arg.get(1 if lazy else 2, "kernel_size")
+            groups = arg.kw("groups", 1)
+            receptive = _receptive(k, kdims)
+            if op.startswith("convtranspose"):
+                fan_in = _mul(_div(cout, groups), receptive)
+                fan_out = _mul(cin, receptive)
+            else:
+                fan_in = _mul(_div(cin, groups), receptive)
+                fan_out = _mul(cout, receptive)
+            default = InitSpec("torch-linear")
+        init = self.final_init(ctor, "weight") or default
+        bias_flag = arg.kw("bias", True)
+        bias_init = self.final_init(ctor, "bias")
+        if bias_init is None and bias_flag is False:
+            bias_init = InitSpec("none")
+        attr = (ctor.path or "").rsplit(".", 1)[-1]
+        return Param(name=ctor.path or "", op=op, fan_in=fan_in, fan_out=fan_out, init=init, origin=span,
+                     attr=attr, bias_init=bias_init)
+
+    def recurrent(self, ctor: Ctor) -> Recurrent:
+        arg = _ArgReader(ctor)
+        cell = C.RECURRENT_MODULES[ctor.cls]
+        nl = arg.kw("nonlinearity", "tanh")
+        if cell in ("rnn", "rnn_cell"):
+            pos = 3 if cell == "rnn" else 3
+            v = arg.get(pos, "nonlinearity")
+            nl = v if isinstance(v, str) else (nl if isinstance(nl, str) else "tanh")
+        layers = arg.get(2, "num_layers") if cell in ("rnn", "lstm", "gru") else 1
+        hh = self.final_init(ctor, "weight_hh_l0") or self.final_init(ctor, "weight_hh")
+        return Recurrent(name=ctor.path or "", cell=cell, nonlinearity=nl if isinstance(nl, str) else "unknown",
+                         hidden=_fan(arg.get(1, "hidden_size")), num_layers=layers if isinstance(layers, int) else 1,
+                         origin=self.fm.src.span(ctor.node), weight_hh_init=hh)
+
+    # forward
+    def module_nodes(self, value: Any) -> tuple:
+        """The IR nodes of calling a module value on a tensor."""
+        if not isinstance(value, Ctor):
+            return (Opaque("", "unknown module"),)
+        span = self.fm.src.span(value.node)
+        path = value.path or ""
+        if value.kind == "torch":
+            cls = value.cls
+            if cls in C.PARAM_LAYERS:
+                return (self.param(value),)
+            if cls in C.ACTIVATION_MODULES:
+                fn, pname = C.ACTIVATION_MODULES[cls]
+                param = None
+                if pname:
+                    v = _ArgReader(value).get(0, pname)
+                    param = float(v) if _num(v) else C.ACTIVATION_DEFAULT_PARAM.get(fn)
+                elif fn in C.ACTIVATION_DEFAULT_PARAM:
+                    param = C.ACTIVATION_DEFAULT_PARAM[fn]
+                return (Activation(path, fn, param, span),)
+            if cls in C.NORM_MODULES:
+                return (Norm(path, C.NORM_MODULES[cls], span),)
+            if cls in C.PASSTHROUGH_MODULES:
+                return (Passthrough(path, cls, span),)
+            if cls in C.RECURRENT_MODULES:
+                return (self.recurrent(value),)
+            if cls in C.TRANSFORMER_LAYERS:
+                nf = _ArgReader(value).kw("norm_first", False)
+                return (TransformerBlock(path, C.TRANSFORMER_LAYERS[cls], nf if isinstance(nf, bool) else None, span),)
+            if cls in C.TRANSFORMER_STACKS:
+                arg = _ArgReader(value)
+                layer = arg.get(0, "encoder_layer" if cls == "TransformerEncoder" else "decoder_layer")
+                n = arg.get(1, "num_layers")
+                nf = _ArgReader(layer).kw("norm_first", False) if isinstance(layer, Ctor) else None
+                kind = C.TRANSFORMER_STACKS[cls]
+                if isinstance(n, int) and n <= MAX_UNROLL:
+                    return tuple(TransformerBlock(f"{path}.layers.{i}", kind, nf if isinstance(nf, bool) else None, span) for i in range(n))
+                return (Opaque(path, f"{cls} of unknown depth", span),)
+            if cls == "Transformer":
+                arg = _ArgReader(value)
+                ne, nd = arg.kw("num_encoder_layers", 6), arg.kw("num_decoder_layers", 6)
+                nf = arg.kw("norm_first", False)
+                if isinstance(ne, int) and isinstance(nd, int):
+                    nodes = [TransformerBlock(f"{path}.encoder.layers.{i}", "encoder", nf if isinstance(nf, bool) else None, span) for i in range(ne)]
+                    nodes += [TransformerBlock(f"{path}.decoder.layers.{i}", "decoder", nf if isinstance(nf, bool) else None, span) for i in range(nd)]
+                    return tuple(nodes)
+                return (Opaque(path, "Transformer of unknown depth", span),)
+            if cls == "Sequential" and value.items is not None:
+                out: list = []
+                for item in value.items:
+                    out.extend(self.module_nodes(item))
+                return tuple(out)
+            return (Opaque(path, cls, span),)
+        if value.kind == "local" and value.instance is not None:
+            if self.depth >= MAX_DEPTH:
+                return (Opaque(path, value.cls, span),)
+            self.depth += 1
+            try:
+                nodes, known = self.forward(value.instance, path + ".")
+            finally:
+                self.depth -= 1
+            return nodes if known else (Opaque(path, value.cls, span),)
+        return (Opaque(path, value.cls, span),)
+
+    def forward(self, inst: Instance, prefix: str) -> tuple[tuple, bool]:
+        fm = self.fm
+        fwd = fm._find_method(inst.cls, "forward")
+        if fwd is None:
+            if inst.cls.sequential:
+                seq = [v for k, v in inst.attrs.items() if k.isdigit()]
+                out: list = []
+                for v in seq:
+                    out.extend(self.module_nodes(v))
+                return tuple(out), True
+            return (), False
+        interp = _ForwardInterpreter(self, inst)
+        params = [p.name.value for p in fwd.params.params][1:]
+        if not params:
+            return (), False
+        for p in params:
+            interp.env[p] = PathVal(p, ())
+        for p in fwd.params.kwonly_params:
+            interp.env[p.name.value] = UNKNOWN
+        try:
+            interp.block(fwd.body)
+        except _Budget:
+            return (), False
+        result = interp.result(params[0])
+        if result is None:
+            return (), False
+        return result, True
+
+
+class _ArgReader:
+    def __init__(self, ctor: Any) -> None:
+        self.ctor = ctor
+
+    def get(self, index: int, name: str) -> Any:
+        if not isinstance(self.ctor, Ctor):
+            return UNKNOWN
+        if name in self.ctor.kwargs:
+            return self.ctor.kwargs[name]
+        if index < len(self.ctor.args):
+            return self.ctor.args[index]
+        return UNKNOWN
+
+    def kw(self, name: str, default: Any) -> Any:
+        if not isinstance(self.ctor, Ctor):
+            return default
+        return self.ctor.kwargs.get(name, default)
+
+
+def _fan(v: Any):
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, Sym):
+        return v.text
+    return None
+
+
+def _receptive(k: Any, dims: int):
+    if isinstance(k, int):
+        return k ** dims
+    if isinstance(k, ListVal) and all(isinstance(i, int) for i in k.items):
+        return math.prod(k.items)
+    if isinstance(k, Sym):
+        return f"({k.text})**{dims}" if dims > 1 else k.text
+    return None
+
+
+def _mul(a: Any, b: Any):
+    a, b = _fan(a) if not isinstance(a, str) else a, _fan(b) if not isinstance(b, str) else b
+    if a is None or b is None:
+        return None
+    if isinstance(a, int) and isinstance(b, int):
+        return a * b
+    if b == 1:
+        return a
+    return f"{a}*{b}"
+
+
+def _div(a: Any, b: Any):
+    a = _fan(a) if not isinstance(a, str) else a
+    if b == 1 or b is None:
+        return a
+    b = _fan(b)
+    if isinstance(a, int) and isinstance(b, int) and b:
+        return a // b
+    if a is None or b is None:
+        return None
+    return f"{a}/{b}"
+
+
+class _ForwardInterpreter:
+    """Interprets forward over paths of IR nodes."""
+
+    def __init__(self, low: Lowerer, inst: Instance) -> None:
+        self.low = low
+        self.fm = low.fm
+        self.inst = inst
+        self.env: dict = {}
+        self.returns: list = []
+        self.done = False
+        self.calls = 0
+
+    def attr(self, name: str) -> Any:
+        return self.inst.attrs.get(name, UNKNOWN)
+
+    def ev(self, e: cst.BaseExpression) -> Any:
+        self.calls += 1
+        if self.calls > 20000:
+            raise _Budget()
+        if isinstance(e, cst.Name):
+            if e.value in self.env:
+                return self.env[e.value]
+            return self.fm.lookup(e.value, {})
+        if isinstance(e, cst.Attribute):
+            if isinstance(e.value, cst.Name) and e.value.value == "self":
+                return self.attr(e.attr.value)
+            base = self.ev(e.value)
+            if isinstance(base, PathVal):
+                if e.attr.value in ("T", "mT", "real", "data"):
+                    return base if e.attr.value != "data" else PathVal(base.root, base.nodes + (Opaque("", ".data"),))
+                return UNKNOWN  # x.shape and friends
+            if isinstance(base, Ctor) and base.instance is not None:
+                return base.instance.attrs.get(e.attr.value, UNKNOWN)
+            return UNKNOWN
+        if isinstance(e, cst.Subscript):
+            base = self.ev(e.value)
+            if isinstance(base, PathVal):
+                return base  # slicing a tensor keeps its scale
+            if len(e.slice) == 1 and isinstance(e.slice[0].slice, cst.Index):
+                idx = self.ev(e.slice[0].slice.value)
+                items = base.items if isinstance(base, (ListVal, Ctor)) and getattr(base, "items", None) is not None else None
+                if items is not None and isinstance(idx, int) and -len(items) <= idx < len(items):
+                    return items[idx]
+                if isinstance(base, Ctor) and base.keys is not None and isinstance(idx, str) and idx in base.keys:
+                    return base.items[base.keys.index(idx)]  # type: ignore[index]
+            return UNKNOWN
+        if isinstance(e, cst.Call):
+            return self.call(e)
+        if isinstance(e, cst.BinaryOperation):
+            return self.binop(e)
+        if isinstance(e, cst.UnaryOperation):
+            v = self.ev(e.expression)
+            return v if isinstance(v, PathVal) else self.fm.eval(e, self._numeric_env())
+        if isinstance(e, (cst.Tuple, cst.List)):
+            return ListVal([self.ev(el.value) for el in e.elements if not isinstance(el, cst.StarredElement)])
+        if isinstance(e, (cst.Integer, cst.Float, cst.SimpleString)):
+            return self.fm.eval(e, {})
+        if isinstance(e, cst.Comparison):
+            return self.fm.eval(e, self._numeric_env())
+        if isinstance(e, cst.IfExp):
+            test = self.fm.eval(e.test, self._numeric_env())
+            if isinstance(test, bool):
+                return self.ev(e.body if test else e.orelse)
+            a, b = self.ev(e.body), self.ev(e.orelse)
+            return _merge(a, b)
+        return UNKNOWN
+
+    def _numeric_env(self) -> dict:
+        env = {k: v for k, v in self.env.items() if not isinstance(v, PathVal)}
+        for k, v in self.inst.attrs.items():
+            env["self." + k] = v
+        return env
+
+    def paths_in(self, call: cst.Call) -> list:
+        return [v for v in (self.ev(a.value) for a in call.args) if isinstance(v, PathVal)]
+
+    def call(self, call: cst.Call) -> Any:
+        func = call.func
+        quals = self.fm.qual(func)
+        # calling a module: self.fc(x), layer(x), self.blocks[i](x)
+        if not quals:
+            target = self.ev(func) if not (isinstance(func, cst.Attribute) and isinstance(self.ev(func.value), PathVal)) else None
+            if isinstance(target, Ctor):
+                args = self.paths_in(call)
+                base = args[0] if args else PathVal("?", ())
+                if target.kind == "torch" and target.cls in C.ATTENTION_MODULES:
+                    self.inst.attention = True
+                    return PathVal(base.root, base.nodes + (Opaque(target.path or "", "attention"),))
+                if target.kind == "torch" and target.cls in C.RECURRENT_MODULES:
+                    out = PathVal(base.root, base.nodes + self.low.module_nodes(target))
+                    return ListVal([out, UNKNOWN])
+                return PathVal(base.root, base.nodes + self.low.module_nodes(target))
+            if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+                method = self.fm._methods(self.inst.cls).get(func.attr.value)
+                if method is not None and func.attr.value != "forward":
+                    return self.call_method(method, call)
+        for q in quals:
+            if q in C.ACTIVATION_FUNCTIONS:
+                return self.append(call, Activation("", C.ACTIVATION_FUNCTIONS[q], self._act_param(q, call)))
+            if q in C.NORM_FUNCTIONS:
+                return self.append(call, Norm("", C.NORM_FUNCTIONS[q]))
+            if q in C.PASSTHROUGH_FUNCTIONS:
+                return self.append(call, None)
+            if q in ("torch.nn.functional.scaled_dot_product_attention",):
+                self.inst.attention = True
+                return self.append(call, Opaque("", "attention"))
+        if isinstance(func, cst.Attribute):
+            owner = self.ev(func.value)
+            method = func.attr.value
+            if isinstance(owner, PathVal):
+                if method in C.ACTIVATION_METHODS:
+                    return PathVal(owner.root, owner.nodes + (Activation("", C.ACTIVATION_METHODS[method]),))
+                if method in C.NEUTRAL_METHODS:
+                    return owner
+                if method in ("chunk", "split", "unbind"):
+                    return ListVal([PathVal(owner.root, owner.nodes + (Opaque("", method),))] * 8)
+                if method in ("mul", "mul_", "div", "div_"):
+                    other = self.paths_in(call)
+                    if not other:
+                        return owner
+                if method in ("add", "add_"):
+                    other = self.paths_in(call)
+                    if other:
+                        return _add(owner, other[0])
+                    return owner
+                if method == "softmax":
+                    return PathVal(owner.root, owner.nodes + (Activation("", "softmax"),))
+                return PathVal(owner.root, owner.nodes + (Opaque("", f".{method}()"),))
+        if "torch.softmax" in quals or "torch.matmul" in quals or "torch.cat" in quals:
+            pass
+        paths = self.paths_in(call)
+        if paths:
+            first = paths[0]
+            return PathVal(first.root, first.nodes + (Opaque("", dotted(func) or "call"),))
+        # list/tuple args (torch.cat([a, b])) hold paths too
+        for a in call.args:
+            v = self.ev(a.value)
+            if isinstance(v, ListVal):
+                ps = [i for i in v.items if isinstance(i, PathVal)]
+                if ps:
+                    return PathVal(ps[0].root, ps[0].nodes + (Opaque("", dotted(func) or "call"),))
+        return UNKNOWN
+
+    def _act_param(self, q: str, call: cst.Call) -> float | None:
+        fn = C.ACTIVATION_FUNCTIONS[q]
+        if fn == "leaky_relu":
+            v = self.fm.eval(_arg_value(call, 1, "negative_slope") or cst.Float("0.01"), self._numeric_env())
+            return float(v) if _num(v) else None
+        return C.ACTIVATION_DEFAULT_PARAM.get(fn)
+
+    def append(self, call: cst.Call, node: Node | None) -> Any:
+        paths = self.paths_in(call)
+        if not paths:
+            return UNKNOWN
+        p = paths[0]
+        return p if node is None else PathVal(p.root, p.nodes + (node,))
+
+    def call_method(self, method: cst.FunctionDef, call: cst.Call) -> Any:
+        if self.low.depth >= MAX_DEPTH:
+            return UNKNOWN
+        sub = _ForwardInterpreter(self.low, self.inst)
+        sub.calls = self.calls
+        params = [p.name.value for p in method.params.params][1:]
+        positional = [a for a in call.args if a.keyword is None]
+        keywords = {a.keyword.value: a.value for a in call.args if a.keyword is not None}
+        for i, p in enumerate(params):
+            if i < len(positional):
+                sub.env[p] = self.ev(positional[i].value)
+            elif p in keywords:
+                sub.env[p] = self.ev(keywords[p])
+            else:
+                sub.env[p] = UNKNOWN
+        self.low.depth += 1
+        try:
+            sub.block(method.body)
+        finally:
+            self.low.depth -= 1
+        self.calls = sub.calls
+        if not sub.returns:
+            return UNKNOWN
+        value = sub.returns[0]
+        for other in sub.returns[1:]:
+            value = _merge(value, other)
+        return value
+
+    def binop(self, e: cst.BinaryOperation) -> Any:
+        a, b = self.ev(e.left), self.ev(e.right)
+        op = e.operator
+        if isinstance(a, PathVal) and isinstance(b, PathVal):
+            if isinstance(op, cst.Add):
+                return _add(a, b)
+            if isinstance(op, cst.Subtract):
+                return _add(a, b)
+            return PathVal(a.root, _common_prefix(a.nodes, b.nodes) + (Opaque("", "product of branches"),))
+        if isinstance(a, PathVal) or isinstance(b, PathVal):
+            p = a if isinstance(a, PathVal) else b
+            other = b if p is a else a
+            if isinstance(op, (cst.Multiply, cst.Divide)) and (_num(other) or isinstance(other, Sym)):
+                # Recorded so that a scaled skip path (DeepNorm's x * alpha + f(x)) is visible.
+                factor = (other if isinstance(op, cst.Multiply) else 1 / other) if _num(other) and other else None
+                return PathVal(p.root, p.nodes + (Passthrough("", f"scale:{factor}" if factor is not None else "scale:?"),))
+            return p  # adding a bias or a positional table leaves the gradient's scale alone
+        return self.fm.eval(e, self._numeric_env())
+
+    def block(self, body: Any) -> None:
+        stmts = body.body if hasattr(body, "body") and not isinstance(body, list) else body
+        if isinstance(stmts, cst.BaseSuite):
+            stmts = stmts.body
+        for stmt in stmts:
+            if self.done:
+                return
+            self.stmt(stmt)
+
+    def assign(self, target: cst.BaseExpression, value: Any) -> None:
+        if isinstance(target, cst.Name):
+            self.env[target.value] = value
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            elements = [el.value for el in target.elements]
+            if isinstance(value, ListVal) and len(value.items) >= len(elements):
+                for t, v in zip(elements, value.items):
+                    self.assign(t, v)
+            elif isinstance(value, PathVal):
+                for t in elements:
+                    self.assign(t, PathVal(value.root, value.nodes + (Opaque("", "tuple"),)))
+            else:
+                for t in elements:
+                    self.assign(t, UNKNOWN)
+
+    def stmt(self, stmt: cst.CSTNode) -> None:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                if isinstance(small, cst.Assign):
+                    v = self.ev(small.value)
+                    for t in small.targets:
+                        self.assign(t.target, v)
+                elif isinstance(small, cst.AnnAssign) and small.value is not None:
+                    self.assign(small.target, self.ev(small.value))
+                elif isinstance(small, cst.AugAssign):
+                    cur = self.ev(small.target)
+                    val = self.ev(small.value)
+                    if isinstance(small.operator, (cst.AddAssign, cst.SubtractAssign)) and isinstance(cur, PathVal) and isinstance(val, PathVal):
+                        self.assign(small.target, _add(cur, val))
+                    elif isinstance(cur, PathVal):
+                        if isinstance(val, PathVal):
+                            self.assign(small.target, PathVal(cur.root, _common_prefix(cur.nodes, val.nodes) + (Opaque("", "product of branches"),)))
+                        else:
+                            self.assign(small.target, cur)
+                    else:
+                        self.assign(small.target, UNKNOWN)
+                elif isinstance(small, cst.Return):
+                    self.returns.append(self.ev(small.value) if small.value is not None else UNKNOWN)
+                    self.done = True
+                elif isinstance(small, cst.Expr):
+                    self.ev(small.value)
+        elif isinstance(stmt, cst.For):
+            self.for_loop(stmt)
+        elif isinstance(stmt, cst.If):
+            self.if_stmt(stmt)
+        elif isinstance(stmt, (cst.With, cst.Try)):
+            self.block(stmt.body)
+        elif isinstance(stmt, cst.While):
+            before = dict(self.env)
+            self.block(stmt.body)
+            self.done = False
+            for k, v in list(self.env.items()):
+                if before.get(k) is not v and isinstance(v, PathVal):
+                    self.env[k] = PathVal(v.root, v.nodes + (Opaque("", "while loop"),))
+
+    def for_loop(self, stmt: cst.For) -> None:
+        env = self._numeric_env()
+        for k, v in self.env.items():
+            env[k] = v
+        try:
+            seq = self.fm._iterable(stmt.iter, env)
+        except _Budget:
+            seq = None
+        if seq is None:
+            # an iterable we cannot see: whatever the loop changes becomes opaque
+            before = dict(self.env)
+            self.fm._bind(stmt.target, UNKNOWN, self.env)
+            self.block(stmt.body)
+            self.done = False
+            for k, v in list(self.env.items()):
+                if before.get(k) is not v and isinstance(v, PathVal):
+                    self.env[k] = PathVal(v.root, _common_prefix(v.nodes, before[k].nodes) if isinstance(before.get(k), PathVal) else v.nodes)
+                    self.env[k] = PathVal(v.root, self.env[k].nodes + (Opaque("", "loop of unknown length"),))
+            return
+        for item in seq:
+            self.fm._bind(stmt.target, item, self.env)
+            self.block(stmt.body)
+            if self.done:
+                return
+
+    def if_stmt(self, stmt: cst.If) -> None:
+        cond = self.fm.eval(stmt.test, self._numeric_env())
+        if isinstance(cond, bool) or cond is None or _num(cond):
+            if cond:
+                self.block(stmt.body)
+            elif stmt.orelse is not None:
+                self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
+            return
+        before = dict(self.env)
+        returns_before = len(self.returns)
+        self.block(stmt.body)
+        body_done = self.done
+        self.done = False
+        after_body = self.env
+        self.env = dict(before)
+        if stmt.orelse is not None:
+            self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
+        else_done = self.done
+        self.done = False
+        after_else = self.env
+        if body_done and else_done:
+            self.done = True
+            return
+        if body_done:
+            self.env = after_else
+            return
+        if else_done:
+            self.env = after_body
+            return
+        merged = {}
+        for k in set(after_body) | set(after_else):
+            merged[k] = _merge(after_body.get(k, UNKNOWN), after_else.get(k, UNKNOWN))
+        self.env = merged
+        del returns_before
+
+    def result(self, main_input: str) -> tuple | None:
+        if not self.returns:
+            return None
+        value = self.returns[0]
+        for other in self.returns[1:]:
+            value = _merge(value, other)
+        if isinstance(value, ListVal):
+            firsts = [v for v in value.items if isinstance(v, PathVal) and v.root == main_input]
+            value = firsts[0] if firsts else None
+        if isinstance(value, PathVal) and value.root == main_input:
+            return value.nodes
+        return None
+
+
+def _common_prefix(a: tuple, b: tuple) -> tuple:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
+def _add(a: PathVal, b: PathVal) -> PathVal:
+    """a + b: when both come from one input, the shared prefix is the skip and the rest a branch."""
+    if a.root != b.root:
+        return a
+    if a.nodes == b.nodes:
+        return a
+    prefix = _common_prefix(a.nodes, b.nodes)
+    ra, rb = a.nodes[len(prefix):], b.nodes[len(prefix):]
+    body, skip = (rb, ra) if len(rb) >= len(ra) else (ra, rb)
+    scaled = bool(skip) and all(isinstance(n, Passthrough) and n.what.startswith("scale:") for n in skip)
+    skip_scale = None
+    if scaled:
+        # The product of the literal factors; NaN when one of them is not a literal (alpha from config).
+        skip_scale = 1.0
+        for n in skip:
+            factor = n.what.split(":", 1)[1]
+            skip_scale = skip_scale * float(factor) if factor != "?" else float("nan")
+    return PathVal(a.root, prefix + (Residual(body=tuple(body), skip_scale=skip_scale),))
+
+
+def _merge(a: Any, b: Any) -> Any:
+    if a is b or a == b:
+        return a
+    if isinstance(a, PathVal) and isinstance(b, PathVal) and a.root == b.root:
+        return PathVal(a.root, _common_prefix(a.nodes, b.nodes) + (Opaque("", "branches differ"),))
+    if isinstance(a, PathVal):
+        return PathVal(a.root, a.nodes + (Opaque("", "branches differ"),))
+    if isinstance(b, PathVal):
+        return PathVal(b.root, b.nodes + (Opaque("", "branches differ"),))
+    return UNKNOWN
+
+
+# ---- entry point ---------------------------------------------------------------------------
 
 def extract(src):
-    return (), ()
+    """(networks, class summaries) of one parsed file."""
+    from gradlint.api import ClassSummary
+
+    fm = FileModel(src)
+    networks: list[Network] = []
+    summaries: list = []
+    for info in fm.classes.values():
+        if not info.is_module:
+            summaries.append(ClassSummary(name=info.name, path=src.path, bases=info.bases))
+            continue
+        try:
+            inst = fm.instantiate(info, None, {})
+            low = Lowerer(fm)
+            low.assign_paths(inst.attrs, "", inst.type_inits)
+            nodes, known = low.forward(inst, "")
+        except (_Budget, RecursionError):
+            summaries.append(ClassSummary(name=info.name, path=src.path, bases=info.bases, is_module=True))
+            continue
+        recurrent = bool(low.recurrents)
+        blocks = _count_blocks(inst, nodes)
+        summaries.append(ClassSummary(name=info.name, path=src.path, bases=info.bases, recurrent=recurrent,
+                                      transformer_blocks=blocks, is_module=True))
+        networks.append(Network(name=info.name, path=src.path, nodes=tuple(nodes) if known else (),
+                                origin=src.span(info.node.name), params=tuple(low.params),
+                                recurrents=tuple(low.recurrents), forward_known=known))
+    networks.extend(_sequential_factories(fm))
+    return tuple(networks), tuple(summaries)
+
+
+def _sequential_factories(fm: FileModel) -> list[Network]:
+    """`def make_model(): return nn.Sequential(...)` and `model = nn.Sequential(...)` at module
+    level are networks too, named after the function or the variable."""
+    out: list[Network] = []
+    candidates: list[tuple[str, Any, cst.CSTNode]] = []
+    for name, fn in fm.functions.items():
+        if "Sequential" not in fm.src.code(fn):
+            continue
+        scope: dict = {}
+        fm._bind_params(list(fn.params.params), fn.params, None, {}, scope)
+        interp = _InitInterpreter(fm, scope, None)
+        try:
+            interp.block(fn.body)
+        except (_Budget, RecursionError):
+            continue
+        candidates.append((name, interp.returned, fn.name))
+    for stmt in fm.src.module.body:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                if (isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name)
+                        and isinstance(small.value, cst.Call) and "Sequential" in fm.src.code(small.value)):
+                    try:
+                        value = fm.eval(small.value, {})
+                    except _Budget:
+                        continue
+                    candidates.append((small.targets[0].target.value, value, small))
+    for name, value, where in candidates:
+        if not (isinstance(value, Ctor) and value.kind == "torch" and value.cls == "Sequential" and value.items):
+            continue
+        low = Lowerer(fm)
+        value.path = ""
+        low.seen.add(id(value))
+        for i, item in enumerate(value.items):
+            low._assign(item, str(i), [])
+        nodes = low.module_nodes(value)
+        out.append(Network(name=name, path=fm.src.path, nodes=tuple(nodes), origin=fm.src.span(where),
+                           params=tuple(low.params), recurrents=tuple(low.recurrents)))
+    return out
+
+
+def _count_blocks(inst: Instance, nodes: tuple) -> int:
+    """Transformer blocks a model holds: library layers, plus instances of this file's classes
+    that do attention, found in its containers."""
+    count = sum(1 for n in nodes if isinstance(n, TransformerBlock))
+
+    def visit(value: Any, seen: set) -> int:
+        if not isinstance(value, Ctor) or id(value) in seen:
+            return 0
+        seen.add(id(value))
+        total = 0
+        if value.kind == "torch" and value.cls in C.TRANSFORMER_LAYERS and not nodes:
+            total += 1
+        if value.items is not None:
+            for item in value.items:
+                if isinstance(item, Ctor) and item.instance is not None and _has_attention(item.instance):
+                    total += 1
+                else:
+                    total += visit(item, seen)
+        if value.instance is not None:
+            for v in value.instance.attrs.values():
+                total += visit(v, seen)
+        return total
+
+    seen: set = set()
+    return count + sum(visit(v, seen) for v in inst.attrs.values())
+
+
+def _has_attention(inst: Instance) -> bool:
+    for v in inst.attrs.values():
+        if isinstance(v, Ctor) and v.kind == "torch" and v.cls in C.ATTENTION_MODULES:
+            return True
+        if isinstance(v, Ctor) and v.instance is not None and _has_attention(v.instance):
+            return True
+        if isinstance(v, Ctor) and v.kind in ("local", "unknown") and "attn" in v.cls.lower() or isinstance(v, Ctor) and "attention" in v.cls.lower():
+            return True
+    return False

@@ -105,7 +105,31 @@ class _ImportCollector(cst.CSTVisitor):
 
 
 def build_import_table(module: cst.Module) -> ImportTable:
-    """Imports anywhere in the file (function-level imports too: they are common in training code)."""
+    """Imports anywhere in the file (function-level imports too: they are common in training code).
+
+    Imports are statements, so only statement bodies are walked, never expressions: a full
+    visitor pass costs as much as the parse on large files.
+    """
     table = ImportTable()
-    module.visit(_ImportCollector(table))
+    collector = _ImportCollector(table)
+    stack: list = list(module.body)
+    while stack:
+        stmt = stack.pop()
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                if isinstance(small, cst.Import):
+                    collector.visit_Import(small)
+                elif isinstance(small, cst.ImportFrom):
+                    collector.visit_ImportFrom(small)
+            continue
+        for attr in ("body", "orelse", "finalbody", "handlers"):
+            value = getattr(stmt, attr, None)
+            if value is None:
+                continue
+            if isinstance(value, (list, tuple)):
+                stack.extend(value)
+            elif isinstance(value, cst.BaseSuite):
+                stack.extend(value.body if isinstance(value.body, (list, tuple)) else [])
+            elif isinstance(value, cst.CSTNode):
+                stack.append(value)
     return table

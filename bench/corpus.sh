@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Fetch real PyTorch code to check gradlint against: the wheels of timm, torchvision, transformers,
+# accelerate and lightning from PyPI (no torch needed: wheels are only unpacked, never installed),
+# then run `gradlint check` over their sources and print the counts per rule.
+#
+#   bench/corpus.sh            # download (once), unpack, check; findings in bench/corpus/findings.json
+#   bench/corpus.sh --no-check # only download and unpack
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+corpus="$here/corpus"
+wheels="$corpus/wheels"
+src="$corpus/src"
+python="${PYTHON:-python3}"
+mkdir -p "$wheels" "$src"
+for pkg in timm torchvision transformers accelerate lightning; do
+  if ! ls "$wheels"/"$pkg"-*.whl >/dev/null 2>&1; then
+    "$python" -m pip download --quiet --no-deps --only-binary=:all: --dest "$wheels" "$pkg" \
+      || "$python" -m pip download --quiet --no-deps --dest "$wheels" "$pkg"
+  fi
+  whl=$(ls "$wheels"/"$pkg"-*.whl | head -n 1)
+  if [ ! -d "$src/$pkg" ]; then
+    mkdir -p "$src/$pkg"
+    "$python" -m zipfile -e "$whl" "$src/$pkg"
+  fi
+done
+[ "${1:-}" = "--no-check" ] && exit 0
+cd "$src"
+start=$(date +%s)
+set +e
+"$python" -m gradlint.cli check . --no-cache --exit-zero --format json --output-file "$corpus/findings.json"
+rc=$?
+set -e
+end=$(date +%s)
+echo "gradlint check over $(find . -name '*.py' | wc -l) files: exit $rc in $((end - start)) s"
+"$python" - "$corpus/findings.json" <<'PY'
+import collections, json, sys
+findings = json.load(open(sys.argv[1]))
+counts = collections.Counter(f["code"] for f in findings)
+for code, n in sorted(counts.items()):
+    print(f"{code} {n}")
+print(f"total {sum(counts.values())}")
+PY

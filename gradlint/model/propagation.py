@@ -1,0 +1,294 @@
+"""Signal propagation over the IR: predicted backward gradient gain of each chain of layers.
+
+For chain layer l with pre-activation z_l = W_l h_{l-1} + b_l and post-activation
+h_l = phi_l(z_l) (phi_l: the composition of the activations between layer l and the next
+parametric layer, identity if none; Passthrough nodes are transparent):
+
+- forward:  q_l = E[z_l^2] = fan_in_l * sigma_l^2 * E[h_{l-1}^2] + E[b_l^2]
+- backward: ||dL/dz_{l-1}||^2 / ||dL/dz_l||^2 = fan_in_l * sigma_l^2 * E[phi_{l-1}'(z_{l-1})^2],
+  z_{l-1} ~ N(0, q_{l-1})
+
+The backward factor uses the fan_in of the later layer: dL/dh_{l-1} = W_l^T dL/dz_l has
+fan_in_l components of variance sigma_l^2 ||dL/dz_l||^2 each. (DESIGN.md writes fan_out_l,
+which is the per-component variance ratio; for the ratio of whole gradient norms, which is what
+the table there measures, fan_in_l is right; the two agree on square layers, and
+bench/measure_chains.py measures a non-square chain to settle it.) The product fan_in * sigma^2
+is known from the init alone for PyTorch's defaults and kaiming fan_in, even for widths known
+only by name.
+
+A chain ends at anything that resets or hides the scale: a norm, a residual block, a recurrent
+layer, a library transformer block, an opaque node, an embedding, an activation outside
+activations.KNOWN (softmax), a dead (constant) layer, and a layer whose fan_in * sigma^2 is
+unknown (which may still start the next chain: a chain's first layer takes no part in its
+gain). It also ends where the forward variance is unknown and the activation is not
+scale-free, since E[phi'(z)^2] then cannot be had.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from gradlint.model import activations as acts
+from gradlint.model.init import bias_variance, fan_times_variance, is_dead, weight_variance
+from gradlint.model.ir import (
+    Activation,
+    InitSpec,
+    Network,
+    Node,
+    Norm,
+    Param,
+    Passthrough,
+    Residual,
+    TransformerBlock,
+)
+
+EMBEDDING_OPS = frozenset({"embedding", "embedding_bag", "embeddingbag"})
+# Norms whose output has unit second moment per feature at initialisation (gamma = 1, beta = 0).
+UNIT_NORMS = frozenset({"batch", "layer", "group", "instance", "rms"})
+
+
+@dataclass(frozen=True)
+class Step:
+    """One parametric layer of a chain.
+
+    activations: those applied after this layer, before the next parametric one.
+    q: variance of this layer's pre-activation output z, None when unknown.
+    factor: ||dL/dz_prev||^2 / ||dL/dz_this||^2, from this step back to the previous one;
+    None for a chain's first step.
+    """
+
+    layer: Param
+    activations: tuple[Activation, ...]
+    q: float | None
+    factor: float | None
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A run of >= 2 parametric layers with nothing between them but activations and
+    passthroughs.
+
+    gain: predicted ||dL/dz_first|| / ||dL/dz_last||, z the pre-activation outputs of the
+    chain's first and last layer: sqrt of the product of the factors of steps 2..L.
+    """
+
+    steps: tuple[Step, ...]
+    gain: float
+
+    @property
+    def depth(self) -> int:
+        return len(self.steps)
+
+    @property
+    def per_layer(self) -> float:
+        """Geometric mean of the per-step gradient-norm ratios sqrt(factor) over steps 2..L,
+        i.e. gain ** (1 / (depth - 1)): the chi-like number a message quotes per layer."""
+        factors = [step.factor for step in self.steps[1:]]
+        if not factors or min(factors) <= 0.0:  # type: ignore[type-var]
+            return 0.0
+        # In logs: a long chain's gain can underflow to 0.0 while its factors are ordinary.
+        return math.exp(0.5 * sum(math.log(f) for f in factors) / len(factors))  # type: ignore[arg-type]
+
+    @property
+    def chi(self) -> float:
+        """Geometric mean of the factors (squared-norm ratio per layer), per_layer ** 2: the
+        "chi ~ 0.02 per layer" of a message."""
+        return self.per_layer**2
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        return tuple(step.layer.name for step in self.steps)
+
+    @property
+    def first(self) -> Param:
+        return self.steps[0].layer
+
+
+@dataclass(frozen=True)
+class ActivationStat:
+    """The pre-activation variance q feeding an activation, where it is known.
+
+    layer: the Param directly before the activation (passthroughs skipped), None when
+    something else is (a norm, another activation, the network input).
+    """
+
+    activation: Activation
+    layer: Param | None
+    q: float
+
+
+@dataclass(frozen=True)
+class Analysis:
+    chains: tuple[Chain, ...]
+    activations: tuple[ActivationStat, ...]
+
+
+class _Walk:
+    """One node sequence (the network, or a residual body) walked in order."""
+
+    def __init__(self, chains: list[Chain], stats: list[ActivationStat], moment: float | None):
+        self.chains, self.stats = chains, stats
+        # The signal is tracked as a Gaussian source of variance `source` (a pre-activation, or
+        # the input taken as N(0, E[x^2])) followed by the activations applied since.
+        self.source: float | None = moment
+        self.applied: list[Activation] = []
+        self.direct: Param | None = None  # the Param directly before the next node
+        self.done: list[Step] = []  # the current chain's finished steps
+        self.pending: Step | None = None  # its latest step, still collecting activations
+
+    def out_moment(self) -> float | None:
+        """E[x^2] of the signal at this point."""
+        if self.source is None or not self.applied:
+            return self.source
+        return acts.composed_moments(self._fns(), self.source)[0]
+
+    def _fns(self) -> list[tuple[str, float | None]]:
+        return [(a.fn, a.param) for a in self.applied]
+
+    def _close_pending(self) -> None:
+        if self.pending is not None:
+            p = self.pending
+            self.done.append(Step(p.layer, tuple(self.applied), p.q, p.factor))
+            self.pending = None
+
+    def flush(self) -> None:
+        """End the current chain, reporting it when it has >= 2 steps."""
+        self._close_pending()
+        if len(self.done) >= 2:
+            factors = [step.factor for step in self.done[1:]]
+            if min(factors) <= 0.0:  # type: ignore[type-var]
+                gain = 0.0
+            else:
+                logs = sum(math.log(f) for f in factors)  # type: ignore[arg-type]
+                gain = math.exp(max(0.5 * logs, -745.0)) if logs < 1400 else math.inf
+            self.chains.append(Chain(tuple(self.done), gain))
+        self.done = []
+
+    def reset(self, moment: float | None) -> None:
+        self.flush()
+        self.source, self.applied, self.direct = moment, [], None
+
+    def run(self, nodes: Sequence[Node]) -> float | None:
+        """Walk the nodes; return E[x^2] of the output (None: unknown)."""
+        for node in nodes:
+            if isinstance(node, Passthrough):
+                continue
+            if isinstance(node, Activation):
+                self.activation(node)
+            elif isinstance(node, Param):
+                self.param(node)
+            elif isinstance(node, Norm):
+                self.reset(1.0 if node.kind in UNIT_NORMS else None)
+            elif isinstance(node, Residual):
+                incoming = self.out_moment()
+                self.reset(None)
+                body = _Walk(self.chains, self.stats, incoming).run(node.body)
+                self.source = _residual_moment(incoming, body, node.skip_scale, node.branch_scale)
+            elif isinstance(node, TransformerBlock):
+                # Post-LN blocks end in LayerNorm (unit scale); pre-LN ones in x + f(x).
+                self.reset(1.0 if node.norm_first is False else None)
+            else:
+                # Recurrent, Opaque, and any node kind this module does not know: never guess.
+                self.reset(None)
+        out = self.out_moment()
+        self.flush()
+        return out
+
+    def activation(self, node: Activation) -> None:
+        if node.fn not in acts.KNOWN:
+            self.reset(None)
+            return
+        feeding = self.out_moment()
+        if feeding is not None:
+            self.stats.append(ActivationStat(node, self.direct, feeding))
+        self.applied.append(node)
+        self.direct = None
+
+    def param(self, node: Param) -> None:
+        incoming = self.out_moment()
+        if node.op.lower() in EMBEDDING_OPS:
+            self.reset(_embedding_moment(node))
+            self.direct = node  # GL104 skips activations on embeddings: it must see this one
+            return
+        if is_dead(node.init):
+            # GL105's business; what follows a constant layer is not a signal worth modelling.
+            self.reset(None)
+            return
+        ftv = fan_times_variance(node.init, node.fan_in, node.fan_out)
+        q = None
+        if ftv is not None and incoming is not None:
+            q = ftv * incoming + bias_variance(node.bias_init, node.fan_in)
+            if not math.isfinite(q):
+                q = None  # overflowed: the scale is lost, not infinite
+        factor = None
+        if self.pending is not None and ftv is not None:
+            if self.source is not None:
+                factor = ftv * acts.composed_moments(self._fns(), self.source)[1]
+            elif acts.is_scale_free([a.fn for a in self.applied]):
+                factor = ftv * acts.composed_moments(self._fns(), 1.0)[1]
+        if factor is None:
+            # A new chain: this layer's own factor is unknown, but a first step needs none.
+            self.flush()
+        else:
+            self._close_pending()
+        self.pending = Step(node, (), q, factor)
+        self.source, self.applied, self.direct = q, [], node
+
+
+def _embedding_moment(node: Param) -> float | None:
+    """E[h^2] of an embedding's output: the table entries' second moment."""
+    v = weight_variance(node.init, node.fan_in, node.fan_out)
+    if v is None:
+        return None
+    mean = node.init.get("mean", 0.0) if node.init.scheme in ("measured", "normal") else 0.0
+    if isinstance(mean, (int, float)) and not isinstance(mean, bool):
+        v += float(mean) ** 2
+    return v
+
+
+def _residual_moment(
+    incoming: float | None, body: float | None, skip: float | None, branch: float | None
+) -> float | None:
+    """E[(s x + b f(x))^2] = s^2 E[x^2] + b^2 E[f(x)^2], the branch taken as uncorrelated with
+    its input (as it is at initialisation, to first order)."""
+    if incoming is None or body is None:
+        return None
+    s = 1.0 if skip is None else skip
+    b = 1.0 if branch is None else branch
+    return s * s * incoming + b * b * body
+
+
+def analyse_nodes(nodes: Sequence[Node], input_second_moment: float | None = 1.0) -> Analysis:
+    """Chains and activation statistics of a node sequence whose input has E[x^2] =
+    input_second_moment (None: unknown)."""
+    chains: list[Chain] = []
+    stats: list[ActivationStat] = []
+    if input_second_moment is not None and not (0.0 <= input_second_moment < math.inf):
+        input_second_moment = None
+    _Walk(chains, stats, input_second_moment).run(tuple(nodes))
+    return Analysis(tuple(chains), tuple(stats))
+
+
+def analyse(network: Network, input_second_moment: float | None = 1.0) -> Analysis:
+    """analyse_nodes over the network's forward order; nothing when forward was not followed."""
+    if not network.forward_known:
+        return Analysis((), ())
+    return analyse_nodes(network.nodes, input_second_moment)
+
+
+def replace_inits(nodes: Sequence[Node], init_for: Callable[[Param], InitSpec | None]) -> tuple[Node, ...]:
+    """The node sequence with each Param's init replaced by init_for(param) (None: kept),
+    residual bodies included: for "what would the gain be with a matching init" (GL103)."""
+    out: list[Node] = []
+    for node in nodes:
+        if isinstance(node, Param):
+            new = init_for(node)
+            out.append(node if new is None else dataclasses.replace(node, init=new))
+        elif isinstance(node, Residual):
+            out.append(dataclasses.replace(node, body=replace_inits(node.body, init_for)))
+        else:
+            out.append(node)
+    return tuple(out)

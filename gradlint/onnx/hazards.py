@@ -1,0 +1,275 @@
+"""Numerically unsafe ONNX graph patterns (GL302, GL306-GL309), matched on the GraphIndex.
+
+Each match becomes a `GraphHazard`; the numerics rule of the same code turns it into a finding
+(Rule.graph_hazards), so the patterns live with the front-end and the rule stays one class for
+Python and ONNX. Every graph is searched, the bodies of If/Loop/Scan included. Operands that
+depend on no graph input (weights, constants, shapes) never match: no gradient flows there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from gradlint.findings import GraphNode, SourceSpan
+from gradlint.onnx.graph import GraphIndex, attr
+
+Found = tuple[GraphIndex, int]
+
+
+@dataclass(frozen=True)
+class GraphHazard:
+    code: str
+    node: GraphNode
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+    span: SourceSpan | None = None
+
+
+def find_hazards(root: GraphIndex) -> list[GraphHazard]:
+    out: list[GraphHazard] = []
+    for g in root.walk():
+        for i, node in enumerate(g.nodes):
+            for check in _CHECKS.get(node.op_type, ()):
+                out.extend(check(g, i))
+    return out
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def _op(found: Found | None) -> str | None:
+    return found[0].nodes[found[1]].op_type if found else None
+
+
+def _positive(g: GraphIndex, name: str) -> bool:
+    v = g.scalar(name) if name else None
+    return v is not None and v > 0
+
+
+def _clip_bounds(g: GraphIndex, i: int) -> tuple[float | None, float | None]:
+    node = g.nodes[i]
+    if g.opset < 11:
+        lo, hi = attr(node, "min"), attr(node, "max")
+        return (float(lo) if lo is not None else None, float(hi) if hi is not None else None)
+    lo = g.scalar(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+    hi = g.scalar(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    return lo, hi
+
+
+def _eps_guard(found: Found) -> str | None:
+    """How a value is kept away from zero, when its producer does so."""
+    g, i = found
+    node = g.nodes[i]
+    if node.op_type == "Add" and any(_positive(g, x) for x in node.input):
+        return "an eps Add"
+    if node.op_type == "Max" and any(_positive(g, x) for x in node.input):
+        return "a Max with a positive constant"
+    if node.op_type == "Clip":
+        lo, _ = _clip_bounds(g, i)
+        if lo is not None and lo > 0:
+            return "a Clip with min > 0"
+    return None
+
+
+def _square(found: Found | None) -> bool:
+    if found is None:
+        return False
+    g, i = found
+    node = g.nodes[i]
+    if node.op_type == "Pow" and len(node.input) == 2 and g.scalar(node.input[1]) == 2.0:
+        return True
+    return node.op_type == "Mul" and len(node.input) == 2 and node.input[0] == node.input[1]
+
+
+def _sum_of_squares(g: GraphIndex, name: str) -> str | None:
+    """What makes `name` a sum of squares that can be exactly zero, or None (safe or unknown)."""
+    found = g.through(name)
+    if found is None or _eps_guard(found):
+        return None
+    fg, i = found
+    node = fg.nodes[i]
+    if node.op_type == "ReduceSumSquare":
+        return "ReduceSumSquare"
+    if node.op_type in ("ReduceSum", "ReduceMean") and node.input and _square(fg.through(node.input[0])):
+        return f"{node.op_type} of squares"
+    if _square(found):
+        return "a square"
+    if node.op_type == "Add" and len(node.input) == 2:
+        parts = [_sum_of_squares(fg, x) for x in node.input]
+        if all(parts):
+            return "a sum of squares"
+    return None
+
+
+def _unsafe_norm(g: GraphIndex, name: str) -> str | None:
+    """What makes `name` a norm or standard deviation with no eps, or None."""
+    found = g.through(name)
+    if found is None or _eps_guard(found):
+        return None
+    fg, i = found
+    node = fg.nodes[i]
+    if node.op_type == "ReduceL2":
+        return "ReduceL2 (a vector norm)"
+    if node.op_type == "Sqrt" or (node.op_type == "Pow" and len(node.input) == 2 and fg.scalar(node.input[1]) == 0.5):
+        inner = _sum_of_squares(fg, node.input[0])
+        if inner:
+            return f"{node.op_type} of {inner}"
+    return None
+
+
+def _hazard(code: str, g: GraphIndex, i: int, message: str, **data: Any) -> GraphHazard:
+    ref = g.ref(i)
+    return GraphHazard(code=code, node=ref, message=message,
+                       data={"node": ref.name, "op_type": ref.op_type, "index": ref.index, **data})
+
+
+# -- GL302: Log of a probability ---------------------------------------------------------------
+
+def _gl302(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
+    node = g.nodes[i]
+    if not node.input or g.is_static(node.input[0]):
+        return
+    found = g.through(node.input[0])
+    op = _op(found)
+    if op in ("Softmax", "Sigmoid"):
+        fix = "LogSoftmax" if op == "Softmax" else "-Softplus(-x) (logsigmoid)"
+        yield _hazard("GL302", g, i, f"Log of a {op} output: {op} rounds to exactly 0 for confident inputs "
+                                     f"and Log gives -inf with NaN gradients; compute {fix} instead",
+                      producer=op)
+        return
+    if op == "Sub" and found is not None:
+        fg, j = found
+        a, b = (list(fg.nodes[j].input) + ["", ""])[:2]
+        if fg.scalar(a) == 1.0 and _op(fg.through(b)) == "Sigmoid":
+            yield _hazard("GL302", g, i, "Log of 1 - Sigmoid: it rounds to exactly 0 for large inputs and Log "
+                                         "gives -inf with NaN gradients; compute -Softplus(x) instead",
+                          producer="1-Sigmoid")
+
+
+# -- GL306: Sqrt at zero -----------------------------------------------------------------------
+
+def _gl306(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
+    node = g.nodes[i]
+    if not node.input or g.is_static(node.input[0]):
+        return
+    if node.op_type == "Pow" and not (len(node.input) == 2 and g.scalar(node.input[1]) == 0.5):
+        return
+    what = _sum_of_squares(g, node.input[0])
+    if what:
+        yield _hazard("GL306", g, i, f"{node.op_type} of {what} with no eps Add, Max or Clip(min > 0): "
+                                     "the gradient of sqrt at 0 is infinite and becomes NaN",
+                      operand=what)
+
+
+# -- GL307: division by a norm without eps ------------------------------------------------------
+
+def _gl307(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
+    node = g.nodes[i]
+    divisor = node.input[1] if node.op_type == "Div" and len(node.input) == 2 else (
+        node.input[0] if node.op_type == "Reciprocal" and node.input else None)
+    if not divisor or g.is_static(divisor):
+        return
+    what = _unsafe_norm(g, divisor)
+    if what:
+        yield _hazard("GL307", g, i, f"{node.op_type} by {what} with no eps: a zero vector gives 0/0 "
+                                     "(NaN) forward and backward; add an eps to the divisor",
+                      divisor=what)
+
+
+# -- GL308: acos/asin without margin ------------------------------------------------------------
+
+def _gl308(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
+    node = g.nodes[i]
+    if not node.input or g.is_static(node.input[0]):
+        return
+    lo, hi = _bounds(g, node.input[0])
+    if lo is not None and hi is not None and lo > -1.0 and hi < 1.0:
+        return
+    if lo is not None and hi is not None:
+        why = f"is clamped to [{lo:g}, {hi:g}], which reaches ±1"
+    else:
+        why = "is not clamped"
+    yield _hazard("GL308", g, i, f"{node.op_type} whose input {why}: the gradient 1/sqrt(1 - x²) is infinite "
+                                 "at ±1; clamp to [-1 + eps, 1 - eps]", lower=lo, upper=hi)
+
+
+def _bounds(g: GraphIndex, name: str) -> tuple[float | None, float | None]:
+    """The constant bounds a value is clamped to by Clip or Min/Max, as far as they are known."""
+    lo = hi = None
+    for _ in range(4):
+        found = g.through(name)
+        if found is None:
+            break
+        fg, i = found
+        node = fg.nodes[i]
+        if node.op_type == "Clip":
+            c_lo, c_hi = _clip_bounds(fg, i)
+            lo = c_lo if lo is None else lo
+            hi = c_hi if hi is None else hi
+            name, g = node.input[0], fg
+        elif node.op_type in ("Min", "Max") and len(node.input) == 2:
+            consts = [fg.scalar(x) for x in node.input]
+            dyn = [x for x, c in zip(node.input, consts) if c is None]
+            known = [c for c in consts if c is not None]
+            if len(dyn) != 1 or not known:
+                break
+            if node.op_type == "Min" and hi is None:
+                hi = known[0]
+            elif node.op_type == "Max" and lo is None:
+                lo = known[0]
+            name, g = dyn[0], fg
+        else:
+            break
+        if lo is not None and hi is not None:
+            break
+    return lo, hi
+
+
+# -- GL309: Where with a NaN branch --------------------------------------------------------------
+
+_UNSAFE = {"Log": 0, "Sqrt": 0, "Reciprocal": 0, "Acos": 0, "Asin": 0, "Div": 1}
+
+
+def _gl309(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
+    node = g.nodes[i]
+    for pos in (1, 2):
+        if len(node.input) <= pos or not node.input[pos]:
+            continue
+        found = g.through(node.input[pos])
+        if found is None:
+            continue
+        fg, j = found
+        branch = fg.nodes[j]
+        k = _UNSAFE.get(branch.op_type)
+        if k is None or len(branch.input) <= k:
+            continue
+        operand = branch.input[k]
+        if fg.is_static(operand) or _guarded(fg, operand):
+            continue
+        yield _hazard("GL309", g, i, f"Where selects between branches, one of which is {branch.op_type} of an "
+                                     "unclamped input: where it is masked out its NaN/inf still flows into "
+                                     "the gradient (0 * inf = NaN); clamp the operand before the "
+                                     f"{branch.op_type}", branch=branch.op_type, branch_node=fg.ref(j).name)
+        return
+
+
+def _guarded(g: GraphIndex, name: str) -> bool:
+    found = g.through(name)
+    if found is None:
+        return False
+    fg, i = found
+    op = fg.nodes[i].op_type
+    # A Where (the double-where trick), an Exp, a Clip or Max: the operand was made safe.
+    return bool(_eps_guard(found)) or op in ("Where", "Exp", "Softplus", "Clip", "Max", "Min")
+
+
+_CHECKS = {
+    "Log": (_gl302,),
+    "Sqrt": (_gl306,),
+    "Pow": (_gl306,),
+    "Div": (_gl307,),
+    "Reciprocal": (_gl307,),
+    "Acos": (_gl308,),
+    "Asin": (_gl308,),
+    "Where": (_gl309,),
+}

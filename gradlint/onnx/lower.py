@@ -1,0 +1,774 @@
+"""Lowering an ONNX graph to the model IR: the main path from the main input to the main output,
+with parametric layers carrying the exact statistics of their weights.
+
+How it goes: multi-node patterns exporters emit for one operation (GELU's Erf form, SiLU's
+x*sigmoid(x), LayerNorm and RMSNorm spelled out) are fused into units first; then the units that
+carry data from the main input to the main output form a DAG, and it is read as a sequence: a fork
+whose branches meet again in an `Add` with the fork's own value is a residual block (its body is
+the other branch), any other fork-and-join (attention, gating, concatenation) is one `Opaque`
+node. Anything not understood is `Opaque` too: an unknown never becomes a guess.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from gradlint.findings import GraphNode
+from gradlint.model.ir import (
+    Activation, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent, Residual,
+)
+from gradlint.onnx.graph import SHAPE_OPS, GraphIndex, attr
+from gradlint.onnx.load import TensorStats
+
+ACTIVATIONS = {
+    "Relu": "relu", "LeakyRelu": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Gelu": "gelu",
+    "FastGelu": "gelu", "BiasGelu": "gelu", "QuickGelu": "gelu", "Softplus": "softplus",
+    "HardSigmoid": "hardsigmoid", "Elu": "elu", "Selu": "selu", "Celu": "celu", "HardSwish": "hardswish",
+    "Mish": "mish", "Softsign": "softsign", "PRelu": "prelu", "Softmax": "softmax",
+}
+# ONNX defaults of the parameter each activation takes.
+_ACT_PARAM = {"LeakyRelu": ("alpha", 0.01), "Elu": ("alpha", 1.0), "Celu": ("alpha", 1.0),
+              "HardSigmoid": ("alpha", 0.2)}
+NORMS = {
+    "BatchNormalization": "batch", "LayerNormalization": "layer", "InstanceNormalization": "instance",
+    "GroupNormalization": "group", "SimplifiedLayerNormalization": "rms", "RMSNormalization": "rms",
+    "LRN": "local_response",
+}
+PASSTHROUGH = frozenset({
+    "Dropout", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "Reshape",
+    "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Cast", "CastLike", "Pad", "Slice", "Concat",
+    "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Expand", "Tile", "Gather", "Split",
+    "ReduceMean", "ReduceMax", "LogSoftmax", "MaxRoiPool", "Shrink",
+})
+SKIP = frozenset({"Identity"})
+RECURRENT = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
+WEIGHTED = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "Gather"})
+
+
+@dataclass
+class Unit:
+    """One step of the data path: a single node, or a fused group of nodes."""
+
+    members: tuple[int, ...]
+    head: int  # the node that names the unit
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    ir: tuple[Node, ...] | None = None  # set for fused groups
+
+
+def module_path(node_name: str, weight_name: str | None = None) -> str:
+    """The PyTorch module path an exporter encoded: from the weight's name (`body.0.weight`) or the
+    node's scope (`/enc.0/body/body.0/Gemm` -> `enc.0.body.0`); else the node name itself."""
+    if weight_name and not weight_name.startswith("onnx::"):
+        for suffix in (".weight", ".weight_orig", ".weight_v", ".embedding"):
+            if weight_name.endswith(suffix) and len(weight_name) > len(suffix):
+                return weight_name[: -len(suffix)]
+    if node_name.startswith("/") and node_name.count("/") >= 2:
+        path: list[str] = []
+        for seg in node_name.strip("/").split("/")[:-1]:
+            atoms = [a for a in seg.split(".") if a]
+            if not atoms:
+                continue
+            # torch names a scope by its qualified name from the last non-numeric atom on
+            # ('body.0' inside 'enc.0.body'): the atoms it repeats are merged, not appended.
+            k = max((j for j, a in enumerate(path) if not a.isdigit()), default=-1)
+            tail = path[k + 1:]
+            if k >= 0 and atoms[0] == path[k] and atoms[1:1 + len(tail)] == tail:
+                path = path[:k] + atoms
+            else:
+                path = path + atoms
+        if path:
+            return ".".join(path)
+    return node_name
+
+
+def torch_fans(shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """torch.nn.init._calculate_fan_in_and_fan_out for a weight of this shape."""
+    if len(shape) < 2:
+        return None
+    rf = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
+    return int(shape[1]) * rf, int(shape[0]) * rf
+
+
+class Lowering:
+    def __init__(self, index: GraphIndex, stats: dict[str, TensorStats], display: str) -> None:
+        self.g = index
+        self.stats = stats
+        self.display = display
+        self.nodes = index.nodes
+        self._params: dict[int, Param | None] = {}
+
+    # -- weights -------------------------------------------------------------------------------
+
+    def weight_source(self, name: str) -> tuple[str, tuple[int, ...]] | None:
+        """(tensor name, effective shape) of a static weight operand, through Identity/Cast/Transpose."""
+        perm_total: list[int] | None = None
+        for _ in range(16):
+            t = self.g.initializer(name)
+            if t is not None:
+                shape = tuple(int(d) for d in t.dims)
+                if perm_total is not None and len(perm_total) == len(shape):
+                    shape = tuple(shape[p] for p in perm_total)
+                return name, shape
+            found = self.g.producer(name)
+            if found is None:
+                return None
+            g, i = found
+            node = g.nodes[i]
+            if node.op_type == "Constant":
+                value = next((a.t for a in node.attribute if a.name == "value"), None)
+                if value is None:
+                    return None
+                shape = tuple(int(d) for d in value.dims)
+                if perm_total is not None and len(perm_total) == len(shape):
+                    shape = tuple(shape[p] for p in perm_total)
+                return name, shape
+            if node.op_type in ("Identity", "Cast") and node.input:
+                name = node.input[0]
+            elif node.op_type == "Transpose" and node.input:
+                perm = attr(node, "perm")
+                if perm is None:
+                    return None
+                perm = [int(p) for p in perm]
+                perm_total = perm if perm_total is None else [perm[p] for p in perm_total]
+                name = node.input[0]
+            else:
+                return None
+        return None
+
+    def measured(self, tensor: str, scale: float = 1.0, origin: GraphNode | None = None) -> InitSpec:
+        st = self._stats_for(tensor)
+        if st is None or st.mean is None or st.variance is None:
+            return InitSpec("unknown", (), origin)
+        return InitSpec("measured", (("mean", st.mean * scale), ("variance", st.variance * scale * scale)), origin)
+
+    def _stats_for(self, name: str) -> TensorStats | None:
+        for _ in range(16):
+            if name in self.stats:
+                return self.stats[name]
+            found = self.g.producer(name)
+            if found is None:
+                return None
+            g, i = found
+            node = g.nodes[i]
+            if node.op_type in ("Identity", "Cast", "Transpose") and node.input:
+                name = node.input[0]
+            else:
+                return None
+        return None
+
+    def param(self, i: int) -> Param | None:
+        """The Param of a weighted node (MatMul/Gemm/Conv/ConvTranspose/Gather on a table), or None."""
+        if i in self._params:
+            return self._params[i]
+        self._params[i] = p = self._param(i)
+        return p
+
+    def _param(self, i: int) -> Param | None:
+        node = self.nodes[i]
+        op = node.op_type
+        ins = list(node.input)
+        ref = self.g.ref(i)
+        if op in ("MatMul", "Gemm") and len(ins) >= 2:
+            right = self.weight_source(ins[1]) if self.g.is_static(ins[1]) else None
+            left = self.weight_source(ins[0]) if self.g.is_static(ins[0]) else None
+            if (right is None) == (left is None):
+                return None
+            scale = 1.0
+            if op == "Gemm":
+                scale = float(attr(node, "alpha", 1.0))
+            if right is not None:
+                tensor, shape = right
+                if len(shape) < 2:
+                    return None
+                trans = op == "Gemm" and int(attr(node, "transB", 0)) == 1
+                fan_in, fan_out = (shape[-1], shape[-2]) if trans else (shape[-2], shape[-1])
+            else:
+                tensor, shape = left  # type: ignore[misc]
+                if len(shape) < 2:
+                    return None
+                trans = op == "Gemm" and int(attr(node, "transA", 0)) == 1
+                fan_in, fan_out = (shape[-2], shape[-1]) if trans else (shape[-1], shape[-2])
+            bias = ins[2] if op == "Gemm" and len(ins) > 2 and ins[2] else None
+            beta = float(attr(node, "beta", 1.0)) if op == "Gemm" else 1.0
+            path = self._layer_name(node, ins[1] if right is not None else ins[0], tensor)
+            return Param(
+                name=path, op="linear", fan_in=int(fan_in), fan_out=int(fan_out),
+                init=self.measured(tensor, scale, ref), origin=ref, attr=path.rsplit(".", 1)[-1],
+                bias_init=self.measured(bias, beta, ref) if bias else None,
+            )
+        if op in ("Conv", "ConvTranspose") and len(ins) >= 2 and self.g.is_static(ins[1]):
+            src = self.weight_source(ins[1])
+            if src is None:
+                return None
+            tensor, shape = src
+            fans = torch_fans(shape)
+            if fans is None:
+                return None
+            dims = len(shape) - 2
+            kind = "conv" if op == "Conv" else "conv_transpose"
+            bias = ins[2] if len(ins) > 2 and ins[2] else None
+            path = self._layer_name(node, ins[1], tensor)
+            return Param(
+                name=path, op=f"{kind}{dims}d", fan_in=fans[0], fan_out=fans[1],
+                init=self.measured(tensor, 1.0, ref), origin=ref, attr=path.rsplit(".", 1)[-1],
+                bias_init=self.measured(bias, 1.0, ref) if bias else None,
+            )
+        if op == "Gather" and len(ins) >= 2 and self.g.is_static(ins[0]) and not self.g.is_static(ins[1]):
+            src = self.weight_source(ins[0])
+            if src is None or len(src[1]) != 2:
+                return None
+            tensor, shape = src
+            fans = torch_fans(shape)
+            path = self._layer_name(node, ins[0], tensor)
+            return Param(
+                name=path, op="embedding", fan_in=fans[0], fan_out=fans[1],  # type: ignore[index]
+                init=self.measured(tensor, 1.0, ref), origin=ref, attr=path.rsplit(".", 1)[-1],
+            )
+        return None
+
+    def _layer_name(self, node, operand: str, tensor: str) -> str:
+        # The operand's own name first: torch names deduplicated weights by an Identity whose
+        # output keeps the second layer's parameter name.
+        for name in (operand, tensor):
+            path = module_path("", name)
+            if path != name and path:
+                return path
+        return module_path(node.name) if node.name else f"{node.op_type}"  # unnamed: origin has the index
+
+    def recurrent(self, i: int) -> Recurrent:
+        node = self.nodes[i]
+        cell = RECURRENT[node.op_type]
+        acts = [a.decode() if isinstance(a, bytes) else str(a) for a in (attr(node, "activations") or [])]
+        # The activation that shapes the recurrence: RNN's only one; LSTM's and GRU's candidate.
+        pos = 0 if cell == "rnn" else 1
+        nonlin = acts[pos].lower() if len(acts) > pos else "tanh"
+        hidden = attr(node, "hidden_size")
+        ins = list(node.input)
+        ref = self.g.ref(i)
+        # Only an identity recurrence (IRNN) is recorded: the architecture rules read any other
+        # explicit weight_hh init as a deliberate choice, and measured weights are not one.
+        init = None
+        if cell == "rnn" and len(ins) > 2 and ins[2] and self._is_identity_stack(ins[2]):
+            init = InitSpec("eye", (), ref)
+        return Recurrent(name=module_path(node.name), cell=cell, nonlinearity=nonlin,
+                         hidden=int(hidden) if hidden is not None else None, num_layers=1, origin=ref,
+                         weight_hh_init=init)
+
+    def _is_identity_stack(self, name: str) -> bool:
+        t = self.g.initializer(name)
+        if t is None or len(t.dims) != 3 or t.dims[1] != t.dims[2] or t.dims[1] > 4096:
+            return False
+        from gradlint.onnx.load import small_value
+
+        value = small_value(t, self.g.loaded, limit=int(np.prod(t.dims)))
+        if value is None:
+            return False
+        eye = np.eye(int(t.dims[1]), dtype=value.dtype)
+        return all(np.array_equal(value[d], eye) for d in range(value.shape[0]))
+
+    # -- units -----------------------------------------------------------------------------------
+
+    def node_ir(self, i: int) -> list[Node]:
+        """The IR of one node on the data path."""
+        node = self.nodes[i]
+        op = node.op_type
+        ref = self.g.ref(i)
+        name = module_path(node.name) if node.name else ref.name
+        if op in SKIP:
+            return []
+        p = self.param(i) if op in WEIGHTED else None
+        if p is not None:
+            return [p]
+        if op in ACTIVATIONS:
+            param = None
+            if op in _ACT_PARAM:
+                key, default = _ACT_PARAM[op]
+                # attributes are float32: 0.2 arrives as 0.20000000298, print-worthy after rounding
+                param = float(f"{float(attr(node, key, default)):.7g}")
+            return [Activation(name=name, fn=ACTIVATIONS[op], param=param, origin=ref)]
+        if op in NORMS:
+            return [Norm(name=name, kind=NORMS[op], origin=ref)]
+        if op in RECURRENT:
+            return [self.recurrent(i)]
+        if op == "Clip":
+            fn = self._clip_activation(i)
+            if fn:
+                return [Activation(name=name, fn=fn, origin=ref)]
+            return [Opaque(name=name, what="Clip with bounds that are not an activation's", origin=ref)]
+        dyn = [x for x in node.input if x and not self.g.is_static(x)]
+        if op in ("Add", "Sub") and len(dyn) == 1:
+            return []  # a bias: no change of gradient scale
+        if op in ("Mul", "Div") and len(dyn) == 1:
+            other = next(x for x in node.input if x and x not in dyn)
+            c = self.g.scalar(other)
+            if c is not None and c == 1.0:
+                return []
+            return [Opaque(name=name, what=f"{op} by a constant", origin=ref)]
+        if op == "Gather" and not self.g.is_static(node.input[0]):
+            return [Passthrough(name=name, what=op, origin=ref)]
+        if op in PASSTHROUGH and op != "Gather":
+            return [Passthrough(name=name, what=op.lower() if op == "LogSoftmax" else op, origin=ref)]
+        return [Opaque(name=name, what=f"ONNX {op}", origin=ref)]
+
+    def _clip_activation(self, i: int) -> str | None:
+        node = self.nodes[i]
+        lo = hi = None
+        if len(node.input) > 1 and node.input[1]:
+            lo = self.g.scalar(node.input[1])
+        if len(node.input) > 2 and node.input[2]:
+            hi = self.g.scalar(node.input[2])
+        if self.g.opset < 11:
+            lo, hi = attr(node, "min"), attr(node, "max")
+        if lo == 0.0 and hi == 6.0:
+            return "relu6"
+        if lo == 0.0 and (hi is None or math.isinf(hi)):
+            return "relu"
+        if lo == -1.0 and hi == 1.0:
+            return "hardtanh"
+        return None
+
+    # -- fusion of multi-node patterns ------------------------------------------------------------
+
+    def fuse(self) -> list[Unit]:
+        taken: set[int] = set()
+        fused: list[Unit] = []
+        matchers: list[Callable[[int], tuple[list[int], str, str, Node] | None]] = [
+            self._match_layernorm, self._match_rmsnorm, self._match_gelu_erf, self._match_gated,
+        ]
+        for i in range(len(self.nodes)):
+            if i in taken:
+                continue
+            for match in matchers:
+                found = match(i)
+                if found is None:
+                    continue
+                members, x, out, ir = found
+                if taken.intersection(members) or not self._closed(members, out):
+                    continue
+                taken.update(members)
+                members = sorted(set(members))
+                fused.append(Unit(tuple(members), head=members[-1], inputs=(x,), outputs=(out,), ir=(ir,)))
+                break
+        units = fused + [
+            Unit((i,), i, self.g.node_inputs(i), tuple(o for o in self.nodes[i].output if o))
+            for i in range(len(self.nodes)) if i not in taken
+        ]
+        units.sort(key=lambda u: u.members[-1])
+        return units
+
+    def _closed(self, members: list[int], out: str) -> bool:
+        """Only `out` may leave the group: an intermediate value used elsewhere forbids the fusion."""
+        ms = set(members)
+        for m in ms:
+            for o in self.nodes[m].output:
+                if o and o != out and (any(c not in ms for c in self.g.consumers.get(o, ())) or o in self.g.outputs):
+                    return False
+        return True
+
+    def _prod(self, name: str, op: str | tuple[str, ...]) -> int | None:
+        i = self.g.producers.get(name)
+        if i is None:
+            return None
+        ops = (op,) if isinstance(op, str) else op
+        return i if self.nodes[i].op_type in ops else None
+
+    def _one_consumer(self, name: str, op: str | tuple[str, ...]) -> int | None:
+        cons = self.g.consumers.get(name, [])
+        if len(cons) != 1:
+            return None
+        ops = (op,) if isinstance(op, str) else op
+        return cons[0] if self.nodes[cons[0]].op_type in ops else None
+
+    def _other(self, i: int, name: str) -> str | None:
+        ins = [x for x in self.nodes[i].input if x]
+        if len(ins) != 2 or name not in ins:
+            return None
+        return ins[1] if ins[0] == name else ins[0]
+
+    def _square_of(self, name: str) -> tuple[int, str] | None:
+        """(node, x) when name = Pow(x, 2) or Mul(x, x)."""
+        i = self._prod(name, ("Pow", "Mul"))
+        if i is None:
+            return None
+        node = self.nodes[i]
+        if node.op_type == "Pow" and len(node.input) == 2 and self.g.scalar(node.input[1]) == 2.0:
+            return i, node.input[0]
+        if node.op_type == "Mul" and len(node.input) == 2 and node.input[0] == node.input[1]:
+            return i, node.input[0]
+        return None
+
+    def _rsqrt_of_mean_square(self, name: str) -> tuple[list[int], str] | None:
+        """For name = Sqrt(ReduceMean(sq(x)) [+ eps]): (nodes, x)."""
+        s = self._prod(name, "Sqrt")
+        if s is None:
+            return None
+        members = [s]
+        inner = self.nodes[s].input[0]
+        a = self._prod(inner, "Add")
+        if a is not None:
+            other = [x for x in self.nodes[a].input if x and self.g.is_static(x)]
+            if len(other) != 1:
+                return None
+            members.append(a)
+            inner = next(x for x in self.nodes[a].input if x and x not in other)
+        rm = self._prod(inner, "ReduceMean")
+        if rm is None:
+            return None
+        sq = self._square_of(self.nodes[rm].input[0])
+        if sq is None:
+            return None
+        members += [rm, sq[0]]
+        return members, sq[1]
+
+    def _absorb_affine(self, members: list[int], out: str) -> str:
+        """Follow a norm's Mul(gamma) and Add(beta) by constants into the fused group."""
+        for op in ("Mul", "Add"):
+            c = self._one_consumer(out, op)
+            if c is None:
+                continue
+            other = self._other(c, out)
+            if other is None or not self.g.is_static(other):
+                continue
+            members.append(c)
+            out = self.nodes[c].output[0]
+        return out
+
+    def _match_layernorm(self, i: int):
+        node = self.nodes[i]
+        if node.op_type not in ("Div", "Mul") or len(node.input) != 2:
+            return None
+        d, s = node.input
+        members = [i]
+        if node.op_type == "Mul":
+            # d * Reciprocal(sqrt(...)), either order
+            for a, b in ((d, s), (s, d)):
+                r = self._prod(b, "Reciprocal")
+                if r is not None:
+                    d, s = a, self.nodes[r].input[0]
+                    members.append(r)
+                    break
+            else:
+                return None
+        sub = self._prod(d, "Sub")
+        if sub is None:
+            return None
+        x, m = self.nodes[sub].input[:2]
+        rm = self._prod(m, "ReduceMean")
+        if rm is None or self.nodes[rm].input[0] != x:
+            return None
+        found = self._rsqrt_of_mean_square(s)
+        if found is None or found[1] != d:
+            return None
+        members += [sub, rm] + found[0]
+        out = self._absorb_affine(members, node.output[0])
+        return members, x, out, Norm(name=module_path(node.name), kind="layer", origin=self.g.ref(i))
+
+    def _match_rmsnorm(self, i: int):
+        node = self.nodes[i]
+        if node.op_type not in ("Div", "Mul") or len(node.input) != 2:
+            return None
+        for x, s in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
+            members = [i]
+            if node.op_type == "Mul":
+                r = self._prod(s, "Reciprocal")
+                if r is None:
+                    continue
+                members.append(r)
+                s = self.nodes[r].input[0]
+            elif s != node.input[1]:
+                continue
+            found = self._rsqrt_of_mean_square(s)
+            if found is None or found[1] != x:
+                continue
+            members += found[0]
+            out = self._absorb_affine(members, node.output[0])
+            return members, x, out, Norm(name=module_path(node.name), kind="rms", origin=self.g.ref(i))
+        return None
+
+    def _match_gelu_erf(self, i: int):
+        """x * 0.5 * (1 + erf(x / sqrt(2))), the multiplications in any order."""
+        node = self.nodes[i]
+        if node.op_type != "Erf":
+            return None
+        pre = self._prod(node.input[0], ("Div", "Mul"))
+        if pre is None:
+            return None
+        x, c = self.nodes[pre].input[:2]
+        k = self.g.scalar(c)
+        want = math.sqrt(2.0) if self.nodes[pre].op_type == "Div" else 1 / math.sqrt(2.0)
+        if k is None or abs(k - want) > 1e-3:
+            return None
+        add = self._one_consumer(node.output[0], "Add")
+        if add is None or self.g.scalar(self._other(add, node.output[0]) or "") != 1.0:
+            return None
+        members = [pre, i, add]
+        cur = self.nodes[add].output[0]
+        have_x = have_half = False
+        for _ in range(2):
+            mul = self._one_consumer(cur, "Mul")
+            if mul is None:
+                return None
+            other = self._other(mul, cur)
+            if other is None:
+                return None
+            if other == x and not have_x:
+                have_x = True
+            elif self.g.scalar(other) is not None and abs(self.g.scalar(other) - 0.5) < 1e-6 and not have_half:  # type: ignore[operator]
+                have_half = True
+            else:
+                h = self._prod(other, "Mul")
+                if h is None or have_x or have_half:
+                    return None
+                hx = self._other(h, x)
+                if hx is None or self.g.scalar(hx) is None or abs(self.g.scalar(hx) - 0.5) > 1e-6:  # type: ignore[operator]
+                    return None
+                members.append(h)
+                have_x = have_half = True
+            members.append(mul)
+            cur = self.nodes[mul].output[0]
+            if have_x and have_half:
+                return members, x, cur, Activation(name=module_path(self.nodes[mul].name), fn="gelu",
+                                                   origin=self.g.ref(mul))
+        return None
+
+    _GATES = {("Sigmoid",): "silu", ("HardSigmoid",): "hardswish", ("Softplus", "Tanh"): "mish"}
+
+    def _match_gated(self, i: int):
+        """x * f(x) with f a short chain of unary ops: SiLU, decomposed HardSwish, Mish, QuickGELU."""
+        node = self.nodes[i]
+        if node.op_type != "Mul" or len(node.input) != 2:
+            return None
+        for x, y in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
+            chain: list[int] = []
+            cur = y
+            scale = None
+            while len(chain) < 3:
+                j = self.g.producers.get(cur)
+                if j is None:
+                    break
+                chain.append(j)
+                n = self.nodes[j]
+                if n.op_type == "Mul" and len(n.input) == 2 and x in n.input:
+                    scale = self.g.scalar(self._other(j, x) or "")
+                    cur = x
+                    break
+                cur = n.input[0] if n.input else ""
+                if cur == x:
+                    break
+            if cur != x or not chain:
+                continue
+            ops = tuple(self.nodes[j].op_type for j in reversed(chain))
+            if scale is not None and ops[1:] == ("Sigmoid",) and abs(scale - 1.702) < 1e-3:
+                fn = "gelu"
+            elif scale is None and ops in self._GATES:
+                fn = self._GATES[ops]
+                if fn == "hardswish":
+                    hs = self.nodes[chain[0]]
+                    if abs(float(attr(hs, "alpha", 0.2)) - 1 / 6) > 1e-4:
+                        continue
+            else:
+                continue
+            return chain + [i], x, node.output[0], Activation(name=module_path(node.name), fn=fn,
+                                                                origin=self.g.ref(i))
+        return None
+
+    # -- the data path --------------------------------------------------------------------------
+
+    def network(self) -> Network:
+        units = self.fuse()
+        main_in = self._main_input(units)
+        params = tuple(p for p in (self.param(i) for i, n in enumerate(self.nodes) if n.op_type in WEIGHTED) if p)
+        recurrents = tuple(self.recurrent(i) for i, n in enumerate(self.nodes) if n.op_type in RECURRENT)
+        nodes: tuple[Node, ...] = ()
+        if main_in is not None:
+            nodes = tuple(_Path(self, units, main_in).lower())
+        return Network(name=self.g.name or "graph", path=self.display, nodes=nodes, origin=None,
+                       params=params, recurrents=recurrents, forward_known=main_in is not None)
+
+    def _reach(self, units: list[Unit], start: str) -> tuple[set[str], list[int]]:
+        dynamic = {start}
+        reached: list[int] = []
+        for k, u in enumerate(units):
+            if self.nodes[u.head].op_type in SHAPE_OPS and len(u.members) == 1:
+                continue
+            if any(x in dynamic for x in u.inputs):
+                dynamic.update(u.outputs)
+                reached.append(k)
+        return dynamic, reached
+
+    def _main_input(self, units: list[Unit]) -> str | None:
+        """The graph input that feeds the most weighted layers (the data, not a mask or a length)."""
+        best, best_score = None, -1
+        for name in self.g.inputs:
+            _, reached = self._reach(units, name)
+            score = sum(1 for k in reached for m in units[k].members if self.nodes[m].op_type in WEIGHTED)
+            if score > best_score:
+                best, best_score = name, score
+        return best
+
+
+ENTRY, EXIT = -1, -2
+
+
+class _Path:
+    """The unit DAG between the main input and the main output, read as a node sequence."""
+
+    def __init__(self, low: Lowering, units: list[Unit], main_in: str) -> None:
+        self.low = low
+        self.units = units
+        dynamic, reached = low._reach(units, main_in)
+        producer: dict[str, int] = {main_in: ENTRY}
+        for k in reached:
+            for o in units[k].outputs:
+                producer[o] = k
+        out = next((o for o in low.g.outputs if o in dynamic), None)
+        self.succ: dict[int, list[int]] = {ENTRY: [], EXIT: []}
+        self.pred: dict[int, list[int]] = {ENTRY: [], EXIT: []}
+        for k in reached:
+            self.succ.setdefault(k, [])
+            self.pred.setdefault(k, [])
+            for x in units[k].inputs:
+                p = producer.get(x)
+                if p is not None and p not in self.pred[k]:
+                    self.pred[k].append(p)
+                    self.succ[p].append(k)
+        self.ok = out is not None
+        if out is not None:
+            self.pred[EXIT].append(producer[out])
+            self.succ[producer[out]].append(EXIT)
+        self._prune()
+        order = [ENTRY] + [k for k in reached if k in self.succ] + [EXIT]
+        self.pos = {k: n for n, k in enumerate(order)}
+        self.ipdom = self._postdominators(order)
+
+    def _prune(self) -> None:
+        """Keep only units on some path to the main output."""
+        live = {EXIT}
+        stack = [EXIT]
+        while stack:
+            k = stack.pop()
+            for p in self.pred.get(k, []):
+                if p not in live:
+                    live.add(p)
+                    stack.append(p)
+        for k in list(self.succ):
+            if k not in live:
+                del self.succ[k]
+                self.pred.pop(k, None)
+        for k in self.succ:
+            self.succ[k] = [s for s in self.succ[k] if s in live]
+            self.pred[k] = [p for p in self.pred.get(k, []) if p in live]
+
+    def _postdominators(self, order: list[int]) -> dict[int, int]:
+        ipdom = {EXIT: EXIT}
+        for k in reversed(order[:-1]):
+            succs = self.succ.get(k, [])
+            if not succs:
+                ipdom[k] = EXIT
+                continue
+            d = succs[0]
+            for s in succs[1:]:
+                d = self._intersect(d, s, ipdom)
+            ipdom[k] = d
+        return ipdom
+
+    def _intersect(self, a: int, b: int, ipdom: dict[int, int]) -> int:
+        while a != b:
+            if self.pos[a] < self.pos[b]:
+                a = ipdom[a]
+            else:
+                b = ipdom[b]
+        return a
+
+    def lower(self) -> list[Node]:
+        if not self.ok:
+            return []
+        return self.walk(ENTRY, EXIT, emit_first=False)
+
+    def ir(self, k: int) -> list[Node]:
+        u = self.units[k]
+        if u.ir is not None:
+            return list(u.ir)
+        return self.low.node_ir(u.head)
+
+    def ref(self, k: int) -> GraphNode:
+        return self.low.g.ref(self.units[k].head)
+
+    def walk(self, first: int, stop: int, emit_first: bool = True) -> list[Node]:
+        out: list[Node] = []
+        k, emit = first, emit_first
+        guard = 0
+        while k != stop and k != EXIT and guard < 100000:
+            guard += 1
+            if emit:
+                out.extend(self.ir(k))
+            succs = self.succ.get(k, [])
+            if not succs:
+                break
+            if len(succs) == 1:
+                nxt = succs[0]
+                if nxt != stop and nxt != EXIT and len(self.pred[nxt]) > 1:
+                    # A join whose fork is not on this walk: the structure is not nested.
+                    ref = self.ref(nxt)
+                    out.append(Opaque(name=ref.name, what=f"{ref.op_type} joining paths", origin=ref))
+                    break
+                k, emit = nxt, True
+                continue
+            m = self.ipdom[k]
+            out.extend(self.fork(k, succs, m))
+            k, emit = m, False
+        return out
+
+    def fork(self, f: int, succs: list[int], m: int) -> list[Node]:
+        """The nodes of a fork at f whose branches meet at m (m's own node included)."""
+        if m != EXIT and self._is_add_join(m) and len(succs) == 2:
+            ref = self.ref(m)
+            name = module_path(ref.name) if ref.name.startswith("/") else ref.name
+            if m in succs:
+                other = succs[0] if succs[1] == m else succs[1]
+                return [Residual(body=tuple(self.walk(other, m)), name=name, origin=ref)]
+            branches = [self.walk(s, m) for s in succs]
+            skips = [b for b in branches if _is_shortcut(b)]
+            if skips:
+                skip = min(skips, key=len)
+                body = branches[1] if skip is branches[0] else branches[0]
+                scale = self._scalar_scale(succs[branches.index(skip)], m)
+                return [Residual(body=tuple(body), name=name, origin=ref, skip_scale=scale)]
+        ref = self.ref(m) if m != EXIT else self.ref(f)
+        what = (f"{ref.op_type} joining {len(succs)} branches" if m != EXIT
+                else f"{len(succs)} branches to the outputs")
+        return [Opaque(name=ref.name, what=what, origin=ref)]
+
+    def _is_add_join(self, m: int) -> bool:
+        u = self.units[m]
+        return u.ir is None and self.low.nodes[u.head].op_type == "Add" and len(self.pred.get(m, [])) == 2
+
+    def _scalar_scale(self, s: int, m: int) -> float | None:
+        """DeepNorm-style alpha: the skip branch is one Mul by a scalar constant."""
+        u = self.units[s]
+        node = self.low.nodes[u.head]
+        if u.ir is not None or node.op_type != "Mul" or self.succ.get(s) != [m]:
+            return None
+        for x in node.input:
+            if x and self.low.g.is_static(x):
+                return self.low.g.scalar(x)
+        return None
+
+
+def _is_shortcut(branch: list[Node]) -> bool:
+    """A projection shortcut: at most one Param, no activation (conv1x1 + BN, a scale)."""
+    params = sum(isinstance(n, Param) for n in branch)
+    acts = sum(isinstance(n, (Activation, Recurrent, Residual)) for n in branch)
+    return params <= 1 and acts == 0 and all(not isinstance(n, Opaque) or "by a constant" in n.what for n in branch)
+
+
+def lower_graph(index: GraphIndex, stats: dict[str, TensorStats], display: str) -> Network:
+    return Lowering(index, stats, display).network()
+
+
+__all__ = ["lower_graph", "module_path", "torch_fans", "Lowering"]

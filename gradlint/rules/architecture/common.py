@@ -1,0 +1,109 @@
+"""What the architecture rules share: per-file analyses (computed once), locations, chain wording."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from gradlint.findings import GraphNode, SourceSpan
+from gradlint.model.ir import Network, Origin, Param
+from gradlint.model.propagation import Analysis, Chain, analyse
+from gradlint.registry import RuleContext
+
+RELU_FAMILY = frozenset({"relu", "leaky_relu", "relu6", "prelu", "elu", "celu", "selu"})
+SQUASHING = frozenset({"tanh", "sigmoid", "hardtanh", "softsign"})
+
+ACTIVATION_NAMES = {
+    "relu": "ReLU", "leaky_relu": "LeakyReLU", "relu6": "ReLU6", "prelu": "PReLU", "elu": "ELU", "celu": "CELU",
+    "selu": "SELU", "gelu": "GELU", "silu": "SiLU", "mish": "Mish", "tanh": "Tanh", "sigmoid": "Sigmoid",
+    "hardtanh": "Hardtanh", "softsign": "Softsign", "softplus": "Softplus", "hardsigmoid": "Hardsigmoid",
+    "hardswish": "Hardswish", "identity": "no activation", "logsigmoid": "LogSigmoid", "tanhshrink": "Tanhshrink",
+    "softmax": "Softmax",
+}
+
+
+def analyses(ctx: RuleContext) -> list[tuple[Network, Analysis]]:
+    """Every network of the file with its analysis; computed once per file for all rules."""
+    cache = ctx.facts.__dict__.setdefault("_analyses", None)
+    if cache is None:
+        cache = []
+        for network in ctx.facts.networks:
+            try:
+                cache.append((network, analyse(network)))
+            except (ValueError, ArithmeticError, KeyError):
+                # A network the maths cannot handle is skipped, never guessed about.
+                continue
+        ctx.facts.__dict__["_analyses"] = cache
+    return cache
+
+
+def location(origin: Origin) -> tuple[SourceSpan | None, GraphNode | None]:
+    if isinstance(origin, GraphNode):
+        return None, origin
+    if isinstance(origin, SourceSpan):
+        return origin, None
+    return None, None
+
+
+def unique_chains(ctx: RuleContext) -> Iterator[tuple[Network, Chain]]:
+    """Chains of every network, each chain once: a block class lowered on its own and inlined in
+    its parent yields the same chain twice (same layers, same source), which is one finding."""
+    seen: set = set()
+    for network, analysis in analyses(ctx):
+        for chain in analysis.chains:
+            key = tuple((s.layer.origin, s.layer.init) for s in chain.steps)
+            if key in seen:
+                continue
+            seen.add(key)
+            yield network, chain
+
+
+def describe_init(layer: Param) -> str:
+    init = layer.init
+    if init.scheme == "torch-linear":
+        return "PyTorch default init"
+    if init.scheme == "torch-embedding":
+        return "PyTorch default init (N(0, 1))"
+    if init.scheme == "measured":
+        var = init.get("variance")
+        return f"weights with std {float(var) ** 0.5:.3g}" if isinstance(var, (int, float)) else "measured weights"
+    args = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v:g}" for k, v in init.params
+                     if not (k == "mean" and v == 0.0))
+    return f"{init.scheme}_({args})"
+
+
+def chain_cause(chain: Chain) -> str:
+    acts: list[str] = []
+    for step in chain.steps[:-1]:
+        names = [ACTIVATION_NAMES.get(a.fn, a.fn) for a in step.activations] or ["no activation"]
+        label = "+".join(names)
+        if label not in acts:
+            acts.append(label)
+    inits: list[str] = []
+    for step in chain.steps:
+        d = describe_init(step.layer)
+        if d not in inits:
+            inits.append(d)
+    factors = [s.factor for s in chain.steps[1:] if s.factor is not None]
+    per = ""
+    if factors:
+        geo = 1.0
+        for f in factors:
+            geo *= f
+        geo **= 1 / len(factors)
+        per = f": χ ≈ {geo:.2g} per layer"
+    return f"{', '.join(acts)}, {'; '.join(inits)}{per}"
+
+
+def chain_data(network: Network, chain: Chain, **extra) -> dict:
+    data = {"network": network.name, "modules": tuple(s.layer.name for s in chain.steps),
+            "predicted": chain.gain, "depth": len(chain.steps)}
+    data.update(extra)
+    return data
+
+
+def fmt(x: float) -> str:
+    """4.1e-10, 0.35, 6.4e3: two significant digits, exponents without padding."""
+    if x == 0 or 1e-2 <= abs(x) < 1e3:
+        return f"{x:.2g}"
+    mantissa, exp = f"{x:.1e}".split("e")
+    return f"{mantissa}e{int(exp)}"

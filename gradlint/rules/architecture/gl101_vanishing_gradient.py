@@ -1,0 +1,148 @@
+"""GL101 vanishing-gradient: a chain whose predicted backward gain is below the threshold."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from gradlint.findings import Finding, Severity
+from gradlint.registry import Example, Option, Rule, RuleContext, positive_float
+from gradlint.rules.architecture.common import chain_cause, chain_data, fmt, location, unique_chains
+
+DEEP_SIGMOID = """\
+import torch.nn as nn
+
+class MLP(nn.Module):
+    def __init__(self, depth=12, width=256):
+        super().__init__()
+        layers = []
+        for _ in range(depth):
+            layers += [nn.Linear(width, width), nn.Sigmoid()]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.body(x)
+"""
+
+
+class VanishingGradient(Rule):
+    """
+    ## What it does
+    Predicts, from the layers, activations and initialisation written in the source (or the real
+    weights of an ONNX model), how much the gradient shrinks from the last layer of a chain to its
+    first, and reports chains whose predicted gain ‖∂L/∂z_first‖ / ‖∂L/∂z_last‖ is below
+    `vanishing-threshold`. A chain is a run of Linear/Conv layers with no normalisation and no
+    residual connection between them; each layer multiplies the squared gradient norm by
+    χ = fan_in·σ²·E[φ'(z)²] (see DESIGN.md), which for PyTorch's default init before a sigmoid is
+    about 0.02.
+
+    ## Why is this bad?
+    The first layers of such a chain receive gradients many orders of magnitude smaller than the
+    last: they barely train, and the loss plateaus after hours of GPU time. Twelve
+    `Linear(256) + Sigmoid` layers with PyTorch's default initialisation have a measured gain of
+    4e-10.
+
+    ## Example
+    ```python
+    layers = []
+    for _ in range(12):
+        layers += [nn.Linear(256, 256), nn.Sigmoid()]
+    self.body = nn.Sequential(*layers)
+    ```
+
+    ## Use instead
+    Use a ReLU-family activation with He initialisation, or break the chain with normalisation or
+    residual connections:
+    ```python
+    for _ in range(12):
+        lin = nn.Linear(256, 256)
+        nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
+        layers += [lin, nn.ReLU()]
+    ```
+
+    ## Options
+    - `vanishing-threshold` (default 1e-3): report chains whose predicted gain is below this.
+
+    ## References
+    - Glorot & Bengio, *Understanding the difficulty of training deep feedforward neural networks* (2010).
+    - Schoenholz et al., *Deep Information Propagation* (2017): the χ criterion.
+    - `bench/measure_chains.py` measures the predictions in torch (DESIGN.md's table).
+    """
+
+    code = "GL101"
+    name = "vanishing-gradient"
+    severity = Severity.WARNING
+    summary = "Predicted gradient gain across a chain of layers is vanishingly small"
+    inputs = frozenset({"python", "onnx"})
+    options = {"vanishing-threshold": Option(1e-3, positive_float, "report chains with predicted gain below this")}
+    invalid = [
+        Example(DEEP_SIGMOID),
+        Example("""\
+import torch.nn as nn
+from torch.nn import ReLU
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(512, 512) for _ in range(16)])
+        self.act = ReLU()
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = self.act(layer(x))
+        return x
+""", note="16 x Linear(512) + ReLU with PyTorch's default init: 1.6e-6 measured"),
+    ]
+    valid = [
+        Example(DEEP_SIGMOID.replace("nn.Linear(width, width), nn.Sigmoid()",
+                                     "nn.Linear(width, width), nn.LayerNorm(width), nn.Sigmoid()"),
+                note="a norm after every layer breaks the chain"),
+        Example("""\
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self, d=256, n=12):
+        super().__init__()
+        self.fcs = nn.ModuleList(nn.Linear(d, d) for _ in range(n))
+
+    def forward(self, x):
+        for fc in self.fcs:
+            x = x + fc(x).sigmoid()
+        return x
+""", note="residual connections"),
+        Example("""\
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 64)
+        self.fc2 = nn.Linear(64, 1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc2(torch.relu(self.fc1(x))))
+""", note="a final output sigmoid is not part of any chain"),
+        Example("""\
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(128, 128, num_layers=4)
+        self.out = nn.Linear(128, 10)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.out(y)
+""", note="LSTM gate internals are not a chain"),
+    ]
+
+    def check(self, ctx: RuleContext) -> Iterator[Finding]:
+        threshold = ctx.options["vanishing-threshold"]
+        for network, chain in unique_chains(ctx):
+            if chain.gain < threshold:
+                span, node = location(chain.first.origin)
+                yield ctx.finding(
+                    f"predicted gradient gain {fmt(chain.gain)} across {chain.depth} layers "
+                    f"({chain_cause(chain)}) in {network.name}: the first layers barely train",
+                    span, node=node, data=chain_data(network, chain, threshold=threshold),
+                )

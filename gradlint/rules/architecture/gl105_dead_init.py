@@ -1,0 +1,236 @@
+"""GL105 dead-init: initialisations that make hidden layers' gradients exactly zero."""
+
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+from gradlint.findings import Finding, Severity
+from gradlint.model.init import is_dead
+from gradlint.model.ir import Activation, Param, Passthrough
+from gradlint.registry import Example, Rule, RuleContext
+from gradlint.rules.architecture.common import RELU_FAMILY, location
+
+# Zero-initialised on purpose: output heads and projections (a zero residual branch starts as the
+# identity), gates, adaLN-Zero modulation, zero_init_residual, ControlNet zero-convs, LoRA's B,
+# ReZero/Fixup scales.
+_GUARDED = re.compile(
+    r"(head|out|proj|gate|adaln|modulation|zero|lora|control|final|last|classifier|logit|skip|"
+    r"rezero|fixup|alpha|scale|residual|readout|policy|value)", re.I)
+_HIDDEN_OPS = ("linear", "conv1d", "conv2d", "conv3d", "convtranspose1d", "convtranspose2d", "convtranspose3d")
+
+ZERO_LOOP = """\
+import torch.nn as nn
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(32, 64)
+        self.fc2 = nn.Linear(64, 64)
+        self.fc3 = nn.Linear(64, 10)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        return self.fc3(self.fc2(self.fc1(x).relu()).relu())
+"""
+
+
+def _guarded(p: Param) -> bool:
+    return bool(_GUARDED.search(p.attr or "")) or bool(_GUARDED.search((p.name or "").rsplit(".", 1)[-1]))
+
+
+def _zero(spec) -> bool:
+    return spec is not None and spec.scheme == "zeros"
+
+
+class DeadInit(Rule):
+    """
+    ## What it does
+    Reports initialisations that leave hidden layers with exactly zero gradient: every hidden
+    Linear/Conv weight zeroed by an init loop; a zero weight with no bias (or a zero bias) feeding
+    a ReLU-family activation; two constant-initialised layers in a row.
+
+    ## Why is this bad?
+    With W = 0, the gradient reaching the layers below is Wᵀg = 0; a ReLU fed by exact zeros has
+    derivative 0; constant weights give every unit the same gradient, so they never become
+    different. These networks do not train, whatever the optimiser.
+
+    ## Example
+    ```python
+    for m in self.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.zeros_(m.weight)
+    ```
+
+    ## Use instead
+    Zero only the layers meant to start at zero (an output head, the last layer of a residual
+    branch, adaLN-Zero modulation, LoRA's B) and give hidden layers a random init:
+    ```python
+    for m in self.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+    ```
+
+    ## References
+    - Goodfellow, Bengio & Courville, *Deep Learning* (2016), §8.4: breaking symmetry.
+    """
+
+    code = "GL105"
+    name = "dead-init"
+    severity = Severity.ERROR
+    summary = "Initialisation leaves hidden layers with exactly zero gradient"
+    inputs = frozenset({"python"})
+    invalid = [
+        Example(ZERO_LOOP),
+        Example("""\
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(32, 64, bias=False)
+        nn.init.zeros_(self.hidden.weight)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(64, 1)
+
+    def forward(self, x):
+        return self.head(self.act(self.hidden(x)))
+""", note="zero weight, no bias, into ReLU"),
+        Example("""\
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(16, 16)
+        self.b = nn.Linear(16, 16)
+        nn.init.constant_(self.a.weight, 0.5)
+        nn.init.constant_(self.b.weight, 0.5)
+
+    def forward(self, x):
+        return self.b(self.a(x).tanh())
+""", note="two constant-initialised layers in a row"),
+    ]
+    valid = [
+        Example(ZERO_LOOP.replace("nn.init.zeros_(m.weight)", "nn.init.kaiming_normal_(m.weight)"),
+                note="only biases zeroed"),
+        Example("""\
+import torch.nn as nn
+
+class Block(nn.Module):
+    def __init__(self, d=64):
+        super().__init__()
+        self.fc1 = nn.Linear(d, d)
+        self.proj = nn.Linear(d, d)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x):
+        return x + self.proj(self.fc1(x).relu())
+""", note="zero-initialised residual projection"),
+        Example("""\
+import torch.nn as nn
+
+class LoRA(nn.Module):
+    def __init__(self, d=64, r=4):
+        super().__init__()
+        self.lora_A = nn.Linear(d, r, bias=False)
+        self.lora_B = nn.Linear(r, d, bias=False)
+        nn.init.zeros_(self.lora_B.weight)
+
+    def forward(self, x):
+        return self.lora_B(self.lora_A(x))
+""", note="LoRA B"),
+        Example("""\
+import torch.nn as nn
+
+class Tok(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(100, 16, padding_idx=0)
+        self.emb.weight.data[0].zero_()
+
+    def forward(self, x):
+        return self.emb(x)
+""", note="weight[padding_idx]"),
+    ]
+
+    def check(self, ctx: RuleContext) -> Iterator[Finding]:
+        seen: set = set()
+
+        def emit(where, message, network, modules) -> Finding | None:
+            key = (where, message)
+            if key in seen:
+                return None
+            seen.add(key)
+            span, node = location(where)
+            return ctx.finding(message, span, node=node, data={"network": network.name, "modules": tuple(modules)})
+
+        for network in ctx.facts.networks:
+            hidden = [p for p in network.params if p.op in _HIDDEN_OPS]
+            # (a) one init statement zeroes every Linear/Conv weight of the model
+            if len(hidden) >= 2 and all(_zero(p.init) for p in hidden):
+                origins = {p.init.origin for p in hidden}
+                if len(origins) == 1:
+                    f = emit(next(iter(origins)),
+                             f"every Linear/Conv weight of {network.name} ({len(hidden)} layers) is zero-initialised: "
+                             f"the gradient reaching hidden layers is exactly zero and they never train",
+                             network, [p.name for p in hidden])
+                    if f:
+                        yield f
+                    continue
+            nodes = list(_flatten(network.nodes))
+            for i, n in enumerate(nodes):
+                if not isinstance(n, Param) or n.op not in _HIDDEN_OPS or _guarded(n):
+                    continue
+                # (b) zero weight, no or zero bias, into a ReLU-family activation
+                if _zero(n.init) and (n.bias_init is not None and n.bias_init.scheme in ("none", "zeros")):
+                    nxt = _next_activation(nodes, i)
+                    if nxt is not None and nxt.fn in RELU_FAMILY:
+                        f = emit(n.init.origin or n.origin,
+                                 f"{n.name} has zero weights and no bias feeding {nxt.fn}: its output is exactly 0, "
+                                 f"where the ReLU derivative is 0, so no gradient flows through it",
+                                 network, [n.name])
+                        if f:
+                            yield f
+                        continue
+                # (c) two constant-initialised layers in a row
+                if is_dead(n.init):
+                    nxt_param = _next_param(nodes, i)
+                    if nxt_param is not None and is_dead(nxt_param.init) and not _guarded(nxt_param):
+                        f = emit(n.init.origin or n.origin,
+                                 f"{n.name} and {nxt_param.name} are both constant-initialised ({n.init.scheme}, "
+                                 f"{nxt_param.init.scheme}): every unit gets the same gradient, or none",
+                                 network, [n.name, nxt_param.name])
+                        if f:
+                            yield f
+
+
+def _flatten(nodes):
+    from gradlint.model.ir import Residual
+
+    for n in nodes:
+        if isinstance(n, Residual):
+            yield from _flatten(n.body)
+        else:
+            yield n
+
+
+def _next_activation(nodes, i):
+    for n in nodes[i + 1:]:
+        if isinstance(n, Passthrough):
+            continue
+        return n if isinstance(n, Activation) else None
+    return None
+
+
+def _next_param(nodes, i):
+    for n in nodes[i + 1:]:
+        if isinstance(n, (Activation, Passthrough)):
+            continue
+        return n if isinstance(n, Param) else None
+    return None

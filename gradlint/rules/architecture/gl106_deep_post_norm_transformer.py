@@ -1,0 +1,137 @@
+"""GL106 deep-post-norm-transformer: Post-LN transformer blocks stacked deeper than the threshold."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+from gradlint.findings import Finding, Severity
+from gradlint.model.ir import Norm, Residual, TransformerBlock
+from gradlint.registry import Example, Option, Rule, RuleContext, positive_int
+from gradlint.rules.architecture.common import location
+
+LIBRARY_POST_LN = """\
+import torch.nn as nn
+
+class Encoder(nn.Module):
+    def __init__(self, d_model=512, depth=12):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(d_model, nhead=8)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=depth)
+
+    def forward(self, x):
+        return self.encoder(x)
+"""
+
+CUSTOM_POST_LN = """\
+import torch.nn as nn
+
+class Block(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d, 8)
+        self.norm1 = nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.norm2 = nn.LayerNorm(d)
+
+    def forward(self, x):
+        x = self.norm1(x + self.attn(x, x, x)[0])
+        x = self.norm2(x + self.ff(x))
+        return x
+
+class Model(nn.Module):
+    def __init__(self, d=256, n=16):
+        super().__init__()
+        self.blocks = nn.ModuleList([Block(d) for _ in range(n)])
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+"""
+
+
+def _block_id(name: str) -> str:
+    # 'blocks.3.norm1' -> 'blocks.3': sublayers of one block share the prefix of their module path.
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+class DeepPostNormTransformer(Rule):
+    """
+    ## What it does
+    Counts Post-LN transformer blocks — `nn.TransformerEncoderLayer`/`DecoderLayer` without
+    `norm_first=True`, custom blocks written `norm(x + f(x))`, ONNX `Add → LayerNormalization` —
+    and reports a stack of `post-norm-depth` or more.
+
+    ## Why is this bad?
+    In a Post-LN transformer the gradient of the layers near the output is large and that of the
+    layers near the input small; without a long learning-rate warm-up, deep Post-LN stacks
+    diverge or train poorly (Xiong et al. 2020). Pre-LN (`norm_first=True`) keeps a clean residual
+    path and trains stably at depth.
+
+    ## Example
+    ```python
+    layer = nn.TransformerEncoderLayer(512, nhead=8)
+    self.encoder = nn.TransformerEncoder(layer, num_layers=12)
+    ```
+
+    ## Use instead
+    ```python
+    layer = nn.TransformerEncoderLayer(512, nhead=8, norm_first=True)
+    ```
+    or keep Post-LN with DeepNorm residual scaling (`norm(x * alpha + f(x))`).
+
+    ## Options
+    - `post-norm-depth` (default 12): the smallest stack reported.
+
+    ## References
+    - Xiong et al., *On Layer Normalization in the Transformer Architecture* (2020).
+    - Wang et al., *DeepNet: Scaling Transformers to 1,000 Layers* (2022).
+    """
+
+    code = "GL106"
+    name = "deep-post-norm-transformer"
+    severity = Severity.WARNING
+    summary = "Deep stack of Post-LN transformer blocks"
+    inputs = frozenset({"python", "onnx"})
+    options = {"post-norm-depth": Option(12, positive_int, "smallest Post-LN stack to report")}
+    invalid = [Example(LIBRARY_POST_LN), Example(CUSTOM_POST_LN)]
+    valid = [
+        Example(LIBRARY_POST_LN.replace("nhead=8)", "nhead=8, norm_first=True)"), note="Pre-LN"),
+        Example(LIBRARY_POST_LN.replace("depth=12", "depth=6"), note="shallow"),
+        Example(CUSTOM_POST_LN.replace("self.norm1(x + self.attn(x, x, x)[0])", "x + self.attn(self.norm1(x), x, x)[0]")
+                .replace("self.norm2(x + self.ff(x))", "x + self.ff(self.norm2(x))"), note="custom Pre-LN"),
+        Example(CUSTOM_POST_LN.replace("self.norm1(x + self.attn", "self.norm1(x * 2.0 + self.attn")
+                .replace("self.norm2(x + self.ff", "self.norm2(x * 2.0 + self.ff"), note="DeepNorm residual scaling"),
+    ]
+
+    def check(self, ctx: RuleContext) -> Iterator[Finding]:
+        depth = ctx.options["post-norm-depth"]
+        seen: set = set()
+        for network in ctx.facts.networks:
+            blocks: list[str] = []
+            first = None
+            nodes = network.nodes
+            for i, n in enumerate(nodes):
+                if isinstance(n, TransformerBlock) and n.norm_first is False:
+                    blocks.append(n.name)
+                    first = first or n
+                elif (isinstance(n, Residual) and i + 1 < len(nodes) and isinstance(nodes[i + 1], Norm)
+                      and (n.skip_scale is None or (not math.isnan(n.skip_scale) and n.skip_scale == 1.0))):
+                    norm = nodes[i + 1]
+                    bid = _block_id(norm.name) if norm.name else f"#{i}"
+                    if not blocks or blocks[-1] != bid:
+                        blocks.append(bid)
+                    first = first or norm
+            if len(blocks) < depth or first is None:
+                continue
+            key = first.origin
+            if key in seen:
+                continue
+            seen.add(key)
+            span, node = location(first.origin)
+            yield ctx.finding(
+                f"{len(blocks)} Post-LN transformer blocks stacked in {network.name} (norm after the residual add): "
+                f"gradients near the input are much smaller than near the output; deep Post-LN needs long warm-up or diverges",
+                span, node=node, data={"network": network.name, "blocks": len(blocks)},
+            )

@@ -1,0 +1,206 @@
+"""GL1xx end to end: DESIGN.md's table from source, fixture expectations, and check never runs code."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from gradlint.api import check_paths, check_source
+from gradlint.config import Config
+from tests.conftest import FIXTURES, run_cli
+
+EXPECT = re.compile(r"#\s*expect:\s*((?:GL\d{3}\s*)+)")
+
+
+def expectations(folder: Path) -> set[tuple[str, int, str]]:
+    out = set()
+    for path in sorted(folder.rglob("*.py")):
+        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+            m = EXPECT.search(line)
+            if m:
+                for code in m.group(1).split():
+                    out.add((path.name, lineno, code))
+    return out
+
+
+@pytest.mark.parametrize("family", ["architecture"])
+def test_fixture_expectations_match_findings(family):
+    folder = FIXTURES / family
+    result = check_paths([folder], Config(root=str(folder)), use_cache=False, jobs=1)
+    found = {(Path(f.path).name, f.span.line, f.code) for f in result.findings}
+    assert found == expectations(folder)
+
+
+# DESIGN.md's measured gains, each built here in another spelling than the fixture's.
+DESIGN_TABLE = [
+    ("""
+import torch.nn as nn
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.seq = nn.Sequential(*[nn.Sequential(nn.Linear(256, 256), nn.Sigmoid()) for _ in range(12)])
+    def forward(self, x):
+        return self.seq(x)
+""", 4.2e-10),
+    ("""
+import torch
+from torch import nn
+N_LAYERS = 8
+class M(nn.Module):
+    def __init__(self, width=512):
+        super().__init__()
+        self.hidden = nn.ModuleList()
+        for _ in range(N_LAYERS):
+            layer = nn.Linear(width, width)
+            with torch.no_grad():
+                layer.weight.normal_(0, 1)
+            self.hidden.append(layer)
+    def forward(self, x):
+        for i in range(len(self.hidden)):
+            x = self.hidden[i](x).tanh()
+        return x
+""", 6.3e3),
+    ("""
+import torch.nn as nn
+def init_weights(m):
+    if isinstance(m, (nn.Linear, nn.Conv2d)):
+        nn.init.xavier_uniform_(m.weight)
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.f = nn.Sequential(*(layer for _ in range(16) for layer in [nn.Linear(512, 512), nn.ReLU()]))
+        self.apply(init_weights)
+    def forward(self, x):
+        return self.f(x)
+""", 5.5e-3),
+    ("""
+import torch.nn.functional as F
+import torch.nn as nn
+class M(nn.Module):
+    def __init__(self, depth=16, d=512):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(d, d) for _ in range(depth))
+    def forward(self, x):
+        for layer in self.layers:
+            x = F.relu(layer(x))
+        return x
+""", 1.6e-6),
+    ("""
+import torch.nn as nn
+class M(nn.Module):
+    def __init__(self, d=512):
+        super().__init__()
+        layers = []
+        for _ in range(16):
+            lin = nn.Linear(d, d)
+            nn.init.kaiming_normal_(lin.weight, mode="fan_in", nonlinearity="relu")
+            layers.extend([lin, nn.ReLU()])
+        self.mlp = nn.Sequential(*layers)
+    def forward(self, x):
+        return self.mlp(x)
+""", 1.07),
+]
+
+
+@pytest.mark.parametrize("source,measured", DESIGN_TABLE)
+def test_design_table_gains_within_factor_2_of_measured(source, measured):
+    from gradlint.model.propagation import analyse
+    from gradlint.source import extract_facts, parse
+
+    facts = extract_facts(parse("m.py", source))
+    (network,) = [n for n in facts.networks if n.name == "M"]
+    chains = analyse(network).chains
+    assert len(chains) == 1
+    gain = chains[0].gain
+    assert measured / 2 <= gain <= measured * 2, gain
+
+
+def test_findings_carry_gain_depth_and_modules_for_the_probe():
+    source = DESIGN_TABLE[0][0]
+    (finding,) = check_source(source, Config(select=("GL101",)))
+    data = finding.data_dict
+    assert data["network"] == "M"
+    assert data["depth"] == 12
+    assert data["modules"][:2] == ("seq.0.0", "seq.1.0")
+    assert 2e-10 < data["predicted"] < 9e-10
+    assert "4.3e-10 across 12 layers" in finding.message
+
+
+def test_thresholds_from_config_reach_the_rules(tmp_path):
+    (tmp_path / "m.py").write_text(DESIGN_TABLE[2][0])  # gain 5.5e-3
+    (tmp_path / "pyproject.toml").write_text('[tool.gradlint.vanishing-gradient]\nvanishing-threshold = 1e-2\n')
+    proc = run_cli("check", "--no-cache", "--select", "GL101", ".", cwd=tmp_path)
+    assert proc.returncode == 1 and "GL101" in proc.stdout
+    (tmp_path / "pyproject.toml").write_text('[tool.gradlint.GL101]\nvanishing-threshold = 1e-3\n')
+    proc = run_cli("check", "--no-cache", "--select", "GL101", ".", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_exploding_and_post_norm_and_min_depth_options(tmp_path):
+    (tmp_path / "m.py").write_text(DESIGN_TABLE[1][0])  # gain 6.4e3
+    (tmp_path / "pyproject.toml").write_text('[tool.gradlint.GL102]\nexploding-threshold = 1e4\n')
+    assert run_cli("check", "--no-cache", "--select", "GL102", ".", cwd=tmp_path).returncode == 0
+    (tmp_path / "m.py").write_text(DESIGN_TABLE[2][0])  # xavier before ReLU, depth 16
+    (tmp_path / "pyproject.toml").write_text('[tool.gradlint.GL103]\nmin-depth = 17\n')
+    assert run_cli("check", "--no-cache", "--select", "GL103", ".", cwd=tmp_path).returncode == 0
+    (tmp_path / "pyproject.toml").write_text('[tool.gradlint.GL103]\nmin-depth = 16\n')
+    assert run_cli("check", "--no-cache", "--select", "GL103", ".", cwd=tmp_path).returncode == 1
+    (tmp_path / "m.py").write_text(
+        "import torch.nn as nn\nclass E(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(64, 4), num_layers=8)\n"
+        "    def forward(self, x):\n        return self.enc(x)\n")
+    (tmp_path / "pyproject.toml").write_text('[tool.gradlint.GL106]\npost-norm-depth = 8\n')
+    assert run_cli("check", "--no-cache", "--select", "GL106", ".", cwd=tmp_path).returncode == 1
+    (tmp_path / "pyproject.toml").write_text('[tool.gradlint.GL106]\npost-norm-depth = 9\n')
+    assert run_cli("check", "--no-cache", "--select", "GL106", ".", cwd=tmp_path).returncode == 0
+
+
+def test_check_never_imports_torch_nor_runs_the_checked_code(tmp_path):
+    mark = tmp_path / "mark"
+    probe = (
+        "import sys, runpy\n"
+        "sys.argv = ['gradlint', 'check', '--no-cache', %r]\n"
+        "try:\n"
+        "    runpy.run_module('gradlint.cli', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', code)\n"
+    ) % str(FIXTURES / "architecture" / "leaves_a_mark.py")
+    import subprocess
+    import sys
+
+    env = dict(os.environ, GRADLINT_MARK=str(mark), PYTHONPATH=str(FIXTURES.parent))
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert "NO-TORCH 1" in proc.stdout, proc.stdout + proc.stderr
+    assert "GL101" in proc.stdout
+    assert not mark.exists(), "gradlint executed the file it checked"
+
+
+def test_the_fixture_would_leave_a_mark_if_run(tmp_path):
+    """The mark is real: running the fixture creates it (so the test above can fail)."""
+    import runpy
+
+    mark = tmp_path / "mark"
+    old = os.environ.get("GRADLINT_MARK")
+    os.environ["GRADLINT_MARK"] = str(mark)
+    try:
+        runpy.run_path(str(FIXTURES / "architecture" / "leaves_a_mark.py"))
+    finally:
+        if old is None:
+            os.environ.pop("GRADLINT_MARK")
+        else:
+            os.environ["GRADLINT_MARK"] = old
+    assert mark.read_text() == "executed"
+
+
+def test_syntax_error_file_gives_gl001_and_others_are_still_checked(tmp_path):
+    (tmp_path / "broken.py").write_text("import torch\nclass M(torch.nn.Module)\n    pass\n")
+    (tmp_path / "model.py").write_text(DESIGN_TABLE[0][0])
+    proc = run_cli("check", "--no-cache", ".", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "broken.py:2:" in proc.stdout and "GL001" in proc.stdout
+    assert "model.py:" in proc.stdout and "GL101" in proc.stdout
+    assert "Traceback" not in proc.stderr

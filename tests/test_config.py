@@ -1,0 +1,136 @@
+"""[tool.gradlint] parsing: every key, origins, rule options, and errors that name file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gradlint.config import DEFAULT_EXCLUDE, Config, ConfigError, load_config, parse_selector_option, with_overrides
+from gradlint.findings import Severity
+from tests.cli_helpers import plugin_rule, write_tree  # noqa: F401 (plugin_rule is a fixture)
+
+
+def write_pyproject(folder: Path, body: str) -> Path:
+    path = folder / "pyproject.toml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def test_no_config_is_all_defaults(tmp_path):
+    cfg = load_config(None, tmp_path)
+    assert cfg.select is None and cfg.ignore == () and cfg.exclude == DEFAULT_EXCLUDE
+    assert cfg.fail_on is Severity.INFO and cfg.path is None
+    assert cfg.root == str(tmp_path.resolve())
+    assert cfg.origin("select") == "default"
+
+
+def test_every_key_is_read_and_its_origin_recorded(tmp_path):
+    path = write_pyproject(tmp_path, """
+[tool.gradlint]
+select = ["GL0"]
+extend-select = ["GL001"]
+ignore = ["gl002"]
+exclude = ["vendor"]
+extend-exclude = ["gen"]
+fail-on = "WARNING"
+respect-gitignore = false
+cache-dir = ".cache/gl"
+
+[tool.gradlint.per-file-ignores]
+"tests/*" = ["GL001"]
+"legacy/" = ["GL0"]
+""")
+    cfg = load_config(None, tmp_path)
+    assert cfg.path == str(path)
+    assert cfg.select == ("GL0",) and cfg.extend_select == ("GL001",) and cfg.ignore == ("GL002",)
+    assert cfg.exclude == ("vendor",) and cfg.extend_exclude == ("gen",)
+    assert cfg.fail_on is Severity.WARNING and cfg.respect_gitignore is False and cfg.cache_dir == ".cache/gl"
+    assert cfg.per_file_ignores == (("tests/*", ("GL001",)), ("legacy/", ("GL0",)))
+    for key in ("select", "extend-select", "ignore", "exclude", "extend-exclude", "fail-on", "per-file-ignores"):
+        assert cfg.origin(key) == str(path)
+    assert cfg.enabled_codes() == frozenset({"GL001", "GL003"})
+
+
+def test_nearest_pyproject_with_our_table_wins(tmp_path):
+    write_pyproject(tmp_path, '[tool.gradlint]\nignore = ["GL002"]\n')
+    (tmp_path / "proj" / "src").mkdir(parents=True)
+    write_pyproject(tmp_path / "proj", '[project]\nname = "x"\n')
+    # proj/pyproject.toml has no [tool.gradlint]: the search goes on upwards.
+    cfg = load_config(None, tmp_path / "proj" / "src")
+    assert cfg.path == str(tmp_path / "pyproject.toml") and cfg.ignore == ("GL002",)
+    assert cfg.root == str(tmp_path.resolve())
+
+
+def test_explicit_config_file_with_top_level_keys(tmp_path):
+    path = tmp_path / "gradlint.toml"
+    path.write_text('ignore = ["GL003"]\n')
+    cfg = load_config(path, tmp_path)
+    assert cfg.ignore == ("GL003",) and cfg.origin("ignore") == str(path)
+
+
+def test_missing_explicit_config(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml", tmp_path)
+
+
+@pytest.mark.parametrize("body,needle", [
+    ('[tool.gradlint]\nselct = ["GL1"]\n', "unknown key 'selct'"),
+    ('[tool.gradlint]\nselect = "GL0"\n', "'select' must be a list of strings"),
+    ('[tool.gradlint]\nselect = ["GL9999"]\n', "'select' names unknown rule code 'GL9999'"),
+    ('[tool.gradlint]\nextend-exclude = "gen"\n', "'extend-exclude' must be a list"),
+    ('[tool.gradlint]\nfail-on = "fatal"\n', "'fail-on': unknown severity 'fatal'"),
+    ('[tool.gradlint]\nfail-on = 3\n', "'fail-on'"),
+    ('[tool.gradlint]\nrespect-gitignore = 1\n', "'respect-gitignore' must be true or false"),
+    ('[tool.gradlint]\ncache-dir = 1\n', "'cache-dir' must be a string"),
+    ('[tool.gradlint]\nper-file-ignores = 1\n', "'per-file-ignores' must be a table"),
+    ('[tool.gradlint.GL001]\nfoo = 1\n', "unknown option 'GL001.foo'"),
+    ('[tool.gradlint.GL999]\nfoo = 1\n', "unknown key 'GL999'"),
+    ('[tool]\ngradlint = 3\n', "must be a table"),
+    ('[tool.gradlint\n', "invalid TOML"),
+])
+def test_errors_name_the_file_and_the_key(tmp_path, body, needle):
+    path = write_pyproject(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and needle in message and "\n" not in message
+
+
+def test_rule_options_by_code_or_name(tmp_path, plugin_rule):
+    assert Config().options_for("GL990") == {"limit": 100}
+    cfg = load_config(write_pyproject(tmp_path, "[tool.gradlint.GL990]\nlimit = 3\n"), tmp_path)
+    assert cfg.options_for("GL990") == {"limit": 3} and cfg.origin("GL990.limit") == str(tmp_path / "pyproject.toml")
+    cfg = load_config(write_pyproject(tmp_path, "[tool.gradlint.test-marker]\nlimit = 4\n"), tmp_path)
+    assert cfg.options_for("GL990") == {"limit": 4}
+
+
+@pytest.mark.parametrize("value", ['"3"', "0", "-1", "true", "1.5"])
+def test_bad_rule_option_value(tmp_path, plugin_rule, value):
+    path = write_pyproject(tmp_path, f"[tool.gradlint.GL990]\nlimit = {value}\n")
+    with pytest.raises(ConfigError, match=r"'GL990\.limit': expected a positive integer"):
+        load_config(path, tmp_path)
+
+
+def test_command_line_overrides_record_their_flag():
+    cfg = with_overrides(Config(), select=(("GL0",), "--select"), fail_on=(Severity.ERROR, "--fail-on"), ignore=(None, "--ignore"))
+    assert cfg.select == ("GL0",) and cfg.origin("select") == "--select"
+    assert cfg.origin("fail-on") == "--fail-on" and cfg.origin("ignore") == "default"
+
+
+def test_selector_option_parsing():
+    assert parse_selector_option(("GL001,gl002", " GL0 ", ""), "--select") == ("GL001", "GL002", "GL0")
+    with pytest.raises(ConfigError, match="--ignore: unknown rule code 'XYZ'"):
+        parse_selector_option(("GL001,XYZ",), "--ignore")
+
+
+@pytest.mark.parametrize("relpath,ignored", [
+    ("tests/test_a.py", ("GL001",)),
+    ("tests/sub/test_b.py", ("GL001",)),  # fnmatch's * crosses folders, as in ruff's globs
+    ("legacy/x.py", ("GL0",)),
+    ("src/conftest.py", ("GL002",)),
+    ("src/model.py", ()),
+])
+def test_per_file_ignore_patterns(relpath, ignored):
+    cfg = Config(per_file_ignores=(("tests/*", ("GL001",)), ("legacy/", ("GL0",)), ("conftest.py", ("GL002",))))
+    assert cfg.ignored_codes_for(relpath) == ignored

@@ -1,0 +1,147 @@
+"""The architecture rules (GL101-GL107, written once for the IR) on ONNX models, and the
+acceptance check that an ONNX chain and the same chain in PyTorch source predict the same gain."""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gradlint.api import check_source
+from gradlint.config import Config
+from gradlint.model.propagation import analyse
+from gradlint.onnx import extract_onnx
+from gradlint.source import extract_python
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("onnx_fixture_gen", ROOT / "fixtures" / "onnx" / "generate.py")
+gen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gen)  # type: ignore[union-attr]
+
+
+def codes(model, select: str = "GL1") -> list[str]:
+    return [f.code for f in check_source(model.SerializeToString(), Config(select=(select,)), path="model.onnx")]
+
+
+def test_deep_sigmoid_mlp_with_std_one_is_gl101():
+    # Measured in torch on these very weights (batch 256): first/last gradient ratio 7.5e-8.
+    found = check_source(gen.mlp(depth=30, width=16, std=1.0).SerializeToString(), Config(select=("GL101",)),
+                         path="model.onnx")
+    (f,) = found
+    assert f.code == "GL101" and "30 layers" in f.message
+    assert f.node is not None and f.node.name == "/body/body.0/Gemm" and f.node.op_type == "Gemm"
+    assert f.data_dict["predicted"] < 1e-3
+
+
+def test_wide_sigmoid_mlp_with_std_one_is_gl102():
+    # width 256 measured 528 in torch; width 512 is further into the chaotic phase.
+    assert "GL102" in codes(gen.mlp(depth=30, width=512, std=1.0))
+
+
+def test_he_init_relu_mlp_is_quiet():
+    assert codes(gen.mlp(depth=30, width=64, act="Relu", std="he")) == []
+
+
+def test_post_ln_depth_14_is_gl106_and_pre_ln_is_not():
+    assert codes(gen.post_ln_stack(depth=14), "GL106") == ["GL106"]
+    assert codes(gen.post_ln_stack(depth=14, pre_ln=True), "GL106") == []
+    assert codes(gen.post_ln_stack(depth=6), "GL106") == []
+
+
+def test_rnn_with_relu_is_gl107_unless_identity_initialised():
+    assert codes(gen.rnn(act="Relu"), "GL107") == ["GL107"]
+    assert codes(gen.rnn(act="Tanh"), "GL107") == []
+    assert codes(gen.rnn(act="Relu", identity=True), "GL107") == []
+
+
+def test_resnet_like_is_quiet():
+    assert codes(gen.resnet_like(blocks=4)) == []
+
+
+SOURCE = """\
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, width={width}, depth={depth}):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+        for layer in self.layers:
+            nn.init.normal_(layer.weight, std={std})
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = torch.{act}(layer(x))
+        return x
+"""
+
+
+def _source_gain(tmp_path: Path, **kw) -> float:
+    path = tmp_path / "net.py"
+    path.write_text(SOURCE.format(**kw))
+    (net,) = extract_python(path, "net.py").networks
+    (chain,) = analyse(net).chains
+    return chain.gain
+
+
+def _onnx_gain(path: Path) -> float:
+    (net,) = extract_onnx(path, path.name).networks
+    (chain,) = analyse(net).chains
+    return chain.gain
+
+
+@pytest.mark.parametrize("act,std", [("tanh", 0.1), ("sigmoid", 0.3), ("relu", 0.08)])
+def test_onnx_chain_and_source_chain_predict_the_same_gain(tmp_path: Path, act: str, std: float):
+    """The weights of the ONNX model are drawn from the distribution the source names."""
+    width, depth = 256, 12
+    model = gen.mlp(depth=depth, width=width, act=act.capitalize(), std=std, seed=7)
+    onnx_gain = _onnx_gain(gen.save(model, tmp_path / "net.onnx"))
+    source_gain = _source_gain(tmp_path, width=width, depth=depth, std=std, act=act)
+    assert onnx_gain == pytest.approx(source_gain, rel=0.10)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("act,std", [("tanh", 0.1), ("sigmoid", 0.3)])
+def test_exported_source_model_predicts_the_same_gain_as_its_source(tmp_path: Path, act: str, std: float):
+    """The same weights: the source is executed in torch, exported, and both are analysed."""
+    import torch
+
+    width, depth = 256, 12
+    text = SOURCE.format(width=width, depth=depth, std=std, act=act)
+    namespace: dict = {}
+    exec(compile(text, "net.py", "exec"), namespace)  # the test's own source, not a checked file
+    torch.manual_seed(0)
+    model = namespace["Net"]().eval()
+    path = tmp_path / "net.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(4, width),), str(path), dynamo=False)
+    weights = [p.detach().numpy() for n, p in model.named_parameters() if n.endswith("weight")]
+    stats = {w.name: w for w in extract_onnx(path, "net.onnx").graph.weights}
+    measured = [s.std for s in stats.values() if s.role == "linear"]
+    assert np.allclose(sorted(measured), sorted(float(w.std()) for w in weights), rtol=1e-5)
+    assert _onnx_gain(path) == pytest.approx(_source_gain(tmp_path, width=width, depth=depth, std=std, act=act),
+                                             rel=0.10)
+
+
+@pytest.mark.torch
+def test_torch_exports_are_quiet_for_gl101_and_gl102(tmp_path: Path):
+    import torch
+    import torch.nn as nn
+
+    from tests.test_onnx_torch import _export, mobilenet_v3_like, resnet18_like
+
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64), 3, enable_nested_tensor=False)
+    cases = {
+        "resnet.onnx": (resnet18_like(), (torch.randn(1, 3, 64, 64),)),
+        "mobilenet.onnx": (mobilenet_v3_like(), (torch.randn(1, 3, 64, 64),)),
+        "encoder.onnx": (encoder, (torch.randn(7, 2, 32),)),
+    }
+    for name, (model, args) in cases.items():
+        path = _export(model, args, tmp_path / name)
+        found = check_source(path.read_bytes(), Config(select=("GL101", "GL102")), path=name)
+        assert found == [], (name, [f.message for f in found])

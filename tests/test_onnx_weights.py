@@ -1,0 +1,70 @@
+"""GL501 and GL502 on generated models: exact counts and ratios in the messages, node locations."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+from onnx import numpy_helper
+
+from gradlint.api import check_source
+from gradlint.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("onnx_fixture_gen", ROOT / "fixtures" / "onnx" / "generate.py")
+gen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gen)  # type: ignore[union-attr]
+
+
+def _set(model, name: str, array: np.ndarray) -> None:
+    for t in model.graph.initializer:
+        if t.name == name:
+            t.CopyFrom(numpy_helper.from_array(array.astype(np.float32), name))
+            return
+    raise KeyError(name)
+
+
+def _findings(model, code: str):
+    return check_source(model.SerializeToString(), Config(select=(code,)), path="model.onnx")
+
+
+def test_gl501_names_the_tensor_and_counts(tmp_path: Path):
+    model = gen.mlp(depth=4, width=16, std="torch")
+    w = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "body.2.weight")).copy()
+    w[0, :3] = np.nan
+    w[1, 0] = np.inf
+    _set(model, "body.2.weight", w)
+    (f,) = _findings(model, "GL501")
+    assert f.message == "initializer 'body.2.weight' holds 3 NaN and 1 +Inf among its 256 values"
+    assert f.node.name == "/body/body.2/Gemm" and f.node.op_type == "Gemm" and f.node.index == 2
+    assert f.data_dict["nan"] == 3 and f.data_dict["posinf"] == 1
+
+
+def test_gl501_quiet_on_finite_model():
+    assert _findings(gen.mlp(depth=4, width=16, std="torch"), "GL501") == []
+
+
+def test_gl502_finds_the_one_block_off_by_45x():
+    model = gen.mlp(depth=12, width=32, std=0.02, act="Relu", seed=4)
+    rng = np.random.default_rng(9)
+    _set(model, "body.14.weight", rng.normal(0, 0.9, (32, 32)))
+    (f,) = _findings(model, "GL502")
+    assert f.node.name == "/body/body.14/Gemm"
+    assert "'body.14.weight'" in f.message and "layer 'body.14'" in f.message and "larger" in f.message
+    assert 30 < f.data_dict["ratio"] < 60
+    assert f.data_dict["shape"] == (32, 32) and f.data_dict["role"] == "linear"
+
+
+def test_gl502_smaller_outlier_and_different_shapes_are_separate_groups():
+    model = gen.mlp(depth=6, width=32, std=0.1, act="Relu", seed=5, out=4)
+    _set(model, "body.4.weight", np.random.default_rng(1).normal(0, 0.001, (32, 32)))
+    # The head has another shape: its own (single-member) group, never compared with the body.
+    _set(model, "body.10.weight", np.random.default_rng(2).normal(0, 5.0, (4, 32)))
+    found = _findings(model, "GL502")
+    assert [f.data_dict["layer"] for f in found] == ["body.4"]
+    assert "smaller" in found[0].message
+
+
+def test_gl502_quiet_on_uniform_model():
+    assert _findings(gen.mlp(depth=12, width=32, std="torch"), "GL502") == []
