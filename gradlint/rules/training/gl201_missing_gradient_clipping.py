@@ -138,7 +138,9 @@ class MissingGradientClipping(Rule):
 
     ## References
     - Pascanu, Mikolov, Bengio, "On the difficulty of training recurrent neural networks" (2013).
-    - PyTorch's word-language-model example clips at 0.25 (`--clip`).
+    - pytorch/examples `word_language_model/main.py` clips at `--clip 0.25` by default.
+    - pytorch/pytorch#309: models "would totally fail to converge without gradient clipping"
+      (NLP, RL).
     """
 
     code = "GL201"

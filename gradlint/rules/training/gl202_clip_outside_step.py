@@ -43,8 +43,9 @@ class ClipOutsideStep(Rule):
     name the clip reads, so the moved line computes the same thing one statement earlier.
 
     ## References
-    - graphstorm#1100-style bug: clipping placed after `optimizer.step()` in every trainer.
-    - PyTorch AMP docs, "Working with Unscaled Gradients": clip between backward and step.
+    - awslabs/graphstorm#1366 ("Clipping is currently applied after the optimizer step") and
+      its fix awslabs/graphstorm#1383, which moved the clip in all five trainers.
+    - VGraphRNN/VGRNN#4: `clip_grad_norm()` called after `opt.step()` "isn't doing anything".
     """
 
     code = "GL202"

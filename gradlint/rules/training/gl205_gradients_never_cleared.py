@@ -41,7 +41,9 @@ class GradientsNeverCleared(Rule):
     Gradient accumulation that clears every k steps is fine.
 
     ## References
-    - PyTorch FAQ, "Why do we need to call zero_grad()?"; `torch.optim.Optimizer.zero_grad`.
+    - `torch.optim.Optimizer.zero_grad`; pytorch/pytorch#47175 (zero_grad forgotten, or called
+      once per epoch instead of per iteration).
+    - Fixes of exactly this bug: wenet-e2e/wekws#73, meta-pytorch/torchforge#71.
     """
 
     code = "GL205"

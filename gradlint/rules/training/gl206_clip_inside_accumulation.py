@@ -43,6 +43,8 @@ class ClipInsideAccumulation(Rule):
     ```
 
     ## References
+    - Deci-AI/super-gradients#653: "Clipping was done each batch — moved to being done once
+      before gradient step".
     - Hugging Face Trainer and accelerate clip only on synchronising steps (`sync_gradients`).
     """
 

@@ -43,7 +43,11 @@ class BackwardUnderNoGrad(Rule):
     Distillation (a teacher under no-grad, a student with grad) is fine.
 
     ## References
-    - `torch.no_grad`, `torch.inference_mode`: https://pytorch.org/docs/stable/notes/autograd.html#locally-disabling-gradient-computation
+    - `torch.no_grad`, `torch.inference_mode`:
+      https://pytorch.org/docs/stable/notes/autograd.html#locally-disabling-gradient-computation
+    - Measured (torch 2.13, CPU): a loss from outputs computed under `no_grad` raises "element 0
+      of tensors does not require grad and does not have a grad_fn"; `loss.backward()` inside
+      `no_grad` on a loss built outside fills `.grad` normally.
     """
 
     code = "GL207"
