@@ -919,6 +919,10 @@ class _Extractor:
                 re.search("trainer", recv_text, re.IGNORECASE)
                 or any(a.target == recv_text and a.kind in ("pl_trainer", "hf_trainer") for a in self.assigns)):
             model = _arg(call, 0, "model") if attr == "fit" else None
+            if isinstance(model, cst.Call) and dotted(model.func):
+                # trainer.fit(LitModel(...)): the class itself
+                return [Event("fit", span, fid, sid, ng, target=recv_text, via="ctor",
+                              name=dotted(model.func).rsplit(".", 1)[-1])]
             return [Event("fit", span, fid, sid, ng, target=recv_text, name=_text(model) if model is not None else "")]
 
         # calls of this file's functions (for inlining), and other calls (model invocations)

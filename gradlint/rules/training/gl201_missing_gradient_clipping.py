@@ -325,7 +325,10 @@ for x in loader:
                         model, how = hf[0].model_arg, "TrainingArguments with max_grad_norm disabled"
                 if not model:
                     continue
-                risk = steps.model_risk(facts, model, fn.cls, ctx.index)
+                if ev.via == "ctor" and how.startswith("Lightning"):
+                    risk = steps.class_risk(model, f"{model}(...)", ctx.index, facts)
+                else:
+                    risk = steps.model_risk(facts, model, fn.cls, ctx.index)
                 if risk is not None:
                     yield ctx.finding(f"{how} trains `{risk.model}` ({risk.reason})", ev.span,
                                       data={"model": risk.model, "class": risk.cls, **dict(risk.data)})

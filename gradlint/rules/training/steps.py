@@ -193,20 +193,43 @@ def trained_models(facts: TrainingFacts, context: Context) -> list[str]:
 
 def model_risk(facts: TrainingFacts, text: str, cls_of_self: str | None, index) -> Risk | None:
     if text in ("self", "cls"):
-        return class_risk(cls_of_self, text, index) if cls_of_self else None
+        return class_risk(cls_of_self, text, index, facts) if cls_of_self else None
     for a in assigns_to(facts, text, ("model",)):
         if a.torch_recurrent:
             return Risk(text, a.cls, f"recurrent: nn.{a.torch_recurrent}", (("recurrent", a.torch_recurrent),))
         if a.torch_blocks >= TRANSFORMER_BLOCKS:
             return Risk(text, a.cls, f"a transformer of {a.torch_blocks} blocks", (("transformer_blocks", a.torch_blocks),))
-        risk = class_risk(a.cls, text, index)
+        risk = class_risk(a.cls, text, index, facts)
         if risk is not None:
             return risk
     return None
 
 
-def class_risk(cls: str | None, text: str, index) -> Risk | None:
-    if not cls or index is None:
+def _local_class_risk(facts: TrainingFacts | None, cls: str, text: str) -> Risk | None:
+    """A class of this file that builds a torch recurrent layer or a deep transformer stack in
+    one of its methods (`self.rnn = nn.LSTM(...)`), whatever its base class (LightningModule...)."""
+    if facts is None:
+        return None
+    methods = {f.id for f in facts.functions if f.cls == cls}
+    if not methods:
+        return None
+    built = [a for a in facts.assigns if a.func in methods and a.kind == "model" and a.target.startswith("self.")]
+    for a in built:
+        if a.torch_recurrent:
+            return Risk(text, cls, f"{cls} holds nn.{a.torch_recurrent}", (("recurrent", a.torch_recurrent),))
+    for a in built:
+        if a.torch_blocks >= TRANSFORMER_BLOCKS:
+            return Risk(text, cls, f"{cls} is a transformer of {a.torch_blocks} blocks", (("transformer_blocks", a.torch_blocks),))
+    return None
+
+
+def class_risk(cls: str | None, text: str, index, facts: TrainingFacts | None = None) -> Risk | None:
+    if not cls:
+        return None
+    local = _local_class_risk(facts, cls, text)
+    if local is not None:
+        return local
+    if index is None:
         return None
     summaries = list(index.lookup(cls))
     modules = [s for s in summaries if getattr(s, "is_module", False)] or summaries
