@@ -104,7 +104,9 @@ class Stmt:
     column: int  # 1-based column of its first character
     simple: bool  # a line holding exactly this one simple statement
     assigned: tuple[str, ...] = ()
-    used: tuple[str, ...] = ()
+    used: tuple[str, ...] = ()  # simple statements: every name; compound ones: their header's
+    kind: str = "simple"  # or the compound statement's type: if, for, while, with, try...
+    parent: int = -1  # the compound statement whose body holds this one
 
 
 @dataclass(frozen=True)
@@ -569,16 +571,20 @@ class _Extractor:
             i += 1
         return Block(kind, bid, tuple(items), **extra)
 
-    def record_stmt(self, stmt: cst.CSTNode, bid: int, index: int, ctx: "_Ctx", assigned=(), used=()) -> int:
+    def record_stmt(self, stmt: cst.CSTNode, bid: int, index: int, ctx: "_Ctx", assigned=(), used=None) -> int:
         rng = self.span(stmt)
         simple = isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
         if simple:
             # the line holds nothing else (no `a; b` and no code before it)
             line = self.lines[rng.line - 1] if rng.line - 1 < len(self.lines) else ""
             simple = line[: rng.column - 1].strip() == ""
+        kind = "simple" if isinstance(stmt, (cst.SimpleStatementLine, cst.SimpleStatementSuite)) else type(stmt).__name__.lower()
+        if used is None:
+            used = tuple(n for h in _headers(stmt) for n in _names_in(h))
         sid = len(self.stmts)
         self.stmts.append(Stmt(block=bid, index=index, line=rng.line, end_line=rng.end_line, column=rng.column,
-                               simple=simple, assigned=tuple(assigned), used=tuple(used)))
+                               simple=simple, assigned=tuple(assigned), used=tuple(used), kind=kind,
+                               parent=ctx.parent_stmt))
         return sid
 
     def statement(self, stmt: cst.CSTNode, bid: int, index: int, ctx: "_Ctx") -> list:
@@ -595,8 +601,10 @@ class _Extractor:
                 out.extend(self.small(small, sid, ctx))
             return out
         sid = self.record_stmt(stmt, bid, index, ctx)
+        outer = ctx
+        ctx = ctx.replace(parent_stmt=sid)
         if isinstance(stmt, cst.If):
-            return [self.if_block(stmt, sid, ctx)]
+            return [self.if_block(stmt, sid, outer)]
         if isinstance(stmt, (cst.For, cst.While)):
             head = stmt.iter if isinstance(stmt, cst.For) else stmt.test
             out.extend(self.events(head, sid, ctx))
@@ -667,7 +675,7 @@ class _Extractor:
                 if self._accum_names[ctx.fid].get(name):
                     accum = True
         pre = list(self.events(stmt.test, sid, ctx))
-        inner = ctx.with_test(test_text)
+        inner = ctx.with_test(test_text).replace(parent_stmt=sid)
         then = self.block(_suite(stmt.body), inner, "branch")
         if stmt.orelse is None:
             other = Block("branch", self.block_id())
@@ -1003,6 +1011,17 @@ def _call_kind(text: str, qualified: frozenset[str]) -> str:
     return "op"
 
 
+def _headers(stmt: cst.CSTNode) -> list:
+    """The expressions a compound statement evaluates itself (not its body's)."""
+    if isinstance(stmt, cst.If) or isinstance(stmt, cst.While):
+        return [stmt.test]
+    if isinstance(stmt, cst.For):
+        return [stmt.target, stmt.iter]
+    if isinstance(stmt, cst.With):
+        return [i.item for i in stmt.items]
+    return []
+
+
 def _suite(body) -> list:
     """The statements of an indented block, or the one-line suite itself (`for x in y: f(x)`)."""
     if isinstance(body, cst.IndentedBlock):
@@ -1037,6 +1056,7 @@ class _Ctx:
     tests: tuple[str, ...]
     in_class: str | None = None
     parent_of_class: int | None = None
+    parent_stmt: int = -1
 
     def replace(self, **kw) -> "_Ctx":
         from dataclasses import replace

@@ -38,9 +38,11 @@ class ClipOutsideStep(Rule):
     ```
 
     ## Fix safety
-    The fix moves a clip that follows the step to just before it. It is offered only when the
-    clip and the step are simple statements of the same block and nothing between them binds a
-    name the clip reads, so the moved line computes the same thing one statement earlier.
+    The fix moves a clip that follows the step to just before it — the clip's line, or the
+    `if`/`with` block that holds only the clip (`if max_grad_norm: clip_grad_norm_(...)`). It
+    is offered only when that code and the step are statements of the same block, the moved
+    code does nothing else to gradients, and nothing between the step and it binds a name it
+    reads, so the moved code computes the same thing a few statements earlier.
 
     ## References
     - awslabs/graphstorm#1366 ("Clipping is currently applied after the optimizer step") and
@@ -202,14 +204,34 @@ def train(model, loader, accelerator, optimizer):
         source = ctx.facts.source
         if source is None or clip.event.stmt < 0 or step.event.stmt < 0 or clip.event.func != step.event.func:
             return None
-        c, s = facts.stmts[clip.event.stmt], facts.stmts[step.event.stmt]
-        if c.block != s.block or not (c.simple and s.simple) or not s.index < c.index:
+        s = facts.stmts[step.event.stmt]
+        if not s.simple:
             return None
+        # what moves: the clip's statement, or the `if`/`with` around it that sits in the step's
+        # block (`if max_grad_norm is not None: clip(...)`)
+        sid = clip.event.stmt
+        while facts.stmts[sid].block != s.block:
+            sid = facts.stmts[sid].parent
+            if sid < 0 or facts.stmts[sid].kind not in ("if", "with"):
+                return None
+        c = facts.stmts[sid]
+        if not (c.simple or c.kind in ("if", "with")) or not s.index < c.index:
+            return None
+        inside = [st for st in facts.stmts if c.line <= st.line and st.end_line <= c.end_line]
+        # the moved code must do nothing else a step cares about
+        from gradlint.source.loops import iter_events
+
+        fn = facts.functions[clip.event.func]
+        for ev in iter_events(fn.body):
+            if ev is not clip.event and ev.kind in ("backward", "step", "clear", "unscale", "call", "clip") \
+                    and c.line <= ev.span.line <= c.end_line:
+                return None
         between = [st for st in facts.stmts if st.block == c.block and s.index <= st.index < c.index]
         bound = {n for st in between for n in st.assigned}
-        if bound & set(c.used):
+        # compound statements between the step and the clip may bind anything: give up
+        if any(st.kind != "simple" for st in between) or bound & {n for st in inside for n in st.used}:
             return None
-        text = steps.stmt_text(source, facts, clip.event.stmt)
+        text = "".join(source.splitlines(keepends=True)[c.line - 1: c.end_line])
         if not text.endswith("\n"):
             text += "\n"
         return Fix(self.fix_title, (
