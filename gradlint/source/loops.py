@@ -1131,7 +1131,7 @@ def _resolve_calls(facts: TrainingFacts) -> TrainingFacts:
 
 # Every GL2xx rule needs one of these words in the file: a backward, a clip, or a framework
 # trainer whose configuration decides the clipping.
-_SNIFF = re.compile(r"backward|clip_grad|clip_gradients|Trainer\b|TrainingArguments")
+_SNIFF = re.compile(r"backward\(|clip_grad|clip_gradients|Trainer\(|TrainingArguments")
 
 
 def extract(src) -> TrainingFacts:

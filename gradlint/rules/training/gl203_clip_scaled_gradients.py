@@ -156,6 +156,19 @@ for batch in loader:
     optimizer.zero_grad()
 """, note="Fabric"),
         Example("""\
+import deepspeed
+import torch
+from deepspeed.runtime.utils import clip_grad_norm_
+
+scaler = torch.cuda.amp.GradScaler()
+model_engine, optimizer, _, _ = deepspeed.initialize(model=model, config=ds_config)
+for batch in loader:
+    loss = model_engine(batch)
+    model_engine.backward(loss)
+    clip_grad_norm_(model_engine.parameters(), 1.0)
+    model_engine.step()
+""", note="DeepSpeed scales and clips inside its engine"),
+        Example("""\
 import torch
 
 scaler = torch.cuda.amp.GradScaler(enabled=False)
