@@ -85,22 +85,46 @@ def _extract(path: Path, display: str) -> FileFacts:
     return extract_python(path, display)
 
 
+_CODE_FINGERPRINT: str | None = None
+
+
+def _code_fingerprint() -> str:
+    """gradlint's own code, by file sizes and times: a cache written by other front-end code
+    (an upgrade without a version bump, a development checkout) is never read back."""
+    global _CODE_FINGERPRINT
+    if _CODE_FINGERPRINT is None:
+        h = hashlib.sha256(__version__.encode())
+        for f in sorted(Path(__file__).parent.rglob("*.py")):
+            st = f.stat()
+            h.update(f"{f.relative_to(Path(__file__).parent)}:{st.st_size}:{st.st_mtime_ns};".encode())
+        _CODE_FINGERPRINT = h.hexdigest()
+    return _CODE_FINGERPRINT
+
+
 def _cache_key(path: Path, display: str) -> str | None:
     try:
         data = path.read_bytes() if path.suffix != ".onnx" else _onnx_fingerprint(path)
     except OSError:
         return None
     h = hashlib.sha256()
-    h.update(__version__.encode())
+    h.update(_code_fingerprint().encode())
     h.update(display.encode())
     h.update(data)
     return h.hexdigest()
 
 
 def _onnx_fingerprint(path: Path) -> bytes:
-    # Hashing a multi-GB model would cost more than checking it: size and mtime say enough.
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}".encode()
+    """Hashing a multi-GB model would cost more than checking it: sizes and times say enough.
+    External data lies next to the model, so every file of its folder takes part: changing
+    only `model.data` must not serve the old weights' findings."""
+    parts = []
+    for f in sorted(path.parent.iterdir()):
+        try:
+            st = f.lstat()
+        except OSError:
+            continue
+        parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+    return "\n".join(parts).encode()
 
 
 def _facts_job(args: tuple[str, str, str | None]) -> FileFacts:

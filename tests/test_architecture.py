@@ -204,3 +204,26 @@ def test_syntax_error_file_gives_gl001_and_others_are_still_checked(tmp_path):
     assert "broken.py:2:" in proc.stdout and "GL001" in proc.stdout
     assert "model.py:" in proc.stdout and "GL101" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_cache_serves_unchanged_files_and_notices_changes(tmp_path):
+    model = tmp_path / "m.py"
+    model.write_text(DESIGN_TABLE[0][0])
+    first = run_cli("check", ".", cwd=tmp_path)
+    assert first.returncode == 1 and "GL101" in first.stdout
+    assert list((tmp_path / ".gradlint_cache").glob("*.pickle"))
+    again = run_cli("check", ".", cwd=tmp_path)
+    assert again.stdout == first.stdout
+    model.write_text(DESIGN_TABLE[4][0])  # the healthy kaiming chain
+    fixed = run_cli("check", ".", cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stdout
+
+
+def test_onnx_cache_key_changes_with_external_data(tmp_path):
+    from gradlint.api import _cache_key
+
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    (tmp_path / "m.data").write_bytes(b"1234")
+    key = _cache_key(tmp_path / "m.onnx", "m.onnx")
+    (tmp_path / "m.data").write_bytes(b"12345")
+    assert _cache_key(tmp_path / "m.onnx", "m.onnx") != key

@@ -214,6 +214,20 @@ class FileModel:
             return float(e.evaluated_value)
         if isinstance(e, cst.SimpleString):
             return e.evaluated_value
+        if isinstance(e, cst.FormattedString):
+            # f"layer{i}": module names built in loops (add_module) need the real text.
+            parts = []
+            for part in e.parts:
+                if isinstance(part, cst.FormattedStringText):
+                    parts.append(part.value)
+                elif isinstance(part, cst.FormattedStringExpression) and part.format_spec is None and part.conversion is None:
+                    v = self._eval(part.expression, env)
+                    if not isinstance(v, (int, str)) or isinstance(v, bool):
+                        return UNKNOWN
+                    parts.append(str(v))
+                else:
+                    return UNKNOWN
+            return "".join(parts)
         if isinstance(e, cst.Name):
             if e.value in ("True", "False"):
                 return e.value == "True"
@@ -399,6 +413,9 @@ class FileModel:
         func = call.func
         name = dotted(func)
         quals = self.qual(func)
+        if name == "str" and len(call.args) == 1:
+            v = self._eval(call.args[0].value, env)
+            return str(v) if isinstance(v, (int, str)) and not isinstance(v, bool) else UNKNOWN
         if name in ("int", "float") and call.args:
             v = self._eval(call.args[0].value, env)
             return type(0 if name == "int" else 0.0)(v) if _num(v) else UNKNOWN
