@@ -245,9 +245,11 @@ class Model(LightningModule):
                 if any(u.order < clip.order and steps.compatible(u, clip) for u in c.of("unscale")):
                     continue
                 scaler = uses[0].event.scaler
+                opt = next((f.event.target for f in c.of("step") if f.event.via == "scaler" and f.event.target
+                            and steps.compatible(f, clip)), "optimizer")
                 yield ctx.finding(
                     f"`{clip.event.name}` clips gradients still multiplied by the loss scale of `{scaler}` "
-                    f"(65536 by default): call `{scaler}.unscale_(optimizer)` first",
+                    f"(65536 by default): call `{scaler}.unscale_({opt})` first",
                     clip.event.span, fix=self._fix(ctx, facts, c, clip),
                     data={"scaler": scaler})
 
