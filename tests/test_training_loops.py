@@ -303,3 +303,40 @@ def test_messages_carry_numbers():
     text = "import torch\nloss.backward()\ntorch.nn.utils.clip_grad_norm_(m.parameters(), max_norm=0)\n"
     (f,) = check_source(text, Config(select=("GL204",)))
     assert "max_norm=0" in f.message and str(f.severity) == "error"
+
+
+def test_gl203_in_a_method_behind_use_amp_with_a_fix_using_attribute_names():
+    text = """\
+import torch
+
+
+class Runner:
+    def __init__(self, cfg, model, optimizer):
+        self.cfg, self.model, self.optimizer = cfg, model, optimizer
+        if cfg.use_amp:
+            self.scaler = torch.cuda.amp.GradScaler()
+
+    def run_batch(self, x, y, train=True):
+        with torch.set_grad_enabled(train), torch.autocast("cuda", enabled=self.cfg.use_amp):
+            loss = self.model(x, y)
+        if train:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.cfg.use_amp:
+                self.scaler.scale(loss).backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+                self.optimizer.step()
+        return loss.item()
+
+    def run_epoch(self, loader):
+        for x, y in loader:
+            self.run_batch(x, y)
+"""
+    findings = check_source(text, Config(select=("GL2",)))
+    assert [(f.code, f.span.line) for f in findings] == [("GL203", 17)]
+    (edit,) = findings[0].fix.edits
+    assert edit.content == "                self.scaler.unscale_(self.optimizer)\n"
