@@ -35,6 +35,18 @@ def test_fixture_expectations(path):
     assert found == expectations(path), [f"{f.span.line}: {f.code} {f.message}" for f in result.findings]
 
 
+def test_cross_file_fixture():
+    folder = TRAINING / "crossfile"
+    config = Config(select=("GL2",), root=str(folder))
+    result = check_paths([folder], config, use_cache=False, jobs=1)
+    found = {(Path(f.path).name, f.span.line, f.code) for f in result.findings}
+    expected = {(p.name, line, code) for p in folder.glob("*.py") for line, code in expectations(p)}
+    assert expected and found == expected
+    # train.py alone does not know what WordLM is: nothing to say
+    alone = check_paths([folder / "train.py"], config, use_cache=False, jobs=1)
+    assert not alone.findings
+
+
 def test_every_training_rule_has_a_fixture():
     expected = {code for p in CASES for _, code in expectations(p)}
     assert {"GL201", "GL202", "GL203", "GL204", "GL205", "GL206", "GL207"} <= expected

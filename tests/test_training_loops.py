@@ -340,3 +340,19 @@ class Runner:
     assert [(f.code, f.span.line) for f in findings] == [("GL203", 17)]
     (edit,) = findings[0].fix.edits
     assert edit.content == "                self.scaler.unscale_(self.optimizer)\n"
+
+
+def test_odd_inputs_do_not_crash():
+    odd = [
+        "s = 'loss.backward('\n",
+        "def f():\n    for x in y:\n        f()\n        loss.backward()\n        opt.step()\n",
+        "def a():\n    b()\n    loss.backward()\ndef b():\n    a()\n    opt.step()\nfor _ in r:\n    a()\n",
+        "async def f():\n    async for x in y:\n        async with z:\n            loss.backward()\n            opt.step()\n",
+        "match x:\n    case 1:\n        loss.backward()\n    case _:\n        opt.step()\n",
+        "for x in y: loss.backward(); opt.step()\n",
+        "while (n := n - 1):\n    [l.backward() for l in losses]\n    opt.step(lambda: (yield))\n",
+        "x = lambda: loss.backward()\nclass A:\n    optimizer = make()\n    def step(self): self.optimizer.step(); self.backward()\n",
+    ]
+    for text in odd:
+        assert isinstance(codes(text), list)
+        steps.contexts(facts(text))
