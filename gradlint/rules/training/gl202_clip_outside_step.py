@@ -154,6 +154,33 @@ for x, y in loader:
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
 """, note="a correct clip, and a measurement after the step"),
         Example("""\
+import torch
+
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = criterion(model(x), y)
+    if use_amp:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+""", note="the unscaled branch clips in place"),
+        Example("""\
+import torch
+
+for x, y in loader:
+    optimizer.zero_grad()
+    criterion(model(x), y).backward()
+    if args.no_clip:
+        optimizer.step()
+    else:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+""", note="a step in another branch does not come before the clip"),
+        Example("""\
 def train(model, loader, accelerator, optimizer):
     for batch in loader:
         with accelerator.accumulate(model):
@@ -177,9 +204,14 @@ def train(model, loader, accelerator, optimizer):
             clips = [f for f in c.of("clip") if not steps.is_measuring(f.event)]
             if not clips:
                 continue
-            marks = [f for f in c.events if f.event.kind in ("backward", "step")]
+            all_marks = [f for f in c.events if f.event.kind in ("backward", "step")]
+
+            def marks_for(clip) -> list:
+                # only what can run in the same iteration as the clip (branches taken alike)
+                return [m for m in all_marks if steps.compatible(m, clip)]
 
             def placed(clip) -> bool:
+                marks = marks_for(clip)
                 before = [m for m in marks if m.order < clip.order]
                 after = [m for m in marks if m.order > clip.order]
                 return bool(before) and before[-1].event.kind == "backward" and any(m.event.kind == "step" for m in after)
@@ -187,6 +219,7 @@ def train(model, loader, accelerator, optimizer):
             if any(placed(cl) for cl in clips):
                 continue
             for clip in clips:
+                marks = marks_for(clip)
                 steps_before = [m for m in marks if m.order < clip.order and m.event.kind == "step"]
                 after = [m for m in marks if m.order > clip.order]
                 if steps_before and not any(m.event.kind == "backward" for m in marks
