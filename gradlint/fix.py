@@ -139,7 +139,12 @@ def fix_text(source: str, findings: list[Finding], *, unsafe: bool = False,
     problems: list[str] = []
     broken: set[tuple[str, str]] = set()
     current = findings
-    for _ in range(MAX_ROUNDS):
+    for round_number in range(MAX_ROUNDS + 1):
+        if round_number == MAX_ROUNDS:
+            left = [f for f in current if f.fix is not None and (f.fix.safe or unsafe)]
+            if left:
+                problems.append(f"{_where(left[0])}: fixes did not settle after {MAX_ROUNDS} rounds; stopped")
+            break
         fixable = [f for f in current if f.fix is not None and (f.fix.safe or unsafe)
                    and (f.code, f.message) not in broken]
         if not fixable:

@@ -146,3 +146,16 @@ def test_unsafe_fixes_need_the_flag():
     unsafe = Finding(**{**f.__dict__, "fix": Fix("t", f.fix.edits, safe=False)})
     assert fixmod.fix_text(src, [unsafe])[0] == src
     assert fixmod.fix_text(src, [unsafe], unsafe=True)[0] == "a = 2\n"
+
+
+def test_fixes_that_never_settle_stop_and_say_so():
+    # a rule whose fix always produces another fix: the rounds must end
+    counter = {"n": 0}
+
+    def recheck(text):
+        counter["n"] += 1
+        return [_finding("m.py", SourceSpan(1, 1, 1, 1), "#\n")]
+
+    new, applied, problems = fixmod.fix_text("a = 1\n", recheck("a = 1\n"), recheck=recheck)
+    assert applied == fixmod.MAX_ROUNDS
+    assert any("did not settle" in p for p in problems)
