@@ -356,3 +356,8 @@ def test_odd_inputs_do_not_crash():
     for text in odd:
         assert isinstance(codes(text), list)
         steps.contexts(facts(text))
+
+
+def test_a_literal_zero_is_never_guarded():
+    text = "import torch\nfor step in range(9):\n    loss.backward()\n    if step > 0:\n        torch.nn.utils.clip_grad_norm_(p, 0)\n"
+    assert codes(text, "GL204") == ["GL204"]

@@ -509,6 +509,8 @@ class _Extractor:
             default = self.pre.argparse.get(node.attr.value)
             if isinstance(default, float):
                 number, source = default, "argparse"
+        if source == "literal":
+            return Value(text=text, number=number, source=source)  # no test makes a literal 0 safe
         key = node.attr.value if isinstance(node, cst.Attribute) else text
         guarded = any(re.search(r"(?<![\w.])" + re.escape(text) + r"(?!\w)", t) or
                       (isinstance(node, cst.Attribute) and re.search(r"\b" + re.escape(key) + r"\b", t)) for t in tests)
