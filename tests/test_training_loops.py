@@ -361,3 +361,19 @@ def test_odd_inputs_do_not_crash():
 def test_a_literal_zero_is_never_guarded():
     text = "import torch\nfor step in range(9):\n    loss.backward()\n    if step > 0:\n        torch.nn.utils.clip_grad_norm_(p, 0)\n"
     assert codes(text, "GL204") == ["GL204"]
+
+
+def test_backward_with_an_incoming_gradient_backpropagates_the_receiver():
+    text = """\
+import torch
+with torch.no_grad():
+    g = weighting(x)
+y = model(x)
+y.backward(g)
+"""
+    (ev,) = events(text, "backward")
+    assert (ev.via, ev.target) == ("tensor", "y")
+    assert codes(text, "GL207") == []
+    text = "import torch\nstrategy.backward(loss, optimizer)\n"
+    (ev,) = events(text, "backward")
+    assert (ev.via, ev.target) == ("framework", "loss")

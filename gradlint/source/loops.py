@@ -872,8 +872,10 @@ class _Extractor:
                 return [self._backward(call, "deepspeed", _arg(call, 0, "loss"), ctx, sid)]
             if recv_text.startswith("super(") or recv_text in ("ctx", "cls"):
                 return []
-            if positional and isinstance(receiver, (cst.Name, cst.Attribute)) and not re.search(r"loss|cost|obj", low):
-                # `something.backward(loss)`: a framework we do not know by name
+            if positional and isinstance(receiver, (cst.Name, cst.Attribute)) and re.search(
+                    r"model|module|strategy|plugin|precision|trainer|runner|booster|wrapper|learner|agent", _last(low)):
+                # `strategy.backward(loss)`: a framework object whose first argument is the loss;
+                # elsewhere `y.backward(g)` backpropagates y, and g is only its incoming gradient
                 return [self._backward(call, "framework", positional[0].value, ctx, sid)]
             return [self._backward(call, "tensor", receiver, ctx, sid)]
         if attr == "manual_backward" and recv_text == "self":
@@ -883,6 +885,8 @@ class _Extractor:
 
         # optimizer steps
         if attr in ("step", "first_step", "second_step") and receiver is not None:
+            if recv_text in ("self", "cls") and attr in self.pre.methods:
+                return [self._local_call(call, attr, recv_text, ctx, sid)]  # an optimizer's own methods (SAM)
             scaler = self._scaler_name(recv_text)
             zero = _arg(call, -1, "zero_grad")
             clears = isinstance(zero, cst.Name) and zero.value == "True"
