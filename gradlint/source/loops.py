@@ -1065,9 +1065,7 @@ class _Ctx:
     parent_stmt: int = -1
 
     def replace(self, **kw) -> "_Ctx":
-        from dataclasses import replace
-
-        return replace(self, **kw)
+        return dataclasses.replace(self, **kw)
 
     def with_test(self, test: str) -> "_Ctx":
         return self.replace(tests=self.tests + (test,))
@@ -1119,20 +1117,14 @@ def _resolve_calls(facts: TrainingFacts) -> TrainingFacts:
         for it in block.items:
             if isinstance(it, Block):
                 items.append(fix_block(it, fn))
-            elif it.callees == (-1,):
-                from dataclasses import replace
-
-                items.append(replace(it, callees=resolve(it, fn)))
+            elif it.callees == (-1,):  # marked "resolve me" by the extractor
+                items.append(dataclasses.replace(it, callees=resolve(it, fn)))
             else:
                 items.append(it)
-        from dataclasses import replace
+        return dataclasses.replace(block, items=tuple(items))
 
-        return replace(block, items=tuple(items))
-
-    from dataclasses import replace
-
-    functions = tuple(replace(f, body=fix_block(f.body, f)) for f in facts.functions)
-    return replace(facts, functions=functions)
+    functions = tuple(dataclasses.replace(f, body=fix_block(f.body, f)) for f in facts.functions)
+    return dataclasses.replace(facts, functions=functions)
 
 
 # Every GL2xx rule needs one of these words in the file: a backward, a clip, or a framework

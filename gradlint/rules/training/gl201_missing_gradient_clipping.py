@@ -7,6 +7,7 @@ from typing import Iterator
 from gradlint.findings import Finding, Severity
 from gradlint.registry import Example, Rule, RuleContext
 from gradlint.rules.training import steps
+from gradlint.source.loops import iter_events
 
 _LSTM_LOOP = """\
 import torch
@@ -283,7 +284,7 @@ for x in loader:
         if facts.hook_clipping:
             return
         yield from steps.dedupe(self._steps(ctx, facts))
-        if not any(ev.kind == "clip" and not steps.is_measuring(ev) for fn in facts.functions for ev in _events(fn.body)):
+        if not any(ev.kind == "clip" and not steps.is_measuring(ev) for fn in facts.functions for ev in iter_events(fn.body)):
             # a clip anywhere in the file (a Lightning hook, say) may be the configured clipping
             yield from steps.dedupe(self._frameworks(ctx, facts))
 
@@ -310,7 +311,7 @@ for x in loader:
 
     def _frameworks(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         for fn in facts.functions:
-            for ev in _events(fn.body):
+            for ev in iter_events(fn.body):
                 if ev.kind != "fit":
                     continue
                 trainers = steps.assigns_to(facts, ev.target)
@@ -332,9 +333,3 @@ for x in loader:
                 if risk is not None:
                     yield ctx.finding(f"{how} trains `{risk.model}` ({risk.reason})", ev.span,
                                       data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
-
-
-def _events(block):
-    from gradlint.source.loops import iter_events
-
-    return iter_events(block)
