@@ -377,3 +377,38 @@ y.backward(g)
     text = "import torch\nstrategy.backward(loss, optimizer)\n"
     (ev,) = events(text, "backward")
     assert (ev.via, ev.target) == ("framework", "loss")
+
+
+def test_per_function_positions_match_the_shared_provider(monkeypatch):
+    from gradlint.source import loops
+
+    text = (
+        "import torch\n"
+        "class T:\n"
+        "    @torch.no_grad()\n"
+        "    def ev(self):\n"
+        "        pass\n"
+        "\n"
+        "    def fit(self, loader):\n"
+        "        for x in loader:\n"
+        "            loss = self.model(\n"
+        "                x)\n"
+        "            self.scaler.scale(loss).backward()\n"
+        "            if True:\n"
+        "                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),\n"
+        "                                                      1.0)\n"
+        "            self.scaler.step(self.optimizer); self.optimizer.zero_grad()\n"
+        "        def inner():\n"
+        "\tpass\n"
+        "if __name__ == '__main__':\n"
+        "    T().fit(loader)\n"
+    )
+    text = text.replace("        def inner():\n\tpass\n", "        def inner():\n            return 1\n")
+    fast = loops.extract(parse("t.py", text))
+    monkeypatch.setattr(loops._Positions, "_pair_defs", lambda self: None)
+    slow = loops.extract(parse("t.py", text))
+    ev_fast = [e for f in fast.functions for e in iter_events(f.body) if e.kind not in ("invoke", "call")]
+    ev_slow = [e for f in slow.functions for e in iter_events(f.body) if e.kind not in ("invoke", "call")]
+    assert [e.span for e in ev_fast] == [e.span for e in ev_slow]
+    assert {e.kind for e in ev_fast} >= {"backward", "clip", "step", "clear"}
+    assert [fast.stmts[e.stmt] for e in ev_fast] == [slow.stmts[e.stmt] for e in ev_slow]

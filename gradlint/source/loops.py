@@ -447,6 +447,101 @@ def _is_not_equal_zero(test: cst.BaseExpression) -> bool:
     return isinstance(test, cst.BinaryOperation) and isinstance(test.operator, cst.Modulo)
 
 
+# Words without which a function cannot hold anything a GL2xx finding or fix points at. Other
+# functions are still read (assignments, calls to follow) but their nodes get no positions.
+_RELEVANT = re.compile(r"backward|step\(|clip|zero_grad|\.grad\b|no_grad|inference_mode|enable_grad|"
+                       r"set_grad_enabled|unscale|foreach_zero|\.fit\(|[Tt]rainer\w*\.train\(|Trainer\(|"
+                       r"TrainingArguments|register_hook")
+
+
+class _Positions:
+    """Positions one function at a time.
+
+    The shared lazy positions resolve a whole top-level statement at once: one clip inside a
+    4 000-line Trainer class would cost the position pass of the entire class. Here a function
+    is resolved alone, as a module of its own, and mapped back: lines shift by the distance
+    between its `def` lines (CPython's parser gives the real one), columns by the difference in
+    leading whitespace of each line — the only text that differs, since a block's indentation
+    is relative in libcst while continuation lines keep their own whitespace.
+    """
+
+    def __init__(self, src) -> None:
+        self.src = src
+        self.file_lines = src.text.splitlines()
+        self.defs: dict[int, tuple[int, int]] = {}  # id(FunctionDef) -> (def line, end line)
+        self.tables: dict[int, tuple[dict, int, list[str]]] = {}
+        # id(top-level statement) -> its first line, when nothing in it can be pointed at
+        self.idle_top: dict[int, int] = {}
+        self._pair_defs()
+
+    def _pair_defs(self) -> None:
+        import ast
+
+        try:
+            tree = ast.parse(self.src.text)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return
+        theirs: list = []
+        stack = [tree]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                theirs.append(node)
+            stack.extend(reversed(list(ast.iter_child_nodes(node))))
+        ours = [n for n in walk(self.src.module, stop=()) if isinstance(n, cst.FunctionDef)]
+        if len(ours) != len(theirs) or any(a.name.value != b.name for a, b in zip(ours, theirs)):
+            return  # cannot pair them: every position comes from the shared provider
+        self.defs = {id(a): (b.lineno, b.end_lineno or b.lineno) for a, b in zip(ours, theirs)}
+        # top-level statements: a file's imports and constants need no positions
+        body, k = tree.body, 0
+        for stmt in self.src.module.body:
+            count = len(stmt.body) if isinstance(stmt, cst.SimpleStatementLine) else 1
+            if k + count > len(body):
+                self.idle_top = {}
+                return
+            first, last = body[k].lineno, body[k + count - 1].end_lineno or body[k + count - 1].lineno
+            if not isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) and \
+                    not _RELEVANT.search("\n".join(self.file_lines[first - 1: last])):
+                self.idle_top[id(stmt)] = first
+            k += count
+        if k != len(body):
+            self.idle_top = {}
+
+    def relevant(self, fdef: cst.FunctionDef) -> bool:
+        lines = self.defs.get(id(fdef))
+        if lines is None:
+            return True
+        return bool(_RELEVANT.search("\n".join(self.file_lines[lines[0] - 1: lines[1]])))
+
+    def def_line(self, fdef: cst.FunctionDef) -> int:
+        return self.defs.get(id(fdef), (0, 0))[0]
+
+    def span_in(self, fdef: cst.FunctionDef, node: cst.CSTNode) -> SourceSpan:
+        if id(fdef) not in self.defs:
+            return self.src.span(node)
+        table = self.tables.get(id(fdef))
+        if table is None:
+            from libcst.metadata import MetadataWrapper, PositionProvider
+
+            sub = cst.Module(body=[fdef], default_indent=self.src.module.default_indent,
+                             default_newline=self.src.module.default_newline)
+            positions = MetadataWrapper(sub, unsafe_skip_copy=True).resolve(PositionProvider)
+            shift = self.defs[id(fdef)][0] - positions[fdef.name].start.line
+            table = self.tables[id(fdef)] = (positions, shift, sub.code.splitlines())
+        positions, shift, sub_lines = table
+        rng = positions.get(node)
+        if rng is None:
+            return self.src.span(node)
+        return SourceSpan(rng.start.line + shift, self._column(rng.start.line, rng.start.column, shift, sub_lines) + 1,
+                          rng.end.line + shift, self._column(rng.end.line, rng.end.column, shift, sub_lines) + 1)
+
+    def _column(self, line: int, column: int, shift: int, sub_lines: list[str]) -> int:
+        mine = sub_lines[line - 1] if 0 < line <= len(sub_lines) else ""
+        k = line + shift - 1
+        theirs = self.file_lines[k] if 0 <= k < len(self.file_lines) else ""
+        return column + (len(theirs) - len(theirs.lstrip())) - (len(mine) - len(mine.lstrip()))
+
+
 class _Extractor:
     def __init__(self, src) -> None:
         self.src = src
@@ -463,6 +558,10 @@ class _Extractor:
         self._params: dict[int, set[str]] = {}
         self.lines = src.text.splitlines()
         self.hook_clipping = False
+        self.positions = _Positions(src)
+        # where positions come from now: None (the shared provider: module level), a FunctionDef
+        # (resolved alone), or an int (a line: code no finding will point into)
+        self._where: cst.FunctionDef | int | None = None
 
     # -- helpers -------------------------------------------------------------------------------
     def block_id(self) -> int:
@@ -473,7 +572,12 @@ class _Extractor:
         return self.src.imports.qualify(expr)
 
     def span(self, node: cst.CSTNode) -> SourceSpan:
-        return self.src.span(node)
+        where = self._where
+        if where is None:
+            return self.src.span(node)
+        if isinstance(where, int):
+            return SourceSpan.point(where, 1)
+        return self.positions.span_in(where, node)
 
     def _const(self, fid: int, name: str) -> float | None:
         if name in self._params.get(fid, ()):
@@ -544,12 +648,24 @@ class _Extractor:
         self._params[fid] = set(params)
         self._accum_names[fid] = {}
         ctx = _Ctx(fid=fid, cls=cls, nograd=nograd, tests=())
-        if isinstance(node, cst.Module):
-            body = self.block(node.body, ctx, "body")
-        else:
-            body = self.block(_suite(node.body), ctx, "body")
-        self.functions[fid] = Function(id=fid, name=name, cls=cls, parent=parent,
-                                       span=self.span(node) if not isinstance(node, cst.Module) else SourceSpan.point(1, 1),
+        saved = self._where
+        try:
+            if isinstance(node, cst.Module):
+                self._where = None
+                body = self.block(node.body, ctx, "body")
+                line = 1
+            else:
+                line = self.positions.def_line(node)
+                if not self.positions.defs:
+                    self._where = None
+                elif self.positions.relevant(node):
+                    self._where = node
+                else:
+                    self._where = line
+                body = self.block(_suite(node.body), ctx, "body")
+        finally:
+            self._where = saved
+        self.functions[fid] = Function(id=fid, name=name, cls=cls, parent=parent, span=SourceSpan.point(line, 1),
                                        body=body, nograd=nograd, params=params)
         return fid
 
@@ -569,12 +685,26 @@ class _Extractor:
                 items.append(Block("if", self.block_id(), (rest, Block("branch", self.block_id())),
                                    test=f"not ({_text(stmt.test)})", accum=True))
                 break
-            items.extend(self.statement(stmt, bid, i, ctx))
+            idle = self.positions.idle_top.get(id(stmt)) if self._where is None else None
+            if idle is None:
+                items.extend(self.statement(stmt, bid, i, ctx))
+            else:
+                self._where = idle
+                try:
+                    items.extend(self.statement(stmt, bid, i, ctx))
+                finally:
+                    self._where = None
             i += 1
         return Block(kind, bid, tuple(items), **extra)
 
     def record_stmt(self, stmt: cst.CSTNode, bid: int, index: int, ctx: "_Ctx", assigned=(), used=None) -> int:
-        rng = self.span(stmt)
+        if isinstance(stmt, cst.FunctionDef):
+            # their own pass places their contents; asking for this node's position would resolve all of it
+            rng = SourceSpan.point(self.positions.def_line(stmt), 1)
+        elif isinstance(stmt, cst.ClassDef):
+            rng = SourceSpan.point(0, 1)
+        else:
+            rng = self.span(stmt)
         simple = isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
         if simple:
             # the line holds nothing else (no `a; b` and no code before it)
@@ -658,9 +788,14 @@ class _Extractor:
                 elif isinstance(inner, cst.ClassDef):
                     self.statement(inner, bid, index, ctx)
                 elif isinstance(inner, cst.SimpleStatementLine):
-                    # class attributes (`optimizer = ...`) are assignments of the class body
-                    for small in inner.body:
-                        self.small(small, -1, cls_ctx)
+                    # class attributes (`optimizer = ...`) are assignments of the class body;
+                    # no finding points into them, so they get no positions
+                    saved, self._where = self._where, 0
+                    try:
+                        for small in inner.body:
+                            self.small(small, -1, cls_ctx)
+                    finally:
+                        self._where = saved
             return out
         if type(stmt).__name__ == "Match":
             alts = [self.block(_suite(case.body), ctx, "branch") for case in stmt.cases]
@@ -930,7 +1065,7 @@ class _Extractor:
 
         # framework training entry points
         if attr in ("fit", "train") and receiver is not None and (
-                re.search("trainer", recv_text, re.IGNORECASE)
+                re.search("trainer", _last(recv_text), re.IGNORECASE)
                 or any(a.target == recv_text and a.kind in ("pl_trainer", "hf_trainer") for a in self.assigns)):
             model = _arg(call, 0, "model") if attr == "fit" else None
             if isinstance(model, cst.Call) and dotted(model.func):
