@@ -59,16 +59,37 @@ class RunIndex:
 
     classes: dict[str, list[ClassSummary]] = field(default_factory=dict)
     networks: dict[str, list[Network]] = field(default_factory=dict)
+    # Numerics: class name -> gradlint.source.numerics_facts.NumClass records (what a forward
+    # returns, module-ness, autograd Functions), and the autograd Functions gradchecked in the run.
+    numeric_classes: dict[str, list[Any]] = field(default_factory=dict)
+    gradchecked: set[str] = field(default_factory=set)
 
     @classmethod
     def build(cls, facts: Iterable[FileFacts]) -> "RunIndex":
         index = cls()
+        facts = list(facts)
         for f in facts:
             for c in f.classes:
                 index.classes.setdefault(c.name, []).append(c)
             for n in f.networks:
                 index.networks.setdefault(n.name, []).append(n)
+        index._add_numerics(facts)
         return index
+
+    def _add_numerics(self, facts: Iterable[FileFacts]) -> None:
+        names: set[str] = set()
+        aliases: list[tuple[str, str]] = []
+        for f in facts:
+            num = getattr(f, "numerics", None)
+            if num is None:
+                continue
+            for c in num.classes:
+                self.numeric_classes.setdefault(c.name, []).append(c)
+            names |= set(num.gradchecked)
+            aliases.extend(num.apply_aliases)
+        # A Function is checked when its name, an alias of its .apply, or a wrapper calling it
+        # is passed to gradcheck anywhere in the run.
+        self.gradchecked = names | {cls for alias, cls in aliases if alias in names}
 
     def lookup(self, name: str) -> list[ClassSummary]:
         return self.classes.get(name, [])

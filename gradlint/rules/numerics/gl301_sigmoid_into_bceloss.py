@@ -1,0 +1,137 @@
+"""GL301 sigmoid-into-bceloss: BCELoss / binary_cross_entropy fed by a sigmoid output."""
+
+from __future__ import annotations
+
+from gradlint.findings import Severity
+from gradlint.registry import Example, RuleContext
+from gradlint.rules.numerics.base import SiteRule
+from gradlint.source.numerics_facts import Site
+
+
+class SigmoidIntoBCELoss(SiteRule):
+    """
+    ## What it does
+    Flags `nn.BCELoss` / `F.binary_cross_entropy` whose input is a sigmoid output: an inline
+    `torch.sigmoid(x)`, a local variable holding one, an `nn.Sigmoid` module, or the output of a
+    model whose `forward` returns a sigmoid (looked up across the files of the run). Only the
+    input is checked: soft labels and sigmoid-shaped targets are fine.
+
+    ## Why is this bad?
+    Once the sigmoid saturates (|x| ≳ 17 in float32) its output is exactly 0 or 1, and a
+    confidently wrong prediction gets exactly zero gradient: measured in torch, the gradient of
+    `binary_cross_entropy(sigmoid(x), t)` at x = 20, t = 0 is 0.0, where
+    `binary_cross_entropy_with_logits(x, t)` gives 1.0. `torch.autocast` refuses `BCELoss` for
+    the same reason. The with-logits loss fuses both with the log-sum-exp trick.
+
+    ## Example
+    ```python
+    loss = F.binary_cross_entropy(torch.sigmoid(logits), target)
+    ```
+
+    ## Use instead
+    ```python
+    loss = F.binary_cross_entropy_with_logits(logits, target)
+    ```
+
+    ## Fix safety
+    The fix (drop the sigmoid, switch to the with-logits loss) is unsafe: it is offered only when
+    the sigmoid is inline in the loss call, and the criterion is functional, built inline, or
+    built in the same function and used once; other code may still rely on the probabilities.
+    Apply with `--unsafe-fixes`.
+
+    ## References
+    - PyTorch AMP docs ("Prefer binary_cross_entropy_with_logits over binary_cross_entropy"):
+      `binary_cross_entropy` and `BCELoss` raise an error in autocast-enabled regions
+    - GRIST (ICSE 2021) numerical-bug benchmark: hand-written sigmoid + BCE cases
+    """
+
+    code = "GL301"
+    name = "sigmoid-into-bceloss"
+    severity = Severity.WARNING
+    summary = "BCELoss fed by a sigmoid output (zero gradient when saturated)"
+    fix_title = "Drop the sigmoid and use BCEWithLogitsLoss"
+
+    invalid = [
+        Example(
+            "import torch\nimport torch.nn.functional as F\n\n"
+            "def step(logits, target):\n"
+            "    return F.binary_cross_entropy(torch.sigmoid(logits), target)\n",
+            fixed="import torch\nimport torch.nn.functional as F\n\n"
+            "def step(logits, target):\n"
+            "    return F.binary_cross_entropy_with_logits(logits, target)\n",
+        ),
+        Example(
+            "import torch\nfrom torch import nn\n\n"
+            "def step(logits, target):\n"
+            "    crit = nn.BCELoss()\n"
+            "    loss = crit(logits.sigmoid(), target)\n"
+            "    return loss\n",
+            fixed="import torch\nfrom torch import nn\n\n"
+            "def step(logits, target):\n"
+            "    crit = nn.BCEWithLogitsLoss()\n"
+            "    loss = crit(logits, target)\n"
+            "    return loss\n",
+            note="criterion built in the same function",
+        ),
+        Example(
+            "import torch\nimport torch.nn as nn\n\n"
+            "class Trainer:\n"
+            "    def __init__(self):\n"
+            "        self.criterion = nn.BCELoss()\n"
+            "        self.act = nn.Sigmoid()\n\n"
+            "    def step(self, logits, target):\n"
+            "        probs = self.act(logits)\n"
+            "        return self.criterion(probs, target)\n",
+            note="through attributes and a variable",
+        ),
+        Example(
+            "import torch\nfrom torch import nn\nfrom model import Detector\n\n"
+            "model = Detector()\ncrit = nn.BCELoss()\n\n"
+            "def train(x, y):\n"
+            "    out = model(x)\n"
+            "    loss = crit(out, y)\n"
+            "    loss.backward()\n",
+            files=(("model.py", "import torch\nfrom torch import nn\n\n"
+                    "class Detector(nn.Module):\n"
+                    "    def __init__(self):\n"
+                    "        super().__init__()\n"
+                    "        self.fc = nn.Linear(8, 1)\n\n"
+                    "    def forward(self, x):\n"
+                    "        x = self.fc(x)\n"
+                    "        return torch.sigmoid(x)\n"),),
+            note="a model in another file whose forward returns a sigmoid",
+        ),
+    ]
+    valid = [
+        Example("import torch.nn.functional as F\n\ndef step(logits, target):\n"
+                "    return F.binary_cross_entropy_with_logits(logits, target)\n"),
+        Example("import torch\nimport torch.nn.functional as F\n\n"
+                "def step(probs, teacher_logits):\n"
+                "    soft = torch.sigmoid(teacher_logits / 2.0)\n"
+                "    return F.binary_cross_entropy(probs, soft)\n",
+                note="soft labels: a sigmoid target is not the input"),
+        Example("import torch\nimport torch.nn as nn\n\n"
+                "def step(probs, target):\n"
+                "    return nn.BCELoss()(probs, target)\n",
+                note="probabilities that are not sigmoid outputs"),
+        Example("import torch\nimport torch.nn.functional as F\n\n"
+                "@torch.no_grad()\ndef evaluate(logits, target):\n"
+                "    return F.binary_cross_entropy(torch.sigmoid(logits), target)\n",
+                note="no-grad evaluation code"),
+        Example("import torch\nfrom torch import nn\nfrom model import Detector\n\n"
+                "model = Detector()\ncrit = nn.BCELoss()\n\n"
+                "def train(x, y):\n"
+                "    loss = crit(model(x), y)\n",
+                files=(("model.py", "import torch\nfrom torch import nn\n\n"
+                        "class Detector(nn.Module):\n"
+                        "    def forward(self, x):\n"
+                        "        if self.training:\n"
+                        "            return x\n"
+                        "        return torch.sigmoid(x)\n"),),
+                note="a forward that returns the sigmoid only at inference"),
+    ]
+
+    def message(self, site: Site, ctx: RuleContext) -> str:
+        where = "a sigmoid output" if not site.classes else f"the output of {site.classes[0]}, whose forward returns a sigmoid"
+        return (f"`{site.detail}` is fed {where}: a saturated wrong prediction gets exactly zero gradient; "
+                "use the with-logits loss on the logits")

@@ -1,0 +1,119 @@
+"""GL302 log-of-probability: log(softmax(x)), log(sigmoid(x)), log(1 - sigmoid(x)) and their look-alikes."""
+
+from __future__ import annotations
+
+from gradlint.findings import Severity
+from gradlint.registry import Example, RuleContext
+from gradlint.rules.numerics.base import SiteRule
+from gradlint.source.numerics_facts import Site, returned_kind
+
+_INSTEAD = {"softmax": "log_softmax(x)", "sigmoid": "logsigmoid(x)", "one_minus_sigmoid": "logsigmoid(-x)"}
+
+
+class LogOfProbability(SiteRule):
+    """
+    ## What it does
+    Flags the log of a probability computed in two steps: `torch.log(torch.softmax(x, d))`,
+    `x.softmax(d).log()`, `torch.log(torch.sigmoid(x))`, `torch.log(1 - torch.sigmoid(x))`,
+    hand-written cross-entropy/BCE built from them, through local variables and through a
+    model whose `forward` returns probabilities (across the files of the run). In ONNX: a `Log`
+    fed by `Softmax` or `Sigmoid`.
+
+    Not flagged: `log_softmax`, `logsigmoid`; arguments shifted by an eps or clamped (the eps
+    bounds the gradient at 1/eps: a deliberate choice); logs of targets or constants; code under
+    `torch.no_grad()`/`inference_mode` and evaluation or metric functions.
+
+    ## Why is this bad?
+    A probability underflows to exactly 0 long before its logit is extreme, and the log turns it
+    into -inf with a NaN gradient. Measured in torch: `log(softmax([0, -200]))` is
+    `[0, -inf]` with NaN gradients, where `log_softmax` gives `[0, -200]`; `log(sigmoid(-120))`
+    is -inf where `logsigmoid(-120)` is -120.
+
+    ## Example
+    ```python
+    logp = torch.log(F.softmax(logits, dim=-1))
+    ```
+
+    ## Use instead
+    ```python
+    logp = F.log_softmax(logits, dim=-1)
+    ```
+
+    ## Fix safety
+    Safe: `log(softmax(x, d))` and `log_softmax(x, d)` are equal wherever the first is finite,
+    and the fix keeps the spelling in use (`F.softmax` → `F.log_softmax`, `x.softmax(d).log()` →
+    `x.log_softmax(d)`). `log(sigmoid(x))` becomes `logsigmoid(x)` (and `log(1 - sigmoid(x))`
+    becomes `logsigmoid(-x)`) only when `torch.nn.functional` is reachable through the file's
+    imports; otherwise no fix is offered.
+
+    ## References
+    - PyTorch docs, `torch.nn.functional.log_softmax`: "mathematically equivalent to
+      log(softmax(x)), but doing these two operations separately is slower and numerically
+      unstable"
+    - GRIST (ICSE 2021): log of a probability is the most common numerical bug in its benchmark
+    """
+
+    code = "GL302"
+    name = "log-of-probability"
+    severity = Severity.WARNING
+    summary = "Log of a softmax/sigmoid output (underflows to -inf, NaN gradient)"
+    fix_title = "Use log_softmax / logsigmoid"
+    inputs = frozenset({"python", "onnx"})
+
+    invalid = [
+        Example("import torch\nimport torch.nn.functional as F\n\n"
+                "def f(logits):\n    return torch.log(F.softmax(logits, dim=-1))\n",
+                fixed="import torch\nimport torch.nn.functional as F\n\n"
+                "def f(logits):\n    return F.log_softmax(logits, dim=-1)\n"),
+        Example("import torch\n\ndef f(logits):\n    return logits.softmax(-1).log()\n",
+                fixed="import torch\n\ndef f(logits):\n    return logits.log_softmax(-1)\n"),
+        Example("import torch\n\ndef f(logits):\n    return torch.log(torch.softmax(logits, 1))\n",
+                fixed="import torch\n\ndef f(logits):\n    return torch.log_softmax(logits, 1)\n"),
+        Example("import torch\nimport torch.nn.functional as F\n\n"
+                "def f(x):\n    return torch.log(torch.sigmoid(x))\n",
+                fixed="import torch\nimport torch.nn.functional as F\n\n"
+                "def f(x):\n    return F.logsigmoid(x)\n"),
+        Example("import torch\n\ndef f(x):\n    return torch.log(1 - torch.sigmoid(x))\n",
+                fixed="import torch\n\ndef f(x):\n    return torch.nn.functional.logsigmoid(-x)\n"),
+        Example("import torch\n\ndef loss(logits, y):\n"
+                "    p = torch.softmax(logits, dim=1)\n"
+                "    return -(y * torch.log(p)).sum(1).mean()\n",
+                note="hand-written cross-entropy through a variable"),
+        Example("import torch\n\ndef bce(z, y):\n"
+                "    p = torch.sigmoid(z)\n"
+                "    return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()\n",
+                note="hand-written BCE"),
+        Example("import torch\nfrom policy import Policy\n\npolicy = Policy()\n\n"
+                "def reinforce(state, action, ret):\n"
+                "    probs = policy(state)\n"
+                "    return -(torch.log(probs[action]) * ret)\n",
+                files=(("policy.py", "import torch\nfrom torch import nn\n\n"
+                        "class Policy(nn.Module):\n"
+                        "    def forward(self, x):\n"
+                        "        return torch.softmax(self.fc(x), dim=-1)\n"),),
+                note="log of a model's softmax output"),
+    ]
+    valid = [
+        Example("import torch.nn.functional as F\n\ndef f(z):\n    return F.log_softmax(z, -1), F.logsigmoid(z)\n"),
+        Example("import torch\n\ndef f(z):\n    p = torch.softmax(z, -1)\n    return torch.log(p + 1e-8)\n",
+                note="eps-shifted"),
+        Example("import torch\n\ndef f(z):\n    p = torch.sigmoid(z).clamp(1e-6, 1 - 1e-6)\n    return torch.log(p)\n",
+                note="clamped"),
+        Example("import torch\n\ndef f(target, counts):\n    return torch.log(target) + torch.log(torch.tensor(2.0))\n",
+                note="logs of targets and constants"),
+        Example("import torch\n\n@torch.no_grad()\ndef f(z):\n    return torch.log(torch.softmax(z, -1))\n",
+                note="no-grad code"),
+        Example("import torch\n\ndef evaluate(z):\n    return torch.log(torch.softmax(z, -1))\n",
+                note="evaluation function"),
+        Example("import torch\n\ndef f(z):\n    with torch.inference_mode():\n"
+                "        return torch.log(torch.softmax(z, -1))\n", note="inference mode"),
+    ]
+
+    def message(self, site: Site, ctx: RuleContext) -> str:
+        if site.classes:
+            kind = returned_kind(site, ctx.index) or "probability"
+            return (f"log of the output of {site.classes[0]}, whose forward returns a {kind}: it underflows to "
+                    f"-inf with a NaN gradient; return logits and use {_INSTEAD.get(kind, 'log_softmax(x)')}")
+        what = {"softmax": "softmax(x)", "sigmoid": "sigmoid(x)", "one_minus_sigmoid": "1 - sigmoid(x)"}[site.kind]
+        return (f"log of {what} underflows to -inf with a NaN gradient once a probability is 0; "
+                f"use {_INSTEAD[site.kind]}")

@@ -1,0 +1,69 @@
+"""GL304 sigmoid-into-bce-with-logits: BCEWithLogitsLoss on a sigmoid output (sigmoid applied twice)."""
+
+from __future__ import annotations
+
+from gradlint.findings import Severity
+from gradlint.registry import Example, RuleContext
+from gradlint.rules.numerics.base import SiteRule
+from gradlint.source.numerics_facts import Site
+
+
+class SigmoidIntoBCEWithLogits(SiteRule):
+    """
+    ## What it does
+    Flags `nn.BCEWithLogitsLoss` / `F.binary_cross_entropy_with_logits` whose input is already
+    a sigmoid output (inline, through a variable, an `nn.Sigmoid` module, or a model whose
+    `forward` returns a sigmoid, across the files of the run).
+
+    ## Why is this bad?
+    The loss applies the sigmoid itself: the model's output is squashed twice, so every
+    prediction lies in (0.5, 0.73) after the second sigmoid, the loss cannot reach 0, and the
+    gradient is scaled by σ'(σ(x)) ≤ 0.25 on top of σ'(x).
+
+    ## Example
+    ```python
+    loss = F.binary_cross_entropy_with_logits(torch.sigmoid(logits), target)
+    ```
+
+    ## Use instead
+    ```python
+    loss = F.binary_cross_entropy_with_logits(logits, target)
+    ```
+    """
+
+    code = "GL304"
+    name = "sigmoid-into-bce-with-logits"
+    severity = Severity.ERROR
+    summary = "BCEWithLogitsLoss applied to a sigmoid output (sigmoid applied twice)"
+
+    invalid = [
+        Example("import torch\nimport torch.nn.functional as F\n\n"
+                "def step(z, t):\n    return F.binary_cross_entropy_with_logits(torch.sigmoid(z), t)\n"),
+        Example("import torch\nfrom torch import nn\n\n"
+                "class M(nn.Module):\n"
+                "    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.head = nn.Sequential(nn.Linear(4, 1), nn.Sigmoid())\n"
+                "        self.loss = nn.BCEWithLogitsLoss()\n\n"
+                "    def training_step(self, x, t):\n"
+                "        return self.loss(self.head(x), t)\n",
+                note="an nn.Sequential ending in nn.Sigmoid"),
+        Example("import torch\nfrom torch import nn\nfrom net import Net\n\n"
+                "net = Net()\ncrit = nn.BCEWithLogitsLoss()\n\n"
+                "def step(x, t):\n    out = net(x)\n    return crit(out, t)\n",
+                files=(("net.py", "import torch\nfrom torch import nn\n\n"
+                        "class Net(nn.Module):\n    def forward(self, x):\n        return x.sigmoid()\n"),),
+                note="across files"),
+    ]
+    valid = [
+        Example("import torch.nn.functional as F\n\ndef step(z, t):\n"
+                "    return F.binary_cross_entropy_with_logits(z, t)\n"),
+        Example("import torch\nimport torch.nn.functional as F\n\ndef step(z, teacher):\n"
+                "    return F.binary_cross_entropy_with_logits(z, torch.sigmoid(teacher))\n",
+                note="sigmoid on the target"),
+    ]
+
+    def message(self, site: Site, ctx: RuleContext) -> str:
+        what = "a sigmoid output" if not site.classes else \
+            f"the output of {site.classes[0]}, whose forward returns a sigmoid"
+        return f"`{site.detail}` applies a sigmoid itself but is fed {what}: the sigmoid is applied twice"

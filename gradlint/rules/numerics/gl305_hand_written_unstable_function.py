@@ -1,0 +1,74 @@
+"""GL305 hand-written-unstable-function: sigmoid, softplus and logsumexp written out with exp."""
+
+from __future__ import annotations
+
+from gradlint.findings import Severity
+from gradlint.registry import Example, RuleContext
+from gradlint.rules.numerics.base import SiteRule
+from gradlint.source.numerics_facts import Site
+
+_USE = {"sigmoid": "torch.sigmoid(x)", "softplus": "F.softplus(x)", "logsumexp": "torch.logsumexp(x, dim)"}
+
+
+class HandWrittenUnstableFunction(SiteRule):
+    """
+    ## What it does
+    Flags `1 / (1 + exp(-x))`, `log(1 + exp(x))` (and `log1p(exp(x))`, `x.exp().add(1).log()`)
+    and `log(sum(exp(x)))` written with torch operations, through local variables. Not flagged:
+    constant operands, detached or no-grad operands, and the stable max-shifted log-sum-exp
+    (`x - x.max()` inside the exp).
+
+    ## Why is this bad?
+    `exp` overflows to inf in float32 above 88 (above 11 in float16), and the gradient of the
+    hand-written form becomes inf/inf = NaN. Measured in torch: the gradient of
+    `1 / (1 + exp(-x))` at x = -100 is NaN; `log(1 + exp(x))` at x = 100 is inf with a NaN
+    gradient; `log(exp(x).sum())` at [100, 0] is inf with a NaN gradient. The library
+    functions are exact there.
+
+    ## Example
+    ```python
+    p = 1 / (1 + torch.exp(-z))
+    sp = torch.log(1 + torch.exp(z))
+    lse = torch.log(torch.exp(z).sum(-1))
+    ```
+
+    ## Use instead
+    ```python
+    p = torch.sigmoid(z)
+    sp = F.softplus(z)
+    lse = torch.logsumexp(z, dim=-1)
+    ```
+    """
+
+    code = "GL305"
+    name = "hand-written-unstable-function"
+    severity = Severity.WARNING
+    summary = "Sigmoid/softplus/logsumexp written with exp (overflow, NaN gradients)"
+
+    invalid = [
+        Example("import torch\n\ndef f(x):\n    return 1 / (1 + torch.exp(-x))\n"),
+        Example("import torch\n\ndef f(x):\n    return torch.log(1 + torch.exp(x))\n"),
+        Example("import torch\n\ndef f(x):\n    return x.exp().add(1).log()\n"),
+        Example("import torch\n\ndef f(x):\n    return torch.log(torch.sum(torch.exp(x), dim=1))\n"),
+        Example("import torch\n\ndef f(x):\n    e = torch.exp(x)\n    s = e.sum(-1)\n    return s.log()\n",
+                note="through variables"),
+        Example("import torch\n\ndef f(x):\n    return torch.log1p(torch.exp(x))\n"),
+    ]
+    valid = [
+        Example("import torch\nimport torch.nn.functional as F\n\ndef f(x):\n"
+                "    return torch.sigmoid(x), F.softplus(x), torch.logsumexp(x, 1)\n"),
+        Example("import torch\n\ndef f():\n    return 1 / (1 + torch.exp(-torch.tensor(2.0)))\n",
+                note="constant operand"),
+        Example("import math\n\ndef f(x):\n    return 1 / (1 + math.exp(-x))\n", note="python floats"),
+        Example("import torch\n\ndef f(x):\n    return torch.log(1 + torch.exp(x.detach()))\n",
+                note="detached operand"),
+        Example("import torch\n\ndef f(x):\n    with torch.no_grad():\n        return 1 / (1 + torch.exp(-x))\n",
+                note="no-grad"),
+        Example("import torch\n\ndef f(x):\n    m = x.max(dim=1, keepdim=True).values\n"
+                "    return m + torch.log(torch.exp(x - m).sum(1, keepdim=True))\n",
+                note="max-shifted log-sum-exp"),
+    ]
+
+    def message(self, site: Site, ctx: RuleContext) -> str:
+        return (f"hand-written `{site.detail}` overflows in exp (float32: |x| > 88) and gives a NaN gradient; "
+                f"use {_USE[site.kind]}")

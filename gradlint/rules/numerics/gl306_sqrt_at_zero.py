@@ -1,0 +1,87 @@
+"""GL306 sqrt-at-zero: sqrt/rsqrt/pow(0.5) of a sum of squares with no eps."""
+
+from __future__ import annotations
+
+from gradlint.findings import Severity
+from gradlint.registry import Example, RuleContext
+from gradlint.rules.numerics.base import SiteRule
+from gradlint.source.numerics_facts import Site
+
+
+class SqrtAtZero(SiteRule):
+    """
+    ## What it does
+    Flags `torch.sqrt`, `torch.rsqrt`, `.sqrt()`, `.pow(0.5)` and `** 0.5` of a sum (or mean)
+    of squares or of a squared difference — `((a - b) ** 2).sum(-1)`, `x.pow(2).mean()`,
+    `x ** 2 + y ** 2` — with no eps added and no `clamp(min > 0)`, through local variables.
+    ONNX graphs are read too: the ONNX front-end matches the same pattern in the graph.
+
+    Not flagged: `x.norm()`, `torch.linalg.vector_norm`, `torch.cdist`, `F.pairwise_distance`
+    (their gradients are defined at 0), detached or no-grad operands, and helpers that clamp
+    before the sqrt.
+
+    ## Why is this bad?
+    d sqrt(s)/ds = 1 / (2 sqrt(s)) is infinite at s = 0, and the chain rule multiplies it by
+    ds/dx = 0: the gradient is NaN. Measured in torch: the gradient of
+    `torch.sqrt((a ** 2).sum())` at a = 0 is `[nan, nan, nan]`, where `a.norm()` gives 0.
+    A single zero distance (a point paired with itself, a padded row) poisons the whole step.
+
+    ## Example
+    ```python
+    dist = torch.sqrt(((a - b) ** 2).sum(-1))
+    ```
+
+    ## Use instead
+    ```python
+    dist = torch.linalg.vector_norm(a - b, dim=-1)
+    # or
+    dist = torch.sqrt(((a - b) ** 2).sum(-1) + 1e-12)
+    ```
+
+    ## Fix safety
+    The fix adds `1e-12` inside the root. It is unsafe: it changes values (by up to 1e-6 in the
+    result), and in float16/bfloat16 the eps underflows or is absorbed, so a larger eps or a
+    norm function may be what the code needs. Apply with `--unsafe-fixes`.
+    """
+
+    code = "GL306"
+    name = "sqrt-at-zero"
+    severity = Severity.WARNING
+    summary = "sqrt of a sum of squares with no eps (NaN gradient at 0)"
+    fix_title = "Add an eps inside the root"
+    inputs = frozenset({"python", "onnx"})
+
+    invalid = [
+        Example("import torch\n\ndef d(a, b):\n    return torch.sqrt(((a - b) ** 2).sum(-1))\n",
+                fixed="import torch\n\ndef d(a, b):\n    return torch.sqrt(((a - b) ** 2).sum(-1) + 1e-12)\n"),
+        Example("import torch\n\ndef d(x):\n    return x.pow(2).sum(dim=1).sqrt()\n",
+                fixed="import torch\n\ndef d(x):\n    return (x.pow(2).sum(dim=1) + 1e-12).sqrt()\n"),
+        Example("import torch\n\ndef d(x):\n    return torch.rsqrt(x.pow(2).mean(-1, keepdim=True))\n"),
+        Example("import torch\n\ndef d(x, y):\n    return torch.sqrt(x ** 2 + y ** 2)\n"),
+        Example("import torch\n\ndef d(x):\n    return (x * x).sum(1) ** 0.5\n"),
+        Example("import torch\n\ndef d(a, b):\n    sq = (a - b).square().sum(-1)\n    return sq.pow(0.5)\n",
+                note="through a variable"),
+        Example("import torch\n\ndef d(a, b):\n    s = torch.clamp(((a - b) ** 2).sum(-1), min=0)\n"
+                "    return torch.sqrt(s)\n", note="clamp(min=0) does not move it away from 0"),
+    ]
+    valid = [
+        Example("import torch\n\ndef d(a, b):\n    return (a - b).norm(dim=-1), torch.linalg.vector_norm(a - b, dim=-1)\n"),
+        Example("import torch\nimport torch.nn.functional as F\n\ndef d(a, b):\n"
+                "    return torch.cdist(a, b), F.pairwise_distance(a, b)\n"),
+        Example("import torch\n\ndef d(a, b):\n    return torch.sqrt(((a - b) ** 2).sum(-1) + 1e-12)\n", note="eps"),
+        Example("import torch\n\ndef d(a, b, eps=1e-8):\n    return torch.sqrt(torch.clamp(((a - b) ** 2).sum(-1), min=eps))\n",
+                note="clamp(min=eps)"),
+        Example("import torch\n\ndef d(x):\n    return x.pow(2).sum(1).clamp_min(1e-12).sqrt()\n", note="clamp_min"),
+        Example("import torch\n\ndef d(x):\n    return torch.sqrt((x.detach() ** 2).sum())\n", note="detached"),
+        Example("import torch\n\n@torch.no_grad()\ndef d(x):\n    return torch.sqrt((x ** 2).sum())\n", note="no-grad"),
+        Example("import math\n\ndef d(h, w):\n    return (h ** 2 + w ** 2) ** 0.5, math.sqrt(h ** 2 + w ** 2)\n",
+                note="python numbers"),
+        Example("import torch\n\ndef safe_sqrt(x):\n    return torch.sqrt(torch.clamp(x, min=1e-12))\n\n"
+                "def d(a, b):\n    return safe_sqrt(((a - b) ** 2).sum(-1))\n", note="a helper that clamps"),
+        Example("import torch\n\ndef rms(x, eps=1e-6):\n    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)\n",
+                note="RMSNorm with eps"),
+    ]
+
+    def message(self, site: Site, ctx: RuleContext) -> str:
+        return (f"`{site.kind}` of a {site.detail} with no eps: its gradient is NaN where the sum is 0; "
+                "add an eps, clamp(min > 0), or use a norm function")

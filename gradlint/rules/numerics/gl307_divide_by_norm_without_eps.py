@@ -1,0 +1,66 @@
+"""GL307 divide-by-norm-without-eps: x / x.norm(), x / x.std(), x / sqrt(var) with no eps."""
+
+from __future__ import annotations
+
+from gradlint.findings import Severity
+from gradlint.registry import Example, RuleContext
+from gradlint.rules.numerics.base import SiteRule
+from gradlint.source.numerics_facts import Site
+
+
+class DivideByNormWithoutEps(SiteRule):
+    """
+    ## What it does
+    Flags divisions (`/`, `/=`, `torch.div`, `.div`) by `x.norm(...)`, `torch.linalg.norm`,
+    `x.std(...)` or `torch.sqrt(x.var(...))` with no eps added and no `clamp(min=...)`,
+    through local variables. ONNX graphs are read too (the ONNX front-end matches the pattern).
+
+    Not flagged: `F.normalize`, `layer_norm`, norm layers (they add eps), detached or no-grad
+    operands, data pipelines (datasets, transforms).
+
+    ## Why is this bad?
+    An all-zero vector (padding, a dead feature, a constant channel) gives 0/0: the output and
+    the gradient are NaN. Measured in torch: the gradient of `(a / a.norm()).sum()` at a = 0 is
+    `[nan, nan, nan]`. `F.normalize` divides by `max(norm, eps)`.
+
+    ## Example
+    ```python
+    emb = emb / emb.norm(dim=-1, keepdim=True)
+    ```
+
+    ## Use instead
+    ```python
+    emb = F.normalize(emb, dim=-1)
+    ```
+    """
+
+    code = "GL307"
+    name = "divide-by-norm-without-eps"
+    severity = Severity.WARNING
+    summary = "Division by a norm or std with no eps (0/0 = NaN)"
+    inputs = frozenset({"python", "onnx"})
+
+    invalid = [
+        Example("import torch\n\ndef f(x):\n    return x / x.norm(dim=-1, keepdim=True)\n"),
+        Example("import torch\n\ndef f(x):\n    return (x - x.mean(0)) / x.std(0)\n"),
+        Example("import torch\n\ndef f(x):\n    var = x.var(-1, keepdim=True)\n    return x / torch.sqrt(var)\n"),
+        Example("import torch\n\ndef f(x):\n    n = torch.linalg.norm(x, dim=1, keepdim=True)\n    x /= n\n    return x\n"),
+        Example("import torch\n\ndef f(x):\n    return torch.div(x, x.norm(p=2, dim=1, keepdim=True))\n"),
+    ]
+    valid = [
+        Example("import torch.nn.functional as F\n\ndef f(x):\n    return F.normalize(x, dim=-1)\n"),
+        Example("import torch.nn.functional as F\n\ndef f(x):\n    return F.layer_norm(x, x.shape[-1:])\n"),
+        Example("import torch\nfrom torch import nn\n\nclass M(nn.Module):\n"
+                "    def __init__(self):\n        super().__init__()\n        self.norm = nn.LayerNorm(8)\n\n"
+                "    def forward(self, x):\n        return self.norm(x)\n"),
+        Example("import torch\n\ndef f(x, eps=1e-6):\n    return x / (x.norm(dim=-1, keepdim=True) + eps)\n"),
+        Example("import torch\n\ndef f(x):\n    return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-6)\n"),
+        Example("import torch\n\ndef f(adv):\n    return (adv - adv.mean()) / (adv.std() + 1e-8)\n"),
+        Example("import torch\n\ndef f(x):\n    v = torch.randn(8)\n    return v / v.norm()\n",
+                note="a random direction: no gradient"),
+        Example("import torch\n\n@torch.no_grad()\ndef f(w):\n    return w / w.norm()\n", note="no-grad"),
+    ]
+
+    def message(self, site: Site, ctx: RuleContext) -> str:
+        return (f"division by `{site.detail}` with no eps: 0/0 gives a NaN output and gradient for an "
+                "all-zero input; add an eps, clamp(min=eps), or use F.normalize")

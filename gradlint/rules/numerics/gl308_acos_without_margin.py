@@ -1,0 +1,64 @@
+"""GL308 acos-without-margin: acos/asin whose argument is not clamped strictly inside (-1, 1)."""
+
+from __future__ import annotations
+
+from gradlint.findings import Severity
+from gradlint.registry import Example, RuleContext
+from gradlint.rules.numerics.base import SiteRule
+from gradlint.source.numerics_facts import Site
+
+
+class AcosWithoutMargin(SiteRule):
+    """
+    ## What it does
+    Flags `torch.acos`/`torch.asin` (and `arccos`/`arcsin`, `.acos()`) whose argument is not
+    clamped strictly inside (-1, 1). `clamp(-1, 1)` is still flagged: it keeps the argument in
+    the domain but not away from the ends. Not flagged: `clamp(-1 + eps, 1 - eps)` or any
+    non-literal margin, constants, detached or no-grad operands. ONNX graphs are read too (the
+    ONNX front-end matches the pattern).
+
+    ## Why is this bad?
+    d acos(x)/dx = -1 / sqrt(1 - x²) is infinite at ±1, and a cosine similarity of two equal
+    vectors is exactly 1 in floating point. Measured in torch: the gradient of
+    `acos(x.clamp(-1, 1))` at x = 1 is -inf; with `clamp(-1 + 1e-7, 1 - 1e-7)` it is finite
+    (-702 at x = 0.999999).
+
+    ## Example
+    ```python
+    angle = torch.acos(torch.clamp(cos, -1.0, 1.0))
+    ```
+
+    ## Use instead
+    ```python
+    eps = 1e-7
+    angle = torch.acos(torch.clamp(cos, -1.0 + eps, 1.0 - eps))
+    ```
+    """
+
+    code = "GL308"
+    name = "acos-without-margin"
+    severity = Severity.WARNING
+    summary = "acos/asin not clamped strictly inside (-1, 1) (infinite gradient at ±1)"
+    inputs = frozenset({"python", "onnx"})
+
+    invalid = [
+        Example("import torch\nimport torch.nn.functional as F\n\ndef f(a, b):\n"
+                "    return torch.acos(F.cosine_similarity(a, b))\n"),
+        Example("import torch\n\ndef f(c):\n    return torch.acos(torch.clamp(c, -1.0, 1.0))\n",
+                note="clamp(-1, 1) is still flagged"),
+        Example("import torch\n\ndef f(c):\n    c = c.clamp(-1, 1)\n    return c.asin()\n"),
+    ]
+    valid = [
+        Example("import torch\n\ndef f(c, eps=1e-7):\n    return torch.acos(torch.clamp(c, -1 + eps, 1 - eps))\n"),
+        Example("import torch\n\ndef f(c):\n    return torch.acos(c.clamp(-0.9999, 0.9999))\n"),
+        Example("import torch\n\ndef f(c):\n    return torch.acos(c.detach())\n", note="detached"),
+        Example("import torch\n\ndef f(c):\n    with torch.no_grad():\n        return torch.acos(c)\n", note="no-grad"),
+        Example("import torch\n\nPI = torch.acos(torch.zeros(1)).item() * 2\n", note="a constant"),
+    ]
+
+    def message(self, site: Site, ctx: RuleContext) -> str:
+        if site.kind == "loose-clamp":
+            return (f"`{site.detail}` of a value clamped to [-1, 1]: its gradient is infinite at ±1; "
+                    "clamp to (-1 + eps, 1 - eps)")
+        return (f"`{site.detail}` of an unclamped value: its gradient is infinite at ±1 (equal vectors give "
+                "exactly 1); clamp to (-1 + eps, 1 - eps)")

@@ -1,0 +1,75 @@
+"""GL309 where-nan-branch: torch.where with log/sqrt/division of an unclamped value in a branch."""
+
+from __future__ import annotations
+
+from gradlint.findings import Severity
+from gradlint.registry import Example, RuleContext
+from gradlint.rules.numerics.base import SiteRule
+from gradlint.source.numerics_facts import Site
+
+
+class WhereNanBranch(SiteRule):
+    """
+    ## What it does
+    Flags `torch.where(cond, a, b)` (and `x.where(cond, y)`) where a branch is `log`, `sqrt`,
+    `rsqrt`, `reciprocal`, `acos`/`asin` or a division of an operand that is not clamped, shifted
+    by an eps or guarded by an inner `where` before the operation. ONNX graphs are read too
+    (the ONNX front-end matches the pattern).
+
+    ## Why is this bad?
+    `where` selects values, but autograd differentiates both branches everywhere and multiplies
+    the unselected one by 0: an infinite local gradient times 0 is NaN. Measured in torch:
+    the gradient of `torch.where(x > 0, torch.log(x), 0.0).sum()` at x = 0 is NaN, although
+    the forward value is 0. The fix is to make the operand safe before the op (the "double
+    where" trick), not to mask the result.
+
+    ## Example
+    ```python
+    y = torch.where(x > 0, torch.log(x), torch.zeros_like(x))
+    ```
+
+    ## Use instead
+    ```python
+    safe = torch.where(x > 0, x, torch.ones_like(x))
+    y = torch.where(x > 0, torch.log(safe), torch.zeros_like(x))
+    ```
+
+    ## References
+    - JAX FAQ, "Gradients contain NaN where using where" (the same autograd rule holds in PyTorch)
+    """
+
+    code = "GL309"
+    name = "where-nan-branch"
+    severity = Severity.WARNING
+    summary = "torch.where with an unsafe op in a branch (NaN gradient leaks through the mask)"
+    inputs = frozenset({"python", "onnx"})
+
+    invalid = [
+        Example("import torch\n\ndef f(x):\n    return torch.where(x > 0, torch.log(x), torch.zeros_like(x))\n"),
+        Example("import torch\n\ndef f(x):\n    return torch.where(x > 0, x.sqrt(), 0.0)\n"),
+        Example("import torch\n\ndef f(s, d):\n    n = d.sum(-1)\n    return torch.where(n > 0, s / n, torch.zeros_like(s))\n"),
+        Example("import torch\n\ndef f(x):\n    return torch.where(x.abs() < 1, torch.zeros_like(x), torch.reciprocal(x))\n"),
+        Example("import torch\n\ndef f(s, mask):\n    n = mask.sum(-1)\n    return torch.where(n > 0, s / n, 0.0)\n",
+                note="a count without gradient still poisons the numerator's gradient (measured: NaN)"),
+    ]
+    valid = [
+        Example("import torch\n\ndef f(x):\n    safe = torch.where(x > 0, x, torch.ones_like(x))\n"
+                "    return torch.where(x > 0, torch.log(safe), torch.zeros_like(x))\n", note="double where"),
+        Example("import torch\n\ndef f(x):\n    return torch.where(x > 0, torch.log(x.clamp(min=1e-12)), 0.0)\n",
+                note="clamped before the op"),
+        Example("import torch\n\ndef f(x, eps=1e-8):\n    return torch.where(x > 0, torch.sqrt(x + eps), 0.0)\n",
+                note="eps-shifted"),
+        Example("import torch\n\ndef f(x):\n    return torch.where(x > 0, x / 2.0, x)\n", note="division by a literal"),
+        Example("import torch\n\ndef f(inv_freq, wavelen, low, factor):\n"
+                "    return torch.where(wavelen > low, inv_freq / factor, inv_freq)\n",
+                note="division by a plain name (a config number)"),
+        Example("import torch\n\ndef f(s, mask):\n    n = mask.sum(-1).clamp(min=1)\n    return torch.where(n > 0, s / n, 0.0)\n",
+                note="a clamped count"),
+        Example("import torch\n\n@torch.no_grad()\ndef f(x):\n    return torch.where(x > 0, torch.log(x), 0.0)\n",
+                note="no-grad"),
+    ]
+
+    def message(self, site: Site, ctx: RuleContext) -> str:
+        op = "division by" if site.kind == "division" else f"{site.kind} of"
+        return (f"torch.where branch computes {op} unclamped `{site.detail}`: the masked-out branch's "
+                "infinite gradient times 0 is NaN; make the operand safe before the op")

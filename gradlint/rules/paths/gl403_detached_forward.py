@@ -1,0 +1,104 @@
+"""GL403 detached-forward: .detach(), .data or torch.no_grad() between a module's parameters and its output."""
+
+from __future__ import annotations
+
+from gradlint.findings import Severity
+from gradlint.registry import Example, RuleContext
+from gradlint.rules.numerics.base import SiteRule
+from gradlint.source.numerics_facts import Site
+
+
+class DetachedForward(SiteRule):
+    """
+    ## What it does
+    Flags an `nn.Module.forward` whose returned value is cut from the module's parameters by
+    `.detach()`, `.data` or a `torch.no_grad()` block (or decorator), and a parameter read as
+    `self.weight.data` / `self.weight.detach()` on the way to the output.
+
+    Not flagged: deliberate stop-gradients — EMA, teacher, target and momentum networks (named
+    so), hidden states detached between truncated-BPTT windows, straight-through estimators
+    (`x + (q - x).detach()` keeps a path), and a frozen sub-network whose output feeds a
+    trainable head.
+
+    ## Why is this bad?
+    The parameters upstream of the cut never receive a gradient: they stay at their
+    initialisation while the loss still decreases through the rest of the model, which hides
+    the bug.
+
+    ## Example
+    ```python
+    def forward(self, x):
+        return F.linear(x, self.weight.data, self.bias)
+    ```
+
+    ## Use instead
+    ```python
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+    ```
+    """
+
+    code = "GL403"
+    name = "detached-forward"
+    severity = Severity.WARNING
+    summary = "A module's forward output is cut from its parameters (.detach(), .data, no_grad)"
+
+    invalid = [
+        Example("import torch\nfrom torch import nn\nimport torch.nn.functional as F\n\n"
+                "class Lin(nn.Module):\n"
+                "    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.weight = nn.Parameter(torch.randn(4, 4))\n\n"
+                "    def forward(self, x):\n"
+                "        return F.linear(x, self.weight.data)\n"),
+        Example("import torch\nfrom torch import nn\n\n"
+                "class Head(nn.Module):\n"
+                "    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.fc = nn.Linear(4, 2)\n\n"
+                "    def forward(self, x):\n"
+                "        return self.fc(x).detach()\n"),
+        Example("import torch\nfrom torch import nn\n\n"
+                "class Enc(nn.Module):\n"
+                "    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.net = nn.Linear(4, 4)\n\n"
+                "    def forward(self, x):\n"
+                "        with torch.no_grad():\n"
+                "            out = self.net(x)\n"
+                "        return out\n"),
+    ]
+    valid = [
+        Example("import torch\nfrom torch import nn\n\n"
+                "class EMATeacher(nn.Module):\n"
+                "    def __init__(self):\n        super().__init__()\n        self.net = nn.Linear(4, 4)\n\n"
+                "    def forward(self, x):\n        with torch.no_grad():\n            return self.net(x)\n",
+                note="EMA/teacher network"),
+        Example("import torch\nfrom torch import nn\n\n"
+                "class RNNLM(nn.Module):\n"
+                "    def __init__(self):\n        super().__init__()\n        self.rnn = nn.LSTM(4, 4)\n\n"
+                "    def forward(self, x, hidden):\n"
+                "        out, hidden = self.rnn(x, hidden)\n"
+                "        hidden = tuple(h.detach() for h in hidden)\n"
+                "        return out, hidden\n", note="BPTT hidden-state detach"),
+        Example("import torch\nfrom torch import nn\n\n"
+                "class VQ(nn.Module):\n"
+                "    def __init__(self):\n        super().__init__()\n        self.codebook = nn.Embedding(16, 4)\n\n"
+                "    def forward(self, z):\n"
+                "        q = self.codebook(z.argmax(-1))\n"
+                "        return z + (q - z).detach()\n", note="straight-through estimator"),
+        Example("import torch\nfrom torch import nn\n\n"
+                "class Probe(nn.Module):\n"
+                "    def __init__(self):\n        super().__init__()\n"
+                "        self.backbone = nn.Linear(4, 4)\n        self.head = nn.Linear(4, 2)\n\n"
+                "    def forward(self, x):\n"
+                "        with torch.no_grad():\n            f = self.backbone(x)\n"
+                "        return self.head(f)\n", note="frozen backbone, trainable head"),
+    ]
+
+    def message(self, site: Site, ctx: RuleContext) -> str:
+        if site.kind == "parameter-cut":
+            return (f"forward reads `{site.detail}`: the parameter is cut from the graph and never gets a "
+                    "gradient")
+        return (f"forward's output is cut from the module's parameters by {site.detail}: they never get a "
+                "gradient")

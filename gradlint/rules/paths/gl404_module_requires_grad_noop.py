@@ -1,0 +1,77 @@
+"""GL404 module-requires-grad-noop: `module.requires_grad = False` sets a plain attribute."""
+
+from __future__ import annotations
+
+from gradlint.findings import Severity
+from gradlint.registry import Example, RuleContext
+from gradlint.rules.numerics.base import SiteRule
+from gradlint.source.numerics_facts import Site
+
+
+class ModuleRequiresGradNoop(SiteRule):
+    """
+    ## What it does
+    Flags `module.requires_grad = False` (or `= True`) on an `nn.Module` — a `torch.nn` layer,
+    a class of the run that derives from `nn.Module` (looked up across files), `self` inside
+    such a class, or a loop variable over `.modules()`/`.children()` — and the `.require_grad`
+    typo on anything.
+
+    Not flagged: `module.requires_grad_(False)`, and `requires_grad` on tensors and
+    `nn.Parameter` attributes.
+
+    ## Why is this bad?
+    `nn.Module` has no `requires_grad` attribute: the assignment creates a new plain attribute
+    and every parameter still trains. Measured in torch: after `m.requires_grad = False` on an
+    `nn.Linear`, `m.weight.requires_grad` is still True. `.require_grad` is a typo that is
+    silently accepted the same way.
+
+    ## Example
+    ```python
+    model.encoder.requires_grad = False
+    ```
+
+    ## Use instead
+    ```python
+    model.encoder.requires_grad_(False)
+    ```
+    """
+
+    code = "GL404"
+    name = "module-requires-grad-noop"
+    severity = Severity.WARNING
+    summary = "requires_grad assigned on an nn.Module (a no-op) or misspelt"
+
+    invalid = [
+        Example("import torch\nfrom torch import nn\n\n"
+                "class M(nn.Module):\n"
+                "    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.encoder = nn.Linear(4, 4)\n"
+                "        self.encoder.requires_grad = False\n"),
+        Example("import torch\nfrom torch import nn\n\n"
+                "def freeze(model):\n"
+                "    for m in model.children():\n"
+                "        m.requires_grad = False\n"),
+        Example("import torch\nfrom nets import Backbone\n\n"
+                "backbone = Backbone()\nbackbone.requires_grad = False\n",
+                files=(("nets.py", "from torch import nn\n\nclass Backbone(nn.Module):\n    pass\n"),),
+                note="a class of another file"),
+        Example("import torch\n\ndef f(w):\n    w.require_grad = True\n", note="typo"),
+    ]
+    valid = [
+        Example("import torch\nfrom torch import nn\n\nm = nn.Linear(4, 4)\nm.requires_grad_(False)\n"),
+        Example("import torch\nfrom torch import nn\n\nclass M(nn.Module):\n"
+                "    def __init__(self):\n        super().__init__()\n"
+                "        self.scale = nn.Parameter(torch.ones(1))\n"
+                "        self.scale.requires_grad = False\n", note="a parameter"),
+        Example("import torch\n\ndef freeze(model):\n    for p in model.parameters():\n"
+                "        p.requires_grad = False\n"),
+        Example("import torch\nfrom nets import Config\n\ncfg = Config()\ncfg.requires_grad = False\n",
+                files=(("nets.py", "class Config:\n    pass\n"),), note="not a module"),
+    ]
+
+    def message(self, site: Site, ctx: RuleContext) -> str:
+        if site.kind == "typo":
+            return f"`{site.detail}` is a typo of requires_grad: the assignment is silently accepted and does nothing"
+        return (f"`{site.detail}.requires_grad = ...` sets a plain attribute on an nn.Module: its parameters "
+                "still train; use requires_grad_(False)")

@@ -1,0 +1,74 @@
+"""GL405 custom-backward-ignores-grad-output: an autograd.Function.backward that never reads its gradients."""
+
+from __future__ import annotations
+
+from gradlint.findings import Severity
+from gradlint.registry import Example, RuleContext
+from gradlint.rules.numerics.base import SiteRule
+from gradlint.source.numerics_facts import Site
+
+
+class CustomBackwardIgnoresGradOutput(SiteRule):
+    """
+    ## What it does
+    Flags the `backward` of a `torch.autograd.Function` subclass that returns a value but never
+    reads any of its gradient arguments (the parameters after `ctx`).
+
+    Not flagged: a backward that returns only `None` (the inputs need no gradient) or raises,
+    and straight-through estimators that return the incoming gradient.
+
+    ## Why is this bad?
+    The chain rule multiplies the local derivative by the gradient flowing in from above. A
+    backward that ignores it returns the same gradient whatever the loss is: the upstream layers
+    are trained towards a fixed direction, independent of the objective.
+
+    ## Example
+    ```python
+    class Clip(torch.autograd.Function):
+        @staticmethod
+        def backward(ctx, grad_output):
+            (x,) = ctx.saved_tensors
+            return (x.abs() < 1).float()
+    ```
+
+    ## Use instead
+    ```python
+    class Clip(torch.autograd.Function):
+        @staticmethod
+        def backward(ctx, grad_output):
+            (x,) = ctx.saved_tensors
+            return grad_output * (x.abs() < 1).float()
+    ```
+    """
+
+    code = "GL405"
+    name = "custom-backward-ignores-grad-output"
+    severity = Severity.ERROR
+    summary = "A custom autograd backward that ignores the incoming gradient"
+
+    invalid = [
+        Example("import torch\n\nclass Clip(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x):\n        ctx.save_for_backward(x)\n        return x.clamp(-1, 1)\n\n"
+                "    @staticmethod\n    def backward(ctx, grad_output):\n"
+                "        (x,) = ctx.saved_tensors\n        return (x.abs() < 1).float()\n"),
+        Example("from torch.autograd import Function\n\nclass Scale(Function):\n"
+                "    @staticmethod\n    def forward(ctx, x, s):\n        ctx.s = s\n        return x * s\n\n"
+                "    @staticmethod\n    def backward(ctx, *grads):\n        return ctx.s, None\n"),
+    ]
+    valid = [
+        Example("import torch\n\nclass STE(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x):\n        return x.round()\n\n"
+                "    @staticmethod\n    def backward(ctx, grad_output):\n        return grad_output\n",
+                note="straight-through estimator"),
+        Example("import torch\n\nclass Mark(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x):\n        return x\n\n"
+                "    @staticmethod\n    def backward(ctx, g):\n        return None\n", note="returns only None"),
+        Example("import torch\n\nclass Clip(torch.autograd.Function):\n"
+                "    @staticmethod\n    def backward(ctx, grad_output):\n"
+                "        (x,) = ctx.saved_tensors\n        return grad_output * (x.abs() < 1).float()\n"),
+    ]
+
+    def message(self, site: Site, ctx: RuleContext) -> str:
+        args = ", ".join(dict(site.data).get("arguments", ()))
+        return (f"`{site.detail}` never reads its gradient argument(s) ({args}): the gradient it returns does "
+                "not depend on the loss")

@@ -1,0 +1,79 @@
+"""GL406 unchecked-custom-backward: an autograd.Function with a hand-written backward and no gradcheck."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from gradlint.findings import Finding, Severity
+from gradlint.registry import Example, Rule, RuleContext
+
+
+class UncheckedCustomBackward(Rule):
+    """
+    ## What it does
+    Reports a `torch.autograd.Function` subclass with a hand-written `backward` when no
+    `torch.autograd.gradcheck`/`gradgradcheck` of it appears anywhere in the run — called on
+    `Fn.apply`, on a name bound to `Fn.apply`, or on a module-level function that calls
+    `Fn.apply`. `gradlint probe` checks such functions numerically (GL704).
+
+    ## Why is this bad?
+    A hand-written backward is the one place where autograd trusts the programmer. A wrong
+    sign, a missing factor or a transposed shape trains silently towards the wrong objective;
+    `gradcheck` compares it with finite differences in float64 in a few milliseconds.
+
+    ## Example
+    ```python
+    class MyOp(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x): ...
+        @staticmethod
+        def backward(ctx, g): ...
+    ```
+
+    ## Use instead
+    ```python
+    # tests/test_ops.py
+    x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(MyOp.apply, (x,))
+    ```
+    """
+
+    code = "GL406"
+    name = "unchecked-custom-backward"
+    severity = Severity.INFO
+    summary = "A custom autograd backward that no gradcheck in the run covers"
+
+    invalid = [
+        Example("import torch\n\nclass MyOp(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x):\n        return x * 2\n\n"
+                "    @staticmethod\n    def backward(ctx, g):\n        return g * 2\n"),
+    ]
+    valid = [
+        Example("import torch\n\nclass MyOp(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x):\n        return x * 2\n\n"
+                "    @staticmethod\n    def backward(ctx, g):\n        return g * 2\n",
+                files=(("test_ops.py", "import torch\nfrom example import MyOp\n\n"
+                        "def test_grad():\n    x = torch.randn(3, dtype=torch.float64, requires_grad=True)\n"
+                        "    assert torch.autograd.gradcheck(MyOp.apply, (x,))\n"),),
+                note="gradchecked in another file of the run"),
+        Example("import torch\nfrom torch.autograd import gradcheck\n\nclass MyOp(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x):\n        return x * 2\n\n"
+                "    @staticmethod\n    def backward(ctx, g):\n        return g * 2\n\n"
+                "my_op = MyOp.apply\n\n"
+                "def check():\n    x = torch.randn(3, dtype=torch.float64, requires_grad=True)\n"
+                "    return gradcheck(my_op, (x,))\n", note="through an alias"),
+        Example("import torch\n\nclass Fwd(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x):\n        return x * 2\n",
+                note="no hand-written backward"),
+    ]
+
+    def check(self, ctx: RuleContext) -> Iterator[Finding]:
+        facts = getattr(ctx.facts, "numerics", None)
+        if facts is None:
+            return
+        checked = getattr(ctx.index, "gradchecked", set()) or set()
+        for cls in facts.classes:
+            if cls.autograd_function and cls.custom_backward and cls.name not in checked:
+                yield ctx.finding(
+                    f"autograd.Function `{cls.name}` has a hand-written backward and no gradcheck of it in the "
+                    "run; add a torch.autograd.gradcheck test (gradlint probe checks it too)", cls.span)

@@ -1,0 +1,1672 @@
+"""Numerics and gradient-path facts: def-use of values within functions, call sites, class summaries.
+
+Every function (and the module body) is walked once, statement by statement, with an environment
+from local names (and `self.x` attributes set in `__init__`) to an abstract value: "a softmax
+output", "a sum of squares", "the output of an instance of class Net", "cut from the graph by
+.item()"... Each pattern a GL3xx/GL4xx rule reports becomes a `Site`; where the answer depends on
+another file (what a model's forward returns), the site names the classes and the run index
+settles it. Branches merge so that a hazard must hold on every path (precision first).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Iterator
+
+import libcst as cst
+
+from gradlint.findings import Edit, Fix, SourceSpan
+from gradlint.source.names import dotted
+from gradlint.source.numerics_facts import NumClass, NumericsFacts, Site
+
+F = "torch.nn.functional."
+SOFTMAX = frozenset({"torch.softmax", F + "softmax", "torch.special.softmax", "torch.Tensor.softmax"})
+SIGMOID = frozenset({"torch.sigmoid", F + "sigmoid", "torch.special.expit", "torch.Tensor.sigmoid"})
+LOG_SOFTMAX = frozenset({"torch.log_softmax", F + "log_softmax", "torch.special.log_softmax"})
+LOGSIGMOID = frozenset({F + "logsigmoid"})
+LOSS_FUNCTIONS = {
+    F + "cross_entropy": "ce",
+    F + "binary_cross_entropy": "bce",
+    F + "binary_cross_entropy_with_logits": "bce_logits",
+}
+LOSS_MODULES = {
+    "torch.nn.CrossEntropyLoss": "ce",
+    "torch.nn.BCELoss": "bce",
+    "torch.nn.BCEWithLogitsLoss": "bce_logits",
+}
+PROB_MODULES = {"torch.nn.Softmax": "softmax", "torch.nn.Sigmoid": "sigmoid",
+                "torch.nn.LogSoftmax": "log_softmax", "torch.nn.LogSigmoid": "logsigmoid"}
+FACTORIES = frozenset("torch." + n for n in (
+    "zeros ones empty full rand randn randint randperm arange linspace logspace eye zeros_like "
+    "ones_like empty_like full_like rand_like randn_like randint_like normal bernoulli multinomial "
+    "tril_indices triu_indices").split())
+TENSOR_FROM_DATA = frozenset({"torch.tensor", "torch.as_tensor", "torch.from_numpy", "torch.Tensor",
+                              "torch.FloatTensor", "torch.DoubleTensor", "torch.LongTensor",
+                              "torch.cuda.FloatTensor", "torch.scalar_tensor"})
+VARIABLE = frozenset({"torch.autograd.Variable", "torch.autograd.variable.Variable"})
+NO_GRAD = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad",
+                     "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"})
+GRADCHECK = frozenset({"torch.autograd.gradcheck", "torch.autograd.gradgradcheck",
+                       "torch.autograd.gradcheck.gradcheck", "torch.autograd.gradcheck.gradgradcheck",
+                       "torch.testing._internal.common_utils.gradcheck"})
+AUTOGRAD_FUNCTION = frozenset({"torch.autograd.Function", "torch.autograd.function.Function",
+                               "torch.autograd.function.InplaceFunction", "torch.autograd.InplaceFunction"})
+# Methods that move, reshape or re-type a tensor: what a value is survives them.
+KEEP = frozenset(
+    "view view_as reshape reshape_as flatten squeeze unsqueeze permute transpose contiguous float "
+    "double half bfloat16 to type type_as clone cuda cpu t expand expand_as gather index_select "
+    "masked_select narrow select movedim swapaxes flip roll repeat tile squeeze_ unsqueeze_".split())
+CUTTING_METHODS = {"item": ".item()", "tolist": ".tolist()", "numpy": ".numpy()",
+                   "argmax": "argmax", "argmin": "argmin", "round": "round", "detach": ".detach()",
+                   "detach_": ".detach_()", "long": "an integer cast", "int": "an integer cast",
+                   "bool": "a bool cast"}
+CUTTING_FUNCTIONS = {"torch.argmax": "argmax", "torch.argmin": "argmin", "torch.round": "round"}
+# Functions whose output is never part of a training graph (their whole body is quiet).
+_QUIET_TOKENS = frozenset(
+    "eval evaluate evaluation validate validation val valid test predict prediction inference infer "
+    "metric metrics accuracy benchmark sample sampling generate visualize visualise plot "
+    "init quantize dequantize quant pack unpack convert".split())
+_QUIET_NAMES = frozenset({"__init__", "reset_parameters", "init_weights", "_init_weights", "__getitem__",
+                          "extra_repr", "__repr__"})
+# Class-name words of data, metric and preprocessing classes (whole words: a Transformer is
+# not a Transform).
+_QUIET_CLASS_WORDS = frozenset(
+    "metric metrics dataset datasets transform transforms augment augmentation augmenter sampler collator "
+    "processor processing extractor tokenizer warper".split())
+# Words that name a deliberate stop-gradient: EMA/teacher/target networks, recurrent state
+# carried between truncated-BPTT windows, caches.
+_STOP_WORDS = frozenset(
+    "ema teacher target momentum shadow frozen old prev previous avg average swa polyak mean "
+    "h c hx cx hn cn hidden hiddens state states memory mems carry cache past".split())
+_BACKWARD_HOSTS = frozenset({"accelerator", "fabric", "engine", "model_engine", "deepspeed", "strategy",
+                             "trainer", "self", "amp", "booster"})
+
+
+@dataclass(frozen=True)
+class V:
+    """The abstract value of an expression: only what the rules need, every field a fact."""
+
+    prob: str | None = None  # softmax / sigmoid / one_minus_sigmoid / log_softmax / logsigmoid
+    prob_node: cst.Call | None = None  # the call that made it, when inline (for fixes)
+    shifted: bool = False  # eps-shifted or clamped probability
+    inst: frozenset[str] = frozenset()  # an instance of these user classes
+    out: frozenset[str] = frozenset()  # the output of calling an instance of these classes
+    crit: str | None = None  # a loss module instance: ce / bce / bce_logits
+    crit_node: cst.Call | None = None
+    callret: str | None = None  # a module whose call returns this probability kind
+    module: bool = False  # a known nn.Module instance
+    sq: bool = False  # a square
+    sumsq: bool = False  # a sum or mean of squares
+    norm: str | None = None  # 'x.norm()', 'x.std()', 'sqrt(var)'
+    var: bool = False
+    exp: bool = False
+    one_plus_exp: bool = False
+    sum_exp: bool = False
+    max_shifted: bool = False  # x - x.max(): the stable log-sum-exp shift
+    is_max: bool = False  # x.max(...), torch.amax(...)
+    const: bool = False  # literal or built from literals/factories: no gradient
+    cut: str | None = None  # why no gradient flows (".item()", ".detach()", "torch.tensor(...)"...)
+    cut_span: SourceSpan | None = None
+    numpy: bool = False
+    tensor: bool = False
+    clamped: bool = False  # bounded away from 0 (clamp(min>0), + eps, maximum(x, eps))
+    unit: str | None = None  # clamped into [-1, 1]: 'strict' (a margin) or 'loose'
+    params: bool = False  # computed from self.* (a module's parameters)
+    param_cuts: frozenset[tuple[SourceSpan, str]] = frozenset()
+    rg: frozenset[tuple[SourceSpan, str]] = frozenset()  # requires_grad set on a computed value
+    computed: bool = False  # made by an operation (not a parameter, literal, or factory)
+    leaf: bool = False  # a fresh leaf: factory, Parameter, .detach() result
+    safe_where: bool = False  # torch.where(m, x, safe): the double-where guard
+
+    @property
+    def nograd(self) -> bool:
+        return self.const or self.cut is not None
+
+
+UNKNOWN = V()
+
+
+def _combine(vals: list[V]) -> V:
+    """Generic result of an operation on these operands: no gradient only if none carries one."""
+    if not vals:
+        return V(computed=True)
+    cuts = [v for v in vals if v.cut is not None]
+    all_nograd = all(v.nograd for v in vals)
+    first_cut = cuts[0] if cuts else None
+    return V(
+        const=all(v.const for v in vals),
+        cut=first_cut.cut if (all_nograd and first_cut) else None,
+        cut_span=first_cut.cut_span if (all_nograd and first_cut) else None,
+        numpy=any(v.numpy for v in vals),
+        tensor=any(v.tensor for v in vals),
+        params=any(v.params for v in vals),
+        param_cuts=frozenset().union(*(v.param_cuts for v in vals)),
+        rg=frozenset().union(*(v.rg for v in vals)),
+        computed=True,
+    )
+
+
+def merge(a: V, b: V) -> V:
+    """A value that is `a` on one path and `b` on another: hazards must hold on both."""
+    if a is b or a == b:
+        return a
+    return V(
+        prob=a.prob if a.prob == b.prob else None,
+        prob_node=a.prob_node if a.prob_node is b.prob_node else None,
+        shifted=a.shifted or b.shifted,
+        inst=a.inst & b.inst,
+        out=a.out & b.out,
+        crit=a.crit if a.crit == b.crit else None,
+        crit_node=a.crit_node if a.crit_node is b.crit_node else None,
+        callret=a.callret if a.callret == b.callret else None,
+        module=a.module and b.module,
+        sq=a.sq and b.sq,
+        sumsq=a.sumsq and b.sumsq,
+        norm=a.norm if a.norm == b.norm else None,
+        var=a.var and b.var,
+        exp=a.exp and b.exp,
+        one_plus_exp=a.one_plus_exp and b.one_plus_exp,
+        sum_exp=a.sum_exp and b.sum_exp,
+        max_shifted=a.max_shifted or b.max_shifted,
+        is_max=a.is_max and b.is_max,
+        const=a.const or b.const,
+        cut=a.cut if (a.cut and b.cut) else None,
+        cut_span=a.cut_span if (a.cut and b.cut) else None,
+        numpy=a.numpy or b.numpy,
+        tensor=a.tensor and b.tensor,
+        clamped=a.clamped or b.clamped,
+        unit=a.unit if a.unit == b.unit else ("strict" if "strict" in (a.unit, b.unit) else None),
+        params=a.params or b.params,
+        param_cuts=a.param_cuts & b.param_cuts,
+        rg=a.rg & b.rg,
+        computed=a.computed and b.computed,
+        leaf=a.leaf or b.leaf,
+        safe_where=a.safe_where or b.safe_where,
+    )
+
+
+def merge_env(a: dict[str, V], b: dict[str, V]) -> dict[str, V]:
+    out: dict[str, V] = {}
+    for key in a.keys() | b.keys():
+        out[key] = merge(a.get(key, UNKNOWN), b.get(key, UNKNOWN))
+    return out
+
+
+def number(node: cst.BaseExpression) -> float | None:
+    """The value of a numeric literal expression (1, -1.0, 1 - 1e-7), else None."""
+    if isinstance(node, cst.Integer | cst.Float):
+        try:
+            return float(node.evaluated_value)
+        except (ValueError, OverflowError):
+            return None
+    if isinstance(node, cst.UnaryOperation):
+        inner = number(node.expression)
+        if inner is None:
+            return None
+        if isinstance(node.operator, cst.Minus):
+            return -inner
+        if isinstance(node.operator, cst.Plus):
+            return inner
+        return None
+    if isinstance(node, cst.BinaryOperation):
+        left, right = number(node.left), number(node.right)
+        if left is None or right is None:
+            return None
+        op = node.operator
+        try:
+            if isinstance(op, cst.Add):
+                return left + right
+            if isinstance(op, cst.Subtract):
+                return left - right
+            if isinstance(op, cst.Multiply):
+                return left * right
+            if isinstance(op, cst.Divide) and right:
+                return left / right
+            if isinstance(op, cst.Power):
+                return left ** right
+        except (OverflowError, ZeroDivisionError, ValueError):
+            return None
+    return None
+
+
+def _tokens(name: str) -> set[str]:
+    return {t for t in re.split(r"_+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", name.strip("_")) if t} | {
+        name.lower()}
+
+
+def _quiet_class(name: str) -> bool:
+    return bool({t.lower() for t in _tokens(name)} & _QUIET_CLASS_WORDS)
+
+
+def quiet_function(name: str) -> bool:
+    if name in _QUIET_NAMES:
+        return True
+    return bool({t.lower() for t in _tokens(name)} & _QUIET_TOKENS)
+
+
+@dataclass
+class ClassCtx:
+    name: str
+    bases: tuple[str, ...]
+    module_like: bool
+    attrs: dict[str, V] = field(default_factory=dict)
+    params: set[str] = field(default_factory=set)  # attributes that are nn.Parameter
+    methods: set[str] = field(default_factory=set)
+    quiet: bool = False
+
+
+class Extractor:
+    """Walks one parsed file and collects Sites, class summaries and gradcheck names."""
+
+    def __init__(self, src) -> None:
+        self.src = src
+        self.imports = src.imports
+        self.sites: list[Site] = []
+        self.classes: list[NumClass] = []
+        self.gradchecked: set[str] = set()
+        self.aliases: list[tuple[str, str]] = []
+        self.autograd_classes: set[str] = set()
+        self.local_classes: set[str] = set()
+        self._seen: set[tuple[str, SourceSpan, str]] = set()
+        self.globals: dict[str, V] = {}
+        self.defines_optimizer = False
+        self.file_quiet = False
+
+    # -- helpers -----------------------------------------------------------------------------
+    def q(self, expr: cst.BaseExpression) -> frozenset[str]:
+        return self.imports.qualify(expr)
+
+    def span(self, node: cst.CSTNode) -> SourceSpan:
+        return self.src.span(node)
+
+    def code(self, node: cst.CSTNode) -> str:
+        try:
+            return self.src.code(node).strip()
+        except Exception:
+            return ""
+
+    def add(self, site: Site) -> None:
+        key = (site.code, site.span, site.kind)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.sites.append(site)
+
+    def reachable(self, function: str) -> str | None:
+        """A spelling of `torch.nn.functional.<function>` through the file's existing imports."""
+        names = self.imports.names
+        for local, targets in sorted(names.items()):
+            if F + function in targets:
+                return local
+        for local, targets in sorted(names.items()):
+            if "torch.nn.functional" in targets:
+                return f"{local}.{function}"
+        for local, targets in sorted(names.items()):
+            if "torch.nn" in targets:
+                return f"{local}.functional.{function}"
+        for local, targets in sorted(names.items()):
+            if "torch" in targets and local == "torch":
+                return f"torch.nn.functional.{function}"
+        return None
+
+    def reachable_name(self, qualified: str) -> str | None:
+        """A local spelling of a qualified torch name, e.g. BCEWithLogitsLoss or nn.BCEWithLogitsLoss."""
+        head, _, last = qualified.rpartition(".")
+        for local, targets in sorted(self.imports.names.items()):
+            if qualified in targets:
+                return local
+        for local, targets in sorted(self.imports.names.items()):
+            if head in targets:
+                return f"{local}.{last}"
+        return None
+
+    # -- driver ------------------------------------------------------------------------------
+    def run(self) -> NumericsFacts:
+        module = self.src.module
+        self._prescan(module)
+        self.file_quiet = _data_pipeline(self.src.path) or self.defines_optimizer
+        top = FunctionWalk(self, "<module>", None, quiet=self.file_quiet, globals_={})
+        top.walk(module.body)
+        # Functions and classes after the module body: a model or criterion defined below a
+        # function is still the global that function uses.
+        self.globals = {k: v for k, v in top.env.items() if "." not in k}
+        for node in top.module_defs:
+            if isinstance(node, cst.ClassDef):
+                self.walk_class(node, False)
+            else:
+                FunctionWalk(self, node.name.value, None,
+                             quiet=self.file_quiet or quiet_function(node.name.value)).run_function(node)
+                top._record_wrapper(node)
+        return NumericsFacts(sites=tuple(self.sites), classes=tuple(self.classes),
+                             gradchecked=frozenset(self.gradchecked), apply_aliases=tuple(self.aliases))
+
+    def _prescan(self, module: cst.Module) -> None:
+        """Class names and autograd Functions of this file, before any function is walked.
+
+        Walks statements only (a full visitor over every expression costs more than the rest of
+        the extraction)."""
+        stack: list[cst.CSTNode] = list(module.body)
+        while stack:
+            node = stack.pop()
+            if isinstance(node, cst.ClassDef):
+                self.local_classes.add(node.name.value)
+                bases = self.base_names(node)
+                if any(b.startswith("torch.optim.") for b in bases):
+                    self.defines_optimizer = True
+                if any(b in AUTOGRAD_FUNCTION or (b.startswith("torch.") and b.endswith("Function")) for b in bases):
+                    self.autograd_classes.add(node.name.value)
+            if isinstance(node, cst.SimpleStatementLine):
+                continue
+            body = getattr(node, "body", None)
+            if isinstance(body, cst.IndentedBlock):
+                stack.extend(body.body)
+            elif isinstance(body, (list, tuple)):
+                stack.extend(body)
+            for extra in ("orelse", "finalbody"):
+                sub = getattr(node, extra, None)
+                if sub is not None and isinstance(getattr(sub, "body", None), cst.IndentedBlock):
+                    stack.extend(sub.body.body)
+                elif isinstance(sub, cst.If):
+                    stack.append(sub)
+            for h in getattr(node, "handlers", ()) or ():
+                if isinstance(h.body, cst.IndentedBlock):
+                    stack.extend(h.body.body)
+
+    def base_names(self, node: cst.ClassDef) -> tuple[str, ...]:
+        out = []
+        for arg in node.bases:
+            q = self.q(arg.value)
+            if q:
+                out.extend(sorted(q))
+            else:
+                d = dotted(arg.value)
+                if d:
+                    out.append(d)
+        return tuple(out)
+
+    def walk_class(self, node: cst.ClassDef, parent_quiet: bool) -> None:
+        bases = self.base_names(node)
+        name = node.name.value
+        module_like = any(b.startswith("torch.nn.") or "Module" in b or "Model" in b or "Layer" in b
+                          or "Block" in b or "Net" in b for b in bases)
+        ctx = ClassCtx(name=name, bases=bases, module_like=module_like,
+                       quiet=parent_quiet or self.file_quiet or _quiet_class(name))
+        methods = [s for s in node.body.body if isinstance(s, cst.FunctionDef)]
+        ctx.methods = {m.name.value for m in methods}
+        is_function = name in self.autograd_classes
+        if is_function:
+            # autograd does not trace inside a Function's forward/backward
+            ctx.quiet = True
+        # __init__ first: it defines the attributes (criteria, submodules) other methods use.
+        setup = [m for m in methods if m.name.value in ("__init__", "setup", "build", "_build")]
+        for m in setup:
+            walk = FunctionWalk(self, m.name.value, ctx, quiet=True)
+            walk.run_function(m)
+            for key, val in walk.env.items():
+                if key.startswith("self.") and key.count(".") == 1:
+                    ctx.attrs[key[5:]] = val
+                    if val.leaf and val.params and val.tensor and not val.module:
+                        ctx.params.add(key[5:])
+        returns: list[V] = []
+        has_forward = False
+        for m in methods:
+            if m in setup:
+                continue
+            walk = FunctionWalk(self, m.name.value, ctx, quiet=ctx.quiet or quiet_function(m.name.value))
+            walk.run_function(m)
+            if m.name.value == "forward" and not is_function:
+                has_forward = True
+                returns = walk.returns
+                walk.check_forward_output()
+        # nested classes
+        for stmt in node.body.body:
+            if isinstance(stmt, cst.ClassDef):
+                self.walk_class(stmt, ctx.quiet)
+        kind = None
+        via: tuple[str, ...] = ()
+        if returns and not any(r is None for r in returns):
+            kinds = {r.prob for r in returns}
+            if len(kinds) == 1:
+                kind = kinds.pop()
+            if kind is None:
+                outs = [r.out for r in returns]
+                if all(outs):
+                    common = frozenset.intersection(*outs)
+                    via = tuple(sorted(common))
+        custom_backward = False
+        if is_function:
+            custom_backward = any(m.name.value == "backward" for m in methods)
+            for m in methods:
+                if m.name.value == "backward":
+                    self.check_backward(node, m)
+        self.classes.append(NumClass(name=name, span=self.span(node.name), bases=bases,
+                                     has_forward=has_forward, returns=kind, returns_via=via,
+                                     autograd_function=is_function, custom_backward=custom_backward))
+
+    def check_backward(self, cls: cst.ClassDef, fn: cst.FunctionDef) -> None:
+        """GL405: a backward that never reads its gradient arguments."""
+        params = fn.params
+        names = [p.name.value for p in list(params.posonly_params) + list(params.params)]
+        grads = names[1:]  # the first is ctx
+        if isinstance(params.star_arg, cst.Param):
+            grads.append(params.star_arg.name.value)
+        if not grads:
+            return
+        reads: set[str] = set()
+        returns_values = False
+        raises = False
+
+        class Reads(cst.CSTVisitor):
+            def visit_Name(self, node: cst.Name) -> None:
+                reads.add(node.value)
+
+            def visit_Return(self, node: cst.Return) -> None:
+                nonlocal returns_values
+                if node.value is not None and not _all_none(node.value):
+                    returns_values = True
+
+            def visit_Raise(self, node: cst.Raise) -> None:
+                nonlocal raises
+                raises = True
+
+        fn.body.visit(Reads())
+        if returns_values and not reads & set(grads):
+            self.add(Site("GL405", "ignores-grad", self.span(fn.name),
+                          detail=f"{cls.name.value}.backward", data=(("arguments", tuple(grads)),)))
+
+
+def _all_none(node: cst.BaseExpression) -> bool:
+    if isinstance(node, cst.Name):
+        return node.value == "None"
+    if isinstance(node, cst.Tuple | cst.List):
+        return all(_all_none(e.value) for e in node.elements)
+    return False
+
+
+def _args(call: cst.Call) -> tuple[list[cst.BaseExpression], dict[str, cst.BaseExpression]]:
+    pos: list[cst.BaseExpression] = []
+    kw: dict[str, cst.BaseExpression] = {}
+    for a in call.args:
+        if a.keyword is not None:
+            kw[a.keyword.value] = a.value
+        elif not a.star:
+            pos.append(a.value)
+    return pos, kw
+
+
+def _arg(call: cst.Call, i: int, name: str) -> cst.BaseExpression | None:
+    pos, kw = _args(call)
+    if name in kw:
+        return kw[name]
+    return pos[i] if len(pos) > i else None
+
+
+class FunctionWalk:
+    """Walks one function body in order, keeping the environment of abstract values."""
+
+    def __init__(self, x: Extractor, name: str, cls: ClassCtx | None, *, quiet: bool,
+                 globals_: dict[str, V] | None = None) -> None:
+        self.x = x
+        # module-level names (criteria, model instances) seen from inside functions
+        self.globals = globals_ if globals_ is not None else x.globals
+        self.name = name
+        self.cls = cls
+        self.quiet = quiet  # no-grad, eval, metric or init code: no GL3xx hazard
+        self.nograd = 0
+        self.env: dict[str, V] = {}
+        if cls is not None:
+            for attr, val in cls.attrs.items():
+                self.env["self." + attr] = val
+        self.memo: dict[int, V] = {}
+        self.fn_node: cst.FunctionDef | None = None
+        self.returns: list[V | None] = []
+        self.return_nodes: list[cst.Return] = []
+        self.deferred: list[cst.FunctionDef] = []
+        self.module_defs: list[cst.FunctionDef | cst.ClassDef] = []
+
+    # -- entry points --------------------------------------------------------------------------
+    def run_function(self, fn: cst.FunctionDef) -> None:
+        self.fn_node = fn
+        for dec in fn.decorators:
+            expr = dec.decorator.func if isinstance(dec.decorator, cst.Call) else dec.decorator
+            if not self.x.q(expr).isdisjoint(NO_GRAD):
+                self.quiet = True
+                self.nograd += 1
+        ps = fn.params
+        for p in list(ps.posonly_params) + list(ps.params) + list(ps.kwonly_params):
+            self.env[p.name.value] = UNKNOWN
+        for star in (ps.star_arg, ps.star_kwarg):
+            if isinstance(star, cst.Param):
+                self.env[star.name.value] = UNKNOWN
+        try:
+            if isinstance(fn.body, cst.IndentedBlock):
+                self.walk(fn.body.body)
+            else:
+                self.walk([fn.body])
+        except RecursionError:
+            # an expression too deep to follow (generated code): this function yields no facts,
+            # the rest of the file still does
+            self.returns = [None]
+
+    def walk(self, stmts: Iterable[cst.CSTNode]) -> None:
+        for stmt in stmts:
+            self.stmt(stmt)
+        for fn in self.deferred:
+            FunctionWalk(self.x, fn.name.value, None,
+                         quiet=self.quiet or quiet_function(fn.name.value)).run_function(fn)
+        self.deferred = []
+
+    # -- statements ----------------------------------------------------------------------------
+    def stmt(self, node: cst.CSTNode) -> None:
+        if isinstance(node, cst.SimpleStatementLine):
+            for small in node.body:
+                self.small(small)
+        elif isinstance(node, cst.SimpleStatementSuite):
+            for small in node.body:
+                self.small(small)
+        elif isinstance(node, cst.FunctionDef):
+            if self.cls is None and self.name == "<module>":
+                self.module_defs.append(node)
+            else:
+                self.deferred.append(node)
+        elif isinstance(node, cst.ClassDef):
+            if self.name == "<module>":
+                self.module_defs.append(node)
+            else:
+                self.x.walk_class(node, self.quiet)
+        elif isinstance(node, cst.If):
+            self.ev(node.test)
+            before = dict(self.env)
+            self.block(node.body)
+            after_body = self.env
+            self.env = dict(before)
+            if node.orelse is not None:
+                if isinstance(node.orelse, cst.If):
+                    self.stmt(node.orelse)
+                else:
+                    self.block(node.orelse.body)
+            self.env = merge_env(after_body, self.env)
+        elif isinstance(node, cst.For):
+            it = self.ev(node.iter)
+            self._bind_loop_target(node.target, node.iter, it)
+            before = dict(self.env)
+            self.block(node.body)
+            self.env = merge_env(before, self.env)
+            if node.orelse is not None:
+                self.block(node.orelse.body)
+        elif isinstance(node, cst.While):
+            self.ev(node.test)
+            before = dict(self.env)
+            self.block(node.body)
+            self.env = merge_env(before, self.env)
+            if node.orelse is not None:
+                self.block(node.orelse.body)
+        elif isinstance(node, cst.With):
+            entered = 0
+            for item in node.items:
+                expr = item.item
+                func = expr.func if isinstance(expr, cst.Call) else expr
+                names = self.x.q(func)
+                if not names.isdisjoint(NO_GRAD) or (
+                        "torch.set_grad_enabled" in names and isinstance(expr, cst.Call) and expr.args
+                        and isinstance(expr.args[0].value, cst.Name) and expr.args[0].value.value == "False"):
+                    entered += 1
+                else:
+                    val = self.ev(expr)
+                    if item.asname is not None:
+                        self.bind(item.asname.name, val)
+            self.nograd += entered
+            self.block(node.body)
+            self.nograd -= entered
+        elif isinstance(node, cst.Try):
+            self.block(node.body)
+            for h in node.handlers:
+                self.block(h.body)
+            if node.orelse is not None:
+                self.block(node.orelse.body)
+            if node.finalbody is not None:
+                self.block(node.finalbody.body)
+        elif isinstance(node, cst.Match):
+            self.ev(node.subject)
+            for case in node.cases:
+                self.block(case.body)
+        elif hasattr(node, "body") and isinstance(getattr(node, "body"), cst.BaseSuite):
+            self.block(node.body)
+
+    def block(self, suite: cst.BaseSuite) -> None:
+        if isinstance(suite, cst.IndentedBlock):
+            for s in suite.body:
+                self.stmt(s)
+        else:
+            self.stmt(suite)
+
+    def small(self, node: cst.BaseSmallStatement) -> None:
+        if isinstance(node, cst.Assign):
+            val = self.ev(node.value)
+            if isinstance(node.value, cst.Attribute) and node.value.attr.value == "apply" and isinstance(
+                    node.value.value, cst.Name) and node.value.value.value in self.x.autograd_classes:
+                for t in node.targets:
+                    if isinstance(t.target, cst.Name):
+                        self.x.aliases.append((t.target.value, node.value.value.value))
+            for t in node.targets:
+                self.assign_target(t.target, val, node.value)
+        elif isinstance(node, cst.AnnAssign):
+            if node.value is not None:
+                val = self.ev(node.value)
+                self.assign_target(node.target, val, node.value)
+        elif isinstance(node, cst.AugAssign):
+            target_val = self.ev(node.target)
+            val = self.ev(node.value)
+            op = node.operator
+            if isinstance(op, cst.DivideAssign):
+                self.check_divide(node, target_val, val, node.value)
+            result = self.binop_value(_AUG.get(type(op)), target_val, val, node.target, node.value, node)
+            self.assign_target(node.target, result, None)
+        elif isinstance(node, cst.Expr):
+            self.ev(node.value)
+        elif isinstance(node, cst.Return):
+            if node.value is not None:
+                val = self.ev(node.value)
+                self.returns.append(None if isinstance(node.value, cst.Tuple) else val)
+                self.return_nodes.append(node)
+            else:
+                self.returns.append(None)
+        elif isinstance(node, cst.Del):
+            pass
+        else:
+            for child in node.children:
+                if isinstance(child, cst.BaseExpression):
+                    self.ev(child)
+
+    def _bind_loop_target(self, target: cst.BaseAssignTargetExpression, it_node: cst.BaseExpression, it: V) -> None:
+        module_iter = False
+        named = False
+        if isinstance(it_node, cst.Call) and isinstance(it_node.func, cst.Attribute):
+            meth = it_node.func.attr.value
+            module_iter = meth in ("modules", "children", "named_modules", "named_children")
+            named = meth.startswith("named_")
+        if module_iter and not named and isinstance(target, cst.Name):
+            self.env[target.value] = V(module=True)
+            return
+        if module_iter and named and isinstance(target, cst.Tuple) and len(target.elements) == 2:
+            first, second = target.elements
+            self.bind(first.value, UNKNOWN)
+            self.bind(second.value, V(module=True))
+            return
+        self.bind(target, UNKNOWN)
+
+    def bind(self, target: cst.BaseExpression, val: V) -> None:
+        if isinstance(target, cst.Name):
+            self.env[target.value] = val
+        elif isinstance(target, cst.Tuple | cst.List):
+            for el in target.elements:
+                self.bind(el.value, UNKNOWN)
+        elif isinstance(target, cst.StarredElement):
+            self.bind(target.value, UNKNOWN)
+        else:
+            key = dotted(target)
+            if key:
+                self.env[key] = val
+
+    def assign_target(self, target: cst.BaseExpression, val: V, value_node: cst.BaseExpression | None) -> None:
+        if self.nograd and not val.nograd:
+            val = replace(val, cut="torch.no_grad()", cut_span=self.x.span(value_node) if value_node else None)
+        if isinstance(target, cst.Attribute):
+            attr = target.attr.value
+            if attr == "require_grad":
+                self.x.add(Site("GL404", "typo", self.x.span(target), detail=self.x.code(target)))
+                return
+            if attr == "requires_grad":
+                self.requires_grad_set(target.value, value_node, self.x.span(target))
+                return
+            if attr == "data" or attr == "grad":
+                return
+        if isinstance(target, cst.Tuple | cst.List) and isinstance(value_node, cst.Tuple | cst.List) and len(
+                target.elements) == len(value_node.elements):
+            for t, v in zip(target.elements, value_node.elements):
+                self.assign_target(t.value, self.memo.get(id(v.value), UNKNOWN), v.value)
+            return
+        self.bind(target, val)
+
+    def requires_grad_set(self, holder: cst.BaseExpression, value_node: cst.BaseExpression | None,
+                          span: SourceSpan) -> None:
+        """`x.requires_grad = ...`: GL404 on a module, GL401 on a computed value."""
+        truth = value_node is None or not (isinstance(value_node, cst.Name) and value_node.value == "False")
+        hv = self.ev(holder)
+        key = dotted(holder)
+        if hv.module:
+            self.x.add(Site("GL404", "module-attribute", span, detail=self.x.code(holder)))
+            return
+        if hv.inst and not hv.params:
+            self.x.add(Site("GL404", "module-attribute", span, detail=self.x.code(holder),
+                            classes=tuple(sorted(hv.inst)), want="module"))
+            return
+        if key == "self" and self.cls is not None:
+            self.x.add(Site("GL404", "module-attribute", span, detail="self", classes=(self.cls.name,),
+                            want="module"))
+            return
+        if truth and key and hv.computed and not hv.leaf and not hv.nograd:
+            self.env[key] = replace(hv, rg=hv.rg | {(span, key)})
+
+    def _record_wrapper(self, fn: cst.FunctionDef) -> None:
+        """`def op(x): return MyFn.apply(x)` makes `op` a name under which MyFn can be gradchecked."""
+        if not self.x.autograd_classes:
+            return
+        found: set[str] = set()
+        x = self.x
+
+        class Apply(cst.CSTVisitor):
+            def visit_Attribute(self, node: cst.Attribute) -> None:
+                if node.attr.value == "apply" and isinstance(node.value, cst.Name) and \
+                        node.value.value in x.autograd_classes:
+                    found.add(node.value.value)
+
+        fn.visit(Apply())
+        for cls in found:
+            x.aliases.append((fn.name.value, cls))
+
+    # -- expressions ---------------------------------------------------------------------------
+    def ev(self, node: cst.BaseExpression) -> V:
+        key = id(node)
+        if key in self.memo:
+            return self.memo[key]
+        val = self._ev(node)
+        if self.nograd and not val.nograd and not isinstance(node, cst.Name | cst.Attribute):
+            val = replace(val, cut="torch.no_grad()", cut_span=self.x.span(node))
+        self.memo[key] = val
+        return val
+
+    def _ev(self, node: cst.BaseExpression) -> V:
+        if isinstance(node, cst.Name):
+            if node.value in ("True", "False", "None"):
+                return V(const=True)
+            if node.value in self.env:
+                return self.env[node.value]
+            if node.value in self.globals:
+                return self.globals[node.value]
+            if node.value.isupper() and len(node.value) > 1:
+                return V(const=True)
+            return UNKNOWN
+        if isinstance(node, cst.Integer | cst.Float | cst.Imaginary | cst.SimpleString |
+                      cst.ConcatenatedString | cst.FormattedString):
+            return V(const=True)
+        if isinstance(node, cst.Attribute):
+            return self.attribute(node)
+        if isinstance(node, cst.Call):
+            return self.call(node)
+        if isinstance(node, cst.BinaryOperation):
+            return self.binop(node)
+        if isinstance(node, cst.UnaryOperation):
+            inner = self.ev(node.expression)
+            if isinstance(node.operator, cst.Not):
+                return V(const=inner.const, cut=inner.cut or "comparison", computed=True)
+            return replace(_combine([inner]), tensor=inner.tensor, exp=False,
+                           prob=None)
+        if isinstance(node, cst.Subscript):
+            base = self.ev(node.value)
+            for el in node.slice:
+                self._ev_children(el)
+            if isinstance(node.value, cst.Attribute) and node.value.attr.value == "shape":
+                return V(const=True)
+            return replace(base, sq=False, sumsq=False, crit=None, callret=None, module=False, inst=frozenset(),
+                           norm=base.norm, exp=base.exp)
+        if isinstance(node, cst.Comparison):
+            vals = [self.ev(node.left)] + [self.ev(c.comparator) for c in node.comparisons]
+            return V(const=all(v.const for v in vals), cut="comparison", computed=True)
+        if isinstance(node, cst.BooleanOperation):
+            return merge(self.ev(node.left), self.ev(node.right))
+        if isinstance(node, cst.IfExp):
+            self.ev(node.test)
+            return merge(self.ev(node.body), self.ev(node.orelse))
+        if isinstance(node, cst.Tuple | cst.List | cst.Set):
+            vals = [self.ev(e.value) for e in node.elements]
+            return _combine(vals) if vals else V(const=True)
+        if isinstance(node, cst.ListComp | cst.GeneratorExp | cst.SetComp):
+            saved = dict(self.env)
+            for comp in _comprehensions(node.for_in):
+                self.ev(comp.iter)
+                self.bind(comp.target, UNKNOWN)
+                for cond in comp.ifs:
+                    self.ev(cond.test)
+            val = self.ev(node.elt)
+            self.env = saved
+            return _combine([val])
+        if isinstance(node, cst.DictComp):
+            saved = dict(self.env)
+            for comp in _comprehensions(node.for_in):
+                self.ev(comp.iter)
+                self.bind(comp.target, UNKNOWN)
+            self.ev(node.key)
+            self.ev(node.value)
+            self.env = saved
+            return UNKNOWN
+        if isinstance(node, cst.Lambda):
+            saved = dict(self.env)
+            for p in node.params.params:
+                self.env[p.name.value] = UNKNOWN
+            self.ev(node.body)
+            self.env = saved
+            return UNKNOWN
+        if isinstance(node, cst.NamedExpr):
+            val = self.ev(node.value)
+            self.bind(node.target, val)
+            return val
+        self._ev_children(node)
+        return UNKNOWN
+
+    def _ev_children(self, node: cst.CSTNode) -> None:
+        for child in node.children:
+            if isinstance(child, cst.BaseExpression):
+                self.ev(child)
+            else:
+                self._ev_children(child)
+
+    def attribute(self, node: cst.Attribute) -> V:
+        key = dotted(node)
+        if key and key in self.env:
+            return self.env[key]
+        attr = node.attr.value
+        if self.x.q(node):
+            return UNKNOWN
+        base = self.ev(node.value)
+        if attr == "data":
+            cut_params = base.param_cuts
+            if key and key.startswith("self.") and key.count(".") == 2 and self.cls and key.split(".")[1] in self.cls.params:
+                cut_params = cut_params | {(self.x.span(node), key)}
+            return V(cut=".data", cut_span=self.x.span(node), tensor=True, params=base.params,
+                     param_cuts=cut_params, leaf=True)
+        if attr == "indices":
+            # topk/sort/max indices: integers, never differentiable
+            return V(cut="indices", cut_span=self.x.span(node), tensor=True, computed=True)
+        if attr in ("shape", "ndim", "dtype", "device", "is_cuda", "requires_grad", "training"):
+            return V(const=True)
+        if attr in ("T", "mT", "H", "real", "values"):
+            return base
+        if isinstance(node.value, cst.Name) and node.value.value == "self":
+            # an attribute __init__ did not set to a parameter or module: a buffer, a config value
+            return UNKNOWN
+        return V(params=base.params, cut=base.cut, cut_span=base.cut_span, const=base.const,
+                 numpy=base.numpy, param_cuts=base.param_cuts)
+
+    def binop(self, node: cst.BinaryOperation) -> V:
+        left = self.ev(node.left)
+        right = self.ev(node.right)
+        op = type(node.operator)
+        if op is cst.Divide:
+            self.check_divide(node, left, right, node.right, numerator=node.left)
+            if number(node.left) == 1 and right.one_plus_exp and not right.nograd:
+                self.add_305(node, "1 / (1 + exp(-x))", "sigmoid")
+        if op is cst.Power:
+            exponent = number(node.right)
+            if exponent == 0.5:
+                self.check_sqrt(node, node.left, left, "** 0.5", need_tensor=True)
+        return self.binop_value(op, left, right, node.left, node.right, node)
+
+    def binop_value(self, op, left: V, right: V, lnode, rnode, node) -> V:
+        base = _combine([left, right])
+        ln = number(lnode) if lnode is not None else None
+        rn = number(rnode) if rnode is not None else None
+        if op is cst.Power:
+            if rn == 2:
+                return replace(base, sq=True, tensor=left.tensor)
+            return base
+        if op is cst.Multiply:
+            if lnode is not None and rnode is not None and self.x.code(lnode) == self.x.code(rnode):
+                return replace(base, sq=True)
+            if rn is not None and 0 < rn < 1 and left.unit in (None, "loose"):
+                return replace(base, unit="strict" if left.unit else None)
+            return replace(base, unit=left.unit if rn is not None and abs(rn) <= 1 else None)
+        if op is cst.Subtract:
+            if ln == 1 and right.prob == "sigmoid":
+                return replace(base, prob="one_minus_sigmoid", prob_node=right.prob_node)
+            if right.is_max or (rnode is not None and _mentions_max(rnode)):
+                return replace(base, max_shifted=True)
+            return base
+        if op is cst.Add:
+            if (left.sq or left.sumsq) and (right.sq or right.sumsq):
+                return replace(base, sumsq=True)
+            if left.sq or left.sumsq or right.sq or right.sumsq:
+                return replace(base, clamped=True)
+            if (ln == 1 and right.exp) or (rn == 1 and left.exp):
+                exp_v = right if ln == 1 else left
+                return replace(base, one_plus_exp=True, const=exp_v.const)
+            if left.prob or right.prob:
+                p = left if left.prob else right
+                return replace(base, prob=p.prob, shifted=True)
+            return replace(base, clamped=True)
+        return base
+
+    # -- calls ---------------------------------------------------------------------------------
+    def call(self, node: cst.Call) -> V:
+        func = node.func
+        names = self.x.q(func)
+        if names:
+            return self.qualified_call(node, names)
+        if isinstance(func, cst.Attribute):
+            recv = func.value
+            meth = func.attr.value
+            if meth in ("manual_backward", "backward") and isinstance(recv, cst.Name) and recv.value == "self":
+                return self.method_call(node, recv, meth)
+            if isinstance(recv, cst.Name) and recv.value in ("self", "cls") or (
+                    isinstance(recv, cst.Call) and isinstance(recv.func, cst.Name) and recv.func.value == "super"):
+                callee = self.ev(func)
+                return self.instance_call(node, callee, owner=dotted(func))
+            key = dotted(func)
+            if key and key in self.env:
+                return self.instance_call(node, self.env[key], owner=key)
+            if isinstance(recv, cst.Name) and recv.value in self.x.local_classes and meth == "apply":
+                self._args_ev(node)
+                return V(computed=True, tensor=True)
+            return self.method_call(node, recv, meth)
+        if isinstance(func, cst.Name):
+            fname = func.value
+            if fname in self.env or fname in self.globals:
+                return self.instance_call(node, self.env.get(fname, self.globals.get(fname, UNKNOWN)), owner=fname)
+            if fname in self.x.local_classes:
+                self._args_ev(node)
+                if fname in self.x.autograd_classes:
+                    return UNKNOWN
+                return V(inst=frozenset({fname}), leaf=True)
+            return self.builtin_call(node, fname)
+        callee = self.ev(func)
+        return self.instance_call(node, callee, owner=None)
+
+    def _args_ev(self, node: cst.Call) -> list[V]:
+        return [self.ev(a.value) for a in node.args]
+
+    def instance_call(self, node: cst.Call, callee: V, owner: str | None) -> V:
+        vals = self._args_ev(node)
+        if callee.crit:
+            inp = _arg(node, 0, "input")
+            if inp is not None:
+                self.check_loss(node, callee.crit, inp, self.ev(inp), crit_node=callee.crit_node, owner=owner)
+            first = self.ev(inp) if inp is not None else UNKNOWN
+            return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const)
+        if callee.callret:
+            first = vals[0] if vals else UNKNOWN
+            return V(prob=callee.callret, computed=True, tensor=True, params=first.params,
+                     out=first.out, cut=first.cut, cut_span=first.cut_span)
+        if callee.inst:
+            return V(out=callee.inst, computed=True, tensor=True, params=True)
+        if owner == "self" and self.cls is not None:
+            return V(out=frozenset({self.cls.name}), computed=True, tensor=True, params=True)
+        if owner and owner.startswith("self.") and owner.count(".") == 1 and (
+                callee.module or callee.params or self.cls is None or owner[5:] not in self.cls.methods):
+            # a submodule (or an attribute set outside __init__): its parameters carry gradient
+            # whatever its input
+            return V(computed=True, tensor=True, params=callee.module or callee.params or bool(callee.inst))
+        if callee.module:
+            return V(computed=True, tensor=True, params=True)
+        res = _combine(vals)
+        return replace(res, rg=frozenset(), tensor=res.tensor)
+
+    def builtin_call(self, node: cst.Call, fname: str) -> V:
+        vals = self._args_ev(node)
+        pos, kw = _args(node)
+        if fname in ("float", "int", "bool") and vals:
+            v = vals[0]
+            if v.nograd:
+                return replace(v, cut=v.cut)
+            return V(cut=f"{fname}()", cut_span=self.x.span(node), computed=True)
+        if fname in ("len", "range", "isinstance", "hasattr", "getattr", "print", "str", "repr", "type", "id"):
+            return V(const=True)
+        if fname == "max" and len(pos) == 2:
+            res = _combine(vals)
+            return replace(res, clamped=True)
+        if fname == "sum" and vals:
+            return _combine(vals[:1])
+        if fname == "pow" and len(pos) == 2 and number(pos[1]) == 0.5:
+            self.check_sqrt(node, pos[0], vals[0], "pow(x, 0.5)", need_tensor=True)
+        if fname == "Variable":
+            return self.variable(node, kw)
+        res = _combine(vals)
+        return replace(res, rg=frozenset())
+
+    def variable(self, node: cst.Call, kw: dict) -> V:
+        rg = kw.get("requires_grad")
+        if rg is not None and isinstance(rg, cst.Name) and rg.value == "True":
+            return V(cut="Variable(..., requires_grad=True)", cut_span=self.x.span(node), leaf=True, tensor=True)
+        return V(leaf=True, tensor=True)
+
+    def qualified_call(self, node: cst.Call, names: frozenset[str]) -> V:
+        def isq(group) -> bool:
+            return not names.isdisjoint(group)
+
+        pos, kw = _args(node)
+        if isq(GRADCHECK):
+            self.record_gradcheck(node)
+        vals = self._args_ev(node)
+        first_node = _arg(node, 0, "input")
+        first = self.ev(first_node) if first_node is not None else UNKNOWN
+        span = self.x.span(node)
+        if isq(SOFTMAX):
+            return self.prob_value("softmax", node, first)
+        if isq(SIGMOID):
+            return self.prob_value("sigmoid", node, first)
+        if isq(LOG_SOFTMAX):
+            return replace(_combine([first]), prob="log_softmax", tensor=True)
+        if isq(LOGSIGMOID):
+            return replace(_combine([first]), prob="logsigmoid", tensor=True)
+        for qn, kind in LOSS_FUNCTIONS.items():
+            if qn in names:
+                if first_node is not None:
+                    self.check_loss(node, kind, first_node, first, crit_node=None)
+                return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const)
+        for qn, kind in LOSS_MODULES.items():
+            if qn in names:
+                return V(crit=kind, crit_node=node, module=True)
+        for qn, kind in PROB_MODULES.items():
+            if qn in names:
+                return V(callret=kind, module=True)
+        if "torch.nn.Sequential" in names:
+            last = vals[-1] if vals else UNKNOWN
+            return V(module=True, callret=last.callret)
+        if "torch.nn.Parameter" in names or "torch.nn.parameter.Parameter" in names:
+            return V(leaf=True, tensor=True, params=True)
+        if isq(TENSOR_FROM_DATA):
+            if all(v.const for v in vals):
+                return V(const=True, leaf=True, tensor=True)
+            return V(cut=f"{_short(names)}(...)", cut_span=span, leaf=True, tensor=True)
+        if isq(VARIABLE):
+            return self.variable(node, kw)
+        if isq(FACTORIES):
+            return V(const=True, leaf=True, tensor=True)
+        for qn, why in CUTTING_FUNCTIONS.items():
+            if qn in names:
+                return V(cut=why, cut_span=span, tensor=True, computed=True)
+        if any(n.startswith("torch.nn.") and _short_of(n)[:1].isupper() for n in names):
+            return V(module=True, leaf=True)
+        if "torch.log" in names:
+            if first_node is not None:
+                self.check_log(node, first_node, first)
+            return replace(_combine(vals), tensor=True)
+        if "torch.log1p" in names:
+            if first_node is not None and first.exp and not first.nograd:
+                self.add_305(node, "log1p(exp(x))", "softplus")
+            return replace(_combine(vals), tensor=True)
+        if "torch.exp" in names:
+            return replace(_combine([first]), exp=not first.max_shifted, tensor=True,
+                           const=first.const)
+        if isq({"torch.sum", "torch.mean"}):
+            return self.reduce_value(first, mean="torch.mean" in names)
+        if isq({"torch.sqrt", "torch.rsqrt"}):
+            short = "rsqrt" if "torch.rsqrt" in names else "sqrt"
+            if first_node is not None:
+                self.check_sqrt(node, first_node, first, f"torch.{short}", need_tensor=False)
+            res = replace(_combine([first]), tensor=True)
+            if first.var and short == "sqrt":
+                res = replace(res, norm="sqrt(var)")
+            return res
+        if "torch.pow" in names and len(pos) >= 2:
+            e = number(pos[1])
+            if e == 0.5:
+                self.check_sqrt(node, pos[0], first, "torch.pow(x, 0.5)", need_tensor=False)
+            if e == 2:
+                return replace(_combine([first]), sq=True, tensor=True)
+            return replace(_combine(vals), tensor=True)
+        if "torch.square" in names:
+            return replace(_combine([first]), sq=True, tensor=True)
+        if isq({"torch.norm", "torch.linalg.norm", "torch.linalg.vector_norm", "torch.frobenius_norm"}):
+            return replace(_combine([first]), norm="norm()", tensor=True)
+        if "torch.std" in names:
+            return replace(_combine([first]), norm="std()", tensor=True)
+        if "torch.var" in names:
+            return replace(_combine([first]), var=True, tensor=True)
+        if isq({"torch.acos", "torch.asin", "torch.arccos", "torch.arcsin"}):
+            if first_node is not None:
+                self.check_acos(node, first_node, first, _short(names))
+            return replace(_combine([first]), tensor=True)
+        if isq({"torch.clamp", "torch.clip", "torch.clamp_min"}):
+            lo = _arg(node, 1, "min")
+            hi = _arg(node, 2, "max") if "torch.clamp_min" not in names else None
+            return self.clamp_value(first, lo, hi)
+        if isq({"torch.maximum", "torch.fmax", "torch.max"}) and len(pos) == 2 and number(pos[1]) is None:
+            return replace(_combine(vals), clamped=True, tensor=True)
+        if isq({"torch.div", "torch.true_divide", "torch.divide"}) and len(pos) >= 2:
+            den = self.ev(pos[1])
+            self.check_divide(node, first, den, pos[1], numerator=pos[0])
+            return replace(_combine(vals), tensor=True)
+        if "torch.reciprocal" in names:
+            if first.one_plus_exp and not first.const:
+                self.add_305(node, "reciprocal(1 + exp(-x))", "sigmoid")
+            return replace(_combine(vals), tensor=True)
+        if "torch.where" in names and len(pos) >= 3:
+            self.check_where(node, pos[1:3])
+            return replace(_combine(vals[1:3]), tensor=True, safe_where=True, clamped=True)
+        if isq({"torch.logsumexp", "torch.special.logsumexp", "torch.amax"}) or (
+                "torch.max" in names and len(pos) + len(kw) >= 1):
+            return replace(_combine(vals), tensor=True, is_max=True)
+        if isq({"torch.autograd.backward"}):
+            if first_node is not None:
+                self.backward(node, first_node)
+            return V(const=True)
+        if any(n.startswith(("numpy.", "np.")) or n == "numpy" for n in names):
+            return V(cut="numpy", cut_span=span, numpy=True, computed=True)
+        if any(n.startswith("math.") for n in names):
+            return V(const=True)
+        if any(n.startswith("torch.") for n in names):
+            return replace(_combine(vals), tensor=True, rg=frozenset())
+        # an imported function of another library (or of the project): no facts
+        res = _combine(vals)
+        shorts = {n.rsplit(".", 1)[-1] for n in names}
+        if len(shorts) == 1:
+            short = shorts.pop()
+            if short[:1].isupper() and not short.isupper():
+                # an instance of a class of the project: the run index says what it is
+                return V(inst=frozenset({short}), leaf=True)
+        return replace(res, rg=frozenset())
+
+    def prob_value(self, kind: str, node: cst.Call, first: V) -> V:
+        return V(prob=kind, prob_node=node, tensor=True, computed=True, params=first.params,
+                 out=frozenset(), cut=first.cut, cut_span=first.cut_span, const=first.const,
+                 param_cuts=first.param_cuts)
+
+    def reduce_value(self, r: V, mean: bool) -> V:
+        res = replace(_combine([r]), tensor=True, rg=r.rg)
+        if r.sq or r.sumsq:
+            res = replace(res, sumsq=True)
+        if r.exp and not mean:
+            res = replace(res, sum_exp=True)
+        return res
+
+    def clamp_value(self, r: V, lo: cst.BaseExpression | None, hi: cst.BaseExpression | None) -> V:
+        res = replace(r, sq=False, norm=None, one_plus_exp=False, sum_exp=False, computed=True)
+        lo_n = number(lo) if lo is not None else None
+        hi_n = number(hi) if hi is not None else None
+        if lo is not None and not (isinstance(lo, cst.Name) and lo.value == "None"):
+            positive = lo_n is None or lo_n > 0
+            if positive:
+                res = replace(res, clamped=True, sumsq=False)
+        if lo is not None and hi is not None:
+            lo_strict = lo_n is None or lo_n > -1
+            hi_strict = hi_n is None or hi_n < 1
+            if lo_n is not None and hi_n is not None and (lo_n < -1 or hi_n > 1):
+                res = replace(res, unit=None)
+            else:
+                res = replace(res, unit="strict" if lo_strict and hi_strict else "loose")
+        if r.prob:
+            res = replace(res, shifted=True)
+        return res
+
+    def method_call(self, node: cst.Call, recv_node: cst.BaseExpression, meth: str) -> V:
+        r = self.ev(recv_node)
+        vals = self._args_ev(node)
+        pos, kw = _args(node)
+        span = self.x.span(node)
+        if meth == "softmax":
+            return self.prob_value("softmax", node, r)
+        if meth == "sigmoid" and not pos:
+            return self.prob_value("sigmoid", node, r)
+        if meth == "log_softmax":
+            return replace(_combine([r]), prob="log_softmax", tensor=True)
+        if meth == "log" and not pos and not kw:
+            self.check_log(node, recv_node, r)
+            return replace(_combine([r]), tensor=True)
+        if meth == "log1p" and not pos and r.exp and not r.nograd:
+            self.add_305(node, "log1p(exp(x))", "softplus")
+        if meth == "exp" and not pos:
+            return replace(_combine([r]), exp=not r.max_shifted, tensor=True, const=r.const)
+        if meth in ("sum", "mean", "nansum") and not r.numpy:
+            return self.reduce_value(r, mean=meth == "mean")
+        if meth in ("add", "add_") and pos and number(pos[0]) == 1 and r.exp:
+            return replace(_combine([r]), one_plus_exp=True, tensor=True)
+        if meth in ("add", "add_") and pos and (r.sq or r.sumsq):
+            return replace(_combine([r]), clamped=True, tensor=True)
+        if meth in ("sqrt", "rsqrt") and not pos:
+            self.check_sqrt(node, recv_node, r, f".{meth}()", need_tensor=False)
+            res = replace(_combine([r]), tensor=True)
+            return replace(res, norm="sqrt(var)") if r.var and meth == "sqrt" else res
+        if meth in ("pow", "pow_") and pos:
+            e = number(pos[0])
+            if e == 0.5:
+                self.check_sqrt(node, recv_node, r, ".pow(0.5)", need_tensor=False)
+            if e == 2:
+                return replace(_combine([r]), sq=True, tensor=True)
+        if meth in ("max", "amax", "logsumexp"):
+            return replace(_combine([r]), is_max=True, tensor=True)
+        if meth == "square" and not pos:
+            return replace(_combine([r]), sq=True, tensor=True)
+        if meth == "norm" and not r.numpy:
+            return replace(_combine([r]), norm="norm()", tensor=True)
+        if meth == "std" and not r.numpy:
+            return replace(_combine([r]), norm="std()", tensor=True)
+        if meth == "var" and not r.numpy:
+            return replace(_combine([r]), var=True, tensor=True)
+        if meth in ("acos", "asin", "arccos", "arcsin", "acos_", "asin_"):
+            self.check_acos(node, recv_node, r, meth)
+            return replace(_combine([r]), tensor=True)
+        if meth in ("clamp", "clip", "clamp_", "clip_"):
+            return self.clamp_value(r, _arg(node, 0, "min"), _arg(node, 1, "max"))
+        if meth in ("clamp_min", "clamp_min_"):
+            return self.clamp_value(r, _arg(node, 0, "min"), None)
+        if meth in ("div", "div_", "true_divide", "divide") and pos:
+            self.check_divide(node, r, vals[0], pos[0], numerator=recv_node)
+            return replace(_combine([r, vals[0]]), tensor=True)
+        if meth == "reciprocal" and r.one_plus_exp and not r.const:
+            self.add_305(node, "(1 + exp(-x)).reciprocal()", "sigmoid")
+        if meth == "where" and len(pos) >= 2:
+            # x.where(cond, other): x is the kept branch
+            self.check_where(node, [recv_node, pos[1]])
+            return replace(_combine([r, vals[1]]), tensor=True, safe_where=True, clamped=True)
+        if meth in ("requires_grad_",):
+            truth = not (pos and isinstance(pos[0], cst.Name) and pos[0].value == "False")
+            key = dotted(recv_node)
+            if r.module or (r.inst and not r.params):
+                return r
+            if truth and key and r.computed and not r.leaf and not r.nograd:
+                ev = (self.x.span(node), key)
+                self.env[key] = replace(r, rg=r.rg | {ev})
+                return replace(r, rg=r.rg | {ev})
+            return r
+        if meth in ("backward", "manual_backward"):
+            host = dotted(recv_node) or ""
+            if meth == "manual_backward" or (pos and host.split(".")[-1] in _BACKWARD_HOSTS):
+                if pos:
+                    self.backward(node, pos[0])
+            else:
+                target = recv_node
+                if isinstance(target, cst.Call) and isinstance(target.func, cst.Attribute) and \
+                        target.func.attr.value == "scale" and target.args:
+                    target = target.args[0].value
+                self.backward(node, target)
+            return V(const=True)
+        if meth in CUTTING_METHODS:
+            if r.nograd:
+                return replace(r, computed=True)
+            return V(cut=CUTTING_METHODS[meth], cut_span=span, tensor=meth.startswith(("detach", "arg", "round")),
+                     params=r.params, leaf=meth.startswith("detach"),
+                     param_cuts=r.param_cuts | self._param_cut(recv_node, meth), computed=True)
+        if meth in _MOVE:
+            return r
+        if meth in KEEP:
+            return replace(r, crit=None, callret=None, module=False, inst=frozenset(),
+                           tensor=r.tensor or bool(r.prob))
+        if meth in ("apply",) and isinstance(recv_node, cst.Name) and recv_node.value in self.x.autograd_classes:
+            return V(computed=True, tensor=True)
+        if meth in ("item",):
+            return V(cut=".item()", cut_span=span, computed=True)
+        res = replace(_combine([r] + vals), rg=r.rg if meth in _ARITH else frozenset(),
+                      cut=r.cut if r.nograd else None, cut_span=r.cut_span if r.nograd else None,
+                      const=r.const, tensor=r.tensor)
+        return res
+
+    def _param_cut(self, recv_node: cst.BaseExpression, meth: str) -> frozenset:
+        key = dotted(recv_node)
+        if meth.startswith("detach") and key and key.startswith("self.") and key.count(".") == 1 and \
+                self.cls and key[5:] in self.cls.params:
+            return frozenset({(self.x.span(recv_node), key + ".detach()")})
+        return frozenset()
+
+    # -- the checks ----------------------------------------------------------------------------
+    def hazard_quiet(self) -> bool:
+        return self.quiet or self.nograd > 0
+
+    def check_loss(self, node: cst.Call, kind: str, inp_node: cst.BaseExpression, inp: V,
+                   crit_node: cst.Call | None, owner: str | None = None) -> None:
+        if self.hazard_quiet() or inp.nograd:
+            return
+        code = {"ce": "GL303", "bce": "GL301", "bce_logits": "GL304"}[kind]
+        want = "softmax" if kind == "ce" else "sigmoid"
+        loss = {"ce": "cross_entropy", "bce": "binary_cross_entropy",
+                "bce_logits": "binary_cross_entropy_with_logits"}[kind]
+        span = self.x.span(node)
+        if inp.prob == want:
+            fix = self.fix_301(node, inp_node, inp, crit_node, owner) if code == "GL301" else None
+            self.x.add(Site(code, "local", span, detail=loss, fix=fix,
+                            data=(("loss", loss), ("input", self.x.code(inp_node)[:80]))))
+        elif inp.out and not inp.prob:
+            self.x.add(Site(code, "model-output", span, detail=loss, classes=tuple(sorted(inp.out)), want=want,
+                            data=(("loss", loss), ("input", self.x.code(inp_node)[:80]))))
+
+    def check_log(self, node: cst.Call, arg_node: cst.BaseExpression, a: V) -> None:
+        if self.hazard_quiet() or a.nograd:
+            return
+        span = self.x.span(node)
+        if a.prob in ("softmax", "sigmoid", "one_minus_sigmoid") and not a.shifted:
+            self.x.add(Site("GL302", a.prob, span, detail=a.prob, fix=self.fix_302(node, arg_node, a)))
+        elif a.out and not a.prob and not a.shifted:
+            self.x.add(Site("GL302", "model-output", span, detail="model output", classes=tuple(sorted(a.out)),
+                            want="probability"))
+        elif a.one_plus_exp:
+            self.add_305(node, "log(1 + exp(x))", "softplus")
+        elif a.sum_exp:
+            self.add_305(node, "log(sum(exp(x)))", "logsumexp")
+
+    def add_305(self, node: cst.CSTNode, pattern: str, instead: str) -> None:
+        if self.hazard_quiet():
+            return
+        self.x.add(Site("GL305", instead, self.x.span(node), detail=pattern))
+
+    def check_sqrt(self, node: cst.CSTNode, arg_node: cst.BaseExpression, a: V, how: str, need_tensor: bool) -> None:
+        if self.hazard_quiet() or a.nograd or a.numpy or a.clamped:
+            return
+        if not (a.sq or a.sumsq):
+            return
+        if need_tensor and not a.tensor:
+            return
+        what = "sum of squares" if a.sumsq else "square"
+        self.x.add(Site("GL306", how, self.x.span(node), detail=what, fix=self.fix_306(node, arg_node, how)))
+
+    def check_divide(self, node: cst.CSTNode, num: V, den: V, den_node: cst.BaseExpression,
+                     numerator: cst.BaseExpression | None = None) -> None:
+        if self.hazard_quiet() or not den.norm or den.clamped or den.nograd or num.nograd:
+            return
+        if self.cls is not None and self.cls.quiet:
+            return
+        self.x.add(Site("GL307", den.norm, self.x.span(node), detail=self.x.code(den_node)[:80]))
+
+    def check_acos(self, node: cst.Call, arg_node: cst.BaseExpression, a: V, fn: str) -> None:
+        if self.hazard_quiet() or a.nograd or a.unit == "strict":
+            return
+        kind = "loose-clamp" if a.unit == "loose" else "unclamped"
+        self.x.add(Site("GL308", kind, self.x.span(node), detail=fn.rstrip("_")))
+
+    def check_where(self, node: cst.Call, branches: list[cst.BaseExpression]) -> None:
+        if self.hazard_quiet():
+            return
+        for br in branches:
+            found = self._unsafe_op(br)
+            if found:
+                op, operand = found
+                self.x.add(Site("GL309", op, self.x.span(br), detail=operand))
+
+    def _unsafe_op(self, br: cst.BaseExpression) -> tuple[str, str] | None:
+        unsafe = {"log", "sqrt", "rsqrt", "reciprocal", "acos", "arccos", "asin", "arcsin", "log2", "log10"}
+        if isinstance(br, cst.BinaryOperation) and isinstance(br.operator, cst.Divide):
+            den = br.right
+            dv = self.memo.get(id(den), UNKNOWN)
+            nv = self.memo.get(id(br.left), UNKNOWN)
+            # A denominator without gradient still poisons the numerator's: 0 * (1/0) = NaN. But a
+            # plain name (a config value, a python number) is not known to be a tensor that can be 0.
+            if number(den) is None and dv.tensor and not dv.clamped and not dv.safe_where and not (
+                    nv.nograd and dv.nograd):
+                return "division", self.x.code(den)
+            return None
+        if isinstance(br, cst.Call):
+            names = self.x.q(br.func)
+            operand = None
+            op = None
+            if names:
+                for n in names:
+                    short = n.rsplit(".", 1)[-1]
+                    if n.startswith("torch.") and short in unsafe:
+                        op = short
+                operand = _arg(br, 0, "input")
+            elif isinstance(br.func, cst.Attribute) and br.func.attr.value in unsafe and not br.args:
+                op = br.func.attr.value
+                operand = br.func.value
+            if op and operand is not None:
+                ov = self.memo.get(id(operand), UNKNOWN)
+                if not ov.nograd and not ov.clamped and not ov.safe_where and number(operand) is None \
+                        and ov.unit != "strict":
+                    return op, self.x.code(operand)
+        return None
+
+    def backward(self, node: cst.Call, target: cst.BaseExpression) -> None:
+        """GL401/GL402 at a backward call: what the backpropagated value is made of."""
+        v = self.ev(target)
+        direct = dotted(target)
+        for span, name in sorted(v.rg, key=lambda e: (e[0].line, e[0].column)):
+            # Only the loss itself: a tensor made to require grad and then used in a computation
+            # (adversarial inputs, optimised images) is a legitimate leaf.
+            if name != direct and not _LOSSY.search(name):
+                continue
+            self.x.add(Site("GL401", "requires-grad", span, detail=name,
+                            data=(("backward_line", self.x.span(node).line),)))
+        if v.cut in _GRAPH_BREAKS and not v.rg:
+            where = v.cut_span.line if v.cut_span else None
+            self.x.add(Site("GL402", v.cut, self.x.span(node), detail=self.x.code(target)[:60],
+                            data=(("through", v.cut), ("line", where))))
+
+    def check_forward_output(self) -> None:
+        """GL403: a forward whose output is cut from the module's parameters."""
+        if self.cls is None or not self.cls.module_like:
+            return
+        if _stop_gradient(self.cls.name):
+            return
+        for node in self.return_nodes:
+            val = self.memo.get(id(node.value))
+            if val is None:
+                continue
+            for span, text in sorted(val.param_cuts, key=lambda e: (e[0].line, e[0].column)):
+                if not _stop_gradient(text):
+                    self.x.add(Site("GL403", "parameter-cut", span, detail=text))
+            if isinstance(node.value, cst.Tuple):
+                continue
+            if val.cut in ("torch.no_grad()", ".detach()", ".data", ".detach_()") and val.params:
+                text = self.x.code(node.value)
+                if _stop_gradient(text) or _integer_named(text):
+                    continue
+                span = val.cut_span or self.x.span(node)
+                self.x.add(Site("GL403", "output-cut", span, detail=val.cut))
+
+    def record_gradcheck(self, node: cst.Call) -> None:
+        first = _arg(node, 0, "func")
+        if first is None:
+            return
+        found: set[str] = set()
+
+        class Names(cst.CSTVisitor):
+            def visit_Name(self, n: cst.Name) -> None:
+                found.add(n.value)
+
+        first.visit(Names())
+        self.x.gradchecked.update(found)
+
+    # -- fixes -----------------------------------------------------------------------------------
+    def fix_302(self, log_node: cst.Call, arg_node: cst.BaseExpression, a: V) -> Fix | None:
+        p = a.prob_node
+        if p is None:
+            return None
+        inline = arg_node is p
+        if a.prob == "one_minus_sigmoid":
+            inline = isinstance(arg_node, cst.BinaryOperation) and arg_node.right is p
+        if not inline:
+            return None
+        x = self.x
+        names = x.q(p.func)
+        method = not names and isinstance(p.func, cst.Attribute)
+        if a.prob == "softmax":
+            if method:
+                new = f"{x.code(p.func.value)}.log_softmax({_args_text(x, p)})"
+            elif isinstance(p.func, cst.Attribute):
+                new = f"{x.code(p.func.value)}.log_softmax({_args_text(x, p)})"
+            else:
+                name = x.reachable_name(F + "log_softmax") or x.reachable_name("torch.log_softmax")
+                if name is None:
+                    return None
+                new = f"{name}({_args_text(x, p)})"
+            title = "Use log_softmax"
+        else:
+            name = x.reachable("logsigmoid")
+            if name is None:
+                return None
+            if method:
+                if p.args:
+                    return None
+                inner = p.func.value
+            else:
+                pos, kw = _args(p)
+                if len(p.args) != 1 or not pos:
+                    return None
+                inner = pos[0]
+            text = x.code(inner)
+            if a.prob == "one_minus_sigmoid":
+                text = "-" + _wrap(inner, text)
+            new = f"{name}({text})"
+            title = "Use logsigmoid"
+        return Fix(title, (Edit(x.span(log_node), new),), safe=True)
+
+    def fix_301(self, node: cst.Call, inp_node: cst.BaseExpression, inp: V, crit_node: cst.Call | None,
+                owner: str | None = None) -> Fix | None:
+        """Drop the sigmoid and use the with-logits loss: only when both are in this function."""
+        p = inp.prob_node
+        if p is None or inp_node is not p:
+            return None
+        x = self.x
+        names = x.q(p.func)
+        if not names and isinstance(p.func, cst.Attribute) and not p.args:
+            inner_text = x.code(p.func.value)
+        else:
+            pos, kw = _args(p)
+            if len(p.args) != 1 or not pos:
+                return None
+            inner_text = x.code(pos[0])
+        edits = [Edit(x.span(p), inner_text)]
+        if crit_node is None:
+            func = node.func
+            if isinstance(func, cst.Attribute):
+                edits.append(Edit(x.span(func.attr), "binary_cross_entropy_with_logits"))
+            else:
+                name = x.reachable_name(F + "binary_cross_entropy_with_logits")
+                if name is None:
+                    return None
+                edits.append(Edit(x.span(func), name))
+        else:
+            if not self._constructed_here(crit_node, node, owner):
+                return None
+            func = crit_node.func
+            if isinstance(func, cst.Attribute):
+                edits.append(Edit(x.span(func.attr), "BCEWithLogitsLoss"))
+            else:
+                name = x.reachable_name("torch.nn.BCEWithLogitsLoss")
+                if name is None:
+                    return None
+                edits.append(Edit(x.span(func), name))
+        return Fix("Drop the sigmoid and use BCEWithLogitsLoss", tuple(edits), safe=False)
+
+    def _constructed_here(self, crit_node: cst.Call, call: cst.Call, owner: str | None) -> bool:
+        """The criterion is built inline, or in this function under a local name called only here:
+        changing its class then changes no other call."""
+        if call.func is crit_node:
+            return True
+        if id(crit_node) not in self.memo or not owner or "." in owner or self.fn_node is None:
+            return False
+        mentions = 0
+        stack: list[cst.CSTNode] = [self.fn_node.body]
+        while stack:
+            n = stack.pop()
+            if isinstance(n, cst.Name) and n.value == owner:
+                mentions += 1
+            stack.extend(n.children)
+        # one binding and one call
+        return mentions == 2
+
+    def fix_306(self, node: cst.CSTNode, arg_node: cst.BaseExpression, how: str) -> Fix | None:
+        x = self.x
+        s = x.span(arg_node)
+        text = x.code(arg_node)
+        if how.startswith("torch.") and not how.startswith("torch.pow"):
+            if _needs_parens(arg_node):
+                return Fix("Add an eps", (Edit(s, f"({text}) + 1e-12"),), safe=False)
+            return Fix("Add an eps", (Edit(SourceSpan(s.end_line, s.end_column, s.end_line, s.end_column), " + 1e-12"),),
+                       safe=False)
+        return Fix("Add an eps", (Edit(s, f"({text} + 1e-12)" if not _needs_parens(arg_node) else f"(({text}) + 1e-12)"),),
+                   safe=False)
+
+
+# Moving or re-typing a module or a tensor keeps everything known about it.
+_MOVE = frozenset("to cuda cpu float double half bfloat16 train eval type".split())
+_AUG = {cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
+        cst.DivideAssign: cst.Divide, cst.PowerAssign: cst.Power}
+_ARITH = frozenset("add sub mul div neg mean sum add_ sub_ mul_ div_ abs pow float double half to view reshape "
+                   "squeeze unsqueeze".split())
+_LOSSY = re.compile(r"loss|cost|objective|obj\b", re.I)
+_GRAPH_BREAKS = frozenset({".item()", ".tolist()", ".numpy()", "argmax", "argmin", "round", "numpy", "float()",
+                           "int()", "comparison", "Variable(..., requires_grad=True)"}) | frozenset(
+    f"{n}(...)" for n in ("tensor", "as_tensor", "from_numpy", "Tensor", "FloatTensor", "DoubleTensor",
+                           "LongTensor", "scalar_tensor"))
+
+
+_DATA_PATH = re.compile(r"(^|/)(transforms?|datasets?|data|dataloaders?|preprocessing|augment\w*)(/|\.py$)|"
+                        r"(^|/)\w*(transforms?|dataset|augment\w*|collate|processing_\w+|image_processing\w*|"
+                        r"feature_extraction\w*|tokenization\w*)\.py$")
+
+
+def _data_pipeline(path: str) -> bool:
+    """Data loading and preprocessing code (datasets, transforms, processors): no gradient flows there.
+    An optimizer's own file is quiet too (its maths runs under no_grad)."""
+    return bool(_DATA_PATH.search(path.replace("\\", "/")))
+
+
+def _stop_gradient(text: str) -> bool:
+    words = {w.lower() for part in re.findall(r"[A-Za-z0-9]+", text) for w in _tokens(part)}
+    return bool(words & _STOP_WORDS)
+
+
+_INTEGER_WORDS = frozenset("indices index idx ids mask masks positions position_ids lengths counts".split())
+
+
+def _integer_named(text: str) -> bool:
+    """Indices, masks and counts are integers or booleans by convention: no gradient to cut."""
+    words = {w.lower() for part in re.findall(r"[A-Za-z0-9]+", text) for w in _tokens(part)}
+    return bool(words & _INTEGER_WORDS)
+
+
+def _short(names: frozenset[str]) -> str:
+    return sorted(names)[0].rsplit(".", 1)[-1]
+
+
+def _short_of(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def _mentions_max(node: cst.BaseExpression) -> bool:
+    """Whether a subtracted expression names a max (x.max(...), torch.amax, x_max)."""
+    stack: list[cst.CSTNode] = [node]
+    seen = 0
+    while stack and seen < 64:
+        n = stack.pop()
+        seen += 1
+        if isinstance(n, cst.Name):
+            if "max" in n.value.lower():
+                return True
+        elif isinstance(n, cst.Attribute):
+            if "max" in n.attr.value.lower():
+                return True
+            stack.append(n.value)
+        elif isinstance(n, cst.Call):
+            stack.append(n.func)
+        elif isinstance(n, cst.Subscript):
+            stack.append(n.value)
+    return False
+
+
+def _comprehensions(comp: cst.CompFor | None) -> Iterator[cst.CompFor]:
+    while comp is not None:
+        yield comp
+        comp = comp.inner_for_in
+
+
+def _args_text(x: Extractor, call: cst.Call) -> str:
+    parts = []
+    for a in call.args:
+        text = x.code(a.value)
+        if a.keyword is not None:
+            text = f"{a.keyword.value}={text}"
+        elif a.star:
+            text = f"{a.star}{text}"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def _needs_parens(node: cst.BaseExpression) -> bool:
+    if node.lpar:
+        return False
+    if isinstance(node, cst.Name | cst.Attribute | cst.Call | cst.Subscript | cst.Integer | cst.Float):
+        return False
+    if isinstance(node, cst.BinaryOperation) and isinstance(
+            node.operator, cst.Add | cst.Subtract | cst.Multiply | cst.Divide | cst.Power | cst.FloorDivide):
+        return False
+    return True
+
+
+def _wrap(node: cst.BaseExpression, text: str) -> str:
+    if isinstance(node, cst.Name | cst.Attribute | cst.Call | cst.Subscript) or node.lpar:
+        return text
+    return f"({text})"
+
+
+def extract(src) -> NumericsFacts:
+    """Numerics facts of one parsed file (gradlint.source.SourceFile)."""
+    return Extractor(src).run()

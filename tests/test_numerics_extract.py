@@ -1,0 +1,180 @@
+"""The numerics front-end: def-use through variables, cross-file model outputs, quiet contexts,
+pure picklable facts, and no crash on unusual code."""
+
+from __future__ import annotations
+
+import pickle
+
+from gradlint.api import FileFacts, RunIndex, check_source
+from gradlint.config import Config
+from gradlint.source import parse
+from gradlint.source.numerics import extract
+from gradlint.source.numerics_facts import NumClass, NumericsFacts, forward_returns, is_module_class
+from gradlint.findings import SourceSpan
+
+
+def codes(src: str, select: str = "GL3", **files: str) -> list[str]:
+    return [f.code for f in check_source(src, Config(select=(select,)), extra_files=files or None)]
+
+
+def facts(src: str) -> NumericsFacts:
+    return extract(parse("x.py", src))
+
+
+def test_facts_are_picklable_and_free_of_parser_nodes():
+    src = ("import torch\nimport torch.nn.functional as F\n\n"
+           "def f(z, y):\n    return torch.log(F.softmax(z, -1)), torch.sqrt((z ** 2).sum())\n")
+    f = facts(src)
+    assert {s.code for s in f.sites} == {"GL302", "GL306"}
+    again = pickle.loads(pickle.dumps(f))
+    assert again == f
+
+
+def test_value_followed_through_variables_and_reshapes():
+    src = ("import torch\nfrom torch.nn import CrossEntropyLoss\n\n"
+           "def head(hidden, labels):\n"
+           "    logits = hidden @ hidden.T\n"
+           "    scores = logits.softmax(-1)\n"
+           "    flat = scores.view(-1, 10)\n"
+           "    loss_fct = CrossEntropyLoss()\n"
+           "    return loss_fct(flat, labels.view(-1))\n")
+    assert codes(src) == ["GL303"]
+
+
+def test_rebinding_clears_the_value():
+    src = ("import torch\nimport torch.nn.functional as F\n\n"
+           "def f(z, y):\n    p = F.softmax(z, -1)\n    p = z\n    return F.cross_entropy(p, y)\n")
+    assert codes(src) == []
+
+
+def test_branches_must_agree():
+    src = ("import torch\nimport torch.nn.functional as F\n\n"
+           "def f(z, y, probs):\n"
+           "    if probs:\n        out = F.softmax(z, -1)\n    else:\n        out = z\n"
+           "    return F.cross_entropy(out, y)\n")
+    assert codes(src) == []
+    both = src.replace("        out = z\n", "        out = torch.softmax(z, 1)\n")
+    assert codes(both) == ["GL303"]
+
+
+def test_lightning_self_call_and_module_attributes():
+    src = ("import torch\nfrom torch import nn\nimport lightning as L\n\n"
+           "class Lit(L.LightningModule):\n"
+           "    def __init__(self):\n"
+           "        super().__init__()\n"
+           "        self.fc = nn.Linear(4, 3)\n"
+           "        self.loss_fn = nn.CrossEntropyLoss()\n\n"
+           "    def forward(self, x):\n"
+           "        return torch.softmax(self.fc(x), dim=-1)\n\n"
+           "    def training_step(self, batch, idx):\n"
+           "        x, y = batch\n"
+           "        return self.loss_fn(self(x), y)\n")
+    assert codes(src) == ["GL303"]
+
+
+def test_inherited_forward_and_disagreeing_definitions():
+    base = ("import torch\nfrom torch import nn\n\n"
+            "class Base(nn.Module):\n    def forward(self, x):\n        return x.softmax(-1)\n\n"
+            "class Child(Base):\n    pass\n")
+    user = ("import torch\nfrom torch import nn\nfrom base import Child\n\n"
+            "def f(x, y):\n    m = Child()\n    return nn.CrossEntropyLoss()(m(x), y)\n")
+    assert codes(user, **{"base.py": base}) == ["GL303"]
+    # a second class of the same name that returns logits: the run cannot tell which is meant
+    other = "from torch import nn\n\nclass Child(nn.Module):\n    def forward(self, x):\n        return x\n"
+    assert codes(user, **{"base.py": base, "other.py": other}) == []
+
+
+def test_index_queries_on_records():
+    index = RunIndex()
+    span = SourceSpan.point(1)
+    index.numeric_classes = {
+        "A": [NumClass("A", span, bases=("torch.nn.Module",), has_forward=True, returns="softmax")],
+        "B": [NumClass("B", span, bases=(".a.A",), has_forward=False)],
+        "C": [NumClass("C", span, bases=("object",), has_forward=True, returns_via=("A",))],
+    }
+    assert forward_returns(index, "B") == "softmax"
+    assert forward_returns(index, "C") == "softmax"
+    assert is_module_class(index, "B") and not is_module_class(index, "C")
+    assert forward_returns(index, "Missing") is None
+
+
+def test_quiet_contexts_are_not_gradient_hazards():
+    body = "    return torch.log(torch.softmax(z, -1)), torch.sqrt((z ** 2).sum()), z / z.norm()\n"
+    head = "import torch\n\n"
+    assert codes(head + "def validation_step(z):\n" + body) == []
+    assert codes(head + "def compute_metrics(z):\n" + body) == []
+    assert codes(head + "@torch.inference_mode()\ndef f(z):\n" + body) == []
+    assert codes(head + "class AccuracyMetric:\n    def update(self, z):\n    " + body.replace("\n", "\n    ").rstrip() + "\n") == []
+    assert codes(head + "def f(z):\n    with torch.no_grad():\n    " + body) == []
+    assert len(codes(head + "def f(z):\n" + body)) == 3
+
+
+def test_module_level_criterion_used_in_a_function_defined_above():
+    src = ("import torch\nfrom torch import nn\n\n"
+           "def step(z, y):\n    return crit(torch.sigmoid(z), y)\n\n"
+           "crit = nn.BCELoss()\n")
+    assert codes(src) == ["GL301"]
+
+
+def test_unusual_code_does_not_crash():
+    src = ("import torch\n\n"
+           "async def f(x, *args, **kw):\n"
+           "    async with ctx() as c:\n        pass\n"
+           "    match x:\n        case [a, *rest]:\n            y = torch.log(a)\n        case _:\n            pass\n"
+           "    if (n := x.norm()) > 0:\n        x = x / n\n"
+           "    g = (lambda t: torch.log(t.softmax(-1)))(x)\n"
+           "    d = {k: v for k, v in kw.items()}\n"
+           "    x[0], x[1] = x[1], x[0]\n"
+           "    del d\n"
+           "    global Q\n"
+           "    try:\n        pass\n    except* ValueError:\n        pass\n"
+           "    return [torch.sqrt(t) for t in args if t], {**kw}, f'{x!r}'\n"
+           "class K:\n    class Inner(torch.nn.Module):\n        def forward(self, x):\n            return x.sigmoid()\n")
+    f = facts(src)
+    assert isinstance(f, NumericsFacts)
+    assert "GL302" in {s.code for s in f.sites}
+
+
+def test_file_without_torch_is_skipped_cheaply():
+    ff = FileFacts(path="x.py", kind="python")
+    assert ff.numerics is None
+    assert codes("def f(x):\n    return x\n") == []
+
+
+def test_data_pipelines_and_optimizer_files_are_quiet():
+    body = "import torch\n\ndef f(a, b):\n    return torch.sqrt(((a - b) ** 2).sum(-1))\n"
+    assert codes(body) == ["GL306"]
+    for path in ("transforms/functional.py", "pkg/datasets/coco.py", "models/image_processing_vit.py"):
+        assert check_source(body, Config(select=("GL3",)), path=path) == [], path
+    optim = body + "\nclass Kron(torch.optim.Optimizer):\n    pass\n"
+    assert codes(optim) == []
+
+
+def test_autograd_function_bodies_are_not_traced():
+    src = ("import torch\n\nclass Cum(torch.autograd.Function):\n"
+           "    @staticmethod\n    def forward(ctx, q, k):\n"
+           "        return 1 - torch.acos(q @ k.transpose(-1, -2))\n\n"
+           "    @staticmethod\n    def backward(ctx, g):\n        return g, g\n")
+    assert codes(src) == []
+
+
+def test_quantization_helpers_are_quiet():
+    src = ("import torch\n\ndef quantize_with_scales(w):\n"
+           "    scales = torch.linalg.norm(w, dim=-1)\n    return w / scales[:, None]\n")
+    assert codes(src) == []
+
+
+def test_guarded_hand_written_softplus_is_two_findings():
+    # measured: grad of where(g > 20, g, log(1 + exp(g))) at g = 100 is NaN
+    src = ("import torch\n\ndef gate(g):\n"
+           "    return torch.where(g > 20.0, g, torch.log(1.0 + torch.exp(g)))\n")
+    assert sorted(codes(src)) == ["GL305", "GL309"]
+
+
+def test_quiet_classes_are_whole_words():
+    body = ("import torch\nfrom torch import nn\n\nclass {}(nn.Module):\n"
+            "    def forward(self, a, b):\n        return torch.sqrt(((a - b) ** 2).sum(-1))\n")
+    assert codes(body.format("VisionTransformer")) == ["GL306"]
+    assert codes(body.format("RandomTransform")) == []
+    assert codes(body.format("AudioFeatureExtractor")) == []
+    assert codes(body.format("AccuracyMetric")) == []

@@ -1,0 +1,100 @@
+"""GL4xx behaviour beyond the documented examples: run-wide lookups and locations."""
+
+from __future__ import annotations
+
+from gradlint.api import check_source
+from gradlint.config import Config
+
+
+def findings(src: str, select: str, **files: str):
+    return check_source(src, Config(select=(select,)), extra_files=files or None)
+
+
+def test_gl406_gradcheck_of_a_wrapper_function_in_another_file():
+    ops = ("import torch\n\nclass Op(torch.autograd.Function):\n"
+           "    @staticmethod\n    def forward(ctx, x):\n        return x\n\n"
+           "    @staticmethod\n    def backward(ctx, g):\n        return g\n\n"
+           "def op(x):\n    return Op.apply(x)\n")
+    test = ("import torch\nfrom ops import op\n\n"
+            "def test_op():\n    x = torch.randn(2, dtype=torch.float64, requires_grad=True)\n"
+            "    assert torch.autograd.gradcheck(op, (x,))\n")
+    assert [f.code for f in check_source(ops, Config(select=("GL406",)), path="ops.py")] == ["GL406"]
+    assert check_source(ops, Config(select=("GL406",)), path="ops.py", extra_files={"test_ops.py": test}) == []
+
+
+def test_gl406_points_at_the_class_and_is_info():
+    src = ("import torch\n\nclass Op(torch.autograd.Function):\n"
+           "    @staticmethod\n    def backward(ctx, g):\n        return g\n")
+    (f,) = findings(src, "GL406")
+    assert (f.span.line, f.span.column) == (3, 7)
+    assert str(f.severity) == "info"
+
+
+def test_gl401_message_names_the_backward_line():
+    src = ("import torch\n\ndef step(crit, out, y):\n    loss = crit(out, y)\n"
+           "    loss.requires_grad = True\n    loss.backward()\n")
+    (f,) = findings(src, "GL401")
+    assert f.span.line == 5 and "line 6" in f.message
+
+
+def test_gl401_not_without_a_backward():
+    src = ("import torch\n\ndef step(crit, out, y):\n    loss = crit(out, y)\n"
+           "    loss.requires_grad = True\n    return loss\n")
+    assert findings(src, "GL401") == []
+
+
+def test_gl402_through_lightning_manual_backward_and_names_the_cut():
+    src = ("import torch\nimport lightning as L\n\nclass M(L.LightningModule):\n"
+           "    def training_step(self, batch, idx):\n"
+           "        loss = torch.tensor(self.compute(batch).item())\n"
+           "        self.manual_backward(loss)\n")
+    (f,) = findings(src, "GL402")
+    assert f.span.line == 7 and ".item()" not in f.message and "tensor(...)" in f.message and "line 6" in f.message
+
+
+def test_gl404_self_in_module_subclass_of_another_file():
+    base = "from torch import nn\n\nclass Block(nn.Module):\n    pass\n"
+    src = ("import torch\nfrom blocks import Block\n\nclass Frozen(Block):\n"
+           "    def freeze(self):\n        self.requires_grad = False\n")
+    assert [f.code for f in findings(src, "GL404", **{"blocks.py": base})] == ["GL404"]
+    assert findings(src, "GL404") == []  # Block unknown to the run: no claim
+
+
+def test_gl403_no_finding_for_plain_forward():
+    src = ("import torch\nfrom torch import nn\n\nclass M(nn.Module):\n"
+           "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(2, 2)\n\n"
+           "    def forward(self, x):\n        mask = (x > 0).detach()\n        return self.fc(x) * mask\n")
+    assert findings(src, "GL403") == []
+
+
+def test_gl403_not_for_buffer_only_modules():
+    # rotary / sinusoidal position modules: no_grad or detach over buffers, no parameters
+    src = ("import torch\nfrom torch import nn\n\nclass Rotary(nn.Module):\n"
+           "    def __init__(self, dim):\n        super().__init__()\n"
+           "        self.register_buffer('inv_freq', 1.0 / (10000 ** (torch.arange(0, dim, 2) / dim)))\n\n"
+           "    @torch.no_grad()\n    def forward(self, x, pos):\n"
+           "        freqs = pos[..., None] * self.inv_freq\n        emb = torch.cat((freqs, freqs), dim=-1)\n"
+           "        return emb.cos()\n\n"
+           "class Sinusoidal(nn.Module):\n"
+           "    def __init__(self, n, d):\n        super().__init__()\n        self.make_weights(n, d)\n\n"
+           "    def forward(self, ids):\n        return self.weights.index_select(0, ids.view(-1)).detach()\n")
+    assert findings(src, "GL403") == []
+
+
+def test_gl404_on_a_torch_layer_attribute():
+    src = ("import torch\nfrom torch import nn\n\nclass M(nn.Module):\n"
+           "    def __init__(self, cfg):\n        super().__init__()\n"
+           "        self.ln = nn.LayerNorm(8)\n        if cfg.stable:\n            self.ln.requires_grad = False\n")
+    (f,) = findings(src, "GL404")
+    assert f.span.line == 9 and "requires_grad_(False)" in f.message
+
+
+def test_gl403_not_for_integer_outputs():
+    # a sparse-attention indexer: no_grad over parameters, but it returns top-k indices,
+    # which carry no gradient anyway
+    src = ("import torch\nfrom torch import nn\n\nclass Indexer(nn.Module):\n"
+           "    def __init__(self):\n        super().__init__()\n        self.proj = nn.Linear(4, 4)\n\n"
+           "    @torch.no_grad()\n    def forward(self, x, k):\n"
+           "        scores = self.proj(x) @ x.transpose(-1, -2)\n"
+           "        return scores.topk(k, dim=-1).indices.to(torch.int32)\n")
+    assert findings(src, "GL403") == []
