@@ -133,7 +133,7 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
     if fix or diff:
         from gradlint.fix import apply_fixes
 
-        outcome = apply_fixes(result, write=fix and not diff, unsafe=unsafe_fixes)
+        outcome = apply_fixes(result, write=fix and not diff, unsafe=unsafe_fixes, config=config)
         if diff:
             click.echo(outcome.diff, nl=False)
             for problem in outcome.problems:
@@ -142,6 +142,10 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
         for problem in outcome.problems:
             click.echo(f"gradlint: {problem}", err=True)
         result = outcome.remaining
+        if outcome.fixed:
+            # Fixed files moved lines and may change what other files' rules see: report a fresh run.
+            click.echo(f"gradlint: fixed {outcome.fixed} finding(s)", err=True)
+            result = check_paths(list(paths) or ["."], config, use_cache=not no_cache, jobs=jobs)
     color = output_file is None and fmt == "text" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     text = render(fmt, result, quiet=quiet, color=color)
     for r in result.files:

@@ -1,4 +1,12 @@
-"""Applying fixes: text edits from findings, re-parse check, atomic writes, unified diffs."""
+"""Applying fixes: text edits from findings, re-parse check, rounds until stable, atomic writes, diffs.
+
+Fixes are plain text edits at (line, column) positions, so everything the edits do not touch —
+formatting, comments, import aliases, line endings, encoding — stays byte for byte. A round
+applies every non-overlapping fix; a fix whose result does not parse is dropped and reported.
+When the caller gives a way to re-check text, rounds repeat until no fix is left (one fix can
+reveal another: moving a clip before `scaler.step()` makes it need `unscale_()`), at most
+MAX_ROUNDS times.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +15,13 @@ import os
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from gradlint.findings import Edit, FileResult, Finding, RunResult
+
+MAX_ROUNDS = 10
+
+Recheck = Callable[[str], list[Finding]]
 
 
 @dataclass
@@ -28,11 +41,13 @@ def _offsets(text: str) -> list[int]:
 
 def _index(starts: list[int], line: int, column: int) -> int:
     # Columns are 1-based character offsets within the line, as libcst reports them (+1).
+    if not 1 <= line <= len(starts):
+        raise ValueError(f"edit position {line}:{column} is outside the file")
     return starts[line - 1] + column - 1
 
 
 def apply_edits(source: str, edits: list[Edit] | tuple[Edit, ...]) -> str:
-    """Apply non-overlapping edits; raises ValueError if two overlap."""
+    """Apply non-overlapping edits; raises ValueError if two overlap or one is outside the text."""
     starts = _offsets(source)
     spans = sorted(
         ((_index(starts, e.span.line, e.span.column), _index(starts, e.span.end_line, e.span.end_column), e.content) for e in edits),
@@ -40,7 +55,7 @@ def apply_edits(source: str, edits: list[Edit] | tuple[Edit, ...]) -> str:
     )
     out, pos = [], 0
     for start, end, content in spans:
-        if start < pos:
+        if start < pos or end < start:
             raise ValueError("overlapping edits")
         out.append(source[pos:start])
         out.append(content)
@@ -59,18 +74,36 @@ def reparses(text: str) -> bool:
     return True
 
 
+def _newline(source: str) -> str:
+    return "\r\n" if "\r\n" in source else "\n"
+
+
+def _with_newline(edits: tuple[Edit, ...], newline: str) -> list[Edit]:
+    if newline == "\n":
+        return list(edits)
+    # rules write "\n"; a CRLF file keeps CRLF
+    return [replace(e, content=e.content.replace("\r\n", "\n").replace("\n", newline)) for e in edits]
+
+
+def _where(f: Finding) -> str:
+    return f"{f.path}:{f.span.line}:{f.span.column}: {f.code}"
+
+
 def fix_source(source: str, findings: list[Finding], unsafe: bool = False) -> tuple[str, list[Finding], list[Finding]]:
-    """(new source, applied findings, skipped findings). Fixes whose edits overlap an earlier one
-    wait for the next round; each round's result must re-parse or the round's fixes are dropped."""
-    applied: list[Finding] = []
-    skipped: list[Finding] = []
-    text = source
+    """One round: (new source, applied findings, skipped findings).
+
+    Fixes whose edits overlap an earlier one are skipped (the next round gets them). If the
+    combined result does not parse, fixes are tried one by one and only those that keep the
+    file parseable stay; the others are skipped.
+    """
+    newline = _newline(source)
     candidates = [f for f in findings if f.fix is not None and (f.fix.safe or unsafe)]
     taken: list[Edit] = []
     chosen: list[Finding] = []
+    skipped: list[Finding] = []
     for f in candidates:
         assert f.fix is not None
-        trial = taken + list(f.fix.edits)
+        trial = taken + _with_newline(f.fix.edits, newline)
         try:
             apply_edits(source, trial)
         except ValueError:
@@ -78,22 +111,71 @@ def fix_source(source: str, findings: list[Finding], unsafe: bool = False) -> tu
             continue
         taken = trial
         chosen.append(f)
-    if chosen:
-        new = apply_edits(source, taken)
-        if reparses(new):
-            text = new
-            applied = chosen
+    if not chosen:
+        return source, [], skipped
+    new = apply_edits(source, taken)
+    if reparses(new):
+        return new, chosen, skipped
+    # Find the culprits: keep each fix only if the text still parses with it.
+    text_edits: list[Edit] = []
+    applied: list[Finding] = []
+    for f in chosen:
+        assert f.fix is not None
+        trial = text_edits + _with_newline(f.fix.edits, newline)
+        if reparses(apply_edits(source, trial)):
+            text_edits = trial
+            applied.append(f)
         else:
-            skipped.extend(chosen)
-    return text, applied, skipped
+            skipped.append(f)
+    return (apply_edits(source, text_edits) if applied else source), applied, skipped
 
 
-def write_atomic(path: Path, text: str) -> None:
+def fix_text(source: str, findings: list[Finding], *, unsafe: bool = False,
+             recheck: Recheck | None = None) -> tuple[str, int, list[str]]:
+    """Fix until stable: (new text, number of fixes applied, problems). Without `recheck`
+    only the given findings' fixes are applied (one round)."""
+    text = source
+    applied_total = 0
+    problems: list[str] = []
+    broken: set[tuple[str, str]] = set()
+    current = findings
+    for round_number in range(MAX_ROUNDS + 1):
+        if round_number == MAX_ROUNDS:
+            left = [f for f in current if f.fix is not None and (f.fix.safe or unsafe)]
+            if left:
+                problems.append(f"{_where(left[0])}: fixes did not settle after {MAX_ROUNDS} rounds; stopped")
+            break
+        fixable = [f for f in current if f.fix is not None and (f.fix.safe or unsafe)
+                   and (f.code, f.message) not in broken]
+        if not fixable:
+            break
+        new, applied, skipped = fix_source(text, fixable, unsafe)
+        for f in skipped:
+            # overlapping fixes come back next round; a fix that breaks the parse is dropped
+            assert f.fix is not None
+            try:
+                alone = apply_edits(text, _with_newline(f.fix.edits, _newline(text)))
+            except ValueError:
+                alone = None
+            if alone is not None and not reparses(alone):
+                problems.append(f"{_where(f)} fix dropped: the fixed file would not parse")
+                broken.add((f.code, f.message))
+        if new == text:
+            break
+        text = new
+        applied_total += len(applied)
+        if recheck is None:
+            break
+        current = recheck(text)
+    return text, applied_total, problems
+
+
+def write_atomic(path: Path, text: str, encoding: str = "utf-8") -> None:
     """Temporary file in the same folder, then rename: a crash never leaves half a file. Mode kept."""
     mode = path.stat().st_mode & 0o7777
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".gradlint-tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        with os.fdopen(fd, "w", encoding=encoding, newline="") as fh:
             fh.write(text)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
@@ -105,8 +187,36 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def apply_fixes(result: RunResult, *, write: bool, unsafe: bool = False) -> FixOutcome:
-    """Fix every file of a run. With write=False only the diff is produced."""
+def _rechecker(display: str, config) -> Recheck:
+    """Re-run the selected rules on fixed text, in memory (this file alone: enough for the
+    fixes, which never depend on other files)."""
+    from gradlint.api import RunIndex, run_rules
+    from gradlint.registry import load_rules
+    from gradlint.source import extract_facts, parse
+
+    rules = load_rules()
+    enabled = config.enabled_codes() | {c for c, r in rules.items() if r.always_on}
+    root = Path(config.root).resolve()
+    try:
+        relpath = Path(display).resolve().relative_to(root).as_posix()
+    except ValueError:
+        relpath = Path(display).as_posix()
+
+    def run(text: str) -> list[Finding]:
+        try:
+            facts = extract_facts(parse(display, text))
+        except Exception:
+            return []
+        return list(run_rules(facts, config, RunIndex.build([facts]), rules, enabled, relpath).findings)
+
+    return run
+
+
+def apply_fixes(result: RunResult, *, write: bool, unsafe: bool = False, config=None) -> FixOutcome:
+    """Fix every file of a run. With write=False only the diff is produced. With a config, each
+    file is re-checked after each round and fixed until stable."""
+    from gradlint.source import decode
+
     outcome = FixOutcome()
     files: list[FileResult] = []
     for r in result.files:
@@ -117,27 +227,35 @@ def apply_fixes(result: RunResult, *, write: bool, unsafe: bool = False) -> FixO
         path = Path(r.path)
         try:
             raw = path.read_bytes()
-            source = raw.decode("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            source = decode(raw)
+            import io
+            import tokenize
+
+            encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
+        except (OSError, UnicodeDecodeError, SyntaxError, LookupError) as exc:
             outcome.problems.append(f"{r.path}: cannot fix: {exc}")
             files.append(r)
             continue
-        new, applied, skipped = fix_source(source, fixable, unsafe)
-        if skipped and not applied:
-            outcome.problems.append(f"{r.path}: {len(skipped)} fix(es) not applied (they overlap or the result does not parse)")
-        if new != source:
-            outcome.diff += "".join(difflib.unified_diff(
-                source.splitlines(keepends=True), new.splitlines(keepends=True),
-                fromfile=f"a/{r.path}", tofile=f"b/{r.path}"))
-            if write:
-                try:
-                    write_atomic(path, new)
-                except OSError as exc:
-                    outcome.problems.append(f"{r.path}: cannot write fix: {exc}")
-                    files.append(r)
-                    continue
-        done = set(map(id, applied)) if write else set()
-        outcome.fixed += len(applied) if write else 0
-        files.append(replace(r, findings=tuple(f for f in r.findings if id(f) not in done), fixed=len(done)))
+        recheck = _rechecker(r.path, config) if config is not None else None
+        new, applied, problems = fix_text(source, fixable, unsafe=unsafe, recheck=recheck)
+        outcome.problems.extend(problems)
+        if new == source:
+            files.append(r)
+            continue
+        outcome.diff += "".join(difflib.unified_diff(
+            source.splitlines(keepends=True), new.splitlines(keepends=True),
+            fromfile=f"a/{r.path}", tofile=f"b/{r.path}"))
+        if not write:
+            files.append(r)
+            continue
+        try:
+            write_atomic(path, new, encoding)
+        except OSError as exc:
+            outcome.problems.append(f"{r.path}: cannot write fix: {exc}")
+            files.append(r)
+            continue
+        outcome.fixed += applied
+        remaining = recheck(new) if recheck is not None else [f for f in r.findings if f.fix is None]
+        files.append(replace(r, findings=tuple(sorted(remaining, key=Finding.sort_key)), fixed=applied))
     outcome.remaining = RunResult(files=files)
     return outcome

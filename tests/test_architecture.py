@@ -227,3 +227,25 @@ def test_onnx_cache_key_changes_with_external_data(tmp_path):
     key = _cache_key(tmp_path / "m.onnx", "m.onnx")
     (tmp_path / "m.data").write_bytes(b"12345")
     assert _cache_key(tmp_path / "m.onnx", "m.onnx") != key
+
+
+def test_library_and_project_base_classes_are_modules():
+    """LightningModule subclasses and classes whose base lives in another file of the project are
+    lowered too (GL201 looks their recurrent layers up across files)."""
+    from gradlint.source import extract_facts, parse
+
+    src = (
+        "import lightning as L\nimport torch.nn as nn\nfrom .base import Base\n"
+        "class LM(L.LightningModule):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.rnn = nn.LSTM(10, 20)\n    def forward(self, x):\n        return self.rnn(x)[0]\n"
+        "class Deep(Base):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.body = nn.Sequential(*[m for _ in range(12) for m in (nn.Linear(256, 256), nn.Sigmoid())])\n"
+        "    def forward(self, x):\n        return self.body(x)\n"
+        "class Plain:\n    def forward(self, x):\n        return x\n"
+    )
+    facts = extract_facts(parse("m.py", src))
+    summary = {c.name: c for c in facts.classes}
+    assert summary["LM"].is_module and summary["LM"].recurrent
+    assert summary["Deep"].is_module
+    assert not summary["Plain"].is_module
+    assert [n.name for n in facts.networks] == ["LM", "Deep"]

@@ -145,3 +145,12 @@ def test_torch_exports_are_quiet_for_gl101_and_gl102(tmp_path: Path):
         path = _export(model, args, tmp_path / name)
         found = check_source(path.read_bytes(), Config(select=("GL101", "GL102")), path=name)
         assert found == [], (name, [f.message for f in found])
+
+
+def test_saturation_in_a_graph_is_one_finding_with_the_count():
+    """Every ONNX layer is its own node: 30 saturated layers are one GL104, not thirty."""
+    found = check_source(gen.mlp(depth=30, width=512, std=1.0).SerializeToString(), Config(select=("GL104",)),
+                         path="model.onnx")
+    (f,) = found
+    assert "and 29 more layers" in f.message
+    assert len(f.data_dict["modules"]) == 30

@@ -193,10 +193,10 @@ def _python_syntax_error(text: str, display: str) -> tuple[int, int, str] | None
 def extract_facts(src: SourceFile):
     """Run every extractor on one parsed file."""
     from gradlint.api import FileFacts
-    from gradlint.source import models
-    from gradlint.source import numerics
+    from gradlint.source import loops, models, numerics
 
     networks, classes = models.extract(src)
     facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes)
     facts.numerics = numerics.extract(src)
+    facts.training = loops.extract(src)
     return facts

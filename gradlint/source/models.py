@@ -176,8 +176,8 @@ class FileModel:
                     quals = self.imports.qualify_dotted(base)
                     local = self.classes.get(base)
                     if "torch.nn.Module" in quals or (local is not None and local.is_module) or any(
-                        C.short(q) in C.PARAM_LAYERS or C.short(q) in C.CONTAINERS for q in quals
-                    ):
+                        C.short(q) in C.PARAM_LAYERS or C.short(q) in C.CONTAINERS or _module_base(q) for q in quals
+                    ) or (local is None and _looks_like_module(info)):
                         info.is_module = True
                         info.sequential = "torch.nn.Sequential" in quals or (local is not None and local.sequential)
                         changed = True
@@ -591,6 +591,22 @@ class FileModel:
 
     def _find_method(self, info: ClassInfo, name: str) -> cst.FunctionDef | None:
         return self._methods(info).get(name)
+
+
+# Library base classes that are nn.Modules (LightningModule, Hugging Face PreTrainedModel...).
+_MODULE_BASES = ("LightningModule", "PreTrainedModel", "HyperparametersMixin")
+_MODULE_PACKAGES = ("lightning", "pytorch_lightning", "transformers", "timm", "torchvision")
+
+
+def _module_base(qualname: str) -> bool:
+    head, _, last = qualname.rpartition(".")
+    return last in _MODULE_BASES and head.split(".", 1)[0] in _MODULE_PACKAGES
+
+
+def _looks_like_module(info: "ClassInfo") -> bool:
+    """A class whose base comes from another file of the project (`class Net(BaseNet)`): a module
+    when it has both __init__ and forward, the shape of every nn.Module."""
+    return "forward" in info.methods and "__init__" in info.methods
 
 
 def _num(v: Any) -> bool:

@@ -86,7 +86,9 @@ class Tok(nn.Module):
     ]
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
-        seen: set = set()
+        from gradlint.findings import GraphNode
+
+        groups: dict = {}
         for network, analysis in analyses(ctx):
             for stat in analysis.activations:
                 layer = stat.layer
@@ -98,15 +100,23 @@ class Tok(nn.Module):
                 if std < SATURATION_STD:
                     continue
                 where = layer.init.origin or layer.origin
-                key = (where, layer.origin, stat.activation.fn)
-                if key in seen:
-                    continue
-                seen.add(key)
-                span, node = location(where)
-                act = ACTIVATION_NAMES.get(stat.activation.fn, stat.activation.fn)
-                yield ctx.finding(
-                    f"predicted pre-activation std {std:.3g} at {act} after {layer.name or layer.op} "
-                    f"({describe_init(layer)}, fan-in {layer.fan_in}): most units are saturated and get almost no gradient",
-                    span, node=node,
-                    data={"network": network.name, "module": layer.name, "predicted_std": std},
-                )
+                # Source: one finding per line that causes it (a loop's init line covers every layer
+                # it initialises). ONNX: every layer is its own node, so one finding per graph,
+                # at the first saturated layer, with the count.
+                key = (network.name, "graph") if isinstance(where, GraphNode) else (where, stat.activation.fn)
+                entry = groups.get(key)
+                if entry is None:
+                    groups[key] = [network, stat, layer, std, where, {layer.name}]
+                else:
+                    entry[5].add(layer.name)
+        for network, stat, layer, std, where, names in groups.values():
+            span, node = location(where)
+            act = ACTIVATION_NAMES.get(stat.activation.fn, stat.activation.fn)
+            more = f" (and {len(names) - 1} more layer{'s' if len(names) > 2 else ''} of {network.name})" if len(names) > 1 else ""
+            yield ctx.finding(
+                f"predicted pre-activation std {std:.3g} at {act} after {layer.name or layer.op}{more} "
+                f"({describe_init(layer)}, fan-in {layer.fan_in}): most units are saturated and get almost no gradient",
+                span, node=node,
+                data={"network": network.name, "module": layer.name, "predicted_std": std,
+                      "modules": tuple(sorted(names))},
+            )

@@ -1,0 +1,335 @@
+"""GL201 missing-gradient-clipping: a step with no clipping for a model whose gradients can explode."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from gradlint.findings import Finding, Severity
+from gradlint.registry import Example, Rule, RuleContext
+from gradlint.rules.training import steps
+from gradlint.source.loops import iter_events
+
+_LSTM_LOOP = """\
+import torch
+from torch import nn
+
+model = nn.LSTM(128, 256, num_layers=2)
+optimizer = torch.optim.SGD(model.parameters(), lr=20.0)
+for x, y in loader:
+    optimizer.zero_grad()
+    out, _ = model(x)
+    loss = criterion(out, y)
+    loss.backward()
+    optimizer.step()
+"""
+
+_WORDLM = """\
+from torch import nn
+
+
+class WordLM(nn.Module):
+    def __init__(self, vocab, hidden):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, hidden)
+        self.rnn = nn.LSTM(hidden, hidden, num_layers=2)
+        self.out = nn.Linear(hidden, vocab)
+
+    def forward(self, x):
+        h, _ = self.rnn(self.embed(x))
+        return self.out(h)
+"""
+
+_TRAIN_WORDLM = """\
+import torch
+from model import WordLM
+
+model = WordLM(10000, 650)
+opt = torch.optim.SGD(model.parameters(), lr=20.0)
+
+
+def train_step(x, y):
+    opt.zero_grad()
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+
+
+for epoch in range(40):
+    for x, y in batches:
+        train_step(x, y)
+"""
+
+_DEEP_TRANSFORMER = """\
+import torch
+from torch import nn
+
+layer = nn.TransformerEncoderLayer(512, 8)
+model = nn.TransformerEncoder(layer, num_layers=12)
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+for x in loader:
+    optimizer.zero_grad()
+    model(x).pow(2).mean().backward()
+    optimizer.step()
+"""
+
+_SIGMOID_MLP = """\
+from torch import nn
+
+
+class Deep(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(*[m for _ in range(12) for m in (nn.Linear(256, 256), nn.Sigmoid())])
+
+    def forward(self, x):
+        return self.body(x)
+"""
+
+_TRAIN_DEEP = """\
+import torch
+from net import Deep
+
+model = Deep()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    optimizer.zero_grad()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    optimizer.step()
+"""
+
+
+class MissingGradientClipping(Rule):
+    """
+    ## What it does
+    Flags a training step (from `backward()` to the optimizer step, in a loop or in a step
+    function called from one) that clips nothing, when the model it trains is recurrent
+    (`nn.RNN`/`LSTM`/`GRU` or their cells), a transformer of 6 blocks or more, or a network
+    gradlint predicts to vanish or explode (GL101/GL102). The model is found through the
+    optimizer's parameters (`Adam(model.parameters())`) and its class is looked up across every
+    file of the run, so `model = WordLM(...)` in `train.py` is known when `WordLM` lives in
+    `model.py`. A Lightning `Trainer` without `gradient_clip_val` and a Hugging Face
+    `TrainingArguments(max_grad_norm=0)` that train such a model are flagged too.
+
+    ## Why is this bad?
+    Backpropagation through time multiplies the recurrent Jacobian once per time step: one bad
+    batch produces a gradient thousands of times larger than usual, and an unclipped step
+    throws the weights far away (loss becomes NaN, or jumps and never recovers). Clipping the
+    global norm is the standard cure for recurrent networks (Pascanu et al., 2013) and is used
+    by every large transformer recipe.
+
+    ## Example
+    ```python
+    model = nn.LSTM(128, 256, num_layers=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=20.0)
+    for x, y in loader:
+        optimizer.zero_grad()
+        criterion(model(x)[0], y).backward()
+        optimizer.step()
+    ```
+
+    ## Use instead
+    ```python
+    for x, y in loader:
+        optimizer.zero_grad()
+        criterion(model(x)[0], y).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.25)
+        optimizer.step()
+    ```
+    `clip_grad_norm_(params, float("inf"))` only measures the norm: it does not count.
+
+    ## References
+    - Pascanu, Mikolov, Bengio, "On the difficulty of training recurrent neural networks" (2013).
+    - pytorch/examples `word_language_model/main.py` clips at `--clip 0.25` by default.
+    - pytorch/pytorch#309: models "would totally fail to converge without gradient clipping"
+      (NLP, RL).
+    """
+
+    code = "GL201"
+    name = "missing-gradient-clipping"
+    severity = Severity.WARNING
+    summary = "Training step without gradient clipping for a recurrent, deep transformer or unstable model"
+
+    invalid = [
+        Example(_LSTM_LOOP, note="LSTM trained in a loop with no clipping"),
+        Example(_DEEP_TRANSFORMER, note="a 12-block transformer"),
+        Example(_TRAIN_WORDLM, files=(("model.py", _WORDLM),),
+                note="class from another file of the run, step function called from a loop"),
+        Example(_TRAIN_DEEP, files=(("net.py", _SIGMOID_MLP),), note="a model GL101 flags (needs the propagation model)"),
+        Example("""\
+import torch
+from torch import nn
+
+model = nn.GRU(64, 64)
+opt = torch.optim.Adam(model.parameters())
+for x in loader:
+    opt.zero_grad()
+    model(x)[0].sum().backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))  # measures, does not clip
+    opt.step()
+""", note="a clip at inf only measures"),
+        Example("""\
+import lightning as L
+from torch import nn
+
+
+class LM(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(32, 32)
+
+
+model = nn.LSTM(32, 32)
+trainer = L.Trainer(max_epochs=3)
+trainer.fit(model, loader)
+""", note="Lightning Trainer without gradient_clip_val"),
+    ]
+    valid = [
+        Example("""\
+import torch
+from torch import nn
+
+model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16, 10))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    optimizer.zero_grad()
+    criterion(model(x), y).backward()
+    optimizer.step()
+""", note="CNN/MLP training without such risk"),
+        Example(_LSTM_LOOP.replace("    optimizer.step()", "    torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)\n    optimizer.step()"),
+                note="clipped"),
+        Example("""\
+import torch
+from torch import nn
+
+model = nn.LSTM(128, 256)
+model.eval()
+with torch.no_grad():
+    for x in loader:
+        print(model(x))
+""", note="inference script"),
+        Example("""\
+import torch
+from torch import nn
+from torch.nn.utils import clip_grad_norm_ as clip
+
+model = nn.LSTM(128, 256)
+optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+for i, (x, y) in enumerate(loader):
+    criterion(model(x)[0], y).backward()
+    if (i + 1) % 4 == 0:
+        if args.clip > 0:
+            clip(model.parameters(), args.clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+""", note="clipping behind an alias and a guard"),
+        Example("""\
+import lightning as L
+from torch import nn
+
+model = nn.LSTM(32, 32)
+trainer = L.Trainer(max_epochs=3, gradient_clip_val=0.5)
+trainer.fit(model, loader)
+""", note="Lightning clipping configuration"),
+        Example("""\
+from torch import nn
+from transformers import Trainer, TrainingArguments
+
+model = nn.LSTM(32, 32)
+args = TrainingArguments("out", max_grad_norm=1.0)
+Trainer(model=model, args=args).train()
+""", note="Hugging Face clipping configuration"),
+        Example("""\
+import torch
+from torch import nn
+
+model = nn.LSTM(32, 32)
+for p in model.parameters():
+    p.register_hook(lambda grad: torch.clamp(grad, -1.0, 1.0))
+optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+for x in loader:
+    optimizer.zero_grad()
+    model(x)[0].sum().backward()
+    optimizer.step()
+""", note="clipping by gradient hooks"),
+        Example("""\
+import lightning as L
+from torch import nn
+
+model = nn.LSTM(32, 32)
+trainer = L.Trainer(**config)
+trainer.fit(model, loader)
+""", note="Trainer(**config): the configuration is not visible"),
+        Example("""\
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+accelerator = Accelerator()
+model = nn.LSTM(32, 32)
+optimizer = torch.optim.AdamW(model.parameters())
+for x in loader:
+    with accelerator.accumulate(model):
+        accelerator.backward(model(x)[0].sum())
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+""", note="accelerate's clipping"),
+    ]
+
+    def check(self, ctx: RuleContext) -> Iterator[Finding]:
+        facts = ctx.facts.training
+        if facts is None:
+            return
+        if facts.hook_clipping:
+            return
+        yield from steps.dedupe(self._steps(ctx, facts))
+        if not any(ev.kind == "clip" and not steps.is_measuring(ev) for fn in facts.functions for ev in iter_events(fn.body)):
+            # a clip anywhere in the file (a Lightning hook, say) may be the configured clipping
+            yield from steps.dedupe(self._frameworks(ctx, facts))
+
+    def _steps(self, ctx: RuleContext, facts) -> Iterator[Finding]:
+        for c in steps.contexts(facts):
+            lightning = any(f.event.via == "lightning" for f in c.of("backward"))
+            if not (c.loop is not None or c.repeated or lightning):
+                continue
+            if any(not steps.is_measuring(f.event) for f in c.of("clip")):
+                continue
+            if any(a.cls == "Adafactor" for f in c.of("step") for a in steps.assigns_to(facts, f.event.target, ("optimizer",))):
+                continue  # Adafactor clips its updates itself (clip_threshold)
+            risk = None
+            for text in steps.trained_models(facts, c):
+                risk = steps.model_risk(facts, text, c.function.cls, ctx.index)
+                if risk is not None:
+                    break
+            if risk is None:
+                continue
+            step = c.of("step")[0]
+            yield ctx.finding(
+                f"optimizer step without gradient clipping while training `{risk.model}` ({risk.reason})",
+                step.event.span, data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
+
+    def _frameworks(self, ctx: RuleContext, facts) -> Iterator[Finding]:
+        for fn in facts.functions:
+            for ev in iter_events(fn.body):
+                if ev.kind != "fit":
+                    continue
+                trainers = steps.assigns_to(facts, ev.target)
+                model, how = "", ""
+                pl = [a for a in trainers if a.kind == "pl_trainer"]
+                hf = [a for a in trainers if a.kind == "hf_trainer"]
+                if pl and all(a.clip_config is False for a in pl):
+                    model, how = ev.name, "Lightning Trainer without gradient_clip_val"
+                elif hf:
+                    args = [a for h in hf for a in steps.assigns_to(facts, h.args_arg, ("hf_args",))]
+                    if args and all(a.clip_config is False for a in args):
+                        model, how = hf[0].model_arg, "TrainingArguments with max_grad_norm disabled"
+                if not model:
+                    continue
+                if ev.via == "ctor" and how.startswith("Lightning"):
+                    risk = steps.class_risk(model, f"{model}(...)", ctx.index, facts)
+                else:
+                    risk = steps.model_risk(facts, model, fn.cls, ctx.index)
+                if risk is not None:
+                    yield ctx.finding(f"{how} trains `{risk.model}` ({risk.reason})", ev.span,
+                                      data={"model": risk.model, "class": risk.cls, **dict(risk.data)})

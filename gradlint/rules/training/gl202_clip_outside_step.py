@@ -1,0 +1,281 @@
+"""GL202 clip-outside-step: gradients clipped after the optimizer step or before backward()."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from gradlint.findings import Edit, Finding, Fix, Severity, SourceSpan
+from gradlint.registry import Example, Rule, RuleContext
+from gradlint.rules.training import steps
+
+
+class ClipOutsideStep(Rule):
+    """
+    ## What it does
+    Flags a gradient clip (`clip_grad_norm_`, `clip_grad_value_`, `accelerator.clip_grad_norm_`,
+    ...) that runs after the optimizer step or before `backward()`, when no clip sits between
+    `backward()` and the step. Steps inside step functions and closures (LBFGS) are followed;
+    SAM's `first_step`/`second_step` count as steps.
+
+    ## Why is this bad?
+    The optimizer has already applied the unclipped gradients when the clip runs after
+    `optimizer.step()`; before `backward()` it clips stale or zeroed gradients. Either way the
+    clip does nothing and the run is as unprotected as if it had none, while `--max-grad-norm`
+    suggests otherwise (graphstorm shipped five trainers like this).
+
+    ## Example
+    ```python
+    loss.backward()
+    optimizer.step()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    ```
+
+    ## Use instead
+    ```python
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    ```
+
+    ## Fix safety
+    The fix moves a clip that follows the step to just before it — the clip's line, or the
+    `if`/`with` block that holds only the clip (`if max_grad_norm: clip_grad_norm_(...)`). It
+    is offered only when that code and the step are statements of the same block, the moved
+    code does nothing else to gradients, and nothing between the step and it binds a name it
+    reads, so the moved code computes the same thing a few statements earlier.
+
+    ## References
+    - awslabs/graphstorm#1366 ("Clipping is currently applied after the optimizer step") and
+      its fix awslabs/graphstorm#1383, which moved the clip in all five trainers.
+    - VGraphRNN/VGRNN#4: `clip_grad_norm()` called after `opt.step()` "isn't doing anything".
+    """
+
+    code = "GL202"
+    name = "clip-outside-step"
+    severity = Severity.ERROR
+    summary = "Gradient clipping after the optimizer step or before backward()"
+    fix_title = "Move the clip before the optimizer step"
+
+    invalid = [
+        Example("""\
+import torch
+
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = criterion(model(x), y)
+    loss.backward()
+    optimizer.step()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # too late
+""", fixed="""\
+import torch
+
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = criterion(model(x), y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # too late
+    optimizer.step()
+"""),
+        Example("""\
+from torch.nn.utils import clip_grad_value_ as clip
+
+for x, y in loader:
+    optimizer.zero_grad()
+    clip(model.parameters(), 0.5)
+    criterion(model(x), y).backward()
+    optimizer.step()
+""", note="before backward"),
+        Example("""\
+import torch
+
+
+def train_step(model, optimizer, batch):
+    optimizer.zero_grad()
+    model(batch).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_norm)
+    return norm
+""", fixed="""\
+import torch
+
+
+def train_step(model, optimizer, batch):
+    optimizer.zero_grad()
+    model(batch).loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_norm)
+    optimizer.step()
+    optimizer.zero_grad()
+    return norm
+""", note="step function; the clip comes after zero_grad too"),
+    ]
+    valid = [
+        Example("""\
+import torch
+
+for x, y in loader:
+    optimizer.zero_grad()
+    criterion(model(x), y).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+"""),
+        Example("""\
+import torch
+
+optimizer = torch.optim.LBFGS(model.parameters())
+for x, y in loader:
+    def closure():
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        return loss
+    optimizer.step(closure)
+""", note="closure optimizer (LBFGS)"),
+        Example("""\
+import torch
+
+for x, y in loader:
+    criterion(model(x), y).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.first_step(zero_grad=True)
+    criterion(model(x), y).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.second_step(zero_grad=True)
+""", note="SAM first_step/second_step"),
+        Example("""\
+import torch
+
+for x, y in loader:
+    optimizer.zero_grad()
+    criterion(model(x), y).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+""", note="a correct clip, and a measurement after the step"),
+        Example("""\
+import torch
+
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = criterion(model(x), y)
+    if use_amp:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+""", note="the unscaled branch clips in place"),
+        Example("""\
+import torch
+
+for x, y in loader:
+    optimizer.zero_grad()
+    criterion(model(x), y).backward()
+    if args.no_clip:
+        optimizer.step()
+    else:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+""", note="a step in another branch does not come before the clip"),
+        Example("""\
+def train(model, loader, accelerator, optimizer):
+    for batch in loader:
+        with accelerator.accumulate(model):
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+""", note="accelerate"),
+    ]
+
+    def check(self, ctx: RuleContext) -> Iterator[Finding]:
+        facts = ctx.facts.training
+        if facts is None:
+            return
+        yield from steps.dedupe(self._check(ctx, facts))
+
+    def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
+        for c in steps.contexts(facts):
+            clips = [f for f in c.of("clip") if not steps.is_measuring(f.event)]
+            if not clips:
+                continue
+            all_marks = [f for f in c.events if f.event.kind in ("backward", "step")]
+
+            def marks_for(clip) -> list:
+                # only what can run in the same iteration as the clip (branches taken alike)
+                return [m for m in all_marks if steps.compatible(m, clip)]
+
+            def placed(clip) -> bool:
+                marks = marks_for(clip)
+                before = [m for m in marks if m.order < clip.order]
+                after = [m for m in marks if m.order > clip.order]
+                return bool(before) and before[-1].event.kind == "backward" and any(m.event.kind == "step" for m in after)
+
+            if any(placed(cl) for cl in clips):
+                continue
+            for clip in clips:
+                marks = marks_for(clip)
+                steps_before = [m for m in marks if m.order < clip.order and m.event.kind == "step"]
+                after = [m for m in marks if m.order > clip.order]
+                if steps_before and not any(m.event.kind == "backward" for m in marks
+                                            if steps_before[-1].order < m.order < clip.order):
+                    step = steps_before[-1]
+                    yield ctx.finding(
+                        f"`{clip.event.name}` runs after `{_step_text(step.event)}`: the update has already used the unclipped gradients",
+                        clip.event.span, fix=self._fix(ctx, facts, clip, step))
+                elif after and after[0].event.kind == "backward" and any(m.event.kind == "step" for m in after):
+                    yield ctx.finding(
+                        f"`{clip.event.name}` runs before `backward()`: it clips stale gradients, not the ones the step applies",
+                        clip.event.span)
+
+    def _fix(self, ctx: RuleContext, facts, clip, step) -> Fix | None:
+        source = ctx.facts.source
+        if source is None or clip.event.stmt < 0 or step.event.stmt < 0 or clip.event.func != step.event.func:
+            return None
+        s = facts.stmts[step.event.stmt]
+        if not s.simple:
+            return None
+        # what moves: the clip's statement, or the `if`/`with` around it that sits in the step's
+        # block (`if max_grad_norm is not None: clip(...)`)
+        sid = clip.event.stmt
+        while facts.stmts[sid].block != s.block:
+            sid = facts.stmts[sid].parent
+            if sid < 0 or facts.stmts[sid].kind not in ("if", "with"):
+                return None
+        c = facts.stmts[sid]
+        if not (c.simple or c.kind in ("if", "with")) or not s.index < c.index:
+            return None
+        inside = [st for st in facts.stmts if c.line <= st.line and st.end_line <= c.end_line]
+        # the moved code must do nothing else a step cares about
+        from gradlint.source.loops import iter_events
+
+        fn = facts.functions[clip.event.func]
+        for ev in iter_events(fn.body):
+            if ev is not clip.event and ev.kind in ("backward", "step", "clear", "unscale", "call", "clip") \
+                    and c.line <= ev.span.line <= c.end_line:
+                return None
+        between = [st for st in facts.stmts if st.block == c.block and s.index <= st.index < c.index]
+        bound = {n for st in between for n in st.assigned}
+        # compound statements between the step and the clip may bind anything: give up
+        if any(st.kind != "simple" for st in between) or bound & {n for st in inside for n in st.used}:
+            return None
+        text = "".join(source.splitlines(keepends=True)[c.line - 1: c.end_line])
+        if not text.endswith("\n"):
+            text += "\n"
+        return Fix(self.fix_title, (
+            Edit(SourceSpan(s.line, 1, s.line, 1), text),
+            Edit(SourceSpan(c.line, 1, c.end_line + 1, 1), ""),
+        ), safe=True)
+
+
+def _step_text(ev) -> str:
+    if ev.via == "scaler":
+        return f"{ev.scaler}.step({ev.target})"
+    if ev.via == "sam":
+        return f"{ev.target}.second_step()"
+    return f"{ev.target}.step()"

@@ -1,0 +1,165 @@
+"""GL204 degenerate-clip-threshold: a clip threshold of 0, an enormous one, or an odd norm type."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+from gradlint.findings import Finding, Severity
+from gradlint.registry import Example, Rule, RuleContext
+from gradlint.source.loops import iter_events
+
+LARGE = 1e3
+NORM_TYPES = (1.0, 2.0, math.inf)
+
+
+class DegenerateClipThreshold(Rule):
+    """
+    ## What it does
+    Checks the threshold of every gradient clip: `max_norm`/`clip_value` of 0 (a literal, a
+    name bound to 0, or the default of a command-line option, when no `if` around the call
+    tests it) is an error; a finite literal of 1e3 or more, and a `norm_type` other than 1, 2
+    or inf, are reported as information.
+
+    ## Why is this bad?
+    `clip_grad_norm_(params, 0)` scales every gradient by 0/‖g‖ = 0 and `clip_grad_value_(params,
+    0)` clamps every gradient to 0: the model never changes, silently. A threshold of 1e3 or
+    more almost never clips, which is usually a leftover from measuring the norm, and a
+    norm type such as 0 or 3 is rarely what was meant.
+
+    ## Example
+    ```python
+    parser.add_argument("--clip", type=float, default=0)
+    ...
+    torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+    ```
+
+    ## Use instead
+    ```python
+    if args.clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+    ```
+    To measure the norm without clipping, pass `float("inf")`.
+
+    ## References
+    - `torch.nn.utils.clip_grad_norm_`: clip_coef = max_norm / (total_norm + 1e-6). Measured
+      (torch 2.13, CPU): max_norm=0 multiplies every gradient by 0, max_norm=-1 by −0.04 (the
+      sign flips), `clip_grad_value_(params, 0)` leaves max |g| = 0.
+    - pytorch/pytorch#31367 (negative max_norm reverses the gradients); adjidieng/ETM#49 and
+      OpenNMT/OpenNMT-py#1140 show the `if clip > 0:` guard that makes a default of 0 safe.
+    """
+
+    code = "GL204"
+    name = "degenerate-clip-threshold"
+    severity = Severity.ERROR
+    summary = "Clip threshold of 0 (zeroes every gradient), >= 1e3, or an unusual norm type"
+
+    invalid = [
+        Example("""\
+import torch
+
+loss.backward()
+torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=0)
+optimizer.step()
+"""),
+        Example("""\
+import argparse
+import torch
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--grad-clip", type=float, default=0.0)
+args = parser.parse_args()
+for x in loader:
+    model(x).sum().backward()
+    torch.nn.utils.clip_grad_value_(model.parameters(), args.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad()
+""", note="argparse default 0, unguarded"),
+        Example("""\
+from torch.nn.utils import clip_grad_norm_
+
+MAX_NORM = 0
+clip_grad_norm_(model.parameters(), MAX_NORM)
+""", note="a constant bound to 0"),
+        Example("""\
+import torch
+
+torch.nn.utils.clip_grad_norm_(model.parameters(), 1e4)
+""", note="info: never clips"),
+        Example("""\
+import torch
+
+torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, norm_type=3)
+""", note="info: odd norm type"),
+    ]
+    valid = [
+        Example("""\
+import torch
+
+torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+torch.nn.utils.clip_grad_norm_(model.parameters(), 5, norm_type="inf")
+torch.nn.utils.clip_grad_value_(model.parameters(), clip_value=0.5)
+"""),
+        Example("""\
+import argparse
+import torch
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--clip", type=float, default=0)
+args = parser.parse_args()
+if args.clip > 0:
+    torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+""", note="guarded by if clip > 0"),
+        Example("""\
+import torch
+
+max_norm = float("inf")
+total = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+""", note="inf assigned to a variable to measure the norm"),
+        Example("""\
+import torch
+
+
+def clip(model, max_norm=0.0):
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+""", note="a parameter's default is the caller's business"),
+    ]
+
+    def check(self, ctx: RuleContext) -> Iterator[Finding]:
+        facts = ctx.facts.training
+        if facts is None:
+            return
+        seen = set()
+        for fn in facts.functions:
+            for ev in iter_events(fn.body):
+                if ev.kind != "clip" or ev.span in seen:
+                    continue
+                seen.add(ev.span)
+                yield from self._clip(ctx, ev)
+
+    def _clip(self, ctx: RuleContext, ev) -> Iterator[Finding]:
+        v = ev.value
+        what = "clip_value" if "value" in ev.name else "max_norm"
+        if v is not None and v.number is not None and not v.guarded:
+            where = {"literal": f"{what}={v.text}",
+                     "constant": f"{what} `{v.text}` = {_fmt(v.number)}",
+                     "argparse": f"{what} `{v.text}` (command-line default {_fmt(v.number)})"}[v.source]
+            if v.number == 0:
+                effect = "zeroes every gradient" if what == "max_norm" else "clamps every gradient to 0"
+                yield ctx.finding(f"`{ev.name}` with {where} {effect}: the model never learns",
+                                  ev.span, severity=Severity.ERROR, data={"threshold": v.number})
+            elif v.number < 0:
+                yield ctx.finding(f"`{ev.name}` with {where}: a negative threshold flips the sign of every gradient",
+                                  ev.span, severity=Severity.ERROR, data={"threshold": v.number})
+            elif math.isfinite(v.number) and v.number >= LARGE and v.source in ("literal", "constant"):
+                yield ctx.finding(f"`{ev.name}` with {where} (>= {LARGE:g}) almost never clips; "
+                                  f"pass float('inf') to measure the norm, or a real threshold to clip",
+                                  ev.span, severity=Severity.INFO, data={"threshold": v.number})
+        n = ev.norm_type
+        if n is not None and n.number is not None and n.source == "literal" and n.number not in NORM_TYPES:
+            yield ctx.finding(f"`{ev.name}` with norm_type={n.text}: expected 1, 2 or inf", ev.span,
+                              severity=Severity.INFO, data={"norm_type": n.number})
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"

@@ -1,0 +1,165 @@
+"""GL205 gradients-never-cleared: backward and step repeat, and nothing clears the gradients."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from gradlint.findings import Finding, Severity
+from gradlint.registry import Example, Rule, RuleContext
+from gradlint.rules.training import steps
+
+
+class GradientsNeverCleared(Rule):
+    """
+    ## What it does
+    Flags a loop whose iterations run `backward()` and an optimizer step, when nothing
+    reachable in the loop — its body, the step functions it calls, a closure — clears the
+    gradients: `optimizer.zero_grad()`, `model.zero_grad()`, `zero_grad(set_to_none=True)`,
+    `p.grad = None`, `p.grad.zero_()`, SAM's `second_step(zero_grad=True)`.
+
+    ## Why is this bad?
+    `backward()` adds into `.grad`. Without clearing, step *n* applies the sum of the gradients
+    of all *n* batches so far: the effective learning rate grows with every step and training
+    diverges, or crawls in a direction fixed by the first batches.
+
+    ## Example
+    ```python
+    for x, y in loader:
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+    ```
+
+    ## Use instead
+    ```python
+    for x, y in loader:
+        optimizer.zero_grad(set_to_none=True)
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+    ```
+    Gradient accumulation that clears every k steps is fine.
+
+    ## References
+    - `torch.optim.Optimizer.zero_grad`; pytorch/pytorch#47175 (zero_grad forgotten, or called
+      once per epoch instead of per iteration).
+    - Fixes of exactly this bug: wenet-e2e/wekws#73, meta-pytorch/torchforge#71.
+    """
+
+    code = "GL205"
+    name = "gradients-never-cleared"
+    severity = Severity.ERROR
+    summary = "Gradients accumulate across steps: no zero_grad() in the training loop"
+
+    invalid = [
+        Example("""\
+import torch
+
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+optimizer.zero_grad()
+for epoch in range(10):
+    for x, y in loader:
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+""", note="cleared once, before the loop"),
+        Example("""\
+def train_step(model, optimizer, x, y):
+    loss = model(x, y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+for x, y in loader:
+    train_step(model, optimizer, x, y)
+""", note="step function called from a loop"),
+        Example("""\
+for epoch in range(10):
+    optimizer.zero_grad()
+    for x, y in loader:
+        scaler.scale(model(x, y)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""", note="cleared once per epoch, stepped every batch"),
+    ]
+    valid = [
+        Example("""\
+for x, y in loader:
+    optimizer.zero_grad()
+    criterion(model(x), y).backward()
+    optimizer.step()
+"""),
+        Example("""\
+for i, (x, y) in enumerate(loader):
+    (criterion(model(x), y) / accum).backward()
+    if (i + 1) % accum == 0:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+""", note="accumulation that clears every k steps"),
+        Example("""\
+def train_step(model, optimizer, x, y):
+    model.zero_grad()
+    model(x, y).backward()
+    optimizer.step()
+
+
+for x, y in loader:
+    train_step(model, optimizer, x, y)
+""", note="clearing inside a called step function"),
+        Example("""\
+for x, y in loader:
+    criterion(model(x), y).backward()
+    optimizer.step()
+    for p in model.parameters():
+        p.grad = None
+""", note="p.grad = None"),
+        Example("""\
+for x, y in loader:
+    criterion(model(x), y).backward()
+    optimizer.first_step(zero_grad=True)
+    criterion(model(x), y).backward()
+    optimizer.second_step(zero_grad=True)
+""", note="SAM"),
+        Example("""\
+for x, y in loader:
+    def closure():
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        return loss
+    optimizer.step(closure)
+""", note="LBFGS closure"),
+        Example("""\
+def train_step(model, optimizer, x, y):
+    model(x, y).backward()
+    optimizer.step()
+""", note="a step function no loop of this file calls"),
+    ]
+
+    def check(self, ctx: RuleContext) -> Iterator[Finding]:
+        facts = ctx.facts.training
+        if facts is None:
+            return
+        yield from steps.dedupe(self._check(ctx, facts))
+
+    def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
+        for c in steps.contexts(facts):
+            if c.loop is None:
+                continue
+            if c.of("clear"):
+                continue
+            if any(f.event.kind == "call" and (not f.event.callees or f.depth >= steps.INLINE_DEPTH) for f in c.events):
+                continue  # a call we could not follow may clear
+            step = c.of("step")[0]
+            backward = c.of("backward")[0]
+            yield ctx.finding(
+                f"`backward()` and `{_text(step.event)}` repeat in this loop but nothing clears the gradients: "
+                f"each step applies the sum of every earlier batch's gradients",
+                step.event.span, data={"backward_line": backward.event.span.line})
+
+
+def _text(ev) -> str:
+    if ev.via == "scaler":
+        return f"{ev.scaler}.step({ev.target})"
+    return f"{ev.target}.{'second_step' if ev.via == 'sam' else 'step'}()"

@@ -1,0 +1,162 @@
+"""GL206 clip-inside-accumulation: clipping every micro-batch while stepping every k micro-batches."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from gradlint.findings import Finding, Severity
+from gradlint.registry import Example, Rule, RuleContext
+from gradlint.rules.training import steps
+
+
+class ClipInsideAccumulation(Rule):
+    """
+    ## What it does
+    Flags a gradient clip in the micro-batch loop of gradient accumulation: the optimizer step
+    is guarded by `if (i + 1) % accum == 0:` (directly, through a variable, or after
+    `if i % accum != 0: continue`) but the clip runs on every micro-batch, outside that guard.
+
+    ## Why is this bad?
+    During accumulation `.grad` holds a partial sum. Clipping it every micro-batch clips each
+    partial sum instead of the total: the update is no longer the clipped mean gradient, and
+    the early micro-batches of each window are shrunk again and again (by up to the number of
+    accumulation steps) while the last ones are not.
+
+    ## Example
+    ```python
+    for i, (x, y) in enumerate(loader):
+        (criterion(model(x), y) / accum).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if (i + 1) % accum == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Use instead
+    ```python
+    for i, (x, y) in enumerate(loader):
+        (criterion(model(x), y) / accum).backward()
+        if (i + 1) % accum == 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## References
+    - Deci-AI/super-gradients#653: "Clipping was done each batch — moved to being done once
+      before gradient step".
+    - Hugging Face Trainer and accelerate clip only on synchronising steps (`sync_gradients`).
+    """
+
+    code = "GL206"
+    name = "clip-inside-accumulation"
+    severity = Severity.WARNING
+    summary = "Gradient clipping on every micro-batch while the step is guarded by % accum == 0"
+
+    invalid = [
+        Example("""\
+import torch
+
+for i, (x, y) in enumerate(loader):
+    (criterion(model(x), y) / accum).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    if (i + 1) % accum == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+"""),
+        Example("""\
+import torch
+
+for step, batch in enumerate(loader):
+    loss = model(**batch).loss / args.gradient_accumulation_steps
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+    if step % args.gradient_accumulation_steps != 0:
+        continue
+    optimizer.step()
+    optimizer.zero_grad()
+""", note="the `continue` form"),
+        Example("""\
+import torch
+
+for step, batch in enumerate(loader):
+    sync = (step + 1) % accum == 0 or step == len(loader) - 1
+    model(**batch).loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    if sync:
+        optimizer.step()
+        optimizer.zero_grad()
+""", note="guard through a variable"),
+    ]
+    valid = [
+        Example("""\
+import torch
+
+for i, (x, y) in enumerate(loader):
+    (criterion(model(x), y) / accum).backward()
+    if (i + 1) % accum == 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+""", note="the clip inside the same guard as the step"),
+        Example("""\
+import torch
+
+for i, (x, y) in enumerate(loader):
+    optimizer.zero_grad()
+    criterion(model(x), y).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    if i % 100 == 0:
+        print(i)
+""", note="a % guard around something else"),
+        Example("""\
+import torch
+
+for i, real in enumerate(loader):
+    opt_d.zero_grad()
+    critic_loss(D, G, real).backward()
+    torch.nn.utils.clip_grad_norm_(D.parameters(), 1.0)
+    opt_d.step()
+    if i % n_critic == 0:
+        opt_g.zero_grad()
+        generator_loss(D, G).backward()
+        opt_g.step()
+""", note="a clip for the step that runs every iteration (GAN with n_critic)"),
+        Example("""\
+for batch in loader:
+    with accelerator.accumulate(model):
+        accelerator.backward(model(**batch).loss)
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+""", note="accelerate's accumulation"),
+    ]
+
+    def check(self, ctx: RuleContext) -> Iterator[Finding]:
+        facts = ctx.facts.training
+        if facts is None:
+            return
+        yield from steps.dedupe(self._check(ctx, facts))
+
+    def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
+        for c in steps.contexts(facts):
+            if c.loop is None:
+                continue
+            backwards = c.of("backward")
+            all_steps = c.of("step")
+            for clip in c.of("clip"):
+                if steps.is_measuring(clip.event) or not any(b.order < clip.order for b in backwards):
+                    continue
+                # the step this clip prepares: the next one that can run after it
+                step = next((s for s in all_steps if s.order > clip.order and steps.compatible(s, clip)), None)
+                if step is None:
+                    continue
+                guards = [g for g in step.guards if g.accum and c.loop in g.loops]
+                if not guards or {g.key for g in guards} & {g.key for g in clip.guards}:
+                    continue
+                yield ctx.finding(
+                    f"`{clip.event.name}` clips every micro-batch's partial gradient sum, but "
+                    f"`{step.event.target}` steps only when `{guards[0].test}`: clip inside that guard",
+                    clip.event.span, data={"guard": guards[0].test})

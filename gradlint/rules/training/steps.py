@@ -1,0 +1,266 @@
+"""Training steps found in loop facts: what the GL2xx rules share (not a rule itself).
+
+A *step* is the code from `backward()` to the optimizer step. Steps live in loops (a loop body
+whose events, after following calls into functions of the same file, hold a backward and a step)
+and in step functions (a function holding both outside any loop of its own; `repeated` when a loop
+of the file calls it). Events are flattened in source order, each with the `if` branches
+(guards) and loops around it, so that rules can ask "is this clip between backward and step?" or
+"is this clip under the same accumulation guard as the step?".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+from gradlint.source.loops import Assign, Block, Event, Function, TrainingFacts
+
+INLINE_DEPTH = 2
+
+
+@dataclass(frozen=True)
+class Guard:
+    key: tuple[int, int]  # (inlining instance, if-block id)
+    branch: int
+    test: str
+    accum: bool
+    loops: tuple  # loops around the `if` itself
+
+
+@dataclass(frozen=True)
+class Flat:
+    event: Event
+    order: int
+    guards: tuple[Guard, ...]
+    loops: tuple  # (inlining instance, loop block id), outermost first
+    depth: int  # 0: written in the function being flattened; >0: inlined from a call
+
+
+@dataclass
+class Context:
+    function: Function
+    loop: tuple | None  # None: a step function
+    events: list[Flat]
+    repeated: bool
+
+    def of(self, *kinds: str) -> list[Flat]:
+        return [f for f in self.events if f.event.kind in kinds]
+
+
+def compatible(a: Flat, b: Flat) -> bool:
+    """Whether two events can run in the same iteration: no `if` sends them down different
+    branches (two `if`s with the same test text are taken to go the same way)."""
+    mine = {g.key: g for g in a.guards}
+    by_test = {g.test: g.branch for g in a.guards if g.test and g.test != "try"}
+    for g in b.guards:
+        other = mine.get(g.key)
+        if other is not None and other.branch != g.branch:
+            return False
+        if other is None and g.test in by_test and g.test != "try" and by_test[g.test] != g.branch:
+            return False
+    return True
+
+
+class _Flattener:
+    def __init__(self, facts: TrainingFacts) -> None:
+        self.facts = facts
+        self.instances = 0
+        self.called_from_loop: set[int] = set()
+
+    def flatten(self, fn: Function) -> list[Flat]:
+        out: list[Flat] = []
+        self._block(fn.body, 0, (), (), 0, (fn.id,), out)
+        return out
+
+    def _block(self, block: Block, inst: int, guards: tuple, loops: tuple, depth: int, stack: tuple, out: list) -> None:
+        for item in block.items:
+            if isinstance(item, Block):
+                if item.kind == "loop":
+                    self._block(item, inst, guards, loops + ((inst, item.id),), depth, stack, out)
+                elif item.kind == "if":
+                    for i, alt in enumerate(item.items):
+                        g = Guard((inst, item.id), i, item.test, item.accum, loops)
+                        self._block(alt, inst, guards + (g,), loops, depth, stack, out)
+                else:
+                    self._block(item, inst, guards, loops, depth, stack, out)
+                continue
+            ev = item
+            inline = [c for c in ev.callees if 0 <= c < len(self.facts.functions) and c not in stack]
+            if ev.kind == "step" and inline and depth < INLINE_DEPTH:
+                # a closure runs inside the step, before the update
+                self._inline(inline[0], guards, loops, depth, stack, out)
+            out.append(Flat(ev, len(out), guards, loops, depth))
+            if ev.kind == "call" and inline and depth < INLINE_DEPTH:
+                self._inline(inline[0], guards, loops, depth, stack, out)
+
+    def _inline(self, fid: int, guards: tuple, loops: tuple, depth: int, stack: tuple, out: list) -> None:
+        if loops:
+            self.called_from_loop.add(fid)
+        self.instances += 1
+        self._block(self.facts.functions[fid].body, self.instances, guards, loops, depth + 1, stack + (fid,), out)
+
+
+def contexts(facts: TrainingFacts | None) -> list[Context]:
+    """Every training step of a file: innermost loops holding a backward and a step, then step
+    functions. A step function called from a loop appears in both (rules dedupe by location)."""
+    if facts is None:
+        return []
+    flattener = _Flattener(facts)
+    flats = {fn.id: flattener.flatten(fn) for fn in facts.functions}
+    out: list[Context] = []
+    for fn in facts.functions:
+        flat = flats[fn.id]
+        if not any(f.event.kind == "backward" for f in flat) or not any(f.event.kind == "step" for f in flat):
+            continue
+        loop_ids: list[tuple] = []
+        for f in flat:
+            for lp in f.loops:
+                if lp not in loop_ids:
+                    loop_ids.append(lp)
+        candidates = []
+        for lp in loop_ids:
+            inside = [f for f in flat if lp in f.loops]
+            if any(f.event.kind == "backward" for f in inside) and any(f.event.kind == "step" for f in inside):
+                candidates.append((lp, inside))
+        for lp, inside in candidates:
+            # innermost only: a loop that holds another candidate loop is not the step's loop
+            encloses_another = any(
+                other != lp and any(lp in f.loops[:f.loops.index(other)] for f in other_inside)
+                for other, other_inside in candidates)
+            if not encloses_another:
+                out.append(Context(fn, lp, inside, True))
+        if any(f.event.kind == "step" and not f.loops for f in flat):
+            out.append(Context(fn, None, flat, False))
+    for c in out:
+        if c.loop is None:
+            c.repeated = c.function.id in flattener.called_from_loop
+    return out
+
+
+def is_measuring(ev: Event) -> bool:
+    """`clip_grad_norm_(params, inf)` measures the norm; it clips nothing."""
+    return ev.kind == "clip" and ev.value is not None and ev.value.number is not None and math.isinf(ev.value.number) \
+        and ev.value.number > 0
+
+
+def assigns_to(facts: TrainingFacts, target: str, kinds: tuple[str, ...] | None = None) -> list[Assign]:
+    return [a for a in facts.assigns if a.target == target and (kinds is None or a.kind in kinds)]
+
+
+def stmt_text(source: str, facts: TrainingFacts, sid: int) -> str:
+    st = facts.stmts[sid]
+    lines = source.splitlines(keepends=True)
+    return "".join(lines[st.line - 1: st.end_line])
+
+
+def dedupe(findings: Iterator) -> Iterator:
+    seen = set()
+    for f in findings:
+        key = (f.span, f.message)
+        if key not in seen:
+            seen.add(key)
+            yield f
+
+
+# ---------------------------------------------------------------------------------------------
+# Which model a step trains, and whether it needs clipping (GL201)
+
+TRANSFORMER_BLOCKS = 6
+VANISHING, EXPLODING = 1e-3, 1e3
+
+
+@dataclass(frozen=True)
+class Risk:
+    model: str  # the model as written (`model`, `self.net`)
+    cls: str
+    reason: str  # for the message: "recurrent: nn.LSTM", "a transformer of 12 blocks"...
+    data: tuple[tuple[str, object], ...] = ()
+
+
+def trained_models(facts: TrainingFacts, context: Context) -> list[str]:
+    """The models a step updates: the owners of the optimizer's parameters, else the models
+    the step calls."""
+    texts: list[str] = []
+    for f in context.of("step"):
+        for a in assigns_to(facts, f.event.target, ("optimizer",)):
+            texts.extend(a.owners)
+    if not texts:
+        invoked = {f.event.target for f in context.of("invoke")}
+        texts = [a.target for a in facts.assigns if a.kind == "model" and a.target in invoked]
+    return list(dict.fromkeys(texts))
+
+
+def model_risk(facts: TrainingFacts, text: str, cls_of_self: str | None, index) -> Risk | None:
+    if text in ("self", "cls"):
+        return class_risk(cls_of_self, text, index, facts) if cls_of_self else None
+    for a in assigns_to(facts, text, ("model",)):
+        if a.torch_recurrent:
+            return Risk(text, a.cls, f"recurrent: nn.{a.torch_recurrent}", (("recurrent", a.torch_recurrent),))
+        if a.torch_blocks >= TRANSFORMER_BLOCKS:
+            return Risk(text, a.cls, f"a transformer of {a.torch_blocks} blocks", (("transformer_blocks", a.torch_blocks),))
+        risk = class_risk(a.cls, text, index, facts)
+        if risk is not None:
+            return risk
+    return None
+
+
+def _local_class_risk(facts: TrainingFacts | None, cls: str, text: str) -> Risk | None:
+    """A class of this file that builds a torch recurrent layer or a deep transformer stack in
+    one of its methods (`self.rnn = nn.LSTM(...)`), whatever its base class (LightningModule...)."""
+    if facts is None:
+        return None
+    methods = {f.id for f in facts.functions if f.cls == cls}
+    if not methods:
+        return None
+    built = [a for a in facts.assigns if a.func in methods and a.kind == "model" and a.target.startswith("self.")]
+    for a in built:
+        if a.torch_recurrent:
+            return Risk(text, cls, f"{cls} holds nn.{a.torch_recurrent}", (("recurrent", a.torch_recurrent),))
+    for a in built:
+        if a.torch_blocks >= TRANSFORMER_BLOCKS:
+            return Risk(text, cls, f"{cls} is a transformer of {a.torch_blocks} blocks", (("transformer_blocks", a.torch_blocks),))
+    return None
+
+
+def class_risk(cls: str | None, text: str, index, facts: TrainingFacts | None = None) -> Risk | None:
+    if not cls:
+        return None
+    local = _local_class_risk(facts, cls, text)
+    if local is not None:
+        return local
+    if index is None:
+        return None
+    summaries = list(index.lookup(cls))
+    modules = [s for s in summaries if getattr(s, "is_module", False)] or summaries
+    if modules and all(getattr(s, "recurrent", False) for s in modules):
+        return Risk(text, cls, f"{cls} is recurrent", (("recurrent", cls),))
+    if modules:
+        blocks = min(int(getattr(s, "transformer_blocks", 0) or 0) for s in modules)
+        if blocks >= TRANSFORMER_BLOCKS:
+            return Risk(text, cls, f"{cls} is a transformer of {blocks} blocks", (("transformer_blocks", blocks),))
+    gain = _flagged_gain(index, cls)
+    if gain is not None:
+        code = "GL101" if gain < VANISHING else "GL102"
+        return Risk(text, cls, f"{cls} has a predicted gradient gain of {gain:.1e} ({code})", (("gain", gain),))
+    return None
+
+
+def _flagged_gain(index, cls: str) -> float | None:
+    networks = getattr(index, "networks", {}).get(cls, [])
+    if not networks:
+        return None
+    try:
+        from gradlint.model.propagation import analyse
+    except ImportError:  # the propagation model lands separately; without it this path stays quiet
+        return None
+    for net in networks:
+        try:
+            chains = analyse(net).chains
+        except Exception:
+            continue
+        for chain in chains:
+            gain = getattr(chain, "gain", None)
+            if isinstance(gain, (int, float)) and gain > 0 and (gain < VANISHING or gain > EXPLODING):
+                return float(gain)
+    return None

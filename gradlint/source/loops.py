@@ -1,0 +1,1283 @@
+"""Training-loop facts: backward, optimizer steps, clips, unscales and clears, in order, per function.
+
+The extractor turns one parsed file into pure data (the GL2xx rules read nothing else): every
+function becomes a tree of blocks (loops, `if` alternatives, `with` contexts) holding the events
+the training-loop rules care about, in source order. Calls to functions of the same file are
+recorded with their resolved targets so that rules can follow a loop into its step function;
+assignments are recorded so that rules can tell which model an optimizer trains, which scaler is
+disabled, and which values a clip threshold or a loss comes from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Iterable, Union
+
+import libcst as cst
+
+from gradlint.findings import SourceSpan
+from gradlint.source.names import dotted
+
+# ---------------------------------------------------------------------------------------------
+# The facts
+
+
+@dataclass(frozen=True)
+class Value:
+    """A clip threshold or norm type as written, with the number it stands for when known.
+
+    source: 'literal', 'constant' (a name bound once to a literal in scope) or 'argparse' (the
+    default of a command-line option); '' when the number is unknown.
+    guarded: the call sits under an `if` whose test mentions the value (`if clip > 0:`).
+    """
+
+    text: str
+    number: float | None = None
+    source: str = ""
+    guarded: bool = False
+
+
+@dataclass(frozen=True)
+class Event:
+    """One call (or `.grad` assignment) the training-loop rules care about.
+
+    kind:
+      backward  `loss.backward()`, `scaler.scale(loss).backward()`, `accelerator.backward(loss)`...
+                via: tensor, scaler, accelerate, fabric, lightning, deepspeed, autograd
+      step      `opt.step()` (via optimizer), `scaler.step(opt)` (via scaler), SAM
+                `first_step`/`second_step` (via sam)
+      clip      via: torch (torch.nn.utils / timm, GL203 applies), framework (accelerate, Fabric,
+                Lightning, FSDP: they unscale themselves), helper (a name we cannot see into)
+      unscale   `scaler.unscale_(opt)`, `accelerator.unscale_gradients()`
+      clear     `zero_grad()`, `p.grad = None`, `p.grad.zero_()`, `step(zero_grad=True)`
+      call      a call of a function of this file (callees: its Function ids), for inlining
+      invoke    any other call of a local name or attribute (callee text in `target`)
+      fit       Lightning `trainer.fit(model)` / Hugging Face `trainer.train()`
+    """
+
+    kind: str
+    span: SourceSpan
+    func: int
+    stmt: int = -1
+    nograd: bool = False
+    via: str = ""
+    target: str = ""
+    scaler: str = ""
+    value: Value | None = None
+    norm_type: Value | None = None
+    name: str = ""
+    callees: tuple[int, ...] = ()
+    clears: bool = False
+    # backward: names the loss expression reads, and whether it calls a module itself
+    uses: tuple[str, ...] = ()
+    module_call: bool = False
+
+
+@dataclass(frozen=True)
+class Block:
+    """kind: body, loop, if (items are its alternatives, each a 'branch' block), branch, with.
+
+    test: the `if` test as written; accum: the test is a gradient-accumulation guard
+    (`(i + 1) % k == 0`, directly or through a variable); mode: 'nograd' / 'enablegrad' for
+    `with torch.no_grad()` / `with torch.enable_grad()`.
+    """
+
+    kind: str
+    id: int
+    items: tuple[Union["Block", Event], ...] = ()
+    test: str = ""
+    accum: bool = False
+    mode: str = ""
+
+
+@dataclass(frozen=True)
+class Stmt:
+    """A statement of some block: where it is, and what it binds and reads (for safe fixes)."""
+
+    block: int
+    index: int
+    line: int
+    end_line: int
+    column: int  # 1-based column of its first character
+    simple: bool  # a line holding exactly this one simple statement
+    assigned: tuple[str, ...] = ()
+    used: tuple[str, ...] = ()  # simple statements: every name; compound ones: their header's
+    kind: str = "simple"  # or the compound statement's type: if, for, while, with, try...
+    parent: int = -1  # the compound statement whose body holds this one
+
+
+@dataclass(frozen=True)
+class Function:
+    id: int
+    name: str
+    cls: str | None
+    parent: int | None
+    span: SourceSpan
+    body: Block
+    nograd: bool = False
+    params: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Assign:
+    """`target = value` for a Name or attribute target.
+
+    kind: optimizer (owners: the texts whose `.parameters()` it optimises), model (cls: class name
+    as written; torch_recurrent / torch_blocks for torch.nn classes built directly), scaler
+    (disabled: `enabled=False` literal), pl_trainer / hf_args / hf_trainer (clip_config: clipping
+    configured), const, other.
+    calls: (callee text, 'module' | 'op') for each call in the value — 'op' for torch functions,
+    criteria and tensor methods, 'module' for anything that may hold parameters.
+    """
+
+    target: str
+    func: int
+    line: int
+    kind: str = "other"
+    cls: str = ""
+    owners: tuple[str, ...] = ()
+    disabled: bool = False
+    torch_recurrent: str = ""
+    torch_blocks: int = 0
+    clip_config: bool | None = None
+    model_arg: str = ""
+    args_arg: str = ""
+    uses: tuple[str, ...] = ()
+    calls: tuple[tuple[str, str], ...] = ()
+    nograd: bool = False
+
+
+@dataclass(frozen=True)
+class TrainingFacts:
+    functions: tuple[Function, ...] = ()
+    stmts: tuple[Stmt, ...] = ()
+    assigns: tuple[Assign, ...] = ()
+    # `p.register_hook(lambda g: g.clamp(-c, c))`: clipping by hook, per element
+    hook_clipping: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+
+CLIP_TORCH = frozenset({
+    "torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad_norm", "torch.nn.utils.clip_grad_value_",
+    "torch.nn.utils.clip_grads_with_norm_", "timm.utils.dispatch_clip_grad", "timm.utils.clip_grad.dispatch_clip_grad",
+})
+CLIP_NAMES = ("clip_grad_norm_", "clip_grad_norm", "clip_grad_value_", "clip_grads_with_norm_", "dispatch_clip_grad")
+GRAD_SCALERS = frozenset({
+    "torch.cuda.amp.GradScaler", "torch.amp.GradScaler", "torch.cpu.amp.GradScaler", "torch.GradScaler",
+    "torch.cuda.amp.grad_scaler.GradScaler", "torch.amp.grad_scaler.GradScaler",
+})
+NO_GRAD = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad",
+                     "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"})
+ENABLE_GRAD = frozenset({"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"})
+SET_GRAD_ENABLED = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"})
+PL_TRAINERS = frozenset({"pytorch_lightning.Trainer", "lightning.Trainer", "lightning.pytorch.Trainer",
+                         "lightning.pytorch.trainer.Trainer", "pytorch_lightning.trainer.Trainer"})
+HF_ARGS = frozenset({"transformers.TrainingArguments", "transformers.Seq2SeqTrainingArguments"})
+HF_TRAINERS = frozenset({"transformers.Trainer", "transformers.Seq2SeqTrainer"})
+TORCH_RECURRENT = {"torch.nn.RNN": "RNN", "torch.nn.LSTM": "LSTM", "torch.nn.GRU": "GRU",
+                   "torch.nn.RNNCell": "RNNCell", "torch.nn.LSTMCell": "LSTMCell", "torch.nn.GRUCell": "GRUCell"}
+OPTIMIZER_CLASSES = frozenset({
+    "SGD", "Adam", "AdamW", "Adamax", "Adagrad", "Adadelta", "RMSprop", "Rprop", "ASGD", "NAdam", "RAdam",
+    "LBFGS", "SparseAdam", "Adafactor", "Lamb", "LAMB", "Lion", "Adan", "AdaBelief", "Ranger", "SAM", "Muon",
+    "FusedAdam", "FusedLAMB", "DeepSpeedCPUAdam", "Adam8bit", "AdamW8bit", "PagedAdamW", "Shampoo",
+})
+OPTIMIZER_FACTORIES = frozenset({"create_optimizer", "build_optimizer", "get_optimizer", "make_optimizer",
+                                 "create_optimizer_v2", "configure_optimizer"})
+# Methods that return a new tensor, not a parametric module call (GL207's data flow).
+_TENSOR_METHODS = frozenset({
+    "to", "cuda", "cpu", "float", "double", "half", "bfloat16", "long", "int", "view", "reshape", "mean",
+    "sum", "squeeze", "unsqueeze", "permute", "transpose", "contiguous", "flatten", "detach", "clone",
+    "log", "exp", "softmax", "log_softmax", "argmax", "max", "min", "abs", "pow", "sqrt", "norm", "item",
+    "type", "type_as", "expand", "repeat", "chunk", "split", "narrow", "gather", "masked_fill", "sigmoid",
+    "tanh", "relu", "mul", "add", "sub", "div", "matmul", "t", "numel", "size", "get", "pop", "items",
+    "values", "keys",
+})
+_CRITERION = re.compile(r"(loss|crit|criterion|metric|distance|divergence)", re.IGNORECASE)
+_OPTIMIZER_NAME = re.compile(r"(optim|(^|_)opt($|_|\d|[A-Z])|^opt[A-Z_]|^opt$)")
+_NOT_OPTIMIZER = re.compile(r"(sched|scaler|option|ema|env|warmup)", re.IGNORECASE)
+_SCALER_NAME = re.compile(r"scaler", re.IGNORECASE)
+_MOVE_METHODS = frozenset({"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "train", "eval",
+                           "requires_grad_", "to_empty", "share_memory"})
+
+
+def _last(text: str) -> str:
+    text = re.sub(r"\[.*?\]", "", text)
+    return text.rsplit(".", 1)[-1]
+
+
+def is_optimizer_name(text: str) -> bool:
+    last = _last(text)
+    return bool(_OPTIMIZER_NAME.search(last) or _OPTIMIZER_NAME.search(last.lower())) and not _NOT_OPTIMIZER.search(last)
+
+
+_EMPTY = cst.Module(body=())
+
+
+def _text(node: cst.CSTNode) -> str:
+    return _EMPTY.code_for_node(node).strip()
+
+
+def _number(node: cst.BaseExpression) -> float | None:
+    """A literal number, or +inf spelled float('inf') / math.inf / torch.inf / np.inf."""
+    if isinstance(node, (cst.Integer, cst.Float)):
+        try:
+            return float(node.evaluated_value)
+        except (ValueError, OverflowError):
+            return None
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, (cst.Minus, cst.Plus)):
+        inner = _number(node.expression)
+        if inner is None:
+            return None
+        return -inner if isinstance(node.operator, cst.Minus) else inner
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value == "float" and len(node.args) == 1:
+        arg = node.args[0].value
+        if isinstance(arg, cst.SimpleString) and arg.evaluated_value.strip().lower() in ("inf", "+inf", "infinity"):
+            return math.inf
+        return _number(arg)
+    text = dotted(node) if isinstance(node, (cst.Attribute, cst.Name)) else None
+    if text and text.split(".")[-1] == "inf" and text.split(".")[0] in ("math", "torch", "np", "numpy"):
+        return math.inf
+    if isinstance(node, cst.SimpleString):
+        try:
+            value = node.evaluated_value
+        except Exception:
+            return None
+        if isinstance(value, str) and value.strip().lower() in ("inf", "infinity"):
+            return math.inf
+    return None
+
+
+def _arg(call: cst.Call, position: int, keyword: str | Iterable[str]) -> cst.BaseExpression | None:
+    keywords = (keyword,) if isinstance(keyword, str) else tuple(keyword)
+    positional = [a for a in call.args if a.keyword is None and not a.star]
+    for a in call.args:
+        if a.keyword is not None and a.keyword.value in keywords:
+            return a.value
+    if 0 <= position < len(positional):
+        return positional[position].value
+    return None
+
+
+# libcst's visitors rebuild every node they pass (visit-and-replace): on a 5 000-line trainer
+# that costs seconds. Reading the dataclass fields directly is an order of magnitude cheaper.
+_FIELDS: dict[type, tuple[str, ...]] = {}
+_SKIP_FIELDS = ("whitespace", "lpar", "rpar", "comma", "semicolon", "leading_lines", "lines_after_decorators",
+                "header", "footer", "newline", "indent", "equal", "colon", "star", "dot", "operator", "lbracket",
+                "rbracket", "lbrace", "rbrace", "asynchronous", "prefix", "quote")
+
+
+_IS_NODE: dict[type, bool] = {}
+
+
+def _is_node(value: object) -> bool:
+    # isinstance against libcst's abstract base is slow (ABC machinery); cache per type
+    t = type(value)
+    known = _IS_NODE.get(t)
+    if known is None:
+        known = _IS_NODE[t] = isinstance(value, cst.CSTNode)
+    return known
+
+
+def _children(node: cst.CSTNode) -> list:
+    names = _FIELDS.get(type(node))
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(node) if not f.name.startswith(_SKIP_FIELDS))
+        _FIELDS[type(node)] = names
+    out = []
+    for name in names:
+        value = getattr(node, name)
+        if type(value) in (tuple, list):
+            out.extend(v for v in value if _is_node(v))
+        elif _is_node(value):
+            out.append(value)
+    return out
+
+
+def walk(node: cst.CSTNode, stop: tuple[type, ...] = (cst.Lambda,)):
+    """Pre-order, source order; does not descend into `stop` nodes (lambdas run later, if ever)."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        if n is not node and isinstance(n, stop):
+            continue
+        stack.extend(reversed(_children(n)))
+
+
+def _names_in(node: cst.CSTNode) -> tuple[str, ...]:
+    out: list[str] = []
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, cst.Name):
+            out.append(n.value)
+            continue
+        if isinstance(n, cst.Attribute):
+            d = dotted(n)
+            if d:
+                out.append(d)
+                out.append(d.split(".")[0])
+                continue
+        if isinstance(n, cst.Lambda):
+            continue
+        stack.extend(reversed(_children(n)))
+    return tuple(dict.fromkeys(out))
+
+
+def _target_texts(target: cst.BaseExpression) -> list[str]:
+    if isinstance(target, (cst.Tuple, cst.List)):
+        out: list[str] = []
+        for el in target.elements:
+            out.extend(_target_texts(el.value))
+        return out
+    if isinstance(target, cst.StarredElement):
+        return _target_texts(target.value)
+    d = dotted(target) if isinstance(target, (cst.Name, cst.Attribute)) else None
+    return [d] if d else []
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-pass: which names are functions of this file, constants, argparse defaults
+
+_NONCONST = object()
+
+
+_STATEMENTISH = frozenset({
+    "SimpleStatementLine", "SimpleStatementSuite", "IndentedBlock", "Assign", "AnnAssign", "AugAssign", "Expr",
+    "If", "Else", "For", "While", "With", "Try", "TryStar", "ExceptHandler", "ExceptStarHandler", "Finally",
+    "Match", "MatchCase", "FunctionDef", "ClassDef",
+})
+
+
+class _PrePass:
+    def __init__(self) -> None:
+        self.functions: set[str] = set()
+        self.methods: set[str] = set()
+        self.consts: dict[object, dict[str, set]] = {}
+        self.argparse: dict[str, object] = {}
+
+    def run(self, module: cst.Module) -> None:
+        self._walk(module, None, False)
+
+    def _walk(self, node: cst.CSTNode, scope: cst.CSTNode | None, in_class: bool) -> None:
+        # statements only: constants, argparse options and defs are all statements; expressions
+        # are never entered (most of a file's nodes, and none of what this pass looks for)
+        stack = [(c, in_class) for c in reversed(_children(node)) if type(c).__name__ in _STATEMENTISH]
+        while stack:
+            n, cls = stack.pop()
+            if isinstance(n, cst.FunctionDef):
+                (self.methods if cls else self.functions).add(n.name.value)
+                for d in n.decorators:
+                    self._walk(d, scope, False)
+                self._walk(n.body, n, False)
+                continue
+            if isinstance(n, cst.ClassDef):
+                self._walk(n.body, scope, True)
+                continue
+            if isinstance(n, (cst.IndentedBlock, cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+                stack.extend((c, cls) for c in reversed(_children(n)) if type(c).__name__ in _STATEMENTISH)
+                continue
+            # below: statements and expressions of this scope; nested blocks keep the class flag off
+            if isinstance(n, cst.Assign):
+                number = _number(n.value)
+                for t in n.targets:
+                    for name in _target_texts(t.target):
+                        if "." not in name:
+                            single = number is not None and len(n.targets) == 1 and isinstance(t.target, cst.Name)
+                            self._bind(scope, name, number if single else _NONCONST)
+            elif isinstance(n, cst.AnnAssign) and isinstance(n.target, cst.Name):
+                number = _number(n.value) if n.value is not None else None
+                self._bind(scope, n.target.value, number if number is not None else _NONCONST)
+            elif isinstance(n, cst.AugAssign) and isinstance(n.target, cst.Name):
+                self._bind(scope, n.target.value, _NONCONST)
+            elif isinstance(n, cst.For):
+                for name in _target_texts(n.target):
+                    if "." not in name:
+                        self._bind(scope, name, _NONCONST)
+            elif isinstance(n, cst.Expr) and isinstance(n.value, cst.Call):
+                self._add_argument(n.value)
+            stack.extend((c, False) for c in reversed(_children(n)) if type(c).__name__ in _STATEMENTISH)
+
+    def _bind(self, scope, name: str, value: object) -> None:
+        self.consts.setdefault(scope, {}).setdefault(name, set()).add(value)
+
+    def _add_argument(self, node: cst.Call) -> None:
+        if not (isinstance(node.func, cst.Attribute) and node.func.attr.value == "add_argument"):
+            return
+        options = [a.value.evaluated_value for a in node.args if a.keyword is None
+                   and isinstance(a.value, cst.SimpleString) and isinstance(a.value.evaluated_value, str)]
+        dest_node = _arg(node, -1, "dest")
+        dest = None
+        if isinstance(dest_node, cst.SimpleString):
+            dest = dest_node.evaluated_value
+        else:
+            longs = [o for o in options if o.startswith("--")]
+            pick = longs[0] if longs else (options[0] if options else None)
+            if pick:
+                dest = pick.lstrip("-").replace("-", "_")
+        if not dest:
+            return
+        default = _arg(node, -1, "default")
+        number = _number(default) if default is not None else None
+        previous = self.argparse.get(dest)
+        self.argparse[dest] = number if number is not None and previous in (None, number) else _NONCONST
+
+
+# ---------------------------------------------------------------------------------------------
+# The extractor
+
+
+def _is_accum_expr(node: cst.CSTNode) -> bool:
+    """A `%` of something that is not a string (string formatting), anywhere in the expression."""
+    return any(isinstance(n, cst.BinaryOperation) and isinstance(n.operator, cst.Modulo)
+               and not isinstance(n.left, (cst.SimpleString, cst.FormattedString, cst.ConcatenatedString))
+               for n in walk(node))
+
+
+def _is_not_equal_zero(test: cst.BaseExpression) -> bool:
+    """`x % k != 0` or `x % k` (truthy): the micro-batch branch of an accumulation guard."""
+    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1:
+        comp = test.comparisons[0]
+        return isinstance(comp.operator, cst.NotEqual) and _number(comp.comparator) == 0 and _is_accum_expr(test.left)
+    return isinstance(test, cst.BinaryOperation) and isinstance(test.operator, cst.Modulo)
+
+
+# Words without which a function cannot hold anything a GL2xx finding or fix points at. Other
+# functions are still read (assignments, calls to follow) but their nodes get no positions.
+_RELEVANT = re.compile(r"backward|step\(|clip|zero_grad|\.grad\b|no_grad|inference_mode|enable_grad|"
+                       r"set_grad_enabled|unscale|foreach_zero|\.fit\(|[Tt]rainer\w*\.train\(|Trainer\(|"
+                       r"TrainingArguments|register_hook")
+
+
+class _Positions:
+    """Positions one function at a time.
+
+    The shared lazy positions resolve a whole top-level statement at once: one clip inside a
+    4 000-line Trainer class would cost the position pass of the entire class. Here a function
+    is resolved alone, as a module of its own, and mapped back: lines shift by the distance
+    between its `def` lines (CPython's parser gives the real one), columns by the difference in
+    leading whitespace of each line — the only text that differs, since a block's indentation
+    is relative in libcst while continuation lines keep their own whitespace.
+    """
+
+    def __init__(self, src) -> None:
+        self.src = src
+        self.file_lines = src.text.splitlines()
+        self.defs: dict[int, tuple[int, int]] = {}  # id(FunctionDef) -> (def line, end line)
+        self.tables: dict[int, tuple[dict, int, list[str]]] = {}
+        # id(top-level statement) -> its first line, when nothing in it can be pointed at
+        self.idle_top: dict[int, int] = {}
+        self._pair_defs()
+
+    def _pair_defs(self) -> None:
+        import ast
+
+        try:
+            tree = ast.parse(self.src.text)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return
+        theirs: list = []
+        stack = [tree]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                theirs.append(node)
+            stack.extend(reversed(list(ast.iter_child_nodes(node))))
+        ours = [n for n in walk(self.src.module, stop=()) if isinstance(n, cst.FunctionDef)]
+        if len(ours) != len(theirs) or any(a.name.value != b.name for a, b in zip(ours, theirs)):
+            return  # cannot pair them: every position comes from the shared provider
+        self.defs = {id(a): (b.lineno, b.end_lineno or b.lineno) for a, b in zip(ours, theirs)}
+        # top-level statements: a file's imports and constants need no positions
+        body, k = tree.body, 0
+        for stmt in self.src.module.body:
+            count = len(stmt.body) if isinstance(stmt, cst.SimpleStatementLine) else 1
+            if k + count > len(body):
+                self.idle_top = {}
+                return
+            first, last = body[k].lineno, body[k + count - 1].end_lineno or body[k + count - 1].lineno
+            if not isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) and \
+                    not _RELEVANT.search("\n".join(self.file_lines[first - 1: last])):
+                self.idle_top[id(stmt)] = first
+            k += count
+        if k != len(body):
+            self.idle_top = {}
+
+    def relevant(self, fdef: cst.FunctionDef) -> bool:
+        lines = self.defs.get(id(fdef))
+        if lines is None:
+            return True
+        return bool(_RELEVANT.search("\n".join(self.file_lines[lines[0] - 1: lines[1]])))
+
+    def def_line(self, fdef: cst.FunctionDef) -> int:
+        return self.defs.get(id(fdef), (0, 0))[0]
+
+    def span_in(self, fdef: cst.FunctionDef, node: cst.CSTNode) -> SourceSpan:
+        if id(fdef) not in self.defs:
+            return self.src.span(node)
+        table = self.tables.get(id(fdef))
+        if table is None:
+            from libcst.metadata import MetadataWrapper, PositionProvider
+
+            sub = cst.Module(body=[fdef], default_indent=self.src.module.default_indent,
+                             default_newline=self.src.module.default_newline)
+            positions = MetadataWrapper(sub, unsafe_skip_copy=True).resolve(PositionProvider)
+            shift = self.defs[id(fdef)][0] - positions[fdef.name].start.line
+            table = self.tables[id(fdef)] = (positions, shift, sub.code.splitlines())
+        positions, shift, sub_lines = table
+        rng = positions.get(node)
+        if rng is None:
+            return self.src.span(node)
+        return SourceSpan(rng.start.line + shift, self._column(rng.start.line, rng.start.column, shift, sub_lines) + 1,
+                          rng.end.line + shift, self._column(rng.end.line, rng.end.column, shift, sub_lines) + 1)
+
+    def _column(self, line: int, column: int, shift: int, sub_lines: list[str]) -> int:
+        mine = sub_lines[line - 1] if 0 < line <= len(sub_lines) else ""
+        k = line + shift - 1
+        theirs = self.file_lines[k] if 0 <= k < len(self.file_lines) else ""
+        return column + (len(theirs) - len(theirs.lstrip())) - (len(mine) - len(mine.lstrip()))
+
+
+class _Extractor:
+    def __init__(self, src) -> None:
+        self.src = src
+        self.pre = _PrePass()
+        self.pre.run(src.module)
+        self.functions: list[Function | None] = []
+        self.stmts: list[Stmt] = []
+        self.assigns: list[Assign] = []
+        self._next_block = 0
+        # (function id) -> name -> is an accumulation expression; function node -> id
+        self._accum_names: dict[int, dict[str, bool]] = {}
+        self._scope_nodes: dict[int, cst.CSTNode | None] = {}
+        self._func_parent: dict[int, int | None] = {}
+        self._params: dict[int, set[str]] = {}
+        self.lines = src.text.splitlines()
+        self.hook_clipping = False
+        self.positions = _Positions(src)
+        # where positions come from now: None (the shared provider: module level), a FunctionDef
+        # (resolved alone), or an int (a line: code no finding will point into)
+        self._where: cst.FunctionDef | int | None = None
+
+    # -- helpers -------------------------------------------------------------------------------
+    def block_id(self) -> int:
+        self._next_block += 1
+        return self._next_block
+
+    def qualify(self, expr: cst.BaseExpression) -> frozenset[str]:
+        return self.src.imports.qualify(expr)
+
+    def span(self, node: cst.CSTNode) -> SourceSpan:
+        where = self._where
+        if where is None:
+            return self.src.span(node)
+        if isinstance(where, int):
+            return SourceSpan.point(where, 1)
+        return self.positions.span_in(where, node)
+
+    def _const(self, fid: int, name: str) -> float | None:
+        if name in self._params.get(fid, ()):
+            return None
+        scope: int | None = fid
+        while scope is not None:
+            table = self.pre.consts.get(self._scope_nodes.get(scope), {})
+            if name in table:
+                values = table[name]
+                if len(values) == 1:
+                    (v,) = values
+                    return v if isinstance(v, float) else None
+                return None
+            if name in self._params.get(scope, ()):
+                return None
+            scope = self._func_parent.get(scope)
+        values = self.pre.consts.get(None, {}).get(name)
+        if values and len(values) == 1:
+            (v,) = values
+            return v if isinstance(v, float) else None
+        return None
+
+    def value(self, node: cst.BaseExpression | None, fid: int, tests: tuple[str, ...]) -> Value | None:
+        if node is None:
+            return None
+        text = _text(node)
+        number = _number(node)
+        source = "literal" if number is not None else ""
+        if number is None and isinstance(node, cst.Name):
+            number = self._const(fid, node.value)
+            source = "constant" if number is not None else ""
+        if number is None and isinstance(node, cst.Attribute):
+            default = self.pre.argparse.get(node.attr.value)
+            if isinstance(default, float):
+                number, source = default, "argparse"
+        if source == "literal":
+            return Value(text=text, number=number, source=source)  # no test makes a literal 0 safe
+        key = node.attr.value if isinstance(node, cst.Attribute) else text
+        guarded = any(re.search(r"(?<![\w.])" + re.escape(text) + r"(?!\w)", t) or
+                      (isinstance(node, cst.Attribute) and re.search(r"\b" + re.escape(key) + r"\b", t)) for t in tests)
+        return Value(text=text, number=number, source=source, guarded=bool(guarded))
+
+    # -- functions -----------------------------------------------------------------------------
+    def run(self) -> TrainingFacts:
+        self.function(self.src.module, "<module>", None, None)
+        functions = tuple(f for f in self.functions if f is not None)
+        return TrainingFacts(functions=functions, stmts=tuple(self.stmts), assigns=tuple(self.assigns),
+                             hook_clipping=self.hook_clipping)
+
+    def function(self, node, name: str, cls: str | None, parent: int | None) -> int:
+        fid = len(self.functions)
+        self.functions.append(None)
+        self._scope_nodes[fid] = node if isinstance(node, cst.FunctionDef) else None
+        self._func_parent[fid] = parent
+        nograd = False
+        params: tuple[str, ...] = ()
+        if isinstance(node, cst.FunctionDef):
+            for dec in node.decorators:
+                expr = dec.decorator.func if isinstance(dec.decorator, cst.Call) else dec.decorator
+                if not self.qualify(expr).isdisjoint(NO_GRAD):
+                    nograd = True
+            p = node.params
+            params = tuple(x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params))
+            if isinstance(p.star_arg, cst.Param):
+                params += (p.star_arg.name.value,)
+            if p.star_kwarg is not None:
+                params += (p.star_kwarg.name.value,)
+        self._params[fid] = set(params)
+        self._accum_names[fid] = {}
+        ctx = _Ctx(fid=fid, cls=cls, nograd=nograd, tests=())
+        saved = self._where
+        try:
+            if isinstance(node, cst.Module):
+                self._where = None
+                body = self.block(node.body, ctx, "body")
+                line = 1
+            else:
+                line = self.positions.def_line(node)
+                if not self.positions.defs:
+                    self._where = None
+                elif self.positions.relevant(node):
+                    self._where = node
+                else:
+                    self._where = line
+                body = self.block(_suite(node.body), ctx, "body")
+        finally:
+            self._where = saved
+        self.functions[fid] = Function(id=fid, name=name, cls=cls, parent=parent, span=SourceSpan.point(line, 1),
+                                       body=body, nograd=nograd, params=params)
+        return fid
+
+    # -- statements ----------------------------------------------------------------------------
+    def block(self, stmts, ctx: "_Ctx", kind: str, **extra) -> Block:
+        bid = self.block_id()
+        items: list[Block | Event] = []
+        stmts = list(stmts)
+        i = 0
+        while i < len(stmts):
+            stmt = stmts[i]
+            # `if step % accum != 0: continue` guards everything after it in this block
+            if (isinstance(stmt, cst.If) and stmt.orelse is None and _is_body_continue(stmt.body)
+                    and _is_not_equal_zero(stmt.test)):
+                self.record_stmt(stmt, bid, i, ctx)
+                rest = self.block(stmts[i + 1:], ctx.with_test(_text(stmt.test)), "branch")
+                items.append(Block("if", self.block_id(), (rest, Block("branch", self.block_id())),
+                                   test=f"not ({_text(stmt.test)})", accum=True))
+                break
+            idle = self.positions.idle_top.get(id(stmt)) if self._where is None else None
+            if idle is None:
+                items.extend(self.statement(stmt, bid, i, ctx))
+            else:
+                self._where = idle
+                try:
+                    items.extend(self.statement(stmt, bid, i, ctx))
+                finally:
+                    self._where = None
+            i += 1
+        return Block(kind, bid, tuple(items), **extra)
+
+    def record_stmt(self, stmt: cst.CSTNode, bid: int, index: int, ctx: "_Ctx", assigned=(), used=None) -> int:
+        if isinstance(stmt, cst.FunctionDef):
+            # their own pass places their contents; asking for this node's position would resolve all of it
+            rng = SourceSpan.point(self.positions.def_line(stmt), 1)
+        elif isinstance(stmt, cst.ClassDef):
+            rng = SourceSpan.point(0, 1)
+        else:
+            rng = self.span(stmt)
+        simple = isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
+        if simple:
+            # the line holds nothing else (no `a; b` and no code before it)
+            line = self.lines[rng.line - 1] if rng.line - 1 < len(self.lines) else ""
+            simple = line[: rng.column - 1].strip() == ""
+        kind = "simple" if isinstance(stmt, (cst.SimpleStatementLine, cst.SimpleStatementSuite)) else type(stmt).__name__.lower()
+        if used is None:
+            used = tuple(n for h in _headers(stmt) for n in _names_in(h))
+        sid = len(self.stmts)
+        self.stmts.append(Stmt(block=bid, index=index, line=rng.line, end_line=rng.end_line, column=rng.column,
+                               simple=simple, assigned=tuple(assigned), used=tuple(used), kind=kind,
+                               parent=ctx.parent_stmt))
+        return sid
+
+    def statement(self, stmt: cst.CSTNode, bid: int, index: int, ctx: "_Ctx") -> list:
+        out: list[Block | Event] = []
+        if isinstance(stmt, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+            assigned: list[str] = []
+            for small in stmt.body:
+                if isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
+                    targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
+                    for t in targets:
+                        assigned.extend(n.split(".")[0] for n in _target_texts(t))
+            sid = self.record_stmt(stmt, bid, index, ctx, assigned, _names_in(stmt))
+            for small in stmt.body:
+                out.extend(self.small(small, sid, ctx))
+            return out
+        sid = self.record_stmt(stmt, bid, index, ctx)
+        outer = ctx
+        ctx = ctx.replace(parent_stmt=sid)
+        if isinstance(stmt, cst.If):
+            return [self.if_block(stmt, sid, outer)]
+        if isinstance(stmt, (cst.For, cst.While)):
+            head = stmt.iter if isinstance(stmt, cst.For) else stmt.test
+            out.extend(self.events(head, sid, ctx))
+            out.append(self.block(_suite(stmt.body), ctx, "loop"))
+            if stmt.orelse is not None:
+                out.extend(self.block(_suite(stmt.orelse.body), ctx, "body").items)
+            return out
+        if isinstance(stmt, cst.With):
+            mode = ""
+            for item in stmt.items:
+                out.extend(self.events(item.item, sid, ctx))
+                call = item.item
+                func = call.func if isinstance(call, cst.Call) else call
+                q = self.qualify(func)
+                if not q.isdisjoint(NO_GRAD):
+                    mode = "nograd"
+                elif not q.isdisjoint(ENABLE_GRAD):
+                    mode = "enablegrad"
+                elif not q.isdisjoint(SET_GRAD_ENABLED) and isinstance(call, cst.Call) and call.args:
+                    flag = call.args[0].value
+                    if isinstance(flag, cst.Name) and flag.value in ("False", "True"):
+                        mode = "nograd" if flag.value == "False" else "enablegrad"
+            inner = ctx
+            if mode == "nograd":
+                inner = ctx.replace(nograd=True)
+            elif mode == "enablegrad":
+                inner = ctx.replace(nograd=False)
+            out.append(self.block(_suite(stmt.body), inner, "with", mode=mode))
+            return out
+        if isinstance(stmt, cst.Try) or type(stmt).__name__ == "TryStar":
+            alts = [self.block(_suite(stmt.body), ctx, "branch")]
+            for h in stmt.handlers:
+                alts.append(self.block(_suite(h.body), ctx, "branch"))
+            if stmt.orelse is not None:
+                first = alts[0]
+                alts[0] = Block("branch", first.id, first.items + self.block(_suite(stmt.orelse.body), ctx, "body").items)
+            out.append(Block("if", self.block_id(), tuple(alts), test="try"))
+            if stmt.finalbody is not None:
+                out.extend(self.block(_suite(stmt.finalbody.body), ctx, "body").items)
+            return out
+        if isinstance(stmt, cst.FunctionDef):
+            self.function(stmt, stmt.name.value, None, ctx.fid)
+            return out
+        if isinstance(stmt, cst.ClassDef):
+            cls_ctx = ctx.replace(in_class=stmt.name.value, parent_of_class=ctx.fid)
+            for inner in _suite(stmt.body):
+                if isinstance(inner, cst.FunctionDef):
+                    self.function(inner, inner.name.value, stmt.name.value, ctx.fid)
+                elif isinstance(inner, cst.ClassDef):
+                    self.statement(inner, bid, index, ctx)
+                elif isinstance(inner, cst.SimpleStatementLine):
+                    # class attributes (`optimizer = ...`) are assignments of the class body;
+                    # no finding points into them, so they get no positions
+                    saved, self._where = self._where, 0
+                    try:
+                        for small in inner.body:
+                            self.small(small, -1, cls_ctx)
+                    finally:
+                        self._where = saved
+            return out
+        if type(stmt).__name__ == "Match":
+            alts = [self.block(_suite(case.body), ctx, "branch") for case in stmt.cases]
+            out.extend(self.events(stmt.subject, sid, ctx))
+            out.append(Block("if", self.block_id(), tuple(alts), test=_text(stmt.subject)))
+            return out
+        return out
+
+    def if_block(self, stmt: cst.If, sid: int, ctx: "_Ctx") -> Block:
+        test_text = _text(stmt.test)
+        accum = _is_accum_expr(stmt.test)
+        if not accum:
+            for name in _names_in(stmt.test):
+                if self._accum_names[ctx.fid].get(name):
+                    accum = True
+        pre = list(self.events(stmt.test, sid, ctx))
+        inner = ctx.with_test(test_text).replace(parent_stmt=sid)
+        then = self.block(_suite(stmt.body), inner, "branch")
+        if stmt.orelse is None:
+            other = Block("branch", self.block_id())
+        elif isinstance(stmt.orelse, cst.If):
+            esid = self.record_stmt(stmt.orelse, self.block_id(), 0, ctx)
+            other = Block("branch", self.block_id(), (self.if_block(stmt.orelse, esid, inner),))
+        else:
+            other = self.block(_suite(stmt.orelse.body), inner, "branch")
+        block = Block("if", self.block_id(), (then, other), test=test_text, accum=accum)
+        if pre:
+            # events in the test run before either branch
+            return Block("body", self.block_id(), tuple(pre) + (block,))
+        return block
+
+    def small(self, small: cst.BaseSmallStatement, sid: int, ctx: "_Ctx") -> list[Event]:
+        out: list[Event] = []
+        if isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
+            value = small.value
+            targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
+            for t in targets:
+                out.extend(self.grad_clear_target(t, sid, ctx))
+            if value is not None:
+                out.extend(self.events(value, sid, ctx))
+                if not isinstance(small, cst.AugAssign):
+                    for t in targets:
+                        for name in _target_texts(t):
+                            self.assign(name, value, ctx, small)
+        elif isinstance(small, cst.Expr):
+            out.extend(self.events(small.value, sid, ctx))
+        elif isinstance(small, cst.Del):
+            out.extend(self.grad_clear_target(small.target, sid, ctx))
+        elif isinstance(small, cst.Return) and small.value is not None:
+            out.extend(self.events(small.value, sid, ctx))
+        return out
+
+    def grad_clear_target(self, target: cst.BaseExpression, sid: int, ctx: "_Ctx") -> list[Event]:
+        out = []
+        for t in (el.value for el in target.elements) if isinstance(target, (cst.Tuple, cst.List)) else (target,):
+            base = t.value if isinstance(t, cst.Subscript) else t
+            if isinstance(base, cst.Attribute) and base.attr.value == "grad":
+                out.append(Event("clear", self.span(t), ctx.fid, sid, ctx.nograd, via="grad-none",
+                                 target=_text(base.value)))
+        return out
+
+    # -- assignments ---------------------------------------------------------------------------
+    def assign(self, target: str, value: cst.BaseExpression, ctx: "_Ctx", node: cst.CSTNode) -> None:
+        line = self.span(node).line
+        if "." not in target:
+            self._accum_names[ctx.fid][target] = _is_accum_expr(value)
+        calls = tuple(self._call_kinds(value))
+        base = dict(target=target, func=ctx.fid, line=line, uses=_names_in(value), calls=calls, nograd=ctx.nograd)
+        call = value
+        while (isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute)
+               and call.func.attr.value in _MOVE_METHODS and isinstance(call.func.value, cst.Call)):
+            call = call.func.value
+        if _number(value) is not None:
+            self.assigns.append(Assign(kind="const", **base))
+            return
+        if not isinstance(call, cst.Call):
+            self.assigns.append(Assign(**base))
+            return
+        func_text = dotted(call.func) or ""
+        last = func_text.rsplit(".", 1)[-1]
+        q = self.qualify(call.func)
+        if not q.isdisjoint(GRAD_SCALERS) or last == "GradScaler":
+            enabled = _arg(call, -1, "enabled")
+            disabled = isinstance(enabled, cst.Name) and enabled.value == "False"
+            self.assigns.append(Assign(kind="scaler", disabled=disabled, cls=last, **base))
+            return
+        splat = any(a.star for a in call.args)  # Trainer(**cfg): we cannot know
+        if not q.isdisjoint(PL_TRAINERS) or (last == "Trainer" and any(x.startswith(("pytorch_lightning", "lightning")) for x in q)):
+            clip = _arg(call, -1, "gradient_clip_val")
+            configured = clip is not None and not (isinstance(clip, cst.Name) and clip.value == "None") and _number(clip) != 0
+            configured = None if splat and not configured else configured
+            self.assigns.append(Assign(kind="pl_trainer", clip_config=configured, cls=last, **base))
+            return
+        if not q.isdisjoint(HF_ARGS):
+            clip = _arg(call, -1, "max_grad_norm")
+            # Hugging Face clips at 1.0 unless told otherwise
+            configured = clip is None or not ((isinstance(clip, cst.Name) and clip.value == "None") or _number(clip) == 0)
+            configured = None if splat and not configured else configured
+            self.assigns.append(Assign(kind="hf_args", clip_config=configured, cls=last, **base))
+            return
+        if not q.isdisjoint(HF_TRAINERS):
+            model = _arg(call, 0, "model")
+            args = _arg(call, 1, "args")
+            self.assigns.append(Assign(kind="hf_trainer", cls=last, model_arg=_text(model) if model is not None else "",
+                                       args_arg=_text(args) if args is not None else "", **base))
+            return
+        is_optim = (any(x.startswith("torch.optim.") and ".lr_scheduler" not in x and not x.startswith("torch.optim.swa_utils") for x in q)
+                    or last in OPTIMIZER_CLASSES or last.endswith("Optimizer") or last in OPTIMIZER_FACTORIES
+                    or func_text == "self.optimizers")
+        if is_optim:
+            owners = ["self"] if func_text == "self.optimizers" else _parameter_owners(call)
+            self.assigns.append(Assign(kind="optimizer", owners=tuple(owners), cls=last, **base))
+            return
+        recurrent = next((TORCH_RECURRENT[x] for x in q if x in TORCH_RECURRENT), "")
+        blocks = 0
+        if "torch.nn.Transformer" in q:
+            enc = _number(_arg(call, 2, "num_encoder_layers") or cst.Integer("6")) or 0
+            dec = _number(_arg(call, 3, "num_decoder_layers") or cst.Integer("6")) or 0
+            blocks = int(enc + dec)
+        elif not q.isdisjoint({"torch.nn.TransformerEncoder", "torch.nn.TransformerDecoder"}):
+            blocks = int(_number(_arg(call, 1, "num_layers") or cst.Integer("0")) or 0)
+        if last[:1].isupper() or recurrent or blocks:
+            self.assigns.append(Assign(kind="model", cls=last, torch_recurrent=recurrent, torch_blocks=blocks, **base))
+            return
+        self.assigns.append(Assign(**base))
+
+    def _call_kinds(self, value: cst.BaseExpression):
+        """(callee text, 'module' | 'op') for each call in an expression (GL207's data flow)."""
+        out: list[tuple[str, str]] = []
+        for n in walk(value):
+            if not isinstance(n, cst.Call):
+                continue
+            text = dotted(n.func)
+            if text is None:
+                if isinstance(n.func, cst.Attribute) and n.func.attr.value in _TENSOR_METHODS:
+                    out.append((n.func.attr.value, "op"))
+                continue
+            out.append((text, _call_kind(text, self.qualify(n.func))))
+        return out
+
+    # -- calls ---------------------------------------------------------------------------------
+    def events(self, expr: cst.CSTNode, sid: int, ctx: "_Ctx") -> list[Event]:
+        found = [n for n in walk(expr) if isinstance(n, cst.Call)]
+        if not found:
+            return []
+        # inner calls run first: `clip(...)` inside `norm = float(clip(...))`, the scale inside
+        # `scaler.scale(loss).backward()`
+        found.sort(key=lambda n: (self.span(n).end_line, self.span(n).end_column))
+        out: list[Event] = []
+        for call in found:
+            out.extend(self.call(call, sid, ctx))
+        return out
+
+    def call(self, call: cst.Call, sid: int, ctx: "_Ctx") -> list[Event]:
+        func = call.func
+        text = dotted(func)
+        span = self.span(call)
+        q = self.qualify(func)
+        fid = ctx.fid
+        ng = ctx.nograd
+        attr = func.attr.value if isinstance(func, cst.Attribute) else (func.value if isinstance(func, cst.Name) else "")
+        receiver = func.value if isinstance(func, cst.Attribute) else None
+        recv_text = _text(receiver) if receiver is not None else ""
+
+        if attr == "register_hook" and re.search(r"clamp|clip", _text(call)):
+            self.hook_clipping = True
+
+        # clip calls
+        if not q.isdisjoint(CLIP_TORCH) or (text and not q and any(text.endswith("nn.utils." + n) for n in CLIP_NAMES)):
+            return [self._clip(call, "torch", text or attr, 1, ctx, sid)]
+        if attr in CLIP_NAMES or attr == "clip_gradients":
+            if isinstance(func, cst.Name):
+                if attr in self.pre.functions:
+                    return [self._local_call(call, attr, None, ctx, sid)]
+                return [self._clip(call, "helper", attr, 1, ctx, sid)]
+            if attr == "clip_gradients":
+                if recv_text == "self" and attr in self.pre.methods and "fabric" not in recv_text:
+                    return [self._local_call(call, attr, "self", ctx, sid)]
+                kw = ("gradient_clip_val",) if recv_text == "self" else ("max_norm", "clip_val")
+                return [self._clip(call, "framework", text or attr, -1, ctx, sid, keyword=kw)]
+            if recv_text == "self" and attr in self.pre.methods:
+                return [self._local_call(call, attr, "self", ctx, sid)]
+            positional = [a for a in call.args if a.keyword is None]
+            pos = 1 if "accelerat" in recv_text.lower() or len(positional) >= 2 else 0
+            return [self._clip(call, "framework", text or attr, pos, ctx, sid)]
+        if attr and re.search(r"clip_?grad|grad_?clip", attr, re.IGNORECASE) and not q:
+            if isinstance(func, cst.Name) and attr in self.pre.functions:
+                return [self._local_call(call, attr, None, ctx, sid)]
+            if recv_text == "self" and attr in self.pre.methods:
+                return [self._local_call(call, attr, "self", ctx, sid)]
+            return [Event("clip", span, fid, sid, ng, via="helper", name=text or attr)]
+
+        # backward
+        if attr == "backward" and receiver is not None:
+            if recv_text == "self" and "backward" in self.pre.methods:
+                return [self._local_call(call, "backward", "self", ctx, sid)]
+            if isinstance(receiver, cst.Call) and isinstance(receiver.func, cst.Attribute) and receiver.func.attr.value == "scale":
+                loss = _arg(receiver, 0, "outputs")
+                return [self._backward(call, "scaler", loss, ctx, sid, scaler=_text(receiver.func.value))]
+            low = recv_text.lower()
+            positional = [a for a in call.args if a.keyword is None]
+            if "accelerat" in low:
+                return [self._backward(call, "accelerate", _arg(call, 0, "loss"), ctx, sid)]
+            if "fabric" in low:
+                return [self._backward(call, "fabric", _arg(call, 0, "tensor"), ctx, sid)]
+            if any(q2.startswith("torch.autograd") for q2 in q):
+                return [self._backward(call, "autograd", _arg(call, 0, "tensors"), ctx, sid)]
+            if "engine" in low or "deepspeed" in low or "model_engine" in low:
+                return [self._backward(call, "deepspeed", _arg(call, 0, "loss"), ctx, sid)]
+            if recv_text.startswith("super(") or recv_text in ("ctx", "cls"):
+                return []
+            if positional and isinstance(receiver, (cst.Name, cst.Attribute)) and re.search(
+                    r"model|module|strategy|plugin|precision|trainer|runner|booster|wrapper|learner|agent", _last(low)):
+                # `strategy.backward(loss)`: a framework object whose first argument is the loss;
+                # elsewhere `y.backward(g)` backpropagates y, and g is only its incoming gradient
+                return [self._backward(call, "framework", positional[0].value, ctx, sid)]
+            return [self._backward(call, "tensor", receiver, ctx, sid)]
+        if attr == "manual_backward" and recv_text == "self":
+            return [self._backward(call, "lightning", _arg(call, 0, "loss"), ctx, sid)]
+        if not q.isdisjoint({"torch.autograd.backward"}):
+            return [self._backward(call, "autograd", _arg(call, 0, "tensors"), ctx, sid)]
+
+        # optimizer steps
+        if attr in ("step", "first_step", "second_step") and receiver is not None:
+            if recv_text in ("self", "cls") and attr in self.pre.methods:
+                return [self._local_call(call, attr, recv_text, ctx, sid)]  # an optimizer's own methods (SAM)
+            scaler = self._scaler_name(recv_text)
+            zero = _arg(call, -1, "zero_grad")
+            clears = isinstance(zero, cst.Name) and zero.value == "True"
+            if attr == "step" and scaler:
+                opt = _arg(call, 0, "optimizer")
+                return [Event("step", span, fid, sid, ng, via="scaler", target=_text(opt) if opt is not None else "",
+                              scaler=recv_text)]
+            if self._is_optimizer(recv_text, fid):
+                out: list[Event] = []
+                closure = _arg(call, 0, "closure") if attr == "step" else None
+                callees: tuple[int, ...] = ()
+                name = ""
+                if closure is not None:
+                    name = _text(closure)
+                    if isinstance(closure, cst.Name) and closure.value in self.pre.functions:
+                        callees = (-1,)
+                    elif isinstance(closure, cst.Attribute) and recv_text and closure.attr.value in self.pre.methods:
+                        callees = (-1,)
+                ev = Event("step", span, fid, sid, ng, via="sam" if attr != "step" else "optimizer",
+                           target=recv_text, name=name, callees=callees, clears=clears)
+                out.append(ev)
+                if clears:
+                    out.append(Event("clear", span, fid, sid, ng, via="zero_grad", target=recv_text))
+                return out
+            return []
+
+        if attr == "unscale_" and receiver is not None:
+            opt = _arg(call, 0, "optimizer")
+            return [Event("unscale", span, fid, sid, ng, target=_text(opt) if opt is not None else "", scaler=recv_text)]
+        if attr == "unscale_gradients":
+            return [Event("unscale", span, fid, sid, ng, target="", scaler=recv_text)]
+
+        # clearing
+        if attr and re.search(r"(zero|clear|reset)_?grad", attr):
+            # a helper named so clears, whether or not we can see into it
+            return [Event("clear", span, fid, sid, ng, via="zero_grad", target=recv_text)]
+        if attr in ("zero_", "fill_") and receiver is not None and re.search(r"\.grad(\.data)?$", recv_text):
+            return [Event("clear", span, fid, sid, ng, via="grad-none", target=recv_text)]
+        if not q.isdisjoint({"torch._foreach_zero_"}):
+            return [Event("clear", span, fid, sid, ng, via="grad-none")]
+
+        # framework training entry points
+        if attr in ("fit", "train") and receiver is not None and (
+                re.search("trainer", _last(recv_text), re.IGNORECASE)
+                or any(a.target == recv_text and a.kind in ("pl_trainer", "hf_trainer") for a in self.assigns)):
+            model = _arg(call, 0, "model") if attr == "fit" else None
+            if isinstance(model, cst.Call) and dotted(model.func):
+                # trainer.fit(LitModel(...)): the class itself
+                return [Event("fit", span, fid, sid, ng, target=recv_text, via="ctor",
+                              name=dotted(model.func).rsplit(".", 1)[-1])]
+            return [Event("fit", span, fid, sid, ng, target=recv_text, name=_text(model) if model is not None else "")]
+
+        # calls of this file's functions (for inlining), and other calls (model invocations)
+        if isinstance(func, cst.Name) and attr in self.pre.functions and not q:
+            return [self._local_call(call, attr, None, ctx, sid)]
+        if recv_text in ("self", "cls") and attr in self.pre.methods:
+            return [self._local_call(call, attr, recv_text, ctx, sid)]
+        # a call that may run a model: GL201 falls back on these to tell which model a loop trains
+        if text and _call_kind(text, q) == "module" and attr not in ("parameters", "named_parameters"):
+            return [Event("invoke", span, fid, sid, ng, target=text)]
+        return []
+
+    def _scaler_name(self, recv_text: str) -> bool:
+        if _SCALER_NAME.search(_last(recv_text)):
+            return True
+        return any(a.kind == "scaler" and a.target == recv_text for a in self.assigns)
+
+    def _is_optimizer(self, recv_text: str, fid: int) -> bool:
+        if not recv_text:
+            return False
+        if any(a.kind == "optimizer" and a.target == recv_text for a in self.assigns):
+            return True
+        if any(a.target == recv_text and a.kind in ("model", "scaler", "pl_trainer", "hf_trainer") for a in self.assigns):
+            return False
+        return is_optimizer_name(recv_text)
+
+    def _local_call(self, call: cst.Call, name: str, receiver: str | None, ctx: "_Ctx", sid: int) -> Event:
+        return Event("call", self.span(call), ctx.fid, sid, ctx.nograd, target=(receiver + "." if receiver else "") + name,
+                     name=name, callees=(-1,))
+
+    def _clip(self, call: cst.Call, via: str, name: str, position: int, ctx: "_Ctx", sid: int,
+              keyword: tuple[str, ...] = ("max_norm", "clip_value", "max_grad_norm", "value")) -> Event:
+        value_node = _arg(call, position, keyword)
+        norm_node = _arg(call, 2 if via == "torch" else -1, "norm_type")
+        if via == "torch" and name.endswith("dispatch_clip_grad"):
+            norm_node = None
+        return Event("clip", self.span(call), ctx.fid, sid, ctx.nograd, via=via, name=name,
+                     target=_text(call.args[0].value) if call.args else "",
+                     value=self.value(value_node, ctx.fid, ctx.tests),
+                     norm_type=self.value(norm_node, ctx.fid, ctx.tests) if norm_node is not None else None)
+
+    def _backward(self, call: cst.Call, via: str, loss: cst.BaseExpression | None, ctx: "_Ctx", sid: int,
+                  scaler: str = "") -> Event:
+        uses: tuple[str, ...] = ()
+        module_call = False
+        text = ""
+        if loss is not None:
+            text = _text(loss)
+            uses = _names_in(loss)
+            module_call = any(kind == "module" for _, kind in self._call_kinds(loss))
+        return Event("backward", self.span(call), ctx.fid, sid, ctx.nograd, via=via, target=text, scaler=scaler,
+                     uses=uses, module_call=module_call)
+
+
+_BUILTINS = frozenset({"float", "int", "len", "sum", "max", "min", "abs", "list", "tuple", "dict", "zip", "range",
+                       "enumerate", "isinstance", "getattr", "round", "print", "str", "bool", "sorted", "any", "all"})
+_MODELISH = re.compile(r"model|net|encoder|decoder|backbone|head|policy|generator|discriminator|critic|actor|student|teacher",
+                       re.IGNORECASE)
+
+
+def _call_kind(text: str, qualified: frozenset[str]) -> str:
+    """'op' for calls that cannot hold parameters (torch functions, criteria, tensor methods,
+    builtins), 'module' for anything else: a call we cannot see may be a trainable module."""
+    head = text.split(".", 1)[0]
+    last = text.rsplit(".", 1)[-1]
+    if _CRITERION.search(last):
+        return "op"
+    if qualified:
+        torchy = any(q.startswith(("torch.", "numpy.", "math.", "scipy.")) and
+                     (not q.startswith("torch.nn.") or q.startswith("torch.nn.functional.")) for q in qualified)
+        return "op" if torchy else "module"
+    if "." not in text:
+        return "op" if text in _BUILTINS else "module"
+    if last in _TENSOR_METHODS:
+        return "op"
+    if head in ("self", "cls") or _MODELISH.search(head):
+        return "module"
+    return "op"
+
+
+def _headers(stmt: cst.CSTNode) -> list:
+    """The expressions a compound statement evaluates itself (not its body's)."""
+    if isinstance(stmt, cst.If) or isinstance(stmt, cst.While):
+        return [stmt.test]
+    if isinstance(stmt, cst.For):
+        return [stmt.target, stmt.iter]
+    if isinstance(stmt, cst.With):
+        return [i.item for i in stmt.items]
+    return []
+
+
+def _suite(body) -> list:
+    """The statements of an indented block, or the one-line suite itself (`for x in y: f(x)`)."""
+    if isinstance(body, cst.IndentedBlock):
+        return list(body.body)
+    return [body]
+
+
+def _is_body_continue(body: cst.BaseSuite) -> bool:
+    stmts = body.body if isinstance(body, cst.IndentedBlock) else (body,)
+    smalls = []
+    for s in stmts:
+        if isinstance(s, cst.SimpleStatementLine):
+            smalls.extend(s.body)
+        elif isinstance(s, cst.SimpleStatementSuite):
+            smalls.extend(s.body)
+        else:
+            return False
+    return len(smalls) == 1 and isinstance(smalls[0], cst.Continue)
+
+
+def _parameter_owners(call: cst.Call) -> list[str]:
+    out = [_text(n.func.value) for n in walk(call) if isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute)
+           and n.func.attr.value in ("parameters", "named_parameters")]
+    return list(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    fid: int
+    cls: str | None
+    nograd: bool
+    tests: tuple[str, ...]
+    in_class: str | None = None
+    parent_of_class: int | None = None
+    parent_stmt: int = -1
+
+    def replace(self, **kw) -> "_Ctx":
+        return dataclasses.replace(self, **kw)
+
+    def with_test(self, test: str) -> "_Ctx":
+        return self.replace(tests=self.tests + (test,))
+
+
+# ---------------------------------------------------------------------------------------------
+# Call resolution: after every function is known
+
+
+def _resolve_calls(facts: TrainingFacts) -> TrainingFacts:
+    by_name: dict[str, list[Function]] = {}
+    for f in facts.functions:
+        by_name.setdefault(f.name, []).append(f)
+
+    def ancestors(fid: int | None) -> list[int | None]:
+        out: list[int | None] = []
+        while fid is not None:
+            out.append(fid)
+            fid = facts.functions[fid].parent
+        out.append(None)
+        return out
+
+    def resolve(ev: Event, fn: Function) -> tuple[int, ...]:
+        name = ev.name
+        if ev.kind == "step":
+            name = ev.name.rsplit(".", 1)[-1]
+            receiver = ev.name.rsplit(".", 1)[0] if "." in ev.name else None
+        else:
+            receiver = ev.target.rsplit(".", 1)[0] if "." in ev.target else None
+        candidates = by_name.get(name, [])
+        if receiver in ("self", "cls"):
+            own = [c for c in candidates if c.cls is not None and c.cls == fn.cls]
+            if own:
+                return tuple(c.id for c in own[:1])
+            methods = [c for c in candidates if c.cls is not None]
+            return (methods[0].id,) if len(methods) == 1 else ()
+        if receiver is not None:
+            return ()
+        scope = ancestors(fn.id)
+        plain = [c for c in candidates if c.cls is None]
+        for s in scope:
+            inner = [c for c in plain if c.parent == s]
+            if inner:
+                return (inner[-1].id,)
+        return ()
+
+    def fix_block(block: Block, fn: Function) -> Block:
+        items = []
+        for it in block.items:
+            if isinstance(it, Block):
+                items.append(fix_block(it, fn))
+            elif it.callees == (-1,):  # marked "resolve me" by the extractor
+                items.append(dataclasses.replace(it, callees=resolve(it, fn)))
+            else:
+                items.append(it)
+        return dataclasses.replace(block, items=tuple(items))
+
+    functions = tuple(dataclasses.replace(f, body=fix_block(f.body, f)) for f in facts.functions)
+    return dataclasses.replace(facts, functions=functions)
+
+
+# Every GL2xx rule needs one of these words in the file: a backward, a clip, or a framework
+# trainer whose configuration decides the clipping.
+_SNIFF = re.compile(r"backward\(|clip_grad|clip_gradients|Trainer\(|TrainingArguments")
+
+
+def extract(src) -> TrainingFacts:
+    """Training-loop facts of one parsed file (gradlint.source.SourceFile)."""
+    if not _SNIFF.search(src.text):
+        return TrainingFacts()
+    ex = _Extractor(src)
+    return _resolve_calls(ex.run())
+
+
+def iter_events(block: Block):
+    for it in block.items:
+        if isinstance(it, Block):
+            yield from iter_events(it)
+        else:
+            yield it

@@ -1,0 +1,52 @@
+"""Training-loop fixtures: each `# expect: GL2xx` comment is a finding on that line, and there are no others."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from gradlint.api import check_paths
+from gradlint.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAINING = ROOT / "fixtures" / "training"
+EXPECT = re.compile(r"#\s*expect:\s*([A-Z0-9,\s]+)")
+
+CASES = sorted(p for p in TRAINING.glob("*.py"))
+
+
+def expectations(path: Path) -> set[tuple[int, str]]:
+    out = set()
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        m = EXPECT.search(line)
+        if m:
+            out |= {(number, code.strip()) for code in m.group(1).split(",") if code.strip()}
+    return out
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+def test_fixture_expectations(path):
+    config = Config(select=("GL2",), root=str(TRAINING))
+    result = check_paths([path], config, use_cache=False, jobs=1)
+    assert not result.internal_errors, result.internal_errors[0].internal_error
+    found = {(f.span.line, f.code) for f in result.findings}
+    assert found == expectations(path), [f"{f.span.line}: {f.code} {f.message}" for f in result.findings]
+
+
+def test_cross_file_fixture():
+    folder = TRAINING / "crossfile"
+    config = Config(select=("GL2",), root=str(folder))
+    result = check_paths([folder], config, use_cache=False, jobs=1)
+    found = {(Path(f.path).name, f.span.line, f.code) for f in result.findings}
+    expected = {(p.name, line, code) for p in folder.glob("*.py") for line, code in expectations(p)}
+    assert expected and found == expected
+    # train.py alone does not know what WordLM is: nothing to say
+    alone = check_paths([folder / "train.py"], config, use_cache=False, jobs=1)
+    assert not alone.findings
+
+
+def test_every_training_rule_has_a_fixture():
+    expected = {code for p in CASES for _, code in expectations(p)}
+    assert {"GL201", "GL202", "GL203", "GL204", "GL205", "GL206", "GL207"} <= expected

@@ -1,0 +1,414 @@
+"""Loop facts (gradlint.source.loops) and step contexts (gradlint.rules.training.steps)."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+from gradlint.api import check_source
+from gradlint.config import Config
+from gradlint.rules.training import steps
+from gradlint.source import extract_facts, parse
+from gradlint.source.loops import TrainingFacts, iter_events
+
+
+def facts(text: str) -> TrainingFacts:
+    return extract_facts(parse("t.py", text)).training
+
+
+def events(text: str, kind: str | None = None):
+    t = facts(text)
+    out = [e for fn in t.functions for e in iter_events(fn.body)]
+    return [e for e in out if kind is None or e.kind == kind]
+
+
+def codes(text: str, select: str = "GL2", **kw) -> list[str]:
+    return [f.code for f in check_source(text, Config(select=(select,)), **kw)]
+
+
+def test_clip_through_any_alias():
+    for head in ("import torch\nC = torch.nn.utils.clip_grad_norm_",
+                 "from torch.nn.utils import clip_grad_norm_ as C",
+                 "import torch.nn.utils as U\nC = U.clip_grad_norm_",
+                 "from torch import nn\nC = nn.utils.clip_grad_norm_",
+                 "from torch.nn.utils.clip_grad import clip_grad_norm_ as C"):
+        call = head.rsplit("=", 1)[1].strip() if "=" in head.splitlines()[-1] else "C"
+        text = head.splitlines()[0] + f"\nloss.backward()\n{call}(model.parameters(), 1.0)\n"
+        clips = events(text, "clip")
+        assert [c.via for c in clips] == ["torch"], text
+        assert clips[0].value.number == 1.0
+
+
+def test_framework_and_helper_clips():
+    text = ("import torch\naccelerator.clip_grad_norm_(model.parameters(), 2.0)\nmodel.clip_grad_norm_(3.0)\n"
+            "fabric.clip_gradients(model, opt, max_norm=4.0)\nutils.clip_gradient(opt, 5.0)\nloss.backward()\n")
+    clips = events(text, "clip")
+    assert [(c.via, c.value.number if c.value else None) for c in clips] == [
+        ("framework", 2.0), ("framework", 3.0), ("framework", 4.0), ("helper", None)]
+
+
+def test_backward_kinds():
+    text = """\
+import torch
+scaler.scale(loss).backward()
+accelerator.backward(loss)
+self.accelerator.backward(loss)
+fabric.backward(loss)
+self.manual_backward(loss)
+(loss / 4).backward()
+torch.autograd.backward(loss)
+"""
+    assert [e.via for e in events(text, "backward")] == [
+        "scaler", "accelerate", "accelerate", "fabric", "lightning", "tensor", "autograd"]
+
+
+def test_steps_are_optimizers_not_schedulers():
+    text = """\
+import torch
+opt = torch.optim.Adam(model.parameters())
+loss.backward()
+optimizer.step()
+self.optimizer.step()
+opt.step()
+scheduler.step()
+lr_scheduler.step()
+env.step(action)
+scaler.step(optimizer)
+ema.step()
+"""
+    got = [(e.via, e.target) for e in events(text, "step")]
+    assert got == [("optimizer", "optimizer"), ("optimizer", "self.optimizer"), ("optimizer", "opt"),
+                   ("scaler", "optimizer")]
+
+
+def test_clearing_forms():
+    text = """\
+import torch
+loss.backward()
+optimizer.zero_grad(set_to_none=True)
+model.zero_grad()
+p.grad = None
+p.grad.zero_()
+p.grad.data.zero_()
+del p.grad
+opt.second_step(zero_grad=True)
+"""
+    assert len(events(text, "clear")) == 7
+
+
+def test_argparse_default_and_constants_and_guards():
+    text = """\
+import argparse, math, torch
+parser = argparse.ArgumentParser()
+parser.add_argument("--max-grad-norm", type=float, default=0)
+args = parser.parse_args()
+INF = math.inf
+loss.backward()
+torch.nn.utils.clip_grad_norm_(p, args.max_grad_norm)
+if args.max_grad_norm > 0:
+    torch.nn.utils.clip_grad_norm_(p, args.max_grad_norm)
+torch.nn.utils.clip_grad_norm_(p, INF)
+"""
+    a, b, c = events(text, "clip")
+    assert (a.value.number, a.value.source, a.value.guarded) == (0.0, "argparse", False)
+    assert b.value.guarded
+    assert math.isinf(c.value.number) and c.value.source == "constant" and steps.is_measuring(c)
+
+
+def test_facts_are_picklable_and_skipped_files_are_empty():
+    t = facts("import torch\nfor x in d:\n    loss.backward()\n    opt.step()\n")
+    assert pickle.loads(pickle.dumps(t)) == t
+    assert facts("import torch\nx = torch.zeros(3)\n") == TrainingFacts()
+
+
+def test_step_function_is_followed_from_loop_and_marked_repeated():
+    text = """\
+import torch
+def step(batch):
+    model(batch).backward()
+    optimizer.step()
+for batch in loader:
+    step(batch)
+"""
+    ctxs = steps.contexts(facts(text))
+    kinds = sorted((c.loop is not None, c.repeated) for c in ctxs)
+    assert kinds == [(False, True), (True, True)]
+
+
+def test_method_step_function_resolved_through_self():
+    text = """\
+import torch
+class T:
+    def training_step(self, batch):
+        self.model(batch).backward()
+    def fit(self):
+        for batch in self.loader:
+            self.training_step(batch)
+            self.optimizer.step()
+"""
+    ctxs = steps.contexts(facts(text))
+    loop = [c for c in ctxs if c.loop is not None]
+    assert len(loop) == 1 and {f.event.kind for f in loop[0].events} >= {"backward", "step"}
+
+
+def test_accumulation_guards():
+    for guard in ("if (i + 1) % k == 0:\n        opt.step()",
+                  "if not (i + 1) % k:\n        opt.step()",
+                  "if sync:\n        opt.step()"):
+        text = f"import torch\nfor i, b in enumerate(d):\n    sync = (i + 1) % k == 0\n    b.backward()\n    {guard}\n"
+        (c,) = [c for c in steps.contexts(facts(text)) if c.loop is not None]
+        (s,) = c.of("step")
+        assert any(g.accum for g in s.guards), guard
+
+
+def test_continue_guard():
+    text = "import torch\nfor i, b in enumerate(d):\n    b.backward()\n    if i % k != 0:\n        continue\n    opt.step()\n"
+    (c,) = [c for c in steps.contexts(facts(text)) if c.loop is not None]
+    assert any(g.accum for g in c.of("step")[0].guards)
+
+
+def test_string_formatting_is_not_accumulation():
+    text = "import torch\nfor i, b in enumerate(d):\n    b.backward()\n    if '%d' % i == '0':\n        opt.step()\n"
+    (c,) = [c for c in steps.contexts(facts(text)) if c.loop is not None]
+    assert not any(g.accum for g in c.of("step")[0].guards)
+
+
+def test_nested_def_body_does_not_run_at_its_definition():
+    text = """\
+import torch
+for x in loader:
+    def later():
+        opt.step()
+    loss.backward()
+"""
+    assert not steps.contexts(facts(text))
+
+
+def test_no_grad_contexts_and_enable_grad():
+    text = """\
+import torch
+with torch.no_grad():
+    a.backward()
+    with torch.enable_grad():
+        b.backward()
+with torch.set_grad_enabled(False):
+    c.backward()
+with torch.set_grad_enabled(is_train):
+    d.backward()
+@torch.inference_mode()
+def f():
+    e.backward()
+"""
+    assert {e.target: e.nograd for e in events(text, "backward")} == {"a": True, "b": False, "c": True, "d": False, "e": True}
+
+
+def test_compatible_branches():
+    text = """\
+import torch
+for x in loader:
+    if amp:
+        scaler.scale(loss).backward()
+    else:
+        loss.backward()
+    if amp:
+        scaler.step(opt)
+    else:
+        opt.step()
+"""
+    (c,) = steps.contexts(facts(text))
+    b_amp, b_plain = c.of("backward")
+    s_amp, s_plain = c.of("step")
+    assert steps.compatible(b_amp, s_amp) and not steps.compatible(b_amp, s_plain)
+
+
+def test_gl201_model_from_another_file_of_the_run():
+    model_py = """\
+from torch import nn
+class WordLM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(8, 8)
+    def forward(self, x):
+        return self.rnn(x)[0]
+"""
+    train_py = """\
+import torch
+from model import WordLM
+model = WordLM()
+opt = torch.optim.SGD(model.parameters(), lr=1.0)
+for x in loader:
+    opt.zero_grad()
+    model(x).sum().backward()
+    opt.step()
+"""
+    # needs the run-wide class index (gradlint/source/models.py) to say WordLM is recurrent
+    assert codes(train_py, "GL201", path="train.py", extra_files={"model.py": model_py}) == ["GL201"]
+
+
+def test_gl201_optimizer_on_a_cnn_is_quiet_even_with_an_lstm_elsewhere():
+    text = """\
+import torch
+from torch import nn
+rnn = nn.LSTM(8, 8)
+cnn = nn.Conv2d(3, 8, 3)
+opt = torch.optim.SGD(cnn.parameters(), lr=0.1)
+for x in loader:
+    opt.zero_grad()
+    cnn(x).sum().backward()
+    opt.step()
+"""
+    assert codes(text, "GL201") == []
+
+
+def test_gl201_model_found_through_the_calls_when_the_optimizer_is_unknown():
+    text = """\
+import torch
+from torch import nn
+model = nn.LSTM(8, 8)
+for x in loader:
+    optimizer.zero_grad()
+    model(x)[0].sum().backward()
+    optimizer.step()
+"""
+    assert codes(text, "GL201") == ["GL201"]
+
+
+def test_gl205_unresolvable_call_might_clear():
+    text = """\
+import torch
+class A:
+    def reset(self): ...
+class B:
+    def reset(self): ...
+def go(self):
+    for x in loader:
+        self.reset()
+        model(x).backward()
+        optimizer.step()
+"""
+    assert "GL205" not in codes(text, "GL205")
+
+
+def test_hf_trainer_shape_is_quiet():
+    from tests.conftest import FIXTURES
+
+    text = (FIXTURES / "training" / "hf_style_trainer.py").read_text()
+    assert codes(text) == []
+
+
+def test_messages_carry_numbers():
+    text = "import torch\nloss.backward()\ntorch.nn.utils.clip_grad_norm_(m.parameters(), 1e4)\n"
+    (f,) = check_source(text, Config(select=("GL204",)))
+    assert "max_norm=1e4 (>= 1000)" in f.message and str(f.severity) == "info"
+    text = "import torch\nloss.backward()\ntorch.nn.utils.clip_grad_norm_(m.parameters(), max_norm=0)\n"
+    (f,) = check_source(text, Config(select=("GL204",)))
+    assert "max_norm=0" in f.message and str(f.severity) == "error"
+
+
+def test_gl203_in_a_method_behind_use_amp_with_a_fix_using_attribute_names():
+    text = """\
+import torch
+
+
+class Runner:
+    def __init__(self, cfg, model, optimizer):
+        self.cfg, self.model, self.optimizer = cfg, model, optimizer
+        if cfg.use_amp:
+            self.scaler = torch.cuda.amp.GradScaler()
+
+    def run_batch(self, x, y, train=True):
+        with torch.set_grad_enabled(train), torch.autocast("cuda", enabled=self.cfg.use_amp):
+            loss = self.model(x, y)
+        if train:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.cfg.use_amp:
+                self.scaler.scale(loss).backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+                self.optimizer.step()
+        return loss.item()
+
+    def run_epoch(self, loader):
+        for x, y in loader:
+            self.run_batch(x, y)
+"""
+    findings = check_source(text, Config(select=("GL2",)))
+    assert [(f.code, f.span.line) for f in findings] == [("GL203", 17)]
+    (edit,) = findings[0].fix.edits
+    assert edit.content == "                self.scaler.unscale_(self.optimizer)\n"
+
+
+def test_odd_inputs_do_not_crash():
+    odd = [
+        "s = 'loss.backward('\n",
+        "def f():\n    for x in y:\n        f()\n        loss.backward()\n        opt.step()\n",
+        "def a():\n    b()\n    loss.backward()\ndef b():\n    a()\n    opt.step()\nfor _ in r:\n    a()\n",
+        "async def f():\n    async for x in y:\n        async with z:\n            loss.backward()\n            opt.step()\n",
+        "match x:\n    case 1:\n        loss.backward()\n    case _:\n        opt.step()\n",
+        "for x in y: loss.backward(); opt.step()\n",
+        "while (n := n - 1):\n    [l.backward() for l in losses]\n    opt.step(lambda: (yield))\n",
+        "x = lambda: loss.backward()\nclass A:\n    optimizer = make()\n    def step(self): self.optimizer.step(); self.backward()\n",
+    ]
+    for text in odd:
+        assert isinstance(codes(text), list)
+        steps.contexts(facts(text))
+
+
+def test_a_literal_zero_is_never_guarded():
+    text = "import torch\nfor step in range(9):\n    loss.backward()\n    if step > 0:\n        torch.nn.utils.clip_grad_norm_(p, 0)\n"
+    assert codes(text, "GL204") == ["GL204"]
+
+
+def test_backward_with_an_incoming_gradient_backpropagates_the_receiver():
+    text = """\
+import torch
+with torch.no_grad():
+    g = weighting(x)
+y = model(x)
+y.backward(g)
+"""
+    (ev,) = events(text, "backward")
+    assert (ev.via, ev.target) == ("tensor", "y")
+    assert codes(text, "GL207") == []
+    text = "import torch\nstrategy.backward(loss, optimizer)\n"
+    (ev,) = events(text, "backward")
+    assert (ev.via, ev.target) == ("framework", "loss")
+
+
+def test_per_function_positions_match_the_shared_provider(monkeypatch):
+    from gradlint.source import loops
+
+    text = (
+        "import torch\n"
+        "class T:\n"
+        "    @torch.no_grad()\n"
+        "    def ev(self):\n"
+        "        pass\n"
+        "\n"
+        "    def fit(self, loader):\n"
+        "        for x in loader:\n"
+        "            loss = self.model(\n"
+        "                x)\n"
+        "            self.scaler.scale(loss).backward()\n"
+        "            if True:\n"
+        "                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),\n"
+        "                                                      1.0)\n"
+        "            self.scaler.step(self.optimizer); self.optimizer.zero_grad()\n"
+        "        def inner():\n"
+        "\tpass\n"
+        "if __name__ == '__main__':\n"
+        "    T().fit(loader)\n"
+    )
+    text = text.replace("        def inner():\n\tpass\n", "        def inner():\n            return 1\n")
+    fast = loops.extract(parse("t.py", text))
+    monkeypatch.setattr(loops._Positions, "_pair_defs", lambda self: None)
+    slow = loops.extract(parse("t.py", text))
+    ev_fast = [e for f in fast.functions for e in iter_events(f.body) if e.kind not in ("invoke", "call")]
+    ev_slow = [e for f in slow.functions for e in iter_events(f.body) if e.kind not in ("invoke", "call")]
+    assert [e.span for e in ev_fast] == [e.span for e in ev_slow]
+    assert {e.kind for e in ev_fast} >= {"backward", "clip", "step", "clear"}
+    assert [fast.stmts[e.stmt] for e in ev_fast] == [slow.stmts[e.stmt] for e in ev_slow]
