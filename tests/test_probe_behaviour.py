@@ -258,6 +258,22 @@ def test_configured_threshold_in_the_finding_wins():
     assert v.verdict == CONFIRMED
 
 
+def test_gl104_over_a_factory_loop_measures_every_named_layer(tmp_path):
+    path = write(tmp_path, """
+        def make_model():
+            layers = []
+            for _ in range(4):
+                lin = nn.Linear(512, 512)
+                nn.init.normal_(lin.weight, std=1.0)
+                layers += [lin, nn.Tanh()]
+            return nn.Sequential(*layers)
+    """)
+    report = run_probe(ProbeOptions(target=f"{path}:make_model", device=DEVICE, steps=1, input_shape=(64, 512)))
+    v = one(report, "GL104")  # from the static pass, which names the factory as the network
+    assert v.verdict == CONFIRMED and v.sites == ("0", "2", "4", "6")
+    assert "GL706" not in codes(report)  # the saturation was predicted, layer by layer
+
+
 # --- the probe's own findings --------------------------------------------------------------
 
 def test_dead_relu_units_gl705(tmp_path):

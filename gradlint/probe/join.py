@@ -180,21 +180,29 @@ def _num(value: Any) -> float | None:
 
 
 def _judge_saturation(f: Finding, data: dict[str, Any], meas: Any, module_classes: dict[str, str]) -> Verdict:
+    """The measured std of the named layers' outputs (the pre-activations), averaged over the
+    layers ('modules' when the finding covers a loop or a graph, else 'module') and instances."""
     predicted = _num(data.get("predicted_std"))
-    stds = []
-    for root in instances(module_classes, data.get("network")) or [""]:
-        site = join_path(root, str(data.get("module") or ""))
-        s = meas.mean(meas.act_std, site)
-        if s is not None and math.isfinite(s):
-            stds.append(s)
+    names = [onnx_scope(str(m)) for m in (data.get("modules") or (data.get("module"),)) if m]
     roots = instances(module_classes, data.get("network"))
+    if not roots and names and all(n in module_classes for n in names):
+        roots = [""]  # an ONNX export: paths relative to the model itself
+    stds, sites = [], []
+    for root in roots:
+        for name in names:
+            site = join_path(root, name)
+            value = meas.mean(meas.act_std, site)
+            if value is not None and math.isfinite(value):
+                stds.append(value)
+                sites.append(site)
     if not stds:
         why = (f"no module of class {data.get('network')!r} in the model" if not roots
                else f"module {data.get('module')!r} not found or not measured")
         return Verdict(f, INCONCLUSIVE, predicted, None, why)
     m = sum(stds) / len(stds)
     verdict = CONFIRMED if m >= SATURATED_STD else REFUTED if m < HEALTHY_STD else INCONCLUSIVE
-    return Verdict(f, verdict, predicted, m, "measured pre-activation std", extra={"roots": tuple(roots)})
+    return Verdict(f, verdict, predicted, m, "measured pre-activation std", tuple(sites),
+                   extra={"roots": tuple(r for r in roots if r or data.get("network") in module_classes.values())})
 
 
 def _judge_dead_init(f: Finding, data: dict[str, Any], meas: Any, module_classes: dict[str, str]) -> Verdict:
@@ -284,6 +292,7 @@ def probe_findings(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict
     out: list[Verdict] = []
     predicted_sites = {"vanishing": set(), "exploding": set()}
     saturation_roots: set[str] = set()
+    saturation_layers: set[str] = set()
     for v in static:
         if v.finding.code == "GL101" or (v.finding.code == "GL105" and v.verdict == CONFIRMED):
             # A dead init's zero gradient is its own finding, not a surprise vanishing chain.
@@ -293,6 +302,7 @@ def probe_findings(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict
         elif v.finding.code == "GL104" and v.verdict != REFUTED:
             # The static pass saw saturation in this network: its other activations are no news.
             saturation_roots.update(v.extra.get("roots", ()))
+            saturation_layers.update(v.sites)
 
     for chain in measured_chains(meas):
         gain = meas.grad_ratio(chain[0], chain[-1])
@@ -333,11 +343,20 @@ def probe_findings(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict
 
     dead = [(site, fraction) for site, fraction in meas.dead.items() if fraction >= DEAD_FRACTION]
     out += _grouped(ctx, meas, "GL705", dead, "of the units of {what} were never active")
+    # The layer in front of each saturating activation, to match GL104's named layers.
+    in_front: dict[str, str] = {}
+    last = None
+    for s in meas.sites:
+        if s.kind in ("param", "conv", "norm"):
+            last = s.name
+        elif s.kind == "saturating" and last is not None:
+            in_front[s.name] = last
     saturated = []
     for site, values in meas.saturated.items():
         vals = [v for v in values if v is not None]
         s = meas.site(site)
-        if vals and sum(vals) / len(vals) >= SATURATED_FRACTION and not _under(s.module if s else site, saturation_roots):
+        predicted = _under(s.module if s else site, saturation_roots) or in_front.get(site) in saturation_layers
+        if vals and sum(vals) / len(vals) >= SATURATED_FRACTION and not predicted:
             saturated.append((site, sum(vals) / len(vals)))
     out += _grouped(ctx, meas, "GL706", saturated, "of the outputs of {what} are saturated (|φ'| < 1e-2)")
     return out
