@@ -127,3 +127,12 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def readme_rules_table() -> str:
+    """The rules table of README.md (between its `rules-table` markers), from the registry."""
+    rows = ["| code | name | severity | default | fix | what it flags |", "| --- | --- | --- | --- | --- | --- |"]
+    for code, r in load_rules().items():
+        default = "probe" if r.probe_only else ("always" if r.always_on else ("on" if r.default_enabled else "off"))
+        rows.append(f"| {code} | {r.name} | {r.severity} | {default} | {'yes' if r.fixable() else ''} | {r.summary} |")
+    return "\n".join(rows) + "\n"
