@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 from gradlint.findings import Finding, Fix, GraphNode, Severity, SourceSpan, make_data

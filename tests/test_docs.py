@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 
 from gradlint import docs
 from gradlint.registry import load_rules

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
-from gradlint.model.ir import Activation, Norm, Opaque, Param, Passthrough, Recurrent, Residual, walk
+from gradlint.model.ir import Activation, Norm, Param, Passthrough, Recurrent, Residual, walk
 from gradlint.onnx import extract_onnx
 from gradlint.onnx.lower import module_path, torch_fans
 

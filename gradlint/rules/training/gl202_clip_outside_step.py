@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Iterator
 
 from gradlint.findings import Edit, Finding, Fix, Severity, SourceSpan
-from gradlint.registry import Example, Rule, RuleContext
+from gradlint.registry import Example, RuleContext
 from gradlint.rules.training import steps
 
 
-class ClipOutsideStep(Rule):
+class ClipOutsideStep(steps.StepRule):
     """
     ## What it does
     Flags a gradient clip (`clip_grad_norm_`, `clip_grad_value_`, `accelerator.clip_grad_norm_`,
@@ -192,12 +192,6 @@ def train(model, loader, accelerator, optimizer):
             optimizer.zero_grad()
 """, note="accelerate"),
     ]
-
-    def check(self, ctx: RuleContext) -> Iterator[Finding]:
-        facts = ctx.facts.training
-        if facts is None:
-            return
-        yield from steps.dedupe(self._check(ctx, facts))
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         for c in steps.contexts(facts):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from gradlint.findings import Edit, Finding, Fix, Severity, SourceSpan
-from gradlint.registry import Example, Rule, RuleContext
+from gradlint.registry import Example, RuleContext
 from gradlint.rules.training import steps
 
 _BUGGY = """\
@@ -26,7 +26,7 @@ for x, y in loader:
 _FIXED = _BUGGY.replace("    torch.nn.utils.clip_grad_norm_", "    scaler.unscale_(optimizer)\n    torch.nn.utils.clip_grad_norm_")
 
 
-class ClipScaledGradients(Rule):
+class ClipScaledGradients(steps.StepRule):
     """
     ## What it does
     Flags a `torch.nn.utils.clip_grad_norm_`/`clip_grad_value_` (any import alias) in a step
@@ -221,12 +221,6 @@ class Model(LightningModule):
         opt.step()
 """, note="Lightning's clip_gradients"),
     ]
-
-    def check(self, ctx: RuleContext) -> Iterator[Finding]:
-        facts = ctx.facts.training
-        if facts is None:
-            return
-        yield from steps.dedupe(self._check(ctx, facts))
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         for c in steps.contexts(facts):

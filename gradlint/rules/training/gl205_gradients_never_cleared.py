@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Iterator
 
 from gradlint.findings import Finding, Severity
-from gradlint.registry import Example, Rule, RuleContext
+from gradlint.registry import Example, RuleContext
 from gradlint.rules.training import steps
 
 
-class GradientsNeverCleared(Rule):
+class GradientsNeverCleared(steps.StepRule):
     """
     ## What it does
     Flags a loop whose iterations run `backward()` and an optimizer step, when nothing
@@ -136,12 +136,6 @@ def train_step(model, optimizer, x, y):
     optimizer.step()
 """, note="a step function no loop of this file calls"),
     ]
-
-    def check(self, ctx: RuleContext) -> Iterator[Finding]:
-        facts = ctx.facts.training
-        if facts is None:
-            return
-        yield from steps.dedupe(self._check(ctx, facts))
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         for c in steps.contexts(facts):

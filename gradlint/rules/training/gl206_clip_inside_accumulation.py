@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Iterator
 
 from gradlint.findings import Finding, Severity
-from gradlint.registry import Example, Rule, RuleContext
+from gradlint.registry import Example, RuleContext
 from gradlint.rules.training import steps
 
 
-class ClipInsideAccumulation(Rule):
+class ClipInsideAccumulation(steps.StepRule):
     """
     ## What it does
     Flags a gradient clip in the micro-batch loop of gradient accumulation: the optimizer step
@@ -133,12 +133,6 @@ for batch in loader:
         optimizer.zero_grad()
 """, note="accelerate's accumulation"),
     ]
-
-    def check(self, ctx: RuleContext) -> Iterator[Finding]:
-        facts = ctx.facts.training
-        if facts is None:
-            return
-        yield from steps.dedupe(self._check(ctx, facts))
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         for c in steps.contexts(facts):

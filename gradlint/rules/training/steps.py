@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from gradlint.source.loops import Assign, Block, Event, Function, TrainingFacts
+from gradlint.findings import Finding
+from gradlint.registry import Rule, RuleContext
 
 INLINE_DEPTH = 2
 
@@ -264,3 +266,19 @@ def _flagged_gain(index, cls: str) -> float | None:
             if isinstance(gain, (int, float)) and gain > 0 and (gain < VANISHING or gain > EXPLODING):
                 return float(gain)
     return None
+
+
+class StepRule(Rule):
+    """A rule over the training steps of one file: subclasses write `_check(ctx, facts)`, this
+    reads the loop facts and drops duplicate findings (a step reached from two loops)."""
+
+    abstract = True
+
+    def check(self, ctx: RuleContext) -> Iterator[Finding]:
+        facts = ctx.facts.training
+        if facts is None:
+            return
+        yield from dedupe(self._check(ctx, facts))
+
+    def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
+        return iter(())
