@@ -630,7 +630,25 @@ def _walk_classes(module: cst.Module):
             stack.extend(node.body.body)
 
 
-class _InitInterpreter:
+class _Walker:
+    """Statement dispatch shared by the two interpreters: run a block until a return."""
+
+    done: bool
+
+    def block(self, body: Any) -> None:
+        stmts = body.body if hasattr(body, "body") and not isinstance(body, list) else body
+        if isinstance(stmts, cst.BaseSuite):
+            stmts = stmts.body
+        for stmt in stmts:
+            if self.done:
+                return
+            self.stmt(stmt)
+
+    def stmt(self, stmt: cst.CSTNode) -> None:
+        raise NotImplementedError
+
+
+class _InitInterpreter(_Walker):
     """Statement interpreter for __init__ and the helper methods it calls."""
 
     def __init__(self, fm: FileModel, env: dict, inst: Instance | None) -> None:
@@ -642,15 +660,6 @@ class _InitInterpreter:
 
     def ev(self, e: cst.BaseExpression) -> Any:
         return self.fm.eval(e, self.env)
-
-    def block(self, body: cst.BaseSuite | cst.BaseStatement | list) -> None:
-        stmts = body.body if hasattr(body, "body") and not isinstance(body, list) else body
-        if isinstance(stmts, cst.BaseSuite):
-            stmts = stmts.body
-        for stmt in stmts:
-            if self.done:
-                return
-            self.stmt(stmt)
 
     def stmt(self, stmt: cst.CSTNode) -> None:
         if isinstance(stmt, cst.SimpleStatementLine):
@@ -1243,7 +1252,7 @@ def _div(a: Any, b: Any):
     return f"{a}/{b}"
 
 
-class _ForwardInterpreter:
+class _ForwardInterpreter(_Walker):
     """Interprets forward over paths of IR nodes."""
 
     def __init__(self, low: Lowerer, inst: Instance) -> None:
@@ -1446,15 +1455,6 @@ class _ForwardInterpreter:
                 return PathVal(p.root, p.nodes + (Passthrough("", f"scale:{factor}" if factor is not None else "scale:?"),))
             return p  # adding a bias or a positional table leaves the gradient's scale alone
         return self.fm.eval(e, self._numeric_env())
-
-    def block(self, body: Any) -> None:
-        stmts = body.body if hasattr(body, "body") and not isinstance(body, list) else body
-        if isinstance(stmts, cst.BaseSuite):
-            stmts = stmts.body
-        for stmt in stmts:
-            if self.done:
-                return
-            self.stmt(stmt)
 
     def assign(self, target: cst.BaseExpression, value: Any) -> None:
         if isinstance(target, cst.Name):
