@@ -14,6 +14,14 @@ from gradlint.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
+# The OASIS SARIF 2.1.0 schema: CI has the shared folder beside the checkout, a git worktree under
+# wt/<name>/ one level further up; a clone anywhere else (the README's set-up commands in a fresh
+# folder) uses the copy of the same file kept in tests/data/.
+SARIF_SCHEMA = next(
+    p for p in (ROOT.parent / "shared" / "schemas" / "sarif-schema-2.1.0.json",
+                ROOT.parent.parent / "shared" / "schemas" / "sarif-schema-2.1.0.json",
+                ROOT / "tests" / "data" / "sarif-schema-2.1.0.json") if p.is_file()
+)
 
 
 def example_bytes(source: str, kind: str) -> tuple[str | bytes, str]:

@@ -642,8 +642,8 @@ def test_sarif_and_plot(cli, tmp_path):
     # Valid against the OASIS schema (shared folder beside the checkout, or above a worktree).
     import jsonschema
 
-    schema_path = next(p for p in (ROOT.parent / "shared" / "schemas" / "sarif-schema-2.1.0.json",
-                                   ROOT.parent.parent / "shared" / "schemas" / "sarif-schema-2.1.0.json") if p.is_file())
+    from tests.conftest import SARIF_SCHEMA as schema_path
+
     schema = json.loads(schema_path.read_text(encoding="utf-8"))
     validator = jsonschema.validators.validator_for(schema)(schema)
     assert not [e.message for e in validator.iter_errors(doc)]

@@ -12,16 +12,10 @@ from gradlint import __version__
 from gradlint.findings import FileResult, Finding, GraphNode, RunResult, Severity, SourceSpan
 from gradlint.report.sarif import build_sarif, render_sarif
 from tests.report_samples import CWD, empty_result, sample_result
+from tests.conftest import SARIF_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
-# CI has the shared folder beside the checkout (ROOT.parent/"shared"); a git worktree under
-# wt/<name>/ has it one level further up. A clone anywhere else (the README's set-up commands in
-# a fresh folder) uses the copy of the same OASIS file kept in tests/data/.
-SCHEMA_PATH = next(
-    p for p in (ROOT.parent / "shared" / "schemas" / "sarif-schema-2.1.0.json",
-                ROOT.parent.parent / "shared" / "schemas" / "sarif-schema-2.1.0.json",
-                ROOT / "tests" / "data" / "sarif-schema-2.1.0.json") if p.is_file()
-)
+SCHEMA_PATH = SARIF_SCHEMA
 
 
 @pytest.fixture(scope="module")
