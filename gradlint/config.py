@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import fnmatch
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a dependency there)
+    import tomli as tomllib  # type: ignore[no-redef]
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
