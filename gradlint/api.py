@@ -10,7 +10,7 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from gradlint import __version__, suppress
 from gradlint.config import Config
@@ -276,10 +276,6 @@ def exit_code(result: RunResult, fail_on: Severity, *, exit_zero: bool = False) 
     if exit_zero:
         return 0
     return 1 if any(f.severity >= fail_on for f in result.findings) else 0
-
-
-def iter_findings(result: RunResult) -> Iterator[Finding]:
-    yield from result.findings
 
 
 __all__ = [

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gradlint.config import Config
+from gradlint.config import DEFAULT_EXCLUDE, Config
 
 SUFFIXES = (".py", ".onnx")
 
@@ -127,7 +127,7 @@ def _display(path: Path) -> str:
 def discover(paths: list[Path], config: Config) -> Discovered:
     found = Discovered()
     root = Path(config.root).resolve()
-    user_excludes = tuple(config.extend_exclude) + tuple(p for p in config.exclude if p not in _defaults())
+    user_excludes = tuple(config.extend_exclude) + tuple(p for p in config.exclude if p not in DEFAULT_EXCLUDE)
     all_excludes = tuple(config.exclude) + tuple(config.extend_exclude)
     seen: set[Path] = set()
     for given in paths:
@@ -146,12 +146,6 @@ def discover(paths: list[Path], config: Config) -> Discovered:
             continue
         found.files.extend(_walk(given, root, all_excludes, config.respect_gitignore, seen))
     return found
-
-
-def _defaults() -> tuple[str, ...]:
-    from gradlint.config import DEFAULT_EXCLUDE
-
-    return DEFAULT_EXCLUDE
 
 
 def _repo_root(folder: Path) -> Path:

@@ -84,7 +84,7 @@ class RuleContext:
             path=self.path,
             span=span if span is not None else SourceSpan.point(1, 1),
             node=node,
-            fix_title=rule.fix_title if fix is not None or rule.fix_title else None,
+            fix_title=rule.fix_title,
             fix=fix,
             data=make_data(data or {}),
         )

@@ -991,14 +991,10 @@ def _poison_changed(env: dict, before: dict, keep_new_attrs: bool = False, inst:
 
 # ---- from interpreted instances to IR ---------------------------------------------------
 
-_GUARDED = ("head", "out", "proj", "gate", "adaln", "modulation", "zero", "lora", "control", "final", "last",
-            "classifier", "logit", "skip", "rezero", "alpha", "scale", "residual", "fixup", "readout", "policy", "value")
-
-
 class Lowerer:
     """Assigns module paths and lowers forward to IR nodes for one root instance."""
 
-    def __init__(self, fm: FileModel, inherited_type_inits: list | None = None) -> None:
+    def __init__(self, fm: FileModel) -> None:
         self.fm = fm
         self.params: list[Param] = []
         self.recurrents: list[Recurrent] = []
@@ -1380,8 +1376,6 @@ class _ForwardInterpreter(_Walker):
                 if method == "softmax":
                     return PathVal(owner.root, owner.nodes + (Activation("", "softmax"),))
                 return PathVal(owner.root, owner.nodes + (Opaque("", f".{method}()"),))
-        if "torch.softmax" in quals or "torch.matmul" in quals or "torch.cat" in quals:
-            pass
         paths = self.paths_in(call)
         if paths:
             first = paths[0]
@@ -1545,7 +1539,6 @@ class _ForwardInterpreter(_Walker):
                 self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
             return
         before = dict(self.env)
-        returns_before = len(self.returns)
         self.block(stmt.body)
         body_done = self.done
         self.done = False
@@ -1569,7 +1562,6 @@ class _ForwardInterpreter(_Walker):
         for k in set(after_body) | set(after_else):
             merged[k] = _merge(after_body.get(k, UNKNOWN), after_else.get(k, UNKNOWN))
         self.env = merged
-        del returns_before
 
     def result(self, main_input: str) -> tuple | None:
         if not self.returns:
