@@ -63,6 +63,10 @@ def _rule_descriptor(code: str, findings: list[Finding]) -> dict[str, Any]:
 def _result(f: Finding, rule_index: int, cwd: str) -> dict[str, Any]:
     artifact = _artifact(f.path, cwd)
     location: dict[str, Any] = {"physicalLocation": {"artifactLocation": artifact, "region": _region(f.span)}}
+    if f.cell is not None:
+        # The region's lines count within the cell; the notebook stays the artifact.
+        location["properties"] = {"cell": f.cell}
+        location["logicalLocations"] = [{"name": f"cell {f.cell}", "kind": "module"}]
     if f.node is not None:
         graph = str(f.data_dict.get("graph") or PurePosixPath(f.path.replace(os.sep, "/")).stem)
         location["logicalLocations"] = [{
@@ -89,6 +93,8 @@ def _result(f: Finding, rule_index: int, cwd: str) -> dict[str, Any]:
             }],
         }]
     props: dict[str, Any] = {"name": f.name, "severity": str(f.severity)}
+    if f.cell is not None:
+        props["cell"] = f.cell
     if f.data:
         props["data"] = jsonable(f.data_dict)
     out["properties"] = props
