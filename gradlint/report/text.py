@@ -38,7 +38,9 @@ def escape(text: str) -> str:
 def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
     """A message on one line: a multi-line expression quoted from the source is joined with
     single spaces, then escaped and cut to `limit` characters."""
-    text = escape(re.sub(r"[ \t]*(?:\r\n|\r|\n)[ \t]*", " ", message))
+    text = re.sub(r"([(\[{])[ \t]*(?:\r\n|\r|\n)\s*", r"\1", message)
+    text = re.sub(r",?[ \t]*(?:\r\n|\r|\n)\s*([)\]}])", r"\1", text)
+    text = escape(re.sub(r"[ \t]*(?:\r\n|\r|\n)\s*", " ", text))
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
