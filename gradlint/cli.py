@@ -201,6 +201,8 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
             fail("--stdin-filename checks the source read from stdin: give no other path (or `-`)")
         if stdin_filename is None:
             fail("reading from stdin (`-`) needs --stdin-filename PATH, to know the file's kind and project")
+        if add_noqa:
+            fail("--add-noqa edits files in place; it cannot be used with --stdin-filename")
         _check_stdin(stdin_filename, select, ignore, extend_select, fail_on, config_path, fmt, exit_zero, fix,
                      unsafe_fixes, diff, quiet, output_file, exclude, extend_exclude)
         return
