@@ -194,8 +194,7 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
     from gradlint.api import check_paths, exit_code
 
     if unsafe_fixes and not (fix or diff):
-        say("gradlint: warning: --unsafe-fixes only acts with --fix or --diff; "
-            "findings with an unsafe fix are listed below the findings' count")
+        say("gradlint: warning: --unsafe-fixes only acts with --fix or --diff; without them nothing is changed")
     if stdin_filename is not None or paths == ("-",):
         if paths not in ((), ("-",)):
             fail("--stdin-filename checks the source read from stdin: give no other path (or `-`)")
@@ -442,14 +441,18 @@ def rules(fmt: str) -> None:
 @click.option("--extend-select", multiple=True, metavar="CODES", help="As for `check`. " + _selector_help)
 @click.option("--ignore", multiple=True, metavar="CODES", help="As for `check`. " + _selector_help)
 @click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default=None, help="As for `check`.")
+@click.option("--exclude", multiple=True, metavar="PATTERNS", help="As for `check`.")
+@click.option("--extend-exclude", multiple=True, metavar="PATTERNS", help="As for `check`.")
 def config_cmd(config_path: str | None, select: tuple[str, ...], extend_select: tuple[str, ...],
-               ignore: tuple[str, ...], fail_on: str | None) -> None:
+               ignore: tuple[str, ...], fail_on: str | None, exclude: tuple[str, ...],
+               extend_exclude: tuple[str, ...]) -> None:
     """Print the resolved configuration and where each value came from: `default`, the
     configuration file's path, or the command-line flag. Takes the flags `check` takes, so
     `gradlint config --select GL1` shows what `gradlint check --select GL1` would run."""
     from gradlint.registry import load_rules
 
-    cfg = resolve_config(config_path, select, ignore, extend_select, fail_on)
+    cfg = resolve_config(config_path, select, ignore, extend_select, fail_on, exclude=exclude,
+                         extend_exclude=extend_exclude)
     say(config_toml(cfg, load_rules()), err=False, nl=False)
 
 

@@ -335,3 +335,6 @@ def test_config_output_pastes_into_pyproject(tmp_path):
     assert cfg.select == ("GL1", "GL3") and cfg.ignore == ("GL10",) and str(cfg.fail_on) == "warning"
     assert cfg.per_file_ignores == (("tests/*", ("GL001",)),)
     assert cfg.options_for("GL101")["vanishing-threshold"] == 1e-4
+    assert "[tool.gradlint]" in proc.stdout.splitlines()[:2]
+    flags = gradlint("config", "--extend-exclude", "gen,vendor", cwd=tmp_path)
+    assert 'extend-exclude = ["gen", "vendor"]  # --extend-exclude' in flags.stdout.splitlines()

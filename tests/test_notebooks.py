@@ -188,3 +188,12 @@ def test_pre_commit_hook_covers_notebooks():
     (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     assert re.search(hook["files"], "analysis/explore.ipynb")
 
+
+
+def test_stdin_notebook_fix_prints_the_fixed_notebook(tmp_path):
+    from tests.conftest import run_cli
+
+    raw = NOTEBOOK.read_text(encoding="utf-8")
+    proc = run_cli("check", "--no-cache", "--stdin-filename", "nb.ipynb", "--fix", "-", cwd=tmp_path, input=raw)
+    assert proc.stdout == raw.replace("torch.log(torch.softmax(z, dim=-1))", "torch.log_softmax(z, dim=-1)")
+    assert "cell 4:4:68: GL101" in proc.stderr and proc.returncode == 1
