@@ -265,8 +265,9 @@ def _emit(text: str, fmt: str, output_file: Path | None) -> None:
     elif fmt in TEXT_FORMATS:
         say(text, err=False, nl=False)
     else:
-        # JSON and SARIF are UTF-8 by definition, whatever the console's code page.
-        click.echo(text.encode("utf-8"), nl=False)
+        # JSON and SARIF are UTF-8 by definition, whatever the console's code page. A file name
+        # with undecodable bytes (a lone surrogate) becomes a \udcXX escape, still valid JSON.
+        click.echo(text.encode("utf-8", "backslashreplace"), nl=False)
 
 
 def _source_lines() -> Any:

@@ -137,12 +137,17 @@ def test_multi_line_expression_in_a_message_is_one_line(tmp_path):
     assert proc.stdout.splitlines()[1].startswith("Found ")
 
 
-@pytest.mark.parametrize("name,shown", [("a\nb.py", "a\\nb.py"), ("\x1b[2Jx.py", "\\x1b[2Jx.py"), ("t\tab.py", "t\\tab.py")])
+@pytest.mark.parametrize("name,shown", [("a\nb.py", "a\\nb.py"), ("\x1b[2Jx.py", "\\x1b[2Jx.py"), ("t\tab.py", "t\\tab.py"),
+                                        (os.fsdecode(b"bad\xff.py"), "bad\\udcff.py")])
 def test_file_names_are_escaped(tmp_path, name, shown):
     write_tree(tmp_path, {name: BROKEN})
     proc = gradlint("check", ".", cwd=tmp_path)
     assert "\x1b" not in proc.stdout and "\t" not in proc.stdout
     assert proc.stdout.splitlines()[0].startswith(f"{shown}:3:21: GL001 "), proc.stdout
+    for fmt in ("json", "sarif"):
+        js = gradlint("check", "--format", fmt, ".", cwd=tmp_path)
+        assert js.returncode == 1 and "Traceback" not in js.stderr, js.stderr
+        json.loads(js.stdout)
 
 
 def test_onnx_message_summarises_the_layers(tmp_path):

@@ -26,7 +26,8 @@ def _artifact(path: str, cwd: str) -> dict[str, Any]:
         rel = absolute.relative_to(Path(cwd))
     except ValueError:
         return {"uri": absolute.as_uri()}
-    return {"uri": quote(PurePosixPath(*rel.parts).as_posix()), "uriBaseId": "%SRCROOT%"}
+    # surrogateescape: a name with undecodable bytes is percent-encoded as the bytes it really has.
+    return {"uri": quote(PurePosixPath(*rel.parts).as_posix(), errors="surrogateescape"), "uriBaseId": "%SRCROOT%"}
 
 
 def _region(span: SourceSpan) -> dict[str, int]:

@@ -16,7 +16,8 @@ _BOLD, _RESET = "\x1b[1m", "\x1b[0m"
 # A message longer than this is cut in text output (JSON and SARIF keep it whole): a finding is
 # read on one terminal line or two, not scrolled through.
 MAX_MESSAGE = 300
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0/C1 controls, line separators, and lone surrogates (undecodable bytes in a file name).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\x1b"}
 MISSING = "no such file or directory"
 
