@@ -144,8 +144,8 @@ def main() -> None:
     numerically unsafe code in PyTorch source and ONNX models, without running them.
 
     \b
-    Exit codes: 0 no findings, 1 findings, 2 usage or configuration error, unreadable
-    path, or an internal failure.
+    Exit codes: 0 no findings (or nothing to check: a warning), 1 findings, 2 usage or
+    configuration error, a path that does not exist, or an internal failure.
     """
 
 
