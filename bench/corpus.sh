@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetch real PyTorch code to check gradlint against: the wheels of timm, torchvision, transformers,
+# Fetch real PyTorch code to check gradlint against: the wheels of timm, torchvision, transformers, diffusers,
 # accelerate and lightning from PyPI (no torch needed: wheels are only unpacked, never installed),
 # then run `gradlint check` over their sources and print the counts per rule.
 #
@@ -12,7 +12,7 @@ wheels="$corpus/wheels"
 src="$corpus/src"
 python="${PYTHON:-python3}"
 mkdir -p "$wheels" "$src"
-for pkg in timm torchvision transformers accelerate lightning; do
+for pkg in timm torchvision transformers diffusers accelerate lightning; do
   if ! ls "$wheels"/"$pkg"-*.whl >/dev/null 2>&1; then
     "$python" -m pip download --quiet --no-deps --only-binary=:all: --dest "$wheels" "$pkg" \
       || "$python" -m pip download --quiet --no-deps --dest "$wheels" "$pkg"

@@ -118,6 +118,11 @@ class V:
     computed: bool = False  # made by an operation (not a parameter, literal, or factory)
     leaf: bool = False  # a fresh leaf: factory, Parameter, .detach() result
     safe_where: bool = False  # torch.where(m, x, safe): the double-where guard
+    # The output of a learned layer, or a square, sum, norm or positive probability made from
+    # one: an all-zero vector there has probability zero, so 0/0 and sqrt(0) are not a hazard
+    # (CLIP-style `emb / emb.norm()` on a projection's output; measured on the corpus: every
+    # such division was harmless).
+    dense: bool = False
 
     @property
     def nograd(self) -> bool:
@@ -183,6 +188,7 @@ def merge(a: V, b: V) -> V:
         computed=a.computed and b.computed,
         leaf=a.leaf or b.leaf,
         safe_where=a.safe_where or b.safe_where,
+        dense=a.dense and b.dense,
     )
 
 
@@ -908,11 +914,11 @@ class FunctionWalk:
         rn = number(rnode) if rnode is not None else None
         if op is cst.Power:
             if rn == 2:
-                return replace(base, sq=True, tensor=left.tensor)
+                return replace(base, sq=True, tensor=left.tensor, dense=left.dense)
             return base
         if op is cst.Multiply:
             if lnode is not None and rnode is not None and self.x.code(lnode) == self.x.code(rnode):
-                return replace(base, sq=True)
+                return replace(base, sq=True, dense=left.dense)
             if rn is not None and 0 < rn < 1 and left.unit in (None, "loose"):
                 return replace(base, unit="strict" if left.unit else None)
             return replace(base, unit=left.unit if rn is not None and abs(rn) <= 1 else None)
@@ -924,7 +930,10 @@ class FunctionWalk:
             return base
         if op is cst.Add:
             if (left.sq or left.sumsq) and (right.sq or right.sumsq):
-                return replace(base, sumsq=True)
+                if left.const or right.const:
+                    # a positive constant squared inside the root is the eps (sqrt(d**2 + 1**2))
+                    return replace(base, clamped=True)
+                return replace(base, sumsq=True, dense=left.dense and right.dense)
             if left.sq or left.sumsq or right.sq or right.sumsq:
                 return replace(base, clamped=True)
             if (ln == 1 and right.exp) or (rn == 1 and left.exp):
@@ -987,16 +996,17 @@ class FunctionWalk:
             return V(prob=callee.callret, computed=True, tensor=True, params=first.params,
                      out=first.out, cut=first.cut, cut_span=first.cut_span)
         if callee.inst:
-            return V(out=callee.inst, computed=True, tensor=True, params=True)
+            return V(out=callee.inst, computed=True, tensor=True, params=True, dense=True)
         if owner == "self" and self.cls is not None:
-            return V(out=frozenset({self.cls.name}), computed=True, tensor=True, params=True)
+            return V(out=frozenset({self.cls.name}), computed=True, tensor=True, params=True, dense=True)
         if owner and owner.startswith("self.") and owner.count(".") == 1 and (
                 callee.module or callee.params or self.cls is None or owner[5:] not in self.cls.methods):
             # a submodule (or an attribute set outside __init__): its parameters carry gradient
             # whatever its input
-            return V(computed=True, tensor=True, params=callee.module or callee.params or bool(callee.inst))
+            carries = callee.module or callee.params or bool(callee.inst)
+            return V(computed=True, tensor=True, params=carries, dense=carries)
         if callee.module:
-            return V(computed=True, tensor=True, params=True)
+            return V(computed=True, tensor=True, params=True, dense=True)
         res = _combine(vals)
         return replace(res, rg=frozenset(), tensor=res.tensor)
 
@@ -1070,6 +1080,10 @@ class FunctionWalk:
         if isq(VARIABLE):
             return self.variable(node, kw)
         if isq(FACTORIES):
+            rg = kw.get("requires_grad")
+            if isinstance(rg, cst.Name) and rg.value == "True":
+                # a trainable leaf (torch.zeros(..., requires_grad=True)): carries gradient
+                return V(leaf=True, tensor=True, params=True)
             return V(const=True, leaf=True, tensor=True)
         for qn, why in CUTTING_FUNCTIONS.items():
             if qn in names:
@@ -1102,12 +1116,12 @@ class FunctionWalk:
             if e == 0.5:
                 self.check_sqrt(node, pos[0], first, "torch.pow(x, 0.5)", need_tensor=False)
             if e == 2:
-                return replace(_combine([first]), sq=True, tensor=True)
+                return replace(_combine([first]), sq=True, tensor=True, dense=first.dense)
             return replace(_combine(vals), tensor=True)
         if "torch.square" in names:
-            return replace(_combine([first]), sq=True, tensor=True)
+            return replace(_combine([first]), sq=True, tensor=True, dense=first.dense)
         if isq({"torch.norm", "torch.linalg.norm", "torch.linalg.vector_norm", "torch.frobenius_norm"}):
-            return replace(_combine([first]), norm="norm()", tensor=True)
+            return replace(_combine([first]), norm="norm()", tensor=True, dense=first.dense)
         if "torch.std" in names:
             return replace(_combine([first]), norm="std()", tensor=True)
         if "torch.var" in names:
@@ -1157,12 +1171,13 @@ class FunctionWalk:
         return replace(res, rg=frozenset())
 
     def prob_value(self, kind: str, node: cst.Call, first: V) -> V:
-        return V(prob=kind, prob_node=node, tensor=True, computed=True, params=first.params,
+        # softmax and sigmoid outputs are strictly positive: dense
+        return V(prob=kind, prob_node=node, tensor=True, computed=True, params=first.params, dense=True,
                  out=frozenset(), cut=first.cut, cut_span=first.cut_span, const=first.const,
                  param_cuts=first.param_cuts)
 
     def reduce_value(self, r: V, mean: bool) -> V:
-        res = replace(_combine([r]), tensor=True, rg=r.rg)
+        res = replace(_combine([r]), tensor=True, rg=r.rg, dense=r.dense)
         if r.sq or r.sumsq:
             res = replace(res, sumsq=True)
         if r.exp and not mean:
@@ -1221,13 +1236,13 @@ class FunctionWalk:
             if e == 0.5:
                 self.check_sqrt(node, recv_node, r, ".pow(0.5)", need_tensor=False)
             if e == 2:
-                return replace(_combine([r]), sq=True, tensor=True)
+                return replace(_combine([r]), sq=True, tensor=True, dense=r.dense)
         if meth in ("max", "amax", "logsumexp"):
             return replace(_combine([r]), is_max=True, tensor=True)
         if meth == "square" and not pos:
-            return replace(_combine([r]), sq=True, tensor=True)
+            return replace(_combine([r]), sq=True, tensor=True, dense=r.dense)
         if meth == "norm" and not r.numpy:
-            return replace(_combine([r]), norm="norm()", tensor=True)
+            return replace(_combine([r]), norm="norm()", tensor=True, dense=r.dense)
         if meth == "std" and not r.numpy:
             return replace(_combine([r]), norm="std()", tensor=True)
         if meth == "var" and not r.numpy:
@@ -1279,7 +1294,7 @@ class FunctionWalk:
         if meth in _MOVE:
             return r
         if meth in KEEP:
-            return replace(r, crit=None, callret=None, module=False, inst=frozenset(),
+            return replace(r, crit=None, callret=None, module=False, inst=frozenset(), dense=r.dense and not r.module,
                            tensor=r.tensor or bool(r.prob))
         if meth in ("apply",) and isinstance(recv_node, cst.Name) and recv_node.value in self.x.autograd_classes:
             return V(computed=True, tensor=True)
@@ -1338,8 +1353,8 @@ class FunctionWalk:
         self.x.add(Site("GL305", instead, self.x.span(node), detail=pattern))
 
     def check_sqrt(self, node: cst.CSTNode, arg_node: cst.BaseExpression, a: V, how: str, need_tensor: bool) -> None:
-        if self.hazard_quiet() or a.nograd or a.numpy or a.clamped:
-            return
+        if self.hazard_quiet() or a.nograd or a.numpy or a.clamped or not a.params or a.dense:
+            return  # no gradient carried (RULES.md: "carries gradient"), or never exactly zero
         if not (a.sq or a.sumsq):
             return
         if need_tensor and not a.tensor:
@@ -1351,12 +1366,14 @@ class FunctionWalk:
                      numerator: cst.BaseExpression | None = None) -> None:
         if self.hazard_quiet() or not den.norm or den.clamped or den.nograd or num.nograd:
             return
+        if not (den.params or num.params) or den.dense:
+            return  # nothing trainable upstream, or the norm of a learned projection (never 0)
         if self.cls is not None and self.cls.quiet:
             return
         self.x.add(Site("GL307", den.norm, self.x.span(node), detail=self.x.code(den_node)[:80]))
 
     def check_acos(self, node: cst.Call, arg_node: cst.BaseExpression, a: V, fn: str) -> None:
-        if self.hazard_quiet() or a.nograd or a.unit == "strict":
+        if self.hazard_quiet() or a.nograd or a.unit == "strict" or not a.params:
             return
         kind = "loose-clamp" if a.unit == "loose" else "unclamped"
         self.x.add(Site("GL308", kind, self.x.span(node), detail=fn.rstrip("_")))
