@@ -211,3 +211,23 @@ def test_positive_constant_inside_the_root_is_the_eps():
     src = ("import torch\n\ndef f(d):\n    d = torch.nn.Parameter(d)\n"
            "    return torch.sqrt(d ** 2 + 0.5 ** 2), torch.sqrt(d ** 2 + d ** 2)\n")
     assert codes(src) == ["GL306"]
+
+
+def test_hand_written_softmax_without_max_shift():
+    src = ("import torch\nimport torch.nn.functional as F\n\ndef f(z, y):\n"
+           "    p = torch.exp(z) / torch.exp(z).sum(-1, keepdim=True)\n"
+           "    return F.cross_entropy(p, y)\n")
+    # GL305 at the division, and GL303: the hand-written softmax feeds cross-entropy
+    assert sorted(codes(src)) == ["GL303", "GL305"]
+    shifted = src.replace("torch.exp(z)", "torch.exp(z - z.amax(-1, keepdim=True))")
+    assert "GL305" not in codes(shifted)
+
+
+def test_exp_of_log_softmax_into_cross_entropy():
+    src = ("import torch\nimport torch.nn.functional as F\n\ndef f(z, y):\n"
+           "    p = torch.exp(F.log_softmax(z, dim=-1))\n    q = F.log_softmax(z, dim=-1).exp()\n"
+           "    return F.cross_entropy(p, y) + F.cross_entropy(q, y)\n")
+    assert codes(src) == ["GL303", "GL303"]
+    # the log-probabilities themselves into CE are harmless (log_softmax is idempotent)
+    assert codes(src.replace("torch.exp(F.log_softmax(z, dim=-1))", "F.log_softmax(z, dim=-1)")
+                 .replace("F.log_softmax(z, dim=-1).exp()", "F.log_softmax(z, dim=-1)")) == []

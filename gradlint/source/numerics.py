@@ -902,6 +902,9 @@ class FunctionWalk:
             self.check_divide(node, left, right, node.right, numerator=node.left)
             if number(node.left) == 1 and right.one_plus_exp and not right.nograd:
                 self.add_305(node, "1 / (1 + exp(-x))", "sigmoid")
+            if left.exp and right.sum_exp and not left.nograd:
+                # measured: exp(z) / exp(z).sum() at z = [100, 1] is [nan, 0] with a NaN gradient
+                self.add_305(node, "exp(z) / exp(z).sum()", "softmax")
         if op is cst.Power:
             exponent = number(node.right)
             if exponent == 0.5:
@@ -922,6 +925,9 @@ class FunctionWalk:
             if rn is not None and 0 < rn < 1 and left.unit in (None, "loose"):
                 return replace(base, unit="strict" if left.unit else None)
             return replace(base, unit=left.unit if rn is not None and abs(rn) <= 1 else None)
+        if op is cst.Divide and left.exp and right.sum_exp:
+            # a hand-written softmax: what it feeds (cross-entropy, log) sees probabilities
+            return replace(base, prob="softmax", dense=True)
         if op is cst.Subtract:
             if ln == 1 and right.prob == "sigmoid":
                 return replace(base, prob="one_minus_sigmoid", prob_node=right.prob_node)
@@ -1099,6 +1105,9 @@ class FunctionWalk:
                 self.add_305(node, "log1p(exp(x))", "softplus")
             return replace(_combine(vals), tensor=True)
         if "torch.exp" in names:
+            if first.prob == "log_softmax":
+                # exp(log_softmax(x)) is softmax(x): probabilities again
+                return replace(_combine([first]), prob="softmax", tensor=True, dense=True)
             return replace(_combine([first]), exp=not first.max_shifted, tensor=True,
                            const=first.const)
         if isq({"torch.sum", "torch.mean"}):
@@ -1219,6 +1228,8 @@ class FunctionWalk:
             return replace(_combine([r]), tensor=True)
         if meth == "log1p" and not pos and r.exp and not r.nograd:
             self.add_305(node, "log1p(exp(x))", "softplus")
+        if meth == "exp" and not pos and r.prob == "log_softmax":
+            return replace(_combine([r]), prob="softmax", tensor=True, dense=True)
         if meth == "exp" and not pos:
             return replace(_combine([r]), exp=not r.max_shifted, tensor=True, const=r.const)
         if meth in ("sum", "mean", "nansum") and not r.numpy:
