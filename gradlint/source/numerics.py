@@ -118,6 +118,10 @@ class V:
     computed: bool = False  # made by an operation (not a parameter, literal, or factory)
     leaf: bool = False  # a fresh leaf: factory, Parameter, .detach() result
     safe_where: bool = False  # torch.where(m, x, safe): the double-where guard
+    # Terms of a sum that are cut from the graph (`aux.item()`, `reg.detach()`) while another
+    # term may carry gradient: (where it was cut, how). Only sums and differences keep them: a
+    # cut value used inside a computation (`(pred - target.detach()) ** 2`) is a stop-gradient.
+    cut_terms: frozenset[tuple[SourceSpan, str]] = frozenset()
     # The output of a learned layer, or a square, sum, norm or positive probability made from
     # one: an all-zero vector there has probability zero, so 0/0 and sqrt(0) are not a hazard
     # (CLIP-style `emb / emb.norm()` on a projection's output; measured on the corpus: every
@@ -189,6 +193,7 @@ def merge(a: V, b: V) -> V:
         leaf=a.leaf or b.leaf,
         safe_where=a.safe_where or b.safe_where,
         dense=a.dense and b.dense,
+        cut_terms=a.cut_terms & b.cut_terms,
     )
 
 
@@ -912,6 +917,21 @@ class FunctionWalk:
         return self.binop_value(op, left, right, node.left, node.right, node)
 
     def binop_value(self, op, left: V, right: V, lnode, rnode, node) -> V:
+        res = self._binop_value(op, left, right, lnode, rnode, node)
+        if op in (cst.Add, cst.Subtract):
+            terms = left.cut_terms | right.cut_terms
+            for side, other in ((left, right), (right, left)):
+                if side.cut in _TERM_CUTS and side.cut_span is not None and not side.const \
+                        and not other.nograd and (other.tensor or other.computed):
+                    terms |= {(side.cut_span, side.cut)}
+            if terms and not res.nograd:
+                res = replace(res, cut_terms=terms)
+        elif op is cst.Multiply and (number(lnode) is not None or number(rnode) is not None):
+            # `0.1 * aux_loss` keeps what the term is made of
+            res = replace(res, cut_terms=left.cut_terms | right.cut_terms)
+        return res
+
+    def _binop_value(self, op, left: V, right: V, lnode, rnode, node) -> V:
         base = _combine([left, right])
         ln = number(lnode) if lnode is not None else None
         rn = number(rnode) if rnode is not None else None
@@ -1441,6 +1461,10 @@ class FunctionWalk:
                 continue
             self.x.add(Site("GL401", "requires-grad", span, detail=name,
                             data=(("backward_line", self.x.span(node).line),)))
+        if v.cut_terms and not v.nograd:
+            for span, how in sorted(v.cut_terms, key=lambda e: (e[0].line, e[0].column)):
+                self.x.add(Site("GL407", how, span, detail=self.x.code(target)[:60],
+                                data=(("backward_line", self.x.span(node).line),)))
         if v.cut in _GRAPH_BREAKS and not v.rg:
             where = v.cut_span.line if v.cut_span else None
             self.x.add(Site("GL402", v.cut, self.x.span(node), detail=self.x.code(target)[:60],
@@ -1600,6 +1624,9 @@ _AUG = {cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAs
 _ARITH = frozenset("add sub mul div neg mean sum add_ sub_ mul_ div_ abs pow float double half to view reshape "
                    "squeeze unsqueeze".split())
 _LOSSY = re.compile(r"loss|cost|objective|obj\b", re.I)
+# How a term of a loss sum is cut (GL407): the value is kept, its gradient is not.
+_TERM_CUTS = frozenset({".item()", ".detach()", ".tolist()", "float()"}) | frozenset(
+    f"{n}(...)" for n in ("tensor", "as_tensor", "Tensor", "FloatTensor", "scalar_tensor"))
 _GRAPH_BREAKS = frozenset({".item()", ".tolist()", ".numpy()", "argmax", "argmin", "round", "numpy", "float()",
                            "int()", "comparison", "Variable(..., requires_grad=True)"}) | frozenset(
     f"{n}(...)" for n in ("tensor", "as_tensor", "from_numpy", "Tensor", "FloatTensor", "DoubleTensor",
