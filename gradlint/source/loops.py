@@ -989,6 +989,9 @@ class _Extractor:
             return [Event("clip", span, fid, sid, ng, via="helper", name=text or attr)]
 
         # backward
+        if not q.isdisjoint({"torch.distributed.autograd.backward"}):
+            # distributed autograd: gradients live in the context, one per iteration
+            return [self._backward(call, "dist_autograd", _arg(call, 1, "roots"), ctx, sid)]
         if attr == "backward" and receiver is not None:
             if recv_text == "self" and "backward" in self.pre.methods:
                 return [self._local_call(call, "backward", "self", ctx, sid)]

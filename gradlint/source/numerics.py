@@ -265,6 +265,9 @@ class ClassCtx:
     params: set[str] = field(default_factory=set)  # attributes that are nn.Parameter
     methods: set[str] = field(default_factory=set)
     quiet: bool = False
+    # `self.requires_grad` is read back somewhere in the class: a setting of the class's own,
+    # not an attempt to freeze the module
+    reads_requires_grad: bool = False
 
 
 class Extractor:
@@ -404,6 +407,7 @@ class Extractor:
                        quiet=parent_quiet or self.file_quiet or _quiet_class(name))
         methods = [s for s in node.body.body if isinstance(s, cst.FunctionDef)]
         ctx.methods = {m.name.value for m in methods}
+        ctx.reads_requires_grad = _reads_self_requires_grad(node)
         is_function = name in self.autograd_classes
         if is_function:
             # autograd does not trace inside a Function's forward/backward
@@ -484,6 +488,30 @@ class Extractor:
         if returns_values and not reads & set(grads):
             self.add(Site("GL405", "ignores-grad", self.span(fn.name),
                           detail=f"{cls.name.value}.backward", data=(("arguments", tuple(grads)),)))
+
+
+class _SelfRequiresGrad(cst.CSTVisitor):
+    """Counts `self.requires_grad` as written, and how many of those are assignment targets."""
+
+    def __init__(self) -> None:
+        self.uses = 0
+        self.stores = 0
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        if node.attr.value == "requires_grad" and isinstance(node.value, cst.Name) and node.value.value == "self":
+            self.uses += 1
+
+    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+        t = node.target
+        if isinstance(t, cst.Attribute) and t.attr.value == "requires_grad" and \
+                isinstance(t.value, cst.Name) and t.value.value == "self":
+            self.stores += 1
+
+
+def _reads_self_requires_grad(cls: cst.ClassDef) -> bool:
+    v = _SelfRequiresGrad()
+    cls.visit(v)
+    return v.uses > v.stores
 
 
 def _all_none(node: cst.BaseExpression) -> bool:
@@ -752,7 +780,7 @@ class FunctionWalk:
             self.x.add(Site("GL404", "module-attribute", span, detail=self.x.code(holder),
                             classes=tuple(sorted(hv.inst)), want="module"))
             return
-        if key == "self" and self.cls is not None:
+        if key == "self" and self.cls is not None and not self.cls.reads_requires_grad:
             self.x.add(Site("GL404", "module-attribute", span, detail="self", classes=(self.cls.name,),
                             want="module"))
             return
@@ -1034,6 +1062,10 @@ class FunctionWalk:
         if callee.module:
             return V(computed=True, tensor=True, params=True, dense=True)
         res = _combine(vals)
+        if callee == UNKNOWN:
+            # An unknown callable (a model passed as an argument, a factory's result): what it
+            # returns is unknown, never "cut" because its inputs were made by torch.tensor().
+            return V(computed=True, tensor=res.tensor)
         return replace(res, rg=frozenset(), tensor=res.tensor)
 
     def builtin_call(self, node: cst.Call, fname: str) -> V:
