@@ -205,7 +205,8 @@ def run_rules(facts: FileFacts, config: Config, index: RunIndex, rules: dict[str
             continue
         if any(code.startswith(sel) for sel in ignored):
             continue
-        ctx = RuleContext(rule=rule_cls(), path=facts.path, facts=facts, options=config.options_for(code), index=index)
+        ctx = RuleContext(rule=rule_cls(), path=facts.path, facts=facts, options=config.options_for(code), index=index,
+                          enabled=enabled)
         try:
             findings.extend(rule_cls().check(ctx))
         except Exception:
