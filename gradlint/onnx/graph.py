@@ -13,6 +13,8 @@ from onnx import AttributeProto, TensorProto, helper
 
 from gradlint.findings import GraphNode
 from gradlint.onnx.load import LoadedModel, small_value
+from gradlint.onnx.ops import op_key
+from gradlint.onnx.provenance import node_scope, node_source
 
 # Ops that move or relabel values without changing them: patterns look through them.
 TRANSPARENT = frozenset({
@@ -35,6 +37,9 @@ class GraphIndex:
         self.prefix = prefix
         self.name = graph.name
         self.nodes: list[onnx.NodeProto] = list(graph.node)
+        # Domain-qualified op of each node (`Relu`, `com.microsoft:FusedGemm`): patterns match these,
+        # never op_type alone.
+        self.ops: list[str] = [op_key(n) for n in self.nodes]
         self.producers: dict[str, int] = {}
         self.consumers: dict[str, list[int]] = {}
         self.initializers: dict[str, TensorProto] = {t.name: t for t in graph.initializer}
@@ -80,7 +85,11 @@ class GraphIndex:
     def ref(self, i: int) -> GraphNode:
         node = self.nodes[i]
         name = node.name or f"{node.op_type}_{i}"
-        return GraphNode(self.prefix + name, node.op_type, i)
+        return GraphNode(self.prefix + name, node.op_type, i, source=node_source(node) or "")
+
+    def scope(self, i: int) -> str | None:
+        """The module path the exporter recorded for node i (dynamo metadata), else None."""
+        return node_scope(self.nodes[i])
 
     def node_inputs(self, i: int) -> tuple[str, ...]:
         """Inputs of node i, implicit subgraph captures included."""

@@ -168,6 +168,7 @@ def vet_external(model: onnx.ModelProto, model_dir: str) -> LoadedModel:
     loaded = LoadedModel(model=model, model_dir=model_dir)
     vetted: dict[str, tuple[str, os.stat_result] | str] = {}
     refs: dict[tuple, ExternalRef] = {}
+    refused: dict[str, tuple[str, list[str]]] = {}
     for tensor in iter_tensors(model.graph):
         if not is_external(tensor):
             continue
@@ -177,8 +178,7 @@ def vet_external(model: onnx.ModelProto, model_dir: str) -> LoadedModel:
             vetted[location] = _vet_location(model_dir, location)
         result = vetted[location]
         if isinstance(result, str):
-            msg = f"external data of tensor {tensor.name!r} {result}; it was not read"
-            loaded.refused.append(msg)
+            refused.setdefault(location, (result, []))[1].append(tensor.name)
             continue
         full, st = result
         try:
@@ -196,6 +196,10 @@ def vet_external(model: onnx.ModelProto, model_dir: str) -> LoadedModel:
             raise ModelError("GL002", f"external data file {location!r} is {st.st_size} bytes, tensor "
                                       f"{tensor.name!r} needs bytes {offset}..{offset + length} (truncated?)")
         refs[external_key(tensor)] = ExternalRef(full, offset, length, st.st_dev, st.st_ino)
+    # One refusal per location, however many tensors point there.
+    for reason, names in refused.values():
+        which = f"tensor {names[0]!r}" if len(names) == 1 else f"{len(names)} tensors ({names[0]!r}, ...)"
+        loaded.refused.append(f"external data of {which} {reason}; it was not read")
     if not loaded.refused:
         loaded.external = refs
     return loaded
@@ -239,6 +243,67 @@ def _nbytes(tensor: TensorProto) -> int | None:
     if dtype is None:
         return None
     return int(np.prod(tensor.dims, dtype=np.int64)) * dtype.itemsize
+
+
+def sort_nodes(graph: onnx.GraphProto) -> None:
+    """Put the nodes of a graph (and its subgraphs) in topological order, in place.
+
+    onnxruntime's float16 converter writes nodes out of order and onnxruntime runs such models;
+    only a real cycle is an error. Among ready nodes the original order is kept, so a sorted
+    graph is left as it is. Names no node of this graph produces (inputs, initializers, values of
+    enclosing graphs) are available from the start.
+    """
+    import heapq
+
+    nodes = list(graph.node)
+    for node in nodes:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                sort_nodes(attr.g)
+            for g in attr.graphs:
+                sort_nodes(g)
+    producer: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        for out in node.output:
+            if out:
+                producer.setdefault(out, i)
+    needs: list[set[int]] = []
+    users: dict[int, list[int]] = {}
+    for i, node in enumerate(nodes):
+        deps = {producer[x] for x in _used_names(node) if x in producer and producer[x] != i}
+        needs.append(deps)
+        for d in deps:
+            users.setdefault(d, []).append(i)
+    if all(d < i for i, deps in enumerate(needs) for d in deps):
+        return
+    ready = [i for i, deps in enumerate(needs) if not deps]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users.get(i, ()):
+            needs[u].discard(i)
+            if not needs[u]:
+                heapq.heappush(ready, u)
+    if len(order) < len(nodes):
+        stuck = next(i for i in range(len(nodes)) if i not in set(order))
+        name = nodes[stuck].name or f"{nodes[stuck].op_type} #{stuck}"
+        raise ModelError("GL002", f"the graph {graph.name or 'main'!r} has a cycle through node {name!r}")
+    graph.ClearField("node")
+    graph.node.extend(nodes[i] for i in order)
+
+
+def _used_names(node: onnx.NodeProto) -> Iterator[str]:
+    """Inputs of a node, and the names its subgraphs read from enclosing scopes."""
+    yield from (x for x in node.input if x)
+    for attr in node.attribute:
+        for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            defined = {i.name for i in g.input} | {t.name for t in g.initializer}
+            for n in g.node:
+                defined.update(o for o in n.output if o)
+            for n in g.node:
+                yield from (x for x in _used_names(n) if x not in defined)
 
 
 def check_structure(model: onnx.ModelProto) -> None:

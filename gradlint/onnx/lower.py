@@ -23,30 +23,14 @@ from gradlint.model.ir import (
 )
 from gradlint.onnx.graph import SHAPE_OPS, GraphIndex, attr
 from gradlint.onnx.load import TensorStats
+from gradlint.onnx.ops import (
+    ACT_PARAM, ACTIVATIONS, LAYERS, MS, NORMS, PASSTHROUGH, RECURRENT, REFUSED, SKIP, SKIP_NORMS,
+    STANDARD_DOMAINS, fused_activation, layer_op, quick_gelu,
+)
+from gradlint.onnx.provenance import find_folding
 
-ACTIVATIONS = {
-    "Relu": "relu", "LeakyRelu": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Gelu": "gelu",
-    "FastGelu": "gelu", "BiasGelu": "gelu", "QuickGelu": "gelu", "Softplus": "softplus",
-    "HardSigmoid": "hardsigmoid", "Elu": "elu", "Selu": "selu", "Celu": "celu", "HardSwish": "hardswish",
-    "Mish": "mish", "Softsign": "softsign", "PRelu": "prelu", "Softmax": "softmax",
-}
-# ONNX defaults of the parameter each activation takes.
-_ACT_PARAM = {"LeakyRelu": ("alpha", 0.01), "Elu": ("alpha", 1.0), "Celu": ("alpha", 1.0),
-              "HardSigmoid": ("alpha", 0.2)}
-NORMS = {
-    "BatchNormalization": "batch", "LayerNormalization": "layer", "InstanceNormalization": "instance",
-    "GroupNormalization": "group", "SimplifiedLayerNormalization": "rms", "RMSNormalization": "rms",
-    "LRN": "local_response",
-}
-PASSTHROUGH = frozenset({
-    "Dropout", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "Reshape",
-    "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Cast", "CastLike", "Pad", "Slice", "Concat",
-    "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Expand", "Tile", "Gather", "Split",
-    "ReduceMean", "ReduceMax", "LogSoftmax", "MaxRoiPool", "Shrink",
-})
-SKIP = frozenset({"Identity"})
-RECURRENT = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
-WEIGHTED = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "Gather"})
+# The op tables live in ops.py; these names stay importable from here.
+WEIGHTED = frozenset(LAYERS)
 
 
 @dataclass
@@ -57,7 +41,10 @@ class Unit:
     head: int  # the node that names the unit
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    ir: tuple[Node, ...] | None = None  # set for fused groups
+    ir: tuple[Node, ...] | None = None  # set for fused groups and the parts of a split node
+    # The residual add of a node that also does other work (SkipLayerNormalization, FusedConv
+    # with its Z input): read like an Add joining two paths.
+    join: bool = False
 
 
 def module_path(node_name: str, weight_name: str | None = None) -> str:
@@ -101,6 +88,7 @@ class Lowering:
         self.display = display
         self.nodes = index.nodes
         self._params: dict[int, Param | None] = {}
+        self.folding = find_folding(index)
 
     # -- weights -------------------------------------------------------------------------------
 
@@ -119,7 +107,7 @@ class Lowering:
                 return None
             g, i = found
             node = g.nodes[i]
-            if node.op_type == "Constant":
+            if g.ops[i] == "Constant":
                 value = next((a.t for a in node.attribute if a.name == "value"), None)
                 if value is None:
                     return None
@@ -127,9 +115,9 @@ class Lowering:
                 if perm_total is not None and len(perm_total) == len(shape):
                     shape = tuple(shape[p] for p in perm_total)
                 return name, shape
-            if node.op_type in ("Identity", "Cast") and node.input:
+            if g.ops[i] in ("Identity", "Cast") and node.input:
                 name = node.input[0]
-            elif node.op_type == "Transpose" and node.input:
+            elif g.ops[i] == "Transpose" and node.input:
                 perm = attr(node, "perm")
                 if perm is None:
                     return None
@@ -155,7 +143,7 @@ class Lowering:
                 return None
             g, i = found
             node = g.nodes[i]
-            if node.op_type in ("Identity", "Cast", "Transpose") and node.input:
+            if g.ops[i] in ("Identity", "Cast", "Transpose") and node.input:
                 name = node.input[0]
             else:
                 return None
@@ -170,7 +158,9 @@ class Lowering:
 
     def _param(self, i: int) -> Param | None:
         node = self.nodes[i]
-        op = node.op_type
+        op = layer_op(self.g.ops[i])
+        # Gemm and onnxruntime's FusedGemm/FusedMatMul scale and transpose by attributes.
+        scaled = op == "Gemm" or self.g.ops[i] == f"{MS}:FusedMatMul"
         ins = list(node.input)
         ref = self.g.ref(i)
         if op in ("MatMul", "Gemm") and len(ins) >= 2:
@@ -179,19 +169,19 @@ class Lowering:
             if (right is None) == (left is None):
                 return None
             scale = 1.0
-            if op == "Gemm":
+            if scaled:
                 scale = float(attr(node, "alpha", 1.0))
             if right is not None:
                 tensor, shape = right
                 if len(shape) < 2:
                     return None
-                trans = op == "Gemm" and int(attr(node, "transB", 0)) == 1
+                trans = scaled and int(attr(node, "transB", 0)) == 1
                 fan_in, fan_out = (shape[-1], shape[-2]) if trans else (shape[-2], shape[-1])
             else:
                 tensor, shape = left  # type: ignore[misc]
                 if len(shape) < 2:
                     return None
-                trans = op == "Gemm" and int(attr(node, "transA", 0)) == 1
+                trans = scaled and int(attr(node, "transA", 0)) == 1
                 fan_in, fan_out = (shape[-2], shape[-1]) if trans else (shape[-1], shape[-2])
             bias = ins[2] if op == "Gemm" and len(ins) > 2 and ins[2] else None
             beta = float(attr(node, "beta", 1.0)) if op == "Gemm" else 1.0
@@ -232,8 +222,13 @@ class Lowering:
         return None
 
     def _layer_name(self, node, operand: str, tensor: str) -> str:
-        # The operand's own name first: torch names deduplicated weights by an Identity whose
+        # The module path dynamo recorded first (its weights may be anonymous `val_3` constants);
+        # then the operand's own name: torch names deduplicated weights by an Identity whose
         # output keeps the second layer's parameter name.
+        i = self.g.producers.get(node.output[0]) if node.output else None
+        scope = self.g.scope(i) if i is not None else None
+        if scope:
+            return scope
         for name in (operand, tensor):
             path = module_path("", name)
             if path != name and path:
@@ -242,7 +237,7 @@ class Lowering:
 
     def recurrent(self, i: int) -> Recurrent:
         node = self.nodes[i]
-        cell = RECURRENT[node.op_type]
+        cell = RECURRENT[self.g.ops[i]]
         acts = [a.decode() if isinstance(a, bytes) else str(a) for a in (attr(node, "activations") or [])]
         # The activation that shapes the recurrence: RNN's only one; LSTM's and GRU's candidate.
         pos = 0 if cell == "rnn" else 1
@@ -273,28 +268,55 @@ class Lowering:
 
     # -- units -----------------------------------------------------------------------------------
 
+    def node_name(self, i: int) -> str:
+        """The module path of node i: dynamo's recorded scope, else the TorchScript node name."""
+        node = self.nodes[i]
+        scope = self.g.scope(i)
+        if scope:
+            return scope
+        if node.name.startswith("/"):
+            return module_path(node.name)
+        out = node.output[0] if node.output else ""
+        # onnxruntime renames fused nodes but keeps torch's output names ('/layers.0/norm1/...').
+        if out.startswith("/"):
+            return module_path(out)
+        return module_path(node.name) if node.name else self.g.ref(i).name
+
     def node_ir(self, i: int) -> list[Node]:
         """The IR of one node on the data path."""
         node = self.nodes[i]
-        op = node.op_type
+        op = self.g.ops[i]
         ref = self.g.ref(i)
-        name = module_path(node.name) if node.name else ref.name
+        name = self.node_name(i)
         if op in SKIP:
             return []
-        p = self.param(i) if op in WEIGHTED else None
-        if p is not None:
-            return [p]
+        if op in WEIGHTED:
+            p = self.param(i)
+            if p is not None:
+                return [p] + self.folded_norm(i, p) + self._fused_activation(i, name, ref)
         if op in ACTIVATIONS:
             param = None
-            if op in _ACT_PARAM:
-                key, default = _ACT_PARAM[op]
+            if op in ACT_PARAM:
+                key, default = ACT_PARAM[op]
                 # attributes are float32: 0.2 arrives as 0.20000000298, print-worthy after rounding
                 param = float(f"{float(attr(node, key, default)):.7g}")
             return [Activation(name=name, fn=ACTIVATIONS[op], param=param, origin=ref)]
+        if op == f"{MS}:QuickGelu":
+            fn = quick_gelu(node)
+            if fn is None:
+                return [Opaque(name=name, what="QuickGelu with an alpha that is neither SiLU's nor GELU's", origin=ref)]
+            return [Activation(name=name, fn=fn, origin=ref)]
         if op in NORMS:
-            return [Norm(name=name, kind=NORMS[op], origin=ref)]
+            out: list[Node] = [Norm(name=name, kind=NORMS[op], origin=ref)]
+            if op == f"{MS}:GroupNorm" and int(attr(node, "activation", 0)) == 1:
+                out.append(Activation(name=name, fn="silu", origin=ref))
+            return out
         if op in RECURRENT:
             return [self.recurrent(i)]
+        if op in REFUSED:
+            return [Opaque(name=name, what=REFUSED[op], origin=ref)]
+        if node.domain not in STANDARD_DOMAINS:
+            return [Opaque(name=name, what=f"{_op_text(op)} (not modelled)", origin=ref)]
         if op == "Clip":
             fn = self._clip_activation(i)
             if fn:
@@ -314,6 +336,24 @@ class Lowering:
         if op in PASSTHROUGH and op != "Gather":
             return [Passthrough(name=name, what=op.lower() if op == "LogSoftmax" else op, origin=ref)]
         return [Opaque(name=name, what=f"ONNX {op}", origin=ref)]
+
+    def _fused_activation(self, i: int, name: str, ref: GraphNode) -> list[Node]:
+        """The activation onnxruntime fused into a FusedGemm/FusedConv (its `activation` attribute)."""
+        if self.nodes[i].domain in STANDARD_DOMAINS:
+            return []
+        act = fused_activation(self.nodes[i])
+        if act is None:
+            return []
+        if isinstance(act, str):
+            return [Opaque(name=name, what=f"fused activation {act} (not modelled)", origin=ref)]
+        return [Activation(name=name, fn=act[0], param=act[1], origin=ref)]
+
+    def folded_norm(self, i: int, p: Param) -> list[Node]:
+        """A Norm for a BatchNorm the exporter folded into layer i's weights (a norm in training)."""
+        if i in self.folding.folded:
+            return [Norm(name=self.folding.folded[i] or f"{p.name} (folded BatchNorm)", kind="batch",
+                         origin=self.g.ref(i))]
+        return []
 
     def _clip_activation(self, i: int) -> str | None:
         node = self.nodes[i]
@@ -354,12 +394,47 @@ class Lowering:
                 members = sorted(set(members))
                 fused.append(Unit(tuple(members), head=members[-1], inputs=(x,), outputs=(out,), ir=(ir,)))
                 break
+        for i in range(len(self.nodes)):
+            if i not in taken:
+                parts = self._split(i)
+                if parts:
+                    taken.add(i)
+                    fused.extend(parts)
         units = fused + [
             Unit((i,), i, self.g.node_inputs(i), tuple(o for o in self.nodes[i].output if o))
             for i in range(len(self.nodes)) if i not in taken
         ]
+        # Stable: the parts of a split node keep their order.
         units.sort(key=lambda u: u.members[-1])
         return units
+
+    def _split(self, i: int) -> list[Unit] | None:
+        """A node that adds a residual and does more, as a sequence of units: onnxruntime's
+        SkipLayerNormalization (add, then norm) and FusedConv with its Z input (conv, add,
+        activation). The sum gets a name of its own when the graph does not write it."""
+        node = self.nodes[i]
+        op = self.g.ops[i]
+        ins = list(node.input)
+        ref = self.g.ref(i)
+        name = self.node_name(i)
+        if op in SKIP_NORMS and len(ins) >= 2 and ins[0] and ins[1]:
+            if name == ref.name and module_path(ins[1]) != ins[1]:
+                # Unscoped (the last norm writes the graph output): the block is the branch's parent.
+                name = module_path(ins[1]).rsplit(".", 1)[0] + ".norm"
+            total = node.output[3] if len(node.output) > 3 and node.output[3] else f"{ref.name}#sum"
+            outs = tuple(o for o in node.output[:3] if o)
+            return [Unit((i,), i, (ins[0], ins[1]), (total,), ir=(), join=True),
+                    Unit((i,), i, (total,), outs, ir=(Norm(name=name, kind=SKIP_NORMS[op], origin=ref),))]
+        if op == f"{MS}:FusedConv" and len(ins) > 3 and ins[3] and ins[0]:
+            p = self.param(i)
+            if p is None:
+                return None
+            conv, total = f"{ref.name}#conv", f"{ref.name}#sum"
+            outs = tuple(o for o in node.output if o)
+            return [Unit((i,), i, (ins[0],), (conv,), ir=tuple([p] + self.folded_norm(i, p))),
+                    Unit((i,), i, (conv, ins[3]), (total,), ir=(), join=True),
+                    Unit((i,), i, (total,), outs, ir=tuple(self._fused_activation(i, name, ref)))]
+        return None
 
     def _closed(self, members: list[int], out: str) -> bool:
         """Only `out` may leave the group: an intermediate value used elsewhere forbids the fusion."""
@@ -375,14 +450,14 @@ class Lowering:
         if i is None:
             return None
         ops = (op,) if isinstance(op, str) else op
-        return i if self.nodes[i].op_type in ops else None
+        return i if self.g.ops[i] in ops else None
 
     def _one_consumer(self, name: str, op: str | tuple[str, ...]) -> int | None:
         cons = self.g.consumers.get(name, [])
         if len(cons) != 1:
             return None
         ops = (op,) if isinstance(op, str) else op
-        return cons[0] if self.nodes[cons[0]].op_type in ops else None
+        return cons[0] if self.g.ops[cons[0]] in ops else None
 
     def _other(self, i: int, name: str) -> str | None:
         ins = [x for x in self.nodes[i].input if x]
@@ -396,9 +471,9 @@ class Lowering:
         if i is None:
             return None
         node = self.nodes[i]
-        if node.op_type == "Pow" and len(node.input) == 2 and self.g.scalar(node.input[1]) == 2.0:
+        if self.g.ops[i] == "Pow" and len(node.input) == 2 and self.g.scalar(node.input[1]) == 2.0:
             return i, node.input[0]
-        if node.op_type == "Mul" and len(node.input) == 2 and node.input[0] == node.input[1]:
+        if self.g.ops[i] == "Mul" and len(node.input) == 2 and node.input[0] == node.input[1]:
             return i, node.input[0]
         return None
 
@@ -440,11 +515,11 @@ class Lowering:
 
     def _match_layernorm(self, i: int):
         node = self.nodes[i]
-        if node.op_type not in ("Div", "Mul") or len(node.input) != 2:
+        if self.g.ops[i] not in ("Div", "Mul") or len(node.input) != 2:
             return None
         d, s = node.input
         members = [i]
-        if node.op_type == "Mul":
+        if self.g.ops[i] == "Mul":
             # d * Reciprocal(sqrt(...)), either order
             for a, b in ((d, s), (s, d)):
                 r = self._prod(b, "Reciprocal")
@@ -470,11 +545,11 @@ class Lowering:
 
     def _match_rmsnorm(self, i: int):
         node = self.nodes[i]
-        if node.op_type not in ("Div", "Mul") or len(node.input) != 2:
+        if self.g.ops[i] not in ("Div", "Mul") or len(node.input) != 2:
             return None
         for x, s in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
             members = [i]
-            if node.op_type == "Mul":
+            if self.g.ops[i] == "Mul":
                 r = self._prod(s, "Reciprocal")
                 if r is None:
                     continue
@@ -493,14 +568,14 @@ class Lowering:
     def _match_gelu_erf(self, i: int):
         """x * 0.5 * (1 + erf(x / sqrt(2))), the multiplications in any order."""
         node = self.nodes[i]
-        if node.op_type != "Erf":
+        if self.g.ops[i] != "Erf":
             return None
         pre = self._prod(node.input[0], ("Div", "Mul"))
         if pre is None:
             return None
         x, c = self.nodes[pre].input[:2]
         k = self.g.scalar(c)
-        want = math.sqrt(2.0) if self.nodes[pre].op_type == "Div" else 1 / math.sqrt(2.0)
+        want = math.sqrt(2.0) if self.g.ops[pre] == "Div" else 1 / math.sqrt(2.0)
         if k is None or abs(k - want) > 1e-3:
             return None
         add = self._one_consumer(node.output[0], "Add")
@@ -541,7 +616,7 @@ class Lowering:
     def _match_gated(self, i: int):
         """x * f(x) with f a short chain of unary ops: SiLU, decomposed HardSwish, Mish, QuickGELU."""
         node = self.nodes[i]
-        if node.op_type != "Mul" or len(node.input) != 2:
+        if self.g.ops[i] != "Mul" or len(node.input) != 2:
             return None
         for x, y in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
             chain: list[int] = []
@@ -553,7 +628,7 @@ class Lowering:
                     break
                 chain.append(j)
                 n = self.nodes[j]
-                if n.op_type == "Mul" and len(n.input) == 2 and x in n.input:
+                if self.g.ops[j] == "Mul" and len(n.input) == 2 and x in n.input:
                     scale = self.g.scalar(self._other(j, x) or "")
                     cur = x
                     break
@@ -562,7 +637,7 @@ class Lowering:
                     break
             if cur != x or not chain:
                 continue
-            ops = tuple(self.nodes[j].op_type for j in reversed(chain))
+            ops = tuple(self.g.ops[j] for j in reversed(chain))
             if scale is not None and ops[1:] == ("Sigmoid",) and abs(scale - 1.702) < 1e-3:
                 fn = "gelu"
             elif scale is None and ops in self._GATES:
@@ -582,8 +657,8 @@ class Lowering:
     def network(self) -> Network:
         units = self.fuse()
         main_in = self._main_input(units)
-        params = tuple(p for p in (self.param(i) for i, n in enumerate(self.nodes) if n.op_type in WEIGHTED) if p)
-        recurrents = tuple(self.recurrent(i) for i, n in enumerate(self.nodes) if n.op_type in RECURRENT)
+        params = tuple(p for p in (self.param(i) for i, k in enumerate(self.g.ops) if k in WEIGHTED) if p)
+        recurrents = tuple(self.recurrent(i) for i, k in enumerate(self.g.ops) if k in RECURRENT)
         nodes: tuple[Node, ...] = ()
         if main_in is not None:
             nodes = tuple(_Path(self, units, main_in).lower())
@@ -594,7 +669,7 @@ class Lowering:
         dynamic = {start}
         reached: list[int] = []
         for k, u in enumerate(units):
-            if self.nodes[u.head].op_type in SHAPE_OPS and len(u.members) == 1:
+            if self.g.ops[u.head] in SHAPE_OPS and len(u.members) == 1:
                 continue
             if any(x in dynamic for x in u.inputs):
                 dynamic.update(u.outputs)
@@ -606,7 +681,7 @@ class Lowering:
         best, best_score = None, -1
         for name in self.g.inputs:
             _, reached = self._reach(units, name)
-            score = sum(1 for k in reached for m in units[k].members if self.nodes[m].op_type in WEIGHTED)
+            score = sum(1 for k in reached for m in units[k].members if layer_op(self.g.ops[m]))
             if score > best_score:
                 best, best_score = name, score
         return best
@@ -746,13 +821,14 @@ class _Path:
 
     def _is_add_join(self, m: int) -> bool:
         u = self.units[m]
-        return u.ir is None and self.low.nodes[u.head].op_type == "Add" and len(self.pred.get(m, [])) == 2
+        return ((u.join or (u.ir is None and self.low.g.ops[u.head] == "Add"))
+                and len(self.pred.get(m, [])) == 2)
 
     def _scalar_scale(self, s: int, m: int) -> float | None:
         """DeepNorm-style alpha: the skip branch is one Mul by a scalar constant."""
         u = self.units[s]
         node = self.low.nodes[u.head]
-        if u.ir is not None or node.op_type != "Mul" or self.succ.get(s) != [m]:
+        if u.ir is not None or self.low.g.ops[u.head] != "Mul" or self.succ.get(s) != [m]:
             return None
         for x in node.input:
             if x and self.low.g.is_static(x):
@@ -765,6 +841,11 @@ def _is_shortcut(branch: list[Node]) -> bool:
     params = sum(isinstance(n, Param) for n in branch)
     acts = sum(isinstance(n, (Activation, Recurrent, Residual)) for n in branch)
     return params <= 1 and acts == 0 and all(not isinstance(n, Opaque) or "by a constant" in n.what for n in branch)
+
+
+def _op_text(op: str) -> str:
+    domain, _, name = op.rpartition(":")
+    return f"{domain} op {name}" if domain else f"ONNX {op}"
 
 
 def lower_graph(index: GraphIndex, stats: dict[str, TensorStats], display: str) -> Network:

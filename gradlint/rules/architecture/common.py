@@ -94,6 +94,19 @@ def chain_cause(chain: Chain) -> str:
     return f"{', '.join(acts)}, {'; '.join(inits)}{per}"
 
 
+def maybe_folded(ctx: RuleContext, chain: Chain) -> bool:
+    """True when an ONNX chain runs through convs into which the export may have folded a
+    BatchNorm (the graph cannot tell): in training the chain may be normalised."""
+    names = getattr(ctx.facts.graph, "maybe_folded", None) if ctx.facts.graph is not None else None
+    if not names:
+        return False
+    return any(isinstance(s.layer.origin, GraphNode) and s.layer.origin.name in names for s in chain.steps)
+
+
+FOLDED_NOTE = ("; the convs' weights may have a BatchNorm folded in at export (which a trained model "
+               "would normalise away): export with `training=torch.onnx.TrainingMode.TRAINING` to check")
+
+
 def chain_data(network: Network, chain: Chain, **extra) -> dict:
     data = {"network": network.name, "modules": tuple(s.layer.name for s in chain.steps),
             "predicted": chain.gain, "depth": len(chain.steps)}
