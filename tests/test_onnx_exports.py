@@ -236,6 +236,9 @@ def test_dynamo_findings_name_module_paths_and_source_lines(out: Path):
     (f,) = findings(path, "GL101")
     assert f.data_dict["modules"][:2] == ("body.0", "body.2")
     assert f.node is not None and f.node.source.endswith("deep3d.py:11")  # `h = self.body(x)`
+    from gradlint.report.text import finding_line
+
+    assert finding_line(f).endswith("deep3d.py:11)")
     (net,) = extract_onnx(path, "deep3d.onnx").networks
     assert [p.name for p in net.params][-1] == "head"
     assert all(not n.name.startswith("node_") for n in net.nodes if isinstance(n, (Param, Activation)))

@@ -25,7 +25,8 @@ def finding_line(f: Finding, *, color: bool = False) -> str:
     message = f.message
     if f.node is not None:
         # Kept after the message so the line stays `path:line:col: CODE ...` for problem matchers.
-        message += f" (node {f.node.name!r}, {f.node.op_type} #{f.node.index})"
+        source = f", from {f.node.source}" if f.node.source else ""
+        message += f" (node {f.node.name!r}, {f.node.op_type} #{f.node.index}{source})"
     # A multi-line message keeps its later lines indented under the finding, so that every
     # line that starts at column 0 is a finding or the summary.
     message = message.replace("\r\n", "\n").replace("\n", "\n    ")
