@@ -107,10 +107,10 @@ class Patterns:
         if self.g.ops[i] == "Mul":
             # d * Reciprocal(sqrt(...)), either order
             for a, b in ((d, s), (s, d)):
-                r = self._prod(b, "Reciprocal")
+                r = self._reciprocal(b)
                 if r is not None:
-                    d, s = a, self.nodes[r].input[0]
-                    members.append(r)
+                    d, s = a, r[1]
+                    members.append(r[0])
                     break
             else:
                 return None
@@ -135,14 +135,19 @@ class Patterns:
         for x, s in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
             members = [i]
             if self.g.ops[i] == "Mul":
-                r = self._prod(s, "Reciprocal")
+                r = self._reciprocal(s)
                 if r is None:
                     continue
-                members.append(r)
-                s = self.nodes[r].input[0]
+                members.append(r[0])
+                s = r[1]
             elif s != node.input[1]:
                 continue
             found = self._rsqrt_of_mean_square(s)
+            if found is not None and found[1] != x:
+                # T5 squares x.to(float32): a Cast between x and the square.
+                c = self._prod(found[1], "Cast")
+                if c is not None and self.nodes[c].input[0] == x:
+                    found = (found[0] + [c], x)
             if found is None or found[1] != x:
                 continue
             members += found[0]
@@ -166,8 +171,10 @@ class Patterns:
         add = self._one_consumer(node.output[0], "Add")
         if add is None or self.g.scalar(self._other(add, node.output[0]) or "") != 1.0:
             return None
-        members = [pre, i, add]
-        cur = self.nodes[add].output[0]
+        return self._gelu_tail([pre, i, add], x, self.nodes[add].output[0])
+
+    def _gelu_tail(self, members: list[int], x: str, cur: str):
+        """The `x * 0.5 * (1 + f)` end of a GELU, from `cur` = 1 + f: the products in any order."""
         have_x = have_half = False
         for _ in range(2):
             mul = self._one_consumer(cur, "Mul")
@@ -178,23 +185,118 @@ class Patterns:
                 return None
             if other == x and not have_x:
                 have_x = True
-            elif self.g.scalar(other) is not None and abs(self.g.scalar(other) - 0.5) < 1e-6 and not have_half:  # type: ignore[operator]
+            elif _near(self.g.scalar(other), 0.5) and not have_half:
                 have_half = True
             else:
                 h = self._prod(other, "Mul")
                 if h is None or have_x or have_half:
                     return None
-                hx = self._other(h, x)
-                if hx is None or self.g.scalar(hx) is None or abs(self.g.scalar(hx) - 0.5) > 1e-6:  # type: ignore[operator]
+                if not _near(self.g.scalar(self._other(h, x) or ""), 0.5):
                     return None
                 members.append(h)
                 have_x = have_half = True
             members.append(mul)
             cur = self.nodes[mul].output[0]
             if have_x and have_half:
-                return members, x, cur, Activation(name=self.node_name(mul), fn="gelu",
-                                                   origin=self.g.ref(mul))
+                return members, x, cur, Activation(name=self.node_name(mul), fn="gelu", origin=self.g.ref(mul))
         return None
+
+    def _match_gelu_tanh(self, i: int):
+        """GELU's tanh form below opset 20 (GPT-2's gelu_new, nn.GELU(approximate='tanh')):
+        x * 0.5 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))."""
+        if self.g.ops[i] != "Tanh":
+            return None
+        node = self.nodes[i]
+        pre = self._prod(node.input[0], "Mul")
+        scaled = self._const_operand(pre) if pre is not None else None
+        if scaled is None or not _near(scaled[0], math.sqrt(2 / math.pi), 1e-3):
+            return None
+        add = self._prod(scaled[1], "Add")
+        if add is None or len(self.nodes[add].input) != 2:
+            return None
+        a, b = self.nodes[add].input
+        for x, cubic in ((a, b), (b, a)):
+            m = self._prod(cubic, "Mul")
+            coef = self._const_operand(m) if m is not None else None
+            if coef is None or not _near(coef[0], 0.044715, 1e-4):
+                continue
+            cube = self._cube_of(coef[1])
+            if cube is None or cube[1] != x:
+                continue
+            one = self._one_consumer(node.output[0], "Add")
+            if one is None or self.g.scalar(self._other(one, node.output[0]) or "") != 1.0:
+                return None
+            return self._gelu_tail([pre, add, m, *cube[0], i, one], x, self.nodes[one].output[0])
+        return None
+
+    def _reciprocal(self, name: str) -> tuple[int, str] | None:
+        """(node, y) when name = Reciprocal(y) or 1 / y (torch.rsqrt as TorchScript writes it)."""
+        j = self._prod(name, ("Reciprocal", "Div"))
+        if j is None or not self.nodes[j].input:
+            return None
+        ins = self.nodes[j].input
+        if self.g.ops[j] == "Reciprocal":
+            return j, ins[0]
+        return (j, ins[1]) if len(ins) == 2 and self.g.scalar(ins[0]) == 1.0 else None
+
+    def _cube_of(self, name: str) -> tuple[list[int], str] | None:
+        """(nodes, x) when name = Pow(x, 3), x * (x * x) or (x * x) * x."""
+        j = self._prod(name, ("Pow", "Mul"))
+        if j is None or len(self.nodes[j].input) != 2:
+            return None
+        a, b = self.nodes[j].input
+        if self.g.ops[j] == "Pow":
+            return ([j], a) if self.g.scalar(b) == 3.0 else None
+        for x, sq in ((a, b), (b, a)):
+            found = self._square_of(sq)
+            if found is not None and found[1] == x and self.g.ops[found[0]] == "Mul":
+                return [j, found[0]], x
+        return None
+
+    def _const_operand(self, j: int) -> tuple[float, str] | None:
+        """(the scalar constant, the other operand) of a two-input node with one scalar input."""
+        ins = [x for x in self.nodes[j].input if x]
+        if len(ins) != 2:
+            return None
+        for c, other in ((ins[0], ins[1]), (ins[1], ins[0])):
+            v = self.g.scalar(c)
+            if v is not None and not self.g.is_static(other):
+                return v, other
+        return None
+
+    def _match_softplus(self, i: int):
+        """torch's Softplus(beta, threshold) spelled out: Softplus(beta*x)/beta, and dynamo's
+        Where(beta*x > threshold, x, ...) around it (linear above the threshold)."""
+        if self.g.ops[i] != "Softplus":
+            return None
+        node = self.nodes[i]
+        xs = x = node.input[0]
+        members = [i]
+        beta = 1.0
+        m = self._prod(xs, "Mul")
+        scaled = self._const_operand(m) if m is not None else None
+        if scaled is not None and scaled[0] > 0:
+            beta, x = scaled
+            members.append(m)  # type: ignore[arg-type]
+        out = node.output[0]
+        if beta != 1.0:
+            d = self._one_consumer(out, "Div")
+            if d is None or self.nodes[d].input[0] != out or not _near(self.g.scalar(self.nodes[d].input[1]), beta):
+                return None
+            members.append(d)
+            out = self.nodes[d].output[0]
+        w = self._one_consumer(out, "Where")
+        if w is not None and len(self.nodes[w].input) == 3:
+            cond, above, below = self.nodes[w].input
+            gt = self._prod(cond, "Greater")
+            if (gt is not None and above == x and below == out and self.nodes[gt].input[0] == xs
+                    and self.g.scalar(self.nodes[gt].input[1]) is not None):
+                members += [gt, w]
+                out = self.nodes[w].output[0]
+        if len(members) == 1:
+            return None  # a plain Softplus is one node
+        return members, x, out, Activation(name=self.node_name(i), fn="softplus", param=float(f"{beta:.7g}"),
+                                           origin=self.g.ref(i))
 
     _GATES = {("Sigmoid",): "silu", ("HardSigmoid",): "hardswish", ("Softplus", "Tanh"): "mish"}
 
@@ -236,3 +338,7 @@ class Patterns:
             return chain + [i], x, node.output[0], Activation(name=self.node_name(i), fn=fn,
                                                                 origin=self.g.ref(i))
         return None
+
+
+def _near(value: float | None, want: float, tol: float = 1e-6) -> bool:
+    return value is not None and abs(value - want) <= tol * max(1.0, abs(want))

@@ -379,7 +379,8 @@ class Lowering(Patterns):
         taken: set[int] = set()
         fused: list[Unit] = []
         matchers: list[Callable[[int], tuple[list[int], str, str, Node] | None]] = [
-            self._match_layernorm, self._match_rmsnorm, self._match_gelu_erf, self._match_gated,
+            self._match_layernorm, self._match_rmsnorm, self._match_gelu_erf, self._match_gelu_tanh,
+            self._match_softplus, self._match_gated,
         ]
         for i in range(len(self.nodes)):
             if i in taken:
@@ -444,11 +445,101 @@ class Lowering(Patterns):
         main_in = self._main_input(units)
         params = tuple(p for p in (self.param(i) for i, k in enumerate(self.g.ops) if k in WEIGHTED) if p)
         recurrents = tuple(self.recurrent(i) for i, k in enumerate(self.g.ops) if k in RECURRENT)
+        recurrents += tuple(self.unrolled_recurrences())
         nodes: tuple[Node, ...] = ()
         if main_in is not None:
             nodes = tuple(_Path(self, units, main_in).lower())
         return Network(name=self.g.name or "graph", path=self.display, nodes=nodes, origin=None,
                        params=params, recurrents=recurrents, forward_known=main_in is not None)
+
+    def unrolled_recurrences(self) -> list[Recurrent]:
+        """nn.RNN as the dynamo exporter writes it: one MatMul per time step, all with the same
+        hidden-to-hidden weight, each reading the previous step's activation. A weight shared by
+        layers is a recurrence when some step's activation is fed (through adds) by a product
+        with that weight and feeds the next one."""
+        users: dict[str, list[int]] = {}
+        for i, key in enumerate(self.g.ops):
+            if layer_op(key) in ("MatMul", "Gemm"):
+                tensor = self._square_weight(i)
+                if tensor is not None:
+                    users.setdefault(tensor, []).append(i)
+        found: list[Recurrent] = []
+        for tensor, steps in users.items():
+            if len(steps) < 2:
+                continue
+            fn = None
+            for j in steps:
+                act = self._activation_behind(j)
+                terms = self._terms_into(act) if act is not None else []
+                # h_t = act(W_hh h_{t-1} + W_ih x_t): the product with the shared weight and an input
+                # term. Without the input term it is a deep stack of (cloned) layers, not a recurrence.
+                if set(terms) & set(steps) and len(terms) >= 2:
+                    fn = ACTIVATIONS[self.g.ops[act]]
+                    break
+            if fn is None:
+                continue
+            first = steps[0]
+            p = self.param(first)
+            init = None
+            src = self.weight_source(tensor)
+            if src is not None and self._is_identity_matrix(src[0]):
+                init = InitSpec("eye", (), self.g.ref(first))
+            found.append(Recurrent(name=self.g.scope(first) or (p.name if p else self.g.ref(first).name), cell="rnn",
+                                   nonlinearity=fn, hidden=p.fan_in if p else None, origin=self.g.ref(first),
+                                   weight_hh_init=init))
+        return found
+
+    def _square_weight(self, i: int) -> str | None:
+        """The operand name of a MatMul/Gemm's static square weight. The name, not the tensor
+        behind it: torch deduplicates equal weights of distinct layers (cloned blocks) into one
+        tensor read through Identity nodes named after each layer's own parameter."""
+        node = self.nodes[i]
+        for x in node.input[:2]:
+            if x and self.g.is_static(x):
+                src = self.weight_source(x)
+                if src is not None and len(src[1]) == 2 and src[1][0] == src[1][1]:
+                    return x
+                return None
+        return None
+
+    def _activation_behind(self, j: int) -> int | None:
+        """The activation node that computes the dynamic operand of layer j, through reshapes."""
+        for x in self.nodes[j].input[:2]:
+            if x and not self.g.is_static(x):
+                found = self.g.through(x)
+                if found is not None and found[0] is self.g and self.g.ops[found[1]] in ACTIVATIONS:
+                    return found[1]
+                return None
+        return None
+
+    def _terms_into(self, act: int) -> list[int]:
+        """The nodes whose outputs are summed into act's input (through at most four Adds)."""
+        out: list[int] = []
+        frontier = [x for x in self.nodes[act].input[:1] if x]
+        for _ in range(4):
+            nxt: list[str] = []
+            for name in frontier:
+                k = self.g.producers.get(name)
+                if k is None:
+                    continue
+                if self.g.ops[k] == "Add":
+                    nxt.extend(x for x in self.nodes[k].input if x and not self.g.is_static(x))
+                else:
+                    out.append(k)
+            frontier = nxt
+        return out
+
+    def _is_identity_matrix(self, tensor: str) -> bool:
+        t = self.g.initializer(tensor)
+        if t is None or len(t.dims) != 2 or t.dims[0] != t.dims[1] or t.dims[0] > 4096:
+            return False
+        from gradlint.onnx.load import small_value
+
+        value = small_value(t, self.g.loaded, limit=int(np.prod(t.dims)))
+        if value is None:
+            return False
+        # A transposed identity is the identity: no need to know which way the exporter stored it.
+        return bool(np.array_equal(value, np.eye(int(t.dims[0]), dtype=value.dtype)))
 
     def _reach(self, units: list[Unit], start: str) -> tuple[set[str], list[int]]:
         dynamic = {start}
