@@ -16,6 +16,7 @@ from gradlint.api import check_paths
 from gradlint.config import Config
 from gradlint.model.ir import Activation, Norm, Opaque, Param, Residual, walk
 from gradlint.onnx import extract_onnx
+from gradlint.onnx.coverage import onnx_coverage
 
 pytestmark = pytest.mark.torch
 
@@ -113,11 +114,14 @@ def test_bn_cnn_exported_for_inference_gives_no_gl101(vgg_files, variant):
     (net,) = extract_onnx(path, path.name).networks
     convs = [n for n in walk(net.nodes) if isinstance(n, Param) and n.op == "conv2d"]
     norms = [n for n in walk(net.nodes) if isinstance(n, Norm)]
+    (cov,) = onnx_coverage(path)
     if variant == "all":
         # onnxruntime's NCHWc convs pad their weights: refused, with the reason.
         assert any(isinstance(n, Opaque) and "NCHWc" in n.what for n in net.nodes)
+        assert "NCHWc" in cov.opaque[0][0] and cov.opaque[0][1] == 8
     else:
         assert len(convs) == 8 and len(norms) == 8
+        assert cov.folded_norms == 8 and cov.understood == cov.on_path
 
 
 def test_dynamo_names_the_folded_batchnorm(vgg_files):

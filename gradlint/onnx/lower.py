@@ -90,6 +90,7 @@ class Lowering(Patterns):
         self.nodes = index.nodes
         self._params: dict[int, Param | None] = {}
         self.folding = find_folding(index)
+        self.path: _Path | None = None  # set by network(): what the coverage report reads
 
     # -- weights -------------------------------------------------------------------------------
 
@@ -317,6 +318,8 @@ class Lowering(Patterns):
         if op in REFUSED:
             return [Opaque(name=name, what=REFUSED[op], origin=ref)]
         if node.domain not in STANDARD_DOMAINS:
+            if op in PASSTHROUGH:
+                return [Passthrough(name=name, what=node.op_type, origin=ref)]
             return [Opaque(name=name, what=f"{_op_text(op)} (not modelled)", origin=ref)]
         if op == "Clip":
             fn = self._clip_activation(i)
@@ -448,7 +451,8 @@ class Lowering(Patterns):
         recurrents += tuple(self.unrolled_recurrences())
         nodes: tuple[Node, ...] = ()
         if main_in is not None:
-            nodes = tuple(_Path(self, units, main_in).lower())
+            self.path = _Path(self, units, main_in)
+            nodes = tuple(self.path.lower())
         return Network(name=self.g.name or "graph", path=self.display, nodes=nodes, origin=None,
                        params=params, recurrents=recurrents, forward_known=main_in is not None)
 
@@ -596,6 +600,11 @@ class _Path:
         order = [ENTRY] + [k for k in reached if k in self.succ] + [EXIT]
         self.pos = {k: n for n, k in enumerate(order)}
         self.ipdom = self._postdominators(order)
+        # For the coverage report: the IR each unit was read as, the units a fork or join left
+        # unread (with the reason), and the adds read as residual joins.
+        self.seen: dict[int, list[Node]] = {}
+        self.hidden: dict[int, str] = {}
+        self.joins: set[int] = set()
 
     def _prune(self) -> None:
         """Keep only units on some path to the main output."""
@@ -643,9 +652,9 @@ class _Path:
 
     def ir(self, k: int) -> list[Node]:
         u = self.units[k]
-        if u.ir is not None:
-            return list(u.ir)
-        return self.low.node_ir(u.head)
+        nodes = list(u.ir) if u.ir is not None else self.low.node_ir(u.head)
+        self.seen[k] = nodes
+        return nodes
 
     def ref(self, k: int) -> GraphNode:
         return self.low.g.ref(self.units[k].head)
@@ -667,6 +676,7 @@ class _Path:
                     # A join whose fork is not on this walk: the structure is not nested.
                     ref = self.ref(nxt)
                     out.append(Opaque(name=ref.name, what=f"{ref.op_type} joining paths", origin=ref))
+                    self.hidden.setdefault(nxt, "a join of paths that do not nest")
                     break
                 k, emit = nxt, True
                 continue
@@ -682,6 +692,7 @@ class _Path:
             name = module_path(ref.name) if ref.name.startswith("/") else ref.name
             if m in succs:
                 other = succs[0] if succs[1] == m else succs[1]
+                self.joins.add(m)
                 return [Residual(body=tuple(self.walk(other, m)), name=name, origin=ref)]
             branches = [self.walk(s, m) for s in succs]
             skips = [b for b in branches if _is_shortcut(b)]
@@ -689,11 +700,27 @@ class _Path:
                 skip = min(skips, key=len)
                 body = branches[1] if skip is branches[0] else branches[0]
                 scale = self._scalar_scale(succs[branches.index(skip)], m)
+                self.joins.add(m)
                 return [Residual(body=tuple(body), name=name, origin=ref, skip_scale=scale)]
         ref = self.ref(m) if m != EXIT else self.ref(f)
         what = (f"{ref.op_type} joining {len(succs)} branches" if m != EXIT
                 else f"{len(succs)} branches to the outputs")
+        for k in self._region(succs, m):
+            self.hidden[k] = "inside a fork and join that is not a residual (attention, gating, concatenation)"
         return [Opaque(name=ref.name, what=what, origin=ref)]
+
+    def _region(self, succs: list[int], m: int) -> set[int]:
+        """The units from a fork's successors up to and including its join m."""
+        region: set[int] = set()
+        stack = [s for s in succs if s != EXIT]
+        while stack:
+            k = stack.pop()
+            if k in region:
+                continue
+            region.add(k)
+            if k != m:
+                stack.extend(s for s in self.succ.get(k, []) if s != EXIT)
+        return region
 
     def _is_add_join(self, m: int) -> bool:
         u = self.units[m]
