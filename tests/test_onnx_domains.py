@@ -154,3 +154,14 @@ def test_nchwc_conv_is_refused_with_the_reason(tmp_path):
     (net,) = lower(m, tmp_path).networks
     assert isinstance(net.nodes[0], Opaque) and "extended" in net.nodes[0].what
     assert not any(isinstance(n, (Param, Activation)) for n in net.nodes)
+
+
+def test_a_custom_domain_log_is_not_onnx_log(tmp_path):
+    rng = np.random.default_rng(0)
+    for domain, expect in (("", ["GL302"]), ("my.company", [])):
+        nodes = [helper.make_node("Gemm", ["X", "W0"], ["h"], transB=1),
+                 helper.make_node("Softmax", ["h"], ["p"]),
+                 helper.make_node("Log", ["p"], ["Y"], domain=domain)]
+        m = model(nodes, [_weight("W0", rng)], domains=(("my.company", 1),))
+        facts = lower(m, tmp_path, f"log{bool(domain)}.onnx")
+        assert [h.code for h in facts.graph.hazards] == expect

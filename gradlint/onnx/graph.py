@@ -150,9 +150,9 @@ class GraphIndex:
             result = small_value(self.initializers[name], self.loaded)
         elif name in self.producers:
             node = self.nodes[self.producers[name]]
-            if node.op_type == "Constant":
+            if self.ops[self.producers[name]] == "Constant":
                 result = self._constant_value(node)
-            elif node.op_type in ("Identity", "Cast") and node.input:
+            elif self.ops[self.producers[name]] in ("Identity", "Cast") and node.input:
                 result = self.value(node.input[0])
                 if result is not None and node.op_type == "Cast":
                     to = _attr(node, "to")
@@ -196,7 +196,7 @@ class GraphIndex:
         while found is not None and seen < 64:
             g, i = found
             node = g.nodes[i]
-            if node.op_type not in TRANSPARENT or not node.input:
+            if g.ops[i] not in TRANSPARENT or not node.input:
                 return found
             found = g.producer(node.input[0])
             seen += 1
@@ -206,7 +206,7 @@ class GraphIndex:
         static = set(self.initializers)
         inputs = set(self.inputs)
         for i, node in enumerate(self.nodes):
-            if node.op_type in SHAPE_OPS:
+            if self.ops[i] in SHAPE_OPS:
                 static.update(o for o in node.output if o)
                 continue
             ins = self.node_inputs(i)
