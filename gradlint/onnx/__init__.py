@@ -152,7 +152,11 @@ def _consumer_ops(g, name: str, depth: int = 0) -> tuple[str, ...]:
 
 
 def _weight_operand(low, i: int) -> str | None:
+    from gradlint.onnx.ops import QUANTIZED_LAYERS
+
     node = low.nodes[i]
+    if low.g.ops[i] in QUANTIZED_LAYERS:
+        return None  # an integer weight: no float statistics for GL5xx
     cands = [node.input[0]] if low.g.ops[i] == "Gather" else list(node.input[:2])
     for x in cands:
         if x and low.g.is_static(x):

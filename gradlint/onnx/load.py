@@ -20,6 +20,8 @@ import onnx
 import onnx.parser
 from onnx import TensorProto
 
+from gradlint.onnx.inline import INLINE_KEY, skeleton
+
 # Elements per chunk when streaming a tensor: 4M float64 temporaries are 32 MB, so the
 # statistics of a tensor of any size cost a few tens of MB beyond the graph itself.
 CHUNK_ELEMS = 1 << 22
@@ -80,7 +82,8 @@ def decode(path: Path) -> onnx.ModelProto:
         if path.suffix == ".txt":
             text = path.read_text(encoding="utf-8")
             return onnx.parser.parse_model(text)
-        data = path.read_bytes()
+        # A large model is decoded without its big initializers' bytes (read later, in chunks).
+        data = skeleton(str(path)) or path.read_bytes()
     except onnx.parser.ParseError as exc:
         raise ModelError("GL002", f"not valid ONNX text: {_one_line(exc)}") from None
     except UnicodeDecodeError as exc:
@@ -174,6 +177,13 @@ def vet_external(model: onnx.ModelProto, model_dir: str) -> LoadedModel:
             continue
         info = {e.key: e.value for e in tensor.external_data}
         location = info.get("location", "")
+        if info.get(INLINE_KEY) == "1":
+            # The bytes are in the model file itself (see inline.py): the file the user named.
+            full = os.path.realpath(os.path.join(model_dir, location))
+            st = os.stat(full)
+            refs[external_key(tensor)] = ExternalRef(full, int(info["offset"]), int(info["length"]),
+                                                     st.st_dev, st.st_ino)
+            continue
         if location not in vetted:
             vetted[location] = _vet_location(model_dir, location)
         result = vetted[location]
@@ -452,6 +462,52 @@ class TensorStats:
     @property
     def std(self) -> float | None:
         return None if self.variance is None else float(np.sqrt(self.variance))
+
+
+def dequantized_stats(tensor: TensorProto, scale: np.ndarray | None, zero: np.ndarray | None, axis: int,
+                      loaded: LoadedModel | None) -> TensorStats | None:
+    """Mean and variance of (q - zero) * scale over a quantized tensor, streamed: per tensor, or
+    per channel along `axis` when the scale has one value per channel."""
+    if scale is None or tensor.data_type not in _DTYPES or tensor.data_type in _FLOAT_DTYPES:
+        return None
+    dims = [int(d) for d in tensor.dims]
+    scale = scale.astype(np.float64).reshape(-1)
+    zero = np.zeros(1) if zero is None else zero.astype(np.float64).reshape(-1)
+    inner = channels = 1
+    if scale.size > 1:
+        if not dims:
+            return None
+        axis = axis % len(dims)
+        if dims[axis] != scale.size:
+            return None
+        channels, inner = dims[axis], int(np.prod(dims[axis + 1:], dtype=np.int64))
+    if zero.size not in (1, scale.size):
+        return None
+    n_tot, mean, m2, pos = 0, 0.0, 0.0, 0
+    for chunk in chunks(tensor, loaded):
+        x = chunk.astype(np.float64)
+        if scale.size > 1:
+            idx = (np.arange(pos, pos + x.size) // inner) % channels
+            x = (x - (zero[idx] if zero.size > 1 else zero[0])) * scale[idx]
+            del idx
+        else:
+            x = (x - zero[0]) * scale[0]
+        pos += x.size
+        n = x.size
+        if n == 0:
+            continue
+        c_mean = float(x.mean())
+        x -= c_mean
+        c_m2 = float(np.dot(x, x))
+        total = n_tot + n
+        delta = c_mean - mean
+        mean += delta * n / total
+        m2 += c_m2 + delta * delta * n_tot * n / total
+        n_tot = total
+    if n_tot == 0:
+        return None
+    return TensorStats(name=tensor.name, dtype="float32", shape=tuple(dims), count=n_tot,
+                       mean=mean, variance=m2 / n_tot)
 
 
 def tensor_stats(tensor: TensorProto, loaded: LoadedModel | None, name: str | None = None) -> TensorStats | None:

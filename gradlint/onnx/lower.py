@@ -23,10 +23,10 @@ from gradlint.model.ir import (
 )
 from gradlint.onnx.graph import SHAPE_OPS, GraphIndex, attr
 from gradlint.onnx.fusion import Patterns
-from gradlint.onnx.load import TensorStats
+from gradlint.onnx.load import TensorStats, dequantized_stats
 from gradlint.onnx.ops import (
     ACT_PARAM, ACTIVATIONS, LAYERS, MS, NORMS, PASSTHROUGH, RECURRENT, REFUSED, SKIP, SKIP_NORMS,
-    STANDARD_DOMAINS, fused_activation, layer_op, quick_gelu,
+    QUANTIZED_LAYERS, STANDARD_DOMAINS, fused_activation, layer_op, quantized_relu, quick_gelu,
 )
 from gradlint.onnx.provenance import find_folding
 
@@ -89,6 +89,8 @@ class Lowering(Patterns):
         self.display = display
         self.nodes = index.nodes
         self._params: dict[int, Param | None] = {}
+        # Quantized weight tensor -> (scale, zero point, axis) of its dequantisation.
+        self.dequant: dict[str, tuple[str, str, int]] = {}
         self.folding = find_folding(index)
         self.path: _Path | None = None  # set by network(): what the coverage report reads
 
@@ -119,6 +121,11 @@ class Lowering(Patterns):
                 return name, shape
             if g.ops[i] in ("Identity", "Cast") and node.input:
                 name = node.input[0]
+            elif g.ops[i] == "DequantizeLinear" and len(node.input) >= 2 and g.initializer(node.input[0]) is not None:
+                # QDQ format: the weight is stored quantized; its statistics are the dequantised ones.
+                self.dequant.setdefault(node.input[0], (node.input[1], node.input[2] if len(node.input) > 2 else "",
+                                                        int(attr(node, "axis", 1))))
+                name = node.input[0]
             elif g.ops[i] == "Transpose" and node.input:
                 perm = attr(node, "perm")
                 if perm is None:
@@ -140,6 +147,12 @@ class Lowering(Patterns):
         for _ in range(16):
             if name in self.stats:
                 return self.stats[name]
+            if name in self.dequant and self.g.initializer(name) is not None:
+                scale, zero, axis = self.dequant[name]
+                st = dequantized_stats(self.g.initializer(name), self.g.value(scale),  # type: ignore[arg-type]
+                                       self.g.value(zero) if zero else None, axis, self.g.loaded)
+                self.stats[name] = st  # type: ignore[assignment]
+                return st
             found = self.g.producer(name)
             if found is None:
                 return None
@@ -164,6 +177,12 @@ class Lowering(Patterns):
         # Gemm and onnxruntime's FusedGemm/FusedMatMul scale and transpose by attributes.
         scaled = op == "Gemm" or self.g.ops[i] == f"{MS}:FusedMatMul"
         ins = list(node.input)
+        if self.g.ops[i] in QUANTIZED_LAYERS:
+            # QLinearMatMul/QLinearConv/QGemm: (x, x scale, x zero, w, w scale, w zero, ...).
+            if len(ins) < 6 or self.g.initializer(ins[3]) is None:
+                return None
+            self.dequant.setdefault(ins[3], (ins[4], ins[5], QUANTIZED_LAYERS[self.g.ops[i]]))
+            ins = [ins[0], ins[3]]
         ref = self.g.ref(i)
         if op in ("MatMul", "Gemm") and len(ins) >= 2:
             right = self.weight_source(ins[1]) if self.g.is_static(ins[1]) else None
@@ -295,7 +314,8 @@ class Lowering(Patterns):
         if op in WEIGHTED:
             p = self.param(i)
             if p is not None:
-                return [p] + self.folded_norm(i, p) + self._fused_activation(i, name, ref)
+                relu = [Activation(name=name, fn="relu", origin=ref)] if quantized_relu(self.g, i) else []
+                return [p] + self.folded_norm(i, p) + self._fused_activation(i, name, ref) + relu
         if op in ACTIVATIONS:
             param = None
             if op in ACT_PARAM:
@@ -337,6 +357,8 @@ class Lowering(Patterns):
             return [Opaque(name=name, what=f"{op} by a constant", origin=ref)]
         if op == "Gather" and not self.g.is_static(node.input[0]):
             return [Passthrough(name=name, what=op, origin=ref)]
+        if op == "QuantizeLinear" and quantized_relu(self.g, i):
+            return [Passthrough(name=name, what=op, origin=ref), Activation(name=name, fn="relu", origin=ref)]
         if op in PASSTHROUGH and op != "Gather":
             return [Passthrough(name=name, what=op.lower() if op == "LogSoftmax" else op, origin=ref)]
         return [Opaque(name=name, what=f"ONNX {op}", origin=ref)]

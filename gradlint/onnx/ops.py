@@ -46,6 +46,9 @@ PASSTHROUGH = frozenset({
     "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Cast", "CastLike", "Pad", "Slice", "Concat",
     "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Expand", "Tile", "Gather", "Split",
     "ReduceMean", "ReduceMax", "LogSoftmax", "MaxRoiPool", "Shrink",
+    # Quantize/dequantize of activations: the represented value is (nearly) the same.
+    "QuantizeLinear", "DequantizeLinear", f"{MS}:QLinearAveragePool", f"{MS}:QLinearGlobalAveragePool",
+    f"{MS}:QLinearConcat",
     # NCHWc layout changes and pools: values are moved, not scaled.
     f"{NCHWC}:ReorderInput", f"{NCHWC}:ReorderOutput", f"{NCHWC}:MaxPool", f"{NCHWC}:AveragePool",
     f"{NCHWC}:GlobalAveragePool", f"{NCHWC}:GlobalMaxPool", f"{NCHWC}:Upsample",
@@ -59,8 +62,42 @@ LAYERS = {
     f"{MS}:FusedGemm": "Gemm", f"{MS}:FusedConv": "Conv", f"{MS}:FusedMatMul": "MatMul",
 }
 
+# Quantized layers (QOperator format): the weight is input 3, dequantised by inputs 4 and 5 along
+# this axis when the scale is per channel (a conv's output channels, a MatMul's columns).
+QUANTIZED_LAYERS = {"QLinearMatMul": -1, "QLinearConv": 0, f"{MS}:QGemm": 0}
+LAYERS.update({"QLinearMatMul": "MatMul", "QLinearConv": "Conv", f"{MS}:QGemm": "Gemm"})
+# The output zero point of each (input index): at the type's minimum the output cannot be negative,
+# which is how onnxruntime's quantizer folds a following ReLU away.
+_QUANT_OUT_ZERO = {"QLinearMatMul": 7, "QLinearConv": 7, f"{MS}:QGemm": 8}
+ACTIVATIONS.update({f"{MS}:QLinearSigmoid": "sigmoid", f"{MS}:QLinearLeakyRelu": "leaky_relu",
+                    f"{MS}:QLinearSoftmax": "softmax"})
+ACT_PARAM[f"{MS}:QLinearLeakyRelu"] = ("alpha", 0.01)
+
+
+def quantized_relu(g, i: int) -> bool:
+    """True when quantized layer i's output range starts at zero: a ReLU folded into quantization.
+    Also a QuantizeLinear right after a layer (QDQ format), never one after an activation (a
+    sigmoid's output is positive anyway)."""
+    pos = _QUANT_OUT_ZERO.get(g.ops[i])
+    node = g.nodes[i]
+    if g.ops[i] == "QuantizeLinear" and node.input:
+        found = g.through(node.input[0])
+        if found is None or found[0] is not g or not layer_op(g.ops[found[1]]):
+            return False
+        pos = 2
+    if pos is None or len(node.input) <= pos or not node.input[pos]:
+        return False
+    zero = g.value(node.input[pos])
+    if zero is None or zero.size != 1:
+        return False
+    lowest = {"int8": -128, "uint8": 0, "int16": -32768, "uint16": 0}.get(str(zero.dtype))
+    return lowest is not None and int(zero.reshape(-1)[0]) == lowest
+
+
 # Ops refused with the reason the user reads in the coverage report.
 REFUSED = {
+    "MatMulInteger": "dynamically quantized MatMulInteger (its scale is applied after the product): not modelled",
+    "ConvInteger": "dynamically quantized ConvInteger (its scale is applied after the product): not modelled",
     f"{NCHWC}:Conv": "onnxruntime's NCHWc Conv (optimisation level 'all'; its weights are padded "
                      "to the CPU's block size): save the model at the 'extended' level to check it",
 }
@@ -110,5 +147,5 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
-__all__ = ["op_key", "layer_op", "fused_activation", "quick_gelu", "ACTIVATIONS", "NORMS", "SKIP_NORMS",
+__all__ = ["op_key", "layer_op", "quantized_relu", "QUANTIZED_LAYERS", "fused_activation", "quick_gelu", "ACTIVATIONS", "NORMS", "SKIP_NORMS",
            "PASSTHROUGH", "RECURRENT", "REFUSED", "LAYERS", "ACT_PARAM", "SKIP"]
