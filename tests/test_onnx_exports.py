@@ -243,6 +243,7 @@ def test_dynamo_findings_name_module_paths_and_source_lines(out: Path):
     from gradlint.report.text import finding_line
 
     assert finding_line(f).endswith("deep3d.py:11)")
+    assert f.node.name == "/body.0/node_MatMul_1"  # the module path, as TorchScript names nodes
     (net,) = extract_onnx(path, "deep3d.onnx").networks
     assert [p.name for p in net.params][-1] == "head"
     assert all(not n.name.startswith("node_") for n in net.nodes if isinstance(n, (Param, Activation)))
@@ -270,3 +271,33 @@ def test_probe_joins_a_dynamo_export_with_3d_inputs(out: Path):
     [from_onnx] = [v for v in report.verdicts if v.finding.path.endswith(".onnx")]
     assert from_onnx.finding.code == "GL101" and from_onnx.verdict == CONFIRMED
     assert from_onnx.finding.data_dict["modules"][0] == "body.0"
+
+
+HEAD_PY = '''\
+import torch
+import torch.nn as nn
+
+
+class Head(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return torch.log(torch.softmax(self.fc(x), dim=-1))
+'''
+
+
+def test_dynamo_hazard_findings_point_at_the_source_line(out: Path):
+    src = out / "head_model.py"
+    src.write_text(HEAD_PY)
+    spec = importlib.util.spec_from_file_location("head_model", src)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["head_model"] = mod
+    try:
+        spec.loader.exec_module(mod)  # type: ignore[union-attr]
+        path = export(mod.Head(), (torch.randn(2, 8),), out / "head.onnx", dynamo=True)
+    finally:
+        sys.modules.pop("head_model", None)
+    (f,) = findings(path, "GL302")
+    assert f.node is not None and f.node.op_type == "Log" and f.node.source.endswith("head_model.py:11")

@@ -85,6 +85,11 @@ class GraphIndex:
     def ref(self, i: int) -> GraphNode:
         node = self.nodes[i]
         name = node.name or f"{node.op_type}_{i}"
+        scope = node_scope(node)
+        if scope and not name.startswith("/"):
+            # A dynamo node ('node_MatMul_1') named like TorchScript's: '/body.0/node_MatMul_1', so
+            # the finding shows the module and the probe's join reads it the same way.
+            name = f"/{scope}/{name}"
         return GraphNode(self.prefix + name, node.op_type, i, source=node_source(node) or "")
 
     def scope(self, i: int) -> str | None:
