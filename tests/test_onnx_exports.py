@@ -100,7 +100,8 @@ def out(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def vgg_files(out: Path) -> dict[str, Path]:
     ts = export(vgg_bn(), (torch.randn(1, 3, 8, 8),), out / "vgg.onnx")
-    files = {"torchscript": ts, "dynamo": export(vgg_bn(), (torch.randn(1, 3, 8, 8),), out / "vgg_dyn.onnx", dynamo=True)}
+    dyn = export(vgg_bn(), (torch.randn(1, 3, 8, 8),), out / "vgg_dyn.onnx", dynamo=True)
+    files = {"torchscript": ts, "dynamo": dyn}
     files.update({level: optimise(ts, level) for level in LEVELS})
     return files
 
@@ -161,7 +162,8 @@ def test_plain_conv_chain_with_named_weights_stays_a_warning(out: Path):
 @pytest.fixture(scope="module")
 def mlp_files(out: Path) -> dict[str, Path]:
     ts = export(sigmoid_mlp(), (torch.randn(4, 128),), out / "mlp.onnx")
-    files = {"torchscript": ts, "dynamo": export(sigmoid_mlp(), (torch.randn(4, 128),), out / "mlp_dyn.onnx", dynamo=True)}
+    dyn = export(sigmoid_mlp(), (torch.randn(4, 128),), out / "mlp_dyn.onnx", dynamo=True)
+    files = {"torchscript": ts, "dynamo": dyn}
     files.update({level: optimise(ts, level) for level in LEVELS})
     files["fp16"] = fp16(ts)
     return files

@@ -21,12 +21,12 @@ from gradlint.findings import GraphNode
 from gradlint.model.ir import (
     Activation, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent, Residual,
 )
-from gradlint.onnx.graph import SHAPE_OPS, GraphIndex, attr
 from gradlint.onnx.fusion import Patterns
+from gradlint.onnx.graph import SHAPE_OPS, GraphIndex, attr
 from gradlint.onnx.load import TensorStats, dequantized_stats
 from gradlint.onnx.ops import (
-    ACT_PARAM, ACTIVATIONS, LAYERS, MS, NORMS, PASSTHROUGH, RECURRENT, REFUSED, SKIP, SKIP_NORMS,
-    QUANTIZED_LAYERS, STANDARD_DOMAINS, fused_activation, layer_op, quantized_relu, quick_gelu,
+    ACT_PARAM, ACTIVATIONS, LAYERS, MS, NORMS, PASSTHROUGH, QUANTIZED_LAYERS, RECURRENT, REFUSED, SKIP, SKIP_NORMS,
+    STANDARD_DOMAINS, fused_activation, layer_op, quantized_relu, quick_gelu,
 )
 from gradlint.onnx.provenance import find_folding
 

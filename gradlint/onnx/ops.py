@@ -25,10 +25,12 @@ ACTIVATIONS = {
     "HardSwish": "hardswish", "Mish": "mish", "Softsign": "softsign", "PRelu": "prelu", "Softmax": "softmax",
     # onnxruntime's GELU kernels: the exact form, the tanh form (FastGelu), and both with a fused bias.
     f"{MS}:Gelu": "gelu", f"{MS}:FastGelu": "gelu", f"{MS}:BiasGelu": "gelu", f"{MS}:BiasFastGelu": "gelu",
+    # Their quantized forms (the represented values follow the float activation).
+    f"{MS}:QLinearSigmoid": "sigmoid", f"{MS}:QLinearLeakyRelu": "leaky_relu", f"{MS}:QLinearSoftmax": "softmax",
 }
 # ONNX defaults of the parameter each activation takes.
 ACT_PARAM = {"LeakyRelu": ("alpha", 0.01), "Elu": ("alpha", 1.0), "Celu": ("alpha", 1.0),
-             "HardSigmoid": ("alpha", 0.2)}
+             "HardSigmoid": ("alpha", 0.2), f"{MS}:QLinearLeakyRelu": ("alpha", 0.01)}
 
 NORMS = {
     "BatchNormalization": "batch", "LayerNormalization": "layer", "InstanceNormalization": "instance",
@@ -60,18 +62,16 @@ RECURRENT = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
 LAYERS = {
     "MatMul": "MatMul", "Gemm": "Gemm", "Conv": "Conv", "ConvTranspose": "ConvTranspose", "Gather": "Gather",
     f"{MS}:FusedGemm": "Gemm", f"{MS}:FusedConv": "Conv", f"{MS}:FusedMatMul": "MatMul",
+    # Quantized layers (QOperator format), read with the dequantised statistics of their weights.
+    "QLinearMatMul": "MatMul", "QLinearConv": "Conv", f"{MS}:QGemm": "Gemm",
 }
 
 # Quantized layers (QOperator format): the weight is input 3, dequantised by inputs 4 and 5 along
 # this axis when the scale is per channel (a conv's output channels, a MatMul's columns).
 QUANTIZED_LAYERS = {"QLinearMatMul": -1, "QLinearConv": 0, f"{MS}:QGemm": 0}
-LAYERS.update({"QLinearMatMul": "MatMul", "QLinearConv": "Conv", f"{MS}:QGemm": "Gemm"})
 # The output zero point of each (input index): at the type's minimum the output cannot be negative,
 # which is how onnxruntime's quantizer folds a following ReLU away.
 _QUANT_OUT_ZERO = {"QLinearMatMul": 7, "QLinearConv": 7, f"{MS}:QGemm": 8}
-ACTIVATIONS.update({f"{MS}:QLinearSigmoid": "sigmoid", f"{MS}:QLinearLeakyRelu": "leaky_relu",
-                    f"{MS}:QLinearSoftmax": "softmax"})
-ACT_PARAM[f"{MS}:QLinearLeakyRelu"] = ("alpha", 0.01)
 
 
 def quantized_relu(g, i: int) -> bool:
@@ -147,5 +147,5 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
-__all__ = ["op_key", "layer_op", "quantized_relu", "QUANTIZED_LAYERS", "fused_activation", "quick_gelu", "ACTIVATIONS", "NORMS", "SKIP_NORMS",
-           "PASSTHROUGH", "RECURRENT", "REFUSED", "LAYERS", "ACT_PARAM", "SKIP"]
+__all__ = ["op_key", "layer_op", "quantized_relu", "fused_activation", "quick_gelu", "QUANTIZED_LAYERS",
+           "ACTIVATIONS", "NORMS", "SKIP_NORMS", "PASSTHROUGH", "RECURRENT", "REFUSED", "LAYERS", "ACT_PARAM", "SKIP"]

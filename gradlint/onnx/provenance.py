@@ -145,4 +145,5 @@ def _weight_name(index, name: str) -> str:
     return name
 
 
-__all__ = ["Folding", "find_folding", "node_scope", "node_source", "has_torch_metadata", "folded_norm_scope", "metadata"]
+__all__ = ["Folding", "find_folding", "node_scope", "node_source", "has_torch_metadata", "folded_norm_scope",
+           "metadata"]
