@@ -165,3 +165,26 @@ def test_a_custom_domain_log_is_not_onnx_log(tmp_path):
         m = model(nodes, [_weight("W0", rng)], domains=(("my.company", 1),))
         facts = lower(m, tmp_path, f"log{bool(domain)}.onnx")
         assert [h.code for h in facts.graph.hazards] == expect
+
+
+def test_saturation_behind_maybe_folded_convs_is_info(tmp_path):
+    """Anonymous conv weights (no exporter names or metadata): a BatchNorm may have been folded in,
+    which in training would sit before the Tanh."""
+    from gradlint.api import check_paths
+    from gradlint.config import Config
+
+    rng = np.random.default_rng(0)
+    nodes, inits, prev = [], [], "X"
+    for i in range(3):
+        inits.append(numpy_helper.from_array(rng.normal(0, 1.0, (4, 4, 3, 3)).astype(np.float32), f"w{i}"))
+        nodes += [helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Tanh", [f"c{i}"], [f"t{i}"])]
+        prev = f"t{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["Y"]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    path = tmp_path / "convs.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    found = check_paths([path], Config(select=("GL104",), root=str(tmp_path)), use_cache=False, jobs=1).findings
+    (f,) = found
+    assert f.severity.name == "INFO" and "BatchNorm folded" in f.message

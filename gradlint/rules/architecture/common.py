@@ -97,10 +97,12 @@ def chain_cause(chain: Chain) -> str:
 def maybe_folded(ctx: RuleContext, chain: Chain) -> bool:
     """True when an ONNX chain runs through convs into which the export may have folded a
     BatchNorm (the graph cannot tell): in training the chain may be normalised."""
+    return any(layer_maybe_folded(ctx, s.layer) for s in chain.steps)
+
+
+def layer_maybe_folded(ctx: RuleContext, layer: Param) -> bool:
     names = getattr(ctx.facts.graph, "maybe_folded", None) if ctx.facts.graph is not None else None
-    if not names:
-        return False
-    return any(isinstance(s.layer.origin, GraphNode) and s.layer.origin.name in names for s in chain.steps)
+    return bool(names) and isinstance(layer.origin, GraphNode) and layer.origin.name in names
 
 
 FOLDED_NOTE = ("; the convs' weights may have a BatchNorm folded in at export (which a trained model "
