@@ -103,10 +103,11 @@ def vgg_files(out: Path) -> dict[str, Path]:
     dyn = export(vgg_bn(), (torch.randn(1, 3, 8, 8),), out / "vgg_dyn.onnx", dynamo=True)
     files = {"torchscript": ts, "dynamo": dyn}
     files.update({level: optimise(ts, level) for level in LEVELS})
+    files["fp16"] = fp16(ts)
     return files
 
 
-@pytest.mark.parametrize("variant", ["torchscript", "dynamo", "basic", "extended", "all"])
+@pytest.mark.parametrize("variant", ["torchscript", "dynamo", "basic", "extended", "all", "fp16"])
 def test_bn_cnn_exported_for_inference_gives_no_gl101(vgg_files, variant):
     # In train() the same model measures a first/last gradient ratio near 1 (BN resets the scale);
     # the folded conv chain alone would be predicted ~1e-3.
