@@ -259,17 +259,40 @@ def test_residual_names_survive_fusion(encoder_files):
     assert sum(isinstance(n, Residual) for n in net.nodes) == 24
 
 
+PROBE_PY = '''\
+import torch
+import torch.nn as nn
+
+
+class SigmoidMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(*[m for _ in range(10) for m in (nn.Linear(32, 32), nn.Sigmoid())])
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def make_model():
+    return SigmoidMLP()
+
+
+def example_inputs():
+    return torch.randn(64, 32)
+'''
+
+
 def test_probe_joins_a_dynamo_export_with_3d_inputs(out: Path):
     """Linear on 3-D inputs is a MatMul on an anonymous transposed weight in a dynamo export: the
     finding still names `body.0` ... so the probe measures the same modules."""
     from gradlint.probe.join import CONFIRMED
     from gradlint.probe.run import ProbeOptions, run_probe
     from gradlint.probe.target import import_file
-    from tests.conftest import FIXTURES
 
-    target = FIXTURES / "probe" / "sigmoid_mlp.py"
+    target = out / "small_sigmoid_mlp.py"
+    target.write_text(PROBE_PY)
     model = import_file(target).make_model()
-    path = export(model, (torch.randn(2, 3, 256),), out / "sigmoid_mlp_dyn.onnx", dynamo=True)
+    path = export(model, (torch.randn(2, 3, 32),), out / "sigmoid_mlp_dyn.onnx", dynamo=True)
     report = run_probe(ProbeOptions(target=f"{target}:make_model", device="cpu", steps=1, onnx=(str(path),)))
     [from_onnx] = [v for v in report.verdicts if v.finding.path.endswith(".onnx")]
     assert from_onnx.finding.code == "GL101" and from_onnx.verdict == CONFIRMED
