@@ -1,12 +1,14 @@
 """Lowering an ONNX graph to the model IR: the main path from the main input to the main output,
 with parametric layers carrying the exact statistics of their weights.
 
-How it goes: multi-node patterns exporters emit for one operation (GELU's Erf form, SiLU's
-x*sigmoid(x), LayerNorm and RMSNorm spelled out) are fused into units first; then the units that
-carry data from the main input to the main output form a DAG, and it is read as a sequence: a fork
-whose branches meet again in an `Add` with the fork's own value is a residual block (its body is
-the other branch), any other fork-and-join (attention, gating, concatenation) is one `Opaque`
-node. Anything not understood is `Opaque` too: an unknown never becomes a guess.
+How it goes: multi-node patterns exporters emit for one operation (fusion.py) are fused into
+units first, and nodes that add a residual and do more (onnxruntime's SkipLayerNormalization,
+FusedConv with its Z input) are split into several; then the units that carry data from the main
+input to the main output form a DAG, and it is read as a sequence: a fork whose branches meet again
+in an `Add` with the fork's own value is a residual block (its body is the other branch), any other
+fork-and-join (attention, gating, concatenation) is one `Opaque` node. Ops are read by domain and
+type (ops.py); a layer whose exporter folded a BatchNorm into its weights (provenance.py) is
+followed by that norm. Anything not understood is `Opaque` too: an unknown never becomes a guess.
 """
 
 from __future__ import annotations
