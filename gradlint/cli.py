@@ -146,13 +146,15 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
             # Fixed files moved lines and may change what other files' rules see: report a fresh run.
             click.echo(f"gradlint: fixed {outcome.fixed} finding(s)", err=True)
             result = check_paths(list(paths) or ["."], config, use_cache=not no_cache, jobs=jobs)
+    for warning in result.warnings:
+        click.echo(f"gradlint: warning: {warning}", err=True)
     color = output_file is None and fmt == "text" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     text = render(fmt, result, quiet=quiet, color=color)
     for r in result.files:
         if r.internal_error:
             click.echo(f"gradlint: internal error while checking {r.path} (please report it):\n{r.internal_error}", err=True)
-        elif r.skipped == "no such file or directory":
-            click.echo(f"gradlint: error: {r.path}: no such file or directory", err=True)
+        elif r.error:
+            click.echo(f"gradlint: error: {r.path}: {r.skipped}", err=True)
         elif r.skipped and not quiet and fmt == "text":
             click.echo(f"gradlint: warning: {r.path}: skipped: {r.skipped}", err=True)
     if output_file is not None:
@@ -230,6 +232,7 @@ def config_cmd(config_path: str | None, select: tuple[str, ...], extend_select: 
     line("fail-on", str(cfg.fail_on))
     line("respect-gitignore", cfg.respect_gitignore)
     line("cache-dir", cfg.cache_dir)
+    line("max-file-size", cfg.max_file_size)
     line("enabled", sorted(cfg.enabled_codes()), "select")
     for code, r in load_rules().items():
         if not r.options:

@@ -51,17 +51,21 @@ class GraphFacts:
     weights_read: bool = True
 
 
-def extract_onnx(path: Path, display: str):
-    """FileFacts of one `.onnx` (or ONNX text `.onnx.txt`) file. Bad input becomes GL002/GL003."""
+def extract_onnx(path: Path, display: str, data: bytes | None = None):
+    """FileFacts of one `.onnx` (or ONNX text `.onnx.txt`) file. Bad input becomes GL002/GL003.
+    `data` is the file's bytes when the caller has read them."""
     from gradlint.api import FileFacts
     from gradlint.onnx.graph import GraphIndex, default_opset
     from gradlint.onnx.hazards import find_hazards
-    from gradlint.onnx.load import ModelError, check_structure, decode, vet_external
+    from gradlint.onnx.load import ModelError, check_structure, decode, external_locations, vet_external
     from gradlint.onnx.lower import lower_graph
 
     errors: list[InputError] = []
+    depends: tuple[str, ...] = ()
     try:
-        model = decode(path)
+        model = decode(path, data)
+        # Every file the model names, vetted or refused: the cache entry depends on all of them.
+        depends = external_locations(model)
         loaded = vet_external(model, os.path.dirname(os.path.abspath(path)))
         errors.extend(InputError("GL003", msg) for msg in loaded.refused)
         check_structure(model)
@@ -71,10 +75,10 @@ def extract_onnx(path: Path, display: str):
         hazards = tuple(find_hazards(index))
     except ModelError as exc:
         errors.append(InputError(exc.code, exc.message))
-        return FileFacts(path=display, kind="onnx", input_errors=tuple(_dedupe(errors)))
+        return FileFacts(path=display, kind="onnx", input_errors=tuple(_dedupe(errors)), depends=depends)
     graph = GraphFacts(opset=index.opset, hazards=hazards, weights=tuple(weights), weights_read=not loaded.refused)
     return FileFacts(path=display, kind="onnx", networks=(network,), graph=graph,
-                     input_errors=tuple(_dedupe(errors)))
+                     input_errors=tuple(_dedupe(errors)), depends=depends)
 
 
 def _dedupe(errors: list[InputError]) -> list[InputError]:

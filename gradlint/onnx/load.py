@@ -74,19 +74,22 @@ class LoadedModel:
     refused: list[str] = field(default_factory=list)
 
 
-def decode(path: Path) -> onnx.ModelProto:
-    """Decode a binary model (external data left unread) or ONNX text (`*.txt`)."""
+def decode(path: Path, data: bytes | None = None) -> onnx.ModelProto:
+    """Decode a binary model (external data left unread) or ONNX text (`*.txt`); `data` is the
+    file's bytes when the caller has read them, else the file is read here, bounded."""
+    from gradlint.inputs import ONNX_LIMIT, Refused, read_bounded
+
     try:
+        if data is None:
+            data = read_bounded(path, ONNX_LIMIT, "protobuf's 2 GiB")
         if path.suffix == ".txt":
-            text = path.read_text(encoding="utf-8")
-            return onnx.parser.parse_model(text)
-        data = path.read_bytes()
+            return onnx.parser.parse_model(data.decode("utf-8"))
     except onnx.parser.ParseError as exc:
         raise ModelError("GL002", f"not valid ONNX text: {_one_line(exc)}") from None
     except UnicodeDecodeError as exc:
         raise ModelError("GL002", f"ONNX text is not UTF-8: {exc.reason}") from None
-    except OSError as exc:
-        raise ModelError("GL002", f"cannot read the file: {exc.strerror or exc}") from None
+    except Refused as exc:
+        raise ModelError("GL002", f"cannot read the file: {exc}") from None
     kind = _sniff(data)
     if kind:
         raise ModelError("GL002", f"not an ONNX model: the file is {kind}")
@@ -148,6 +151,17 @@ def iter_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
                 yield from iter_tensors(attr.g)
             for g in attr.graphs:
                 yield from iter_tensors(g)
+
+
+def external_locations(model: onnx.ModelProto) -> tuple[str, ...]:
+    """Every external-data location the model names, as written, in order of first use."""
+    seen: dict[str, None] = {}
+    for tensor in iter_tensors(model.graph):
+        if is_external(tensor):
+            for e in tensor.external_data:
+                if e.key == "location":
+                    seen.setdefault(e.value)
+    return tuple(seen)
 
 
 def is_external(tensor: TensorProto) -> bool:

@@ -1,0 +1,506 @@
+"""The per-file facts cache: plain JSON inside the project, validated on load, never executed.
+
+A repository can ship anything under its cache folder, so every entry is untrusted input:
+- the format is JSON with an explicit schema version; records are rebuilt from an allow-list of
+  gradlint's own dataclasses, field by field, each value checked against the field's type; a
+  name outside the allow-list is an error, never an import or a call;
+- the key mixes in a salt that gradlint writes into the folder and the salt file's inode and
+  change time, which a repository cannot know in advance: an entry made elsewhere never hits;
+- the folder is reached from the project root one component at a time with O_NOFOLLOW, files are
+  created with O_EXCL and O_NOFOLLOW inside it, and nothing is written through a symbolic link;
+- a damaged, unknown, oversized or mismatched entry is a miss: the file is checked and the
+  entry rewritten. Nothing about the cache can fail a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import errno
+import hashlib
+import importlib
+import json
+import math
+import os
+import stat
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gradlint import __version__
+from gradlint.inputs import fingerprint_within
+
+SCHEMA = 1
+SUFFIX = ".json"
+# An entry holds a file's text and its facts; anything larger is not ours.
+MAX_ENTRY_BYTES = 64 << 20
+SALT_NAME = "salt"
+_SALT_BYTES = 32
+MARKER = "# created by gradlint: the per-file cache (plain JSON); safe to delete\n*\n"
+
+# Modules whose dataclasses (and enums) may appear in an entry. Fixed here: an entry names a
+# record, and the name is only looked up in these modules' own definitions.
+RECORD_MODULES = (
+    "gradlint.api",
+    "gradlint.findings",
+    "gradlint.model.ir",
+    "gradlint.source.loops",
+    "gradlint.source.numerics_facts",
+    "gradlint.onnx",
+    "gradlint.onnx.hazards",
+)
+# Each module's facts records, if the package exists (the engine's layout): its submodules join.
+RECORD_PACKAGES = ("gradlint.facts",)
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+class CacheError(Exception):
+    """An entry that is not a valid entry of this schema (a miss, never a failure of the run)."""
+
+
+# --- the codec: dataclasses <-> JSON ------------------------------------------------------------
+
+_RECORDS: dict[str, type] | None = None
+
+
+def _module_records(name: str) -> dict[str, type]:
+    module = importlib.import_module(name)
+    out = {}
+    for value in vars(module).values():
+        if isinstance(value, type) and value.__module__ == name and (
+                dataclasses.is_dataclass(value) or issubclass(value, enum.Enum)):
+            out[f"{name}.{value.__qualname__}"] = value
+    return out
+
+
+def records() -> dict[str, type]:
+    """The allow-list: tag ('module.Class') -> class, for every record type an entry may hold."""
+    global _RECORDS
+    if _RECORDS is None:
+        table: dict[str, type] = {}
+        for name in RECORD_MODULES:
+            table.update(_module_records(name))
+        for package in RECORD_PACKAGES:
+            try:
+                pkg = importlib.import_module(package)
+            except ImportError:
+                continue
+            import pkgutil
+
+            for info in pkgutil.iter_modules(getattr(pkg, "__path__", []), package + "."):
+                table.update(_module_records(info.name))
+        _RECORDS = table
+    return _RECORDS
+
+
+def _tag(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def encode(value: Any) -> Any:
+    """A JSON-ready form of facts. Tuples are lists; every other container and every record is
+    an object with one `$` key naming what it is. Raises CacheError on anything else."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        tag = _tag(type(value))
+        if records().get(tag) is not type(value):
+            raise CacheError(f"not an allowed record type: {tag}")
+        return {"$enum": tag, "v": encode(value.value)}
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    if isinstance(value, tuple):
+        return [encode(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        tag = _tag(type(value))
+        if records().get(tag) is not type(value):
+            raise CacheError(f"not an allowed record type: {tag}")
+        return {"$r": tag, "f": {f.name: encode(getattr(value, f.name))
+                                 for f in dataclasses.fields(value) if f.init}}
+    if isinstance(value, list):
+        return {"$list": [encode(v) for v in value]}
+    if isinstance(value, (frozenset, set)):
+        return {"$frozenset" if isinstance(value, frozenset) else "$set": [encode(v) for v in value]}
+    if isinstance(value, dict):
+        return {"$dict": [[encode(k), encode(v)] for k, v in value.items()]}
+    raise CacheError(f"cannot store a {type(value).__name__}")
+
+
+def decode(data: Any) -> Any:
+    """Rebuild what `encode` wrote; records are checked field by field against their types."""
+    if data is None or isinstance(data, (bool, str, int, float)):
+        return data
+    if isinstance(data, list):
+        return tuple(decode(v) for v in data)
+    if not isinstance(data, dict):
+        raise CacheError(f"unexpected JSON value {type(data).__name__}")
+    if "$r" in data:
+        return _decode_record(data)
+    if len(data) == 1:
+        (key, body), = data.items()
+        if key == "$float" and body in ("nan", "inf", "-inf"):
+            return float(body)
+        if key in ("$list", "$set", "$frozenset", "$dict") and isinstance(body, list):
+            items = [decode(v) for v in body]
+            if key == "$list":
+                return items
+            try:
+                if key == "$dict":
+                    if not all(isinstance(kv, tuple) and len(kv) == 2 for kv in items):
+                        raise CacheError("a $dict holds [key, value] pairs")
+                    return dict(items)
+                return set(items) if key == "$set" else frozenset(items)
+            except TypeError:  # an unhashable key or member
+                raise CacheError(f"unhashable member in {key}") from None
+    if set(data) == {"$enum", "v"}:
+        cls = records().get(data["$enum"]) if isinstance(data["$enum"], str) else None
+        if cls is None or not issubclass(cls, enum.Enum):
+            raise CacheError(f"unknown enum {data['$enum']!r}")
+        try:
+            return cls(decode(data["v"]))
+        except ValueError:
+            raise CacheError(f"bad value for {data['$enum']}") from None
+    raise CacheError(f"unknown object with keys {sorted(data)[:4]}")
+
+
+def _decode_record(data: dict) -> Any:
+    tag, body = data.get("$r"), data.get("f")
+    if set(data) != {"$r", "f"} or not isinstance(tag, str) or not isinstance(body, dict):
+        raise CacheError("a record is {'$r': name, 'f': {fields}}")
+    cls = records().get(tag)
+    if cls is None or not dataclasses.is_dataclass(cls):
+        raise CacheError(f"unknown record type {tag!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    if set(body) != set(fields):
+        raise CacheError(f"{tag}: fields {sorted(body)} differ from {sorted(fields)}")
+    hints = _hints(cls)
+    values = {}
+    for name, raw in body.items():
+        value = decode(raw)
+        hint = hints.get(name, Any)
+        if not _conforms(value, hint):
+            raise CacheError(f"{tag}.{name}: {type(value).__name__} is not {hint}")
+        values[name] = value
+    try:
+        return cls(**values)
+    except Exception as exc:  # a record's own __post_init__ refusing the values
+        raise CacheError(f"{tag}: {exc}") from None
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        try:
+            _HINTS[cls] = typing.get_type_hints(cls)
+        except Exception:
+            # An annotation that cannot be resolved: the values are still plain data or
+            # allow-listed records, only their types go unchecked.
+            _HINTS[cls] = {}
+    return _HINTS[cls]
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a decoded value fits a field's type annotation. Unknown annotation forms refuse."""
+    if hint is Any or hint is object:
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_conforms(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if not args:
+            return True
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(v, args[0]) for v in value)
+        return len(args) == len(value) and all(_conforms(v, a) for v, a in zip(value, args))
+    if origin in (list, set, frozenset):
+        return isinstance(value, origin) and (not args or all(_conforms(v, args[0]) for v in value))
+    if origin is dict:
+        return isinstance(value, dict) and (not args or all(
+            _conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items()))
+    if origin is not None:
+        return False
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (str, bool):
+        return type(value) is hint
+    if hint in (tuple, list, dict, set, frozenset):
+        return isinstance(value, hint)
+    if isinstance(hint, type) and (dataclasses.is_dataclass(hint) or issubclass(hint, enum.Enum)):
+        return isinstance(value, hint)
+    return False
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(encode(value), separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
+def loads(text: str | bytes) -> Any:
+    try:
+        return decode(json.loads(text))
+    except CacheError:
+        raise
+    except (ValueError, TypeError, RecursionError, MemoryError) as exc:
+        raise CacheError(f"not valid JSON: {type(exc).__name__}") from None
+
+
+# --- keys -----------------------------------------------------------------------------------------
+
+_CODE_FINGERPRINT: str | None = None
+
+
+def code_fingerprint() -> str:
+    """gradlint's own code, by file sizes and times: a cache written by other front-end code
+    (an upgrade without a version bump, a development checkout) is never read back."""
+    global _CODE_FINGERPRINT
+    if _CODE_FINGERPRINT is None:
+        here = Path(__file__).parent
+        h = hashlib.sha256(f"{__version__}:{SCHEMA}".encode())
+        for f in sorted(here.rglob("*.py")):
+            st = f.stat()
+            h.update(f"{f.relative_to(here)}:{st.st_size}:{st.st_mtime_ns};".encode())
+        _CODE_FINGERPRINT = h.hexdigest()
+    return _CODE_FINGERPRINT
+
+
+def entry_key(store: "Store", display: str, kind: str, fingerprint: str) -> str:
+    h = hashlib.sha256()
+    for part in (code_fingerprint(), store.salt, kind, display, fingerprint):
+        h.update(part.encode("utf-8", "surrogateescape"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+# --- the folder -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Store:
+    """A cache folder that passed the checks of `open_store`; cheap to send to a worker."""
+
+    root: str  # the project root, resolved
+    rel: str  # cache-dir, relative to the root
+    salt: str  # hex: the salt file's bytes, inode and change time
+
+
+def _open_dir_chain(root: str, rel: str, *, create: bool) -> int:
+    """An fd of root/rel, reached one component at a time without following any link."""
+    fd = os.open(root, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    try:
+        for part in Path(rel).parts:
+            if create:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            try:
+                nfd = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise _Unsafe(f"{part!r} is a symbolic link or not a folder") from None
+                raise
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _Unsafe(Exception):
+    pass
+
+
+def open_store(root: str | Path, rel: str) -> tuple[Store | None, str | None]:
+    """Prepare the cache folder: (store, None) when usable, (None, warning) when the folder is
+    unsafe (a link in the way, a link in place of our files), (None, None) when it cannot be made
+    (a read-only checkout: the run goes on uncached, in silence)."""
+    root = str(Path(root).resolve())
+    where = os.path.join(root, rel)
+    try:
+        fd = _open_dir_chain(root, rel, create=True)
+    except _Unsafe as exc:
+        return None, f"cache folder {where} not used: {exc}; running without a cache"
+    except OSError:
+        return None, None
+    try:
+        for name, content in ((".gitignore", MARKER.encode()), (SALT_NAME, None)):
+            problem = _ensure_file(fd, name, content)
+            if problem:
+                return None, f"cache folder {where} not used: {name} {problem}; running without a cache"
+        salt = _read_salt(fd)
+        if salt is None:
+            return None, None
+        return Store(root=root, rel=rel, salt=salt), None
+    except OSError:
+        return None, None
+    finally:
+        os.close(fd)
+
+
+def _ensure_file(dfd: int, name: str, content: bytes | None) -> str | None:
+    """Create `name` with O_EXCL (the salt: random bytes); an existing one must be a plain file."""
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=dfd)
+    except FileExistsError:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            return "is a symbolic link"
+        if not stat.S_ISREG(st.st_mode):
+            return "is not a regular file"
+        return None
+    try:
+        os.write(fd, content if content is not None else os.urandom(_SALT_BYTES))
+    finally:
+        os.close(fd)
+    return None
+
+
+def _read_salt(dfd: int) -> str | None:
+    try:
+        fd = os.open(SALT_NAME, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=dfd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != _SALT_BYTES:
+            # Being written by a concurrent run, or damaged: no cache this time.
+            return None
+        data = os.read(fd, _SALT_BYTES)
+    finally:
+        os.close(fd)
+    if len(data) != _SALT_BYTES:
+        return None
+    # The inode and change time are what a shipped salt cannot carry: ctime is set by the kernel
+    # when the file lands on this disk, whatever the archive or clone says.
+    return hashlib.sha256(data + f":{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}".encode()).hexdigest()
+
+
+_FDS: dict[tuple[str, str], int] = {}
+
+
+def _store_fd(store: Store) -> int | None:
+    """One fd per process for the folder (workers reopen it safely the first time)."""
+    key = (store.root, store.rel)
+    fd = _FDS.get(key)
+    if fd is None:
+        try:
+            fd = _open_dir_chain(store.root, store.rel, create=False)
+        except (OSError, _Unsafe):
+            return None
+        _FDS[key] = fd
+    return fd
+
+
+# --- entries ------------------------------------------------------------------------------------
+
+
+def load(store: Store, key: str, folder: str, expect: type) -> Any | None:
+    """The facts stored under `key`, or None (a miss) for anything but a valid, current entry.
+
+    `folder` is the checked file's folder: the files an entry depends on (ONNX external data)
+    are fingerprinted again inside it and must match what the entry recorded.
+    """
+    dfd = _store_fd(store)
+    if dfd is None:
+        return None
+    try:
+        fd = os.open(key + SUFFIX, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=dfd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_ENTRY_BYTES:
+            return None
+        data = _read_all(fd, MAX_ENTRY_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_ENTRY_BYTES:
+        return None
+    try:
+        raw = json.loads(data)
+        if not isinstance(raw, dict) or set(raw) != {"schema", "key", "deps", "facts"}:
+            return None
+        if raw["schema"] != SCHEMA or raw["key"] != key or not isinstance(raw["deps"], list):
+            return None
+        for dep in raw["deps"]:
+            if not (isinstance(dep, list) and len(dep) == 2 and all(isinstance(d, str) for d in dep)):
+                return None
+            if fingerprint_within(folder, dep[0]) != dep[1]:
+                return None  # external data changed: the entry is stale
+        facts = decode(raw["facts"])
+    except (CacheError, ValueError, TypeError, RecursionError, MemoryError):
+        return None
+    return facts if type(facts) is expect else None
+
+
+def _read_all(fd: int, limit: int) -> bytes:
+    chunks, left = [], limit
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def save(store: Store, key: str, facts: Any, folder: str, depends: tuple[str, ...] = ()) -> bool:
+    """Write an entry through a temporary file created with O_EXCL, then a rename inside the
+    folder; on any failure the temporary file is removed and the run goes on (False)."""
+    dfd = _store_fd(store)
+    if dfd is None:
+        return False
+    try:
+        deps = [[d, fingerprint_within(folder, d)] for d in depends]
+        text = json.dumps({"schema": SCHEMA, "key": key, "deps": deps, "facts": encode(facts)},
+                          separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        data = text.encode("utf-8", "surrogatepass")
+    except (CacheError, ValueError, TypeError, RecursionError):
+        return False
+    if len(data) > MAX_ENTRY_BYTES:
+        return False
+    tmp = f".{key}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=dfd)
+    except OSError:
+        return False
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        # rename replaces a link or file in the way, never writes through it; a folder in the
+        # way makes it fail, and the entry is simply not stored.
+        os.replace(tmp, key + SUFFIX, src_dir_fd=dfd, dst_dir_fd=dfd)
+        return True
+    except BaseException as exc:
+        try:
+            os.unlink(tmp, dir_fd=dfd)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            return False
+        raise
