@@ -103,65 +103,94 @@ def _tag(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What the codec needs of one record type, computed once: its tag, its init fields, and a
+    checker per field (None: any decoded value will do)."""
+
+    cls: type
+    tag: str
+    names: tuple[str, ...]
+    checks: tuple[tuple[str, Any], ...]
+
+
+_LAYOUTS: dict[type, _Layout] = {}
+
+
+def _layout(cls: type) -> _Layout:
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        tag = _tag(cls)
+        if records().get(tag) is not cls:
+            raise CacheError(f"not an allowed record type: {tag}")
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:
+            # An annotation that cannot be resolved: the values are still plain data or
+            # allow-listed records, only their types go unchecked.
+            hints = {}
+        checks = tuple((n, _checker(hints.get(n, Any))) for n in names)
+        layout = _LAYOUTS[cls] = _Layout(cls, tag, names, checks)
+    return layout
+
+
 def encode(value: Any) -> Any:
     """A JSON-ready form of facts. Tuples are lists; every other container and every record is
     an object with one `$` key naming what it is. Raises CacheError on anything else."""
-    if value is None or isinstance(value, (bool, str)):
+    kind = type(value)
+    if value is None or kind is bool or kind is str or kind is int:
         return value
+    if kind is tuple:
+        return [encode(v) for v in value]
+    if kind is float:
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    if dataclasses.is_dataclass(kind):
+        layout = _layout(kind)
+        return {"$r": layout.tag, "f": {n: encode(getattr(value, n)) for n in layout.names}}
     if isinstance(value, enum.Enum):
-        tag = _tag(type(value))
-        if records().get(tag) is not type(value):
+        tag = _tag(kind)
+        if records().get(tag) is not kind:
             raise CacheError(f"not an allowed record type: {tag}")
         return {"$enum": tag, "v": encode(value.value)}
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else {"$float": repr(value)}
-    if isinstance(value, tuple):
-        return [encode(v) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        tag = _tag(type(value))
-        if records().get(tag) is not type(value):
-            raise CacheError(f"not an allowed record type: {tag}")
-        return {"$r": tag, "f": {f.name: encode(getattr(value, f.name))
-                                 for f in dataclasses.fields(value) if f.init}}
-    if isinstance(value, list):
+    if kind is list:
         return {"$list": [encode(v) for v in value]}
-    if isinstance(value, (frozenset, set)):
-        return {"$frozenset" if isinstance(value, frozenset) else "$set": [encode(v) for v in value]}
-    if isinstance(value, dict):
+    if kind is frozenset or kind is set:
+        return {"$frozenset" if kind is frozenset else "$set": [encode(v) for v in value]}
+    if kind is dict:
         return {"$dict": [[encode(k), encode(v)] for k, v in value.items()]}
-    raise CacheError(f"cannot store a {type(value).__name__}")
+    raise CacheError(f"cannot store a {kind.__name__}")
 
 
 def decode(data: Any) -> Any:
     """Rebuild what `encode` wrote; records are checked field by field against their types."""
-    if data is None or isinstance(data, (bool, str, int, float)):
+    kind = type(data)
+    if data is None or kind is str or kind is int or kind is bool or kind is float:
         return data
-    if isinstance(data, list):
-        return tuple(decode(v) for v in data)
-    if not isinstance(data, dict):
-        raise CacheError(f"unexpected JSON value {type(data).__name__}")
+    if kind is list:
+        return tuple([decode(v) for v in data])
+    if kind is not dict:
+        raise CacheError(f"unexpected JSON value {kind.__name__}")
     if "$r" in data:
         return _decode_record(data)
     if len(data) == 1:
         (key, body), = data.items()
         if key == "$float" and body in ("nan", "inf", "-inf"):
             return float(body)
-        if key in ("$list", "$set", "$frozenset", "$dict") and isinstance(body, list):
+        if key in ("$list", "$set", "$frozenset", "$dict") and type(body) is list:
             items = [decode(v) for v in body]
             if key == "$list":
                 return items
             try:
                 if key == "$dict":
-                    if not all(isinstance(kv, tuple) and len(kv) == 2 for kv in items):
+                    if not all(type(kv) is tuple and len(kv) == 2 for kv in items):
                         raise CacheError("a $dict holds [key, value] pairs")
                     return dict(items)
                 return set(items) if key == "$set" else frozenset(items)
             except TypeError:  # an unhashable key or member
                 raise CacheError(f"unhashable member in {key}") from None
     if set(data) == {"$enum", "v"}:
-        cls = records().get(data["$enum"]) if isinstance(data["$enum"], str) else None
+        cls = records().get(data["$enum"]) if type(data["$enum"]) is str else None
         if cls is None or not issubclass(cls, enum.Enum):
             raise CacheError(f"unknown enum {data['$enum']!r}")
         try:
@@ -173,21 +202,21 @@ def decode(data: Any) -> Any:
 
 def _decode_record(data: dict) -> Any:
     tag, body = data.get("$r"), data.get("f")
-    if set(data) != {"$r", "f"} or not isinstance(tag, str) or not isinstance(body, dict):
+    if len(data) != 2 or type(tag) is not str or type(body) is not dict:
         raise CacheError("a record is {'$r': name, 'f': {fields}}")
     cls = records().get(tag)
     if cls is None or not dataclasses.is_dataclass(cls):
         raise CacheError(f"unknown record type {tag!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    if set(body) != set(fields):
-        raise CacheError(f"{tag}: fields {sorted(body)} differ from {sorted(fields)}")
-    hints = _hints(cls)
+    layout = _layout(cls)
+    if len(body) != len(layout.names):
+        raise CacheError(f"{tag}: fields {sorted(body)} differ from {sorted(layout.names)}")
     values = {}
-    for name, raw in body.items():
-        value = decode(raw)
-        hint = hints.get(name, Any)
-        if not _conforms(value, hint):
-            raise CacheError(f"{tag}.{name}: {type(value).__name__} is not {hint}")
+    for name, check in layout.checks:
+        if name not in body:
+            raise CacheError(f"{tag}: field {name} missing")
+        value = decode(body[name])
+        if check is not None and not check(value):
+            raise CacheError(f"{tag}.{name}: a {type(value).__name__} does not fit the field's type")
         values[name] = value
     try:
         return cls(**values)
@@ -195,62 +224,81 @@ def _decode_record(data: dict) -> Any:
         raise CacheError(f"{tag}: {exc}") from None
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+_CHECKERS: dict[Any, Any] = {}
+_SIMPLE = {int: (int,), float: (float, int), str: (str,), bool: (bool,), type(None): (type(None),)}
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        try:
-            _HINTS[cls] = typing.get_type_hints(cls)
-        except Exception:
-            # An annotation that cannot be resolved: the values are still plain data or
-            # allow-listed records, only their types go unchecked.
-            _HINTS[cls] = {}
-    return _HINTS[cls]
+def _checker(hint: Any):
+    """A function telling whether a decoded value fits a type annotation (None: anything fits),
+    built once per annotation. An annotation form it does not know accepts nothing."""
+    try:
+        return _CHECKERS[hint]
+    except (KeyError, TypeError):
+        pass
+    check = _build_checker(hint)
+    try:
+        _CHECKERS[hint] = check
+    except TypeError:
+        pass
+    return check
 
 
-def _conforms(value: Any, hint: Any) -> bool:
-    """Whether a decoded value fits a field's type annotation. Unknown annotation forms refuse."""
+def _build_checker(hint: Any):
     if hint is Any or hint is object:
-        return True
-    if hint is None or hint is type(None):
-        return value is None
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
+        return None
+    if hint is None:
+        hint = type(None)
+    if hint in _SIMPLE:
+        exact = frozenset(_SIMPLE[hint])
+        return lambda v: type(v) in exact
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Union or origin is types.UnionType:
-        return any(_conforms(value, a) for a in args)
+        parts = [_checker(a) for a in args]
+        if any(p is None for p in parts):
+            return None
+        # Members that are plain types or records are tested by exact type, in one set lookup.
+        exact = set()
+        rest = []
+        for a, part in zip(args, parts):
+            if a in _SIMPLE or a is None:
+                exact.update(_SIMPLE[type(None) if a is None else a])
+            elif isinstance(a, type) and dataclasses.is_dataclass(a):
+                exact.add(a)
+            else:
+                rest.append(part)
+        frozen = frozenset(exact)
+        return lambda v: type(v) in frozen or any(p(v) for p in rest)
     if origin is typing.Literal:
-        return value in args
+        return lambda v: v in args
     if origin is tuple:
-        if not isinstance(value, tuple):
-            return False
         if not args:
-            return True
+            return lambda v: type(v) is tuple
         if len(args) == 2 and args[1] is Ellipsis:
-            return all(_conforms(v, args[0]) for v in value)
-        return len(args) == len(value) and all(_conforms(v, a) for v, a in zip(value, args))
+            item = _checker(args[0])
+            if item is None:
+                return lambda v: type(v) is tuple
+            return lambda v: type(v) is tuple and all(map(item, v))
+        items = [_checker(a) or (lambda _v: True) for a in args]
+        return lambda v: type(v) is tuple and len(v) == len(items) and all(c(x) for c, x in zip(items, v))
     if origin in (list, set, frozenset):
-        return isinstance(value, origin) and (not args or all(_conforms(v, args[0]) for v in value))
+        item = _checker(args[0]) if args else None
+        return lambda v: type(v) is origin and (item is None or all(map(item, v)))
     if origin is dict:
-        return isinstance(value, dict) and (not args or all(
-            _conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items()))
+        key = _checker(args[0]) if args else None
+        val = _checker(args[1]) if args else None
+        return lambda v: type(v) is dict and all(
+            (key is None or key(k)) and (val is None or val(x)) for k, x in v.items())
     if origin is not None:
-        return False
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint in (str, bool):
-        return type(value) is hint
+        return lambda v: False
     if hint in (tuple, list, dict, set, frozenset):
-        return isinstance(value, hint)
+        return lambda v: type(v) is hint
     if isinstance(hint, type) and (dataclasses.is_dataclass(hint) or issubclass(hint, enum.Enum)):
-        return isinstance(value, hint)
-    return False
+        return lambda v: isinstance(v, hint)
+    return lambda v: False
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(encode(value), separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    return json.dumps(encode(value), separators=(",", ":"), allow_nan=False)
 
 
 def loads(text: str | bytes) -> Any:
@@ -474,8 +522,8 @@ def save(store: Store, key: str, facts: Any, folder: str, depends: tuple[str, ..
     try:
         deps = [[d, fingerprint_within(folder, d)] for d in depends]
         text = json.dumps({"schema": SCHEMA, "key": key, "deps": deps, "facts": encode(facts)},
-                          separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-        data = text.encode("utf-8", "surrogatepass")
+                          separators=(",", ":"), allow_nan=False)
+        data = text.encode("ascii")
     except (CacheError, ValueError, TypeError, RecursionError):
         return False
     if len(data) > MAX_ENTRY_BYTES:

@@ -27,7 +27,7 @@ def kind_of(mode: int) -> str | None:
     """What a non-regular file is ("a FIFO", "a character device"...); None for a regular file."""
     if stat.S_ISREG(mode):
         return None
-    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
         if test(mode):
