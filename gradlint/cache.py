@@ -377,6 +377,10 @@ class _Unsafe(Exception):
     pass
 
 
+# (root, cache-dir) -> an open fd of the folder, checked by open_store or a worker's own walk.
+_FDS: dict[tuple[str, str], int] = {}
+
+
 def open_store(root: str | Path, rel: str) -> tuple[Store | None, str | None]:
     """Prepare the cache folder: (store, None) when usable, (None, warning) when the folder is
     unsafe (a link in the way, a link in place of our files), (None, None) when it cannot be made
@@ -397,11 +401,18 @@ def open_store(root: str | Path, rel: str) -> tuple[Store | None, str | None]:
         salt = _read_salt(fd)
         if salt is None:
             return None, None
-        return Store(root=root, rel=rel, salt=salt), None
+        store = Store(root=root, rel=rel, salt=salt)
+        # The checked folder's fd serves this process (and forked workers) from now on.
+        old = _FDS.pop((root, rel), None)
+        if old is not None:
+            os.close(old)
+        _FDS[(root, rel)], fd = fd, -1
+        return store, None
     except OSError:
         return None, None
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
 
 
 def _ensure_file(dfd: int, name: str, content: bytes | None) -> str | None:
@@ -440,9 +451,6 @@ def _read_salt(dfd: int) -> str | None:
     # The inode and change time are what a shipped salt cannot carry: ctime is set by the kernel
     # when the file lands on this disk, whatever the archive or clone says.
     return hashlib.sha256(data + f":{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}".encode()).hexdigest()
-
-
-_FDS: dict[tuple[str, str], int] = {}
 
 
 def _store_fd(store: Store) -> int | None:

@@ -40,12 +40,13 @@ class _Pattern:
 
 
 # git's wildmatch (and POSIX) bracket classes; pathspec passes a bracket's body to `re`, which
-# knows none of them, so they are spelled out as ranges first. No member is a backslash, so
-# pathspec's escaping of backslashes inside brackets leaves them alone.
+# knows none of them, so they are spelled out as ranges first. No range starts with '!' or '^'
+# (a negation), none names a backslash (pathspec escapes those) or '/' (pathspec splits on it;
+# a bracket never matches '/' in git either).
 _CLASSES = {
     "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
-    "xdigit": "0-9A-Fa-f", "space": " \t\n\r\f\v", "blank": " \t", "punct": "!-/:-@[-`{-~",
-    "cntrl": "\x00-\x1f\x7f", "print": " -~", "graph": "!-~",
+    "xdigit": "0-9A-Fa-f", "space": " \t\n\r\f\v", "blank": " \t", "punct": "{-~\"-.:-@[-`!",
+    "cntrl": "\x00-\x1f\x7f", "print": " -.0-~", "graph": "0-~\"-.!",
 }
 
 
