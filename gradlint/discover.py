@@ -243,12 +243,18 @@ def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, see
         current = Path(dirpath)
         resolved_dir = Path(os.path.realpath(current))
         rel_dir = _rel(resolved_dir, base_root)
+        # Excludes match paths from the project root: one realpath per folder, none per file.
+        try:
+            from_root = resolved_dir.relative_to(root).as_posix()
+        except ValueError:
+            from_root = resolved_dir.as_posix()
+        from_root = "" if from_root == "." else from_root + "/"
         if gitignore:
             patterns = patterns + _load(current, rel_dir, found)
         keep = []
         for d in sorted(dirnames):
             rel = f"{rel_dir}/{d}" if rel_dir else d
-            if _excluded(_rel_to(resolved_dir / d, root), d, excludes) or (gitignore and _ignored(rel, True, patterns)):
+            if _excluded(from_root + d, d, excludes) or (gitignore and _ignored(rel, True, patterns)):
                 continue
             keep.append(d)
         dirnames[:] = keep
@@ -257,7 +263,7 @@ def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, see
                 continue
             path = current / name
             rel = f"{rel_dir}/{name}" if rel_dir else name
-            if _excluded(_rel_to(resolved_dir / name, root), name, excludes) or (gitignore and _ignored(rel, False, patterns)):
+            if _excluded(from_root + name, name, excludes) or (gitignore and _ignored(rel, False, patterns)):
                 continue
             try:
                 st = os.stat(path)
