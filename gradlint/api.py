@@ -105,7 +105,7 @@ def _extract(path: Path, display: str, data: bytes | None = None) -> FileFacts:
     if _kind(path, display) == "onnx":
         from gradlint.onnx import extract_onnx
 
-        return extract_onnx(path, display, data=data)
+        return extract_onnx(path, display)
     from gradlint.source import extract_python
 
     return extract_python(path, display, data=data)
@@ -113,7 +113,11 @@ def _extract(path: Path, display: str, data: bytes | None = None) -> FileFacts:
 
 def _facts_job(args: tuple[str, str, cache.Store | None, int]) -> FileFacts:
     path_s, display, store, max_size = args
-    path = Path(path_s)
+    return cached_facts(Path(path_s), display, store, max_size)
+
+
+def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: int) -> FileFacts:
+    """One file's facts, from the cache (gradlint.cache, plain JSON) when it holds them."""
     kind = _kind(path, display)
     try:
         # Read once, bounded, refusing special files before any open; the key is these bytes.

@@ -184,16 +184,13 @@ def fingerprint_within(folder: str, rel: str) -> str:
 
 
 def read_input(path: str | os.PathLike, limit: int, *, whole: bool = True) -> tuple[bytes | None, str]:
-    """(bytes, fingerprint) of a file to check. Source files (`whole`) are read at most
-    `limit` + 1 bytes; a binary ONNX model is read here only when small enough to hash (else
-    its front-end reads it, bounded by protobuf's 2 GiB) and is fingerprinted by stat."""
+    """(bytes, fingerprint) of a file to check. Source files (`whole`) are read here, at most
+    `limit` + 1 bytes; a binary ONNX model is only fingerprinted (its front-end reads it, in its
+    own way, bounded by protobuf's 2 GiB), and the bytes are None."""
     if whole:
         data = read_bounded(path, limit)
         return data, "sha256:" + hashlib.sha256(data).hexdigest()
     st = check_regular(path)
     if st.st_size > ONNX_LIMIT:
         raise Refused(too_large(st.st_size, ONNX_LIMIT, "protobuf's 2 GiB"))
-    if st.st_size <= HASH_LIMIT:
-        data = read_bounded(path, HASH_LIMIT, "protobuf's 2 GiB")
-        return data, "sha256:" + hashlib.sha256(data).hexdigest()
     return None, fingerprint(path)

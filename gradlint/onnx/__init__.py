@@ -51,9 +51,8 @@ class GraphFacts:
     weights_read: bool = True
 
 
-def extract_onnx(path: Path, display: str, data: bytes | None = None):
-    """FileFacts of one `.onnx` (or ONNX text `.onnx.txt`) file. Bad input becomes GL002/GL003.
-    `data` is the file's bytes when the caller has read them."""
+def extract_onnx(path: Path, display: str):
+    """FileFacts of one `.onnx` (or ONNX text `.onnx.txt`) file. Bad input becomes GL002/GL003."""
     from gradlint.api import FileFacts
     from gradlint.onnx.graph import GraphIndex, default_opset
     from gradlint.onnx.hazards import find_hazards
@@ -63,7 +62,7 @@ def extract_onnx(path: Path, display: str, data: bytes | None = None):
     errors: list[InputError] = []
     depends: tuple[str, ...] = ()
     try:
-        model = decode(path, data)
+        model = decode(path)
         # Every file the model names, vetted or refused: the cache entry depends on all of them.
         depends = external_locations(model)
         loaded = vet_external(model, os.path.dirname(os.path.abspath(path)))

@@ -74,14 +74,13 @@ class LoadedModel:
     refused: list[str] = field(default_factory=list)
 
 
-def decode(path: Path, data: bytes | None = None) -> onnx.ModelProto:
-    """Decode a binary model (external data left unread) or ONNX text (`*.txt`); `data` is the
-    file's bytes when the caller has read them, else the file is read here, bounded."""
+def decode(path: Path) -> onnx.ModelProto:
+    """Decode a binary model (external data left unread) or ONNX text (`*.txt`)."""
     from gradlint.inputs import ONNX_LIMIT, Refused, read_bounded
 
     try:
-        if data is None:
-            data = read_bounded(path, ONNX_LIMIT, "protobuf's 2 GiB")
+        # Bounded, and a special file is refused before any open (gradlint.inputs).
+        data = read_bounded(path, ONNX_LIMIT, "protobuf's 2 GiB")
         if path.suffix == ".txt":
             return onnx.parser.parse_model(data.decode("utf-8"))
     except onnx.parser.ParseError as exc:
