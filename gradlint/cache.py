@@ -36,6 +36,8 @@ SCHEMA = 1
 SUFFIX = ".json"
 # An entry holds a file's text and its facts; anything larger is not ours.
 MAX_ENTRY_BYTES = 64 << 20
+# Files one entry may depend on (an ONNX model's external-data files); more is not an entry of ours.
+MAX_DEPS = 10_000
 SALT_NAME = "salt"
 _SALT_BYTES = 32
 MARKER = "# created by gradlint: the per-file cache (plain JSON); safe to delete\n*\n"
@@ -498,6 +500,8 @@ def load(store: Store, key: str, folder: str, expect: type) -> Any | None:
         if not isinstance(raw, dict) or set(raw) != {"schema", "key", "deps", "facts"}:
             return None
         if raw["schema"] != SCHEMA or raw["key"] != key or not isinstance(raw["deps"], list):
+            return None
+        if len(raw["deps"]) > MAX_DEPS:
             return None
         for dep in raw["deps"]:
             if not (isinstance(dep, list) and len(dep) == 2 and all(isinstance(d, str) for d in dep)):

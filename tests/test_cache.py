@@ -182,7 +182,11 @@ def _kinds(mark: Path):
         p.symlink_to(other)
 
     return {
-        "pickle bytes": lambda p: p.write_bytes(pickle.dumps(_Payload(str(mark)))),
+        "pickle bytes": lambda p: (p.write_bytes(pickle.dumps(_Payload(str(mark)))),
+                                   p.with_suffix(".pickle").write_bytes(pickle.dumps(_Payload(str(mark))))),
+        "too many dependencies": lambda p: p.write_text(json.dumps(
+            {"schema": cache.SCHEMA, "key": p.stem, "deps": [["x", "y"]] * (cache.MAX_DEPS + 1),
+             "facts": cache.encode(FileFacts(path="model.py", kind="python"))})),
         "json with unknown types": lambda p: p.write_text(json.dumps(
             {"schema": cache.SCHEMA, "key": p.stem, "deps": [], "facts": {"$r": "os.system", "f": {"command": "id"}}})),
         "wrong schema": lambda p: p.write_text(json.dumps(
@@ -382,3 +386,22 @@ def test_config_cache_dir_reaches_the_store(project):
     finally:
         os.chdir(old)
     assert len(list((project / "here").glob("*.json"))) == 2
+
+
+def test_the_process_pool_reads_and_writes_the_same_cache(tmp_path):
+    write_tree(tmp_path, {f"pkg/m{i}.py": (DEEP_SIGMOID if i % 2 else LOG_SOFTMAX) for i in range(40)})
+
+    def run(use_cache: bool) -> list[tuple]:
+        old = os.getcwd()
+        os.chdir(tmp_path)
+        try:
+            result = check_paths(["."], Config(root=str(tmp_path)), use_cache=use_cache, jobs=2)
+        finally:
+            os.chdir(old)
+        assert not result.internal_errors
+        return [(f.path, f.code, f.span.line) for f in result.findings]
+
+    honest = run(False)
+    assert len(honest) >= 40
+    assert run(True) == honest and len(entries(tmp_path)) == 40
+    assert run(True) == honest
