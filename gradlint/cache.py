@@ -22,7 +22,9 @@ import importlib
 import json
 import math
 import os
+import re
 import stat
+import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -68,37 +70,37 @@ class CacheError(Exception):
 
 # --- the codec: dataclasses <-> JSON ------------------------------------------------------------
 
-_RECORDS: dict[str, type] | None = None
+_RECORDS: dict[str, type | None] = {}
+_SUBMODULE = re.compile(r"[a-z][a-z0-9_]*")
 
 
-def _module_records(name: str) -> dict[str, type]:
-    module = importlib.import_module(name)
-    out = {}
-    for value in vars(module).values():
-        if isinstance(value, type) and value.__module__ == name and (
+def _allowed_module(name: str) -> bool:
+    if name in RECORD_MODULES:
+        return True
+    package, _, leaf = name.rpartition(".")
+    return package in RECORD_PACKAGES and bool(_SUBMODULE.fullmatch(leaf))
+
+
+def record_type(tag: str) -> type | None:
+    """The allow-list: 'module.Class' -> the class, when the module is one of RECORD_MODULES (or
+    a submodule of RECORD_PACKAGES) and the class is a dataclass or enum defined there; else None.
+    Only a listed module of gradlint's own is ever imported, and only when an entry needs it (an
+    ONNX-only run never pays for libcst, a source-only run never for onnx)."""
+    if tag in _RECORDS:
+        return _RECORDS[tag]
+    module_name, _, name = tag.rpartition(".")
+    found = None
+    if _allowed_module(module_name):
+        try:
+            module = sys.modules.get(module_name) or importlib.import_module(module_name)
+        except ImportError:
+            module = None
+        value = vars(module).get(name) if module is not None else None
+        if isinstance(value, type) and value.__module__ == module_name and value.__qualname__ == name and (
                 dataclasses.is_dataclass(value) or issubclass(value, enum.Enum)):
-            out[f"{name}.{value.__qualname__}"] = value
-    return out
-
-
-def records() -> dict[str, type]:
-    """The allow-list: tag ('module.Class') -> class, for every record type an entry may hold."""
-    global _RECORDS
-    if _RECORDS is None:
-        table: dict[str, type] = {}
-        for name in RECORD_MODULES:
-            table.update(_module_records(name))
-        for package in RECORD_PACKAGES:
-            try:
-                pkg = importlib.import_module(package)
-            except ImportError:
-                continue
-            import pkgutil
-
-            for info in pkgutil.iter_modules(getattr(pkg, "__path__", []), package + "."):
-                table.update(_module_records(info.name))
-        _RECORDS = table
-    return _RECORDS
+            found = value
+    _RECORDS[tag] = found
+    return found
 
 
 def _tag(cls: type) -> str:
@@ -123,7 +125,7 @@ def _layout(cls: type) -> _Layout:
     layout = _LAYOUTS.get(cls)
     if layout is None:
         tag = _tag(cls)
-        if records().get(tag) is not cls:
+        if record_type(tag) is not cls:
             raise CacheError(f"not an allowed record type: {tag}")
         names = tuple(f.name for f in dataclasses.fields(cls) if f.init)
         try:
@@ -152,7 +154,7 @@ def encode(value: Any) -> Any:
         return {"$r": layout.tag, "f": {n: encode(getattr(value, n)) for n in layout.names}}
     if isinstance(value, enum.Enum):
         tag = _tag(kind)
-        if records().get(tag) is not kind:
+        if record_type(tag) is not kind:
             raise CacheError(f"not an allowed record type: {tag}")
         return {"$enum": tag, "v": encode(value.value)}
     if kind is list:
@@ -192,7 +194,7 @@ def decode(data: Any) -> Any:
             except TypeError:  # an unhashable key or member
                 raise CacheError(f"unhashable member in {key}") from None
     if set(data) == {"$enum", "v"}:
-        cls = records().get(data["$enum"]) if type(data["$enum"]) is str else None
+        cls = record_type(data["$enum"]) if type(data["$enum"]) is str else None
         if cls is None or not issubclass(cls, enum.Enum):
             raise CacheError(f"unknown enum {data['$enum']!r}")
         try:
@@ -206,7 +208,7 @@ def _decode_record(data: dict) -> Any:
     tag, body = data.get("$r"), data.get("f")
     if len(data) != 2 or type(tag) is not str or type(body) is not dict:
         raise CacheError("a record is {'$r': name, 'f': {fields}}")
-    cls = records().get(tag)
+    cls = record_type(tag)
     if cls is None or not dataclasses.is_dataclass(cls):
         raise CacheError(f"unknown record type {tag!r}")
     layout = _layout(cls)
