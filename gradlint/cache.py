@@ -149,8 +149,9 @@ def encode(value: Any) -> Any:
         return [encode(v) for v in value]
     if kind is float:
         return value if math.isfinite(value) else {"$float": repr(value)}
-    if dataclasses.is_dataclass(kind):
-        layout = _layout(kind)
+    layout = _LAYOUTS.get(kind)
+    if layout is not None or dataclasses.is_dataclass(kind):
+        layout = layout or _layout(kind)
         return {"$r": layout.tag, "f": {n: encode(getattr(value, n)) for n in layout.names}}
     if isinstance(value, enum.Enum):
         tag = _tag(kind)
