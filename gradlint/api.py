@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import pickle
 import tempfile
 import traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -12,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from gradlint import __version__, suppress
+from gradlint import cache, inputs, suppress
 from gradlint.config import Config
 from gradlint.discover import discover
 from gradlint.findings import FileResult, Finding, InputError, RunResult, Severity, SourceSpan
@@ -36,7 +34,7 @@ class ClassSummary:
 
 @dataclass
 class FileFacts:
-    """Everything the front-ends learned about one file; pure data, picklable, cacheable."""
+    """Everything the front-ends learned about one file; pure data (gradlint.cache stores it as JSON)."""
 
     path: str
     kind: str  # 'python' or 'onnx'
@@ -53,6 +51,9 @@ class FileFacts:
     internal_error: str | None = None
     # A notebook's gradlint.notebook.CellMap: its findings are moved from the virtual file to cells.
     cells: Any = None
+    # Other files the facts were read from (ONNX external data), relative to the file's folder:
+    # a cache entry holds only while they are unchanged.
+    depends: tuple[str, ...] = ()
 
 
 @dataclass
@@ -97,96 +98,52 @@ class RunIndex:
         return self.classes.get(name, [])
 
 
-def _extract(path: Path, display: str) -> FileFacts:
+def _kind(path: Path, display: str) -> str:
+    return "onnx" if path.suffix == ".onnx" or display.endswith(".onnx.txt") else "python"
+
+
+def _extract(path: Path, display: str, data: bytes | None = None) -> FileFacts:
     """Front-end dispatch by file kind. Never raises for bad input: that becomes GL00x."""
     if path.suffix == ".ipynb":
         from gradlint.notebook import extract_notebook
 
         return extract_notebook(path, display)
-    if path.suffix == ".onnx" or display.endswith(".onnx.txt"):
+    if _kind(path, display) == "onnx":
         from gradlint.onnx import extract_onnx
 
         return extract_onnx(path, display)
     from gradlint.source import extract_python
 
-    return extract_python(path, display)
+    return extract_python(path, display, data=data)
 
 
-_CODE_FINGERPRINT: str | None = None
+def _facts_job(args: tuple[str, str, cache.Store | None, int]) -> FileFacts:
+    path_s, display, store, max_size = args
+    return cached_facts(Path(path_s), display, store, max_size)
 
 
-def _code_fingerprint() -> str:
-    """gradlint's own code, by file sizes and times: a cache written by other front-end code
-    (an upgrade without a version bump, a development checkout) is never read back."""
-    global _CODE_FINGERPRINT
-    if _CODE_FINGERPRINT is None:
-        h = hashlib.sha256(__version__.encode())
-        for f in sorted(Path(__file__).parent.rglob("*.py")):
-            st = f.stat()
-            h.update(f"{f.relative_to(Path(__file__).parent)}:{st.st_size}:{st.st_mtime_ns};".encode())
-        _CODE_FINGERPRINT = h.hexdigest()
-    return _CODE_FINGERPRINT
-
-
-def _cache_key(path: Path, display: str) -> str | None:
+def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: int) -> FileFacts:
+    """One file's facts, from the cache (gradlint.cache, plain JSON) when it holds them."""
+    kind = _kind(path, display)
     try:
-        data = path.read_bytes() if path.suffix != ".onnx" else _onnx_fingerprint(path)
-    except OSError:
-        return None
-    h = hashlib.sha256()
-    h.update(_code_fingerprint().encode())
-    h.update(display.encode())
-    h.update(data)
-    return h.hexdigest()
-
-
-def _onnx_fingerprint(path: Path) -> bytes:
-    """Hashing a multi-GB model would cost more than checking it: sizes and times say enough.
-    External data lies next to the model, so every file of its folder takes part: changing
-    only `model.data` must not serve the old weights' findings."""
-    parts = []
-    for f in sorted(path.parent.iterdir()):
-        try:
-            st = f.lstat()
-        except OSError:
-            continue
-        parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
-    return "\n".join(parts).encode()
-
-
-def _facts_job(args: tuple[str, str, str | None]) -> FileFacts:
-    path_s, display, cache_dir = args
-    path = Path(path_s)
-    key = _cache_key(path, display) if cache_dir else None
-    if key and cache_dir:
-        cached = Path(cache_dir) / f"{key}.pickle"
-        try:
-            with cached.open("rb") as fh:
-                return pickle.load(fh)
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
-            pass
+        # Read once, bounded, refusing special files before any open; the key is these bytes.
+        data, fingerprint = inputs.read_input(path, max_size, whole=path.suffix != ".onnx")
+    except inputs.Refused as exc:
+        code = "GL002" if kind == "onnx" else "GL001"
+        return FileFacts(path=display, kind=kind, input_errors=(InputError(code, f"cannot read file: {exc}"),))
+    key = cache.entry_key(store, display, kind, fingerprint) if store else None
+    folder = str(path.parent)
+    if key and store:
+        cached = cache.load(store, key, folder, FileFacts)
+        if cached is not None:
+            return cached
     try:
-        facts = _extract(path, display)
+        facts = _extract(path, display, data)
     except Exception:  # an internal failure on one file must not end the run
-        return FileFacts(path=display, kind="python", internal_error=_short_traceback())
-    if key and cache_dir:
-        _write_cache(Path(cache_dir), key, facts)
+        return FileFacts(path=display, kind=kind, internal_error=_short_traceback())
+    if key and store:
+        cache.save(store, key, facts, folder, facts.depends)
     return facts
-
-
-def _write_cache(cache_dir: Path, key: str, facts: FileFacts) -> None:
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        marker = cache_dir / ".gitignore"
-        if not marker.exists():
-            marker.write_text("# created by gradlint\n*\n")
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            pickle.dump(facts, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, cache_dir / f"{key}.pickle")
-    except OSError:
-        # A read-only checkout still gets checked, just without a cache.
-        pass
 
 
 def _short_traceback() -> str:
@@ -219,9 +176,11 @@ def run_rules(facts: FileFacts, config: Config, index: RunIndex, rules: dict[str
 
 
 def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: bool = True,
-                  jobs: int | None = None) -> list[FileFacts]:
-    cache_dir = str(Path(config.root) / config.cache_dir) if use_cache else None
-    args = [(str(p), d, cache_dir) for p, d in files]
+                  jobs: int | None = None, warnings: list[str] | None = None) -> list[FileFacts]:
+    store, warning = cache.open_store(config.root, config.cache_dir) if use_cache and files else (None, None)
+    if warning and warnings is not None:
+        warnings.append(warning)
+    args = [(str(p), d, store, config.max_file_size) for p, d in files]
     workers = jobs if jobs is not None else min(os.cpu_count() or 1, 8)
     # A pool costs ~100 ms to start; below a few dozen files one process is faster.
     if workers <= 1 or len(args) < 32:
@@ -234,10 +193,12 @@ def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool 
                 jobs: int | None = None) -> RunResult:
     """Check files and folders; the result holds every file's findings, sorted."""
     found = discover([Path(p) for p in paths], config)
-    result = RunResult()
+    result = RunResult(warnings=list(found.warnings))
     for missing in found.missing:
-        result.files.append(FileResult(path=missing, internal_error=None, skipped="no such file or directory"))
-    facts = collect_facts(found.files, config, use_cache=use_cache, jobs=jobs)
+        result.files.append(FileResult(path=missing, skipped="no such file or directory", error=True))
+    for path, reason, error in found.refused:
+        result.files.append(FileResult(path=path, skipped=reason, error=error))
+    facts = collect_facts(found.files, config, use_cache=use_cache, jobs=jobs, warnings=result.warnings)
     index = RunIndex.build(facts)
     rules = load_rules()
     enabled = config.enabled_codes() | {c for c, r in rules.items() if r.always_on}
@@ -311,7 +272,7 @@ def check_source(source: str | bytes, config: Config | None = None, *, path: str
 
 
 def exit_code(result: RunResult, fail_on: Severity, *, exit_zero: bool = False) -> int:
-    if result.internal_errors or any(r.skipped == "no such file or directory" for r in result.files):
+    if result.internal_errors or any(r.error for r in result.files):
         return 2
     if exit_zero:
         return 0

@@ -314,11 +314,13 @@ def _fixed_listing(fixed_findings: list[Any]) -> str:
 def _warn_about_files(result: Any, *, quiet: bool, fmt: str) -> None:
     from gradlint.report.text import escape
 
+    for warning in getattr(result, "warnings", ()):
+        say(f"gradlint: warning: {warning}")
     for r in result.files:
         if r.internal_error:
             say(f"gradlint: internal error while checking {escape(r.path)} (please report it):\n{r.internal_error}")
-        elif r.skipped == "no such file or directory":
-            say(f"gradlint: error: {escape(r.path)}: no such file or directory")
+        elif r.skipped == "no such file or directory" or getattr(r, "error", False):
+            say(f"gradlint: error: {escape(r.path)}: {r.skipped}")
         elif r.skipped and not quiet and fmt in TEXT_FORMATS:
             say(f"gradlint: warning: {escape(r.path)}: skipped: {r.skipped}")
     if not result.files:
@@ -488,6 +490,7 @@ def config_toml(cfg: Config, rules: dict[str, Any]) -> str:
     line("fail-on", str(cfg.fail_on))
     line("respect-gitignore", cfg.respect_gitignore)
     line("cache-dir", cfg.cache_dir)
+    line("max-file-size", cfg.max_file_size)
     # Not a setting: what the selection comes to (and GL0xx, always on).
     out.append(f"# enabled: {_toml(sorted(cfg.enabled_codes()))}")
     for code, r in rules.items():

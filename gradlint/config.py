@@ -22,8 +22,11 @@ DEFAULT_EXCLUDE = (
 
 TOP_LEVEL_KEYS = (
     "select", "extend-select", "ignore", "per-file-ignores", "exclude", "extend-exclude",
-    "fail-on", "respect-gitignore", "cache-dir",
+    "fail-on", "respect-gitignore", "cache-dir", "max-file-size",
 )
+# Source files larger than this are reported (GL001) and never read: 7x the largest module of
+# transformers, timm or torchvision, far below what makes a parse take minutes.
+DEFAULT_MAX_FILE_SIZE = 2 << 20
 
 
 class ConfigError(Exception):
@@ -41,6 +44,7 @@ class Config:
     fail_on: Severity = Severity.INFO
     respect_gitignore: bool = True
     cache_dir: str = ".gradlint_cache"
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE
     # rule code -> ((option, value), ...), only the options the user set
     rule_options: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
     root: str = "."
@@ -164,6 +168,41 @@ def _selectors(value: Any, key: str, path: Path) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _cache_dir(value: Any, path: Path) -> str:
+    """A folder below the project root: the cache is written nowhere else."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: 'cache-dir' must be a string, got {value!r}")
+    parts = value.replace("\\", "/").split("/")
+    if Path(value).is_absolute() or value.startswith(("/", "\\")) or (len(value) > 1 and value[1] == ":"):
+        raise ConfigError(f"{path}: 'cache-dir' must be a folder relative to the project root, got an absolute path {value!r}")
+    if ".." in parts:
+        raise ConfigError(f"{path}: 'cache-dir' must stay inside the project root, got {value!r} ('..')")
+    clean = [p for p in parts if p not in ("", ".")]
+    if not clean:
+        raise ConfigError(f"{path}: 'cache-dir' must name a folder below the project root, got {value!r}")
+    return "/".join(clean)
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+
+
+def _size(value: Any, key: str, path: Path) -> int:
+    """Bytes, as an integer or a string with a binary unit: 2097152, "2MB", "512 KiB"."""
+    import re
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (m := re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", value)) \
+            and m.group(2).lower() in _UNITS:
+        size = int(m.group(1)) * _UNITS[m.group(2).lower()]
+    else:
+        raise ConfigError(f"{path}: '{key}' must be a size in bytes (2097152) or with a unit (\"2MB\"), got {value!r}")
+    if size <= 0:
+        raise ConfigError(f"{path}: '{key}' must be positive, got {value!r}")
+    return size
+
+
 def parse_table(table: Mapping[str, Any], path: Path) -> Config:
     src = str(path)
     cfg: dict[str, Any] = {"root": str(path.resolve().parent), "path": src}
@@ -197,9 +236,9 @@ def parse_table(table: Mapping[str, Any], path: Path) -> Config:
                 raise ConfigError(f"{path}: 'respect-gitignore' must be true or false, got {value!r}")
             cfg["respect_gitignore"] = value
         elif key == "cache-dir":
-            if not isinstance(value, str):
-                raise ConfigError(f"{path}: 'cache-dir' must be a string, got {value!r}")
-            cfg["cache_dir"] = value
+            cfg["cache_dir"] = _cache_dir(value, path)
+        elif key == "max-file-size":
+            cfg["max_file_size"] = _size(value, key, path)
         elif isinstance(value, dict) and get_rule(key) is not None:
             rule = get_rule(key)
             assert rule is not None

@@ -1,119 +1,173 @@
-"""File discovery for api.check_paths: folders walked recursively, exclude patterns and .gitignore."""
+"""File discovery for api.check_paths: folders walked recursively, exclude patterns and .gitignore.
+
+Nothing is opened here but .gitignore files: every candidate is os.stat'ed, and what is not a
+regular file (a FIFO, a device, a socket, a broken link, a link loop) is never handed on. Met in
+a folder walk, such a path is skipped with its reason; named on the command line, it is an
+error. A folder that cannot be read is an error naming it; the rest of the run goes on.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import os
 import re
+import stat
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gradlint.config import DEFAULT_EXCLUDE, Config
+from gradlint.inputs import Refused, describe_error, kind_of, read_bounded
 
 SUFFIXES = (".py", ".ipynb", ".onnx")
+# A .gitignore is text a person wrote; anything larger is not one we read.
+MAX_GITIGNORE_BYTES = 1 << 20
 
 
 @dataclass
 class Discovered:
     files: list[tuple[Path, str]] = field(default_factory=list)  # (path, display path)
     missing: list[str] = field(default_factory=list)
+    # (display path, reason, is_error): paths not checked; errors end the run with exit 2
+    refused: list[tuple[str, str, bool]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class _Pattern:
-    regex: re.Pattern[str]
-    negate: bool
-    dir_only: bool
+    pattern: object  # a pathspec GitWildMatchPattern
     base: str  # folder of the .gitignore, relative to the walk's root, posix, '' for the root
 
 
-def _glob_to_regex(glob: str) -> str:
-    out, i = [], 0
-    while i < len(glob):
-        c = glob[i]
-        if glob.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif glob.startswith("**", i):
-            out.append(".*")
+# git's wildmatch (and POSIX) bracket classes; pathspec passes a bracket's body to `re`, which
+# knows none of them, so they are spelled out as ranges first. No range starts with '!' or '^'
+# (a negation), none names a backslash (pathspec escapes those) or '/' (pathspec splits on it;
+# a bracket never matches '/' in git either).
+_CLASSES = {
+    "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
+    "xdigit": "0-9A-Fa-f", "space": " \t\n\r\f\v", "blank": " \t", "punct": "{-~\"-.:-@[-`!",
+    "cntrl": "\x00-\x1f\x7f", "print": " -.0-~", "graph": "0-~\"-.!",
+}
+
+
+class BadPattern(ValueError):
+    pass
+
+
+def _expand_classes(line: str) -> str:
+    """Replace `[:alpha:]` and friends inside bracket expressions by their ranges."""
+    if "[:" not in line:
+        return line
+    out, i, n = [], 0, len(line)
+    while i < n:
+        c = line[i]
+        if c == "\\" and i + 1 < n:
+            out.append(line[i:i + 2])
             i += 2
-        elif c == "*":
-            out.append("[^/]*")
+            continue
+        if c != "[":
+            out.append(c)
             i += 1
-        elif c == "?":
-            out.append("[^/]")
-            i += 1
-        elif c == "[":
-            j = glob.find("]", i + 1)
-            if j == -1:
-                out.append(re.escape(c))
-                i += 1
+            continue
+        j = i + 1
+        body = ["["]
+        if j < n and line[j] in "!^":
+            body.append(line[j])
+            j += 1
+        if j < n and line[j] == "]":
+            body.append("]")
+            j += 1
+        closed = False
+        while j < n:
+            if line.startswith("[:", j):
+                end = line.find(":]", j + 2)
+                if end == -1:
+                    raise BadPattern("unterminated character class")
+                name = line[j + 2:end]
+                if name not in _CLASSES:
+                    raise BadPattern(f"unknown character class [:{name}:]")
+                body.append(_CLASSES[name])
+                j = end + 2
+            elif line[j] == "]":
+                body.append("]")
+                j += 1
+                closed = True
+                break
             else:
-                body = glob[i + 1 : j].replace("\\", "\\\\")
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = j + 1
-        elif c == "\\" and i + 1 < len(glob):
-            out.append(re.escape(glob[i + 1]))
-            i += 2
-        else:
-            out.append(re.escape(c))
+                body.append(line[j])
+                j += 1
+        if not closed:
+            out.append(line[i])  # an unclosed bracket is a literal '[', as in git
             i += 1
+            continue
+        out.append("".join(body))
+        i = j
     return "".join(out)
 
 
-def parse_gitignore(text: str, base: str) -> list[_Pattern]:
+def compile_pattern(line: str):
+    """One .gitignore line as pathspec's gitwildmatch pattern; None for blanks and comments.
+    Raises BadPattern for what git treats as a pattern that matches nothing ([z-a])."""
+    from pathspec.patterns.gitwildmatch import GitWildMatchPattern
+
+    with warnings.catch_warnings():
+        # pathspec >= 1.0 prefers its 'gitignore' flavour (not in 0.12) and `re` warns of
+        # possible nested sets in '[[' brackets: neither is the user's business.
+        warnings.simplefilter("ignore")
+        try:
+            pattern = GitWildMatchPattern(_expand_classes(line))
+        except (re.error, ValueError) as exc:
+            raise BadPattern(str(exc)) from None
+    return pattern if pattern.include is not None else None
+
+
+def parse_gitignore(text: str, base: str, source: str = ".gitignore",
+                    problems: list[str] | None = None) -> list[_Pattern]:
     patterns: list[_Pattern] = []
-    for raw in text.splitlines():
-        line = raw.rstrip()
-        if not line or line.startswith("#"):
+    for number, raw in enumerate(text.splitlines(), start=1):
+        try:
+            compiled = compile_pattern(raw)
+        except BadPattern as exc:
+            if problems is not None:
+                problems.append(f"{source}:{number}: ignoring invalid pattern {raw.strip()!r} ({exc})")
             continue
-        negate = line.startswith("!")
-        if negate:
-            line = line[1:]
-        if line.startswith("\\"):
-            line = line[1:]
-        dir_only = line.endswith("/")
-        line = line.rstrip("/")
-        if not line:
-            continue
-        anchored = "/" in line
-        line = line.lstrip("/")
-        body = _glob_to_regex(line)
-        regex = re.compile(("^" if anchored else "^(?:.*/)?") + body + "$")
-        patterns.append(_Pattern(regex, negate, dir_only, base))
+        if compiled is not None:
+            patterns.append(_Pattern(compiled, base))
     return patterns
 
 
 def _ignored(rel: str, is_dir: bool, patterns: list[_Pattern]) -> bool:
+    """git's verdict: the last pattern that matches decides (a deeper .gitignore comes later)."""
     verdict = False
     for p in patterns:
         if p.base:
             if not rel.startswith(p.base + "/"):
                 continue
-            sub = rel[len(p.base) + 1 :]
+            sub = rel[len(p.base) + 1:]
         else:
             sub = rel
-        if p.dir_only and not is_dir:
-            continue
-        if p.regex.match(sub):
-            verdict = not p.negate
+        if p.pattern.match_file(sub + "/" if is_dir else sub) is not None:
+            verdict = bool(p.pattern.include)
     return verdict
 
 
-def _excluded(path: Path, root: Path, patterns: tuple[str, ...]) -> bool:
+def _excluded(rel: str, name: str, patterns: tuple[str, ...]) -> bool:
     """ruff-style exclude: a pattern matches a path component's name or the path from the root."""
-    name = path.name
-    try:
-        rel = path.resolve().relative_to(root).as_posix()
-    except ValueError:
-        rel = path.as_posix()
     for pattern in patterns:
         p = pattern.rstrip("/")
         if fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel, p + "/*"):
             return True
     return False
+
+
+def _rel_to(path: Path, root: Path) -> str:
+    """Path from the root, links resolved in the folders only (a file link may loop)."""
+    parent = Path(os.path.realpath(path.parent if path.name else path))
+    full = parent / path.name if path.name else parent
+    try:
+        return full.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def _display(path: Path) -> str:
@@ -129,34 +183,48 @@ def discover(paths: list[Path], config: Config) -> Discovered:
     root = Path(config.root).resolve()
     user_excludes = tuple(config.extend_exclude) + tuple(p for p in config.exclude if p not in DEFAULT_EXCLUDE)
     all_excludes = tuple(config.exclude) + tuple(config.extend_exclude)
-    seen: set[Path] = set()
+    seen: set[tuple[int, int]] = set()
     for given in paths:
-        if not given.exists() and not given.is_symlink():
-            found.missing.append(str(given))
+        try:
+            st = os.stat(given)
+        except FileNotFoundError:
+            if os.path.lexists(given):
+                found.refused.append((str(given), "broken symbolic link", True))
+            else:
+                found.missing.append(str(given))
             continue
-        if given.is_file():
-            # A file named on the command line is checked even if its suffix is unusual (pre-commit
-            # passes exactly what it wants checked) unless the user's own excludes say otherwise.
-            if _excluded(given, root, user_excludes):
-                continue
-            resolved = given.resolve()
-            if resolved not in seen:
-                seen.add(resolved)
-                found.files.append((given, _display(given)))
+        except OSError as exc:
+            found.refused.append((str(given), describe_error(exc), True))
             continue
-        found.files.extend(_walk(given, root, all_excludes, config.respect_gitignore, seen))
+        if stat.S_ISDIR(st.st_mode):
+            _walk(given, root, all_excludes, config.respect_gitignore, seen, found)
+            continue
+        # A file named on the command line is checked even if its suffix is unusual (pre-commit
+        # passes exactly what it wants checked) unless the user's own excludes say otherwise.
+        if _excluded(_rel_to(given, root), given.name, user_excludes):
+            continue
+        what = kind_of(st.st_mode)
+        if what:
+            found.refused.append((_display(given), f"not a regular file ({what}); it was not opened", True))
+            continue
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            found.files.append((given, _display(given)))
     return found
 
 
 def _repo_root(folder: Path) -> Path:
     for parent in [folder, *folder.parents]:
-        if (parent / ".git").exists():
-            return parent
+        try:
+            if os.path.lexists(parent / ".git"):
+                return parent
+        except OSError:
+            continue
     return folder
 
 
-def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, seen: set[Path]) -> list[tuple[Path, str]]:
-    out: list[tuple[Path, str]] = []
+def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, seen: set[tuple[int, int]],
+          found: Discovered) -> None:
     top_resolved = top.resolve()
     # Paths are matched relative to the repository root, so that .gitignore files above the
     # folder we were given (anchored patterns included) apply exactly as git applies them.
@@ -165,19 +233,28 @@ def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, see
     if gitignore:
         for parent in reversed(top_resolved.parents):
             if parent == base_root or base_root in parent.parents:
-                gi = parent / ".gitignore"
-                if gi.is_file():
-                    patterns.extend(_load(gi, _rel(parent, base_root)))
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+                patterns.extend(_load(parent, _rel(parent, base_root), found))
+
+    def unreadable(exc: OSError) -> None:
+        where = _display(Path(exc.filename)) if exc.filename else _display(top)
+        found.refused.append((where, f"cannot read folder: {describe_error(exc)}", True))
+
+    for dirpath, dirnames, filenames in os.walk(top, onerror=unreadable, followlinks=False):
         current = Path(dirpath)
-        rel_dir = _rel(current.resolve(), base_root)
-        if gitignore and (current / ".gitignore").is_file():
-            patterns = patterns + _load(current / ".gitignore", rel_dir)
+        resolved_dir = Path(os.path.realpath(current))
+        rel_dir = _rel(resolved_dir, base_root)
+        # Excludes match paths from the project root: one realpath per folder, none per file.
+        try:
+            from_root = resolved_dir.relative_to(root).as_posix()
+        except ValueError:
+            from_root = resolved_dir.as_posix()
+        from_root = "" if from_root == "." else from_root + "/"
+        if gitignore:
+            patterns = patterns + _load(current, rel_dir, found)
         keep = []
         for d in sorted(dirnames):
-            sub = current / d
             rel = f"{rel_dir}/{d}" if rel_dir else d
-            if _excluded(sub, root, excludes) or (gitignore and _ignored(rel, True, patterns)):
+            if _excluded(from_root + d, d, excludes) or (gitignore and _ignored(rel, True, patterns)):
                 continue
             keep.append(d)
         dirnames[:] = keep
@@ -186,23 +263,51 @@ def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, see
                 continue
             path = current / name
             rel = f"{rel_dir}/{name}" if rel_dir else name
-            if _excluded(path, root, excludes) or (gitignore and _ignored(rel, False, patterns)):
+            if _excluded(from_root + name, name, excludes) or (gitignore and _ignored(rel, False, patterns)):
                 continue
-            resolved = path.resolve()
-            if resolved in seen:
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                reason = "broken symbolic link" if isinstance(exc, FileNotFoundError) else describe_error(exc)
+                found.refused.append((_display(path), reason, False))
                 continue
-            seen.add(resolved)
-            out.append((path, _display(path)))
-    return out
+            what = kind_of(st.st_mode)
+            if what:
+                if not stat.S_ISDIR(st.st_mode):
+                    found.refused.append((_display(path), f"not a regular file ({what}); it was not opened", False))
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            found.files.append((path, _display(path)))
 
 
 def _rel(folder: Path, base: Path) -> str:
-    rel = folder.relative_to(base).as_posix() if folder != base else ""
+    try:
+        rel = folder.relative_to(base).as_posix() if folder != base else ""
+    except ValueError:
+        return ""
     return "" if rel == "." else rel
 
 
-def _load(path: Path, base: str) -> list[_Pattern]:
+def _load(folder: Path, base: str, found: Discovered) -> list[_Pattern]:
+    """The patterns of folder/.gitignore. Like git, a symbolic link is not followed; a file that
+    is not a regular one is never opened; a bad line is skipped with a warning naming it."""
+    path = folder / ".gitignore"
     try:
-        return parse_gitignore(path.read_text(encoding="utf-8", errors="replace"), base)
+        st = os.lstat(path)
     except OSError:
         return []
+    display = _display(path)
+    if stat.S_ISLNK(st.st_mode):
+        found.warnings.append(f"{display}: not read: a symbolic link (git does not follow it either)")
+        return []
+    if not stat.S_ISREG(st.st_mode):
+        found.warnings.append(f"{display}: not read: not a regular file ({kind_of(st.st_mode)})")
+        return []
+    try:
+        text = read_bounded(path, MAX_GITIGNORE_BYTES, "1 MiB for a .gitignore").decode("utf-8", errors="replace")
+    except Refused as exc:
+        found.warnings.append(f"{display}: not read: {exc}")
+        return []
+    return parse_gitignore(text, base, display, found.warnings)

@@ -116,11 +116,17 @@ class FileResult:
     internal_error: str | None = None
     skipped: str | None = None
     fixed: int = 0
+    # The skip is an error (a missing or unreadable path, a FIFO named on the command line):
+    # the run ends with exit 2. Otherwise a skip is a warning (a FIFO met in a folder walk).
+    error: bool = False
 
 
 @dataclass
 class RunResult:
     files: list[FileResult] = field(default_factory=list)
+    # Run-wide problems that cost nothing but a warning (a bad .gitignore line, an unusable
+    # cache folder): printed on stderr, never in the report.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def findings(self) -> list[Finding]:

@@ -211,7 +211,8 @@ def test_cache_serves_unchanged_files_and_notices_changes(tmp_path):
     model.write_text(DESIGN_TABLE[0][0])
     first = run_cli("check", ".", cwd=tmp_path)
     assert first.returncode == 1 and "GL101" in first.stdout
-    assert list((tmp_path / ".gradlint_cache").glob("*.pickle"))
+    assert list((tmp_path / ".gradlint_cache").glob("*.json"))
+    assert not list((tmp_path / ".gradlint_cache").glob("*.pickle"))
     again = run_cli("check", ".", cwd=tmp_path)
     assert again.stdout == first.stdout
     model.write_text(DESIGN_TABLE[4][0])  # the healthy kaiming chain
@@ -219,14 +220,14 @@ def test_cache_serves_unchanged_files_and_notices_changes(tmp_path):
     assert fixed.returncode == 0, fixed.stdout
 
 
-def test_onnx_cache_key_changes_with_external_data(tmp_path):
-    from gradlint.api import _cache_key
+def test_onnx_cache_entries_depend_on_external_data(tmp_path):
+    from gradlint.inputs import fingerprint_within
 
-    (tmp_path / "m.onnx").write_bytes(b"x")
-    (tmp_path / "m.data").write_bytes(b"1234")
-    key = _cache_key(tmp_path / "m.onnx", "m.onnx")
-    (tmp_path / "m.data").write_bytes(b"12345")
-    assert _cache_key(tmp_path / "m.onnx", "m.onnx") != key
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "m.data").write_bytes(b"1234")
+    before = fingerprint_within(str(tmp_path), "w/m.data")
+    (tmp_path / "w" / "m.data").write_bytes(b"1235")
+    assert fingerprint_within(str(tmp_path), "w/m.data") != before
 
 
 def test_library_and_project_base_classes_are_modules():

@@ -83,6 +83,17 @@ def test_missing_explicit_config(tmp_path):
     ('[tool.gradlint]\nfail-on = 3\n', "'fail-on'"),
     ('[tool.gradlint]\nrespect-gitignore = 1\n', "'respect-gitignore' must be true or false"),
     ('[tool.gradlint]\ncache-dir = 1\n', "'cache-dir' must be a string"),
+    ('[tool.gradlint]\ncache-dir = ""\n', "'cache-dir' must name a folder below the project root"),
+    ('[tool.gradlint]\ncache-dir = "."\n', "'cache-dir' must name a folder below the project root"),
+    ('[tool.gradlint]\ncache-dir = "./"\n', "'cache-dir' must name a folder below the project root"),
+    ('[tool.gradlint]\ncache-dir = "/tmp/abs_cache"\n', "'cache-dir' must be a folder relative to the project root"),
+    ('[tool.gradlint]\ncache-dir = "../elsewhere"\n', "'cache-dir' must stay inside the project root"),
+    ('[tool.gradlint]\ncache-dir = "a/../../b"\n', "'cache-dir' must stay inside the project root"),
+    ('[tool.gradlint]\ncache-dir = "a\\\\..\\\\..\\\\b"\n', "'cache-dir' must stay inside the project root"),
+    ('[tool.gradlint]\nmax-file-size = 0\n', "'max-file-size' must be positive"),
+    ('[tool.gradlint]\nmax-file-size = "lots"\n', "'max-file-size' must be a size in bytes"),
+    ('[tool.gradlint]\nmax-file-size = true\n', "'max-file-size' must be a size in bytes"),
+    ('[tool.gradlint]\nmax-file-size = "2 furlongs"\n', "'max-file-size' must be a size in bytes"),
     ('[tool.gradlint]\nper-file-ignores = 1\n', "'per-file-ignores' must be a table"),
     ('[tool.gradlint.GL001]\nfoo = 1\n', "unknown option 'GL001.foo'"),
     ('[tool.gradlint.GL999]\nfoo = 1\n', "unknown key 'GL999'"),
@@ -134,3 +145,35 @@ def test_selector_option_parsing():
 def test_per_file_ignore_patterns(relpath, ignored):
     cfg = Config(per_file_ignores=(("tests/*", ("GL001",)), ("legacy/", ("GL0",)), ("conftest.py", ("GL002",))))
     assert cfg.ignored_codes_for(relpath) == ignored
+
+
+@pytest.mark.parametrize("value, expected", [
+    ('"gl"', "gl"), ('"./.cache//gl/"', ".cache/gl"), ('"a/./b"', "a/b"),
+])
+def test_cache_dir_is_normalised_below_the_root(tmp_path, value, expected):
+    write_pyproject(tmp_path, f"[tool.gradlint]\ncache-dir = {value}\n")
+    assert load_config(None, tmp_path).cache_dir == expected
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("1000", 1000), ('"512KB"', 512 << 10), ('"2 MiB"', 2 << 20), ('"1g"', 1 << 30), ('"300"', 300),
+])
+def test_max_file_size_accepts_bytes_and_units(tmp_path, value, expected):
+    write_pyproject(tmp_path, f"[tool.gradlint]\nmax-file-size = {value}\n")
+    cfg = load_config(None, tmp_path)
+    assert cfg.max_file_size == expected and cfg.origin("max-file-size") == str(tmp_path / "pyproject.toml")
+
+
+def test_max_file_size_default_is_a_few_mb():
+    assert Config().max_file_size == 2 << 20
+
+
+def test_a_bad_cache_dir_is_exit_2_naming_file_and_key(tmp_path):
+    from tests.cli_helpers import assert_one_line_error
+    from tests.conftest import run_cli
+
+    write_pyproject(tmp_path, '[tool.gradlint]\ncache-dir = "/tmp/x"\n')
+    (tmp_path / "m.py").write_text("import torch\n")
+    proc = run_cli("check", ".", cwd=tmp_path)
+    assert_one_line_error(proc, str(tmp_path / "pyproject.toml"), "'cache-dir'")
+    assert not Path("/tmp/x").exists() or not list(Path("/tmp/x").glob("*.json"))

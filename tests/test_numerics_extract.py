@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 
+from gradlint import cache
 from gradlint.api import FileFacts, RunIndex, check_source
 from gradlint.config import Config
 from gradlint.source import parse
@@ -27,8 +28,9 @@ def test_facts_are_picklable_and_free_of_parser_nodes():
            "    return torch.log(F.softmax(z, -1)), torch.sqrt((z ** 2).sum())\n")
     f = facts(src)
     assert {s.code for s in f.sites} == {"GL302", "GL306"}
-    again = pickle.loads(pickle.dumps(f))
+    again = pickle.loads(pickle.dumps(f))  # the process pool sends facts between processes
     assert again == f
+    assert cache.loads(cache.dumps(f)) == f  # and the cache stores them as plain JSON
 
 
 def test_value_followed_through_variables_and_reshapes():

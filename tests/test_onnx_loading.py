@@ -189,6 +189,51 @@ def test_checker_never_resolves_external_paths_against_the_cwd(tmp_path: Path, m
     assert facts.input_errors == ()
 
 
+def _external(tensor: TensorProto, location: str, length: int) -> TensorProto:
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", "0"), ("length", str(length))):
+        e = tensor.external_data.add()
+        e.key, e.value = k, v
+    return tensor
+
+
+def _sparse_and_attribute_model(folder: Path) -> Path:
+    """External data where check_structure's initializer/Constant stripping does not look: a
+    sparse initializer and the `value` attribute of ConstantOfShape."""
+    folder.mkdir()
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])
+    s = helper.make_tensor_value_info("s", TensorProto.INT64, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 16])
+    w = numpy_helper.from_array(np.eye(16, dtype=np.float32), "w")
+    fill = _external(numpy_helper.from_array(np.ones(1, np.float32), "fill"), "w.bin", 4)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("ConstantOfShape", ["s"], ["z"], value=fill)]
+    g = helper.make_graph(nodes, "g", [x, s], [y, z], [w])
+    values = _external(numpy_helper.from_array(np.ones(4, np.float32), "sp"), "w.bin", 16)
+    g.sparse_initializer.append(helper.make_sparse_tensor(values, numpy_helper.from_array(np.arange(4, dtype=np.int64), "i"), [16]))
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (folder / "m.onnx").write_bytes(model.SerializeToString())
+    (folder / "w.bin").write_bytes(np.ones(4, np.float32).tobytes())
+    return folder / "m.onnx"
+
+
+def test_the_checker_sees_no_external_reference_at_all(tmp_path: Path, monkeypatch):
+    path = _sparse_and_attribute_model(tmp_path / "sp")
+    seen = []
+    real = onnx.checker.check_model
+    monkeypatch.setattr(onnx.checker, "check_model", lambda m, *a, **k: seen.append(m) or real(m, *a, **k))
+    verdicts = []
+    for cwd in (tmp_path / "sp", tmp_path):
+        monkeypatch.chdir(cwd)
+        verdicts.append(extract_onnx(path, "m.onnx").input_errors)
+    assert verdicts[0] == verdicts[1] == ()
+    assert seen and not any(onnx_load.is_external(t) for m in seen for t in onnx_load.iter_tensors(m.graph))
+    # The model itself keeps its references: only the checker's copy is changed.
+    assert sum(onnx_load.is_external(t) for t in onnx_load.iter_tensors(onnx_load.decode(path).graph)) == 2
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float64])
 def test_statistics_of_other_float_types(tmp_path: Path, dtype):
     rng = np.random.default_rng(0)

@@ -120,7 +120,7 @@ def test_fix_becomes_a_sarif_fix():
 
 def test_skipped_files_and_failures_become_notifications(validator):
     result = sample_result()
-    result.files.append(FileResult(path="gone.py", skipped="no such file or directory"))
+    result.files.append(FileResult(path="gone.py", skipped="no such file or directory", error=True))
     result.files.append(FileResult(path="boom.py", internal_error="Traceback ..."))
     doc = _validate(validator, result)
     inv = doc["runs"][0]["invocations"][0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import pickle
 
+from gradlint import cache
 from gradlint.api import check_source
 from gradlint.config import Config
 from gradlint.rules.training import steps
@@ -118,6 +119,7 @@ torch.nn.utils.clip_grad_norm_(p, INF)
 def test_facts_are_picklable_and_skipped_files_are_empty():
     t = facts("import torch\nfor x in d:\n    loss.backward()\n    opt.step()\n")
     assert pickle.loads(pickle.dumps(t)) == t
+    assert cache.loads(cache.dumps(t)) == t
     assert facts("import torch\nx = torch.zeros(3)\n") == TrainingFacts()
 
 

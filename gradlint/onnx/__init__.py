@@ -60,13 +60,16 @@ def extract_onnx(path: Path, display: str):
     from gradlint.api import FileFacts
     from gradlint.onnx.graph import GraphIndex, default_opset
     from gradlint.onnx.hazards import find_hazards
-    from gradlint.onnx.load import ModelError, check_structure, decode, sort_nodes, vet_external
+    from gradlint.onnx.load import ModelError, check_structure, decode, external_locations, sort_nodes, vet_external
     from gradlint.onnx.lower import lower_graph
     from gradlint.onnx.provenance import find_folding
 
     errors: list[InputError] = []
+    depends: tuple[str, ...] = ()
     try:
         model = decode(path)
+        # Every file the model names, vetted or refused: the cache entry depends on all of them.
+        depends = external_locations(model)
         loaded = vet_external(model, os.path.dirname(os.path.abspath(path)))
         errors.extend(InputError("GL003", msg) for msg in loaded.refused)
         sort_nodes(model.graph)
@@ -77,12 +80,12 @@ def extract_onnx(path: Path, display: str):
         hazards = tuple(find_hazards(index))
     except ModelError as exc:
         errors.append(InputError(exc.code, exc.message))
-        return FileFacts(path=display, kind="onnx", input_errors=tuple(_dedupe(errors)))
+        return FileFacts(path=display, kind="onnx", input_errors=tuple(_dedupe(errors)), depends=depends)
     maybe_folded = frozenset(index.ref(i).name for i in find_folding(index).unknown)
     graph = GraphFacts(opset=index.opset, hazards=hazards, weights=tuple(weights), weights_read=not loaded.refused,
                        maybe_folded=maybe_folded)
     return FileFacts(path=display, kind="onnx", networks=(network,), graph=graph,
-                     input_errors=tuple(_dedupe(errors)))
+                     input_errors=tuple(_dedupe(errors)), depends=depends)
 
 
 def _dedupe(errors: list[InputError]) -> list[InputError]:

@@ -108,7 +108,7 @@ def _notifications(result: RunResult, cwd: str) -> list[dict[str, Any]]:
         if r.internal_error:
             level, text = "error", f"internal error while checking {r.path}: {r.internal_error}"
         elif r.skipped:
-            level = "error" if r.skipped == "no such file or directory" else "warning"
+            level = "error" if r.error else "warning"
             text = f"{r.path}: {'skipped: ' if level == 'warning' else ''}{r.skipped}"
         else:
             continue

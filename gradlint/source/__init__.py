@@ -17,6 +17,8 @@ from gradlint.source.names import ImportTable, build_import_table
 # Files that mention none of these cannot hold anything our rules look for; skipping them before
 # the parse is the cheapest speed-up a libcst linter has (TorchFix does the same).
 _SNIFF = re.compile(rb"torch|\bnn\b|onnx|backward|accelerat|lightning|autograd")
+# When a caller hands a path without its bytes: the default of `max-file-size`.
+MAX_SOURCE_BYTES = 2 << 20
 
 
 class LazyPositions:
@@ -145,14 +147,16 @@ def parse(path: str, text: str) -> SourceFile:
                       imports=build_import_table(module))
 
 
-def extract_python(path: Path, display: str):
+def extract_python(path: Path, display: str, data: bytes | None = None):
+    """Facts of one source file; `data` is its bytes when the caller has read them (bounded)."""
     from gradlint.api import FileFacts
+    from gradlint.inputs import Refused, read_bounded
 
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return FileFacts(path=display, kind="python",
-                         input_errors=(InputError("GL001", f"cannot read file: {exc.strerror or exc}"),))
+    if data is None:
+        try:
+            data = read_bounded(path, MAX_SOURCE_BYTES)
+        except Refused as exc:
+            return FileFacts(path=display, kind="python", input_errors=(InputError("GL001", f"cannot read file: {exc}"),))
     try:
         text = decode(data)
     except (UnicodeDecodeError, SyntaxError, LookupError) as exc:

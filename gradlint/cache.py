@@ -1,0 +1,570 @@
+"""The per-file facts cache: plain JSON inside the project, validated on load, never executed.
+
+A repository can ship anything under its cache folder, so every entry is untrusted input:
+- the format is JSON with an explicit schema version; records are rebuilt from an allow-list of
+  gradlint's own dataclasses, field by field, each value checked against the field's type; a
+  name outside the allow-list is an error, never an import or a call;
+- the key mixes in a salt that gradlint writes into the folder and the salt file's inode and
+  change time, which a repository cannot know in advance: an entry made elsewhere never hits;
+- the folder is reached from the project root one component at a time with O_NOFOLLOW, files are
+  created with O_EXCL and O_NOFOLLOW inside it, and nothing is written through a symbolic link;
+- a damaged, unknown, oversized or mismatched entry is a miss: the file is checked and the
+  entry rewritten. Nothing about the cache can fail a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import errno
+import hashlib
+import importlib
+import json
+import math
+import os
+import re
+import stat
+import sys
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gradlint import __version__
+from gradlint.inputs import fingerprint_within
+
+SCHEMA = 1
+SUFFIX = ".json"
+# An entry holds a file's text and its facts; anything larger is not ours.
+MAX_ENTRY_BYTES = 64 << 20
+# Files one entry may depend on (an ONNX model's external-data files); more is not an entry of ours.
+MAX_DEPS = 10_000
+SALT_NAME = "salt"
+_SALT_BYTES = 32
+MARKER = "# created by gradlint: the per-file cache (plain JSON); safe to delete\n*\n"
+
+# Modules whose dataclasses (and enums) may appear in an entry. Fixed here: an entry names a
+# record, and the name is only looked up in these modules' own definitions.
+RECORD_MODULES = (
+    "gradlint.api",
+    "gradlint.findings",
+    "gradlint.model.ir",
+    "gradlint.source.loops",
+    "gradlint.source.numerics_facts",
+    "gradlint.onnx",
+    "gradlint.onnx.hazards",
+    "gradlint.notebook",
+)
+# Each module's facts records, if the package exists (the engine's layout): its submodules join.
+RECORD_PACKAGES = ("gradlint.facts",)
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+class CacheError(Exception):
+    """An entry that is not a valid entry of this schema (a miss, never a failure of the run)."""
+
+
+# --- the codec: dataclasses <-> JSON ------------------------------------------------------------
+
+_RECORDS: dict[str, type | None] = {}
+_SUBMODULE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _allowed_module(name: str) -> bool:
+    if name in RECORD_MODULES:
+        return True
+    package, _, leaf = name.rpartition(".")
+    return package in RECORD_PACKAGES and bool(_SUBMODULE.fullmatch(leaf))
+
+
+def record_type(tag: str) -> type | None:
+    """The allow-list: 'module.Class' -> the class, when the module is one of RECORD_MODULES (or
+    a submodule of RECORD_PACKAGES) and the class is a dataclass or enum defined there; else None.
+    Only a listed module of gradlint's own is ever imported, and only when an entry needs it (an
+    ONNX-only run never pays for libcst, a source-only run never for onnx)."""
+    if tag in _RECORDS:
+        return _RECORDS[tag]
+    module_name, _, name = tag.rpartition(".")
+    found = None
+    if _allowed_module(module_name):
+        try:
+            module = sys.modules.get(module_name) or importlib.import_module(module_name)
+        except ImportError:
+            module = None
+        value = vars(module).get(name) if module is not None else None
+        if isinstance(value, type) and value.__module__ == module_name and value.__qualname__ == name and (
+                dataclasses.is_dataclass(value) or issubclass(value, enum.Enum)):
+            found = value
+    _RECORDS[tag] = found
+    return found
+
+
+def _tag(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What the codec needs of one record type, computed once: its tag, its init fields, and a
+    checker per field (None: any decoded value will do)."""
+
+    cls: type
+    tag: str
+    names: tuple[str, ...]
+    checks: tuple[tuple[str, Any], ...]
+
+
+_LAYOUTS: dict[type, _Layout] = {}
+
+
+def _layout(cls: type) -> _Layout:
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        tag = _tag(cls)
+        if record_type(tag) is not cls:
+            raise CacheError(f"not an allowed record type: {tag}")
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:
+            # An annotation that cannot be resolved: the values are still plain data or
+            # allow-listed records, only their types go unchecked.
+            hints = {}
+        checks = tuple((n, _checker(hints.get(n, Any))) for n in names)
+        layout = _LAYOUTS[cls] = _Layout(cls, tag, names, checks)
+    return layout
+
+
+def encode(value: Any) -> Any:
+    """A JSON-ready form of facts. Tuples are lists; every other container and every record is
+    an object with one `$` key naming what it is. Raises CacheError on anything else."""
+    kind = type(value)
+    if value is None or kind is bool or kind is str or kind is int:
+        return value
+    if kind is tuple:
+        return [encode(v) for v in value]
+    if kind is float:
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    layout = _LAYOUTS.get(kind)
+    if layout is not None or dataclasses.is_dataclass(kind):
+        layout = layout or _layout(kind)
+        return {"$r": layout.tag, "f": {n: encode(getattr(value, n)) for n in layout.names}}
+    if isinstance(value, enum.Enum):
+        tag = _tag(kind)
+        if record_type(tag) is not kind:
+            raise CacheError(f"not an allowed record type: {tag}")
+        return {"$enum": tag, "v": encode(value.value)}
+    if kind is list:
+        return {"$list": [encode(v) for v in value]}
+    if kind is frozenset or kind is set:
+        return {"$frozenset" if kind is frozenset else "$set": [encode(v) for v in value]}
+    if kind is dict:
+        return {"$dict": [[encode(k), encode(v)] for k, v in value.items()]}
+    raise CacheError(f"cannot store a {kind.__name__}")
+
+
+def decode(data: Any) -> Any:
+    """Rebuild what `encode` wrote; records are checked field by field against their types."""
+    kind = type(data)
+    if data is None or kind is str or kind is int or kind is bool or kind is float:
+        return data
+    if kind is list:
+        return tuple([decode(v) for v in data])
+    if kind is not dict:
+        raise CacheError(f"unexpected JSON value {kind.__name__}")
+    if "$r" in data:
+        return _decode_record(data)
+    if len(data) == 1:
+        (key, body), = data.items()
+        if key == "$float" and body in ("nan", "inf", "-inf"):
+            return float(body)
+        if key in ("$list", "$set", "$frozenset", "$dict") and type(body) is list:
+            items = [decode(v) for v in body]
+            if key == "$list":
+                return items
+            try:
+                if key == "$dict":
+                    if not all(type(kv) is tuple and len(kv) == 2 for kv in items):
+                        raise CacheError("a $dict holds [key, value] pairs")
+                    return dict(items)
+                return set(items) if key == "$set" else frozenset(items)
+            except TypeError:  # an unhashable key or member
+                raise CacheError(f"unhashable member in {key}") from None
+    if set(data) == {"$enum", "v"}:
+        cls = record_type(data["$enum"]) if type(data["$enum"]) is str else None
+        if cls is None or not issubclass(cls, enum.Enum):
+            raise CacheError(f"unknown enum {data['$enum']!r}")
+        try:
+            return cls(decode(data["v"]))
+        except ValueError:
+            raise CacheError(f"bad value for {data['$enum']}") from None
+    raise CacheError(f"unknown object with keys {sorted(data)[:4]}")
+
+
+def _decode_record(data: dict) -> Any:
+    tag, body = data.get("$r"), data.get("f")
+    if len(data) != 2 or type(tag) is not str or type(body) is not dict:
+        raise CacheError("a record is {'$r': name, 'f': {fields}}")
+    cls = record_type(tag)
+    if cls is None or not dataclasses.is_dataclass(cls):
+        raise CacheError(f"unknown record type {tag!r}")
+    layout = _layout(cls)
+    if len(body) != len(layout.names):
+        raise CacheError(f"{tag}: fields {sorted(body)} differ from {sorted(layout.names)}")
+    values = {}
+    for name, check in layout.checks:
+        if name not in body:
+            raise CacheError(f"{tag}: field {name} missing")
+        value = decode(body[name])
+        if check is not None and not check(value):
+            raise CacheError(f"{tag}.{name}: a {type(value).__name__} does not fit the field's type")
+        values[name] = value
+    try:
+        return cls(**values)
+    except Exception as exc:  # a record's own __post_init__ refusing the values
+        raise CacheError(f"{tag}: {exc}") from None
+
+
+_CHECKERS: dict[Any, Any] = {}
+_SIMPLE = {int: (int,), float: (float, int), str: (str,), bool: (bool,), type(None): (type(None),)}
+
+
+def _checker(hint: Any):
+    """A function telling whether a decoded value fits a type annotation (None: anything fits),
+    built once per annotation. An annotation form it does not know accepts nothing."""
+    try:
+        return _CHECKERS[hint]
+    except (KeyError, TypeError):
+        pass
+    check = _build_checker(hint)
+    try:
+        _CHECKERS[hint] = check
+    except TypeError:
+        pass
+    return check
+
+
+def _build_checker(hint: Any):
+    if hint is Any or hint is object:
+        return None
+    if hint is None:
+        hint = type(None)
+    if hint in _SIMPLE:
+        exact = frozenset(_SIMPLE[hint])
+        return lambda v: type(v) in exact
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        parts = [_checker(a) for a in args]
+        if any(p is None for p in parts):
+            return None
+        # Members that are plain types or records are tested by exact type, in one set lookup.
+        exact = set()
+        rest = []
+        for a, part in zip(args, parts):
+            if a in _SIMPLE or a is None:
+                exact.update(_SIMPLE[type(None) if a is None else a])
+            elif isinstance(a, type) and dataclasses.is_dataclass(a):
+                exact.add(a)
+            else:
+                rest.append(part)
+        frozen = frozenset(exact)
+        return lambda v: type(v) in frozen or any(p(v) for p in rest)
+    if origin is typing.Literal:
+        return lambda v: v in args
+    if origin is tuple:
+        if not args:
+            return lambda v: type(v) is tuple
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = _checker(args[0])
+            if item is None:
+                return lambda v: type(v) is tuple
+            return lambda v: type(v) is tuple and all(map(item, v))
+        items = [_checker(a) or (lambda _v: True) for a in args]
+        return lambda v: type(v) is tuple and len(v) == len(items) and all(c(x) for c, x in zip(items, v))
+    if origin in (list, set, frozenset):
+        item = _checker(args[0]) if args else None
+        return lambda v: type(v) is origin and (item is None or all(map(item, v)))
+    if origin is dict:
+        key = _checker(args[0]) if args else None
+        val = _checker(args[1]) if args else None
+        return lambda v: type(v) is dict and all(
+            (key is None or key(k)) and (val is None or val(x)) for k, x in v.items())
+    if origin is not None:
+        return lambda v: False
+    if hint in (tuple, list, dict, set, frozenset):
+        return lambda v: type(v) is hint
+    if isinstance(hint, type) and (dataclasses.is_dataclass(hint) or issubclass(hint, enum.Enum)):
+        return lambda v: isinstance(v, hint)
+    return lambda v: False
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(encode(value), separators=(",", ":"), allow_nan=False)
+
+
+def loads(text: str | bytes) -> Any:
+    try:
+        return decode(json.loads(text))
+    except CacheError:
+        raise
+    except (ValueError, TypeError, RecursionError, MemoryError) as exc:
+        raise CacheError(f"not valid JSON: {type(exc).__name__}") from None
+
+
+# --- keys -----------------------------------------------------------------------------------------
+
+_CODE_FINGERPRINT: str | None = None
+
+
+def code_fingerprint() -> str:
+    """gradlint's own code, by file sizes and times: a cache written by other front-end code
+    (an upgrade without a version bump, a development checkout) is never read back."""
+    global _CODE_FINGERPRINT
+    if _CODE_FINGERPRINT is None:
+        here = Path(__file__).parent
+        h = hashlib.sha256(f"{__version__}:{SCHEMA}".encode())
+        for f in sorted(here.rglob("*.py")):
+            st = f.stat()
+            h.update(f"{f.relative_to(here)}:{st.st_size}:{st.st_mtime_ns};".encode())
+        _CODE_FINGERPRINT = h.hexdigest()
+    return _CODE_FINGERPRINT
+
+
+def entry_key(store: "Store", display: str, kind: str, fingerprint: str) -> str:
+    h = hashlib.sha256()
+    for part in (code_fingerprint(), store.salt, kind, display, fingerprint):
+        h.update(part.encode("utf-8", "surrogateescape"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+# --- the folder -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Store:
+    """A cache folder that passed the checks of `open_store`; cheap to send to a worker."""
+
+    root: str  # the project root, resolved
+    rel: str  # cache-dir, relative to the root
+    salt: str  # hex: the salt file's bytes, inode and change time
+
+
+def _open_dir_chain(root: str, rel: str, *, create: bool) -> int:
+    """An fd of root/rel, reached one component at a time without following any link."""
+    fd = os.open(root, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    try:
+        for part in Path(rel).parts:
+            if create:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            try:
+                nfd = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise _Unsafe(f"{part!r} is a symbolic link or not a folder") from None
+                raise
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _Unsafe(Exception):
+    pass
+
+
+# (root, cache-dir) -> an open fd of the folder, checked by open_store or a worker's own walk.
+_FDS: dict[tuple[str, str], int] = {}
+
+
+def open_store(root: str | Path, rel: str) -> tuple[Store | None, str | None]:
+    """Prepare the cache folder: (store, None) when usable, (None, warning) when the folder is
+    unsafe (a link in the way, a link in place of our files), (None, None) when it cannot be made
+    (a read-only checkout: the run goes on uncached, in silence)."""
+    root = str(Path(root).resolve())
+    where = os.path.join(root, rel)
+    try:
+        fd = _open_dir_chain(root, rel, create=True)
+    except _Unsafe as exc:
+        return None, f"cache folder {where} not used: {exc}; running without a cache"
+    except OSError:
+        return None, None
+    try:
+        for name, content in ((".gitignore", MARKER.encode()), (SALT_NAME, None)):
+            problem = _ensure_file(fd, name, content)
+            if problem:
+                return None, f"cache folder {where} not used: {name} {problem}; running without a cache"
+        salt = _read_salt(fd)
+        if salt is None:
+            return None, None
+        store = Store(root=root, rel=rel, salt=salt)
+        # The checked folder's fd serves this process (and forked workers) from now on.
+        old = _FDS.pop((root, rel), None)
+        if old is not None:
+            os.close(old)
+        _FDS[(root, rel)], fd = fd, -1
+        return store, None
+    except OSError:
+        return None, None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _ensure_file(dfd: int, name: str, content: bytes | None) -> str | None:
+    """Create `name` with O_EXCL (the salt: random bytes); an existing one must be a plain file."""
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=dfd)
+    except FileExistsError:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            return "is a symbolic link"
+        if not stat.S_ISREG(st.st_mode):
+            return "is not a regular file"
+        return None
+    try:
+        os.write(fd, content if content is not None else os.urandom(_SALT_BYTES))
+    finally:
+        os.close(fd)
+    return None
+
+
+def _read_salt(dfd: int) -> str | None:
+    try:
+        fd = os.open(SALT_NAME, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=dfd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != _SALT_BYTES:
+            # Being written by a concurrent run, or damaged: no cache this time.
+            return None
+        data = os.read(fd, _SALT_BYTES)
+    finally:
+        os.close(fd)
+    if len(data) != _SALT_BYTES:
+        return None
+    # The inode and change time are what a shipped salt cannot carry: ctime is set by the kernel
+    # when the file lands on this disk, whatever the archive or clone says.
+    return hashlib.sha256(data + f":{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}".encode()).hexdigest()
+
+
+def _store_fd(store: Store) -> int | None:
+    """One fd per process for the folder (workers reopen it safely the first time)."""
+    key = (store.root, store.rel)
+    fd = _FDS.get(key)
+    if fd is None:
+        try:
+            fd = _open_dir_chain(store.root, store.rel, create=False)
+        except (OSError, _Unsafe):
+            return None
+        _FDS[key] = fd
+    return fd
+
+
+# --- entries ------------------------------------------------------------------------------------
+
+
+def load(store: Store, key: str, folder: str, expect: type) -> Any | None:
+    """The facts stored under `key`, or None (a miss) for anything but a valid, current entry.
+
+    `folder` is the checked file's folder: the files an entry depends on (ONNX external data)
+    are fingerprinted again inside it and must match what the entry recorded.
+    """
+    dfd = _store_fd(store)
+    if dfd is None:
+        return None
+    try:
+        fd = os.open(key + SUFFIX, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=dfd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_ENTRY_BYTES:
+            return None
+        data = _read_all(fd, MAX_ENTRY_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_ENTRY_BYTES:
+        return None
+    try:
+        raw = json.loads(data)
+        if not isinstance(raw, dict) or set(raw) != {"schema", "key", "deps", "facts"}:
+            return None
+        if raw["schema"] != SCHEMA or raw["key"] != key or not isinstance(raw["deps"], list):
+            return None
+        if len(raw["deps"]) > MAX_DEPS:
+            return None
+        for dep in raw["deps"]:
+            if not (isinstance(dep, list) and len(dep) == 2 and all(isinstance(d, str) for d in dep)):
+                return None
+            if fingerprint_within(folder, dep[0]) != dep[1]:
+                return None  # external data changed: the entry is stale
+        facts = decode(raw["facts"])
+    except (CacheError, ValueError, TypeError, RecursionError, MemoryError):
+        return None
+    return facts if type(facts) is expect else None
+
+
+def _read_all(fd: int, limit: int) -> bytes:
+    chunks, left = [], limit
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def save(store: Store, key: str, facts: Any, folder: str, depends: tuple[str, ...] = ()) -> bool:
+    """Write an entry through a temporary file created with O_EXCL, then a rename inside the
+    folder; on any failure the temporary file is removed and the run goes on (False)."""
+    dfd = _store_fd(store)
+    if dfd is None:
+        return False
+    try:
+        deps = [[d, fingerprint_within(folder, d)] for d in depends]
+        text = json.dumps({"schema": SCHEMA, "key": key, "deps": deps, "facts": encode(facts)},
+                          separators=(",", ":"), allow_nan=False)
+        data = text.encode("ascii")
+    except (CacheError, ValueError, TypeError, RecursionError):
+        return False
+    if len(data) > MAX_ENTRY_BYTES:
+        return False
+    tmp = f".{key}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=dfd)
+    except OSError:
+        return False
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        # rename replaces a link or file in the way, never writes through it; a folder in the
+        # way makes it fail, and the entry is simply not stored.
+        os.replace(tmp, key + SUFFIX, src_dir_fd=dfd, dst_dir_fd=dfd)
+        return True
+    except BaseException as exc:
+        try:
+            os.unlink(tmp, dir_fd=dfd)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            return False
+        raise

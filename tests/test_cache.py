@@ -1,0 +1,407 @@
+"""The per-file cache (gradlint.cache): plain JSON, validated on load, written only inside the
+project and never through a link; planted entries run nothing and change no finding."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pickle
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from gradlint import cache
+from gradlint.api import FileFacts, check_paths
+from gradlint.config import Config
+from gradlint.findings import InputError, Severity, SourceSpan
+from gradlint.model.ir import Activation, InitSpec, Network, Param, Residual
+from tests.cli_helpers import write_tree
+from tests.conftest import ROOT, run_cli
+
+DEEP_SIGMOID = ("import torch.nn as nn\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                "        self.body = nn.Sequential(*[m for _ in range(12) for m in (nn.Linear(256, 256), nn.Sigmoid())])\n\n"
+                "    def forward(self, x):\n        return self.body(x)\n")
+LOG_SOFTMAX = "import torch\n\ndef f(y):\n    return torch.log(torch.softmax(y, 1))\n"
+
+
+def _gen():
+    spec = importlib.util.spec_from_file_location("onnx_fixture_gen", ROOT / "fixtures" / "onnx" / "generate.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    return gen
+
+
+def findings(root: Path, *, use_cache: bool) -> list[tuple]:
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        result = check_paths(["."], Config(root=str(root)), use_cache=use_cache, jobs=1)
+    finally:
+        os.chdir(old)
+    assert not result.internal_errors, result.internal_errors
+    return [(f.path, f.code, f.span.line, f.message) for f in result.findings]
+
+
+def entries(root: Path) -> list[Path]:
+    return sorted((root / ".gradlint_cache").glob("*.json"))
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    write_tree(tmp_path, {"model.py": DEEP_SIGMOID, "util.py": LOG_SOFTMAX})
+    return tmp_path
+
+
+# --- the codec ----------------------------------------------------------------------------------
+
+
+def test_every_fixture_round_trips_through_the_json_codec(tmp_path):
+    from gradlint.api import _extract
+    from gradlint.discover import discover
+
+    gen = _gen()
+    models = {"mlp": gen.mlp(depth=6, width=16), "post_ln": gen.post_ln_stack(depth=3), "resnet": gen.resnet_like(2),
+              "rnn": gen.rnn()}
+    for name, model in models.items():
+        gen.save(model, tmp_path / f"{name}.onnx")
+    files = discover([ROOT / "fixtures", tmp_path], Config(root=str(ROOT))).files
+    files += [(p, str(p)) for p in sorted((ROOT / "fixtures" / "onnx").glob("*.onnx.txt"))]
+    kinds = set()
+    for path, display in files:
+        facts = _extract(path, display)
+        text = cache.dumps(facts)
+        assert cache.loads(text) == facts, display
+        kinds.add(facts.kind)
+        if facts.graph is not None:
+            kinds.add("graph facts")
+    assert kinds == {"python", "onnx", "graph facts"} and len(files) > 40
+
+
+def test_codec_keeps_containers_floats_and_enums_apart():
+    value = (1, 2.5, float("nan"), float("-inf"), [1, (2,)], {3}, frozenset({"a"}), {"k": (1,)}, Severity.ERROR,
+             True, None, "s")
+    back = cache.loads(cache.dumps(value))
+    assert type(back[4]) is list and type(back[4][1]) is tuple
+    assert type(back[5]) is set and type(back[6]) is frozenset and back[7] == {"k": (1,)}
+    assert back[8] is Severity.ERROR and back[2] != back[2] and back[3] == float("-inf")
+    assert back[:2] == (1, 2.5) and back[9:] == (True, None, "s")
+
+
+def test_nested_records_round_trip():
+    net = Network(name="M", path="m.py", nodes=(
+        Residual(body=(Param("l", "linear", 8, "d_model", InitSpec("normal", (("std", 1.0),))),
+                       Activation("a", "relu", origin=SourceSpan(1, 1, 1, 2)))),), origin=None)
+    facts = FileFacts(path="m.py", kind="python", networks=(net,), input_errors=(InputError("GL001", "x"),))
+    assert cache.loads(cache.dumps(facts)) == facts
+
+
+@pytest.mark.parametrize("doc, why", [
+    ({"$r": "os.system", "f": {}}, "unknown record type"),
+    ({"$r": "builtins.eval", "f": {}}, "unknown record type"),
+    ({"$r": "gradlint.api.Path", "f": {}}, "unknown record type"),  # imported into api, not its record
+    ({"$enum": "subprocess.Popen", "v": 1}, "unknown enum"),
+    ({"$r": "gradlint.findings.SourceSpan", "f": {"line": "1", "column": 1, "end_line": 1, "end_column": 1}},
+     "does not fit"),
+    ({"$r": "gradlint.findings.SourceSpan", "f": {"line": True, "column": 1, "end_line": 1, "end_column": 1}},
+     "does not fit"),
+    ({"$r": "gradlint.findings.SourceSpan", "f": {"line": 1, "column": 1, "end_line": 1}}, "differ"),
+    ({"$r": "gradlint.findings.SourceSpan", "f": {"line": 1, "column": 1, "end_line": 1, "end_column": 1,
+                                                  "evil": 1}}, "differ"),
+    ({"$r": "gradlint.model.ir.Residual", "f": {"body": [{"$r": "gradlint.findings.SourceSpan", "f": {
+        "line": 1, "column": 1, "end_line": 1, "end_column": 1}}], "name": "", "origin": None,
+        "skip_scale": None, "branch_scale": None}}, "does not fit"),
+    ({"$set": [{"$list": [1]}]}, "unhashable"),
+    ({"__reduce__": ["os.system", "id"]}, "unknown object"),
+])
+def test_codec_refuses_what_it_did_not_write(doc, why):
+    with pytest.raises(cache.CacheError, match=why):
+        cache.loads(json.dumps(doc))
+
+
+def test_a_name_in_an_entry_is_never_imported(tmp_path, monkeypatch):
+    mark = tmp_path / "imported"
+    (tmp_path / "planted_mod.py").write_text(f"open({str(mark)!r}, 'w').write('x')\nclass X: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for doc in ({"$r": "planted_mod.X", "f": {}}, {"$enum": "planted_mod.X", "v": 1}):
+        with pytest.raises(cache.CacheError):
+            cache.loads(json.dumps(doc))
+    assert not mark.exists() and "planted_mod" not in sys.modules
+
+
+def test_unstorable_values_are_refused_on_write():
+    with pytest.raises(cache.CacheError):
+        cache.dumps(FileFacts(path="x", kind="python", training=object()))
+    with pytest.raises(cache.CacheError):
+        cache.dumps(FileFacts(path="x", kind="python", training=Path("x")))
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+
+def test_cache_is_json_and_serves_the_same_findings(project):
+    first = findings(project, use_cache=True)
+    stored = entries(project)
+    assert len(stored) == 2
+    doc = json.loads(stored[0].read_text())
+    assert doc["schema"] == cache.SCHEMA and set(doc) == {"schema", "key", "deps", "facts"}
+    assert (project / ".gradlint_cache" / ".gitignore").read_text().endswith("*\n")
+    assert findings(project, use_cache=True) == first == findings(project, use_cache=False)
+    assert {c for _p, c, _l, _m in first} >= {"GL101", "GL302"}
+
+
+def _plant(project: Path, maker) -> None:
+    """Write something at the key of every entry the first run made (the real keys)."""
+    for entry in entries(project):
+        entry.unlink()
+        maker(entry)
+
+
+class _Payload:
+    def __init__(self, mark: str) -> None:
+        self.mark = mark
+
+    def __reduce__(self):
+        return (os.system, (f"echo pwned > {self.mark}",))
+
+
+def _kinds(mark: Path):
+    big = cache.MAX_ENTRY_BYTES + 10
+
+    def sparse(p: Path) -> None:
+        with open(p, "wb") as fh:
+            fh.truncate(big)
+
+    def symlink_to_valid_elsewhere(p: Path) -> None:
+        other = p.parent.parent / "elsewhere.json"
+        other.write_text(json.dumps({"schema": cache.SCHEMA, "key": p.stem, "deps": [],
+                                     "facts": cache.encode(FileFacts(path="model.py", kind="python"))}))
+        p.symlink_to(other)
+
+    return {
+        "pickle bytes": lambda p: (p.write_bytes(pickle.dumps(_Payload(str(mark)))),
+                                   p.with_suffix(".pickle").write_bytes(pickle.dumps(_Payload(str(mark))))),
+        "too many dependencies": lambda p: p.write_text(json.dumps(
+            {"schema": cache.SCHEMA, "key": p.stem, "deps": [["x", "y"]] * (cache.MAX_DEPS + 1),
+             "facts": cache.encode(FileFacts(path="model.py", kind="python"))})),
+        "json with unknown types": lambda p: p.write_text(json.dumps(
+            {"schema": cache.SCHEMA, "key": p.stem, "deps": [], "facts": {"$r": "os.system", "f": {"command": "id"}}})),
+        "wrong schema": lambda p: p.write_text(json.dumps(
+            {"schema": cache.SCHEMA + 1, "key": p.stem, "deps": [],
+             "facts": cache.encode(FileFacts(path="model.py", kind="python"))})),
+        "other key": lambda p: p.write_text(json.dumps(
+            {"schema": cache.SCHEMA, "key": "0" * 64, "deps": [],
+             "facts": cache.encode(FileFacts(path="model.py", kind="python"))})),
+        "not facts": lambda p: p.write_text(json.dumps(
+            {"schema": cache.SCHEMA, "key": p.stem, "deps": [], "facts": cache.encode(SourceSpan(1, 1, 1, 1))})),
+        "truncated": lambda p: p.write_text('{"schema": 1, "key": "'),
+        "deeply nested": lambda p: p.write_text("[" * 100_000 + "]" * 100_000),
+        "huge file": sparse,
+        "symlink to /dev/zero": lambda p: p.symlink_to("/dev/zero"),
+        "symlink to a valid entry": symlink_to_valid_elsewhere,
+        "directory": lambda p: (p.mkdir(), (p / "x").write_text("x")),
+        "fifo": lambda p: os.mkfifo(p),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_kinds(Path("x"))))
+def test_a_planted_entry_runs_nothing_and_changes_no_finding(project, kind):
+    mark = project.parent / f"pwned-{project.name}"
+    honest = findings(project, use_cache=False)
+    findings(project, use_cache=True)
+    _plant(project, _kinds(mark)[kind])
+    assert findings(project, use_cache=True) == honest
+    assert not mark.exists()
+    # A damaged entry is rewritten: the next run is served a valid one (a folder in the way stays).
+    if kind not in ("directory",):
+        assert all(json.loads(e.read_bytes())["schema"] == cache.SCHEMA for e in entries(project))
+    assert findings(project, use_cache=True) == honest
+    assert not list((project / ".gradlint_cache").glob("*.tmp")) and not list((project / ".gradlint_cache").glob(".*.tmp"))
+
+
+def test_a_valid_entry_shipped_with_the_repository_never_hits(tmp_path):
+    """The key mixes in the salt file's inode and change time: an entry made on another machine
+    (or in another checkout) is keyed differently, however well formed."""
+    made = tmp_path / "made"
+    write_tree(made, {"model.py": DEEP_SIGMOID})
+    honest = findings(made, use_cache=False)
+    findings(made, use_cache=True)
+    forged = json.dumps  # re-encode each entry with facts that hide every finding
+    for entry in entries(made):
+        doc = json.loads(entry.read_text())
+        doc["facts"] = cache.encode(FileFacts(path="model.py", kind="python", source=DEEP_SIGMOID))
+        entry.write_text(forged(doc))
+    assert findings(made, use_cache=True) == []  # the test has teeth: in place, the forgery is served
+    clone = tmp_path / "clone"
+    shutil.copytree(made, clone, symlinks=True)
+    assert findings(clone, use_cache=True) == honest
+
+
+def test_salt_and_marker_are_created_exclusively_and_a_bad_salt_means_no_cache(project):
+    findings(project, use_cache=True)
+    salt = project / ".gradlint_cache" / cache.SALT_NAME
+    assert salt.stat().st_size == 32
+    salt.write_bytes(b"short")
+    for e in entries(project):
+        e.unlink()
+    assert findings(project, use_cache=True) == findings(project, use_cache=False)
+    assert entries(project) == []  # no usable salt: nothing written
+
+
+# --- where the cache may live ----------------------------------------------------------------------
+
+
+def _check(project: Path, *extra: str):
+    return run_cli("check", "-q", *extra, ".", cwd=project)
+
+
+def test_a_symlinked_cache_folder_is_refused_with_one_warning(project, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (project / ".gradlint_cache").symlink_to(elsewhere, target_is_directory=True)
+    proc = _check(project)
+    honest = _check(project, "--no-cache")
+    assert proc.stdout == honest.stdout and proc.returncode == honest.returncode == 1
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and ".gradlint_cache" in warnings[0] and "without a cache" in warnings[0]
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_link_inside_the_cache_path_is_refused(project, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (project / "pyproject.toml").write_text('[tool.gradlint]\ncache-dir = "var/cache"\n')
+    (project / "var").symlink_to(elsewhere, target_is_directory=True)
+    proc = _check(project)
+    assert "not used" in proc.stderr and proc.returncode == 1
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_dangling_marker_link_is_never_followed(project, tmp_path_factory):
+    target = tmp_path_factory.mktemp("outside") / "created_outside.txt"
+    (project / ".gradlint_cache").mkdir()
+    (project / ".gradlint_cache" / ".gitignore").symlink_to(target)
+    proc = _check(project)
+    assert not target.exists()
+    assert ".gitignore is a symbolic link" in proc.stderr and proc.stderr.count("warning") == 1
+    assert proc.stdout == _check(project, "--no-cache").stdout
+    assert entries(project) == []
+
+
+def test_a_custom_cache_dir_stays_below_the_root(project):
+    (project / "pyproject.toml").write_text('[tool.gradlint]\ncache-dir = "build/./gl"\n')
+    proc = _check(project)
+    assert proc.returncode == 1 and "warning" not in proc.stderr
+    assert len(list((project / "build" / "gl").glob("*.json"))) == 2
+
+
+def test_a_read_only_project_runs_uncached_in_silence(project):
+    from tests.test_discover_hostile import gradlint
+
+    project.chmod(0o555)
+    try:
+        proc = gradlint("check", "-q", ".", cwd=project, unprivileged=True)
+    finally:
+        project.chmod(0o755)
+    assert proc.returncode == 1 and proc.stderr == "" and "GL101" in proc.stdout
+    assert not (project / ".gradlint_cache").exists()
+
+
+def test_a_failed_write_leaves_no_temporary_file(project, monkeypatch):
+    def boom(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    store, warning = cache.open_store(project, ".gradlint_cache")
+    assert store is not None and warning is None
+    monkeypatch.setattr(cache.os, "replace", boom)
+    assert cache.save(store, "k" * 64, FileFacts(path="x", kind="python"), str(project)) is False
+    assert sorted(p.name for p in (project / ".gradlint_cache").iterdir()) == [".gitignore", "salt"]
+
+
+def test_an_entry_too_large_to_store_is_not_written(project, monkeypatch):
+    store, _ = cache.open_store(project, ".gradlint_cache")
+    monkeypatch.setattr(cache, "MAX_ENTRY_BYTES", 100)
+    assert cache.save(store, "k" * 64, FileFacts(path="x", kind="python", source="x" * 200), str(project)) is False
+    assert entries(project) == []
+
+
+# --- ONNX entries depend on every file the model references ---------------------------------------
+
+
+def test_external_data_in_a_subfolder_rewritten_in_place_invalidates_the_entry(tmp_path):
+    import numpy as np
+
+    gen = _gen()
+    model = gen.mlp(depth=4, width=32, std="torch")
+    gen.with_external(model, tmp_path / "a" / "weights", data_name="w.bin", location="weights/w.bin")
+    gen.save(model, tmp_path / "a" / "model.onnx")
+    assert findings(tmp_path, use_cache=True) == findings(tmp_path, use_cache=False) == []
+    data = tmp_path / "a" / "weights" / "w.bin"
+    st = data.stat()
+    with open(data, "r+b") as fh:  # same size, times put back: only the bytes changed
+        fh.write(np.full(st.st_size // 4, np.nan, np.float32).tobytes())
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
+    honest = findings(tmp_path, use_cache=False)
+    assert sum(code == "GL501" for _p, code, _l, _m in honest) == 8
+    assert findings(tmp_path, use_cache=True) == honest
+
+
+def test_external_data_appearing_later_invalidates_the_entry(tmp_path):
+    gen = _gen()
+    model = gen.mlp(depth=3, width=16, std="torch")
+    gen.with_external(model, tmp_path / "w", data_name="w.bin", location="w/w.bin")
+    gen.save(model, tmp_path / "m.onnx")
+    data = (tmp_path / "w" / "w.bin").read_bytes()
+    (tmp_path / "w" / "w.bin").unlink()
+    missing = findings(tmp_path, use_cache=True)
+    assert [c for _p, c, _l, _m in missing] == ["GL002"]
+    (tmp_path / "w" / "w.bin").write_bytes(data)
+    assert findings(tmp_path, use_cache=True) == findings(tmp_path, use_cache=False) == []
+
+
+def test_dependency_fingerprints_never_leave_the_models_folder(tmp_path):
+    from gradlint.inputs import fingerprint_within
+
+    (tmp_path / "outside.bin").write_bytes(b"secret")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "link").symlink_to(tmp_path, target_is_directory=True)
+    assert fingerprint_within(str(tmp_path / "m"), "../outside.bin") == "outside"
+    assert fingerprint_within(str(tmp_path / "m"), str(tmp_path / "outside.bin")) == "outside"
+    assert fingerprint_within(str(tmp_path / "m"), "link/outside.bin").startswith("error:")
+    (tmp_path / "m" / "f.bin").symlink_to(tmp_path / "outside.bin")
+    assert fingerprint_within(str(tmp_path / "m"), "f.bin") == f"link:{tmp_path / 'outside.bin'}"
+
+
+def test_config_cache_dir_reaches_the_store(project):
+    (project / "pyproject.toml").write_text('[tool.gradlint]\ncache-dir = "here"\n')
+    from gradlint.config import load_config
+
+    config = load_config(start=project)
+    assert config.cache_dir == "here"
+    old = os.getcwd()
+    os.chdir(project)
+    try:
+        check_paths(["."], replace(config), use_cache=True, jobs=1)
+    finally:
+        os.chdir(old)
+    assert len(list((project / "here").glob("*.json"))) == 2
+
+
+def test_the_process_pool_reads_and_writes_the_same_cache(tmp_path):
+    write_tree(tmp_path, {f"pkg/m{i}.py": (DEEP_SIGMOID if i % 2 else LOG_SOFTMAX) for i in range(40)})
+
+    def run(use_cache: bool) -> list[tuple]:
+        old = os.getcwd()
+        os.chdir(tmp_path)
+        try:
+            result = check_paths(["."], Config(root=str(tmp_path)), use_cache=use_cache, jobs=2)
+        finally:
+            os.chdir(old)
+        assert not result.internal_errors
+        return [(f.path, f.code, f.span.line) for f in result.findings]
+
+    honest = run(False)
+    assert len(honest) >= 40
+    assert run(True) == honest and len(entries(tmp_path)) == 40
+    assert run(True) == honest
