@@ -105,9 +105,10 @@ def _kind(path: Path, display: str) -> str:
 def _extract(path: Path, display: str, data: bytes | None = None) -> FileFacts:
     """Front-end dispatch by file kind. Never raises for bad input: that becomes GL00x."""
     if path.suffix == ".ipynb":
-        from gradlint.notebook import extract_notebook
+        from gradlint.notebook import extract_notebook, extract_notebook_bytes
 
-        return extract_notebook(path, display)
+        # the bytes discovery already read, bounded by max-file-size
+        return extract_notebook_bytes(data, display) if data is not None else extract_notebook(path, display)
     if _kind(path, display) == "onnx":
         from gradlint.onnx import extract_onnx
 
