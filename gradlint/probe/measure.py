@@ -151,6 +151,21 @@ def first_tensor(value: Any) -> Any:
     return None
 
 
+def map_tensors(value: Any, fn: Callable[[Any], Any]) -> Any:
+    """`value` with fn applied to every tensor inside its tuples, lists and dicts."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, tuple):
+        return tuple(map_tensors(v, fn) for v in value)
+    if isinstance(value, list):
+        return [map_tensors(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: map_tensors(v, fn) for k, v in value.items()}
+    return value
+
+
 def to_device(value: Any, device: Any, float_dtype: Any = None) -> Any:
     import torch
 

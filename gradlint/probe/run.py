@@ -396,6 +396,7 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
         model.zero_grad(set_to_none=True)  # the float64 copy needs no copy of the last step's gradients
         torch.manual_seed(opts.seed)
         args, kwargs, raw = make_inputs(0)
+        (args, kwargs), raw = gc.small_batch((args, kwargs), raw)
         try:
             check = gc.run_gradcheck(model, (args, kwargs), lambda out: make_loss(out, raw, 0), functions,
                                      target.module, device, opts.seed)
