@@ -261,3 +261,45 @@ def same_branches(a: Perturbed, b: Perturbed) -> bool:
     if a.fingerprint is None or b.fingerprint is None:
         return a.fingerprint is None and b.fingerprint is None
     return a.fingerprint.shape == b.fingerprint.shape and bool(torch.equal(a.fingerprint, b.fingerprint))
+
+
+def find_cuts(run: Callable[[], Any], path: str, limit: int = 5) -> list[tuple[int, str]]:
+    """(line, what) of the stop-gradients run() executes in the file `path`, in call order and
+    each line once: the `.detach()`, `.data`, `.item()` and `torch.no_grad()` that explain
+    parameters without gradient (GL707)."""
+    import os
+
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    real = os.path.realpath(path)
+    kinds = {torch.Tensor.detach: ".detach()", torch.detach: ".detach()", torch.Tensor.detach_: ".detach_()",
+             torch.Tensor.item: ".item()", torch.Tensor.tolist: ".tolist()", torch.Tensor.numpy: ".numpy()"}
+    data_get = torch._C.TensorBase.data.__get__
+    found: dict[int, str] = {}
+
+    def user_line() -> int | None:
+        frame = sys._getframe(2)
+        while frame is not None:
+            if os.path.realpath(frame.f_code.co_filename) == real:
+                return frame.f_lineno
+            frame = frame.f_back
+        return None
+
+    class Watch(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            what = kinds.get(func) if not isinstance(func, type) else None
+            if what is None and func == data_get:
+                what = ".data"
+            if what is None and not torch.is_grad_enabled() and isinstance(out, torch.Tensor) and out.is_floating_point():
+                what = "torch.no_grad()"
+            if what is not None and len(found) < limit:
+                line = user_line()
+                if line is not None and line not in found:
+                    found[line] = what
+            return out
+
+    with Watch():
+        run()
+    return sorted(found.items())

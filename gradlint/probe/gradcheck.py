@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -118,7 +119,7 @@ class Directional:
 
 
 def directional_check(f: Callable[[], Any], variables: list[Any], seed: int, directions: int = DIRECTIONS,
-                      ) -> Directional:
+                      deadline: float | None = None) -> Directional:
     """Compare autograd and central differences of the scalar f() along random directions of the
     variables (tensors, changed in place and restored), with f's stop-gradients held at their
     reference values and kink-crossing directions dropped (see gradlint.probe.evaluate)."""
@@ -164,7 +165,7 @@ def directional_check(f: Callable[[], Any], variables: list[Any], seed: int, dir
                     v.copy_(o)
 
     for _ in range(2 * directions):
-        if len(rows) >= directions:
+        if len(rows) >= directions or (deadline is not None and time.monotonic() >= deadline):
             break
         raw = [torch.randn(v.shape, generator=gen, dtype=torch.float64) for v in variables]
         # Unit norm over all variables: each element moves by ~h/sqrt(n).
@@ -406,8 +407,9 @@ def _all_tensors(value: Any) -> list[Any]:
 
 
 def run_gradcheck(model: Any, inputs: tuple[tuple, dict], loss_of: Callable[[Any], Any], functions: list[type],
-                  user_module: Any, device: str, seed: int) -> GradcheckResult:
-    """Check the model's gradient in float64 on a deep copy; localise a failure."""
+                  user_module: Any, device: str, seed: int, deadline: float | None = None) -> GradcheckResult:
+    """Check the model's gradient in float64 on a deep copy; localise a failure. Past `deadline`
+    (time.monotonic()) no further direction, Function or module is started."""
     import torch
 
     result = GradcheckResult()
@@ -437,6 +439,8 @@ def run_gradcheck(model: Any, inputs: tuple[tuple, dict], loss_of: Callable[[Any
     for cls in functions:
         name = cls.__qualname__
         for call_args, call_kwargs in calls.get(cls, []):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
             check, identity = check_callable(cls.apply, call_args, call_kwargs, [], device, seed)
             if check is None:
                 continue
@@ -457,17 +461,20 @@ def run_gradcheck(model: Any, inputs: tuple[tuple, dict], loss_of: Callable[[Any
                 break
 
     with capture_function_inputs(functions, user_module, None, held):
-        whole = directional_check(loss, params + [t for t in _float_leaves((args, kwargs)) if t.requires_grad], seed)
+        whole = directional_check(loss, params + [t for t in _float_leaves((args, kwargs)) if t.requires_grad], seed,
+                                  deadline=deadline)
         result.passed, result.directions, result.crossed = whole.passed, whole.rows, whole.crossed
         if whole.error:
             result.notes.append(whole.error)
         if whole.hooks:
             result.notes.append(f"gradient check: {whole.hooks} gradient hook(s) registered in the forward "
                                 "(gradient scaling or clipping) were left out of it: they are deliberately not the derivative")
-        if whole.passed is None:
+        if whole.passed is None and whole.crossed:
             result.notes.append("gradient check inconclusive: every direction crossed a kink (ReLU, max, clamp, round)")
+        elif whole.passed is None:
+            result.notes.append("gradient check inconclusive: the time budget ended it before a direction was done")
         if whole.passed is False and not any(f.kind == "function" for f in result.failures):
-            failures, note = _localise_modules(model64, args, kwargs, device, seed, whole.rows)
+            failures, note = _localise_modules(model64, args, kwargs, device, seed, whole.rows, deadline)
             result.failures.extend(failures)
             if note:
                 result.notes.append(note)
@@ -495,7 +502,7 @@ def is_builtin(module: Any) -> bool:
 
 
 def _localise_modules(model: Any, args: Any, kwargs: Any, device: str, seed: int,
-                      whole_rows: list[dict[str, float]]) -> tuple[list[Failure], str]:
+                      whole_rows: list[dict[str, float]], deadline: float | None = None) -> tuple[list[Failure], str]:
     """Check the model's own modules on the inputs they saw, from the top down, descending into
     the failing ones only; report the smallest failing module of the user's own classes."""
     seen: dict[str, tuple] = {}
@@ -519,7 +526,7 @@ def _localise_modules(model: Any, args: Any, kwargs: Any, device: str, seed: int
     budget = [MAX_MODULES]
 
     def fails(name: str, mod: Any) -> tuple[bool, list[dict[str, float]], str]:
-        if name not in seen or budget[0] <= 0:
+        if name not in seen or budget[0] <= 0 or (deadline is not None and time.monotonic() >= deadline):
             return False, [], ""
         budget[0] -= 1
         a, kw = seen[name]
