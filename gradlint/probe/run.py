@@ -59,25 +59,35 @@ class ProbeReport:
 def preload(opts: ProbeOptions, plot: bool = False) -> None:
     """Import gradlint's own dependencies before the target's folder goes on sys.path: a sibling
     `onnx.py` or `libcst.py` next to the model (an export script) must never be imported, let
-    alone run, in their place."""
-    import libcst  # noqa: F401
+    alone run, in their place. The current folder is off sys.path meanwhile (`python -m`
+    puts it first)."""
+    import sys
 
-    import gradlint.api  # noqa: F401
-    from gradlint.registry import load_rules
+    saved = list(sys.path)
+    here = os.getcwd()
+    sys.path[:] = [p for p in sys.path if p not in ("", ".") and os.path.abspath(p) != here]
+    try:
+        import libcst  # noqa: F401
+        import numpy  # noqa: F401
 
-    load_rules()
-    if opts.onnx:
-        import onnx  # noqa: F401
+        import gradlint.api  # noqa: F401
+        from gradlint.registry import load_rules
 
-        import gradlint.onnx.load  # noqa: F401
-    if plot:
-        try:
-            import matplotlib
+        load_rules()
+        if opts.onnx:
+            import onnx  # noqa: F401
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot  # noqa: F401
-        except ImportError:
-            pass  # reported when the plot is drawn
+            import gradlint.onnx.load  # noqa: F401
+        if plot:
+            try:
+                import matplotlib
+
+                matplotlib.use("Agg")
+                import matplotlib.pyplot  # noqa: F401
+            except ImportError:
+                pass  # reported when the plot is drawn
+    finally:
+        sys.path[:] = saved
 
 
 def display_path(path: Path) -> str:
