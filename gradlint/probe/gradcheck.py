@@ -12,9 +12,11 @@ float64 copy of the model and on at most GRADCHECK_BATCH samples of the probe's 
 - The function compared is the one autograd differentiates: stop-gradients (`detach`, `.data`,
   `no_grad`, `.item()`) are held at their reference values, gradient hooks left out; a
   direction whose ±h evaluations took different branches at a ReLU/max/clamp/round kink is
-  dropped and another drawn (gradlint.probe.evaluate). The parameters are first moved by a
-  tiny random amount (BASE_SHIFT of their scale): exact zeros at initialisation (zero-init
-  residual branches, zero biases into ReLU) would otherwise put the base point on a kink.
+  dropped and another drawn (gradlint.probe.evaluate; branches are watched only when a
+  direction disagrees, since watching them triples a forward's cost). The parameters are
+  first moved by a tiny random amount (BASE_SHIFT of their scale): exact zeros at
+  initialisation (zero-init residual branches, zero biases into ReLU) would otherwise put the
+  base point on a kink.
 - A direction fails when |∇L·v − D(h)| exceeds the tolerance; the check fails when most
   directions fail, and proves nothing when every direction crossed a kink.
 
@@ -153,16 +155,21 @@ def directional_check(f: Callable[[], Any], variables: list[Any], seed: int, dir
     failed = crossed = 0
     moved = False
 
-    def at(step: float, dirs: list[Any]) -> Any:
+    def at(step: float, dirs: list[Any], kinks: bool) -> Any:
+        # Grad mode stays on (stop-gradients are told apart by it, and user code may assume
+        # it), but no variable requires grad: no graph is built, which makes a float64 forward
+        # ~3x cheaper on CPU (ResNet-18: 3.3 s -> 1.0 s).
         with torch.no_grad():
             for v, o, d in zip(variables, originals, dirs):
                 v.copy_(o + step * d)
+                v.requires_grad_(False)
         try:
-            return evaluate.perturbed(f, tape)
+            return evaluate.perturbed(f, tape, kinks)
         finally:
             with torch.no_grad():
                 for v, o in zip(variables, originals):
                     v.copy_(o)
+                    v.requires_grad_(True)
 
     for _ in range(2 * directions):
         if len(rows) >= directions or (deadline is not None and time.monotonic() >= deadline):
@@ -172,27 +179,36 @@ def directional_check(f: Callable[[], Any], variables: list[Any], seed: int, dir
         norm = math.sqrt(sum(float((r * r).sum()) for r in raw)) or 1.0
         dirs = [(r / norm).to(device=v.device, dtype=v.dtype) for r, v in zip(raw, variables)]
         ad = sum(float((g * d).sum()) for g, d in zip(grads, dirs) if g is not None)
-        points = [at(h, dirs), at(-h, dirs)]
-        if coarse:
-            points += [at(2 * h, dirs), at(-2 * h, dirs)]
-        if not all(evaluate.same_branches(points[0], p) for p in points[1:]):
-            crossed += 1
-            continue
-        plus, minus = points[0].value, points[1].value
-        fd1 = (plus - minus) / (2 * h)
-        moved = moved or plus != minus
-        truncation = abs((points[2].value - points[3].value) / (4 * h) - fd1) / 3 if coarse else 0.0
-        mag = max(abs(plus), abs(minus), abs(float(value.detach())))
-        tol = 10 * (truncation + margin * eps * mag / h) + 1e-3 * max(abs(ad), abs(fd1))
-        if not (math.isfinite(fd1) and math.isfinite(ad)):
-            tol = math.nan
-        row = {"autograd": ad, "numeric": fd1, "tolerance": tol, "step": h}
+        steps = [h, -h, 2 * h, -2 * h] if coarse else [h, -h]
+        points = [at(s, dirs, False) for s in steps]
+        row = _row(points, ad, h, coarse, margin * eps, abs(float(value.detach())))
+        if any(p.diverged for p in points) or not abs(ad - row["numeric"]) <= row["tolerance"]:
+            # Disagreement: was a kink crossed? Evaluate again, watching every branch.
+            points = [at(s, dirs, True) for s in steps]
+            if not all(evaluate.same_branches(points[0], p) for p in points[1:]):
+                crossed += 1
+                continue
+            row = _row(points, ad, h, coarse, margin * eps, abs(float(value.detach())))
+        moved = moved or points[0].value != points[1].value
         rows.append(row)
-        if not abs(ad - fd1) <= tol:
+        if not abs(ad - row["numeric"]) <= row["tolerance"]:
             failed += 1
     passed = (failed * 2 <= len(rows)) if rows else None
     constant = bool(rows) and not moved and any(r["autograd"] != 0 for r in rows)
     return Directional(passed, rows, "", crossed, tape.hooks, constant, _constant_ratio(rows))
+
+
+def _row(points: list[Any], ad: float, h: float, coarse: bool, rounding: float, at_reference: float,
+         ) -> dict[str, float]:
+    """One direction's numbers: the central difference, and the tolerance (see the module doc)."""
+    plus, minus = points[0].value, points[1].value
+    fd1 = (plus - minus) / (2 * h)
+    truncation = abs((points[2].value - points[3].value) / (4 * h) - fd1) / 3 if coarse else 0.0
+    mag = max(abs(plus), abs(minus), at_reference)
+    tol = 10 * (truncation + rounding * mag / h) + 1e-3 * max(abs(ad), abs(fd1))
+    if not (math.isfinite(fd1) and math.isfinite(ad)):
+        tol = math.nan
+    return {"autograd": ad, "numeric": fd1, "tolerance": tol, "step": h}
 
 
 def _constant_ratio(rows: list[dict[str, float]]) -> float | None:

@@ -325,7 +325,7 @@ def model_loss(output: Any) -> tuple[Any, str]:
     import torch
 
     def scalar(t: Any) -> bool:
-        return isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() == 1 and t.requires_grad
+        return isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() == 1
 
     if isinstance(output, torch.Tensor):
         return (output, "a scalar output") if scalar(output) and output.dim() == 0 else (None, "")
