@@ -67,11 +67,12 @@ def render_text(report: Any, *, color: bool = False) -> str:
     out.append("")
     gc = report.gradcheck
     if gc is not None and gc.ran:
-        state = "passed" if gc.passed else "FAILED"
+        state = "passed" if gc.passed else "inconclusive" if gc.passed is None else "FAILED"
         line = f"gradient check (float64, {len(gc.directions)} random directions): {state}"
-        if gc.checked_functions:
+        if gc.checked_functions or gc.deliberate:
             line += "; custom Functions: " + ", ".join(
-                f"{n} {'ok' if ok else 'FAILED'}" for n, ok in sorted(gc.checked_functions.items()))
+                [f"{n} {'ok' if ok else 'FAILED'}" for n, ok in sorted(gc.checked_functions.items())]
+                + [f"{n} {kind}" for n, kind in sorted(gc.deliberate.items())])
         out.append(line)
     for note in report.notes:
         out.append(f"note: {note}")
@@ -168,9 +169,12 @@ def measurements_dict(report: Any) -> dict[str, Any]:
         "modules": table_rows(report),
         "parameters": params,
         "nonfinite": meas.nonfinite,
+        "without_gradient": getattr(meas, "without_grad", []),
+        "cuts": [{"line": line, "what": what} for line, what in getattr(meas, "cuts", [])],
+        "interrupted": getattr(report, "interrupted", False),
         "gradcheck": None if gc is None else {
             "ran": gc.ran, "passed": gc.passed, "directions": gc.directions,
-            "functions": gc.checked_functions,
+            "functions": gc.checked_functions, "deliberate": gc.deliberate, "kink_crossings": gc.crossed,
             "failures": [{"kind": x.kind, "name": x.name, "type": x.type_name, "autograd": x.autograd,
                           "numeric": x.numeric} for x in gc.failures],
         },
