@@ -2,7 +2,8 @@
 
 The whole loss is checked along a few random directions v of unit norm over all parameters:
 the central difference D(h) = (L(θ+hv) − L(θ−hv)) / 2h against autograd's ∇L·v, on the
-float64 copy of the model and on at most GRADCHECK_BATCH samples of the probe's batch.
+float64 copy of the model and on one sample of the probe's batch (GRADCHECK_BATCH when the model
+cannot run on one).
 
 - ε is that of the least precise floating result any torch call produced while computing L:
   float64, or float32 when code inside the float64 copy computes in float32 (x.float() in a

@@ -556,11 +556,19 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
         functions = gc.find_functions(target.module)
         model.zero_grad(set_to_none=True)  # the float64 copy needs no copy of the last step's gradients
         torch.manual_seed(opts.seed)
-        args, kwargs, raw = make_inputs(0)
-        (args, kwargs), raw = gc.small_batch((args, kwargs), raw)
+        full = make_inputs(0)
         try:
-            check = gc.run_gradcheck(model, (args, kwargs), lambda out: make_loss(out, raw, 0), functions,
-                                     target.module, device, opts.seed, deadline)
+            # One sample when the model takes it (float64 costs ~4x float32 per sample on CPU),
+            # else two (BatchNorm1d in training needs more than one value per channel).
+            for size in (1, gc.GRADCHECK_BATCH):
+                (args, kwargs), raw = gc.small_batch((full[0], full[1]), full[2], size)
+                try:
+                    check = gc.run_gradcheck(model, (args, kwargs), lambda out: make_loss(out, raw, 0), functions,
+                                             target.module, device, opts.seed, deadline)
+                    break
+                except (Exception, SystemExit):
+                    if size == gc.GRADCHECK_BATCH:
+                        raise
         except ProbeError:
             raise
         except KeyboardInterrupt:

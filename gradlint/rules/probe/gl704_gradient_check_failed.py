@@ -11,7 +11,7 @@ class GradientCheckFailed(Rule):
     ## What it does
     Reported by `gradlint probe` when a float64 finite-difference check disagrees with the
     gradient autograd computes. The whole loss is checked along random directions (central
-    differences, on two samples of the batch); then every custom `torch.autograd.Function` of
+    differences, on one sample of the batch); then every custom `torch.autograd.Function` of
     the target's file is checked on the inputs it received in the forward pass, and — when the
     whole check fails — the model's own modules, from the top down. The finding names the
     `Function`, or the smallest module of the user's classes whose check fails; built-in torch
