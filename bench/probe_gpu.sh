@@ -24,10 +24,10 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
 fi
 
 GRADLINT_PROBE_TEST_DEVICE=cuda timeout 420 "$PY" -m pytest -q -p no:cacheprovider \
-  tests/test_probe_acceptance.py tests/test_probe_behaviour.py > "$OUT_DIR/tests_cuda.txt" 2>&1
+  tests/test_probe_*.py > "$OUT_DIR/tests_cuda.txt" 2>&1
 tests_rc=$?
 
-timeout 300 "$PY" bench/probe_overhead.py --device all --iters 10 > "$OUT_DIR/overhead.txt" 2>&1
+timeout 420 "$PY" bench/probe_overhead.py --device all --iters 10 --whole-iters 2 > "$OUT_DIR/overhead.txt" 2>&1
 bench_rc=$?
 
 timeout 120 "$PY" -m gradlint.cli probe fixtures/probe/sigmoid_mlp.py:make_model --device cuda \

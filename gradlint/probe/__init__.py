@@ -3,7 +3,8 @@ confirm or refute the static findings of its file. The only package that imports
 inside functions: importing it costs nothing for `gradlint check`.
 
 target.py loads the factory, inputs and loss (user code, run with the user's rights);
-measure.py hooks and measures; gradcheck.py checks backward passes in float64; join.py turns
-numbers into verdicts and GL701-GL706 findings; report.py renders; run.py ties them together;
-command.py is the click command.
+isolate.py runs all of it in a child process (stdout, exits, hangs, Ctrl-C); measure.py hooks
+and measures; gradcheck.py checks backward passes in float64, with evaluate.py's replayed
+stop-gradients and kink fingerprints; join.py turns numbers into verdicts and GL701-GL707
+findings; report.py renders; run.py ties them together; command.py is the click command.
 """

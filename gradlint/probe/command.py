@@ -1,5 +1,6 @@
-"""The `gradlint probe` command. torch is imported inside the command, never at import time,
-so that `gradlint check` (which lists this command) does not pay for it."""
+"""The `gradlint probe` command. torch and the user's code run in a child process
+(gradlint.probe.isolate): this module imports neither, so `gradlint check`, which lists the
+command, does not pay for them, and a target that exits or hangs cannot take the report along."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import click
 
-from gradlint import PROBE_INSTALL_HINT
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -26,22 +26,6 @@ def _shape(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
     return shape
 
 
-class _Progress:
-    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        width = 20
-        filled = width * done // max(total, 1)
-        end = "\n" if done >= total else ""
-        sys.stderr.write(f"\rprobe [{'#' * filled}{'.' * (width - filled)}] step {done}/{total}{end}")
-        sys.stderr.flush()
-
-
 @click.command("probe", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("target")
 @click.option("--inputs", metavar="FILE.py:FN", help="A function returning the model's inputs: a tensor, a tuple of "
@@ -49,9 +33,10 @@ class _Progress:
 @click.option("--input-shape", callback=_shape, metavar="SHAPE", help="Random inputs of this shape, e.g. 8,3,224,224.")
 @click.option("--input-dtype", default="float32", show_default=True,
               help="dtype of --input-shape inputs; integer dtypes (int64) draw token ids below --vocab.")
-@click.option("--vocab", type=click.IntRange(min=1), help="Token-id range for integer inputs. [default: the smallest nn.Embedding]")
-@click.option("--loss", metavar="FILE.py:FN", help="loss(output) or loss(output, inputs) -> scalar tensor. [default: "
-              "cross-entropy against random labels for batch x classes outputs, MSE against random normal targets otherwise]")
+@click.option("--vocab", type=click.IntRange(min=1), help="Token-id range for integer inputs. [default: the input embedding's size]")
+@click.option("--loss", metavar="FILE.py:FN", help="loss(output) or loss(output, inputs) -> scalar tensor. [default: the loss the model returns (a scalar "
+              "output, output['loss']); else, on the first tensor output, cross-entropy against random labels for "
+              "batch x classes outputs, MSE against random normal targets otherwise]")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda when available), cpu, cuda or cuda:N.")
 @click.option("--steps", type=click.IntRange(min=1), default=3, show_default=True, help="Probe steps (fresh random batches, no optimiser step).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the model's initialisation, the inputs and the targets.")
@@ -65,24 +50,30 @@ class _Progress:
 @click.option("--plot", type=click.Path(dir_okay=False), metavar="OUT.png",
               help="Draw per-layer gradient norms on a log scale with the predicted curve (needs matplotlib).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Read settings from this TOML file.")
+@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stop measuring after this long (between steps, gradient-check directions and modules) and "
+                   "report what was measured.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Hard limit: past it the probe is interrupted, reports what it can, and exits 2 (a hung target).")
 def probe(target: str, inputs: str | None, input_shape: tuple[int, ...] | None, input_dtype: str, vocab: int | None,
           loss: str | None, device: str, steps: int, seed: int, dtype: str, onnx: tuple[str, ...], no_gradcheck: bool,
-          fmt: str, output_file: Path | None, plot: str | None, config_path: str | None) -> None:
+          fmt: str, output_file: Path | None, plot: str | None, config_path: str | None, time_budget: float | None,
+          timeout: float | None) -> None:
     """Run the model of TARGET for a few steps, measure its gradients, and confirm or refute
     every static finding of its file.
 
     TARGET is path/to/file.py:factory or package.module:factory: a function returning an
-    nn.Module, or an nn.Module class that takes no arguments.
+    nn.Module, or an nn.Module class; literal arguments may follow, as in
+    'model.py:make_model(depth=12, act="gelu")' (read as Python literals, never evaluated).
 
     WARNING: the target's file (and --inputs/--loss files) is imported and RUNS WITH YOUR
     RIGHTS, like any Python script you run. Probe only code you trust.
 
     \b
     Exit codes: 0 nothing confirmed or found, 1 a static finding confirmed or a probe
-    finding (GL701-GL706), 2 the target could not be loaded or run.
+    finding (GL701-GL707, info excepted), 2 the target could not be loaded or run, exited,
+    or ran past --timeout, 130 interrupted (Ctrl-C: what was measured is reported).
     """
-    from gradlint.probe.target import ProbeError
-
     config = None
     if config_path is not None:
         from gradlint.config import ConfigError, load_config
@@ -91,47 +82,30 @@ def probe(target: str, inputs: str | None, input_shape: tuple[int, ...] | None, 
             config = load_config(config_path)
         except ConfigError as exc:
             _fail(str(exc))
-    try:
-        from gradlint.probe.run import ProbeOptions, run_probe
+    from gradlint.probe.isolate import Request, run_isolated
+    from gradlint.probe.run import ProbeOptions
 
-        opts = ProbeOptions(target=target, inputs=inputs, input_shape=input_shape, input_dtype=input_dtype,
-                            vocab=vocab, loss=loss, device=device, steps=steps, seed=seed, dtype=dtype, onnx=onnx,
-                            gradcheck=not no_gradcheck, config=config)
-        report = run_probe(opts, progress=_Progress())
-    except ProbeError as exc:
-        _fail(exc.message, exc.user_traceback)
-    except ImportError as exc:
-        if exc.name == "torch":
-            _fail(f"gradlint probe needs torch: {PROBE_INSTALL_HINT}")
-        raise
+    opts = ProbeOptions(target=target, inputs=inputs, input_shape=input_shape, input_dtype=input_dtype,
+                        vocab=vocab, loss=loss, device=device, steps=steps, seed=seed, dtype=dtype, onnx=onnx,
+                        gradcheck=not no_gradcheck, config=config, time_budget=time_budget)
+    color = fmt == "text" and output_file is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    outcome = run_isolated(Request(opts, fmt, color, plot, stdout_is_report=output_file is None,
+                                   progress=sys.stderr.isatty()), timeout)
+    if outcome.text:
+        if output_file is not None:
+            from gradlint.cli import write_atomic
 
-    from gradlint.probe import report as render
-    from gradlint.probe.join import confirmed_or_found
-
-    if fmt == "json":
-        text = render.render_json(report)
-    elif fmt == "sarif":
-        text = render.render_sarif(report)
-    else:
-        color = output_file is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        text = render.render_text(report, color=color)
-    if plot:
-        try:
-            render.plot(report, plot)
-        except ImportError:
-            _fail(f"--plot needs matplotlib: {PROBE_INSTALL_HINT}")
-        except OSError as exc:
-            _fail(f"{plot}: cannot write the plot: {exc.strerror or exc}")
-    if output_file is not None:
-        from gradlint.cli import write_atomic
-
-        try:
-            write_atomic(output_file, text)
-        except OSError as exc:
-            _fail(f"{output_file}: cannot write report: {exc.strerror or exc}")
-    else:
-        click.echo(text, nl=False)
-    sys.exit(EXIT_FINDINGS if confirmed_or_found(report.verdicts) else EXIT_CLEAN)
+            try:
+                write_atomic(output_file, outcome.text)
+            except OSError as exc:
+                _fail(f"{output_file}: cannot write report: {exc.strerror or exc}")
+        else:
+            click.echo(outcome.text, nl=False)
+    if outcome.error:
+        click.echo(f"gradlint probe: {'error: ' if outcome.exit_code == EXIT_ERROR else ''}{outcome.error}", err=True)
+        if outcome.user_traceback:
+            click.echo(outcome.user_traceback, err=True)
+    sys.exit(outcome.exit_code)
 
 
 def _fail(message: str, user_traceback: str | None = None) -> None:

@@ -23,6 +23,7 @@ the prediction, refuted when it is more than 100× away. Everything else: inconc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -76,15 +77,19 @@ def onnx_scope(name: str) -> str:
     return name
 
 
-def chain_gain(data: dict[str, Any], meas: Any, module_classes: dict[str, str]) -> tuple[float | None, str, tuple[str, ...], int]:
+def chain_gain(data: dict[str, Any], meas: Any, module_classes: dict[str, str], worst: bool = False,
+               whole_model: bool = False) -> tuple[float | None, str, tuple[str, ...], int]:
     """Measured gain of a finding's chain: (gain, why not, sites, instances measured). With
-    several instances of the network class (a block used 4 times), the geometric mean."""
+    several instances of the network class (a block used 4 times), the geometric mean. `worst`:
+    the largest gain over every sub-chain (exploding), else first to last. Only instances of
+    the finding's own class are measured: another class's layers with the same paths prove
+    nothing about it. `whole_model`: the paths may be the model's own (an ONNX export, the factory)."""
     modules = tuple(onnx_scope(str(m)) for m in data.get("modules") or ())
     network = data.get("network")
     if len(modules) < 1:
         return None, "the finding names no modules", (), 0
     roots = instances(module_classes, network)
-    if not roots and all(m in module_classes for m in (modules[0], modules[-1])):
+    if not roots and whole_model and all(m in module_classes for m in (modules[0], modules[-1])):
         roots = [""]  # an ONNX graph named after the export: paths relative to the model itself
     if not roots:
         return None, f"no module of class {network!r} in the model", (), 0
@@ -93,7 +98,10 @@ def chain_gain(data: dict[str, Any], meas: Any, module_classes: dict[str, str]) 
         first, last = join_path(root, modules[0]), join_path(root, modules[-1])
         if first not in module_classes or last not in module_classes:
             continue
-        g = meas.grad_ratio(first, last)
+        if worst and hasattr(meas, "worst_gain"):
+            g = meas.worst_gain([join_path(root, m) for m in modules])[0]
+        else:
+            g = meas.grad_ratio(first, last)
         if g is not None and g >= 0 and math.isfinite(g):
             gains.append(g)
             if not sites:
@@ -140,33 +148,42 @@ class NanRegion:
 
 
 def judge_static(findings: list[Finding], meas: Any, module_classes: dict[str, str], gradcheck: Any,
-                 thresholds: dict[str, Thresholds], nan_region: NanRegion | None = None) -> list[Verdict]:
+                 thresholds: dict[str, Thresholds], nan_region: NanRegion | None = None,
+                 class_lines: dict[str, tuple[int, int]] | None = None, factory: str | None = None,
+                 ) -> list[Verdict]:
+    """A verdict per static finding. A finding's modules are looked up under the instances of
+    its own class (`network`); under the model itself only for an ONNX export or a finding
+    about the target's factory: another class's layers with the same paths prove nothing."""
     out = []
+    class_lines = class_lines or {}
     for f in findings:
         data = f.data_dict
         family = f.code[:3]
+        whole = _onnx(f) or data.get("network") in (None, factory)
         th = thresholds.get(f.code, Thresholds())
         if _num(data.get("threshold")) is not None:
             # The finding carries the threshold it was judged by (the user's configuration).
             limit = float(data["threshold"])
             th = Thresholds(limit, th.exploding) if f.code == "GL101" else Thresholds(th.vanishing, limit)
         if f.code in ("GL101", "GL102"):
-            gain, why, sites, n = chain_gain(data, meas, module_classes)
+            gain, why, sites, n = chain_gain(data, meas, module_classes, worst=f.code == "GL102", whole_model=whole)
             kind = "vanishing" if f.code == "GL101" else "exploding"
             v = Verdict(f, gain_verdict(kind, gain, th), _num(data.get("predicted")), gain, why, sites,
                         {"instances": n} if n else {})
         elif f.code == "GL104":
-            v = _judge_saturation(f, data, meas, module_classes)
+            v = _judge_saturation(f, data, meas, module_classes, whole)
         elif f.code == "GL105":
-            v = _judge_dead_init(f, data, meas, module_classes)
+            v = _judge_dead_init(f, data, meas, module_classes, whole)
         elif f.code in ("GL405", "GL406"):
             v = _judge_function(f, data, gradcheck)
+        elif f.code in ("GL402", "GL403", "GL404"):
+            v = _judge_cut(f, meas, module_classes, class_lines)
         elif family == "GL3" and nan_region is not None and _inside(f, nan_region):
             v = Verdict(f, CONFIRMED, detail=f"NaN/Inf measured in `{nan_region.module}`, the module this code belongs to")
         elif family in ("GL0", "GL2", "GL5") or f.code == "GL107":
             v = Verdict(f, NOT_MEASURABLE, _num(data.get("predicted")))
         elif data.get("modules") and _num(data.get("predicted")) is not None:
-            gain, why, sites, n = chain_gain(data, meas, module_classes)
+            gain, why, sites, n = chain_gain(data, meas, module_classes, whole_model=whole)
             v = Verdict(f, prediction_verdict(_num(data.get("predicted")), gain), _num(data.get("predicted")),
                         gain, why, sites, {"instances": n} if n else {})
         else:
@@ -175,17 +192,24 @@ def judge_static(findings: list[Finding], meas: Any, module_classes: dict[str, s
     return out
 
 
+def _onnx(f: Finding) -> bool:
+    """A finding of an ONNX export: its file, or torch.onnx's scoped node names ('/body/body.0/Gemm')."""
+    names = f.data_dict.get("modules") or ()
+    return f.path.lower().endswith(".onnx") or any(str(m).startswith("/") for m in names)
+
+
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _judge_saturation(f: Finding, data: dict[str, Any], meas: Any, module_classes: dict[str, str]) -> Verdict:
+def _judge_saturation(f: Finding, data: dict[str, Any], meas: Any, module_classes: dict[str, str],
+                      whole_model: bool) -> Verdict:
     """The measured std of the named layers' outputs (the pre-activations), averaged over the
     layers ('modules' when the finding covers a loop or a graph, else 'module') and instances."""
     predicted = _num(data.get("predicted_std"))
     names = [onnx_scope(str(m)) for m in (data.get("modules") or (data.get("module"),)) if m]
     roots = instances(module_classes, data.get("network"))
-    if not roots and names and all(n in module_classes for n in names):
+    if not roots and whole_model and names and all(n in module_classes for n in names):
         roots = [""]  # an ONNX export: paths relative to the model itself
     stds, sites = [], []
     for root in roots:
@@ -205,12 +229,13 @@ def _judge_saturation(f: Finding, data: dict[str, Any], meas: Any, module_classe
                    extra={"roots": tuple(r for r in roots if r or data.get("network") in module_classes.values())})
 
 
-def _judge_dead_init(f: Finding, data: dict[str, Any], meas: Any, module_classes: dict[str, str]) -> Verdict:
+def _judge_dead_init(f: Finding, data: dict[str, Any], meas: Any, module_classes: dict[str, str],
+                     whole_model: bool) -> Verdict:
     """GL105 predicts exactly zero gradients: confirmed when a named layer's weight gradient is
     exactly 0 on every step; otherwise inconclusive (constant, symmetric weights still get a
     gradient: the hazard is that all units get the same one, which norms do not show)."""
     norms, sites = [], []
-    for root in instances(module_classes, data.get("network")) or [""]:
+    for root in instances(module_classes, data.get("network")) or ([""] if whole_model else []):
         for m in data.get("modules") or ():
             sites.append(join_path(root, str(m)))
             for pname, owner in getattr(meas, "param_owner", {}).items():
@@ -225,8 +250,47 @@ def _judge_dead_init(f: Finding, data: dict[str, Any], meas: Any, module_classes
     return Verdict(f, INCONCLUSIVE, None, smallest, "every named layer's weight gradient is nonzero")
 
 
+def enclosing_class(line: int, class_lines: dict[str, tuple[int, int]]) -> str | None:
+    """The innermost class of the target's file whose source holds `line`."""
+    best = None
+    for name, (first, last) in class_lines.items():
+        if first <= line <= last and (best is None or last - first < best[1]):
+            best = (name, last - first)
+    return best[0] if best else None
+
+
+def _judge_cut(f: Finding, meas: Any, module_classes: dict[str, str],
+               class_lines: dict[str, tuple[int, int]]) -> Verdict:
+    """GL402/GL403 predict parameters cut from the loss, GL404 a freeze that freezes nothing:
+    judged by the parameters of the instances of the class whose source holds the finding."""
+    cls = enclosing_class(f.span.line, class_lines)
+    roots = instances(module_classes, cls) if cls else []
+    if not roots:
+        if f.code == "GL402":
+            return Verdict(f, NOT_MEASURABLE, detail="the training loop's loss is not the probe's")
+        return Verdict(f, INCONCLUSIVE, detail="not inside a module class of the model")
+    owned = [p for p, owner in getattr(meas, "param_owner", {}).items() if _under(owner, set(roots))]
+    if not owned:
+        return Verdict(f, INCONCLUSIVE, detail=f"{cls} has no trainable parameters")
+    without = [p for p in owned if p in set(getattr(meas, "without_grad", []))]
+    sites = tuple(roots)
+    if f.code == "GL404":
+        if without:
+            return Verdict(f, REFUTED, None, float(len(without)), f"{len(without)} parameter(s) of {cls} got no gradient", sites)
+        return Verdict(f, CONFIRMED, None, 0.0, f"every parameter of {cls} still gets a gradient", sites)
+    if without:
+        return Verdict(f, CONFIRMED, None, float(len(without)),
+                       f"{len(without)} of {len(owned)} parameter(s) of {cls} got no gradient", sites)
+    return Verdict(f, REFUTED, None, 0.0, f"every parameter of {cls} gets a gradient", sites)
+
+
 def _judge_function(f: Finding, data: dict[str, Any], gradcheck: Any) -> Verdict:
     checked = getattr(gradcheck, "checked_functions", {}) or {}
+    deliberate = getattr(gradcheck, "deliberate", {}) or {}
+    for name, kind in deliberate.items():
+        short = name.split(".")[-1]
+        if f"`{short}`" in f.message or f"`{short}." in f.message or data.get("function") == name:
+            return Verdict(f, INCONCLUSIVE, detail=f"{kind}: its backward is deliberately not the derivative")
     name = next((str(data[k]) for k in ("function", "class", "name") if data.get(k)), None)
     if name is None:
         # The messages name the Function in backticks: `Square` or `Square.backward`.
@@ -305,19 +369,22 @@ def probe_findings(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict
             saturation_layers.update(v.sites)
 
     for chain in measured_chains(meas):
-        gain = meas.grad_ratio(chain[0], chain[-1])
-        if gain is None:
-            continue
-        for kind, code, bad in (("vanishing", "GL701", gain < thresholds.vanishing),
-                                ("exploding", "GL702", gain > thresholds.exploding)):
-            if not bad or predicted_sites[kind] & set(chain):
+        vanishing = meas.grad_ratio(chain[0], chain[-1])
+        exploding, pair = meas.worst_gain(chain) if hasattr(meas, "worst_gain") else (vanishing, None)
+        pair = pair or (chain[0], chain[-1])
+        for kind, code, gain, ends in (("vanishing", "GL701", vanishing, (chain[0], chain[-1])),
+                                       ("exploding", "GL702", exploding, pair)):
+            if gain is None or predicted_sites[kind] & set(chain):
                 continue
             limit = thresholds.vanishing if kind == "vanishing" else thresholds.exploding
-            msg = (f"measured gradient gain {gain:.2g} across {len(chain)} layers ({chain[0]} → {chain[-1]}), "
+            if (gain >= limit) if kind == "vanishing" else (gain <= limit):
+                continue
+            sub = chain[chain.index(ends[0]): chain.index(ends[1]) + 1]
+            msg = (f"measured gradient gain {gain:.2g} across {len(sub)} layers ({ends[0]} → {ends[1]}), "
                    f"{'below' if kind == 'vanishing' else 'above'} the {kind} threshold {limit:g}; "
                    "the static pass did not predict it")
-            data = {"modules": tuple(chain), "measured": gain, "depth": len(chain)}
-            out.append(Verdict(_finding(ctx, code, msg, chain[0], data), FOUND, None, gain, sites=tuple(chain)))
+            data = {"modules": tuple(sub), "measured": gain, "depth": len(sub)}
+            out.append(Verdict(_finding(ctx, code, msg, ends[0], data), FOUND, None, gain, sites=tuple(sub)))
     if meas.loss and math.isfinite(meas.loss[0]) and abs(meas.loss[0]) >= HUGE_LOSS:
         msg = f"loss {meas.loss[0]:.3g} at initialisation (≥ {HUGE_LOSS:g}): the output scale is already out of hand"
         out.append(Verdict(_finding(ctx, "GL702", msg, None, {"loss": meas.loss[0]}), FOUND, None, meas.loss[0]))
@@ -341,6 +408,8 @@ def probe_findings(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict
         out.append(Verdict(_finding(ctx, "GL704", msg, failure.name if failure.kind == "module" else None, data,
                                     span), FOUND))
 
+    out += _without_gradient(ctx, meas)
+
     dead = [(site, fraction) for site, fraction in meas.dead.items() if fraction >= DEAD_FRACTION]
     out += _grouped(ctx, meas, "GL705", dead, "of the units of {what} were never active")
     # The layer in front of each saturating activation, to match GL104's named layers.
@@ -360,6 +429,37 @@ def probe_findings(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict
             saturated.append((site, sum(vals) / len(vals)))
     out += _grouped(ctx, meas, "GL706", saturated, "of the outputs of {what} are saturated (|φ'| < 1e-2)")
     return out
+
+
+def _without_gradient(ctx: Context, meas: Any) -> list[Verdict]:
+    """GL707: one finding for every parameter that got no gradient, with the cuts that explain it."""
+    from gradlint.findings import Severity
+
+    names = list(getattr(meas, "without_grad", []) or [])
+    if not names:
+        return []
+    total = len(meas.param_owner)
+    owners = list(dict.fromkeys(meas.param_owner.get(n, "") or "(model)" for n in names))
+    shown = ", ".join(f"`{n}`" for n in names[:4]) + (f", … ({len(names) - 4} more)" if len(names) > 4 else "")
+    steps = f"{meas.steps} probe step{'s' if meas.steps != 1 else ''}"
+    if meas.loss_cut:
+        head = f"the loss depends on no parameter: none of the model's {total} parameter tensors gets a gradient"
+    else:
+        head = f"{len(names)} of {total} parameter tensors got no gradient in any of {steps}: {shown}"
+    cuts = list(getattr(meas, "cuts", []) or [])
+    if cuts:
+        why = "cut by " + ", ".join(f"{what} at line {line}" for line, what in cuts)
+    else:
+        why = "no stop-gradient of this file ran in the forward: are they used at all?"
+    # A block under no_grad is how a backbone is frozen or an EMA teacher run: deliberate.
+    explained = bool(cuts) and all(what == "torch.no_grad()" for _, what in cuts) and not meas.loss_cut
+    span = SourceSpan.point(cuts[0][0], 1) if cuts else None
+    finding = _finding(ctx, "GL707", f"{head}; {why}", meas.param_owner.get(names[0]) or None,
+                       {"parameters": tuple(names), "modules": tuple(owners), "loss_cut": meas.loss_cut,
+                        "cuts": tuple(f"{line}:{what}" for line, what in cuts)}, span)
+    if explained:  # a deliberate freeze (no_grad backbone, EMA teacher) is worth knowing, not failing
+        finding = dataclasses.replace(finding, severity=Severity.INFO)
+    return [Verdict(finding, FOUND, None, float(len(names)), sites=tuple(owners))]
 
 
 def _under(module: str, roots: set[str]) -> bool:
@@ -397,4 +497,8 @@ def _grouped(ctx: Context, meas: Any, code: str, items: list[tuple[str, float]],
 
 
 def confirmed_or_found(verdicts: list[Verdict]) -> bool:
-    return any(v.verdict in (CONFIRMED, FOUND) for v in verdicts)
+    """Whether the probe exits 1: a static finding confirmed, or a probe finding above info."""
+    from gradlint.findings import Severity
+
+    return any(v.verdict == CONFIRMED or (v.verdict == FOUND and v.finding.severity > Severity.INFO)
+               for v in verdicts)

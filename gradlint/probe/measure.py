@@ -21,8 +21,11 @@ NORMS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LayerNor
          "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm", "LocalResponseNorm",
          "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d")
 RECURRENT = ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell")
-# Output > 0 exactly when the unit is active, for every one of these.
-RELU_FAMILY = ("ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "ELU", "CELU", "SELU", "GELU", "SiLU", "Mish")
+# Activations whose derivative is exactly zero over a whole region (a unit can be dead), with
+# the test of an *active* output: ReLU y > 0; ReLU6 0 < y < 6; Threshold y > threshold. Leaky
+# ReLU, PReLU, RReLU, ELU, CELU, SELU, GELU, SiLU and Mish pass a gradient everywhere: no unit
+# of theirs is dead, whatever the sign of its output.
+RELU_FAMILY = ("ReLU", "ReLU6", "Threshold")
 SATURATING = ("Tanh", "Sigmoid", "Hardtanh", "Softsign")
 SATURATED_DERIVATIVE = 1e-2
 _SIGMOID_EDGE = math.sqrt(0.25 - SATURATED_DERIVATIVE)
@@ -47,7 +50,19 @@ def module_kind(module: Any) -> str:
             return "relu"
         if name in SATURATING:
             return "saturating"
+    if _linear_like(module):
+        return "param"
     return "other"
+
+
+def _linear_like(module: Any) -> bool:
+    """A leaf module with a 2-D weight used as a linear map: transformers' Conv1D, LoRA and
+    quantised linears, hand-written Linear layers."""
+    import torch
+
+    weight = getattr(module, "weight", None)
+    return (isinstance(weight, torch.Tensor) and weight.dim() == 2 and weight.is_floating_point()
+            and next(iter(module.children()), None) is None)
 
 
 @dataclass
@@ -81,6 +96,11 @@ class Measurements:
     # Parametric site -> whether its input depends on the previous parametric site's output
     # (found in the autograd graph on the first step); chains break where it does not.
     linked: dict[str, bool] = field(default_factory=dict)
+    # Parameters (requiring grad) whose gradient was None or exactly zero in every step.
+    without_grad: list[str] = field(default_factory=list)
+    loss_cut: bool = False  # the loss depended on no parameter
+    interrupted: str = ""  # 'interrupted' (Ctrl-C) or 'time budget': fewer steps than asked
+    cuts: list[tuple[int, str]] = field(default_factory=list)  # (line, what) explaining without_grad
     # The first non-finite value: {'step', 'phase' ('forward'|'loss'|'backward'), 'site', 'module', 'what'}
     nonfinite: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
@@ -104,11 +124,25 @@ class Measurements:
             if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
                 continue
             if b == 0:
-                ratios.append(math.inf if a > 0 else math.nan)
-            else:
-                ratios.append(a / b)
+                continue  # nothing reached the last layer: a zero gradient (GL707), never an infinite gain
+            ratios.append(a / b)
         ratios = [r for r in ratios if not math.isnan(r)]
         return sum(ratios) / len(ratios) if ratios else None
+
+    def worst_gain(self, sites: list[str] | tuple[str, ...]) -> tuple[float | None, tuple[str, str] | None]:
+        """The largest ||∂L/∂z_i|| / ||∂L/∂z_j|| over every sub-chain i < j of `sites` (execution
+        order), from the per-site mean gradient norms: a stack that explodes over its hidden
+        layers is not diluted by a head at its end. Pairs whose later gradient is zero are skipped."""
+        norms = [(s, self.mean(self.grad_norm, s)) for s in sites]
+        norms = [(s, g) for s, g in norms if g is not None and math.isfinite(g)]
+        best: tuple[float | None, tuple[str, str] | None] = (None, None)
+        smallest_after: tuple[float, str] | None = None
+        for s, g in reversed(norms):  # one pass: the smallest nonzero norm after each site
+            if smallest_after is not None and (best[0] is None or g / smallest_after[0] > best[0]):
+                best = (g / smallest_after[0], (s, smallest_after[1]))
+            if g > 0 and (smallest_after is None or g < smallest_after[0]):
+                smallest_after = (g, s)
+        return best
 
     def module_ratio(self, module: str) -> float | None:
         """The largest gradient-norm / weight-norm of a module's own parameters (averaged over steps)."""
@@ -149,6 +183,21 @@ def first_tensor(value: Any) -> Any:
             if t is not None:
                 return t
     return None
+
+
+def map_tensors(value: Any, fn: Callable[[Any], Any]) -> Any:
+    """`value` with fn applied to every tensor inside its tuples, lists and dicts."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, tuple):
+        return tuple(map_tensors(v, fn) for v in value)
+    if isinstance(value, list):
+        return [map_tensors(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: map_tensors(v, fn) for k, v in value.items()}
+    return value
 
 
 def to_device(value: Any, device: Any, float_dtype: Any = None) -> Any:
@@ -244,22 +293,31 @@ class Recorder:
         # where an activation's std says little anyway. NaN or Inf anywhere makes the mean or
         # the norm non-finite, so the non-finite check costs no extra pass.
         self.fwd_keys.append(("mean", site))
-        self.fwd_vals.append(d.mean(dtype=torch.float32))
+        # Reduced in float32 at least, in the tensor's own dtype when wider (float64 models).
+        acc = torch.promote_types(d.dtype, torch.float32)
+        self.fwd_vals.append(d.mean(dtype=acc))
         self.fwd_keys.append(("rms", site))
-        self.fwd_vals.append(torch.linalg.vector_norm(d, dtype=torch.float32) / math.sqrt(d.numel()))
+        self.fwd_vals.append(torch.linalg.vector_norm(d, dtype=acc) / math.sqrt(d.numel()))
         if kind == "relu" and d.dim() >= 1:
-            self._dead(site, d)
+            self._dead(site, d, module)
         elif kind == "saturating":
             self.fwd_keys.append(("sat", site))
             self.fwd_vals.append(self._saturated(module, d).float().mean())
         if t.requires_grad:
             t.register_hook(self._grad_hook(site))
 
-    def _dead(self, site: str, d: Any) -> None:
+    def _dead(self, site: str, d: Any, module: Any) -> None:
         # A unit is a feature (last dim) after Linear, a channel (dim 1) after a convolution.
         unit = 1 if d.dim() >= 3 and self.last_param_kind == "conv" else d.dim() - 1
         dims = [i for i in range(d.dim()) if i != unit]
-        flags = (d.amax(dim=dims) > 0) if dims else d > 0
+        bases = {b.__name__ for b in type(module).__mro__}
+        if "ReLU6" in bases:
+            active = (d > 0) & (d < 6)
+        elif "Threshold" in bases:
+            active = d > module.threshold
+        else:
+            active = d > 0
+        flags = active.amax(dim=dims) if dims else active
         prev = self.active.get(site)
         self.active[site] = flags if prev is None or prev.shape != flags.shape else (prev | flags)
 
@@ -283,7 +341,7 @@ class Recorder:
 
         def hook(grad: Any) -> None:
             self.bwd_keys.append(site)
-            self.bwd_vals.append(torch.linalg.vector_norm(grad, dtype=torch.float32))
+            self.bwd_vals.append(torch.linalg.vector_norm(grad, dtype=torch.promote_types(grad.dtype, torch.float32)))
 
         return hook
 
@@ -320,6 +378,7 @@ class ProbeSetup:
     dtype: str  # float32, bfloat16, float16: the forward pass under autocast when not float32
     make_inputs: Callable[[int], Any]  # step -> (args tuple, kwargs dict), already on the device
     make_loss: Callable[[Any, Any, int], Any]  # (output, raw inputs, step) -> scalar tensor
+    deadline: float | None = None  # time.monotonic() past which no further step starts
 
 
 def autocast_context(device: str, dtype: str) -> Any:
@@ -355,35 +414,37 @@ def run_steps(model: Any, setup: ProbeSetup, progress: Callable[[int, int], None
     meas.param_owner = {n: owners.get(n, "") for n, _ in params}
     if params:
         wn = torch._foreach_norm([p.detach() for _, p in params])
-        values = torch.stack([w.float() for w in wn]).cpu().tolist()
+        wide = torch.float64 if any(w.dtype == torch.float64 for w in wn) else torch.float32
+        values = torch.stack([w.to(wide) for w in wn]).cpu().tolist()
         meas.param_norm = dict(zip((n for n, _ in params), values))
+    import time
+
     rec = Recorder(model)
     with rec:
         for step in range(setup.steps):
+            if step and setup.deadline is not None and time.monotonic() >= setup.deadline:
+                meas.interrupted = "time budget"
+                meas.notes.append(f"time budget spent after {step} of {setup.steps} steps")
+                meas.steps = step
+                break
             if progress:
                 progress(step, setup.steps)
-            rec.reset()
-            model.zero_grad(set_to_none=True)
-            torch.manual_seed(setup.seed + step)
-            args, kwargs, raw = setup.make_inputs(step)
-            with autocast_context(setup.device, setup.dtype):
-                output = model(*args, **kwargs)
-            loss = setup.make_loss(output, raw, step)
-            n_fwd = len(rec.fwd_vals)
-            if loss.requires_grad:
-                loss.backward()
-            else:
-                meas.notes.append("the loss does not depend on any parameter: no gradients to measure")
-            grads = [(n, p.grad) for n, p in params if p.grad is not None]
-            gnorms = torch._foreach_norm([g for _, g in grads]) if grads else []
-            pieces = rec.fwd_vals[:n_fwd] + rec.bwd_vals + [g.float() for g in gnorms] + [loss.detach().float().reshape(())]
-            host = torch.stack([p if p.dtype == torch.float32 else p.float() for p in pieces]).cpu().tolist()
-            _store_step(meas, rec, step, host, n_fwd, [n for n, _ in grads])
+            try:
+                _one_step(model, setup, rec, meas, params, step)
+            except KeyboardInterrupt:
+                if step == 0:
+                    raise  # nothing measured: nothing to report
+                meas.interrupted = "interrupted"
+                meas.notes.append(f"interrupted (Ctrl-C) after {step} of {setup.steps} steps")
+                meas.steps = step
+                break
             if meas.nonfinite is not None:
                 meas.steps = step + 1  # later steps would only repeat the NaN
                 break
     if progress:
         progress(setup.steps, setup.steps)
+    if meas.nonfinite is None:
+        meas.without_grad = [n for n, _ in params if not any(meas.param_grad_norm.get(n) or [])]
     meas.sites = [rec.sites[s] for s in rec.order]
     meas.linked = dict(rec.linked)
     if rec.active:
@@ -391,6 +452,31 @@ def run_steps(model: Any, setup: ProbeSetup, progress: Callable[[int, int], None
         fractions = torch.stack([1 - rec.active[n].float().mean() for n in names]).cpu().tolist()
         meas.dead = dict(zip(names, fractions))
     return meas
+
+
+def _one_step(model: Any, setup: ProbeSetup, rec: Recorder, meas: Measurements, params: list[tuple[str, Any]],
+              step: int) -> None:
+    """One forward/backward on a fresh batch; its numbers come to the host in one transfer."""
+    import torch
+
+    rec.reset()
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(setup.seed + step)
+    args, kwargs, raw = setup.make_inputs(step)
+    with autocast_context(setup.device, setup.dtype):
+        output = model(*args, **kwargs)
+    loss = setup.make_loss(output, raw, step)
+    n_fwd = len(rec.fwd_vals)
+    if loss.requires_grad:
+        loss.backward()
+    else:
+        meas.loss_cut = True
+    grads = [(n, p.grad) for n, p in params if p.grad is not None]
+    gnorms = torch._foreach_norm([g for _, g in grads]) if grads else []
+    pieces = rec.fwd_vals[:n_fwd] + rec.bwd_vals + list(gnorms) + [loss.detach().reshape(())]
+    wide = torch.float64 if any(p.dtype == torch.float64 for p in pieces) else torch.float32
+    host = torch.stack([p if p.dtype == wide else p.to(wide) for p in pieces]).cpu().tolist()
+    _store_step(meas, rec, step, host, n_fwd, [n for n, _ in grads])
 
 
 def _store_step(meas: Measurements, rec: Recorder, step: int, host: list[float], n_fwd: int,

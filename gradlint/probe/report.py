@@ -49,7 +49,8 @@ def render_text(report: Any, *, color: bool = False) -> str:
     from gradlint.probe.join import CONFIRMED, FOUND, REFUTED
 
     meas = report.measurements
-    out = [f"gradlint probe {report.target}: {meas.steps} step(s) on {report.device}, forward in {meas.dtype}",
+    out = [f"gradlint probe {report.target}: {meas.steps} step(s) on {report.device}, forward in {meas.dtype}"
+           + (" (interrupted)" if getattr(report, "interrupted", False) else ""),
            f"  inputs: {report.inputs_from}", f"  loss: {report.loss_kind}", ""]
     rows = table_rows(report)
     width = max([len("module")] + [len(r["module"] or "(model)") for r in rows])
@@ -66,11 +67,12 @@ def render_text(report: Any, *, color: bool = False) -> str:
     out.append("")
     gc = report.gradcheck
     if gc is not None and gc.ran:
-        state = "passed" if gc.passed else "FAILED"
+        state = "passed" if gc.passed else "inconclusive" if gc.passed is None else "FAILED"
         line = f"gradient check (float64, {len(gc.directions)} random directions): {state}"
-        if gc.checked_functions:
+        if gc.checked_functions or gc.deliberate:
             line += "; custom Functions: " + ", ".join(
-                f"{n} {'ok' if ok else 'FAILED'}" for n, ok in sorted(gc.checked_functions.items()))
+                [f"{n} {'ok' if ok else 'FAILED'}" for n, ok in sorted(gc.checked_functions.items())]
+                + [f"{n} {kind}" for n, kind in sorted(gc.deliberate.items())])
         out.append(line)
     for note in report.notes:
         out.append(f"note: {note}")
@@ -167,9 +169,12 @@ def measurements_dict(report: Any) -> dict[str, Any]:
         "modules": table_rows(report),
         "parameters": params,
         "nonfinite": meas.nonfinite,
+        "without_gradient": getattr(meas, "without_grad", []),
+        "cuts": [{"line": line, "what": what} for line, what in getattr(meas, "cuts", [])],
+        "interrupted": getattr(report, "interrupted", False),
         "gradcheck": None if gc is None else {
             "ran": gc.ran, "passed": gc.passed, "directions": gc.directions,
-            "functions": gc.checked_functions,
+            "functions": gc.checked_functions, "deliberate": gc.deliberate, "kink_crossings": gc.crossed,
             "failures": [{"kind": x.kind, "name": x.name, "type": x.type_name, "autograd": x.autograd,
                           "numeric": x.numeric} for x in gc.failures],
         },
@@ -241,9 +246,10 @@ def _minimal_sarif(result: RunResult, cwd: str) -> dict[str, Any]:
 
 
 def plot(report: Any, path: str) -> None:
-    """Per-layer gradient norms (parametric layers, execution order) on a log scale, with each
-    predicted chain drawn over them: the prediction anchored at the chain's last layer and spread
-    over its layers as a constant factor per layer."""
+    """Per-layer gradient norms (parametric layers, execution order) on a log scale. Layers whose
+    gradient is exactly zero (or missing) are drawn as red crosses at the bottom; each predicted
+    chain (GL101/GL102) is drawn over the measurements, anchored at its last layer and spread as
+    a constant factor per layer; every finding that names layers marks them, with its code."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -253,8 +259,13 @@ def plot(report: Any, path: str) -> None:
     sites = [s.name for s in meas.sites if s.kind in ("param", "conv")]
     values = [meas.mean(meas.grad_norm, s) for s in sites]
     xs = [i for i, v in enumerate(values) if v is not None and v > 0 and math.isfinite(v)]
+    zeros = [i for i, v in enumerate(values) if v is None or v == 0]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(sites) + 3), 4.5))
     ax.plot(xs, [values[i] for i in xs], marker="o", label="measured ||∂L/∂z||")
+    positive = [values[i] for i in xs]
+    floor = min(positive) / 10 if positive else 1e-12
+    if zeros:
+        ax.scatter(zeros, [floor] * len(zeros), marker="x", color="red", zorder=3, label="zero or no gradient")
     index = {s: i for i, s in enumerate(sites)}
     for v in report.verdicts:
         if v.predicted is None or not v.sites or v.finding.code not in ("GL101", "GL102"):
@@ -267,6 +278,18 @@ def plot(report: Any, path: str) -> None:
         ys = [last * v.predicted ** ((n - 1 - k) / (n - 1)) for k in range(n)]
         ax.plot([index[s] for s in chain], ys, linestyle="--",
                 label=f"predicted {v.finding.code} ({v.verdict}): gain {v.predicted:.1e}")
+    modules = {meas.site(s).module if meas.site(s) else s: i for s, i in index.items()}
+    marked: dict[int, list[str]] = {}
+    for v in report.verdicts:
+        names = list(v.sites) + list(v.finding.data_dict.get("modules") or ())
+        for name in names:
+            i = index.get(str(name), modules.get(str(name)))
+            if i is not None and v.finding.code not in marked.setdefault(i, []):
+                marked[i].append(v.finding.code)
+    for i, codes in sorted(marked.items()):
+        ax.axvline(i, color="grey", alpha=0.25, linewidth=4)
+        ax.annotate(" ".join(codes), (i, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=6,
+                    ha="center", va="top")
     ax.set_yscale("log")
     ax.set_xticks(range(len(sites)))
     ax.set_xticklabels(sites, rotation=90, fontsize=7)

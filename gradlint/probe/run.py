@@ -38,6 +38,7 @@ class ProbeOptions:
     onnx: tuple[str, ...] = ()
     gradcheck: bool = True
     config: Any = None  # gradlint.config.Config; None: the nearest pyproject.toml of the target
+    time_budget: float | None = None  # seconds: stop measuring past it and report what was measured
 
 
 @dataclass
@@ -53,6 +54,41 @@ class ProbeReport:
     inputs_from: str = ""
     loss_kind: str = ""
     notes: list[str] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C: the report holds what was measured until then
+
+
+def preload(opts: ProbeOptions, plot: bool = False) -> None:
+    """Import gradlint's own dependencies before the target's folder goes on sys.path: a sibling
+    `onnx.py` or `libcst.py` next to the model (an export script) must never be imported, let
+    alone run, in their place. The current folder is off sys.path meanwhile (`python -m`
+    puts it first)."""
+    import sys
+
+    saved = list(sys.path)
+    here = os.getcwd()
+    sys.path[:] = [p for p in sys.path if p not in ("", ".") and os.path.abspath(p) != here]
+    try:
+        import libcst  # noqa: F401
+        import numpy  # noqa: F401
+
+        import gradlint.api  # noqa: F401
+        from gradlint.registry import load_rules
+
+        load_rules()
+        if opts.onnx:
+            import onnx  # noqa: F401
+
+            import gradlint.onnx.load  # noqa: F401
+        if plot:
+            try:
+                import matplotlib
+
+                matplotlib.use("Agg")
+                import matplotlib.pyplot  # noqa: F401
+            except ImportError:
+                pass  # reported when the plot is drawn
+    finally:
+        sys.path[:] = saved
 
 
 def display_path(path: Path) -> str:
@@ -99,10 +135,20 @@ def _normalise_inputs(value: Any, what: str) -> tuple[tuple, dict]:
 
 
 def _embedding_vocab(model: Any) -> int | None:
+    """The size of the embedding that reads the input ids: Hugging Face's get_input_embeddings(),
+    else the first embedding defined (BERT's word embeddings, not its 2 token types)."""
     import torch.nn as nn
 
+    getter = getattr(model, "get_input_embeddings", None)
+    if callable(getter):
+        try:
+            emb = getter()
+        except Exception:  # noqa: BLE001 - a model without one raises NotImplementedError and friends
+            emb = None
+        if isinstance(emb, (nn.Embedding, nn.EmbeddingBag)):
+            return emb.num_embeddings
     sizes = [m.num_embeddings for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
-    return min(sizes) if sizes else None
+    return sizes[0] if sizes else None
 
 
 def _inferred_shape(model: Any) -> tuple[tuple[int, ...], str, str] | None:
@@ -124,6 +170,13 @@ def _inferred_shape(model: Any) -> tuple[tuple[int, ...], str, str] | None:
                 return (DEFAULT_BATCH, m.num_features, *spatial), "float32", f"num_features of {name or 'the model'} ({cls.__name__})"
         if next(iter(m.parameters(recurse=False)), None) is not None:
             return None
+    return None
+
+
+def _float_dtype(model: Any) -> Any:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
     return None
 
 
@@ -162,6 +215,11 @@ def build_inputs(opts: ProbeOptions, target: Target, device: str) -> tuple[Calla
     if dtype not in FLOAT_DTYPES + INT_DTYPES:
         raise ProbeError(f"--input-dtype {dtype}: expected one of {', '.join(FLOAT_DTYPES + INT_DTYPES)}")
     tdtype = getattr(torch, dtype)
+    model_dtype = _float_dtype(target.model)
+    if tdtype.is_floating_point and opts.input_dtype == "float32" and model_dtype not in (None, tdtype):
+        # A float64 (or bfloat16) model takes inputs of its own dtype.
+        tdtype = model_dtype
+        source = source.replace("random float32", f"random {str(tdtype).replace('torch.', '')}")
     vocab = None
     if not tdtype.is_floating_point:
         vocab = opts.vocab or _embedding_vocab(target.model)
@@ -227,6 +285,11 @@ def build_loss(opts: ProbeOptions, target: Target, seed: int) -> tuple[Callable[
     kinds: list[str] = []
 
     def default(output: Any, raw: Any, step: int) -> Any:
+        own, where = model_loss(output)
+        if own is not None:
+            if not kinds:
+                kinds.append(f"the loss the model returns ({where})")
+            return own.reshape(())
         out = first_tensor(output)
         if out is None or not out.is_floating_point():
             raise ProbeError("the model's output holds no floating-point tensor to take a loss of; give --loss FILE.py:fn")
@@ -234,7 +297,7 @@ def build_loss(opts: ProbeOptions, target: Target, seed: int) -> tuple[Callable[
         gen = torch.Generator(device="cpu").manual_seed(seed * 100003 + step)
         kind = default_loss_kind(x, raw)
         if not kinds:
-            kinds.append(kind)
+            kinds.append(kind + ("" if isinstance(output, torch.Tensor) else f", on {first_tensor_name(output)}"))
         if kind.startswith("cross-entropy against"):
             labels = torch.randint(0, x.shape[1], (x.shape[0],), generator=gen).to(x.device)
             return F.cross_entropy(x, labels)
@@ -246,6 +309,49 @@ def build_loss(opts: ProbeOptions, target: Target, seed: int) -> tuple[Callable[
 
     default.kinds = kinds  # type: ignore[attr-defined]
     return default, "default"
+
+
+def _get(output: Any, key: str) -> Any:
+    try:
+        if hasattr(output, "keys") and key in output:
+            return output[key]
+    except Exception:  # noqa: BLE001 - a mapping-like we cannot read has no loss for us
+        return None
+    return getattr(output, key, None) if not isinstance(output, (tuple, list, dict)) else None
+
+
+def model_loss(output: Any) -> tuple[Any, str]:
+    """The loss a model computes itself: a scalar output, an output's 'loss' (dict, Hugging Face
+    ModelOutput), or the scalar first element of a tuple (return_dict=False with labels)."""
+    import torch
+
+    def scalar(t: Any) -> bool:
+        return isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() == 1
+
+    if isinstance(output, torch.Tensor):
+        return (output, "a scalar output") if scalar(output) and output.dim() == 0 else (None, "")
+    loss = _get(output, "loss")
+    if scalar(loss):
+        return loss, "output['loss']"
+    if isinstance(output, (tuple, list)) and output and scalar(output[0]) and output[0].dim() == 0:
+        return output[0], "output[0], a scalar"
+    return None, ""
+
+
+def first_tensor_name(output: Any) -> str:
+    """Where measure.first_tensor found its tensor, for the report."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return "the output"
+    for key in ("logits", "last_hidden_state"):
+        if isinstance(_get(output, key), torch.Tensor):
+            return f"output['{key}'] (the first tensor output)"
+    if hasattr(output, "keys"):
+        for k in list(output.keys()):
+            if isinstance(output[k], torch.Tensor):
+                return f"output['{k}'] (the first tensor output)"
+    return "output[0] (the first tensor output)"
 
 
 # --- locations ----------------------------------------------------------------------------
@@ -314,6 +420,44 @@ def _selected(verdicts: list[Any], config: Any, path: Path) -> list[Any]:
 
 # --- the run ------------------------------------------------------------------------------
 
+def _cuts(model: Any, make_inputs: Any, make_loss: Any, target: Target, opts: ProbeOptions,
+          device: str) -> list[tuple[int, str]]:
+    """The stop-gradients of the target's file that one more forward executes (GL707's why)."""
+    import torch
+
+    from gradlint.probe.evaluate import find_cuts
+    from gradlint.probe.measure import autocast_context
+
+    torch.manual_seed(opts.seed)
+    args, kwargs, raw = make_inputs(0)
+
+    def forward() -> Any:
+        with autocast_context(device, opts.dtype):
+            return make_loss(model(*args, **kwargs), raw, 0)
+
+    try:
+        return find_cuts(forward, str(target.path))
+    except Exception:  # the explanation is a courtesy: the finding stands without it
+        return []
+
+
+def class_lines(model: Any, target: Target) -> dict[str, tuple[int, int]]:
+    """Class name -> (first, last line) for the module classes of the model defined in the target's file."""
+    import inspect
+
+    out: dict[str, tuple[int, int]] = {}
+    for m in model.modules():
+        cls = type(m)
+        if cls.__name__ in out or not defined_in(cls, target.path):
+            continue
+        try:
+            lines, start = inspect.getsourcelines(cls)
+        except (OSError, TypeError):
+            continue
+        out[cls.__name__] = (start, start + len(lines) - 1)
+    return out
+
+
 def static_findings(path: Path, opts: ProbeOptions, config: Any) -> tuple[list[Finding], list[str]]:
     from gradlint.api import check_paths
 
@@ -338,9 +482,17 @@ def thresholds_for(config: Any) -> tuple[dict[str, Any], Any]:
     return per_code, own
 
 
+def _phase(progress: Any, text: str) -> None:
+    if progress is not None and hasattr(progress, "phase"):
+        progress.phase(text)
+
+
 def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
               progress: Callable[[int, int], None] | None = None) -> ProbeReport:
-    """Run the whole probe. `findings` replaces the static pass (tests, or a caller that ran it)."""
+    """Run the whole probe. `findings` replaces the static pass (tests, or a caller that ran it).
+    Ctrl-C (KeyboardInterrupt) during the steps or the gradient check, or the end of
+    `opts.time_budget`, ends the measuring: the report holds what was measured until then."""
+    import time
     try:
         import torch
     except ImportError:
@@ -355,8 +507,10 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
         raise ProbeError("--steps must be at least 1")
     if opts.dtype not in ("float32", "bfloat16", "float16"):
         raise ProbeError(f"--dtype {opts.dtype}: expected float32, bfloat16 or float16")
+    deadline = None if opts.time_budget is None else time.monotonic() + opts.time_budget
     device = resolve_device(opts.device)
     torch.manual_seed(opts.seed)
+    _phase(progress, "loading the target")
     target = load_target(opts.target)
     model = target.model
     try:
@@ -372,13 +526,14 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
             raise ProbeError(str(exc)) from None
     notes: list[str] = []
     if findings is None:
+        _phase(progress, "static pass")
         findings, static_notes = static_findings(target.path, opts, config)
         notes += static_notes
 
     make_inputs, inputs_from = build_inputs(opts, target, device)
     make_loss, loss_from = build_loss(opts, target, opts.seed)
     setup = ProbeSetup(device=device, steps=opts.steps, seed=opts.seed, dtype=opts.dtype,
-                       make_inputs=make_inputs, make_loss=make_loss)
+                       make_inputs=make_inputs, make_loss=make_loss, deadline=deadline)
     try:
         meas = run_steps(model, setup, progress)
     except ProbeError:
@@ -386,22 +541,40 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
     except (Exception, SystemExit) as exc:  # a sys.exit() in a forward is a failure too
         raise fail_from(exc, "running the model failed") from None
     loss_kind = loss_from if loss_from != "default" else (getattr(make_loss, "kinds", []) or ["default"])[0]
+    if meas.without_grad:
+        meas.cuts = _cuts(model, make_inputs, make_loss, target, opts, device)
 
+    interrupted = meas.interrupted == "interrupted"
     check = gc.GradcheckResult()
     if not opts.gradcheck:
         check.notes.append("gradient check disabled (--no-gradcheck)")
     elif meas.nonfinite is not None:
         check.notes.append("gradient check skipped: the probe met NaN/Inf (GL703)")
+    elif meas.interrupted or (deadline is not None and time.monotonic() >= deadline):
+        check.notes.append("gradient check skipped: " + ("interrupted" if interrupted else "time budget spent"))
     else:
+        _phase(progress, "gradient check (float64)")
         functions = gc.find_functions(target.module)
         model.zero_grad(set_to_none=True)  # the float64 copy needs no copy of the last step's gradients
         torch.manual_seed(opts.seed)
-        args, kwargs, raw = make_inputs(0)
+        full = make_inputs(0)
         try:
-            check = gc.run_gradcheck(model, (args, kwargs), lambda out: make_loss(out, raw, 0), functions,
-                                     target.module, device, opts.seed)
+            # One sample when the model takes it (float64 costs ~4x float32 per sample on CPU),
+            # else two (BatchNorm1d in training needs more than one value per channel).
+            for size in (1, gc.GRADCHECK_BATCH):
+                (args, kwargs), raw = gc.small_batch((full[0], full[1]), full[2], size)
+                try:
+                    check = gc.run_gradcheck(model, (args, kwargs), lambda out: make_loss(out, raw, 0), functions,
+                                             target.module, device, opts.seed, deadline)
+                    break
+                except (Exception, SystemExit):
+                    if size == gc.GRADCHECK_BATCH:
+                        raise
         except ProbeError:
             raise
+        except KeyboardInterrupt:
+            interrupted = True
+            check = gc.GradcheckResult(notes=["gradient check interrupted (Ctrl-C)"])
         except (Exception, SystemExit) as exc:
             # Some models do not run in float64 (a hard-coded dtype, a kernel without double):
             # the rest of the probe still stands.
@@ -415,11 +588,14 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
     per_code, own = thresholds_for(config)
     path = display_path(target.path)
     verdicts = join.judge_static(list(findings), meas, module_classes, check, per_code,
-                                 nan_region(meas, model, target, path))
+                                 nan_region(meas, model, target, path), class_lines(model, target),
+                                 target.factory_name.split(".")[-1])
     rules = load_rules()
     ctx = join.Context(path=path, locate=make_locator(target, model), rules=rules)
     verdicts += _selected(join.probe_findings(ctx, meas, check, verdicts, own), config, target.path)
     notes += meas.notes + check.notes
+    if progress is not None and hasattr(progress, "done"):
+        progress.done()
     return ProbeReport(target=opts.target, path=path, device=device, options=opts, verdicts=verdicts,
                        measurements=meas, gradcheck=check, module_classes=module_classes,
-                       inputs_from=inputs_from, loss_kind=loss_kind, notes=notes)
+                       inputs_from=inputs_from, loss_kind=loss_kind, notes=notes, interrupted=interrupted)

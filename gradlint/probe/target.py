@@ -6,10 +6,12 @@ Everything here imports and runs the user's code, with the user's rights. Failur
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import inspect
 import os
+import re
 import sys
 import traceback
 from dataclasses import dataclass
@@ -58,7 +60,23 @@ def user_traceback(exc: BaseException) -> str:
     return "".join(lines).rstrip()
 
 
+def raised_by_gradlint(exc: BaseException) -> bool:
+    """Whether the exception was raised in gradlint's own code (its innermost frame: a hook, the
+    loss, the check; torch's C functions have no frame of their own): then it is our bug, and
+    must not be shown as the user's. Errors raised inside torch's Python code or the user's are
+    the model's."""
+    import gradlint
+
+    own = os.path.realpath(os.path.dirname(gradlint.__file__ or "")) + os.sep
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and os.path.realpath(frames[-1].filename).startswith(own)
+
+
 def fail_from(exc: BaseException, what: str) -> ProbeError:
+    if raised_by_gradlint(exc):
+        full = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+        return ProbeError(f"internal error in gradlint while {what.replace(' failed', '')} (not in your code; "
+                          f"please report it): {type(exc).__name__}: {exc}", full)
     return ProbeError(f"{what}: {type(exc).__name__}: {exc}", user_traceback(exc))
 
 
@@ -74,13 +92,49 @@ class Target:
     model: Any
 
 
+_SPEC = re.compile(r":([A-Za-z_][\w.]*)(\(.*\))?$", re.S)
+
+
 def split_spec(spec: str) -> tuple[str, str]:
     """'path/to/file.py:fn' or 'package.module:fn' -> (module part, attribute). A Windows drive
-    letter (C:\\x.py:fn) keeps its colon: the attribute is after the last one."""
-    head, sep, attr = spec.rpartition(":")
-    if not sep or not head or not attr or not attr.replace(".", "_").isidentifier():
-        raise ProbeError(f"{spec!r}: expected path/to/file.py:name or package.module:name")
+    letter (C:\\x.py:fn) keeps its colon. Arguments after the name ('fn(depth=12)') are
+    parsed by `factory_call`."""
+    head, attr, _ = _parts(spec)
     return head, attr
+
+
+def _parts(spec: str) -> tuple[str, str, str]:
+    m = _SPEC.search(spec)
+    head = spec[: m.start()] if m else ""
+    if not m or not head or not m.group(1).replace(".", "_").isidentifier():
+        raise ProbeError(f"{spec!r}: expected path/to/file.py:name or package.module:name, optionally "
+                         "with literal arguments: file.py:make_model(depth=12)")
+    return head, m.group(1), m.group(2) or ""
+
+
+def factory_call(spec: str) -> tuple[tuple, dict]:
+    """The literal arguments of 'file.py:make_model(12, act="gelu")': read with
+    ast.literal_eval, one argument at a time, never evaluated as code."""
+    _, attr, call = _parts(spec)
+    if not call:
+        return (), {}
+    try:
+        node = ast.parse(f"f{call}", mode="eval").body
+    except SyntaxError as exc:
+        raise ProbeError(f"{spec!r}: the arguments {call} do not parse: {exc.msg}") from None
+    if not isinstance(node, ast.Call):
+        raise ProbeError(f"{spec!r}: expected name(arguments)")
+    try:
+        args = tuple(ast.literal_eval(a) for a in node.args)
+        kwargs = {}
+        for kw in node.keywords:
+            if kw.arg is None:
+                raise ValueError("**")
+            kwargs[kw.arg] = ast.literal_eval(kw.value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise ProbeError(f"{spec!r}: factory arguments must be Python literals (numbers, strings, "
+                         "tuples, lists, dicts, True/False/None) given by position or name") from None
+    return args, kwargs
 
 
 def import_file(path: Path) -> ModuleType:
@@ -170,8 +224,9 @@ def load_target(spec: str) -> Target:
         raise ProbeError(f"{spec}: is a module instance; give a factory function or the class")
     if not callable(factory):
         raise ProbeError(f"{spec}: {attr} is not callable (expected a factory or an nn.Module class)")
+    args, kwargs = factory_call(spec)
     try:
-        model = factory()
+        model = factory(*args, **kwargs)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise

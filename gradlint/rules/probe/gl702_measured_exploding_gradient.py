@@ -10,9 +10,12 @@ class MeasuredExplodingGradient(Rule):
     """
     ## What it does
     Reported by `gradlint probe` when a measured chain (see GL701 for the definition) amplifies
-    its gradient by more than `exploding-threshold` (||∂L/∂z_first|| / ||∂L/∂z_last|| > 1e3),
-    or when the loss at initialisation is already ≥ 1e5. It fires only where the static pass
-    did not predict an exploding gradient for those modules.
+    its gradient by more than `exploding-threshold` over its worst sub-chain: the largest
+    ||∂L/∂z_i|| / ||∂L/∂z_j|| over every pair of layers i before j, so that a stack exploding
+    over its hidden layers is not diluted by a head at its end; or when the loss at
+    initialisation is already ≥ 1e5. A layer whose gradient is exactly zero is never a
+    denominator (that is GL701 or GL707, not an infinite gain). It fires only where the
+    static pass did not predict an exploding gradient for those modules.
 
     ## Why is this bad?
     The first layers receive gradients a thousand times larger than the last: a learning rate

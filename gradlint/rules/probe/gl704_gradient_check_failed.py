@@ -11,10 +11,20 @@ class GradientCheckFailed(Rule):
     ## What it does
     Reported by `gradlint probe` when a float64 finite-difference check disagrees with the
     gradient autograd computes. The whole loss is checked along random directions (central
-    differences, with a tolerance derived from the step size); then every custom
-    `torch.autograd.Function` of the target's file is checked on the inputs it received in the
-    forward pass, and — when the whole check fails — every module, smallest first. The finding
-    names the `Function`, or the smallest module whose check fails.
+    differences, on one sample of the batch); then every custom `torch.autograd.Function` of
+    the target's file is checked on the inputs it received in the forward pass, and — when the
+    whole check fails — the model's own modules, from the top down. The finding names the
+    `Function`, or the smallest module of the user's classes whose check fails; built-in torch
+    modules are trusted and never named.
+
+    What is compared is the function autograd differentiates: stop-gradients (`.detach()`,
+    `.data`, `.item()`, code under `torch.no_grad()`) are held at their values, and gradient
+    hooks registered in the forward are left out. A direction whose two evaluations take
+    different branches at a kink (ReLU, max-pooling, clamp, abs, round, a comparison) proves
+    nothing and is replaced; the parameters are first moved off exact kinks by a tiny random
+    shift. A `Function` whose forward is locally constant (a straight-through estimator) or
+    returns its input with a constantly scaled backward (gradient scaling or reversal) is
+    deliberate: it is noted, held constant in the whole check, and never reported.
 
     ## Why is this bad?
     A wrong `backward` trains the model on gradients of a different function. Nothing crashes:

@@ -9,10 +9,13 @@ from gradlint.registry import Rule
 class DeadUnits(Rule):
     """
     ## What it does
-    Reported by `gradlint probe` when at least 70% of the units of a ReLU-family activation
-    module (ReLU, ReLU6, LeakyReLU, PReLU, ELU, CELU, SELU, GELU, SiLU, Mish) were never
-    active (output > 0) on any sample of the probe batches. A unit is a feature (the last
-    dimension) after a Linear layer, a channel (dimension 1) after a convolution.
+    Reported by `gradlint probe` when at least 70% of the units of an activation whose
+    derivative is exactly zero over a region were never active on any sample of the probe
+    batches. Active means: ReLU output > 0; ReLU6 output strictly between 0 and 6; Threshold
+    output above its threshold. LeakyReLU, PReLU, RReLU, ELU, CELU, SELU, GELU, SiLU and Mish
+    pass a gradient for every input, so none of their units is dead and they are not
+    measured. A unit is a feature (the last dimension) after a Linear layer, a channel
+    (dimension 1) after a convolution.
 
     ## Why is this bad?
     A ReLU unit that is never active passes no gradient to the weights in front of it: those
@@ -36,6 +39,6 @@ class DeadUnits(Rule):
     code = "GL705"
     name = "dead-units"
     severity = Severity.WARNING
-    summary = "At least 70% of a ReLU-family layer's units never active on the probe batches"
+    summary = "At least 70% of a ReLU/ReLU6/Threshold layer's units never active on the probe batches"
     fix_title = "Check the bias and weight initialisation before this activation"
     probe_only = True
