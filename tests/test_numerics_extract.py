@@ -171,7 +171,7 @@ def test_quantization_helpers_are_quiet():
 
 def test_guarded_hand_written_softplus_is_one_finding_per_line():
     # measured: grad of where(g > 20, g, log(1 + exp(g))) at g = 100 is NaN
-    src = ("import torch\n\ndef gate(g):\n"
+    src = ("import torch\n\ndef gate(g):\n    g = torch.nn.Parameter(g)\n"
            "    return torch.where(g > 20.0, g, torch.log(1.0 + torch.exp(g)))\n")
     assert sorted(codes(src)) == ["GL305"]
     # with GL305 off, GL309 still reports the line

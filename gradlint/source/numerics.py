@@ -1459,7 +1459,7 @@ class FunctionWalk:
             # A denominator without gradient still poisons the numerator's: 0 * (1/0) = NaN. But a
             # plain name (a config value, a python number) is not known to be a tensor that can be 0.
             if number(den) is None and dv.tensor and not dv.clamped and not dv.safe_where and not (
-                    nv.nograd and dv.nograd):
+                    nv.nograd and dv.nograd) and (nv.params or dv.params):
                 return "division", self.x.code(den)
             return None
         if isinstance(br, cst.Call):
@@ -1478,7 +1478,7 @@ class FunctionWalk:
             if op and operand is not None:
                 ov = self.memo.get(id(operand), UNKNOWN)
                 if not ov.nograd and not ov.clamped and not ov.safe_where and number(operand) is None \
-                        and ov.unit != "strict":
+                        and ov.unit != "strict" and ov.params:
                     return op, self.x.code(operand)
         return None
 

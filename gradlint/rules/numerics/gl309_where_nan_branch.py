@@ -16,6 +16,10 @@ class WhereNanBranch(SiteRule):
     by an eps or guarded by an inner `where` before the operation. ONNX graphs are read too
     (the ONNX front-end matches the pattern).
 
+    Carries gradient: the operand of the unsafe op (or, for a division, the numerator or the
+    divisor) must depend on parameters (a module's layers or `nn.Parameter`s, or a leaf made with
+    `requires_grad=True`); a where over constants, plain inputs or config values is not flagged.
+
     When the unsafe branch is itself a hand-written unstable function (`log(1 + exp(x))`),
     GL305 reports that line instead (one finding per line).
 
@@ -48,11 +52,11 @@ class WhereNanBranch(SiteRule):
     inputs = frozenset({"python", "onnx"})
 
     invalid = [
-        Example("import torch\n\ndef f(x):\n    return torch.where(x > 0, torch.log(x), torch.zeros_like(x))\n"),
-        Example("import torch\n\ndef f(x):\n    return torch.where(x > 0, x.sqrt(), 0.0)\n"),
-        Example("import torch\n\ndef f(s, d):\n    n = d.sum(-1)\n    return torch.where(n > 0, s / n, torch.zeros_like(s))\n"),
-        Example("import torch\n\ndef f(x):\n    return torch.where(x.abs() < 1, torch.zeros_like(x), torch.reciprocal(x))\n"),
-        Example("import torch\n\ndef f(s, mask):\n    n = mask.sum(-1)\n    return torch.where(n > 0, s / n, 0.0)\n",
+        Example("import torch\n\ndef f(x):\n    x = torch.nn.Parameter(x)\n    return torch.where(x > 0, torch.log(x), torch.zeros_like(x))\n"),
+        Example("import torch\n\ndef f(x):\n    x = torch.nn.Parameter(x)\n    return torch.where(x > 0, x.sqrt(), 0.0)\n"),
+        Example("import torch\n\ndef f(s, d):\n    s = torch.nn.Parameter(s)\n    n = d.sum(-1)\n    return torch.where(n > 0, s / n, torch.zeros_like(s))\n"),
+        Example("import torch\n\ndef f(x):\n    x = torch.nn.Parameter(x)\n    return torch.where(x.abs() < 1, torch.zeros_like(x), torch.reciprocal(x))\n"),
+        Example("import torch\n\ndef f(s, mask):\n    s = torch.nn.Parameter(s)\n    n = mask.sum(-1)\n    return torch.where(n > 0, s / n, 0.0)\n",
                 note="a count without gradient still poisons the numerator's gradient (measured: NaN)"),
     ]
     valid = [
@@ -70,6 +74,9 @@ class WhereNanBranch(SiteRule):
                 note="a clamped count"),
         Example("import torch\n\n@torch.no_grad()\ndef f(x):\n    return torch.where(x > 0, torch.log(x), 0.0)\n",
                 note="no-grad"),
+        Example("import math\nimport torch\n\ndef sinc(cutoff, n):\n    t = 2 * cutoff * torch.arange(n)\n"
+                "    return torch.where(t == 0, torch.ones_like(t), torch.sin(math.pi * t) / t)\n",
+                note="a constant filter: nothing upstream carries gradient"),
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str | None:
