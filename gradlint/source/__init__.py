@@ -146,7 +146,7 @@ def parse(path: str, text: str) -> SourceFile:
 
 
 def extract_python(path: Path, display: str):
-    from gradlint.api import FileFacts
+    from gradlint.facts.files import FileFacts
 
     try:
         data = path.read_bytes()
@@ -158,11 +158,15 @@ def extract_python(path: Path, display: str):
     except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
         return FileFacts(path=display, kind="python", input_errors=(InputError("GL001", f"cannot decode file: {exc}"),))
     if not _SNIFF.search(data):
+        from gradlint.source.index import module_symbols
+
         # Nothing for our rules here, but a broken file is still news (GL001): CPython's own
         # parser tells, at a fraction of libcst's cost, and executes nothing.
         error = _python_syntax_error(text, display)
         errors = (InputError("GL001", error[2], SourceSpan.point(error[0], error[1])),) if error else ()
-        return FileFacts(path=display, kind="python", source=text, input_errors=errors)
+        # Its names still matter to other files: a package `__init__` that re-exports a model.
+        symbols = None if error else module_symbols(text)
+        return FileFacts(path=display, kind="python", source=text, input_errors=errors, symbols=symbols)
     try:
         src = parse(display, text)
     except cst.ParserSyntaxError as exc:
@@ -192,11 +196,13 @@ def _python_syntax_error(text: str, display: str) -> tuple[int, int, str] | None
 
 def extract_facts(src: SourceFile):
     """Run every extractor on one parsed file."""
-    from gradlint.api import FileFacts
+    from gradlint.facts.files import FileFacts
     from gradlint.source import loops, models, numerics
+    from gradlint.source.index import module_symbols
 
     networks, classes = models.extract(src)
-    facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes)
+    facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes,
+                      symbols=module_symbols(src.text))
     facts.numerics = numerics.extract(src)
     facts.training = loops.extract(src)
     return facts
