@@ -15,7 +15,7 @@ from typing import Iterable
 
 from gradlint import __version__, suppress
 from gradlint.config import Config
-from gradlint.discover import discover
+from gradlint.discover import discover, display_path
 from gradlint.facts.files import FileFacts
 from gradlint.facts.project import ProjectIndex
 from gradlint.findings import FileResult, Finding, RunResult, Severity, SourceSpan
@@ -177,7 +177,7 @@ def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = Tr
     def list_files() -> list[Path]:
         return [p for p, _ in discover([root], config).files if p.suffix == ".py"]
 
-    loader = ProjectFiles(root, lambda path, display: cached_facts(path, display, cache_dir), list_files)
+    loader = ProjectFiles(root, lambda path: cached_facts(path, display_path(path), cache_dir), list_files)
     return ProjectIndex(loader), root
 
 

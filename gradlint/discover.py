@@ -116,7 +116,8 @@ def _excluded(path: Path, root: Path, patterns: tuple[str, ...]) -> bool:
     return False
 
 
-def _display(path: Path) -> str:
+def display_path(path: Path) -> str:
+    """How a file is named in findings and in its cache key: relative to the working folder."""
     try:
         rel = os.path.relpath(path, Path.cwd())
     except ValueError:
@@ -142,7 +143,7 @@ def discover(paths: list[Path], config: Config) -> Discovered:
             resolved = given.resolve()
             if resolved not in seen:
                 seen.add(resolved)
-                found.files.append((given, _display(given)))
+                found.files.append((given, display_path(given)))
             continue
         found.files.extend(_walk(given, root, all_excludes, config.respect_gitignore, seen))
     return found
@@ -192,7 +193,7 @@ def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, see
             if resolved in seen:
                 continue
             seen.add(resolved)
-            out.append((path, _display(path)))
+            out.append((path, display_path(path)))
     return out
 
 

@@ -229,3 +229,29 @@ def test_the_probe_obeys_per_file_ignores(tmp_path):
     assert _selected(verdicts, Config(root=str(tmp_path)), target) == verdicts
     ignored = Config(root=str(tmp_path), per_file_ignores=(("gen/*", ("GL70",)),))
     assert _selected(verdicts, ignored, target) == []
+
+
+def test_modules_read_on_demand_come_from_the_cache(tmp_path, monkeypatch):
+    import gradlint.api as api
+
+    project = tmp_path / "twopkg"
+    shutil.copytree(TWOPKG, project)
+    monkeypatch.chdir(project)
+    config = Config(root=str(project))
+    first = check_paths(["."], config, use_cache=True, jobs=1)
+    extracted: list[str] = []
+    real = api._extract
+
+    def counting(path, display):
+        extracted.append(display)
+        return real(path, display)
+
+    monkeypatch.setattr(api, "_extract", counting)
+    again = check_paths(["train.py"], config, use_cache=True, jobs=1)
+    assert extracted == []  # train.py and the models it reads: all from the cache
+    assert again.findings == [f for f in first.findings if f.path == "train.py"]
+    (project / "models" / "gan.py").write_text((project / "models" / "gan.py").read_text().replace(
+        "return torch.sigmoid(self.body(x))", "return self.body(x)"))
+    changed = check_paths(["train.py"], config, use_cache=True, jobs=1)
+    assert extracted == ["models/gan.py"]  # the edited module only, read because train.py names it
+    assert [f.code for f in changed.findings] == ["GL201"]  # Discriminator returns logits now

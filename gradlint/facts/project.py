@@ -87,7 +87,9 @@ class ProjectIndex:
         classes = {c.name for c in facts.classes}
         if facts.numerics is not None:
             classes |= {c.name for c in facts.numerics.classes}
-        defined = frozenset((set(sym.classes) | set(sym.defined)) if sym else classes)
+        # Classes the extractors saw include nested ones (`class K: class Inner`), which the
+        # file's own code names bare.
+        defined = frozenset(classes | ((set(sym.classes) | set(sym.defined)) if sym else set()))
         mod = Module(name, facts, is_package, imports, defined, sym.star if sym else ())
         self.modules[name] = mod
         self._absent.discard(name)

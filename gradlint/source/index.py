@@ -126,11 +126,12 @@ def module_symbols(text: str) -> ModuleSymbols | None:
 class ProjectFiles:
     """gradlint.facts.project.ModuleLoader over the files of one project folder.
 
-    `extract(path, display)` gives a file's facts (the runner passes its cached extraction);
+    `extract(path)` gives a file's facts (the runner passes its cached extraction, which names
+    the file as discovery would, so a module is cached once whether checked or referenced);
     `list_files()` the project's .py files, honouring excludes and .gitignore.
     """
 
-    def __init__(self, root: Path, extract: Callable[[Path, str], FileFacts],
+    def __init__(self, root: Path, extract: Callable[[Path], FileFacts],
                  list_files: Callable[[], list[Path]] | None = None) -> None:
         self.root = root.resolve()
         self.roots = import_roots(self.root)
@@ -151,7 +152,7 @@ class ProjectFiles:
         path = self.find(module)
         if path is None:
             return None
-        return self.extract(path, _display(path)), path.name == "__init__.py"
+        return self.extract(path), path.name == "__init__.py"
 
     def modules_mentioning(self, word: str) -> list[str]:
         if self.list_files is None:
@@ -166,9 +167,3 @@ class ProjectFiles:
                 continue
         return out
 
-
-def _display(path: Path) -> str:
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
