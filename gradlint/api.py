@@ -206,12 +206,13 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
 def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool = True,
                 jobs: int | None = None) -> RunResult:
     """Check files and folders; the result holds every file's findings, sorted."""
-    found = discover([Path(p) for p in paths], config)
+    given = [Path(p) for p in paths]
+    found = discover(given, config)
     result = RunResult()
     for missing in found.missing:
         result.files.append(FileResult(path=missing, internal_error=None, skipped="no such file or directory"))
     facts = collect_facts(found.files, config, use_cache=use_cache, jobs=jobs)
-    index, root = project_index([Path(p) for p in paths], config, use_cache=use_cache)
+    index, root = project_index(given, config, use_cache=use_cache)
     for (path, _display), f in zip(found.files, facts):
         add_to_index(index, root, path, f)
     rules = load_rules()

@@ -255,3 +255,22 @@ def test_modules_read_on_demand_come_from_the_cache(tmp_path, monkeypatch):
     changed = check_paths(["train.py"], config, use_cache=True, jobs=1)
     assert extracted == ["models/gan.py"]  # the edited module only, read because train.py names it
     assert [f.code for f in changed.findings] == ["GL201"]  # Discriminator returns logits now
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_or_a_broken_module_in_the_project_does_not_hang_or_crash_the_lookup(tmp_path, monkeypatch):
+    import os
+
+    (tmp_path / "pyproject.toml").write_text("")
+    os.mkfifo(tmp_path / "fifo.py")
+    # libcst's native parser overflows its stack on this (SIGSEGV): CPython refuses it first
+    (tmp_path / "deep.py").write_text("import torch\nclass Deep(torch.nn.Module):\n    pass\n"
+                                      "x = " + "(" * 2000 + "1" + ")" * 2000 + "\n")
+    (tmp_path / "broken.py").write_text("import torch\nclass Net(torch.nn.Module)\n")
+    (tmp_path / "user.py").write_text(
+        "import torch\nfrom fifo import Net\nfrom deep import Deep\nfrom broken import Net as B\n\n"
+        "class Op(torch.autograd.Function):\n    @staticmethod\n    def forward(ctx, x):\n        return x\n\n"
+        "    @staticmethod\n    def backward(ctx, g):\n        return g\n\n"
+        "def loss(x, y):\n    bce = torch.nn.BCELoss()\n    return bce(Net()(x), y) + bce(B()(x), y) + bce(Deep()(x), y)\n")
+    found = findings_for(tmp_path, ["user.py"], "user.py", monkeypatch)
+    assert [code for _l, _c, code, _m in found] == ["GL406"]

@@ -7,6 +7,7 @@ The resolution itself (imports, re-exports, `*`) is pure data and lives in gradl
 from __future__ import annotations
 
 import ast
+import stat
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -15,6 +16,7 @@ from gradlint.facts.files import FileFacts, ModuleSymbols
 PROJECT_MARKERS = ("pyproject.toml", "setup.cfg", ".git")
 # Files of the project scanned for one word (gradcheck calls), at most.
 MAX_SCANNED = 20000
+MAX_SCANNED_BYTES = 8 * 1024 * 1024
 
 
 def find_project_root(paths: Iterable[Path], fallback: Path) -> Path:
@@ -69,13 +71,16 @@ def module_name(path: Path, root: Path) -> tuple[str, bool]:
     return ".".join(parts) or path.stem, is_package
 
 
-def module_symbols(text: str) -> ModuleSymbols | None:
-    """Top-level imports and bindings of a module, read with CPython's parser (runs nothing);
-    None when it does not parse."""
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
+def module_symbols(source: str | ast.Module) -> ModuleSymbols | None:
+    """Top-level imports and bindings of a module (its text, or CPython's AST of it), read with
+    CPython's parser (runs nothing); None when it does not parse."""
+    if isinstance(source, ast.Module):
+        tree = source
+    else:
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
     imports: dict[str, list[str]] = {}
     classes: list[str] = []
     defined: list[str] = []
@@ -161,6 +166,11 @@ class ProjectFiles:
         out: list[str] = []
         for path in self.list_files()[:MAX_SCANNED]:
             try:
+                # Only regular files of a sane size: a FIFO or a device named x.py would hang or
+                # exhaust memory, and no source file that long calls gradcheck.
+                st = path.stat()
+                if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SCANNED_BYTES:
+                    continue
                 if needle in path.read_bytes():
                     out.append(module_name(path, self.root)[0])
             except OSError:
