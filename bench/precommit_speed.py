@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -29,15 +30,19 @@ DEFAULT_FILES = ("timm/models/vision_transformer.py", "timm/models/resnet.py", "
                  "timm/utils/cuda.py")
 
 
-def gradlint(args: list[str], cwd: Path) -> float:
+def gradlint(args: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of gradlint and its workers): on a shared machine the wall
+    time follows the load, the CPU time follows the work."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "gradlint.cli", "check", "--exit-zero", *args], cwd=cwd,
                           env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode not in (0, 1):
         raise SystemExit(f"gradlint {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def modules_read(project: Path, file: str) -> int:
@@ -81,24 +86,32 @@ def main() -> None:
         n = sum(1 for _ in project.rglob("*.py"))
         print(f"project: {source} ({n} .py files), {os.cpu_count()} CPUs, median of {args.rounds} rounds")
 
-        def median(cmd: list[str], warm: bool) -> float:
-            times = []
-            for _ in range(args.rounds):
-                if not warm:
-                    shutil.rmtree(project / ".gradlint_cache", ignore_errors=True)
-                times.append(gradlint(cmd, project))
-            return statistics.median(times)
+        def median(cmd: list[str], edit: str | None = None) -> tuple[float, float]:
+            """`--no-cache` runs neither read nor write the cache; `edit` changes that file
+            before each round (one changed file in a warm project)."""
+            runs = []
+            for i in range(args.rounds):
+                if edit:
+                    with (project / edit).open("a") as fh:
+                        fh.write(f"\n# edited {i}\n")
+                runs.append(gradlint(cmd, project))
+            return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
-        whole_cold = median(["--no-cache", "."], warm=False)
+        def fmt(t: tuple[float, float]) -> str:
+            return f"{t[0]:6.2f} s wall {t[1]:6.2f} s CPU"
+
+        whole_cold = median(["--no-cache", "."])
         gradlint(["."], project)  # fill the cache
-        whole_warm = median(["."], warm=True)
-        print(f"gradlint check .            cold {whole_cold:7.2f} s   warm {whole_warm:6.2f} s")
+        whole_warm = median(["."])
+        print(f"{'gradlint check .':<50} cold {fmt(whole_cold)} | warm {fmt(whole_warm)}")
         for f in files:
-            one_cold = median(["--no-cache", f], warm=False)
-            one_warm = median([f], warm=True)
+            one_cold = median(["--no-cache", f])
+            one_warm = median([f])
+            one_changed = median([f], edit=f)
             reads = modules_read(project, f)
-            print(f"gradlint check {f:<40} cold {one_cold:6.2f} s ({one_cold / whole_cold:5.1%} of the project)"
-                  f"   warm {one_warm:5.2f} s   project modules read: {reads}")
+            print(f"{'gradlint check ' + f:<50} cold {fmt(one_cold)} | warm {fmt(one_warm)} | "
+                  f"changed {fmt(one_changed)} | cold CPU {one_cold[1] / whole_cold[1]:.1%} of the project's; "
+                  f"project modules read: {reads}")
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import gradlint.cli"], env=dict(os.environ, PYTHONPATH=str(ROOT)),
                        check=True)
