@@ -79,7 +79,7 @@ def predict(widths: list[int], act: str, scheme: str, params: dict) -> float:
 
 
 def fan_out_rule(widths: list[int], gain: float) -> float:
-    """What the prediction would be with DESIGN.md's fan_out_l in place of fan_in_l."""
+    """What the prediction would be with an early design note's fan_out_l in place of fan_in_l."""
     ratio = 1.0
     for a, b in list(zip(widths[:-1], widths[1:]))[1:]:
         ratio *= b / a

@@ -1,4 +1,5 @@
-"""check_paths(paths, config) -> RunResult: discovery, per-file facts (pooled, cached), rules. No printing."""
+"""check_paths(paths, config) -> RunResult: discovery, per-file facts (pooled, cached), the project
+index, the enabled rules of each file, suppressions. No printing."""
 
 from __future__ import annotations
 
@@ -6,96 +7,17 @@ import os
 import tempfile
 import traceback
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from gradlint import cache, inputs, suppress
 from gradlint.config import Config
-from gradlint.discover import discover
+from gradlint.discover import discover, display_path
+from gradlint.facts.files import FileFacts
+from gradlint.facts.project import ProjectIndex
 from gradlint.findings import FileResult, Finding, InputError, RunResult, Severity, SourceSpan
-from gradlint.model.ir import Network
 from gradlint.registry import Rule, RuleContext, load_rules
-
-
-@dataclass(frozen=True)
-class ClassSummary:
-    """What other files of the run need to know about a class (nn.Module or not)."""
-
-    name: str
-    path: str
-    bases: tuple[str, ...] = ()
-    recurrent: bool = False
-    transformer_blocks: int = 0
-    # 'softmax', 'sigmoid', 'log_softmax' when forward returns that (GL303 and friends)
-    returns: str | None = None
-    is_module: bool = False
-
-
-@dataclass
-class FileFacts:
-    """Everything the front-ends learned about one file; pure data (gradlint.cache stores it as JSON)."""
-
-    path: str
-    kind: str  # 'python' or 'onnx'
-    source: str | None = None
-    networks: tuple[Network, ...] = ()
-    classes: tuple[ClassSummary, ...] = ()
-    training: Any = None  # gradlint.source.loops facts (training-loop rules)
-    numerics: Any = None  # gradlint.source.numerics facts (numerics and gradient-path rules)
-    graph: Any = None  # gradlint.onnx facts (ONNX graph rules)
-    # The file could not be read (GL001, GL002, GL003 report these).
-    input_errors: tuple[InputError, ...] = ()
-    skipped: str | None = None
-    # A failure of gradlint's own front-end on this file: reported, exit 2, the run goes on.
-    internal_error: str | None = None
-    # A notebook's gradlint.notebook.CellMap: its findings are moved from the virtual file to cells.
-    cells: Any = None
-    # Other files the facts were read from (ONNX external data), relative to the file's folder:
-    # a cache entry holds only while they are unchanged.
-    depends: tuple[str, ...] = ()
-
-
-@dataclass
-class RunIndex:
-    """Run-wide facts: classes by name, so a rule in train.py knows the model of model.py."""
-
-    classes: dict[str, list[ClassSummary]] = field(default_factory=dict)
-    networks: dict[str, list[Network]] = field(default_factory=dict)
-    # Numerics: class name -> gradlint.source.numerics_facts.NumClass records (what a forward
-    # returns, module-ness, autograd Functions), and the autograd Functions gradchecked in the run.
-    numeric_classes: dict[str, list[Any]] = field(default_factory=dict)
-    gradchecked: set[str] = field(default_factory=set)
-
-    @classmethod
-    def build(cls, facts: Iterable[FileFacts]) -> "RunIndex":
-        index = cls()
-        facts = list(facts)
-        for f in facts:
-            for c in f.classes:
-                index.classes.setdefault(c.name, []).append(c)
-            for n in f.networks:
-                index.networks.setdefault(n.name, []).append(n)
-        index._add_numerics(facts)
-        return index
-
-    def _add_numerics(self, facts: Iterable[FileFacts]) -> None:
-        names: set[str] = set()
-        aliases: list[tuple[str, str]] = []
-        for f in facts:
-            num = getattr(f, "numerics", None)
-            if num is None:
-                continue
-            for c in num.classes:
-                self.numeric_classes.setdefault(c.name, []).append(c)
-            names |= set(num.gradchecked)
-            aliases.extend(num.apply_aliases)
-        # A Function is checked when its name, an alias of its .apply, or a wrapper calling it
-        # is passed to gradcheck anywhere in the run.
-        self.gradchecked = names | {cls for alias, cls in aliases if alias in names}
-
-    def lookup(self, name: str) -> list[ClassSummary]:
-        return self.classes.get(name, [])
 
 
 def _kind(path: Path, display: str) -> str:
@@ -151,29 +73,78 @@ def _short_traceback() -> str:
     return traceback.format_exc(limit=-3).strip()
 
 
-def run_rules(facts: FileFacts, config: Config, index: RunIndex, rules: dict[str, type[Rule]],
-              enabled: frozenset[str], relpath: str) -> FileResult:
-    """Run the selected rules on one file's facts, then per-file ignores and suppressions."""
+def relative_path(path: Path | str, config: Config) -> str:
+    """A path relative to the configuration's root, as per-file-ignores patterns are written."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path(config.root).resolve()).as_posix()
+    except (ValueError, OSError):
+        return path.as_posix()
+
+
+def _matches(code: str, selectors: Iterable[str]) -> bool:
+    return any(code.startswith(sel) for sel in selectors)
+
+
+def enabled_rules(config: Config, relpath: str, rules: dict[str, type[Rule]] | None = None) -> frozenset[str]:
+    """The codes that apply to one file: those the selection enables (select, extend-select,
+    ignore) and the always-on input rules, less the file's per-file-ignores. The one place this
+    is decided, for check, fix and probe alike."""
+    rules = rules if rules is not None else load_rules()
+    on = config.enabled_codes() | {c for c, r in rules.items() if r.always_on}
+    ignored = config.ignored_codes_for(relpath)
+    return frozenset(c for c in on if not _matches(c, ignored))
+
+
+def run_rules(facts: FileFacts, config: Config, index: ProjectIndex | None, rules: dict[str, type[Rule]],
+              relpath: str) -> FileResult:
+    """Run the rules enabled for one file on its facts, then suppressions."""
     findings: list[Finding] = []
     internal = facts.internal_error
-    ignored = config.ignored_codes_for(relpath)
+    enabled = enabled_rules(config, relpath, rules)
+    scope = index.scope(facts) if index is not None else None
     for code in sorted(enabled):
         rule_cls = rules[code]
         if facts.kind not in rule_cls.inputs or rule_cls.probe_only:
             continue
-        if any(code.startswith(sel) for sel in ignored):
-            continue
-        ctx = RuleContext(rule=rule_cls(), path=facts.path, facts=facts, options=config.options_for(code), index=index,
+        ctx = RuleContext(rule=rule_cls(), path=facts.path, facts=facts, options=config.options_for(code), index=scope,
                           enabled=enabled)
         try:
             findings.extend(rule_cls().check(ctx))
         except Exception:
             internal = (internal + "\n" if internal else "") + f"{code} crashed on {facts.path}:\n{_short_traceback()}"
-    # GL0xx are always on, but a per-file ignore still silences them where the user asks.
-    findings = [f for f in findings if not any(f.code.startswith(sel) for sel in ignored)]
+    # A rule may word a finding under a sibling code (GL0xx input errors): the file's ignores hold.
+    ignored = config.ignored_codes_for(relpath)
+    findings = [f for f in findings if not _matches(f.code, ignored)]
     findings = suppress.apply(findings, facts.source)
     findings.sort(key=Finding.sort_key)
     return FileResult(path=facts.path, findings=tuple(findings), internal_error=internal, skipped=facts.skipped)
+
+
+def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = True) -> tuple[ProjectIndex, Path]:
+    """An empty project index for the project the paths belong to, with a loader that summarises
+    (through the cache) any module of the project a lookup reaches; and the project's root."""
+    from gradlint.source.index import ProjectFiles, find_project_root
+
+    root = find_project_root(paths, Path(config.root))
+    store = cache.open_store(config.root, config.cache_dir)[0] if use_cache else None
+
+    def list_files() -> list[Path]:
+        return [p for p, _ in discover([root], config).files if p.suffix == ".py"]
+
+    loader = ProjectFiles(root, lambda path: cached_facts(path, display_path(path), store, config.max_file_size),
+                          list_files)
+    return ProjectIndex(loader), root
+
+
+def add_to_index(index: ProjectIndex, root: Path, path: Path, facts: FileFacts) -> None:
+    from gradlint.source.index import module_name
+
+    if facts.kind != "python":
+        index.by_path.setdefault(facts.path, "")
+        return
+    name, is_package = module_name(path, root)
+    index.add(name, facts, is_package)
 
 
 def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: bool = True,
@@ -193,23 +164,20 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
 def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool = True,
                 jobs: int | None = None) -> RunResult:
     """Check files and folders; the result holds every file's findings, sorted."""
-    found = discover([Path(p) for p in paths], config)
+    given = [Path(p) for p in paths]
+    found = discover(given, config)
     result = RunResult(warnings=list(found.warnings))
     for missing in found.missing:
         result.files.append(FileResult(path=missing, skipped="no such file or directory", error=True))
     for path, reason, error in found.refused:
         result.files.append(FileResult(path=path, skipped=reason, error=error))
     facts = collect_facts(found.files, config, use_cache=use_cache, jobs=jobs, warnings=result.warnings)
-    index = RunIndex.build(facts)
-    rules = load_rules()
-    enabled = config.enabled_codes() | {c for c, r in rules.items() if r.always_on}
-    root = Path(config.root)
+    index, root = project_index(given, config, use_cache=use_cache)
     for (path, _display), f in zip(found.files, facts):
-        try:
-            relpath = path.resolve().relative_to(root.resolve()).as_posix()
-        except ValueError:
-            relpath = path.as_posix()
-        result.files.append(_in_cells(run_rules(f, config, index, rules, enabled, relpath), f))
+        add_to_index(index, root, path, f)
+    rules = load_rules()
+    for (path, _display), f in zip(found.files, facts):
+        result.files.append(_in_cells(run_rules(f, config, index, rules, relative_path(path, config)), f))
     return result
 
 
@@ -237,12 +205,10 @@ def check_text(display: str, data: bytes, config: Config) -> RunResult:
         except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
             facts = FileFacts(path=display, kind="python", input_errors=(InputError("GL001", f"cannot decode: {exc}"),))
     rules = load_rules()
-    enabled = config.enabled_codes() | {c for c, r in rules.items() if r.always_on}
-    try:
-        relpath = Path(display).resolve().relative_to(Path(config.root).resolve()).as_posix()
-    except ValueError:
-        relpath = Path(display).as_posix()
-    result = run_rules(facts, config, RunIndex.build([facts]), rules, enabled, relpath)
+    # Names resolve across the project of `display`, as in `gradlint check` of that file.
+    index, root = project_index([Path(display)], config, use_cache=True)
+    add_to_index(index, root, Path(display), facts)
+    result = run_rules(facts, config, index, rules, relative_path(display, config))
     return RunResult(files=[_in_cells(result, facts)])
 
 
@@ -281,6 +247,6 @@ def exit_code(result: RunResult, fail_on: Severity, *, exit_zero: bool = False) 
 
 
 __all__ = [
-    "ClassSummary", "FileFacts", "RunIndex", "check_paths", "check_source", "check_text", "exit_code",
-    "run_rules", "collect_facts", "SourceSpan",
+    "check_paths", "check_source", "check_text", "exit_code", "run_rules", "collect_facts", "enabled_rules",
+    "project_index", "relative_path", "SourceSpan",
 ]

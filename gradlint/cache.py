@@ -47,11 +47,8 @@ MARKER = "# created by gradlint: the per-file cache (plain JSON); safe to delete
 # Modules whose dataclasses (and enums) may appear in an entry. Fixed here: an entry names a
 # record, and the name is only looked up in these modules' own definitions.
 RECORD_MODULES = (
-    "gradlint.api",
     "gradlint.findings",
     "gradlint.model.ir",
-    "gradlint.source.loops",
-    "gradlint.source.numerics_facts",
     "gradlint.onnx",
     "gradlint.onnx.hazards",
     "gradlint.notebook",

@@ -170,7 +170,8 @@ def _rel_to(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def _display(path: Path) -> str:
+def display_path(path: Path) -> str:
+    """How a file is named in findings and in its cache key: relative to the working folder."""
     try:
         rel = os.path.relpath(path, Path.cwd())
     except ValueError:
@@ -205,11 +206,11 @@ def discover(paths: list[Path], config: Config) -> Discovered:
             continue
         what = kind_of(st.st_mode)
         if what:
-            found.refused.append((_display(given), f"not a regular file ({what}); it was not opened", True))
+            found.refused.append((display_path(given), f"not a regular file ({what}); it was not opened", True))
             continue
         if (st.st_dev, st.st_ino) not in seen:
             seen.add((st.st_dev, st.st_ino))
-            found.files.append((given, _display(given)))
+            found.files.append((given, display_path(given)))
     return found
 
 
@@ -236,7 +237,7 @@ def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, see
                 patterns.extend(_load(parent, _rel(parent, base_root), found))
 
     def unreadable(exc: OSError) -> None:
-        where = _display(Path(exc.filename)) if exc.filename else _display(top)
+        where = display_path(Path(exc.filename)) if exc.filename else display_path(top)
         found.refused.append((where, f"cannot read folder: {describe_error(exc)}", True))
 
     for dirpath, dirnames, filenames in os.walk(top, onerror=unreadable, followlinks=False):
@@ -269,17 +270,17 @@ def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, see
                 st = os.stat(path)
             except OSError as exc:
                 reason = "broken symbolic link" if isinstance(exc, FileNotFoundError) else describe_error(exc)
-                found.refused.append((_display(path), reason, False))
+                found.refused.append((display_path(path), reason, False))
                 continue
             what = kind_of(st.st_mode)
             if what:
                 if not stat.S_ISDIR(st.st_mode):
-                    found.refused.append((_display(path), f"not a regular file ({what}); it was not opened", False))
+                    found.refused.append((display_path(path), f"not a regular file ({what}); it was not opened", False))
                 continue
             if (st.st_dev, st.st_ino) in seen:
                 continue
             seen.add((st.st_dev, st.st_ino))
-            found.files.append((path, _display(path)))
+            found.files.append((path, display_path(path)))
 
 
 def _rel(folder: Path, base: Path) -> str:
@@ -298,7 +299,7 @@ def _load(folder: Path, base: str, found: Discovered) -> list[_Pattern]:
         st = os.lstat(path)
     except OSError:
         return []
-    display = _display(path)
+    display = display_path(path)
     if stat.S_ISLNK(st.st_mode):
         found.warnings.append(f"{display}: not read: a symbolic link (git does not follow it either)")
         return []

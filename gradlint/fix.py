@@ -193,26 +193,23 @@ def write_atomic(path: Path, text: str, encoding: str = "utf-8") -> None:
 
 
 def _rechecker(display: str, config) -> Recheck:
-    """Re-run the selected rules on fixed text, in memory (this file alone: enough for the
-    fixes, which never depend on other files)."""
-    from gradlint.api import RunIndex, run_rules
+    """Re-run the enabled rules on fixed text, in memory, with names resolved across the project
+    as `gradlint check` resolves them (other modules are summarised from disk, through the cache)."""
+    from gradlint.api import add_to_index, project_index, relative_path, run_rules
     from gradlint.registry import load_rules
     from gradlint.source import extract_facts, parse
 
     rules = load_rules()
-    enabled = config.enabled_codes() | {c for c, r in rules.items() if r.always_on}
-    root = Path(config.root).resolve()
-    try:
-        relpath = Path(display).resolve().relative_to(root).as_posix()
-    except ValueError:
-        relpath = Path(display).as_posix()
+    relpath = relative_path(display, config)
 
     def run(text: str) -> list[Finding]:
         try:
             facts = extract_facts(parse(display, text))
         except Exception:
             return []
-        return list(run_rules(facts, config, RunIndex.build([facts]), rules, enabled, relpath).findings)
+        index, root = project_index([Path(display)], config)
+        add_to_index(index, root, Path(display), facts)
+        return list(run_rules(facts, config, index, rules, relpath).findings)
 
     return run
 

@@ -161,7 +161,7 @@ def locate(result: FileResult, cells: CellMap) -> FileResult:
 
 def extract_notebook_bytes(data: bytes, display: str):
     """FileFacts of a notebook: its code cells' facts, with the cell map to put findings back."""
-    from gradlint.api import FileFacts
+    from gradlint.facts.files import FileFacts
     from gradlint.findings import InputError
     from gradlint.source import extract_python_text
 
@@ -178,7 +178,7 @@ def extract_notebook_bytes(data: bytes, display: str):
 
 
 def extract_notebook(path: Path, display: str):
-    from gradlint.api import FileFacts
+    from gradlint.facts.files import FileFacts
     from gradlint.findings import InputError
 
     try:

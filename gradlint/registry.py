@@ -57,13 +57,15 @@ class Example:
 
 @dataclass
 class RuleContext:
-    """What a rule sees of one file: its facts, its options, and the run-wide index."""
+    """What a rule sees of one file: its facts, its options, and the project index."""
 
     rule: "Rule"
     path: str
-    facts: Any  # gradlint.api.FileFacts (kept untyped here so registry imports no front-end)
+    facts: Any  # gradlint.facts.files.FileFacts
     options: Mapping[str, Any]
-    index: Any = None  # gradlint.api.RunIndex
+    # gradlint.facts.project.Scope: the project index as this file sees it (names resolve through
+    # the file's own imports, to the class of that qualified name); None outside a run.
+    index: Any = None
     # Codes enabled for this file: lets a rule give way to a more specific one on the same line.
     enabled: frozenset[str] = frozenset()
 

@@ -1,4 +1,4 @@
-"""GL1xx end to end: DESIGN.md's table from source, fixture expectations, and check never runs code."""
+"""GL1xx end to end: ARCHITECTURE.md's table from source, fixture expectations, and check never runs code."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_fixture_expectations_match_findings(family):
     assert found == expectations(folder)
 
 
-# DESIGN.md's measured gains, each built here in another spelling than the fixture's.
+# ARCHITECTURE.md's measured gains, each built here in another spelling than the fixture's.
 DESIGN_TABLE = [
     ("""
 import torch.nn as nn

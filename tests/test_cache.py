@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from gradlint import cache
-from gradlint.api import FileFacts, check_paths
+from gradlint.api import check_paths
+from gradlint.facts.files import FileFacts
 from gradlint.config import Config
 from gradlint.findings import InputError, Severity, SourceSpan
 from gradlint.model.ir import Activation, InitSpec, Network, Param, Residual

@@ -3,7 +3,7 @@
 MEASURED holds what bench/measure_chains.py printed (torch 2.x CPU, batch 256, geometric mean
 over 5 seeds, ||dL/dz_first|| / ||dL/dz_last||). The non-square chains settle which fan the
 backward factor uses: with fan_in of the next layer (what propagation.py does) the prediction
-for "128<->512 + ReLU, normal_(std=0.05)" is 8.39e-3 against 8.54e-3 measured; DESIGN.md's
+for "128<->512 + ReLU, normal_(std=0.05)" is 8.39e-3 against 8.54e-3 measured; an early design note's
 fan_out would predict 4.19e-3, off by 2x (and 1.28 against 2.56 for the tanh chain).
 """
 
@@ -71,7 +71,7 @@ MEASURED = {
     "8 x Linear(256) + Tanh, orthogonal_(gain=5/3)": ([256] * 9, "tanh", None, spec("orthogonal", gain=5 / 3), 1.46),
 }
 
-# DESIGN.md's table: (case, measured there).
+# ARCHITECTURE.md's table: (case, measured there).
 DESIGN_TABLE = [
     ("12 x Linear(256) + Sigmoid, default", 4.2e-10),
     ("8 x Linear(512) + Tanh, normal_(std=1)", 6.3e3),

@@ -6,11 +6,13 @@ from __future__ import annotations
 import pickle
 
 from gradlint import cache
-from gradlint.api import FileFacts, RunIndex, check_source
+from gradlint.api import check_source
 from gradlint.config import Config
+from gradlint.facts.files import FileFacts, ModuleSymbols
+from gradlint.facts.project import ProjectIndex, Scope
 from gradlint.source import parse
 from gradlint.source.numerics import extract
-from gradlint.source.numerics_facts import NumClass, NumericsFacts, forward_returns, is_module_class
+from gradlint.facts.numerics import NumClass, NumericsFacts, forward_returns, is_module_class
 from gradlint.findings import SourceSpan
 
 
@@ -82,23 +84,36 @@ def test_inherited_forward_and_disagreeing_definitions():
     user = ("import torch\nfrom torch import nn\nfrom base import Child\n\n"
             "def f(x, y):\n    m = Child()\n    return nn.CrossEntropyLoss()(m(x), y)\n")
     assert codes(user, **{"base.py": base}) == ["GL303"]
-    # a second class of the same name that returns logits: the run cannot tell which is meant
+    # a second class of the same name elsewhere changes nothing: `Child` is base.Child here
     other = "from torch import nn\n\nclass Child(nn.Module):\n    def forward(self, x):\n        return x\n"
-    assert codes(user, **{"base.py": base, "other.py": other}) == []
+    assert codes(user, **{"base.py": base, "other.py": other}) == ["GL303"]
+    # a conditional import of two classes that disagree: precision first
+    either = user.replace("from base import Child\n",
+                          "try:\n    from base import Child\nexcept ImportError:\n    from other import Child\n")
+    assert codes(either, **{"base.py": base, "other.py": other}) == []
 
 
 def test_index_queries_on_records():
-    index = RunIndex()
     span = SourceSpan.point(1)
-    index.numeric_classes = {
-        "A": [NumClass("A", span, bases=("torch.nn.Module",), has_forward=True, returns="softmax")],
-        "B": [NumClass("B", span, bases=(".a.A",), has_forward=False)],
-        "C": [NumClass("C", span, bases=("object",), has_forward=True, returns_via=("A",))],
-    }
-    assert forward_returns(index, "B") == "softmax"
-    assert forward_returns(index, "C") == "softmax"
-    assert is_module_class(index, "B") and not is_module_class(index, "C")
-    assert forward_returns(index, "Missing") is None
+
+    def module(path: str, *classes: NumClass, imports=()) -> FileFacts:
+        return FileFacts(path=path, kind="python", numerics=NumericsFacts(classes=classes),
+                         symbols=ModuleSymbols(imports=imports, classes=tuple(c.name for c in classes)))
+
+    index = ProjectIndex()
+    index.add("pkg.a", module("pkg/a.py", NumClass("A", span, bases=("torch.nn.Module",), has_forward=True,
+                                                     returns="softmax")))
+    index.add("pkg.b", module("pkg/b.py", NumClass("B", span, bases=(".a.A",), has_forward=False),
+                              NumClass("C", span, bases=("object",), has_forward=True, returns_via=("A",)),
+                              imports=(("A", (".a.A",)),)))
+    scope = Scope(index, "pkg.b")
+    assert forward_returns(scope, "B") == "softmax"
+    assert forward_returns(scope, "C") == "softmax"
+    assert is_module_class(scope, "B") and not is_module_class(scope, "C")
+    assert forward_returns(scope, "Missing") is None
+    # from another module, the bare name means nothing until imported
+    assert forward_returns(Scope(index, "pkg.a"), "B") is None
+    assert forward_returns(Scope(index, "pkg.a"), "pkg.b.B") == "softmax"
 
 
 def test_quiet_contexts_are_not_gradient_hazards():

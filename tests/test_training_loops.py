@@ -10,7 +10,7 @@ from gradlint.api import check_source
 from gradlint.config import Config
 from gradlint.rules.training import steps
 from gradlint.source import extract_facts, parse
-from gradlint.source.loops import TrainingFacts, iter_events
+from gradlint.facts.training import TrainingFacts, iter_events
 
 
 def facts(text: str) -> TrainingFacts:

@@ -9,7 +9,7 @@ parametric layer, identity if none; Passthrough nodes are transparent):
   z_{l-1} ~ N(0, q_{l-1})
 
 The backward factor uses the fan_in of the later layer: dL/dh_{l-1} = W_l^T dL/dz_l has
-fan_in_l components of variance sigma_l^2 ||dL/dz_l||^2 each. (DESIGN.md writes fan_out_l,
+fan_in_l components of variance sigma_l^2 ||dL/dz_l||^2 each. (An early design note wrote fan_out_l,
 which is the per-component variance ratio; for the ratio of whole gradient norms, which is what
 the table there measures, fan_in_l is right; the two agree on square layers, and
 bench/measure_chains.py measures a non-square chain to settle it.) The product fan_in * sigma^2

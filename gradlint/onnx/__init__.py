@@ -57,7 +57,7 @@ class GraphFacts:
 
 def extract_onnx(path: Path, display: str):
     """FileFacts of one `.onnx` (or ONNX text `.onnx.txt`) file. Bad input becomes GL002/GL003."""
-    from gradlint.api import FileFacts
+    from gradlint.facts.files import FileFacts
     from gradlint.onnx.graph import GraphIndex, default_opset
     from gradlint.onnx.hazards import find_hazards
     from gradlint.onnx.load import ModelError, check_structure, decode, external_locations, sort_nodes, vet_external

@@ -404,11 +404,13 @@ def nan_region(meas: Any, model: Any, target: Target, path: str) -> Any:
 
 
 def _selected(verdicts: list[Any], config: Any, path: Path) -> list[Any]:
-    """The probe's findings obey the configuration (select/ignore) and suppression comments
-    (`# noqa: GL704` on the line a finding points at), as the static findings do."""
+    """The probe's findings obey the configuration (select/ignore, per-file-ignores) and
+    suppression comments (`# noqa: GL704` on the line a finding points at), as the static
+    findings do."""
     from gradlint import suppress
+    from gradlint.api import enabled_rules, relative_path
 
-    enabled = config.enabled_codes()
+    enabled = enabled_rules(config, relative_path(path, config))
     verdicts = [v for v in verdicts if v.finding.code in enabled]
     try:
         source = path.read_text(encoding="utf-8")

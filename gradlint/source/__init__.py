@@ -149,7 +149,7 @@ def parse(path: str, text: str) -> SourceFile:
 
 def extract_python(path: Path, display: str, data: bytes | None = None):
     """Facts of one source file; `data` is its bytes when the caller has read them (bounded)."""
-    from gradlint.api import FileFacts
+    from gradlint.facts.files import FileFacts
     from gradlint.inputs import Refused, read_bounded
 
     if data is None:
@@ -165,15 +165,25 @@ def extract_python(path: Path, display: str, data: bytes | None = None):
 
 
 def extract_python_text(text: str, display: str):
-    """The facts of Python source already in memory: stdin, a notebook's cells."""
-    from gradlint.api import FileFacts
+    """The facts of Python source already in memory: a file's, stdin's, a notebook's cells."""
+    from gradlint.facts.files import FileFacts
 
     if not _SNIFF.search(text.encode("utf-8", "surrogatepass")):
+        from gradlint.source.index import module_symbols
+
         # Nothing for our rules here, but a broken file is still news (GL001): CPython's own
         # parser tells, at a fraction of libcst's cost, and executes nothing.
         error = _python_syntax_error(text, display)
         errors = (InputError("GL001", error[2], SourceSpan.point(error[0], error[1])),) if error else ()
-        return FileFacts(path=display, kind="python", source=text, input_errors=errors)
+        # Its names still matter to other files: a package `__init__` that re-exports a model.
+        symbols = None if error else module_symbols(text)
+        return FileFacts(path=display, kind="python", source=text, input_errors=errors, symbols=symbols)
+    tree, too_deep = _cpython_parse(text, display)
+    if too_deep is not None:
+        # CPython refuses the nesting; libcst's native parser would overflow its stack (SIGSEGV)
+        # and take the whole run down, this file's importers included.
+        return FileFacts(path=display, kind="python", source=text,
+                         input_errors=(InputError("GL001", too_deep[2], SourceSpan.point(too_deep[0], too_deep[1])),))
     try:
         src = parse(display, text)
     except cst.ParserSyntaxError as exc:
@@ -184,7 +194,29 @@ def extract_python_text(text: str, display: str):
     except (RecursionError, MemoryError):
         return FileFacts(path=display, kind="python", source=text,
                          input_errors=(InputError("GL001", "file is too deeply nested to parse"),))
-    return extract_facts(src)
+    return extract_facts(src, tree)
+
+
+_TOO_DEEP = re.compile(r"too many nested|too many levels|too complex|nested too deeply")
+
+
+def _cpython_parse(text: str, display: str):
+    """(CPython's AST or None, (line, column, message) when the file nests too deeply to parse).
+
+    The AST gives the module's top-level names (gradlint.source.index.module_symbols); a syntax
+    CPython does not know (newer than the running Python) is left to libcst."""
+    import ast
+
+    try:
+        return ast.parse(text, filename=display), None
+    except SyntaxError as err:
+        if _TOO_DEEP.search(err.msg or ""):
+            return None, (err.lineno or 1, err.offset or 1, f"syntax error: {err.msg}")
+        return None, None
+    except (RecursionError, MemoryError):
+        return None, (1, 1, "file is too deeply nested to parse")
+    except ValueError:
+        return None, None
 
 
 def _python_syntax_error(text: str, display: str) -> tuple[int, int, str] | None:
@@ -201,13 +233,15 @@ def _python_syntax_error(text: str, display: str) -> tuple[int, int, str] | None
     return None  # CPython accepts it: a syntax libcst does not know; report libcst's words
 
 
-def extract_facts(src: SourceFile):
-    """Run every extractor on one parsed file."""
-    from gradlint.api import FileFacts
+def extract_facts(src: SourceFile, tree=None):
+    """Run every extractor on one parsed file (`tree`: CPython's AST of it, when already made)."""
+    from gradlint.facts.files import FileFacts
     from gradlint.source import loops, models, numerics
+    from gradlint.source.index import module_symbols
 
     networks, classes = models.extract(src)
-    facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes)
+    facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes,
+                      symbols=module_symbols(tree if tree is not None else src.text))
     facts.numerics = numerics.extract(src)
     facts.training = loops.extract(src)
     return facts

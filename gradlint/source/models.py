@@ -1622,7 +1622,7 @@ def _merge(a: Any, b: Any) -> Any:
 
 def extract(src):
     """(networks, class summaries) of one parsed file."""
-    from gradlint.api import ClassSummary
+    from gradlint.facts.files import ClassSummary
 
     fm = FileModel(src)
     networks: list[Network] = []

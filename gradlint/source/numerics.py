@@ -18,7 +18,7 @@ import libcst as cst
 
 from gradlint.findings import Edit, Fix, SourceSpan
 from gradlint.source.names import dotted
-from gradlint.source.numerics_facts import NumClass, NumericsFacts, Site
+from gradlint.facts.numerics import NumClass, NumericsFacts, Site
 
 F = "torch.nn.functional."
 SOFTMAX = frozenset({"torch.softmax", F + "softmax", "torch.special.softmax", "torch.Tensor.softmax"})
@@ -1227,8 +1227,10 @@ class FunctionWalk:
         if len(shorts) == 1:
             short = shorts.pop()
             if short[:1].isupper() and not short.isupper():
-                # an instance of a class of the project: the run index says what it is
-                return V(inst=frozenset({short}), leaf=True)
+                # maybe an instance of a class of the project: the project index resolves the
+                # name as written here to the class, or to nothing outside the project
+                written = dotted(node.func)
+                return V(inst=frozenset({written}) if written else frozenset(), leaf=True)
         return replace(res, rg=frozenset())
 
     def prob_value(self, kind: str, node: cst.Call, first: V) -> V:
@@ -1531,8 +1533,14 @@ class FunctionWalk:
         found: set[str] = set()
 
         class Names(cst.CSTVisitor):
+            # names as written; the project index resolves them from this module
             def visit_Name(self, n: cst.Name) -> None:
                 found.add(n.value)
+
+            def visit_Attribute(self, n: cst.Attribute) -> None:
+                text = dotted(n)
+                if text:
+                    found.add(text[: -len(".apply")] if text.endswith(".apply") else text)
 
         first.visit(Names())
         self.x.gradchecked.update(found)

@@ -6,7 +6,7 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Severity
 from gradlint.registry import Rule, RuleContext
-from gradlint.source.numerics_facts import Site, holds
+from gradlint.facts.numerics import Site, holds
 
 
 class SiteRule(Rule):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from gradlint.findings import Severity
 from gradlint.registry import Example, RuleContext
 from gradlint.rules.numerics.base import SiteRule
-from gradlint.source.numerics_facts import Site
+from gradlint.facts.numerics import Site
 
 
 class SigmoidIntoBCELoss(SiteRule):

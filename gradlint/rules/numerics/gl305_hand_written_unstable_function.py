@@ -5,7 +5,7 @@ from __future__ import annotations
 from gradlint.findings import Severity
 from gradlint.registry import Example, RuleContext
 from gradlint.rules.numerics.base import SiteRule
-from gradlint.source.numerics_facts import Site
+from gradlint.facts.numerics import Site
 
 _USE = {"softmax": "torch.softmax(z, dim)", "sigmoid": "torch.sigmoid(x)", "softplus": "F.softplus(x)", "logsumexp": "torch.logsumexp(x, dim)"}
 

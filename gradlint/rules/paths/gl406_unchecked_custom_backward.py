@@ -12,9 +12,9 @@ class UncheckedCustomBackward(Rule):
     """
     ## What it does
     Reports a `torch.autograd.Function` subclass with a hand-written `backward` when no
-    `torch.autograd.gradcheck`/`gradgradcheck` of it appears anywhere in the run — called on
-    `Fn.apply`, on a name bound to `Fn.apply`, or on a module-level function that calls
-    `Fn.apply`. `gradlint probe` checks such functions numerically (GL704).
+    `torch.autograd.gradcheck`/`gradgradcheck` of it appears anywhere in the project (every
+    file under its root, checked or not) — called on `Fn.apply`, on a name bound to
+    `Fn.apply`, or on a module-level function that calls `Fn.apply`. `gradlint probe` checks such functions numerically (GL704).
 
     ## Why is this bad?
     A hand-written backward is the one place where autograd trusts the programmer. A wrong
@@ -44,7 +44,7 @@ class UncheckedCustomBackward(Rule):
     # Off by default (issue 10): on released code most hand-written backwards it flagged were
     # gradchecked through a module, straight-through or collectives; opt in with --select GL406.
     default_enabled = False
-    summary = "A custom autograd backward that no gradcheck in the run covers"
+    summary = "A custom autograd backward that no gradcheck in the project covers"
 
     invalid = [
         Example("import torch\n\nclass MyOp(torch.autograd.Function):\n"
@@ -58,7 +58,7 @@ class UncheckedCustomBackward(Rule):
                 files=(("test_ops.py", "import torch\nfrom example import MyOp\n\n"
                         "def test_grad():\n    x = torch.randn(3, dtype=torch.float64, requires_grad=True)\n"
                         "    assert torch.autograd.gradcheck(MyOp.apply, (x,))\n"),),
-                note="gradchecked in another file of the run"),
+                note="gradchecked in another file of the project"),
         Example("import torch\nfrom torch.autograd import gradcheck\n\nclass MyOp(torch.autograd.Function):\n"
                 "    @staticmethod\n    def forward(ctx, x):\n        return x * 2\n\n"
                 "    @staticmethod\n    def backward(ctx, g):\n        return g * 2\n\n"
@@ -74,9 +74,9 @@ class UncheckedCustomBackward(Rule):
         facts = getattr(ctx.facts, "numerics", None)
         if facts is None:
             return
-        checked = getattr(ctx.index, "gradchecked", set()) or set()
         for cls in facts.classes:
-            if cls.autograd_function and cls.custom_backward and cls.name not in checked:
+            if cls.autograd_function and cls.custom_backward and not (
+                    ctx.index is not None and ctx.index.is_gradchecked(cls.name)):
                 yield ctx.finding(
                     f"autograd.Function `{cls.name}` has a hand-written backward and no gradcheck of it in the "
-                    "run; add a torch.autograd.gradcheck test (gradlint probe checks it too)", cls.span)
+                    "project; add a torch.autograd.gradcheck test (gradlint probe checks it too)", cls.span)

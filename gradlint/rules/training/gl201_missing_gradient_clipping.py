@@ -7,7 +7,7 @@ from typing import Iterator
 from gradlint.findings import Finding, Severity
 from gradlint.registry import Example, Rule, RuleContext
 from gradlint.rules.training import steps
-from gradlint.source.loops import iter_events
+from gradlint.facts.training import iter_events
 
 _LSTM_LOOP = """\
 import torch

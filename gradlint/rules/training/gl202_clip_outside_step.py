@@ -266,7 +266,7 @@ def train(model, loader, accelerator, optimizer):
         automatic = set(getattr(facts, "lightning_automatic", ()))
         if not automatic:
             return
-        from gradlint.source.loops import iter_events
+        from gradlint.facts.training import iter_events
 
         for fn in facts.functions:
             if fn.name != "training_step" or fn.cls not in automatic:
@@ -298,7 +298,7 @@ def train(model, loader, accelerator, optimizer):
             return None
         inside = [st for st in facts.stmts if c.line <= st.line and st.end_line <= c.end_line]
         # the moved code must do nothing else a step cares about
-        from gradlint.source.loops import iter_events
+        from gradlint.facts.training import iter_events
 
         fn = facts.functions[clip.event.func]
         for ev in iter_events(fn.body):

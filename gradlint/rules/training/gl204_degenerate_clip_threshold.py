@@ -7,7 +7,7 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Severity
 from gradlint.registry import Example, Rule, RuleContext
-from gradlint.source.loops import iter_events
+from gradlint.facts.training import iter_events
 
 LARGE = 1e3
 NORM_TYPES = (1.0, 2.0, math.inf)

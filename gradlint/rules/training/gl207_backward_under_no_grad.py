@@ -6,7 +6,7 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Severity
 from gradlint.registry import Example, Rule, RuleContext
-from gradlint.source.loops import Assign, iter_events
+from gradlint.facts.training import Assign, iter_events
 
 _MAX_CHAIN = 64
 

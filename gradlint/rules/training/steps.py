@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterator
 
-from gradlint.source.loops import Assign, Block, Event, Function, TrainingFacts
+from gradlint.facts.training import Assign, Block, Event, Function, TrainingFacts
 from gradlint.findings import Finding
 from gradlint.registry import Rule, RuleContext
 
@@ -201,7 +201,7 @@ def model_risk(facts: TrainingFacts, text: str, cls_of_self: str | None, index) 
             return Risk(text, a.cls, f"recurrent: nn.{a.torch_recurrent}", (("recurrent", a.torch_recurrent),))
         if a.torch_blocks >= TRANSFORMER_BLOCKS:
             return Risk(text, a.cls, f"a transformer of {a.torch_blocks} blocks", (("transformer_blocks", a.torch_blocks),))
-        risk = class_risk(a.cls, text, index, facts)
+        risk = class_risk(a.ref or a.cls, text, index, facts)
         if risk is not None:
             return risk
     return None
@@ -226,6 +226,8 @@ def _local_class_risk(facts: TrainingFacts | None, cls: str, text: str) -> Risk 
 
 
 def class_risk(cls: str | None, text: str, index, facts: TrainingFacts | None = None) -> Risk | None:
+    """What makes the model of class `cls` (as written in this file) need clipping: read from this
+    file's own methods, else from the class the project index resolves `cls` to."""
     if not cls:
         return None
     local = _local_class_risk(facts, cls, text)
@@ -249,7 +251,7 @@ def class_risk(cls: str | None, text: str, index, facts: TrainingFacts | None = 
 
 
 def _flagged_gain(index, cls: str) -> float | None:
-    networks = getattr(index, "networks", {}).get(cls, [])
+    networks = index.networks(cls)
     if not networks:
         return None
     try:

@@ -1,7 +1,9 @@
-"""Numerics and gradient-path facts as pure data, and the run-wide queries the rules make on them.
+"""Numerics and gradient-path facts as pure data, and the project-wide queries the rules make on them.
 
 The extractor (gradlint/source/numerics.py) reads libcst trees; this module does not, so rules
-and the run index can use these records without importing a parser.
+and the project index can use these records without importing a parser. Class names in these
+records are as written in their file; the queries resolve them through the project index
+(gradlint.facts.project) from the module that wrote them.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gradlint.facts.project import MAX_DEPTH, Scope
 from gradlint.findings import Fix, SourceSpan
 
 # The probability kinds a value can carry ('one_minus_sigmoid' is `1 - sigmoid(x)`).
@@ -28,7 +31,7 @@ class Site:
     kind: str
     span: SourceSpan
     detail: str = ""
-    classes: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()  # as written in the file (local, imported, or qualified)
     want: str | None = None
     fix: Fix | None = None
     info: bool = False  # report at info severity whatever the rule's default
@@ -53,44 +56,41 @@ class NumClass:
 class NumericsFacts:
     sites: tuple[Site, ...] = ()
     classes: tuple[NumClass, ...] = ()
-    # names passed (as `X.apply`, a wrapper, or an alias) to torch.autograd.gradcheck/gradgradcheck
+    # names (as written) passed (as `X.apply`, a wrapper, or an alias) to torch.autograd.gradcheck
     gradchecked: frozenset[str] = frozenset()
     # alias or wrapper function name -> autograd.Function class it applies
     apply_aliases: tuple[tuple[str, str], ...] = ()
 
 
-def _short(name: str) -> str:
-    return name.rsplit(".", 1)[-1]
-
-
-def _records(index: Any, name: str) -> list[NumClass]:
-    table = getattr(index, "numeric_classes", None) or {}
-    return list(table.get(_short(name), ()))
-
-
-def forward_returns(index: Any, name: str, _depth: int = 0) -> str | None:
-    """What the forward of class `name` returns, when every definition of that name in the run
-    agrees (two classes of one name that disagree give None: precision first)."""
-    if _depth > 8:
+def forward_returns(scope: Scope | None, name: str, _depth: int = 0) -> str | None:
+    """What the forward of the class `name` (as written in `scope`'s module) returns, when every
+    class the name may stand for agrees (a conditional import of two that disagree gives None:
+    precision first). Classes outside the project give None."""
+    if scope is None or _depth > MAX_DEPTH:
         return None
-    records = _records(index, name)
-    if not records:
+    quals = scope.resolve(name)
+    if not quals:
         return None
     kinds: set[str | None] = set()
-    for rec in records:
+    for q in quals:
+        rec = scope.index.numclass(q)
+        if rec is None:
+            kinds.add(None)
+            continue
+        home = scope.at(q)
         if rec.has_forward:
             if rec.returns:
                 kinds.add(rec.returns)
             elif rec.returns_via:
-                kinds.add(_agree([forward_returns(index, c, _depth + 1) for c in rec.returns_via]))
+                kinds.add(_agree([forward_returns(home, c, _depth + 1) for c in rec.returns_via]))
             else:
                 kinds.add(None)
         else:
-            # An inherited forward: the first base that is a class of the run decides.
+            # An inherited forward: the first base that is a class of the project decides.
             inherited = None
             for base in rec.bases:
-                if _records(index, base) and _short(base) != rec.name:
-                    inherited = forward_returns(index, base, _depth + 1)
+                if any(scope.index.numclass(b) is not None for b in home.resolve(base) if b != q):
+                    inherited = forward_returns(home, base, _depth + 1)
                     break
             kinds.add(inherited)
     return _agree(list(kinds))
@@ -103,39 +103,44 @@ def _agree(kinds: list[str | None]) -> str | None:
     return None
 
 
-def is_module_class(index: Any, name: str, _depth: int = 0) -> bool:
-    """True when every definition of `name` in the run derives from torch.nn.Module."""
-    if _depth > 8:
+def is_module_class(scope: Scope | None, name: str, _depth: int = 0) -> bool:
+    """True when every class `name` may stand for is a project class deriving from torch.nn.Module."""
+    if scope is None or _depth > MAX_DEPTH:
         return False
-    records = _records(index, name)
-    if not records:
+    quals = scope.resolve(name)
+    if not quals:
         return False
-    for rec in records:
-        if not any(_base_is_module(index, b, _depth) for b in rec.bases):
+    for q in quals:
+        rec = scope.index.numclass(q)
+        if rec is None or not any(_base_is_module(scope.at(q), b, _depth) for b in rec.bases):
             return False
     return True
 
 
-def _base_is_module(index: Any, base: str, depth: int) -> bool:
+def _short(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def _base_is_module(scope: Scope, base: str, depth: int) -> bool:
     if base.startswith("torch.nn.") and _short(base)[:1].isupper() and _short(base) not in (
             "Parameter", "ParameterList", "ParameterDict"):
         return True
     if base in ("lightning.LightningModule", "pytorch_lightning.LightningModule",
                 "lightning.pytorch.LightningModule", "transformers.PreTrainedModel"):
         return True
-    return is_module_class(index, base, depth + 1)
+    return is_module_class(scope, base, depth + 1)
 
 
-def holds(site: Site, index: Any) -> bool:
-    """Whether a site's cross-module condition holds in this run."""
+def holds(site: Site, scope: Scope | None) -> bool:
+    """Whether a site's cross-module condition holds, seen from the site's own module."""
     if not site.classes:
         return True
     for cls in site.classes:
         if site.want == "module":
-            if is_module_class(index, cls):
+            if is_module_class(scope, cls):
                 return True
             continue
-        kind = forward_returns(index, cls)
+        kind = forward_returns(scope, cls)
         if kind is None:
             continue
         if site.want == "probability" and kind in PROBABILITY:
@@ -145,10 +150,10 @@ def holds(site: Site, index: Any) -> bool:
     return False
 
 
-def returned_kind(site: Site, index: Any) -> str | None:
+def returned_kind(site: Site, scope: Scope | None) -> str | None:
     """The probability kind a conditional site's classes return (for the message)."""
     for cls in site.classes:
-        kind = forward_returns(index, cls)
+        kind = forward_returns(scope, cls)
         if kind:
             return kind
     return None

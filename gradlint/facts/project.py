@@ -1,0 +1,254 @@
+"""The project index: modules by qualified name, and names resolved to the class that defines them.
+
+A rule in `train.py` that asks what `Discriminator` is gets the class that `train.py`'s own imports
+name (`models.gan.Discriminator`), never every class of that bare name in the run. The files on the
+command line are added with their facts; any other module of the project is summarised when a
+lookup first reaches it (`ModuleLoader`, given by the runner: it finds the file and extracts it,
+through the cache), so a file's findings do not depend on which other files are in the run.
+
+Pure data and dictionary lookups: no parser is imported here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable, Protocol
+
+from gradlint.facts.files import ClassSummary, FileFacts
+
+if TYPE_CHECKING:
+    from gradlint.facts.numerics import NumClass
+    from gradlint.model.ir import Network
+
+# A chain of re-exports or base classes longer than this is given up on (unknown, never a finding).
+MAX_DEPTH = 16
+# Modules summarised on demand in one run, at most: a bound on the work one lookup can start.
+MAX_LOADED = 4096
+
+
+class ModuleLoader(Protocol):
+    """Finds and summarises project modules that are not among the checked files."""
+
+    def load(self, module: str) -> tuple[FileFacts, bool] | None:
+        """The facts of module `module` and whether it is a package (`__init__.py`); None when the
+        project holds no such module (a library, a typo)."""
+
+    def modules_mentioning(self, word: str) -> Iterable[str]:
+        """Qualified names of the project's modules whose text contains `word` (a cheap scan)."""
+
+
+@dataclass
+class Module:
+    name: str
+    facts: FileFacts
+    is_package: bool
+    imports: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    defined: frozenset[str] = frozenset()
+    star: tuple[str, ...] = ()
+
+    @property
+    def package(self) -> str:
+        """The package relative imports of this module start from."""
+        return self.name if self.is_package else self.name.rpartition(".")[0]
+
+
+def absolute(module: Module, target: str) -> str:
+    """'.gan.Discriminator' imported by module `pkg.train` -> 'pkg.gan.Discriminator'."""
+    if not target.startswith("."):
+        return target
+    level = len(target) - len(target.lstrip("."))
+    base = module.package.split(".") if module.package else []
+    if level > 1:
+        base = base[: max(len(base) - (level - 1), 0)]
+    rest = target[level:]
+    return ".".join([*base, rest] if rest else base)
+
+
+class ProjectIndex:
+    """Modules of the project by qualified name; resolution of names used in one of them."""
+
+    def __init__(self, loader: ModuleLoader | None = None) -> None:
+        self.loader = loader
+        self.modules: dict[str, Module] = {}
+        self.by_path: dict[str, str] = {}
+        self._absent: set[str] = set()
+        self._loaded = 0
+        self._resolved: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._gradchecked: frozenset[str] | None = None
+
+    # -- modules ---------------------------------------------------------------------------------
+    def add(self, name: str, facts: FileFacts, is_package: bool = False) -> Module:
+        """Add a checked file as module `name` (the first file of a name wins)."""
+        self.by_path.setdefault(facts.path, name)
+        if name in self.modules:
+            return self.modules[name]
+        sym = facts.symbols
+        imports = {local: targets for local, targets in sym.imports} if sym else {}
+        classes = {c.name for c in facts.classes}
+        if facts.numerics is not None:
+            classes |= {c.name for c in facts.numerics.classes}
+        # Classes the extractors saw include nested ones (`class K: class Inner`), which the
+        # file's own code names bare.
+        defined = frozenset(classes | ((set(sym.classes) | set(sym.defined)) if sym else set()))
+        mod = Module(name, facts, is_package, imports, defined, sym.star if sym else ())
+        self.modules[name] = mod
+        self._absent.discard(name)
+        return mod
+
+    def module(self, name: str) -> Module | None:
+        """Module `name`, summarised now when the run has not seen it yet."""
+        found = self.modules.get(name)
+        if found is not None or not name or name in self._absent:
+            return found
+        if self.loader is None or self._loaded >= MAX_LOADED:
+            return None
+        self._loaded += 1
+        got = self.loader.load(name)
+        if got is None:
+            self._absent.add(name)
+            return None
+        return self.add(name, got[0], got[1])
+
+    def module_of(self, facts: FileFacts) -> str:
+        return self.by_path.get(facts.path, "")
+
+    def scope(self, facts: FileFacts) -> "Scope":
+        return Scope(self, self.module_of(facts))
+
+    # -- resolution --------------------------------------------------------------------------------
+    def resolve(self, module: str, text: str, _depth: int = 0) -> tuple[str, ...]:
+        """The qualified names of the definitions `text` (a name or dotted name as written in
+        `module`, or an import target such as 'models.gan.D' or '.gan.D') stands for; empty when
+        it is not defined in the project. A conditional import gives several."""
+        key = (module, text)
+        if key in self._resolved:
+            return self._resolved[key]
+        self._resolved[key] = ()  # a cycle of re-exports resolves to nothing
+        found = self._resolve(module, text, _depth)
+        self._resolved[key] = found
+        return found
+
+    def _resolve(self, module: str, text: str, depth: int) -> tuple[str, ...]:
+        if not text or depth > MAX_DEPTH:
+            return ()
+        here = self.module(module) if module else None
+        if here is None:
+            return self._global(text, depth)
+        if text.startswith("."):
+            return self._global(absolute(here, text), depth)
+        head, dot, rest = text.partition(".")
+        if head in here.defined:  # a definition shadows an import of the same name
+            return (f"{here.name}.{text}",)
+        if head in here.imports:
+            out: list[str] = []
+            for target in here.imports[head]:
+                out.extend(self._target(here, target + dot + rest, depth))
+            return tuple(dict.fromkeys(out))
+        return self._global(text, depth)
+
+    def _target(self, here: Module, target: str, depth: int) -> tuple[str, ...]:
+        """An import target of module `here`: relative to it, absolute, or (a script's
+        `from utils import x`) a sibling module of its folder."""
+        if target.startswith("."):
+            return self._global(absolute(here, target), depth + 1)
+        found = self._global(target, depth + 1)
+        if not found and here.package:
+            found = self._global(f"{here.package}.{target}", depth + 1)
+        return found
+
+    def _global(self, qualified: str, depth: int) -> tuple[str, ...]:
+        """Resolve a fully qualified name: the longest prefix that is a module of the project,
+        then the name in it (defined there, imported there, or reached by a `*` import)."""
+        if depth > MAX_DEPTH:
+            return ()
+        parts = qualified.split(".")
+        for i in range(len(parts) - 1, 0, -1):
+            mod = self.module(".".join(parts[:i]))
+            if mod is None:
+                continue
+            name, tail = parts[i], ".".join(parts[i + 1:])
+            suffix = "." + tail if tail else ""
+            if name in mod.defined:
+                return (f"{mod.name}.{name}{suffix}",)
+            if name in mod.imports:
+                out: list[str] = []
+                for target in mod.imports[name]:
+                    out.extend(self._target(mod, target + suffix, depth))
+                return tuple(dict.fromkeys(out))
+            for star in mod.star:
+                found = self._global(f"{absolute(mod, star)}.{name}{suffix}", depth + 1)
+                if found:
+                    return found
+            return ()
+        return ()
+
+    # -- what a definition is ----------------------------------------------------------------------
+    def _split(self, qualified: str) -> tuple[Module | None, str]:
+        mod, _, name = qualified.rpartition(".")
+        return self.module(mod), name
+
+    def class_summaries(self, qualified: str) -> list[ClassSummary]:
+        mod, name = self._split(qualified)
+        return [c for c in mod.facts.classes if c.name == name] if mod else []
+
+    def networks(self, qualified: str) -> list["Network"]:
+        mod, name = self._split(qualified)
+        return [n for n in mod.facts.networks if n.name == name] if mod else []
+
+    def numclass(self, qualified: str) -> "NumClass | None":
+        mod, name = self._split(qualified)
+        if mod is None or mod.facts.numerics is None:
+            return None
+        return next((c for c in mod.facts.numerics.classes if c.name == name), None)
+
+    def gradchecked(self) -> frozenset[str]:
+        """Qualified names of the autograd Functions passed to torch.autograd.gradcheck anywhere in
+        the project (directly, as `X.apply`, or through an alias or wrapper of `X.apply`)."""
+        if self._gradchecked is not None:
+            return self._gradchecked
+        names: set[str] = set()
+        candidates = {m.name for m in self.modules.values()
+                      if m.facts.numerics is not None and m.facts.numerics.gradchecked}
+        if self.loader is not None:
+            candidates.update(self.loader.modules_mentioning("gradcheck"))
+        for name in sorted(candidates):
+            mod = self.module(name)
+            if mod is None or mod.facts.numerics is None:
+                continue
+            for text in sorted(mod.facts.numerics.gradchecked):
+                for q in self.resolve(name, text):
+                    names.add(q)
+                    owner, local = self._split(q)
+                    if owner is None or owner.facts.numerics is None:
+                        continue
+                    for alias, cls in owner.facts.numerics.apply_aliases:
+                        if alias == local:
+                            names.update(self.resolve(owner.name, cls))
+        self._gradchecked = frozenset(names)
+        return self._gradchecked
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The project index as one module sees it: what rules receive as `ctx.index`."""
+
+    index: ProjectIndex
+    module: str
+
+    def resolve(self, text: str) -> tuple[str, ...]:
+        return self.index.resolve(self.module, text)
+
+    def at(self, qualified: str) -> "Scope":
+        """The scope of the module defining `qualified` (where its own names resolve)."""
+        return Scope(self.index, qualified.rpartition(".")[0])
+
+    def lookup(self, text: str) -> list[ClassSummary]:
+        """Summaries of the class(es) `text` names here."""
+        return [c for q in self.resolve(text) for c in self.index.class_summaries(q)]
+
+    def networks(self, text: str) -> list["Network"]:
+        return [n for q in self.resolve(text) for n in self.index.networks(q)]
+
+    def is_gradchecked(self, class_name: str) -> bool:
+        """Whether the class `class_name` of this module is gradchecked anywhere in the project."""
+        return any(q in self.index.gradchecked() for q in self.resolve(class_name))

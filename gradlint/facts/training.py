@@ -1,0 +1,158 @@
+"""Training-loop facts: what the loop extractor (gradlint/source/loops.py) records per function,
+as pure data the GL2xx rules read: blocks (loops, `if` alternatives, `with` contexts) holding the
+events the training-loop rules care about, in source order, plus statements and assignments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from gradlint.findings import SourceSpan
+
+@dataclass(frozen=True)
+class Value:
+    """A clip threshold or norm type as written, with the number it stands for when known.
+
+    source: 'literal', 'constant' (a name bound once to a literal in scope) or 'argparse' (the
+    default of a command-line option); '' when the number is unknown.
+    guarded: the call sits under an `if` whose test mentions the value (`if clip > 0:`).
+    """
+
+    text: str
+    number: float | None = None
+    source: str = ""
+    guarded: bool = False
+
+
+@dataclass(frozen=True)
+class Event:
+    """One call (or `.grad` assignment) the training-loop rules care about.
+
+    kind:
+      backward  `loss.backward()`, `scaler.scale(loss).backward()`, `accelerator.backward(loss)`...
+                via: tensor, scaler, accelerate, fabric, lightning, deepspeed, autograd
+      step      `opt.step()` (via optimizer), `scaler.step(opt)` (via scaler), SAM
+                `first_step`/`second_step` (via sam)
+      clip      via: torch (torch.nn.utils / timm, GL203 applies), framework (accelerate, Fabric,
+                Lightning, FSDP: they unscale themselves), helper (a name we cannot see into)
+      unscale   `scaler.unscale_(opt)`, `accelerator.unscale_gradients()`
+      clear     `zero_grad()`, `p.grad = None`, `p.grad.zero_()`, `step(zero_grad=True)`
+      call      a call of a function of this file (callees: its Function ids), for inlining
+      invoke    any other call of a local name or attribute (callee text in `target`)
+      fit       Lightning `trainer.fit(model)` / Hugging Face `trainer.train()`
+    """
+
+    kind: str
+    span: SourceSpan
+    func: int
+    stmt: int = -1
+    nograd: bool = False
+    via: str = ""
+    target: str = ""
+    scaler: str = ""
+    value: Value | None = None
+    norm_type: Value | None = None
+    name: str = ""
+    callees: tuple[int, ...] = ()
+    clears: bool = False
+    # backward: names the loss expression reads, and whether it calls a module itself
+    uses: tuple[str, ...] = ()
+    module_call: bool = False
+
+
+@dataclass(frozen=True)
+class Block:
+    """kind: body, loop, if (items are its alternatives, each a 'branch' block), branch, with.
+
+    test: the `if` test as written; accum: the test is a gradient-accumulation guard
+    (`(i + 1) % k == 0`, directly or through a variable); mode: 'nograd' / 'enablegrad' for
+    `with torch.no_grad()` / `with torch.enable_grad()`.
+    """
+
+    kind: str
+    id: int
+    items: tuple[Union["Block", Event], ...] = ()
+    test: str = ""
+    accum: bool = False
+    mode: str = ""
+
+
+@dataclass(frozen=True)
+class Stmt:
+    """A statement of some block: where it is, and what it binds and reads (for safe fixes)."""
+
+    block: int
+    index: int
+    line: int
+    end_line: int
+    column: int  # 1-based column of its first character
+    simple: bool  # a line holding exactly this one simple statement
+    assigned: tuple[str, ...] = ()
+    used: tuple[str, ...] = ()  # simple statements: every name; compound ones: their header's
+    kind: str = "simple"  # or the compound statement's type: if, for, while, with, try...
+    parent: int = -1  # the compound statement whose body holds this one
+
+
+@dataclass(frozen=True)
+class Function:
+    id: int
+    name: str
+    cls: str | None
+    parent: int | None
+    span: SourceSpan
+    body: Block
+    nograd: bool = False
+    params: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Assign:
+    """`target = value` for a Name or attribute target.
+
+    kind: optimizer (owners: the texts whose `.parameters()` it optimises), model (cls: the class's
+    last name; ref: the class as written, `gan.Discriminator`, for the project index; torch_recurrent / torch_blocks for torch.nn classes built directly), scaler
+    (disabled: `enabled=False` literal), pl_trainer / hf_args / hf_trainer (clip_config: clipping
+    configured), const, other.
+    calls: (callee text, 'module' | 'op') for each call in the value — 'op' for torch functions,
+    criteria and tensor methods, 'module' for anything that may hold parameters.
+    """
+
+    target: str
+    func: int
+    line: int
+    kind: str = "other"
+    cls: str = ""
+    ref: str = ""
+    owners: tuple[str, ...] = ()
+    disabled: bool = False
+    torch_recurrent: str = ""
+    torch_blocks: int = 0
+    clip_config: bool | None = None
+    model_arg: str = ""
+    args_arg: str = ""
+    uses: tuple[str, ...] = ()
+    calls: tuple[tuple[str, str], ...] = ()
+    nograd: bool = False
+
+
+@dataclass(frozen=True)
+class TrainingFacts:
+    functions: tuple[Function, ...] = ()
+    stmts: tuple[Stmt, ...] = ()
+    assigns: tuple[Assign, ...] = ()
+    # `p.register_hook(lambda g: g.clamp(-c, c))`: clipping by hook, per element
+    hook_clipping: bool = False
+    # LightningModule subclasses of this file under automatic optimisation (no
+    # `self.automatic_optimization = False`): Lightning runs backward and step after their
+    # `training_step`
+    lightning_automatic: tuple[str, ...] = ()
+
+
+def iter_events(block: Block):
+    """Every event of a block and of the blocks inside it, in source order."""
+    for it in block.items:
+        if isinstance(it, Block):
+            yield from iter_events(it)
+        else:
+            yield it

@@ -1,0 +1,276 @@
+"""Whole-project symbols: a file's findings are the same whether it is checked alone, with its
+folder or with the whole project, whatever other classes share its classes' names; imports
+(absolute, relative, aliases, `__init__` re-exports, `*`, src layout) resolve to the defining
+module; modules that are not checked are summarised only when a lookup reaches them."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gradlint.api import check_paths, enabled_rules, project_index
+from gradlint.config import Config
+from gradlint.facts.files import FileFacts
+from gradlint.facts.project import ProjectIndex
+from gradlint.source.index import find_project_root, module_name, module_symbols
+from tests.conftest import FIXTURES, run_cli
+
+PROJECTS = FIXTURES / "project"
+TWOPKG = PROJECTS / "twopkg"
+SRCLAYOUT = PROJECTS / "srclayout"
+EXPECT = re.compile(r"#\s*expect:\s*([A-Z0-9, ]+)")
+
+
+def expected(path: Path) -> list[tuple[int, str]]:
+    out = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        m = EXPECT.search(line)
+        if m:
+            out.extend((line_no, code.strip()) for code in m.group(1).split(",") if code.strip())
+    return sorted(out)
+
+
+def findings_for(root: Path, checked: list[str], file: str, monkeypatch) -> list[tuple[int, int, str, str]]:
+    monkeypatch.chdir(root)
+    result = check_paths(checked, Config(root=str(root)), use_cache=False, jobs=1)
+    assert not result.internal_errors, [r.internal_error for r in result.internal_errors]
+    return sorted((f.span.line, f.span.column, f.code, f.message) for f in result.findings
+                  if Path(f.path).as_posix() == file)
+
+
+def project_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py"))
+
+
+@pytest.mark.parametrize("root", [TWOPKG, SRCLAYOUT], ids=lambda p: p.name)
+def test_same_findings_alone_with_its_folder_and_with_the_project(root, monkeypatch):
+    whole = {f: findings_for(root, ["."], f, monkeypatch) for f in project_files(root)}
+    for file in project_files(root):
+        folder = str(Path(file).parent)
+        alone = findings_for(root, [file], file, monkeypatch)
+        with_folder = findings_for(root, [folder], file, monkeypatch)
+        assert alone == with_folder == whole[file], file
+        # and the real findings are there, on the lines the fixture marks
+        assert [(line, code) for line, _c, code, _m in whole[file]] == expected(root / file), file
+
+
+def test_the_real_finding_survives_a_same_named_class_elsewhere(monkeypatch):
+    """train.py's Discriminator is models.gan's (a sigmoid): other/critic.py's Discriminator
+    (logits) and WordLM (not recurrent) change nothing, whether checked with it or not."""
+    alone = findings_for(TWOPKG, ["train.py"], "train.py", monkeypatch)
+    assert [code for _l, _c, code, _m in alone] == ["GL301", "GL201"]
+    together = findings_for(TWOPKG, ["train.py", "other"], "train.py", monkeypatch)
+    assert together == alone
+    # the look-alike uses the other classes and is quiet
+    assert findings_for(TWOPKG, ["other/train_critic.py", "train.py"], "other/train_critic.py", monkeypatch) == []
+
+
+def test_a_gradcheck_in_a_file_that_is_not_checked_counts(monkeypatch):
+    found = findings_for(TWOPKG, ["ops/fn.py"], "ops/fn.py", monkeypatch)
+    assert [(code, m.split("`")[1]) for _l, _c, code, m in found] == [("GL406", "Unchecked")]
+
+
+def test_precommit_on_one_staged_file_matches_check_of_the_project(tmp_path):
+    """pre-commit passes the staged files' names; the hook must report, for them, exactly what
+    `gradlint check .` reports in CI."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    shutil.copytree(TWOPKG, repo)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], cwd=repo, check=True)
+    (repo / "train.py").write_text((repo / "train.py").read_text() + "\n# touched\n")
+    subprocess.run([*git, "add", "train.py"], cwd=repo, check=True)
+    staged = subprocess.run(["git", "diff", "--cached", "--name-only"], cwd=repo, check=True,
+                            capture_output=True, text=True).stdout.split()
+    assert staged == ["train.py"]
+    hook = run_cli("check", "--format", "json", *staged, cwd=repo)
+    ci = run_cli("check", "--format", "json", ".", cwd=repo)
+    assert hook.returncode == ci.returncode == 1, (hook.stderr, ci.stderr)
+
+    import json
+
+    def lines(out: str) -> list[tuple]:
+        return sorted((f["code"], f["location"]["row"], f["message"]) for f in json.loads(out)
+                      if Path(f["filename"]) == (repo / "train.py").resolve())
+
+    assert lines(hook.stdout) == lines(ci.stdout) and len(lines(ci.stdout)) == 2
+
+
+# --- the pieces ---------------------------------------------------------------------------------
+
+def test_project_root_is_found_from_the_checked_paths(tmp_path):
+    assert find_project_root([TWOPKG / "models" / "gan.py"], tmp_path) == TWOPKG.resolve()
+    assert find_project_root([SRCLAYOUT / "src" / "pkg"], tmp_path) == SRCLAYOUT.resolve()
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / ".git").mkdir()
+    assert find_project_root([tmp_path / "a" / "b"], tmp_path / "a" / "b") == (tmp_path / "a").resolve()
+
+
+def test_module_names_from_paths(tmp_path):
+    assert module_name(TWOPKG / "models" / "gan.py", TWOPKG) == ("models.gan", False)
+    assert module_name(TWOPKG / "models" / "__init__.py", TWOPKG) == ("models", True)
+    assert module_name(TWOPKG / "other" / "critic.py", TWOPKG) == ("other.critic", False)  # namespace package
+    assert module_name(TWOPKG / "train.py", TWOPKG) == ("train", False)
+    assert module_name(SRCLAYOUT / "src" / "pkg" / "sub" / "use.py", SRCLAYOUT) == ("pkg.sub.use", False)
+    # a regular package below a folder that is no package is named from its top
+    (tmp_path / "python" / "lib").mkdir(parents=True)
+    (tmp_path / "python" / "lib" / "__init__.py").write_text("")
+    (tmp_path / "python" / "lib" / "m.py").write_text("")
+    assert module_name(tmp_path / "python" / "lib" / "m.py", tmp_path) == ("lib.m", False)
+
+
+def test_symbols_of_a_module():
+    sym = module_symbols(
+        "import torch.nn as nn\nimport os.path\nfrom . import gan\nfrom ..a import B as C\nfrom .x import *\n"
+        "try:\n    from fast import D\nexcept ImportError:\n    from slow import D\n"
+        "class K(nn.Module):\n    pass\n\ndef f():\n    import inner\n\nLR = 0.1\nX, (Y, Z) = 1, (2, 3)\n")
+    imports = dict(sym.imports)
+    assert imports["nn"] == ("torch.nn",) and imports["os"] == ("os",)
+    assert imports["gan"] == (".gan",) and imports["C"] == ("..a.B",)
+    assert imports["D"] == ("fast.D", "slow.D")
+    assert "inner" not in imports  # a function's own import binds nothing at the top
+    assert sym.star == (".x",) and sym.classes == ("K",)
+    assert set(sym.defined) == {"f", "LR", "X", "Y", "Z"}
+    assert module_symbols("def (:\n") is None
+
+
+def _module(path: str, source: str) -> FileFacts:
+    return FileFacts(path=path, kind="python", symbols=module_symbols(source))
+
+
+class DictLoader:
+    """A ModuleLoader over in-memory sources; records what it was asked to load."""
+
+    def __init__(self, sources: dict[str, str]) -> None:
+        self.sources = sources
+        self.loaded: list[str] = []
+
+    def load(self, module: str):
+        self.loaded.append(module)
+        for name in (module, module + ".__init__"):
+            if name in self.sources:
+                return _module(name.replace(".", "/") + ".py", self.sources[name]), name.endswith("__init__")
+        return None
+
+    def modules_mentioning(self, word: str):
+        return [m.removesuffix(".__init__") for m, s in self.sources.items() if word in s]
+
+
+def test_resolution_through_aliases_reexports_and_relative_imports():
+    loader = DictLoader({
+        "app.__init__": "from .models import Net as PublicNet\nfrom .layers import *\n",
+        "app.models": "from .blocks import Block\nclass Net:\n    pass\n",
+        "app.blocks": "class Block:\n    pass\n",
+        "app.layers.__init__": "from .conv import Conv\n",
+        "app.layers.conv": "class Conv:\n    pass\n",
+        "cyc.a": "from cyc.b import X\n",
+        "cyc.b": "from cyc.a import X\n",
+    })
+    index = ProjectIndex(loader)
+    index.add("user", _module("user.py", "import app\nimport app.models as am\nfrom app import PublicNet as P, Conv\n"
+                              "from app.models import Block\nfrom torch import nn\nfrom cyc.a import X\n"))
+    assert index.resolve("user", "P") == ("app.models.Net",)
+    assert index.resolve("user", "app.PublicNet") == ("app.models.Net",)
+    assert index.resolve("user", "am.Net") == ("app.models.Net",)
+    assert index.resolve("user", "Block") == ("app.blocks.Block",)  # a name another module imported
+    assert index.resolve("user", "Conv") == ("app.layers.conv.Conv",)  # through `*` and a package
+    assert index.resolve("user", "nn.Linear") == ()  # a library: not the project's
+    assert index.resolve("user", "X") == ()  # a cycle of re-exports ends, unresolved
+    assert index.resolve("user", "Missing") == ()
+    assert "torch" in loader.loaded and "cyc.b" in loader.loaded
+
+
+def test_only_referenced_modules_are_summarised(monkeypatch):
+    monkeypatch.chdir(TWOPKG)
+    config = Config(root=str(TWOPKG))
+    index, root = project_index([Path("train.py")], config, use_cache=False)
+    assert root == TWOPKG.resolve()
+    from gradlint.api import add_to_index, collect_facts
+
+    (facts,) = collect_facts([(Path("train.py"), "train.py")], config, use_cache=False, jobs=1)
+    add_to_index(index, root, Path("train.py"), facts)
+    scope = index.scope(facts)
+    assert [c.name for c in scope.lookup("Discriminator")] == ["Discriminator"]
+    assert scope.resolve("Discriminator") == ("models.gan.Discriminator",)
+    assert scope.lookup("WordLM")[0].recurrent
+    assert set(index.modules) == {"train", "models.gan", "models.rnn"}  # not other.critic
+
+
+def test_enabled_rules_are_decided_in_one_place():
+    config = Config(select=("GL3",), ignore=("GL303",), per_file_ignores=(("tests/*", ("GL30",)),))
+    on = enabled_rules(config, "train.py")
+    assert "GL301" in on and "GL303" not in on and "GL201" not in on
+    assert "GL001" in on  # always on
+    in_tests = enabled_rules(config, "tests/t.py")
+    assert "GL301" not in in_tests and "GL001" in in_tests and "GL310" not in in_tests
+    assert "GL001" not in enabled_rules(Config(per_file_ignores=(("gen/*", ("GL001",)),)), "gen/x.py")
+
+
+def test_the_probe_obeys_per_file_ignores(tmp_path):
+    """The probe's verdicts go through the same function (it ignored per-file-ignores before)."""
+    from types import SimpleNamespace
+
+    from gradlint.findings import Finding, Severity, SourceSpan
+    from gradlint.probe.run import _selected
+
+    target = tmp_path / "gen" / "model.py"
+    target.parent.mkdir()
+    target.write_text("import torch\n")
+    finding = Finding(code="GL701", name="measured-vanishing-gradient", message="m", severity=Severity.WARNING,
+                      path=str(target), span=SourceSpan.point(1, 1))
+    verdicts = [SimpleNamespace(finding=finding)]
+    assert _selected(verdicts, Config(root=str(tmp_path)), target) == verdicts
+    ignored = Config(root=str(tmp_path), per_file_ignores=(("gen/*", ("GL70",)),))
+    assert _selected(verdicts, ignored, target) == []
+
+
+def test_modules_read_on_demand_come_from_the_cache(tmp_path, monkeypatch):
+    import gradlint.api as api
+
+    project = tmp_path / "twopkg"
+    shutil.copytree(TWOPKG, project)
+    monkeypatch.chdir(project)
+    config = Config(root=str(project))
+    first = check_paths(["."], config, use_cache=True, jobs=1)
+    extracted: list[str] = []
+    real = api._extract
+
+    def counting(path, display):
+        extracted.append(display)
+        return real(path, display)
+
+    monkeypatch.setattr(api, "_extract", counting)
+    again = check_paths(["train.py"], config, use_cache=True, jobs=1)
+    assert extracted == []  # train.py and the models it reads: all from the cache
+    assert again.findings == [f for f in first.findings if f.path == "train.py"]
+    (project / "models" / "gan.py").write_text((project / "models" / "gan.py").read_text().replace(
+        "return torch.sigmoid(self.body(x))", "return self.body(x)"))
+    changed = check_paths(["train.py"], config, use_cache=True, jobs=1)
+    assert extracted == ["models/gan.py"]  # the edited module only, read because train.py names it
+    assert [f.code for f in changed.findings] == ["GL201"]  # Discriminator returns logits now
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_or_a_broken_module_in_the_project_does_not_hang_or_crash_the_lookup(tmp_path, monkeypatch):
+    import os
+
+    (tmp_path / "pyproject.toml").write_text("")
+    os.mkfifo(tmp_path / "fifo.py")
+    # libcst's native parser overflows its stack on this (SIGSEGV): CPython refuses it first
+    (tmp_path / "deep.py").write_text("import torch\nclass Deep(torch.nn.Module):\n    pass\n"
+                                      "x = " + "(" * 2000 + "1" + ")" * 2000 + "\n")
+    (tmp_path / "broken.py").write_text("import torch\nclass Net(torch.nn.Module)\n")
+    (tmp_path / "user.py").write_text(
+        "import torch\nfrom fifo import Net\nfrom deep import Deep\nfrom broken import Net as B\n\n"
+        "class Op(torch.autograd.Function):\n    @staticmethod\n    def forward(ctx, x):\n        return x\n\n"
+        "    @staticmethod\n    def backward(ctx, g):\n        return g\n\n"
+        "def loss(x, y):\n    bce = torch.nn.BCELoss()\n    return bce(Net()(x), y) + bce(B()(x), y) + bce(Deep()(x), y)\n")
+    found = findings_for(tmp_path, ["user.py"], "user.py", monkeypatch)
+    assert [code for _l, _c, code, _m in found] == ["GL406"]
