@@ -173,6 +173,14 @@ def create_conv2d(in_channels, out_channels, kernel_size, stride=1, padding="", 
     return nn.Conv2d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
 
 
+def create_aa(aa_layer, channels=None, stride=2, enable=True, noop=nn.Identity, **kwargs):
+    if not aa_layer or not enable:
+        if noop is None:
+            return None
+        return noop()
+    return BlurPool2d(channels)
+
+
 class LayerNorm2d(nn.LayerNorm):
     pass
 

@@ -116,6 +116,8 @@ class Ctor:
     # The user's call that built this module when it was built inside a library block: its
     # position stands for the layer's (the catalogue's own positions mean nothing to the user).
     site: Any = None
+    # (order, types, tensor, InitSpec) from `this.apply(fn)`: they reach this module and its children.
+    scoped_inits: list = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -322,6 +324,8 @@ class FileModel:
             if ref is not None:
                 return ref
             base = self._eval(e.value, env)
+            if isinstance(base, Ctor) and base.kind == "config" and base.instance is not None:
+                return base.instance.attrs.get(e.attr.value, Sym(text) if text else UNKNOWN)
             if isinstance(base, (Ctor, AnyModule)):
                 if isinstance(base, Ctor) and base.instance is not None and e.attr.value in base.instance.attrs:
                     return base.instance.attrs[e.attr.value]
@@ -402,10 +406,13 @@ class FileModel:
         if isinstance(e, cst.Call):
             return self._call(e, env)
         if isinstance(e, cst.IfExp):
-            test = self._eval(e.test, env)
-            if isinstance(test, bool):
+            test = _truth(self._eval(e.test, env))
+            if test is not None:
                 return self._eval(e.body if test else e.orelse, env)
-            return UNKNOWN
+            # `DropPath(p) if p > 0 else nn.Identity()`: when both choices leave the gradient's
+            # scale alone, which one is built does not matter.
+            a, b = self._eval(e.body, env), self._eval(e.orelse, env)
+            return a if _neutral_module(a) and _neutral_module(b) else UNKNOWN
         if isinstance(e, cst.Comparison) and len(e.comparisons) == 1:
             left = self._eval(e.left, env)
             right = self._eval(e.comparisons[0].comparator, env)
@@ -588,6 +595,8 @@ class FileModel:
         local = self.classes.get(name or "")
         if local is not None and local.is_module and not quals:
             return self._local_ctor(local, call, env)
+        if local is not None and not quals and self.depth < MAX_DEPTH:
+            return self.config(local, self.bound_args(call, env))
         # A method of the class under construction that builds layers (`self._make_layer(...)`)
         if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
             method = env.get("__methods__", {}).get(func.attr.value)
@@ -719,6 +728,9 @@ class FileModel:
         info = fm.classes.get(ref.cls)
         if info is None:
             return Ctor("unknown", ref.cls, [], {}, call, next(self.order))
+        base = fm.torch_base(info)
+        if base is not None:
+            return self.construct(ClassRef("torch", base), (pos, kw, open_pos, open_kw), call, site=site)
         ctor = Ctor("local", ref.cls, [], {}, call, next(self.order))
         ctor.site = site if site is not None else self.site
         if fm.depth >= MAX_DEPTH:
@@ -769,7 +781,7 @@ class FileModel:
             elif p.default is not None:
                 scope[pname] = self.eval(p.default, {})
             else:
-                scope[pname] = Sym(pname)
+                scope[pname] = self.config_default(p) or Sym(pname)
 
     def _torch_ctor(self, cls: str, call: cst.Call, env: dict) -> Ctor:
         args = [self.eval(a.value, env) if a.star == "" else UNKNOWN for a in call.args if a.keyword is None]
@@ -820,7 +832,72 @@ class FileModel:
                     items.append(self.eval(pair.elements[1].value, env))
         return items, keys
 
+    def config_default(self, param: cst.Param) -> Any:
+        """A parameter annotated with a config class of this file (`cfg: GPTConfig`) and given no
+        value: the config as its defaults make it, which is the model as its class describes it."""
+        ann = param.annotation.annotation if param.annotation is not None else None
+        info = self.classes.get(dotted(ann) or "") if ann is not None else None
+        if info is None or info.is_module or self.depth >= MAX_DEPTH:
+            return None
+        return self.config(info, ([], {}, False, False))
+
+    def config(self, info: ClassInfo, bound: tuple) -> Ctor:
+        """An instance of a plain class of this file (a dataclass or a PretrainedConfig-style
+        class whose __init__ sets self.x = x): its attributes, from class-level defaults and
+        from __init__ run with the arguments."""
+        ctor = Ctor("config", info.name, [], {}, info.node, next(self.order))
+        self.depth += 1
+        try:
+            inst = Instance(info, {}, [], fm=self)
+            pos, kw, open_pos, open_kw = bound
+            fields: list[str] = []
+            for stmt in info.node.body.body:
+                if isinstance(stmt, cst.SimpleStatementLine):
+                    for small in stmt.body:
+                        if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
+                            fields.append(small.target.value)
+                            if small.value is not None:
+                                inst.attrs[small.target.value] = self.eval(small.value, {})
+                        elif isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
+                            inst.attrs[small.targets[0].target.value] = self.eval(small.value, {})
+            if "__init__" in info.methods:
+                inst.attrs.update(self.instantiate(info, None, {}, bound=bound).attrs)
+            else:
+                # A dataclass's generated __init__: fields in order, then keywords.
+                for name, value in zip(fields, pos):
+                    inst.attrs[name] = value
+                for name, value in kw.items():
+                    inst.attrs[name] = value
+                if open_pos or open_kw:
+                    inst.attrs = {k: Sym(k) for k in inst.attrs}
+            ctor.instance = inst
+        finally:
+            self.depth -= 1
+        return ctor
+
+    def torch_base(self, info: ClassInfo) -> str | None:
+        """The torch.nn layer a class only renames (`class LayerNorm2d(nn.LayerNorm): pass`: no
+        __init__, no forward of its own), built with the same arguments."""
+        methods = self._methods(info)
+        if "__init__" in methods or "forward" in methods:
+            return None
+        for base in info.bases:
+            for q in self.imports.qualify_dotted(base):
+                s = C.short(q)
+                if s is not None and (s in C.PARAM_LAYERS or s in C.NORM_MODULES or s in C.ACTIVATION_MODULES
+                                      or s in C.PASSTHROUGH_MODULES):
+                    return s
+            local = self.classes.get(base)
+            if local is not None and local is not info:
+                found = self.torch_base(local)
+                if found is not None:
+                    return found
+        return None
+
     def _local_ctor(self, info: ClassInfo, call: cst.Call, env: dict) -> Ctor:
+        base = self.torch_base(info)
+        if base is not None:
+            return self._torch_ctor(base, call, env)
         ctor = Ctor("local", info.name, [], {}, call, next(self.order))
         ctor.site = self.site
         if self.depth >= MAX_DEPTH:
@@ -892,6 +969,13 @@ _TENSOR_FACTORIES = frozenset({
     "torch.empty", "torch.tensor", "torch.full", "torch.arange", "torch.linspace", "torch.eye", "torch.Tensor",
     "torch.zeros_like", "torch.ones_like", "torch.randn_like",
 })
+
+
+def _neutral_module(v: Any) -> bool:
+    """A module that passes its input on at the same scale (identity, dropout, stochastic depth)."""
+    if not isinstance(v, Ctor):
+        return False
+    return v.kind == "pass" or (v.kind == "torch" and (v.cls == "Identity" or v.cls.startswith("Dropout")))
 
 
 def _truth(v: Any) -> bool | None:
@@ -1155,14 +1239,21 @@ class _InitInterpreter(_Walker):
         elif isinstance(fn_expr, cst.Name):
             fn = self.fm.functions.get(fn_expr.value)
             params = list(fn.params.params) if fn is not None else []
+        # `self.head.apply(fn)` reaches the head's layers only: its type-dispatched inits are
+        # kept on the head and handed down to its children when paths are assigned.
+        target = scope_ctor.scoped_inits if scope_ctor is not None else self.inst.type_inits if self.inst is not None else None
         if fn is None or not params:
-            # An init function we cannot read: every layer's initialisation becomes unknown.
-            if self.inst is not None:
-                self.inst.type_inits.append((next(self.fm.order), (), "*", InitSpec("unknown", origin=self.fm.src.span(fn_expr))))
+            # An init function we cannot read: the initialisation of every layer it reaches becomes unknown.
+            if target is not None:
+                target.append((next(self.fm.order), (), "*", InitSpec("unknown", origin=self.fm.src.span(fn_expr))))
             return
         scope = dict(self.env)
         scope[params[0].name.value] = AnyModule()
-        sub = _InitInterpreter(self.fm, scope, self.inst)
+        inst = self.inst
+        if scope_ctor is not None:
+            inst = Instance(self.inst.cls if self.inst is not None else None, self.inst.attrs if self.inst is not None else {},
+                            scope_ctor.scoped_inits, fm=self.fm)  # type: ignore[arg-type]
+        sub = _InitInterpreter(self.fm, scope, inst)
         sub.block(fn.body)
 
     def for_loop(self, stmt: cst.For) -> None:
@@ -1318,6 +1409,8 @@ class Lowerer:
             return
         self.seen.add(id(value))
         value.path = path
+        if value.scoped_inits:
+            type_inits = value.scoped_inits + type_inits
         value.__dict__["type_inits"] = type_inits
         if value.items is not None:
             keys = value.keys if value.keys is not None and len(value.keys) == len(value.items) else None
@@ -1725,8 +1818,9 @@ class _ForwardInterpreter(_Walker):
                     return PathVal(owner.root, owner.nodes + (Activation("", C.ACTIVATION_METHODS[method]),))
                 if method in C.NEUTRAL_METHODS:
                     return owner
-                if method in ("chunk", "split", "unbind"):
-                    return ListVal([PathVal(owner.root, owner.nodes + (Opaque("", method),))] * 8)
+                if method in ("chunk", "split", "unbind", "tensor_split"):
+                    # Parts of one tensor: each keeps its scale (q, k, v from one projection).
+                    return ListVal([PathVal(owner.root, owner.nodes + (Passthrough("", method),))] * 8)
                 if method in ("mul", "mul_", "div", "div_"):
                     other = self.paths_in(call)
                     if not other:
@@ -1765,6 +1859,15 @@ class _ForwardInterpreter(_Walker):
             return self.checkpoint(call, "seq" in (lib or "") or "sequential" in "".join(last))
         if quals & _JOINS:
             return self.join(call)
+        if quals & _SPLITS:
+            paths = self.paths_in(call)
+            if paths:
+                return ListVal([PathVal(paths[0].root, paths[0].nodes + (Passthrough("", "split"),))] * 8)
+        if quals & {"torch.matmul", "torch.bmm"}:
+            paths = self.paths_in(call)
+            if len(paths) == 2 and paths[0].root == paths[1].root:
+                self.inst.attention = True
+                return PathVal(paths[0].root, _common_prefix(paths[0].nodes, paths[1].nodes) + (Opaque("", "attention"),))
         return _NOT_HANDLED
 
     def checkpoint(self, call: cst.Call, sequence: bool) -> Any:
@@ -1862,6 +1965,10 @@ class _ForwardInterpreter(_Walker):
                 return _add(a, b)
             if isinstance(op, cst.Subtract):
                 return _add(a, b)
+            if isinstance(op, cst.MatrixMultiply):
+                # A product of the input with itself (q @ k^T, then weights @ v): attention.
+                self.inst.attention = True
+                return PathVal(a.root, _common_prefix(a.nodes, b.nodes) + (Opaque("", "attention"),))
             return PathVal(a.root, _common_prefix(a.nodes, b.nodes) + (Opaque("", "product of branches"),))
         if isinstance(a, PathVal) or isinstance(b, PathVal):
             p = a if isinstance(a, PathVal) else b
@@ -2002,6 +2109,7 @@ class _ForwardInterpreter(_Walker):
         return None
 
 
+_SPLITS = frozenset({"torch.split", "torch.chunk", "torch.unbind", "torch.tensor_split"})
 _JOINS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.stack", "torch.hstack", "torch.vstack",
                     "torch.dstack"})
 
