@@ -1191,12 +1191,38 @@ class _InitInterpreter(_Walker):
                         else:
                             items.append(v)
                     self.inst.attrs["__sequential__"] = ListVal(items)
+                    return
+                self.super_init(call)
                 return
             if isinstance(func.value, cst.Name) and func.value.value == "self":
                 method_def = self.env.get("__methods__", {}).get(method)
                 if method_def is not None and method not in ("forward", "__init__"):
                     fm._call_function(method_def, call, self.env, bound_self=True)
                 return
+
+    def super_init(self, call: cst.Call) -> None:
+        """`super().__init__(...)` of a class whose base is a class of this file: the base's
+        __init__ runs on the same instance, with the call's arguments."""
+        fm = self.fm
+        if self.inst is None or self.inst.cls is None or fm.depth >= MAX_DEPTH:
+            return
+        for base in self.inst.cls.bases:
+            local = fm.classes.get(base)
+            if local is None or local is self.inst.cls:
+                continue
+            init = fm._find_method(local, "__init__")
+            if init is None:
+                return
+            scope: dict = {"__methods__": self.env.get("__methods__", {}), "__instance__": self.inst}
+            fm._bind_params(list(init.params.params)[1:], init.params, call, self.env, scope)
+            fm.depth += 1
+            try:
+                _InitInterpreter(fm, scope, self.inst).block(init.body)
+            finally:
+                fm.depth -= 1
+            for k, v in self.inst.attrs.items():
+                self.env["self." + k] = v
+            return
 
     def spec(self, scheme: str, params: dict, call: cst.Call) -> InitSpec:
         clean = []
@@ -1518,6 +1544,7 @@ class Lowerer:
         runs = 0
         while plans and runs < MAX_PATHS:
             self.plan, self.order, self.choices = plans.pop(), [], {}
+            self.note = ""
             nodes, known = self.forward(inst, prefix)
             runs += 1
             if not known:
@@ -1587,17 +1614,19 @@ class Lowerer:
                 for item in value.items:
                     out.extend(self.module_nodes(item))
                 return tuple(out)
-            return (Opaque(path, cls, span),)
+            return (Opaque(path, f"nn.{cls} called as a layer: not modelled", span),)
         if value.kind == "local" and value.instance is not None:
             if self.depth >= MAX_DEPTH:
-                return (Opaque(path, value.cls, span),)
+                return (Opaque(path, f"{value.cls}: nested deeper than {MAX_DEPTH} modules", span),)
             self.depth += 1
+            note = self.note  # a child's failure is said by its opaque node, not as the parent's note
             try:
                 nodes, known = self.forward(value.instance, path + ".")
             finally:
                 self.depth -= 1
-            return nodes if known else (Opaque(path, value.cls, span),)
-        return (Opaque(path, value.cls, span),)
+                self.note = note
+            return nodes if known else (Opaque(path, f"{value.cls}: forward not followed", span),)
+        return (Opaque(path, f"{value.cls}: a class gradlint does not see (another file or library)", span),)
 
     def forward(self, inst: Instance, prefix: str) -> tuple[tuple, bool]:
         fm = inst.fm or self.fm
@@ -1612,6 +1641,7 @@ class Lowerer:
             self.note = self.note or f"{inst.cls.name} has no forward"
             return (), False
         interp = _ForwardInterpreter(self, inst)
+        interp.prefix = prefix
         params = [p.name.value for p in fwd.params.params][1:]
         if not params:
             self.note = self.note or f"{inst.cls.name}.forward takes no input"
@@ -1710,6 +1740,7 @@ class _ForwardInterpreter(_Walker):
         self.returns: list = []
         self.done = False
         self.calls = 0
+        self.prefix = ""  # module path of the instance, for the names of opaque nodes
 
     def attr(self, name: str) -> Any:
         return self.inst.attrs.get(name, UNKNOWN)
@@ -1836,15 +1867,25 @@ class _ForwardInterpreter(_Walker):
         paths = self.paths_in(call)
         if paths:
             first = paths[0]
-            return PathVal(first.root, first.nodes + (Opaque("", dotted(func) or "call"),))
+            return PathVal(first.root, first.nodes + (self.unknown_call(func),))
         # list/tuple args (torch.cat([a, b])) hold paths too
         for a in call.args:
             v = self.ev(a.value)
             if isinstance(v, ListVal):
                 ps = [i for i in v.items if isinstance(i, PathVal)]
                 if ps:
-                    return PathVal(ps[0].root, ps[0].nodes + (Opaque("", dotted(func) or "call"),))
+                    return PathVal(ps[0].root, ps[0].nodes + (self.unknown_call(func),))
         return UNKNOWN
+
+    def unknown_call(self, func: cst.BaseExpression) -> Opaque:
+        """The opaque node of a call gradlint cannot follow, named by what it calls."""
+        text = dotted(func)
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+            attr = func.attr.value
+            if attr in self.inst.attrs:
+                return Opaque(self.prefix + attr, f"self.{attr}: built by code gradlint cannot follow")
+            return Opaque(self.prefix + attr, f"self.{attr}: not set in __init__")
+        return Opaque("", f"call of {text}" if text else "call of a computed function")
 
     def call_special(self, call: cst.Call, quals: frozenset[str]) -> Any:
         """Calls that apply modules or join paths: checkpoint wrappers, stochastic depth,
@@ -1933,6 +1974,7 @@ class _ForwardInterpreter(_Walker):
         if self.low.depth >= MAX_DEPTH:
             return UNKNOWN
         sub = _ForwardInterpreter(self.low, self.inst)
+        sub.prefix = self.prefix
         sub.calls = self.calls
         params = [p.name.value for p in method.params.params][1:]
         positional = [a for a in call.args if a.keyword is None]
