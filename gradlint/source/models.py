@@ -1849,6 +1849,9 @@ class _ForwardInterpreter(_Walker):
                     return PathVal(owner.root, owner.nodes + (Activation("", C.ACTIVATION_METHODS[method]),))
                 if method in C.NEUTRAL_METHODS:
                     return owner
+                if method in ("mean", "amax", "logsumexp") and not self.paths_in(call):
+                    # Average or max pooling written as a reduction: a pooling layer's passthrough.
+                    return PathVal(owner.root, owner.nodes + (Passthrough("", method),))
                 if method in ("chunk", "split", "unbind", "tensor_split"):
                     # Parts of one tensor: each keeps its scale (q, k, v from one projection).
                     return ListVal([PathVal(owner.root, owner.nodes + (Passthrough("", method),))] * 8)
