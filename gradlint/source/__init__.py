@@ -68,6 +68,16 @@ def _all_fields(cls: type) -> tuple[str, ...]:
 
 
 _ALL: dict[type, tuple[str, ...]] = {}
+_NODE_TYPES: dict[type, bool] = {}
+
+
+def _is_node(value: object) -> bool:
+    """isinstance(value, cst.CSTNode) without the ABC machinery's cost (millions of calls)."""
+    cls = type(value)
+    known = _NODE_TYPES.get(cls)
+    if known is None:
+        known = _NODE_TYPES[cls] = isinstance(value, cst.CSTNode)
+    return known
 
 
 class LazyPositions:
@@ -152,10 +162,10 @@ class LazyPositions:
                 exprs[type(node)].append(node)
             kids: list = []
             for value in (getattr(node, n) for n in _source_fields(type(node))):
-                if isinstance(value, cst.CSTNode):
+                if _is_node(value):
                     kids.append(value)
                 elif isinstance(value, (tuple, list)):
-                    kids.extend(v for v in value if isinstance(v, cst.CSTNode))
+                    kids.extend(v for v in value if _is_node(v))
             stack.extend(reversed(kids))
         a_calls, a_defs = [], []
         a_exprs: dict[type, list] = {t: [] for t in _EXPRESSIONS.values()}
@@ -232,10 +242,10 @@ class LazyPositions:
                 node = stack.pop()
                 owner[id(node)] = i
                 for value in (getattr(node, n) for n in _all_fields(type(node))):
-                    if isinstance(value, cst.CSTNode):
+                    if _is_node(value):
                         stack.append(value)
                     elif isinstance(value, (tuple, list)):
-                        stack.extend(v for v in value if isinstance(v, cst.CSTNode))
+                        stack.extend(v for v in value if _is_node(v))
         return owner
 
     def get(self, node: cst.CSTNode, default: CodeRange | None = None) -> CodeRange | None:

@@ -286,11 +286,11 @@ class FileModel:
 
     def _eval(self, e: cst.BaseExpression, env: dict) -> Any:
         if isinstance(e, cst.Integer):
-            return int(e.evaluated_value)
+            return _literal_int(e)
         if isinstance(e, cst.Float):
-            return float(e.evaluated_value)
+            return float(e.value.replace("_", ""))
         if isinstance(e, cst.SimpleString):
-            return e.evaluated_value
+            return _literal_str(e)
         if isinstance(e, cst.FormattedString):
             # f"layer{i}": module names built in loops (add_module) need the real text.
             parts = []
@@ -969,6 +969,23 @@ _TENSOR_FACTORIES = frozenset({
     "torch.empty", "torch.tensor", "torch.full", "torch.arange", "torch.linspace", "torch.eye", "torch.Tensor",
     "torch.zeros_like", "torch.ones_like", "torch.randn_like",
 })
+
+
+def _literal_int(e: cst.Integer) -> int:
+    # libcst's evaluated_value compiles the literal with ast.literal_eval: a compile per number.
+    text = e.value.replace("_", "")
+    return int(text, 0) if not (len(text) > 1 and text[0] == "0" and text[1].isdigit()) else int(e.evaluated_value)
+
+
+_TRIPLE = ("\"" * 3, "'" * 3)
+
+
+def _literal_str(e: cst.SimpleString) -> Any:
+    v = e.value
+    if "\\" not in v and v[:1] in ("'", '"'):
+        q = 3 if v[:3] in _TRIPLE else 1
+        return v[q:-q]
+    return e.evaluated_value
 
 
 def _neutral_module(v: Any) -> bool:
