@@ -78,7 +78,7 @@ def main() -> None:
             sys.exit(f"coverage: no Python files under {root / pkg}")
         files.extend(found)
     t0 = time.perf_counter()
-    total = clean = chained = 0
+    total = clean = chained = attention_only = 0
     status: collections.Counter = collections.Counter()
     reasons: collections.Counter = collections.Counter()
     example: dict[str, str] = {}
@@ -94,6 +94,8 @@ def main() -> None:
             if st == "clean":
                 clean += 1
                 per_pkg[pkg][1] += 1
+            if why and all(r == "attention" for r in why):
+                attention_only += 1
             if chain:
                 chained += 1
                 per_pkg[pkg][2] += 1
@@ -107,10 +109,12 @@ def main() -> None:
     print(f"{len(files)} files, {total} nn.Module classes ({', '.join(args.packages)}), {elapsed:.1f} s")
     print(f"modelled with no opaque node: {clean}/{total} = {100 * clean / total:.1f}%")
     print(f"with an analysable chain:     {chained}/{total} = {100 * chained / total:.1f}%")
+    print(f"opaque only for attention:    {attention_only}/{total} = {100 * attention_only / total:.1f}% "
+          f"(attention is not modelled: its classes keep an opaque node)")
     for pkg, (n, c, ch) in sorted(per_pkg.items()):
         print(f"  {pkg}: {n} classes, no opaque {100 * c / n:.1f}%, chain {100 * ch / n:.1f}%")
     print("status: " + ", ".join(f"{k} {v}" for k, v in status.most_common()))
-    print(f"top opaque reasons (classes):")
+    print("top opaque reasons (classes):")
     for reason, count in reasons.most_common(args.top):
         tail = f"   e.g. {example[reason]}" if args.examples else ""
         print(f"  {count:5d}  {reason}{tail}")

@@ -233,7 +233,7 @@ class FileModel:
                     quals = self.imports.qualify_dotted(base)
                     local = self.classes.get(base)
                     if "torch.nn.Module" in quals or (local is not None and local.is_module) or any(
-                        C.short(q) in C.PARAM_LAYERS or C.short(q) in C.CONTAINERS or _module_base(q) for q in quals
+                        (C.short(q) or "")[:1].isupper() or _module_base(q) for q in quals
                     ) or (local is None and _looks_like_module(info)):
                         info.is_module = True
                         info.sequential = "torch.nn.Sequential" in quals or (local is not None and local.sequential)
