@@ -148,7 +148,7 @@ def main() -> None:
     print(f"{'one changed file (pre-commit)':34}{single[0]:7.2f}s  {single[1]:7.2f}s  {Path(one).name}, "
           f"{Path(one).read_bytes().count(bytes([10]))} lines (goal <= 1 s)")
     print(f"{'start-up alone (an empty file)':34}{start[0]:7.2f}s  {start[1]:7.2f}s")
-    print(f"files checked by each run (cold, warm, one file, empty): {', '.join(CHECKED)}")
+    print(f"files checked by each run (parse floor, cold, warm, one file, empty): {', '.join(CHECKED)}")
     print(f"machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if args.profile:
         print("\nwhere the time goes (front-end, one process, cumulative):")
