@@ -1,4 +1,4 @@
-"""The command line (click): check, rule, rules, config, probe. Printing and exit codes only."""
+"""The command line (click): check, model, rule, rules, config, probe. Printing and exit codes only."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def _patterns(values: tuple[str, ...]) -> tuple[str, ...]:
 
 class _Group(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return ["check", "probe", "rule", "rules", "config"]
+        return ["check", "model", "probe", "rule", "rules", "config"]
 
     def invoke(self, ctx: click.Context) -> Any:
         # A crash of gradlint itself must not look like "findings" (Python exits 1 on an
@@ -398,6 +398,29 @@ def _check_stdin(display: str, select: tuple[str, ...], ignore: tuple[str, ...],
         _emit(text, fmt, output_file)
         _warn_about_files(result, quiet=quiet, fmt=fmt)
     sys.exit(exit_code(result, config.fail_on, exit_zero=exit_zero))
+
+
+@main.command("model")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=str))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text for people; json: a list of objects (name, filename, location, forward_known, nodes, chains...).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Read settings (excludes) from this TOML file.")
+def model_cmd(paths: tuple[str, ...], fmt: str, config_path: str | None) -> None:
+    """Show what gradlint understood of each model in PATHS (default: the current folder): per
+    nn.Module class and per ONNX graph, its layers in forward order (kind, module path, fan-in/out,
+    init, activation), each opaque node with the reason, and each analysed chain with its
+    predicted gradient gain. Exit 0, or 2 when a path cannot be read."""
+    from gradlint.describe import describe_paths, render_text
+
+    config = resolve_config(config_path, (), (), (), None)
+    described = describe_paths(list(paths) or ["."], config)
+    for error in described.errors:
+        click.echo(f"gradlint: error: {error}", err=True)
+    if fmt == "json":
+        click.echo(json.dumps(described.models, indent=2))
+    else:
+        click.echo(render_text(described.models), nl=False)
+    sys.exit(EXIT_ERROR if described.errors else EXIT_CLEAN)
 
 
 @main.command()

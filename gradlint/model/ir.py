@@ -87,13 +87,20 @@ class Norm:
 @dataclass(frozen=True)
 class Residual:
     """x + f(x): the body is f. scale is a literal multiplier on the skip path (DeepNorm's alpha)
-    or on the branch, when the source states one."""
+    or on the branch, when the source states one.
+
+    join: 'add' (x + f(x)) or 'cat' (torch.cat / torch.stack of the input and its branches:
+    DenseNet, Inception, CSP). branches: further parallel bodies beside `body`, from the same
+    input. skip_scale 0.0 says the input itself is not among the joined parts.
+    """
 
     body: tuple["Node", ...]
     name: str = ""
     origin: Origin = None
     skip_scale: float | None = None
     branch_scale: float | None = None
+    join: str = "add"
+    branches: tuple[tuple["Node", ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,15 @@ class Network:
     recurrents: tuple[Recurrent, ...] = field(default_factory=tuple)
     # Set when forward could not be followed at all: architecture rules about order stay quiet.
     forward_known: bool = True
+    # Other paths through forward, when conditions the front-end cannot decide choose between
+    # them; `nodes` is the first. A finding about order must hold on every path.
+    variants: tuple[tuple[Node, ...], ...] = ()
+    # Why forward was not followed (forward_known False), in words for people.
+    note: str = ""
+
+    @property
+    def paths(self) -> tuple[tuple[Node, ...], ...]:
+        return (self.nodes,) + self.variants
 
 
 def walk(nodes: tuple[Node, ...]):
@@ -163,3 +179,5 @@ def walk(nodes: tuple[Node, ...]):
         yield node
         if isinstance(node, Residual):
             yield from walk(node.body)
+            for branch in node.branches:
+                yield from walk(branch)

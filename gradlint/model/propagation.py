@@ -186,7 +186,11 @@ class _Walk:
                 incoming = self.out_moment()
                 self.reset(None)
                 body = _Walk(self.chains, self.stats, incoming).run(node.body)
-                self.source = _residual_moment(incoming, body, node.skip_scale, node.branch_scale)
+                for branch in node.branches:
+                    _Walk(self.chains, self.stats, incoming).run(branch)
+                # A concatenation mixes parts of different scales: the scale after it is unknown.
+                joined = node.join == "add" and not node.branches
+                self.source = _residual_moment(incoming, body, node.skip_scale, node.branch_scale) if joined else None
             elif isinstance(node, TransformerBlock):
                 # Post-LN blocks end in LayerNorm (unit scale); pre-LN ones in x + f(x).
                 self.reset(1.0 if node.norm_first is False else None)
@@ -273,10 +277,22 @@ def analyse_nodes(nodes: Sequence[Node], input_second_moment: float | None = 1.0
 
 
 def analyse(network: Network, input_second_moment: float | None = 1.0) -> Analysis:
-    """analyse_nodes over the network's forward order; nothing when forward was not followed."""
+    """analyse_nodes over the network's forward order; nothing when forward was not followed.
+
+    When forward has several paths (conditions the front-end could not decide), a chain or an
+    activation statistic is kept only when every path has it, unchanged: a finding must hold
+    whichever way the model runs."""
     if not network.forward_known:
         return Analysis((), ())
-    return analyse_nodes(network.nodes, input_second_moment)
+    first = analyse_nodes(network.nodes, input_second_moment)
+    if not network.variants:
+        return first
+    chains, stats = list(first.chains), list(first.activations)
+    for other in network.variants:
+        a = analyse_nodes(other, input_second_moment)
+        chains = [c for c in chains if c in a.chains]
+        stats = [s for s in stats if s in a.activations]
+    return Analysis(tuple(chains), tuple(stats))
 
 
 def replace_inits(nodes: Sequence[Node], init_for: Callable[[Param], InitSpec | None]) -> tuple[Node, ...]:

@@ -19,16 +19,21 @@ from typing import Any
 
 import libcst as cst
 
+from gradlint.model.blocks import block_count
 from gradlint.model.ir import (
     Activation, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent, Residual,
     TransformerBlock,
 )
 from gradlint.source import catalog as C
+from gradlint.source import library as L
 from gradlint.source.names import dotted
 
 MAX_UNROLL = 512
 MAX_ITEMS = 4096
 MAX_DEPTH = 6
+# Forward paths explored per network when `if` conditions cannot be decided (each undecided
+# condition doubles them); past this, the branches are merged into an opaque node as before.
+MAX_PATHS = 8
 
 
 class _Unknown:
@@ -44,6 +49,41 @@ class _Unknown:
 
 
 UNKNOWN: Any = _Unknown()
+
+
+class _Tensor:
+    """A tensor built in __init__ (nn.Parameter, torch.zeros...): not None, value unknown."""
+
+    _inst = None
+
+    def __new__(cls):
+        if cls._inst is None:
+            cls._inst = super().__new__(cls)
+        return cls._inst
+
+    def __repr__(self) -> str:
+        return "TENSOR"
+
+
+TENSOR: Any = _Tensor()
+
+
+@dataclass(frozen=True)
+class ClassRef:
+    """A module class as a value (`act_layer=nn.GELU`, `partial(nn.LayerNorm, eps=1e-6)`): calling
+    it builds the module. kind: 'torch' (torch.nn short name), 'local' (class of the file, or of
+    the library catalogue when `library` is set)."""
+
+    kind: str
+    cls: str
+    args: tuple = ()
+    kwargs: tuple = ()  # (name, value) pairs bound by functools.partial
+    library: bool = False
+
+
+@dataclass(eq=False)
+class DictVal:
+    items: dict
 
 
 @dataclass(frozen=True)
@@ -73,6 +113,11 @@ class Ctor:
     # (order, tensor name, InitSpec): explicit initialisations that reached this module
     inits: list = field(default_factory=list)
     path: str | None = None
+    # The user's call that built this module when it was built inside a library block: its
+    # position stands for the layer's (the catalogue's own positions mean nothing to the user).
+    site: Any = None
+    # (order, types, tensor, InitSpec) from `this.apply(fn)`: they reach this module and its children.
+    scoped_inits: list = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -112,6 +157,7 @@ class Instance:
     attrs: dict
     type_inits: list  # (order, types tuple, tensor name, InitSpec)
     attention: bool = False
+    fm: Any = None  # the FileModel whose class this is (the library catalogue's, for its blocks)
 
 
 @dataclass
@@ -149,7 +195,18 @@ class FileModel:
         self.functions: dict[str, cst.FunctionDef] = {}
         self.classes: dict[str, ClassInfo] = {}
         self.depth = 0
+        # Set while a library block is built for the user's call: the call its layers stand at.
+        self.site: Any = None
+        self._lib: FileModel | None = None
         self._collect()
+
+    def library(self) -> "FileModel":
+        """The catalogue of torchvision/timm blocks, interpreted like a file of its own."""
+        if self._lib is None:
+            self._lib = FileModel(L.LibrarySource())
+            self._lib.order = self.order
+            self._lib._lib = self._lib
+        return self._lib
 
     # ---- file-level tables -------------------------------------------------------------
     def _collect(self) -> None:
@@ -176,7 +233,7 @@ class FileModel:
                     quals = self.imports.qualify_dotted(base)
                     local = self.classes.get(base)
                     if "torch.nn.Module" in quals or (local is not None and local.is_module) or any(
-                        C.short(q) in C.PARAM_LAYERS or C.short(q) in C.CONTAINERS or _module_base(q) for q in quals
+                        (C.short(q) or "")[:1].isupper() or _module_base(q) for q in quals
                     ) or (local is None and _looks_like_module(info)):
                         info.is_module = True
                         info.sequential = "torch.nn.Sequential" in quals or (local is not None and local.sequential)
@@ -189,7 +246,27 @@ class FileModel:
             return env[name]
         if name in self.constants:
             return self.constants[name]
-        return Sym(name)
+        ref = self.class_ref(name)
+        return ref if ref is not None else Sym(name)
+
+    def class_ref(self, text: str | None) -> ClassRef | None:
+        """A module class named by `text` (a name or dotted path), as a value."""
+        if not text:
+            return None
+        quals = self.imports.qualify_dotted(text)
+        for q in quals:
+            s = C.short(q)
+            if s is not None and s[:1].isupper():
+                return ClassRef("torch", s)
+        if not quals:
+            local = self.classes.get(text)
+            if local is not None and local.is_module:
+                return ClassRef("local", text, library=isinstance(self.src, L.LibrarySource))
+            return None
+        name = L.library_name(quals, self.src.path)
+        if name is not None and name[:1].isupper():
+            return ClassRef("local", name, library=True)
+        return None
 
     def qual(self, expr: cst.BaseExpression) -> frozenset[str]:
         return self.imports.qualify(expr)
@@ -209,11 +286,11 @@ class FileModel:
 
     def _eval(self, e: cst.BaseExpression, env: dict) -> Any:
         if isinstance(e, cst.Integer):
-            return int(e.evaluated_value)
+            return _literal_int(e)
         if isinstance(e, cst.Float):
-            return float(e.evaluated_value)
+            return float(e.value.replace("_", ""))
         if isinstance(e, cst.SimpleString):
-            return e.evaluated_value
+            return _literal_str(e)
         if isinstance(e, cst.FormattedString):
             # f"layer{i}": module names built in loops (add_module) need the real text.
             parts = []
@@ -240,7 +317,15 @@ class FileModel:
                 return env[text]
             if isinstance(e.value, cst.Name) and e.value.value == "math" and e.attr.value in ("pi", "e"):
                 return getattr(math, e.attr.value)
+            if text == "self.training":
+                # Gradients are computed in training mode: forward is read as it runs there.
+                return True
+            ref = self.class_ref(text)
+            if ref is not None:
+                return ref
             base = self._eval(e.value, env)
+            if isinstance(base, Ctor) and base.kind == "config" and base.instance is not None:
+                return base.instance.attrs.get(e.attr.value, Sym(text) if text else UNKNOWN)
             if isinstance(base, (Ctor, AnyModule)):
                 if isinstance(base, Ctor) and base.instance is not None and e.attr.value in base.instance.attrs:
                     return base.instance.attrs[e.attr.value]
@@ -255,8 +340,8 @@ class FileModel:
                     return -v
                 if isinstance(e.operator, cst.Plus):
                     return v
-            if isinstance(e.operator, cst.Not) and isinstance(v, bool):
-                return not v
+            if isinstance(e.operator, cst.Not) and _truth(v) is not None:
+                return not _truth(v)
             return Sym(self.src.code(e)) if isinstance(v, Sym) else UNKNOWN
         if isinstance(e, cst.BinaryOperation):
             a, b = self._eval(e.left, env), self._eval(e.right, env)
@@ -302,6 +387,12 @@ class FileModel:
             return ListVal(items)
         if isinstance(e, (cst.ListComp, cst.GeneratorExp)):
             return self._comprehension(e, env)
+        if isinstance(e, cst.BooleanOperation):
+            return self._boolop(e, env)
+        if isinstance(e, cst.Dict):
+            return self._dict(e, env)
+        if isinstance(e, cst.Subscript) and len(e.slice) == 1 and isinstance(e.slice[0].slice, cst.Slice):
+            return self._slice(self._eval(e.value, env), e.slice[0].slice, env)
         if isinstance(e, cst.Subscript):
             base = self._eval(e.value, env)
             if len(e.slice) == 1 and isinstance(e.slice[0].slice, cst.Index):
@@ -315,10 +406,13 @@ class FileModel:
         if isinstance(e, cst.Call):
             return self._call(e, env)
         if isinstance(e, cst.IfExp):
-            test = self._eval(e.test, env)
-            if isinstance(test, bool):
+            test = _truth(self._eval(e.test, env))
+            if test is not None:
                 return self._eval(e.body if test else e.orelse, env)
-            return UNKNOWN
+            # `DropPath(p) if p > 0 else nn.Identity()`: when both choices leave the gradient's
+            # scale alone, which one is built does not matter.
+            a, b = self._eval(e.body, env), self._eval(e.orelse, env)
+            return a if _neutral_module(a) and _neutral_module(b) else UNKNOWN
         if isinstance(e, cst.Comparison) and len(e.comparisons) == 1:
             left = self._eval(e.left, env)
             right = self._eval(e.comparisons[0].comparator, env)
@@ -337,6 +431,52 @@ class FileModel:
                 return (left == right) == isinstance(op, cst.Equal)
             return UNKNOWN
         return UNKNOWN
+
+    def _boolop(self, e: cst.BooleanOperation, env: dict) -> Any:
+        """`a or b`, `a and b` with Python's short-circuit; undecided operands give UNKNOWN
+        unless the other side settles the truth value."""
+        left = self._eval(e.left, env)
+        t = _truth(left)
+        is_and = isinstance(e.operator, cst.And)
+        if t is not None:
+            if t != is_and:  # `False and ...`, `True or ...`
+                return left
+            return self._eval(e.right, env)
+        right = _truth(self._eval(e.right, env))
+        if is_and and right is False:
+            return False
+        if not is_and and right is True:
+            return True
+        return UNKNOWN
+
+    def _dict(self, e: cst.Dict, env: dict) -> Any:
+        items: dict = {}
+        for el in e.elements:
+            if isinstance(el, cst.DictElement):
+                k = self._eval(el.key, env)
+                if not isinstance(k, str):
+                    return UNKNOWN
+                items[k] = self._eval(el.value, env)
+            else:
+                v = self._eval(el.value, env)
+                if not isinstance(v, DictVal):
+                    return UNKNOWN
+                items.update(v.items)
+        return DictVal(items)
+
+    def _slice(self, base: Any, sl: cst.Slice, env: dict) -> Any:
+        items = base.items if isinstance(base, ListVal) else None
+        if items is None:
+            return UNKNOWN
+        bounds = []
+        for part in (sl.lower, sl.upper, sl.step):
+            v = None if part is None else self._eval(part, env)
+            if v is not None and not (isinstance(v, int) and not isinstance(v, bool)):
+                return UNKNOWN
+            bounds.append(v)
+        if bounds[2] == 0:
+            return UNKNOWN
+        return ListVal(items[slice(*bounds)])
 
     def _comprehension(self, e: cst.ListComp | cst.GeneratorExp, env: dict) -> Any:
         out: list = []
@@ -413,6 +553,9 @@ class FileModel:
         func = call.func
         name = dotted(func)
         quals = self.qual(func)
+        special = self._call_values(call, name, quals, env)
+        if special is not _NOT_HANDLED:
+            return special
         if name == "str" and len(call.args) == 1:
             v = self._eval(call.args[0].value, env)
             return str(v) if isinstance(v, (int, str)) and not isinstance(v, bool) else UNKNOWN
@@ -452,6 +595,8 @@ class FileModel:
         local = self.classes.get(name or "")
         if local is not None and local.is_module and not quals:
             return self._local_ctor(local, call, env)
+        if local is not None and not quals and self.depth < MAX_DEPTH:
+            return self.config(local, self.bound_args(call, env))
         # A method of the class under construction that builds layers (`self._make_layer(...)`)
         if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
             method = env.get("__methods__", {}).get(func.attr.value)
@@ -466,14 +611,151 @@ class FileModel:
             return Ctor("unknown", sorted(quals)[0], [], {}, call, next(self.order))
         return UNKNOWN
 
-    def _call_function(self, fn: cst.FunctionDef, call: cst.Call, env: dict, bound_self: bool) -> Any:
+    def _call_values(self, call: cst.Call, name: str | None, quals: frozenset[str], env: dict) -> Any:
+        """Calls of values rather than of names: class references held in variables, partials,
+        tensors made in __init__, the library catalogue, switches known to be False."""
+        held = env.get(name) if name is not None and name in env else None
+        if isinstance(held, ClassRef):
+            return self.construct(held, self.bound_args(call, env), call)
+        if quals & L.FALSE_FUNCTIONS:
+            return False
+        if "functools.partial" in quals and call.args:
+            target = self.eval(call.args[0].value, env)
+            if isinstance(target, ClassRef):
+                pos, kw, open_pos, open_kw = self.bound_args(call, env)
+                if open_pos or open_kw:
+                    return UNKNOWN
+                return ClassRef(target.kind, target.cls, target.args + tuple(pos[1:]),
+                                tuple({**dict(target.kwargs), **kw}.items()), target.library)
+            return UNKNOWN
+        if quals & _TENSOR_FACTORIES:
+            return TENSOR
+        if name == "dict" and not quals:
+            pos, kw, open_pos, open_kw = self.bound_args(call, env)
+            return DictVal(kw) if not pos and not open_pos and not open_kw else UNKNOWN
+        if name in ("max", "min") and not quals and call.args:
+            vals = [self.eval(a.value, env) for a in call.args if a.keyword is None and not a.star]
+            if vals and all(_num(v) for v in vals) and len(vals) == len(call.args):
+                return max(vals) if name == "max" else min(vals)
+            return _NOT_HANDLED
+        if name == "isinstance" and len(call.args) == 2 and not quals:
+            v = self.eval(call.args[0].value, env)
+            kinds = {dotted(el.value) for el in call.args[1].value.elements} if isinstance(call.args[1].value, cst.Tuple) else {dotted(call.args[1].value)}
+            if kinds <= {"list", "tuple"} and (isinstance(v, ListVal) or _num(v) or isinstance(v, (str, bool, ClassRef))):
+                return isinstance(v, ListVal)
+            return _NOT_HANDLED
+        if quals:
+            lib = L.library_name(quals, self.src.path)
+            if lib is not None:
+                return self._library_call(lib, call, env)
+        elif name is not None and isinstance(self.src, L.LibrarySource) and name in L.PASS:
+            return self._library_call(name, call, env)
+        return _NOT_HANDLED
+
+    def _library_call(self, lib: str, call: cst.Call, env: dict) -> Any:
+        if lib in L.PASS:
+            ctor = Ctor("pass", L.PASS[lib], [], {}, call, next(self.order))
+            ctor.site = self.site
+            return ctor
+        if lib in ("to_2tuple", "to_ntuple"):
+            v = self.eval(call.args[0].value, env) if call.args else UNKNOWN
+            return v if isinstance(v, ListVal) else ListVal([v, v])
+        if lib in ("make_divisible", "_make_divisible"):
+            pos, kw, _, _ = self.bound_args(call, env)
+            v = pos[0] if pos else kw.get("v", UNKNOWN)
+            d = pos[1] if len(pos) > 1 else kw.get("divisor", 8)
+            if _num(v) and isinstance(d, int) and d > 0:
+                new = max(d, int(v + d / 2) // d * d)
+                return new + d if new < 0.9 * v else new
+            return UNKNOWN
+        if lib == "use_fused_attn":
+            return True  # the fused kernel and the written-out attention are the same function
+        if lib in L.CHECKPOINT_FUNCTIONS or lib in L.PASS_FUNCTIONS:
+            return UNKNOWN
+        libfm = self.library()
+        bound = self.bound_args(call, env)
+        site = self.site if self.site is not None else call
+        if lib in libfm.classes:
+            return libfm.construct(ClassRef("local", lib, library=True), bound, call, site=site)
+        fn = libfm.functions.get(lib)
+        if fn is None:
+            return UNKNOWN
+        saved, libfm.site = libfm.site, site
+        try:
+            return libfm._call_function(fn, None, {}, bound_self=False, bound=bound)
+        finally:
+            libfm.site = saved
+
+    def bound_args(self, call: cst.Call, env: dict) -> tuple[list, dict, bool, bool]:
+        """The call's arguments evaluated here: positional values, keyword values, and whether a
+        `*args` / `**kwargs` we could not expand leaves the rest open."""
+        pos: list = []
+        kw: dict = {}
+        open_pos = open_kw = False
+        for a in call.args:
+            if a.star == "*":
+                v = self.eval(a.value, env)
+                if isinstance(v, ListVal) and not open_pos:
+                    pos.extend(v.items)
+                else:
+                    open_pos = True
+            elif a.star == "**":
+                v = self.eval(a.value, env)
+                if isinstance(v, DictVal):
+                    kw.update(v.items)
+                else:
+                    open_kw = True
+            elif a.keyword is not None:
+                kw[a.keyword.value] = self.eval(a.value, env)
+            elif not open_pos:
+                pos.append(self.eval(a.value, env))
+        return pos, kw, open_pos, open_kw
+
+    def construct(self, ref: ClassRef, bound: tuple, call: cst.Call, site: Any = None) -> Any:
+        """Build the module a class reference names, with already evaluated arguments."""
+        pos, kw, open_pos, open_kw = bound
+        pos = list(ref.args) + pos
+        kw = {**dict(ref.kwargs), **kw}
+        if ref.library and site is None:
+            site = self.site if self.site is not None else call
+        if ref.kind == "torch":
+            if ref.cls in C.CONTAINERS:
+                return Ctor("unknown", ref.cls, [], {}, call, next(self.order))
+            ctor = Ctor("torch", ref.cls, pos, kw, call, next(self.order))
+            ctor.site = site if site is not None else self.site
+            return ctor
+        fm = self.library() if ref.library and not isinstance(self.src, L.LibrarySource) else self
+        info = fm.classes.get(ref.cls)
+        if info is None:
+            return Ctor("unknown", ref.cls, [], {}, call, next(self.order))
+        base = fm.torch_base(info)
+        if base is not None:
+            return self.construct(ClassRef("torch", base), (pos, kw, open_pos, open_kw), call, site=site)
+        ctor = Ctor("local", ref.cls, [], {}, call, next(self.order))
+        ctor.site = site if site is not None else self.site
+        if fm.depth >= MAX_DEPTH:
+            ctor.kind = "unknown"
+            return ctor
+        saved = fm.site
+        if ref.library:
+            fm.site = ctor.site
+        fm.depth += 1
+        try:
+            ctor.instance = fm.instantiate(info, None, {}, bound=(pos, kw, open_pos, open_kw))
+        finally:
+            fm.depth -= 1
+            fm.site = saved
+        return ctor
+
+    def _call_function(self, fn: cst.FunctionDef, call: cst.Call | None, env: dict, bound_self: bool,
+                       bound: tuple | None = None) -> Any:
         if self.depth >= MAX_DEPTH:
             return UNKNOWN
         scope: dict = {k: v for k, v in env.items() if k.startswith("self") or k.startswith("__")}
         params = list(fn.params.params)
         if bound_self and params:
             params = params[1:]
-        self._bind_params(params, fn.params, call, env, scope)
+        self._bind_params(params, fn.params, call, env, scope, bound=bound)
         self.depth += 1
         try:
             interp = _InitInterpreter(self, scope, inst=env.get("__instance__"))
@@ -482,28 +764,30 @@ class FileModel:
         finally:
             self.depth -= 1
 
-    def _bind_params(self, params: list, all_params: cst.Parameters, call: cst.Call | None, env: dict, scope: dict) -> None:
-        positional = [a for a in call.args if a.keyword is None and a.star == ""] if call is not None else []
-        keywords = {a.keyword.value: a.value for a in call.args if a.keyword is not None} if call is not None else {}
-        has_star = call is not None and any(a.star for a in call.args)
+    def _bind_params(self, params: list, all_params: cst.Parameters, call: cst.Call | None, env: dict, scope: dict,
+                     bound: tuple | None = None) -> None:
+        if bound is None:
+            bound = self.bound_args(call, env) if call is not None else ([], {}, False, False)
+        positional, keywords, open_pos, open_kw = bound
         kwonly = list(all_params.kwonly_params)
         for i, p in enumerate(params + kwonly):
             pname = p.name.value
             if p in params and i < len(positional):
-                scope[pname] = self.eval(positional[i].value, env)
+                scope[pname] = positional[i]
             elif pname in keywords:
-                scope[pname] = self.eval(keywords[pname], env)
-            elif has_star:
+                scope[pname] = keywords[pname]
+            elif open_pos or open_kw:
                 scope[pname] = Sym(pname)
             elif p.default is not None:
                 scope[pname] = self.eval(p.default, {})
             else:
-                scope[pname] = Sym(pname)
+                scope[pname] = self.config_default(p) or Sym(pname)
 
     def _torch_ctor(self, cls: str, call: cst.Call, env: dict) -> Ctor:
         args = [self.eval(a.value, env) if a.star == "" else UNKNOWN for a in call.args if a.keyword is None]
         kwargs = {a.keyword.value: self.eval(a.value, env) for a in call.args if a.keyword is not None}
         ctor = Ctor("torch", cls, args, kwargs, call, next(self.order))
+        ctor.site = self.site
         if cls in ("Sequential", "ModuleList"):
             items: list = []
             for a in call.args:
@@ -548,8 +832,74 @@ class FileModel:
                     items.append(self.eval(pair.elements[1].value, env))
         return items, keys
 
+    def config_default(self, param: cst.Param) -> Any:
+        """A parameter annotated with a config class of this file (`cfg: GPTConfig`) and given no
+        value: the config as its defaults make it, which is the model as its class describes it."""
+        ann = param.annotation.annotation if param.annotation is not None else None
+        info = self.classes.get(dotted(ann) or "") if ann is not None else None
+        if info is None or info.is_module or self.depth >= MAX_DEPTH:
+            return None
+        return self.config(info, ([], {}, False, False))
+
+    def config(self, info: ClassInfo, bound: tuple) -> Ctor:
+        """An instance of a plain class of this file (a dataclass or a PretrainedConfig-style
+        class whose __init__ sets self.x = x): its attributes, from class-level defaults and
+        from __init__ run with the arguments."""
+        ctor = Ctor("config", info.name, [], {}, info.node, next(self.order))
+        self.depth += 1
+        try:
+            inst = Instance(info, {}, [], fm=self)
+            pos, kw, open_pos, open_kw = bound
+            fields: list[str] = []
+            for stmt in info.node.body.body:
+                if isinstance(stmt, cst.SimpleStatementLine):
+                    for small in stmt.body:
+                        if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
+                            fields.append(small.target.value)
+                            if small.value is not None:
+                                inst.attrs[small.target.value] = self.eval(small.value, {})
+                        elif isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
+                            inst.attrs[small.targets[0].target.value] = self.eval(small.value, {})
+            if "__init__" in info.methods:
+                inst.attrs.update(self.instantiate(info, None, {}, bound=bound).attrs)
+            else:
+                # A dataclass's generated __init__: fields in order, then keywords.
+                for name, value in zip(fields, pos):
+                    inst.attrs[name] = value
+                for name, value in kw.items():
+                    inst.attrs[name] = value
+                if open_pos or open_kw:
+                    inst.attrs = {k: Sym(k) for k in inst.attrs}
+            ctor.instance = inst
+        finally:
+            self.depth -= 1
+        return ctor
+
+    def torch_base(self, info: ClassInfo) -> str | None:
+        """The torch.nn layer a class only renames (`class LayerNorm2d(nn.LayerNorm): pass`: no
+        __init__, no forward of its own), built with the same arguments."""
+        methods = self._methods(info)
+        if "__init__" in methods or "forward" in methods:
+            return None
+        for base in info.bases:
+            for q in self.imports.qualify_dotted(base):
+                s = C.short(q)
+                if s is not None and (s in C.PARAM_LAYERS or s in C.NORM_MODULES or s in C.ACTIVATION_MODULES
+                                      or s in C.PASSTHROUGH_MODULES):
+                    return s
+            local = self.classes.get(base)
+            if local is not None and local is not info:
+                found = self.torch_base(local)
+                if found is not None:
+                    return found
+        return None
+
     def _local_ctor(self, info: ClassInfo, call: cst.Call, env: dict) -> Ctor:
+        base = self.torch_base(info)
+        if base is not None:
+            return self._torch_ctor(base, call, env)
         ctor = Ctor("local", info.name, [], {}, call, next(self.order))
+        ctor.site = self.site
         if self.depth >= MAX_DEPTH:
             ctor.kind = "unknown"
             return ctor
@@ -560,20 +910,20 @@ class FileModel:
             self.depth -= 1
         return ctor
 
-    def instantiate(self, info: ClassInfo, call: cst.Call | None, env: dict) -> Instance:
+    def instantiate(self, info: ClassInfo, call: cst.Call | None, env: dict, bound: tuple | None = None) -> Instance:
         """Interpret __init__ (the class's or its nearest local base's) with the call's arguments."""
-        inst = Instance(info, {}, [])
+        inst = Instance(info, {}, [], fm=self)
         scope: dict = {"__methods__": self._methods(info), "__instance__": inst}
         init = self._find_method(info, "__init__")
         if init is not None:
             params = list(init.params.params)[1:]
-            self._bind_params(params, init.params, call, env, scope)
+            self._bind_params(params, init.params, call, env, scope, bound=bound)
             interp = _InitInterpreter(self, scope, inst)
             try:
                 interp.block(init.body)
             except _Budget:
                 inst.attrs["__budget__"] = UNKNOWN
-        if info.sequential and call is not None:
+        if info.sequential and (call is not None or bound is not None):
             # A subclass of nn.Sequential passes its layers to super().__init__(*layers)
             seq = inst.attrs.get("__sequential__")
             if isinstance(seq, ListVal):
@@ -611,6 +961,58 @@ def _looks_like_module(info: "ClassInfo") -> bool:
 
 def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_NOT_HANDLED: Any = object()
+_TENSOR_FACTORIES = frozenset({
+    "torch.nn.Parameter", "torch.nn.parameter.Parameter", "torch.zeros", "torch.ones", "torch.randn", "torch.rand",
+    "torch.empty", "torch.tensor", "torch.full", "torch.arange", "torch.linspace", "torch.eye", "torch.Tensor",
+    "torch.zeros_like", "torch.ones_like", "torch.randn_like",
+})
+
+
+def _literal_int(e: cst.Integer) -> int:
+    # libcst's evaluated_value compiles the literal with ast.literal_eval: a compile per number.
+    text = e.value.replace("_", "")
+    return int(text, 0) if not (len(text) > 1 and text[0] == "0" and text[1].isdigit()) else int(e.evaluated_value)
+
+
+_TRIPLE = ("\"" * 3, "'" * 3)
+
+
+def _literal_str(e: cst.SimpleString) -> Any:
+    v = e.value
+    if "\\" not in v and v[:1] in ("'", '"'):
+        q = 3 if v[:3] in _TRIPLE else 1
+        return v[q:-q]
+    return e.evaluated_value
+
+
+def _neutral_module(v: Any) -> bool:
+    """A module that passes its input on at the same scale (identity, dropout, stochastic depth)."""
+    if not isinstance(v, Ctor):
+        return False
+    return v.kind == "pass" or (v.kind == "torch" and (v.cls == "Identity" or v.cls.startswith("Dropout")))
+
+
+def _truth(v: Any) -> bool | None:
+    """Python's truth value of an abstract value; None when it cannot be known."""
+    if v is None or isinstance(v, bool):
+        return bool(v)
+    if _num(v) or isinstance(v, str):
+        return bool(v)
+    if isinstance(v, ClassRef):
+        return True
+    if isinstance(v, ListVal) and UNKNOWN not in v.items:
+        return bool(v.items)
+    if isinstance(v, DictVal):
+        return bool(v.items)
+    if isinstance(v, Ctor):
+        # Containers are falsy when empty (they define __len__); other modules are always true.
+        if v.items is not None:
+            return bool(v.items) if UNKNOWN not in v.items else None
+        return True if v.kind != "unknown" else None
+    return None
 
 
 def _is_ordered_dict(expr: cst.BaseExpression, fm: FileModel) -> bool:
@@ -806,12 +1208,38 @@ class _InitInterpreter(_Walker):
                         else:
                             items.append(v)
                     self.inst.attrs["__sequential__"] = ListVal(items)
+                    return
+                self.super_init(call)
                 return
             if isinstance(func.value, cst.Name) and func.value.value == "self":
                 method_def = self.env.get("__methods__", {}).get(method)
                 if method_def is not None and method not in ("forward", "__init__"):
                     fm._call_function(method_def, call, self.env, bound_self=True)
                 return
+
+    def super_init(self, call: cst.Call) -> None:
+        """`super().__init__(...)` of a class whose base is a class of this file: the base's
+        __init__ runs on the same instance, with the call's arguments."""
+        fm = self.fm
+        if self.inst is None or self.inst.cls is None or fm.depth >= MAX_DEPTH:
+            return
+        for base in self.inst.cls.bases:
+            local = fm.classes.get(base)
+            if local is None or local is self.inst.cls:
+                continue
+            init = fm._find_method(local, "__init__")
+            if init is None:
+                return
+            scope: dict = {"__methods__": self.env.get("__methods__", {}), "__instance__": self.inst}
+            fm._bind_params(list(init.params.params)[1:], init.params, call, self.env, scope)
+            fm.depth += 1
+            try:
+                _InitInterpreter(fm, scope, self.inst).block(init.body)
+            finally:
+                fm.depth -= 1
+            for k, v in self.inst.attrs.items():
+                self.env["self." + k] = v
+            return
 
     def spec(self, scheme: str, params: dict, call: cst.Call) -> InitSpec:
         clean = []
@@ -854,14 +1282,21 @@ class _InitInterpreter(_Walker):
         elif isinstance(fn_expr, cst.Name):
             fn = self.fm.functions.get(fn_expr.value)
             params = list(fn.params.params) if fn is not None else []
+        # `self.head.apply(fn)` reaches the head's layers only: its type-dispatched inits are
+        # kept on the head and handed down to its children when paths are assigned.
+        target = scope_ctor.scoped_inits if scope_ctor is not None else self.inst.type_inits if self.inst is not None else None
         if fn is None or not params:
-            # An init function we cannot read: every layer's initialisation becomes unknown.
-            if self.inst is not None:
-                self.inst.type_inits.append((next(self.fm.order), (), "*", InitSpec("unknown", origin=self.fm.src.span(fn_expr))))
+            # An init function we cannot read: the initialisation of every layer it reaches becomes unknown.
+            if target is not None:
+                target.append((next(self.fm.order), (), "*", InitSpec("unknown", origin=self.fm.src.span(fn_expr))))
             return
         scope = dict(self.env)
         scope[params[0].name.value] = AnyModule()
-        sub = _InitInterpreter(self.fm, scope, self.inst)
+        inst = self.inst
+        if scope_ctor is not None:
+            inst = Instance(self.inst.cls if self.inst is not None else None, self.inst.attrs if self.inst is not None else {},
+                            scope_ctor.scoped_inits, fm=self.fm)  # type: ignore[arg-type]
+        sub = _InitInterpreter(self.fm, scope, inst)
         sub.block(fn.body)
 
     def for_loop(self, stmt: cst.For) -> None:
@@ -916,8 +1351,8 @@ class _InitInterpreter(_Walker):
                 self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
                 self.env[var] = saved
             return
-        cond = self.ev(stmt.test)
-        if isinstance(cond, bool) or cond is None or (_num(cond)):
+        cond = _truth(self.ev(stmt.test))
+        if cond is not None:
             if cond:
                 self.block(stmt.body)
             elif stmt.orelse is not None:
@@ -1000,6 +1435,10 @@ class Lowerer:
         self.recurrents: list[Recurrent] = []
         self.seen: set[int] = set()
         self.depth = 0
+        self.plan: list[bool] | None = None
+        self.order: list[bool] = []
+        self.choices: dict[int, bool] = {}
+        self.note = ""  # why forward could not be followed, for people (`gradlint model`)
 
     # paths and parameter inventory
     def assign_paths(self, attrs: dict, prefix: str, type_inits: list) -> None:
@@ -1013,6 +1452,8 @@ class Lowerer:
             return
         self.seen.add(id(value))
         value.path = path
+        if value.scoped_inits:
+            type_inits = value.scoped_inits + type_inits
         value.__dict__["type_inits"] = type_inits
         if value.items is not None:
             keys = value.keys if value.keys is not None and len(value.keys) == len(value.items) else None
@@ -1041,7 +1482,7 @@ class Lowerer:
     def param(self, ctor: Ctor) -> Param:
         op, kdims = C.PARAM_LAYERS[ctor.cls]
         arg = _ArgReader(ctor)
-        span = self.fm.src.span(ctor.node)
+        span = self.span(ctor)
         if op == "linear":
             if ctor.cls == "LazyLinear":
                 fan_in, fan_out = None, _fan(arg.get(0, "out_features"))
@@ -1089,15 +1530,62 @@ class Lowerer:
         hh = self.final_init(ctor, "weight_hh_l0") or self.final_init(ctor, "weight_hh")
         return Recurrent(name=ctor.path or "", cell=cell, nonlinearity=nl if isinstance(nl, str) else "unknown",
                          hidden=_fan(arg.get(1, "hidden_size")), num_layers=layers if isinstance(layers, int) else 1,
-                         origin=self.fm.src.span(ctor.node), weight_hh_init=hh)
+                         origin=self.span(ctor), weight_hh_init=hh)
+
+    def span(self, ctor: Ctor):
+        """Where a layer is, for the user: its constructor call, or the user's call of the library
+        block that built it."""
+        return self.fm.src.span(ctor.site if ctor.site is not None else ctor.node)
+
+    # forward paths: undecided conditions are decided by a plan, one run per combination
+    def decide(self, node: cst.CSTNode) -> bool | None:
+        """The branch this run takes at an `if` whose condition is unknown (None: merge both).
+        One decision per `if` statement and run: every instance of a class takes the same side,
+        which is what a condition on a setting or on the input's shape does."""
+        if self.plan is None:
+            return None
+        key = id(node)
+        if key in self.choices:
+            return self.choices[key]
+        i = len(self.order)
+        choice = self.plan[i] if i < len(self.plan) else True
+        self.order.append(choice)
+        self.choices[key] = choice
+        return choice
+
+    def forward_paths(self, inst: "Instance", prefix: str) -> tuple[list[tuple], bool, str]:
+        """Every path through forward (at most MAX_PATHS), as distinct node tuples; whether each
+        was followed; and why not when one was not. Past the bound, one merged run."""
+        plans: list[list[bool]] = [[]]
+        results: list[tuple] = []
+        runs = 0
+        while plans and runs < MAX_PATHS:
+            self.plan, self.order, self.choices = plans.pop(), [], {}
+            self.note = ""
+            nodes, known = self.forward(inst, prefix)
+            runs += 1
+            if not known:
+                self.plan = None
+                return [], False, self.note or "forward not followed"
+            if nodes not in results:
+                results.append(nodes)
+            for i in range(len(self.plan), len(self.order)):
+                plans.append(self.order[:i] + [not self.order[i]])
+        self.plan = None
+        if plans:
+            nodes, known = self.forward(inst, prefix)
+            return ([nodes] if known else []), known, (self.note or "forward not followed") if not known else ""
+        return results, True, ""
 
     # forward
     def module_nodes(self, value: Any) -> tuple:
         """The IR nodes of calling a module value on a tensor."""
         if not isinstance(value, Ctor):
             return (Opaque("", "unknown module"),)
-        span = self.fm.src.span(value.node)
+        span = self.span(value)
         path = value.path or ""
+        if value.kind == "pass":
+            return (Passthrough(path, value.cls, span),)
         if value.kind == "torch":
             cls = value.cls
             if cls in C.PARAM_LAYERS:
@@ -1143,20 +1631,22 @@ class Lowerer:
                 for item in value.items:
                     out.extend(self.module_nodes(item))
                 return tuple(out)
-            return (Opaque(path, cls, span),)
+            return (Opaque(path, f"nn.{cls} called as a layer: not modelled", span),)
         if value.kind == "local" and value.instance is not None:
             if self.depth >= MAX_DEPTH:
-                return (Opaque(path, value.cls, span),)
+                return (Opaque(path, f"{value.cls}: nested deeper than {MAX_DEPTH} modules", span),)
             self.depth += 1
+            note = self.note  # a child's failure is said by its opaque node, not as the parent's note
             try:
                 nodes, known = self.forward(value.instance, path + ".")
             finally:
                 self.depth -= 1
-            return nodes if known else (Opaque(path, value.cls, span),)
-        return (Opaque(path, value.cls, span),)
+                self.note = note
+            return nodes if known else (Opaque(path, f"{value.cls}: forward not followed", span),)
+        return (Opaque(path, f"{value.cls}: a class gradlint does not see (another file or library)", span),)
 
     def forward(self, inst: Instance, prefix: str) -> tuple[tuple, bool]:
-        fm = self.fm
+        fm = inst.fm or self.fm
         fwd = fm._find_method(inst.cls, "forward")
         if fwd is None:
             if inst.cls.sequential:
@@ -1165,21 +1655,29 @@ class Lowerer:
                 for v in seq:
                     out.extend(self.module_nodes(v))
                 return tuple(out), True
+            self.note = self.note or f"{inst.cls.name} has no forward"
             return (), False
         interp = _ForwardInterpreter(self, inst)
+        interp.prefix = prefix
         params = [p.name.value for p in fwd.params.params][1:]
         if not params:
+            self.note = self.note or f"{inst.cls.name}.forward takes no input"
             return (), False
-        for p in params:
-            interp.env[p] = PathVal(p, ())
+        for i, p in enumerate(fwd.params.params[1:]):
+            # The first input is the signal followed; the others are other inputs, unless they
+            # default to None (an optional mask, a flag), which is what they are when omitted.
+            default = fwd.params.params[i + 1].default
+            interp.env[p.name.value] = PathVal(p.name.value, ()) if i == 0 or default is None else fm.eval(default, {})
         for p in fwd.params.kwonly_params:
-            interp.env[p.name.value] = UNKNOWN
+            interp.env[p.name.value] = fm.eval(p.default, {}) if p.default is not None else UNKNOWN
         try:
             interp.block(fwd.body)
         except _Budget:
+            self.note = self.note or f"{inst.cls.name}.forward exceeds the interpretation budget"
             return (), False
         result = interp.result(params[0])
         if result is None:
+            self.note = self.note or f"{inst.cls.name}.forward does not return a value computed from {params[0]}"
             return (), False
         return result, True
 
@@ -1253,12 +1751,13 @@ class _ForwardInterpreter(_Walker):
 
     def __init__(self, low: Lowerer, inst: Instance) -> None:
         self.low = low
-        self.fm = low.fm
+        self.fm = inst.fm or low.fm
         self.inst = inst
         self.env: dict = {}
         self.returns: list = []
         self.done = False
         self.calls = 0
+        self.prefix = ""  # module path of the instance, for the names of opaque nodes
 
     def attr(self, name: str) -> Any:
         return self.inst.attrs.get(name, UNKNOWN)
@@ -1308,8 +1807,10 @@ class _ForwardInterpreter(_Walker):
         if isinstance(e, cst.Comparison):
             return self.fm.eval(e, self._numeric_env())
         if isinstance(e, cst.IfExp):
-            test = self.fm.eval(e.test, self._numeric_env())
-            if isinstance(test, bool):
+            test = _truth(self.fm.eval(e.test, self._numeric_env()))
+            if test is None:
+                test = self.low.decide(e)
+            if test is not None:
                 return self.ev(e.body if test else e.orelse)
             a, b = self.ev(e.body), self.ev(e.orelse)
             return _merge(a, b)
@@ -1344,6 +1845,9 @@ class _ForwardInterpreter(_Walker):
                 method = self.fm._methods(self.inst.cls).get(func.attr.value)
                 if method is not None and func.attr.value != "forward":
                     return self.call_method(method, call)
+        special = self.call_special(call, quals)
+        if special is not _NOT_HANDLED:
+            return special
         for q in quals:
             if q in C.ACTIVATION_FUNCTIONS:
                 return self.append(call, Activation("", C.ACTIVATION_FUNCTIONS[q], self._act_param(q, call)))
@@ -1362,8 +1866,12 @@ class _ForwardInterpreter(_Walker):
                     return PathVal(owner.root, owner.nodes + (Activation("", C.ACTIVATION_METHODS[method]),))
                 if method in C.NEUTRAL_METHODS:
                     return owner
-                if method in ("chunk", "split", "unbind"):
-                    return ListVal([PathVal(owner.root, owner.nodes + (Opaque("", method),))] * 8)
+                if method in ("mean", "amax", "logsumexp") and not self.paths_in(call):
+                    # Average or max pooling written as a reduction: a pooling layer's passthrough.
+                    return PathVal(owner.root, owner.nodes + (Passthrough("", method),))
+                if method in ("chunk", "split", "unbind", "tensor_split"):
+                    # Parts of one tensor: each keeps its scale (q, k, v from one projection).
+                    return ListVal([PathVal(owner.root, owner.nodes + (Passthrough("", method),))] * 8)
                 if method in ("mul", "mul_", "div", "div_"):
                     other = self.paths_in(call)
                     if not other:
@@ -1379,15 +1887,94 @@ class _ForwardInterpreter(_Walker):
         paths = self.paths_in(call)
         if paths:
             first = paths[0]
-            return PathVal(first.root, first.nodes + (Opaque("", dotted(func) or "call"),))
+            return PathVal(first.root, first.nodes + (self.unknown_call(func),))
         # list/tuple args (torch.cat([a, b])) hold paths too
         for a in call.args:
             v = self.ev(a.value)
             if isinstance(v, ListVal):
                 ps = [i for i in v.items if isinstance(i, PathVal)]
                 if ps:
-                    return PathVal(ps[0].root, ps[0].nodes + (Opaque("", dotted(func) or "call"),))
+                    return PathVal(ps[0].root, ps[0].nodes + (self.unknown_call(func),))
         return UNKNOWN
+
+    def unknown_call(self, func: cst.BaseExpression) -> Opaque:
+        """The opaque node of a call gradlint cannot follow, named by what it calls."""
+        text = dotted(func)
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+            attr = func.attr.value
+            if attr in self.inst.attrs:
+                return Opaque(self.prefix + attr, f"self.{attr}: built by code gradlint cannot follow")
+            return Opaque(self.prefix + attr, f"self.{attr}: not set in __init__")
+        return Opaque("", f"call of {text}" if text else "call of a computed function")
+
+    def call_special(self, call: cst.Call, quals: frozenset[str]) -> Any:
+        """Calls that apply modules or join paths: checkpoint wrappers, stochastic depth,
+        concatenation and stacking of branches."""
+        lib = L.library_name(quals, self.fm.src.path) if quals else None
+        if lib is None and isinstance(self.fm.src, L.LibrarySource):
+            lib = dotted(call.func)
+        last = {q.rsplit(".", 1)[-1] for q in quals}
+        if lib in L.PASS_FUNCTIONS or "torchvision.ops.stochastic_depth" in quals:
+            return self.append(call, Passthrough("", lib or "stochastic_depth"))
+        if (lib in L.CHECKPOINT_FUNCTIONS or any(q.startswith("torch.utils.checkpoint.") for q in quals)) and call.args:
+            return self.checkpoint(call, "seq" in (lib or "") or "sequential" in "".join(last))
+        if quals & _JOINS:
+            return self.join(call)
+        if quals & _SPLITS:
+            paths = self.paths_in(call)
+            if paths:
+                return ListVal([PathVal(paths[0].root, paths[0].nodes + (Passthrough("", "split"),))] * 8)
+        if quals & {"torch.matmul", "torch.bmm"}:
+            paths = self.paths_in(call)
+            if len(paths) == 2 and paths[0].root == paths[1].root:
+                self.inst.attention = True
+                return PathVal(paths[0].root, _common_prefix(paths[0].nodes, paths[1].nodes) + (Opaque("", "attention"),))
+        return _NOT_HANDLED
+
+    def checkpoint(self, call: cst.Call, sequence: bool) -> Any:
+        """checkpoint(fn, x) is fn(x); checkpoint_seq(modules, x) runs them in order: recomputing
+        activations in backward changes memory, not gradients."""
+        fn = self.ev(call.args[0].value)
+        rest = [self.ev(a.value) for a in call.args[1:] if a.keyword is None and not a.star]
+        paths = [v for v in rest if isinstance(v, PathVal)]
+        if not paths:
+            return UNKNOWN
+        base = paths[0]
+        if sequence and isinstance(fn, Ctor) and fn.items is not None:
+            nodes = base.nodes
+            for item in fn.items:
+                nodes = nodes + self.low.module_nodes(item)
+            return PathVal(base.root, nodes)
+        if isinstance(fn, Ctor):
+            return PathVal(base.root, base.nodes + self.low.module_nodes(fn))
+        return PathVal(base.root, base.nodes + (Opaque("", "checkpoint of a function"),))
+
+    def join(self, call: cst.Call) -> Any:
+        """torch.cat / torch.stack of branches of one input: a residual whose join is a
+        concatenation; with the input itself among them (DenseNet), the skip is kept."""
+        seq = self.ev(call.args[0].value) if call.args else UNKNOWN
+        if not isinstance(seq, ListVal):
+            paths = self.paths_in(call)
+            return PathVal(paths[0].root, paths[0].nodes + (Opaque("", "concatenation of unknown parts"),)) if paths else UNKNOWN
+        paths = [v for v in seq.items if isinstance(v, PathVal)]
+        if not paths:
+            return UNKNOWN
+        roots = {p.root for p in paths}
+        if len(roots) > 1:
+            return PathVal(paths[0].root, paths[0].nodes + (Opaque("", "concatenation of different inputs"),))
+        if len(paths) == 1:
+            return paths[0]  # joined with constants or parameters (a class token): the scale is kept
+        prefix = paths[0].nodes
+        for p in paths[1:]:
+            prefix = _common_prefix(prefix, p.nodes)
+        bodies = [p.nodes[len(prefix):] for p in paths]
+        skip = any(not b for b in bodies)
+        bodies = [b for b in bodies if b]
+        if not bodies:
+            return paths[0]
+        node = Residual(body=tuple(bodies[0]), skip_scale=None if skip else 0.0, join="cat",
+                        branches=tuple(tuple(b) for b in bodies[1:]))
+        return PathVal(paths[0].root, prefix + (node,))
 
     def _act_param(self, q: str, call: cst.Call) -> float | None:
         fn = C.ACTIVATION_FUNCTIONS[q]
@@ -1407,6 +1994,7 @@ class _ForwardInterpreter(_Walker):
         if self.low.depth >= MAX_DEPTH:
             return UNKNOWN
         sub = _ForwardInterpreter(self.low, self.inst)
+        sub.prefix = self.prefix
         sub.calls = self.calls
         params = [p.name.value for p in method.params.params][1:]
         positional = [a for a in call.args if a.keyword is None]
@@ -1439,6 +2027,10 @@ class _ForwardInterpreter(_Walker):
                 return _add(a, b)
             if isinstance(op, cst.Subtract):
                 return _add(a, b)
+            if isinstance(op, cst.MatrixMultiply):
+                # A product of the input with itself (q @ k^T, then weights @ v): attention.
+                self.inst.attention = True
+                return PathVal(a.root, _common_prefix(a.nodes, b.nodes) + (Opaque("", "attention"),))
             return PathVal(a.root, _common_prefix(a.nodes, b.nodes) + (Opaque("", "product of branches"),))
         if isinstance(a, PathVal) or isinstance(b, PathVal):
             p = a if isinstance(a, PathVal) else b
@@ -1531,8 +2123,10 @@ class _ForwardInterpreter(_Walker):
                 return
 
     def if_stmt(self, stmt: cst.If) -> None:
-        cond = self.fm.eval(stmt.test, self._numeric_env())
-        if isinstance(cond, bool) or cond is None or _num(cond):
+        cond = _truth(self.fm.eval(stmt.test, self._numeric_env()))
+        if cond is None:
+            cond = self.low.decide(stmt)
+        if cond is not None:
             if cond:
                 self.block(stmt.body)
             elif stmt.orelse is not None:
@@ -1575,6 +2169,11 @@ class _ForwardInterpreter(_Walker):
         if isinstance(value, PathVal) and value.root == main_input:
             return value.nodes
         return None
+
+
+_SPLITS = frozenset({"torch.split", "torch.chunk", "torch.unbind", "torch.tensor_split"})
+_JOINS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.stack", "torch.hstack", "torch.vstack",
+                    "torch.dstack"})
 
 
 def _common_prefix(a: tuple, b: tuple) -> tuple:
@@ -1635,17 +2234,20 @@ def extract(src):
             inst = fm.instantiate(info, None, {})
             low = Lowerer(fm)
             low.assign_paths(inst.attrs, "", inst.type_inits)
-            nodes, known = low.forward(inst, "")
+            paths, known, note = low.forward_paths(inst, "")
         except (_Budget, RecursionError):
             summaries.append(ClassSummary(name=info.name, path=src.path, bases=info.bases, is_module=True))
             continue
         recurrent = bool(low.recurrents)
-        blocks = _count_blocks(inst, nodes)
+        # One definition of a transformer block for every rule (gradlint.model.blocks); a forward
+        # that could not be followed falls back to counting the blocks the class holds.
+        blocks = block_count(paths) if known and paths else _count_blocks(inst, ())
         summaries.append(ClassSummary(name=info.name, path=src.path, bases=info.bases, recurrent=recurrent,
                                       transformer_blocks=blocks, is_module=True))
-        networks.append(Network(name=info.name, path=src.path, nodes=tuple(nodes) if known else (),
+        networks.append(Network(name=info.name, path=src.path, nodes=tuple(paths[0]) if known and paths else (),
                                 origin=src.span(info.node.name), params=tuple(low.params),
-                                recurrents=tuple(low.recurrents), forward_known=known))
+                                recurrents=tuple(low.recurrents), forward_known=known,
+                                variants=tuple(tuple(p) for p in paths[1:]) if known else (), note=note))
     networks.extend(_sequential_factories(fm))
     return tuple(networks), tuple(summaries)
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
 from gradlint.findings import Finding, Severity
-from gradlint.model.ir import Norm, Residual, TransformerBlock
+from gradlint.model.blocks import transformer_blocks
 from gradlint.registry import Example, Option, Rule, RuleContext, positive_int
 from gradlint.rules.architecture.common import location
 
@@ -49,11 +48,6 @@ class Model(nn.Module):
             x = block(x)
         return x
 """
-
-
-def _block_id(name: str) -> str:
-    # 'blocks.3.norm1' -> 'blocks.3': sublayers of one block share the prefix of their module path.
-    return name.rsplit(".", 1)[0] if "." in name else name
 
 
 class DeepPostNormTransformer(Rule):
@@ -112,30 +106,22 @@ class DeepPostNormTransformer(Rule):
         depth = ctx.options["post-norm-depth"]
         seen: set = set()
         for network in ctx.facts.networks:
-            blocks: list[str] = []
-            first = None
-            nodes = network.nodes
-            for i, n in enumerate(nodes):
-                if isinstance(n, TransformerBlock) and n.norm_first is False:
-                    blocks.append(n.name)
-                    first = first or n
-                elif (isinstance(n, Residual) and i + 1 < len(nodes) and isinstance(nodes[i + 1], Norm)
-                      and (n.skip_scale is None or (not math.isnan(n.skip_scale) and n.skip_scale == 1.0))):
-                    norm = nodes[i + 1]
-                    bid = _block_id(norm.name) if norm.name else f"#{i}"
-                    if not blocks or blocks[-1] != bid:
-                        blocks.append(bid)
-                    first = first or norm
-            if len(blocks) < depth or first is None:
+            # One definition of a block (gradlint.model.blocks), shared with GL201; with several
+            # forward paths, the stack must be that deep on every one of them.
+            per_path = [[b for b in transformer_blocks(p) if b.post_norm] for p in network.paths]
+            blocks = per_path[0]
+            count = min(len(b) for b in per_path)
+            if count < depth or not blocks:
                 continue
+            first = blocks[0].anchor
             key = first.origin
             if key in seen:
                 continue
             seen.add(key)
             span, node = location(first.origin)
             yield ctx.finding(
-                f"{len(blocks)} Post-LN transformer blocks stacked in {network.name} (norm after the residual add): "
+                f"{count} Post-LN transformer blocks stacked in {network.name} (norm after the residual add): "
                 f"every residual path runs through a norm, so a stack this deep needs a long learning-rate "
                 f"warm-up or diverges (Xiong et al. 2020)",
-                span, node=node, data={"network": network.name, "blocks": len(blocks)},
+                span, node=node, data={"network": network.name, "blocks": count},
             )

@@ -1,0 +1,124 @@
+"""How much of real model code the source front-end understands: nn.Module classes modelled with no
+opaque node, classes with an analysable chain, and why the rest stop (top opaque reasons).
+
+    python bench/coverage.py [ROOT] [--packages timm torchvision] [--top 25] [--examples]
+    (ROOT defaults to bench/corpus/src: run bench/corpus.sh --no-check first)
+
+A class counts as "modelled with no opaque node" when its forward was followed and no node of its
+IR (residual bodies included) is Opaque; "with an analysable chain" when the propagation model
+finds at least one chain of >= 2 parametric layers in it (what GL101/GL102 read). Each class
+contributes each distinct reason once, so the reason counts are numbers of classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gradlint.model.ir import Opaque, walk  # noqa: E402
+from gradlint.model.propagation import analyse  # noqa: E402
+from gradlint.source import decode, parse  # noqa: E402
+from gradlint.source import models  # noqa: E402
+
+# Reasons that name one class or module path are grouped by their shape, so that the table shows
+# "module Foo" once per Foo but "loop of unknown length" once in all.
+_GROUP = re.compile(r"^(unknown module|local module|library module) ")
+
+
+def classify(path: Path):
+    """Yield (class name, status, reasons, has_chain) for every nn.Module class of one file."""
+    try:
+        text = decode(path.read_bytes())
+        src = parse(str(path), text)
+    except Exception as exc:  # noqa: BLE001 - a file the parser refuses is not a class we model
+        yield (f"<{path.name}>", "unparsed", (f"parse: {type(exc).__name__}",), False)
+        return
+    try:
+        networks, summaries = models.extract(src)
+    except Exception as exc:  # noqa: BLE001 - a crash is a finding of this benchmark
+        yield (f"<{path.name}>", "crash", (f"crash: {type(exc).__name__}: {exc}"[:120],), False)
+        return
+    by_name = {n.name: n for n in networks}
+    for s in summaries:
+        if not s.is_module:
+            continue
+        net = by_name.get(s.name)
+        if net is None:
+            yield (s.name, "budget", ("interpretation budget exceeded",), False)
+            continue
+        if not net.forward_known:
+            yield (s.name, "forward", (getattr(net, "note", "") or "forward not followed",), False)
+            continue
+        reasons = tuple(dict.fromkeys(n.what for n in walk(net.nodes) if isinstance(n, Opaque)))
+        try:
+            chain = bool(analyse(net).chains)
+        except (ValueError, ArithmeticError, KeyError):
+            chain = False
+        yield (s.name, "opaque" if reasons else "clean", reasons, chain)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root", nargs="?", default=str(Path(__file__).parent / "corpus" / "src"))
+    ap.add_argument("--packages", nargs="*", default=["timm", "torchvision"])
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--examples", action="store_true", help="print one class per reason")
+    args = ap.parse_args()
+    root = Path(args.root)
+    files: list[Path] = []
+    for pkg in args.packages:
+        found = sorted((root / pkg).rglob("*.py"))
+        if not found:
+            sys.exit(f"coverage: no Python files under {root / pkg}")
+        files.extend(found)
+    t0 = time.perf_counter()
+    total = clean = chained = attention_only = 0
+    status: collections.Counter = collections.Counter()
+    reasons: collections.Counter = collections.Counter()
+    example: dict[str, str] = {}
+    per_pkg: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
+    for path in files:
+        if b"Module" not in path.read_bytes() and b"nn." not in path.read_bytes():
+            continue
+        pkg = path.relative_to(root).parts[0]
+        for name, st, why, chain in classify(path):
+            total += 1
+            status[st] += 1
+            per_pkg[pkg][0] += 1
+            if st == "clean":
+                clean += 1
+                per_pkg[pkg][1] += 1
+            if why and all(r == "attention" for r in why):
+                attention_only += 1
+            if chain:
+                chained += 1
+                per_pkg[pkg][2] += 1
+            for r in why:
+                key = _GROUP.sub(lambda m: m.group(1) + " ", r)
+                reasons[key] += 1
+                example.setdefault(key, f"{path.relative_to(root)}:{name}")
+    elapsed = time.perf_counter() - t0
+    if not total:
+        sys.exit("coverage: no nn.Module classes found")
+    print(f"{len(files)} files, {total} nn.Module classes ({', '.join(args.packages)}), {elapsed:.1f} s")
+    print(f"modelled with no opaque node: {clean}/{total} = {100 * clean / total:.1f}%")
+    print(f"with an analysable chain:     {chained}/{total} = {100 * chained / total:.1f}%")
+    print(f"opaque only for attention:    {attention_only}/{total} = {100 * attention_only / total:.1f}% "
+          f"(attention is not modelled: its classes keep an opaque node)")
+    for pkg, (n, c, ch) in sorted(per_pkg.items()):
+        print(f"  {pkg}: {n} classes, no opaque {100 * c / n:.1f}%, chain {100 * ch / n:.1f}%")
+    print("status: " + ", ".join(f"{k} {v}" for k, v in status.most_common()))
+    print("top opaque reasons (classes):")
+    for reason, count in reasons.most_common(args.top):
+        tail = f"   e.g. {example[reason]}" if args.examples else ""
+        print(f"  {count:5d}  {reason}{tail}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Speed of `gradlint check` as users run it: cold (empty cache), warm (cache filled, nothing
+changed) and one changed file (the pre-commit hook), against the libcst parse floor.
+
+The parse floor is what any libcst-based linter pays at least: read and `libcst.parse_module`
+every Python file that `gradlint check` discovers, in a pool of the same number of processes.
+Cold and warm runs are the real command line (`python -m gradlint.cli check`), start-up included,
+with a cache folder of their own. The one-file run checks one large model file with no cache entry
+(it changed), start-up included: what a pre-commit hook waits for.
+
+    python bench/speed.py [ROOT] [--packages timm torchvision] [--jobs 2] [--one-file PATH] [--profile]
+    (ROOT defaults to bench/corpus/src: run bench/corpus.sh --no-check first)
+
+Goals (issue 9): cold <= 2x the parse floor, warm <= 5% of cold, one file <= 1 s. --profile runs
+the front-end over the same files in one process under cProfile and prints where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _parse(path: str) -> int:
+    import libcst as cst
+
+    try:
+        data = Path(path).read_bytes()
+        cst.parse_module(data.decode("utf-8"))
+    except Exception:  # noqa: BLE001 - a file libcst refuses costs what it cost
+        return 0
+    return 1
+
+
+def _floor_worker(listing: str, jobs: int) -> None:
+    files = Path(listing).read_text().splitlines()
+    if jobs <= 1:
+        for f in files:
+            _parse(f)
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(_parse, files, chunksize=8))
+
+
+CHECKED: list[str] = []
+
+
+def _timed(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and every process it started)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode not in (0, 1):
+        sys.exit(f"speed: {' '.join(cmd[:4])}... failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    found = re.search(r"\((\d+) files? checked\)", proc.stdout)
+    CHECKED.append(found.group(1) if found else "?")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def parse_floor(files: list[str], jobs: int, tmp: Path) -> tuple[float, float]:
+    listing = tmp / "files.txt"
+    listing.write_text("\n".join(files))
+    return _timed([sys.executable, str(Path(__file__).resolve()), "--floor-worker", str(listing), "--jobs", str(jobs)])
+
+
+def run_check(targets: list[str], config: Path, jobs: int, extra: tuple[str, ...] = ()) -> tuple[float, float]:
+    return _timed([sys.executable, "-m", "gradlint.cli", "check", "--exit-zero", "--jobs", str(jobs),
+                   "--config", str(config), *extra, *targets])
+
+
+def profile(files: list[str], top: int = 25) -> None:
+    import cProfile
+    import pstats
+
+    from gradlint.source import extract_python
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for f in files:
+        try:
+            extract_python(Path(f), f)
+        except Exception:  # noqa: BLE001
+            pass
+    prof.disable()
+    stats = pstats.Stats(prof)
+    stats.sort_stats("cumulative").print_stats(top)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root", nargs="?", default=str(ROOT / "bench" / "corpus" / "src"))
+    ap.add_argument("--packages", nargs="*", default=["timm", "torchvision"])
+    ap.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 8))
+    ap.add_argument("--one-file", default=None, help="the changed file of the pre-commit run "
+                    "[default: the largest .py file of the first package]")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--floor-worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.floor_worker:
+        _floor_worker(args.floor_worker, args.jobs)
+        return
+    root = Path(args.root)
+    targets = [str(root / p) for p in args.packages]
+    for t in targets:
+        if not Path(t).is_dir():
+            sys.exit(f"speed: {t}: no such folder")
+    files = sorted(str(p) for t in targets for p in Path(t).rglob("*.py"))
+    one = args.one_file or max((p for p in Path(targets[0]).rglob("*.py")), key=lambda p: p.stat().st_size).as_posix()
+    lines = sum(Path(f).read_bytes().count(b"\n") for f in files)
+    print(f"{len(files)} files, {lines} lines ({', '.join(args.packages)}), {args.jobs} process(es)")
+
+    tmp = Path(tempfile.mkdtemp(prefix="gradlint-speed-"))
+    try:
+        floor = parse_floor(files, args.jobs, tmp)
+        config = tmp / "gradlint.toml"
+        # The cache lives below the configuration's folder (the project root it defines).
+        config.write_text('[tool.gradlint]\ncache-dir = "cache"\nrespect-gitignore = false\n')
+        cold = run_check(targets, config, args.jobs)
+        warm = run_check(targets, config, args.jobs)
+        single = run_check([one], config, 1, ("--no-cache",))
+        (tmp / "empty.py").write_text("")
+        start = run_check([str(tmp / "empty.py")], config, 1, ("--no-cache",))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    # Wall clock is what users wait for; CPU seconds (all processes) are what a loaded machine
+    # cannot distort, and with the same process count their ratio is the wall ratio of an idle one.
+    print(f"{'':34}{'wall':>8}  {'CPU':>8}  ratios (wall / CPU)")
+    print(f"{'libcst parse floor':34}{floor[0]:7.2f}s  {floor[1]:7.2f}s")
+    print(f"{'gradlint check, cold (no cache)':34}{cold[0]:7.2f}s  {cold[1]:7.2f}s  "
+          f"{cold[0] / floor[0]:.2f}x / {cold[1] / floor[1]:.2f}x the parse floor (goal <= 2x)")
+    print(f"{'gradlint check, warm (cache)':34}{warm[0]:7.2f}s  {warm[1]:7.2f}s  "
+          f"{100 * warm[0] / cold[0]:.1f}% / {100 * warm[1] / cold[1]:.1f}% of cold (goal <= 5%)")
+    print(f"{'one changed file (pre-commit)':34}{single[0]:7.2f}s  {single[1]:7.2f}s  {Path(one).name}, "
+          f"{Path(one).read_bytes().count(bytes([10]))} lines (goal <= 1 s)")
+    print(f"{'start-up alone (an empty file)':34}{start[0]:7.2f}s  {start[1]:7.2f}s")
+    print(f"files checked by each run (parse floor, cold, warm, one file, empty): {', '.join(CHECKED)}")
+    print(f"machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    if args.profile:
+        print("\nwhere the time goes (front-end, one process, cumulative):")
+        profile([f for f in files if b"torch" in Path(f).read_bytes()][:80])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""`gradlint model`: what the front-ends understood of each network, as plain data (and as text).
+
+Reads the model IR (gradlint.model.ir.Network) of every nn.Module class of the given .py files and
+of every .onnx graph: its nodes in forward order, each opaque node with its reason, the other
+forward paths when conditions could not be decided, and each chain the propagation model analyses
+with its predicted gain. No rule runs here: this is what the architecture rules read, shown so
+that a user can see why a model was or was not flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from gradlint.config import Config
+from gradlint.findings import GraphNode, SourceSpan
+from gradlint.model.blocks import block_count
+from gradlint.model.ir import (
+    Activation, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent, Residual, TransformerBlock,
+)
+from gradlint.model.propagation import analyse
+
+KINDS = ("param", "activation", "norm", "residual", "recurrent", "transformer", "passthrough", "opaque")
+
+
+@dataclass
+class Described:
+    models: list[dict] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # one line each, naming the file
+
+
+def describe_paths(paths: Iterable[str | Path], config: Config) -> Described:
+    """Every network of the files under `paths` (discovered as `check` does)."""
+    from gradlint.api import _extract
+    from gradlint.discover import discover
+
+    found = discover([Path(p) for p in paths], config)
+    out = Described()
+    for missing in found.missing:
+        out.errors.append(f"{missing}: no such file or directory")
+    for path, display in found.files:
+        try:
+            facts = _extract(path, display)
+        except Exception as exc:  # noqa: BLE001 - one file's failure never hides the others
+            out.errors.append(f"{display}: internal error: {type(exc).__name__}: {exc}")
+            continue
+        for err in facts.input_errors:
+            out.errors.append(f"{display}:{err.span.line}:{err.span.column}: {err.message}")
+        for network in facts.networks:
+            out.models.append(describe_network(network, display))
+    return out
+
+
+def describe_network(network: Network, filename: str | None = None) -> dict:
+    """One network as plain data (what `--format json` prints)."""
+    try:
+        analysis = analyse(network)
+        chains = [_chain(c) for c in analysis.chains]
+    except (ValueError, ArithmeticError, KeyError):
+        chains = []
+    return {
+        "name": network.name,
+        "filename": filename or network.path,
+        "location": _location(network.origin),
+        "forward_known": network.forward_known,
+        "note": network.note,
+        "nodes": [_node(n, network.nodes, i) for i, n in enumerate(network.nodes)],
+        "other_paths": [[_node(n, p, i) for i, n in enumerate(p)] for p in network.variants],
+        "opaque": sum(1 for p in network.paths for n in _walk(p) if isinstance(n, Opaque)),
+        "transformer_blocks": block_count(network.paths) if network.forward_known else 0,
+        "layers": [_node(p, (), 0) for p in network.params] if not network.forward_known else [],
+        "chains": chains,
+    }
+
+
+def _walk(nodes):
+    for n in nodes:
+        yield n
+        if isinstance(n, Residual):
+            yield from _walk(n.body)
+            for b in n.branches:
+                yield from _walk(b)
+
+
+def _location(origin: Any) -> dict | None:
+    if isinstance(origin, SourceSpan):
+        return {"line": origin.line, "column": origin.column}
+    if isinstance(origin, GraphNode):
+        return {"node": origin.name, "op_type": origin.op_type}
+    return None
+
+
+def _number(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else str(v)
+    return v
+
+
+def _init(spec) -> dict | None:
+    if spec is None:
+        return None
+    return {"scheme": spec.scheme, **{k: _number(v) for k, v in spec.params}}
+
+
+def _following_activations(seq: tuple, i: int) -> list[str]:
+    """The activations a layer's output goes through before the next layer (passthroughs skipped)."""
+    out: list[str] = []
+    for n in seq[i + 1:]:
+        if isinstance(n, Passthrough):
+            continue
+        if not isinstance(n, Activation):
+            break
+        if n.fn != "identity":
+            out.append(n.fn)
+    return out
+
+
+def _node(n: Node, seq: tuple, i: int) -> dict:
+    base: dict = {"name": getattr(n, "name", ""), "location": _location(getattr(n, "origin", None))}
+    if isinstance(n, Param):
+        return {"kind": "param", **base, "op": n.op, "fan_in": n.fan_in, "fan_out": n.fan_out, "init": _init(n.init),
+                "bias_init": _init(n.bias_init), "activation": _following_activations(seq, i)}
+    if isinstance(n, Activation):
+        return {"kind": "activation", **base, "fn": n.fn, "param": n.param}
+    if isinstance(n, Norm):
+        return {"kind": "norm", **base, "norm": n.kind}
+    if isinstance(n, Residual):
+        return {"kind": "residual", **base, "join": n.join, "skip_scale": _number(n.skip_scale),
+                "branch_scale": _number(n.branch_scale),
+                "children": [_node(c, n.body, j) for j, c in enumerate(n.body)],
+                "branches": [[_node(c, b, j) for j, c in enumerate(b)] for b in n.branches]}
+    if isinstance(n, Recurrent):
+        return {"kind": "recurrent", **base, "cell": n.cell, "nonlinearity": n.nonlinearity, "hidden": n.hidden,
+                "num_layers": n.num_layers, "weight_hh_init": _init(n.weight_hh_init)}
+    if isinstance(n, TransformerBlock):
+        return {"kind": "transformer", **base, "block": n.kind, "norm_first": n.norm_first}
+    if isinstance(n, Passthrough):
+        return {"kind": "passthrough", **base, "what": n.what}
+    assert isinstance(n, Opaque)
+    return {"kind": "opaque", **base, "reason": n.what or "not understood"}
+
+
+def _chain(chain) -> dict:
+    return {"layers": list(chain.modules), "depth": chain.depth, "gain": _number(chain.gain),
+            "per_layer": _number(chain.per_layer),
+            "activations": sorted({a.fn for s in chain.steps for a in s.activations if a.fn != "identity"}),
+            "location": _location(chain.first.origin)}
+
+
+# ---- text for people ----------------------------------------------------------------------
+
+def render_text(models: list[dict]) -> str:
+    lines: list[str] = []
+    for m in models:
+        loc = m["location"]
+        where = f":{loc['line']}:{loc['column']}" if loc and "line" in loc else ""
+        paths = 1 + len(m["other_paths"])
+        if m["forward_known"]:
+            status = "forward followed" + (f", {paths} paths" if paths > 1 else "")
+            status += f", {m['opaque']} opaque node{'s' if m['opaque'] != 1 else ''}"
+        else:
+            status = f"forward not followed: {m['note'] or 'unknown reason'}"
+        lines.append(f"{m['filename']}{where}: {m['name']} ({status})")
+        if not m["forward_known"]:
+            for layer in m["layers"]:
+                lines.append("  " + _node_line(layer))
+        for i, path in enumerate([m["nodes"]] + m["other_paths"]):
+            if paths > 1:
+                lines.append(f"  path {i + 1}:")
+            _nodes_text(path, "    " if paths > 1 else "  ", lines)
+        if m["transformer_blocks"]:
+            lines.append(f"  transformer blocks: {m['transformer_blocks']}")
+        for c in m["chains"]:
+            acts = "+".join(c["activations"]) or "no activation"
+            lines.append(f"  chain {c['layers'][0]} .. {c['layers'][-1]}: {c['depth']} layers ({acts}), "
+                         f"predicted gradient gain {_fmt(c['gain'])} ({_fmt(c['per_layer'])} per layer)")
+        if m["forward_known"] and not m["chains"]:
+            lines.append("  no chain of 2 or more layers to analyse")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.2g}" if isinstance(v, (int, float)) else str(v)
+
+
+def _nodes_text(nodes: list[dict], indent: str, lines: list[str]) -> None:
+    for n in nodes:
+        lines.append(indent + _node_line(n))
+        if n["kind"] == "residual":
+            _nodes_text(n["children"], indent + "  | ", lines)
+            for b in n["branches"]:
+                lines.append(indent + "  + branch")
+                _nodes_text(b, indent + "  | ", lines)
+
+
+def _node_line(n: dict) -> str:
+    kind, name = n["kind"], n["name"] or "-"
+    if kind == "param":
+        init = n["init"] or {}
+        args = ", ".join(f"{k}={v}" for k, v in init.items() if k != "scheme")
+        act = f", then {'+'.join(n['activation'])}" if n.get("activation") else ""
+        return (f"{kind:<12}{name:<28}{n['op']} {n['fan_in']} -> {n['fan_out']}, "
+                f"init {init.get('scheme', '?')}{f'({args})' if args else ''}{act}")
+    if kind == "activation":
+        return f"{kind:<12}{name:<28}{n['fn']}" + (f"({n['param']:g})" if isinstance(n["param"], (int, float)) else "")
+    if kind == "norm":
+        return f"{kind:<12}{name:<28}{n['norm']}"
+    if kind == "residual":
+        extra = "" if n["skip_scale"] is None else f", skip x{n['skip_scale']}"
+        return f"{kind:<12}{name:<28}{'x + f(x)' if n['join'] == 'add' else 'concatenation'}{extra}"
+    if kind == "recurrent":
+        return f"{kind:<12}{name:<28}{n['cell']} ({n['nonlinearity']}, hidden {n['hidden']}, {n['num_layers']} layers)"
+    if kind == "transformer":
+        return f"{kind:<12}{name:<28}{n['block']} (norm_first={n['norm_first']})"
+    if kind == "passthrough":
+        return f"{kind:<12}{name:<28}{n['what']}"
+    return f"{kind:<12}{name:<28}reason: {n['reason']}"

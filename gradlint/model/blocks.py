@@ -1,0 +1,67 @@
+"""What a transformer block is, read from the IR: the one definition GL106 (deep Post-LN stacks) and
+the training rules (GL201: a deep transformer needs clipping) both use.
+
+A block is
+- a library layer whose internals are known (`TransformerBlock`: nn.TransformerEncoderLayer...);
+- a Post-LN sub-layer group: a residual add followed by a norm, `norm(x + f(x))`, whatever f is
+  (the attention and the MLP sub-layers of one block share the block's module path, so they are
+  one block); this is also how an ONNX graph shows a Post-LN block;
+- a Pre-LN block: a residual add whose body does attention (`nn.MultiheadAttention`,
+  `F.scaled_dot_product_attention`: an Opaque node that says "attention"), `x + attn(norm(x))`;
+  its MLP sub-layer that follows belongs to it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from gradlint.model.ir import Node, Norm, Opaque, Residual, TransformerBlock, walk
+
+ATTENTION = "attention"
+
+
+@dataclass(frozen=True)
+class Block:
+    name: str  # module path of the block ('blocks.3'), or '#i' when the source gives none
+    post_norm: bool | None  # None: a library layer whose norm_first is not known
+    anchor: Node  # the node a finding about this block points at
+
+
+def _block_id(name: str) -> str:
+    # 'blocks.3.norm1' -> 'blocks.3': sublayers of one block share the prefix of their module path.
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def has_attention(nodes: Sequence[Node]) -> bool:
+    return any(isinstance(n, Opaque) and n.what == ATTENTION for n in walk(tuple(nodes)))
+
+
+def _plain_skip(node: Residual) -> bool:
+    s = node.skip_scale
+    return s is None or (not math.isnan(s) and s == 1.0)
+
+
+def transformer_blocks(nodes: Sequence[Node]) -> list[Block]:
+    """The transformer blocks of one forward path, in order."""
+    blocks: list[Block] = []
+    for i, n in enumerate(nodes):
+        if isinstance(n, TransformerBlock):
+            blocks.append(Block(n.name, None if n.norm_first is None else not n.norm_first, n))
+            continue
+        if not isinstance(n, Residual) or n.join != "add":
+            continue
+        nxt = nodes[i + 1] if i + 1 < len(nodes) else None
+        if isinstance(nxt, Norm) and _plain_skip(n):
+            bid = _block_id(nxt.name) if nxt.name else f"#{i}"
+            if not blocks or blocks[-1].name != bid or blocks[-1].post_norm is not True:
+                blocks.append(Block(bid, True, nxt))
+        elif has_attention(n.body):
+            blocks.append(Block(f"#{i}", False, n))
+    return blocks
+
+
+def block_count(paths: Sequence[Sequence[Node]]) -> int:
+    """Transformer blocks a network holds on every forward path (the fewest)."""
+    return min((len(transformer_blocks(p)) for p in paths), default=0)

@@ -1,0 +1,381 @@
+"""Common building blocks of torchvision and timm, written as the small modules they are, so that a
+user's model that uses them is lowered through them instead of stopping at an opaque node.
+
+The blocks below are not the libraries' code: each is the part of a block that matters for the
+gradient (its layers, their order, their defaults, the module paths the library gives them),
+written with torch.nn only, checked against the libraries' sources (torchvision 0.2x
+`ops/misc.py`, timm 1.x `layers/`). They are interpreted like a class of the user's file, with
+the user's arguments bound. A block is used only when the user imports it from its library
+(`from torchvision.ops import Conv2dNormActivation`, `from timm.layers import Mlp`, or a relative
+import inside those packages); a class of the same name defined anywhere else is not this one.
+
+PASS holds the blocks that do not change the gradient's scale at initialisation (stochastic
+depth, pooling heads, re-layouts): they lower to one Passthrough node.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import libcst as cst
+
+from gradlint.findings import SourceSpan
+
+SOURCE = '''
+import functools
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ConvNormActivation(nn.Sequential):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=None, groups=1,
+                 norm_layer=nn.BatchNorm2d, activation_layer=nn.ReLU, dilation=1, inplace=True, bias=None,
+                 conv_layer=nn.Conv2d):
+        if bias is None:
+            bias = norm_layer is None
+        layers = [conv_layer(in_channels, out_channels, kernel_size, stride, padding, dilation=dilation,
+                             groups=groups, bias=bias)]
+        if norm_layer is not None:
+            layers.append(norm_layer(out_channels))
+        if activation_layer is not None:
+            layers.append(activation_layer())
+        super().__init__(*layers)
+
+
+class Conv2dNormActivation(nn.Sequential):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=None, groups=1,
+                 norm_layer=nn.BatchNorm2d, activation_layer=nn.ReLU, dilation=1, inplace=True, bias=None):
+        if bias is None:
+            bias = norm_layer is None
+        layers = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation=dilation,
+                            groups=groups, bias=bias)]
+        if norm_layer is not None:
+            layers.append(norm_layer(out_channels))
+        if activation_layer is not None:
+            layers.append(activation_layer())
+        super().__init__(*layers)
+
+
+class Conv1dNormActivation(nn.Sequential):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=None, groups=1,
+                 norm_layer=nn.BatchNorm1d, activation_layer=nn.ReLU, dilation=1, inplace=True, bias=None):
+        if bias is None:
+            bias = norm_layer is None
+        layers = [nn.Conv1d(in_channels, out_channels, kernel_size, stride, padding, dilation=dilation,
+                            groups=groups, bias=bias)]
+        if norm_layer is not None:
+            layers.append(norm_layer(out_channels))
+        if activation_layer is not None:
+            layers.append(activation_layer())
+        super().__init__(*layers)
+
+
+class Conv3dNormActivation(nn.Sequential):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=None, groups=1,
+                 norm_layer=nn.BatchNorm3d, activation_layer=nn.ReLU, dilation=1, inplace=True, bias=None):
+        if bias is None:
+            bias = norm_layer is None
+        layers = [nn.Conv3d(in_channels, out_channels, kernel_size, stride, padding, dilation=dilation,
+                            groups=groups, bias=bias)]
+        if norm_layer is not None:
+            layers.append(norm_layer(out_channels))
+        if activation_layer is not None:
+            layers.append(activation_layer())
+        super().__init__(*layers)
+
+
+class MLP(nn.Sequential):
+    def __init__(self, in_channels, hidden_channels, norm_layer=None, activation_layer=nn.ReLU, inplace=None,
+                 bias=True, dropout=0.0):
+        layers = []
+        in_dim = in_channels
+        for hidden_dim in hidden_channels[:-1]:
+            layers.append(nn.Linear(in_dim, hidden_dim, bias=bias))
+            if norm_layer is not None:
+                layers.append(norm_layer(hidden_dim))
+            layers.append(activation_layer())
+            layers.append(nn.Dropout(dropout))
+            in_dim = hidden_dim
+        layers.append(nn.Linear(in_dim, hidden_channels[-1], bias=bias))
+        layers.append(nn.Dropout(dropout))
+        super().__init__(*layers)
+
+
+def get_act_layer(name="relu"):
+    if name is None:
+        return None
+    if name == "relu":
+        return nn.ReLU
+    if name == "relu6":
+        return nn.ReLU6
+    if name == "leaky_relu":
+        return nn.LeakyReLU
+    if name == "elu":
+        return nn.ELU
+    if name == "celu":
+        return nn.CELU
+    if name == "selu":
+        return nn.SELU
+    if name == "gelu":
+        return nn.GELU
+    if name == "gelu_tanh":
+        return nn.GELU
+    if name == "silu":
+        return nn.SiLU
+    if name == "swish":
+        return nn.SiLU
+    if name == "mish":
+        return nn.Mish
+    if name == "sigmoid":
+        return nn.Sigmoid
+    if name == "tanh":
+        return nn.Tanh
+    if name == "hard_sigmoid":
+        return nn.Hardsigmoid
+    if name == "hard_swish":
+        return nn.Hardswish
+    if name == "identity":
+        return nn.Identity
+    if name == "prelu":
+        return nn.PReLU
+    return name
+
+
+def create_act_layer(name, inplace=None, **kwargs):
+    layer = get_act_layer(name)
+    if layer is None:
+        return None
+    return layer()
+
+
+def get_norm_layer(norm_layer):
+    if norm_layer is None:
+        return None
+    if norm_layer == "batchnorm" or norm_layer == "batchnorm2d":
+        return nn.BatchNorm2d
+    if norm_layer == "batchnorm1d":
+        return nn.BatchNorm1d
+    if norm_layer == "groupnorm":
+        return nn.GroupNorm
+    if norm_layer == "layernorm":
+        return nn.LayerNorm
+    if norm_layer == "layernorm2d":
+        return LayerNorm2d
+    if norm_layer == "rmsnorm":
+        return nn.RMSNorm
+    return norm_layer
+
+
+def create_conv2d(in_channels, out_channels, kernel_size, stride=1, padding="", dilation=1, depthwise=False,
+                  groups=1, bias=False, **kwargs):
+    if depthwise:
+        groups = in_channels
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
+
+
+def create_aa(aa_layer, channels=None, stride=2, enable=True, noop=nn.Identity, **kwargs):
+    if not aa_layer or not enable:
+        if noop is None:
+            return None
+        return noop()
+    return BlurPool2d(channels)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    pass
+
+
+class LayerNorm(nn.LayerNorm):
+    pass
+
+
+class RmsNorm(nn.RMSNorm):
+    pass
+
+
+class GroupNorm(nn.GroupNorm):
+    pass
+
+
+class Linear(nn.Linear):
+    pass
+
+
+class BatchNormAct2d(nn.Module):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 apply_act=True, act_layer=nn.ReLU, act_kwargs=None, inplace=True, drop_layer=None, **kwargs):
+        self.norm = nn.BatchNorm2d(num_features)
+        self.drop = nn.Identity()
+        act_layer = get_act_layer(act_layer)
+        if act_layer is not None and apply_act:
+            self.act = act_layer()
+        else:
+            self.act = nn.Identity()
+
+    def forward(self, x):
+        x = self.norm(x)
+        x = self.drop(x)
+        x = self.act(x)
+        return x
+
+
+def get_norm_act_layer(norm_layer, act_layer=None):
+    return functools.partial(BatchNormAct2d, act_layer=act_layer)
+
+
+class ConvNormAct(nn.Module):
+    def __init__(self, in_channels, out_channels, kernel_size=1, stride=1, padding="", dilation=1, groups=1,
+                 bias=False, apply_norm=True, apply_act=True, norm_layer=nn.BatchNorm2d, act_layer=nn.ReLU,
+                 aa_layer=None, drop_layer=None, **kwargs):
+        self.conv = create_conv2d(in_channels, out_channels, kernel_size, stride=stride, groups=groups, bias=bias)
+        if apply_norm:
+            self.bn = BatchNormAct2d(out_channels, apply_act=apply_act, act_layer=act_layer)
+        else:
+            self.bn = nn.Identity()
+
+    def forward(self, x):
+        x = self.conv(x)
+        x = self.bn(x)
+        return x
+
+
+class ConvBnAct(ConvNormAct):
+    pass
+
+
+class Mlp(nn.Module):
+    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.GELU, norm_layer=None,
+                 bias=True, drop=0., use_conv=False, **kwargs):
+        out_features = out_features or in_features
+        hidden_features = hidden_features or in_features
+        if use_conv:
+            self.fc1 = nn.Conv2d(in_features, hidden_features, 1)
+        else:
+            self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.drop1 = nn.Dropout(drop)
+        if norm_layer is not None:
+            self.norm = norm_layer(hidden_features)
+        else:
+            self.norm = nn.Identity()
+        if use_conv:
+            self.fc2 = nn.Conv2d(hidden_features, out_features, 1)
+        else:
+            self.fc2 = nn.Linear(hidden_features, out_features)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x):
+        x = self.fc1(x)
+        x = self.act(x)
+        x = self.drop1(x)
+        x = self.norm(x)
+        x = self.fc2(x)
+        x = self.drop2(x)
+        return x
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, norm_layer=None, flatten=True,
+                 bias=True, **kwargs):
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=bias)
+        if norm_layer is not None:
+            self.norm = norm_layer(embed_dim)
+        else:
+            self.norm = nn.Identity()
+
+    def forward(self, x):
+        x = self.proj(x)
+        x = x.flatten(2)
+        x = self.norm(x)
+        return x
+
+
+class ClassifierHead(nn.Module):
+    def __init__(self, in_features, num_classes, pool_type="avg", drop_rate=0., use_conv=False, **kwargs):
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(drop_rate)
+        if num_classes > 0:
+            self.fc = nn.Linear(in_features, num_classes)
+        else:
+            self.fc = nn.Identity()
+
+    def forward(self, x, pre_logits=False):
+        x = self.global_pool(x)
+        x = self.drop(x)
+        x = x.flatten(1)
+        x = self.fc(x)
+        return x
+'''
+
+# Library blocks that lower to one Passthrough: name -> what the node says.
+PASS = {
+    "DropPath": "DropPath", "StochasticDepth": "StochasticDepth", "DropBlock2d": "DropBlock2d",
+    "LayerScale": "LayerScale", "LayerScale2d": "LayerScale2d", "SelectAdaptivePool2d": "SelectAdaptivePool2d",
+    "Permute": "Permute", "PatchDropout": "PatchDropout", "BlurPool2d": "BlurPool2d",
+    "AdaptiveAvgMaxPool2d": "AdaptiveAvgMaxPool2d", "FastAdaptiveAvgPool": "FastAdaptiveAvgPool",
+}
+# Library functions that apply a module or a sequence of modules to a tensor, as if called.
+CHECKPOINT_FUNCTIONS = frozenset({"checkpoint", "checkpoint_seq", "checkpoint_sequential"})
+# Library functions whose result decides nothing the gradient depends on: taken as False
+# (scripting, tracing and export switches; the fused-attention switch picks one of two
+# equivalent attention kernels).
+FALSE_FUNCTIONS = frozenset({
+    "torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_compiling", "torch._dynamo.is_compiling",
+    "torch.onnx.is_in_onnx_export", "is_exportable", "is_scriptable", "is_no_jit",
+})
+# Functions that drop a path at random during training (stochastic depth): in expectation the
+# identity on the gradient's scale.
+PASS_FUNCTIONS = frozenset({"drop_path", "stochastic_depth", "drop_block_2d", "drop_block_fast_2d"})
+
+_PACKAGES = ("torchvision.", "timm.")
+
+
+def library_name(quals: frozenset[str], path: str) -> str | None:
+    """The short name of a catalogue block or function that `quals` may denote, or None.
+
+    An absolute import counts when it comes from torchvision or timm; a relative one when the file
+    itself lies inside one of those packages (their own model files)."""
+    inside = "/timm/" in path.replace("\\", "/") or "/torchvision/" in path.replace("\\", "/")
+    for q in quals:
+        last = q.rsplit(".", 1)[-1]
+        if not (q.startswith(_PACKAGES) or (q.startswith(".") and inside)):
+            continue
+        if last in _names() or last in PASS or last in CHECKPOINT_FUNCTIONS or last in PASS_FUNCTIONS:
+            return last
+        if last in ("to_2tuple", "to_ntuple", "make_divisible", "_make_divisible", "use_fused_attn"):
+            return last
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _module() -> cst.Module:
+    return cst.parse_module(SOURCE)
+
+
+@functools.lru_cache(maxsize=1)
+def _names() -> frozenset[str]:
+    out = set()
+    for stmt in _module().body:
+        if isinstance(stmt, (cst.ClassDef, cst.FunctionDef)):
+            out.add(stmt.name.value)
+    return frozenset(out)
+
+
+class LibrarySource:
+    """Stands in for a SourceFile while the catalogue is interpreted: positions inside it mean
+    nothing to the user, so its layers take the position of the user's call (Ctor.site)."""
+
+    path = "<library>"
+
+    def __init__(self) -> None:
+        from gradlint.source.names import build_import_table
+
+        self.module = _module()
+        self.text = SOURCE
+        self.imports = build_import_table(self.module)
+
+    def span(self, node: cst.CSTNode) -> SourceSpan:
+        return SourceSpan.point(1, 1)
+
+    def code(self, node: cst.CSTNode) -> str:
+        return self.module.code_for_node(node)

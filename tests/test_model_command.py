@@ -1,0 +1,165 @@
+"""`gradlint model PATH...`: what the front-ends understood, per nn.Module class and ONNX graph."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+from gradlint.config import Config
+from gradlint.describe import KINDS, describe_paths, render_text
+from tests.conftest import FIXTURES, ROOT, run_cli
+
+_spec = importlib.util.spec_from_file_location("onnx_fixture_gen", ROOT / "fixtures" / "onnx" / "generate.py")
+gen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gen)  # type: ignore[union-attr]
+
+SOURCE = """\
+import torch
+import torch.nn as nn
+
+
+class Block(nn.Module):
+    def __init__(self, d=64):
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.fc = nn.Linear(d, d)
+
+    def forward(self, x):
+        return x + self.fc(self.norm(x))
+
+
+class Net(nn.Module):
+    def __init__(self, d=64, depth=4):
+        super().__init__()
+        self.stem = nn.Linear(d, d)
+        self.blocks = nn.Sequential(*[Block(d) for _ in range(depth)])
+        self.head = nn.Sequential(nn.Linear(d, d), nn.Sigmoid(), nn.Linear(d, d), nn.Sigmoid(), nn.Linear(d, 10))
+        self.mystery = torch.hub.load("x", "y")
+        nn.init.kaiming_normal_(self.stem.weight, nonlinearity="relu")
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = self.blocks(x)
+        x = self.head(x)
+        return self.mystery(x)
+
+
+class NoForward(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 4)
+"""
+
+
+def _models(tmp_path, source=SOURCE, name="net.py"):
+    path = tmp_path / name
+    path.write_text(source)
+    result = run_cli("model", "--format", "json", str(path))
+    assert result.returncode == 0, result.stderr
+    return {m["name"]: m for m in json.loads(result.stdout)}, path
+
+
+def _all_nodes(nodes):
+    for n in nodes:
+        yield n
+        yield from _all_nodes(n.get("children", []))
+        for b in n.get("branches", []):
+            yield from _all_nodes(b)
+
+
+def test_json_lists_every_class_with_its_nodes_in_forward_order(tmp_path):
+    models, path = _models(tmp_path)
+    assert set(models) == {"Block", "Net", "NoForward"}
+    net = models["Net"]
+    assert net["filename"] == str(path) and net["location"] == {"line": 15, "column": 7}
+    assert net["forward_known"] is True
+    kinds = [n["kind"] for n in net["nodes"]]
+    assert kinds == ["param", "activation"] + ["residual"] * 4 + ["param", "activation"] * 2 + ["param", "opaque"]
+    stem = net["nodes"][0]
+    assert stem["name"] == "stem" and stem["fan_in"] == 64 and stem["fan_out"] == 64
+    assert stem["init"] == {"scheme": "kaiming_normal", "a": 0.0, "mode": "fan_in", "nonlinearity": "relu"}
+    assert stem["activation"] == ["relu"]
+    block = net["nodes"][2]
+    assert [(c["kind"], c["name"]) for c in block["children"]] == [("norm", "blocks.0.norm"), ("param", "blocks.0.fc")]
+    opaque = net["nodes"][-1]
+    assert opaque["name"] == "mystery" and opaque["reason"]
+    assert all(n["kind"] in KINDS for n in _all_nodes(net["nodes"]))
+
+
+def test_chains_carry_their_predicted_gain(tmp_path):
+    models, _ = _models(tmp_path)
+    chains = models["Net"]["chains"]
+    head = [c for c in chains if c["layers"] == ["head.0", "head.2", "head.4"]]
+    assert len(head) == 1 and head[0]["depth"] == 3 and 0 < head[0]["gain"] < 1
+    assert head[0]["activations"] == ["sigmoid"]
+
+
+def test_a_class_without_forward_says_why_and_lists_its_layers(tmp_path):
+    models, _ = _models(tmp_path)
+    m = models["NoForward"]
+    assert m["forward_known"] is False and "no forward" in m["note"]
+    assert m["nodes"] == [] and [layer["name"] for layer in m["layers"]] == ["fc"]
+
+
+def test_undecided_branches_show_every_path(tmp_path):
+    src = """
+import torch.nn as nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 3)
+        self.b = nn.Linear(3, 3)
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.a(x)
+        return self.b(x)
+"""
+    models, _ = _models(tmp_path, src)
+    net = models["Net"]
+    assert [n["name"] for n in net["nodes"]] == ["a"]
+    assert [[n["name"] for n in p] for p in net["other_paths"]] == [["b"]]
+
+
+def test_text_output_is_for_people(tmp_path):
+    path = tmp_path / "net.py"
+    path.write_text(SOURCE)
+    result = run_cli("model", str(path))
+    assert result.returncode == 0
+    out = result.stdout
+    assert f"{path}:15:7: Net (forward followed, 1 opaque node)" in out
+    assert "reason:" in out and "chain head.0 .. head.4: 3 layers (sigmoid), predicted gradient gain" in out
+    assert "NoForward (forward not followed: NoForward has no forward)" in out
+
+
+def test_onnx_graphs_are_described_from_the_same_ir(tmp_path):
+    path = tmp_path / "stack.onnx"
+    path.write_bytes(gen.post_ln_stack(depth=3).SerializeToString())
+    result = run_cli("model", "--format", "json", str(path))
+    assert result.returncode == 0, result.stderr
+    (graph,) = json.loads(result.stdout)
+    assert graph["filename"] == str(path) and graph["forward_known"] is True
+    kinds = [n["kind"] for n in graph["nodes"]]
+    assert kinds.count("residual") == 3 and kinds.count("norm") == 3
+    assert graph["nodes"][0]["children"][0]["kind"] == "param"
+    assert graph["transformer_blocks"] == 3
+
+
+def test_bad_paths_exit_2_naming_the_file_and_others_are_still_described(tmp_path):
+    good = tmp_path / "good.py"
+    good.write_text(SOURCE)
+    broken = tmp_path / "broken.py"
+    broken.write_text("import torch\ndef f(:\n")
+    result = run_cli("model", "--format", "json", str(tmp_path / "missing.py"), str(broken), str(good))
+    assert result.returncode == 2
+    assert f"{tmp_path / 'missing.py'}: no such file or directory" in result.stderr
+    assert f"{broken}:2:" in result.stderr
+    assert {m["name"] for m in json.loads(result.stdout)} == {"Block", "Net", "NoForward"}
+
+
+def test_describe_paths_on_the_fixtures_matches_what_the_rules_read():
+    described = describe_paths([FIXTURES / "architecture" / "models_as_written.py"], Config())
+    assert not described.errors
+    by_name = {m["name"]: m for m in described.models}
+    assert [c["depth"] for c in by_name["ConfigMLP"]["chains"]] == [12]
+    assert by_name["OneWayOnly"]["chains"] == [] and by_name["OneWayOnly"]["other_paths"]
+    assert "ConvStack" in render_text(described.models)

@@ -1,0 +1,228 @@
+"""Models as real projects write them (issue 9, item 6): what the source front-end lowers them to."""
+
+from __future__ import annotations
+
+from gradlint.api import check_source
+from gradlint.model.blocks import transformer_blocks
+from gradlint.model.ir import Activation, Network, Opaque, Param, Residual, walk
+from gradlint.model.propagation import analyse
+from gradlint.source import models, parse
+from tests.conftest import ROOT
+
+
+def lower(source: str, path: str = "m.py"):
+    networks, summaries = models.extract(parse(path, source))
+    return {n.name: n for n in networks}, {s.name: s for s in summaries}
+
+
+def kinds(nodes) -> list[str]:
+    return [type(n).__name__ for n in nodes]
+
+
+POST_LN_SDPA = (ROOT / "tests" / "data" / "post_ln_sdpa.py").read_text()
+
+
+def test_sdpa_transformer_is_one_definition_for_gl106_and_gl201():
+    # A 24-block Post-LN model whose attention is F.scaled_dot_product_attention: GL106 called it
+    # a deep transformer and GL201 did not; both now read gradlint.model.blocks.
+    nets, sums = lower(POST_LN_SDPA)
+    assert sums["GPT"].transformer_blocks == 24
+    assert len(transformer_blocks(nets["GPT"].nodes)) == 24
+    codes = sorted(f.code for f in check_source(POST_LN_SDPA))
+    assert codes == ["GL106", "GL201"]
+
+
+def test_pre_ln_sdpa_transformer_is_deep_for_gl201_but_not_post_ln():
+    pre = POST_LN_SDPA.replace("x = self.norm1(x + self.attend(x))", "x = x + self.attend(self.norm1(x))").replace(
+        "x = self.norm2(x + self.ff(x))", "x = x + self.ff(self.norm2(x))")
+    nets, sums = lower(pre)
+    assert sums["GPT"].transformer_blocks == 24
+    assert sorted(f.code for f in check_source(pre)) == ["GL201"]
+
+
+def test_residual_stack_without_attention_is_not_a_transformer():
+    resnet = POST_LN_SDPA.replace("self.proj(F.scaled_dot_product_attention(q, k, v))", "self.proj(q)").replace(
+        "x = self.norm1(x + self.attend(x))", "x = x + self.attend(x)").replace(
+        "x = self.norm2(x + self.ff(x))", "x = x + self.ff(x)")
+    nets, sums = lower(resnet)
+    assert sums["GPT"].transformer_blocks == 0
+    assert "GL201" not in [f.code for f in check_source(resnet)]
+
+
+SETTINGS = """
+import torch.nn as nn
+import torch.nn.functional as F
+
+class Block(nn.Module):
+    def __init__(self, d=64, use_norm=False, act_layer=None, drop_path=0.0):
+        super().__init__()
+        self.use_norm = use_norm
+        act_layer = act_layer or nn.GELU
+        self.fc = nn.Linear(d, d)
+        self.norm = nn.LayerNorm(d) if use_norm else nn.Identity()
+        self.act = act_layer()
+        self.grad_checkpointing = False
+
+    def forward(self, x, mask=None):
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint(self.fc, x)
+        else:
+            x = self.fc(x)
+        if self.use_norm:
+            x = self.norm(x)
+        if mask is not None:
+            x = x * mask
+        return self.act(x)
+"""
+
+
+def test_conditions_on_construction_values_are_decided():
+    nets, _ = lower(SETTINGS)
+    net = nets["Block"]
+    assert net.forward_known and net.variants == ()
+    assert kinds(net.nodes) == ["Param", "Activation"]
+    assert net.nodes[1].fn == "gelu"
+    on = SETTINGS.replace("use_norm=False", "use_norm=True")
+    assert kinds(lower(on)[0]["Block"].nodes) == ["Param", "Norm", "Activation"]
+
+
+def test_undecidable_condition_gives_one_path_per_branch():
+    src = """
+import torch.nn as nn
+class Net(nn.Module):
+    def __init__(self, d=32):
+        super().__init__()
+        self.a = nn.Linear(d, d)
+        self.b = nn.Linear(d, d)
+    def forward(self, x):
+        if x.shape[0] > 1:
+            x = self.a(x)
+        else:
+            x = self.b(x)
+        return x
+"""
+    net = lower(src)[0]["Net"]
+    assert [[n.name for n in p] for p in net.paths] == [["a"], ["b"]]
+    assert not any(isinstance(n, Opaque) for p in net.paths for n in walk(p))
+
+
+def test_a_chain_counts_only_when_every_path_has_it():
+    deep = tuple(n for i in range(6) for n in (Param(f"l{i}", "linear", 64, 64, _init()), Activation(f"a{i}", "sigmoid")))
+    short = deep[:2]
+    assert analyse(Network("N", "m.py", deep)).chains
+    assert analyse(Network("N", "m.py", deep, variants=(deep,))).chains
+    assert analyse(Network("N", "m.py", deep, variants=(short,))).chains == ()
+
+
+def _init():
+    from gradlint.model.ir import InitSpec
+
+    return InitSpec("torch-linear")
+
+
+def test_cat_of_branches_is_a_concatenating_residual():
+    src = """
+import torch
+import torch.nn as nn
+class Dense(nn.Module):
+    def __init__(self, c=16):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3)
+        self.b1 = nn.Conv2d(c, c, 1)
+        self.b2 = nn.Conv2d(c, c, 3)
+    def forward(self, x):
+        x = torch.cat([x, self.conv(x)], 1)
+        return torch.stack((self.b1(x), self.b2(x)))
+"""
+    net = lower(src)[0]["Dense"]
+    first, second = net.nodes
+    assert isinstance(first, Residual) and first.join == "cat" and first.skip_scale is None
+    assert [n.name for n in first.body] == ["conv"]
+    assert isinstance(second, Residual) and second.skip_scale == 0.0
+    assert [n.name for n in second.body] == ["b1"] and [[n.name for n in b] for b in second.branches] == [["b2"]]
+
+
+def test_library_blocks_are_lowered_with_their_module_paths():
+    src = """
+import torch.nn as nn
+from torchvision.ops.misc import Conv2dNormActivation
+from timm.layers import Mlp, DropPath, trunc_normal_
+
+class Net(nn.Module):
+    def __init__(self, c=32):
+        super().__init__()
+        self.stem = Conv2dNormActivation(3, c)
+        self.mlp = Mlp(c, 4 * c)
+        self.drop_path = DropPath(0.1)
+    def forward(self, x):
+        x = self.stem(x)
+        return x + self.drop_path(self.mlp(x))
+"""
+    net = lower(src)[0]["Net"]
+    names = [(type(n).__name__, n.name) for n in walk(net.nodes) if not isinstance(n, Residual)]
+    assert names == [("Param", "stem.0"), ("Norm", "stem.1"), ("Activation", "stem.2"), ("Param", "mlp.fc1"),
+                     ("Activation", "mlp.act"), ("Passthrough", "mlp.drop1"), ("Activation", "mlp.norm"),
+                     ("Param", "mlp.fc2"), ("Passthrough", "mlp.drop2"), ("Passthrough", "drop_path")]
+    stem = net.nodes[0]
+    assert stem.fan_in == 27 and stem.fan_out == 32 * 9
+    assert stem.origin.line == 9  # the user's call, not a line of the catalogue
+
+
+def test_a_class_of_the_same_name_not_from_the_library_stays_opaque():
+    src = """
+import torch.nn as nn
+from mypackage.blocks import Mlp
+
+class Net(nn.Module):
+    def __init__(self, c=32):
+        super().__init__()
+        self.mlp = Mlp(c, 4 * c)
+    def forward(self, x):
+        return self.mlp(x)
+"""
+    net = lower(src)[0]["Net"]
+    assert kinds(net.nodes) == ["Opaque"]
+
+
+def test_checkpoint_seq_and_training_branch():
+    src = """
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.models._manipulate import checkpoint_seq
+
+class Net(nn.Module):
+    def __init__(self, d=32):
+        super().__init__()
+        self.blocks = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d))
+        self.grad_checkpointing = True
+    def forward(self, x):
+        if self.grad_checkpointing:
+            x = checkpoint_seq(self.blocks, x)
+        if self.training:
+            x = F.dropout(x, 0.1)
+        return x
+"""
+    net = lower(src)[0]["Net"]
+    assert [n.name for n in net.nodes] == ["blocks.0", "blocks.1", "blocks.2"]
+
+
+def test_pretrained_config_style_class():
+    src = """
+import torch.nn as nn
+class Cfg:
+    def __init__(self, n_layer=5, width=16, **kwargs):
+        self.n_layer = n_layer
+        self.width = width
+class Net(nn.Module):
+    def __init__(self, config: Cfg):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(config.width, config.width) for _ in range(config.n_layer)])
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+"""
+    net = lower(src)[0]["Net"]
+    assert [n.name for n in net.nodes] == [f"layers.{i}" for i in range(5)]
+    assert all(isinstance(n, Param) and n.fan_in == 16 for n in net.nodes)
+
