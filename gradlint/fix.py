@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from gradlint.findings import Edit, FileResult, Finding, RunResult
+from gradlint.text import line_starts, offset, split_lines
 
 MAX_ROUNDS = 10
 
@@ -32,25 +33,14 @@ class FixOutcome:
     fixed: int = 0
 
 
-def _offsets(text: str) -> list[int]:
-    starts = [0]
-    for line in text.splitlines(keepends=True):
-        starts.append(starts[-1] + len(line))
-    return starts
-
-
-def _index(starts: list[int], line: int, column: int) -> int:
-    # Columns are 1-based character offsets within the line, as libcst reports them (+1).
-    if not 1 <= line <= len(starts):
-        raise ValueError(f"edit position {line}:{column} is outside the file")
-    return starts[line - 1] + column - 1
-
-
 def apply_edits(source: str, edits: list[Edit] | tuple[Edit, ...]) -> str:
     """Apply non-overlapping edits; raises ValueError if two overlap or one is outside the text."""
-    starts = _offsets(source)
+    # Lines as the parser counts them (a form feed above an edit must not move it up a line);
+    # columns are 1-based character offsets, as libcst reports them (+1).
+    starts = line_starts(source)
     spans = sorted(
-        ((_index(starts, e.span.line, e.span.column), _index(starts, e.span.end_line, e.span.end_column), e.content) for e in edits),
+        ((offset(starts, e.span.line, e.span.column), offset(starts, e.span.end_line, e.span.end_column), e.content)
+         for e in edits),
         key=lambda t: (t[0], t[1]),
     )
     out, pos = [], 0
@@ -243,7 +233,7 @@ def apply_fixes(result: RunResult, *, write: bool, unsafe: bool = False, config=
             files.append(r)
             continue
         outcome.diff += "".join(difflib.unified_diff(
-            source.splitlines(keepends=True), new.splitlines(keepends=True),
+            split_lines(source, keepends=True), split_lines(new, keepends=True),
             fromfile=f"a/{r.path}", tofile=f"b/{r.path}"))
         if not write:
             files.append(r)

@@ -8,6 +8,7 @@ import tokenize
 from typing import Iterable
 
 from gradlint.findings import Finding
+from gradlint.text import split_lines
 
 ALL = frozenset({"*"})
 # `noqa` must end there (`# noqa-ish`, `# noqanything` are prose, not directives); the codes are
@@ -47,7 +48,7 @@ def suppressions(source: str) -> dict[int, frozenset[str]]:
     except (tokenize.TokenError, SyntaxError, IndentationError):
         # Fall back to a line scan: a file that does not tokenize still gets its GL001, and a
         # noqa on that line should still work.
-        for number, line in enumerate(source.splitlines(), start=1):
+        for number, line in enumerate(split_lines(source), start=1):
             if "#" in line:
                 codes = parse_comment(line[line.index("#"):])
                 if codes is not None:
