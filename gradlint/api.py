@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from gradlint import __version__, suppress
 from gradlint.config import Config
 from gradlint.discover import discover
+from gradlint.files import text_digest
 from gradlint.findings import FileResult, Finding, InputError, RunResult, Severity, SourceSpan
 from gradlint.model.ir import Network
 from gradlint.registry import Rule, RuleContext, load_rules
@@ -208,7 +209,9 @@ def run_rules(facts: FileFacts, config: Config, index: RunIndex, rules: dict[str
     findings = [f for f in findings if not any(f.code.startswith(sel) for sel in ignored)]
     findings = suppress.apply(findings, facts.source)
     findings.sort(key=Finding.sort_key)
-    return FileResult(path=facts.path, findings=tuple(findings), internal_error=internal, skipped=facts.skipped)
+    analysed = text_digest(facts.source) if facts.source is not None else None
+    return FileResult(path=facts.path, findings=tuple(findings), internal_error=internal, skipped=facts.skipped,
+                      analysed=analysed)
 
 
 def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: bool = True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,22 +22,6 @@ def fail(message: str) -> NoReturn:
     """A user-facing error: one line on stderr, exit 2, never a traceback."""
     click.echo(f"gradlint: error: {message}", err=True)
     sys.exit(EXIT_ERROR)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so a failed run never leaves half a report."""
-    path = path.resolve()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def resolve_config(config_path: str | None, select: tuple[str, ...], ignore: tuple[str, ...],
@@ -134,17 +117,18 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
         from gradlint.fix import apply_fixes
 
         outcome = apply_fixes(result, write=fix and not diff, unsafe=unsafe_fixes, config=config)
-        if diff:
-            click.echo(outcome.diff, nl=False)
-            for problem in outcome.problems:
-                click.echo(f"gradlint: {problem}", err=True)
-            sys.exit(EXIT_FINDINGS if outcome.diff else EXIT_CLEAN)
         for problem in outcome.problems:
             click.echo(f"gradlint: {problem}", err=True)
+        for path, reason in outcome.skipped:
+            click.echo(f"gradlint: warning: {path}: not fixed: {reason}", err=True)
+        if diff:
+            click.echo(outcome.diff, nl=False)
+            sys.exit(EXIT_FINDINGS if outcome.diff else EXIT_CLEAN)
         result = outcome.remaining
         if outcome.fixed:
             # Fixed files moved lines and may change what other files' rules see: report a fresh run.
-            click.echo(f"gradlint: fixed {outcome.fixed} finding(s)", err=True)
+            files = "1 file" if outcome.files_fixed == 1 else f"{outcome.files_fixed} files"
+            click.echo(f"gradlint: fixed {outcome.fixed} finding(s) in {files}", err=True)
             result = check_paths(list(paths) or ["."], config, use_cache=not no_cache, jobs=jobs)
     color = output_file is None and fmt == "text" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     text = render(fmt, result, quiet=quiet, color=color)
@@ -156,8 +140,10 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
         elif r.skipped and not quiet and fmt == "text":
             click.echo(f"gradlint: warning: {r.path}: skipped: {r.skipped}", err=True)
     if output_file is not None:
+        from gradlint.files import write_file
+
         try:
-            write_atomic(output_file, text)
+            write_file(output_file, text.encode("utf-8"))
         except OSError as exc:
             fail(f"{output_file}: cannot write report: {exc.strerror or exc}")
     else:

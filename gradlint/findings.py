@@ -110,6 +110,9 @@ class FileResult:
     internal_error: str | None = None
     skipped: str | None = None
     fixed: int = 0
+    # Digest of the text the findings were computed from (gradlint.files.text_digest): --fix
+    # writes only a file that still holds it, and checks any other content again first.
+    analysed: str | None = None
 
 
 @dataclass

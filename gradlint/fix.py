@@ -1,4 +1,4 @@
-"""Applying fixes: text edits from findings, re-parse check, rounds until stable, atomic writes, diffs.
+"""Applying fixes: text edits from findings, re-parse check, rounds until stable, locked compare-and-replace writes, diffs.
 
 Fixes are plain text edits at (line, column) positions, so everything the edits do not touch —
 formatting, comments, import aliases, line endings, encoding — stays byte for byte. A round
@@ -11,12 +11,14 @@ MAX_ROUNDS times.
 from __future__ import annotations
 
 import difflib
-import os
-import tempfile
+import io
+import tokenize
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from gradlint.files import Refused, check_writable, locked, text_digest
+from gradlint.files import replace as replace_file
 from gradlint.findings import Edit, FileResult, Finding, RunResult
 from gradlint.text import line_starts, offset, split_lines
 
@@ -30,7 +32,11 @@ class FixOutcome:
     diff: str = ""
     problems: list[str] = field(default_factory=list)
     remaining: RunResult = field(default_factory=RunResult)
+    # What was really written: findings fixed, and files.
     fixed: int = 0
+    files_fixed: int = 0
+    # (path, reason) of the files that had fixes and were left as they are
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def apply_edits(source: str, edits: list[Edit] | tuple[Edit, ...]) -> str:
@@ -160,23 +166,6 @@ def fix_text(source: str, findings: list[Finding], *, unsafe: bool = False,
     return text, applied_total, problems
 
 
-def write_atomic(path: Path, text: str, encoding: str = "utf-8") -> None:
-    """Temporary file in the same folder, then rename: a crash never leaves half a file. Mode kept."""
-    mode = path.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".gradlint-tmp")
-    try:
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as fh:
-            fh.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _rechecker(display: str, config) -> Recheck:
     """Re-run the selected rules on fixed text, in memory (this file alone: enough for the
     fixes, which never depend on other files)."""
@@ -204,9 +193,15 @@ def _rechecker(display: str, config) -> Recheck:
 
 def apply_fixes(result: RunResult, *, write: bool, unsafe: bool = False, config=None) -> FixOutcome:
     """Fix every file of a run. With write=False only the diff is produced. With a config, each
-    file is re-checked after each round and fixed until stable."""
-    from gradlint.source import decode
+    file is re-checked after each round and fixed until stable.
 
+    Each file is fixed under its lock (gradlint.files), from the text it holds then. When that
+    is not the text the run analysed (`FileResult.analysed`: edited meanwhile, or fixed by
+    another run), its findings are stale: with a config the file is checked again and the fresh
+    findings are fixed; without one it is skipped. The file is replaced only if it still holds
+    what the fixes were computed from. A result without `analysed` (built by hand) vouches that
+    its findings are those of the file as it is.
+    """
     outcome = FixOutcome()
     files: list[FileResult] = []
     for r in result.files:
@@ -214,38 +209,56 @@ def apply_fixes(result: RunResult, *, write: bool, unsafe: bool = False, config=
         if not fixable:
             files.append(r)
             continue
-        path = Path(r.path)
-        try:
-            raw = path.read_bytes()
-            source = decode(raw)
-            import io
-            import tokenize
-
-            encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
-        except (OSError, UnicodeDecodeError, SyntaxError, LookupError) as exc:
-            outcome.problems.append(f"{r.path}: cannot fix: {exc}")
-            files.append(r)
-            continue
         recheck = _rechecker(r.path, config) if config is not None else None
+        try:
+            done = _fix_file(r, fixable, outcome, write=write, unsafe=unsafe, recheck=recheck)
+        except Refused as exc:
+            outcome.skipped.append((r.path, str(exc)))
+            done = None
+        except OSError as exc:
+            outcome.skipped.append((r.path, f"cannot fix: {exc.strerror or exc}"))
+            done = None
+        files.append(done or r)
+    outcome.remaining = RunResult(files=files)
+    return outcome
+
+
+def _fix_file(r: FileResult, fixable: list[Finding], outcome: FixOutcome, *, write: bool, unsafe: bool,
+              recheck: Recheck | None) -> FileResult | None:
+    """Fix one file under its lock; the new FileResult when it was written, else None."""
+    from gradlint.source import decode
+
+    with locked(r.path) as lk:
+        if write:
+            check_writable(lk.stat)
+        raw = lk.read()
+        try:
+            source = decode(raw)
+            encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
+        except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
+            raise Refused(f"cannot decode it: {exc}") from None
+        if r.analysed is not None and text_digest(source) != r.analysed:
+            if recheck is None:
+                raise Refused("it changed since it was checked")
+            fixable = [f for f in recheck(source) if f.fix is not None and (f.fix.safe or unsafe)]
         new, applied, problems = fix_text(source, fixable, unsafe=unsafe, recheck=recheck)
         outcome.problems.extend(problems)
         if new == source:
-            files.append(r)
-            continue
-        outcome.diff += "".join(difflib.unified_diff(
+            return None
+        try:
+            data = new.encode(encoding)
+        except UnicodeEncodeError as exc:
+            raise Refused(f"the fixed text cannot be written in its encoding {encoding}: {exc.reason}") from None
+        diff = "".join(difflib.unified_diff(
             split_lines(source, keepends=True), split_lines(new, keepends=True),
             fromfile=f"a/{r.path}", tofile=f"b/{r.path}"))
         if not write:
-            files.append(r)
-            continue
-        try:
-            write_atomic(path, new, encoding)
-        except OSError as exc:
-            outcome.problems.append(f"{r.path}: cannot write fix: {exc}")
-            files.append(r)
-            continue
-        outcome.fixed += applied
-        remaining = recheck(new) if recheck is not None else [f for f in r.findings if f.fix is None]
-        files.append(replace(r, findings=tuple(sorted(remaining, key=Finding.sort_key)), fixed=applied))
-    outcome.remaining = RunResult(files=files)
-    return outcome
+            outcome.diff += diff
+            return None
+        replace_file(lk, data, expected=raw)
+    outcome.diff += diff
+    outcome.fixed += applied
+    outcome.files_fixed += 1
+    remaining = recheck(new) if recheck is not None else [f for f in r.findings if f.fix is None]
+    return replace(r, findings=tuple(sorted(remaining, key=Finding.sort_key)), fixed=applied,
+                   analysed=text_digest(new))
