@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import re
 import tokenize
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import libcst as cst
@@ -13,6 +13,7 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from gradlint.findings import InputError, SourceSpan
 from gradlint.source.names import ImportTable, build_import_table
+from gradlint.text import split_lines
 
 # Files that mention none of these cannot hold anything our rules look for; skipping them before
 # the parse is the cheapest speed-up a libcst linter has (TorchFix does the same).
@@ -121,16 +122,37 @@ class SourceFile:
     module: cst.Module
     positions: LazyPositions
     imports: ImportTable
+    _shifts: dict[int, int] | None = field(default=None, repr=False, compare=False)
 
     def span(self, node: cst.CSTNode) -> SourceSpan:
         rng = self.positions.get(node)
         if rng is None:
             return SourceSpan.point(1, 1)
         # libcst columns are 0-based; ours are 1-based like ruff's.
-        return SourceSpan(rng.start.line, rng.start.column + 1, rng.end.line, rng.end.column + 1)
+        shifts = self._column_shifts()
+        return SourceSpan(rng.start.line, rng.start.column + 1 + shifts.get(rng.start.line, 0),
+                          rng.end.line, rng.end.column + 1 + shifts.get(rng.end.line, 0))
+
+    def _column_shifts(self) -> dict[int, int]:
+        """Line -> what to add to libcst's columns on it. libcst's positions are those of the
+        code it regenerates, which loses or repeats a form feed in a statement's indentation
+        (`\\f    x = 1` comes back as `    x = 1`); only the leading whitespace differs."""
+        shifts = self._shifts
+        if shifts is None:
+            shifts = {}
+            if "\f" in self.text:
+                for number, (mine, theirs) in enumerate(zip(split_lines(self.text), split_lines(self.module.code)), 1):
+                    if mine != theirs:
+                        shifts[number] = _lead(mine) - _lead(theirs)
+            self._shifts = shifts
+        return shifts
 
     def code(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)
+
+
+def _lead(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t\f"))
 
 
 def decode(data: bytes) -> str:
