@@ -180,12 +180,12 @@ class Verdict:
     why: str = ""
 
 
-def trial(rng: random.Random) -> Verdict:
+def trial(rng: random.Random, char: str | None = None) -> Verdict:
     """One generated program: its fix with the odd character must be its fix without it."""
     text = program(rng)
     if rng.random() < 0.25:
         text = text.replace("\n", "\r\n")
-    sample = insert(rng, text.replace("\r\n", "\n"), rng.choice(CHARS))
+    sample = insert(rng, text.replace("\r\n", "\n"), char or rng.choice(CHARS))
     if "\r\n" in text:
         sample.base = sample.base.replace("\n", "\r\n")
         sample.odd = sample.odd.replace("\n", "\r\n")
