@@ -40,7 +40,7 @@ LOCK_WAIT_S = 60.0
 _TMP_SUFFIX = ".gradlint-tmp"
 
 
-class Refused(Exception):
+class Refused(OSError):
     """gradlint will not write this file; the message says why (the caller names the file)."""
 
 
@@ -58,18 +58,18 @@ class Locked:
     stat: os.stat_result
 
     def read(self) -> bytes:
-        chunks, pos = [], 0
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        chunks = []
         while True:
-            chunk = os.pread(self.fd, 1 << 20, pos)
+            chunk = os.read(self.fd, 1 << 20)
             if not chunk:
                 return b"".join(chunks)
             chunks.append(chunk)
-            pos += len(chunk)
 
 
 def _open_regular(path: Path) -> int:
     # O_NONBLOCK: a FIFO put where the file was must not block the open.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise Refused("not a regular file")
@@ -127,6 +127,8 @@ def writable_by_mode(st: os.stat_result) -> bool:
     """Whether the mode bits let this user write the file. Root passes any permission check,
     so for root a file without any write bit counts as read-only: its owner meant it so."""
     mode = st.st_mode
+    if not hasattr(os, "geteuid"):  # pragma: no cover - Windows: the read-only attribute
+        return bool(mode & stat.S_IWUSR)
     euid = os.geteuid()
     if euid == 0:
         return bool(mode & 0o222)
@@ -192,7 +194,7 @@ def _write_via_temp(real: Path, data: bytes, st: os.stat_result | None, before_r
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            if st is not None:
+            if st is not None and hasattr(os, "fchown"):
                 mine = os.fstat(fd)
                 if (mine.st_uid, mine.st_gid) != (st.st_uid, st.st_gid):
                     try:
@@ -201,7 +203,7 @@ def _write_via_temp(real: Path, data: bytes, st: os.stat_result | None, before_r
                         raise Refused("a rewrite could not keep its owner and group") from None
                 # after fchown, which clears set-user-ID and set-group-ID bits
                 os.fchmod(fd, stat.S_IMODE(st.st_mode))
-            else:
+            elif st is None and hasattr(os, "fchmod"):
                 os.fchmod(fd, 0o666 & ~_umask())
             os.fsync(fd)
         finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import re
 import tokenize
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from gradlint.findings import Edit, FileResult, Finding, RunResult
 from gradlint.text import line_starts, offset, split_lines
 
 MAX_ROUNDS = 10
+_FIRST_BREAK = re.compile(r"\r\n|\r|\n")
 
 Recheck = Callable[[str], list[Finding]]
 
@@ -71,13 +73,15 @@ def reparses(text: str) -> bool:
 
 
 def _newline(source: str) -> str:
-    return "\r\n" if "\r\n" in source else "\n"
+    # the file's first line break, as libcst takes it (a file of lone \r keeps them)
+    m = _FIRST_BREAK.search(source)
+    return m.group() if m else "\n"
 
 
 def _with_newline(edits: tuple[Edit, ...], newline: str) -> list[Edit]:
     if newline == "\n":
         return list(edits)
-    # rules write "\n"; a CRLF file keeps CRLF
+    # rules write "\n"; a CRLF (or CR) file keeps its line breaks
     return [replace(e, content=e.content.replace("\r\n", "\n").replace("\n", newline)) for e in edits]
 
 

@@ -382,6 +382,18 @@ def test_encoding_cookie_and_bytes_outside_the_fix_are_kept(tmp_path, monkeypatc
     assert Path("m.py").read_bytes() == ("# -*- coding: latin-1 -*-\n# caf\xe9\n" + LOG_SOFTMAX_FIXED).encode("latin-1")
 
 
+@pytest.mark.parametrize("newline", ["\r", "\r\n"], ids=repr)
+def test_a_file_of_cr_or_crlf_keeps_its_line_breaks(tmp_path, monkeypatch, newline):
+    monkeypatch.chdir(tmp_path)
+    for name in ("amp_clip", "clip_after_step"):
+        text = (FIX_DIR / f"{name}.in.py").read_text()
+        Path("t.py").write_bytes(text.replace("\n", newline).encode())
+        _, outcome = _check_and_fix(["t.py"])
+        assert outcome.fixed >= 1
+        expected = (FIX_DIR / f"{name}.out.py").read_text().replace("\n", newline)
+        assert Path("t.py").read_bytes().decode() == expected
+
+
 def test_a_special_file_is_refused_before_it_is_opened_for_reading(tmp_path):
     fifo = tmp_path / "f.py"
     os.mkfifo(fifo)

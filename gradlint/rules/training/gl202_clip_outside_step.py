@@ -260,7 +260,7 @@ def train(model, loader, accelerator, optimizer):
         if any(st.kind != "simple" for st in between) or bound & {n for st in inside for n in st.used}:
             return None
         text = lines_between(source, c.line, c.end_line)
-        if not text.endswith("\n"):
+        if not text.endswith(("\n", "\r")):
             text += "\n"
         return Fix(self.fix_title, (
             Edit(SourceSpan(s.line, 1, s.line, 1), text),
