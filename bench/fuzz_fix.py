@@ -32,7 +32,8 @@ def _run(args: tuple[int, int, int]) -> list[tuple[int, bool, str, tuple[str, ..
     for i in range(start, stop):
         rng = random.Random(f"{seed}-{i}")
         v = fix_fuzz.trial(rng)
-        out.append((i, v.ok, v.sample.char, v.sample.kinds, v.applied, v.why, v.sample.odd if not v.ok else ""))
+        out.append((i, v.ok, v.sample.char, v.sample.kinds + (f"newline {v.sample.newline!r}",), v.applied, v.why,
+                    v.sample.odd if not v.ok else ""))
     return out
 
 

@@ -63,10 +63,10 @@ def apply_edits(source: str, edits: list[Edit] | tuple[Edit, ...]) -> str:
 
 
 def reparses(text: str) -> bool:
-    import libcst as cst
+    from gradlint.source import parse_module
 
     try:
-        cst.parse_module(text)
+        parse_module(text)
     except Exception:
         return False
     return True

@@ -44,7 +44,8 @@ def suppressions(source: str) -> dict[int, frozenset[str]]:
     """Line number -> suppressed codes, read from real comments (not from strings)."""
     out: dict[int, frozenset[str]] = {}
     try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+        # universal newlines: a lone \r ends a line for the parser, so it must here too
+        tokens = list(tokenize.generate_tokens(io.StringIO(source, newline=None).readline))
     except (tokenize.TokenError, SyntaxError, IndentationError):
         # Fall back to a line scan: a file that does not tokenize still gets its GL001, and a
         # noqa on that line should still work.

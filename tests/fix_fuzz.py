@@ -103,6 +103,7 @@ class Sample:
     odd: str  # the same with the character
     char: str
     kinds: tuple[str, ...]
+    newline: str = "\n"
 
 
 def _statement_lines(text: str) -> list[tuple[int, int]]:
@@ -183,15 +184,18 @@ class Verdict:
 def trial(rng: random.Random, char: str | None = None) -> Verdict:
     """One generated program: its fix with the odd character must be its fix without it."""
     text = program(rng)
-    if rng.random() < 0.25:
-        text = text.replace("\n", "\r\n")
-    sample = insert(rng, text.replace("\r\n", "\n"), char or rng.choice(CHARS))
-    if "\r\n" in text:
-        sample.base = sample.base.replace("\n", "\r\n")
-        sample.odd = sample.odd.replace("\n", "\r\n")
+    newline = rng.choices(["\n", "\r\n", "\r"], weights=[6, 3, 1])[0]
+    # the form feed more often: it alone may also stand as whitespace between tokens
+    sample = insert(rng, text, char or ("\f" if rng.random() < 0.3 else rng.choice(CHARS)))
+    sample.base = sample.base.replace("\n", newline)
+    sample.odd = sample.odd.replace("\n", newline)
+    sample.newline = newline
     expected, applied, _ = fix(sample.base)
     if applied == 0:
         return Verdict(False, sample, why="the program without the character got no fix: generator broken")
+    mixed = expected.replace(newline, "")
+    if "\n" in mixed or "\r" in mixed:
+        return Verdict(False, sample, expected, why=f"the fix mixed other line breaks into a file of {newline!r}")
     got, applied_odd, _ = fix(sample.odd)
     if got.replace(sample.char, "") != expected or applied_odd != applied:
         return Verdict(False, sample, expected, got, applied, why=f"fixes differ ({applied_odd} against {applied})")

@@ -134,6 +134,26 @@ def test_columns_on_a_line_indented_after_a_form_feed(tmp_path, monkeypatch, lea
     assert Path("m.py").read_text() == text.replace("torch.log(torch.softmax(z, dim=-1))", "torch.log_softmax(z, dim=-1)")
 
 
+def test_a_block_whose_first_statement_is_indented_after_a_form_feed(tmp_path, monkeypatch):
+    # libcst refuses `\f    x()` first in a block ("no matching outer block for dedent"), CPython
+    # does not: the file is parsed with those form feeds left out, and mapped back
+    import libcst
+
+    monkeypatch.chdir(tmp_path)
+    text = ("import torch\nfrom torch.cuda.amp import GradScaler, autocast\n\nscaler = GradScaler()\n"
+            "for x, y in loader:\n\f    optimizer.zero_grad()\n    with autocast():\n        loss = criterion(model(x), y)\n"
+            "    scaler.scale(loss).backward()\n    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+            "    scaler.step(optimizer)\n    scaler.update()\n")
+    with pytest.raises(libcst.ParserSyntaxError):
+        libcst.parse_module(text)
+    Path("train.py").write_text(text)
+    result, outcome = _check_and_fix(["train.py"])
+    assert [f.code for f in result.findings] == ["GL203"]
+    assert outcome.fixed == 1
+    assert Path("train.py").read_text() == text.replace(
+        "    torch.nn.utils.clip_grad_norm_", "    scaler.unscale_(optimizer)\n    torch.nn.utils.clip_grad_norm_")
+
+
 def test_gl203_fix_indents_without_the_form_feed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     text = (FIX_DIR / "amp_clip.in.py").read_text()
@@ -416,3 +436,7 @@ def test_reports_are_written_through_symlinks_with_the_usual_mode(tmp_path):
     os.chmod(tmp_path / "new.txt", 0o640)
     run_cli("check", "--no-cache", "-o", "new.txt", "m.py", cwd=tmp_path)
     assert stat.S_IMODE(os.stat(tmp_path / "new.txt").st_mode) == 0o640
+
+
+def test_suppression_comments_of_a_file_of_lone_cr_are_on_their_line():
+    assert suppressions("x = 1\ry = 2  # noqa: GL302\r") == {2: frozenset({"GL302"})}

@@ -151,6 +151,37 @@ class SourceFile:
         return self.module.code_for_node(node)
 
 
+def _formfeed_indents_dropped(text: str) -> str:
+    """The text with what precedes the last form feed of each statement's indentation removed.
+
+    CPython starts counting a line's indentation again after a form feed; libcst's tokenizer
+    refuses some such lines ("no matching outer block for dedent" on `\\f    x = 1` first in a
+    block). Lines inside brackets or strings keep their text: only the first line of each
+    logical line changes.
+    """
+    if "\f" not in text:
+        return text
+    starts: set[int] = set()
+    fresh = True
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text, newline=None).readline):
+            if tok.type == tokenize.NEWLINE:
+                fresh = True
+            elif tok.type not in (tokenize.INDENT, tokenize.DEDENT, tokenize.NL, tokenize.COMMENT,
+                                  tokenize.ENDMARKER) and fresh:
+                starts.add(tok.start[0])
+                fresh = False
+    except (tokenize.TokenError, SyntaxError):
+        return text
+    lines = split_lines(text, keepends=True)
+    for number in sorted(n for n in starts if n <= len(lines)):
+        line = lines[number - 1]
+        lead = line[:_lead(line)]
+        if "\f" in lead:
+            lines[number - 1] = lead.rsplit("\f", 1)[1] + line[len(lead):]
+    return "".join(lines)
+
+
 def _lead(line: str) -> int:
     return len(line) - len(line.lstrip(" \t\f"))
 
@@ -161,8 +192,20 @@ def decode(data: bytes) -> str:
     return data.decode(encoding)
 
 
+def parse_module(text: str) -> cst.Module:
+    """libcst's parse, which also takes a statement indented after a form feed, as CPython does
+    (the module then differs from the text in leading whitespace only: SourceFile.span maps back)."""
+    try:
+        return cst.parse_module(text)
+    except cst.ParserSyntaxError:
+        plain = _formfeed_indents_dropped(text)
+        if plain == text:
+            raise
+        return cst.parse_module(plain)
+
+
 def parse(path: str, text: str) -> SourceFile:
-    module = cst.parse_module(text)
+    module = parse_module(text)
     return SourceFile(path=path, text=text, module=module, positions=LazyPositions(module, text),
                       imports=build_import_table(module))
 
