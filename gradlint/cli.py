@@ -126,9 +126,11 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
             sys.exit(EXIT_FINDINGS if outcome.diff else EXIT_CLEAN)
         result = outcome.remaining
         if outcome.fixed:
-            # Fixed files moved lines and may change what other files' rules see: report a fresh run.
             files = "1 file" if outcome.files_fixed == 1 else f"{outcome.files_fixed} files"
             click.echo(f"gradlint: fixed {outcome.fixed} finding(s) in {files}", err=True)
+        if outcome.fixed or outcome.changed:
+            # Fixed files moved lines and may change what other files' rules see, and files
+            # changed since the check (another --fix run) have stale findings: report a fresh run.
             result = check_paths(list(paths) or ["."], config, use_cache=not no_cache, jobs=jobs)
     color = output_file is None and fmt == "text" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     text = render(fmt, result, quiet=quiet, color=color)

@@ -1,4 +1,4 @@
-"""Applying fixes: text edits from findings, re-parse check, rounds until stable, locked compare-and-replace writes, diffs.
+"""Applying fixes: text edits from findings, re-parse check, rounds until stable, safe writes, diffs.
 
 Fixes are plain text edits at (line, column) positions, so everything the edits do not touch —
 formatting, comments, import aliases, line endings, encoding — stays byte for byte. A round
@@ -39,6 +39,9 @@ class FixOutcome:
     files_fixed: int = 0
     # (path, reason) of the files that had fixes and were left as they are
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # files that no longer held what the run analysed (edited, or fixed by another run): the
+    # run's findings for them are stale
+    changed: list[str] = field(default_factory=list)
 
 
 def apply_edits(source: str, edits: list[Edit] | tuple[Edit, ...]) -> str:
@@ -242,6 +245,7 @@ def _fix_file(r: FileResult, fixable: list[Finding], outcome: FixOutcome, *, wri
         except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
             raise Refused(f"cannot decode it: {exc}") from None
         if r.analysed is not None and text_digest(source) != r.analysed:
+            outcome.changed.append(r.path)
             if recheck is None:
                 raise Refused("it changed since it was checked")
             fixable = [f for f in recheck(source) if f.fix is not None and (f.fix.safe or unsafe)]

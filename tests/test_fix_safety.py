@@ -262,6 +262,7 @@ def test_a_run_waits_for_another_runs_lock_then_fixes_what_it_finds(tmp_path, mo
     worker.join(timeout=60)
     assert Path("m.py").read_text() == LOG_SOFTMAX_FIXED
     assert done["outcome"].fixed == 0 and not done["outcome"].skipped
+    assert done["outcome"].changed == ["m.py"]  # its findings are stale: the CLI reports a fresh run
 
 
 def test_a_lock_held_too_long_skips_the_file(tmp_path, monkeypatch):
@@ -278,7 +279,7 @@ def test_two_concurrent_fix_runs_agree_with_one(tmp_path):
     src = ROOT / "examples" / "train.py"
     (tmp_path / "one").mkdir()
     shutil.copy(src, tmp_path / "one" / "t.py")
-    run_cli("check", "--no-cache", "--fix", "-q", "t.py", cwd=tmp_path / "one")
+    single = run_cli("check", "--no-cache", "--fix", "-q", "t.py", cwd=tmp_path / "one")
     expected = (tmp_path / "one" / "t.py").read_bytes()
     assert expected != src.read_bytes()
     tree = tmp_path / "tree"
@@ -287,12 +288,16 @@ def test_two_concurrent_fix_runs_agree_with_one(tmp_path):
         shutil.copy(src, tree / f"t{i}.py")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "gradlint.cli", "check", "--no-cache", "--fix", "-q", "-j1", "tree"]
-    runs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    runs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
-    for run in runs:
-        run.wait(timeout=300)
+    outputs = [run.communicate(timeout=300) for run in runs]
     wrong = [p.name for p in sorted(tree.iterdir()) if p.read_bytes() != expected]
     assert wrong == []
+    # each run reports the tree as it left it, not findings the other run fixed meanwhile
+    left = single.stdout.count("t.py:")
+    for run, (out, err) in zip(runs, outputs):
+        assert run.returncode == single.returncode, err
+        assert out.count(".py:") == 16 * left, out
 
 
 # --- what is written, and where --------------------------------------------------------------
