@@ -134,9 +134,8 @@ class SourceFile:
                           rng.end.line, rng.end.column + 1 + shifts.get(rng.end.line, 0))
 
     def _column_shifts(self) -> dict[int, int]:
-        """Line -> what to add to libcst's columns on it. libcst's positions are those of the
-        code it regenerates, which loses or repeats a form feed in a statement's indentation
-        (`\\f    x = 1` comes back as `    x = 1`); only the leading whitespace differs."""
+        """Line -> what to add to libcst's columns on it: the module was parsed without the
+        form feeds of statements' indentation (parse_module); only leading whitespace differs."""
         shifts = self._shifts
         if shifts is None:
             shifts = {}
@@ -152,13 +151,9 @@ class SourceFile:
 
 
 def _formfeed_indents_dropped(text: str) -> str:
-    """The text with what precedes the last form feed of each statement's indentation removed.
-
-    CPython starts counting a line's indentation again after a form feed; libcst's tokenizer
-    refuses some such lines ("no matching outer block for dedent" on `\\f    x = 1` first in a
-    block). Lines inside brackets or strings keep their text: only the first line of each
-    logical line changes.
-    """
+    """The text with what precedes the last form feed of each statement's indentation removed
+    (what CPython ignores). Lines inside brackets or strings keep their text: only the first
+    line of each logical line changes."""
     if "\f" not in text:
         return text
     starts: set[int] = set()
@@ -193,15 +188,14 @@ def decode(data: bytes) -> str:
 
 
 def parse_module(text: str) -> cst.Module:
-    """libcst's parse, which also takes a statement indented after a form feed, as CPython does
-    (the module then differs from the text in leading whitespace only: SourceFile.span maps back)."""
-    try:
-        return cst.parse_module(text)
-    except cst.ParserSyntaxError:
-        plain = _formfeed_indents_dropped(text)
-        if plain == text:
-            raise
-        return cst.parse_module(plain)
+    """libcst's parse of the text without form feeds in statements' indentation.
+
+    CPython counts a line's indentation again after a form feed. libcst does not: it refuses
+    some such lines, drops or repeats the form feed in the code it regenerates, and counts
+    columns on those lines one short. Without them its positions are right on every line but
+    in the leading whitespace it lost, which SourceFile.span adds back.
+    """
+    return cst.parse_module(_formfeed_indents_dropped(text))
 
 
 def parse(path: str, text: str) -> SourceFile:
