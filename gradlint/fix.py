@@ -223,7 +223,7 @@ def apply_fixes(result: RunResult, *, write: bool, unsafe: bool = False, config=
             outcome.skipped.append((r.path, str(exc)))
             done = None
         except OSError as exc:
-            outcome.skipped.append((r.path, f"cannot fix: {exc.strerror or exc}"))
+            outcome.skipped.append((r.path, f"cannot write it: {exc.strerror or exc}"))
             done = None
         files.append(done or r)
     outcome.remaining = RunResult(files=files)

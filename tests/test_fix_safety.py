@@ -447,3 +447,30 @@ def test_reports_are_written_through_symlinks_with_the_usual_mode(tmp_path):
 
 def test_suppression_comments_of_a_file_of_lone_cr_are_on_their_line():
     assert suppressions("x = 1\ry = 2  # noqa: GL302\r") == {2: frozenset({"GL302"})}
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into any folder")
+def test_a_file_in_a_folder_without_write_permission_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "locked").mkdir()
+    Path("locked/m.py").write_text(LOG_SOFTMAX)
+    os.chmod("locked", 0o555)
+    try:
+        _, outcome = _check_and_fix(["locked/m.py"], select=("GL302",))
+    finally:
+        os.chmod("locked", 0o755)
+    assert outcome.fixed == 0 and outcome.skipped == [("locked/m.py", "cannot write it: Permission denied")]
+    assert Path("locked/m.py").read_text() == LOG_SOFTMAX
+
+
+def test_a_failing_write_is_a_named_skip(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("m.py").write_text(LOG_SOFTMAX)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", full)
+    _, outcome = _check_and_fix(["m.py"], select=("GL302",))
+    assert outcome.fixed == 0 and outcome.skipped == [("m.py", "cannot write it: No space left on device")]
+    assert Path("m.py").read_text() == LOG_SOFTMAX
