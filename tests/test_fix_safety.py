@@ -101,7 +101,7 @@ def test_formfeed_reproducer_through_the_cli(tmp_path):
     (expected_dir / "train.py").write_text((ROOT / "examples" / "train.py").read_text())
     run_cli("check", "--no-cache", "--fix", "train.py", cwd=expected_dir)
     proc = run_cli("check", "--no-cache", "--fix", "train.py", cwd=tmp_path)
-    assert "fixed 2 finding(s) in 1 file" in proc.stderr, proc.stderr
+    assert "(2 fixed, 0 remaining)" in proc.stdout, proc.stdout + proc.stderr
     assert target.read_text() == "# \f page break\n" + (expected_dir / "train.py").read_text()
     fixed = target.read_text()
     assert fixed.index("unscale_(optimizer)") < fixed.index("clip_grad_norm_") < fixed.index("scaler.step(optimizer)")
@@ -362,7 +362,7 @@ def test_read_only_files_are_skipped_and_named(tmp_path):
     assert (tmp_path / "ro.py").read_text() == LOG_SOFTMAX
     assert (tmp_path / "rw.py").read_text() == LOG_SOFTMAX_FIXED
     assert "gradlint: warning: ro.py: not fixed: read-only file" in proc.stderr
-    assert "fixed 1 finding(s) in 1 file" in proc.stderr  # only what was written
+    assert "(1 fixed, 1 remaining" in proc.stdout  # only what was written counts as fixed
     assert proc.returncode == 1  # the read-only file's finding is still there
     assert "ro.py:4:" in proc.stdout and "rw.py" not in proc.stdout
 

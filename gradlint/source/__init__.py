@@ -216,7 +216,14 @@ def extract_python(path: Path, display: str):
         text = decode(data)
     except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
         return FileFacts(path=display, kind="python", input_errors=(InputError("GL001", f"cannot decode file: {exc}"),))
-    if not _SNIFF.search(data):
+    return extract_python_text(text, display)
+
+
+def extract_python_text(text: str, display: str):
+    """The facts of Python source already in memory: stdin, a notebook's cells."""
+    from gradlint.api import FileFacts
+
+    if not _SNIFF.search(text.encode("utf-8", "surrogatepass")):
         # Nothing for our rules here, but a broken file is still news (GL001): CPython's own
         # parser tells, at a fraction of libcst's cost, and executes nothing.
         error = _python_syntax_error(text, display)
