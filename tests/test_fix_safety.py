@@ -474,3 +474,16 @@ def test_a_failing_write_is_a_named_skip(tmp_path, monkeypatch):
     _, outcome = _check_and_fix(["m.py"], select=("GL302",))
     assert outcome.fixed == 0 and outcome.skipped == [("m.py", "cannot write it: No space left on device")]
     assert Path("m.py").read_text() == LOG_SOFTMAX
+
+
+def test_add_noqa_has_the_same_guarantees(tmp_path):
+    (tmp_path / "ro.py").write_text(LOG_SOFTMAX)
+    os.chmod(tmp_path / "ro.py", 0o444)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "t.py").write_text(LOG_SOFTMAX)
+    os.symlink("real/t.py", tmp_path / "l.py")
+    proc = run_cli("check", "--no-cache", "--add-noqa", "--select", "GL302", "ro.py", "l.py", cwd=tmp_path)
+    assert "gradlint: warning: ro.py: no noqa added: read-only file" in proc.stderr, proc.stderr
+    assert (tmp_path / "ro.py").read_text() == LOG_SOFTMAX
+    assert os.path.islink(tmp_path / "l.py")
+    assert "# noqa: GL302" in (tmp_path / "real" / "t.py").read_text()
