@@ -71,10 +71,17 @@ def _numerics(rng, n) -> str:
     body = rng.choice([
         f"torch.log(F.softmax({z}, dim=-1))", f"{z}.softmax(-1).log()", f"torch.log(torch.softmax({z}, 1))",
         f"torch.log(torch.sigmoid({z}))", f"torch.log(1 - torch.sigmoid({z}))",
-        f"F.binary_cross_entropy(torch.sigmoid({z}), t)", f"torch.sqrt((({z} - t) ** 2).sum(-1))",
-        f"{z}.pow(2).sum(dim=1).sqrt()",
+        f"F.binary_cross_entropy(torch.sigmoid({z}), t)",
     ])
     return f"def f_{rng.randint(0, 999)}({z}, t):\n{_extra(rng, '    ')}    return {body}\n"
+
+
+def _sqrt_module(rng, n) -> str:
+    # GL306 flags a sqrt at zero only on values that carry gradient: a module's forward
+    body = rng.choice(["torch.sqrt((x ** 2).sum(-1))", "x.pow(2).sum(dim=1).sqrt()"])
+    return (f"class M{rng.randint(0, 999)}(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+            f"        self.f = nn.Linear(8, 8)\n\n    def forward(self, a, b):\n{_extra(rng, '        ')}"
+            f"        x = self.f(a) - b\n        return {body}\n")
 
 
 def _filler(rng, n) -> str:
@@ -84,7 +91,7 @@ def _filler(rng, n) -> str:
     ])
 
 
-_BLOCKS = (_gl202_loop, _gl202_func, _gl203_loop, _numerics)
+_BLOCKS = (_gl202_loop, _gl202_func, _gl203_loop, _numerics, _sqrt_module)
 
 
 def program(rng: random.Random) -> str:
