@@ -16,6 +16,7 @@ from gradlint.config import Config
 from gradlint.discover import discover, display_path
 from gradlint.facts.files import FileFacts
 from gradlint.facts.project import ProjectIndex
+from gradlint.files import text_digest
 from gradlint.findings import FileResult, Finding, InputError, RunResult, Severity, SourceSpan
 from gradlint.registry import Rule, RuleContext, load_rules
 
@@ -118,7 +119,9 @@ def run_rules(facts: FileFacts, config: Config, index: ProjectIndex | None, rule
     findings = [f for f in findings if not _matches(f.code, ignored)]
     findings = suppress.apply(findings, facts.source)
     findings.sort(key=Finding.sort_key)
-    return FileResult(path=facts.path, findings=tuple(findings), internal_error=internal, skipped=facts.skipped)
+    analysed = text_digest(facts.source) if facts.source is not None else None
+    return FileResult(path=facts.path, findings=tuple(findings), internal_error=internal, skipped=facts.skipped,
+                      analysed=analysed)
 
 
 def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = True) -> tuple[ProjectIndex, Path]:
@@ -127,13 +130,18 @@ def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = Tr
     from gradlint.source.index import ProjectFiles, find_project_root
 
     root = find_project_root(paths, Path(config.root))
-    store = cache.open_store(config.root, config.cache_dir)[0] if use_cache else None
+    stores: list = []
+
+    def summarise(path: Path) -> FileFacts:
+        # the cache folder is opened (and made) only when a module outside the run is read
+        if use_cache and not stores:
+            stores.append(cache.open_store(config.root, config.cache_dir)[0])
+        return cached_facts(path, display_path(path), stores[0] if stores else None, config.max_file_size)
 
     def list_files() -> list[Path]:
         return [p for p, _ in discover([root], config).files if p.suffix == ".py"]
 
-    loader = ProjectFiles(root, lambda path: cached_facts(path, display_path(path), store, config.max_file_size),
-                          list_files)
+    loader = ProjectFiles(root, summarise, list_files)
     return ProjectIndex(loader), root
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -14,6 +13,7 @@ import click
 from gradlint import __version__
 from gradlint.config import Config, ConfigError, load_config, parse_selector_option, with_overrides
 from gradlint.findings import Severity
+from gradlint.text import split_lines
 
 from gradlint.report import FORMATS, render
 
@@ -57,31 +57,6 @@ def fail(message: str) -> NoReturn:
 
     say(f"gradlint: error: {escape(message)}")
     sys.exit(EXIT_ERROR)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so a failed run never leaves half a report.
-    The report gets the mode a plain `open()` would give it: an existing file's, else 0666 less
-    the umask (mkstemp alone would make every report private, 0600)."""
-    path = path.resolve()
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def resolve_config(config_path: str | None, select: tuple[str, ...], ignore: tuple[str, ...],
@@ -220,17 +195,22 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
         from gradlint.fix import apply_fixes
 
         outcome = apply_fixes(result, write=fix and not diff, unsafe=unsafe_fixes, config=config)
-        if diff:
-            say(outcome.diff, err=False, nl=False)
-            for problem in outcome.problems:
-                say(f"gradlint: {problem}")
-            sys.exit(EXIT_FINDINGS if outcome.diff else EXIT_CLEAN)
         for problem in outcome.problems:
             say(f"gradlint: {problem}")
+        if outcome.skipped:
+            from gradlint.report.text import escape
+
+            for path, reason in outcome.skipped:
+                say(f"gradlint: warning: {escape(path)}: not fixed: {reason}")
+        if diff:
+            say(outcome.diff, err=False, nl=False)
+            sys.exit(EXIT_FINDINGS if outcome.diff else EXIT_CLEAN)
         result = outcome.remaining
+        # only what was written counts as fixed
         fixed, fixed_findings = outcome.fixed, outcome.fixed_findings
-        if outcome.fixed:
-            # Fixed files moved lines and may change what other files' rules see: report a fresh run.
+        if outcome.fixed or outcome.changed:
+            # Fixed files moved lines and may change what other files' rules see, and files
+            # changed since the check (another --fix run) have stale findings: report a fresh run.
             result = check_paths(targets, config, use_cache=not no_cache, jobs=jobs)
     _report(result, config, fmt=fmt, output_file=output_file, quiet=quiet, statistics=statistics,
             show_fixes=show_fixes and not fix, fixed=fixed)
@@ -258,8 +238,10 @@ def _report(result: Any, config: Config, *, fmt: str, output_file: Path | None, 
 
 def _emit(text: str, fmt: str, output_file: Path | None) -> None:
     if output_file is not None:
+        from gradlint.files import write_file
+
         try:
-            write_atomic(output_file, text)
+            write_file(output_file, text.encode("utf-8"))
         except OSError as exc:
             fail(f"{output_file}: cannot write report: {exc.strerror or exc}")
     elif fmt in TEXT_FORMATS:
@@ -284,7 +266,7 @@ def _source_lines() -> Any:
                 if f.cell is not None:
                     cache[key] = cell_lines(Path(f.path), f.cell)
                 else:
-                    cache[key] = decode(Path(f.path).read_bytes()).splitlines()
+                    cache[key] = split_lines(decode(Path(f.path).read_bytes()))
             except (OSError, UnicodeDecodeError, SyntaxError, LookupError, ValueError):
                 cache[key] = None
         return cache[key]
@@ -333,7 +315,8 @@ def _add_noqa(result: Any) -> None:
     import io
     import tokenize
 
-    from gradlint.fix import write_atomic as write_source
+    from gradlint.files import Refused, check_writable, locked, text_digest
+    from gradlint.files import replace as replace_file
     from gradlint.report.text import escape
     from gradlint.source import decode
     from gradlint.suppress import add_noqa
@@ -345,14 +328,22 @@ def _add_noqa(result: Any) -> None:
             say(f"gradlint: warning: {escape(r.path)}: a model or notebook finding cannot take a `# noqa` comment")
         if not findings:
             continue
-        path = Path(r.path)
         try:
-            raw = path.read_bytes()
-            encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
-            new, count, left = add_noqa(decode(raw), findings)
-            if count:
-                write_source(path, new, encoding)
-        except (OSError, UnicodeDecodeError, SyntaxError, LookupError) as exc:
+            # the same guarantees as --fix: under the file's lock, only over what was analysed
+            with locked(r.path) as lk:
+                check_writable(lk.stat)
+                raw = lk.read()
+                text = decode(raw)
+                if r.analysed is not None and text_digest(text) != r.analysed:
+                    raise Refused("it changed since it was checked")
+                encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
+                new, count, left = add_noqa(text, findings)
+                if count:
+                    replace_file(lk, new.encode(encoding), expected=raw)
+        except Refused as exc:
+            say(f"gradlint: warning: {escape(r.path)}: no noqa added: {exc}")
+            continue
+        except (OSError, UnicodeError, SyntaxError, LookupError) as exc:
             say(f"gradlint: {escape(r.path)}: cannot add noqa: {exc}")
             continue
         added += count
@@ -393,7 +384,7 @@ def _check_stdin(display: str, select: tuple[str, ...], ignore: tuple[str, ...],
         text = render("text", result, quiet=True) if fmt in TEXT_FORMATS else render(fmt, result)
         click.echo(console_safe(text, sys.stderr), err=True, nl=False)
     else:
-        text = render(fmt, result, quiet=quiet, source_lines=lambda f: data.decode("utf-8", "replace").splitlines()
+        text = render(fmt, result, quiet=quiet, source_lines=lambda f: split_lines(data.decode("utf-8", "replace"))
                       if f.cell is None else None) if fmt in TEXT_FORMATS else render(fmt, result)
         _emit(text, fmt, output_file)
         _warn_about_files(result, quiet=quiet, fmt=fmt)

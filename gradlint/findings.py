@@ -119,6 +119,9 @@ class FileResult:
     # The skip is an error (a missing or unreadable path, a FIFO named on the command line):
     # the run ends with exit 2. Otherwise a skip is a warning (a FIFO met in a folder walk).
     error: bool = False
+    # Digest of the text the findings were computed from (gradlint.files.text_digest): --fix
+    # writes only a file that still holds it, and checks any other content again first.
+    analysed: str | None = None
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Applying fixes: text edits from findings, re-parse check, rounds until stable, atomic writes, diffs.
+"""Applying fixes: text edits from findings, re-parse check, rounds until stable, safe writes, diffs.
 
 Fixes are plain text edits at (line, column) positions, so everything the edits do not touch —
 formatting, comments, import aliases, line endings, encoding — stays byte for byte. A round
@@ -11,15 +11,20 @@ MAX_ROUNDS times.
 from __future__ import annotations
 
 import difflib
-import os
-import tempfile
+import io
+import re
+import tokenize
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from gradlint.files import Refused, check_writable, locked, text_digest
+from gradlint.files import replace as replace_file
 from gradlint.findings import Edit, FileResult, Finding, RunResult
+from gradlint.text import line_starts, offset, split_lines
 
 MAX_ROUNDS = 10
+_FIRST_BREAK = re.compile(r"\r\n|\r|\n")
 
 Recheck = Callable[[str], list[Finding]]
 
@@ -30,29 +35,24 @@ class FixOutcome:
     problems: list[str] = field(default_factory=list)
     remaining: RunResult = field(default_factory=RunResult)
     fixed: int = 0
-    # What was fixed, every round included (`--show-fixes` lists them).
+    # What was fixed, every round included (`--show-fixes` lists them). Only what was written.
     fixed_findings: list[Finding] = field(default_factory=list)
-
-
-def _offsets(text: str) -> list[int]:
-    starts = [0]
-    for line in text.splitlines(keepends=True):
-        starts.append(starts[-1] + len(line))
-    return starts
-
-
-def _index(starts: list[int], line: int, column: int) -> int:
-    # Columns are 1-based character offsets within the line, as libcst reports them (+1).
-    if not 1 <= line <= len(starts):
-        raise ValueError(f"edit position {line}:{column} is outside the file")
-    return starts[line - 1] + column - 1
+    files_fixed: int = 0
+    # (path, reason) of the files that had fixes and were left as they are
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    # files that no longer held what the run analysed (edited, or fixed by another run): the
+    # run's findings for them are stale
+    changed: list[str] = field(default_factory=list)
 
 
 def apply_edits(source: str, edits: list[Edit] | tuple[Edit, ...]) -> str:
     """Apply non-overlapping edits; raises ValueError if two overlap or one is outside the text."""
-    starts = _offsets(source)
+    # Lines as the parser counts them (a form feed above an edit must not move it up a line);
+    # columns are 1-based character offsets, as libcst reports them (+1).
+    starts = line_starts(source)
     spans = sorted(
-        ((_index(starts, e.span.line, e.span.column), _index(starts, e.span.end_line, e.span.end_column), e.content) for e in edits),
+        ((offset(starts, e.span.line, e.span.column), offset(starts, e.span.end_line, e.span.end_column), e.content)
+         for e in edits),
         key=lambda t: (t[0], t[1]),
     )
     out, pos = [], 0
@@ -67,23 +67,25 @@ def apply_edits(source: str, edits: list[Edit] | tuple[Edit, ...]) -> str:
 
 
 def reparses(text: str) -> bool:
-    import libcst as cst
+    from gradlint.source import parse_module
 
     try:
-        cst.parse_module(text)
+        parse_module(text)
     except Exception:
         return False
     return True
 
 
 def _newline(source: str) -> str:
-    return "\r\n" if "\r\n" in source else "\n"
+    # the file's first line break, as libcst takes it (a file of lone \r keeps them)
+    m = _FIRST_BREAK.search(source)
+    return m.group() if m else "\n"
 
 
 def _with_newline(edits: tuple[Edit, ...], newline: str) -> list[Edit]:
     if newline == "\n":
         return list(edits)
-    # rules write "\n"; a CRLF file keeps CRLF
+    # rules write "\n"; a CRLF (or CR) file keeps its line breaks
     return [replace(e, content=e.content.replace("\r\n", "\n").replace("\n", newline)) for e in edits]
 
 
@@ -175,23 +177,6 @@ def fix_text(source: str, findings: list[Finding], *, unsafe: bool = False,
     return text, applied_total, problems
 
 
-def write_atomic(path: Path, text: str, encoding: str = "utf-8") -> None:
-    """Temporary file in the same folder, then rename: a crash never leaves half a file. Mode kept."""
-    mode = path.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".gradlint-tmp")
-    try:
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as fh:
-            fh.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _rechecker(display: str, config) -> Recheck:
     """Re-run the enabled rules on fixed text, in memory, with names resolved across the project
     as `gradlint check` resolves them (other modules are summarised from disk, through the cache)."""
@@ -216,9 +201,15 @@ def _rechecker(display: str, config) -> Recheck:
 
 def apply_fixes(result: RunResult, *, write: bool, unsafe: bool = False, config=None) -> FixOutcome:
     """Fix every file of a run. With write=False only the diff is produced. With a config, each
-    file is re-checked after each round and fixed until stable."""
-    from gradlint.source import decode
+    file is re-checked after each round and fixed until stable.
 
+    Each file is fixed under its lock (gradlint.files), from the text it holds then. When that
+    is not the text the run analysed (`FileResult.analysed`: edited meanwhile, or fixed by
+    another run), its findings are stale: with a config the file is checked again and the fresh
+    findings are fixed; without one it is skipped. The file is replaced only if it still holds
+    what the fixes were computed from. A result without `analysed` (built by hand) vouches that
+    its findings are those of the file as it is.
+    """
     outcome = FixOutcome()
     files: list[FileResult] = []
     for r in result.files:
@@ -226,46 +217,65 @@ def apply_fixes(result: RunResult, *, write: bool, unsafe: bool = False, config=
         if not fixable:
             files.append(r)
             continue
-        if r.path.endswith(".ipynb") and config is not None:
-            files.append(_fix_notebook_file(r, outcome, write=write, unsafe=unsafe, config=config))
-            continue
-        path = Path(r.path)
         try:
-            raw = path.read_bytes()
-            source = decode(raw)
-            import io
-            import tokenize
+            if r.path.endswith(".ipynb") and config is not None:
+                done = _fix_notebook_file(r, outcome, write=write, unsafe=unsafe, config=config)
+            else:
+                recheck = _rechecker(r.path, config) if config is not None else None
+                done = _fix_file(r, fixable, outcome, write=write, unsafe=unsafe, recheck=recheck)
+        except Refused as exc:
+            outcome.skipped.append((r.path, str(exc)))
+            done = None
+        except OSError as exc:
+            outcome.skipped.append((r.path, f"cannot write it: {exc.strerror or exc}"))
+            done = None
+        files.append(done or r)
+    outcome.remaining = RunResult(files=files)
+    return outcome
 
+
+def _fix_file(r: FileResult, fixable: list[Finding], outcome: FixOutcome, *, write: bool, unsafe: bool,
+              recheck: Recheck | None) -> FileResult | None:
+    """Fix one file under its lock; the new FileResult when it was written, else None."""
+    from gradlint.source import decode
+
+    with locked(r.path) as lk:
+        if write:
+            check_writable(lk.stat)
+        raw = lk.read()
+        try:
+            source = decode(raw)
             encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
-        except (OSError, UnicodeDecodeError, SyntaxError, LookupError) as exc:
-            outcome.problems.append(f"{r.path}: cannot fix: {exc}")
-            files.append(r)
-            continue
-        recheck = _rechecker(r.path, config) if config is not None else None
+        except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
+            raise Refused(f"cannot decode it: {exc}") from None
+        if r.analysed is not None and text_digest(source) != r.analysed:
+            outcome.changed.append(r.path)
+            if recheck is None:
+                raise Refused("it changed since it was checked")
+            fixable = [f for f in recheck(source) if f.fix is not None and (f.fix.safe or unsafe)]
         applied_findings: list[Finding] = []
         new, applied, problems = fix_text(source, fixable, unsafe=unsafe, recheck=recheck, applied_out=applied_findings)
         outcome.problems.extend(problems)
         if new == source:
-            files.append(r)
-            continue
-        outcome.diff += "".join(difflib.unified_diff(
-            source.splitlines(keepends=True), new.splitlines(keepends=True),
+            return None
+        try:
+            data = new.encode(encoding)
+        except UnicodeEncodeError as exc:
+            raise Refused(f"the fixed text cannot be written in its encoding {encoding}: {exc.reason}") from None
+        diff = "".join(difflib.unified_diff(
+            split_lines(source, keepends=True), split_lines(new, keepends=True),
             fromfile=f"a/{r.path}", tofile=f"b/{r.path}"))
         if not write:
-            files.append(r)
-            continue
-        try:
-            write_atomic(path, new, encoding)
-        except OSError as exc:
-            outcome.problems.append(f"{r.path}: cannot write fix: {exc}")
-            files.append(r)
-            continue
-        outcome.fixed += applied
-        outcome.fixed_findings.extend(applied_findings)
-        remaining = recheck(new) if recheck is not None else [f for f in r.findings if f.fix is None]
-        files.append(replace(r, findings=tuple(sorted(remaining, key=Finding.sort_key)), fixed=applied))
-    outcome.remaining = RunResult(files=files)
-    return outcome
+            outcome.diff += diff
+            return None
+        replace_file(lk, data, expected=raw)
+    outcome.diff += diff
+    outcome.fixed += applied
+    outcome.fixed_findings.extend(applied_findings)
+    outcome.files_fixed += 1
+    remaining = recheck(new) if recheck is not None else [f for f in r.findings if f.fix is None]
+    return replace(r, findings=tuple(sorted(remaining, key=Finding.sort_key)), fixed=applied,
+                   analysed=text_digest(new))
 
 
 # Notebooks (gradlint/notebook.py): the fixer works on the virtual file of the code cells, and
@@ -292,30 +302,29 @@ def fix_notebook_text(raw: bytes, display: str, config, *, unsafe: bool = False
         return None, [], problems + [f"{display}: fixes not applied: {exc}"]
 
 
-def _fix_notebook_file(r: FileResult, outcome: FixOutcome, *, write: bool, unsafe: bool, config) -> FileResult:
+def _fix_notebook_file(r: FileResult, outcome: FixOutcome, *, write: bool, unsafe: bool, config) -> FileResult | None:
+    """As _fix_file, for a notebook: its fixes are always computed from what it holds under
+    the lock (fix_notebook_text checks the cells again), and it is replaced only over that."""
     from gradlint.api import check_text
 
-    path = Path(r.path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        outcome.problems.append(f"{r.path}: cannot fix: {exc}")
-        return r
-    new, applied, problems = fix_notebook_text(raw, r.path, config, unsafe=unsafe)
-    outcome.problems.extend(problems)
-    if new is None:
-        return r
-    old = raw.decode("utf-8-sig")
-    outcome.diff += "".join(difflib.unified_diff(
-        old.splitlines(keepends=True), new.splitlines(keepends=True), fromfile=f"a/{r.path}", tofile=f"b/{r.path}"))
-    if not write:
-        return r
-    try:
-        write_atomic(path, new)
-    except OSError as exc:
-        outcome.problems.append(f"{r.path}: cannot write fix: {exc}")
-        return r
+    with locked(r.path) as lk:
+        if write:
+            check_writable(lk.stat)
+        raw = lk.read()
+        new, applied, problems = fix_notebook_text(raw, r.path, config, unsafe=unsafe)
+        outcome.problems.extend(problems)
+        if new is None:
+            return None
+        old = raw.decode("utf-8-sig")
+        diff = "".join(difflib.unified_diff(
+            split_lines(old, keepends=True), split_lines(new, keepends=True), fromfile=f"a/{r.path}", tofile=f"b/{r.path}"))
+        if not write:
+            outcome.diff += diff
+            return None
+        replace_file(lk, new.encode("utf-8"), expected=raw)
+    outcome.diff += diff
     outcome.fixed += len(applied)
+    outcome.files_fixed += 1
     outcome.fixed_findings.extend(replace(f, path=r.path) for f in applied)
     (fresh,) = check_text(r.path, new.encode("utf-8"), config).files
     return replace(fresh, fixed=len(applied))
@@ -324,9 +333,6 @@ def _fix_notebook_file(r: FileResult, outcome: FixOutcome, *, write: bool, unsaf
 def fix_stdin(display: str, data: bytes, result: RunResult, config, *, unsafe: bool = False) -> tuple[bytes, FixOutcome]:
     """`--stdin-filename PATH --fix`: (the fixed content, in its own encoding; the outcome, with
     what remains from a fresh check of the fixed content)."""
-    import io
-    import tokenize
-
     from gradlint.api import check_text
     from gradlint.source import decode
 
@@ -356,7 +362,7 @@ def fix_stdin(display: str, data: bytes, result: RunResult, config, *, unsafe: b
         new_bytes = (b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b"") + new_text.encode(
             "utf-8" if encoding == "utf-8-sig" else encoding)
     outcome.diff = "".join(difflib.unified_diff(
-        old_text.splitlines(keepends=True), new_text.splitlines(keepends=True),
+        split_lines(old_text, keepends=True), split_lines(new_text, keepends=True),
         fromfile=f"a/{display}", tofile=f"b/{display}"))
     outcome.fixed, outcome.fixed_findings = len(applied), applied
     outcome.remaining = check_text(display, new_bytes, config)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gradlint.findings import Edit, FileResult, Finding, SourceSpan
+from gradlint.text import split_lines
 
 MARKER = "# gradlint-notebook-cell: {}"
 _MARKER = re.compile(r"^# gradlint-notebook-cell: (\d+)$")
@@ -113,7 +114,7 @@ def virtual_source(nb: Notebook) -> tuple[str, CellMap]:
     spans: list[CellSpan] = []
     line = 0
     for index, source in nb.code_cells():
-        body = "".join(_python_line(x) for x in source.splitlines(keepends=True))
+        body = "".join(_python_line(x) for x in split_lines(source, keepends=True))
         if body and not body.endswith("\n"):
             body += "\n"
         parts.append(MARKER.format(index) + "\n" + body)
@@ -195,7 +196,7 @@ def cell_lines(path: Path, cell: int) -> list[str] | None:
     cells = nb.data["cells"]
     if not 1 <= cell <= len(cells):
         return None
-    return _joined(cells[cell - 1].get("source", "")).splitlines()
+    return split_lines(_joined(cells[cell - 1].get("source", "")))
 
 
 def _layout(raw: str) -> dict[str, Any]:
@@ -215,7 +216,7 @@ def _layout(raw: str) -> dict[str, Any]:
 def _cell_source(original: Any, text: str) -> Any:
     """New text in the shape the notebook used: a list of lines (nbformat's) or one string."""
     if isinstance(original, list):
-        return text.splitlines(keepends=True)
+        return split_lines(text, keepends=True)
     return text
 
 
@@ -224,7 +225,7 @@ def write_back(nb: Notebook, virtual: str) -> str:
     Raises NotebookError when a fix moved a marker or a magic, which cannot be mapped back."""
     segments: dict[int, list[str]] = {}
     current: list[str] | None = None
-    for line in virtual.splitlines(keepends=True):
+    for line in split_lines(virtual, keepends=True):
         m = _MARKER.match(line.rstrip("\r\n"))
         if m is not None:
             current = segments.setdefault(int(m.group(1)), [])
@@ -238,7 +239,7 @@ def write_back(nb: Notebook, virtual: str) -> str:
         raise NotebookError("a fix moved a cell boundary")
     for index, lines in segments.items():
         old = originals[index]
-        magics = [x for x in old.splitlines(keepends=True) if _MAGIC.match(x)]
+        magics = [x for x in split_lines(old, keepends=True) if _MAGIC.match(x)]
         restored = []
         for x in lines:
             if x.strip() == _MAGIC_STAND_IN:

@@ -14,6 +14,7 @@ import tokenize
 from typing import Iterable
 
 from gradlint.findings import Finding
+from gradlint.text import split_lines
 
 ALL = frozenset({"*"})
 # `noqa` must end there (`# noqa-ish`, `# noqanything` are prose, not directives); the codes are
@@ -61,11 +62,12 @@ def suppressions(source: str) -> dict[int, frozenset[str]]:
     """Line number -> suppressed codes, read from real comments (not from strings)."""
     out: dict[int, frozenset[str]] = {}
     try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+        # universal newlines: a lone \r ends a line for the parser, so it must here too
+        tokens = list(tokenize.generate_tokens(io.StringIO(source, newline=None).readline))
     except (tokenize.TokenError, SyntaxError, IndentationError):
         # Fall back to a line scan: a file that does not tokenize still gets its GL001, and a
         # noqa on that line should still work.
-        for number, line in enumerate(source.splitlines(), start=1):
+        for number, line in enumerate(split_lines(source), start=1):
             if "#" in line:
                 codes = parse_comment(line[line.index("#"):])
                 if codes is not None:
@@ -99,13 +101,13 @@ def _uncommentable_lines(source: str) -> set[int]:
     """Lines whose end lies inside a string or a backslash continuation: no comment can go there."""
     blocked: set[int] = set()
     try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+        tokens = list(tokenize.generate_tokens(io.StringIO(source, newline=None).readline))
     except (tokenize.TokenError, SyntaxError, IndentationError):
-        return set(range(1, source.count("\n") + 2))
+        return set(range(1, len(split_lines(source)) + 2))
     for tok in tokens:
         if tok.start[0] != tok.end[0] and tok.type not in (tokenize.NL, tokenize.NEWLINE):
             blocked.update(range(tok.start[0], tok.end[0]))
-    for number, line in enumerate(source.splitlines(), start=1):
+    for number, line in enumerate(split_lines(source), start=1):
         if line.rstrip().endswith("\\"):
             blocked.add(number)
     return blocked
@@ -115,7 +117,7 @@ def add_noqa(source: str, findings: Iterable[Finding]) -> tuple[str, int, list[F
     """`--add-noqa`: a `# noqa: CODE` on each finding's line, merged into a `# noqa:` already
     there. Returns (new source, directives added or extended, findings left without one because
     their line cannot hold a comment)."""
-    lines = source.splitlines(keepends=True)
+    lines = split_lines(source, keepends=True)
     table = suppressions(source)
     blocked = _uncommentable_lines(source)
     wanted: dict[int, list[str]] = {}

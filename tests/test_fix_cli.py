@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gradlint import files
 from gradlint import fix as fixmod
 from gradlint.findings import Edit, FileResult, Finding, Fix, RunResult, Severity, SourceSpan
 from tests.conftest import FIXTURES, run_cli
@@ -108,9 +109,10 @@ def test_write_atomic_leaves_original_on_failure(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(fixmod.os, "replace", boom)
+    monkeypatch.setattr(files.os, "replace", boom)
     with pytest.raises(OSError):
-        fixmod.write_atomic(target, "x = 2\n")
+        with files.locked(target) as lk:
+            files.replace(lk, b"x = 2\n", expected=lk.read())
     assert target.read_text() == "x = 1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["a.py"]
 

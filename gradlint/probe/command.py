@@ -93,10 +93,10 @@ def probe(target: str, inputs: str | None, input_shape: tuple[int, ...] | None, 
                                    progress=sys.stderr.isatty()), timeout)
     if outcome.text:
         if output_file is not None:
-            from gradlint.cli import write_atomic
+            from gradlint.files import write_file
 
             try:
-                write_atomic(output_file, outcome.text)
+                write_file(output_file, outcome.text.encode("utf-8"))
             except OSError as exc:
                 _fail(f"{output_file}: cannot write report: {exc.strerror or exc}")
         else:

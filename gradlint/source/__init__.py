@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import re
 import tokenize
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import libcst as cst
@@ -13,6 +13,7 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from gradlint.findings import InputError, SourceSpan
 from gradlint.source.names import ImportTable, build_import_table
+from gradlint.text import split_lines
 
 # Files that mention none of these cannot hold anything our rules look for; skipping them before
 # the parse is the cheapest speed-up a libcst linter has (TorchFix does the same).
@@ -183,7 +184,8 @@ class LazyPositions:
         a_defs.sort(key=lambda n: (n.lineno, n.col_offset))
         if len(calls) != len(a_calls) or len(defs) != len(a_defs):
             return table
-        text_lines = self.text.splitlines()
+        # line breaks as CPython and libcst count them (\f, \x1c, U+2028... are not breaks)
+        text_lines = split_lines(self.text)
 
         def col(line: int, byte: int) -> int:
             raw = text_lines[line - 1] if 0 < line <= len(text_lines) else ""
@@ -259,7 +261,10 @@ class LazyPositions:
             if not self.lines:
                 self._resolve_all()
                 return self.cache.get(node, default)
-        if isinstance(node, (cst.Call, cst.Name)) or type(node) in _EXPRESSIONS:
+        if (isinstance(node, (cst.Call, cst.Name)) or type(node) in _EXPRESSIONS) and "\f" not in self.text:
+            # CPython's columns are the file's; libcst's are those of the text parsed without
+            # indentation form feeds (parse_module), which SourceFile.span shifts back: a file
+            # with form feeds takes libcst's positions only, so that every column is shifted once.
             found = self._quick_lookup(node)
             if found is not None:
                 return found
@@ -281,16 +286,63 @@ class SourceFile:
     module: cst.Module
     positions: LazyPositions
     imports: ImportTable
+    _shifts: dict[int, int] | None = field(default=None, repr=False, compare=False)
 
     def span(self, node: cst.CSTNode) -> SourceSpan:
         rng = self.positions.get(node)
         if rng is None:
             return SourceSpan.point(1, 1)
         # libcst columns are 0-based; ours are 1-based like ruff's.
-        return SourceSpan(rng.start.line, rng.start.column + 1, rng.end.line, rng.end.column + 1)
+        shifts = self._column_shifts()
+        return SourceSpan(rng.start.line, rng.start.column + 1 + shifts.get(rng.start.line, 0),
+                          rng.end.line, rng.end.column + 1 + shifts.get(rng.end.line, 0))
+
+    def _column_shifts(self) -> dict[int, int]:
+        """Line -> what to add to libcst's columns on it: the module was parsed without the
+        form feeds of statements' indentation (parse_module); only leading whitespace differs."""
+        shifts = self._shifts
+        if shifts is None:
+            shifts = {}
+            if "\f" in self.text:
+                for number, (mine, theirs) in enumerate(zip(split_lines(self.text), split_lines(self.module.code)), 1):
+                    if mine != theirs:
+                        shifts[number] = _lead(mine) - _lead(theirs)
+            self._shifts = shifts
+        return shifts
 
     def code(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)
+
+
+def _formfeed_indents_dropped(text: str) -> str:
+    """The text with what precedes the last form feed of each statement's indentation removed
+    (what CPython ignores). Lines inside brackets or strings keep their text: only the first
+    line of each logical line changes."""
+    if "\f" not in text:
+        return text
+    starts: set[int] = set()
+    fresh = True
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text, newline=None).readline):
+            if tok.type == tokenize.NEWLINE:
+                fresh = True
+            elif tok.type not in (tokenize.INDENT, tokenize.DEDENT, tokenize.NL, tokenize.COMMENT,
+                                  tokenize.ENDMARKER) and fresh:
+                starts.add(tok.start[0])
+                fresh = False
+    except (tokenize.TokenError, SyntaxError):
+        return text
+    lines = split_lines(text, keepends=True)
+    for number in sorted(n for n in starts if n <= len(lines)):
+        line = lines[number - 1]
+        lead = line[:_lead(line)]
+        if "\f" in lead:
+            lines[number - 1] = lead.rsplit("\f", 1)[1] + line[len(lead):]
+    return "".join(lines)
+
+
+def _lead(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t\f"))
 
 
 def decode(data: bytes) -> str:
@@ -299,8 +351,19 @@ def decode(data: bytes) -> str:
     return data.decode(encoding)
 
 
+def parse_module(text: str) -> cst.Module:
+    """libcst's parse of the text without form feeds in statements' indentation.
+
+    CPython counts a line's indentation again after a form feed. libcst does not: it refuses
+    some such lines, drops or repeats the form feed in the code it regenerates, and counts
+    columns on those lines one short. Without them its positions are right on every line but
+    in the leading whitespace it lost, which SourceFile.span adds back.
+    """
+    return cst.parse_module(_formfeed_indents_dropped(text))
+
+
 def parse(path: str, text: str) -> SourceFile:
-    module = cst.parse_module(text)
+    module = parse_module(text)
     return SourceFile(path=path, text=text, module=module, positions=LazyPositions(module, text),
                       imports=build_import_table(module))
 

@@ -21,6 +21,7 @@ import libcst as cst
 from gradlint.facts.training import Assign, Block, Event, Function, Stmt, TrainingFacts, Value
 from gradlint.findings import SourceSpan
 from gradlint.source.names import dotted
+from gradlint.text import split_lines
 
 # ---------------------------------------------------------------------------------------------
 # Names
@@ -333,7 +334,7 @@ class _Positions:
 
     def __init__(self, src) -> None:
         self.src = src
-        self.file_lines = src.text.splitlines()
+        self.file_lines = split_lines(src.text)
         self.defs: dict[int, tuple[int, int]] = {}  # id(FunctionDef) -> (def line, end line)
         self.tables: dict[int, tuple[dict, int, list[str]]] = {}
         # id(top-level statement) -> its first line, when nothing in it can be pointed at
@@ -393,7 +394,7 @@ class _Positions:
                              default_newline=self.src.module.default_newline)
             positions = MetadataWrapper(sub, unsafe_skip_copy=True).resolve(PositionProvider)
             shift = self.defs[id(fdef)][0] - positions[fdef.name].start.line
-            table = self.tables[id(fdef)] = (positions, shift, sub.code.splitlines())
+            table = self.tables[id(fdef)] = (positions, shift, split_lines(sub.code))
         positions, shift, sub_lines = table
         rng = positions.get(node)
         if rng is None:
@@ -422,7 +423,7 @@ class _Extractor:
         self._scope_nodes: dict[int, cst.CSTNode | None] = {}
         self._func_parent: dict[int, int | None] = {}
         self._params: dict[int, set[str]] = {}
-        self.lines = src.text.splitlines()
+        self.lines = split_lines(src.text)
         self.hook_clipping = False
         self.positions = _Positions(src)
         # where positions come from now: None (the shared provider: module level), a FunctionDef

@@ -7,6 +7,7 @@ from typing import Iterator
 from gradlint.findings import Edit, Finding, Fix, Severity, SourceSpan
 from gradlint.registry import Example, RuleContext
 from gradlint.rules.training import steps
+from gradlint.text import lines_between
 
 
 class ClipOutsideStep(steps.StepRule):
@@ -310,8 +311,8 @@ def train(model, loader, accelerator, optimizer):
         # compound statements between the step and the clip may bind anything: give up
         if any(st.kind != "simple" for st in between) or bound & {n for st in inside for n in st.used}:
             return None
-        text = "".join(source.splitlines(keepends=True)[c.line - 1: c.end_line])
-        if not text.endswith("\n"):
+        text = lines_between(source, c.line, c.end_line)
+        if not text.endswith(("\n", "\r")):
             text += "\n"
         return Fix(self.fix_title, (
             Edit(SourceSpan(s.line, 1, s.line, 1), text),

@@ -7,6 +7,7 @@ from typing import Iterator
 from gradlint.findings import Edit, Finding, Fix, Severity, SourceSpan
 from gradlint.registry import Example, RuleContext
 from gradlint.rules.training import steps
+from gradlint.text import indentation, split_lines
 
 _BUGGY = """\
 import torch
@@ -260,10 +261,10 @@ class Model(LightningModule):
         if not set(step.guards) <= set(clip.guards):
             return None  # the clip runs more often than the step: unscale_ would run twice per update
         st = facts.stmts[clip.event.stmt]
-        lines = source.splitlines()
-        indent = lines[st.line - 1][: st.column - 1]
-        if indent.strip():
+        lead = split_lines(source)[st.line - 1][: st.column - 1]
+        if lead.strip():
             return None  # the clip shares its line with other code
+        indent = indentation(lead)
         text = f"{indent}{step.event.scaler}.unscale_({step.event.target})\n"
         return Fix(self.fix_title, (Edit(SourceSpan(st.line, 1, st.line, 1), text),), safe=True)
 

@@ -17,6 +17,7 @@ from typing import Iterator
 from gradlint.facts.training import Assign, Block, Event, Function, TrainingFacts
 from gradlint.findings import Finding
 from gradlint.registry import Rule, RuleContext
+from gradlint.text import lines_between
 
 INLINE_DEPTH = 2
 
@@ -152,8 +153,7 @@ def assigns_to(facts: TrainingFacts, target: str, kinds: tuple[str, ...] | None 
 
 def stmt_text(source: str, facts: TrainingFacts, sid: int) -> str:
     st = facts.stmts[sid]
-    lines = source.splitlines(keepends=True)
-    return "".join(lines[st.line - 1: st.end_line])
+    return lines_between(source, st.line, st.end_line)
 
 
 def dedupe(findings: Iterator) -> Iterator:
