@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gradlint.config import Config
 from gradlint.findings import Finding, Severity, SourceSpan, make_data
 from gradlint.probe import join
 from gradlint.probe.join import CONFIRMED, INCONCLUSIVE, NOT_MEASURABLE, REFUTED, Thresholds
@@ -167,7 +168,9 @@ def test_two_towers_run_one_after_the_other_are_two_chains(tmp_path):
 
 @pytest.mark.parametrize("fixture,verdict", [("custom_function_wrong", CONFIRMED), ("custom_function_right", REFUTED)])
 def test_static_gl406_gets_the_gradient_check_verdict_end_to_end(fixture, verdict):
-    report = run_probe(ProbeOptions(target=f"{PROBE / fixture}.py:make_model", device=DEVICE, steps=1))
+    # GL406 is off by default: the user opts in, and the probe follows the same selection
+    config = Config(extend_select=("GL406",))
+    report = run_probe(ProbeOptions(target=f"{PROBE / fixture}.py:make_model", device=DEVICE, steps=1, config=config))
     assert one(report, "GL406").verdict == verdict
 
 
