@@ -55,9 +55,12 @@ class LazyPositions:
         return lines if k == len(body) else None
 
     def _resolve_all(self) -> None:
-        wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
-        self.cache.update(wrapper.resolve(PositionProvider))
         self.whole = True
+        wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
+        try:
+            self.cache.update(wrapper.resolve(PositionProvider))
+        except (RecursionError, KeyError):  # see get(): a statement too deep for libcst
+            pass
 
     def _resolve(self, index: int) -> None:
         if index in self.resolved:
@@ -108,7 +111,14 @@ class LazyPositions:
         index = self.owner.get(id(node))
         if index is None:
             return default
-        self._resolve(index)
+        try:
+            self._resolve(index)
+        except (RecursionError, KeyError):
+            # libcst's code generator recurses once per level of nesting; out of stack, its position
+            # recorder fails with a RecursionError or, while unwinding, a KeyError. In a statement
+            # that deep, every node is placed at the start of its top-level statement.
+            line = self.lines[index]
+            return CodeRange((line, 0), (line, 0))
         return self.cache.get(node, default)
 
 

@@ -24,11 +24,8 @@ from gradlint.model.ir import (
     TransformerBlock,
 )
 from gradlint.source import catalog as C
+from gradlint.source.budget import MAX_DEPTH, MAX_ITEMS, MAX_UNROLL, Exhausted, Meter, bounded, checked_range, fold
 from gradlint.source.names import dotted
-
-MAX_UNROLL = 512
-MAX_ITEMS = 4096
-MAX_DEPTH = 6
 
 
 class _Unknown:
@@ -124,10 +121,6 @@ class ClassInfo:
     sequential: bool = False
 
 
-class _Budget(Exception):
-    """Raised when interpretation would exceed its budget (huge unrolls, deep recursion)."""
-
-
 def _arg_value(call: cst.Call, index: int, keyword: str) -> cst.BaseExpression | None:
     positional = [a for a in call.args if a.keyword is None and a.star == ""]
     for a in call.args:
@@ -149,6 +142,8 @@ class FileModel:
         self.functions: dict[str, cst.FunctionDef] = {}
         self.classes: dict[str, ClassInfo] = {}
         self.depth = 0
+        self.meter = Meter()
+        self.cuts = 0  # instances whose __init__ a budget cut short
         self._collect()
 
     # ---- file-level tables -------------------------------------------------------------
@@ -204,14 +199,24 @@ class FileModel:
     def eval(self, expr: cst.BaseExpression, env: dict) -> Any:
         try:
             return self._eval(expr, env)
-        except (ZeroDivisionError, OverflowError, ValueError, TypeError, _Budget):
+        except (ZeroDivisionError, OverflowError, ValueError, TypeError, SyntaxError, Exhausted):
             return UNKNOWN
 
     def _eval(self, e: cst.BaseExpression, env: dict) -> Any:
+        meter = self.meter
+        try:
+            meter.enter()  # too deep, or the file's steps spent: Exhausted, the value is Unknown
+            return self._eval_node(e, env)
+        finally:
+            meter.leave()
+
+    def _eval_node(self, e: cst.BaseExpression, env: dict) -> Any:
         if isinstance(e, cst.Integer):
-            return int(e.evaluated_value)
+            v = bounded(int(e.evaluated_value))
+            return UNKNOWN if v is None else v
         if isinstance(e, cst.Float):
-            return float(e.evaluated_value)
+            v = bounded(float(e.evaluated_value))
+            return UNKNOWN if v is None else v
         if isinstance(e, cst.SimpleString):
             return e.evaluated_value
         if isinstance(e, cst.FormattedString):
@@ -260,28 +265,16 @@ class FileModel:
             return Sym(self.src.code(e)) if isinstance(v, Sym) else UNKNOWN
         if isinstance(e, cst.BinaryOperation):
             a, b = self._eval(e.left, env), self._eval(e.right, env)
-            if _num(a) and _num(b):
-                op = e.operator
-                if isinstance(op, cst.Add):
-                    return a + b
-                if isinstance(op, cst.Subtract):
-                    return a - b
-                if isinstance(op, cst.Multiply):
-                    return a * b
-                if isinstance(op, cst.Divide):
-                    return a / b
-                if isinstance(op, cst.FloorDivide):
-                    return a // b
-                if isinstance(op, cst.Power):
-                    return a ** b
-                if isinstance(op, cst.Modulo):
-                    return a % b
+            op_text = _FOLDED.get(type(e.operator))
+            if _num(a) and _num(b) and op_text is not None:
+                folded = fold(op_text, a, b)  # None: too large, infinite, or a division by zero
+                return UNKNOWN if folded is None else folded
             if isinstance(a, ListVal) and isinstance(b, ListVal) and isinstance(e.operator, cst.Add):
                 return ListVal(a.items + b.items)
             if isinstance(a, ListVal) and isinstance(b, int) and isinstance(e.operator, cst.Multiply):
                 # [nn.Linear(...)] * n repeats one module object n times.
                 if len(a.items) * b > MAX_ITEMS:
-                    raise _Budget()
+                    raise Exhausted()
                 return ListVal(a.items * b)
             if isinstance(a, (Sym, int, float)) and isinstance(b, (Sym, int, float)):
                 return Sym(self.src.code(e))
@@ -345,7 +338,7 @@ class FileModel:
             if clause is None:
                 out.append(self._eval(e.elt, scope))
                 if len(out) > MAX_ITEMS:
-                    raise _Budget()
+                    raise Exhausted()
                 return
             seq = self._iterable(clause.iter, scope)
             if seq is None:
@@ -373,10 +366,7 @@ class FileModel:
             if name == "range":
                 args = [self._eval(a.value, env) for a in expr.args]
                 if args and all(isinstance(a, int) and not isinstance(a, bool) for a in args):
-                    r = range(*args)
-                    if len(r) > MAX_UNROLL:
-                        raise _Budget()
-                    return list(r)
+                    return list(checked_range(args))  # Exhausted past MAX_UNROLL
                 return None
             if name == "enumerate" and expr.args:
                 inner = self._iterable(expr.args[0].value, env)
@@ -418,7 +408,8 @@ class FileModel:
             return str(v) if isinstance(v, (int, str)) and not isinstance(v, bool) else UNKNOWN
         if name in ("int", "float") and call.args:
             v = self._eval(call.args[0].value, env)
-            return type(0 if name == "int" else 0.0)(v) if _num(v) else UNKNOWN
+            v = bounded(type(0 if name == "int" else 0.0)(v)) if _num(v) else None
+            return UNKNOWN if v is None else v
         if name == "len" and call.args:
             v = self._eval(call.args[0].value, env)
             if isinstance(v, ListVal):
@@ -571,8 +562,9 @@ class FileModel:
             interp = _InitInterpreter(self, scope, inst)
             try:
                 interp.block(init.body)
-            except _Budget:
+            except Exhausted:
                 inst.attrs["__budget__"] = UNKNOWN
+                self.cuts += 1
         if info.sequential and call is not None:
             # A subclass of nn.Sequential passes its layers to super().__init__(*layers)
             seq = inst.attrs.get("__sequential__")
@@ -613,6 +605,11 @@ def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+_FOLDED = {cst.Add: "+", cst.Subtract: "-", cst.Multiply: "*", cst.Divide: "/", cst.FloorDivide: "//",
+           cst.Power: "**", cst.Modulo: "%"}
+_AUG_FOLDED = {cst.AddAssign: "+", cst.SubtractAssign: "-", cst.MultiplyAssign: "*", cst.FloorDivideAssign: "//"}
+
+
 def _is_ordered_dict(expr: cst.BaseExpression, fm: FileModel) -> bool:
     if not isinstance(expr, cst.Call):
         return False
@@ -634,6 +631,7 @@ class _Walker:
     """Statement dispatch shared by the two interpreters: run a block until a return."""
 
     done: bool
+    fm: FileModel
 
     def block(self, body: Any) -> None:
         stmts = body.body if hasattr(body, "body") and not isinstance(body, list) else body
@@ -642,6 +640,7 @@ class _Walker:
         for stmt in stmts:
             if self.done:
                 return
+            self.fm.meter.step()
             self.stmt(stmt)
 
     def stmt(self, stmt: cst.CSTNode) -> None:
@@ -713,13 +712,9 @@ class _InitInterpreter(_Walker):
             elif isinstance(cur, Ctor) and cur.items is not None and isinstance(small.operator, cst.AddAssign):
                 cur.items.extend(val.items if isinstance(val, ListVal) else [UNKNOWN])
             elif _num(cur) and _num(val):
-                ops = {cst.AddAssign: lambda a, b: a + b, cst.SubtractAssign: lambda a, b: a - b,
-                       cst.MultiplyAssign: lambda a, b: a * b, cst.FloorDivideAssign: lambda a, b: a // b}
-                for kind, fn in ops.items():
-                    if isinstance(small.operator, kind):
-                        self.assign(small.target, fn(cur, val))
-                        return
-                self.assign(small.target, UNKNOWN)
+                op_text = _AUG_FOLDED.get(type(small.operator))
+                folded = fold(op_text, cur, val) if op_text is not None else None
+                self.assign(small.target, UNKNOWN if folded is None else folded)
             else:
                 self.assign(small.target, UNKNOWN)
         elif isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
@@ -752,7 +747,7 @@ class _InitInterpreter(_Walker):
                 if target is not None:
                     target.append(self.ev(call.args[0].value))
                     if len(target) > MAX_ITEMS:
-                        raise _Budget()
+                        raise Exhausted()
                 return
             if method == "extend" and call.args:
                 target = owner.items if isinstance(owner, ListVal) else owner.items if isinstance(owner, Ctor) and owner.items is not None else None
@@ -889,7 +884,10 @@ class _InitInterpreter(_Walker):
                 elif self.inst is not None:
                     self.inst.type_inits.append((order, (), "*", InitSpec("unknown", origin=self.fm.src.span(stmt))))
             return
-        seq = self.fm._iterable(it, self.env)
+        try:
+            seq = self.fm._iterable(it, self.env)
+        except Exhausted:  # too long to unroll: as if its length were unknown
+            seq = None
         if seq is None:
             # Unknown trip count: effects on lists become unknown, conservatively.
             before = _snapshot(self.env)
@@ -1133,7 +1131,7 @@ class Lowerer:
                 arg = _ArgReader(value)
                 ne, nd = arg.kw("num_encoder_layers", 6), arg.kw("num_decoder_layers", 6)
                 nf = arg.kw("norm_first", False)
-                if isinstance(ne, int) and isinstance(nd, int):
+                if isinstance(ne, int) and isinstance(nd, int) and 0 <= ne + nd <= MAX_UNROLL:
                     nodes = [TransformerBlock(f"{path}.encoder.layers.{i}", "encoder", nf if isinstance(nf, bool) else None, span) for i in range(ne)]
                     nodes += [TransformerBlock(f"{path}.decoder.layers.{i}", "decoder", nf if isinstance(nf, bool) else None, span) for i in range(nd)]
                     return tuple(nodes)
@@ -1176,7 +1174,7 @@ class Lowerer:
             interp.env[p.name.value] = UNKNOWN
         try:
             interp.block(fwd.body)
-        except _Budget:
+        except Exhausted:
             return (), False
         result = interp.result(params[0])
         if result is None:
@@ -1266,7 +1264,15 @@ class _ForwardInterpreter(_Walker):
     def ev(self, e: cst.BaseExpression) -> Any:
         self.calls += 1
         if self.calls > 20000:
-            raise _Budget()
+            raise Exhausted()
+        meter = self.fm.meter
+        try:
+            meter.enter()
+            return self._ev_node(e)
+        finally:
+            meter.leave()
+
+    def _ev_node(self, e: cst.BaseExpression) -> Any:
         if isinstance(e, cst.Name):
             if e.value in self.env:
                 return self.env[e.value]
@@ -1511,7 +1517,7 @@ class _ForwardInterpreter(_Walker):
             env[k] = v
         try:
             seq = self.fm._iterable(stmt.iter, env)
-        except _Budget:
+        except Exhausted:
             seq = None
         if seq is None:
             # an iterable we cannot see: whatever the loop changes becomes opaque
@@ -1631,12 +1637,16 @@ def extract(src):
         if not info.is_module:
             summaries.append(ClassSummary(name=info.name, path=src.path, bases=info.bases))
             continue
+        cuts = fm.cuts
         try:
             inst = fm.instantiate(info, None, {})
             low = Lowerer(fm)
             low.assign_paths(inst.attrs, "", inst.type_inits)
             nodes, known = low.forward(inst, "")
-        except (_Budget, RecursionError):
+            if fm.cuts != cuts or fm.meter.exhausted:
+                # __init__ was cut short: a half-built model could hold wrong layers or inits
+                raise Exhausted()
+        except (Exhausted, RecursionError):
             summaries.append(ClassSummary(name=info.name, path=src.path, bases=info.bases, is_module=True))
             continue
         recurrent = bool(low.recurrents)
@@ -1646,7 +1656,10 @@ def extract(src):
         networks.append(Network(name=info.name, path=src.path, nodes=tuple(nodes) if known else (),
                                 origin=src.span(info.node.name), params=tuple(low.params),
                                 recurrents=tuple(low.recurrents), forward_known=known))
-    networks.extend(_sequential_factories(fm))
+    try:
+        networks.extend(_sequential_factories(fm))
+    except (Exhausted, RecursionError):  # too deep for libcst's own code generator, or over budget
+        pass
     return tuple(networks), tuple(summaries)
 
 
@@ -1656,26 +1669,32 @@ def _sequential_factories(fm: FileModel) -> list[Network]:
     out: list[Network] = []
     candidates: list[tuple[str, Any, cst.CSTNode]] = []
     for name, fn in fm.functions.items():
-        if "Sequential" not in fm.src.code(fn):
-            continue
-        scope: dict = {}
-        fm._bind_params(list(fn.params.params), fn.params, None, {}, scope)
-        interp = _InitInterpreter(fm, scope, None)
-        try:
+        cuts = fm.cuts
+        try:  # RecursionError: a statement too deep for libcst's code generator
+            if "Sequential" not in fm.src.code(fn):
+                continue
+            scope: dict = {}
+            fm._bind_params(list(fn.params.params), fn.params, None, {}, scope)
+            interp = _InitInterpreter(fm, scope, None)
             interp.block(fn.body)
-        except (_Budget, RecursionError):
+        except (Exhausted, RecursionError):
             continue
-        candidates.append((name, interp.returned, fn.name))
+        if fm.cuts == cuts:
+            candidates.append((name, interp.returned, fn.name))
     for stmt in fm.src.module.body:
         if isinstance(stmt, cst.SimpleStatementLine):
             for small in stmt.body:
-                if (isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name)
-                        and isinstance(small.value, cst.Call) and "Sequential" in fm.src.code(small.value)):
-                    try:
+                cuts = fm.cuts
+                try:
+                    if (isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name)
+                            and isinstance(small.value, cst.Call) and "Sequential" in fm.src.code(small.value)):
                         value = fm.eval(small.value, {})
-                    except _Budget:
-                        continue
-                    candidates.append((small.targets[0].target.value, value, small))
+                        if fm.cuts == cuts:
+                            candidates.append((small.targets[0].target.value, value, small))
+                except (Exhausted, RecursionError):
+                    continue
+    if fm.meter.exhausted:
+        return out
     for name, value, where in candidates:
         if not (isinstance(value, Ctor) and value.kind == "torch" and value.cls == "Sequential" and value.items):
             continue
