@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 import tokenize
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from gradlint.findings import InputError, SourceSpan
+from gradlint.source import budget
 from gradlint.source.names import ImportTable, build_import_table
 
 # Files that mention none of these cannot hold anything our rules look for; skipping them before
@@ -28,9 +31,10 @@ class LazyPositions:
     in the file, which CPython's own parser gives for the price of a C call.
     """
 
-    def __init__(self, module: cst.Module, text: str) -> None:
+    def __init__(self, module: cst.Module, text: str, tree: ast.Module | None = None) -> None:
         self.module = module
         self.text = text
+        self.tree = tree  # CPython's AST of the same text, when the caller already has it
         self.cache: dict[cst.CSTNode, CodeRange] = {}
         self.resolved: set[int] = set()
         self.lines: list[int] | None = None
@@ -38,12 +42,12 @@ class LazyPositions:
         self.whole = False
 
     def _start_lines(self) -> list[int] | None:
-        import ast
-
-        try:
-            tree = ast.parse(self.text)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return None
+        tree = self.tree
+        if tree is None:
+            try:
+                tree = ast.parse(self.text)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                return None
         body = tree.body
         lines: list[int] = []
         k = 0
@@ -149,13 +153,16 @@ def decode(data: bytes) -> str:
     return data.decode(encoding)
 
 
-def parse(path: str, text: str) -> SourceFile:
+def parse(path: str, text: str, tree: ast.Module | None = None) -> SourceFile:
     module = cst.parse_module(text)
-    return SourceFile(path=path, text=text, module=module, positions=LazyPositions(module, text),
+    return SourceFile(path=path, text=text, module=module, positions=LazyPositions(module, text, tree),
                       imports=build_import_table(module))
 
 
 def extract_python(path: Path, display: str):
+    """One `.py` file -> facts, a GL001 (what Python itself refuses) or a named skip (what gradlint's
+    parser cannot afford or cannot read). CPython judges first: libcst crashes (SIGSEGV) on
+    nesting CPython refuses, and hangs on some it accepts, so it only sees what both budgets allow."""
     from gradlint.api import FileFacts
 
     try:
@@ -167,37 +174,74 @@ def extract_python(path: Path, display: str):
         text = decode(data)
     except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
         return FileFacts(path=display, kind="python", input_errors=(InputError("GL001", f"cannot decode file: {exc}"),))
-    if not _SNIFF.search(data):
-        # Nothing for our rules here, but a broken file is still news (GL001): CPython's own
-        # parser tells, at a fraction of libcst's cost, and executes nothing.
-        error = _python_syntax_error(text, display)
-        errors = (InputError("GL001", error[2], SourceSpan.point(error[0], error[1])),) if error else ()
-        return FileFacts(path=display, kind="python", source=text, input_errors=errors)
-    try:
-        src = parse(display, text)
-    except cst.ParserSyntaxError as exc:
-        line, col, message = _python_syntax_error(text, display) or (
-            exc.raw_line, exc.raw_column + 1, f"syntax error: {exc.message}")
+    too_big = _over_size_budget(data, text)
+    if too_big:
+        return FileFacts(path=display, kind="python", skipped=too_big)
+    tree = _cpython_parse(text, display)
+    if not isinstance(tree, ast.Module):
+        line, col, message = tree
         return FileFacts(path=display, kind="python", source=text,
                          input_errors=(InputError("GL001", message, SourceSpan.point(line, col)),))
+    if not _SNIFF.search(data):
+        # Nothing for our rules here: CPython's verdict on the syntax was all there was to learn.
+        return FileFacts(path=display, kind="python", source=text)
+    deepest, cost = budget.nesting_cost(tree)
+    if cost > budget.NESTING_BUDGET:
+        return FileFacts(path=display, kind="python", source=text, skipped=(
+            f"expressions nested up to {deepest} levels deep are over gradlint's parse budget "
+            f"(libcst's parse time grows with the square of the nesting)"))
+    try:
+        src = parse(display, text, tree)
+    except cst.ParserSyntaxError as exc:
+        # Python accepts the file (it was compiled above), so this is not GL001: a limit of libcst.
+        return FileFacts(path=display, kind="python", source=text, skipped=_libcst_limit(text, exc))
     except (RecursionError, MemoryError):
         return FileFacts(path=display, kind="python", source=text,
-                         input_errors=(InputError("GL001", "file is too deeply nested to parse"),))
+                         skipped="nested too deeply for libcst, gradlint's parser (Python accepts it)")
     return extract_facts(src)
 
 
-def _python_syntax_error(text: str, display: str) -> tuple[int, int, str] | None:
-    """CPython's own position and wording ("expected ':'") are better than the libcst parser's,
-    which points at the token after the mistake. Compiling to an AST runs nothing."""
-    import ast
+def _over_size_budget(data: bytes, text: str) -> str | None:
+    """Why the file is too large to parse within budget (libcst: ~1 s per 5 000 lines, ~1 GB per
+    20 000), or None."""
+    if len(data) > budget.MAX_SOURCE_BYTES:
+        return f"{len(data)} bytes, over gradlint's parse budget of {budget.MAX_SOURCE_BYTES} bytes"
+    lines = text.count("\n") + 1
+    if lines > budget.MAX_SOURCE_LINES:
+        return f"{lines} lines, over gradlint's parse budget of {budget.MAX_SOURCE_LINES} lines"
+    return None
 
+
+def _cpython_parse(text: str, display: str) -> ast.Module | tuple[int, int, str]:
+    """CPython's AST of the file, or (line, column, message) of why CPython refuses it. Its
+    position and wording ("expected ':'") are better than libcst's, which points at the token
+    after the mistake. Compiling to an AST runs nothing."""
+    nul = text.find("\0")
+    if nul >= 0:  # Python 3.11 raises ValueError for it, 3.12 SyntaxError: one message for both
+        line = text.count("\n", 0, nul) + 1
+        return line, nul - (text.rfind("\n", 0, nul) + 1) + 1, "syntax error: source code cannot contain null bytes"
     try:
-        ast.parse(text, filename=display)
+        with warnings.catch_warnings():  # invalid escapes and friends: not ours to print
+            warnings.simplefilter("ignore")
+            return compile(text, display, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
     except SyntaxError as err:
         return err.lineno or 1, err.offset or 1, f"syntax error: {err.msg}"
-    except (ValueError, RecursionError, MemoryError):
-        return None
-    return None  # CPython accepts it: a syntax libcst does not know; report libcst's words
+    except (RecursionError, MemoryError) as err:
+        # CPython's parser ran out of stack ("maximum recursion depth exceeded during
+        # compilation", or a MemoryError for 20 000 nested unary operators): Python cannot run it.
+        reason = str(err) or type(err).__name__
+        return 1, 1, f"syntax error: too deeply nested for Python to compile ({reason})"
+    except ValueError as err:
+        return 1, 1, f"syntax error: {err}"
+
+
+def _libcst_limit(text: str, exc: cst.ParserSyntaxError) -> str:
+    reason = f"Python accepts this file but libcst, gradlint's parser, cannot parse it ({exc.message})"
+    if re.search(r"^(?: +\t|\t+ )", text, re.MULTILINE):
+        # libcst keeps each block's indentation as a string that must extend its parent's; CPython
+        # compares widths, so `\t` then `        \t` is fine for Python and not for libcst
+        reason += "; its indentation mixes tabs and spaces: indent with spaces only to check it"
+    return reason
 
 
 def extract_facts(src: SourceFile):

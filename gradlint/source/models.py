@@ -24,7 +24,7 @@ from gradlint.model.ir import (
     TransformerBlock,
 )
 from gradlint.source import catalog as C
-from gradlint.source.budget import MAX_DEPTH, MAX_ITEMS, MAX_UNROLL, Exhausted, Meter, bounded, checked_range, fold
+from gradlint.source.budget import MAX_DEPTH, MAX_ITEMS, MAX_SAME_CLASS, MAX_UNROLL, Exhausted, Meter, bounded, checked_range, fold
 from gradlint.source.names import dotted
 
 
@@ -144,6 +144,7 @@ class FileModel:
         self.depth = 0
         self.meter = Meter()
         self.cuts = 0  # instances whose __init__ a budget cut short
+        self.building: dict[str, int] = {}  # local classes being instantiated, with their nesting
         self._collect()
 
     # ---- file-level tables -------------------------------------------------------------
@@ -541,14 +542,19 @@ class FileModel:
 
     def _local_ctor(self, info: ClassInfo, call: cst.Call, env: dict) -> Ctor:
         ctor = Ctor("local", info.name, [], {}, call, next(self.order))
-        if self.depth >= MAX_DEPTH:
+        building = self.building.get(info.name, 0)
+        # A class built inside its own __init__ (k copies of itself: k**depth instances) is
+        # followed MAX_SAME_CLASS levels deep, then unknown.
+        if self.depth >= MAX_DEPTH or building >= MAX_SAME_CLASS:
             ctor.kind = "unknown"
             return ctor
         self.depth += 1
+        self.building[info.name] = building + 1
         try:
             ctor.instance = self.instantiate(info, call, env)
         finally:
             self.depth -= 1
+            self.building[info.name] = building
         return ctor
 
     def instantiate(self, info: ClassInfo, call: cst.Call | None, env: dict) -> Instance:
