@@ -249,8 +249,13 @@ def extract_facts(src: SourceFile):
     from gradlint.api import FileFacts
     from gradlint.source import loops, models, numerics
 
-    networks, classes = models.extract(src)
-    facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes)
-    facts.numerics = numerics.extract(src)
-    facts.training = loops.extract(src)
+    with warnings.catch_warnings():
+        # libcst evaluates string literals with ast.literal_eval: the checked file's invalid
+        # escapes ('\d') would print Python's warnings about that file on our stderr
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        networks, classes = models.extract(src)
+        facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes)
+        facts.numerics = numerics.extract(src)
+        facts.training = loops.extract(src)
     return facts

@@ -29,9 +29,10 @@ MAX_INT = 2 ** 64  # larger integers are not folded (no layer has 2**64 units)
 MAX_UNROLL = 512  # iterations of one unrolled loop
 MAX_ITEMS = 4096  # items of one list or container
 MAX_DEPTH = 6  # nested calls and instantiations of the file's own functions and classes
-MAX_SAME_CLASS = 2  # levels of a class instantiated inside its own __init__
+MAX_SAME_CLASS = 4  # levels of a class instantiated inside its own __init__ (DLA trees: 3)
 MAX_EXPR_DEPTH = 100  # nesting of one expression followed by a recursive evaluator
-MAX_STEPS = 100_000  # expressions and statements interpreted per file (real files: <= 47 000)
+MAX_STEPS = 200_000  # expressions and statements interpreted per file (real files: <= 47 000)
+MAX_PIECE_STEPS = 50_000  # of which one class or function may take (so one cannot starve the rest)
 
 
 class Exhausted(Exception):
@@ -42,16 +43,23 @@ class Meter:
     """Steps and expression depth of one file's interpreter.
 
     `enter()` / `leave()` bracket each recursive evaluation: past MAX_EXPR_DEPTH the expression is
-    Unknown (the file goes on); past MAX_STEPS every later step is refused too, so the rest of the
-    file is Unknown and `exhausted` tells the caller not to trust what it built half-way.
+    Unknown (the file goes on). `allow()` opens a piece of work (a class, a function) with its
+    share of steps; past it every later step is refused too, so the rest of that piece is Unknown
+    and `exhausted` tells the caller not to trust what it built half-way. The file's total is
+    MAX_STEPS, whatever the pieces.
     """
 
-    __slots__ = ("steps", "depth", "limit")
+    __slots__ = ("steps", "depth", "limit", "total")
 
     def __init__(self, limit: int = MAX_STEPS) -> None:
         self.steps = 0
         self.depth = 0
+        self.total = limit
         self.limit = limit
+
+    def allow(self, steps: int = MAX_PIECE_STEPS) -> None:
+        """The next piece of work may take `steps` more steps (within the file's total)."""
+        self.limit = min(self.steps + steps, self.total)
 
     @property
     def exhausted(self) -> bool:

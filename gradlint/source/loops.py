@@ -480,10 +480,12 @@ class _Positions:
     def _pair_defs(self) -> None:
         import ast
 
-        try:
-            tree = ast.parse(self.src.text)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return
+        tree = self.src.positions.tree  # the pre-check's AST (parsed once per file)
+        if tree is None:
+            try:
+                tree = ast.parse(self.src.text)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                return
         theirs: list = []
         stack = [tree]
         while stack:

@@ -153,6 +153,7 @@ class FileModel:
             if isinstance(stmt, cst.SimpleStatementLine):
                 for small in stmt.body:
                     if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
+                        self.meter.allow()
                         value = self.eval(small.value, {})
                         if isinstance(value, (int, float, str, bool)) and not isinstance(value, Sym):
                             self.constants[small.targets[0].target.value] = value
@@ -1644,6 +1645,7 @@ def extract(src):
             summaries.append(ClassSummary(name=info.name, path=src.path, bases=info.bases))
             continue
         cuts = fm.cuts
+        fm.meter.allow()
         try:
             inst = fm.instantiate(info, None, {})
             low = Lowerer(fm)
@@ -1676,6 +1678,7 @@ def _sequential_factories(fm: FileModel) -> list[Network]:
     candidates: list[tuple[str, Any, cst.CSTNode]] = []
     for name, fn in fm.functions.items():
         cuts = fm.cuts
+        fm.meter.allow()
         try:  # RecursionError: a statement too deep for libcst's code generator
             if "Sequential" not in fm.src.code(fn):
                 continue
@@ -1691,6 +1694,7 @@ def _sequential_factories(fm: FileModel) -> list[Network]:
         if isinstance(stmt, cst.SimpleStatementLine):
             for small in stmt.body:
                 cuts = fm.cuts
+                fm.meter.allow()
                 try:
                     if (isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name)
                             and isinstance(small.value, cst.Call) and "Sequential" in fm.src.code(small.value)):
@@ -1699,8 +1703,7 @@ def _sequential_factories(fm: FileModel) -> list[Network]:
                             candidates.append((small.targets[0].target.value, value, small))
                 except (Exhausted, RecursionError):
                     continue
-    if fm.meter.exhausted:
-        return out
+    fm.meter.allow()
     for name, value, where in candidates:
         if not (isinstance(value, Ctor) and value.kind == "torch" and value.cls == "Sequential" and value.items):
             continue
