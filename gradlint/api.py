@@ -7,7 +7,6 @@ import os
 import pickle
 import tempfile
 import traceback
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
@@ -219,8 +218,14 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
     # A pool costs ~100 ms to start; below a few dozen files one process is faster.
     if workers <= 1 or len(args) < 32:
         return [_facts_job(a) for a in args]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_facts_job, args, chunksize=8))
+    from gradlint.pool import map_isolated
+
+    # A worker that dies (a native crash, SIGKILL, the OOM killer) costs only its own file.
+    return map_isolated(_facts_job, args, workers, on_failure=_job_failed)
+
+
+def _job_failed(args: tuple[str, str, str | None], reason: str) -> FileFacts:
+    return FileFacts(path=args[1], kind="python", internal_error=f"{reason} while checking {args[1]}")
 
 
 def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool = True,

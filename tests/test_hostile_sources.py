@@ -236,3 +236,72 @@ def test_10mb_one_line_list_is_a_named_skip(tmp_path):
 def test_syntax_warnings_of_the_checked_file_are_not_printed(tmp_path, capfd):
     run(tmp_path, {"x.py": "import torch\nx = '\\d'\nassert (x, 'msg')\n"})
     assert capfd.readouterr().err == ""
+
+
+# --- isolation: a worker that dies costs only its file ------------------------------------------
+
+def _dies_on_some(i: int) -> int:
+    if i == 13:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if i == 77:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return 2 * i
+
+
+def test_pool_reports_each_dead_worker_on_its_own_item_and_finishes_the_rest():
+    from gradlint.pool import map_isolated
+
+    out = map_isolated(_dies_on_some, list(range(100)), 3, on_failure=lambda item, why: ("failed", item, why))
+    assert out[13] == ("failed", 13, "the worker process died (SIGSEGV)")
+    assert out[77] == ("failed", 77, "the worker process died (SIGKILL)")
+    assert [out[i] for i in range(100) if i not in (13, 77)] == [2 * i for i in range(100) if i not in (13, 77)]
+
+
+def test_a_libcst_segfault_and_a_killed_worker_cost_only_their_files(tmp_path, monkeypatch):
+    """The real crash: libcst overflows its stack on 2 000 nested brackets once the CPython
+    pre-check is out of the way; and a worker killed as the OOM killer would. The workers are
+    forked from this process, so they run the patched functions."""
+    import ast
+    import functools
+
+    import gradlint.pool
+    import gradlint.source
+
+    real_parse = gradlint.source._cpython_parse
+    monkeypatch.setattr(gradlint.source, "_cpython_parse",
+                        lambda text, display: ast.parse("pass") if "((((((((" in text else real_parse(text, display))
+    real_extract = api._extract
+
+    def extract(path, display):
+        if display.endswith("oom.py"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_extract(path, display)
+
+    monkeypatch.setattr(api, "_extract", extract)
+    monkeypatch.setattr(gradlint.pool, "map_isolated", functools.partial(
+        gradlint.pool.map_isolated, mp_context=multiprocessing.get_context("fork")))
+
+    files: dict[str, str | bytes] = {f"ok{i:02}.py": LOG_SOFTMAX for i in range(40)}
+    files["deep.py"] = "import torch\nx = " + "(" * 2000 + "1" + ")" * 2000 + "\n"
+    files["oom.py"] = LOG_SOFTMAX
+    result = run(tmp_path, files, jobs=2)
+
+    assert len(result.files) == 42
+    failed = {Path(r.path).name: r.internal_error for r in result.internal_errors}
+    assert set(failed) == {"deep.py", "oom.py"}
+    assert failed["deep.py"].startswith("the worker process died (SIGSEGV) while checking")
+    assert failed["deep.py"].endswith("deep.py")
+    assert failed["oom.py"].startswith("the worker process died (SIGKILL) while checking")
+    good = [r for r in result.files if Path(r.path).name.startswith("ok")]
+    assert len(good) == 40 and all([f.code for f in r.findings] == ["GL302"] for r in good)
+    assert api.exit_code(result, fail_on=min(f.severity for f in result.findings)) == 2
+    text = render_text(result)
+    assert "All checks passed" not in text
+    assert text.splitlines()[-1] == "2 files could not be checked (internal error)."
+
+
+def test_text_summary_never_says_passed_when_a_file_failed():
+    from gradlint.findings import FileResult
+
+    result = RunResult(files=[FileResult(path="a.py"), FileResult(path="b.py", internal_error="boom")])
+    assert render_text(result) == "No findings (1 file checked).\n1 file could not be checked (internal error).\n"

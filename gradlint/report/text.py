@@ -33,11 +33,16 @@ def finding_line(f: Finding, *, color: bool = False) -> str:
 
 
 def summary_lines(result: RunResult, findings: list[Finding]) -> list[str]:
-    checked = sum(1 for r in result.files if r.skipped is None)
+    # A file gradlint failed on (exit 2) was not checked: never count it, never say "passed".
+    failed = sum(1 for r in result.files if r.internal_error)
+    checked = sum(1 for r in result.files if r.skipped is None and not r.internal_error)
     skipped = sum(1 for r in result.files if r.skipped is not None)
     files = _plural(checked, "file")
     tail = f" ({_plural(skipped, 'path')} skipped)" if skipped else ""
+    not_checked = [f"{_plural(failed, 'file')} could not be checked (internal error)."] if failed else []
     if not findings:
+        if failed:
+            return [f"No findings ({files} checked){tail}.", *not_checked]
         return [f"All checks passed ({files} checked){tail}."]
     by_sev = Counter(str(f.severity) for f in findings)
     detail = ", ".join(_plural(by_sev[s], s) for s in ("error", "warning", "info") if by_sev[s])
@@ -48,7 +53,7 @@ def summary_lines(result: RunResult, findings: list[Finding]) -> list[str]:
         lines.append(f"[*] {safe} fixable with `gradlint check --fix`.")
     if unsafe:
         lines.append(f"{unsafe} more fixable with `gradlint check --fix --unsafe-fixes`.")
-    return lines
+    return lines + not_checked
 
 
 def render_text(result: RunResult, *, quiet: bool = False, color: bool = False) -> str:
