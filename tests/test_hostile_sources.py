@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gradlint import api
-from gradlint.api import check_paths, collect_facts
+from gradlint.api import check_paths
 from gradlint.config import Config
 from gradlint.findings import RunResult
 from gradlint.report.text import render_text
