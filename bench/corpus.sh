@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetch real PyTorch code to check gradlint against: the wheels of timm, torchvision, transformers,
+# Fetch real PyTorch code to check gradlint against: the wheels of timm, torchvision, transformers, diffusers,
 # accelerate and lightning from PyPI (no torch needed: wheels are only unpacked, never installed),
 # then run `gradlint check` over their sources and print the counts per rule.
 #
@@ -12,10 +12,13 @@ wheels="$corpus/wheels"
 src="$corpus/src"
 python="${PYTHON:-python3}"
 mkdir -p "$wheels" "$src"
-for pkg in timm torchvision transformers accelerate lightning; do
+# Pinned: bench/judged.tsv names findings by file and line, so the corpus must not move.
+for spec in timm==1.0.31 torchvision==0.29.1 transformers==5.24.0 diffusers==0.42.1 accelerate==1.15.0 \
+    lightning==2.6.6; do
+  pkg="${spec%%==*}"
   if ! ls "$wheels"/"$pkg"-*.whl >/dev/null 2>&1; then
-    "$python" -m pip download --quiet --no-deps --only-binary=:all: --dest "$wheels" "$pkg" \
-      || "$python" -m pip download --quiet --no-deps --dest "$wheels" "$pkg"
+    "$python" -m pip download --quiet --no-deps --only-binary=:all: --dest "$wheels" "$spec" \
+      || "$python" -m pip download --quiet --no-deps --dest "$wheels" "$spec"
   fi
   whl=$(ls "$wheels"/"$pkg"-*.whl | head -n 1)
   if [ ! -d "$src/$pkg" ]; then

@@ -50,6 +50,8 @@ class FileFacts:
     skipped: str | None = None
     # A failure of gradlint's own front-end on this file: reported, exit 2, the run goes on.
     internal_error: str | None = None
+    # A notebook's gradlint.notebook.CellMap: its findings are moved from the virtual file to cells.
+    cells: Any = None
 
 
 @dataclass
@@ -96,6 +98,10 @@ class RunIndex:
 
 def _extract(path: Path, display: str) -> FileFacts:
     """Front-end dispatch by file kind. Never raises for bad input: that becomes GL00x."""
+    if path.suffix == ".ipynb":
+        from gradlint.notebook import extract_notebook
+
+        return extract_notebook(path, display)
     if path.suffix == ".onnx" or display.endswith(".onnx.txt"):
         from gradlint.onnx import extract_onnx
 
@@ -198,7 +204,8 @@ def run_rules(facts: FileFacts, config: Config, index: RunIndex, rules: dict[str
             continue
         if any(code.startswith(sel) for sel in ignored):
             continue
-        ctx = RuleContext(rule=rule_cls(), path=facts.path, facts=facts, options=config.options_for(code), index=index)
+        ctx = RuleContext(rule=rule_cls(), path=facts.path, facts=facts, options=config.options_for(code), index=index,
+                          enabled=enabled)
         try:
             findings.extend(rule_cls().check(ctx))
         except Exception:
@@ -245,8 +252,41 @@ def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool 
             relpath = path.resolve().relative_to(root.resolve()).as_posix()
         except ValueError:
             relpath = path.as_posix()
-        result.files.append(run_rules(f, config, index, rules, enabled, relpath))
+        result.files.append(_in_cells(run_rules(f, config, index, rules, enabled, relpath), f))
     return result
+
+
+def _in_cells(result: FileResult, facts: FileFacts) -> FileResult:
+    if facts.cells is None:
+        return result
+    from gradlint.notebook import locate
+
+    return locate(result, facts.cells)
+
+
+def check_text(display: str, data: bytes, config: Config) -> RunResult:
+    """Check one file's content held in memory (stdin: `--stdin-filename PATH -`), reported as
+    `display`; a .ipynb name reads the content as a notebook. The file is checked alone."""
+    from gradlint.notebook import extract_notebook_bytes
+    from gradlint.source import decode, extract_python_text
+
+    if display.endswith(".onnx"):
+        return RunResult(files=[FileResult(path=display, skipped="an ONNX model cannot be read from stdin")])
+    if display.endswith(".ipynb"):
+        facts = extract_notebook_bytes(data, display)
+    else:
+        try:
+            facts = extract_python_text(decode(data), display)
+        except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
+            facts = FileFacts(path=display, kind="python", input_errors=(InputError("GL001", f"cannot decode: {exc}"),))
+    rules = load_rules()
+    enabled = config.enabled_codes() | {c for c, r in rules.items() if r.always_on}
+    try:
+        relpath = Path(display).resolve().relative_to(Path(config.root).resolve()).as_posix()
+    except ValueError:
+        relpath = Path(display).as_posix()
+    result = run_rules(facts, config, RunIndex.build([facts]), rules, enabled, relpath)
+    return RunResult(files=[_in_cells(result, facts)])
 
 
 def check_source(source: str | bytes, config: Config | None = None, *, path: str = "example.py",
@@ -284,6 +324,6 @@ def exit_code(result: RunResult, fail_on: Severity, *, exit_zero: bool = False) 
 
 
 __all__ = [
-    "ClassSummary", "FileFacts", "RunIndex", "check_paths", "check_source", "exit_code",
+    "ClassSummary", "FileFacts", "RunIndex", "check_paths", "check_source", "check_text", "exit_code",
     "run_rules", "collect_facts", "SourceSpan",
 ]

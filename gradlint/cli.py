@@ -15,23 +15,66 @@ from gradlint import __version__
 from gradlint.config import Config, ConfigError, load_config, parse_selector_option, with_overrides
 from gradlint.findings import Severity
 
+from gradlint.report import FORMATS, render
+
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
-FORMATS = ("text", "json", "sarif", "github")
+
+
+# Characters of gradlint's messages that a legacy console (cp1252, cp437, ascii) may lack.
+_ASCII = {"χ": "chi", "σ": "sigma", "φ": "phi", "≈": "~", "‖": "||", "∂": "d", "′": "'", "≥": ">=",
+          "≤": "<=", "×": "x", "→": "->", "…": "...", "±": "+/-", "²": "^2", "√": "sqrt", "—": "-",
+          "–": "-", "·": "*", "∞": "inf", "ε": "eps", "μ": "mu"}
+
+
+def console_safe(text: str, stream: Any) -> str:
+    """Text the stream's encoding can print: gradlint's symbols spelt out (χ -> chi), anything
+    else unencodable as '?'. A cp1252 console must get a report, never a UnicodeEncodeError."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+        return text
+    except (UnicodeEncodeError, LookupError):
+        pass
+    out = []
+    for ch in text:
+        try:
+            ch.encode(encoding)
+            out.append(ch)
+        except (UnicodeEncodeError, LookupError):
+            out.append(_ASCII.get(ch, "?"))
+    return "".join(out).encode(encoding, "replace").decode(encoding, "replace")
+
+
+def say(text: str, *, err: bool = True, nl: bool = True) -> None:
+    """click.echo, safe on any console encoding."""
+    stream = sys.stderr if err else sys.stdout
+    click.echo(console_safe(text, stream), err=err, nl=nl)
 
 
 def fail(message: str) -> NoReturn:
     """A user-facing error: one line on stderr, exit 2, never a traceback."""
-    click.echo(f"gradlint: error: {message}", err=True)
+    from gradlint.report.text import escape
+
+    say(f"gradlint: error: {escape(message)}")
     sys.exit(EXIT_ERROR)
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so a failed run never leaves half a report."""
+    """Write through a temporary file and a rename, so a failed run never leaves half a report.
+    The report gets the mode a plain `open()` would give it: an existing file's, else 0666 less
+    the umask (mkstemp alone would make every report private, 0600)."""
     path = path.resolve()
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -42,9 +85,10 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def resolve_config(config_path: str | None, select: tuple[str, ...], ignore: tuple[str, ...],
-                   extend_select: tuple[str, ...], fail_on: str | None) -> Config:
+                   extend_select: tuple[str, ...], fail_on: str | None, *, exclude: tuple[str, ...] = (),
+                   extend_exclude: tuple[str, ...] = (), start: Path | None = None) -> Config:
     try:
-        config = load_config(config_path, Path.cwd())
+        config = load_config(config_path, start or Path.cwd())
         overrides: dict[str, Any] = {}
         if select:
             overrides["select"] = (parse_selector_option(select, "--select"), "--select")
@@ -56,9 +100,18 @@ def resolve_config(config_path: str | None, select: tuple[str, ...], ignore: tup
             overrides["ignore"] = (config.ignore + parse_selector_option(ignore, "--ignore"), "--ignore")
         if fail_on:
             overrides["fail_on"] = (Severity.parse(fail_on), "--fail-on")
+        if exclude:
+            # As in ruff: --exclude replaces the exclude list (defaults included), --extend-exclude adds.
+            overrides["exclude"] = (_patterns(exclude), "--exclude")
+        if extend_exclude:
+            overrides["extend_exclude"] = (config.extend_exclude + _patterns(extend_exclude), "--extend-exclude")
         return with_overrides(config, **overrides)
     except ConfigError as exc:
         fail(str(exc))
+
+
+def _patterns(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(p.strip() for v in values for p in v.split(",") if p.strip())
 
 
 class _Group(click.Group):
@@ -80,7 +133,7 @@ class _Group(click.Group):
         except Exception:
             import traceback
 
-            click.echo("gradlint: internal error (please report it):\n" + traceback.format_exc().rstrip(), err=True)
+            say("gradlint: internal error (please report it):\n" + traceback.format_exc().rstrip())
             sys.exit(EXIT_ERROR)
 
 
@@ -91,21 +144,23 @@ def main() -> None:
     numerically unsafe code in PyTorch source and ONNX models, without running them.
 
     \b
-    Exit codes: 0 no findings, 1 findings, 2 usage or configuration error, unreadable
-    path, or an internal failure.
+    Exit codes: 0 no findings (or nothing to check: a warning), 1 findings, 2 usage or
+    configuration error, a path that does not exist, or an internal failure.
     """
 
 
-_selector_help = "Comma-separated codes or prefixes (GL1, GL201); may be repeated."
+_selector_help = "Comma-separated codes, prefixes or rule names (GL1, GL201, log-of-probability); may be repeated."
 
 
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=str))
 @click.option("--select", multiple=True, metavar="CODES", help="Enable only these rules. " + _selector_help)
 @click.option("--extend-select", multiple=True, metavar="CODES", help="Enable these rules on top of the selection. " + _selector_help)
-@click.option("--ignore", multiple=True, metavar="CODES", help="Disable these rules. " + _selector_help)
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
-              help="Output format: text for people, json (ruff-compatible), sarif 2.1.0 for code scanning, github for Actions annotations.")
+@click.option("--ignore", multiple=True, metavar="CODES",
+              help="Disable these rules. " + _selector_help + " GL0xx (unreadable files) are always on and cannot be ignored.")
+@click.option("--format", "--output-format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+              help="Output format: text (= concise, one line per finding) or full (plus the source line, a caret and the fix) "
+                   "for people, json (ruff-compatible), sarif 2.1.0 for code scanning, github for Actions annotations.")
 @click.option("--output-file", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the report to this file instead of stdout.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings (errors still exit 2).")
 @click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default=None,
@@ -114,54 +169,232 @@ _selector_help = "Comma-separated codes or prefixes (GL1, GL201); may be repeate
 @click.option("--quiet", "-q", is_flag=True, help="Print findings only, no summary.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the per-file cache.")
 @click.option("--fix", is_flag=True, help="Apply safe fixes in place.")
-@click.option("--unsafe-fixes", is_flag=True, help="Also apply fixes that may change behaviour (with --fix or --diff).")
+@click.option("--unsafe-fixes", is_flag=True, help="Also apply fixes that may change behaviour (needs --fix or --diff).")
 @click.option("--diff", is_flag=True, help="Print the fixes as a unified diff instead of writing them; exit 1 if there are any.")
+@click.option("--show-fixes", is_flag=True, help="With --fix: list what was fixed. Otherwise: print each finding's fix under it.")
+@click.option("--statistics", is_flag=True, help="Print the number of findings per rule instead of the findings (text or json).")
+@click.option("--exclude", multiple=True, metavar="PATTERNS", help="Replace the exclude list (globs, comma-separated; may be repeated).")
+@click.option("--extend-exclude", multiple=True, metavar="PATTERNS", help="Exclude these globs on top of the exclude list.")
+@click.option("--stdin-filename", metavar="PATH",
+              help="Read the source from stdin (path `-` or none) and report it as PATH, with PATH's project configuration; "
+                   "with --fix, print the fixed source on stdout. The entry point for editors.")
+@click.option("--add-noqa", is_flag=True, help="Add a `# noqa: CODE` comment to every line with a finding; report nothing.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Worker processes. [default: CPU count]")
 def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[str, ...], ignore: tuple[str, ...],
           fmt: str, output_file: Path | None, exit_zero: bool, fail_on: str | None, config_path: str | None,
-          quiet: bool, no_cache: bool, fix: bool, unsafe_fixes: bool, diff: bool, jobs: int | None) -> None:
+          quiet: bool, no_cache: bool, fix: bool, unsafe_fixes: bool, diff: bool, show_fixes: bool, statistics: bool,
+          exclude: tuple[str, ...], extend_exclude: tuple[str, ...], stdin_filename: str | None, add_noqa: bool,
+          jobs: int | None) -> None:
     """Check PATHS (files or folders; default: the current folder).
 
-    Reads PyTorch source (.py) and ONNX models (.onnx) without importing or running them.
-    Settings come from [tool.gradlint] in the nearest pyproject.toml; flags override them.
+    Reads PyTorch source (.py), Jupyter notebooks (.ipynb) and ONNX models (.onnx) without
+    importing or running them. Settings come from [tool.gradlint] in the nearest pyproject.toml;
+    flags override them. A folder with nothing to check is a warning, exit 0 (as in ruff).
     """
     from gradlint.api import check_paths, exit_code
-    from gradlint.report import render
 
-    config = resolve_config(config_path, select, ignore, extend_select, fail_on)
-    result = check_paths(list(paths) or ["."], config, use_cache=not no_cache, jobs=jobs)
+    if unsafe_fixes and not (fix or diff):
+        say("gradlint: warning: --unsafe-fixes only acts with --fix or --diff; without them nothing is changed")
+    if stdin_filename is not None or paths == ("-",):
+        if paths not in ((), ("-",)):
+            fail("--stdin-filename checks the source read from stdin: give no other path (or `-`)")
+        if stdin_filename is None:
+            fail("reading from stdin (`-`) needs --stdin-filename PATH, to know the file's kind and project")
+        if add_noqa:
+            fail("--add-noqa edits files in place; it cannot be used with --stdin-filename")
+        _check_stdin(stdin_filename, select, ignore, extend_select, fail_on, config_path, fmt, exit_zero, fix,
+                     unsafe_fixes, diff, quiet, output_file, exclude, extend_exclude)
+        return
+    if "-" in paths:
+        fail("`-` (stdin) cannot be mixed with other paths")
+    config = resolve_config(config_path, select, ignore, extend_select, fail_on, exclude=exclude,
+                            extend_exclude=extend_exclude)
+    targets = list(paths) or ["."]
+    result = check_paths(targets, config, use_cache=not no_cache, jobs=jobs)
+    if add_noqa:
+        _add_noqa(result)
+        return
+    fixed = 0
+    fixed_findings: list[Any] = []
     if fix or diff:
         from gradlint.fix import apply_fixes
 
         outcome = apply_fixes(result, write=fix and not diff, unsafe=unsafe_fixes, config=config)
         if diff:
-            click.echo(outcome.diff, nl=False)
+            say(outcome.diff, err=False, nl=False)
             for problem in outcome.problems:
-                click.echo(f"gradlint: {problem}", err=True)
+                say(f"gradlint: {problem}")
             sys.exit(EXIT_FINDINGS if outcome.diff else EXIT_CLEAN)
         for problem in outcome.problems:
-            click.echo(f"gradlint: {problem}", err=True)
+            say(f"gradlint: {problem}")
         result = outcome.remaining
+        fixed, fixed_findings = outcome.fixed, outcome.fixed_findings
         if outcome.fixed:
             # Fixed files moved lines and may change what other files' rules see: report a fresh run.
-            click.echo(f"gradlint: fixed {outcome.fixed} finding(s)", err=True)
-            result = check_paths(list(paths) or ["."], config, use_cache=not no_cache, jobs=jobs)
-    color = output_file is None and fmt == "text" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    text = render(fmt, result, quiet=quiet, color=color)
-    for r in result.files:
-        if r.internal_error:
-            click.echo(f"gradlint: internal error while checking {r.path} (please report it):\n{r.internal_error}", err=True)
-        elif r.skipped == "no such file or directory":
-            click.echo(f"gradlint: error: {r.path}: no such file or directory", err=True)
-        elif r.skipped and not quiet and fmt == "text":
-            click.echo(f"gradlint: warning: {r.path}: skipped: {r.skipped}", err=True)
+            result = check_paths(targets, config, use_cache=not no_cache, jobs=jobs)
+    _report(result, config, fmt=fmt, output_file=output_file, quiet=quiet, statistics=statistics,
+            show_fixes=show_fixes and not fix, fixed=fixed)
+    if show_fixes and fix and fmt in TEXT_FORMATS and not statistics:
+        say(_fixed_listing(fixed_findings), err=False, nl=False)
+    _warn_about_files(result, quiet=quiet, fmt=fmt)
+    sys.exit(exit_code(result, config.fail_on, exit_zero=exit_zero))
+
+
+TEXT_FORMATS = ("text", "concise", "full")
+
+
+def _report(result: Any, config: Config, *, fmt: str, output_file: Path | None, quiet: bool, statistics: bool,
+            show_fixes: bool = False, fixed: int = 0) -> None:
+    from gradlint.report.text import statistics as render_statistics
+
+    color = output_file is None and fmt in TEXT_FORMATS and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    if statistics:
+        text = render_statistics(result, "json" if fmt == "json" else "text")
+    else:
+        text = render(fmt, result, quiet=quiet, color=color, show_fixes=show_fixes, fixed=fixed,
+                      source_lines=_source_lines()) if fmt in TEXT_FORMATS else render(fmt, result)
+    _emit(text, fmt, output_file)
+
+
+def _emit(text: str, fmt: str, output_file: Path | None) -> None:
     if output_file is not None:
         try:
             write_atomic(output_file, text)
         except OSError as exc:
             fail(f"{output_file}: cannot write report: {exc.strerror or exc}")
+    elif fmt in TEXT_FORMATS:
+        say(text, err=False, nl=False)
     else:
-        click.echo(text, nl=False)
+        # JSON and SARIF are UTF-8 by definition, whatever the console's code page. A file name
+        # with undecodable bytes (a lone surrogate) becomes a \udcXX escape, still valid JSON.
+        click.echo(text.encode("utf-8", "backslashreplace"), nl=False)
+
+
+def _source_lines() -> Any:
+    """For `--output-format full`: the lines a finding points into, read once per file or cell."""
+    from gradlint.notebook import cell_lines
+    from gradlint.source import decode
+
+    cache: dict[tuple[str, int | None], list[str] | None] = {}
+
+    def lines(f: Any) -> list[str] | None:
+        key = (f.path, f.cell)
+        if key not in cache:
+            try:
+                if f.cell is not None:
+                    cache[key] = cell_lines(Path(f.path), f.cell)
+                else:
+                    cache[key] = decode(Path(f.path).read_bytes()).splitlines()
+            except (OSError, UnicodeDecodeError, SyntaxError, LookupError, ValueError):
+                cache[key] = None
+        return cache[key]
+
+    return lines
+
+
+def _fixed_listing(fixed_findings: list[Any]) -> str:
+    """`--show-fixes` after `--fix`: what was fixed, per file and rule (ruff's layout)."""
+    from collections import Counter
+
+    from gradlint.report.text import escape
+
+    if not fixed_findings:
+        return ""
+    by_file: dict[str, Counter] = {}
+    for f in fixed_findings:
+        by_file.setdefault(f.path, Counter())[(f.code, f.name)] += 1
+    out = [f"\nFixed {len(fixed_findings)} finding{'s' if len(fixed_findings) != 1 else ''}:"]
+    for path in sorted(by_file):
+        out.append(f"- {escape(path)}:")
+        for (code, name), n in sorted(by_file[path].items()):
+            out.append(f"    {n} x {code} ({name})")
+    return "\n".join(out) + "\n"
+
+
+def _warn_about_files(result: Any, *, quiet: bool, fmt: str) -> None:
+    from gradlint.report.text import escape
+
+    for r in result.files:
+        if r.internal_error:
+            say(f"gradlint: internal error while checking {escape(r.path)} (please report it):\n{r.internal_error}")
+        elif r.skipped == "no such file or directory":
+            say(f"gradlint: error: {escape(r.path)}: no such file or directory")
+        elif r.skipped and not quiet and fmt in TEXT_FORMATS:
+            say(f"gradlint: warning: {escape(r.path)}: skipped: {r.skipped}")
+    if not result.files:
+        # ruff's behaviour: a warning, exit 0 (a pre-commit run on a folder of markdown passes).
+        say("gradlint: warning: no Python, notebook or ONNX files found under the given paths")
+
+
+def _add_noqa(result: Any) -> None:
+    """`--add-noqa`: write a `# noqa: CODE` on each finding's line, in place (ruff's flag)."""
+    import io
+    import tokenize
+
+    from gradlint.fix import write_atomic as write_source
+    from gradlint.report.text import escape
+    from gradlint.source import decode
+    from gradlint.suppress import add_noqa
+
+    added = 0
+    for r in result.files:
+        findings = [f for f in r.findings if f.node is None and f.cell is None]
+        if len(findings) != len(r.findings):
+            say(f"gradlint: warning: {escape(r.path)}: a model or notebook finding cannot take a `# noqa` comment")
+        if not findings:
+            continue
+        path = Path(r.path)
+        try:
+            raw = path.read_bytes()
+            encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
+            new, count, left = add_noqa(decode(raw), findings)
+            if count:
+                write_source(path, new, encoding)
+        except (OSError, UnicodeDecodeError, SyntaxError, LookupError) as exc:
+            say(f"gradlint: {escape(r.path)}: cannot add noqa: {exc}")
+            continue
+        added += count
+        for f in left:
+            say(f"gradlint: warning: {escape(r.path)}:{f.span.line}: {f.code}: the line ends inside a string "
+                "or a continuation; no `# noqa` added")
+    say(f"Added {added} noqa directive{'s' if added != 1 else ''}.")
+    sys.exit(EXIT_ERROR if result.internal_errors or any(
+        r.skipped == "no such file or directory" for r in result.files) else EXIT_CLEAN)
+
+
+def _check_stdin(display: str, select: tuple[str, ...], ignore: tuple[str, ...], extend_select: tuple[str, ...],
+                 fail_on: str | None, config_path: str | None, fmt: str, exit_zero: bool, fix: bool,
+                 unsafe_fixes: bool, diff: bool, quiet: bool, output_file: Path | None,
+                 exclude: tuple[str, ...], extend_exclude: tuple[str, ...]) -> NoReturn:
+    """`gradlint check --stdin-filename PATH -`: what editors call on an unsaved buffer."""
+    from gradlint.api import check_text, exit_code
+
+    target = Path(display)
+    start = target.parent if target.parent.is_dir() else Path.cwd()
+    config = resolve_config(config_path, select, ignore, extend_select, fail_on, exclude=exclude,
+                            extend_exclude=extend_exclude, start=start)
+    data = sys.stdin.buffer.read()
+    result = check_text(display, data, config)
+    if fix or diff:
+        from gradlint.fix import fix_stdin
+
+        new, outcome = fix_stdin(display, data, result, config, unsafe=unsafe_fixes)
+        for problem in outcome.problems:
+            say(f"gradlint: {problem}")
+        if diff:
+            say(outcome.diff, err=False, nl=False)
+            sys.exit(EXIT_FINDINGS if outcome.diff else EXIT_CLEAN)
+        # As ruff does: the fixed source on stdout (the editor replaces its buffer with it), what
+        # is left on stderr.
+        click.echo(new, nl=False)  # bytes, in the source's own encoding
+        result = outcome.remaining
+        text = render("text", result, quiet=True) if fmt in TEXT_FORMATS else render(fmt, result)
+        click.echo(console_safe(text, sys.stderr), err=True, nl=False)
+    else:
+        text = render(fmt, result, quiet=quiet, source_lines=lambda f: data.decode("utf-8", "replace").splitlines()
+                      if f.cell is None else None) if fmt in TEXT_FORMATS else render(fmt, result)
+        _emit(text, fmt, output_file)
+        _warn_about_files(result, quiet=quiet, fmt=fmt)
     sys.exit(exit_code(result, config.fail_on, exit_zero=exit_zero))
 
 
@@ -176,7 +409,7 @@ def rule(code: str) -> None:
     found = get_rule(code)
     if found is None:
         fail(f"unknown rule {code!r} (see `gradlint rules`)")
-    click.echo(render_page(found), nl=False)
+    say(render_page(found), err=False, nl=False)
 
 
 @main.command()
@@ -199,7 +432,8 @@ def rules(fmt: str) -> None:
         default = "on" if r.default_enabled else "off"
         if r.probe_only:
             default = "probe"
-        click.echo(f"{r.code:<6} {r.name:<36} {str(r.severity):<8} {default:<7} {'yes' if r.fixable() else '':<3}  {r.summary}")
+        say(f"{r.code:<6} {r.name:<36} {str(r.severity):<8} {default:<7} {'yes' if r.fixable() else '':<3}  {r.summary}",
+            err=False)
 
 
 @main.command("config")
@@ -208,18 +442,42 @@ def rules(fmt: str) -> None:
 @click.option("--extend-select", multiple=True, metavar="CODES", help="As for `check`. " + _selector_help)
 @click.option("--ignore", multiple=True, metavar="CODES", help="As for `check`. " + _selector_help)
 @click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default=None, help="As for `check`.")
+@click.option("--exclude", multiple=True, metavar="PATTERNS", help="As for `check`.")
+@click.option("--extend-exclude", multiple=True, metavar="PATTERNS", help="As for `check`.")
 def config_cmd(config_path: str | None, select: tuple[str, ...], extend_select: tuple[str, ...],
-               ignore: tuple[str, ...], fail_on: str | None) -> None:
+               ignore: tuple[str, ...], fail_on: str | None, exclude: tuple[str, ...],
+               extend_exclude: tuple[str, ...]) -> None:
     """Print the resolved configuration and where each value came from: `default`, the
     configuration file's path, or the command-line flag. Takes the flags `check` takes, so
     `gradlint config --select GL1` shows what `gradlint check --select GL1` would run."""
     from gradlint.registry import load_rules
 
-    cfg = resolve_config(config_path, select, ignore, extend_select, fail_on)
-    click.echo(f"# configuration file: {cfg.path or 'none found (defaults)'}")
+    cfg = resolve_config(config_path, select, ignore, extend_select, fail_on, exclude=exclude,
+                         extend_exclude=extend_exclude)
+    say(config_toml(cfg, load_rules()), err=False, nl=False)
+
+
+def _toml(value: Any) -> str:
+    """A TOML value: strings, booleans, numbers, lists of them, and inline tables."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + " }" if value else "{}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value) if value == value and value not in (float("inf"), float("-inf")) else (
+            "nan" if value != value else ("inf" if value > 0 else "-inf"))
+    return json.dumps(value)
+
+
+def config_toml(cfg: Config, rules: dict[str, Any]) -> str:
+    """The resolved configuration as a `[tool.gradlint]` block that pastes into pyproject.toml;
+    each value's origin (default, the file, a flag) in a comment beside it."""
+    out = [f"# configuration file: {cfg.path or 'none found (defaults)'}", "[tool.gradlint]"]
 
     def line(key: str, value: Any, origin_key: str | None = None) -> None:
-        click.echo(f"{key} = {json.dumps(value)}  # {cfg.origin(origin_key or key)}")
+        out.append(f"{key} = {_toml(value)}  # {cfg.origin(origin_key or key)}")
 
     line("select", list(cfg.select) if cfg.select is not None else ["ALL"])
     line("extend-select", list(cfg.extend_select))
@@ -230,13 +488,15 @@ def config_cmd(config_path: str | None, select: tuple[str, ...], extend_select: 
     line("fail-on", str(cfg.fail_on))
     line("respect-gitignore", cfg.respect_gitignore)
     line("cache-dir", cfg.cache_dir)
-    line("enabled", sorted(cfg.enabled_codes()), "select")
-    for code, r in load_rules().items():
+    # Not a setting: what the selection comes to (and GL0xx, always on).
+    out.append(f"# enabled: {_toml(sorted(cfg.enabled_codes()))}")
+    for code, r in rules.items():
         if not r.options:
             continue
-        click.echo(f"\n[{code}]  # {r.name}")
+        out.append(f"\n[tool.gradlint.{code}]  # {r.name}")
         for key, value in cfg.options_for(code).items():
-            click.echo(f"{key} = {json.dumps(value)}  # {cfg.origin(f'{code}.{key}')}")
+            out.append(f"{key} = {_toml(value)}  # {cfg.origin(f'{code}.{key}')}")
+    return "\n".join(out) + "\n"
 
 
 def _add_probe() -> None:

@@ -125,12 +125,43 @@ def _str_list(value: Any, key: str, path: Path) -> tuple[str, ...]:
     return tuple(value)
 
 
+def normalise_selector(item: str) -> str | None:
+    """A selector as the registry matches it: a code or prefix (GL1, GL101, ALL) upper-cased, or a
+    rule's kebab-case name (vanishing-gradient) turned into its code; None when unknown."""
+    item = item.strip()
+    if is_known_selector(item):
+        return item.upper()
+    rule = get_rule(item) if "-" in item else None
+    return rule.code if rule is not None else None
+
+
+def check_ignorable(selector: str) -> None:
+    """GL0xx (the file cannot be read at all) are always on: an `ignore` that would only name
+    them would be accepted and do nothing, so it is refused. per-file-ignores can still silence
+    them for files the user chooses, and `exclude` keeps a file out of the run."""
+    matched = [r for c, r in load_rules().items() if selector == "ALL" or c.startswith(selector)]
+    if matched and all(r.always_on for r in matched):
+        names = ", ".join(r.code for r in matched)
+        raise ConfigError(
+            f"{selector} cannot be ignored: {names} {'is' if len(matched) == 1 else 'are'} always on "
+            "(a file gradlint cannot read is never clean); use per-file-ignores or exclude for such files"
+        )
+
+
 def _selectors(value: Any, key: str, path: Path) -> tuple[str, ...]:
     items = _str_list(value, key, path)
+    out = []
     for item in items:
-        if not is_known_selector(item):
+        code = normalise_selector(item)
+        if code is None:
             raise ConfigError(f"{path}: '{key}' names unknown rule code {item!r}")
-    return tuple(i.upper() for i in items)
+        if key == "ignore":
+            try:
+                check_ignorable(code)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: 'ignore': {exc}") from None
+        out.append(code)
+    return tuple(out)
 
 
 def parse_table(table: Mapping[str, Any], path: Path) -> Config:
@@ -206,14 +237,20 @@ def with_overrides(config: Config, **overrides: Any) -> Config:
 
 
 def parse_selector_option(values: tuple[str, ...], flag: str) -> tuple[str, ...]:
-    """--select GL1,GL201 and repeated flags alike; unknown codes raise ConfigError."""
+    """--select GL1,GL201,log-of-probability and repeated flags alike; unknown codes raise ConfigError."""
     out: list[str] = []
     for value in values:
         for part in value.split(","):
             part = part.strip()
             if not part:
                 continue
-            if not is_known_selector(part):
+            code = normalise_selector(part)
+            if code is None:
                 raise ConfigError(f"{flag}: unknown rule code {part!r}")
-            out.append(part.upper())
+            if flag == "--ignore":
+                try:
+                    check_ignorable(code)
+                except ConfigError as exc:
+                    raise ConfigError(f"--ignore: {exc}") from None
+            out.append(code)
     return tuple(out)

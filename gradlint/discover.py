@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gradlint.config import DEFAULT_EXCLUDE, Config
 
-SUFFIXES = (".py", ".onnx")
+SUFFIXES = (".py", ".ipynb", ".onnx")
 
 
 @dataclass

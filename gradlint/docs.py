@@ -40,10 +40,33 @@ def _toml_value(value: object) -> str:
     return json.dumps(value)
 
 
-def options_table(rule: type[Rule]) -> str:
+_OPTION_BULLET = re.compile(r"^- `(?P<key>[a-z0-9-]+)`(?: \(default [^)]*\))?:\s*(?P<text>.*)$")
+
+
+def split_option_bullets(body: str | None, keys: set[str]) -> tuple[dict[str, str], str]:
+    """The docstring's `- `key` (default X): text` bullets for the rule's options, and the rest of
+    its Options section: the table shows each option once, with the docstring's wording."""
+    texts: dict[str, str] = {}
+    rest: list[str] = []
+    current: str | None = None
+    for line in (body or "").splitlines():
+        m = _OPTION_BULLET.match(line)
+        if m is not None and m.group("key") in keys:
+            current = m.group("key")
+            texts[current] = m.group("text").strip()
+        elif current is not None and line.startswith("  ") and line.strip():
+            texts[current] += " " + line.strip()
+        else:
+            current = None
+            rest.append(line)
+    return texts, "\n".join(rest).strip()
+
+
+def options_table(rule: type[Rule], descriptions: dict[str, str] | None = None) -> str:
     rows = ["| option | default | description |", "| --- | --- | --- |"]
     for key, opt in rule.options.items():
-        rows.append(f"| `{key}` | `{_toml_value(opt.default)}` | {opt.help} |")
+        text = (descriptions or {}).get(key) or opt.help
+        rows.append(f"| `{key}` | `{_toml_value(opt.default)}` | {text} |")
     example = "\n".join(f"{k} = {_toml_value(o.default)}" for k, o in rule.options.items())
     return "\n".join(rows) + f"\n\nSet them in `pyproject.toml`:\n\n```toml\n[tool.gradlint.{rule.code}]\n{example}\n```"
 
@@ -63,7 +86,8 @@ def render_page(rule: type[Rule]) -> str:
     for title in REQUIRED_SECTIONS + OPTIONAL_SECTIONS:
         body = sections.get(title)
         if title == "Options" and rule.options:
-            body = options_table(rule) + (f"\n\n{body}" if body else "")
+            described, rest = split_option_bullets(body, set(rule.options))
+            body = options_table(rule, described) + (f"\n\n{rest}" if rest else "")
         if body:
             lines += ["", f"## {title}", "", body]
     return "\n".join(lines) + "\n"

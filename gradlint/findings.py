@@ -77,13 +77,16 @@ class Finding:
     # Numbers a finding carries for machines (predicted gain, depth, module names...): the
     # probe joins on them, JSON prints them. A tuple of pairs keeps the record hashable.
     data: tuple[tuple[str, Any], ...] = ()
+    # A Jupyter notebook's code cell (1-based index among all the notebook's cells); the span's
+    # lines and the fix's edits are then relative to that cell (gradlint/notebook.py).
+    cell: int | None = None
 
     @property
     def data_dict(self) -> dict[str, Any]:
         return dict(self.data)
 
     def sort_key(self) -> tuple:
-        return (self.path, self.span.line, self.span.column, self.code, self.message)
+        return (self.path, self.cell or 0, self.span.line, self.span.column, self.code, self.message)
 
 
 def make_data(values: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:

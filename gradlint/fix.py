@@ -30,6 +30,8 @@ class FixOutcome:
     problems: list[str] = field(default_factory=list)
     remaining: RunResult = field(default_factory=RunResult)
     fixed: int = 0
+    # What was fixed, every round included (`--show-fixes` lists them).
+    fixed_findings: list[Finding] = field(default_factory=list)
 
 
 def _offsets(text: str) -> list[int]:
@@ -131,9 +133,10 @@ def fix_source(source: str, findings: list[Finding], unsafe: bool = False) -> tu
 
 
 def fix_text(source: str, findings: list[Finding], *, unsafe: bool = False,
-             recheck: Recheck | None = None) -> tuple[str, int, list[str]]:
+             recheck: Recheck | None = None, applied_out: list[Finding] | None = None) -> tuple[str, int, list[str]]:
     """Fix until stable: (new text, number of fixes applied, problems). Without `recheck`
-    only the given findings' fixes are applied (one round)."""
+    only the given findings' fixes are applied (one round). `applied_out` receives the
+    findings whose fixes were applied."""
     text = source
     applied_total = 0
     problems: list[str] = []
@@ -164,6 +167,8 @@ def fix_text(source: str, findings: list[Finding], *, unsafe: bool = False,
             break
         text = new
         applied_total += len(applied)
+        if applied_out is not None:
+            applied_out.extend(applied)
         if recheck is None:
             break
         current = recheck(text)
@@ -224,6 +229,9 @@ def apply_fixes(result: RunResult, *, write: bool, unsafe: bool = False, config=
         if not fixable:
             files.append(r)
             continue
+        if r.path.endswith(".ipynb") and config is not None:
+            files.append(_fix_notebook_file(r, outcome, write=write, unsafe=unsafe, config=config))
+            continue
         path = Path(r.path)
         try:
             raw = path.read_bytes()
@@ -237,7 +245,8 @@ def apply_fixes(result: RunResult, *, write: bool, unsafe: bool = False, config=
             files.append(r)
             continue
         recheck = _rechecker(r.path, config) if config is not None else None
-        new, applied, problems = fix_text(source, fixable, unsafe=unsafe, recheck=recheck)
+        applied_findings: list[Finding] = []
+        new, applied, problems = fix_text(source, fixable, unsafe=unsafe, recheck=recheck, applied_out=applied_findings)
         outcome.problems.extend(problems)
         if new == source:
             files.append(r)
@@ -255,7 +264,103 @@ def apply_fixes(result: RunResult, *, write: bool, unsafe: bool = False, config=
             files.append(r)
             continue
         outcome.fixed += applied
+        outcome.fixed_findings.extend(applied_findings)
         remaining = recheck(new) if recheck is not None else [f for f in r.findings if f.fix is None]
         files.append(replace(r, findings=tuple(sorted(remaining, key=Finding.sort_key)), fixed=applied))
     outcome.remaining = RunResult(files=files)
     return outcome
+
+
+# Notebooks (gradlint/notebook.py): the fixer works on the virtual file of the code cells, and
+# the result is split back into cells and written with the notebook's own JSON layout.
+
+def fix_notebook_text(raw: bytes, display: str, config, *, unsafe: bool = False
+                      ) -> tuple[str | None, list[Finding], list[str]]:
+    """(the fixed notebook's text or None when nothing changed, fixed findings, problems)."""
+    from gradlint.notebook import Notebook, NotebookError, virtual_source, write_back
+
+    try:
+        nb = Notebook.parse(raw)
+    except NotebookError as exc:
+        return None, [], [f"{display}: cannot fix: {exc}"]
+    virtual, _cells = virtual_source(nb)
+    recheck = _rechecker(display, config)
+    applied: list[Finding] = []
+    new, _count, problems = fix_text(virtual, recheck(virtual), unsafe=unsafe, recheck=recheck, applied_out=applied)
+    if new == virtual:
+        return None, [], problems
+    try:
+        return write_back(nb, new), applied, problems
+    except NotebookError as exc:
+        return None, [], problems + [f"{display}: fixes not applied: {exc}"]
+
+
+def _fix_notebook_file(r: FileResult, outcome: FixOutcome, *, write: bool, unsafe: bool, config) -> FileResult:
+    from gradlint.api import check_text
+
+    path = Path(r.path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        outcome.problems.append(f"{r.path}: cannot fix: {exc}")
+        return r
+    new, applied, problems = fix_notebook_text(raw, r.path, config, unsafe=unsafe)
+    outcome.problems.extend(problems)
+    if new is None:
+        return r
+    old = raw.decode("utf-8-sig")
+    outcome.diff += "".join(difflib.unified_diff(
+        old.splitlines(keepends=True), new.splitlines(keepends=True), fromfile=f"a/{r.path}", tofile=f"b/{r.path}"))
+    if not write:
+        return r
+    try:
+        write_atomic(path, new)
+    except OSError as exc:
+        outcome.problems.append(f"{r.path}: cannot write fix: {exc}")
+        return r
+    outcome.fixed += len(applied)
+    outcome.fixed_findings.extend(replace(f, path=r.path) for f in applied)
+    (fresh,) = check_text(r.path, new.encode("utf-8"), config).files
+    return replace(fresh, fixed=len(applied))
+
+
+def fix_stdin(display: str, data: bytes, result: RunResult, config, *, unsafe: bool = False) -> tuple[bytes, FixOutcome]:
+    """`--stdin-filename PATH --fix`: (the fixed content, in its own encoding; the outcome, with
+    what remains from a fresh check of the fixed content)."""
+    import io
+    import tokenize
+
+    from gradlint.api import check_text
+    from gradlint.source import decode
+
+    outcome = FixOutcome(remaining=result)
+    if display.endswith(".ipynb"):
+        new_text, applied, problems = fix_notebook_text(data, display, config, unsafe=unsafe)
+        outcome.problems.extend(problems)
+        if new_text is None:
+            return data, outcome
+        old_text, new_bytes = data.decode("utf-8-sig"), new_text.encode("utf-8")
+    else:
+        try:
+            source = decode(data)
+            encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
+            outcome.problems.append(f"{display}: cannot fix: {exc}")
+            return data, outcome
+        applied = []
+        findings = [f for r in result.files for f in r.findings]
+        new_text, _count, problems = fix_text(source, findings, unsafe=unsafe, recheck=_rechecker(display, config),
+                                              applied_out=applied)
+        outcome.problems.extend(problems)
+        if new_text == source:
+            return data, outcome
+        old_text = source
+        # A BOM read is a BOM written back (decode dropped it).
+        new_bytes = (b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b"") + new_text.encode(
+            "utf-8" if encoding == "utf-8-sig" else encoding)
+    outcome.diff = "".join(difflib.unified_diff(
+        old_text.splitlines(keepends=True), new_text.splitlines(keepends=True),
+        fromfile=f"a/{display}", tofile=f"b/{display}"))
+    outcome.fixed, outcome.fixed_findings = len(applied), applied
+    outcome.remaining = check_text(display, new_bytes, config)
+    return new_bytes, outcome

@@ -64,6 +64,8 @@ class RuleContext:
     facts: Any  # gradlint.api.FileFacts (kept untyped here so registry imports no front-end)
     options: Mapping[str, Any]
     index: Any = None  # gradlint.api.RunIndex
+    # Codes enabled for this file: lets a rule give way to a more specific one on the same line.
+    enabled: frozenset[str] = frozenset()
 
     def finding(
         self,

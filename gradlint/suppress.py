@@ -1,4 +1,10 @@
-"""Suppression comments: `# noqa`, `# noqa: GL101`, `# gradlint: ignore[GL101]` on a finding's line."""
+"""Suppression comments: `# noqa`, `# noqa: GL101`, `# gradlint: ignore[GL101]` or
+`# gradlint: ignore[vanishing-gradient]` on a finding's line; and `--add-noqa`, which writes them.
+
+Rule names belong in gradlint's own comment: ruff reads every `# noqa:` and warns about a name
+it cannot parse as a code. `# noqa: vanishing-gradient` still suppresses that rule (it did
+before), but it is deprecated: write `# gradlint: ignore[vanishing-gradient]`.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +18,26 @@ from gradlint.findings import Finding
 ALL = frozenset({"*"})
 # `noqa` must end there (`# noqa-ish`, `# noqanything` are prose, not directives); the codes are
 # code-shaped words, so `# noqa: GL101 because ...` reads GL101 only.
-_NOQA = re.compile(r"#\s*noqa(?![\w-])(?::\s*(?P<codes>[A-Za-z]+[0-9]+(?:[,\s]+[A-Za-z]+[0-9]+)*))?", re.IGNORECASE)
-_IGNORE = re.compile(r"#\s*gradlint:\s*ignore(?:\[(?P<codes>[A-Za-z0-9,\s]*)\]|(?![\w-]))", re.IGNORECASE)
+_CODE = r"(?:[A-Za-z]+[0-9]+|[a-z][a-z0-9]*(?:-[a-z0-9]+)+)"
+_NOQA = re.compile(r"#\s*noqa(?![\w-])(?::\s*(?P<codes>" + _CODE + r"(?:[,\s]+" + _CODE + r")*))?", re.IGNORECASE)
+_IGNORE = re.compile(r"#\s*gradlint:\s*ignore(?:\[(?P<codes>[A-Za-z0-9,\s-]*)\]|(?![\w-]))", re.IGNORECASE)
+
+
+def _code(word: str) -> str:
+    """A code as written (GL101), or the code of a rule named in kebab-case."""
+    if "-" in word:
+        from gradlint.registry import get_rule
+
+        rule = get_rule(word)
+        if rule is not None:
+            return rule.code
+    return word.upper()
 
 
 def _codes(text: str | None) -> frozenset[str]:
     if text is None:
         return ALL
-    codes = frozenset(c.strip().upper() for c in re.split(r"[,\s]+", text) if c.strip())
+    codes = frozenset(_code(c.strip()) for c in re.split(r"[,\s]+", text) if c.strip())
     return codes or ALL
 
 
@@ -75,3 +93,51 @@ def apply(findings: Iterable[Finding], source: str | None) -> list[Finding]:
         return findings
     table = suppressions(source)
     return [f for f in findings if not is_suppressed(f, table)]
+
+
+def _uncommentable_lines(source: str) -> set[int]:
+    """Lines whose end lies inside a string or a backslash continuation: no comment can go there."""
+    blocked: set[int] = set()
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return set(range(1, source.count("\n") + 2))
+    for tok in tokens:
+        if tok.start[0] != tok.end[0] and tok.type not in (tokenize.NL, tokenize.NEWLINE):
+            blocked.update(range(tok.start[0], tok.end[0]))
+    for number, line in enumerate(source.splitlines(), start=1):
+        if line.rstrip().endswith("\\"):
+            blocked.add(number)
+    return blocked
+
+
+def add_noqa(source: str, findings: Iterable[Finding]) -> tuple[str, int, list[Finding]]:
+    """`--add-noqa`: a `# noqa: CODE` on each finding's line, merged into a `# noqa:` already
+    there. Returns (new source, directives added or extended, findings left without one because
+    their line cannot hold a comment)."""
+    lines = source.splitlines(keepends=True)
+    table = suppressions(source)
+    blocked = _uncommentable_lines(source)
+    wanted: dict[int, list[str]] = {}
+    left: list[Finding] = []
+    for f in findings:
+        if is_suppressed(f, table) or not 1 <= f.span.line <= len(lines):
+            continue
+        if f.span.line in blocked:
+            left.append(f)
+            continue
+        codes = wanted.setdefault(f.span.line, [])
+        if f.code not in codes:
+            codes.append(f.code)
+    for number, codes in wanted.items():
+        line = lines[number - 1]
+        body = line.rstrip("\r\n")
+        ending = line[len(body):]
+        existing = _NOQA.search(body) if "#" in body else None
+        if existing is not None and existing.group("codes"):
+            merged = existing.group("codes") + ", " + ", ".join(sorted(codes))
+            body = body[: existing.start("codes")] + merged + body[existing.end("codes"):]
+        else:
+            body = body.rstrip() + f"  # noqa: {', '.join(sorted(codes))}"
+        lines[number - 1] = body + ending
+    return "".join(lines), len(wanted), left

@@ -33,7 +33,7 @@ def test_module_entry_reports_syntax_error_and_checks_the_other_file(project):
     proc = gradlint("check", ".", cwd=project)
     assert proc.returncode == 1, proc.stderr
     assert finding_lines(proc.stdout) == ["bad.py:3:21: GL001 syntax error: expected ':'"]
-    assert proc.stdout.splitlines()[-1] == "Found 1 finding (1 error) in 2 files."
+    assert proc.stdout.splitlines()[-1] == "Found 1 finding (1 error) in 1 of 2 files."
 
 
 def test_default_path_is_the_current_folder(project):
@@ -421,7 +421,7 @@ def test_config_command_reports_bad_config(tmp_path):
 @pytest.mark.parametrize("command,options", [
     ([], ["check", "rule", "rules", "config", "Exit codes"]),
     (["check"], ["--select", "--extend-select", "--ignore", "--format", "--output-file", "--exit-zero",
-                 "--fail-on", "--config", "--quiet", "--no-cache", "text|json|sarif|github"]),
+                 "--fail-on", "--config", "--quiet", "--no-cache", "text|concise|full|json|sarif|github", "--statistics", "--stdin-filename", "--add-noqa", "--show-fixes", "--exclude", "--output-format"]),
     (["rule"], ["CODE", "vanishing-gradient"]),
     (["rules"], ["--format", "json"]),
     (["config"], ["--config", "--select", "where each value came from"]),

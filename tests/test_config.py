@@ -28,9 +28,9 @@ def test_no_config_is_all_defaults(tmp_path):
 def test_every_key_is_read_and_its_origin_recorded(tmp_path):
     path = write_pyproject(tmp_path, """
 [tool.gradlint]
-select = ["GL0"]
+select = ["GL0", "GL1"]
 extend-select = ["GL001"]
-ignore = ["gl002"]
+ignore = ["gl10"]
 exclude = ["vendor"]
 extend-exclude = ["gen"]
 fail-on = "WARNING"
@@ -43,30 +43,30 @@ cache-dir = ".cache/gl"
 """)
     cfg = load_config(None, tmp_path)
     assert cfg.path == str(path)
-    assert cfg.select == ("GL0",) and cfg.extend_select == ("GL001",) and cfg.ignore == ("GL002",)
+    assert cfg.select == ("GL0", "GL1") and cfg.extend_select == ("GL001",) and cfg.ignore == ("GL10",)
     assert cfg.exclude == ("vendor",) and cfg.extend_exclude == ("gen",)
     assert cfg.fail_on is Severity.WARNING and cfg.respect_gitignore is False and cfg.cache_dir == ".cache/gl"
     assert cfg.per_file_ignores == (("tests/*", ("GL001",)), ("legacy/", ("GL0",)))
     for key in ("select", "extend-select", "ignore", "exclude", "extend-exclude", "fail-on", "per-file-ignores"):
         assert cfg.origin(key) == str(path)
-    assert cfg.enabled_codes() == frozenset({"GL001", "GL003"})
+    assert cfg.enabled_codes() == frozenset({"GL001", "GL002", "GL003"})
 
 
 def test_nearest_pyproject_with_our_table_wins(tmp_path):
-    write_pyproject(tmp_path, '[tool.gradlint]\nignore = ["GL002"]\n')
+    write_pyproject(tmp_path, '[tool.gradlint]\nignore = ["GL102"]\n')
     (tmp_path / "proj" / "src").mkdir(parents=True)
     write_pyproject(tmp_path / "proj", '[project]\nname = "x"\n')
     # proj/pyproject.toml has no [tool.gradlint]: the search goes on upwards.
     cfg = load_config(None, tmp_path / "proj" / "src")
-    assert cfg.path == str(tmp_path / "pyproject.toml") and cfg.ignore == ("GL002",)
+    assert cfg.path == str(tmp_path / "pyproject.toml") and cfg.ignore == ("GL102",)
     assert cfg.root == str(tmp_path.resolve())
 
 
 def test_explicit_config_file_with_top_level_keys(tmp_path):
     path = tmp_path / "gradlint.toml"
-    path.write_text('ignore = ["GL003"]\n')
+    path.write_text('ignore = ["GL103"]\n')
     cfg = load_config(path, tmp_path)
-    assert cfg.ignore == ("GL003",) and cfg.origin("ignore") == str(path)
+    assert cfg.ignore == ("GL103",) and cfg.origin("ignore") == str(path)
 
 
 def test_missing_explicit_config(tmp_path):
@@ -121,7 +121,7 @@ def test_command_line_overrides_record_their_flag():
 def test_selector_option_parsing():
     assert parse_selector_option(("GL001,gl002", " GL0 ", ""), "--select") == ("GL001", "GL002", "GL0")
     with pytest.raises(ConfigError, match="--ignore: unknown rule code 'XYZ'"):
-        parse_selector_option(("GL001,XYZ",), "--ignore")
+        parse_selector_option(("GL101,XYZ",), "--ignore")
 
 
 @pytest.mark.parametrize("relpath,ignored", [

@@ -62,3 +62,14 @@ def test_module_entry_point(tmp_path):
     assert proc.returncode == 1 and "missing" in proc.stderr
     assert run("--dir", str(tmp_path)).returncode == 0
     assert run("--check", "--dir", str(tmp_path)).returncode == 0
+
+
+def test_each_option_is_listed_once_on_its_page():
+    from gradlint.docs import render_page
+    from gradlint.registry import load_rules
+
+    for rule in load_rules().values():
+        page = render_page(rule)
+        for key in rule.options:
+            assert page.count(f"| `{key}` |") == 1, (rule.code, key)
+            assert f"- `{key}`" not in page, (rule.code, key)

@@ -34,7 +34,7 @@ def test_fix_fixture(tmp_path, case):
     assert target.read_text() == expected, proc.stdout + proc.stderr
     changed = expected != case.read_text()
     if changed:
-        assert "fixed" in proc.stderr
+        assert " fixed, " in proc.stdout  # the fix summary: "Found N findings (N fixed, M remaining...)"
     # what is left is reported at its new position, from a fresh run
     second = run_cli("check", "--diff", "--no-cache", "--select", SELECT, str(target.name), cwd=tmp_path)
     assert second.returncode == 0 and second.stdout == "", second.stdout + second.stderr
@@ -54,7 +54,7 @@ def test_fix_twice_changes_nothing_the_second_time(tmp_path):
     second = run_cli("check", "--fix", "--no-cache", "--select", SELECT, "train.py", cwd=tmp_path)
     assert target.read_bytes() == after_first
     assert target.stat().st_mtime_ns == mtime  # not even rewritten
-    assert "fixed" in first.stderr and "fixed" not in second.stderr
+    assert " fixed, " in first.stdout and "fixed" not in second.stdout
     assert second.returncode == 0, second.stdout
 
 
@@ -81,7 +81,7 @@ def test_fix_keeps_mode_and_replaces_atomically(tmp_path):
     os.chmod(target, 0o754)
     inode = target.stat().st_ino
     proc = run_cli("check", "--fix", "--no-cache", "--select", SELECT, "train.py", cwd=tmp_path)
-    assert "fixed 1 finding" in proc.stderr
+    assert "(1 fixed, " in proc.stdout
     st = target.stat()
     assert stat.S_IMODE(st.st_mode) == 0o754
     assert st.st_ino != inode  # a new file renamed over the old one, not rewritten in place

@@ -23,7 +23,8 @@ def facts(src: str) -> NumericsFacts:
 
 def test_facts_are_picklable_and_free_of_parser_nodes():
     src = ("import torch\nimport torch.nn.functional as F\n\n"
-           "def f(z, y):\n    return torch.log(F.softmax(z, -1)), torch.sqrt((z ** 2).sum())\n")
+           "def f(z, y):\n    z = torch.nn.Parameter(z)\n"
+           "    return torch.log(F.softmax(z, -1)), torch.sqrt((z ** 2).sum())\n")
     f = facts(src)
     assert {s.code for s in f.sites} == {"GL302", "GL306"}
     again = pickle.loads(pickle.dumps(f))
@@ -101,11 +102,12 @@ def test_index_queries_on_records():
 def test_quiet_contexts_are_not_gradient_hazards():
     body = "    return torch.log(torch.softmax(z, -1)), torch.sqrt((z ** 2).sum()), z / z.norm()\n"
     head = "import torch\n\n"
+    body = "    z = torch.nn.Parameter(z)\n" + body
     assert codes(head + "def validation_step(z):\n" + body) == []
     assert codes(head + "def compute_metrics(z):\n" + body) == []
     assert codes(head + "@torch.inference_mode()\ndef f(z):\n" + body) == []
     assert codes(head + "class AccuracyMetric:\n    def update(self, z):\n    " + body.replace("\n", "\n    ").rstrip() + "\n") == []
-    assert codes(head + "def f(z):\n    with torch.no_grad():\n    " + body) == []
+    assert codes(head + "def f(z):\n    with torch.no_grad():\n    " + body.replace("\n", "\n    ").rstrip() + "\n") == []
     assert len(codes(head + "def f(z):\n" + body)) == 3
 
 
@@ -142,7 +144,8 @@ def test_file_without_torch_is_skipped_cheaply():
 
 
 def test_data_pipelines_and_optimizer_files_are_quiet():
-    body = "import torch\n\ndef f(a, b):\n    return torch.sqrt(((a - b) ** 2).sum(-1))\n"
+    body = ("import torch\n\ndef f(a, b):\n    a = torch.nn.Parameter(a)\n"
+            "    return torch.sqrt(((a - b) ** 2).sum(-1))\n")
     assert codes(body) == ["GL306"]
     for path in ("transforms/functional.py", "pkg/datasets/coco.py", "models/image_processing_vit.py"):
         assert check_source(body, Config(select=("GL3",)), path=path) == [], path
@@ -164,17 +167,67 @@ def test_quantization_helpers_are_quiet():
     assert codes(src) == []
 
 
-def test_guarded_hand_written_softplus_is_two_findings():
+def test_guarded_hand_written_softplus_is_one_finding_per_line():
     # measured: grad of where(g > 20, g, log(1 + exp(g))) at g = 100 is NaN
     src = ("import torch\n\ndef gate(g):\n"
            "    return torch.where(g > 20.0, g, torch.log(1.0 + torch.exp(g)))\n")
-    assert sorted(codes(src)) == ["GL305", "GL309"]
+    assert sorted(codes(src)) == ["GL305"]
+    # with GL305 off, GL309 still reports the line
+    only_309 = check_source(src, Config(select=("GL309",)))
+    assert [f.code for f in only_309] == ["GL309"]
 
 
 def test_quiet_classes_are_whole_words():
     body = ("import torch\nfrom torch import nn\n\nclass {}(nn.Module):\n"
-            "    def forward(self, a, b):\n        return torch.sqrt(((a - b) ** 2).sum(-1))\n")
+            "    def __init__(self):\n        super().__init__()\n        self.proj = nn.Linear(2, 2)\n\n"
+            "    def forward(self, a, b):\n        a = self.proj(a)\n        return torch.sqrt(((a - b) ** 2).sum(-1))\n")
     assert codes(body.format("VisionTransformer")) == ["GL306"]
     assert codes(body.format("RandomTransform")) == []
     assert codes(body.format("AudioFeatureExtractor")) == []
     assert codes(body.format("AccuracyMetric")) == []
+
+
+def test_sqrt_and_norm_need_an_operand_that_carries_gradient():
+    # RULES.md: a GL306-GL308 finding needs an operand that depends on parameters
+    plain = "import torch\n\ndef f(a, b):\n    return torch.sqrt(((a - b) ** 2).sum(-1)), a / a.norm(), torch.acos(a)\n"
+    assert codes(plain) == []
+    trained = plain.replace("):\n    return", "):\n    a = torch.nn.Parameter(a)\n    return")
+    assert sorted(codes(trained)) == ["GL306", "GL307", "GL308"]
+
+
+def test_learned_projection_outputs_are_never_zero():
+    src = ("import torch\nfrom torch import nn\n\nclass Clip(nn.Module):\n"
+           "    def __init__(self):\n        super().__init__()\n        self.proj = nn.Linear(8, 4)\n\n"
+           "    def forward(self, x):\n        e = self.proj(x)\n"
+           "        r = torch.mean(e ** 2, dim=-1) ** 0.5\n"
+           "        return e / e.norm(p=2, dim=-1, keepdim=True), r\n")
+    assert codes(src) == []
+    # a difference of two outputs can be exactly zero: flagged
+    diff = src.replace("e = self.proj(x)", "e = self.proj(x) - x")
+    assert sorted(codes(diff)) == ["GL306", "GL307"]
+
+
+def test_positive_constant_inside_the_root_is_the_eps():
+    src = ("import torch\n\ndef f(d):\n    d = torch.nn.Parameter(d)\n"
+           "    return torch.sqrt(d ** 2 + 0.5 ** 2), torch.sqrt(d ** 2 + d ** 2)\n")
+    assert codes(src) == ["GL306"]
+
+
+def test_hand_written_softmax_without_max_shift():
+    src = ("import torch\nimport torch.nn.functional as F\n\ndef f(z, y):\n"
+           "    p = torch.exp(z) / torch.exp(z).sum(-1, keepdim=True)\n"
+           "    return F.cross_entropy(p, y)\n")
+    # GL305 at the division, and GL303: the hand-written softmax feeds cross-entropy
+    assert sorted(codes(src)) == ["GL303", "GL305"]
+    shifted = src.replace("torch.exp(z)", "torch.exp(z - z.amax(-1, keepdim=True))")
+    assert "GL305" not in codes(shifted)
+
+
+def test_exp_of_log_softmax_into_cross_entropy():
+    src = ("import torch\nimport torch.nn.functional as F\n\ndef f(z, y):\n"
+           "    p = torch.exp(F.log_softmax(z, dim=-1))\n    q = F.log_softmax(z, dim=-1).exp()\n"
+           "    return F.cross_entropy(p, y) + F.cross_entropy(q, y)\n")
+    assert codes(src) == ["GL303", "GL303"]
+    # the log-probabilities themselves into CE are harmless (log_softmax is idempotent)
+    assert codes(src.replace("torch.exp(F.log_softmax(z, dim=-1))", "F.log_softmax(z, dim=-1)")
+                 .replace("F.log_softmax(z, dim=-1).exp()", "F.log_softmax(z, dim=-1)")) == []

@@ -55,6 +55,7 @@ def test_fix_fixture(path: Path):
 def test_safe_fixes_only_without_unsafe_flag():
     src = ("import torch\nimport torch.nn.functional as F\n\n"
            "def f(z, t):\n"
+           "    z = torch.nn.Parameter(z)\n"
            "    a = torch.log(F.softmax(z, dim=1))\n"
            "    b = F.binary_cross_entropy(torch.sigmoid(z), t)\n"
            "    c = torch.sqrt((z ** 2).sum(-1))\n"

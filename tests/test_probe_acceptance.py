@@ -14,6 +14,9 @@ from gradlint.probe.join import CONFIRMED, FOUND, confirmed_or_found
 from gradlint.probe.run import ProbeOptions, run_probe
 from tests.conftest import FIXTURES
 
+# Runs models in torch (the probe extra): outside the README's fast subset, `-m "not slow and not torch"`.
+pytestmark = pytest.mark.torch
+
 PROBE = FIXTURES / "probe"
 # bench/probe_gpu.sh runs these same tests on CUDA; CI and laptops run them on the CPU.
 DEVICE = os.environ.get("GRADLINT_PROBE_TEST_DEVICE", "cpu")

@@ -19,6 +19,9 @@ from gradlint.probe.run import ProbeOptions, run_probe
 from gradlint.probe.target import ProbeError
 from tests.conftest import FIXTURES, ROOT
 
+# Runs models in torch (the probe extra): outside the README's fast subset, `-m "not slow and not torch"`.
+pytestmark = pytest.mark.torch
+
 PROBE = FIXTURES / "probe"
 # bench/probe_gpu.sh runs these same tests on CUDA; CI and laptops run them on the CPU.
 DEVICE = os.environ.get("GRADLINT_PROBE_TEST_DEVICE", "cpu")

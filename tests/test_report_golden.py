@@ -18,7 +18,7 @@ from tests.report_samples import CWD, sample_result
 
 EXAMPLE = FIXTURES / "cli" / "example"
 GOLDENS = FIXTURES / "cli" / "goldens"
-EXTENSIONS = {"text": "txt", "json": "json", "sarif": "sarif", "github": "txt"}
+EXTENSIONS = {"text": "txt", "full": "txt", "json": "json", "sarif": "sarif", "github": "txt"}
 
 
 def normalise(text: str, fmt: str, root: Path | str) -> str:
@@ -44,7 +44,7 @@ def assert_golden(name: str, actual: str) -> None:
     assert actual == expected, f"{name} differs from its golden (re-bless with GRADLINT_BLESS=1 if intended)"
 
 
-@pytest.mark.parametrize("fmt", ["text", "json", "sarif", "github"])
+@pytest.mark.parametrize("fmt", ["text", "full", "json", "sarif", "github"])
 def test_example_run(fmt):
     proc = gradlint("check", "--format", fmt, cwd=EXAMPLE)
     assert proc.returncode == 1, proc.stderr

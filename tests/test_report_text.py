@@ -11,7 +11,7 @@ LINE = re.compile(r"^[^:]+:\d+:\d+: GL\d{3}( \[\*\])? .+$")
 
 
 def test_finding_lines_have_the_path_line_col_code_shape():
-    lines = [line for line in render_text(sample_result()).splitlines() if not line.startswith("    ")]
+    lines = render_text(sample_result()).splitlines()
     assert all(LINE.match(line) for line in lines[:4]), lines
     assert lines[2] == "pkg/model.py:3:21: GL001 syntax error: expected ':'"
     assert lines[3] == "pkg/model.py:10:1: GL001 [*] fixable"
@@ -19,15 +19,15 @@ def test_finding_lines_have_the_path_line_col_code_shape():
                         "(node '/body/Sigmoid_3', Sigmoid #14)")
 
 
-def test_multi_line_message_continues_indented():
+def test_multi_line_message_is_joined_into_one_line():
     lines = render_text(sample_result()).splitlines()
-    assert lines[:2] == ["models/my net é.py:7:5: GL001 50% of layers: saturated, at depth 12", "    second line"]
+    assert lines[0] == "models/my net é.py:7:5: GL001 50% of layers: saturated, at depth 12 second line"
 
 
 def test_summary():
     lines = render_text(sample_result()).splitlines()
-    assert lines[5:] == [
-        "Found 4 findings (1 error, 2 warnings, 1 info) in 4 files (1 path skipped).",
+    assert lines[4:] == [
+        "Found 4 findings (1 error, 2 warnings, 1 info) in 3 of 4 files (1 path skipped).",
         "[*] 1 fixable with `gradlint check --fix`.",
         "1 more fixable with `gradlint check --fix --unsafe-fixes`.",
     ]
@@ -39,7 +39,7 @@ def test_clean_summary():
 
 def test_quiet_has_no_summary():
     out = render_text(sample_result(), quiet=True)
-    assert len(out.splitlines()) == 5 and "Found" not in out
+    assert len(out.splitlines()) == 4 and "Found" not in out
     assert render_text(empty_result(), quiet=True) == ""
 
 

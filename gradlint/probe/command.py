@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from gradlint import PROBE_INSTALL_HINT
+
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
@@ -100,7 +102,7 @@ def probe(target: str, inputs: str | None, input_shape: tuple[int, ...] | None, 
         _fail(exc.message, exc.user_traceback)
     except ImportError as exc:
         if exc.name == "torch":
-            _fail("gradlint probe needs torch: pip install 'gradlint[probe]'")
+            _fail(f"gradlint probe needs torch: {PROBE_INSTALL_HINT}")
         raise
 
     from gradlint.probe import report as render
@@ -117,7 +119,7 @@ def probe(target: str, inputs: str | None, input_shape: tuple[int, ...] | None, 
         try:
             render.plot(report, plot)
         except ImportError:
-            _fail("--plot needs matplotlib: pip install 'gradlint[probe]'")
+            _fail(f"--plot needs matplotlib: {PROBE_INSTALL_HINT}")
         except OSError as exc:
             _fail(f"{plot}: cannot write the plot: {exc.strerror or exc}")
     if output_file is not None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gradlint import PROBE_INSTALL_HINT
 from gradlint.findings import Finding, SourceSpan
 from gradlint.probe.target import (
     ProbeError, Target, call_user, defined_in, definition_line, fail_from, load_function, load_target,
@@ -343,7 +344,7 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
     try:
         import torch
     except ImportError:
-        raise ProbeError("gradlint probe needs torch: pip install 'gradlint[probe]'") from None
+        raise ProbeError(f"gradlint probe needs torch: {PROBE_INSTALL_HINT}") from None
     from gradlint.config import ConfigError, load_config
     from gradlint.probe import gradcheck as gc
     from gradlint.probe import join

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gradlint.findings import RunResult
 
+# `text` is `concise` (one line per finding); `full` adds the source line, a caret and the fix.
+FORMATS = ("text", "concise", "full", "json", "sarif", "github")
 
-def render(fmt: str, result: RunResult, *, quiet: bool = False, color: bool = False) -> str:
-    if fmt == "text":
+
+def render(fmt: str, result: RunResult, *, quiet: bool = False, color: bool = False, **text_options: Any) -> str:
+    """text_options (text formats only): show_fixes, fixed, source_lines; see report.text."""
+    if fmt in ("text", "concise", "full"):
         from gradlint.report.text import render_text
 
-        return render_text(result, quiet=quiet, color=color)
+        return render_text(result, quiet=quiet, color=color, full=fmt == "full", **text_options)
     if fmt == "json":
         from gradlint.report.json import render_json
 

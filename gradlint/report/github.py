@@ -19,11 +19,12 @@ def escape_property(text: str) -> str:
 
 def annotation(f: Finding) -> str:
     props = [("file", f.path.replace("\\", "/"))]
-    if f.node is None:
+    # Annotations have no cells: a notebook's finding goes on the file, the cell named in the message.
+    if f.node is None and f.cell is None:
         props += [("line", str(f.span.line)), ("col", str(f.span.column)),
                   ("endLine", str(f.span.end_line)), ("endColumn", str(f.span.end_column))]
     props.append(("title", f"{f.code} ({f.name})"))
-    message = f.message
+    message = f.message if f.cell is None else f"cell {f.cell}, line {f.span.line}: {f.message}"
     if f.node is not None:
         # A binary model has no lines: say which node the finding is about instead.
         message += f" [node {f.node.name!r}, {f.node.op_type} #{f.node.index}]"

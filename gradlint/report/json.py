@@ -60,7 +60,8 @@ def finding_to_dict(f: Finding, cwd: str) -> dict[str, Any]:
         }
     graph = f.node is not None or f.path.endswith(".onnx")
     return {
-        "cell": None,
+        # ruff's key: the notebook cell (1-based, among all cells) the location is relative to.
+        "cell": f.cell,
         "code": f.code,
         "name": f.name,
         "severity": str(f.severity),

@@ -26,7 +26,8 @@ def _artifact(path: str, cwd: str) -> dict[str, Any]:
         rel = absolute.relative_to(Path(cwd))
     except ValueError:
         return {"uri": absolute.as_uri()}
-    return {"uri": quote(PurePosixPath(*rel.parts).as_posix()), "uriBaseId": "%SRCROOT%"}
+    # surrogateescape: a name with undecodable bytes is percent-encoded as the bytes it really has.
+    return {"uri": quote(PurePosixPath(*rel.parts).as_posix(), errors="surrogateescape"), "uriBaseId": "%SRCROOT%"}
 
 
 def _region(span: SourceSpan) -> dict[str, int]:
@@ -63,6 +64,10 @@ def _rule_descriptor(code: str, findings: list[Finding]) -> dict[str, Any]:
 def _result(f: Finding, rule_index: int, cwd: str) -> dict[str, Any]:
     artifact = _artifact(f.path, cwd)
     location: dict[str, Any] = {"physicalLocation": {"artifactLocation": artifact, "region": _region(f.span)}}
+    if f.cell is not None:
+        # The region's lines count within the cell; the notebook stays the artifact.
+        location["properties"] = {"cell": f.cell}
+        location["logicalLocations"] = [{"name": f"cell {f.cell}", "kind": "module"}]
     if f.node is not None:
         graph = str(f.data_dict.get("graph") or PurePosixPath(f.path.replace(os.sep, "/")).stem)
         location["logicalLocations"] = [{
@@ -89,6 +94,8 @@ def _result(f: Finding, rule_index: int, cwd: str) -> dict[str, Any]:
             }],
         }]
     props: dict[str, Any] = {"name": f.name, "severity": str(f.severity)}
+    if f.cell is not None:
+        props["cell"] = f.cell
     if f.data:
         props["data"] = jsonable(f.data_dict)
     out["properties"] = props

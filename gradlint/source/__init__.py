@@ -160,9 +160,6 @@ def parse(path: str, text: str, tree: ast.Module | None = None) -> SourceFile:
 
 
 def extract_python(path: Path, display: str):
-    """One `.py` file -> facts, a GL001 (what Python itself refuses) or a named skip (what gradlint's
-    parser cannot afford or cannot read). CPython judges first: libcst crashes (SIGSEGV) on
-    nesting CPython refuses, and hangs on some it accepts, so it only sees what both budgets allow."""
     from gradlint.api import FileFacts
 
     try:
@@ -174,6 +171,17 @@ def extract_python(path: Path, display: str):
         text = decode(data)
     except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
         return FileFacts(path=display, kind="python", input_errors=(InputError("GL001", f"cannot decode file: {exc}"),))
+    return extract_python_text(text, display)
+
+
+def extract_python_text(text: str, display: str):
+    """The facts of Python source already in memory (a file, stdin, a notebook's cells), a GL001
+    (what Python itself refuses) or a named skip (what gradlint's parser cannot afford or cannot
+    read). CPython judges first: libcst crashes (SIGSEGV) on nesting CPython refuses, and hangs on
+    some it accepts, so it only sees what both budgets allow."""
+    from gradlint.api import FileFacts
+
+    data = text.encode("utf-8", "surrogatepass")
     too_big = _over_size_budget(data, text)
     if too_big:
         return FileFacts(path=display, kind="python", skipped=too_big)

@@ -158,6 +158,10 @@ class TrainingFacts:
     assigns: tuple[Assign, ...] = ()
     # `p.register_hook(lambda g: g.clamp(-c, c))`: clipping by hook, per element
     hook_clipping: bool = False
+    # LightningModule subclasses of this file under automatic optimisation (no
+    # `self.automatic_optimization = False`): Lightning runs backward and step after their
+    # `training_step`
+    lightning_automatic: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,6 +182,9 @@ ENABLE_GRAD = frozenset({"torch.enable_grad", "torch.autograd.enable_grad", "tor
 SET_GRAD_ENABLED = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"})
 PL_TRAINERS = frozenset({"pytorch_lightning.Trainer", "lightning.Trainer", "lightning.pytorch.Trainer",
                          "lightning.pytorch.trainer.Trainer", "pytorch_lightning.trainer.Trainer"})
+LIGHTNING_MODULES = frozenset({"pytorch_lightning.LightningModule", "lightning.LightningModule",
+                               "lightning.pytorch.LightningModule", "lightning.pytorch.core.LightningModule",
+                               "pytorch_lightning.core.LightningModule"})
 HF_ARGS = frozenset({"transformers.TrainingArguments", "transformers.Seq2SeqTrainingArguments"})
 HF_TRAINERS = frozenset({"transformers.Trainer", "transformers.Seq2SeqTrainer"})
 TORCH_RECURRENT = {"torch.nn.RNN": "RNN", "torch.nn.LSTM": "LSTM", "torch.nn.GRU": "GRU",
@@ -630,7 +637,22 @@ class _Extractor:
         self.function(self.src.module, "<module>", None, None)
         functions = tuple(f for f in self.functions if f is not None)
         return TrainingFacts(functions=functions, stmts=tuple(self.stmts), assigns=tuple(self.assigns),
-                             hook_clipping=self.hook_clipping)
+                             hook_clipping=self.hook_clipping, lightning_automatic=self._lightning_automatic())
+
+    def _lightning_automatic(self) -> tuple[str, ...]:
+        out = []
+        for node in walk(self.src.module, stop=()):
+            if not isinstance(node, cst.ClassDef):
+                continue
+            bases = set().union(*(self.qualify(b.value) for b in node.bases)) if node.bases else set()
+            if bases.isdisjoint(LIGHTNING_MODULES):
+                continue
+            manual = any(isinstance(a, cst.Assign) and any(
+                _text(t.target) == "self.automatic_optimization" for t in a.targets)
+                and _text(a.value) == "False" for a in walk(node, stop=()))
+            if not manual:
+                out.append(node.name.value)
+        return tuple(out)
 
     def function(self, node, name: str, cls: str | None, parent: int | None) -> int:
         fid = len(self.functions)
@@ -994,6 +1016,9 @@ class _Extractor:
             return [Event("clip", span, fid, sid, ng, via="helper", name=text or attr)]
 
         # backward
+        if not q.isdisjoint({"torch.distributed.autograd.backward"}):
+            # distributed autograd: gradients live in the context, one per iteration
+            return [self._backward(call, "dist_autograd", _arg(call, 1, "roots"), ctx, sid)]
         if attr == "backward" and receiver is not None:
             if recv_text == "self" and "backward" in self.pre.methods:
                 return [self._local_call(call, "backward", "self", ctx, sid)]

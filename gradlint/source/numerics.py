@@ -119,6 +119,15 @@ class V:
     computed: bool = False  # made by an operation (not a parameter, literal, or factory)
     leaf: bool = False  # a fresh leaf: factory, Parameter, .detach() result
     safe_where: bool = False  # torch.where(m, x, safe): the double-where guard
+    # Terms of a sum that are cut from the graph (`aux.item()`, `reg.detach()`) while another
+    # term may carry gradient: (where it was cut, how). Only sums and differences keep them: a
+    # cut value used inside a computation (`(pred - target.detach()) ** 2`) is a stop-gradient.
+    cut_terms: frozenset[tuple[SourceSpan, str]] = frozenset()
+    # The output of a learned layer, or a square, sum, norm or positive probability made from
+    # one: an all-zero vector there has probability zero, so 0/0 and sqrt(0) are not a hazard
+    # (CLIP-style `emb / emb.norm()` on a projection's output; measured on the corpus: every
+    # such division was harmless).
+    dense: bool = False
 
     @property
     def nograd(self) -> bool:
@@ -184,6 +193,8 @@ def merge(a: V, b: V) -> V:
         computed=a.computed and b.computed,
         leaf=a.leaf or b.leaf,
         safe_where=a.safe_where or b.safe_where,
+        dense=a.dense and b.dense,
+        cut_terms=a.cut_terms & b.cut_terms,
     )
 
 
@@ -249,6 +260,9 @@ class ClassCtx:
     params: set[str] = field(default_factory=set)  # attributes that are nn.Parameter
     methods: set[str] = field(default_factory=set)
     quiet: bool = False
+    # `self.requires_grad` is read back somewhere in the class: a setting of the class's own,
+    # not an attempt to freeze the module
+    reads_requires_grad: bool = False
 
 
 class Extractor:
@@ -397,6 +411,7 @@ class Extractor:
                        quiet=parent_quiet or self.file_quiet or _quiet_class(name))
         methods = [s for s in node.body.body if isinstance(s, cst.FunctionDef)]
         ctx.methods = {m.name.value for m in methods}
+        ctx.reads_requires_grad = _reads_self_requires_grad(node)
         is_function = name in self.autograd_classes
         if is_function:
             # autograd does not trace inside a Function's forward/backward
@@ -477,6 +492,30 @@ class Extractor:
         if returns_values and not reads & set(grads):
             self.add(Site("GL405", "ignores-grad", self.span(fn.name),
                           detail=f"{cls.name.value}.backward", data=(("arguments", tuple(grads)),)))
+
+
+class _SelfRequiresGrad(cst.CSTVisitor):
+    """Counts `self.requires_grad` as written, and how many of those are assignment targets."""
+
+    def __init__(self) -> None:
+        self.uses = 0
+        self.stores = 0
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        if node.attr.value == "requires_grad" and isinstance(node.value, cst.Name) and node.value.value == "self":
+            self.uses += 1
+
+    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+        t = node.target
+        if isinstance(t, cst.Attribute) and t.attr.value == "requires_grad" and \
+                isinstance(t.value, cst.Name) and t.value.value == "self":
+            self.stores += 1
+
+
+def _reads_self_requires_grad(cls: cst.ClassDef) -> bool:
+    v = _SelfRequiresGrad()
+    cls.visit(v)
+    return v.uses > v.stores
 
 
 def _all_none(node: cst.BaseExpression) -> bool:
@@ -745,7 +784,7 @@ class FunctionWalk:
             self.x.add(Site("GL404", "module-attribute", span, detail=self.x.code(holder),
                             classes=tuple(sorted(hv.inst)), want="module"))
             return
-        if key == "self" and self.cls is not None:
+        if key == "self" and self.cls is not None and not self.cls.reads_requires_grad:
             self.x.add(Site("GL404", "module-attribute", span, detail="self", classes=(self.cls.name,),
                             want="module"))
             return
@@ -907,6 +946,9 @@ class FunctionWalk:
             self.check_divide(node, left, right, node.right, numerator=node.left)
             if number(node.left) == 1 and right.one_plus_exp and not right.nograd:
                 self.add_305(node, "1 / (1 + exp(-x))", "sigmoid")
+            if left.exp and right.sum_exp and not left.nograd:
+                # measured: exp(z) / exp(z).sum() at z = [100, 1] is [nan, 0] with a NaN gradient
+                self.add_305(node, "exp(z) / exp(z).sum()", "softmax")
         if op is cst.Power:
             exponent = number(node.right)
             if exponent == 0.5:
@@ -914,19 +956,37 @@ class FunctionWalk:
         return self.binop_value(op, left, right, node.left, node.right, node)
 
     def binop_value(self, op, left: V, right: V, lnode, rnode, node) -> V:
+        res = self._binop_value(op, left, right, lnode, rnode, node)
+        if op in (cst.Add, cst.Subtract):
+            terms = left.cut_terms | right.cut_terms
+            for side, other in ((left, right), (right, left)):
+                if side.cut in _TERM_CUTS and side.cut_span is not None and not side.const \
+                        and not other.nograd and (other.tensor or other.computed):
+                    terms |= {(side.cut_span, side.cut)}
+            if terms and not res.nograd:
+                res = replace(res, cut_terms=terms)
+        elif op is cst.Multiply and (number(lnode) is not None or number(rnode) is not None):
+            # `0.1 * aux_loss` keeps what the term is made of
+            res = replace(res, cut_terms=left.cut_terms | right.cut_terms)
+        return res
+
+    def _binop_value(self, op, left: V, right: V, lnode, rnode, node) -> V:
         base = _combine([left, right])
         ln = number(lnode) if lnode is not None else None
         rn = number(rnode) if rnode is not None else None
         if op is cst.Power:
             if rn == 2:
-                return replace(base, sq=True, tensor=left.tensor)
+                return replace(base, sq=True, tensor=left.tensor, dense=left.dense)
             return base
         if op is cst.Multiply:
             if lnode is not None and rnode is not None and self.x.code(lnode) == self.x.code(rnode):
-                return replace(base, sq=True)
+                return replace(base, sq=True, dense=left.dense)
             if rn is not None and 0 < rn < 1 and left.unit in (None, "loose"):
                 return replace(base, unit="strict" if left.unit else None)
             return replace(base, unit=left.unit if rn is not None and abs(rn) <= 1 else None)
+        if op is cst.Divide and left.exp and right.sum_exp:
+            # a hand-written softmax: what it feeds (cross-entropy, log) sees probabilities
+            return replace(base, prob="softmax", dense=True)
         if op is cst.Subtract:
             if ln == 1 and right.prob == "sigmoid":
                 return replace(base, prob="one_minus_sigmoid", prob_node=right.prob_node)
@@ -935,7 +995,10 @@ class FunctionWalk:
             return base
         if op is cst.Add:
             if (left.sq or left.sumsq) and (right.sq or right.sumsq):
-                return replace(base, sumsq=True)
+                if left.const or right.const:
+                    # a positive constant squared inside the root is the eps (sqrt(d**2 + 1**2))
+                    return replace(base, clamped=True)
+                return replace(base, sumsq=True, dense=left.dense and right.dense)
             if left.sq or left.sumsq or right.sq or right.sumsq:
                 return replace(base, clamped=True)
             if (ln == 1 and right.exp) or (rn == 1 and left.exp):
@@ -998,17 +1061,22 @@ class FunctionWalk:
             return V(prob=callee.callret, computed=True, tensor=True, params=first.params,
                      out=first.out, cut=first.cut, cut_span=first.cut_span)
         if callee.inst:
-            return V(out=callee.inst, computed=True, tensor=True, params=True)
+            return V(out=callee.inst, computed=True, tensor=True, params=True, dense=True)
         if owner == "self" and self.cls is not None:
-            return V(out=frozenset({self.cls.name}), computed=True, tensor=True, params=True)
+            return V(out=frozenset({self.cls.name}), computed=True, tensor=True, params=True, dense=True)
         if owner and owner.startswith("self.") and owner.count(".") == 1 and (
                 callee.module or callee.params or self.cls is None or owner[5:] not in self.cls.methods):
             # a submodule (or an attribute set outside __init__): its parameters carry gradient
             # whatever its input
-            return V(computed=True, tensor=True, params=callee.module or callee.params or bool(callee.inst))
+            carries = callee.module or callee.params or bool(callee.inst)
+            return V(computed=True, tensor=True, params=carries, dense=carries)
         if callee.module:
-            return V(computed=True, tensor=True, params=True)
+            return V(computed=True, tensor=True, params=True, dense=True)
         res = _combine(vals)
+        if callee == UNKNOWN:
+            # An unknown callable (a model passed as an argument, a factory's result): what it
+            # returns is unknown, never "cut" because its inputs were made by torch.tensor().
+            return V(computed=True, tensor=res.tensor)
         return replace(res, rg=frozenset(), tensor=res.tensor)
 
     def builtin_call(self, node: cst.Call, fname: str) -> V:
@@ -1081,6 +1149,10 @@ class FunctionWalk:
         if isq(VARIABLE):
             return self.variable(node, kw)
         if isq(FACTORIES):
+            rg = kw.get("requires_grad")
+            if isinstance(rg, cst.Name) and rg.value == "True":
+                # a trainable leaf (torch.zeros(..., requires_grad=True)): carries gradient
+                return V(leaf=True, tensor=True, params=True)
             return V(const=True, leaf=True, tensor=True)
         for qn, why in CUTTING_FUNCTIONS.items():
             if qn in names:
@@ -1096,6 +1168,9 @@ class FunctionWalk:
                 self.add_305(node, "log1p(exp(x))", "softplus")
             return replace(_combine(vals), tensor=True)
         if "torch.exp" in names:
+            if first.prob == "log_softmax":
+                # exp(log_softmax(x)) is softmax(x): probabilities again
+                return replace(_combine([first]), prob="softmax", tensor=True, dense=True)
             return replace(_combine([first]), exp=not first.max_shifted, tensor=True,
                            const=first.const)
         if isq({"torch.sum", "torch.mean"}):
@@ -1113,12 +1188,12 @@ class FunctionWalk:
             if e == 0.5:
                 self.check_sqrt(node, pos[0], first, "torch.pow(x, 0.5)", need_tensor=False)
             if e == 2:
-                return replace(_combine([first]), sq=True, tensor=True)
+                return replace(_combine([first]), sq=True, tensor=True, dense=first.dense)
             return replace(_combine(vals), tensor=True)
         if "torch.square" in names:
-            return replace(_combine([first]), sq=True, tensor=True)
+            return replace(_combine([first]), sq=True, tensor=True, dense=first.dense)
         if isq({"torch.norm", "torch.linalg.norm", "torch.linalg.vector_norm", "torch.frobenius_norm"}):
-            return replace(_combine([first]), norm="norm()", tensor=True)
+            return replace(_combine([first]), norm="norm()", tensor=True, dense=first.dense)
         if "torch.std" in names:
             return replace(_combine([first]), norm="std()", tensor=True)
         if "torch.var" in names:
@@ -1168,12 +1243,13 @@ class FunctionWalk:
         return replace(res, rg=frozenset())
 
     def prob_value(self, kind: str, node: cst.Call, first: V) -> V:
-        return V(prob=kind, prob_node=node, tensor=True, computed=True, params=first.params,
+        # softmax and sigmoid outputs are strictly positive: dense
+        return V(prob=kind, prob_node=node, tensor=True, computed=True, params=first.params, dense=True,
                  out=frozenset(), cut=first.cut, cut_span=first.cut_span, const=first.const,
                  param_cuts=first.param_cuts)
 
     def reduce_value(self, r: V, mean: bool) -> V:
-        res = replace(_combine([r]), tensor=True, rg=r.rg)
+        res = replace(_combine([r]), tensor=True, rg=r.rg, dense=r.dense)
         if r.sq or r.sumsq:
             res = replace(res, sumsq=True)
         if r.exp and not mean:
@@ -1215,6 +1291,8 @@ class FunctionWalk:
             return replace(_combine([r]), tensor=True)
         if meth == "log1p" and not pos and r.exp and not r.nograd:
             self.add_305(node, "log1p(exp(x))", "softplus")
+        if meth == "exp" and not pos and r.prob == "log_softmax":
+            return replace(_combine([r]), prob="softmax", tensor=True, dense=True)
         if meth == "exp" and not pos:
             return replace(_combine([r]), exp=not r.max_shifted, tensor=True, const=r.const)
         if meth in ("sum", "mean", "nansum") and not r.numpy:
@@ -1232,13 +1310,13 @@ class FunctionWalk:
             if e == 0.5:
                 self.check_sqrt(node, recv_node, r, ".pow(0.5)", need_tensor=False)
             if e == 2:
-                return replace(_combine([r]), sq=True, tensor=True)
+                return replace(_combine([r]), sq=True, tensor=True, dense=r.dense)
         if meth in ("max", "amax", "logsumexp"):
             return replace(_combine([r]), is_max=True, tensor=True)
         if meth == "square" and not pos:
-            return replace(_combine([r]), sq=True, tensor=True)
+            return replace(_combine([r]), sq=True, tensor=True, dense=r.dense)
         if meth == "norm" and not r.numpy:
-            return replace(_combine([r]), norm="norm()", tensor=True)
+            return replace(_combine([r]), norm="norm()", tensor=True, dense=r.dense)
         if meth == "std" and not r.numpy:
             return replace(_combine([r]), norm="std()", tensor=True)
         if meth == "var" and not r.numpy:
@@ -1290,7 +1368,7 @@ class FunctionWalk:
         if meth in _MOVE:
             return r
         if meth in KEEP:
-            return replace(r, crit=None, callret=None, module=False, inst=frozenset(),
+            return replace(r, crit=None, callret=None, module=False, inst=frozenset(), dense=r.dense and not r.module,
                            tensor=r.tensor or bool(r.prob))
         if meth in ("apply",) and isinstance(recv_node, cst.Name) and recv_node.value in self.x.autograd_classes:
             return V(computed=True, tensor=True)
@@ -1349,8 +1427,8 @@ class FunctionWalk:
         self.x.add(Site("GL305", instead, self.x.span(node), detail=pattern))
 
     def check_sqrt(self, node: cst.CSTNode, arg_node: cst.BaseExpression, a: V, how: str, need_tensor: bool) -> None:
-        if self.hazard_quiet() or a.nograd or a.numpy or a.clamped:
-            return
+        if self.hazard_quiet() or a.nograd or a.numpy or a.clamped or not a.params or a.dense:
+            return  # no gradient carried (RULES.md: "carries gradient"), or never exactly zero
         if not (a.sq or a.sumsq):
             return
         if need_tensor and not a.tensor:
@@ -1362,12 +1440,14 @@ class FunctionWalk:
                      numerator: cst.BaseExpression | None = None) -> None:
         if self.hazard_quiet() or not den.norm or den.clamped or den.nograd or num.nograd:
             return
+        if not (den.params or num.params) or den.dense:
+            return  # nothing trainable upstream, or the norm of a learned projection (never 0)
         if self.cls is not None and self.cls.quiet:
             return
         self.x.add(Site("GL307", den.norm, self.x.span(node), detail=self.x.code(den_node)[:80]))
 
     def check_acos(self, node: cst.Call, arg_node: cst.BaseExpression, a: V, fn: str) -> None:
-        if self.hazard_quiet() or a.nograd or a.unit == "strict":
+        if self.hazard_quiet() or a.nograd or a.unit == "strict" or not a.params:
             return
         kind = "loose-clamp" if a.unit == "loose" else "unclamped"
         self.x.add(Site("GL308", kind, self.x.span(node), detail=fn.rstrip("_")))
@@ -1424,6 +1504,10 @@ class FunctionWalk:
                 continue
             self.x.add(Site("GL401", "requires-grad", span, detail=name,
                             data=(("backward_line", self.x.span(node).line),)))
+        if v.cut_terms and not v.nograd:
+            for span, how in sorted(v.cut_terms, key=lambda e: (e[0].line, e[0].column)):
+                self.x.add(Site("GL407", how, span, detail=self.x.code(target)[:60],
+                                data=(("backward_line", self.x.span(node).line),)))
         if v.cut in _GRAPH_BREAKS and not v.rg:
             where = v.cut_span.line if v.cut_span else None
             self.x.add(Site("GL402", v.cut, self.x.span(node), detail=self.x.code(target)[:60],
@@ -1583,6 +1667,9 @@ _AUG = {cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAs
 _ARITH = frozenset("add sub mul div neg mean sum add_ sub_ mul_ div_ abs pow float double half to view reshape "
                    "squeeze unsqueeze".split())
 _LOSSY = re.compile(r"loss|cost|objective|obj\b", re.I)
+# How a term of a loss sum is cut (GL407): the value is kept, its gradient is not.
+_TERM_CUTS = frozenset({".item()", ".detach()", ".tolist()", "float()"}) | frozenset(
+    f"{n}(...)" for n in ("tensor", "as_tensor", "Tensor", "FloatTensor", "scalar_tensor"))
 _GRAPH_BREAKS = frozenset({".item()", ".tolist()", ".numpy()", "argmax", "argmin", "round", "numpy", "float()",
                            "int()", "comparison", "Variable(..., requires_grad=True)"}) | frozenset(
     f"{n}(...)" for n in ("tensor", "as_tensor", "from_numpy", "Tensor", "FloatTensor", "DoubleTensor",

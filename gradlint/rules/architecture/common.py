@@ -79,10 +79,22 @@ def chain_cause(chain: Chain) -> str:
         if label not in acts:
             acts.append(label)
     inits: list[str] = []
+    measured: list[float] = []
     for step in chain.steps:
+        var = step.layer.init.get("variance") if step.layer.init.scheme == "measured" else None
+        if isinstance(var, (int, float)):
+            # An ONNX model's layers each have their own std: a range, not one entry per layer
+            # (a 30-layer export once made a 600-character message).
+            measured.append(float(var) ** 0.5)
+            continue
         d = describe_init(step.layer)
         if d not in inits:
             inits.append(d)
+    if len(measured) == 1:
+        inits.insert(0, f"weights with std {measured[0]:.3g}")
+    elif measured:
+        inits.insert(0, f"weights with std {min(measured):.3g} to {max(measured):.3g}")
+    acts, inits = _summarise(acts), _summarise(inits)
     factors = [s.factor for s in chain.steps[1:] if s.factor is not None]
     per = ""
     if factors:
@@ -92,6 +104,13 @@ def chain_cause(chain: Chain) -> str:
         geo **= 1 / len(factors)
         per = f": χ ≈ {geo:.2g} per layer"
     return f"{', '.join(acts)}, {'; '.join(inits)}{per}"
+
+
+def _summarise(items: list[str], keep: int = 3) -> list[str]:
+    """At most `keep` + 1 entries: the first ones, a count of the rest, and the last."""
+    if len(items) <= keep + 1:
+        return items
+    return items[: keep - 1] + [f"{len(items) - keep} more"] + items[-1:]
 
 
 def chain_data(network: Network, chain: Chain, **extra) -> dict:

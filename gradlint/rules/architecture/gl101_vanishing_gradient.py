@@ -32,8 +32,8 @@ class VanishingGradient(Rule):
     first, and reports chains whose predicted gain ‖∂L/∂z_first‖ / ‖∂L/∂z_last‖ is below
     `vanishing-threshold`. A chain is a run of Linear/Conv layers with no normalisation and no
     residual connection between them; each layer multiplies the squared gradient norm by
-    χ = fan_in·σ²·E[φ'(z)²] (see DESIGN.md), which for PyTorch's default init before a sigmoid is
-    about 0.02.
+    χ = fan_in·σ²·E[φ'(z)²] (the README's "How gradlint predicts" section), which for PyTorch's
+    default init before a sigmoid is about 0.02.
 
     ## Why is this bad?
     The first layers of such a chain receive gradients many orders of magnitude smaller than the
@@ -65,7 +65,7 @@ class VanishingGradient(Rule):
     ## References
     - Glorot & Bengio, *Understanding the difficulty of training deep feedforward neural networks* (2010).
     - Schoenholz et al., *Deep Information Propagation* (2017): the χ criterion.
-    - `bench/measure_chains.py` measures the predictions in torch (DESIGN.md's table).
+    - `bench/measure_chains.py` measures the predictions in torch (the README's table).
     """
 
     code = "GL101"

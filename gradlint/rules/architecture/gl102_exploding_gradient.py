@@ -31,7 +31,7 @@ class ExplodingGradient(Rule):
     ## What it does
     Reports chains of layers (no normalisation, no residual between them) whose predicted backward
     gain ‖∂L/∂z_first‖ / ‖∂L/∂z_last‖ exceeds `exploding-threshold`, computed from the layers,
-    activations and initialisation as DESIGN.md describes.
+    activations and initialisation as the README's "How gradlint predicts" section describes.
 
     ## Why is this bad?
     Gradients grow layer after layer: the first layers get updates thousands of times larger than

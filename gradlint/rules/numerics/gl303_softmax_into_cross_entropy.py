@@ -23,7 +23,8 @@ class SoftmaxIntoCrossEntropy(SiteRule):
     inline `softmax`, a local variable holding one, an `nn.Softmax` module, or the output of a
     model whose `forward` returns a softmax (directly or through its last assignment), followed
     across the files of the run from `model = Net(...)` and `out = model(x)` to
-    `crit = nn.CrossEntropyLoss(); crit(out, y)`.
+    `crit = nn.CrossEntropyLoss(); crit(out, y)`. `exp(log_softmax(x))` and a hand-written
+    `exp(z) / exp(z).sum()` are softmax probabilities too.
 
     A model that returns probabilities is not by itself a mistake (policy networks feed
     `Categorical(probs)`; softmax is how attention, pooling and gating weigh things), so only the
@@ -58,6 +59,9 @@ class SoftmaxIntoCrossEntropy(SiteRule):
     summary = "Cross-entropy applied to softmax probabilities (floor on the loss, shrunk gradients)"
 
     invalid = [
+        Example("import torch\nimport torch.nn.functional as F\n\n"
+                "def step(logits, y):\n    p = torch.exp(F.log_softmax(logits, dim=1))\n    return F.cross_entropy(p, y)\n",
+                note="exp(log_softmax(x)) is softmax(x)"),
         Example("import torch\nimport torch.nn.functional as F\n\n"
                 "def step(logits, y):\n    return F.cross_entropy(F.softmax(logits, dim=1), y)\n"),
         Example("import torch\nfrom torch import nn\n\n"

@@ -7,14 +7,15 @@ from gradlint.registry import Example, RuleContext
 from gradlint.rules.numerics.base import SiteRule
 from gradlint.source.numerics_facts import Site
 
-_USE = {"sigmoid": "torch.sigmoid(x)", "softplus": "F.softplus(x)", "logsumexp": "torch.logsumexp(x, dim)"}
+_USE = {"softmax": "torch.softmax(z, dim)", "sigmoid": "torch.sigmoid(x)", "softplus": "F.softplus(x)", "logsumexp": "torch.logsumexp(x, dim)"}
 
 
 class HandWrittenUnstableFunction(SiteRule):
     """
     ## What it does
     Flags `1 / (1 + exp(-x))`, `log(1 + exp(x))` (and `log1p(exp(x))`, `x.exp().add(1).log()`)
-    and `log(sum(exp(x)))` written with torch operations, through local variables. Not flagged:
+    and `log(sum(exp(x)))` written with torch operations, and a softmax written as
+    `exp(z) / exp(z).sum(...)` with no max-shift, through local variables. Not flagged:
     constant operands, detached or no-grad operands, and the stable max-shifted log-sum-exp
     (`x - x.max()` inside the exp).
 
@@ -53,6 +54,8 @@ class HandWrittenUnstableFunction(SiteRule):
         Example("import torch\n\ndef f(x):\n    e = torch.exp(x)\n    s = e.sum(-1)\n    return s.log()\n",
                 note="through variables"),
         Example("import torch\n\ndef f(x):\n    return torch.log1p(torch.exp(x))\n"),
+        Example("import torch\n\ndef f(z):\n    e = torch.exp(z)\n    return e / e.sum(dim=-1, keepdim=True)\n",
+                note="a softmax with no max-shift: exp(100) is inf, inf / inf is NaN"),
     ]
     valid = [
         Example("import torch\nimport torch.nn.functional as F\n\ndef f(x):\n"
@@ -67,6 +70,8 @@ class HandWrittenUnstableFunction(SiteRule):
         Example("import torch\n\ndef f(x):\n    m = x.max(dim=1, keepdim=True).values\n"
                 "    return m + torch.log(torch.exp(x - m).sum(1, keepdim=True))\n",
                 note="max-shifted log-sum-exp"),
+        Example("import torch\n\ndef f(z):\n    e = torch.exp(z - z.max(dim=-1, keepdim=True).values)\n"
+                "    return e / e.sum(dim=-1, keepdim=True)\n", note="max-shifted softmax"),
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:

@@ -8,6 +8,9 @@ from gradlint.rules.numerics.base import SiteRule
 from gradlint.source.numerics_facts import Site
 
 
+_MODULE = 'import torch\nfrom torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.f = nn.Linear(8, 8)\n\n    def forward(self, a, b):\n        x = self.f(a) - b\n'
+
+
 class SqrtAtZero(SiteRule):
     """
     ## What it does
@@ -19,6 +22,11 @@ class SqrtAtZero(SiteRule):
     Not flagged: `x.norm()`, `torch.linalg.vector_norm`, `torch.cdist`, `F.pairwise_distance`
     (their gradients are defined at 0), detached or no-grad operands, and helpers that clamp
     before the sqrt.
+
+    Carries gradient: the root's operand must depend on parameters (a module's layers or
+    `nn.Parameter`s, or a leaf made with `requires_grad=True`); a root of plain inputs, config
+    values or data is not flagged, and neither is the RMS of a learned layer's output (never
+    exactly zero) nor a sum with a positive constant inside the root (that constant is the eps).
 
     ## Why is this bad?
     d sqrt(s)/ds = 1 / (2 sqrt(s)) is infinite at s = 0, and the chain rule multiplies it by
@@ -52,17 +60,18 @@ class SqrtAtZero(SiteRule):
     inputs = frozenset({"python", "onnx"})
 
     invalid = [
-        Example("import torch\n\ndef d(a, b):\n    return torch.sqrt(((a - b) ** 2).sum(-1))\n",
-                fixed="import torch\n\ndef d(a, b):\n    return torch.sqrt(((a - b) ** 2).sum(-1) + 1e-12)\n"),
-        Example("import torch\n\ndef d(x):\n    return x.pow(2).sum(dim=1).sqrt()\n",
-                fixed="import torch\n\ndef d(x):\n    return (x.pow(2).sum(dim=1) + 1e-12).sqrt()\n"),
-        Example("import torch\n\ndef d(x):\n    return torch.rsqrt(x.pow(2).mean(-1, keepdim=True))\n"),
-        Example("import torch\n\ndef d(x, y):\n    return torch.sqrt(x ** 2 + y ** 2)\n"),
-        Example("import torch\n\ndef d(x):\n    return (x * x).sum(1) ** 0.5\n"),
-        Example("import torch\n\ndef d(a, b):\n    sq = (a - b).square().sum(-1)\n    return sq.pow(0.5)\n",
-                note="through a variable"),
-        Example("import torch\n\ndef d(a, b):\n    s = torch.clamp(((a - b) ** 2).sum(-1), min=0)\n"
-                "    return torch.sqrt(s)\n", note="clamp(min=0) does not move it away from 0"),
+        Example(_MODULE + "        return torch.sqrt((x ** 2).sum(-1))\n",
+                fixed=_MODULE + "        return torch.sqrt((x ** 2).sum(-1) + 1e-12)\n"),
+        Example(_MODULE + "        return x.pow(2).sum(dim=1).sqrt()\n",
+                fixed=_MODULE + "        return (x.pow(2).sum(dim=1) + 1e-12).sqrt()\n"),
+        Example(_MODULE + "        return torch.rsqrt(x.pow(2).mean(-1, keepdim=True))\n"),
+        Example(_MODULE + "        y = self.f(b) - a\n        return torch.sqrt(x ** 2 + y ** 2)\n"),
+        Example(_MODULE + "        return (x * x).sum(1) ** 0.5\n"),
+        Example(_MODULE + "        sq = x.square().sum(-1)\n        return sq.pow(0.5)\n", note="through a variable"),
+        Example(_MODULE + "        s = torch.clamp((x ** 2).sum(-1), min=0)\n        return torch.sqrt(s)\n",
+                note="clamp(min=0) does not move it away from 0"),
+        Example("import torch\n\ndef radius(n):\n    w = torch.zeros(n, requires_grad=True)\n    return torch.sqrt((w ** 2).sum())\n",
+                note="a leaf that requires grad (zero at init: the gradient is NaN at once)"),
     ]
     valid = [
         Example("import torch\n\ndef d(a, b):\n    return (a - b).norm(dim=-1), torch.linalg.vector_norm(a - b, dim=-1)\n"),
@@ -80,6 +89,11 @@ class SqrtAtZero(SiteRule):
                 "def d(a, b):\n    return safe_sqrt(((a - b) ** 2).sum(-1))\n", note="a helper that clamps"),
         Example("import torch\n\ndef rms(x, eps=1e-6):\n    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)\n",
                 note="RMSNorm with eps"),
+        Example("import torch\n\ndef d(a, b):\n    return torch.sqrt(((a - b) ** 2).sum(-1))\n",
+                note="plain inputs: nothing upstream is known to carry gradient"),
+        Example(_MODULE + "        return torch.sqrt(x ** 2 + 1.0 ** 2)\n", note="a positive constant inside the root"),
+        Example(_MODULE + "        h = self.f(a)\n        return torch.mean(h ** 2, dim=-1) ** 0.5\n",
+                note="the RMS of a learned layer's output is never exactly 0"),
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:

@@ -8,6 +8,9 @@ from gradlint.rules.numerics.base import SiteRule
 from gradlint.source.numerics_facts import Site
 
 
+_MODULE = 'import torch\nfrom torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.f = nn.Linear(8, 8)\n\n    def forward(self, a, b):\n        x = self.f(a) - b\n'
+
+
 class DivideByNormWithoutEps(SiteRule):
     """
     ## What it does
@@ -17,6 +20,11 @@ class DivideByNormWithoutEps(SiteRule):
 
     Not flagged: `F.normalize`, `layer_norm`, norm layers (they add eps), detached or no-grad
     operands, data pipelines (datasets, transforms).
+
+    Carries gradient: the divided value or the divisor must depend on parameters (a module's
+    layers or `nn.Parameter`s, or a leaf made with `requires_grad=True`). Dividing the output of
+    a learned projection by its own norm (CLIP-style embeddings) is not flagged: that vector is
+    never exactly zero. A difference, a ReLU output or a masked value can be, and is flagged.
 
     ## Why is this bad?
     An all-zero vector (padding, a dead feature, a constant channel) gives 0/0: the output and
@@ -41,11 +49,11 @@ class DivideByNormWithoutEps(SiteRule):
     inputs = frozenset({"python", "onnx"})
 
     invalid = [
-        Example("import torch\n\ndef f(x):\n    return x / x.norm(dim=-1, keepdim=True)\n"),
-        Example("import torch\n\ndef f(x):\n    return (x - x.mean(0)) / x.std(0)\n"),
-        Example("import torch\n\ndef f(x):\n    var = x.var(-1, keepdim=True)\n    return x / torch.sqrt(var)\n"),
-        Example("import torch\n\ndef f(x):\n    n = torch.linalg.norm(x, dim=1, keepdim=True)\n    x /= n\n    return x\n"),
-        Example("import torch\n\ndef f(x):\n    return torch.div(x, x.norm(p=2, dim=1, keepdim=True))\n"),
+        Example(_MODULE + "        return x / x.norm(dim=-1, keepdim=True)\n"),
+        Example(_MODULE + "        return (x - x.mean(0)) / x.std(0)\n"),
+        Example(_MODULE + "        var = x.var(-1, keepdim=True)\n        return x / torch.sqrt(var)\n"),
+        Example(_MODULE + "        n = torch.linalg.norm(x, dim=1, keepdim=True)\n        x /= n\n        return x\n"),
+        Example(_MODULE + "        return torch.div(x, x.norm(p=2, dim=1, keepdim=True))\n"),
     ]
     valid = [
         Example("import torch.nn.functional as F\n\ndef f(x):\n    return F.normalize(x, dim=-1)\n"),

@@ -8,6 +8,9 @@ from gradlint.rules.numerics.base import SiteRule
 from gradlint.source.numerics_facts import Site
 
 
+_MODULE = 'import torch\nfrom torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.f = nn.Linear(8, 8)\n\n    def forward(self, a, b):\n        x = self.f(a) - b\n'
+
+
 class AcosWithoutMargin(SiteRule):
     """
     ## What it does
@@ -16,6 +19,10 @@ class AcosWithoutMargin(SiteRule):
     the domain but not away from the ends. Not flagged: `clamp(-1 + eps, 1 - eps)` or any
     non-literal margin, constants, detached or no-grad operands. ONNX graphs are read too (the
     ONNX front-end matches the pattern).
+
+    Carries gradient: the argument must depend on parameters (a module's layers or
+    `nn.Parameter`s, or a leaf made with `requires_grad=True`); angles of plain inputs are not
+    flagged.
 
     ## Why is this bad?
     d acos(x)/dx = -1 / sqrt(1 - x²) is infinite at ±1, and a cosine similarity of two equal
@@ -42,11 +49,12 @@ class AcosWithoutMargin(SiteRule):
     inputs = frozenset({"python", "onnx"})
 
     invalid = [
-        Example("import torch\nimport torch.nn.functional as F\n\ndef f(a, b):\n"
-                "    return torch.acos(F.cosine_similarity(a, b))\n"),
-        Example("import torch\n\ndef f(c):\n    return torch.acos(torch.clamp(c, -1.0, 1.0))\n",
+        Example("import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\nclass M(nn.Module):\n"
+                "    def __init__(self):\n        super().__init__()\n        self.f = nn.Linear(8, 8)\n\n"
+                "    def forward(self, a, b):\n        return torch.acos(F.cosine_similarity(self.f(a), b))\n"),
+        Example(_MODULE + "        c = self.f(a).sum(-1)\n        return torch.acos(torch.clamp(c, -1.0, 1.0))\n",
                 note="clamp(-1, 1) is still flagged"),
-        Example("import torch\n\ndef f(c):\n    c = c.clamp(-1, 1)\n    return c.asin()\n"),
+        Example(_MODULE + "        c = self.f(a).sum(-1).clamp(-1, 1)\n        return c.asin()\n"),
     ]
     valid = [
         Example("import torch\n\ndef f(c, eps=1e-7):\n    return torch.acos(torch.clamp(c, -1 + eps, 1 - eps))\n"),
@@ -54,6 +62,8 @@ class AcosWithoutMargin(SiteRule):
         Example("import torch\n\ndef f(c):\n    return torch.acos(c.detach())\n", note="detached"),
         Example("import torch\n\ndef f(c):\n    with torch.no_grad():\n        return torch.acos(c)\n", note="no-grad"),
         Example("import torch\n\nPI = torch.acos(torch.zeros(1)).item() * 2\n", note="a constant"),
+        Example("import torch\n\ndef f(c):\n    return torch.acos(c)\n",
+                note="a plain input: nothing upstream is known to carry gradient"),
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:

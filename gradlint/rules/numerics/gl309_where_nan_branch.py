@@ -16,6 +16,9 @@ class WhereNanBranch(SiteRule):
     by an eps or guarded by an inner `where` before the operation. ONNX graphs are read too
     (the ONNX front-end matches the pattern).
 
+    When the unsafe branch is itself a hand-written unstable function (`log(1 + exp(x))`),
+    GL305 reports that line instead (one finding per line).
+
     ## Why is this bad?
     `where` selects values, but autograd differentiates both branches everywhere and multiplies
     the unselected one by 0: an infinite local gradient times 0 is NaN. Measured in torch:
@@ -69,7 +72,13 @@ class WhereNanBranch(SiteRule):
                 note="no-grad"),
     ]
 
-    def message(self, site: Site, ctx: RuleContext) -> str:
+    def message(self, site: Site, ctx: RuleContext) -> str | None:
+        if "GL305" in ctx.enabled and any(
+                other.code == "GL305" and other.span.line == site.span.line
+                for other in ctx.facts.numerics.sites):
+            # One finding per line: the hand-written function (GL305, whose fix removes the
+            # where's unsafe branch altogether) is the more specific report.
+            return None
         op = "division by" if site.kind == "division" else f"{site.kind} of"
         return (f"torch.where branch computes {op} unclamped `{site.detail}`: the masked-out branch's "
                 "infinite gradient times 0 is NaN; make the operand safe before the op")

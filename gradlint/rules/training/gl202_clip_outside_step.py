@@ -15,7 +15,9 @@ class ClipOutsideStep(steps.StepRule):
     Flags a gradient clip (`clip_grad_norm_`, `clip_grad_value_`, `accelerator.clip_grad_norm_`,
     ...) that runs after the optimizer step or before `backward()`, when no clip sits between
     `backward()` and the step. Steps inside step functions and closures (LBFGS) are followed;
-    SAM's `first_step`/`second_step` count as steps.
+    SAM's `first_step`/`second_step` count as steps. A torch clip inside `training_step` of a
+    `LightningModule` under automatic optimisation is flagged too: Lightning runs backward and
+    the step after `training_step` returns.
 
     ## Why is this bad?
     The optimizer has already applied the unclipped gradients when the clip runs after
@@ -57,6 +59,17 @@ class ClipOutsideStep(steps.StepRule):
     fix_title = "Move the clip before the optimizer step"
 
     invalid = [
+        Example("""\
+import lightning as L
+import torch
+
+
+class Model(L.LightningModule):
+    def training_step(self, batch, batch_idx):
+        loss = self.net(batch).mean()
+        torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
+        return loss
+""", note="Lightning's automatic optimisation: backward runs after training_step"),
         Example("""\
 import torch
 
@@ -110,6 +123,24 @@ def train_step(model, optimizer, batch):
 """, note="step function; the clip comes after zero_grad too"),
     ]
     valid = [
+        Example("""\
+import lightning as L
+import torch
+
+
+class Model(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        loss = self.net(batch).mean()
+        opt.zero_grad()
+        self.manual_backward(loss)
+        torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
+        opt.step()
+""", note="manual optimisation: the clip sits between backward and step"),
         Example("""\
 import torch
 
@@ -194,6 +225,7 @@ def train(model, loader, accelerator, optimizer):
     ]
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
+        yield from self._lightning_training_step(ctx, facts)
         for c in steps.contexts(facts):
             clips = [f for f in c.of("clip") if not steps.is_measuring(f.event)]
             if not clips:
@@ -226,6 +258,26 @@ def train(model, loader, accelerator, optimizer):
                     yield ctx.finding(
                         f"`{clip.event.name}` runs before `backward()`: it clips stale gradients, not the ones the step applies",
                         clip.event.span)
+
+    def _lightning_training_step(self, ctx: RuleContext, facts) -> Iterator[Finding]:
+        """A clip in `training_step` of a LightningModule under automatic optimisation: Lightning
+        calls backward and the optimizer step after training_step returns, so the clip sees the
+        gradients cleared before this step (None or zeros) and changes nothing."""
+        automatic = set(getattr(facts, "lightning_automatic", ()))
+        if not automatic:
+            return
+        from gradlint.source.loops import iter_events
+
+        for fn in facts.functions:
+            if fn.name != "training_step" or fn.cls not in automatic:
+                continue
+            for ev in iter_events(fn.body):
+                if ev.kind == "clip" and ev.via == "torch" and not steps.is_measuring(ev):
+                    yield ctx.finding(
+                        f"`{ev.name}` in `{fn.cls}.training_step` runs before Lightning's backward "
+                        "(automatic optimisation): it clips no gradient of this step; use "
+                        "`Trainer(gradient_clip_val=...)` or `configure_gradient_clipping`",
+                        ev.span)
 
     def _fix(self, ctx: RuleContext, facts, clip, step) -> Fix | None:
         source = ctx.facts.source

@@ -85,6 +85,22 @@ for epoch in range(10):
     ]
     valid = [
         Example("""\
+for _ in range(steps):
+    img = torch.zeros(1, 3, 8, 8, requires_grad=True)
+    opt = torch.optim.Adam([img], lr=0.1)
+    net(img).sum().backward()
+    opt.step()
+""", note="a fresh leaf and optimizer every iteration"),
+        Example("""\
+import torch.distributed.autograd as dist_autograd
+
+for x, y in loader:
+    with dist_autograd.context() as ctx:
+        loss = model(x).sum()
+        dist_autograd.backward(ctx, [loss])
+        opt.step(ctx)
+""", note="distributed autograd: each context holds its own gradients"),
+        Example("""\
 for x, y in loader:
     optimizer.zero_grad()
     criterion(model(x), y).backward()
@@ -143,6 +159,10 @@ def train_step(model, optimizer, x, y):
                 continue
             if c.of("clear"):
                 continue
+            if any(f.event.via == "dist_autograd" for f in c.of("backward")):
+                continue  # torch.distributed.autograd: each context holds its own gradients
+            if _rebuilt_each_iteration(facts, c):
+                continue  # a fresh optimizer (and leaf) per iteration starts from no gradient
             if any(f.event.kind == "call" and (not f.event.callees or f.depth >= steps.INLINE_DEPTH) for f in c.events):
                 continue  # a call we could not follow may clear
             step = c.of("step")[0]
@@ -151,6 +171,20 @@ def train_step(model, optimizer, x, y):
                 f"`backward()` and `{_text(step.event)}` repeat in this loop but nothing clears the gradients: "
                 f"each step applies the sum of every earlier batch's gradients",
                 step.event.span, data={"backward_line": backward.event.span.line})
+
+
+def _rebuilt_each_iteration(facts, c) -> bool:
+    """The stepping optimizer is constructed inside the loop itself."""
+    loop_block = c.loop[1]
+    body = [st for st in facts.stmts if st.block == loop_block]
+    if not body:
+        return False
+    first, last = min(st.line for st in body), max(st.end_line for st in body)
+    for step in c.of("step"):
+        for a in steps.assigns_to(facts, step.event.target, ("optimizer",)):
+            if a.func == c.function.id and first <= a.line <= last:
+                return True
+    return False
 
 
 def _text(ev) -> str:

@@ -14,7 +14,9 @@ class ClipInsideAccumulation(steps.StepRule):
     ## What it does
     Flags a gradient clip in the micro-batch loop of gradient accumulation: the optimizer step
     is guarded by `if (i + 1) % accum == 0:` (directly, through a variable, or after
-    `if i % accum != 0: continue`) but the clip runs on every micro-batch, outside that guard.
+    `if i % accum != 0: continue`) but the clip runs on every micro-batch, outside that guard;
+    or the backward and the clip sit in an inner micro-batch loop (`for micro_step in range(k):`)
+    and the step runs once after it.
 
     ## Why is this bad?
     During accumulation `.grad` holds a partial sum. Clipping it every micro-batch clips each
@@ -55,6 +57,15 @@ class ClipInsideAccumulation(steps.StepRule):
 
     invalid = [
         Example("""\
+for batch in loader:
+    optimizer.zero_grad()
+    for micro_step in range(accum_steps):
+        loss = model(batch[micro_step]) / accum_steps
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+""", note="an inner micro-batch loop, the step after it"),
+        Example("""\
 import torch
 
 for i, (x, y) in enumerate(loader):
@@ -89,6 +100,23 @@ for step, batch in enumerate(loader):
 """, note="guard through a variable"),
     ]
     valid = [
+        Example("""\
+for batch in loader:
+    optimizer.zero_grad()
+    for micro_step in range(accum_steps):
+        loss = model(batch[micro_step]) / accum_steps
+        loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+""", note="clipped once, after the micro-batch loop"),
+        Example("""\
+for x, y in loader:
+    optimizer.zero_grad()
+    loss_fn(model(x), y).backward()
+    for group in optimizer.param_groups:
+        torch.nn.utils.clip_grad_norm_(group["params"], 1.0)
+    optimizer.step()
+""", note="a loop over parameter groups holds no backward"),
         Example("""\
 import torch
 
@@ -146,6 +174,14 @@ for batch in loader:
                 # the step this clip prepares: the next one that can run after it
                 step = next((s for s in all_steps if s.order > clip.order and steps.compatible(s, clip)), None)
                 if step is None:
+                    continue
+                inner = [lp for lp in clip.loops if lp not in step.loops]
+                if inner and any(inner[-1] in b.loops and b.order < clip.order for b in backwards):
+                    # an inner micro-batch loop: backward and clip every pass, one step after it
+                    yield ctx.finding(
+                        f"`{clip.event.name}` clips every micro-batch's partial gradient sum inside the "
+                        f"micro-batch loop, but `{step.event.target}` steps once after it: clip after the loop",
+                        clip.event.span, data={"guard": "inner loop"})
                     continue
                 guards = [g for g in step.guards if g.accum and c.loop in g.loops]
                 if not guards or {g.key for g in guards} & {g.key for g in clip.guards}:

@@ -1,0 +1,276 @@
+"""Jupyter notebooks: code cells <-> one virtual Python file, so the source front-end and the rules
+read ordinary Python, and findings, fixes and suppressions find their way back to cells.
+
+The virtual file is every Python code cell in order, each behind a marker line
+(`# gradlint-notebook-cell: N`, N the 1-based index among all the notebook's cells, markdown
+included, as ruff counts them). IPython syntax that is not Python is kept out of the parser
+without moving a line: a line magic (`%matplotlib inline`), a shell escape (`!pip install x`,
+`files = !ls`) or a help query (`?obj`) becomes `pass` at the same indentation, and a cell that
+starts with a cell magic (`%%bash`, `%%time`) is left out whole. After fixes, the virtual file
+is split again at the markers and the magics put back, so only the fixed cells change, and the
+notebook is written with its own JSON layout (indent, key order, escaping, final newline).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from gradlint.findings import Edit, FileResult, Finding, SourceSpan
+
+MARKER = "# gradlint-notebook-cell: {}"
+_MARKER = re.compile(r"^# gradlint-notebook-cell: (\d+)$")
+_MAGIC_STAND_IN = "pass  # gradlint-notebook-magic"
+_MAGIC = re.compile(r"^(\s*)(?:[%!?]|[A-Za-z_][\w.,\s]*=\s*[%!])")
+
+
+class NotebookError(ValueError):
+    """The file is not a notebook gradlint can read (invalid JSON, no cells)."""
+
+
+@dataclass(frozen=True)
+class CellSpan:
+    """Where one code cell sits in the virtual file: its marker's line and its own line count."""
+
+    cell: int  # 1-based index among all cells
+    marker_line: int
+    lines: int
+
+
+@dataclass(frozen=True)
+class CellMap:
+    cells: tuple[CellSpan, ...]
+
+    def locate(self, line: int) -> tuple[int, int] | None:
+        """Virtual line -> (cell, line within the cell), or None on a marker line."""
+        for span in self.cells:
+            if span.marker_line < line <= span.marker_line + span.lines:
+                return span.cell, line - span.marker_line
+        return None
+
+    def virtual_line(self, cell: int, line: int) -> int:
+        for span in self.cells:
+            if span.cell == cell:
+                return span.marker_line + line
+        raise KeyError(cell)
+
+
+@dataclass(frozen=True)
+class Notebook:
+    raw: str
+    data: dict[str, Any]
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> "Notebook":
+        try:
+            text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise NotebookError(f"not a readable notebook: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+            raise NotebookError("not a notebook: no list of cells")
+        return cls(text, data)
+
+    @property
+    def language(self) -> str:
+        meta = self.data.get("metadata") or {}
+        info = meta.get("language_info") or {}
+        kernel = meta.get("kernelspec") or {}
+        name = info.get("name") or kernel.get("language") or "python"
+        return str(name).lower()
+
+    def code_cells(self) -> list[tuple[int, str]]:
+        """(1-based cell index, source) of the cells that hold Python."""
+        out = []
+        for index, cell in enumerate(self.data["cells"], start=1):
+            if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+                continue
+            source = _joined(cell.get("source", ""))
+            if source.lstrip().startswith("%%"):
+                continue  # a cell magic: the cell is another language (bash, html) or IPython's
+            out.append((index, source))
+        return out
+
+
+def _joined(source: Any) -> str:
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _python_line(line: str) -> str:
+    m = _MAGIC.match(line)
+    if m is None:
+        return line
+    ending = line[len(line.rstrip("\r\n")):]
+    return f"{m.group(1)}{_MAGIC_STAND_IN}{ending}"
+
+
+def virtual_source(nb: Notebook) -> tuple[str, CellMap]:
+    """The code cells as one Python file, and where each cell lies in it."""
+    parts: list[str] = []
+    spans: list[CellSpan] = []
+    line = 0
+    for index, source in nb.code_cells():
+        body = "".join(_python_line(x) for x in source.splitlines(keepends=True))
+        if body and not body.endswith("\n"):
+            body += "\n"
+        parts.append(MARKER.format(index) + "\n" + body)
+        spans.append(CellSpan(index, line + 1, body.count("\n")))
+        line += 1 + body.count("\n")
+    return "".join(parts), CellMap(tuple(spans))
+
+
+def _cell_span(span: SourceSpan, cells: CellMap) -> tuple[int, SourceSpan] | None:
+    start = cells.locate(span.line)
+    if start is None:
+        return None
+    end = cells.locate(span.end_line)
+    if end is None or end[0] != start[0]:
+        # A span cannot leave its cell: keep its start only.
+        return start[0], SourceSpan.point(start[1], span.column)
+    return start[0], SourceSpan(start[1], span.column, end[1], span.end_column)
+
+
+def locate(result: FileResult, cells: CellMap) -> FileResult:
+    """Findings of the virtual file -> findings of cells (span and fix edits relative to the cell)."""
+    out = []
+    for f in result.findings:
+        placed = _cell_span(f.span, cells)
+        if placed is None:
+            # A whole-file finding (the notebook cannot be parsed at all): first cell, line 1.
+            first = cells.cells[0].cell if cells.cells else None
+            out.append(replace(f, cell=first, span=SourceSpan.point(1, 1)) if first else f)
+            continue
+        cell, span = placed
+        fix = f.fix
+        if fix is not None:
+            edits = []
+            for e in fix.edits:
+                moved = _cell_span(e.span, cells)
+                if moved is None or moved[0] != cell:
+                    fix = None  # an edit outside the cell cannot be shown in cell terms
+                    break
+                edits.append(Edit(moved[1], e.content))
+            else:
+                fix = replace(fix, edits=tuple(edits))
+        out.append(replace(f, cell=cell, span=span, fix=fix))
+    return replace(result, findings=tuple(sorted(out, key=Finding.sort_key)))
+
+
+def extract_notebook_bytes(data: bytes, display: str):
+    """FileFacts of a notebook: its code cells' facts, with the cell map to put findings back."""
+    from gradlint.api import FileFacts
+    from gradlint.findings import InputError
+    from gradlint.source import extract_python_text
+
+    try:
+        nb = Notebook.parse(data)
+    except NotebookError as exc:
+        return FileFacts(path=display, kind="python", input_errors=(InputError("GL001", str(exc)),))
+    if nb.language != "python":
+        return FileFacts(path=display, kind="python", skipped=f"a {nb.language} notebook, not Python")
+    text, cells = virtual_source(nb)
+    facts = extract_python_text(text, display)
+    facts.cells = cells
+    return facts
+
+
+def extract_notebook(path: Path, display: str):
+    from gradlint.api import FileFacts
+    from gradlint.findings import InputError
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return FileFacts(path=display, kind="python",
+                         input_errors=(InputError("GL001", f"cannot read file: {exc.strerror or exc}"),))
+    return extract_notebook_bytes(data, display)
+
+
+def cell_lines(path: Path, cell: int) -> list[str] | None:
+    """The lines of one cell, for `--output-format full`."""
+    nb = Notebook.parse(path.read_bytes())
+    cells = nb.data["cells"]
+    if not 1 <= cell <= len(cells):
+        return None
+    return _joined(cells[cell - 1].get("source", "")).splitlines()
+
+
+def _layout(raw: str) -> dict[str, Any]:
+    """json.dumps arguments that write this notebook's text back as it was."""
+    m = re.search(r"\n([ \t]+)\S", raw)
+    indent: int | str | None = None
+    if m is not None:
+        indent = len(m.group(1)) if set(m.group(1)) == {" "} else m.group(1)
+    compact = re.search(r'"\s*:\s', raw) is None and indent is None
+    return {
+        "indent": indent,
+        "ensure_ascii": not any(ord(c) > 127 for c in raw) and "\\u" in raw,
+        "separators": (",", ":") if compact else ((",", ": ") if indent is not None else (", ", ": ")),
+    }
+
+
+def _cell_source(original: Any, text: str) -> Any:
+    """New text in the shape the notebook used: a list of lines (nbformat's) or one string."""
+    if isinstance(original, list):
+        return text.splitlines(keepends=True)
+    return text
+
+
+def write_back(nb: Notebook, virtual: str) -> str:
+    """The notebook's text with its code cells replaced by the (fixed) virtual file's cells.
+    Raises NotebookError when a fix moved a marker or a magic, which cannot be mapped back."""
+    segments: dict[int, list[str]] = {}
+    current: list[str] | None = None
+    for line in virtual.splitlines(keepends=True):
+        m = _MARKER.match(line.rstrip("\r\n"))
+        if m is not None:
+            current = segments.setdefault(int(m.group(1)), [])
+        elif current is None:
+            raise NotebookError("fixed text starts before the first cell")
+        else:
+            current.append(line)
+    data = json.loads(nb.raw)
+    originals = dict(nb.code_cells())
+    if set(segments) != set(originals):
+        raise NotebookError("a fix moved a cell boundary")
+    for index, lines in segments.items():
+        old = originals[index]
+        magics = [x for x in old.splitlines(keepends=True) if _MAGIC.match(x)]
+        restored = []
+        for x in lines:
+            if x.strip() == _MAGIC_STAND_IN:
+                if not magics:
+                    raise NotebookError(f"cell {index}: a fix moved an IPython magic")
+                restored.append(magics.pop(0))
+            else:
+                restored.append(x)
+        if magics:
+            raise NotebookError(f"cell {index}: a fix removed an IPython magic")
+        text = "".join(restored)
+        if not old.endswith("\n") and text.endswith("\n"):
+            text = text[:-1]
+        if text != old:
+            cell = data["cells"][index - 1]
+            cell["source"] = _cell_source(cell.get("source", ""), text)
+    out = json.dumps(data, **_layout(nb.raw))
+    return out + ("\n" if nb.raw.endswith("\n") else "")
+
+
+def to_virtual(findings: list[Finding], cells: CellMap) -> list[Finding]:
+    """Cell findings back in virtual-file lines (what the fixer edits)."""
+    out = []
+    for f in findings:
+        if f.cell is None:
+            out.append(f)
+            continue
+        def move(span: SourceSpan) -> SourceSpan:
+            return SourceSpan(cells.virtual_line(f.cell, span.line), span.column,
+                              cells.virtual_line(f.cell, span.end_line), span.end_column)
+        fix = f.fix
+        if fix is not None:
+            fix = replace(fix, edits=tuple(Edit(move(e.span), e.content) for e in fix.edits))
+        out.append(replace(f, cell=None, span=move(f.span), fix=fix))
+    return out

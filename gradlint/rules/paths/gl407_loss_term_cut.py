@@ -1,0 +1,70 @@
+"""GL407 loss-term-cut: one term of a backpropagated sum is cut from the graph; that term trains nothing."""
+
+from __future__ import annotations
+
+from gradlint.findings import Severity
+from gradlint.registry import Example, RuleContext
+from gradlint.rules.numerics.base import SiteRule
+from gradlint.source.numerics_facts import Site
+
+
+class LossTermCut(SiteRule):
+    """
+    ## What it does
+    Flags a term of a loss that is backpropagated (`loss.backward()`, `scaler.scale(loss)`,
+    `accelerator.backward(loss)`...) when the term was cut from the graph with `.item()`,
+    `.detach()`, `.tolist()`, `float(...)` or `torch.tensor(...)` while the other terms still
+    carry gradient. Followed through variables, `+=` and constant weights (`0.1 * aux.item()`).
+
+    Not flagged: a cut value used inside a computation (`(pred - target.detach()) ** 2`: a
+    stop-gradient target), values summed for logging that are never backpropagated, and a loss
+    whose every term is cut (GL402 reports that).
+
+    ## Why is this bad?
+    The cut term adds a number to the loss but no gradient: the regulariser, auxiliary loss or
+    penalty it stands for never trains anything, and the logged loss still looks right.
+    Measured in torch: with `loss = mse + 0.1 * l2.item()` the gradient of the weights is
+    exactly that of `mse` alone.
+
+    ## Example
+    ```python
+    loss = criterion(out, y) + 0.01 * model.l2_penalty().item()
+    loss.backward()
+    ```
+
+    ## Use instead
+    ```python
+    loss = criterion(out, y) + 0.01 * model.l2_penalty()
+    loss.backward()
+    ```
+    """
+
+    code = "GL407"
+    name = "loss-term-cut"
+    severity = Severity.WARNING
+    summary = "A term of a backpropagated loss is cut from the graph and trains nothing"
+
+    invalid = [
+        Example("import torch.nn.functional as F\n\n"
+                "def step(model, x, y, opt):\n    out = model(x)\n"
+                "    loss = F.mse_loss(out, y) + 0.1 * out.abs().mean().item()\n"
+                "    loss.backward()\n    opt.step()\n"),
+        Example("import torch.nn.functional as F\n\n"
+                "def step(model, x, y, opt):\n    out = model(x)\n    loss = F.cross_entropy(out, y)\n"
+                "    reg = out.pow(2).mean()\n    loss += reg.detach()\n    loss.backward()\n    opt.step()\n",
+                note="through `+=`"),
+    ]
+    valid = [
+        Example("import torch.nn.functional as F\n\n"
+                "def step(model, target_net, x, y, opt):\n    q = model(x)\n"
+                "    loss = ((q - target_net(x).detach()) ** 2).mean()\n    loss.backward()\n    opt.step()\n",
+                note="a stop-gradient target inside the computation"),
+        Example("import torch.nn.functional as F\n\n"
+                "def step(model, x, y, opt):\n    loss = F.mse_loss(model(x), y)\n    loss.backward()\n"
+                "    opt.step()\n    total = loss.item() + 0.5\n    return total\n",
+                note="a logged value, never backpropagated"),
+    ]
+
+    def message(self, site: Site, ctx: RuleContext) -> str:
+        return (f"a term of the backpropagated `{site.detail}` is cut by `{site.kind}` here: it adds "
+                "to the loss value but no gradient, so it trains nothing")

@@ -1,0 +1,141 @@
+"""GL208 zero-grad-before-step: `zero_grad()` between `backward()` and the step it feeds."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from gradlint.findings import Finding, Severity
+from gradlint.registry import Example, RuleContext
+from gradlint.rules.training import steps
+
+
+class ZeroGradBeforeStep(steps.StepRule):
+    """
+    ## What it does
+    Flags `optimizer.zero_grad()` (or `model.zero_grad()` of the model that optimizer trains)
+    that runs after `backward()` and before the optimizer step, with no other `backward()` in
+    between, in the same iteration of a training loop or in a step function.
+
+    Not flagged: clearing another optimizer (a GAN's generator optimizer cleared while the
+    discriminator's steps), a clear followed by a fresh `backward()` before the step, and
+    clears after the step.
+
+    ## Why is this bad?
+    `zero_grad()` sets every gradient of the optimizer's parameters to zero (or `None`): the
+    step that follows applies nothing (SGD without momentum does not move; Adam keeps moving on
+    its stale moments only), so the model silently stops learning. Measured in torch: with
+    `loss.backward(); opt.zero_grad(); opt.step()` an SGD model's weights stay bit-identical
+    over 10 steps.
+
+    ## Example
+    ```python
+    for x, y in loader:
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.zero_grad()
+        optimizer.step()
+    ```
+
+    ## Use instead
+    ```python
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+    ```
+    """
+
+    code = "GL208"
+    name = "zero-grad-before-step"
+    severity = Severity.ERROR
+    summary = "zero_grad() between backward() and the optimizer step: the step applies zero gradients"
+
+    invalid = [
+        Example("""\
+for x, y in loader:
+    loss = criterion(model(x), y)
+    loss.backward()
+    optimizer.zero_grad()
+    optimizer.step()
+"""),
+        Example("""\
+import torch
+
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    loss = criterion(model(x), y)
+    loss.backward()
+    model.zero_grad()
+    optimizer.step()
+""", note="the model the optimizer trains"),
+        Example("""\
+def train_step(model, optimizer, scaler, x, y):
+    scaler.scale(model(x, y)).backward()
+    optimizer.zero_grad(set_to_none=True)
+    scaler.step(optimizer)
+    scaler.update()
+""", note="a step function, through a scaler"),
+    ]
+    valid = [
+        Example("""\
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = criterion(model(x), y)
+    loss.backward()
+    optimizer.step()
+"""),
+        Example("""\
+for x, y in loader:
+    d_loss = disc_loss(x)
+    d_loss.backward()
+    opt_g.zero_grad()
+    opt_d.step()
+    g_loss = gen_loss(x)
+    g_loss.backward()
+    opt_g.step()
+""", note="another optimizer is cleared"),
+        Example("""\
+for x, y in loader:
+    loss = criterion(model(x), y)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+""", note="cleared after the step"),
+        Example("""\
+for i, (x, y) in enumerate(loader):
+    loss = criterion(model(x), y)
+    loss.backward()
+    if (i + 1) % 4 == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", note="accumulation: cleared after the step"),
+    ]
+
+    def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
+        for c in steps.contexts(facts):
+            trained = set(steps.trained_models(facts, c))
+            for step in c.of("step"):
+                if step.event.via == "sam":
+                    continue
+                mine = {step.event.target} | trained
+                marks = [f for f in c.events if f.event.kind in ("backward", "clear", "step")
+                         and steps.compatible(f, step) and f.order < step.order]
+                # walk back from the step: a clear of this optimizer before any backward is the bug
+                for f in reversed(marks):
+                    if f.event.kind in ("backward", "step"):
+                        break
+                    if f.event.kind == "clear" and f.event.target and f.event.target in mine:
+                        if not any(m.event.kind == "backward" and m.order < f.order for m in marks):
+                            break  # nothing was backpropagated before the clear in this iteration
+                        yield ctx.finding(
+                            f"`{f.event.target}.zero_grad()` runs after `backward()` and before "
+                            f"`{_step_text(step.event)}`: the step applies zero gradients",
+                            f.event.span, data={"step_line": step.event.span.line})
+                        break
+
+
+def _step_text(ev) -> str:
+    if ev.via == "scaler":
+        return f"{ev.scaler}.step({ev.target})"
+    return f"{ev.target}.step()"

@@ -1,0 +1,199 @@
+"""Jupyter notebooks: code cells checked (magics and shell escapes kept out of the parser),
+findings located by cell in every format, fixes written back with the notebook's own JSON
+layout. Goldens in fixtures/notebooks/goldens: `GRADLINT_BLESS=1 pytest tests/test_notebooks.py`
+rewrites them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gradlint.notebook import Notebook, virtual_source, write_back
+from tests.cli_helpers import gradlint, write_tree
+from tests.conftest import FIXTURES, ROOT, SARIF_SCHEMA
+from tests.test_report_golden import normalise
+
+NOTEBOOK = FIXTURES / "notebooks" / "model.ipynb"
+GOLDENS = FIXTURES / "notebooks" / "goldens"
+DEEP = ("class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.body = nn.Sequential(*[m for _ in range(12) for m in (nn.Linear(256, 256), nn.Sigmoid())])\n\n"
+        "    def forward(self, x):\n        return self.body(x)\n")
+
+
+def notebook(*cells: tuple[str, str], indent: int | None = 1, language: str = "python") -> str:
+    data = {
+        "cells": [{"cell_type": kind, "execution_count": None, "metadata": {"id": f"c{i}"}, "outputs": [],
+                   "source": src.splitlines(keepends=True)} if kind == "code" else
+                  {"cell_type": kind, "metadata": {}, "source": src.splitlines(keepends=True)}
+                  for i, (kind, src) in enumerate(cells)],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": language, "name": "python3"},
+                     "language_info": {"name": language}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }
+    return json.dumps(data, indent=indent, ensure_ascii=False) + "\n"
+
+
+def assert_golden(name: str, actual: str) -> None:
+    import os
+
+    path = GOLDENS / name
+    if os.environ.get("GRADLINT_BLESS") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(actual, encoding="utf-8")
+        return
+    assert path.read_text(encoding="utf-8") == actual, f"{name} differs (re-bless with GRADLINT_BLESS=1 if intended)"
+
+
+def test_virtual_source_keeps_line_numbers_and_blanks_magics():
+    nb = Notebook.parse(NOTEBOOK.read_bytes())
+    text, cells = virtual_source(nb)
+    # the markdown cell (1) and the %%bash cell (3) are not Python; cells count from 1 among all cells
+    assert [c.cell for c in cells.cells] == [2, 4, 5]
+    lines = text.splitlines()
+    assert "%matplotlib" not in text and "!pip" not in text and "!ls" not in text and "echo hi" not in text
+    line = cells.virtual_line(5, 3)
+    assert lines[line - 1] == "    return torch.log(torch.softmax(z, dim=-1))"
+    assert cells.locate(line) == (5, 3)
+    # the magic inside a function body keeps the body valid Python
+    compile(text, "nb", "exec")
+
+
+def test_write_back_without_changes_is_byte_identical():
+    raw = NOTEBOOK.read_text(encoding="utf-8")
+    nb = Notebook.parse(raw)
+    text, _ = virtual_source(nb)
+    assert write_back(nb, text) == raw
+
+
+@pytest.mark.parametrize("indent", [1, 2, 4])
+def test_write_back_keeps_layout_for_any_indent(indent):
+    raw = notebook(("code", "import torch\n%time x = 1\ny = 2"), ("markdown", "é"), indent=indent)
+    nb = Notebook.parse(raw)
+    text, _ = virtual_source(nb)
+    new = write_back(nb, text.replace("y = 2", "y = 3"))
+    assert new == raw.replace('"y = 2"', '"y = 3"')
+
+
+@pytest.mark.parametrize("fmt", ["text", "full", "json", "sarif", "github"])
+def test_notebook_findings_are_located_by_cell_in_every_format(tmp_path, fmt):
+    shutil.copyfile(NOTEBOOK, tmp_path / "model.ipynb")
+    proc = gradlint("check", "--format", fmt, "model.ipynb", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == ""
+    ext = {"json": "json", "sarif": "sarif"}.get(fmt, "txt")
+    assert_golden(f"model.{fmt}.{ext}", normalise(proc.stdout, fmt, tmp_path))
+
+
+def test_text_location_is_path_cell_line_column(tmp_path):
+    shutil.copyfile(NOTEBOOK, tmp_path / "model.ipynb")
+    lines = gradlint("check", "model.ipynb", cwd=tmp_path).stdout.splitlines()
+    assert lines[0].startswith("model.ipynb:cell 4:4:68: GL101 ")
+    assert lines[1].startswith("model.ipynb:cell 5:3:12: GL302 [*] ")
+
+
+def test_json_and_sarif_keep_the_notebook_path_and_a_cell_index(tmp_path):
+    import jsonschema
+
+    shutil.copyfile(NOTEBOOK, tmp_path / "model.ipynb")
+    items = json.loads(gradlint("check", "--format", "json", "model.ipynb", cwd=tmp_path).stdout)
+    assert [(i["cell"], i["location"]["row"], i["code"]) for i in items] == [(4, 4, "GL101"), (5, 3, "GL302")]
+    assert all(i["filename"].endswith("model.ipynb") for i in items)
+    # the fix's edit is in the cell's lines too
+    assert items[1]["fix"]["edits"][0]["location"]["row"] == 3
+    doc = json.loads(gradlint("check", "--format", "sarif", "model.ipynb", cwd=tmp_path).stdout)
+    jsonschema.validate(doc, json.loads(SARIF_SCHEMA.read_text()))
+    results = doc["runs"][0]["results"]
+    assert [r["properties"]["cell"] for r in results] == [4, 5]
+    assert {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in results} == {"model.ipynb"}
+
+
+def test_fix_writes_back_into_the_cell_and_keeps_everything_else(tmp_path):
+    target = tmp_path / "model.ipynb"
+    shutil.copyfile(NOTEBOOK, target)
+    before = target.read_text(encoding="utf-8")
+    proc = gradlint("check", "--fix", "model.ipynb", cwd=tmp_path)
+    after = target.read_text(encoding="utf-8")
+    assert "(1 fixed, 1 remaining" in proc.stdout, proc.stdout + proc.stderr
+    assert after == before.replace('"    return torch.log(torch.softmax(z, dim=-1))\\n"',
+                                   '"    return torch.log_softmax(z, dim=-1)\\n"')
+    data = json.loads(after)
+    assert data["cells"][1]["source"][0] == "%matplotlib inline\n"  # magics back in place
+    assert data["cells"][4]["source"][1] == "    files = !ls\n"
+    assert data["cells"][4]["outputs"][0]["text"] == ["é\n"] and data["cells"][1]["metadata"] == {"tags": ["x"]}
+    again = gradlint("check", "--fix", "model.ipynb", cwd=tmp_path)
+    assert target.read_text(encoding="utf-8") == after and "fixed" not in again.stdout
+
+
+def test_diff_on_a_notebook_writes_nothing(tmp_path):
+    target = tmp_path / "model.ipynb"
+    shutil.copyfile(NOTEBOOK, target)
+    proc = gradlint("check", "--diff", "model.ipynb", cwd=tmp_path)
+    assert proc.returncode == 1 and "+    \"    return torch.log_softmax(z, dim=-1)\\n\"" in proc.stdout
+    assert target.read_bytes() == NOTEBOOK.read_bytes()
+
+
+def test_folders_pick_notebooks_up(tmp_path):
+    write_tree(tmp_path, {"nb/a.ipynb": notebook(("code", "import torch.nn as nn\n" + DEEP))})
+    proc = gradlint("check", ".", cwd=tmp_path)
+    assert proc.returncode == 1 and "nb/a.ipynb:cell 1:5:68: GL101" in proc.stdout
+
+
+def test_noqa_in_a_cell_suppresses(tmp_path):
+    src = "import torch.nn as nn\n" + DEEP.replace("nn.Sigmoid())])", "nn.Sigmoid())])  # noqa: GL101")
+    write_tree(tmp_path, {"a.ipynb": notebook(("code", src))})
+    assert gradlint("check", "a.ipynb", cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("{not json", "not a readable notebook"),
+    ('{"cells": 3}', "no list of cells"),
+])
+def test_broken_notebook_is_gl001_and_other_files_are_checked(tmp_path, content, needle):
+    write_tree(tmp_path, {"bad.ipynb": content, "good.ipynb": notebook(("code", "import torch.nn as nn\n" + DEEP))})
+    proc = gradlint("check", ".", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert any(line.startswith("bad.ipynb:1:1: GL001") and needle in line for line in proc.stdout.splitlines())
+    assert "good.ipynb:cell 1:" in proc.stdout
+
+
+def test_syntax_error_in_a_cell_is_located_in_that_cell(tmp_path):
+    write_tree(tmp_path, {"a.ipynb": notebook(("code", "import torch\n"), ("code", "x = 1\ndef f(:\n  pass\n"))})
+    proc = gradlint("check", "a.ipynb", cwd=tmp_path)
+    assert proc.stdout.startswith("a.ipynb:cell 2:2:"), proc.stdout
+
+
+def test_non_python_notebook_is_skipped_with_a_warning(tmp_path):
+    write_tree(tmp_path, {"r.ipynb": notebook(("code", "library(torch)\n"), language="R")})
+    proc = gradlint("check", "r.ipynb", cwd=tmp_path)
+    assert proc.returncode == 0 and "not Python" in proc.stderr
+
+
+def test_stdin_notebook(tmp_path):
+    from tests.conftest import run_cli
+
+    proc = run_cli("check", "--no-cache", "--stdin-filename", "nb.ipynb", "--format", "json", "-",
+                   cwd=tmp_path, input=NOTEBOOK.read_text(encoding="utf-8"))
+    assert proc.returncode == 1, proc.stderr
+    assert [(i["cell"], i["code"]) for i in json.loads(proc.stdout)] == [(4, "GL101"), (5, "GL302")]
+
+
+def test_pre_commit_hook_covers_notebooks():
+    import re
+
+    import yaml
+
+    (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert re.search(hook["files"], "analysis/explore.ipynb")
+
+
+
+def test_stdin_notebook_fix_prints_the_fixed_notebook(tmp_path):
+    from tests.conftest import run_cli
+
+    raw = NOTEBOOK.read_text(encoding="utf-8")
+    proc = run_cli("check", "--no-cache", "--stdin-filename", "nb.ipynb", "--fix", "-", cwd=tmp_path, input=raw)
+    assert proc.stdout == raw.replace("torch.log(torch.softmax(z, dim=-1))", "torch.log_softmax(z, dim=-1)")
+    assert "cell 4:4:68: GL101" in proc.stderr and proc.returncode == 1
