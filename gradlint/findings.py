@@ -46,6 +46,9 @@ class GraphNode:
     name: str
     op_type: str
     index: int
+    # "model.py:12": the source line the exporter recorded for the node (torch's dynamo exporter
+    # stores a stack trace), when there is one.
+    source: str = ""
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def test_report_file_keeps_an_existing_files_mode(tmp_path):
 # -- what the text output may contain ----------------------------------------------------------
 
 def test_multi_line_expression_in_a_message_is_one_line(tmp_path):
-    write_tree(tmp_path, {"a.py": "import torch\n\n\ndef n(x):\n    return x / (\n        x.norm(dim=-1)\n    )\n"})
+    write_tree(tmp_path, {"a.py": "import torch\n\n\ndef n(x):\n    x = torch.nn.Parameter(x)\n    return x / (\n        x.norm(dim=-1)\n    )\n"})
     proc = gradlint("check", "a.py", cwd=tmp_path)
     (line,) = finding_lines(proc.stdout)
     assert "GL307 division by `(x.norm(dim=-1))`" in line

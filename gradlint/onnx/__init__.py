@@ -49,6 +49,10 @@ class GraphFacts:
     weights: tuple[WeightStats, ...] = ()
     # False when external data was refused (GL003): weight statistics are then missing.
     weights_read: bool = True
+    # Names of layer nodes (GraphNode.name) into which a BatchNorm may have been folded at export:
+    # the graph cannot tell (no exporter metadata, anonymous weights). A chain through them may be
+    # normalised in training.
+    maybe_folded: frozenset[str] = frozenset()
 
 
 def extract_onnx(path: Path, display: str):
@@ -56,14 +60,16 @@ def extract_onnx(path: Path, display: str):
     from gradlint.api import FileFacts
     from gradlint.onnx.graph import GraphIndex, default_opset
     from gradlint.onnx.hazards import find_hazards
-    from gradlint.onnx.load import ModelError, check_structure, decode, vet_external
+    from gradlint.onnx.load import ModelError, check_structure, decode, sort_nodes, vet_external
     from gradlint.onnx.lower import lower_graph
+    from gradlint.onnx.provenance import find_folding
 
     errors: list[InputError] = []
     try:
         model = decode(path)
         loaded = vet_external(model, os.path.dirname(os.path.abspath(path)))
         errors.extend(InputError("GL003", msg) for msg in loaded.refused)
+        sort_nodes(model.graph)
         check_structure(model)
         index = GraphIndex(model.graph, opset=default_opset(model), loaded=loaded)
         weights, stats = _weight_stats(index, loaded)
@@ -72,7 +78,9 @@ def extract_onnx(path: Path, display: str):
     except ModelError as exc:
         errors.append(InputError(exc.code, exc.message))
         return FileFacts(path=display, kind="onnx", input_errors=tuple(_dedupe(errors)))
-    graph = GraphFacts(opset=index.opset, hazards=hazards, weights=tuple(weights), weights_read=not loaded.refused)
+    maybe_folded = frozenset(index.ref(i).name for i in find_folding(index).unknown)
+    graph = GraphFacts(opset=index.opset, hazards=hazards, weights=tuple(weights), weights_read=not loaded.refused,
+                       maybe_folded=maybe_folded)
     return FileFacts(path=display, kind="onnx", networks=(network,), graph=graph,
                      input_errors=tuple(_dedupe(errors)))
 
@@ -85,12 +93,13 @@ def _weight_stats(index, loaded):
     """Statistics of every float tensor, one tensor in memory at a time, tagged with its role."""
     from gradlint.onnx.load import tensor_stats
     from gradlint.onnx.lower import WEIGHTED, Lowering, module_path
+    from gradlint.onnx.ops import layer_op
 
     low = Lowering(index, {}, "")
     # tensor name -> (role, layer, node, order) for the weight operand of each weighted node
     roles: dict[str, tuple[str, str, GraphNode, int]] = {}
     for i, node in enumerate(index.nodes):
-        if node.op_type not in WEIGHTED:
+        if index.ops[i] not in WEIGHTED:
             continue
         p = low.param(i)
         if p is None:
@@ -98,7 +107,7 @@ def _weight_stats(index, loaded):
         operand = _weight_operand(low, i)
         if operand is not None and operand not in roles:
             roles[operand] = (p.op, p.name, index.ref(i), i)
-        if node.op_type in ("Gemm", "Conv", "ConvTranspose") and len(node.input) > 2 and node.input[2]:
+        if layer_op(index.ops[i]) in ("Gemm", "Conv", "ConvTranspose") and len(node.input) > 2 and node.input[2]:
             bias = low.weight_source(node.input[2])
             if bias is not None and bias[0] not in roles:
                 roles[bias[0]] = ("bias", p.name, index.ref(i), i)
@@ -143,8 +152,12 @@ def _consumer_ops(g, name: str, depth: int = 0) -> tuple[str, ...]:
 
 
 def _weight_operand(low, i: int) -> str | None:
+    from gradlint.onnx.ops import QUANTIZED_LAYERS
+
     node = low.nodes[i]
-    cands = [node.input[0]] if node.op_type == "Gather" else list(node.input[:2])
+    if low.g.ops[i] in QUANTIZED_LAYERS:
+        return None  # an integer weight: no float statistics for GL5xx
+    cands = [node.input[0]] if low.g.ops[i] == "Gather" else list(node.input[:2])
     for x in cands:
         if x and low.g.is_static(x):
             src = low.weight_source(x)

@@ -13,6 +13,8 @@ from onnx import AttributeProto, TensorProto, helper
 
 from gradlint.findings import GraphNode
 from gradlint.onnx.load import LoadedModel, small_value
+from gradlint.onnx.ops import op_key
+from gradlint.onnx.provenance import node_scope, node_source
 
 # Ops that move or relabel values without changing them: patterns look through them.
 TRANSPARENT = frozenset({
@@ -35,6 +37,9 @@ class GraphIndex:
         self.prefix = prefix
         self.name = graph.name
         self.nodes: list[onnx.NodeProto] = list(graph.node)
+        # Domain-qualified op of each node (`Relu`, `com.microsoft:FusedGemm`): patterns match these,
+        # never op_type alone.
+        self.ops: list[str] = [op_key(n) for n in self.nodes]
         self.producers: dict[str, int] = {}
         self.consumers: dict[str, list[int]] = {}
         self.initializers: dict[str, TensorProto] = {t.name: t for t in graph.initializer}
@@ -80,7 +85,16 @@ class GraphIndex:
     def ref(self, i: int) -> GraphNode:
         node = self.nodes[i]
         name = node.name or f"{node.op_type}_{i}"
-        return GraphNode(self.prefix + name, node.op_type, i)
+        scope = node_scope(node)
+        if scope and not name.startswith("/"):
+            # A dynamo node ('node_MatMul_1') named like TorchScript's: '/body.0/node_MatMul_1', so
+            # the finding shows the module and the probe's join reads it the same way.
+            name = f"/{scope}/{name}"
+        return GraphNode(self.prefix + name, node.op_type, i, source=node_source(node) or "")
+
+    def scope(self, i: int) -> str | None:
+        """The module path the exporter recorded for node i (dynamo metadata), else None."""
+        return node_scope(self.nodes[i])
 
     def node_inputs(self, i: int) -> tuple[str, ...]:
         """Inputs of node i, implicit subgraph captures included."""
@@ -141,9 +155,9 @@ class GraphIndex:
             result = small_value(self.initializers[name], self.loaded)
         elif name in self.producers:
             node = self.nodes[self.producers[name]]
-            if node.op_type == "Constant":
+            if self.ops[self.producers[name]] == "Constant":
                 result = self._constant_value(node)
-            elif node.op_type in ("Identity", "Cast") and node.input:
+            elif self.ops[self.producers[name]] in ("Identity", "Cast") and node.input:
                 result = self.value(node.input[0])
                 if result is not None and node.op_type == "Cast":
                     to = _attr(node, "to")
@@ -187,7 +201,7 @@ class GraphIndex:
         while found is not None and seen < 64:
             g, i = found
             node = g.nodes[i]
-            if node.op_type not in TRANSPARENT or not node.input:
+            if g.ops[i] not in TRANSPARENT or not node.input:
                 return found
             found = g.producer(node.input[0])
             seen += 1
@@ -197,7 +211,7 @@ class GraphIndex:
         static = set(self.initializers)
         inputs = set(self.inputs)
         for i, node in enumerate(self.nodes):
-            if node.op_type in SHAPE_OPS:
+            if self.ops[i] in SHAPE_OPS:
                 static.update(o for o in node.output if o)
                 continue
             ins = self.node_inputs(i)

@@ -30,7 +30,8 @@ def find_hazards(root: GraphIndex) -> list[GraphHazard]:
     out: list[GraphHazard] = []
     for g in root.walk():
         for i, node in enumerate(g.nodes):
-            for check in _CHECKS.get(node.op_type, ()):
+            # Keyed by domain-qualified op: a custom domain's `Log` is not ONNX's.
+            for check in _CHECKS.get(g.ops[i], ()):
                 out.extend(check(g, i))
     return out
 
@@ -38,7 +39,7 @@ def find_hazards(root: GraphIndex) -> list[GraphHazard]:
 # -- helpers ------------------------------------------------------------------------------------
 
 def _op(found: Found | None) -> str | None:
-    return found[0].nodes[found[1]].op_type if found else None
+    return found[0].ops[found[1]] if found else None
 
 
 def _positive(g: GraphIndex, name: str) -> bool:
@@ -240,7 +241,7 @@ def _gl309(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
             continue
         fg, j = found
         branch = fg.nodes[j]
-        k = _UNSAFE.get(branch.op_type)
+        k = _UNSAFE.get(fg.ops[j])
         if k is None or len(branch.input) <= k:
             continue
         operand = branch.input[k]
@@ -258,7 +259,7 @@ def _guarded(g: GraphIndex, name: str) -> bool:
     if found is None:
         return False
     fg, i = found
-    op = fg.nodes[i].op_type
+    op = fg.ops[i]
     # A Where (the double-where trick), an Exp, a Clip or Max: the operand was made safe.
     return bool(_eps_guard(found)) or op in ("Where", "Exp", "Softplus", "Clip", "Max", "Min")
 

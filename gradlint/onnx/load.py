@@ -20,6 +20,8 @@ import onnx
 import onnx.parser
 from onnx import TensorProto
 
+from gradlint.onnx.inline import INLINE_KEY, skeleton
+
 # Elements per chunk when streaming a tensor: 4M float64 temporaries are 32 MB, so the
 # statistics of a tensor of any size cost a few tens of MB beyond the graph itself.
 CHUNK_ELEMS = 1 << 22
@@ -80,7 +82,8 @@ def decode(path: Path) -> onnx.ModelProto:
         if path.suffix == ".txt":
             text = path.read_text(encoding="utf-8")
             return onnx.parser.parse_model(text)
-        data = path.read_bytes()
+        # A large model is decoded without its big initializers' bytes (read later, in chunks).
+        data = skeleton(str(path)) or path.read_bytes()
     except onnx.parser.ParseError as exc:
         raise ModelError("GL002", f"not valid ONNX text: {_one_line(exc)}") from None
     except UnicodeDecodeError as exc:
@@ -168,17 +171,24 @@ def vet_external(model: onnx.ModelProto, model_dir: str) -> LoadedModel:
     loaded = LoadedModel(model=model, model_dir=model_dir)
     vetted: dict[str, tuple[str, os.stat_result] | str] = {}
     refs: dict[tuple, ExternalRef] = {}
+    refused: dict[str, tuple[str, list[str]]] = {}
     for tensor in iter_tensors(model.graph):
         if not is_external(tensor):
             continue
         info = {e.key: e.value for e in tensor.external_data}
         location = info.get("location", "")
+        if info.get(INLINE_KEY) == "1":
+            # The bytes are in the model file itself (see inline.py): the file the user named.
+            full = os.path.realpath(os.path.join(model_dir, location))
+            st = os.stat(full)
+            refs[external_key(tensor)] = ExternalRef(full, int(info["offset"]), int(info["length"]),
+                                                     st.st_dev, st.st_ino)
+            continue
         if location not in vetted:
             vetted[location] = _vet_location(model_dir, location)
         result = vetted[location]
         if isinstance(result, str):
-            msg = f"external data of tensor {tensor.name!r} {result}; it was not read"
-            loaded.refused.append(msg)
+            refused.setdefault(location, (result, []))[1].append(tensor.name)
             continue
         full, st = result
         try:
@@ -196,6 +206,10 @@ def vet_external(model: onnx.ModelProto, model_dir: str) -> LoadedModel:
             raise ModelError("GL002", f"external data file {location!r} is {st.st_size} bytes, tensor "
                                       f"{tensor.name!r} needs bytes {offset}..{offset + length} (truncated?)")
         refs[external_key(tensor)] = ExternalRef(full, offset, length, st.st_dev, st.st_ino)
+    # One refusal per location, however many tensors point there.
+    for reason, names in refused.values():
+        which = f"tensor {names[0]!r}" if len(names) == 1 else f"{len(names)} tensors ({names[0]!r}, ...)"
+        loaded.refused.append(f"external data of {which} {reason}; it was not read")
     if not loaded.refused:
         loaded.external = refs
     return loaded
@@ -239,6 +253,67 @@ def _nbytes(tensor: TensorProto) -> int | None:
     if dtype is None:
         return None
     return int(np.prod(tensor.dims, dtype=np.int64)) * dtype.itemsize
+
+
+def sort_nodes(graph: onnx.GraphProto) -> None:
+    """Put the nodes of a graph (and its subgraphs) in topological order, in place.
+
+    onnxruntime's float16 converter writes nodes out of order and onnxruntime runs such models;
+    only a real cycle is an error. Among ready nodes the original order is kept, so a sorted
+    graph is left as it is. Names no node of this graph produces (inputs, initializers, values of
+    enclosing graphs) are available from the start.
+    """
+    import heapq
+
+    nodes = list(graph.node)
+    for node in nodes:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                sort_nodes(attr.g)
+            for g in attr.graphs:
+                sort_nodes(g)
+    producer: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        for out in node.output:
+            if out:
+                producer.setdefault(out, i)
+    needs: list[set[int]] = []
+    users: dict[int, list[int]] = {}
+    for i, node in enumerate(nodes):
+        deps = {producer[x] for x in _used_names(node) if x in producer and producer[x] != i}
+        needs.append(deps)
+        for d in deps:
+            users.setdefault(d, []).append(i)
+    if all(d < i for i, deps in enumerate(needs) for d in deps):
+        return
+    ready = [i for i, deps in enumerate(needs) if not deps]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users.get(i, ()):
+            needs[u].discard(i)
+            if not needs[u]:
+                heapq.heappush(ready, u)
+    if len(order) < len(nodes):
+        stuck = next(i for i in range(len(nodes)) if i not in set(order))
+        name = nodes[stuck].name or f"{nodes[stuck].op_type} #{stuck}"
+        raise ModelError("GL002", f"the graph {graph.name or 'main'!r} has a cycle through node {name!r}")
+    graph.ClearField("node")
+    graph.node.extend(nodes[i] for i in order)
+
+
+def _used_names(node: onnx.NodeProto) -> Iterator[str]:
+    """Inputs of a node, and the names its subgraphs read from enclosing scopes."""
+    yield from (x for x in node.input if x)
+    for attr in node.attribute:
+        for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            defined = {i.name for i in g.input} | {t.name for t in g.initializer}
+            for n in g.node:
+                defined.update(o for o in n.output if o)
+            for n in g.node:
+                yield from (x for x in _used_names(n) if x not in defined)
 
 
 def check_structure(model: onnx.ModelProto) -> None:
@@ -387,6 +462,52 @@ class TensorStats:
     @property
     def std(self) -> float | None:
         return None if self.variance is None else float(np.sqrt(self.variance))
+
+
+def dequantized_stats(tensor: TensorProto, scale: np.ndarray | None, zero: np.ndarray | None, axis: int,
+                      loaded: LoadedModel | None) -> TensorStats | None:
+    """Mean and variance of (q - zero) * scale over a quantized tensor, streamed: per tensor, or
+    per channel along `axis` when the scale has one value per channel."""
+    if scale is None or tensor.data_type not in _DTYPES or tensor.data_type in _FLOAT_DTYPES:
+        return None
+    dims = [int(d) for d in tensor.dims]
+    scale = scale.astype(np.float64).reshape(-1)
+    zero = np.zeros(1) if zero is None else zero.astype(np.float64).reshape(-1)
+    inner = channels = 1
+    if scale.size > 1:
+        if not dims:
+            return None
+        axis = axis % len(dims)
+        if dims[axis] != scale.size:
+            return None
+        channels, inner = dims[axis], int(np.prod(dims[axis + 1:], dtype=np.int64))
+    if zero.size not in (1, scale.size):
+        return None
+    n_tot, mean, m2, pos = 0, 0.0, 0.0, 0
+    for chunk in chunks(tensor, loaded):
+        x = chunk.astype(np.float64)
+        if scale.size > 1:
+            idx = (np.arange(pos, pos + x.size) // inner) % channels
+            x = (x - (zero[idx] if zero.size > 1 else zero[0])) * scale[idx]
+            del idx
+        else:
+            x = (x - zero[0]) * scale[0]
+        pos += x.size
+        n = x.size
+        if n == 0:
+            continue
+        c_mean = float(x.mean())
+        x -= c_mean
+        c_m2 = float(np.dot(x, x))
+        total = n_tot + n
+        delta = c_mean - mean
+        mean += delta * n / total
+        m2 += c_m2 + delta * delta * n_tot * n / total
+        n_tot = total
+    if n_tot == 0:
+        return None
+    return TensorStats(name=tensor.name, dtype="float32", shape=tuple(dims), count=n_tot,
+                       mean=mean, variance=m2 / n_tot)
 
 
 def tensor_stats(tensor: TensorProto, loaded: LoadedModel | None, name: str | None = None) -> TensorStats | None:

@@ -1,12 +1,14 @@
 """Lowering an ONNX graph to the model IR: the main path from the main input to the main output,
 with parametric layers carrying the exact statistics of their weights.
 
-How it goes: multi-node patterns exporters emit for one operation (GELU's Erf form, SiLU's
-x*sigmoid(x), LayerNorm and RMSNorm spelled out) are fused into units first; then the units that
-carry data from the main input to the main output form a DAG, and it is read as a sequence: a fork
-whose branches meet again in an `Add` with the fork's own value is a residual block (its body is
-the other branch), any other fork-and-join (attention, gating, concatenation) is one `Opaque`
-node. Anything not understood is `Opaque` too: an unknown never becomes a guess.
+How it goes: multi-node patterns exporters emit for one operation (fusion.py) are fused into
+units first, and nodes that add a residual and do more (onnxruntime's SkipLayerNormalization,
+FusedConv with its Z input) are split into several; then the units that carry data from the main
+input to the main output form a DAG, and it is read as a sequence: a fork whose branches meet again
+in an `Add` with the fork's own value is a residual block (its body is the other branch), any other
+fork-and-join (attention, gating, concatenation) is one `Opaque` node. Ops are read by domain and
+type (ops.py); a layer whose exporter folded a BatchNorm into its weights (provenance.py) is
+followed by that norm. Anything not understood is `Opaque` too: an unknown never becomes a guess.
 """
 
 from __future__ import annotations
@@ -21,32 +23,17 @@ from gradlint.findings import GraphNode
 from gradlint.model.ir import (
     Activation, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent, Residual,
 )
+from gradlint.onnx.fusion import Patterns
 from gradlint.onnx.graph import SHAPE_OPS, GraphIndex, attr
-from gradlint.onnx.load import TensorStats
+from gradlint.onnx.load import TensorStats, dequantized_stats
+from gradlint.onnx.ops import (
+    ACT_PARAM, ACTIVATIONS, LAYERS, MS, NORMS, PASSTHROUGH, QUANTIZED_LAYERS, RECURRENT, REFUSED, SKIP, SKIP_NORMS,
+    STANDARD_DOMAINS, fused_activation, layer_op, quantized_relu, quick_gelu,
+)
+from gradlint.onnx.provenance import find_folding
 
-ACTIVATIONS = {
-    "Relu": "relu", "LeakyRelu": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Gelu": "gelu",
-    "FastGelu": "gelu", "BiasGelu": "gelu", "QuickGelu": "gelu", "Softplus": "softplus",
-    "HardSigmoid": "hardsigmoid", "Elu": "elu", "Selu": "selu", "Celu": "celu", "HardSwish": "hardswish",
-    "Mish": "mish", "Softsign": "softsign", "PRelu": "prelu", "Softmax": "softmax",
-}
-# ONNX defaults of the parameter each activation takes.
-_ACT_PARAM = {"LeakyRelu": ("alpha", 0.01), "Elu": ("alpha", 1.0), "Celu": ("alpha", 1.0),
-              "HardSigmoid": ("alpha", 0.2)}
-NORMS = {
-    "BatchNormalization": "batch", "LayerNormalization": "layer", "InstanceNormalization": "instance",
-    "GroupNormalization": "group", "SimplifiedLayerNormalization": "rms", "RMSNormalization": "rms",
-    "LRN": "local_response",
-}
-PASSTHROUGH = frozenset({
-    "Dropout", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "Reshape",
-    "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Cast", "CastLike", "Pad", "Slice", "Concat",
-    "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Expand", "Tile", "Gather", "Split",
-    "ReduceMean", "ReduceMax", "LogSoftmax", "MaxRoiPool", "Shrink",
-})
-SKIP = frozenset({"Identity"})
-RECURRENT = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
-WEIGHTED = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "Gather"})
+# The op tables live in ops.py; these names stay importable from here.
+WEIGHTED = frozenset(LAYERS)
 
 
 @dataclass
@@ -57,7 +44,10 @@ class Unit:
     head: int  # the node that names the unit
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    ir: tuple[Node, ...] | None = None  # set for fused groups
+    ir: tuple[Node, ...] | None = None  # set for fused groups and the parts of a split node
+    # The residual add of a node that also does other work (SkipLayerNormalization, FusedConv
+    # with its Z input): read like an Add joining two paths.
+    join: bool = False
 
 
 def module_path(node_name: str, weight_name: str | None = None) -> str:
@@ -94,13 +84,17 @@ def torch_fans(shape: tuple[int, ...]) -> tuple[int, int] | None:
     return int(shape[1]) * rf, int(shape[0]) * rf
 
 
-class Lowering:
+class Lowering(Patterns):
     def __init__(self, index: GraphIndex, stats: dict[str, TensorStats], display: str) -> None:
         self.g = index
         self.stats = stats
         self.display = display
         self.nodes = index.nodes
         self._params: dict[int, Param | None] = {}
+        # Quantized weight tensor -> (scale, zero point, axis) of its dequantisation.
+        self.dequant: dict[str, tuple[str, str, int]] = {}
+        self.folding = find_folding(index)
+        self.path: _Path | None = None  # set by network(): what the coverage report reads
 
     # -- weights -------------------------------------------------------------------------------
 
@@ -119,7 +113,7 @@ class Lowering:
                 return None
             g, i = found
             node = g.nodes[i]
-            if node.op_type == "Constant":
+            if g.ops[i] == "Constant":
                 value = next((a.t for a in node.attribute if a.name == "value"), None)
                 if value is None:
                     return None
@@ -127,9 +121,14 @@ class Lowering:
                 if perm_total is not None and len(perm_total) == len(shape):
                     shape = tuple(shape[p] for p in perm_total)
                 return name, shape
-            if node.op_type in ("Identity", "Cast") and node.input:
+            if g.ops[i] in ("Identity", "Cast") and node.input:
                 name = node.input[0]
-            elif node.op_type == "Transpose" and node.input:
+            elif g.ops[i] == "DequantizeLinear" and len(node.input) >= 2 and g.initializer(node.input[0]) is not None:
+                # QDQ format: the weight is stored quantized; its statistics are the dequantised ones.
+                self.dequant.setdefault(node.input[0], (node.input[1], node.input[2] if len(node.input) > 2 else "",
+                                                        int(attr(node, "axis", 1))))
+                name = node.input[0]
+            elif g.ops[i] == "Transpose" and node.input:
                 perm = attr(node, "perm")
                 if perm is None:
                     return None
@@ -150,12 +149,18 @@ class Lowering:
         for _ in range(16):
             if name in self.stats:
                 return self.stats[name]
+            if name in self.dequant and self.g.initializer(name) is not None:
+                scale, zero, axis = self.dequant[name]
+                st = dequantized_stats(self.g.initializer(name), self.g.value(scale),  # type: ignore[arg-type]
+                                       self.g.value(zero) if zero else None, axis, self.g.loaded)
+                self.stats[name] = st  # type: ignore[assignment]
+                return st
             found = self.g.producer(name)
             if found is None:
                 return None
             g, i = found
             node = g.nodes[i]
-            if node.op_type in ("Identity", "Cast", "Transpose") and node.input:
+            if g.ops[i] in ("Identity", "Cast", "Transpose") and node.input:
                 name = node.input[0]
             else:
                 return None
@@ -170,8 +175,16 @@ class Lowering:
 
     def _param(self, i: int) -> Param | None:
         node = self.nodes[i]
-        op = node.op_type
+        op = layer_op(self.g.ops[i])
+        # Gemm and onnxruntime's FusedGemm/FusedMatMul scale and transpose by attributes.
+        scaled = op == "Gemm" or self.g.ops[i] == f"{MS}:FusedMatMul"
         ins = list(node.input)
+        if self.g.ops[i] in QUANTIZED_LAYERS:
+            # QLinearMatMul/QLinearConv/QGemm: (x, x scale, x zero, w, w scale, w zero, ...).
+            if len(ins) < 6 or self.g.initializer(ins[3]) is None:
+                return None
+            self.dequant.setdefault(ins[3], (ins[4], ins[5], QUANTIZED_LAYERS[self.g.ops[i]]))
+            ins = [ins[0], ins[3]]
         ref = self.g.ref(i)
         if op in ("MatMul", "Gemm") and len(ins) >= 2:
             right = self.weight_source(ins[1]) if self.g.is_static(ins[1]) else None
@@ -179,19 +192,19 @@ class Lowering:
             if (right is None) == (left is None):
                 return None
             scale = 1.0
-            if op == "Gemm":
+            if scaled:
                 scale = float(attr(node, "alpha", 1.0))
             if right is not None:
                 tensor, shape = right
                 if len(shape) < 2:
                     return None
-                trans = op == "Gemm" and int(attr(node, "transB", 0)) == 1
+                trans = scaled and int(attr(node, "transB", 0)) == 1
                 fan_in, fan_out = (shape[-1], shape[-2]) if trans else (shape[-2], shape[-1])
             else:
                 tensor, shape = left  # type: ignore[misc]
                 if len(shape) < 2:
                     return None
-                trans = op == "Gemm" and int(attr(node, "transA", 0)) == 1
+                trans = scaled and int(attr(node, "transA", 0)) == 1
                 fan_in, fan_out = (shape[-2], shape[-1]) if trans else (shape[-1], shape[-2])
             bias = ins[2] if op == "Gemm" and len(ins) > 2 and ins[2] else None
             beta = float(attr(node, "beta", 1.0)) if op == "Gemm" else 1.0
@@ -232,8 +245,13 @@ class Lowering:
         return None
 
     def _layer_name(self, node, operand: str, tensor: str) -> str:
-        # The operand's own name first: torch names deduplicated weights by an Identity whose
+        # The module path dynamo recorded first (its weights may be anonymous `val_3` constants);
+        # then the operand's own name: torch names deduplicated weights by an Identity whose
         # output keeps the second layer's parameter name.
+        i = self.g.producers.get(node.output[0]) if node.output else None
+        scope = self.g.scope(i) if i is not None else None
+        if scope:
+            return scope
         for name in (operand, tensor):
             path = module_path("", name)
             if path != name and path:
@@ -242,7 +260,7 @@ class Lowering:
 
     def recurrent(self, i: int) -> Recurrent:
         node = self.nodes[i]
-        cell = RECURRENT[node.op_type]
+        cell = RECURRENT[self.g.ops[i]]
         acts = [a.decode() if isinstance(a, bytes) else str(a) for a in (attr(node, "activations") or [])]
         # The activation that shapes the recurrence: RNN's only one; LSTM's and GRU's candidate.
         pos = 0 if cell == "rnn" else 1
@@ -273,28 +291,58 @@ class Lowering:
 
     # -- units -----------------------------------------------------------------------------------
 
+    def node_name(self, i: int) -> str:
+        """The module path of node i: dynamo's recorded scope, else the TorchScript node name."""
+        node = self.nodes[i]
+        scope = self.g.scope(i)
+        if scope:
+            return scope
+        if node.name.startswith("/"):
+            return module_path(node.name)
+        out = node.output[0] if node.output else ""
+        # onnxruntime renames fused nodes but keeps torch's output names ('/layers.0/norm1/...').
+        if out.startswith("/"):
+            return module_path(out)
+        return module_path(node.name) if node.name else self.g.ref(i).name
+
     def node_ir(self, i: int) -> list[Node]:
         """The IR of one node on the data path."""
         node = self.nodes[i]
-        op = node.op_type
+        op = self.g.ops[i]
         ref = self.g.ref(i)
-        name = module_path(node.name) if node.name else ref.name
+        name = self.node_name(i)
         if op in SKIP:
             return []
-        p = self.param(i) if op in WEIGHTED else None
-        if p is not None:
-            return [p]
+        if op in WEIGHTED:
+            p = self.param(i)
+            if p is not None:
+                relu = [Activation(name=name, fn="relu", origin=ref)] if quantized_relu(self.g, i) else []
+                return [p] + self.folded_norm(i, p) + self._fused_activation(i, name, ref) + relu
         if op in ACTIVATIONS:
             param = None
-            if op in _ACT_PARAM:
-                key, default = _ACT_PARAM[op]
+            if op in ACT_PARAM:
+                key, default = ACT_PARAM[op]
                 # attributes are float32: 0.2 arrives as 0.20000000298, print-worthy after rounding
                 param = float(f"{float(attr(node, key, default)):.7g}")
             return [Activation(name=name, fn=ACTIVATIONS[op], param=param, origin=ref)]
+        if op == f"{MS}:QuickGelu":
+            fn = quick_gelu(node)
+            if fn is None:
+                return [Opaque(name=name, what="QuickGelu with an alpha that is neither SiLU's nor GELU's", origin=ref)]
+            return [Activation(name=name, fn=fn, origin=ref)]
         if op in NORMS:
-            return [Norm(name=name, kind=NORMS[op], origin=ref)]
+            out: list[Node] = [Norm(name=name, kind=NORMS[op], origin=ref)]
+            if op == f"{MS}:GroupNorm" and int(attr(node, "activation", 0)) == 1:
+                out.append(Activation(name=name, fn="silu", origin=ref))
+            return out
         if op in RECURRENT:
             return [self.recurrent(i)]
+        if op in REFUSED:
+            return [Opaque(name=name, what=REFUSED[op], origin=ref)]
+        if node.domain not in STANDARD_DOMAINS:
+            if op in PASSTHROUGH:
+                return [Passthrough(name=name, what=node.op_type, origin=ref)]
+            return [Opaque(name=name, what=f"{_op_text(op)} (not modelled)", origin=ref)]
         if op == "Clip":
             fn = self._clip_activation(i)
             if fn:
@@ -311,9 +359,29 @@ class Lowering:
             return [Opaque(name=name, what=f"{op} by a constant", origin=ref)]
         if op == "Gather" and not self.g.is_static(node.input[0]):
             return [Passthrough(name=name, what=op, origin=ref)]
+        if op == "QuantizeLinear" and quantized_relu(self.g, i):
+            return [Passthrough(name=name, what=op, origin=ref), Activation(name=name, fn="relu", origin=ref)]
         if op in PASSTHROUGH and op != "Gather":
             return [Passthrough(name=name, what=op.lower() if op == "LogSoftmax" else op, origin=ref)]
         return [Opaque(name=name, what=f"ONNX {op}", origin=ref)]
+
+    def _fused_activation(self, i: int, name: str, ref: GraphNode) -> list[Node]:
+        """The activation onnxruntime fused into a FusedGemm/FusedConv (its `activation` attribute)."""
+        if self.nodes[i].domain in STANDARD_DOMAINS:
+            return []
+        act = fused_activation(self.nodes[i])
+        if act is None:
+            return []
+        if isinstance(act, str):
+            return [Opaque(name=name, what=f"fused activation {act} (not modelled)", origin=ref)]
+        return [Activation(name=name, fn=act[0], param=act[1], origin=ref)]
+
+    def folded_norm(self, i: int, p: Param) -> list[Node]:
+        """A Norm for a BatchNorm the exporter folded into layer i's weights (a norm in training)."""
+        if i in self.folding.folded:
+            return [Norm(name=self.folding.folded[i] or f"{p.name} (folded BatchNorm)", kind="batch",
+                         origin=self.g.ref(i))]
+        return []
 
     def _clip_activation(self, i: int) -> str | None:
         node = self.nodes[i]
@@ -338,7 +406,8 @@ class Lowering:
         taken: set[int] = set()
         fused: list[Unit] = []
         matchers: list[Callable[[int], tuple[list[int], str, str, Node] | None]] = [
-            self._match_layernorm, self._match_rmsnorm, self._match_gelu_erf, self._match_gated,
+            self._match_layernorm, self._match_rmsnorm, self._match_gelu_erf, self._match_gelu_tanh,
+            self._match_softplus, self._match_gated,
         ]
         for i in range(len(self.nodes)):
             if i in taken:
@@ -354,227 +423,46 @@ class Lowering:
                 members = sorted(set(members))
                 fused.append(Unit(tuple(members), head=members[-1], inputs=(x,), outputs=(out,), ir=(ir,)))
                 break
+        for i in range(len(self.nodes)):
+            if i not in taken:
+                parts = self._split(i)
+                if parts:
+                    taken.add(i)
+                    fused.extend(parts)
         units = fused + [
             Unit((i,), i, self.g.node_inputs(i), tuple(o for o in self.nodes[i].output if o))
             for i in range(len(self.nodes)) if i not in taken
         ]
+        # Stable: the parts of a split node keep their order.
         units.sort(key=lambda u: u.members[-1])
         return units
 
-    def _closed(self, members: list[int], out: str) -> bool:
-        """Only `out` may leave the group: an intermediate value used elsewhere forbids the fusion."""
-        ms = set(members)
-        for m in ms:
-            for o in self.nodes[m].output:
-                if o and o != out and (any(c not in ms for c in self.g.consumers.get(o, ())) or o in self.g.outputs):
-                    return False
-        return True
-
-    def _prod(self, name: str, op: str | tuple[str, ...]) -> int | None:
-        i = self.g.producers.get(name)
-        if i is None:
-            return None
-        ops = (op,) if isinstance(op, str) else op
-        return i if self.nodes[i].op_type in ops else None
-
-    def _one_consumer(self, name: str, op: str | tuple[str, ...]) -> int | None:
-        cons = self.g.consumers.get(name, [])
-        if len(cons) != 1:
-            return None
-        ops = (op,) if isinstance(op, str) else op
-        return cons[0] if self.nodes[cons[0]].op_type in ops else None
-
-    def _other(self, i: int, name: str) -> str | None:
-        ins = [x for x in self.nodes[i].input if x]
-        if len(ins) != 2 or name not in ins:
-            return None
-        return ins[1] if ins[0] == name else ins[0]
-
-    def _square_of(self, name: str) -> tuple[int, str] | None:
-        """(node, x) when name = Pow(x, 2) or Mul(x, x)."""
-        i = self._prod(name, ("Pow", "Mul"))
-        if i is None:
-            return None
+    def _split(self, i: int) -> list[Unit] | None:
+        """A node that adds a residual and does more, as a sequence of units: onnxruntime's
+        SkipLayerNormalization (add, then norm) and FusedConv with its Z input (conv, add,
+        activation). The sum gets a name of its own when the graph does not write it."""
         node = self.nodes[i]
-        if node.op_type == "Pow" and len(node.input) == 2 and self.g.scalar(node.input[1]) == 2.0:
-            return i, node.input[0]
-        if node.op_type == "Mul" and len(node.input) == 2 and node.input[0] == node.input[1]:
-            return i, node.input[0]
-        return None
-
-    def _rsqrt_of_mean_square(self, name: str) -> tuple[list[int], str] | None:
-        """For name = Sqrt(ReduceMean(sq(x)) [+ eps]): (nodes, x)."""
-        s = self._prod(name, "Sqrt")
-        if s is None:
-            return None
-        members = [s]
-        inner = self.nodes[s].input[0]
-        a = self._prod(inner, "Add")
-        if a is not None:
-            other = [x for x in self.nodes[a].input if x and self.g.is_static(x)]
-            if len(other) != 1:
+        op = self.g.ops[i]
+        ins = list(node.input)
+        ref = self.g.ref(i)
+        name = self.node_name(i)
+        if op in SKIP_NORMS and len(ins) >= 2 and ins[0] and ins[1]:
+            if name == ref.name and module_path(ins[1]) != ins[1]:
+                # Unscoped (the last norm writes the graph output): the block is the branch's parent.
+                name = module_path(ins[1]).rsplit(".", 1)[0] + ".norm"
+            total = node.output[3] if len(node.output) > 3 and node.output[3] else f"{ref.name}#sum"
+            outs = tuple(o for o in node.output[:3] if o)
+            return [Unit((i,), i, (ins[0], ins[1]), (total,), ir=(), join=True),
+                    Unit((i,), i, (total,), outs, ir=(Norm(name=name, kind=SKIP_NORMS[op], origin=ref),))]
+        if op == f"{MS}:FusedConv" and len(ins) > 3 and ins[3] and ins[0]:
+            p = self.param(i)
+            if p is None:
                 return None
-            members.append(a)
-            inner = next(x for x in self.nodes[a].input if x and x not in other)
-        rm = self._prod(inner, "ReduceMean")
-        if rm is None:
-            return None
-        sq = self._square_of(self.nodes[rm].input[0])
-        if sq is None:
-            return None
-        members += [rm, sq[0]]
-        return members, sq[1]
-
-    def _absorb_affine(self, members: list[int], out: str) -> str:
-        """Follow a norm's Mul(gamma) and Add(beta) by constants into the fused group."""
-        for op in ("Mul", "Add"):
-            c = self._one_consumer(out, op)
-            if c is None:
-                continue
-            other = self._other(c, out)
-            if other is None or not self.g.is_static(other):
-                continue
-            members.append(c)
-            out = self.nodes[c].output[0]
-        return out
-
-    def _match_layernorm(self, i: int):
-        node = self.nodes[i]
-        if node.op_type not in ("Div", "Mul") or len(node.input) != 2:
-            return None
-        d, s = node.input
-        members = [i]
-        if node.op_type == "Mul":
-            # d * Reciprocal(sqrt(...)), either order
-            for a, b in ((d, s), (s, d)):
-                r = self._prod(b, "Reciprocal")
-                if r is not None:
-                    d, s = a, self.nodes[r].input[0]
-                    members.append(r)
-                    break
-            else:
-                return None
-        sub = self._prod(d, "Sub")
-        if sub is None:
-            return None
-        x, m = self.nodes[sub].input[:2]
-        rm = self._prod(m, "ReduceMean")
-        if rm is None or self.nodes[rm].input[0] != x:
-            return None
-        found = self._rsqrt_of_mean_square(s)
-        if found is None or found[1] != d:
-            return None
-        members += [sub, rm] + found[0]
-        out = self._absorb_affine(members, node.output[0])
-        return members, x, out, Norm(name=module_path(node.name), kind="layer", origin=self.g.ref(i))
-
-    def _match_rmsnorm(self, i: int):
-        node = self.nodes[i]
-        if node.op_type not in ("Div", "Mul") or len(node.input) != 2:
-            return None
-        for x, s in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
-            members = [i]
-            if node.op_type == "Mul":
-                r = self._prod(s, "Reciprocal")
-                if r is None:
-                    continue
-                members.append(r)
-                s = self.nodes[r].input[0]
-            elif s != node.input[1]:
-                continue
-            found = self._rsqrt_of_mean_square(s)
-            if found is None or found[1] != x:
-                continue
-            members += found[0]
-            out = self._absorb_affine(members, node.output[0])
-            return members, x, out, Norm(name=module_path(node.name), kind="rms", origin=self.g.ref(i))
-        return None
-
-    def _match_gelu_erf(self, i: int):
-        """x * 0.5 * (1 + erf(x / sqrt(2))), the multiplications in any order."""
-        node = self.nodes[i]
-        if node.op_type != "Erf":
-            return None
-        pre = self._prod(node.input[0], ("Div", "Mul"))
-        if pre is None:
-            return None
-        x, c = self.nodes[pre].input[:2]
-        k = self.g.scalar(c)
-        want = math.sqrt(2.0) if self.nodes[pre].op_type == "Div" else 1 / math.sqrt(2.0)
-        if k is None or abs(k - want) > 1e-3:
-            return None
-        add = self._one_consumer(node.output[0], "Add")
-        if add is None or self.g.scalar(self._other(add, node.output[0]) or "") != 1.0:
-            return None
-        members = [pre, i, add]
-        cur = self.nodes[add].output[0]
-        have_x = have_half = False
-        for _ in range(2):
-            mul = self._one_consumer(cur, "Mul")
-            if mul is None:
-                return None
-            other = self._other(mul, cur)
-            if other is None:
-                return None
-            if other == x and not have_x:
-                have_x = True
-            elif self.g.scalar(other) is not None and abs(self.g.scalar(other) - 0.5) < 1e-6 and not have_half:  # type: ignore[operator]
-                have_half = True
-            else:
-                h = self._prod(other, "Mul")
-                if h is None or have_x or have_half:
-                    return None
-                hx = self._other(h, x)
-                if hx is None or self.g.scalar(hx) is None or abs(self.g.scalar(hx) - 0.5) > 1e-6:  # type: ignore[operator]
-                    return None
-                members.append(h)
-                have_x = have_half = True
-            members.append(mul)
-            cur = self.nodes[mul].output[0]
-            if have_x and have_half:
-                return members, x, cur, Activation(name=module_path(self.nodes[mul].name), fn="gelu",
-                                                   origin=self.g.ref(mul))
-        return None
-
-    _GATES = {("Sigmoid",): "silu", ("HardSigmoid",): "hardswish", ("Softplus", "Tanh"): "mish"}
-
-    def _match_gated(self, i: int):
-        """x * f(x) with f a short chain of unary ops: SiLU, decomposed HardSwish, Mish, QuickGELU."""
-        node = self.nodes[i]
-        if node.op_type != "Mul" or len(node.input) != 2:
-            return None
-        for x, y in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
-            chain: list[int] = []
-            cur = y
-            scale = None
-            while len(chain) < 3:
-                j = self.g.producers.get(cur)
-                if j is None:
-                    break
-                chain.append(j)
-                n = self.nodes[j]
-                if n.op_type == "Mul" and len(n.input) == 2 and x in n.input:
-                    scale = self.g.scalar(self._other(j, x) or "")
-                    cur = x
-                    break
-                cur = n.input[0] if n.input else ""
-                if cur == x:
-                    break
-            if cur != x or not chain:
-                continue
-            ops = tuple(self.nodes[j].op_type for j in reversed(chain))
-            if scale is not None and ops[1:] == ("Sigmoid",) and abs(scale - 1.702) < 1e-3:
-                fn = "gelu"
-            elif scale is None and ops in self._GATES:
-                fn = self._GATES[ops]
-                if fn == "hardswish":
-                    hs = self.nodes[chain[0]]
-                    if abs(float(attr(hs, "alpha", 0.2)) - 1 / 6) > 1e-4:
-                        continue
-            else:
-                continue
-            return chain + [i], x, node.output[0], Activation(name=module_path(node.name), fn=fn,
-                                                                origin=self.g.ref(i))
+            conv, total = f"{ref.name}#conv", f"{ref.name}#sum"
+            outs = tuple(o for o in node.output if o)
+            return [Unit((i,), i, (ins[0],), (conv,), ir=tuple([p] + self.folded_norm(i, p))),
+                    Unit((i,), i, (conv, ins[3]), (total,), ir=(), join=True),
+                    Unit((i,), i, (total,), outs, ir=tuple(self._fused_activation(i, name, ref)))]
         return None
 
     # -- the data path --------------------------------------------------------------------------
@@ -582,19 +470,110 @@ class Lowering:
     def network(self) -> Network:
         units = self.fuse()
         main_in = self._main_input(units)
-        params = tuple(p for p in (self.param(i) for i, n in enumerate(self.nodes) if n.op_type in WEIGHTED) if p)
-        recurrents = tuple(self.recurrent(i) for i, n in enumerate(self.nodes) if n.op_type in RECURRENT)
+        params = tuple(p for p in (self.param(i) for i, k in enumerate(self.g.ops) if k in WEIGHTED) if p)
+        recurrents = tuple(self.recurrent(i) for i, k in enumerate(self.g.ops) if k in RECURRENT)
+        recurrents += tuple(self.unrolled_recurrences())
         nodes: tuple[Node, ...] = ()
         if main_in is not None:
-            nodes = tuple(_Path(self, units, main_in).lower())
+            self.path = _Path(self, units, main_in)
+            nodes = tuple(self.path.lower())
         return Network(name=self.g.name or "graph", path=self.display, nodes=nodes, origin=None,
                        params=params, recurrents=recurrents, forward_known=main_in is not None)
+
+    def unrolled_recurrences(self) -> list[Recurrent]:
+        """nn.RNN as the dynamo exporter writes it: one MatMul per time step, all with the same
+        hidden-to-hidden weight, each reading the previous step's activation. A weight shared by
+        layers is a recurrence when some step's activation is fed (through adds) by a product
+        with that weight and feeds the next one."""
+        users: dict[str, list[int]] = {}
+        for i, key in enumerate(self.g.ops):
+            if layer_op(key) in ("MatMul", "Gemm"):
+                tensor = self._square_weight(i)
+                if tensor is not None:
+                    users.setdefault(tensor, []).append(i)
+        found: list[Recurrent] = []
+        for tensor, steps in users.items():
+            if len(steps) < 2:
+                continue
+            fn = None
+            for j in steps:
+                act = self._activation_behind(j)
+                terms = self._terms_into(act) if act is not None else []
+                # h_t = act(W_hh h_{t-1} + W_ih x_t): the product with the shared weight and an input
+                # term. Without the input term it is a deep stack of (cloned) layers, not a recurrence.
+                if set(terms) & set(steps) and len(terms) >= 2:
+                    fn = ACTIVATIONS[self.g.ops[act]]
+                    break
+            if fn is None:
+                continue
+            first = steps[0]
+            p = self.param(first)
+            init = None
+            src = self.weight_source(tensor)
+            if src is not None and self._is_identity_matrix(src[0]):
+                init = InitSpec("eye", (), self.g.ref(first))
+            found.append(Recurrent(name=self.g.scope(first) or (p.name if p else self.g.ref(first).name), cell="rnn",
+                                   nonlinearity=fn, hidden=p.fan_in if p else None, origin=self.g.ref(first),
+                                   weight_hh_init=init))
+        return found
+
+    def _square_weight(self, i: int) -> str | None:
+        """The operand name of a MatMul/Gemm's static square weight. The name, not the tensor
+        behind it: torch deduplicates equal weights of distinct layers (cloned blocks) into one
+        tensor read through Identity nodes named after each layer's own parameter."""
+        node = self.nodes[i]
+        for x in node.input[:2]:
+            if x and self.g.is_static(x):
+                src = self.weight_source(x)
+                if src is not None and len(src[1]) == 2 and src[1][0] == src[1][1]:
+                    return x
+                return None
+        return None
+
+    def _activation_behind(self, j: int) -> int | None:
+        """The activation node that computes the dynamic operand of layer j, through reshapes."""
+        for x in self.nodes[j].input[:2]:
+            if x and not self.g.is_static(x):
+                found = self.g.through(x)
+                if found is not None and found[0] is self.g and self.g.ops[found[1]] in ACTIVATIONS:
+                    return found[1]
+                return None
+        return None
+
+    def _terms_into(self, act: int) -> list[int]:
+        """The nodes whose outputs are summed into act's input (through at most four Adds)."""
+        out: list[int] = []
+        frontier = [x for x in self.nodes[act].input[:1] if x]
+        for _ in range(4):
+            nxt: list[str] = []
+            for name in frontier:
+                k = self.g.producers.get(name)
+                if k is None:
+                    continue
+                if self.g.ops[k] == "Add":
+                    nxt.extend(x for x in self.nodes[k].input if x and not self.g.is_static(x))
+                else:
+                    out.append(k)
+            frontier = nxt
+        return out
+
+    def _is_identity_matrix(self, tensor: str) -> bool:
+        t = self.g.initializer(tensor)
+        if t is None or len(t.dims) != 2 or t.dims[0] != t.dims[1] or t.dims[0] > 4096:
+            return False
+        from gradlint.onnx.load import small_value
+
+        value = small_value(t, self.g.loaded, limit=int(np.prod(t.dims)))
+        if value is None:
+            return False
+        # A transposed identity is the identity: no need to know which way the exporter stored it.
+        return bool(np.array_equal(value, np.eye(int(t.dims[0]), dtype=value.dtype)))
 
     def _reach(self, units: list[Unit], start: str) -> tuple[set[str], list[int]]:
         dynamic = {start}
         reached: list[int] = []
         for k, u in enumerate(units):
-            if self.nodes[u.head].op_type in SHAPE_OPS and len(u.members) == 1:
+            if self.g.ops[u.head] in SHAPE_OPS and len(u.members) == 1:
                 continue
             if any(x in dynamic for x in u.inputs):
                 dynamic.update(u.outputs)
@@ -606,7 +585,7 @@ class Lowering:
         best, best_score = None, -1
         for name in self.g.inputs:
             _, reached = self._reach(units, name)
-            score = sum(1 for k in reached for m in units[k].members if self.nodes[m].op_type in WEIGHTED)
+            score = sum(1 for k in reached for m in units[k].members if layer_op(self.g.ops[m]))
             if score > best_score:
                 best, best_score = name, score
         return best
@@ -645,6 +624,11 @@ class _Path:
         order = [ENTRY] + [k for k in reached if k in self.succ] + [EXIT]
         self.pos = {k: n for n, k in enumerate(order)}
         self.ipdom = self._postdominators(order)
+        # For the coverage report: the IR each unit was read as, the units a fork or join left
+        # unread (with the reason), and the adds read as residual joins.
+        self.seen: dict[int, list[Node]] = {}
+        self.hidden: dict[int, str] = {}
+        self.joins: set[int] = set()
 
     def _prune(self) -> None:
         """Keep only units on some path to the main output."""
@@ -692,9 +676,9 @@ class _Path:
 
     def ir(self, k: int) -> list[Node]:
         u = self.units[k]
-        if u.ir is not None:
-            return list(u.ir)
-        return self.low.node_ir(u.head)
+        nodes = list(u.ir) if u.ir is not None else self.low.node_ir(u.head)
+        self.seen[k] = nodes
+        return nodes
 
     def ref(self, k: int) -> GraphNode:
         return self.low.g.ref(self.units[k].head)
@@ -716,6 +700,7 @@ class _Path:
                     # A join whose fork is not on this walk: the structure is not nested.
                     ref = self.ref(nxt)
                     out.append(Opaque(name=ref.name, what=f"{ref.op_type} joining paths", origin=ref))
+                    self.hidden.setdefault(nxt, "a join of paths that do not nest")
                     break
                 k, emit = nxt, True
                 continue
@@ -731,6 +716,7 @@ class _Path:
             name = module_path(ref.name) if ref.name.startswith("/") else ref.name
             if m in succs:
                 other = succs[0] if succs[1] == m else succs[1]
+                self.joins.add(m)
                 return [Residual(body=tuple(self.walk(other, m)), name=name, origin=ref)]
             branches = [self.walk(s, m) for s in succs]
             skips = [b for b in branches if _is_shortcut(b)]
@@ -738,21 +724,38 @@ class _Path:
                 skip = min(skips, key=len)
                 body = branches[1] if skip is branches[0] else branches[0]
                 scale = self._scalar_scale(succs[branches.index(skip)], m)
+                self.joins.add(m)
                 return [Residual(body=tuple(body), name=name, origin=ref, skip_scale=scale)]
         ref = self.ref(m) if m != EXIT else self.ref(f)
         what = (f"{ref.op_type} joining {len(succs)} branches" if m != EXIT
                 else f"{len(succs)} branches to the outputs")
+        for k in self._region(succs, m):
+            self.hidden[k] = "inside a fork and join that is not a residual (attention, gating, concatenation)"
         return [Opaque(name=ref.name, what=what, origin=ref)]
+
+    def _region(self, succs: list[int], m: int) -> set[int]:
+        """The units from a fork's successors up to and including its join m."""
+        region: set[int] = set()
+        stack = [s for s in succs if s != EXIT]
+        while stack:
+            k = stack.pop()
+            if k in region:
+                continue
+            region.add(k)
+            if k != m:
+                stack.extend(s for s in self.succ.get(k, []) if s != EXIT)
+        return region
 
     def _is_add_join(self, m: int) -> bool:
         u = self.units[m]
-        return u.ir is None and self.low.nodes[u.head].op_type == "Add" and len(self.pred.get(m, [])) == 2
+        return ((u.join or (u.ir is None and self.low.g.ops[u.head] == "Add"))
+                and len(self.pred.get(m, [])) == 2)
 
     def _scalar_scale(self, s: int, m: int) -> float | None:
         """DeepNorm-style alpha: the skip branch is one Mul by a scalar constant."""
         u = self.units[s]
         node = self.low.nodes[u.head]
-        if u.ir is not None or node.op_type != "Mul" or self.succ.get(s) != [m]:
+        if u.ir is not None or self.low.g.ops[u.head] != "Mul" or self.succ.get(s) != [m]:
             return None
         for x in node.input:
             if x and self.low.g.is_static(x):
@@ -765,6 +768,11 @@ def _is_shortcut(branch: list[Node]) -> bool:
     params = sum(isinstance(n, Param) for n in branch)
     acts = sum(isinstance(n, (Activation, Recurrent, Residual)) for n in branch)
     return params <= 1 and acts == 0 and all(not isinstance(n, Opaque) or "by a constant" in n.what for n in branch)
+
+
+def _op_text(op: str) -> str:
+    domain, _, name = op.rpartition(":")
+    return f"{domain} op {name}" if domain else f"ONNX {op}"
 
 
 def lower_graph(index: GraphIndex, stats: dict[str, TensorStats], display: str) -> Network:

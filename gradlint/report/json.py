@@ -73,7 +73,8 @@ def finding_to_dict(f: Finding, cwd: str) -> dict[str, Any]:
         "fix": fix,
         # A binary model has no line to put a `# noqa` on.
         "noqa_row": None if graph else f.span.line,
-        "node": None if f.node is None else {"name": f.node.name, "op_type": f.node.op_type, "index": f.node.index},
+        "node": None if f.node is None else {"name": f.node.name, "op_type": f.node.op_type, "index": f.node.index,
+                                             **({"source": f.node.source} if f.node.source else {})},
         "data": jsonable(f.data_dict),
     }
 

@@ -62,7 +62,8 @@ def finding_line(f: Finding, *, color: bool = False) -> str:
     message = one_line(f.message)
     if f.node is not None:
         # Kept after the message so the line stays `path:line:col: CODE ...` for problem matchers.
-        message += f" (node {escape(repr(f.node.name))}, {escape(f.node.op_type)} #{f.node.index})"
+        source = f", from {escape(f.node.source)}" if f.node.source else ""
+        message += f" (node {escape(repr(f.node.name))}, {escape(f.node.op_type)} #{f.node.index}{source})"
     return f"{where} {code}{marker} {message}"
 
 

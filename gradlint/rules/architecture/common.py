@@ -113,6 +113,21 @@ def _summarise(items: list[str], keep: int = 3) -> list[str]:
     return items[: keep - 1] + [f"{len(items) - keep} more"] + items[-1:]
 
 
+def maybe_folded(ctx: RuleContext, chain: Chain) -> bool:
+    """True when an ONNX chain runs through convs into which the export may have folded a
+    BatchNorm (the graph cannot tell): in training the chain may be normalised."""
+    return any(layer_maybe_folded(ctx, s.layer) for s in chain.steps)
+
+
+def layer_maybe_folded(ctx: RuleContext, layer: Param) -> bool:
+    names = getattr(ctx.facts.graph, "maybe_folded", None) if ctx.facts.graph is not None else None
+    return bool(names) and isinstance(layer.origin, GraphNode) and layer.origin.name in names
+
+
+FOLDED_NOTE = ("; the convs' weights may have a BatchNorm folded in at export (which a trained model "
+               "would normalise away): export with `training=torch.onnx.TrainingMode.TRAINING` to check")
+
+
 def chain_data(network: Network, chain: Chain, **extra) -> dict:
     data = {"network": network.name, "modules": tuple(s.layer.name for s in chain.steps),
             "predicted": chain.gain, "depth": len(chain.steps)}

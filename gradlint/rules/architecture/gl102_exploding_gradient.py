@@ -6,7 +6,9 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Severity
 from gradlint.registry import Example, Option, Rule, RuleContext, positive_float
-from gradlint.rules.architecture.common import chain_cause, chain_data, fmt, location, unique_chains
+from gradlint.rules.architecture.common import (
+    FOLDED_NOTE, chain_cause, chain_data, fmt, location, maybe_folded, unique_chains,
+)
 
 TANH_STD1 = """\
 import torch
@@ -78,8 +80,12 @@ class ExplodingGradient(Rule):
         for network, chain in unique_chains(ctx):
             if chain.gain > threshold:
                 span, node = location(chain.first.origin)
+                folded = maybe_folded(ctx, chain)
+                extra = {"maybe_folded": True} if folded else {}
                 yield ctx.finding(
                     f"predicted gradient gain {fmt(chain.gain)} across {chain.depth} layers "
-                    f"({chain_cause(chain)}) in {network.name}: gradients explode towards the input",
-                    span, node=node, data=chain_data(network, chain, threshold=threshold),
+                    f"({chain_cause(chain)}) in {network.name}: gradients explode towards the input"
+                    + (FOLDED_NOTE if folded else ""),
+                    span, node=node, data=chain_data(network, chain, threshold=threshold, **extra),
+                    severity=Severity.INFO if folded else None,
                 )

@@ -8,7 +8,9 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Severity
 from gradlint.registry import Example, Rule, RuleContext
-from gradlint.rules.architecture.common import ACTIVATION_NAMES, SQUASHING, analyses, describe_init, location
+from gradlint.rules.architecture.common import (
+    ACTIVATION_NAMES, FOLDED_NOTE, SQUASHING, analyses, describe_init, layer_maybe_folded, location,
+)
 
 SATURATION_STD = 3.0
 # Tables whose raw scale is the point (embeddings, positions, codebooks), low-rank adapters and
@@ -111,12 +113,15 @@ class Tok(nn.Module):
                     entry[5].add(layer.name)
         for network, stat, layer, std, where, names in groups.values():
             span, node = location(where)
+            # A BatchNorm folded into the conv at export would sit before the activation in training.
+            folded = layer_maybe_folded(ctx, layer)
             act = ACTIVATION_NAMES.get(stat.activation.fn, stat.activation.fn)
             more = f" (and {len(names) - 1} more layer{'s' if len(names) > 2 else ''} of {network.name})" if len(names) > 1 else ""
             yield ctx.finding(
                 f"predicted pre-activation std {std:.3g} at {act} after {layer.name or layer.op}{more} "
-                f"({describe_init(layer)}, fan-in {layer.fan_in}): most units are saturated and get almost no gradient",
-                span, node=node,
+                f"({describe_init(layer)}, fan-in {layer.fan_in}): most units are saturated and get almost no gradient"
+                + (FOLDED_NOTE if folded else ""),
+                span, node=node, severity=Severity.INFO if folded else None,
                 data={"network": network.name, "module": layer.name, "predicted_std": std,
                       "modules": tuple(sorted(names))},
             )

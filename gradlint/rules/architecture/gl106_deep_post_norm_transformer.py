@@ -64,10 +64,12 @@ class DeepPostNormTransformer(Rule):
     and reports a stack of `post-norm-depth` or more.
 
     ## Why is this bad?
-    In a Post-LN transformer the gradient of the layers near the output is large and that of the
-    layers near the input small; without a long learning-rate warm-up, deep Post-LN stacks
-    diverge or train poorly (Xiong et al. 2020). Pre-LN (`norm_first=True`) keeps a clean residual
-    path and trains stably at depth.
+    In a Post-LN transformer every residual path runs through a norm, so the identity path that
+    lets deep networks train is gone; the parameters near the output get the largest gradients,
+    and without a long learning-rate warm-up deep Post-LN stacks diverge or train poorly (Xiong
+    et al. 2020; Liu et al. 2020 trace it to updates amplified through the stack more than to the
+    gradients at initialisation, which need not show an imbalance yet). Pre-LN (`norm_first=True`) keeps a clean residual path and trains stably at
+    depth.
 
     ## Example
     ```python
@@ -87,6 +89,7 @@ class DeepPostNormTransformer(Rule):
     ## References
     - Xiong et al., *On Layer Normalization in the Transformer Architecture* (2020).
     - Wang et al., *DeepNet: Scaling Transformers to 1,000 Layers* (2022).
+    - Liu et al., *Understanding the Difficulty of Training Transformers* (2020).
     """
 
     code = "GL106"
@@ -132,6 +135,7 @@ class DeepPostNormTransformer(Rule):
             span, node = location(first.origin)
             yield ctx.finding(
                 f"{len(blocks)} Post-LN transformer blocks stacked in {network.name} (norm after the residual add): "
-                f"gradients near the input are much smaller than near the output; deep Post-LN needs long warm-up or diverges",
+                f"every residual path runs through a norm, so a stack this deep needs a long learning-rate "
+                f"warm-up or diverges (Xiong et al. 2020)",
                 span, node=node, data={"network": network.name, "blocks": len(blocks)},
             )
