@@ -272,10 +272,10 @@ def test_a_libcst_segfault_and_a_killed_worker_cost_only_their_files(tmp_path, m
                         lambda text, display: ast.parse("pass") if "((((((((" in text else real_parse(text, display))
     real_extract = api._extract
 
-    def extract(path, display):
+    def extract(path, display, *rest):
         if display.endswith("oom.py"):
             os.kill(os.getpid(), signal.SIGKILL)
-        return real_extract(path, display)
+        return real_extract(path, display, *rest)
 
     monkeypatch.setattr(api, "_extract", extract)
     monkeypatch.setattr(gradlint.pool, "map_isolated", functools.partial(
