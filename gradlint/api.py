@@ -231,8 +231,11 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
     return map_isolated(_facts_job, args, workers, on_failure=_job_failed)
 
 
-def _job_failed(args: tuple[str, str, str | None], reason: str) -> FileFacts:
-    return FileFacts(path=args[1], kind="python", internal_error=f"{reason} while checking {args[1]}")
+def _job_failed(args: tuple, reason: str) -> FileFacts:
+    """The facts of a file whose worker died: an internal error that names the file (args is
+    _facts_job's: the path, then the name shown)."""
+    display = args[1]
+    return FileFacts(path=display, kind="python", internal_error=f"{reason} while checking {display}")
 
 
 def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool = True,
