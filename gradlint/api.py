@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import tempfile
 import traceback
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
@@ -79,7 +78,7 @@ def relative_path(path: Path | str, config: Config) -> str:
     path = Path(path)
     try:
         return path.resolve().relative_to(Path(config.root).resolve()).as_posix()
-    except (ValueError, OSError):
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
         return path.as_posix()
 
 
@@ -165,8 +164,17 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
     # A pool costs ~100 ms to start; below a few dozen files one process is faster.
     if workers <= 1 or len(args) < 32:
         return [_facts_job(a) for a in args]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_facts_job, args, chunksize=8))
+    from gradlint.pool import map_isolated
+
+    # A worker that dies (a native crash, SIGKILL, the OOM killer) costs only its own file.
+    return map_isolated(_facts_job, args, workers, on_failure=_job_failed)
+
+
+def _job_failed(args: tuple, reason: str) -> FileFacts:
+    """The facts of a file whose worker died: an internal error that names the file (args is
+    _facts_job's: the path, then the name shown)."""
+    display = args[1]
+    return FileFacts(path=display, kind="python", internal_error=f"{reason} while checking {display}")
 
 
 def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool = True,

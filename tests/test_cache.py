@@ -114,7 +114,7 @@ def test_nested_records_round_trip():
                                                   "evil": 1}}, "differ"),
     ({"$r": "gradlint.model.ir.Residual", "f": {"body": [{"$r": "gradlint.findings.SourceSpan", "f": {
         "line": 1, "column": 1, "end_line": 1, "end_column": 1}}], "name": "", "origin": None,
-        "skip_scale": None, "branch_scale": None}}, "does not fit"),
+        "skip_scale": None, "branch_scale": None, "join": "add", "branches": []}}, "does not fit"),
     ({"$set": [{"$list": [1]}]}, "unhashable"),
     ({"__reduce__": ["os.system", "id"]}, "unknown object"),
 ])

@@ -36,7 +36,8 @@ def expected(path: Path) -> list[tuple[int, str]]:
 
 def findings_for(root: Path, checked: list[str], file: str, monkeypatch) -> list[tuple[int, int, str, str]]:
     monkeypatch.chdir(root)
-    result = check_paths(checked, Config(root=str(root)), use_cache=False, jobs=1)
+    # GL406 is off by default; these fixtures test that its gradchecks resolve across the project
+    result = check_paths(checked, Config(root=str(root), extend_select=("GL406",)), use_cache=False, jobs=1)
     assert not result.internal_errors, [r.internal_error for r in result.internal_errors]
     return sorted((f.span.line, f.span.column, f.code, f.message) for f in result.findings
                   if Path(f.path).as_posix() == file)
@@ -242,9 +243,9 @@ def test_modules_read_on_demand_come_from_the_cache(tmp_path, monkeypatch):
     extracted: list[str] = []
     real = api._extract
 
-    def counting(path, display):
+    def counting(path, display, data=None):
         extracted.append(display)
-        return real(path, display)
+        return real(path, display, data)
 
     monkeypatch.setattr(api, "_extract", counting)
     again = check_paths(["train.py"], config, use_cache=True, jobs=1)

@@ -93,13 +93,18 @@ def excerpt(f: Finding, lines: list[str] | None) -> list[str]:
 
 
 def summary_lines(result: RunResult, findings: list[Finding], *, fixed: int = 0) -> list[str]:
-    checked = sum(1 for r in result.files if r.skipped is None)
+    # A file gradlint failed on (exit 2) was not checked: never count it, never say "passed".
+    failed = sum(1 for r in result.files if r.internal_error)
+    checked = sum(1 for r in result.files if r.skipped is None and not r.internal_error)
     skipped = sum(1 for r in result.files if r.skipped is not None)
     missing = any(r.skipped == MISSING for r in result.files)
     tail = f" ({_plural(skipped, 'path')} skipped)" if skipped else ""
+    not_checked = [f"{_plural(failed, 'file')} could not be checked (internal error)."] if failed else []
     if not findings:
         if fixed:
-            return [f"Found {_plural(fixed, 'finding')} ({fixed} fixed, 0 remaining)."]
+            return [f"Found {_plural(fixed, 'finding')} ({fixed} fixed, 0 remaining).", *not_checked]
+        if failed:
+            return [f"No findings ({_plural(checked, 'file')} checked){tail}.", *not_checked]
         # A path that does not exist is an error (exit 2, said on stderr), never "passed".
         return [] if missing else [f"All checks passed ({_plural(checked, 'file')} checked){tail}."]
     with_findings = len({f.path for f in findings})
@@ -117,7 +122,7 @@ def summary_lines(result: RunResult, findings: list[Finding], *, fixed: int = 0)
         lines.append(f"[*] {safe} fixable with `gradlint check --fix`.")
     if unsafe:
         lines.append(f"{unsafe} more fixable with `gradlint check --fix --unsafe-fixes`.")
-    return lines
+    return lines + not_checked
 
 
 def render_text(result: RunResult, *, quiet: bool = False, color: bool = False, full: bool = False,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 import tokenize
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from gradlint.findings import InputError, SourceSpan
+from gradlint.source import budget
 from gradlint.source.names import ImportTable, build_import_table
 from gradlint.text import split_lines
 
@@ -92,9 +95,10 @@ class LazyPositions:
     in the file, which CPython's own parser gives for the price of a C call.
     """
 
-    def __init__(self, module: cst.Module, text: str) -> None:
+    def __init__(self, module: cst.Module, text: str, tree: ast.Module | None = None) -> None:
         self.module = module
         self.text = text
+        self.tree = tree  # CPython's AST of the same text, when the caller already has it
         self.cache: dict[cst.CSTNode, CodeRange] = {}
         self.resolved: set[int] = set()
         self.lines: list[int] | None = None
@@ -106,12 +110,12 @@ class LazyPositions:
         self.next_quick = 0
 
     def _start_lines(self) -> list[int] | None:
-        import ast
-
-        try:
-            tree = ast.parse(self.text)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return None
+        tree = self.tree
+        if tree is None:
+            try:
+                tree = ast.parse(self.text)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                return None
         body = tree.body
         lines: list[int] = []
         groups: list[list] = []
@@ -220,9 +224,12 @@ class LazyPositions:
         return table
 
     def _resolve_all(self) -> None:
-        wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
-        self.cache.update(wrapper.resolve(PositionProvider))
         self.whole = True
+        wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
+        try:
+            self.cache.update(wrapper.resolve(PositionProvider))
+        except (RecursionError, KeyError):  # see get(): a statement too deep for libcst
+            pass
 
     def _resolve(self, index: int) -> None:
         if index in self.resolved:
@@ -273,7 +280,14 @@ class LazyPositions:
         index = self.owner.get(id(node))
         if index is None:
             return default
-        self._resolve(index)
+        try:
+            self._resolve(index)
+        except (RecursionError, KeyError):
+            # libcst's code generator recurses once per level of nesting; out of stack, its position
+            # recorder fails with a RecursionError or, while unwinding, a KeyError. In a statement
+            # that deep, every node is placed at the start of its top-level statement.
+            line = self.lines[index]
+            return CodeRange((line, 0), (line, 0))
         return self.cache.get(node, default)
 
 
@@ -362,9 +376,9 @@ def parse_module(text: str) -> cst.Module:
     return cst.parse_module(_formfeed_indents_dropped(text))
 
 
-def parse(path: str, text: str) -> SourceFile:
+def parse(path: str, text: str, tree: ast.Module | None = None) -> SourceFile:
     module = parse_module(text)
-    return SourceFile(path=path, text=text, module=module, positions=LazyPositions(module, text),
+    return SourceFile(path=path, text=text, module=module, positions=LazyPositions(module, text, tree),
                       imports=build_import_table(module))
 
 
@@ -386,72 +400,84 @@ def extract_python(path: Path, display: str, data: bytes | None = None):
 
 
 def extract_python_text(text: str, display: str):
-    """The facts of Python source already in memory: a file's, stdin's, a notebook's cells."""
+    """The facts of Python source already in memory (a file, stdin, a notebook's cells), a GL001
+    (what Python itself refuses) or a named skip (what gradlint's parser cannot afford or cannot
+    read). CPython judges first: libcst crashes (SIGSEGV) on nesting CPython refuses, and hangs on
+    some it accepts, so it only sees what both budgets allow."""
     from gradlint.facts.files import FileFacts
+    from gradlint.source.index import module_symbols
 
-    if not _SNIFF.search(text.encode("utf-8", "surrogatepass")):
-        from gradlint.source.index import module_symbols
-
-        # Nothing for our rules here, but a broken file is still news (GL001): CPython's own
-        # parser tells, at a fraction of libcst's cost, and executes nothing.
-        error = _python_syntax_error(text, display)
-        errors = (InputError("GL001", error[2], SourceSpan.point(error[0], error[1])),) if error else ()
-        # Its names still matter to other files: a package `__init__` that re-exports a model.
-        symbols = None if error else module_symbols(text)
-        return FileFacts(path=display, kind="python", source=text, input_errors=errors, symbols=symbols)
-    tree, too_deep = _cpython_parse(text, display)
-    if too_deep is not None:
-        # CPython refuses the nesting; libcst's native parser would overflow its stack (SIGSEGV)
-        # and take the whole run down, this file's importers included.
-        return FileFacts(path=display, kind="python", source=text,
-                         input_errors=(InputError("GL001", too_deep[2], SourceSpan.point(too_deep[0], too_deep[1])),))
-    try:
-        src = parse(display, text)
-    except cst.ParserSyntaxError as exc:
-        line, col, message = _python_syntax_error(text, display) or (
-            exc.raw_line, exc.raw_column + 1, f"syntax error: {exc.message}")
+    data = text.encode("utf-8", "surrogatepass")
+    too_big = _over_size_budget(data, text)
+    if too_big:
+        return FileFacts(path=display, kind="python", skipped=too_big)
+    tree = _cpython_parse(text, display)
+    if not isinstance(tree, ast.Module):
+        line, col, message = tree
         return FileFacts(path=display, kind="python", source=text,
                          input_errors=(InputError("GL001", message, SourceSpan.point(line, col)),))
+    if not _SNIFF.search(data):
+        # Nothing for our rules here, but its names still matter to other files: a package
+        # `__init__` that re-exports a model.
+        return FileFacts(path=display, kind="python", source=text, symbols=module_symbols(tree))
+    deepest, cost = budget.nesting_cost(tree)
+    if cost > budget.NESTING_BUDGET:
+        return FileFacts(path=display, kind="python", source=text, symbols=module_symbols(tree), skipped=(
+            f"expressions nested up to {deepest} levels deep are over gradlint's parse budget "
+            f"(libcst's parse time grows with the square of the nesting)"))
+    try:
+        src = parse(display, text, tree)
+    except cst.ParserSyntaxError as exc:
+        # Python accepts the file (it was compiled above), so this is not GL001: a limit of libcst.
+        return FileFacts(path=display, kind="python", source=text, symbols=module_symbols(tree),
+                         skipped=_libcst_limit(text, exc))
     except (RecursionError, MemoryError):
-        return FileFacts(path=display, kind="python", source=text,
-                         input_errors=(InputError("GL001", "file is too deeply nested to parse"),))
+        return FileFacts(path=display, kind="python", source=text, symbols=module_symbols(tree),
+                         skipped="nested too deeply for libcst, gradlint's parser (Python accepts it)")
     return extract_facts(src, tree)
 
 
-_TOO_DEEP = re.compile(r"too many nested|too many levels|too complex|nested too deeply")
+def _over_size_budget(data: bytes, text: str) -> str | None:
+    """Why the file is too large to parse within budget (libcst: ~1 s per 5 000 lines, ~1 GB per
+    20 000), or None."""
+    if len(data) > budget.MAX_SOURCE_BYTES:
+        return f"{len(data)} bytes, over gradlint's parse budget of {budget.MAX_SOURCE_BYTES} bytes"
+    lines = text.count("\n") + 1
+    if lines > budget.MAX_SOURCE_LINES:
+        return f"{lines} lines, over gradlint's parse budget of {budget.MAX_SOURCE_LINES} lines"
+    return None
 
 
-def _cpython_parse(text: str, display: str):
-    """(CPython's AST or None, (line, column, message) when the file nests too deeply to parse).
-
-    The AST gives the module's top-level names (gradlint.source.index.module_symbols); a syntax
-    CPython does not know (newer than the running Python) is left to libcst."""
-    import ast
-
+def _cpython_parse(text: str, display: str) -> ast.Module | tuple[int, int, str]:
+    """CPython's AST of the file, or (line, column, message) of why CPython refuses it. Its
+    position and wording ("expected ':'") are better than libcst's, which points at the token
+    after the mistake. Compiling to an AST runs nothing."""
+    nul = text.find("\0")
+    if nul >= 0:  # Python 3.11 raises ValueError for it, 3.12 SyntaxError: one message for both
+        line = text.count("\n", 0, nul) + 1
+        return line, nul - (text.rfind("\n", 0, nul) + 1) + 1, "syntax error: source code cannot contain null bytes"
     try:
-        return ast.parse(text, filename=display), None
-    except SyntaxError as err:
-        if _TOO_DEEP.search(err.msg or ""):
-            return None, (err.lineno or 1, err.offset or 1, f"syntax error: {err.msg}")
-        return None, None
-    except (RecursionError, MemoryError):
-        return None, (1, 1, "file is too deeply nested to parse")
-    except ValueError:
-        return None, None
-
-
-def _python_syntax_error(text: str, display: str) -> tuple[int, int, str] | None:
-    """CPython's own position and wording ("expected ':'") are better than the libcst parser's,
-    which points at the token after the mistake. Compiling to an AST runs nothing."""
-    import ast
-
-    try:
-        ast.parse(text, filename=display)
+        with warnings.catch_warnings():  # invalid escapes and friends: not ours to print
+            warnings.simplefilter("ignore")
+            return compile(text, display, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
     except SyntaxError as err:
         return err.lineno or 1, err.offset or 1, f"syntax error: {err.msg}"
-    except (ValueError, RecursionError, MemoryError):
-        return None
-    return None  # CPython accepts it: a syntax libcst does not know; report libcst's words
+    except (RecursionError, MemoryError) as err:
+        # CPython's parser ran out of stack ("maximum recursion depth exceeded during
+        # compilation", or a MemoryError for 20 000 nested unary operators): Python cannot run it.
+        reason = str(err) or type(err).__name__
+        return 1, 1, f"syntax error: too deeply nested for Python to compile ({reason})"
+    except ValueError as err:
+        return 1, 1, f"syntax error: {err}"
+
+
+def _libcst_limit(text: str, exc: cst.ParserSyntaxError) -> str:
+    reason = f"Python accepts this file but libcst, gradlint's parser, cannot parse it ({exc.message})"
+    if re.search(r"^(?: +\t|\t+ )", text, re.MULTILINE):
+        # libcst keeps each block's indentation as a string that must extend its parent's; CPython
+        # compares widths, so `\t` then `        \t` is fine for Python and not for libcst
+        reason += "; its indentation mixes tabs and spaces: indent with spaces only to check it"
+    return reason
 
 
 def extract_facts(src: SourceFile, tree=None):
@@ -460,9 +486,14 @@ def extract_facts(src: SourceFile, tree=None):
     from gradlint.source import loops, models, numerics
     from gradlint.source.index import module_symbols
 
-    networks, classes = models.extract(src)
-    facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes,
-                      symbols=module_symbols(tree if tree is not None else src.text))
-    facts.numerics = numerics.extract(src)
-    facts.training = loops.extract(src)
+    with warnings.catch_warnings():
+        # libcst evaluates string literals with ast.literal_eval: the checked file's invalid
+        # escapes ('\d') would print Python's warnings about that file on our stderr
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        networks, classes = models.extract(src)
+        facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes,
+                          symbols=module_symbols(tree if tree is not None else src.text))
+        facts.numerics = numerics.extract(src)
+        facts.training = loops.extract(src)
     return facts

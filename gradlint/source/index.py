@@ -25,16 +25,23 @@ def find_project_root(paths: Iterable[Path], fallback: Path) -> Path:
     for p in paths:
         try:
             start = p.resolve()
-        except OSError:
+            if not start.exists():
+                continue
+            folder = start if start.is_dir() else start.parent
+        except (OSError, RuntimeError):  # unreadable, or a symlink loop (RuntimeError before 3.13)
             continue
-        if not start.exists():
-            continue
-        folder = start if start.is_dir() else start.parent
         for cand in (folder, *folder.parents):
-            if any((cand / m).exists() for m in PROJECT_MARKERS):
+            if any(_exists(cand / m) for m in PROJECT_MARKERS):
                 return cand
         break
     return fallback.resolve()
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a folder we may not read: no marker seen there
+        return False
 
 
 def import_roots(root: Path) -> tuple[Path, ...]:

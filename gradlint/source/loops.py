@@ -20,6 +20,7 @@ import libcst as cst
 
 from gradlint.facts.training import Assign, Block, Event, Function, Stmt, TrainingFacts, Value
 from gradlint.findings import SourceSpan
+from gradlint.source.budget import MAX_EXPR_DEPTH
 from gradlint.source.names import dotted
 from gradlint.text import split_lines
 
@@ -89,15 +90,17 @@ def _text(node: cst.CSTNode) -> str:
     return _EMPTY.code_for_node(node).strip()
 
 
-def _number(node: cst.BaseExpression) -> float | None:
+def _number(node: cst.BaseExpression, depth: int = 0) -> float | None:
     """A literal number, or +inf spelled float('inf') / math.inf / torch.inf / np.inf."""
+    if depth > MAX_EXPR_DEPTH:
+        return None
     if isinstance(node, (cst.Integer, cst.Float)):
         try:
             return float(node.evaluated_value)
         except (ValueError, OverflowError):
             return None
     if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, (cst.Minus, cst.Plus)):
-        inner = _number(node.expression)
+        inner = _number(node.expression, depth + 1)
         if inner is None:
             return None
         return -inner if isinstance(node.operator, cst.Minus) else inner
@@ -105,7 +108,7 @@ def _number(node: cst.BaseExpression) -> float | None:
         arg = node.args[0].value
         if isinstance(arg, cst.SimpleString) and arg.evaluated_value.strip().lower() in ("inf", "+inf", "infinity"):
             return math.inf
-        return _number(arg)
+        return _number(arg, depth + 1)
     text = dotted(node) if isinstance(node, (cst.Attribute, cst.Name)) else None
     if text and text.split(".")[-1] == "inf" and text.split(".")[0] in ("math", "torch", "np", "numpy"):
         return math.inf
@@ -344,10 +347,12 @@ class _Positions:
     def _pair_defs(self) -> None:
         import ast
 
-        try:
-            tree = ast.parse(self.src.text)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return
+        tree = self.src.positions.tree  # the pre-check's AST (parsed once per file)
+        if tree is None:
+            try:
+                tree = ast.parse(self.src.text)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                return
         theirs: list = []
         stack = [tree]
         while stack:
@@ -1157,4 +1162,9 @@ def extract(src) -> TrainingFacts:
     if not _SNIFF.search(src.text):
         return TrainingFacts()
     ex = _Extractor(src)
-    return _resolve_calls(ex.run())
+    try:
+        return _resolve_calls(ex.run())
+    except RecursionError:
+        # a statement nested too deep for libcst's own recursive code (code generation, visitors):
+        # half-read loop facts could mislead the rules, so this file gives none
+        return TrainingFacts()

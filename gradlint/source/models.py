@@ -26,11 +26,9 @@ from gradlint.model.ir import (
 )
 from gradlint.source import catalog as C
 from gradlint.source import library as L
+from gradlint.source.budget import MAX_DEPTH, MAX_ITEMS, MAX_SAME_CLASS, MAX_UNROLL, Exhausted, Meter, bounded, checked_range, fold
 from gradlint.source.names import dotted
 
-MAX_UNROLL = 512
-MAX_ITEMS = 4096
-MAX_DEPTH = 6
 # Forward paths explored per network when `if` conditions cannot be decided (each undecided
 # condition doubles them); past this, the branches are merged into an opaque node as before.
 MAX_PATHS = 8
@@ -170,10 +168,6 @@ class ClassInfo:
     sequential: bool = False
 
 
-class _Budget(Exception):
-    """Raised when interpretation would exceed its budget (huge unrolls, deep recursion)."""
-
-
 def _arg_value(call: cst.Call, index: int, keyword: str) -> cst.BaseExpression | None:
     positional = [a for a in call.args if a.keyword is None and a.star == ""]
     for a in call.args:
@@ -198,6 +192,9 @@ class FileModel:
         # Set while a library block is built for the user's call: the call its layers stand at.
         self.site: Any = None
         self._lib: FileModel | None = None
+        self.meter = Meter()
+        self.cuts = 0  # instances whose __init__ a budget cut short
+        self.building: dict[str, int] = {}  # local classes being instantiated, with their nesting
         self._collect()
 
     def library(self) -> "FileModel":
@@ -214,6 +211,7 @@ class FileModel:
             if isinstance(stmt, cst.SimpleStatementLine):
                 for small in stmt.body:
                     if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
+                        self.meter.allow()
                         value = self.eval(small.value, {})
                         if isinstance(value, (int, float, str, bool)) and not isinstance(value, Sym):
                             self.constants[small.targets[0].target.value] = value
@@ -281,14 +279,27 @@ class FileModel:
     def eval(self, expr: cst.BaseExpression, env: dict) -> Any:
         try:
             return self._eval(expr, env)
-        except (ZeroDivisionError, OverflowError, ValueError, TypeError, _Budget):
+        except (ZeroDivisionError, OverflowError, ValueError, TypeError, SyntaxError, Exhausted):
             return UNKNOWN
 
     def _eval(self, e: cst.BaseExpression, env: dict) -> Any:
+        meter = self.meter
+        try:
+            meter.enter()  # too deep, or the file's steps spent: Exhausted, the value is Unknown
+            return self._eval_node(e, env)
+        finally:
+            meter.leave()
+
+    def _eval_node(self, e: cst.BaseExpression, env: dict) -> Any:
         if isinstance(e, cst.Integer):
-            return _literal_int(e)
+            try:
+                v = bounded(_literal_int(e))
+            except ValueError:  # more digits than Python converts (int_max_str_digits)
+                v = None
+            return UNKNOWN if v is None else v
         if isinstance(e, cst.Float):
-            return float(e.value.replace("_", ""))
+            v = bounded(float(e.value.replace("_", "")))
+            return UNKNOWN if v is None else v
         if isinstance(e, cst.SimpleString):
             return _literal_str(e)
         if isinstance(e, cst.FormattedString):
@@ -345,28 +356,16 @@ class FileModel:
             return Sym(self.src.code(e)) if isinstance(v, Sym) else UNKNOWN
         if isinstance(e, cst.BinaryOperation):
             a, b = self._eval(e.left, env), self._eval(e.right, env)
-            if _num(a) and _num(b):
-                op = e.operator
-                if isinstance(op, cst.Add):
-                    return a + b
-                if isinstance(op, cst.Subtract):
-                    return a - b
-                if isinstance(op, cst.Multiply):
-                    return a * b
-                if isinstance(op, cst.Divide):
-                    return a / b
-                if isinstance(op, cst.FloorDivide):
-                    return a // b
-                if isinstance(op, cst.Power):
-                    return a ** b
-                if isinstance(op, cst.Modulo):
-                    return a % b
+            op_text = _FOLDED.get(type(e.operator))
+            if _num(a) and _num(b) and op_text is not None:
+                folded = fold(op_text, a, b)  # None: too large, infinite, or a division by zero
+                return UNKNOWN if folded is None else folded
             if isinstance(a, ListVal) and isinstance(b, ListVal) and isinstance(e.operator, cst.Add):
                 return ListVal(a.items + b.items)
             if isinstance(a, ListVal) and isinstance(b, int) and isinstance(e.operator, cst.Multiply):
                 # [nn.Linear(...)] * n repeats one module object n times.
                 if len(a.items) * b > MAX_ITEMS:
-                    raise _Budget()
+                    raise Exhausted()
                 return ListVal(a.items * b)
             if isinstance(a, (Sym, int, float)) and isinstance(b, (Sym, int, float)):
                 return Sym(self.src.code(e))
@@ -485,7 +484,7 @@ class FileModel:
             if clause is None:
                 out.append(self._eval(e.elt, scope))
                 if len(out) > MAX_ITEMS:
-                    raise _Budget()
+                    raise Exhausted()
                 return
             seq = self._iterable(clause.iter, scope)
             if seq is None:
@@ -513,10 +512,7 @@ class FileModel:
             if name == "range":
                 args = [self._eval(a.value, env) for a in expr.args]
                 if args and all(isinstance(a, int) and not isinstance(a, bool) for a in args):
-                    r = range(*args)
-                    if len(r) > MAX_UNROLL:
-                        raise _Budget()
-                    return list(r)
+                    return list(checked_range(args))  # Exhausted past MAX_UNROLL
                 return None
             if name == "enumerate" and expr.args:
                 inner = self._iterable(expr.args[0].value, env)
@@ -561,7 +557,8 @@ class FileModel:
             return str(v) if isinstance(v, (int, str)) and not isinstance(v, bool) else UNKNOWN
         if name in ("int", "float") and call.args:
             v = self._eval(call.args[0].value, env)
-            return type(0 if name == "int" else 0.0)(v) if _num(v) else UNKNOWN
+            v = bounded(type(0 if name == "int" else 0.0)(v)) if _num(v) else None
+            return UNKNOWN if v is None else v
         if name == "len" and call.args:
             v = self._eval(call.args[0].value, env)
             if isinstance(v, ListVal):
@@ -900,14 +897,19 @@ class FileModel:
             return self._torch_ctor(base, call, env)
         ctor = Ctor("local", info.name, [], {}, call, next(self.order))
         ctor.site = self.site
-        if self.depth >= MAX_DEPTH:
+        building = self.building.get(info.name, 0)
+        # A class built inside its own __init__ (k copies of itself: k**depth instances) is
+        # followed MAX_SAME_CLASS levels deep, then unknown.
+        if self.depth >= MAX_DEPTH or building >= MAX_SAME_CLASS:
             ctor.kind = "unknown"
             return ctor
         self.depth += 1
+        self.building[info.name] = building + 1
         try:
             ctor.instance = self.instantiate(info, call, env)
         finally:
             self.depth -= 1
+            self.building[info.name] = building
         return ctor
 
     def instantiate(self, info: ClassInfo, call: cst.Call | None, env: dict, bound: tuple | None = None) -> Instance:
@@ -921,8 +923,9 @@ class FileModel:
             interp = _InitInterpreter(self, scope, inst)
             try:
                 interp.block(init.body)
-            except _Budget:
+            except Exhausted:
                 inst.attrs["__budget__"] = UNKNOWN
+                self.cuts += 1
         if info.sequential and (call is not None or bound is not None):
             # A subclass of nn.Sequential passes its layers to super().__init__(*layers)
             seq = inst.attrs.get("__sequential__")
@@ -1015,6 +1018,11 @@ def _truth(v: Any) -> bool | None:
     return None
 
 
+_FOLDED = {cst.Add: "+", cst.Subtract: "-", cst.Multiply: "*", cst.Divide: "/", cst.FloorDivide: "//",
+           cst.Power: "**", cst.Modulo: "%"}
+_AUG_FOLDED = {cst.AddAssign: "+", cst.SubtractAssign: "-", cst.MultiplyAssign: "*", cst.FloorDivideAssign: "//"}
+
+
 def _is_ordered_dict(expr: cst.BaseExpression, fm: FileModel) -> bool:
     if not isinstance(expr, cst.Call):
         return False
@@ -1036,6 +1044,7 @@ class _Walker:
     """Statement dispatch shared by the two interpreters: run a block until a return."""
 
     done: bool
+    fm: FileModel
 
     def block(self, body: Any) -> None:
         stmts = body.body if hasattr(body, "body") and not isinstance(body, list) else body
@@ -1044,6 +1053,7 @@ class _Walker:
         for stmt in stmts:
             if self.done:
                 return
+            self.fm.meter.step()
             self.stmt(stmt)
 
     def stmt(self, stmt: cst.CSTNode) -> None:
@@ -1115,13 +1125,9 @@ class _InitInterpreter(_Walker):
             elif isinstance(cur, Ctor) and cur.items is not None and isinstance(small.operator, cst.AddAssign):
                 cur.items.extend(val.items if isinstance(val, ListVal) else [UNKNOWN])
             elif _num(cur) and _num(val):
-                ops = {cst.AddAssign: lambda a, b: a + b, cst.SubtractAssign: lambda a, b: a - b,
-                       cst.MultiplyAssign: lambda a, b: a * b, cst.FloorDivideAssign: lambda a, b: a // b}
-                for kind, fn in ops.items():
-                    if isinstance(small.operator, kind):
-                        self.assign(small.target, fn(cur, val))
-                        return
-                self.assign(small.target, UNKNOWN)
+                op_text = _AUG_FOLDED.get(type(small.operator))
+                folded = fold(op_text, cur, val) if op_text is not None else None
+                self.assign(small.target, UNKNOWN if folded is None else folded)
             else:
                 self.assign(small.target, UNKNOWN)
         elif isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
@@ -1154,7 +1160,7 @@ class _InitInterpreter(_Walker):
                 if target is not None:
                     target.append(self.ev(call.args[0].value))
                     if len(target) > MAX_ITEMS:
-                        raise _Budget()
+                        raise Exhausted()
                 return
             if method == "extend" and call.args:
                 target = owner.items if isinstance(owner, ListVal) else owner.items if isinstance(owner, Ctor) and owner.items is not None else None
@@ -1324,7 +1330,10 @@ class _InitInterpreter(_Walker):
                 elif self.inst is not None:
                     self.inst.type_inits.append((order, (), "*", InitSpec("unknown", origin=self.fm.src.span(stmt))))
             return
-        seq = self.fm._iterable(it, self.env)
+        try:
+            seq = self.fm._iterable(it, self.env)
+        except Exhausted:  # too long to unroll: as if its length were unknown
+            seq = None
         if seq is None:
             # Unknown trip count: effects on lists become unknown, conservatively.
             before = _snapshot(self.env)
@@ -1621,7 +1630,7 @@ class Lowerer:
                 arg = _ArgReader(value)
                 ne, nd = arg.kw("num_encoder_layers", 6), arg.kw("num_decoder_layers", 6)
                 nf = arg.kw("norm_first", False)
-                if isinstance(ne, int) and isinstance(nd, int):
+                if isinstance(ne, int) and isinstance(nd, int) and 0 <= ne + nd <= MAX_UNROLL:
                     nodes = [TransformerBlock(f"{path}.encoder.layers.{i}", "encoder", nf if isinstance(nf, bool) else None, span) for i in range(ne)]
                     nodes += [TransformerBlock(f"{path}.decoder.layers.{i}", "decoder", nf if isinstance(nf, bool) else None, span) for i in range(nd)]
                     return tuple(nodes)
@@ -1672,7 +1681,7 @@ class Lowerer:
             interp.env[p.name.value] = fm.eval(p.default, {}) if p.default is not None else UNKNOWN
         try:
             interp.block(fwd.body)
-        except _Budget:
+        except Exhausted:
             self.note = self.note or f"{inst.cls.name}.forward exceeds the interpretation budget"
             return (), False
         result = interp.result(params[0])
@@ -1765,7 +1774,15 @@ class _ForwardInterpreter(_Walker):
     def ev(self, e: cst.BaseExpression) -> Any:
         self.calls += 1
         if self.calls > 20000:
-            raise _Budget()
+            raise Exhausted()
+        meter = self.fm.meter
+        try:
+            meter.enter()
+            return self._ev_node(e)
+        finally:
+            meter.leave()
+
+    def _ev_node(self, e: cst.BaseExpression) -> Any:
         if isinstance(e, cst.Name):
             if e.value in self.env:
                 return self.env[e.value]
@@ -2103,7 +2120,7 @@ class _ForwardInterpreter(_Walker):
             env[k] = v
         try:
             seq = self.fm._iterable(stmt.iter, env)
-        except _Budget:
+        except Exhausted:
             seq = None
         if seq is None:
             # an iterable we cannot see: whatever the loop changes becomes opaque
@@ -2230,12 +2247,17 @@ def extract(src):
         if not info.is_module:
             summaries.append(ClassSummary(name=info.name, path=src.path, bases=info.bases))
             continue
+        cuts = fm.cuts
+        fm.meter.allow()
         try:
             inst = fm.instantiate(info, None, {})
             low = Lowerer(fm)
             low.assign_paths(inst.attrs, "", inst.type_inits)
             paths, known, note = low.forward_paths(inst, "")
-        except (_Budget, RecursionError):
+            if fm.cuts != cuts or fm.meter.exhausted:
+                # __init__ was cut short: a half-built model could hold wrong layers or inits
+                raise Exhausted()
+        except (Exhausted, RecursionError):
             summaries.append(ClassSummary(name=info.name, path=src.path, bases=info.bases, is_module=True))
             continue
         recurrent = bool(low.recurrents)
@@ -2248,7 +2270,10 @@ def extract(src):
                                 origin=src.span(info.node.name), params=tuple(low.params),
                                 recurrents=tuple(low.recurrents), forward_known=known,
                                 variants=tuple(tuple(p) for p in paths[1:]) if known else (), note=note))
-    networks.extend(_sequential_factories(fm))
+    try:
+        networks.extend(_sequential_factories(fm))
+    except (Exhausted, RecursionError):  # too deep for libcst's own code generator, or over budget
+        pass
     return tuple(networks), tuple(summaries)
 
 
@@ -2258,26 +2283,33 @@ def _sequential_factories(fm: FileModel) -> list[Network]:
     out: list[Network] = []
     candidates: list[tuple[str, Any, cst.CSTNode]] = []
     for name, fn in fm.functions.items():
-        if "Sequential" not in fm.src.code(fn):
-            continue
-        scope: dict = {}
-        fm._bind_params(list(fn.params.params), fn.params, None, {}, scope)
-        interp = _InitInterpreter(fm, scope, None)
-        try:
+        cuts = fm.cuts
+        fm.meter.allow()
+        try:  # RecursionError: a statement too deep for libcst's code generator
+            if "Sequential" not in fm.src.code(fn):
+                continue
+            scope: dict = {}
+            fm._bind_params(list(fn.params.params), fn.params, None, {}, scope)
+            interp = _InitInterpreter(fm, scope, None)
             interp.block(fn.body)
-        except (_Budget, RecursionError):
+        except (Exhausted, RecursionError):
             continue
-        candidates.append((name, interp.returned, fn.name))
+        if fm.cuts == cuts:
+            candidates.append((name, interp.returned, fn.name))
     for stmt in fm.src.module.body:
         if isinstance(stmt, cst.SimpleStatementLine):
             for small in stmt.body:
-                if (isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name)
-                        and isinstance(small.value, cst.Call) and "Sequential" in fm.src.code(small.value)):
-                    try:
+                cuts = fm.cuts
+                fm.meter.allow()
+                try:
+                    if (isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name)
+                            and isinstance(small.value, cst.Call) and "Sequential" in fm.src.code(small.value)):
                         value = fm.eval(small.value, {})
-                    except _Budget:
-                        continue
-                    candidates.append((small.targets[0].target.value, value, small))
+                        if fm.cuts == cuts:
+                            candidates.append((small.targets[0].target.value, value, small))
+                except (Exhausted, RecursionError):
+                    continue
+    fm.meter.allow()
     for name, value, where in candidates:
         if not (isinstance(value, Ctor) and value.kind == "torch" and value.cls == "Sequential" and value.items):
             continue

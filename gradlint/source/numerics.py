@@ -17,6 +17,7 @@ from typing import Iterable, Iterator
 import libcst as cst
 
 from gradlint.findings import Edit, Fix, SourceSpan
+from gradlint.source.budget import MAX_EXPR_DEPTH, fold
 from gradlint.source.names import dotted
 from gradlint.facts.numerics import NumClass, NumericsFacts, Site
 
@@ -204,15 +205,18 @@ def merge_env(a: dict[str, V], b: dict[str, V]) -> dict[str, V]:
     return out
 
 
-def number(node: cst.BaseExpression) -> float | None:
-    """The value of a numeric literal expression (1, -1.0, 1 - 1e-7), else None."""
+def number(node: cst.BaseExpression, depth: int = 0) -> float | None:
+    """The value of a numeric literal expression (1, -1.0, 1 - 1e-7), else None (also when it is
+    nested past the expression budget, or its value would be too large)."""
+    if depth > MAX_EXPR_DEPTH:
+        return None
     if isinstance(node, cst.Integer | cst.Float):
         try:
             return float(node.evaluated_value)
         except (ValueError, OverflowError):
             return None
     if isinstance(node, cst.UnaryOperation):
-        inner = number(node.expression)
+        inner = number(node.expression, depth + 1)
         if inner is None:
             return None
         if isinstance(node.operator, cst.Minus):
@@ -221,24 +225,15 @@ def number(node: cst.BaseExpression) -> float | None:
             return inner
         return None
     if isinstance(node, cst.BinaryOperation):
-        left, right = number(node.left), number(node.right)
+        left, right = number(node.left, depth + 1), number(node.right, depth + 1)
         if left is None or right is None:
             return None
-        op = node.operator
-        try:
-            if isinstance(op, cst.Add):
-                return left + right
-            if isinstance(op, cst.Subtract):
-                return left - right
-            if isinstance(op, cst.Multiply):
-                return left * right
-            if isinstance(op, cst.Divide) and right:
-                return left / right
-            if isinstance(op, cst.Power):
-                return left ** right
-        except (OverflowError, ZeroDivisionError, ValueError):
-            return None
+        op_text = _FOLDED.get(type(node.operator))
+        return fold(op_text, left, right) if op_text is not None else None
     return None
+
+
+_FOLDED = {cst.Add: "+", cst.Subtract: "-", cst.Multiply: "*", cst.Divide: "/", cst.Power: "**"}
 
 
 def _tokens(name: str) -> set[str]:
@@ -286,6 +281,7 @@ class Extractor:
         self.globals: dict[str, V] = {}
         self.defines_optimizer = False
         self.file_quiet = False
+        self.depth = 0  # expression nesting of the evaluation under way (budget.MAX_EXPR_DEPTH)
 
     # -- helpers -----------------------------------------------------------------------------
     def q(self, expr: cst.BaseExpression) -> frozenset[str]:
@@ -340,17 +336,25 @@ class Extractor:
         self._prescan(module)
         self.file_quiet = _data_pipeline(self.src.path) or self.defines_optimizer
         top = FunctionWalk(self, "<module>", None, quiet=self.file_quiet, globals_={})
-        top.walk(module.body)
+        # RecursionError: a statement nested too deep for libcst's own recursive code (positions,
+        # visitors); what it held is not followed, the rest of the file is.
+        try:
+            top.walk(module.body)
+        except RecursionError:
+            self.depth = 0
         # Functions and classes after the module body: a model or criterion defined below a
         # function is still the global that function uses.
         self.globals = {k: v for k, v in top.env.items() if "." not in k}
         for node in top.module_defs:
-            if isinstance(node, cst.ClassDef):
-                self.walk_class(node, False)
-            else:
-                FunctionWalk(self, node.name.value, None,
-                             quiet=self.file_quiet or quiet_function(node.name.value)).run_function(node)
-                top._record_wrapper(node)
+            try:
+                if isinstance(node, cst.ClassDef):
+                    self.walk_class(node, False)
+                else:
+                    FunctionWalk(self, node.name.value, None,
+                                 quiet=self.file_quiet or quiet_function(node.name.value)).run_function(node)
+                    top._record_wrapper(node)
+            except RecursionError:
+                self.depth = 0
         return NumericsFacts(sites=tuple(self.sites), classes=tuple(self.classes),
                              gradchecked=frozenset(self.gradchecked), apply_aliases=tuple(self.aliases))
 
@@ -809,7 +813,14 @@ class FunctionWalk:
         key = id(node)
         if key in self.memo:
             return self.memo[key]
-        val = self._ev(node)
+        x = self.x
+        if x.depth >= MAX_EXPR_DEPTH:
+            return UNKNOWN  # generated code nested past the budget: not followed
+        x.depth += 1
+        try:
+            val = self._ev(node)
+        finally:
+            x.depth -= 1
         if self.nograd and not val.nograd and not isinstance(node, cst.Name | cst.Attribute):
             val = replace(val, cut="torch.no_grad()", cut_span=self.x.span(node))
         self.memo[key] = val

@@ -1,0 +1,91 @@
+"""Worker processes for per-file jobs: a worker that dies costs only the file it was checking.
+
+A native parser that segfaults, a SIGKILL, the OOM killer: any of them breaks a
+ProcessPoolExecutor, and every pending future fails with BrokenProcessPool. Here the pool is
+rebuilt and the run goes on with the files not yet started; the files that were in flight when it
+broke are re-run one at a time in a pool of their own, so the one that kills its worker again is
+found, and only that one is reported as failed.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Sequence
+
+
+def map_isolated(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
+                 on_failure: Callable[[Any, str], Any], mp_context=None) -> list:
+    """[fn(item) for item in items] in `workers` processes, in order. An item whose worker dies
+    (or whose job raises) gets on_failure(item, reason) as its result; every other item its own.
+    `fn` must be picklable (a module-level function)."""
+    results: list = [None] * len(items)
+    todo = deque(range(len(items)))
+    suspects: deque[int] = deque()
+    # Enough queued work to keep every worker busy, few enough suspects when one dies.
+    window = max(2 * workers, 1)
+    while todo:
+        broken, _ = _run(fn, items, todo, results, workers, window, on_failure, mp_context)
+        suspects.extend(broken)
+    while suspects:  # one at a time: the one that dies alone is the culprit
+        broken, why = _run(fn, items, suspects, results, 1, 1, on_failure, mp_context)
+        for i in broken:
+            results[i] = on_failure(items[i], why)
+    return results
+
+
+def _run(fn, items, todo: deque, results: list, workers: int, window: int, on_failure,
+         mp_context) -> tuple[list[int], str]:
+    """Run items from `todo` until it is empty or the pool breaks. Returns the indices in flight
+    when it broke (empty when it did not), and why it broke."""
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp_context)
+    in_flight: dict[Future, int] = {}
+    processes: dict = {}
+    try:
+        while todo or in_flight:
+            while todo and len(in_flight) < window:
+                i = todo.popleft()
+                in_flight[pool.submit(fn, items[i])] = i
+                # the worker processes, kept to read the exit status of the one that died
+                processes.update(getattr(pool, "_processes", None) or {})
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                exc = fut.exception()
+                if isinstance(exc, BrokenProcessPool):
+                    broken = True
+                    continue
+                i = in_flight.pop(fut)
+                results[i] = on_failure(items[i], f"{type(exc).__name__}: {exc}") if exc else fut.result()
+            if broken:
+                return sorted(in_flight.values()), _death(processes)
+        return [], ""
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _death(processes: dict) -> str:
+    """How the worker died, from the exit status of the pool's processes. The pool may learn of the
+    death (its pipe closed) a moment before the process is reaped: wait for the status briefly."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        codes = [getattr(proc, "exitcode", None) for proc in processes.values()]
+        dead = [c for c in codes if c not in (None, 0)]
+        if dead or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    # the pool terminates the surviving workers (SIGTERM): the culprit is any other status
+    dead.sort(key=lambda c: c == -signal.SIGTERM)
+    if not dead:
+        return "the worker process died"
+    code = dead[0]
+    if code > 0:
+        return f"the worker process died (exit status {code})"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return f"the worker process died ({name})"

@@ -1,0 +1,155 @@
+"""Budgets of the source front-end: how much one file may cost to parse and to interpret.
+
+Every evaluation step of the interpreters (models.py, numerics.py, loops.py) is bounded here, in
+one place, so that a tiny hostile file (`9 ** 9 ** 9`, `d *= d` forty times, a module that builds
+copies of itself, a 900-term `1 + 1 + ...`) costs milliseconds, not the rest of the CI job. What a
+budget cuts becomes Unknown, and Unknown never becomes a finding: the file is analysed as far as
+the budget goes. What the parser cannot afford (huge or absurdly nested files) is a named skip.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from typing import Any
+
+# ---- parse: checked before libcst sees the file (its cost grows with size and nesting) ----
+# the largest real model file we know is ~280 kB; the same as max-file-size's default, so that a file
+# discovery reads whole is parsed (a larger max-file-size still stops here, with a named skip)
+MAX_SOURCE_BYTES = 2 << 20
+MAX_SOURCE_LINES = 20_000  # ~5 500 in transformers' largest module
+# libcst's parse time grows with the square of expression nesting (a 1 000-deep `a[0][0]...`
+# takes seconds, 2 000-deep ones tens of seconds) and it crashes on deeper ones. Every AST node
+# deeper than NESTING_FREE levels costs its depth beyond that; a file may spend NESTING_BUDGET,
+# about one `a[0][0]...` or `1 + 1 + ...` 1 100 levels deep (~3 s of parse). Real code stays
+# under 40 levels.
+NESTING_FREE = 100
+NESTING_BUDGET = 1_500_000
+
+# ---- interpretation ----
+MAX_INT = 2 ** 64  # larger integers are not folded (no layer has 2**64 units)
+MAX_UNROLL = 512  # iterations of one unrolled loop
+MAX_ITEMS = 4096  # items of one list or container
+MAX_DEPTH = 6  # nested calls and instantiations of the file's own functions and classes
+MAX_SAME_CLASS = 4  # levels of a class instantiated inside its own __init__ (DLA trees: 3)
+MAX_EXPR_DEPTH = 100  # nesting of one expression followed by a recursive evaluator
+MAX_STEPS = 200_000  # expressions and statements interpreted per file (real files: <= 47 000)
+MAX_PIECE_STEPS = 50_000  # of which one class or function may take (so one cannot starve the rest)
+
+
+class Exhausted(Exception):
+    """A budget is spent: the value being computed is Unknown."""
+
+
+class Meter:
+    """Steps and expression depth of one file's interpreter.
+
+    `enter()` / `leave()` bracket each recursive evaluation: past MAX_EXPR_DEPTH the expression is
+    Unknown (the file goes on). `allow()` opens a piece of work (a class, a function) with its
+    share of steps; past it every later step is refused too, so the rest of that piece is Unknown
+    and `exhausted` tells the caller not to trust what it built half-way. The file's total is
+    MAX_STEPS, whatever the pieces.
+    """
+
+    __slots__ = ("steps", "depth", "limit", "total")
+
+    def __init__(self, limit: int = MAX_STEPS) -> None:
+        self.steps = 0
+        self.depth = 0
+        self.total = limit
+        self.limit = limit
+
+    def allow(self, steps: int = MAX_PIECE_STEPS) -> None:
+        """The next piece of work may take `steps` more steps (within the file's total)."""
+        self.limit = min(self.steps + steps, self.total)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.steps > self.limit
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps > self.limit:
+            raise Exhausted("steps")
+
+    def enter(self) -> None:
+        self.depth += 1
+        self.steps += 1
+        if self.depth > MAX_EXPR_DEPTH or self.steps > self.limit:
+            raise Exhausted("depth" if self.depth > MAX_EXPR_DEPTH else "steps")
+
+    def leave(self) -> None:
+        self.depth -= 1
+
+
+def number(v: Any) -> bool:
+    """An int or float the folder may compute with (bools are flags, not numbers)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def bounded(v: Any) -> Any:
+    """`v` when it is a number within budget (|int| <= MAX_INT, finite float), else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    if isinstance(v, int):
+        return v if -MAX_INT <= v <= MAX_INT else None
+    return v if math.isfinite(v) else None
+
+
+def fold(op: str, a: Any, b: Any) -> Any:
+    """`a op b` for numbers within budget ('+', '-', '*', '/', '//', '%', '**'), or None when the
+    result would be too large, infinite, complex, or an error (division by zero): Unknown."""
+    if bounded(a) is None or bounded(b) is None:
+        return None
+    if op == "**" and isinstance(a, int) and isinstance(b, int) and b > 64 and abs(a) > 1:
+        return None  # |a| >= 2: the result is over 2**64; never compute it
+    try:
+        if op == "+":
+            r = a + b
+        elif op == "-":
+            r = a - b
+        elif op == "*":
+            r = a * b
+        elif op == "/":
+            r = a / b
+        elif op == "//":
+            r = a // b
+        elif op == "%":
+            r = a % b
+        elif op == "**":
+            r = a ** b
+        else:
+            return None
+    except (ArithmeticError, ValueError):  # ZeroDivisionError, OverflowError
+        return None
+    return bounded(r)
+
+
+def checked_range(args: list) -> range:
+    """range(*args) for a loop to unroll; Exhausted when it is longer than MAX_UNROLL."""
+    if not args or len(args) > 3 or any(bounded(a) is None or not isinstance(a, int) for a in args):
+        raise Exhausted("range")
+    try:
+        r = range(*args)
+        n = len(r)
+    except (ValueError, OverflowError):  # step 0; longer than a C ssize_t
+        raise Exhausted("range") from None
+    if n > MAX_UNROLL:
+        raise Exhausted("range")
+    return r
+
+
+def nesting_cost(tree: ast.AST) -> tuple[int, int]:
+    """(deepest node depth, nesting cost) of a CPython AST, without recursion."""
+    deepest = cost = 0
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    children = ast.iter_child_nodes
+    free = NESTING_FREE
+    while stack:
+        node, d = stack.pop()
+        if d > free:
+            cost += d - free
+        if d > deepest:
+            deepest = d
+        stack.extend((c, d + 1) for c in children(node))
+    return deepest, cost

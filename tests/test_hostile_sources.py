@@ -1,0 +1,318 @@
+"""Hostile and careless `.py` files: every one ends with a finding, a GL001 or a named skip, never
+a hang, a crash or an internal error; the rest of the file (and of the run) is still checked."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from gradlint import api
+from gradlint.api import check_paths
+from gradlint.config import Config
+from gradlint.findings import RunResult
+from gradlint.report.text import render_text
+from gradlint.source import budget, models, parse
+from gradlint.source.budget import Exhausted, Meter, checked_range, fold
+
+# A 12-layer sigmoid MLP: GL101 (vanishing gradient) in any file that holds it.
+MLP = """\
+import torch.nn as nn
+
+class MLP(nn.Module):
+    def __init__(self, depth=12, width=256):
+        super().__init__()
+        layers = []
+        for _ in range(depth):
+            layers += [nn.Linear(width, width), nn.Sigmoid()]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.body(x)
+"""
+LOG_SOFTMAX = "import torch\n\ndef f(y):\n    return torch.log(torch.softmax(y, 1))\n"  # GL302
+
+
+def run(tmp_path: Path, files: dict[str, str | bytes], *, jobs: int = 1) -> RunResult:
+    for name, content in files.items():
+        target = tmp_path / name
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content, encoding="utf-8")
+    return check_paths([tmp_path], replace(Config(), root=str(tmp_path)), use_cache=False, jobs=jobs)
+
+
+def only(result: RunResult):
+    (r,) = result.files
+    assert r.internal_error is None, r.internal_error
+    return r
+
+
+def codes(result: RunResult) -> list[str]:
+    return [f.code for f in result.findings]
+
+
+# --- checked arithmetic ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("op,a,b,expected", [
+    ("**", 9, 387420489, None),  # 9 ** 9 ** 9: never computed
+    ("**", 2, 64, 2 ** 64),
+    ("**", 2, 65, None),
+    ("*", 2 ** 40, 2 ** 40, None),
+    ("//", 64, 0, None),
+    ("%", 64, 0, None),
+    ("/", 1, 0, None),
+    ("**", -8.0, 0.5, None),  # complex
+    ("*", 1e308, 10.0, None),  # inf
+    ("**", 10.0, 400.0, None),  # OverflowError
+    ("+", True, 1, None),  # flags are not numbers
+    ("//", 64, 8, 8),
+    ("**", 2, -1, 0.5),
+])
+def test_fold_refuses_what_is_huge_infinite_or_an_error(op, a, b, expected):
+    assert fold(op, a, b) == expected
+
+
+def test_checked_range_refuses_long_loops():
+    assert list(checked_range([3])) == [0, 1, 2]
+    for args in ([10 ** 12], [0, 2 ** 64], [0, 10, 0], [budget.MAX_UNROLL + 1]):
+        with pytest.raises(Exhausted):
+            checked_range(args)
+
+
+def test_meter_counts_depth_and_steps():
+    m = Meter(limit=5)
+    for _ in range(5):
+        m.step()
+    assert not m.exhausted
+    with pytest.raises(Exhausted):
+        m.step()
+    assert m.exhausted
+    deep = Meter()
+    with pytest.raises(Exhausted):
+        for _ in range(budget.MAX_EXPR_DEPTH + 1):
+            deep.enter()
+    assert not deep.exhausted  # too deep is one Unknown value, not the end of the file
+
+
+# --- evaluation budgets: the file ends quickly, the rest of it is still checked ----------------
+
+HANG_INPUTS = {
+    "power_tower": "x = 9 ** 9 ** 9\n",
+    "aug_square": ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        d = 2\n"
+                   "        for _ in range(40):\n            d *= d\n        self.fc = nn.Linear(d, 4)\n"),
+    "floordiv_zero": ("HEADS = 0\n\nclass M(nn.Module):\n    def __init__(self, d=64):\n        super().__init__()\n"
+                      "        d //= HEADS\n        d %= HEADS\n        self.fc = nn.Linear(d, 4)\n"),
+    "long_sum": "x = " + "+".join(["1"] * 900) + "\n",
+    "long_sum_in_init": ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        d = "
+                         + "+".join(["1"] * 900) + "\n        self.fc = nn.Linear(d, 4)\n"),
+    "long_unary": "x = " + "-" * 900 + "1\n",
+    "long_attribute": "x = a" + ".b" * 900 + "\n",
+    "huge_range": ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.l = nn.ModuleList()\n"
+                   "        for i in range(10 ** 12):\n            self.l.append(nn.Linear(4, 4))\n"),
+    "range_overflow": ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                       "        for i in range(2 ** 64 - 1):\n            pass\n"),
+    "nested_loops": ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        d = 1\n"
+                     "        for i in range(500):\n            for j in range(500):\n                for k in range(500):\n"
+                     "                    d += 1\n        self.fc = nn.Linear(d, 4)\n"),
+    "self_recursive": ("class Block(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                       "        self.layers = nn.ModuleList([Block() for _ in range(6)])\n\n"
+                       "    def forward(self, x):\n        for layer in self.layers:\n            x = layer(x)\n        return x\n"),
+    "huge_transformer": "t = nn.Transformer(num_encoder_layers=10 ** 12)\n",
+    "big_literal": "x = " + "9" * 4000 + " * 2\n",
+    "huge_float": "x = 1e308 * 1e308\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(HANG_INPUTS))
+def test_hostile_evaluation_ends_as_unknown_and_the_file_is_still_checked(tmp_path, case):
+    # The hostile statement sits between two real findings: both must still be reported.
+    source = "import torch\nimport torch.nn as nn\n" + HANG_INPUTS[case] + "\n" + MLP + "\n" + LOG_SOFTMAX
+    result = run(tmp_path, {"x.py": source})
+    r = only(result)
+    assert r.skipped is None
+    assert sorted(set(codes(result))) == ["GL101", "GL302"], result.findings
+
+
+def test_exponential_fan_out_spends_the_step_budget_and_gives_no_half_built_network():
+    # Six distinct classes, each building six of the next: 6**6 instances, far over MAX_STEPS.
+    names = [f"L{i}" for i in range(7)]
+    text = "import torch.nn as nn\n"
+    for here, below in zip(names, names[1:]):
+        text += (f"class {here}(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                 f"        self.m = nn.ModuleList([{below}() for _ in range(6)])\n"
+                 f"        self.out = nn.Linear(4, 4)\n    def forward(self, x):\n        return self.out(x)\n")
+    text += "class L6(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(4, 4)\n"
+    src = parse("x.py", text)
+    fm_seen: list = []
+    original = models.FileModel.__init__
+
+    def spy(self, s):
+        original(self, s)
+        fm_seen.append(self)
+
+    models.FileModel.__init__ = spy
+    try:
+        networks, summaries = models.extract(src)
+    finally:
+        models.FileModel.__init__ = original
+    (fm,) = fm_seen
+    assert budget.MAX_PIECE_STEPS < fm.meter.steps <= budget.MAX_STEPS
+    # L0 was cut short: it is a module of unknown shape, not a network with some of its layers;
+    # L5 (six L6) is within budget and still a network: one class does not starve the others.
+    assert "L0" not in {n.name for n in networks}
+    assert "L0" in {s.name for s in summaries if s.is_module}
+    assert "L5" in {n.name for n in networks}
+
+
+def test_a_real_model_stays_within_the_step_budget():
+    # The largest real files (timm's dla.py) take ~47 000 steps; this one must not be cut.
+    src = parse("x.py", MLP)
+    networks, _ = models.extract(src)
+    (net,) = networks
+    assert len(net.params) == 12 and net.forward_known
+
+
+# --- the CPython pre-check ---------------------------------------------------------------------
+
+def test_nesting_libcst_crashes_on_is_gl001_with_cpythons_message(tmp_path):
+    result = run(tmp_path, {"deep.py": "import torch\nx = " + "(" * 2000 + "1" + ")" * 2000 + "\n"})
+    only(result)
+    (f,) = result.findings
+    assert (f.code, f.span.line) == ("GL001", 2)
+    assert f.message == "syntax error: too many nested parentheses"
+
+
+def test_nesting_past_cpythons_compiler_is_gl001(tmp_path):
+    result = run(tmp_path, {"deep.py": "import torch\nx = a" + "[0]" * 5000 + "\n"})
+    only(result)
+    (f,) = result.findings
+    assert f.code == "GL001" and "too deeply nested for Python to compile" in f.message
+
+
+def test_nul_in_a_string_is_gl001_at_its_position(tmp_path):
+    result = run(tmp_path, {"nul.py": b"import torch\nx = 'a\x00b'\n"})
+    only(result)
+    (f,) = result.findings
+    assert (f.code, f.span.line, f.span.column) == ("GL001", 2, 7)
+    assert "null bytes" in f.message
+
+
+def test_tab_space_mix_python_accepts_is_a_named_skip_not_gl001(tmp_path):
+    source = "import torch\nimport torch.nn as nn\n\n\ndef f():\n\tif 1:\n        \treturn 1\n"
+    compile(source, "x.py", "exec")  # Python accepts it
+    r = only(run(tmp_path, {"x.py": source}))
+    assert r.findings == ()
+    assert r.skipped is not None and "mixes tabs and spaces" in r.skipped
+
+
+def test_nesting_libcst_cannot_afford_is_a_named_skip(tmp_path):
+    # CPython compiles two 1 000-deep subscript chains; libcst would take tens of seconds.
+    chain = "a" + "[0]" * 1000
+    r = only(run(tmp_path, {"x.py": f"import torch\nx = {chain}\ny = {chain}\n"}))
+    assert r.findings == ()
+    assert r.skipped is not None and "nested up to" in r.skipped
+
+
+def test_100k_lines_are_a_named_skip(tmp_path):
+    text = "import torch\n" + "x = 1\n" * 100_000  # under the byte budget: the line budget decides
+    r = only(run(tmp_path, {"x.py": text}))
+    assert r.findings == ()
+    assert r.skipped == f"100002 lines, over gradlint's parse budget of {budget.MAX_SOURCE_LINES} lines"
+
+
+def test_10mb_one_line_list_is_never_read_whole(tmp_path):
+    # over max-file-size (2 MiB by default): GL001 naming the limit, the file never read whole
+    text = "import torch\nx = [" + ",".join(["123456"] * 1_450_000) + "]\n"
+    r = only(run(tmp_path, {"x.py": text}))
+    assert [f.code for f in r.findings] == ["GL001"]
+    assert "max-file-size" in r.findings[0].message
+
+
+def test_a_file_over_the_parse_budget_is_a_named_skip(tmp_path):
+    # a user who raises max-file-size still meets the parse budget: a named skip, not a hang
+    text = "import torch\nx = [" + ",".join(["123456"] * 400_000) + "]\n"
+    (tmp_path / "x.py").write_text(text, encoding="utf-8")
+    config = replace(Config(), root=str(tmp_path), max_file_size=8 << 20)
+    r = only(check_paths([tmp_path], config, use_cache=False, jobs=1))
+    assert r.findings == ()
+    assert r.skipped is not None and "bytes, over gradlint's parse budget" in r.skipped
+
+
+def test_syntax_warnings_of_the_checked_file_are_not_printed(tmp_path, capfd):
+    run(tmp_path, {"x.py": "import torch\nx = '\\d'\nassert (x, 'msg')\n"})
+    assert capfd.readouterr().err == ""
+
+
+# --- isolation: a worker that dies costs only its file ------------------------------------------
+
+def _dies_on_some(i: int) -> int:
+    if i == 13:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if i == 77:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return 2 * i
+
+
+def test_pool_reports_each_dead_worker_on_its_own_item_and_finishes_the_rest():
+    from gradlint.pool import map_isolated
+
+    out = map_isolated(_dies_on_some, list(range(100)), 3, on_failure=lambda item, why: ("failed", item, why))
+    assert out[13] == ("failed", 13, "the worker process died (SIGSEGV)")
+    assert out[77] == ("failed", 77, "the worker process died (SIGKILL)")
+    assert [out[i] for i in range(100) if i not in (13, 77)] == [2 * i for i in range(100) if i not in (13, 77)]
+
+
+def test_a_libcst_segfault_and_a_killed_worker_cost_only_their_files(tmp_path, monkeypatch):
+    """The real crash: libcst overflows its stack on 2 000 nested brackets once the CPython
+    pre-check is out of the way; and a worker killed as the OOM killer would. The workers are
+    forked from this process, so they run the patched functions."""
+    import ast
+    import functools
+
+    import gradlint.pool
+    import gradlint.source
+
+    real_parse = gradlint.source._cpython_parse
+    monkeypatch.setattr(gradlint.source, "_cpython_parse",
+                        lambda text, display: ast.parse("pass") if "((((((((" in text else real_parse(text, display))
+    real_extract = api._extract
+
+    def extract(path, display, *rest):
+        if display.endswith("oom.py"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_extract(path, display, *rest)
+
+    monkeypatch.setattr(api, "_extract", extract)
+    monkeypatch.setattr(gradlint.pool, "map_isolated", functools.partial(
+        gradlint.pool.map_isolated, mp_context=multiprocessing.get_context("fork")))
+
+    files: dict[str, str | bytes] = {f"ok{i:02}.py": LOG_SOFTMAX for i in range(40)}
+    files["deep.py"] = "import torch\nx = " + "(" * 2000 + "1" + ")" * 2000 + "\n"
+    files["oom.py"] = LOG_SOFTMAX
+    result = run(tmp_path, files, jobs=2)
+
+    assert len(result.files) == 42
+    failed = {Path(r.path).name: r.internal_error for r in result.internal_errors}
+    assert set(failed) == {"deep.py", "oom.py"}
+    assert failed["deep.py"].startswith("the worker process died (SIGSEGV) while checking")
+    assert failed["deep.py"].endswith("deep.py")
+    assert failed["oom.py"].startswith("the worker process died (SIGKILL) while checking")
+    good = [r for r in result.files if Path(r.path).name.startswith("ok")]
+    assert len(good) == 40 and all([f.code for f in r.findings] == ["GL302"] for r in good)
+    assert api.exit_code(result, fail_on=min(f.severity for f in result.findings)) == 2
+    text = render_text(result)
+    assert "All checks passed" not in text
+    assert text.splitlines()[-1] == "2 files could not be checked (internal error)."
+
+
+def test_text_summary_never_says_passed_when_a_file_failed():
+    from gradlint.findings import FileResult
+
+    result = RunResult(files=[FileResult(path="a.py"), FileResult(path="b.py", internal_error="boom")])
+    assert render_text(result) == "No findings (1 file checked).\n1 file could not be checked (internal error).\n"
