@@ -30,7 +30,7 @@ done
 cd "$src"
 start=$(date +%s)
 set +e
-"$python" -m gradlint.cli check . --no-cache --exit-zero --format json --output-file "$corpus/findings.json"
+"$python" -m gradlint.cli check . --config "$here/corpus.toml" --no-cache --exit-zero --format json --output-file "$corpus/findings.json"
 rc=$?
 set -e
 end=$(date +%s)

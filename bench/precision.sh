@@ -11,5 +11,5 @@ python="${PYTHON:-python3}"
 PYTHON="$python" bash "$here/corpus.sh" --no-check
 out="$here/corpus/precision_findings.json"
 cd "$here/.."
-"$python" -m gradlint.cli check "$here/corpus/src" --no-cache --exit-zero --format json --output-file "$out" "$@"
+"$python" -m gradlint.cli check "$here/corpus/src" --config "$here/corpus.toml" --no-cache --exit-zero --format json --output-file "$out" "$@"
 "$python" "$here/precision.py" "$out" --corpus "$here/corpus/src"
