@@ -332,12 +332,32 @@ def _used_names(node: onnx.NodeProto) -> Iterator[str]:
                 yield from (x for x in _used_names(n) if x not in defined)
 
 
+def _names_are_text(graph: onnx.GraphProto) -> bool:
+    """ONNX names are UTF-8 strings; protobuf hands back bytes for one that is not (a damaged
+    file), which the checker lets through."""
+    for node in graph.node:
+        for value in (node.name, node.op_type, node.domain, *node.input, *node.output):
+            if isinstance(value, bytes):
+                return False
+        for attr in node.attribute:
+            if attr.HasField("g") and not _names_are_text(attr.g):
+                return False
+            if any(not _names_are_text(g) for g in attr.graphs):
+                return False
+    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        if isinstance(value.name, bytes):
+            return False
+    return True
+
+
 def check_structure(model: onnx.ModelProto) -> None:
     """onnx.checker on the model, with external tensors turned into graph inputs.
 
     The checker resolves external locations against the current directory (not the model's),
     so it must never see them: the copy it checks has no external references at all.
     """
+    if not _names_are_text(model.graph):
+        raise ModelError("GL002", "a node or tensor name is not valid UTF-8 (the file is damaged)")
     target = model
     if any(is_external(t) for t in iter_tensors(model.graph)):
         target = onnx.ModelProto()
