@@ -48,9 +48,24 @@ def describe_paths(paths: Iterable[str | Path], config: Config) -> Described:
             continue
         for err in facts.input_errors:
             out.errors.append(f"{display}:{err.span.line}:{err.span.column}: {err.message}")
+        coverage = _onnx_coverage(path) if facts.kind == "onnx" and not facts.input_errors else None
         for network in facts.networks:
-            out.models.append(describe_network(network, display))
+            model = describe_network(network, display)
+            if coverage is not None:
+                model["coverage"] = coverage
+            out.models.append(model)
     return out
+
+
+def _onnx_coverage(path: Path) -> list[dict] | None:
+    """How much of each graph of an ONNX file the lowering understood (gradlint.onnx.coverage)."""
+    from gradlint.onnx.coverage import onnx_coverage
+    from gradlint.onnx.load import ModelError
+
+    try:
+        return [g.to_dict() for g in onnx_coverage(path)]
+    except ModelError:
+        return None
 
 
 def describe_network(network: Network, filename: str | None = None) -> dict:
@@ -172,6 +187,11 @@ def render_text(models: list[dict]) -> str:
             _nodes_text(path, "    " if paths > 1 else "  ", lines)
         if m["transformer_blocks"]:
             lines.append(f"  transformer blocks: {m['transformer_blocks']}")
+        for g in m.get("coverage") or ():
+            opaque = ", ".join(f"{reason} ({n})" for reason, n in g["opaque"])
+            folded = f", {g['folded_norms']} folded norm{'s' if g['folded_norms'] != 1 else ''}" if g["folded_norms"] else ""
+            lines.append(f"  coverage of {g['graph']}: {g['understood']} of {g['on_path']} nodes on the data path "
+                         f"understood ({g['nodes']} in all{folded})" + (f"; opaque: {opaque}" if opaque else ""))
         for c in m["chains"]:
             acts = "+".join(c["activations"]) or "no activation"
             lines.append(f"  chain {c['layers'][0]} .. {c['layers'][-1]}: {c['depth']} layers ({acts}), "

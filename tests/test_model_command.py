@@ -163,3 +163,33 @@ def test_describe_paths_on_the_fixtures_matches_what_the_rules_read():
     assert [c["depth"] for c in by_name["ConfigMLP"]["chains"]] == [12]
     assert by_name["OneWayOnly"]["chains"] == [] and by_name["OneWayOnly"]["other_paths"]
     assert "ConvStack" in render_text(described.models)
+
+
+def test_onnx_models_carry_a_coverage_line_per_graph(tmp_path):
+    import onnx.parser
+
+    text = (FIXTURES / "onnx" / "decomposed_ops.onnx.txt").read_text(encoding="utf-8")
+    (tmp_path / "m.onnx").write_bytes(onnx.parser.parse_model(text).SerializeToString())
+    (model,) = describe_paths([tmp_path / "m.onnx"], Config(root=str(tmp_path))).models
+    (graph,) = model["coverage"]
+    assert graph["understood"] == graph["on_path"] == 18 and graph["opaque"] == []
+    assert "coverage of decomposed: 18 of 18 nodes on the data path understood" in render_text([model])
+    # an op of a domain gradlint does not know is opaque, and counted with its reason
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Mystery", ["x"], ["y"], domain="com.example")
+    graph_proto = helper.make_graph([node], "odd", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model_proto = helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 17),
+                                                                helper.make_opsetid("com.example", 1)])
+    (tmp_path / "odd.onnx").write_bytes(model_proto.SerializeToString())
+    (odd,) = describe_paths([tmp_path / "odd.onnx"], Config(root=str(tmp_path))).models
+    (g,) = odd["coverage"]
+    assert g["understood"] < g["on_path"] and g["opaque"], g
+    # Python classes carry no coverage entry
+    (tmp_path / "net.py").write_text("import torch.nn as nn\n\nclass N(nn.Module):\n"
+                                     "    def __init__(self):\n        super().__init__()\n"
+                                     "        self.fc = nn.Linear(2, 2)\n\n    def forward(self, x):\n"
+                                     "        return self.fc(x)\n", encoding="utf-8")
+    (py,) = describe_paths([tmp_path / "net.py"], Config(root=str(tmp_path))).models
+    assert "coverage" not in py
