@@ -53,6 +53,11 @@ def describe_paths(paths: Iterable[str | Path], config: Config) -> Described:
             model = describe_network(network, display)
             if coverage is not None:
                 model["coverage"] = coverage
+            if facts.cells is not None and model["location"] and "line" in model["location"]:
+                # a notebook: the line of the virtual file is a cell and a line in it
+                where = facts.cells.locate(model["location"]["line"])
+                if where is not None:
+                    model["location"] = dict(model["location"], cell=where[0], line=where[1])
             out.models.append(model)
     return out
 
@@ -171,6 +176,8 @@ def render_text(models: list[dict]) -> str:
     for m in models:
         loc = m["location"]
         where = f":{loc['line']}:{loc['column']}" if loc and "line" in loc else ""
+        if loc and "cell" in loc:
+            where = f":cell {loc['cell']}{where}"
         paths = 1 + len(m["other_paths"])
         if m["forward_known"]:
             status = "forward followed" + (f", {paths} paths" if paths > 1 else "")

@@ -193,3 +193,10 @@ def test_onnx_models_carry_a_coverage_line_per_graph(tmp_path):
                                      "        return self.fc(x)\n", encoding="utf-8")
     (py,) = describe_paths([tmp_path / "net.py"], Config(root=str(tmp_path))).models
     assert "coverage" not in py
+
+
+def test_notebook_models_are_located_by_cell():
+    described = describe_paths([FIXTURES / "notebooks" / "model.ipynb"], Config(root=str(ROOT)))
+    (model,) = [m for m in described.models if m["name"] == "Net"]
+    assert model["location"]["cell"] == 4 and model["location"]["line"] == 1
+    assert "model.ipynb:cell 4:1:" in render_text([model])
