@@ -248,3 +248,26 @@ def test_exp_of_log_softmax_into_cross_entropy():
     # the log-probabilities themselves into CE are harmless (log_softmax is idempotent)
     assert codes(src.replace("torch.exp(F.log_softmax(z, dim=-1))", "F.log_softmax(z, dim=-1)")
                  .replace("F.log_softmax(z, dim=-1).exp()", "F.log_softmax(z, dim=-1)")) == []
+
+
+def test_a_gaussian_kernel_is_not_a_hand_written_softmax():
+    # exp of a non-positive exponent cannot overflow (diffusers' gaussian_blur_2d, SEG, SVD)
+    for exponent in ("-0.5 * (x / sigma).pow(2)", "-x.pow(2.0) / (2 * sigma.pow(2.0))", "-(x ** 2) / 2.0"):
+        src = ("import torch\n\ndef kernel(x, sigma):\n    x = torch.nn.Parameter(x)\n"
+               f"    pdf = torch.exp({exponent})\n    return pdf / pdf.sum()\n")
+        assert codes(src) == [], exponent
+    # a positive multiple of a square is still unbounded above: flagged
+    src = ("import torch\n\ndef kernel(x):\n    x = torch.nn.Parameter(x)\n"
+           "    pdf = torch.exp(0.5 * x ** 2)\n    return pdf / pdf.sum()\n")
+    assert codes(src) == ["GL305"]
+
+
+def test_learned_outputs_stay_dense_through_attributes_and_sums():
+    src = ("import torch\nfrom torch import nn\n\nclass Clip(nn.Module):\n"
+           "    def __init__(self):\n        super().__init__()\n        self.enc = nn.Linear(8, 4)\n"
+           "        self.extra = nn.Linear(4, 4)\n\n"
+           "    def forward(self, x):\n        out = self.enc(x)\n        e = out.embeds\n"
+           "        t = e + self.extra(e)\n"
+           "        return e / e.norm(dim=-1, keepdim=True), t / t.norm(dim=-1, keepdim=True)\n")
+    assert codes(src) == []
+    assert codes(src.replace("t = e + self.extra(e)", "t = e - self.extra(e)")) == ["GL307"]

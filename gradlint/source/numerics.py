@@ -105,6 +105,7 @@ class V:
     one_plus_exp: bool = False
     sum_exp: bool = False
     max_shifted: bool = False  # x - x.max(): the stable log-sum-exp shift
+    nonpos: bool = False  # never above 0 (-x**2, -0.5 * (x / s) ** 2): its exp cannot overflow
     is_max: bool = False  # x.max(...), torch.amax(...)
     const: bool = False  # literal or built from literals/factories: no gradient
     cut: str | None = None  # why no gradient flows (".item()", ".detach()", "torch.tensor(...)"...)
@@ -179,6 +180,7 @@ def merge(a: V, b: V) -> V:
         one_plus_exp=a.one_plus_exp and b.one_plus_exp,
         sum_exp=a.sum_exp and b.sum_exp,
         max_shifted=a.max_shifted or b.max_shifted,
+        nonpos=a.nonpos and b.nonpos,
         is_max=a.is_max and b.is_max,
         const=a.const or b.const,
         cut=a.cut if (a.cut and b.cut) else None,
@@ -850,8 +852,9 @@ class FunctionWalk:
             inner = self.ev(node.expression)
             if isinstance(node.operator, cst.Not):
                 return V(const=inner.const, cut=inner.cut or "comparison", computed=True)
+            negated_square = isinstance(node.operator, cst.Minus) and (inner.sq or inner.sumsq)
             return replace(_combine([inner]), tensor=inner.tensor, exp=False,
-                           prob=None)
+                           prob=None, nonpos=negated_square)
         if isinstance(node, cst.Subscript):
             base = self.ev(node.value)
             for el in node.slice:
@@ -935,8 +938,9 @@ class FunctionWalk:
         if isinstance(node.value, cst.Name) and node.value.value == "self":
             # an attribute __init__ did not set to a parameter or module: a buffer, a config value
             return UNKNOWN
+        # `outputs.embeds` of a model's output is that output's (a learned layer's: dense)
         return V(params=base.params, cut=base.cut, cut_span=base.cut_span, const=base.const,
-                 numpy=base.numpy, param_cuts=base.param_cuts)
+                 numpy=base.numpy, param_cuts=base.param_cuts, dense=base.dense)
 
     def binop(self, node: cst.BinaryOperation) -> V:
         left = self.ev(node.left)
@@ -981,9 +985,18 @@ class FunctionWalk:
         if op is cst.Multiply:
             if lnode is not None and rnode is not None and self.x.code(lnode) == self.x.code(rnode):
                 return replace(base, sq=True, dense=left.dense)
+            for lit, other in ((ln, right), (rn, left)):
+                if lit is not None and lit < 0 and (other.sq or other.sumsq):
+                    return replace(base, nonpos=True)  # -0.5 * x**2 (a Gaussian's exponent)
+                if lit is not None and lit > 0 and other.nonpos:
+                    return replace(base, nonpos=True)
+                if lit is not None and lit > 0 and other.sq:
+                    return replace(base, sq=True, dense=other.dense)  # 2 * s**2 is a square too
             if rn is not None and 0 < rn < 1 and left.unit in (None, "loose"):
                 return replace(base, unit="strict" if left.unit else None)
             return replace(base, unit=left.unit if rn is not None and abs(rn) <= 1 else None)
+        if op is cst.Divide and left.nonpos and (right.sq or right.sumsq or (rn is not None and rn > 0)):
+            return replace(base, nonpos=True)  # -x**2 / (2 * s**2)
         if op is cst.Divide and left.exp and right.sum_exp:
             # a hand-written softmax: what it feeds (cross-entropy, log) sees probabilities
             return replace(base, prob="softmax", dense=True)
@@ -1007,7 +1020,9 @@ class FunctionWalk:
             if left.prob or right.prob:
                 p = left if left.prob else right
                 return replace(base, prob=p.prob, shifted=True)
-            return replace(base, clamped=True)
+            # two learned outputs added (x + self.prompts(x)) cancel exactly with probability 0;
+            # a difference of two (proj(a) - proj(b)) is 0 whenever a == b, so it is not dense
+            return replace(base, clamped=True, dense=left.dense and right.dense)
         return base
 
     # -- calls ---------------------------------------------------------------------------------
@@ -1171,7 +1186,7 @@ class FunctionWalk:
             if first.prob == "log_softmax":
                 # exp(log_softmax(x)) is softmax(x): probabilities again
                 return replace(_combine([first]), prob="softmax", tensor=True, dense=True)
-            return replace(_combine([first]), exp=not first.max_shifted, tensor=True,
+            return replace(_combine([first]), exp=not (first.max_shifted or first.nonpos), tensor=True,
                            const=first.const)
         if isq({"torch.sum", "torch.mean"}):
             return self.reduce_value(first, mean="torch.mean" in names)
@@ -1296,7 +1311,7 @@ class FunctionWalk:
         if meth == "exp" and not pos and r.prob == "log_softmax":
             return replace(_combine([r]), prob="softmax", tensor=True, dense=True)
         if meth == "exp" and not pos:
-            return replace(_combine([r]), exp=not r.max_shifted, tensor=True, const=r.const)
+            return replace(_combine([r]), exp=not (r.max_shifted or r.nonpos), tensor=True, const=r.const)
         if meth in ("sum", "mean", "nansum") and not r.numpy:
             return self.reduce_value(r, mean=meth == "mean")
         if meth in ("add", "add_") and pos and number(pos[0]) == 1 and r.exp:
