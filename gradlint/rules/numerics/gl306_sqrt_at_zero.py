@@ -55,6 +55,10 @@ class SqrtAtZero(SiteRule):
     code = "GL306"
     name = "sqrt-at-zero"
     severity = Severity.WARNING
+    # Off by default (issue 10's rule: a rule below the precision goal on the corpus is opt-in):
+    # on the bench/corpus.sh corpus with the carries-gradient and dense-output checks it gave
+    # 0 of 2 right: the RMS of gemma3n's input embeddings (bench/judged.tsv). Opt in with --select GL306.
+    default_enabled = False
     summary = "sqrt of a sum of squares with no eps (NaN gradient at 0)"
     fix_title = "Add an eps inside the root"
     inputs = frozenset({"python", "onnx"})
