@@ -251,6 +251,19 @@ def test_syntax_warnings_of_the_checked_file_are_not_printed(tmp_path, capfd):
 
 # --- isolation: a worker that dies costs only its file ------------------------------------------
 
+@pytest.fixture
+def quiet_crashes():
+    """The deliberate worker crashes below would each print faulthandler's 'Fatal Python error'
+    dump into the test log (workers inherit pytest's faulthandler): switch it off meanwhile."""
+    import faulthandler
+
+    was_enabled = faulthandler.is_enabled()
+    faulthandler.disable()
+    yield
+    if was_enabled:
+        faulthandler.enable()
+
+
 def _dies_on_some(i: int) -> int:
     if i == 13:
         os.kill(os.getpid(), signal.SIGSEGV)
@@ -259,7 +272,7 @@ def _dies_on_some(i: int) -> int:
     return 2 * i
 
 
-def test_pool_reports_each_dead_worker_on_its_own_item_and_finishes_the_rest():
+def test_pool_reports_each_dead_worker_on_its_own_item_and_finishes_the_rest(quiet_crashes):
     from gradlint.pool import map_isolated
 
     out = map_isolated(_dies_on_some, list(range(100)), 3, on_failure=lambda item, why: ("failed", item, why))
@@ -268,7 +281,7 @@ def test_pool_reports_each_dead_worker_on_its_own_item_and_finishes_the_rest():
     assert [out[i] for i in range(100) if i not in (13, 77)] == [2 * i for i in range(100) if i not in (13, 77)]
 
 
-def test_a_libcst_segfault_and_a_killed_worker_cost_only_their_files(tmp_path, monkeypatch):
+def test_a_libcst_segfault_and_a_killed_worker_cost_only_their_files(tmp_path, monkeypatch, quiet_crashes):
     """The real crash: libcst overflows its stack on 2 000 nested brackets once the CPython
     pre-check is out of the way; and a worker killed as the OOM killer would. The workers are
     forked from this process, so they run the patched functions."""
