@@ -44,7 +44,7 @@ class HandWrittenUnstableFunction(SiteRule):
     code = "GL305"
     name = "hand-written-unstable-function"
     severity = Severity.WARNING
-    summary = "Sigmoid/softplus/logsumexp written with exp (overflow, NaN gradients)"
+    summary = "Sigmoid/softplus/logsumexp/softmax written with exp (overflow, NaN gradients)"
 
     invalid = [
         Example("import torch\n\ndef f(x):\n    return 1 / (1 + torch.exp(-x))\n"),
