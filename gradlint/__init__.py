@@ -1,6 +1,6 @@
 """gradlint: find vanishing and exploding gradients and unsafe numerics in neural-network code."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 # The name on the package registry (`pip install gradlint-nn`): `gradlint` there is an unrelated
 # project. The command and the import package stay `gradlint`; pyproject.toml's name must match.
 DISTRIBUTION = "gradlint-nn"
