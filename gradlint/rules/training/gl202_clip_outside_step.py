@@ -253,7 +253,7 @@ def train(model, loader, accelerator, optimizer):
                                             if steps_before[-1].order < m.order < clip.order):
                     step = steps_before[-1]
                     yield ctx.finding(
-                        f"`{clip.event.name}` runs after `{_step_text(step.event)}`: the update has already used the unclipped gradients",
+                        f"`{clip.event.name}` runs after `{steps.step_text(step.event)}`: the update has already used the unclipped gradients",
                         clip.event.span, fix=self._fix(ctx, facts, clip, step))
                 elif after and after[0].event.kind == "backward" and any(m.event.kind == "step" for m in after):
                     yield ctx.finding(
@@ -318,11 +318,3 @@ def train(model, loader, accelerator, optimizer):
             Edit(SourceSpan(s.line, 1, s.line, 1), text),
             Edit(SourceSpan(c.line, 1, c.end_line + 1, 1), ""),
         ), safe=True)
-
-
-def _step_text(ev) -> str:
-    if ev.via == "scaler":
-        return f"{ev.scaler}.step({ev.target})"
-    if ev.via == "sam":
-        return f"{ev.target}.second_step()"
-    return f"{ev.target}.step()"

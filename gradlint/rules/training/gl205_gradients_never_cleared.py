@@ -168,7 +168,7 @@ def train_step(model, optimizer, x, y):
             step = c.of("step")[0]
             backward = c.of("backward")[0]
             yield ctx.finding(
-                f"`backward()` and `{_text(step.event)}` repeat in this loop but nothing clears the gradients: "
+                f"`backward()` and `{steps.step_text(step.event)}` repeat in this loop but nothing clears the gradients: "
                 f"each step applies the sum of every earlier batch's gradients",
                 step.event.span, data={"backward_line": backward.event.span.line})
 
@@ -185,9 +185,3 @@ def _rebuilt_each_iteration(facts, c) -> bool:
             if a.func == c.function.id and first <= a.line <= last:
                 return True
     return False
-
-
-def _text(ev) -> str:
-    if ev.via == "scaler":
-        return f"{ev.scaler}.step({ev.target})"
-    return f"{ev.target}.{'second_step' if ev.via == 'sam' else 'step'}()"

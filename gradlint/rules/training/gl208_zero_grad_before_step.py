@@ -130,12 +130,6 @@ for i, (x, y) in enumerate(loader):
                             break  # nothing was backpropagated before the clear in this iteration
                         yield ctx.finding(
                             f"`{f.event.target}.zero_grad()` runs after `backward()` and before "
-                            f"`{_step_text(step.event)}`: the step applies zero gradients",
+                            f"`{steps.step_text(step.event)}`: the step applies zero gradients",
                             f.event.span, data={"step_line": step.event.span.line})
                         break
-
-
-def _step_text(ev) -> str:
-    if ev.via == "scaler":
-        return f"{ev.scaler}.step({ev.target})"
-    return f"{ev.target}.step()"

@@ -141,6 +141,13 @@ def contexts(facts: TrainingFacts | None) -> list[Context]:
     return out
 
 
+def step_text(ev: Event) -> str:
+    """A step as the user wrote it, for messages: `opt.step()`, `scaler.step(opt)`, SAM's second step."""
+    if ev.via == "scaler":
+        return f"{ev.scaler}.step({ev.target})"
+    return f"{ev.target}.{'second_step' if ev.via == 'sam' else 'step'}()"
+
+
 def is_measuring(ev: Event) -> bool:
     """`clip_grad_norm_(params, inf)` measures the norm; it clips nothing."""
     return ev.kind == "clip" and ev.value is not None and ev.value.number is not None and math.isinf(ev.value.number) \
