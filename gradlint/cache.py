@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from gradlint import __version__
-from gradlint.inputs import fingerprint_within
+from gradlint.inputs import fingerprint_within, read_fd
 
 SCHEMA = 1
 SUFFIX = ".json"
@@ -489,7 +489,7 @@ def load(store: Store, key: str, folder: str, expect: type) -> Any | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_ENTRY_BYTES:
             return None
-        data = _read_all(fd, MAX_ENTRY_BYTES + 1)
+        data = read_fd(fd, MAX_ENTRY_BYTES + 1)
     except OSError:
         return None
     finally:
@@ -514,16 +514,6 @@ def load(store: Store, key: str, folder: str, expect: type) -> Any | None:
         return None
     return facts if type(facts) is expect else None
 
-
-def _read_all(fd: int, limit: int) -> bytes:
-    chunks, left = [], limit
-    while left > 0:
-        chunk = os.read(fd, min(left, 1 << 20))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
 
 
 def save(store: Store, key: str, facts: Any, folder: str, depends: tuple[str, ...] = ()) -> bool:

@@ -57,12 +57,10 @@ def describe_error(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def read_bounded(path: str | os.PathLike, limit: int, limit_name: str = "max-file-size") -> bytes:
-    """The bytes of a regular file of at most `limit` bytes; at most limit + 1 bytes are read.
-
-    Special files are refused by os.stat before the open; the open itself never blocks
-    (O_NONBLOCK: a FIFO swapped in meanwhile) and the open file is checked again.
-    """
+def _open_regular(path: str | os.PathLike) -> tuple[int, os.stat_result]:
+    """An fd of a regular file (the caller closes it): special files are refused by os.stat
+    before the open, the open never blocks (O_NONBLOCK: a FIFO swapped in meanwhile), and the
+    open file is checked again."""
     check_regular(path)
     try:
         fd = os.open(path, _READ_FLAGS)
@@ -70,19 +68,39 @@ def read_bounded(path: str | os.PathLike, limit: int, limit_name: str = "max-fil
         raise Refused(describe_error(exc)) from None
     try:
         st = os.fstat(fd)
-        what = kind_of(st.st_mode)
-        if what:
-            raise Refused(f"not a regular file ({what})")
+    except OSError as exc:
+        os.close(fd)
+        raise Refused(describe_error(exc)) from None
+    what = kind_of(st.st_mode)
+    if what:
+        os.close(fd)
+        raise Refused(f"not a regular file ({what})")
+    return fd, st
+
+
+def read_fd(fd: int, limit: int) -> bytes:
+    """At most `limit` bytes from an open file, in chunks."""
+    chunks, left = [], limit
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_bounded(path: str | os.PathLike, limit: int, limit_name: str = "max-file-size") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; at most limit + 1 bytes are read.
+
+    Special files are refused by os.stat before the open; the open itself never blocks
+    (O_NONBLOCK: a FIFO swapped in meanwhile) and the open file is checked again.
+    """
+    fd, st = _open_regular(path)
+    try:
         if st.st_size > limit:
             raise Refused(too_large(st.st_size, limit, limit_name))
-        chunks, left = [], limit + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
+        data = read_fd(fd, limit + 1)
     except OSError as exc:
         raise Refused(describe_error(exc)) from None
     finally:
@@ -122,15 +140,8 @@ def fingerprint_fd(fd: int, st: os.stat_result) -> str:
 
 def fingerprint(path: str | os.PathLike) -> str:
     """Fingerprint of a file the user named or discovery found (links followed as for reading)."""
-    check_regular(path)
+    fd, st = _open_regular(path)
     try:
-        fd = os.open(path, _READ_FLAGS)
-    except OSError as exc:
-        raise Refused(describe_error(exc)) from None
-    try:
-        st = os.fstat(fd)
-        if kind_of(st.st_mode):
-            raise Refused("not a regular file")
         return fingerprint_fd(fd, st)
     except OSError as exc:
         raise Refused(describe_error(exc)) from None
