@@ -84,14 +84,13 @@ class GraphIndex:
 
     def ref(self, i: int) -> GraphNode:
         node = self.nodes[i]
-        # protobuf hands back bytes for a string field that is not valid UTF-8 (a damaged file)
-        name = _text(node.name) or f"{_text(node.op_type)}_{i}"
+        name = node.name or f"{node.op_type}_{i}"
         scope = node_scope(node)
         if scope and not name.startswith("/"):
             # A dynamo node ('node_MatMul_1') named like TorchScript's: '/body.0/node_MatMul_1', so
             # the finding shows the module and the probe's join reads it the same way.
             name = f"/{scope}/{name}"
-        return GraphNode(self.prefix + name, _text(node.op_type), i, source=node_source(node) or "")
+        return GraphNode(self.prefix + name, node.op_type, i, source=node_source(node) or "")
 
     def scope(self, i: int) -> str | None:
         """The module path the exporter recorded for node i (dynamo metadata), else None."""
@@ -245,7 +244,3 @@ def default_opset(model: onnx.ModelProto) -> int:
         if op.domain in ("", "ai.onnx"):
             return int(op.version)
     return 0
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
