@@ -82,6 +82,7 @@ _STOP_WORDS = frozenset(
     "h c hx cx hn cn hidden hiddens state states memory mems carry cache past".split())
 _BACKWARD_HOSTS = frozenset({"accelerator", "fabric", "engine", "model_engine", "deepspeed", "strategy",
                              "trainer", "self", "amp", "booster"})
+_SELF_RG = re.compile(r"\bself\s*\.\s*requires_grad\b")
 
 
 class Where:
@@ -313,6 +314,9 @@ class Extractor:
         self.globals: dict[str, V] = {}
         self.defines_optimizer = False
         self.file_quiet = False
+        # Whether the text names `self.requires_grad` at all: the class walk that counts reads
+        # and stores of it is skipped for the (many) files that never do.
+        self.self_requires_grad = _SELF_RG.search(src.text) is not None
         self._where: dict[int, Where] = {}  # id(node) -> its Where (which keeps the node alive)
         self.depth = 0  # expression nesting of the evaluation under way (budget.MAX_EXPR_DEPTH)
 
@@ -451,7 +455,7 @@ class Extractor:
                        quiet=parent_quiet or self.file_quiet or _quiet_class(name))
         methods = [s for s in node.body.body if isinstance(s, cst.FunctionDef)]
         ctx.methods = {m.name.value for m in methods}
-        ctx.reads_requires_grad = _reads_self_requires_grad(node)
+        ctx.reads_requires_grad = self.self_requires_grad and _reads_self_requires_grad(node)
         is_function = name in self.autograd_classes
         if is_function:
             # autograd does not trace inside a Function's forward/backward
