@@ -31,7 +31,6 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from gradlint.model import activations as acts
 from gradlint.model.init import bias_variance, fan_times_variance, is_dead, weight_variance
 from gradlint.model.ir import (
     Activation,
@@ -48,6 +47,14 @@ from gradlint.model.ir import (
 EMBEDDING_OPS = frozenset({"embedding", "embedding_bag", "embeddingbag"})
 # Norms whose output has unit second moment per feature at initialisation (gamma = 1, beta = 0).
 UNIT_NORMS = frozenset({"batch", "layer", "group", "instance", "rms"})
+
+
+def _acts():
+    """The activation moments, imported on first use: they need numpy (0.2 s of start-up),
+    which a run over files without networks (a pre-commit of a training script) never pays."""
+    from gradlint.model import activations
+
+    return activations
 
 
 @dataclass(frozen=True)
@@ -143,7 +150,7 @@ class _Walk:
         """E[x^2] of the signal at this point."""
         if self.source is None or not self.applied:
             return self.source
-        return acts.composed_moments(self._fns(), self.source)[0]
+        return _acts().composed_moments(self._fns(), self.source)[0]
 
     def _fns(self) -> list[tuple[str, float | None]]:
         return [(a.fn, a.param) for a in self.applied]
@@ -202,7 +209,7 @@ class _Walk:
         return out
 
     def activation(self, node: Activation) -> None:
-        if node.fn not in acts.KNOWN:
+        if node.fn not in _acts().KNOWN:
             self.reset(None)
             return
         feeding = self.out_moment()
@@ -230,9 +237,9 @@ class _Walk:
         factor = None
         if self.pending is not None and ftv is not None:
             if self.source is not None:
-                factor = ftv * acts.composed_moments(self._fns(), self.source)[1]
-            elif acts.is_scale_free([a.fn for a in self.applied]):
-                factor = ftv * acts.composed_moments(self._fns(), 1.0)[1]
+                factor = ftv * _acts().composed_moments(self._fns(), self.source)[1]
+            elif _acts().is_scale_free([a.fn for a in self.applied]):
+                factor = ftv * _acts().composed_moments(self._fns(), 1.0)[1]
         if factor is None:
             # A new chain: this layer's own factor is unknown, but a first step needs none.
             self.flush()

@@ -107,6 +107,7 @@ class LazyPositions:
         self.groups: list[list] = []  # the CPython ast statements of each top-level statement
         self.quick: dict[int, dict[int, CodeRange]] = {}
         self.quick_all: dict[int, CodeRange] = {}
+        self.quick_owner: dict[int, int] = {}  # id(node) -> its top-level statement, as the tables are built
         self.next_quick = 0
 
     def _start_lines(self) -> list[int] | None:
@@ -159,8 +160,10 @@ class LazyPositions:
         defs: list = []
         exprs: dict[type, list] = {t: [] for t in _EXPRESSIONS}
         stack: list = [self.module.body[index]]
+        owner = self.quick_owner
         while stack:
             node = stack.pop()
+            owner[id(node)] = index
             if isinstance(node, cst.Call):
                 calls.append(node)
             elif isinstance(node, (cst.ClassDef, cst.FunctionDef)):
@@ -245,6 +248,21 @@ class LazyPositions:
                 continue
             self.cache[node] = CodeRange((rng.start.line + shift, rng.start.column), (rng.end.line + shift, rng.end.column))
 
+    def _owner_of(self, node: cst.CSTNode) -> int | None:
+        """The index of the top-level statement holding `node`: from the walks that build the
+        quick tables, in order until found (the whole-file map of every field, which costs as
+        much as those walks together, only for nodes they skip, e.g. operators)."""
+        found = self.quick_owner.get(id(node))
+        while found is None and self.next_quick < len(self.module.body):
+            self.quick_all.update(self._quick_table(self.next_quick))
+            self.next_quick += 1
+            found = self.quick_owner.get(id(node))
+        if found is None:
+            if self.owner is None:
+                self.owner = self._owners()
+            found = self.owner.get(id(node))
+        return found
+
     def _owners(self) -> dict[int, int]:
         owner: dict[int, int] = {}
         for i, stmt in enumerate(self.module.body):
@@ -275,9 +293,7 @@ class LazyPositions:
             found = self._quick_lookup(node)
             if found is not None:
                 return found
-        if self.owner is None:
-            self.owner = self._owners()
-        index = self.owner.get(id(node))
+        index = self._owner_of(node)
         if index is None:
             return default
         try:

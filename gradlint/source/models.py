@@ -27,7 +27,7 @@ from gradlint.model.ir import (
 from gradlint.source import catalog as C
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_ITEMS, MAX_SAME_CLASS, MAX_UNROLL, Exhausted, Meter, bounded, checked_range, fold
-from gradlint.source.names import dotted
+from gradlint.source.names import dotted, mentions
 
 # Forward paths explored per network when `if` conditions cannot be decided (each undecided
 # condition doubles them); past this, the branches are merged into an opaque node as before.
@@ -2286,7 +2286,7 @@ def _sequential_factories(fm: FileModel) -> list[Network]:
         cuts = fm.cuts
         fm.meter.allow()
         try:  # RecursionError: a statement too deep for libcst's code generator
-            if "Sequential" not in fm.src.code(fn):
+            if not mentions(fn, "Sequential"):
                 continue
             scope: dict = {}
             fm._bind_params(list(fn.params.params), fn.params, None, {}, scope)
@@ -2303,7 +2303,7 @@ def _sequential_factories(fm: FileModel) -> list[Network]:
                 fm.meter.allow()
                 try:
                     if (isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name)
-                            and isinstance(small.value, cst.Call) and "Sequential" in fm.src.code(small.value)):
+                            and isinstance(small.value, cst.Call) and mentions(small.value, "Sequential")):
                         value = fm.eval(small.value, {})
                         if fm.cuts == cuts:
                             candidates.append((small.targets[0].target.value, value, small))

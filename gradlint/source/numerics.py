@@ -18,7 +18,7 @@ import libcst as cst
 
 from gradlint.findings import Edit, Fix, SourceSpan
 from gradlint.source.budget import MAX_EXPR_DEPTH, fold
-from gradlint.source.names import dotted
+from gradlint.source.names import children, dotted
 from gradlint.facts.numerics import NumClass, NumericsFacts, Site
 
 F = "torch.nn.functional."
@@ -82,6 +82,37 @@ _STOP_WORDS = frozenset(
     "h c hx cx hn cn hidden hiddens state states memory mems carry cache past".split())
 _BACKWARD_HOSTS = frozenset({"accelerator", "fabric", "engine", "model_engine", "deepspeed", "strategy",
                              "trainer", "self", "amp", "booster"})
+_SELF_RG = re.compile(r"\bself\s*\.\s*requires_grad\b")
+
+
+class Where:
+    """A node's position, computed only when a finding reports it.
+
+    Positions cost more than the rest of the walk (measured on timm's vision_transformer.py:
+    half of the whole extraction went to spans of values that never became a finding), so a
+    value keeps where it was cut as the node, and the span is resolved on first use.
+    """
+
+    __slots__ = ("node", "_src", "_span")
+
+    def __init__(self, src, node: cst.CSTNode) -> None:
+        self.node = node
+        self._src = src
+        self._span: SourceSpan | None = None
+
+    @property
+    def span(self) -> SourceSpan:
+        if self._span is None:
+            self._span = self._src.span(self.node)
+        return self._span
+
+    @property
+    def line(self) -> int:
+        return self.span.line
+
+    @property
+    def column(self) -> int:
+        return self.span.column
 
 
 @dataclass(frozen=True)
@@ -109,21 +140,21 @@ class V:
     is_max: bool = False  # x.max(...), torch.amax(...)
     const: bool = False  # literal or built from literals/factories: no gradient
     cut: str | None = None  # why no gradient flows (".item()", ".detach()", "torch.tensor(...)"...)
-    cut_span: SourceSpan | None = None
+    cut_span: Where | None = None
     numpy: bool = False
     tensor: bool = False
     clamped: bool = False  # bounded away from 0 (clamp(min>0), + eps, maximum(x, eps))
     unit: str | None = None  # clamped into [-1, 1]: 'strict' (a margin) or 'loose'
     params: bool = False  # computed from self.* (a module's parameters)
-    param_cuts: frozenset[tuple[SourceSpan, str]] = frozenset()
-    rg: frozenset[tuple[SourceSpan, str]] = frozenset()  # requires_grad set on a computed value
+    param_cuts: frozenset[tuple[Where, str]] = frozenset()
+    rg: frozenset[tuple[Where, str]] = frozenset()  # requires_grad set on a computed value
     computed: bool = False  # made by an operation (not a parameter, literal, or factory)
     leaf: bool = False  # a fresh leaf: factory, Parameter, .detach() result
     safe_where: bool = False  # torch.where(m, x, safe): the double-where guard
     # Terms of a sum that are cut from the graph (`aux.item()`, `reg.detach()`) while another
     # term may carry gradient: (where it was cut, how). Only sums and differences keep them: a
     # cut value used inside a computation (`(pred - target.detach()) ** 2`) is a stop-gradient.
-    cut_terms: frozenset[tuple[SourceSpan, str]] = frozenset()
+    cut_terms: frozenset[tuple[Where, str]] = frozenset()
     # The output of a learned layer, or a square, sum, norm or positive probability made from
     # one: an all-zero vector there has probability zero, so 0/0 and sqrt(0) are not a hazard
     # (CLIP-style `emb / emb.norm()` on a projection's output; measured on the corpus: every
@@ -283,6 +314,10 @@ class Extractor:
         self.globals: dict[str, V] = {}
         self.defines_optimizer = False
         self.file_quiet = False
+        # Whether the text names `self.requires_grad` at all: the class walk that counts reads
+        # and stores of it is skipped for the (many) files that never do.
+        self.self_requires_grad = _SELF_RG.search(src.text) is not None
+        self._where: dict[int, Where] = {}  # id(node) -> its Where (which keeps the node alive)
         self.depth = 0  # expression nesting of the evaluation under way (budget.MAX_EXPR_DEPTH)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -291,6 +326,13 @@ class Extractor:
 
     def span(self, node: cst.CSTNode) -> SourceSpan:
         return self.src.span(node)
+
+    def where(self, node: cst.CSTNode) -> Where:
+        """The node's lazy position, one per node (so that sets of them compare by node)."""
+        found = self._where.get(id(node))
+        if found is None:
+            found = self._where[id(node)] = Where(self.src, node)
+        return found
 
     def code(self, node: cst.CSTNode) -> str:
         try:
@@ -413,7 +455,7 @@ class Extractor:
                        quiet=parent_quiet or self.file_quiet or _quiet_class(name))
         methods = [s for s in node.body.body if isinstance(s, cst.FunctionDef)]
         ctx.methods = {m.name.value for m in methods}
-        ctx.reads_requires_grad = _reads_self_requires_grad(node)
+        ctx.reads_requires_grad = self.self_requires_grad and _reads_self_requires_grad(node)
         is_function = name in self.autograd_classes
         if is_function:
             # autograd does not trace inside a Function's forward/backward
@@ -496,28 +538,23 @@ class Extractor:
                           detail=f"{cls.name.value}.backward", data=(("arguments", tuple(grads)),)))
 
 
-class _SelfRequiresGrad(cst.CSTVisitor):
-    """Counts `self.requires_grad` as written, and how many of those are assignment targets."""
-
-    def __init__(self) -> None:
-        self.uses = 0
-        self.stores = 0
-
-    def visit_Attribute(self, node: cst.Attribute) -> None:
-        if node.attr.value == "requires_grad" and isinstance(node.value, cst.Name) and node.value.value == "self":
-            self.uses += 1
-
-    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
-        t = node.target
-        if isinstance(t, cst.Attribute) and t.attr.value == "requires_grad" and \
-                isinstance(t.value, cst.Name) and t.value.value == "self":
-            self.stores += 1
-
-
 def _reads_self_requires_grad(cls: cst.ClassDef) -> bool:
-    v = _SelfRequiresGrad()
-    cls.visit(v)
-    return v.uses > v.stores
+    """More `self.requires_grad` reads than assignments to it: the class uses the attribute as
+    a setting of its own (`self.requires_grad = flag` is then no module attribute mistake). A
+    plain walk: libcst's visitor rebuilds every node it passes, 0.1 s per large class."""
+    uses = stores = 0
+    stack: list = [cls]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, cst.Attribute) and n.attr.value == "requires_grad" and \
+                isinstance(n.value, cst.Name) and n.value.value == "self":
+            uses += 1
+        elif isinstance(n, cst.AssignTarget) and isinstance(n.target, cst.Attribute) and \
+                n.target.attr.value == "requires_grad" and isinstance(n.target.value, cst.Name) and \
+                n.target.value.value == "self":
+            stores += 1
+        stack.extend(children(n))
+    return uses > stores
 
 
 def _all_none(node: cst.BaseExpression) -> bool:
@@ -755,14 +792,14 @@ class FunctionWalk:
 
     def assign_target(self, target: cst.BaseExpression, val: V, value_node: cst.BaseExpression | None) -> None:
         if self.nograd and not val.nograd:
-            val = replace(val, cut="torch.no_grad()", cut_span=self.x.span(value_node) if value_node else None)
+            val = replace(val, cut="torch.no_grad()", cut_span=self.x.where(value_node) if value_node else None)
         if isinstance(target, cst.Attribute):
             attr = target.attr.value
             if attr == "require_grad":
                 self.x.add(Site("GL404", "typo", self.x.span(target), detail=self.x.code(target)))
                 return
             if attr == "requires_grad":
-                self.requires_grad_set(target.value, value_node, self.x.span(target))
+                self.requires_grad_set(target.value, value_node, self.x.where(target))
                 return
             if attr == "data" or attr == "grad":
                 return
@@ -774,24 +811,24 @@ class FunctionWalk:
         self.bind(target, val)
 
     def requires_grad_set(self, holder: cst.BaseExpression, value_node: cst.BaseExpression | None,
-                          span: SourceSpan) -> None:
+                          where: Where) -> None:
         """`x.requires_grad = ...`: GL404 on a module, GL401 on a computed value."""
         truth = value_node is None or not (isinstance(value_node, cst.Name) and value_node.value == "False")
         hv = self.ev(holder)
         key = dotted(holder)
         if hv.module:
-            self.x.add(Site("GL404", "module-attribute", span, detail=self.x.code(holder)))
+            self.x.add(Site("GL404", "module-attribute", where.span, detail=self.x.code(holder)))
             return
         if hv.inst and not hv.params:
-            self.x.add(Site("GL404", "module-attribute", span, detail=self.x.code(holder),
+            self.x.add(Site("GL404", "module-attribute", where.span, detail=self.x.code(holder),
                             classes=tuple(sorted(hv.inst)), want="module"))
             return
         if key == "self" and self.cls is not None and not self.cls.reads_requires_grad:
-            self.x.add(Site("GL404", "module-attribute", span, detail="self", classes=(self.cls.name,),
+            self.x.add(Site("GL404", "module-attribute", where.span, detail="self", classes=(self.cls.name,),
                             want="module"))
             return
         if truth and key and hv.computed and not hv.leaf and not hv.nograd:
-            self.env[key] = replace(hv, rg=hv.rg | {(span, key)})
+            self.env[key] = replace(hv, rg=hv.rg | {(where, key)})
 
     def _record_wrapper(self, fn: cst.FunctionDef) -> None:
         """`def op(x): return MyFn.apply(x)` makes `op` a name under which MyFn can be gradchecked."""
@@ -824,7 +861,7 @@ class FunctionWalk:
         finally:
             x.depth -= 1
         if self.nograd and not val.nograd and not isinstance(node, cst.Name | cst.Attribute):
-            val = replace(val, cut="torch.no_grad()", cut_span=self.x.span(node))
+            val = replace(val, cut="torch.no_grad()", cut_span=self.x.where(node))
         self.memo[key] = val
         return val
 
@@ -925,12 +962,12 @@ class FunctionWalk:
         if attr == "data":
             cut_params = base.param_cuts
             if key and key.startswith("self.") and key.count(".") == 2 and self.cls and key.split(".")[1] in self.cls.params:
-                cut_params = cut_params | {(self.x.span(node), key)}
-            return V(cut=".data", cut_span=self.x.span(node), tensor=True, params=base.params,
+                cut_params = cut_params | {(self.x.where(node), key)}
+            return V(cut=".data", cut_span=self.x.where(node), tensor=True, params=base.params,
                      param_cuts=cut_params, leaf=True)
         if attr == "indices":
             # topk/sort/max indices: integers, never differentiable
-            return V(cut="indices", cut_span=self.x.span(node), tensor=True, computed=True)
+            return V(cut="indices", cut_span=self.x.where(node), tensor=True, computed=True)
         if attr in ("shape", "ndim", "dtype", "device", "is_cuda", "requires_grad", "training"):
             return V(const=True)
         if attr in ("T", "mT", "H", "real", "values"):
@@ -1101,7 +1138,7 @@ class FunctionWalk:
             v = vals[0]
             if v.nograd:
                 return replace(v, cut=v.cut)
-            return V(cut=f"{fname}()", cut_span=self.x.span(node), computed=True)
+            return V(cut=f"{fname}()", cut_span=self.x.where(node), computed=True)
         if fname in ("len", "range", "isinstance", "hasattr", "getattr", "print", "str", "repr", "type", "id"):
             return V(const=True)
         if fname == "max" and len(pos) == 2:
@@ -1119,7 +1156,7 @@ class FunctionWalk:
     def variable(self, node: cst.Call, kw: dict) -> V:
         rg = kw.get("requires_grad")
         if rg is not None and isinstance(rg, cst.Name) and rg.value == "True":
-            return V(cut="Variable(..., requires_grad=True)", cut_span=self.x.span(node), leaf=True, tensor=True)
+            return V(cut="Variable(..., requires_grad=True)", cut_span=self.x.where(node), leaf=True, tensor=True)
         return V(leaf=True, tensor=True)
 
     def qualified_call(self, node: cst.Call, names: frozenset[str]) -> V:
@@ -1132,7 +1169,7 @@ class FunctionWalk:
         vals = self._args_ev(node)
         first_node = _arg(node, 0, "input")
         first = self.ev(first_node) if first_node is not None else UNKNOWN
-        span = self.x.span(node)
+        span = self.x.where(node)
         if isq(SOFTMAX):
             return self.prob_value("softmax", node, first)
         if isq(SIGMOID):
@@ -1296,7 +1333,7 @@ class FunctionWalk:
         r = self.ev(recv_node)
         vals = self._args_ev(node)
         pos, kw = _args(node)
-        span = self.x.span(node)
+        span = self.x.where(node)
         if meth == "softmax":
             return self.prob_value("softmax", node, r)
         if meth == "sigmoid" and not pos:
@@ -1360,7 +1397,7 @@ class FunctionWalk:
             if r.module or (r.inst and not r.params):
                 return r
             if truth and key and r.computed and not r.leaf and not r.nograd:
-                ev = (self.x.span(node), key)
+                ev = (self.x.where(node), key)
                 self.env[key] = replace(r, rg=r.rg | {ev})
                 return replace(r, rg=r.rg | {ev})
             return r
@@ -1400,7 +1437,7 @@ class FunctionWalk:
         key = dotted(recv_node)
         if meth.startswith("detach") and key and key.startswith("self.") and key.count(".") == 1 and \
                 self.cls and key[5:] in self.cls.params:
-            return frozenset({(self.x.span(recv_node), key + ".detach()")})
+            return frozenset({(self.x.where(recv_node), key + ".detach()")})
         return frozenset()
 
     # -- the checks ----------------------------------------------------------------------------
@@ -1514,16 +1551,16 @@ class FunctionWalk:
         """GL401/GL402 at a backward call: what the backpropagated value is made of."""
         v = self.ev(target)
         direct = dotted(target)
-        for span, name in sorted(v.rg, key=lambda e: (e[0].line, e[0].column)):
+        for where, name in sorted(v.rg, key=lambda e: (e[0].line, e[0].column)):
             # Only the loss itself: a tensor made to require grad and then used in a computation
             # (adversarial inputs, optimised images) is a legitimate leaf.
             if name != direct and not _LOSSY.search(name):
                 continue
-            self.x.add(Site("GL401", "requires-grad", span, detail=name,
+            self.x.add(Site("GL401", "requires-grad", where.span, detail=name,
                             data=(("backward_line", self.x.span(node).line),)))
         if v.cut_terms and not v.nograd:
-            for span, how in sorted(v.cut_terms, key=lambda e: (e[0].line, e[0].column)):
-                self.x.add(Site("GL407", how, span, detail=self.x.code(target)[:60],
+            for where, how in sorted(v.cut_terms, key=lambda e: (e[0].line, e[0].column)):
+                self.x.add(Site("GL407", how, where.span, detail=self.x.code(target)[:60],
                                 data=(("backward_line", self.x.span(node).line),)))
         if v.cut in _GRAPH_BREAKS and not v.rg:
             where = v.cut_span.line if v.cut_span else None
@@ -1540,16 +1577,16 @@ class FunctionWalk:
             val = self.memo.get(id(node.value))
             if val is None:
                 continue
-            for span, text in sorted(val.param_cuts, key=lambda e: (e[0].line, e[0].column)):
+            for where, text in sorted(val.param_cuts, key=lambda e: (e[0].line, e[0].column)):
                 if not _stop_gradient(text):
-                    self.x.add(Site("GL403", "parameter-cut", span, detail=text))
+                    self.x.add(Site("GL403", "parameter-cut", where.span, detail=text))
             if isinstance(node.value, cst.Tuple):
                 continue
             if val.cut in ("torch.no_grad()", ".detach()", ".data", ".detach_()") and val.params:
                 text = self.x.code(node.value)
                 if _stop_gradient(text) or _integer_named(text):
                     continue
-                span = val.cut_span or self.x.span(node)
+                span = val.cut_span.span if val.cut_span else self.x.span(node)
                 self.x.add(Site("GL403", "output-cut", span, detail=val.cut))
 
     def record_gradcheck(self, node: cst.Call) -> None:
