@@ -43,6 +43,7 @@ class DivideByNormWithoutEps(SiteRule):
     """
 
     code = "GL307"
+    kinds = frozenset({"divide_by_norm"})
     name = "divide-by-norm-without-eps"
     severity = Severity.WARNING
     # Off by default (issue 10's rule: a rule below the precision goal on the corpus is opt-in):

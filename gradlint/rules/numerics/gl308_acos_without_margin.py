@@ -43,6 +43,7 @@ class AcosWithoutMargin(SiteRule):
     """
 
     code = "GL308"
+    kinds = frozenset({"acos_near_one"})
     name = "acos-without-margin"
     severity = Severity.WARNING
     summary = "acos/asin not clamped strictly inside (-1, 1) (infinite gradient at ±1)"
@@ -67,7 +68,7 @@ class AcosWithoutMargin(SiteRule):
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:
-        if site.kind == "loose-clamp":
+        if site.variant == "loose-clamp":
             return (f"`{site.detail}` of a value clamped to [-1, 1]: its gradient is infinite at ±1; "
                     "clamp to (-1 + eps, 1 - eps)")
         return (f"`{site.detail}` of an unclamped value: its gradient is infinite at ±1 (equal vectors give "

@@ -42,6 +42,7 @@ class CustomBackwardIgnoresGradOutput(SiteRule):
     """
 
     code = "GL405"
+    kinds = frozenset({"backward_ignores_grad"})
     name = "custom-backward-ignores-grad-output"
     severity = Severity.ERROR
     summary = "A custom autograd backward that ignores the incoming gradient"
