@@ -123,19 +123,6 @@ class Rule:
         """Yield the findings of this rule for one file."""
         return iter(())
 
-    def graph_hazards(self, ctx: RuleContext) -> Iterator[Finding]:
-        """Findings for the ONNX graph patterns the ONNX front-end matched under this rule's code.
-
-        The ONNX front-end puts `GraphHazard(code, node, message, data)` records in
-        `facts.graph.hazards`; a numerics rule that also reads ONNX yields them from here, so
-        the pattern code stays in the front-end and the rule stays one class for both inputs.
-        """
-        graph = getattr(ctx.facts, "graph", None)
-        for hazard in getattr(graph, "hazards", ()) or ():
-            if hazard.code == self.code:
-                yield ctx.finding(hazard.message, getattr(hazard, "span", None), node=hazard.node,
-                                  data=getattr(hazard, "data", None) or {})
-
     # Derived, not declared: a rule can fix when one of its examples shows the fixed text.
     @classmethod
     def fixable(cls) -> bool:

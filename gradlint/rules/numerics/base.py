@@ -41,6 +41,22 @@ class SiteRule(Rule):
                               severity=Severity.INFO if site.info else None,
                               data=dict(site.data) | {"pattern": site.variant})
 
+    def graph_hazards(self, ctx: RuleContext) -> Iterator[Finding]:
+        """Findings for the ONNX graph patterns of this rule's kinds.
+
+        The ONNX front-end puts `GraphHazard(kind, node, data)` records in `facts.graph.hazards`;
+        the rule words them in `graph_message`, so it stays one class for both inputs.
+        """
+        graph = getattr(ctx.facts, "graph", None)
+        for hazard in getattr(graph, "hazards", ()) or ():
+            if hazard.kind in self.kinds:
+                yield ctx.finding(self.graph_message(hazard), getattr(hazard, "span", None), node=hazard.node,
+                                  data=getattr(hazard, "data", None) or {})
+
+    def graph_message(self, hazard) -> str:
+        """The message for a GraphHazard (gradlint.onnx.hazards) of one of this rule's kinds."""
+        raise NotImplementedError
+
     def selects(self, site: Site) -> bool:
         return site.kind in self.kinds
 

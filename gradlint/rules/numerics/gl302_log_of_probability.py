@@ -110,6 +110,15 @@ class LogOfProbability(SiteRule):
                 "        return torch.log(torch.softmax(z, -1))\n", note="inference mode"),
     ]
 
+    def graph_message(self, hazard) -> str:
+        op = hazard.data["producer"]
+        if op == "1-Sigmoid":
+            return ("Log of 1 - Sigmoid: it rounds to exactly 0 for large inputs and Log "
+                    "gives -inf with NaN gradients; compute -Softplus(x) instead")
+        fix = "LogSoftmax" if op == "Softmax" else "-Softplus(-x) (logsigmoid)"
+        return (f"Log of a {op} output: {op} rounds to exactly 0 for confident inputs "
+                f"and Log gives -inf with NaN gradients; compute {fix} instead")
+
     def message(self, site: Site, ctx: RuleContext) -> str:
         if site.classes:
             kind = returned_kind(site, ctx.index) or "probability"

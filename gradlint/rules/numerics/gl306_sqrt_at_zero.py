@@ -101,6 +101,10 @@ class SqrtAtZero(SiteRule):
                 note="the RMS of a learned layer's output is never exactly 0"),
     ]
 
+    def graph_message(self, hazard) -> str:
+        return (f"{hazard.node.op_type} of {hazard.data['operand']} with no eps Add, Max or Clip(min > 0): "
+                "the gradient of sqrt at 0 is infinite and becomes NaN")
+
     def message(self, site: Site, ctx: RuleContext) -> str:
         return (f"`{site.variant}` of a {site.detail} with no eps: its gradient is NaN where the sum is 0; "
                 "add an eps, clamp(min > 0), or use a norm function")

@@ -74,6 +74,10 @@ class DivideByNormWithoutEps(SiteRule):
         Example("import torch\n\n@torch.no_grad()\ndef f(w):\n    return w / w.norm()\n", note="no-grad"),
     ]
 
+    def graph_message(self, hazard) -> str:
+        return (f"{hazard.node.op_type} by {hazard.data['divisor']} with no eps: a zero vector gives 0/0 "
+                "(NaN) forward and backward; add an eps to the divisor")
+
     def message(self, site: Site, ctx: RuleContext) -> str:
         return (f"division by `{site.detail}` with no eps: 0/0 gives a NaN output and gradient for an "
                 "all-zero input; add an eps, clamp(min=eps), or use F.normalize")

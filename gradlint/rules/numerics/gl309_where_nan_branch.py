@@ -80,6 +80,13 @@ class WhereNanBranch(SiteRule):
                 note="a constant filter: nothing upstream carries gradient"),
     ]
 
+    def graph_message(self, hazard) -> str:
+        op = hazard.data["branch"]
+        return (f"Where selects between branches, one of which is {op} of an "
+                "unclamped input: where it is masked out its NaN/inf still flows into "
+                "the gradient (0 * inf = NaN); clamp the operand before the "
+                f"{op}")
+
     def message(self, site: Site, ctx: RuleContext) -> str | None:
         if "GL305" in ctx.enabled and any(
                 other.kind == "hand_written_unstable" and other.span.line == site.span.line
