@@ -112,6 +112,13 @@ class Rule:
     always_on: ClassVar[bool] = False
     # Rules measured by the probe are documented here but produced by `gradlint probe` only.
     probe_only: ClassVar[bool] = False
+    # What `gradlint probe` measures to give this rule's static findings a verdict
+    # (gradlint/probe/join.py): 'vanishing_gain', 'exploding_gain' (the chain's measured gain),
+    # 'activation_std', 'zero_weight_gradient', 'gradient_check', 'parameters_cut' and
+    # 'loss_parameters_cut' (parameters that get no gradient), 'parameters_still_trained' (a
+    # freeze that freezes nothing), 'first_nonfinite' (where the first NaN/Inf appeared),
+    # 'not_measurable'; None: a finding's own predicted gain, if it has one.
+    probe_measure: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -12,6 +12,7 @@ class InputRule(Rule):
     abstract = True
     always_on = True
     input_error: str  # the InputError kind the rule reports
+    probe_measure = "not_measurable"
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         for err in ctx.facts.input_errors:

@@ -46,6 +46,7 @@ class SigmoidIntoBCELoss(SiteRule):
     """
 
     code = "GL301"
+    probe_measure = "first_nonfinite"
     kinds = frozenset({"probability_into_loss"})
     name = "sigmoid-into-bceloss"
     severity = Severity.WARNING

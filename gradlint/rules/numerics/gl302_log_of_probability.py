@@ -54,6 +54,7 @@ class LogOfProbability(SiteRule):
     """
 
     code = "GL302"
+    probe_measure = "first_nonfinite"
     kinds = frozenset({"log_of_probability"})
     name = "log-of-probability"
     severity = Severity.WARNING

@@ -54,6 +54,7 @@ class SoftmaxIntoCrossEntropy(SiteRule):
     """
 
     code = "GL303"
+    probe_measure = "first_nonfinite"
     kinds = frozenset({"probability_into_loss"})
     name = "softmax-into-cross-entropy"
     severity = Severity.ERROR

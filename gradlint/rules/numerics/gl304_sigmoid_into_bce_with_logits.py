@@ -32,6 +32,7 @@ class SigmoidIntoBCEWithLogits(SiteRule):
     """
 
     code = "GL304"
+    probe_measure = "first_nonfinite"
     kinds = frozenset({"probability_into_loss"})
     name = "sigmoid-into-bce-with-logits"
     severity = Severity.ERROR

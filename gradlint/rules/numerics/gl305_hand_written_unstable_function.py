@@ -42,6 +42,7 @@ class HandWrittenUnstableFunction(SiteRule):
     """
 
     code = "GL305"
+    probe_measure = "first_nonfinite"
     kinds = frozenset({"hand_written_unstable"})
     name = "hand-written-unstable-function"
     severity = Severity.WARNING

@@ -53,6 +53,7 @@ class SqrtAtZero(SiteRule):
     """
 
     code = "GL306"
+    probe_measure = "first_nonfinite"
     kinds = frozenset({"sqrt_near_zero"})
     name = "sqrt-at-zero"
     severity = Severity.WARNING

@@ -43,6 +43,7 @@ class DivideByNormWithoutEps(SiteRule):
     """
 
     code = "GL307"
+    probe_measure = "first_nonfinite"
     kinds = frozenset({"divide_by_norm"})
     name = "divide-by-norm-without-eps"
     severity = Severity.WARNING

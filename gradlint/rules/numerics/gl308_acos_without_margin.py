@@ -43,6 +43,7 @@ class AcosWithoutMargin(SiteRule):
     """
 
     code = "GL308"
+    probe_measure = "first_nonfinite"
     kinds = frozenset({"acos_near_one"})
     name = "acos-without-margin"
     severity = Severity.WARNING

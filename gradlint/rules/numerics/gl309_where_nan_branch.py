@@ -46,6 +46,7 @@ class WhereNanBranch(SiteRule):
     """
 
     code = "GL309"
+    probe_measure = "first_nonfinite"
     kinds = frozenset({"unsafe_where_branch"})
     name = "where-nan-branch"
     severity = Severity.WARNING

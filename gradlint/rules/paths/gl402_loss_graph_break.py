@@ -40,6 +40,7 @@ class LossGraphBreak(SiteRule):
     """
 
     code = "GL402"
+    probe_measure = "loss_parameters_cut"
     kinds = frozenset({"loss_graph_break"})
     name = "loss-graph-break"
     severity = Severity.ERROR

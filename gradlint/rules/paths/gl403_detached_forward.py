@@ -39,6 +39,7 @@ class DetachedForward(SiteRule):
     """
 
     code = "GL403"
+    probe_measure = "parameters_cut"
     kinds = frozenset({"forward_output_cut"})
     name = "detached-forward"
     severity = Severity.WARNING

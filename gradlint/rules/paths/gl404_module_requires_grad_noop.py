@@ -37,6 +37,7 @@ class ModuleRequiresGradNoop(SiteRule):
     """
 
     code = "GL404"
+    probe_measure = "parameters_still_trained"
     kinds = frozenset({"requires_grad_on_module"})
     name = "module-requires-grad-noop"
     severity = Severity.WARNING
