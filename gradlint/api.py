@@ -52,8 +52,8 @@ def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: 
         # Read once, bounded, refusing special files before any open; the key is these bytes.
         data, fingerprint = inputs.read_input(path, max_size, whole=path.suffix != ".onnx")
     except inputs.Refused as exc:
-        code = "GL002" if kind == "onnx" else "GL001"
-        return FileFacts(path=display, kind=kind, input_errors=(InputError(code, f"cannot read file: {exc}"),))
+        what = "unreadable_model" if kind == "onnx" else "unreadable_source"
+        return FileFacts(path=display, kind=kind, input_errors=(InputError(what, f"cannot read file: {exc}"),))
     key = cache.entry_key(store, display, kind, fingerprint) if store else None
     folder = str(path.parent)
     if key and store:
@@ -219,7 +219,7 @@ def check_text(display: str, data: bytes, config: Config) -> RunResult:
         try:
             facts = extract_python_text(decode(data), display)
         except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
-            facts = FileFacts(path=display, kind="python", input_errors=(InputError("GL001", f"cannot decode: {exc}"),))
+            facts = FileFacts(path=display, kind="python", input_errors=(InputError("unreadable_source", f"cannot decode: {exc}"),))
     rules = load_rules()
     # Names resolve across the project of `display`, as in `gradlint check` of that file.
     index, root = project_index([Path(display)], config, use_cache=True)

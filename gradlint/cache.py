@@ -34,7 +34,7 @@ from typing import Any
 from gradlint import __version__
 from gradlint.inputs import fingerprint_within, read_fd
 
-SCHEMA = 1
+SCHEMA = 2
 SUFFIX = ".json"
 # An entry holds a file's text and its facts; anything larger is not ours.
 MAX_ENTRY_BYTES = 64 << 20

@@ -99,9 +99,11 @@ def make_data(values: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 @dataclass(frozen=True)
 class InputError:
-    """A front-end's report that a file cannot be checked (GL001-GL003 turn these into findings)."""
+    """A front-end's report that a file cannot be checked; the input rules (GL00x) select them by
+    kind: 'unreadable_source' (Python that cannot be read, decoded or parsed), 'unreadable_model'
+    (ONNX), 'unsafe_external_data' (external data refused)."""
 
-    code: str
+    kind: str
     message: str
     span: SourceSpan = SourceSpan(1, 1, 1, 1)
     node: GraphNode | None = None

@@ -169,7 +169,7 @@ def extract_notebook_bytes(data: bytes, display: str):
     try:
         nb = Notebook.parse(data)
     except NotebookError as exc:
-        return FileFacts(path=display, kind="python", input_errors=(InputError("GL001", str(exc)),))
+        return FileFacts(path=display, kind="python", input_errors=(InputError("unreadable_source", str(exc)),))
     if nb.language != "python":
         return FileFacts(path=display, kind="python", skipped=f"a {nb.language} notebook, not Python")
     text, cells = virtual_source(nb)
@@ -186,7 +186,7 @@ def extract_notebook(path: Path, display: str):
         data = path.read_bytes()
     except OSError as exc:
         return FileFacts(path=display, kind="python",
-                         input_errors=(InputError("GL001", f"cannot read file: {exc.strerror or exc}"),))
+                         input_errors=(InputError("unreadable_source", f"cannot read file: {exc.strerror or exc}"),))
     return extract_notebook_bytes(data, display)
 
 

@@ -112,6 +112,13 @@ class Rule:
     always_on: ClassVar[bool] = False
     # Rules measured by the probe are documented here but produced by `gradlint probe` only.
     probe_only: ClassVar[bool] = False
+    # What `gradlint probe` measures to give this rule's static findings a verdict
+    # (gradlint/probe/join.py): 'vanishing_gain', 'exploding_gain' (the chain's measured gain),
+    # 'activation_std', 'zero_weight_gradient', 'gradient_check', 'parameters_cut' and
+    # 'loss_parameters_cut' (parameters that get no gradient), 'parameters_still_trained' (a
+    # freeze that freezes nothing), 'first_nonfinite' (where the first NaN/Inf appeared),
+    # 'not_measurable'; None: a finding's own predicted gain, if it has one.
+    probe_measure: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -122,19 +129,6 @@ class Rule:
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         """Yield the findings of this rule for one file."""
         return iter(())
-
-    def graph_hazards(self, ctx: RuleContext) -> Iterator[Finding]:
-        """Findings for the ONNX graph patterns the ONNX front-end matched under this rule's code.
-
-        The ONNX front-end puts `GraphHazard(code, node, message, data)` records in
-        `facts.graph.hazards`; a numerics rule that also reads ONNX yields them from here, so
-        the pattern code stays in the front-end and the rule stays one class for both inputs.
-        """
-        graph = getattr(ctx.facts, "graph", None)
-        for hazard in getattr(graph, "hazards", ()) or ():
-            if hazard.code == self.code:
-                yield ctx.finding(hazard.message, getattr(hazard, "span", None), node=hazard.node,
-                                  data=getattr(hazard, "data", None) or {})
 
     # Derived, not declared: a rule can fix when one of its examples shows the fixed text.
     @classmethod

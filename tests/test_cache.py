@@ -96,7 +96,7 @@ def test_nested_records_round_trip():
     net = Network(name="M", path="m.py", nodes=(
         Residual(body=(Param("l", "linear", 8, "d_model", InitSpec("normal", (("std", 1.0),))),
                        Activation("a", "relu", origin=SourceSpan(1, 1, 1, 2)))),), origin=None)
-    facts = FileFacts(path="m.py", kind="python", networks=(net,), input_errors=(InputError("GL001", "x"),))
+    facts = FileFacts(path="m.py", kind="python", networks=(net,), input_errors=(InputError("unreadable_source", "x"),))
     assert cache.loads(cache.dumps(facts)) == facts
 
 

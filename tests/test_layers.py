@@ -8,6 +8,7 @@ the same; reading the imports ourselves keeps the check free of a compiled depen
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,58 @@ def test_allowed_arrows_pass():
         "gradlint.probe.run": imports_of("gradlint.probe.run", "import torch\nfrom gradlint.api import check_paths\n"),
     }
     assert violations(ok) == set()
+
+
+# --- no rule code in a front-end -----------------------------------------------------------------
+
+# Packages that produce or hold facts: they say what was seen, and the rules decide what to report.
+FACT_PACKAGES = ("source", "onnx", "facts", "model", "probe")
+RULE_CODE = re.compile(r"GL\d{1,3}")
+# Known rule codes in the code of those packages, each with why it is still there; an entry that
+# no longer occurs fails the test too, so the list only shrinks.
+ALLOWED_CODES: dict[tuple[str, str], str] = {
+    # User-facing text that names the rule a reader looks up, not a decision: the help of
+    # `--no-gradcheck` and the note that says why the gradient check was skipped.
+    ("gradlint.probe.command", "GL704"): "the --no-gradcheck help names the rule it turns off",
+    ("gradlint.probe.run", "GL703"): "the skipped-gradient-check note names the finding that explains it",
+}
+
+
+def rule_codes_in(source: str) -> set[str]:
+    """The rule codes (`GL101`, or a family `GL3`) in the string literals of `source`'s code:
+    f-string parts included, docstrings and comments not."""
+    tree = ast.parse(source)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant) and isinstance(node.body[0].value.value, str)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            found.update(RULE_CODE.findall(node.value))
+    return found
+
+
+def fact_package_codes() -> set[tuple[str, str]]:
+    return {(module_name(p), code)
+            for sub in FACT_PACKAGES for p in sorted((PACKAGE / sub).rglob("*.py"))
+            for code in rule_codes_in(p.read_text(encoding="utf-8"))}
+
+
+def test_no_rule_code_in_the_code_of_a_front_end():
+    found = fact_package_codes()
+    allowed = set(ALLOWED_CODES)
+    assert found - allowed == set(), "rule codes in front-end code (a rule should decide):\n" + "\n".join(
+        f"  {m}: {c}" for m, c in sorted(found - allowed))
+    assert allowed - found == set(), f"allow-list entries that no longer occur, remove them: {sorted(allowed - found)}"
+
+
+@pytest.mark.parametrize("source, expected", [
+    ('x = Site("GL302", "softmax")\n', {"GL302"}),
+    ('def f(c):\n    return f"{c} is GL101"\n', {"GL101"}),
+    ('family = code[:3] == "GL3"\n', {"GL3"}),
+    ('"""GL302 in a docstring."""\n# GL302 in a comment\ndef f():\n    """GL306 too."""\n    return 1\n', set()),
+    ('kind = "log_of_probability"\n', set()),
+])
+def test_rule_codes_are_found_in_code_only(source, expected):
+    assert rule_codes_in(source) == expected

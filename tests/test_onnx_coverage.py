@@ -68,4 +68,4 @@ def test_an_unreadable_file_raises_model_error(tmp_path):
     path.write_bytes(b"not a model at all")
     with pytest.raises(ModelError) as err:
         onnx_coverage(path)
-    assert err.value.code == "GL002"
+    assert err.value.kind == "unreadable_model"

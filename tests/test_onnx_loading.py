@@ -18,6 +18,7 @@ from gradlint.api import check_paths, check_source
 from gradlint.config import Config
 from gradlint.onnx import extract_onnx
 from gradlint.onnx import load as onnx_load
+from gradlint.registry import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("onnx_fixture_gen", ROOT / "fixtures" / "onnx" / "generate.py")
@@ -26,7 +27,9 @@ _spec.loader.exec_module(gen)  # type: ignore[union-attr]
 
 
 def _codes(facts):
-    return [e.code for e in facts.input_errors]
+    """The input rules that report the facts' input errors (GL002, GL003)."""
+    by_kind = {rule.input_error: code for code, rule in load_rules().items() if hasattr(rule, "input_error")}
+    return [by_kind[e.kind] for e in facts.input_errors]
 
 
 @pytest.mark.parametrize("case", ["truncated", "random", "png", "empty"])

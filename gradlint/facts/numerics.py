@@ -12,28 +12,72 @@ from dataclasses import dataclass
 from typing import Any
 
 from gradlint.facts.project import MAX_DEPTH, Scope
-from gradlint.findings import Fix, SourceSpan
+from gradlint.findings import SourceSpan
 
 # The probability kinds a value can carry ('one_minus_sigmoid' is `1 - sigmoid(x)`).
 PROBABILITY = frozenset({"softmax", "sigmoid"})
 
 
 @dataclass(frozen=True)
-class Site:
-    """One place a numerics/gradient-path rule may report.
+class Expr:
+    """An expression as written, for a rule that rewrites source without a parser."""
 
-    `classes`/`want` make the site conditional on the rest of the run: it holds only when the
-    forward of one of `classes` returns `want` ('softmax', 'sigmoid', 'probability' for either,
-    'module' for an nn.Module subclass). Sites without classes hold as they are.
+    span: SourceSpan
+    text: str
+    # a name, attribute, call or subscript, or parenthesised: usable as an operand as it is
+    atom: bool = False
+    # `text + eps` adds to the whole expression (a literal, an atom, or + - * / // ** at the top)
+    sum_safe: bool = False
+
+
+@dataclass(frozen=True)
+class CallText:
+    """A call as written: its callee, its arguments, and where each piece is."""
+
+    span: SourceSpan
+    callee: Expr
+    # the callee names something through the file's imports (torch.sigmoid, F.softmax, BCELoss),
+    # rather than a method of a value (x.sigmoid)
+    resolved: bool
+    receiver: Expr | None = None  # what precedes the last dot of an attribute callee
+    name_span: SourceSpan | None = None  # the name after that dot
+    args: str = ""  # the arguments as written, joined with ", " (keywords and stars kept)
+    nargs: int = 0
+    only: Expr | None = None  # the argument, when there is exactly one and it is positional
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """The source pieces of a site that a rule may rewrite."""
+
+    operand: Expr | None = None  # the value the pattern applies to (the argument of a sqrt)
+    # the call that made the operand, when it is written inline (`softmax(x)` in `log(softmax(x))`,
+    # `sigmoid(x)` as a loss's input)
+    producer: CallText | None = None
+    call: CallText | None = None  # the call the site is on (a loss call)
+    criterion: CallText | None = None  # the constructor call of the loss module the call uses
+    # the criterion is built inline, or in this function under a local name used only for this call
+    criterion_local: bool = False
+
+
+@dataclass(frozen=True)
+class Site:
+    """One place where the extractor saw a numerics or gradient-path pattern.
+
+    `kind` names what was seen ('log_of_probability', 'sqrt_near_zero'...), `variant` how
+    ('softmax', 'model-output'...); the rules select the kinds they report on. `classes`/`want`
+    make the site conditional on the rest of the run: it holds only when the forward of one of
+    `classes` returns `want` ('softmax', 'sigmoid', 'probability' for either, 'module' for an
+    nn.Module subclass). Sites without classes hold as they are.
     """
 
-    code: str
     kind: str
+    variant: str
     span: SourceSpan
     detail: str = ""
     classes: tuple[str, ...] = ()  # as written in the file (local, imported, or qualified)
     want: str | None = None
-    fix: Fix | None = None
+    pieces: Pieces | None = None  # what a fix would rewrite, when it is written where one can
     info: bool = False  # report at info severity whatever the rule's default
     data: tuple[tuple[str, Any], ...] = ()
 
@@ -60,6 +104,9 @@ class NumericsFacts:
     gradchecked: frozenset[str] = frozenset()
     # alias or wrapper function name -> autograd.Function class it applies
     apply_aliases: tuple[tuple[str, str], ...] = ()
+    # the file's import bindings into torch: local name -> the torch names it may stand for, in
+    # name order (how a fix spells a replacement function)
+    torch_imports: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def forward_returns(scope: Scope | None, name: str, _depth: int = 0) -> str | None:

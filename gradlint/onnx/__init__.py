@@ -12,7 +12,7 @@ from gradlint.findings import GraphNode, InputError
 
 @dataclass(frozen=True)
 class WeightStats:
-    """Statistics of one float tensor of the model (initializer or Constant), for GL501/GL502.
+    """Statistics of one float tensor of the model (initializer or Constant), for the weight rules.
 
     role: the op of the layer whose weight it is ('linear', 'conv2d', 'embedding'...), or
     'other' (biases, norm scales, tables no layer consumes as its weight).
@@ -42,12 +42,12 @@ class WeightStats:
 
 @dataclass(frozen=True)
 class GraphFacts:
-    """What the ONNX rules read: hazards (GL302, GL306-GL309) and weight statistics (GL5xx)."""
+    """What the ONNX rules read: graph hazards (gradlint.onnx.hazards) and weight statistics."""
 
     opset: int
     hazards: tuple = ()
     weights: tuple[WeightStats, ...] = ()
-    # False when external data was refused (GL003): weight statistics are then missing.
+    # False when external data was refused (unsafe_external_data): weight statistics are then missing.
     weights_read: bool = True
     # Names of layer nodes (GraphNode.name) into which a BatchNorm may have been folded at export:
     # the graph cannot tell (no exporter metadata, anonymous weights). A chain through them may be
@@ -56,7 +56,8 @@ class GraphFacts:
 
 
 def extract_onnx(path: Path, display: str):
-    """FileFacts of one `.onnx` (or ONNX text `.onnx.txt`) file. Bad input becomes GL002/GL003."""
+    """FileFacts of one `.onnx` (or ONNX text `.onnx.txt`) file. Bad input becomes InputErrors
+    ('unreadable_model', 'unsafe_external_data')."""
     from gradlint.facts.files import FileFacts
     from gradlint.onnx.graph import GraphIndex, default_opset
     from gradlint.onnx.hazards import find_hazards
@@ -71,7 +72,7 @@ def extract_onnx(path: Path, display: str):
         # Every file the model names, vetted or refused: the cache entry depends on all of them.
         depends = external_locations(model)
         loaded = vet_external(model, os.path.dirname(os.path.abspath(path)))
-        errors.extend(InputError("GL003", msg) for msg in loaded.refused)
+        errors.extend(InputError("unsafe_external_data", msg) for msg in loaded.refused)
         sort_nodes(model.graph)
         check_structure(model)
         index = GraphIndex(model.graph, opset=default_opset(model), loaded=loaded)
@@ -79,7 +80,7 @@ def extract_onnx(path: Path, display: str):
         network = lower_graph(index, stats, display)
         hazards = tuple(find_hazards(index))
     except ModelError as exc:
-        errors.append(InputError(exc.code, exc.message))
+        errors.append(InputError(exc.kind, exc.message))
         return FileFacts(path=display, kind="onnx", input_errors=tuple(_dedupe(errors)), depends=depends)
     maybe_folded = frozenset(index.ref(i).name for i in find_folding(index).unknown)
     graph = GraphFacts(opset=index.opset, hazards=hazards, weights=tuple(weights), weights_read=not loaded.refused,

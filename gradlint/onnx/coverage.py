@@ -46,7 +46,7 @@ class GraphCoverage:
 
 def onnx_coverage(path: str | os.PathLike) -> list[GraphCoverage]:
     """The coverage of every graph of an `.onnx` (or ONNX text `.onnx.txt`) file, the main graph
-    first. Raises gradlint.onnx.load.ModelError (with .code and .message) for a file that cannot
+    first. Raises gradlint.onnx.load.ModelError (with .kind and .message) for a file that cannot
     be checked."""
     from gradlint.onnx.graph import GraphIndex, default_opset
     from gradlint.onnx.load import check_structure, decode, sort_nodes, vet_external

@@ -1,9 +1,11 @@
-"""Numerically unsafe ONNX graph patterns (GL302, GL306-GL309), matched on the GraphIndex.
+"""Numerically unsafe ONNX graph patterns, matched on the GraphIndex.
 
-Each match becomes a `GraphHazard`; the numerics rule of the same code turns it into a finding
-(Rule.graph_hazards), so the patterns live with the front-end and the rule stays one class for
-Python and ONNX. Every graph is searched, the bodies of If/Loop/Scan included. Operands that
-depend on no graph input (weights, constants, shapes) never match: no gradient flows there.
+Each match becomes a `GraphHazard` named by what it is, with the kinds the Python front-end
+gives its Sites (log_of_probability, sqrt_near_zero, divide_by_norm, acos_near_one,
+unsafe_where_branch); the numerics rule that selects the kind words the finding
+(SiteRule.graph_hazards), so the rule stays one class for Python and ONNX. Every graph is
+searched, the bodies of If/Loop/Scan included. Operands that depend on no graph input (weights,
+constants, shapes) never match: no gradient flows there.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ Found = tuple[GraphIndex, int]
 
 @dataclass(frozen=True)
 class GraphHazard:
-    code: str
+    kind: str
     node: GraphNode
-    message: str
+    # what the pattern is made of: the node's name, op type and index, and per kind its parts
+    # (producer, operand, divisor, lower/upper bounds, branch)
     data: dict[str, Any] = field(default_factory=dict)
     span: SourceSpan | None = None
 
@@ -118,38 +121,32 @@ def _unsafe_norm(g: GraphIndex, name: str) -> str | None:
     return None
 
 
-def _hazard(code: str, g: GraphIndex, i: int, message: str, **data: Any) -> GraphHazard:
+def _hazard(kind: str, g: GraphIndex, i: int, **data: Any) -> GraphHazard:
     ref = g.ref(i)
-    return GraphHazard(code=code, node=ref, message=message,
-                       data={"node": ref.name, "op_type": ref.op_type, "index": ref.index, **data})
+    return GraphHazard(kind=kind, node=ref, data={"node": ref.name, "op_type": ref.op_type, "index": ref.index, **data})
 
 
-# -- GL302: Log of a probability ---------------------------------------------------------------
+# -- Log of a probability ---------------------------------------------------------------------
 
-def _gl302(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
+def _log_of_probability(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
     node = g.nodes[i]
     if not node.input or g.is_static(node.input[0]):
         return
     found = g.through(node.input[0])
     op = _op(found)
     if op in ("Softmax", "Sigmoid"):
-        fix = "LogSoftmax" if op == "Softmax" else "-Softplus(-x) (logsigmoid)"
-        yield _hazard("GL302", g, i, f"Log of a {op} output: {op} rounds to exactly 0 for confident inputs "
-                                     f"and Log gives -inf with NaN gradients; compute {fix} instead",
-                      producer=op)
+        yield _hazard("log_of_probability", g, i, producer=op)
         return
     if op == "Sub" and found is not None:
         fg, j = found
         a, b = (list(fg.nodes[j].input) + ["", ""])[:2]
         if fg.scalar(a) == 1.0 and _op(fg.through(b)) == "Sigmoid":
-            yield _hazard("GL302", g, i, "Log of 1 - Sigmoid: it rounds to exactly 0 for large inputs and Log "
-                                         "gives -inf with NaN gradients; compute -Softplus(x) instead",
-                          producer="1-Sigmoid")
+            yield _hazard("log_of_probability", g, i, producer="1-Sigmoid")
 
 
-# -- GL306: Sqrt at zero -----------------------------------------------------------------------
+# -- Sqrt of what can be exactly zero -----------------------------------------------------------
 
-def _gl306(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
+def _sqrt_near_zero(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
     node = g.nodes[i]
     if not node.input or g.is_static(node.input[0]):
         return
@@ -157,14 +154,12 @@ def _gl306(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
         return
     what = _sum_of_squares(g, node.input[0])
     if what:
-        yield _hazard("GL306", g, i, f"{node.op_type} of {what} with no eps Add, Max or Clip(min > 0): "
-                                     "the gradient of sqrt at 0 is infinite and becomes NaN",
-                      operand=what)
+        yield _hazard("sqrt_near_zero", g, i, operand=what)
 
 
-# -- GL307: division by a norm without eps ------------------------------------------------------
+# -- Division by a norm without eps ------------------------------------------------------------
 
-def _gl307(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
+def _divide_by_norm(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
     node = g.nodes[i]
     divisor = node.input[1] if node.op_type == "Div" and len(node.input) == 2 else (
         node.input[0] if node.op_type == "Reciprocal" and node.input else None)
@@ -172,26 +167,19 @@ def _gl307(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
         return
     what = _unsafe_norm(g, divisor)
     if what:
-        yield _hazard("GL307", g, i, f"{node.op_type} by {what} with no eps: a zero vector gives 0/0 "
-                                     "(NaN) forward and backward; add an eps to the divisor",
-                      divisor=what)
+        yield _hazard("divide_by_norm", g, i, divisor=what)
 
 
-# -- GL308: acos/asin without margin ------------------------------------------------------------
+# -- acos/asin of a value that may reach ±1 ------------------------------------------------------
 
-def _gl308(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
+def _acos_near_one(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
     node = g.nodes[i]
     if not node.input or g.is_static(node.input[0]):
         return
     lo, hi = _bounds(g, node.input[0])
     if lo is not None and hi is not None and lo > -1.0 and hi < 1.0:
         return
-    if lo is not None and hi is not None:
-        why = f"is clamped to [{lo:g}, {hi:g}], which reaches ±1"
-    else:
-        why = "is not clamped"
-    yield _hazard("GL308", g, i, f"{node.op_type} whose input {why}: the gradient 1/sqrt(1 - x²) is infinite "
-                                 "at ±1; clamp to [-1 + eps, 1 - eps]", lower=lo, upper=hi)
+    yield _hazard("acos_near_one", g, i, lower=lo, upper=hi)
 
 
 def _bounds(g: GraphIndex, name: str) -> tuple[float | None, float | None]:
@@ -226,12 +214,12 @@ def _bounds(g: GraphIndex, name: str) -> tuple[float | None, float | None]:
     return lo, hi
 
 
-# -- GL309: Where with a NaN branch --------------------------------------------------------------
+# -- Where with a NaN branch ---------------------------------------------------------------------
 
 _UNSAFE = {"Log": 0, "Sqrt": 0, "Reciprocal": 0, "Acos": 0, "Asin": 0, "Div": 1}
 
 
-def _gl309(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
+def _unsafe_where_branch(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
     node = g.nodes[i]
     for pos in (1, 2):
         if len(node.input) <= pos or not node.input[pos]:
@@ -247,10 +235,7 @@ def _gl309(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
         operand = branch.input[k]
         if fg.is_static(operand) or _guarded(fg, operand):
             continue
-        yield _hazard("GL309", g, i, f"Where selects between branches, one of which is {branch.op_type} of an "
-                                     "unclamped input: where it is masked out its NaN/inf still flows into "
-                                     "the gradient (0 * inf = NaN); clamp the operand before the "
-                                     f"{branch.op_type}", branch=branch.op_type, branch_node=fg.ref(j).name)
+        yield _hazard("unsafe_where_branch", g, i, branch=branch.op_type, branch_node=fg.ref(j).name)
         return
 
 
@@ -265,12 +250,12 @@ def _guarded(g: GraphIndex, name: str) -> bool:
 
 
 _CHECKS = {
-    "Log": (_gl302,),
-    "Sqrt": (_gl306,),
-    "Pow": (_gl306,),
-    "Div": (_gl307,),
-    "Reciprocal": (_gl307,),
-    "Acos": (_gl308,),
-    "Asin": (_gl308,),
-    "Where": (_gl309,),
+    "Log": (_log_of_probability,),
+    "Sqrt": (_sqrt_near_zero,),
+    "Pow": (_sqrt_near_zero,),
+    "Div": (_divide_by_norm,),
+    "Reciprocal": (_divide_by_norm,),
+    "Acos": (_acos_near_one,),
+    "Asin": (_acos_near_one,),
+    "Where": (_unsafe_where_branch,),
 }

@@ -47,11 +47,12 @@ _DTYPES: dict[int, np.dtype] = {
 
 
 class ModelError(Exception):
-    """The model cannot be used; `code` is GL002 (unreadable) or GL003 (unsafe external data)."""
+    """The model cannot be used; `kind` is 'unreadable_model' or 'unsafe_external_data' (an
+    InputError's kind)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.kind = kind
         self.message = message
 
 
@@ -72,7 +73,7 @@ class LoadedModel:
     model_dir: str
     # external_key(tensor) -> vetted reference; only filled when every reference of the model is safe
     external: dict[tuple, ExternalRef] = field(default_factory=dict)
-    # GL003 messages: when non-empty no external data is read at all
+    # why external data was refused (unsafe_external_data): when non-empty none is read at all
     refused: list[str] = field(default_factory=list)
 
 
@@ -90,23 +91,23 @@ def decode(path: Path) -> onnx.ModelProto:
         check_regular(path)
         data = skeleton(str(path)) or read_bounded(path, ONNX_LIMIT, "protobuf's 2 GiB")
     except onnx.parser.ParseError as exc:
-        raise ModelError("GL002", f"not valid ONNX text: {_one_line(exc)}") from None
+        raise ModelError("unreadable_model", f"not valid ONNX text: {_one_line(exc)}") from None
     except UnicodeDecodeError as exc:
-        raise ModelError("GL002", f"ONNX text is not UTF-8: {exc.reason}") from None
+        raise ModelError("unreadable_model", f"ONNX text is not UTF-8: {exc.reason}") from None
     except Refused as exc:
-        raise ModelError("GL002", f"cannot read the file: {exc}") from None
+        raise ModelError("unreadable_model", f"cannot read the file: {exc}") from None
     kind = _sniff(data)
     if kind:
-        raise ModelError("GL002", f"not an ONNX model: the file is {kind}")
+        raise ModelError("unreadable_model", f"not an ONNX model: the file is {kind}")
     try:
         model = onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf raises DecodeError, but RuntimeError has been seen too
         reason = _one_line(exc)
         if len(data) < 16:
             reason = f"{len(data)} bytes only"
-        raise ModelError("GL002", f"cannot decode the model (truncated or not ONNX): {reason}") from None
+        raise ModelError("unreadable_model", f"cannot decode the model (truncated or not ONNX): {reason}") from None
     if not model.HasField("graph") or model.ir_version <= 0:
-        raise ModelError("GL002", "cannot decode the model: no graph or IR version (not an ONNX file?)")
+        raise ModelError("unreadable_model", "cannot decode the model: no graph or IR version (not an ONNX file?)")
     return model
 
 
@@ -181,8 +182,8 @@ def external_key(tensor: TensorProto) -> tuple:
 def vet_external(model: onnx.ModelProto, model_dir: str) -> LoadedModel:
     """Validate every external-data reference before anything is opened.
 
-    GL003 (refusals) are collected rather than raised so the structure can still be checked;
-    GL002 problems (missing file, bad offsets) raise.
+    Refusals (unsafe external data) are collected rather than raised so the structure can still
+    be checked; an unreadable model (missing file, bad offsets) raises.
     """
     loaded = LoadedModel(model=model, model_dir=model_dir)
     vetted: dict[str, tuple[str, os.stat_result] | str] = {}
@@ -212,14 +213,14 @@ def vet_external(model: onnx.ModelProto, model_dir: str) -> LoadedModel:
             expected = _nbytes(tensor)
             length = int(info["length"]) if info.get("length") else expected
         except ValueError:
-            raise ModelError("GL002", f"external data of tensor {tensor.name!r} has a bad offset or length") from None
+            raise ModelError("unreadable_model", f"external data of tensor {tensor.name!r} has a bad offset or length") from None
         if offset < 0 or length < 0:
-            raise ModelError("GL002", f"external data of tensor {tensor.name!r} has a negative offset or length")
+            raise ModelError("unreadable_model", f"external data of tensor {tensor.name!r} has a negative offset or length")
         if expected is not None and length != expected:
-            raise ModelError("GL002", f"external data of tensor {tensor.name!r} holds {length} bytes, "
+            raise ModelError("unreadable_model", f"external data of tensor {tensor.name!r} holds {length} bytes, "
                                       f"its shape and type need {expected}")
         if offset + length > st.st_size:
-            raise ModelError("GL002", f"external data file {location!r} is {st.st_size} bytes, tensor "
+            raise ModelError("unreadable_model", f"external data file {location!r} is {st.st_size} bytes, tensor "
                                       f"{tensor.name!r} needs bytes {offset}..{offset + length} (truncated?)")
         refs[external_key(tensor)] = ExternalRef(full, offset, length, st.st_dev, st.st_ino)
     # One refusal per location, however many tensors point there.
@@ -253,9 +254,9 @@ def _vet_location(model_dir: str, location: str) -> tuple[str, os.stat_result] |
         try:
             st = os.lstat(current)
         except FileNotFoundError:
-            raise ModelError("GL002", f"external data file {location!r} does not exist next to the model") from None
+            raise ModelError("unreadable_model", f"external data file {location!r} does not exist next to the model") from None
         except OSError as exc:
-            raise ModelError("GL002", f"external data file {location!r} cannot be read: {exc.strerror}") from None
+            raise ModelError("unreadable_model", f"external data file {location!r} cannot be read: {exc.strerror}") from None
         if stat.S_ISLNK(st.st_mode):
             where = "is a symbolic link" if i == len(parts) - 1 else f"goes through the symbolic link {'/'.join(parts[: i + 1])!r}"
             return f"location {location!r} {where}"
@@ -315,7 +316,7 @@ def sort_nodes(graph: onnx.GraphProto) -> None:
     if len(order) < len(nodes):
         stuck = next(i for i in range(len(nodes)) if i not in set(order))
         name = nodes[stuck].name or f"{nodes[stuck].op_type} #{stuck}"
-        raise ModelError("GL002", f"the graph {graph.name or 'main'!r} has a cycle through node {name!r}")
+        raise ModelError("unreadable_model", f"the graph {graph.name or 'main'!r} has a cycle through node {name!r}")
     graph.ClearField("node")
     graph.node.extend(nodes[i] for i in order)
 
@@ -357,7 +358,7 @@ def check_structure(model: onnx.ModelProto) -> None:
     so it must never see them: the copy it checks has no external references at all.
     """
     if not _names_are_text(model.graph):
-        raise ModelError("GL002", "a node or tensor name is not valid UTF-8 (the file is damaged)")
+        raise ModelError("unreadable_model", "a node or tensor name is not valid UTF-8 (the file is damaged)")
     target = model
     if any(is_external(t) for t in iter_tensors(model.graph)):
         target = onnx.ModelProto()
@@ -371,7 +372,7 @@ def check_structure(model: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(target)
     except Exception as exc:  # ValidationError, but a C++ failure surfaces as others
-        raise ModelError("GL002", f"fails onnx.checker: {_one_line(exc)}") from None
+        raise ModelError("unreadable_model", f"fails onnx.checker: {_one_line(exc)}") from None
 
 
 # Larger external tensors outside the initializers are given a single zero element instead: the
@@ -456,14 +457,14 @@ def _external_chunks(ref: ExternalRef, dtype: np.dtype, data_type: int, chunk_el
         st = os.fstat(fd)
         # The file opened must be the file vetted: a swap for a link in between is refused.
         if (st.st_dev, st.st_ino) != (ref.st_dev, ref.st_ino) or not stat.S_ISREG(st.st_mode):
-            raise ModelError("GL003", f"external data file {ref.path!r} changed while it was checked")
+            raise ModelError("unsafe_external_data", f"external data file {ref.path!r} changed while it was checked")
         step = chunk_elems * dtype.itemsize
         pos, end = ref.offset, ref.offset + ref.length
         while pos < end:
             n = min(step, end - pos)
             buf = os.pread(fd, n, pos) if hasattr(os, "pread") else _read_at(fd, n, pos)
             if len(buf) != n:
-                raise ModelError("GL002", f"external data file {ref.path!r} ended early")
+                raise ModelError("unreadable_model", f"external data file {ref.path!r} ended early")
             yield _as_float(np.frombuffer(buf, dtype=dtype), data_type)
             pos += n
     finally:

@@ -1,7 +1,9 @@
 """The join: a verdict for each static finding from the measurements, and the probe's own findings.
 
 Pure functions on plain data (no torch): the static findings, the `Measurements`, the gradient
-check's result, and the model's module classes by path.
+check's result, and the model's module classes by path. What is measured for a static finding is
+what its rule declares (`Rule.probe_measure`); the probe's own findings are decided and worded by
+the probe rules (gradlint/rules/probe) from the `ProbeFacts` assembled here.
 
 Verdicts for a predicted gain (GL101 vanishing, GL102 exploding) with thresholds t_v (1e-3)
 and t_e (1e3), m the measured gain:
@@ -28,15 +30,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from gradlint.findings import Finding, SourceSpan, make_data
+from gradlint.facts.probe import GradcheckFailure, MeasuredChain, ProbeFacts, UnitShare
+from gradlint.findings import Finding, Severity, SourceSpan, make_data
 
 CONFIRMED, REFUTED, INCONCLUSIVE, NOT_MEASURABLE, FOUND = (
     "confirmed", "refuted", "inconclusive", "not measurable", "found")
 SATURATED_STD, HEALTHY_STD = 3.0, 1.0
-DEAD_FRACTION = 0.7
-SATURATED_FRACTION = 0.7
-HUGE_LOSS = 1e5
 MIN_CHAIN = 2
+GAINS = ("vanishing_gain", "exploding_gain")
 
 
 @dataclass
@@ -158,29 +159,30 @@ def judge_static(findings: list[Finding], meas: Any, module_classes: dict[str, s
     class_lines = class_lines or {}
     for f in findings:
         data = f.data_dict
-        family = f.code[:3]
+        measure = probe_measure(f.code)
         whole = _onnx(f) or data.get("network") in (None, factory)
         th = thresholds.get(f.code, Thresholds())
         if _num(data.get("threshold")) is not None:
             # The finding carries the threshold it was judged by (the user's configuration).
             limit = float(data["threshold"])
-            th = Thresholds(limit, th.exploding) if f.code == "GL101" else Thresholds(th.vanishing, limit)
-        if f.code in ("GL101", "GL102"):
-            gain, why, sites, n = chain_gain(data, meas, module_classes, worst=f.code == "GL102", whole_model=whole)
-            kind = "vanishing" if f.code == "GL101" else "exploding"
+            th = Thresholds(limit, th.exploding) if measure == "vanishing_gain" else Thresholds(th.vanishing, limit)
+        if measure in GAINS:
+            worst = measure == "exploding_gain"
+            gain, why, sites, n = chain_gain(data, meas, module_classes, worst=worst, whole_model=whole)
+            kind = "exploding" if worst else "vanishing"
             v = Verdict(f, gain_verdict(kind, gain, th), _num(data.get("predicted")), gain, why, sites,
                         {"instances": n} if n else {})
-        elif f.code == "GL104":
+        elif measure == "activation_std":
             v = _judge_saturation(f, data, meas, module_classes, whole)
-        elif f.code == "GL105":
+        elif measure == "zero_weight_gradient":
             v = _judge_dead_init(f, data, meas, module_classes, whole)
-        elif f.code in ("GL405", "GL406"):
+        elif measure == "gradient_check":
             v = _judge_function(f, data, gradcheck)
-        elif f.code in ("GL402", "GL403", "GL404"):
-            v = _judge_cut(f, meas, module_classes, class_lines)
-        elif family == "GL3" and nan_region is not None and _inside(f, nan_region):
+        elif measure in ("loss_parameters_cut", "parameters_cut", "parameters_still_trained"):
+            v = _judge_cut(f, measure, meas, module_classes, class_lines)
+        elif measure == "first_nonfinite" and nan_region is not None and _inside(f, nan_region):
             v = Verdict(f, CONFIRMED, detail=f"NaN/Inf measured in `{nan_region.module}`, the module this code belongs to")
-        elif family in ("GL0", "GL2", "GL5") or f.code == "GL107":
+        elif measure == "not_measurable":
             v = Verdict(f, NOT_MEASURABLE, _num(data.get("predicted")))
         elif data.get("modules") and _num(data.get("predicted")) is not None:
             gain, why, sites, n = chain_gain(data, meas, module_classes, whole_model=whole)
@@ -190,6 +192,14 @@ def judge_static(findings: list[Finding], meas: Any, module_classes: dict[str, s
             v = Verdict(f, INCONCLUSIVE, _num(data.get("predicted")), detail="the probe does not measure this")
         out.append(v)
     return out
+
+
+def probe_measure(code: str) -> str | None:
+    """What the probe measures for a finding of this rule (Rule.probe_measure)."""
+    from gradlint.registry import get_rule
+
+    rule = get_rule(code)
+    return rule.probe_measure if rule is not None else None
 
 
 def _onnx(f: Finding) -> bool:
@@ -231,7 +241,7 @@ def _judge_saturation(f: Finding, data: dict[str, Any], meas: Any, module_classe
 
 def _judge_dead_init(f: Finding, data: dict[str, Any], meas: Any, module_classes: dict[str, str],
                      whole_model: bool) -> Verdict:
-    """GL105 predicts exactly zero gradients: confirmed when a named layer's weight gradient is
+    """A dead init predicts exactly zero gradients: confirmed when a named layer's weight gradient is
     exactly 0 on every step; otherwise inconclusive (constant, symmetric weights still get a
     gradient: the hazard is that all units get the same one, which norms do not show)."""
     norms, sites = [], []
@@ -259,14 +269,15 @@ def enclosing_class(line: int, class_lines: dict[str, tuple[int, int]]) -> str |
     return best[0] if best else None
 
 
-def _judge_cut(f: Finding, meas: Any, module_classes: dict[str, str],
+def _judge_cut(f: Finding, measure: str, meas: Any, module_classes: dict[str, str],
                class_lines: dict[str, tuple[int, int]]) -> Verdict:
-    """GL402/GL403 predict parameters cut from the loss, GL404 a freeze that freezes nothing:
+    """Parameters cut from the loss (in the training loop's loss: 'loss_parameters_cut'; in a
+    forward: 'parameters_cut'), or a freeze that freezes nothing ('parameters_still_trained'):
     judged by the parameters of the instances of the class whose source holds the finding."""
     cls = enclosing_class(f.span.line, class_lines)
     roots = instances(module_classes, cls) if cls else []
     if not roots:
-        if f.code == "GL402":
+        if measure == "loss_parameters_cut":
             return Verdict(f, NOT_MEASURABLE, detail="the training loop's loss is not the probe's")
         return Verdict(f, INCONCLUSIVE, detail="not inside a module class of the model")
     owned = [p for p, owner in getattr(meas, "param_owner", {}).items() if _under(owner, set(roots))]
@@ -274,7 +285,7 @@ def _judge_cut(f: Finding, meas: Any, module_classes: dict[str, str],
         return Verdict(f, INCONCLUSIVE, detail=f"{cls} has no trainable parameters")
     without = [p for p in owned if p in set(getattr(meas, "without_grad", []))]
     sites = tuple(roots)
-    if f.code == "GL404":
+    if measure == "parameters_still_trained":
         if without:
             return Verdict(f, REFUTED, None, float(len(without)), f"{len(without)} parameter(s) of {cls} got no gradient", sites)
         return Verdict(f, CONFIRMED, None, 0.0, f"every parameter of {cls} still gets a gradient", sites)
@@ -311,6 +322,8 @@ class Context:
     path: str
     locate: Callable[[str | None], SourceSpan]  # module path (None: the model) -> span
     rules: dict[str, Any]
+    # each probe rule's options (the configuration's, else the rule's defaults)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def _finding(ctx: Context, code: str, message: str, module: str | None, data: dict[str, Any],
@@ -351,68 +364,37 @@ def measured_chains(meas: Any) -> list[list[str]]:
     return chains
 
 
-def probe_findings(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict], thresholds: Thresholds,
-                   ) -> list[Verdict]:
-    out: list[Verdict] = []
-    predicted_sites = {"vanishing": set(), "exploding": set()}
+def probe_facts(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict]) -> ProbeFacts:
+    """The measurements as the probe rules read them, with what the static findings already
+    predicted (their verdicts, by what their rules measure)."""
+    predicted_sites: dict[str, set[str]] = {"vanishing": set(), "exploding": set()}
     saturation_roots: set[str] = set()
     saturation_layers: set[str] = set()
     for v in static:
-        if v.finding.code == "GL101" or (v.finding.code == "GL105" and v.verdict == CONFIRMED):
+        measure = probe_measure(v.finding.code)
+        if measure == "vanishing_gain" or (measure == "zero_weight_gradient" and v.verdict == CONFIRMED):
             # A dead init's zero gradient is its own finding, not a surprise vanishing chain.
             predicted_sites["vanishing"].update(v.sites)
-        elif v.finding.code == "GL102":
+        elif measure == "exploding_gain":
             predicted_sites["exploding"].update(v.sites)
-        elif v.finding.code == "GL104" and v.verdict != REFUTED:
+        elif measure == "activation_std" and v.verdict != REFUTED:
             # The static pass saw saturation in this network: its other activations are no news.
             saturation_roots.update(v.extra.get("roots", ()))
             saturation_layers.update(v.sites)
 
+    chains = []
     for chain in measured_chains(meas):
-        vanishing = meas.grad_ratio(chain[0], chain[-1])
-        exploding, pair = meas.worst_gain(chain) if hasattr(meas, "worst_gain") else (vanishing, None)
-        pair = pair or (chain[0], chain[-1])
-        for kind, code, gain, ends in (("vanishing", "GL701", vanishing, (chain[0], chain[-1])),
-                                       ("exploding", "GL702", exploding, pair)):
-            if gain is None or predicted_sites[kind] & set(chain):
-                continue
-            limit = thresholds.vanishing if kind == "vanishing" else thresholds.exploding
-            if (gain >= limit) if kind == "vanishing" else (gain <= limit):
-                continue
-            sub = chain[chain.index(ends[0]): chain.index(ends[1]) + 1]
-            msg = (f"measured gradient gain {gain:.2g} across {len(sub)} layers ({ends[0]} → {ends[1]}), "
-                   f"{'below' if kind == 'vanishing' else 'above'} the {kind} threshold {limit:g}; "
-                   "the static pass did not predict it")
-            data = {"modules": tuple(sub), "measured": gain, "depth": len(sub)}
-            out.append(Verdict(_finding(ctx, code, msg, ends[0], data), FOUND, None, gain, sites=tuple(sub)))
-    if meas.loss and math.isfinite(meas.loss[0]) and abs(meas.loss[0]) >= HUGE_LOSS:
-        msg = f"loss {meas.loss[0]:.3g} at initialisation (≥ {HUGE_LOSS:g}): the output scale is already out of hand"
-        out.append(Verdict(_finding(ctx, "GL702", msg, None, {"loss": meas.loss[0]}), FOUND, None, meas.loss[0]))
+        gain = meas.grad_ratio(chain[0], chain[-1])
+        worst, pair = meas.worst_gain(chain) if hasattr(meas, "worst_gain") else (gain, None)
+        chains.append(MeasuredChain(tuple(chain), gain, worst, pair or (chain[0], chain[-1]),
+                                    predicted_vanishing=bool(predicted_sites["vanishing"] & set(chain)),
+                                    predicted_exploding=bool(predicted_sites["exploding"] & set(chain))))
 
-    nf = meas.nonfinite
-    if nf is not None:
-        where = (f"`{nf['module'] or '(model)'}` ({nf['type']})" if nf.get("site") is not None
-                 else "the loss" if nf["phase"] != "backward" else "the loss's backward")
-        phase = {"forward": "the forward pass", "loss": "the loss", "backward": "the backward pass"}[nf["phase"]]
-        msg = f"NaN/Inf first appears in {phase} at {where}, probe step {nf['step'] + 1}: {nf['what']}"
-        out.append(Verdict(_finding(ctx, "GL703", msg, nf.get("module"), dict(nf)), FOUND))
+    def share(site: str, fraction: float, predicted: bool = False) -> UnitShare:
+        s = meas.site(site)
+        return UnitShare(site, ctx.locate(s.module if s else site), s.type_name if s else "?", fraction, predicted)
 
-    for failure in getattr(gradcheck, "failures", []) or []:
-        what = (f"custom autograd.Function `{failure.name}`" if failure.kind == "function"
-                else f"module `{failure.name or '(model)'}` ({failure.type_name})")
-        numbers = (f"autograd gives {failure.autograd:.6g}, finite differences {failure.numeric:.6g} "
-                   "along a random direction") if math.isfinite(failure.autograd) else failure.detail
-        msg = f"gradient check failed for {what}: {numbers}"
-        span = failure.span
-        data = {"kind": failure.kind, "target": failure.name, "autograd": failure.autograd, "numeric": failure.numeric}
-        out.append(Verdict(_finding(ctx, "GL704", msg, failure.name if failure.kind == "module" else None, data,
-                                    span), FOUND))
-
-    out += _without_gradient(ctx, meas)
-
-    dead = [(site, fraction) for site, fraction in meas.dead.items() if fraction >= DEAD_FRACTION]
-    out += _grouped(ctx, meas, "GL705", dead, "of the units of {what} were never active")
-    # The layer in front of each saturating activation, to match GL104's named layers.
+    # The layer in front of each saturating activation, to match the static findings' named layers.
     in_front: dict[str, str] = {}
     last = None
     for s in meas.sites:
@@ -423,82 +405,44 @@ def probe_findings(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict
     saturated = []
     for site, values in meas.saturated.items():
         vals = [v for v in values if v is not None]
+        if not vals:
+            continue
         s = meas.site(site)
         predicted = _under(s.module if s else site, saturation_roots) or in_front.get(site) in saturation_layers
-        if vals and sum(vals) / len(vals) >= SATURATED_FRACTION and not predicted:
-            saturated.append((site, sum(vals) / len(vals)))
-    out += _grouped(ctx, meas, "GL706", saturated, "of the outputs of {what} are saturated (|φ'| < 1e-2)")
+        saturated.append(share(site, sum(vals) / len(vals), predicted))
+
+    failures = tuple(GradcheckFailure(f.kind, f.name, f.type_name, f.autograd, f.numeric, f.detail, f.span)
+                     for f in getattr(gradcheck, "failures", []) or [])
+    return ProbeFacts(
+        steps=meas.steps, chains=tuple(chains), first_loss=meas.loss[0] if meas.loss else None,
+        nonfinite=meas.nonfinite, gradcheck_failures=failures, param_count=len(meas.param_owner),
+        without_grad=tuple(getattr(meas, "without_grad", []) or []),
+        param_owner=tuple(meas.param_owner.items()), loss_cut=bool(meas.loss_cut),
+        cuts=tuple(tuple(c) for c in getattr(meas, "cuts", []) or []),
+        dead=tuple(share(site, fraction) for site, fraction in meas.dead.items()), saturated=tuple(saturated))
+
+
+def probe_findings(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict]) -> list[Verdict]:
+    """The probe rules' findings on these measurements, each placed in the user's source."""
+    facts = probe_facts(ctx, meas, gradcheck, static)
+    out: list[Verdict] = []
+    for code, rule in ctx.rules.items():
+        if not getattr(rule, "probe_only", False) or not hasattr(rule, "measured"):
+            continue
+        options = ctx.options.get(code) or {k: o.default for k, o in rule.options.items()}
+        for m in rule().measured(facts, options):
+            finding = _finding(ctx, code, m.message, m.module, m.data, m.span)
+            if m.info:
+                finding = dataclasses.replace(finding, severity=Severity.INFO)
+            out.append(Verdict(finding, FOUND, None, m.measured, sites=m.sites))
     return out
-
-
-def _without_gradient(ctx: Context, meas: Any) -> list[Verdict]:
-    """GL707: one finding for every parameter that got no gradient, with the cuts that explain it."""
-    from gradlint.findings import Severity
-
-    names = list(getattr(meas, "without_grad", []) or [])
-    if not names:
-        return []
-    total = len(meas.param_owner)
-    owners = list(dict.fromkeys(meas.param_owner.get(n, "") or "(model)" for n in names))
-    shown = ", ".join(f"`{n}`" for n in names[:4]) + (f", … ({len(names) - 4} more)" if len(names) > 4 else "")
-    steps = f"{meas.steps} probe step{'s' if meas.steps != 1 else ''}"
-    if meas.loss_cut:
-        head = f"the loss depends on no parameter: none of the model's {total} parameter tensors gets a gradient"
-    else:
-        head = f"{len(names)} of {total} parameter tensors got no gradient in any of {steps}: {shown}"
-    cuts = list(getattr(meas, "cuts", []) or [])
-    if cuts:
-        why = "cut by " + ", ".join(f"{what} at line {line}" for line, what in cuts)
-    else:
-        why = "no stop-gradient of this file ran in the forward: are they used at all?"
-    # A block under no_grad is how a backbone is frozen or an EMA teacher run: deliberate.
-    explained = bool(cuts) and all(what == "torch.no_grad()" for _, what in cuts) and not meas.loss_cut
-    span = SourceSpan.point(cuts[0][0], 1) if cuts else None
-    finding = _finding(ctx, "GL707", f"{head}; {why}", meas.param_owner.get(names[0]) or None,
-                       {"parameters": tuple(names), "modules": tuple(owners), "loss_cut": meas.loss_cut,
-                        "cuts": tuple(f"{line}:{what}" for line, what in cuts)}, span)
-    if explained:  # a deliberate freeze (no_grad backbone, EMA teacher) is worth knowing, not failing
-        finding = dataclasses.replace(finding, severity=Severity.INFO)
-    return [Verdict(finding, FOUND, None, float(len(names)), sites=tuple(owners))]
 
 
 def _under(module: str, roots: set[str]) -> bool:
     return any(r == "" or module == r or module.startswith(r + ".") for r in roots)
 
 
-def _grouped(ctx: Context, meas: Any, code: str, items: list[tuple[str, float]], text: str) -> list[Verdict]:
-    """One finding per source location and module type: a loop that builds 12 saturated Tanh
-    layers is one problem, named once with its modules listed."""
-    key = "dead_fraction" if code == "GL705" else "saturated_fraction"
-    groups: dict[tuple[int, int, str], list[tuple[str, float]]] = {}
-    spans = {}
-    for site, fraction in items:
-        s = meas.site(site)
-        span = ctx.locate(s.module if s else site)
-        k = (span.line, span.column, s.type_name if s else "?")
-        groups.setdefault(k, []).append((site, fraction))
-        spans[k] = span
-    out = []
-    for k, members in groups.items():
-        type_name = k[2]
-        fractions = [f for _, f in members]
-        low, high = min(fractions), max(fractions)
-        share = f"{high:.0%}" if f"{low:.0%}" == f"{high:.0%}" else f"{low:.0%} to {high:.0%}"
-        names = [site for site, _ in members]
-        if len(names) == 1:
-            what = f"`{names[0]}` ({type_name})"
-        else:
-            shown = ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
-            what = f"{len(names)} {type_name} modules ({shown})"
-        msg = f"{share} {text.format(what=what)} over {meas.steps} probe batch{'es' if meas.steps != 1 else ''}"
-        data = {"modules": tuple(names), key: high}
-        out.append(Verdict(_finding(ctx, code, msg, None, data, spans[k]), FOUND, None, high, sites=tuple(names)))
-    return out
-
-
 def confirmed_or_found(verdicts: list[Verdict]) -> bool:
     """Whether the probe exits 1: a static finding confirmed, or a probe finding above info."""
-    from gradlint.findings import Severity
-
     return any(v.verdict == CONFIRMED or (v.verdict == FOUND and v.finding.severity > Severity.INFO)
                for v in verdicts)

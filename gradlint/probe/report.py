@@ -255,6 +255,8 @@ def plot(report: Any, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from gradlint.probe.join import GAINS, probe_measure
+
     meas = report.measurements
     sites = [s.name for s in meas.sites if s.kind in ("param", "conv")]
     values = [meas.mean(meas.grad_norm, s) for s in sites]
@@ -268,7 +270,7 @@ def plot(report: Any, path: str) -> None:
         ax.scatter(zeros, [floor] * len(zeros), marker="x", color="red", zorder=3, label="zero or no gradient")
     index = {s: i for i, s in enumerate(sites)}
     for v in report.verdicts:
-        if v.predicted is None or not v.sites or v.finding.code not in ("GL101", "GL102"):
+        if v.predicted is None or not v.sites or probe_measure(v.finding.code) not in GAINS:
             continue
         chain = [s for s in v.sites if s in index]
         last = meas.mean(meas.grad_norm, chain[-1]) if chain else None

@@ -469,19 +469,25 @@ def static_findings(path: Path, opts: ProbeOptions, config: Any) -> tuple[list[F
     return result.findings, notes
 
 
-def thresholds_for(config: Any) -> tuple[dict[str, Any], Any]:
-    from gradlint.probe.join import Thresholds
+def thresholds_for(config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The thresholds each gain-predicting rule judges its findings by (its own options, else
+    the probe rules'), and every probe rule's options."""
+    from gradlint.probe.join import GAINS, Thresholds
     from gradlint.registry import load_rules
 
     rules = load_rules()
-    own = Thresholds(config.options_for("GL701")["vanishing-threshold"], config.options_for("GL702")["exploding-threshold"])
+    probe_options = {code: config.options_for(code) for code, rule in rules.items() if rule.probe_only}
+    own = Thresholds()
+    for opts in probe_options.values():
+        own = Thresholds(float(opts.get("vanishing-threshold", own.vanishing)),
+                         float(opts.get("exploding-threshold", own.exploding)))
     per_code = {}
-    for code in ("GL101", "GL102"):
-        if code in rules:
+    for code, rule in rules.items():
+        if rule.probe_measure in GAINS:
             opts = config.options_for(code)
             per_code[code] = Thresholds(float(opts.get("vanishing-threshold", own.vanishing)),
                                         float(opts.get("exploding-threshold", own.exploding)))
-    return per_code, own
+    return per_code, probe_options
 
 
 def _phase(progress: Any, text: str) -> None:
@@ -587,14 +593,14 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
                 failure.span = SourceSpan.point(line, 1) if line else None
 
     module_classes = {name: type(m).__name__ for name, m in model.named_modules()}
-    per_code, own = thresholds_for(config)
+    per_code, probe_options = thresholds_for(config)
     path = display_path(target.path)
     verdicts = join.judge_static(list(findings), meas, module_classes, check, per_code,
                                  nan_region(meas, model, target, path), class_lines(model, target),
                                  target.factory_name.split(".")[-1])
     rules = load_rules()
-    ctx = join.Context(path=path, locate=make_locator(target, model), rules=rules)
-    verdicts += _selected(join.probe_findings(ctx, meas, check, verdicts, own), config, target.path)
+    ctx = join.Context(path=path, locate=make_locator(target, model), rules=rules, options=probe_options)
+    verdicts += _selected(join.probe_findings(ctx, meas, check, verdicts), config, target.path)
     notes += meas.notes + check.notes
     if progress is not None and hasattr(progress, "done"):
         progress.done()

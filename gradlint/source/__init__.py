@@ -407,17 +407,17 @@ def extract_python(path: Path, display: str, data: bytes | None = None):
         try:
             data = read_bounded(path, MAX_SOURCE_BYTES)
         except Refused as exc:
-            return FileFacts(path=display, kind="python", input_errors=(InputError("GL001", f"cannot read file: {exc}"),))
+            return FileFacts(path=display, kind="python", input_errors=(InputError("unreadable_source", f"cannot read file: {exc}"),))
     try:
         text = decode(data)
     except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
-        return FileFacts(path=display, kind="python", input_errors=(InputError("GL001", f"cannot decode file: {exc}"),))
+        return FileFacts(path=display, kind="python", input_errors=(InputError("unreadable_source", f"cannot decode file: {exc}"),))
     return extract_python_text(text, display)
 
 
 def extract_python_text(text: str, display: str):
-    """The facts of Python source already in memory (a file, stdin, a notebook's cells), a GL001
-    (what Python itself refuses) or a named skip (what gradlint's parser cannot afford or cannot
+    """The facts of Python source already in memory (a file, stdin, a notebook's cells), an
+    'unreadable_source' input error (what Python itself refuses) or a named skip (what gradlint's parser cannot afford or cannot
     read). CPython judges first: libcst crashes (SIGSEGV) on nesting CPython refuses, and hangs on
     some it accepts, so it only sees what both budgets allow."""
     from gradlint.facts.files import FileFacts
@@ -431,7 +431,7 @@ def extract_python_text(text: str, display: str):
     if not isinstance(tree, ast.Module):
         line, col, message = tree
         return FileFacts(path=display, kind="python", source=text,
-                         input_errors=(InputError("GL001", message, SourceSpan.point(line, col)),))
+                         input_errors=(InputError("unreadable_source", message, SourceSpan.point(line, col)),))
     if not _SNIFF.search(data):
         # Nothing for our rules here, but its names still matter to other files: a package
         # `__init__` that re-exports a model.
@@ -444,7 +444,7 @@ def extract_python_text(text: str, display: str):
     try:
         src = parse(display, text, tree)
     except cst.ParserSyntaxError as exc:
-        # Python accepts the file (it was compiled above), so this is not GL001: a limit of libcst.
+        # Python accepts the file (it was compiled above), so this is no syntax error: a limit of libcst.
         return FileFacts(path=display, kind="python", source=text, symbols=module_symbols(tree),
                          skipped=_libcst_limit(text, exc))
     except (RecursionError, MemoryError):

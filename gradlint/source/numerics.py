@@ -3,9 +3,11 @@
 Every function (and the module body) is walked once, statement by statement, with an environment
 from local names (and `self.x` attributes set in `__init__`) to an abstract value: "a softmax
 output", "a sum of squares", "the output of an instance of class Net", "cut from the graph by
-.item()"... Each pattern a GL3xx/GL4xx rule reports becomes a `Site`; where the answer depends on
-another file (what a model's forward returns), the site names the classes and the run index
-settles it. Branches merge so that a hazard must hold on every path (precision first).
+.item()"... Each pattern seen becomes a `Site` named by what it is (a log of a probability, a sqrt
+near zero...), with the source pieces a fix would rewrite; the rules decide which to report, word
+them and build the fixes. Where the answer depends on another file (what a model's forward
+returns), the site names the classes and the run index settles it. Branches merge so that a
+hazard must hold on every path (precision first).
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from typing import Iterable, Iterator
 
 import libcst as cst
 
-from gradlint.findings import Edit, Fix, SourceSpan
+from gradlint.findings import SourceSpan
 from gradlint.source.budget import MAX_EXPR_DEPTH, fold
 from gradlint.source.names import children, dotted
-from gradlint.facts.numerics import NumClass, NumericsFacts, Site
+from gradlint.facts.numerics import CallText, Expr, NumClass, NumericsFacts, Pieces, Site
 
 F = "torch.nn.functional."
 SOFTMAX = frozenset({"torch.softmax", F + "softmax", "torch.special.softmax", "torch.Tensor.softmax"})
@@ -341,38 +343,31 @@ class Extractor:
             return ""
 
     def add(self, site: Site) -> None:
-        key = (site.code, site.span, site.kind)
+        key = (site.kind, site.span, site.variant)
         if key not in self._seen:
             self._seen.add(key)
             self.sites.append(site)
 
-    def reachable(self, function: str) -> str | None:
-        """A spelling of `torch.nn.functional.<function>` through the file's existing imports."""
-        names = self.imports.names
-        for local, targets in sorted(names.items()):
-            if F + function in targets:
-                return local
-        for local, targets in sorted(names.items()):
-            if "torch.nn.functional" in targets:
-                return f"{local}.{function}"
-        for local, targets in sorted(names.items()):
-            if "torch.nn" in targets:
-                return f"{local}.functional.{function}"
-        for local, targets in sorted(names.items()):
-            if "torch" in targets and local == "torch":
-                return f"torch.nn.functional.{function}"
-        return None
+    def expr(self, node: cst.BaseExpression) -> Expr:
+        return Expr(self.span(node), self.code(node), atom=not _wraps(node), sum_safe=not _needs_parens(node))
 
-    def reachable_name(self, qualified: str) -> str | None:
-        """A local spelling of a qualified torch name, e.g. BCEWithLogitsLoss or nn.BCEWithLogitsLoss."""
-        head, _, last = qualified.rpartition(".")
+    def call_text(self, call: cst.Call) -> CallText:
+        func = call.func
+        pos, _ = _args(call)
+        attribute = isinstance(func, cst.Attribute)
+        return CallText(self.span(call), self.expr(func), resolved=bool(self.q(func)),
+                        receiver=self.expr(func.value) if attribute else None,
+                        name_span=self.span(func.attr) if attribute else None,
+                        args=_args_text(self, call), nargs=len(call.args),
+                        only=self.expr(pos[0]) if len(call.args) == 1 and pos else None)
+
+    def torch_imports(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        out = []
         for local, targets in sorted(self.imports.names.items()):
-            if qualified in targets:
-                return local
-        for local, targets in sorted(self.imports.names.items()):
-            if head in targets:
-                return f"{local}.{last}"
-        return None
+            torch = tuple(sorted(t for t in targets if t == "torch" or t.startswith("torch.")))
+            if torch:
+                out.append((local, torch))
+        return tuple(out)
 
     # -- driver ------------------------------------------------------------------------------
     def run(self) -> NumericsFacts:
@@ -400,7 +395,8 @@ class Extractor:
             except RecursionError:
                 self.depth = 0
         return NumericsFacts(sites=tuple(self.sites), classes=tuple(self.classes),
-                             gradchecked=frozenset(self.gradchecked), apply_aliases=tuple(self.aliases))
+                             gradchecked=frozenset(self.gradchecked), apply_aliases=tuple(self.aliases),
+                             torch_imports=self.torch_imports())
 
     def _prescan(self, module: cst.Module) -> None:
         """Class names and autograd Functions of this file, before any function is walked.
@@ -507,7 +503,7 @@ class Extractor:
                                      autograd_function=is_function, custom_backward=custom_backward))
 
     def check_backward(self, cls: cst.ClassDef, fn: cst.FunctionDef) -> None:
-        """GL405: a backward that never reads its gradient arguments."""
+        """A backward that never reads its gradient arguments."""
         params = fn.params
         names = [p.name.value for p in list(params.posonly_params) + list(params.params)]
         grads = names[1:]  # the first is ctx
@@ -534,7 +530,7 @@ class Extractor:
 
         fn.body.visit(Reads())
         if returns_values and not reads & set(grads):
-            self.add(Site("GL405", "ignores-grad", self.span(fn.name),
+            self.add(Site("backward_ignores_grad", "ignores-grad", self.span(fn.name),
                           detail=f"{cls.name.value}.backward", data=(("arguments", tuple(grads)),)))
 
 
@@ -593,7 +589,7 @@ class FunctionWalk:
         self.globals = globals_ if globals_ is not None else x.globals
         self.name = name
         self.cls = cls
-        self.quiet = quiet  # no-grad, eval, metric or init code: no GL3xx hazard
+        self.quiet = quiet  # no-grad, eval, metric or init code: no numerics hazard
         self.nograd = 0
         self.env: dict[str, V] = {}
         if cls is not None:
@@ -796,7 +792,7 @@ class FunctionWalk:
         if isinstance(target, cst.Attribute):
             attr = target.attr.value
             if attr == "require_grad":
-                self.x.add(Site("GL404", "typo", self.x.span(target), detail=self.x.code(target)))
+                self.x.add(Site("requires_grad_on_module", "typo", self.x.span(target), detail=self.x.code(target)))
                 return
             if attr == "requires_grad":
                 self.requires_grad_set(target.value, value_node, self.x.where(target))
@@ -812,19 +808,20 @@ class FunctionWalk:
 
     def requires_grad_set(self, holder: cst.BaseExpression, value_node: cst.BaseExpression | None,
                           where: Where) -> None:
-        """`x.requires_grad = ...`: GL404 on a module, GL401 on a computed value."""
+        """`x.requires_grad = ...`: on a module it sets a plain attribute; on a computed value it is
+        remembered for the backward call."""
         truth = value_node is None or not (isinstance(value_node, cst.Name) and value_node.value == "False")
         hv = self.ev(holder)
         key = dotted(holder)
         if hv.module:
-            self.x.add(Site("GL404", "module-attribute", where.span, detail=self.x.code(holder)))
+            self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder)))
             return
         if hv.inst and not hv.params:
-            self.x.add(Site("GL404", "module-attribute", where.span, detail=self.x.code(holder),
+            self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder),
                             classes=tuple(sorted(hv.inst)), want="module"))
             return
         if key == "self" and self.cls is not None and not self.cls.reads_requires_grad:
-            self.x.add(Site("GL404", "module-attribute", where.span, detail="self", classes=(self.cls.name,),
+            self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail="self", classes=(self.cls.name,),
                             want="module"))
             return
         if truth and key and hv.computed and not hv.leaf and not hv.nograd:
@@ -1448,17 +1445,16 @@ class FunctionWalk:
                    crit_node: cst.Call | None, owner: str | None = None) -> None:
         if self.hazard_quiet() or inp.nograd:
             return
-        code = {"ce": "GL303", "bce": "GL301", "bce_logits": "GL304"}[kind]
         want = "softmax" if kind == "ce" else "sigmoid"
         loss = {"ce": "cross_entropy", "bce": "binary_cross_entropy",
                 "bce_logits": "binary_cross_entropy_with_logits"}[kind]
         span = self.x.span(node)
         if inp.prob == want:
-            fix = self.fix_301(node, inp_node, inp, crit_node, owner) if code == "GL301" else None
-            self.x.add(Site(code, "local", span, detail=loss, fix=fix,
+            pieces = self.loss_pieces(node, inp_node, inp, crit_node, owner)
+            self.x.add(Site("probability_into_loss", "local", span, detail=loss, pieces=pieces,
                             data=(("loss", loss), ("input", self.x.code(inp_node)[:80]))))
         elif inp.out and not inp.prob:
-            self.x.add(Site(code, "model-output", span, detail=loss, classes=tuple(sorted(inp.out)), want=want,
+            self.x.add(Site("probability_into_loss", "model-output", span, detail=loss, classes=tuple(sorted(inp.out)), want=want,
                             data=(("loss", loss), ("input", self.x.code(inp_node)[:80]))))
 
     def check_log(self, node: cst.Call, arg_node: cst.BaseExpression, a: V) -> None:
@@ -1466,9 +1462,9 @@ class FunctionWalk:
             return
         span = self.x.span(node)
         if a.prob in ("softmax", "sigmoid", "one_minus_sigmoid") and not a.shifted:
-            self.x.add(Site("GL302", a.prob, span, detail=a.prob, fix=self.fix_302(node, arg_node, a)))
+            self.x.add(Site("log_of_probability", a.prob, span, detail=a.prob, pieces=self.log_pieces(arg_node, a)))
         elif a.out and not a.prob and not a.shifted:
-            self.x.add(Site("GL302", "model-output", span, detail="model output", classes=tuple(sorted(a.out)),
+            self.x.add(Site("log_of_probability", "model-output", span, detail="model output", classes=tuple(sorted(a.out)),
                             want="probability"))
         elif a.one_plus_exp:
             self.add_305(node, "log(1 + exp(x))", "softplus")
@@ -1478,7 +1474,7 @@ class FunctionWalk:
     def add_305(self, node: cst.CSTNode, pattern: str, instead: str) -> None:
         if self.hazard_quiet():
             return
-        self.x.add(Site("GL305", instead, self.x.span(node), detail=pattern))
+        self.x.add(Site("hand_written_unstable", instead, self.x.span(node), detail=pattern))
 
     def check_sqrt(self, node: cst.CSTNode, arg_node: cst.BaseExpression, a: V, how: str, need_tensor: bool) -> None:
         if self.hazard_quiet() or a.nograd or a.numpy or a.clamped or not a.params or a.dense:
@@ -1488,7 +1484,7 @@ class FunctionWalk:
         if need_tensor and not a.tensor:
             return
         what = "sum of squares" if a.sumsq else "square"
-        self.x.add(Site("GL306", how, self.x.span(node), detail=what, fix=self.fix_306(node, arg_node, how)))
+        self.x.add(Site("sqrt_near_zero", how, self.x.span(node), detail=what, pieces=Pieces(operand=self.x.expr(arg_node))))
 
     def check_divide(self, node: cst.CSTNode, num: V, den: V, den_node: cst.BaseExpression,
                      numerator: cst.BaseExpression | None = None) -> None:
@@ -1498,13 +1494,13 @@ class FunctionWalk:
             return  # nothing trainable upstream, or the norm of a learned projection (never 0)
         if self.cls is not None and self.cls.quiet:
             return
-        self.x.add(Site("GL307", den.norm, self.x.span(node), detail=self.x.code(den_node)[:80]))
+        self.x.add(Site("divide_by_norm", den.norm, self.x.span(node), detail=self.x.code(den_node)[:80]))
 
     def check_acos(self, node: cst.Call, arg_node: cst.BaseExpression, a: V, fn: str) -> None:
         if self.hazard_quiet() or a.nograd or a.unit == "strict" or not a.params:
             return
         kind = "loose-clamp" if a.unit == "loose" else "unclamped"
-        self.x.add(Site("GL308", kind, self.x.span(node), detail=fn.rstrip("_")))
+        self.x.add(Site("acos_near_one", kind, self.x.span(node), detail=fn.rstrip("_")))
 
     def check_where(self, node: cst.Call, branches: list[cst.BaseExpression]) -> None:
         if self.hazard_quiet():
@@ -1513,7 +1509,7 @@ class FunctionWalk:
             found = self._unsafe_op(br)
             if found:
                 op, operand = found
-                self.x.add(Site("GL309", op, self.x.span(br), detail=operand))
+                self.x.add(Site("unsafe_where_branch", op, self.x.span(br), detail=operand))
 
     def _unsafe_op(self, br: cst.BaseExpression) -> tuple[str, str] | None:
         unsafe = {"log", "sqrt", "rsqrt", "reciprocal", "acos", "arccos", "asin", "arcsin", "log2", "log10"}
@@ -1548,7 +1544,7 @@ class FunctionWalk:
         return None
 
     def backward(self, node: cst.Call, target: cst.BaseExpression) -> None:
-        """GL401/GL402 at a backward call: what the backpropagated value is made of."""
+        """At a backward call: what the backpropagated value is made of."""
         v = self.ev(target)
         direct = dotted(target)
         for where, name in sorted(v.rg, key=lambda e: (e[0].line, e[0].column)):
@@ -1556,19 +1552,19 @@ class FunctionWalk:
             # (adversarial inputs, optimised images) is a legitimate leaf.
             if name != direct and not _LOSSY.search(name):
                 continue
-            self.x.add(Site("GL401", "requires-grad", where.span, detail=name,
+            self.x.add(Site("requires_grad_on_loss", "requires-grad", where.span, detail=name,
                             data=(("backward_line", self.x.span(node).line),)))
         if v.cut_terms and not v.nograd:
             for where, how in sorted(v.cut_terms, key=lambda e: (e[0].line, e[0].column)):
-                self.x.add(Site("GL407", how, where.span, detail=self.x.code(target)[:60],
+                self.x.add(Site("loss_term_cut", how, where.span, detail=self.x.code(target)[:60],
                                 data=(("backward_line", self.x.span(node).line),)))
         if v.cut in _GRAPH_BREAKS and not v.rg:
             where = v.cut_span.line if v.cut_span else None
-            self.x.add(Site("GL402", v.cut, self.x.span(node), detail=self.x.code(target)[:60],
+            self.x.add(Site("loss_graph_break", v.cut, self.x.span(node), detail=self.x.code(target)[:60],
                             data=(("through", v.cut), ("line", where))))
 
     def check_forward_output(self) -> None:
-        """GL403: a forward whose output is cut from the module's parameters."""
+        """A forward whose output is cut from the module's parameters."""
         if self.cls is None or not self.cls.module_like:
             return
         if _stop_gradient(self.cls.name):
@@ -1579,7 +1575,7 @@ class FunctionWalk:
                 continue
             for where, text in sorted(val.param_cuts, key=lambda e: (e[0].line, e[0].column)):
                 if not _stop_gradient(text):
-                    self.x.add(Site("GL403", "parameter-cut", where.span, detail=text))
+                    self.x.add(Site("forward_output_cut", "parameter-cut", where.span, detail=text))
             if isinstance(node.value, cst.Tuple):
                 continue
             if val.cut in ("torch.no_grad()", ".detach()", ".data", ".detach_()") and val.params:
@@ -1587,7 +1583,7 @@ class FunctionWalk:
                 if _stop_gradient(text) or _integer_named(text):
                     continue
                 span = val.cut_span.span if val.cut_span else self.x.span(node)
-                self.x.add(Site("GL403", "output-cut", span, detail=val.cut))
+                self.x.add(Site("forward_output_cut", "output-cut", span, detail=val.cut))
 
     def record_gradcheck(self, node: cst.Call) -> None:
         first = _arg(node, 0, "func")
@@ -1608,87 +1604,28 @@ class FunctionWalk:
         first.visit(Names())
         self.x.gradchecked.update(found)
 
-    # -- fixes -----------------------------------------------------------------------------------
-    def fix_302(self, log_node: cst.Call, arg_node: cst.BaseExpression, a: V) -> Fix | None:
+    # -- the pieces a fix rewrites --------------------------------------------------------------
+    def log_pieces(self, arg_node: cst.BaseExpression, a: V) -> Pieces | None:
+        """The probability call, when it is written inside the log (`log(softmax(x))`,
+        `log(1 - sigmoid(x))`)."""
         p = a.prob_node
         if p is None:
             return None
         inline = arg_node is p
         if a.prob == "one_minus_sigmoid":
             inline = isinstance(arg_node, cst.BinaryOperation) and arg_node.right is p
-        if not inline:
-            return None
-        x = self.x
-        names = x.q(p.func)
-        method = not names and isinstance(p.func, cst.Attribute)
-        if a.prob == "softmax":
-            if method:
-                new = f"{x.code(p.func.value)}.log_softmax({_args_text(x, p)})"
-            elif isinstance(p.func, cst.Attribute):
-                new = f"{x.code(p.func.value)}.log_softmax({_args_text(x, p)})"
-            else:
-                name = x.reachable_name(F + "log_softmax") or x.reachable_name("torch.log_softmax")
-                if name is None:
-                    return None
-                new = f"{name}({_args_text(x, p)})"
-            title = "Use log_softmax"
-        else:
-            name = x.reachable("logsigmoid")
-            if name is None:
-                return None
-            if method:
-                if p.args:
-                    return None
-                inner = p.func.value
-            else:
-                pos, kw = _args(p)
-                if len(p.args) != 1 or not pos:
-                    return None
-                inner = pos[0]
-            text = x.code(inner)
-            if a.prob == "one_minus_sigmoid":
-                text = "-" + _wrap(inner, text)
-            new = f"{name}({text})"
-            title = "Use logsigmoid"
-        return Fix(title, (Edit(x.span(log_node), new),), safe=True)
+        return Pieces(producer=self.x.call_text(p)) if inline else None
 
-    def fix_301(self, node: cst.Call, inp_node: cst.BaseExpression, inp: V, crit_node: cst.Call | None,
-                owner: str | None = None) -> Fix | None:
-        """Drop the sigmoid and use the with-logits loss: only when both are in this function."""
+    def loss_pieces(self, node: cst.Call, inp_node: cst.BaseExpression, inp: V, crit_node: cst.Call | None,
+                    owner: str | None = None) -> Pieces | None:
+        """The probability call written as the loss's input, the loss call and its criterion."""
         p = inp.prob_node
         if p is None or inp_node is not p:
             return None
         x = self.x
-        names = x.q(p.func)
-        if not names and isinstance(p.func, cst.Attribute) and not p.args:
-            inner_text = x.code(p.func.value)
-        else:
-            pos, kw = _args(p)
-            if len(p.args) != 1 or not pos:
-                return None
-            inner_text = x.code(pos[0])
-        edits = [Edit(x.span(p), inner_text)]
-        if crit_node is None:
-            func = node.func
-            if isinstance(func, cst.Attribute):
-                edits.append(Edit(x.span(func.attr), "binary_cross_entropy_with_logits"))
-            else:
-                name = x.reachable_name(F + "binary_cross_entropy_with_logits")
-                if name is None:
-                    return None
-                edits.append(Edit(x.span(func), name))
-        else:
-            if not self._constructed_here(crit_node, node, owner):
-                return None
-            func = crit_node.func
-            if isinstance(func, cst.Attribute):
-                edits.append(Edit(x.span(func.attr), "BCEWithLogitsLoss"))
-            else:
-                name = x.reachable_name("torch.nn.BCEWithLogitsLoss")
-                if name is None:
-                    return None
-                edits.append(Edit(x.span(func), name))
-        return Fix("Drop the sigmoid and use BCEWithLogitsLoss", tuple(edits), safe=False)
+        return Pieces(producer=x.call_text(p), call=x.call_text(node),
+                      criterion=x.call_text(crit_node) if crit_node is not None else None,
+                      criterion_local=crit_node is not None and self._constructed_here(crit_node, node, owner))
 
     def _constructed_here(self, crit_node: cst.Call, call: cst.Call, owner: str | None) -> bool:
         """The criterion is built inline, or in this function under a local name called only here:
@@ -1707,18 +1644,6 @@ class FunctionWalk:
         # one binding and one call
         return mentions == 2
 
-    def fix_306(self, node: cst.CSTNode, arg_node: cst.BaseExpression, how: str) -> Fix | None:
-        x = self.x
-        s = x.span(arg_node)
-        text = x.code(arg_node)
-        if how.startswith("torch.") and not how.startswith("torch.pow"):
-            if _needs_parens(arg_node):
-                return Fix("Add an eps", (Edit(s, f"({text}) + 1e-12"),), safe=False)
-            return Fix("Add an eps", (Edit(SourceSpan(s.end_line, s.end_column, s.end_line, s.end_column), " + 1e-12"),),
-                       safe=False)
-        return Fix("Add an eps", (Edit(s, f"({text} + 1e-12)" if not _needs_parens(arg_node) else f"(({text}) + 1e-12)"),),
-                   safe=False)
-
 
 # Moving or re-typing a module or a tensor keeps everything known about it.
 _MOVE = frozenset("to cuda cpu float double half bfloat16 train eval type".split())
@@ -1727,7 +1652,7 @@ _AUG = {cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAs
 _ARITH = frozenset("add sub mul div neg mean sum add_ sub_ mul_ div_ abs pow float double half to view reshape "
                    "squeeze unsqueeze".split())
 _LOSSY = re.compile(r"loss|cost|objective|obj\b", re.I)
-# How a term of a loss sum is cut (GL407): the value is kept, its gradient is not.
+# How a term of a loss sum is cut: the value is kept, its gradient is not.
 _TERM_CUTS = frozenset({".item()", ".detach()", ".tolist()", "float()"}) | frozenset(
     f"{n}(...)" for n in ("tensor", "as_tensor", "Tensor", "FloatTensor", "scalar_tensor"))
 _GRAPH_BREAKS = frozenset({".item()", ".tolist()", ".numpy()", "argmax", "argmin", "round", "numpy", "float()",
@@ -1819,10 +1744,9 @@ def _needs_parens(node: cst.BaseExpression) -> bool:
     return True
 
 
-def _wrap(node: cst.BaseExpression, text: str) -> str:
-    if isinstance(node, cst.Name | cst.Attribute | cst.Call | cst.Subscript) or node.lpar:
-        return text
-    return f"({text})"
+def _wraps(node: cst.BaseExpression) -> bool:
+    """Whether the expression needs parentheses as an operand (of a unary minus)."""
+    return not (isinstance(node, cst.Name | cst.Attribute | cst.Call | cst.Subscript) or node.lpar)
 
 
 def extract(src) -> NumericsFacts:

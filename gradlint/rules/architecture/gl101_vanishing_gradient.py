@@ -71,6 +71,7 @@ class VanishingGradient(Rule):
     """
 
     code = "GL101"
+    probe_measure = "vanishing_gain"
     name = "vanishing-gradient"
     severity = Severity.WARNING
     summary = "Predicted gradient gain across a chain of layers is vanishingly small"

@@ -62,6 +62,7 @@ class ExplodingGradient(Rule):
     """
 
     code = "GL102"
+    probe_measure = "exploding_gain"
     name = "exploding-gradient"
     severity = Severity.WARNING
     summary = "Predicted gradient gain across a chain of layers is explosively large"

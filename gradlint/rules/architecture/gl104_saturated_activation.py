@@ -63,6 +63,7 @@ class SaturatedActivation(Rule):
     """
 
     code = "GL104"
+    probe_measure = "activation_std"
     name = "saturated-activation"
     severity = Severity.WARNING
     summary = "Pre-activations are so large that most tanh/sigmoid units are saturated"

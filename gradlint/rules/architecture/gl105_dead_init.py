@@ -80,6 +80,7 @@ class DeadInit(Rule):
     """
 
     code = "GL105"
+    probe_measure = "zero_weight_gradient"
     name = "dead-init"
     severity = Severity.ERROR
     summary = "Initialisation leaves hidden layers with exactly zero gradient"

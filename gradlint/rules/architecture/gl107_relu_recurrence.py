@@ -53,6 +53,7 @@ class ReluRecurrence(Rule):
     """
 
     code = "GL107"
+    probe_measure = "not_measurable"
     name = "relu-recurrence"
     severity = Severity.WARNING
     summary = "ReLU recurrence without identity initialisation"

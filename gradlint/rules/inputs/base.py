@@ -1,4 +1,4 @@
-"""Shared behaviour of the GL0xx rules: turn a front-end's InputError records into findings."""
+"""Shared behaviour of the GL0xx rules: turn a front-end's InputError records of their kind into findings."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from gradlint.registry import Rule, RuleContext
 class InputRule(Rule):
     abstract = True
     always_on = True
+    input_error: str  # the InputError kind the rule reports
+    probe_measure = "not_measurable"
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         for err in ctx.facts.input_errors:
-            if err.code == self.code:
+            if err.kind == self.input_error:
                 yield ctx.finding(err.message, err.span, node=err.node)

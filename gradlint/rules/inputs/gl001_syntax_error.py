@@ -32,6 +32,7 @@ class SyntaxErrorRule(InputRule):
     """
 
     code = "GL001"
+    input_error = "unreadable_source"
     name = "syntax-error"
     severity = Severity.ERROR
     summary = "File cannot be read, decoded or parsed"

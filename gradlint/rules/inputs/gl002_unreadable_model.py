@@ -24,6 +24,7 @@ class UnreadableModelRule(InputRule):
     """
 
     code = "GL002"
+    input_error = "unreadable_model"
     name = "unreadable-model"
     severity = Severity.ERROR
     summary = "ONNX file cannot be decoded or fails onnx.checker"

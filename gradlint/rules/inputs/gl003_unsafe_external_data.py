@@ -25,6 +25,7 @@ class UnsafeExternalDataRule(InputRule):
     """
 
     code = "GL003"
+    input_error = "unsafe_external_data"
     name = "unsafe-external-data"
     severity = Severity.ERROR
     summary = "ONNX external data outside the model folder or behind a symlink"

@@ -1,23 +1,28 @@
-"""Shared behaviour of the GL3xx/GL4xx rules: turn the numerics front-end's Sites into findings."""
+"""Shared behaviour of the GL3xx/GL4xx rules: select the numerics front-end's Sites by kind and
+turn them into findings, and spell a replacement torch function through the file's imports."""
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from gradlint.findings import Finding, Severity
+from gradlint.findings import Finding, Fix, Severity
 from gradlint.registry import Rule, RuleContext
-from gradlint.facts.numerics import Site, holds
+from gradlint.facts.numerics import NumericsFacts, Site, holds
+
+F = "torch.nn.functional."
 
 
 class SiteRule(Rule):
-    """A rule whose patterns the front-end matched (gradlint/source/numerics.py) as Sites.
+    """A rule on the patterns the numerics front-end saw (gradlint/source/numerics.py) as Sites.
 
-    Subclasses write `message(site, ctx)`; sites whose truth depends on another file of the run
-    (what a model's forward returns, whether a class is an nn.Module) are settled here against
-    the run index.
+    Subclasses name the site `kinds` they report, may narrow them in `selects`, and write
+    `message(site, ctx)` and, when they fix, `fix(site, facts)`; sites whose truth depends on
+    another file of the run (what a model's forward returns, whether a class is an nn.Module)
+    are settled here against the run index.
     """
 
     abstract = True
+    kinds: frozenset[str] = frozenset()
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         if ctx.facts.kind == "onnx":
@@ -27,14 +32,66 @@ class SiteRule(Rule):
         if facts is None:
             return
         for site in facts.sites:
-            if site.code != self.code or not holds(site, ctx.index):
+            if not self.selects(site) or not holds(site, ctx.index):
                 continue
             message = self.message(site, ctx)
             if message is None:
                 continue
-            yield ctx.finding(message, site.span, fix=site.fix,
+            yield ctx.finding(message, site.span, fix=self.fix(site, facts),
                               severity=Severity.INFO if site.info else None,
-                              data=dict(site.data) | {"pattern": site.kind})
+                              data=dict(site.data) | {"pattern": site.variant})
+
+    def graph_hazards(self, ctx: RuleContext) -> Iterator[Finding]:
+        """Findings for the ONNX graph patterns of this rule's kinds.
+
+        The ONNX front-end puts `GraphHazard(kind, node, data)` records in `facts.graph.hazards`;
+        the rule words them in `graph_message`, so it stays one class for both inputs.
+        """
+        graph = getattr(ctx.facts, "graph", None)
+        for hazard in getattr(graph, "hazards", ()) or ():
+            if hazard.kind in self.kinds:
+                yield ctx.finding(self.graph_message(hazard), getattr(hazard, "span", None), node=hazard.node,
+                                  data=getattr(hazard, "data", None) or {})
+
+    def graph_message(self, hazard) -> str:
+        """The message for a GraphHazard (gradlint.onnx.hazards) of one of this rule's kinds."""
+        raise NotImplementedError
+
+    def selects(self, site: Site) -> bool:
+        return site.kind in self.kinds
 
     def message(self, site: Site, ctx: RuleContext) -> str | None:
         raise NotImplementedError
+
+    def fix(self, site: Site, facts: NumericsFacts) -> Fix | None:
+        return None
+
+
+def functional(facts: NumericsFacts, function: str) -> str | None:
+    """A spelling of `torch.nn.functional.<function>` through the file's existing imports."""
+    names = facts.torch_imports
+    for local, targets in names:
+        if F + function in targets:
+            return local
+    for local, targets in names:
+        if "torch.nn.functional" in targets:
+            return f"{local}.{function}"
+    for local, targets in names:
+        if "torch.nn" in targets:
+            return f"{local}.functional.{function}"
+    for local, targets in names:
+        if "torch" in targets and local == "torch":
+            return f"torch.nn.functional.{function}"
+    return None
+
+
+def spelling(facts: NumericsFacts, qualified: str) -> str | None:
+    """A local spelling of a qualified torch name, e.g. BCEWithLogitsLoss or nn.BCEWithLogitsLoss."""
+    head, _, last = qualified.rpartition(".")
+    for local, targets in facts.torch_imports:
+        if qualified in targets:
+            return local
+    for local, targets in facts.torch_imports:
+        if head in targets:
+            return f"{local}.{last}"
+    return None

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gradlint.findings import Severity
+from gradlint.findings import Edit, Fix, Severity
 from gradlint.registry import Example, RuleContext
-from gradlint.rules.numerics.base import SiteRule
-from gradlint.facts.numerics import Site
+from gradlint.rules.numerics.base import F, SiteRule, spelling
+from gradlint.facts.numerics import NumericsFacts, Site
 
 
 class SigmoidIntoBCELoss(SiteRule):
@@ -46,6 +46,8 @@ class SigmoidIntoBCELoss(SiteRule):
     """
 
     code = "GL301"
+    probe_measure = "first_nonfinite"
+    kinds = frozenset({"probability_into_loss"})
     name = "sigmoid-into-bceloss"
     severity = Severity.WARNING
     summary = "BCELoss fed by a sigmoid output (zero gradient when saturated)"
@@ -131,7 +133,45 @@ class SigmoidIntoBCELoss(SiteRule):
                 note="a forward that returns the sigmoid only at inference"),
     ]
 
+    def selects(self, site: Site) -> bool:
+        return site.kind in self.kinds and dict(site.data).get("loss") == "binary_cross_entropy"
+
     def message(self, site: Site, ctx: RuleContext) -> str:
         where = "a sigmoid output" if not site.classes else f"the output of {site.classes[0]}, whose forward returns a sigmoid"
         return (f"`{site.detail}` is fed {where}: a saturated wrong prediction gets exactly zero gradient; "
                 "use the with-logits loss on the logits")
+
+    def fix(self, site: Site, facts: NumericsFacts) -> Fix | None:
+        """Drop the sigmoid and use the with-logits loss: only when both are in this function."""
+        pieces = site.pieces
+        if pieces is None or pieces.producer is None or pieces.call is None:
+            return None
+        p = pieces.producer
+        if not p.resolved and p.receiver is not None and not p.nargs:
+            inner = p.receiver.text
+        elif p.only is not None:
+            inner = p.only.text
+        else:
+            return None
+        edits = [Edit(p.span, inner)]
+        crit = pieces.criterion
+        if crit is None:
+            call = pieces.call
+            if call.name_span is not None:
+                edits.append(Edit(call.name_span, "binary_cross_entropy_with_logits"))
+            else:
+                name = spelling(facts, F + "binary_cross_entropy_with_logits")
+                if name is None:
+                    return None
+                edits.append(Edit(call.callee.span, name))
+        else:
+            if not pieces.criterion_local:
+                return None
+            if crit.name_span is not None:
+                edits.append(Edit(crit.name_span, "BCEWithLogitsLoss"))
+            else:
+                name = spelling(facts, "torch.nn.BCEWithLogitsLoss")
+                if name is None:
+                    return None
+                edits.append(Edit(crit.callee.span, name))
+        return Fix("Drop the sigmoid and use BCEWithLogitsLoss", tuple(edits), safe=False)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gradlint.findings import Severity
+from gradlint.findings import Edit, Fix, Severity
 from gradlint.registry import Example, RuleContext
-from gradlint.rules.numerics.base import SiteRule
-from gradlint.facts.numerics import Site, returned_kind
+from gradlint.rules.numerics.base import F, SiteRule, functional, spelling
+from gradlint.facts.numerics import NumericsFacts, Site, returned_kind
 
 _INSTEAD = {"softmax": "log_softmax(x)", "sigmoid": "logsigmoid(x)", "one_minus_sigmoid": "logsigmoid(-x)"}
 
@@ -54,6 +54,8 @@ class LogOfProbability(SiteRule):
     """
 
     code = "GL302"
+    probe_measure = "first_nonfinite"
+    kinds = frozenset({"log_of_probability"})
     name = "log-of-probability"
     severity = Severity.WARNING
     summary = "Log of a softmax/sigmoid output (underflows to -inf, NaN gradient)"
@@ -109,11 +111,55 @@ class LogOfProbability(SiteRule):
                 "        return torch.log(torch.softmax(z, -1))\n", note="inference mode"),
     ]
 
+    def graph_message(self, hazard) -> str:
+        op = hazard.data["producer"]
+        if op == "1-Sigmoid":
+            return ("Log of 1 - Sigmoid: it rounds to exactly 0 for large inputs and Log "
+                    "gives -inf with NaN gradients; compute -Softplus(x) instead")
+        fix = "LogSoftmax" if op == "Softmax" else "-Softplus(-x) (logsigmoid)"
+        return (f"Log of a {op} output: {op} rounds to exactly 0 for confident inputs "
+                f"and Log gives -inf with NaN gradients; compute {fix} instead")
+
     def message(self, site: Site, ctx: RuleContext) -> str:
         if site.classes:
             kind = returned_kind(site, ctx.index) or "probability"
             return (f"log of the output of {site.classes[0]}, whose forward returns a {kind}: it underflows to "
                     f"-inf with a NaN gradient; return logits and use {_INSTEAD.get(kind, 'log_softmax(x)')}")
-        what = {"softmax": "softmax(x)", "sigmoid": "sigmoid(x)", "one_minus_sigmoid": "1 - sigmoid(x)"}[site.kind]
+        what = {"softmax": "softmax(x)", "sigmoid": "sigmoid(x)", "one_minus_sigmoid": "1 - sigmoid(x)"}[site.variant]
         return (f"log of {what} underflows to -inf with a NaN gradient once a probability is 0; "
-                f"use {_INSTEAD[site.kind]}")
+                f"use {_INSTEAD[site.variant]}")
+
+    def fix(self, site: Site, facts: NumericsFacts) -> Fix | None:
+        """log(softmax(...)) -> log_softmax(...); log(sigmoid(x)) -> logsigmoid(x), and
+        log(1 - sigmoid(x)) -> logsigmoid(-x): only when the probability is made inside the log."""
+        p = site.pieces.producer if site.pieces else None
+        if p is None:
+            return None
+        method = not p.resolved and p.receiver is not None
+        if site.variant == "softmax":
+            if p.receiver is not None:
+                new = f"{p.receiver.text}.log_softmax({p.args})"
+            else:
+                name = spelling(facts, F + "log_softmax") or spelling(facts, "torch.log_softmax")
+                if name is None:
+                    return None
+                new = f"{name}({p.args})"
+            title = "Use log_softmax"
+        else:
+            name = functional(facts, "logsigmoid")
+            if name is None:
+                return None
+            if method:
+                if p.nargs:
+                    return None
+                inner = p.receiver
+            else:
+                if p.only is None:
+                    return None
+                inner = p.only
+            text = inner.text
+            if site.variant == "one_minus_sigmoid":
+                text = "-" + (text if inner.atom else f"({text})")
+            new = f"{name}({text})"
+            title = "Use logsigmoid"
+        return Fix(title, (Edit(site.span, new),), safe=True)

@@ -54,6 +54,8 @@ class SoftmaxIntoCrossEntropy(SiteRule):
     """
 
     code = "GL303"
+    probe_measure = "first_nonfinite"
+    kinds = frozenset({"probability_into_loss"})
     name = "softmax-into-cross-entropy"
     severity = Severity.ERROR
     summary = "Cross-entropy applied to softmax probabilities (floor on the loss, shrunk gradients)"
@@ -133,6 +135,9 @@ class SoftmaxIntoCrossEntropy(SiteRule):
                         "        return logits.softmax(-1)\n"),),
                 note="softmax only at inference"),
     ]
+
+    def selects(self, site: Site) -> bool:
+        return site.kind in self.kinds and dict(site.data).get("loss") == "cross_entropy"
 
     def message(self, site: Site, ctx: RuleContext) -> str:
         what = "softmax probabilities" if not site.classes else \

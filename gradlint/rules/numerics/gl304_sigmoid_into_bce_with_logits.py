@@ -32,6 +32,8 @@ class SigmoidIntoBCEWithLogits(SiteRule):
     """
 
     code = "GL304"
+    probe_measure = "first_nonfinite"
+    kinds = frozenset({"probability_into_loss"})
     name = "sigmoid-into-bce-with-logits"
     severity = Severity.ERROR
     summary = "BCEWithLogitsLoss applied to a sigmoid output (sigmoid applied twice)"
@@ -62,6 +64,9 @@ class SigmoidIntoBCEWithLogits(SiteRule):
                 "    return F.binary_cross_entropy_with_logits(z, torch.sigmoid(teacher))\n",
                 note="sigmoid on the target"),
     ]
+
+    def selects(self, site: Site) -> bool:
+        return site.kind in self.kinds and dict(site.data).get("loss") == "binary_cross_entropy_with_logits"
 
     def message(self, site: Site, ctx: RuleContext) -> str:
         what = "a sigmoid output" if not site.classes else \

@@ -42,6 +42,8 @@ class HandWrittenUnstableFunction(SiteRule):
     """
 
     code = "GL305"
+    probe_measure = "first_nonfinite"
+    kinds = frozenset({"hand_written_unstable"})
     name = "hand-written-unstable-function"
     severity = Severity.WARNING
     summary = "Sigmoid/softplus/logsumexp/softmax written with exp (overflow, NaN gradients)"
@@ -76,4 +78,4 @@ class HandWrittenUnstableFunction(SiteRule):
 
     def message(self, site: Site, ctx: RuleContext) -> str:
         return (f"hand-written `{site.detail}` overflows in exp (float32: |x| > 88) and gives a NaN gradient; "
-                f"use {_USE[site.kind]}")
+                f"use {_USE[site.variant]}")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gradlint.findings import Severity
+from gradlint.findings import Edit, Fix, Severity, SourceSpan
 from gradlint.registry import Example, RuleContext
 from gradlint.rules.numerics.base import SiteRule
-from gradlint.facts.numerics import Site
+from gradlint.facts.numerics import NumericsFacts, Site
 
 
 _MODULE = 'import torch\nfrom torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.f = nn.Linear(8, 8)\n\n    def forward(self, a, b):\n        x = self.f(a) - b\n'
@@ -53,6 +53,8 @@ class SqrtAtZero(SiteRule):
     """
 
     code = "GL306"
+    probe_measure = "first_nonfinite"
+    kinds = frozenset({"sqrt_near_zero"})
     name = "sqrt-at-zero"
     severity = Severity.WARNING
     # Off by default (issue 10's rule: a rule below the precision goal on the corpus is opt-in):
@@ -100,6 +102,25 @@ class SqrtAtZero(SiteRule):
                 note="the RMS of a learned layer's output is never exactly 0"),
     ]
 
+    def graph_message(self, hazard) -> str:
+        return (f"{hazard.node.op_type} of {hazard.data['operand']} with no eps Add, Max or Clip(min > 0): "
+                "the gradient of sqrt at 0 is infinite and becomes NaN")
+
     def message(self, site: Site, ctx: RuleContext) -> str:
-        return (f"`{site.kind}` of a {site.detail} with no eps: its gradient is NaN where the sum is 0; "
+        return (f"`{site.variant}` of a {site.detail} with no eps: its gradient is NaN where the sum is 0; "
                 "add an eps, clamp(min > 0), or use a norm function")
+
+    def fix(self, site: Site, facts: NumericsFacts) -> Fix | None:
+        """Add 1e-12 to the operand: inside a torch function's argument list, or around the
+        operand of `** 0.5` and the methods."""
+        arg = site.pieces.operand if site.pieces else None
+        if arg is None:
+            return None
+        s, text, how = arg.span, arg.text, site.variant
+        if how.startswith("torch.") and not how.startswith("torch.pow"):
+            if not arg.sum_safe:
+                return Fix("Add an eps", (Edit(s, f"({text}) + 1e-12"),), safe=False)
+            return Fix("Add an eps", (Edit(SourceSpan(s.end_line, s.end_column, s.end_line, s.end_column), " + 1e-12"),),
+                       safe=False)
+        return Fix("Add an eps", (Edit(s, f"({text} + 1e-12)" if arg.sum_safe else f"(({text}) + 1e-12)"),),
+                   safe=False)

@@ -43,6 +43,8 @@ class DivideByNormWithoutEps(SiteRule):
     """
 
     code = "GL307"
+    probe_measure = "first_nonfinite"
+    kinds = frozenset({"divide_by_norm"})
     name = "divide-by-norm-without-eps"
     severity = Severity.WARNING
     # Off by default (issue 10's rule: a rule below the precision goal on the corpus is opt-in):
@@ -72,6 +74,10 @@ class DivideByNormWithoutEps(SiteRule):
                 note="a random direction: no gradient"),
         Example("import torch\n\n@torch.no_grad()\ndef f(w):\n    return w / w.norm()\n", note="no-grad"),
     ]
+
+    def graph_message(self, hazard) -> str:
+        return (f"{hazard.node.op_type} by {hazard.data['divisor']} with no eps: a zero vector gives 0/0 "
+                "(NaN) forward and backward; add an eps to the divisor")
 
     def message(self, site: Site, ctx: RuleContext) -> str:
         return (f"division by `{site.detail}` with no eps: 0/0 gives a NaN output and gradient for an "

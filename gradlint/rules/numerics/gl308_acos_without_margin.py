@@ -43,6 +43,8 @@ class AcosWithoutMargin(SiteRule):
     """
 
     code = "GL308"
+    probe_measure = "first_nonfinite"
+    kinds = frozenset({"acos_near_one"})
     name = "acos-without-margin"
     severity = Severity.WARNING
     summary = "acos/asin not clamped strictly inside (-1, 1) (infinite gradient at ±1)"
@@ -66,8 +68,17 @@ class AcosWithoutMargin(SiteRule):
                 note="a plain input: nothing upstream is known to carry gradient"),
     ]
 
+    def graph_message(self, hazard) -> str:
+        lo, hi = hazard.data["lower"], hazard.data["upper"]
+        if lo is not None and hi is not None:
+            why = f"is clamped to [{lo:g}, {hi:g}], which reaches ±1"
+        else:
+            why = "is not clamped"
+        return (f"{hazard.node.op_type} whose input {why}: the gradient 1/sqrt(1 - x²) is infinite "
+                "at ±1; clamp to [-1 + eps, 1 - eps]")
+
     def message(self, site: Site, ctx: RuleContext) -> str:
-        if site.kind == "loose-clamp":
+        if site.variant == "loose-clamp":
             return (f"`{site.detail}` of a value clamped to [-1, 1]: its gradient is infinite at ±1; "
                     "clamp to (-1 + eps, 1 - eps)")
         return (f"`{site.detail}` of an unclamped value: its gradient is infinite at ±1 (equal vectors give "

@@ -46,6 +46,8 @@ class WhereNanBranch(SiteRule):
     """
 
     code = "GL309"
+    probe_measure = "first_nonfinite"
+    kinds = frozenset({"unsafe_where_branch"})
     name = "where-nan-branch"
     severity = Severity.WARNING
     summary = "torch.where with an unsafe op in a branch (NaN gradient leaks through the mask)"
@@ -79,13 +81,20 @@ class WhereNanBranch(SiteRule):
                 note="a constant filter: nothing upstream carries gradient"),
     ]
 
+    def graph_message(self, hazard) -> str:
+        op = hazard.data["branch"]
+        return (f"Where selects between branches, one of which is {op} of an "
+                "unclamped input: where it is masked out its NaN/inf still flows into "
+                "the gradient (0 * inf = NaN); clamp the operand before the "
+                f"{op}")
+
     def message(self, site: Site, ctx: RuleContext) -> str | None:
         if "GL305" in ctx.enabled and any(
-                other.code == "GL305" and other.span.line == site.span.line
+                other.kind == "hand_written_unstable" and other.span.line == site.span.line
                 for other in ctx.facts.numerics.sites):
             # One finding per line: the hand-written function (GL305, whose fix removes the
             # where's unsafe branch altogether) is the more specific report.
             return None
-        op = "division by" if site.kind == "division" else f"{site.kind} of"
+        op = "division by" if site.variant == "division" else f"{site.variant} of"
         return (f"torch.where branch computes {op} unclamped `{site.detail}`: the masked-out branch's "
                 "infinite gradient times 0 is NaN; make the operand safe before the op")

@@ -41,6 +41,7 @@ class RequiresGradOnLoss(SiteRule):
     """
 
     code = "GL401"
+    kinds = frozenset({"requires_grad_on_loss"})
     name = "requires-grad-on-loss"
     severity = Severity.ERROR
     summary = "requires_grad set on a computed loss (hides a broken graph)"

@@ -40,6 +40,8 @@ class LossGraphBreak(SiteRule):
     """
 
     code = "GL402"
+    probe_measure = "loss_parameters_cut"
+    kinds = frozenset({"loss_graph_break"})
     name = "loss-graph-break"
     severity = Severity.ERROR
     summary = "The backpropagated loss is cut from the graph (.item(), torch.tensor, numpy...)"
@@ -81,5 +83,5 @@ class LossGraphBreak(SiteRule):
         data = dict(site.data)
         line = data.get("line")
         at = f" (line {line})" if line else ""
-        return (f"the backpropagated `{site.detail}` is built through {data.get('through', site.kind)}{at}, which "
+        return (f"the backpropagated `{site.detail}` is built through {data.get('through', site.variant)}{at}, which "
                 "cuts it from the graph: no parameter gets a gradient")

@@ -39,6 +39,8 @@ class DetachedForward(SiteRule):
     """
 
     code = "GL403"
+    probe_measure = "parameters_cut"
+    kinds = frozenset({"forward_output_cut"})
     name = "detached-forward"
     severity = Severity.WARNING
     summary = "A module's forward output is cut from its parameters (.detach(), .data, no_grad)"
@@ -97,7 +99,7 @@ class DetachedForward(SiteRule):
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:
-        if site.kind == "parameter-cut":
+        if site.variant == "parameter-cut":
             return (f"forward reads `{site.detail}`: the parameter is cut from the graph and never gets a "
                     "gradient")
         return (f"forward's output is cut from the module's parameters by {site.detail}: they never get a "

@@ -37,6 +37,8 @@ class ModuleRequiresGradNoop(SiteRule):
     """
 
     code = "GL404"
+    probe_measure = "parameters_still_trained"
+    kinds = frozenset({"requires_grad_on_module"})
     name = "module-requires-grad-noop"
     severity = Severity.WARNING
     summary = "requires_grad assigned on an nn.Module (a no-op) or misspelt"
@@ -71,7 +73,7 @@ class ModuleRequiresGradNoop(SiteRule):
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:
-        if site.kind == "typo":
+        if site.variant == "typo":
             return f"`{site.detail}` is a typo of requires_grad: the assignment is silently accepted and does nothing"
         return (f"`{site.detail}.requires_grad = ...` sets a plain attribute on an nn.Module: its parameters "
                 "still train; use requires_grad_(False)")

@@ -42,6 +42,8 @@ class CustomBackwardIgnoresGradOutput(SiteRule):
     """
 
     code = "GL405"
+    probe_measure = "gradient_check"
+    kinds = frozenset({"backward_ignores_grad"})
     name = "custom-backward-ignores-grad-output"
     severity = Severity.ERROR
     summary = "A custom autograd backward that ignores the incoming gradient"

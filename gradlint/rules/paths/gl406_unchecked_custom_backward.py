@@ -39,6 +39,7 @@ class UncheckedCustomBackward(Rule):
     """
 
     code = "GL406"
+    probe_measure = "gradient_check"
     name = "unchecked-custom-backward"
     severity = Severity.INFO
     # Off by default (issue 10): on released code most hand-written backwards it flagged were

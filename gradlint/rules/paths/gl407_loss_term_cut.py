@@ -40,6 +40,7 @@ class LossTermCut(SiteRule):
     """
 
     code = "GL407"
+    kinds = frozenset({"loss_term_cut"})
     name = "loss-term-cut"
     severity = Severity.WARNING
     summary = "A term of a backpropagated loss is cut from the graph and trains nothing"
@@ -66,5 +67,5 @@ class LossTermCut(SiteRule):
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:
-        return (f"a term of the backpropagated `{site.detail}` is cut by `{site.kind}` here: it adds "
+        return (f"a term of the backpropagated `{site.detail}` is cut by `{site.variant}` here: it adds "
                 "to the loss value but no gradient, so it trains nothing")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any, Iterator, Mapping
+
+from gradlint.facts.probe import Measured, ProbeFacts
 from gradlint.findings import Severity
-from gradlint.registry import Option, Rule, positive_float
+from gradlint.registry import Option, positive_float
+from gradlint.rules.probe.base import ProbeRule, chain_finding
 
 
-class MeasuredVanishingGradient(Rule):
+class MeasuredVanishingGradient(ProbeRule):
     """
     ## What it does
     Reported by `gradlint probe` when a chain of parametric layers, measured on real batches at
@@ -56,5 +60,11 @@ class MeasuredVanishingGradient(Rule):
     severity = Severity.WARNING
     summary = "Measured gradient gain across a chain below the vanishing threshold"
     fix_title = "Add normalisation or residual connections, or use an initialisation that suits the activation"
-    probe_only = True
     options = {"vanishing-threshold": Option(1e-3, positive_float, "measured gain below which a chain is reported")}
+
+    def measured(self, facts: ProbeFacts, options: Mapping[str, Any]) -> Iterator[Measured]:
+        limit = options["vanishing-threshold"]
+        for chain in facts.chains:
+            if chain.gain is None or chain.predicted_vanishing or chain.gain >= limit:
+                continue
+            yield chain_finding("vanishing", chain.modules, chain.gain, (chain.modules[0], chain.modules[-1]), limit)

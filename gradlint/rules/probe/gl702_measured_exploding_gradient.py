@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any, Iterator, Mapping
+
+from gradlint.facts.probe import Measured, ProbeFacts
 from gradlint.findings import Severity
-from gradlint.registry import Option, Rule, positive_float
+from gradlint.registry import Option, positive_float
+from gradlint.rules.probe.base import ProbeRule, chain_finding
+
+# A loss this large at initialisation means the output scale is already out of hand.
+HUGE_LOSS = 1e5
 
 
-class MeasuredExplodingGradient(Rule):
+class MeasuredExplodingGradient(ProbeRule):
     """
     ## What it does
     Reported by `gradlint probe` when a measured chain (see GL701 for the definition) amplifies
@@ -53,5 +61,15 @@ class MeasuredExplodingGradient(Rule):
     severity = Severity.WARNING
     summary = "Measured gradient gain across a chain above the exploding threshold, or a huge loss at init"
     fix_title = "Scale the initialisation down, add normalisation, or clip gradients"
-    probe_only = True
     options = {"exploding-threshold": Option(1e3, positive_float, "measured gain above which a chain is reported")}
+
+    def measured(self, facts: ProbeFacts, options: Mapping[str, Any]) -> Iterator[Measured]:
+        limit = options["exploding-threshold"]
+        for chain in facts.chains:
+            if chain.worst_gain is None or chain.predicted_exploding or chain.worst_gain <= limit:
+                continue
+            yield chain_finding("exploding", chain.modules, chain.worst_gain, chain.worst_ends, limit)
+        loss = facts.first_loss
+        if loss is not None and math.isfinite(loss) and abs(loss) >= HUGE_LOSS:
+            msg = f"loss {loss:.3g} at initialisation (≥ {HUGE_LOSS:g}): the output scale is already out of hand"
+            yield Measured(msg, None, {"loss": loss}, measured=loss)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any, Iterator, Mapping
+
+from gradlint.facts.probe import Measured, ProbeFacts
 from gradlint.findings import Severity
-from gradlint.registry import Rule
+from gradlint.rules.probe.base import ProbeRule
 
 
-class NonfiniteGradient(Rule):
+class NonfiniteGradient(ProbeRule):
     """
     ## What it does
     Reported by `gradlint probe` when a NaN or an Inf appears in an activation, the loss or a
@@ -39,4 +42,13 @@ class NonfiniteGradient(Rule):
     severity = Severity.ERROR
     summary = "NaN or Inf during the probe, with the first module where it appears"
     fix_title = "Guard the operation (clamp, eps) in the named module"
-    probe_only = True
+
+    def measured(self, facts: ProbeFacts, options: Mapping[str, Any]) -> Iterator[Measured]:
+        nf = facts.nonfinite
+        if nf is None:
+            return
+        where = (f"`{nf['module'] or '(model)'}` ({nf['type']})" if nf.get("site") is not None
+                 else "the loss" if nf["phase"] != "backward" else "the loss's backward")
+        phase = {"forward": "the forward pass", "loss": "the loss", "backward": "the backward pass"}[nf["phase"]]
+        msg = f"NaN/Inf first appears in {phase} at {where}, probe step {nf['step'] + 1}: {nf['what']}"
+        yield Measured(msg, nf.get("module"), dict(nf))

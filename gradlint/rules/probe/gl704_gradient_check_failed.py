@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any, Iterator, Mapping
+
+from gradlint.facts.probe import Measured, ProbeFacts
 from gradlint.findings import Severity
-from gradlint.registry import Rule
+from gradlint.rules.probe.base import ProbeRule
 
 
-class GradientCheckFailed(Rule):
+class GradientCheckFailed(ProbeRule):
     """
     ## What it does
     Reported by `gradlint probe` when a float64 finite-difference check disagrees with the
@@ -67,4 +71,14 @@ class GradientCheckFailed(Rule):
     severity = Severity.ERROR
     summary = "Finite differences (float64) disagree with autograd: a wrong backward"
     fix_title = "Fix the backward of the named Function or module"
-    probe_only = True
+
+    def measured(self, facts: ProbeFacts, options: Mapping[str, Any]) -> Iterator[Measured]:
+        for failure in facts.gradcheck_failures:
+            what = (f"custom autograd.Function `{failure.name}`" if failure.kind == "function"
+                    else f"module `{failure.name or '(model)'}` ({failure.type_name})")
+            numbers = (f"autograd gives {failure.autograd:.6g}, finite differences {failure.numeric:.6g} "
+                       "along a random direction") if math.isfinite(failure.autograd) else failure.detail
+            data = {"kind": failure.kind, "target": failure.name, "autograd": failure.autograd,
+                    "numeric": failure.numeric}
+            yield Measured(f"gradient check failed for {what}: {numbers}",
+                           failure.name if failure.kind == "module" else None, data, span=failure.span)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any, Iterator, Mapping
+
+from gradlint.facts.probe import Measured, ProbeFacts
 from gradlint.findings import Severity
-from gradlint.registry import Rule
+from gradlint.rules.probe.base import ProbeRule, grouped
+
+# The share of never-active units from which a layer is reported.
+DEAD_FRACTION = 0.7
 
 
-class DeadUnits(Rule):
+class DeadUnits(ProbeRule):
     """
     ## What it does
     Reported by `gradlint probe` when at least 70% of the units of an activation whose
@@ -41,4 +47,7 @@ class DeadUnits(Rule):
     severity = Severity.WARNING
     summary = "At least 70% of a ReLU/ReLU6/Threshold layer's units never active on the probe batches"
     fix_title = "Check the bias and weight initialisation before this activation"
-    probe_only = True
+
+    def measured(self, facts: ProbeFacts, options: Mapping[str, Any]) -> Iterator[Measured]:
+        dead = [u for u in facts.dead if u.share >= DEAD_FRACTION]
+        yield from grouped(facts, dead, "dead_fraction", "of the units of {what} were never active")

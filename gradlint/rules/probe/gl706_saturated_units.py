@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any, Iterator, Mapping
+
+from gradlint.facts.probe import Measured, ProbeFacts
 from gradlint.findings import Severity
-from gradlint.registry import Rule
+from gradlint.rules.probe.base import ProbeRule, grouped
+
+# The share of saturated outputs from which a layer is reported.
+SATURATED_FRACTION = 0.7
 
 
-class SaturatedUnits(Rule):
+class SaturatedUnits(ProbeRule):
     """
     ## What it does
     Reported by `gradlint probe` when at least 70% of the outputs of a Tanh, Sigmoid, Hardtanh
@@ -37,4 +43,7 @@ class SaturatedUnits(Rule):
     severity = Severity.WARNING
     summary = "At least 70% of a tanh/sigmoid layer's outputs saturated (|φ'| < 1e-2)"
     fix_title = "Scale the pre-activation down (initialisation, normalisation)"
-    probe_only = True
+
+    def measured(self, facts: ProbeFacts, options: Mapping[str, Any]) -> Iterator[Measured]:
+        saturated = [u for u in facts.saturated if u.share >= SATURATED_FRACTION and not u.predicted]
+        yield from grouped(facts, saturated, "saturated_fraction", "of the outputs of {what} are saturated (|φ'| < 1e-2)")

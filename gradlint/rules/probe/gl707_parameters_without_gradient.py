@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from gradlint.findings import Severity
-from gradlint.registry import Rule
+from typing import Any, Iterator, Mapping
+
+from gradlint.facts.probe import Measured, ProbeFacts
+from gradlint.findings import Severity, SourceSpan
+from gradlint.rules.probe.base import ProbeRule
 
 
-class ParametersWithoutGradient(Rule):
+class ParametersWithoutGradient(ProbeRule):
     """
     ## What it does
     Reported by `gradlint probe` when parameters that require a gradient get none — `None`,
@@ -56,4 +59,31 @@ class ParametersWithoutGradient(Rule):
     severity = Severity.WARNING
     summary = "Parameters that require a gradient got none in any probe step"
     fix_title = "Remove the cut (.detach(), .data, no_grad) on their path, or freeze them with requires_grad_(False)"
-    probe_only = True
+
+    def measured(self, facts: ProbeFacts, options: Mapping[str, Any]) -> Iterator[Measured]:
+        """One finding for every parameter that got no gradient, with the cuts that explain it."""
+        names = list(facts.without_grad)
+        if not names:
+            return
+        owner = dict(facts.param_owner)
+        total = facts.param_count
+        owners = list(dict.fromkeys(owner.get(n, "") or "(model)" for n in names))
+        shown = ", ".join(f"`{n}`" for n in names[:4]) + (f", … ({len(names) - 4} more)" if len(names) > 4 else "")
+        steps = f"{facts.steps} probe step{'s' if facts.steps != 1 else ''}"
+        if facts.loss_cut:
+            head = f"the loss depends on no parameter: none of the model's {total} parameter tensors gets a gradient"
+        else:
+            head = f"{len(names)} of {total} parameter tensors got no gradient in any of {steps}: {shown}"
+        cuts = list(facts.cuts)
+        if cuts:
+            why = "cut by " + ", ".join(f"{what} at line {line}" for line, what in cuts)
+        else:
+            why = "no stop-gradient of this file ran in the forward: are they used at all?"
+        # A block under no_grad is how a backbone is frozen or an EMA teacher run: deliberate,
+        # worth knowing, not failing.
+        explained = bool(cuts) and all(what == "torch.no_grad()" for _, what in cuts) and not facts.loss_cut
+        span = SourceSpan.point(cuts[0][0], 1) if cuts else None
+        yield Measured(f"{head}; {why}", owner.get(names[0]) or None,
+                       {"parameters": tuple(names), "modules": tuple(owners), "loss_cut": facts.loss_cut,
+                        "cuts": tuple(f"{line}:{what}" for line, what in cuts)},
+                       span=span, measured=float(len(names)), sites=tuple(owners), info=explained)

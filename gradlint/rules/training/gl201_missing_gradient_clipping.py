@@ -145,6 +145,7 @@ class MissingGradientClipping(Rule):
     """
 
     code = "GL201"
+    probe_measure = "not_measurable"
     name = "missing-gradient-clipping"
     severity = Severity.WARNING
     summary = "Training step without gradient clipping for a recurrent, deep transformer or unstable model"

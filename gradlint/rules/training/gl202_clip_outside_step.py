@@ -54,6 +54,7 @@ class ClipOutsideStep(steps.StepRule):
     """
 
     code = "GL202"
+    probe_measure = "not_measurable"
     name = "clip-outside-step"
     severity = Severity.ERROR
     summary = "Gradient clipping after the optimizer step or before backward()"

@@ -74,6 +74,7 @@ class ClipScaledGradients(steps.StepRule):
     """
 
     code = "GL203"
+    probe_measure = "not_measurable"
     name = "clip-scaled-gradients"
     severity = Severity.ERROR
     summary = "Clipping AMP-scaled gradients without scaler.unscale_() first"

@@ -50,6 +50,7 @@ class DegenerateClipThreshold(Rule):
     """
 
     code = "GL204"
+    probe_measure = "not_measurable"
     name = "degenerate-clip-threshold"
     severity = Severity.ERROR
     summary = "Clip threshold of 0 (zeroes every gradient), >= 1e3, or an unusual norm type"

@@ -47,6 +47,7 @@ class GradientsNeverCleared(steps.StepRule):
     """
 
     code = "GL205"
+    probe_measure = "not_measurable"
     name = "gradients-never-cleared"
     severity = Severity.ERROR
     summary = "Gradients accumulate across steps: no zero_grad() in the training loop"

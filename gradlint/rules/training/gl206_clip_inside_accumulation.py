@@ -51,6 +51,7 @@ class ClipInsideAccumulation(steps.StepRule):
     """
 
     code = "GL206"
+    probe_measure = "not_measurable"
     name = "clip-inside-accumulation"
     severity = Severity.WARNING
     summary = "Gradient clipping on every micro-batch while the step is guarded by % accum == 0"

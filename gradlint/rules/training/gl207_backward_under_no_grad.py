@@ -51,6 +51,7 @@ class BackwardUnderNoGrad(Rule):
     """
 
     code = "GL207"
+    probe_measure = "not_measurable"
     name = "backward-under-no-grad"
     severity = Severity.ERROR
     summary = "backward() on a loss computed under torch.no_grad() or inference_mode()"

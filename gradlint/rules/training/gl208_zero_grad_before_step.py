@@ -47,6 +47,7 @@ class ZeroGradBeforeStep(steps.StepRule):
     """
 
     code = "GL208"
+    probe_measure = "not_measurable"
     name = "zero-grad-before-step"
     severity = Severity.ERROR
     summary = "zero_grad() between backward() and the optimizer step: the step applies zero gradients"

@@ -37,6 +37,7 @@ class NonfiniteWeightsRule(Rule):
     """
 
     code = "GL501"
+    probe_measure = "not_measurable"
     name = "nonfinite-weights"
     severity = Severity.ERROR
     summary = "NaN or Inf in an ONNX initializer"

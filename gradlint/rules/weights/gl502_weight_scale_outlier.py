@@ -53,6 +53,7 @@ class WeightScaleOutlierRule(Rule):
     """
 
     code = "GL502"
+    probe_measure = "not_measurable"
     name = "weight-scale-outlier"
     severity = Severity.WARNING
     summary = "A layer's weight std is 10x away from its neighbours of the same role and shape"
