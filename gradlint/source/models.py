@@ -25,6 +25,7 @@ from gradlint.model.ir import (
     TransformerBlock,
 )
 from gradlint.source import catalog as C
+from gradlint.source import joins as J
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_ITEMS, MAX_SAME_CLASS, MAX_UNROLL, Exhausted, Meter, bounded, checked_range, fold
 from gradlint.source.names import dotted
@@ -1853,7 +1854,8 @@ class _ForwardInterpreter(_Walker):
                 base = args[0] if args else PathVal("?", ())
                 if target.kind == "torch" and target.cls in C.ATTENTION_MODULES:
                     self.inst.attention = True
-                    return PathVal(base.root, base.nodes + (Opaque(target.path or "", "attention"),))
+                    # query, key, value: the first three tensors (self-attention passes x three times)
+                    return self.attention(args[:3] or [base], "multihead", target.path or "", self.low.span(target))
                 if target.kind == "torch" and target.cls in C.RECURRENT_MODULES:
                     out = PathVal(base.root, base.nodes + self.low.module_nodes(target))
                     return ListVal([out, UNKNOWN])
@@ -1873,8 +1875,8 @@ class _ForwardInterpreter(_Walker):
             if q in C.PASSTHROUGH_FUNCTIONS:
                 return self.append(call, None)
             if q in ("torch.nn.functional.scaled_dot_product_attention",):
-                self.inst.attention = True
-                return self.append(call, Opaque("", "attention"))
+                paths = self.paths_in(call)
+                return self.attention(paths[:3], "sdpa") if paths else UNKNOWN
         if isinstance(func, cst.Attribute):
             owner = self.ev(func.value)
             method = func.attr.value
@@ -1893,6 +1895,11 @@ class _ForwardInterpreter(_Walker):
                     other = self.paths_in(call)
                     if not other:
                         return owner
+                    return self.product(owner, other[0], cst.Multiply())
+                if method in ("matmul", "bmm"):
+                    other = self.paths_in(call)
+                    if other and other[0].root == owner.root:
+                        return self.attention([owner, other[0]], "matmul")
                 if method in ("add", "add_"):
                     other = self.paths_in(call)
                     if other:
@@ -1941,11 +1948,12 @@ class _ForwardInterpreter(_Walker):
             paths = self.paths_in(call)
             if paths:
                 return ListVal([PathVal(paths[0].root, paths[0].nodes + (Passthrough("", "split"),))] * 8)
-        if quals & {"torch.matmul", "torch.bmm"}:
+        if quals & {"torch.matmul", "torch.bmm", "torch.einsum"}:
             paths = self.paths_in(call)
             if len(paths) == 2 and paths[0].root == paths[1].root:
-                self.inst.attention = True
-                return PathVal(paths[0].root, _common_prefix(paths[0].nodes, paths[1].nodes) + (Opaque("", "attention"),))
+                return self.attention(paths, "matmul")
+            if "torch.einsum" in quals and len(paths) == 1:
+                return paths[0]  # a contraction with a parameter or a constant: a linear map of x
         return _NOT_HANDLED
 
     def checkpoint(self, call: cst.Call, sequence: bool) -> Any:
@@ -2036,6 +2044,20 @@ class _ForwardInterpreter(_Walker):
             value = _merge(value, other)
         return value
 
+    def attention(self, paths: list, what: str, name: str | None = None, origin: Any = None) -> PathVal:
+        """Softmax attention over the operands (see gradlint.source.joins): modelled, no gain."""
+        self.inst.attention = True
+        name = self.prefix.rstrip(".") if name is None else name
+        root, nodes = J.attention([(p.root, p.nodes) for p in paths], what, name, origin)
+        return PathVal(root, nodes)
+
+    def product(self, a: PathVal, b: PathVal, op: Any) -> PathVal:
+        """a * b or a / b of two tensors: a gate when both come from one input (see
+        gradlint.source.joins); of two inputs, or another operator (`a ** b`, `a % b`), opaque."""
+        if a.root == b.root and isinstance(op, (cst.Multiply, cst.Divide, cst.MultiplyAssign, cst.DivideAssign)):
+            return PathVal(a.root, J.product(a.nodes, b.nodes))
+        return PathVal(a.root, _common_prefix(a.nodes, b.nodes) + (Opaque("", "product of branches"),))
+
     def binop(self, e: cst.BinaryOperation) -> Any:
         a, b = self.ev(e.left), self.ev(e.right)
         op = e.operator
@@ -2046,9 +2068,8 @@ class _ForwardInterpreter(_Walker):
                 return _add(a, b)
             if isinstance(op, cst.MatrixMultiply):
                 # A product of the input with itself (q @ k^T, then weights @ v): attention.
-                self.inst.attention = True
-                return PathVal(a.root, _common_prefix(a.nodes, b.nodes) + (Opaque("", "attention"),))
-            return PathVal(a.root, _common_prefix(a.nodes, b.nodes) + (Opaque("", "product of branches"),))
+                return self.attention([a, b], "matmul")
+            return self.product(a, b, op)
         if isinstance(a, PathVal) or isinstance(b, PathVal):
             p = a if isinstance(a, PathVal) else b
             other = b if p is a else a
@@ -2090,7 +2111,7 @@ class _ForwardInterpreter(_Walker):
                         self.assign(small.target, _add(cur, val))
                     elif isinstance(cur, PathVal):
                         if isinstance(val, PathVal):
-                            self.assign(small.target, PathVal(cur.root, _common_prefix(cur.nodes, val.nodes) + (Opaque("", "product of branches"),)))
+                            self.assign(small.target, self.product(cur, val, small.operator))
                         else:
                             self.assign(small.target, cur)
                     else:
