@@ -187,9 +187,13 @@ class _Walk:
             elif isinstance(node, Residual):
                 incoming = self.out_moment()
                 self.reset(None)
-                body = _Walk(self.chains, self.stats, incoming).run(node.body)
+                # A gate's branch usually starts with a reduction (global pooling: `x.mean((2, 3))`,
+                # a Passthrough here) whose second moment is not its input's: it starts unknown,
+                # so no saturation (GL104) is predicted from a scale the gate never sees.
+                start = None if node.join == "mul" else incoming
+                body = _Walk(self.chains, self.stats, start).run(node.body)
                 for branch in node.branches:
-                    _Walk(self.chains, self.stats, incoming).run(branch)
+                    _Walk(self.chains, self.stats, start).run(branch)
                 # A concatenation mixes parts of different scales: the scale after it is unknown.
                 joined = node.join == "add" and not node.branches
                 self.source = _residual_moment(incoming, body, node.skip_scale, node.branch_scale) if joined else None

@@ -140,6 +140,9 @@ class Alt:
     splice: bool = False
 
 
+NO_CHOICE: Any = object()  # Lowerer.pick when branches are merged
+
+
 def _alt(key: Any, options: tuple, splice: bool = False) -> Any:
     """One of `options` (distinct by identity), or the one value when they are all the same;
     unknown past MAX_OPTIONS choices in all (a long if/elif dispatch on a name we do not know
@@ -294,8 +297,8 @@ class FileModel:
             if not (isinstance(i, Alt) and i.splice):
                 out.append(i)
                 continue
-            chosen = self.pick(i) if self.pick is not None else None
-            inner = self.items_of(chosen) if chosen is not None else None
+            chosen = self.pick(i) if self.pick is not None else NO_CHOICE
+            inner = self.items_of(chosen) if chosen is not NO_CHOICE else None
             if inner is None:
                 return None
             out.extend(inner)
@@ -349,9 +352,18 @@ class FileModel:
         meter = self.meter
         try:
             meter.enter()  # too deep, or the file's steps spent: Exhausted, the value is Unknown
-            return self._eval_node(e, env)
+            value = self._eval_node(e, env)
         finally:
             meter.leave()
+        if self.pick is not None:
+            # In forward, a choice of __init__ is the one this run takes: `if self.se is not None`
+            # agrees with the module `self.se(x)` calls.
+            while isinstance(value, Alt) and not value.splice:
+                chosen = self.pick(value)
+                if chosen is NO_CHOICE:
+                    break
+                value = chosen
+        return value
 
     def _eval_node(self, e: cst.BaseExpression, env: dict) -> Any:
         if isinstance(e, cst.Integer):
@@ -754,7 +766,7 @@ class FileModel:
             return UNKNOWN
         if lib == "use_fused_attn":
             return True  # the fused kernel and the written-out attention are the same function
-        if lib in L.CHECKPOINT_FUNCTIONS or lib in L.PASS_FUNCTIONS:
+        if lib in L.CHECKPOINT_FUNCTIONS or lib in L.PASS_FUNCTIONS or lib in L.NORM_FUNCTIONS:
             return UNKNOWN
         libfm = self.library()
         bound = self.bound_args(call, env)
@@ -844,7 +856,8 @@ class FileModel:
         try:
             interp = _InitInterpreter(self, scope, inst=env.get("__instance__"))
             interp.block(fn.body)
-            return interp.returned if interp.returned is not None else UNKNOWN
+            # `return None` is None (no anti-aliasing layer); no return seen at all is unknown.
+            return interp.returned if interp.returned is not None or interp.has_returned else UNKNOWN
         finally:
             self.depth -= 1
 
@@ -1172,6 +1185,7 @@ class _InitInterpreter(_Walker):
         # return after them is the other choice of.
         self.early: list = []
         self.raised = False
+        self.has_returned = False
 
     def ev(self, e: cst.BaseExpression) -> Any:
         return self.fm.eval(e, self.env)
@@ -1243,7 +1257,7 @@ class _InitInterpreter(_Walker):
             for key, earlier in reversed(self.early):
                 value = _alt(key, (earlier, value)) if _module_like(earlier) and _module_like(value) else UNKNOWN
             self.returned = value
-            self.done = True
+            self.done = self.has_returned = True
 
     def call_stmt(self, call: cst.Call) -> None:
         func = call.func
@@ -1784,17 +1798,17 @@ class Lowerer:
         return choice
 
     def pick(self, alt: Alt) -> Any:
-        """The option of `alt` this forward run takes; None when branches are merged."""
+        """The option of `alt` this forward run takes; NO_CHOICE when branches are merged."""
         choice = self.decide(alt.key)
         if choice is None:
-            return None
+            return NO_CHOICE
         return alt.options[0] if choice or len(alt.options) < 2 else alt.options[1]
 
     def alt_nodes(self, alt: Alt, nodes_of) -> tuple:
         """The nodes of the option this run takes; when merging, the nodes all options share,
         else an opaque node."""
         chosen = self.pick(alt)
-        if chosen is not None or self.plan is not None:
+        if chosen is not NO_CHOICE:
             return nodes_of(chosen)
         found = [nodes_of(o) for o in alt.options]
         if all(f == found[0] for f in found) or all(_neutral_nodes(f) for f in found):
@@ -2103,7 +2117,7 @@ class _ForwardInterpreter(_Walker):
             target = self.ev(func) if not (isinstance(func, cst.Attribute) and isinstance(self.ev(func.value), PathVal)) else None
             while isinstance(target, Alt) and not target.splice:
                 chosen = self.low.pick(target)
-                if chosen is None:  # merging: the options' nodes, when they agree
+                if chosen is NO_CHOICE:  # merging: the options' nodes, when they agree
                     args = self.paths_in(call)
                     base = args[0] if args else PathVal("?", ())
                     return PathVal(base.root, base.nodes + self.low.module_nodes(target))
@@ -2123,6 +2137,15 @@ class _ForwardInterpreter(_Walker):
                 method = self.fm._methods(self.inst.cls).get(func.attr.value)
                 if method is not None and func.attr.value != "forward":
                     return self.call_method(method, call)
+            if (isinstance(func, cst.Name) and func.value in ("getattr", "hasattr") and len(call.args) >= 2
+                    and isinstance(call.args[0].value, cst.Name) and call.args[0].value.value == "self"):
+                key = self.fm.eval(call.args[1].value, {})
+                if isinstance(key, str):
+                    if func.value == "hasattr":
+                        return key in self.inst.attrs
+                    if key in self.inst.attrs:
+                        return self.attr(key)
+                    return self.ev(call.args[2].value) if len(call.args) > 2 else UNKNOWN
             if isinstance(func, cst.Name) and func.value in self.fm.functions and func.value not in self.env:
                 # A function of the file (window_partition, a reshape helper): followed like a method.
                 return self.call_method(self.fm.functions[func.value], call, bound_self=False)
@@ -2202,10 +2225,14 @@ class _ForwardInterpreter(_Walker):
         last = {q.rsplit(".", 1)[-1] for q in quals}
         if lib in L.PASS_FUNCTIONS or "torchvision.ops.stochastic_depth" in quals:
             return self.append(call, Passthrough("", lib or "stochastic_depth"))
+        if lib in L.NORM_FUNCTIONS:
+            return self.append(call, Norm(self.prefix.rstrip("."), L.NORM_FUNCTIONS[lib]))
         if (lib in L.CHECKPOINT_FUNCTIONS or any(q.startswith("torch.utils.checkpoint.") for q in quals)) and call.args:
             return self.checkpoint(call, "seq" in (lib or "") or "sequential" in "".join(last))
         if quals & _JOINS:
             return self.join(call)
+        if quals & _FUNCTIONAL_LAYERS.keys() and call.args:
+            return self.functional_layer(call, quals)
         if quals & _SPLITS:
             paths = self.paths_in(call)
             if paths:
@@ -2217,6 +2244,30 @@ class _ForwardInterpreter(_Walker):
             if "torch.einsum" in quals and len(paths) == 1:
                 return paths[0]  # a contraction with a parameter or a constant: a linear map of x
         return _NOT_HANDLED
+
+    def functional_layer(self, call: cst.Call, quals: frozenset[str]) -> Any:
+        """F.linear(x, self.weight, self.bias), F.conv2d(x, w, ...): a parametric layer whose
+        weight the module holds. Its shape and initialisation are not read from the tensor, so the
+        layer ends any chain (an unknown scale) but is no longer an opaque call. A weight computed
+        from the input itself (dynamic filters) is a product of branches instead."""
+        x = self.ev(call.args[0].value)
+        w_expr = _arg_value(call, 1, "weight")
+        w = self.ev(w_expr) if w_expr is not None else UNKNOWN
+        if not isinstance(x, PathVal):
+            return UNKNOWN
+        if isinstance(w, PathVal):
+            return self.product(x, w, cst.Multiply())
+        op = next(_FUNCTIONAL_LAYERS[q] for q in quals if q in _FUNCTIONAL_LAYERS)
+        attr = ""
+        node = w_expr
+        while isinstance(node, (cst.Call, cst.Attribute)) and not (
+                isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name) and node.value.value == "self"):
+            node = node.func.value if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) else (
+                node.value if isinstance(node, cst.Attribute) else None)
+        if isinstance(node, cst.Attribute):
+            attr = node.attr.value
+        name = self.prefix + attr if attr else self.prefix.rstrip(".")
+        return PathVal(x.root, x.nodes + (Param(name, op, None, None, InitSpec("unknown"), attr=attr),))
 
     def checkpoint(self, call: cst.Call, sequence: bool) -> Any:
         """checkpoint(fn, x) is fn(x); checkpoint_seq(modules, x) runs them in order: recomputing
@@ -2474,6 +2525,8 @@ class _ForwardInterpreter(_Walker):
         return None
 
 
+_FUNCTIONAL_LAYERS = {"torch.nn.functional.linear": "linear", "torch.nn.functional.conv1d": "conv1d",
+                      "torch.nn.functional.conv2d": "conv2d", "torch.nn.functional.conv3d": "conv3d"}
 _SPLITS = frozenset({"torch.split", "torch.chunk", "torch.unbind", "torch.tensor_split"})
 _JOINS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.stack", "torch.hstack", "torch.vstack",
                     "torch.dstack"})
