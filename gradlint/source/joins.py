@@ -1,8 +1,8 @@
 """Where two branches of forward's signal meet in a product: softmax attention and gating, as IR nodes.
 
-The forward interpreter (source/models.py) follows each tensor as the tuple of IR nodes applied to
+The forward interpreter (source/forward.py) follows each tensor as the tuple of IR nodes applied to
 an input since that input; when two tensors of one input are combined, the nodes they share are
-the common prefix and the rest are the branches. A sum is a residual (models._add); the products
+the common prefix and the rest are the branches. A sum is a residual (forward._add); the products
 are here:
 
 - a matrix product of two branches (`q @ k.transpose(-2, -1)`, `attn @ v`, `torch.matmul`,
