@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gradlint.model.ir import Opaque, walk  # noqa: E402
+from gradlint.model.ir import Attention, Opaque, Residual, walk  # noqa: E402
 from gradlint.model.propagation import analyse  # noqa: E402
 from gradlint.source import decode, parse  # noqa: E402
 from gradlint.source import models  # noqa: E402
@@ -32,17 +32,18 @@ _GROUP = re.compile(r"^(unknown module|local module|library module) ")
 
 
 def classify(path: Path):
-    """Yield (class name, status, reasons, has_chain) for every nn.Module class of one file."""
+    """Yield (class name, status, reasons, has_chain, kinds) for every nn.Module class of one file;
+    kinds: 'attention' and 'gate' when a forward path holds such a node (modelled, no gain)."""
     try:
         text = decode(path.read_bytes())
         src = parse(str(path), text)
     except Exception as exc:  # noqa: BLE001 - a file the parser refuses is not a class we model
-        yield (f"<{path.name}>", "unparsed", (f"parse: {type(exc).__name__}",), False)
+        yield (f"<{path.name}>", "unparsed", (f"parse: {type(exc).__name__}",), False, ())
         return
     try:
         networks, summaries = models.extract(src)
     except Exception as exc:  # noqa: BLE001 - a crash is a finding of this benchmark
-        yield (f"<{path.name}>", "crash", (f"crash: {type(exc).__name__}: {exc}"[:120],), False)
+        yield (f"<{path.name}>", "crash", (f"crash: {type(exc).__name__}: {exc}"[:120],), False, ())
         return
     by_name = {n.name: n for n in networks}
     for s in summaries:
@@ -50,17 +51,21 @@ def classify(path: Path):
             continue
         net = by_name.get(s.name)
         if net is None:
-            yield (s.name, "budget", ("interpretation budget exceeded",), False)
+            yield (s.name, "budget", ("interpretation budget exceeded",), False, ())
             continue
         if not net.forward_known:
-            yield (s.name, "forward", (getattr(net, "note", "") or "forward not followed",), False)
+            yield (s.name, "forward", (getattr(net, "note", "") or "forward not followed",), False, ())
             continue
-        reasons = tuple(dict.fromkeys(n.what for n in walk(net.nodes) if isinstance(n, Opaque)))
+        # Every forward path counts: a class is clean only when none of its paths is opaque.
+        nodes = [n for p in net.paths for n in walk(p)]
+        reasons = tuple(dict.fromkeys(n.what for n in nodes if isinstance(n, Opaque)))
+        kinds = tuple(k for k, hit in (("attention", any(isinstance(n, Attention) for n in nodes)),
+                                       ("gate", any(isinstance(n, Residual) and n.join == "mul" for n in nodes))) if hit)
         try:
             chain = bool(analyse(net).chains)
         except (ValueError, ArithmeticError, KeyError):
             chain = False
-        yield (s.name, "opaque" if reasons else "clean", reasons, chain)
+        yield (s.name, "opaque" if reasons else "clean", reasons, chain, kinds)
 
 
 def main() -> None:
@@ -78,7 +83,8 @@ def main() -> None:
             sys.exit(f"coverage: no Python files under {root / pkg}")
         files.extend(found)
     t0 = time.perf_counter()
-    total = clean = chained = attention_only = 0
+    total = clean = chained = 0
+    kinds_seen: collections.Counter = collections.Counter()
     status: collections.Counter = collections.Counter()
     reasons: collections.Counter = collections.Counter()
     example: dict[str, str] = {}
@@ -87,15 +93,14 @@ def main() -> None:
         if b"Module" not in path.read_bytes() and b"nn." not in path.read_bytes():
             continue
         pkg = path.relative_to(root).parts[0]
-        for name, st, why, chain in classify(path):
+        for name, st, why, chain, kinds in classify(path):
             total += 1
             status[st] += 1
             per_pkg[pkg][0] += 1
             if st == "clean":
                 clean += 1
                 per_pkg[pkg][1] += 1
-            if why and all(r == "attention" for r in why):
-                attention_only += 1
+            kinds_seen.update(kinds)
             if chain:
                 chained += 1
                 per_pkg[pkg][2] += 1
@@ -109,8 +114,8 @@ def main() -> None:
     print(f"{len(files)} files, {total} nn.Module classes ({', '.join(args.packages)}), {elapsed:.1f} s")
     print(f"modelled with no opaque node: {clean}/{total} = {100 * clean / total:.1f}%")
     print(f"with an analysable chain:     {chained}/{total} = {100 * chained / total:.1f}%")
-    print(f"opaque only for attention:    {attention_only}/{total} = {100 * attention_only / total:.1f}% "
-          f"(attention is not modelled: its classes keep an opaque node)")
+    print(f"with softmax attention:       {kinds_seen['attention']}/{total}, with a gate (product of branches): "
+          f"{kinds_seen['gate']}/{total} (modelled without a gain: they end chains)")
     for pkg, (n, c, ch) in sorted(per_pkg.items()):
         print(f"  {pkg}: {n} classes, no opaque {100 * c / n:.1f}%, chain {100 * ch / n:.1f}%")
     print("status: " + ", ".join(f"{k} {v}" for k, v in status.most_common()))

@@ -18,11 +18,11 @@ from gradlint.config import Config
 from gradlint.findings import GraphNode, SourceSpan
 from gradlint.model.blocks import block_count
 from gradlint.model.ir import (
-    Activation, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent, Residual, TransformerBlock,
+    Activation, Attention, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent, Residual, TransformerBlock,
 )
 from gradlint.model.propagation import analyse
 
-KINDS = ("param", "activation", "norm", "residual", "recurrent", "transformer", "passthrough", "opaque")
+KINDS = ("param", "activation", "norm", "residual", "recurrent", "transformer", "attention", "passthrough", "opaque")
 
 
 @dataclass
@@ -156,6 +156,9 @@ def _node(n: Node, seq: tuple, i: int) -> dict:
                 "num_layers": n.num_layers, "weight_hh_init": _init(n.weight_hh_init)}
     if isinstance(n, TransformerBlock):
         return {"kind": "transformer", **base, "block": n.kind, "norm_first": n.norm_first}
+    if isinstance(n, Attention):
+        return {"kind": "attention", **base, "what": n.what,
+                "projections": [_node(p, (), 0) for p in n.projections]}
     if isinstance(n, Passthrough):
         return {"kind": "passthrough", **base, "what": n.what}
     assert isinstance(n, Opaque)
@@ -237,9 +240,13 @@ def _node_line(n: dict) -> str:
         return f"{kind:<12}{name:<28}{n['norm']}"
     if kind == "residual":
         extra = "" if n["skip_scale"] is None else f", skip x{n['skip_scale']}"
-        return f"{kind:<12}{name:<28}{'x + f(x)' if n['join'] == 'add' else 'concatenation'}{extra}"
+        join = {"add": "x + f(x)", "mul": "product of branches (gate)"}.get(n["join"], "concatenation")
+        return f"{kind:<12}{name:<28}{join}{extra if n['join'] == 'add' else ''}"
     if kind == "recurrent":
         return f"{kind:<12}{name:<28}{n['cell']} ({n['nonlinearity']}, hidden {n['hidden']}, {n['num_layers']} layers)"
+    if kind == "attention":
+        proj = ", ".join(p["name"] or "-" for p in n["projections"])
+        return f"{kind:<12}{name:<28}{n['what']}, no gain (data-dependent)" + (f"; projections {proj}" if proj else "")
     if kind == "transformer":
         return f"{kind:<12}{name:<28}{n['block']} (norm_first={n['norm_first']})"
     if kind == "passthrough":

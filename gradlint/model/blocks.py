@@ -6,9 +6,9 @@ A block is
 - a Post-LN sub-layer group: a residual add followed by a norm, `norm(x + f(x))`, whatever f is
   (the attention and the MLP sub-layers of one block share the block's module path, so they are
   one block); this is also how an ONNX graph shows a Post-LN block;
-- a Pre-LN block: a residual add whose body does attention (`nn.MultiheadAttention`,
-  `F.scaled_dot_product_attention`: an Opaque node that says "attention"), `x + attn(norm(x))`;
-  its MLP sub-layer that follows belongs to it.
+- a Pre-LN block: a residual add whose body does attention (an `Attention` node:
+  `nn.MultiheadAttention`, `F.scaled_dot_product_attention`, `softmax(q @ k^T) @ v` written out),
+  `x + attn(norm(x))`; its MLP sub-layer that follows belongs to it.
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from gradlint.model.ir import Node, Norm, Opaque, Residual, TransformerBlock, walk
-
-ATTENTION = "attention"
-
+from gradlint.model.ir import Attention, Node, Norm, Residual, TransformerBlock, walk
 
 @dataclass(frozen=True)
 class Block:
@@ -35,7 +32,7 @@ def _block_id(name: str) -> str:
 
 
 def has_attention(nodes: Sequence[Node]) -> bool:
-    return any(isinstance(n, Opaque) and n.what == ATTENTION for n in walk(tuple(nodes)))
+    return any(isinstance(n, Attention) for n in walk(tuple(nodes)))
 
 
 def _plain_skip(node: Residual) -> bool:

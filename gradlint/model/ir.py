@@ -1,8 +1,8 @@
 """The model IR both front-ends lower into: a network as an ordered sequence of nodes.
 
 Nothing here knows libcst, onnx or torch. A `Network` is what `forward` does, in order: parametric
-layers (`Param`), activations, norms, residual blocks (whose body is again a node sequence),
-recurrent layers, and nodes the front-end could not model (`Opaque`), which break a chain so
+layers (`Param`), activations, norms, residual blocks (whose body is again a node sequence; also
+gates and concatenations), recurrent layers, softmax attention, and nodes the front-end could not model (`Opaque`), which break a chain so
 that a guess never becomes a finding.
 """
 
@@ -89,8 +89,10 @@ class Residual:
     """x + f(x): the body is f. scale is a literal multiplier on the skip path (DeepNorm's alpha)
     or on the branch, when the source states one.
 
-    join: 'add' (x + f(x)) or 'cat' (torch.cat / torch.stack of the input and its branches:
-    DenseNet, Inception, CSP). branches: further parallel bodies beside `body`, from the same
+    join: 'add' (x + f(x)), 'cat' (torch.cat / torch.stack of the input and its branches:
+    DenseNet, Inception, CSP) or 'mul' (an elementwise product or quotient of branches: a gate,
+    x * sigmoid(g(x)), squeeze-and-excitation, GLU/SwiGLU; its factor depends on the data, so the
+    scale after it is unknown). branches: further parallel bodies beside `body`, from the same
     input. skip_scale 0.0 says the input itself is not among the joined parts.
     """
 
@@ -127,6 +129,27 @@ class TransformerBlock:
 
 
 @dataclass(frozen=True)
+class Attention:
+    """Softmax attention: `softmax(q k^T * scale) v` written out, `F.scaled_dot_product_attention`,
+    or `nn.MultiheadAttention`. what: 'matmul' (a product of two branches of one input, written
+    with `@`, `matmul`, `bmm` or `einsum`), 'sdpa', 'multihead'.
+
+    Its gradient scale is data-dependent (the softmax weights depend on q and k), so the
+    propagation model does not give it a gain: a chain ends at it and the scale after it is
+    unknown, exactly as for an Opaque node. What it adds over Opaque is that the architecture
+    rules know it is attention (a residual body holding one is a transformer sub-layer) and that
+    `gradlint model` shows it as understood. projections: the parametric layers that feed it
+    only through the product (q, k, v projections written as separate branches), in forward
+    order; layers shared by every operand stay in the chain before it.
+    """
+
+    name: str
+    what: str
+    projections: tuple[Param, ...] = ()
+    origin: Origin = None
+
+
+@dataclass(frozen=True)
 class Passthrough:
     """Dropout, pooling, reshapes: no parameters, no meaningful change of gradient scale."""
 
@@ -145,7 +168,7 @@ class Opaque:
     origin: Origin = None
 
 
-Node = Union[Param, Activation, Norm, Residual, Recurrent, TransformerBlock, Passthrough, Opaque]
+Node = Union[Param, Activation, Norm, Residual, Recurrent, TransformerBlock, Attention, Passthrough, Opaque]
 
 
 @dataclass(frozen=True)

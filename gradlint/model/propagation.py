@@ -17,7 +17,8 @@ is known from the init alone for PyTorch's defaults and kaiming fan_in, even for
 only by name.
 
 A chain ends at anything that resets or hides the scale: a norm, a residual block, a recurrent
-layer, a library transformer block, an opaque node, an embedding, an activation outside
+layer, a library transformer block, softmax attention (its factor depends on the data), a
+product of branches (a gate: a 'mul' residual), an opaque node, an embedding, an activation outside
 activations.KNOWN (softmax), a dead (constant) layer, and a layer whose fan_in * sigma^2 is
 unknown (which may still start the next chain: a chain's first layer takes no part in its
 gain). It also ends where the forward variance is unknown and the activation is not
@@ -34,6 +35,7 @@ from typing import Callable, Sequence
 from gradlint.model.init import bias_variance, fan_times_variance, is_dead, weight_variance
 from gradlint.model.ir import (
     Activation,
+    Attention,
     InitSpec,
     Network,
     Node,
@@ -192,12 +194,20 @@ class _Walk:
             elif isinstance(node, Residual):
                 incoming = self.out_moment()
                 self.reset(None)
-                body = _Walk(self.chains, self.stats, incoming).run(node.body)
+                # A gate's branch usually starts with a reduction (global pooling: `x.mean((2, 3))`,
+                # a Passthrough here) whose second moment is not its input's: it starts unknown,
+                # so no saturation (GL104) is predicted from a scale the gate never sees.
+                start = None if node.join == "mul" else incoming
+                body = _Walk(self.chains, self.stats, start).run(node.body)
                 for branch in node.branches:
-                    _Walk(self.chains, self.stats, incoming).run(branch)
+                    _Walk(self.chains, self.stats, start).run(branch)
                 # A concatenation mixes parts of different scales: the scale after it is unknown.
                 joined = node.join == "add" and not node.branches
                 self.source = _residual_moment(incoming, body, node.skip_scale, node.branch_scale) if joined else None
+            elif isinstance(node, Attention):
+                # Softmax attention's backward factor depends on the data (the softmax weights):
+                # no gain is invented; the chain ends and the scale after it is unknown.
+                self.reset(None)
             elif isinstance(node, TransformerBlock):
                 # Post-LN blocks end in LayerNorm (unit scale); pre-LN ones in x + f(x).
                 self.reset(1.0 if node.norm_first is False else None)

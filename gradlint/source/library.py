@@ -290,6 +290,138 @@ class PatchEmbed(nn.Module):
         return x
 
 
+def create_classifier(num_features, num_classes, pool_type="avg", use_conv=False, input_fmt="NCHW", drop_rate=None,
+                      **kwargs):
+    global_pool = SelectAdaptivePool2d(pool_type=pool_type)
+    if num_classes <= 0:
+        fc = nn.Identity()
+    elif use_conv:
+        fc = nn.Conv2d(num_features, num_classes, 1, bias=True)
+    else:
+        fc = nn.Linear(num_features, num_classes, bias=True)
+    if drop_rate is not None:
+        return global_pool, nn.Dropout(drop_rate), fc
+    return global_pool, fc
+
+
+def create_pool2d(pool_type, kernel_size, stride=None, **kwargs):
+    if pool_type == "max":
+        return nn.MaxPool2d(kernel_size, stride)
+    return nn.AvgPool2d(kernel_size, stride)
+
+
+def create_norm_layer(layer_name, num_features, **kwargs):
+    layer = get_norm_layer(layer_name)
+    return layer(num_features)
+
+
+def get_attn(attn_type):
+    if not attn_type:
+        return None
+    if attn_type == "se":
+        return SEModule
+    if attn_type == "ese":
+        return EffectiveSEModule
+    if isinstance(attn_type, str):
+        return AttentionOfAnotherKind  # not in this catalogue: a module gradlint does not see
+    return attn_type
+
+
+def create_attn(attn_type, channels, **kwargs):
+    module_cls = get_attn(attn_type)
+    if module_cls is not None:
+        return module_cls(channels, **kwargs)
+    return None
+
+
+class SEModule(nn.Module):
+    def __init__(self, channels, rd_ratio=1. / 16, rd_channels=None, rd_divisor=8, add_maxpool=False, bias=True,
+                 act_layer=nn.ReLU, norm_layer=None, gate_layer="sigmoid", **kwargs):
+        if not rd_channels:
+            rd_channels = make_divisible(channels * rd_ratio, rd_divisor)
+        self.fc1 = nn.Conv2d(channels, rd_channels, kernel_size=1, bias=bias)
+        if norm_layer:
+            self.bn = norm_layer(rd_channels)
+        else:
+            self.bn = nn.Identity()
+        self.act = create_act_layer(act_layer, inplace=True)
+        self.fc2 = nn.Conv2d(rd_channels, channels, kernel_size=1, bias=bias)
+        self.gate = create_act_layer(gate_layer)
+
+    def forward(self, x):
+        x_se = x.mean((2, 3), keepdim=True)
+        x_se = self.fc1(x_se)
+        x_se = self.act(self.bn(x_se))
+        x_se = self.fc2(x_se)
+        return x * self.gate(x_se)
+
+
+class EffectiveSEModule(nn.Module):
+    def __init__(self, channels, add_maxpool=False, gate_layer="hard_sigmoid", **kwargs):
+        self.fc = nn.Conv2d(channels, channels, kernel_size=1, padding=0)
+        self.gate = create_act_layer(gate_layer)
+
+    def forward(self, x):
+        x_se = x.mean((2, 3), keepdim=True)
+        x_se = self.fc(x_se)
+        return x * self.gate(x_se)
+
+
+class SqueezeExcite(SEModule):
+    pass
+
+
+class ConvMlp(nn.Module):
+    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.ReLU, norm_layer=None,
+                 bias=True, drop=0., **kwargs):
+        out_features = out_features or in_features
+        hidden_features = hidden_features or in_features
+        self.fc1 = nn.Conv2d(in_features, hidden_features, kernel_size=1)
+        if norm_layer:
+            self.norm = norm_layer(hidden_features)
+        else:
+            self.norm = nn.Identity()
+        self.act = act_layer()
+        self.drop = nn.Dropout(drop)
+        self.fc2 = nn.Conv2d(hidden_features, out_features, kernel_size=1)
+
+    def forward(self, x):
+        x = self.fc1(x)
+        x = self.norm(x)
+        x = self.act(x)
+        x = self.drop(x)
+        x = self.fc2(x)
+        return x
+
+
+class NormMlpClassifierHead(nn.Module):
+    def __init__(self, in_features, num_classes, hidden_size=None, pool_type="avg", drop_rate=0.,
+                 norm_layer=LayerNorm2d, act_layer=nn.Tanh, **kwargs):
+        self.global_pool = SelectAdaptivePool2d(pool_type=pool_type)
+        self.norm = norm_layer(in_features)
+        self.flatten = nn.Flatten(1)
+        if hidden_size:
+            self.pre_logits = nn.Sequential(nn.Linear(in_features, hidden_size), act_layer())
+            num_features = hidden_size
+        else:
+            self.pre_logits = nn.Identity()
+            num_features = in_features
+        self.drop = nn.Dropout(drop_rate)
+        if num_classes > 0:
+            self.fc = nn.Linear(num_features, num_classes)
+        else:
+            self.fc = nn.Identity()
+
+    def forward(self, x, pre_logits=False):
+        x = self.global_pool(x)
+        x = self.norm(x)
+        x = self.flatten(x)
+        x = self.pre_logits(x)
+        x = self.drop(x)
+        x = self.fc(x)
+        return x
+
+
 class ClassifierHead(nn.Module):
     def __init__(self, in_features, num_classes, pool_type="avg", drop_rate=0., use_conv=False, **kwargs):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
@@ -325,7 +457,15 @@ FALSE_FUNCTIONS = frozenset({
 })
 # Functions that drop a path at random during training (stochastic depth): in expectation the
 # identity on the gradient's scale.
-PASS_FUNCTIONS = frozenset({"drop_path", "stochastic_depth", "drop_block_2d", "drop_block_fast_2d"})
+PASS_FUNCTIONS = frozenset({"drop_path", "stochastic_depth", "drop_block_2d", "drop_block_fast_2d",
+                            # 'same' padding: zeros at the border, the scale inside is kept
+                            "pad_same"})
+# timm's normalisation functions (layers/fast_norm.py), by the norm they compute: simple_norm
+# divides by the root mean square without centring, which is RMSNorm.
+NORM_FUNCTIONS = {
+    "fast_group_norm": "group", "fast_layer_norm": "layer", "rms_norm": "rms", "fast_rms_norm": "rms",
+    "rms_norm2d": "rms", "fast_rms_norm2d": "rms", "simple_norm": "rms", "fast_simple_norm": "rms",
+}
 
 _PACKAGES = ("torchvision.", "timm.")
 
@@ -340,7 +480,8 @@ def library_name(quals: frozenset[str], path: str) -> str | None:
         last = q.rsplit(".", 1)[-1]
         if not (q.startswith(_PACKAGES) or (q.startswith(".") and inside)):
             continue
-        if last in _names() or last in PASS or last in CHECKPOINT_FUNCTIONS or last in PASS_FUNCTIONS:
+        if (last in _names() or last in PASS or last in CHECKPOINT_FUNCTIONS or last in PASS_FUNCTIONS
+                or last in NORM_FUNCTIONS):
             return last
         if last in ("to_2tuple", "to_ntuple", "make_divisible", "_make_divisible", "use_fused_attn"):
             return last

@@ -4,10 +4,12 @@
 containers are followed through locals, loops over `range(n)` are unrolled when `n` is known
 (literals, default arguments, module constants), and every initialisation (`nn.init.*`, in-place
 `weight.data.normal_()`, `self.apply(fn)` and loops over `self.modules()` with isinstance dispatch)
-is attached to the layers it reaches, in program order. `forward` is then interpreted over paths:
-each value is the tuple of IR nodes applied to an input since that input, so `x + f(x)` is
-recognised as a residual by its common prefix. Whatever cannot be followed becomes `Opaque`, which
-ends chains: the front-end never guesses a structure into a finding.
+is attached to the layers it reaches, in program order. A condition __init__ cannot decide makes
+the modules its branches build a choice (`Alt`). `forward` is then interpreted over paths
+(source/forward.py), one per combination of undecided conditions and choices: each value is the
+tuple of IR nodes applied to an input since that input, so `x + f(x)` is recognised as a residual
+by its common prefix. Whatever cannot be followed becomes `Opaque`, which ends chains: the
+front-end never guesses a structure into a finding.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import libcst as cst
 
 from gradlint.model.blocks import block_count
 from gradlint.model.ir import (
-    Activation, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent, Residual,
+    Activation, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent,
     TransformerBlock,
 )
 from gradlint.source import catalog as C
@@ -32,6 +34,8 @@ from gradlint.source.names import dotted, mentions
 # Forward paths explored per network when `if` conditions cannot be decided (each undecided
 # condition doubles them); past this, the branches are merged into an opaque node as before.
 MAX_PATHS = 8
+# Choices one value of __init__ may hold when conditions cannot be decided (see Alt).
+MAX_OPTIONS = 4
 
 
 class _Unknown:
@@ -123,6 +127,48 @@ class ListVal:
     items: list
 
 
+@dataclass(eq=False)
+class Alt:
+    """A module __init__ built one of several ways, chosen by a condition it cannot decide
+    (`nn.Identity() if linear_out else act()`, `if expand_ratio != 1: layers.append(conv)`).
+    key: that `if` or conditional expression. Forward is lowered once per choice (Lowerer.decide:
+    one decision per key and run), so each choice is a path of its own and a finding about order
+    must hold on every path. splice: the options are runs of list items (what each branch
+    appended), spliced into the list or container that holds this value."""
+
+    key: Any
+    options: tuple
+    splice: bool = False
+
+
+NO_CHOICE: Any = object()  # Lowerer.pick when branches are merged
+
+
+def _alt(key: Any, options: tuple, splice: bool = False) -> Any:
+    """One of `options` (distinct by identity), or the one value when they are all the same;
+    unknown past MAX_OPTIONS choices in all (a long if/elif dispatch on a name we do not know
+    would multiply the forward paths for nothing: no finding holds on all of them)."""
+    out: list = []
+    for o in options:
+        if not any(o is x for x in out):
+            out.append(o)
+    if len(out) == 1 and not splice:
+        return out[0]
+    if sum(_leaves(o) for o in out) > MAX_OPTIONS:
+        return UNKNOWN
+    return Alt(key, tuple(out), splice)
+
+
+def _leaves(v: Any) -> int:
+    return sum(_leaves(o) for o in v.options) if isinstance(v, Alt) and not v.splice else 1
+
+
+def _module_like(v: Any) -> bool:
+    """A value an undecided branch may choose between and still be lowered: a module, a module
+    class, or None (no module)."""
+    return v is None or isinstance(v, (Ctor, ClassRef, Alt))
+
+
 @dataclass(frozen=True)
 class AnyModule:
     """The loop variable of `for m in self.modules()` / the argument of an `apply` function;
@@ -195,6 +241,8 @@ class FileModel:
         self.meter = Meter()
         self.cuts = 0  # instances whose __init__ a budget cut short
         self.building: dict[str, int] = {}  # local classes being instantiated, with their nesting
+        # Set while forward is lowered: the option of an Alt this forward run takes (None: merge).
+        self.pick: Any = None
         self._collect()
 
     def library(self) -> "FileModel":
@@ -237,6 +285,25 @@ class FileModel:
                         info.sequential = "torch.nn.Sequential" in quals or (local is not None and local.sequential)
                         changed = True
                         break
+
+    def items_of(self, v: Any) -> list | None:
+        """The items of a list or container, with the runs that undecided branches appended
+        resolved by the forward run being lowered; None when they cannot be (in __init__, where
+        their number is not known)."""
+        items = v.items if isinstance(v, (ListVal, Ctor)) else None
+        if items is None or not any(isinstance(i, Alt) and i.splice for i in items):
+            return items
+        out: list = []
+        for i in items:
+            if not (isinstance(i, Alt) and i.splice):
+                out.append(i)
+                continue
+            chosen = self.pick(i) if self.pick is not None else NO_CHOICE
+            inner = self.items_of(chosen) if chosen is not NO_CHOICE else None
+            if inner is None:
+                return None
+            out.extend(inner)
+        return out
 
     # ---- expressions ---------------------------------------------------------------------
     def lookup(self, name: str, env: dict) -> Any:
@@ -286,9 +353,18 @@ class FileModel:
         meter = self.meter
         try:
             meter.enter()  # too deep, or the file's steps spent: Exhausted, the value is Unknown
-            return self._eval_node(e, env)
+            value = self._eval_node(e, env)
         finally:
             meter.leave()
+        if self.pick is not None:
+            # In forward, a choice of __init__ is the one this run takes: `if self.se is not None`
+            # agrees with the module `self.se(x)` calls.
+            while isinstance(value, Alt) and not value.splice:
+                chosen = self.pick(value)
+                if chosen is NO_CHOICE:
+                    break
+                value = chosen
+        return value
 
     def _eval_node(self, e: cst.BaseExpression, env: dict) -> Any:
         if isinstance(e, cst.Integer):
@@ -396,7 +472,7 @@ class FileModel:
             base = self._eval(e.value, env)
             if len(e.slice) == 1 and isinstance(e.slice[0].slice, cst.Index):
                 idx = self._eval(e.slice[0].slice.value, env)
-                items = base.items if isinstance(base, (ListVal, Ctor)) and base.items is not None else None
+                items = self.items_of(base)
                 if items is not None and isinstance(idx, int) and -len(items) <= idx < len(items):
                     return items[idx]
                 if isinstance(base, Ctor) and base.keys is not None and isinstance(idx, str) and idx in base.keys:
@@ -411,11 +487,20 @@ class FileModel:
             # `DropPath(p) if p > 0 else nn.Identity()`: when both choices leave the gradient's
             # scale alone, which one is built does not matter.
             a, b = self._eval(e.body, env), self._eval(e.orelse, env)
-            return a if _neutral_module(a) and _neutral_module(b) else UNKNOWN
+            if _neutral_module(a) and _neutral_module(b):
+                return a
+            # Two modules (or module classes, or None): each is a forward path of its own.
+            return _alt(e, (a, b)) if _module_like(a) and _module_like(b) else UNKNOWN
         if isinstance(e, cst.Comparison) and len(e.comparisons) == 1:
             left = self._eval(e.left, env)
             right = self._eval(e.comparisons[0].comparator, env)
             op = e.comparisons[0].operator
+            if isinstance(op, (cst.Is, cst.IsNot)) and right is None and isinstance(left, Alt) and not left.splice:
+                found = {o is None for o in left.options if o is not UNKNOWN and not isinstance(o, Sym)}
+                if len(found) != 1 or len(left.options) != sum(1 for o in left.options if o is not UNKNOWN and not isinstance(o, Sym)):
+                    return UNKNOWN
+                result = found.pop()
+                return result if isinstance(op, cst.Is) else not result
             if isinstance(op, (cst.Is, cst.IsNot)) and right is None and left is not UNKNOWN and not isinstance(left, Sym):
                 result = left is None
                 return result if isinstance(op, cst.Is) else not result
@@ -426,8 +511,18 @@ class FileModel:
                 for kind, fn in ops.items():
                     if isinstance(op, kind):
                         return fn(left, right)
+            if isinstance(op, (cst.Equal, cst.NotEqual)) and any(
+                    isinstance(a, str) and (isinstance(b, (ClassRef, Ctor, ListVal, bool)) or b is None or _num(b))
+                    for a, b in ((left, right), (right, left))):
+                return isinstance(op, cst.NotEqual)  # a string never equals a class, a module, a number
             if isinstance(left, str) and isinstance(right, str) and isinstance(op, (cst.Equal, cst.NotEqual)):
                 return (left == right) == isinstance(op, cst.Equal)
+            if isinstance(op, (cst.In, cst.NotIn)) and (isinstance(left, str) or _num(left) or left is None):
+                items = right.items if isinstance(right, ListVal) else list(right.items) if isinstance(right, DictVal) else None
+                if isinstance(right, str) and isinstance(left, str):
+                    return (left in right) == isinstance(op, cst.In)
+                if items is not None and all(isinstance(i, (str, int, float)) or i is None for i in items):
+                    return (left in items) == isinstance(op, cst.In)
             return UNKNOWN
         return UNKNOWN
 
@@ -464,7 +559,7 @@ class FileModel:
         return DictVal(items)
 
     def _slice(self, base: Any, sl: cst.Slice, env: dict) -> Any:
-        items = base.items if isinstance(base, ListVal) else None
+        items = self.items_of(base) if isinstance(base, ListVal) else None
         if items is None:
             return UNKNOWN
         bounds = []
@@ -526,11 +621,8 @@ class FileModel:
                 inner = self._iterable(expr.args[0].value, env)
                 return None if inner is None else list(reversed(inner))
         v = self._eval(expr, env)
-        if isinstance(v, ListVal):
-            return list(v.items)
-        if isinstance(v, Ctor) and v.items is not None:
-            return list(v.items)
-        return None
+        items = self.items_of(v)
+        return None if items is None else list(items)
 
     def _bind(self, target: cst.BaseExpression, value: Any, env: dict) -> bool:
         if isinstance(target, cst.Name):
@@ -552,6 +644,14 @@ class FileModel:
         special = self._call_values(call, name, quals, env)
         if special is not _NOT_HANDLED:
             return special
+        if isinstance(func, cst.Attribute) and func.attr.value in _STR_METHODS:
+            base = self._eval(func.value, env)
+            if isinstance(base, str):
+                args = [self._eval(a.value, env) for a in call.args]
+                if all(isinstance(a, (str, ListVal)) for a in args) and not any(a.keyword or a.star for a in call.args):
+                    args = [tuple(a.items) if isinstance(a, ListVal) else a for a in args]
+                    if all(isinstance(a, str) or all(isinstance(i, str) for i in a) for a in args):
+                        return getattr(base, func.attr.value)(*args)
         if name == "str" and len(call.args) == 1:
             v = self._eval(call.args[0].value, env)
             return str(v) if isinstance(v, (int, str)) and not isinstance(v, bool) else UNKNOWN
@@ -560,12 +660,8 @@ class FileModel:
             v = bounded(type(0 if name == "int" else 0.0)(v)) if _num(v) else None
             return UNKNOWN if v is None else v
         if name == "len" and call.args:
-            v = self._eval(call.args[0].value, env)
-            if isinstance(v, ListVal):
-                return len(v.items)
-            if isinstance(v, Ctor) and v.items is not None:
-                return len(v.items)
-            return UNKNOWN
+            items = self.items_of(self._eval(call.args[0].value, env))
+            return UNKNOWN if items is None else len(items)
         if name in ("list", "tuple") and call.args:
             seq = self._iterable(call.args[0].value, env)
             return ListVal(seq) if seq is not None else UNKNOWN
@@ -614,6 +710,10 @@ class FileModel:
         held = env.get(name) if name is not None and name in env else None
         if isinstance(held, ClassRef):
             return self.construct(held, self.bound_args(call, env), call)
+        if isinstance(held, Alt) and not held.splice:
+            bound = self.bound_args(call, env)
+            return _alt(held.key, tuple(self.construct(o, bound, call) if isinstance(o, ClassRef) else UNKNOWN
+                                        for o in held.options))
         if quals & L.FALSE_FUNCTIONS:
             return False
         if "functools.partial" in quals and call.args:
@@ -667,7 +767,7 @@ class FileModel:
             return UNKNOWN
         if lib == "use_fused_attn":
             return True  # the fused kernel and the written-out attention are the same function
-        if lib in L.CHECKPOINT_FUNCTIONS or lib in L.PASS_FUNCTIONS:
+        if lib in L.CHECKPOINT_FUNCTIONS or lib in L.PASS_FUNCTIONS or lib in L.NORM_FUNCTIONS:
             return UNKNOWN
         libfm = self.library()
         bound = self.bound_args(call, env)
@@ -757,7 +857,8 @@ class FileModel:
         try:
             interp = _InitInterpreter(self, scope, inst=env.get("__instance__"))
             interp.block(fn.body)
-            return interp.returned if interp.returned is not None else UNKNOWN
+            # `return None` is None (no anti-aliasing layer); no return seen at all is unknown.
+            return interp.returned if interp.returned is not None or interp.has_returned else UNKNOWN
         finally:
             self.depth -= 1
 
@@ -967,6 +1068,7 @@ def _num(v: Any) -> bool:
 
 
 _NOT_HANDLED: Any = object()
+_STR_METHODS = frozenset({"lower", "upper", "strip", "startswith", "endswith", "replace"})
 _TENSOR_FACTORIES = frozenset({
     "torch.nn.Parameter", "torch.nn.parameter.Parameter", "torch.zeros", "torch.ones", "torch.randn", "torch.rand",
     "torch.empty", "torch.tensor", "torch.full", "torch.arange", "torch.linspace", "torch.eye", "torch.Tensor",
@@ -991,8 +1093,14 @@ def _literal_str(e: cst.SimpleString) -> Any:
     return e.evaluated_value
 
 
+def _neutral_nodes(nodes: tuple) -> bool:
+    return all(isinstance(n, Passthrough) or isinstance(n, Activation) and n.fn == "identity" for n in nodes)
+
+
 def _neutral_module(v: Any) -> bool:
     """A module that passes its input on at the same scale (identity, dropout, stochastic depth)."""
+    if isinstance(v, Alt) and not v.splice:
+        return all(_neutral_module(o) for o in v.options)
     if not isinstance(v, Ctor):
         return False
     return v.kind == "pass" or (v.kind == "torch" and (v.cls == "Identity" or v.cls.startswith("Dropout")))
@@ -1006,6 +1114,11 @@ def _truth(v: Any) -> bool | None:
         return bool(v)
     if isinstance(v, ClassRef):
         return True
+    if isinstance(v, Alt):
+        truths = {_truth(o) if not v.splice else _truth(o) for o in v.options}
+        return truths.pop() if len(truths) == 1 else None
+    if isinstance(v, ListVal) and any(isinstance(i, Alt) and i.splice for i in v.items):
+        return True if any(not (isinstance(i, Alt) and i.splice) for i in v.items) else None
     if isinstance(v, ListVal) and UNKNOWN not in v.items:
         return bool(v.items)
     if isinstance(v, DictVal):
@@ -1013,7 +1126,7 @@ def _truth(v: Any) -> bool | None:
     if isinstance(v, Ctor):
         # Containers are falsy when empty (they define __len__); other modules are always true.
         if v.items is not None:
-            return bool(v.items) if UNKNOWN not in v.items else None
+            return _truth(ListVal(v.items)) if UNKNOWN not in v.items else None
         return True if v.kind != "unknown" else None
     return None
 
@@ -1069,6 +1182,11 @@ class _InitInterpreter(_Walker):
         self.inst = inst
         self.returned: Any = None
         self.done = False
+        # (if statement, value) of returns inside branches of undecided conditions, which the
+        # return after them is the other choice of.
+        self.early: list = []
+        self.raised = False
+        self.has_returned = False
 
     def ev(self, e: cst.BaseExpression) -> Any:
         return self.fm.eval(e, self.env)
@@ -1132,9 +1250,15 @@ class _InitInterpreter(_Walker):
                 self.assign(small.target, UNKNOWN)
         elif isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
             self.call_stmt(small.value)
+        elif isinstance(small, cst.Raise) or isinstance(small, cst.Assert) and _truth(self.ev(small.test)) is False:
+            # A configuration that is refused: a branch that reaches this builds nothing.
+            self.raised = self.done = True
         elif isinstance(small, cst.Return):
-            self.returned = self.ev(small.value) if small.value is not None else None
-            self.done = True
+            value = self.ev(small.value) if small.value is not None else None
+            for key, earlier in reversed(self.early):
+                value = _alt(key, (earlier, value)) if _module_like(earlier) and _module_like(value) else UNKNOWN
+            self.returned = value
+            self.done = self.has_returned = True
 
     def call_stmt(self, call: cst.Call) -> None:
         func = call.func
@@ -1367,14 +1491,68 @@ class _InitInterpreter(_Walker):
             elif stmt.orelse is not None:
                 self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
             return
-        # Unknown condition: run both branches on copies and keep what they agree on.
-        before = _snapshot(self.env)
-        self.block(stmt.body)
-        self.done = False
-        if stmt.orelse is not None:
-            self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
-            self.done = False
-        _poison_changed(self.env, before, keep_new_attrs=True, inst=self.inst)
+        self.both_branches(stmt)
+
+    def both_branches(self, stmt: cst.If) -> None:
+        """An `if` whose condition is not known at construction: each branch runs from the same
+        state. Where they built different modules, or appended different layers to a list, the
+        value is an Alt (one forward path per choice); any other value they disagree on becomes
+        unknown. A module attribute only one branch sets is kept (it exists on some configuration)."""
+        env0 = dict(self.env)
+        attrs0 = dict(self.inst.attrs) if self.inst is not None else {}
+        lists = {id(v): (v, list(v.items)) for v in env0.values()
+                 if isinstance(v, ListVal) or isinstance(v, Ctor) and v.items is not None}
+        returned0 = self.returned
+        outcomes = []
+        for body in (stmt.body, None if stmt.orelse is None else
+                     stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse]):
+            self.env.clear()
+            self.env.update(env0)
+            if self.inst is not None:
+                self.inst.attrs.clear()
+                self.inst.attrs.update(attrs0)
+            for obj, items in lists.values():
+                obj.items[:] = items
+            self.returned, self.done, self.raised = returned0, False, False
+            if body is not None:
+                self.block(body)
+            outcomes.append((dict(self.env), dict(self.inst.attrs) if self.inst is not None else {},
+                             {k: list(obj.items) for k, (obj, _) in lists.items()}, self.returned, self.done,
+                             self.raised))
+        if outcomes[0][5] != outcomes[1][5]:
+            # One branch refuses the configuration (raise, assert False): the other one is taken.
+            env_a, attrs_a, lists_a, ret_a, done_a, _ = outcomes[1] if outcomes[0][5] else outcomes[0]
+            self.env.clear()
+            self.env.update(env_a)
+            if self.inst is not None:
+                self.inst.attrs.clear()
+                self.inst.attrs.update(attrs_a)
+            for k, (obj, _) in lists.items():
+                obj.items[:] = lists_a[k]
+            self.returned, self.done, self.raised = ret_a, done_a, False
+            return
+        self.raised = outcomes[0][5]
+        (env_a, attrs_a, lists_a, ret_a, done_a, _), (env_b, attrs_b, lists_b, ret_b, done_b, _) = outcomes
+        for k, (obj, items) in lists.items():
+            obj.items[:] = _merge_items(stmt, items, lists_a[k], lists_b[k])
+        self.env.clear()
+        self.env.update(_merge_values(stmt, env0, env_a, env_b, keep_one=lambda key: key.startswith("self.")))
+        if self.inst is not None:
+            merged = _merge_values(stmt, attrs0, attrs_a, attrs_b, keep_one=lambda key: True)
+            self.inst.attrs.clear()
+            self.inst.attrs.update(merged)
+            for name, value in merged.items():
+                self.env["self." + name] = value
+        self.done = done_a and done_b
+        if self.done:
+            self.returned = _alt(stmt, (ret_a, ret_b)) if _module_like(ret_a) and _module_like(ret_b) else (
+                ret_a if ret_a is ret_b else UNKNOWN)
+        elif done_a or done_b:
+            # One branch returned: the code after the `if` is the other choice of the return value.
+            self.early.append((stmt, ret_a if done_a else ret_b))
+            self.returned = returned0
+        else:
+            self.returned = returned0
 
     def _isinstance_test(self, test: cst.BaseExpression) -> tuple[str, tuple[str, ...]] | None:
         if isinstance(test, cst.Call) and dotted(test.func) == "isinstance" and len(test.args) == 2:
@@ -1402,6 +1580,46 @@ def _touches_init(body: cst.CSTNode) -> bool:
 
     body.visit(V())
     return bool(found)
+
+
+_MISSING: Any = object()
+
+
+def _merge_items(key: Any, before: list, a: list, b: list) -> list:
+    """A list after an undecided `if`: unchanged, or with what each branch appended spliced in as
+    an Alt; any other change (an item replaced or removed) makes it unknown."""
+    if len(a) == len(b) and all(x is y for x, y in zip(a, b)):
+        return a
+    n = len(before)
+    if all(len(side) >= n and all(x is y for x, y in zip(side, before)) for side in (a, b)):
+        return before + [Alt(key, (ListVal(a[n:]), ListVal(b[n:])), splice=True)]
+    return [UNKNOWN]
+
+
+def _merge_values(key: Any, before: dict, a: dict, b: dict, keep_one) -> dict:
+    """Names (or attributes) after an undecided `if` whose branches left them as `a` and `b`."""
+    out: dict = {}
+    for k in list(dict.fromkeys([*a, *b])):
+        va, vb = a.get(k, _MISSING), b.get(k, _MISSING)
+        if va is vb:
+            out[k] = va
+        elif k.startswith("__"):
+            out[k] = va if va is not _MISSING else vb
+        elif va is _MISSING or vb is _MISSING:
+            one = vb if va is _MISSING else va
+            if k in before:  # deleted on one side: unknown
+                out[k] = UNKNOWN
+            elif keep_one(k) or _module_like(one) and not (one is None):
+                out[k] = one
+            else:
+                out[k] = UNKNOWN
+        elif _module_like(va) and _module_like(vb):
+            out[k] = _alt(key, (va, vb))
+        elif type(va) is type(vb) and isinstance(va, (int, float, str, bool)) and va == vb:
+            out[k] = va
+        else:
+            out[k] = UNKNOWN
+    return out
 
 
 def _snapshot(env: dict) -> dict:
@@ -1454,9 +1672,18 @@ class Lowerer:
         for name, value in attrs.items():
             if name.startswith("__"):
                 continue
+            if isinstance(value, Alt) and value.splice and name.isdigit():  # nn.Sequential subclass
+                for option in value.options:
+                    for k, inner in enumerate(option.items):
+                        self._assign(inner, f"{prefix}{int(name) + k}", type_inits)
+                continue
             self._assign(value, f"{prefix}{name}", type_inits)
 
     def _assign(self, value: Any, path: str, type_inits: list) -> None:
+        if isinstance(value, Alt) and not value.splice:
+            for option in value.options:  # every choice is a layer of some configuration
+                self._assign(option, path, type_inits)
+            return
         if not isinstance(value, Ctor) or id(value) in self.seen:
             return
         self.seen.add(id(value))
@@ -1466,8 +1693,17 @@ class Lowerer:
         value.__dict__["type_inits"] = type_inits
         if value.items is not None:
             keys = value.keys if value.keys is not None and len(value.keys) == len(value.items) else None
-            for i, item in enumerate(value.items):
-                self._assign(item, f"{path}.{keys[i] if keys else i}", type_inits)
+            i = 0
+            for j, item in enumerate(value.items):
+                if isinstance(item, Alt) and item.splice:
+                    # Items after a splice are numbered as if its first option was taken.
+                    for option in item.options:
+                        for k, inner in enumerate(option.items):
+                            self._assign(inner, f"{path}.{i + k}", type_inits)
+                    i += len(item.options[0].items)
+                    continue
+                self._assign(item, f"{path}.{keys[j] if keys else i}", type_inits)
+                i += 1
         if value.instance is not None:
             inner = value.instance.type_inits + type_inits  # the parent's apply() reaches children
             self.assign_paths(value.instance.attrs, path + ".", inner)
@@ -1562,6 +1798,24 @@ class Lowerer:
         self.choices[key] = choice
         return choice
 
+    def pick(self, alt: Alt) -> Any:
+        """The option of `alt` this forward run takes; NO_CHOICE when branches are merged."""
+        choice = self.decide(alt.key)
+        if choice is None:
+            return NO_CHOICE
+        return alt.options[0] if choice or len(alt.options) < 2 else alt.options[1]
+
+    def alt_nodes(self, alt: Alt, nodes_of) -> tuple:
+        """The nodes of the option this run takes; when merging, the nodes all options share,
+        else an opaque node."""
+        chosen = self.pick(alt)
+        if chosen is not NO_CHOICE:
+            return nodes_of(chosen)
+        found = [nodes_of(o) for o in alt.options]
+        if all(f == found[0] for f in found) or all(_neutral_nodes(f) for f in found):
+            return found[0]  # the same layers, or layers that all leave the gradient's scale alone
+        return (Opaque("", "branches differ"),)
+
     def forward_paths(self, inst: "Instance", prefix: str) -> tuple[list[tuple], bool, str]:
         """Every path through forward (at most MAX_PATHS), as distinct node tuples; whether each
         was followed; and why not when one was not. Past the bound, one merged run."""
@@ -1589,6 +1843,10 @@ class Lowerer:
     # forward
     def module_nodes(self, value: Any) -> tuple:
         """The IR nodes of calling a module value on a tensor."""
+        if isinstance(value, Alt) and not value.splice:
+            return self.alt_nodes(value, self.module_nodes)
+        if value is None:
+            return (Opaque("", "None called as a module"),)
         if not isinstance(value, Ctor):
             return (Opaque("", "unknown module"),)
         span = self.span(value)
@@ -1636,10 +1894,7 @@ class Lowerer:
                     return tuple(nodes)
                 return (Opaque(path, "Transformer of unknown depth", span),)
             if cls == "Sequential" and value.items is not None:
-                out: list = []
-                for item in value.items:
-                    out.extend(self.module_nodes(item))
-                return tuple(out)
+                return self.sequence_nodes(value.items)
             return (Opaque(path, f"nn.{cls} called as a layer: not modelled", span),)
         if value.kind == "local" and value.instance is not None:
             if self.depth >= MAX_DEPTH:
@@ -1654,19 +1909,34 @@ class Lowerer:
             return nodes if known else (Opaque(path, f"{value.cls}: forward not followed", span),)
         return (Opaque(path, f"{value.cls}: a class gradlint does not see (another file or library)", span),)
 
+    def sequence_nodes(self, items: list) -> tuple:
+        out: list = []
+        for item in items:
+            if isinstance(item, Alt) and item.splice:
+                out.extend(self.alt_nodes(item, lambda o: self.sequence_nodes(o.items)))
+            else:
+                out.extend(self.module_nodes(item))
+        return tuple(out)
+
     def forward(self, inst: Instance, prefix: str) -> tuple[tuple, bool]:
         fm = inst.fm or self.fm
+        saved, fm.pick = fm.pick, self.pick
+        try:
+            return self._forward(inst, prefix, fm)
+        finally:
+            fm.pick = saved
+
+    def _forward(self, inst: Instance, prefix: str, fm: "FileModel") -> tuple[tuple, bool]:
         fwd = fm._find_method(inst.cls, "forward")
         if fwd is None:
             if inst.cls.sequential:
                 seq = [v for k, v in inst.attrs.items() if k.isdigit()]
-                out: list = []
-                for v in seq:
-                    out.extend(self.module_nodes(v))
-                return tuple(out), True
+                return self.sequence_nodes(seq), True
             self.note = self.note or f"{inst.cls.name} has no forward"
             return (), False
-        interp = _ForwardInterpreter(self, inst)
+        from gradlint.source.forward import ForwardInterpreter  # it builds on this module's values
+
+        interp = ForwardInterpreter(self, inst)
         interp.prefix = prefix
         params = [p.name.value for p in fwd.params.params][1:]
         if not params:
@@ -1753,485 +2023,6 @@ def _div(a: Any, b: Any):
     if a is None or b is None:
         return None
     return f"{a}/{b}"
-
-
-class _ForwardInterpreter(_Walker):
-    """Interprets forward over paths of IR nodes."""
-
-    def __init__(self, low: Lowerer, inst: Instance) -> None:
-        self.low = low
-        self.fm = inst.fm or low.fm
-        self.inst = inst
-        self.env: dict = {}
-        self.returns: list = []
-        self.done = False
-        self.calls = 0
-        self.prefix = ""  # module path of the instance, for the names of opaque nodes
-
-    def attr(self, name: str) -> Any:
-        return self.inst.attrs.get(name, UNKNOWN)
-
-    def ev(self, e: cst.BaseExpression) -> Any:
-        self.calls += 1
-        if self.calls > 20000:
-            raise Exhausted()
-        meter = self.fm.meter
-        try:
-            meter.enter()
-            return self._ev_node(e)
-        finally:
-            meter.leave()
-
-    def _ev_node(self, e: cst.BaseExpression) -> Any:
-        if isinstance(e, cst.Name):
-            if e.value in self.env:
-                return self.env[e.value]
-            return self.fm.lookup(e.value, {})
-        if isinstance(e, cst.Attribute):
-            if isinstance(e.value, cst.Name) and e.value.value == "self":
-                return self.attr(e.attr.value)
-            base = self.ev(e.value)
-            if isinstance(base, PathVal):
-                if e.attr.value in ("T", "mT", "real", "data"):
-                    return base if e.attr.value != "data" else PathVal(base.root, base.nodes + (Opaque("", ".data"),))
-                return UNKNOWN  # x.shape and friends
-            if isinstance(base, Ctor) and base.instance is not None:
-                return base.instance.attrs.get(e.attr.value, UNKNOWN)
-            return UNKNOWN
-        if isinstance(e, cst.Subscript):
-            base = self.ev(e.value)
-            if isinstance(base, PathVal):
-                return base  # slicing a tensor keeps its scale
-            if len(e.slice) == 1 and isinstance(e.slice[0].slice, cst.Index):
-                idx = self.ev(e.slice[0].slice.value)
-                items = base.items if isinstance(base, (ListVal, Ctor)) and getattr(base, "items", None) is not None else None
-                if items is not None and isinstance(idx, int) and -len(items) <= idx < len(items):
-                    return items[idx]
-                if isinstance(base, Ctor) and base.keys is not None and isinstance(idx, str) and idx in base.keys:
-                    return base.items[base.keys.index(idx)]  # type: ignore[index]
-            return UNKNOWN
-        if isinstance(e, cst.Call):
-            return self.call(e)
-        if isinstance(e, cst.BinaryOperation):
-            return self.binop(e)
-        if isinstance(e, cst.UnaryOperation):
-            v = self.ev(e.expression)
-            return v if isinstance(v, PathVal) else self.fm.eval(e, self._numeric_env())
-        if isinstance(e, (cst.Tuple, cst.List)):
-            return ListVal([self.ev(el.value) for el in e.elements if not isinstance(el, cst.StarredElement)])
-        if isinstance(e, (cst.Integer, cst.Float, cst.SimpleString)):
-            return self.fm.eval(e, {})
-        if isinstance(e, cst.Comparison):
-            return self.fm.eval(e, self._numeric_env())
-        if isinstance(e, cst.IfExp):
-            test = _truth(self.fm.eval(e.test, self._numeric_env()))
-            if test is None:
-                test = self.low.decide(e)
-            if test is not None:
-                return self.ev(e.body if test else e.orelse)
-            a, b = self.ev(e.body), self.ev(e.orelse)
-            return _merge(a, b)
-        return UNKNOWN
-
-    def _numeric_env(self) -> dict:
-        env = {k: v for k, v in self.env.items() if not isinstance(v, PathVal)}
-        for k, v in self.inst.attrs.items():
-            env["self." + k] = v
-        return env
-
-    def paths_in(self, call: cst.Call) -> list:
-        return [v for v in (self.ev(a.value) for a in call.args) if isinstance(v, PathVal)]
-
-    def call(self, call: cst.Call) -> Any:
-        func = call.func
-        quals = self.fm.qual(func)
-        # calling a module: self.fc(x), layer(x), self.blocks[i](x)
-        if not quals:
-            target = self.ev(func) if not (isinstance(func, cst.Attribute) and isinstance(self.ev(func.value), PathVal)) else None
-            if isinstance(target, Ctor):
-                args = self.paths_in(call)
-                base = args[0] if args else PathVal("?", ())
-                if target.kind == "torch" and target.cls in C.ATTENTION_MODULES:
-                    self.inst.attention = True
-                    return PathVal(base.root, base.nodes + (Opaque(target.path or "", "attention"),))
-                if target.kind == "torch" and target.cls in C.RECURRENT_MODULES:
-                    out = PathVal(base.root, base.nodes + self.low.module_nodes(target))
-                    return ListVal([out, UNKNOWN])
-                return PathVal(base.root, base.nodes + self.low.module_nodes(target))
-            if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
-                method = self.fm._methods(self.inst.cls).get(func.attr.value)
-                if method is not None and func.attr.value != "forward":
-                    return self.call_method(method, call)
-        special = self.call_special(call, quals)
-        if special is not _NOT_HANDLED:
-            return special
-        for q in quals:
-            if q in C.ACTIVATION_FUNCTIONS:
-                return self.append(call, Activation("", C.ACTIVATION_FUNCTIONS[q], self._act_param(q, call)))
-            if q in C.NORM_FUNCTIONS:
-                return self.append(call, Norm("", C.NORM_FUNCTIONS[q]))
-            if q in C.PASSTHROUGH_FUNCTIONS:
-                return self.append(call, None)
-            if q in ("torch.nn.functional.scaled_dot_product_attention",):
-                self.inst.attention = True
-                return self.append(call, Opaque("", "attention"))
-        if isinstance(func, cst.Attribute):
-            owner = self.ev(func.value)
-            method = func.attr.value
-            if isinstance(owner, PathVal):
-                if method in C.ACTIVATION_METHODS:
-                    return PathVal(owner.root, owner.nodes + (Activation("", C.ACTIVATION_METHODS[method]),))
-                if method in C.NEUTRAL_METHODS:
-                    return owner
-                if method in ("mean", "amax", "logsumexp") and not self.paths_in(call):
-                    # Average or max pooling written as a reduction: a pooling layer's passthrough.
-                    return PathVal(owner.root, owner.nodes + (Passthrough("", method),))
-                if method in ("chunk", "split", "unbind", "tensor_split"):
-                    # Parts of one tensor: each keeps its scale (q, k, v from one projection).
-                    return ListVal([PathVal(owner.root, owner.nodes + (Passthrough("", method),))] * 8)
-                if method in ("mul", "mul_", "div", "div_"):
-                    other = self.paths_in(call)
-                    if not other:
-                        return owner
-                if method in ("add", "add_"):
-                    other = self.paths_in(call)
-                    if other:
-                        return _add(owner, other[0])
-                    return owner
-                if method == "softmax":
-                    return PathVal(owner.root, owner.nodes + (Activation("", "softmax"),))
-                return PathVal(owner.root, owner.nodes + (Opaque("", f".{method}()"),))
-        paths = self.paths_in(call)
-        if paths:
-            first = paths[0]
-            return PathVal(first.root, first.nodes + (self.unknown_call(func),))
-        # list/tuple args (torch.cat([a, b])) hold paths too
-        for a in call.args:
-            v = self.ev(a.value)
-            if isinstance(v, ListVal):
-                ps = [i for i in v.items if isinstance(i, PathVal)]
-                if ps:
-                    return PathVal(ps[0].root, ps[0].nodes + (self.unknown_call(func),))
-        return UNKNOWN
-
-    def unknown_call(self, func: cst.BaseExpression) -> Opaque:
-        """The opaque node of a call gradlint cannot follow, named by what it calls."""
-        text = dotted(func)
-        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
-            attr = func.attr.value
-            if attr in self.inst.attrs:
-                return Opaque(self.prefix + attr, f"self.{attr}: built by code gradlint cannot follow")
-            return Opaque(self.prefix + attr, f"self.{attr}: not set in __init__")
-        return Opaque("", f"call of {text}" if text else "call of a computed function")
-
-    def call_special(self, call: cst.Call, quals: frozenset[str]) -> Any:
-        """Calls that apply modules or join paths: checkpoint wrappers, stochastic depth,
-        concatenation and stacking of branches."""
-        lib = L.library_name(quals, self.fm.src.path) if quals else None
-        if lib is None and isinstance(self.fm.src, L.LibrarySource):
-            lib = dotted(call.func)
-        last = {q.rsplit(".", 1)[-1] for q in quals}
-        if lib in L.PASS_FUNCTIONS or "torchvision.ops.stochastic_depth" in quals:
-            return self.append(call, Passthrough("", lib or "stochastic_depth"))
-        if (lib in L.CHECKPOINT_FUNCTIONS or any(q.startswith("torch.utils.checkpoint.") for q in quals)) and call.args:
-            return self.checkpoint(call, "seq" in (lib or "") or "sequential" in "".join(last))
-        if quals & _JOINS:
-            return self.join(call)
-        if quals & _SPLITS:
-            paths = self.paths_in(call)
-            if paths:
-                return ListVal([PathVal(paths[0].root, paths[0].nodes + (Passthrough("", "split"),))] * 8)
-        if quals & {"torch.matmul", "torch.bmm"}:
-            paths = self.paths_in(call)
-            if len(paths) == 2 and paths[0].root == paths[1].root:
-                self.inst.attention = True
-                return PathVal(paths[0].root, _common_prefix(paths[0].nodes, paths[1].nodes) + (Opaque("", "attention"),))
-        return _NOT_HANDLED
-
-    def checkpoint(self, call: cst.Call, sequence: bool) -> Any:
-        """checkpoint(fn, x) is fn(x); checkpoint_seq(modules, x) runs them in order: recomputing
-        activations in backward changes memory, not gradients."""
-        fn = self.ev(call.args[0].value)
-        rest = [self.ev(a.value) for a in call.args[1:] if a.keyword is None and not a.star]
-        paths = [v for v in rest if isinstance(v, PathVal)]
-        if not paths:
-            return UNKNOWN
-        base = paths[0]
-        if sequence and isinstance(fn, Ctor) and fn.items is not None:
-            nodes = base.nodes
-            for item in fn.items:
-                nodes = nodes + self.low.module_nodes(item)
-            return PathVal(base.root, nodes)
-        if isinstance(fn, Ctor):
-            return PathVal(base.root, base.nodes + self.low.module_nodes(fn))
-        return PathVal(base.root, base.nodes + (Opaque("", "checkpoint of a function"),))
-
-    def join(self, call: cst.Call) -> Any:
-        """torch.cat / torch.stack of branches of one input: a residual whose join is a
-        concatenation; with the input itself among them (DenseNet), the skip is kept."""
-        seq = self.ev(call.args[0].value) if call.args else UNKNOWN
-        if not isinstance(seq, ListVal):
-            paths = self.paths_in(call)
-            return PathVal(paths[0].root, paths[0].nodes + (Opaque("", "concatenation of unknown parts"),)) if paths else UNKNOWN
-        paths = [v for v in seq.items if isinstance(v, PathVal)]
-        if not paths:
-            return UNKNOWN
-        roots = {p.root for p in paths}
-        if len(roots) > 1:
-            return PathVal(paths[0].root, paths[0].nodes + (Opaque("", "concatenation of different inputs"),))
-        if len(paths) == 1:
-            return paths[0]  # joined with constants or parameters (a class token): the scale is kept
-        prefix = paths[0].nodes
-        for p in paths[1:]:
-            prefix = _common_prefix(prefix, p.nodes)
-        bodies = [p.nodes[len(prefix):] for p in paths]
-        skip = any(not b for b in bodies)
-        bodies = [b for b in bodies if b]
-        if not bodies:
-            return paths[0]
-        node = Residual(body=tuple(bodies[0]), skip_scale=None if skip else 0.0, join="cat",
-                        branches=tuple(tuple(b) for b in bodies[1:]))
-        return PathVal(paths[0].root, prefix + (node,))
-
-    def _act_param(self, q: str, call: cst.Call) -> float | None:
-        fn = C.ACTIVATION_FUNCTIONS[q]
-        if fn == "leaky_relu":
-            v = self.fm.eval(_arg_value(call, 1, "negative_slope") or cst.Float("0.01"), self._numeric_env())
-            return float(v) if _num(v) else None
-        return C.ACTIVATION_DEFAULT_PARAM.get(fn)
-
-    def append(self, call: cst.Call, node: Node | None) -> Any:
-        paths = self.paths_in(call)
-        if not paths:
-            return UNKNOWN
-        p = paths[0]
-        return p if node is None else PathVal(p.root, p.nodes + (node,))
-
-    def call_method(self, method: cst.FunctionDef, call: cst.Call) -> Any:
-        if self.low.depth >= MAX_DEPTH:
-            return UNKNOWN
-        sub = _ForwardInterpreter(self.low, self.inst)
-        sub.prefix = self.prefix
-        sub.calls = self.calls
-        params = [p.name.value for p in method.params.params][1:]
-        positional = [a for a in call.args if a.keyword is None]
-        keywords = {a.keyword.value: a.value for a in call.args if a.keyword is not None}
-        for i, p in enumerate(params):
-            if i < len(positional):
-                sub.env[p] = self.ev(positional[i].value)
-            elif p in keywords:
-                sub.env[p] = self.ev(keywords[p])
-            else:
-                sub.env[p] = UNKNOWN
-        self.low.depth += 1
-        try:
-            sub.block(method.body)
-        finally:
-            self.low.depth -= 1
-        self.calls = sub.calls
-        if not sub.returns:
-            return UNKNOWN
-        value = sub.returns[0]
-        for other in sub.returns[1:]:
-            value = _merge(value, other)
-        return value
-
-    def binop(self, e: cst.BinaryOperation) -> Any:
-        a, b = self.ev(e.left), self.ev(e.right)
-        op = e.operator
-        if isinstance(a, PathVal) and isinstance(b, PathVal):
-            if isinstance(op, cst.Add):
-                return _add(a, b)
-            if isinstance(op, cst.Subtract):
-                return _add(a, b)
-            if isinstance(op, cst.MatrixMultiply):
-                # A product of the input with itself (q @ k^T, then weights @ v): attention.
-                self.inst.attention = True
-                return PathVal(a.root, _common_prefix(a.nodes, b.nodes) + (Opaque("", "attention"),))
-            return PathVal(a.root, _common_prefix(a.nodes, b.nodes) + (Opaque("", "product of branches"),))
-        if isinstance(a, PathVal) or isinstance(b, PathVal):
-            p = a if isinstance(a, PathVal) else b
-            other = b if p is a else a
-            if isinstance(op, (cst.Multiply, cst.Divide)) and (_num(other) or isinstance(other, Sym)):
-                # Recorded so that a scaled skip path (DeepNorm's x * alpha + f(x)) is visible.
-                factor = (other if isinstance(op, cst.Multiply) else 1 / other) if _num(other) and other else None
-                return PathVal(p.root, p.nodes + (Passthrough("", f"scale:{factor}" if factor is not None else "scale:?"),))
-            return p  # adding a bias or a positional table leaves the gradient's scale alone
-        return self.fm.eval(e, self._numeric_env())
-
-    def assign(self, target: cst.BaseExpression, value: Any) -> None:
-        if isinstance(target, cst.Name):
-            self.env[target.value] = value
-        elif isinstance(target, (cst.Tuple, cst.List)):
-            elements = [el.value for el in target.elements]
-            if isinstance(value, ListVal) and len(value.items) >= len(elements):
-                for t, v in zip(elements, value.items):
-                    self.assign(t, v)
-            elif isinstance(value, PathVal):
-                for t in elements:
-                    self.assign(t, PathVal(value.root, value.nodes + (Opaque("", "tuple"),)))
-            else:
-                for t in elements:
-                    self.assign(t, UNKNOWN)
-
-    def stmt(self, stmt: cst.CSTNode) -> None:
-        if isinstance(stmt, cst.SimpleStatementLine):
-            for small in stmt.body:
-                if isinstance(small, cst.Assign):
-                    v = self.ev(small.value)
-                    for t in small.targets:
-                        self.assign(t.target, v)
-                elif isinstance(small, cst.AnnAssign) and small.value is not None:
-                    self.assign(small.target, self.ev(small.value))
-                elif isinstance(small, cst.AugAssign):
-                    cur = self.ev(small.target)
-                    val = self.ev(small.value)
-                    if isinstance(small.operator, (cst.AddAssign, cst.SubtractAssign)) and isinstance(cur, PathVal) and isinstance(val, PathVal):
-                        self.assign(small.target, _add(cur, val))
-                    elif isinstance(cur, PathVal):
-                        if isinstance(val, PathVal):
-                            self.assign(small.target, PathVal(cur.root, _common_prefix(cur.nodes, val.nodes) + (Opaque("", "product of branches"),)))
-                        else:
-                            self.assign(small.target, cur)
-                    else:
-                        self.assign(small.target, UNKNOWN)
-                elif isinstance(small, cst.Return):
-                    self.returns.append(self.ev(small.value) if small.value is not None else UNKNOWN)
-                    self.done = True
-                elif isinstance(small, cst.Expr):
-                    self.ev(small.value)
-        elif isinstance(stmt, cst.For):
-            self.for_loop(stmt)
-        elif isinstance(stmt, cst.If):
-            self.if_stmt(stmt)
-        elif isinstance(stmt, (cst.With, cst.Try)):
-            self.block(stmt.body)
-        elif isinstance(stmt, cst.While):
-            before = dict(self.env)
-            self.block(stmt.body)
-            self.done = False
-            for k, v in list(self.env.items()):
-                if before.get(k) is not v and isinstance(v, PathVal):
-                    self.env[k] = PathVal(v.root, v.nodes + (Opaque("", "while loop"),))
-
-    def for_loop(self, stmt: cst.For) -> None:
-        env = self._numeric_env()
-        for k, v in self.env.items():
-            env[k] = v
-        try:
-            seq = self.fm._iterable(stmt.iter, env)
-        except Exhausted:
-            seq = None
-        if seq is None:
-            # an iterable we cannot see: whatever the loop changes becomes opaque
-            before = dict(self.env)
-            self.fm._bind(stmt.target, UNKNOWN, self.env)
-            self.block(stmt.body)
-            self.done = False
-            for k, v in list(self.env.items()):
-                if before.get(k) is not v and isinstance(v, PathVal):
-                    self.env[k] = PathVal(v.root, _common_prefix(v.nodes, before[k].nodes) if isinstance(before.get(k), PathVal) else v.nodes)
-                    self.env[k] = PathVal(v.root, self.env[k].nodes + (Opaque("", "loop of unknown length"),))
-            return
-        for item in seq:
-            self.fm._bind(stmt.target, item, self.env)
-            self.block(stmt.body)
-            if self.done:
-                return
-
-    def if_stmt(self, stmt: cst.If) -> None:
-        cond = _truth(self.fm.eval(stmt.test, self._numeric_env()))
-        if cond is None:
-            cond = self.low.decide(stmt)
-        if cond is not None:
-            if cond:
-                self.block(stmt.body)
-            elif stmt.orelse is not None:
-                self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
-            return
-        before = dict(self.env)
-        self.block(stmt.body)
-        body_done = self.done
-        self.done = False
-        after_body = self.env
-        self.env = dict(before)
-        if stmt.orelse is not None:
-            self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
-        else_done = self.done
-        self.done = False
-        after_else = self.env
-        if body_done and else_done:
-            self.done = True
-            return
-        if body_done:
-            self.env = after_else
-            return
-        if else_done:
-            self.env = after_body
-            return
-        merged = {}
-        for k in set(after_body) | set(after_else):
-            merged[k] = _merge(after_body.get(k, UNKNOWN), after_else.get(k, UNKNOWN))
-        self.env = merged
-
-    def result(self, main_input: str) -> tuple | None:
-        if not self.returns:
-            return None
-        value = self.returns[0]
-        for other in self.returns[1:]:
-            value = _merge(value, other)
-        if isinstance(value, ListVal):
-            firsts = [v for v in value.items if isinstance(v, PathVal) and v.root == main_input]
-            value = firsts[0] if firsts else None
-        if isinstance(value, PathVal) and value.root == main_input:
-            return value.nodes
-        return None
-
-
-_SPLITS = frozenset({"torch.split", "torch.chunk", "torch.unbind", "torch.tensor_split"})
-_JOINS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.stack", "torch.hstack", "torch.vstack",
-                    "torch.dstack"})
-
-
-def _common_prefix(a: tuple, b: tuple) -> tuple:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return a[:n]
-
-
-def _add(a: PathVal, b: PathVal) -> PathVal:
-    """a + b: when both come from one input, the shared prefix is the skip and the rest a branch."""
-    if a.root != b.root:
-        return a
-    if a.nodes == b.nodes:
-        return a
-    prefix = _common_prefix(a.nodes, b.nodes)
-    ra, rb = a.nodes[len(prefix):], b.nodes[len(prefix):]
-    body, skip = (rb, ra) if len(rb) >= len(ra) else (ra, rb)
-    scaled = bool(skip) and all(isinstance(n, Passthrough) and n.what.startswith("scale:") for n in skip)
-    skip_scale = None
-    if scaled:
-        # The product of the literal factors; NaN when one of them is not a literal (alpha from config).
-        skip_scale = 1.0
-        for n in skip:
-            factor = n.what.split(":", 1)[1]
-            skip_scale = skip_scale * float(factor) if factor != "?" else float("nan")
-    return PathVal(a.root, prefix + (Residual(body=tuple(body), skip_scale=skip_scale),))
-
-
-def _merge(a: Any, b: Any) -> Any:
-    if a is b or a == b:
-        return a
-    if isinstance(a, PathVal) and isinstance(b, PathVal) and a.root == b.root:
-        return PathVal(a.root, _common_prefix(a.nodes, b.nodes) + (Opaque("", "branches differ"),))
-    if isinstance(a, PathVal):
-        return PathVal(a.root, a.nodes + (Opaque("", "branches differ"),))
-    if isinstance(b, PathVal):
-        return PathVal(b.root, b.nodes + (Opaque("", "branches differ"),))
-    return UNKNOWN
 
 
 # ---- entry point ---------------------------------------------------------------------------

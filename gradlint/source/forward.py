@@ -1,0 +1,570 @@
+"""forward() lowered to IR nodes: the statement interpreter that follows each tensor as the nodes
+applied to an input since that input (models.PathVal), over the instance __init__ built.
+
+It is the second half of source/models.py (which interprets __init__ and owns the value domain):
+`Lowerer.forward` runs it once per forward path. What a call, an operator or a statement does to
+the tensors it touches is decided here: module calls, functional activations and norms, joins of
+branches (residual sums, concatenations, products and attention, see gradlint.source.joins),
+checkpoint wrappers, stochastic depth, `if` statements decided by the Lowerer's plan.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import libcst as cst
+
+from gradlint.model.ir import Activation, InitSpec, Node, Norm, Opaque, Param, Passthrough, Residual
+from gradlint.source import catalog as C
+from gradlint.source import joins as J
+from gradlint.source import library as L
+from gradlint.source.budget import MAX_DEPTH, Exhausted
+from gradlint.source.models import (
+    NO_CHOICE, UNKNOWN, _NOT_HANDLED, Alt, Ctor, Instance, ListVal, PathVal, Sym, _arg_value, _num, _truth, _Walker,
+)
+from gradlint.source.names import dotted
+
+if TYPE_CHECKING:
+    from gradlint.source.models import Lowerer
+
+
+class ForwardInterpreter(_Walker):
+    """Interprets forward over paths of IR nodes."""
+
+    def __init__(self, low: Lowerer, inst: Instance) -> None:
+        self.low = low
+        self.fm = inst.fm or low.fm
+        self.inst = inst
+        self.env: dict = {}
+        self.returns: list = []
+        self.done = False
+        self.calls = 0
+        self.prefix = ""  # module path of the instance, for the names of opaque nodes
+
+    def attr(self, name: str) -> Any:
+        return self.inst.attrs.get(name, UNKNOWN)
+
+    def ev(self, e: cst.BaseExpression) -> Any:
+        self.calls += 1
+        if self.calls > 20000:
+            raise Exhausted()
+        meter = self.fm.meter
+        try:
+            meter.enter()
+            return self._ev_node(e)
+        finally:
+            meter.leave()
+
+    def _ev_node(self, e: cst.BaseExpression) -> Any:
+        if isinstance(e, cst.Name):
+            if e.value in self.env:
+                return self.env[e.value]
+            return self.fm.lookup(e.value, {})
+        if isinstance(e, cst.Attribute):
+            if isinstance(e.value, cst.Name) and e.value.value == "self":
+                return self.attr(e.attr.value)
+            base = self.ev(e.value)
+            if isinstance(base, PathVal):
+                if e.attr.value in ("T", "mT", "real", "data"):
+                    return base if e.attr.value != "data" else PathVal(base.root, base.nodes + (Opaque("", ".data"),))
+                return UNKNOWN  # x.shape and friends
+            if isinstance(base, Ctor) and base.instance is not None:
+                return base.instance.attrs.get(e.attr.value, UNKNOWN)
+            return UNKNOWN
+        if isinstance(e, cst.Subscript):
+            base = self.ev(e.value)
+            if isinstance(base, PathVal):
+                return base  # slicing a tensor keeps its scale
+            if len(e.slice) == 1 and isinstance(e.slice[0].slice, cst.Index):
+                idx = self.ev(e.slice[0].slice.value)
+                items = self.fm.items_of(base)
+                if items is not None and isinstance(idx, int) and -len(items) <= idx < len(items):
+                    return items[idx]
+                if isinstance(base, Ctor) and base.keys is not None and isinstance(idx, str) and idx in base.keys:
+                    return base.items[base.keys.index(idx)]  # type: ignore[index]
+            return UNKNOWN
+        if isinstance(e, cst.Call):
+            return self.call(e)
+        if isinstance(e, cst.BinaryOperation):
+            return self.binop(e)
+        if isinstance(e, cst.UnaryOperation):
+            v = self.ev(e.expression)
+            return v if isinstance(v, PathVal) else self.fm.eval(e, self._numeric_env())
+        if isinstance(e, (cst.Tuple, cst.List)):
+            return ListVal([self.ev(el.value) for el in e.elements if not isinstance(el, cst.StarredElement)])
+        if isinstance(e, (cst.Integer, cst.Float, cst.SimpleString)):
+            return self.fm.eval(e, {})
+        if isinstance(e, cst.Comparison):
+            return self.fm.eval(e, self._numeric_env())
+        if isinstance(e, cst.IfExp):
+            test = _truth(self.fm.eval(e.test, self._numeric_env()))
+            if test is None:
+                test = self.low.decide(e)
+            if test is not None:
+                return self.ev(e.body if test else e.orelse)
+            a, b = self.ev(e.body), self.ev(e.orelse)
+            return _merge(a, b)
+        return UNKNOWN
+
+    def _numeric_env(self) -> dict:
+        env = {k: v for k, v in self.env.items() if not isinstance(v, PathVal)}
+        for k, v in self.inst.attrs.items():
+            env["self." + k] = v
+        return env
+
+    def paths_in(self, call: cst.Call) -> list:
+        return [v for v in (self.ev(a.value) for a in call.args) if isinstance(v, PathVal)]
+
+    def call(self, call: cst.Call) -> Any:
+        func = call.func
+        quals = self.fm.qual(func)
+        # calling a module: self.fc(x), layer(x), self.blocks[i](x)
+        if not quals:
+            target = self.ev(func) if not (isinstance(func, cst.Attribute) and isinstance(self.ev(func.value), PathVal)) else None
+            while isinstance(target, Alt) and not target.splice:
+                chosen = self.low.pick(target)
+                if chosen is NO_CHOICE:  # merging: the options' nodes, when they agree
+                    args = self.paths_in(call)
+                    base = args[0] if args else PathVal("?", ())
+                    return PathVal(base.root, base.nodes + self.low.module_nodes(target))
+                target = chosen
+            if isinstance(target, Ctor):
+                args = self.paths_in(call)
+                base = args[0] if args else PathVal("?", ())
+                if target.kind == "torch" and target.cls in C.ATTENTION_MODULES:
+                    self.inst.attention = True
+                    # query, key, value: the first three tensors (self-attention passes x three times)
+                    return self.attention(args[:3] or [base], "multihead", target.path or "", self.low.span(target))
+                if target.kind == "torch" and target.cls in C.RECURRENT_MODULES:
+                    out = PathVal(base.root, base.nodes + self.low.module_nodes(target))
+                    return ListVal([out, UNKNOWN])
+                return PathVal(base.root, base.nodes + self.low.module_nodes(target))
+            if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+                method = self.fm._methods(self.inst.cls).get(func.attr.value)
+                if method is not None and func.attr.value != "forward":
+                    return self.call_method(method, call)
+            if (isinstance(func, cst.Name) and func.value in ("getattr", "hasattr") and len(call.args) >= 2
+                    and isinstance(call.args[0].value, cst.Name) and call.args[0].value.value == "self"):
+                key = self.fm.eval(call.args[1].value, {})
+                if isinstance(key, str):
+                    if func.value == "hasattr":
+                        return key in self.inst.attrs
+                    if key in self.inst.attrs:
+                        return self.attr(key)
+                    return self.ev(call.args[2].value) if len(call.args) > 2 else UNKNOWN
+            if isinstance(func, cst.Name) and func.value in self.fm.functions and func.value not in self.env:
+                # A function of the file (window_partition, a reshape helper): followed like a method.
+                return self.call_method(self.fm.functions[func.value], call, bound_self=False)
+        special = self.call_special(call, quals)
+        if special is not _NOT_HANDLED:
+            return special
+        for q in quals:
+            if q in C.ACTIVATION_FUNCTIONS:
+                return self.append(call, Activation("", C.ACTIVATION_FUNCTIONS[q], self._act_param(q, call)))
+            if q in C.NORM_FUNCTIONS:
+                return self.append(call, Norm("", C.NORM_FUNCTIONS[q]))
+            if q in C.PASSTHROUGH_FUNCTIONS:
+                return self.append(call, None)
+            if q in ("torch.nn.functional.scaled_dot_product_attention",):
+                paths = self.paths_in(call)
+                return self.attention(paths[:3], "sdpa") if paths else UNKNOWN
+        if isinstance(func, cst.Attribute):
+            owner = self.ev(func.value)
+            method = func.attr.value
+            if isinstance(owner, PathVal):
+                if method in C.ACTIVATION_METHODS:
+                    return PathVal(owner.root, owner.nodes + (Activation("", C.ACTIVATION_METHODS[method]),))
+                if method in C.NEUTRAL_METHODS:
+                    return owner
+                if method in ("mean", "amax", "logsumexp") and not self.paths_in(call):
+                    # Average or max pooling written as a reduction: a pooling layer's passthrough.
+                    return PathVal(owner.root, owner.nodes + (Passthrough("", method),))
+                if method in ("chunk", "split", "unbind", "tensor_split"):
+                    # Parts of one tensor: each keeps its scale (q, k, v from one projection).
+                    return ListVal([PathVal(owner.root, owner.nodes + (Passthrough("", method),))] * 8)
+                if method in ("mul", "mul_", "div", "div_"):
+                    other = self.paths_in(call)
+                    if not other:
+                        return owner
+                    return self.product(owner, other[0], cst.Multiply())
+                if method in ("matmul", "bmm"):
+                    other = self.paths_in(call)
+                    if other and other[0].root == owner.root:
+                        return self.attention([owner, other[0]], "matmul")
+                if method in ("add", "add_"):
+                    other = self.paths_in(call)
+                    if other:
+                        return _add(owner, other[0])
+                    return owner
+                if method == "softmax":
+                    return PathVal(owner.root, owner.nodes + (Activation("", "softmax"),))
+                return PathVal(owner.root, owner.nodes + (Opaque("", f".{method}()"),))
+        paths = self.paths_in(call)
+        if paths:
+            first = paths[0]
+            return PathVal(first.root, first.nodes + (self.unknown_call(func),))
+        # list/tuple args (torch.cat([a, b])) hold paths too
+        for a in call.args:
+            v = self.ev(a.value)
+            if isinstance(v, ListVal):
+                ps = [i for i in v.items if isinstance(i, PathVal)]
+                if ps:
+                    return PathVal(ps[0].root, ps[0].nodes + (self.unknown_call(func),))
+        return UNKNOWN
+
+    def unknown_call(self, func: cst.BaseExpression) -> Opaque:
+        """The opaque node of a call gradlint cannot follow, named by what it calls."""
+        text = dotted(func)
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+            attr = func.attr.value
+            if attr in self.inst.attrs:
+                return Opaque(self.prefix + attr, f"self.{attr}: built by code gradlint cannot follow")
+            return Opaque(self.prefix + attr, f"self.{attr}: not set in __init__")
+        return Opaque("", f"call of {text}" if text else "call of a computed function")
+
+    def call_special(self, call: cst.Call, quals: frozenset[str]) -> Any:
+        """Calls that apply modules or join paths: checkpoint wrappers, stochastic depth,
+        concatenation and stacking of branches."""
+        lib = L.library_name(quals, self.fm.src.path) if quals else None
+        if lib is None and isinstance(self.fm.src, L.LibrarySource):
+            lib = dotted(call.func)
+        last = {q.rsplit(".", 1)[-1] for q in quals}
+        if lib in L.PASS_FUNCTIONS or "torchvision.ops.stochastic_depth" in quals:
+            return self.append(call, Passthrough("", lib or "stochastic_depth"))
+        if lib in L.NORM_FUNCTIONS:
+            return self.append(call, Norm(self.prefix.rstrip("."), L.NORM_FUNCTIONS[lib]))
+        if (lib in L.CHECKPOINT_FUNCTIONS or any(q.startswith("torch.utils.checkpoint.") for q in quals)) and call.args:
+            return self.checkpoint(call, "seq" in (lib or "") or "sequential" in "".join(last))
+        if quals & _JOINS:
+            return self.join(call)
+        if quals & _FUNCTIONAL_LAYERS.keys() and call.args:
+            return self.functional_layer(call, quals)
+        if quals & _SPLITS:
+            paths = self.paths_in(call)
+            if paths:
+                return ListVal([PathVal(paths[0].root, paths[0].nodes + (Passthrough("", "split"),))] * 8)
+        if quals & {"torch.matmul", "torch.bmm", "torch.einsum"}:
+            paths = self.paths_in(call)
+            if len(paths) == 2 and paths[0].root == paths[1].root:
+                return self.attention(paths, "matmul")
+            if "torch.einsum" in quals and len(paths) == 1:
+                return paths[0]  # a contraction with a parameter or a constant: a linear map of x
+        return _NOT_HANDLED
+
+    def functional_layer(self, call: cst.Call, quals: frozenset[str]) -> Any:
+        """F.linear(x, self.weight, self.bias), F.conv2d(x, w, ...): a parametric layer whose
+        weight the module holds. Its shape and initialisation are not read from the tensor, so the
+        layer ends any chain (an unknown scale) but is no longer an opaque call. A weight computed
+        from the input itself (dynamic filters) is a product of branches instead."""
+        x = self.ev(call.args[0].value)
+        w_expr = _arg_value(call, 1, "weight")
+        w = self.ev(w_expr) if w_expr is not None else UNKNOWN
+        if not isinstance(x, PathVal):
+            return UNKNOWN
+        if isinstance(w, PathVal):
+            return self.product(x, w, cst.Multiply())
+        op = next(_FUNCTIONAL_LAYERS[q] for q in quals if q in _FUNCTIONAL_LAYERS)
+        attr = ""
+        node = w_expr
+        while isinstance(node, (cst.Call, cst.Attribute)) and not (
+                isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name) and node.value.value == "self"):
+            node = node.func.value if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) else (
+                node.value if isinstance(node, cst.Attribute) else None)
+        if isinstance(node, cst.Attribute):
+            attr = node.attr.value
+        name = self.prefix + attr if attr else self.prefix.rstrip(".")
+        return PathVal(x.root, x.nodes + (Param(name, op, None, None, InitSpec("unknown"), attr=attr),))
+
+    def checkpoint(self, call: cst.Call, sequence: bool) -> Any:
+        """checkpoint(fn, x) is fn(x); checkpoint_seq(modules, x) runs them in order: recomputing
+        activations in backward changes memory, not gradients."""
+        fn = self.ev(call.args[0].value)
+        rest = [self.ev(a.value) for a in call.args[1:] if a.keyword is None and not a.star]
+        paths = [v for v in rest if isinstance(v, PathVal)]
+        if not paths:
+            return UNKNOWN
+        base = paths[0]
+        if sequence and isinstance(fn, Ctor) and fn.items is not None:
+            nodes = base.nodes
+            for item in fn.items:
+                nodes = nodes + self.low.module_nodes(item)
+            return PathVal(base.root, nodes)
+        if isinstance(fn, Ctor):
+            return PathVal(base.root, base.nodes + self.low.module_nodes(fn))
+        return PathVal(base.root, base.nodes + (Opaque("", "checkpoint of a function"),))
+
+    def join(self, call: cst.Call) -> Any:
+        """torch.cat / torch.stack of branches of one input: a residual whose join is a
+        concatenation; with the input itself among them (DenseNet), the skip is kept."""
+        seq = self.ev(call.args[0].value) if call.args else UNKNOWN
+        if not isinstance(seq, ListVal):
+            paths = self.paths_in(call)
+            return PathVal(paths[0].root, paths[0].nodes + (Opaque("", "concatenation of unknown parts"),)) if paths else UNKNOWN
+        paths = [v for v in seq.items if isinstance(v, PathVal)]
+        if not paths:
+            return UNKNOWN
+        roots = {p.root for p in paths}
+        if len(roots) > 1:
+            return PathVal(paths[0].root, paths[0].nodes + (Opaque("", "concatenation of different inputs"),))
+        if len(paths) == 1:
+            return paths[0]  # joined with constants or parameters (a class token): the scale is kept
+        prefix = paths[0].nodes
+        for p in paths[1:]:
+            prefix = J.common_prefix(prefix, p.nodes)
+        bodies = [p.nodes[len(prefix):] for p in paths]
+        skip = any(not b for b in bodies)
+        bodies = [b for b in bodies if b]
+        if not bodies:
+            return paths[0]
+        node = Residual(body=tuple(bodies[0]), skip_scale=None if skip else 0.0, join="cat",
+                        branches=tuple(tuple(b) for b in bodies[1:]))
+        return PathVal(paths[0].root, prefix + (node,))
+
+    def _act_param(self, q: str, call: cst.Call) -> float | None:
+        fn = C.ACTIVATION_FUNCTIONS[q]
+        if fn == "leaky_relu":
+            v = self.fm.eval(_arg_value(call, 1, "negative_slope") or cst.Float("0.01"), self._numeric_env())
+            return float(v) if _num(v) else None
+        return C.ACTIVATION_DEFAULT_PARAM.get(fn)
+
+    def append(self, call: cst.Call, node: Node | None) -> Any:
+        paths = self.paths_in(call)
+        if not paths:
+            return UNKNOWN
+        p = paths[0]
+        return p if node is None else PathVal(p.root, p.nodes + (node,))
+
+    def call_method(self, method: cst.FunctionDef, call: cst.Call, bound_self: bool = True) -> Any:
+        if self.low.depth >= MAX_DEPTH:
+            return UNKNOWN
+        sub = ForwardInterpreter(self.low, self.inst)
+        sub.prefix = self.prefix
+        sub.calls = self.calls
+        declared = list(method.params.params)[1 if bound_self else 0:]
+        params = [p.name.value for p in declared]
+        positional = [a for a in call.args if a.keyword is None]
+        keywords = {a.keyword.value: a.value for a in call.args if a.keyword is not None}
+        for i, p in enumerate(params):
+            if i < len(positional):
+                sub.env[p] = self.ev(positional[i].value)
+            elif p in keywords:
+                sub.env[p] = self.ev(keywords[p])
+            elif declared[i].default is not None:
+                sub.env[p] = self.fm.eval(declared[i].default, {})
+            else:
+                sub.env[p] = UNKNOWN
+        self.low.depth += 1
+        try:
+            sub.block(method.body)
+        finally:
+            self.low.depth -= 1
+        self.calls = sub.calls
+        if not sub.returns:
+            return UNKNOWN
+        value = sub.returns[0]
+        for other in sub.returns[1:]:
+            value = _merge(value, other)
+        return value
+
+    def attention(self, paths: list, what: str, name: str | None = None, origin: Any = None) -> PathVal:
+        """Softmax attention over the operands (see gradlint.source.joins): modelled, no gain."""
+        self.inst.attention = True
+        name = self.prefix.rstrip(".") if name is None else name
+        root, nodes = J.attention([(p.root, p.nodes) for p in paths], what, name, origin)
+        return PathVal(root, nodes)
+
+    def product(self, a: PathVal, b: PathVal, op: Any) -> PathVal:
+        """a * b or a / b of two tensors: a gate when both come from one input (see
+        gradlint.source.joins); of two inputs, or another operator (`a ** b`, `a % b`), opaque."""
+        if a.root == b.root and isinstance(op, (cst.Multiply, cst.Divide, cst.MultiplyAssign, cst.DivideAssign)):
+            return PathVal(a.root, J.product(a.nodes, b.nodes))
+        return PathVal(a.root, J.common_prefix(a.nodes, b.nodes) + (Opaque("", "product of branches"),))
+
+    def binop(self, e: cst.BinaryOperation) -> Any:
+        a, b = self.ev(e.left), self.ev(e.right)
+        op = e.operator
+        if isinstance(a, PathVal) and isinstance(b, PathVal):
+            if isinstance(op, cst.Add):
+                return _add(a, b)
+            if isinstance(op, cst.Subtract):
+                return _add(a, b)
+            if isinstance(op, cst.MatrixMultiply):
+                # A product of the input with itself (q @ k^T, then weights @ v): attention.
+                return self.attention([a, b], "matmul")
+            return self.product(a, b, op)
+        if isinstance(a, PathVal) or isinstance(b, PathVal):
+            p = a if isinstance(a, PathVal) else b
+            other = b if p is a else a
+            if isinstance(op, (cst.Multiply, cst.Divide)) and (_num(other) or isinstance(other, Sym)):
+                # Recorded so that a scaled skip path (DeepNorm's x * alpha + f(x)) is visible.
+                factor = (other if isinstance(op, cst.Multiply) else 1 / other) if _num(other) and other else None
+                return PathVal(p.root, p.nodes + (Passthrough("", f"scale:{factor}" if factor is not None else "scale:?"),))
+            return p  # adding a bias or a positional table leaves the gradient's scale alone
+        return self.fm.eval(e, self._numeric_env())
+
+    def assign(self, target: cst.BaseExpression, value: Any) -> None:
+        if isinstance(target, cst.Name):
+            self.env[target.value] = value
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            elements = [el.value for el in target.elements]
+            if isinstance(value, ListVal) and len(value.items) >= len(elements):
+                for t, v in zip(elements, value.items):
+                    self.assign(t, v)
+            elif isinstance(value, PathVal):
+                for t in elements:
+                    self.assign(t, PathVal(value.root, value.nodes + (Opaque("", "tuple"),)))
+            else:
+                for t in elements:
+                    self.assign(t, UNKNOWN)
+
+    def stmt(self, stmt: cst.CSTNode) -> None:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                if isinstance(small, cst.Assign):
+                    v = self.ev(small.value)
+                    for t in small.targets:
+                        self.assign(t.target, v)
+                elif isinstance(small, cst.AnnAssign) and small.value is not None:
+                    self.assign(small.target, self.ev(small.value))
+                elif isinstance(small, cst.AugAssign):
+                    cur = self.ev(small.target)
+                    val = self.ev(small.value)
+                    if isinstance(small.operator, (cst.AddAssign, cst.SubtractAssign)) and isinstance(cur, PathVal) and isinstance(val, PathVal):
+                        self.assign(small.target, _add(cur, val))
+                    elif isinstance(cur, PathVal):
+                        if isinstance(val, PathVal):
+                            self.assign(small.target, self.product(cur, val, small.operator))
+                        else:
+                            self.assign(small.target, cur)
+                    else:
+                        self.assign(small.target, UNKNOWN)
+                elif isinstance(small, cst.Return):
+                    self.returns.append(self.ev(small.value) if small.value is not None else UNKNOWN)
+                    self.done = True
+                elif isinstance(small, cst.Expr):
+                    self.ev(small.value)
+        elif isinstance(stmt, cst.For):
+            self.for_loop(stmt)
+        elif isinstance(stmt, cst.If):
+            self.if_stmt(stmt)
+        elif isinstance(stmt, (cst.With, cst.Try)):
+            self.block(stmt.body)
+        elif isinstance(stmt, cst.While):
+            before = dict(self.env)
+            self.block(stmt.body)
+            self.done = False
+            for k, v in list(self.env.items()):
+                if before.get(k) is not v and isinstance(v, PathVal):
+                    self.env[k] = PathVal(v.root, v.nodes + (Opaque("", "while loop"),))
+
+    def for_loop(self, stmt: cst.For) -> None:
+        env = self._numeric_env()
+        for k, v in self.env.items():
+            env[k] = v
+        try:
+            seq = self.fm._iterable(stmt.iter, env)
+        except Exhausted:
+            seq = None
+        if seq is None:
+            # an iterable we cannot see: whatever the loop changes becomes opaque
+            before = dict(self.env)
+            self.fm._bind(stmt.target, UNKNOWN, self.env)
+            self.block(stmt.body)
+            self.done = False
+            for k, v in list(self.env.items()):
+                if before.get(k) is not v and isinstance(v, PathVal):
+                    self.env[k] = PathVal(v.root, J.common_prefix(v.nodes, before[k].nodes) if isinstance(before.get(k), PathVal) else v.nodes)
+                    self.env[k] = PathVal(v.root, self.env[k].nodes + (Opaque("", "loop of unknown length"),))
+            return
+        for item in seq:
+            self.fm._bind(stmt.target, item, self.env)
+            self.block(stmt.body)
+            if self.done:
+                return
+
+    def if_stmt(self, stmt: cst.If) -> None:
+        cond = _truth(self.fm.eval(stmt.test, self._numeric_env()))
+        if cond is None:
+            cond = self.low.decide(stmt)
+        if cond is not None:
+            if cond:
+                self.block(stmt.body)
+            elif stmt.orelse is not None:
+                self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
+            return
+        before = dict(self.env)
+        self.block(stmt.body)
+        body_done = self.done
+        self.done = False
+        after_body = self.env
+        self.env = dict(before)
+        if stmt.orelse is not None:
+            self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
+        else_done = self.done
+        self.done = False
+        after_else = self.env
+        if body_done and else_done:
+            self.done = True
+            return
+        if body_done:
+            self.env = after_else
+            return
+        if else_done:
+            self.env = after_body
+            return
+        merged = {}
+        for k in set(after_body) | set(after_else):
+            merged[k] = _merge(after_body.get(k, UNKNOWN), after_else.get(k, UNKNOWN))
+        self.env = merged
+
+    def result(self, main_input: str) -> tuple | None:
+        if not self.returns:
+            return None
+        value = self.returns[0]
+        for other in self.returns[1:]:
+            value = _merge(value, other)
+        if isinstance(value, ListVal):
+            firsts = [v for v in value.items if isinstance(v, PathVal) and v.root == main_input]
+            value = firsts[0] if firsts else None
+        if isinstance(value, PathVal) and value.root == main_input:
+            return value.nodes
+        return None
+
+
+_FUNCTIONAL_LAYERS = {"torch.nn.functional.linear": "linear", "torch.nn.functional.conv1d": "conv1d",
+                      "torch.nn.functional.conv2d": "conv2d", "torch.nn.functional.conv3d": "conv3d"}
+_SPLITS = frozenset({"torch.split", "torch.chunk", "torch.unbind", "torch.tensor_split"})
+_JOINS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.stack", "torch.hstack", "torch.vstack",
+                    "torch.dstack"})
+
+
+def _add(a: PathVal, b: PathVal) -> PathVal:
+    """a + b: when both come from one input, the shared prefix is the skip and the rest a branch."""
+    if a.root != b.root:
+        return a
+    if a.nodes == b.nodes:
+        return a
+    prefix = J.common_prefix(a.nodes, b.nodes)
+    ra, rb = a.nodes[len(prefix):], b.nodes[len(prefix):]
+    body, skip = (rb, ra) if len(rb) >= len(ra) else (ra, rb)
+    scaled = bool(skip) and all(isinstance(n, Passthrough) and n.what.startswith("scale:") for n in skip)
+    skip_scale = None
+    if scaled:
+        # The product of the literal factors; NaN when one of them is not a literal (alpha from config).
+        skip_scale = 1.0
+        for n in skip:
+            factor = n.what.split(":", 1)[1]
+            skip_scale = skip_scale * float(factor) if factor != "?" else float("nan")
+    return PathVal(a.root, prefix + (Residual(body=tuple(body), skip_scale=skip_scale),))
+
+
+def _merge(a: Any, b: Any) -> Any:
+    if a is b or a == b:
+        return a
+    if isinstance(a, PathVal) and isinstance(b, PathVal) and a.root == b.root:
+        return PathVal(a.root, J.common_prefix(a.nodes, b.nodes) + (Opaque("", "branches differ"),))
+    if isinstance(a, PathVal):
+        return PathVal(a.root, a.nodes + (Opaque("", "branches differ"),))
+    if isinstance(b, PathVal):
+        return PathVal(b.root, b.nodes + (Opaque("", "branches differ"),))
+    return UNKNOWN
