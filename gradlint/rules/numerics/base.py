@@ -6,7 +6,7 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Severity
 from gradlint.registry import Rule, RuleContext
-from gradlint.facts.numerics import Site, holds
+from gradlint.facts.numerics import Site, holds, only_nograd_reachable
 
 
 class SiteRule(Rule):
@@ -18,6 +18,10 @@ class SiteRule(Rule):
     """
 
     abstract = True
+    # GL3xx: report only in code that can run with grad, i.e. not in a function that the project
+    # calls only under no_grad/inference_mode (the front-end already skips no-grad blocks and
+    # no-grad-decorated functions)
+    needs_grad = False
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         if ctx.facts.kind == "onnx":
@@ -28,6 +32,8 @@ class SiteRule(Rule):
             return
         for site in facts.sites:
             if site.code != self.code or not holds(site, ctx.index):
+                continue
+            if self.needs_grad and only_nograd_reachable(ctx.index, site.function):
                 continue
             message = self.message(site, ctx)
             if message is None:
