@@ -235,7 +235,10 @@ def _callers_nograd(index: ProjectIndex, module: str, function: str,
     target = f"{module}.{function}"
     owner = f"{module}.{'.'.join(parts[:-1])}" if len(parts) > 1 else None
     called = False
-    for name in sorted({module, *index.mentioning(short)}):
+    # Modules already summarised first: a call with grad there settles the question before any
+    # other module is read.
+    names = sorted({module, *index.mentioning(short)}, key=lambda n: (n not in index.modules, n))
+    for name in names:
         mod = index.module(name)
         facts = mod.facts.numerics if mod is not None else None
         if facts is None:
