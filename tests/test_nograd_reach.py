@@ -143,6 +143,9 @@ def test_a_caller_in_another_file_decides():
     other = ("import torch\n\n\ndef inner(z):\n    return z\n\n\n"
              "def fit(z):\n    inner(z).sum().backward()\n")
     assert reach(index_of({"pipe.py": PIPELINE, "other.py": other}), "pipe", "inner") is True
+    # an alias of the import is still a call of it
+    alias = "import torch\nfrom pipe import inner as inr\n\n\ndef fit(z):\n    inr(z).sum().backward()\n"
+    assert reach(index_of({"pipe.py": PIPELINE, "alias.py": alias}), "pipe", "inner") is False
     # a module-level call (a script) runs with grad
     script = "import torch\nimport pipe\n\npipe.inner(torch.ones(2))\n"
     assert reach(index_of({"pipe.py": PIPELINE, "script.py": script}), "pipe", "inner") is False

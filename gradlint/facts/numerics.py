@@ -262,9 +262,12 @@ def _call_of(index: ProjectIndex, mod: Module, caller: str, callee: str, short: 
              owner: str | None) -> str | None:
     """Whether the call `callee` (as written in function `caller` of module `mod`) calls `target`:
     'call', None (another function), or 'unknown' (a receiver whose class is unknown)."""
-    if callee.rpartition(".")[2] != short:
-        return None
     head, _, rest = callee.partition(".")
+    if callee.rpartition(".")[2] != short:
+        # `from m import helper as h; h(x)`: the file names the function only in its import
+        if head in mod.imports and any(t.rpartition(".")[2] == short for t in mod.imports[head]):
+            return "call" if target in index.resolve(mod.name, callee) else None
+        return None
     if not rest:
         return "call" if target in index.resolve(mod.name, callee) else None
     if head in ("self", "cls", "super()"):

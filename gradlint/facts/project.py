@@ -207,15 +207,13 @@ class ProjectIndex:
     def mentioning(self, word: str) -> tuple[str, ...]:
         """Modules of the project whose text holds `word`: the loader's scan of every project file
         (once per word), so the answer does not depend on which files are in the run; without a
-        loader, the modules of the run that the numerics facts show calling or reading it."""
+        loader, the modules of the run whose text holds it."""
         found = self._mentions.get(word)
         if found is None:
             if self.loader is not None:
                 found = tuple(sorted(set(self.loader.modules_mentioning(word))))
             else:
-                found = tuple(sorted(m.name for m in self.modules.values() if m.facts.numerics is not None and (
-                    word in m.facts.numerics.references or any(
-                        c.callee.rpartition(".")[2] == word for f in m.facts.numerics.functions for c in f.calls))))
+                found = tuple(sorted(m.name for m in self.modules.values() if word in (m.facts.source or "")))
             self._mentions[word] = found
         return found
 
