@@ -202,8 +202,9 @@ def only_nograd_reachable(scope: Scope | None, function: str) -> bool:
     the project (its users call it), module-level code, nested functions, framework entry points
     and dunders (ENTRY_POINTS), a function read as a value anywhere (`fn = helper`: it may be
     called from anywhere), a method called through a receiver that is not `self`/`cls`/`super()`
-    (`pipe.prepare(...)`: the receiver's class is unknown), a caller in a file whose code was not
-    read, recursion, and chains of callers deeper than MAX_DEPTH. Callers are looked for in every
+    (`pipe.prepare(...)`: the receiver's class is unknown), a file that names the function but
+    whose code was not read (no torch in it, over the parse budget, or a module the index cannot
+    load by its name), recursion, and chains of callers deeper than MAX_DEPTH. Callers are looked for in every
     project file whose text holds the function's name (ProjectIndex.mentioning), so the answer is
     the same whether the file is checked alone or with its project."""
     if scope is None or not scope.module or not function or function == "<module>":
