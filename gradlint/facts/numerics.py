@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gradlint.facts.project import MAX_DEPTH, Scope
+from gradlint.facts.project import MAX_DEPTH, Module, ProjectIndex, Scope
 from gradlint.findings import SourceSpan
 
 # The probability kinds a value can carry ('one_minus_sigmoid' is `1 - sigmoid(x)`).
@@ -80,6 +80,9 @@ class Site:
     pieces: Pieces | None = None  # what a fix would rewrite, when it is written where one can
     info: bool = False  # report at info severity whatever the rule's default
     data: tuple[tuple[str, Any], ...] = ()
+    # the function holding the site, qualified within its module ('f', 'C.m', 'f.<locals>.g');
+    # '' for module-level code
+    function: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,25 @@ class NumClass:
 
 
 @dataclass(frozen=True)
+class Call:
+    """A call made in a function: the callee as written ('name', 'mod.name', 'self.m', 'cls.m',
+    'super().m', 'obj.attr.m') and whether it runs under no_grad/inference_mode (a with-block, or
+    the calling function's own decorator)."""
+
+    callee: str
+    nograd: bool = False
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function or method of a file and the calls it makes (the project call graph's edges)."""
+
+    name: str  # qualified within its module: 'f', 'C.m', 'C.Inner.m', 'f.<locals>.g'; '<module>'
+    nograd: bool = False  # decorated with torch.no_grad() / torch.inference_mode()
+    calls: tuple[Call, ...] = ()
+
+
+@dataclass(frozen=True)
 class NumericsFacts:
     sites: tuple[Site, ...] = ()
     classes: tuple[NumClass, ...] = ()
@@ -107,6 +129,10 @@ class NumericsFacts:
     # the file's import bindings into torch: local name -> the torch names it may stand for, in
     # name order (how a fix spells a replacement function)
     torch_imports: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    functions: tuple[Function, ...] = ()
+    # last parts of function names read as values rather than called (`fn = helper`,
+    # `checkpoint(self.block, x)`): such a function may be called from anywhere
+    references: frozenset[str] = frozenset()
 
 
 def forward_returns(scope: Scope | None, name: str, _depth: int = 0) -> str | None:
@@ -204,3 +230,147 @@ def returned_kind(site: Site, scope: Scope | None) -> str | None:
         if kind:
             return kind
     return None
+
+
+# -- the project call graph: code that can run with grad ---------------------------------------
+
+# Methods a framework calls (autograd, Lightning, trainer loops) and the interpreter's dunders:
+# they can run with grad whatever the project's own calls of them are.
+ENTRY_POINTS = frozenset({"forward", "__call__", "training_step", "train_step", "backward", "step",
+                          "closure", "compute_loss", "loss"})
+
+
+def only_nograd_reachable(scope: Scope | None, function: str) -> bool:
+    """True when the function `function` (qualified within `scope`'s module: 'f', 'C.m') runs only
+    under no_grad/inference_mode: it has at least one caller in the project, and every call of it
+    is made under no_grad or from a function that is itself only no-grad reachable.
+
+    Not proven (False), so the code counts as able to run with grad: a function with no caller in
+    the project (its users call it), module-level code, nested functions, framework entry points
+    and dunders (ENTRY_POINTS), a function read as a value anywhere (`fn = helper`: it may be
+    called from anywhere), a method called through a receiver that is not `self`/`cls`/`super()`
+    (`pipe.prepare(...)`: the receiver's class is unknown), a file that names the function but
+    whose code was not read (no torch in it, over the parse budget, or a module the index cannot
+    load by its name), recursion, and chains of callers deeper than MAX_DEPTH. Callers are looked for in every
+    project file whose text holds the function's name (ProjectIndex.mentioning), so the answer is
+    the same whether the file is checked alone or with its project."""
+    if scope is None or not scope.module or not function or function == "<module>":
+        return False
+    return _only_nograd(scope.index, scope.module, function, frozenset())
+
+
+def _only_nograd(index: ProjectIndex, module: str, function: str,
+                 visiting: frozenset[tuple[str, str]]) -> bool:
+    memo = index.memos.setdefault("only_nograd", {})
+    key = (module, function)
+    if key in memo:
+        return memo[key]
+    if key in visiting or len(visiting) > MAX_DEPTH:
+        # recursion (or a chain too long to follow): not proven. A function on a cycle of calls
+        # with grad is unprovable whichever of its members a query starts from, so the memo holds.
+        return False
+    result = _callers_nograd(index, module, function, visiting | {key})
+    memo[key] = result
+    return result
+
+
+def _callers_nograd(index: ProjectIndex, module: str, function: str,
+                    visiting: frozenset[tuple[str, str]]) -> bool:
+    parts = function.split(".")
+    short = parts[-1]
+    if "<locals>" in parts or short in ENTRY_POINTS or (short.startswith("__") and short.endswith("__")):
+        return False
+    target = f"{module}.{function}"
+    owner = f"{module}.{'.'.join(parts[:-1])}" if len(parts) > 1 else None
+    called = False
+    # Modules already summarised first: a call with grad there settles the question before any
+    # other module is read.
+    names = sorted({module, *index.mentioning(short)}, key=lambda n: (n not in index.modules, n))
+    for name in names:
+        mod = index.module(name)
+        facts = mod.facts.numerics if mod is not None else None
+        if facts is None:
+            return False  # a file that names the function and whose code was not read
+        if short in facts.references:
+            return False
+        for fn in facts.functions:
+            for call in fn.calls:
+                how = _call_of(index, mod, fn.name, call.callee, short, target, owner)
+                if how is None:
+                    continue
+                if how == "unknown":
+                    return False
+                called = True
+                if not call.nograd and (fn.name == "<module>" or not _only_nograd(index, mod.name, fn.name, visiting)):
+                    return False
+    return called
+
+
+def _call_of(index: ProjectIndex, mod: Module, caller: str, callee: str, short: str, target: str,
+             owner: str | None) -> str | None:
+    """Whether the call `callee` (as written in function `caller` of module `mod`) calls `target`:
+    'call', None (another function), or 'unknown' (a receiver whose class is unknown)."""
+    head, _, rest = callee.partition(".")
+    if callee.rpartition(".")[2] != short:
+        # `from m import helper as h; h(x)`: the file names the function only in its import
+        if head in mod.imports and any(t.rpartition(".")[2] == short for t in mod.imports[head]):
+            return "call" if target in index.resolve(mod.name, callee) else None
+        return None
+    if not rest:
+        return "call" if target in index.resolve(mod.name, callee) else None
+    if head in ("self", "cls", "super()"):
+        if owner is None:
+            return None  # a method, not the module function of that name
+        if "." in rest:
+            return "unknown"  # self.encoder.m(): an object held by self
+        cls = _class_of(caller)
+        if cls is None:
+            return "unknown"
+        return "call" if _related(index, f"{mod.name}.{cls}", owner) else None
+    resolved = index.resolve(mod.name, callee)
+    if target in resolved:
+        return "call"
+    if resolved or head in mod.imports or head in mod.defined:
+        return None  # another definition of the project, or a library's function
+    return "unknown" if owner is not None else None
+
+
+def _class_of(function: str) -> str | None:
+    """The class whose `self` a function sees: 'C' for 'C.m' and for 'C.m.<locals>.inner'; None
+    for a class defined inside a function (not resolvable) or a plain function."""
+    parts = function.split(".")
+    while len(parts) >= 3 and parts[-2] == "<locals>":
+        parts = parts[:-2]
+    cls = parts[:-1]
+    if not cls or "<locals>" in cls:
+        return None
+    return ".".join(cls)
+
+
+def _related(index: ProjectIndex, a: str, b: str) -> bool:
+    """Whether `self.m()` in class `a` may run `b.m`: the same class, or one derives from the other
+    (through project classes; a mixin that calls a method only a sibling base defines is missed)."""
+    return a == b or b in _ancestors(index, a) or a in _ancestors(index, b)
+
+
+def _ancestors(index: ProjectIndex, qualified: str) -> frozenset[str]:
+    memo = index.memos.setdefault("ancestors", {})
+    if qualified in memo:
+        return memo[qualified]
+    memo[qualified] = frozenset()  # a cycle of bases ends here
+    out: set[str] = set()
+    todo, seen = [qualified], {qualified}
+    while todo and len(seen) <= 4 * MAX_DEPTH:
+        q = todo.pop()
+        rec = index.numclass(q)
+        if rec is None:
+            continue
+        home = q.rpartition(".")[0]
+        for base in rec.bases:
+            for b in index.resolve(home, base):
+                if b not in seen:
+                    seen.add(b)
+                    out.add(b)
+                    todo.append(b)
+    memo[qualified] = frozenset(out)
+    return memo[qualified]

@@ -75,6 +75,9 @@ class ProjectIndex:
         self._loaded = 0
         self._resolved: dict[tuple[str, str], tuple[str, ...]] = {}
         self._gradchecked: frozenset[str] | None = None
+        self._mentions: dict[str, tuple[str, ...]] = {}
+        # answers of the queries other facts modules make on the whole project, by query name
+        self.memos: dict[str, dict] = {}
 
     # -- modules ---------------------------------------------------------------------------------
     def add(self, name: str, facts: FileFacts, is_package: bool = False) -> Module:
@@ -200,6 +203,19 @@ class ProjectIndex:
         if mod is None or mod.facts.numerics is None:
             return None
         return next((c for c in mod.facts.numerics.classes if c.name == name), None)
+
+    def mentioning(self, word: str) -> tuple[str, ...]:
+        """Modules of the project whose text holds `word`: the loader's scan of every project file
+        (once per word), so the answer does not depend on which files are in the run; without a
+        loader, the modules of the run whose text holds it."""
+        found = self._mentions.get(word)
+        if found is None:
+            if self.loader is not None:
+                found = tuple(sorted(set(self.loader.modules_mentioning(word))))
+            else:
+                found = tuple(sorted(m.name for m in self.modules.values() if word in (m.facts.source or "")))
+            self._mentions[word] = found
+        return found
 
     def gradchecked(self) -> frozenset[str]:
         """Qualified names of the autograd Functions passed to torch.autograd.gradcheck anywhere in

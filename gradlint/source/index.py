@@ -149,6 +149,7 @@ class ProjectFiles:
         self.roots = import_roots(self.root)
         self.extract = extract
         self.list_files = list_files
+        self._files: list[Path] | None = None  # listed once per run: every scanned word reuses it
 
     def find(self, module: str) -> Path | None:
         rel = Path(*module.split("."))
@@ -171,7 +172,9 @@ class ProjectFiles:
             return []
         needle = word.encode()
         out: list[str] = []
-        for path in self.list_files()[:MAX_SCANNED]:
+        if self._files is None:
+            self._files = self.list_files()[:MAX_SCANNED]
+        for path in self._files:
             try:
                 # Only regular files of a sane size: a FIFO or a device named x.py would hang or
                 # exhaust memory, and no source file that long calls gradcheck.

@@ -21,7 +21,7 @@ import libcst as cst
 from gradlint.findings import SourceSpan
 from gradlint.source.budget import MAX_EXPR_DEPTH, fold
 from gradlint.source.names import children, dotted
-from gradlint.facts.numerics import CallText, Expr, NumClass, NumericsFacts, Pieces, Site
+from gradlint.facts.numerics import Call, CallText, Expr, Function, NumClass, NumericsFacts, Pieces, Site
 
 F = "torch.nn.functional."
 SOFTMAX = frozenset({"torch.softmax", F + "softmax", "torch.special.softmax", "torch.Tensor.softmax"})
@@ -321,6 +321,15 @@ class Extractor:
         self.self_requires_grad = _SELF_RG.search(src.text) is not None
         self._where: dict[int, Where] = {}  # id(node) -> its Where (which keeps the node alive)
         self.depth = 0  # expression nesting of the evaluation under way (budget.MAX_EXPR_DEPTH)
+        # the call graph: functions with their calls, names read as values, the qualified-name
+        # prefix of the class or function being walked, the functions being walked
+        self.functions: list[Function] = []
+        self.references: set[str] = set()
+        self.def_names: set[str] = set()
+        self.ref_names: frozenset[str] = frozenset()
+        self.callees: set[int] = set()
+        self.path: list[str] = []
+        self.walking: list[str] = []
 
     # -- helpers -----------------------------------------------------------------------------
     def q(self, expr: cst.BaseExpression) -> frozenset[str]:
@@ -343,6 +352,8 @@ class Extractor:
             return ""
 
     def add(self, site: Site) -> None:
+        if not site.function and self.walking:
+            site = replace(site, function=self.walking[-1])
         key = (site.kind, site.span, site.variant)
         if key not in self._seen:
             self._seen.add(key)
@@ -373,6 +384,7 @@ class Extractor:
     def run(self) -> NumericsFacts:
         module = self.src.module
         self._prescan(module)
+        self.ref_names = frozenset(self.def_names | set(self.imports.names))
         self.file_quiet = _data_pipeline(self.src.path) or self.defines_optimizer
         top = FunctionWalk(self, "<module>", None, quiet=self.file_quiet, globals_={})
         # RecursionError: a statement nested too deep for libcst's own recursive code (positions,
@@ -381,6 +393,7 @@ class Extractor:
             top.walk(module.body)
         except RecursionError:
             self.depth = 0
+        self.functions.append(Function("<module>", calls=tuple(top.calls)))
         # Functions and classes after the module body: a model or criterion defined below a
         # function is still the global that function uses.
         self.globals = {k: v for k, v in top.env.items() if "." not in k}
@@ -396,7 +409,8 @@ class Extractor:
                 self.depth = 0
         return NumericsFacts(sites=tuple(self.sites), classes=tuple(self.classes),
                              gradchecked=frozenset(self.gradchecked), apply_aliases=tuple(self.aliases),
-                             torch_imports=self.torch_imports())
+                             torch_imports=self.torch_imports(),
+                             functions=tuple(self.functions), references=frozenset(self.references))
 
     def _prescan(self, module: cst.Module) -> None:
         """Class names and autograd Functions of this file, before any function is walked.
@@ -406,6 +420,8 @@ class Extractor:
         stack: list[cst.CSTNode] = list(module.body)
         while stack:
             node = stack.pop()
+            if isinstance(node, cst.FunctionDef):
+                self.def_names.add(node.name.value)
             if isinstance(node, cst.ClassDef):
                 self.local_classes.add(node.name.value)
                 bases = self.base_names(node)
@@ -443,6 +459,13 @@ class Extractor:
         return tuple(out)
 
     def walk_class(self, node: cst.ClassDef, parent_quiet: bool) -> None:
+        self.path.append(node.name.value)
+        try:
+            self._walk_class(node, parent_quiet)
+        finally:
+            self.path.pop()
+
+    def _walk_class(self, node: cst.ClassDef, parent_quiet: bool) -> None:
         bases = self.base_names(node)
         name = node.name.value
         module_like = any(b.startswith("torch.nn.") or "Module" in b or "Model" in b or "Layer" in b
@@ -591,6 +614,7 @@ class FunctionWalk:
         self.cls = cls
         self.quiet = quiet  # no-grad, eval, metric or init code: no numerics hazard
         self.nograd = 0
+        self.decorated_nograd = False
         self.env: dict[str, V] = {}
         if cls is not None:
             for attr, val in cls.attrs.items():
@@ -601,15 +625,28 @@ class FunctionWalk:
         self.return_nodes: list[cst.Return] = []
         self.deferred: list[cst.FunctionDef] = []
         self.module_defs: list[cst.FunctionDef | cst.ClassDef] = []
+        self.calls: dict[Call, None] = {}  # in order, once each
 
     # -- entry points --------------------------------------------------------------------------
     def run_function(self, fn: cst.FunctionDef) -> None:
+        qual = ".".join([*self.x.path, self.name])
+        self.x.path.append(self.name + ".<locals>")
+        self.x.walking.append(qual)
+        try:
+            self._run_function(fn)
+        finally:
+            self.x.path.pop()
+            self.x.walking.pop()
+            self.x.functions.append(Function(qual, nograd=self.decorated_nograd, calls=tuple(self.calls)))
+
+    def _run_function(self, fn: cst.FunctionDef) -> None:
         self.fn_node = fn
         for dec in fn.decorators:
             expr = dec.decorator.func if isinstance(dec.decorator, cst.Call) else dec.decorator
             if not self.x.q(expr).isdisjoint(NO_GRAD):
                 self.quiet = True
                 self.nograd += 1
+                self.decorated_nograd = True
         ps = fn.params
         for p in list(ps.posonly_params) + list(ps.params) + list(ps.kwonly_params):
             self.env[p.name.value] = UNKNOWN
@@ -866,6 +903,8 @@ class FunctionWalk:
         if isinstance(node, cst.Name):
             if node.value in ("True", "False", "None"):
                 return V(const=True)
+            if node.value in self.x.ref_names and id(node) not in self.x.callees:
+                self.x.references.add(node.value)
             if node.value in self.env:
                 return self.env[node.value]
             if node.value in self.globals:
@@ -950,6 +989,9 @@ class FunctionWalk:
 
     def attribute(self, node: cst.Attribute) -> V:
         key = dotted(node)
+        if id(node) not in self.x.callees and (node.attr.value in self.x.def_names or (
+                key is not None and key.partition(".")[0] in self.x.ref_names)):
+            self.x.references.add(node.attr.value)
         if key and key in self.env:
             return self.env[key]
         attr = node.attr.value
@@ -1062,6 +1104,7 @@ class FunctionWalk:
     # -- calls ---------------------------------------------------------------------------------
     def call(self, node: cst.Call) -> V:
         func = node.func
+        self.record_call(func)
         names = self.x.q(func)
         if names:
             return self.qualified_call(node, names)
@@ -1093,6 +1136,16 @@ class FunctionWalk:
             return self.builtin_call(node, fname)
         callee = self.ev(func)
         return self.instance_call(node, callee, owner=None)
+
+    def record_call(self, func: cst.BaseExpression) -> None:
+        """An edge of the call graph (callee as written), and `func` is not a read of a value."""
+        self.x.callees.add(id(func))
+        text = dotted(func)
+        if text is None and isinstance(func, cst.Attribute) and isinstance(func.value, cst.Call) and isinstance(
+                func.value.func, cst.Name) and func.value.func.value == "super" and not func.value.args:
+            text = "super()." + func.attr.value
+        if text is not None:
+            self.calls.setdefault(Call(text, nograd=self.nograd > 0))
 
     def _args_ev(self, node: cst.Call) -> list[V]:
         return [self.ev(a.value) for a in node.args]

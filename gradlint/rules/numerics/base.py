@@ -7,7 +7,7 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Fix, Severity
 from gradlint.registry import Rule, RuleContext
-from gradlint.facts.numerics import NumericsFacts, Site, holds
+from gradlint.facts.numerics import NumericsFacts, Site, holds, only_nograd_reachable
 
 F = "torch.nn.functional."
 
@@ -23,6 +23,10 @@ class SiteRule(Rule):
 
     abstract = True
     kinds: frozenset[str] = frozenset()
+    # GL3xx: report only in code that can run with grad, i.e. not in a function that the project
+    # calls only under no_grad/inference_mode (the front-end already skips no-grad blocks and
+    # no-grad-decorated functions)
+    needs_grad = False
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         if ctx.facts.kind == "onnx":
@@ -33,6 +37,8 @@ class SiteRule(Rule):
             return
         for site in facts.sites:
             if not self.selects(site) or not holds(site, ctx.index):
+                continue
+            if self.needs_grad and only_nograd_reachable(ctx.index, site.function):
                 continue
             message = self.message(site, ctx)
             if message is None:

@@ -16,6 +16,13 @@ class SigmoidIntoBCELoss(SiteRule):
     model whose `forward` returns a sigmoid (looked up across the files of the run). Only the
     input is checked: soft labels and sigmoid-shaped targets are fine.
 
+    Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
+    decorator), and not in a function that the project calls only from such code, through any
+    chain of its functions (a helper of a `@torch.no_grad()` pipeline `__call__`, in the same file
+    or another). A function with no caller in the project, one read as a value, an entry point
+    (`forward`, `training_step`, `__call__`...), or one called through a receiver whose class is
+    unknown can run with grad.
+
     ## Why is this bad?
     Once the sigmoid saturates (|x| ≳ 17 in float32) its output is exactly 0 or 1, and a
     confidently wrong prediction gets exactly zero gradient: measured in torch, the gradient of
@@ -48,6 +55,7 @@ class SigmoidIntoBCELoss(SiteRule):
     code = "GL301"
     probe_measure = "first_nonfinite"
     kinds = frozenset({"probability_into_loss"})
+    needs_grad = True
     name = "sigmoid-into-bceloss"
     severity = Severity.WARNING
     summary = "BCELoss fed by a sigmoid output (zero gradient when saturated)"

@@ -9,6 +9,9 @@ from gradlint.facts.numerics import NumericsFacts, Site, returned_kind
 
 _INSTEAD = {"softmax": "log_softmax(x)", "sigmoid": "logsigmoid(x)", "one_minus_sigmoid": "logsigmoid(-x)"}
 
+_PIPELINE = ("import torch\nfrom example import log_probs\n\n\nclass Pipeline:\n"
+             "    @torch.no_grad()\n    def __call__(self, z):\n        return log_probs(z)\n")
+
 
 class LogOfProbability(SiteRule):
     """
@@ -22,6 +25,13 @@ class LogOfProbability(SiteRule):
     Not flagged: `log_softmax`, `logsigmoid`; arguments shifted by an eps or clamped (the eps
     bounds the gradient at 1/eps: a deliberate choice); logs of targets or constants; code under
     `torch.no_grad()`/`inference_mode` and evaluation or metric functions.
+
+    Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
+    decorator), and not in a function that the project calls only from such code, through any
+    chain of its functions (a helper of a `@torch.no_grad()` pipeline `__call__`, in the same file
+    or another). A function with no caller in the project, one read as a value, an entry point
+    (`forward`, `training_step`, `__call__`...), or one called through a receiver whose class is
+    unknown can run with grad.
 
     ## Why is this bad?
     A probability underflows to exactly 0 long before its logit is extreme, and the log turns it
@@ -56,6 +66,7 @@ class LogOfProbability(SiteRule):
     code = "GL302"
     probe_measure = "first_nonfinite"
     kinds = frozenset({"log_of_probability"})
+    needs_grad = True
     name = "log-of-probability"
     severity = Severity.WARNING
     summary = "Log of a softmax/sigmoid output (underflows to -inf, NaN gradient)"
@@ -94,6 +105,10 @@ class LogOfProbability(SiteRule):
                         "    def forward(self, x):\n"
                         "        return torch.softmax(self.fc(x), dim=-1)\n"),),
                 note="log of a model's softmax output"),
+        Example("import torch\n\n\ndef log_probs(z):\n    return torch.log(torch.softmax(z, -1))\n\n\n"
+                "@torch.no_grad()\ndef sample(z):\n    return log_probs(z)\n\n\n"
+                "def nll(z, y):\n    return -(log_probs(z) * y).sum()\n",
+                note="a helper that no-grad code and a loss both call"),
     ]
     valid = [
         Example("import torch.nn.functional as F\n\ndef f(z):\n    return F.log_softmax(z, -1), F.logsigmoid(z)\n"),
@@ -109,6 +124,9 @@ class LogOfProbability(SiteRule):
                 note="evaluation function"),
         Example("import torch\n\ndef f(z):\n    with torch.inference_mode():\n"
                 "        return torch.log(torch.softmax(z, -1))\n", note="inference mode"),
+        Example("import torch\n\n\ndef log_probs(z):\n    return torch.log(torch.softmax(z, -1))\n",
+                files=(("pipeline.py", _PIPELINE),),
+                note="a helper only a @torch.no_grad() __call__ (pipeline.py) calls: it never runs with grad"),
     ]
 
     def graph_message(self, hazard) -> str:

@@ -30,6 +30,13 @@ class SoftmaxIntoCrossEntropy(SiteRule):
     `Categorical(probs)`; softmax is how attention, pooling and gating weigh things), so only the
     probabilities that reach a cross-entropy are reported.
 
+    Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
+    decorator), and not in a function that the project calls only from such code, through any
+    chain of its functions (a helper of a `@torch.no_grad()` pipeline `__call__`, in the same file
+    or another). A function with no caller in the project, one read as a value, an entry point
+    (`forward`, `training_step`, `__call__`...), or one called through a receiver whose class is
+    unknown can run with grad.
+
     ## Why is this bad?
     `cross_entropy` applies `log_softmax` itself: on probabilities it computes
     `log_softmax(softmax(z))`, whose outputs lie in [0, 1], so the loss has a floor (1.46 for 10
@@ -56,6 +63,7 @@ class SoftmaxIntoCrossEntropy(SiteRule):
     code = "GL303"
     probe_measure = "first_nonfinite"
     kinds = frozenset({"probability_into_loss"})
+    needs_grad = True
     name = "softmax-into-cross-entropy"
     severity = Severity.ERROR
     summary = "Cross-entropy applied to softmax probabilities (floor on the loss, shrunk gradients)"

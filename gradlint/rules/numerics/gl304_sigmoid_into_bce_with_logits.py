@@ -15,6 +15,13 @@ class SigmoidIntoBCEWithLogits(SiteRule):
     a sigmoid output (inline, through a variable, an `nn.Sigmoid` module, or a model whose
     `forward` returns a sigmoid, across the files of the run).
 
+    Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
+    decorator), and not in a function that the project calls only from such code, through any
+    chain of its functions (a helper of a `@torch.no_grad()` pipeline `__call__`, in the same file
+    or another). A function with no caller in the project, one read as a value, an entry point
+    (`forward`, `training_step`, `__call__`...), or one called through a receiver whose class is
+    unknown can run with grad.
+
     ## Why is this bad?
     The loss applies the sigmoid itself: the model's output is squashed twice, so every
     prediction lies in (0.5, 0.73) after the second sigmoid, the loss cannot reach 0, and the
@@ -34,6 +41,7 @@ class SigmoidIntoBCEWithLogits(SiteRule):
     code = "GL304"
     probe_measure = "first_nonfinite"
     kinds = frozenset({"probability_into_loss"})
+    needs_grad = True
     name = "sigmoid-into-bce-with-logits"
     severity = Severity.ERROR
     summary = "BCEWithLogitsLoss applied to a sigmoid output (sigmoid applied twice)"

@@ -19,6 +19,13 @@ class HandWrittenUnstableFunction(SiteRule):
     constant operands, detached or no-grad operands, and the stable max-shifted log-sum-exp
     (`x - x.max()` inside the exp).
 
+    Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
+    decorator), and not in a function that the project calls only from such code, through any
+    chain of its functions (a helper of a `@torch.no_grad()` pipeline `__call__`, in the same file
+    or another). A function with no caller in the project, one read as a value, an entry point
+    (`forward`, `training_step`, `__call__`...), or one called through a receiver whose class is
+    unknown can run with grad.
+
     ## Why is this bad?
     `exp` overflows to inf in float32 above 88 (above 11 in float16), and the gradient of the
     hand-written form becomes inf/inf = NaN. Measured in torch: the gradient of
@@ -44,6 +51,7 @@ class HandWrittenUnstableFunction(SiteRule):
     code = "GL305"
     probe_measure = "first_nonfinite"
     kinds = frozenset({"hand_written_unstable"})
+    needs_grad = True
     name = "hand-written-unstable-function"
     severity = Severity.WARNING
     summary = "Sigmoid/softplus/logsumexp/softmax written with exp (overflow, NaN gradients)"

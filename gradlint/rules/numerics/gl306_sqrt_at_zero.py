@@ -10,6 +10,11 @@ from gradlint.facts.numerics import NumericsFacts, Site
 
 _MODULE = 'import torch\nfrom torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.f = nn.Linear(8, 8)\n\n    def forward(self, a, b):\n        x = self.f(a) - b\n'
 
+_PIPELINE = ('import torch\nfrom torch import nn\n\n\nclass Pipeline:\n    def __init__(self):\n'
+             '        self.f = nn.Linear(8, 8)\n\n    def distance(self, a, b):\n'
+             '        return torch.sqrt(((self.f(a) - b) ** 2).sum(-1))\n\n'
+             '    @torch.no_grad()\n    def __call__(self, a, b):\n        return self.distance(a, b)\n')
+
 
 class SqrtAtZero(SiteRule):
     """
@@ -27,6 +32,13 @@ class SqrtAtZero(SiteRule):
     `nn.Parameter`s, or a leaf made with `requires_grad=True`); a root of plain inputs, config
     values or data is not flagged, and neither is the RMS of a learned layer's output (never
     exactly zero) nor a sum with a positive constant inside the root (that constant is the eps).
+
+    Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
+    decorator), and not in a function that the project calls only from such code, through any
+    chain of its functions (a helper of a `@torch.no_grad()` pipeline `__call__`, in the same file
+    or another). A function with no caller in the project, one read as a value, an entry point
+    (`forward`, `training_step`, `__call__`...), or one called through a receiver whose class is
+    unknown can run with grad.
 
     ## Why is this bad?
     d sqrt(s)/ds = 1 / (2 sqrt(s)) is infinite at s = 0, and the chain rule multiplies it by
@@ -55,6 +67,7 @@ class SqrtAtZero(SiteRule):
     code = "GL306"
     probe_measure = "first_nonfinite"
     kinds = frozenset({"sqrt_near_zero"})
+    needs_grad = True
     name = "sqrt-at-zero"
     severity = Severity.WARNING
     # Off by default (issue 10's rule: a rule below the precision goal on the corpus is opt-in):
@@ -78,6 +91,8 @@ class SqrtAtZero(SiteRule):
                 note="clamp(min=0) does not move it away from 0"),
         Example("import torch\n\ndef radius(n):\n    w = torch.zeros(n, requires_grad=True)\n    return torch.sqrt((w ** 2).sum())\n",
                 note="a leaf that requires grad (zero at init: the gradient is NaN at once)"),
+        Example(_PIPELINE + "\n\ndef fit(pipe, a, b):\n    pipe.distance(a, b).mean().backward()\n",
+                note="a pipeline's helper that training code also calls (through an unknown receiver)"),
     ]
     valid = [
         Example("import torch\n\ndef d(a, b):\n    return (a - b).norm(dim=-1), torch.linalg.vector_norm(a - b, dim=-1)\n"),
@@ -89,6 +104,7 @@ class SqrtAtZero(SiteRule):
         Example("import torch\n\ndef d(x):\n    return x.pow(2).sum(1).clamp_min(1e-12).sqrt()\n", note="clamp_min"),
         Example("import torch\n\ndef d(x):\n    return torch.sqrt((x.detach() ** 2).sum())\n", note="detached"),
         Example("import torch\n\n@torch.no_grad()\ndef d(x):\n    return torch.sqrt((x ** 2).sum())\n", note="no-grad"),
+        Example(_PIPELINE, note="a method only a @torch.no_grad() __call__ calls: it never runs with grad"),
         Example("import math\n\ndef d(h, w):\n    return (h ** 2 + w ** 2) ** 0.5, math.sqrt(h ** 2 + w ** 2)\n",
                 note="python numbers"),
         Example("import torch\n\ndef safe_sqrt(x):\n    return torch.sqrt(torch.clamp(x, min=1e-12))\n\n"

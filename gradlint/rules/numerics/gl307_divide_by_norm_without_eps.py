@@ -26,6 +26,13 @@ class DivideByNormWithoutEps(SiteRule):
     a learned projection by its own norm (CLIP-style embeddings) is not flagged: that vector is
     never exactly zero. A difference, a ReLU output or a masked value can be, and is flagged.
 
+    Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
+    decorator), and not in a function that the project calls only from such code, through any
+    chain of its functions (a helper of a `@torch.no_grad()` pipeline `__call__`, in the same file
+    or another). A function with no caller in the project, one read as a value, an entry point
+    (`forward`, `training_step`, `__call__`...), or one called through a receiver whose class is
+    unknown can run with grad.
+
     ## Why is this bad?
     An all-zero vector (padding, a dead feature, a constant channel) gives 0/0: the output and
     the gradient are NaN. Measured in torch: the gradient of `(a / a.norm()).sum()` at a = 0 is
@@ -45,6 +52,7 @@ class DivideByNormWithoutEps(SiteRule):
     code = "GL307"
     probe_measure = "first_nonfinite"
     kinds = frozenset({"divide_by_norm"})
+    needs_grad = True
     name = "divide-by-norm-without-eps"
     severity = Severity.WARNING
     # Off by default (issue 10's rule: a rule below the precision goal on the corpus is opt-in):

@@ -24,6 +24,13 @@ class AcosWithoutMargin(SiteRule):
     `nn.Parameter`s, or a leaf made with `requires_grad=True`); angles of plain inputs are not
     flagged.
 
+    Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
+    decorator), and not in a function that the project calls only from such code, through any
+    chain of its functions (a helper of a `@torch.no_grad()` pipeline `__call__`, in the same file
+    or another). A function with no caller in the project, one read as a value, an entry point
+    (`forward`, `training_step`, `__call__`...), or one called through a receiver whose class is
+    unknown can run with grad.
+
     ## Why is this bad?
     d acos(x)/dx = -1 / sqrt(1 - x²) is infinite at ±1, and a cosine similarity of two equal
     vectors is exactly 1 in floating point. Measured in torch: the gradient of
@@ -45,6 +52,7 @@ class AcosWithoutMargin(SiteRule):
     code = "GL308"
     probe_measure = "first_nonfinite"
     kinds = frozenset({"acos_near_one"})
+    needs_grad = True
     name = "acos-without-margin"
     severity = Severity.WARNING
     summary = "acos/asin not clamped strictly inside (-1, 1) (infinite gradient at ±1)"

@@ -23,6 +23,13 @@ class WhereNanBranch(SiteRule):
     When the unsafe branch is itself a hand-written unstable function (`log(1 + exp(x))`),
     GL305 reports that line instead (one finding per line).
 
+    Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
+    decorator), and not in a function that the project calls only from such code, through any
+    chain of its functions (a helper of a `@torch.no_grad()` pipeline `__call__`, in the same file
+    or another). A function with no caller in the project, one read as a value, an entry point
+    (`forward`, `training_step`, `__call__`...), or one called through a receiver whose class is
+    unknown can run with grad.
+
     ## Why is this bad?
     `where` selects values, but autograd differentiates both branches everywhere and multiplies
     the unselected one by 0: an infinite local gradient times 0 is NaN. Measured in torch:
@@ -48,6 +55,7 @@ class WhereNanBranch(SiteRule):
     code = "GL309"
     probe_measure = "first_nonfinite"
     kinds = frozenset({"unsafe_where_branch"})
+    needs_grad = True
     name = "where-nan-branch"
     severity = Severity.WARNING
     summary = "torch.where with an unsafe op in a branch (NaN gradient leaks through the mask)"
