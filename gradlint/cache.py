@@ -564,23 +564,27 @@ def _read_pack(dfd: int, name: str) -> bytes:
     return data if len(data) <= MAX_PACK_BYTES else b""
 
 
-# The packs this process has read in this run, most recent last: (root, cache-dir, name) -> index.
-# Files are checked folder by folder, so a few are enough. open_store empties it: every run
-# reads the packs as they are on disk then.
-_HELD: dict[tuple[str, str, str], dict[bytes, bytes]] = {}
+# The packs this process has read in this run, most recent last: (root, cache-dir, name) ->
+# (index, bytes). Files are checked folder by folder, so a few are enough; a process holds at most
+# _HELD_PACKS of them and _HELD_BYTES in all (the pack in use always). open_store empties it:
+# every run reads the packs as they are on disk then.
+_HELD: dict[tuple[str, str, str], tuple[dict[bytes, bytes], int]] = {}
 _HELD_PACKS = 4
+_HELD_BYTES = 64 << 20
 
 
 def _pack_index(store: Store, dfd: int, name: str) -> dict[bytes, bytes]:
     where = (store.root, store.rel, name)
-    index = _HELD.pop(where, None)
-    if index is None:
+    held = _HELD.pop(where, None)
+    if held is None:
         # A missing pack is held too (empty): a cold run looks it up once, not once per file.
-        index = _index(_read_pack(dfd, name))
-        while len(_HELD) >= _HELD_PACKS:
-            del _HELD[next(iter(_HELD))]
-    _HELD[where] = index
-    return index
+        data = _read_pack(dfd, name)
+        held = (_index(data), len(data))
+        total = held[1] + sum(size for _index_, size in _HELD.values())
+        while _HELD and (len(_HELD) >= _HELD_PACKS or total > _HELD_BYTES):
+            total -= _HELD.pop(next(iter(_HELD)))[1]
+    _HELD[where] = held
+    return held[0]
 
 
 def load(store: Store, where: Slot, folder: str, expect: type) -> Any | None:

@@ -561,3 +561,18 @@ def test_concurrent_runs_on_one_folder_leave_only_valid_entries(tmp_path):
         assert all(files[path] == source for path, source in by_path.items())
         assert findings(tmp_path, use_cache=True) == honest
         assert not list((tmp_path / ".gradlint_cache").glob(".*.tmp"))
+
+
+def test_a_process_holds_a_few_packs_and_reads_again_what_it_let_go(tmp_path, monkeypatch):
+    write_tree(tmp_path, {f"d{i}/m{j}.py": LOG_SOFTMAX.replace("f(", f"f{j}(") for i in range(5) for j in range(2)})
+    honest = findings(tmp_path, use_cache=True)
+    assert len(packs(tmp_path)) == 5
+    monkeypatch.setattr(cache, "_HELD_PACKS", 2)
+    read: list[str] = []
+    real = cache._read_pack
+    monkeypatch.setattr(cache, "_read_pack", lambda dfd, name: read.append(name) or real(dfd, name))
+    extracted = _counting_extract(monkeypatch)
+    assert findings(tmp_path, use_cache=True) == honest and extracted == []
+    assert len(read) == 5 and len(cache._HELD) <= 2
+    monkeypatch.setattr(cache, "_HELD_BYTES", 1)  # over the bound: only the pack in use is held
+    assert findings(tmp_path, use_cache=True) == honest and extracted == [] and len(cache._HELD) == 1
