@@ -576,3 +576,15 @@ def test_a_process_holds_a_few_packs_and_reads_again_what_it_let_go(tmp_path, mo
     assert len(read) == 5 and len(cache._HELD) <= 2
     monkeypatch.setattr(cache, "_HELD_BYTES", 1)  # over the bound: only the pack in use is held
     assert findings(tmp_path, use_cache=True) == honest and extracted == [] and len(cache._HELD) == 1
+
+
+def test_an_upgrade_replaces_the_entries_in_the_same_packs(project, monkeypatch):
+    findings(project, use_cache=True)
+    before = entries(project)
+    monkeypatch.setattr(cache, "_CODE_FINGERPRINT", "0" * 64)  # other front-end code: no old key matches
+    extracted = _counting_extract(monkeypatch)
+    assert findings(project, use_cache=True) == findings(project, use_cache=False)
+    assert sorted(extracted) == ["model.py", "model.py", "util.py", "util.py"]  # cached run missed, then --no-cache
+    after = entries(project)
+    assert len(packs(project)) == 1 and len(after) == 2
+    assert {d["key"] for d in after}.isdisjoint(d["key"] for d in before)
