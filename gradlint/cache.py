@@ -319,8 +319,13 @@ def _build_checker(hint: Any):
     return lambda v: False
 
 
+# encode builds a fresh tree, which cannot hold a cycle (a cycle in the facts is a RecursionError
+# in encode): the encoder's own cycle check would cost a quarter of the dump for nothing.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(encode(value), separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(encode(value))
 
 
 def loads(text: str | bytes) -> Any:
@@ -639,8 +644,8 @@ def entry(where: Slot, facts: Any, folder: str, depends: tuple[str, ...] = ()) -
     try:
         deps = [[d, fingerprint_within(folder, d)] for d in depends]
         # The first two fields at fixed offsets: _index slices them.
-        text = json.dumps({"key": where.key, "file": where.file, "schema": SCHEMA, "deps": deps,
-                           "facts": encode(facts)}, separators=(",", ":"), allow_nan=False)
+        text = _ENCODER.encode({"key": where.key, "file": where.file, "schema": SCHEMA, "deps": deps,
+                                "facts": encode(facts)})
         line = text.encode("ascii")
     except (CacheError, ValueError, TypeError, RecursionError):
         return None
