@@ -40,13 +40,19 @@ def _extract(path: Path, display: str, data: bytes | None = None) -> FileFacts:
     return extract_python(path, display, data=data)
 
 
-def _facts_job(args: tuple[str, str, cache.Store | None, int]) -> FileFacts:
+def _facts_job(args: tuple[str, str, cache.Store | None, int]) -> tuple[FileFacts, cache.Pending | None]:
+    """One file's facts and the cache entry to write for them, if any (the parent writes them all)."""
     path_s, display, store, max_size = args
-    return cached_facts(Path(path_s), display, store, max_size)
+    batch = cache.Batch()
+    facts = cached_facts(Path(path_s), display, store, max_size, batch)
+    return facts, (batch.entries[0] if batch.entries else None)
 
 
-def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: int) -> FileFacts:
-    """One file's facts, from the cache (gradlint.cache, plain JSON) when it holds them."""
+def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: int,
+                 batch: cache.Batch | None = None) -> FileFacts:
+    """One file's facts, from the cache (gradlint.cache, plain JSON) when it holds them. A new
+    entry joins `batch` (written with the others, once per folder) or, without one, is written
+    at once."""
     kind = _kind(path, display)
     try:
         # Read once, bounded, refusing special files before any open; the key is these bytes.
@@ -54,18 +60,23 @@ def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: 
     except inputs.Refused as exc:
         what = "unreadable_model" if kind == "onnx" else "unreadable_source"
         return FileFacts(path=display, kind=kind, input_errors=(InputError(what, f"cannot read file: {exc}"),))
-    key = cache.entry_key(store, display, kind, fingerprint) if store else None
+    where = cache.slot(store, display, kind, fingerprint) if store else None
     folder = str(path.parent)
-    if key and store:
-        cached = cache.load(store, key, folder, FileFacts)
+    if where and store:
+        cached = cache.load(store, where, folder, FileFacts)
         if cached is not None:
             return cached
     try:
         facts = _extract(path, display, data)
     except Exception:  # an internal failure on one file must not end the run
         return FileFacts(path=display, kind=kind, internal_error=_short_traceback())
-    if key and store:
-        cache.save(store, key, facts, folder, facts.depends)
+    if where and store:
+        made = cache.entry(where, facts, folder, facts.depends)
+        if made is not None:
+            if batch is not None:
+                batch.add(store, made)
+            else:
+                cache.write(store, [made])
     return facts
 
 
@@ -123,9 +134,11 @@ def run_rules(facts: FileFacts, config: Config, index: ProjectIndex | None, rule
                       analysed=analysed)
 
 
-def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = True) -> tuple[ProjectIndex, Path]:
+def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = True,
+                  batch: cache.Batch | None = None) -> tuple[ProjectIndex, Path]:
     """An empty project index for the project the paths belong to, with a loader that summarises
-    (through the cache) any module of the project a lookup reaches; and the project's root."""
+    (through the cache) any module of the project a lookup reaches; and the project's root. New
+    cache entries join `batch` when given (the caller writes it), else are written at once."""
     from gradlint.source.index import ProjectFiles, find_project_root
 
     root = find_project_root(paths, Path(config.root))
@@ -135,7 +148,7 @@ def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = Tr
         # the cache folder is opened (and made) only when a module outside the run is read
         if use_cache and not stores:
             stores.append(cache.open_store(config.root, config.cache_dir)[0])
-        return cached_facts(path, display_path(path), stores[0] if stores else None, config.max_file_size)
+        return cached_facts(path, display_path(path), stores[0] if stores else None, config.max_file_size, batch)
 
     def list_files() -> list[Path]:
         return [p for p, _ in discover([root], config).files if p.suffix == ".py"]
@@ -163,18 +176,23 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
     workers = jobs if jobs is not None else min(os.cpu_count() or 1, 8)
     # A pool costs ~100 ms to start; below a few dozen files one process is faster.
     if workers <= 1 or len(args) < 32:
-        return [_facts_job(a) for a in args]
-    from gradlint.pool import map_isolated
+        results = [_facts_job(a) for a in args]
+    else:
+        from gradlint.pool import map_isolated
 
-    # A worker that dies (a native crash, SIGKILL, the OOM killer) costs only its own file.
-    return map_isolated(_facts_job, args, workers, on_failure=_job_failed)
+        # A worker that dies (a native crash, SIGKILL, the OOM killer) costs only its own file.
+        results = map_isolated(_facts_job, args, workers, on_failure=_job_failed)
+    if store is not None:
+        # Every new entry at once: one write per folder's pack, not one file per entry.
+        cache.write(store, [p for _f, p in results if p is not None])
+    return [f for f, _p in results]
 
 
-def _job_failed(args: tuple, reason: str) -> FileFacts:
+def _job_failed(args: tuple, reason: str) -> tuple[FileFacts, None]:
     """The facts of a file whose worker died: an internal error that names the file (args is
-    _facts_job's: the path, then the name shown)."""
+    _facts_job's: the path, then the name shown); nothing to cache."""
     display = args[1]
-    return FileFacts(path=display, kind="python", internal_error=f"{reason} while checking {display}")
+    return FileFacts(path=display, kind="python", internal_error=f"{reason} while checking {display}"), None
 
 
 def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool = True,
@@ -188,12 +206,14 @@ def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool 
     for path, reason, error in found.refused:
         result.files.append(FileResult(path=path, skipped=reason, error=error))
     facts = collect_facts(found.files, config, use_cache=use_cache, jobs=jobs, warnings=result.warnings)
-    index, root = project_index(given, config, use_cache=use_cache)
+    later = cache.Batch()  # the modules a lookup summarises, written once at the end
+    index, root = project_index(given, config, use_cache=use_cache, batch=later)
     for (path, _display), f in zip(found.files, facts):
         add_to_index(index, root, path, f)
     rules = load_rules()
     for (path, _display), f in zip(found.files, facts):
         result.files.append(_in_cells(run_rules(f, config, index, rules, relative_path(path, config)), f))
+    later.write()
     return result
 
 
@@ -222,9 +242,11 @@ def check_text(display: str, data: bytes, config: Config) -> RunResult:
             facts = FileFacts(path=display, kind="python", input_errors=(InputError("unreadable_source", f"cannot decode: {exc}"),))
     rules = load_rules()
     # Names resolve across the project of `display`, as in `gradlint check` of that file.
-    index, root = project_index([Path(display)], config, use_cache=True)
+    later = cache.Batch()
+    index, root = project_index([Path(display)], config, use_cache=True, batch=later)
     add_to_index(index, root, Path(display), facts)
     result = run_rules(facts, config, index, rules, relative_path(display, config))
+    later.write()
     return RunResult(files=[_in_cells(result, facts)])
 
 

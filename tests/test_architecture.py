@@ -211,7 +211,7 @@ def test_cache_serves_unchanged_files_and_notices_changes(tmp_path):
     model.write_text(DESIGN_TABLE[0][0])
     first = run_cli("check", ".", cwd=tmp_path)
     assert first.returncode == 1 and "GL101" in first.stdout
-    assert list((tmp_path / ".gradlint_cache").glob("*.json"))
+    assert list((tmp_path / ".gradlint_cache").glob("p-*.jsonl"))  # one pack per folder
     assert not list((tmp_path / ".gradlint_cache").glob("*.pickle"))
     again = run_cli("check", ".", cwd=tmp_path)
     assert again.stdout == first.stdout

@@ -1,5 +1,6 @@
-"""The per-file cache (gradlint.cache): plain JSON, validated on load, written only inside the
-project and never through a link; planted entries run nothing and change no finding."""
+"""The per-file cache (gradlint.cache): plain JSON lines, one pack per folder, validated on load,
+written only inside the project and never through a link; planted entries run nothing and change
+no finding."""
 
 from __future__ import annotations
 
@@ -47,8 +48,13 @@ def findings(root: Path, *, use_cache: bool) -> list[tuple]:
     return [(f.path, f.code, f.span.line, f.message) for f in result.findings]
 
 
-def entries(root: Path) -> list[Path]:
-    return sorted((root / ".gradlint_cache").glob("*.json"))
+def packs(root: Path, rel: str = ".gradlint_cache") -> list[Path]:
+    return sorted((root / rel).glob(f"{cache.PACK_PREFIX}*{cache.PACK_SUFFIX}"))
+
+
+def entries(root: Path, rel: str = ".gradlint_cache") -> list[dict]:
+    """Every entry of every pack, parsed (each line of a pack is one JSON document)."""
+    return [json.loads(line) for pack in packs(root, rel) for line in pack.read_bytes().splitlines()]
 
 
 @pytest.fixture
@@ -146,19 +152,37 @@ def test_unstorable_values_are_refused_on_write():
 def test_cache_is_json_and_serves_the_same_findings(project):
     first = findings(project, use_cache=True)
     stored = entries(project)
-    assert len(stored) == 2
-    doc = json.loads(stored[0].read_text())
-    assert doc["schema"] == cache.SCHEMA and set(doc) == {"schema", "key", "deps", "facts"}
+    assert len(stored) == 2 and len(packs(project)) == 1  # both files' entries in their folder's pack
+    doc = stored[0]
+    assert doc["schema"] == cache.SCHEMA and list(doc) == ["key", "file", "schema", "deps", "facts"]
+    assert sorted(p.name for p in (project / ".gradlint_cache").iterdir()) == [
+        ".gitignore", packs(project)[0].name, "salt"]
     assert (project / ".gradlint_cache" / ".gitignore").read_text().endswith("*\n")
     assert findings(project, use_cache=True) == first == findings(project, use_cache=False)
     assert {c for _p, c, _l, _m in first} >= {"GL101", "GL302"}
 
 
+def _line(key: str, file: str, rest: str) -> bytes:
+    """A pack line that starts as gradlint writes one (key and file id at their offsets)."""
+    return f'{{"key":"{key}","file":"{file}",{rest}'.encode()
+
+
+def _facts_json(facts=None) -> str:
+    return json.dumps(cache.encode(facts or FileFacts(path="model.py", kind="python")))
+
+
 def _plant(project: Path, maker) -> None:
-    """Write something at the key of every entry the first run made (the real keys)."""
-    for entry in entries(project):
-        entry.unlink()
-        maker(entry)
+    """Replace every pack the first run made (the real names, keys and file ids): `maker` gets the
+    pack's path and its (key, file) pairs and writes something in its place."""
+    for pack in packs(project):
+        slots = [(d["key"], d["file"]) for d in map(json.loads, pack.read_bytes().splitlines())]
+        pack.unlink()
+        maker(pack, slots)
+
+
+def _lines(make):
+    """A planting that writes one line per entry, made by `make(key, file)`."""
+    return lambda p, slots: p.write_bytes(b"\n".join(make(k, f) for k, f in slots) + b"\n")
 
 
 class _Payload:
@@ -170,41 +194,42 @@ class _Payload:
 
 
 def _kinds(mark: Path):
-    big = cache.MAX_ENTRY_BYTES + 10
-
-    def sparse(p: Path) -> None:
+    def sparse(p: Path, _slots) -> None:
         with open(p, "wb") as fh:
-            fh.truncate(big)
+            fh.truncate(cache.MAX_PACK_BYTES + 10)
 
-    def symlink_to_valid_elsewhere(p: Path) -> None:
-        other = p.parent.parent / "elsewhere.json"
-        other.write_text(json.dumps({"schema": cache.SCHEMA, "key": p.stem, "deps": [],
-                                     "facts": cache.encode(FileFacts(path="model.py", kind="python"))}))
+    def symlink_to_valid_elsewhere(p: Path, slots) -> None:
+        other = p.parent.parent / "elsewhere.jsonl"
+        other.write_bytes(b"\n".join(_line(k, f, f'"schema":{cache.SCHEMA},"deps":[],"facts":{_facts_json()}}}')
+                                     for k, f in slots))
         p.symlink_to(other)
 
+    valid_rest = f'"schema":{cache.SCHEMA},"deps":[],"facts":{_facts_json()}}}'
     return {
-        "pickle bytes": lambda p: (p.write_bytes(pickle.dumps(_Payload(str(mark)))),
-                                   p.with_suffix(".pickle").write_bytes(pickle.dumps(_Payload(str(mark))))),
-        "too many dependencies": lambda p: p.write_text(json.dumps(
-            {"schema": cache.SCHEMA, "key": p.stem, "deps": [["x", "y"]] * (cache.MAX_DEPS + 1),
-             "facts": cache.encode(FileFacts(path="model.py", kind="python"))})),
-        "json with unknown types": lambda p: p.write_text(json.dumps(
-            {"schema": cache.SCHEMA, "key": p.stem, "deps": [], "facts": {"$r": "os.system", "f": {"command": "id"}}})),
-        "wrong schema": lambda p: p.write_text(json.dumps(
-            {"schema": cache.SCHEMA + 1, "key": p.stem, "deps": [],
-             "facts": cache.encode(FileFacts(path="model.py", kind="python"))})),
-        "other key": lambda p: p.write_text(json.dumps(
-            {"schema": cache.SCHEMA, "key": "0" * 64, "deps": [],
-             "facts": cache.encode(FileFacts(path="model.py", kind="python"))})),
-        "not facts": lambda p: p.write_text(json.dumps(
-            {"schema": cache.SCHEMA, "key": p.stem, "deps": [], "facts": cache.encode(SourceSpan(1, 1, 1, 1))})),
-        "truncated": lambda p: p.write_text('{"schema": 1, "key": "'),
-        "deeply nested": lambda p: p.write_text("[" * 100_000 + "]" * 100_000),
+        "pickle bytes": lambda p, _s: (p.write_bytes(pickle.dumps(_Payload(str(mark)))),
+                                       p.with_suffix(".pickle").write_bytes(pickle.dumps(_Payload(str(mark))))),
+        "too many dependencies": _lines(lambda k, f: _line(k, f, f'"schema":{cache.SCHEMA},"deps":'
+                                                          f'{json.dumps([["x", "y"]] * (cache.MAX_DEPS + 1))},'
+                                                          f'"facts":{_facts_json()}}}')),
+        "json with unknown types": _lines(lambda k, f: _line(
+            k, f, f'"schema":{cache.SCHEMA},"deps":[],"facts":{{"$r":"os.system","f":{{"command":"id"}}}}}}')),
+        "wrong schema": _lines(lambda k, f: _line(k, f, valid_rest.replace(f'"schema":{cache.SCHEMA}',
+                                                                           f'"schema":{cache.SCHEMA + 1}'))),
+        # The key at its offset, another in the document: the parse checks it again.
+        "key repeated with another value": _lines(lambda k, f: _line(k, f, valid_rest[:-1] + f',"key":"{"0" * 64}"}}')),
+        "another file's id": _lines(lambda k, f: _line(k, "0" * 32, valid_rest)),
+        "extra field": _lines(lambda k, f: _line(k, f, valid_rest[:-1] + ',"x":1}')),
+        "not facts": _lines(lambda k, f: _line(
+            k, f, f'"schema":{cache.SCHEMA},"deps":[],"facts":{json.dumps(cache.encode(SourceSpan(1, 1, 1, 1)))}}}')),
+        "truncated": _lines(lambda k, f: _line(k, f, '"schema":1,"de')),
+        "deeply nested": _lines(lambda k, f: _line(
+            k, f, f'"schema":{cache.SCHEMA},"deps":[],"facts":' + "[" * 100_000 + "]" * 100_000 + "}")),
+        "not lines of entries": lambda p, _s: p.write_text("[" * 100_000 + "]" * 100_000),
         "huge file": sparse,
-        "symlink to /dev/zero": lambda p: p.symlink_to("/dev/zero"),
-        "symlink to a valid entry": symlink_to_valid_elsewhere,
-        "directory": lambda p: (p.mkdir(), (p / "x").write_text("x")),
-        "fifo": lambda p: os.mkfifo(p),
+        "symlink to /dev/zero": lambda p, _s: p.symlink_to("/dev/zero"),
+        "symlink to a valid pack": symlink_to_valid_elsewhere,
+        "directory": lambda p, _s: (p.mkdir(), (p / "x").write_text("x")),
+        "fifo": lambda p, _s: os.mkfifo(p),
     }
 
 
@@ -214,11 +239,18 @@ def test_a_planted_entry_runs_nothing_and_changes_no_finding(project, kind):
     honest = findings(project, use_cache=False)
     findings(project, use_cache=True)
     _plant(project, _kinds(mark)[kind])
+    elsewhere = project / "elsewhere.jsonl"
+    planted_elsewhere = elsewhere.read_bytes() if elsewhere.exists() else None
     assert findings(project, use_cache=True) == honest
     assert not mark.exists()
-    # A damaged entry is rewritten: the next run is served a valid one (a folder in the way stays).
-    if kind not in ("directory",):
-        assert all(json.loads(e.read_bytes())["schema"] == cache.SCHEMA for e in entries(project))
+    # A damaged entry is rewritten: the next run is served a valid one (a folder in the way stays),
+    # and the pack holds nothing else; nothing is written through a link.
+    if kind != "directory":
+        stored = entries(project)
+        assert len(stored) == 2 and all(d["schema"] == cache.SCHEMA for d in stored), kind
+        assert not packs(project)[0].is_symlink()
+    if planted_elsewhere is not None:
+        assert elsewhere.read_bytes() == planted_elsewhere
     assert findings(project, use_cache=True) == honest
     assert not list((project / ".gradlint_cache").glob("*.tmp")) and not list((project / ".gradlint_cache").glob(".*.tmp"))
 
@@ -230,11 +262,11 @@ def test_a_valid_entry_shipped_with_the_repository_never_hits(tmp_path):
     write_tree(made, {"model.py": DEEP_SIGMOID})
     honest = findings(made, use_cache=False)
     findings(made, use_cache=True)
-    forged = json.dumps  # re-encode each entry with facts that hide every finding
-    for entry in entries(made):
-        doc = json.loads(entry.read_text())
-        doc["facts"] = cache.encode(FileFacts(path="model.py", kind="python", source=DEEP_SIGMOID))
-        entry.write_text(forged(doc))
+    for pack in packs(made):  # re-encode each entry with facts that hide every finding
+        docs = [json.loads(line) for line in pack.read_bytes().splitlines()]
+        for doc in docs:
+            doc["facts"] = cache.encode(FileFacts(path="model.py", kind="python", source=DEEP_SIGMOID))
+        pack.write_text("\n".join(json.dumps(d, separators=(",", ":")) for d in docs) + "\n")
     assert findings(made, use_cache=True) == []  # the test has teeth: in place, the forgery is served
     clone = tmp_path / "clone"
     shutil.copytree(made, clone, symlinks=True)
@@ -246,8 +278,8 @@ def test_salt_and_marker_are_created_exclusively_and_a_bad_salt_means_no_cache(p
     salt = project / ".gradlint_cache" / cache.SALT_NAME
     assert salt.stat().st_size == 32
     salt.write_bytes(b"short")
-    for e in entries(project):
-        e.unlink()
+    for pack in packs(project):
+        pack.unlink()
     assert findings(project, use_cache=True) == findings(project, use_cache=False)
     assert entries(project) == []  # no usable salt: nothing written
 
@@ -294,7 +326,7 @@ def test_a_custom_cache_dir_stays_below_the_root(project):
     (project / "pyproject.toml").write_text('[tool.gradlint]\ncache-dir = "build/./gl"\n')
     proc = _check(project)
     assert proc.returncode == 1 and "warning" not in proc.stderr
-    assert len(list((project / "build" / "gl").glob("*.json"))) == 2
+    assert len(entries(project, "build/gl")) == 2
 
 
 def test_a_read_only_project_runs_uncached_in_silence(project):
@@ -309,6 +341,10 @@ def test_a_read_only_project_runs_uncached_in_silence(project):
     assert not (project / ".gradlint_cache").exists()
 
 
+def _made(store: cache.Store, display: str, facts: FileFacts, folder: str) -> cache.Pending | None:
+    return cache.entry(cache.slot(store, display, "python", "sha256:x"), facts, folder)
+
+
 def test_a_failed_write_leaves_no_temporary_file(project, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -316,14 +352,15 @@ def test_a_failed_write_leaves_no_temporary_file(project, monkeypatch):
     store, warning = cache.open_store(project, ".gradlint_cache")
     assert store is not None and warning is None
     monkeypatch.setattr(cache.os, "replace", boom)
-    assert cache.save(store, "k" * 64, FileFacts(path="x", kind="python"), str(project)) is False
+    made = _made(store, "x.py", FileFacts(path="x.py", kind="python"), str(project))
+    assert made is not None and cache.write(store, [made]) == 0
     assert sorted(p.name for p in (project / ".gradlint_cache").iterdir()) == [".gitignore", "salt"]
 
 
 def test_an_entry_too_large_to_store_is_not_written(project, monkeypatch):
     store, _ = cache.open_store(project, ".gradlint_cache")
     monkeypatch.setattr(cache, "MAX_ENTRY_BYTES", 100)
-    assert cache.save(store, "k" * 64, FileFacts(path="x", kind="python", source="x" * 200), str(project)) is False
+    assert _made(store, "x.py", FileFacts(path="x.py", kind="python", source="x" * 200), str(project)) is None
     assert entries(project) == []
 
 
@@ -386,7 +423,7 @@ def test_config_cache_dir_reaches_the_store(project):
         check_paths(["."], replace(config), use_cache=True, jobs=1)
     finally:
         os.chdir(old)
-    assert len(list((project / "here").glob("*.json"))) == 2
+    assert len(entries(project, "here")) == 2
 
 
 def test_the_process_pool_reads_and_writes_the_same_cache(tmp_path):
@@ -406,3 +443,148 @@ def test_the_process_pool_reads_and_writes_the_same_cache(tmp_path):
     assert len(honest) >= 40
     assert run(True) == honest and len(entries(tmp_path)) == 40
     assert run(True) == honest
+
+
+# --- packs: one per folder, written once per run ------------------------------------------------
+
+
+def _counting_extract(monkeypatch) -> list[str]:
+    import gradlint.api as api
+
+    extracted: list[str] = []
+    real = api._extract
+
+    def counting(path, display, data=None):
+        extracted.append(display)
+        return real(path, display, data)
+
+    monkeypatch.setattr(api, "_extract", counting)
+    return extracted
+
+
+def test_a_cold_run_writes_one_pack_per_folder_and_a_warm_run_writes_nothing(tmp_path, monkeypatch):
+    write_tree(tmp_path, {**{f"a/m{i}.py": DEEP_SIGMOID.replace("M(", f"M{i}(") for i in range(5)},
+                          **{f"b/u{i}.py": LOG_SOFTMAX for i in range(3)}, "top.py": LOG_SOFTMAX})
+    honest = findings(tmp_path, use_cache=False)
+    writes: list[str] = []
+    real_replace = cache.os.replace
+
+    def counting_replace(src, dst, **kw):
+        writes.append(dst)
+        return real_replace(src, dst, **kw)
+
+    monkeypatch.setattr(cache.os, "replace", counting_replace)
+    assert findings(tmp_path, use_cache=True) == honest
+    assert len(packs(tmp_path)) == 3 and len(entries(tmp_path)) == 9 and len(writes) == 3
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in packs(tmp_path)}
+    extracted = _counting_extract(monkeypatch)
+    assert findings(tmp_path, use_cache=True) == honest
+    assert extracted == [] and len(writes) == 3  # all served, nothing written
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in packs(tmp_path)} == before
+
+
+def test_an_edited_file_replaces_its_own_entry_and_keeps_the_others(project, monkeypatch):
+    findings(project, use_cache=True)
+    (model_line,) = [d for d in entries(project) if d["facts"]["f"]["path"] == "model.py"]
+    (project / "util.py").write_text(LOG_SOFTMAX + "\n# edited\n")
+    extracted = _counting_extract(monkeypatch)
+    old = os.getcwd()
+    os.chdir(project)
+    try:  # util.py alone: model.py's entry is not this run's, and stays
+        check_paths(["util.py"], Config(root=str(project)), use_cache=True, jobs=1)
+    finally:
+        os.chdir(old)
+    assert extracted == ["util.py"]
+    stored = entries(project)
+    assert len(stored) == 2 and model_line in stored
+    assert [d["facts"]["f"]["source"] for d in stored if d["facts"]["f"]["path"] == "util.py"] == [
+        LOG_SOFTMAX + "\n# edited\n"]
+    cached = findings(project, use_cache=True)
+    assert extracted == ["util.py"]  # both served from the pack
+    assert cached == findings(project, use_cache=False)
+
+
+def test_a_pack_over_its_bound_is_a_miss_and_a_write_keeps_the_new_entries(project, monkeypatch):
+    findings(project, use_cache=True)
+    (pack,) = packs(project)
+    size = pack.stat().st_size
+    monkeypatch.setattr(cache, "MAX_PACK_BYTES", size - 1)
+    honest = findings(project, use_cache=False)
+    extracted = _counting_extract(monkeypatch)
+    assert findings(project, use_cache=True) == honest
+    assert sorted(extracted) == ["model.py", "util.py"]  # the pack was not read
+    assert 0 < len(entries(project)) < 2  # what fits of this run's entries, not the old pack
+    assert packs(project)[0].stat().st_size <= size - 1
+
+
+def test_modules_summarised_for_a_lookup_are_written_at_the_end_of_the_run(tmp_path, monkeypatch):
+    from gradlint.api import check_text
+    from tests.test_project_index import TWOPKG
+
+    shutil.copytree(TWOPKG, tmp_path / "p")
+    project = tmp_path / "p"
+    monkeypatch.chdir(project)
+    config = Config(root=str(project))
+    first = check_paths(["train.py"], config, use_cache=True, jobs=1)
+    files = {d["facts"]["f"]["path"] for d in entries(project)}
+    assert {"train.py", "models/gan.py"} <= files  # the models train.py names, read on demand
+    extracted = _counting_extract(monkeypatch)
+    assert check_paths(["train.py"], config, use_cache=True, jobs=1).findings == first.findings
+    assert extracted == []
+    (project / "models" / "gan.py").write_text((project / "models" / "gan.py").read_text() + "\n# edited\n")
+    check_text("train.py", (project / "train.py").read_bytes(), config)  # stdin: its lookups are cached too
+    assert extracted == ["models/gan.py"]
+    check_paths(["train.py"], config, use_cache=True, jobs=1)
+    assert extracted == ["models/gan.py"]
+
+
+def test_concurrent_runs_on_one_folder_leave_only_valid_entries(tmp_path):
+    """Runs writing one pack at once: the last rename wins, and another's entries may be missing,
+    never wrong or torn."""
+    import subprocess
+
+    files = {f"m{i}.py": (DEEP_SIGMOID if i % 2 else LOG_SOFTMAX).replace("\n", f"\n# {i}\n", 1) for i in range(12)}
+    write_tree(tmp_path, files)
+    honest = findings(tmp_path, use_cache=False)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for round_ in range(2):
+        subsets = [sorted(files)[i::4] for i in range(4)] + [["."]]
+        procs = [subprocess.Popen([sys.executable, "-m", "gradlint.cli", "check", "-q", "-j", "1", *subset],
+                                  cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for subset in subsets]
+        for proc in procs:
+            assert proc.wait(timeout=300) in (0, 1), proc.stderr.read()
+        stored = entries(tmp_path)
+        assert stored and len(stored) == len({d["file"] for d in stored}) <= 12
+        assert all(d["schema"] == cache.SCHEMA and FileFacts is type(cache.decode(d["facts"])) for d in stored)
+        by_path = {d["facts"]["f"]["path"]: d["facts"]["f"]["source"] for d in stored}
+        assert all(files[path] == source for path, source in by_path.items())
+        assert findings(tmp_path, use_cache=True) == honest
+        assert not list((tmp_path / ".gradlint_cache").glob(".*.tmp"))
+
+
+def test_a_process_holds_a_few_packs_and_reads_again_what_it_let_go(tmp_path, monkeypatch):
+    write_tree(tmp_path, {f"d{i}/m{j}.py": LOG_SOFTMAX.replace("f(", f"f{j}(") for i in range(5) for j in range(2)})
+    honest = findings(tmp_path, use_cache=True)
+    assert len(packs(tmp_path)) == 5
+    monkeypatch.setattr(cache, "_HELD_PACKS", 2)
+    read: list[str] = []
+    real = cache._read_pack
+    monkeypatch.setattr(cache, "_read_pack", lambda dfd, name: read.append(name) or real(dfd, name))
+    extracted = _counting_extract(monkeypatch)
+    assert findings(tmp_path, use_cache=True) == honest and extracted == []
+    assert len(read) == 5 and len(cache._HELD) <= 2
+    monkeypatch.setattr(cache, "_HELD_BYTES", 1)  # over the bound: only the pack in use is held
+    assert findings(tmp_path, use_cache=True) == honest and extracted == [] and len(cache._HELD) == 1
+
+
+def test_an_upgrade_replaces_the_entries_in_the_same_packs(project, monkeypatch):
+    findings(project, use_cache=True)
+    before = entries(project)
+    monkeypatch.setattr(cache, "_CODE_FINGERPRINT", "0" * 64)  # other front-end code: no old key matches
+    extracted = _counting_extract(monkeypatch)
+    assert findings(project, use_cache=True) == findings(project, use_cache=False)
+    assert sorted(extracted) == ["model.py", "model.py", "util.py", "util.py"]  # cached run missed, then --no-cache
+    after = entries(project)
+    assert len(packs(project)) == 1 and len(after) == 2
+    assert {d["key"] for d in after}.isdisjoint(d["key"] for d in before)
