@@ -34,7 +34,7 @@ def _extract(path: Path, display: str, data: bytes | None = None) -> FileFacts:
     if _kind(path, display) == "onnx":
         from gradlint.onnx import extract_onnx
 
-        return extract_onnx(path, display)
+        return extract_onnx(path, display, data)
     from gradlint.source import extract_python
 
     return extract_python(path, display, data=data)

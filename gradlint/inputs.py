@@ -196,12 +196,25 @@ def fingerprint_within(folder: str, rel: str) -> str:
 
 def read_input(path: str | os.PathLike, limit: int, *, whole: bool = True) -> tuple[bytes | None, str]:
     """(bytes, fingerprint) of a file to check. Source files (`whole`) are read here, at most
-    `limit` + 1 bytes; a binary ONNX model is only fingerprinted (its front-end reads it, in its
-    own way, bounded by protobuf's 2 GiB), and the bytes are None."""
+    `limit` + 1 bytes. A binary ONNX model small enough to be hashed is read here too, once: the
+    front-end decodes these bytes, so the facts are those of the bytes the key was made from
+    (reading the file twice let a model rewritten in between be cached under the old content).
+    A larger one is fingerprinted by identity and times, and its front-end reads it in its own
+    way (bounded by protobuf's 2 GiB): the bytes are None."""
     if whole:
         data = read_bounded(path, limit)
         return data, "sha256:" + hashlib.sha256(data).hexdigest()
-    st = check_regular(path)
-    if st.st_size > ONNX_LIMIT:
-        raise Refused(too_large(st.st_size, ONNX_LIMIT, "protobuf's 2 GiB"))
-    return None, fingerprint(path)
+    fd, st = _open_regular(path)
+    try:
+        if st.st_size > ONNX_LIMIT:
+            raise Refused(too_large(st.st_size, ONNX_LIMIT, "protobuf's 2 GiB"))
+        if st.st_size <= HASH_LIMIT:
+            data = read_fd(fd, HASH_LIMIT + 1)
+            if len(data) <= HASH_LIMIT:
+                return data, "sha256:" + hashlib.sha256(data).hexdigest()
+            st = os.fstat(fd)  # it grew while read: fingerprinted as a large file
+        return None, fingerprint_fd(fd, st)
+    except OSError as exc:
+        raise Refused(describe_error(exc)) from None
+    finally:
+        os.close(fd)

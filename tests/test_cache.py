@@ -588,3 +588,30 @@ def test_an_upgrade_replaces_the_entries_in_the_same_packs(project, monkeypatch)
     after = entries(project)
     assert len(packs(project)) == 1 and len(after) == 2
     assert {d["key"] for d in after}.isdisjoint(d["key"] for d in before)
+
+
+def test_an_onnx_model_rewritten_while_checked_is_cached_under_the_bytes_read(tmp_path, monkeypatch):
+    """The key and the facts come from one read: a model rewritten between the fingerprint and
+    the decode must not be cached (and later served) under the old content's key."""
+    from gradlint import api, inputs
+
+    gen = _gen()
+    gen.save(gen.mlp(depth=30, width=64, act="Sigmoid", std=1.0), tmp_path / "m.onnx")
+    deep = (tmp_path / "m.onnx").read_bytes()
+    gen.save(gen.mlp(depth=2, width=8, std="torch"), tmp_path / "small.onnx")
+    shallow = (tmp_path / "small.onnx").read_bytes()
+    (tmp_path / "small.onnx").unlink()
+    real = inputs.read_input
+
+    def read_then_rewrite(path, limit, *, whole=True):
+        got = real(path, limit, whole=whole)
+        Path(path).write_bytes(shallow)  # another process rewrites the model meanwhile
+        return got
+
+    monkeypatch.setattr(inputs, "read_input", read_then_rewrite)
+    store, _ = cache.open_store(tmp_path, ".gradlint_cache")
+    facts = api.cached_facts(tmp_path / "m.onnx", "m.onnx", store, 1 << 20)
+    read_back = (tmp_path / "m.onnx").read_bytes()
+    assert read_back == shallow and deep != shallow
+    # the facts are those of the deep model whose bytes made the key
+    assert len(facts.networks[0].params) == 30

@@ -55,9 +55,9 @@ class GraphFacts:
     maybe_folded: frozenset[str] = frozenset()
 
 
-def extract_onnx(path: Path, display: str):
-    """FileFacts of one `.onnx` (or ONNX text `.onnx.txt`) file. Bad input becomes InputErrors
-    ('unreadable_model', 'unsafe_external_data')."""
+def extract_onnx(path: Path, display: str, data: bytes | None = None):
+    """FileFacts of one `.onnx` (or ONNX text `.onnx.txt`) file, or of its bytes when the caller
+    read them already. Bad input becomes InputErrors ('unreadable_model', 'unsafe_external_data')."""
     from gradlint.facts.files import FileFacts
     from gradlint.onnx.graph import GraphIndex, default_opset
     from gradlint.onnx.hazards import find_hazards
@@ -68,7 +68,7 @@ def extract_onnx(path: Path, display: str):
     errors: list[InputError] = []
     depends: tuple[str, ...] = ()
     try:
-        model = decode(path)
+        model = decode(path, data)
         # Every file the model names, vetted or refused: the cache entry depends on all of them.
         depends = external_locations(model)
         loaded = vet_external(model, os.path.dirname(os.path.abspath(path)))

@@ -77,19 +77,25 @@ class LoadedModel:
     refused: list[str] = field(default_factory=list)
 
 
-def decode(path: Path) -> onnx.ModelProto:
-    """Decode a binary model (external data left unread) or ONNX text (`*.txt`)."""
+def decode(path: Path, given: bytes | None = None) -> onnx.ModelProto:
+    """Decode a binary model (external data left unread) or ONNX text (`*.txt`); `given`: the
+    file's bytes, already read (bounded) by the caller."""
     from gradlint.inputs import ONNX_LIMIT, Refused, check_regular, read_bounded
 
     try:
-        if path.suffix == ".txt":
+        if given is not None:
+            data = given
+            if path.suffix == ".txt":
+                return onnx.parser.parse_model(data.decode("utf-8"))
+        elif path.suffix == ".txt":
             # Bounded, and a special file is refused before any open (gradlint.inputs).
             data = read_bounded(path, ONNX_LIMIT, "protobuf's 2 GiB")
             return onnx.parser.parse_model(data.decode("utf-8"))
-        # A special file is refused before any open; a large model is decoded without its big
-        # initializers' bytes (read later, in chunks), so it is never read whole.
-        check_regular(path)
-        data = skeleton(str(path)) or read_bounded(path, ONNX_LIMIT, "protobuf's 2 GiB")
+        else:
+            # A special file is refused before any open; a large model is decoded without its big
+            # initializers' bytes (read later, in chunks), so it is never read whole.
+            check_regular(path)
+            data = skeleton(str(path)) or read_bounded(path, ONNX_LIMIT, "protobuf's 2 GiB")
     except onnx.parser.ParseError as exc:
         raise ModelError("unreadable_model", f"not valid ONNX text: {_one_line(exc)}") from None
     except UnicodeDecodeError as exc:
