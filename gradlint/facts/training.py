@@ -40,6 +40,11 @@ class Event:
       clear     `zero_grad()`, `p.grad = None`, `p.grad.zero_()`, `step(zero_grad=True)`
       call      a call of a function of this file (callees: its Function ids), for inlining
       invoke    any other call of a local name or attribute (callee text in `target`)
+    args: a call's or invoke's arguments as written, keyed by keyword or by position ('0', '1'...;
+      '*' when a `*args`/`**kw` makes the rest unknown), so that an inlined body reads what the
+      call site passes. ref: the class (as written) of the instance whose method a call or invoke
+      runs (`loss_scaler = NativeScaler()`; `loss_scaler(loss, opt)` runs `NativeScaler.__call__`,
+      whose name is in `name`), resolved in this file or through the project index.
       fit       Lightning `trainer.fit(model)` / Hugging Face `trainer.train()`
     """
 
@@ -59,6 +64,8 @@ class Event:
     # backward: names the loss expression reads, and whether it calls a module itself
     uses: tuple[str, ...] = ()
     module_call: bool = False
+    args: tuple[tuple[str, Value], ...] = ()
+    ref: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,8 @@ class Function:
     body: Block
     nograd: bool = False
     params: tuple[str, ...] = ()
+    # parameters with a default, as written (`clip_grad=None` -> ('clip_grad', 'None'))
+    defaults: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,9 @@ class TrainingFacts:
     # `self.automatic_optimization = False`): Lightning runs backward and step after their
     # `training_step`
     lightning_automatic: tuple[str, ...] = ()
+    # classes of this file and their bases as written: a method called on `self` or on an
+    # instance may live in a base class
+    classes: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def iter_events(block: Block):

@@ -289,7 +289,7 @@ for x in loader:
             yield from steps.dedupe(self._frameworks(ctx, facts))
 
     def _steps(self, ctx: RuleContext, facts) -> Iterator[Finding]:
-        for c in steps.contexts(facts):
+        for c in steps.contexts(facts, ctx.index):
             lightning = any(f.event.via == "lightning" for f in c.of("backward"))
             if not (c.loop is not None or c.repeated or lightning):
                 continue

@@ -224,7 +224,7 @@ class Model(LightningModule):
     ]
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
-        for c in steps.contexts(facts):
+        for c in steps.contexts(facts, ctx.index):
             scaled = [f for f in c.events if (f.event.kind == "backward" and f.event.via == "scaler")
                       or (f.event.kind == "step" and f.event.via == "scaler")]
             scaled = [f for f in scaled if not _disabled(facts, f.event.scaler)]

@@ -154,33 +154,72 @@ def train_step(model, optimizer, x, y):
     ]
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
-        for c in steps.contexts(facts):
+        for c in steps.contexts(facts, ctx.index):
             if c.loop is None:
-                continue
-            if c.of("clear"):
                 continue
             if any(f.event.via == "dist_autograd" for f in c.of("backward")):
                 continue  # torch.distributed.autograd: each context holds its own gradients
-            if _rebuilt_each_iteration(facts, c):
-                continue  # a fresh optimizer (and leaf) per iteration starts from no gradient
             if any(f.event.kind == "call" and (not f.event.callees or f.depth >= steps.INLINE_DEPTH) for f in c.events):
                 continue  # a call we could not follow may clear
-            step = c.of("step")[0]
+            clears = c.of("clear")
             backward = c.of("backward")[0]
-            yield ctx.finding(
-                f"`backward()` and `{steps.step_text(step.event)}` repeat in this loop but nothing clears the gradients: "
-                f"each step applies the sum of every earlier batch's gradients",
-                step.event.span, data={"backward_line": backward.event.span.line})
+            if not clears:
+                if _rebuilt_each_iteration(facts, c, c.of("step")):
+                    continue  # a fresh optimizer (and leaf) per iteration starts from no gradient
+                step = c.of("step")[0]
+                yield ctx.finding(
+                    f"`backward()` and `{steps.step_text(step.event)}` repeat in this loop but nothing clears the gradients: "
+                    f"each step applies the sum of every earlier batch's gradients",
+                    step.event.span, data={"backward_line": backward.event.span.line})
+                continue
+            for step, cleared in _uncleared_steps(facts, c, clears):
+                if _rebuilt_each_iteration(facts, c, [step]):
+                    continue
+                yield ctx.finding(
+                    f"`{steps.step_text(step.event)}` repeats in this loop but only {cleared} is cleared: "
+                    f"the gradients of `{step.target}` add up across steps",
+                    step.event.span, data={"backward_line": backward.event.span.line, "optimizer": step.target})
 
 
-def _rebuilt_each_iteration(facts, c) -> bool:
+def _uncleared_steps(facts, c, clears) -> list:
+    """Steps whose optimizer no clear of the loop reaches, while other optimizers are cleared (a GAN
+    loop clearing `opt_d` and stepping `opt_g` too). A clear counts against a step only when it
+    names another optimizer that steps here, or a model only such an optimizer trains; any other
+    clear (`p.grad = None`, an alias, a helper) may clear anything."""
+    stepped = {f.target for f in c.of("step") if f.target and f.event.via != "sam"}
+    if len(stepped) < 2:
+        return []
+    owners = {o: {m for a in steps.assigns_to(facts, o, ("optimizer",)) for m in a.owners} for o in stepped}
+
+    def may_clear(target: str, opt: str) -> bool:
+        if not target or target == opt:
+            return True
+        if target in stepped:
+            return False  # another stepping optimizer
+        elsewhere = [o for o in stepped if o != opt and target in owners[o]]
+        return not (elsewhere and owners[opt] and target not in owners[opt])
+
+    out, seen = [], set()
+    for step in c.of("step"):
+        opt = step.target
+        if opt not in stepped or opt in seen:
+            continue
+        seen.add(opt)
+        if any(may_clear(f.target or f.event.target, opt) for f in clears):
+            continue
+        names = sorted({f.target or f.event.target for f in clears})
+        out.append((step, " and ".join(f"`{n}`" for n in names)))
+    return out
+
+
+def _rebuilt_each_iteration(facts, c, stepping) -> bool:
     """The stepping optimizer is constructed inside the loop itself."""
     loop_block = c.loop[1]
     body = [st for st in facts.stmts if st.block == loop_block]
     if not body:
         return False
     first, last = min(st.line for st in body), max(st.end_line for st in body)
-    for step in c.of("step"):
+    for step in stepping:
         for a in steps.assigns_to(facts, step.event.target, ("optimizer",)):
             if a.func == c.function.id and first <= a.line <= last:
                 return True

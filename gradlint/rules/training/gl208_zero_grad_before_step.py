@@ -113,7 +113,7 @@ for i, (x, y) in enumerate(loader):
     ]
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
-        for c in steps.contexts(facts):
+        for c in steps.contexts(facts, ctx.index):
             trained = set(steps.trained_models(facts, c))
             for step in c.of("step"):
                 if step.event.via == "sam":
