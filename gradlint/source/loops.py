@@ -18,7 +18,7 @@ from typing import Iterable
 
 import libcst as cst
 
-from gradlint.facts.training import Assign, Block, Event, Function, Stmt, TrainingFacts, Value
+from gradlint.facts.training import Assign, Block, Event, Function, Stmt, TrainingFacts, Value, iter_events
 from gradlint.findings import SourceSpan
 from gradlint.source.budget import MAX_EXPR_DEPTH
 from gradlint.source.names import dotted
@@ -1257,13 +1257,46 @@ def _resolve_calls(facts: TrainingFacts) -> TrainingFacts:
             if isinstance(it, Block):
                 items.append(fix_block(it, fn))
             elif it.callees == (-1,):  # marked "resolve me" by the extractor
-                items.append(dataclasses.replace(it, callees=resolve(it, fn)))
+                items.append(_copied_clip(dataclasses.replace(it, callees=resolve(it, fn)), facts))
             else:
                 items.append(it)
         return dataclasses.replace(block, items=tuple(items))
 
     functions = tuple(dataclasses.replace(f, body=fix_block(f.body, f)) for f in facts.functions)
     return dataclasses.replace(facts, functions=functions)
+
+
+def _copied_clip(ev: Event, facts: TrainingFacts) -> Event:
+    """A call of this file's own `clip_grad_norm_(parameters, max_norm)` whose body clips by hand
+    (no torch clip, no unscale inside): a clip like torch's, with the threshold the call passes."""
+    if ev.kind != "call" or ev.ref or len(ev.callees) != 1 or ev.name not in CLIP_NAMES:
+        return ev
+    fn = facts.functions[ev.callees[0]]
+    if any(e.kind in ("clip", "unscale", "call", "step", "backward") for e in iter_events(fn.body)):
+        return ev  # it calls a clip (or more) we can follow
+    args = dict(ev.args)
+    params = [p for p in fn.params if p not in ("self", "cls")]
+    defaults = dict(fn.defaults)
+
+    def passed(position: int, names: tuple[str, ...]) -> Value | None:
+        own = params[position] if position < len(params) else None
+        for name in (own, *names):
+            if name is not None and name in args:
+                return args[name]
+        if str(position) in args:
+            return args[str(position)]
+        if own in defaults:
+            try:
+                number = _number(cst.parse_expression(defaults[own]))
+            except cst.ParserSyntaxError:
+                number = None
+            return Value(defaults[own], number, "literal" if number is not None else "")
+        return None
+
+    return Event("clip", ev.span, ev.func, ev.stmt, ev.nograd, via="torch", name=ev.name,
+                 target=args["0"].text if "0" in args else "",
+                 value=passed(1, ("max_norm", "clip_value", "max_grad_norm")),
+                 norm_type=passed(2, ("norm_type",)) if ev.name.startswith("clip_grad_norm") else None)
 
 
 # Every GL2xx rule needs one of these words in the file: a backward, a clip, or a framework

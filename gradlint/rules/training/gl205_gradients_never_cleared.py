@@ -15,7 +15,10 @@ class GradientsNeverCleared(steps.StepRule):
     Flags a loop whose iterations run `backward()` and an optimizer step, when nothing
     reachable in the loop — its body, the step functions it calls, a closure — clears the
     gradients: `optimizer.zero_grad()`, `model.zero_grad()`, `zero_grad(set_to_none=True)`,
-    `p.grad = None`, `p.grad.zero_()`, SAM's `second_step(zero_grad=True)`.
+    `p.grad = None`, `p.grad.zero_()`, SAM's `second_step(zero_grad=True)`. With two
+    optimizers in one loop (a GAN), flags the one that steps while only the other is cleared:
+    `opt_d.zero_grad()` (or `D.zero_grad()`, D being what `opt_d` trains) does not clear the
+    gradients `opt_g` applies.
 
     ## Why is this bad?
     `backward()` adds into `.grad`. Without clearing, step *n* applies the sum of the gradients
@@ -38,12 +41,15 @@ class GradientsNeverCleared(steps.StepRule):
         loss.backward()
         optimizer.step()
     ```
-    Gradient accumulation that clears every k steps is fine.
+    Gradient accumulation that clears every k steps is fine. With two optimizers, clear both
+    (or the model they share, or every parameter through `p.grad = None`), here or in a helper.
 
     ## References
     - `torch.optim.Optimizer.zero_grad`; pytorch/pytorch#47175 (zero_grad forgotten, or called
       once per epoch instead of per iteration).
     - Fixes of exactly this bug: wenet-e2e/wekws#73, meta-pytorch/torchforge#71.
+    - GAN loops: the PyTorch DCGAN example clears each network before its own backward
+      (`netD.zero_grad()`, then `netG.zero_grad()`).
     """
 
     code = "GL205"
@@ -82,6 +88,35 @@ for epoch in range(10):
         scaler.step(optimizer)
         scaler.update()
 """, note="cleared once per epoch, stepped every batch"),
+        Example("""\
+import torch
+
+opt_d = torch.optim.Adam(D.parameters())
+opt_g = torch.optim.Adam(G.parameters())
+for real, z in loader:
+    opt_d.zero_grad()
+    criterion(D(real), ones).backward()
+    opt_d.step()
+    criterion(D(G(z)), ones).backward()
+    opt_g.step()
+""", note="a GAN loop clearing only the discriminator's optimizer"),
+        Example("""\
+import torch
+
+
+class Stepper:
+    def __init__(self, model, optimizer):
+        self.model, self.optimizer = model, optimizer
+
+    def step(self, loss):
+        loss.backward()
+        self.optimizer.step()
+
+
+stepper = Stepper(model, torch.optim.SGD(model.parameters(), lr=0.1))
+for x, y in loader:
+    stepper.step(criterion(model(x), y))
+""", note="a trainer object's method holds the step"),
     ]
     valid = [
         Example("""\
@@ -151,6 +186,43 @@ def train_step(model, optimizer, x, y):
     model(x, y).backward()
     optimizer.step()
 """, note="a step function no loop of this file calls"),
+        Example("""\
+import torch
+
+opt_d = torch.optim.Adam(netD.parameters())
+opt_g = torch.optim.Adam(netG.parameters())
+for real, z in loader:
+    netD.zero_grad()
+    criterion(netD(real), ones).backward()
+    opt_d.step()
+    netG.zero_grad()
+    criterion(netD(netG(z)), ones).backward()
+    opt_g.step()
+""", note="GAN: each network cleared (DCGAN)"),
+        Example("""\
+def reset(*optimizers):
+    for o in optimizers:
+        o.zero_grad()
+
+
+for real, z in loader:
+    reset(opt_d, opt_g)
+    criterion(D(real), ones).backward()
+    opt_d.step()
+    criterion(D(G(z)), ones).backward()
+    opt_g.step()
+""", note="both cleared in a helper"),
+        Example("""\
+import torch
+
+opt_enc = torch.optim.Adam(model.encoder.parameters())
+opt_head = torch.optim.SGD(model.head.parameters(), lr=0.1)
+for x, y in loader:
+    model.zero_grad()
+    criterion(model(x), y).backward()
+    opt_enc.step()
+    opt_head.step()
+""", note="one model.zero_grad() clears both optimizers' parameters"),
     ]
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
@@ -205,9 +277,9 @@ def _uncleared_steps(facts, c, clears) -> list:
         if opt not in stepped or opt in seen:
             continue
         seen.add(opt)
-        if any(may_clear(f.target or f.event.target, opt) for f in clears):
+        if any(may_clear(f.target, opt) for f in clears):
             continue
-        names = sorted({f.target or f.event.target for f in clears})
+        names = sorted({f.target for f in clears})
         out.append((step, " and ".join(f"`{n}`" for n in names)))
     return out
 
@@ -220,7 +292,7 @@ def _rebuilt_each_iteration(facts, c, stepping) -> bool:
         return False
     first, last = min(st.line for st in body), max(st.end_line for st in body)
     for step in stepping:
-        for a in steps.assigns_to(facts, step.event.target, ("optimizer",)):
+        for a in steps.assigns_to(facts, step.target, ("optimizer",)):
             if a.func == c.function.id and first <= a.line <= last:
                 return True
     return False

@@ -372,10 +372,10 @@ def trained_models(facts: TrainingFacts, context: Context) -> list[str]:
     the step calls."""
     texts: list[str] = []
     for f in context.of("step"):
-        for a in assigns_to(facts, f.event.target, ("optimizer",)):
+        for a in assigns_to(facts, f.target, ("optimizer",)):
             texts.extend(a.owners)
     if not texts:
-        invoked = {f.event.target for f in context.of("invoke")}
+        invoked = {f.target for f in context.of("invoke")}
         texts = [a.target for a in facts.assigns if a.kind == "model" and a.target in invoked]
     return list(dict.fromkeys(texts))
 
