@@ -569,3 +569,24 @@ clip_grad_norm_(model.parameters(), 5.0)
     assert [e.kind for e in events(wrapper) if e.kind in ("clip", "call")] == ["call", "clip"]
     assert codes(copy.replace("loss.backward()", "for x in loader:\n    opt.zero_grad()\n    loss.backward()\n    opt.step()")
                  .replace("\nclip_grad_norm_", "\n    clip_grad_norm_")) == ["GL202"]
+
+
+def test_a_parameter_the_body_reassigns_is_not_read_from_the_call():
+    text = """\
+import torch
+
+
+def step(model, opt, loss, clip=None):
+    clip = clip or 1.0
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+
+
+for x in loader:
+    opt.zero_grad()
+    step(model, opt, model(x))
+"""
+    (c,) = [c for c in steps.contexts(facts(text)) if c.loop is not None]
+    assert [f.event.kind for f in c.events if f.event.kind in ("backward", "clip", "step")] == ["backward", "clip", "step"]

@@ -94,6 +94,7 @@ class _Flattener:
         self.instances = 0
         self.called_from_loop: set[int] = set()
         self._foreign: dict[tuple, tuple | None] = {}
+        self._written: dict[tuple, frozenset[str]] = {}
 
     def flatten(self, fn: Function) -> list[Flat]:
         out: list[Flat] = []
@@ -158,6 +159,13 @@ class _Flattener:
                 break
         return self._foreign[key]
 
+    def _assigned(self, facts: TrainingFacts, fid: int) -> frozenset[str]:
+        key = (id(facts), fid)
+        found = self._written.get(key)
+        if found is None:
+            found = self._written[key] = frozenset(a.target for a in facts.assigns if a.func == fid)
+        return found
+
     def _inline(self, target: tuple, ev: Event, fr: _Frame, guards: tuple, loops: tuple, stack: tuple, out: list) -> None:
         facts, fid, scope = target
         if loops and facts is self.facts:
@@ -165,7 +173,8 @@ class _Flattener:
         self.instances += 1
         fn = facts.functions[fid]
         site = fr.site if fr.site is not None else (ev if facts is not self.facts else None)
-        inner = _Frame(facts, scope, _binding(fn, ev, fr.bind), site, self.instances, fr.depth + 1)
+        inner = _Frame(facts, scope, _binding(fn, ev, fr.bind, self._assigned(facts, fid)), site, self.instances,
+                       fr.depth + 1)
         self._block(fn.body, inner, guards, loops, stack + ((id(facts), fid),), out)
 
 
@@ -185,9 +194,10 @@ def method_of(facts: TrainingFacts, cls: str, name: str) -> int | None:
     return None
 
 
-def _binding(fn: Function, ev: Event, outer: tuple) -> tuple[tuple[str, Value], ...]:
+def _binding(fn: Function, ev: Event, outer: tuple, assigned: frozenset[str]) -> tuple[tuple[str, Value], ...]:
     """What each parameter of `fn` stands for at call `ev`: the argument passed (read through the
-    caller's own binding when it is inlined itself), else the default when nothing hides it."""
+    caller's own binding when it is inlined itself), else the default when nothing hides it. A
+    parameter the body assigns (`clip = clip or default`) stands for nothing known."""
     params = list(fn.params)
     out: dict[str, Value] = {}
     if fn.cls is not None and params and params[0] in ("self", "cls"):
@@ -199,6 +209,8 @@ def _binding(fn: Function, ev: Event, outer: tuple) -> tuple[tuple[str, Value], 
     star = "*" in args
     defaults = dict(fn.defaults)
     for i, p in enumerate(params):
+        if p in assigned:
+            continue
         value = args.get(p, args.get(str(i)))
         if value is not None:
             out[p] = _rebind_value(value, outer)
