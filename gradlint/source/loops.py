@@ -983,7 +983,7 @@ class _Extractor:
                 if clears:
                     out.append(Event("clear", span, fid, sid, ng, via="zero_grad", target=recv_text))
                 return out
-            ref = self._foreign_ref(recv_text)
+            ref = self._foreign_ref(recv_text, ctx)
             if ref:
                 # `trainer.step()` on an instance of a project class defined elsewhere
                 return [Event("invoke", span, fid, sid, ng, target=text or attr, name=attr, ref=ref,
@@ -1022,7 +1022,7 @@ class _Extractor:
         if recv_text in ("self", "cls") and attr in self.pre.methods:
             return [self._local_call(call, attr, recv_text, ctx, sid)]
         # a call that may run a model: GL201 falls back on these to tell which model a loop trains
-        ref = self._foreign_ref(recv_text if receiver is not None else attr) \
+        ref = self._foreign_ref(recv_text if receiver is not None else attr, ctx) \
             if text and not q and attr not in ("parameters", "named_parameters") else ""
         if ref and not _CRITERION.search(_last(ref)):
             # an instance of a project class defined elsewhere (`loss_scaler(loss, opt)`): the
@@ -1082,9 +1082,13 @@ class _Extractor:
             return None  # a project optimizer's own step: the step itself
         return self._local_call(call, method, holder, ctx, sid, ref=cls)
 
-    def _foreign_ref(self, holder: str) -> str:
+    def _foreign_ref(self, holder: str, ctx: "_Ctx") -> str:
         """The class `holder` is an instance of, when it is not a class of this file (the rules may
-        find it through the project index); '' else."""
+        find it through the project index); for `self` in a method, the class's first base that
+        is not of this file (a method it does not define itself comes from there); '' else."""
+        if holder == "self" and ctx.cls:
+            bases = self.pre.classes.get(ctx.cls, ((), set()))[0]
+            return next((b for b in bases if b.rsplit(".", 1)[-1] not in self.pre.classes), "")
         cls = self.pre.instance_class(holder) if holder not in ("self", "cls", "") else ""
         return cls if cls and cls.rsplit(".", 1)[-1] not in self.pre.classes else ""
 
