@@ -358,7 +358,7 @@ def _is_not_equal_zero(test: cst.BaseExpression) -> bool:
 # functions are still read (assignments, calls to follow) but their nodes get no positions.
 _RELEVANT = re.compile(r"backward|step\(|clip|zero_grad|\.grad\b|no_grad|inference_mode|enable_grad|"
                        r"set_grad_enabled|unscale|foreach_zero|\.fit\(|[Tt]rainer\w*\.train\(|Trainer\(|"
-                       r"TrainingArguments|register_hook")
+                       r"TrainingArguments|register_hook|[Ss]caler\(")
 
 
 class _Positions:
