@@ -168,3 +168,29 @@ def iter_events(block: Block):
             yield from iter_events(it)
         else:
             yield it
+
+
+# A chain of base classes longer than this is given up on (a cycle, or generated code).
+MAX_BASES = 32
+
+
+def in_bases(cls: str, bases: dict[str, tuple[str, ...]], found):
+    """`found(c)` for class `cls` (its last name) and then its bases of the same file, nearest
+    first: the first answer that is not None; None when none has one (bounded, cycle-safe)."""
+    todo, seen = [cls.rsplit(".", 1)[-1]], set()
+    while todo and len(seen) < MAX_BASES:
+        c = todo.pop(0)
+        if c in seen:
+            continue
+        seen.add(c)
+        answer = found(c)
+        if answer is not None:
+            return answer
+        todo.extend(b.rsplit(".", 1)[-1] for b in bases.get(c, ()))
+    return None
+
+
+def method_id(facts: TrainingFacts, cls: str, name: str) -> int | None:
+    """Function id of method `name` of class `cls` of this file, or of its nearest base of this file."""
+    return in_bases(cls, dict(facts.classes),
+                    lambda c: next((f.id for f in facts.functions if f.cls == c and f.name == name), None))

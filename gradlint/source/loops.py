@@ -18,7 +18,8 @@ from typing import Iterable
 
 import libcst as cst
 
-from gradlint.facts.training import Assign, Block, Event, Function, Stmt, TrainingFacts, Value, iter_events
+from gradlint.facts.training import (Assign, Block, Event, Function, Stmt, TrainingFacts, Value, in_bases, iter_events,
+                                     method_id)
 from gradlint.findings import SourceSpan
 from gradlint.source.budget import MAX_EXPR_DEPTH
 from gradlint.source.names import dotted
@@ -293,17 +294,8 @@ class _PrePass:
     def method_of(self, cls: str, method: str) -> bool:
         """Whether class `cls` of this file (as written) defines `method`, itself or through a
         base class of this file (bounded, cycle-safe)."""
-        todo, seen = [cls.rsplit(".", 1)[-1]], set()
-        while todo and len(seen) < 32:
-            name = todo.pop()
-            if name in seen or name not in self.classes:
-                continue
-            seen.add(name)
-            bases, methods = self.classes[name]
-            if method in methods:
-                return True
-            todo.extend(b.rsplit(".", 1)[-1] for b in bases)
-        return False
+        bases = {name: b for name, (b, _) in self.classes.items()}
+        return in_bases(cls, bases, lambda c: True if method in self.classes.get(c, ((), ()))[1] else None) is True
 
     def instance_class(self, text: str) -> str:
         """The one class `text` is assigned an instance of in this file, as written; '' else."""
@@ -1213,21 +1205,9 @@ def _resolve_calls(facts: TrainingFacts) -> TrainingFacts:
         out.append(None)
         return out
 
-    bases = dict(facts.classes)
-
     def method_in(cls: str, name: str) -> tuple[int, ...]:
-        """Method `name` of class `cls` of this file, or of its nearest base of this file."""
-        todo, seen = [cls.rsplit(".", 1)[-1]], set()
-        while todo and len(seen) < 32:
-            c = todo.pop(0)
-            if c in seen:
-                continue
-            seen.add(c)
-            own = [f for f in by_name.get(name, []) if f.cls == c]
-            if own:
-                return (own[0].id,)
-            todo.extend(b.rsplit(".", 1)[-1] for b in bases.get(c, ()))
-        return ()
+        found = method_id(facts, cls, name)
+        return () if found is None else (found,)
 
     def resolve(ev: Event, fn: Function) -> tuple[int, ...]:
         name = ev.name

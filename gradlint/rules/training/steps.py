@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
-from gradlint.facts.training import Assign, Block, Event, Function, TrainingFacts, Value
+from gradlint.facts.training import Assign, Block, Event, Function, TrainingFacts, Value, method_id
 from gradlint.findings import Finding
 from gradlint.registry import Rule, RuleContext
 from gradlint.text import lines_between
@@ -153,7 +153,7 @@ class _Flattener:
             facts = getattr(getattr(mod, "facts", None), "training", None)
             if not isinstance(facts, TrainingFacts):
                 continue
-            fid = method_of(facts, cls, name)
+            fid = method_id(facts, cls, name)
             if fid is not None:
                 self._foreign[key] = (facts, fid, scope.at(q))
                 break
@@ -176,22 +176,6 @@ class _Flattener:
         inner = _Frame(facts, scope, _binding(fn, ev, fr.bind, self._assigned(facts, fid)), site, self.instances,
                        fr.depth + 1)
         self._block(fn.body, inner, guards, loops, stack + ((id(facts), fid),), out)
-
-
-def method_of(facts: TrainingFacts, cls: str, name: str) -> int | None:
-    """Function id of method `name` of class `cls` of a file, or of its nearest base of that file."""
-    bases = dict(facts.classes)
-    todo, seen = [cls], set()
-    while todo and len(seen) < 32:
-        c = todo.pop(0)
-        if c in seen:
-            continue
-        seen.add(c)
-        for f in facts.functions:
-            if f.cls == c and f.name == name:
-                return f.id
-        todo.extend(b.rsplit(".", 1)[-1] for b in bases.get(c, ()))
-    return None
 
 
 def _binding(fn: Function, ev: Event, outer: tuple, assigned: frozenset[str]) -> tuple[tuple[str, Value], ...]:
