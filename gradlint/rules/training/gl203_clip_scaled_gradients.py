@@ -35,7 +35,8 @@ class ClipScaledGradients(steps.StepRule):
     `scaler.unscale_(opt)` before the clip on the same path. Steps run through project
     objects are read too: a timm-style `loss_scaler(loss, optimizer, clip_grad=...)` runs its
     class's `__call__` (in this file or, through the project index, another), with the
-    arguments the call passes.
+    arguments the call passes. A project's own copy of `clip_grad_norm_` that clips by hand
+    (in this file or imported from another) is a clip like torch's.
 
     ## Why is this bad?
     Between `scaler.scale(loss).backward()` and `scaler.step()` the gradients are multiplied by

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
-from gradlint.facts.training import Assign, Block, Event, Function, TrainingFacts, Value, method_id
+from gradlint.facts.training import Assign, Block, Event, Function, TrainingFacts, Value, iter_events, method_id
 from gradlint.findings import Finding
 from gradlint.registry import Rule, RuleContext
 from gradlint.text import lines_between
@@ -72,6 +72,10 @@ def compatible(a: Flat, b: Flat) -> bool:
     return True
 
 
+# Events that make a clip helper more than a hand-written copy of torch's clip.
+_NOT_A_COPY = frozenset({"clip", "unscale", "call", "invoke", "step", "backward"})
+
+
 @dataclass(frozen=True)
 class _Frame:
     """Where the flattener reads: the file's facts (function ids are per file), the project
@@ -119,6 +123,8 @@ class _Flattener:
                 else:
                     self._block(item, fr, guards, loops, stack, out)
                 continue
+            if item.kind == "clip" and item.via == "helper" and fr.scope is not None and self._copied_clip(fr.scope, item.name):
+                item = dataclasses.replace(item, via="torch")
             ev, bound = _rebind(item, fr)
             inline = self._targets(item, fr, stack)
             if ev.kind == "step" and inline and fr.depth < INLINE_DEPTH:
@@ -158,6 +164,25 @@ class _Flattener:
                 self._foreign[key] = (facts, fid, scope.at(q))
                 break
         return self._foreign[key]
+
+    def _copied_clip(self, scope, name: str) -> bool:
+        """`clip_grad_norm_` imported from a module of the project that clips by hand (no torch
+        clip, unscale or other call inside): a clip like torch's, so GL203 applies to it."""
+        key = (getattr(scope, "module", ""), name, "copied-clip")
+        if key not in self._foreign:
+            self._foreign[key] = None
+            for q in scope.resolve(name):
+                module, _, local = q.rpartition(".")
+                mod = scope.index.module(module) if module else None
+                facts = getattr(getattr(mod, "facts", None), "training", None)
+                if not isinstance(facts, TrainingFacts):
+                    continue
+                fn = next((f for f in facts.functions if f.name == local and f.cls is None and f.parent == 0), None)
+                if fn is not None:
+                    kinds = {e.kind for e in iter_events(fn.body)}
+                    self._foreign[key] = () if kinds.isdisjoint(_NOT_A_COPY) else None
+                    break
+        return self._foreign[key] is not None
 
     def _assigned(self, facts: TrainingFacts, fid: int) -> frozenset[str]:
         key = (id(facts), fid)
