@@ -414,3 +414,179 @@ def test_per_function_positions_match_the_shared_provider(monkeypatch):
     assert [e.span for e in ev_fast] == [e.span for e in ev_slow]
     assert {e.kind for e in ev_fast} >= {"backward", "clip", "step", "clear"}
     assert [fast.stmts[e.stmt] for e in ev_fast] == [slow.stmts[e.stmt] for e in ev_slow]
+
+
+# --- calls through project classes, with the call site's arguments --------------------------
+
+_SCALER = """\
+import torch
+
+
+class NativeScaler:
+    def __init__(self):
+        self._scaler = torch.amp.GradScaler("cuda")
+
+    def __call__(self, loss, optimizer, clip_grad=None, parameters=None, need_update=True):
+        self._scaler.scale(loss).backward()
+        if need_update:
+            if clip_grad is not None:
+                self._scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(parameters, clip_grad)
+            self._scaler.step(optimizer)
+            self._scaler.update()
+
+
+loss_scaler = NativeScaler()
+for x, y in loader:
+    opt.zero_grad()
+    loss_scaler(model(x, y), opt{extra})
+"""
+
+
+def loop_events(text: str):
+    found = [c for c in steps.contexts(facts(text)) if c.loop is not None]
+    assert len(found) == 1
+    return found[0].events
+
+
+def test_instance_call_runs_the_class_call_method():
+    calls = [e for e in events(_SCALER.format(extra="")) if e.kind == "call"]
+    assert [(c.target, c.name, c.ref) for c in calls] == [("loss_scaler.__call__", "__call__", "NativeScaler")]
+    assert calls[0].callees and dict(calls[0].args)["0"].text == "model(x, y)"
+
+
+def test_a_clip_under_a_parameter_test_runs_only_when_passed():
+    bare = loop_events(_SCALER.format(extra=""))
+    assert [f.event.kind for f in bare if f.event.kind in ("backward", "unscale", "clip", "step")] == ["backward", "step"]
+    passed = loop_events(_SCALER.format(extra=", clip_grad=args.clip_grad, parameters=model.parameters()"))
+    kinds = [f for f in passed if f.event.kind in ("backward", "unscale", "clip", "step")]
+    assert [f.event.kind for f in kinds] == ["backward", "unscale", "clip", "step"]
+    clip = kinds[2]
+    assert clip.event.value.text == "args.clip_grad"
+    assert [g.test for g in clip.guards] == ["args.clip_grad is not None"]  # need_update=True by default
+    # the optimizer as the loop names it; the event keeps the wrapper's own words for messages
+    assert (kinds[3].target, kinds[3].scaler) == ("opt", "loss_scaler._scaler")
+    assert kinds[3].event.target == "optimizer"
+    # need_update=False: no step in this loop, so no training step at all
+    literal = steps.contexts(facts(_SCALER.format(extra=", clip_grad=1.0, need_update=False")))
+    assert not [c for c in literal if c.loop is not None]
+
+
+def test_methods_of_base_classes_and_attributes_resolve():
+    text = """\
+class Base:
+    def backward(self, loss):
+        loss.backward()
+
+
+class Other:
+    def backward(self, loss):
+        pass
+
+
+class Optim:
+    def step(self):
+        self.opt.step()
+
+
+class T(Base):
+    def __init__(self):
+        self.inner = Optim()
+
+    def fit(self, loader):
+        for x in loader:
+            self.backward(x)
+            self.inner.step()
+"""
+    (c,) = [c for c in steps.contexts(facts(text)) if c.loop is not None]
+    assert [(f.event.kind, f.target) for f in c.events if f.event.kind in ("backward", "step")] == [
+        ("backward", "x"), ("step", "self.inner.opt")]
+
+
+def test_recursive_methods_are_followed_a_bounded_number_of_times():
+    text = """\
+class A:
+    def step(self):
+        self.b.step()
+        self.step()
+
+
+class B:
+    def step(self):
+        self.a.step()
+        loss.backward()
+        opt.step()
+
+
+a = A()
+a.b = B()
+for x in loader:
+    a.step()
+"""
+    found = steps.contexts(facts(text))
+    assert found and all(len(c.events) < 50 for c in found)
+
+
+def test_a_project_optimizer_class_keeps_its_step():
+    text = """\
+class Lion(torch.optim.Optimizer):
+    def step(self, closure=None):
+        pass
+
+
+opt = Lion(model.parameters())
+for x in loader:
+    opt.zero_grad()
+    model(x).backward()
+    opt.step()
+"""
+    assert [e.kind for e in events(text) if e.kind in ("step", "call")] == ["step"]
+
+
+def test_a_local_clip_copy_is_a_clip_and_a_wrapper_of_torch_clip_is_followed():
+    copy = """\
+def clip_grad_norm_(parameters, max_norm, norm_type=2):
+    for p in parameters:
+        p.grad.mul_(0.5)
+
+
+loss.backward()
+clip_grad_norm_(model.parameters(), 5.0)
+"""
+    (clip,) = events(copy, "clip")
+    assert (clip.via, clip.value.number, clip.norm_type.number) == ("torch", 5.0, 2.0)
+    wrapper = """\
+import torch
+
+
+def clip_grad_norm_(parameters, max_norm):
+    return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+
+
+loss.backward()
+clip_grad_norm_(model.parameters(), 5.0)
+"""
+    assert [e.kind for e in events(wrapper) if e.kind in ("clip", "call")] == ["call", "clip"]
+    assert codes(copy.replace("loss.backward()", "for x in loader:\n    opt.zero_grad()\n    loss.backward()\n    opt.step()")
+                 .replace("\nclip_grad_norm_", "\n    clip_grad_norm_")) == ["GL202"]
+
+
+def test_a_parameter_the_body_reassigns_is_not_read_from_the_call():
+    text = """\
+import torch
+
+
+def step(model, opt, loss, clip=None):
+    clip = clip or 1.0
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+
+
+for x in loader:
+    opt.zero_grad()
+    step(model, opt, model(x))
+"""
+    (c,) = [c for c in steps.contexts(facts(text)) if c.loop is not None]
+    assert [f.event.kind for f in c.events if f.event.kind in ("backward", "clip", "step")] == ["backward", "clip", "step"]

@@ -40,6 +40,11 @@ class Event:
       clear     `zero_grad()`, `p.grad = None`, `p.grad.zero_()`, `step(zero_grad=True)`
       call      a call of a function of this file (callees: its Function ids), for inlining
       invoke    any other call of a local name or attribute (callee text in `target`)
+    args: a call's or invoke's arguments as written, keyed by keyword or by position ('0', '1'...;
+      '*' when a `*args`/`**kw` makes the rest unknown), so that an inlined body reads what the
+      call site passes. ref: the class (as written) of the instance whose method a call or invoke
+      runs (`loss_scaler = NativeScaler()`; `loss_scaler(loss, opt)` runs `NativeScaler.__call__`,
+      whose name is in `name`), resolved in this file or through the project index.
       fit       Lightning `trainer.fit(model)` / Hugging Face `trainer.train()`
     """
 
@@ -59,6 +64,8 @@ class Event:
     # backward: names the loss expression reads, and whether it calls a module itself
     uses: tuple[str, ...] = ()
     module_call: bool = False
+    args: tuple[tuple[str, Value], ...] = ()
+    ref: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,8 @@ class Function:
     body: Block
     nograd: bool = False
     params: tuple[str, ...] = ()
+    # parameters with a default, as written (`clip_grad=None` -> ('clip_grad', 'None'))
+    defaults: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,9 @@ class TrainingFacts:
     # `self.automatic_optimization = False`): Lightning runs backward and step after their
     # `training_step`
     lightning_automatic: tuple[str, ...] = ()
+    # classes of this file and their bases as written: a method called on `self` or on an
+    # instance may live in a base class
+    classes: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def iter_events(block: Block):
@@ -156,3 +168,29 @@ def iter_events(block: Block):
             yield from iter_events(it)
         else:
             yield it
+
+
+# A chain of base classes longer than this is given up on (a cycle, or generated code).
+MAX_BASES = 32
+
+
+def in_bases(cls: str, bases: dict[str, tuple[str, ...]], found):
+    """`found(c)` for class `cls` (its last name) and then its bases of the same file, nearest
+    first: the first answer that is not None; None when none has one (bounded, cycle-safe)."""
+    todo, seen = [cls.rsplit(".", 1)[-1]], set()
+    while todo and len(seen) < MAX_BASES:
+        c = todo.pop(0)
+        if c in seen:
+            continue
+        seen.add(c)
+        answer = found(c)
+        if answer is not None:
+            return answer
+        todo.extend(b.rsplit(".", 1)[-1] for b in bases.get(c, ()))
+    return None
+
+
+def method_id(facts: TrainingFacts, cls: str, name: str) -> int | None:
+    """Function id of method `name` of class `cls` of this file, or of its nearest base of this file."""
+    return in_bases(cls, dict(facts.classes),
+                    lambda c: next((f.id for f in facts.functions if f.cls == c and f.name == name), None))

@@ -18,7 +18,8 @@ from typing import Iterable
 
 import libcst as cst
 
-from gradlint.facts.training import Assign, Block, Event, Function, Stmt, TrainingFacts, Value
+from gradlint.facts.training import (Assign, Block, Event, Function, Stmt, TrainingFacts, Value, in_bases, iter_events,
+                                     method_id)
 from gradlint.findings import SourceSpan
 from gradlint.source.budget import MAX_EXPR_DEPTH
 from gradlint.source.names import dotted
@@ -230,6 +231,9 @@ class _PrePass:
         self.methods: set[str] = set()
         self.consts: dict[object, dict[str, set]] = {}
         self.argparse: dict[str, object] = {}
+        # class -> (bases as written, methods); `x = Cls(...)` / `self.x = Cls(...)` -> classes
+        self.classes: dict[str, tuple[tuple[str, ...], set[str]]] = {}
+        self.instances: dict[str, set[str]] = {}
 
     def run(self, module: cst.Module) -> None:
         self._walk(module, None, False)
@@ -247,6 +251,9 @@ class _PrePass:
                 self._walk(n.body, n, False)
                 continue
             if isinstance(n, cst.ClassDef):
+                bases = tuple(d for d in (dotted(b.value) for b in n.bases if b.keyword is None) if d)
+                methods = {m.name.value for m in _suite(n.body) if isinstance(m, cst.FunctionDef)}
+                self.classes.setdefault(n.name.value, (bases, methods))
                 self._walk(n.body, scope, True)
                 continue
             if isinstance(n, (cst.IndentedBlock, cst.SimpleStatementLine, cst.SimpleStatementSuite)):
@@ -254,6 +261,7 @@ class _PrePass:
                 continue
             # below: statements and expressions of this scope; nested blocks keep the class flag off
             if isinstance(n, cst.Assign):
+                self._instance(n.targets[-1].target, n.value)
                 number = _number(n.value)
                 for t in n.targets:
                     for name in _target_texts(t.target):
@@ -272,6 +280,27 @@ class _PrePass:
             elif isinstance(n, cst.Expr) and isinstance(n.value, cst.Call):
                 self._add_argument(n.value)
             stack.extend((c, False) for c in reversed(_children(n)) if type(c).__name__ in _STATEMENTISH)
+
+    def _instance(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        """`x = Cls(...)` (also `Cls(...).to(device)`): x holds an instance of Cls."""
+        while (isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute)
+               and value.func.attr.value in _MOVE_METHODS and isinstance(value.func.value, cst.Call)):
+            value = value.func.value
+        cls = dotted(value.func) if isinstance(value, cst.Call) else None
+        name = dotted(target) if isinstance(target, (cst.Name, cst.Attribute)) else None
+        if cls and name and cls.rsplit(".", 1)[-1][:1].isupper():
+            self.instances.setdefault(name, set()).add(cls)
+
+    def method_of(self, cls: str, method: str) -> bool:
+        """Whether class `cls` of this file (as written) defines `method`, itself or through a
+        base class of this file (bounded, cycle-safe)."""
+        bases = {name: b for name, (b, _) in self.classes.items()}
+        return in_bases(cls, bases, lambda c: True if method in self.classes.get(c, ((), ()))[1] else None) is True
+
+    def instance_class(self, text: str) -> str:
+        """The one class `text` is assigned an instance of in this file, as written; '' else."""
+        found = self.instances.get(text, ())
+        return next(iter(found)) if len(found) == 1 else ""
 
     def _bind(self, scope, name: str, value: object) -> None:
         self.consts.setdefault(scope, {}).setdefault(name, set()).add(value)
@@ -321,7 +350,7 @@ def _is_not_equal_zero(test: cst.BaseExpression) -> bool:
 # functions are still read (assignments, calls to follow) but their nodes get no positions.
 _RELEVANT = re.compile(r"backward|step\(|clip|zero_grad|\.grad\b|no_grad|inference_mode|enable_grad|"
                        r"set_grad_enabled|unscale|foreach_zero|\.fit\(|[Tt]rainer\w*\.train\(|Trainer\(|"
-                       r"TrainingArguments|register_hook")
+                       r"TrainingArguments|register_hook|[Ss]caler\(")
 
 
 class _Positions:
@@ -497,7 +526,8 @@ class _Extractor:
         self.function(self.src.module, "<module>", None, None)
         functions = tuple(f for f in self.functions if f is not None)
         return TrainingFacts(functions=functions, stmts=tuple(self.stmts), assigns=tuple(self.assigns),
-                             hook_clipping=self.hook_clipping, lightning_automatic=self._lightning_automatic())
+                             hook_clipping=self.hook_clipping, lightning_automatic=self._lightning_automatic(),
+                             classes=tuple((name, bases) for name, (bases, _) in self.pre.classes.items()))
 
     def _lightning_automatic(self) -> tuple[str, ...]:
         out = []
@@ -521,6 +551,7 @@ class _Extractor:
         self._func_parent[fid] = parent
         nograd = False
         params: tuple[str, ...] = ()
+        defaults: tuple[tuple[str, str], ...] = ()
         if isinstance(node, cst.FunctionDef):
             for dec in node.decorators:
                 expr = dec.decorator.func if isinstance(dec.decorator, cst.Call) else dec.decorator
@@ -528,6 +559,8 @@ class _Extractor:
                     nograd = True
             p = node.params
             params = tuple(x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params))
+            defaults = tuple((x.name.value, _text(x.default)) for x in (*p.posonly_params, *p.params, *p.kwonly_params)
+                             if x.default is not None)
             if isinstance(p.star_arg, cst.Param):
                 params += (p.star_arg.name.value,)
             if p.star_kwarg is not None:
@@ -553,7 +586,7 @@ class _Extractor:
         finally:
             self._where = saved
         self.functions[fid] = Function(id=fid, name=name, cls=cls, parent=parent, span=SourceSpan.point(line, 1),
-                                       body=body, nograd=nograd, params=params)
+                                       body=body, nograd=nograd, params=params, defaults=defaults)
         return fid
 
     # -- statements ----------------------------------------------------------------------------
@@ -875,6 +908,12 @@ class _Extractor:
                 return [self._local_call(call, attr, "self", ctx, sid)]
             return [Event("clip", span, fid, sid, ng, via="helper", name=text or attr)]
 
+        # a method of a class of this file, called on an instance of it
+        if text and not q:
+            inst = self._instance_call(call, attr, recv_text, ctx, sid)
+            if inst is not None:
+                return [inst]
+
         # backward
         if not q.isdisjoint({"torch.distributed.autograd.backward"}):
             # distributed autograd: gradients live in the context, one per iteration
@@ -936,6 +975,11 @@ class _Extractor:
                 if clears:
                     out.append(Event("clear", span, fid, sid, ng, via="zero_grad", target=recv_text))
                 return out
+            ref = self._foreign_ref(recv_text, ctx)
+            if ref:
+                # `trainer.step()` on an instance of a project class defined elsewhere
+                return [Event("invoke", span, fid, sid, ng, target=text or attr, name=attr, ref=ref,
+                              args=self._args(call, ctx))]
             return []
 
         if attr == "unscale_" and receiver is not None:
@@ -970,6 +1014,13 @@ class _Extractor:
         if recv_text in ("self", "cls") and attr in self.pre.methods:
             return [self._local_call(call, attr, recv_text, ctx, sid)]
         # a call that may run a model: GL201 falls back on these to tell which model a loop trains
+        ref = self._foreign_ref(recv_text if receiver is not None else attr, ctx) \
+            if text and not q and attr not in ("parameters", "named_parameters") else ""
+        if ref and not _CRITERION.search(_last(ref)):
+            # an instance of a project class defined elsewhere (`loss_scaler(loss, opt)`): the
+            # rules may read its method through the project index
+            return [Event("invoke", span, fid, sid, ng, target=text, name=attr if receiver is not None else "__call__",
+                          ref=ref, args=self._args(call, ctx))]
         if text and _call_kind(text, q) == "module" and attr not in ("parameters", "named_parameters"):
             return [Event("invoke", span, fid, sid, ng, target=text)]
         return []
@@ -988,9 +1039,50 @@ class _Extractor:
             return False
         return is_optimizer_name(recv_text)
 
-    def _local_call(self, call: cst.Call, name: str, receiver: str | None, ctx: "_Ctx", sid: int) -> Event:
+    def _local_call(self, call: cst.Call, name: str, receiver: str | None, ctx: "_Ctx", sid: int, ref: str = "") -> Event:
         return Event("call", self.span(call), ctx.fid, sid, ctx.nograd, target=(receiver + "." if receiver else "") + name,
-                     name=name, callees=(-1,))
+                     name=name, callees=(-1,), args=self._args(call, ctx), ref=ref)
+
+    def _args(self, call: cst.Call, ctx: "_Ctx") -> tuple[tuple[str, Value], ...]:
+        """The arguments as the callee's parameters will read them (see Event.args)."""
+        out: list[tuple[str, Value]] = []
+        position = 0
+        for a in call.args:
+            if a.star:
+                out.append(("*", Value(_text(a.value))))
+                break
+            value = self.value(a.value, ctx.fid, ctx.tests) or Value("")
+            if a.keyword is not None:
+                out.append((a.keyword.value, value))
+            else:
+                out.append((str(position), value))
+                position += 1
+        return tuple(out)
+
+    def _instance_call(self, call: cst.Call, attr: str, recv_text: str, ctx: "_Ctx", sid: int) -> Event | None:
+        """`loss_scaler(loss, opt)` / `trainer.optimize()` on an instance of a class of this file
+        that defines the method (itself or in a base of this file): a call to inline."""
+        holder, method = (recv_text, attr) if recv_text else (attr, "__call__")
+        if holder in ("self", "cls", "") or holder in self.pre.functions:
+            return None
+        cls = self.pre.instance_class(holder)
+        if not cls or not self.pre.method_of(cls, method):
+            return None
+        bases = self.pre.classes.get(cls.rsplit(".", 1)[-1], ((), set()))[0]
+        if method in ("step", "zero_grad") and (is_optimizer_name(holder) or cls.endswith("Optimizer")
+                                               or any(b.endswith("Optimizer") for b in bases)):
+            return None  # a project optimizer's own step: the step itself
+        return self._local_call(call, method, holder, ctx, sid, ref=cls)
+
+    def _foreign_ref(self, holder: str, ctx: "_Ctx") -> str:
+        """The class `holder` is an instance of, when it is not a class of this file (the rules may
+        find it through the project index); for `self` in a method, the class's first base that
+        is not of this file (a method it does not define itself comes from there); '' else."""
+        if holder == "self" and ctx.cls:
+            bases = self.pre.classes.get(ctx.cls, ((), set()))[0]
+            return next((b for b in bases if b.rsplit(".", 1)[-1] not in self.pre.classes), "")
+        cls = self.pre.instance_class(holder) if holder not in ("self", "cls", "") else ""
+        return cls if cls and cls.rsplit(".", 1)[-1] not in self.pre.classes else ""
 
     def _clip(self, call: cst.Call, via: str, name: str, position: int, ctx: "_Ctx", sid: int,
               keyword: tuple[str, ...] = ("max_norm", "clip_value", "max_grad_norm", "value")) -> Event:
@@ -1113,8 +1205,14 @@ def _resolve_calls(facts: TrainingFacts) -> TrainingFacts:
         out.append(None)
         return out
 
+    def method_in(cls: str, name: str) -> tuple[int, ...]:
+        found = method_id(facts, cls, name)
+        return () if found is None else (found,)
+
     def resolve(ev: Event, fn: Function) -> tuple[int, ...]:
         name = ev.name
+        if ev.ref:
+            return method_in(ev.ref, name)
         if ev.kind == "step":
             name = ev.name.rsplit(".", 1)[-1]
             receiver = ev.name.rsplit(".", 1)[0] if "." in ev.name else None
@@ -1122,9 +1220,9 @@ def _resolve_calls(facts: TrainingFacts) -> TrainingFacts:
             receiver = ev.target.rsplit(".", 1)[0] if "." in ev.target else None
         candidates = by_name.get(name, [])
         if receiver in ("self", "cls"):
-            own = [c for c in candidates if c.cls is not None and c.cls == fn.cls]
+            own = method_in(fn.cls, name) if fn.cls else ()
             if own:
-                return tuple(c.id for c in own[:1])
+                return own
             methods = [c for c in candidates if c.cls is not None]
             return (methods[0].id,) if len(methods) == 1 else ()
         if receiver is not None:
@@ -1143,7 +1241,7 @@ def _resolve_calls(facts: TrainingFacts) -> TrainingFacts:
             if isinstance(it, Block):
                 items.append(fix_block(it, fn))
             elif it.callees == (-1,):  # marked "resolve me" by the extractor
-                items.append(dataclasses.replace(it, callees=resolve(it, fn)))
+                items.append(_copied_clip(dataclasses.replace(it, callees=resolve(it, fn)), facts))
             else:
                 items.append(it)
         return dataclasses.replace(block, items=tuple(items))
@@ -1152,9 +1250,43 @@ def _resolve_calls(facts: TrainingFacts) -> TrainingFacts:
     return dataclasses.replace(facts, functions=functions)
 
 
+def _copied_clip(ev: Event, facts: TrainingFacts) -> Event:
+    """A call of this file's own `clip_grad_norm_(parameters, max_norm)` whose body clips by hand
+    (no torch clip, no unscale inside): a clip like torch's, with the threshold the call passes."""
+    if ev.kind != "call" or ev.ref or len(ev.callees) != 1 or ev.name not in CLIP_NAMES:
+        return ev
+    fn = facts.functions[ev.callees[0]]
+    if any(e.kind in ("clip", "unscale", "call", "step", "backward") for e in iter_events(fn.body)):
+        return ev  # it calls a clip (or more) we can follow
+    args = dict(ev.args)
+    params = [p for p in fn.params if p not in ("self", "cls")]
+    defaults = dict(fn.defaults)
+
+    def passed(position: int, names: tuple[str, ...]) -> Value | None:
+        own = params[position] if position < len(params) else None
+        for name in (own, *names):
+            if name is not None and name in args:
+                return args[name]
+        if str(position) in args:
+            return args[str(position)]
+        if own in defaults:
+            try:
+                number = _number(cst.parse_expression(defaults[own]))
+            except cst.ParserSyntaxError:
+                number = None
+            return Value(defaults[own], number, "literal" if number is not None else "")
+        return None
+
+    return Event("clip", ev.span, ev.func, ev.stmt, ev.nograd, via="torch", name=ev.name,
+                 target=args["0"].text if "0" in args else "",
+                 value=passed(1, ("max_norm", "clip_value", "max_grad_norm")),
+                 norm_type=passed(2, ("norm_type",)) if ev.name.startswith("clip_grad_norm") else None)
+
+
 # Every GL2xx rule needs one of these words in the file: a backward, a clip, or a framework
-# trainer whose configuration decides the clipping.
-_SNIFF = re.compile(r"backward\(|clip_grad|clip_gradients|Trainer\(|TrainingArguments")
+# trainer whose configuration decides the clipping; or a loop that runs them through a project
+# class of another file (`loss_scaler(loss, optimizer)`, then `optimizer.zero_grad()`).
+_SNIFF = re.compile(r"backward\(|clip_grad|clip_gradients|Trainer\(|TrainingArguments|zero_grad\(|[Ss]caler\(")
 
 
 def extract(src) -> TrainingFacts:

@@ -108,7 +108,10 @@ class MissingGradientClipping(Rule):
     optimizer's parameters (`Adam(model.parameters())`) and its class is looked up across every
     file of the run, so `model = WordLM(...)` in `train.py` is known when `WordLM` lives in
     `model.py`. A Lightning `Trainer` without `gradient_clip_val` and a Hugging Face
-    `TrainingArguments(max_grad_norm=0)` that train such a model are flagged too.
+    `TrainingArguments(max_grad_norm=0)` that train such a model are flagged too. A step run
+    through a project object counts with what the call passes: a timm-style
+    `loss_scaler(loss, optimizer)` without `clip_grad=` never reaches the wrapper's clip; a
+    project's own copy of `clip_grad_norm_` is a clip.
 
     ## Why is this bad?
     Backpropagation through time multiplies the recurrent Jacobian once per time step: one bad
@@ -183,8 +186,66 @@ model = nn.LSTM(32, 32)
 trainer = L.Trainer(max_epochs=3)
 trainer.fit(model, loader)
 """, note="Lightning Trainer without gradient_clip_val"),
+        Example("""\
+import torch
+from timm.utils import dispatch_clip_grad
+
+
+class NativeScaler:
+    def __init__(self):
+        self._scaler = torch.amp.GradScaler("cuda")
+
+    def __call__(self, loss, optimizer, clip_grad=None, parameters=None, need_update=True):
+        self._scaler.scale(loss).backward()
+        if need_update:
+            if clip_grad is not None:
+                self._scaler.unscale_(optimizer)
+                dispatch_clip_grad(parameters, clip_grad)
+            self._scaler.step(optimizer)
+            self._scaler.update()
+
+
+model = torch.nn.LSTM(64, 64)
+optimizer = torch.optim.AdamW(model.parameters())
+loss_scaler = NativeScaler()
+for i, (x, y) in enumerate(loader):
+    need_update = (i + 1) % accum == 0
+    loss_scaler(criterion(model(x)[0], y), optimizer, 
+                parameters=model.parameters(), need_update=need_update)
+    if need_update:
+        optimizer.zero_grad()
+""", note="a timm-style scaler called without clip_grad: its clip never runs"),
     ]
     valid = [
+        Example("""\
+import torch
+from timm.utils import dispatch_clip_grad
+
+
+class NativeScaler:
+    def __init__(self):
+        self._scaler = torch.amp.GradScaler("cuda")
+
+    def __call__(self, loss, optimizer, clip_grad=None, parameters=None, need_update=True):
+        self._scaler.scale(loss).backward()
+        if need_update:
+            if clip_grad is not None:
+                self._scaler.unscale_(optimizer)
+                dispatch_clip_grad(parameters, clip_grad)
+            self._scaler.step(optimizer)
+            self._scaler.update()
+
+
+model = torch.nn.LSTM(64, 64)
+optimizer = torch.optim.AdamW(model.parameters())
+loss_scaler = NativeScaler()
+for i, (x, y) in enumerate(loader):
+    need_update = (i + 1) % accum == 0
+    loss_scaler(criterion(model(x)[0], y), optimizer, clip_grad=args.clip_grad,
+                parameters=model.parameters(), need_update=need_update)
+    if need_update:
+        optimizer.zero_grad()
+""", note="a timm-style scaler that clips when clip_grad is passed"),
         Example("""\
 import torch
 from torch import nn
@@ -290,13 +351,13 @@ for x in loader:
             yield from steps.dedupe(self._frameworks(ctx, facts))
 
     def _steps(self, ctx: RuleContext, facts) -> Iterator[Finding]:
-        for c in steps.contexts(facts):
+        for c in steps.contexts(facts, ctx.index):
             lightning = any(f.event.via == "lightning" for f in c.of("backward"))
             if not (c.loop is not None or c.repeated or lightning):
                 continue
             if any(not steps.is_measuring(f.event) for f in c.of("clip")):
                 continue
-            if any(a.cls == "Adafactor" for f in c.of("step") for a in steps.assigns_to(facts, f.event.target, ("optimizer",))):
+            if any(a.cls == "Adafactor" for f in c.of("step") for a in steps.assigns_to(facts, f.target, ("optimizer",))):
                 continue  # Adafactor clips its updates itself (clip_threshold)
             risk = None
             for text in steps.trained_models(facts, c):

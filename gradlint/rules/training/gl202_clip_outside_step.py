@@ -228,7 +228,7 @@ def train(model, loader, accelerator, optimizer):
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         yield from self._lightning_training_step(ctx, facts)
-        for c in steps.contexts(facts):
+        for c in steps.contexts(facts, ctx.index):
             clips = [f for f in c.of("clip") if not steps.is_measuring(f.event)]
             if not clips:
                 continue

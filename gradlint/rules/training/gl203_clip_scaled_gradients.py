@@ -32,7 +32,11 @@ class ClipScaledGradients(steps.StepRule):
     ## What it does
     Flags a `torch.nn.utils.clip_grad_norm_`/`clip_grad_value_` (any import alias) in a step
     that uses a `GradScaler` (`scaler.scale(loss).backward()` or `scaler.step(opt)`), with no
-    `scaler.unscale_(opt)` before the clip on the same path.
+    `scaler.unscale_(opt)` before the clip on the same path. Steps run through project
+    objects are read too: a timm-style `loss_scaler(loss, optimizer, clip_grad=...)` runs its
+    class's `__call__` (in this file or, through the project index, another), with the
+    arguments the call passes. A project's own copy of `clip_grad_norm_` that clips by hand
+    (in this file or imported from another) is a clip like torch's.
 
     ## Why is this bad?
     Between `scaler.scale(loss).backward()` and `scaler.step()` the gradients are multiplied by
@@ -124,8 +128,66 @@ for x, y in loader:
     scaler.update()
     optimizer.zero_grad()
 """, note="unscale_ after the clip"),
+        Example("""\
+import torch
+from timm.utils import dispatch_clip_grad
+
+
+class NativeScaler:
+    def __init__(self):
+        self._scaler = torch.amp.GradScaler("cuda")
+
+    def __call__(self, loss, optimizer, clip_grad=None, parameters=None, need_update=True):
+        self._scaler.scale(loss).backward()
+        if need_update:
+            if clip_grad is not None:
+                dispatch_clip_grad(parameters, clip_grad)
+                self._scaler.unscale_(optimizer)
+            self._scaler.step(optimizer)
+            self._scaler.update()
+
+
+model = torch.nn.LSTM(64, 64)
+optimizer = torch.optim.AdamW(model.parameters())
+loss_scaler = NativeScaler()
+for i, (x, y) in enumerate(loader):
+    need_update = (i + 1) % accum == 0
+    loss_scaler(criterion(model(x)[0], y), optimizer, clip_grad=args.clip_grad,
+                parameters=model.parameters(), need_update=need_update)
+    if need_update:
+        optimizer.zero_grad()
+""", note="a timm-style scaler wrapper that clips before unscale_"),
     ]
     valid = [
+        Example("""\
+import torch
+from timm.utils import dispatch_clip_grad
+
+
+class NativeScaler:
+    def __init__(self):
+        self._scaler = torch.amp.GradScaler("cuda")
+
+    def __call__(self, loss, optimizer, clip_grad=None, parameters=None, need_update=True):
+        self._scaler.scale(loss).backward()
+        if need_update:
+            if clip_grad is not None:
+                self._scaler.unscale_(optimizer)
+                dispatch_clip_grad(parameters, clip_grad)
+            self._scaler.step(optimizer)
+            self._scaler.update()
+
+
+model = torch.nn.LSTM(64, 64)
+optimizer = torch.optim.AdamW(model.parameters())
+loss_scaler = NativeScaler()
+for i, (x, y) in enumerate(loader):
+    need_update = (i + 1) % accum == 0
+    loss_scaler(criterion(model(x)[0], y), optimizer, clip_grad=args.clip_grad,
+                parameters=model.parameters(), need_update=need_update)
+    if need_update:
+        optimizer.zero_grad()
+""", note="timm's NativeScaler: unscale_, then clip, inside __call__"),
         Example(_FIXED),
         Example("""\
 import torch
@@ -225,10 +287,10 @@ class Model(LightningModule):
     ]
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
-        for c in steps.contexts(facts):
+        for c in steps.contexts(facts, ctx.index):
             scaled = [f for f in c.events if (f.event.kind == "backward" and f.event.via == "scaler")
                       or (f.event.kind == "step" and f.event.via == "scaler")]
-            scaled = [f for f in scaled if not _disabled(facts, f.event.scaler)]
+            scaled = [f for f in scaled if not _disabled(facts, f.scaler)]
             if not scaled:
                 continue
             for clip in c.of("clip"):

@@ -15,7 +15,10 @@ class GradientsNeverCleared(steps.StepRule):
     Flags a loop whose iterations run `backward()` and an optimizer step, when nothing
     reachable in the loop — its body, the step functions it calls, a closure — clears the
     gradients: `optimizer.zero_grad()`, `model.zero_grad()`, `zero_grad(set_to_none=True)`,
-    `p.grad = None`, `p.grad.zero_()`, SAM's `second_step(zero_grad=True)`.
+    `p.grad = None`, `p.grad.zero_()`, SAM's `second_step(zero_grad=True)`. With two
+    optimizers in one loop (a GAN), flags the one that steps while only the other is cleared:
+    `opt_d.zero_grad()` (or `D.zero_grad()`, D being what `opt_d` trains) does not clear the
+    gradients `opt_g` applies.
 
     ## Why is this bad?
     `backward()` adds into `.grad`. Without clearing, step *n* applies the sum of the gradients
@@ -38,12 +41,15 @@ class GradientsNeverCleared(steps.StepRule):
         loss.backward()
         optimizer.step()
     ```
-    Gradient accumulation that clears every k steps is fine.
+    Gradient accumulation that clears every k steps is fine. With two optimizers, clear both
+    (or the model they share, or every parameter through `p.grad = None`), here or in a helper.
 
     ## References
     - `torch.optim.Optimizer.zero_grad`; pytorch/pytorch#47175 (zero_grad forgotten, or called
       once per epoch instead of per iteration).
     - Fixes of exactly this bug: wenet-e2e/wekws#73, meta-pytorch/torchforge#71.
+    - GAN loops: the PyTorch DCGAN example clears each network before its own backward
+      (`netD.zero_grad()`, then `netG.zero_grad()`).
     """
 
     code = "GL205"
@@ -83,6 +89,35 @@ for epoch in range(10):
         scaler.step(optimizer)
         scaler.update()
 """, note="cleared once per epoch, stepped every batch"),
+        Example("""\
+import torch
+
+opt_d = torch.optim.Adam(D.parameters())
+opt_g = torch.optim.Adam(G.parameters())
+for real, z in loader:
+    opt_d.zero_grad()
+    criterion(D(real), ones).backward()
+    opt_d.step()
+    criterion(D(G(z)), ones).backward()
+    opt_g.step()
+""", note="a GAN loop clearing only the discriminator's optimizer"),
+        Example("""\
+import torch
+
+
+class Stepper:
+    def __init__(self, model, optimizer):
+        self.model, self.optimizer = model, optimizer
+
+    def step(self, loss):
+        loss.backward()
+        self.optimizer.step()
+
+
+stepper = Stepper(model, torch.optim.SGD(model.parameters(), lr=0.1))
+for x, y in loader:
+    stepper.step(criterion(model(x), y))
+""", note="a trainer object's method holds the step"),
     ]
     valid = [
         Example("""\
@@ -152,37 +187,113 @@ def train_step(model, optimizer, x, y):
     model(x, y).backward()
     optimizer.step()
 """, note="a step function no loop of this file calls"),
+        Example("""\
+import torch
+
+opt_d = torch.optim.Adam(netD.parameters())
+opt_g = torch.optim.Adam(netG.parameters())
+for real, z in loader:
+    netD.zero_grad()
+    criterion(netD(real), ones).backward()
+    opt_d.step()
+    netG.zero_grad()
+    criterion(netD(netG(z)), ones).backward()
+    opt_g.step()
+""", note="GAN: each network cleared (DCGAN)"),
+        Example("""\
+def reset(*optimizers):
+    for o in optimizers:
+        o.zero_grad()
+
+
+for real, z in loader:
+    reset(opt_d, opt_g)
+    criterion(D(real), ones).backward()
+    opt_d.step()
+    criterion(D(G(z)), ones).backward()
+    opt_g.step()
+""", note="both cleared in a helper"),
+        Example("""\
+import torch
+
+opt_enc = torch.optim.Adam(model.encoder.parameters())
+opt_head = torch.optim.SGD(model.head.parameters(), lr=0.1)
+for x, y in loader:
+    model.zero_grad()
+    criterion(model(x), y).backward()
+    opt_enc.step()
+    opt_head.step()
+""", note="one model.zero_grad() clears both optimizers' parameters"),
     ]
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
-        for c in steps.contexts(facts):
+        for c in steps.contexts(facts, ctx.index):
             if c.loop is None:
-                continue
-            if c.of("clear"):
                 continue
             if any(f.event.via == "dist_autograd" for f in c.of("backward")):
                 continue  # torch.distributed.autograd: each context holds its own gradients
-            if _rebuilt_each_iteration(facts, c):
-                continue  # a fresh optimizer (and leaf) per iteration starts from no gradient
             if any(f.event.kind == "call" and (not f.event.callees or f.depth >= steps.INLINE_DEPTH) for f in c.events):
                 continue  # a call we could not follow may clear
-            step = c.of("step")[0]
+            clears = c.of("clear")
             backward = c.of("backward")[0]
-            yield ctx.finding(
-                f"`backward()` and `{steps.step_text(step.event)}` repeat in this loop but nothing clears the gradients: "
-                f"each step applies the sum of every earlier batch's gradients",
-                step.event.span, data={"backward_line": backward.event.span.line})
+            if not clears:
+                if _rebuilt_each_iteration(facts, c, c.of("step")):
+                    continue  # a fresh optimizer (and leaf) per iteration starts from no gradient
+                step = c.of("step")[0]
+                yield ctx.finding(
+                    f"`backward()` and `{steps.step_text(step.event)}` repeat in this loop but nothing clears the gradients: "
+                    f"each step applies the sum of every earlier batch's gradients",
+                    step.event.span, data={"backward_line": backward.event.span.line})
+                continue
+            for step, cleared in _uncleared_steps(facts, c, clears):
+                if _rebuilt_each_iteration(facts, c, [step]):
+                    continue
+                yield ctx.finding(
+                    f"`{steps.step_text(step.event)}` repeats in this loop but only {cleared} is cleared: "
+                    f"the gradients of `{step.target}` add up across steps",
+                    step.event.span, data={"backward_line": backward.event.span.line, "optimizer": step.target})
 
 
-def _rebuilt_each_iteration(facts, c) -> bool:
+def _uncleared_steps(facts, c, clears) -> list:
+    """Steps whose optimizer no clear of the loop reaches, while other optimizers are cleared (a GAN
+    loop clearing `opt_d` and stepping `opt_g` too). A clear counts against a step only when it
+    names another optimizer that steps here, or a model only such an optimizer trains; any other
+    clear (`p.grad = None`, an alias, a helper) may clear anything."""
+    stepped = {f.target for f in c.of("step") if f.target and f.event.via != "sam"}
+    if len(stepped) < 2:
+        return []
+    owners = {o: {m for a in steps.assigns_to(facts, o, ("optimizer",)) for m in a.owners} for o in stepped}
+
+    def may_clear(target: str, opt: str) -> bool:
+        if not target or target == opt:
+            return True
+        if target in stepped:
+            return False  # another stepping optimizer
+        elsewhere = [o for o in stepped if o != opt and target in owners[o]]
+        return not (elsewhere and owners[opt] and target not in owners[opt])
+
+    out, seen = [], set()
+    for step in c.of("step"):
+        opt = step.target
+        if opt not in stepped or opt in seen:
+            continue
+        seen.add(opt)
+        if any(may_clear(f.target, opt) for f in clears):
+            continue
+        names = sorted({f.target for f in clears})
+        out.append((step, " and ".join(f"`{n}`" for n in names)))
+    return out
+
+
+def _rebuilt_each_iteration(facts, c, stepping) -> bool:
     """The stepping optimizer is constructed inside the loop itself."""
     loop_block = c.loop[1]
     body = [st for st in facts.stmts if st.block == loop_block]
     if not body:
         return False
     first, last = min(st.line for st in body), max(st.end_line for st in body)
-    for step in c.of("step"):
-        for a in steps.assigns_to(facts, step.event.target, ("optimizer",)):
+    for step in stepping:
+        for a in steps.assigns_to(facts, step.target, ("optimizer",)):
             if a.func == c.function.id and first <= a.line <= last:
                 return True
     return False

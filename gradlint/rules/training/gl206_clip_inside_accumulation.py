@@ -164,7 +164,7 @@ for batch in loader:
     ]
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
-        for c in steps.contexts(facts):
+        for c in steps.contexts(facts, ctx.index):
             if c.loop is None:
                 continue
             backwards = c.of("backward")

@@ -114,19 +114,19 @@ for i, (x, y) in enumerate(loader):
     ]
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
-        for c in steps.contexts(facts):
+        for c in steps.contexts(facts, ctx.index):
             trained = set(steps.trained_models(facts, c))
             for step in c.of("step"):
                 if step.event.via == "sam":
                     continue
-                mine = {step.event.target} | trained
+                mine = {step.target} | trained
                 marks = [f for f in c.events if f.event.kind in ("backward", "clear", "step")
                          and steps.compatible(f, step) and f.order < step.order]
                 # walk back from the step: a clear of this optimizer before any backward is the bug
                 for f in reversed(marks):
                     if f.event.kind in ("backward", "step"):
                         break
-                    if f.event.kind == "clear" and f.event.target and f.event.target in mine:
+                    if f.event.kind == "clear" and f.target and f.target in mine:
                         if not any(m.event.kind == "backward" and m.order < f.order for m in marks):
                             break  # nothing was backpropagated before the clear in this iteration
                         yield ctx.finding(

@@ -10,11 +10,13 @@ of the file calls it). Events are flattened in source order, each with the `if` 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Iterator
 
-from gradlint.facts.training import Assign, Block, Event, Function, TrainingFacts
+from gradlint.facts.training import Assign, Block, Event, Function, TrainingFacts, Value, iter_events, method_id
 from gradlint.findings import Finding
 from gradlint.registry import Rule, RuleContext
 from gradlint.text import lines_between
@@ -38,6 +40,11 @@ class Flat:
     guards: tuple[Guard, ...]
     loops: tuple  # (inlining instance, loop block id), outermost first
     depth: int  # 0: written in the function being flattened; >0: inlined from a call
+    # the event's optimizer (or cleared object) and scaler as the flattened function reads them:
+    # `optimizer` inside `NativeScaler.__call__` is the `opt` the loop passes. `event` keeps the
+    # names as written (messages, fixes), except for a body read from another file.
+    target: str = ""
+    scaler: str = ""
 
 
 @dataclass
@@ -65,51 +72,245 @@ def compatible(a: Flat, b: Flat) -> bool:
     return True
 
 
+# Events that make a clip helper more than a hand-written copy of torch's clip.
+_NOT_A_COPY = frozenset({"clip", "unscale", "call", "invoke", "step", "backward"})
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Where the flattener reads: the file's facts (function ids are per file), the project
+    index as that file sees it, what the parameters of the function being inlined stand for at
+    its call site, and the call site itself when the body comes from another file (its events
+    then take the call's place: a finding or fix cannot point into a file the run is not on)."""
+
+    facts: TrainingFacts
+    scope: object = None
+    bind: tuple[tuple[str, Value], ...] = ()
+    site: Event | None = None
+    inst: int = 0
+    depth: int = 0
+
+
 class _Flattener:
-    def __init__(self, facts: TrainingFacts) -> None:
+    def __init__(self, facts: TrainingFacts, index=None) -> None:
         self.facts = facts
+        self.index = index
         self.instances = 0
         self.called_from_loop: set[int] = set()
+        self._foreign: dict[tuple, tuple | None] = {}
+        self._written: dict[tuple, frozenset[str]] = {}
 
     def flatten(self, fn: Function) -> list[Flat]:
         out: list[Flat] = []
-        self._block(fn.body, 0, (), (), 0, (fn.id,), out)
+        self._block(fn.body, _Frame(self.facts, self.index), (), (), ((id(self.facts), fn.id),), out)
         return out
 
-    def _block(self, block: Block, inst: int, guards: tuple, loops: tuple, depth: int, stack: tuple, out: list) -> None:
+    def _block(self, block: Block, fr: _Frame, guards: tuple, loops: tuple, stack: tuple, out: list) -> None:
         for item in block.items:
             if isinstance(item, Block):
                 if item.kind == "loop":
-                    self._block(item, inst, guards, loops + ((inst, item.id),), depth, stack, out)
+                    self._block(item, fr, guards, loops + ((fr.inst, item.id),), stack, out)
                 elif item.kind == "if":
+                    taken = _decide(item, fr.bind) if fr.bind else None
+                    if taken is not None:
+                        # the call site fixes the test (`clip_grad=None` not passed): one way only
+                        self._block(item.items[taken], fr, guards, loops, stack, out)
+                        continue
+                    test = _substitute(item.test, fr.bind)
                     for i, alt in enumerate(item.items):
-                        g = Guard((inst, item.id), i, item.test, item.accum, loops)
-                        self._block(alt, inst, guards + (g,), loops, depth, stack, out)
+                        g = Guard((fr.inst, item.id), i, test, item.accum, loops)
+                        self._block(alt, fr, guards + (g,), loops, stack, out)
                 else:
-                    self._block(item, inst, guards, loops, depth, stack, out)
+                    self._block(item, fr, guards, loops, stack, out)
                 continue
-            ev = item
-            inline = [c for c in ev.callees if 0 <= c < len(self.facts.functions) and c not in stack]
-            if ev.kind == "step" and inline and depth < INLINE_DEPTH:
+            if item.kind == "clip" and item.via == "helper" and fr.scope is not None and self._copied_clip(fr.scope, item.name):
+                item = dataclasses.replace(item, via="torch")
+            ev, bound = _rebind(item, fr)
+            inline = self._targets(item, fr, stack)
+            if ev.kind == "step" and inline and fr.depth < INLINE_DEPTH:
                 # a closure runs inside the step, before the update
-                self._inline(inline[0], guards, loops, depth, stack, out)
-            out.append(Flat(ev, len(out), guards, loops, depth))
-            if ev.kind == "call" and inline and depth < INLINE_DEPTH:
-                self._inline(inline[0], guards, loops, depth, stack, out)
+                self._inline(inline, item, fr, guards, loops, stack, out)
+            out.append(Flat(ev, len(out), guards, loops, fr.depth, bound.target, bound.scaler))
+            if ev.kind in ("call", "invoke") and inline and fr.depth < INLINE_DEPTH:
+                self._inline(inline, item, fr, guards, loops, stack, out)
 
-    def _inline(self, fid: int, guards: tuple, loops: tuple, depth: int, stack: tuple, out: list) -> None:
-        if loops:
+    def _targets(self, ev: Event, fr: _Frame, stack: tuple) -> tuple | None:
+        """(facts, function id, scope) of what a call runs, when it can be read; None else."""
+        local = [c for c in ev.callees if 0 <= c < len(fr.facts.functions) and (id(fr.facts), c) not in stack]
+        if local:
+            return fr.facts, local[0], fr.scope
+        if ev.kind not in ("call", "invoke") or not ev.ref or ev.callees or fr.scope is None:
+            return None
+        found = self._foreign_method(fr.scope, ev.ref, ev.name)
+        if found is None or (id(found[0]), found[1]) in stack:
+            return None
+        return found
+
+    def _foreign_method(self, scope, ref: str, name: str) -> tuple | None:
+        """Method `name` of the project class `ref` (as written in the file `scope` sees) when
+        another file of the project defines it: timm's `NativeScaler.__call__`."""
+        key = (getattr(scope, "module", ""), ref, name)
+        if key in self._foreign:
+            return self._foreign[key]
+        self._foreign[key] = None
+        for q in scope.resolve(ref):
+            module, _, cls = q.rpartition(".")
+            mod = scope.index.module(module) if module else None
+            facts = getattr(getattr(mod, "facts", None), "training", None)
+            if not isinstance(facts, TrainingFacts):
+                continue
+            fid = method_id(facts, cls, name)
+            if fid is not None:
+                self._foreign[key] = (facts, fid, scope.at(q))
+                break
+        return self._foreign[key]
+
+    def _copied_clip(self, scope, name: str) -> bool:
+        """`clip_grad_norm_` imported from a module of the project that clips by hand (no torch
+        clip, unscale or other call inside): a clip like torch's, so GL203 applies to it."""
+        key = (getattr(scope, "module", ""), name, "copied-clip")
+        if key not in self._foreign:
+            self._foreign[key] = None
+            for q in scope.resolve(name):
+                module, _, local = q.rpartition(".")
+                mod = scope.index.module(module) if module else None
+                facts = getattr(getattr(mod, "facts", None), "training", None)
+                if not isinstance(facts, TrainingFacts):
+                    continue
+                fn = next((f for f in facts.functions if f.name == local and f.cls is None and f.parent == 0), None)
+                if fn is not None:
+                    kinds = {e.kind for e in iter_events(fn.body)}
+                    self._foreign[key] = () if kinds.isdisjoint(_NOT_A_COPY) else None
+                    break
+        return self._foreign[key] is not None
+
+    def _assigned(self, facts: TrainingFacts, fid: int) -> frozenset[str]:
+        key = (id(facts), fid)
+        found = self._written.get(key)
+        if found is None:
+            found = self._written[key] = frozenset(a.target for a in facts.assigns if a.func == fid)
+        return found
+
+    def _inline(self, target: tuple, ev: Event, fr: _Frame, guards: tuple, loops: tuple, stack: tuple, out: list) -> None:
+        facts, fid, scope = target
+        if loops and facts is self.facts:
             self.called_from_loop.add(fid)
         self.instances += 1
-        self._block(self.facts.functions[fid].body, self.instances, guards, loops, depth + 1, stack + (fid,), out)
+        fn = facts.functions[fid]
+        site = fr.site if fr.site is not None else (ev if facts is not self.facts else None)
+        inner = _Frame(facts, scope, _binding(fn, ev, fr.bind, self._assigned(facts, fid)), site, self.instances,
+                       fr.depth + 1)
+        self._block(fn.body, inner, guards, loops, stack + ((id(facts), fid),), out)
 
 
-def contexts(facts: TrainingFacts | None) -> list[Context]:
+def _binding(fn: Function, ev: Event, outer: tuple, assigned: frozenset[str]) -> tuple[tuple[str, Value], ...]:
+    """What each parameter of `fn` stands for at call `ev`: the argument passed (read through the
+    caller's own binding when it is inlined itself), else the default when nothing hides it. A
+    parameter the body assigns (`clip = clip or default`) stands for nothing known."""
+    params = list(fn.params)
+    out: dict[str, Value] = {}
+    if fn.cls is not None and params and params[0] in ("self", "cls"):
+        receiver = ev.target[: -len(ev.name) - 1] if ev.target.endswith("." + ev.name) else ev.target
+        if ev.name == "__call__" or receiver != ev.target:
+            out[params[0]] = Value(_substitute(receiver, outer))
+        params = params[1:]
+    args = dict(ev.args)
+    star = "*" in args
+    defaults = dict(fn.defaults)
+    for i, p in enumerate(params):
+        if p in assigned:
+            continue
+        value = args.get(p, args.get(str(i)))
+        if value is not None:
+            out[p] = _rebind_value(value, outer)
+        elif not star and p in defaults:
+            out[p] = Value(defaults[p], source="default")
+    return tuple(out.items())
+
+
+_TEST = re.compile(r"(not\s+)?([A-Za-z_]\w*)(\s+is(\s+not)?\s+None)?")
+
+
+def _decide(block: Block, bind: tuple) -> int | None:
+    """The branch an `if` on a parameter takes when the call site fixes it (`if clip_grad is not
+    None:` with nothing passed for `clip_grad=None`); None when it depends on the run."""
+    m = _TEST.fullmatch(block.test.strip())
+    if m is None or len(block.items) != 2:
+        return None
+    value = dict(bind).get(m.group(2))
+    if value is None:
+        return None
+    text = value.text.strip()
+    if text == "None":
+        none, truth = True, False
+    elif text in ("True", "False"):
+        none, truth = False, text == "True"
+    elif value.source == "literal" and value.number is not None:
+        none, truth = False, value.number != 0
+    else:
+        return None
+    if m.group(3):
+        result = none if not m.group(4) else not none
+        if m.group(1):
+            result = not result
+    else:
+        result = truth != bool(m.group(1))
+    return 0 if result else 1
+
+
+def _substitute(text: str, bind: tuple) -> str:
+    """`text` with each parameter name replaced by what the call site passes."""
+    if not bind or not text:
+        return text
+    table = {k: v.text for k, v in bind if v.text}
+    if not table:
+        return text
+    pattern = re.compile(r"(?<![\w.])(" + "|".join(re.escape(k) for k in table) + r")(?!\w)")
+    return pattern.sub(lambda m: table[m.group(1)], text)
+
+
+def _rebind_value(value: Value | None, bind: tuple) -> Value | None:
+    if value is None or not bind:
+        return value
+    bound = dict(bind).get(value.text)
+    if bound is not None and bound.text:
+        return dataclasses.replace(bound, guarded=bound.guarded or value.guarded)
+    text = _substitute(value.text, bind)
+    return value if text == value.text else dataclasses.replace(value, text=text)
+
+
+def _rebind(ev: Event, fr: _Frame) -> tuple[Event, Event]:
+    """An inlined event: as shown (its own names, a threshold as passed; from another file, all
+    as the call site reads it, at the call) and as the call site reads it."""
+    if not fr.bind and fr.site is None:
+        return ev, ev
+    values: dict = {}
+    names: dict = {}
+    if fr.bind:
+        for name in ("target", "scaler"):
+            text = _substitute(getattr(ev, name), fr.bind)
+            if text != getattr(ev, name):
+                names[name] = text
+        for name in ("value", "norm_type"):
+            value = _rebind_value(getattr(ev, name), fr.bind)
+            if value is not getattr(ev, name):
+                values[name] = value
+    bound = dataclasses.replace(ev, **values, **names) if values or names else ev
+    if fr.site is not None:
+        shown = dataclasses.replace(bound, span=fr.site.span, stmt=-1, func=fr.site.func,
+                                    nograd=ev.nograd or fr.site.nograd)
+        return shown, shown
+    return (dataclasses.replace(ev, **values) if values else ev), bound
+
+
+def contexts(facts: TrainingFacts | None, index=None) -> list[Context]:
     """Every training step of a file: innermost loops holding a backward and a step, then step
-    functions. A step function called from a loop appears in both (rules dedupe by location)."""
+    functions. A step function called from a loop appears in both (rules dedupe by location).
+    With the project index (`ctx.index`), methods of project classes defined in other files are
+    read too (a timm `NativeScaler` instance called in the loop)."""
     if facts is None:
         return []
-    flattener = _Flattener(facts)
+    flattener = _Flattener(facts, index)
     flats = {fn.id: flattener.flatten(fn) for fn in facts.functions}
     out: list[Context] = []
     for fn in facts.functions:
@@ -192,10 +393,10 @@ def trained_models(facts: TrainingFacts, context: Context) -> list[str]:
     the step calls."""
     texts: list[str] = []
     for f in context.of("step"):
-        for a in assigns_to(facts, f.event.target, ("optimizer",)):
+        for a in assigns_to(facts, f.target, ("optimizer",)):
             texts.extend(a.owners)
     if not texts:
-        invoked = {f.event.target for f in context.of("invoke")}
+        invoked = {f.target for f in context.of("invoke")}
         texts = [a.target for a in facts.assigns if a.kind == "model" and a.target in invoked]
     return list(dict.fromkeys(texts))
 
