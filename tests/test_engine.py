@@ -12,7 +12,7 @@ from gradlint.source import parse
 from gradlint.source.engine.calls import arg, arguments, split
 from gradlint.source.engine.fold import constant, number
 from gradlint.source.engine.values import int_literal, is_number, str_literal, truth
-from gradlint.source.engine.walk import children, comprehensions, headers, suite, text, walk
+from gradlint.source.engine.walk import children, comprehensions, evaluated_children, headers, suite, text, walk
 
 
 def expr(code: str) -> cst.BaseExpression:
@@ -99,6 +99,8 @@ def test_arg_keyword_first_then_position():
 def test_children_are_in_source_order():
     node = expr("a() if b() else c()")
     assert [text(c) for c in children(node)] == ["a()", "b()", "c()"]
+    assert [text(c) for c in evaluated_children(node)] == ["b()", "a()", "c()"]  # the test runs first
+    assert [text(n) for n in walk(node) if isinstance(n, cst.Call)] == ["b()", "a()", "c()"]
     module = cst.parse_module("@deco\nclass K(Base):\n    x = 1\n")
     cls = module.body[0]
     assert [type(c).__name__ for c in children(cls)] == ["Decorator", "Name", "Arg", "IndentedBlock"]

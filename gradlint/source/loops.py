@@ -20,7 +20,7 @@ from gradlint.facts.training import Assign, Block, Event, Function, Stmt, Traini
 from gradlint.findings import SourceSpan
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.fold import number as _number
-from gradlint.source.engine.walk import children as _children
+from gradlint.source.engine.walk import evaluated_children as _children
 from gradlint.source.engine.walk import headers as _headers
 from gradlint.source.engine.walk import suite as _suite
 from gradlint.source.engine.walk import text as _text

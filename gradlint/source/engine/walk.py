@@ -27,7 +27,12 @@ _PUNCTUATION = ("whitespace", "lpar", "rpar", "leading_lines", "trailing", "semi
                 "lbrace", "rbrace", "lbracket", "rbracket", "colon", "equal", "star", "lines_after", "header",
                 "footer", "dot", "operator", "indent", "newline", "first_line", "default_indent", "default_newline",
                 "asynchronous", "prefix", "quote")
+# Where Python runs a node's children in another order than they are written: a conditional
+# expression evaluates its test first. Interpreters that record calls and names in the order they
+# happen walk in this order; positions pair nodes in source order.
+_EVALUATION_ORDER = {cst.IfExp: ("test", "body", "orelse")}
 _FIELDS: dict[type, tuple[str, ...]] = {}
+_EVALUATION_FIELDS: dict[type, tuple[str, ...]] = {}
 _NODE_TYPES: dict[type, bool] = {}
 
 
@@ -50,10 +55,28 @@ def source_fields(cls: type) -> tuple[str, ...]:
     return found
 
 
+def evaluation_fields(cls: type) -> tuple[str, ...]:
+    """The names of the fields of a node class that hold code, in the order Python evaluates them."""
+    found = _EVALUATION_FIELDS.get(cls)
+    if found is None:
+        found = _EVALUATION_FIELDS[cls] = _EVALUATION_ORDER.get(cls) or source_fields(cls)
+    return found
+
+
 def children(node: cst.CSTNode) -> list:
     """The code children of a node (no whitespace, punctuation or keywords), in source order."""
+    return _children(node, source_fields(type(node)))
+
+
+def evaluated_children(node: cst.CSTNode) -> list:
+    """The code children of a node in the order Python evaluates them (a conditional
+    expression's test before its branches)."""
+    return _children(node, evaluation_fields(type(node)))
+
+
+def _children(node: cst.CSTNode, fields: tuple[str, ...]) -> list:
     out = []
-    for name in source_fields(type(node)):
+    for name in fields:
         value = getattr(node, name)
         if type(value) in (tuple, list):
             out.extend(v for v in value if is_node(v))
@@ -63,14 +86,15 @@ def children(node: cst.CSTNode) -> list:
 
 
 def walk(node: cst.CSTNode, stop: tuple[type, ...] = (cst.Lambda,)) -> Iterator[cst.CSTNode]:
-    """Pre-order, source order; does not descend into `stop` nodes (lambdas run later, if ever)."""
+    """Pre-order, in evaluation order (`evaluated_children`); does not descend into `stop` nodes
+    (lambdas run later, if ever)."""
     stack = [node]
     while stack:
         n = stack.pop()
         yield n
         if n is not node and isinstance(n, stop):
             continue
-        stack.extend(reversed(children(n)))
+        stack.extend(reversed(evaluated_children(n)))
 
 
 def suite(body) -> list:
