@@ -9,7 +9,7 @@ import libcst as cst
 import pytest
 
 from gradlint.source import parse
-from gradlint.source.engine.calls import arg, arguments, split
+from gradlint.source.engine.calls import arg, arguments, bind, split
 from gradlint.source.engine.fold import constant, number
 from gradlint.source.engine.values import int_literal, is_number, str_literal, truth
 from gradlint.source.engine.walk import children, comprehensions, evaluated_children, headers, suite, text, walk
@@ -186,3 +186,29 @@ def test_statement_lines_of_top_level_statements():
     lines = [(type(s).__name__, first, last) for s, first, last in src.positions.statement_lines()]
     assert lines == [("SimpleStatementLine", 1, 1), ("SimpleStatementLine", 2, 2), ("ClassDef", 3, 9),
                      ("FunctionDef", 11, 12)]
+
+
+def _params(code: str) -> cst.Parameters:
+    return cst.parse_statement(code + ": pass").params
+
+
+def test_bind_positional_keyword_defaults_and_rest():
+    params = _params("def f(self, a, /, b, c=1, *args, d, e=2, **kw)")
+    b = bind(params, ["A", "B", "C", "X"], {"d": "D", "z": "Z"}, skip=1)
+    assert b.values == {"a": "A", "b": "B", "c": "C", "d": "D"}
+    assert set(b.defaults) == {"e"} and text(b.defaults["e"]) == "2"
+    assert b.rest == ("X",) and b.rest_keywords == {"z": "Z"}
+    assert not b.open and not b.missing
+
+
+def test_bind_keyword_cannot_fill_a_positional_only_parameter():
+    b = bind(_params("def f(a, /, b)"), [], {"a": 1, "b": 2})
+    assert b.values == {"b": 2} and b.missing == {"a"} and b.rest_keywords == {"a": 1}
+
+
+def test_bind_leaves_open_what_an_unexpanded_star_may_give():
+    params = _params("def f(a, b=1, *, c=2)")
+    b = bind(params, ["A"], {}, open_positional=True)
+    assert b.values == {"a": "A"} and b.open == {"b"} and set(b.defaults) == {"c"} and b.rest is None
+    b = bind(params, [], {}, open_keywords=True)
+    assert b.open == {"a", "b", "c"} and b.rest_keywords is None and b.rest == ()

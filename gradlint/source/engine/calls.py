@@ -1,9 +1,9 @@
-"""Arguments of a call as written: positional and keyword, with what `*args` and `**kwargs` hide."""
+"""Arguments of a call as written (positional, keyword, what `*args` and `**kwargs` hide) and their binding to parameters."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
 
 import libcst as cst
 
@@ -60,3 +60,66 @@ def arg(call: cst.Call, position: int | None, keyword: str | Iterable[str]) -> c
                 return a.value
             k += 1
     return None
+
+
+@dataclass(frozen=True)
+class Binding:
+    """How a call's arguments bind to a function's parameters, as Python binds them.
+
+    values: parameter -> the argument the caller passed (as the caller evaluated it).
+    defaults: parameter -> its default expression (not passed; evaluate it in the callee's module).
+    open: parameters an unexpanded `*args` / `**kwargs` of the call may have given: unknown.
+    missing: required parameters not given (a call Python refuses).
+    rest / rest_keywords: the arguments no parameter takes, for the callee's own `*args` /
+    `**kwargs` (Python refuses the call when it has none); None when open.
+    """
+
+    values: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, cst.BaseExpression] = field(default_factory=dict)
+    open: frozenset[str] = frozenset()
+    missing: frozenset[str] = frozenset()
+    rest: tuple | None = ()
+    rest_keywords: dict[str, Any] | None = field(default_factory=dict)
+
+
+def bind(params: cst.Parameters, positional: Sequence[Any], keywords: Mapping[str, Any], *,
+         open_positional: bool = False, open_keywords: bool = False, skip: int = 0) -> Binding:
+    """Bind evaluated arguments to `params` (a `def`'s or a lambda's). `positional`: the values
+    before any `*args` the caller could not expand (`open_positional` then); `keywords`: the
+    named ones (`open_keywords`: a `**kwargs` could not be expanded); `skip`: leading positional
+    parameters already bound (`self` of a bound method)."""
+    values: dict[str, Any] = {}
+    defaults: dict[str, cst.BaseExpression] = {}
+    open_: set[str] = set()
+    missing: set[str] = set()
+    ordered = [*params.posonly_params, *params.params][skip:]
+    posonly = {id(p) for p in params.posonly_params}
+    used: set[str] = set()
+    for i, p in enumerate(ordered):
+        name = p.name.value
+        if i < len(positional):
+            values[name] = positional[i]
+        elif id(p) not in posonly and name in keywords:
+            values[name] = keywords[name]
+            used.add(name)
+        elif open_positional or (open_keywords and id(p) not in posonly):
+            open_.add(name)
+        elif p.default is not None:
+            defaults[name] = p.default
+        else:
+            missing.add(name)
+    for p in params.kwonly_params:
+        name = p.name.value
+        if name in keywords:
+            values[name] = keywords[name]
+            used.add(name)
+        elif open_keywords:
+            open_.add(name)
+        elif p.default is not None:
+            defaults[name] = p.default
+        else:
+            missing.add(name)
+    rest = None if open_positional else tuple(positional[len(ordered):])
+    extra = None if open_keywords else {k: v for k, v in keywords.items() if k not in used}
+    return Binding(values=values, defaults=defaults, open=frozenset(open_), missing=frozenset(missing),
+                   rest=rest, rest_keywords=extra)
