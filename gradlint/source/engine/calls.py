@@ -94,26 +94,17 @@ def bind(params: cst.Parameters, positional: Sequence[Any], keywords: Mapping[st
     missing: set[str] = set()
     ordered = [*params.posonly_params, *params.params][skip:]
     posonly = {id(p) for p in params.posonly_params}
+    kwonly = params.kwonly_params
     used: set[str] = set()
-    for i, p in enumerate(ordered):
+    for i, p in enumerate([*ordered, *kwonly]):
         name = p.name.value
-        if i < len(positional):
+        by_position = i < len(ordered)
+        if by_position and i < len(positional):
             values[name] = positional[i]
         elif id(p) not in posonly and name in keywords:
             values[name] = keywords[name]
             used.add(name)
-        elif open_positional or (open_keywords and id(p) not in posonly):
-            open_.add(name)
-        elif p.default is not None:
-            defaults[name] = p.default
-        else:
-            missing.add(name)
-    for p in params.kwonly_params:
-        name = p.name.value
-        if name in keywords:
-            values[name] = keywords[name]
-            used.add(name)
-        elif open_keywords:
+        elif (by_position and open_positional) or (open_keywords and id(p) not in posonly):
             open_.add(name)
         elif p.default is not None:
             defaults[name] = p.default

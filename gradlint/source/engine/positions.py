@@ -61,13 +61,19 @@ class LazyPositions:
         self.tables: dict[int, tuple[dict, int, list[str]]] = {}
         self.file_lines: list[str] | None = None
 
-    def _start_lines(self) -> list[int] | None:
-        tree = self.tree
-        if tree is None:
+    def _cpython_tree(self) -> ast.Module | None:
+        """CPython's AST of the text (parsed once: the caller's, or here on first need)."""
+        if self.tree is None:
             try:
-                tree = ast.parse(self.text)
+                self.tree = ast.parse(self.text)
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 return None
+        return self.tree
+
+    def _start_lines(self) -> list[int] | None:
+        tree = self._cpython_tree()
+        if tree is None:
+            return None
         body = tree.body
         lines: list[int] = []
         groups: list[list] = []
@@ -255,12 +261,9 @@ class LazyPositions:
         if self.defs is not None:
             return self.defs
         self.defs = {}
-        tree = self.tree
+        tree = self._cpython_tree()
         if tree is None:
-            try:
-                tree = ast.parse(self.text)
-            except (SyntaxError, ValueError, RecursionError, MemoryError):
-                return self.defs
+            return self.defs
         theirs: list = []
         stack: list = [tree]
         while stack:
