@@ -63,26 +63,26 @@ def evaluation_fields(cls: type) -> tuple[str, ...]:
     return found
 
 
-def children(node: cst.CSTNode) -> list:
-    """The code children of a node (no whitespace, punctuation or keywords), in source order."""
-    return _children(node, source_fields(type(node)))
+def _children_by(table: dict[type, tuple[str, ...]], fields):
+    """A children function reading the fields `fields(cls)` names (cached in `table`): one call
+    per node, since the interpreters scan every node they pass."""
+    def children_of(node: cst.CSTNode) -> list:
+        names = table.get(type(node)) or fields(type(node))
+        out = []
+        for name in names:
+            value = getattr(node, name)
+            if type(value) in (tuple, list):
+                out.extend(v for v in value if is_node(v))
+            elif is_node(value):
+                out.append(value)
+        return out
+    return children_of
 
 
-def evaluated_children(node: cst.CSTNode) -> list:
-    """The code children of a node in the order Python evaluates them (a conditional
-    expression's test before its branches)."""
-    return _children(node, evaluation_fields(type(node)))
-
-
-def _children(node: cst.CSTNode, fields: tuple[str, ...]) -> list:
-    out = []
-    for name in fields:
-        value = getattr(node, name)
-        if type(value) in (tuple, list):
-            out.extend(v for v in value if is_node(v))
-        elif is_node(value):
-            out.append(value)
-    return out
+# The code children of a node (no whitespace, punctuation or keywords), in source order.
+children = _children_by(_FIELDS, source_fields)
+# The same in the order Python evaluates them (a conditional expression's test before its branches).
+evaluated_children = _children_by(_EVALUATION_FIELDS, evaluation_fields)
 
 
 def walk(node: cst.CSTNode, stop: tuple[type, ...] = (cst.Lambda,)) -> Iterator[cst.CSTNode]:
