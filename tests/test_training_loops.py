@@ -383,6 +383,7 @@ y.backward(g)
 
 def test_per_function_positions_match_the_shared_provider(monkeypatch):
     from gradlint.source import loops
+    from gradlint.source.engine.positions import LazyPositions
 
     text = (
         "import torch\n"
@@ -407,7 +408,7 @@ def test_per_function_positions_match_the_shared_provider(monkeypatch):
     )
     text = text.replace("        def inner():\n\tpass\n", "        def inner():\n            return 1\n")
     fast = loops.extract(parse("t.py", text))
-    monkeypatch.setattr(loops._Positions, "_pair_defs", lambda self: None)
+    monkeypatch.setattr(LazyPositions, "_pair_functions", lambda self: {})
     slow = loops.extract(parse("t.py", text))
     ev_fast = [e for f in fast.functions for e in iter_events(f.body) if e.kind not in ("invoke", "call")]
     ev_slow = [e for f in slow.functions for e in iter_events(f.body) if e.kind not in ("invoke", "call")]

@@ -82,11 +82,6 @@ class Meter:
         self.depth -= 1
 
 
-def number(v: Any) -> bool:
-    """An int or float the folder may compute with (bools are flags, not numbers)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def bounded(v: Any) -> Any:
     """`v` when it is a number within budget (|int| <= MAX_INT, finite float), else None."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):

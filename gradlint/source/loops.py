@@ -11,17 +11,21 @@ disabled, and which values a clip threshold or a loss comes from.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass
-from typing import Iterable
 
 import libcst as cst
 
 from gradlint.facts.training import (Assign, Block, Event, Function, Stmt, TrainingFacts, Value, in_bases, iter_events,
                                      method_id)
 from gradlint.findings import SourceSpan
-from gradlint.source.budget import MAX_EXPR_DEPTH
+from gradlint.source.engine.calls import arg as _arg
+from gradlint.source.engine.fold import number as _number
+from gradlint.source.engine.walk import evaluated_children as _children
+from gradlint.source.engine.walk import headers as _headers
+from gradlint.source.engine.walk import suite as _suite
+from gradlint.source.engine.walk import text as _text
+from gradlint.source.engine.walk import walk
 from gradlint.source.names import dotted
 from gradlint.text import split_lines
 
@@ -82,102 +86,6 @@ def _last(text: str) -> str:
 def is_optimizer_name(text: str) -> bool:
     last = _last(text)
     return bool(_OPTIMIZER_NAME.search(last) or _OPTIMIZER_NAME.search(last.lower())) and not _NOT_OPTIMIZER.search(last)
-
-
-_EMPTY = cst.Module(body=())
-
-
-def _text(node: cst.CSTNode) -> str:
-    return _EMPTY.code_for_node(node).strip()
-
-
-def _number(node: cst.BaseExpression, depth: int = 0) -> float | None:
-    """A literal number, or +inf spelled float('inf') / math.inf / torch.inf / np.inf."""
-    if depth > MAX_EXPR_DEPTH:
-        return None
-    if isinstance(node, (cst.Integer, cst.Float)):
-        try:
-            return float(node.evaluated_value)
-        except (ValueError, OverflowError):
-            return None
-    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, (cst.Minus, cst.Plus)):
-        inner = _number(node.expression, depth + 1)
-        if inner is None:
-            return None
-        return -inner if isinstance(node.operator, cst.Minus) else inner
-    if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value == "float" and len(node.args) == 1:
-        arg = node.args[0].value
-        if isinstance(arg, cst.SimpleString) and arg.evaluated_value.strip().lower() in ("inf", "+inf", "infinity"):
-            return math.inf
-        return _number(arg, depth + 1)
-    text = dotted(node) if isinstance(node, (cst.Attribute, cst.Name)) else None
-    if text and text.split(".")[-1] == "inf" and text.split(".")[0] in ("math", "torch", "np", "numpy"):
-        return math.inf
-    if isinstance(node, cst.SimpleString):
-        try:
-            value = node.evaluated_value
-        except Exception:
-            return None
-        if isinstance(value, str) and value.strip().lower() in ("inf", "infinity"):
-            return math.inf
-    return None
-
-
-def _arg(call: cst.Call, position: int, keyword: str | Iterable[str]) -> cst.BaseExpression | None:
-    keywords = (keyword,) if isinstance(keyword, str) else tuple(keyword)
-    positional = [a for a in call.args if a.keyword is None and not a.star]
-    for a in call.args:
-        if a.keyword is not None and a.keyword.value in keywords:
-            return a.value
-    if 0 <= position < len(positional):
-        return positional[position].value
-    return None
-
-
-# libcst's visitors rebuild every node they pass (visit-and-replace): on a 5 000-line trainer
-# that costs seconds. Reading the dataclass fields directly is an order of magnitude cheaper.
-_FIELDS: dict[type, tuple[str, ...]] = {}
-_SKIP_FIELDS = ("whitespace", "lpar", "rpar", "comma", "semicolon", "leading_lines", "lines_after_decorators",
-                "header", "footer", "newline", "indent", "equal", "colon", "star", "dot", "operator", "lbracket",
-                "rbracket", "lbrace", "rbrace", "asynchronous", "prefix", "quote")
-
-
-_IS_NODE: dict[type, bool] = {}
-
-
-def _is_node(value: object) -> bool:
-    # isinstance against libcst's abstract base is slow (ABC machinery); cache per type
-    t = type(value)
-    known = _IS_NODE.get(t)
-    if known is None:
-        known = _IS_NODE[t] = isinstance(value, cst.CSTNode)
-    return known
-
-
-def _children(node: cst.CSTNode) -> list:
-    names = _FIELDS.get(type(node))
-    if names is None:
-        names = tuple(f.name for f in dataclasses.fields(node) if not f.name.startswith(_SKIP_FIELDS))
-        _FIELDS[type(node)] = names
-    out = []
-    for name in names:
-        value = getattr(node, name)
-        if type(value) in (tuple, list):
-            out.extend(v for v in value if _is_node(v))
-        elif _is_node(value):
-            out.append(value)
-    return out
-
-
-def walk(node: cst.CSTNode, stop: tuple[type, ...] = (cst.Lambda,)):
-    """Pre-order, source order; does not descend into `stop` nodes (lambdas run later, if ever)."""
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        yield n
-        if n is not node and isinstance(n, stop):
-            continue
-        stack.extend(reversed(_children(n)))
 
 
 def _names_in(node: cst.CSTNode) -> tuple[str, ...]:
@@ -353,96 +261,6 @@ _RELEVANT = re.compile(r"backward|step\(|clip|zero_grad|\.grad\b|no_grad|inferen
                        r"TrainingArguments|register_hook|[Ss]caler\(")
 
 
-class _Positions:
-    """Positions one function at a time.
-
-    The shared lazy positions resolve a whole top-level statement at once: one clip inside a
-    4 000-line Trainer class would cost the position pass of the entire class. Here a function
-    is resolved alone, as a module of its own, and mapped back: lines shift by the distance
-    between its `def` lines (CPython's parser gives the real one), columns by the difference in
-    leading whitespace of each line — the only text that differs, since a block's indentation
-    is relative in libcst while continuation lines keep their own whitespace.
-    """
-
-    def __init__(self, src) -> None:
-        self.src = src
-        self.file_lines = split_lines(src.text)
-        self.defs: dict[int, tuple[int, int]] = {}  # id(FunctionDef) -> (def line, end line)
-        self.tables: dict[int, tuple[dict, int, list[str]]] = {}
-        # id(top-level statement) -> its first line, when nothing in it can be pointed at
-        self.idle_top: dict[int, int] = {}
-        self._pair_defs()
-
-    def _pair_defs(self) -> None:
-        import ast
-
-        tree = self.src.positions.tree  # the pre-check's AST (parsed once per file)
-        if tree is None:
-            try:
-                tree = ast.parse(self.src.text)
-            except (SyntaxError, ValueError, RecursionError, MemoryError):
-                return
-        theirs: list = []
-        stack = [tree]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                theirs.append(node)
-            stack.extend(reversed(list(ast.iter_child_nodes(node))))
-        ours = [n for n in walk(self.src.module, stop=()) if isinstance(n, cst.FunctionDef)]
-        if len(ours) != len(theirs) or any(a.name.value != b.name for a, b in zip(ours, theirs)):
-            return  # cannot pair them: every position comes from the shared provider
-        self.defs = {id(a): (b.lineno, b.end_lineno or b.lineno) for a, b in zip(ours, theirs)}
-        # top-level statements: a file's imports and constants need no positions
-        body, k = tree.body, 0
-        for stmt in self.src.module.body:
-            count = len(stmt.body) if isinstance(stmt, cst.SimpleStatementLine) else 1
-            if k + count > len(body):
-                self.idle_top = {}
-                return
-            first, last = body[k].lineno, body[k + count - 1].end_lineno or body[k + count - 1].lineno
-            if not isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) and \
-                    not _RELEVANT.search("\n".join(self.file_lines[first - 1: last])):
-                self.idle_top[id(stmt)] = first
-            k += count
-        if k != len(body):
-            self.idle_top = {}
-
-    def relevant(self, fdef: cst.FunctionDef) -> bool:
-        lines = self.defs.get(id(fdef))
-        if lines is None:
-            return True
-        return bool(_RELEVANT.search("\n".join(self.file_lines[lines[0] - 1: lines[1]])))
-
-    def def_line(self, fdef: cst.FunctionDef) -> int:
-        return self.defs.get(id(fdef), (0, 0))[0]
-
-    def span_in(self, fdef: cst.FunctionDef, node: cst.CSTNode) -> SourceSpan:
-        if id(fdef) not in self.defs:
-            return self.src.span(node)
-        table = self.tables.get(id(fdef))
-        if table is None:
-            from libcst.metadata import MetadataWrapper, PositionProvider
-
-            sub = cst.Module(body=[fdef], default_indent=self.src.module.default_indent,
-                             default_newline=self.src.module.default_newline)
-            positions = MetadataWrapper(sub, unsafe_skip_copy=True).resolve(PositionProvider)
-            shift = self.defs[id(fdef)][0] - positions[fdef.name].start.line
-            table = self.tables[id(fdef)] = (positions, shift, split_lines(sub.code))
-        positions, shift, sub_lines = table
-        rng = positions.get(node)
-        if rng is None:
-            return self.src.span(node)
-        return SourceSpan(rng.start.line + shift, self._column(rng.start.line, rng.start.column, shift, sub_lines) + 1,
-                          rng.end.line + shift, self._column(rng.end.line, rng.end.column, shift, sub_lines) + 1)
-
-    def _column(self, line: int, column: int, shift: int, sub_lines: list[str]) -> int:
-        mine = sub_lines[line - 1] if 0 < line <= len(sub_lines) else ""
-        k = line + shift - 1
-        theirs = self.file_lines[k] if 0 <= k < len(self.file_lines) else ""
-        return column + (len(theirs) - len(theirs.lstrip())) - (len(mine) - len(mine.lstrip()))
-
-
 class _Extractor:
     def __init__(self, src) -> None:
         self.src = src
@@ -459,7 +277,8 @@ class _Extractor:
         self._params: dict[int, set[str]] = {}
         self.lines = split_lines(src.text)
         self.hook_clipping = False
-        self.positions = _Positions(src)
+        self.positions = src.positions
+        self.idle_top = self._idle_top()
         # where positions come from now: None (the shared provider: module level), a FunctionDef
         # (resolved alone), or an int (a line: code no finding will point into)
         self._where: cst.FunctionDef | int | None = None
@@ -478,7 +297,21 @@ class _Extractor:
             return self.src.span(node)
         if isinstance(where, int):
             return SourceSpan.point(where, 1)
-        return self.positions.span_in(where, node)
+        return self.src.span(node, within=where)
+
+    def _relevant(self, fdef: cst.FunctionDef) -> bool:
+        """Whether a function may hold what a finding points at (its own positions are worth it)."""
+        lines = self.positions.function_lines(fdef)
+        return lines is None or bool(_RELEVANT.search("\n".join(self.lines[lines[0] - 1: lines[1]])))
+
+    def _idle_top(self) -> dict[int, int]:
+        """id(top-level statement) -> its first line, where nothing in it can be pointed at (a
+        file's imports and constants need no positions)."""
+        if not self.positions.functions_paired():
+            return {}
+        return {id(stmt): first for stmt, first, last in self.positions.statement_lines()
+                if not isinstance(stmt, (cst.FunctionDef, cst.ClassDef))
+                and not _RELEVANT.search("\n".join(self.lines[first - 1: last]))}
 
     def _const(self, fid: int, name: str) -> float | None:
         if name in self._params.get(fid, ()):
@@ -576,9 +409,9 @@ class _Extractor:
                 line = 1
             else:
                 line = self.positions.def_line(node)
-                if not self.positions.defs:
+                if not self.positions.functions_paired():
                     self._where = None
-                elif self.positions.relevant(node):
+                elif self._relevant(node):
                     self._where = node
                 else:
                     self._where = line
@@ -605,7 +438,7 @@ class _Extractor:
                 items.append(Block("if", self.block_id(), (rest, Block("branch", self.block_id())),
                                    test=f"not ({_text(stmt.test)})", accum=True))
                 break
-            idle = self.positions.idle_top.get(id(stmt)) if self._where is None else None
+            idle = self.idle_top.get(id(stmt)) if self._where is None else None
             if idle is None:
                 items.extend(self.statement(stmt, bid, i, ctx))
             else:
@@ -1132,24 +965,6 @@ def _call_kind(text: str, qualified: frozenset[str]) -> str:
     if head in ("self", "cls") or _MODELISH.search(head):
         return "module"
     return "op"
-
-
-def _headers(stmt: cst.CSTNode) -> list:
-    """The expressions a compound statement evaluates itself (not its body's)."""
-    if isinstance(stmt, cst.If) or isinstance(stmt, cst.While):
-        return [stmt.test]
-    if isinstance(stmt, cst.For):
-        return [stmt.target, stmt.iter]
-    if isinstance(stmt, cst.With):
-        return [i.item for i in stmt.items]
-    return []
-
-
-def _suite(body) -> list:
-    """The statements of an indented block, or the one-line suite itself (`for x in y: f(x)`)."""
-    if isinstance(body, cst.IndentedBlock):
-        return list(body.body)
-    return [body]
 
 
 def _is_body_continue(body: cst.BaseSuite) -> bool:

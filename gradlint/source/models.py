@@ -29,7 +29,13 @@ from gradlint.model.ir import (
 from gradlint.source import catalog as C
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_ITEMS, MAX_SAME_CLASS, MAX_UNROLL, Exhausted, Meter, bounded, checked_range, fold
-from gradlint.source.names import dotted, mentions
+from gradlint.source.engine.calls import arg as _arg_value
+from gradlint.source.engine.values import int_literal as _literal_int
+from gradlint.source.engine.values import is_number as _num
+from gradlint.source.engine.values import str_literal as _literal_str
+from gradlint.source.engine.values import truth
+from gradlint.source.engine.walk import mentions
+from gradlint.source.names import dotted
 
 # Forward paths explored per network when `if` conditions cannot be decided (each undecided
 # condition doubles them); past this, the branches are merged into an opaque node as before.
@@ -212,16 +218,6 @@ class ClassInfo:
     methods: dict
     is_module: bool = False
     sequential: bool = False
-
-
-def _arg_value(call: cst.Call, index: int, keyword: str) -> cst.BaseExpression | None:
-    positional = [a for a in call.args if a.keyword is None and a.star == ""]
-    for a in call.args:
-        if a.keyword is not None and a.keyword.value == keyword:
-            return a.value
-    if index is not None and index < len(positional):
-        return positional[index].value
-    return None
 
 
 class FileModel:
@@ -1063,10 +1059,6 @@ def _looks_like_module(info: "ClassInfo") -> bool:
     return "forward" in info.methods and "__init__" in info.methods
 
 
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 _NOT_HANDLED: Any = object()
 _STR_METHODS = frozenset({"lower", "upper", "strip", "startswith", "endswith", "replace"})
 _TENSOR_FACTORIES = frozenset({
@@ -1074,23 +1066,6 @@ _TENSOR_FACTORIES = frozenset({
     "torch.empty", "torch.tensor", "torch.full", "torch.arange", "torch.linspace", "torch.eye", "torch.Tensor",
     "torch.zeros_like", "torch.ones_like", "torch.randn_like",
 })
-
-
-def _literal_int(e: cst.Integer) -> int:
-    # libcst's evaluated_value compiles the literal with ast.literal_eval: a compile per number.
-    text = e.value.replace("_", "")
-    return int(text, 0) if not (len(text) > 1 and text[0] == "0" and text[1].isdigit()) else int(e.evaluated_value)
-
-
-_TRIPLE = ("\"" * 3, "'" * 3)
-
-
-def _literal_str(e: cst.SimpleString) -> Any:
-    v = e.value
-    if "\\" not in v and v[:1] in ("'", '"'):
-        q = 3 if v[:3] in _TRIPLE else 1
-        return v[q:-q]
-    return e.evaluated_value
 
 
 def _neutral_nodes(nodes: tuple) -> bool:
@@ -1108,10 +1083,9 @@ def _neutral_module(v: Any) -> bool:
 
 def _truth(v: Any) -> bool | None:
     """Python's truth value of an abstract value; None when it cannot be known."""
-    if v is None or isinstance(v, bool):
-        return bool(v)
-    if _num(v) or isinstance(v, str):
-        return bool(v)
+    known = truth(v)  # the plain values: None, bools, numbers, strings
+    if known is not None:
+        return known
     if isinstance(v, ClassRef):
         return True
     if isinstance(v, Alt):

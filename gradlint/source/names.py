@@ -135,39 +135,3 @@ def build_import_table(module: cst.Module) -> ImportTable:
     return table
 
 
-
-_NODE_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def children(node: cst.CSTNode) -> list:
-    """A node's child nodes, read from its fields (libcst's `children` and visitors rebuild
-    the nodes they pass, which costs ~10x more); whitespace and parentheses are skipped."""
-    names = _NODE_FIELDS.get(type(node))
-    if names is None:
-        names = _NODE_FIELDS[type(node)] = tuple(
-            f for f in getattr(node, "__dataclass_fields__", {}) if not f.startswith(("whitespace", "lpar", "rpar")))
-    out: list = []
-    for f in names:
-        value = getattr(node, f)
-        if isinstance(value, cst.CSTNode):
-            out.append(value)
-        elif isinstance(value, (tuple, list)):
-            out.extend(v for v in value if isinstance(v, cst.CSTNode))
-    return out
-
-
-def mentions(node: cst.CSTNode, name: str) -> bool:
-    """Whether `name` is written as a name or an attribute anywhere under `node`.
-
-    Searching the node's generated code instead (what this replaces) cost a code generation
-    per function, a quarter of the extraction of a large file.
-    """
-    stack: list = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, cst.Name):
-            if n.value == name:
-                return True
-            continue
-        stack.extend(children(n))
-    return False

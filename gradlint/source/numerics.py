@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import libcst as cst
 
 from gradlint.findings import SourceSpan
-from gradlint.source.budget import MAX_EXPR_DEPTH, fold
-from gradlint.source.names import children, dotted
+from gradlint.source.budget import MAX_EXPR_DEPTH
+from gradlint.source.engine.calls import arg as _arg
+from gradlint.source.engine.calls import split as _args
+from gradlint.source.engine.fold import number
+from gradlint.source.engine.walk import comprehensions as _comprehensions
+from gradlint.source.engine.walk import children, suite
+from gradlint.source.names import dotted
 from gradlint.facts.numerics import Call, CallText, Expr, Function, NumClass, NumericsFacts, Pieces, Site
 
 F = "torch.nn.functional."
@@ -238,37 +243,6 @@ def merge_env(a: dict[str, V], b: dict[str, V]) -> dict[str, V]:
     for key in a.keys() | b.keys():
         out[key] = merge(a.get(key, UNKNOWN), b.get(key, UNKNOWN))
     return out
-
-
-def number(node: cst.BaseExpression, depth: int = 0) -> float | None:
-    """The value of a numeric literal expression (1, -1.0, 1 - 1e-7), else None (also when it is
-    nested past the expression budget, or its value would be too large)."""
-    if depth > MAX_EXPR_DEPTH:
-        return None
-    if isinstance(node, cst.Integer | cst.Float):
-        try:
-            return float(node.evaluated_value)
-        except (ValueError, OverflowError):
-            return None
-    if isinstance(node, cst.UnaryOperation):
-        inner = number(node.expression, depth + 1)
-        if inner is None:
-            return None
-        if isinstance(node.operator, cst.Minus):
-            return -inner
-        if isinstance(node.operator, cst.Plus):
-            return inner
-        return None
-    if isinstance(node, cst.BinaryOperation):
-        left, right = number(node.left, depth + 1), number(node.right, depth + 1)
-        if left is None or right is None:
-            return None
-        op_text = _FOLDED.get(type(node.operator))
-        return fold(op_text, left, right) if op_text is not None else None
-    return None
-
-
-_FOLDED = {cst.Add: "+", cst.Subtract: "-", cst.Multiply: "*", cst.Divide: "/", cst.Power: "**"}
 
 
 def _tokens(name: str) -> set[str]:
@@ -584,24 +558,6 @@ def _all_none(node: cst.BaseExpression) -> bool:
     return False
 
 
-def _args(call: cst.Call) -> tuple[list[cst.BaseExpression], dict[str, cst.BaseExpression]]:
-    pos: list[cst.BaseExpression] = []
-    kw: dict[str, cst.BaseExpression] = {}
-    for a in call.args:
-        if a.keyword is not None:
-            kw[a.keyword.value] = a.value
-        elif not a.star:
-            pos.append(a.value)
-    return pos, kw
-
-
-def _arg(call: cst.Call, i: int, name: str) -> cst.BaseExpression | None:
-    pos, kw = _args(call)
-    if name in kw:
-        return kw[name]
-    return pos[i] if len(pos) > i else None
-
-
 class FunctionWalk:
     """Walks one function body in order, keeping the environment of abstract values."""
 
@@ -654,10 +610,7 @@ class FunctionWalk:
             if isinstance(star, cst.Param):
                 self.env[star.name.value] = UNKNOWN
         try:
-            if isinstance(fn.body, cst.IndentedBlock):
-                self.walk(fn.body.body)
-            else:
-                self.walk([fn.body])
+            self.walk(suite(fn.body))
         except RecursionError:
             # an expression too deep to follow (generated code): this function yields no facts,
             # the rest of the file still does
@@ -748,12 +701,9 @@ class FunctionWalk:
         elif hasattr(node, "body") and isinstance(getattr(node, "body"), cst.BaseSuite):
             self.block(node.body)
 
-    def block(self, suite: cst.BaseSuite) -> None:
-        if isinstance(suite, cst.IndentedBlock):
-            for s in suite.body:
-                self.stmt(s)
-        else:
-            self.stmt(suite)
+    def block(self, body: cst.BaseSuite) -> None:
+        for s in suite(body):
+            self.stmt(s)
 
     def small(self, node: cst.BaseSmallStatement) -> None:
         if isinstance(node, cst.Assign):
@@ -1766,12 +1716,6 @@ def _mentions_max(node: cst.BaseExpression) -> bool:
         elif isinstance(n, cst.Subscript):
             stack.append(n.value)
     return False
-
-
-def _comprehensions(comp: cst.CompFor | None) -> Iterator[cst.CompFor]:
-    while comp is not None:
-        yield comp
-        comp = comp.inner_for_in
 
 
 def _args_text(x: Extractor, call: cst.Call) -> str:

@@ -1,0 +1,345 @@
+"""Positions of libcst nodes, resolved lazily: one top-level statement, or one function, at a time.
+
+libcst's PositionProvider regenerates the code of the whole file to find positions, which costs
+twice the parse; the rules need positions for a few nodes in a few classes and loops. Every
+interpreter of the source front-end asks this one service (through `SourceFile.span`).
+"""
+
+from __future__ import annotations
+
+import ast
+
+import libcst as cst
+from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+
+from gradlint.findings import SourceSpan
+from gradlint.source.engine.walk import is_node, source_fields, walk
+from gradlint.text import split_lines
+
+_EXPRESSIONS: dict[type, type] = {
+    cst.Attribute: ast.Attribute, cst.BinaryOperation: ast.BinOp, cst.Subscript: ast.Subscript,
+    cst.UnaryOperation: ast.UnaryOp, cst.Comparison: ast.Compare, cst.IfExp: ast.IfExp,
+    cst.Lambda: ast.Lambda, cst.Await: ast.Await,
+}
+_ALL: dict[type, tuple[str, ...]] = {}
+
+
+def _all_fields(cls: type) -> tuple[str, ...]:
+    found = _ALL.get(cls)
+    if found is None:
+        import dataclasses
+
+        found = _ALL[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return found
+
+
+class LazyPositions:
+    """Positions of nodes, computed one top-level statement at a time, on demand.
+
+    libcst's PositionProvider regenerates the code of the whole file to find positions, which
+    costs twice the parse; the rules need positions for a few nodes in a few classes and loops.
+    Each top-level statement is resolved alone (as a module of its own) and shifted to its line
+    in the file, which CPython's own parser gives for the price of a C call.
+    """
+
+    def __init__(self, module: cst.Module, text: str, tree: ast.Module | None = None) -> None:
+        self.module = module
+        self.text = text
+        self.tree = tree  # CPython's AST of the same text, when the caller already has it
+        self.cache: dict[cst.CSTNode, CodeRange] = {}
+        self.resolved: set[int] = set()
+        self.lines: list[int] | None = None
+        self.owner: dict[int, int] | None = None
+        self.whole = False
+        self.groups: list[list] = []  # the CPython ast statements of each top-level statement
+        self.quick: dict[int, dict[int, CodeRange]] = {}
+        self.quick_all: dict[int, CodeRange] = {}
+        self.quick_owner: dict[int, int] = {}  # id(node) -> its top-level statement, as the tables are built
+        self.next_quick = 0
+        # one function at a time: id(FunctionDef) -> (def line, last line); None until paired
+        self.defs: dict[int, tuple[int, int]] | None = None
+        self.defs_paired = False
+        self.tables: dict[int, tuple[dict, int, list[str]]] = {}
+        self.file_lines: list[str] | None = None
+
+    def _cpython_tree(self) -> ast.Module | None:
+        """CPython's AST of the text (parsed once: the caller's, or here on first need)."""
+        if self.tree is None:
+            try:
+                self.tree = ast.parse(self.text)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                return None
+        return self.tree
+
+    def _start_lines(self) -> list[int] | None:
+        tree = self._cpython_tree()
+        if tree is None:
+            return None
+        body = tree.body
+        lines: list[int] = []
+        groups: list[list] = []
+        k = 0
+        for stmt in self.module.body:
+            if k >= len(body):
+                return None
+            lines.append(body[k].lineno)
+            n = len(stmt.body) if isinstance(stmt, cst.SimpleStatementLine) else 1
+            groups.append(body[k:k + n])
+            k += n
+        if k != len(body):
+            return None
+        self.groups = groups
+        return lines
+
+    def _quick_lookup(self, node: cst.CSTNode) -> CodeRange | None:
+        """A call's or a definition's name's position from the ast tables, building the tables
+        of the statements in order until the node is found (no walk of the whole file first)."""
+        found = self.quick_all.get(id(node))
+        while found is None and self.next_quick < len(self.module.body):
+            table = self._quick_table(self.next_quick)
+            self.next_quick += 1
+            self.quick_all.update(table)
+            found = table.get(id(node))
+        return found
+
+    def _quick_table(self, index: int) -> dict[int, CodeRange]:
+        """Positions of the calls and of class/function names of one top-level statement, read
+        from CPython's ast (which the parse for line numbers built anyway) instead of libcst's
+        code regeneration, which costs ~0.1 s per class. The two trees' calls are paired in
+        source order and checked (argument counts, callee names); any disagreement gives up
+        on the table and the statement is resolved the slow way."""
+        table: dict[int, CodeRange] = {}
+        self.quick[index] = table
+        if index >= len(self.groups):
+            return table
+        calls: list[cst.Call] = []
+        defs: list = []
+        exprs: dict[type, list] = {t: [] for t in _EXPRESSIONS}
+        stack: list = [self.module.body[index]]
+        owner = self.quick_owner
+        while stack:
+            node = stack.pop()
+            owner[id(node)] = index
+            if isinstance(node, cst.Call):
+                calls.append(node)
+            elif isinstance(node, (cst.ClassDef, cst.FunctionDef)):
+                defs.append(node)
+            elif type(node) in exprs:
+                exprs[type(node)].append(node)
+            kids: list = []
+            for value in (getattr(node, n) for n in source_fields(type(node))):
+                if is_node(value):
+                    kids.append(value)
+                elif isinstance(value, (tuple, list)):
+                    kids.extend(v for v in value if is_node(v))
+            stack.extend(reversed(kids))
+        a_calls, a_defs = [], []
+        a_exprs: dict[type, list] = {t: [] for t in _EXPRESSIONS.values()}
+        for top in self.groups[index]:
+            for n in ast.walk(top):
+                if isinstance(n, ast.Call):
+                    a_calls.append(n)
+                elif isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                    a_defs.append(n)
+                elif type(n) in a_exprs:
+                    a_exprs[type(n)].append(n)
+        a_calls.sort(key=lambda n: (n.lineno, n.col_offset, -(n.end_lineno or 0), -(n.end_col_offset or 0)))
+        a_defs.sort(key=lambda n: (n.lineno, n.col_offset))
+        if len(calls) != len(a_calls) or len(defs) != len(a_defs):
+            return table
+        # line breaks as CPython and libcst count them (\f, \x1c, U+2028... are not breaks)
+        text_lines = split_lines(self.text)
+
+        def col(line: int, byte: int) -> int:
+            raw = text_lines[line - 1] if 0 < line <= len(text_lines) else ""
+            return len(raw.encode("utf-8")[:byte].decode("utf-8", "replace")) if not raw.isascii() else byte
+
+        out: dict[int, CodeRange] = {}
+        for c, a in zip(calls, a_calls):
+            if len(c.args) != len(a.args) + len(a.keywords) or (isinstance(c.func, cst.Name) and not (
+                    isinstance(a.func, ast.Name) and a.func.id == c.func.value)):
+                return table
+            if c.lpar or a.end_lineno is None or a.end_col_offset is None:
+                continue  # a parenthesised call's range includes its parentheses in libcst
+            out[id(c)] = CodeRange((a.lineno, col(a.lineno, a.col_offset)), (a.end_lineno, col(a.end_lineno, a.end_col_offset)))
+        for kind, nodes in exprs.items():
+            others = sorted(a_exprs[_EXPRESSIONS[kind]],
+                            key=lambda n: (n.lineno, n.col_offset, -(n.end_lineno or 0), -(n.end_col_offset or 0)))
+            if len(nodes) != len(others) or (kind is cst.Attribute and any(
+                    c.attr.value != a.attr for c, a in zip(nodes, others))):
+                continue  # e.g. dotted names in imports are Attributes for libcst only
+            for c, a in zip(nodes, others):
+                if getattr(c, "lpar", None) or a.end_lineno is None or a.end_col_offset is None:
+                    continue
+                out[id(c)] = CodeRange((a.lineno, col(a.lineno, a.col_offset)), (a.end_lineno, col(a.end_lineno, a.end_col_offset)))
+        for d, a in zip(defs, a_defs):
+            if d.name.value != a.name:
+                return table
+            raw = text_lines[a.lineno - 1] if 0 < a.lineno <= len(text_lines) else ""
+            start = raw.find(a.name, col(a.lineno, a.col_offset))
+            if start >= 0 and raw[start + len(a.name):start + len(a.name) + 1] in ("(", ":", " ", "["):
+                out[id(d.name)] = CodeRange((a.lineno, start), (a.lineno, start + len(a.name)))
+        table.update(out)
+        return table
+
+    def _resolve_all(self) -> None:
+        self.whole = True
+        wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
+        try:
+            self.cache.update(wrapper.resolve(PositionProvider))
+        except (RecursionError, KeyError):  # see get(): a statement too deep for libcst
+            pass
+
+    def _resolve(self, index: int) -> None:
+        if index in self.resolved:
+            return
+        self.resolved.add(index)
+        stmt = self.module.body[index]
+        sub = cst.Module(body=[stmt])
+        positions = MetadataWrapper(sub, unsafe_skip_copy=True).resolve(PositionProvider)
+        assert self.lines is not None
+        shift = self.lines[index] - positions[stmt].start.line
+        for node, rng in positions.items():
+            if node is sub:
+                continue
+            self.cache[node] = CodeRange((rng.start.line + shift, rng.start.column), (rng.end.line + shift, rng.end.column))
+
+    def _owner_of(self, node: cst.CSTNode) -> int | None:
+        """The index of the top-level statement holding `node`: from the walks that build the
+        quick tables, in order until found (the whole-file map of every field, which costs as
+        much as those walks together, only for nodes they skip, e.g. operators)."""
+        found = self.quick_owner.get(id(node))
+        while found is None and self.next_quick < len(self.module.body):
+            self.quick_all.update(self._quick_table(self.next_quick))
+            self.next_quick += 1
+            found = self.quick_owner.get(id(node))
+        if found is None:
+            if self.owner is None:
+                self.owner = self._owners()
+            found = self.owner.get(id(node))
+        return found
+
+    def _owners(self) -> dict[int, int]:
+        owner: dict[int, int] = {}
+        for i, stmt in enumerate(self.module.body):
+            stack: list = [stmt]
+            while stack:
+                node = stack.pop()
+                owner[id(node)] = i
+                for value in (getattr(node, n) for n in _all_fields(type(node))):
+                    if is_node(value):
+                        stack.append(value)
+                    elif isinstance(value, (tuple, list)):
+                        stack.extend(v for v in value if is_node(v))
+        return owner
+
+    def get(self, node: cst.CSTNode, default: CodeRange | None = None) -> CodeRange | None:
+        found = self.cache.get(node)
+        if found is not None or self.whole:
+            return found if found is not None else default
+        if self.lines is None:
+            self.lines = self._start_lines() or []
+            if not self.lines:
+                self._resolve_all()
+                return self.cache.get(node, default)
+        if (isinstance(node, (cst.Call, cst.Name)) or type(node) in _EXPRESSIONS) and "\f" not in self.text:
+            # CPython's columns are the file's; libcst's are those of the text parsed without
+            # indentation form feeds (parse_module), which SourceFile.span shifts back: a file
+            # with form feeds takes libcst's positions only, so that every column is shifted once.
+            found = self._quick_lookup(node)
+            if found is not None:
+                return found
+        index = self._owner_of(node)
+        if index is None:
+            return default
+        try:
+            self._resolve(index)
+        except (RecursionError, KeyError):
+            # libcst's code generator recurses once per level of nesting; out of stack, its position
+            # recorder fails with a RecursionError or, while unwinding, a KeyError. In a statement
+            # that deep, every node is placed at the start of its top-level statement.
+            line = self.lines[index]
+            return CodeRange((line, 0), (line, 0))
+        return self.cache.get(node, default)
+
+
+    # -- one function at a time ----------------------------------------------------------------
+    # A top-level statement is the unit of `get`: one clip inside a 4 000-line Trainer class would
+    # cost the position pass of the entire class. `span_in` resolves one function alone, as a
+    # module of its own, and maps it back: lines shift by the distance between its `def` lines
+    # (CPython's parser gives the real one), columns by the difference in leading whitespace of
+    # each line — the only text that differs, since a block's indentation is relative in libcst
+    # while continuation lines keep their own whitespace.
+
+    def _pair_functions(self) -> dict[int, tuple[int, int]]:
+        """id(FunctionDef) -> (its `def` line, its last line), from CPython's AST paired in source
+        order; empty (and `defs_paired` false) when the two trees disagree."""
+        if self.defs is not None:
+            return self.defs
+        self.defs = {}
+        tree = self._cpython_tree()
+        if tree is None:
+            return self.defs
+        theirs: list = []
+        stack: list = [tree]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                theirs.append(node)
+            stack.extend(reversed(list(ast.iter_child_nodes(node))))
+        ours = [n for n in walk(self.module, stop=()) if isinstance(n, cst.FunctionDef)]
+        if len(ours) != len(theirs) or any(a.name.value != b.name for a, b in zip(ours, theirs)):
+            return self.defs  # cannot pair them: every position comes from get()
+        self.defs.update((id(a), (b.lineno, b.end_lineno or b.lineno)) for a, b in zip(ours, theirs))
+        self.defs_paired = True
+        return self.defs
+
+    def functions_paired(self) -> bool:
+        """Whether `span_in` can place nodes function by function in this file."""
+        self._pair_functions()
+        return self.defs_paired
+
+    def function_lines(self, fdef: cst.FunctionDef) -> tuple[int, int] | None:
+        """(the `def` line, the last line) of a function, or None when it is not paired."""
+        return self._pair_functions().get(id(fdef))
+
+    def def_line(self, fdef: cst.FunctionDef) -> int:
+        return self._pair_functions().get(id(fdef), (0, 0))[0]
+
+    def statement_lines(self) -> list[tuple[cst.CSTNode, int, int]]:
+        """(statement, first line, last line) of each top-level statement; [] when CPython's
+        statements and libcst's cannot be paired."""
+        lines = self.lines if self.lines is not None else self._start_lines()
+        if not lines:
+            return []
+        self.lines = lines
+        return [(stmt, group[0].lineno, group[-1].end_lineno or group[-1].lineno)
+                for stmt, group in zip(self.module.body, self.groups)]
+
+    def span_in(self, fdef: cst.FunctionDef, node: cst.CSTNode) -> SourceSpan | None:
+        """Where `node` (inside `fdef`) is, in the file's columns (1-based), resolving `fdef`
+        alone; None when the function is not paired or the node is not in it."""
+        lines = self._pair_functions().get(id(fdef))
+        if lines is None:
+            return None
+        table = self.tables.get(id(fdef))
+        if table is None:
+            sub = cst.Module(body=[fdef], default_indent=self.module.default_indent,
+                             default_newline=self.module.default_newline)
+            positions = MetadataWrapper(sub, unsafe_skip_copy=True).resolve(PositionProvider)
+            shift = lines[0] - positions[fdef.name].start.line
+            table = self.tables[id(fdef)] = (positions, shift, split_lines(sub.code))
+        positions, shift, sub_lines = table
+        rng = positions.get(node)
+        if rng is None:
+            return None
+        return SourceSpan(rng.start.line + shift, self._column(rng.start.line, rng.start.column, shift, sub_lines) + 1,
+                          rng.end.line + shift, self._column(rng.end.line, rng.end.column, shift, sub_lines) + 1)
+
+    def _column(self, line: int, column: int, shift: int, sub_lines: list[str]) -> int:
+        if self.file_lines is None:
+            self.file_lines = split_lines(self.text)
+        mine = sub_lines[line - 1] if 0 < line <= len(sub_lines) else ""
+        k = line + shift - 1
+        theirs = self.file_lines[k] if 0 <= k < len(self.file_lines) else ""
+        return column + (len(theirs) - len(theirs.lstrip())) - (len(mine) - len(mine.lstrip()))
