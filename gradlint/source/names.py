@@ -133,5 +133,3 @@ def build_import_table(module: cst.Module) -> ImportTable:
             elif isinstance(value, cst.CSTNode):
                 stack.append(value)
     return table
-
-
