@@ -615,3 +615,28 @@ def test_an_onnx_model_rewritten_while_checked_is_cached_under_the_bytes_read(tm
     assert read_back == shallow and deep != shallow
     # the facts are those of the deep model whose bytes made the key
     assert len(facts.networks[0].params) == 30
+
+
+def test_a_warm_run_reads_its_hits_without_a_pool_and_sends_only_misses_to_it(tmp_path, monkeypatch):
+    from gradlint import api, pool
+    from gradlint.config import load_config
+
+    (tmp_path / "pyproject.toml").write_text("[tool.gradlint]\n")
+    for i in range(40):
+        (tmp_path / f"m{i}.py").write_text(LOG_SOFTMAX)
+    config = load_config(start=tmp_path)
+    files = [(p, p.name) for p in sorted(tmp_path.glob("m*.py"))]
+    cold = api.collect_facts(files, config, jobs=2)
+    sent: list[int] = []
+    real = pool.map_isolated
+
+    def counting(fn, items, workers, **kw):
+        sent.append(len(items))
+        return real(fn, items, workers, **kw)
+
+    monkeypatch.setattr(pool, "map_isolated", counting)
+    assert api.collect_facts(files, config, jobs=2) == cold and sent == []  # all hits: no pool
+    for i in range(33):  # 33 changed files: only they go to the workers
+        (tmp_path / f"m{i}.py").write_text(LOG_SOFTMAX + f"# {i}\n")
+    again = api.collect_facts(files, config, jobs=2)
+    assert sent == [33] and [f.path for f in again] == [f.path for f in cold]
