@@ -148,7 +148,9 @@ class LazyPositions:
         if len(calls) != len(a_calls) or len(defs) != len(a_defs):
             return table
         # line breaks as CPython and libcst count them (\f, \x1c, U+2028... are not breaks)
-        text_lines = split_lines(self.text)
+        if self.file_lines is None:  # once per file: it was once per top-level statement
+            self.file_lines = split_lines(self.text)
+        text_lines = self.file_lines
 
         def col(line: int, byte: int) -> int:
             raw = text_lines[line - 1] if 0 < line <= len(text_lines) else ""
