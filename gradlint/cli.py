@@ -194,7 +194,8 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
     if fix or diff:
         from gradlint.fix import apply_fixes
 
-        outcome = apply_fixes(result, write=fix and not diff, unsafe=unsafe_fixes, config=config)
+        outcome = apply_fixes(result, write=fix and not diff, unsafe=unsafe_fixes, config=config,
+                              use_cache=not no_cache)
         for problem in outcome.problems:
             say(f"gradlint: {problem}")
         if outcome.skipped:
