@@ -628,3 +628,37 @@ def train(model, loader, optimizer):
     flat = text.replace("trainer.backward(model(x))", "trainer.scaler.scale(model(x)).backward()")
     (g,) = check_source(flat, Config(select=("GL203",)))
     assert "call `trainer.scaler.unscale_(trainer.optimizer)` first" in g.message
+
+
+def test_gl202_names_an_inlined_step_as_the_clip_reads_it():
+    text = """\
+import torch
+
+
+class Trainer:
+    def __init__(self, model, optimizer):
+        self.optimizer = optimizer
+
+    def step(self):
+        self.optimizer.step()
+
+    def clear(self):
+        self.optimizer.zero_grad()
+
+
+def train(model, loader, optimizer):
+    trainer = Trainer(model, optimizer)
+    for x in loader:
+        trainer.clear()
+        model(x).backward()
+        trainer.step()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+"""
+    (f,) = check_source(text, Config(select=("GL202",)))
+    assert "runs after `trainer.optimizer.step()`" in f.message, f.message
+    # a clip inside the method keeps the method's own names
+    inside = text.replace("        self.optimizer.step()\n", "        self.optimizer.step()\n"
+                          "        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)\n")
+    inside = inside.replace("        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n", "")
+    (g,) = check_source(inside, Config(select=("GL202",)))
+    assert "runs after `self.optimizer.step()`" in g.message, g.message
