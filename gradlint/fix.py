@@ -333,7 +333,8 @@ def _fix_notebook_file(r: FileResult, outcome: FixOutcome, *, write: bool, unsaf
     return replace(fresh, fixed=len(applied))
 
 
-def fix_stdin(display: str, data: bytes, result: RunResult, config, *, unsafe: bool = False) -> tuple[bytes, FixOutcome]:
+def fix_stdin(display: str, data: bytes, result: RunResult, config, *, unsafe: bool = False,
+              use_cache: bool = True) -> tuple[bytes, FixOutcome]:
     """`--stdin-filename PATH --fix`: (the fixed content, in its own encoding; the outcome, with
     what remains from a fresh check of the fixed content)."""
     from gradlint.api import check_text
@@ -341,7 +342,7 @@ def fix_stdin(display: str, data: bytes, result: RunResult, config, *, unsafe: b
 
     outcome = FixOutcome(remaining=result)
     if display.endswith(".ipynb"):
-        new_text, applied, problems = fix_notebook_text(data, display, config, unsafe=unsafe)
+        new_text, applied, problems = fix_notebook_text(data, display, config, unsafe=unsafe, use_cache=use_cache)
         outcome.problems.extend(problems)
         if new_text is None:
             return data, outcome
@@ -355,7 +356,7 @@ def fix_stdin(display: str, data: bytes, result: RunResult, config, *, unsafe: b
             return data, outcome
         applied = []
         findings = [f for r in result.files for f in r.findings]
-        new_text, _count, problems = fix_text(source, findings, unsafe=unsafe, recheck=_rechecker(display, config),
+        new_text, _count, problems = fix_text(source, findings, unsafe=unsafe, recheck=_rechecker(display, config, use_cache),
                                               applied_out=applied)
         outcome.problems.extend(problems)
         if new_text == source:
@@ -368,5 +369,5 @@ def fix_stdin(display: str, data: bytes, result: RunResult, config, *, unsafe: b
         split_lines(old_text, keepends=True), split_lines(new_text, keepends=True),
         fromfile=f"a/{display}", tofile=f"b/{display}"))
     outcome.fixed, outcome.fixed_findings = len(applied), applied
-    outcome.remaining = check_text(display, new_bytes, config)
+    outcome.remaining = check_text(display, new_bytes, config, use_cache=use_cache)
     return new_bytes, outcome
