@@ -662,3 +662,27 @@ def train(model, loader, optimizer):
     inside = inside.replace("        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n", "")
     (g,) = check_source(inside, Config(select=("GL202",)))
     assert "runs after `self.optimizer.step()`" in g.message, g.message
+
+
+def test_gl208_names_an_inlined_step_as_the_clear_reads_it():
+    text = """\
+import torch
+
+
+class Trainer:
+    def __init__(self, model, optimizer):
+        self.optimizer = optimizer
+
+    def step(self):
+        self.optimizer.step()
+
+
+def train(model, loader, optimizer):
+    trainer = Trainer(model, optimizer)
+    for x in loader:
+        model(x).backward()
+        trainer.optimizer.zero_grad()
+        trainer.step()
+"""
+    (f,) = check_source(text, Config(select=("GL208",)))
+    assert "before `trainer.optimizer.step()`" in f.message, f.message
