@@ -252,7 +252,7 @@ def _in_cells(result: FileResult, facts: FileFacts) -> FileResult:
     return locate(result, facts.cells)
 
 
-def check_text(display: str, data: bytes, config: Config) -> RunResult:
+def check_text(display: str, data: bytes, config: Config, *, use_cache: bool = True) -> RunResult:
     """Check one file's content held in memory (stdin: `--stdin-filename PATH -`), reported as
     `display`; a .ipynb name reads the content as a notebook. The file is checked alone."""
     from gradlint.notebook import extract_notebook_bytes
@@ -270,7 +270,7 @@ def check_text(display: str, data: bytes, config: Config) -> RunResult:
     rules = load_rules()
     # Names resolve across the project of `display`, as in `gradlint check` of that file.
     later = cache.Batch()
-    index, root = project_index([Path(display)], config, use_cache=True, batch=later)
+    index, root = project_index([Path(display)], config, use_cache=use_cache, batch=later)
     add_to_index(index, root, Path(display), facts)
     result = run_rules(facts, config, index, rules, relative_path(display, config))
     later.write()

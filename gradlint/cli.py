@@ -178,7 +178,7 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
         if add_noqa:
             fail("--add-noqa edits files in place; it cannot be used with --stdin-filename")
         _check_stdin(stdin_filename, select, ignore, extend_select, fail_on, config_path, fmt, exit_zero, fix,
-                     unsafe_fixes, diff, quiet, output_file, exclude, extend_exclude)
+                     unsafe_fixes, diff, quiet, output_file, exclude, extend_exclude, use_cache=not no_cache)
         return
     if "-" in paths:
         fail("`-` (stdin) cannot be mixed with other paths")
@@ -194,7 +194,8 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
     if fix or diff:
         from gradlint.fix import apply_fixes
 
-        outcome = apply_fixes(result, write=fix and not diff, unsafe=unsafe_fixes, config=config)
+        outcome = apply_fixes(result, write=fix and not diff, unsafe=unsafe_fixes, config=config,
+                              use_cache=not no_cache)
         for problem in outcome.problems:
             say(f"gradlint: {problem}")
         if outcome.skipped:
@@ -358,7 +359,7 @@ def _add_noqa(result: Any) -> None:
 def _check_stdin(display: str, select: tuple[str, ...], ignore: tuple[str, ...], extend_select: tuple[str, ...],
                  fail_on: str | None, config_path: str | None, fmt: str, exit_zero: bool, fix: bool,
                  unsafe_fixes: bool, diff: bool, quiet: bool, output_file: Path | None,
-                 exclude: tuple[str, ...], extend_exclude: tuple[str, ...]) -> NoReturn:
+                 exclude: tuple[str, ...], extend_exclude: tuple[str, ...], use_cache: bool = True) -> NoReturn:
     """`gradlint check --stdin-filename PATH -`: what editors call on an unsaved buffer."""
     from gradlint.api import check_text, exit_code
 
@@ -367,11 +368,11 @@ def _check_stdin(display: str, select: tuple[str, ...], ignore: tuple[str, ...],
     config = resolve_config(config_path, select, ignore, extend_select, fail_on, exclude=exclude,
                             extend_exclude=extend_exclude, start=start)
     data = sys.stdin.buffer.read()
-    result = check_text(display, data, config)
+    result = check_text(display, data, config, use_cache=use_cache)
     if fix or diff:
         from gradlint.fix import fix_stdin
 
-        new, outcome = fix_stdin(display, data, result, config, unsafe=unsafe_fixes)
+        new, outcome = fix_stdin(display, data, result, config, unsafe=unsafe_fixes, use_cache=use_cache)
         for problem in outcome.problems:
             say(f"gradlint: {problem}")
         if diff:

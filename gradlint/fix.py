@@ -177,7 +177,7 @@ def fix_text(source: str, findings: list[Finding], *, unsafe: bool = False,
     return text, applied_total, problems
 
 
-def _rechecker(display: str, config) -> Recheck:
+def _rechecker(display: str, config, use_cache: bool = True) -> Recheck:
     """Re-run the enabled rules on fixed text, in memory, with names resolved across the project
     as `gradlint check` resolves them (other modules are summarised from disk, through the cache)."""
     from gradlint.api import add_to_index, project_index, relative_path, run_rules
@@ -192,14 +192,15 @@ def _rechecker(display: str, config) -> Recheck:
             facts = extract_facts(parse(display, text))
         except Exception:
             return []
-        index, root = project_index([Path(display)], config)
+        index, root = project_index([Path(display)], config, use_cache=use_cache)
         add_to_index(index, root, Path(display), facts)
         return list(run_rules(facts, config, index, rules, relpath).findings)
 
     return run
 
 
-def apply_fixes(result: RunResult, *, write: bool, unsafe: bool = False, config=None) -> FixOutcome:
+def apply_fixes(result: RunResult, *, write: bool, unsafe: bool = False, config=None,
+                use_cache: bool = True) -> FixOutcome:
     """Fix every file of a run. With write=False only the diff is produced. With a config, each
     file is re-checked after each round and fixed until stable.
 
@@ -219,9 +220,10 @@ def apply_fixes(result: RunResult, *, write: bool, unsafe: bool = False, config=
             continue
         try:
             if r.path.endswith(".ipynb") and config is not None:
-                done = _fix_notebook_file(r, outcome, write=write, unsafe=unsafe, config=config)
+                done = _fix_notebook_file(r, outcome, write=write, unsafe=unsafe, config=config,
+                                          use_cache=use_cache)
             else:
-                recheck = _rechecker(r.path, config) if config is not None else None
+                recheck = _rechecker(r.path, config, use_cache) if config is not None else None
                 done = _fix_file(r, fixable, outcome, write=write, unsafe=unsafe, recheck=recheck)
         except Refused as exc:
             outcome.skipped.append((r.path, str(exc)))
@@ -281,7 +283,7 @@ def _fix_file(r: FileResult, fixable: list[Finding], outcome: FixOutcome, *, wri
 # Notebooks (gradlint/notebook.py): the fixer works on the virtual file of the code cells, and
 # the result is split back into cells and written with the notebook's own JSON layout.
 
-def fix_notebook_text(raw: bytes, display: str, config, *, unsafe: bool = False
+def fix_notebook_text(raw: bytes, display: str, config, *, unsafe: bool = False, use_cache: bool = True
                       ) -> tuple[str | None, list[Finding], list[str]]:
     """(the fixed notebook's text or None when nothing changed, fixed findings, problems)."""
     from gradlint.notebook import Notebook, NotebookError, virtual_source, write_back
@@ -291,7 +293,7 @@ def fix_notebook_text(raw: bytes, display: str, config, *, unsafe: bool = False
     except NotebookError as exc:
         return None, [], [f"{display}: cannot fix: {exc}"]
     virtual, _cells = virtual_source(nb)
-    recheck = _rechecker(display, config)
+    recheck = _rechecker(display, config, use_cache)
     applied: list[Finding] = []
     new, _count, problems = fix_text(virtual, recheck(virtual), unsafe=unsafe, recheck=recheck, applied_out=applied)
     if new == virtual:
@@ -302,7 +304,8 @@ def fix_notebook_text(raw: bytes, display: str, config, *, unsafe: bool = False
         return None, [], problems + [f"{display}: fixes not applied: {exc}"]
 
 
-def _fix_notebook_file(r: FileResult, outcome: FixOutcome, *, write: bool, unsafe: bool, config) -> FileResult | None:
+def _fix_notebook_file(r: FileResult, outcome: FixOutcome, *, write: bool, unsafe: bool, config,
+                       use_cache: bool = True) -> FileResult | None:
     """As _fix_file, for a notebook: its fixes are always computed from what it holds under
     the lock (fix_notebook_text checks the cells again), and it is replaced only over that."""
     from gradlint.api import check_text
@@ -311,7 +314,7 @@ def _fix_notebook_file(r: FileResult, outcome: FixOutcome, *, write: bool, unsaf
         if write:
             check_writable(lk.stat)
         raw = lk.read()
-        new, applied, problems = fix_notebook_text(raw, r.path, config, unsafe=unsafe)
+        new, applied, problems = fix_notebook_text(raw, r.path, config, unsafe=unsafe, use_cache=use_cache)
         outcome.problems.extend(problems)
         if new is None:
             return None
@@ -326,11 +329,12 @@ def _fix_notebook_file(r: FileResult, outcome: FixOutcome, *, write: bool, unsaf
     outcome.fixed += len(applied)
     outcome.files_fixed += 1
     outcome.fixed_findings.extend(replace(f, path=r.path) for f in applied)
-    (fresh,) = check_text(r.path, new.encode("utf-8"), config).files
+    (fresh,) = check_text(r.path, new.encode("utf-8"), config, use_cache=use_cache).files
     return replace(fresh, fixed=len(applied))
 
 
-def fix_stdin(display: str, data: bytes, result: RunResult, config, *, unsafe: bool = False) -> tuple[bytes, FixOutcome]:
+def fix_stdin(display: str, data: bytes, result: RunResult, config, *, unsafe: bool = False,
+              use_cache: bool = True) -> tuple[bytes, FixOutcome]:
     """`--stdin-filename PATH --fix`: (the fixed content, in its own encoding; the outcome, with
     what remains from a fresh check of the fixed content)."""
     from gradlint.api import check_text
@@ -338,7 +342,7 @@ def fix_stdin(display: str, data: bytes, result: RunResult, config, *, unsafe: b
 
     outcome = FixOutcome(remaining=result)
     if display.endswith(".ipynb"):
-        new_text, applied, problems = fix_notebook_text(data, display, config, unsafe=unsafe)
+        new_text, applied, problems = fix_notebook_text(data, display, config, unsafe=unsafe, use_cache=use_cache)
         outcome.problems.extend(problems)
         if new_text is None:
             return data, outcome
@@ -352,7 +356,7 @@ def fix_stdin(display: str, data: bytes, result: RunResult, config, *, unsafe: b
             return data, outcome
         applied = []
         findings = [f for r in result.files for f in r.findings]
-        new_text, _count, problems = fix_text(source, findings, unsafe=unsafe, recheck=_rechecker(display, config),
+        new_text, _count, problems = fix_text(source, findings, unsafe=unsafe, recheck=_rechecker(display, config, use_cache),
                                               applied_out=applied)
         outcome.problems.extend(problems)
         if new_text == source:
@@ -365,5 +369,5 @@ def fix_stdin(display: str, data: bytes, result: RunResult, config, *, unsafe: b
         split_lines(old_text, keepends=True), split_lines(new_text, keepends=True),
         fromfile=f"a/{display}", tofile=f"b/{display}"))
     outcome.fixed, outcome.fixed_findings = len(applied), applied
-    outcome.remaining = check_text(display, new_bytes, config)
+    outcome.remaining = check_text(display, new_bytes, config, use_cache=use_cache)
     return new_bytes, outcome

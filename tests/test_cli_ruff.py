@@ -285,6 +285,20 @@ def test_stdin_fix_prints_the_fixed_source(tmp_path):
     assert not (tmp_path / "a.py").exists()
 
 
+def test_stdin_with_no_cache_writes_no_cache(tmp_path):
+    # The stdin path (check and --fix) summarised the project's other modules through the cache
+    # whatever --no-cache said.
+    write_tree(tmp_path, {"pyproject.toml": "[tool.gradlint]\n", "helper.py": "import torch\n\n\ndef g(z):\n    return z\n"})
+    source = "from helper import g\n" + LOG_SOFTMAX
+    for extra in ((), ("--fix",)):
+        proc = run_cli("check", "--no-cache", "--stdin-filename", "a.py", *extra, "-", cwd=tmp_path, input=source)
+        assert ("log_softmax" if extra else "GL302") in proc.stdout, proc.stdout + proc.stderr
+        assert not (tmp_path / ".gradlint_cache").exists(), (extra, proc.stderr)
+    # without the flag the same run does use it (the test reaches the cache at all)
+    run_cli("check", "--stdin-filename", "a.py", "-", cwd=tmp_path, input=source)
+    assert (tmp_path / ".gradlint_cache").is_dir()
+
+
 def test_stdin_needs_a_filename(tmp_path):
     assert_one_line_error(run_cli("check", "-", cwd=tmp_path, input=LOG_SOFTMAX), "--stdin-filename")
 

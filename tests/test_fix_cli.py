@@ -59,6 +59,18 @@ def test_fix_twice_changes_nothing_the_second_time(tmp_path):
     assert second.returncode == 0, second.stdout
 
 
+def test_fix_with_no_cache_writes_no_cache(tmp_path):
+    # The re-checks between fix rounds (a .py file's and a notebook's) once opened the cache
+    # whatever --no-cache said, and left a .gradlint_cache folder in the project.
+    target = _copy(tmp_path, FIX_DIR / "clip_after_step.in.py")
+    notebook = _copy(tmp_path, FIXTURES / "notebooks" / "model.ipynb", "model.ipynb")
+    before = target.read_bytes(), notebook.read_bytes()
+    proc = run_cli("check", "--fix", "--unsafe-fixes", "--no-cache", ".", cwd=tmp_path)
+    assert (target.read_bytes(), notebook.read_bytes()) != before, proc.stdout + proc.stderr
+    assert target.read_bytes() != before[0] and notebook.read_bytes() != before[1], proc.stdout
+    assert not (tmp_path / ".gradlint_cache").exists(), proc.stdout + proc.stderr
+
+
 def test_diff_writes_nothing_and_exits_1(tmp_path):
     target = _copy(tmp_path, FIX_DIR / "amp_clip.in.py")
     before = target.read_bytes()

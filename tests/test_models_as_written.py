@@ -226,3 +226,26 @@ class Net(nn.Module):
     assert [n.name for n in net.nodes] == [f"layers.{i}" for i in range(5)]
     assert all(isinstance(n, Param) and n.fan_in == 16 for n in net.nodes)
 
+
+
+def test_a_class_built_in_its_own_init_says_the_limit_not_an_unseen_class():
+    # Past the nesting limit the node is opaque; its reason once said the file's own class was
+    # "a class gradlint does not see (another file or library)".
+    src = """
+import torch.nn as nn
+
+class Tree(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.proj = nn.Linear(d, d)
+        self.kids = nn.ModuleList([Tree(d) for _ in range(2)])
+    def forward(self, x):
+        x = self.proj(x)
+        for k in self.kids:
+            x = k(x)
+        return x
+"""
+    net = lower(src)[0]["Tree"]
+    reasons = {n.what for p in net.paths for n in walk(p) if isinstance(n, Opaque)}
+    assert reasons and all("own __init__ more than" in r for r in reasons), reasons
+    assert not any("does not see" in r for r in reasons)

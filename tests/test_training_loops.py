@@ -591,3 +591,98 @@ for x in loader:
 """
     (c,) = [c for c in steps.contexts(facts(text)) if c.loop is not None]
     assert [f.event.kind for f in c.events if f.event.kind in ("backward", "clip", "step")] == ["backward", "clip", "step"]
+
+
+def test_gl203_names_an_inlined_scaler_as_the_clip_reads_it():
+    # The scaling and the step live in a trainer's methods, the clip in the loop: the message once
+    # said `self.scaler.unscale_(self.optimizer)`, names that mean nothing beside the clip.
+    text = """\
+import torch
+
+
+class Trainer:
+    def __init__(self, model, optimizer):
+        self.optimizer = optimizer
+        self.scaler = torch.cuda.amp.GradScaler()
+
+    def backward(self, loss):
+        self.scaler.scale(loss).backward()
+
+    def step(self):
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
+def train(model, loader, optimizer):
+    trainer = Trainer(model, optimizer)
+    for x in loader:
+        optimizer.zero_grad()
+        trainer.backward(model(x))
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        trainer.step()
+"""
+    (f,) = check_source(text, Config(select=("GL203",)))
+    assert "`trainer.scaler`" in f.message and "call `trainer.scaler.unscale_(trainer.optimizer)` first" in f.message
+    assert "self." not in f.message
+    # written in the loop itself, the names stay as written
+    flat = text.replace("trainer.backward(model(x))", "trainer.scaler.scale(model(x)).backward()")
+    (g,) = check_source(flat, Config(select=("GL203",)))
+    assert "call `trainer.scaler.unscale_(trainer.optimizer)` first" in g.message
+
+
+def test_gl202_names_an_inlined_step_as_the_clip_reads_it():
+    text = """\
+import torch
+
+
+class Trainer:
+    def __init__(self, model, optimizer):
+        self.optimizer = optimizer
+
+    def step(self):
+        self.optimizer.step()
+
+    def clear(self):
+        self.optimizer.zero_grad()
+
+
+def train(model, loader, optimizer):
+    trainer = Trainer(model, optimizer)
+    for x in loader:
+        trainer.clear()
+        model(x).backward()
+        trainer.step()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+"""
+    (f,) = check_source(text, Config(select=("GL202",)))
+    assert "runs after `trainer.optimizer.step()`" in f.message, f.message
+    # a clip inside the method keeps the method's own names
+    inside = text.replace("        self.optimizer.step()\n", "        self.optimizer.step()\n"
+                          "        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)\n")
+    inside = inside.replace("        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n", "")
+    (g,) = check_source(inside, Config(select=("GL202",)))
+    assert "runs after `self.optimizer.step()`" in g.message, g.message
+
+
+def test_gl208_names_an_inlined_step_as_the_clear_reads_it():
+    text = """\
+import torch
+
+
+class Trainer:
+    def __init__(self, model, optimizer):
+        self.optimizer = optimizer
+
+    def step(self):
+        self.optimizer.step()
+
+
+def train(model, loader, optimizer):
+    trainer = Trainer(model, optimizer)
+    for x in loader:
+        model(x).backward()
+        trainer.optimizer.zero_grad()
+        trainer.step()
+"""
+    (f,) = check_source(text, Config(select=("GL208",)))
+    assert "before `trainer.optimizer.step()`" in f.message, f.message

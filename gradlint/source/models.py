@@ -126,6 +126,8 @@ class Ctor:
     site: Any = None
     # (order, types, tensor, InitSpec) from `this.apply(fn)`: they reach this module and its children.
     scoped_inits: list = field(default_factory=list)
+    # Why a class of this file is 'unknown': a nesting limit, not a class gradlint cannot see.
+    why: str | None = None
 
 
 @dataclass(eq=False)
@@ -827,7 +829,7 @@ class FileModel:
         ctor = Ctor("local", ref.cls, [], {}, call, next(self.order))
         ctor.site = site if site is not None else self.site
         if fm.depth >= MAX_DEPTH:
-            ctor.kind = "unknown"
+            ctor.kind, ctor.why = "unknown", f"nested deeper than {MAX_DEPTH} modules"
             return ctor
         saved = fm.site
         if ref.library:
@@ -999,6 +1001,8 @@ class FileModel:
         # followed MAX_SAME_CLASS levels deep, then unknown.
         if self.depth >= MAX_DEPTH or building >= MAX_SAME_CLASS:
             ctor.kind = "unknown"
+            ctor.why = (f"built inside its own __init__ more than {MAX_SAME_CLASS} levels deep"
+                        if building >= MAX_SAME_CLASS else f"nested deeper than {MAX_DEPTH} modules")
             return ctor
         self.depth += 1
         self.building[info.name] = building + 1
@@ -1881,7 +1885,8 @@ class Lowerer:
                 self.depth -= 1
                 self.note = note
             return nodes if known else (Opaque(path, f"{value.cls}: forward not followed", span),)
-        return (Opaque(path, f"{value.cls}: a class gradlint does not see (another file or library)", span),)
+        why = getattr(value, "why", None) or "a class gradlint does not see (another file or library)"
+        return (Opaque(path, f"{value.cls}: {why}", span),)
 
     def sequence_nodes(self, items: list) -> tuple:
         out: list = []

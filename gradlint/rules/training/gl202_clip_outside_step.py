@@ -254,7 +254,7 @@ def train(model, loader, accelerator, optimizer):
                                             if steps_before[-1].order < m.order < clip.order):
                     step = steps_before[-1]
                     yield ctx.finding(
-                        f"`{clip.event.name}` runs after `{steps.step_text(step.event)}`: the update has already used the unclipped gradients",
+                        f"`{clip.event.name}` runs after `{steps.step_text_near(step, clip)}`: the update has already used the unclipped gradients",
                         clip.event.span, fix=self._fix(ctx, facts, clip, step))
                 elif after and after[0].event.kind == "backward" and any(m.event.kind == "step" for m in after):
                     yield ctx.finding(

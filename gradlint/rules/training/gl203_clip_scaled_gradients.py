@@ -302,9 +302,9 @@ class Model(LightningModule):
                     continue
                 if any(u.order < clip.order and steps.compatible(u, clip) for u in c.of("unscale")):
                     continue
-                scaler = uses[0].event.scaler
-                opt = next((f.event.target for f in c.of("step") if f.event.via == "scaler" and f.event.target
-                            and steps.compatible(f, clip)), "optimizer")
+                scaler = _as_read(uses[0], clip, "scaler")
+                opt = next((_as_read(f, clip, "target") for f in c.of("step") if f.event.via == "scaler"
+                            and f.event.target and steps.compatible(f, clip)), "optimizer")
                 yield ctx.finding(
                     f"`{clip.event.name}` clips gradients still multiplied by the loss scale of `{scaler}` "
                     f"(65536 by default): call `{scaler}.unscale_({opt})` first",
@@ -330,6 +330,14 @@ class Model(LightningModule):
         indent = indentation(lead)
         text = f"{indent}{step.event.scaler}.unscale_({step.event.target})\n"
         return Fix(self.fix_title, (Edit(SourceSpan(st.line, 1, st.line, 1), text),), safe=True)
+
+
+def _as_read(f, clip, name: str) -> str:
+    """The event's scaler or optimizer as the clip's line reads it: a scaler used inside an inlined
+    method (`self.scaler` of `trainer.backward(loss)`) is `trainer.scaler` beside a clip in the loop."""
+    if clip.depth == 0 and f.depth > 0:
+        return getattr(f, name) or getattr(f.event, name)
+    return getattr(f.event, name)
 
 
 def _disabled(facts, scaler: str) -> bool:

@@ -131,6 +131,6 @@ for i, (x, y) in enumerate(loader):
                             break  # nothing was backpropagated before the clear in this iteration
                         yield ctx.finding(
                             f"`{f.event.target}.zero_grad()` runs after `backward()` and before "
-                            f"`{steps.step_text(step.event)}`: the step applies zero gradients",
+                            f"`{steps.step_text_near(step, f)}`: the step applies zero gradients",
                             f.event.span, data={"step_line": step.event.span.line})
                         break

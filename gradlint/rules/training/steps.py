@@ -349,6 +349,15 @@ def step_text(ev: Event) -> str:
     return f"{ev.target}.{'second_step' if ev.via == 'sam' else 'step'}()"
 
 
+def step_text_near(step: Flat, near: Flat) -> str:
+    """step_text with the names as `near`'s line reads them: an inlined method's
+    `self.optimizer.step()` is `trainer.optimizer.step()` beside a clip in the loop."""
+    ev = step.event
+    if near.depth == 0 and step.depth > 0 and (step.target or step.scaler):
+        ev = dataclasses.replace(ev, target=step.target or ev.target, scaler=step.scaler or ev.scaler)
+    return step_text(ev)
+
+
 def is_measuring(ev: Event) -> bool:
     """`clip_grad_norm_(params, inf)` measures the norm; it clips nothing."""
     return ev.kind == "clip" and ev.value is not None and ev.value.number is not None and math.isinf(ev.value.number) \
