@@ -23,7 +23,7 @@ import libcst as cst
 
 from gradlint.model.blocks import block_count
 from gradlint.model.ir import (
-    Activation, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent,
+    Activation, Extern, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent,
     TransformerBlock,
 )
 from gradlint.source import catalog as C
@@ -126,6 +126,9 @@ class Ctor:
     site: Any = None
     # (order, types, tensor, InitSpec) from `this.apply(fn)`: they reach this module and its children.
     scoped_inits: list = field(default_factory=list)
+    # A class of another file (kind 'unknown'): (the class as written, its constant arguments or
+    # None), for the placeholder the project index may resolve (ir.Extern, model/inline.py).
+    extern: tuple | None = None
 
 
 @dataclass(eq=False)
@@ -695,10 +698,21 @@ class FileModel:
             return self._call_function(self.functions[func.value], call, env, bound_self=False)
         if name and name[:1].isupper() and not quals:
             # A class from another file (or one we do not model): a module we know nothing about.
-            return Ctor("unknown", name, [], {}, call, next(self.order))
+            return self._extern(Ctor("unknown", name, [], {}, call, next(self.order)), name, call, env)
         if quals and any(q.rsplit(".", 1)[-1][:1].isupper() for q in quals):
-            return Ctor("unknown", sorted(quals)[0], [], {}, call, next(self.order))
+            return self._extern(Ctor("unknown", sorted(quals)[0], [], {}, call, next(self.order)), name, call, env)
         return UNKNOWN
+
+    def _extern(self, ctor: Ctor, name: str | None, call: cst.Call, env: dict) -> Ctor:
+        """Mark a module of a class this file does not define, named as written, with the call's
+        arguments when every one is a constant: the project index may splice the class in."""
+        if name and not isinstance(self.src, L.LibrarySource):
+            pos, kw, open_pos, open_kw = self.bound_args(call, env)
+            args: tuple | None = tuple(enumerate(pos)) + tuple(kw.items())
+            if open_pos or open_kw or not all(_constant(v) for _, v in args):
+                args = None
+            ctor.extern = (name, args)
+        return ctor
 
     def _call_values(self, call: cst.Call, name: str | None, quals: frozenset[str], env: dict) -> Any:
         """Calls of values rather than of names: class references held in variables, partials,
@@ -1046,6 +1060,10 @@ class FileModel:
 # Library base classes that are nn.Modules (LightningModule, Hugging Face PreTrainedModel...).
 _MODULE_BASES = ("LightningModule", "PreTrainedModel", "HyperparametersMixin")
 _MODULE_PACKAGES = ("lightning", "pytorch_lightning", "transformers", "timm", "torchvision")
+
+
+def _constant(v: Any) -> bool:
+    return v is None or type(v) in (int, float, str, bool)
 
 
 def _module_base(qualname: str) -> bool:
@@ -1881,7 +1899,26 @@ class Lowerer:
                 self.depth -= 1
                 self.note = note
             return nodes if known else (Opaque(path, f"{value.cls}: forward not followed", span),)
-        return (Opaque(path, f"{value.cls}: a class gradlint does not see (another file or library)", span),)
+        what = f"{value.cls}: a class gradlint does not see (another file or library)"
+        if value.kind == "unknown" and value.extern is not None:
+            return (Extern(path, what, span, cls=value.extern[0], args=value.extern[1], inits=self.extern_inits(value)),)
+        return (Opaque(path, what, span),)
+
+    def extern_inits(self, ctor: Ctor) -> tuple:
+        """The initialisations of this file that reach the layers of a block of another file after
+        it was built (`self.apply(fn)`, loops over `self.modules()`), by parametric op."""
+        out: list = []
+        for order, types, tensor, spec in sorted(ctor.__dict__.get("type_inits", []), key=lambda t: t[0]):
+            if order <= ctor.order:
+                continue
+            if not types or "Module" in types:
+                ops: tuple = ()
+            else:
+                ops = tuple(sorted({C.PARAM_LAYERS[t][0] for t in types if t in C.PARAM_LAYERS}))
+                if not ops:
+                    continue  # norms, activations: no parametric layer of the block
+            out.append((ops, tensor, spec))
+        return tuple(out)
 
     def sequence_nodes(self, items: list) -> tuple:
         out: list = []
@@ -2034,12 +2071,35 @@ def extract(src):
         networks.append(Network(name=info.name, path=src.path, nodes=tuple(paths[0]) if known and paths else (),
                                 origin=src.span(info.node.name), params=tuple(low.params),
                                 recurrents=tuple(low.recurrents), forward_known=known,
-                                variants=tuple(tuple(p) for p in paths[1:]) if known else (), note=note))
+                                variants=tuple(tuple(p) for p in paths[1:]) if known else (), note=note,
+                                signature=_signature(fm, info)))
     try:
         networks.extend(_sequential_factories(fm))
     except (Exhausted, RecursionError):  # too deep for libcst's own code generator, or over budget
         pass
     return tuple(networks), tuple(summaries)
+
+
+def _signature(fm: FileModel, info: ClassInfo) -> tuple | None:
+    """__init__'s parameters with their constant defaults, as the class's IR was built; None when
+    a call could pass more than we can compare (`*args`, `**kwargs`, an __init__ not of this file)."""
+    init = fm._find_method(info, "__init__")
+    if init is None:
+        own = all("torch.nn.Module" in fm.imports.qualify_dotted(b) for b in info.bases)
+        return () if own else None
+    ps = init.params
+    if isinstance(ps.star_arg, cst.Param) or ps.star_kwarg is not None or ps.posonly_params:
+        return None
+    out: list = []
+    positional = list(ps.params)[1:]
+    for i, p in enumerate(positional + list(ps.kwonly_params)):
+        default = None
+        if p.default is not None:
+            fm.meter.allow()
+            v = fm.eval(p.default, {})
+            default = (v,) if _constant(v) else None
+        out.append((p.name.value, i >= len(positional), default))
+    return tuple(out)
 
 
 def _sequential_factories(fm: FileModel) -> list[Network]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Iterator
 
 from gradlint.findings import GraphNode, SourceSpan
+from gradlint.facts.project import Scope
+from gradlint.model.inline import Finder, inline
 from gradlint.model.ir import Network, Origin, Param
 from gradlint.model.propagation import Analysis, Chain, analyse
 from gradlint.registry import RuleContext
@@ -21,12 +23,34 @@ ACTIVATION_NAMES = {
 }
 
 
+def finder(scope: Scope | None) -> Finder | None:
+    """How a placeholder of `scope`'s file finds the class it names: through the project index,
+    as the file's own imports name it (model/inline.py)."""
+    if scope is None:
+        return None
+
+    def find(text: str) -> list:
+        return [(n, finder(scope.at(q))) for q in scope.resolve(text) for n in scope.index.networks(q)]
+
+    return find
+
+
+def networks(ctx: RuleContext) -> list[Network]:
+    """The file's networks with the blocks of other project files inlined; once per file."""
+    found = ctx.facts.__dict__.get("_inlined")
+    if found is None:
+        find = finder(ctx.index)
+        found = [inline(n, find) for n in ctx.facts.networks]
+        ctx.facts.__dict__["_inlined"] = found
+    return found
+
+
 def analyses(ctx: RuleContext) -> list[tuple[Network, Analysis]]:
     """Every network of the file with its analysis; computed once per file for all rules."""
     cache = ctx.facts.__dict__.setdefault("_analyses", None)
     if cache is None:
         cache = []
-        for network in ctx.facts.networks:
+        for network in networks(ctx):
             try:
                 cache.append((network, analyse(network)))
             except (ValueError, ArithmeticError, KeyError):
