@@ -26,6 +26,18 @@ MAX_NESTING = 8
 Finder = Callable[[str], "list[tuple[Network, Finder]]"]
 
 
+def finder(scope: Any) -> Optional[Finder]:
+    """How a placeholder of `scope`'s file finds the class it names: through the project index
+    (a `facts.project.Scope`: the file's own imports name it), None without one."""
+    if scope is None:
+        return None
+
+    def find(text: str) -> list:
+        return [(n, finder(scope.at(q))) for q in scope.resolve(text) for n in scope.index.networks(q)]
+
+    return find
+
+
 def inline(network: Network, find: Optional[Finder]) -> Network:
     """`network` with every placeholder that can be resolved replaced by the block's layers; the
     same object when there is nothing to do."""

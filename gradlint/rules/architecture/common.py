@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from gradlint.findings import GraphNode, SourceSpan
-from gradlint.facts.project import Scope
-from gradlint.model.inline import Finder, inline
+from gradlint.model.inline import finder, inline
 from gradlint.model.ir import Network, Origin, Param
 from gradlint.model.propagation import Analysis, Chain, analyse
 from gradlint.registry import RuleContext
@@ -21,18 +20,6 @@ ACTIVATION_NAMES = {
     "hardswish": "Hardswish", "identity": "no activation", "logsigmoid": "LogSigmoid", "tanhshrink": "Tanhshrink",
     "softmax": "Softmax",
 }
-
-
-def finder(scope: Scope | None) -> Finder | None:
-    """How a placeholder of `scope`'s file finds the class it names: through the project index,
-    as the file's own imports name it (model/inline.py)."""
-    if scope is None:
-        return None
-
-    def find(text: str) -> list:
-        return [(n, finder(scope.at(q))) for q in scope.resolve(text) for n in scope.index.networks(q)]
-
-    return find
 
 
 def networks(ctx: RuleContext) -> list[Network]:
