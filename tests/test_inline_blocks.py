@@ -67,9 +67,20 @@ def test_renamed_under_the_placeholder_and_parent_inits_after_the_block_apply():
     # a name that stands for two classes, or for none, stays a placeholder
     two = inline(parent, lambda text: [(block, None), (block, None)])
     assert isinstance(two.nodes[0], Extern)
-    # a block whose forward has several paths stays opaque too
-    branched = Network("Blk", "blocks.py", (_fc("fc"),), variants=((_fc("other"),),), signature=())
-    assert isinstance(inline(parent, lambda text: [(branched, None)]).nodes[0], Extern)
+
+
+def test_a_block_with_several_paths_gives_the_parent_one_path_per_choice():
+    branched = Network("Blk", "blocks.py", (_fc("fc"),), variants=((_fc("other"), _fc("more")),), signature=())
+    ext = [Extern(f"b.{i}", "", cls="Blk", args=()) for i in range(3)]
+    parent = Network("P", "model.py", tuple(ext))
+    out = inline(parent, lambda text: [(branched, None)])
+    # every instance of one class takes the same path: two paths, not eight
+    assert [[n.name for n in p] for p in out.paths] == [
+        ["b.0.fc", "b.1.fc", "b.2.fc"], ["b.0.other", "b.0.more", "b.1.other", "b.1.more", "b.2.other", "b.2.more"]]
+    # past MAX_PATHS paths in all, the blocks with several paths stay opaque
+    many = Network("Blk", "blocks.py", (_fc("a"),), variants=tuple((_fc(f"v{i}"),) for i in range(9)), signature=())
+    out = inline(parent, lambda text: [(many, None)])
+    assert len(out.paths) == 1 and all(isinstance(n, Extern) for n in out.nodes)
 
 
 def test_nested_blocks_resolve_in_their_own_file():

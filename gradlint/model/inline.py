@@ -21,6 +21,8 @@ from gradlint.model.ir import (
 
 # Nested blocks of other files followed, at most (a block holding a block of a third file...).
 MAX_NESTING = 8
+# Paths of one network with its blocks inlined, at most (as the lowering's MAX_PATHS).
+MAX_PATHS = 8
 
 # find(class as written) -> [(network, find for names of the network's own file)]
 Finder = Callable[[str], "list[tuple[Network, Finder]]"]
@@ -40,23 +42,67 @@ def finder(scope: Any) -> Optional[Finder]:
 
 def inline(network: Network, find: Optional[Finder]) -> Network:
     """`network` with every placeholder that can be resolved replaced by the block's layers; the
-    same object when there is nothing to do."""
+    same object when there is nothing to do.
+
+    A block whose forward has several paths (conditions on the input it could not decide) makes
+    the parent's paths several too: one per choice of path for each block class, every instance
+    of a class taking the same one (as the lowering decides an `if` once per class and run: the
+    instances inlined here are all built with the same defaults). Past MAX_PATHS paths in all,
+    such blocks stay opaque."""
     if find is None or not _has_extern(network):
         return network
+    paths = _all_paths(network, find, multi=True)
+    if paths is None:
+        paths = _all_paths(network, find, multi=False) or [network.nodes, *network.variants]
     params: list[Param] = list(network.params)
     seen = {p.name for p in params}
-
-    def collect(nodes: tuple) -> None:  # the inlined layers join the parent's inventory (GL105)
-        for node in _walk(nodes):
+    for path in paths:  # the inlined layers join the parent's inventory (GL105)
+        for node in _walk(path):
             if isinstance(node, Param) and node.name not in seen:
                 seen.add(node.name)
                 params.append(node)
+    return replace(network, nodes=paths[0], variants=tuple(paths[1:]), params=tuple(params))
 
-    nodes = _nodes(network.nodes, find, 0)
-    variants = tuple(_nodes(v, find, 0) for v in network.variants)
-    for path in (nodes, *variants):
-        collect(path)
-    return replace(network, nodes=nodes, variants=variants, params=tuple(params))
+
+def _all_paths(network: Network, find: Finder, multi: bool) -> list[tuple] | None:
+    """Every distinct path of the network with its blocks inlined; None past MAX_PATHS."""
+    out: list[tuple] = []
+    for path in network.paths:
+        plans: list[dict] = [{}]
+        while plans:
+            plan = plans.pop()
+            order: list = []
+            nodes = _nodes(path, find, 0, _Choices(plan, order, multi))
+            if nodes not in out:
+                out.append(nodes)
+            if len(out) > MAX_PATHS:
+                return None
+            for i, (key, count) in enumerate(order):
+                for alt in range(1, count):
+                    plans.append({**plan, **{k: 0 for k, _ in order[:i]}, key: alt})
+            if len(plans) > MAX_PATHS:
+                return None
+    return out
+
+
+class _Choices:
+    """Which path each block class takes in one run: `plan` (decided), `order` (met first in this
+    run, taking path 0, with their number of paths). multi False: such blocks stay opaque."""
+
+    def __init__(self, plan: dict, order: list, multi: bool) -> None:
+        self.plan, self.order, self.multi = plan, order, multi
+
+    def path(self, block: Network) -> tuple | None:
+        paths = block.paths
+        if len(paths) == 1:
+            return paths[0]
+        if not self.multi:
+            return None
+        key = (block.path, block.name)
+        if key not in self.plan:
+            self.plan[key] = 0
+            self.order.append((key, len(paths)))
+        return paths[self.plan[key]]
 
 
 def _has_extern(network: Network) -> bool:
@@ -72,29 +118,32 @@ def _walk(nodes: tuple):
                 yield from _walk(branch)
 
 
-def _nodes(nodes: tuple, find: Finder, depth: int) -> tuple:
+def _nodes(nodes: tuple, find: Finder, depth: int, choices: _Choices) -> tuple:
     out: list = []
     for node in nodes:
         if isinstance(node, Extern):
-            out.extend(_resolve(node, find, depth))
+            out.extend(_resolve(node, find, depth, choices))
         elif isinstance(node, Residual):
-            out.append(replace(node, body=_nodes(node.body, find, depth),
-                               branches=tuple(_nodes(b, find, depth) for b in node.branches)))
+            out.append(replace(node, body=_nodes(node.body, find, depth, choices),
+                               branches=tuple(_nodes(b, find, depth, choices) for b in node.branches)))
         else:
             out.append(node)
     return tuple(out)
 
 
-def _resolve(ext: Extern, find: Finder, depth: int) -> tuple:
-    if depth >= MAX_NESTING:
+def _resolve(ext: Extern, find: Finder, depth: int, choices: _Choices) -> tuple:
+    if depth >= MAX_NESTING or find is None:
         return (ext,)
     found = find(ext.cls)
     if len(found) != 1:  # not a project class, or a name that stands for several
         return (ext,)
     block, inner_find = found[0]
-    if not block.forward_known or block.variants or not block.nodes or not _same_arguments(ext, block):
+    if not block.forward_known or not block.nodes or not _same_arguments(ext, block):
         return (ext,)
-    body = _nodes(block.nodes, inner_find, depth + 1)
+    chosen = choices.path(block)
+    if chosen is None:
+        return (ext,)
+    body = _nodes(chosen, inner_find, depth + 1, choices)
     return tuple(_renamed(n, ext) for n in body)
 
 
