@@ -21,7 +21,7 @@ def test_same_findings_alone_with_its_folder_and_with_the_project(monkeypatch):
         assert alone == whole[file], file
         assert [(line, code) for line, _c, code, _m in whole[file]] == expected(CROSS / file), file
     # the stack of model.py is flagged at model.py's own line, not at blocks.py's
-    assert [code for _l, _c, code, _m in whole["model.py"]] == ["GL101", "GL101"]
+    assert [code for _l, _c, code, _m in whole["model.py"]] == ["GL101"] * 3
 
 
 def test_the_lowering_leaves_a_placeholder_per_block():
@@ -38,14 +38,25 @@ def test_arguments_other_than_the_defaults_keep_the_block_opaque():
     facts = _extract(CROSS / "model_quiet.py", "model_quiet.py")
     net = next(n for n in facts.networks if n.name == "OtherWidth")
     ext = net.nodes[0]
-    assert isinstance(ext, Extern) and ext.args == (("width", 128),)
+    assert isinstance(ext, Extern) and ext.args == (("width", (128,)),)
     block = next(n for n in _extract(CROSS / "blocks.py", "blocks.py").networks if n.name == "SigmoidBlock")
-    assert block.signature == (("width", False, (256,)),)
+    assert block.signature == (("width", False, "default", 256),)
     assert not _same_arguments(ext, block)
-    assert _same_arguments(Extern("b", "", cls="SigmoidBlock", args=((0, 256),)), block)
-    assert not _same_arguments(Extern("b", "", cls="SigmoidBlock", args=((0, 256.0),)), block)  # 256.0 is not 256
-    assert not _same_arguments(Extern("b", "", cls="SigmoidBlock", args=None), block)  # an argument not known
-    assert not _same_arguments(Extern("b", "", cls="SigmoidBlock", args=(("depth", 3),)), block)
+
+    def call(args):
+        return _same_arguments(Extern("b", "", cls="SigmoidBlock", args=args), block)
+
+    assert call(((0, (256,)),)) and call(())
+    assert not call(((0, (256.0,)),))  # 256.0 is not 256
+    assert not call(((0, ()),))  # an argument that is not a known constant
+    assert not call(None)  # *args / **kwargs
+    assert not call((("depth", (3,)),))  # no such parameter
+    assert not call(((0, (256,)), ("width", (256,))))  # given twice
+    # a parameter without a default is held by its name: any value, known or not
+    free = Network("Free", "blocks.py", (), signature=(("dim", False, "symbol", None), ("act", True, "fixed", None)))
+    assert _same_arguments(Extern("b", "", cls="Free", args=((0, ()),)), free)
+    assert _same_arguments(Extern("b", "", cls="Free", args=(("dim", (512,)),)), free)
+    assert not _same_arguments(Extern("b", "", cls="Free", args=(("act", ("relu",)),)), free)  # a non-constant default
     resolved = inline(net, lambda text: [(block, None)])
     assert all(isinstance(n, Opaque) for n in resolved.nodes)
 

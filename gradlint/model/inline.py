@@ -5,9 +5,10 @@ The per-file lowering cannot see other files, so it leaves an `Extern` (the clas
 call's constant arguments, the parent's later initialisations); whoever holds the project index
 (the architecture rules, `gradlint model`) passes a `find` that turns the name into the other
 file's networks and a `find` for names of that file. Precision first: a placeholder is inlined
-only when the other file's IR was built with exactly the arguments this call passes (the block's
-constant defaults), its forward was followed on one path, and the nesting stays bounded; otherwise
-it stays opaque, which ends chains.
+only when the other file's IR holds for the arguments this call passes (each one the block's own
+constant default, or a value for a parameter without a default, which the IR holds only by its
+name), its forward was followed, and the paths and nesting stay bounded; otherwise it stays opaque,
+which ends chains.
 """
 
 from __future__ import annotations
@@ -148,28 +149,30 @@ def _resolve(ext: Extern, find: Finder, depth: int, choices: _Choices) -> tuple:
 
 
 def _same_arguments(ext: Extern, block: Network) -> bool:
-    """Whether the call passes exactly what the block's IR was built with: its defaults."""
+    """Whether the block's IR holds for this call: every argument given is either the constant
+    default the IR was built with, or goes to a parameter without a default (which the IR holds
+    only by its name, so it stands for any value)."""
     if ext.args is None or block.signature is None:
         return False
     positional = [s for s in block.signature if not s[1]]
     by_name = {s[0]: s for s in block.signature}
-    given: dict[str, Any] = {}
+    seen: set[str] = set()
     for key, value in ext.args:
         if isinstance(key, int):
             if key >= len(positional):
                 return False
-            name = positional[key][0]
+            param = positional[key]
+        elif key in by_name:
+            param = by_name[key]
         else:
-            name = key
-            if name not in by_name:
-                return False
-        if name in given:
             return False
-        given[name] = value
-    for name, _, default in block.signature:
-        if default is None:
-            return False  # a parameter without a constant default: the IR holds only its name
-        if name in given and not _equal(given[name], default[0]):
+        name, _, how, default = param
+        if name in seen:
+            return False
+        seen.add(name)
+        if how == "symbol":
+            continue
+        if how != "default" or not value or not _equal(value[0], default):
             return False
     return True
 

@@ -173,7 +173,8 @@ class Extern(Opaque):
     """A module built from a class of another project file (`blocks.SigmoidBlock()`), as written
     in this file: opaque until the project index finds that class's IR (`model/inline.py`), which
     the per-file lowering cannot see. cls: the class as written here. args: the call's arguments,
-    ((position or keyword, constant), ...), or None when one is not a known constant. inits:
+    ((position or keyword, (constant,) or () when not a known constant), ...), or None when
+    `*args` / `**kwargs` leave them open. inits:
     initialisations of this file that reach the block after it was built (a parent's
     `apply(fn)`, loops over `self.modules()`): (parametric ops they apply to, empty for every
     one; tensor: 'weight', 'bias' or '*'; InitSpec), in program order."""
@@ -205,10 +206,12 @@ class Network:
     variants: tuple[tuple[Node, ...], ...] = ()
     # Why forward was not followed (forward_known False), in words for people.
     note: str = ""
-    # __init__'s parameters, as the IR was built with them: (name, keyword only?, default), the
-    # default None when the parameter has none or it is not a constant. Inlining into another
-    # file's model (model/inline.py) needs its arguments to be exactly these defaults.
-    signature: tuple[tuple[str, bool, tuple[Any] | None], ...] | None = None
+    # __init__'s parameters, as the IR was built with them: (name, keyword only?, how, default):
+    # how 'default' (built with the constant default), 'symbol' (no default: the IR holds only
+    # the parameter's name, so it stands for any value), 'fixed' (a default that is not a
+    # constant, or a config class's defaults). Inlining into another file's model
+    # (model/inline.py) needs arguments the IR was built with; None: a call may pass more.
+    signature: tuple[tuple[str, bool, str, Any], ...] | None = None
 
     @property
     def paths(self) -> tuple[tuple[Node, ...], ...]:

@@ -708,10 +708,8 @@ class FileModel:
         arguments when every one is a constant: the project index may splice the class in."""
         if name and not isinstance(self.src, L.LibrarySource):
             pos, kw, open_pos, open_kw = self.bound_args(call, env)
-            args: tuple | None = tuple(enumerate(pos)) + tuple(kw.items())
-            if open_pos or open_kw or not all(_constant(v) for _, v in args):
-                args = None
-            ctor.extern = (name, args)
+            args: tuple | None = tuple((k, (v,) if _constant(v) else ()) for k, v in (*enumerate(pos), *kw.items()))
+            ctor.extern = (name, None if open_pos or open_kw else args)
         return ctor
 
     def _call_values(self, call: cst.Call, name: str | None, quals: frozenset[str], env: dict) -> Any:
@@ -2081,8 +2079,9 @@ def extract(src):
 
 
 def _signature(fm: FileModel, info: ClassInfo) -> tuple | None:
-    """__init__'s parameters with their constant defaults, as the class's IR was built; None when
-    a call could pass more than we can compare (`*args`, `**kwargs`, an __init__ not of this file)."""
+    """__init__'s parameters as the class's IR was built with them (ir.Network.signature); None
+    when a call could pass more than we can compare (`*args`, `**kwargs`, an __init__ not of this
+    file)."""
     init = fm._find_method(info, "__init__")
     if init is None:
         own = all("torch.nn.Module" in fm.imports.qualify_dotted(b) for b in info.bases)
@@ -2093,12 +2092,14 @@ def _signature(fm: FileModel, info: ClassInfo) -> tuple | None:
     out: list = []
     positional = list(ps.params)[1:]
     for i, p in enumerate(positional + list(ps.kwonly_params)):
-        default = None
-        if p.default is not None:
+        if p.default is None:
+            # bound to its own name (Sym) unless annotated with a config class of the file
+            how, value = ("symbol", None) if fm.config_default(p) is None else ("fixed", None)
+        else:
             fm.meter.allow()
             v = fm.eval(p.default, {})
-            default = (v,) if _constant(v) else None
-        out.append((p.name.value, i >= len(positional), default))
+            how, value = ("default", v) if _constant(v) else ("fixed", None)
+        out.append((p.name.value, i >= len(positional), how, value))
     return tuple(out)
 
 
