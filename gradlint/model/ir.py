@@ -184,7 +184,7 @@ class Extern(Opaque):
     inits: tuple[tuple[tuple[str, ...], str, InitSpec], ...] = ()
 
 
-Node = Union[Param, Activation, Norm, Residual, Recurrent, TransformerBlock, Attention, Passthrough, Opaque]
+Node = Union[Param, Activation, Norm, Residual, Recurrent, TransformerBlock, Attention, Passthrough, Opaque, Extern]
 
 
 @dataclass(frozen=True)
