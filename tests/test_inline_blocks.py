@@ -125,3 +125,9 @@ def test_model_command_shows_inlined_layers_with_module_paths():
     quiet = {m["name"]: m for m in json.loads(run_cli("model", str(CROSS / "model_quiet.py"), "--format", "json").stdout)}
     assert quiet["OtherWidth"]["nodes"][0]["kind"] == "opaque"
     assert quiet["DeepNormed"]["nodes"][1]["kind"] == "norm"
+
+
+def test_a_block_whose_layers_init_changes_stays_opaque():
+    facts = _extract(CROSS / "model_quiet.py", "model_quiet.py")
+    net = next(n for n in facts.networks if n.name == "ReinitInside")
+    assert all(type(n) is Opaque and "__init__ changes" in n.what for n in net.nodes)

@@ -129,6 +129,9 @@ class Ctor:
     # A class of another file (kind 'unknown'): (the class as written, its constant arguments or
     # None), for the placeholder the project index may resolve (ir.Extern, model/inline.py).
     extern: tuple | None = None
+    # Set when __init__ reaches inside such a module (`self.block.fc.weight`, a method call on
+    # it, an init of its tensors): what it did is not in the other file's IR, so it stays opaque.
+    reached: bool = False
 
 
 @dataclass(eq=False)
@@ -415,6 +418,8 @@ class FileModel:
             if isinstance(base, (Ctor, AnyModule)):
                 if isinstance(base, Ctor) and base.instance is not None and e.attr.value in base.instance.attrs:
                     return base.instance.attrs[e.attr.value]
+                if isinstance(base, Ctor) and base.extern is not None and self.pick is None:
+                    base.reached = True  # in __init__ (forward runs with a pick)
                 return TensorRef(base, e.attr.value)
             if isinstance(base, TensorRef) and e.attr.value == "data":
                 return base
@@ -1269,6 +1274,10 @@ class _InitInterpreter(_Walker):
                 owner = self.ev(owner_expr)
             else:
                 owner = None
+                if dotted(owner_expr) is not None:
+                    seen = self.ev(owner_expr)  # a dotted name: nothing runs, a block of another file is marked
+                    if isinstance(seen, Ctor) and seen.extern is not None:
+                        seen.reached = True  # `self.block.init_weights()`: not in the other file's IR
             if method == "append" and call.args:
                 target = owner.items if isinstance(owner, ListVal) else owner.items if isinstance(owner, Ctor) and owner.items is not None else None
                 if target is not None:
@@ -1389,6 +1398,8 @@ class _InitInterpreter(_Walker):
 
     def record_init(self, ref: TensorRef, spec: InitSpec) -> None:
         order = next(self.fm.order)
+        if isinstance(ref.owner, Ctor) and ref.owner.extern is not None:
+            ref.owner.reached = True
         if isinstance(ref.owner, Ctor):
             ref.owner.inits.append((order, ref.name, spec))
         elif isinstance(ref.owner, AnyModule) and self.inst is not None:
@@ -1898,6 +1909,8 @@ class Lowerer:
                 self.note = note
             return nodes if known else (Opaque(path, f"{value.cls}: forward not followed", span),)
         what = f"{value.cls}: a class gradlint does not see (another file or library)"
+        if value.reached:
+            return (Opaque(path, f"{value.cls}: a class of another file whose layers __init__ changes", span),)
         if value.kind == "unknown" and value.extern is not None:
             return (Extern(path, what, span, cls=value.extern[0], args=value.extern[1], inits=self.extern_inits(value)),)
         return (Opaque(path, what, span),)
