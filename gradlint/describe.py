@@ -33,11 +33,14 @@ class Described:
 
 def describe_paths(paths: Iterable[str | Path], config: Config) -> Described:
     """Every network of the files under `paths` (discovered as `check` does)."""
-    from gradlint.api import _extract
+    from gradlint.api import _extract, add_to_index, project_index
     from gradlint.discover import discover
+    from gradlint.model.inline import finder, inline
 
     found = discover([Path(p) for p in paths], config)
     out = Described()
+    # Blocks of other project files are shown inlined, as the architecture rules see them.
+    index, root = project_index([p for p, _ in found.files] or [Path(config.root)], config, use_cache=False)
     for missing in found.missing:
         out.errors.append(f"{missing}: no such file or directory")
     for path, display in found.files:
@@ -49,8 +52,10 @@ def describe_paths(paths: Iterable[str | Path], config: Config) -> Described:
         for err in facts.input_errors:
             out.errors.append(f"{display}:{err.span.line}:{err.span.column}: {err.message}")
         coverage = _onnx_coverage(path) if facts.kind == "onnx" and not facts.input_errors else None
+        add_to_index(index, root, path, facts)
+        find = finder(index.scope(facts))
         for network in facts.networks:
-            model = describe_network(network, display)
+            model = describe_network(inline(network, find), display)
             if coverage is not None:
                 model["coverage"] = coverage
             if facts.cells is not None and model["location"] and "line" in model["location"]:

@@ -9,7 +9,7 @@ that a guess never becomes a finding.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union
 
 from gradlint.findings import GraphNode, SourceSpan
 
@@ -168,7 +168,23 @@ class Opaque:
     origin: Origin = None
 
 
-Node = Union[Param, Activation, Norm, Residual, Recurrent, TransformerBlock, Attention, Passthrough, Opaque]
+@dataclass(frozen=True)
+class Extern(Opaque):
+    """A module built from a class of another project file (`blocks.SigmoidBlock()`), as written
+    in this file: opaque until the project index finds that class's IR (`model/inline.py`), which
+    the per-file lowering cannot see. cls: the class as written here. args: the call's arguments,
+    ((position or keyword, (constant,) or () when not a known constant), ...), or None when
+    `*args` / `**kwargs` leave them open. inits:
+    initialisations of this file that reach the block after it was built (a parent's
+    `apply(fn)`, loops over `self.modules()`): (parametric ops they apply to, empty for every
+    one; tensor: 'weight', 'bias' or '*'; InitSpec), in program order."""
+
+    cls: str = ""
+    args: tuple[tuple[Any, Any], ...] | None = None
+    inits: tuple[tuple[tuple[str, ...], str, InitSpec], ...] = ()
+
+
+Node = Union[Param, Activation, Norm, Residual, Recurrent, TransformerBlock, Attention, Passthrough, Opaque, Extern]
 
 
 @dataclass(frozen=True)
@@ -190,6 +206,12 @@ class Network:
     variants: tuple[tuple[Node, ...], ...] = ()
     # Why forward was not followed (forward_known False), in words for people.
     note: str = ""
+    # __init__'s parameters, as the IR was built with them: (name, keyword only?, how, default):
+    # how 'default' (built with the constant default), 'symbol' (no default: the IR holds only
+    # the parameter's name, so it stands for any value), 'fixed' (a default that is not a
+    # constant, or a config class's defaults). Inlining into another file's model
+    # (model/inline.py) needs arguments the IR was built with; None: a call may pass more.
+    signature: tuple[tuple[str, bool, str, Any], ...] | None = None
 
     @property
     def paths(self) -> tuple[tuple[Node, ...], ...]:

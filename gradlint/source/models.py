@@ -23,7 +23,7 @@ import libcst as cst
 
 from gradlint.model.blocks import block_count
 from gradlint.model.ir import (
-    Activation, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent,
+    Activation, Extern, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent,
     TransformerBlock,
 )
 from gradlint.source import catalog as C
@@ -128,6 +128,12 @@ class Ctor:
     scoped_inits: list = field(default_factory=list)
     # Why a class of this file is 'unknown': a nesting limit, not a class gradlint cannot see.
     why: str | None = None
+    # A class of another file (kind 'unknown'): (the class as written, its constant arguments or
+    # None), for the placeholder the project index may resolve (ir.Extern, model/inline.py).
+    extern: tuple | None = None
+    # Set when __init__ reaches inside such a module (`self.block.fc.weight`, a method call on
+    # it, an init of its tensors): what it did is not in the other file's IR, so it stays opaque.
+    reached: bool = False
 
 
 @dataclass(eq=False)
@@ -414,6 +420,8 @@ class FileModel:
             if isinstance(base, (Ctor, AnyModule)):
                 if isinstance(base, Ctor) and base.instance is not None and e.attr.value in base.instance.attrs:
                     return base.instance.attrs[e.attr.value]
+                if isinstance(base, Ctor) and base.extern is not None and self.pick is None:
+                    base.reached = True  # in __init__ (forward runs with a pick)
                 return TensorRef(base, e.attr.value)
             if isinstance(base, TensorRef) and e.attr.value == "data":
                 return base
@@ -697,10 +705,19 @@ class FileModel:
             return self._call_function(self.functions[func.value], call, env, bound_self=False)
         if name and name[:1].isupper() and not quals:
             # A class from another file (or one we do not model): a module we know nothing about.
-            return Ctor("unknown", name, [], {}, call, next(self.order))
+            return self._extern(Ctor("unknown", name, [], {}, call, next(self.order)), name, call, env)
         if quals and any(q.rsplit(".", 1)[-1][:1].isupper() for q in quals):
-            return Ctor("unknown", sorted(quals)[0], [], {}, call, next(self.order))
+            return self._extern(Ctor("unknown", sorted(quals)[0], [], {}, call, next(self.order)), name, call, env)
         return UNKNOWN
+
+    def _extern(self, ctor: Ctor, name: str | None, call: cst.Call, env: dict) -> Ctor:
+        """Mark a module of a class this file does not define, named as written, with the call's
+        arguments when every one is a constant: the project index may splice the class in."""
+        if name and not isinstance(self.src, L.LibrarySource):
+            pos, kw, open_pos, open_kw = self.bound_args(call, env)
+            args: tuple | None = tuple((k, (v,) if _constant(v) else ()) for k, v in (*enumerate(pos), *kw.items()))
+            ctor.extern = (name, None if open_pos or open_kw else args)
+        return ctor
 
     def _call_values(self, call: cst.Call, name: str | None, quals: frozenset[str], env: dict) -> Any:
         """Calls of values rather than of names: class references held in variables, partials,
@@ -1052,6 +1069,10 @@ _MODULE_BASES = ("LightningModule", "PreTrainedModel", "HyperparametersMixin")
 _MODULE_PACKAGES = ("lightning", "pytorch_lightning", "transformers", "timm", "torchvision")
 
 
+def _constant(v: Any) -> bool:
+    return v is None or type(v) in (int, float, str, bool)
+
+
 def _module_base(qualname: str) -> bool:
     head, _, last = qualname.rpartition(".")
     return last in _MODULE_BASES and head.split(".", 1)[0] in _MODULE_PACKAGES
@@ -1257,6 +1278,10 @@ class _InitInterpreter(_Walker):
                 owner = self.ev(owner_expr)
             else:
                 owner = None
+                if dotted(owner_expr) is not None:
+                    seen = self.ev(owner_expr)  # a dotted name: nothing runs, a block of another file is marked
+                    if isinstance(seen, Ctor) and seen.extern is not None:
+                        seen.reached = True  # `self.block.init_weights()`: not in the other file's IR
             if method == "append" and call.args:
                 target = owner.items if isinstance(owner, ListVal) else owner.items if isinstance(owner, Ctor) and owner.items is not None else None
                 if target is not None:
@@ -1377,6 +1402,8 @@ class _InitInterpreter(_Walker):
 
     def record_init(self, ref: TensorRef, spec: InitSpec) -> None:
         order = next(self.fm.order)
+        if isinstance(ref.owner, Ctor) and ref.owner.extern is not None:
+            ref.owner.reached = True
         if isinstance(ref.owner, Ctor):
             ref.owner.inits.append((order, ref.name, spec))
         elif isinstance(ref.owner, AnyModule) and self.inst is not None:
@@ -1885,8 +1912,29 @@ class Lowerer:
                 self.depth -= 1
                 self.note = note
             return nodes if known else (Opaque(path, f"{value.cls}: forward not followed", span),)
-        why = getattr(value, "why", None) or "a class gradlint does not see (another file or library)"
-        return (Opaque(path, f"{value.cls}: {why}", span),)
+        why = getattr(value, "why", None)
+        what = f"{value.cls}: {why or 'a class gradlint does not see (another file or library)'}"
+        if value.reached:
+            return (Opaque(path, f"{value.cls}: a class of another file whose layers __init__ changes", span),)
+        if value.kind == "unknown" and value.extern is not None and why is None:
+            return (Extern(path, what, span, cls=value.extern[0], args=value.extern[1], inits=self.extern_inits(value)),)
+        return (Opaque(path, what, span),)
+
+    def extern_inits(self, ctor: Ctor) -> tuple:
+        """The initialisations of this file that reach the layers of a block of another file after
+        it was built (`self.apply(fn)`, loops over `self.modules()`), by parametric op."""
+        out: list = []
+        for order, types, tensor, spec in sorted(ctor.__dict__.get("type_inits", []), key=lambda t: t[0]):
+            if order <= ctor.order:
+                continue
+            if not types or "Module" in types:
+                ops: tuple = ()
+            else:
+                ops = tuple(sorted({C.PARAM_LAYERS[t][0] for t in types if t in C.PARAM_LAYERS}))
+                if not ops:
+                    continue  # norms, activations: no parametric layer of the block
+            out.append((ops, tensor, spec))
+        return tuple(out)
 
     def sequence_nodes(self, items: list) -> tuple:
         out: list = []
@@ -2039,12 +2087,38 @@ def extract(src):
         networks.append(Network(name=info.name, path=src.path, nodes=tuple(paths[0]) if known and paths else (),
                                 origin=src.span(info.node.name), params=tuple(low.params),
                                 recurrents=tuple(low.recurrents), forward_known=known,
-                                variants=tuple(tuple(p) for p in paths[1:]) if known else (), note=note))
+                                variants=tuple(tuple(p) for p in paths[1:]) if known else (), note=note,
+                                signature=_signature(fm, info)))
     try:
         networks.extend(_sequential_factories(fm))
     except (Exhausted, RecursionError):  # too deep for libcst's own code generator, or over budget
         pass
     return tuple(networks), tuple(summaries)
+
+
+def _signature(fm: FileModel, info: ClassInfo) -> tuple | None:
+    """__init__'s parameters as the class's IR was built with them (ir.Network.signature); None
+    when a call could pass more than we can compare (`*args`, `**kwargs`, an __init__ not of this
+    file)."""
+    init = fm._find_method(info, "__init__")
+    if init is None:
+        own = all("torch.nn.Module" in fm.imports.qualify_dotted(b) for b in info.bases)
+        return () if own else None
+    ps = init.params
+    if isinstance(ps.star_arg, cst.Param) or ps.star_kwarg is not None or ps.posonly_params:
+        return None
+    out: list = []
+    positional = list(ps.params)[1:]
+    for i, p in enumerate(positional + list(ps.kwonly_params)):
+        if p.default is None:
+            # bound to its own name (Sym) unless annotated with a config class of the file
+            how, value = ("symbol", None) if fm.config_default(p) is None else ("fixed", None)
+        else:
+            fm.meter.allow()
+            v = fm.eval(p.default, {})
+            how, value = ("default", v) if _constant(v) else ("fixed", None)
+        out.append((p.name.value, i >= len(positional), how, value))
+    return tuple(out)
 
 
 def _sequential_factories(fm: FileModel) -> list[Network]:

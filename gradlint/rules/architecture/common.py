@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from gradlint.findings import GraphNode, SourceSpan
+from gradlint.model.inline import finder, inline
 from gradlint.model.ir import Network, Origin, Param
 from gradlint.model.propagation import Analysis, Chain, analyse
 from gradlint.registry import RuleContext
@@ -21,12 +22,22 @@ ACTIVATION_NAMES = {
 }
 
 
+def networks(ctx: RuleContext) -> list[Network]:
+    """The file's networks with the blocks of other project files inlined; once per file."""
+    found = ctx.facts.__dict__.get("_inlined")
+    if found is None:
+        find = finder(ctx.index)
+        found = [inline(n, find) for n in ctx.facts.networks]
+        ctx.facts.__dict__["_inlined"] = found
+    return found
+
+
 def analyses(ctx: RuleContext) -> list[tuple[Network, Analysis]]:
     """Every network of the file with its analysis; computed once per file for all rules."""
     cache = ctx.facts.__dict__.setdefault("_analyses", None)
     if cache is None:
         cache = []
-        for network in ctx.facts.networks:
+        for network in networks(ctx):
             try:
                 cache.append((network, analyse(network)))
             except (ValueError, ArithmeticError, KeyError):

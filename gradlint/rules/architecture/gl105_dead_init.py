@@ -9,7 +9,7 @@ from gradlint.findings import Finding, Severity
 from gradlint.model.init import is_dead
 from gradlint.model.ir import Activation, Param, Passthrough
 from gradlint.registry import Example, Rule, RuleContext
-from gradlint.rules.architecture.common import RELU_FAMILY, location
+from gradlint.rules.architecture.common import RELU_FAMILY, location, networks
 
 # Zero-initialised on purpose: output heads and projections (a zero residual branch starts as the
 # identity), gates, adaLN-Zero modulation, zero_init_residual, ControlNet zero-convs, LoRA's B,
@@ -171,7 +171,7 @@ class Tok(nn.Module):
             span, node = location(where)
             return ctx.finding(message, span, node=node, data={"network": network.name, "modules": tuple(modules)})
 
-        for network in ctx.facts.networks:
+        for network in networks(ctx):
             hidden = [p for p in network.params if p.op in _HIDDEN_OPS]
             # (a) one init statement zeroes every Linear/Conv weight of the model
             if len(hidden) >= 2 and all(_zero(p.init) for p in hidden):

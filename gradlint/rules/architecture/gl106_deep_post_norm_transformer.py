@@ -7,7 +7,7 @@ from typing import Iterator
 from gradlint.findings import Finding, Severity
 from gradlint.model.blocks import transformer_blocks
 from gradlint.registry import Example, Option, Rule, RuleContext, positive_int
-from gradlint.rules.architecture.common import location
+from gradlint.rules.architecture.common import location, networks
 
 LIBRARY_POST_LN = """\
 import torch.nn as nn
@@ -105,7 +105,7 @@ class DeepPostNormTransformer(Rule):
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         depth = ctx.options["post-norm-depth"]
         seen: set = set()
-        for network in ctx.facts.networks:
+        for network in networks(ctx):
             # One definition of a block (gradlint.model.blocks), shared with GL201; with several
             # forward paths, the stack must be that deep on every one of them.
             per_path = [[b for b in transformer_blocks(p) if b.post_norm] for p in network.paths]

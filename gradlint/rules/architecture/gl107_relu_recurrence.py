@@ -6,7 +6,7 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Severity
 from gradlint.registry import Example, Rule, RuleContext
-from gradlint.rules.architecture.common import location
+from gradlint.rules.architecture.common import location, networks
 
 RELU_RNN = """\
 import torch.nn as nn
@@ -69,7 +69,7 @@ class ReluRecurrence(Rule):
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         seen: set = set()
-        for network in ctx.facts.networks:
+        for network in networks(ctx):
             for rec in network.recurrents:
                 if rec.cell not in ("rnn", "rnn_cell") or rec.nonlinearity != "relu":
                     continue

@@ -1,0 +1,210 @@
+"""Blocks of other project files spliced into a network: each `Extern` placeholder replaced by the IR
+of the class it names, its layers renamed under the placeholder's module path.
+
+The per-file lowering cannot see other files, so it leaves an `Extern` (the class as written, the
+call's constant arguments, the parent's later initialisations); whoever holds the project index
+(the architecture rules, `gradlint model`) passes a `find` that turns the name into the other
+file's networks and a `find` for names of that file. Precision first: a placeholder is inlined
+only when the other file's IR holds for the arguments this call passes (each one the block's own
+constant default, or a value for a parameter without a default, which the IR holds only by its
+name), its forward was followed, and the paths and nesting stay bounded; otherwise it stays opaque,
+which ends chains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Callable, Optional
+
+from gradlint.model.ir import (
+    Attention, Extern, InitSpec, Network, Node, Param, Recurrent, Residual, TransformerBlock,
+)
+
+# Nested blocks of other files followed, at most (a block holding a block of a third file...).
+MAX_NESTING = 8
+# Paths of one network with its blocks inlined, at most (as the lowering's MAX_PATHS).
+MAX_PATHS = 8
+
+# find(class as written) -> [(network, find for names of the network's own file)]
+Finder = Callable[[str], "list[tuple[Network, Finder]]"]
+
+
+def finder(scope: Any) -> Optional[Finder]:
+    """How a placeholder of `scope`'s file finds the class it names: through the project index
+    (a `facts.project.Scope`: the file's own imports name it), None without one."""
+    if scope is None:
+        return None
+
+    def find(text: str) -> list:
+        return [(n, finder(scope.at(q))) for q in scope.resolve(text) for n in scope.index.networks(q)]
+
+    return find
+
+
+def inline(network: Network, find: Optional[Finder]) -> Network:
+    """`network` with every placeholder that can be resolved replaced by the block's layers; the
+    same object when there is nothing to do.
+
+    A block whose forward has several paths (conditions on the input it could not decide) makes
+    the parent's paths several too: one per choice of path for each block class, every instance
+    of a class taking the same one (as the lowering decides an `if` once per class and run: the
+    instances inlined here are all built with the same defaults). Past MAX_PATHS paths in all,
+    such blocks stay opaque."""
+    if find is None or not _has_extern(network):
+        return network
+    paths = _all_paths(network, find, multi=True)
+    if paths is None:
+        paths = _all_paths(network, find, multi=False) or [network.nodes, *network.variants]
+    params: list[Param] = list(network.params)
+    seen = {p.name for p in params}
+    for path in paths:  # the inlined layers join the parent's inventory (GL105)
+        for node in _walk(path):
+            if isinstance(node, Param) and node.name not in seen:
+                seen.add(node.name)
+                params.append(node)
+    return replace(network, nodes=paths[0], variants=tuple(paths[1:]), params=tuple(params))
+
+
+def _all_paths(network: Network, find: Finder, multi: bool) -> list[tuple] | None:
+    """Every distinct path of the network with its blocks inlined; None past MAX_PATHS."""
+    out: list[tuple] = []
+    for path in network.paths:
+        plans: list[dict] = [{}]
+        while plans:
+            plan = plans.pop()
+            order: list = []
+            nodes = _nodes(path, find, 0, _Choices(plan, order, multi))
+            if nodes not in out:
+                out.append(nodes)
+            if len(out) > MAX_PATHS:
+                return None
+            for i, (key, count) in enumerate(order):
+                for alt in range(1, count):
+                    plans.append({**plan, **{k: 0 for k, _ in order[:i]}, key: alt})
+            if len(plans) > MAX_PATHS:
+                return None
+    return out
+
+
+class _Choices:
+    """Which path each block class takes in one run: `plan` (decided), `order` (met first in this
+    run, taking path 0, with their number of paths). multi False: such blocks stay opaque."""
+
+    def __init__(self, plan: dict, order: list, multi: bool) -> None:
+        self.plan, self.order, self.multi = plan, order, multi
+
+    def path(self, block: Network) -> tuple | None:
+        paths = block.paths
+        if len(paths) == 1:
+            return paths[0]
+        if not self.multi:
+            return None
+        key = (block.path, block.name)
+        if key not in self.plan:
+            self.plan[key] = 0
+            self.order.append((key, len(paths)))
+        return paths[self.plan[key]]
+
+
+def _has_extern(network: Network) -> bool:
+    return any(isinstance(n, Extern) for path in network.paths for n in _walk(path))
+
+
+def _walk(nodes: tuple):
+    for node in nodes:
+        yield node
+        if isinstance(node, Residual):
+            yield from _walk(node.body)
+            for branch in node.branches:
+                yield from _walk(branch)
+
+
+def _nodes(nodes: tuple, find: Finder, depth: int, choices: _Choices) -> tuple:
+    out: list = []
+    for node in nodes:
+        if isinstance(node, Extern):
+            out.extend(_resolve(node, find, depth, choices))
+        elif isinstance(node, Residual):
+            out.append(replace(node, body=_nodes(node.body, find, depth, choices),
+                               branches=tuple(_nodes(b, find, depth, choices) for b in node.branches)))
+        else:
+            out.append(node)
+    return tuple(out)
+
+
+def _resolve(ext: Extern, find: Finder, depth: int, choices: _Choices) -> tuple:
+    if depth >= MAX_NESTING or find is None:
+        return (ext,)
+    found = find(ext.cls)
+    if len(found) != 1:  # not a project class, or a name that stands for several
+        return (ext,)
+    block, inner_find = found[0]
+    if not block.forward_known or not block.nodes or not _same_arguments(ext, block):
+        return (ext,)
+    chosen = choices.path(block)
+    if chosen is None:
+        return (ext,)
+    body = _nodes(chosen, inner_find, depth + 1, choices)
+    return tuple(_renamed(n, ext) for n in body)
+
+
+def _same_arguments(ext: Extern, block: Network) -> bool:
+    """Whether the block's IR holds for this call: every argument given is either the constant
+    default the IR was built with, or goes to a parameter without a default (which the IR holds
+    only by its name, so it stands for any value)."""
+    if ext.args is None or block.signature is None:
+        return False
+    positional = [s for s in block.signature if not s[1]]
+    by_name = {s[0]: s for s in block.signature}
+    seen: set[str] = set()
+    for key, value in ext.args:
+        if isinstance(key, int):
+            if key >= len(positional):
+                return False
+            param = positional[key]
+        elif key in by_name:
+            param = by_name[key]
+        else:
+            return False
+        name, _, how, default = param
+        if name in seen:
+            return False
+        seen.add(name)
+        if how == "symbol":
+            continue
+        if how != "default" or not value or not _equal(value[0], default):
+            return False
+    return True
+
+
+def _equal(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def _renamed(node: Node, ext: Extern) -> Node:
+    """A node of the block under the placeholder's module path, placed at the placeholder's call
+    (the user's line in this file), with the parent's later initialisations applied."""
+    prefix = ext.name + "." if ext.name else ""
+    if isinstance(node, Residual):
+        return replace(node, name=prefix + node.name if node.name else ext.name, origin=ext.origin,
+                       body=tuple(_renamed(n, ext) for n in node.body),
+                       branches=tuple(tuple(_renamed(n, ext) for n in b) for b in node.branches))
+    if isinstance(node, Param):
+        return replace(node, name=prefix + node.name, origin=ext.origin,
+                       init=_final(ext, node.op, "weight") or node.init,
+                       bias_init=_final(ext, node.op, "bias") or node.bias_init)
+    if isinstance(node, Attention):
+        return replace(node, name=prefix + node.name, origin=ext.origin,
+                       projections=tuple(_renamed(p, ext) for p in node.projections))
+    if isinstance(node, (Recurrent, TransformerBlock)) or hasattr(node, "name"):
+        return replace(node, name=prefix + node.name if node.name else ext.name, origin=ext.origin)
+    return node
+
+
+def _final(ext: Extern, op: str, tensor: str) -> InitSpec | None:
+    """The last of the parent's initialisations that reaches a layer of kind `op` of the block."""
+    best = None
+    for ops, name, spec in ext.inits:
+        if (name == tensor or name == "*") and (not ops or op in ops):
+            best = spec
+    return best

@@ -1,0 +1,133 @@
+"""Blocks defined in other files of the project, inlined with their module paths: the per-file
+lowering leaves an `Extern` placeholder, the project index resolves it (model/inline.py)."""
+
+from __future__ import annotations
+
+import json
+
+from gradlint.api import _extract
+from gradlint.model.inline import _same_arguments, inline
+from gradlint.model.ir import Extern, InitSpec, Network, Opaque, Param, walk
+from tests.conftest import FIXTURES, run_cli
+from tests.test_project_index import expected, findings_for, project_files
+
+CROSS = FIXTURES / "architecture" / "crossfile"
+
+
+def test_same_findings_alone_with_its_folder_and_with_the_project(monkeypatch):
+    whole = {f: findings_for(CROSS, ["."], f, monkeypatch) for f in project_files(CROSS)}
+    for file in project_files(CROSS):
+        alone = findings_for(CROSS, [file], file, monkeypatch)
+        assert alone == whole[file], file
+        assert [(line, code) for line, _c, code, _m in whole[file]] == expected(CROSS / file), file
+    # the stack of model.py is flagged at model.py's own line, not at blocks.py's
+    assert [code for _l, _c, code, _m in whole["model.py"]] == ["GL101"] * 3
+
+
+def test_the_lowering_leaves_a_placeholder_per_block():
+    facts = _extract(CROSS / "model.py", "model.py")
+    net = next(n for n in facts.networks if n.name == "DeepSigmoid")
+    externs = [n for n in net.nodes if isinstance(n, Extern)]
+    assert len(externs) == 20 and externs[0].name == "blocks.0"
+    assert externs[0].cls == "SigmoidBlock" and externs[0].args == ()
+    # no project index: nothing changes, the placeholder is an opaque node
+    assert inline(net, None) is net
+
+
+def test_arguments_other_than_the_defaults_keep_the_block_opaque():
+    facts = _extract(CROSS / "model_quiet.py", "model_quiet.py")
+    net = next(n for n in facts.networks if n.name == "OtherWidth")
+    ext = net.nodes[0]
+    assert isinstance(ext, Extern) and ext.args == (("width", (128,)),)
+    block = next(n for n in _extract(CROSS / "blocks.py", "blocks.py").networks if n.name == "SigmoidBlock")
+    assert block.signature == (("width", False, "default", 256),)
+    assert not _same_arguments(ext, block)
+
+    def call(args):
+        return _same_arguments(Extern("b", "", cls="SigmoidBlock", args=args), block)
+
+    assert call(((0, (256,)),)) and call(())
+    assert not call(((0, (256.0,)),))  # 256.0 is not 256
+    assert not call(((0, ()),))  # an argument that is not a known constant
+    assert not call(None)  # *args / **kwargs
+    assert not call((("depth", (3,)),))  # no such parameter
+    assert not call(((0, (256,)), ("width", (256,))))  # given twice
+    # a parameter without a default is held by its name: any value, known or not
+    free = Network("Free", "blocks.py", (), signature=(("dim", False, "symbol", None), ("act", True, "fixed", None)))
+    assert _same_arguments(Extern("b", "", cls="Free", args=((0, ()),)), free)
+    assert _same_arguments(Extern("b", "", cls="Free", args=(("dim", (512,)),)), free)
+    assert not _same_arguments(Extern("b", "", cls="Free", args=(("act", ("relu",)),)), free)  # a non-constant default
+    resolved = inline(net, lambda text: [(block, None)])
+    assert all(isinstance(n, Opaque) for n in resolved.nodes)
+
+
+def _fc(name: str) -> Param:
+    return Param(name, "linear", 8, 8, InitSpec("torch-linear"))
+
+
+def test_renamed_under_the_placeholder_and_parent_inits_after_the_block_apply():
+    block = Network("Blk", "blocks.py", (_fc("fc"), _fc("out")), signature=())
+    zero = InitSpec("zeros")
+    ext = Extern("enc.0", "Blk: a class gradlint does not see", cls="Blk", args=(),
+                 inits=(((("conv2d",)), "weight", InitSpec("ones")), ((), "weight", zero)))
+    parent = Network("P", "model.py", (ext, _fc("head")), params=(_fc("head"),))
+    out = inline(parent, lambda text: [(block, None)] if text == "Blk" else [])
+    assert [n.name for n in out.nodes] == ["enc.0.fc", "enc.0.out", "head"]
+    assert out.nodes[0].init == zero  # the conv-only init does not reach a linear layer
+    assert [p.name for p in out.params] == ["head", "enc.0.fc", "enc.0.out"]
+    # a name that stands for two classes, or for none, stays a placeholder
+    two = inline(parent, lambda text: [(block, None), (block, None)])
+    assert isinstance(two.nodes[0], Extern)
+
+
+def test_a_block_with_several_paths_gives_the_parent_one_path_per_choice():
+    branched = Network("Blk", "blocks.py", (_fc("fc"),), variants=((_fc("other"), _fc("more")),), signature=())
+    ext = [Extern(f"b.{i}", "", cls="Blk", args=()) for i in range(3)]
+    parent = Network("P", "model.py", tuple(ext))
+    out = inline(parent, lambda text: [(branched, None)])
+    # every instance of one class takes the same path: two paths, not eight
+    assert [[n.name for n in p] for p in out.paths] == [
+        ["b.0.fc", "b.1.fc", "b.2.fc"], ["b.0.other", "b.0.more", "b.1.other", "b.1.more", "b.2.other", "b.2.more"]]
+    # past MAX_PATHS paths in all, the blocks with several paths stay opaque
+    many = Network("Blk", "blocks.py", (_fc("a"),), variants=tuple((_fc(f"v{i}"),) for i in range(9)), signature=())
+    out = inline(parent, lambda text: [(many, None)])
+    assert len(out.paths) == 1 and all(isinstance(n, Extern) for n in out.nodes)
+
+
+def test_nested_blocks_resolve_in_their_own_file():
+    inner = Network("Inner", "blocks.py", (_fc("fc"),), signature=())
+    outer = Network("Outer", "blocks.py", (Extern("layers.0", "", cls="Inner", args=()),), signature=())
+
+    def find_blocks(text):  # names as blocks.py writes them
+        return [(inner, find_blocks)] if text == "Inner" else []
+
+    def find_model(text):  # names as model.py writes them: only Outer is imported there
+        return [(outer, find_blocks)] if text == "Outer" else []
+
+    parent = Network("P", "model.py", (Extern("body", "", cls="Outer", args=()),))
+    assert [n.name for n in walk(inline(parent, find_model).nodes)] == ["body.layers.0.fc"]
+
+
+def test_apply_before_the_blocks_are_built_does_not_reach_them():
+    facts = _extract(CROSS / "model_zeroed.py", "model_zeroed.py")
+    nets = {n.name: n for n in facts.networks}
+    assert [e.inits[-1][2].scheme for e in nets["ZeroedStack"].nodes] == ["zeros"] * 3
+    assert all(e.inits == () for e in nets["ZeroedBeforeBuilt"].nodes)
+
+
+def test_model_command_shows_inlined_layers_with_module_paths():
+    res = run_cli("model", str(CROSS / "model.py"), "--format", "json")
+    models = {m["name"]: m for m in json.loads(res.stdout)}
+    names = [n["name"] for n in models["DeepSigmoid"]["nodes"]]
+    assert names[:3] == ["blocks.0.fc", "blocks.0.act", "blocks.1.fc"] and names[-1] == "head"
+    assert not any(n["kind"] == "opaque" for n in models["DeepSigmoid"]["nodes"])
+    assert models["Stacked"]["nodes"][0]["name"] == "body.0.layers.0.fc"
+    quiet = {m["name"]: m for m in json.loads(run_cli("model", str(CROSS / "model_quiet.py"), "--format", "json").stdout)}
+    assert quiet["OtherWidth"]["nodes"][0]["kind"] == "opaque"
+    assert quiet["DeepNormed"]["nodes"][1]["kind"] == "norm"
+
+
+def test_a_block_whose_layers_init_changes_stays_opaque():
+    facts = _extract(CROSS / "model_quiet.py", "model_quiet.py")
+    net = next(n for n in facts.networks if n.name == "ReinitInside")
+    assert all(type(n) is Opaque and "__init__ changes" in n.what for n in net.nodes)
