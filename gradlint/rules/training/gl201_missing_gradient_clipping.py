@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from gradlint.findings import Finding, Severity
+from gradlint.rules.training.examples import timm_scaler_loop
 from gradlint.registry import Example, Rule, RuleContext
 from gradlint.rules.training import steps
 from gradlint.facts.training import iter_events
@@ -186,66 +187,10 @@ model = nn.LSTM(32, 32)
 trainer = L.Trainer(max_epochs=3)
 trainer.fit(model, loader)
 """, note="Lightning Trainer without gradient_clip_val"),
-        Example("""\
-import torch
-from timm.utils import dispatch_clip_grad
-
-
-class NativeScaler:
-    def __init__(self):
-        self._scaler = torch.amp.GradScaler("cuda")
-
-    def __call__(self, loss, optimizer, clip_grad=None, parameters=None, need_update=True):
-        self._scaler.scale(loss).backward()
-        if need_update:
-            if clip_grad is not None:
-                self._scaler.unscale_(optimizer)
-                dispatch_clip_grad(parameters, clip_grad)
-            self._scaler.step(optimizer)
-            self._scaler.update()
-
-
-model = torch.nn.LSTM(64, 64)
-optimizer = torch.optim.AdamW(model.parameters())
-loss_scaler = NativeScaler()
-for i, (x, y) in enumerate(loader):
-    need_update = (i + 1) % accum == 0
-    loss_scaler(criterion(model(x)[0], y), optimizer, 
-                parameters=model.parameters(), need_update=need_update)
-    if need_update:
-        optimizer.zero_grad()
-""", note="a timm-style scaler called without clip_grad: its clip never runs"),
+        Example(timm_scaler_loop(passes_clip=False), note="a timm-style scaler called without clip_grad: its clip never runs"),
     ]
     valid = [
-        Example("""\
-import torch
-from timm.utils import dispatch_clip_grad
-
-
-class NativeScaler:
-    def __init__(self):
-        self._scaler = torch.amp.GradScaler("cuda")
-
-    def __call__(self, loss, optimizer, clip_grad=None, parameters=None, need_update=True):
-        self._scaler.scale(loss).backward()
-        if need_update:
-            if clip_grad is not None:
-                self._scaler.unscale_(optimizer)
-                dispatch_clip_grad(parameters, clip_grad)
-            self._scaler.step(optimizer)
-            self._scaler.update()
-
-
-model = torch.nn.LSTM(64, 64)
-optimizer = torch.optim.AdamW(model.parameters())
-loss_scaler = NativeScaler()
-for i, (x, y) in enumerate(loader):
-    need_update = (i + 1) % accum == 0
-    loss_scaler(criterion(model(x)[0], y), optimizer, clip_grad=args.clip_grad,
-                parameters=model.parameters(), need_update=need_update)
-    if need_update:
-        optimizer.zero_grad()
-""", note="a timm-style scaler that clips when clip_grad is passed"),
+        Example(timm_scaler_loop(), note="a timm-style scaler that clips when clip_grad is passed"),
         Example("""\
 import torch
 from torch import nn

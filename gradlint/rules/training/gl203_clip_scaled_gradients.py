@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from gradlint.findings import Edit, Finding, Fix, Severity, SourceSpan
+from gradlint.rules.training.examples import timm_scaler_loop
 from gradlint.registry import Example, RuleContext
 from gradlint.rules.training import steps
 from gradlint.text import indentation, split_lines
@@ -128,66 +129,10 @@ for x, y in loader:
     scaler.update()
     optimizer.zero_grad()
 """, note="unscale_ after the clip"),
-        Example("""\
-import torch
-from timm.utils import dispatch_clip_grad
-
-
-class NativeScaler:
-    def __init__(self):
-        self._scaler = torch.amp.GradScaler("cuda")
-
-    def __call__(self, loss, optimizer, clip_grad=None, parameters=None, need_update=True):
-        self._scaler.scale(loss).backward()
-        if need_update:
-            if clip_grad is not None:
-                dispatch_clip_grad(parameters, clip_grad)
-                self._scaler.unscale_(optimizer)
-            self._scaler.step(optimizer)
-            self._scaler.update()
-
-
-model = torch.nn.LSTM(64, 64)
-optimizer = torch.optim.AdamW(model.parameters())
-loss_scaler = NativeScaler()
-for i, (x, y) in enumerate(loader):
-    need_update = (i + 1) % accum == 0
-    loss_scaler(criterion(model(x)[0], y), optimizer, clip_grad=args.clip_grad,
-                parameters=model.parameters(), need_update=need_update)
-    if need_update:
-        optimizer.zero_grad()
-""", note="a timm-style scaler wrapper that clips before unscale_"),
+        Example(timm_scaler_loop(clip_before_unscale=True), note="a timm-style scaler wrapper that clips before unscale_"),
     ]
     valid = [
-        Example("""\
-import torch
-from timm.utils import dispatch_clip_grad
-
-
-class NativeScaler:
-    def __init__(self):
-        self._scaler = torch.amp.GradScaler("cuda")
-
-    def __call__(self, loss, optimizer, clip_grad=None, parameters=None, need_update=True):
-        self._scaler.scale(loss).backward()
-        if need_update:
-            if clip_grad is not None:
-                self._scaler.unscale_(optimizer)
-                dispatch_clip_grad(parameters, clip_grad)
-            self._scaler.step(optimizer)
-            self._scaler.update()
-
-
-model = torch.nn.LSTM(64, 64)
-optimizer = torch.optim.AdamW(model.parameters())
-loss_scaler = NativeScaler()
-for i, (x, y) in enumerate(loader):
-    need_update = (i + 1) % accum == 0
-    loss_scaler(criterion(model(x)[0], y), optimizer, clip_grad=args.clip_grad,
-                parameters=model.parameters(), need_update=need_update)
-    if need_update:
-        optimizer.zero_grad()
-""", note="timm's NativeScaler: unscale_, then clip, inside __call__"),
+        Example(timm_scaler_loop(), note="timm's NativeScaler: unscale_, then clip, inside __call__"),
         Example(_FIXED),
         Example("""\
 import torch
