@@ -48,15 +48,24 @@ def _facts_job(args: tuple[str, str, cache.Store | None, int]) -> tuple[FileFact
     return facts, (batch.entries[0] if batch.entries else None)
 
 
+def _read_and_look_up(path: Path, display: str, store: cache.Store | None,
+                      max_size: int) -> tuple[bytes | None, cache.Slot | None, FileFacts | None]:
+    """A file's bytes (read once, bounded, special files refused before any open: raises
+    inputs.Refused), its cache slot, and the facts the cache holds for it (None on a miss)."""
+    data, fingerprint = inputs.read_input(path, max_size, whole=path.suffix != ".onnx")
+    if store is None:
+        return data, None, None
+    where = cache.slot(store, display, _kind(path, display), fingerprint)
+    return data, where, cache.load(store, where, str(path.parent), FileFacts)
+
+
 def _cache_hit(path: Path, display: str, store: cache.Store, max_size: int) -> FileFacts | None:
     """The facts the cache holds for a file, or None: a miss, or a file that cannot be read (its
-    job reports why). Reads as cached_facts does: bounded, special files refused before any open."""
+    job reports why)."""
     try:
-        _data, fingerprint = inputs.read_input(path, max_size, whole=path.suffix != ".onnx")
+        return _read_and_look_up(path, display, store, max_size)[2]
     except inputs.Refused:
         return None
-    where = cache.slot(store, display, _kind(path, display), fingerprint)
-    return cache.load(store, where, str(path.parent), FileFacts)
 
 
 def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: int,
@@ -66,17 +75,14 @@ def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: 
     at once."""
     kind = _kind(path, display)
     try:
-        # Read once, bounded, refusing special files before any open; the key is these bytes.
-        data, fingerprint = inputs.read_input(path, max_size, whole=path.suffix != ".onnx")
+        # The key is the bytes read here, and the facts are extracted from those same bytes.
+        data, where, cached = _read_and_look_up(path, display, store, max_size)
     except inputs.Refused as exc:
         what = "unreadable_model" if kind == "onnx" else "unreadable_source"
         return FileFacts(path=display, kind=kind, input_errors=(InputError(what, f"cannot read file: {exc}"),))
-    where = cache.slot(store, display, kind, fingerprint) if store else None
+    if cached is not None:
+        return cached
     folder = str(path.parent)
-    if where and store:
-        cached = cache.load(store, where, folder, FileFacts)
-        if cached is not None:
-            return cached
     try:
         facts = _extract(path, display, data)
     except Exception:  # an internal failure on one file must not end the run
