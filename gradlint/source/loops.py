@@ -26,7 +26,7 @@ from gradlint.source.engine.walk import headers as _headers
 from gradlint.source.engine.walk import suite as _suite
 from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
-from gradlint.source.names import dotted
+from gradlint.source.names import NO_GRAD, dotted
 from gradlint.text import split_lines
 
 # ---------------------------------------------------------------------------------------------
@@ -41,8 +41,6 @@ GRAD_SCALERS = frozenset({
     "torch.cuda.amp.GradScaler", "torch.amp.GradScaler", "torch.cpu.amp.GradScaler", "torch.GradScaler",
     "torch.cuda.amp.grad_scaler.GradScaler", "torch.amp.grad_scaler.GradScaler",
 })
-NO_GRAD = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad",
-                     "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"})
 ENABLE_GRAD = frozenset({"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"})
 SET_GRAD_ENABLED = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"})
 PL_TRAINERS = frozenset({"pytorch_lightning.Trainer", "lightning.Trainer", "lightning.pytorch.Trainer",

@@ -21,6 +21,10 @@ _REEXPORTS = (
     ("torch.amp.grad_scaler.", "torch.amp."),
 )
 
+# The context managers and decorators under which autograd records nothing.
+NO_GRAD = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad",
+                     "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"})
+
 
 def canonical(name: str) -> str:
     """torch.nn.modules.activation.Sigmoid -> torch.nn.Sigmoid; other names unchanged."""

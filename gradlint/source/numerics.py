@@ -25,7 +25,7 @@ from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.fold import number
 from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.engine.walk import children, suite
-from gradlint.source.names import dotted
+from gradlint.source.names import NO_GRAD, dotted
 from gradlint.facts.numerics import Call, CallText, Expr, Function, NumClass, NumericsFacts, Pieces, Site
 
 F = "torch.nn.functional."
@@ -53,8 +53,6 @@ TENSOR_FROM_DATA = frozenset({"torch.tensor", "torch.as_tensor", "torch.from_num
                               "torch.FloatTensor", "torch.DoubleTensor", "torch.LongTensor",
                               "torch.cuda.FloatTensor", "torch.scalar_tensor"})
 VARIABLE = frozenset({"torch.autograd.Variable", "torch.autograd.variable.Variable"})
-NO_GRAD = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad",
-                     "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"})
 GRADCHECK = frozenset({"torch.autograd.gradcheck", "torch.autograd.gradgradcheck",
                        "torch.autograd.gradcheck.gradcheck", "torch.autograd.gradcheck.gradgradcheck",
                        "torch.testing._internal.common_utils.gradcheck"})
