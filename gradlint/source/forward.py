@@ -402,107 +402,71 @@ class ForwardInterpreter(_Walker):
             return p  # adding a bias or a positional table leaves the gradient's scale alone
         return self.fm.eval(e, self._numeric_env())
 
-    def assign(self, target: cst.BaseExpression, value: Any) -> None:
-        if isinstance(target, cst.Name):
-            self.env[target.value] = value
-        elif isinstance(target, (cst.Tuple, cst.List)):
-            elements = [el.value for el in target.elements]
-            if isinstance(value, ListVal) and len(value.items) >= len(elements):
-                for t, v in zip(elements, value.items):
-                    self.assign(t, v)
-            elif isinstance(value, PathVal):
-                for t in elements:
-                    self.assign(t, PathVal(value.root, value.nodes + (Opaque("", "tuple"),)))
-            else:
-                for t in elements:
-                    self.assign(t, UNKNOWN)
+    # -- statements: the walker (engine/interp.py) with forward's values --------------------------
+    evaluate = ev
 
-    def stmt(self, stmt: cst.CSTNode) -> None:
-        if isinstance(stmt, cst.SimpleStatementLine):
-            for small in stmt.body:
-                if isinstance(small, cst.Assign):
-                    v = self.ev(small.value)
-                    for t in small.targets:
-                        self.assign(t.target, v)
-                elif isinstance(small, cst.AnnAssign) and small.value is not None:
-                    self.assign(small.target, self.ev(small.value))
-                elif isinstance(small, cst.AugAssign):
-                    cur = self.ev(small.target)
-                    val = self.ev(small.value)
-                    if isinstance(small.operator, (cst.AddAssign, cst.SubtractAssign)) and isinstance(cur, PathVal) and isinstance(val, PathVal):
-                        self.assign(small.target, _add(cur, val))
-                    elif isinstance(cur, PathVal):
-                        if isinstance(val, PathVal):
-                            self.assign(small.target, self.product(cur, val, small.operator))
-                        else:
-                            self.assign(small.target, cur)
-                    else:
-                        self.assign(small.target, UNKNOWN)
-                elif isinstance(small, cst.Return):
-                    self.returns.append(self.ev(small.value) if small.value is not None else UNKNOWN)
-                    self.done = True
-                elif isinstance(small, cst.Expr):
-                    self.ev(small.value)
-        elif isinstance(stmt, cst.For):
-            self.for_loop(stmt)
-        elif isinstance(stmt, cst.If):
-            self.if_stmt(stmt)
-        elif isinstance(stmt, (cst.With, cst.Try)):
-            self.block(stmt.body)
-        elif isinstance(stmt, cst.While):
-            before = dict(self.env)
-            self.block(stmt.body)
-            self.done = False
-            for k, v in list(self.env.items()):
-                if before.get(k) is not v and isinstance(v, PathVal):
-                    self.env[k] = PathVal(v.root, v.nodes + (Opaque("", "while loop"),))
+    def bind_name(self, name: str, value: Any) -> None:
+        self.env[name] = value
 
-    def for_loop(self, stmt: cst.For) -> None:
+    def unpack(self, value: Any, count: int) -> list | None:
+        return value.items[:count] if isinstance(value, ListVal) and len(value.items) >= count else None
+
+    def unpacked(self, value: Any) -> Any:
+        # `a, b = f(x)`: each part is the tensor through an op the IR does not follow
+        return PathVal(value.root, value.nodes + (Opaque("", "tuple"),)) if isinstance(value, PathVal) else UNKNOWN
+
+    def augmented(self, small: cst.AugAssign, cur: Any, val: Any) -> Any:
+        if isinstance(small.operator, (cst.AddAssign, cst.SubtractAssign)) and isinstance(cur, PathVal) and isinstance(val, PathVal):
+            return _add(cur, val)
+        if isinstance(cur, PathVal):
+            return self.product(cur, val, small.operator) if isinstance(val, PathVal) else cur
+        return UNKNOWN
+
+    def on_return(self, small: cst.Return, value: Any) -> None:
+        self.returns.append(value if small.value is not None else UNKNOWN)
+
+    def raise_stmt(self, small: cst.Raise) -> None:
+        pass
+
+    def assert_stmt(self, small: cst.Assert) -> None:
+        pass
+
+    def while_stmt(self, stmt: cst.While) -> None:
+        self.loop_body(stmt)
+
+    def loop_items(self, stmt: cst.For) -> list | None:
         env = self._numeric_env()
         for k, v in self.env.items():
             env[k] = v
         try:
-            seq = self.fm._iterable(stmt.iter, env)
+            return self.fm._iterable(stmt.iter, env)
         except Exhausted:
-            seq = None
-        if seq is None:
-            # an iterable we cannot see: whatever the loop changes becomes opaque
-            before = dict(self.env)
-            self.fm._bind(stmt.target, UNKNOWN, self.env)
-            self.block(stmt.body)
-            self.done = False
-            for k, v in list(self.env.items()):
-                if before.get(k) is not v and isinstance(v, PathVal):
-                    self.env[k] = PathVal(v.root, J.common_prefix(v.nodes, before[k].nodes) if isinstance(before.get(k), PathVal) else v.nodes)
-                    self.env[k] = PathVal(v.root, self.env[k].nodes + (Opaque("", "loop of unknown length"),))
-            return
-        for item in seq:
-            self.fm._bind(stmt.target, item, self.env)
-            self.block(stmt.body)
-            if self.done:
-                return
+            return None
 
-    def if_stmt(self, stmt: cst.If) -> None:
+    def join_loop(self, stmt: cst.For | cst.While, before: dict) -> None:
+        # an iterable we cannot see: whatever the loop changes becomes opaque
+        self.done = False
+        for k, v in list(self.env.items()):
+            if before.get(k) is not v and isinstance(v, PathVal):
+                if isinstance(stmt, cst.While):
+                    self.env[k] = PathVal(v.root, v.nodes + (Opaque("", "while loop"),))
+                    continue
+                self.env[k] = PathVal(v.root, J.common_prefix(v.nodes, before[k].nodes) if isinstance(before.get(k), PathVal) else v.nodes)
+                self.env[k] = PathVal(v.root, self.env[k].nodes + (Opaque("", "loop of unknown length"),))
+
+    def condition(self, stmt: cst.If) -> bool | None:
         cond = _truth(self.fm.eval(stmt.test, self._numeric_env()))
-        if cond is None:
-            cond = self.low.decide(stmt)
-        if cond is not None:
-            if cond:
-                self.block(stmt.body)
-            elif stmt.orelse is not None:
-                self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
-            return
-        before = dict(self.env)
-        self.block(stmt.body)
-        body_done = self.done
-        self.done = False
-        after_body = self.env
+        return cond if cond is not None else self.low.decide(stmt)
+
+    def restore(self, before: dict) -> None:
         self.env = dict(before)
-        if stmt.orelse is not None:
-            self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
-        else_done = self.done
-        self.done = False
-        after_else = self.env
+
+    def settle(self, before: dict) -> tuple:
+        done, self.done = self.done, False
+        return self.env, done
+
+    def join_branches(self, stmt: cst.CSTNode, before: dict, first: tuple, second: tuple) -> None:
+        (after_body, body_done), (after_else, else_done) = first, second
         if body_done and else_done:
             self.done = True
             return

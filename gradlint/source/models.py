@@ -29,6 +29,7 @@ from gradlint.model.ir import (
 from gradlint.source import catalog as C
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_ITEMS, MAX_SAME_CLASS, MAX_UNROLL, Exhausted, Meter, bounded, checked_range, fold
+from gradlint.source.engine.interp import StatementWalker, else_body
 from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.values import int_literal as _literal_int
 from gradlint.source.engine.values import is_number as _num
@@ -1152,24 +1153,31 @@ def _walk_classes(module: cst.Module):
             stack.extend(node.body.body)
 
 
-class _Walker:
-    """Statement dispatch shared by the two interpreters: run a block until a return."""
+class _Walker(StatementWalker):
+    """What the two interpreters of a module (__init__ and forward) walk alike: the file's
+    budget, unknown values, and the statements neither follows (a `with` runs its body only, a
+    `try` its body only: the handlers are the failure case, `match` not at all)."""
 
-    done: bool
     fm: FileModel
 
-    def block(self, body: Any) -> None:
-        stmts = body.body if hasattr(body, "body") and not isinstance(body, list) else body
-        if isinstance(stmts, cst.BaseSuite):
-            stmts = stmts.body
-        for stmt in stmts:
-            if self.done:
-                return
-            self.fm.meter.step()
-            self.stmt(stmt)
+    @property
+    def meter(self) -> Meter:
+        return self.fm.meter
 
-    def stmt(self, stmt: cst.CSTNode) -> None:
-        raise NotImplementedError
+    def unknown(self) -> Any:
+        return UNKNOWN
+
+    def with_stmt(self, stmt: cst.With) -> None:
+        self.block(stmt.body)
+
+    def try_stmt(self, stmt: cst.Try | cst.TryStar) -> None:
+        self.block(stmt.body)
+
+    def match_stmt(self, stmt: cst.Match) -> None:
+        pass
+
+    def fork(self) -> dict:
+        return dict(self.env)
 
 
 class _InitInterpreter(_Walker):
@@ -1190,74 +1198,63 @@ class _InitInterpreter(_Walker):
     def ev(self, e: cst.BaseExpression) -> Any:
         return self.fm.eval(e, self.env)
 
-    def stmt(self, stmt: cst.CSTNode) -> None:
-        if isinstance(stmt, cst.SimpleStatementLine):
-            for small in stmt.body:
-                self.small(small)
-        elif isinstance(stmt, cst.For):
-            self.for_loop(stmt)
-        elif isinstance(stmt, cst.If):
-            self.if_stmt(stmt)
-        elif isinstance(stmt, (cst.With, cst.Try)):
-            self.block(stmt.body)
-        elif isinstance(stmt, cst.IndentedBlock):
-            self.block(stmt)
+    evaluate = ev
+
+    def while_stmt(self, stmt: cst.While) -> None:
+        """Not followed in __init__: what it builds stays out of the model."""
 
     def set_attr(self, name: str, value: Any) -> None:
         self.env["self." + name] = value
         if self.inst is not None:
             self.inst.attrs[name] = value
 
-    def assign(self, target: cst.BaseExpression, value: Any) -> None:
-        if isinstance(target, cst.Name):
-            self.env[target.value] = value
-        elif isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) and target.value.value == "self":
-            self.set_attr(target.attr.value, value)
-        elif isinstance(target, (cst.Tuple, cst.List)):
-            elements = [el.value for el in target.elements]
-            if isinstance(value, ListVal) and len(value.items) == len(elements):
-                for t, v in zip(elements, value.items):
-                    self.assign(t, v)
-            else:
-                for t in elements:
-                    self.assign(t, UNKNOWN)
-        elif isinstance(target, cst.Attribute):
-            # `m.weight = nn.Parameter(...)` replaces a tensor: its init is no longer the default.
-            owner = self.ev(target.value)
-            if isinstance(owner, (Ctor, AnyModule)) and target.attr.value in ("weight", "bias"):
-                self.record_init(TensorRef(owner, target.attr.value), InitSpec("unknown", origin=None))
+    def bind_name(self, name: str, value: Any) -> None:
+        self.env[name] = value
 
-    def small(self, small: cst.BaseSmallStatement) -> None:
-        if isinstance(small, cst.Assign):
-            value = self.ev(small.value)
-            for t in small.targets:
-                self.assign(t.target, value)
-        elif isinstance(small, cst.AnnAssign) and small.value is not None:
-            self.assign(small.target, self.ev(small.value))
-        elif isinstance(small, cst.AugAssign):
-            cur = self.ev(small.target)
-            val = self.ev(small.value)
-            if isinstance(cur, ListVal) and isinstance(small.operator, cst.AddAssign):
-                cur.items.extend(val.items if isinstance(val, ListVal) else [UNKNOWN])
-            elif isinstance(cur, Ctor) and cur.items is not None and isinstance(small.operator, cst.AddAssign):
-                cur.items.extend(val.items if isinstance(val, ListVal) else [UNKNOWN])
-            elif _num(cur) and _num(val):
-                op_text = _AUG_FOLDED.get(type(small.operator))
-                folded = fold(op_text, cur, val) if op_text is not None else None
-                self.assign(small.target, UNKNOWN if folded is None else folded)
-            else:
-                self.assign(small.target, UNKNOWN)
-        elif isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
+    def bind_attribute(self, target: cst.Attribute, value: Any) -> None:
+        if isinstance(target.value, cst.Name) and target.value.value == "self":
+            self.set_attr(target.attr.value, value)
+            return
+        # `m.weight = nn.Parameter(...)` replaces a tensor: its init is no longer the default.
+        owner = self.ev(target.value)
+        if isinstance(owner, (Ctor, AnyModule)) and target.attr.value in ("weight", "bias"):
+            self.record_init(TensorRef(owner, target.attr.value), InitSpec("unknown", origin=None))
+
+    def unpack(self, value: Any, count: int) -> list | None:
+        return value.items if isinstance(value, ListVal) and len(value.items) == count else None
+
+    def aug_assign_stmt(self, small: cst.AugAssign) -> None:
+        cur = self.ev(small.target)
+        val = self.ev(small.value)
+        if isinstance(cur, ListVal) and isinstance(small.operator, cst.AddAssign):
+            cur.items.extend(val.items if isinstance(val, ListVal) else [UNKNOWN])
+        elif isinstance(cur, Ctor) and cur.items is not None and isinstance(small.operator, cst.AddAssign):
+            cur.items.extend(val.items if isinstance(val, ListVal) else [UNKNOWN])
+        elif _num(cur) and _num(val):
+            op_text = _AUG_FOLDED.get(type(small.operator))
+            folded = fold(op_text, cur, val) if op_text is not None else None
+            self.assign(small.target, UNKNOWN if folded is None else folded)
+        else:
+            self.assign(small.target, UNKNOWN)
+
+    def expr_stmt(self, small: cst.Expr) -> None:
+        if isinstance(small.value, cst.Call):
             self.call_stmt(small.value)
-        elif isinstance(small, cst.Raise) or isinstance(small, cst.Assert) and _truth(self.ev(small.test)) is False:
-            # A configuration that is refused: a branch that reaches this builds nothing.
+
+    def raise_stmt(self, small: cst.Raise) -> None:
+        # A configuration that is refused: a branch that reaches this builds nothing.
+        self.raised = self.done = True
+
+    def assert_stmt(self, small: cst.Assert) -> None:
+        if _truth(self.ev(small.test)) is False:
             self.raised = self.done = True
-        elif isinstance(small, cst.Return):
-            value = self.ev(small.value) if small.value is not None else None
-            for key, earlier in reversed(self.early):
-                value = _alt(key, (earlier, value)) if _module_like(earlier) and _module_like(value) else UNKNOWN
-            self.returned = value
-            self.done = self.has_returned = True
+
+    def return_stmt(self, small: cst.Return) -> None:
+        value = self.ev(small.value) if small.value is not None else None
+        for key, earlier in reversed(self.early):
+            value = _alt(key, (earlier, value)) if _module_like(earlier) and _module_like(value) else UNKNOWN
+        self.returned = value
+        self.done = self.has_returned = True
 
     def call_stmt(self, call: cst.Call) -> None:
         func = call.func
@@ -1434,17 +1431,16 @@ class _InitInterpreter(_Walker):
         sub = _InitInterpreter(self.fm, scope, inst)
         sub.block(fn.body)
 
-    def for_loop(self, stmt: cst.For) -> None:
+    def for_stmt(self, stmt: cst.For) -> None:
         it = stmt.iter
         # for m in self.modules(): isinstance dispatch
         if isinstance(it, cst.Call) and isinstance(it.func, cst.Attribute) and it.func.attr.value in ("modules", "children", "named_modules", "named_children"):
             named = it.func.attr.value.startswith("named_")
-            scope = self.env
             if named and isinstance(stmt.target, cst.Tuple) and len(stmt.target.elements) == 2:
-                self.fm._bind(stmt.target.elements[0].value, UNKNOWN, scope)
-                self.fm._bind(stmt.target.elements[1].value, AnyModule(), scope)
+                self.assign_target(stmt.target.elements[0].value, UNKNOWN)
+                self.assign_target(stmt.target.elements[1].value, AnyModule())
             elif not named:
-                self.fm._bind(stmt.target, AnyModule(), scope)
+                self.assign_target(stmt.target, AnyModule())
             else:
                 return
             self.block(stmt.body)
@@ -1459,22 +1455,20 @@ class _InitInterpreter(_Walker):
                 elif self.inst is not None:
                     self.inst.type_inits.append((order, (), "*", InitSpec("unknown", origin=self.fm.src.span(stmt))))
             return
+        super().for_stmt(stmt)
+
+    def loop_items(self, stmt: cst.For) -> list | None:
         try:
-            seq = self.fm._iterable(it, self.env)
+            return self.fm._iterable(stmt.iter, self.env)
         except Exhausted:  # too long to unroll: as if its length were unknown
-            seq = None
-        if seq is None:
-            # Unknown trip count: effects on lists become unknown, conservatively.
-            before = _snapshot(self.env)
-            self.fm._bind(stmt.target, UNKNOWN, self.env)
-            self.block(stmt.body)
-            _poison_changed(self.env, before)
-            return
-        for item in seq:
-            self.fm._bind(stmt.target, item, self.env)
-            self.block(stmt.body)
-            if self.done:
-                return
+            return None
+
+    def fork_loop(self) -> dict:
+        return _snapshot(self.env)
+
+    def join_loop(self, stmt: cst.For | cst.While, before: dict) -> None:
+        # Unknown trip count: effects on lists become unknown, conservatively.
+        _poison_changed(self.env, before)
 
     def if_stmt(self, stmt: cst.If) -> None:
         test = self._isinstance_test(stmt.test)
@@ -1486,44 +1480,42 @@ class _InitInterpreter(_Walker):
             self.env[var] = saved
             if stmt.orelse is not None:
                 self.env[var] = saved
-                self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
+                self.block(else_body(stmt))
                 self.env[var] = saved
             return
-        cond = _truth(self.ev(stmt.test))
-        if cond is not None:
-            if cond:
-                self.block(stmt.body)
-            elif stmt.orelse is not None:
-                self.block(stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
-            return
-        self.both_branches(stmt)
+        super().if_stmt(stmt)
 
-    def both_branches(self, stmt: cst.If) -> None:
-        """An `if` whose condition is not known at construction: each branch runs from the same
-        state. Where they built different modules, or appended different layers to a list, the
-        value is an Alt (one forward path per choice); any other value they disagree on becomes
-        unknown. A module attribute only one branch sets is kept (it exists on some configuration)."""
+    def condition(self, stmt: cst.If) -> bool | None:
+        return _truth(self.ev(stmt.test))
+
+    # An `if` whose condition is not known at construction: each branch runs from the same state.
+    # Where they built different modules, or appended different layers to a list, the value is an
+    # Alt (one forward path per choice); any other value they disagree on becomes unknown. A module
+    # attribute only one branch sets is kept (it exists on some configuration).
+    def fork(self) -> tuple:
         env0 = dict(self.env)
-        attrs0 = dict(self.inst.attrs) if self.inst is not None else {}
         lists = {id(v): (v, list(v.items)) for v in env0.values()
                  if isinstance(v, ListVal) or isinstance(v, Ctor) and v.items is not None}
-        returned0 = self.returned
-        outcomes = []
-        for body in (stmt.body, None if stmt.orelse is None else
-                     stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse]):
-            self.env.clear()
-            self.env.update(env0)
-            if self.inst is not None:
-                self.inst.attrs.clear()
-                self.inst.attrs.update(attrs0)
-            for obj, items in lists.values():
-                obj.items[:] = items
-            self.returned, self.done, self.raised = returned0, False, False
-            if body is not None:
-                self.block(body)
-            outcomes.append((dict(self.env), dict(self.inst.attrs) if self.inst is not None else {},
-                             {k: list(obj.items) for k, (obj, _) in lists.items()}, self.returned, self.done,
-                             self.raised))
+        return env0, dict(self.inst.attrs) if self.inst is not None else {}, lists, self.returned
+
+    def restore(self, state: tuple) -> None:
+        env0, attrs0, lists, returned0 = state
+        self.env.clear()
+        self.env.update(env0)
+        if self.inst is not None:
+            self.inst.attrs.clear()
+            self.inst.attrs.update(attrs0)
+        for obj, items in lists.values():
+            obj.items[:] = items
+        self.returned, self.done, self.raised = returned0, False, False
+
+    def settle(self, state: tuple) -> tuple:
+        return (dict(self.env), dict(self.inst.attrs) if self.inst is not None else {},
+                {k: list(obj.items) for k, (obj, _) in state[2].items()}, self.returned, self.done, self.raised)
+
+    def join_branches(self, stmt: cst.CSTNode, state: tuple, first: tuple, second: tuple) -> None:
+        env0, attrs0, lists, returned0 = state
+        outcomes = [first, second]
         if outcomes[0][5] != outcomes[1][5]:
             # One branch refuses the configuration (raise, assert False): the other one is taken.
             env_a, attrs_a, lists_a, ret_a, done_a, _ = outcomes[1] if outcomes[0][5] else outcomes[0]
