@@ -23,6 +23,7 @@ from gradlint.source.budget import MAX_EXPR_DEPTH
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.fold import number
+from gradlint.source.engine.interp import StatementWalker
 from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import NO_GRAD, dotted
@@ -556,7 +557,7 @@ def _all_none(node: cst.BaseExpression) -> bool:
     return False
 
 
-class FunctionWalk:
+class FunctionWalk(StatementWalker):
     """Walks one function body in order, keeping the environment of abstract values."""
 
     def __init__(self, x: Extractor, name: str, cls: ClassCtx | None, *, quiet: bool,
@@ -616,130 +617,104 @@ class FunctionWalk:
 
     def walk(self, stmts: Iterable[cst.CSTNode]) -> None:
         for stmt in stmts:
-            self.stmt(stmt)
+            self.statement(stmt)
         for fn in self.deferred:
             FunctionWalk(self.x, fn.name.value, None,
                          quiet=self.quiet or quiet_function(fn.name.value)).run_function(fn)
         self.deferred = []
 
-    # -- statements ----------------------------------------------------------------------------
-    def stmt(self, node: cst.CSTNode) -> None:
-        if isinstance(node, cst.SimpleStatementLine):
-            for small in node.body:
-                self.small(small)
-        elif isinstance(node, cst.SimpleStatementSuite):
-            for small in node.body:
-                self.small(small)
-        elif isinstance(node, cst.FunctionDef):
-            if self.cls is None and self.name == "<module>":
-                self.module_defs.append(node)
-            else:
-                self.deferred.append(node)
-        elif isinstance(node, cst.ClassDef):
-            if self.name == "<module>":
-                self.module_defs.append(node)
-            else:
-                self.x.walk_class(node, self.quiet)
-        elif isinstance(node, cst.If):
-            self.ev(node.test)
-            before = dict(self.env)
-            self.block(node.body)
-            after_body = self.env
-            self.env = dict(before)
-            if node.orelse is not None:
-                if isinstance(node.orelse, cst.If):
-                    self.stmt(node.orelse)
-                else:
-                    self.block(node.orelse.body)
-            self.env = merge_env(after_body, self.env)
-        elif isinstance(node, cst.For):
-            it = self.ev(node.iter)
-            self._bind_loop_target(node.target, node.iter, it)
-            before = dict(self.env)
-            self.block(node.body)
-            self.env = merge_env(before, self.env)
-            if node.orelse is not None:
-                self.block(node.orelse.body)
-        elif isinstance(node, cst.While):
-            self.ev(node.test)
-            before = dict(self.env)
-            self.block(node.body)
-            self.env = merge_env(before, self.env)
-            if node.orelse is not None:
-                self.block(node.orelse.body)
-        elif isinstance(node, cst.With):
-            entered = 0
-            for item in node.items:
-                expr = item.item
-                func = expr.func if isinstance(expr, cst.Call) else expr
-                names = self.x.q(func)
-                if not names.isdisjoint(NO_GRAD) or (
-                        "torch.set_grad_enabled" in names and isinstance(expr, cst.Call) and expr.args
-                        and isinstance(expr.args[0].value, cst.Name) and expr.args[0].value.value == "False"):
-                    entered += 1
-                else:
-                    val = self.ev(expr)
-                    if item.asname is not None:
-                        self.bind(item.asname.name, val)
-            self.nograd += entered
-            self.block(node.body)
-            self.nograd -= entered
-        elif isinstance(node, cst.Try):
-            self.block(node.body)
-            for h in node.handlers:
-                self.block(h.body)
-            if node.orelse is not None:
-                self.block(node.orelse.body)
-            if node.finalbody is not None:
-                self.block(node.finalbody.body)
-        elif isinstance(node, cst.Match):
-            self.ev(node.subject)
-            for case in node.cases:
-                self.block(case.body)
-        elif hasattr(node, "body") and isinstance(getattr(node, "body"), cst.BaseSuite):
-            self.block(node.body)
+    # -- statements: the walker (engine/interp.py) over V ----------------------------------------
+    # No condition is decided and a `return` does not end the walk: a hazard is a fact of every
+    # path that reaches it, and values join where paths meet (`merge_env`).
+    def evaluate(self, node: cst.BaseExpression) -> V:
+        return self.ev(node)
 
-    def block(self, body: cst.BaseSuite) -> None:
-        for s in suite(body):
-            self.stmt(s)
+    def unknown(self) -> V:
+        return UNKNOWN
 
-    def small(self, node: cst.BaseSmallStatement) -> None:
-        if isinstance(node, cst.Assign):
-            val = self.ev(node.value)
-            if isinstance(node.value, cst.Attribute) and node.value.attr.value == "apply" and isinstance(
-                    node.value.value, cst.Name) and node.value.value.value in self.x.autograd_classes:
-                for t in node.targets:
-                    if isinstance(t.target, cst.Name):
-                        self.x.aliases.append((t.target.value, node.value.value.value))
-            for t in node.targets:
-                self.assign_target(t.target, val, node.value)
-        elif isinstance(node, cst.AnnAssign):
-            if node.value is not None:
-                val = self.ev(node.value)
-                self.assign_target(node.target, val, node.value)
-        elif isinstance(node, cst.AugAssign):
-            target_val = self.ev(node.target)
-            val = self.ev(node.value)
-            op = node.operator
-            if isinstance(op, cst.DivideAssign):
-                self.check_divide(node, target_val, val, node.value)
-            result = self.binop_value(_AUG.get(type(op)), target_val, val, node.target, node.value, node)
-            self.assign_target(node.target, result, None)
-        elif isinstance(node, cst.Expr):
-            self.ev(node.value)
-        elif isinstance(node, cst.Return):
-            if node.value is not None:
-                val = self.ev(node.value)
-                self.returns.append(None if isinstance(node.value, cst.Tuple) else val)
-                self.return_nodes.append(node)
-            else:
-                self.returns.append(None)
-        elif isinstance(node, cst.Del):
-            pass
+    def function_def(self, node: cst.FunctionDef) -> None:
+        if self.cls is None and self.name == "<module>":
+            self.module_defs.append(node)
         else:
-            for child in node.children:
-                if isinstance(child, cst.BaseExpression):
-                    self.ev(child)
+            self.deferred.append(node)
+
+    def class_def(self, node: cst.ClassDef) -> None:
+        if self.name == "<module>":
+            self.module_defs.append(node)
+        else:
+            self.x.walk_class(node, self.quiet)
+
+    def condition(self, stmt: cst.If) -> bool | None:
+        self.ev(stmt.test)
+        return None
+
+    def fork(self) -> dict[str, V]:
+        return dict(self.env)
+
+    def restore(self, before: dict[str, V]) -> None:
+        self.env = dict(before)
+
+    def settle(self, before: dict[str, V]) -> dict[str, V]:
+        return self.env
+
+    def join_branches(self, stmt: cst.CSTNode, before: dict, first: dict[str, V], second: dict[str, V]) -> None:
+        self.env = merge_env(first, second)
+
+    def join_loop(self, stmt: cst.For | cst.While, before: dict[str, V]) -> None:
+        self.env = merge_env(before, self.env)
+
+    def for_stmt(self, node: cst.For) -> None:
+        it = self.ev(node.iter)
+        self._bind_loop_target(node.target, node.iter, it)
+        self.loop_body(node)
+        self.loop_else(node)
+
+    def with_stmt(self, node: cst.With) -> None:
+        entered = 0
+        for item in node.items:
+            expr = item.item
+            func = expr.func if isinstance(expr, cst.Call) else expr
+            names = self.x.q(func)
+            if not names.isdisjoint(NO_GRAD) or (
+                    "torch.set_grad_enabled" in names and isinstance(expr, cst.Call) and expr.args
+                    and isinstance(expr.args[0].value, cst.Name) and expr.args[0].value.value == "False"):
+                entered += 1
+            else:
+                val = self.ev(expr)
+                if item.asname is not None:
+                    self.bind(item.asname.name, val)
+        self.nograd += entered
+        self.block(node.body)
+        self.nograd -= entered
+
+    def assign_stmt(self, node: cst.Assign) -> None:
+        val = self.ev(node.value)
+        if isinstance(node.value, cst.Attribute) and node.value.attr.value == "apply" and isinstance(
+                node.value.value, cst.Name) and node.value.value.value in self.x.autograd_classes:
+            for t in node.targets:
+                if isinstance(t.target, cst.Name):
+                    self.x.aliases.append((t.target.value, node.value.value.value))
+        for t in node.targets:
+            self.assign(t.target, val, node.value)
+
+    def augmented(self, node: cst.AugAssign, target_val: V, val: V) -> V:
+        op = node.operator
+        if isinstance(op, cst.DivideAssign):
+            self.check_divide(node, target_val, val, node.value)
+        return self.binop_value(_AUG.get(type(op)), target_val, val, node.target, node.value, node)
+
+    def return_stmt(self, node: cst.Return) -> None:
+        if node.value is not None:
+            val = self.ev(node.value)
+            self.returns.append(None if isinstance(node.value, cst.Tuple) else val)
+            self.return_nodes.append(node)
+        else:
+            self.returns.append(None)
+
+    def other_small(self, node: cst.BaseSmallStatement) -> None:
+        for child in node.children:
+            if isinstance(child, cst.BaseExpression):
+                self.ev(child)
 
     def _bind_loop_target(self, target: cst.BaseAssignTargetExpression, it_node: cst.BaseExpression, it: V) -> None:
         module_iter = False
@@ -759,19 +734,20 @@ class FunctionWalk:
         self.bind(target, UNKNOWN)
 
     def bind(self, target: cst.BaseExpression, val: V) -> None:
-        if isinstance(target, cst.Name):
-            self.env[target.value] = val
-        elif isinstance(target, cst.Tuple | cst.List):
-            for el in target.elements:
-                self.bind(el.value, UNKNOWN)
-        elif isinstance(target, cst.StarredElement):
-            self.bind(target.value, UNKNOWN)
-        else:
-            key = dotted(target)
-            if key:
-                self.env[key] = val
+        """A target of a comprehension, a walrus or a loop gets `val` (a tuple's items: unknown)."""
+        self.assign_target(target, val)
 
-    def assign_target(self, target: cst.BaseExpression, val: V, value_node: cst.BaseExpression | None) -> None:
+    def bind_name(self, name: str, val: V) -> None:
+        self.env[name] = val
+
+    def bind_attribute(self, target: cst.BaseExpression, val: V) -> None:
+        key = dotted(target)
+        if key:
+            self.env[key] = val
+
+    bind_subscript = bind_attribute
+
+    def assign(self, target: cst.BaseExpression, val: V, value_node: cst.BaseExpression | None = None) -> None:
         if self.nograd and not val.nograd:
             val = replace(val, cut="torch.no_grad()", cut_span=self.x.where(value_node) if value_node else None)
         if isinstance(target, cst.Attribute):
@@ -787,9 +763,9 @@ class FunctionWalk:
         if isinstance(target, cst.Tuple | cst.List) and isinstance(value_node, cst.Tuple | cst.List) and len(
                 target.elements) == len(value_node.elements):
             for t, v in zip(target.elements, value_node.elements):
-                self.assign_target(t.value, self.memo.get(id(v.value), UNKNOWN), v.value)
+                self.assign(t.value, self.memo.get(id(v.value), UNKNOWN), v.value)
             return
-        self.bind(target, val)
+        self.assign_target(target, val)
 
     def requires_grad_set(self, holder: cst.BaseExpression, value_node: cst.BaseExpression | None,
                           where: Where) -> None:

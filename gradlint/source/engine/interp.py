@@ -157,8 +157,8 @@ class StatementWalker:
                 part = self.unpacked(value)
                 for t in elements:
                     self.assign_target(t, part)
-        elif isinstance(target, cst.StarredElement):  # inside a tuple target: `value` is its part
-            self.assign_target(target.value, value)
+        elif isinstance(target, cst.StarredElement):
+            self.assign_target(target.value, self.unpacked(value))
 
     def bind_name(self, name: str, value: Any) -> None:
         raise NotImplementedError
