@@ -21,6 +21,7 @@ from gradlint.facts.training import (Assign, Block, Event, Function, Stmt, Train
 from gradlint.findings import SourceSpan
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.fold import number as _number
+from gradlint.source.engine.interp import StatementWalker
 from gradlint.source.engine.walk import evaluated_children as _children
 from gradlint.source.engine.walk import headers as _headers
 from gradlint.source.engine.walk import suite as _suite
@@ -259,7 +260,10 @@ _RELEVANT = re.compile(r"backward|step\(|clip|zero_grad|\.grad\b|no_grad|inferen
                        r"TrainingArguments|register_hook|[Ss]caler\(")
 
 
-class _Extractor:
+class _Extractor(StatementWalker):
+    """The training-loop facts of one file: a recorder over statements that uses the engine's
+    dispatch (engine/interp.py) and keeps its own blocks (`block`, `if_block`) and events."""
+
     def __init__(self, src) -> None:
         self.src = src
         self.pre = _PrePass()
@@ -470,89 +474,115 @@ class _Extractor:
                                parent=ctx.parent_stmt))
         return sid
 
+    # The engine's statement dispatch (engine/interp.py) with the recorder's context: a simple
+    # line's handler gets (block id, index, ctx), a compound statement's (its Stmt id, ctx, block
+    # id, index) once it is recorded. Each handler returns the items it adds to the block.
     def statement(self, stmt: cst.CSTNode, bid: int, index: int, ctx: "_Ctx") -> list:
-        out: list[Block | Event] = []
         if isinstance(stmt, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
-            assigned: list[str] = []
-            for small in stmt.body:
-                if isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
-                    targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
-                    for t in targets:
-                        assigned.extend(n.split(".")[0] for n in _target_texts(t))
-            sid = self.record_stmt(stmt, bid, index, ctx, assigned, _names_in(stmt))
-            for small in stmt.body:
-                out.extend(self.small(small, sid, ctx))
-            return out
+            return super().statement(stmt, bid, index, ctx)
         sid = self.record_stmt(stmt, bid, index, ctx)
-        outer = ctx
+        return super().statement(stmt, sid, ctx, bid, index)
+
+    def simple_line(self, stmt: cst.SimpleStatementLine | cst.SimpleStatementSuite, bid: int, index: int,
+                    ctx: "_Ctx") -> list:
+        out: list[Block | Event] = []
+        assigned: list[str] = []
+        for small in stmt.body:
+            if isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
+                targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
+                for t in targets:
+                    assigned.extend(n.split(".")[0] for n in _target_texts(t))
+        sid = self.record_stmt(stmt, bid, index, ctx, assigned, _names_in(stmt))
+        for small in stmt.body:
+            out.extend(self.small(small, sid, ctx))
+        return out
+
+    def other_statement(self, stmt: cst.CSTNode, *context) -> list:
+        return []
+
+    def if_stmt(self, stmt: cst.If, sid: int, ctx: "_Ctx", *_) -> list:
+        return [self.if_block(stmt, sid, ctx)]
+
+    def for_stmt(self, stmt: cst.For | cst.While, sid: int, ctx: "_Ctx", *_) -> list:
+        out: list[Block | Event] = []
         ctx = ctx.replace(parent_stmt=sid)
-        if isinstance(stmt, cst.If):
-            return [self.if_block(stmt, sid, outer)]
-        if isinstance(stmt, (cst.For, cst.While)):
-            head = stmt.iter if isinstance(stmt, cst.For) else stmt.test
-            out.extend(self.events(head, sid, ctx))
-            out.append(self.block(_suite(stmt.body), ctx, "loop"))
-            if stmt.orelse is not None:
-                out.extend(self.block(_suite(stmt.orelse.body), ctx, "body").items)
-            return out
-        if isinstance(stmt, cst.With):
-            mode = ""
-            for item in stmt.items:
-                out.extend(self.events(item.item, sid, ctx))
-                call = item.item
-                func = call.func if isinstance(call, cst.Call) else call
-                q = self.qualify(func)
-                if not q.isdisjoint(NO_GRAD):
-                    mode = "nograd"
-                elif not q.isdisjoint(ENABLE_GRAD):
-                    mode = "enablegrad"
-                elif not q.isdisjoint(SET_GRAD_ENABLED) and isinstance(call, cst.Call) and call.args:
-                    flag = call.args[0].value
-                    if isinstance(flag, cst.Name) and flag.value in ("False", "True"):
-                        mode = "nograd" if flag.value == "False" else "enablegrad"
-            inner = ctx
-            if mode == "nograd":
-                inner = ctx.replace(nograd=True)
-            elif mode == "enablegrad":
-                inner = ctx.replace(nograd=False)
-            out.append(self.block(_suite(stmt.body), inner, "with", mode=mode))
-            return out
-        if isinstance(stmt, cst.Try) or type(stmt).__name__ == "TryStar":
-            alts = [self.block(_suite(stmt.body), ctx, "branch")]
-            for h in stmt.handlers:
-                alts.append(self.block(_suite(h.body), ctx, "branch"))
-            if stmt.orelse is not None:
-                first = alts[0]
-                alts[0] = Block("branch", first.id, first.items + self.block(_suite(stmt.orelse.body), ctx, "body").items)
-            out.append(Block("if", self.block_id(), tuple(alts), test="try"))
-            if stmt.finalbody is not None:
-                out.extend(self.block(_suite(stmt.finalbody.body), ctx, "body").items)
-            return out
-        if isinstance(stmt, cst.FunctionDef):
-            self.function(stmt, stmt.name.value, None, ctx.fid)
-            return out
-        if isinstance(stmt, cst.ClassDef):
-            cls_ctx = ctx.replace(in_class=stmt.name.value, parent_of_class=ctx.fid)
-            for inner in _suite(stmt.body):
-                if isinstance(inner, cst.FunctionDef):
-                    self.function(inner, inner.name.value, stmt.name.value, ctx.fid)
-                elif isinstance(inner, cst.ClassDef):
-                    self.statement(inner, bid, index, ctx)
-                elif isinstance(inner, cst.SimpleStatementLine):
-                    # class attributes (`optimizer = ...`) are assignments of the class body;
-                    # no finding points into them, so they get no positions
-                    saved, self._where = self._where, 0
-                    try:
-                        for small in inner.body:
-                            self.small(small, -1, cls_ctx)
-                    finally:
-                        self._where = saved
-            return out
-        if type(stmt).__name__ == "Match":
-            alts = [self.block(_suite(case.body), ctx, "branch") for case in stmt.cases]
-            out.extend(self.events(stmt.subject, sid, ctx))
-            out.append(Block("if", self.block_id(), tuple(alts), test=_text(stmt.subject)))
-            return out
+        head = stmt.iter if isinstance(stmt, cst.For) else stmt.test
+        out.extend(self.events(head, sid, ctx))
+        out.append(self.block(_suite(stmt.body), ctx, "loop"))
+        if stmt.orelse is not None:
+            out.extend(self.block(_suite(stmt.orelse.body), ctx, "body").items)
+        return out
+
+    while_stmt = for_stmt
+
+    def with_stmt(self, stmt: cst.With, sid: int, ctx: "_Ctx", *_) -> list:
+        out: list[Block | Event] = []
+        ctx = ctx.replace(parent_stmt=sid)
+        mode = ""
+        for item in stmt.items:
+            out.extend(self.events(item.item, sid, ctx))
+            call = item.item
+            func = call.func if isinstance(call, cst.Call) else call
+            q = self.qualify(func)
+            if not q.isdisjoint(NO_GRAD):
+                mode = "nograd"
+            elif not q.isdisjoint(ENABLE_GRAD):
+                mode = "enablegrad"
+            elif not q.isdisjoint(SET_GRAD_ENABLED) and isinstance(call, cst.Call) and call.args:
+                flag = call.args[0].value
+                if isinstance(flag, cst.Name) and flag.value in ("False", "True"):
+                    mode = "nograd" if flag.value == "False" else "enablegrad"
+        inner = ctx
+        if mode == "nograd":
+            inner = ctx.replace(nograd=True)
+        elif mode == "enablegrad":
+            inner = ctx.replace(nograd=False)
+        out.append(self.block(_suite(stmt.body), inner, "with", mode=mode))
+        return out
+
+    def try_stmt(self, stmt: cst.Try | cst.TryStar, sid: int, ctx: "_Ctx", *_) -> list:
+        out: list[Block | Event] = []
+        ctx = ctx.replace(parent_stmt=sid)
+        alts = [self.block(_suite(stmt.body), ctx, "branch")]
+        for h in stmt.handlers:
+            alts.append(self.block(_suite(h.body), ctx, "branch"))
+        if stmt.orelse is not None:
+            first = alts[0]
+            alts[0] = Block("branch", first.id, first.items + self.block(_suite(stmt.orelse.body), ctx, "body").items)
+        out.append(Block("if", self.block_id(), tuple(alts), test="try"))
+        if stmt.finalbody is not None:
+            out.extend(self.block(_suite(stmt.finalbody.body), ctx, "body").items)
+        return out
+
+    def function_def(self, stmt: cst.FunctionDef, sid: int, ctx: "_Ctx", *_) -> list:
+        self.function(stmt, stmt.name.value, None, ctx.fid)
+        return []
+
+    def class_def(self, stmt: cst.ClassDef, sid: int, ctx: "_Ctx", bid: int, index: int) -> list:
+        ctx = ctx.replace(parent_stmt=sid)
+        cls_ctx = ctx.replace(in_class=stmt.name.value, parent_of_class=ctx.fid)
+        for inner in _suite(stmt.body):
+            if isinstance(inner, cst.FunctionDef):
+                self.function(inner, inner.name.value, stmt.name.value, ctx.fid)
+            elif isinstance(inner, cst.ClassDef):
+                self.statement(inner, bid, index, ctx)
+            elif isinstance(inner, cst.SimpleStatementLine):
+                # class attributes (`optimizer = ...`) are assignments of the class body;
+                # no finding points into them, so they get no positions
+                saved, self._where = self._where, 0
+                try:
+                    for small in inner.body:
+                        self.small(small, -1, cls_ctx)
+                finally:
+                    self._where = saved
+        return []
+
+    def match_stmt(self, stmt: cst.Match, sid: int, ctx: "_Ctx", *_) -> list:
+        out: list[Block | Event] = []
+        ctx = ctx.replace(parent_stmt=sid)
+        alts = [self.block(_suite(case.body), ctx, "branch") for case in stmt.cases]
+        out.extend(self.events(stmt.subject, sid, ctx))
+        out.append(Block("if", self.block_id(), tuple(alts), test=_text(stmt.subject)))
         return out
 
     def if_block(self, stmt: cst.If, sid: int, ctx: "_Ctx") -> Block:
@@ -578,26 +608,35 @@ class _Extractor:
             return Block("body", self.block_id(), tuple(pre) + (block,))
         return block
 
-    def small(self, small: cst.BaseSmallStatement, sid: int, ctx: "_Ctx") -> list[Event]:
+    def assign_stmt(self, small: cst.Assign | cst.AnnAssign | cst.AugAssign, sid: int, ctx: "_Ctx") -> list[Event]:
         out: list[Event] = []
-        if isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
-            value = small.value
-            targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
-            for t in targets:
-                out.extend(self.grad_clear_target(t, sid, ctx))
-            if value is not None:
-                out.extend(self.events(value, sid, ctx))
-                if not isinstance(small, cst.AugAssign):
-                    for t in targets:
-                        for name in _target_texts(t):
-                            self.assign(name, value, ctx, small)
-        elif isinstance(small, cst.Expr):
-            out.extend(self.events(small.value, sid, ctx))
-        elif isinstance(small, cst.Del):
-            out.extend(self.grad_clear_target(small.target, sid, ctx))
-        elif isinstance(small, cst.Return) and small.value is not None:
-            out.extend(self.events(small.value, sid, ctx))
+        value = small.value
+        targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
+        for t in targets:
+            out.extend(self.grad_clear_target(t, sid, ctx))
+        if value is not None:
+            out.extend(self.events(value, sid, ctx))
+            if not isinstance(small, cst.AugAssign):
+                for t in targets:
+                    for name in _target_texts(t):
+                        self.assign(name, value, ctx, small)
         return out
+
+    ann_assign_stmt = aug_assign_stmt = assign_stmt
+
+    def expr_stmt(self, small: cst.Expr, sid: int, ctx: "_Ctx") -> list[Event]:
+        return self.events(small.value, sid, ctx)
+
+    def del_stmt(self, small: cst.Del, sid: int, ctx: "_Ctx") -> list[Event]:
+        return self.grad_clear_target(small.target, sid, ctx)
+
+    def return_stmt(self, small: cst.Return, sid: int, ctx: "_Ctx") -> list[Event]:
+        return self.events(small.value, sid, ctx) if small.value is not None else []
+
+    def other_small(self, small: cst.BaseSmallStatement, *context) -> list[Event]:
+        return []
+
+    raise_stmt = assert_stmt = other_small
 
     def grad_clear_target(self, target: cst.BaseExpression, sid: int, ctx: "_Ctx") -> list[Event]:
         out = []

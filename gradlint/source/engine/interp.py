@@ -32,7 +32,7 @@ _STATEMENTS: dict[type, str] = {
     cst.Match: "match_stmt",
     cst.FunctionDef: "function_def",
     cst.ClassDef: "class_def",
-    cst.IndentedBlock: "block",
+    cst.IndentedBlock: "indented_block",
 }
 # small statement kind -> the handler's name; a kind missing here goes to `other_small`
 _SMALL: dict[type, str] = {
@@ -99,10 +99,13 @@ class StatementWalker:
         for small in stmt.body:
             self.small(small)
 
-    def other_statement(self, stmt: cst.CSTNode) -> None:
+    def indented_block(self, stmt: cst.IndentedBlock) -> None:
+        self.block(stmt)
+
+    def other_statement(self, stmt: cst.CSTNode, *context: Any) -> Any:
         pass
 
-    def other_small(self, small: cst.BaseSmallStatement) -> None:
+    def other_small(self, small: cst.BaseSmallStatement, *context: Any) -> Any:
         """`pass`, `global`, `import`, `break`, `continue`...: nothing a value flows through."""
 
     # -- the value domain (hooks) --------------------------------------------------------------
