@@ -212,3 +212,146 @@ def test_bind_leaves_open_what_an_unexpanded_star_may_give():
     assert b.values == {"a": "A"} and b.open == {"b"} and set(b.defaults) == {"c"} and b.rest is None
     b = bind(params, [], {}, open_keywords=True)
     assert b.open == {"a", "b", "c"} and b.rest_keywords is None and b.rest == ()
+
+
+# -- the statement walker (engine/interp.py) ----------------------------------------------------
+
+from gradlint.source.budget import Exhausted, Meter  # noqa: E402
+from gradlint.source.engine.interp import StatementWalker  # noqa: E402
+from gradlint.source.engine.values import UNKNOWN  # noqa: E402
+
+
+class Toy(StatementWalker):
+    """A client of the walker over plain values: numbers fold, lists unpack, names bind."""
+
+    def __init__(self, env=None, meter=None):
+        self.env = dict(env or {})
+        self.meter = meter
+        self.attrs: dict = {}
+        self.items: dict = {}
+        self.returns: list = []
+        self.calls: list[str] = []
+
+    def evaluate(self, e):
+        if isinstance(e, (cst.Integer, cst.Float, cst.BinaryOperation, cst.UnaryOperation)):
+            v = constant(e, self.env)
+            return UNKNOWN if v is None else v
+        if isinstance(e, cst.Name):
+            return {"True": True, "False": False, "None": None}.get(e.value, self.env.get(e.value, UNKNOWN))
+        if isinstance(e, (cst.List, cst.Tuple)):
+            return [self.evaluate(el.value) for el in e.elements]
+        if isinstance(e, cst.Comparison) and len(e.comparisons) == 1:
+            a, b = self.evaluate(e.left), self.evaluate(e.comparisons[0].comparator)
+            op = type(e.comparisons[0].operator)
+            if is_number(a) and is_number(b) and op in (cst.GreaterThan, cst.Equal):
+                return a > b if op is cst.GreaterThan else a == b
+            return UNKNOWN
+        if isinstance(e, cst.Call):
+            self.calls.append(text(e.func))
+        return UNKNOWN
+
+    def bind_name(self, name, value):
+        self.env[name] = value
+
+    def bind_attribute(self, target, value):
+        self.attrs[text(target)] = value
+
+    def bind_subscript(self, target, value):
+        self.items[text(target)] = value
+
+    def unpack(self, value, count):
+        return value if isinstance(value, list) and len(value) == count else None
+
+    def augmented(self, small, current, value):
+        return current + value if is_number(current) and is_number(value) else UNKNOWN
+
+    def on_return(self, small, value):
+        self.returns.append(value)
+
+    def loop_items(self, stmt):
+        value = self.evaluate(stmt.iter)
+        return value if isinstance(value, list) else None
+
+    def fork(self):
+        return dict(self.env)
+
+    def restore(self, state):
+        self.env = dict(state)
+
+    def settle(self, state):
+        done, self.done = self.done, False
+        return self.env, done
+
+    def join_branches(self, stmt, before, first, second):
+        (a, done_a), (b, done_b) = first, second
+        self.done = done_a and done_b
+        self.env = b if done_a else a if done_b else {
+            k: a[k] if a.get(k, UNKNOWN) == b.get(k, UNKNOWN) else UNKNOWN for k in {*a, *b}}
+
+    def join_loop(self, stmt, before):
+        self.env = {k: v if before.get(k, UNKNOWN) == v else UNKNOWN for k, v in self.env.items()}
+
+
+def run(code: str, **env) -> Toy:
+    toy = Toy(env)
+    toy.block(cst.parse_module(code).body)
+    return toy
+
+
+def test_walker_takes_targets_apart_as_python_does():
+    toy = run("a, (b, c) = [1, [2, 3]]\nx.w, y[0] = 4, 5\nd, *e = [6, 7, 8]\nf: int = 9\ng = h = 10\nf += 1\n")
+    assert {k: toy.env[k] for k in "abcfgh"} == {"a": 1, "b": 2, "c": 3, "f": 10, "g": 10, "h": 10}
+    assert toy.attrs == {"x.w": 4} and toy.items == {"y[0]": 5}
+    # a starred target takes a part of unknown length: every target of that tuple is unknown
+    assert toy.env["d"] is UNKNOWN and toy.env["e"] is UNKNOWN
+    # items that do not match the targets: unknown, never a guess
+    assert run("a, b = [1, 2, 3]").env == {"a": UNKNOWN, "b": UNKNOWN}
+
+
+def test_walker_decides_an_if_it_can_and_joins_both_branches_otherwise():
+    assert run("if n > 1:\n    a = 1\nelse:\n    a = 2\n", n=2).env["a"] == 1
+    assert run("if n > 1:\n    a = 1\nelif n > 0:\n    a = 2\nelse:\n    a = 3\n", n=1).env["a"] == 2
+    joined = run("b = 1\nif flag:\n    a = 1\n    b = 1\nelse:\n    a = 2\n", flag=UNKNOWN).env
+    assert joined["a"] is UNKNOWN and joined["b"] == 1
+    # a branch that returns: the code after the `if` runs in the other branch's state
+    toy = run("if flag:\n    return 0\na = 5\nreturn a\n", flag=UNKNOWN)
+    assert toy.returns == [0, 5] and toy.env["a"] == 5
+
+
+def test_walker_stops_a_block_at_return_and_runs_one_line_suites():
+    toy = run("a = 1\nreturn a\na = 2\n")
+    assert toy.env["a"] == 1 and toy.returns == [1] and toy.done
+    assert run("if n: a = 1; b = 2\n", n=1).env == {"n": 1, "a": 1, "b": 2}
+
+
+def test_walker_unrolls_known_loops_and_summarises_the_others():
+    assert run("s = 0\nfor i in [1, 2, 3]:\n    s += i\n").env["s"] == 6
+    assert run("s = 0\nfor i, j in [[1, 2], [3, 4]]:\n    s += i * j\n").env["s"] == 14
+    toy = run("s = 0\nt = 1\nfor i in xs:\n    s += i\nelse:\n    u = 1\n")
+    assert toy.env["s"] is UNKNOWN and toy.env["t"] == 1 and toy.env["i"] is UNKNOWN and toy.env["u"] == 1
+    assert run("s = 0\nwhile go():\n    s = 1\n").env["s"] is UNKNOWN
+    # a return inside an unrolled loop ends it
+    assert run("for i in [1, 2, 3]:\n    if i == 2:\n        return i\n").returns == [2]
+
+
+def test_walker_dispatches_every_statement_kind():
+    code = (
+        "with ctx() as c:\n    a = 1\n"
+        "try:\n    b = 1\nexcept E:\n    b2 = 2\nelse:\n    b3 = 3\nfinally:\n    b4 = 4\n"
+        "match m():\n    case 1:\n        c1 = 1\n"
+        "def f():\n    z = 1\n"
+        "class K:\n    z = 2\n"
+        "assert check()\nraise err()\ndel a\npass\nglobal g\n"
+    )
+    toy = run(code)
+    assert {k: toy.env[k] for k in ("a", "b", "b2", "b3", "b4", "c1")} == dict(a=1, b=1, b2=2, b3=3, b4=4, c1=1)
+    assert "z" not in toy.env  # a nested def or class body runs when called, not here
+    assert toy.calls == ["ctx", "m", "check", "err"]
+
+
+def test_walker_steps_the_budget_once_per_statement():
+    meter = Meter(limit=3)
+    toy = Toy(meter=meter)
+    with pytest.raises(Exhausted):
+        toy.block(cst.parse_module("a = 1\nb = 2\nc = 3\nd = 4\n").body)
+    assert toy.env == {"a": 1, "b": 2, "c": 3}

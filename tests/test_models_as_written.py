@@ -250,3 +250,35 @@ class Tree(nn.Module):
     reasons = {n.what for p in net.paths for n in walk(p) if isinstance(n, Opaque)}
     assert reasons and all("own __init__ more than" in r for r in reasons), reasons
     assert not any("does not see" in r for r in reasons)
+
+
+ONE_LINE_SUITES = '''
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self, depth=2, act=True):
+        super().__init__()
+        layers = []
+        for i in range(depth): layers.append(nn.Linear(8, 8))
+        if act: layers.append(nn.ReLU())
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(8, 8)
+        for m in self.modules():
+            if isinstance(m, nn.Linear): nn.init.zeros_(m.weight)
+
+    def forward(self, x):
+        x = self.body(x)
+        if self.head is not None: return self.head(x)
+        return x
+'''
+
+
+def test_one_line_suites_run_like_indented_blocks():
+    # `for i in range(n): layers.append(...)` and `if act: ...` on one line: the statement walker
+    # (engine/interp.py) runs a one-line suite's statements; __init__ and forward skipped them,
+    # which left this network empty.
+    nets, _ = lower(ONE_LINE_SUITES)
+    nodes = nets["Net"].nodes
+    assert kinds(nodes) == ["Param", "Param", "Activation", "Param"]
+    assert [n.name for n in nodes] == ["body.0", "body.1", "body.2", "head"]
+    assert [n.init.scheme for n in nodes if isinstance(n, Param)] == ["zeros"] * 3

@@ -34,7 +34,7 @@ from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.values import int_literal as _literal_int
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.engine.values import str_literal as _literal_str
-from gradlint.source.engine.values import truth
+from gradlint.source.engine.values import UNKNOWN, truth
 from gradlint.source.engine.walk import mentions
 from gradlint.source.names import dotted
 
@@ -43,21 +43,6 @@ from gradlint.source.names import dotted
 MAX_PATHS = 8
 # Choices one value of __init__ may hold when conditions cannot be decided (see Alt).
 MAX_OPTIONS = 4
-
-
-class _Unknown:
-    _inst = None
-
-    def __new__(cls):
-        if cls._inst is None:
-            cls._inst = super().__new__(cls)
-        return cls._inst
-
-    def __repr__(self) -> str:
-        return "UNKNOWN"
-
-
-UNKNOWN: Any = _Unknown()
 
 
 class _Tensor:
@@ -1163,9 +1148,6 @@ class _Walker(StatementWalker):
     @property
     def meter(self) -> Meter:
         return self.fm.meter
-
-    def unknown(self) -> Any:
-        return UNKNOWN
 
     def with_stmt(self, stmt: cst.With) -> None:
         self.block(stmt.body)

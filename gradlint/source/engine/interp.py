@@ -17,7 +17,7 @@ from typing import Any
 
 import libcst as cst
 
-from gradlint.source.engine.values import truth
+from gradlint.source.engine.values import UNKNOWN, truth
 
 # statement kind -> the handler's name; a kind missing here goes to `other_statement`
 _STATEMENTS: dict[type, str] = {
@@ -113,8 +113,8 @@ class StatementWalker:
         raise NotImplementedError
 
     def unknown(self) -> Any:
-        """The value nothing is known about."""
-        return None
+        """The value nothing is known about (a client whose domain has its own says which)."""
+        return UNKNOWN
 
     # -- assignments ---------------------------------------------------------------------------
     def assign_stmt(self, small: cst.Assign) -> None:

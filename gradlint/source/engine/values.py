@@ -11,6 +11,24 @@ from typing import Any
 import libcst as cst
 
 
+class Unknown:
+    """Nothing is known about the value: an operation on it gives it again, and it never becomes
+    a finding. One object (`UNKNOWN`), whichever interpreter made it."""
+
+    _inst = None
+
+    def __new__(cls):
+        if cls._inst is None:
+            cls._inst = super().__new__(cls)
+        return cls._inst
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Any = Unknown()
+
+
 def is_number(v: Any) -> bool:
     """An int or float the folder may compute with (bools are flags, not numbers)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
