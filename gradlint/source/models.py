@@ -29,8 +29,8 @@ from gradlint.model.ir import (
 from gradlint.source import catalog as C
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_ITEMS, MAX_SAME_CLASS, MAX_UNROLL, Exhausted, Meter, bounded, checked_range, fold
-from gradlint.source.engine.interp import StatementWalker, else_body
 from gradlint.source.engine.calls import arg as _arg_value
+from gradlint.source.engine.interp import StatementWalker, else_body
 from gradlint.source.engine.values import int_literal as _literal_int
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.engine.values import str_literal as _literal_str
@@ -1140,8 +1140,8 @@ def _walk_classes(module: cst.Module):
 
 class _Walker(StatementWalker):
     """What the two interpreters of a module (__init__ and forward) walk alike: the file's
-    budget, unknown values, and the statements neither follows (a `with` runs its body only, a
-    `try` its body only: the handlers are the failure case, `match` not at all)."""
+    budget, and the statements neither follows (a `with` runs its body only, a `try` its body
+    only: the handlers are the failure case, `match` not at all)."""
 
     fm: FileModel
 
