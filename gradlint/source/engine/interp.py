@@ -71,9 +71,11 @@ class StatementWalker:
     `done`: a `return` (or a refused configuration) ended the current block; `meter`: the budget
     (source/budget.Meter) stepped once per statement, None for a walk without one. Hooks a client
     overrides: `evaluate`, `bind_name` / `bind_attribute` / `bind_subscript`, `unpack` /
-    `unpacked`, `condition`, `fork` / `restore` / `settle` / `join_branches` (an undecided `if`),
-    `loop_items` / `join_loop` (a `for` unrolled or summarised), and any statement handler whose
-    meaning differs in its domain (`return_stmt`, `aug_assign_stmt`...)."""
+    `unpacked`, `augmented`, `on_return`, `condition`, `fork` / `restore` / `settle` /
+    `join_branches` (an undecided `if`), `loop_items` / `fork_loop` / `join_loop` (a `for`
+    unrolled or summarised), and any statement handler whose meaning differs in its domain
+    (`return_stmt`, `aug_assign_stmt`...). A recorder that only needs the dispatch calls
+    `statement(stmt, *context)` / `small(small, *context)` and defines every handler it meets."""
 
     done: bool = False
     meter: Any = None
