@@ -272,3 +272,26 @@ def test_learned_outputs_stay_dense_through_attributes_and_sums():
            "        return e / e.norm(dim=-1, keepdim=True), t / t.norm(dim=-1, keepdim=True)\n")
     assert codes(src) == []
     assert codes(src.replace("t = e + self.extra(e)", "t = e - self.extra(e)")) == ["GL307"]
+
+
+def test_apply_aliases_do_not_depend_on_the_hash_seed():
+    """A wrapper applying two autograd Functions records both in source-independent order: the
+    facts (and the cache built from them) must be the same in every process."""
+    import os
+    import subprocess
+    import sys
+    code = (
+        "from gradlint.source import extract_python_text\n"
+        "src = '''import torch\n"
+        "class Alpha(torch.autograd.Function):\n    pass\n"
+        "class Beta(torch.autograd.Function):\n    pass\n"
+        "def op(x):\n    return Beta.apply(Alpha.apply(x))\n'''\n"
+        "print(extract_python_text(src, 'w.py').numerics.apply_aliases)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outs = set()
+    for seed in ("1", "2", "3", "4"):
+        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=root)
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        outs.add(done.stdout)
+    assert outs == {"(('op', 'Alpha'), ('op', 'Beta'))\n"}

@@ -802,7 +802,7 @@ class FunctionWalk(StatementWalker):
                     found.add(node.value.value)
 
         fn.visit(Apply())
-        for cls in found:
+        for cls in sorted(found):  # facts must not depend on the hash seed
             x.aliases.append((fn.name.value, cls))
 
     # -- expressions ---------------------------------------------------------------------------
