@@ -21,7 +21,7 @@ def test_same_findings_alone_with_its_folder_and_with_the_project(monkeypatch):
         assert alone == whole[file], file
         assert [(line, code) for line, _c, code, _m in whole[file]] == expected(CROSS / file), file
     # the stack of model.py is flagged at model.py's own line, not at blocks.py's
-    assert [code for _l, _c, code, _m in whole["model.py"]] == ["GL101"] * 3
+    assert [code for _l, _c, code, _m in whole["model.py"]] == ["GL101"] * 4
 
 
 def test_the_lowering_leaves_a_placeholder_per_block():
@@ -34,8 +34,8 @@ def test_the_lowering_leaves_a_placeholder_per_block():
     assert inline(net, None) is net
 
 
-def test_arguments_other_than_the_defaults_keep_the_block_opaque():
-    facts = _extract(CROSS / "model_quiet.py", "model_quiet.py")
+def test_arguments_other_than_the_defaults_need_the_block_re_run():
+    facts = _extract(CROSS / "model.py", "model.py")
     net = next(n for n in facts.networks if n.name == "OtherWidth")
     ext = net.nodes[0]
     assert isinstance(ext, Extern) and ext.args == (("width", (128,)),)
@@ -57,8 +57,17 @@ def test_arguments_other_than_the_defaults_keep_the_block_opaque():
     assert _same_arguments(Extern("b", "", cls="Free", args=((0, ()),)), free)
     assert _same_arguments(Extern("b", "", cls="Free", args=(("dim", (512,)),)), free)
     assert not _same_arguments(Extern("b", "", cls="Free", args=(("act", ("relu",)),)), free)  # a non-constant default
+    # without a way to re-run the other file's class with these arguments: opaque
     resolved = inline(net, lambda text: [(block, None)])
     assert all(isinstance(n, Opaque) for n in resolved.nodes)
+    # re-run with them (as the project index does): the block's layers at width 128
+    asked = []
+    narrow = Network("SigmoidBlock", "blocks.py", (Param("fc", "linear", 128, 128, InitSpec("torch-linear")),))
+    resolved = inline(net, lambda text: [(block, None, lambda args: asked.append(args) or narrow)])
+    assert set(asked) == {(("width", (128,)),)}
+    assert [(n.name, n.fan_in) for n in resolved.nodes[:2]] == [("blocks.0.fc", 128), ("blocks.1.fc", 128)]
+    # a re-run that cannot hold for them (None) leaves the placeholder
+    assert all(isinstance(n, Extern) for n in inline(net, lambda text: [(block, None, lambda args: None)]).nodes)
 
 
 def _fc(name: str) -> Param:
@@ -122,8 +131,9 @@ def test_model_command_shows_inlined_layers_with_module_paths():
     assert names[:3] == ["blocks.0.fc", "blocks.0.act", "blocks.1.fc"] and names[-1] == "head"
     assert not any(n["kind"] == "opaque" for n in models["DeepSigmoid"]["nodes"])
     assert models["Stacked"]["nodes"][0]["name"] == "body.0.layers.0.fc"
+    assert [n["fan_in"] for n in models["OtherWidth"]["nodes"][:3:2]] == [128, 128]
     quiet = {m["name"]: m for m in json.loads(run_cli("model", str(CROSS / "model_quiet.py"), "--format", "json").stdout)}
-    assert quiet["OtherWidth"]["nodes"][0]["kind"] == "opaque"
+    assert len(quiet["UnknownNorm"]["other_paths"]) == 1
     assert quiet["DeepNormed"]["nodes"][1]["kind"] == "norm"
 
 

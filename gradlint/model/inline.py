@@ -25,8 +25,10 @@ MAX_NESTING = 8
 # Paths of one network with its blocks inlined, at most (as the lowering's MAX_PATHS).
 MAX_PATHS = 8
 
-# find(class as written) -> [(network, find for names of the network's own file)]
-Finder = Callable[[str], "list[tuple[Network, Finder]]"]
+# find(class as written) -> [(network, find for names of the network's own file[, lower])]:
+# lower(args), when given, re-runs the class with a call's arguments (ir.Extern.args) and gives
+# its IR for them, or None.
+Finder = Callable[[str], "list[tuple]"]
 
 
 def finder(scope: Any) -> Optional[Finder]:
@@ -36,7 +38,11 @@ def finder(scope: Any) -> Optional[Finder]:
         return None
 
     def find(text: str) -> list:
-        return [(n, finder(scope.at(q))) for q in scope.resolve(text) for n in scope.index.networks(q)]
+        out = []
+        for q in scope.resolve(text):
+            for n in scope.index.networks(q):
+                out.append((n, finder(scope.at(q)), lambda args, q=q: scope.index.lower(q, args)))
+        return out
 
     return find
 
@@ -93,13 +99,13 @@ class _Choices:
     def __init__(self, plan: dict, order: list, multi: bool) -> None:
         self.plan, self.order, self.multi = plan, order, multi
 
-    def path(self, block: Network) -> tuple | None:
+    def path(self, block: Network, args: Any = None) -> tuple | None:
         paths = block.paths
         if len(paths) == 1:
             return paths[0]
         if not self.multi:
             return None
-        key = (block.path, block.name)
+        key = (block.path, block.name, args)
         if key not in self.plan:
             self.plan[key] = 0
             self.order.append((key, len(paths)))
@@ -138,10 +144,18 @@ def _resolve(ext: Extern, find: Finder, depth: int, choices: _Choices) -> tuple:
     found = find(ext.cls)
     if len(found) != 1:  # not a project class, or a name that stands for several
         return (ext,)
-    block, inner_find = found[0]
-    if not block.forward_known or not block.nodes or not _same_arguments(ext, block):
+    block, inner_find, *lower = found[0]
+    key = None
+    if not _same_arguments(ext, block):
+        # Substitute, then decide: the other file's class re-run with this call's arguments
+        # (its conditions and loops decided with them, an argument not known left unknown).
+        block = lower[0](ext.args) if lower and lower[0] is not None and ext.args is not None else None
+        if block is None:
+            return (ext,)
+        key = ext.args
+    if not block.forward_known or not block.nodes:
         return (ext,)
-    chosen = choices.path(block)
+    chosen = choices.path(block, key)
     if chosen is None:
         return (ext,)
     body = _nodes(chosen, inner_find, depth + 1, choices)

@@ -23,8 +23,8 @@ import libcst as cst
 
 from gradlint.model.blocks import block_count
 from gradlint.model.ir import (
-    Activation, Extern, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent,
-    TransformerBlock,
+    Activation, ClassArg, Extern, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent,
+    SymArg, TransformerBlock,
 )
 from gradlint.source import catalog as C
 from gradlint.source import library as L
@@ -715,7 +715,7 @@ class FileModel:
         arguments when every one is a constant: the project index may splice the class in."""
         if name and not isinstance(self.src, L.LibrarySource):
             pos, kw, open_pos, open_kw = self.bound_args(call, env)
-            args: tuple | None = tuple((k, (v,) if _constant(v) else ()) for k, v in (*enumerate(pos), *kw.items()))
+            args: tuple | None = tuple((k, _neutral(v)) for k, v in (*enumerate(pos), *kw.items()))
             ctor.extern = (name, None if open_pos or open_kw else args)
         return ctor
 
@@ -2096,6 +2096,74 @@ def extract(src):
     return tuple(networks), tuple(summaries)
 
 
+def lower_class(src, name: str, args: tuple) -> Network | None:
+    """The IR of module class `name` of `src` built with the arguments a call in another file
+    passes (ir.Extern.args, model/inline.py): the class re-run with the caller's values, as a class
+    of this file would be for a call here; an argument not known is unknown. None when the class
+    takes `*args`/`**kwargs`, a keyword it has no parameter for, or its forward is not followed."""
+    fm = FileModel(src)
+    info = fm.classes.get(name)
+    init = fm._find_method(info, "__init__") if info is not None and info.is_module else None
+    if init is None or args is None:
+        return None
+    ps = init.params
+    if isinstance(ps.star_arg, cst.Param) or ps.star_kwarg is not None or ps.posonly_params:
+        return None
+    names = {p.name.value for p in (*list(ps.params)[1:], *ps.kwonly_params)}
+    pos: list = []
+    kw: dict = {}
+    for key, value in args:
+        v = _from_neutral(value[0]) if value else UNKNOWN
+        if isinstance(key, int) and key == len(pos) and not kw:
+            pos.append(v)
+        elif isinstance(key, str) and key in names and key not in kw:
+            kw[key] = v
+        else:
+            return None
+    cuts = fm.cuts
+    fm.meter.allow()
+    try:
+        inst = fm.instantiate(info, None, {}, bound=(pos, kw, False, False))
+        low = Lowerer(fm)
+        low.assign_paths(inst.attrs, "", inst.type_inits)
+        paths, known, note = low.forward_paths(inst, "")
+        if fm.cuts != cuts or fm.meter.exhausted:
+            return None
+    except (Exhausted, RecursionError):
+        return None
+    if not known or not paths:
+        return None
+    return Network(name=info.name, path=src.path, nodes=tuple(paths[0]), origin=src.span(info.node.name),
+                   params=tuple(low.params), recurrents=tuple(low.recurrents),
+                   variants=tuple(tuple(p) for p in paths[1:]), note=note)
+
+
+def _neutral(v: Any) -> tuple:
+    """An argument as an ir.Extern carries it: (value,) for a constant, a symbol (ir.SymArg) or a
+    torch / catalogue class (ir.ClassArg) whose partial arguments are such values; () otherwise."""
+    if _constant(v):
+        return (v,)
+    if isinstance(v, Sym):
+        return (SymArg(v.text),)
+    if isinstance(v, ClassRef) and (v.kind == "torch" or v.library):
+        args = [_neutral(a) for a in v.args]
+        kwargs = [(k, _neutral(a)) for k, a in v.kwargs]
+        if all(args) and all(a for _k, a in kwargs):
+            return (ClassArg("library" if v.library else "torch", v.cls, tuple(a[0] for a in args),
+                             tuple((k, a[0]) for k, a in kwargs)),)
+    return ()
+
+
+def _from_neutral(v: Any) -> Any:
+    """The interpreter's value for an argument an ir.Extern carries (the inverse of _neutral)."""
+    if isinstance(v, SymArg):
+        return Sym(v.text)
+    if isinstance(v, ClassArg):
+        return ClassRef("torch" if v.kind == "torch" else "local", v.cls, tuple(_from_neutral(a) for a in v.args),
+                        tuple((k, _from_neutral(a)) for k, a in v.kwargs), v.kind == "library")
+    return v
+
+
 def _signature(fm: FileModel, info: ClassInfo) -> tuple | None:
     """__init__'s parameters as the class's IR was built with them (ir.Network.signature); None
     when a call could pass more than we can compare (`*args`, `**kwargs`, an __init__ not of this
@@ -2116,7 +2184,8 @@ def _signature(fm: FileModel, info: ClassInfo) -> tuple | None:
         else:
             fm.meter.allow()
             v = fm.eval(p.default, {})
-            how, value = ("default", v) if _constant(v) else ("fixed", None)
+            known = _neutral(v) if _constant(v) or isinstance(v, ClassRef) else ()
+            how, value = ("default", known[0]) if known else ("fixed", None)
         out.append((p.name.value, i >= len(positional), how, value))
     return tuple(out)
 
