@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from gradlint.api import _extract
-from gradlint.model.inline import _same_arguments, inline
-from gradlint.model.ir import Extern, InitSpec, Network, Opaque, Param, walk
+from gradlint.model.inline import _qualified, _same_arguments, inline
+from gradlint.model.ir import ClassArg, Extern, InitSpec, Network, Opaque, Param, SymArg, walk
 from tests.conftest import FIXTURES, run_cli
 from tests.test_project_index import expected, findings_for, project_files
 
@@ -141,3 +141,81 @@ def test_a_block_whose_layers_init_changes_stays_opaque():
     facts = _extract(CROSS / "model_quiet.py", "model_quiet.py")
     net = next(n for n in facts.networks if n.name == "ReinitInside")
     assert all(type(n) is Opaque and "__init__ changes" in n.what for n in net.nodes)
+
+
+ARGS = FIXTURES / "architecture" / "crossfile_args"
+
+
+def test_blocks_re_run_with_the_layer_classes_and_widths_the_caller_passes(monkeypatch):
+    files = project_files(ARGS)
+    whole = {f: findings_for(ARGS, ["."], f, monkeypatch) for f in files}
+    for file in files:
+        assert findings_for(ARGS, [file], file, monkeypatch) == whole[file], file
+        assert [(line, code) for line, _c, code, _m in whole[file]] == expected(ARGS / file), file
+    assert len(whole["nets/model.py"]) == 3 and not whole["nets/model_quiet.py"]
+
+
+def test_placeholders_carry_symbols_and_classes():
+    facts = _extract(ARGS / "nets" / "model.py", "nets/model.py")
+    nets = {n.name: n for n in facts.networks}
+    mlp = nets["SigmoidMlpStack"].nodes[0]
+    assert isinstance(mlp, Extern) and mlp.cls == "Mlp"
+    assert dict(mlp.args) == {"in_features": (256,), "hidden_features": (512,), "act_layer": (ClassArg("torch", "Sigmoid"),)}
+    conv = nets["LeakyConvStack"].nodes[0]
+    assert dict(conv.args)["act_layer"] == (ClassArg("torch", "LeakyReLU", (), (("negative_slope", 0.2),)),)
+    # a class of another file held in a parameter: called, it is a placeholder of that class
+    block = nets["BlockAsArgument"].nodes[0]
+    assert isinstance(block, Extern) and block.cls == "Mlp" and block.args == ((0, (128,)), ("act_layer", (ClassArg("torch", "Sigmoid"),)))
+    # a symbol of the caller travels as its text
+    quiet = {n.name: n for n in _extract(ARGS / "nets" / "model_quiet.py", "nets/model_quiet.py").networks}
+    assert dict(quiet["NormChosenOutside"].nodes[0].args)["norm_layer"] == (SymArg("norm_layer"),)
+    # the block's own defaults: a torch class default is a default like a constant
+    mlp_block = next(n for n in _extract(ARGS / "nets" / "layers.py", "nets/layers.py").networks if n.name == "Mlp")
+    assert ("act_layer", False, "default", ClassArg("torch", "GELU")) in mlp_block.signature
+
+
+def test_a_class_of_another_file_passed_as_a_value_is_named_by_its_qualified_name():
+    class Scope:
+        def resolve(self, text):
+            return {"LayerNorm": ("pkg.norms.LayerNorm",), "Twice": ("a.Twice", "b.Twice")}.get(text, ())
+
+    ln = ClassArg("extern", "LayerNorm")
+    args = ((0, (SymArg("dim"),)), ("norm_layer", (ln,)), ("act", (ClassArg("extern", "Twice"),)), ("x", ()))
+    assert _qualified(args, Scope()) == (
+        (0, (SymArg("dim"),)), ("norm_layer", (ClassArg("extern", "pkg.norms.LayerNorm"),)), ("act", ()), ("x", ()))
+    # two files may both write LayerNorm for two different classes: never taken for a default
+    block = Network("B", "b.py", (), signature=(("norm_layer", False, "default", ln),))
+    assert not _same_arguments(Extern("b", "", cls="B", args=(("norm_layer", (ln,)),)), block)
+    torch_ln = ClassArg("torch", "LayerNorm")
+    block = Network("B", "b.py", (), signature=(("norm_layer", False, "default", torch_ln),))
+    assert _same_arguments(Extern("b", "", cls="B", args=(("norm_layer", (torch_ln,)),)), block)
+
+
+def test_a_block_is_not_re_run_for_calls_python_would_refuse_or_it_cannot_bind():
+    from gradlint.source import parse
+    from gradlint.source.models import lower_class
+
+    src = parse("blk.py", (
+        "import torch.nn as nn\n"
+        "class Blk(nn.Module):\n"
+        "    def __init__(self, dim, act_layer=nn.ReLU):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(dim, dim)\n"
+        "        self.act = act_layer()\n"
+        "    def forward(self, x):\n"
+        "        return self.act(self.fc(x))\n"
+        "class Open(nn.Module):\n"
+        "    def __init__(self, dim, **kwargs):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(dim, dim)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x)\n"))
+    ok = lower_class(src, "Blk", ((0, (64,)), ("act_layer", (ClassArg("torch", "Tanh"),))))
+    assert [(type(n).__name__, getattr(n, "fn", None)) for n in ok.nodes] == [("Param", None), ("Activation", "tanh")]
+    assert ok.nodes[0].fan_in == 64
+    unknown = lower_class(src, "Blk", ((0, ()), ("act_layer", ())))
+    assert unknown.nodes[0].fan_in is None and isinstance(unknown.nodes[1], Opaque)
+    assert lower_class(src, "Blk", ((0, (64,)), ("depth", (3,)))) is None  # no such parameter
+    assert lower_class(src, "Blk", (("dim", (64,)), (0, (64,)))) is None  # positional after keyword
+    assert lower_class(src, "Open", ((0, (64,)),)) is None  # **kwargs: a call may pass anything
+    assert lower_class(src, "Missing", ()) is None

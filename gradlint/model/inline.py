@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any, Callable, Optional
 
 from gradlint.model.ir import (
-    Attention, Extern, InitSpec, Network, Node, Param, Recurrent, Residual, TransformerBlock,
+    Attention, ClassArg, Extern, InitSpec, Network, Node, Param, Recurrent, Residual, TransformerBlock,
 )
 
 # Nested blocks of other files followed, at most (a block holding a block of a third file...).
@@ -41,10 +41,37 @@ def finder(scope: Any) -> Optional[Finder]:
         out = []
         for q in scope.resolve(text):
             for n in scope.index.networks(q):
-                out.append((n, finder(scope.at(q)), lambda args, q=q: scope.index.lower(q, args)))
+                out.append((n, finder(scope.at(q)), lambda args, q=q: scope.index.lower(q, _qualified(args, scope))))
         return out
 
     return find
+
+
+def _qualified(args: Any, scope: Any) -> Any:
+    """A call's arguments (ir.Extern.args) as the other file can read them: a class of a project
+    file passed as a value (ClassArg 'extern', written as this file names it) by its qualified
+    name; not known (()) when this file's name for it does not resolve to exactly one class."""
+    if args is None:
+        return None
+    return tuple((key, _qualified_value(value[0], scope) if value else ()) for key, value in args)
+
+
+def _qualified_value(value: Any, scope: Any) -> tuple:
+    if not isinstance(value, ClassArg):
+        return (value,)
+    args = tuple(_qualified_value(a, scope) for a in value.args)
+    kwargs = tuple((k, _qualified_value(a, scope)) for k, a in value.kwargs)
+    if not all(args) or not all(a for _k, a in kwargs):
+        return ()
+    cls = value.cls
+    if value.kind == "extern":
+        found = scope.resolve(cls)
+        if len(found) != 1:
+            return ()
+        cls = found[0]
+    return (replace(value, cls=cls, args=tuple(a[0] for a in args), kwargs=tuple((k, a[0]) for k, a in kwargs)),)
+
+
 
 
 def inline(network: Network, find: Optional[Finder]) -> Network:
@@ -192,7 +219,18 @@ def _same_arguments(ext: Extern, block: Network) -> bool:
 
 
 def _equal(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b
+    # A class of another file is named as each file writes it: two equal texts of two files may
+    # be two classes, so such a value is never taken for the default (the block is re-run).
+    return type(a) is type(b) and a == b and "extern" not in _kinds(a)
+
+
+def _kinds(value: Any) -> set:
+    if isinstance(value, ClassArg):
+        out = {value.kind}
+        for v in (*value.args, *(a for _k, a in value.kwargs)):
+            out |= _kinds(v)
+        return out
+    return set()
 
 
 def _renamed(node: Node, ext: Extern) -> Node:

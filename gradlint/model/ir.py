@@ -180,8 +180,10 @@ class SymArg:
 @dataclass(frozen=True)
 class ClassArg:
     """A module class passed to an `Extern` as a value (`act_layer=nn.GELU`,
-    `norm_layer=partial(nn.LayerNorm, eps=1e-6)`). kind: 'torch' (cls: the torch.nn short name) or
-    'library' (a block of the simplified torchvision/timm catalogue); args, kwargs: what a
+    `norm_layer=partial(nn.LayerNorm, eps=1e-6)`). kind: 'torch' (cls: the torch.nn short name),
+    'library' (a block of the simplified torchvision/timm catalogue) or 'extern' (a class of
+    another file: as written in the file of the `Extern` that carries it; qualified once
+    model/inline.py passes it to that class's file); args, kwargs: what a
     `functools.partial` bound, each a constant, `SymArg` or `ClassArg`."""
 
     kind: str

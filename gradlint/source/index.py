@@ -175,7 +175,16 @@ class ProjectFiles:
 
         path = self.find(module) if module and all(p.isidentifier() for p in module.split(".")) else None
         if path is None:
-            return None
+            # a checked file the import roots do not reach (a package below another folder): the
+            # file its facts name, when that is the module (display paths are relative to the
+            # working folder, as discovery names them)
+            cand = Path(display)
+            try:
+                if not cand.suffix == ".py" or not cand.is_file() or module_name(cand, self.root)[0] != module:
+                    return None
+            except OSError:
+                return None
+            path = cand
         if path not in self._parsed:
             self._parsed[path] = parsed(path, display)
         src = self._parsed[path]

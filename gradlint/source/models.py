@@ -335,6 +335,11 @@ class FileModel:
         name = L.library_name(quals, self.src.path)
         if name is not None and name[:1].isupper():
             return ClassRef("local", name, library=True)
+        last = text.rsplit(".", 1)[-1]
+        if last[:1].isupper() and any(c.islower() for c in last) and not isinstance(self.src, L.LibrarySource):
+            # an imported class of another file (`norm_layer=LayerNorm`, `mlp_layer=Mlp`): calling
+            # it builds a placeholder the project index may resolve (ir.Extern)
+            return ClassRef("extern", text)
         return None
 
     def qual(self, expr: cst.BaseExpression) -> frozenset[str]:
@@ -830,6 +835,11 @@ class FileModel:
         kw = {**dict(ref.kwargs), **kw}
         if ref.library and site is None:
             site = self.site if self.site is not None else call
+        if ref.kind == "extern":
+            ctor = Ctor("unknown", ref.cls, [], {}, call, next(self.order))
+            args = tuple((k, _neutral(v)) for k, v in (*enumerate(pos), *kw.items()))
+            ctor.extern = (ref.cls, None if open_pos or open_kw else args)
+            return ctor
         if ref.kind == "torch":
             if ref.cls in C.CONTAINERS:
                 return Ctor("unknown", ref.cls, [], {}, call, next(self.order))
@@ -2145,11 +2155,11 @@ def _neutral(v: Any) -> tuple:
         return (v,)
     if isinstance(v, Sym):
         return (SymArg(v.text),)
-    if isinstance(v, ClassRef) and (v.kind == "torch" or v.library):
+    if isinstance(v, ClassRef) and (v.kind in ("torch", "extern") or v.library):
         args = [_neutral(a) for a in v.args]
         kwargs = [(k, _neutral(a)) for k, a in v.kwargs]
         if all(args) and all(a for _k, a in kwargs):
-            return (ClassArg("library" if v.library else "torch", v.cls, tuple(a[0] for a in args),
+            return (ClassArg("library" if v.library else v.kind, v.cls, tuple(a[0] for a in args),
                              tuple((k, a[0]) for k, a in kwargs)),)
     return ()
 
@@ -2159,7 +2169,7 @@ def _from_neutral(v: Any) -> Any:
     if isinstance(v, SymArg):
         return Sym(v.text)
     if isinstance(v, ClassArg):
-        return ClassRef("torch" if v.kind == "torch" else "local", v.cls, tuple(_from_neutral(a) for a in v.args),
+        return ClassRef("local" if v.kind == "library" else v.kind, v.cls, tuple(_from_neutral(a) for a in v.args),
                         tuple((k, _from_neutral(a)) for k, a in v.kwargs), v.kind == "library")
     return v
 
