@@ -153,6 +153,10 @@ def test_blocks_re_run_with_the_layer_classes_and_widths_the_caller_passes(monke
         assert findings_for(ARGS, [file], file, monkeypatch) == whole[file], file
         assert [(line, code) for line, _c, code, _m in whole[file]] == expected(ARGS / file), file
     assert len(whole["nets/model.py"]) == 3 and not whole["nets/model_quiet.py"]
+    # GL201 counts the blocks of another file as GL106 does: 24 inlined blocks are a deep transformer
+    assert [(code, "ViT is a transformer of 24 blocks" in m) for _l, _c, code, m in whole["nets/train.py"]] == [("GL201", True)]
+    assert [code for _l, _c, code, _m in whole["nets/vit.py"]] == ["GL106"]
+    assert not whole["nets/train_quiet.py"]
 
 
 def test_placeholders_carry_symbols_and_classes():
