@@ -221,5 +221,10 @@ def test_a_block_is_not_re_run_for_calls_python_would_refuse_or_it_cannot_bind()
     assert unknown.nodes[0].fan_in is None and isinstance(unknown.nodes[1], Opaque)
     assert lower_class(src, "Blk", ((0, (64,)), ("depth", (3,)))) is None  # no such parameter
     assert lower_class(src, "Blk", (("dim", (64,)), (0, (64,)))) is None  # positional after keyword
-    assert lower_class(src, "Open", ((0, (64,)),)) is None  # **kwargs: a call may pass anything
+    assert lower_class(src, "Blk", ((0, (64,)), ("dim", (64,)))) is None  # given twice
+    assert lower_class(src, "Blk", ((0, (64,)), (1, (ClassArg("torch", "Tanh"),)), (2, (3,)))) is None  # too many
+    # **kwargs that the call gives nothing: the class re-run, `kwargs` unknown
+    assert [n.fan_in for n in lower_class(src, "Open", ((0, (64,)),)).nodes] == [64]
+    # what goes to **kwargs (timm's `**dd`: device, dtype) is open, as every use of `kwargs` is
+    assert [n.fan_in for n in lower_class(src, "Open", ((0, (64,)), ("device", (None,)))).nodes] == [64]
     assert lower_class(src, "Missing", ()) is None

@@ -2109,25 +2109,33 @@ def extract(src):
 def lower_class(src, name: str, args: tuple) -> Network | None:
     """The IR of module class `name` of `src` built with the arguments a call in another file
     passes (ir.Extern.args, model/inline.py): the class re-run with the caller's values, as a class
-    of this file would be for a call here; an argument not known is unknown. None when the class
-    takes `*args`/`**kwargs`, a keyword it has no parameter for, or its forward is not followed."""
+    of this file would be for a call here; an argument not known is unknown, and so are `*args` /
+    `**kwargs` whatever the call gives them (their uses are open). None for a call Python would
+    refuse (an argument no parameter takes, a parameter given twice) and when the class's forward
+    is not followed."""
     fm = FileModel(src)
     info = fm.classes.get(name)
     init = fm._find_method(info, "__init__") if info is not None and info.is_module else None
     if init is None or args is None:
         return None
     ps = init.params
-    if isinstance(ps.star_arg, cst.Param) or ps.star_kwarg is not None or ps.posonly_params:
+    if ps.posonly_params:
         return None
-    names = {p.name.value for p in (*list(ps.params)[1:], *ps.kwonly_params)}
+    positional = [p.name.value for p in list(ps.params)[1:]]
+    names = {*positional, *(p.name.value for p in ps.kwonly_params)}
     pos: list = []
     kw: dict = {}
+    star, stars = isinstance(ps.star_arg, cst.Param), ps.star_kwarg is not None
+    given = 0  # positional arguments, those *args takes included
     for key, value in args:
         v = _from_neutral(value[0]) if value else UNKNOWN
-        if isinstance(key, int) and key == len(pos) and not kw:
-            pos.append(v)
-        elif isinstance(key, str) and key in names and key not in kw:
-            kw[key] = v
+        if isinstance(key, int) and key == given and not kw and (key < len(positional) or star):
+            given += 1
+            if key < len(positional):
+                pos.append(v)
+        elif isinstance(key, str) and key not in kw and key not in positional[:len(pos)] and (key in names or stars):
+            if key in names:
+                kw[key] = v
         else:
             return None
     cuts = fm.cuts
