@@ -2,13 +2,15 @@
 of the class it names, its layers renamed under the placeholder's module path.
 
 The per-file lowering cannot see other files, so it leaves an `Extern` (the class as written, the
-call's constant arguments, the parent's later initialisations); whoever holds the project index
-(the architecture rules, `gradlint model`) passes a `find` that turns the name into the other
-file's networks and a `find` for names of that file. Precision first: a placeholder is inlined
-only when the other file's IR holds for the arguments this call passes (each one the block's own
-constant default, or a value for a parameter without a default, which the IR holds only by its
-name), its forward was followed, and the paths and nesting stay bounded; otherwise it stays opaque,
-which ends chains.
+call's arguments, the parent's later initialisations); whoever holds the project index (the
+architecture rules, GL201's block count, `gradlint model`) passes a `find` that turns the name
+into the other file's networks, a `find` for names of that file, and a way to re-run the class
+with a call's arguments. Precision first: a placeholder is inlined only when the other file's IR
+holds for the arguments this call passes: the stored IR when each is the block's own default (or
+goes to a parameter without one, which the IR holds only by its name), else the class re-run in
+its file with these values (substitute, then decide: its conditions and loops see them, an
+unknown stays unknown); its forward was followed; and the paths and nesting stay bounded.
+Otherwise it stays opaque, which ends chains.
 """
 
 from __future__ import annotations

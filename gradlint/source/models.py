@@ -128,8 +128,8 @@ class Ctor:
     scoped_inits: list = field(default_factory=list)
     # Why a class of this file is 'unknown': a nesting limit, not a class gradlint cannot see.
     why: str | None = None
-    # A class of another file (kind 'unknown'): (the class as written, its constant arguments or
-    # None), for the placeholder the project index may resolve (ir.Extern, model/inline.py).
+    # A class of another file (kind 'unknown'): (the class as written, its arguments as
+    # ir.Extern.args or None), for the placeholder the project index may resolve (model/inline.py).
     extern: tuple | None = None
     # Set when __init__ reaches inside such a module (`self.block.fc.weight`, a method call on
     # it, an init of its tensors): what it did is not in the other file's IR, so it stays opaque.
