@@ -228,3 +228,22 @@ def test_a_block_is_not_re_run_for_calls_python_would_refuse_or_it_cannot_bind()
     # what goes to **kwargs (timm's `**dd`: device, dtype) is open, as every use of `kwargs` is
     assert [n.fan_in for n in lower_class(src, "Open", ((0, (64,)), ("device", (None,)))).nodes] == [64]
     assert lower_class(src, "Missing", ()) is None
+
+
+def test_the_arguments_a_placeholder_carries_survive_the_cache(tmp_path, monkeypatch):
+    import shutil
+
+    from gradlint.api import check_paths
+    from gradlint.config import Config
+
+    root = tmp_path / "proj"
+    shutil.copytree(ARGS, root)
+    monkeypatch.chdir(root)
+
+    def run():
+        result = check_paths(["."], Config(root=str(root)), use_cache=True, jobs=1)
+        return sorted((f.path, f.span.line, f.code, f.message) for f in result.findings)
+
+    cold = run()
+    assert any((root / ".gradlint_cache").iterdir())
+    assert run() == cold and len(cold) == 5
