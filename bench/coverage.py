@@ -8,6 +8,10 @@ A class counts as "modelled with no opaque node" when its forward was followed a
 IR (residual bodies included) is Opaque; "with an analysable chain" when the propagation model
 finds at least one chain of >= 2 parametric layers in it (what GL101/GL102 read). Each class
 contributes each distinct reason once, so the reason counts are numbers of classes.
+
+--inline: each class as the architecture rules see it, with the blocks of other files of the
+package inlined through the project index (gradlint.model.inline: re-run with the caller's
+arguments); this extracts every file in full, so it takes minutes, not seconds.
 """
 
 from __future__ import annotations
@@ -31,9 +35,22 @@ from gradlint.source import models  # noqa: E402
 _GROUP = re.compile(r"^(unknown module|local module|library module) ")
 
 
-def classify(path: Path):
+def classify(path: Path, project=None):
     """Yield (class name, status, reasons, has_chain, kinds) for every nn.Module class of one file;
-    kinds: 'attention' and 'gate' when a forward path holds such a node (modelled, no gain)."""
+    kinds: 'attention' and 'gate' when a forward path holds such a node (modelled, no gain).
+    project: (index, facts by path) for --inline."""
+    if project is not None:
+        index, facts = project
+        from gradlint.model.inline import finder, inline
+
+        got = facts.get(path)
+        if got is None:
+            return
+        find = finder(index.scope(got))
+        networks = [inline(n, find) for n in got.networks]
+        summaries = got.classes
+        yield from _statuses(networks, summaries)
+        return
     try:
         text = decode(path.read_bytes())
         src = parse(str(path), text)
@@ -45,6 +62,24 @@ def classify(path: Path):
     except Exception as exc:  # noqa: BLE001 - a crash is a finding of this benchmark
         yield (f"<{path.name}>", "crash", (f"crash: {type(exc).__name__}: {exc}"[:120],), False, ())
         return
+    yield from _statuses(networks, summaries)
+
+
+def _project(root: Path, files: list[Path]):
+    """Every file's facts in one project index (the classes of other files resolve through it)."""
+    from gradlint.api import _extract, add_to_index, project_index
+    from gradlint.config import Config
+
+    index, proot = project_index(files[:1], Config(root=str(root)), use_cache=False)
+    facts = {}
+    for path in files:
+        got = _extract(path, str(path))
+        add_to_index(index, proot, path, got)
+        facts[path] = got
+    return index, facts
+
+
+def _statuses(networks, summaries):
     by_name = {n.name: n for n in networks}
     for s in summaries:
         if not s.is_module:
@@ -74,6 +109,7 @@ def main() -> None:
     ap.add_argument("--packages", nargs="*", default=["timm", "torchvision"])
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--examples", action="store_true", help="print one class per reason")
+    ap.add_argument("--inline", action="store_true", help="with the blocks of other files inlined (minutes)")
     args = ap.parse_args()
     root = Path(args.root)
     files: list[Path] = []
@@ -83,6 +119,7 @@ def main() -> None:
             sys.exit(f"coverage: no Python files under {root / pkg}")
         files.extend(found)
     t0 = time.perf_counter()
+    project = _project(root, [p for p in files if b"Module" in p.read_bytes() or b"nn." in p.read_bytes()]) if args.inline else None
     total = clean = chained = 0
     kinds_seen: collections.Counter = collections.Counter()
     status: collections.Counter = collections.Counter()
@@ -93,7 +130,7 @@ def main() -> None:
         if b"Module" not in path.read_bytes() and b"nn." not in path.read_bytes():
             continue
         pkg = path.relative_to(root).parts[0]
-        for name, st, why, chain, kinds in classify(path):
+        for name, st, why, chain, kinds in classify(path, project):
             total += 1
             status[st] += 1
             per_pkg[pkg][0] += 1

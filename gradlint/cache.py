@@ -36,7 +36,7 @@ from typing import Any
 from gradlint import __version__
 from gradlint.inputs import fingerprint_within, read_fd
 
-SCHEMA = 4
+SCHEMA = 5
 # The entries of one folder's files: p-<32 hex digits>.jsonl, one JSON document a line.
 PACK_PREFIX = "p-"
 PACK_SUFFIX = ".jsonl"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from gradlint.api import _extract
-from gradlint.model.inline import _same_arguments, inline
-from gradlint.model.ir import Extern, InitSpec, Network, Opaque, Param, walk
+from gradlint.model.inline import _qualified, _same_arguments, inline
+from gradlint.model.ir import ClassArg, Extern, InitSpec, Network, Opaque, Param, SymArg, walk
 from tests.conftest import FIXTURES, run_cli
 from tests.test_project_index import expected, findings_for, project_files
 
@@ -21,7 +21,7 @@ def test_same_findings_alone_with_its_folder_and_with_the_project(monkeypatch):
         assert alone == whole[file], file
         assert [(line, code) for line, _c, code, _m in whole[file]] == expected(CROSS / file), file
     # the stack of model.py is flagged at model.py's own line, not at blocks.py's
-    assert [code for _l, _c, code, _m in whole["model.py"]] == ["GL101"] * 3
+    assert [code for _l, _c, code, _m in whole["model.py"]] == ["GL101"] * 4
 
 
 def test_the_lowering_leaves_a_placeholder_per_block():
@@ -34,8 +34,8 @@ def test_the_lowering_leaves_a_placeholder_per_block():
     assert inline(net, None) is net
 
 
-def test_arguments_other_than_the_defaults_keep_the_block_opaque():
-    facts = _extract(CROSS / "model_quiet.py", "model_quiet.py")
+def test_arguments_other_than_the_defaults_need_the_block_re_run():
+    facts = _extract(CROSS / "model.py", "model.py")
     net = next(n for n in facts.networks if n.name == "OtherWidth")
     ext = net.nodes[0]
     assert isinstance(ext, Extern) and ext.args == (("width", (128,)),)
@@ -57,8 +57,17 @@ def test_arguments_other_than_the_defaults_keep_the_block_opaque():
     assert _same_arguments(Extern("b", "", cls="Free", args=((0, ()),)), free)
     assert _same_arguments(Extern("b", "", cls="Free", args=(("dim", (512,)),)), free)
     assert not _same_arguments(Extern("b", "", cls="Free", args=(("act", ("relu",)),)), free)  # a non-constant default
+    # without a way to re-run the other file's class with these arguments: opaque
     resolved = inline(net, lambda text: [(block, None)])
     assert all(isinstance(n, Opaque) for n in resolved.nodes)
+    # re-run with them (as the project index does): the block's layers at width 128
+    asked = []
+    narrow = Network("SigmoidBlock", "blocks.py", (Param("fc", "linear", 128, 128, InitSpec("torch-linear")),))
+    resolved = inline(net, lambda text: [(block, None, lambda args: asked.append(args) or narrow)])
+    assert set(asked) == {(("width", (128,)),)}
+    assert [(n.name, n.fan_in) for n in resolved.nodes[:2]] == [("blocks.0.fc", 128), ("blocks.1.fc", 128)]
+    # a re-run that cannot hold for them (None) leaves the placeholder
+    assert all(isinstance(n, Extern) for n in inline(net, lambda text: [(block, None, lambda args: None)]).nodes)
 
 
 def _fc(name: str) -> Param:
@@ -122,8 +131,9 @@ def test_model_command_shows_inlined_layers_with_module_paths():
     assert names[:3] == ["blocks.0.fc", "blocks.0.act", "blocks.1.fc"] and names[-1] == "head"
     assert not any(n["kind"] == "opaque" for n in models["DeepSigmoid"]["nodes"])
     assert models["Stacked"]["nodes"][0]["name"] == "body.0.layers.0.fc"
+    assert [n["fan_in"] for n in models["OtherWidth"]["nodes"][:3:2]] == [128, 128]
     quiet = {m["name"]: m for m in json.loads(run_cli("model", str(CROSS / "model_quiet.py"), "--format", "json").stdout)}
-    assert quiet["OtherWidth"]["nodes"][0]["kind"] == "opaque"
+    assert len(quiet["UnknownNorm"]["other_paths"]) == 1
     assert quiet["DeepNormed"]["nodes"][1]["kind"] == "norm"
 
 
@@ -131,3 +141,109 @@ def test_a_block_whose_layers_init_changes_stays_opaque():
     facts = _extract(CROSS / "model_quiet.py", "model_quiet.py")
     net = next(n for n in facts.networks if n.name == "ReinitInside")
     assert all(type(n) is Opaque and "__init__ changes" in n.what for n in net.nodes)
+
+
+ARGS = FIXTURES / "architecture" / "crossfile_args"
+
+
+def test_blocks_re_run_with_the_layer_classes_and_widths_the_caller_passes(monkeypatch):
+    files = project_files(ARGS)
+    whole = {f: findings_for(ARGS, ["."], f, monkeypatch) for f in files}
+    for file in files:
+        assert findings_for(ARGS, [file], file, monkeypatch) == whole[file], file
+        assert [(line, code) for line, _c, code, _m in whole[file]] == expected(ARGS / file), file
+    assert len(whole["nets/model.py"]) == 3 and not whole["nets/model_quiet.py"]
+    # GL201 counts the blocks of another file as GL106 does: 24 inlined blocks are a deep transformer
+    assert [(code, "ViT is a transformer of 24 blocks" in m) for _l, _c, code, m in whole["nets/train.py"]] == [("GL201", True)]
+    assert [code for _l, _c, code, _m in whole["nets/vit.py"]] == ["GL106"]
+    assert not whole["nets/train_quiet.py"]
+
+
+def test_placeholders_carry_symbols_and_classes():
+    facts = _extract(ARGS / "nets" / "model.py", "nets/model.py")
+    nets = {n.name: n for n in facts.networks}
+    mlp = nets["SigmoidMlpStack"].nodes[0]
+    assert isinstance(mlp, Extern) and mlp.cls == "Mlp"
+    assert dict(mlp.args) == {"in_features": (256,), "hidden_features": (512,), "act_layer": (ClassArg("torch", "Sigmoid"),)}
+    conv = nets["LeakyConvStack"].nodes[0]
+    assert dict(conv.args)["act_layer"] == (ClassArg("torch", "LeakyReLU", (), (("negative_slope", 0.2),)),)
+    # a class of another file held in a parameter: called, it is a placeholder of that class
+    block = nets["BlockAsArgument"].nodes[0]
+    assert isinstance(block, Extern) and block.cls == "Mlp" and block.args == ((0, (128,)), ("act_layer", (ClassArg("torch", "Sigmoid"),)))
+    # a symbol of the caller travels as its text
+    quiet = {n.name: n for n in _extract(ARGS / "nets" / "model_quiet.py", "nets/model_quiet.py").networks}
+    assert dict(quiet["NormChosenOutside"].nodes[0].args)["norm_layer"] == (SymArg("norm_layer"),)
+    # the block's own defaults: a torch class default is a default like a constant
+    mlp_block = next(n for n in _extract(ARGS / "nets" / "layers.py", "nets/layers.py").networks if n.name == "Mlp")
+    assert ("act_layer", False, "default", ClassArg("torch", "GELU")) in mlp_block.signature
+
+
+def test_a_class_of_another_file_passed_as_a_value_is_named_by_its_qualified_name():
+    class Scope:
+        def resolve(self, text):
+            return {"LayerNorm": ("pkg.norms.LayerNorm",), "Twice": ("a.Twice", "b.Twice")}.get(text, ())
+
+    ln = ClassArg("extern", "LayerNorm")
+    args = ((0, (SymArg("dim"),)), ("norm_layer", (ln,)), ("act", (ClassArg("extern", "Twice"),)), ("x", ()))
+    assert _qualified(args, Scope()) == (
+        (0, (SymArg("dim"),)), ("norm_layer", (ClassArg("extern", "pkg.norms.LayerNorm"),)), ("act", ()), ("x", ()))
+    # two files may both write LayerNorm for two different classes: never taken for a default
+    block = Network("B", "b.py", (), signature=(("norm_layer", False, "default", ln),))
+    assert not _same_arguments(Extern("b", "", cls="B", args=(("norm_layer", (ln,)),)), block)
+    torch_ln = ClassArg("torch", "LayerNorm")
+    block = Network("B", "b.py", (), signature=(("norm_layer", False, "default", torch_ln),))
+    assert _same_arguments(Extern("b", "", cls="B", args=(("norm_layer", (torch_ln,)),)), block)
+
+
+def test_a_block_is_not_re_run_for_calls_python_would_refuse_or_it_cannot_bind():
+    from gradlint.source import parse
+    from gradlint.source.models import lower_class
+
+    src = parse("blk.py", (
+        "import torch.nn as nn\n"
+        "class Blk(nn.Module):\n"
+        "    def __init__(self, dim, act_layer=nn.ReLU):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(dim, dim)\n"
+        "        self.act = act_layer()\n"
+        "    def forward(self, x):\n"
+        "        return self.act(self.fc(x))\n"
+        "class Open(nn.Module):\n"
+        "    def __init__(self, dim, **kwargs):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(dim, dim)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x)\n"))
+    ok = lower_class(src, "Blk", ((0, (64,)), ("act_layer", (ClassArg("torch", "Tanh"),))))
+    assert [(type(n).__name__, getattr(n, "fn", None)) for n in ok.nodes] == [("Param", None), ("Activation", "tanh")]
+    assert ok.nodes[0].fan_in == 64
+    unknown = lower_class(src, "Blk", ((0, ()), ("act_layer", ())))
+    assert unknown.nodes[0].fan_in is None and isinstance(unknown.nodes[1], Opaque)
+    assert lower_class(src, "Blk", ((0, (64,)), ("depth", (3,)))) is None  # no such parameter
+    assert lower_class(src, "Blk", (("dim", (64,)), (0, (64,)))) is None  # positional after keyword
+    assert lower_class(src, "Blk", ((0, (64,)), ("dim", (64,)))) is None  # given twice
+    assert lower_class(src, "Blk", ((0, (64,)), (1, (ClassArg("torch", "Tanh"),)), (2, (3,)))) is None  # too many
+    # **kwargs that the call gives nothing: the class re-run, `kwargs` unknown
+    assert [n.fan_in for n in lower_class(src, "Open", ((0, (64,)),)).nodes] == [64]
+    # what goes to **kwargs (timm's `**dd`: device, dtype) is open, as every use of `kwargs` is
+    assert [n.fan_in for n in lower_class(src, "Open", ((0, (64,)), ("device", (None,)))).nodes] == [64]
+    assert lower_class(src, "Missing", ()) is None
+
+
+def test_the_arguments_a_placeholder_carries_survive_the_cache(tmp_path, monkeypatch):
+    import shutil
+
+    from gradlint.api import check_paths
+    from gradlint.config import Config
+
+    root = tmp_path / "proj"
+    shutil.copytree(ARGS, root)
+    monkeypatch.chdir(root)
+
+    def run():
+        result = check_paths(["."], Config(root=str(root)), use_cache=True, jobs=1)
+        return sorted((f.path, f.span.line, f.code, f.message) for f in result.findings)
+
+    cold = run()
+    assert any((root / ".gradlint_cache").iterdir())
+    assert run() == cold and len(cold) == 5

@@ -82,6 +82,7 @@ class ProjectIndex:
         self._mentions: dict[str, tuple[str, ...]] = {}
         # answers of the queries other facts modules make on the whole project, by query name
         self.memos: dict[str, dict] = {}
+        self._lowered: dict[tuple, "Network | None"] = {}  # lower()'s answers
 
     # -- modules ---------------------------------------------------------------------------------
     def add(self, name: str, facts: FileFacts, is_package: bool = False) -> Module:
@@ -209,6 +210,20 @@ class ProjectIndex:
     def networks(self, qualified: str) -> list["Network"]:
         mod, name = self._split(qualified)
         return [n for n in mod.facts.networks if n.name == name] if mod else []
+
+    def lower(self, qualified: str, args: tuple) -> "Network | None":
+        """The IR of class `qualified` built with the arguments of a call in another file
+        (ir.Extern.args), through the loader (which re-runs the class's file); once per run."""
+        try:
+            key = (qualified, args)
+            hash(key)
+        except TypeError:
+            return None
+        if key not in self._lowered:
+            mod, name = self._split(qualified)
+            run = getattr(self.loader, "lower", None)
+            self._lowered[key] = run(mod.name, mod.facts.path, name, args) if mod is not None and run else None
+        return self._lowered[key]
 
     def numclass(self, qualified: str) -> "NumClass | None":
         mod, name = self._split(qualified)

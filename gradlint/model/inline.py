@@ -2,13 +2,15 @@
 of the class it names, its layers renamed under the placeholder's module path.
 
 The per-file lowering cannot see other files, so it leaves an `Extern` (the class as written, the
-call's constant arguments, the parent's later initialisations); whoever holds the project index
-(the architecture rules, `gradlint model`) passes a `find` that turns the name into the other
-file's networks and a `find` for names of that file. Precision first: a placeholder is inlined
-only when the other file's IR holds for the arguments this call passes (each one the block's own
-constant default, or a value for a parameter without a default, which the IR holds only by its
-name), its forward was followed, and the paths and nesting stay bounded; otherwise it stays opaque,
-which ends chains.
+call's arguments, the parent's later initialisations); whoever holds the project index (the
+architecture rules, GL201's block count, `gradlint model`) passes a `find` that turns the name
+into the other file's networks, a `find` for names of that file, and a way to re-run the class
+with a call's arguments. Precision first: a placeholder is inlined only when the other file's IR
+holds for the arguments this call passes: the stored IR when each is the block's own default (or
+goes to a parameter without one, which the IR holds only by its name), else the class re-run in
+its file with these values (substitute, then decide: its conditions and loops see them, an
+unknown stays unknown); its forward was followed; and the paths and nesting stay bounded.
+Otherwise it stays opaque, which ends chains.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import replace
 from typing import Any, Callable, Optional
 
 from gradlint.model.ir import (
-    Attention, Extern, InitSpec, Network, Node, Param, Recurrent, Residual, TransformerBlock,
+    Attention, ClassArg, Extern, InitSpec, Network, Node, Param, Recurrent, Residual, TransformerBlock,
 )
 
 # Nested blocks of other files followed, at most (a block holding a block of a third file...).
@@ -25,8 +27,10 @@ MAX_NESTING = 8
 # Paths of one network with its blocks inlined, at most (as the lowering's MAX_PATHS).
 MAX_PATHS = 8
 
-# find(class as written) -> [(network, find for names of the network's own file)]
-Finder = Callable[[str], "list[tuple[Network, Finder]]"]
+# find(class as written) -> [(network, find for names of the network's own file[, lower])]:
+# lower(args), when given, re-runs the class with a call's arguments (ir.Extern.args) and gives
+# its IR for them, or None.
+Finder = Callable[[str], "list[tuple]"]
 
 
 def finder(scope: Any) -> Optional[Finder]:
@@ -36,9 +40,40 @@ def finder(scope: Any) -> Optional[Finder]:
         return None
 
     def find(text: str) -> list:
-        return [(n, finder(scope.at(q))) for q in scope.resolve(text) for n in scope.index.networks(q)]
+        out = []
+        for q in scope.resolve(text):
+            for n in scope.index.networks(q):
+                out.append((n, finder(scope.at(q)), lambda args, q=q: scope.index.lower(q, _qualified(args, scope))))
+        return out
 
     return find
+
+
+def _qualified(args: Any, scope: Any) -> Any:
+    """A call's arguments (ir.Extern.args) as the other file can read them: a class of a project
+    file passed as a value (ClassArg 'extern', written as this file names it) by its qualified
+    name; not known (()) when this file's name for it does not resolve to exactly one class."""
+    if args is None:
+        return None
+    return tuple((key, _qualified_value(value[0], scope) if value else ()) for key, value in args)
+
+
+def _qualified_value(value: Any, scope: Any) -> tuple:
+    if not isinstance(value, ClassArg):
+        return (value,)
+    args = tuple(_qualified_value(a, scope) for a in value.args)
+    kwargs = tuple((k, _qualified_value(a, scope)) for k, a in value.kwargs)
+    if not all(args) or not all(a for _k, a in kwargs):
+        return ()
+    cls = value.cls
+    if value.kind == "extern":
+        found = scope.resolve(cls)
+        if len(found) != 1:
+            return ()
+        cls = found[0]
+    return (replace(value, cls=cls, args=tuple(a[0] for a in args), kwargs=tuple((k, a[0]) for k, a in kwargs)),)
+
+
 
 
 def inline(network: Network, find: Optional[Finder]) -> Network:
@@ -93,13 +128,13 @@ class _Choices:
     def __init__(self, plan: dict, order: list, multi: bool) -> None:
         self.plan, self.order, self.multi = plan, order, multi
 
-    def path(self, block: Network) -> tuple | None:
+    def path(self, block: Network, args: Any = None) -> tuple | None:
         paths = block.paths
         if len(paths) == 1:
             return paths[0]
         if not self.multi:
             return None
-        key = (block.path, block.name)
+        key = (block.path, block.name, args)
         if key not in self.plan:
             self.plan[key] = 0
             self.order.append((key, len(paths)))
@@ -138,10 +173,18 @@ def _resolve(ext: Extern, find: Finder, depth: int, choices: _Choices) -> tuple:
     found = find(ext.cls)
     if len(found) != 1:  # not a project class, or a name that stands for several
         return (ext,)
-    block, inner_find = found[0]
-    if not block.forward_known or not block.nodes or not _same_arguments(ext, block):
+    block, inner_find, *lower = found[0]
+    key = None
+    if not _same_arguments(ext, block):
+        # Substitute, then decide: the other file's class re-run with this call's arguments
+        # (its conditions and loops decided with them, an argument not known left unknown).
+        block = lower[0](ext.args) if lower and lower[0] is not None and ext.args is not None else None
+        if block is None:
+            return (ext,)
+        key = ext.args
+    if not block.forward_known or not block.nodes:
         return (ext,)
-    chosen = choices.path(block)
+    chosen = choices.path(block, key)
     if chosen is None:
         return (ext,)
     body = _nodes(chosen, inner_find, depth + 1, choices)
@@ -178,7 +221,18 @@ def _same_arguments(ext: Extern, block: Network) -> bool:
 
 
 def _equal(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b
+    # A class of another file is named as each file writes it: two equal texts of two files may
+    # be two classes, so such a value is never taken for the default (the block is re-run).
+    return type(a) is type(b) and a == b and "extern" not in _kinds(a)
+
+
+def _kinds(value: Any) -> set:
+    if isinstance(value, ClassArg):
+        out = {value.kind}
+        for v in (*value.args, *(a for _k, a in value.kwargs)):
+            out |= _kinds(v)
+        return out
+    return set()
 
 
 def _renamed(node: Node, ext: Extern) -> Node:

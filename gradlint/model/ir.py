@@ -169,12 +169,36 @@ class Opaque:
 
 
 @dataclass(frozen=True)
+class SymArg:
+    """An argument of an `Extern` known only by its source text in the caller (`dim`,
+    `int(dim*mlp_ratio)`): the block re-run with it holds the caller's symbol, so that equal
+    symbols of the parent and the block cancel in a ratio."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ClassArg:
+    """A module class passed to an `Extern` as a value (`act_layer=nn.GELU`,
+    `norm_layer=partial(nn.LayerNorm, eps=1e-6)`). kind: 'torch' (cls: the torch.nn short name),
+    'library' (a block of the simplified torchvision/timm catalogue) or 'extern' (a class of
+    another file: as written in the file of the `Extern` that carries it; qualified once
+    model/inline.py passes it to that class's file); args, kwargs: what a
+    `functools.partial` bound, each a constant, `SymArg` or `ClassArg`."""
+
+    kind: str
+    cls: str
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
 class Extern(Opaque):
     """A module built from a class of another project file (`blocks.SigmoidBlock()`), as written
     in this file: opaque until the project index finds that class's IR (`model/inline.py`), which
     the per-file lowering cannot see. cls: the class as written here. args: the call's arguments,
-    ((position or keyword, (constant,) or () when not a known constant), ...), or None when
-    `*args` / `**kwargs` leave them open. inits:
+    ((position or keyword, (value,) or () when not known), ...), a value being a constant, a
+    `SymArg` or a `ClassArg`; None when `*args` / `**kwargs` leave them open. inits:
     initialisations of this file that reach the block after it was built (a parent's
     `apply(fn)`, loops over `self.modules()`): (parametric ops they apply to, empty for every
     one; tensor: 'weight', 'bias' or '*'; InitSpec), in program order."""

@@ -177,6 +177,28 @@ def extract_python_text(text: str, display: str):
     return extract_facts(src, tree)
 
 
+def parsed(path: Path, display: str):
+    """The libcst SourceFile of a file, under the same budgets as its extraction; None when they
+    (or Python) refuse it. For re-running one class of another file with a caller's arguments
+    (source.index.ProjectFiles.lower)."""
+    from gradlint.inputs import Refused, read_bounded
+
+    try:
+        data = read_bounded(path, MAX_SOURCE_BYTES)
+        text = decode(data)
+    except (Refused, UnicodeDecodeError, SyntaxError, LookupError):
+        return None
+    if _over_size_budget(data, text):
+        return None
+    tree = _cpython_parse(text, display)
+    if not isinstance(tree, ast.Module) or budget.nesting_cost(tree)[1] > budget.NESTING_BUDGET:
+        return None
+    try:
+        return parse(display, text, tree)
+    except (cst.ParserSyntaxError, RecursionError, MemoryError):
+        return None
+
+
 def _over_size_budget(data: bytes, text: str) -> str | None:
     """Why the file is too large to parse within budget (libcst: ~1 s per 5 000 lines, ~1 GB per
     20 000), or None."""

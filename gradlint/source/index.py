@@ -150,6 +150,7 @@ class ProjectFiles:
         self.extract = extract
         self.list_files = list_files
         self._files: list[Path] | None = None  # listed once per run: every scanned word reuses it
+        self._parsed: dict[Path, object] = {}  # SourceFile (or None) of the files lower() re-runs
 
     def find(self, module: str) -> Path | None:
         rel = Path(*module.split("."))
@@ -166,6 +167,28 @@ class ProjectFiles:
         if path is None:
             return None
         return self.extract(path), path.name == "__init__.py"
+
+    def lower(self, module: str, display: str, cls: str, args: tuple) -> object | None:
+        """The IR of class `cls` of `module` built with a caller's arguments (ir.Extern.args), or
+        None (gradlint.model.inline); each file parsed once per run."""
+        from gradlint.source import models, parsed
+
+        path = self.find(module) if module and all(p.isidentifier() for p in module.split(".")) else None
+        if path is None:
+            # a checked file the import roots do not reach (a package below another folder): the
+            # file its facts name, when that is the module (display paths are relative to the
+            # working folder, as discovery names them)
+            cand = Path(display)
+            try:
+                if not cand.suffix == ".py" or not cand.is_file() or module_name(cand, self.root)[0] != module:
+                    return None
+            except OSError:
+                return None
+            path = cand
+        if path not in self._parsed:
+            self._parsed[path] = parsed(path, display)
+        src = self._parsed[path]
+        return models.lower_class(src, cls, args) if src is not None else None
 
     def modules_mentioning(self, word: str) -> list[str]:
         if self.list_files is None:

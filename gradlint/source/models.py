@@ -23,8 +23,8 @@ import libcst as cst
 
 from gradlint.model.blocks import block_count
 from gradlint.model.ir import (
-    Activation, Extern, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent,
-    TransformerBlock,
+    Activation, ClassArg, Extern, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent,
+    SymArg, TransformerBlock,
 )
 from gradlint.source import catalog as C
 from gradlint.source import library as L
@@ -114,8 +114,8 @@ class Ctor:
     scoped_inits: list = field(default_factory=list)
     # Why a class of this file is 'unknown': a nesting limit, not a class gradlint cannot see.
     why: str | None = None
-    # A class of another file (kind 'unknown'): (the class as written, its constant arguments or
-    # None), for the placeholder the project index may resolve (ir.Extern, model/inline.py).
+    # A class of another file (kind 'unknown'): (the class as written, its arguments as
+    # ir.Extern.args or None), for the placeholder the project index may resolve (model/inline.py).
     extern: tuple | None = None
     # Set when __init__ reaches inside such a module (`self.block.fc.weight`, a method call on
     # it, an init of its tensors): what it did is not in the other file's IR, so it stays opaque.
@@ -321,6 +321,11 @@ class FileModel:
         name = L.library_name(quals, self.src.path)
         if name is not None and name[:1].isupper():
             return ClassRef("local", name, library=True)
+        last = text.rsplit(".", 1)[-1]
+        if last[:1].isupper() and any(c.islower() for c in last) and not isinstance(self.src, L.LibrarySource):
+            # an imported class of another file (`norm_layer=LayerNorm`, `mlp_layer=Mlp`): calling
+            # it builds a placeholder the project index may resolve (ir.Extern)
+            return ClassRef("extern", text)
         return None
 
     def qual(self, expr: cst.BaseExpression) -> frozenset[str]:
@@ -701,7 +706,7 @@ class FileModel:
         arguments when every one is a constant: the project index may splice the class in."""
         if name and not isinstance(self.src, L.LibrarySource):
             pos, kw, open_pos, open_kw = self.bound_args(call, env)
-            args: tuple | None = tuple((k, (v,) if _constant(v) else ()) for k, v in (*enumerate(pos), *kw.items()))
+            args: tuple | None = tuple((k, _neutral(v)) for k, v in (*enumerate(pos), *kw.items()))
             ctor.extern = (name, None if open_pos or open_kw else args)
         return ctor
 
@@ -816,6 +821,11 @@ class FileModel:
         kw = {**dict(ref.kwargs), **kw}
         if ref.library and site is None:
             site = self.site if self.site is not None else call
+        if ref.kind == "extern":
+            ctor = Ctor("unknown", ref.cls, [], {}, call, next(self.order))
+            args = tuple((k, _neutral(v)) for k, v in (*enumerate(pos), *kw.items()))
+            ctor.extern = (ref.cls, None if open_pos or open_kw else args)
+            return ctor
         if ref.kind == "torch":
             if ref.cls in C.CONTAINERS:
                 return Ctor("unknown", ref.cls, [], {}, call, next(self.order))
@@ -2070,6 +2080,82 @@ def extract(src):
     return tuple(networks), tuple(summaries)
 
 
+def lower_class(src, name: str, args: tuple) -> Network | None:
+    """The IR of module class `name` of `src` built with the arguments a call in another file
+    passes (ir.Extern.args, model/inline.py): the class re-run with the caller's values, as a class
+    of this file would be for a call here; an argument not known is unknown, and so are `*args` /
+    `**kwargs` whatever the call gives them (their uses are open). None for a call Python would
+    refuse (an argument no parameter takes, a parameter given twice) and when the class's forward
+    is not followed."""
+    fm = FileModel(src)
+    info = fm.classes.get(name)
+    init = fm._find_method(info, "__init__") if info is not None and info.is_module else None
+    if init is None or args is None:
+        return None
+    ps = init.params
+    if ps.posonly_params:
+        return None
+    positional = [p.name.value for p in list(ps.params)[1:]]
+    names = {*positional, *(p.name.value for p in ps.kwonly_params)}
+    pos: list = []
+    kw: dict = {}
+    star, stars = isinstance(ps.star_arg, cst.Param), ps.star_kwarg is not None
+    given = 0  # positional arguments, those *args takes included
+    for key, value in args:
+        v = _from_neutral(value[0]) if value else UNKNOWN
+        if isinstance(key, int) and key == given and not kw and (key < len(positional) or star):
+            given += 1
+            if key < len(positional):
+                pos.append(v)
+        elif isinstance(key, str) and key not in kw and key not in positional[:len(pos)] and (key in names or stars):
+            if key in names:
+                kw[key] = v
+        else:
+            return None
+    cuts = fm.cuts
+    fm.meter.allow()
+    try:
+        inst = fm.instantiate(info, None, {}, bound=(pos, kw, False, False))
+        low = Lowerer(fm)
+        low.assign_paths(inst.attrs, "", inst.type_inits)
+        paths, known, note = low.forward_paths(inst, "")
+        if fm.cuts != cuts or fm.meter.exhausted:
+            return None
+    except (Exhausted, RecursionError):
+        return None
+    if not known or not paths:
+        return None
+    return Network(name=info.name, path=src.path, nodes=tuple(paths[0]), origin=src.span(info.node.name),
+                   params=tuple(low.params), recurrents=tuple(low.recurrents),
+                   variants=tuple(tuple(p) for p in paths[1:]), note=note)
+
+
+def _neutral(v: Any) -> tuple:
+    """An argument as an ir.Extern carries it: (value,) for a constant, a symbol (ir.SymArg) or a
+    torch / catalogue class (ir.ClassArg) whose partial arguments are such values; () otherwise."""
+    if _constant(v):
+        return (v,)
+    if isinstance(v, Sym):
+        return (SymArg(v.text),)
+    if isinstance(v, ClassRef) and (v.kind in ("torch", "extern") or v.library):
+        args = [_neutral(a) for a in v.args]
+        kwargs = [(k, _neutral(a)) for k, a in v.kwargs]
+        if all(args) and all(a for _k, a in kwargs):
+            return (ClassArg("library" if v.library else v.kind, v.cls, tuple(a[0] for a in args),
+                             tuple((k, a[0]) for k, a in kwargs)),)
+    return ()
+
+
+def _from_neutral(v: Any) -> Any:
+    """The interpreter's value for an argument an ir.Extern carries (the inverse of _neutral)."""
+    if isinstance(v, SymArg):
+        return Sym(v.text)
+    if isinstance(v, ClassArg):
+        return ClassRef("local" if v.kind == "library" else v.kind, v.cls, tuple(_from_neutral(a) for a in v.args),
+                        tuple((k, _from_neutral(a)) for k, a in v.kwargs), v.kind == "library")
+    return v
+
+
 def _signature(fm: FileModel, info: ClassInfo) -> tuple | None:
     """__init__'s parameters as the class's IR was built with them (ir.Network.signature); None
     when a call could pass more than we can compare (`*args`, `**kwargs`, an __init__ not of this
@@ -2090,7 +2176,8 @@ def _signature(fm: FileModel, info: ClassInfo) -> tuple | None:
         else:
             fm.meter.allow()
             v = fm.eval(p.default, {})
-            how, value = ("default", v) if _constant(v) else ("fixed", None)
+            known = _neutral(v) if _constant(v) or isinstance(v, ClassRef) else ()
+            how, value = ("default", known[0]) if known else ("fixed", None)
         out.append((p.name.value, i >= len(positional), how, value))
     return tuple(out)
 

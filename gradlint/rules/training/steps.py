@@ -458,6 +458,8 @@ def class_risk(cls: str | None, text: str, index, facts: TrainingFacts | None = 
         return Risk(text, cls, f"{cls} is recurrent", (("recurrent", cls),))
     if modules:
         blocks = min(int(getattr(s, "transformer_blocks", 0) or 0) for s in modules)
+        if blocks < TRANSFORMER_BLOCKS:  # its blocks may be classes of other files: as GL106 sees them
+            blocks = max(blocks, _inlined_blocks(index, cls))
         if blocks >= TRANSFORMER_BLOCKS:
             return Risk(text, cls, f"{cls} is a transformer of {blocks} blocks", (("transformer_blocks", blocks),))
     gain = _flagged_gain(index, cls)
@@ -465,6 +467,18 @@ def class_risk(cls: str | None, text: str, index, facts: TrainingFacts | None = 
         code = "GL101" if gain < VANISHING else "GL102"
         return Risk(text, cls, f"{cls} has a predicted gradient gain of {gain:.1e} ({code})", (("gain", gain),))
     return None
+
+
+def _inlined_blocks(index, cls: str) -> int:
+    """Transformer blocks of the class `cls` names here, with the blocks of other project files
+    inlined (gradlint.model.inline, as the architecture rules see it); the fewest over the classes
+    and forward paths it may be."""
+    from gradlint.model.blocks import block_count
+    from gradlint.model.inline import finder, inline
+
+    counts = [block_count(inline(n, finder(index.at(q))).paths) if n.forward_known else 0
+              for q in index.resolve(cls) for n in index.index.networks(q)]
+    return min(counts, default=0)
 
 
 def _flagged_gain(index, cls: str) -> float | None:
