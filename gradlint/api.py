@@ -154,9 +154,10 @@ def run_rules(facts: FileFacts, config: Config, index: ProjectIndex | None, rule
 def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = True,
                   batch: cache.Batch | None = None) -> tuple[ProjectIndex, Path]:
     """An empty project index for the project the paths belong to, with a loader that summarises
-    (through the cache) any module of the project a lookup reaches; and the project's root. New
-    cache entries join `batch` when given (the caller writes it), else are written at once."""
-    from gradlint.source.index import ProjectFiles, find_project_root
+    (through the cache) any module of the project a lookup reaches, or of an installed library
+    (`read-libraries`: located in `library_roots`, read, never imported); and the project's root.
+    New cache entries join `batch` when given (the caller writes it), else are written at once."""
+    from gradlint.source.index import ProjectFiles, find_project_root, library_roots
 
     root = find_project_root(paths, Path(config.root))
     stores: list = []
@@ -170,8 +171,48 @@ def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = Tr
     def list_files() -> list[Path]:
         return [p for p, _ in discover([root], config).files if p.suffix == ".py"]
 
-    loader = ProjectFiles(root, summarise, list_files)
+    def summarise_library(path: Path) -> FileFacts:
+        # The models of a library module, cached like a project file's (in the project's cache:
+        # nothing is written near the library) under their own kind, since they hold less.
+        if use_cache and not stores:
+            stores.append(cache.open_store(config.root, config.cache_dir)[0])
+        return library_facts(path, stores[0] if stores else None, config.max_file_size, batch)
+
+    libraries = library_roots(root, config.library_paths) if config.read_libraries else ()
+    loader = ProjectFiles(root, summarise, list_files, libraries=libraries, extract_library=summarise_library,
+                          read_library=lambda path: inputs.read_bounded(path, config.max_file_size))
     return ProjectIndex(loader), root
+
+
+def library_facts(path: Path, store: cache.Store | None, max_size: int,
+                  batch: cache.Batch | None = None) -> FileFacts:
+    """The models (networks, class summaries, symbols) of one installed library's module, named by
+    its absolute path; never reported on, so an unreadable one is simply empty."""
+    from gradlint.source import decode, extract_python_text
+
+    display = str(path)
+    try:
+        data, fingerprint = inputs.read_input(path, max_size)
+    except inputs.Refused:
+        return FileFacts(path=display, kind="python")
+    where = cache.slot(store, display, "library", fingerprint) if store is not None else None
+    if store is not None and where is not None:
+        hit = cache.load(store, where, str(path.parent), FileFacts)
+        if hit is not None:
+            return hit
+    try:
+        facts = extract_python_text(decode(data or b""), display, models_only=True)
+    except Exception:  # a library we cannot model stays unknown; it is not the user's to fix
+        return FileFacts(path=display, kind="python")
+    facts = replace(facts, source=None, input_errors=())
+    if store is not None and where is not None:
+        made = cache.entry(where, facts, str(path.parent))
+        if made is not None:
+            if batch is not None:
+                batch.add(store, made)
+            else:
+                cache.write(store, [made])
+    return facts
 
 
 def add_to_index(index: ProjectIndex, root: Path, path: Path, facts: FileFacts) -> None:
