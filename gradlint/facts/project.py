@@ -149,10 +149,6 @@ class ProjectIndex:
                                       classes=facts.classes, symbols=mod.facts.symbols)
         return mod
 
-    def is_library(self, module: str) -> bool:
-        """Whether module `module` (already loaded) was read from an installed library."""
-        mod = self.modules.get(module)
-        return mod is not None and mod.library
 
     def module_of(self, facts: FileFacts) -> str:
         return self.by_path.get(facts.path, "")
@@ -197,9 +193,22 @@ class ProjectIndex:
         if target.startswith("."):
             return self._global(absolute(here, target), depth + 1)
         found = self._global(target, depth + 1)
-        if not found and here.package:
-            found = self._global(f"{here.package}.{target}", depth + 1)
+        if here.package and (not found or (not here.library and self._in_library(found))):
+            # a script's sibling comes first on Python's path, before any installed library
+            found = self._global(f"{here.package}.{target}", depth + 1) or found
         return found
+
+    def _in_library(self, found: tuple[str, ...]) -> bool:
+        """Whether a definition of `found` lies in a module read from an installed library."""
+        for q in found:
+            parts = q.split(".")
+            for i in range(len(parts) - 1, 0, -1):
+                mod = self.modules.get(".".join(parts[:i]))
+                if mod is not None:
+                    if mod.library:
+                        return True
+                    break
+        return False
 
     def _global(self, qualified: str, depth: int) -> tuple[str, ...]:
         """Resolve a fully qualified name: the longest prefix that is a module of the project,
