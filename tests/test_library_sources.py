@@ -246,8 +246,12 @@ def test_library_models_are_cached_and_a_changed_library_is_read_again(tmp_path,
         return real(text, display, **kw)
 
     monkeypatch.setattr(source, "extract_python_text", counting)
+    parsed: list[int] = []
+    real_names = source_index.module_symbols
+    monkeypatch.setattr(source_index, "module_symbols", lambda text: parsed.append(1) or real_names(text))
     assert findings(proj, monkeypatch, use_cache=True) == [(9, "GL101")]
     assert not any(c.endswith("sig.py") for c in calls)  # the library's models came from the cache
+    assert parsed == []  # and so did the names of its three modules
     # nothing was written near the library
     assert not any(p.name.startswith(".gradlint") for p in site.rglob("*"))
     sig = site / "fakelib" / "blocks" / "sig.py"

@@ -229,14 +229,15 @@ class ProjectFiles:
     the file as discovery would, so a module is cached once whether checked or referenced);
     `list_files()` the project's .py files, honouring excludes and .gitignore. A library module
     is read in two steps: its top-level names first (`load_library`: CPython's `ast`, what
-    resolving re-exports needs), then its models only when a class of it is asked for
-    (`library_facts`, through `extract_library`). Neither runs anything of the library.
+    resolving re-exports needs; `read_library(path)` gives them and the bytes read), then its
+    models only when a class of it is asked for (`library_facts`, through `extract_library`).
+    Neither runs anything of the library.
     """
 
     def __init__(self, root: Path, extract: Callable[[Path], FileFacts],
                  list_files: Callable[[], list[Path]] | None = None, *,
                  libraries: Iterable[Path] = (), extract_library: Callable[[Path], FileFacts] | None = None,
-                 read_library: Callable[[Path], bytes] | None = None) -> None:
+                 read_library: Callable[[Path], tuple[FileFacts | None, int]] | None = None) -> None:
         self.root = root.resolve()
         self.roots = import_roots(self.root)
         self.extract = extract
@@ -279,21 +280,16 @@ class ProjectFiles:
             return None
         self.library_modules += 1
         try:
-            # special files refused before any open, at most max-file-size read (the runner's reader)
-            data = self.read_library(path)
-        except Exception:  # inputs.Refused, a decoding error: a library we cannot read is unknown
+            # the runner's reader: special files refused before any open, at most max-file-size
+            # read, the names cached like a file's facts
+            facts, size = self.read_library(path)
+        except Exception:  # inputs.Refused: a library we cannot read is unknown
             return None
-        self.library_bytes += len(data)
-        try:
-            from gradlint.source import decode
-
-            symbols = module_symbols(decode(data))
-        except (UnicodeDecodeError, SyntaxError, LookupError, ValueError):
-            symbols = None
-        if symbols is None:
+        self.library_bytes += size
+        if facts is None or facts.symbols is None:
             return None
         self.library_paths[module] = path
-        return FileFacts(path=str(path), kind="python", symbols=symbols), path.name == "__init__.py"
+        return facts, path.name == "__init__.py"
 
     def library_facts(self, module: str) -> FileFacts | None:
         """The models of a library module `load_library` read (the networks and class summaries
