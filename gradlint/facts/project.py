@@ -149,7 +149,6 @@ class ProjectIndex:
                                       classes=facts.classes, symbols=mod.facts.symbols)
         return mod
 
-
     def module_of(self, facts: FileFacts) -> str:
         return self.by_path.get(facts.path, "")
 
