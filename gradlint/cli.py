@@ -506,6 +506,8 @@ def config_toml(cfg: Config, rules: dict[str, Any]) -> str:
     line("respect-gitignore", cfg.respect_gitignore)
     line("cache-dir", cfg.cache_dir)
     line("max-file-size", cfg.max_file_size)
+    line("read-libraries", cfg.read_libraries)
+    line("library-paths", list(cfg.library_paths))
     # Not a setting: what the selection comes to (and GL0xx, always on).
     out.append(f"# enabled: {_toml(sorted(cfg.enabled_codes()))}")
     for code, r in rules.items():

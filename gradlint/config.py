@@ -22,7 +22,7 @@ DEFAULT_EXCLUDE = (
 
 TOP_LEVEL_KEYS = (
     "select", "extend-select", "ignore", "per-file-ignores", "exclude", "extend-exclude",
-    "fail-on", "respect-gitignore", "cache-dir", "max-file-size",
+    "fail-on", "respect-gitignore", "cache-dir", "max-file-size", "read-libraries", "library-paths",
 )
 # Source files larger than this are reported (GL001) and never read: 7x the largest module of
 # transformers, timm or torchvision, far below what makes a parse take minutes.
@@ -45,6 +45,10 @@ class Config:
     respect_gitignore: bool = True
     cache_dir: str = ".gradlint_cache"
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    # Installed libraries' sources read (never imported) to model the blocks a network uses;
+    # library_paths: folders searched first, absolute (written relative to the config file).
+    read_libraries: bool = True
+    library_paths: tuple[str, ...] = ()
     # rule code -> ((option, value), ...), only the options the user set
     rule_options: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
     root: str = "."
@@ -183,6 +187,22 @@ def _cache_dir(value: Any, path: Path) -> str:
     return "/".join(clean)
 
 
+def _library_paths(value: Any, path: Path) -> tuple[str, ...]:
+    """Folders to look for installed libraries in, relative to the configuration file's folder
+    (or absolute). A folder that does not exist is kept and simply holds nothing: the same file
+    serves machines where a virtual environment is and is not there."""
+    items = _str_list(value, "library-paths", path)
+    out: list[str] = []
+    for item in items:
+        if not item.strip() or "\0" in item:
+            raise ConfigError(f"{path}: 'library-paths' entries must be folder paths, got {item!r}")
+        folder = Path(item).expanduser()
+        if not folder.is_absolute():
+            folder = path.resolve().parent / folder
+        out.append(str(folder))
+    return tuple(out)
+
+
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
           "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
 
@@ -239,6 +259,12 @@ def parse_table(table: Mapping[str, Any], path: Path) -> Config:
             cfg["cache_dir"] = _cache_dir(value, path)
         elif key == "max-file-size":
             cfg["max_file_size"] = _size(value, key, path)
+        elif key == "read-libraries":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{path}: 'read-libraries' must be true or false, got {value!r}")
+            cfg["read_libraries"] = value
+        elif key == "library-paths":
+            cfg["library_paths"] = _library_paths(value, path)
         elif isinstance(value, dict) and get_rule(key) is not None:
             rule = get_rule(key)
             assert rule is not None
@@ -257,6 +283,8 @@ def parse_table(table: Mapping[str, Any], path: Path) -> Config:
                 origins[f"{rule.code}.{opt_key}"] = src
         else:
             raise ConfigError(f"{path}: unknown key '{key}' in [tool.gradlint]")
+    if cfg.get("library_paths") and cfg.get("read_libraries") is False:
+        raise ConfigError(f"{path}: 'library-paths' is set but 'read-libraries' is false: remove one")
     cfg["rule_options"] = tuple((c, tuple(sorted(o.items()))) for c, o in sorted(rule_options.items()))
     cfg["origins"] = tuple(sorted(origins.items()))
     return Config(**cfg)

@@ -5,6 +5,11 @@ name (`models.gan.Discriminator`), never every class of that bare name in the ru
 command line are added with their facts; any other module of the project is summarised when a
 lookup first reaches it (`ModuleLoader`, given by the runner: it finds the file and extracts it,
 through the cache), so a file's findings do not depend on which other files are in the run.
+A module no project file holds may come from an installed library (`ModuleLoader.load_library`,
+when the loader offers it): its names resolve like the project's, and its models are read only
+when a class of it is asked for (`networks`, `class_summaries`). Library modules carry no
+training or numerics facts: nothing in them is reported, and the rules that follow a project's
+own functions and classes (GL2xx, GL3xx) see them as before, unknown.
 
 Pure data and dictionary lookups: no parser is imported here.
 """
@@ -36,6 +41,10 @@ class ModuleLoader(Protocol):
     def modules_mentioning(self, word: str) -> Iterable[str]:
         """Qualified names of the project's modules whose text contains `word` (a cheap scan)."""
 
+    # Optional (looked up with getattr): installed libraries.
+    #   load_library(module) -> (facts with the module's symbols only, is a package) | None
+    #   library_facts(module) -> the module's facts with its networks and class summaries | None
+
 
 @dataclass
 class Module:
@@ -45,6 +54,9 @@ class Module:
     imports: dict[str, tuple[str, ...]] = field(default_factory=dict)
     defined: frozenset[str] = frozenset()
     star: tuple[str, ...] = ()
+    # read from an installed library: `facts` holds its symbols until its models are asked for
+    library: bool = False
+    models_read: bool = False
 
     @property
     def package(self) -> str:
@@ -112,10 +124,31 @@ class ProjectIndex:
             return None
         self._loaded += 1
         got = self.loader.load(name)
+        library = False
+        if got is None:
+            # not the project's: an installed library's, read without importing it
+            load_library = getattr(self.loader, "load_library", None)
+            got = load_library(name) if load_library is not None else None
+            library = got is not None
         if got is None:
             self._absent.add(name)
             return None
-        return self.add(name, got[0], got[1])
+        mod = self.add(name, got[0], got[1])
+        mod.library = library
+        return mod
+
+    def _with_models(self, mod: Module) -> Module:
+        """`mod`, with its networks and class summaries read now when it is a library module
+        whose models were not read yet (only its names were, to resolve re-exports)."""
+        if mod.library and not mod.models_read:
+            mod.models_read = True
+            read = getattr(self.loader, "library_facts", None)
+            facts = read(mod.name) if read is not None else None
+            if facts is not None:
+                # only what models a network: a library's loops and numerics are not the user's
+                mod.facts = FileFacts(path=facts.path, kind=facts.kind, networks=facts.networks,
+                                      classes=facts.classes, symbols=mod.facts.symbols)
+        return mod
 
     def module_of(self, facts: FileFacts) -> str:
         return self.by_path.get(facts.path, "")
@@ -160,9 +193,22 @@ class ProjectIndex:
         if target.startswith("."):
             return self._global(absolute(here, target), depth + 1)
         found = self._global(target, depth + 1)
-        if not found and here.package:
-            found = self._global(f"{here.package}.{target}", depth + 1)
+        if here.package and (not found or (not here.library and self._in_library(found))):
+            # a script's sibling comes first on Python's path, before any installed library
+            found = self._global(f"{here.package}.{target}", depth + 1) or found
         return found
+
+    def _in_library(self, found: tuple[str, ...]) -> bool:
+        """Whether a definition of `found` lies in a module read from an installed library."""
+        for q in found:
+            parts = q.split(".")
+            for i in range(len(parts) - 1, 0, -1):
+                mod = self.modules.get(".".join(parts[:i]))
+                if mod is not None:
+                    if mod.library:
+                        return True
+                    break
+        return False
 
     def _global(self, qualified: str, depth: int) -> tuple[str, ...]:
         """Resolve a fully qualified name: the longest prefix that is a module of the project,
@@ -205,11 +251,11 @@ class ProjectIndex:
 
     def class_summaries(self, qualified: str) -> list[ClassSummary]:
         mod, name = self._split(qualified)
-        return [c for c in mod.facts.classes if c.name == name] if mod else []
+        return [c for c in self._with_models(mod).facts.classes if c.name == name] if mod else []
 
     def networks(self, qualified: str) -> list["Network"]:
         mod, name = self._split(qualified)
-        return [n for n in mod.facts.networks if n.name == name] if mod else []
+        return [n for n in self._with_models(mod).facts.networks if n.name == name] if mod else []
 
     def lower(self, qualified: str, args: tuple) -> "Network | None":
         """The IR of class `qualified` built with the arguments of a call in another file

@@ -139,7 +139,7 @@ def extract_python(path: Path, display: str, data: bytes | None = None):
     return extract_python_text(text, display)
 
 
-def extract_python_text(text: str, display: str):
+def extract_python_text(text: str, display: str, *, models_only: bool = False):
     """The facts of Python source already in memory (a file, stdin, a notebook's cells), an
     'unreadable_source' input error (what Python itself refuses) or a named skip (what gradlint's parser cannot afford or cannot
     read). CPython judges first: libcst crashes (SIGSEGV) on nesting CPython refuses, and hangs on
@@ -174,7 +174,7 @@ def extract_python_text(text: str, display: str):
     except (RecursionError, MemoryError):
         return FileFacts(path=display, kind="python", source=text, symbols=module_symbols(tree),
                          skipped="nested too deeply for libcst, gradlint's parser (Python accepts it)")
-    return extract_facts(src, tree)
+    return extract_facts(src, tree, models_only=models_only)
 
 
 def parsed(path: Path, display: str):
@@ -242,8 +242,10 @@ def _libcst_limit(text: str, exc: cst.ParserSyntaxError) -> str:
     return reason
 
 
-def extract_facts(src: SourceFile, tree=None):
-    """Run every extractor on one parsed file (`tree`: CPython's AST of it, when already made)."""
+def extract_facts(src: SourceFile, tree=None, *, models_only: bool = False):
+    """Run every extractor on one parsed file (`tree`: CPython's AST of it, when already made);
+    `models_only`: the model lowering alone (a library module, whose loops and numerics are not
+    the user's)."""
     from gradlint.facts.files import FileFacts
     from gradlint.source import loops, models, numerics
     from gradlint.source.index import module_symbols
@@ -256,6 +258,8 @@ def extract_facts(src: SourceFile, tree=None):
         networks, classes = models.extract(src)
         facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes,
                           symbols=module_symbols(tree if tree is not None else src.text))
+        if models_only:
+            return facts
         facts.numerics = numerics.extract(src)
         facts.training = loops.extract(src)
     return facts

@@ -1,5 +1,6 @@
 """The project on disk: its root, each module's qualified name from its path, each file's top-level
-names (ModuleSymbols), and the loader that summarises a referenced module the run did not check.
+names (ModuleSymbols), and the loader that summarises a referenced module the run did not check,
+of the project or of an installed library (located on disk, never imported).
 
 The resolution itself (imports, re-exports, `*`) is pure data and lives in gradlint.facts.project.
 """
@@ -7,9 +8,12 @@ The resolution itself (imports, re-exports, `*`) is pure data and lives in gradl
 from __future__ import annotations
 
 import ast
+import os
 import stat
+import sys
+import sysconfig
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from gradlint.facts.files import FileFacts, ModuleSymbols
 
@@ -17,6 +21,13 @@ PROJECT_MARKERS = ("pyproject.toml", "setup.cfg", ".git")
 # Files of the project scanned for one word (gradcheck calls), at most.
 MAX_SCANNED = 20000
 MAX_SCANNED_BYTES = 8 * 1024 * 1024
+# Installed libraries: modules read in one run, and their bytes, at most. Resolving one name of
+# timm or torchvision reads 2-5 modules; what a budget cuts resolves to nothing (never a finding).
+MAX_LIBRARY_MODULES = 512
+MAX_LIBRARY_BYTES = 64 << 20
+# Top-level packages never read from the libraries: gradlint models torch.nn from its own tables,
+# and reading torch would only make names such as `nn.Module` resolve into its sources.
+NEVER_READ = frozenset({"torch"})
 
 
 def find_project_root(paths: Iterable[Path], fallback: Path) -> Path:
@@ -135,30 +146,113 @@ def module_symbols(source: str | ast.Module) -> ModuleSymbols | None:
     )
 
 
+def site_packages(venv: Path) -> list[Path]:
+    """The site-packages folders of a virtual environment: `lib/pythonX.Y/site-packages` (the
+    running Python's version first, then the others, newest first) and Windows' `Lib/site-packages`."""
+    mine = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    try:
+        found = [p for p in (venv / "lib").glob("python*/site-packages") if p.is_dir()]
+    except OSError:
+        found = []
+    found.sort(key=lambda p: (p.parent.name != mine, _version(p.parent.name)))
+    windows = venv / "Lib" / "site-packages"
+    if _is_dir(windows) and windows not in found:
+        found.append(windows)
+    return found
+
+
+def _version(name: str) -> tuple[int, ...]:
+    """'python3.12' -> (-3, -12): newest first when sorted."""
+    digits = name.removeprefix("python").split(".")
+    return tuple(-int(d) if d.isdigit() else 0 for d in digits)
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def library_roots(root: Path, configured: Iterable[str | Path] = (),
+                  environ: Mapping[str, str] | None = None, *, interpreter: bool = True) -> tuple[Path, ...]:
+    """The folders installed libraries are looked for in, first match wins:
+
+    1. `library-paths` of the configuration, in the order written (the user said so);
+    2. the project's own virtual environment, `.venv/` then `venv/` under the project root: the
+       libraries the project runs with, also when gradlint runs in another environment (the
+       pre-commit hook runs it in its own);
+    3. the active environment, `$VIRTUAL_ENV` (pre-commit sets it to the hook's own);
+    4. the site-packages of the Python running gradlint (sysconfig's purelib and platlib).
+
+    Folders that do not exist are left out, and so is the project itself (its modules are found
+    first anyway)."""
+    env = os.environ if environ is None else environ
+    cands: list[Path] = [Path(p) for p in configured]
+    root = root.resolve()
+    for name in (".venv", "venv"):
+        cands.extend(site_packages(root / name))
+    if env.get("VIRTUAL_ENV"):
+        cands.extend(site_packages(Path(env["VIRTUAL_ENV"])))
+    if interpreter:
+        paths = sysconfig.get_paths()
+        cands.extend(Path(paths[k]) for k in ("purelib", "platlib") if paths.get(k))
+    out: list[Path] = []
+    for cand in cands:
+        try:
+            real = cand.resolve()
+        except (OSError, RuntimeError):
+            continue
+        if real in out or real == root or not _is_dir(real):
+            continue
+        out.append(real)
+    return tuple(out)
+
+
+def _find_under(bases: Iterable[Path], module: str) -> Path | None:
+    rel = Path(*module.split("."))
+    for base in bases:
+        for cand in (base / rel.with_suffix(".py") if rel.name else None, base / rel / "__init__.py"):
+            try:
+                if cand is not None and cand.is_file():
+                    return cand
+            except OSError:
+                continue
+    return None
+
+
 class ProjectFiles:
-    """gradlint.facts.project.ModuleLoader over the files of one project folder.
+    """gradlint.facts.project.ModuleLoader over the files of one project folder, and of the
+    installed libraries found in `libraries` (folders, searched in order after the project).
 
     `extract(path)` gives a file's facts (the runner passes its cached extraction, which names
     the file as discovery would, so a module is cached once whether checked or referenced);
-    `list_files()` the project's .py files, honouring excludes and .gitignore.
+    `list_files()` the project's .py files, honouring excludes and .gitignore. A library module
+    is read in two steps: its top-level names first (`load_library`: CPython's `ast`, what
+    resolving re-exports needs; `read_library(path)` gives them and the bytes read), then its
+    models only when a class of it is asked for (`library_facts`, through `extract_library`).
+    Neither runs anything of the library.
     """
 
     def __init__(self, root: Path, extract: Callable[[Path], FileFacts],
-                 list_files: Callable[[], list[Path]] | None = None) -> None:
+                 list_files: Callable[[], list[Path]] | None = None, *,
+                 libraries: Iterable[Path] = (), extract_library: Callable[[Path], FileFacts] | None = None,
+                 read_library: Callable[[Path], tuple[FileFacts | None, int]] | None = None) -> None:
         self.root = root.resolve()
         self.roots = import_roots(self.root)
         self.extract = extract
         self.list_files = list_files
         self._files: list[Path] | None = None  # listed once per run: every scanned word reuses it
         self._parsed: dict[Path, object] = {}  # SourceFile (or None) of the files lower() re-runs
+        self.libraries = tuple(libraries)
+        self.extract_library = extract_library
+        self.read_library = read_library
+        self.library_paths: dict[str, Path] = {}  # module -> the file its names were read from
+        self.library_modules = 0
+        self.library_bytes = 0
 
     def find(self, module: str) -> Path | None:
-        rel = Path(*module.split("."))
-        for base in self.roots:
-            for cand in (base / rel.with_suffix(".py") if rel.name else None, base / rel / "__init__.py"):
-                if cand is not None and cand.is_file():
-                    return cand
-        return None
+        return _find_under(self.roots, module)
 
     def load(self, module: str) -> tuple[FileFacts, bool] | None:
         if not module or any(not p.isidentifier() for p in module.split(".")):
@@ -175,6 +269,9 @@ class ProjectFiles:
 
         path = self.find(module) if module and all(p.isidentifier() for p in module.split(".")) else None
         if path is None:
+            # a block of an installed library that load_library read (through the safe reader)
+            path = self.library_paths.get(module)
+        if path is None:
             # a checked file the import roots do not reach (a package below another folder): the
             # file its facts name, when that is the module (display paths are relative to the
             # working folder, as discovery names them)
@@ -189,6 +286,43 @@ class ProjectFiles:
             self._parsed[path] = parsed(path, display)
         src = self._parsed[path]
         return models.lower_class(src, cls, args) if src is not None else None
+    def load_library(self, module: str) -> tuple[FileFacts, bool] | None:
+        """The top-level names of module `module` of an installed library (no networks yet), and
+        whether it is a package; None when no library folder holds it, when the project has a
+        top-level module of that name (it shadows the library, as on Python's path), when it is
+        torch, or past the run's budgets."""
+        if not self.libraries or self.read_library is None:
+            return None
+        parts = module.split(".")
+        if not module or any(not p.isidentifier() for p in parts) or parts[0] in NEVER_READ:
+            return None
+        if self.find(parts[0]) is not None:
+            return None
+        if self.library_modules >= MAX_LIBRARY_MODULES or self.library_bytes >= MAX_LIBRARY_BYTES:
+            return None
+        path = _find_under(self.libraries, module)
+        if path is None:
+            return None
+        self.library_modules += 1
+        try:
+            # the runner's reader: special files refused before any open, at most max-file-size
+            # read, the names cached like a file's facts
+            facts, size = self.read_library(path)
+        except Exception:  # inputs.Refused: a library we cannot read is unknown
+            return None
+        self.library_bytes += size
+        if facts is None or facts.symbols is None:
+            return None
+        self.library_paths[module] = path
+        return facts, path.name == "__init__.py"
+
+    def library_facts(self, module: str) -> FileFacts | None:
+        """The models of a library module `load_library` read (the networks and class summaries
+        of its classes; never its training loops or numerics: nothing in it is reported)."""
+        path = self.library_paths.get(module)
+        if path is None or self.extract_library is None:
+            return None
+        return self.extract_library(path)
 
     def modules_mentioning(self, word: str) -> list[str]:
         if self.list_files is None:
