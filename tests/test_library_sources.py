@@ -325,3 +325,24 @@ def test_a_loader_without_libraries_resolves_as_before():
     index = ProjectIndex(Loader())
     index.add("user", FileFacts(path="user.py", kind="python", symbols=module_symbols("from fakelib import B\n")))
     assert index.resolve("user", "B") == ()
+
+
+def test_a_library_block_called_with_other_arguments_is_re_run_with_them(tmp_path, monkeypatch):
+    """`NormedBlock(norm=False)` is not the library's default (a LayerNorm in every block, which
+    keeps the stack quiet): the block is re-run from the library's source with the caller's
+    argument, as a block of another project file is, and the bare sigmoid stack is flagged."""
+    normed = SIGMOID_BLOCK.replace("SigmoidBlock", "NormedBlock").replace("width=256):", "width=256, norm=True):") \
+        .replace("self.act = nn.Sigmoid()",
+                 "self.norm = nn.LayerNorm(width) if norm else nn.Identity()\n        self.act = nn.Sigmoid()") \
+        .replace("self.act(self.fc(x))", "self.act(self.norm(self.fc(x)))")
+    fakelib(tmp_path / "site", extra={"fakelib/normed.py": normed})
+    proj = tmp_path / "proj"
+    model = DEEP_MODEL.format(cls="NormedBlock").replace("from fakelib import", "from fakelib.normed import")
+    write(proj, {"pyproject.toml": '[tool.gradlint]\nlibrary-paths = ["../site"]\n', "model.py": model})
+    assert findings(proj, monkeypatch) == []  # the default: normalised
+    write(proj, {"model.py": model.replace("NormedBlock()", "NormedBlock(norm=False)")})
+    assert findings(proj, monkeypatch) == [(9, "GL101")]
+    res = run_cli("model", "model.py", "--format", "json", cwd=proj, env={"VIRTUAL_ENV": ""})
+    nodes = json.loads(res.stdout)[0]["nodes"]
+    assert not any(n["kind"] == "opaque" for n in nodes)
+    assert [n["name"] for n in nodes[:3]] == ["blocks.0.fc", "blocks.0.norm", "blocks.0.act"]

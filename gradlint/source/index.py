@@ -286,6 +286,7 @@ class ProjectFiles:
             self._parsed[path] = parsed(path, display)
         src = self._parsed[path]
         return models.lower_class(src, cls, args) if src is not None else None
+
     def load_library(self, module: str) -> tuple[FileFacts, bool] | None:
         """The top-level names of module `module` of an installed library (no networks yet), and
         whether it is a package; None when no library folder holds it, when the project has a
