@@ -326,6 +326,7 @@ class Extractor:
         self.unit = 0  # id of the top-level def being walked (0: the module body)
         self.units: dict[int, tuple[cst.CSTNode, list, list, list]] = {}
         self.stale: set[int] = set()  # units that read a class's members before it was walked
+        self.subclassed: set[str] = set()  # classes of this file another class of it derives from
 
     # -- helpers -----------------------------------------------------------------------------
     def q(self, expr: cst.BaseExpression) -> frozenset[str]:
@@ -451,8 +452,8 @@ class Extractor:
             return {}
         positional, kwonly, defaults, _unit = sig
         head, _, name = qual.rpartition(".")
-        if (head if name == "__init__" else name) in self.references:
-            return {}  # passed around as a value: its callers are not all known
+        if (head if name == "__init__" else name) in self.references or head in self.subclassed:
+            return {}  # passed around as a value, or a subclass's `super()` calls: callers not all known
         calls = [c for by_unit in self.passed.get(qual, {}).values() for c in by_unit]
         out: dict[str, V] = {}
         for i, p in enumerate(positional + kwonly):
@@ -539,6 +540,7 @@ class Extractor:
 
     def _walk_class(self, node: cst.ClassDef, parent_quiet: bool) -> None:
         bases = self.base_names(node)
+        self.subclassed.update(b for b in bases if b in self.local_classes)
         name = node.name.value
         module_like = any(b.startswith("torch.nn.") or "Module" in b or "Model" in b or "Layer" in b
                           or "Block" in b or "Net" in b for b in bases)
