@@ -246,6 +246,16 @@ def _passed(v: V) -> V:
 
 # Walks of one unit when its callers' arguments change (a chain of calls through this file).
 MAX_REWALKS = 3
+_LOSS_NAMES = {"ce": "cross_entropy", "bce": "binary_cross_entropy", "bce_logits": "binary_cross_entropy_with_logits"}
+
+
+def _shape(v: V) -> str:
+    """An argument as a caller in another file needs it (Call.args): '' when nothing useful."""
+    if v.crit:
+        return "crit:" + v.crit
+    if len(v.inst) == 1 and not v.crit:
+        return "inst:" + next(iter(v.inst))
+    return ""
 
 
 def merge_env(a: dict[str, V], b: dict[str, V]) -> dict[str, V]:
@@ -327,6 +337,7 @@ class Extractor:
         self.units: dict[int, tuple[cst.CSTNode, list, list, list]] = {}
         self.stale: set[int] = set()  # units that read a class's members before it was walked
         self.subclassed: set[str] = set()  # classes of this file another class of it derives from
+        self.calling: dict[int, cst.Call] = {}  # id(callee expression) -> its call
 
     # -- helpers -----------------------------------------------------------------------------
     def q(self, expr: cst.BaseExpression) -> frozenset[str]:
@@ -684,6 +695,8 @@ class FunctionWalk:
         self.deferred: list[cst.FunctionDef] = []
         self.module_defs: list[cst.FunctionDef | cst.ClassDef] = []
         self.calls: dict[Call, None] = {}  # in order, once each
+        self.unbound: dict[str, V] = {}  # parameter -> its own unknown value (identity: not rebound)
+        self.param_outputs: dict[int, tuple[V, str]] = {}  # id(value) -> (value, parameter called)
 
     # -- entry points --------------------------------------------------------------------------
     def run_function(self, fn: cst.FunctionDef) -> None:
@@ -708,8 +721,14 @@ class FunctionWalk:
                 self.decorated_nograd = True
         ps = fn.params
         bound = self._bound_params(fn)
+        open_params = self.cls is None and self.qual in self.x.signatures and self.x.unit != 0
         for p in list(ps.posonly_params) + list(ps.params) + list(ps.kwonly_params):
-            self.env[p.name.value] = bound.get(p.name.value, UNKNOWN)
+            v = bound.get(p.name.value)
+            if v is None and open_params:
+                # unknown here; a caller in another file may pass a model or a criterion (a site
+                # on it names the parameter, and the rules join what the project's callers pass)
+                v = self.unbound[p.name.value] = V()
+            self.env[p.name.value] = v if v is not None else UNKNOWN
         for star in (ps.star_arg, ps.star_kwarg):
             if isinstance(star, cst.Param):
                 self.env[star.name.value] = UNKNOWN
@@ -1227,6 +1246,7 @@ class FunctionWalk:
     # -- calls ---------------------------------------------------------------------------------
     def call(self, node: cst.Call) -> V:
         func = node.func
+        self.x.calling[id(func)] = node
         self.record_call(func)
         self._record_passed(node)
         names = self.x.q(func)
@@ -1269,13 +1289,40 @@ class FunctionWalk:
                 func.value.func, cst.Name) and func.value.func.value == "super" and not func.value.args:
             text = "super()." + func.attr.value
         if text is not None:
-            self.calls.setdefault(Call(text, nograd=self.nograd > 0))
+            self.calls.setdefault(Call(text, nograd=self.nograd > 0, args=self._shapes(func)))
+
+    def _shapes(self, func: cst.BaseExpression) -> tuple[tuple[str, str], ...]:
+        """The models and criteria a call passes (Call.args), for callers of other files."""
+        node = self.x.calling.get(id(func))
+        if node is None or not node.args or isinstance(func, cst.Attribute) and not isinstance(func.value, cst.Name):
+            return ()
+        names = self.x.q(func)
+        if names and all(n.startswith(("torch.", "numpy.", "math.")) or n == "torch" for n in names):
+            return ()
+        out = []
+        position = 0
+        for a in node.args:
+            if a.star:
+                return ()
+            key = a.keyword.value if a.keyword is not None else str(position)
+            position += a.keyword is None
+            shape = _shape(self.ev(a.value))
+            if shape:
+                out.append((key, shape))
+        return tuple(out)
 
     def _args_ev(self, node: cst.Call) -> list[V]:
         return [self.ev(a.value) for a in node.args]
 
     def instance_call(self, node: cst.Call, callee: V, owner: str | None) -> V:
         vals = self._args_ev(node)
+        if owner is not None and owner in self.unbound and callee is self.unbound[owner]:
+            inp = _arg(node, 0, "input")
+            if inp is not None:
+                self.param_loss(node, None, owner, inp, self.ev(inp))
+            out = V(computed=True, tensor=_combine(vals).tensor)
+            self.param_outputs[id(out)] = (out, owner)
+            return out
         if callee.crit:
             inp = _arg(node, 0, "input")
             if inp is not None:
@@ -1618,9 +1665,35 @@ class FunctionWalk:
     def hazard_quiet(self) -> bool:
         return self.quiet or self.nograd > 0
 
+    def param_loss(self, node: cst.Call, kind: str | None, criterion: str, inp_node: cst.BaseExpression,
+                   inp: V) -> None:
+        """A loss whose criterion or input model is a parameter no caller of this file binds: a site
+        that holds for what the project's callers pass (facts.numerics.bind_parameters)."""
+        if self.hazard_quiet() or inp.nograd:
+            return
+        called = self.param_outputs.get(id(inp))
+        model = called[1] if called is not None and called[0] is inp else ""
+        if not model and not (criterion and (inp.prob in ("softmax", "sigmoid") or inp.out)):
+            return
+        sig = self.x.signatures.get(self.qual)
+        if sig is None:
+            return
+        data = [("criterion_param", criterion), ("model_param", model), ("positional", sig[0] + sig[1]),
+                ("input", self.x.code(inp_node)[:80])]
+        if kind is not None:
+            data.append(("loss", _LOSS_NAMES[kind]))
+        if not model:
+            data.append(("input_prob", inp.prob or ""))
+        self.x.add(Site("probability_into_loss", "parameters", self.x.span(node), detail=_LOSS_NAMES.get(kind, ""),
+                        classes=tuple(sorted(inp.out)) if not model and not inp.prob else (), data=tuple(data)))
+
     def check_loss(self, node: cst.Call, kind: str, inp_node: cst.BaseExpression, inp: V,
                    crit_node: cst.Call | None, owner: str | None = None) -> None:
         if self.hazard_quiet() or inp.nograd:
+            return
+        called = self.param_outputs.get(id(inp))
+        if called is not None and called[0] is inp:
+            self.param_loss(node, kind, "", inp_node, inp)
             return
         want = "softmax" if kind == "ce" else "sigmoid"
         loss = {"ce": "cross_entropy", "bce": "binary_cross_entropy",

@@ -38,8 +38,9 @@ class SigmoidIntoBCEWithLogits(SiteRule):
     Flags `nn.BCEWithLogitsLoss` / `F.binary_cross_entropy_with_logits` whose input is already
     a sigmoid output (inline, through a variable, an `nn.Sigmoid` module, or a model whose
     `forward` returns a sigmoid, across the files of the run). A model or criterion that is a
-    function's parameter is what the callers in the same file pass (when they all agree), or
-    the parameter's constructor default (`criterion=nn.BCEWithLogitsLoss()`).
+    function's parameter is what its callers pass when they all agree (callers in the same file,
+    and for a module-level function, callers anywhere in the project), else the parameter's
+    constructor default (`criterion=nn.BCEWithLogitsLoss()`); with no caller it is unknown.
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
