@@ -8,7 +8,7 @@ records are as written in their file; the queries resolve them through the proje
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gradlint.facts.project import MAX_DEPTH, Module, ProjectIndex, Scope
@@ -107,6 +107,9 @@ class Call:
 
     callee: str
     nograd: bool = False
+    # the models and criteria it passes, by parameter position ('0', '1'...) or keyword:
+    # 'crit:bce_logits', 'inst:Net' (the class as written in the caller's file); no `*args` call
+    args: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,75 @@ def holds(site: Site, scope: Scope | None) -> bool:
         if kind == site.want:
             return True
     return False
+
+
+_WANT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "binary_cross_entropy_with_logits": "sigmoid"}
+_KINDS = {"ce": "cross_entropy", "bce": "binary_cross_entropy", "bce_logits": "binary_cross_entropy_with_logits"}
+
+
+def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
+    """A loss site on a function's parameters (variant 'parameters') as every caller in the project
+    passes them: the site it then is ('local' or 'model-output'), or None when a caller passes
+    something unknown, callers disagree, none calls the function, or it is read as a value."""
+    data = dict(site.data)
+    function = site.function
+    if scope is None or not scope.module or not function or "." in function:
+        return None
+    index = scope.index
+    target = f"{scope.module}.{function}"
+    positional = tuple(data.get("positional", ()))
+    wanted = [p for p in (data.get("criterion_param"), data.get("model_param")) if p]
+    joined: dict[str, str] = {}
+    called = False
+    names = sorted({scope.module, *index.mentioning(function)}, key=lambda n: (n not in index.modules, n))
+    for name in names:
+        mod = index.module(name)
+        facts = mod.facts.numerics if mod is not None else None
+        if facts is None or function in facts.references:
+            return None
+        for fn in facts.functions:
+            for call in fn.calls:
+                how = _call_of(index, mod, fn.name, call.callee, function, target, None)
+                if how is None:
+                    continue
+                if how == "unknown":
+                    return None
+                called = True
+                args = dict(call.args)
+                for p in wanted:
+                    shape = args.get(p) or (args.get(str(positional.index(p))) if p in positional else None)
+                    if not shape:
+                        return None
+                    if shape.startswith("inst:"):
+                        quals = index.resolve(mod.name, shape[5:])
+                        if len(quals) != 1:
+                            return None
+                        shape = "inst:" + quals[0]
+                    if joined.setdefault(p, shape) != shape:
+                        return None
+    if not called:
+        return None
+    loss = data.get("loss")
+    crit = joined.get(data.get("criterion_param") or "")
+    if crit is not None:
+        if not crit.startswith("crit:"):
+            return None
+        loss = _KINDS.get(crit[5:])
+    if loss not in _WANT:
+        return None
+    want = _WANT[loss]
+    rest = tuple((k, v) for k, v in site.data if k in ("input",)) + (("loss", loss),)
+    model = joined.get(data.get("model_param") or "")
+    if model is not None:
+        if not model.startswith("inst:"):
+            return None
+        return replace(site, variant="model-output", classes=(model[5:],), want=want, data=rest, detail=loss)
+    if data.get("input_prob"):
+        return replace(site, variant="local", classes=(), want=None, data=rest, detail=loss) \
+            if data["input_prob"] == want else None
+    if site.classes:
+        return replace(site, variant="model-output", want=want, data=rest, detail=loss)
+    return None
 
 
 def returned_kind(site: Site, scope: Scope | None) -> str | None:

@@ -46,6 +46,9 @@ class Event:
       runs (`loss_scaler = NativeScaler()`; `loss_scaler(loss, opt)` runs `NativeScaler.__call__`,
       whose name is in `name`), resolved in this file or through the project index.
       fit       Lightning `trainer.fit(model)` / Hugging Face `trainer.train()`
+    each: the optimizers a step, clear or unscale is drawn from, as written (`self.optimizers`),
+      when its target is the variable of a loop over them (`for opt in self.optimizers:
+      scaler.step(opt)`): that loop is one update of each, so its block is no loop of its own.
     """
 
     kind: str
@@ -66,6 +69,7 @@ class Event:
     module_call: bool = False
     args: tuple[tuple[str, Value], ...] = ()
     ref: str = ""
+    each: str = ""
 
 
 @dataclass(frozen=True)

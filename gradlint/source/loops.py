@@ -141,6 +141,9 @@ class _PrePass:
         # class -> (bases as written, methods); `x = Cls(...)` / `self.x = Cls(...)` -> classes
         self.classes: dict[str, tuple[tuple[str, ...], set[str]]] = {}
         self.instances: dict[str, set[str]] = {}
+        # what the calls of a statement pass, by callee: `f` for `f(...)`, `.m` for `self.m(...)`
+        # (positional texts, keyword texts, a `*`/`**` seen)
+        self.calls: dict[str, list[tuple[tuple[str, ...], dict[str, str], bool]]] = {}
 
     def run(self, module: cst.Module) -> None:
         self._walk(module, None, False)
@@ -186,7 +189,40 @@ class _PrePass:
                         self._bind(scope, name, _NONCONST)
             elif isinstance(n, cst.Expr) and isinstance(n.value, cst.Call):
                 self._add_argument(n.value)
+            if isinstance(n, (cst.Expr, cst.Assign, cst.Return)) and isinstance(n.value, cst.Call):
+                self._call(n.value)
             stack.extend((c, False) for c in reversed(_children(n)) if type(c).__name__ in _STATEMENTISH)
+
+    def _call(self, call: cst.Call) -> None:
+        func = call.func
+        if isinstance(func, cst.Name):
+            key = func.value
+        elif isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+            key = "." + func.attr.value
+        else:
+            return
+        pos = tuple(_text(a.value) for a in call.args if a.keyword is None and not a.star)
+        kw = {a.keyword.value: _text(a.value) for a in call.args if a.keyword is not None}
+        self.calls.setdefault(key, []).append((pos, kw, any(a.star for a in call.args)))
+
+    def passed(self, fdef: cst.FunctionDef, method: bool, param: str) -> list[str] | None:
+        """What every call of this file passes for `param` of `fdef` (a module-level function,
+        or a method called on `self`); None when a call passes nothing we can read, or none calls."""
+        calls = self.calls.get(("." if method else "") + fdef.name.value)
+        if not calls:
+            return None
+        p = fdef.params
+        positional = [x.name.value for x in (*p.posonly_params, *p.params)][1 if method else 0:]
+        index = positional.index(param) if param in positional else -1
+        out = []
+        for pos, kw, star in calls:
+            if param in kw:
+                out.append(kw[param])
+            elif 0 <= index < len(pos) and not (star and index >= len(pos)):
+                out.append(pos[index])
+            else:
+                return None
+        return out
 
     def _instance(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
         """`x = Cls(...)` (also `Cls(...).to(device)`): x holds an instance of Cls."""
@@ -508,7 +544,13 @@ class _Extractor(StatementWalker):
         ctx = ctx.replace(parent_stmt=sid)
         head = stmt.iter if isinstance(stmt, cst.For) else stmt.test
         out.extend(self.events(head, sid, ctx))
-        out.append(self.block(_suite(stmt.body), ctx, "loop"))
+        body = self.block(_suite(stmt.body), ctx, "loop")
+        each = _each_optimizer(stmt)
+        if each and all(e.kind in _PER_OPTIMIZER for e in iter_events(body)):
+            # `for opt in self.optimizers: scaler.step(opt)`: one update of every optimizer,
+            # not a loop of steps
+            body = _drawn_from(dataclasses.replace(body, kind="body"), stmt.target.value, each)
+        out.append(body)
         if stmt.orelse is not None:
             out.extend(self.block(_suite(stmt.orelse.body), ctx, "body").items)
         return out
@@ -821,14 +863,14 @@ class _Extractor(StatementWalker):
         if attr in ("step", "first_step", "second_step") and receiver is not None:
             if recv_text in ("self", "cls") and attr in self.pre.methods:
                 return [self._local_call(call, attr, recv_text, ctx, sid)]  # an optimizer's own methods (SAM)
-            scaler = self._scaler_name(recv_text)
+            scaler = self._scaler_name(recv_text) or self._passed_as(recv_text, fid, ctx, self._made_scaler)
             zero = _arg(call, -1, "zero_grad")
             clears = isinstance(zero, cst.Name) and zero.value == "True"
             if attr == "step" and scaler:
                 opt = _arg(call, 0, "optimizer")
                 return [Event("step", span, fid, sid, ng, via="scaler", target=_text(opt) if opt is not None else "",
                               scaler=recv_text)]
-            if self._is_optimizer(recv_text, fid):
+            if self._is_optimizer(recv_text, fid) or self._passed_as(recv_text, fid, ctx, self._made_optimizer):
                 out: list[Event] = []
                 closure = _arg(call, 0, "closure") if attr == "step" else None
                 callees: tuple[int, ...] = ()
@@ -899,6 +941,26 @@ class _Extractor(StatementWalker):
         if _SCALER_NAME.search(_last(recv_text)):
             return True
         return any(a.kind == "scaler" and a.target == recv_text for a in self.assigns)
+
+    def _passed_as(self, recv_text: str, fid: int, ctx: "_Ctx", test) -> bool:
+        """`s.step(o)` in `def update(model, o, s, loss)`: every call of this file passes a scaler
+        (or an optimizer, by `test`) for the parameter."""
+        fdef = self._scope_nodes.get(fid)
+        if recv_text not in self._params.get(fid, ()) or fdef is None or self._func_parent.get(fid) != 0:
+            return False
+        texts = self.pre.passed(fdef, ctx.cls is not None, recv_text)
+        return bool(texts) and all(test(t) for t in texts)
+
+    def _made_scaler(self, text: str) -> bool:
+        """A name this file binds to a GradScaler (or names as one)."""
+        return self._scaler_name(text) or self.pre.instance_class(text).rsplit(".", 1)[-1] == "GradScaler"
+
+    def _made_optimizer(self, text: str) -> bool:
+        """A name this file binds to an optimizer (or names as one)."""
+        cls = self.pre.instance_class(text)
+        last = cls.rsplit(".", 1)[-1]
+        return is_optimizer_name(text) or bool(cls) and (
+            cls.startswith(("torch.optim.", "optim.")) or last in OPTIMIZER_CLASSES or last.endswith("Optimizer"))
 
     def _is_optimizer(self, recv_text: str, fid: int) -> bool:
         if not recv_text:
@@ -1002,6 +1064,39 @@ def _call_kind(text: str, qualified: frozenset[str]) -> str:
     if head in ("self", "cls") or _MODELISH.search(head):
         return "module"
     return "op"
+
+
+# What a loop over the optimizers may do and still be one update of each (no backward, no call).
+_PER_OPTIMIZER = frozenset({"step", "clear", "unscale", "clip"})
+
+
+def _each_optimizer(stmt: cst.CSTNode) -> str:
+    """`self.optimizers` of `for opt in self.optimizers` (also `optimizers.values()`, Lightning's
+    `self.optimizers()`); '' for any other loop."""
+    if not isinstance(stmt, cst.For) or not isinstance(stmt.target, cst.Name):
+        return ""
+    it = stmt.iter
+    if isinstance(it, cst.Call) and not it.args:
+        func = it.func
+        it = func.value if isinstance(func, cst.Attribute) and func.attr.value == "values" else func
+    text = dotted(it) if isinstance(it, (cst.Name, cst.Attribute)) else None
+    if not text:
+        return ""
+    last = _last(text)
+    return _text(stmt.iter) if last.endswith("s") and (last.lower() == "opts" or is_optimizer_name(last)) else ""
+
+
+def _drawn_from(block: Block, var: str, each: str) -> Block:
+    """The events of a loop over the optimizers whose optimizer is the loop variable, marked."""
+    items = []
+    for it in block.items:
+        if isinstance(it, Block):
+            items.append(_drawn_from(it, var, each))
+        elif it.target == var:
+            items.append(dataclasses.replace(it, each=each))
+        else:
+            items.append(it)
+    return dataclasses.replace(block, items=tuple(items))
 
 
 def _is_body_continue(body: cst.BaseSuite) -> bool:

@@ -237,6 +237,28 @@ def merge(a: V, b: V) -> V:
     )
 
 
+def _passed(v: V) -> V:
+    """What an argument (or a member) keeps when it becomes a parameter: whether it is a model or
+    a criterion; any other value stays unknown, as a parameter always was."""
+    if not (v.inst or v.crit or v.callret or v.module):
+        return UNKNOWN
+    return V(inst=v.inst, crit=v.crit, callret=v.callret, module=v.module, leaf=v.leaf)
+
+
+# Walks of one unit when its callers' arguments change (a chain of calls through this file).
+MAX_REWALKS = 3
+_LOSS_NAMES = {"ce": "cross_entropy", "bce": "binary_cross_entropy", "bce_logits": "binary_cross_entropy_with_logits"}
+
+
+def _shape(v: V) -> str:
+    """An argument as a caller in another file needs it (Call.args): '' when nothing useful."""
+    if v.crit:
+        return "crit:" + v.crit
+    if len(v.inst) == 1 and not v.crit:
+        return "inst:" + next(iter(v.inst))
+    return ""
+
+
 def merge_env(a: dict[str, V], b: dict[str, V]) -> dict[str, V]:
     out: dict[str, V] = {}
     for key in a.keys() | b.keys():
@@ -303,6 +325,20 @@ class Extractor:
         self.callees: set[int] = set()
         self.path: list[str] = []
         self.walking: list[str] = []
+        # What callers pass (issue 9, calls): a function or method of this file whose parameter is a
+        # model or a criterion is walked with what its callers in this file pass, joined over them
+        # (unknown when they disagree or when there is none; a constructor default when none
+        # passes it). Walked units (top-level functions and classes) are walked again until the
+        # arguments they were walked with settle.
+        self.passed: dict[str, dict[int, list[tuple[list[V], dict[str, V], bool]]]] = {}
+        self.signatures: dict[str, tuple[tuple[str, ...], tuple[str, ...], dict[str, V], int]] = {}
+        self.walked_with: dict[str, dict[str, V]] = {}
+        self.class_attrs: dict[str, dict[str, V]] = {}  # top-level class -> what its __init__ sets
+        self.unit = 0  # id of the top-level def being walked (0: the module body)
+        self.units: dict[int, tuple[cst.CSTNode, list, list, list]] = {}
+        self.stale: set[int] = set()  # units that read a class's members before it was walked
+        self.subclassed: set[str] = set()  # classes of this file another class of it derives from
+        self.calling: dict[int, cst.Call] = {}  # id(callee expression) -> its call
 
     # -- helpers -----------------------------------------------------------------------------
     def q(self, expr: cst.BaseExpression) -> frozenset[str]:
@@ -371,19 +407,95 @@ class Extractor:
         # function is still the global that function uses.
         self.globals = {k: v for k, v in top.env.items() if "." not in k}
         for node in top.module_defs:
-            try:
-                if isinstance(node, cst.ClassDef):
-                    self.walk_class(node, False)
-                else:
-                    FunctionWalk(self, node.name.value, None,
-                                 quiet=self.file_quiet or quiet_function(node.name.value)).run_function(node)
-                    top._record_wrapper(node)
-            except RecursionError:
-                self.depth = 0
+            self._walk_unit(node)
+            if isinstance(node, cst.FunctionDef):
+                top._record_wrapper(node)
+        self._settle()
+        for _node, sites, classes, functions in self.units.values():
+            self.sites.extend(sites)
+            self.classes.extend(classes)
+            self.functions.extend(functions)
         return NumericsFacts(sites=tuple(self.sites), classes=tuple(self.classes),
                              gradchecked=frozenset(self.gradchecked), apply_aliases=tuple(self.aliases),
                              torch_imports=self.torch_imports(),
                              functions=tuple(self.functions), references=frozenset(self.references))
+
+    def _walk_unit(self, node: cst.FunctionDef | cst.ClassDef) -> None:
+        """Walk one top-level def into its own lists of facts (replacing those of an earlier walk)."""
+        key = id(node)
+        old = self.units.get(key)
+        if old is not None:
+            self._seen.difference_update((s.kind, s.span, s.variant) for s in old[1])
+            for by_unit in self.passed.values():
+                by_unit.pop(key, None)
+        saved = self.sites, self.classes, self.functions, self.unit
+        self.sites, self.classes, self.functions, self.unit = [], [], [], key
+        try:
+            if isinstance(node, cst.ClassDef):
+                self.walk_class(node, False)
+            else:
+                FunctionWalk(self, node.name.value, None,
+                             quiet=self.file_quiet or quiet_function(node.name.value)).run_function(node)
+        except RecursionError:
+            self.depth = 0
+        finally:
+            self.units[key] = (node, self.sites, self.classes, self.functions)
+            self.sites, self.classes, self.functions, self.unit = saved
+
+    def _settle(self) -> None:
+        """Walk again the units whose functions were walked with other arguments than their callers
+        pass (a caller below its callee, a chain of calls), a few rounds at most."""
+        stale = set(self.stale)
+        for _ in range(MAX_REWALKS):
+            for qual, sig in self.signatures.items():
+                if self.binding(qual) != self.walked_with.get(qual, {}):
+                    stale.add(sig[3])
+            if not stale:
+                return
+            for key in [k for k in self.units if k in stale]:
+                self._walk_unit(self.units[key][0])
+            stale = set()
+
+    def binding(self, qual: str) -> dict[str, V]:
+        """What each parameter of function `qual` is, joined over the calls of this file: only
+        models and criteria (anything else stays unknown, as before)."""
+        sig = self.signatures.get(qual)
+        if sig is None:
+            return {}
+        positional, kwonly, defaults, _unit = sig
+        head, _, name = qual.rpartition(".")
+        if (head if name == "__init__" else name) in self.references or head in self.subclassed:
+            return {}  # passed around as a value, or a subclass's `super()` calls: callers not all known
+        calls = [c for by_unit in self.passed.get(qual, {}).values() for c in by_unit]
+        out: dict[str, V] = {}
+        for i, p in enumerate(positional + kwonly):
+            joined: V | None = None
+            for pos, kw, star in calls:
+                if i < len(positional) and i < len(pos):
+                    v = pos[i]
+                elif p in kw:
+                    v = kw[p]
+                else:
+                    v = UNKNOWN if star else defaults.get(p, UNKNOWN)
+                joined = v if joined is None else merge(joined, v)
+            if joined is None:
+                joined = defaults.get(p, UNKNOWN)
+            joined = _passed(joined)
+            if joined != UNKNOWN:
+                out[p] = joined
+        return out
+
+    def member(self, cls: str, attr: str) -> V | None:
+        """A submodule (`encoder`) of an instance of a top-level class of this file, as its
+        __init__ sets it; None when unknown or not a module."""
+        if cls not in self.local_classes:
+            return None
+        attrs = self.class_attrs.get(cls)
+        if attrs is None:
+            self.stale.add(self.unit)
+            return None
+        v = attrs.get(attr)
+        return _passed(v) if v is not None and (v.module or v.inst) else None
 
     def _prescan(self, module: cst.Module) -> None:
         """Class names and autograd Functions of this file, before any function is walked.
@@ -440,6 +552,7 @@ class Extractor:
 
     def _walk_class(self, node: cst.ClassDef, parent_quiet: bool) -> None:
         bases = self.base_names(node)
+        self.subclassed.update(b for b in bases if b in self.local_classes)
         name = node.name.value
         module_like = any(b.startswith("torch.nn.") or "Module" in b or "Model" in b or "Layer" in b
                           or "Block" in b or "Net" in b for b in bases)
@@ -462,6 +575,8 @@ class Extractor:
                     ctx.attrs[key[5:]] = val
                     if val.leaf and val.params and val.tensor and not val.module:
                         ctx.params.add(key[5:])
+        if len(self.path) == 1:
+            self.class_attrs[name] = ctx.attrs
         returns: list[V] = []
         has_forward = False
         for m in methods:
@@ -581,10 +696,13 @@ class FunctionWalk(StatementWalker):
         self.deferred: list[cst.FunctionDef] = []
         self.module_defs: list[cst.FunctionDef | cst.ClassDef] = []
         self.calls: dict[Call, None] = {}  # in order, once each
+        self.unbound: dict[str, V] = {}  # parameter -> its own unknown value (identity: not rebound)
+        self.param_outputs: dict[int, tuple[V, str]] = {}  # id(value) -> (value, parameter called)
 
     # -- entry points --------------------------------------------------------------------------
     def run_function(self, fn: cst.FunctionDef) -> None:
         qual = ".".join([*self.x.path, self.name])
+        self.qual = qual
         self.x.path.append(self.name + ".<locals>")
         self.x.walking.append(qual)
         try:
@@ -603,8 +721,15 @@ class FunctionWalk(StatementWalker):
                 self.nograd += 1
                 self.decorated_nograd = True
         ps = fn.params
+        bound = self._bound_params(fn)
+        open_params = self.cls is None and self.qual in self.x.signatures and self.x.unit != 0
         for p in list(ps.posonly_params) + list(ps.params) + list(ps.kwonly_params):
-            self.env[p.name.value] = UNKNOWN
+            v = bound.get(p.name.value)
+            if v is None and open_params:
+                # unknown here; a caller in another file may pass a model or a criterion (a site
+                # on it names the parameter, and the rules join what the project's callers pass)
+                v = self.unbound[p.name.value] = V()
+            self.env[p.name.value] = v if v is not None else UNKNOWN
         for star in (ps.star_arg, ps.star_kwarg):
             if isinstance(star, cst.Param):
                 self.env[star.name.value] = UNKNOWN
@@ -614,6 +739,66 @@ class FunctionWalk(StatementWalker):
             # an expression too deep to follow (generated code): this function yields no facts,
             # the rest of the file still does
             self.returns = [None]
+
+    def _bound_params(self, fn: cst.FunctionDef) -> dict[str, V]:
+        """The parameters of a top-level function or method as its callers in this file pass them
+        (Extractor.binding); the signature is kept so that later callers can be joined."""
+        qual = self.qual
+        if "<locals>" in qual or qual.count(".") > (self.cls is not None) or not self.x.unit:
+            return {}
+        ps = fn.params
+        positional = [p.name.value for p in list(ps.posonly_params) + list(ps.params)]
+        if self.cls is not None:
+            if any(dotted(d.decorator) == "staticmethod" for d in fn.decorators) or not positional:
+                return {}
+            positional = positional[1:]
+        defaults: dict[str, V] = {}
+        for p in list(ps.posonly_params) + list(ps.params) + list(ps.kwonly_params):
+            if isinstance(p.default, cst.Call):
+                v = _passed(self.ev(p.default))
+                if v != UNKNOWN:
+                    defaults[p.name.value] = v  # `criterion=nn.BCELoss()`
+        self.x.signatures[qual] = (tuple(positional), tuple(p.name.value for p in ps.kwonly_params), defaults,
+                                   self.x.unit)
+        bound = self.x.walked_with[qual] = self.x.binding(qual)
+        return bound
+
+    def _record_passed(self, node: cst.Call) -> None:
+        """At a call of a function or method of this file, what it passes (Extractor.binding)."""
+        func = node.func
+        x = self.x
+        if isinstance(func, cst.Name):
+            name = func.value
+            if name in self.env or name in self.globals:
+                return
+            if name in x.local_classes:
+                qual = name + ".__init__"
+            elif name in x.def_names:
+                qual = name
+            else:
+                return
+        elif isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.attr.value in x.def_names:
+            if func.value.value == "self" and self.cls is not None:
+                owner = self.cls.name
+            else:
+                inst = self.ev(func.value).inst
+                if len(inst) != 1:
+                    return
+                owner = next(iter(inst))
+            qual = owner + "." + func.attr.value
+        else:
+            return
+        pos: list[V] = []
+        kw: dict[str, V] = {}
+        star = False
+        for a in node.args:
+            if a.star:
+                star = True
+            elif a.keyword is not None:
+                kw[a.keyword.value] = self.ev(a.value)
+            elif not star:
+                pos.append(self.ev(a.value))
+        self.x.passed.setdefault(qual, {}).setdefault(self.x.unit, []).append((pos, kw, star))
 
     def walk(self, stmts: Iterable[cst.CSTNode]) -> None:
         for stmt in stmts:
@@ -719,6 +904,11 @@ class FunctionWalk(StatementWalker):
     def _bind_loop_target(self, target: cst.BaseAssignTargetExpression, it_node: cst.BaseExpression, it: V) -> None:
         module_iter = False
         named = False
+        while isinstance(it_node, cst.Subscript) or (
+                isinstance(it_node, cst.Call) and isinstance(it_node.func, cst.Name)
+                and it_node.func.value in ("list", "tuple") and len(it_node.args) == 1):
+            # `list(model.children())[:3]`: some of the same modules
+            it_node = it_node.value if isinstance(it_node, cst.Subscript) else it_node.args[0].value
         if isinstance(it_node, cst.Call) and isinstance(it_node.func, cst.Attribute):
             meth = it_node.func.attr.value
             module_iter = meth in ("modules", "children", "named_modules", "named_children")
@@ -938,6 +1128,10 @@ class FunctionWalk(StatementWalker):
         if isinstance(node.value, cst.Name) and node.value.value == "self":
             # an attribute __init__ did not set to a parameter or module: a buffer, a config value
             return UNKNOWN
+        if len(base.inst) == 1:
+            sub = self.x.member(next(iter(base.inst)), attr)  # `self.model.encoder` of a class here
+            if sub is not None:
+                return sub
         # `outputs.embeds` of a model's output is that output's (a learned layer's: dense)
         return V(params=base.params, cut=base.cut, cut_span=base.cut_span, const=base.const,
                  numpy=base.numpy, param_cuts=base.param_cuts, dense=base.dense)
@@ -1028,7 +1222,9 @@ class FunctionWalk(StatementWalker):
     # -- calls ---------------------------------------------------------------------------------
     def call(self, node: cst.Call) -> V:
         func = node.func
+        self.x.calling[id(func)] = node
         self.record_call(func)
+        self._record_passed(node)
         names = self.x.q(func)
         if names:
             return self.qualified_call(node, names)
@@ -1069,13 +1265,40 @@ class FunctionWalk(StatementWalker):
                 func.value.func, cst.Name) and func.value.func.value == "super" and not func.value.args:
             text = "super()." + func.attr.value
         if text is not None:
-            self.calls.setdefault(Call(text, nograd=self.nograd > 0))
+            self.calls.setdefault(Call(text, nograd=self.nograd > 0, args=self._shapes(func)))
+
+    def _shapes(self, func: cst.BaseExpression) -> tuple[tuple[str, str], ...]:
+        """The models and criteria a call passes (Call.args), for callers of other files."""
+        node = self.x.calling.get(id(func))
+        if node is None or not node.args or isinstance(func, cst.Attribute) and not isinstance(func.value, cst.Name):
+            return ()
+        names = self.x.q(func)
+        if names and all(n.startswith(("torch.", "numpy.", "math.")) or n == "torch" for n in names):
+            return ()
+        out = []
+        position = 0
+        for a in node.args:
+            if a.star:
+                return ()
+            key = a.keyword.value if a.keyword is not None else str(position)
+            position += a.keyword is None
+            shape = _shape(self.ev(a.value))
+            if shape:
+                out.append((key, shape))
+        return tuple(out)
 
     def _args_ev(self, node: cst.Call) -> list[V]:
         return [self.ev(a.value) for a in node.args]
 
     def instance_call(self, node: cst.Call, callee: V, owner: str | None) -> V:
         vals = self._args_ev(node)
+        if owner is not None and owner in self.unbound and callee is self.unbound[owner]:
+            inp = _arg(node, 0, "input")
+            if inp is not None:
+                self.param_loss(node, None, owner, inp, self.ev(inp))
+            out = V(computed=True, tensor=_combine(vals).tensor)
+            self.param_outputs[id(out)] = (out, owner)
+            return out
         if callee.crit:
             inp = _arg(node, 0, "input")
             if inp is not None:
@@ -1418,9 +1641,35 @@ class FunctionWalk(StatementWalker):
     def hazard_quiet(self) -> bool:
         return self.quiet or self.nograd > 0
 
+    def param_loss(self, node: cst.Call, kind: str | None, criterion: str, inp_node: cst.BaseExpression,
+                   inp: V) -> None:
+        """A loss whose criterion or input model is a parameter no caller of this file binds: a site
+        that holds for what the project's callers pass (facts.numerics.bind_parameters)."""
+        if self.hazard_quiet() or inp.nograd:
+            return
+        called = self.param_outputs.get(id(inp))
+        model = called[1] if called is not None and called[0] is inp else ""
+        if not model and not (criterion and (inp.prob in ("softmax", "sigmoid") or inp.out)):
+            return
+        sig = self.x.signatures.get(self.qual)
+        if sig is None:
+            return
+        data = [("criterion_param", criterion), ("model_param", model), ("positional", sig[0] + sig[1]),
+                ("input", self.x.code(inp_node)[:80])]
+        if kind is not None:
+            data.append(("loss", _LOSS_NAMES[kind]))
+        if not model:
+            data.append(("input_prob", inp.prob or ""))
+        self.x.add(Site("probability_into_loss", "parameters", self.x.span(node), detail=_LOSS_NAMES.get(kind, ""),
+                        classes=tuple(sorted(inp.out)) if not model and not inp.prob else (), data=tuple(data)))
+
     def check_loss(self, node: cst.Call, kind: str, inp_node: cst.BaseExpression, inp: V,
                    crit_node: cst.Call | None, owner: str | None = None) -> None:
         if self.hazard_quiet() or inp.nograd:
+            return
+        called = self.param_outputs.get(id(inp))
+        if called is not None and called[0] is inp:
+            self.param_loss(node, kind, "", inp_node, inp)
             return
         want = "softmax" if kind == "ce" else "sigmoid"
         loss = {"ce": "cross_entropy", "bce": "binary_cross_entropy",

@@ -7,7 +7,7 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Fix, Severity
 from gradlint.registry import Rule, RuleContext
-from gradlint.facts.numerics import NumericsFacts, Site, holds, only_nograd_reachable
+from gradlint.facts.numerics import NumericsFacts, Site, bind_parameters, holds, only_nograd_reachable
 
 F = "torch.nn.functional."
 
@@ -36,6 +36,13 @@ class SiteRule(Rule):
         if facts is None:
             return
         for site in facts.sites:
+            if site.variant == "parameters":
+                # a loss on parameters: what the project's callers pass decides what it is
+                if site.kind not in self.kinds:
+                    continue
+                site = bind_parameters(site, ctx.index)
+                if site is None:
+                    continue
             if not self.selects(site) or not holds(site, ctx.index):
                 continue
             if self.needs_grad and only_nograd_reachable(ctx.index, site.function):

@@ -7,13 +7,40 @@ from gradlint.registry import Example, RuleContext
 from gradlint.rules.numerics.base import SiteRule
 from gradlint.facts.numerics import Site
 
+_PASSED = """\
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(10, 1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc(x))
+
+
+def train_epoch(model, criterion, loader):
+    for x, y in loader:
+        loss = criterion(model(x), y)
+        loss.backward()
+
+
+def main(loader):
+    train_epoch(Net(), nn.BCEWithLogitsLoss(), loader)
+"""
+
 
 class SigmoidIntoBCEWithLogits(SiteRule):
     """
     ## What it does
     Flags `nn.BCEWithLogitsLoss` / `F.binary_cross_entropy_with_logits` whose input is already
     a sigmoid output (inline, through a variable, an `nn.Sigmoid` module, or a model whose
-    `forward` returns a sigmoid, across the files of the run).
+    `forward` returns a sigmoid, across the files of the run). A model or criterion that is a
+    function's parameter is what its callers pass when they all agree (callers in the same file,
+    and for a module-level function, callers anywhere in the project), else the parameter's
+    constructor default (`criterion=nn.BCEWithLogitsLoss()`); with no caller it is unknown.
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -64,8 +91,26 @@ class SigmoidIntoBCEWithLogits(SiteRule):
                 files=(("net.py", "import torch\nfrom torch import nn\n\n"
                         "class Net(nn.Module):\n    def forward(self, x):\n        return x.sigmoid()\n"),),
                 note="across files"),
+        Example(_PASSED, note="a model and a criterion passed by the caller"),
+        Example("import torch\nfrom torch import nn\n\n"
+                "class Trainer:\n"
+                "    def __init__(self, model, criterion=nn.BCEWithLogitsLoss()):\n"
+                "        self.model = model\n"
+                "        self.criterion = criterion\n\n"
+                "    def loss(self, x, y):\n"
+                "        return self.criterion(torch.sigmoid(self.model(x)), y)\n",
+                note="a criterion from a constructor default"),
     ]
     valid = [
+        Example(_PASSED + "    train_epoch(Logits(), nn.BCEWithLogitsLoss(), loader)\n\n\n"
+                "class Logits(nn.Module):\n"
+                "    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.fc = nn.Linear(10, 1)\n\n"
+                "    def forward(self, x):\n"
+                "        return self.fc(x)\n",
+                note="callers pass models that differ: unknown"),
+        Example(_PASSED.split("\n\ndef main")[0] + "\n", note="no caller: unknown"),
         Example("import torch.nn.functional as F\n\ndef step(z, t):\n"
                 "    return F.binary_cross_entropy_with_logits(z, t)\n"),
         Example("import torch\nimport torch.nn.functional as F\n\ndef step(z, teacher):\n"

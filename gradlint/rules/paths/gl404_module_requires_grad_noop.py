@@ -7,13 +7,36 @@ from gradlint.registry import Example, RuleContext
 from gradlint.rules.numerics.base import SiteRule
 from gradlint.facts.numerics import Site
 
+_WRAPPED = """\
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Linear(10, 10)
+
+
+class Wrapper(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.model.encoder.requires_grad = False
+
+
+def build():
+    return Wrapper(Net())
+"""
+
 
 class ModuleRequiresGradNoop(SiteRule):
     """
     ## What it does
     Flags `module.requires_grad = False` (or `= True`) on an `nn.Module` — a `torch.nn` layer,
     a class of the run that derives from `nn.Module` (looked up across files), `self` inside
-    such a class, or a loop variable over `.modules()`/`.children()` — and the `.require_grad`
+    such a class, a submodule of a model of this file (`self.model.encoder`, the model built in
+    `__init__` or passed by the callers in this file), or a loop variable over
+    `.modules()`/`.children()` (also `list(model.children())[:3]`) — and the `.require_grad`
     typo on anything.
 
     Not flagged: `module.requires_grad_(False)`, and `requires_grad` on tensors and
@@ -59,6 +82,14 @@ class ModuleRequiresGradNoop(SiteRule):
                 files=(("nets.py", "from torch import nn\n\nclass Backbone(nn.Module):\n    pass\n"),),
                 note="a class of another file"),
         Example("import torch\n\ndef f(w):\n    w.require_grad = True\n", note="typo"),
+        Example(_WRAPPED, note="a submodule of the model the caller passes"),
+        Example("from torch import nn\n\n"
+                "class Wrapper(nn.Module):\n"
+                "    def __init__(self, model):\n"
+                "        super().__init__()\n"
+                "        for child in list(model.children())[:3]:\n"
+                "            child.requires_grad = False\n",
+                note="a slice of .children()"),
     ]
     valid = [
         Example("import torch\nfrom torch import nn\n\nm = nn.Linear(4, 4)\nm.requires_grad_(False)\n"),
@@ -70,6 +101,8 @@ class ModuleRequiresGradNoop(SiteRule):
                 "        p.requires_grad = False\n"),
         Example("import torch\nfrom nets import Config\n\ncfg = Config()\ncfg.requires_grad = False\n",
                 files=(("nets.py", "class Config:\n    pass\n"),), note="not a module"),
+        Example(_WRAPPED.replace("encoder.requires_grad", "encoder.weight.requires_grad"),
+                note="a parameter of the submodule"),
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:

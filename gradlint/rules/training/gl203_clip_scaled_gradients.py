@@ -27,6 +27,21 @@ for x, y in loader:
 
 _FIXED = _BUGGY.replace("    torch.nn.utils.clip_grad_norm_", "    scaler.unscale_(optimizer)\n    torch.nn.utils.clip_grad_norm_")
 
+_EACH = """\
+import torch
+
+
+class Trainer:
+    def step(self, loss):
+        for opt in self.optimizers:
+            opt.zero_grad()
+        self.scaler.scale(loss).backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        for opt in self.optimizers:
+            self.scaler.step(opt)
+        self.scaler.update()
+"""
+
 
 class ClipScaledGradients(steps.StepRule):
     """
@@ -37,7 +52,9 @@ class ClipScaledGradients(steps.StepRule):
     objects are read too: a timm-style `loss_scaler(loss, optimizer, clip_grad=...)` runs its
     class's `__call__` (in this file or, through the project index, another), with the
     arguments the call passes. A project's own copy of `clip_grad_norm_` that clips by hand
-    (in this file or imported from another) is a clip like torch's.
+    (in this file or imported from another) is a clip like torch's. A loop over the optimizers
+    (`for opt in self.optimizers: scaler.step(opt)`) is one step of each; a parameter is a
+    scaler or an optimizer when every call in the file passes one (`def update(o, amp, loss)`).
 
     ## Why is this bad?
     Between `scaler.scale(loss).backward()` and `scaler.step()` the gradients are multiplied by
@@ -130,9 +147,31 @@ for x, y in loader:
     optimizer.zero_grad()
 """, note="unscale_ after the clip"),
         Example(timm_scaler_loop(clip_before_unscale=True), note="a timm-style scaler wrapper that clips before unscale_"),
+        Example(_EACH, note="a step per optimizer, in a loop over them"),
+        Example("""\
+import torch
+
+
+def update(model, o, amp, loss):
+    amp.scale(loss).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    amp.step(o)
+    amp.update()
+
+
+def train(model, loader):
+    grad_scaler = torch.cuda.amp.GradScaler()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    for x in loader:
+        sgd.zero_grad()
+        update(model, sgd, grad_scaler, model(x).mean())
+""", note="a scaler and an optimizer passed as arguments"),
     ]
     valid = [
         Example(timm_scaler_loop(), note="timm's NativeScaler: unscale_, then clip, inside __call__"),
+        Example(_EACH.replace("        torch.nn.utils", "        for opt in self.optimizers:\n"
+                              "            self.scaler.unscale_(opt)\n        torch.nn.utils"),
+                note="every optimizer unscaled in a loop over them"),
         Example(_FIXED),
         Example("""\
 import torch
@@ -248,11 +287,13 @@ class Model(LightningModule):
                 if any(u.order < clip.order and steps.compatible(u, clip) for u in c.of("unscale")):
                     continue
                 scaler = _as_read(uses[0], clip, "scaler")
-                opt = next((_as_read(f, clip, "target") for f in c.of("step") if f.event.via == "scaler"
-                            and f.event.target and steps.compatible(f, clip)), "optimizer")
+                step = next((f for f in c.of("step") if f.event.via == "scaler"
+                             and f.event.target and steps.compatible(f, clip)), None)
+                opt = _as_read(step, clip, "target") if step is not None else "optimizer"
+                each = f" for each `{opt}` in `{step.event.each}`" if step is not None and step.event.each else ""
                 yield ctx.finding(
                     f"`{clip.event.name}` clips gradients still multiplied by the loss scale of `{scaler}` "
-                    f"(65536 by default): call `{scaler}.unscale_({opt})` first",
+                    f"(65536 by default): call `{scaler}.unscale_({opt})`{each} first",
                     clip.event.span, fix=self._fix(ctx, facts, c, clip),
                     data={"scaler": scaler})
 
@@ -264,8 +305,8 @@ class Model(LightningModule):
             return None  # an unscale_ after the clip: moving it is a judgement call, a second one would raise
         step = next((f for f in c.of("step") if f.event.via == "scaler" and f.order > clip.order
                      and steps.compatible(f, clip) and f.event.target), None)
-        if step is None or step.event.func != clip.event.func or step.loops != clip.loops:
-            return None
+        if step is None or step.event.func != clip.event.func or step.loops != clip.loops or step.event.each:
+            return None  # (a step per optimizer of a loop: its variable is not defined at the clip)
         if not set(step.guards) <= set(clip.guards):
             return None  # the clip runs more often than the step: unscale_ would run twice per update
         st = facts.stmts[clip.event.stmt]

@@ -224,6 +224,14 @@ for x, y in loader:
     opt_enc.step()
     opt_head.step()
 """, note="one model.zero_grad() clears both optimizers' parameters"),
+        Example("""\
+for x, y in loader:
+    for opt in optimizers:
+        opt.zero_grad()
+    criterion(model(x), y).backward()
+    for opt in optimizers:
+        opt.step()
+""", note="every optimizer cleared in a loop over them"),
     ]
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
