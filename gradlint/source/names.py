@@ -37,11 +37,16 @@ def canonical(name: str) -> str:
 
 def dotted(expr: cst.BaseExpression) -> str | None:
     """'a.b.c' for a Name/Attribute chain, None for anything else (calls, subscripts...)."""
+    # Exact type tests: libcst's node classes are ABCs, where isinstance costs a lookup per miss.
+    kind = type(expr)
+    if kind is cst.Name:
+        return expr.value
     parts: list[str] = []
-    while isinstance(expr, cst.Attribute):
+    while kind is cst.Attribute:
         parts.append(expr.attr.value)
         expr = expr.value
-    if isinstance(expr, cst.Name):
+        kind = type(expr)
+    if kind is cst.Name:
         parts.append(expr.value)
         return ".".join(reversed(parts))
     return None

@@ -13,7 +13,8 @@ hazard must hold on every path (precision first).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
+from dataclasses import replace as _replace_record
 from typing import Iterable
 
 import libcst as cst
@@ -171,7 +172,36 @@ class V:
         return self.const or self.cut is not None
 
 
+_V_FIELDS = frozenset(f.name for f in fields(V))
+_V_DEFAULTS = {f.name: f.default for f in fields(V)}  # all immutable: None, False, frozenset()
+
+
+def _v_init(self, **values) -> None:
+    """V's constructor: a frozen dataclass's sets each of its 36 fields through
+    object.__setattr__, and a V is made for nearly every expression."""
+    if not values.keys() <= _V_FIELDS:
+        raise TypeError(f"V has no field {sorted(values.keys() - _V_FIELDS)[0]!r}")
+    state = self.__dict__
+    state.update(_V_DEFAULTS)
+    state.update(values)
+
+
+V.__init__ = _v_init  # type: ignore[method-assign]
 UNKNOWN = V()
+
+
+def replace(obj, /, **changes):
+    """dataclasses.replace; for a V (made for nearly every expression) a copy of its fields,
+    without the generic per-field machinery that cost more than the walk around it."""
+    if type(obj) is not V:
+        return _replace_record(obj, **changes)
+    if not changes.keys() <= _V_FIELDS:
+        raise TypeError(f"V has no field {sorted(changes.keys() - _V_FIELDS)[0]!r}")
+    new = object.__new__(V)
+    state = new.__dict__
+    state.update(obj.__dict__)
+    state.update(changes)
+    return new
 
 
 def _combine(vals: list[V]) -> V:
