@@ -5,9 +5,10 @@ digest as it was.
     python bench/facts_diff.py save DIGESTS.json [--packages timm torchvision ...] [--jobs 2]
     python bench/facts_diff.py compare DIGESTS.json [--packages ...] [--show N]
 
-The facts are serialised the way the cache stores them (`cache.encode`), with sets sorted so
-that the digest does not depend on string hashing. `compare` prints each file whose facts
-differ and, with --show, a unified diff of the first N of them.
+The facts are serialised the way the cache stores them (`cache.encode`), with sets sorted, and
+the script runs with PYTHONHASHSEED=0, so that the digest does not depend on string hashing.
+`compare` prints each file whose facts differ and, with --show and the texts saved by
+`save --texts DIR`, a unified diff of the first N of them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import difflib
 import functools
 import hashlib
 import json
+import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -73,6 +75,10 @@ def digests(files: list[str], jobs: int, texts: str | None = None) -> dict[str, 
 
 
 def main() -> None:
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        # One string-hash order for every run: some facts list a set's members in its iteration
+        # order (numerics' apply_aliases), which would differ between two runs of the same code.
+        os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ, PYTHONHASHSEED="0"))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("mode", choices=("save", "compare"))
     ap.add_argument("digests")
