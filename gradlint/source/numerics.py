@@ -177,7 +177,7 @@ _V_DEFAULTS = {f.name: f.default for f in fields(V)}  # all immutable: None, Fal
 
 
 def _v_init(self, **values) -> None:
-    """V's constructor: a frozen dataclass's sets each of its 36 fields through
+    """V's constructor: a frozen dataclass's sets each of its 34 fields through
     object.__setattr__, and a V is made for nearly every expression."""
     if not values.keys() <= _V_FIELDS:
         raise TypeError(f"V has no field {sorted(values.keys() - _V_FIELDS)[0]!r}")
