@@ -135,16 +135,28 @@ def checked_range(args: list) -> range:
 
 
 def nesting_cost(tree: ast.AST) -> tuple[int, int]:
-    """(deepest node depth, nesting cost) of a CPython AST, without recursion."""
+    """(deepest node depth, nesting cost) of a CPython AST, without recursion.
+
+    Level by level: every node of one depth costs the same, so a level is counted at once and
+    no (node, depth) pair is made per node (this pass runs on every file before the parse)."""
     deepest = cost = 0
-    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
-    children = ast.iter_child_nodes
+    level: list = [tree]
+    depth = 0
     free = NESTING_FREE
-    while stack:
-        node, d = stack.pop()
-        if d > free:
-            cost += d - free
-        if d > deepest:
-            deepest = d
-        stack.extend((c, d + 1) for c in children(node))
+    node_type = ast.AST
+    while level:
+        deepest = depth
+        if depth > free:
+            cost += (depth - free) * len(level)
+        below: list = []
+        add, more = below.append, below.extend
+        for node in level:
+            for name in node._fields:
+                value = getattr(node, name, None)
+                if isinstance(value, node_type):
+                    add(value)
+                elif type(value) is list:
+                    more(v for v in value if isinstance(v, node_type))
+        level = below
+        depth += 1
     return deepest, cost

@@ -56,11 +56,12 @@ class ForwardInterpreter(_Walker):
             meter.leave()
 
     def _ev_node(self, e: cst.BaseExpression) -> Any:
-        if isinstance(e, cst.Name):
+        kind = type(e)  # libcst's node classes are ABCs: isinstance costs a cache lookup per miss
+        if kind is cst.Name:
             if e.value in self.env:
                 return self.env[e.value]
             return self.fm.lookup(e.value, {})
-        if isinstance(e, cst.Attribute):
+        if kind is cst.Attribute:
             if isinstance(e.value, cst.Name) and e.value.value == "self":
                 return self.attr(e.attr.value)
             base = self.ev(e.value)
@@ -71,7 +72,7 @@ class ForwardInterpreter(_Walker):
             if isinstance(base, Ctor) and base.instance is not None:
                 return base.instance.attrs.get(e.attr.value, UNKNOWN)
             return UNKNOWN
-        if isinstance(e, cst.Subscript):
+        if kind is cst.Subscript:
             base = self.ev(e.value)
             if isinstance(base, PathVal):
                 return base  # slicing a tensor keeps its scale
@@ -83,20 +84,20 @@ class ForwardInterpreter(_Walker):
                 if isinstance(base, Ctor) and base.keys is not None and isinstance(idx, str) and idx in base.keys:
                     return base.items[base.keys.index(idx)]  # type: ignore[index]
             return UNKNOWN
-        if isinstance(e, cst.Call):
+        if kind is cst.Call:
             return self.call(e)
-        if isinstance(e, cst.BinaryOperation):
+        if kind is cst.BinaryOperation:
             return self.binop(e)
-        if isinstance(e, cst.UnaryOperation):
+        if kind is cst.UnaryOperation:
             v = self.ev(e.expression)
             return v if isinstance(v, PathVal) else self.fm.eval(e, self._numeric_env())
-        if isinstance(e, (cst.Tuple, cst.List)):
+        if kind in (cst.Tuple, cst.List):
             return ListVal([self.ev(el.value) for el in e.elements if not isinstance(el, cst.StarredElement)])
-        if isinstance(e, (cst.Integer, cst.Float, cst.SimpleString)):
+        if kind in (cst.Integer, cst.Float, cst.SimpleString):
             return self.fm.eval(e, {})
-        if isinstance(e, cst.Comparison):
+        if kind is cst.Comparison:
             return self.fm.eval(e, self._numeric_env())
-        if isinstance(e, cst.IfExp):
+        if kind is cst.IfExp:
             test = _truth(self.fm.eval(e.test, self._numeric_env()))
             if test is None:
                 test = self.low.decide(e)

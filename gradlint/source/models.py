@@ -362,18 +362,19 @@ class FileModel:
         return value
 
     def _eval_node(self, e: cst.BaseExpression, env: dict) -> Any:
-        if isinstance(e, cst.Integer):
+        kind = type(e)  # libcst's node classes are ABCs: isinstance costs a cache lookup per miss
+        if kind is cst.Integer:
             try:
                 v = bounded(_literal_int(e))
             except ValueError:  # more digits than Python converts (int_max_str_digits)
                 v = None
             return UNKNOWN if v is None else v
-        if isinstance(e, cst.Float):
+        if kind is cst.Float:
             v = bounded(float(e.value.replace("_", "")))
             return UNKNOWN if v is None else v
-        if isinstance(e, cst.SimpleString):
+        if kind is cst.SimpleString:
             return _literal_str(e)
-        if isinstance(e, cst.FormattedString):
+        if kind is cst.FormattedString:
             # f"layer{i}": module names built in loops (add_module) need the real text.
             parts = []
             for part in e.parts:
@@ -387,13 +388,13 @@ class FileModel:
                 else:
                     return UNKNOWN
             return "".join(parts)
-        if isinstance(e, cst.Name):
+        if kind is cst.Name:
             if e.value in ("True", "False"):
                 return e.value == "True"
             if e.value == "None":
                 return None
             return self.lookup(e.value, env)
-        if isinstance(e, cst.Attribute):
+        if kind is cst.Attribute:
             text = dotted(e)
             if text is not None and text in env:
                 return env[text]
@@ -417,7 +418,7 @@ class FileModel:
             if isinstance(base, TensorRef) and e.attr.value == "data":
                 return base
             return Sym(text) if text else UNKNOWN
-        if isinstance(e, cst.UnaryOperation):
+        if kind is cst.UnaryOperation:
             v = self._eval(e.expression, env)
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 if isinstance(e.operator, cst.Minus):
@@ -427,7 +428,7 @@ class FileModel:
             if isinstance(e.operator, cst.Not) and _truth(v) is not None:
                 return not _truth(v)
             return Sym(self.src.code(e)) if isinstance(v, Sym) else UNKNOWN
-        if isinstance(e, cst.BinaryOperation):
+        if kind is cst.BinaryOperation:
             a, b = self._eval(e.left, env), self._eval(e.right, env)
             op_text = _FOLDED.get(type(e.operator))
             if _num(a) and _num(b) and op_text is not None:
@@ -443,7 +444,7 @@ class FileModel:
             if isinstance(a, (Sym, int, float)) and isinstance(b, (Sym, int, float)):
                 return Sym(self.src.code(e))
             return UNKNOWN
-        if isinstance(e, (cst.List, cst.Tuple)):
+        if kind in (cst.List, cst.Tuple):
             items: list = []
             for el in e.elements:
                 if isinstance(el, cst.StarredElement):
@@ -457,15 +458,15 @@ class FileModel:
                 else:
                     items.append(self._eval(el.value, env))
             return ListVal(items)
-        if isinstance(e, (cst.ListComp, cst.GeneratorExp)):
+        if kind in (cst.ListComp, cst.GeneratorExp):
             return self._comprehension(e, env)
-        if isinstance(e, cst.BooleanOperation):
+        if kind is cst.BooleanOperation:
             return self._boolop(e, env)
-        if isinstance(e, cst.Dict):
+        if kind is cst.Dict:
             return self._dict(e, env)
-        if isinstance(e, cst.Subscript) and len(e.slice) == 1 and isinstance(e.slice[0].slice, cst.Slice):
+        if kind is cst.Subscript and len(e.slice) == 1 and isinstance(e.slice[0].slice, cst.Slice):
             return self._slice(self._eval(e.value, env), e.slice[0].slice, env)
-        if isinstance(e, cst.Subscript):
+        if kind is cst.Subscript:
             base = self._eval(e.value, env)
             if len(e.slice) == 1 and isinstance(e.slice[0].slice, cst.Index):
                 idx = self._eval(e.slice[0].slice.value, env)
@@ -475,9 +476,9 @@ class FileModel:
                 if isinstance(base, Ctor) and base.keys is not None and isinstance(idx, str) and idx in base.keys:
                     return base.items[base.keys.index(idx)]  # type: ignore[index]
             return UNKNOWN
-        if isinstance(e, cst.Call):
+        if kind is cst.Call:
             return self._call(e, env)
-        if isinstance(e, cst.IfExp):
+        if kind is cst.IfExp:
             test = _truth(self._eval(e.test, env))
             if test is not None:
                 return self._eval(e.body if test else e.orelse, env)
@@ -488,7 +489,7 @@ class FileModel:
                 return a
             # Two modules (or module classes, or None): each is a forward path of its own.
             return _alt(e, (a, b)) if _module_like(a) and _module_like(b) else UNKNOWN
-        if isinstance(e, cst.Comparison) and len(e.comparisons) == 1:
+        if kind is cst.Comparison and len(e.comparisons) == 1:
             left = self._eval(e.left, env)
             right = self._eval(e.comparisons[0].comparator, env)
             op = e.comparisons[0].operator

@@ -37,11 +37,16 @@ def canonical(name: str) -> str:
 
 def dotted(expr: cst.BaseExpression) -> str | None:
     """'a.b.c' for a Name/Attribute chain, None for anything else (calls, subscripts...)."""
+    # Exact type tests: libcst's node classes are ABCs, where isinstance costs a lookup per miss.
+    kind = type(expr)
+    if kind is cst.Name:
+        return expr.value
     parts: list[str] = []
-    while isinstance(expr, cst.Attribute):
+    while kind is cst.Attribute:
         parts.append(expr.attr.value)
         expr = expr.value
-    if isinstance(expr, cst.Name):
+        kind = type(expr)
+    if kind is cst.Name:
         parts.append(expr.value)
         return ".".join(reversed(parts))
     return None
@@ -58,18 +63,27 @@ class ImportTable:
 
     def __init__(self) -> None:
         self.names: dict[str, set[str]] = {}
+        # text -> its answer: the interpreters ask for the same few names again and again
+        self._qualified: dict[str, frozenset[str]] = {}
 
     def bind(self, local: str, qualified: str) -> None:
         self.names.setdefault(local, set()).add(qualified)
+        self._qualified.clear()
 
     def qualify_dotted(self, text: str | None) -> frozenset[str]:
         if not text:
             return frozenset()
+        found = self._qualified.get(text)
+        if found is not None:
+            return found
         head, _, rest = text.partition(".")
         targets = self.names.get(head)
         if not targets:
-            return frozenset()
-        return frozenset(canonical(t + ("." + rest if rest else "")) for t in targets)
+            found = frozenset()
+        else:
+            found = frozenset(canonical(t + ("." + rest if rest else "")) for t in targets)
+        self._qualified[text] = found
+        return found
 
     def qualify(self, expr: cst.BaseExpression) -> frozenset[str]:
         """Every qualified name `expr` may denote; empty when its head is not an import."""

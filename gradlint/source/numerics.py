@@ -13,7 +13,8 @@ hazard must hold on every path (precision first).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
+from dataclasses import replace as _replace_record
 from typing import Iterable
 
 import libcst as cst
@@ -172,7 +173,36 @@ class V:
         return self.const or self.cut is not None
 
 
+_V_FIELDS = frozenset(f.name for f in fields(V))
+_V_DEFAULTS = {f.name: f.default for f in fields(V)}  # all immutable: None, False, frozenset()
+
+
+def _v_init(self, **values) -> None:
+    """V's constructor: a frozen dataclass's sets each of its 34 fields through
+    object.__setattr__, and a V is made for nearly every expression."""
+    if not values.keys() <= _V_FIELDS:
+        raise TypeError(f"V has no field {sorted(values.keys() - _V_FIELDS)[0]!r}")
+    state = self.__dict__
+    state.update(_V_DEFAULTS)
+    state.update(values)
+
+
+V.__init__ = _v_init  # type: ignore[method-assign]
 UNKNOWN = V()
+
+
+def replace(obj, /, **changes):
+    """dataclasses.replace; for a V (made for nearly every expression) a copy of its fields,
+    without the generic per-field machinery that cost more than the walk around it."""
+    if type(obj) is not V:
+        return _replace_record(obj, **changes)
+    if not changes.keys() <= _V_FIELDS:
+        raise TypeError(f"V has no field {sorted(changes.keys() - _V_FIELDS)[0]!r}")
+    new = object.__new__(V)
+    state = new.__dict__
+    state.update(obj.__dict__)
+    state.update(changes)
+    return new
 
 
 def _combine(vals: list[V]) -> V:
@@ -1014,7 +1044,8 @@ class FunctionWalk(StatementWalker):
         return val
 
     def _ev(self, node: cst.BaseExpression) -> V:
-        if isinstance(node, cst.Name):
+        kind = type(node)  # libcst's node classes are ABCs: isinstance costs a cache lookup per miss
+        if kind is cst.Name:
             if node.value in ("True", "False", "None"):
                 return V(const=True)
             if node.value in self.x.ref_names and id(node) not in self.x.callees:
@@ -1026,23 +1057,23 @@ class FunctionWalk(StatementWalker):
             if node.value.isupper() and len(node.value) > 1:
                 return V(const=True)
             return UNKNOWN
-        if isinstance(node, cst.Integer | cst.Float | cst.Imaginary | cst.SimpleString |
-                      cst.ConcatenatedString | cst.FormattedString):
+        if kind in (cst.Integer, cst.Float, cst.Imaginary, cst.SimpleString,
+                    cst.ConcatenatedString, cst.FormattedString):
             return V(const=True)
-        if isinstance(node, cst.Attribute):
+        if kind is cst.Attribute:
             return self.attribute(node)
-        if isinstance(node, cst.Call):
+        if kind is cst.Call:
             return self.call(node)
-        if isinstance(node, cst.BinaryOperation):
+        if kind is cst.BinaryOperation:
             return self.binop(node)
-        if isinstance(node, cst.UnaryOperation):
+        if kind is cst.UnaryOperation:
             inner = self.ev(node.expression)
             if isinstance(node.operator, cst.Not):
                 return V(const=inner.const, cut=inner.cut or "comparison", computed=True)
             negated_square = isinstance(node.operator, cst.Minus) and (inner.sq or inner.sumsq)
             return replace(_combine([inner]), tensor=inner.tensor, exp=False,
                            prob=None, nonpos=negated_square)
-        if isinstance(node, cst.Subscript):
+        if kind is cst.Subscript:
             base = self.ev(node.value)
             for el in node.slice:
                 self._ev_children(el)
@@ -1050,18 +1081,18 @@ class FunctionWalk(StatementWalker):
                 return V(const=True)
             return replace(base, sq=False, sumsq=False, crit=None, callret=None, module=False, inst=frozenset(),
                            norm=base.norm, exp=base.exp)
-        if isinstance(node, cst.Comparison):
+        if kind is cst.Comparison:
             vals = [self.ev(node.left)] + [self.ev(c.comparator) for c in node.comparisons]
             return V(const=all(v.const for v in vals), cut="comparison", computed=True)
-        if isinstance(node, cst.BooleanOperation):
+        if kind is cst.BooleanOperation:
             return merge(self.ev(node.left), self.ev(node.right))
-        if isinstance(node, cst.IfExp):
+        if kind is cst.IfExp:
             self.ev(node.test)
             return merge(self.ev(node.body), self.ev(node.orelse))
-        if isinstance(node, cst.Tuple | cst.List | cst.Set):
+        if kind in (cst.Tuple, cst.List, cst.Set):
             vals = [self.ev(e.value) for e in node.elements]
             return _combine(vals) if vals else V(const=True)
-        if isinstance(node, cst.ListComp | cst.GeneratorExp | cst.SetComp):
+        if kind in (cst.ListComp, cst.GeneratorExp, cst.SetComp):
             saved = dict(self.env)
             for comp in _comprehensions(node.for_in):
                 self.ev(comp.iter)
@@ -1071,7 +1102,7 @@ class FunctionWalk(StatementWalker):
             val = self.ev(node.elt)
             self.env = saved
             return _combine([val])
-        if isinstance(node, cst.DictComp):
+        if kind is cst.DictComp:
             saved = dict(self.env)
             for comp in _comprehensions(node.for_in):
                 self.ev(comp.iter)
@@ -1080,14 +1111,14 @@ class FunctionWalk(StatementWalker):
             self.ev(node.value)
             self.env = saved
             return UNKNOWN
-        if isinstance(node, cst.Lambda):
+        if kind is cst.Lambda:
             saved = dict(self.env)
             for p in node.params.params:
                 self.env[p.name.value] = UNKNOWN
             self.ev(node.body)
             self.env = saved
             return UNKNOWN
-        if isinstance(node, cst.NamedExpr):
+        if kind is cst.NamedExpr:
             val = self.ev(node.value)
             self.bind(node.target, val)
             return val
@@ -1096,7 +1127,7 @@ class FunctionWalk(StatementWalker):
 
     def _ev_children(self, node: cst.CSTNode) -> None:
         for child in node.children:
-            if isinstance(child, cst.BaseExpression):
+            if _is_expression(child):
                 self.ev(child)
             else:
                 self._ev_children(child)
@@ -1872,6 +1903,18 @@ class FunctionWalk(StatementWalker):
 
 
 # Moving or re-typing a module or a tensor keeps everything known about it.
+_EXPRESSION_TYPES: dict[type, bool] = {}
+
+
+def _is_expression(node: cst.CSTNode) -> bool:
+    """isinstance(node, cst.BaseExpression) without the ABC machinery's cost, once per class."""
+    cls = type(node)
+    known = _EXPRESSION_TYPES.get(cls)
+    if known is None:
+        known = _EXPRESSION_TYPES[cls] = isinstance(node, cst.BaseExpression)
+    return known
+
+
 _MOVE = frozenset("to cuda cpu float double half bfloat16 train eval type".split())
 _AUG = {cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
         cst.DivideAssign: cst.Divide, cst.PowerAssign: cst.Power}

@@ -104,7 +104,7 @@ def mentions(node: cst.CSTNode, name: str) -> bool:
     stack: list = [node]
     while stack:
         n = stack.pop()
-        if isinstance(n, cst.Name):
+        if type(n) is cst.Name:  # an exact test: isinstance on libcst's ABCs costs a lookup per miss
             if n.value == name:
                 return True
             continue
