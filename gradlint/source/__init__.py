@@ -151,14 +151,14 @@ def extract_python_text(text: str, display: str, *, models_only: bool = False):
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _extract_python_text(text, display)
+        return _extract_python_text(text, display, models_only)
     finally:
         if collecting:
             gc.enable()
             gc.collect(0)
 
 
-def _extract_python_text(text: str, display: str):
+def _extract_python_text(text: str, display: str, models_only: bool):
     from gradlint.facts.files import FileFacts
     from gradlint.source.index import module_symbols
 
