@@ -106,23 +106,37 @@ def test_nested_records_round_trip():
     assert cache.loads(cache.dumps(facts)) == facts
 
 
+SPAN = "gradlint.findings.SourceSpan"
+RESIDUAL = "gradlint.model.ir.Residual"
+# A Residual whose body holds a SourceSpan where nodes belong.
+_BAD_BODY = cache.encode(Residual(body=(Activation("a", "relu"),)))
+_BAD_BODY[RESIDUAL][list(cache._layout(Residual).names).index("body")] = [cache.encode(SourceSpan(1, 1, 1, 1))]
+
+
 @pytest.mark.parametrize("doc, why", [
-    ({"$r": "os.system", "f": {}}, "unknown record type"),
-    ({"$r": "builtins.eval", "f": {}}, "unknown record type"),
-    ({"$r": "gradlint.api.Path", "f": {}}, "unknown record type"),  # imported into api, not its record
-    ({"$enum": "subprocess.Popen", "v": 1}, "unknown enum"),
-    ({"$r": "gradlint.findings.SourceSpan", "f": {"line": "1", "column": 1, "end_line": 1, "end_column": 1}},
-     "does not fit"),
-    ({"$r": "gradlint.findings.SourceSpan", "f": {"line": True, "column": 1, "end_line": 1, "end_column": 1}},
-     "does not fit"),
-    ({"$r": "gradlint.findings.SourceSpan", "f": {"line": 1, "column": 1, "end_line": 1}}, "differ"),
-    ({"$r": "gradlint.findings.SourceSpan", "f": {"line": 1, "column": 1, "end_line": 1, "end_column": 1,
-                                                  "evil": 1}}, "differ"),
-    ({"$r": "gradlint.model.ir.Residual", "f": {"body": [{"$r": "gradlint.findings.SourceSpan", "f": {
-        "line": 1, "column": 1, "end_line": 1, "end_column": 1}}], "name": "", "origin": None,
-        "skip_scale": None, "branch_scale": None, "join": "add", "branches": []}}, "does not fit"),
+    ({"os.system": ["id"]}, "unknown record type"),
+    ({"builtins.eval": ["1"]}, "unknown record type"),
+    ({"gradlint.api.Path": []}, "unknown record type"),  # imported into api, not its record
+    ({"gradlint.findings.Severity": [1]}, "unknown record type"),  # an enum is no record
+    ({"__reduce__": ["os.system", "id"]}, "unknown record type"),
+    ({"$enum": ["subprocess.Popen", 1]}, "unknown enum"),
+    ({"$enum": [SPAN, 1]}, "unknown enum"),  # a record is no enum
+    ({"$enum": ["gradlint.findings.Severity", "no such severity"]}, "bad value"),
+    ({SPAN: ["1", 1, 1, 1]}, "does not fit"),
+    ({SPAN: [True, 1, 1, 1]}, "does not fit"),
+    ({SPAN: [1, 1, 1]}, "differ"),
+    ({SPAN: [1, 1, 1, 1, 1]}, "differ"),
+    ({SPAN: [1, 1, 1, 1], "x": 1}, "unknown object"),
+    # schema 4's layouts: fields by name, the record's name under "$r", the enum's under "$enum"
+    ({SPAN: {"line": 1, "column": 1, "end_line": 1, "end_column": 1}}, "differ"),
+    ({"$r": SPAN, "f": {"line": 1, "column": 1, "end_line": 1, "end_column": 1}}, "unknown object"),
+    ({"$enum": "gradlint.findings.Severity", "v": 1}, "unknown object"),
+    (_BAD_BODY, "does not fit"),
     ({"$set": [{"$list": [1]}]}, "unhashable"),
-    ({"__reduce__": ["os.system", "id"]}, "unknown object"),
+    ({"$dict": [[1, 2, 3]]}, "pairs"),
+    ({"$float": "1e999"}, "unknown object"),
+    ({"$tuple": []}, "unknown object"),
+    ([[{"$list": 1}]], "unknown object"),  # nested in tuples
 ])
 def test_codec_refuses_what_it_did_not_write(doc, why):
     with pytest.raises(cache.CacheError, match=why):
@@ -485,7 +499,7 @@ def test_a_cold_run_writes_one_pack_per_folder_and_a_warm_run_writes_nothing(tmp
 
 def test_an_edited_file_replaces_its_own_entry_and_keeps_the_others(project, monkeypatch):
     findings(project, use_cache=True)
-    (model_line,) = [d for d in entries(project) if d["facts"]["f"]["path"] == "model.py"]
+    (model_line,) = [d for d in entries(project) if cache.decode(d["facts"]).path == "model.py"]
     (project / "util.py").write_text(LOG_SOFTMAX + "\n# edited\n")
     extracted = _counting_extract(monkeypatch)
     old = os.getcwd()
@@ -497,7 +511,7 @@ def test_an_edited_file_replaces_its_own_entry_and_keeps_the_others(project, mon
     assert extracted == ["util.py"]
     stored = entries(project)
     assert len(stored) == 2 and model_line in stored
-    assert [d["facts"]["f"]["source"] for d in stored if d["facts"]["f"]["path"] == "util.py"] == [
+    assert [f.source for f in map(cache.decode, (d["facts"] for d in stored)) if f.path == "util.py"] == [
         LOG_SOFTMAX + "\n# edited\n"]
     cached = findings(project, use_cache=True)
     assert extracted == ["util.py"]  # both served from the pack
@@ -526,7 +540,7 @@ def test_modules_summarised_for_a_lookup_are_written_at_the_end_of_the_run(tmp_p
     monkeypatch.chdir(project)
     config = Config(root=str(project))
     first = check_paths(["train.py"], config, use_cache=True, jobs=1)
-    files = {d["facts"]["f"]["path"] for d in entries(project)}
+    files = {cache.decode(d["facts"]).path for d in entries(project)}
     assert {"train.py", "models/gan.py"} <= files  # the models train.py names, read on demand
     extracted = _counting_extract(monkeypatch)
     assert check_paths(["train.py"], config, use_cache=True, jobs=1).findings == first.findings
@@ -557,7 +571,7 @@ def test_concurrent_runs_on_one_folder_leave_only_valid_entries(tmp_path):
         stored = entries(tmp_path)
         assert stored and len(stored) == len({d["file"] for d in stored}) <= 12
         assert all(d["schema"] == cache.SCHEMA and FileFacts is type(cache.decode(d["facts"])) for d in stored)
-        by_path = {d["facts"]["f"]["path"]: d["facts"]["f"]["source"] for d in stored}
+        by_path = {f.path: f.source for f in (cache.decode(d["facts"]) for d in stored)}
         assert all(files[path] == source for path, source in by_path.items())
         assert findings(tmp_path, use_cache=True) == honest
         assert not list((tmp_path / ".gradlint_cache").glob(".*.tmp"))
