@@ -137,6 +137,10 @@ class _Layout:
     names: tuple[str, ...]
     get: Any
     specs: tuple[Spec, ...]
+    # Built without calling __init__ (the fields set as __init__ would set them, for less than
+    # half the time): a dataclass whose __init__ is the generated one, that sets every field and
+    # does nothing else (no __post_init__), with no __new__ or __slots__ of its own.
+    direct: bool
 
 
 _LAYOUTS: dict[type, _Layout] = {}
@@ -165,8 +169,20 @@ def _layout(cls: type) -> _Layout:
         else:
             get = lambda _value: ()  # noqa: E731
         specs = tuple(_spec(hints.get(n, Any)) for n in names)
-        layout = _LAYOUTS[cls] = _Layout(cls, tag, names, get, specs)
+        layout = _LAYOUTS[cls] = _Layout(cls, tag, names, get, specs, _direct(cls, names))
     return layout
+
+
+_new = object.__new__
+
+
+def _direct(cls: type, names: tuple[str, ...]) -> bool:
+    init = getattr(cls.__init__, "__code__", None)
+    return (cls.__new__ is object.__new__ and not hasattr(cls, "__post_init__") and "__slots__" not in vars(cls)
+            and getattr(cls, "__dataclass_params__", None) is not None and cls.__dataclass_params__.init
+            and names == tuple(f.name for f in dataclasses.fields(cls))
+            # the generated __init__ (dataclasses compiles it from text), not one the class defines
+            and init is not None and init.co_filename == "<string>")
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})
@@ -246,6 +262,10 @@ def decode(data: Any) -> Any:
     for value, (exact, check) in zip(values, layout.specs):
         if exact is not None and type(value) not in exact and (check is None or not check(value)):
             raise CacheError(f"{tag}: a {type(value).__name__} does not fit the field's type")
+    if layout.direct:
+        made = _new(layout.cls)
+        vars(made).update(zip(layout.names, values))
+        return made
     try:
         return layout.cls(*values)
     except Exception as exc:  # a record's own __post_init__ refusing the values
