@@ -78,14 +78,73 @@ def test_every_fixture_round_trips_through_the_json_codec(tmp_path):
     files = discover([ROOT / "fixtures", tmp_path], Config(root=str(ROOT))).files
     files += [(p, str(p)) for p in sorted((ROOT / "fixtures" / "onnx").glob("*.onnx.txt"))]
     kinds = set()
+    records: set[str] = set()
     for path, display in files:
         facts = _extract(path, display)
         text = cache.dumps(facts)
-        assert cache.loads(text) == facts, display
+        back = cache.loads(text)
+        assert back == facts, display
+        _same_records(back, facts, records)
         kinds.add(facts.kind)
         if facts.graph is not None:
             kinds.add("graph facts")
     assert kinds == {"python", "onnx", "graph facts"} and len(files) > 40
+    # every kind of facts, down to their smallest records
+    assert records >= {"FileFacts", "Network", "Param", "InitSpec", "Residual", "TrainingFacts", "Event", "Block",
+                       "NumericsFacts", "Site", "Call", "Function", "ModuleSymbols", "ClassSummary", "GraphFacts",
+                       "GraphNode", "SourceSpan", "CellMap"}, records
+
+
+def _same_records(back, made, seen: set[str]) -> None:
+    """Records rebuilt without __init__ (cache._Layout.direct) hold what __init__ would have set,
+    in the same order, and are of the same class, all the way down."""
+    import dataclasses
+
+    assert type(back) is type(made)
+    if dataclasses.is_dataclass(made):
+        seen.add(type(made).__name__)
+        assert list(vars(back)) == list(vars(made)), type(made)
+        for name in vars(made):
+            _same_records(getattr(back, name), getattr(made, name), seen)
+    elif isinstance(made, (tuple, list)):
+        for b, m in zip(back, made):
+            _same_records(b, m, seen)
+
+
+def test_records_are_rebuilt_without_init_only_when_init_is_the_generated_one():
+    from dataclasses import dataclass, field
+
+    @dataclass(frozen=True)
+    class Plain:
+        a: int
+        b: tuple = ()
+
+    @dataclass(frozen=True)
+    class Checks:
+        a: int
+
+        def __post_init__(self) -> None:
+            raise ValueError("refused")
+
+    @dataclass
+    class OwnInit:
+        a: int
+
+        def __init__(self, a: int) -> None:
+            self.a = a * 2
+
+    @dataclass(frozen=True)
+    class NotAllInit:
+        a: int
+        b: int = field(init=False, default=0)
+
+    @dataclass(frozen=True, slots=True)
+    class Slots:
+        a: int
+
+    assert cache._direct(Plain, ("a", "b"))
+    assert not cache._direct(Checks, ("a",)) and not cache._direct(OwnInit, ("a",))
+    assert not cache._direct(NotAllInit, ("a",)) and not cache._direct(Slots, ("a",))
 
 
 def test_codec_keeps_containers_floats_and_enums_apart():
@@ -207,6 +266,19 @@ class _Payload:
         return (os.system, (f"echo pwned > {self.mark}",))
 
 
+def _schema4(doc):
+    """Schema 4's layout of an encoded value: {"$r": tag, "f": {name: value}} for each record."""
+    if isinstance(doc, list):
+        return [_schema4(v) for v in doc]
+    if isinstance(doc, dict):
+        ((tag, body),) = doc.items()
+        if tag.startswith("$"):
+            return {tag: _schema4(body)}
+        names = cache._layout(cache.record_type(tag)).names
+        return {"$r": tag, "f": {n: _schema4(v) for n, v in zip(names, body)}}
+    return doc
+
+
 def _kinds(mark: Path):
     def sparse(p: Path, _slots) -> None:
         with open(p, "wb") as fh:
@@ -219,7 +291,12 @@ def _kinds(mark: Path):
         p.symlink_to(other)
 
     valid_rest = f'"schema":{cache.SCHEMA},"deps":[],"facts":{_facts_json()}}}'
+    schema4_facts = json.dumps(_schema4(cache.encode(FileFacts(path="model.py", kind="python"))))
     return {
+        # what gradlint wrote before schema 5 (fields by name), under its own schema and under this one
+        "the previous schema": _lines(lambda k, f: _line(k, f, f'"schema":4,"deps":[],"facts":{schema4_facts}}}')),
+        "the previous layout": _lines(lambda k, f: _line(
+            k, f, f'"schema":{cache.SCHEMA},"deps":[],"facts":{schema4_facts}}}')),
         "pickle bytes": lambda p, _s: (p.write_bytes(pickle.dumps(_Payload(str(mark)))),
                                        p.with_suffix(".pickle").write_bytes(pickle.dumps(_Payload(str(mark))))),
         "too many dependencies": _lines(lambda k, f: _line(k, f, f'"schema":{cache.SCHEMA},"deps":'
@@ -516,6 +593,73 @@ def test_an_edited_file_replaces_its_own_entry_and_keeps_the_others(project, mon
     cached = findings(project, use_cache=True)
     assert extracted == ["util.py"]  # both served from the pack
     assert cached == findings(project, use_cache=False)
+
+
+def test_a_damaged_line_costs_only_its_own_file(project, monkeypatch):
+    honest = findings(project, use_cache=False)
+    findings(project, use_cache=True)
+    (pack,) = packs(project)
+    lines = pack.read_bytes().splitlines()
+    util = [i for i, line in enumerate(lines) if cache.decode(json.loads(line)["facts"]).path == "util.py"]
+    lines[util[0]] = lines[util[0]][:-40]  # cut short: the head (key, file id) is intact
+    pack.write_bytes(b"\n".join(lines) + b"\n")
+    extracted = _counting_extract(monkeypatch)
+    assert findings(project, use_cache=True) == honest
+    assert extracted == ["util.py"]  # model.py's line, next to the damaged one, was served
+    stored = entries(project)
+    assert len(stored) == 2 and {cache.decode(d["facts"]).path for d in stored} == {"model.py", "util.py"}
+    assert findings(project, use_cache=True) == honest and extracted == ["util.py"]
+
+
+def test_a_pooled_run_reads_each_file_once_and_looks_up_nothing_twice(tmp_path, monkeypatch):
+    """The parent of a pooled run reads only the files a pack has a line for; a worker does not
+    look up again a file the parent found missing (a cold run read and hashed every file twice)."""
+    from gradlint import api, inputs
+    from gradlint.config import load_config
+
+    (tmp_path / "pyproject.toml").write_text("[tool.gradlint]\n")
+    for i in range(40):
+        (tmp_path / f"m{i}.py").write_text(LOG_SOFTMAX)
+    config = load_config(start=tmp_path)
+    files = [(p, p.name) for p in sorted(tmp_path.glob("m*.py"))]
+    log = tmp_path.parent / f"{tmp_path.name}-calls.log"
+    real_read, real_load = inputs.read_input, cache.load
+
+    def note(what: str) -> None:  # in whichever process: the workers are forked with the patches
+        with open(log, "a") as fh:
+            fh.write(f"{what}\n")
+
+    def reading(path, limit, *, whole=True):
+        note(f"read {os.getpid()} {Path(path).name}")
+        return real_read(path, limit, whole=whole)
+
+    def loading(store, where, folder, expect):
+        note(f"load {os.getpid()}")
+        return real_load(store, where, folder, expect)
+
+    monkeypatch.setattr(inputs, "read_input", reading)
+    monkeypatch.setattr(cache, "load", loading)
+
+    def calls() -> list[tuple[str, bool, str]]:
+        got = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+        log.unlink(missing_ok=True)
+        return [(c[0], c[1] == str(os.getpid()), c[2] if len(c) > 2 else "") for c in got]
+
+    cold = api.collect_facts(files, config, jobs=2)
+    made = calls()
+    assert sorted(name for what, _parent, name in made if what == "read") == sorted(d for _p, d in files)
+    assert not [c for c in made if c[1]]  # the parent read nothing, looked up nothing
+    assert not [c for c in made if c[0] == "load"]  # nor did the workers: the parent knew
+    for i in range(33):
+        (tmp_path / f"m{i}.py").write_text(LOG_SOFTMAX + f"# {i}\n")
+    again = api.collect_facts(files, config, jobs=2)
+    made = calls()
+    assert len([c for c in made if c[1] and c[0] == "read"]) == 40  # the parent: every file, once
+    assert len([c for c in made if c[1] and c[0] == "load"]) == 40
+    assert len([c for c in made if not c[1] and c[0] == "read"]) == 33  # the workers: the misses
+    assert not [c for c in made if not c[1] and c[0] == "load"]
+    assert [f.path for f in again] == [f.path for f in cold]
+    assert api.collect_facts(files, config, jobs=2) == again
 
 
 def test_a_pack_over_its_bound_is_a_miss_and_a_write_keeps_the_new_entries(project, monkeypatch):
