@@ -3,12 +3,14 @@ index, the enabled rules of each file, suppressions. No printing."""
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 import traceback
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from gradlint import cache, inputs, suppress
 from gradlint.config import Config
@@ -40,28 +42,32 @@ def _extract(path: Path, display: str, data: bytes | None = None) -> FileFacts:
     return extract_python(path, display, data=data)
 
 
-def _facts_job(args: tuple[str, str, cache.Store | None, int]) -> tuple[FileFacts, cache.Pending | None]:
-    """One file's facts and the cache entry to write for them, if any (the parent writes them all)."""
-    path_s, display, store, max_size = args
+def _facts_job(args: tuple[str, str, cache.Store | None, int, bool]) -> tuple[FileFacts, cache.Pending | None]:
+    """One file's facts and the cache entry to write for them, if any (the parent writes them all).
+    The last argument is False when the parent already found no entry for the file."""
+    path_s, display, store, max_size, look_up = args
     batch = cache.Batch()
-    facts = cached_facts(Path(path_s), display, store, max_size, batch)
+    facts = cached_facts(Path(path_s), display, store, max_size, batch, look_up=look_up)
     return facts, (batch.entries[0] if batch.entries else None)
 
 
-def _read_and_look_up(path: Path, display: str, store: cache.Store | None,
-                      max_size: int) -> tuple[bytes | None, cache.Slot | None, FileFacts | None]:
+def _read_and_look_up(path: Path, display: str, store: cache.Store | None, max_size: int,
+                      look_up: bool = True) -> tuple[bytes | None, cache.Slot | None, FileFacts | None]:
     """A file's bytes (read once, bounded, special files refused before any open: raises
-    inputs.Refused), its cache slot, and the facts the cache holds for it (None on a miss)."""
+    inputs.Refused), its cache slot, and the facts the cache holds for it (None on a miss, or
+    without `look_up`)."""
     data, fingerprint = inputs.read_input(path, max_size, whole=path.suffix != ".onnx")
     if store is None:
         return data, None, None
     where = cache.slot(store, display, _kind(path, display), fingerprint)
-    return data, where, cache.load(store, where, str(path.parent), FileFacts)
+    return data, where, cache.load(store, where, str(path.parent), FileFacts) if look_up else None
 
 
 def _cache_hit(path: Path, display: str, store: cache.Store, max_size: int) -> FileFacts | None:
     """The facts the cache holds for a file, or None: a miss, or a file that cannot be read (its
-    job reports why)."""
+    job reports why). A file its folder's pack has no line for is not read at all."""
+    if not cache.holds(store, display, _kind(path, display)):
+        return None
     try:
         return _read_and_look_up(path, display, store, max_size)[2]
     except inputs.Refused:
@@ -69,14 +75,14 @@ def _cache_hit(path: Path, display: str, store: cache.Store, max_size: int) -> F
 
 
 def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: int,
-                 batch: cache.Batch | None = None) -> FileFacts:
-    """One file's facts, from the cache (gradlint.cache, plain JSON) when it holds them. A new
-    entry joins `batch` (written with the others, once per folder) or, without one, is written
-    at once."""
+                 batch: cache.Batch | None = None, *, look_up: bool = True) -> FileFacts:
+    """One file's facts, from the cache (gradlint.cache, plain JSON) when it holds them (not
+    looked up without `look_up`: the caller knows it does not). A new entry joins `batch`
+    (written with the others, once per folder) or, without one, is written at once."""
     kind = _kind(path, display)
     try:
         # The key is the bytes read here, and the facts are extracted from those same bytes.
-        data, where, cached = _read_and_look_up(path, display, store, max_size)
+        data, where, cached = _read_and_look_up(path, display, store, max_size, look_up)
     except inputs.Refused as exc:
         what = "unreadable_model" if kind == "onnx" else "unreadable_source"
         return FileFacts(path=display, kind=kind, input_errors=(InputError(what, f"cannot read file: {exc}"),))
@@ -246,14 +252,15 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
     store, warning = cache.open_store(config.root, config.cache_dir) if use_cache and files else (None, None)
     if warning and warnings is not None:
         warnings.append(warning)
-    args = [(str(p), d, store, config.max_file_size) for p, d in files]
+    args = [(str(p), d, store, config.max_file_size, True) for p, d in files]
     workers = jobs if jobs is not None else min(os.cpu_count() or 1, 8)
     results: list = [None] * len(args)
     todo = list(range(len(args)))
     if store is not None and workers > 1 and len(args) >= 32:
         # The hits are read here, each folder's pack once: workers would each read every pack
         # again and send the facts back pickled (a warm run over timm + torchvision took 2.0 s
-        # with two workers, 1.6 s in one process). Only the misses go to the pool.
+        # with two workers, 1.6 s in one process). Only the misses go to the pool, which does not
+        # look them up again.
         todo = []
         for i, (path, display) in enumerate(files):
             hit = _cache_hit(path, display, store, config.max_file_size)
@@ -261,6 +268,7 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
                 results[i] = (hit, None)
             else:
                 todo.append(i)
+                args[i] = args[i][:4] + (False,)
     # A pool costs ~100 ms to start; below a few dozen files one process is faster.
     if workers <= 1 or len(todo) < 32:
         for i in todo:
@@ -297,14 +305,32 @@ def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool 
         result.files.append(FileResult(path=path, skipped=reason, error=error))
     facts = collect_facts(found.files, config, use_cache=use_cache, jobs=jobs, warnings=result.warnings)
     later = cache.Batch()  # the modules a lookup summarises, written once at the end
-    index, root = project_index(given, config, use_cache=use_cache, batch=later)
-    for (path, _display), f in zip(found.files, facts):
-        add_to_index(index, root, path, f)
-    rules = load_rules()
-    for (path, _display), f in zip(found.files, facts):
-        result.files.append(_in_cells(run_rules(f, config, index, rules, relative_path(path, config)), f))
+    with _kept_for_the_run():
+        index, root = project_index(given, config, use_cache=use_cache, batch=later)
+        for (path, _display), f in zip(found.files, facts):
+            add_to_index(index, root, path, f)
+        rules = load_rules()
+        for (path, _display), f in zip(found.files, facts):
+            result.files.append(_in_cells(run_rules(f, config, index, rules, relative_path(path, config)), f))
     later.write()
     return result
+
+
+@contextmanager
+def _kept_for_the_run() -> Iterator[None]:
+    """Every file's facts stay alive while the rules run: the cyclic garbage collector, run every
+    700 allocations, went through them again and again (a tenth of a warm run over timm and
+    torchvision) to free nothing. What is alive now is left out of its passes until the rules are
+    done (gc.freeze); the rules' own garbage is collected as usual. Nothing is changed when
+    someone else has frozen objects already."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _in_cells(result: FileResult, facts: FileFacts) -> FileResult:

@@ -19,10 +19,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import errno
+import gc
 import hashlib
 import importlib
 import json
 import math
+import operator
 import os
 import re
 import stat
@@ -73,6 +75,14 @@ class CacheError(Exception):
 
 
 # --- the codec: dataclasses <-> JSON ------------------------------------------------------------
+#
+# The layout (schema 5): strings, integers, booleans, null and finite floats are themselves; a tuple
+# is a JSON list; a record is an object with one key, its tag ('module.Class'), whose value lists
+# the record's init fields in declaration order; anything else is an object with one key that
+# starts with '$': {"$float": "nan"}, {"$list": [...]}, {"$set": [...]}, {"$frozenset": [...]},
+# {"$dict": [[key, value], ...]}, {"$enum": [tag, value]}. Field names are not stored (the class
+# defines them; a list of another length is refused): schema 4's {"$r": tag, "f": {name: value}}
+# was 40% larger, and a warm run spent about half of its decoding on the names.
 
 _RECORDS: dict[str, type | None] = {}
 _SUBMODULE = re.compile(r"[a-z][a-z0-9_]*")
@@ -111,15 +121,26 @@ def _tag(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+# What a field's annotation accepts, as (exact, check): a decoded value fits when exact is None
+# (anything), or its type is one of `exact`, or check(value) holds (check None: nothing else fits).
+# Most fields are plain types or records, tested by one set lookup and no call.
+Spec = tuple[frozenset | None, Any]
+
+
 @dataclass(frozen=True)
 class _Layout:
-    """What the codec needs of one record type, computed once: its tag, its init fields, and a
-    checker per field (None: any decoded value will do)."""
+    """What the codec needs of one record type, computed once: its tag, its init fields (names,
+    and a getter of their values as a tuple), and the spec of each field."""
 
     cls: type
     tag: str
     names: tuple[str, ...]
-    checks: tuple[tuple[str, Any], ...]
+    get: Any
+    specs: tuple[Spec, ...]
+    # Built without calling __init__ (the fields set as __init__ would set them, for less than
+    # half the time): a dataclass whose __init__ is the generated one, that sets every field and
+    # does nothing else (no __post_init__), with no __new__ or __slots__ of its own.
+    direct: bool
 
 
 _LAYOUTS: dict[type, _Layout] = {}
@@ -141,9 +162,27 @@ def _layout(cls: type) -> _Layout:
             # An annotation that cannot be resolved: the values are still plain data or
             # allow-listed records, only their types go unchecked.
             hints = {}
-        checks = tuple((n, _checker(hints.get(n, Any))) for n in names)
-        layout = _LAYOUTS[cls] = _Layout(cls, tag, names, checks)
+        if len(names) > 1:
+            get = operator.attrgetter(*names)
+        elif names:
+            get = (lambda one: lambda value: (getattr(value, one),))(names[0])
+        else:
+            get = lambda _value: ()  # noqa: E731
+        specs = tuple(_spec(hints.get(n, Any)) for n in names)
+        layout = _LAYOUTS[cls] = _Layout(cls, tag, names, get, specs, _direct(cls, names))
     return layout
+
+
+_new = object.__new__
+
+
+def _direct(cls: type, names: tuple[str, ...]) -> bool:
+    init = getattr(cls.__init__, "__code__", None)
+    return (cls.__new__ is object.__new__ and not hasattr(cls, "__post_init__") and "__slots__" not in vars(cls)
+            and getattr(cls, "__dataclass_params__", None) is not None and cls.__dataclass_params__.init
+            and names == tuple(f.name for f in dataclasses.fields(cls))
+            # the generated __init__ (dataclasses compiles it from text), not one the class defines
+            and init is not None and init.co_filename == "<string>")
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})
@@ -152,30 +191,37 @@ _DECODED = _PLAIN | {float}
 
 
 def encode(value: Any) -> Any:
-    """A JSON-ready form of facts. Tuples are lists; every other container and every record is
-    an object with one `$` key naming what it is. Raises CacheError on anything else."""
+    """A JSON-ready form of facts (the layout above). Raises CacheError on anything else.
+
+    Most calls are saved: the JSON encoder writes a tuple as a list, so a tuple (or a record's
+    tuple of field values) whose members are all plain is handed to it as it is, after one check
+    of their types in C; other plain members are taken without a call. (Encoding a record met
+    again, the same object, only once cost more than it saved.)"""
     kind = type(value)
     if kind in _PLAIN:
         return value
-    # Plain members are taken as they are, without a call: a first cached run encodes every
-    # file's facts, and the calls were most of the cost.
     if kind is tuple:
-        return [v if type(v) in _PLAIN else encode(v) for v in value]
+        if _PLAIN.issuperset(map(type, value)):
+            return value
+        return [v if type(v) in _PLAIN or v is _EMPTY else encode(v) for v in value]
+    known = _ENCODING.get(kind)
+    if known is None and dataclasses.is_dataclass(kind):
+        layout = _layout(kind)
+        known = _ENCODING[kind] = (layout.tag, layout.get)
+    if known is not None:
+        tag, get = known
+        values = get(value)
+        if _PLAIN.issuperset(map(type, values)):
+            return {tag: values}
+        # (an empty tuple, a third of them, is the one empty tuple: a test by identity)
+        return {tag: [v if type(v) in _PLAIN or v is _EMPTY else encode(v) for v in values]}
     if kind is float:
         return value if math.isfinite(value) else {"$float": repr(value)}
-    layout = _LAYOUTS.get(kind)
-    if layout is not None or dataclasses.is_dataclass(kind):
-        layout = layout or _layout(kind)
-        fields = {}
-        for n in layout.names:
-            v = getattr(value, n)
-            fields[n] = v if type(v) in _PLAIN else encode(v)
-        return {"$r": layout.tag, "f": fields}
     if isinstance(value, enum.Enum):
         tag = _tag(kind)
         if record_type(tag) is not kind:
             raise CacheError(f"not an allowed record type: {tag}")
-        return {"$enum": tag, "v": encode(value.value)}
+        return {"$enum": [tag, encode(value.value)]}
     if kind is list:
         return {"$list": [encode(v) for v in value]}
     if kind is frozenset or kind is set:
@@ -185,144 +231,157 @@ def encode(value: Any) -> Any:
     raise CacheError(f"cannot store a {kind.__name__}")
 
 
+_EMPTY = ()
+# Record type -> (tag, getter of its field values), for encode.
+_ENCODING: dict[type, tuple[str, Any]] = {}
+
+
 def decode(data: Any) -> Any:
     """Rebuild what `encode` wrote; records are checked field by field against their types."""
     kind = type(data)
-    if data is None or kind is str or kind is int or kind is bool or kind is float:
-        return data
     if kind is list:
         return tuple([v if type(v) in _DECODED else decode(v) for v in data])
-    if kind is not dict:
+    if kind in _DECODED:
+        return data
+    if kind is not dict or len(data) != 1:
+        if kind is dict:
+            raise CacheError(f"unknown object with keys {sorted(data)[:4]}")
         raise CacheError(f"unexpected JSON value {kind.__name__}")
-    if "$r" in data:
-        return _decode_record(data)
-    if len(data) == 1:
-        (key, body), = data.items()
-        if key == "$float" and body in ("nan", "inf", "-inf"):
-            return float(body)
-        if key in ("$list", "$set", "$frozenset", "$dict") and type(body) is list:
-            items = [decode(v) for v in body]
-            if key == "$list":
-                return items
-            try:
-                if key == "$dict":
-                    if not all(type(kv) is tuple and len(kv) == 2 for kv in items):
-                        raise CacheError("a $dict holds [key, value] pairs")
-                    return dict(items)
-                return set(items) if key == "$set" else frozenset(items)
-            except TypeError:  # an unhashable key or member
-                raise CacheError(f"unhashable member in {key}") from None
-    if set(data) == {"$enum", "v"}:
-        cls = record_type(data["$enum"]) if type(data["$enum"]) is str else None
-        if cls is None or not issubclass(cls, enum.Enum):
-            raise CacheError(f"unknown enum {data['$enum']!r}")
-        try:
-            return cls(decode(data["v"]))
-        except ValueError:
-            raise CacheError(f"bad value for {data['$enum']}") from None
-    raise CacheError(f"unknown object with keys {sorted(data)[:4]}")
-
-
-def _decode_record(data: dict) -> Any:
-    tag, body = data.get("$r"), data.get("f")
-    if len(data) != 2 or type(tag) is not str or type(body) is not dict:
-        raise CacheError("a record is {'$r': name, 'f': {fields}}")
+    (tag, body), = data.items()
     layout = _BY_TAG.get(tag)
     if layout is None:
+        if tag[:1] == "$":
+            return _decode_other(tag, body)
         cls = record_type(tag)
         if cls is None or not dataclasses.is_dataclass(cls):
             raise CacheError(f"unknown record type {tag!r}")
         layout = _BY_TAG[tag] = _layout(cls)
-    cls = layout.cls
-    if len(body) != len(layout.names):
-        raise CacheError(f"{tag}: fields {sorted(body)} differ from {sorted(layout.names)}")
-    values = {}
-    for name, check in layout.checks:
-        if name not in body:
-            raise CacheError(f"{tag}: field {name} missing")
-        value = body[name]
-        if type(value) not in _DECODED:
-            value = decode(value)
-        if check is not None and not check(value):
-            raise CacheError(f"{tag}.{name}: a {type(value).__name__} does not fit the field's type")
-        values[name] = value
+    if type(body) is not list or len(body) != len(layout.names):
+        raise CacheError(f"{tag}: the fields differ from {list(layout.names)}")
+    values = [v if type(v) in _DECODED else decode(v) for v in body]
+    for value, (exact, check) in zip(values, layout.specs):
+        if exact is not None and type(value) not in exact and (check is None or not check(value)):
+            raise CacheError(f"{tag}: a {type(value).__name__} does not fit the field's type")
+    if layout.direct:
+        made = _new(layout.cls)
+        vars(made).update(zip(layout.names, values))
+        return made
     try:
-        return cls(**values)
+        return layout.cls(*values)
     except Exception as exc:  # a record's own __post_init__ refusing the values
         raise CacheError(f"{tag}: {exc}") from None
 
 
-_CHECKERS: dict[Any, Any] = {}
+def _decode_other(key: str, body: Any) -> Any:
+    if key == "$float" and body in ("nan", "inf", "-inf"):
+        return float(body)
+    if type(body) is not list:
+        raise CacheError(f"unknown object {key!r}")
+    if key in ("$list", "$set", "$frozenset", "$dict"):
+        items = [decode(v) for v in body]
+        if key == "$list":
+            return items
+        try:
+            if key == "$dict":
+                if not all(type(kv) is tuple and len(kv) == 2 for kv in items):
+                    raise CacheError("a $dict holds [key, value] pairs")
+                return dict(items)
+            return set(items) if key == "$set" else frozenset(items)
+        except TypeError:  # an unhashable key or member
+            raise CacheError(f"unhashable member in {key}") from None
+    if key == "$enum" and len(body) == 2 and type(body[0]) is str:
+        cls = record_type(body[0])
+        if cls is None or not issubclass(cls, enum.Enum):
+            raise CacheError(f"unknown enum {body[0]!r}")
+        try:
+            return cls(decode(body[1]))
+        except (ValueError, TypeError):
+            raise CacheError(f"bad value for {body[0]}") from None
+    raise CacheError(f"unknown object {key!r}")
+
+
+_SPECS: dict[Any, Spec] = {}
 _SIMPLE = {int: (int,), float: (float, int), str: (str,), bool: (bool,), type(None): (type(None),)}
+_ANY: Spec = (None, None)
+_NOTHING: Spec = (frozenset(), None)
 
 
-def _checker(hint: Any):
-    """A function telling whether a decoded value fits a type annotation (None: anything fits),
-    built once per annotation. An annotation form it does not know accepts nothing."""
+def _spec(hint: Any) -> Spec:
+    """The spec of a type annotation, built once per annotation. An annotation form it does not
+    know accepts nothing."""
     try:
-        return _CHECKERS[hint]
+        return _SPECS[hint]
     except (KeyError, TypeError):
         pass
-    check = _build_checker(hint)
+    spec = _build_spec(hint)
     try:
-        _CHECKERS[hint] = check
+        _SPECS[hint] = spec
     except TypeError:
         pass
-    return check
+    return spec
 
 
-def _build_checker(hint: Any):
-    if hint is Any or hint is object:
+def _fits(value: Any, spec: Spec) -> bool:
+    exact, check = spec
+    return exact is None or type(value) in exact or (check is not None and check(value))
+
+
+def _all_fit(container: type, spec: Spec):
+    """A check of a container whose members all fit `spec`: by their types alone, in one C call,
+    when they can be."""
+    exact, check = spec
+    if exact is None:
         return None
+    if check is None:
+        return lambda v: type(v) is container and exact.issuperset(map(type, v))
+    return lambda v: type(v) is container and (exact.issuperset(map(type, v)) or all(
+        type(x) in exact or check(x) for x in v))
+
+
+def _build_spec(hint: Any) -> Spec:
+    if hint is Any or hint is object:
+        return _ANY
     if hint is None:
         hint = type(None)
     if hint in _SIMPLE:
-        exact = frozenset(_SIMPLE[hint])
-        return lambda v: type(v) in exact
+        return frozenset(_SIMPLE[hint]), None
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Union or origin is types.UnionType:
-        parts = [_checker(a) for a in args]
-        if any(p is None for p in parts):
-            return None
-        # Members that are plain types or records are tested by exact type, in one set lookup.
-        exact = set()
-        rest = []
-        for a, part in zip(args, parts):
-            if a in _SIMPLE or a is None:
-                exact.update(_SIMPLE[type(None) if a is None else a])
-            elif isinstance(a, type) and dataclasses.is_dataclass(a):
-                exact.add(a)
-            else:
-                rest.append(part)
-        frozen = frozenset(exact)
-        return lambda v: type(v) in frozen or any(p(v) for p in rest)
+        parts = [_spec(a) for a in args]
+        if any(exact is None for exact, _check in parts):
+            return _ANY
+        checks = [check for _exact, check in parts if check is not None]
+        exact = frozenset().union(*(e for e, _c in parts))
+        if not checks:
+            return exact, None
+        if len(checks) == 1:
+            return exact, checks[0]
+        return exact, lambda v: any(c(v) for c in checks)
     if origin is typing.Literal:
-        return lambda v: v in args
+        return frozenset(), lambda v: any(type(v) is type(a) and v == a for a in args)
     if origin is tuple:
         if not args:
-            return lambda v: type(v) is tuple
+            return frozenset({tuple}), None
         if len(args) == 2 and args[1] is Ellipsis:
-            item = _checker(args[0])
-            if item is None:
-                return lambda v: type(v) is tuple
-            return lambda v: type(v) is tuple and all(map(item, v))
-        items = [_checker(a) or (lambda _v: True) for a in args]
-        return lambda v: type(v) is tuple and len(v) == len(items) and all(c(x) for c, x in zip(items, v))
+            check = _all_fit(tuple, _spec(args[0]))
+            return (frozenset({tuple}), None) if check is None else (frozenset(), check)
+        items = [_spec(a) for a in args]
+        return frozenset(), lambda v: type(v) is tuple and len(v) == len(items) and all(
+            _fits(x, s) for x, s in zip(v, items))
     if origin in (list, set, frozenset):
-        item = _checker(args[0]) if args else None
-        return lambda v: type(v) is origin and (item is None or all(map(item, v)))
+        check = _all_fit(origin, _spec(args[0]) if args else _ANY)
+        return (frozenset({origin}), None) if check is None else (frozenset(), check)
     if origin is dict:
-        key = _checker(args[0]) if args else None
-        val = _checker(args[1]) if args else None
-        return lambda v: type(v) is dict and all(
-            (key is None or key(k)) and (val is None or val(x)) for k, x in v.items())
+        key, val = (_spec(args[0]), _spec(args[1])) if args else (_ANY, _ANY)
+        return frozenset(), lambda v: type(v) is dict and all(_fits(k, key) and _fits(x, val) for k, x in v.items())
     if origin is not None:
-        return lambda v: False
+        return _NOTHING
     if hint in (tuple, list, dict, set, frozenset):
-        return lambda v: type(v) is hint
+        return frozenset({hint}), None
     if isinstance(hint, type) and (dataclasses.is_dataclass(hint) or issubclass(hint, enum.Enum)):
-        return lambda v: isinstance(v, hint)
-    return lambda v: False
+        # Exactly the class by a set lookup; a subclass (ir.Extern for ir.Opaque) by isinstance.
+        return frozenset({hint}), lambda v: isinstance(v, hint)
+    return _NOTHING
 
 
 # encode builds a fresh tree, which cannot hold a cycle (a cycle in the facts is a RecursionError
@@ -330,13 +389,31 @@ def _build_checker(hint: Any):
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
 
 
+class _NoCycleCollection:
+    """Encoding and decoding make thousands of small containers, none of them in a cycle: the
+    cyclic garbage collector, run every 700 allocations, found nothing to free and, with the facts
+    of earlier files alive, made a warm run's decoding twice as slow (and encoding too). It is
+    paused while one entry is made or read, and resumed as it was (memory is still freed by
+    reference counting)."""
+
+    def __enter__(self) -> None:
+        self.resume = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.resume:
+            gc.enable()
+
+
 def dumps(value: Any) -> str:
-    return _ENCODER.encode(encode(value))
+    with _NoCycleCollection():
+        return _ENCODER.encode(encode(value))
 
 
 def loads(text: str | bytes) -> Any:
     try:
-        return decode(json.loads(text))
+        with _NoCycleCollection():
+            return decode(json.loads(text))
     except CacheError:
         raise
     except (ValueError, TypeError, RecursionError, MemoryError) as exc:
@@ -548,12 +625,28 @@ def slot(store: Store, display: str, kind: str, fingerprint: str) -> Slot:
     pack is named by the folder the file is in, the id by the file (both salted: a repository cannot
     name them in advance either). Neither name mixes in gradlint's code: after an upgrade the new
     entries replace the old ones in the same packs, and no pack is left behind."""
-    file = _digest(store.salt, kind, display)
+    pack, file = _place(store, display, kind)
+    return Slot(key=_digest(code_fingerprint(), file, fingerprint), pack=pack, file=file[:32])
+
+
+def _place(store: Store, display: str, kind: str) -> tuple[str, str]:
+    """The pack of a file's folder and the file's salted id (whole: the key mixes it in)."""
     folder = (store.salt, os.path.dirname(display))
     pack = _PACK_NAMES.get(folder)
     if pack is None:
         pack = _PACK_NAMES[folder] = PACK_PREFIX + _digest(*folder)[:32] + PACK_SUFFIX
-    return Slot(key=_digest(code_fingerprint(), file, fingerprint), pack=pack, file=file[:32])
+    return pack, _digest(store.salt, kind, display)
+
+
+def holds(store: Store, display: str, kind: str) -> bool:
+    """Whether the pack of the file's folder has a line for the file, whatever its content. A file
+    without one is a miss, known without reading the file: the parent of a cold run with workers
+    reads no file (its workers read each once)."""
+    dfd = _store_fd(store)
+    if dfd is None:
+        return False
+    pack, file = _place(store, display, kind)
+    return file[:32].encode("ascii") in _pack_index(store, dfd, pack)[1]
 
 
 def _index(data: bytes) -> dict[bytes, bytes]:
@@ -586,26 +679,28 @@ def _read_pack(dfd: int, name: str) -> bytes:
 
 
 # The packs this process has read in this run, most recent last: (root, cache-dir, name) ->
-# (index, bytes). Files are checked folder by folder, so a few are enough; a process holds at most
+# (index, the file ids it has lines for, bytes). Files are checked folder by folder, so a few are enough; a process holds at most
 # _HELD_PACKS of them and _HELD_BYTES in all (the pack in use always). open_store empties it:
 # every run reads the packs as they are on disk then.
-_HELD: dict[tuple[str, str, str], tuple[dict[bytes, bytes], int]] = {}
+_HELD: dict[tuple[str, str, str], tuple[dict[bytes, bytes], frozenset[bytes], int]] = {}
 _HELD_PACKS = 4
 _HELD_BYTES = 64 << 20
 
 
-def _pack_index(store: Store, dfd: int, name: str) -> dict[bytes, bytes]:
+def _pack_index(store: Store, dfd: int, name: str) -> tuple[dict[bytes, bytes], frozenset[bytes]]:
+    """A pack's index (key -> line) and the file ids it has lines for."""
     where = (store.root, store.rel, name)
     held = _HELD.pop(where, None)
     if held is None:
         # A missing pack is held too (empty): a cold run looks it up once, not once per file.
         data = _read_pack(dfd, name)
-        held = (_index(data), len(data))
-        total = held[1] + sum(size for _index_, size in _HELD.values())
+        index = _index(data)
+        held = (index, frozenset(line[_FILE] for line in index.values()), len(data))
+        total = held[2] + sum(size for _i, _f, size in _HELD.values())
         while _HELD and (len(_HELD) >= _HELD_PACKS or total > _HELD_BYTES):
-            total -= _HELD.pop(next(iter(_HELD)))[1]
+            total -= _HELD.pop(next(iter(_HELD)))[2]
     _HELD[where] = held
-    return held[0]
+    return held[0], held[1]
 
 
 def load(store: Store, where: Slot, folder: str, expect: type) -> Any | None:
@@ -617,25 +712,32 @@ def load(store: Store, where: Slot, folder: str, expect: type) -> Any | None:
     dfd = _store_fd(store)
     if dfd is None:
         return None
-    line = _pack_index(store, dfd, where.pack).get(where.key.encode("ascii"))
+    line = _pack_index(store, dfd, where.pack)[0].get(where.key.encode("ascii"))
     if line is None or len(line) > MAX_ENTRY_BYTES:
         return None
     try:
-        raw = json.loads(line)
-        if not isinstance(raw, dict) or raw.keys() != _FIELDS:
-            return None
-        if raw["schema"] != SCHEMA or raw["key"] != where.key or raw["file"] != where.file:
-            return None
-        if not isinstance(raw["deps"], list) or len(raw["deps"]) > MAX_DEPS:
-            return None
-        for dep in raw["deps"]:
-            if not (isinstance(dep, list) and len(dep) == 2 and all(isinstance(d, str) for d in dep)):
-                return None
-            if fingerprint_within(folder, dep[0]) != dep[1]:
-                return None  # external data changed: the entry is stale
-        facts = decode(raw["facts"])
+        with _NoCycleCollection():
+            return _entry_facts(line, where, folder, expect)
     except (CacheError, ValueError, TypeError, RecursionError, MemoryError):
         return None
+
+
+def _entry_facts(line: bytes, where: Slot, folder: str, expect: type) -> Any | None:
+    """The facts of one pack line, checked against its slot; None for anything else. Raises
+    CacheError (and what json.loads raises) on a damaged line."""
+    raw = json.loads(line)
+    if not isinstance(raw, dict) or raw.keys() != _FIELDS:
+        return None
+    if raw["schema"] != SCHEMA or raw["key"] != where.key or raw["file"] != where.file:
+        return None
+    if not isinstance(raw["deps"], list) or len(raw["deps"]) > MAX_DEPS:
+        return None
+    for dep in raw["deps"]:
+        if not (isinstance(dep, list) and len(dep) == 2 and all(isinstance(d, str) for d in dep)):
+            return None
+        if fingerprint_within(folder, dep[0]) != dep[1]:
+            return None  # external data changed: the entry is stale
+    facts = decode(raw["facts"])
     return facts if type(facts) is expect else None
 
 
@@ -650,8 +752,9 @@ def entry(where: Slot, facts: Any, folder: str, depends: tuple[str, ...] = ()) -
     try:
         deps = [[d, fingerprint_within(folder, d)] for d in depends]
         # The first two fields at fixed offsets: _index slices them.
-        text = _ENCODER.encode({"key": where.key, "file": where.file, "schema": SCHEMA, "deps": deps,
-                                "facts": encode(facts)})
+        with _NoCycleCollection():
+            text = _ENCODER.encode({"key": where.key, "file": where.file, "schema": SCHEMA, "deps": deps,
+                                    "facts": encode(facts)})
         line = text.encode("ascii")
     except (CacheError, ValueError, TypeError, RecursionError):
         return None

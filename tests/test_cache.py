@@ -78,14 +78,73 @@ def test_every_fixture_round_trips_through_the_json_codec(tmp_path):
     files = discover([ROOT / "fixtures", tmp_path], Config(root=str(ROOT))).files
     files += [(p, str(p)) for p in sorted((ROOT / "fixtures" / "onnx").glob("*.onnx.txt"))]
     kinds = set()
+    records: set[str] = set()
     for path, display in files:
         facts = _extract(path, display)
         text = cache.dumps(facts)
-        assert cache.loads(text) == facts, display
+        back = cache.loads(text)
+        assert back == facts, display
+        _same_records(back, facts, records)
         kinds.add(facts.kind)
         if facts.graph is not None:
             kinds.add("graph facts")
     assert kinds == {"python", "onnx", "graph facts"} and len(files) > 40
+    # every kind of facts, down to their smallest records
+    assert records >= {"FileFacts", "Network", "Param", "InitSpec", "Residual", "TrainingFacts", "Event", "Block",
+                       "NumericsFacts", "Site", "Call", "Function", "ModuleSymbols", "ClassSummary", "GraphFacts",
+                       "GraphNode", "SourceSpan", "CellMap"}, records
+
+
+def _same_records(back, made, seen: set[str]) -> None:
+    """Records rebuilt without __init__ (cache._Layout.direct) hold what __init__ would have set,
+    in the same order, and are of the same class, all the way down."""
+    import dataclasses
+
+    assert type(back) is type(made)
+    if dataclasses.is_dataclass(made):
+        seen.add(type(made).__name__)
+        assert list(vars(back)) == list(vars(made)), type(made)
+        for name in vars(made):
+            _same_records(getattr(back, name), getattr(made, name), seen)
+    elif isinstance(made, (tuple, list)):
+        for b, m in zip(back, made):
+            _same_records(b, m, seen)
+
+
+def test_records_are_rebuilt_without_init_only_when_init_is_the_generated_one():
+    from dataclasses import dataclass, field
+
+    @dataclass(frozen=True)
+    class Plain:
+        a: int
+        b: tuple = ()
+
+    @dataclass(frozen=True)
+    class Checks:
+        a: int
+
+        def __post_init__(self) -> None:
+            raise ValueError("refused")
+
+    @dataclass
+    class OwnInit:
+        a: int
+
+        def __init__(self, a: int) -> None:
+            self.a = a * 2
+
+    @dataclass(frozen=True)
+    class NotAllInit:
+        a: int
+        b: int = field(init=False, default=0)
+
+    @dataclass(frozen=True, slots=True)
+    class Slots:
+        a: int
+
+    assert cache._direct(Plain, ("a", "b"))
+    assert not cache._direct(Checks, ("a",)) and not cache._direct(OwnInit, ("a",))
+    assert not cache._direct(NotAllInit, ("a",)) and not cache._direct(Slots, ("a",))
 
 
 def test_codec_keeps_containers_floats_and_enums_apart():
@@ -106,23 +165,37 @@ def test_nested_records_round_trip():
     assert cache.loads(cache.dumps(facts)) == facts
 
 
+SPAN = "gradlint.findings.SourceSpan"
+RESIDUAL = "gradlint.model.ir.Residual"
+# A Residual whose body holds a SourceSpan where nodes belong.
+_BAD_BODY = cache.encode(Residual(body=(Activation("a", "relu"),)))
+_BAD_BODY[RESIDUAL][list(cache._layout(Residual).names).index("body")] = [cache.encode(SourceSpan(1, 1, 1, 1))]
+
+
 @pytest.mark.parametrize("doc, why", [
-    ({"$r": "os.system", "f": {}}, "unknown record type"),
-    ({"$r": "builtins.eval", "f": {}}, "unknown record type"),
-    ({"$r": "gradlint.api.Path", "f": {}}, "unknown record type"),  # imported into api, not its record
-    ({"$enum": "subprocess.Popen", "v": 1}, "unknown enum"),
-    ({"$r": "gradlint.findings.SourceSpan", "f": {"line": "1", "column": 1, "end_line": 1, "end_column": 1}},
-     "does not fit"),
-    ({"$r": "gradlint.findings.SourceSpan", "f": {"line": True, "column": 1, "end_line": 1, "end_column": 1}},
-     "does not fit"),
-    ({"$r": "gradlint.findings.SourceSpan", "f": {"line": 1, "column": 1, "end_line": 1}}, "differ"),
-    ({"$r": "gradlint.findings.SourceSpan", "f": {"line": 1, "column": 1, "end_line": 1, "end_column": 1,
-                                                  "evil": 1}}, "differ"),
-    ({"$r": "gradlint.model.ir.Residual", "f": {"body": [{"$r": "gradlint.findings.SourceSpan", "f": {
-        "line": 1, "column": 1, "end_line": 1, "end_column": 1}}], "name": "", "origin": None,
-        "skip_scale": None, "branch_scale": None, "join": "add", "branches": []}}, "does not fit"),
+    ({"os.system": ["id"]}, "unknown record type"),
+    ({"builtins.eval": ["1"]}, "unknown record type"),
+    ({"gradlint.api.Path": []}, "unknown record type"),  # imported into api, not its record
+    ({"gradlint.findings.Severity": [1]}, "unknown record type"),  # an enum is no record
+    ({"__reduce__": ["os.system", "id"]}, "unknown record type"),
+    ({"$enum": ["subprocess.Popen", 1]}, "unknown enum"),
+    ({"$enum": [SPAN, 1]}, "unknown enum"),  # a record is no enum
+    ({"$enum": ["gradlint.findings.Severity", "no such severity"]}, "bad value"),
+    ({SPAN: ["1", 1, 1, 1]}, "does not fit"),
+    ({SPAN: [True, 1, 1, 1]}, "does not fit"),
+    ({SPAN: [1, 1, 1]}, "differ"),
+    ({SPAN: [1, 1, 1, 1, 1]}, "differ"),
+    ({SPAN: [1, 1, 1, 1], "x": 1}, "unknown object"),
+    # schema 4's layouts: fields by name, the record's name under "$r", the enum's under "$enum"
+    ({SPAN: {"line": 1, "column": 1, "end_line": 1, "end_column": 1}}, "differ"),
+    ({"$r": SPAN, "f": {"line": 1, "column": 1, "end_line": 1, "end_column": 1}}, "unknown object"),
+    ({"$enum": "gradlint.findings.Severity", "v": 1}, "unknown object"),
+    (_BAD_BODY, "does not fit"),
     ({"$set": [{"$list": [1]}]}, "unhashable"),
-    ({"__reduce__": ["os.system", "id"]}, "unknown object"),
+    ({"$dict": [[1, 2, 3]]}, "pairs"),
+    ({"$float": "1e999"}, "unknown object"),
+    ({"$tuple": []}, "unknown object"),
+    ([[{"$list": 1}]], "unknown object"),  # nested in tuples
 ])
 def test_codec_refuses_what_it_did_not_write(doc, why):
     with pytest.raises(cache.CacheError, match=why):
@@ -193,6 +266,19 @@ class _Payload:
         return (os.system, (f"echo pwned > {self.mark}",))
 
 
+def _schema4(doc):
+    """Schema 4's layout of an encoded value: {"$r": tag, "f": {name: value}} for each record."""
+    if isinstance(doc, list):
+        return [_schema4(v) for v in doc]
+    if isinstance(doc, dict):
+        ((tag, body),) = doc.items()
+        if tag.startswith("$"):
+            return {tag: _schema4(body)}
+        names = cache._layout(cache.record_type(tag)).names
+        return {"$r": tag, "f": {n: _schema4(v) for n, v in zip(names, body)}}
+    return doc
+
+
 def _kinds(mark: Path):
     def sparse(p: Path, _slots) -> None:
         with open(p, "wb") as fh:
@@ -205,7 +291,12 @@ def _kinds(mark: Path):
         p.symlink_to(other)
 
     valid_rest = f'"schema":{cache.SCHEMA},"deps":[],"facts":{_facts_json()}}}'
+    schema4_facts = json.dumps(_schema4(cache.encode(FileFacts(path="model.py", kind="python"))))
     return {
+        # what gradlint wrote before schema 5 (fields by name), under its own schema and under this one
+        "the previous schema": _lines(lambda k, f: _line(k, f, f'"schema":4,"deps":[],"facts":{schema4_facts}}}')),
+        "the previous layout": _lines(lambda k, f: _line(
+            k, f, f'"schema":{cache.SCHEMA},"deps":[],"facts":{schema4_facts}}}')),
         "pickle bytes": lambda p, _s: (p.write_bytes(pickle.dumps(_Payload(str(mark)))),
                                        p.with_suffix(".pickle").write_bytes(pickle.dumps(_Payload(str(mark))))),
         "too many dependencies": _lines(lambda k, f: _line(k, f, f'"schema":{cache.SCHEMA},"deps":'
@@ -485,7 +576,7 @@ def test_a_cold_run_writes_one_pack_per_folder_and_a_warm_run_writes_nothing(tmp
 
 def test_an_edited_file_replaces_its_own_entry_and_keeps_the_others(project, monkeypatch):
     findings(project, use_cache=True)
-    (model_line,) = [d for d in entries(project) if d["facts"]["f"]["path"] == "model.py"]
+    (model_line,) = [d for d in entries(project) if cache.decode(d["facts"]).path == "model.py"]
     (project / "util.py").write_text(LOG_SOFTMAX + "\n# edited\n")
     extracted = _counting_extract(monkeypatch)
     old = os.getcwd()
@@ -497,11 +588,78 @@ def test_an_edited_file_replaces_its_own_entry_and_keeps_the_others(project, mon
     assert extracted == ["util.py"]
     stored = entries(project)
     assert len(stored) == 2 and model_line in stored
-    assert [d["facts"]["f"]["source"] for d in stored if d["facts"]["f"]["path"] == "util.py"] == [
+    assert [f.source for f in map(cache.decode, (d["facts"] for d in stored)) if f.path == "util.py"] == [
         LOG_SOFTMAX + "\n# edited\n"]
     cached = findings(project, use_cache=True)
     assert extracted == ["util.py"]  # both served from the pack
     assert cached == findings(project, use_cache=False)
+
+
+def test_a_damaged_line_costs_only_its_own_file(project, monkeypatch):
+    honest = findings(project, use_cache=False)
+    findings(project, use_cache=True)
+    (pack,) = packs(project)
+    lines = pack.read_bytes().splitlines()
+    util = [i for i, line in enumerate(lines) if cache.decode(json.loads(line)["facts"]).path == "util.py"]
+    lines[util[0]] = lines[util[0]][:-40]  # cut short: the head (key, file id) is intact
+    pack.write_bytes(b"\n".join(lines) + b"\n")
+    extracted = _counting_extract(monkeypatch)
+    assert findings(project, use_cache=True) == honest
+    assert extracted == ["util.py"]  # model.py's line, next to the damaged one, was served
+    stored = entries(project)
+    assert len(stored) == 2 and {cache.decode(d["facts"]).path for d in stored} == {"model.py", "util.py"}
+    assert findings(project, use_cache=True) == honest and extracted == ["util.py"]
+
+
+def test_a_pooled_run_reads_each_file_once_and_looks_up_nothing_twice(tmp_path, monkeypatch):
+    """The parent of a pooled run reads only the files a pack has a line for; a worker does not
+    look up again a file the parent found missing (a cold run read and hashed every file twice)."""
+    from gradlint import api, inputs
+    from gradlint.config import load_config
+
+    (tmp_path / "pyproject.toml").write_text("[tool.gradlint]\n")
+    for i in range(40):
+        (tmp_path / f"m{i}.py").write_text(LOG_SOFTMAX)
+    config = load_config(start=tmp_path)
+    files = [(p, p.name) for p in sorted(tmp_path.glob("m*.py"))]
+    log = tmp_path.parent / f"{tmp_path.name}-calls.log"
+    real_read, real_load = inputs.read_input, cache.load
+
+    def note(what: str) -> None:  # in whichever process: the workers are forked with the patches
+        with open(log, "a") as fh:
+            fh.write(f"{what}\n")
+
+    def reading(path, limit, *, whole=True):
+        note(f"read {os.getpid()} {Path(path).name}")
+        return real_read(path, limit, whole=whole)
+
+    def loading(store, where, folder, expect):
+        note(f"load {os.getpid()}")
+        return real_load(store, where, folder, expect)
+
+    monkeypatch.setattr(inputs, "read_input", reading)
+    monkeypatch.setattr(cache, "load", loading)
+
+    def calls() -> list[tuple[str, bool, str]]:
+        got = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+        log.unlink(missing_ok=True)
+        return [(c[0], c[1] == str(os.getpid()), c[2] if len(c) > 2 else "") for c in got]
+
+    cold = api.collect_facts(files, config, jobs=2)
+    made = calls()
+    assert sorted(name for what, _parent, name in made if what == "read") == sorted(d for _p, d in files)
+    assert not [c for c in made if c[1]]  # the parent read nothing, looked up nothing
+    assert not [c for c in made if c[0] == "load"]  # nor did the workers: the parent knew
+    for i in range(33):
+        (tmp_path / f"m{i}.py").write_text(LOG_SOFTMAX + f"# {i}\n")
+    again = api.collect_facts(files, config, jobs=2)
+    made = calls()
+    assert len([c for c in made if c[1] and c[0] == "read"]) == 40  # the parent: every file, once
+    assert len([c for c in made if c[1] and c[0] == "load"]) == 40
+    assert len([c for c in made if not c[1] and c[0] == "read"]) == 33  # the workers: the misses
+    assert not [c for c in made if not c[1] and c[0] == "load"]
+    assert [f.path for f in again] == [f.path for f in cold]
+    assert api.collect_facts(files, config, jobs=2) == again
 
 
 def test_a_pack_over_its_bound_is_a_miss_and_a_write_keeps_the_new_entries(project, monkeypatch):
@@ -526,7 +684,7 @@ def test_modules_summarised_for_a_lookup_are_written_at_the_end_of_the_run(tmp_p
     monkeypatch.chdir(project)
     config = Config(root=str(project))
     first = check_paths(["train.py"], config, use_cache=True, jobs=1)
-    files = {d["facts"]["f"]["path"] for d in entries(project)}
+    files = {cache.decode(d["facts"]).path for d in entries(project)}
     assert {"train.py", "models/gan.py"} <= files  # the models train.py names, read on demand
     extracted = _counting_extract(monkeypatch)
     assert check_paths(["train.py"], config, use_cache=True, jobs=1).findings == first.findings
@@ -557,7 +715,7 @@ def test_concurrent_runs_on_one_folder_leave_only_valid_entries(tmp_path):
         stored = entries(tmp_path)
         assert stored and len(stored) == len({d["file"] for d in stored}) <= 12
         assert all(d["schema"] == cache.SCHEMA and FileFacts is type(cache.decode(d["facts"])) for d in stored)
-        by_path = {d["facts"]["f"]["path"]: d["facts"]["f"]["source"] for d in stored}
+        by_path = {f.path: f.source for f in (cache.decode(d["facts"]) for d in stored)}
         assert all(files[path] == source for path, source in by_path.items())
         assert findings(tmp_path, use_cache=True) == honest
         assert not list((tmp_path / ".gradlint_cache").glob(".*.tmp"))
