@@ -313,7 +313,7 @@ class ClassCtx:
     params: set[str] = field(default_factory=set)  # attributes that are nn.Parameter
     methods: set[str] = field(default_factory=set)
     method_nodes: dict[str, cst.FunctionDef] = field(default_factory=dict)
-    returned: dict[str, V] = field(default_factory=dict)  # what calling a short method returns
+    returned: dict[str, V | None] = field(default_factory=dict)  # what calling a short method returns
     quiet: bool = False
     # `self.requires_grad` is read back somewhere in the class: a setting of the class's own,
     # not an attempt to freeze the module
@@ -350,7 +350,7 @@ class Extractor:
         self.callees: set[int] = set()
         self.path: list[str] = []
         self.walking: list[str] = []
-        self.muted = 0  # inside a look-ahead walk of a method for its return value: no sites
+        self.muted = 0  # evaluating a method's returns ahead of its turn (method_returns): no sites
 
     # -- helpers -----------------------------------------------------------------------------
     def q(self, expr: cst.BaseExpression) -> frozenset[str]:
@@ -599,6 +599,29 @@ def _returned_items(walk: FunctionWalk) -> tuple[str | None, ...]:
     return tuple(items) if any(items) else ()
 
 
+def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
+    """The returned expressions of a method of at most 5 statements whose every return (at its top
+    level or in an if/else there) gives a call or an attribute; None for any other method."""
+    body = suite(fn.body)
+    if len(body) > 5:
+        return None
+    out: list[cst.BaseExpression] = []
+    stack: list[cst.CSTNode] = list(body)
+    while stack:
+        n = stack.pop()
+        if isinstance(n, cst.If):
+            stack.extend(suite(n.body))
+            if n.orelse is not None:
+                stack.extend([n.orelse] if isinstance(n.orelse, cst.If) else suite(n.orelse.body))
+        elif isinstance(n, cst.SimpleStatementLine | cst.SimpleStatementSuite):
+            for small in n.body:
+                if isinstance(small, cst.Return):
+                    if not isinstance(small.value, cst.Call | cst.Attribute):
+                        return None
+                    out.append(small.value)
+    return out or None
+
+
 def _reads_self_requires_grad(cls: cst.ClassDef) -> bool:
     """More `self.requires_grad` reads than assignments to it: the class uses the attribute as
     a setting of its own (`self.requires_grad = flag` is then no module attribute mistake). A
@@ -833,8 +856,9 @@ class FunctionWalk:
             self.env[target.value] = val
         elif isinstance(target, cst.Tuple | cst.List):
             n = len(target.elements)
-            items = [] if any(isinstance(el, cst.StarredElement) for el in target.elements) else \
-                [_item(val, i) for i in range(n)] if val.elems is None or len(val.elems) == n else []
+            items = [_item(val, i) for i in range(n)] if (
+                len(val.elems) == n if val.elems is not None else bool(val.out)) and not any(
+                type(el) is cst.StarredElement for el in target.elements) else []
             for i, el in enumerate(target.elements):
                 self.bind(el.value, (items[i] if items else None) or UNKNOWN)
         elif isinstance(target, cst.StarredElement):
@@ -981,8 +1005,11 @@ class FunctionWalk:
             return merge(self.ev(node.body), self.ev(node.orelse))
         if isinstance(node, cst.Tuple | cst.List | cst.Set):
             vals = [self.ev(e.value) for e in node.elements]
-            if vals and not isinstance(node, cst.Set) and not any(
-                    isinstance(e, cst.StarredElement) for e in node.elements):
+            # elements kept only where one is a probability, a model's output or a criterion (what
+            # unpacking it can tell a rule), and the length is known
+            if vals and type(node) is not cst.Set and any(
+                    v.prob or v.out or v.crit or v.callret or v.elems is not None for v in vals) and not any(
+                    type(e) is cst.StarredElement for e in node.elements):
                 return replace(_combine(vals), elems=tuple(vals))
             return _combine(vals) if vals else V(const=True)
         if isinstance(node, cst.ListComp | cst.GeneratorExp | cst.SetComp):
@@ -1228,30 +1255,31 @@ class FunctionWalk:
         return replace(res, rg=frozenset(), tensor=res.tensor)
 
     def method_returns(self, meth: str) -> V | None:
-        """What a short method of this class returns (all its returns merged), walked once ahead of
-        its turn with its parameters unknown, no sites recorded; None for a long or unknown one."""
+        """What a short method of this class returns (`return nn.BCELoss()`, `return self.crit`):
+        its returned calls and attributes evaluated once, merged, with its parameters unknown and
+        no sites recorded; None for any other method."""
         cls = self.cls
         if meth in cls.returned:
             return cls.returned[meth]
         fn = cls.method_nodes.get(meth)
-        if fn is None or len(suite(fn.body)) > 5:
+        exprs = _short_returns(fn) if fn is not None else None
+        if not exprs:
+            cls.returned[meth] = None
             return None
         cls.returned[meth] = UNKNOWN  # a method that calls itself
-        x = self.x
-        kept = len(x.functions), len(x.classes), len(x.aliases)
-        x.muted += 1
-        walk = FunctionWalk(x, meth, cls, quiet=True)
+        walk = FunctionWalk(self.x, meth, cls, quiet=True)
+        ps = fn.params
+        for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params, ps.star_arg, ps.star_kwarg):
+            if isinstance(p, cst.Param):
+                walk.env[p.name.value] = UNKNOWN
+        self.x.muted += 1
         try:
-            walk._run_function(fn)
+            vals = [walk.ev(e) for e in exprs]
         finally:
-            x.muted -= 1
-            del x.functions[kept[0]:], x.classes[kept[1]:], x.aliases[kept[2]:]
-        vals = [walk.memo.get(id(n.value)) for n in walk.return_nodes]
-        made = UNKNOWN
-        if vals and len(vals) == len(walk.returns) and None not in vals:
-            made = vals[0]
-            for v in vals[1:]:
-                made = merge(made, v)
+            self.x.muted -= 1
+        made = vals[0]
+        for v in vals[1:]:
+            made = merge(made, v)
         cls.returned[meth] = made
         return made
 
