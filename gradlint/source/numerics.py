@@ -855,12 +855,13 @@ class FunctionWalk:
         if isinstance(target, cst.Name):
             self.env[target.value] = val
         elif isinstance(target, cst.Tuple | cst.List):
+            # `validity, label = D(x)`: each name gets its element when the length is known
             n = len(target.elements)
-            items = [_item(val, i) for i in range(n)] if (
-                len(val.elems) == n if val.elems is not None else bool(val.out)) and not any(
-                type(el) is cst.StarredElement for el in target.elements) else []
+            known = len(val.elems) == n if val.elems is not None else bool(val.out)
+            if known and any(type(el) is cst.StarredElement for el in target.elements):
+                known = False
             for i, el in enumerate(target.elements):
-                self.bind(el.value, (items[i] if items else None) or UNKNOWN)
+                self.bind(el.value, (_item(val, i) if known else None) or UNKNOWN)
         elif isinstance(target, cst.StarredElement):
             self.bind(target.value, UNKNOWN)
         else:
