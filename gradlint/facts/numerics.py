@@ -83,6 +83,9 @@ class Site:
     # the function holding the site, qualified within its module ('f', 'C.m', 'f.<locals>.g');
     # '' for module-level code
     function: str = ""
+    # the value is this element of the classes' output (`a, b = model(x)`, `model(x)[1]`): where a
+    # forward returns a tuple, `want` is asked of that element
+    element: int | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class NumClass:
     has_forward: bool = False
     returns: str | None = None  # 'softmax', 'sigmoid', 'log_softmax'... when every return agrees
     returns_via: tuple[str, ...] = ()  # forward returns the output of an instance of these classes
+    # forward returns a tuple of this length on every path: each element's kind where they agree
+    returns_items: tuple[str | None, ...] = ()
     autograd_function: bool = False
     custom_backward: bool = False
 
@@ -138,10 +143,11 @@ class NumericsFacts:
     references: frozenset[str] = frozenset()
 
 
-def forward_returns(scope: Scope | None, name: str, _depth: int = 0) -> str | None:
+def forward_returns(scope: Scope | None, name: str, _depth: int = 0, element: int | None = None) -> str | None:
     """What the forward of the class `name` (as written in `scope`'s module) returns, when every
     class the name may stand for agrees (a conditional import of two that disagree gives None:
-    precision first). Classes outside the project give None."""
+    precision first). Classes outside the project give None. With `element`, what that element
+    of a returned tuple is (of a returned tensor, its rows are what the tensor is)."""
     if scope is None or _depth > MAX_DEPTH:
         return None
     quals = scope.resolve(name)
@@ -154,11 +160,14 @@ def forward_returns(scope: Scope | None, name: str, _depth: int = 0) -> str | No
             kinds.add(None)
             continue
         home = scope.at(q)
-        if rec.has_forward:
+        if element is not None and rec.returns_items:
+            items = rec.returns_items
+            kinds.add(items[element] if -len(items) <= element < len(items) else None)
+        elif rec.has_forward:
             if rec.returns:
                 kinds.add(rec.returns)
             elif rec.returns_via:
-                kinds.add(_agree([forward_returns(home, c, _depth + 1) for c in rec.returns_via]))
+                kinds.add(_agree([forward_returns(home, c, _depth + 1, element) for c in rec.returns_via]))
             else:
                 kinds.add(None)
         else:
@@ -166,7 +175,7 @@ def forward_returns(scope: Scope | None, name: str, _depth: int = 0) -> str | No
             inherited = None
             for base in rec.bases:
                 if any(scope.index.numclass(b) is not None for b in home.resolve(base) if b != q):
-                    inherited = forward_returns(home, base, _depth + 1)
+                    inherited = forward_returns(home, base, _depth + 1, element)
                     break
             kinds.add(inherited)
     return _agree(list(kinds))
@@ -216,7 +225,7 @@ def holds(site: Site, scope: Scope | None) -> bool:
             if is_module_class(scope, cls):
                 return True
             continue
-        kind = forward_returns(scope, cls)
+        kind = forward_returns(scope, cls, element=site.element)
         if kind is None:
             continue
         if site.want == "probability" and kind in PROBABILITY:
@@ -298,7 +307,7 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
 def returned_kind(site: Site, scope: Scope | None) -> str | None:
     """The probability kind a conditional site's classes return (for the message)."""
     for cls in site.classes:
-        kind = forward_returns(scope, cls)
+        kind = forward_returns(scope, cls, element=site.element)
         if kind:
             return kind
     return None

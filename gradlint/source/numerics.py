@@ -167,6 +167,10 @@ class V:
     # (CLIP-style `emb / emb.norm()` on a projection's output; measured on the corpus: every
     # such division was harmless).
     dense: bool = False
+    # a tuple or list of known length: what each element is (`return validity, label`)
+    elems: tuple[V, ...] | None = None
+    # `out` is this element of the classes' output (`a, b = model(x)`, `model(x)[1]`)
+    out_elem: int | None = None
 
     @property
     def nograd(self) -> bool:
@@ -189,6 +193,8 @@ def _v_init(self, **values) -> None:
 
 V.__init__ = _v_init  # type: ignore[method-assign]
 UNKNOWN = V()
+# a leaf made to require grad (`torch.zeros(..., requires_grad=True)`, `W.requires_grad_()`)
+_TRAINABLE = V(leaf=True, tensor=True, params=True)
 
 
 def replace(obj, /, **changes):
@@ -234,7 +240,10 @@ def merge(a: V, b: V) -> V:
         prob_node=a.prob_node if a.prob_node is b.prob_node else None,
         shifted=a.shifted or b.shifted,
         inst=a.inst & b.inst,
-        out=a.out & b.out,
+        out=a.out & b.out if a.out_elem == b.out_elem else frozenset(),
+        out_elem=a.out_elem if a.out_elem == b.out_elem else None,
+        elems=tuple(merge(p, q) for p, q in zip(a.elems, b.elems))
+        if a.elems is not None and b.elems is not None and len(a.elems) == len(b.elems) else None,
         crit=a.crit if a.crit == b.crit else None,
         crit_node=a.crit_node if a.crit_node is b.crit_node else None,
         callret=a.callret if a.callret == b.callret else None,
@@ -296,6 +305,43 @@ def merge_env(a: dict[str, V], b: dict[str, V]) -> dict[str, V]:
     return out
 
 
+def _function_value(names: frozenset[str]) -> V | None:
+    """A torch loss function named as a value (`self.loss_func = F.binary_cross_entropy_with_logits`)
+    is a criterion: calling it is the loss."""
+    for qn, kind in LOSS_FUNCTIONS.items():
+        if qn in names:
+            return V(crit=kind)
+    return None
+
+
+def _item(val: V, i: int) -> V | None:
+    """Element `i` of a tuple value (cut where the tuple was: made under no_grad), or of a model's
+    output (which the run index settles: a tuple's element, or rows of a tensor); None if unknown."""
+    if val.elems is not None:
+        if not -len(val.elems) <= i < len(val.elems):
+            return None
+        e = val.elems[i]
+        if val.cut is not None and not e.nograd:
+            e = replace(e, cut=val.cut, cut_span=val.cut_span)
+        return e
+    if val.out and val.out_elem is None:
+        return replace(val, out_elem=i)
+    return None
+
+
+def _int_index(node: cst.Subscript) -> int | None:
+    """The literal integer of `x[1]` / `x[-1]`; None for slices, names and several indices."""
+    if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
+        return None
+    v = node.slice[0].slice.value
+    sign = 1
+    if isinstance(v, cst.UnaryOperation) and isinstance(v.operator, cst.Minus):
+        v, sign = v.expression, -1
+    if isinstance(v, cst.Integer):
+        return sign * int(v.evaluated_value)
+    return None
+
+
 def _tokens(name: str) -> set[str]:
     return {t for t in re.split(r"_+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", name.strip("_")) if t} | {
         name.lower()}
@@ -319,6 +365,8 @@ class ClassCtx:
     attrs: dict[str, V] = field(default_factory=dict)
     params: set[str] = field(default_factory=set)  # attributes that are nn.Parameter
     methods: set[str] = field(default_factory=set)
+    method_nodes: dict[str, cst.FunctionDef] = field(default_factory=dict)
+    returned: dict[str, V | None] = field(default_factory=dict)  # what calling a short method returns
     quiet: bool = False
     # `self.requires_grad` is read back somewhere in the class: a setting of the class's own,
     # not an attempt to freeze the module
@@ -369,6 +417,7 @@ class Extractor:
         self.stale: set[int] = set()  # units that read a class's members before it was walked
         self.subclassed: set[str] = set()  # classes of this file another class of it derives from
         self.calling: dict[int, cst.Call] = {}  # id(callee expression) -> its call
+        self.muted = 0  # evaluating a method's returns ahead of its turn (method_returns): no sites
 
     # -- helpers -----------------------------------------------------------------------------
     def q(self, expr: cst.BaseExpression) -> frozenset[str]:
@@ -391,6 +440,8 @@ class Extractor:
             return ""
 
     def add(self, site: Site) -> None:
+        if self.muted:
+            return
         if not site.function and self.walking:
             site = replace(site, function=self.walking[-1])
         key = (site.kind, site.span, site.variant)
@@ -590,6 +641,7 @@ class Extractor:
                        quiet=parent_quiet or self.file_quiet or _quiet_class(name))
         methods = [s for s in node.body.body if isinstance(s, cst.FunctionDef)]
         ctx.methods = {m.name.value for m in methods}
+        ctx.method_nodes = {m.name.value: m for m in methods}
         ctx.reads_requires_grad = self.self_requires_grad and _reads_self_requires_grad(node)
         is_function = name in self.autograd_classes
         if is_function:
@@ -608,6 +660,7 @@ class Extractor:
         if len(self.path) == 1:
             self.class_attrs[name] = ctx.attrs
         returns: list[V] = []
+        items: tuple[str | None, ...] = ()
         has_forward = False
         for m in methods:
             if m in setup:
@@ -617,6 +670,7 @@ class Extractor:
             if m.name.value == "forward" and not is_function:
                 has_forward = True
                 returns = walk.returns
+                items = _returned_items(walk)
                 walk.check_forward_output()
         # nested classes
         for stmt in node.body.body:
@@ -640,7 +694,7 @@ class Extractor:
                 if m.name.value == "backward":
                     self.check_backward(node, m)
         self.classes.append(NumClass(name=name, span=self.span(node.name), bases=bases,
-                                     has_forward=has_forward, returns=kind, returns_via=via,
+                                     has_forward=has_forward, returns=kind, returns_via=via, returns_items=items,
                                      autograd_function=is_function, custom_backward=custom_backward))
 
     def check_backward(self, cls: cst.ClassDef, fn: cst.FunctionDef) -> None:
@@ -673,6 +727,45 @@ class Extractor:
         if returns_values and not reads & set(grads):
             self.add(Site("backward_ignores_grad", "ignores-grad", self.span(fn.name),
                           detail=f"{cls.name.value}.backward", data=(("arguments", tuple(grads)),)))
+
+
+def _returned_items(walk: FunctionWalk) -> tuple[str | None, ...]:
+    """Per element, the probability kind a forward returns when it returns a tuple of one length on
+    every path (`return validity, label`); () otherwise or when no element is a probability."""
+    nodes = walk.return_nodes
+    if not nodes or len(nodes) != len(walk.returns):
+        return ()
+    vals = [walk.memo.get(id(n.value)) for n in nodes]
+    if any(v is None or v.elems is None or len(v.elems) != len(vals[0].elems) for v in vals):
+        return ()
+    items = []
+    for i in range(len(vals[0].elems)):
+        kinds = {v.elems[i].prob for v in vals}
+        items.append(kinds.pop() if len(kinds) == 1 else None)
+    return tuple(items) if any(items) else ()
+
+
+def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
+    """The returned expressions of a method of at most 5 statements whose every return (at its top
+    level or in an if/else there) gives a call or an attribute; None for any other method."""
+    body = suite(fn.body)
+    if len(body) > 5:
+        return None
+    out: list[cst.BaseExpression] = []
+    stack: list[cst.CSTNode] = list(body)
+    while stack:
+        n = stack.pop()
+        if isinstance(n, cst.If):
+            stack.extend(suite(n.body))
+            if n.orelse is not None:
+                stack.extend([n.orelse] if isinstance(n.orelse, cst.If) else suite(n.orelse.body))
+        elif isinstance(n, cst.SimpleStatementLine | cst.SimpleStatementSuite):
+            for small in n.body:
+                if isinstance(small, cst.Return):
+                    if not isinstance(small.value, cst.Call | cst.Attribute):
+                        return None
+                    out.append(small.value)
+    return out or None
 
 
 def _reads_self_requires_grad(cls: cst.ClassDef) -> bool:
@@ -954,8 +1047,14 @@ class FunctionWalk(StatementWalker):
         self.bind(target, UNKNOWN)
 
     def bind(self, target: cst.BaseExpression, val: V) -> None:
-        """A target of a comprehension, a walrus or a loop gets `val` (a tuple's items: unknown)."""
+        """A target of a comprehension, a walrus or a loop gets `val` (a tuple target: `unpack`)."""
         self.assign_target(target, val)
+
+    def unpack(self, val: V, count: int) -> list | None:
+        """`validity, label = D(x)`: each target gets its element when the length is known (a
+        tuple literal's, or a model output's whose forward returns a tuple)."""
+        known = len(val.elems) == count if val.elems is not None else bool(val.out)
+        return [_item(val, i) or UNKNOWN for i in range(count)] if known else None
 
     def bind_name(self, name: str, val: V) -> None:
         self.env[name] = val
@@ -1007,6 +1106,8 @@ class FunctionWalk(StatementWalker):
             return
         if truth and key and hv.computed and not hv.leaf and not hv.nograd:
             self.env[key] = replace(hv, rg=hv.rg | {(where, key)})
+        elif truth and key and hv.leaf and hv.const and hv.tensor:
+            self.env[key] = _TRAINABLE  # `W.requires_grad = True` on a factory's tensor
 
     def _record_wrapper(self, fn: cst.FunctionDef) -> None:
         """`def op(x): return MyFn.apply(x)` makes `op` a name under which MyFn can be gradchecked."""
@@ -1054,6 +1155,12 @@ class FunctionWalk(StatementWalker):
                 return self.env[node.value]
             if node.value in self.globals:
                 return self.globals[node.value]
+            if node.value in self.x.local_classes:
+                return UNKNOWN
+            if node.value in self.x.imports.names:
+                fn = _function_value(self.x.q(node))
+                if fn is not None:
+                    return fn
             if node.value.isupper() and len(node.value) > 1:
                 return V(const=True)
             return UNKNOWN
@@ -1079,8 +1186,14 @@ class FunctionWalk(StatementWalker):
                 self._ev_children(el)
             if isinstance(node.value, cst.Attribute) and node.value.attr.value == "shape":
                 return V(const=True)
+            if base.elems is not None or (base.out and base.out_elem is None):
+                i = _int_index(node)
+                item = _item(base, i) if i is not None else None
+                if item is not None and base.elems is not None:
+                    return item
+                base = item or base
             return replace(base, sq=False, sumsq=False, crit=None, callret=None, module=False, inst=frozenset(),
-                           norm=base.norm, exp=base.exp)
+                           norm=base.norm, exp=base.exp, elems=None)
         if kind is cst.Comparison:
             vals = [self.ev(node.left)] + [self.ev(c.comparator) for c in node.comparisons]
             return V(const=all(v.const for v in vals), cut="comparison", computed=True)
@@ -1091,6 +1204,12 @@ class FunctionWalk(StatementWalker):
             return merge(self.ev(node.body), self.ev(node.orelse))
         if kind in (cst.Tuple, cst.List, cst.Set):
             vals = [self.ev(e.value) for e in node.elements]
+            # elements kept only where one is a probability, a model's output or a criterion (what
+            # unpacking it can tell a rule), and the length is known
+            if vals and type(node) is not cst.Set and any(
+                    v.prob or v.out or v.crit or v.callret or v.elems is not None for v in vals) and not any(
+                    type(e) is cst.StarredElement for e in node.elements):
+                return replace(_combine(vals), elems=tuple(vals))
             return _combine(vals) if vals else V(const=True)
         if kind in (cst.ListComp, cst.GeneratorExp, cst.SetComp):
             saved = dict(self.env)
@@ -1140,8 +1259,9 @@ class FunctionWalk(StatementWalker):
         if key and key in self.env:
             return self.env[key]
         attr = node.attr.value
-        if self.x.q(node):
-            return UNKNOWN
+        names = self.x.q(node)
+        if names:
+            return _function_value(names) or UNKNOWN
         base = self.ev(node.value)
         if attr == "data":
             cut_params = base.param_cuts
@@ -1333,7 +1453,9 @@ class FunctionWalk(StatementWalker):
         if callee.crit:
             inp = _arg(node, 0, "input")
             if inp is not None:
-                self.check_loss(node, callee.crit, inp, self.ev(inp), crit_node=callee.crit_node, owner=owner)
+                # a function-valued criterion (no constructor call): no fix renames it
+                self.check_loss(node, callee.crit, inp, self.ev(inp), crit_node=callee.crit_node, owner=owner,
+                                fixable=callee.crit_node is not None)
             first = self.ev(inp) if inp is not None else UNKNOWN
             return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const)
         if callee.callret:
@@ -1342,7 +1464,8 @@ class FunctionWalk(StatementWalker):
                      out=first.out, cut=first.cut, cut_span=first.cut_span)
         if callee.inst:
             return V(out=callee.inst, computed=True, tensor=True, params=True, dense=True)
-        if owner == "self" and self.cls is not None:
+        if owner in ("self", "self.forward") and self.cls is not None:
+            # `self.forward(x)` is `self(x)` (hooks aside)
             return V(out=frozenset({self.cls.name}), computed=True, tensor=True, params=True, dense=True)
         if owner and owner.startswith("self.") and owner.count(".") == 1 and (
                 callee.module or callee.params or self.cls is None or owner[5:] not in self.cls.methods):
@@ -1352,12 +1475,45 @@ class FunctionWalk(StatementWalker):
             return V(computed=True, tensor=True, params=carries, dense=carries)
         if callee.module:
             return V(computed=True, tensor=True, params=True, dense=True)
+        if owner and owner.startswith("self.") and owner.count(".") == 1 and self.cls is not None:
+            made = self.method_returns(owner[5:])
+            if made is not None and (made.crit or made.callret):
+                return made  # `crit = self.get_loss()`: a method that returns a criterion
         res = _combine(vals)
         if callee == UNKNOWN:
             # An unknown callable (a model passed as an argument, a factory's result): what it
             # returns is unknown, never "cut" because its inputs were made by torch.tensor().
             return V(computed=True, tensor=res.tensor)
         return replace(res, rg=frozenset(), tensor=res.tensor)
+
+    def method_returns(self, meth: str) -> V | None:
+        """What a short method of this class returns (`return nn.BCELoss()`, `return self.crit`):
+        its returned calls and attributes evaluated once, merged, with its parameters unknown and
+        no sites recorded; None for any other method."""
+        cls = self.cls
+        if meth in cls.returned:
+            return cls.returned[meth]
+        fn = cls.method_nodes.get(meth)
+        exprs = _short_returns(fn) if fn is not None else None
+        if not exprs:
+            cls.returned[meth] = None
+            return None
+        cls.returned[meth] = UNKNOWN  # a method that calls itself
+        walk = FunctionWalk(self.x, meth, cls, quiet=True)
+        ps = fn.params
+        for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params, ps.star_arg, ps.star_kwarg):
+            if isinstance(p, cst.Param):
+                walk.env[p.name.value] = UNKNOWN
+        self.x.muted += 1
+        try:
+            vals = [walk.ev(e) for e in exprs]
+        finally:
+            self.x.muted -= 1
+        made = vals[0]
+        for v in vals[1:]:
+            made = merge(made, v)
+        cls.returned[meth] = made
+        return made
 
     def builtin_call(self, node: cst.Call, fname: str) -> V:
         vals = self._args_ev(node)
@@ -1424,6 +1580,9 @@ class FunctionWalk(StatementWalker):
             return V(leaf=True, tensor=True, params=True)
         if isq(TENSOR_FROM_DATA):
             if all(v.const for v in vals):
+                rg = kw.get("requires_grad")
+                if isinstance(rg, cst.Name) and rg.value == "True":
+                    return _TRAINABLE  # torch.tensor([1., 2.], requires_grad=True): a trainable leaf
                 return V(const=True, leaf=True, tensor=True)
             return V(cut=f"{_short(names)}(...)", cut_span=span, leaf=True, tensor=True)
         if isq(VARIABLE):
@@ -1517,7 +1676,7 @@ class FunctionWalk(StatementWalker):
         shorts = {n.rsplit(".", 1)[-1] for n in names}
         if len(shorts) == 1:
             short = shorts.pop()
-            if short[:1].isupper() and not short.isupper():
+            if short[:1].isupper():
                 # maybe an instance of a class of the project: the project index resolves the
                 # name as written here to the class, or to nothing outside the project
                 written = dotted(node.func)
@@ -1628,6 +1787,11 @@ class FunctionWalk(StatementWalker):
                 ev = (self.x.where(node), key)
                 self.env[key] = replace(r, rg=r.rg | {ev})
                 return replace(r, rg=r.rg | {ev})
+            if truth and r.leaf and r.const and r.tensor:
+                # `W = torch.zeros(n, m); W.requires_grad_()`: a trainable leaf from now on
+                if key:
+                    self.env[key] = _TRAINABLE
+                return _TRAINABLE
             return r
         if meth in ("backward", "manual_backward"):
             host = dotted(recv_node) or ""
@@ -1656,9 +1820,13 @@ class FunctionWalk(StatementWalker):
             return V(computed=True, tensor=True)
         if meth in ("item",):
             return V(cut=".item()", cut_span=span, computed=True)
+        # unknown arguments (sizes, dims) leave the receiver's cut; one that carries gradient
+        # (`x.matmul(W)` with W trainable) does not
+        carried = any(v.params and not v.nograd for v in vals)
         res = replace(_combine([r] + vals), rg=r.rg if meth in _ARITH else frozenset(),
-                      cut=r.cut if r.nograd else None, cut_span=r.cut_span if r.nograd else None,
-                      const=r.const, tensor=r.tensor)
+                      cut=r.cut if r.nograd and not carried else None,
+                      cut_span=r.cut_span if r.nograd and not carried else None,
+                      const=r.const and not carried, tensor=r.tensor)
         return res
 
     def _param_cut(self, recv_node: cst.BaseExpression, meth: str) -> frozenset:
@@ -1695,7 +1863,7 @@ class FunctionWalk(StatementWalker):
                         classes=tuple(sorted(inp.out)) if not model and not inp.prob else (), data=tuple(data)))
 
     def check_loss(self, node: cst.Call, kind: str, inp_node: cst.BaseExpression, inp: V,
-                   crit_node: cst.Call | None, owner: str | None = None) -> None:
+                   crit_node: cst.Call | None, owner: str | None = None, fixable: bool = True) -> None:
         if self.hazard_quiet() or inp.nograd:
             return
         called = self.param_outputs.get(id(inp))
@@ -1707,12 +1875,12 @@ class FunctionWalk(StatementWalker):
                 "bce_logits": "binary_cross_entropy_with_logits"}[kind]
         span = self.x.span(node)
         if inp.prob == want:
-            pieces = self.loss_pieces(node, inp_node, inp, crit_node, owner)
+            pieces = self.loss_pieces(node, inp_node, inp, crit_node, owner) if fixable else None
             self.x.add(Site("probability_into_loss", "local", span, detail=loss, pieces=pieces,
                             data=(("loss", loss), ("input", self.x.code(inp_node)[:80]))))
         elif inp.out and not inp.prob:
             self.x.add(Site("probability_into_loss", "model-output", span, detail=loss, classes=tuple(sorted(inp.out)), want=want,
-                            data=(("loss", loss), ("input", self.x.code(inp_node)[:80]))))
+                            data=(("loss", loss), ("input", self.x.code(inp_node)[:80])), element=inp.out_elem))
 
     def check_log(self, node: cst.Call, arg_node: cst.BaseExpression, a: V) -> None:
         if self.hazard_quiet() or a.nograd:
@@ -1722,7 +1890,7 @@ class FunctionWalk(StatementWalker):
             self.x.add(Site("log_of_probability", a.prob, span, detail=a.prob, pieces=self.log_pieces(arg_node, a)))
         elif a.out and not a.prob and not a.shifted:
             self.x.add(Site("log_of_probability", "model-output", span, detail="model output", classes=tuple(sorted(a.out)),
-                            want="probability"))
+                            want="probability", element=a.out_elem))
         elif a.one_plus_exp:
             self.add_305(node, "log(1 + exp(x))", "softplus")
         elif a.sum_exp:

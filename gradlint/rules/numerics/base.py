@@ -80,6 +80,14 @@ class SiteRule(Rule):
         return None
 
 
+def output_of(site: Site, kind: str) -> str:
+    """How a message names the model output a conditional site is about: the whole output, or one
+    element of the tuple a forward returns (`validity, label = D(x)`)."""
+    if site.element is None:
+        return f"the output of {site.classes[0]}, whose forward returns a {kind}"
+    return f"element {site.element} of the output of {site.classes[0]}, a {kind}"
+
+
 def functional(facts: NumericsFacts, function: str) -> str | None:
     """A spelling of `torch.nn.functional.<function>` through the file's existing imports."""
     names = facts.torch_imports

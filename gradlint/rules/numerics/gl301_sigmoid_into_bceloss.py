@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from gradlint.findings import Edit, Fix, Severity
 from gradlint.registry import Example, RuleContext
-from gradlint.rules.numerics.base import F, SiteRule, spelling
+from gradlint.rules.numerics.base import F, SiteRule, output_of, spelling
+from gradlint.rules.numerics.examples import ATTR, WRAPPER
 from gradlint.facts.numerics import NumericsFacts, Site
 
 
@@ -13,8 +14,11 @@ class SigmoidIntoBCELoss(SiteRule):
     ## What it does
     Flags `nn.BCELoss` / `F.binary_cross_entropy` whose input is a sigmoid output: an inline
     `torch.sigmoid(x)`, a local variable holding one, an `nn.Sigmoid` module, or the output of a
-    model whose `forward` returns a sigmoid (looked up across the files of the run). Only the
-    input is checked: soft labels and sigmoid-shaped targets are fine.
+    model whose `forward` returns a sigmoid (looked up across the files of the run), whole or as
+    one element of a tuple. The criterion may be a module, a function, a function-valued
+    attribute (`self.loss_func = F.binary_cross_entropy`) or what a short method returns
+    (`crit = self.get_loss()`). Only the input is checked: soft labels and sigmoid-shaped
+    targets are fine.
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -111,8 +115,14 @@ class SigmoidIntoBCELoss(SiteRule):
                     "        return torch.sigmoid(x)\n"),),
             note="a model in another file whose forward returns a sigmoid",
         ),
+        Example(ATTR.format(loss="binary_cross_entropy", input="torch.sigmoid(self.fc(x))"),
+                note="a criterion held as a function-valued attribute (no fix: the call names the attribute)"),
+        Example(WRAPPER.format(loss="BCELoss"), note="a criterion returned by a wrapper method"),
     ]
     valid = [
+        Example(ATTR.format(loss="binary_cross_entropy_with_logits", input="torch.sigmoid(self.fc(x))"),
+                note="a function-valued criterion with logits (GL304's case)"),
+        Example(WRAPPER.format(loss="BCEWithLogitsLoss"), note="a wrapper method returning BCEWithLogitsLoss (GL304's case)"),
         Example("import torch.nn.functional as F\n\ndef step(logits, target):\n"
                 "    return F.binary_cross_entropy_with_logits(logits, target)\n"),
         Example("import torch\nimport torch.nn.functional as F\n\n"
@@ -145,7 +155,7 @@ class SigmoidIntoBCELoss(SiteRule):
         return site.kind in self.kinds and dict(site.data).get("loss") == "binary_cross_entropy"
 
     def message(self, site: Site, ctx: RuleContext) -> str:
-        where = "a sigmoid output" if not site.classes else f"the output of {site.classes[0]}, whose forward returns a sigmoid"
+        where = "a sigmoid output" if not site.classes else output_of(site, "sigmoid")
         return (f"`{site.detail}` is fed {where}: a saturated wrong prediction gets exactly zero gradient; "
                 "use the with-logits loss on the logits")
 

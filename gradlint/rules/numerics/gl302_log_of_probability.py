@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from gradlint.findings import Edit, Fix, Severity
 from gradlint.registry import Example, RuleContext
-from gradlint.rules.numerics.base import F, SiteRule, functional, spelling
+from gradlint.rules.numerics.base import F, SiteRule, functional, output_of, spelling
+from gradlint.rules.numerics.examples import HETERO
 from gradlint.facts.numerics import NumericsFacts, Site, returned_kind
 
 _INSTEAD = {"softmax": "log_softmax(x)", "sigmoid": "logsigmoid(x)", "one_minus_sigmoid": "logsigmoid(-x)"}
@@ -19,7 +20,8 @@ class LogOfProbability(SiteRule):
     Flags the log of a probability computed in two steps: `torch.log(torch.softmax(x, d))`,
     `x.softmax(d).log()`, `torch.log(torch.sigmoid(x))`, `torch.log(1 - torch.sigmoid(x))`,
     hand-written cross-entropy/BCE built from them, through local variables and through a
-    model whose `forward` returns probabilities (across the files of the run). In ONNX: a `Log`
+    model whose `forward` returns probabilities (across the files of the run), whole or as one
+    element of a tuple (`probs, var = net(x)`, `net(x)[0]`). In ONNX: a `Log`
     fed by `Softmax` or `Sigmoid`.
 
     Not flagged: `log_softmax`, `logsigmoid`; arguments shifted by an eps or clamped (the eps
@@ -109,6 +111,8 @@ class LogOfProbability(SiteRule):
                 "@torch.no_grad()\ndef sample(z):\n    return log_probs(z)\n\n\n"
                 "def nll(z, y):\n    return -(log_probs(z) * y).sum()\n",
                 note="a helper that no-grad code and a loss both call"),
+        Example(HETERO + "    probs, var = net(x)\n    return -(y * torch.log(probs)).sum(1).mean()\n",
+                note="the softmax element of a tuple the forward returns"),
     ]
     valid = [
         Example("import torch.nn.functional as F\n\ndef f(z):\n    return F.log_softmax(z, -1), F.logsigmoid(z)\n"),
@@ -127,6 +131,8 @@ class LogOfProbability(SiteRule):
         Example("import torch\n\n\ndef log_probs(z):\n    return torch.log(torch.softmax(z, -1))\n",
                 files=(("pipeline.py", _PIPELINE),),
                 note="a helper only a @torch.no_grad() __call__ (pipeline.py) calls: it never runs with grad"),
+        Example(HETERO + "    probs, var = net(x)\n    return torch.log(var).mean()\n",
+                note="the other element of the same tuple (a variance head)"),
     ]
 
     def graph_message(self, hazard) -> str:
@@ -141,7 +147,7 @@ class LogOfProbability(SiteRule):
     def message(self, site: Site, ctx: RuleContext) -> str:
         if site.classes:
             kind = returned_kind(site, ctx.index) or "probability"
-            return (f"log of the output of {site.classes[0]}, whose forward returns a {kind}: it underflows to "
+            return (f"log of {output_of(site, kind)}: it underflows to "
                     f"-inf with a NaN gradient; return logits and use {_INSTEAD.get(kind, 'log_softmax(x)')}")
         what = {"softmax": "softmax(x)", "sigmoid": "sigmoid(x)", "one_minus_sigmoid": "1 - sigmoid(x)"}[site.variant]
         return (f"log of {what} underflows to -inf with a NaN gradient once a probability is 0; "

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from gradlint.findings import Severity
 from gradlint.registry import Example, RuleContext
-from gradlint.rules.numerics.base import SiteRule
+from gradlint.rules.numerics.base import SiteRule, output_of
+from gradlint.rules.numerics.examples import SELF_FORWARD
 from gradlint.facts.numerics import Site
 
 _POLICY = ("import torch\nfrom torch import nn\n\n"
@@ -22,8 +23,8 @@ class SoftmaxIntoCrossEntropy(SiteRule):
     Flags `nn.CrossEntropyLoss` / `F.cross_entropy` whose input is softmax probabilities: an
     inline `softmax`, a local variable holding one, an `nn.Softmax` module, or the output of a
     model whose `forward` returns a softmax (directly or through its last assignment), followed
-    across the files of the run from `model = Net(...)` and `out = model(x)` to
-    `crit = nn.CrossEntropyLoss(); crit(out, y)`. `exp(log_softmax(x))` and a hand-written
+    across the files of the run from `model = Net(...)` and `out = model(x)` (or `self.forward(x)`
+    inside the class) to `crit = nn.CrossEntropyLoss(); crit(out, y)`. `exp(log_softmax(x))` and a hand-written
     `exp(z) / exp(z).sum()` are softmax probabilities too.
 
     A model that returns probabilities is not by itself a mistake (policy networks feed
@@ -103,6 +104,8 @@ class SoftmaxIntoCrossEntropy(SiteRule):
                 "    out = model(x)\n"
                 "    return crit(out, y)\n",
                 files=(("policy.py", _POLICY),), note="across files"),
+        Example(SELF_FORWARD.format(out="F.softmax(self.fc(x), dim=-1)"),
+                note="`self.forward(x)` in another method is `self(x)`"),
     ]
     valid = [
         Example("import torch.nn.functional as F\n\n"
@@ -142,6 +145,7 @@ class SoftmaxIntoCrossEntropy(SiteRule):
                         "            return logits\n"
                         "        return logits.softmax(-1)\n"),),
                 note="softmax only at inference"),
+        Example(SELF_FORWARD.format(out="self.fc(x)"), note="`self.forward(x)` of a class whose forward returns logits"),
     ]
 
     def selects(self, site: Site) -> bool:
@@ -149,6 +153,6 @@ class SoftmaxIntoCrossEntropy(SiteRule):
 
     def message(self, site: Site, ctx: RuleContext) -> str:
         what = "softmax probabilities" if not site.classes else \
-            f"the output of {site.classes[0]}, whose forward returns a softmax"
+            output_of(site, "softmax")
         return (f"`{site.detail}` is applied to {what}; it applies log_softmax itself, so the loss has a floor "
                 "and its gradients shrink (9.4x for 10 classes): pass the logits")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from gradlint.findings import Severity
 from gradlint.registry import Example, RuleContext
-from gradlint.rules.numerics.base import SiteRule
+from gradlint.rules.numerics.base import SiteRule, output_of
 from gradlint.facts.numerics import Site
+from gradlint.rules.numerics.examples import ATTR, GAN, MLP, RUN_MLP, WRAPPER
 
 _PASSED = """\
 import torch
@@ -37,7 +38,10 @@ class SigmoidIntoBCEWithLogits(SiteRule):
     ## What it does
     Flags `nn.BCEWithLogitsLoss` / `F.binary_cross_entropy_with_logits` whose input is already
     a sigmoid output (inline, through a variable, an `nn.Sigmoid` module, or a model whose
-    `forward` returns a sigmoid, across the files of the run). A model or criterion that is a
+    `forward` returns a sigmoid, whole or as one element of a tuple — `validity, label = D(x)` —
+    across the files of the run). The criterion may be a module, a function, a function-valued
+    attribute (`self.loss_func = F.binary_cross_entropy_with_logits`) or what a short method
+    returns (`crit = self.get_loss()`). A model or criterion that is a
     function's parameter is what its callers pass when they all agree (callers in the same file,
     and for a module-level function, callers anywhere in the project), else the parameter's
     constructor default (`criterion=nn.BCEWithLogitsLoss()`); with no caller it is unknown.
@@ -100,6 +104,15 @@ class SigmoidIntoBCEWithLogits(SiteRule):
                 "    def loss(self, x, y):\n"
                 "        return self.criterion(torch.sigmoid(self.model(x)), y)\n",
                 note="a criterion from a constructor default"),
+        Example(GAN + "    validity, label = D(x)\n    return adversarial_loss(validity, y)\n",
+                note="the sigmoid element of a tuple the forward returns, unpacked"),
+        Example(GAN + "    out = D(x)\n    return adversarial_loss(out[0], y)\n",
+                note="the sigmoid element of a tuple the forward returns, indexed"),
+        Example(ATTR.format(loss="binary_cross_entropy_with_logits", input="torch.sigmoid(self.fc(x))"),
+                note="a criterion held as a function-valued attribute"),
+        Example(WRAPPER.format(loss="BCEWithLogitsLoss"), note="a criterion returned by a wrapper method"),
+        Example(RUN_MLP, files=(("nets.py", MLP.format(act="Sigmoid")),),
+                note="an imported class whose name is all capitals"),
     ]
     valid = [
         Example(_PASSED + "    train_epoch(Logits(), nn.BCEWithLogitsLoss(), loader)\n\n\n"
@@ -111,6 +124,15 @@ class SigmoidIntoBCEWithLogits(SiteRule):
                 "        return self.fc(x)\n",
                 note="callers pass models that differ: unknown"),
         Example(_PASSED.split("\n\ndef main")[0] + "\n", note="no caller: unknown"),
+        Example(GAN + "    validity, label = D(x)\n    return adversarial_loss(label, y)\n",
+                note="the logits element of the same tuple"),
+        Example(ATTR.format(loss="binary_cross_entropy_with_logits", input="self.fc(x)"),
+                note="a function-valued criterion fed logits"),
+        Example(ATTR.format(loss="binary_cross_entropy", input="torch.sigmoid(self.fc(x))"),
+                note="a function-valued criterion without logits (GL301's case)"),
+        Example(WRAPPER.format(loss="BCELoss"), note="a wrapper method returning BCELoss (GL301's case)"),
+        Example(RUN_MLP, files=(("nets.py", MLP.format(act="Identity")),),
+                note="an all-capitals class whose forward returns logits"),
         Example("import torch.nn.functional as F\n\ndef step(z, t):\n"
                 "    return F.binary_cross_entropy_with_logits(z, t)\n"),
         Example("import torch\nimport torch.nn.functional as F\n\ndef step(z, teacher):\n"
@@ -123,5 +145,5 @@ class SigmoidIntoBCEWithLogits(SiteRule):
 
     def message(self, site: Site, ctx: RuleContext) -> str:
         what = "a sigmoid output" if not site.classes else \
-            f"the output of {site.classes[0]}, whose forward returns a sigmoid"
+            output_of(site, "sigmoid")
         return f"`{site.detail}` applies a sigmoid itself but is fed {what}: the sigmoid is applied twice"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from gradlint.findings import Edit, Fix, Severity, SourceSpan
 from gradlint.registry import Example, RuleContext
 from gradlint.rules.numerics.base import SiteRule
+from gradlint.rules.numerics.examples import LEAF
 from gradlint.facts.numerics import NumericsFacts, Site
 
 
@@ -29,9 +30,11 @@ class SqrtAtZero(SiteRule):
     before the sqrt.
 
     Carries gradient: the root's operand must depend on parameters (a module's layers or
-    `nn.Parameter`s, or a leaf made with `requires_grad=True`); a root of plain inputs, config
-    values or data is not flagged, and neither is the RMS of a learned layer's output (never
-    exactly zero) nor a sum with a positive constant inside the root (that constant is the eps).
+    `nn.Parameter`s, or a leaf made with `requires_grad=True`, `W.requires_grad_()` or
+    `W.requires_grad = True`; `x.matmul(W)` carries W's gradient whatever x is); a root of plain
+    inputs, config values or data is not flagged, and neither is the RMS of a learned layer's
+    output (never exactly zero) nor a sum with a positive constant inside the root (that
+    constant is the eps).
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -93,6 +96,9 @@ class SqrtAtZero(SiteRule):
                 note="a leaf that requires grad (zero at init: the gradient is NaN at once)"),
         Example(_PIPELINE + "\n\ndef fit(pipe, a, b):\n    pipe.distance(a, b).mean().backward()\n",
                 note="a pipeline's helper that training code also calls (through an unknown receiver)"),
+        Example(LEAF.format(make="torch.zeros(3, 4)\n    W.requires_grad_()",
+                            use="torch.sqrt((x.matmul(W) ** 2).sum())"),
+                note="a leaf made to require grad by `requires_grad_()`, reached through `x.matmul(W)`"),
     ]
     valid = [
         Example("import torch\n\ndef d(a, b):\n    return (a - b).norm(dim=-1), torch.linalg.vector_norm(a - b, dim=-1)\n"),
@@ -116,6 +122,9 @@ class SqrtAtZero(SiteRule):
         Example(_MODULE + "        return torch.sqrt(x ** 2 + 1.0 ** 2)\n", note="a positive constant inside the root"),
         Example(_MODULE + "        h = self.f(a)\n        return torch.mean(h ** 2, dim=-1) ** 0.5\n",
                 note="the RMS of a learned layer's output is never exactly 0"),
+        Example(LEAF.format(make="torch.zeros(3, 4)\n    W.requires_grad_(False)",
+                            use="torch.sqrt((x.matmul(W) ** 2).sum())"),
+                note="`requires_grad_(False)`: a constant"),
     ]
 
     def graph_message(self, hazard) -> str:

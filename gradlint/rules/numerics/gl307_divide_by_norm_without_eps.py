@@ -5,6 +5,7 @@ from __future__ import annotations
 from gradlint.findings import Severity
 from gradlint.registry import Example, RuleContext
 from gradlint.rules.numerics.base import SiteRule
+from gradlint.rules.numerics.examples import LEAF
 from gradlint.facts.numerics import Site
 
 
@@ -22,9 +23,11 @@ class DivideByNormWithoutEps(SiteRule):
     operands, data pipelines (datasets, transforms).
 
     Carries gradient: the divided value or the divisor must depend on parameters (a module's
-    layers or `nn.Parameter`s, or a leaf made with `requires_grad=True`). Dividing the output of
-    a learned projection by its own norm (CLIP-style embeddings) is not flagged: that vector is
-    never exactly zero. A difference, a ReLU output or a masked value can be, and is flagged.
+    layers or `nn.Parameter`s, or a leaf made with `requires_grad=True`, `W.requires_grad_()` or
+    `W.requires_grad = True`; `x.matmul(W)` carries W's gradient whatever x is). Dividing the
+    output of a learned projection by its own norm (CLIP-style embeddings) is not flagged: that
+    vector is never exactly zero. A difference, a ReLU output or a masked value can be, and is
+    flagged.
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -68,6 +71,8 @@ class DivideByNormWithoutEps(SiteRule):
         Example(_MODULE + "        var = x.var(-1, keepdim=True)\n        return x / torch.sqrt(var)\n"),
         Example(_MODULE + "        n = torch.linalg.norm(x, dim=1, keepdim=True)\n        x /= n\n        return x\n"),
         Example(_MODULE + "        return torch.div(x, x.norm(p=2, dim=1, keepdim=True))\n"),
+        Example(LEAF.format(make="torch.randn(3, 4)\n    W.requires_grad = True", use="(x @ W) / (x @ W).norm()"),
+                note="a leaf made to require grad by `W.requires_grad = True`"),
     ]
     valid = [
         Example("import torch.nn.functional as F\n\ndef f(x):\n    return F.normalize(x, dim=-1)\n"),
@@ -81,6 +86,8 @@ class DivideByNormWithoutEps(SiteRule):
         Example("import torch\n\ndef f(x):\n    v = torch.randn(8)\n    return v / v.norm()\n",
                 note="a random direction: no gradient"),
         Example("import torch\n\n@torch.no_grad()\ndef f(w):\n    return w / w.norm()\n", note="no-grad"),
+        Example(LEAF.format(make="torch.randn(3, 4)", use="(x @ W) / (x @ W).norm()"),
+                note="a random matrix: no gradient"),
     ]
 
     def graph_message(self, hazard) -> str:

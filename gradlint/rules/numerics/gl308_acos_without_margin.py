@@ -5,6 +5,7 @@ from __future__ import annotations
 from gradlint.findings import Severity
 from gradlint.registry import Example, RuleContext
 from gradlint.rules.numerics.base import SiteRule
+from gradlint.rules.numerics.examples import LEAF
 from gradlint.facts.numerics import Site
 
 
@@ -21,8 +22,9 @@ class AcosWithoutMargin(SiteRule):
     ONNX front-end matches the pattern).
 
     Carries gradient: the argument must depend on parameters (a module's layers or
-    `nn.Parameter`s, or a leaf made with `requires_grad=True`); angles of plain inputs are not
-    flagged.
+    `nn.Parameter`s, or a leaf made with `requires_grad=True`, `W.requires_grad_()` or
+    `W.requires_grad = True`; `x.matmul(W)` carries W's gradient whatever x is); angles of plain
+    inputs are not flagged.
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -65,6 +67,9 @@ class AcosWithoutMargin(SiteRule):
         Example(_MODULE + "        c = self.f(a).sum(-1)\n        return torch.acos(torch.clamp(c, -1.0, 1.0))\n",
                 note="clamp(-1, 1) is still flagged"),
         Example(_MODULE + "        c = self.f(a).sum(-1).clamp(-1, 1)\n        return c.asin()\n"),
+        Example(LEAF.format(make="torch.randn(3, 4, requires_grad=True)\n    x = torch.randn(5, 3)",
+                            use="torch.acos(x.matmul(W))"),
+                note="`x.matmul(W)` carries the gradient of its argument W, whatever x is"),
     ]
     valid = [
         Example("import torch\n\ndef f(c, eps=1e-7):\n    return torch.acos(torch.clamp(c, -1 + eps, 1 - eps))\n"),
@@ -74,6 +79,8 @@ class AcosWithoutMargin(SiteRule):
         Example("import torch\n\nPI = torch.acos(torch.zeros(1)).item() * 2\n", note="a constant"),
         Example("import torch\n\ndef f(c):\n    return torch.acos(c)\n",
                 note="a plain input: nothing upstream is known to carry gradient"),
+        Example(LEAF.format(make="torch.randn(3, 4)\n    x = torch.randn(5, 3)", use="torch.acos(x.matmul(W))"),
+                note="neither x nor W requires grad"),
     ]
 
     def graph_message(self, hazard) -> str:

@@ -64,6 +64,12 @@ class LossTermCut(SiteRule):
                 "def step(model, x, y, opt):\n    loss = F.mse_loss(model(x), y)\n    loss.backward()\n"
                 "    opt.step()\n    total = loss.item() + 0.5\n    return total\n",
                 note="a logged value, never backpropagated"),
+        Example("import torch\nimport torch.nn.functional as F\nfrom config import MARGIN\n\n"
+                "def step(model, x, y):\n"
+                "    loss = F.cross_entropy(model(x), y) + torch.tensor(MARGIN)\n"
+                "    loss.backward()\n",
+                files=(("config.py", "MARGIN = 0.1\n"),),
+                note="an imported name in capitals is a constant (a class so named is not: see GL304)"),
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:
