@@ -4,6 +4,8 @@ index, the enabled rules of each file, suppressions. No printing."""
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import os
 import tempfile
 import traceback
@@ -191,9 +193,14 @@ def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = Tr
             stores.append(cache.open_store(config.root, config.cache_dir)[0])
         return library_facts(path, stores[0] if stores else None, config.max_file_size, batch, names_only=True)
 
+    def lower(path: Path, cls: str, args: tuple, compute):
+        if use_cache and not stores:
+            stores.append(cache.open_store(config.root, config.cache_dir)[0])
+        return rerun_block(path, cls, args, compute, stores[0] if stores else None, config.max_file_size, batch)
+
     libraries = library_roots(root, config.library_paths) if config.read_libraries else ()
     loader = ProjectFiles(root, summarise, list_files, libraries=libraries, extract_library=summarise_library,
-                          read_library=library_names)
+                          read_library=library_names, cached_lower=lower)
     return ProjectIndex(loader), root
 
 
@@ -235,6 +242,35 @@ def library_facts(path: Path, store: cache.Store | None, max_size: int, batch: c
             else:
                 cache.write(store, [made])
     return (facts, size) if names_only else facts
+
+
+def rerun_block(path: Path, cls: str, args: tuple, compute, store: cache.Store | None, max_size: int,
+                batch: cache.Batch | None = None):
+    """The IR of class `cls` of the file at `path` re-run with a caller's arguments (`compute()`:
+    source.index.ProjectFiles.lower), cached by the file's content, the class and the arguments,
+    so a warm run parses no other file. Nothing is cached for a file that cannot be read."""
+    if store is None:
+        return compute()
+    try:
+        _, fingerprint = inputs.read_input(path, max_size)
+        shape = json.dumps(cache.encode(args), sort_keys=True)
+    except (inputs.Refused, cache.CacheError, ValueError, TypeError, RecursionError):
+        return compute()
+    display = display_path(path)
+    kind = "rerun:" + cls + ":" + hashlib.sha256(shape.encode("utf-8", "surrogatepass")).hexdigest()
+    where = cache.slot(store, display, kind, fingerprint or "")
+    hit = cache.load(store, where, str(path.parent), FileFacts)
+    if hit is not None:
+        return hit.networks[0] if hit.networks else None
+    network = compute()
+    made = cache.entry(where, FileFacts(path=display, kind="python",
+                                        networks=(network,) if network is not None else ()), str(path.parent))
+    if made is not None:
+        if batch is not None:
+            batch.add(store, made)
+        else:
+            cache.write(store, [made])
+    return network
 
 
 def add_to_index(index: ProjectIndex, root: Path, path: Path, facts: FileFacts) -> None:

@@ -9,6 +9,7 @@ error. A folder that cannot be read is an error naming it; the rest of the run g
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import re
 import stat
@@ -153,11 +154,22 @@ def _ignored(rel: str, is_dir: bool, patterns: list[_Pattern]) -> bool:
 
 def _excluded(rel: str, name: str, patterns: tuple[str, ...]) -> bool:
     """ruff-style exclude: a pattern matches a path component's name or the path from the root."""
-    for pattern in patterns:
-        p = pattern.rstrip("/")
-        if fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel, p + "/*"):
-            return True
-    return False
+    names, paths = _exclude_regexes(patterns)
+    return bool(names.match(name) or paths.match(rel))
+
+
+@functools.lru_cache(maxsize=16)
+def _exclude_regexes(patterns: tuple[str, ...]) -> tuple[re.Pattern, re.Pattern]:
+    """The exclude patterns as two regexes (fnmatch's translation, all patterns in one): for a
+    name, and for a path (the pattern itself or anything below it). One match per path instead of
+    three fnmatch calls per pattern: listing a project of 6 000 files took 0.6 s."""
+    stripped = [p.rstrip("/") for p in patterns]
+    if not stripped:
+        never = re.compile(r"(?!)")
+        return never, never
+    names = "|".join(fnmatch.translate(p) for p in stripped)
+    paths = "|".join(fnmatch.translate(q) for p in stripped for q in (p, p + "/*"))
+    return re.compile(names), re.compile(paths)
 
 
 def _rel_to(path: Path, root: Path) -> str:

@@ -125,3 +125,29 @@ def test_symlinked_folder_loops_do_not_hang(repo):
     write_tree(repo, {"pkg/a.py": ""})
     (repo / "pkg" / "loop").symlink_to(repo / "pkg", target_is_directory=True)
     assert found(repo) == ["pkg/a.py"]
+
+
+def test_excludes_as_one_regex_agree_with_fnmatch_per_pattern():
+    """_excluded compiles the patterns into one regex: it must give fnmatch's verdict, pattern by
+    pattern (the name, the path, or anything below the path)."""
+    import fnmatch
+    import random
+
+    from gradlint.discover import _excluded
+
+    rng = random.Random(7)
+    parts = ["a", "b", "build", ".venv", "x.py", "node_modules", "data[1]", "*", "?", "[ab]", "[!a]*", "**", "c/d"]
+
+    def old(rel, name, patterns):
+        for pattern in patterns:
+            p = pattern.rstrip("/")
+            if fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel, p + "/*"):
+                return True
+        return False
+
+    for _ in range(3000):
+        patterns = tuple("".join(rng.choice(parts) for _ in range(rng.randint(1, 3))) + rng.choice(["", "/"])
+                         for _ in range(rng.randint(0, 4)))
+        rel = "/".join(rng.choice(["a", "b", "build", ".venv", "x.py", "data1", "c", "d"]) for _ in range(rng.randint(1, 4)))
+        name = rel.rsplit("/", 1)[-1]
+        assert _excluded(rel, name, patterns) == old(rel, name, patterns), (rel, patterns)

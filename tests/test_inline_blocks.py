@@ -4,6 +4,7 @@ lowering leaves an `Extern` placeholder, the project index resolves it (model/in
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from gradlint.api import _extract
 from gradlint.model.inline import _qualified, _same_arguments, inline
@@ -247,3 +248,40 @@ def test_the_arguments_a_placeholder_carries_survive_the_cache(tmp_path, monkeyp
     cold = run()
     assert any((root / ".gradlint_cache").iterdir())
     assert run() == cold and len(cold) == 5
+
+
+def test_a_warm_run_takes_re_run_blocks_from_the_cache(tmp_path, monkeypatch):
+    """Re-running a block of another file with a caller's arguments parses that file; the result
+    is cached by the file's content, the class and the arguments, so a warm run parses nothing,
+    and a changed block file is re-run again."""
+    import shutil
+
+    import gradlint.source as source
+    from gradlint.api import check_paths
+    from gradlint.config import Config
+
+    root = tmp_path / "proj"
+    shutil.copytree(ARGS, root)
+    monkeypatch.chdir(root)
+    parses: list[str] = []
+    real = source.parsed
+
+    def counting(path, display):
+        parses.append(str(path))
+        return real(path, display)
+
+    monkeypatch.setattr(source, "parsed", counting)
+
+    def run():
+        result = check_paths(["."], Config(root=str(root)), use_cache=True, jobs=1)
+        return sorted((f.path, f.span.line, f.code, f.message) for f in result.findings)
+
+    cold = run()
+    assert parses, "the fixture re-runs blocks of other files"
+    block = Path(parses[0])
+    parses.clear()
+    assert run() == cold and parses == []
+    # the block's file changes: its re-runs are stale, and made again
+    block.write_text(block.read_text() + "\n# changed\n")
+    run()
+    assert parses

@@ -237,8 +237,12 @@ class ProjectFiles:
     def __init__(self, root: Path, extract: Callable[[Path], FileFacts],
                  list_files: Callable[[], list[Path]] | None = None, *,
                  libraries: Iterable[Path] = (), extract_library: Callable[[Path], FileFacts] | None = None,
-                 read_library: Callable[[Path], tuple[FileFacts | None, int]] | None = None) -> None:
+                 read_library: Callable[[Path], tuple[FileFacts | None, int]] | None = None,
+                 cached_lower: Callable[..., object] | None = None) -> None:
         self.root = root.resolve()
+        # cached_lower(path, cls, args, compute): the runner's cache around a re-run (parsing the
+        # block's file is most of it: 2 s of a warm run over timm and torchvision without it)
+        self.cached_lower = cached_lower
         self.roots = import_roots(self.root)
         self.extract = extract
         self.list_files = list_files
@@ -282,10 +286,14 @@ class ProjectFiles:
             except OSError:
                 return None
             path = cand
-        if path not in self._parsed:
-            self._parsed[path] = parsed(path, display)
-        src = self._parsed[path]
-        return models.lower_class(src, cls, args) if src is not None else None
+
+        def compute() -> object | None:
+            if path not in self._parsed:
+                self._parsed[path] = parsed(path, display)
+            src = self._parsed[path]
+            return models.lower_class(src, cls, args) if src is not None else None
+
+        return self.cached_lower(path, cls, args, compute) if self.cached_lower is not None else compute()
 
     def load_library(self, module: str) -> tuple[FileFacts, bool] | None:
         """The top-level names of module `module` of an installed library (no networks yet), and
