@@ -96,12 +96,7 @@ def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: 
     except Exception:  # an internal failure on one file must not end the run
         return FileFacts(path=display, kind=kind, internal_error=_short_traceback())
     if where and store:
-        made = cache.entry(where, facts, folder, facts.depends)
-        if made is not None:
-            if batch is not None:
-                batch.add(store, made)
-            else:
-                cache.write(store, [made])
+        _store(store, cache.entry(where, facts, folder, facts.depends), batch)
     return facts
 
 
@@ -235,12 +230,7 @@ def library_facts(path: Path, store: cache.Store | None, max_size: int, batch: c
     except Exception:  # a library we cannot read or model stays unknown; it is not the user's to fix
         facts = None if names_only else FileFacts(path=display, kind="python")
     if facts is not None and store is not None and where is not None:
-        made = cache.entry(where, facts, str(path.parent))
-        if made is not None:
-            if batch is not None:
-                batch.add(store, made)
-            else:
-                cache.write(store, [made])
+        _store(store, cache.entry(where, facts, str(path.parent)), batch)
     return (facts, size) if names_only else facts
 
 
@@ -263,14 +253,20 @@ def rerun_block(path: Path, cls: str, args: tuple, compute, store: cache.Store |
     if hit is not None:
         return hit.networks[0] if hit.networks else None
     network = compute()
-    made = cache.entry(where, FileFacts(path=display, kind="python",
-                                        networks=(network,) if network is not None else ()), str(path.parent))
-    if made is not None:
-        if batch is not None:
-            batch.add(store, made)
-        else:
-            cache.write(store, [made])
+    _store(store, cache.entry(where, FileFacts(path=display, kind="python",
+                                               networks=(network,) if network is not None else ()),
+                              str(path.parent)), batch)
     return network
+
+
+def _store(store: cache.Store, made: cache.Pending | None, batch: cache.Batch | None) -> None:
+    """A new cache entry joins the run's batch (written once at the end), or is written now."""
+    if made is None:
+        return
+    if batch is not None:
+        batch.add(store, made)
+    else:
+        cache.write(store, [made])
 
 
 def add_to_index(index: ProjectIndex, root: Path, path: Path, facts: FileFacts) -> None:
