@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from gradlint.api import check_paths
 from gradlint.config import Config
 
@@ -40,3 +42,160 @@ def test_without_the_callers_the_parameters_are_unknown(tmp_path):
         (tmp_path / name).write_text((FOLDER / name).read_text())
     result = check_paths([tmp_path], Config(select=("GL3",), root=str(tmp_path)), use_cache=False, jobs=1)
     assert [f for f in result.findings if f.code == "GL304"] == []
+
+
+# -- methods, `__init__` stored on self, and the other sites on parameters (GL302, GL404) -------
+
+NETS = '''\
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(10, 1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc(x))
+
+
+class Logits(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(10, 1)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class Config:
+    pass
+'''
+
+ENGINE = '''\
+import torch
+
+
+class Trainer:
+    def __init__(self, model, criterion):
+        self.model = model
+        self.criterion = criterion
+
+    def train_step(self, model, criterion, x, y):
+        loss = criterion(model(x), y)  # expect: GL304
+        loss.backward()
+
+    def fit(self, x, y):
+        loss = self.criterion(self.model(x), y)  # expect: GL304
+        loss.backward()
+
+    def log_prob(self, model, x):
+        return torch.log(model(x)).mean()  # expect: GL302
+
+    def freeze(self, model):
+        model.requires_grad = False  # expect: GL404
+
+
+def log_prob(model, x):
+    return torch.log(model(x)).mean()  # expect: GL302
+
+
+def freeze(model):
+    model.requires_grad = False  # expect: GL404
+'''
+
+# every method and function of ENGINE called once, with what makes each line a bug
+MAIN = '''\
+from torch import nn
+
+import engine
+from engine import Trainer
+from nets import Net
+
+
+def main(x, y):
+    trainer = Trainer(Net(), criterion=nn.BCEWithLogitsLoss())
+    trainer.train_step(Net(), nn.BCEWithLogitsLoss(), x, y)
+    trainer.fit(x, y)
+    trainer.log_prob(Net(), x)
+    trainer.freeze(model=Net())
+    engine.log_prob(Net(), x)
+    engine.freeze(Net())
+'''
+
+
+def _project(tmp_path: Path, files: dict[str, str]) -> Path:
+    (tmp_path / "pyproject.toml").write_text("")
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def _run(paths, root: Path) -> set[tuple[str, int, str]]:
+    result = check_paths(paths, Config(select=("GL3", "GL4"), root=str(root)), use_cache=False, jobs=1)
+    assert not result.internal_errors
+    return {(Path(f.path).name, f.span.line, f.code) for f in result.findings}
+
+
+def _expected_text(name: str, text: str) -> set[tuple[str, int, str]]:
+    return {(name, n, m.group(1)) for n, line in enumerate(text.splitlines(), 1) if (m := EXPECT.search(line))}
+
+
+def test_methods_init_and_functions_are_bound_by_callers_in_another_module(tmp_path):
+    root = _project(tmp_path, {"nets.py": NETS, "engine.py": ENGINE, "main.py": MAIN})
+    expected = _expected_text("engine.py", ENGINE)
+    assert len(expected) == 6
+    assert _run([root], root) == expected
+    assert _run([root / "engine.py"], root) == expected  # alone: the index finds main.py by the names
+
+
+def test_callers_that_pass_safe_values_leave_the_parameters_quiet(tmp_path):
+    main = (MAIN.replace("freeze(model=Net())", "freeze(model=Config())")  # not a module
+            .replace("engine.freeze(Net())", "engine.freeze(Config())")
+            .replace("Net()", "Logits()")  # logits into BCEWithLogitsLoss, log of logits: right
+            .replace("from nets import Net", "from nets import Config, Logits"))
+    root = _project(tmp_path, {"nets.py": NETS, "engine.py": ENGINE, "main.py": main})
+    assert _run([root], root) == set()
+
+
+def test_callers_that_disagree_leave_the_parameters_unknown(tmp_path):
+    other = MAIN.replace("Net()", "Logits()").replace("from nets import Net", "from nets import Logits")
+    root = _project(tmp_path, {"nets.py": NETS, "engine.py": ENGINE, "main.py": MAIN, "other.py": other})
+    assert _run([root], root) == set()
+    assert _run([root / "engine.py"], root) == set()
+
+
+def test_without_callers_methods_and_init_parameters_are_unknown(tmp_path):
+    root = _project(tmp_path, {"nets.py": NETS, "engine.py": ENGINE})
+    assert _run([root], root) == set()
+
+
+RECEIVERS = {
+    "a subclass (its calls and overrides are not followed)":
+        "class Sub(Trainer):\n    pass\n\n\ndef more(x, y):\n    Sub(Logits(), nn.BCELoss())\n",
+    "the method read as a value":
+        "def more(x, y):\n    t = Trainer(Net(), nn.BCEWithLogitsLoss())\n    step = t.train_step\n"
+        "    step(Logits(), nn.BCELoss(), x, y)\n",
+    "the method called on its class (the arguments shift)":
+        "def more(t, x, y):\n    Trainer.train_step(t, Net(), nn.BCEWithLogitsLoss(), x, y)\n",
+    "a receiver of unknown class":
+        "def more(t, x, y):\n    t.train_step(Net(), nn.BCEWithLogitsLoss(), x, y)\n",
+}
+
+
+@pytest.mark.parametrize("why", sorted(RECEIVERS))
+def test_calls_whose_target_or_arguments_are_not_known_give_unknown(tmp_path, why):
+    head = "from torch import nn\n\nfrom engine import Trainer\nfrom nets import Logits, Net\n\n\n"
+    root = _project(tmp_path, {"nets.py": NETS, "engine.py": ENGINE, "main.py": MAIN, "more.py": head + RECEIVERS[why]})
+    found = {line for name, line, code in _run([root / "engine.py"], root) if code == "GL304"}
+    # the line that reads the parameters those calls may change is quiet; the other one holds
+    assert found == ({10} if "subclass" in why else {14})
+
+
+def test_a_receiver_of_an_unrelated_class_is_another_method(tmp_path):
+    other = ("from torch import nn\n\nfrom nets import Logits\n\n\nclass Runner:\n"
+             "    def train_step(self, model, criterion, x, y):\n        pass\n\n\n"
+             "def more(x, y):\n    r = Runner()\n    r.train_step(Logits(), nn.BCELoss(), x, y)\n")
+    root = _project(tmp_path, {"nets.py": NETS, "engine.py": ENGINE, "main.py": MAIN, "other.py": other})
+    assert ("engine.py", 10, "GL304") in _run([root / "engine.py"], root)

@@ -115,6 +115,8 @@ class Call:
     # the models and criteria it passes, by parameter position ('0', '1'...) or keyword:
     # 'crit:bce_logits', 'inst:Net' (the class as written in the caller's file); no `*args` call
     args: tuple[tuple[str, str], ...] = ()
+    # `obj.m(...)` with `obj` an instance of one class: that class as written in the caller's file
+    receiver: str = ""
 
 
 @dataclass(frozen=True)
@@ -240,49 +242,42 @@ _KINDS = {"ce": "cross_entropy", "bce": "binary_cross_entropy", "bce_logits": "b
 
 
 def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
-    """A loss site on a function's parameters (variant 'parameters') as every caller in the project
-    passes them: the site it then is ('local' or 'model-output'), or None when a caller passes
-    something unknown, callers disagree, none calls the function, or it is read as a value."""
-    data = dict(site.data)
-    function = site.function
-    if scope is None or not scope.module or not function or "." in function:
+    """A site on a function's or method's parameters (variant 'parameters') as every caller in the
+    project passes them: the site it then is, or None when a caller passes something unknown,
+    callers disagree, none calls the function, or it is read as a value.
+
+    A loss ('probability_into_loss') becomes 'local' or 'model-output'; the log of a model
+    parameter's output ('log_of_probability') 'model-output'; `model.requires_grad = ...` on a
+    model parameter ('requires_grad_on_module') 'module-attribute'. A parameter of `__init__`
+    (`self.criterion = criterion`) is bound by the calls of the class."""
+    if scope is None or not scope.module:
         return None
-    index = scope.index
-    target = f"{scope.module}.{function}"
-    positional = tuple(data.get("positional", ()))
-    wanted = [p for p in (data.get("criterion_param"), data.get("model_param")) if p]
+    data = dict(site.data)
     joined: dict[str, str] = {}
-    called = False
-    names = sorted({scope.module, *index.mentioning(function)}, key=lambda n: (n not in index.modules, n))
-    for name in names:
-        mod = index.module(name)
-        facts = mod.facts.numerics if mod is not None else None
-        if facts is None or function in facts.references:
+    for role in ("criterion", "model"):
+        param = data.get(role + "_param")
+        if not param:
+            continue
+        shape = _passed_everywhere(scope.index, scope.module, data.get(role + "_of") or site.function, param,
+                                   int(data.get(role + "_at", -1)))
+        if shape is None:
             return None
-        for fn in facts.functions:
-            for call in fn.calls:
-                how = _call_of(index, mod, fn.name, call.callee, function, target, None)
-                if how is None:
-                    continue
-                if how == "unknown":
-                    return None
-                called = True
-                args = dict(call.args)
-                for p in wanted:
-                    shape = args.get(p) or (args.get(str(positional.index(p))) if p in positional else None)
-                    if not shape:
-                        return None
-                    if shape.startswith("inst:"):
-                        quals = index.resolve(mod.name, shape[5:])
-                        if len(quals) != 1:
-                            return None
-                        shape = "inst:" + quals[0]
-                    if joined.setdefault(p, shape) != shape:
-                        return None
-    if not called:
+        joined[role] = shape
+    model = joined.get("model")
+    if model is not None and not model.startswith("inst:"):
+        return None
+    if site.kind == "log_of_probability":
+        if model is None:
+            return None
+        return replace(site, variant="model-output", classes=(model[5:],), want="probability", data=())
+    if site.kind == "requires_grad_on_module":
+        if model is None:
+            return None
+        return replace(site, variant="module-attribute", classes=(model[5:],), want="module", data=())
+    if site.kind != "probability_into_loss":
         return None
     loss = data.get("loss")
-    crit = joined.get(data.get("criterion_param") or "")
+    crit = joined.get("criterion")
     if crit is not None:
         if not crit.startswith("crit:"):
             return None
@@ -291,10 +286,7 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         return None
     want = _WANT[loss]
     rest = tuple((k, v) for k, v in site.data if k in ("input",)) + (("loss", loss),)
-    model = joined.get(data.get("model_param") or "")
     if model is not None:
-        if not model.startswith("inst:"):
-            return None
         return replace(site, variant="model-output", classes=(model[5:],), want=want, data=rest, detail=loss)
     if data.get("input_prob"):
         return replace(site, variant="local", classes=(), want=None, data=rest, detail=loss) \
@@ -302,6 +294,124 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     if site.classes:
         return replace(site, variant="model-output", want=want, data=rest, detail=loss)
     return None
+
+
+def _passed_everywhere(index: ProjectIndex, module: str, function: str, param: str, at: int) -> str | None:
+    """What every call in the project passes for parameter `param` (position `at` after self, -1
+    for keyword-only) of `function` of `module`: a shape of Call.args ('crit:bce', 'inst:' and the
+    class's qualified name), or None when a call passes another value or none, or no call is known."""
+    calls = _calls_of(index, module, function)
+    if not calls:
+        return None
+    joined: str | None = None
+    for home, args in calls:
+        shape = args.get(param) or (args.get(str(at)) if at >= 0 else None)
+        if not shape:
+            return None
+        if shape.startswith("inst:"):
+            quals = index.resolve(home, shape[5:])
+            if len(quals) != 1:
+                return None
+            shape = "inst:" + quals[0]
+        if joined is None:
+            joined = shape
+        elif joined != shape:
+            return None
+    return joined
+
+
+def _calls_of(index: ProjectIndex, module: str, function: str) -> list[tuple[str, dict[str, str]]] | None:
+    """The calls of `function` ('f', 'C.m', 'C.__init__': the calls of the class) of `module` in
+    the whole project, each as (the calling module, what it passes: Call.args); None when not all
+    of them can be known. Callers are looked for in the files whose text holds the function's name
+    (the class's name for `__init__`), as `only_nograd_reachable` looks; memoised per run."""
+    memo = index.memos.setdefault("calls_of", {})
+    key = (module, function)
+    if key not in memo:
+        memo[key] = _find_calls(index, module, function)
+    return memo[key]
+
+
+def _find_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[str, dict[str, str]]] | None:
+    parts = function.split(".")
+    if not function or "<locals>" in parts or len(parts) > 2:
+        return None
+    target = f"{module}.{function}"
+    owner = f"{module}.{parts[0]}" if len(parts) == 2 else None
+    short = parts[-1]
+    if owner is not None:
+        if short == "forward" or (short.startswith("__") and short.endswith("__") and short != "__init__"):
+            return None  # the interpreter or nn.Module's __call__ calls it, with what we cannot see
+        if short != "__init__" and not _bases_known(index, owner):
+            return None  # it may override a library's method, which the library calls
+    word = parts[0] if short == "__init__" else short
+    out: list[tuple[str, dict[str, str]]] = []
+    names = sorted({module, *index.mentioning(word)}, key=lambda n: (n not in index.modules, n))
+    for name in names:
+        mod = index.module(name)
+        facts = mod.facts.numerics if mod is not None else None
+        if facts is None or word in facts.references:
+            return None  # a file that names it and was not read, or reads it as a value
+        if owner is not None and any(
+                f"{mod.name}.{c.name}" != owner and owner in _ancestors(index, f"{mod.name}.{c.name}")
+                for c in facts.classes):
+            return None  # a subclass: its own calls and overrides are not followed
+        for fn in facts.functions:
+            for call in fn.calls:
+                if short == "__init__":
+                    how = _call_of(index, mod, fn.name, call.callee, word, owner, None)
+                    if how is None and call.callee.endswith(word + ".__init__") and (
+                            f"{owner}.__init__" in index.resolve(mod.name, call.callee)):
+                        how = "unknown"  # `Trainer.__init__(self, ...)`: the arguments shift by one
+                elif owner is not None and call.receiver and call.callee.partition(".")[0] not in (
+                        "self", "cls", "super()") and call.callee.rpartition(".")[2] == short:
+                    how = _receiver_call(index, mod, call.receiver, owner)
+                else:
+                    how = _call_of(index, mod, fn.name, call.callee, short, target, owner)
+                    if how == "call" and owner is not None and call.callee.partition(".")[0] not in (
+                            "self", "cls", "super()"):
+                        how = "unknown"  # `C.m(obj, ...)`: the arguments shift by one
+                if how is None:
+                    continue
+                if how == "unknown":
+                    return None
+                out.append((mod.name, dict(call.args)))
+    return out
+
+
+def _receiver_call(index: ProjectIndex, mod: Module, receiver: str, owner: str) -> str | None:
+    """`obj.m(...)` with `obj` an instance of `receiver` (as written in `mod`): a call of `owner.m`
+    when it is that class, unknown when one derives from the other, None for an unrelated class."""
+    quals = index.resolve(mod.name, receiver)
+    if not quals:
+        return "unknown"
+    if quals == (owner,):
+        return "call"
+    return "unknown" if any(_related(index, q, owner) for q in quals) else None
+
+
+def _bases_known(index: ProjectIndex, qualified: str) -> bool:
+    """Whether every base of the project class `qualified` is `object`, `torch.nn.Module` or a
+    project class whose own bases are known (no library class to call its methods)."""
+    todo, seen = [qualified], {qualified}
+    while todo:
+        q = todo.pop()
+        rec = index.numclass(q)
+        if rec is None:
+            return False
+        home = q.rpartition(".")[0]
+        for base in rec.bases:
+            if base in ("object", "torch.nn.Module", "torch.nn.modules.module.Module"):
+                continue
+            found = index.resolve(home, base)
+            if len(found) != 1:
+                return False
+            if found[0] not in seen:
+                if len(seen) > MAX_DEPTH:
+                    return False
+                seen.add(found[0])
+                todo.append(found[0])
+    return True
 
 
 def returned_kind(site: Site, scope: Scope | None) -> str | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 from dataclasses import replace as _replace_record
-from typing import Iterable
+from typing import Any, Iterable
 
 import libcst as cst
 
@@ -418,6 +418,11 @@ class Extractor:
         self.subclassed: set[str] = set()  # classes of this file another class of it derives from
         self.calling: dict[int, cst.Call] = {}  # id(callee expression) -> its call
         self.muted = 0  # evaluating a method's returns ahead of its turn (method_returns): no sites
+        # Parameters no caller of this file binds (functions and methods, `__init__`'s included:
+        # `self.criterion = criterion` keeps the value), by the identity of the fresh value that
+        # stands for each: id -> (value, function, parameter, position after self or -1). A site
+        # on one names it, and the rules join what the project's callers pass.
+        self.open_params: dict[int, tuple[V, str, str, int]] = {}
 
     # -- helpers -----------------------------------------------------------------------------
     def q(self, expr: cst.BaseExpression) -> frozenset[str]:
@@ -565,6 +570,11 @@ class Extractor:
             if joined != UNKNOWN:
                 out[p] = joined
         return out
+
+    def open_param(self, v: V) -> tuple[str, str, int] | None:
+        """(function, parameter, position) when `v` is the value of an open parameter."""
+        got = self.open_params.get(id(v))
+        return got[1:] if got is not None and got[0] is v else None
 
     def member(self, cls: str, attr: str) -> V | None:
         """A submodule (`encoder`) of an instance of a top-level class of this file, as its
@@ -819,8 +829,8 @@ class FunctionWalk(StatementWalker):
         self.deferred: list[cst.FunctionDef] = []
         self.module_defs: list[cst.FunctionDef | cst.ClassDef] = []
         self.calls: dict[Call, None] = {}  # in order, once each
-        self.unbound: dict[str, V] = {}  # parameter -> its own unknown value (identity: not rebound)
-        self.param_outputs: dict[int, tuple[V, str]] = {}  # id(value) -> (value, parameter called)
+        # id(value) -> (value, the open parameter called to make it: Extractor.open_param)
+        self.param_outputs: dict[int, tuple[V, tuple[str, str, int]]] = {}
 
     # -- entry points --------------------------------------------------------------------------
     def run_function(self, fn: cst.FunctionDef) -> None:
@@ -845,14 +855,16 @@ class FunctionWalk(StatementWalker):
                 self.decorated_nograd = True
         ps = fn.params
         bound = self._bound_params(fn)
-        open_params = self.cls is None and self.qual in self.x.signatures and self.x.unit != 0
+        sig = self.x.signatures.get(self.qual) if self.x.unit != 0 else None
         for p in list(ps.posonly_params) + list(ps.params) + list(ps.kwonly_params):
-            v = bound.get(p.name.value)
-            if v is None and open_params:
+            name = p.name.value
+            v = bound.get(name)
+            if v is None and sig is not None and (name in sig[0] or name in sig[1]):
                 # unknown here; a caller in another file may pass a model or a criterion (a site
                 # on it names the parameter, and the rules join what the project's callers pass)
-                v = self.unbound[p.name.value] = V()
-            self.env[p.name.value] = v if v is not None else UNKNOWN
+                v = V()
+                self.x.open_params[id(v)] = (v, self.qual, name, sig[0].index(name) if name in sig[0] else -1)
+            self.env[name] = v if v is not None else UNKNOWN
         for star in (ps.star_arg, ps.star_kwarg):
             if isinstance(star, cst.Param):
                 self.env[star.name.value] = UNKNOWN
@@ -1100,6 +1112,11 @@ class FunctionWalk(StatementWalker):
             self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder),
                             classes=tuple(sorted(hv.inst)), want="module"))
             return
+        if (model := self.x.open_param(hv)) is not None:
+            # a parameter: a module when the project's callers all pass one
+            self.x.add(Site("requires_grad_on_module", "parameters", where.span, detail=self.x.code(holder),
+                            data=tuple(_param_data("model", model))))
+            return
         if key == "self" and self.cls is not None and not self.cls.reads_requires_grad:
             self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail="self", classes=(self.cls.name,),
                             want="module"))
@@ -1263,6 +1280,10 @@ class FunctionWalk(StatementWalker):
         if names:
             return _function_value(names) or UNKNOWN
         base = self.ev(node.value)
+        if base.inst and id(node) not in self.x.callees:
+            # `step = trainer.train_step`: a method of a project class read as a value may be called
+            # from anywhere, so its callers are not all known (facts.numerics.bind_parameters)
+            self.x.references.add(attr)
         if attr == "data":
             cut_params = base.param_cuts
             if key and key.startswith("self.") and key.count(".") == 2 and self.cls and key.split(".")[1] in self.cls.params:
@@ -1416,7 +1437,13 @@ class FunctionWalk(StatementWalker):
                 func.value.func, cst.Name) and func.value.func.value == "super" and not func.value.args:
             text = "super()." + func.attr.value
         if text is not None:
-            self.calls.setdefault(Call(text, nograd=self.nograd > 0, args=self._shapes(func)))
+            receiver = ""
+            if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value not in ("self", "cls"):
+                # `trainer.train_step(...)`: the class of the instance, for callers of its method
+                held = self.env.get(func.value.value) or self.globals.get(func.value.value)
+                if held is not None and len(held.inst) == 1:
+                    receiver = next(iter(held.inst))
+            self.calls.setdefault(Call(text, nograd=self.nograd > 0, args=self._shapes(func), receiver=receiver))
 
     def _shapes(self, func: cst.BaseExpression) -> tuple[tuple[str, str], ...]:
         """The models and criteria a call passes (Call.args), for callers of other files."""
@@ -1443,12 +1470,13 @@ class FunctionWalk(StatementWalker):
 
     def instance_call(self, node: cst.Call, callee: V, owner: str | None) -> V:
         vals = self._args_ev(node)
-        if owner is not None and owner in self.unbound and callee is self.unbound[owner]:
+        ref = self.x.open_param(callee) if owner is not None else None
+        if ref is not None:
             inp = _arg(node, 0, "input")
             if inp is not None:
-                self.param_loss(node, None, owner, inp, self.ev(inp))
+                self.param_loss(node, None, ref, inp, self.ev(inp))
             out = V(computed=True, tensor=_combine(vals).tensor)
-            self.param_outputs[id(out)] = (out, owner)
+            self.param_outputs[id(out)] = (out, ref)
             return out
         if callee.crit:
             inp = _arg(node, 0, "input")
@@ -1840,20 +1868,21 @@ class FunctionWalk(StatementWalker):
     def hazard_quiet(self) -> bool:
         return self.quiet or self.nograd > 0
 
-    def param_loss(self, node: cst.Call, kind: str | None, criterion: str, inp_node: cst.BaseExpression,
-                   inp: V) -> None:
+    def param_output(self, v: V) -> tuple[str, str, int] | None:
+        """The open parameter whose call made `v` (`model(x)` with `model` a parameter), if any."""
+        called = self.param_outputs.get(id(v))
+        return called[1] if called is not None and called[0] is v else None
+
+    def param_loss(self, node: cst.Call, kind: str | None, criterion: tuple[str, str, int] | None,
+                   inp_node: cst.BaseExpression, inp: V) -> None:
         """A loss whose criterion or input model is a parameter no caller of this file binds: a site
         that holds for what the project's callers pass (facts.numerics.bind_parameters)."""
         if self.hazard_quiet() or inp.nograd:
             return
-        called = self.param_outputs.get(id(inp))
-        model = called[1] if called is not None and called[0] is inp else ""
+        model = self.param_output(inp)
         if not model and not (criterion and (inp.prob in ("softmax", "sigmoid") or inp.out)):
             return
-        sig = self.x.signatures.get(self.qual)
-        if sig is None:
-            return
-        data = [("criterion_param", criterion), ("model_param", model), ("positional", sig[0] + sig[1]),
+        data = [*_param_data("criterion", criterion), *_param_data("model", model),
                 ("input", self.x.code(inp_node)[:80])]
         if kind is not None:
             data.append(("loss", _LOSS_NAMES[kind]))
@@ -1866,9 +1895,8 @@ class FunctionWalk(StatementWalker):
                    crit_node: cst.Call | None, owner: str | None = None, fixable: bool = True) -> None:
         if self.hazard_quiet() or inp.nograd:
             return
-        called = self.param_outputs.get(id(inp))
-        if called is not None and called[0] is inp:
-            self.param_loss(node, kind, "", inp_node, inp)
+        if self.param_output(inp) is not None:
+            self.param_loss(node, kind, None, inp_node, inp)
             return
         want = "softmax" if kind == "ce" else "sigmoid"
         loss = {"ce": "cross_entropy", "bce": "binary_cross_entropy",
@@ -1891,6 +1919,10 @@ class FunctionWalk(StatementWalker):
         elif a.out and not a.prob and not a.shifted:
             self.x.add(Site("log_of_probability", "model-output", span, detail="model output", classes=tuple(sorted(a.out)),
                             want="probability", element=a.out_elem))
+        elif (model := self.param_output(a)) is not None:
+            # the output of a model parameter: what the project's callers pass decides
+            self.x.add(Site("log_of_probability", "parameters", span, detail="model output",
+                            data=tuple(_param_data("model", model))))
         elif a.one_plus_exp:
             self.add_305(node, "log(1 + exp(x))", "softplus")
         elif a.sum_exp:
@@ -2072,6 +2104,15 @@ class FunctionWalk(StatementWalker):
 
 # Moving or re-typing a module or a tensor keeps everything known about it.
 _EXPRESSION_TYPES: dict[type, bool] = {}
+
+
+def _param_data(role: str, ref: tuple[str, str, int] | None) -> list[tuple[str, Any]]:
+    """A 'parameters' site's record of the open parameter playing `role` ('criterion', 'model'):
+    its name, the function it belongs to ('f', 'C.m', 'C.__init__' for `self.criterion` set from
+    `__init__`'s parameter), and its position after self (-1: keyword-only)."""
+    if ref is None:
+        return []
+    return [(role + "_param", ref[1]), (role + "_of", ref[0]), (role + "_at", ref[2])]
 
 
 def _is_expression(node: cst.CSTNode) -> bool:

@@ -29,15 +29,22 @@ def build():
 """
 
 
+_FREEZE = "import torch\n\n\nclass Trainer:\n    def freeze(self, model):\n        model.requires_grad = False\n"
+_TRAIN = ("import torch\n\nfrom example import Trainer\nfrom nets import Backbone, Config\n\n"
+          "trainer = Trainer()\ntrainer.freeze(Backbone())\n")
+_NETS = "from torch import nn\n\n\nclass Backbone(nn.Module):\n    pass\n\n\nclass Config:\n    pass\n"
+
+
 class ModuleRequiresGradNoop(SiteRule):
     """
     ## What it does
     Flags `module.requires_grad = False` (or `= True`) on an `nn.Module` — a `torch.nn` layer,
     a class of the run that derives from `nn.Module` (looked up across files), `self` inside
     such a class, a submodule of a model of this file (`self.model.encoder`, the model built in
-    `__init__` or passed by the callers in this file), or a loop variable over
-    `.modules()`/`.children()` (also `list(model.children())[:3]`) — and the `.require_grad`
-    typo on anything.
+    `__init__` or passed by the callers in this file), a parameter for which every caller in the
+    project passes a module (`trainer.freeze(Backbone())` in another file), or a loop variable
+    over `.modules()`/`.children()` (also `list(model.children())[:3]`) — and the
+    `.require_grad` typo on anything.
 
     Not flagged: `module.requires_grad_(False)`, and `requires_grad` on tensors and
     `nn.Parameter` attributes.
@@ -90,6 +97,8 @@ class ModuleRequiresGradNoop(SiteRule):
                 "        for child in list(model.children())[:3]:\n"
                 "            child.requires_grad = False\n",
                 note="a slice of .children()"),
+        Example(_FREEZE, files=(("train.py", _TRAIN), ("nets.py", _NETS)),
+                note="the model every caller in the project passes (train.py)"),
     ]
     valid = [
         Example("import torch\nfrom torch import nn\n\nm = nn.Linear(4, 4)\nm.requires_grad_(False)\n"),
@@ -103,6 +112,9 @@ class ModuleRequiresGradNoop(SiteRule):
                 files=(("nets.py", "class Config:\n    pass\n"),), note="not a module"),
         Example(_WRAPPED.replace("encoder.requires_grad", "encoder.weight.requires_grad"),
                 note="a parameter of the submodule"),
+        Example(_FREEZE, files=(("train.py", _TRAIN.replace("Backbone()", "Config()")), ("nets.py", _NETS)),
+                note="every caller passes an object that is no module"),
+        Example(_FREEZE, files=(("nets.py", _NETS),), note="no caller in the project: unknown"),
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:
