@@ -199,3 +199,11 @@ def test_a_receiver_of_an_unrelated_class_is_another_method(tmp_path):
              "def more(x, y):\n    r = Runner()\n    r.train_step(Logits(), nn.BCELoss(), x, y)\n")
     root = _project(tmp_path, {"nets.py": NETS, "engine.py": ENGINE, "main.py": MAIN, "other.py": other})
     assert ("engine.py", 10, "GL304") in _run([root / "engine.py"], root)
+
+
+def test_a_name_held_by_too_many_files_leaves_the_parameters_unknown(tmp_path, monkeypatch):
+    from gradlint.facts import numerics
+
+    root = _project(tmp_path, {"nets.py": NETS, "engine.py": ENGINE, "main.py": MAIN})
+    monkeypatch.setattr(numerics, "MAX_CALLER_MODULES", 1)  # engine.py and main.py name each function
+    assert _run([root / "engine.py"], root) == set()

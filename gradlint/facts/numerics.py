@@ -241,6 +241,12 @@ _WANT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "binary_
 _KINDS = {"ce": "cross_entropy", "bce": "binary_cross_entropy", "bce_logits": "binary_cross_entropy_with_logits"}
 
 
+# Files that name a function (a class, for `__init__`) read to find its callers, at most: past it
+# the parameters stay unknown (a class named `Trainer` is named in 151 files of the corpus, each of
+# which a check of one file would have to parse).
+MAX_CALLER_MODULES = 64
+
+
 def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     """A site on a function's or method's parameters (variant 'parameters') as every caller in the
     project passes them: the site it then is, or None when a caller passes something unknown,
@@ -345,8 +351,11 @@ def _find_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[s
         if short != "__init__" and not _bases_known(index, owner):
             return None  # it may override a library's method, which the library calls
     word = parts[0] if short == "__init__" else short
+    mentions = index.mentioning(word)
+    if len(mentions) > MAX_CALLER_MODULES:
+        return None  # a common name: reading every file that holds it costs more than it may give
     out: list[tuple[str, dict[str, str]]] = []
-    names = sorted({module, *index.mentioning(word)}, key=lambda n: (n not in index.modules, n))
+    names = sorted({module, *mentions}, key=lambda n: (n not in index.modules, n))
     for name in names:
         mod = index.module(name)
         facts = mod.facts.numerics if mod is not None else None
@@ -391,8 +400,9 @@ def _receiver_call(index: ProjectIndex, mod: Module, receiver: str, owner: str) 
 
 
 def _bases_known(index: ProjectIndex, qualified: str) -> bool:
-    """Whether every base of the project class `qualified` is `object`, `torch.nn.Module` or a
-    project class whose own bases are known (no library class to call its methods)."""
+    """Whether every base of the project class `qualified` is `object`, `abc.ABC`,
+    `torch.nn.Module` or a project class whose own bases are known (no library class to call its
+    methods)."""
     todo, seen = [qualified], {qualified}
     while todo:
         q = todo.pop()
@@ -401,7 +411,7 @@ def _bases_known(index: ProjectIndex, qualified: str) -> bool:
             return False
         home = q.rpartition(".")[0]
         for base in rec.bases:
-            if base in ("object", "torch.nn.Module", "torch.nn.modules.module.Module"):
+            if base in ("object", "abc.ABC", "torch.nn.Module", "torch.nn.modules.module.Module"):
                 continue
             found = index.resolve(home, base)
             if len(found) != 1:
