@@ -207,3 +207,46 @@ def test_a_name_held_by_too_many_files_leaves_the_parameters_unknown(tmp_path, m
     root = _project(tmp_path, {"nets.py": NETS, "engine.py": ENGINE, "main.py": MAIN})
     monkeypatch.setattr(numerics, "MAX_CALLER_MODULES", 1)  # engine.py and main.py name each function
     assert _run([root / "engine.py"], root) == set()
+
+
+# -- a criterion from its parameter's constructor default -----------------------------------------
+
+DEFAULTS = '''\
+import torch
+from torch import nn
+
+from nets import Net
+
+
+class Trainer:
+    def __init__(self, model, criterion=nn.BCEWithLogitsLoss()):
+        self.model = model
+        self.criterion = criterion
+
+    def fit(self, x, y):
+        return self.criterion(self.model(x), y)
+
+
+class Owner:
+    def __init__(self, criterion=nn.BCEWithLogitsLoss()):
+        self.model = Net()
+        self.criterion = criterion
+
+    def fit(self, x, y):
+        return self.criterion(self.model(x), y)
+'''
+
+
+@pytest.mark.parametrize("passed,expected", [
+    ("", {13: "GL304", 22: "GL304"}),  # the default stands: no caller replaces it
+    (", nn.BCELoss()", {13: "GL301"}),  # replaced by BCELoss: a sigmoid into BCELoss
+    (", criterion=crit", {}),  # replaced by something unknown
+    (", *extra", {}),
+])
+def test_a_default_criterion_holds_unless_a_caller_elsewhere_passes_another(tmp_path, passed, expected):
+    main = ("from torch import nn\n\nfrom engine import Owner, Trainer\nfrom nets import Net\n\n\n"
+            f"def main(x, y, crit, extra):\n    Trainer(Net(){passed}).fit(x, y)\n"
+            f"    owner = Owner({passed.lstrip(', ')})\n    owner.fit(x, y)\n")
+    root = _project(tmp_path, {"nets.py": NETS, "engine.py": DEFAULTS, "main.py": main})
+    found = {line: code for name, line, code in _run([root / "engine.py"], root)}
+    assert found == expected

@@ -113,7 +113,9 @@ class Call:
     callee: str
     nograd: bool = False
     # the models and criteria it passes, by parameter position ('0', '1'...) or keyword:
-    # 'crit:bce_logits', 'inst:Net' (the class as written in the caller's file); no `*args` call
+    # 'crit:bce_logits', 'inst:Net' (the class as written in the caller's file); and how many
+    # positional arguments ('#': '2'), the other keywords ('=': 'lr,eps'), or ('*', '') for a
+    # call with `*args`/`**kwargs`
     args: tuple[tuple[str, str], ...] = ()
     # `obj.m(...)` with `obj` an instance of one class: that class as written in the caller's file
     receiver: str = ""
@@ -265,7 +267,7 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         if not param:
             continue
         shape = _passed_everywhere(scope.index, scope.module, data.get(role + "_of") or site.function, param,
-                                   int(data.get(role + "_at", -1)))
+                                   int(data.get(role + "_at", -1)), data.get(role + "_default"))
         if shape is None:
             return None
         joined[role] = shape
@@ -302,18 +304,41 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     return None
 
 
-def _passed_everywhere(index: ProjectIndex, module: str, function: str, param: str, at: int) -> str | None:
+def default_holds(site: Site, scope: Scope | None) -> Site | None:
+    """A site on a criterion that is its parameter's constructor default (`criterion_default`):
+    the site without those records, or None when a call in the project passes another value for
+    the parameter. When the calls cannot all be known the default stands, as in its own file."""
+    data = dict(site.data)
+    default = data.get("criterion_default")
+    if not default:
+        return site
+    if scope is not None and scope.module and _passed_everywhere(
+            scope.index, scope.module, data.get("criterion_of") or site.function, data.get("criterion_param", ""),
+            int(data.get("criterion_at", -1)), default, unknown=default) != default:
+        return None
+    return replace(site, data=tuple((k, v) for k, v in site.data if not k.startswith("criterion_")))
+
+
+def _passed_everywhere(index: ProjectIndex, module: str, function: str, param: str, at: int,
+                       default: str | None = None, unknown: str | None = None) -> str | None:
     """What every call in the project passes for parameter `param` (position `at` after self, -1
     for keyword-only) of `function` of `module`: a shape of Call.args ('crit:bce', 'inst:' and the
-    class's qualified name), or None when a call passes another value or none, or no call is known."""
+    class's qualified name), `default` for a call that passes nothing, or for no call at all;
+    None when a call passes another value, or when no call is known (`unknown` when the calls
+    cannot all be known)."""
     calls = _calls_of(index, module, function)
+    if calls is None:
+        return unknown
     if not calls:
-        return None
+        return default
     joined: str | None = None
     for home, args in calls:
         shape = args.get(param) or (args.get(str(at)) if at >= 0 else None)
         if not shape:
-            return None
+            passes = "*" in args or param in args.get("=", "").split(",") or 0 <= at < int(args.get("#", "0"))
+            if default is None or passes:
+                return None
+            shape = default
         if shape.startswith("inst:"):
             quals = index.resolve(home, shape[5:])
             if len(quals) != 1:

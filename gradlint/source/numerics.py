@@ -423,6 +423,7 @@ class Extractor:
         # stands for each: id -> (value, function, parameter, position after self or -1). A site
         # on one names it, and the rules join what the project's callers pass.
         self.open_params: dict[int, tuple[V, str, str, int]] = {}
+        self.default_params: dict[int, tuple[V, str, str, int]] = {}  # the same, for a default (binding)
 
     # -- helpers -----------------------------------------------------------------------------
     def q(self, expr: cst.BaseExpression) -> frozenset[str]:
@@ -556,11 +557,14 @@ class Extractor:
         out: dict[str, V] = {}
         for i, p in enumerate(positional + kwonly):
             joined: V | None = None
+            passed = False
             for pos, kw, star in calls:
                 if i < len(positional) and i < len(pos):
                     v = pos[i]
+                    passed = True
                 elif p in kw:
                     v = kw[p]
+                    passed = True
                 else:
                     v = UNKNOWN if star else defaults.get(p, UNKNOWN)
                 joined = v if joined is None else merge(joined, v)
@@ -568,8 +572,18 @@ class Extractor:
                 joined = defaults.get(p, UNKNOWN)
             joined = _passed(joined)
             if joined != UNKNOWN:
+                if not passed and joined.crit and p in defaults:
+                    # the constructor default, which a caller in another file may replace: the
+                    # value's identity names the parameter (Extractor.default_param)
+                    self.default_params[id(joined)] = (joined, qual, p, positional.index(p) if p in positional else -1)
                 out[p] = joined
         return out
+
+    def default_param(self, v: V) -> tuple[str, str, int] | None:
+        """(function, parameter, position) when `v` is a criterion parameter's constructor default
+        that no call of this file replaces."""
+        got = self.default_params.get(id(v))
+        return got[1:] if got is not None and got[0] is v else None
 
     def open_param(self, v: V) -> tuple[str, str, int] | None:
         """(function, parameter, position) when `v` is the value of an open parameter."""
@@ -1455,14 +1469,22 @@ class FunctionWalk(StatementWalker):
             return ()
         out = []
         position = 0
+        unknown = []
         for a in node.args:
             if a.star:
-                return ()
+                return (("*", ""),)
             key = a.keyword.value if a.keyword is not None else str(position)
             position += a.keyword is None
             shape = _shape(self.ev(a.value))
             if shape:
                 out.append((key, shape))
+            elif a.keyword is not None:
+                unknown.append(key)
+        # what else it passes, so that a parameter left to its default is told apart
+        if position:
+            out.append(("#", str(position)))
+        if unknown:
+            out.append(("=", ",".join(unknown)))
         return tuple(out)
 
     def _args_ev(self, node: cst.Call) -> list[V]:
@@ -1483,7 +1505,7 @@ class FunctionWalk(StatementWalker):
             if inp is not None:
                 # a function-valued criterion (no constructor call): no fix renames it
                 self.check_loss(node, callee.crit, inp, self.ev(inp), crit_node=callee.crit_node, owner=owner,
-                                fixable=callee.crit_node is not None)
+                                fixable=callee.crit_node is not None, default=self.x.default_param(callee))
             first = self.ev(inp) if inp is not None else UNKNOWN
             return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const)
         if callee.callret:
@@ -1874,7 +1896,7 @@ class FunctionWalk(StatementWalker):
         return called[1] if called is not None and called[0] is v else None
 
     def param_loss(self, node: cst.Call, kind: str | None, criterion: tuple[str, str, int] | None,
-                   inp_node: cst.BaseExpression, inp: V) -> None:
+                   inp_node: cst.BaseExpression, inp: V, extra: tuple = ()) -> None:
         """A loss whose criterion or input model is a parameter no caller of this file binds: a site
         that holds for what the project's callers pass (facts.numerics.bind_parameters)."""
         if self.hazard_quiet() or inp.nograd:
@@ -1883,7 +1905,7 @@ class FunctionWalk(StatementWalker):
         if not model and not (criterion and (inp.prob in ("softmax", "sigmoid") or inp.out)):
             return
         data = [*_param_data("criterion", criterion), *_param_data("model", model),
-                ("input", self.x.code(inp_node)[:80])]
+                ("input", self.x.code(inp_node)[:80]), *extra]
         if kind is not None:
             data.append(("loss", _LOSS_NAMES[kind]))
         if not model:
@@ -1892,11 +1914,15 @@ class FunctionWalk(StatementWalker):
                         classes=tuple(sorted(inp.out)) if not model and not inp.prob else (), data=tuple(data)))
 
     def check_loss(self, node: cst.Call, kind: str, inp_node: cst.BaseExpression, inp: V,
-                   crit_node: cst.Call | None, owner: str | None = None, fixable: bool = True) -> None:
+                   crit_node: cst.Call | None, owner: str | None = None, fixable: bool = True,
+                   default: tuple[str, str, int] | None = None) -> None:
+        """`default`: the criterion is this parameter's constructor default (Extractor.binding); the
+        site then holds unless a caller in the project passes another (facts.numerics.default_holds)."""
         if self.hazard_quiet() or inp.nograd:
             return
+        extra = (*_param_data("criterion", default), ("criterion_default", "crit:" + kind)) if default else ()
         if self.param_output(inp) is not None:
-            self.param_loss(node, kind, None, inp_node, inp)
+            self.param_loss(node, kind, None, inp_node, inp, extra)
             return
         want = "softmax" if kind == "ce" else "sigmoid"
         loss = {"ce": "cross_entropy", "bce": "binary_cross_entropy",
@@ -1905,10 +1931,10 @@ class FunctionWalk(StatementWalker):
         if inp.prob == want:
             pieces = self.loss_pieces(node, inp_node, inp, crit_node, owner) if fixable else None
             self.x.add(Site("probability_into_loss", "local", span, detail=loss, pieces=pieces,
-                            data=(("loss", loss), ("input", self.x.code(inp_node)[:80]))))
+                            data=(("loss", loss), ("input", self.x.code(inp_node)[:80]), *extra)))
         elif inp.out and not inp.prob:
             self.x.add(Site("probability_into_loss", "model-output", span, detail=loss, classes=tuple(sorted(inp.out)), want=want,
-                            data=(("loss", loss), ("input", self.x.code(inp_node)[:80])), element=inp.out_elem))
+                            data=(("loss", loss), ("input", self.x.code(inp_node)[:80]), *extra), element=inp.out_elem))
 
     def check_log(self, node: cst.Call, arg_node: cst.BaseExpression, a: V) -> None:
         if self.hazard_quiet() or a.nograd:

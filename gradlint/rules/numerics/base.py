@@ -7,7 +7,7 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Fix, Severity
 from gradlint.registry import Rule, RuleContext
-from gradlint.facts.numerics import NumericsFacts, Site, bind_parameters, holds, only_nograd_reachable
+from gradlint.facts.numerics import NumericsFacts, Site, bind_parameters, default_holds, holds, only_nograd_reachable
 
 F = "torch.nn.functional."
 
@@ -41,6 +41,11 @@ class SiteRule(Rule):
                 if site.kind not in self.kinds:
                     continue
                 site = bind_parameters(site, ctx.index)
+                if site is None:
+                    continue
+            elif site.data and site.kind in self.kinds:
+                # a criterion from its parameter's default: unless a caller elsewhere passes another
+                site = default_holds(site, ctx.index)
                 if site is None:
                     continue
             if not self.selects(site) or not holds(site, ctx.index):
