@@ -250,3 +250,10 @@ def test_a_default_criterion_holds_unless_a_caller_elsewhere_passes_another(tmp_
     root = _project(tmp_path, {"nets.py": NETS, "engine.py": DEFAULTS, "main.py": main})
     found = {line: code for name, line, code in _run([root / "engine.py"], root)}
     assert found == expected
+
+
+def test_a_class_read_as_a_value_in_its_own_file_has_callers_not_all_known(tmp_path):
+    engine = ENGINE + "\n\nTRAINERS = {'default': Trainer}\n"
+    root = _project(tmp_path, {"nets.py": NETS, "engine.py": engine, "main.py": MAIN})
+    found = {line for name, line, code in _run([root / "engine.py"], root) if code == "GL304"}
+    assert found == {10}  # Trainer(...)'s arguments (line 14) may come from TRAINERS[name](...)

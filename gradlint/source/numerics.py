@@ -398,6 +398,10 @@ class Extractor:
         # prefix of the class or function being walked, the functions being walked
         self.functions: list[Function] = []
         self.references: set[str] = set()
+        # classes of this file read as values (`TRAINERS = {"a": Trainer}`, `Trainer.from_config`):
+        # their calls are not all known to the callers' join of other files; recorded among the
+        # references of the facts, not of this file's own binding (which never counted them)
+        self.class_refs: set[str] = set()
         self.def_names: set[str] = set()
         self.ref_names: frozenset[str] = frozenset()
         self.callees: set[int] = set()
@@ -505,7 +509,8 @@ class Extractor:
         return NumericsFacts(sites=tuple(self.sites), classes=tuple(self.classes),
                              gradchecked=frozenset(self.gradchecked), apply_aliases=tuple(self.aliases),
                              torch_imports=self.torch_imports(),
-                             functions=tuple(self.functions), references=frozenset(self.references))
+                             functions=tuple(self.functions),
+                             references=frozenset(self.references | self.class_refs))
 
     def _walk_unit(self, node: cst.FunctionDef | cst.ClassDef) -> None:
         """Walk one top-level def into its own lists of facts (replacing those of an earlier walk)."""
@@ -1187,6 +1192,8 @@ class FunctionWalk(StatementWalker):
             if node.value in self.globals:
                 return self.globals[node.value]
             if node.value in self.x.local_classes:
+                if id(node) not in self.x.callees:
+                    self.x.class_refs.add(node.value)
                 return UNKNOWN
             if node.value in self.x.imports.names:
                 fn = _function_value(self.x.q(node))
