@@ -115,10 +115,9 @@ class Call:
     # the models and criteria it passes, by parameter position ('0', '1'...) or keyword:
     # 'crit:bce_logits', 'inst:Net' (the class as written in the caller's file); and how many
     # positional arguments ('#': '2'), the other keywords ('=': 'lr,eps'), or ('*', '') for a
-    # call with `*args`/`**kwargs`
+    # call with `*args`/`**kwargs`; for `obj.m(...)` with `obj` an instance of one class, that
+    # class as written ('@': 'Trainer')
     args: tuple[tuple[str, str], ...] = ()
-    # `obj.m(...)` with `obj` an instance of one class: that class as written in the caller's file
-    receiver: str = ""
 
 
 @dataclass(frozen=True)
@@ -397,9 +396,10 @@ def _find_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[s
                     if how is None and call.callee.endswith(word + ".__init__") and (
                             f"{owner}.__init__" in index.resolve(mod.name, call.callee)):
                         how = "unknown"  # `Trainer.__init__(self, ...)`: the arguments shift by one
-                elif owner is not None and call.receiver and call.callee.partition(".")[0] not in (
-                        "self", "cls", "super()") and call.callee.rpartition(".")[2] == short:
-                    how = _receiver_call(index, mod, call.receiver, owner)
+                elif owner is not None and call.args and call.callee.partition(".")[0] not in (
+                        "self", "cls", "super()") and call.callee.rpartition(".")[2] == short and (
+                        receiver := dict(call.args).get("@")):
+                    how = _receiver_call(index, mod, receiver, owner)
                 else:
                     how = _call_of(index, mod, fn.name, call.callee, short, target, owner)
                     if how == "call" and owner is not None and call.callee.partition(".")[0] not in (

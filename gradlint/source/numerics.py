@@ -12,7 +12,9 @@ hazard must hold on every path (precision first).
 
 from __future__ import annotations
 
+import builtins
 import re
+import sys
 from dataclasses import dataclass, field, fields
 from dataclasses import replace as _replace_record
 from typing import Any, Iterable
@@ -1458,13 +1460,7 @@ class FunctionWalk(StatementWalker):
                 func.value.func, cst.Name) and func.value.func.value == "super" and not func.value.args:
             text = "super()." + func.attr.value
         if text is not None:
-            receiver = ""
-            if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value not in ("self", "cls"):
-                # `trainer.train_step(...)`: the class of the instance, for callers of its method
-                held = self.env.get(func.value.value) or self.globals.get(func.value.value)
-                if held is not None and len(held.inst) == 1:
-                    receiver = next(iter(held.inst))
-            self.calls.setdefault(Call(text, nograd=self.nograd > 0, args=self._shapes(func), receiver=receiver))
+            self.calls.setdefault(Call(text, nograd=self.nograd > 0, args=self._shapes(func)))
 
     def _shapes(self, func: cst.BaseExpression) -> tuple[tuple[str, str], ...]:
         """The models and criteria a call passes (Call.args), for callers of other files."""
@@ -1472,7 +1468,10 @@ class FunctionWalk(StatementWalker):
         if node is None or not node.args or isinstance(func, cst.Attribute) and not isinstance(func.value, cst.Name):
             return ()
         names = self.x.q(func)
-        if names and all(n.startswith(("torch.", "numpy.", "math.")) or n == "torch" for n in names):
+        if names and all(n.startswith(("torch.", "numpy.")) or n == "torch" or n.partition(".")[0] in _STDLIB
+                         for n in names):
+            return ()
+        if not names and not self._may_call_project(func):
             return ()
         out = []
         position = 0
@@ -1492,7 +1491,26 @@ class FunctionWalk(StatementWalker):
             out.append(("#", str(position)))
         if unknown:
             out.append(("=", ",".join(unknown)))
+        if type(func) is cst.Attribute and not names and func.value.value not in ("self", "cls"):
+            # `trainer.train_step(...)`: the class of the instance, for callers of its method
+            out.append(("@", next(iter((self.env.get(func.value.value) or self.globals[func.value.value]).inst))))
         return tuple(out)
+
+    def _may_call_project(self, func: cst.Name | cst.Attribute) -> bool:
+        """Whether a callee no import names may be a function, class or method of the project
+        whose callers a join reads (facts.numerics.bind_parameters): not a builtin, a local value
+        (`fn(x)`), an attribute holding a value (`self.fc(x)`), or a method of a value that is no
+        instance of one class (a receiver of unknown class leaves the join unknown anyway)."""
+        if type(func) is cst.Name:
+            name = func.value
+            if name in self.x.def_names or name in self.x.local_classes:
+                return True
+            return not (name in self.env or name in self.globals or name in _BUILTINS)
+        head = func.value.value
+        if head in ("self", "cls"):
+            return dotted(func) not in self.env
+        held = self.env.get(head) or self.globals.get(head)
+        return held is not None and len(held.inst) == 1
 
     def _args_ev(self, node: cst.Call) -> list[V]:
         return [self.ev(a.value) for a in node.args]
@@ -2137,6 +2155,10 @@ class FunctionWalk(StatementWalker):
 
 # Moving or re-typing a module or a tensor keeps everything known about it.
 _EXPRESSION_TYPES: dict[type, bool] = {}
+
+
+_BUILTINS = frozenset(dir(builtins))
+_STDLIB = frozenset(sys.stdlib_module_names)
 
 
 def _param_data(role: str, ref: tuple[str, str, int] | None) -> list[tuple[str, Any]]:
