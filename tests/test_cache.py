@@ -52,9 +52,18 @@ def packs(root: Path, rel: str = ".gradlint_cache") -> list[Path]:
     return sorted((root / rel).glob(f"{cache.PACK_PREFIX}*{cache.PACK_SUFFIX}"))
 
 
-def entries(root: Path, rel: str = ".gradlint_cache") -> list[dict]:
+def all_entries(root: Path, rel: str = ".gradlint_cache") -> list[dict]:
     """Every entry of every pack, parsed (each line of a pack is one JSON document)."""
     return [json.loads(line) for pack in packs(root, rel) for line in pack.read_bytes().splitlines()]
+
+
+def entries(root: Path, rel: str = ".gradlint_cache") -> list[dict]:
+    """The facts entries (a record); a file's result entry holds a list (gradlint.api._Results)."""
+    return [d for d in all_entries(root, rel) if isinstance(d["facts"], dict)]
+
+
+def result_entries(root: Path, rel: str = ".gradlint_cache") -> list[dict]:
+    return [d for d in all_entries(root, rel) if isinstance(d["facts"], list)]
 
 
 @pytest.fixture
@@ -600,8 +609,12 @@ def test_a_damaged_line_costs_only_its_own_file(project, monkeypatch):
     findings(project, use_cache=True)
     (pack,) = packs(project)
     lines = pack.read_bytes().splitlines()
-    util = [i for i, line in enumerate(lines) if cache.decode(json.loads(line)["facts"]).path == "util.py"]
-    lines[util[0]] = lines[util[0]][:-40]  # cut short: the head (key, file id) is intact
+    decoded = [cache.decode(json.loads(line)["facts"]) for line in lines]
+    # util.py's facts and its result (a tuple whose first member is the FileResult)
+    util = [i for i, d in enumerate(decoded) if (d[0] if isinstance(d, tuple) else d).path == "util.py"]
+    assert len(util) == 2
+    for i in util:
+        lines[i] = lines[i][:-40]  # cut short: the head (key, file id) is intact
     pack.write_bytes(b"\n".join(lines) + b"\n")
     extracted = _counting_extract(monkeypatch)
     assert findings(project, use_cache=True) == honest
@@ -671,7 +684,7 @@ def test_a_pack_over_its_bound_is_a_miss_and_a_write_keeps_the_new_entries(proje
     extracted = _counting_extract(monkeypatch)
     assert findings(project, use_cache=True) == honest
     assert sorted(extracted) == ["model.py", "util.py"]  # the pack was not read
-    assert 0 < len(entries(project)) < 2  # what fits of this run's entries, not the old pack
+    assert 0 < len(all_entries(project)) < 4  # what fits of this run's entries, not the old pack
     assert packs(project)[0].stat().st_size <= size - 1
 
 
