@@ -331,6 +331,7 @@ class ProjectIndex:
         candidates = {m.name for m in self.modules.values()
                       if m.facts.numerics is not None and m.facts.numerics.gradchecked}
         if self.loader is not None:
+            self.log.append(("w", "gradcheck"))
             candidates.update(self.loader.modules_mentioning("gradcheck"))
         for name in sorted(candidates):
             mod = self.module(name)
