@@ -404,7 +404,7 @@ def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool 
             if holder[name] != i:
                 index.module(name)  # the file holding the name first, also when it is not re-run
             index.add(name, f, is_package)
-        rules = load_rules()
+        rules = load_rules() if stale else {}
         for i, f in zip(stale, facts):
             start = index.start_file()
             done[i] = _in_cells(run_rules(f, config, index, rules, relative_path(files[i][0], config)), f)

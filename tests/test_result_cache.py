@@ -242,3 +242,59 @@ def test_onnx_models_keep_a_result_entry_and_no_facts_entry(tmp_path, monkeypatc
     # a changed setting: the model is read again, and its result stored again
     (tmp_path / "pyproject.toml").write_text('[tool.gradlint]\nignore = ["GL104"]\n')
     assert same_as_no_cache(tmp_path) != honest and seen.extracted == ["m.onnx", "m.onnx"]
+
+
+# --- what a file's lookups read (ProjectIndex.log) ------------------------------------------------
+
+
+def test_a_memo_answer_counts_as_reading_what_computing_it_read():
+    """Memos are shared by the files of a run: the second file that resolves a name reads no
+    module itself, yet depends on every module the first file's resolution went through."""
+    from gradlint.facts.numerics import only_nograd_reachable
+    from gradlint.facts.project import ProjectIndex, Scope
+    from tests.test_nograd_reach import PIPELINE, _Loader, facts
+
+    train = "import torch\nfrom pipe import inner\n\n\ndef fit(z):\n    inner(z).sum().backward()\n"
+    modules = {"pipe": PIPELINE, "train": train,
+               "a": "from pkg.models import Net\n", "b": "from pkg.models import Net\n",
+               "pkg.models": "from pkg.blocks.net import Net\n", "pkg.blocks.net": "class Net:\n    pass\n"}
+    index = ProjectIndex(_Loader(modules))
+    for name in ("a", "b", "pipe"):
+        index.add(name, facts(modules[name], name + ".py"))
+    start = index.start_file()
+    assert index.resolve("a", "Net") == ("pkg.blocks.net.Net",)
+    first, _ = index.read_since(start)
+    assert {"pkg.models", "pkg.blocks.net"} <= first
+    start = index.start_file()
+    # b's own resolution: a new key, then the memoised answer for 'pkg.models.Net'
+    assert index.resolve("b", "Net") == ("pkg.blocks.net.Net",)
+    second, _ = index.read_since(start)
+    assert {"pkg.models", "pkg.blocks.net"} <= second
+    # facts/numerics.py's memos (index.memos) and the word scan, the same way
+    start = index.start_file()
+    assert only_nograd_reachable(Scope(index, "pipe"), "inner") is False
+    mods, words = index.read_since(start)
+    assert "train" in mods and "inner" in words
+    start = index.start_file()
+    assert only_nograd_reachable(Scope(index, "pipe"), "inner") is False
+    again, words_again = index.read_since(start)
+    assert "train" in again and "inner" in words_again
+    # a file that asked nothing read nothing
+    assert index.read_since(index.start_file()) == (frozenset(), frozenset())
+
+
+def test_a_name_two_checked_files_share_belongs_to_the_first_as_without_the_cache(tmp_path):
+    """src/pkg/blocks.py and pkg/blocks.py are both module pkg.blocks; the first one discovered
+    holds the name. Editing either gives --no-cache's findings on a warm run."""
+    deep = DEEP_SIGMOID.replace("class M(", "class Block(")
+    model = ("import torch.nn as nn\nfrom pkg.blocks import Block\n\n\nclass Net(nn.Module):\n"
+             "    def __init__(self):\n        super().__init__()\n        self.body = nn.Sequential(*[Block() for _ in range(3)])\n\n"
+             "    def forward(self, x):\n        return self.body(x)\n")
+    write_tree(tmp_path, {"pyproject.toml": "[tool.gradlint]\n", "pkg/blocks.py": "X = 1\n",
+                          "src/pkg/blocks.py": deep, "model.py": model})
+    seen = [same_as_no_cache(tmp_path)]
+    for path, text in (("pkg/blocks.py", "X = 2\n"), ("src/pkg/blocks.py", deep.replace("range(12)", "range(2)")),
+                       ("pkg/blocks.py", deep)):
+        (tmp_path / path).write_text(text)
+        seen.append(same_as_no_cache(tmp_path))
+    assert len({tuple(s) for s in seen}) > 1  # the edits changed what is reported
