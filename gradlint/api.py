@@ -93,7 +93,8 @@ def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: 
     kind = _kind(path, display)
     try:
         # The key is the bytes read here, and the facts are extracted from those same bytes.
-        data, where, cached = _read_and_look_up(path, display, store, max_size, look_up, seen)
+        data, where, cached = _read_and_look_up(path, display, store if look_up or keep else None, max_size,
+                                                look_up, seen)
     except inputs.Refused as exc:
         what = "unreadable_model" if kind == "onnx" else "unreadable_source"
         return FileFacts(path=display, kind=kind, input_errors=(InputError(what, f"cannot read file: {exc}"),))
@@ -308,7 +309,9 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
         store, warning = cache.open_store(config.root, config.cache_dir) if use_cache and files else (None, None)
         if warning and warnings is not None:
             warnings.append(warning)
-    args = [(str(p), d, store, config.max_file_size, True, keep or _kind(p, d) != "onnx") for p, d in files]
+    # Without `keep`, an ONNX model is neither looked up nor stored: its facts entry is not kept.
+    args = [(str(p), d, store, config.max_file_size, *((True, True) if keep or _kind(p, d) != "onnx" else (False, False)))
+            for p, d in files]
     workers = jobs if jobs is not None else min(os.cpu_count() or 1, 8)
     results: list = [None] * len(args)
     todo = list(range(len(args)))
@@ -319,6 +322,9 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
         # look them up again.
         todo = []
         for i, (path, display) in enumerate(files):
+            if not args[i][4]:
+                todo.append(i)
+                continue
             hit = _cache_hit(path, display, store, config.max_file_size, seen)
             if hit is not None:
                 results[i] = (hit, None, None)
