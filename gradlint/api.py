@@ -511,12 +511,14 @@ class _Results:
         return found
 
     def project_text(self) -> str:
-        """The project's files that a scan for a word reads (ProjectFiles.modules_mentioning), by
-        content: any change to one of them changes it."""
+        """The project's files that a scan for a word reads (ProjectFiles.modules_mentioning) and
+        the checked files, by content: any change to one of them changes it."""
         if self.listing is None:
             from gradlint.source.index import MAX_SCANNED
 
             listed = self.loader.list_files()[:MAX_SCANNED] if self.loader.list_files is not None else []
+            # and the checked files (GL406's question reads those outside the listing too)
+            listed = [*listed, *(self.files[i][0] for i in self.holder.values())]
             h = hashlib.sha256()
             for path in listed:
                 found = self.seen.get(str(path))

@@ -158,11 +158,14 @@ def test_a_caller_added_anywhere_in_the_project_is_seen_through_the_word_scan(tm
     assert same_as_no_cache(tmp_path, ["pipe.py"]) == []
 
 
+GRADCHECKED_FUNCTION = ("import torch\n\n\nclass Square(torch.autograd.Function):\n    @staticmethod\n"
+                        "    def forward(ctx, x):\n        ctx.save_for_backward(x)\n        return x * x\n\n"
+                        "    @staticmethod\n    def backward(ctx, g):\n        (x,) = ctx.saved_tensors\n"
+                        "        return 2 * x * g\n")
+
+
 def test_a_gradcheck_added_in_another_file_is_seen(tmp_path):
-    function = ("import torch\n\n\nclass Square(torch.autograd.Function):\n    @staticmethod\n"
-                "    def forward(ctx, x):\n        ctx.save_for_backward(x)\n        return x * x\n\n"
-                "    @staticmethod\n    def backward(ctx, g):\n        (x,) = ctx.saved_tensors\n"
-                "        return 2 * x * g\n")
+    function = GRADCHECKED_FUNCTION
     write_tree(tmp_path, {"pyproject.toml": "[tool.gradlint]\nextend-select = [\"GL406\"]\n", "fn.py": function})
     cold = same_as_no_cache(tmp_path, ["fn.py"])
     (tmp_path / "test_fn.py").write_text("import torch\nfrom fn import Square\n\n\ndef test_grad():\n"
@@ -170,6 +173,21 @@ def test_a_gradcheck_added_in_another_file_is_seen(tmp_path):
                                          "    assert torch.autograd.gradcheck(Square.apply, (x,))\n")
     warm = same_as_no_cache(tmp_path, ["fn.py"])
     assert "GL406" in {c for _p, c, _l, _m in cold} and "GL406" not in {c for _p, c, _l, _m in warm}
+
+
+def test_a_gradcheck_in_a_checked_file_outside_the_project_listing_still_counts(tmp_path):
+    """build/ is excluded from folder walks (the word scan's listing), yet a file named on the
+    command line there is checked and holds the gradcheck; re-running fn.py alone on a warm run
+    must still find it."""
+    write_tree(tmp_path, {"pyproject.toml": "[tool.gradlint]\nextend-select = [\"GL406\"]\n",
+                          "fn.py": GRADCHECKED_FUNCTION,
+                          "build/test_fn.py": "import torch\nfrom fn import Square\n\n\ndef test_grad():\n"
+                                              "    x = torch.randn(3, dtype=torch.float64, requires_grad=True)\n"
+                                              "    assert torch.autograd.gradcheck(Square.apply, (x,))\n"})
+    targets = ["fn.py", "build/test_fn.py"]
+    assert same_as_no_cache(tmp_path, targets) == []
+    (tmp_path / "fn.py").write_text(GRADCHECKED_FUNCTION + "\n# edited\n")
+    assert same_as_no_cache(tmp_path, targets) == []
 
 
 @pytest.mark.parametrize("setting", ['[tool.gradlint]\nignore = ["GL101"]',

@@ -333,6 +333,8 @@ class ProjectIndex:
         if self.loader is not None:
             self.log.append(("w", "gradcheck"))
             candidates.update(self.loader.modules_mentioning("gradcheck"))
+            # checked files not added yet (results reused) would be among the modules above
+            candidates.update(getattr(self.loader, "checked_mentioning", lambda _w: ())("gradcheck"))
         for name in sorted(candidates):
             mod = self.module(name)
             if mod is None or mod.facts.numerics is None:

@@ -279,6 +279,20 @@ class ProjectFiles:
             return None
         return self.extract_checked(hit[0]), hit[1]
 
+    def checked_mentioning(self, word: str) -> list[str]:
+        """The module names of the checked files not added to the index whose text holds `word`
+        (the index holds the added ones: ProjectIndex.gradchecked looks at both)."""
+        needle = word.encode()
+        out = []
+        for module, (path, _is_package) in self.checked.items():
+            try:
+                st = path.stat()
+                if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_SCANNED_BYTES and needle in path.read_bytes():
+                    out.append(module)
+            except OSError:
+                continue
+        return out
+
     def lower(self, module: str, display: str, cls: str, args: tuple) -> object | None:
         """The IR of class `cls` of `module` built with a caller's arguments (ir.Extern.args), or
         None (gradlint.model.inline); each file parsed once per run."""
