@@ -7,6 +7,7 @@ import gc
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import traceback
 from contextlib import contextmanager
@@ -437,8 +438,9 @@ class _Results:
             store, loader, files, names, holder, seen)
         self.max_size = config.max_file_size
         # Everything that can change a finding besides the files: the whole configuration (repr:
-        # every field, rule options included), the project root, the library folders searched.
-        self.run = hashlib.sha256(repr((config, str(root), loader.libraries)).encode(
+        # every field, rule options included), the project root, the library folders searched,
+        # and Python's version (its `ast` reads library modules' names).
+        self.run = hashlib.sha256(repr((config, str(root), loader.libraries, sys.version)).encode(
             "utf-8", "surrogateescape")).hexdigest()
         self.resolved: dict[str, str] = {}
         self.listing: str | None = None

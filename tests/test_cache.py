@@ -19,7 +19,7 @@ from gradlint import cache
 from gradlint.api import check_paths
 from gradlint.facts.files import FileFacts
 from gradlint.config import Config
-from gradlint.findings import InputError, Severity, SourceSpan
+from gradlint.findings import FileResult, InputError, Severity, SourceSpan
 from gradlint.model.ir import Activation, InitSpec, Network, Param, Residual
 from tests.cli_helpers import write_tree
 from tests.conftest import ROOT, run_cli
@@ -300,6 +300,13 @@ def _kinds(mark: Path):
         p.symlink_to(other)
 
     valid_rest = f'"schema":{cache.SCHEMA},"deps":[],"facts":{_facts_json()}}}'
+
+    def result(*rest) -> object:
+        """A result entry's payload for model.py (api._Results): a FileResult that drops its
+        findings, then `rest` in place of (its module, its dependencies, the project's text)."""
+        planted = cache.encode(FileResult(path="model.py", skipped="planted"))
+        return _lines(lambda k, f: _line(k, f, f'"schema":{cache.SCHEMA},"deps":[],"facts":'
+                                               f'{json.dumps([planted, *rest])}}}'))
     schema4_facts = json.dumps(_schema4(cache.encode(FileFacts(path="model.py", kind="python"))))
     return {
         # what gradlint wrote before schema 5 (fields by name), under its own schema and under this one
@@ -322,6 +329,13 @@ def _kinds(mark: Path):
         "not facts": _lines(lambda k, f: _line(
             k, f, f'"schema":{cache.SCHEMA},"deps":[],"facts":{json.dumps(cache.encode(SourceSpan(1, 1, 1, 1)))}}}')),
         "truncated": _lines(lambda k, f: _line(k, f, '"schema":1,"de')),
+        # result entries: each is a miss unless its shape, module and dependencies all check out
+        "a result of another shape": result("model:0"),
+        "a result whose dependencies are not pairs": result("model:0", [["x"]], ""),
+        "a result whose dependency resolves elsewhere now": result(
+            "model:0", [["nowhere", "project:/nowhere.py:sha256:0"]], ""),
+        "a result for another module": result("other:0", [], ""),
+        "a result whose project text differs": result("model:0", [], "0" * 64),
         "deeply nested": _lines(lambda k, f: _line(
             k, f, f'"schema":{cache.SCHEMA},"deps":[],"facts":' + "[" * 100_000 + "]" * 100_000 + "}")),
         "not lines of entries": lambda p, _s: p.write_text("[" * 100_000 + "]" * 100_000),
@@ -348,6 +362,7 @@ def test_a_planted_entry_runs_nothing_and_changes_no_finding(project, kind):
     if kind != "directory":
         stored = entries(project)
         assert len(stored) == 2 and all(d["schema"] == cache.SCHEMA for d in stored), kind
+        assert len(result_entries(project)) == 2, kind
         assert not packs(project)[0].is_symlink()
     if planted_elsewhere is not None:
         assert elsewhere.read_bytes() == planted_elsewhere
