@@ -316,3 +316,22 @@ def test_a_name_two_checked_files_share_belongs_to_the_first_as_without_the_cach
         (tmp_path / path).write_text(text)
         seen.append(same_as_no_cache(tmp_path))
     assert len({tuple(s) for s in seen}) > 1  # the edits changed what is reported
+
+
+def test_a_memo_set_without_a_lookup_first_depends_on_all_its_file_read():
+    """A query whose answer is stored with setdefault (no miss noted first) still carries what
+    its file read before storing it: the safe side."""
+    from gradlint.facts.project import ProjectIndex
+    from tests.test_nograd_reach import _Loader, facts
+
+    modules = {"a": "import torch\n", "m1": "X = 1\n", "m2": "Y = 2\n"}
+    index = ProjectIndex(_Loader(modules))
+    index.add("a", facts(modules["a"], "a.py"))
+    index.start_file()
+    index.module("m1")
+    memo = index.memos.setdefault("q", {})
+    memo.setdefault("k", index.module("m2") is not None)
+    memo.update({"j": 1})
+    start = index.start_file()
+    assert "k" in memo and memo["j"] == 1
+    assert index.read_since(start)[0] == {"m1", "m2"}

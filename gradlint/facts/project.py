@@ -442,6 +442,16 @@ class _Memo(dict):
         self._missed(key)
         return default
 
+    def setdefault(self, key, default=None):
+        if dict.__contains__(self, key):
+            return self[key]
+        self[key] = default
+        return default
+
+    def update(self, *args, **kwargs) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
     def __setitem__(self, key, value) -> None:
         dict.__setitem__(self, key, value)
         # set without a miss noted in this file: it may have read anything this file read so far
