@@ -7,6 +7,7 @@ import gc
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import traceback
 from contextlib import contextmanager
@@ -44,47 +45,57 @@ def _extract(path: Path, display: str, data: bytes | None = None) -> FileFacts:
     return extract_python(path, display, data=data)
 
 
-def _facts_job(args: tuple[str, str, cache.Store | None, int, bool]) -> tuple[FileFacts, cache.Pending | None]:
-    """One file's facts and the cache entry to write for them, if any (the parent writes them all).
-    The last argument is False when the parent already found no entry for the file."""
-    path_s, display, store, max_size, look_up = args
+def _facts_job(args: tuple) -> tuple[FileFacts, cache.Pending | None, str | None]:
+    """One file's facts, the cache entry to write for them, if any (the parent writes them all),
+    and the fingerprint of the bytes they came from. `look_up` is False when the parent already
+    found no entry for the file; `keep` False when no facts entry is wanted (an ONNX model whose
+    result entry the parent will store instead)."""
+    path_s, display, store, max_size, look_up, keep = args
     batch = cache.Batch()
-    facts = cached_facts(Path(path_s), display, store, max_size, batch, look_up=look_up)
-    return facts, (batch.entries[0] if batch.entries else None)
+    seen: dict[str, str] = {}
+    facts = cached_facts(Path(path_s), display, store, max_size, batch, look_up=look_up, seen=seen, keep=keep)
+    return facts, (batch.entries[0] if batch.entries else None), seen.get(path_s)
 
 
 def _read_and_look_up(path: Path, display: str, store: cache.Store | None, max_size: int,
-                      look_up: bool = True) -> tuple[bytes | None, cache.Slot | None, FileFacts | None]:
+                      look_up: bool = True, seen: dict[str, str] | None = None,
+                      ) -> tuple[bytes | None, cache.Slot | None, FileFacts | None]:
     """A file's bytes (read once, bounded, special files refused before any open: raises
     inputs.Refused), its cache slot, and the facts the cache holds for it (None on a miss, or
-    without `look_up`)."""
+    without `look_up`). `seen` gets the file's fingerprint, by path."""
     data, fingerprint = inputs.read_input(path, max_size, whole=path.suffix != ".onnx")
+    if seen is not None:
+        seen[str(path)] = fingerprint
     if store is None:
         return data, None, None
     where = cache.slot(store, display, _kind(path, display), fingerprint)
     return data, where, cache.load(store, where, str(path.parent), FileFacts) if look_up else None
 
 
-def _cache_hit(path: Path, display: str, store: cache.Store, max_size: int) -> FileFacts | None:
+def _cache_hit(path: Path, display: str, store: cache.Store, max_size: int,
+               seen: dict[str, str] | None = None) -> FileFacts | None:
     """The facts the cache holds for a file, or None: a miss, or a file that cannot be read (its
     job reports why). A file its folder's pack has no line for is not read at all."""
     if not cache.holds(store, display, _kind(path, display)):
         return None
     try:
-        return _read_and_look_up(path, display, store, max_size)[2]
+        return _read_and_look_up(path, display, store, max_size, seen=seen)[2]
     except inputs.Refused:
         return None
 
 
 def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: int,
-                 batch: cache.Batch | None = None, *, look_up: bool = True) -> FileFacts:
+                 batch: cache.Batch | None = None, *, look_up: bool = True, seen: dict[str, str] | None = None,
+                 keep: bool = True) -> FileFacts:
     """One file's facts, from the cache (gradlint.cache, plain JSON) when it holds them (not
     looked up without `look_up`: the caller knows it does not). A new entry joins `batch`
-    (written with the others, once per folder) or, without one, is written at once."""
+    (written with the others, once per folder) or, without one, is written at once (none
+    without `keep`). `seen` gets the fingerprint of the bytes the facts are of, by path."""
     kind = _kind(path, display)
     try:
         # The key is the bytes read here, and the facts are extracted from those same bytes.
-        data, where, cached = _read_and_look_up(path, display, store, max_size, look_up)
+        data, where, cached = _read_and_look_up(path, display, store if look_up or keep else None, max_size,
+                                                look_up, seen)
     except inputs.Refused as exc:
         what = "unreadable_model" if kind == "onnx" else "unreadable_source"
         return FileFacts(path=display, kind=kind, input_errors=(InputError(what, f"cannot read file: {exc}"),))
@@ -95,7 +106,7 @@ def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: 
         facts = _extract(path, display, data)
     except Exception:  # an internal failure on one file must not end the run
         return FileFacts(path=display, kind=kind, internal_error=_short_traceback())
-    if where and store:
+    if where and store and keep:
         _store(store, cache.entry(where, facts, folder, facts.depends), batch)
     return facts
 
@@ -155,21 +166,25 @@ def run_rules(facts: FileFacts, config: Config, index: ProjectIndex | None, rule
 
 
 def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = True,
-                  batch: cache.Batch | None = None) -> tuple[ProjectIndex, Path]:
+                  batch: cache.Batch | None = None, store: cache.Store | None = None,
+                  seen: dict[str, str] | None = None) -> tuple[ProjectIndex, Path]:
     """An empty project index for the project the paths belong to, with a loader that summarises
     (through the cache) any module of the project a lookup reaches, or of an installed library
     (`read-libraries`: located in `library_roots`, read, never imported); and the project's root.
-    New cache entries join `batch` when given (the caller writes it), else are written at once."""
+    New cache entries join `batch` when given (the caller writes it), else are written at once;
+    `store`: the cache the caller opened already; `seen` gets the fingerprints of the files read,
+    by path (what the result cache keys a file's findings by)."""
     from gradlint.source.index import ProjectFiles, find_project_root, library_roots
 
     root = find_project_root(paths, Path(config.root))
-    stores: list = []
+    stores: list = [store] if store is not None else []
 
     def summarise(path: Path) -> FileFacts:
         # the cache folder is opened (and made) only when a module outside the run is read
         if use_cache and not stores:
             stores.append(cache.open_store(config.root, config.cache_dir)[0])
-        return cached_facts(path, display_path(path), stores[0] if stores else None, config.max_file_size, batch)
+        return cached_facts(path, display_path(path), stores[0] if stores else None, config.max_file_size, batch,
+                            seen=seen)
 
     def list_files() -> list[Path]:
         return [p for p, _ in discover([root], config).files if p.suffix == ".py"]
@@ -179,14 +194,15 @@ def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = Tr
         # nothing is written near the library) under their own kind, since they hold less.
         if use_cache and not stores:
             stores.append(cache.open_store(config.root, config.cache_dir)[0])
-        return library_facts(path, stores[0] if stores else None, config.max_file_size, batch)
+        return library_facts(path, stores[0] if stores else None, config.max_file_size, batch, seen=seen)
 
     def library_names(path: Path) -> tuple[FileFacts | None, int]:
         # Resolving one name of transformers reads ~100 package `__init__` files along its `*`
         # re-exports: their names are cached too (parsing them took 0.8 s of a warm run).
         if use_cache and not stores:
             stores.append(cache.open_store(config.root, config.cache_dir)[0])
-        return library_facts(path, stores[0] if stores else None, config.max_file_size, batch, names_only=True)
+        return library_facts(path, stores[0] if stores else None, config.max_file_size, batch, names_only=True,
+                             seen=seen)
 
     def lower(path: Path, cls: str, args: tuple, compute):
         if use_cache and not stores:
@@ -200,7 +216,7 @@ def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = Tr
 
 
 def library_facts(path: Path, store: cache.Store | None, max_size: int, batch: cache.Batch | None = None,
-                  *, names_only: bool = False):
+                  *, names_only: bool = False, seen: dict[str, str] | None = None):
     """The models (networks, class summaries, symbols) of one installed library's module, named by
     its absolute path; never reported on, so an unreadable one is simply empty. `names_only`: its
     top-level names alone (None when it does not parse) and the number of bytes read, which raises
@@ -215,6 +231,8 @@ def library_facts(path: Path, store: cache.Store | None, max_size: int, batch: c
         if names_only:
             raise
         return FileFacts(path=display, kind="python")
+    if seen is not None:
+        seen[display] = fingerprint
     size = len(data or b"")
     where = cache.slot(store, display, "library-names" if names_only else "library", fingerprint) if store else None
     hit = cache.load(store, where, str(path.parent), FileFacts) if store is not None and where is not None else None
@@ -280,11 +298,21 @@ def add_to_index(index: ProjectIndex, root: Path, path: Path, facts: FileFacts) 
 
 
 def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: bool = True,
-                  jobs: int | None = None, warnings: list[str] | None = None) -> list[FileFacts]:
-    store, warning = cache.open_store(config.root, config.cache_dir) if use_cache and files else (None, None)
-    if warning and warnings is not None:
-        warnings.append(warning)
-    args = [(str(p), d, store, config.max_file_size, True) for p, d in files]
+                  jobs: int | None = None, warnings: list[str] | None = None,
+                  opened: tuple[cache.Store | None] | None = None, seen: dict[str, str] | None = None,
+                  keep: bool = True, batch: cache.Batch | None = None) -> list[FileFacts]:
+    """Every file's facts, through the cache (`opened`: the store the caller opened, in a tuple).
+    `seen` gets each file's fingerprint by path; without `keep`, ONNX models get no facts entry
+    (the caller stores their results instead); new entries join `batch` when given."""
+    if opened is not None:
+        store = opened[0]
+    else:
+        store, warning = cache.open_store(config.root, config.cache_dir) if use_cache and files else (None, None)
+        if warning and warnings is not None:
+            warnings.append(warning)
+    # Without `keep`, an ONNX model is neither looked up nor stored: its facts entry is not kept.
+    args = [(str(p), d, store, config.max_file_size, *((True, True) if keep or _kind(p, d) != "onnx" else (False, False)))
+            for p, d in files]
     workers = jobs if jobs is not None else min(os.cpu_count() or 1, 8)
     results: list = [None] * len(args)
     todo = list(range(len(args)))
@@ -295,12 +323,15 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
         # look them up again.
         todo = []
         for i, (path, display) in enumerate(files):
-            hit = _cache_hit(path, display, store, config.max_file_size)
+            if not args[i][4]:
+                todo.append(i)
+                continue
+            hit = _cache_hit(path, display, store, config.max_file_size, seen)
             if hit is not None:
-                results[i] = (hit, None)
+                results[i] = (hit, None, None)
             else:
                 todo.append(i)
-                args[i] = args[i][:4] + (False,)
+                args[i] = args[i][:4] + (False,) + args[i][5:]
     # A pool costs ~100 ms to start; below a few dozen files one process is faster.
     if workers <= 1 or len(todo) < 32:
         for i in todo:
@@ -314,15 +345,24 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
             results[i] = result
     if store is not None:
         # Every new entry at once: one write per folder's pack, not one file per entry.
-        cache.write(store, [p for _f, p in results if p is not None])
-    return [f for f, _p in results]
+        made = [p for _f, p, _s in results if p is not None]
+        if batch is not None:
+            for one in made:
+                batch.add(store, one)
+        else:
+            cache.write(store, made)
+    if seen is not None:
+        for (path, _display), (_f, _p, fingerprint) in zip(files, results):
+            if fingerprint is not None:
+                seen[str(path)] = fingerprint
+    return [f for f, _p, _s in results]
 
 
-def _job_failed(args: tuple, reason: str) -> tuple[FileFacts, None]:
+def _job_failed(args: tuple, reason: str) -> tuple[FileFacts, None, None]:
     """The facts of a file whose worker died: an internal error that names the file (args is
     _facts_job's: the path, then the name shown); nothing to cache."""
     display = args[1]
-    return FileFacts(path=display, kind="python", internal_error=f"{reason} while checking {display}"), None
+    return FileFacts(path=display, kind="python", internal_error=f"{reason} while checking {display}"), None, None
 
 
 def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool = True,
@@ -335,17 +375,163 @@ def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool 
         result.files.append(FileResult(path=missing, skipped="no such file or directory", error=True))
     for path, reason, error in found.refused:
         result.files.append(FileResult(path=path, skipped=reason, error=error))
-    facts = collect_facts(found.files, config, use_cache=use_cache, jobs=jobs, warnings=result.warnings)
+    files = found.files
+    store, warning = cache.open_store(config.root, config.cache_dir) if use_cache and files else (None, None)
+    if warning:
+        result.warnings.append(warning)
     later = cache.Batch()  # the modules a lookup summarises, written once at the end
+    seen: dict[str, str] = {}  # path -> fingerprint of the bytes read, this run
+    index, root = project_index(given, config, use_cache=use_cache, batch=later, store=store, seen=seen)
+    from gradlint.source.index import module_name
+
+    # Each Python file's module; the first file of a name holds it (as ProjectIndex.add decides).
+    names: list[tuple[str, bool] | None] = [module_name(p, root) if _kind(p, d) == "python" else None
+                                            for p, d in files]
+    holder: dict[str, int] = {}
+    for i, named in enumerate(names):
+        if named is not None:
+            holder.setdefault(named[0], i)
+    reuse = _Results(store, config, root, index.loader, files, names, holder, seen, later) if store is not None else None
+    done: list[FileResult | None] = [reuse.lookup(i) if reuse is not None else None for i in range(len(files))]
+    stale = [i for i, r in enumerate(done) if r is None]
+    facts = collect_facts([files[i] for i in stale], config, jobs=jobs, opened=(store,), seen=seen,
+                          keep=reuse is None, batch=later)
+    loader = index.loader
+    # The files whose results came from the cache join the index only when a lookup reaches them.
+    loader.checked = {name: (files[i][0], names[i][1]) for name, i in holder.items() if done[i] is not None}
+    displays = {str(files[i][0]): files[i][1] for i in holder.values()}
+    loader.extract_checked = lambda path: cached_facts(path, displays[str(path)], store, config.max_file_size,
+                                                       later, seen=seen)
     with _kept_for_the_run():
-        index, root = project_index(given, config, use_cache=use_cache, batch=later)
-        for (path, _display), f in zip(found.files, facts):
-            add_to_index(index, root, path, f)
-        rules = load_rules()
-        for (path, _display), f in zip(found.files, facts):
-            result.files.append(_in_cells(run_rules(f, config, index, rules, relative_path(path, config)), f))
-    later.write()
+        for i, f in zip(stale, facts):
+            if f.kind != "python" or names[i] is None:
+                index.by_path.setdefault(f.path, "")
+                continue
+            name, is_package = names[i]
+            if holder[name] != i:
+                index.module(name)  # the file holding the name first, also when it is not re-run
+            index.add(name, f, is_package)
+        rules = load_rules() if stale else {}
+        for i, f in zip(stale, facts):
+            start = index.start_file()
+            done[i] = _in_cells(run_rules(f, config, index, rules, relative_path(files[i][0], config)), f)
+            if reuse is not None:
+                reuse.keep(i, done[i], f, *index.read_since(start))
+    later.write()  # facts, results and the modules read: each folder's pack written once
+    result.files.extend(r for r in done if r is not None)
     return result
+
+
+class _Results:
+    """The result cache of one run: each checked file's FileResult, stored after its rules ran and
+    reused while nothing it was computed from changed. Its key is the file's content, the run's
+    configuration (all of it), root and library folders, and gradlint's code (cache.slot); the
+    entry holds what each module the file's lookups reached resolved to (the file, by content, or
+    nothing: a module created later invalidates it), and, when a lookup scanned the project's
+    text (ProjectIndex.mentioning), the project's file list by content. Checked again on a warm
+    run without reading any facts."""
+
+    def __init__(self, store: cache.Store, config: Config, root: Path, loader, files: list[tuple[Path, str]],
+                 names: list[tuple[str, bool] | None], holder: dict[str, int], seen: dict[str, str],
+                 batch: cache.Batch) -> None:
+        self.store, self.loader, self.files, self.names, self.holder, self.seen = (
+            store, loader, files, names, holder, seen)
+        self.max_size = config.max_file_size
+        # Everything that can change a finding besides the files: the whole configuration (repr:
+        # every field, rule options included), the project root, the library folders searched,
+        # and Python's version (its `ast` reads library modules' names).
+        self.run = hashlib.sha256(repr((config, str(root), loader.libraries, sys.version)).encode(
+            "utf-8", "surrogateescape")).hexdigest()
+        self.resolved: dict[str, str] = {}
+        self.listing: str | None = None
+        self.batch = batch
+
+    def _slot(self, i: int, fingerprint: str) -> cache.Slot:
+        path, display = self.files[i]
+        return cache.slot(self.store, display, "result:" + _kind(path, display), fingerprint + ":" + self.run)
+
+    def _own(self, i: int) -> str:
+        named = self.names[i]
+        return f"{named[0]}:{int(named[1])}" if named is not None else ""
+
+    def lookup(self, i: int) -> FileResult | None:
+        """The stored result of file `i`, when everything it depends on is as it was; else None."""
+        path, display = self.files[i]
+        if not cache.holds(self.store, display, "result:" + _kind(path, display)):
+            return None
+        try:
+            _data, fingerprint = inputs.read_input(path, self.max_size, whole=path.suffix != ".onnx")
+        except inputs.Refused:
+            return None
+        self.seen[str(path)] = fingerprint
+        got = cache.load(self.store, self._slot(i, fingerprint), str(path.parent), tuple)
+        if not (got is not None and len(got) == 4 and type(got[0]) is FileResult and got[1] == self._own(i)
+                and type(got[2]) is tuple and type(got[3]) is str):
+            return None
+        for dep in got[2]:
+            if not (type(dep) is tuple and len(dep) == 2 and type(dep[0]) is str) or self.resolve(dep[0]) != dep[1]:
+                return None
+        if got[3] and got[3] != self.project_text():
+            return None
+        return got[0]
+
+    def keep(self, i: int, result: FileResult, facts: FileFacts, modules: frozenset[str],
+              words: frozenset[str]) -> None:
+        """Keep file `i`'s result (not a failure of gradlint's own: that is tried again)."""
+        path, _display = self.files[i]
+        fingerprint = self.seen.get(str(path))
+        if fingerprint is None or result.internal_error or facts.internal_error:
+            return
+        deps = tuple((name, self.resolve(name)) for name in sorted(modules))
+        payload = (result, self._own(i), deps, self.project_text() if words else "")
+        _store(self.store, cache.entry(self._slot(i, fingerprint), payload, str(path.parent), facts.depends),
+               self.batch)
+
+    def _fingerprint(self, path: Path) -> str:
+        found = self.seen.get(str(path))
+        if found is None:
+            try:
+                found = inputs.read_input(path, self.max_size)[1]
+            except inputs.Refused as exc:
+                found = f"refused:{exc}"
+            self.seen[str(path)] = found
+        return found
+
+    def resolve(self, module: str) -> str:
+        """What a lookup of `module` reaches now: a checked file, another file of the project or
+        of a library (each with its fingerprint), or nothing."""
+        found = self.resolved.get(module)
+        if found is None:
+            where = self.loader.locate(module)
+            found = "-" if where is None else f"{where[0]}:{where[1]}:{self._fingerprint(where[1])}"
+            i = self.holder.get(module)
+            if i is not None:
+                # the checked file holds the name; a re-run of a class of it reads the file found
+                path, display = self.files[i]
+                found = f"checked:{display}:{self._fingerprint(path)}|{found}"
+            self.resolved[module] = found
+        return found
+
+    def project_text(self) -> str:
+        """The project's files that a scan for a word reads (ProjectFiles.modules_mentioning) and
+        the checked files, by content: any change to one of them changes it."""
+        if self.listing is None:
+            from gradlint.source.index import MAX_SCANNED
+
+            listed = self.loader.list_files()[:MAX_SCANNED] if self.loader.list_files is not None else []
+            # and the checked files (GL406's question reads those outside the listing too)
+            listed = [*listed, *(self.files[i][0] for i in self.holder.values())]
+            h = hashlib.sha256()
+            for path in listed:
+                found = self.seen.get(str(path))
+                if found is None:
+                    try:
+                        found = inputs.fingerprint(path)
+                    except (inputs.Refused, OSError) as exc:
+                        found = f"refused:{exc}"
+                h.update(f"{path}\0{found}\0".encode("utf-8", "surrogateescape"))
+            self.listing = h.hexdigest()
+        return self.listing
 
 
 @contextmanager

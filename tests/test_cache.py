@@ -19,7 +19,7 @@ from gradlint import cache
 from gradlint.api import check_paths
 from gradlint.facts.files import FileFacts
 from gradlint.config import Config
-from gradlint.findings import InputError, Severity, SourceSpan
+from gradlint.findings import FileResult, InputError, Severity, SourceSpan
 from gradlint.model.ir import Activation, InitSpec, Network, Param, Residual
 from tests.cli_helpers import write_tree
 from tests.conftest import ROOT, run_cli
@@ -52,9 +52,18 @@ def packs(root: Path, rel: str = ".gradlint_cache") -> list[Path]:
     return sorted((root / rel).glob(f"{cache.PACK_PREFIX}*{cache.PACK_SUFFIX}"))
 
 
-def entries(root: Path, rel: str = ".gradlint_cache") -> list[dict]:
+def all_entries(root: Path, rel: str = ".gradlint_cache") -> list[dict]:
     """Every entry of every pack, parsed (each line of a pack is one JSON document)."""
     return [json.loads(line) for pack in packs(root, rel) for line in pack.read_bytes().splitlines()]
+
+
+def entries(root: Path, rel: str = ".gradlint_cache") -> list[dict]:
+    """The facts entries (a record); a file's result entry holds a list (gradlint.api._Results)."""
+    return [d for d in all_entries(root, rel) if isinstance(d["facts"], dict)]
+
+
+def result_entries(root: Path, rel: str = ".gradlint_cache") -> list[dict]:
+    return [d for d in all_entries(root, rel) if isinstance(d["facts"], list)]
 
 
 @pytest.fixture
@@ -291,6 +300,13 @@ def _kinds(mark: Path):
         p.symlink_to(other)
 
     valid_rest = f'"schema":{cache.SCHEMA},"deps":[],"facts":{_facts_json()}}}'
+
+    def result(*rest) -> object:
+        """A result entry's payload for model.py (api._Results): a FileResult that drops its
+        findings, then `rest` in place of (its module, its dependencies, the project's text)."""
+        planted = cache.encode(FileResult(path="model.py", skipped="planted"))
+        return _lines(lambda k, f: _line(k, f, f'"schema":{cache.SCHEMA},"deps":[],"facts":'
+                                               f'{json.dumps([planted, *rest])}}}'))
     schema4_facts = json.dumps(_schema4(cache.encode(FileFacts(path="model.py", kind="python"))))
     return {
         # what gradlint wrote before schema 5 (fields by name), under its own schema and under this one
@@ -313,6 +329,13 @@ def _kinds(mark: Path):
         "not facts": _lines(lambda k, f: _line(
             k, f, f'"schema":{cache.SCHEMA},"deps":[],"facts":{json.dumps(cache.encode(SourceSpan(1, 1, 1, 1)))}}}')),
         "truncated": _lines(lambda k, f: _line(k, f, '"schema":1,"de')),
+        # result entries: each is a miss unless its shape, module and dependencies all check out
+        "a result of another shape": result("model:0"),
+        "a result whose dependencies are not pairs": result("model:0", [["x"]], ""),
+        "a result whose dependency resolves elsewhere now": result(
+            "model:0", [["nowhere", "project:/nowhere.py:sha256:0"]], ""),
+        "a result for another module": result("other:0", [], ""),
+        "a result whose project text differs": result("model:0", [], "0" * 64),
         "deeply nested": _lines(lambda k, f: _line(
             k, f, f'"schema":{cache.SCHEMA},"deps":[],"facts":' + "[" * 100_000 + "]" * 100_000 + "}")),
         "not lines of entries": lambda p, _s: p.write_text("[" * 100_000 + "]" * 100_000),
@@ -339,6 +362,7 @@ def test_a_planted_entry_runs_nothing_and_changes_no_finding(project, kind):
     if kind != "directory":
         stored = entries(project)
         assert len(stored) == 2 and all(d["schema"] == cache.SCHEMA for d in stored), kind
+        assert len(result_entries(project)) == 2, kind
         assert not packs(project)[0].is_symlink()
     if planted_elsewhere is not None:
         assert elsewhere.read_bytes() == planted_elsewhere
@@ -600,8 +624,12 @@ def test_a_damaged_line_costs_only_its_own_file(project, monkeypatch):
     findings(project, use_cache=True)
     (pack,) = packs(project)
     lines = pack.read_bytes().splitlines()
-    util = [i for i, line in enumerate(lines) if cache.decode(json.loads(line)["facts"]).path == "util.py"]
-    lines[util[0]] = lines[util[0]][:-40]  # cut short: the head (key, file id) is intact
+    decoded = [cache.decode(json.loads(line)["facts"]) for line in lines]
+    # util.py's facts and its result (a tuple whose first member is the FileResult)
+    util = [i for i, d in enumerate(decoded) if (d[0] if isinstance(d, tuple) else d).path == "util.py"]
+    assert len(util) == 2
+    for i in util:
+        lines[i] = lines[i][:-40]  # cut short: the head (key, file id) is intact
     pack.write_bytes(b"\n".join(lines) + b"\n")
     extracted = _counting_extract(monkeypatch)
     assert findings(project, use_cache=True) == honest
@@ -671,7 +699,7 @@ def test_a_pack_over_its_bound_is_a_miss_and_a_write_keeps_the_new_entries(proje
     extracted = _counting_extract(monkeypatch)
     assert findings(project, use_cache=True) == honest
     assert sorted(extracted) == ["model.py", "util.py"]  # the pack was not read
-    assert 0 < len(entries(project)) < 2  # what fits of this run's entries, not the old pack
+    assert 0 < len(all_entries(project)) < 4  # what fits of this run's entries, not the old pack
     assert packs(project)[0].stat().st_size <= size - 1
 
 

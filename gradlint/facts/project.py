@@ -92,8 +92,16 @@ class ProjectIndex:
         self._globals: dict[tuple[str, int], tuple[str, ...]] = {}
         self._gradchecked: frozenset[str] | None = None
         self._mentions: dict[str, tuple[str, ...]] = {}
+        # What the lookups read, in order, for the result cache (a file's findings depend on the
+        # modules its rules reached): a module name for each module() call, hit or miss;
+        # ("w", word) for each mentioning(); (start, end) for an answer taken from a memo,
+        # standing for what computing it read (log[start:end]). Memos are shared by all files,
+        # so the second file that asks still depends on what the first one's lookup read.
+        self.log: list = []
+        self._spans: dict[tuple, tuple[int, int]] = {}
+        self._file_start = 0
         # answers of the queries other facts modules make on the whole project, by query name
-        self.memos: dict[str, dict] = {}
+        self.memos: dict[str, dict] = _Memos(self)
         self._lowered: dict[tuple, "Network | None"] = {}  # lower()'s answers
 
     # -- modules ---------------------------------------------------------------------------------
@@ -117,9 +125,17 @@ class ProjectIndex:
 
     def module(self, name: str) -> Module | None:
         """Module `name`, summarised now when the run has not seen it yet."""
+        log = self.log
+        if not log or log[-1] is not name:
+            log.append(name)
         found = self.modules.get(name)
         if found is not None or not name or name in self._absent:
             return found
+        # a checked file the run did not add (its result came from the cache): as if added
+        checked = getattr(self.loader, "load_checked", None)
+        got = checked(name) if checked is not None else None
+        if got is not None:
+            return self.add(name, got[0], got[1])
         if self.loader is None or self._loaded >= MAX_LOADED:
             return None
         self._loaded += 1
@@ -163,10 +179,13 @@ class ProjectIndex:
         it is not defined in the project. A conditional import gives several."""
         key = (module, text)
         if key in self._resolved:
+            self._replay(("r", key))
             return self._resolved[key]
         self._resolved[key] = ()  # a cycle of re-exports resolves to nothing
+        start = len(self.log)
         found = self._resolve(module, text, _depth)
         self._resolved[key] = found
+        self._spans[("r", key)] = (start, len(self.log))
         return found
 
     def _resolve(self, module: str, text: str, depth: int) -> tuple[str, ...]:
@@ -203,8 +222,10 @@ class ProjectIndex:
         for q in found:
             parts = q.split(".")
             for i in range(len(parts) - 1, 0, -1):
-                mod = self.modules.get(".".join(parts[:i]))
+                name = ".".join(parts[:i])
+                mod = self.modules.get(name)
                 if mod is not None:
+                    self.log.append(name)
                     if mod.library:
                         return True
                     break
@@ -219,7 +240,11 @@ class ProjectIndex:
         found = self._globals.get(key)
         if found is None:
             self._globals[key] = ()  # a cycle back to this state resolves to nothing
+            start = len(self.log)
             found = self._globals[key] = self._global_uncached(qualified, depth)
+            self._spans[("g", key)] = (start, len(self.log))
+        else:
+            self._replay(("g", key))
         return found
 
     def _global_uncached(self, qualified: str, depth: int) -> tuple[str, ...]:
@@ -266,9 +291,13 @@ class ProjectIndex:
         except TypeError:
             return None
         if key not in self._lowered:
+            start = len(self.log)
             mod, name = self._split(qualified)
             run = getattr(self.loader, "lower", None)
             self._lowered[key] = run(mod.name, mod.facts.path, name, args) if mod is not None and run else None
+            self._spans[("l", key)] = (start, len(self.log))
+        else:
+            self._replay(("l", key))
         return self._lowered[key]
 
     def numclass(self, qualified: str) -> "NumClass | None":
@@ -281,6 +310,7 @@ class ProjectIndex:
         """Modules of the project whose text holds `word`: the loader's scan of every project file
         (once per word), so the answer does not depend on which files are in the run; without a
         loader, the modules of the run whose text holds it."""
+        self.log.append(("w", word))
         found = self._mentions.get(word)
         if found is None:
             if self.loader is not None:
@@ -294,12 +324,17 @@ class ProjectIndex:
         """Qualified names of the autograd Functions passed to torch.autograd.gradcheck anywhere in
         the project (directly, as `X.apply`, or through an alias or wrapper of `X.apply`)."""
         if self._gradchecked is not None:
+            self._replay(("gradchecked",))
             return self._gradchecked
+        start = len(self.log)
         names: set[str] = set()
         candidates = {m.name for m in self.modules.values()
                       if m.facts.numerics is not None and m.facts.numerics.gradchecked}
         if self.loader is not None:
+            self.log.append(("w", "gradcheck"))
             candidates.update(self.loader.modules_mentioning("gradcheck"))
+            # checked files not added yet (results reused) would be among the modules above
+            candidates.update(getattr(self.loader, "checked_mentioning", lambda _w: ())("gradcheck"))
         for name in sorted(candidates):
             mod = self.module(name)
             if mod is None or mod.facts.numerics is None:
@@ -314,7 +349,115 @@ class ProjectIndex:
                         if alias == local:
                             names.update(self.resolve(owner.name, cls))
         self._gradchecked = frozenset(names)
+        self._spans[("gradchecked",)] = (start, len(self.log))
         return self._gradchecked
+
+    # -- what a file's lookups read (the result cache) ---------------------------------------------
+    def start_file(self) -> int:
+        """Where the lookups of the next file's rules start in `log`."""
+        self._file_start = len(self.log)
+        return self._file_start
+
+    def _replay(self, key: tuple) -> None:
+        """An answer taken from a memo: what computing it read counts as read now."""
+        span = self._spans.get(key)
+        log = self.log
+        if span is not None and span[0] < span[1] and (not log or log[-1] != span):
+            log.append(span)
+
+    def read_since(self, start: int) -> tuple[frozenset[str], frozenset[str]]:
+        """(module names looked up, words scanned for) by the lookups logged from `start` on, with
+        what the memo answers among them read when they were computed."""
+        log = self.log
+        modules: set[str] = set()
+        words: set[str] = set()
+        seen: set[tuple[int, int]] = set()
+        todo = [(start, len(log))]
+        while todo:
+            a, b = todo.pop()
+            for item in log[a:b]:
+                if type(item) is str:
+                    modules.add(item)
+                elif type(item[0]) is int:
+                    if item not in seen:
+                        seen.add(item)
+                        todo.append(item)
+                else:
+                    words.add(item[1])
+        modules.discard("")
+        return frozenset(modules), frozenset(words)
+
+
+class _Memos(dict):
+    """ProjectIndex.memos: each query's memo is a _Memo (made by setdefault or set here)."""
+
+    def __init__(self, index: ProjectIndex) -> None:
+        super().__init__()
+        self.index = index
+
+    def setdefault(self, name, default=None):  # type: ignore[override]
+        if not dict.__contains__(self, name):
+            self[name] = default if default is not None else {}
+        return dict.__getitem__(self, name)
+
+    def __setitem__(self, name, value) -> None:
+        memo = _Memo(self.index, name)
+        if value:
+            dict.update(memo, value)
+        dict.__setitem__(self, name, memo)
+
+
+class _Memo(dict):
+    """One query's answers, by key. An answer computed between a key's first miss and its being
+    set here read what the log holds in between; taking it from here later counts as reading
+    that again (ProjectIndex._replay). A computation never spans two files: a miss noted before
+    the current file started is not where this one began."""
+
+    def __init__(self, index: ProjectIndex, name: str) -> None:
+        super().__init__()
+        self.index = index
+        self.name = name
+        self.starts: dict = {}
+
+    def _missed(self, key) -> None:
+        log_at, file_at = len(self.index.log), self.index._file_start
+        if self.starts.get(key, -1) < file_at:
+            self.starts[key] = log_at
+
+    def __contains__(self, key) -> bool:
+        if dict.__contains__(self, key):
+            self.index._replay(("memo", self.name, key))
+            return True
+        self._missed(key)
+        return False
+
+    def __getitem__(self, key):
+        value = dict.__getitem__(self, key)
+        self.index._replay(("memo", self.name, key))
+        return value
+
+    def get(self, key, default=None):
+        if dict.__contains__(self, key):
+            return self[key]
+        self._missed(key)
+        return default
+
+    def setdefault(self, key, default=None):
+        if dict.__contains__(self, key):
+            return self[key]
+        self[key] = default
+        return default
+
+    def update(self, *args, **kwargs) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __setitem__(self, key, value) -> None:
+        dict.__setitem__(self, key, value)
+        # set without a miss noted in this file: it may have read anything this file read so far
+        start = max(self.starts.get(key, -1), self.index._file_start)
+        end = len(self.index.log)
+        self.index._spans[("memo", self.name, key)] = (start, end)
 
 
 @dataclass(frozen=True)

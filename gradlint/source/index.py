@@ -238,8 +238,14 @@ class ProjectFiles:
                  list_files: Callable[[], list[Path]] | None = None, *,
                  libraries: Iterable[Path] = (), extract_library: Callable[[Path], FileFacts] | None = None,
                  read_library: Callable[[Path], tuple[FileFacts | None, int]] | None = None,
-                 cached_lower: Callable[..., object] | None = None) -> None:
+                 cached_lower: Callable[..., object] | None = None,
+                 checked: Mapping[str, tuple[Path, bool]] | None = None,
+                 extract_checked: Callable[[Path], FileFacts] | None = None) -> None:
         self.root = root.resolve()
+        # checked files of the run that were not added to the index (their results came from the
+        # cache): module name -> (path, is a package), summarised by extract_checked when reached
+        self.checked = checked or {}
+        self.extract_checked = extract_checked
         # cached_lower(path, cls, args, compute): the runner's cache around a re-run (parsing the
         # block's file is most of it: 2 s of a warm run over timm and torchvision without it)
         self.cached_lower = cached_lower
@@ -265,6 +271,27 @@ class ProjectFiles:
         if path is None:
             return None
         return self.extract(path), path.name == "__init__.py"
+
+    def load_checked(self, module: str) -> tuple[FileFacts, bool] | None:
+        """The facts of a checked file the run did not add to the index, by its module name."""
+        hit = self.checked.get(module)
+        if hit is None or self.extract_checked is None:
+            return None
+        return self.extract_checked(hit[0]), hit[1]
+
+    def checked_mentioning(self, word: str) -> list[str]:
+        """The module names of the checked files not added to the index whose text holds `word`
+        (the index holds the added ones: ProjectIndex.gradchecked looks at both)."""
+        needle = word.encode()
+        out = []
+        for module, (path, _is_package) in self.checked.items():
+            try:
+                st = path.stat()
+                if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_SCANNED_BYTES and needle in path.read_bytes():
+                    out.append(module)
+            except OSError:
+                continue
+        return out
 
     def lower(self, module: str, display: str, cls: str, args: tuple) -> object | None:
         """The IR of class `cls` of `module` built with a caller's arguments (ir.Extern.args), or
@@ -300,16 +327,11 @@ class ProjectFiles:
         whether it is a package; None when no library folder holds it, when the project has a
         top-level module of that name (it shadows the library, as on Python's path), when it is
         torch, or past the run's budgets."""
-        if not self.libraries or self.read_library is None:
-            return None
-        parts = module.split(".")
-        if not module or any(not p.isidentifier() for p in parts) or parts[0] in NEVER_READ:
-            return None
-        if self.find(parts[0]) is not None:
+        if self.read_library is None:
             return None
         if self.library_modules >= MAX_LIBRARY_MODULES or self.library_bytes >= MAX_LIBRARY_BYTES:
             return None
-        path = _find_under(self.libraries, module)
+        path = self.library_file(module)
         if path is None:
             return None
         self.library_modules += 1
@@ -324,6 +346,30 @@ class ProjectFiles:
             return None
         self.library_paths[module] = path
         return facts, path.name == "__init__.py"
+
+    def library_file(self, module: str) -> Path | None:
+        """The file of an installed library that module `module` would be read from (the run's
+        budgets aside)."""
+        if not self.libraries:
+            return None
+        parts = module.split(".")
+        if not module or any(not p.isidentifier() for p in parts) or parts[0] in NEVER_READ:
+            return None
+        if self.find(parts[0]) is not None:
+            return None
+        return _find_under(self.libraries, module)
+
+    def locate(self, module: str) -> tuple[str, Path] | None:
+        """Where a lookup of module `module` leads when no checked file holds it: a file of the
+        project ('project'), of an installed library ('library'), or nowhere (None); a re-run of
+        one of its classes reads that file too. The result cache keys findings by it."""
+        if not module or any(not p.isidentifier() for p in module.split(".")):
+            return None
+        path = self.find(module)
+        if path is not None:
+            return "project", path
+        path = self.library_file(module) if self.read_library is not None else None
+        return ("library", path) if path is not None else None
 
     def library_facts(self, module: str) -> FileFacts | None:
         """The models of a library module `load_library` read (the networks and class summaries
