@@ -48,7 +48,13 @@ def _run(fn, items, todo: deque, results: list, workers: int, window: int, on_fa
         while todo or in_flight:
             while todo and len(in_flight) < window:
                 i = todo.popleft()
-                in_flight[pool.submit(fn, items[i])] = i
+                try:
+                    in_flight[pool.submit(fn, items[i])] = i
+                except BrokenProcessPool:
+                    # A worker died since the last wait: the pool refuses new work. This item
+                    # never started (it goes back first); the ones in flight are the suspects.
+                    todo.appendleft(i)
+                    return sorted(in_flight.values()), _death(processes)
                 # the worker processes, kept to read the exit status of the one that died
                 processes.update(getattr(pool, "_processes", None) or {})
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
