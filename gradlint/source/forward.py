@@ -18,7 +18,7 @@ from gradlint.model.ir import Activation, InitSpec, Node, Norm, Opaque, Param, P
 from gradlint.source import catalog as C
 from gradlint.source import joins as J
 from gradlint.source import library as L
-from gradlint.source.budget import MAX_DEPTH, Exhausted
+from gradlint.source.budget import MAX_DEPTH, MAX_EXPR_DEPTH, Exhausted
 from gradlint.source.models import (
     NO_CHOICE, UNKNOWN, _NOT_HANDLED, Alt, Ctor, Instance, ListVal, PathVal, Sym, _arg_value, _num, _truth, _Walker,
 )
@@ -49,11 +49,15 @@ class ForwardInterpreter(_Walker):
         if self.calls > 20000:
             raise Exhausted()
         meter = self.fm.meter
+        # Meter.enter and Meter.leave, inlined (FileModel._eval does the same)
+        meter.depth += 1
+        meter.steps += 1
         try:
-            meter.enter()
+            if meter.depth > MAX_EXPR_DEPTH or meter.steps > meter.limit:
+                raise Exhausted("depth" if meter.depth > MAX_EXPR_DEPTH else "steps")
             return self._ev_node(e)
         finally:
-            meter.leave()
+            meter.depth -= 1
 
     def _ev_node(self, e: cst.BaseExpression) -> Any:
         kind = type(e)  # libcst's node classes are ABCs: isinstance costs a cache lookup per miss
