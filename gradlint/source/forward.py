@@ -125,7 +125,7 @@ class ForwardInterpreter(_Walker):
         quals = self.fm.qual(func)
         # calling a module: self.fc(x), layer(x), self.blocks[i](x)
         if not quals:
-            target = self.ev(func) if not (isinstance(func, cst.Attribute) and isinstance(self.ev(func.value), PathVal)) else None
+            target = self.ev(func) if not (type(func) is cst.Attribute and isinstance(self.ev(func.value), PathVal)) else None
             while isinstance(target, Alt) and not target.splice:
                 chosen = self.low.pick(target)
                 if chosen is NO_CHOICE:  # merging: the options' nodes, when they agree
@@ -144,12 +144,12 @@ class ForwardInterpreter(_Walker):
                     out = PathVal(base.root, base.nodes + self.low.module_nodes(target))
                     return ListVal([out, UNKNOWN])
                 return PathVal(base.root, base.nodes + self.low.module_nodes(target))
-            if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+            if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self":
                 method = self.fm._methods(self.inst.cls).get(func.attr.value)
                 if method is not None and func.attr.value != "forward":
                     return self.call_method(method, call)
-            if (isinstance(func, cst.Name) and func.value in ("getattr", "hasattr") and len(call.args) >= 2
-                    and isinstance(call.args[0].value, cst.Name) and call.args[0].value.value == "self"):
+            if (type(func) is cst.Name and func.value in ("getattr", "hasattr") and len(call.args) >= 2
+                    and type(call.args[0].value) is cst.Name and call.args[0].value.value == "self"):
                 key = self.fm.eval(call.args[1].value, {})
                 if isinstance(key, str):
                     if func.value == "hasattr":
@@ -157,7 +157,7 @@ class ForwardInterpreter(_Walker):
                     if key in self.inst.attrs:
                         return self.attr(key)
                     return self.ev(call.args[2].value) if len(call.args) > 2 else UNKNOWN
-            if isinstance(func, cst.Name) and func.value in self.fm.functions and func.value not in self.env:
+            if type(func) is cst.Name and func.value in self.fm.functions and func.value not in self.env:
                 # A function of the file (window_partition, a reshape helper): followed like a method.
                 return self.call_method(self.fm.functions[func.value], call, bound_self=False)
         special = self.call_special(call, quals)
@@ -173,7 +173,7 @@ class ForwardInterpreter(_Walker):
             if q in ("torch.nn.functional.scaled_dot_product_attention",):
                 paths = self.paths_in(call)
                 return self.attention(paths[:3], "sdpa") if paths else UNKNOWN
-        if isinstance(func, cst.Attribute):
+        if type(func) is cst.Attribute:
             owner = self.ev(func.value)
             method = func.attr.value
             if isinstance(owner, PathVal):

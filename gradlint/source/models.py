@@ -1551,11 +1551,11 @@ class _InitInterpreter(_Walker):
             self.returned = returned0
 
     def _isinstance_test(self, test: cst.BaseExpression) -> tuple[str, tuple[str, ...]] | None:
-        if isinstance(test, cst.Call) and dotted(test.func) == "isinstance" and len(test.args) == 2:
+        if type(test) is cst.Call and dotted(test.func) == "isinstance" and len(test.args) == 2:
             var = test.args[0].value
-            if isinstance(var, cst.Name) and isinstance(self.env.get(var.value), AnyModule):
+            if type(var) is cst.Name and isinstance(self.env.get(var.value), AnyModule):
                 types_expr = test.args[1].value
-                exprs = [el.value for el in types_expr.elements] if isinstance(types_expr, cst.Tuple) else [types_expr]
+                exprs = [el.value for el in types_expr.elements] if type(types_expr) is cst.Tuple else [types_expr]
                 types = []
                 for t in exprs:
                     cls = self.fm.torch_class(t)
