@@ -117,8 +117,29 @@ def parse_module(text: str) -> cst.Module:
     return cst.parse_module(_formfeed_indents_dropped(text))
 
 
+# libcst validates every node it builds (CSTNode.__post_init__ -> _validate: 1.4 M whitespace
+# regexes over timm + torchvision), the nodes of its own parser too, which its grammar already
+# makes valid ("PERF: ... avoid validating the tree when parsing a file", libcst/_nodes/base.py).
+# parse() builds its tree without it: 15% of the parse. Only while __post_init__ does nothing but
+# validate (a libcst that does more there keeps it); fix.reparses, which judges a fixed text,
+# keeps it too.
+_POST_INIT = cst.CSTNode.__post_init__
+_ONLY_VALIDATES = getattr(_POST_INIT, "__code__", None) is not None and _POST_INIT.__code__.co_names == ("_validate",)
+
+
+def _built(self: cst.CSTNode) -> None:
+    """CSTNode.__post_init__ while parse() parses: no validation of the parser's own nodes."""
+
+
 def parse(path: str, text: str, tree: ast.Module | None = None) -> SourceFile:
-    module = parse_module(text)
+    if _ONLY_VALIDATES:
+        cst.CSTNode.__post_init__ = _built
+        try:
+            module = parse_module(text)
+        finally:
+            cst.CSTNode.__post_init__ = _POST_INIT
+    else:
+        module = parse_module(text)
     return SourceFile(path=path, text=text, module=module, positions=LazyPositions(module, text, tree),
                       imports=build_import_table(module))
 

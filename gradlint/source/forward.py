@@ -18,7 +18,7 @@ from gradlint.model.ir import Activation, InitSpec, Node, Norm, Opaque, Param, P
 from gradlint.source import catalog as C
 from gradlint.source import joins as J
 from gradlint.source import library as L
-from gradlint.source.budget import MAX_DEPTH, Exhausted
+from gradlint.source.budget import MAX_DEPTH, MAX_EXPR_DEPTH, Exhausted
 from gradlint.source.models import (
     NO_CHOICE, UNKNOWN, _NOT_HANDLED, Alt, Ctor, Instance, ListVal, PathVal, Sym, _arg_value, _num, _truth, _Walker,
 )
@@ -49,11 +49,15 @@ class ForwardInterpreter(_Walker):
         if self.calls > 20000:
             raise Exhausted()
         meter = self.fm.meter
+        # Meter.enter and Meter.leave, inlined (FileModel._eval does the same)
+        meter.depth += 1
+        meter.steps += 1
         try:
-            meter.enter()
+            if meter.depth > MAX_EXPR_DEPTH or meter.steps > meter.limit:
+                raise Exhausted("depth" if meter.depth > MAX_EXPR_DEPTH else "steps")
             return self._ev_node(e)
         finally:
-            meter.leave()
+            meter.depth -= 1
 
     def _ev_node(self, e: cst.BaseExpression) -> Any:
         kind = type(e)  # libcst's node classes are ABCs: isinstance costs a cache lookup per miss
@@ -121,7 +125,7 @@ class ForwardInterpreter(_Walker):
         quals = self.fm.qual(func)
         # calling a module: self.fc(x), layer(x), self.blocks[i](x)
         if not quals:
-            target = self.ev(func) if not (isinstance(func, cst.Attribute) and isinstance(self.ev(func.value), PathVal)) else None
+            target = self.ev(func) if not (type(func) is cst.Attribute and isinstance(self.ev(func.value), PathVal)) else None
             while isinstance(target, Alt) and not target.splice:
                 chosen = self.low.pick(target)
                 if chosen is NO_CHOICE:  # merging: the options' nodes, when they agree
@@ -140,12 +144,12 @@ class ForwardInterpreter(_Walker):
                     out = PathVal(base.root, base.nodes + self.low.module_nodes(target))
                     return ListVal([out, UNKNOWN])
                 return PathVal(base.root, base.nodes + self.low.module_nodes(target))
-            if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+            if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self":
                 method = self.fm._methods(self.inst.cls).get(func.attr.value)
                 if method is not None and func.attr.value != "forward":
                     return self.call_method(method, call)
-            if (isinstance(func, cst.Name) and func.value in ("getattr", "hasattr") and len(call.args) >= 2
-                    and isinstance(call.args[0].value, cst.Name) and call.args[0].value.value == "self"):
+            if (type(func) is cst.Name and func.value in ("getattr", "hasattr") and len(call.args) >= 2
+                    and type(call.args[0].value) is cst.Name and call.args[0].value.value == "self"):
                 key = self.fm.eval(call.args[1].value, {})
                 if isinstance(key, str):
                     if func.value == "hasattr":
@@ -153,7 +157,7 @@ class ForwardInterpreter(_Walker):
                     if key in self.inst.attrs:
                         return self.attr(key)
                     return self.ev(call.args[2].value) if len(call.args) > 2 else UNKNOWN
-            if isinstance(func, cst.Name) and func.value in self.fm.functions and func.value not in self.env:
+            if type(func) is cst.Name and func.value in self.fm.functions and func.value not in self.env:
                 # A function of the file (window_partition, a reshape helper): followed like a method.
                 return self.call_method(self.fm.functions[func.value], call, bound_self=False)
         special = self.call_special(call, quals)
@@ -169,7 +173,7 @@ class ForwardInterpreter(_Walker):
             if q in ("torch.nn.functional.scaled_dot_product_attention",):
                 paths = self.paths_in(call)
                 return self.attention(paths[:3], "sdpa") if paths else UNKNOWN
-        if isinstance(func, cst.Attribute):
+        if type(func) is cst.Attribute:
             owner = self.ev(func.value)
             method = func.attr.value
             if isinstance(owner, PathVal):

@@ -1233,12 +1233,14 @@ def _copied_clip(ev: Event, facts: TrainingFacts) -> Event:
 # Every GL2xx rule needs one of these words in the file: a backward, a clip, or a framework
 # trainer whose configuration decides the clipping; or a loop that runs them through a project
 # class of another file (`loss_scaler(loss, optimizer)`, then `optimizer.zero_grad()`).
-_SNIFF = re.compile(r"backward\(|clip_grad|clip_gradients|Trainer\(|TrainingArguments|zero_grad\(|[Ss]caler\(")
+# (Substring tests: a regular expression of alternatives scans the text five times slower.)
+_SNIFF = ("backward(", "clip_grad", "Trainer(", "TrainingArguments", "zero_grad(", "Scaler(", "scaler(")
 
 
 def extract(src) -> TrainingFacts:
     """Training-loop facts of one parsed file (gradlint.source.SourceFile)."""
-    if not _SNIFF.search(src.text):
+    text = src.text
+    if not any(word in text for word in _SNIFF):
         return TrainingFacts()
     ex = _Extractor(src)
     try:

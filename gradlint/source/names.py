@@ -133,11 +133,11 @@ def build_import_table(module: cst.Module) -> ImportTable:
     stack: list = list(module.body)
     while stack:
         stmt = stack.pop()
-        if isinstance(stmt, cst.SimpleStatementLine):
+        if type(stmt) is cst.SimpleStatementLine:
             for small in stmt.body:
-                if isinstance(small, cst.Import):
+                if type(small) is cst.Import:
                     collector.visit_Import(small)
-                elif isinstance(small, cst.ImportFrom):
+                elif type(small) is cst.ImportFrom:
                     collector.visit_ImportFrom(small)
             continue
         for attr in ("body", "orelse", "finalbody", "handlers"):
@@ -146,7 +146,7 @@ def build_import_table(module: cst.Module) -> ImportTable:
                 continue
             if isinstance(value, (list, tuple)):
                 stack.extend(value)
-            elif isinstance(value, cst.BaseSuite):
+            elif type(value) is cst.IndentedBlock or type(value) is cst.SimpleStatementSuite:  # the suites (BaseSuite)
                 stack.extend(value.body if isinstance(value.body, (list, tuple)) else [])
             elif isinstance(value, cst.CSTNode):
                 stack.append(value)

@@ -393,7 +393,8 @@ class Extractor:
         self.file_quiet = False
         # Whether the text names `self.requires_grad` at all: the class walk that counts reads
         # and stores of it is skipped for the (many) files that never do.
-        self.self_requires_grad = _SELF_RG.search(src.text) is not None
+        # (the substring test first: the expression alone scans the text six times slower)
+        self.self_requires_grad = "requires_grad" in src.text and _SELF_RG.search(src.text) is not None
         self._where: dict[int, Where] = {}  # id(node) -> its Where (which keeps the node alive)
         self.depth = 0  # expression nesting of the evaluation under way (budget.MAX_EXPR_DEPTH)
         # the call graph: functions with their calls, names read as values, the qualified-name
@@ -617,19 +618,19 @@ class Extractor:
         stack: list[cst.CSTNode] = list(module.body)
         while stack:
             node = stack.pop()
-            if isinstance(node, cst.FunctionDef):
+            if type(node) is cst.FunctionDef:
                 self.def_names.add(node.name.value)
-            if isinstance(node, cst.ClassDef):
+            if type(node) is cst.ClassDef:
                 self.local_classes.add(node.name.value)
                 bases = self.base_names(node)
                 if any(b.startswith("torch.optim.") for b in bases):
                     self.defines_optimizer = True
                 if any(b in AUTOGRAD_FUNCTION or (b.startswith("torch.") and b.endswith("Function")) for b in bases):
                     self.autograd_classes.add(node.name.value)
-            if isinstance(node, cst.SimpleStatementLine):
+            if type(node) is cst.SimpleStatementLine:
                 continue
             body = getattr(node, "body", None)
-            if isinstance(body, cst.IndentedBlock):
+            if type(body) is cst.IndentedBlock:
                 stack.extend(body.body)
             elif isinstance(body, (list, tuple)):
                 stack.extend(body)
@@ -637,10 +638,10 @@ class Extractor:
                 sub = getattr(node, extra, None)
                 if sub is not None and isinstance(getattr(sub, "body", None), cst.IndentedBlock):
                     stack.extend(sub.body.body)
-                elif isinstance(sub, cst.If):
+                elif type(sub) is cst.If:
                     stack.append(sub)
             for h in getattr(node, "handlers", ()) or ():
-                if isinstance(h.body, cst.IndentedBlock):
+                if type(h.body) is cst.IndentedBlock:
                     stack.extend(h.body.body)
 
     def base_names(self, node: cst.ClassDef) -> tuple[str, ...]:
@@ -910,7 +911,7 @@ class FunctionWalk(StatementWalker):
             positional = positional[1:]
         defaults: dict[str, V] = {}
         for p in list(ps.posonly_params) + list(ps.params) + list(ps.kwonly_params):
-            if isinstance(p.default, cst.Call):
+            if type(p.default) is cst.Call:
                 v = _passed(self.ev(p.default))
                 if v != UNKNOWN:
                     defaults[p.name.value] = v  # `criterion=nn.BCELoss()`
@@ -923,7 +924,7 @@ class FunctionWalk(StatementWalker):
         """At a call of a function or method of this file, what it passes (Extractor.binding)."""
         func = node.func
         x = self.x
-        if isinstance(func, cst.Name):
+        if type(func) is cst.Name:
             name = func.value
             if name in self.env or name in self.globals:
                 return
@@ -933,7 +934,7 @@ class FunctionWalk(StatementWalker):
                 qual = name
             else:
                 return
-        elif isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.attr.value in x.def_names:
+        elif type(func) is cst.Attribute and type(func.value) is cst.Name and func.attr.value in x.def_names:
             if func.value.value == "self" and self.cls is not None:
                 owner = self.cls.name
             else:
@@ -1030,10 +1031,10 @@ class FunctionWalk(StatementWalker):
 
     def assign_stmt(self, node: cst.Assign) -> None:
         val = self.ev(node.value)
-        if isinstance(node.value, cst.Attribute) and node.value.attr.value == "apply" and isinstance(
+        if type(node.value) is cst.Attribute and node.value.attr.value == "apply" and isinstance(
                 node.value.value, cst.Name) and node.value.value.value in self.x.autograd_classes:
             for t in node.targets:
-                if isinstance(t.target, cst.Name):
+                if type(t.target) is cst.Name:
                     self.x.aliases.append((t.target.value, node.value.value.value))
         for t in node.targets:
             self.assign(t.target, val, node.value)
@@ -1102,7 +1103,7 @@ class FunctionWalk(StatementWalker):
     def assign(self, target: cst.BaseExpression, val: V, value_node: cst.BaseExpression | None = None) -> None:
         if self.nograd and not val.nograd:
             val = replace(val, cut="torch.no_grad()", cut_span=self.x.where(value_node) if value_node else None)
-        if isinstance(target, cst.Attribute):
+        if type(target) is cst.Attribute:
             attr = target.attr.value
             if attr == "require_grad":
                 self.x.add(Site("requires_grad_on_module", "typo", self.x.span(target), detail=self.x.code(target)))
@@ -1112,7 +1113,7 @@ class FunctionWalk(StatementWalker):
                 return
             if attr == "data" or attr == "grad":
                 return
-        if isinstance(target, cst.Tuple | cst.List) and isinstance(value_node, cst.Tuple | cst.List) and len(
+        if type(target) in (cst.Tuple, cst.List) and type(value_node) in (cst.Tuple, cst.List) and len(
                 target.elements) == len(value_node.elements):
             for t, v in zip(target.elements, value_node.elements):
                 self.assign(t.value, self.memo.get(id(v.value), UNKNOWN), v.value)
@@ -1423,23 +1424,23 @@ class FunctionWalk(StatementWalker):
         names = self.x.q(func)
         if names:
             return self.qualified_call(node, names)
-        if isinstance(func, cst.Attribute):
+        if type(func) is cst.Attribute:
             recv = func.value
             meth = func.attr.value
-            if meth in ("manual_backward", "backward") and isinstance(recv, cst.Name) and recv.value == "self":
+            if meth in ("manual_backward", "backward") and type(recv) is cst.Name and recv.value == "self":
                 return self.method_call(node, recv, meth)
-            if isinstance(recv, cst.Name) and recv.value in ("self", "cls") or (
-                    isinstance(recv, cst.Call) and isinstance(recv.func, cst.Name) and recv.func.value == "super"):
+            if type(recv) is cst.Name and recv.value in ("self", "cls") or (
+                    type(recv) is cst.Call and type(recv.func) is cst.Name and recv.func.value == "super"):
                 callee = self.ev(func)
                 return self.instance_call(node, callee, owner=dotted(func))
             key = dotted(func)
             if key and key in self.env:
                 return self.instance_call(node, self.env[key], owner=key)
-            if isinstance(recv, cst.Name) and recv.value in self.x.local_classes and meth == "apply":
+            if type(recv) is cst.Name and recv.value in self.x.local_classes and meth == "apply":
                 self._args_ev(node)
                 return V(computed=True, tensor=True)
             return self.method_call(node, recv, meth)
-        if isinstance(func, cst.Name):
+        if type(func) is cst.Name:
             fname = func.value
             if fname in self.env or fname in self.globals:
                 return self.instance_call(node, self.env.get(fname, self.globals.get(fname, UNKNOWN)), owner=fname)
@@ -1456,7 +1457,7 @@ class FunctionWalk(StatementWalker):
         """An edge of the call graph (callee as written), and `func` is not a read of a value."""
         self.x.callees.add(id(func))
         text = dotted(func)
-        if text is None and isinstance(func, cst.Attribute) and isinstance(func.value, cst.Call) and isinstance(
+        if text is None and type(func) is cst.Attribute and type(func.value) is cst.Call and isinstance(
                 func.value.func, cst.Name) and func.value.func.value == "super" and not func.value.args:
             text = "super()." + func.attr.value
         if text is not None:
@@ -1465,7 +1466,7 @@ class FunctionWalk(StatementWalker):
     def _shapes(self, func: cst.BaseExpression) -> tuple[tuple[str, str], ...]:
         """The models and criteria a call passes (Call.args), for callers of other files."""
         node = self.x.calling.get(id(func))
-        if node is None or not node.args or isinstance(func, cst.Attribute) and not isinstance(func.value, cst.Name):
+        if node is None or not node.args or type(func) is cst.Attribute and type(func.value) is not cst.Name:
             return ()
         names = self.x.q(func)
         if names and all(n.startswith(("torch.", "numpy.")) or n == "torch" or n.partition(".")[0] in _STDLIB

@@ -31,39 +31,39 @@ def constant(node: cst.BaseExpression | None, env: Mapping[str, Any] | None = No
     values of names (a module's constants); without it a name is unknown."""
     if node is None or depth > MAX_EXPR_DEPTH:
         return None
-    if isinstance(node, cst.Integer):
+    if type(node) is cst.Integer:
         try:
             return bounded(int_literal(node))
         except ValueError:  # more digits than Python converts (int_max_str_digits)
             return None
-    if isinstance(node, cst.Float):
+    if type(node) is cst.Float:
         return bounded(float_literal(node))
-    if isinstance(node, cst.UnaryOperation):
-        if not isinstance(node.operator, (cst.Minus, cst.Plus)):
+    if type(node) is cst.UnaryOperation:
+        if type(node.operator) not in (cst.Minus, cst.Plus):
             return None
         inner = constant(node.expression, env, depth + 1)
         if inner is None:
             return None
-        return -inner if isinstance(node.operator, cst.Minus) else inner
-    if isinstance(node, cst.BinaryOperation):
+        return -inner if type(node.operator) is cst.Minus else inner
+    if type(node) is cst.BinaryOperation:
         op = OPERATORS.get(type(node.operator))
         if op is None:
             return None
         left = constant(node.left, env, depth + 1)
         right = constant(node.right, env, depth + 1) if left is not None else None
         return fold(op, left, right) if right is not None else None
-    if isinstance(node, cst.Name):
+    if type(node) is cst.Name:
         value = env.get(node.value) if env is not None else None
         return bounded(value) if is_number(value) else None
-    if isinstance(node, cst.Attribute):
-        if isinstance(node.value, cst.Name):
+    if type(node) is cst.Attribute:
+        if type(node.value) is cst.Name:
             return _MODULE_CONSTANTS.get(node.value.value, {}).get(node.attr.value)
         return None
-    if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value == "float" \
+    if type(node) is cst.Call and type(node.func) is cst.Name and node.func.value == "float" \
             and len(node.args) == 1 and node.args[0].keyword is None and not node.args[0].star:
         inner = constant(node.args[0].value, env, depth + 1)
         return float(inner) if inner is not None else None
-    if isinstance(node, cst.SimpleString):
+    if type(node) is cst.SimpleString:
         try:
             value = str_literal(node)
         except Exception:  # libcst's literal_eval: an escape Python refuses

@@ -145,15 +145,15 @@ class StatementWalker:
         """Bind `value` to a target as Python does: a name, an attribute, a subscript, or a tuple
         or list of targets taken apart item by item (`unpack`); when the items are not known, or
         a starred target takes a part of unknown length, each target gets `unpacked(value)`."""
-        if isinstance(target, cst.Name):
+        if type(target) is cst.Name:
             self.bind_name(target.value, value)
-        elif isinstance(target, cst.Attribute):
+        elif type(target) is cst.Attribute:
             self.bind_attribute(target, value)
-        elif isinstance(target, cst.Subscript):
+        elif type(target) is cst.Subscript:
             self.bind_subscript(target, value)
-        elif isinstance(target, (cst.Tuple, cst.List)):
+        elif type(target) in (cst.Tuple, cst.List):
             elements = [el.value for el in target.elements]
-            starred = any(isinstance(el, cst.StarredElement) for el in target.elements)
+            starred = any(type(el) is cst.StarredElement for el in target.elements)
             items = None if starred else self.unpack(value, len(elements))
             if items is not None:
                 for t, v in zip(elements, items):
@@ -162,7 +162,7 @@ class StatementWalker:
                 part = self.unpacked(value)
                 for t in elements:
                     self.assign_target(t, part)
-        elif isinstance(target, cst.StarredElement):
+        elif type(target) is cst.StarredElement:
             self.assign_target(target.value, self.unpacked(value))
 
     def bind_name(self, name: str, value: Any) -> None:

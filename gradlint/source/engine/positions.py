@@ -34,22 +34,46 @@ def _all_fields(cls: type) -> tuple[str, ...]:
     return found
 
 
+def _reversed_fields(cls: type) -> tuple[str, ...]:
+    """source_fields, last first, less those that only ever hold text (a Name's value): a leaf
+    then costs no field reads at all in the walks below."""
+    import dataclasses
+
+    text = {f.name for f in dataclasses.fields(cls) if f.type is str}
+    found = _REVERSED[cls] = tuple(n for n in source_fields(cls)[::-1] if n not in text)
+    return found
+
+
+# Fields of CPython's AST that never lead to a call, a definition or an expression: contexts and
+# operators (leaf nodes, one per name or operation) and plain text or numbers.
+_AST_SKIP = frozenset(("ctx", "op", "ops", "id", "attr", "arg", "name", "module", "level", "kind",
+                       "type_comment", "conversion", "is_async", "lineno", "col_offset", "end_lineno",
+                       "end_col_offset"))
+_AST_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def _ast_walk(node: ast.AST) -> list:
-    """ast.walk's nodes in its order (breadth first), as a list: without its deque, generator
-    and iter_child_nodes per node, which cost a third of the positions service."""
+    """ast.walk's nodes in its order (breadth first), as a list, without the leaves no caller
+    looks for (contexts, operators): without its deque, generator and iter_child_nodes per node,
+    which cost a third of the positions service."""
     out = [node]
     add, more = out.append, out.extend
     node_type = ast.AST
+    table = _AST_FIELDS
     i = 0
     while i < len(out):
         n = out[i]
         i += 1
-        for name in n._fields:
+        kind = type(n)
+        fields = table.get(kind)
+        if fields is None:
+            fields = table[kind] = tuple(f for f in kind._fields if f not in _AST_SKIP)
+        for name in fields:
             value = getattr(n, name, None)
-            if isinstance(value, node_type):
-                add(value)
-            elif type(value) is list:
+            if type(value) is list:
                 more(v for v in value if isinstance(v, node_type))
+            elif isinstance(value, node_type):
+                add(value)
     return out
 
 
@@ -72,8 +96,8 @@ class LazyPositions:
         self.owner: dict[int, int] | None = None
         self.whole = False
         self.groups: list[list] = []  # the CPython ast statements of each top-level statement
-        self.quick: dict[int, dict[int, CodeRange]] = {}
-        self.quick_all: dict[int, CodeRange] = {}
+        self.quick: dict[int, dict[int, tuple[int, int, int, int]]] = {}
+        self.quick_all: dict[int, CodeRange | tuple[int, int, int, int]] = {}
         self.quick_owner: dict[int, int] = {}  # id(node) -> its top-level statement, as the tables are built
         self.next_quick = 0
         # one function at a time: id(FunctionDef) -> (def line, last line); None until paired
@@ -114,21 +138,25 @@ class LazyPositions:
     def _quick_lookup(self, node: cst.CSTNode) -> CodeRange | None:
         """A call's or a definition's name's position from the ast tables, building the tables
         of the statements in order until the node is found (no walk of the whole file first)."""
-        found = self.quick_all.get(id(node))
+        key = id(node)
+        found = self.quick_all.get(key)
         while found is None and self.next_quick < len(self.module.body):
             table = self._quick_table(self.next_quick)
             self.next_quick += 1
             self.quick_all.update(table)
-            found = table.get(id(node))
+            found = table.get(key)
+        if type(found) is tuple:  # made a CodeRange when first asked for: most never are
+            found = self.quick_all[key] = CodeRange((found[0], found[1]), (found[2], found[3]))
         return found
 
-    def _quick_table(self, index: int) -> dict[int, CodeRange]:
+    def _quick_table(self, index: int) -> dict[int, tuple[int, int, int, int]]:
         """Positions of the calls and of class/function names of one top-level statement, read
         from CPython's ast (which the parse for line numbers built anyway) instead of libcst's
-        code regeneration, which costs ~0.1 s per class. The two trees' calls are paired in
+        code regeneration, which costs ~0.1 s per class. A position is (line, column, end line,
+        end column) until _quick_lookup makes it a CodeRange. The two trees' calls are paired in
         source order and checked (argument counts, callee names); any disagreement gives up
         on the table and the statement is resolved the slow way."""
-        table: dict[int, CodeRange] = {}
+        table: dict[int, tuple[int, int, int, int]] = {}
         self.quick[index] = table
         if index >= len(self.groups):
             return table
@@ -139,20 +167,24 @@ class LazyPositions:
         push = stack.append
         node_types = _NODE_TYPES
         owner = self.quick_owner
+        pop = stack.pop
+        reversed_fields = _REVERSED
         while stack:
-            node = stack.pop()
+            node = pop()
             owner[id(node)] = index
             kind = type(node)  # exact tests: isinstance on libcst's ABCs costs a lookup per miss
             if kind is cst.Call:
                 calls.append(node)
             elif kind is cst.ClassDef or kind is cst.FunctionDef:
                 defs.append(node)
-            elif kind in exprs:
-                exprs[kind].append(node)
+            else:
+                bucket = exprs.get(kind)
+                if bucket is not None:
+                    bucket.append(node)
             # children pushed last field first, so that they pop in source order
-            fields = _REVERSED.get(kind)
+            fields = reversed_fields.get(kind)
             if fields is None:
-                fields = _REVERSED[kind] = source_fields(kind)[::-1]
+                fields = _reversed_fields(kind)
             for n in fields:
                 value = getattr(node, n)
                 vk = type(value)
@@ -189,14 +221,14 @@ class LazyPositions:
             raw = text_lines[line - 1] if 0 < line <= len(text_lines) else ""
             return len(raw.encode("utf-8")[:byte].decode("utf-8", "replace")) if not raw.isascii() else byte
 
-        out: dict[int, CodeRange] = {}
+        out: dict[int, tuple[int, int, int, int]] = {}
         for c, a in zip(calls, a_calls):
             if len(c.args) != len(a.args) + len(a.keywords) or (isinstance(c.func, cst.Name) and not (
                     isinstance(a.func, ast.Name) and a.func.id == c.func.value)):
                 return table
             if c.lpar or a.end_lineno is None or a.end_col_offset is None:
                 continue  # a parenthesised call's range includes its parentheses in libcst
-            out[id(c)] = CodeRange((a.lineno, col(a.lineno, a.col_offset)), (a.end_lineno, col(a.end_lineno, a.end_col_offset)))
+            out[id(c)] = (a.lineno, col(a.lineno, a.col_offset), a.end_lineno, col(a.end_lineno, a.end_col_offset))
         for kind, nodes in exprs.items():
             others = sorted(a_exprs[_EXPRESSIONS[kind]],
                             key=lambda n: (n.lineno, n.col_offset, -(n.end_lineno or 0), -(n.end_col_offset or 0)))
@@ -206,14 +238,14 @@ class LazyPositions:
             for c, a in zip(nodes, others):
                 if getattr(c, "lpar", None) or a.end_lineno is None or a.end_col_offset is None:
                     continue
-                out[id(c)] = CodeRange((a.lineno, col(a.lineno, a.col_offset)), (a.end_lineno, col(a.end_lineno, a.end_col_offset)))
+                out[id(c)] = (a.lineno, col(a.lineno, a.col_offset), a.end_lineno, col(a.end_lineno, a.end_col_offset))
         for d, a in zip(defs, a_defs):
             if d.name.value != a.name:
                 return table
             raw = text_lines[a.lineno - 1] if 0 < a.lineno <= len(text_lines) else ""
             start = raw.find(a.name, col(a.lineno, a.col_offset))
             if start >= 0 and raw[start + len(a.name):start + len(a.name) + 1] in ("(", ":", " ", "["):
-                out[id(d.name)] = CodeRange((a.lineno, start), (a.lineno, start + len(a.name)))
+                out[id(d.name)] = (a.lineno, start, a.lineno, start + len(a.name))
         table.update(out)
         return table
 
