@@ -357,3 +357,14 @@ def test_an_imported_function_is_no_longer_a_decided_none_or_string():
     assert ev("get_act('relu') is None") is UNKNOWN and ev("get_name(3) == 'relu'") is UNKNOWN
     # a class of another file is a module, never None: that stays decided
     assert ev("Other() is None") is False
+
+
+def test_a_changed_function_file_changes_the_callers_cached_result(tmp_path, monkeypatch):
+    """The caller's result depends on the file of the function it inlined: a warm run after that
+    file changes (sigmoid to ReLU with He init) gives the new answer."""
+    root = project(tmp_path, model=MODEL.format(act=""))
+    assert findings(root, ["pkg/model.py"], monkeypatch, use_cache=True) == [("pkg/model.py", 9, "GL101")]
+    assert findings(root, ["pkg/model.py"], monkeypatch, use_cache=True) == [("pkg/model.py", 9, "GL101")]
+    layers = root / "pkg/layers.py"
+    layers.write_text(layers.read_text().replace('act="sigmoid"):', 'act="relu"):'))
+    assert findings(root, ["pkg/model.py"], monkeypatch, use_cache=True) == []
