@@ -282,11 +282,13 @@ class ProjectIndex:
         mod, name = self._split(qualified)
         return [n for n in self._with_models(mod).facts.networks if n.name == name] if mod else []
 
-    def lower(self, qualified: str, args: tuple) -> "Network | None":
+    def lower(self, qualified: str, args: tuple, function: bool = False) -> "Network | None":
         """The IR of class `qualified` built with the arguments of a call in another file
-        (ir.Extern.args), through the loader (which re-runs the class's file); once per run."""
+        (ir.Extern.args), through the loader (which re-runs the class's file); once per run.
+        `function`: `qualified` is a top-level function, and the IR is that of the module it
+        returns for these arguments (None when it returns no module)."""
         try:
-            key = (qualified, args)
+            key = (qualified, args, function)
             hash(key)
         except TypeError:
             return None
@@ -294,11 +296,23 @@ class ProjectIndex:
             start = len(self.log)
             mod, name = self._split(qualified)
             run = getattr(self.loader, "lower", None)
-            self._lowered[key] = run(mod.name, mod.facts.path, name, args) if mod is not None and run else None
+            if mod is None or not run:
+                self._lowered[key] = None
+            elif function:
+                self._lowered[key] = run(mod.name, mod.facts.path, name, args, function=True)
+            else:
+                self._lowered[key] = run(mod.name, mod.facts.path, name, args)
             self._spans[("l", key)] = (start, len(self.log))
         else:
             self._replay(("l", key))
         return self._lowered[key]
+
+    def is_function(self, qualified: str) -> bool:
+        """Whether `qualified` is a name its module binds at the top level other than a class (a
+        `def`, or an assignment the loader's re-run will tell apart)."""
+        mod, name = self._split(qualified)
+        sym = mod.facts.symbols if mod is not None else None
+        return sym is not None and name in sym.defined and name not in sym.classes
 
     def numclass(self, qualified: str) -> "NumClass | None":
         mod, name = self._split(qualified)

@@ -29,7 +29,8 @@ MAX_PATHS = 8
 
 # find(class as written) -> [(network, find for names of the network's own file[, lower])]:
 # lower(args), when given, re-runs the class with a call's arguments (ir.Extern.args) and gives
-# its IR for them, or None.
+# its IR for them, or None. network None: a function of that file building the block, whose IR
+# exists only for a call's arguments (lower is then the only way in).
 Finder = Callable[[str], "list[tuple]"]
 
 
@@ -42,6 +43,13 @@ def finder(scope: Any) -> Optional[Finder]:
     def find(text: str) -> list:
         out = []
         for q in scope.resolve(text):
+            if scope.index.is_function(q):
+                # a function of that file: no IR of its own (a `def make(): return nn.Sequential(
+                # ...)` network holds its parameters by name), only that of what it returns for a
+                # call's arguments (the function run in its file with them): always re-run
+                out.append((None, finder(scope.at(q)),
+                            lambda args, q=q: scope.index.lower(q, _qualified(args, scope), function=True)))
+                continue
             for n in scope.index.networks(q):
                 out.append((n, finder(scope.at(q)), lambda args, q=q: scope.index.lower(q, _qualified(args, scope))))
         return out
@@ -175,7 +183,7 @@ def _resolve(ext: Extern, find: Finder, depth: int, choices: _Choices) -> tuple:
         return (ext,)
     block, inner_find, *lower = found[0]
     key = None
-    if not _same_arguments(ext, block):
+    if block is None or not _same_arguments(ext, block):
         # Substitute, then decide: the other file's class re-run with this call's arguments
         # (its conditions and loops decided with them, an argument not known left unknown).
         block = lower[0](ext.args) if lower and lower[0] is not None and ext.args is not None else None
@@ -244,11 +252,11 @@ def _renamed(node: Node, ext: Extern) -> Node:
                        body=tuple(_renamed(n, ext) for n in node.body),
                        branches=tuple(tuple(_renamed(n, ext) for n in b) for b in node.branches))
     if isinstance(node, Param):
-        return replace(node, name=prefix + node.name, origin=ext.origin,
+        return replace(node, name=prefix + node.name if node.name else ext.name, origin=ext.origin,
                        init=_final(ext, node.op, "weight") or node.init,
                        bias_init=_final(ext, node.op, "bias") or node.bias_init)
     if isinstance(node, Attention):
-        return replace(node, name=prefix + node.name, origin=ext.origin,
+        return replace(node, name=prefix + node.name if node.name else ext.name, origin=ext.origin,
                        projections=tuple(_renamed(p, ext) for p in node.projections))
     if isinstance(node, (Recurrent, TransformerBlock)) or hasattr(node, "name"):
         return replace(node, name=prefix + node.name if node.name else ext.name, origin=ext.origin)

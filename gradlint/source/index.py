@@ -293,9 +293,10 @@ class ProjectFiles:
                 continue
         return out
 
-    def lower(self, module: str, display: str, cls: str, args: tuple) -> object | None:
+    def lower(self, module: str, display: str, cls: str, args: tuple, function: bool = False) -> object | None:
         """The IR of class `cls` of `module` built with a caller's arguments (ir.Extern.args), or
-        None (gradlint.model.inline); each file parsed once per run."""
+        None (gradlint.model.inline); each file parsed once per run. `function`: `cls` names a
+        top-level function, and the IR is that of the module it returns (models.lower_function)."""
         from gradlint.source import models, parsed
 
         path = self.find(module) if module and all(p.isidentifier() for p in module.split(".")) else None
@@ -318,9 +319,13 @@ class ProjectFiles:
             if path not in self._parsed:
                 self._parsed[path] = parsed(path, display)
             src = self._parsed[path]
-            return models.lower_class(src, cls, args) if src is not None else None
+            if src is None:
+                return None
+            return models.lower_function(src, cls, args) if function else models.lower_class(src, cls, args)
 
-        return self.cached_lower(path, cls, args, compute) if self.cached_lower is not None else compute()
+        # the cache's key names the definition: `def:` never begins a class name
+        key = "def:" + cls if function else cls
+        return self.cached_lower(path, key, args, compute) if self.cached_lower is not None else compute()
 
     def load_library(self, module: str) -> tuple[FileFacts, bool] | None:
         """The top-level names of module `module` of an installed library (no networks yet), and

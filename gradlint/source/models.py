@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import itertools
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -500,12 +501,14 @@ class FileModel:
             right = self._eval(e.comparisons[0].comparator, env)
             op = e.comparisons[0].operator
             if isinstance(op, (cst.Is, cst.IsNot)) and right is None and isinstance(left, Alt) and not left.splice:
-                found = {o is None for o in left.options if o is not UNKNOWN and not isinstance(o, Sym)}
-                if len(found) != 1 or len(left.options) != sum(1 for o in left.options if o is not UNKNOWN and not isinstance(o, Sym)):
+                found = {o is None for o in left.options if o is not UNKNOWN and not isinstance(o, Sym) and not _maybe_none(o)}
+                if len(found) != 1 or len(left.options) != sum(1 for o in left.options if o is not UNKNOWN and not isinstance(o, Sym)
+                                                               and not _maybe_none(o)):
                     return UNKNOWN
                 result = found.pop()
                 return result if isinstance(op, cst.Is) else not result
-            if isinstance(op, (cst.Is, cst.IsNot)) and right is None and left is not UNKNOWN and not isinstance(left, Sym):
+            if isinstance(op, (cst.Is, cst.IsNot)) and right is None and left is not UNKNOWN and not isinstance(left, Sym) \
+                    and not _maybe_none(left):
                 result = left is None
                 return result if isinstance(op, cst.Is) else not result
             if _num(left) and _num(right):
@@ -516,7 +519,8 @@ class FileModel:
                     if isinstance(op, kind):
                         return fn(left, right)
             if isinstance(op, (cst.Equal, cst.NotEqual)) and any(
-                    isinstance(a, str) and (isinstance(b, (ClassRef, Ctor, ListVal, bool)) or b is None or _num(b))
+                    isinstance(a, str) and (isinstance(b, (ClassRef, Ctor, ListVal, bool)) and not _maybe_none(b)
+                                            or b is None or _num(b))
                     for a, b in ((left, right), (right, left))):
                 return isinstance(op, cst.NotEqual)  # a string never equals a class, a module, a number
             if isinstance(left, str) and isinstance(right, str) and isinstance(op, (cst.Equal, cst.NotEqual)):
@@ -706,6 +710,13 @@ class FileModel:
             return self._extern(Ctor("unknown", name, [], {}, call, next(self.order)), name, call, env)
         if quals and any(q.rsplit(".", 1)[-1][:1].isupper() for q in quals):
             return self._extern(Ctor("unknown", sorted(quals)[0], [], {}, call, next(self.order)), name, call, env)
+        if name and quals and all(_foreign_function(q) for q in quals) and not isinstance(self.src, L.LibrarySource):
+            # A function of another file (`create_conv2d(...)`, `make_block(cfg.width)`): what it
+            # returns is not known here, maybe a module; the project index may run it in its file
+            # with these arguments (a third entry in `extern`: not a class, it may give None).
+            ctor = self._extern(Ctor("unknown", name, [], {}, call, next(self.order)), name, call, env)
+            ctor.extern = (*ctor.extern, "function")
+            return ctor
         return UNKNOWN
 
     def _extern(self, ctor: Ctor, name: str | None, call: cst.Call, env: dict) -> Ctor:
@@ -1094,6 +1105,21 @@ _TENSOR_FACTORIES = frozenset({
     "torch.empty", "torch.tensor", "torch.full", "torch.arange", "torch.linspace", "torch.eye", "torch.Tensor",
     "torch.zeros_like", "torch.ones_like", "torch.randn_like",
 })
+
+
+def _foreign_function(qualname: str) -> bool:
+    """Whether an imported callee may be a function of the project or of an installed library that
+    builds a module: not torch's, numpy's or the standard library's, named in lower case."""
+    head, last = qualname.split(".", 1)[0], qualname.rsplit(".", 1)[-1]
+    return (last[:1].islower() or last[:1] == "_") and head not in _NOT_PROJECT and head not in sys.stdlib_module_names
+
+
+def _maybe_none(v: Any) -> bool:
+    """A call of a function of another file: None, a module or any other value."""
+    return isinstance(v, Ctor) and v.extern is not None and len(v.extern) > 2
+
+
+_NOT_PROJECT = frozenset({"torch", "numpy", "np", "builtins", "torchvision.ops", "einops", "scipy", "math"})
 
 
 def _neutral_nodes(nodes: tuple) -> bool:
@@ -1905,6 +1931,8 @@ class Lowerer:
             return nodes if known else (Opaque(path, f"{value.cls}: forward not followed", span),)
         why = getattr(value, "why", None)
         what = f"{value.cls}: {why or 'a class gradlint does not see (another file or library)'}"
+        if _maybe_none(value) and why is None:
+            what = f"{value.cls}(): what a function of another file (or library) returns"
         if value.reached:
             return (Opaque(path, f"{value.cls}: a class of another file whose layers __init__ changes", span),)
         if value.kind == "unknown" and value.extern is not None and why is None:
@@ -2109,10 +2137,34 @@ def lower_class(src, name: str, args: tuple) -> Network | None:
     init = fm._find_method(info, "__init__") if info is not None and info.is_module else None
     if init is None or args is None:
         return None
-    ps = init.params
+    bound = _bind_neutral(init.params, args, 1)
+    if bound is None:
+        return None
+    pos, kw = bound
+    cuts = fm.cuts
+    fm.meter.allow()
+    try:
+        inst = fm.instantiate(info, None, {}, bound=(pos, kw, False, False))
+        low = Lowerer(fm)
+        low.assign_paths(inst.attrs, "", inst.type_inits)
+        paths, known, note = low.forward_paths(inst, "")
+        if fm.cuts != cuts or fm.meter.exhausted:
+            return None
+    except (Exhausted, RecursionError):
+        return None
+    if not known or not paths:
+        return None
+    return Network(name=info.name, path=src.path, nodes=tuple(paths[0]), origin=src.span(info.node.name),
+                   params=tuple(low.params), recurrents=tuple(low.recurrents),
+                   variants=tuple(tuple(p) for p in paths[1:]), note=note)
+
+
+def _bind_neutral(ps: cst.Parameters, args: tuple, skip: int) -> tuple[list, dict] | None:
+    """A call's arguments (ir.Extern.args) as the positional and keyword values of parameters `ps`
+    (less the first `skip`: `self`); None for a call Python would refuse or we cannot bind."""
     if ps.posonly_params:
         return None
-    positional = [p.name.value for p in list(ps.params)[1:]]
+    positional = [p.name.value for p in list(ps.params)[skip:]]
     names = {*positional, *(p.name.value for p in ps.kwonly_params)}
     pos: list = []
     kw: dict = {}
@@ -2129,20 +2181,60 @@ def lower_class(src, name: str, args: tuple) -> Network | None:
                 kw[key] = v
         else:
             return None
+    return pos, kw
+
+
+def lower_function(src, name: str, args: tuple) -> Network | None:
+    """The IR of the module that top-level function `name` of `src` returns for the arguments a
+    call in another file passes (ir.Extern.args): the function run in its file with the caller's
+    values, as a call of this file would be; None when it returns no module we model (None, a
+    number, an unknown value, a choice left open, a module whose forward is not followed), when
+    Python would refuse the call, or past the budgets."""
+    fm = FileModel(src)
+    fn = fm.functions.get(name)
+    if fn is None or args is None:
+        return None
+    bound = _bind_neutral(fn.params, args, 0)
+    if bound is None:
+        return None
+    pos, kw = bound
     cuts = fm.cuts
     fm.meter.allow()
     try:
-        inst = fm.instantiate(info, None, {}, bound=(pos, kw, False, False))
+        value = fm._call_function(fn, None, {}, bound_self=False, bound=(pos, kw, False, False))
+        if not isinstance(value, Ctor) or value.kind not in ("torch", "local", "pass", "unknown") or (
+                value.kind == "unknown" and value.extern is None):
+            return None
         low = Lowerer(fm)
-        low.assign_paths(inst.attrs, "", inst.type_inits)
-        paths, known, note = low.forward_paths(inst, "")
+        if value.kind == "local":
+            inst = value.instance
+            if inst is None:
+                return None
+            # the block's layers under the caller's attribute, as lower_class names a class's
+            low.assign_paths(inst.attrs, "", inst.type_inits)
+            paths, known, note = low.forward_paths(inst, "")
+        elif value.items is None:
+            low._assign(value, "", [])  # one layer: the caller's attribute is its path
+            nodes = low.module_nodes(value)
+            paths, known, note = [nodes], True, ""
+        else:
+            # a container: its members under the caller's attribute (`block.0`, `block.1`)
+            keys = value.keys if value.keys is not None and len(value.keys) == len(value.items) else None
+            if any(isinstance(i, Alt) for i in value.items):
+                return None
+            value.path = ""
+            low.seen.add(id(value))
+            for i, item in enumerate(value.items):
+                low._assign(item, keys[i] if keys else str(i), [])
+            nodes = low.module_nodes(value)
+            paths, known, note = [nodes], True, ""
         if fm.cuts != cuts or fm.meter.exhausted:
             return None
     except (Exhausted, RecursionError):
         return None
-    if not known or not paths:
+    if not known or not paths or all(isinstance(n, Opaque) and not isinstance(n, Extern) for n in paths[0]):
         return None
-    return Network(name=info.name, path=src.path, nodes=tuple(paths[0]), origin=src.span(info.node.name),
+    return Network(name=name, path=src.path, nodes=tuple(paths[0]), origin=src.span(fn.name),
                    params=tuple(low.params), recurrents=tuple(low.recurrents),
                    variants=tuple(tuple(p) for p in paths[1:]), note=note)
 
@@ -2296,6 +2388,7 @@ def _has_attention(inst: Instance) -> bool:
             return True
         if isinstance(v, Ctor) and v.instance is not None and _has_attention(v.instance):
             return True
-        if isinstance(v, Ctor) and v.kind in ("local", "unknown") and "attn" in v.cls.lower() or isinstance(v, Ctor) and "attention" in v.cls.lower():
+        if isinstance(v, Ctor) and not _maybe_none(v) and (v.kind in ("local", "unknown") and "attn" in v.cls.lower()
+                                                           or "attention" in v.cls.lower()):
             return True
     return False
