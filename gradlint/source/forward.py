@@ -19,13 +19,15 @@ from gradlint.source import catalog as C
 from gradlint.source import joins as J
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_EXPR_DEPTH, Exhausted
-from gradlint.source.models import (
-    NO_CHOICE, UNKNOWN, _NOT_HANDLED, Alt, Ctor, Instance, ListVal, PathVal, Sym, _arg_value, _num, _truth, _Walker,
-)
+from gradlint.source.construct import _NOT_HANDLED
+from gradlint.source.engine.values import Alt, Ctor, Instance, ListVal, PathVal, Sym
+from gradlint.source.init_walk import _truth, _Walker
+from gradlint.source.lowering import NO_CHOICE
+from gradlint.source.models import UNKNOWN, _arg_value, _num
 from gradlint.source.names import dotted
 
 if TYPE_CHECKING:
-    from gradlint.source.models import Lowerer
+    from gradlint.source.lowering import Lowerer
 
 
 class ForwardInterpreter(_Walker):

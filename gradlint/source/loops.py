@@ -5,7 +5,8 @@ function becomes a tree of blocks (loops, `if` alternatives, `with` contexts) ho
 the training-loop rules care about, in source order. Calls to functions of the same file are
 recorded with their resolved targets so that rules can follow a loop into its step function;
 assignments are recorded so that rules can tell which model an optimizer trains, which scaler is
-disabled, and which values a clip threshold or a loss comes from.
+disabled, and which values a clip threshold or a loss comes from. What a call means to a training
+step (a backward, a step, a clip...) is `loop_calls.py`.
 """
 
 from __future__ import annotations
@@ -27,17 +28,13 @@ from gradlint.source.engine.walk import headers as _headers
 from gradlint.source.engine.walk import suite as _suite
 from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
+from gradlint.source.loop_calls import CLIP_NAMES, OPTIMIZER_CLASSES, _last, is_optimizer_name, _names_in, CallEvents
 from gradlint.source.names import NO_GRAD, dotted
 from gradlint.text import split_lines
 
 # ---------------------------------------------------------------------------------------------
 # Names
 
-CLIP_TORCH = frozenset({
-    "torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad_norm", "torch.nn.utils.clip_grad_value_",
-    "torch.nn.utils.clip_grads_with_norm_", "timm.utils.dispatch_clip_grad", "timm.utils.clip_grad.dispatch_clip_grad",
-})
-CLIP_NAMES = ("clip_grad_norm_", "clip_grad_norm", "clip_grad_value_", "clip_grads_with_norm_", "dispatch_clip_grad")
 GRAD_SCALERS = frozenset({
     "torch.cuda.amp.GradScaler", "torch.amp.GradScaler", "torch.cpu.amp.GradScaler", "torch.GradScaler",
     "torch.cuda.amp.grad_scaler.GradScaler", "torch.amp.grad_scaler.GradScaler",
@@ -53,58 +50,10 @@ HF_ARGS = frozenset({"transformers.TrainingArguments", "transformers.Seq2SeqTrai
 HF_TRAINERS = frozenset({"transformers.Trainer", "transformers.Seq2SeqTrainer"})
 TORCH_RECURRENT = {"torch.nn.RNN": "RNN", "torch.nn.LSTM": "LSTM", "torch.nn.GRU": "GRU",
                    "torch.nn.RNNCell": "RNNCell", "torch.nn.LSTMCell": "LSTMCell", "torch.nn.GRUCell": "GRUCell"}
-OPTIMIZER_CLASSES = frozenset({
-    "SGD", "Adam", "AdamW", "Adamax", "Adagrad", "Adadelta", "RMSprop", "Rprop", "ASGD", "NAdam", "RAdam",
-    "LBFGS", "SparseAdam", "Adafactor", "Lamb", "LAMB", "Lion", "Adan", "AdaBelief", "Ranger", "SAM", "Muon",
-    "FusedAdam", "FusedLAMB", "DeepSpeedCPUAdam", "Adam8bit", "AdamW8bit", "PagedAdamW", "Shampoo",
-})
 OPTIMIZER_FACTORIES = frozenset({"create_optimizer", "build_optimizer", "get_optimizer", "make_optimizer",
                                  "create_optimizer_v2", "configure_optimizer"})
-# Methods that return a new tensor, not a parametric module call (GL207's data flow).
-_TENSOR_METHODS = frozenset({
-    "to", "cuda", "cpu", "float", "double", "half", "bfloat16", "long", "int", "view", "reshape", "mean",
-    "sum", "squeeze", "unsqueeze", "permute", "transpose", "contiguous", "flatten", "detach", "clone",
-    "log", "exp", "softmax", "log_softmax", "argmax", "max", "min", "abs", "pow", "sqrt", "norm", "item",
-    "type", "type_as", "expand", "repeat", "chunk", "split", "narrow", "gather", "masked_fill", "sigmoid",
-    "tanh", "relu", "mul", "add", "sub", "div", "matmul", "t", "numel", "size", "get", "pop", "items",
-    "values", "keys",
-})
-_CRITERION = re.compile(r"(loss|crit|criterion|metric|distance|divergence)", re.IGNORECASE)
-_OPTIMIZER_NAME = re.compile(r"(optim|(^|_)opt($|_|\d|[A-Z])|^opt[A-Z_]|^opt$)")
-_NOT_OPTIMIZER = re.compile(r"(sched|scaler|option|ema|env|warmup)", re.IGNORECASE)
-_SCALER_NAME = re.compile(r"scaler", re.IGNORECASE)
 _MOVE_METHODS = frozenset({"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "train", "eval",
                            "requires_grad_", "to_empty", "share_memory"})
-
-
-def _last(text: str) -> str:
-    text = re.sub(r"\[.*?\]", "", text)
-    return text.rsplit(".", 1)[-1]
-
-
-def is_optimizer_name(text: str) -> bool:
-    last = _last(text)
-    return bool(_OPTIMIZER_NAME.search(last) or _OPTIMIZER_NAME.search(last.lower())) and not _NOT_OPTIMIZER.search(last)
-
-
-def _names_in(node: cst.CSTNode) -> tuple[str, ...]:
-    out: list[str] = []
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, cst.Name):
-            out.append(n.value)
-            continue
-        if isinstance(n, cst.Attribute):
-            d = dotted(n)
-            if d:
-                out.append(d)
-                out.append(d.split(".")[0])
-                continue
-        if isinstance(n, cst.Lambda):
-            continue
-        stack.extend(reversed(_children(n)))
-    return tuple(dict.fromkeys(out))
 
 
 def _target_texts(target: cst.BaseExpression) -> list[str]:
@@ -296,7 +245,7 @@ _RELEVANT = re.compile(r"backward|step\(|clip|zero_grad|\.grad\b|no_grad|inferen
                        r"TrainingArguments|register_hook|[Ss]caler\(")
 
 
-class _Extractor(StatementWalker):
+class _Extractor(CallEvents, StatementWalker):
     """The training-loop facts of one file: a recorder over statements that uses the engine's
     dispatch (engine/interp.py) and keeps its own blocks (`block`, `if_block`) and events."""
 
@@ -753,317 +702,6 @@ class _Extractor(StatementWalker):
             self.assigns.append(Assign(kind="model", cls=last, ref=func_text, torch_recurrent=recurrent, torch_blocks=blocks, **base))
             return
         self.assigns.append(Assign(**base))
-
-    def _call_kinds(self, value: cst.BaseExpression):
-        """(callee text, 'module' | 'op') for each call in an expression (GL207's data flow)."""
-        out: list[tuple[str, str]] = []
-        for n in walk(value):
-            if not isinstance(n, cst.Call):
-                continue
-            text = dotted(n.func)
-            if text is None:
-                if isinstance(n.func, cst.Attribute) and n.func.attr.value in _TENSOR_METHODS:
-                    out.append((n.func.attr.value, "op"))
-                continue
-            out.append((text, _call_kind(text, self.qualify(n.func))))
-        return out
-
-    # -- calls ---------------------------------------------------------------------------------
-    def events(self, expr: cst.CSTNode, sid: int, ctx: "_Ctx") -> list[Event]:
-        found = [n for n in walk(expr) if isinstance(n, cst.Call)]
-        if not found:
-            return []
-        # inner calls run first: `clip(...)` inside `norm = float(clip(...))`, the scale inside
-        # `scaler.scale(loss).backward()`
-        found.sort(key=lambda n: (self.span(n).end_line, self.span(n).end_column))
-        out: list[Event] = []
-        for call in found:
-            out.extend(self.call(call, sid, ctx))
-        return out
-
-    def call(self, call: cst.Call, sid: int, ctx: "_Ctx") -> list[Event]:
-        func = call.func
-        text = dotted(func)
-        span = self.span(call)
-        q = self.qualify(func)
-        fid = ctx.fid
-        ng = ctx.nograd
-        attr = func.attr.value if isinstance(func, cst.Attribute) else (func.value if isinstance(func, cst.Name) else "")
-        receiver = func.value if isinstance(func, cst.Attribute) else None
-        recv_text = _text(receiver) if receiver is not None else ""
-
-        if attr == "register_hook" and re.search(r"clamp|clip", _text(call)):
-            self.hook_clipping = True
-
-        # clip calls
-        if not q.isdisjoint(CLIP_TORCH) or (text and not q and any(text.endswith("nn.utils." + n) for n in CLIP_NAMES)):
-            return [self._clip(call, "torch", text or attr, 1, ctx, sid)]
-        if attr in CLIP_NAMES or attr == "clip_gradients":
-            if isinstance(func, cst.Name):
-                if attr in self.pre.functions:
-                    return [self._local_call(call, attr, None, ctx, sid)]
-                return [self._clip(call, "helper", attr, 1, ctx, sid)]
-            if attr == "clip_gradients":
-                if recv_text == "self" and attr in self.pre.methods and "fabric" not in recv_text:
-                    return [self._local_call(call, attr, "self", ctx, sid)]
-                kw = ("gradient_clip_val",) if recv_text == "self" else ("max_norm", "clip_val")
-                return [self._clip(call, "framework", text or attr, -1, ctx, sid, keyword=kw)]
-            if recv_text == "self" and attr in self.pre.methods:
-                return [self._local_call(call, attr, "self", ctx, sid)]
-            positional = [a for a in call.args if a.keyword is None]
-            pos = 1 if "accelerat" in recv_text.lower() or len(positional) >= 2 else 0
-            return [self._clip(call, "framework", text or attr, pos, ctx, sid)]
-        if attr and re.search(r"clip_?grad|grad_?clip", attr, re.IGNORECASE) and not q:
-            if isinstance(func, cst.Name) and attr in self.pre.functions:
-                return [self._local_call(call, attr, None, ctx, sid)]
-            if recv_text == "self" and attr in self.pre.methods:
-                return [self._local_call(call, attr, "self", ctx, sid)]
-            return [Event("clip", span, fid, sid, ng, via="helper", name=text or attr)]
-
-        # a method of a class of this file, called on an instance of it
-        if text and not q:
-            inst = self._instance_call(call, attr, recv_text, ctx, sid)
-            if inst is not None:
-                return [inst]
-
-        # backward
-        if not q.isdisjoint({"torch.distributed.autograd.backward"}):
-            # distributed autograd: gradients live in the context, one per iteration
-            return [self._backward(call, "dist_autograd", _arg(call, 1, "roots"), ctx, sid)]
-        if attr == "backward" and receiver is not None:
-            if recv_text == "self" and "backward" in self.pre.methods:
-                return [self._local_call(call, "backward", "self", ctx, sid)]
-            if isinstance(receiver, cst.Call) and isinstance(receiver.func, cst.Attribute) and receiver.func.attr.value == "scale":
-                loss = _arg(receiver, 0, "outputs")
-                return [self._backward(call, "scaler", loss, ctx, sid, scaler=_text(receiver.func.value))]
-            low = recv_text.lower()
-            positional = [a for a in call.args if a.keyword is None]
-            if "accelerat" in low:
-                return [self._backward(call, "accelerate", _arg(call, 0, "loss"), ctx, sid)]
-            if "fabric" in low:
-                return [self._backward(call, "fabric", _arg(call, 0, "tensor"), ctx, sid)]
-            if any(q2.startswith("torch.autograd") for q2 in q):
-                return [self._backward(call, "autograd", _arg(call, 0, "tensors"), ctx, sid)]
-            if "engine" in low or "deepspeed" in low or "model_engine" in low:
-                return [self._backward(call, "deepspeed", _arg(call, 0, "loss"), ctx, sid)]
-            if recv_text.startswith("super(") or recv_text in ("ctx", "cls"):
-                return []
-            if positional and isinstance(receiver, (cst.Name, cst.Attribute)) and re.search(
-                    r"model|module|strategy|plugin|precision|trainer|runner|booster|wrapper|learner|agent", _last(low)):
-                # `strategy.backward(loss)`: a framework object whose first argument is the loss;
-                # elsewhere `y.backward(g)` backpropagates y, and g is only its incoming gradient
-                return [self._backward(call, "framework", positional[0].value, ctx, sid)]
-            return [self._backward(call, "tensor", receiver, ctx, sid)]
-        if attr == "manual_backward" and recv_text == "self":
-            return [self._backward(call, "lightning", _arg(call, 0, "loss"), ctx, sid)]
-        if not q.isdisjoint({"torch.autograd.backward"}):
-            return [self._backward(call, "autograd", _arg(call, 0, "tensors"), ctx, sid)]
-
-        # optimizer steps
-        if attr in ("step", "first_step", "second_step") and receiver is not None:
-            if recv_text in ("self", "cls") and attr in self.pre.methods:
-                return [self._local_call(call, attr, recv_text, ctx, sid)]  # an optimizer's own methods (SAM)
-            scaler = self._scaler_name(recv_text) or self._passed_as(recv_text, fid, ctx, self._made_scaler)
-            zero = _arg(call, -1, "zero_grad")
-            clears = isinstance(zero, cst.Name) and zero.value == "True"
-            if attr == "step" and scaler:
-                opt = _arg(call, 0, "optimizer")
-                return [Event("step", span, fid, sid, ng, via="scaler", target=_text(opt) if opt is not None else "",
-                              scaler=recv_text)]
-            if self._is_optimizer(recv_text, fid) or self._passed_as(recv_text, fid, ctx, self._made_optimizer):
-                out: list[Event] = []
-                closure = _arg(call, 0, "closure") if attr == "step" else None
-                callees: tuple[int, ...] = ()
-                name = ""
-                if closure is not None:
-                    name = _text(closure)
-                    if isinstance(closure, cst.Name) and closure.value in self.pre.functions:
-                        callees = (-1,)
-                    elif isinstance(closure, cst.Attribute) and recv_text and closure.attr.value in self.pre.methods:
-                        callees = (-1,)
-                ev = Event("step", span, fid, sid, ng, via="sam" if attr != "step" else "optimizer",
-                           target=recv_text, name=name, callees=callees, clears=clears)
-                out.append(ev)
-                if clears:
-                    out.append(Event("clear", span, fid, sid, ng, via="zero_grad", target=recv_text))
-                return out
-            ref = self._foreign_ref(recv_text, ctx)
-            if ref:
-                # `trainer.step()` on an instance of a project class defined elsewhere
-                return [Event("invoke", span, fid, sid, ng, target=text or attr, name=attr, ref=ref,
-                              args=self._args(call, ctx))]
-            return []
-
-        if attr == "unscale_" and receiver is not None:
-            opt = _arg(call, 0, "optimizer")
-            return [Event("unscale", span, fid, sid, ng, target=_text(opt) if opt is not None else "", scaler=recv_text)]
-        if attr == "unscale_gradients":
-            return [Event("unscale", span, fid, sid, ng, target="", scaler=recv_text)]
-
-        # clearing
-        if attr and re.search(r"(zero|clear|reset)_?grad", attr):
-            # a helper named so clears, whether or not we can see into it
-            return [Event("clear", span, fid, sid, ng, via="zero_grad", target=recv_text)]
-        if attr in ("zero_", "fill_") and receiver is not None and re.search(r"\.grad(\.data)?$", recv_text):
-            return [Event("clear", span, fid, sid, ng, via="grad-none", target=recv_text)]
-        if not q.isdisjoint({"torch._foreach_zero_"}):
-            return [Event("clear", span, fid, sid, ng, via="grad-none")]
-
-        # framework training entry points
-        if attr in ("fit", "train") and receiver is not None and (
-                re.search("trainer", _last(recv_text), re.IGNORECASE)
-                or any(a.target == recv_text and a.kind in ("pl_trainer", "hf_trainer") for a in self.assigns)):
-            model = _arg(call, 0, "model") if attr == "fit" else None
-            if isinstance(model, cst.Call) and dotted(model.func):
-                # trainer.fit(LitModel(...)): the class itself
-                return [Event("fit", span, fid, sid, ng, target=recv_text, via="ctor",
-                              name=dotted(model.func).rsplit(".", 1)[-1])]
-            return [Event("fit", span, fid, sid, ng, target=recv_text, name=_text(model) if model is not None else "")]
-
-        # calls of this file's functions (for inlining), and other calls (model invocations)
-        if isinstance(func, cst.Name) and attr in self.pre.functions and not q:
-            return [self._local_call(call, attr, None, ctx, sid)]
-        if recv_text in ("self", "cls") and attr in self.pre.methods:
-            return [self._local_call(call, attr, recv_text, ctx, sid)]
-        # a call that may run a model: GL201 falls back on these to tell which model a loop trains
-        ref = self._foreign_ref(recv_text if receiver is not None else attr, ctx) \
-            if text and not q and attr not in ("parameters", "named_parameters") else ""
-        if ref and not _CRITERION.search(_last(ref)):
-            # an instance of a project class defined elsewhere (`loss_scaler(loss, opt)`): the
-            # rules may read its method through the project index
-            return [Event("invoke", span, fid, sid, ng, target=text, name=attr if receiver is not None else "__call__",
-                          ref=ref, args=self._args(call, ctx))]
-        if text and _call_kind(text, q) == "module" and attr not in ("parameters", "named_parameters"):
-            return [Event("invoke", span, fid, sid, ng, target=text)]
-        return []
-
-    def _scaler_name(self, recv_text: str) -> bool:
-        if _SCALER_NAME.search(_last(recv_text)):
-            return True
-        return any(a.kind == "scaler" and a.target == recv_text for a in self.assigns)
-
-    def _passed_as(self, recv_text: str, fid: int, ctx: "_Ctx", test) -> bool:
-        """`s.step(o)` in `def update(model, o, s, loss)`: every call of this file passes a scaler
-        (or an optimizer, by `test`) for the parameter."""
-        fdef = self._scope_nodes.get(fid)
-        if recv_text not in self._params.get(fid, ()) or fdef is None or self._func_parent.get(fid) != 0:
-            return False
-        texts = self.pre.passed(fdef, ctx.cls is not None, recv_text)
-        return bool(texts) and all(test(t) for t in texts)
-
-    def _made_scaler(self, text: str) -> bool:
-        """A name this file binds to a GradScaler (or names as one)."""
-        return self._scaler_name(text) or self.pre.instance_class(text).rsplit(".", 1)[-1] == "GradScaler"
-
-    def _made_optimizer(self, text: str) -> bool:
-        """A name this file binds to an optimizer (or names as one)."""
-        cls = self.pre.instance_class(text)
-        last = cls.rsplit(".", 1)[-1]
-        return is_optimizer_name(text) or bool(cls) and (
-            cls.startswith(("torch.optim.", "optim.")) or last in OPTIMIZER_CLASSES or last.endswith("Optimizer"))
-
-    def _is_optimizer(self, recv_text: str, fid: int) -> bool:
-        if not recv_text:
-            return False
-        if any(a.kind == "optimizer" and a.target == recv_text for a in self.assigns):
-            return True
-        if any(a.target == recv_text and a.kind in ("model", "scaler", "pl_trainer", "hf_trainer") for a in self.assigns):
-            return False
-        return is_optimizer_name(recv_text)
-
-    def _local_call(self, call: cst.Call, name: str, receiver: str | None, ctx: "_Ctx", sid: int, ref: str = "") -> Event:
-        return Event("call", self.span(call), ctx.fid, sid, ctx.nograd, target=(receiver + "." if receiver else "") + name,
-                     name=name, callees=(-1,), args=self._args(call, ctx), ref=ref)
-
-    def _args(self, call: cst.Call, ctx: "_Ctx") -> tuple[tuple[str, Value], ...]:
-        """The arguments as the callee's parameters will read them (see Event.args)."""
-        out: list[tuple[str, Value]] = []
-        position = 0
-        for a in call.args:
-            if a.star:
-                out.append(("*", Value(_text(a.value))))
-                break
-            value = self.value(a.value, ctx.fid, ctx.tests) or Value("")
-            if a.keyword is not None:
-                out.append((a.keyword.value, value))
-            else:
-                out.append((str(position), value))
-                position += 1
-        return tuple(out)
-
-    def _instance_call(self, call: cst.Call, attr: str, recv_text: str, ctx: "_Ctx", sid: int) -> Event | None:
-        """`loss_scaler(loss, opt)` / `trainer.optimize()` on an instance of a class of this file
-        that defines the method (itself or in a base of this file): a call to inline."""
-        holder, method = (recv_text, attr) if recv_text else (attr, "__call__")
-        if holder in ("self", "cls", "") or holder in self.pre.functions:
-            return None
-        cls = self.pre.instance_class(holder)
-        if not cls or not self.pre.method_of(cls, method):
-            return None
-        bases = self.pre.classes.get(cls.rsplit(".", 1)[-1], ((), set()))[0]
-        if method in ("step", "zero_grad") and (is_optimizer_name(holder) or cls.endswith("Optimizer")
-                                               or any(b.endswith("Optimizer") for b in bases)):
-            return None  # a project optimizer's own step: the step itself
-        return self._local_call(call, method, holder, ctx, sid, ref=cls)
-
-    def _foreign_ref(self, holder: str, ctx: "_Ctx") -> str:
-        """The class `holder` is an instance of, when it is not a class of this file (the rules may
-        find it through the project index); for `self` in a method, the class's first base that
-        is not of this file (a method it does not define itself comes from there); '' else."""
-        if holder == "self" and ctx.cls:
-            bases = self.pre.classes.get(ctx.cls, ((), set()))[0]
-            return next((b for b in bases if b.rsplit(".", 1)[-1] not in self.pre.classes), "")
-        cls = self.pre.instance_class(holder) if holder not in ("self", "cls", "") else ""
-        return cls if cls and cls.rsplit(".", 1)[-1] not in self.pre.classes else ""
-
-    def _clip(self, call: cst.Call, via: str, name: str, position: int, ctx: "_Ctx", sid: int,
-              keyword: tuple[str, ...] = ("max_norm", "clip_value", "max_grad_norm", "value")) -> Event:
-        value_node = _arg(call, position, keyword)
-        norm_node = _arg(call, 2 if via == "torch" else -1, "norm_type")
-        if via == "torch" and name.endswith("dispatch_clip_grad"):
-            norm_node = None
-        return Event("clip", self.span(call), ctx.fid, sid, ctx.nograd, via=via, name=name,
-                     target=_text(call.args[0].value) if call.args else "",
-                     value=self.value(value_node, ctx.fid, ctx.tests),
-                     norm_type=self.value(norm_node, ctx.fid, ctx.tests) if norm_node is not None else None)
-
-    def _backward(self, call: cst.Call, via: str, loss: cst.BaseExpression | None, ctx: "_Ctx", sid: int,
-                  scaler: str = "") -> Event:
-        uses: tuple[str, ...] = ()
-        module_call = False
-        text = ""
-        if loss is not None:
-            text = _text(loss)
-            uses = _names_in(loss)
-            module_call = any(kind == "module" for _, kind in self._call_kinds(loss))
-        return Event("backward", self.span(call), ctx.fid, sid, ctx.nograd, via=via, target=text, scaler=scaler,
-                     uses=uses, module_call=module_call)
-
-
-_BUILTINS = frozenset({"float", "int", "len", "sum", "max", "min", "abs", "list", "tuple", "dict", "zip", "range",
-                       "enumerate", "isinstance", "getattr", "round", "print", "str", "bool", "sorted", "any", "all"})
-_MODELISH = re.compile(r"model|net|encoder|decoder|backbone|head|policy|generator|discriminator|critic|actor|student|teacher",
-                       re.IGNORECASE)
-
-
-def _call_kind(text: str, qualified: frozenset[str]) -> str:
-    """'op' for calls that cannot hold parameters (torch functions, criteria, tensor methods,
-    builtins), 'module' for anything else: a call we cannot see may be a trainable module."""
-    head = text.split(".", 1)[0]
-    last = text.rsplit(".", 1)[-1]
-    if _CRITERION.search(last):
-        return "op"
-    if qualified:
-        torchy = any(q.startswith(("torch.", "numpy.", "math.", "scipy.")) and
-                     (not q.startswith("torch.nn.") or q.startswith("torch.nn.functional.")) for q in qualified)
-        return "op" if torchy else "module"
-    if "." not in text:
-        return "op" if text in _BUILTINS else "module"
-    if last in _TENSOR_METHODS:
-        return "op"
-    if head in ("self", "cls") or _MODELISH.search(head):
-        return "module"
-    return "op"
 
 
 # What a loop over the optimizers may do and still be one update of each (no backward, no call).

@@ -6,6 +6,7 @@ layers) sit on top of these; whatever is not a plain value here is theirs to jud
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import libcst as cst
@@ -67,3 +68,170 @@ def truth(v: Any) -> bool | None:
     if is_number(v) or isinstance(v, (str, bytes)):
         return bool(v)
     return None
+
+
+# Choices one value of __init__ may hold when conditions cannot be decided (see Alt).
+MAX_OPTIONS = 4
+
+
+class _Tensor:
+    """A tensor built in __init__ (nn.Parameter, torch.zeros...): not None, value unknown."""
+
+    _inst = None
+
+    def __new__(cls):
+        if cls._inst is None:
+            cls._inst = super().__new__(cls)
+        return cls._inst
+
+    def __repr__(self) -> str:
+        return "TENSOR"
+
+
+@dataclass(frozen=True)
+class ClassRef:
+    """A module class as a value (`act_layer=nn.GELU`, `partial(nn.LayerNorm, eps=1e-6)`): calling
+    it builds the module. kind: 'torch' (torch.nn short name), 'local' (class of the file, or of
+    the library catalogue when `library` is set)."""
+
+    kind: str
+    cls: str
+    args: tuple = ()
+    kwargs: tuple = ()  # (name, value) pairs bound by functools.partial
+    library: bool = False
+
+
+@dataclass(eq=False)
+class DictVal:
+    items: dict
+
+
+@dataclass(frozen=True)
+class Sym:
+    """A value known only by its source text (`d_model`, `config.hidden_size`); whitespace is
+    dropped so that `4 * d` and `4*d` are one symbol."""
+
+    text: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", "".join(self.text.split()))
+
+
+@dataclass(eq=False)
+class Ctor:
+    """A module constructed in __init__: a torch.nn class, a class of this file, or unknown."""
+
+    kind: str  # 'torch' (short name in `cls`), 'local' (class of this file), 'unknown'
+    cls: str
+    args: list
+    kwargs: dict
+    node: cst.CSTNode
+    order: int
+    items: list | None = None  # containers: their members in order
+    keys: list | None = None  # ModuleDict keys
+    instance: "Instance | None" = None  # local classes: their interpreted __init__
+    # (order, tensor name, InitSpec): explicit initialisations that reached this module
+    inits: list = field(default_factory=list)
+    path: str | None = None
+    # The user's call that built this module when it was built inside a library block: its
+    # position stands for the layer's (the catalogue's own positions mean nothing to the user).
+    site: Any = None
+    # (order, types, tensor, InitSpec) from `this.apply(fn)`: they reach this module and its children.
+    scoped_inits: list = field(default_factory=list)
+    # Why a class of this file is 'unknown': a nesting limit, not a class gradlint cannot see.
+    why: str | None = None
+    # A class of another file (kind 'unknown'): (the class as written, its arguments as
+    # ir.Extern.args or None), for the placeholder the project index may resolve (model/inline.py).
+    extern: tuple | None = None
+    # Set when __init__ reaches inside such a module (`self.block.fc.weight`, a method call on
+    # it, an init of its tensors): what it did is not in the other file's IR, so it stays opaque.
+    reached: bool = False
+
+
+@dataclass(eq=False)
+class ListVal:
+    items: list
+
+
+@dataclass(eq=False)
+class Alt:
+    """A module __init__ built one of several ways, chosen by a condition it cannot decide
+    (`nn.Identity() if linear_out else act()`, `if expand_ratio != 1: layers.append(conv)`).
+    key: that `if` or conditional expression. Forward is lowered once per choice (Lowerer.decide:
+    one decision per key and run), so each choice is a path of its own and a finding about order
+    must hold on every path. splice: the options are runs of list items (what each branch
+    appended), spliced into the list or container that holds this value."""
+
+    key: Any
+    options: tuple
+    splice: bool = False
+
+
+def _alt(key: Any, options: tuple, splice: bool = False) -> Any:
+    """One of `options` (distinct by identity), or the one value when they are all the same;
+    unknown past MAX_OPTIONS choices in all (a long if/elif dispatch on a name we do not know
+    would multiply the forward paths for nothing: no finding holds on all of them)."""
+    out: list = []
+    for o in options:
+        if not any(o is x for x in out):
+            out.append(o)
+    if len(out) == 1 and not splice:
+        return out[0]
+    if sum(_leaves(o) for o in out) > MAX_OPTIONS:
+        return UNKNOWN
+    return Alt(key, tuple(out), splice)
+
+
+def _leaves(v: Any) -> int:
+    return sum(_leaves(o) for o in v.options) if isinstance(v, Alt) and not v.splice else 1
+
+
+def _module_like(v: Any) -> bool:
+    """A value an undecided branch may choose between and still be lowered: a module, a module
+    class, or None (no module)."""
+    return v is None or isinstance(v, (Ctor, ClassRef, Alt))
+
+
+@dataclass(frozen=True)
+class AnyModule:
+    """The loop variable of `for m in self.modules()` / the argument of an `apply` function;
+    `types` is set inside an isinstance branch."""
+
+    types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A parameter tensor of a module: `self.fc.weight`, `m.bias`."""
+
+    owner: Any  # Ctor or AnyModule
+    name: str
+
+
+@dataclass(frozen=True)
+class PathVal:
+    """A value in forward: the nodes applied to input `root` so far."""
+
+    root: str
+    nodes: tuple
+
+
+@dataclass(eq=False)
+class Instance:
+    """An interpreted class instance: attributes, type-dispatched inits, its class."""
+
+    cls: "ClassInfo"
+    attrs: dict
+    type_inits: list  # (order, types tuple, tensor name, InitSpec)
+    attention: bool = False
+    fm: Any = None  # the FileModel whose class this is (the library catalogue's, for its blocks)
+
+
+@dataclass
+class ClassInfo:
+    name: str
+    node: cst.ClassDef
+    bases: tuple[str, ...]
+    methods: dict
+    is_module: bool = False
+    sequential: bool = False

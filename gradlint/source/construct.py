@@ -1,0 +1,520 @@
+"""Calls at construction time: what a constructor call, a factory or a helper returns while
+`__init__` runs.
+
+`ConstructCalls` is the call half of the models' evaluator (`models.FileModel`): torch.nn
+constructors become `Ctor` values with their arguments; classes of the file, of other project
+files and of installed libraries are instantiated by running their `__init__` with the arguments
+bound (defaults, `functools.partial`, dataclass and PretrainedConfig-style configs); the file's
+functions are evaluated with their parameters bound; anything else is an external constructor or
+`UNKNOWN`. Depth and work are bounded by source/budget.py.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, TYPE_CHECKING
+
+import libcst as cst
+
+from gradlint.model.ir import ClassArg, SymArg
+from gradlint.source import catalog as C
+from gradlint.source import library as L
+from gradlint.source.budget import MAX_DEPTH, MAX_SAME_CLASS, Exhausted, bounded
+from gradlint.source.engine.values import (
+    Alt, _alt, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, Sym, _Tensor, UNKNOWN,
+)
+from gradlint.source.engine.values import is_number as _num
+from gradlint.source.init_walk import _InitInterpreter
+from gradlint.source.names import dotted
+
+if TYPE_CHECKING:
+    from gradlint.source.models import FileModel
+
+
+TENSOR: Any = _Tensor()
+
+
+def _constant(v: Any) -> bool:
+    return v is None or type(v) in (int, float, str, bool)
+
+
+_NOT_HANDLED: Any = object()
+
+
+_STR_METHODS = frozenset({"lower", "upper", "strip", "startswith", "endswith", "replace"})
+
+
+_TENSOR_FACTORIES = frozenset({
+    "torch.nn.Parameter", "torch.nn.parameter.Parameter", "torch.zeros", "torch.ones", "torch.randn", "torch.rand",
+    "torch.empty", "torch.tensor", "torch.full", "torch.arange", "torch.linspace", "torch.eye", "torch.Tensor",
+    "torch.zeros_like", "torch.ones_like", "torch.randn_like",
+})
+
+
+def _foreign_function(qualname: str) -> bool:
+    """Whether an imported callee may be a function of the project or of an installed library that
+    builds a module: not torch's, numpy's or the standard library's, named in lower case."""
+    head, last = qualname.split(".", 1)[0], qualname.rsplit(".", 1)[-1]
+    return (last[:1].islower() or last[:1] == "_") and head not in _NOT_PROJECT and head not in sys.stdlib_module_names
+
+
+_NOT_PROJECT = frozenset({"torch", "numpy", "np", "builtins", "torchvision.ops", "einops", "scipy", "math"})
+
+
+def _is_ordered_dict(expr: cst.BaseExpression, fm: FileModel) -> bool:
+    if not isinstance(expr, cst.Call):
+        return False
+    return "collections.OrderedDict" in fm.qual(expr.func) or dotted(expr.func) == "OrderedDict"
+
+
+def _neutral(v: Any) -> tuple:
+    """An argument as an ir.Extern carries it: (value,) for a constant, a symbol (ir.SymArg) or a
+    torch / catalogue class (ir.ClassArg) whose partial arguments are such values; () otherwise."""
+    if _constant(v):
+        return (v,)
+    if isinstance(v, Sym):
+        return (SymArg(v.text),)
+    if isinstance(v, ClassRef) and (v.kind in ("torch", "extern") or v.library):
+        args = [_neutral(a) for a in v.args]
+        kwargs = [(k, _neutral(a)) for k, a in v.kwargs]
+        if all(args) and all(a for _k, a in kwargs):
+            return (ClassArg("library" if v.library else v.kind, v.cls, tuple(a[0] for a in args),
+                             tuple((k, a[0]) for k, a in kwargs)),)
+    return ()
+
+
+class ConstructCalls:
+    """Call evaluation of FileModel (a mixin: the file's classes, functions, names and budget)."""
+
+    def _call(self, call: cst.Call, env: dict) -> Any:
+        func = call.func
+        name = dotted(func)
+        quals = self.qual(func)
+        special = self._call_values(call, name, quals, env)
+        if special is not _NOT_HANDLED:
+            return special
+        if isinstance(func, cst.Attribute) and func.attr.value in _STR_METHODS:
+            base = self._eval(func.value, env)
+            if isinstance(base, str):
+                args = [self._eval(a.value, env) for a in call.args]
+                if all(isinstance(a, (str, ListVal)) for a in args) and not any(a.keyword or a.star for a in call.args):
+                    args = [tuple(a.items) if isinstance(a, ListVal) else a for a in args]
+                    if all(isinstance(a, str) or all(isinstance(i, str) for i in a) for a in args):
+                        return getattr(base, func.attr.value)(*args)
+        if name == "str" and len(call.args) == 1:
+            v = self._eval(call.args[0].value, env)
+            return str(v) if isinstance(v, (int, str)) and not isinstance(v, bool) else UNKNOWN
+        if name in ("int", "float") and call.args:
+            v = self._eval(call.args[0].value, env)
+            v = bounded(type(0 if name == "int" else 0.0)(v)) if _num(v) else None
+            return UNKNOWN if v is None else v
+        if name == "len" and call.args:
+            items = self.items_of(self._eval(call.args[0].value, env))
+            return UNKNOWN if items is None else len(items)
+        if name in ("list", "tuple") and call.args:
+            seq = self._iterable(call.args[0].value, env)
+            return ListVal(seq) if seq is not None else UNKNOWN
+        if quals & {"math.sqrt", "numpy.sqrt"} and call.args:
+            v = self._eval(call.args[0].value, env)
+            return math.sqrt(v) if _num(v) else (Sym(self.src.code(call)) if isinstance(v, Sym) else UNKNOWN)
+        if "torch.nn.init.calculate_gain" in quals:
+            nl = self._eval(call.args[0].value, env) if call.args else None
+            param = self._eval(call.args[1].value, env) if len(call.args) > 1 else None
+            try:
+                from gradlint.model.init import gain
+
+                return gain(nl, param if _num(param) else None) if isinstance(nl, str) else UNKNOWN
+            except Exception:
+                return UNKNOWN
+        cls = self.torch_class(func)
+        if cls is not None and (cls in C.PARAM_LAYERS or cls in C.ACTIVATION_MODULES or cls in C.NORM_MODULES
+                                or cls in C.PASSTHROUGH_MODULES or cls in C.RECURRENT_MODULES
+                                or cls in C.TRANSFORMER_LAYERS or cls in C.TRANSFORMER_STACKS
+                                or cls in C.CONTAINERS or cls in C.ATTENTION_MODULES or cls == "Transformer"):
+            return self._torch_ctor(cls, call, env)
+        if cls is not None and cls[:1].isupper():
+            return Ctor("unknown", cls, [], {}, call, next(self.order))
+        local = self.classes.get(name or "")
+        if local is not None and local.is_module and not quals:
+            return self._local_ctor(local, call, env)
+        if local is not None and not quals and self.depth < MAX_DEPTH:
+            return self.config(local, self.bound_args(call, env))
+        # A method of the class under construction that builds layers (`self._make_layer(...)`)
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+            method = env.get("__methods__", {}).get(func.attr.value)
+            if method is not None:
+                return self._call_function(method, call, env, bound_self=True)
+        if isinstance(func, cst.Name) and func.value in self.functions and not quals:
+            return self._call_function(self.functions[func.value], call, env, bound_self=False)
+        if name and name[:1].isupper() and not quals:
+            # A class from another file (or one we do not model): a module we know nothing about.
+            return self._extern(Ctor("unknown", name, [], {}, call, next(self.order)), name, call, env)
+        if quals and any(q.rsplit(".", 1)[-1][:1].isupper() for q in quals):
+            return self._extern(Ctor("unknown", sorted(quals)[0], [], {}, call, next(self.order)), name, call, env)
+        if name and quals and all(_foreign_function(q) for q in quals) and not isinstance(self.src, L.LibrarySource):
+            # A function of another file (`create_conv2d(...)`, `make_block(cfg.width)`): what it
+            # returns is not known here, maybe a module; the project index may run it in its file
+            # with these arguments (a third entry in `extern`: not a class, it may give None).
+            ctor = self._extern(Ctor("unknown", name, [], {}, call, next(self.order)), name, call, env)
+            ctor.extern = (*ctor.extern, "function")
+            return ctor
+        return UNKNOWN
+
+    def _extern(self, ctor: Ctor, name: str | None, call: cst.Call, env: dict) -> Ctor:
+        """Mark a module of a class this file does not define, named as written, with the call's
+        arguments when every one is a constant: the project index may splice the class in."""
+        if name and not isinstance(self.src, L.LibrarySource):
+            pos, kw, open_pos, open_kw = self.bound_args(call, env)
+            args: tuple | None = tuple((k, _neutral(v)) for k, v in (*enumerate(pos), *kw.items()))
+            ctor.extern = (name, None if open_pos or open_kw else args)
+        return ctor
+
+    def _call_values(self, call: cst.Call, name: str | None, quals: frozenset[str], env: dict) -> Any:
+        """Calls of values rather than of names: class references held in variables, partials,
+        tensors made in __init__, the library catalogue, switches known to be False."""
+        held = env.get(name) if name is not None and name in env else None
+        if isinstance(held, ClassRef):
+            return self.construct(held, self.bound_args(call, env), call)
+        if isinstance(held, Alt) and not held.splice:
+            bound = self.bound_args(call, env)
+            return _alt(held.key, tuple(self.construct(o, bound, call) if isinstance(o, ClassRef) else UNKNOWN
+                                        for o in held.options))
+        if quals & L.FALSE_FUNCTIONS:
+            return False
+        if "functools.partial" in quals and call.args:
+            target = self.eval(call.args[0].value, env)
+            if isinstance(target, ClassRef):
+                pos, kw, open_pos, open_kw = self.bound_args(call, env)
+                if open_pos or open_kw:
+                    return UNKNOWN
+                return ClassRef(target.kind, target.cls, target.args + tuple(pos[1:]),
+                                tuple({**dict(target.kwargs), **kw}.items()), target.library)
+            return UNKNOWN
+        if quals & _TENSOR_FACTORIES:
+            return TENSOR
+        if name == "dict" and not quals:
+            pos, kw, open_pos, open_kw = self.bound_args(call, env)
+            return DictVal(kw) if not pos and not open_pos and not open_kw else UNKNOWN
+        if name in ("max", "min") and not quals and call.args:
+            vals = [self.eval(a.value, env) for a in call.args if a.keyword is None and not a.star]
+            if vals and all(_num(v) for v in vals) and len(vals) == len(call.args):
+                return max(vals) if name == "max" else min(vals)
+            return _NOT_HANDLED
+        if name == "isinstance" and len(call.args) == 2 and not quals:
+            v = self.eval(call.args[0].value, env)
+            kinds = {dotted(el.value) for el in call.args[1].value.elements} if isinstance(call.args[1].value, cst.Tuple) else {dotted(call.args[1].value)}
+            if kinds <= {"list", "tuple"} and (isinstance(v, ListVal) or _num(v) or isinstance(v, (str, bool, ClassRef))):
+                return isinstance(v, ListVal)
+            return _NOT_HANDLED
+        if quals:
+            lib = L.library_name(quals, self.src.path)
+            if lib is not None:
+                return self._library_call(lib, call, env)
+        elif name is not None and isinstance(self.src, L.LibrarySource) and name in L.PASS:
+            return self._library_call(name, call, env)
+        return _NOT_HANDLED
+
+    def _library_call(self, lib: str, call: cst.Call, env: dict) -> Any:
+        if lib in L.PASS:
+            ctor = Ctor("pass", L.PASS[lib], [], {}, call, next(self.order))
+            ctor.site = self.site
+            return ctor
+        if lib in ("to_2tuple", "to_ntuple"):
+            v = self.eval(call.args[0].value, env) if call.args else UNKNOWN
+            return v if isinstance(v, ListVal) else ListVal([v, v])
+        if lib in ("make_divisible", "_make_divisible"):
+            pos, kw, _, _ = self.bound_args(call, env)
+            v = pos[0] if pos else kw.get("v", UNKNOWN)
+            d = pos[1] if len(pos) > 1 else kw.get("divisor", 8)
+            if _num(v) and isinstance(d, int) and d > 0:
+                new = max(d, int(v + d / 2) // d * d)
+                return new + d if new < 0.9 * v else new
+            return UNKNOWN
+        if lib == "use_fused_attn":
+            return True  # the fused kernel and the written-out attention are the same function
+        if lib in L.CHECKPOINT_FUNCTIONS or lib in L.PASS_FUNCTIONS or lib in L.NORM_FUNCTIONS:
+            return UNKNOWN
+        libfm = self.library()
+        bound = self.bound_args(call, env)
+        site = self.site if self.site is not None else call
+        if lib in libfm.classes:
+            return libfm.construct(ClassRef("local", lib, library=True), bound, call, site=site)
+        fn = libfm.functions.get(lib)
+        if fn is None:
+            return UNKNOWN
+        saved, libfm.site = libfm.site, site
+        try:
+            return libfm._call_function(fn, None, {}, bound_self=False, bound=bound)
+        finally:
+            libfm.site = saved
+
+    def bound_args(self, call: cst.Call, env: dict) -> tuple[list, dict, bool, bool]:
+        """The call's arguments evaluated here: positional values, keyword values, and whether a
+        `*args` / `**kwargs` we could not expand leaves the rest open."""
+        pos: list = []
+        kw: dict = {}
+        open_pos = open_kw = False
+        for a in call.args:
+            if a.star == "*":
+                v = self.eval(a.value, env)
+                if isinstance(v, ListVal) and not open_pos:
+                    pos.extend(v.items)
+                else:
+                    open_pos = True
+            elif a.star == "**":
+                v = self.eval(a.value, env)
+                if isinstance(v, DictVal):
+                    kw.update(v.items)
+                else:
+                    open_kw = True
+            elif a.keyword is not None:
+                kw[a.keyword.value] = self.eval(a.value, env)
+            elif not open_pos:
+                pos.append(self.eval(a.value, env))
+        return pos, kw, open_pos, open_kw
+
+    def construct(self, ref: ClassRef, bound: tuple, call: cst.Call, site: Any = None) -> Any:
+        """Build the module a class reference names, with already evaluated arguments."""
+        pos, kw, open_pos, open_kw = bound
+        pos = list(ref.args) + pos
+        kw = {**dict(ref.kwargs), **kw}
+        if ref.library and site is None:
+            site = self.site if self.site is not None else call
+        if ref.kind == "extern":
+            ctor = Ctor("unknown", ref.cls, [], {}, call, next(self.order))
+            args = tuple((k, _neutral(v)) for k, v in (*enumerate(pos), *kw.items()))
+            ctor.extern = (ref.cls, None if open_pos or open_kw else args)
+            return ctor
+        if ref.kind == "torch":
+            if ref.cls in C.CONTAINERS:
+                return Ctor("unknown", ref.cls, [], {}, call, next(self.order))
+            ctor = Ctor("torch", ref.cls, pos, kw, call, next(self.order))
+            ctor.site = site if site is not None else self.site
+            return ctor
+        fm = self.library() if ref.library and not isinstance(self.src, L.LibrarySource) else self
+        info = fm.classes.get(ref.cls)
+        if info is None:
+            return Ctor("unknown", ref.cls, [], {}, call, next(self.order))
+        base = fm.torch_base(info)
+        if base is not None:
+            return self.construct(ClassRef("torch", base), (pos, kw, open_pos, open_kw), call, site=site)
+        ctor = Ctor("local", ref.cls, [], {}, call, next(self.order))
+        ctor.site = site if site is not None else self.site
+        if fm.depth >= MAX_DEPTH:
+            ctor.kind, ctor.why = "unknown", f"nested deeper than {MAX_DEPTH} modules"
+            return ctor
+        saved = fm.site
+        if ref.library:
+            fm.site = ctor.site
+        fm.depth += 1
+        try:
+            ctor.instance = fm.instantiate(info, None, {}, bound=(pos, kw, open_pos, open_kw))
+        finally:
+            fm.depth -= 1
+            fm.site = saved
+        return ctor
+
+    def _call_function(self, fn: cst.FunctionDef, call: cst.Call | None, env: dict, bound_self: bool,
+                       bound: tuple | None = None) -> Any:
+        if self.depth >= MAX_DEPTH:
+            return UNKNOWN
+        scope: dict = {k: v for k, v in env.items() if k.startswith("self") or k.startswith("__")}
+        params = list(fn.params.params)
+        if bound_self and params:
+            params = params[1:]
+        self._bind_params(params, fn.params, call, env, scope, bound=bound)
+        self.depth += 1
+        try:
+            interp = _InitInterpreter(self, scope, inst=env.get("__instance__"))
+            interp.block(fn.body)
+            # `return None` is None (no anti-aliasing layer); no return seen at all is unknown.
+            return interp.returned if interp.returned is not None or interp.has_returned else UNKNOWN
+        finally:
+            self.depth -= 1
+
+    def _bind_params(self, params: list, all_params: cst.Parameters, call: cst.Call | None, env: dict, scope: dict,
+                     bound: tuple | None = None) -> None:
+        if bound is None:
+            bound = self.bound_args(call, env) if call is not None else ([], {}, False, False)
+        positional, keywords, open_pos, open_kw = bound
+        kwonly = list(all_params.kwonly_params)
+        for i, p in enumerate(params + kwonly):
+            pname = p.name.value
+            if p in params and i < len(positional):
+                scope[pname] = positional[i]
+            elif pname in keywords:
+                scope[pname] = keywords[pname]
+            elif open_pos or open_kw:
+                scope[pname] = Sym(pname)
+            elif p.default is not None:
+                scope[pname] = self.eval(p.default, {})
+            else:
+                scope[pname] = self.config_default(p) or Sym(pname)
+
+    def _torch_ctor(self, cls: str, call: cst.Call, env: dict) -> Ctor:
+        args = [self.eval(a.value, env) if a.star == "" else UNKNOWN for a in call.args if a.keyword is None]
+        kwargs = {a.keyword.value: self.eval(a.value, env) for a in call.args if a.keyword is not None}
+        ctor = Ctor("torch", cls, args, kwargs, call, next(self.order))
+        ctor.site = self.site
+        if cls in ("Sequential", "ModuleList"):
+            items: list = []
+            for a in call.args:
+                if a.keyword is not None:
+                    continue
+                v = self.eval(a.value, env)
+                if a.star == "*" or cls == "ModuleList":
+                    if isinstance(v, ListVal):
+                        items.extend(v.items)
+                    elif isinstance(v, Ctor) and v.items is not None:
+                        items.extend(v.items)
+                    else:
+                        items.append(UNKNOWN)
+                else:
+                    if isinstance(v, Ctor) and v.cls == "OrderedDict":
+                        items.append(UNKNOWN)
+                    else:
+                        items.append(v)
+            if len(call.args) == 1 and call.args[0].star == "" and cls == "Sequential" and _is_ordered_dict(call.args[0].value, self):
+                items, keys = self._ordered_dict(call.args[0].value, env)
+                ctor.keys = keys
+            ctor.items = items
+        elif cls == "ModuleDict":
+            ctor.items, ctor.keys = [], []
+            if call.args and isinstance(call.args[0].value, cst.Dict):
+                for el in call.args[0].value.elements:
+                    if isinstance(el, cst.DictElement):
+                        k = self.eval(el.key, env)
+                        ctor.keys.append(str(k) if isinstance(k, (str, int)) else "?")
+                        ctor.items.append(self.eval(el.value, env))
+        return ctor
+
+    def _ordered_dict(self, expr: cst.BaseExpression, env: dict) -> tuple[list, list]:
+        items, keys = [], []
+        assert isinstance(expr, cst.Call)
+        if expr.args and isinstance(expr.args[0].value, (cst.List, cst.Tuple)):
+            for el in expr.args[0].value.elements:
+                pair = el.value
+                if isinstance(pair, cst.Tuple) and len(pair.elements) == 2:
+                    k = self.eval(pair.elements[0].value, env)
+                    keys.append(str(k) if isinstance(k, (str, int)) else "?")
+                    items.append(self.eval(pair.elements[1].value, env))
+        return items, keys
+
+    def config_default(self, param: cst.Param) -> Any:
+        """A parameter annotated with a config class of this file (`cfg: GPTConfig`) and given no
+        value: the config as its defaults make it, which is the model as its class describes it."""
+        ann = param.annotation.annotation if param.annotation is not None else None
+        info = self.classes.get(dotted(ann) or "") if ann is not None else None
+        if info is None or info.is_module or self.depth >= MAX_DEPTH:
+            return None
+        return self.config(info, ([], {}, False, False))
+
+    def config(self, info: ClassInfo, bound: tuple) -> Ctor:
+        """An instance of a plain class of this file (a dataclass or a PretrainedConfig-style
+        class whose __init__ sets self.x = x): its attributes, from class-level defaults and
+        from __init__ run with the arguments."""
+        ctor = Ctor("config", info.name, [], {}, info.node, next(self.order))
+        self.depth += 1
+        try:
+            inst = Instance(info, {}, [], fm=self)
+            pos, kw, open_pos, open_kw = bound
+            fields: list[str] = []
+            for stmt in info.node.body.body:
+                if isinstance(stmt, cst.SimpleStatementLine):
+                    for small in stmt.body:
+                        if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
+                            fields.append(small.target.value)
+                            if small.value is not None:
+                                inst.attrs[small.target.value] = self.eval(small.value, {})
+                        elif isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
+                            inst.attrs[small.targets[0].target.value] = self.eval(small.value, {})
+            if "__init__" in info.methods:
+                inst.attrs.update(self.instantiate(info, None, {}, bound=bound).attrs)
+            else:
+                # A dataclass's generated __init__: fields in order, then keywords.
+                for name, value in zip(fields, pos):
+                    inst.attrs[name] = value
+                for name, value in kw.items():
+                    inst.attrs[name] = value
+                if open_pos or open_kw:
+                    inst.attrs = {k: Sym(k) for k in inst.attrs}
+            ctor.instance = inst
+        finally:
+            self.depth -= 1
+        return ctor
+
+    def torch_base(self, info: ClassInfo) -> str | None:
+        """The torch.nn layer a class only renames (`class LayerNorm2d(nn.LayerNorm): pass`: no
+        __init__, no forward of its own), built with the same arguments."""
+        methods = self._methods(info)
+        if "__init__" in methods or "forward" in methods:
+            return None
+        for base in info.bases:
+            for q in self.imports.qualify_dotted(base):
+                s = C.short(q)
+                if s is not None and (s in C.PARAM_LAYERS or s in C.NORM_MODULES or s in C.ACTIVATION_MODULES
+                                      or s in C.PASSTHROUGH_MODULES):
+                    return s
+            local = self.classes.get(base)
+            if local is not None and local is not info:
+                found = self.torch_base(local)
+                if found is not None:
+                    return found
+        return None
+
+    def _local_ctor(self, info: ClassInfo, call: cst.Call, env: dict) -> Ctor:
+        base = self.torch_base(info)
+        if base is not None:
+            return self._torch_ctor(base, call, env)
+        ctor = Ctor("local", info.name, [], {}, call, next(self.order))
+        ctor.site = self.site
+        building = self.building.get(info.name, 0)
+        # A class built inside its own __init__ (k copies of itself: k**depth instances) is
+        # followed MAX_SAME_CLASS levels deep, then unknown.
+        if self.depth >= MAX_DEPTH or building >= MAX_SAME_CLASS:
+            ctor.kind = "unknown"
+            ctor.why = (f"built inside its own __init__ more than {MAX_SAME_CLASS} levels deep"
+                        if building >= MAX_SAME_CLASS else f"nested deeper than {MAX_DEPTH} modules")
+            return ctor
+        self.depth += 1
+        self.building[info.name] = building + 1
+        try:
+            ctor.instance = self.instantiate(info, call, env)
+        finally:
+            self.depth -= 1
+            self.building[info.name] = building
+        return ctor
+
+    def instantiate(self, info: ClassInfo, call: cst.Call | None, env: dict, bound: tuple | None = None) -> Instance:
+        """Interpret __init__ (the class's or its nearest local base's) with the call's arguments."""
+        inst = Instance(info, {}, [], fm=self)
+        scope: dict = {"__methods__": self._methods(info), "__instance__": inst}
+        init = self._find_method(info, "__init__")
+        if init is not None:
+            params = list(init.params.params)[1:]
+            self._bind_params(params, init.params, call, env, scope, bound=bound)
+            interp = _InitInterpreter(self, scope, inst)
+            try:
+                interp.block(init.body)
+            except Exhausted:
+                inst.attrs["__budget__"] = UNKNOWN
+                self.cuts += 1
+        if info.sequential and (call is not None or bound is not None):
+            # A subclass of nn.Sequential passes its layers to super().__init__(*layers)
+            seq = inst.attrs.get("__sequential__")
+            if isinstance(seq, ListVal):
+                inst.attrs.update({str(i): v for i, v in enumerate(seq.items)})
+        return inst
+
+    def _methods(self, info: ClassInfo) -> dict:
+        methods: dict = {}
+        for base in reversed(info.bases):
+            local = self.classes.get(base)
+            if local is not None and local is not info:
+                methods.update(self._methods(local))
+        methods.update(info.methods)
+        return methods
+
+    def _find_method(self, info: ClassInfo, name: str) -> cst.FunctionDef | None:
+        return self._methods(info).get(name)

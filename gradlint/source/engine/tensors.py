@@ -1,0 +1,239 @@
+"""Tensors with properties: the engine's value for what code computes from tensors.
+
+A `V` holds what is known of an expression's value: a probability or log-probability (softmax,
+sigmoid, hand-written), a loss module, the output of a model class, whether it depends on
+parameters (module outputs, nn.Parameter, leaf tensors made to require grad), whether it is cut
+from the graph (.item(), .detach(), numpy) and where, and the elements of a tuple. `merge` joins
+two branches so that a property holds only when it holds on both (precision first); `UNKNOWN`
+knows nothing and never becomes a finding. `Where` is a node whose position is resolved only when
+a finding reports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from dataclasses import replace as _replace_record
+
+import libcst as cst
+
+from gradlint.findings import SourceSpan
+
+
+class Where:
+    """A node's position, computed only when a finding reports it.
+
+    Positions cost more than the rest of the walk (measured on timm's vision_transformer.py:
+    half of the whole extraction went to spans of values that never became a finding), so a
+    value keeps where it was cut as the node, and the span is resolved on first use.
+    """
+
+    __slots__ = ("node", "_src", "_span")
+
+    def __init__(self, src, node: cst.CSTNode) -> None:
+        self.node = node
+        self._src = src
+        self._span: SourceSpan | None = None
+
+    @property
+    def span(self) -> SourceSpan:
+        if self._span is None:
+            self._span = self._src.span(self.node)
+        return self._span
+
+    @property
+    def line(self) -> int:
+        return self.span.line
+
+    @property
+    def column(self) -> int:
+        return self.span.column
+
+
+@dataclass(frozen=True)
+class V:
+    """The abstract value of an expression: only what the rules need, every field a fact."""
+
+    prob: str | None = None  # softmax / sigmoid / one_minus_sigmoid / log_softmax / logsigmoid
+    prob_node: cst.Call | None = None  # the call that made it, when inline (for fixes)
+    shifted: bool = False  # eps-shifted or clamped probability
+    inst: frozenset[str] = frozenset()  # an instance of these user classes
+    out: frozenset[str] = frozenset()  # the output of calling an instance of these classes
+    crit: str | None = None  # a loss module instance: ce / bce / bce_logits
+    crit_node: cst.Call | None = None
+    callret: str | None = None  # a module whose call returns this probability kind
+    module: bool = False  # a known nn.Module instance
+    sq: bool = False  # a square
+    sumsq: bool = False  # a sum or mean of squares
+    norm: str | None = None  # 'x.norm()', 'x.std()', 'sqrt(var)'
+    var: bool = False
+    exp: bool = False
+    one_plus_exp: bool = False
+    sum_exp: bool = False
+    max_shifted: bool = False  # x - x.max(): the stable log-sum-exp shift
+    nonpos: bool = False  # never above 0 (-x**2, -0.5 * (x / s) ** 2): its exp cannot overflow
+    is_max: bool = False  # x.max(...), torch.amax(...)
+    const: bool = False  # literal or built from literals/factories: no gradient
+    cut: str | None = None  # why no gradient flows (".item()", ".detach()", "torch.tensor(...)"...)
+    cut_span: Where | None = None
+    numpy: bool = False
+    tensor: bool = False
+    clamped: bool = False  # bounded away from 0 (clamp(min>0), + eps, maximum(x, eps))
+    unit: str | None = None  # clamped into [-1, 1]: 'strict' (a margin) or 'loose'
+    params: bool = False  # computed from self.* (a module's parameters)
+    param_cuts: frozenset[tuple[Where, str]] = frozenset()
+    rg: frozenset[tuple[Where, str]] = frozenset()  # requires_grad set on a computed value
+    computed: bool = False  # made by an operation (not a parameter, literal, or factory)
+    leaf: bool = False  # a fresh leaf: factory, Parameter, .detach() result
+    safe_where: bool = False  # torch.where(m, x, safe): the double-where guard
+    # Terms of a sum that are cut from the graph (`aux.item()`, `reg.detach()`) while another
+    # term may carry gradient: (where it was cut, how). Only sums and differences keep them: a
+    # cut value used inside a computation (`(pred - target.detach()) ** 2`) is a stop-gradient.
+    cut_terms: frozenset[tuple[Where, str]] = frozenset()
+    # The output of a learned layer, or a square, sum, norm or positive probability made from
+    # one: an all-zero vector there has probability zero, so 0/0 and sqrt(0) are not a hazard
+    # (CLIP-style `emb / emb.norm()` on a projection's output; measured on the corpus: every
+    # such division was harmless).
+    dense: bool = False
+    # a tuple or list of known length: what each element is (`return validity, label`)
+    elems: tuple[V, ...] | None = None
+    # `out` is this element of the classes' output (`a, b = model(x)`, `model(x)[1]`)
+    out_elem: int | None = None
+
+    @property
+    def nograd(self) -> bool:
+        return self.const or self.cut is not None
+
+
+_V_FIELDS = frozenset(f.name for f in fields(V))
+
+
+_V_DEFAULTS = {f.name: f.default for f in fields(V)}  # all immutable: None, False, frozenset()
+
+
+def _v_init(self, **values) -> None:
+    """V's constructor: a frozen dataclass's sets each of its 34 fields through
+    object.__setattr__, and a V is made for nearly every expression."""
+    if not values.keys() <= _V_FIELDS:
+        raise TypeError(f"V has no field {sorted(values.keys() - _V_FIELDS)[0]!r}")
+    state = self.__dict__
+    state.update(_V_DEFAULTS)
+    state.update(values)
+
+
+V.__init__ = _v_init  # type: ignore[method-assign]
+
+
+UNKNOWN = V()
+
+
+# a leaf made to require grad (`torch.zeros(..., requires_grad=True)`, `W.requires_grad_()`)
+_TRAINABLE = V(leaf=True, tensor=True, params=True)
+
+
+def replace(obj, /, **changes):
+    """dataclasses.replace; for a V (made for nearly every expression) a copy of its fields,
+    without the generic per-field machinery that cost more than the walk around it."""
+    if type(obj) is not V:
+        return _replace_record(obj, **changes)
+    if not changes.keys() <= _V_FIELDS:
+        raise TypeError(f"V has no field {sorted(changes.keys() - _V_FIELDS)[0]!r}")
+    new = object.__new__(V)
+    state = new.__dict__
+    state.update(obj.__dict__)
+    state.update(changes)
+    return new
+
+
+def _combine(vals: list[V]) -> V:
+    """Generic result of an operation on these operands: no gradient only if none carries one."""
+    if not vals:
+        return V(computed=True)
+    cuts = [v for v in vals if v.cut is not None]
+    all_nograd = all(v.nograd for v in vals)
+    first_cut = cuts[0] if cuts else None
+    return V(
+        const=all(v.const for v in vals),
+        cut=first_cut.cut if (all_nograd and first_cut) else None,
+        cut_span=first_cut.cut_span if (all_nograd and first_cut) else None,
+        numpy=any(v.numpy for v in vals),
+        tensor=any(v.tensor for v in vals),
+        params=any(v.params for v in vals),
+        param_cuts=frozenset().union(*(v.param_cuts for v in vals)),
+        rg=frozenset().union(*(v.rg for v in vals)),
+        computed=True,
+    )
+
+
+def merge(a: V, b: V) -> V:
+    """A value that is `a` on one path and `b` on another: hazards must hold on both."""
+    if a is b or a == b:
+        return a
+    return V(
+        prob=a.prob if a.prob == b.prob else None,
+        prob_node=a.prob_node if a.prob_node is b.prob_node else None,
+        shifted=a.shifted or b.shifted,
+        inst=a.inst & b.inst,
+        out=a.out & b.out if a.out_elem == b.out_elem else frozenset(),
+        out_elem=a.out_elem if a.out_elem == b.out_elem else None,
+        elems=tuple(merge(p, q) for p, q in zip(a.elems, b.elems))
+        if a.elems is not None and b.elems is not None and len(a.elems) == len(b.elems) else None,
+        crit=a.crit if a.crit == b.crit else None,
+        crit_node=a.crit_node if a.crit_node is b.crit_node else None,
+        callret=a.callret if a.callret == b.callret else None,
+        module=a.module and b.module,
+        sq=a.sq and b.sq,
+        sumsq=a.sumsq and b.sumsq,
+        norm=a.norm if a.norm == b.norm else None,
+        var=a.var and b.var,
+        exp=a.exp and b.exp,
+        one_plus_exp=a.one_plus_exp and b.one_plus_exp,
+        sum_exp=a.sum_exp and b.sum_exp,
+        max_shifted=a.max_shifted or b.max_shifted,
+        nonpos=a.nonpos and b.nonpos,
+        is_max=a.is_max and b.is_max,
+        const=a.const or b.const,
+        cut=a.cut if (a.cut and b.cut) else None,
+        cut_span=a.cut_span if (a.cut and b.cut) else None,
+        numpy=a.numpy or b.numpy,
+        tensor=a.tensor and b.tensor,
+        clamped=a.clamped or b.clamped,
+        unit=a.unit if a.unit == b.unit else ("strict" if "strict" in (a.unit, b.unit) else None),
+        params=a.params or b.params,
+        param_cuts=a.param_cuts & b.param_cuts,
+        rg=a.rg & b.rg,
+        computed=a.computed and b.computed,
+        leaf=a.leaf or b.leaf,
+        safe_where=a.safe_where or b.safe_where,
+        dense=a.dense and b.dense,
+        cut_terms=a.cut_terms & b.cut_terms,
+    )
+
+
+def _passed(v: V) -> V:
+    """What an argument (or a member) keeps when it becomes a parameter: whether it is a model or
+    a criterion; any other value stays unknown, as a parameter always was."""
+    if not (v.inst or v.crit or v.callret or v.module):
+        return UNKNOWN
+    return V(inst=v.inst, crit=v.crit, callret=v.callret, module=v.module, leaf=v.leaf)
+
+
+def merge_env(a: dict[str, V], b: dict[str, V]) -> dict[str, V]:
+    out: dict[str, V] = {}
+    for key in a.keys() | b.keys():
+        out[key] = merge(a.get(key, UNKNOWN), b.get(key, UNKNOWN))
+    return out
+
+
+def _item(val: V, i: int) -> V | None:
+    """Element `i` of a tuple value (cut where the tuple was: made under no_grad), or of a model's
+    output (which the run index settles: a tuple's element, or rows of a tensor); None if unknown."""
+    if val.elems is not None:
+        if not -len(val.elems) <= i < len(val.elems):
+            return None
+        e = val.elems[i]
+        if val.cut is not None and not e.nograd:
+            e = replace(e, cut=val.cut, cut_span=val.cut_span)
+        return e
+    if val.out and val.out_elem is None:
+        return replace(val, out_elem=i)
+    return None

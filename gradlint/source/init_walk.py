@@ -1,0 +1,548 @@
+"""The `__init__` interpreter: statements of a module's constructor (and the helpers it calls) run
+on the engine's statement walker, building the module values of `engine/values.py`.
+
+Assignments to `self.x` set the instance's attributes; lists and containers are followed through
+locals; loops over known iterables are unrolled within budgets; a condition that cannot be decided
+runs both branches and joins them into choices (`Alt`), and what a branch changed without a
+decidable join is poisoned to unknown rather than guessed. Expressions and calls are evaluated by
+`models.FileModel`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TYPE_CHECKING
+
+import libcst as cst
+
+from gradlint.model.ir import InitSpec
+from gradlint.source import catalog as C
+from gradlint.source.budget import MAX_DEPTH, MAX_ITEMS, Exhausted, Meter, fold
+from gradlint.source.engine.calls import arg as _arg_value
+from gradlint.source.engine.interp import StatementWalker, else_body
+from gradlint.source.engine.values import (
+    Alt, _alt, AnyModule, ClassRef, Ctor, DictVal, Instance, ListVal, _module_like, Sym, TensorRef, truth, UNKNOWN,
+)
+from gradlint.source.engine.values import is_number as _num
+from gradlint.source.names import dotted
+
+if TYPE_CHECKING:
+    from gradlint.source.models import FileModel
+
+
+def _truth(v: Any) -> bool | None:
+    """Python's truth value of an abstract value; None when it cannot be known."""
+    known = truth(v)  # the plain values: None, bools, numbers, strings
+    if known is not None:
+        return known
+    if isinstance(v, ClassRef):
+        return True
+    if isinstance(v, Alt):
+        truths = {_truth(o) if not v.splice else _truth(o) for o in v.options}
+        return truths.pop() if len(truths) == 1 else None
+    if isinstance(v, ListVal) and any(isinstance(i, Alt) and i.splice for i in v.items):
+        return True if any(not (isinstance(i, Alt) and i.splice) for i in v.items) else None
+    if isinstance(v, ListVal) and UNKNOWN not in v.items:
+        return bool(v.items)
+    if isinstance(v, DictVal):
+        return bool(v.items)
+    if isinstance(v, Ctor):
+        # Containers are falsy when empty (they define __len__); other modules are always true.
+        if v.items is not None:
+            return _truth(ListVal(v.items)) if UNKNOWN not in v.items else None
+        return True if v.kind != "unknown" else None
+    return None
+
+
+_AUG_FOLDED = {cst.AddAssign: "+", cst.SubtractAssign: "-", cst.MultiplyAssign: "*", cst.FloorDivideAssign: "//"}
+
+
+class _Walker(StatementWalker):
+    """What the two interpreters of a module (__init__ and forward) walk alike: the file's
+    budget, and the statements neither follows (a `with` runs its body only, a `try` its body
+    only: the handlers are the failure case, `match` not at all)."""
+
+    fm: FileModel
+
+    @property
+    def meter(self) -> Meter:
+        return self.fm.meter
+
+    def with_stmt(self, stmt: cst.With) -> None:
+        self.block(stmt.body)
+
+    def try_stmt(self, stmt: cst.Try | cst.TryStar) -> None:
+        self.block(stmt.body)
+
+    def match_stmt(self, stmt: cst.Match) -> None:
+        pass
+
+    def fork(self) -> dict:
+        return dict(self.env)
+
+
+class _InitInterpreter(_Walker):
+    """Statement interpreter for __init__ and the helper methods it calls."""
+
+    def __init__(self, fm: FileModel, env: dict, inst: Instance | None) -> None:
+        self.fm = fm
+        self.env = env
+        self.inst = inst
+        self.returned: Any = None
+        self.done = False
+        # (if statement, value) of returns inside branches of undecided conditions, which the
+        # return after them is the other choice of.
+        self.early: list = []
+        self.raised = False
+        self.has_returned = False
+
+    def ev(self, e: cst.BaseExpression) -> Any:
+        return self.fm.eval(e, self.env)
+
+    evaluate = ev
+
+    def while_stmt(self, stmt: cst.While) -> None:
+        """Not followed in __init__: what it builds stays out of the model."""
+
+    def set_attr(self, name: str, value: Any) -> None:
+        self.env["self." + name] = value
+        if self.inst is not None:
+            self.inst.attrs[name] = value
+
+    def bind_name(self, name: str, value: Any) -> None:
+        self.env[name] = value
+
+    def bind_attribute(self, target: cst.Attribute, value: Any) -> None:
+        if isinstance(target.value, cst.Name) and target.value.value == "self":
+            self.set_attr(target.attr.value, value)
+            return
+        # `m.weight = nn.Parameter(...)` replaces a tensor: its init is no longer the default.
+        owner = self.ev(target.value)
+        if isinstance(owner, (Ctor, AnyModule)) and target.attr.value in ("weight", "bias"):
+            self.record_init(TensorRef(owner, target.attr.value), InitSpec("unknown", origin=None))
+
+    def unpack(self, value: Any, count: int) -> list | None:
+        return value.items if isinstance(value, ListVal) and len(value.items) == count else None
+
+    def aug_assign_stmt(self, small: cst.AugAssign) -> None:
+        cur = self.ev(small.target)
+        val = self.ev(small.value)
+        if isinstance(cur, ListVal) and isinstance(small.operator, cst.AddAssign):
+            cur.items.extend(val.items if isinstance(val, ListVal) else [UNKNOWN])
+        elif isinstance(cur, Ctor) and cur.items is not None and isinstance(small.operator, cst.AddAssign):
+            cur.items.extend(val.items if isinstance(val, ListVal) else [UNKNOWN])
+        elif _num(cur) and _num(val):
+            op_text = _AUG_FOLDED.get(type(small.operator))
+            folded = fold(op_text, cur, val) if op_text is not None else None
+            self.assign(small.target, UNKNOWN if folded is None else folded)
+        else:
+            self.assign(small.target, UNKNOWN)
+
+    def expr_stmt(self, small: cst.Expr) -> None:
+        if isinstance(small.value, cst.Call):
+            self.call_stmt(small.value)
+
+    def raise_stmt(self, small: cst.Raise) -> None:
+        # A configuration that is refused: a branch that reaches this builds nothing.
+        self.raised = self.done = True
+
+    def assert_stmt(self, small: cst.Assert) -> None:
+        if _truth(self.ev(small.test)) is False:
+            self.raised = self.done = True
+
+    def return_stmt(self, small: cst.Return) -> None:
+        value = self.ev(small.value) if small.value is not None else None
+        for key, earlier in reversed(self.early):
+            value = _alt(key, (earlier, value)) if _module_like(earlier) and _module_like(value) else UNKNOWN
+        self.returned = value
+        self.done = self.has_returned = True
+
+    def call_stmt(self, call: cst.Call) -> None:
+        func = call.func
+        fm = self.fm
+        quals = fm.qual(func)
+        # nn.init.xxx_(tensor, ...)
+        for q in quals:
+            if q.startswith("torch.nn.init.") or q.endswith(".trunc_normal_") or q == "trunc_normal_":
+                self.init_call(q.rsplit(".", 1)[-1], call)
+                return
+        if isinstance(func, cst.Name) and func.value in ("trunc_normal_", "normal_init", "xavier_init", "kaiming_init"):
+            self.init_call(func.value if func.value == "trunc_normal_" else "unknown", call)
+            return
+        if isinstance(func, cst.Attribute):
+            method = func.attr.value
+            owner_expr = func.value
+            if method in ("append", "extend", "insert", "add_module", "register_module") or method in C.INIT_METHODS or method in ("copy_", "apply"):
+                owner = self.ev(owner_expr)
+            else:
+                owner = None
+                if dotted(owner_expr) is not None:
+                    seen = self.ev(owner_expr)  # a dotted name: nothing runs, a block of another file is marked
+                    if isinstance(seen, Ctor) and seen.extern is not None:
+                        seen.reached = True  # `self.block.init_weights()`: not in the other file's IR
+            if method == "append" and call.args:
+                target = owner.items if isinstance(owner, ListVal) else owner.items if isinstance(owner, Ctor) and owner.items is not None else None
+                if target is not None:
+                    target.append(self.ev(call.args[0].value))
+                    if len(target) > MAX_ITEMS:
+                        raise Exhausted()
+                return
+            if method == "extend" and call.args:
+                target = owner.items if isinstance(owner, ListVal) else owner.items if isinstance(owner, Ctor) and owner.items is not None else None
+                if target is not None:
+                    v = self.ev(call.args[0].value)
+                    target.extend(v.items if isinstance(v, ListVal) else [UNKNOWN])
+                return
+            if method in ("add_module", "register_module") and len(call.args) >= 2:
+                key = self.ev(call.args[0].value)
+                value = self.ev(call.args[1].value)
+                if isinstance(owner_expr, cst.Name) and owner_expr.value == "self" and isinstance(key, str):
+                    self.set_attr(key, value)
+                elif isinstance(owner, Ctor) and owner.items is not None:
+                    owner.items.append(value)
+                    if owner.keys is not None:
+                        owner.keys.append(str(key))
+                return
+            if method == "apply" and call.args and isinstance(owner_expr, cst.Name) and owner_expr.value == "self":
+                self.apply_fn(call.args[0].value)
+                return
+            if method == "apply" and call.args and isinstance(owner, Ctor):
+                self.apply_fn(call.args[0].value, scope_ctor=owner)
+                return
+            if method in C.INIT_METHODS and isinstance(owner, TensorRef):
+                scheme, names = C.INIT_METHODS[method]
+                params = {}
+                for i, pname in enumerate(names):
+                    v = _arg_value(call, i, pname)
+                    if v is not None:
+                        params[pname] = self.ev(v)
+                if scheme == "normal":
+                    params.setdefault("mean", 0.0)
+                    params.setdefault("std", 1.0)
+                if scheme == "uniform":
+                    params.setdefault("a", 0.0)
+                    params.setdefault("b", 1.0)
+                if scheme == "constant" and params.get("val") == 0:
+                    scheme = "zeros"
+                self.record_init(owner, self.spec(scheme, params, call))
+                return
+            if method == "copy_" and isinstance(owner, TensorRef):
+                self.record_init(owner, InitSpec("unknown", origin=self.fm.src.span(call)))
+                return
+            if isinstance(func.value, cst.Call) and dotted(func.value.func) == "super" and method == "__init__":
+                if self.inst is not None and self.inst.cls.sequential:
+                    items: list = []
+                    for a in call.args:
+                        v = self.ev(a.value)
+                        if a.star == "*" and isinstance(v, ListVal):
+                            items.extend(v.items)
+                        else:
+                            items.append(v)
+                    self.inst.attrs["__sequential__"] = ListVal(items)
+                    return
+                self.super_init(call)
+                return
+            if isinstance(func.value, cst.Name) and func.value.value == "self":
+                method_def = self.env.get("__methods__", {}).get(method)
+                if method_def is not None and method not in ("forward", "__init__"):
+                    fm._call_function(method_def, call, self.env, bound_self=True)
+                return
+
+    def super_init(self, call: cst.Call) -> None:
+        """`super().__init__(...)` of a class whose base is a class of this file: the base's
+        __init__ runs on the same instance, with the call's arguments."""
+        fm = self.fm
+        if self.inst is None or self.inst.cls is None or fm.depth >= MAX_DEPTH:
+            return
+        for base in self.inst.cls.bases:
+            local = fm.classes.get(base)
+            if local is None or local is self.inst.cls:
+                continue
+            init = fm._find_method(local, "__init__")
+            if init is None:
+                return
+            scope: dict = {"__methods__": self.env.get("__methods__", {}), "__instance__": self.inst}
+            fm._bind_params(list(init.params.params)[1:], init.params, call, self.env, scope)
+            fm.depth += 1
+            try:
+                _InitInterpreter(fm, scope, self.inst).block(init.body)
+            finally:
+                fm.depth -= 1
+            for k, v in self.inst.attrs.items():
+                self.env["self." + k] = v
+            return
+
+    def spec(self, scheme: str, params: dict, call: cst.Call) -> InitSpec:
+        clean = []
+        for k, v in params.items():
+            if isinstance(v, (int, float, str)) and not isinstance(v, Sym):
+                clean.append((k, float(v) if _num(v) else v))
+            else:
+                # A parameter we cannot evaluate makes the whole initialisation unknown.
+                return InitSpec("unknown", origin=self.fm.src.span(call))
+        return InitSpec(scheme, tuple(sorted(clean)), origin=self.fm.src.span(call))
+
+    def init_call(self, fname: str, call: cst.Call) -> None:
+        scheme = C.INIT_FUNCTIONS.get(fname, "unknown")
+        if not call.args:
+            return
+        target = self.ev(call.args[0].value)
+        if not isinstance(target, TensorRef):
+            return
+        params = dict(C.INIT_DEFAULTS.get(scheme, {}))
+        for i, pname in enumerate(C.INIT_POSITIONAL.get(scheme, ())):
+            v = _arg_value(call, i + 1, pname)
+            if v is not None:
+                params[pname] = self.ev(v)
+        if scheme == "constant" and params.get("val") == 0:
+            scheme = "zeros"
+        self.record_init(target, self.spec(scheme, params, call) if scheme != "unknown" else InitSpec("unknown", origin=self.fm.src.span(call)))
+
+    def record_init(self, ref: TensorRef, spec: InitSpec) -> None:
+        order = next(self.fm.order)
+        if isinstance(ref.owner, Ctor) and ref.owner.extern is not None:
+            ref.owner.reached = True
+        if isinstance(ref.owner, Ctor):
+            ref.owner.inits.append((order, ref.name, spec))
+        elif isinstance(ref.owner, AnyModule) and self.inst is not None:
+            self.inst.type_inits.append((order, ref.owner.types, ref.name, spec))
+
+    def apply_fn(self, fn_expr: cst.BaseExpression, scope_ctor: Ctor | None = None) -> None:
+        fn = None
+        if isinstance(fn_expr, cst.Attribute) and isinstance(fn_expr.value, cst.Name) and fn_expr.value.value == "self":
+            fn = self.env.get("__methods__", {}).get(fn_expr.attr.value)
+            params = list(fn.params.params)[1:] if fn is not None else []
+        elif isinstance(fn_expr, cst.Name):
+            fn = self.fm.functions.get(fn_expr.value)
+            params = list(fn.params.params) if fn is not None else []
+        # `self.head.apply(fn)` reaches the head's layers only: its type-dispatched inits are
+        # kept on the head and handed down to its children when paths are assigned.
+        target = scope_ctor.scoped_inits if scope_ctor is not None else self.inst.type_inits if self.inst is not None else None
+        if fn is None or not params:
+            # An init function we cannot read: the initialisation of every layer it reaches becomes unknown.
+            if target is not None:
+                target.append((next(self.fm.order), (), "*", InitSpec("unknown", origin=self.fm.src.span(fn_expr))))
+            return
+        scope = dict(self.env)
+        scope[params[0].name.value] = AnyModule()
+        inst = self.inst
+        if scope_ctor is not None:
+            inst = Instance(self.inst.cls if self.inst is not None else None, self.inst.attrs if self.inst is not None else {},
+                            scope_ctor.scoped_inits, fm=self.fm)  # type: ignore[arg-type]
+        sub = _InitInterpreter(self.fm, scope, inst)
+        sub.block(fn.body)
+
+    def for_stmt(self, stmt: cst.For) -> None:
+        it = stmt.iter
+        # for m in self.modules(): isinstance dispatch
+        if isinstance(it, cst.Call) and isinstance(it.func, cst.Attribute) and it.func.attr.value in ("modules", "children", "named_modules", "named_children"):
+            named = it.func.attr.value.startswith("named_")
+            if named and isinstance(stmt.target, cst.Tuple) and len(stmt.target.elements) == 2:
+                self.assign_target(stmt.target.elements[0].value, UNKNOWN)
+                self.assign_target(stmt.target.elements[1].value, AnyModule())
+            elif not named:
+                self.assign_target(stmt.target, AnyModule())
+            else:
+                return
+            self.block(stmt.body)
+            return
+        if isinstance(it, cst.Call) and isinstance(it.func, cst.Attribute) and it.func.attr.value in ("parameters", "named_parameters"):
+            # Loops over parameters initialise by name patterns we do not model: unknown init.
+            owner = self.ev(it.func.value) if not (isinstance(it.func.value, cst.Name) and it.func.value.value == "self") else None
+            if _touches_init(stmt.body):
+                order = next(self.fm.order)
+                if isinstance(owner, Ctor):
+                    owner.inits.append((order, "*", InitSpec("unknown", origin=self.fm.src.span(stmt))))
+                elif self.inst is not None:
+                    self.inst.type_inits.append((order, (), "*", InitSpec("unknown", origin=self.fm.src.span(stmt))))
+            return
+        super().for_stmt(stmt)
+
+    def loop_items(self, stmt: cst.For) -> list | None:
+        try:
+            return self.fm._iterable(stmt.iter, self.env)
+        except Exhausted:  # too long to unroll: as if its length were unknown
+            return None
+
+    def fork_loop(self) -> dict:
+        return _snapshot(self.env)
+
+    def join_loop(self, stmt: cst.For | cst.While, before: dict) -> None:
+        # Unknown trip count: effects on lists become unknown, conservatively.
+        _poison_changed(self.env, before)
+
+    def if_stmt(self, stmt: cst.If) -> None:
+        test = self._isinstance_test(stmt.test)
+        if test is not None:
+            var, types = test
+            saved = self.env.get(var)
+            self.env[var] = AnyModule(types)
+            self.block(stmt.body)
+            self.env[var] = saved
+            if stmt.orelse is not None:
+                self.env[var] = saved
+                self.block(else_body(stmt))
+                self.env[var] = saved
+            return
+        super().if_stmt(stmt)
+
+    def condition(self, stmt: cst.If) -> bool | None:
+        return _truth(self.ev(stmt.test))
+
+    # An `if` whose condition is not known at construction: each branch runs from the same state.
+    # Where they built different modules, or appended different layers to a list, the value is an
+    # Alt (one forward path per choice); any other value they disagree on becomes unknown. A module
+    # attribute only one branch sets is kept (it exists on some configuration).
+    def fork(self) -> tuple:
+        env0 = dict(self.env)
+        lists = {id(v): (v, list(v.items)) for v in env0.values()
+                 if isinstance(v, ListVal) or isinstance(v, Ctor) and v.items is not None}
+        return env0, dict(self.inst.attrs) if self.inst is not None else {}, lists, self.returned
+
+    def restore(self, state: tuple) -> None:
+        env0, attrs0, lists, returned0 = state
+        self.env.clear()
+        self.env.update(env0)
+        if self.inst is not None:
+            self.inst.attrs.clear()
+            self.inst.attrs.update(attrs0)
+        for obj, items in lists.values():
+            obj.items[:] = items
+        self.returned, self.done, self.raised = returned0, False, False
+
+    def settle(self, state: tuple) -> tuple:
+        return (dict(self.env), dict(self.inst.attrs) if self.inst is not None else {},
+                {k: list(obj.items) for k, (obj, _) in state[2].items()}, self.returned, self.done, self.raised)
+
+    def join_branches(self, stmt: cst.CSTNode, state: tuple, first: tuple, second: tuple) -> None:
+        env0, attrs0, lists, returned0 = state
+        outcomes = [first, second]
+        if outcomes[0][5] != outcomes[1][5]:
+            # One branch refuses the configuration (raise, assert False): the other one is taken.
+            env_a, attrs_a, lists_a, ret_a, done_a, _ = outcomes[1] if outcomes[0][5] else outcomes[0]
+            self.env.clear()
+            self.env.update(env_a)
+            if self.inst is not None:
+                self.inst.attrs.clear()
+                self.inst.attrs.update(attrs_a)
+            for k, (obj, _) in lists.items():
+                obj.items[:] = lists_a[k]
+            self.returned, self.done, self.raised = ret_a, done_a, False
+            return
+        self.raised = outcomes[0][5]
+        (env_a, attrs_a, lists_a, ret_a, done_a, _), (env_b, attrs_b, lists_b, ret_b, done_b, _) = outcomes
+        for k, (obj, items) in lists.items():
+            obj.items[:] = _merge_items(stmt, items, lists_a[k], lists_b[k])
+        self.env.clear()
+        self.env.update(_merge_values(stmt, env0, env_a, env_b, keep_one=lambda key: key.startswith("self.")))
+        if self.inst is not None:
+            merged = _merge_values(stmt, attrs0, attrs_a, attrs_b, keep_one=lambda key: True)
+            self.inst.attrs.clear()
+            self.inst.attrs.update(merged)
+            for name, value in merged.items():
+                self.env["self." + name] = value
+        self.done = done_a and done_b
+        if self.done:
+            self.returned = _alt(stmt, (ret_a, ret_b)) if _module_like(ret_a) and _module_like(ret_b) else (
+                ret_a if ret_a is ret_b else UNKNOWN)
+        elif done_a or done_b:
+            # One branch returned: the code after the `if` is the other choice of the return value.
+            self.early.append((stmt, ret_a if done_a else ret_b))
+            self.returned = returned0
+        else:
+            self.returned = returned0
+
+    def _isinstance_test(self, test: cst.BaseExpression) -> tuple[str, tuple[str, ...]] | None:
+        if type(test) is cst.Call and dotted(test.func) == "isinstance" and len(test.args) == 2:
+            var = test.args[0].value
+            if type(var) is cst.Name and isinstance(self.env.get(var.value), AnyModule):
+                types_expr = test.args[1].value
+                exprs = [el.value for el in types_expr.elements] if type(types_expr) is cst.Tuple else [types_expr]
+                types = []
+                for t in exprs:
+                    cls = self.fm.torch_class(t)
+                    types.append(cls if cls is not None else (dotted(t) or "?"))
+                return var.value, tuple(types)
+        return None
+
+
+def _touches_init(body: cst.CSTNode) -> bool:
+    found = []
+
+    class V(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            name = dotted(node.func) or ""
+            last = name.rsplit(".", 1)[-1]
+            if last in C.INIT_FUNCTIONS or last in C.INIT_METHODS or last in ("copy_",):
+                found.append(node)
+
+    body.visit(V())
+    return bool(found)
+
+
+_MISSING: Any = object()
+
+
+def _merge_items(key: Any, before: list, a: list, b: list) -> list:
+    """A list after an undecided `if`: unchanged, or with what each branch appended spliced in as
+    an Alt; any other change (an item replaced or removed) makes it unknown."""
+    if len(a) == len(b) and all(x is y for x, y in zip(a, b)):
+        return a
+    n = len(before)
+    if all(len(side) >= n and all(x is y for x, y in zip(side, before)) for side in (a, b)):
+        return before + [Alt(key, (ListVal(a[n:]), ListVal(b[n:])), splice=True)]
+    return [UNKNOWN]
+
+
+def _merge_values(key: Any, before: dict, a: dict, b: dict, keep_one) -> dict:
+    """Names (or attributes) after an undecided `if` whose branches left them as `a` and `b`."""
+    out: dict = {}
+    for k in list(dict.fromkeys([*a, *b])):
+        va, vb = a.get(k, _MISSING), b.get(k, _MISSING)
+        if va is vb:
+            out[k] = va
+        elif k.startswith("__"):
+            out[k] = va if va is not _MISSING else vb
+        elif va is _MISSING or vb is _MISSING:
+            one = vb if va is _MISSING else va
+            if k in before:  # deleted on one side: unknown
+                out[k] = UNKNOWN
+            elif keep_one(k) or _module_like(one) and not (one is None):
+                out[k] = one
+            else:
+                out[k] = UNKNOWN
+        elif _module_like(va) and _module_like(vb):
+            out[k] = _alt(key, (va, vb))
+        elif type(va) is type(vb) and isinstance(va, (int, float, str, bool)) and va == vb:
+            out[k] = va
+        else:
+            out[k] = UNKNOWN
+    return out
+
+
+def _snapshot(env: dict) -> dict:
+    return {k: (v, len(v.items) if isinstance(v, ListVal) else len(v.items) if isinstance(v, Ctor) and v.items is not None else None)
+            for k, v in env.items()}
+
+
+def _poison_changed(env: dict, before: dict, keep_new_attrs: bool = False, inst: Instance | None = None) -> None:
+    """After code that may or may not have run: values it changed become unknown. A module
+    attribute only one branch creates is kept (it exists on some configuration), but lists that
+    grew by an unknown amount become unknown."""
+    for key, value in list(env.items()):
+        old = before.get(key)
+        if old is None:
+            if keep_new_attrs and key.startswith("self."):
+                continue
+            if not key.startswith("__"):
+                env[key] = UNKNOWN
+            continue
+        old_value, old_len = old
+        now_len = len(value.items) if isinstance(value, ListVal) else len(value.items) if isinstance(value, Ctor) and value.items is not None else None
+        if value is not old_value or now_len != old_len:
+            env[key] = UNKNOWN
+            if key.startswith("self.") and inst is not None:
+                inst.attrs[key[5:]] = UNKNOWN
+            if isinstance(value, ListVal):
+                value.items[:] = [UNKNOWN]
+            elif isinstance(value, Ctor) and value.items is not None:
+                value.items[:] = [UNKNOWN]

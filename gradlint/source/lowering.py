@@ -1,0 +1,439 @@
+"""Lowering a built module to the model IR: module paths, the parameter inventory, and `forward`.
+
+`Lowerer` walks an instance built by the `__init__` interpreter, gives every submodule its dotted
+path (as `named_modules()` would), collects the parameterised layers with their initialisation,
+and lowers `forward` (through source/forward.py) into IR nodes over paths: one per combination of
+undecided conditions and choices, bounded by MAX_PATHS. Whatever cannot be followed becomes an
+`Opaque` node with its reason.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, TYPE_CHECKING
+
+import libcst as cst
+
+from gradlint.model.ir import (
+    Activation, Extern, InitSpec, Norm, Opaque, Param, Passthrough, Recurrent, TransformerBlock,
+)
+from gradlint.source import catalog as C
+from gradlint.source.budget import MAX_DEPTH, MAX_UNROLL, Exhausted
+from gradlint.source.engine.values import Alt, Ctor, Instance, ListVal, PathVal, Sym, UNKNOWN
+from gradlint.source.engine.values import is_number as _num
+
+if TYPE_CHECKING:
+    from gradlint.source.models import FileModel
+
+
+# Forward paths explored per network when `if` conditions cannot be decided (each undecided
+# condition doubles them); past this, the branches are merged into an opaque node as before.
+MAX_PATHS = 8
+
+
+NO_CHOICE: Any = object()  # Lowerer.pick when branches are merged
+
+
+def _maybe_none(v: Any) -> bool:
+    """A call of a function of another file: None, a module or any other value."""
+    return isinstance(v, Ctor) and v.extern is not None and len(v.extern) > 2
+
+
+def _neutral_nodes(nodes: tuple) -> bool:
+    return all(isinstance(n, Passthrough) or isinstance(n, Activation) and n.fn == "identity" for n in nodes)
+
+
+class Lowerer:
+    """Assigns module paths and lowers forward to IR nodes for one root instance."""
+
+    def __init__(self, fm: FileModel) -> None:
+        self.fm = fm
+        self.params: list[Param] = []
+        self.recurrents: list[Recurrent] = []
+        self.seen: set[int] = set()
+        self.depth = 0
+        self.plan: list[bool] | None = None
+        self.order: list[bool] = []
+        self.choices: dict[int, bool] = {}
+        self.note = ""  # why forward could not be followed, for people (`gradlint model`)
+
+    # paths and parameter inventory
+    def assign_paths(self, attrs: dict, prefix: str, type_inits: list) -> None:
+        for name, value in attrs.items():
+            if name.startswith("__"):
+                continue
+            if isinstance(value, Alt) and value.splice and name.isdigit():  # nn.Sequential subclass
+                for option in value.options:
+                    for k, inner in enumerate(option.items):
+                        self._assign(inner, f"{prefix}{int(name) + k}", type_inits)
+                continue
+            self._assign(value, f"{prefix}{name}", type_inits)
+
+    def _assign(self, value: Any, path: str, type_inits: list) -> None:
+        if isinstance(value, Alt) and not value.splice:
+            for option in value.options:  # every choice is a layer of some configuration
+                self._assign(option, path, type_inits)
+            return
+        if not isinstance(value, Ctor) or id(value) in self.seen:
+            return
+        self.seen.add(id(value))
+        value.path = path
+        if value.scoped_inits:
+            type_inits = value.scoped_inits + type_inits
+        value.__dict__["type_inits"] = type_inits
+        if value.items is not None:
+            keys = value.keys if value.keys is not None and len(value.keys) == len(value.items) else None
+            i = 0
+            for j, item in enumerate(value.items):
+                if isinstance(item, Alt) and item.splice:
+                    # Items after a splice are numbered as if its first option was taken.
+                    for option in item.options:
+                        for k, inner in enumerate(option.items):
+                            self._assign(inner, f"{path}.{i + k}", type_inits)
+                    i += len(item.options[0].items)
+                    continue
+                self._assign(item, f"{path}.{keys[j] if keys else i}", type_inits)
+                i += 1
+        if value.instance is not None:
+            inner = value.instance.type_inits + type_inits  # the parent's apply() reaches children
+            self.assign_paths(value.instance.attrs, path + ".", inner)
+        if value.kind == "torch" and value.cls in C.PARAM_LAYERS:
+            self.params.append(self.param(value))
+        if value.kind == "torch" and value.cls in C.RECURRENT_MODULES:
+            self.recurrents.append(self.recurrent(value))
+
+    def final_init(self, ctor: Ctor, tensor: str) -> InitSpec | None:
+        """The last initialisation that reached `tensor` of `ctor` after it was built, or None."""
+        best: tuple[int, InitSpec] | None = None
+        for order, name, spec in ctor.inits:
+            if (name == tensor or name == "*") and order > ctor.order and (best is None or order > best[0]):
+                best = (order, spec)
+        for order, types, name, spec in ctor.__dict__.get("type_inits", []):
+            if (name == tensor or name == "*") and order > ctor.order and (not types or ctor.cls in types or "Module" in types):
+                if best is None or order > best[0]:
+                    best = (order, spec)
+        return best[1] if best else None
+
+    def param(self, ctor: Ctor) -> Param:
+        op, kdims = C.PARAM_LAYERS[ctor.cls]
+        arg = _ArgReader(ctor)
+        span = self.span(ctor)
+        if op == "linear":
+            if ctor.cls == "LazyLinear":
+                fan_in, fan_out = None, _fan(arg.get(0, "out_features"))
+            else:
+                fan_in, fan_out = _fan(arg.get(0, "in_features")), _fan(arg.get(1, "out_features"))
+            default = InitSpec("torch-linear")
+        elif op == "bilinear":
+            fan_in, fan_out = _fan(arg.get(0, "in1_features")), _fan(arg.get(2, "out_features"))
+            default = InitSpec("torch-linear")
+        elif op == "embedding":
+            fan_in, fan_out = _fan(arg.get(1, "embedding_dim")), _fan(arg.get(0, "num_embeddings"))
+            default = InitSpec("torch-embedding")
+        else:
+            lazy = ctor.cls.startswith("Lazy")
+            cin = None if lazy else arg.get(0, "in_channels")
+            cout = arg.get(0 if lazy else 1, "out_channels")
+            k = arg.get(1 if lazy else 2, "kernel_size")
+            groups = arg.kw("groups", 1)
+            receptive = _receptive(k, kdims)
+            if op.startswith("convtranspose"):
+                fan_in = _mul(_div(cout, groups), receptive)
+                fan_out = _mul(cin, receptive)
+            else:
+                fan_in = _mul(_div(cin, groups), receptive)
+                fan_out = _mul(cout, receptive)
+            default = InitSpec("torch-linear")
+        init = self.final_init(ctor, "weight") or default
+        bias_flag = arg.kw("bias", True)
+        bias_init = self.final_init(ctor, "bias")
+        if bias_init is None and bias_flag is False:
+            bias_init = InitSpec("none")
+        attr = (ctor.path or "").rsplit(".", 1)[-1]
+        return Param(name=ctor.path or "", op=op, fan_in=fan_in, fan_out=fan_out, init=init, origin=span,
+                     attr=attr, bias_init=bias_init)
+
+    def recurrent(self, ctor: Ctor) -> Recurrent:
+        arg = _ArgReader(ctor)
+        cell = C.RECURRENT_MODULES[ctor.cls]
+        nl = arg.kw("nonlinearity", "tanh")
+        if cell in ("rnn", "rnn_cell"):
+            pos = 3 if cell == "rnn" else 3
+            v = arg.get(pos, "nonlinearity")
+            nl = v if isinstance(v, str) else (nl if isinstance(nl, str) else "tanh")
+        layers = arg.get(2, "num_layers") if cell in ("rnn", "lstm", "gru") else 1
+        hh = self.final_init(ctor, "weight_hh_l0") or self.final_init(ctor, "weight_hh")
+        return Recurrent(name=ctor.path or "", cell=cell, nonlinearity=nl if isinstance(nl, str) else "unknown",
+                         hidden=_fan(arg.get(1, "hidden_size")), num_layers=layers if isinstance(layers, int) else 1,
+                         origin=self.span(ctor), weight_hh_init=hh)
+
+    def span(self, ctor: Ctor):
+        """Where a layer is, for the user: its constructor call, or the user's call of the library
+        block that built it."""
+        return self.fm.src.span(ctor.site if ctor.site is not None else ctor.node)
+
+    # forward paths: undecided conditions are decided by a plan, one run per combination
+    def decide(self, node: cst.CSTNode) -> bool | None:
+        """The branch this run takes at an `if` whose condition is unknown (None: merge both).
+        One decision per `if` statement and run: every instance of a class takes the same side,
+        which is what a condition on a setting or on the input's shape does."""
+        if self.plan is None:
+            return None
+        key = id(node)
+        if key in self.choices:
+            return self.choices[key]
+        i = len(self.order)
+        choice = self.plan[i] if i < len(self.plan) else True
+        self.order.append(choice)
+        self.choices[key] = choice
+        return choice
+
+    def pick(self, alt: Alt) -> Any:
+        """The option of `alt` this forward run takes; NO_CHOICE when branches are merged."""
+        choice = self.decide(alt.key)
+        if choice is None:
+            return NO_CHOICE
+        return alt.options[0] if choice or len(alt.options) < 2 else alt.options[1]
+
+    def alt_nodes(self, alt: Alt, nodes_of) -> tuple:
+        """The nodes of the option this run takes; when merging, the nodes all options share,
+        else an opaque node."""
+        chosen = self.pick(alt)
+        if chosen is not NO_CHOICE:
+            return nodes_of(chosen)
+        found = [nodes_of(o) for o in alt.options]
+        if all(f == found[0] for f in found) or all(_neutral_nodes(f) for f in found):
+            return found[0]  # the same layers, or layers that all leave the gradient's scale alone
+        return (Opaque("", "branches differ"),)
+
+    def forward_paths(self, inst: "Instance", prefix: str) -> tuple[list[tuple], bool, str]:
+        """Every path through forward (at most MAX_PATHS), as distinct node tuples; whether each
+        was followed; and why not when one was not. Past the bound, one merged run."""
+        plans: list[list[bool]] = [[]]
+        results: list[tuple] = []
+        runs = 0
+        while plans and runs < MAX_PATHS:
+            self.plan, self.order, self.choices = plans.pop(), [], {}
+            self.note = ""
+            nodes, known = self.forward(inst, prefix)
+            runs += 1
+            if not known:
+                self.plan = None
+                return [], False, self.note or "forward not followed"
+            if nodes not in results:
+                results.append(nodes)
+            for i in range(len(self.plan), len(self.order)):
+                plans.append(self.order[:i] + [not self.order[i]])
+        self.plan = None
+        if plans:
+            nodes, known = self.forward(inst, prefix)
+            return ([nodes] if known else []), known, (self.note or "forward not followed") if not known else ""
+        return results, True, ""
+
+    # forward
+    def module_nodes(self, value: Any) -> tuple:
+        """The IR nodes of calling a module value on a tensor."""
+        if isinstance(value, Alt) and not value.splice:
+            return self.alt_nodes(value, self.module_nodes)
+        if value is None:
+            return (Opaque("", "None called as a module"),)
+        if not isinstance(value, Ctor):
+            return (Opaque("", "unknown module"),)
+        span = self.span(value)
+        path = value.path or ""
+        if value.kind == "pass":
+            return (Passthrough(path, value.cls, span),)
+        if value.kind == "torch":
+            cls = value.cls
+            if cls in C.PARAM_LAYERS:
+                return (self.param(value),)
+            if cls in C.ACTIVATION_MODULES:
+                fn, pname = C.ACTIVATION_MODULES[cls]
+                param = None
+                if pname:
+                    v = _ArgReader(value).get(0, pname)
+                    param = float(v) if _num(v) else C.ACTIVATION_DEFAULT_PARAM.get(fn)
+                elif fn in C.ACTIVATION_DEFAULT_PARAM:
+                    param = C.ACTIVATION_DEFAULT_PARAM[fn]
+                return (Activation(path, fn, param, span),)
+            if cls in C.NORM_MODULES:
+                return (Norm(path, C.NORM_MODULES[cls], span),)
+            if cls in C.PASSTHROUGH_MODULES:
+                return (Passthrough(path, cls, span),)
+            if cls in C.RECURRENT_MODULES:
+                return (self.recurrent(value),)
+            if cls in C.TRANSFORMER_LAYERS:
+                nf = _ArgReader(value).kw("norm_first", False)
+                return (TransformerBlock(path, C.TRANSFORMER_LAYERS[cls], nf if isinstance(nf, bool) else None, span),)
+            if cls in C.TRANSFORMER_STACKS:
+                arg = _ArgReader(value)
+                layer = arg.get(0, "encoder_layer" if cls == "TransformerEncoder" else "decoder_layer")
+                n = arg.get(1, "num_layers")
+                nf = _ArgReader(layer).kw("norm_first", False) if isinstance(layer, Ctor) else None
+                kind = C.TRANSFORMER_STACKS[cls]
+                if isinstance(n, int) and n <= MAX_UNROLL:
+                    return tuple(TransformerBlock(f"{path}.layers.{i}", kind, nf if isinstance(nf, bool) else None, span) for i in range(n))
+                return (Opaque(path, f"{cls} of unknown depth", span),)
+            if cls == "Transformer":
+                arg = _ArgReader(value)
+                ne, nd = arg.kw("num_encoder_layers", 6), arg.kw("num_decoder_layers", 6)
+                nf = arg.kw("norm_first", False)
+                if isinstance(ne, int) and isinstance(nd, int) and 0 <= ne + nd <= MAX_UNROLL:
+                    nodes = [TransformerBlock(f"{path}.encoder.layers.{i}", "encoder", nf if isinstance(nf, bool) else None, span) for i in range(ne)]
+                    nodes += [TransformerBlock(f"{path}.decoder.layers.{i}", "decoder", nf if isinstance(nf, bool) else None, span) for i in range(nd)]
+                    return tuple(nodes)
+                return (Opaque(path, "Transformer of unknown depth", span),)
+            if cls == "Sequential" and value.items is not None:
+                return self.sequence_nodes(value.items)
+            return (Opaque(path, f"nn.{cls} called as a layer: not modelled", span),)
+        if value.kind == "local" and value.instance is not None:
+            if self.depth >= MAX_DEPTH:
+                return (Opaque(path, f"{value.cls}: nested deeper than {MAX_DEPTH} modules", span),)
+            self.depth += 1
+            note = self.note  # a child's failure is said by its opaque node, not as the parent's note
+            try:
+                nodes, known = self.forward(value.instance, path + ".")
+            finally:
+                self.depth -= 1
+                self.note = note
+            return nodes if known else (Opaque(path, f"{value.cls}: forward not followed", span),)
+        why = getattr(value, "why", None)
+        what = f"{value.cls}: {why or 'a class gradlint does not see (another file or library)'}"
+        if _maybe_none(value) and why is None:
+            what = f"{value.cls}(): what a function of another file (or library) returns"
+        if value.reached:
+            return (Opaque(path, f"{value.cls}: a class of another file whose layers __init__ changes", span),)
+        if value.kind == "unknown" and value.extern is not None and why is None:
+            return (Extern(path, what, span, cls=value.extern[0], args=value.extern[1], inits=self.extern_inits(value)),)
+        return (Opaque(path, what, span),)
+
+    def extern_inits(self, ctor: Ctor) -> tuple:
+        """The initialisations of this file that reach the layers of a block of another file after
+        it was built (`self.apply(fn)`, loops over `self.modules()`), by parametric op."""
+        out: list = []
+        for order, types, tensor, spec in sorted(ctor.__dict__.get("type_inits", []), key=lambda t: t[0]):
+            if order <= ctor.order:
+                continue
+            if not types or "Module" in types:
+                ops: tuple = ()
+            else:
+                ops = tuple(sorted({C.PARAM_LAYERS[t][0] for t in types if t in C.PARAM_LAYERS}))
+                if not ops:
+                    continue  # norms, activations: no parametric layer of the block
+            out.append((ops, tensor, spec))
+        return tuple(out)
+
+    def sequence_nodes(self, items: list) -> tuple:
+        out: list = []
+        for item in items:
+            if isinstance(item, Alt) and item.splice:
+                out.extend(self.alt_nodes(item, lambda o: self.sequence_nodes(o.items)))
+            else:
+                out.extend(self.module_nodes(item))
+        return tuple(out)
+
+    def forward(self, inst: Instance, prefix: str) -> tuple[tuple, bool]:
+        fm = inst.fm or self.fm
+        saved, fm.pick = fm.pick, self.pick
+        try:
+            return self._forward(inst, prefix, fm)
+        finally:
+            fm.pick = saved
+
+    def _forward(self, inst: Instance, prefix: str, fm: "FileModel") -> tuple[tuple, bool]:
+        fwd = fm._find_method(inst.cls, "forward")
+        if fwd is None:
+            if inst.cls.sequential:
+                seq = [v for k, v in inst.attrs.items() if k.isdigit()]
+                return self.sequence_nodes(seq), True
+            self.note = self.note or f"{inst.cls.name} has no forward"
+            return (), False
+        from gradlint.source.forward import ForwardInterpreter  # it builds on this module's values
+
+        interp = ForwardInterpreter(self, inst)
+        interp.prefix = prefix
+        params = [p.name.value for p in fwd.params.params][1:]
+        if not params:
+            self.note = self.note or f"{inst.cls.name}.forward takes no input"
+            return (), False
+        for i, p in enumerate(fwd.params.params[1:]):
+            # The first input is the signal followed; the others are other inputs, unless they
+            # default to None (an optional mask, a flag), which is what they are when omitted.
+            default = fwd.params.params[i + 1].default
+            interp.env[p.name.value] = PathVal(p.name.value, ()) if i == 0 or default is None else fm.eval(default, {})
+        for p in fwd.params.kwonly_params:
+            interp.env[p.name.value] = fm.eval(p.default, {}) if p.default is not None else UNKNOWN
+        try:
+            interp.block(fwd.body)
+        except Exhausted:
+            self.note = self.note or f"{inst.cls.name}.forward exceeds the interpretation budget"
+            return (), False
+        result = interp.result(params[0])
+        if result is None:
+            self.note = self.note or f"{inst.cls.name}.forward does not return a value computed from {params[0]}"
+            return (), False
+        return result, True
+
+
+class _ArgReader:
+    def __init__(self, ctor: Any) -> None:
+        self.ctor = ctor
+
+    def get(self, index: int, name: str) -> Any:
+        if not isinstance(self.ctor, Ctor):
+            return UNKNOWN
+        if name in self.ctor.kwargs:
+            return self.ctor.kwargs[name]
+        if index < len(self.ctor.args):
+            return self.ctor.args[index]
+        return UNKNOWN
+
+    def kw(self, name: str, default: Any) -> Any:
+        if not isinstance(self.ctor, Ctor):
+            return default
+        return self.ctor.kwargs.get(name, default)
+
+
+def _fan(v: Any):
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, Sym):
+        return v.text
+    return None
+
+
+def _receptive(k: Any, dims: int):
+    if isinstance(k, int):
+        return k ** dims
+    if isinstance(k, ListVal) and all(isinstance(i, int) for i in k.items):
+        return math.prod(k.items)
+    if isinstance(k, Sym):
+        return f"({k.text})**{dims}" if dims > 1 else k.text
+    return None
+
+
+def _mul(a: Any, b: Any):
+    a, b = _fan(a) if not isinstance(a, str) else a, _fan(b) if not isinstance(b, str) else b
+    if a is None or b is None:
+        return None
+    if isinstance(a, int) and isinstance(b, int):
+        return a * b
+    if b == 1:
+        return a
+    return f"{a}*{b}"
+
+
+def _div(a: Any, b: Any):
+    a = _fan(a) if not isinstance(a, str) else a
+    if b == 1 or b is None:
+        return a
+    b = _fan(b)
+    if isinstance(a, int) and isinstance(b, int) and b:
+        return a // b
+    if a is None or b is None:
+        return None
+    return f"{a}/{b}"

@@ -1,0 +1,307 @@
+"""Numerics hazard sites: what `FunctionWalk` records when a value reaches a risky operation.
+
+Each check names a pattern (a log of a probability, a probability into a loss that applies its
+own softmax or sigmoid, a sqrt or division near zero, acos at the ends of [-1, 1], an unsafe
+branch inside `torch.where`, a backward through a cut graph...) as a neutral `Site` with the
+source pieces a fix would rewrite. Rules decide which sites to report; nothing here names a rule.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import libcst as cst
+
+from gradlint.facts.numerics import Pieces, Site
+from gradlint.source.engine.calls import arg as _arg
+from gradlint.source.engine.fold import number
+from gradlint.source.engine.tensors import V, UNKNOWN
+from gradlint.source.names import dotted
+
+
+# Words that name a deliberate stop-gradient: EMA/teacher/target networks, recurrent state
+# carried between truncated-BPTT windows, caches.
+_STOP_WORDS = frozenset(
+    "ema teacher target momentum shadow frozen old prev previous avg average swa polyak mean "
+    "h c hx cx hn cn hidden hiddens state states memory mems carry cache past".split())
+
+
+_LOSS_NAMES = {"ce": "cross_entropy", "bce": "binary_cross_entropy", "bce_logits": "binary_cross_entropy_with_logits"}
+
+
+def _tokens(name: str) -> set[str]:
+    return {t for t in re.split(r"_+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", name.strip("_")) if t} | {
+        name.lower()}
+
+
+def _param_data(role: str, ref: tuple[str, str, int] | None) -> list[tuple[str, Any]]:
+    """A 'parameters' site's record of the open parameter playing `role` ('criterion', 'model'):
+    its name, the function it belongs to ('f', 'C.m', 'C.__init__' for `self.criterion` set from
+    `__init__`'s parameter), and its position after self (-1: keyword-only)."""
+    if ref is None:
+        return []
+    return [(role + "_param", ref[1]), (role + "_of", ref[0]), (role + "_at", ref[2])]
+
+
+_LOSSY = re.compile(r"loss|cost|objective|obj\b", re.I)
+
+
+_GRAPH_BREAKS = frozenset({".item()", ".tolist()", ".numpy()", "argmax", "argmin", "round", "numpy", "float()",
+                           "int()", "comparison", "Variable(..., requires_grad=True)"}) | frozenset(
+    f"{n}(...)" for n in ("tensor", "as_tensor", "from_numpy", "Tensor", "FloatTensor", "DoubleTensor",
+                           "LongTensor", "scalar_tensor"))
+
+
+def _stop_gradient(text: str) -> bool:
+    words = {w.lower() for part in re.findall(r"[A-Za-z0-9]+", text) for w in _tokens(part)}
+    return bool(words & _STOP_WORDS)
+
+
+_INTEGER_WORDS = frozenset("indices index idx ids mask masks positions position_ids lengths counts".split())
+
+
+def _integer_named(text: str) -> bool:
+    """Indices, masks and counts are integers or booleans by convention: no gradient to cut."""
+    words = {w.lower() for part in re.findall(r"[A-Za-z0-9]+", text) for w in _tokens(part)}
+    return bool(words & _INTEGER_WORDS)
+
+
+class SiteChecks:
+    """Site checks of FunctionWalk (a mixin: it reads the walk's environment and adds to its file's sites)."""
+
+    # -- the checks ----------------------------------------------------------------------------
+    def hazard_quiet(self) -> bool:
+        return self.quiet or self.nograd > 0
+
+    def param_loss(self, node: cst.Call, kind: str | None, criterion: tuple[str, str, int] | None,
+                   inp_node: cst.BaseExpression, inp: V, extra: tuple = ()) -> None:
+        """A loss whose criterion or input model is a parameter no caller of this file binds: a site
+        that holds for what the project's callers pass (facts.numerics.bind_parameters)."""
+        if self.hazard_quiet() or inp.nograd:
+            return
+        model = self.param_output(inp)
+        if not model and not (criterion and (inp.prob in ("softmax", "sigmoid") or inp.out)):
+            return
+        data = [*_param_data("criterion", criterion), *_param_data("model", model),
+                ("input", self.x.code(inp_node)[:80]), *extra]
+        if kind is not None:
+            data.append(("loss", _LOSS_NAMES[kind]))
+        if not model:
+            data.append(("input_prob", inp.prob or ""))
+        self.x.add(Site("probability_into_loss", "parameters", self.x.span(node), detail=_LOSS_NAMES.get(kind, ""),
+                        classes=tuple(sorted(inp.out)) if not model and not inp.prob else (), data=tuple(data)))
+
+    def check_loss(self, node: cst.Call, kind: str, inp_node: cst.BaseExpression, inp: V,
+                   crit_node: cst.Call | None, owner: str | None = None, fixable: bool = True,
+                   default: tuple[str, str, int] | None = None) -> None:
+        """`default`: the criterion is this parameter's constructor default (Extractor.binding); the
+        site then holds unless a caller in the project passes another (facts.numerics.default_holds)."""
+        if self.hazard_quiet() or inp.nograd:
+            return
+        extra = (*_param_data("criterion", default), ("criterion_default", "crit:" + kind)) if default else ()
+        if self.param_output(inp) is not None:
+            self.param_loss(node, kind, None, inp_node, inp, extra)
+            return
+        want = "softmax" if kind == "ce" else "sigmoid"
+        loss = {"ce": "cross_entropy", "bce": "binary_cross_entropy",
+                "bce_logits": "binary_cross_entropy_with_logits"}[kind]
+        span = self.x.span(node)
+        if inp.prob == want:
+            pieces = self.loss_pieces(node, inp_node, inp, crit_node, owner) if fixable else None
+            self.x.add(Site("probability_into_loss", "local", span, detail=loss, pieces=pieces,
+                            data=(("loss", loss), ("input", self.x.code(inp_node)[:80]), *extra)))
+        elif inp.out and not inp.prob:
+            self.x.add(Site("probability_into_loss", "model-output", span, detail=loss, classes=tuple(sorted(inp.out)), want=want,
+                            data=(("loss", loss), ("input", self.x.code(inp_node)[:80]), *extra), element=inp.out_elem))
+
+    def check_log(self, node: cst.Call, arg_node: cst.BaseExpression, a: V) -> None:
+        if self.hazard_quiet() or a.nograd:
+            return
+        span = self.x.span(node)
+        if a.prob in ("softmax", "sigmoid", "one_minus_sigmoid") and not a.shifted:
+            self.x.add(Site("log_of_probability", a.prob, span, detail=a.prob, pieces=self.log_pieces(arg_node, a)))
+        elif a.out and not a.prob and not a.shifted:
+            self.x.add(Site("log_of_probability", "model-output", span, detail="model output", classes=tuple(sorted(a.out)),
+                            want="probability", element=a.out_elem))
+        elif (model := self.param_output(a)) is not None:
+            # the output of a model parameter: what the project's callers pass decides
+            self.x.add(Site("log_of_probability", "parameters", span, detail="model output",
+                            data=tuple(_param_data("model", model))))
+        elif a.one_plus_exp:
+            self.add_305(node, "log(1 + exp(x))", "softplus")
+        elif a.sum_exp:
+            self.add_305(node, "log(sum(exp(x)))", "logsumexp")
+
+    def add_305(self, node: cst.CSTNode, pattern: str, instead: str) -> None:
+        if self.hazard_quiet():
+            return
+        self.x.add(Site("hand_written_unstable", instead, self.x.span(node), detail=pattern))
+
+    def check_sqrt(self, node: cst.CSTNode, arg_node: cst.BaseExpression, a: V, how: str, need_tensor: bool) -> None:
+        if self.hazard_quiet() or a.nograd or a.numpy or a.clamped or not a.params or a.dense:
+            return  # no gradient carried (RULES.md: "carries gradient"), or never exactly zero
+        if not (a.sq or a.sumsq):
+            return
+        if need_tensor and not a.tensor:
+            return
+        what = "sum of squares" if a.sumsq else "square"
+        self.x.add(Site("sqrt_near_zero", how, self.x.span(node), detail=what, pieces=Pieces(operand=self.x.expr(arg_node))))
+
+    def check_divide(self, node: cst.CSTNode, num: V, den: V, den_node: cst.BaseExpression,
+                     numerator: cst.BaseExpression | None = None) -> None:
+        if self.hazard_quiet() or not den.norm or den.clamped or den.nograd or num.nograd:
+            return
+        if not (den.params or num.params) or den.dense:
+            return  # nothing trainable upstream, or the norm of a learned projection (never 0)
+        if self.cls is not None and self.cls.quiet:
+            return
+        self.x.add(Site("divide_by_norm", den.norm, self.x.span(node), detail=self.x.code(den_node)[:80]))
+
+    def check_acos(self, node: cst.Call, arg_node: cst.BaseExpression, a: V, fn: str) -> None:
+        if self.hazard_quiet() or a.nograd or a.unit == "strict" or not a.params:
+            return
+        kind = "loose-clamp" if a.unit == "loose" else "unclamped"
+        self.x.add(Site("acos_near_one", kind, self.x.span(node), detail=fn.rstrip("_")))
+
+    def check_where(self, node: cst.Call, branches: list[cst.BaseExpression]) -> None:
+        if self.hazard_quiet():
+            return
+        for br in branches:
+            found = self._unsafe_op(br)
+            if found:
+                op, operand = found
+                self.x.add(Site("unsafe_where_branch", op, self.x.span(br), detail=operand))
+
+    def _unsafe_op(self, br: cst.BaseExpression) -> tuple[str, str] | None:
+        unsafe = {"log", "sqrt", "rsqrt", "reciprocal", "acos", "arccos", "asin", "arcsin", "log2", "log10"}
+        if isinstance(br, cst.BinaryOperation) and isinstance(br.operator, cst.Divide):
+            den = br.right
+            dv = self.memo.get(id(den), UNKNOWN)
+            nv = self.memo.get(id(br.left), UNKNOWN)
+            # A denominator without gradient still poisons the numerator's: 0 * (1/0) = NaN. But a
+            # plain name (a config value, a python number) is not known to be a tensor that can be 0.
+            if number(den) is None and dv.tensor and not dv.clamped and not dv.safe_where and not (
+                    nv.nograd and dv.nograd) and (nv.params or dv.params):
+                return "division", self.x.code(den)
+            return None
+        if isinstance(br, cst.Call):
+            names = self.x.q(br.func)
+            operand = None
+            op = None
+            if names:
+                for n in names:
+                    short = n.rsplit(".", 1)[-1]
+                    if n.startswith("torch.") and short in unsafe:
+                        op = short
+                operand = _arg(br, 0, "input")
+            elif isinstance(br.func, cst.Attribute) and br.func.attr.value in unsafe and not br.args:
+                op = br.func.attr.value
+                operand = br.func.value
+            if op and operand is not None:
+                ov = self.memo.get(id(operand), UNKNOWN)
+                if not ov.nograd and not ov.clamped and not ov.safe_where and number(operand) is None \
+                        and ov.unit != "strict" and ov.params:
+                    return op, self.x.code(operand)
+        return None
+
+    def backward(self, node: cst.Call, target: cst.BaseExpression) -> None:
+        """At a backward call: what the backpropagated value is made of."""
+        v = self.ev(target)
+        direct = dotted(target)
+        for where, name in sorted(v.rg, key=lambda e: (e[0].line, e[0].column)):
+            # Only the loss itself: a tensor made to require grad and then used in a computation
+            # (adversarial inputs, optimised images) is a legitimate leaf.
+            if name != direct and not _LOSSY.search(name):
+                continue
+            self.x.add(Site("requires_grad_on_loss", "requires-grad", where.span, detail=name,
+                            data=(("backward_line", self.x.span(node).line),)))
+        if v.cut_terms and not v.nograd:
+            for where, how in sorted(v.cut_terms, key=lambda e: (e[0].line, e[0].column)):
+                self.x.add(Site("loss_term_cut", how, where.span, detail=self.x.code(target)[:60],
+                                data=(("backward_line", self.x.span(node).line),)))
+        if v.cut in _GRAPH_BREAKS and not v.rg:
+            where = v.cut_span.line if v.cut_span else None
+            self.x.add(Site("loss_graph_break", v.cut, self.x.span(node), detail=self.x.code(target)[:60],
+                            data=(("through", v.cut), ("line", where))))
+
+    def check_forward_output(self) -> None:
+        """A forward whose output is cut from the module's parameters."""
+        if self.cls is None or not self.cls.module_like:
+            return
+        if _stop_gradient(self.cls.name):
+            return
+        for node in self.return_nodes:
+            val = self.memo.get(id(node.value))
+            if val is None:
+                continue
+            for where, text in sorted(val.param_cuts, key=lambda e: (e[0].line, e[0].column)):
+                if not _stop_gradient(text):
+                    self.x.add(Site("forward_output_cut", "parameter-cut", where.span, detail=text))
+            if isinstance(node.value, cst.Tuple):
+                continue
+            if val.cut in ("torch.no_grad()", ".detach()", ".data", ".detach_()") and val.params:
+                text = self.x.code(node.value)
+                if _stop_gradient(text) or _integer_named(text):
+                    continue
+                span = val.cut_span.span if val.cut_span else self.x.span(node)
+                self.x.add(Site("forward_output_cut", "output-cut", span, detail=val.cut))
+
+    def record_gradcheck(self, node: cst.Call) -> None:
+        first = _arg(node, 0, "func")
+        if first is None:
+            return
+        found: set[str] = set()
+
+        class Names(cst.CSTVisitor):
+            # names as written; the project index resolves them from this module
+            def visit_Name(self, n: cst.Name) -> None:
+                found.add(n.value)
+
+            def visit_Attribute(self, n: cst.Attribute) -> None:
+                text = dotted(n)
+                if text:
+                    found.add(text[: -len(".apply")] if text.endswith(".apply") else text)
+
+        first.visit(Names())
+        self.x.gradchecked.update(found)
+
+    # -- the pieces a fix rewrites --------------------------------------------------------------
+    def log_pieces(self, arg_node: cst.BaseExpression, a: V) -> Pieces | None:
+        """The probability call, when it is written inside the log (`log(softmax(x))`,
+        `log(1 - sigmoid(x))`)."""
+        p = a.prob_node
+        if p is None:
+            return None
+        inline = arg_node is p
+        if a.prob == "one_minus_sigmoid":
+            inline = isinstance(arg_node, cst.BinaryOperation) and arg_node.right is p
+        return Pieces(producer=self.x.call_text(p)) if inline else None
+
+    def loss_pieces(self, node: cst.Call, inp_node: cst.BaseExpression, inp: V, crit_node: cst.Call | None,
+                    owner: str | None = None) -> Pieces | None:
+        """The probability call written as the loss's input, the loss call and its criterion."""
+        p = inp.prob_node
+        if p is None or inp_node is not p:
+            return None
+        x = self.x
+        return Pieces(producer=x.call_text(p), call=x.call_text(node),
+                      criterion=x.call_text(crit_node) if crit_node is not None else None,
+                      criterion_local=crit_node is not None and self._constructed_here(crit_node, node, owner))
+
+    def _constructed_here(self, crit_node: cst.Call, call: cst.Call, owner: str | None) -> bool:
+        """The criterion is built inline, or in this function under a local name called only here:
+        changing its class then changes no other call."""
+        if call.func is crit_node:
+            return True
+        if id(crit_node) not in self.memo or not owner or "." in owner or self.fn_node is None:
+            return False
+        mentions = 0
+        stack: list[cst.CSTNode] = [self.fn_node.body]
+        while stack:
+            n = stack.pop()
+            if isinstance(n, cst.Name) and n.value == owner:
+                mentions += 1
+            stack.extend(n.children)
+        # one binding and one call
+        return mentions == 2
