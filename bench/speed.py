@@ -70,8 +70,9 @@ def _timed(cmd: list[str]) -> tuple[float, float]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode not in (0, 1):
         sys.exit(f"speed: {' '.join(cmd[:4])}... failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    found = re.search(r"\((\d+) files? checked\)", proc.stdout)
-    CHECKED.append(found.group(1) if found else "?")
+    # "All checks passed (N files checked)" or "Found ... in [K of] N files."
+    found = re.search(r"\((\d+) files? checked\)|in (?:\d+ of )?(\d+) files?\.", proc.stdout + proc.stderr)
+    CHECKED.append((found.group(1) or found.group(2)) if found else "?")
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
