@@ -584,26 +584,39 @@ def lower_class(src, name: str, args: tuple) -> Network | None:
     fm = FileModel(src)
     info = fm.classes.get(name)
     init = fm._find_method(info, "__init__") if info is not None and info.is_module else None
-    if init is None or args is None:
+    if init is None:
         return None
-    bound = _bind_neutral(init.params, args, 1)
-    if bound is None:
-        return None
-    pos, kw = bound
-    cuts = fm.cuts
-    fm.meter.allow()
-    try:
+
+    def build(pos: list, kw: dict):
         inst = fm.instantiate(info, None, {}, bound=(pos, kw, False, False))
         low = Lowerer(fm)
         low.assign_paths(inst.attrs, "", inst.type_inits)
-        paths, known, note = low.forward_paths(inst, "")
-        if fm.cuts != cuts or fm.meter.exhausted:
+        return (low, *low.forward_paths(inst, ""))
+
+    return _rerun(src, fm, info.name, info.node.name, init.params, args, 1, build)
+
+
+def _rerun(src, fm: FileModel, name: str, origin: cst.Name, params: cst.Parameters, args: tuple | None, skip: int,
+           build) -> Network | None:
+    """The frame lower_class and lower_function share: the caller's arguments bound to `params`
+    (less the first `skip`), the block built and lowered by `build(pos, kw)` -> (Lowerer, paths,
+    known, note) or None, within the file's budget. None when the call cannot be bound, when
+    anything was cut (a budget, the file's own cuts) or when forward is not followed."""
+    bound = _bind_neutral(params, args, skip) if args is not None else None
+    if bound is None:
+        return None
+    cuts = fm.cuts
+    fm.meter.allow()
+    try:
+        made = build(*bound)
+        if made is None or fm.cuts != cuts or fm.meter.exhausted:
             return None
     except (Exhausted, RecursionError):
         return None
+    low, paths, known, note = made
     if not known or not paths:
         return None
-    return Network(name=info.name, path=src.path, nodes=tuple(paths[0]), origin=src.span(info.node.name),
+    return Network(name=name, path=src.path, nodes=tuple(paths[0]), origin=src.span(origin),
                    params=tuple(low.params), recurrents=tuple(low.recurrents),
                    variants=tuple(tuple(p) for p in paths[1:]), note=note)
 
@@ -641,15 +654,10 @@ def lower_function(src, name: str, args: tuple) -> Network | None:
     Python would refuse the call, or past the budgets."""
     fm = FileModel(src)
     fn = fm.functions.get(name)
-    if fn is None or args is None:
+    if fn is None:
         return None
-    bound = _bind_neutral(fn.params, args, 0)
-    if bound is None:
-        return None
-    pos, kw = bound
-    cuts = fm.cuts
-    fm.meter.allow()
-    try:
+
+    def build(pos: list, kw: dict):
         value = fm._call_function(fn, None, {}, bound_self=False, bound=(pos, kw, False, False))
         if not isinstance(value, Ctor) or value.kind not in ("torch", "local", "pass", "unknown") or (
                 value.kind == "unknown" and value.extern is None):
@@ -664,8 +672,7 @@ def lower_function(src, name: str, args: tuple) -> Network | None:
             paths, known, note = low.forward_paths(inst, "")
         elif value.items is None:
             low._assign(value, "", [])  # one layer: the caller's attribute is its path
-            nodes = low.module_nodes(value)
-            paths, known, note = [nodes], True, ""
+            paths, known, note = [low.module_nodes(value)], True, ""
         else:
             # a container: its members under the caller's attribute (`block.0`, `block.1`)
             keys = value.keys if value.keys is not None and len(value.keys) == len(value.items) else None
@@ -675,17 +682,12 @@ def lower_function(src, name: str, args: tuple) -> Network | None:
             low.seen.add(id(value))
             for i, item in enumerate(value.items):
                 low._assign(item, keys[i] if keys else str(i), [])
-            nodes = low.module_nodes(value)
-            paths, known, note = [nodes], True, ""
-        if fm.cuts != cuts or fm.meter.exhausted:
-            return None
-    except (Exhausted, RecursionError):
-        return None
-    if not known or not paths or all(isinstance(n, Opaque) and not isinstance(n, Extern) for n in paths[0]):
-        return None
-    return Network(name=name, path=src.path, nodes=tuple(paths[0]), origin=src.span(fn.name),
-                   params=tuple(low.params), recurrents=tuple(low.recurrents),
-                   variants=tuple(tuple(p) for p in paths[1:]), note=note)
+            paths, known, note = [low.module_nodes(value)], True, ""
+        if paths and all(isinstance(n, Opaque) and not isinstance(n, Extern) for n in paths[0]):
+            return None  # nothing of it is modelled: the caller's opaque node says more
+        return low, paths, known, note
+
+    return _rerun(src, fm, name, fn.name, fn.params, args, 0, build)
 
 
 def _from_neutral(v: Any) -> Any:
