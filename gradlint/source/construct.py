@@ -40,11 +40,7 @@ def _constant(v: Any) -> bool:
 
 
 _NOT_HANDLED: Any = object()
-
-
 _STR_METHODS = frozenset({"lower", "upper", "strip", "startswith", "endswith", "replace"})
-
-
 _TENSOR_FACTORIES = frozenset({
     "torch.nn.Parameter", "torch.nn.parameter.Parameter", "torch.zeros", "torch.ones", "torch.randn", "torch.rand",
     "torch.empty", "torch.tensor", "torch.full", "torch.arange", "torch.linspace", "torch.eye", "torch.Tensor",

@@ -29,18 +29,12 @@ CLIP_TORCH = frozenset({
     "torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad_norm", "torch.nn.utils.clip_grad_value_",
     "torch.nn.utils.clip_grads_with_norm_", "timm.utils.dispatch_clip_grad", "timm.utils.clip_grad.dispatch_clip_grad",
 })
-
-
 CLIP_NAMES = ("clip_grad_norm_", "clip_grad_norm", "clip_grad_value_", "clip_grads_with_norm_", "dispatch_clip_grad")
-
-
 OPTIMIZER_CLASSES = frozenset({
     "SGD", "Adam", "AdamW", "Adamax", "Adagrad", "Adadelta", "RMSprop", "Rprop", "ASGD", "NAdam", "RAdam",
     "LBFGS", "SparseAdam", "Adafactor", "Lamb", "LAMB", "Lion", "Adan", "AdaBelief", "Ranger", "SAM", "Muon",
     "FusedAdam", "FusedLAMB", "DeepSpeedCPUAdam", "Adam8bit", "AdamW8bit", "PagedAdamW", "Shampoo",
 })
-
-
 # Methods that return a new tensor, not a parametric module call (GL207's data flow).
 _TENSOR_METHODS = frozenset({
     "to", "cuda", "cpu", "float", "double", "half", "bfloat16", "long", "int", "view", "reshape", "mean",
@@ -50,17 +44,9 @@ _TENSOR_METHODS = frozenset({
     "tanh", "relu", "mul", "add", "sub", "div", "matmul", "t", "numel", "size", "get", "pop", "items",
     "values", "keys",
 })
-
-
 _CRITERION = re.compile(r"(loss|crit|criterion|metric|distance|divergence)", re.IGNORECASE)
-
-
 _OPTIMIZER_NAME = re.compile(r"(optim|(^|_)opt($|_|\d|[A-Z])|^opt[A-Z_]|^opt$)")
-
-
 _NOT_OPTIMIZER = re.compile(r"(sched|scaler|option|ema|env|warmup)", re.IGNORECASE)
-
-
 _SCALER_NAME = re.compile(r"scaler", re.IGNORECASE)
 
 
@@ -96,8 +82,6 @@ def _names_in(node: cst.CSTNode) -> tuple[str, ...]:
 
 _BUILTINS = frozenset({"float", "int", "len", "sum", "max", "min", "abs", "list", "tuple", "dict", "zip", "range",
                        "enumerate", "isinstance", "getattr", "round", "print", "str", "bool", "sorted", "any", "all"})
-
-
 _MODELISH = re.compile(r"model|net|encoder|decoder|backbone|head|policy|generator|discriminator|critic|actor|student|teacher",
                        re.IGNORECASE)
 

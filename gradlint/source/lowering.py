@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 # Forward paths explored per network when `if` conditions cannot be decided (each undecided
 # condition doubles them); past this, the branches are merged into an opaque node as before.
 MAX_PATHS = 8
-
-
 NO_CHOICE: Any = object()  # Lowerer.pick when branches are merged
 
 

@@ -24,73 +24,43 @@ from gradlint.source.names import dotted
 
 
 F = "torch.nn.functional."
-
-
 SOFTMAX = frozenset({"torch.softmax", F + "softmax", "torch.special.softmax", "torch.Tensor.softmax"})
-
-
 SIGMOID = frozenset({"torch.sigmoid", F + "sigmoid", "torch.special.expit", "torch.Tensor.sigmoid"})
-
-
 LOG_SOFTMAX = frozenset({"torch.log_softmax", F + "log_softmax", "torch.special.log_softmax"})
-
-
 LOGSIGMOID = frozenset({F + "logsigmoid"})
-
-
 LOSS_FUNCTIONS = {
     F + "cross_entropy": "ce",
     F + "binary_cross_entropy": "bce",
     F + "binary_cross_entropy_with_logits": "bce_logits",
 }
-
-
 LOSS_MODULES = {
     "torch.nn.CrossEntropyLoss": "ce",
     "torch.nn.BCELoss": "bce",
     "torch.nn.BCEWithLogitsLoss": "bce_logits",
 }
-
-
 PROB_MODULES = {"torch.nn.Softmax": "softmax", "torch.nn.Sigmoid": "sigmoid",
                 "torch.nn.LogSoftmax": "log_softmax", "torch.nn.LogSigmoid": "logsigmoid"}
-
-
 FACTORIES = frozenset("torch." + n for n in (
     "zeros ones empty full rand randn randint randperm arange linspace logspace eye zeros_like "
     "ones_like empty_like full_like rand_like randn_like randint_like normal bernoulli multinomial "
     "tril_indices triu_indices").split())
-
-
 TENSOR_FROM_DATA = frozenset({"torch.tensor", "torch.as_tensor", "torch.from_numpy", "torch.Tensor",
                               "torch.FloatTensor", "torch.DoubleTensor", "torch.LongTensor",
                               "torch.cuda.FloatTensor", "torch.scalar_tensor"})
-
-
 VARIABLE = frozenset({"torch.autograd.Variable", "torch.autograd.variable.Variable"})
-
-
 GRADCHECK = frozenset({"torch.autograd.gradcheck", "torch.autograd.gradgradcheck",
                        "torch.autograd.gradcheck.gradcheck", "torch.autograd.gradcheck.gradgradcheck",
                        "torch.testing._internal.common_utils.gradcheck"})
-
-
 # Methods that move, reshape or re-type a tensor: what a value is survives them.
 KEEP = frozenset(
     "view view_as reshape reshape_as flatten squeeze unsqueeze permute transpose contiguous float "
     "double half bfloat16 to type type_as clone cuda cpu t expand expand_as gather index_select "
     "masked_select narrow select movedim swapaxes flip roll repeat tile squeeze_ unsqueeze_".split())
-
-
 CUTTING_METHODS = {"item": ".item()", "tolist": ".tolist()", "numpy": ".numpy()",
                    "argmax": "argmax", "argmin": "argmin", "round": "round", "detach": ".detach()",
                    "detach_": ".detach_()", "long": "an integer cast", "int": "an integer cast",
                    "bool": "a bool cast"}
-
-
 CUTTING_FUNCTIONS = {"torch.argmax": "argmax", "torch.argmin": "argmin", "torch.round": "round"}
-
-
 _BACKWARD_HOSTS = frozenset({"accelerator", "fabric", "engine", "model_engine", "deepspeed", "strategy",
                              "trainer", "self", "amp", "booster"})
 
@@ -151,8 +121,6 @@ def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
 
 # Moving or re-typing a module or a tensor keeps everything known about it.
 _EXPRESSION_TYPES: dict[type, bool] = {}
-
-
 _STDLIB = frozenset(sys.stdlib_module_names)
 
 
@@ -166,12 +134,8 @@ def _is_expression(node: cst.CSTNode) -> bool:
 
 
 _MOVE = frozenset("to cuda cpu float double half bfloat16 train eval type".split())
-
-
 _ARITH = frozenset("add sub mul div neg mean sum add_ sub_ mul_ div_ abs pow float double half to view reshape "
                    "squeeze unsqueeze".split())
-
-
 # How a term of a loss sum is cut: the value is kept, its gradient is not.
 _TERM_CUTS = frozenset({".item()", ".detach()", ".tolist()", "float()"}) | frozenset(
     f"{n}(...)" for n in ("tensor", "as_tensor", "Tensor", "FloatTensor", "scalar_tensor"))

@@ -25,8 +25,6 @@ from gradlint.source.names import dotted
 _STOP_WORDS = frozenset(
     "ema teacher target momentum shadow frozen old prev previous avg average swa polyak mean "
     "h c hx cx hn cn hidden hiddens state states memory mems carry cache past".split())
-
-
 _LOSS_NAMES = {"ce": "cross_entropy", "bce": "binary_cross_entropy", "bce_logits": "binary_cross_entropy_with_logits"}
 
 
@@ -45,8 +43,6 @@ def _param_data(role: str, ref: tuple[str, str, int] | None) -> list[tuple[str, 
 
 
 _LOSSY = re.compile(r"loss|cost|objective|obj\b", re.I)
-
-
 _GRAPH_BREAKS = frozenset({".item()", ".tolist()", ".numpy()", "argmax", "argmin", "round", "numpy", "float()",
                            "int()", "comparison", "Variable(..., requires_grad=True)"}) | frozenset(
     f"{n}(...)" for n in ("tensor", "as_tensor", "from_numpy", "Tensor", "FloatTensor", "DoubleTensor",

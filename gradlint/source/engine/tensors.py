@@ -105,8 +105,6 @@ class V:
 
 
 _V_FIELDS = frozenset(f.name for f in fields(V))
-
-
 _V_DEFAULTS = {f.name: f.default for f in fields(V)}  # all immutable: None, False, frozenset()
 
 
@@ -121,11 +119,7 @@ def _v_init(self, **values) -> None:
 
 
 V.__init__ = _v_init  # type: ignore[method-assign]
-
-
 UNKNOWN = V()
-
-
 # a leaf made to require grad (`torch.zeros(..., requires_grad=True)`, `W.requires_grad_()`)
 _TRAINABLE = V(leaf=True, tensor=True, params=True)
 
