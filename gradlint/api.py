@@ -179,12 +179,14 @@ def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = Tr
     root = find_project_root(paths, Path(config.root))
     stores: list = [store] if store is not None else []
 
-    def summarise(path: Path) -> FileFacts:
+    def opened() -> cache.Store | None:
         # the cache folder is opened (and made) only when a module outside the run is read
         if use_cache and not stores:
             stores.append(cache.open_store(config.root, config.cache_dir)[0])
-        return cached_facts(path, display_path(path), stores[0] if stores else None, config.max_file_size, batch,
-                            seen=seen)
+        return stores[0] if stores else None
+
+    def summarise(path: Path) -> FileFacts:
+        return cached_facts(path, display_path(path), opened(), config.max_file_size, batch, seen=seen)
 
     def list_files() -> list[Path]:
         return [p for p, _ in discover([root], config).files if p.suffix == ".py"]
@@ -192,22 +194,15 @@ def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = Tr
     def summarise_library(path: Path) -> FileFacts:
         # The models of a library module, cached like a project file's (in the project's cache:
         # nothing is written near the library) under their own kind, since they hold less.
-        if use_cache and not stores:
-            stores.append(cache.open_store(config.root, config.cache_dir)[0])
-        return library_facts(path, stores[0] if stores else None, config.max_file_size, batch, seen=seen)
+        return library_facts(path, opened(), config.max_file_size, batch, seen=seen)
 
     def library_names(path: Path) -> tuple[FileFacts | None, int]:
         # Resolving one name of transformers reads ~100 package `__init__` files along its `*`
         # re-exports: their names are cached too (parsing them took 0.8 s of a warm run).
-        if use_cache and not stores:
-            stores.append(cache.open_store(config.root, config.cache_dir)[0])
-        return library_facts(path, stores[0] if stores else None, config.max_file_size, batch, names_only=True,
-                             seen=seen)
+        return library_facts(path, opened(), config.max_file_size, batch, names_only=True, seen=seen)
 
     def lower(path: Path, cls: str, args: tuple, compute):
-        if use_cache and not stores:
-            stores.append(cache.open_store(config.root, config.cache_dir)[0])
-        return rerun_block(path, cls, args, compute, stores[0] if stores else None, config.max_file_size, batch)
+        return rerun_block(path, cls, args, compute, opened(), config.max_file_size, batch)
 
     libraries = library_roots(root, config.library_paths) if config.read_libraries else ()
     loader = ProjectFiles(root, summarise, list_files, libraries=libraries, extract_library=summarise_library,
