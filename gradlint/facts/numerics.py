@@ -239,7 +239,8 @@ def holds(site: Site, scope: Scope | None) -> bool:
 
 
 _WANT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "binary_cross_entropy_with_logits": "sigmoid"}
-_KINDS = {"ce": "cross_entropy", "bce": "binary_cross_entropy", "bce_logits": "binary_cross_entropy_with_logits"}
+# A criterion's short kind (what the front-end records, `crit:bce`) -> the loss function it computes.
+LOSS_NAMES = {"ce": "cross_entropy", "bce": "binary_cross_entropy", "bce_logits": "binary_cross_entropy_with_logits"}
 
 
 # Files that name a function (a class, for `__init__`) read to find its callers, at most: past it
@@ -288,7 +289,7 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     if crit is not None:
         if not crit.startswith("crit:"):
             return None
-        loss = _KINDS.get(crit[5:])
+        loss = LOSS_NAMES.get(crit[5:])
     if loss not in _WANT:
         return None
     want = _WANT[loss]

@@ -13,7 +13,7 @@ from typing import Any
 
 import libcst as cst
 
-from gradlint.facts.numerics import Pieces, Site
+from gradlint.facts.numerics import LOSS_NAMES, Pieces, Site
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.fold import number
 from gradlint.source.engine.tensors import V, UNKNOWN
@@ -25,7 +25,6 @@ from gradlint.source.names import dotted
 _STOP_WORDS = frozenset(
     "ema teacher target momentum shadow frozen old prev previous avg average swa polyak mean "
     "h c hx cx hn cn hidden hiddens state states memory mems carry cache past".split())
-_LOSS_NAMES = {"ce": "cross_entropy", "bce": "binary_cross_entropy", "bce_logits": "binary_cross_entropy_with_logits"}
 
 
 def _tokens(name: str) -> set[str]:
@@ -82,10 +81,10 @@ class SiteChecks:
         data = [*_param_data("criterion", criterion), *_param_data("model", model),
                 ("input", self.x.code(inp_node)[:80]), *extra]
         if kind is not None:
-            data.append(("loss", _LOSS_NAMES[kind]))
+            data.append(("loss", LOSS_NAMES[kind]))
         if not model:
             data.append(("input_prob", inp.prob or ""))
-        self.x.add(Site("probability_into_loss", "parameters", self.x.span(node), detail=_LOSS_NAMES.get(kind, ""),
+        self.x.add(Site("probability_into_loss", "parameters", self.x.span(node), detail=LOSS_NAMES.get(kind, ""),
                         classes=tuple(sorted(inp.out)) if not model and not inp.prob else (), data=tuple(data)))
 
     def check_loss(self, node: cst.Call, kind: str, inp_node: cst.BaseExpression, inp: V,
