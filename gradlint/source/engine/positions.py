@@ -104,6 +104,9 @@ class LazyPositions:
         self.defs: dict[int, tuple[int, int]] | None = None
         self.defs_paired = False
         self.tables: dict[int, tuple[dict, int, list[str]]] = {}
+        # one function's quick table (as _quick_table's, for the function alone): id -> position
+        self.function_quick: dict[int, dict[int, tuple[int, int, int, int]]] = {}
+        self.def_nodes: dict[int, ast.AST] = {}  # id(FunctionDef) -> CPython's node of it
         self.file_lines: list[str] | None = None
 
     def _cpython_tree(self) -> ast.Module | None:
@@ -160,18 +163,28 @@ class LazyPositions:
         self.quick[index] = table
         if index >= len(self.groups):
             return table
+        table.update(self._paired(self.module.body[index], self.groups[index], index))
+        return table
+
+    def _paired(self, root: cst.CSTNode, theirs: list, index: int | None = None) -> dict[int, tuple[int, int, int, int]]:
+        """id(node) -> (line, column, end line, end column), 0-based columns in characters, of the
+        calls, expressions (_EXPRESSIONS) and class/function names under libcst's `root`, paired
+        in source order with those under CPython's statements `theirs` (the same code); empty when
+        the two disagree (counts, callee names, definition names). `index`: the top-level
+        statement `root` is, recorded as each node's owner."""
         calls: list[cst.Call] = []
         defs: list = []
         exprs: dict[type, list] = {t: [] for t in _EXPRESSIONS}
-        stack: list = [self.module.body[index]]
+        stack: list = [root]
         push = stack.append
         node_types = _NODE_TYPES
-        owner = self.quick_owner
+        owner = self.quick_owner if index is not None else None
         pop = stack.pop
         reversed_fields = _REVERSED
         while stack:
             node = pop()
-            owner[id(node)] = index
+            if owner is not None:
+                owner[id(node)] = index
             kind = type(node)  # exact tests: isinstance on libcst's ABCs costs a lookup per miss
             if kind is cst.Call:
                 calls.append(node)
@@ -199,7 +212,7 @@ class LazyPositions:
                         push(value)
         a_calls, a_defs = [], []
         a_exprs: dict[type, list] = {t: [] for t in _EXPRESSIONS.values()}
-        for top in self.groups[index]:
+        for top in theirs:
             for n in _ast_walk(top):
                 kind = type(n)
                 if kind is ast.Call:
@@ -211,7 +224,7 @@ class LazyPositions:
         a_calls.sort(key=lambda n: (n.lineno, n.col_offset, -(n.end_lineno or 0), -(n.end_col_offset or 0)))
         a_defs.sort(key=lambda n: (n.lineno, n.col_offset))
         if len(calls) != len(a_calls) or len(defs) != len(a_defs):
-            return table
+            return {}
         # line breaks as CPython and libcst count them (\f, \x1c, U+2028... are not breaks)
         if self.file_lines is None:  # once per file: it was once per top-level statement
             self.file_lines = split_lines(self.text)
@@ -225,7 +238,7 @@ class LazyPositions:
         for c, a in zip(calls, a_calls):
             if len(c.args) != len(a.args) + len(a.keywords) or (isinstance(c.func, cst.Name) and not (
                     isinstance(a.func, ast.Name) and a.func.id == c.func.value)):
-                return table
+                return {}
             if c.lpar or a.end_lineno is None or a.end_col_offset is None:
                 continue  # a parenthesised call's range includes its parentheses in libcst
             out[id(c)] = (a.lineno, col(a.lineno, a.col_offset), a.end_lineno, col(a.end_lineno, a.end_col_offset))
@@ -241,13 +254,12 @@ class LazyPositions:
                 out[id(c)] = (a.lineno, col(a.lineno, a.col_offset), a.end_lineno, col(a.end_lineno, a.end_col_offset))
         for d, a in zip(defs, a_defs):
             if d.name.value != a.name:
-                return table
+                return {}
             raw = text_lines[a.lineno - 1] if 0 < a.lineno <= len(text_lines) else ""
             start = raw.find(a.name, col(a.lineno, a.col_offset))
             if start >= 0 and raw[start + len(a.name):start + len(a.name) + 1] in ("(", ":", " ", "["):
                 out[id(d.name)] = (a.lineno, start, a.lineno, start + len(a.name))
-        table.update(out)
-        return table
+        return out
 
     def _resolve_all(self) -> None:
         self.whole = True
@@ -358,6 +370,7 @@ class LazyPositions:
         if len(ours) != len(theirs) or any(a.name.value != b.name for a, b in zip(ours, theirs)):
             return self.defs  # cannot pair them: every position comes from get()
         self.defs.update((id(a), (b.lineno, b.end_lineno or b.lineno)) for a, b in zip(ours, theirs))
+        self.def_nodes = {id(a): b for a, b in zip(ours, theirs)}
         self.defs_paired = True
         return self.defs
 
@@ -389,6 +402,16 @@ class LazyPositions:
         lines = self._pair_functions().get(id(fdef))
         if lines is None:
             return None
+        if "\f" not in self.text:
+            # Calls, names of definitions and the expressions of _EXPRESSIONS: CPython's positions,
+            # paired in the function alone (as _quick_table pairs a top-level statement); the
+            # code regeneration below cost a fifth of extracting a small training script.
+            quick = self.function_quick.get(id(fdef))
+            if quick is None:
+                quick = self.function_quick[id(fdef)] = self._paired(fdef, [self.def_nodes[id(fdef)]])
+            found = quick.get(id(node))
+            if found is not None:
+                return SourceSpan(found[0], found[1] + 1, found[2], found[3] + 1)
         table = self.tables.get(id(fdef))
         if table is None:
             sub = cst.Module(body=[fdef], default_indent=self.module.default_indent,
