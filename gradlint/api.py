@@ -188,8 +188,13 @@ def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = Tr
     def summarise(path: Path) -> FileFacts:
         return cached_facts(path, display_path(path), opened(), config.max_file_size, batch, seen=seen)
 
+    listed: list[list[Path]] = []
+
     def list_files() -> list[Path]:
-        return [p for p, _ in discover([root], config).files if p.suffix == ".py"]
+        # once per run: the word scans and the result cache's project text both read it
+        if not listed:
+            listed.append([p for p, _ in discover([root], config).files if p.suffix == ".py"])
+        return listed[0]
 
     def summarise_library(path: Path) -> FileFacts:
         # The models of a library module, cached like a project file's (in the project's cache:
@@ -439,6 +444,7 @@ class _Results:
             "utf-8", "surrogateescape")).hexdigest()
         self.resolved: dict[str, str] = {}
         self.listing: str | None = None
+        self.by_abspath: dict[str, str] | None = None  # a checked file's absolute path -> its key in seen
         self.batch = batch
 
     def _slot(self, i: int, fingerprint: str) -> cache.Slot:
@@ -484,6 +490,15 @@ class _Results:
 
     def _fingerprint(self, path: Path) -> str:
         found = self.seen.get(str(path))
+        if found is None:
+            # A module's file as the loader finds it (absolute, under the project root) is often a
+            # checked file, whose fingerprint `seen` holds under the path discovery gave it: the
+            # bytes its facts were made from (reading it again cost a cached run a second read of
+            # every file).
+            if self.by_abspath is None:
+                self.by_abspath = {os.path.abspath(str(p)): str(p) for p, _d in self.files}
+            same = self.by_abspath.get(str(path))
+            found = self.seen.get(same) if same is not None else None
         if found is None:
             try:
                 found = inputs.read_input(path, self.max_size)[1]
