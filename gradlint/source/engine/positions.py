@@ -21,6 +21,17 @@ _EXPRESSIONS: dict[type, type] = {
     cst.UnaryOperation: ast.UnaryOp, cst.Comparison: ast.Compare, cst.IfExp: ast.IfExp,
     cst.Lambda: ast.Lambda, cst.Await: ast.Await,
 }
+# Statements whose positions CPython's ast gives as libcst does (a definition is not one: with
+# decorators, libcst's range starts at the first of them, CPython's at `def`/`class`).
+_STATEMENTS: dict[type, tuple[type, ...]] = {
+    cst.Assign: (ast.Assign,), cst.AnnAssign: (ast.AnnAssign,), cst.AugAssign: (ast.AugAssign,),
+    cst.Expr: (ast.Expr,), cst.Return: (ast.Return,), cst.Pass: (ast.Pass,), cst.Break: (ast.Break,),
+    cst.Continue: (ast.Continue,), cst.Raise: (ast.Raise,), cst.Assert: (ast.Assert,), cst.Del: (ast.Delete,),
+    cst.Global: (ast.Global,), cst.Nonlocal: (ast.Nonlocal,), cst.Import: (ast.Import,),
+    cst.ImportFrom: (ast.ImportFrom,), cst.If: (ast.If,), cst.For: (ast.For, ast.AsyncFor),
+    cst.While: (ast.While,), cst.Try: (ast.Try,), cst.With: (ast.With, ast.AsyncWith),
+}
+_AST_STATEMENTS = frozenset(t for kinds in _STATEMENTS.values() for t in kinds)
 _ALL: dict[type, tuple[str, ...]] = {}
 _REVERSED: dict[type, tuple[str, ...]] = {}  # source_fields, last first
 
@@ -166,15 +177,20 @@ class LazyPositions:
         table.update(self._paired(self.module.body[index], self.groups[index], index))
         return table
 
-    def _paired(self, root: cst.CSTNode, theirs: list, index: int | None = None) -> dict[int, tuple[int, int, int, int]]:
+    def _paired(self, root: cst.CSTNode, theirs: list, index: int | None = None,
+                statements: bool = False) -> dict[int, tuple[int, int, int, int]]:
         """id(node) -> (line, column, end line, end column), 0-based columns in characters, of the
         calls, expressions (_EXPRESSIONS) and class/function names under libcst's `root`, paired
         in source order with those under CPython's statements `theirs` (the same code); empty when
         the two disagree (counts, callee names, definition names). `index`: the top-level
-        statement `root` is, recorded as each node's owner."""
+        statement `root` is, recorded as each node's owner. `statements`: the statements too
+        (_STATEMENTS, and each line of simple statements), when the two agree on all of them."""
         calls: list[cst.Call] = []
         defs: list = []
         exprs: dict[type, list] = {t: [] for t in _EXPRESSIONS}
+        stmts: list = []
+        lines_of: list = []  # SimpleStatementLine nodes
+        statement_kinds = _STATEMENTS if statements else {}
         stack: list = [root]
         push = stack.append
         node_types = _NODE_TYPES
@@ -190,6 +206,10 @@ class LazyPositions:
                 calls.append(node)
             elif kind is cst.ClassDef or kind is cst.FunctionDef:
                 defs.append(node)
+            elif kind in statement_kinds:
+                stmts.append(node)
+            elif kind is cst.SimpleStatementLine and statements:
+                lines_of.append(node)
             else:
                 bucket = exprs.get(kind)
                 if bucket is not None:
@@ -210,8 +230,9 @@ class LazyPositions:
                     known = node_types.get(vk)
                     if known or (known is None and is_node(value)):
                         push(value)
-        a_calls, a_defs = [], []
+        a_calls, a_defs, a_stmts = [], [], []
         a_exprs: dict[type, list] = {t: [] for t in _EXPRESSIONS.values()}
+        statement_types = _AST_STATEMENTS if statements else frozenset()
         for top in theirs:
             for n in _ast_walk(top):
                 kind = type(n)
@@ -221,6 +242,8 @@ class LazyPositions:
                     a_defs.append(n)
                 elif kind in a_exprs:
                     a_exprs[kind].append(n)
+                elif kind in statement_types:
+                    a_stmts.append(n)
         a_calls.sort(key=lambda n: (n.lineno, n.col_offset, -(n.end_lineno or 0), -(n.end_col_offset or 0)))
         a_defs.sort(key=lambda n: (n.lineno, n.col_offset))
         if len(calls) != len(a_calls) or len(defs) != len(a_defs):
@@ -259,6 +282,20 @@ class LazyPositions:
             start = raw.find(a.name, col(a.lineno, a.col_offset))
             if start >= 0 and raw[start + len(a.name):start + len(a.name) + 1] in ("(", ":", " ", "["):
                 out[id(d.name)] = (a.lineno, start, a.lineno, start + len(a.name))
+        if statements and len(stmts) == len(a_stmts):
+            a_stmts.sort(key=lambda n: (n.lineno, n.col_offset))
+            placed: dict[int, tuple[int, int, int, int]] = {}
+            for c, a in zip(stmts, a_stmts):
+                if type(a) not in _STATEMENTS[type(c)] or a.end_lineno is None or a.end_col_offset is None:
+                    break
+                placed[id(c)] = (a.lineno, col(a.lineno, a.col_offset), a.end_lineno, col(a.end_lineno, a.end_col_offset))
+            else:
+                # a line of simple statements: from its first one's start to its last one's end
+                for line in lines_of:
+                    first, last = placed.get(id(line.body[0])), placed.get(id(line.body[-1]))
+                    if first is not None and last is not None:
+                        placed[id(line)] = (first[0], first[1], last[2], last[3])
+                out.update(placed)
         return out
 
     def _resolve_all(self) -> None:
@@ -408,7 +445,7 @@ class LazyPositions:
             # code regeneration below cost a fifth of extracting a small training script.
             quick = self.function_quick.get(id(fdef))
             if quick is None:
-                quick = self.function_quick[id(fdef)] = self._paired(fdef, [self.def_nodes[id(fdef)]])
+                quick = self.function_quick[id(fdef)] = self._paired(fdef, [self.def_nodes[id(fdef)]], statements=True)
             found = quick.get(id(node))
             if found is not None:
                 return SourceSpan(found[0], found[1] + 1, found[2], found[3] + 1)
