@@ -27,7 +27,7 @@ from gradlint.facts.numerics import Call, CallText, Expr, Function, NumClass, Nu
 from gradlint.findings import SourceSpan
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.interp import StatementWalker
-from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, merge_env, _item
+from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, merge_env, _item, open_value
 from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import NO_GRAD, dotted
 from gradlint.source.numerics_eval import TensorEval
@@ -284,7 +284,7 @@ class Extractor:
             if joined is None:
                 joined = defaults.get(p, UNKNOWN)
             joined = _passed(joined)
-            if joined != UNKNOWN:
+            if joined is not UNKNOWN:
                 if not passed and joined.crit and p in defaults:
                     # the constructor default, which a caller in another file may replace: the
                     # value's identity names the parameter (Extractor.default_param)
@@ -566,7 +566,7 @@ class FunctionWalk(TensorEval, SiteChecks, StatementWalker):
             if v is None and sig is not None and (name in sig[0] or name in sig[1]):
                 # unknown here; a caller in another file may pass a model or a criterion (a site
                 # on it names the parameter, and the rules join what the project's callers pass)
-                v = V()
+                v = open_value()
                 self.x.open_params[id(v)] = (v, self.qual, name, sig[0].index(name) if name in sig[0] else -1)
             self.env[name] = v if v is not None else UNKNOWN
         for star in (ps.star_arg, ps.star_kwarg):
@@ -595,7 +595,7 @@ class FunctionWalk(TensorEval, SiteChecks, StatementWalker):
         for p in list(ps.posonly_params) + list(ps.params) + list(ps.kwonly_params):
             if type(p.default) is cst.Call:
                 v = _passed(self.ev(p.default))
-                if v != UNKNOWN:
+                if v is not UNKNOWN:
                     defaults[p.name.value] = v  # `criterion=nn.BCELoss()`
         self.x.signatures[qual] = (tuple(positional), tuple(p.name.value for p in ps.kwonly_params), defaults,
                                    self.x.unit)

@@ -16,8 +16,8 @@ from gradlint.facts.numerics import Call
 from gradlint.source.budget import MAX_EXPR_DEPTH
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.calls import split as _args
-from gradlint.source.engine.fold import number
-from gradlint.source.engine.tensors import V, UNKNOWN, _TRAINABLE, replace, _combine, merge, _item
+from gradlint.source.engine.fold import constant, number
+from gradlint.source.engine.tensors import V, UNKNOWN, _TRAINABLE, replace, _combine, merge, _item, knows_nothing
 from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.engine.walk import suite
 from gradlint.source.names import dotted
@@ -84,16 +84,12 @@ def _function_value(names: frozenset[str]) -> V | None:
 
 
 def _int_index(node: cst.Subscript) -> int | None:
-    """The literal integer of `x[1]` / `x[-1]`; None for slices, names and several indices."""
-    if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
+    """The integer of `x[1]` / `x[-1]` as the engine folds it; None for slices, several indices
+    and anything that is no integer known here."""
+    if len(node.slice) != 1 or type(node.slice[0].slice) is not cst.Index:
         return None
-    v = node.slice[0].slice.value
-    sign = 1
-    if isinstance(v, cst.UnaryOperation) and isinstance(v.operator, cst.Minus):
-        v, sign = v.expression, -1
-    if isinstance(v, cst.Integer):
-        return sign * int(v.evaluated_value)
-    return None
+    v = constant(node.slice[0].slice.value)
+    return v if type(v) is int else None
 
 
 def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
@@ -548,7 +544,7 @@ class TensorEval:
             if made is not None and (made.crit or made.callret):
                 return made  # `crit = self.get_loss()`: a method that returns a criterion
         res = _combine(vals)
-        if callee == UNKNOWN:
+        if knows_nothing(callee):
             # An unknown callable (a model passed as an argument, a factory's result): what it
             # returns is unknown, never "cut" because its inputs were made by torch.tensor().
             return V(computed=True, tensor=res.tensor)
