@@ -785,6 +785,12 @@ class FunctionWalk(TensorEval, TensorCalls, SiteChecks, StatementWalker):
             self.x.add(Site("requires_grad_on_module", "parameters", where.span, detail=self.x.code(holder),
                             data=tuple(_param_data("model", model))))
             return
+        if (held := self._open_param_path(holder)) is not None:
+            # `model.encoder` of a parameter: a module when the callers all pass a model whose
+            # class owns a submodule at that path (facts.numerics.bind_parameters)
+            self.x.add(Site("requires_grad_on_module", "parameters", where.span, detail=self.x.code(holder),
+                            data=(*_param_data("model", held[0]), ("model_path", held[1]))))
+            return
         if key == "self" and self.cls is not None and not self.cls.reads_requires_grad:
             self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail="self", classes=(self.cls.name,),
                             want="module"))
@@ -793,6 +799,22 @@ class FunctionWalk(TensorEval, TensorCalls, SiteChecks, StatementWalker):
             self.env[key] = replace(hv, rg=hv.rg | {(where, key)})
         elif truth and key and hv.leaf and hv.const and hv.tensor:
             self.env[key] = _TRAINABLE  # `W.requires_grad = True` on a factory's tensor
+
+    def _open_param_path(self, holder: cst.BaseExpression) -> tuple[tuple[str, str, int], str] | None:
+        """(the open parameter, the attribute path below it) when `holder` is a chain of attributes
+        on one (`model.encoder`, `self.model.blocks` with `self.model = model` in `__init__`)."""
+        parts: list[str] = []
+        node = holder
+        while type(node) is cst.Attribute:
+            parts.append(node.attr.value)
+            node = node.value
+            key = dotted(node)
+            if key is None:
+                return None
+            if key in self.env:
+                ref = self.x.open_param(self.env[key])
+                return (ref, ".".join(reversed(parts))) if ref is not None else None
+        return None
 
     def _record_wrapper(self, fn: cst.FunctionDef) -> None:
         """`def op(x): return MyFn.apply(x)` makes `op` a name under which MyFn can be gradchecked."""

@@ -174,17 +174,21 @@ class TensorCalls:
         """An edge of the call graph (callee as written), and `func` is not a read of a value."""
         self.x.callees.add(id(func))
         text = dotted(func)
-        if text is None and type(func) is cst.Attribute and type(func.value) is cst.Call and isinstance(
-                func.value.func, cst.Name) and func.value.func.value == "super" and not func.value.args:
-            text = "super()." + func.attr.value
+        if text is None and type(func) is cst.Attribute:
+            text = self._chain_text(func)
         if text is not None:
             self.calls.setdefault(Call(text, nograd=self.nograd > 0, args=self._shapes(func)))
 
     def _shapes(self, func: cst.BaseExpression) -> tuple[tuple[str, str], ...]:
         """The models and criteria a call passes (Call.args), for callers of other files."""
         node = self.x.calling.get(id(func))
-        if node is None or not node.args or type(func) is cst.Attribute and type(func.value) is not cst.Name:
+        if node is None or not node.args:
             return ()
+        receiver = None
+        if type(func) is cst.Attribute:
+            receiver = self._receiver_class(func.value)
+            if type(func.value) is not cst.Name and receiver is None:
+                return ()
         names = self.x.q(func)
         if names and all(n.startswith(("torch.", "numpy.")) or n == "torch" or n.partition(".")[0] in _STDLIB
                          for n in names):
@@ -209,10 +213,83 @@ class TensorCalls:
             out.append(("#", str(position)))
         if unknown:
             out.append(("=", ",".join(unknown)))
-        if type(func) is cst.Attribute and not names and func.value.value not in ("self", "cls"):
-            # `trainer.train_step(...)`: the class of the instance, for callers of its method
-            out.append(("@", next(iter((self.env.get(func.value.value) or self.globals[func.value.value]).inst))))
+        if receiver is not None and not names:
+            # `trainer.train_step(...)`, `self.trainer.fit(...)`, `Trainer(cfg).fit(...)`: the class
+            # of the instance, for callers of its method
+            out.append(("@", receiver))
         return tuple(out)
+
+    def _receiver_class(self, recv: cst.BaseExpression) -> str | None:
+        """The one class (as written) of a method call's receiver when it is known: a name or an
+        attribute of `self` holding an instance of one class (`trainer`, `self.trainer` set in
+        `__init__`), or a class called there (`Trainer(cfg)`); None for `self`, `cls` and the rest."""
+        if type(recv) is cst.Name:
+            if recv.value in ("self", "cls"):
+                return None
+            held = self.env.get(recv.value) or self.globals.get(recv.value)
+        elif type(recv) is cst.Attribute and type(recv.value) is cst.Name and recv.value.value == "self":
+            held = self.env.get("self." + recv.attr.value)
+        elif type(recv) is cst.Call:
+            return self._constructed_class(recv)
+        else:
+            return None
+        return next(iter(held.inst)) if held is not None and len(held.inst) == 1 else None
+
+    def _chain_text(self, func: cst.Attribute) -> str | None:
+        """The callee as written of a method reached from what a call returns: `super().m`,
+        `Trainer(cfg).fit`, `make_trainer().fit`, `Runner().trainer.fit` (the call's class, when
+        known, is its `@`: Call.args); None when the call is no object of the project's."""
+        attrs = []
+        base: cst.BaseExpression = func
+        while type(base) is cst.Attribute:
+            attrs.append(base.attr.value)
+            base = base.value
+        if type(base) is not cst.Call:
+            return None
+        if type(base.func) is cst.Name and base.func.value == "super" and not base.args:
+            return "super()." + attrs[0] if len(attrs) == 1 else None
+        made = self._made_by(base)
+        return ".".join([made + "()", *reversed(attrs)]) if made is not None else None
+
+    def _made_by(self, call: cst.Call) -> str | None:
+        """The callee of `call` as written when what it returns may be an object of the project: a
+        function or class of the file or an imported one (`Trainer`, `engine.make_trainer`), not a
+        builtin, torch's, numpy's or the standard library's, nor a value held by a name (`model(x)`,
+        `x.view(...)`: a tensor, mostly); else None."""
+        func = call.func
+        written = dotted(func)
+        if written is None:
+            return None
+        head = written.partition(".")[0]
+        if head in self.env or head in self.globals or head in ("self", "cls") or (
+                type(func) is cst.Name and head in _BUILTINS):
+            return None
+        names = self.x.q(func)
+        if names and all(n.startswith(("torch.", "numpy.", "np.")) or n in ("torch", "numpy")
+                         or n.partition(".")[0] in _STDLIB for n in names):
+            return None
+        return written
+
+    def _constructed_class(self, call: cst.Call) -> str | None:
+        """The class `call` constructs, as written, when it is one the evaluator takes for a class
+        of the project (`Trainer(...)`: of this file, or imported and capitalised, not torch's,
+        numpy's or the standard library's), else None."""
+        func = call.func
+        if type(func) is cst.Name:
+            name = func.value
+            if name in self.env or name in self.globals:
+                return None
+            if name in self.x.local_classes:
+                return None if name in self.x.autograd_classes else name
+        elif type(func) is not cst.Attribute:
+            return None
+        names = self.x.q(func)
+        written = dotted(func)
+        if not names or written is None or any(n.startswith(("torch.", "numpy.", "np.")) or n in ("torch", "numpy")
+                                                or n.partition(".")[0] in _STDLIB for n in names):
+            return None
+        shorts = {n.rsplit(".", 1)[-1] for n in names}
+        return written if len(shorts) == 1 and next(iter(shorts))[:1].isupper() else None
 
     def _args_ev(self, node: cst.Call) -> list[V]:
         return [self.ev(a.value) for a in node.args]
@@ -752,6 +829,11 @@ class TensorCalls:
                     return
                 owner = next(iter(inst))
             qual = owner + "." + func.attr.value
+        elif type(func) is cst.Attribute and func.attr.value in x.def_names and type(func.value) is not cst.Name:
+            owner = self._receiver_class(func.value)  # `self.trainer.fit(...)`, `Trainer(cfg).fit(...)`
+            if owner is None or owner not in x.local_classes:
+                return
+            qual = owner + "." + func.attr.value
         else:
             return
         pos: list[V] = []
@@ -776,11 +858,9 @@ class TensorCalls:
             if name in self.x.def_names or name in self.x.local_classes:
                 return True
             return not (name in self.env or name in self.globals or name in _BUILTINS)
-        head = func.value.value
-        if head in ("self", "cls"):
+        if type(func.value) is cst.Name and func.value.value in ("self", "cls"):
             return dotted(func) not in self.env
-        held = self.env.get(head) or self.globals.get(head)
-        return held is not None and len(held.inst) == 1
+        return self._receiver_class(func.value) is not None
 
     def param_output(self, v: V) -> tuple[str, str, int] | None:
         """The open parameter whose call made `v` (`model(x)` with `model` a parameter), if any."""
