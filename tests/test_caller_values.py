@@ -257,3 +257,148 @@ def test_a_class_read_as_a_value_in_its_own_file_has_callers_not_all_known(tmp_p
     root = _project(tmp_path, {"nets.py": NETS, "engine.py": engine, "main.py": MAIN})
     found = {line for name, line, code in _run([root / "engine.py"], root) if code == "GL304"}
     assert found == {10}  # Trainer(...)'s arguments (line 14) may come from TRAINERS[name](...)
+
+
+# -- receivers whose class the caller knows: an attribute set in __init__, a class called there ---
+
+RUNNER = '''\
+from torch import nn
+
+from engine import Trainer
+from nets import Net
+
+
+class Runner:
+    def __init__(self):
+        self.trainer = Trainer(Net(), nn.BCEWithLogitsLoss())
+
+    def run(self, x, y):
+        self.trainer.train_step(Net(), nn.BCEWithLogitsLoss(), x, y)
+
+
+def once(x):
+    return Trainer(Net(), nn.BCEWithLogitsLoss()).log_prob(Net(), x)
+'''
+
+
+def test_receivers_held_by_self_or_constructed_in_place_bind_the_method(tmp_path):
+    root = _project(tmp_path, {"nets.py": NETS, "engine.py": ENGINE, "runner.py": RUNNER})
+    # train_step through self.trainer, fit through the constructor's arguments, log_prob through
+    # Trainer(...).log_prob; freeze and the module functions have no caller
+    expected = {("engine.py", 10, "GL304"), ("engine.py", 14, "GL304"), ("engine.py", 18, "GL302")}
+    assert _run([root], root) == expected
+    assert _run([root / "engine.py"], root) == expected  # alone: runner.py is found by the names
+
+
+RUNNER_LOOKALIKES = {
+    "a receiver of unknown class": RUNNER.replace("self.trainer = Trainer(", "self.trainer = make(")
+    .replace("Trainer(Net(), nn.BCEWithLogitsLoss()).log_prob", "make(Net(), nn.BCEWithLogitsLoss()).log_prob")
+    + "\n\ndef make(*args):\n    return Trainer(*args)\n",
+    "a subclass": RUNNER.replace("self.trainer = Trainer(", "self.trainer = Sub(")
+    .replace("Trainer(Net(), nn.BCEWithLogitsLoss()).log_prob", "Sub(Net(), nn.BCEWithLogitsLoss()).log_prob")
+    + "\n\nclass Sub(Trainer):\n    pass\n",
+    "callers that disagree": RUNNER.replace("from nets import Net", "from nets import Logits, Net")
+    + "\n\ndef other(x, y):\n    Runner().trainer.train_step(Logits(), nn.BCELoss(), x, y)\n"
+    "    Trainer(Logits(), nn.BCELoss()).log_prob(Logits(), x)\n",
+}
+
+
+@pytest.mark.parametrize("why", sorted(RUNNER_LOOKALIKES))
+def test_receivers_of_unknown_class_subclasses_and_disagreeing_callers_stay_quiet(tmp_path, why):
+    runner = RUNNER_LOOKALIKES[why]
+    root = _project(tmp_path, {"nets.py": NETS, "engine.py": ENGINE, "runner.py": runner})
+    found = _run([root / "engine.py"], root)
+    assert found == _run([root], root)
+    if why == "a subclass":
+        assert found == set()  # Sub's calls are not followed, nor Trainer's whose class it derives
+    elif why == "a receiver of unknown class":
+        assert found == set()  # not even Trainer's constructor: `make(*args)` passes what it is given
+    else:
+        # train_step through `Runner().trainer` (Runner's __init__ says Trainer) and log_prob are
+        # called with logits and BCELoss elsewhere, and so is the constructor: nothing holds
+        assert found == set()
+
+
+# -- GL404 on a submodule of a model the callers of another file pass ---------------------------
+
+FREEZER = '''\
+import torch
+
+
+def freeze_encoder(model):
+    model.encoder.requires_grad = False  # expect: GL404
+
+
+class Wrapper:
+    def __init__(self, model):
+        self.model = model
+        self.model.encoder.fc.requires_grad = False  # expect: GL404
+
+    def freeze_head(self, model):
+        model.weight.requires_grad = False
+'''
+
+ENC_NETS = '''\
+import torch
+from torch import nn
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = Encoder()
+        self.weight = nn.Parameter(torch.zeros(4))
+
+    def forward(self, x):
+        return self.encoder(x) * self.weight
+
+
+class Flat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = 3
+
+    def forward(self, x):
+        return x
+'''
+
+FREEZE_MAIN = '''\
+import torch
+
+from freezer import Wrapper, freeze_encoder
+from nets import Net
+
+
+def main():
+    freeze_encoder(Net())
+    w = Wrapper(Net())
+    w.freeze_head(Net())
+'''
+
+
+def test_a_submodule_of_a_model_passed_from_another_file_is_a_module(tmp_path):
+    root = _project(tmp_path, {"nets.py": ENC_NETS, "freezer.py": FREEZER, "main.py": FREEZE_MAIN})
+    expected = _expected_text("freezer.py", FREEZER)
+    assert len(expected) == 2
+    assert _run([root], root) == expected
+    assert _run([root / "freezer.py"], root) == expected  # alone: main.py and nets.py found by the names
+
+
+@pytest.mark.parametrize("main", [
+    FREEZE_MAIN.replace("Net()", "Flat()").replace("import Net", "import Flat"),  # no module there
+    FREEZE_MAIN + "\n\ndef other(m):\n    freeze_encoder(m)\n    Wrapper(m)\n",  # a caller passes something unknown
+    FREEZE_MAIN.replace("    freeze_encoder(Net())\n    w = Wrapper(Net())\n", ""),  # no caller
+])
+def test_a_submodule_path_the_callers_model_does_not_hold_stays_quiet(tmp_path, main):
+    root = _project(tmp_path, {"nets.py": ENC_NETS, "freezer.py": FREEZER, "main.py": main})
+    assert _run([root / "freezer.py"], root) == set()
+    assert _run([root], root) == set()

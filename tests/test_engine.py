@@ -355,3 +355,46 @@ def test_walker_steps_the_budget_once_per_statement():
     with pytest.raises(Exhausted):
         toy.block(cst.parse_module("a = 1\nb = 2\nc = 3\nd = 4\n").body)
     assert toy.env == {"a": 1, "b": 2, "c": 3}
+
+
+def test_one_bottom_for_every_interpreter():
+    """numerics' tensors know nothing through the engine's one UNKNOWN, never a V of their own."""
+    from gradlint.source.engine import tensors, values
+
+    assert tensors.UNKNOWN is values.UNKNOWN
+    # a value made with no property (or only "not known" ones) is the bottom itself
+    assert tensors.V() is values.UNKNOWN
+    assert tensors.V(prob=None, inst=frozenset(), params=False) is values.UNKNOWN
+    known = tensors.V(prob="softmax", tensor=True)
+    assert type(known) is tensors.V and known.prob == "softmax"
+    assert tensors.V(out_elem=0).out_elem == 0  # 0 is an index, not "not known"
+    # the bottom reads as a value with no property, so rules and joins need no special case
+    assert values.UNKNOWN.prob is None and values.UNKNOWN.inst == frozenset()
+    assert values.UNKNOWN.nograd is False and values.UNKNOWN.params is False
+    # replace builds from it; taking every property away gives it back
+    assert tensors.replace(values.UNKNOWN, const=True).const is True
+    assert tensors.replace(values.UNKNOWN, sq=False) is values.UNKNOWN
+    assert tensors.replace(tensors.V(module=True), module=False) is values.UNKNOWN
+    # a join keeps only what holds on both paths; nothing in common is the bottom
+    assert tensors.merge(tensors.V(crit="ce", module=True), tensors.V(crit="bce")) is values.UNKNOWN
+    assert tensors.merge(values.UNKNOWN, tensors.V(const=True)).const  # `or` properties survive
+    assert tensors._combine([values.UNKNOWN]).computed
+
+
+def test_open_parameter_keeps_its_identity_through_joins_with_unknown():
+    from gradlint.source.engine import tensors, values
+
+    p = tensors.open_value()
+    assert p is not values.UNKNOWN and tensors.knows_nothing(p) and tensors.knows_nothing(values.UNKNOWN)
+    assert not tensors.knows_nothing(tensors.V(const=True))
+    assert tensors.open_value() is not p  # one per parameter
+    assert tensors.merge(p, values.UNKNOWN) is p  # unknown on the other path: still the parameter
+    assert tensors.merge_env({"m": p}, {})["m"] is p
+    assert tensors.replace(p, cut=None) is values.UNKNOWN  # a value computed from it is not it
+
+
+def test_unknown_declares_properties_once():
+    from gradlint.source.engine import values
+
+    with pytest.raises(ValueError):
+        values.Unknown.reads({"prob": "softmax"})

@@ -13,6 +13,7 @@ from typing import Any
 
 from gradlint.facts.project import MAX_DEPTH, Module, ProjectIndex, Scope
 from gradlint.findings import SourceSpan
+from gradlint.model.ir import Extern
 
 # The probability kinds a value can carry ('one_minus_sigmoid' is `1 - sigmoid(x)`).
 PROBABILITY = frozenset({"softmax", "sigmoid"})
@@ -281,6 +282,11 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     if site.kind == "requires_grad_on_module":
         if model is None:
             return None
+        if "model_path" in data:
+            # `model.encoder.requires_grad = ...`: a module when the model's class owns one there
+            if not _owns_module(scope.index, model[5:], data["model_path"]):
+                return None
+            return replace(site, variant="module-attribute", classes=(), want=None, data=())
         return replace(site, variant="module-attribute", classes=(model[5:],), want="module", data=())
     if site.kind != "probability_into_loss":
         return None
@@ -302,6 +308,25 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     if site.classes:
         return replace(site, variant="model-output", want=want, data=rest, detail=loss)
     return None
+
+
+def _owns_module(index: ProjectIndex, qualified: str, path: str) -> bool:
+    """Whether instances of the project class `qualified` hold a module at attribute path `path`
+    (`encoder`, `encoder.blocks`), as its model IR records them: a layer with parameters at or
+    below the path, or a block of another file placed there. Unknown (a class without IR, a
+    module without parameters, a tensor such as `weight`) is False."""
+    below = path + "."
+    for net in index.networks(qualified):
+        names = [p.name for p in net.params] + [r.name for r in net.recurrents]
+        todo = list(net.nodes)
+        while todo:
+            node = todo.pop()
+            if isinstance(node, Extern):
+                names.append(node.name)
+            todo.extend(getattr(node, "body", ()))
+        if any(n == path or n.startswith(below) for n in names):
+            return True
+    return False
 
 
 def default_holds(site: Site, scope: Scope | None) -> Site | None:
@@ -397,9 +422,10 @@ def _find_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[s
                     if how is None and call.callee.endswith(word + ".__init__") and (
                             f"{owner}.__init__" in index.resolve(mod.name, call.callee)):
                         how = "unknown"  # `Trainer.__init__(self, ...)`: the arguments shift by one
-                elif owner is not None and call.args and call.callee.partition(".")[0] not in (
-                        "self", "cls", "super()") and call.callee.rpartition(".")[2] == short and (
+                elif owner is not None and call.args and call.callee.rpartition(".")[2] == short and (
                         receiver := dict(call.args).get("@")):
+                    # `trainer.m(...)`, `self.trainer.m(...)`, `Trainer(cfg).m(...)`: the front-end
+                    # knew the receiver's class
                     how = _receiver_call(index, mod, receiver, owner)
                 else:
                     how = _call_of(index, mod, fn.name, call.callee, short, target, owner)

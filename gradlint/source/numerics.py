@@ -10,13 +10,13 @@ returns), the site names the classes and the run index settles it. Branches merg
 hazard must hold on every path (precision first).
 
 This module holds the file's walk (`Extractor`: classes, module scope, callers' values) and the
-statements of a function walk; the walk's expressions are `numerics_eval.py`, the hazard sites it
-records `numerics_sites.py`, and its values (`V`, tensors with properties) `engine/tensors.py`.
+statements of a function walk; the walk's expressions are `numerics_eval.py`, its calls
+`numerics_calls.py`, the hazard sites it records `numerics_sites.py`, and its values (`V`,
+tensors with properties) `engine/tensors.py`.
 """
 
 from __future__ import annotations
 
-import builtins
 import re
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -27,9 +27,10 @@ from gradlint.facts.numerics import Call, CallText, Expr, Function, NumClass, Nu
 from gradlint.findings import SourceSpan
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.interp import StatementWalker
-from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, merge_env, _item
+from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, merge_env, _item, open_value
 from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import NO_GRAD, dotted
+from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_eval import TensorEval
 from gradlint.source.numerics_sites import _tokens, _param_data, SiteChecks
 
@@ -284,7 +285,7 @@ class Extractor:
             if joined is None:
                 joined = defaults.get(p, UNKNOWN)
             joined = _passed(joined)
-            if joined != UNKNOWN:
+            if joined is not UNKNOWN:
                 if not passed and joined.crit and p in defaults:
                     # the constructor default, which a caller in another file may replace: the
                     # value's identity names the parameter (Extractor.default_param)
@@ -509,7 +510,7 @@ def _all_none(node: cst.BaseExpression) -> bool:
     return False
 
 
-class FunctionWalk(TensorEval, SiteChecks, StatementWalker):
+class FunctionWalk(TensorEval, TensorCalls, SiteChecks, StatementWalker):
     """Walks one function body in order, keeping the environment of abstract values."""
 
     def __init__(self, x: Extractor, name: str, cls: ClassCtx | None, *, quiet: bool,
@@ -566,7 +567,7 @@ class FunctionWalk(TensorEval, SiteChecks, StatementWalker):
             if v is None and sig is not None and (name in sig[0] or name in sig[1]):
                 # unknown here; a caller in another file may pass a model or a criterion (a site
                 # on it names the parameter, and the rules join what the project's callers pass)
-                v = V()
+                v = open_value()
                 self.x.open_params[id(v)] = (v, self.qual, name, sig[0].index(name) if name in sig[0] else -1)
             self.env[name] = v if v is not None else UNKNOWN
         for star in (ps.star_arg, ps.star_kwarg):
@@ -595,49 +596,12 @@ class FunctionWalk(TensorEval, SiteChecks, StatementWalker):
         for p in list(ps.posonly_params) + list(ps.params) + list(ps.kwonly_params):
             if type(p.default) is cst.Call:
                 v = _passed(self.ev(p.default))
-                if v != UNKNOWN:
+                if v is not UNKNOWN:
                     defaults[p.name.value] = v  # `criterion=nn.BCELoss()`
         self.x.signatures[qual] = (tuple(positional), tuple(p.name.value for p in ps.kwonly_params), defaults,
                                    self.x.unit)
         bound = self.x.walked_with[qual] = self.x.binding(qual)
         return bound
-
-    def _record_passed(self, node: cst.Call) -> None:
-        """At a call of a function or method of this file, what it passes (Extractor.binding)."""
-        func = node.func
-        x = self.x
-        if type(func) is cst.Name:
-            name = func.value
-            if name in self.env or name in self.globals:
-                return
-            if name in x.local_classes:
-                qual = name + ".__init__"
-            elif name in x.def_names:
-                qual = name
-            else:
-                return
-        elif type(func) is cst.Attribute and type(func.value) is cst.Name and func.attr.value in x.def_names:
-            if func.value.value == "self" and self.cls is not None:
-                owner = self.cls.name
-            else:
-                inst = self.ev(func.value).inst
-                if len(inst) != 1:
-                    return
-                owner = next(iter(inst))
-            qual = owner + "." + func.attr.value
-        else:
-            return
-        pos: list[V] = []
-        kw: dict[str, V] = {}
-        star = False
-        for a in node.args:
-            if a.star:
-                star = True
-            elif a.keyword is not None:
-                kw[a.keyword.value] = self.ev(a.value)
-            elif not star:
-                pos.append(self.ev(a.value))
-        self.x.passed.setdefault(qual, {}).setdefault(self.x.unit, []).append((pos, kw, star))
 
     def walk(self, stmts: Iterable[cst.CSTNode]) -> None:
         for stmt in stmts:
@@ -821,6 +785,12 @@ class FunctionWalk(TensorEval, SiteChecks, StatementWalker):
             self.x.add(Site("requires_grad_on_module", "parameters", where.span, detail=self.x.code(holder),
                             data=tuple(_param_data("model", model))))
             return
+        if (held := self._open_param_path(holder)) is not None:
+            # `model.encoder` of a parameter: a module when the callers all pass a model whose
+            # class owns a submodule at that path (facts.numerics.bind_parameters)
+            self.x.add(Site("requires_grad_on_module", "parameters", where.span, detail=self.x.code(holder),
+                            data=(*_param_data("model", held[0]), ("model_path", held[1]))))
+            return
         if key == "self" and self.cls is not None and not self.cls.reads_requires_grad:
             self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail="self", classes=(self.cls.name,),
                             want="module"))
@@ -829,6 +799,22 @@ class FunctionWalk(TensorEval, SiteChecks, StatementWalker):
             self.env[key] = replace(hv, rg=hv.rg | {(where, key)})
         elif truth and key and hv.leaf and hv.const and hv.tensor:
             self.env[key] = _TRAINABLE  # `W.requires_grad = True` on a factory's tensor
+
+    def _open_param_path(self, holder: cst.BaseExpression) -> tuple[tuple[str, str, int], str] | None:
+        """(the open parameter, the attribute path below it) when `holder` is a chain of attributes
+        on one (`model.encoder`, `self.model.blocks` with `self.model = model` in `__init__`)."""
+        parts: list[str] = []
+        node = holder
+        while type(node) is cst.Attribute:
+            parts.append(node.attr.value)
+            node = node.value
+            key = dotted(node)
+            if key is None:
+                return None
+            if key in self.env:
+                ref = self.x.open_param(self.env[key])
+                return (ref, ".".join(reversed(parts))) if ref is not None else None
+        return None
 
     def _record_wrapper(self, fn: cst.FunctionDef) -> None:
         """`def op(x): return MyFn.apply(x)` makes `op` a name under which MyFn can be gradchecked."""
@@ -846,32 +832,6 @@ class FunctionWalk(TensorEval, SiteChecks, StatementWalker):
         fn.visit(Apply())
         for cls in sorted(found):  # facts must not depend on the hash seed
             x.aliases.append((fn.name.value, cls))
-
-
-    def _may_call_project(self, func: cst.Name | cst.Attribute) -> bool:
-        """Whether a callee no import names may be a function, class or method of the project
-        whose callers a join reads (facts.numerics.bind_parameters): not a builtin, a local value
-        (`fn(x)`), an attribute holding a value (`self.fc(x)`), or a method of a value that is no
-        instance of one class (a receiver of unknown class leaves the join unknown anyway)."""
-        if type(func) is cst.Name:
-            name = func.value
-            if name in self.x.def_names or name in self.x.local_classes:
-                return True
-            return not (name in self.env or name in self.globals or name in _BUILTINS)
-        head = func.value.value
-        if head in ("self", "cls"):
-            return dotted(func) not in self.env
-        held = self.env.get(head) or self.globals.get(head)
-        return held is not None and len(held.inst) == 1
-
-
-    def param_output(self, v: V) -> tuple[str, str, int] | None:
-        """The open parameter whose call made `v` (`model(x)` with `model` a parameter), if any."""
-        called = self.param_outputs.get(id(v))
-        return called[1] if called is not None and called[0] is v else None
-
-
-_BUILTINS = frozenset(dir(builtins))
 
 
 _AUG = {cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,

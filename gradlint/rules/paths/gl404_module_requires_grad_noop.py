@@ -33,6 +33,10 @@ _FREEZE = "import torch\n\n\nclass Trainer:\n    def freeze(self, model):\n     
 _TRAIN = ("import torch\n\nfrom example import Trainer\nfrom nets import Backbone, Config\n\n"
           "trainer = Trainer()\ntrainer.freeze(Backbone())\n")
 _NETS = "from torch import nn\n\n\nclass Backbone(nn.Module):\n    pass\n\n\nclass Config:\n    pass\n"
+_FREEZE_PART = "import torch\n\n\ndef freeze(model):\n    model.encoder.requires_grad = False\n"
+_TRAIN_PART = "import torch\n\nfrom example import freeze\nfrom nets import Net\n\nfreeze(Net())\n"
+_NETS_PART = ("from torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+              "        self.encoder = nn.Linear(4, 4)\n")
 
 
 class ModuleRequiresGradNoop(SiteRule):
@@ -42,7 +46,8 @@ class ModuleRequiresGradNoop(SiteRule):
     a class of the run that derives from `nn.Module` (looked up across files), `self` inside
     such a class, a submodule of a model of this file (`self.model.encoder`, the model built in
     `__init__` or passed by the callers in this file), a parameter for which every caller in the
-    project passes a module (`trainer.freeze(Backbone())` in another file), or a loop variable
+    project passes a module (`trainer.freeze(Backbone())` in another file) or a submodule of one
+    (`model.encoder`, when every caller passes a model whose class holds a layer there), or a loop variable
     over `.modules()`/`.children()` (also `list(model.children())[:3]`) — and the
     `.require_grad` typo on anything.
 
@@ -99,6 +104,8 @@ class ModuleRequiresGradNoop(SiteRule):
                 note="a slice of .children()"),
         Example(_FREEZE, files=(("train.py", _TRAIN), ("nets.py", _NETS)),
                 note="the model every caller in the project passes (train.py)"),
+        Example(_FREEZE_PART, files=(("train.py", _TRAIN_PART), ("nets.py", _NETS_PART)),
+                note="a submodule of the model every caller in the project passes"),
     ]
     valid = [
         Example("import torch\nfrom torch import nn\n\nm = nn.Linear(4, 4)\nm.requires_grad_(False)\n"),
@@ -115,6 +122,9 @@ class ModuleRequiresGradNoop(SiteRule):
         Example(_FREEZE, files=(("train.py", _TRAIN.replace("Backbone()", "Config()")), ("nets.py", _NETS)),
                 note="every caller passes an object that is no module"),
         Example(_FREEZE, files=(("nets.py", _NETS),), note="no caller in the project: unknown"),
+        Example(_FREEZE_PART.replace("encoder.requires_grad", "encoder.weight.requires_grad"),
+                files=(("train.py", _TRAIN_PART), ("nets.py", _NETS_PART)),
+                note="a parameter of a submodule of the model the callers pass"),
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:

@@ -17,6 +17,7 @@ from dataclasses import replace as _replace_record
 import libcst as cst
 
 from gradlint.findings import SourceSpan
+from gradlint.source.engine.values import UNKNOWN, Unknown
 
 
 class Where:
@@ -108,6 +109,22 @@ _V_FIELDS = frozenset(f.name for f in fields(V))
 _V_DEFAULTS = {f.name: f.default for f in fields(V)}  # all immutable: None, False, frozenset()
 
 
+def _v_new(cls, **values):
+    """A value that knows something, or `UNKNOWN` (the engine's one bottom) when every property
+    given is at its "not known" default: a `V` never stands for nothing known."""
+    for v in values.values():
+        if v or (v is not None and v is not False and type(v) is not frozenset):
+            return object.__new__(cls)
+    return UNKNOWN
+
+
+def _knows_nothing(state: dict) -> bool:
+    for v in state.values():
+        if v or (v is not None and v is not False and type(v) is not frozenset):
+            return False
+    return True
+
+
 def _v_init(self, **values) -> None:
     """V's constructor: a frozen dataclass's sets each of its 34 fields through
     object.__setattr__, and a V is made for nearly every expression."""
@@ -118,8 +135,29 @@ def _v_init(self, **values) -> None:
     state.update(values)
 
 
+V.__new__ = _v_new  # type: ignore[method-assign]
 V.__init__ = _v_init  # type: ignore[method-assign]
-UNKNOWN = V()
+# The unknown value reads as a value with no property: merge, _combine and every rule's test of a
+# property take it as they take a tensor nothing is known of.
+Unknown.reads({**_V_DEFAULTS, "nograd": False})
+
+
+def open_value() -> V:
+    """A fresh value standing for one parameter no caller of its file binds: nothing is known of
+    it (it reads like `UNKNOWN`), but its identity names the parameter, so that a site on it can
+    say which one (source/numerics.py `Extractor.open_params`)."""
+    new = object.__new__(V)
+    new.__dict__.update(_V_DEFAULTS)
+    return new
+
+
+def _is_open(v) -> bool:
+    return type(v) is V and v.__dict__ == _V_DEFAULTS
+
+
+def knows_nothing(v) -> bool:
+    """`UNKNOWN`, or an open parameter (unknown too, with an identity)."""
+    return v is UNKNOWN or _is_open(v)
 # a leaf made to require grad (`torch.zeros(..., requires_grad=True)`, `W.requires_grad_()`)
 _TRAINABLE = V(leaf=True, tensor=True, params=True)
 
@@ -127,6 +165,8 @@ _TRAINABLE = V(leaf=True, tensor=True, params=True)
 def replace(obj, /, **changes):
     """dataclasses.replace; for a V (made for nearly every expression) a copy of its fields,
     without the generic per-field machinery that cost more than the walk around it."""
+    if obj is UNKNOWN:
+        return V(**changes)
     if type(obj) is not V:
         return _replace_record(obj, **changes)
     if not changes.keys() <= _V_FIELDS:
@@ -135,6 +175,8 @@ def replace(obj, /, **changes):
     state = new.__dict__
     state.update(obj.__dict__)
     state.update(changes)
+    if _knows_nothing(changes) and _knows_nothing(state):
+        return UNKNOWN
     return new
 
 
@@ -160,8 +202,8 @@ def _combine(vals: list[V]) -> V:
 
 def merge(a: V, b: V) -> V:
     """A value that is `a` on one path and `b` on another: hazards must hold on both."""
-    if a is b or a == b:
-        return a
+    if a is b or a == b or (a is UNKNOWN and _is_open(b)) or (b is UNKNOWN and _is_open(a)):
+        return a  # an open parameter is unknown elsewhere: the first one's identity is kept
     return V(
         prob=a.prob if a.prob == b.prob else None,
         prob_node=a.prob_node if a.prob_node is b.prob_node else None,

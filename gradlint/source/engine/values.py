@@ -26,6 +26,17 @@ class Unknown:
     def __repr__(self) -> str:
         return "UNKNOWN"
 
+    @classmethod
+    def reads(cls, properties: dict) -> None:
+        """Declare properties an interpreter reads on its values, each with what it is when
+        nothing is known (engine/tensors.py: a tensor's `prob` is None, `params` False...). The
+        unknown value answers them, so that it is the bottom of that domain too: no interpreter
+        needs a "nothing known" value of its own."""
+        for name, value in properties.items():
+            if name in cls.__dict__ and getattr(cls, name) != value:
+                raise ValueError(f"Unknown.{name} is already declared with another value")
+            setattr(cls, name, value)
+
 
 UNKNOWN: Any = Unknown()
 
