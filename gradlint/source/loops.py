@@ -466,8 +466,10 @@ class _Extractor(CallEvents, StatementWalker):
         ctx = ctx.replace(parent_stmt=sid)
         head = stmt.iter if isinstance(stmt, cst.For) else stmt.test
         out.extend(self.events(head, sid, ctx))
-        body = self.block(_suite(stmt.body), ctx, "loop")
         each = _each_optimizer(stmt)
+        # the variable of a loop over the optimizers holds one of them, whatever its name
+        inner = ctx.replace(drawn=ctx.drawn + (stmt.target.value,)) if each else ctx
+        body = self.block(_suite(stmt.body), inner, "loop")
         if each and all(e.kind in _PER_OPTIMIZER for e in iter_events(body)):
             # `for opt in self.optimizers: scaler.step(opt)`: one update of every optimizer,
             # not a loop of steps
@@ -751,6 +753,8 @@ class _Ctx:
     in_class: str | None = None
     parent_of_class: int | None = None
     parent_stmt: int = -1
+    # variables of the loops over the optimizers around this point (`o` of `for o in self.optimizers`)
+    drawn: tuple[str, ...] = ()
 
     def replace(self, **kw) -> "_Ctx":
         return dataclasses.replace(self, **kw)
