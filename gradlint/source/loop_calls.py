@@ -107,6 +107,9 @@ def _call_kind(text: str, qualified: frozenset[str]) -> str:
     return "op"
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 def _recorded_call(name: str) -> bool:
     """Whether every call of a project function so named is an event of its caller's facts (an
     `invoke` or a `call`, with the arguments that matter), rather than read as a clip, a clear,
@@ -120,6 +123,9 @@ def _recorded_call(name: str) -> bool:
 
 class CallEvents:
     """The call events of the training-loop recorder (a mixin of loops._Extractor: its spans, names and contexts)."""
+
+    _assigns_indexed = 0
+    _assign_kinds: dict[str, set[str]]
 
     def _call_kinds(self, value: cst.BaseExpression):
         """(callee text, 'module' | 'op') for each call in an expression (GL207's data flow)."""
@@ -286,7 +292,7 @@ class CallEvents:
         # framework training entry points
         if attr in ("fit", "train") and receiver is not None and (
                 re.search("trainer", _last(recv_text), re.IGNORECASE)
-                or any(a.target == recv_text and a.kind in ("pl_trainer", "hf_trainer") for a in self.assigns)):
+                or not self._assigned(recv_text).isdisjoint(("pl_trainer", "hf_trainer"))):
             model = _arg(call, 0, "model") if attr == "fit" else None
             if isinstance(model, cst.Call) and dotted(model.func):
                 # trainer.fit(LitModel(...)): the class itself
@@ -310,15 +316,22 @@ class CallEvents:
         if text and _call_kind(text, q) == "module" and attr not in ("parameters", "named_parameters"):
             # what it passes matters only where it passes an optimizer or a scaler (a training
             # step of another file may take it for a parameter: facts.training.bind_callers)
-            args = self._args(call, ctx)
-            return [Event("invoke", span, fid, sid, ng, target=text,
-                          args=args if any(v.kind for _, v in args) else ())]
+            passes = any(self._object_kind(a.value) for a in call.args if not a.star)
+            return [Event("invoke", span, fid, sid, ng, target=text, args=self._args(call, ctx) if passes else ())]
         return []
+
+    def _assigned(self, text: str) -> frozenset[str] | set[str]:
+        """The kinds of the assignments to `text` recorded so far (Assign.kind), indexed as they come."""
+        index = self._assign_kinds
+        for a in self.assigns[self._assigns_indexed:]:
+            index.setdefault(a.target, set()).add(a.kind)
+        self._assigns_indexed = len(self.assigns)
+        return index.get(text, _NONE)
 
     def _scaler_name(self, recv_text: str) -> bool:
         if _SCALER_NAME.search(_last(recv_text)):
             return True
-        return any(a.kind == "scaler" and a.target == recv_text for a in self.assigns)
+        return "scaler" in self._assigned(recv_text)
 
     def _passed_as(self, recv_text: str, fid: int, ctx: "_Ctx", test) -> bool:
         """`s.step(o)` in `def update(model, o, s, loss)`: every call of this file passes a scaler
@@ -349,7 +362,7 @@ class CallEvents:
         cls = self.pre.instance_class(text)
         if "lr_scheduler" in cls or "swa_utils" in cls or _NOT_OPTIMIZER.search(_last(cls)):
             return ""  # `torch.optim.lr_scheduler.LambdaLR(...)`: no optimizer
-        if self._made_optimizer(text) or any(a.kind == "optimizer" and a.target == text for a in self.assigns):
+        if self._made_optimizer(text) or "optimizer" in self._assigned(text):
             return "optimizer"
         return ""
 
@@ -367,9 +380,10 @@ class CallEvents:
     def _is_optimizer(self, recv_text: str, fid: int) -> bool:
         if not recv_text:
             return False
-        if any(a.kind == "optimizer" and a.target == recv_text for a in self.assigns):
+        kinds = self._assigned(recv_text)
+        if "optimizer" in kinds:
             return True
-        if any(a.target == recv_text and a.kind in ("model", "scaler", "pl_trainer", "hf_trainer") for a in self.assigns):
+        if not kinds.isdisjoint(("model", "scaler", "pl_trainer", "hf_trainer")):
             return False
         return is_optimizer_name(recv_text)
 

@@ -261,6 +261,7 @@ class _Extractor(CallEvents, StatementWalker):
         self.functions: list[Function | None] = []
         self.stmts: list[Stmt] = []
         self.assigns: list[Assign] = []
+        self._assign_kinds: dict[str, set[str]] = {}  # CallEvents._assigned
         self._next_block = 0
         # (function id) -> name -> is an accumulation expression; function node -> id
         self._accum_names: dict[int, dict[str, bool]] = {}
@@ -466,14 +467,14 @@ class _Extractor(CallEvents, StatementWalker):
         ctx = ctx.replace(parent_stmt=sid)
         head = stmt.iter if isinstance(stmt, cst.For) else stmt.test
         out.extend(self.events(head, sid, ctx))
-        each = _each_optimizer(stmt)
+        var, each = _each_optimizer(stmt)
         # the variable of a loop over the optimizers holds one of them, whatever its name
-        inner = ctx.replace(drawn=ctx.drawn + (stmt.target.value,)) if each else ctx
+        inner = ctx.replace(drawn=ctx.drawn + (var,)) if each else ctx
         body = self.block(_suite(stmt.body), inner, "loop")
         if each and all(e.kind in _PER_OPTIMIZER for e in iter_events(body)):
             # `for opt in self.optimizers: scaler.step(opt)`: one update of every optimizer,
             # not a loop of steps
-            body = _drawn_from(dataclasses.replace(body, kind="body"), stmt.target.value, each)
+            body = _drawn_from(dataclasses.replace(body, kind="body"), var, each)
         out.append(body)
         if stmt.orelse is not None:
             out.extend(self.block(_suite(stmt.orelse.body), ctx, "body").items)
@@ -696,20 +697,35 @@ def _fact(node: cst.BaseExpression, known: Known, tests: tuple[str, ...]) -> Val
 _PER_OPTIMIZER = frozenset({"step", "clear", "unscale", "clip"})
 
 
-def _each_optimizer(stmt: cst.CSTNode) -> str:
-    """`self.optimizers` of `for opt in self.optimizers` (also `optimizers.values()`, Lightning's
-    `self.optimizers()`); '' for any other loop."""
-    if not isinstance(stmt, cst.For) or not isinstance(stmt.target, cst.Name):
-        return ""
-    it = stmt.iter
+def _each_optimizer(stmt: cst.CSTNode) -> tuple[str, str]:
+    """(the variable, what it iterates as written) of a loop over the optimizers: `for opt in
+    self.optimizers` (also `optimizers.values()`, Lightning's `self.optimizers()`), `for name,
+    opt in optimizers.items()`, `for opt in (opt_g, opt_d)`; ('', '') for any other loop."""
+    if not isinstance(stmt, cst.For):
+        return "", ""
+    target, it, written = stmt.target, stmt.iter, _text(stmt.iter)
+    if isinstance(it, cst.Call) and not it.args and isinstance(it.func, cst.Attribute) and it.func.attr.value == "items" \
+            and isinstance(target, cst.Tuple) and len(target.elements) == 2:
+        # `for key, opt in optimizers.items()`: the values are the optimizers
+        target, it = target.elements[1].value, it.func.value
+        written = _text(it) + ".values()"
+    if not isinstance(target, cst.Name):
+        return "", ""
+    if isinstance(it, (cst.Tuple, cst.List)):
+        names = [dotted(e.value) if isinstance(e, cst.Element) else None for e in it.elements]
+        if len(names) > 1 and all(n and is_optimizer_name(n) for n in names):
+            return target.value, written
+        return "", ""
     if isinstance(it, cst.Call) and not it.args:
         func = it.func
         it = func.value if isinstance(func, cst.Attribute) and func.attr.value == "values" else func
     text = dotted(it) if isinstance(it, (cst.Name, cst.Attribute)) else None
     if not text:
-        return ""
+        return "", ""
     last = _last(text)
-    return _text(stmt.iter) if last.endswith("s") and (last.lower() == "opts" or is_optimizer_name(last)) else ""
+    if last.endswith("s") and (last.lower() == "opts" or is_optimizer_name(last)):
+        return target.value, written
+    return "", ""
 
 
 def _drawn_from(block: Block, var: str, each: str) -> Block:
