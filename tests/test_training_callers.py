@@ -78,3 +78,26 @@ def test_a_caller_file_without_loop_facts_is_a_caller_we_cannot_read(tmp_path):
         "sgd = torch.optim.SGD(m.parameters(), lr=0.1)\nplain_update(m, sgd, torch.randn(8, 4))\n")
     found = _found([tmp_path / "p"], tmp_path / "p")
     assert ("stepping.py", 11, "GL202") not in found and ("stepping.py", 18, "GL203") in found
+
+
+def test_a_warm_run_sees_a_caller_change_in_a_file_outside_the_run(tmp_path):
+    from tests.test_result_cache import same_as_no_cache
+
+    shutil.copytree(TRAINING / "crossfile_param", tmp_path / "p")
+    root = tmp_path / "p"
+    (root / "pyproject.toml").write_text("[tool.gradlint]\nselect = ['GL2']\n")
+    codes = lambda found: sorted((line, code) for _p, code, line, _m in found)  # noqa: E731
+    assert codes(same_as_no_cache(root, ["stepping.py"])) == [(11, "GL202"), (18, "GL203")]
+    # the caller now passes the model for `o` of plain_update: stepping.py's result depends on it
+    train = (root / "train.py").read_text()
+    (root / "train.py").write_text(train.replace("plain_update(model, adam, batch)", "plain_update(model, model, batch)"))
+    assert codes(same_as_no_cache(root, ["stepping.py"])) == [(18, "GL203")]
+
+
+def test_a_scaler_passed_for_a_step_without_an_optimizer_is_no_step(tmp_path):
+    shutil.copytree(TRAINING / "crossfile_param", tmp_path / "p")
+    root = tmp_path / "p"
+    (root / "pyproject.toml").write_text("")
+    train = (root / "train.py").read_text()
+    (root / "train.py").write_text(train.replace("plain_update(model, adam, batch)", "plain_update(model, amp, batch)"))
+    assert _found([root / "stepping.py"], root) == {("stepping.py", 18, "GL203")}

@@ -252,10 +252,11 @@ def _decided(ev: Event, fn: Function, scope: Scope | None) -> tuple[Event, ...]:
     kind = _passed_kind(scope, fn, ev.param) if scope is not None and scope.module else None
     args = dict(ev.args)
     base = dataclasses.replace(ev, kind="step", param="", args=())
-    if kind == "scaler" and ev.name == "step":
+    if kind == "scaler":
         opt = args.get("optimizer") or args.get("0")
-        return (dataclasses.replace(base, via="scaler", target=opt.text if opt is not None else "", scaler=ev.target,
-                                    name=""),)
+        if ev.name != "step" or opt is None:
+            return ()  # a scaler steps the optimizer it is given
+        return (dataclasses.replace(base, via="scaler", target=opt.text, scaler=ev.target, name=""),)
     if kind == "optimizer":
         closure = args.get("closure") or (args.get("0") if ev.name == "step" else None)
         clears = "zero_grad" in args and args["zero_grad"].text == "True"
@@ -291,7 +292,7 @@ def _calls_of(index: ProjectIndex, module: str, fn: Function) -> list[dict[str, 
     files whose text names it, as facts.numerics finds callers); None when not every call can
     be known. Memoised per run (ProjectIndex.memos: the result cache records what it read)."""
     memo = index.memos.setdefault("training_calls_of", {})
-    key = (module, fn.name)
+    key = (module, fn.name, fn.id)
     if key not in memo:
         memo[key] = _find_calls(index, module, fn)
     return memo[key]
