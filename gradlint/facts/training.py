@@ -5,9 +5,11 @@ events the training-loop rules care about, in source order, plus statements and 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Union
 
+from gradlint.facts.project import ProjectIndex, Scope
 from gradlint.findings import SourceSpan
 
 @dataclass(frozen=True)
@@ -23,6 +25,9 @@ class Value:
     number: float | None = None
     source: str = ""
     guarded: bool = False
+    # what an argument is to a training step: 'optimizer', 'scaler' (the caller's file binds
+    # it to one or names it so), '' else; a step of another file reads it (bind_callers)
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,9 @@ class Event:
       runs (`loss_scaler = NativeScaler()`; `loss_scaler(loss, opt)` runs `NativeScaler.__call__`,
       whose name is in `name`), resolved in this file or through the project index.
       fit       Lightning `trainer.fit(model)` / Hugging Face `trainer.train()`
+      open_step `o.step()` / `s.step(o)` on the parameter `param` of a top-level function that
+                no call of its file decides: an optimizer's (a scaler's) step when every call
+                in the project passes one for it (`bind_callers`), else nothing
     each: the optimizers a step, clear or unscale is drawn from, as written (`self.optimizers`),
       when its target is the variable of a loop over them (`for opt in self.optimizers:
       scaler.step(opt)`): that loop is one update of each, so its block is no loop of its own.
@@ -70,6 +78,7 @@ class Event:
     args: tuple[tuple[str, Value], ...] = ()
     ref: str = ""
     each: str = ""
+    param: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,3 +207,123 @@ def method_id(facts: TrainingFacts, cls: str, name: str) -> int | None:
     """Function id of method `name` of class `cls` of this file, or of its nearest base of this file."""
     return in_bases(cls, dict(facts.classes),
                     lambda c: next((f.id for f in facts.functions if f.cls == c and f.name == name), None))
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps on parameters, decided by the project's callers
+
+# Files that name a step function read to find its callers, at most (as facts.numerics does).
+MAX_CALLER_MODULES = 64
+
+
+def has_open_steps(facts: TrainingFacts) -> bool:
+    return any(e.kind == "open_step" for fn in facts.functions for e in iter_events(fn.body))
+
+
+def bind_callers(facts: TrainingFacts | None, scope: Scope | None) -> TrainingFacts | None:
+    """The facts with every `open_step` decided: `o.step()` in `def train_step(model, o, loss)`
+    is an optimizer's step when every call of `train_step` in the project passes an optimizer
+    for `o` (`Value.kind`), `s.step(o)` a scaler's step when every call passes a scaler for `s`;
+    otherwise (no caller, callers that disagree, a caller we cannot read, the function read as
+    a value) it is no step at all, as in a file checked without its callers."""
+    if facts is None or not has_open_steps(facts):
+        return facts
+    functions = tuple(dataclasses.replace(fn, body=_bind_block(fn.body, fn, scope)) for fn in facts.functions)
+    return dataclasses.replace(facts, functions=functions)
+
+
+def _bind_block(block: Block, fn: Function, scope: Scope | None) -> Block:
+    items: list[Block | Event] = []
+    changed = False
+    for it in block.items:
+        if isinstance(it, Block):
+            new = _bind_block(it, fn, scope)
+            changed |= new is not it
+            items.append(new)
+        elif it.kind == "open_step":
+            changed = True
+            items.extend(_decided(it, fn, scope))
+        else:
+            items.append(it)
+    return dataclasses.replace(block, items=tuple(items)) if changed else block
+
+
+def _decided(ev: Event, fn: Function, scope: Scope | None) -> tuple[Event, ...]:
+    kind = _passed_kind(scope, fn, ev.param) if scope is not None and scope.module else None
+    args = dict(ev.args)
+    base = dataclasses.replace(ev, kind="step", param="", args=())
+    if kind == "scaler":
+        opt = args.get("optimizer") or args.get("0")
+        if ev.name != "step" or opt is None:
+            return ()  # a scaler steps the optimizer it is given
+        return (dataclasses.replace(base, via="scaler", target=opt.text, scaler=ev.target, name=""),)
+    if kind == "optimizer":
+        closure = args.get("closure") or (args.get("0") if ev.name == "step" else None)
+        clears = "zero_grad" in args and args["zero_grad"].text == "True"
+        step = dataclasses.replace(base, via="sam" if ev.name != "step" else "optimizer",
+                                   name=closure.text if closure is not None else "", clears=clears)
+        if clears:
+            return step, dataclasses.replace(base, kind="clear", via="zero_grad", name="")
+        return (step,)
+    return ()
+
+
+def _passed_kind(scope: Scope, fn: Function, param: str) -> str | None:
+    """'optimizer' or 'scaler' when every call of `fn` (a top-level function of the scope's
+    module) in the project passes one for `param`; None else."""
+    if param not in fn.params:
+        return None
+    position = fn.params.index(param)
+    calls = _calls_of(scope.index, scope.module, fn)
+    if not calls:
+        return None
+    kinds = set()
+    for args in calls:
+        if "*" in args:
+            return None
+        value = args.get(param) or args.get(str(position))
+        kinds.add(value.kind if value is not None else "")
+    kind = kinds.pop() if len(kinds) == 1 else ""
+    return kind or None
+
+
+def _calls_of(index: ProjectIndex, module: str, fn: Function) -> list[dict[str, Value]] | None:
+    """What each call of the top-level function `fn` of `module` passes, over the project (the
+    files whose text names it, as facts.numerics finds callers); None when not every call can
+    be known. Memoised per run (ProjectIndex.memos: the result cache records what it read)."""
+    memo = index.memos.setdefault("training_calls_of", {})
+    key = (module, fn.name, fn.id)
+    if key not in memo:
+        memo[key] = _find_calls(index, module, fn)
+    return memo[key]
+
+
+def _find_calls(index: ProjectIndex, module: str, fn: Function) -> list[dict[str, Value]] | None:
+    name = fn.name
+    target = f"{module}.{name}"
+    mentions = index.mentioning(name)
+    if len(mentions) > MAX_CALLER_MODULES:
+        return None
+    out: list[dict[str, Value]] = []
+    for home in sorted({module, *mentions}, key=lambda n: (n not in index.modules, n)):
+        mod = index.module(home)
+        facts = mod.facts.training if mod is not None else None
+        numerics = mod.facts.numerics if mod is not None else None
+        if not isinstance(facts, TrainingFacts) or not facts.functions or numerics is None \
+                or name in numerics.references:
+            return None  # a file that names it and was not read, or reads it as a value
+        found = 0
+        for caller in facts.functions:
+            for ev in iter_events(caller.body):
+                if ev.kind == "call" and home == module and not ev.ref and ev.callees == (fn.id,):
+                    out.append(dict(ev.args))
+                    found += 1
+                elif ev.kind == "invoke" and not ev.ref and ev.target.rpartition(".")[2] == name \
+                        and (home != module or "." in ev.target) and target in index.resolve(home, ev.target):
+                    out.append(dict(ev.args))
+                    found += 1
+        if not found and home != module and any(
+                call.callee.rpartition(".")[2] == name and target in index.resolve(home, call.callee)
+                for f in numerics.functions for call in f.calls):
+            return None  # a call the loop facts did not record (in a class body, an assert...)
+    return out

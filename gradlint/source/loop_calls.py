@@ -9,6 +9,7 @@ calls to the file's own functions are recorded for the rules to follow.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import TYPE_CHECKING
 
@@ -106,8 +107,25 @@ def _call_kind(text: str, qualified: frozenset[str]) -> str:
     return "op"
 
 
+_NONE: frozenset[str] = frozenset()
+
+
+def _recorded_call(name: str) -> bool:
+    """Whether every call of a project function so named is an event of its caller's facts (an
+    `invoke` or a `call`, with the arguments that matter), rather than read as a clip, a clear,
+    a criterion or a framework call: its callers can then all be read from their facts."""
+    return not (_CRITERION.search(name) or name in CLIP_NAMES or re.search(r"clip_?grad|grad_?clip|(zero|clear|reset)_?grad",
+                                                                          name, re.IGNORECASE)
+                or name in ("clip_gradients", "step", "first_step", "second_step", "backward", "manual_backward",
+                            "unscale_", "unscale_gradients", "zero_", "fill_", "fit", "train", "register_hook",
+                            "parameters", "named_parameters"))
+
+
 class CallEvents:
     """The call events of the training-loop recorder (a mixin of loops._Extractor: its spans, names and contexts)."""
+
+    _assigns_indexed = 0
+    _assign_kinds: dict[str, set[str]]
 
     def _call_kinds(self, value: cst.BaseExpression):
         """(callee text, 'module' | 'op') for each call in an expression (GL207's data flow)."""
@@ -225,7 +243,8 @@ class CallEvents:
                 opt = _arg(call, 0, "optimizer")
                 return [Event("step", span, fid, sid, ng, via="scaler", target=_text(opt) if opt is not None else "",
                               scaler=recv_text)]
-            if self._is_optimizer(recv_text, fid) or self._passed_as(recv_text, fid, ctx, self._made_optimizer):
+            if self._is_optimizer(recv_text, fid) or recv_text in ctx.drawn \
+                    or self._passed_as(recv_text, fid, ctx, self._made_optimizer):
                 out: list[Event] = []
                 closure = _arg(call, 0, "closure") if attr == "step" else None
                 callees: tuple[int, ...] = ()
@@ -242,6 +261,12 @@ class CallEvents:
                 if clears:
                     out.append(Event("clear", span, fid, sid, ng, via="zero_grad", target=recv_text))
                 return out
+            if self._open_param(recv_text, fid, ctx):
+                # `o.step()` / `s.step(o)` on a parameter no call of this file decides: a step
+                # when every call in the project passes an optimizer (a scaler) for it, which
+                # the rules ask the project index (facts.training.bind_callers)
+                return [Event("open_step", span, fid, sid, ng, target=recv_text, name=attr, param=recv_text,
+                              args=self._args(call, ctx))]
             ref = self._foreign_ref(recv_text, ctx)
             if ref:
                 # `trainer.step()` on an instance of a project class defined elsewhere
@@ -267,7 +292,7 @@ class CallEvents:
         # framework training entry points
         if attr in ("fit", "train") and receiver is not None and (
                 re.search("trainer", _last(recv_text), re.IGNORECASE)
-                or any(a.target == recv_text and a.kind in ("pl_trainer", "hf_trainer") for a in self.assigns)):
+                or not self._assigned(recv_text).isdisjoint(("pl_trainer", "hf_trainer"))):
             model = _arg(call, 0, "model") if attr == "fit" else None
             if isinstance(model, cst.Call) and dotted(model.func):
                 # trainer.fit(LitModel(...)): the class itself
@@ -289,13 +314,24 @@ class CallEvents:
             return [Event("invoke", span, fid, sid, ng, target=text, name=attr if receiver is not None else "__call__",
                           ref=ref, args=self._args(call, ctx))]
         if text and _call_kind(text, q) == "module" and attr not in ("parameters", "named_parameters"):
-            return [Event("invoke", span, fid, sid, ng, target=text)]
+            # what it passes matters only where it passes an optimizer or a scaler (a training
+            # step of another file may take it for a parameter: facts.training.bind_callers)
+            passes = any(self._object_kind(a.value) for a in call.args if not a.star)
+            return [Event("invoke", span, fid, sid, ng, target=text, args=self._args(call, ctx) if passes else ())]
         return []
+
+    def _assigned(self, text: str) -> frozenset[str] | set[str]:
+        """The kinds of the assignments to `text` recorded so far (Assign.kind), indexed as they come."""
+        index = self._assign_kinds
+        for a in self.assigns[self._assigns_indexed:]:
+            index.setdefault(a.target, set()).add(a.kind)
+        self._assigns_indexed = len(self.assigns)
+        return index.get(text, _NONE)
 
     def _scaler_name(self, recv_text: str) -> bool:
         if _SCALER_NAME.search(_last(recv_text)):
             return True
-        return any(a.kind == "scaler" and a.target == recv_text for a in self.assigns)
+        return "scaler" in self._assigned(recv_text)
 
     def _passed_as(self, recv_text: str, fid: int, ctx: "_Ctx", test) -> bool:
         """`s.step(o)` in `def update(model, o, s, loss)`: every call of this file passes a scaler
@@ -305,6 +341,30 @@ class CallEvents:
             return False
         texts = self.pre.passed(fdef, ctx.cls is not None, recv_text)
         return bool(texts) and all(test(t) for t in texts)
+
+    def _open_param(self, recv_text: str, fid: int, ctx: "_Ctx") -> bool:
+        """A parameter of a top-level function whose name says nothing against an optimizer or a
+        scaler: what it is depends on the callers of the whole project."""
+        fdef = self._scope_nodes.get(fid)
+        return (ctx.cls is None and self._func_parent.get(fid) == 0 and recv_text in self._params.get(fid, ())
+                and fdef is not None and not _NOT_OPTIMIZER.search(recv_text) and _recorded_call(fdef.name.value))
+
+    def _object_kind(self, node: cst.BaseExpression) -> str:
+        """What an argument is to a training step: 'scaler' (a name this file binds to a GradScaler
+        or names as a scaler), 'optimizer' (likewise), '' else."""
+        if not isinstance(node, (cst.Name, cst.Attribute)):
+            return ""
+        text = dotted(node)
+        if not text:
+            return ""
+        if self._made_scaler(text):
+            return "scaler"
+        cls = self.pre.instance_class(text)
+        if "lr_scheduler" in cls or "swa_utils" in cls or _NOT_OPTIMIZER.search(_last(cls)):
+            return ""  # `torch.optim.lr_scheduler.LambdaLR(...)`: no optimizer
+        if self._made_optimizer(text) or "optimizer" in self._assigned(text):
+            return "optimizer"
+        return ""
 
     def _made_scaler(self, text: str) -> bool:
         """A name this file binds to a GradScaler (or names as one)."""
@@ -320,9 +380,10 @@ class CallEvents:
     def _is_optimizer(self, recv_text: str, fid: int) -> bool:
         if not recv_text:
             return False
-        if any(a.kind == "optimizer" and a.target == recv_text for a in self.assigns):
+        kinds = self._assigned(recv_text)
+        if "optimizer" in kinds:
             return True
-        if any(a.target == recv_text and a.kind in ("model", "scaler", "pl_trainer", "hf_trainer") for a in self.assigns):
+        if not kinds.isdisjoint(("model", "scaler", "pl_trainer", "hf_trainer")):
             return False
         return is_optimizer_name(recv_text)
 
@@ -339,6 +400,9 @@ class CallEvents:
                 out.append(("*", Value(_text(a.value))))
                 break
             value = self.value(a.value, ctx.fid, ctx.tests) or Value("")
+            kind = self._object_kind(a.value)
+            if kind:
+                value = dataclasses.replace(value, kind=kind)
             if a.keyword is not None:
                 out.append((a.keyword.value, value))
             else:

@@ -21,8 +21,11 @@ from gradlint.facts.training import (Assign, Block, Event, Function, Stmt, Train
                                      method_id)
 from gradlint.findings import SourceSpan
 from gradlint.source.engine.calls import arg as _arg
+from gradlint.source.engine.env import LITERAL, Env, Known, Obj
+from gradlint.source.engine.fold import constant as _constant
 from gradlint.source.engine.fold import number as _number
 from gradlint.source.engine.interp import StatementWalker
+from gradlint.source.engine.values import UNKNOWN
 from gradlint.source.engine.walk import evaluated_children as _children
 from gradlint.source.engine.walk import headers as _headers
 from gradlint.source.engine.walk import suite as _suite
@@ -69,10 +72,7 @@ def _target_texts(target: cst.BaseExpression) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Pre-pass: which names are functions of this file, constants, argparse defaults
-
-_NONCONST = object()
-
+# Pre-pass: which names are functions of this file; what the file binds (the environment)
 
 _STATEMENTISH = frozenset({
     "SimpleStatementLine", "SimpleStatementSuite", "IndentedBlock", "Assign", "AnnAssign", "AugAssign", "Expr",
@@ -82,14 +82,16 @@ _STATEMENTISH = frozenset({
 
 
 class _PrePass:
+    """Declarations before the walk: the file's functions, methods and classes, what its calls
+    pass, and every binding of every scope into the engine's environment (`env`: names, by the
+    FunctionDef that binds them or None for the module, and command-line option defaults)."""
+
     def __init__(self) -> None:
         self.functions: set[str] = set()
         self.methods: set[str] = set()
-        self.consts: dict[object, dict[str, set]] = {}
-        self.argparse: dict[str, object] = {}
-        # class -> (bases as written, methods); `x = Cls(...)` / `self.x = Cls(...)` -> classes
+        self.env = Env()
+        # class -> (bases as written, methods); `x = Cls(...)` / `self.x = Cls(...)`: env.hold
         self.classes: dict[str, tuple[tuple[str, ...], set[str]]] = {}
-        self.instances: dict[str, set[str]] = {}
         # what the calls of a statement pass, by callee: `f` for `f(...)`, `.m` for `self.m(...)`
         # (positional texts, keyword texts, a `*`/`**` seen)
         self.calls: dict[str, list[tuple[tuple[str, ...], dict[str, str], bool]]] = {}
@@ -119,23 +121,23 @@ class _PrePass:
                 stack.extend((c, cls) for c in reversed(_children(n)) if type(c).__name__ in _STATEMENTISH)
                 continue
             # below: statements and expressions of this scope; nested blocks keep the class flag off
+            env = self.env
             if isinstance(n, cst.Assign):
                 self._instance(n.targets[-1].target, n.value)
-                number = _number(n.value)
+                value = _known(n.value)
                 for t in n.targets:
                     for name in _target_texts(t.target):
                         if "." not in name:
-                            single = number is not None and len(n.targets) == 1 and isinstance(t.target, cst.Name)
-                            self._bind(scope, name, number if single else _NONCONST)
+                            single = len(n.targets) == 1 and isinstance(t.target, cst.Name)
+                            env.bind(scope, name, value if single else UNKNOWN)
             elif isinstance(n, cst.AnnAssign) and isinstance(n.target, cst.Name):
-                number = _number(n.value) if n.value is not None else None
-                self._bind(scope, n.target.value, number if number is not None else _NONCONST)
+                env.bind(scope, n.target.value, _known(n.value) if n.value is not None else UNKNOWN)
             elif isinstance(n, cst.AugAssign) and isinstance(n.target, cst.Name):
-                self._bind(scope, n.target.value, _NONCONST)
+                env.bind(scope, n.target.value, UNKNOWN)
             elif isinstance(n, cst.For):
                 for name in _target_texts(n.target):
                     if "." not in name:
-                        self._bind(scope, name, _NONCONST)
+                        env.bind(scope, name, UNKNOWN)
             elif isinstance(n, cst.Expr) and isinstance(n.value, cst.Call):
                 self._add_argument(n.value)
             if isinstance(n, (cst.Expr, cst.Assign, cst.Return)) and isinstance(n.value, cst.Call):
@@ -181,7 +183,7 @@ class _PrePass:
         cls = dotted(value.func) if isinstance(value, cst.Call) else None
         name = dotted(target) if isinstance(target, (cst.Name, cst.Attribute)) else None
         if cls and name and cls.rsplit(".", 1)[-1][:1].isupper():
-            self.instances.setdefault(name, set()).add(cls)
+            self.env.hold(name, Obj(cls))
 
     def method_of(self, cls: str, method: str) -> bool:
         """Whether class `cls` of this file (as written) defines `method`, itself or through a
@@ -190,12 +192,10 @@ class _PrePass:
         return in_bases(cls, bases, lambda c: True if method in self.classes.get(c, ((), ()))[1] else None) is True
 
     def instance_class(self, text: str) -> str:
-        """The one class `text` is assigned an instance of in this file, as written; '' else."""
-        found = self.instances.get(text, ())
-        return next(iter(found)) if len(found) == 1 else ""
-
-    def _bind(self, scope, name: str, value: object) -> None:
-        self.consts.setdefault(scope, {}).setdefault(name, set()).add(value)
+        """The one class `text` is assigned an instance of in this file, as written; '' else
+        (other assignments to it do not count: a constructor call names what it holds)."""
+        found = self.env.held(text)
+        return found.cls if type(found) is Obj else ""
 
     def _add_argument(self, node: cst.Call) -> None:
         if not (isinstance(node.func, cst.Attribute) and node.func.attr.value == "add_argument"):
@@ -213,10 +213,14 @@ class _PrePass:
                 dest = pick.lstrip("-").replace("-", "_")
         if not dest:
             return
-        default = _arg(node, -1, "default")
-        number = _number(default) if default is not None else None
-        previous = self.argparse.get(dest)
-        self.argparse[dest] = number if number is not None and previous in (None, number) else _NONCONST
+        self.env.option(dest, _known(_arg(node, -1, "default")))
+
+
+def _known(node: cst.BaseExpression | None):
+    """What the pre-pass binds a name to: the number a literal expression stands for, else UNKNOWN
+    (the loop facts compare numbers only)."""
+    value = _constant(node) if node is not None else None
+    return UNKNOWN if value is None else value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,9 +257,11 @@ class _Extractor(CallEvents, StatementWalker):
         self.src = src
         self.pre = _PrePass()
         self.pre.run(src.module)
+        self.env = self.pre.env
         self.functions: list[Function | None] = []
         self.stmts: list[Stmt] = []
         self.assigns: list[Assign] = []
+        self._assign_kinds: dict[str, set[str]] = {}  # CallEvents._assigned
         self._next_block = 0
         # (function id) -> name -> is an accumulation expression; function node -> id
         self._accum_names: dict[int, dict[str, bool]] = {}
@@ -300,46 +306,12 @@ class _Extractor(CallEvents, StatementWalker):
                 if not isinstance(stmt, (cst.FunctionDef, cst.ClassDef))
                 and not _RELEVANT.search("\n".join(self.lines[first - 1: last]))}
 
-    def _const(self, fid: int, name: str) -> float | None:
-        if name in self._params.get(fid, ()):
-            return None
-        scope: int | None = fid
-        while scope is not None:
-            table = self.pre.consts.get(self._scope_nodes.get(scope), {})
-            if name in table:
-                values = table[name]
-                if len(values) == 1:
-                    (v,) = values
-                    return v if isinstance(v, float) else None
-                return None
-            if name in self._params.get(scope, ()):
-                return None
-            scope = self._func_parent.get(scope)
-        values = self.pre.consts.get(None, {}).get(name)
-        if values and len(values) == 1:
-            (v,) = values
-            return v if isinstance(v, float) else None
-        return None
-
     def value(self, node: cst.BaseExpression | None, fid: int, tests: tuple[str, ...]) -> Value | None:
+        """The neutral fact of a clip threshold, norm type or argument: its text, and the number
+        the environment knows it by with its provenance (engine/env.py)."""
         if node is None:
             return None
-        text = _text(node)
-        number = _number(node)
-        source = "literal" if number is not None else ""
-        if number is None and isinstance(node, cst.Name):
-            number = self._const(fid, node.value)
-            source = "constant" if number is not None else ""
-        if number is None and isinstance(node, cst.Attribute):
-            default = self.pre.argparse.get(node.attr.value)
-            if isinstance(default, float):
-                number, source = default, "argparse"
-        if source == "literal":
-            return Value(text=text, number=number, source=source)  # no test makes a literal 0 safe
-        key = node.attr.value if isinstance(node, cst.Attribute) else text
-        guarded = any(re.search(r"(?<![\w.])" + re.escape(text) + r"(?!\w)", t) or
-                      (isinstance(node, cst.Attribute) and re.search(r"\b" + re.escape(key) + r"\b", t)) for t in tests)
-        return Value(text=text, number=number, source=source, guarded=bool(guarded))
+        return _fact(node, self.env.number(node, self._scope_nodes.get(fid)), tests)
 
     # -- functions -----------------------------------------------------------------------------
     def run(self) -> TrainingFacts:
@@ -386,6 +358,8 @@ class _Extractor(CallEvents, StatementWalker):
             if p.star_kwarg is not None:
                 params += (p.star_kwarg.name.value,)
         self._params[fid] = set(params)
+        if parent is not None:
+            self.env.open_scope(self._scope_nodes[fid], self._scope_nodes.get(parent), params)
         self._accum_names[fid] = {}
         ctx = _Ctx(fid=fid, cls=cls, nograd=nograd, tests=())
         saved = self._where
@@ -493,12 +467,14 @@ class _Extractor(CallEvents, StatementWalker):
         ctx = ctx.replace(parent_stmt=sid)
         head = stmt.iter if isinstance(stmt, cst.For) else stmt.test
         out.extend(self.events(head, sid, ctx))
-        body = self.block(_suite(stmt.body), ctx, "loop")
-        each = _each_optimizer(stmt)
+        var, each = _each_optimizer(stmt)
+        # the variable of a loop over the optimizers holds one of them, whatever its name
+        inner = ctx.replace(drawn=ctx.drawn + (var,)) if each else ctx
+        body = self.block(_suite(stmt.body), inner, "loop")
         if each and all(e.kind in _PER_OPTIMIZER for e in iter_events(body)):
             # `for opt in self.optimizers: scaler.step(opt)`: one update of every optimizer,
             # not a loop of steps
-            body = _drawn_from(dataclasses.replace(body, kind="body"), stmt.target.value, each)
+            body = _drawn_from(dataclasses.replace(body, kind="body"), var, each)
         out.append(body)
         if stmt.orelse is not None:
             out.extend(self.block(_suite(stmt.orelse.body), ctx, "body").items)
@@ -704,24 +680,52 @@ class _Extractor(CallEvents, StatementWalker):
         self.assigns.append(Assign(**base))
 
 
+def _fact(node: cst.BaseExpression, known: Known, tests: tuple[str, ...]) -> Value:
+    """facts.training.Value of an expression from the engine's value of it. guarded: a test of
+    an enclosing `if` mentions it (`if clip > 0:`), or its option's name for `args.clip`; no
+    test makes a literal 0 safe."""
+    text = _text(node)
+    if known.source == LITERAL:
+        return Value(text=text, number=known.number, source=LITERAL)
+    key = node.attr.value if isinstance(node, cst.Attribute) else text
+    guarded = any(re.search(r"(?<![\w.])" + re.escape(text) + r"(?!\w)", t) or
+                  (isinstance(node, cst.Attribute) and re.search(r"\b" + re.escape(key) + r"\b", t)) for t in tests)
+    return Value(text=text, number=known.number, source=known.source, guarded=bool(guarded))
+
+
 # What a loop over the optimizers may do and still be one update of each (no backward, no call).
 _PER_OPTIMIZER = frozenset({"step", "clear", "unscale", "clip"})
 
 
-def _each_optimizer(stmt: cst.CSTNode) -> str:
-    """`self.optimizers` of `for opt in self.optimizers` (also `optimizers.values()`, Lightning's
-    `self.optimizers()`); '' for any other loop."""
-    if not isinstance(stmt, cst.For) or not isinstance(stmt.target, cst.Name):
-        return ""
-    it = stmt.iter
+def _each_optimizer(stmt: cst.CSTNode) -> tuple[str, str]:
+    """(the variable, what it iterates as written) of a loop over the optimizers: `for opt in
+    self.optimizers` (also `optimizers.values()`, Lightning's `self.optimizers()`), `for name,
+    opt in optimizers.items()`, `for opt in (opt_g, opt_d)`; ('', '') for any other loop."""
+    if not isinstance(stmt, cst.For):
+        return "", ""
+    target, it, written = stmt.target, stmt.iter, _text(stmt.iter)
+    if isinstance(it, cst.Call) and not it.args and isinstance(it.func, cst.Attribute) and it.func.attr.value == "items" \
+            and isinstance(target, cst.Tuple) and len(target.elements) == 2:
+        # `for key, opt in optimizers.items()`: the values are the optimizers
+        target, it = target.elements[1].value, it.func.value
+        written = _text(it) + ".values()"
+    if not isinstance(target, cst.Name):
+        return "", ""
+    if isinstance(it, (cst.Tuple, cst.List)):
+        names = [dotted(e.value) if isinstance(e, cst.Element) else None for e in it.elements]
+        if len(names) > 1 and all(n and is_optimizer_name(n) for n in names):
+            return target.value, written
+        return "", ""
     if isinstance(it, cst.Call) and not it.args:
         func = it.func
         it = func.value if isinstance(func, cst.Attribute) and func.attr.value == "values" else func
     text = dotted(it) if isinstance(it, (cst.Name, cst.Attribute)) else None
     if not text:
-        return ""
+        return "", ""
     last = _last(text)
-    return _text(stmt.iter) if last.endswith("s") and (last.lower() == "opts" or is_optimizer_name(last)) else ""
+    if last.endswith("s") and (last.lower() == "opts" or is_optimizer_name(last)):
+        return target.value, written
+    return "", ""
 
 
 def _drawn_from(block: Block, var: str, each: str) -> Block:
@@ -765,6 +769,8 @@ class _Ctx:
     in_class: str | None = None
     parent_of_class: int | None = None
     parent_stmt: int = -1
+    # variables of the loops over the optimizers around this point (`o` of `for o in self.optimizers`)
+    drawn: tuple[str, ...] = ()
 
     def replace(self, **kw) -> "_Ctx":
         return dataclasses.replace(self, **kw)
@@ -835,6 +841,10 @@ def _resolve_calls(facts: TrainingFacts) -> TrainingFacts:
     return dataclasses.replace(facts, functions=functions)
 
 
+# An environment that binds nothing: what an expression is by itself.
+_NO_NAMES = Env()
+
+
 def _copied_clip(ev: Event, facts: TrainingFacts) -> Event:
     """A call of this file's own `clip_grad_norm_(parameters, max_norm)` whose body clips by hand
     (no torch clip, no unscale inside): a clip like torch's, with the threshold the call passes."""
@@ -855,11 +865,12 @@ def _copied_clip(ev: Event, facts: TrainingFacts) -> Event:
         if str(position) in args:
             return args[str(position)]
         if own in defaults:
+            # a default is evaluated where the function is defined: a literal, or nothing known
             try:
-                number = _number(cst.parse_expression(defaults[own]))
+                expr = cst.parse_expression(defaults[own])
             except cst.ParserSyntaxError:
-                number = None
-            return Value(defaults[own], number, "literal" if number is not None else "")
+                return Value(defaults[own])
+            return _fact(expr, _NO_NAMES.number(expr, None), ())
         return None
 
     return Event("clip", ev.span, ev.func, ev.stmt, ev.nograd, via="torch", name=ev.name,

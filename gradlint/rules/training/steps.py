@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
-from gradlint.facts.training import Assign, Block, Event, Function, TrainingFacts, Value, iter_events, method_id
+from gradlint.facts.training import (Assign, Block, Event, Function, TrainingFacts, Value, bind_callers, iter_events,
+                                     method_id)
 from gradlint.findings import Finding
 from gradlint.registry import Rule, RuleContext
 from gradlint.text import lines_between
@@ -307,7 +308,9 @@ def contexts(facts: TrainingFacts | None, index=None) -> list[Context]:
     """Every training step of a file: innermost loops holding a backward and a step, then step
     functions. A step function called from a loop appears in both (rules dedupe by location).
     With the project index (`ctx.index`), methods of project classes defined in other files are
-    read too (a timm `NativeScaler` instance called in the loop)."""
+    read too (a timm `NativeScaler` instance called in the loop), and a step on a parameter is
+    one when every caller in the project passes an optimizer or a scaler for it (bind_callers)."""
+    facts = bind_callers(facts, index)
     if facts is None:
         return []
     flattener = _Flattener(facts, index)
@@ -508,7 +511,8 @@ class StepRule(Rule):
     abstract = True
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
-        facts = ctx.facts.training
+        # steps on parameters decided by the project's callers, for every reading of the facts
+        facts = bind_callers(ctx.facts.training, ctx.index)
         if facts is None:
             return
         yield from dedupe(self._check(ctx, facts))

@@ -1,0 +1,131 @@
+"""Names and the engine values they are bound to, with where each value came from (provenance).
+
+A value alone does not say whether a finding may quote it as "the constant `CLIP` = 0" or "the
+command-line default 0": the environment records that (`Known.source`), so no client keeps a
+second lookup for it. Scopes are a module and its functions (a class body binds in the scope
+around it, as the names of its methods cannot see it either way); each scope holds the join of
+every value it binds to a name, wherever in the scope (a function runs after its module has
+bound everything, and a name bound twice to different values is unknown in both places).
+A parameter is bound to what its callers pass: unknown here. Instances are held by their text
+file-wide (`self.scaler`, bound in `__init__` and read in `train_step`), as the training-loop
+recorder reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Hashable
+
+import libcst as cst
+
+from gradlint.source.engine.fold import constant
+from gradlint.source.engine.values import UNKNOWN, is_number
+
+# Where a number came from: written where it is used, a name the file binds once to a literal,
+# or the default of a command-line option (`parser.add_argument("--clip", default=0.0)`).
+LITERAL, CONSTANT, ARGPARSE = "literal", "constant", "argparse"
+
+
+@dataclass(frozen=True)
+class Known:
+    """An engine value (a number, or `UNKNOWN`) and its provenance ('' when nothing is known)."""
+
+    value: Any = UNKNOWN
+    source: str = ""
+
+    @property
+    def number(self) -> float | None:
+        return float(self.value) if is_number(self.value) else None
+
+
+NOTHING = Known()
+
+
+@dataclass(frozen=True)
+class Obj:
+    """An instance: the domain's `Obj` (ARCHITECTURE.md, "One value domain"), here only its class
+    as written (`GradScaler`, `timm.utils.NativeScaler`); what it is to a training step (an
+    optimizer, a scaler) the client judges from it."""
+
+    cls: str
+
+
+def join(a: Any, b: Any) -> Any:
+    """Two bindings of one name: equal values stay, anything else is unknown."""
+    if a is b:
+        return a
+    if is_number(a) and is_number(b) or type(a) is Obj and type(b) is Obj:
+        return a if a == b else UNKNOWN
+    return UNKNOWN
+
+
+class Env:
+    """Scopes of bindings (keyed by any hashable: the client's scope nodes, None for the module),
+    each with its parent and its parameters; and the defaults of the file's command-line options,
+    which `args.<dest>` reads on whatever object holds the parsed arguments."""
+
+    def __init__(self) -> None:
+        self._bindings: dict[Hashable, dict[str, Any]] = {}
+        self._params: dict[Hashable, frozenset[str]] = {}
+        self._parent: dict[Hashable, Hashable] = {}
+        self._options: dict[str, Any] = {}
+        self._held: dict[str, Any] = {}
+
+    # -- binding -------------------------------------------------------------------------------
+    def bind(self, scope: Hashable, name: str, value: Any) -> None:
+        table = self._bindings.setdefault(scope, {})
+        table[name] = join(table[name], value) if name in table else value
+
+    def open_scope(self, scope: Hashable, parent: Hashable, params: frozenset[str] | set[str]) -> None:
+        """`scope` (a function) sits in `parent` and binds `params` to what its callers pass."""
+        self._parent[scope] = parent
+        self._params[scope] = frozenset(params)
+
+    def option(self, dest: str, default: Any) -> None:
+        """A command-line option `dest` whose default is `default` (UNKNOWN: none we can read)."""
+        self._options[dest] = join(self._options[dest], default) if dest in self._options else default
+
+    def hold(self, text: str, value: Any) -> None:
+        """`text` (a name or `self.attr`, as written, file-wide) is bound to `value` somewhere."""
+        held = self._held
+        held[text] = join(held[text], value) if text in held else value
+
+    # -- lookup --------------------------------------------------------------------------------
+    def lookup(self, scope: Hashable, name: str) -> Any:
+        """The value `name` has in `scope`: its own binding, else the enclosing scopes', out to
+        the module's (None); UNKNOWN when unbound or bound by a parameter on the way."""
+        seen = 0
+        while True:
+            if name in self._params.get(scope, ()):
+                return UNKNOWN
+            table = self._bindings.get(scope)
+            if table is not None and name in table:
+                return table[name]
+            if scope is None or seen > 64:
+                return UNKNOWN
+            scope = self._parent.get(scope)
+            seen += 1
+
+    def held(self, text: str) -> Any:
+        """What `text` holds wherever the file binds it (`hold`); UNKNOWN when never, or when two
+        bindings disagree."""
+        return self._held.get(text, UNKNOWN)
+
+    def default(self, dest: str) -> Any:
+        return self._options.get(dest, UNKNOWN)
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def number(self, node: cst.BaseExpression, scope: Hashable) -> Known:
+        """The number an expression stands for and where it came from: a literal (folded:
+        `1e-3`, `-1`, `float("inf")`), a name bound to one, or a command-line default read as an
+        attribute (`args.clip`); NOTHING else."""
+        value = constant(node)
+        if value is not None:
+            return Known(value, LITERAL)
+        if type(node) is cst.Name:
+            value = self.lookup(scope, node.value)
+            return Known(value, CONSTANT) if is_number(value) else NOTHING
+        if type(node) is cst.Attribute:
+            value = self.default(node.attr.value)
+            return Known(value, ARGPARSE) if is_number(value) else NOTHING
+        return NOTHING

@@ -1,0 +1,94 @@
+"""The engine's environment with provenance (engine/env.py) and the loop facts built from it."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from gradlint.facts.training import iter_events
+from gradlint.source import extract_facts, parse
+from gradlint.source.engine.env import ARGPARSE, CONSTANT, LITERAL, NOTHING, Env, Known, Obj, join
+from gradlint.source.engine.values import UNKNOWN
+
+FUNC, INNER = object(), object()
+
+
+def test_join_keeps_equal_numbers_only():
+    assert join(1, 1.0) == 1
+    assert join(1.0, 2.0) is UNKNOWN
+    assert join(1.0, UNKNOWN) is UNKNOWN and join(UNKNOWN, 1.0) is UNKNOWN
+
+
+def test_lookup_walks_out_through_scopes_and_stops_at_parameters():
+    env = Env()
+    env.bind(None, "CLIP", 1.0)
+    env.bind(None, "TWICE", 1.0)
+    env.bind(None, "TWICE", 2.0)
+    env.bind(FUNC, "local", 0.5)
+    env.open_scope(FUNC, None, {"clip"})
+    env.open_scope(INNER, FUNC, set())
+    env.bind(None, "clip", 3.0)
+    assert env.lookup(INNER, "CLIP") == 1.0  # two scopes out
+    assert env.lookup(INNER, "local") == 0.5
+    assert env.lookup(None, "local") is UNKNOWN  # a function's name is not the module's
+    assert env.lookup(INNER, "TWICE") is UNKNOWN  # bound to two numbers
+    assert env.lookup(INNER, "clip") is UNKNOWN  # the parameter of FUNC hides the module's
+    assert env.lookup(None, "clip") == 3.0
+    assert env.lookup(FUNC, "nothing") is UNKNOWN
+
+
+def test_numbers_carry_their_provenance():
+    env = Env()
+    env.bind(None, "CLIP", 0)
+    env.option("max_norm", 5.0)
+    env.option("twice", 1.0)
+    env.option("twice", UNKNOWN)
+
+    def known(text: str) -> Known:
+        return env.number(cst.parse_expression(text), None)
+
+    assert known("-1e-3") == Known(-1e-3, LITERAL)
+    assert known('float("inf")').number == float("inf") and known('float("inf")').source == LITERAL
+    assert known("CLIP") == Known(0, CONSTANT) and known("CLIP").number == 0.0
+    assert known("args.max_norm") == Known(5.0, ARGPARSE)
+    assert known("cfg.max_norm") == Known(5.0, ARGPARSE)  # whatever holds the parsed arguments
+    assert known("args.twice") is NOTHING and known("other") is NOTHING
+    assert known("2 * CLIP") is NOTHING  # the facts fold literals only: no number is guessed
+
+
+def _clips(text: str):
+    t = extract_facts(parse("t.py", text)).training
+    return [e for fn in t.functions for e in iter_events(fn.body) if e.kind == "clip"]
+
+
+def test_loop_facts_read_the_environment():
+    a, b, c, d = _clips("""\
+import torch
+CLIP = 0.0
+SHADOWED = 1.0
+
+def train(model, opt, SHADOWED, loss):
+    local = 2.0
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), SHADOWED)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), local)
+    def inner():
+        torch.nn.utils.clip_grad_norm_(model.parameters(), local, norm_type=3)
+    opt.step()
+""")
+    assert (a.value.text, a.value.number, a.value.source) == ("CLIP", 0.0, "constant")
+    assert (b.value.number, b.value.source) == (None, "")  # a parameter: what the callers pass
+    assert (c.value.number, c.value.source) == (2.0, "constant")
+    assert (d.value.number, d.value.source) == (2.0, "constant")  # from the enclosing function
+    assert (d.norm_type.number, d.norm_type.source) == (3.0, "literal")
+
+
+def test_instances_are_held_by_their_text_file_wide():
+    env = Env()
+    env.hold("self.scaler", Obj("GradScaler"))
+    env.hold("self.scaler", Obj("GradScaler"))
+    env.hold("x", Obj("A"))
+    env.hold("x", Obj("B"))
+    assert env.held("self.scaler") == Obj("GradScaler")
+    assert env.held("x") is UNKNOWN and env.held("never") is UNKNOWN
+    assert join(Obj("A"), 1.0) is UNKNOWN

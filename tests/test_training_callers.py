@@ -1,0 +1,103 @@
+"""Training steps whose optimizer or scaler is a parameter, decided by the callers of the whole
+project (facts.training.bind_callers): a file checked alone or with its folder finds the same."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from gradlint.api import check_paths
+from gradlint.config import Config
+from gradlint.facts.training import iter_events
+from gradlint.source import extract_facts, parse
+
+from test_training_fixtures import TRAINING, expectations
+
+
+def _found(paths, root: Path):
+    result = check_paths(paths, Config(select=("GL2",), root=str(root)), use_cache=False, jobs=1)
+    assert not result.internal_errors
+    return {(Path(f.path).name, f.span.line, f.code) for f in result.findings}
+
+
+def test_callers_in_another_file_decide_the_steps():
+    folder = TRAINING / "crossfile_param"
+    expected = {(p.name, line, code) for p in folder.glob("*.py") for line, code in expectations(p)}
+    assert {code for _, _, code in expected} == {"GL202", "GL203"}
+    assert _found([folder], folder) == expected
+    # the step functions' file alone finds its callers through the project index
+    assert _found([folder / "stepping.py"], folder) == expected
+
+
+def test_no_caller_and_disagreeing_callers_are_quiet(tmp_path):
+    for name in ("crossfile_param_nocaller", "crossfile_param_disagree"):
+        folder = TRAINING / name
+        assert not any(expectations(p) for p in folder.glob("*.py"))
+        assert _found([folder], folder) == set(), name
+        assert _found([folder / "stepping.py"], folder) == set(), name
+    # the flagged fixture without its caller is the look-alike with no caller
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "pyproject.toml").write_text("")
+    shutil.copy(TRAINING / "crossfile_param" / "stepping.py", alone)
+    assert _found([alone], alone) == set()
+
+
+def test_a_caller_that_reads_the_function_as_a_value_makes_it_unknown(tmp_path):
+    shutil.copytree(TRAINING / "crossfile_param", tmp_path / "p")
+    (tmp_path / "p" / "pyproject.toml").write_text("")
+    (tmp_path / "p" / "hooks.py").write_text("import torch\nfrom stepping import plain_update\n\nHOOKS = [plain_update]\n")
+    found = _found([tmp_path / "p" / "stepping.py"], tmp_path / "p")
+    assert ("stepping.py", 11, "GL202") not in found
+    assert ("stepping.py", 18, "GL203") in found  # amp_update is still only called
+
+
+def test_open_steps_and_argument_kinds_in_the_facts():
+    callee = extract_facts(parse("stepping.py", (TRAINING / "crossfile_param" / "stepping.py").read_text())).training
+    open_steps = [e for fn in callee.functions for e in iter_events(fn.body) if e.kind == "open_step"]
+    assert [(e.param, e.name) for e in open_steps] == [("o", "step"), ("s", "step")]
+    assert not [e for fn in callee.functions for e in iter_events(fn.body) if e.kind == "step"]
+    caller = extract_facts(parse("train.py", (TRAINING / "crossfile_param" / "train.py").read_text())).training
+    calls = {e.target: dict(e.args) for fn in caller.functions for e in iter_events(fn.body) if e.kind == "invoke"}
+    assert [v.kind for v in calls["amp_update"].values()] == ["", "optimizer", "scaler", ""]
+    assert calls["torch.nn.Linear"] == {}  # no optimizer or scaler passed: no arguments recorded
+
+
+def test_a_named_optimizer_is_decided_in_its_own_file_as_before():
+    text = "import torch\n\ndef update(model, optimizer, loss):\n    loss.backward()\n    optimizer.step()\n"
+    t = extract_facts(parse("t.py", text)).training
+    assert [e.kind for fn in t.functions for e in iter_events(fn.body)] == ["backward", "step"]
+
+
+def test_a_caller_file_without_loop_facts_is_a_caller_we_cannot_read(tmp_path):
+    shutil.copytree(TRAINING / "crossfile_param", tmp_path / "p")
+    (tmp_path / "p" / "pyproject.toml").write_text("")
+    # no backward, clip, zero_grad, scaler or trainer in it: the loop extractor skips the file
+    (tmp_path / "p" / "more.py").write_text(
+        "import torch\nfrom stepping import plain_update\n\nm = torch.nn.Linear(4, 1)\n"
+        "sgd = torch.optim.SGD(m.parameters(), lr=0.1)\nplain_update(m, sgd, torch.randn(8, 4))\n")
+    found = _found([tmp_path / "p"], tmp_path / "p")
+    assert ("stepping.py", 11, "GL202") not in found and ("stepping.py", 18, "GL203") in found
+
+
+def test_a_warm_run_sees_a_caller_change_in_a_file_outside_the_run(tmp_path):
+    from tests.test_result_cache import same_as_no_cache
+
+    shutil.copytree(TRAINING / "crossfile_param", tmp_path / "p")
+    root = tmp_path / "p"
+    (root / "pyproject.toml").write_text("[tool.gradlint]\nselect = ['GL2']\n")
+    codes = lambda found: sorted((line, code) for _p, code, line, _m in found)  # noqa: E731
+    assert codes(same_as_no_cache(root, ["stepping.py"])) == [(11, "GL202"), (18, "GL203")]
+    # the caller now passes the model for `o` of plain_update: stepping.py's result depends on it
+    train = (root / "train.py").read_text()
+    (root / "train.py").write_text(train.replace("plain_update(model, adam, batch)", "plain_update(model, model, batch)"))
+    assert codes(same_as_no_cache(root, ["stepping.py"])) == [(18, "GL203")]
+
+
+def test_a_scaler_passed_for_a_step_without_an_optimizer_is_no_step(tmp_path):
+    shutil.copytree(TRAINING / "crossfile_param", tmp_path / "p")
+    root = tmp_path / "p"
+    (root / "pyproject.toml").write_text("")
+    train = (root / "train.py").read_text()
+    (root / "train.py").write_text(train.replace("plain_update(model, adam, batch)", "plain_update(model, amp, batch)"))
+    assert _found([root / "stepping.py"], root) == {("stepping.py", 18, "GL203")}
