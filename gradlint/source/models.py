@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import itertools
 import math
+import re
 from typing import Any
 
 import libcst as cst
@@ -78,10 +79,14 @@ class FileModel(ConstructCalls):
 
     # ---- file-level tables -------------------------------------------------------------
     def _collect(self) -> None:
+        tables: list[tuple[str, cst.Dict]] = []
         for stmt in self.src.module.body:
             if isinstance(stmt, cst.SimpleStatementLine):
                 for small in stmt.body:
                     if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
+                        if isinstance(small.value, cst.Dict):
+                            tables.append((small.targets[0].target.value, small.value))
+                            continue
                         self.meter.allow()
                         value = self.eval(small.value, {})
                         if isinstance(value, (int, float, str, bool)) and not isinstance(value, Sym):
@@ -108,6 +113,26 @@ class FileModel(ConstructCalls):
                         info.sequential = "torch.nn.Sequential" in quals or (local is not None and local.sequential)
                         changed = True
                         break
+        for name, node in tables:
+            self._class_table(name, node)
+
+    def _class_table(self, name: str, node: cst.Dict) -> None:
+        """A module-level dict of classes looked up by a string (`ACT2CLS = {"silu": nn.SiLU}`,
+        then `ACT2CLS[act_fn]()`): kept as a constant when the file binds the name once and never
+        changes the dict (no item assignment, `del`, `update`...), with its module classes and
+        plain constants; any other value in it is unknown."""
+        text = self.src.text
+        if len(re.findall(rf"^{name}\s*(?::[^=\n]*)?=(?!=)", text, re.M)) != 1 or re.search(
+                rf"\b{name}\s*(\[[^\]\n]*\]\s*(=(?!=)|[-+*/|&^@%]=)|\|=|\.(update|setdefault|pop|popitem|clear|"
+                rf"__setitem__|__delitem__)\b)|\b(del|global)\s+{name}\b", text):
+            return
+        self.meter.allow()
+        value = self.eval(node, {})
+        if not isinstance(value, DictVal) or not value.items:
+            return
+        items = {k: v if _constant(v) or isinstance(v, ClassRef) else UNKNOWN for k, v in value.items.items()}
+        if any(isinstance(v, ClassRef) for v in items.values()):
+            self.constants[name] = DictVal(items, table=True)
 
     def items_of(self, v: Any) -> list | None:
         """The items of a list or container, with the runs that undecided branches appended
@@ -313,6 +338,13 @@ class FileModel(ConstructCalls):
                     return items[idx]
                 if isinstance(base, Ctor) and base.keys is not None and isinstance(idx, str) and idx in base.keys:
                     return base.items[base.keys.index(idx)]  # type: ignore[index]
+                if isinstance(base, DictVal) and base.table:
+                    if isinstance(idx, str):
+                        return base.items.get(idx, UNKNOWN)  # a missing key raises: nothing is built
+                    values = list(base.items.values())
+                    if (idx is UNKNOWN or isinstance(idx, Sym)) and all(v == values[0] for v in values):
+                        return values[0]  # whichever key: every one gives the same class
+
             return UNKNOWN
         if kind is cst.Call:
             return self._call(e, env)
