@@ -479,3 +479,99 @@ class Deep(nn.Module):
     assert [f.code for f in check_source(he)] == []
     deep = lower(he)["Deep"]
     assert [p.init.scheme for p in deep.params] == ["kaiming_normal"] * 12 and not opaque(deep)
+
+
+CHOOSERS = '''import torch.nn as nn
+
+
+def make_drop(p):
+    if p > 0:
+        return nn.Dropout(p)
+    return nn.Identity()
+
+
+def make_act(smooth):
+    if smooth:
+        return nn.Sigmoid()
+    return nn.ReLU()
+
+
+def make_gate(kind):
+    if kind == "none":
+        return None
+    return nn.Sigmoid()
+'''
+
+CHOOSING = '''import torch.nn as nn
+
+from .choosers import make_act, make_drop, make_gate
+
+
+class Scaled(nn.Module):
+    """Which module make_drop returns depends on p, not known here: both keep the scale."""
+
+    def __init__(self, p, width=256, depth=12):
+        super().__init__()
+        self.fcs = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+        self.drops = nn.ModuleList([make_drop(p) for _ in range(depth)])
+
+    def forward(self, x):
+        for fc, drop in zip(self.fcs, self.drops):
+            x = drop(fc(x).sigmoid())
+        return x
+
+
+class Either(nn.Module):
+    """make_act gives a Sigmoid or a ReLU by a flag not known here: not guessed."""
+
+    def __init__(self, smooth, width=256, depth=12):
+        super().__init__()
+        self.fcs = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+        self.acts = nn.ModuleList([make_act(smooth) for _ in range(depth)])
+
+    def forward(self, x):
+        for fc, act in zip(self.fcs, self.acts):
+            x = act(fc(x))
+        return x
+
+
+class Gated(nn.Module):
+    """make_gate gives None or a Sigmoid: where the caller calls it, it is the Sigmoid."""
+
+    def __init__(self, kind, width=256, depth=12):
+        super().__init__()
+        self.fcs = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+        self.gates = nn.ModuleList([make_gate(kind) for _ in range(depth)])
+
+    def forward(self, x):
+        for fc, gate in zip(self.fcs, self.gates):
+            x = gate(fc(x))
+        return x
+'''
+
+
+def test_a_function_returning_one_of_several_modules_by_a_condition_not_known_here(tmp_path, monkeypatch):
+    import json
+
+    from tests.conftest import run_cli
+
+    root = tmp_path / "proj"
+    for name, text in {"pyproject.toml": "[tool.gradlint]\n", "pkg/__init__.py": "",
+                       "pkg/choosers.py": CHOOSERS, "pkg/choosing.py": CHOOSING}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+    monkeypatch.chdir(root)
+    models_ = {m["name"]: m for m in json.loads(run_cli("model", "pkg/choosing.py", "--format", "json").stdout)}
+    # both choices leave the scale alone: the stack is modelled, and flagged
+    scaled = models_["Scaled"]["nodes"]
+    assert not any(n["kind"] == "opaque" for n in scaled) and len(scaled) == 12 * 3
+    # a Sigmoid or a ReLU: opaque, saying why
+    either = [n for n in models_["Either"]["nodes"] if n["kind"] == "opaque"]
+    assert len(either) == 12
+    assert either[0]["reason"] == "make_act: returns one of 2 different modules by a condition on values not known here"
+    # None or a Sigmoid: the caller calls it, so it is the Sigmoid
+    gated = models_["Gated"]["nodes"]
+    assert [n["kind"] for n in gated[:3]] == ["param", "activation", "param"] and gated[1]["name"] == "gates.0"
+    result = check_paths(["."], load_config(None, root), use_cache=False, jobs=1)
+    assert sorted((Path(f.path).as_posix(), f.span.line, f.code) for f in result.findings) == [
+        ("pkg/choosing.py", 11, "GL101"), ("pkg/choosing.py", 39, "GL101")]

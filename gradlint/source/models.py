@@ -44,7 +44,7 @@ from gradlint.source.engine.values import is_number as _num
 from gradlint.source.engine.values import str_literal as _literal_str
 from gradlint.source.engine.walk import mentions
 from gradlint.source.init_walk import _truth, _InitInterpreter
-from gradlint.source.lowering import NO_CHOICE, _maybe_none, Lowerer
+from gradlint.source.lowering import NO_CHOICE, _maybe_none, _neutral_nodes, Lowerer
 from gradlint.source.names import dotted
 
 
@@ -647,7 +647,9 @@ def _rerun(src, fm: FileModel, name: str, origin: cst.Name, params: cst.Paramete
         return None
     low, paths, known, note = made
     if not known or not paths:
-        return None
+        # why, for the caller's placeholder (ir.Extern), which stays opaque
+        return Network(name=name, path=src.path, nodes=(), origin=src.span(origin), forward_known=False,
+                       note=note) if note else None
     return Network(name=name, path=src.path, nodes=tuple(paths[0]), origin=src.span(origin),
                    params=tuple(low.params), recurrents=tuple(low.recurrents),
                    variants=tuple(tuple(p) for p in paths[1:]), note=note)
@@ -691,35 +693,70 @@ def lower_function(src, name: str, args: tuple) -> Network | None:
 
     def build(pos: list, kw: dict):
         value = fm._call_function(fn, None, {}, bound_self=False, bound=(pos, kw, False, False))
-        if not isinstance(value, Ctor) or value.kind not in ("torch", "local", "pass", "unknown") or (
-                value.kind == "unknown" and value.extern is None):
+        # One module, or one of several by a condition the run cannot decide (an `if` on a value
+        # the caller does not pass): then the module is known only when every choice lowers to
+        # the same IR (or all leave the gradient's scale alone). None among the choices is
+        # dropped: the caller calls what it gets, so where it does, a module was returned.
+        options = _leaves(value)
+        if any(o is not None and not _returned_module(o) for o in options):
+            return None
+        options = [o for o in options if o is not None]
+        if not options:
             return None
         low = Lowerer(fm)
-        if value.kind == "local":
-            inst = value.instance
-            if inst is None:
+        found: list = []
+        for option in options:
+            got = _returned_paths(low, option)
+            if got is None:
                 return None
-            # the block's layers under the caller's attribute, as lower_class names a class's
-            low.assign_paths(inst.attrs, "", inst.type_inits)
-            paths, known, note = low.forward_paths(inst, "")
-        elif value.items is None:
-            low._assign(value, "", [])  # one layer: the caller's attribute is its path
-            paths, known, note = [low.module_nodes(value)], True, ""
-        else:
-            # a container: its members under the caller's attribute (`block.0`, `block.1`)
-            keys = value.keys if value.keys is not None and len(value.keys) == len(value.items) else None
-            if any(isinstance(i, Alt) for i in value.items):
-                return None
-            value.path = ""
-            low.seen.add(id(value))
-            for i, item in enumerate(value.items):
-                low._assign(item, keys[i] if keys else str(i), [])
-            paths, known, note = [low.module_nodes(value)], True, ""
-        if paths and all(isinstance(n, Opaque) and not isinstance(n, Extern) for n in paths[0]):
+            if got not in found:
+                found.append(got)
+        paths = found[0]
+        if len(found) > 1 and not all(_neutral_nodes(p) for got in found for p in got):
+            return low, [], False, f"returns one of {len(found)} different modules by a condition on values not known here"
+        if all(all(isinstance(n, Opaque) and not isinstance(n, Extern) for n in p) for p in paths):
             return None  # nothing of it is modelled: the caller's opaque node says more
-        return low, paths, known, note
+        return low, paths, True, ""
 
     return _rerun(src, fm, name, fn.name, fn.params, args, 0, build)
+
+
+def _leaves(value: Any) -> list:
+    """The values a choice left open may be (itself when it is no choice)."""
+    if isinstance(value, Alt) and not value.splice:
+        return [leaf for o in value.options for leaf in _leaves(o)]
+    return [value]
+
+
+def _returned_module(value: Any) -> bool:
+    """A module a function returns that can be lowered: a torch layer or container, a class of
+    this file, a library block, or a block of another file (a placeholder of its own)."""
+    return isinstance(value, Ctor) and value.kind in ("torch", "local", "pass", "unknown") and not (
+        value.kind == "unknown" and value.extern is None)
+
+
+def _returned_paths(low: Lowerer, value: Ctor) -> list | None:
+    """The forward paths of a module a function returns, its layers under the caller's attribute
+    (as lower_class names a class's); None when its forward is not followed."""
+    if value.kind == "local":
+        inst = value.instance
+        if inst is None:
+            return None
+        low.assign_paths(inst.attrs, "", inst.type_inits)
+        paths, known, _note = low.forward_paths(inst, "")
+        return paths if known and paths else None
+    if value.items is None:
+        low._assign(value, "", [])  # one layer: the caller's attribute is its path
+        return [low.module_nodes(value)]
+    # a container: its members under the caller's attribute (`block.0`, `block.1`)
+    keys = value.keys if value.keys is not None and len(value.keys) == len(value.items) else None
+    if any(isinstance(i, Alt) for i in value.items):
+        return None
+    value.path = ""
+    low.seen.add(id(value))
+    for i, item in enumerate(value.items):
+        low._assign(item, keys[i] if keys else str(i), [])
+    return [low.module_nodes(value)]
 
 
 def _from_neutral(v: Any) -> Any:
