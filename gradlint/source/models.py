@@ -79,12 +79,13 @@ class FileModel(ConstructCalls):
 
     # ---- file-level tables -------------------------------------------------------------
     def _collect(self) -> None:
-        tables: list[tuple[str, cst.Dict]] = []
+        tables: list[tuple[str, cst.BaseExpression]] = []
         for stmt in self.src.module.body:
             if isinstance(stmt, cst.SimpleStatementLine):
                 for small in stmt.body:
                     if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
-                        if isinstance(small.value, cst.Dict):
+                        if isinstance(small.value, cst.Dict) or (
+                                isinstance(small.value, cst.Call) and dotted(small.value.func) == "dict"):
                             tables.append((small.targets[0].target.value, small.value))
                             continue
                         self.meter.allow()
@@ -116,13 +117,14 @@ class FileModel(ConstructCalls):
         for name, node in tables:
             self._class_table(name, node)
 
-    def _class_table(self, name: str, node: cst.Dict) -> None:
+    def _class_table(self, name: str, node: cst.BaseExpression) -> None:
         """A module-level dict of classes looked up by a string (`ACT2CLS = {"silu": nn.SiLU}`,
         then `ACT2CLS[act_fn]()`): kept as a constant when the file binds the name once and never
         changes the dict (no item assignment, `del`, `update`...), with its module classes and
         plain constants; any other value in it is unknown."""
         text = self.src.text
-        if len(re.findall(rf"^{name}\s*(?::[^=\n]*)?=(?!=)", text, re.M)) != 1 or re.search(
+        # bound once (an indented binding of the name, even a function's local, counts: rare)
+        if len(re.findall(rf"^[ \t]*{name}\s*(?::[^=\n]*)?=(?!=)", text, re.M)) != 1 or re.search(
                 rf"\b{name}\s*(\[[^\]\n]*\]\s*(=(?!=)|[-+*/|&^@%]=)|\|=|\.(update|setdefault|pop|popitem|clear|"
                 rf"__setitem__|__delitem__)\b)|\b(del|global)\s+{name}\b", text):
             return
