@@ -375,6 +375,12 @@ class ZeroConv(nn.Conv2d):
         nn.init.zeros_(self.weight)
 
 
+class NewWeight(nn.Linear):
+    def __init__(self, cin, cout):
+        super().__init__(cin, cout)
+        self.weight = nn.Parameter(torch.zeros(cout, cin))
+
+
 class OwnReset(nn.Linear):
     def reset_parameters(self):
         nn.init.zeros_(self.weight)
@@ -421,9 +427,10 @@ class User(nn.Module):
         self.c = CausalConv(4, 8)
         self.z = ZeroConv(8, 8)
         self.r = OwnReset(8, 8)
+        self.w = NewWeight(8, 8)
 
     def forward(self, x):
-        return self.r(self.z(self.c(x)))
+        return self.w(self.r(self.z(self.c(x))))
 '''
 
 
@@ -443,7 +450,8 @@ def test_a_subclass_of_a_torch_layer_is_that_layer():
     assert params["z"].init.scheme == "zeros"  # nn.init.zeros_(self.weight) after super().__init__
     # reset_parameters overridden: it runs inside nn.Linear.__init__, so the init is not the default
     assert params["r"].init.scheme == "unknown"
-    assert [n.name for n in user.nodes if isinstance(n, Param)] == ["c", "z", "r"] and not opaque(user)
+    assert params["w"].init.scheme == "unknown"  # self.weight = nn.Parameter(...): not the layer's init
+    assert [n.name for n in user.nodes if isinstance(n, Param)] == ["c", "z", "r", "w"] and not opaque(user)
 
 
 def test_super_forward_of_a_class_not_seen_stays_opaque():

@@ -170,7 +170,7 @@ class ConstructCalls:
         """Calls of values rather than of names: class references held in variables, partials,
         tensors made in __init__, the library catalogue, switches known to be False."""
         held = env.get(name) if name is not None and name in env else None
-        if type(call.func) is cst.Subscript:
+        if type(call.func) is cst.Subscript and type(call.func.value) is cst.Name:
             held = self.eval(call.func, env)  # `ACT2CLS[act_fn]()`: a class from a table of classes
         elif held is None and type(call.func) is cst.Attribute:
             # `layers.act(inplace=True)`: a class held by a config object (timm's LayerFn dataclass)

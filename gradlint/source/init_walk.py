@@ -115,12 +115,18 @@ class _InitInterpreter(_Walker):
 
     def bind_attribute(self, target: cst.Attribute, value: Any) -> None:
         if isinstance(target.value, cst.Name) and target.value.value == "self":
+            layer = self.inst.attrs.get("__torch__") if self.inst is not None else None
+            if isinstance(layer, Ctor) and target.attr.value.startswith(("weight", "bias")):
+                # a subclass of a torch.nn layer replacing one of the layer's tensors
+                self.record_init(TensorRef(layer, "*"), InitSpec("unknown", origin=None))
             self.set_attr(target.attr.value, value)
             return
         # `m.weight = nn.Parameter(...)` replaces a tensor: its init is no longer the default.
         owner = self.ev(target.value)
         if isinstance(owner, (Ctor, AnyModule)) and target.attr.value in ("weight", "bias"):
             self.record_init(TensorRef(owner, target.attr.value), InitSpec("unknown", origin=None))
+        elif isinstance(owner, TensorRef) and target.attr.value == "data":
+            self.record_init(owner, InitSpec("unknown", origin=None))  # `m.weight.data = ...`
 
     def bind_subscript(self, target: cst.Subscript, value: Any) -> None:
         """`x[i] = v`, `x[a:b] = [...]`, `d["k"] = v` on a list, container or dict being built: the
