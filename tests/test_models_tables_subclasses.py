@@ -307,12 +307,11 @@ def test_item_assignments_change_the_list_or_dict_being_built():
 def test_an_item_assignment_not_known_makes_the_value_unknown():
     nets = lower(ITEMS)
     assert acts(nets["ReplacedSomewhere"]) == [] and opaque(nets["ReplacedSomewhere"])
-    # an OrderedDict filled in a loop of unknown length, or on one branch of an undecided `if`:
-    # not an empty Sequential, not the entries of one branch
-    for name in ("NamedUnknownDepth", "NamedIf"):
-        net = nets[name]
-        assert not any(isinstance(n, (Param, Activation)) for n in walk(net.nodes)), name
-        assert opaque(net), name
+    # an OrderedDict filled in a loop of unknown length: not an empty Sequential
+    net = nets["NamedUnknownDepth"]
+    assert not any(isinstance(n, (Param, Activation)) for n in walk(net.nodes)) and opaque(net)
+    # an entry set on one branch of an undecided `if` only: unknown, not that branch's Tanh
+    assert [type(n).__name__ for n in nets["NamedIf"].nodes] == ["Param", "Opaque"]
 
 
 MHA = '''
@@ -583,3 +582,36 @@ def test_a_function_returning_one_of_several_modules_by_a_condition_not_known_he
     result = check_paths(["."], load_config(None, root), use_cache=False, jobs=1)
     assert sorted((Path(f.path).as_posix(), f.span.line, f.code) for f in result.findings) == [
         ("pkg/choosing.py", 11, "GL101"), ("pkg/choosing.py", 39, "GL101")]
+
+
+def test_a_dict_of_arguments_changed_on_one_branch_keeps_what_both_agree_on():
+    nets = lower('''
+import torch.nn as nn
+
+
+class Block(nn.Module):
+    def __init__(self, chs, kind, act_layer=nn.GELU):
+        super().__init__()
+        kwargs = dict(act_layer=act_layer)
+        if kind == "se":
+            kwargs["gate"] = nn.Sigmoid
+        self.conv = Conv(chs, **kwargs)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Conv(nn.Module):
+    def __init__(self, chs, act_layer=nn.ReLU, gate=nn.Tanh):
+        super().__init__()
+        self.fc = nn.Conv2d(chs, chs, 1)
+        self.act = act_layer()
+        self.gate = gate()
+
+    def forward(self, x):
+        return self.gate(self.act(self.fc(x)))
+''')
+    block = nets["Block"]
+    # act_layer is GELU on both branches; the gate is a Sigmoid on one and Conv's Tanh on the other
+    assert [n.fn for n in walk(block.nodes) if isinstance(n, Activation)] == ["gelu"]
+    assert [n.name for n in walk(block.nodes) if isinstance(n, Opaque)] == ["conv.gate"]

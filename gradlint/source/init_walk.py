@@ -582,6 +582,11 @@ def _merge_values(key: Any, before: dict, a: dict, b: dict, keep_one) -> dict:
             out[k] = _alt(key, (va, vb))
         elif type(va) is type(vb) and isinstance(va, (int, float, str, bool)) and va == vb:
             out[k] = va
+        elif isinstance(va, DictVal) and isinstance(vb, DictVal) and not va.table and not vb.table:
+            # `kwargs["rd_ratio"] = 0.25` on one branch: the items both agree on are kept, any
+            # other (a key one branch set) is unknown, whether it is passed on or not
+            both = _merge_values(key, {}, va.items, vb.items, keep_one=lambda _k: False)
+            out[k] = DictVal({name: v if name in va.items and name in vb.items else UNKNOWN for name, v in both.items()})
         else:
             out[k] = UNKNOWN
     return out
