@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gradlint.model.ir import Attention, Opaque, Residual, walk  # noqa: E402
+from gradlint.model.ir import Attention, Extern, Opaque, Residual, walk  # noqa: E402
 from gradlint.model.propagation import analyse  # noqa: E402
 from gradlint.source import decode, parse  # noqa: E402
 from gradlint.source import models  # noqa: E402
@@ -48,6 +48,9 @@ def classify(path: Path, project=None):
             return
         find = finder(index.scope(got))
         networks = [inline(n, find) for n in got.networks]
+        for before, after in zip(got.networks, networks):
+            _count_placeholders(before, "found")
+            _count_placeholders(after, "left")
         summaries = got.classes
         yield from _statuses(networks, summaries)
         return
@@ -63,6 +66,21 @@ def classify(path: Path, project=None):
         yield (f"<{path.name}>", "crash", (f"crash: {type(exc).__name__}: {exc}"[:120],), False, ())
         return
     yield from _statuses(networks, summaries)
+
+
+# --inline: placeholders of blocks of other files (ir.Extern), by kind (a class, or a function
+# whose returned module is wanted), found in the per-file IR and left after inlining.
+PLACEHOLDERS: collections.Counter = collections.Counter()
+
+
+def _count_placeholders(network, when: str) -> None:
+    for path in network.paths:
+        for n in walk(path):
+            if isinstance(n, Extern):
+                kind = "function" if n.what.endswith("returns") else "class"
+                PLACEHOLDERS[(when, kind)] += 1
+                if when == "left":
+                    PLACEHOLDERS[("left-by-name", f"{kind} {n.cls}")] += 1
 
 
 def _project(root: Path, files: list[Path]):
@@ -156,6 +174,12 @@ def main() -> None:
     for pkg, (n, c, ch) in sorted(per_pkg.items()):
         print(f"  {pkg}: {n} classes, no opaque {100 * c / n:.1f}%, chain {100 * ch / n:.1f}%")
     print("status: " + ", ".join(f"{k} {v}" for k, v in status.most_common()))
+    if args.inline:
+        print("placeholders of other files' blocks (nodes, every path): "
+              + ", ".join(f"{kind} {PLACEHOLDERS[('left', kind)]} left of {PLACEHOLDERS[('found', kind)]}"
+                          for kind in ("class", "function")))
+        named = [(k[1], v) for k, v in PLACEHOLDERS.most_common() if k[0] == "left-by-name"][:10]
+        print("  most left: " + ", ".join(f"{name} {count}" for name, count in named))
     print("top opaque reasons (classes):")
     for reason, count in reasons.most_common(args.top):
         tail = f"   e.g. {example[reason]}" if args.examples else ""

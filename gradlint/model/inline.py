@@ -191,7 +191,9 @@ def _resolve(ext: Extern, find: Finder, depth: int, choices: _Choices) -> tuple:
             return (ext,)
         key = ext.args
     if not block.forward_known or not block.nodes:
-        return (ext,)
+        # why the re-run could not model it, when it says (a choice it cannot decide, a forward
+        # it cannot follow), instead of the per-file lowering's "not seen"
+        return (replace(ext, what=f"{ext.cls}: {block.note}") if block.note and not block.forward_known else ext,)
     chosen = choices.path(block, key)
     if chosen is None:
         return (ext,)

@@ -17,7 +17,7 @@ from typing import Any, TYPE_CHECKING
 
 import libcst as cst
 
-from gradlint.model.ir import ClassArg, SymArg
+from gradlint.model.ir import ClassArg, InitSpec, SymArg
 from gradlint.source import catalog as C
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_SAME_CLASS, Exhausted, bounded
@@ -170,6 +170,13 @@ class ConstructCalls:
         """Calls of values rather than of names: class references held in variables, partials,
         tensors made in __init__, the library catalogue, switches known to be False."""
         held = env.get(name) if name is not None and name in env else None
+        if type(call.func) is cst.Subscript and type(call.func.value) is cst.Name:
+            held = self.eval(call.func, env)  # `ACT2CLS[act_fn]()`: a class from a table of classes
+        elif held is None and type(call.func) is cst.Attribute:
+            # `layers.act(inplace=True)`: a class held by a config object (timm's LayerFn dataclass)
+            owner = env.get(dotted(call.func.value) or "")
+            if isinstance(owner, Ctor) and owner.kind == "config" and owner.instance is not None:
+                held = owner.instance.attrs.get(call.func.attr.value)
         if isinstance(held, ClassRef):
             return self.construct(held, self.bound_args(call, env), call)
         if isinstance(held, Alt) and not held.splice:
@@ -189,6 +196,8 @@ class ConstructCalls:
             return UNKNOWN
         if quals & _TENSOR_FACTORIES:
             return TENSOR
+        if quals & {"collections.OrderedDict", "typing.OrderedDict"} and not call.args:
+            return DictVal({})  # filled by `layers[f"block{i}"] = ...`, then nn.Sequential(layers)
         if name == "dict" and not quals:
             pos, kw, open_pos, open_kw = self.bound_args(call, env)
             return DictVal(kw) if not pos and not open_pos and not open_kw else UNKNOWN
@@ -374,6 +383,10 @@ class ConstructCalls:
             if len(call.args) == 1 and call.args[0].star == "" and cls == "Sequential" and _is_ordered_dict(call.args[0].value, self):
                 items, keys = self._ordered_dict(call.args[0].value, env)
                 ctor.keys = keys
+            elif len(call.args) == 1 and call.args[0].star == "" and cls == "Sequential":
+                v = self.eval(call.args[0].value, env)
+                if isinstance(v, DictVal) and not v.table:  # an OrderedDict built by item assignments
+                    items, ctor.keys = list(v.items.values()), list(v.items)
             ctor.items = items
         elif cls == "ModuleDict":
             ctor.items, ctor.keys = [], []
@@ -446,6 +459,11 @@ class ConstructCalls:
         methods = self._methods(info)
         if "__init__" in methods or "forward" in methods:
             return None
+        return self.layer_base(info)
+
+    def layer_base(self, info: ClassInfo) -> str | None:
+        """The torch.nn layer class `info` derives from (directly or through classes of this
+        file), one gradlint models: its short name, or None."""
         for base in info.bases:
             for q in self.imports.qualify_dotted(base):
                 s = C.short(q)
@@ -454,10 +472,26 @@ class ConstructCalls:
                     return s
             local = self.classes.get(base)
             if local is not None and local is not info:
-                found = self.torch_base(local)
+                found = self.layer_base(local)
                 if found is not None:
                     return found
         return None
+
+    def torch_layer(self, info: ClassInfo, bound: tuple, call: cst.CSTNode, owner: ClassInfo | None = None) -> Ctor | None:
+        """The torch.nn layer a subclass of one builds with `super().__init__(...)` (or, without an
+        __init__ of its own, with its constructor's arguments): its weights are the subclass's,
+        and `super().forward(x)` (or no forward of its own) applies it. A `reset_parameters` the
+        subclass overrides runs in the layer's __init__: its initialisation is then unknown.
+        owner: the class whose `super().__init__` this is (a base of `info` in this file)."""
+        base = self.layer_base(owner or info)
+        if base is None:
+            return None
+        ctor = self.construct(ClassRef("torch", base), bound, call)
+        if not isinstance(ctor, Ctor) or ctor.kind != "torch":
+            return None
+        if "reset_parameters" in self._methods(info):
+            ctor.inits.append((next(self.order), "*", InitSpec("unknown", origin=None)))
+        return ctor
 
     def _local_ctor(self, info: ClassInfo, call: cst.Call, env: dict) -> Ctor:
         base = self.torch_base(info)
@@ -496,6 +530,14 @@ class ConstructCalls:
             except Exhausted:
                 inst.attrs["__budget__"] = UNKNOWN
                 self.cuts += 1
+        else:
+            # no __init__ of its own: a torch.nn layer's, with the constructor's arguments (none
+            # known for a class lowered on its own: its sizes are then unknown)
+            if bound is None:
+                bound = self.bound_args(call, env) if call is not None else ([], {}, False, False)
+            layer = self.torch_layer(info, bound, call or info.node)
+            if layer is not None:
+                inst.attrs["__torch__"] = layer
         if info.sequential and (call is not None or bound is not None):
             # A subclass of nn.Sequential passes its layers to super().__init__(*layers)
             seq = inst.attrs.get("__sequential__")

@@ -42,6 +42,8 @@ class ForwardInterpreter(_Walker):
         self.done = False
         self.calls = 0
         self.prefix = ""  # module path of the instance, for the names of opaque nodes
+        # The class whose method runs when it is a base of the instance's class (super().forward)
+        self.owner: Any = None
 
     def attr(self, name: str) -> Any:
         return self.inst.attrs.get(name, UNKNOWN)
@@ -140,8 +142,11 @@ class ForwardInterpreter(_Walker):
                 base = args[0] if args else PathVal("?", ())
                 if target.kind == "torch" and target.cls in C.ATTENTION_MODULES:
                     self.inst.attention = True
-                    # query, key, value: the first three tensors (self-attention passes x three times)
-                    return self.attention(args[:3] or [base], "multihead", target.path or "", self.low.span(target))
+                    # query, key, value: the first three tensors (self-attention passes x three times);
+                    # nn.MultiheadAttention returns (output, weights or None), as a recurrent layer
+                    # returns (output, state)
+                    out = self.attention(args[:3] or [base], "multihead", target.path or "", self.low.span(target))
+                    return ListVal([out, UNKNOWN])
                 if target.kind == "torch" and target.cls in C.RECURRENT_MODULES:
                     out = PathVal(base.root, base.nodes + self.low.module_nodes(target))
                     return ListVal([out, UNKNOWN])
@@ -150,6 +155,9 @@ class ForwardInterpreter(_Walker):
                 method = self.fm._methods(self.inst.cls).get(func.attr.value)
                 if method is not None and func.attr.value != "forward":
                     return self.call_method(method, call)
+            if (type(func) is cst.Attribute and type(func.value) is cst.Call and dotted(func.value.func) == "super"
+                    and func.attr.value == "forward"):
+                return self.super_forward(call)
             if (type(func) is cst.Name and func.value in ("getattr", "hasattr") and len(call.args) >= 2
                     and type(call.args[0].value) is cst.Name and call.args[0].value.value == "self"):
                 key = self.fm.eval(call.args[1].value, {})
@@ -218,6 +226,26 @@ class ForwardInterpreter(_Walker):
                 if ps:
                     return PathVal(ps[0].root, ps[0].nodes + (self.unknown_call(func),))
         return UNKNOWN
+
+    def super_forward(self, call: cst.Call) -> Any:
+        """`super().forward(x)`: the forward of the class the running method's class derives from,
+        run with the same instance (a base of this file), or the torch.nn layer a subclass of one
+        built in __init__; anything else is an opaque call."""
+        cls = self.owner or self.inst.cls
+        for base in cls.bases:
+            local = self.fm.classes.get(base)
+            if local is not None and local is not cls:
+                method = self.fm._methods(local).get("forward")
+                if method is not None:
+                    return self.call_method(method, call, owner=_defining(self.fm, local, "forward"))
+                break
+        layer = self.inst.attrs.get("__torch__")
+        paths = self.paths_in(call)
+        if not paths:
+            return UNKNOWN
+        if isinstance(layer, Ctor) and self.fm.layer_base(cls) is not None:
+            return PathVal(paths[0].root, paths[0].nodes + self.low.module_nodes(layer))
+        return PathVal(paths[0].root, paths[0].nodes + (Opaque("", "call of super().forward"),))
 
     def unknown_call(self, func: cst.BaseExpression) -> Opaque:
         """The opaque node of a call gradlint cannot follow, named by what it calls."""
@@ -341,12 +369,13 @@ class ForwardInterpreter(_Walker):
         p = paths[0]
         return p if node is None else PathVal(p.root, p.nodes + (node,))
 
-    def call_method(self, method: cst.FunctionDef, call: cst.Call, bound_self: bool = True) -> Any:
+    def call_method(self, method: cst.FunctionDef, call: cst.Call, bound_self: bool = True, owner: Any = None) -> Any:
         if self.low.depth >= MAX_DEPTH:
             return UNKNOWN
         sub = ForwardInterpreter(self.low, self.inst)
         sub.prefix = self.prefix
         sub.calls = self.calls
+        sub.owner = owner
         declared = list(method.params.params)[1 if bound_self else 0:]
         params = [p.name.value for p in declared]
         positional = [a for a in call.args if a.keyword is None]
@@ -500,6 +529,17 @@ class ForwardInterpreter(_Walker):
         if isinstance(value, PathVal) and value.root == main_input:
             return value.nodes
         return None
+
+
+def _defining(fm: Any, info: Any, name: str) -> Any:
+    """The class of this file that defines method `name` for `info` (itself or a base)."""
+    if name in info.methods:
+        return info
+    for base in info.bases:
+        local = fm.classes.get(base)
+        if local is not None and local is not info and name in fm._methods(local):
+            return _defining(fm, local, name)
+    return info
 
 
 _FUNCTIONAL_LAYERS = {"torch.nn.functional.linear": "linear", "torch.nn.functional.conv1d": "conv1d",

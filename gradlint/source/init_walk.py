@@ -94,6 +94,8 @@ class _InitInterpreter(_Walker):
         self.early: list = []
         self.raised = False
         self.has_returned = False
+        # The class whose __init__ runs, when it is a base of the instance's class (super()).
+        self.owner: Any = None
 
     def ev(self, e: cst.BaseExpression) -> Any:
         return self.fm.eval(e, self.env)
@@ -113,12 +115,55 @@ class _InitInterpreter(_Walker):
 
     def bind_attribute(self, target: cst.Attribute, value: Any) -> None:
         if isinstance(target.value, cst.Name) and target.value.value == "self":
+            layer = self.inst.attrs.get("__torch__") if self.inst is not None else None
+            if isinstance(layer, Ctor) and target.attr.value.startswith(("weight", "bias")):
+                # a subclass of a torch.nn layer replacing one of the layer's tensors
+                self.record_init(TensorRef(layer, "*"), InitSpec("unknown", origin=None))
             self.set_attr(target.attr.value, value)
             return
         # `m.weight = nn.Parameter(...)` replaces a tensor: its init is no longer the default.
         owner = self.ev(target.value)
         if isinstance(owner, (Ctor, AnyModule)) and target.attr.value in ("weight", "bias"):
             self.record_init(TensorRef(owner, target.attr.value), InitSpec("unknown", origin=None))
+        elif isinstance(owner, TensorRef) and target.attr.value == "data":
+            self.record_init(owner, InitSpec("unknown", origin=None))  # `m.weight.data = ...`
+
+    def bind_subscript(self, target: cst.Subscript, value: Any) -> None:
+        """`x[i] = v`, `x[a:b] = [...]`, `d["k"] = v` on a list, container or dict being built: the
+        item set as Python sets it; an index not known (or a list holding the runs of undecided
+        branches) makes the list unknown: it is no longer what was built."""
+        owner = self.ev(target.value)
+        part = target.slice[0].slice if len(target.slice) == 1 else None
+        if isinstance(owner, DictVal):
+            # A new dict rebound to the name (or self attribute) that held it, so that undecided
+            # branches and loops of unknown length see a changed value and join it as such.
+            key = self.ev(part.value) if isinstance(part, cst.Index) else UNKNOWN
+            new = DictVal({**owner.items, key: value}) if isinstance(key, str) else UNKNOWN
+            if type(target.value) is cst.Name:
+                self.bind_name(target.value.value, new)
+            elif type(target.value) is cst.Attribute and dotted(target.value.value) == "self":
+                self.set_attr(target.value.attr.value, new)
+            return
+        if not (isinstance(owner, ListVal) or isinstance(owner, Ctor) and owner.items is not None and owner.keys is None):
+            return
+        items = owner.items
+        if not any(isinstance(i, Alt) and i.splice for i in items):
+            try:
+                if isinstance(part, cst.Index):
+                    idx = self.ev(part.value)
+                    if isinstance(idx, int) and not isinstance(idx, bool) and -len(items) <= idx < len(items):
+                        items[idx] = value
+                        return
+                elif isinstance(part, cst.Slice) and isinstance(value, ListVal):
+                    bounds = [None if b is None else self.ev(b) for b in (part.lower, part.upper, part.step)]
+                    if all(b is None or isinstance(b, int) and not isinstance(b, bool) for b in bounds) and bounds[2] in (None, 1):
+                        items[slice(*bounds)] = list(value.items)
+                        if len(items) > MAX_ITEMS:
+                            raise Exhausted()
+                        return
+            except (ValueError, TypeError):
+                pass
+        items[:] = [UNKNOWN]
 
     def unpack(self, value: Any, count: int) -> list | None:
         return value.items if isinstance(value, ListVal) and len(value.items) == count else None
@@ -253,9 +298,19 @@ class _InitInterpreter(_Walker):
         fm = self.fm
         if self.inst is None or self.inst.cls is None or fm.depth >= MAX_DEPTH:
             return
-        for base in self.inst.cls.bases:
+        cls = self.owner or self.inst.cls  # the class whose __init__ this is
+        if not any(fm.classes.get(base) not in (None, cls) for base in cls.bases):
+            # a subclass of a torch.nn layer: the layer, built with these arguments, holds the
+            # subclass's weights (`self.weight` in what follows is its tensor)
+            layer = fm.torch_layer(self.inst.cls, fm.bound_args(call, self.env), call, owner=cls)
+            if layer is not None:
+                self.inst.attrs["__torch__"] = layer
+                for tensor in ("weight", "bias"):
+                    self.env["self." + tensor] = TensorRef(layer, tensor)
+            return
+        for base in cls.bases:
             local = fm.classes.get(base)
-            if local is None or local is self.inst.cls:
+            if local is None or local is cls:
                 continue
             init = fm._find_method(local, "__init__")
             if init is None:
@@ -264,7 +319,9 @@ class _InitInterpreter(_Walker):
             fm._bind_params(list(init.params.params)[1:], init.params, call, self.env, scope)
             fm.depth += 1
             try:
-                _InitInterpreter(fm, scope, self.inst).block(init.body)
+                sub = _InitInterpreter(fm, scope, self.inst)
+                sub.owner = _owner_of(fm, local, init)
+                sub.block(init.body)
             finally:
                 fm.depth -= 1
             for k, v in self.inst.attrs.items():
@@ -465,6 +522,17 @@ class _InitInterpreter(_Walker):
         return None
 
 
+def _owner_of(fm: FileModel, info: Any, init: cst.FunctionDef) -> Any:
+    """The class of this file that defines `init` (`info` or the base it inherits it from)."""
+    if info.methods.get("__init__") is init:
+        return info
+    for base in info.bases:
+        local = fm.classes.get(base)
+        if local is not None and local is not info and fm._find_method(local, "__init__") is init:
+            return _owner_of(fm, local, init)
+    return info
+
+
 def _touches_init(body: cst.CSTNode) -> bool:
     found = []
 
@@ -514,6 +582,11 @@ def _merge_values(key: Any, before: dict, a: dict, b: dict, keep_one) -> dict:
             out[k] = _alt(key, (va, vb))
         elif type(va) is type(vb) and isinstance(va, (int, float, str, bool)) and va == vb:
             out[k] = va
+        elif isinstance(va, DictVal) and isinstance(vb, DictVal) and not va.table and not vb.table:
+            # `kwargs["rd_ratio"] = 0.25` on one branch: the items both agree on are kept, any
+            # other (a key one branch set) is unknown, whether it is passed on or not
+            both = _merge_values(key, {}, va.items, vb.items, keep_one=lambda _k: False)
+            out[k] = DictVal({name: v if name in va.items and name in vb.items else UNKNOWN for name, v in both.items()})
         else:
             out[k] = UNKNOWN
     return out

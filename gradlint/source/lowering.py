@@ -58,6 +58,9 @@ class Lowerer:
     # paths and parameter inventory
     def assign_paths(self, attrs: dict, prefix: str, type_inits: list) -> None:
         for name, value in attrs.items():
+            if name == "__torch__":  # the torch.nn layer a subclass of one is: its own path
+                self._assign(value, prefix[:-1] if prefix.endswith(".") else prefix, type_inits)
+                continue
             if name.startswith("__"):
                 continue
             if isinstance(value, Alt) and value.splice and name.isdigit():  # nn.Sequential subclass
@@ -341,15 +344,18 @@ class Lowerer:
     def _forward(self, inst: Instance, prefix: str, fm: "FileModel") -> tuple[tuple, bool]:
         fwd = fm._find_method(inst.cls, "forward")
         if fwd is None:
+            if isinstance(inst.attrs.get("__torch__"), Ctor):
+                return self.module_nodes(inst.attrs["__torch__"]), True  # the torch layer's forward
             if inst.cls.sequential:
                 seq = [v for k, v in inst.attrs.items() if k.isdigit()]
                 return self.sequence_nodes(seq), True
             self.note = self.note or f"{inst.cls.name} has no forward"
             return (), False
-        from gradlint.source.forward import ForwardInterpreter  # it builds on this module's values
+        from gradlint.source.forward import ForwardInterpreter, _defining  # it builds on this module's values
 
         interp = ForwardInterpreter(self, inst)
         interp.prefix = prefix
+        interp.owner = _defining(fm, inst.cls, "forward")
         params = [p.name.value for p in fwd.params.params][1:]
         if not params:
             self.note = self.note or f"{inst.cls.name}.forward takes no input"

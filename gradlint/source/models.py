@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import itertools
 import math
+import re
 from typing import Any
 
 import libcst as cst
@@ -43,7 +44,7 @@ from gradlint.source.engine.values import is_number as _num
 from gradlint.source.engine.values import str_literal as _literal_str
 from gradlint.source.engine.walk import mentions
 from gradlint.source.init_walk import _truth, _InitInterpreter
-from gradlint.source.lowering import NO_CHOICE, _maybe_none, Lowerer
+from gradlint.source.lowering import NO_CHOICE, _maybe_none, _neutral_nodes, Lowerer
 from gradlint.source.names import dotted
 
 
@@ -78,10 +79,15 @@ class FileModel(ConstructCalls):
 
     # ---- file-level tables -------------------------------------------------------------
     def _collect(self) -> None:
+        tables: list[tuple[str, cst.BaseExpression]] = []
         for stmt in self.src.module.body:
             if isinstance(stmt, cst.SimpleStatementLine):
                 for small in stmt.body:
                     if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
+                        if isinstance(small.value, cst.Dict) or (
+                                isinstance(small.value, cst.Call) and dotted(small.value.func) == "dict"):
+                            tables.append((small.targets[0].target.value, small.value))
+                            continue
                         self.meter.allow()
                         value = self.eval(small.value, {})
                         if isinstance(value, (int, float, str, bool)) and not isinstance(value, Sym):
@@ -108,6 +114,27 @@ class FileModel(ConstructCalls):
                         info.sequential = "torch.nn.Sequential" in quals or (local is not None and local.sequential)
                         changed = True
                         break
+        for name, node in tables:
+            self._class_table(name, node)
+
+    def _class_table(self, name: str, node: cst.BaseExpression) -> None:
+        """A module-level dict of classes looked up by a string (`ACT2CLS = {"silu": nn.SiLU}`,
+        then `ACT2CLS[act_fn]()`): kept as a constant when the file binds the name once and never
+        changes the dict (no item assignment, `del`, `update`...), with its module classes and
+        plain constants; any other value in it is unknown."""
+        text = self.src.text
+        # bound once (an indented binding of the name, even a function's local, counts: rare)
+        if len(re.findall(rf"^[ \t]*{name}\s*(?::[^=\n]*)?=(?!=)", text, re.M)) != 1 or re.search(
+                rf"\b{name}\s*(\[[^\]\n]*\]\s*(=(?!=)|[-+*/|&^@%]=)|\|=|\.(update|setdefault|pop|popitem|clear|"
+                rf"__setitem__|__delitem__)\b)|\b(del|global)\s+{name}\b", text):
+            return
+        self.meter.allow()
+        value = self.eval(node, {})
+        if not isinstance(value, DictVal) or not value.items:
+            return
+        items = {k: v if _constant(v) or isinstance(v, ClassRef) else UNKNOWN for k, v in value.items.items()}
+        if any(isinstance(v, ClassRef) for v in items.values()):
+            self.constants[name] = DictVal(items, table=True)
 
     def items_of(self, v: Any) -> list | None:
         """The items of a list or container, with the runs that undecided branches appended
@@ -313,6 +340,13 @@ class FileModel(ConstructCalls):
                     return items[idx]
                 if isinstance(base, Ctor) and base.keys is not None and isinstance(idx, str) and idx in base.keys:
                     return base.items[base.keys.index(idx)]  # type: ignore[index]
+                if isinstance(base, DictVal) and base.table:
+                    if isinstance(idx, str):
+                        return base.items.get(idx, UNKNOWN)  # a missing key raises: nothing is built
+                    values = list(base.items.values())
+                    if (idx is UNKNOWN or isinstance(idx, Sym)) and all(v == values[0] for v in values):
+                        return values[0]  # whichever key: every one gives the same class
+
             return UNKNOWN
         if kind is cst.Call:
             return self._call(e, env)
@@ -615,7 +649,9 @@ def _rerun(src, fm: FileModel, name: str, origin: cst.Name, params: cst.Paramete
         return None
     low, paths, known, note = made
     if not known or not paths:
-        return None
+        # why, for the caller's placeholder (ir.Extern), which stays opaque
+        return Network(name=name, path=src.path, nodes=(), origin=src.span(origin), forward_known=False,
+                       note=note) if note else None
     return Network(name=name, path=src.path, nodes=tuple(paths[0]), origin=src.span(origin),
                    params=tuple(low.params), recurrents=tuple(low.recurrents),
                    variants=tuple(tuple(p) for p in paths[1:]), note=note)
@@ -659,35 +695,70 @@ def lower_function(src, name: str, args: tuple) -> Network | None:
 
     def build(pos: list, kw: dict):
         value = fm._call_function(fn, None, {}, bound_self=False, bound=(pos, kw, False, False))
-        if not isinstance(value, Ctor) or value.kind not in ("torch", "local", "pass", "unknown") or (
-                value.kind == "unknown" and value.extern is None):
+        # One module, or one of several by a condition the run cannot decide (an `if` on a value
+        # the caller does not pass): then the module is known only when every choice lowers to
+        # the same IR (or all leave the gradient's scale alone). None among the choices is
+        # dropped: the caller calls what it gets, so where it does, a module was returned.
+        options = _leaves(value)
+        if any(o is not None and not _returned_module(o) for o in options):
+            return None
+        options = [o for o in options if o is not None]
+        if not options:
             return None
         low = Lowerer(fm)
-        if value.kind == "local":
-            inst = value.instance
-            if inst is None:
+        found: list = []
+        for option in options:
+            got = _returned_paths(low, option)
+            if got is None:
                 return None
-            # the block's layers under the caller's attribute, as lower_class names a class's
-            low.assign_paths(inst.attrs, "", inst.type_inits)
-            paths, known, note = low.forward_paths(inst, "")
-        elif value.items is None:
-            low._assign(value, "", [])  # one layer: the caller's attribute is its path
-            paths, known, note = [low.module_nodes(value)], True, ""
-        else:
-            # a container: its members under the caller's attribute (`block.0`, `block.1`)
-            keys = value.keys if value.keys is not None and len(value.keys) == len(value.items) else None
-            if any(isinstance(i, Alt) for i in value.items):
-                return None
-            value.path = ""
-            low.seen.add(id(value))
-            for i, item in enumerate(value.items):
-                low._assign(item, keys[i] if keys else str(i), [])
-            paths, known, note = [low.module_nodes(value)], True, ""
-        if paths and all(isinstance(n, Opaque) and not isinstance(n, Extern) for n in paths[0]):
+            if got not in found:
+                found.append(got)
+        paths = found[0]
+        if len(found) > 1 and not all(_neutral_nodes(p) for got in found for p in got):
+            return low, [], False, f"returns one of {len(found)} different modules by a condition on values not known here"
+        if all(all(isinstance(n, Opaque) and not isinstance(n, Extern) for n in p) for p in paths):
             return None  # nothing of it is modelled: the caller's opaque node says more
-        return low, paths, known, note
+        return low, paths, True, ""
 
     return _rerun(src, fm, name, fn.name, fn.params, args, 0, build)
+
+
+def _leaves(value: Any) -> list:
+    """The values a choice left open may be (itself when it is no choice)."""
+    if isinstance(value, Alt) and not value.splice:
+        return [leaf for o in value.options for leaf in _leaves(o)]
+    return [value]
+
+
+def _returned_module(value: Any) -> bool:
+    """A module a function returns that can be lowered: a torch layer or container, a class of
+    this file, a library block, or a block of another file (a placeholder of its own)."""
+    return isinstance(value, Ctor) and value.kind in ("torch", "local", "pass", "unknown") and not (
+        value.kind == "unknown" and value.extern is None)
+
+
+def _returned_paths(low: Lowerer, value: Ctor) -> list | None:
+    """The forward paths of a module a function returns, its layers under the caller's attribute
+    (as lower_class names a class's); None when its forward is not followed."""
+    if value.kind == "local":
+        inst = value.instance
+        if inst is None:
+            return None
+        low.assign_paths(inst.attrs, "", inst.type_inits)
+        paths, known, _note = low.forward_paths(inst, "")
+        return paths if known and paths else None
+    if value.items is None:
+        low._assign(value, "", [])  # one layer: the caller's attribute is its path
+        return [low.module_nodes(value)]
+    # a container: its members under the caller's attribute (`block.0`, `block.1`)
+    keys = value.keys if value.keys is not None and len(value.keys) == len(value.items) else None
+    if any(isinstance(i, Alt) for i in value.items):
+        return None
+    value.path = ""
+    low.seen.add(id(value))
+    for i, item in enumerate(value.items):
+        low._assign(item, keys[i] if keys else str(i), [])
+    return [low.module_nodes(value)]
 
 
 def _from_neutral(v: Any) -> Any:

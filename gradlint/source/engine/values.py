@@ -114,7 +114,12 @@ class ClassRef:
 
 @dataclass(eq=False)
 class DictVal:
+    """A dict with string keys. table: a module-level dict of classes the file never changes
+    (`ACT2CLS = {"silu": nn.SiLU}`): the only kind whose items a subscript reads, since item
+    assignments to other dicts are not followed."""
+
     items: dict
+    table: bool = False
 
 
 @dataclass(frozen=True)
