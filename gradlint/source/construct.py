@@ -22,7 +22,7 @@ from gradlint.source import catalog as C
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_SAME_CLASS, Exhausted, bounded
 from gradlint.source.engine.values import (
-    Alt, _alt, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, Sym, _Tensor, UNKNOWN,
+    Alt, _alt, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, spliced, Sym, _Tensor, UNKNOWN,
 )
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.init_walk import _InitInterpreter
@@ -369,12 +369,7 @@ class ConstructCalls:
                     continue
                 v = self.eval(a.value, env)
                 if a.star == "*" or cls == "ModuleList":
-                    if isinstance(v, ListVal):
-                        items.extend(v.items)
-                    elif isinstance(v, Ctor) and v.items is not None:
-                        items.extend(v.items)
-                    else:
-                        items.append(UNKNOWN)
+                    items.extend(spliced(v))
                 else:
                     if isinstance(v, Ctor) and v.cls == "OrderedDict":
                         items.append(UNKNOWN)

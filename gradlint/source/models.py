@@ -36,7 +36,7 @@ from gradlint.source.budget import MAX_EXPR_DEPTH, MAX_ITEMS, Exhausted, Meter, 
 from gradlint.source.construct import _constant, _neutral, ConstructCalls
 from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.values import (
-    Alt, _alt, AnyModule, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, _module_like, Sym, TensorRef,
+    Alt, _alt, AnyModule, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, _module_like, spliced, Sym, TensorRef,
     UNKNOWN,
 )
 from gradlint.source.engine.values import int_literal as _literal_int
@@ -314,12 +314,7 @@ class FileModel(ConstructCalls):
             for el in e.elements:
                 if isinstance(el, cst.StarredElement):
                     v = self._eval(el.value, env)
-                    if isinstance(v, ListVal):
-                        items.extend(v.items)
-                    elif isinstance(v, Ctor) and v.items is not None:
-                        items.extend(v.items)
-                    else:
-                        items.append(UNKNOWN)
+                    items.extend(spliced(v))
                 else:
                     items.append(self._eval(el.value, env))
             return ListVal(items)

@@ -183,6 +183,17 @@ class Alt:
     splice: bool = False
 
 
+def spliced(v: Any) -> list:
+    """The items a starred value adds to a list or a Sequential (`[*a]`, `nn.Sequential(*layers)`):
+    a list's or a built container's items; one `UNKNOWN` when they are not known (their count
+    neither)."""
+    if isinstance(v, ListVal):
+        return list(v.items)
+    if isinstance(v, Ctor) and v.items is not None:
+        return list(v.items)
+    return [UNKNOWN]
+
+
 def _alt(key: Any, options: tuple, splice: bool = False) -> Any:
     """One of `options` (distinct by identity), or the one value when they are all the same;
     unknown past MAX_OPTIONS choices in all (a long if/elif dispatch on a name we do not know
