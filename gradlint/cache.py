@@ -57,8 +57,6 @@ MARKER = "# created by gradlint: the per-file cache (plain JSON); safe to delete
 RECORD_MODULES = (
     "gradlint.findings",
     "gradlint.model.ir",
-    "gradlint.onnx",
-    "gradlint.onnx.hazards",
     "gradlint.notebook",
 )
 # Each module's facts records, if the package exists (the engine's layout): its submodules join.

@@ -4,55 +4,10 @@ exact weight statistics, all turned into one file's FileFacts."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from gradlint.facts.graph import GraphFacts, WeightStats
 from gradlint.findings import GraphNode, InputError
-
-
-@dataclass(frozen=True)
-class WeightStats:
-    """Statistics of one float tensor of the model (initializer or Constant), for the weight rules.
-
-    role: the op of the layer whose weight it is ('linear', 'conv2d', 'embedding'...), or
-    'other' (biases, norm scales, tables no layer consumes as its weight).
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    count: int
-    nan: int
-    posinf: int
-    neginf: int
-    mean: float | None
-    std: float | None
-    role: str
-    layer: str  # the layer's module path when role is a layer's
-    node: GraphNode | None
-    order: int  # position of the consuming node, for "neighbours"
-    # Op types that read the tensor (through Identity/Cast/reshapes): tells a -inf attention
-    # mask (read by Add/Where) from a broken weight.
-    consumers: tuple[str, ...] = ()
-
-    @property
-    def nonfinite(self) -> int:
-        return self.nan + self.posinf + self.neginf
-
-
-@dataclass(frozen=True)
-class GraphFacts:
-    """What the ONNX rules read: graph hazards (gradlint.onnx.hazards) and weight statistics."""
-
-    opset: int
-    hazards: tuple = ()
-    weights: tuple[WeightStats, ...] = ()
-    # False when external data was refused (unsafe_external_data): weight statistics are then missing.
-    weights_read: bool = True
-    # Names of layer nodes (GraphNode.name) into which a BatchNorm may have been folded at export:
-    # the graph cannot tell (no exporter metadata, anonymous weights). A chain through them may be
-    # normalised in training.
-    maybe_folded: frozenset[str] = frozenset()
 
 
 def extract_onnx(path: Path, display: str, data: bytes | None = None):

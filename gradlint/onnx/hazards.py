@@ -10,23 +10,13 @@ constants, shapes) never match: no gradient flows there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from gradlint.findings import GraphNode, SourceSpan
+from gradlint.facts.graph import GraphHazard
+from gradlint.findings import GraphNode
 from gradlint.onnx.graph import GraphIndex, attr
 
 Found = tuple[GraphIndex, int]
-
-
-@dataclass(frozen=True)
-class GraphHazard:
-    kind: str
-    node: GraphNode
-    # what the pattern is made of: the node's name, op type and index, and per kind its parts
-    # (producer, operand, divisor, lower/upper bounds, branch)
-    data: dict[str, Any] = field(default_factory=dict)
-    span: SourceSpan | None = None
 
 
 def find_hazards(root: GraphIndex) -> list[GraphHazard]:

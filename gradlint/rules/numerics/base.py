@@ -72,7 +72,7 @@ class SiteRule(Rule):
                                   data=getattr(hazard, "data", None) or {})
 
     def graph_message(self, hazard) -> str:
-        """The message for a GraphHazard (gradlint.onnx.hazards) of one of this rule's kinds."""
+        """The message for a GraphHazard (gradlint.facts.graph) of one of this rule's kinds."""
         raise NotImplementedError
 
     def selects(self, site: Site) -> bool:
