@@ -233,8 +233,15 @@ def _report(result: Any, config: Config, *, fmt: str, output_file: Path | None, 
         text = render_statistics(result, "json" if fmt == "json" else "text")
     else:
         text = render(fmt, result, quiet=quiet, color=color, show_fixes=show_fixes, fixed=fixed,
-                      source_lines=_source_lines()) if fmt in TEXT_FORMATS else render(fmt, result)
+                      source_lines=_source_lines()) if fmt in TEXT_FORMATS else render(fmt, result, rules=_rules(result))
     _emit(text, fmt, output_file)
+
+
+def _rules(result: Any) -> dict:
+    """The registry's metadata of the rules with findings in `result`, for the reporters."""
+    from gradlint.registry import describe
+
+    return describe({f.code for f in result.findings})
 
 
 def _emit(text: str, fmt: str, output_file: Path | None) -> None:
@@ -382,11 +389,11 @@ def _check_stdin(display: str, select: tuple[str, ...], ignore: tuple[str, ...],
         # is left on stderr.
         click.echo(new, nl=False)  # bytes, in the source's own encoding
         result = outcome.remaining
-        text = render("text", result, quiet=True) if fmt in TEXT_FORMATS else render(fmt, result)
+        text = render("text", result, quiet=True) if fmt in TEXT_FORMATS else render(fmt, result, rules=_rules(result))
         click.echo(console_safe(text, sys.stderr), err=True, nl=False)
     else:
         text = render(fmt, result, quiet=quiet, source_lines=lambda f: split_lines(data.decode("utf-8", "replace"))
-                      if f.cell is None else None) if fmt in TEXT_FORMATS else render(fmt, result)
+                      if f.cell is None else None) if fmt in TEXT_FORMATS else render(fmt, result, rules=_rules(result))
         _emit(text, fmt, output_file)
         _warn_about_files(result, quiet=quiet, fmt=fmt)
     sys.exit(exit_code(result, config.fail_on, exit_zero=exit_zero))

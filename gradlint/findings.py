@@ -109,6 +109,26 @@ class InputError:
     node: GraphNode | None = None
 
 
+# Where a rule's documentation lives; the registry and the reporters share it.
+DOCS_URL = "https://gradlint.dev/rules/{name}"
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """What a report says about a rule besides its findings (SARIF's rule descriptors, the JSON
+    `url`): taken from the registry by the command line and passed to the reporters as data, so
+    that a reporter stays a pure function of what it is given."""
+
+    code: str
+    name: str
+    summary: str
+    description: str  # the doc's "What it does"
+    doc: str
+    url: str
+    severity: "Severity"
+    tags: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class FileResult:
     path: str

@@ -6,13 +6,12 @@ import importlib
 import pkgutil
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
-from gradlint.findings import Finding, Fix, GraphNode, Severity, SourceSpan, make_data
+from gradlint.findings import DOCS_URL, Finding, Fix, GraphNode, RuleInfo, Severity, SourceSpan, make_data
 
 REQUIRED_SECTIONS = ("What it does", "Why is this bad?", "Example", "Use instead")
 OPTIONAL_SECTIONS = ("Options", "Fix safety", "References")
-DOCS_URL = "https://gradlint.dev/rules/{name}"
 
 _CODE = re.compile(r"^GL\d{3}$")
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -147,6 +146,15 @@ class Rule:
     def url(cls) -> str:
         return DOCS_URL.format(name=cls.name)
 
+    @classmethod
+    def info(cls) -> RuleInfo:
+        """This rule's metadata as data, for the reporters (which do not import the registry)."""
+        doc = cls.doc()
+        family = cls.__module__.split(".")[-2] if cls.__module__.count(".") >= 3 else None
+        return RuleInfo(code=cls.code, name=cls.name, summary=cls.summary,
+                        description=parse_sections(doc).get("What it does", cls.summary), doc=doc, url=cls.url(),
+                        severity=cls.severity, tags=(family,) if family else ())
+
 
 _RULES: dict[str, type[Rule]] = {}
 
@@ -252,3 +260,14 @@ def _specificity(code: str, selectors: tuple[str, ...]) -> int:
         elif code.startswith(s):
             best = max(best, len(s))
     return best
+
+
+def describe(codes: Iterable[str]) -> dict[str, RuleInfo]:
+    """The reporters' metadata of each known rule among `codes` (an unknown code is left out: the
+    reporters then describe it from its findings)."""
+    out: dict[str, RuleInfo] = {}
+    for code in codes:
+        rule = get_rule(code)
+        if rule is not None:
+            out[code] = rule.info()
+    return out

@@ -7,6 +7,13 @@ from gradlint.findings import Edit, FileResult, Finding, Fix, GraphNode, RunResu
 CWD = "/project"
 
 
+def sample_rules():
+    """What the command line passes the reporters for the sample's codes (registry.describe)."""
+    from gradlint.registry import describe
+
+    return describe(["GL001", "GL002"])
+
+
 def sample_result() -> RunResult:
     python_finding = Finding(
         code="GL001", name="syntax-error", severity=Severity.ERROR,

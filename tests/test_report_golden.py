@@ -14,7 +14,7 @@ from gradlint.report import render
 from gradlint.report.sarif import render_sarif
 from tests.cli_helpers import gradlint
 from tests.conftest import FIXTURES
-from tests.report_samples import CWD, sample_result
+from tests.report_samples import CWD, sample_rules, sample_result
 
 EXAMPLE = FIXTURES / "cli" / "example"
 GOLDENS = FIXTURES / "cli" / "goldens"
@@ -55,11 +55,11 @@ def test_example_run(fmt):
 @pytest.mark.parametrize("fmt", ["text", "json", "sarif", "github"])
 def test_hand_built_findings(fmt):
     if fmt == "json":
-        out = json_report.render_json(sample_result(), cwd=CWD)
+        out = json_report.render_json(sample_result(), cwd=CWD, rules=sample_rules())
     elif fmt == "sarif":
-        out = render_sarif(sample_result(), cwd=CWD)
+        out = render_sarif(sample_result(), cwd=CWD, rules=sample_rules())
     else:
-        out = render(fmt, sample_result())
+        out = render(fmt, sample_result(), rules=sample_rules())
     assert_golden(f"handbuilt.{fmt}.{EXTENSIONS[fmt]}", normalise(out, fmt, CWD))
 
 

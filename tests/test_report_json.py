@@ -6,13 +6,13 @@ import json
 
 from gradlint.report import render
 from gradlint.report.json import render_json
-from tests.report_samples import CWD, empty_result, sample_result
+from tests.report_samples import CWD, sample_rules, empty_result, sample_result
 
 RUFF_KEYS = {"cell", "code", "end_location", "filename", "fix", "location", "message", "noqa_row", "url"}
 
 
 def _items():
-    return json.loads(render_json(sample_result(), cwd=CWD))
+    return json.loads(render_json(sample_result(), cwd=CWD, rules=sample_rules()))
 
 
 def test_is_a_list_with_ruffs_keys_and_ours():
@@ -55,7 +55,7 @@ def test_data_is_strict_json():
     item = next(i for i in _items() if i["location"]["row"] == 7)
     # inf is not JSON: it is written as a string so every parser accepts the document.
     assert item["data"] == {"gain": 4.1e-10, "depth": 12, "layers": ["body.0", "body.2"], "ratio": "inf"}
-    json.loads(render_json(sample_result(), cwd=CWD), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    json.loads(render_json(sample_result(), cwd=CWD, rules=sample_rules()), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
 
 
 def test_graph_finding_has_node_and_no_noqa_row():
@@ -66,10 +66,10 @@ def test_graph_finding_has_node_and_no_noqa_row():
 
 
 def test_no_findings_is_an_empty_list():
-    assert render_json(empty_result(), cwd=CWD) == "[]\n"
+    assert render_json(empty_result(), cwd=CWD, rules=sample_rules()) == "[]\n"
 
 
 def test_render_dispatch_uses_cwd_for_absolute_filenames(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    items = json.loads(render("json", sample_result()))
+    items = json.loads(render("json", sample_result(), rules=sample_rules()))
     assert items[2]["filename"] == str(tmp_path / "pkg" / "model.py")

@@ -11,7 +11,7 @@ import pytest
 from gradlint import __version__
 from gradlint.findings import FileResult, Finding, GraphNode, RunResult, Severity, SourceSpan
 from gradlint.report.sarif import build_sarif, render_sarif
-from tests.report_samples import CWD, empty_result, sample_result
+from tests.report_samples import CWD, sample_rules, empty_result, sample_result
 from tests.conftest import SARIF_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ def validator():
 
 
 def _validate(validator, result: RunResult) -> dict:
-    doc = json.loads(render_sarif(result, cwd=CWD))
+    doc = json.loads(render_sarif(result, cwd=CWD, rules=sample_rules()))
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
     assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
     return doc
@@ -61,7 +61,7 @@ def test_unknown_rule_code_still_gives_a_valid_descriptor(validator):
 
 
 def test_driver_and_rules():
-    doc = build_sarif(sample_result(), cwd=CWD)
+    doc = build_sarif(sample_result(), cwd=CWD, rules=sample_rules())
     assert doc["version"] == "2.1.0"
     driver = doc["runs"][0]["tool"]["driver"]
     assert driver["name"] == "gradlint" and driver["version"] == __version__
@@ -77,7 +77,7 @@ def test_driver_and_rules():
 
 
 def test_results_point_at_rules_and_regions():
-    doc = build_sarif(sample_result(), cwd=CWD)
+    doc = build_sarif(sample_result(), cwd=CWD, rules=sample_rules())
     run = doc["runs"][0]
     rules = run["tool"]["driver"]["rules"]
     for res in run["results"]:
@@ -94,7 +94,7 @@ def test_results_point_at_rules_and_regions():
 
 
 def test_uri_is_percent_encoded_and_outside_paths_are_absolute():
-    doc = build_sarif(sample_result(), cwd=CWD)
+    doc = build_sarif(sample_result(), cwd=CWD, rules=sample_rules())
     uris = [r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in doc["runs"][0]["results"]]
     assert uris[0] == "models/my%20net%20%C3%A9.py"
     f = Finding(code="GL001", name="syntax-error", message="m", severity=Severity.ERROR,
@@ -105,7 +105,7 @@ def test_uri_is_percent_encoded_and_outside_paths_are_absolute():
 
 
 def test_fix_becomes_a_sarif_fix():
-    doc = build_sarif(sample_result(), cwd=CWD)
+    doc = build_sarif(sample_result(), cwd=CWD, rules=sample_rules())
     res = doc["runs"][0]["results"][0]
     assert res["fixes"] == [{
         "description": {"text": "Add the missing colon (unsafe)"},
@@ -133,7 +133,34 @@ def test_skipped_files_and_failures_become_notifications(validator):
 
 def test_the_schema_check_has_teeth(validator):
     # A wrong level and a region with line 0 must fail, or the validation tests prove nothing.
-    doc = build_sarif(sample_result(), cwd=CWD)
+    doc = build_sarif(sample_result(), cwd=CWD, rules=sample_rules())
     doc["runs"][0]["results"][0]["level"] = "fatal"
     doc["runs"][0]["results"][1]["locations"][0]["physicalLocation"]["region"]["startLine"] = 0
     assert len(list(validator.iter_errors(doc))) >= 2
+
+
+def test_the_command_line_gives_the_reporter_each_rules_documentation(tmp_path):
+    # The reporter no longer looks rules up: the command line passes registry.describe(...) in.
+    from click.testing import CliRunner
+
+    from gradlint.cli import main
+
+    (tmp_path / "bad.py").write_text("def f(:\n")
+    out = tmp_path / "r.sarif"
+    res = CliRunner().invoke(main, ["check", str(tmp_path / "bad.py"), "--no-cache", "--format", "sarif",
+                                    "--output-file", str(out)])
+    assert res.exit_code == 1, res.output
+    (descriptor,) = json.loads(out.read_text())["runs"][0]["tool"]["driver"]["rules"]
+    assert descriptor["id"] == "GL001"
+    assert descriptor["fullDescription"]["text"].startswith("Reports a `.py` file that cannot be read")
+    assert descriptor["properties"]["tags"] == ["inputs"]
+
+
+def test_without_rule_documentation_a_descriptor_comes_from_the_findings():
+    f = Finding(code="GL999", name="made-up", message="what it found", severity=Severity.WARNING,
+                path="a.py", span=SourceSpan.point(1, 1))
+    (descriptor,) = build_sarif(RunResult(files=[FileResult(path="a.py", findings=(f,))]), cwd=CWD)["runs"][0][
+        "tool"]["driver"]["rules"]
+    assert descriptor == {"id": "GL999", "name": "made-up", "shortDescription": {"text": "what it found"},
+                          "helpUri": "https://gradlint.dev/rules/made-up",
+                          "defaultConfiguration": {"level": "warning"}}

@@ -129,9 +129,10 @@ def finding_dict(f: Finding, cwd: str) -> dict[str, Any]:
         from gradlint.report.json import finding_to_dict
     except ImportError:
         finding_to_dict = None
+    from gradlint.registry import DOCS_URL, describe, get_rule
+
     if finding_to_dict is not None:
-        return finding_to_dict(f, cwd)
-    from gradlint.registry import DOCS_URL, get_rule
+        return finding_to_dict(f, cwd, describe([f.code]))
 
     rule = get_rule(f.code)
     return {
@@ -205,7 +206,12 @@ def render_sarif(report: Any, *, cwd: str | None = None) -> str:
         from gradlint.report.sarif import build_sarif
     except ImportError:
         build_sarif = None
-    doc = build_sarif(result, cwd=cwd) if build_sarif is not None else _minimal_sarif(result, cwd)
+    if build_sarif is not None:
+        from gradlint.registry import describe
+
+        doc = build_sarif(result, cwd=cwd, rules=describe({f.code for f in result.findings}))
+    else:
+        doc = _minimal_sarif(result, cwd)
     run = doc["runs"][0]
     # build_sarif lists results in RunResult order, which is the order of `verdicts`.
     for res, v in zip(run["results"], verdicts):

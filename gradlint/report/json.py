@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any
+from typing import Any, Mapping
 
-from gradlint.findings import Finding, RunResult
-from gradlint.registry import DOCS_URL, get_rule
+from gradlint.findings import DOCS_URL, Finding, RuleInfo, RunResult
+
+# What the reporters know of each rule: given by the caller (registry.describe), never looked up.
+Rules = Mapping[str, RuleInfo]
 
 
-def rule_url(finding: Finding) -> str:
-    rule = get_rule(finding.code)
-    return rule.url() if rule is not None else DOCS_URL.format(name=finding.name)
+def rule_url(finding: Finding, rules: Rules | None = None) -> str:
+    info = (rules or {}).get(finding.code)
+    return info.url if info is not None else DOCS_URL.format(name=finding.name)
 
 
 def jsonable(value: Any) -> Any:
@@ -43,7 +45,7 @@ def _position(line: int, column: int) -> dict[str, int]:
     return {"row": line, "column": column}
 
 
-def finding_to_dict(f: Finding, cwd: str) -> dict[str, Any]:
+def finding_to_dict(f: Finding, cwd: str, rules: Rules | None = None) -> dict[str, Any]:
     fix = None
     if f.fix is not None:
         fix = {
@@ -69,7 +71,7 @@ def finding_to_dict(f: Finding, cwd: str) -> dict[str, Any]:
         "filename": os.path.normpath(os.path.join(cwd, f.path)),
         "location": _position(f.span.line, f.span.column),
         "end_location": _position(f.span.end_line, f.span.end_column),
-        "url": rule_url(f),
+        "url": rule_url(f, rules),
         "fix": fix,
         # A binary model has no line to put a `# noqa` on.
         "noqa_row": None if graph else f.span.line,
@@ -79,7 +81,7 @@ def finding_to_dict(f: Finding, cwd: str) -> dict[str, Any]:
     }
 
 
-def render_json(result: RunResult, *, cwd: str | None = None) -> str:
+def render_json(result: RunResult, *, cwd: str | None = None, rules: Rules | None = None) -> str:
     cwd = cwd if cwd is not None else os.getcwd()
-    items = [finding_to_dict(f, cwd) for f in result.findings]
+    items = [finding_to_dict(f, cwd, rules) for f in result.findings]
     return json.dumps(items, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n"

@@ -9,9 +9,8 @@ from typing import Any
 from urllib.parse import quote
 
 from gradlint import __version__
-from gradlint.findings import Finding, RunResult, Severity, SourceSpan
-from gradlint.registry import DOCS_URL, Rule, get_rule
-from gradlint.report.json import jsonable
+from gradlint.findings import DOCS_URL, Finding, RunResult, Severity, SourceSpan
+from gradlint.report.json import Rules, jsonable
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = DOCS_URL.split("/rules/")[0]
@@ -35,8 +34,8 @@ def _region(span: SourceSpan) -> dict[str, int]:
     return {"startLine": span.line, "startColumn": span.column, "endLine": span.end_line, "endColumn": span.end_column}
 
 
-def _rule_descriptor(code: str, findings: list[Finding]) -> dict[str, Any]:
-    rule: type[Rule] | None = get_rule(code)
+def _rule_descriptor(code: str, findings: list[Finding], rules: Rules) -> dict[str, Any]:
+    rule = rules.get(code)
     if rule is None:
         # A finding of a rule this process does not know (hand-made, or from a newer probe).
         name = findings[0].name
@@ -47,17 +46,15 @@ def _rule_descriptor(code: str, findings: list[Finding]) -> dict[str, Any]:
             "helpUri": DOCS_URL.format(name=name),
             "defaultConfiguration": {"level": LEVELS[findings[0].severity]},
         }
-    sections = rule.sections()
-    doc = rule.doc()
     return {
         "id": rule.code,
         "name": rule.name,
         "shortDescription": {"text": rule.summary},
-        "fullDescription": {"text": sections.get("What it does", rule.summary)},
-        "help": {"text": doc, "markdown": doc},
-        "helpUri": rule.url(),
+        "fullDescription": {"text": rule.description},
+        "help": {"text": rule.doc, "markdown": rule.doc},
+        "helpUri": rule.url,
         "defaultConfiguration": {"level": LEVELS[rule.severity]},
-        "properties": {"tags": [rule.__module__.split(".")[-2]] if rule.__module__.count(".") >= 3 else []},
+        "properties": {"tags": list(rule.tags)},
     }
 
 
@@ -120,7 +117,7 @@ def _notifications(result: RunResult, cwd: str) -> list[dict[str, Any]]:
     return out
 
 
-def build_sarif(result: RunResult, *, cwd: str | None = None) -> dict[str, Any]:
+def build_sarif(result: RunResult, *, cwd: str | None = None, rules: Rules | None = None) -> dict[str, Any]:
     cwd = os.path.abspath(cwd if cwd is not None else os.getcwd())
     findings = result.findings
     by_code: dict[str, list[Finding]] = {}
@@ -141,7 +138,7 @@ def build_sarif(result: RunResult, *, cwd: str | None = None) -> dict[str, Any]:
                 "version": __version__,
                 "semanticVersion": __version__,
                 "informationUri": INFORMATION_URI,
-                "rules": [_rule_descriptor(code, by_code[code]) for code in codes],
+                "rules": [_rule_descriptor(code, by_code[code], rules or {}) for code in codes],
             }
         },
         "originalUriBaseIds": {"%SRCROOT%": {"uri": Path(cwd).as_uri().rstrip("/") + "/"}},
@@ -152,5 +149,5 @@ def build_sarif(result: RunResult, *, cwd: str | None = None) -> dict[str, Any]:
     return {"$schema": SCHEMA_URI, "version": "2.1.0", "runs": [run]}
 
 
-def render_sarif(result: RunResult, *, cwd: str | None = None) -> str:
-    return json.dumps(build_sarif(result, cwd=cwd), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+def render_sarif(result: RunResult, *, cwd: str | None = None, rules: Rules | None = None) -> str:
+    return json.dumps(build_sarif(result, cwd=cwd, rules=rules), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
