@@ -31,6 +31,7 @@ from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replac
 from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import NO_GRAD, dotted
 from gradlint.source.numerics_calls import TensorCalls
+from gradlint.source.numerics_callers import CallRecords
 from gradlint.source.numerics_eval import TensorEval
 from gradlint.source.numerics_sites import _tokens, _param_data, SiteChecks
 
@@ -510,7 +511,7 @@ def _all_none(node: cst.BaseExpression) -> bool:
     return False
 
 
-class FunctionWalk(TensorEval, TensorCalls, SiteChecks, StatementWalker):
+class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWalker):
     """Walks one function body in order, keeping the environment of abstract values."""
 
     def __init__(self, x: Extractor, name: str, cls: ClassCtx | None, *, quiet: bool,
