@@ -27,7 +27,8 @@ from gradlint.facts.numerics import Call, CallText, Expr, Function, NumClass, Nu
 from gradlint.findings import SourceSpan
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.interp import StatementWalker
-from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, merge_env, _item, open_value
+from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, merge_env, _item,
+                                             open_value, same_value, join_value)
 from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import NO_GRAD, dotted
 from gradlint.source.numerics_calls import TensorCalls
@@ -96,6 +97,11 @@ class Extractor:
         self.local_classes: set[str] = set()
         self._seen: set[tuple[str, SourceSpan, str]] = set()
         self.globals: dict[str, V] = {}
+        # The plain value of each name the module body binds, joined over its bindings, and the
+        # names a function declares `global` (it may rebind them): `_module_value`.
+        self.module_values: dict[str, object] = {}
+        self.global_names: set[str] = set()
+        self.scan_globals = "global" in src.text
         self.defines_optimizer = False
         self.file_quiet = False
         # Whether the text names `self.requires_grad` at all: the class walk that counts reads
@@ -206,7 +212,7 @@ class Extractor:
         self.functions.append(Function("<module>", calls=tuple(top.calls)))
         # Functions and classes after the module body: a model or criterion defined below a
         # function is still the global that function uses.
-        self.globals = {k: v for k, v in top.env.items() if "." not in k}
+        self.globals = {k: self._module_value(k, v) for k, v in top.env.items() if "." not in k}
         for node in top.module_defs:
             self._walk_unit(node)
             if isinstance(node, cst.FunctionDef):
@@ -221,6 +227,16 @@ class Extractor:
                              torch_imports=self.torch_imports(),
                              functions=tuple(self.functions),
                              references=frozenset(self.references | self.class_refs))
+
+    def _module_value(self, name: str, v: V) -> V:
+        """A module-level name as functions read it: its plain value only when every binding of
+        the module gives that one value and no function rebinds it (`global`), as
+        engine/env.Env joins a scope's bindings (a function may run before a later binding)."""
+        if v.value is UNKNOWN:
+            return v
+        if name in self.global_names or not same_value(self.module_values.get(name, UNKNOWN), v.value):
+            return replace(v, value=UNKNOWN)
+        return v
 
     def _walk_unit(self, node: cst.FunctionDef | cst.ClassDef) -> None:
         """Walk one top-level def into its own lists of facts (replacing those of an earlier walk)."""
@@ -335,6 +351,10 @@ class Extractor:
                 if any(b in AUTOGRAD_FUNCTION or (b.startswith("torch.") and b.endswith("Function")) for b in bases):
                     self.autograd_classes.add(node.name.value)
             if type(node) is cst.SimpleStatementLine:
+                if self.scan_globals:
+                    for small in node.body:
+                        if type(small) is cst.Global:
+                            self.global_names.update(n.name.value for n in small.names)
                 continue
             body = getattr(node, "body", None)
             if type(body) is cst.IndentedBlock:
@@ -393,7 +413,9 @@ class Extractor:
             walk.run_function(m)
             for key, val in walk.env.items():
                 if key.startswith("self.") and key.count(".") == 1:
-                    ctx.attrs[key[5:]] = val
+                    # a plain value set in __init__ may be set again anywhere (`model.eps = 0.1`):
+                    # other methods do not read it as a constant
+                    ctx.attrs[key[5:]] = replace(val, value=UNKNOWN) if val.value is not UNKNOWN else val
                     if val.leaf and val.params and val.tensor and not val.module:
                         ctx.params.add(key[5:])
         if len(self.path) == 1:
@@ -718,7 +740,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             module_iter = meth in ("modules", "children", "named_modules", "named_children")
             named = meth.startswith("named_")
         if module_iter and not named and isinstance(target, cst.Name):
-            self.env[target.value] = V(module=True)
+            self.bind_name(target.value, V(module=True))
             return
         if module_iter and named and isinstance(target, cst.Tuple) and len(target.elements) == 2:
             first, second = target.elements
@@ -739,6 +761,13 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
 
     def bind_name(self, name: str, val: V) -> None:
         self.env[name] = val
+        if self.name == "<module>" and self.cls is None:
+            self._module_binding(name, val)
+
+    def _module_binding(self, name: str, val: V) -> None:
+        """Every binding of a module-level name joins into its plain value (Extractor._module_value)."""
+        known = self.x.module_values
+        known[name] = join_value(known[name], val.value) if name in known else val.value
 
     def bind_attribute(self, target: cst.BaseExpression, val: V) -> None:
         key = dotted(target)

@@ -14,8 +14,10 @@ import libcst as cst
 
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.calls import split as _args
-from gradlint.source.engine.fold import number
+from gradlint.source.budget import bounded
+from gradlint.source.engine.fold import as_float
 from gradlint.source.engine.tensors import V, UNKNOWN, _TRAINABLE, replace, _combine, merge, knows_nothing
+from gradlint.source.engine.values import truth
 from gradlint.source.engine.walk import suite
 from gradlint.source.names import dotted
 
@@ -93,6 +95,19 @@ _MAX_REDUCTIONS = frozenset({"torch.logsumexp", "torch.special.logsumexp", "torc
 _MOVE = frozenset("to cuda cpu float double half bfloat16 train eval type".split())
 _ARITH = frozenset("add sub mul div neg mean sum add_ sub_ mul_ div_ abs pow float double half to view reshape "
                    "squeeze unsqueeze".split())
+
+
+def _converted(fname: str, value):
+    """`float(v)`, `int(v)`, `bool(v)` of a plain value, or UNKNOWN (`int` of a number only)."""
+    if fname == "float":
+        f = as_float(value)
+        return UNKNOWN if f is None else f
+    if fname == "int":
+        n = bounded(value)  # a finite number within budget
+        n = bounded(int(n)) if n is not None else None
+        return UNKNOWN if n is None else n
+    t = truth(value)
+    return UNKNOWN if t is None else t
 
 
 def _short(names: frozenset[str]) -> str:
@@ -238,7 +253,7 @@ class TensorCalls:
         if fname in ("float", "int", "bool") and vals:
             v = vals[0]
             if v.nograd:
-                return replace(v, cut=v.cut)
+                return replace(v, cut=v.cut, value=_converted(fname, v.value))
             return V(cut=f"{fname}()", cut_span=self.x.where(node), computed=True)
         if fname in ("len", "range", "isinstance", "hasattr", "getattr", "print", "str", "repr", "type", "id"):
             return V(const=True)
@@ -247,7 +262,7 @@ class TensorCalls:
             return replace(res, clamped=True)
         if fname == "sum" and vals:
             return _combine(vals[:1])
-        if fname == "pow" and len(pos) == 2 and number(pos[1]) == 0.5:
+        if fname == "pow" and len(pos) == 2 and self.num(pos[1]) == 0.5:
             self.check_sqrt(node, pos[0], vals[0], "pow(x, 0.5)", need_tensor=True)
         if fname == "Variable":
             return self.variable(node, kw)
@@ -394,7 +409,7 @@ class TensorCalls:
     def _q_pow(self, c: _Call) -> V | None:
         if len(c.pos) < 2:
             return None
-        e = number(c.pos[1])
+        e = self.num(c.pos[1])
         if e == 0.5:
             self.check_sqrt(c.node, c.pos[0], c.first, "torch.pow(x, 0.5)", need_tensor=False)
         if e == 2:
@@ -424,7 +439,7 @@ class TensorCalls:
         return self.clamp_value(c.first, lo, hi)
 
     def _q_maximum(self, c: _Call) -> V | None:
-        if len(c.pos) == 2 and number(c.pos[1]) is None:
+        if len(c.pos) == 2 and self.num(c.pos[1]) is None:
             return replace(_combine(c.vals), clamped=True, tensor=True)
         return None
 
@@ -482,9 +497,9 @@ class TensorCalls:
 
     def clamp_value(self, r: V, lo: cst.BaseExpression | None, hi: cst.BaseExpression | None) -> V:
         res = replace(r, sq=False, norm=None, one_plus_exp=False, sum_exp=False, computed=True)
-        lo_n = number(lo) if lo is not None else None
-        hi_n = number(hi) if hi is not None else None
-        if lo is not None and not (isinstance(lo, cst.Name) and lo.value == "None"):
+        lo_n = self.num(lo) if lo is not None else None
+        hi_n = self.num(hi) if hi is not None else None
+        if lo is not None and self.ev(lo).value is not None:  # `min=None`, or a name bound to None
             positive = lo_n is None or lo_n > 0
             if positive:
                 res = replace(res, clamped=True, sumsq=False)
@@ -495,7 +510,9 @@ class TensorCalls:
                 res = replace(res, unit=None)
             else:
                 res = replace(res, unit="strict" if lo_strict and hi_strict else "loose")
-        if r.prob:
+        if r.prob and not (lo_n is not None and lo_n <= 0):
+            # a lower bound known to be 0 or less (`clamp(min=0)`, `lo = 0.0; clamp(lo, 1)`) leaves
+            # a probability that underflows at 0
             res = replace(res, shifted=True)
         return res
 
@@ -548,7 +565,7 @@ class TensorCalls:
 
     def _m_add(self, c: _Call) -> V | None:
         r = c.r
-        if c.pos and number(c.pos[0]) == 1 and r.exp:
+        if c.pos and self.num(c.pos[0]) == 1 and r.exp:
             return replace(_combine([r]), one_plus_exp=True, tensor=True)
         if c.pos and (r.sq or r.sumsq):
             return replace(_combine([r]), clamped=True, tensor=True)
@@ -564,7 +581,7 @@ class TensorCalls:
     def _m_pow(self, c: _Call) -> V | None:
         if not c.pos:
             return None
-        e = number(c.pos[0])
+        e = self.num(c.pos[0])
         if e == 0.5:
             self.check_sqrt(c.node, c.recv, c.r, ".pow(0.5)", need_tensor=False)
         return self._square_value(c.r) if e == 2 else None
