@@ -167,3 +167,12 @@ def test_joins_keep_equal_plain_values_of_one_type_only():
     assert merge(one, V(const=True, value=True)).value is UNKNOWN
     assert merge(one, V(const=True)).value is UNKNOWN
     assert UNKNOWN.value is UNKNOWN
+
+
+def test_a_nested_function_reads_the_closure_not_the_module():
+    # `eps` of the enclosing function shadows the module's `eps = 0.0` for the nested one
+    src = ("import torch\n\neps = 0.0\n\n\ndef make():\n    eps = 1e-12\n\n    def dist(x, w):\n"
+           "        w = torch.nn.Parameter(w)\n        return torch.sqrt(((x - w) ** 2).sum(-1) + eps)\n\n"
+           "    return dist\n")
+    assert findings(src, "GL306") == []
+    assert [f.code for f in findings(src.replace("    eps = 1e-12\n", ""), "GL306")] == ["GL306"]

@@ -629,10 +629,24 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     def walk(self, stmts: Iterable[cst.CSTNode]) -> None:
         for stmt in stmts:
             self.statement(stmt)
+        if self.deferred:
+            closure = self._closure_globals()
         for fn in self.deferred:
-            FunctionWalk(self.x, fn.name.value, None,
-                         quiet=self.quiet or quiet_function(fn.name.value)).run_function(fn)
+            FunctionWalk(self.x, fn.name.value, None, quiet=self.quiet or quiet_function(fn.name.value),
+                         globals_=closure).run_function(fn)
         self.deferred = []
+
+    def _closure_globals(self) -> dict[str, V]:
+        """The module's names as a function nested in this one reads them: a name this function
+        binds too is the closure's (`eps = 1e-8` here over a module's `eps = 0`), whose plain
+        value is not followed into the nested function."""
+        shadowed = [k for k in self.env if k in self.globals and self.globals[k].value is not UNKNOWN]
+        if not shadowed:
+            return self.globals
+        out = dict(self.globals)
+        for k in shadowed:
+            out[k] = replace(out[k], value=UNKNOWN)
+        return out
 
     # -- statements: the walker (engine/interp.py) over V ----------------------------------------
     # No condition is decided and a `return` does not end the walk: a hazard is a fact of every
