@@ -269,9 +269,13 @@ class TensorCalls:
         res = _combine(vals)
         return replace(res, rg=frozenset())
 
+    def is_true(self, node: cst.BaseExpression | None) -> bool:
+        """An argument that is `True` (written, or a name bound to it: `requires_grad=flag`)."""
+        return node is not None and self.ev(node).value is True
+
     def variable(self, node: cst.Call, kw: dict) -> V:
         rg = kw.get("requires_grad")
-        if rg is not None and isinstance(rg, cst.Name) and rg.value == "True":
+        if self.is_true(rg):
             return V(cut="Variable(..., requires_grad=True)", cut_span=self.x.where(node), leaf=True, tensor=True)
         return V(leaf=True, tensor=True)
 
@@ -362,7 +366,7 @@ class TensorCalls:
     def _q_from_data(self, c: _Call) -> V:
         if all(v.const for v in c.vals):
             rg = c.kw.get("requires_grad")
-            if isinstance(rg, cst.Name) and rg.value == "True":
+            if self.is_true(rg):
                 return _TRAINABLE  # torch.tensor([1., 2.], requires_grad=True): a trainable leaf
             return V(const=True, leaf=True, tensor=True)
         return V(cut=f"{_short(c.names)}(...)", cut_span=c.span, leaf=True, tensor=True)
@@ -372,7 +376,7 @@ class TensorCalls:
 
     def _q_factory(self, c: _Call) -> V:
         rg = c.kw.get("requires_grad")
-        if isinstance(rg, cst.Name) and rg.value == "True":
+        if self.is_true(rg):
             # a trainable leaf (torch.zeros(..., requires_grad=True)): carries gradient
             return V(leaf=True, tensor=True, params=True)
         return V(const=True, leaf=True, tensor=True)
@@ -630,7 +634,7 @@ class TensorCalls:
 
     def _m_requires_grad(self, c: _Call) -> V:
         r, pos = c.r, c.pos
-        truth = not (pos and isinstance(pos[0], cst.Name) and pos[0].value == "False")
+        truth = not (pos and self.ev(pos[0]).value is False)  # `requires_grad_(False)`, or a name bound to it
         key = dotted(c.recv)
         if r.module or (r.inst and not r.params):
             return r

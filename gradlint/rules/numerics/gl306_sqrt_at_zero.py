@@ -112,6 +112,9 @@ class SqrtAtZero(SiteRule):
                 note="a module constant that is 0"),
         Example(_MODULE + "        lo = 0.0\n        return torch.sqrt(torch.clamp((x ** 2).sum(-1), min=lo))\n",
                 note="a lower bound bound to a name: clamp(min=0) does not move it away from 0"),
+        Example("import torch\n\ndef radius(n):\n    trainable = True\n"
+                "    w = torch.zeros(n, requires_grad=trainable)\n    return torch.sqrt((w ** 2).sum())\n",
+                note="`requires_grad=` a name bound to True: a leaf that requires grad"),
     ]
     valid = [
         Example("import torch\n\ndef d(a, b):\n    return (a - b).norm(dim=-1), torch.linalg.vector_norm(a - b, dim=-1)\n"),
@@ -151,6 +154,12 @@ class SqrtAtZero(SiteRule):
                 note="an eps that differs between branches: not known"),
         Example(_MODULE + "        lo = 1e-12\n        return torch.sqrt(torch.clamp((x ** 2).sum(-1), min=lo))\n",
                 note="a positive lower bound through a name"),
+        Example("import torch\n\ndef radius(n):\n    trainable = False\n"
+                "    w = torch.zeros(n, requires_grad=trainable)\n    return torch.sqrt((w ** 2).sum())\n",
+                note="`requires_grad=` a name bound to False: a constant"),
+        Example(LEAF.format(make="torch.zeros(3, 4)\n    frozen = False\n    W.requires_grad_(frozen)",
+                            use="torch.sqrt((x.matmul(W) ** 2).sum())"),
+                note="`requires_grad_(flag)` with flag False: a constant"),
     ]
 
     def graph_message(self, hazard) -> str:
