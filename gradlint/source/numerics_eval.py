@@ -4,9 +4,9 @@ Names, attributes, operators, subscripts, containers and comprehensions are eval
 numerics rules need: probabilities, logits, sums of squares, parameters, cuts from the graph, and
 the plain value where one is known (`V.value`: literals, names bound to them, arithmetic on them
 folded by engine/fold.py, module constants such as `math.pi`), which the sites read for exponents,
-eps, bounds and indices instead of folding the node again; calls (torch functions, tensor methods, module instances, the file's own functions) are
-`numerics_calls.py`. Operations that may be hazards are handed to the site checks
-(`numerics_sites.SiteChecks`) as they are met.
+eps, bounds and indices instead of folding the node again; calls (torch functions, tensor
+methods, module instances, the file's own functions) are `numerics_calls.py`. Operations that may
+be hazards are handed to the site checks (`numerics_sites.SiteChecks`) as they are met.
 """
 
 from __future__ import annotations

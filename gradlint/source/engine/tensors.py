@@ -7,8 +7,8 @@ from the graph (.item(), .detach(), numpy) and where, and the elements of a tupl
 two branches so that a property holds only when it holds on both (precision first); `UNKNOWN`
 knows nothing and never becomes a finding. A value of plain Python (a number within budget, a
 string, None, a bool, a tuple of them) is carried as `V.value`, the engine's plain value
-(engine/fold.py folds it): a number bound to a name counts where the name is read. `Where` is a node whose position is resolved only when
-a finding reports it.
+(engine/fold.py folds it): a number bound to a name counts where the name is read. `Where` is a
+node whose position is resolved only when a finding reports it.
 """
 
 from __future__ import annotations
