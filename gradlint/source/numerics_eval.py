@@ -31,27 +31,54 @@ def _function_value(names: frozenset[str]) -> V | None:
     return None
 
 
+# One constant per plain value of a literal, shared (a V is immutable, and a literal is not an
+# open parameter, whose identity counts): a file's literals repeat, and each method's walk reads
+# them again.
+_PLAINS: dict[tuple[type, object], V] = {}
+_CONST = V(const=True)
+
+
 def _plain(value) -> V:
     """A constant whose plain value is `value` (None from the folder: not known)."""
-    return V(const=True, value=UNKNOWN if value is None else value)
+    if value is None:
+        return _CONST
+    key = (type(value), value)
+    got = _PLAINS.get(key)
+    if got is None:
+        if len(_PLAINS) > 4096:
+            _PLAINS.clear()
+        got = _PLAINS[key] = V(const=True, value=value)
+    return got
 
 
 _PLAIN_NAMES = {"True": True, "False": False, "None": None}
 
 
+_LITERALS: dict[tuple[type, str], V] = {}
+
+
 def _literal(node: cst.BaseExpression) -> V:
     """A literal: a number as the engine folds it, a string as written; other literals (complex
-    numbers, f-strings, implicit concatenations) are constants of no plain value here."""
+    numbers, f-strings, implicit concatenations) are constants of no plain value here. Read once
+    per text (`_LITERALS`)."""
     kind = type(node)
-    if kind is cst.Integer or kind is cst.Float:
-        return _plain(constant(node))
-    if kind is cst.SimpleString:
-        try:
-            text = str_literal(node)
-        except Exception:  # libcst's literal_eval: an escape Python refuses
-            return V(const=True)
-        return _plain(text) if type(text) is str else V(const=True)
-    return V(const=True)
+    if kind is not cst.Integer and kind is not cst.Float and kind is not cst.SimpleString:
+        return _CONST
+    key = (kind, node.value)
+    got = _LITERALS.get(key)
+    if got is None:
+        if kind is not cst.SimpleString:
+            got = _plain(constant(node))
+        elif "\\" in node.value or node.value[:1] not in ("'", '"'):
+            # escapes or a prefix (b'', r'', f''): reading it compiles the literal (measured: a
+            # tenth of the walk on timm's models), and no site reads such a string
+            got = _CONST
+        else:
+            got = _plain(str_literal(node))
+        if len(_LITERALS) > 4096:
+            _LITERALS.clear()
+        _LITERALS[key] = got
+    return got
 
 
 _EXPRESSION_TYPES: dict[type, bool] = {}
