@@ -34,37 +34,16 @@ from gradlint.source.names import NO_GRAD, dotted
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_callers import CallRecords
 from gradlint.source.numerics_eval import TensorEval
-from gradlint.source.numerics_sites import _tokens, _param_data, SiteChecks
+from gradlint.source.numerics_quiet import _data_pipeline, _quiet_class, quiet_function
+from gradlint.source.numerics_sites import _param_data, SiteChecks
 
 AUTOGRAD_FUNCTION = frozenset({"torch.autograd.Function", "torch.autograd.function.Function",
                                "torch.autograd.function.InplaceFunction", "torch.autograd.InplaceFunction"})
-# Functions whose output is never part of a training graph (their whole body is quiet).
-_QUIET_TOKENS = frozenset(
-    "eval evaluate evaluation validate validation val valid test predict prediction inference infer "
-    "metric metrics accuracy benchmark sample sampling generate visualize visualise plot "
-    "init quantize dequantize quant pack unpack convert".split())
-_QUIET_NAMES = frozenset({"__init__", "reset_parameters", "init_weights", "_init_weights", "__getitem__",
-                          "extra_repr", "__repr__"})
-# Class-name words of data, metric and preprocessing classes (whole words: a Transformer is
-# not a Transform).
-_QUIET_CLASS_WORDS = frozenset(
-    "metric metrics dataset datasets transform transforms augment augmentation augmenter sampler collator "
-    "processor processing extractor tokenizer warper".split())
 _SELF_RG = re.compile(r"\bself\s*\.\s*requires_grad\b")
 
 
 # Walks of one unit when its callers' arguments change (a chain of calls through this file).
 MAX_REWALKS = 3
-
-
-def _quiet_class(name: str) -> bool:
-    return bool({t.lower() for t in _tokens(name)} & _QUIET_CLASS_WORDS)
-
-
-def quiet_function(name: str) -> bool:
-    if name in _QUIET_NAMES:
-        return True
-    return bool({t.lower() for t in _tokens(name)} & _QUIET_TOKENS)
 
 
 @dataclass
@@ -880,17 +859,6 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
 
 _AUG = {cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
         cst.DivideAssign: cst.Divide, cst.PowerAssign: cst.Power}
-
-
-_DATA_PATH = re.compile(r"(^|/)(transforms?|datasets?|data|dataloaders?|preprocessing|augment\w*)(/|\.py$)|"
-                        r"(^|/)\w*(transforms?|dataset|augment\w*|collate|processing_\w+|image_processing\w*|"
-                        r"feature_extraction\w*|tokenization\w*)\.py$")
-
-
-def _data_pipeline(path: str) -> bool:
-    """Data loading and preprocessing code (datasets, transforms, processors): no gradient flows there.
-    An optimizer's own file is quiet too (its maths runs under no_grad)."""
-    return bool(_DATA_PATH.search(path.replace("\\", "/")))
 
 
 def _args_text(x: Extractor, call: cst.Call) -> str:
