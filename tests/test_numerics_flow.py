@@ -106,3 +106,73 @@ def test_a_method_of_a_cut_receiver_with_unknown_arguments_stays_cut():
            "    loss = torch.from_numpy(a).index_add(0, idx, src).sum()\n"
            "    loss.backward()\n")
     assert "GL402" in [f.code for f in findings(src, "GL4")]
+
+
+# -- plain values carried through the evaluator (V.value) ------------------------------------------
+_ROOT = ("import torch\nfrom torch import nn\n{head}\n\nclass M(nn.Module):\n"
+         "    def __init__(self):\n        super().__init__()\n        self.f = nn.Linear(8, 8)\n{init}\n"
+         "    def forward(self, a, b):\n        x = self.f(a) - b\n{body}")
+
+
+def _gl306(head: str = "", init: str = "", body: str = "") -> list[str]:
+    return [f.code for f in findings(_ROOT.format(head=head, init=init, body=body), "GL306")]
+
+
+def test_arithmetic_and_conversions_on_plain_numbers_are_folded():
+    # 1 / 2 and float(1) / 2 are the 0.5 of a root; int(1.5) / 2 is 0.5 too, int(3.5) / 2 is not
+    assert _gl306(body="        p = 1 / 2\n        return (x * x).sum(1) ** p\n") == ["GL306"]
+    assert _gl306(body="        p = float(1) / 2\n        return (x * x).sum(1) ** p\n") == ["GL306"]
+    assert _gl306(body="        p = int(1.5) / 2\n        return (x * x).sum(1) ** p\n") == ["GL306"]
+    assert _gl306(body="        p = int(3.5) / 2\n        return (x * x).sum(1) ** p\n") == []
+    # a value rebound later in the walk is the new one where it is read
+    assert _gl306(body="        p = 0.5\n        p = p * 3\n        return (x * x).sum(1) ** p\n") == []
+
+
+def test_an_element_of_a_tuple_of_plain_values():
+    assert _gl306(body="        ps = (0.5, 2)\n        return (x * x).sum(1) ** ps[0]\n") == ["GL306"]
+    assert _gl306(body="        ps = (0.5, 2)\n        return (x * x).sum(1) ** ps[1]\n") == []
+    # a list may change in place: its items are not read
+    assert _gl306(body="        ps = [0.5, 2]\n        return (x * x).sum(1) ** ps[0]\n") == []
+
+
+def test_a_module_constant_a_function_declares_global_is_not_known():
+    head = "\nEPS = 0.0\n\n\ndef set_eps(v):\n    global EPS\n    EPS = v\n"
+    body = "        return torch.sqrt((x ** 2).sum(-1) + EPS)\n"
+    assert _gl306(head=head, body=body) == []
+    assert _gl306(head="\nEPS = 0.0\n", body=body) == ["GL306"]
+
+
+def test_a_plain_value_set_in_init_is_not_read_as_a_constant_elsewhere():
+    # `self.eps = 0.0` may be set again from outside (`model.eps = 1e-6`): forward does not read 0
+    body = "        return torch.sqrt((x ** 2).sum(-1) + self.eps)\n"
+    assert _gl306(init="        self.eps = 0.0\n", body=body) == []
+    # within one function the attribute is read where it is set
+    assert _gl306(body="        self.eps = 0.0\n" + body) == ["GL306"]
+
+
+def test_an_element_index_through_a_name():
+    # element 0 of the GAN discriminator's output is a sigmoid (into BCE-with-logits: GL304)
+    assert [f.code for f in findings(GAN + "    i = 0\n    return adversarial_loss(D(x)[i], y)\n", "GL304")] == ["GL304"]
+    assert findings(GAN + "    i = 1\n    return adversarial_loss(D(x)[i], y)\n", "GL304") == []
+
+
+def test_joins_keep_equal_plain_values_of_one_type_only():
+    from gradlint.source.engine.tensors import UNKNOWN, V, merge
+
+    one = V(const=True, value=1)
+    assert merge(one, V(const=True, value=1)).value == 1
+    assert merge(one, V(const=True, value=2)).value is UNKNOWN
+    # 1, 1.0 and True are equal in Python, but not one value to an index or a flag
+    assert merge(one, V(const=True, value=1.0)).value is UNKNOWN
+    assert merge(one, V(const=True, value=True)).value is UNKNOWN
+    assert merge(one, V(const=True)).value is UNKNOWN
+    assert UNKNOWN.value is UNKNOWN
+
+
+def test_a_nested_function_reads_the_closure_not_the_module():
+    # `eps` of the enclosing function shadows the module's `eps = 0.0` for the nested one
+    src = ("import torch\n\neps = 0.0\n\n\ndef make():\n    eps = 1e-12\n\n    def dist(x, w):\n"
+           "        w = torch.nn.Parameter(w)\n        return torch.sqrt(((x - w) ** 2).sum(-1) + eps)\n\n"
+           "    return dist\n")
+    assert findings(src, "GL306") == []
+    assert [f.code for f in findings(src.replace("    eps = 1e-12\n", ""), "GL306")] == ["GL306"]

@@ -27,42 +27,23 @@ from gradlint.facts.numerics import Call, CallText, Expr, Function, NumClass, Nu
 from gradlint.findings import SourceSpan
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.interp import StatementWalker
-from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, merge_env, _item, open_value
+from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, merge_env, _item,
+                                             open_value, same_value, join_value)
 from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import NO_GRAD, dotted
 from gradlint.source.numerics_calls import TensorCalls
+from gradlint.source.numerics_callers import CallRecords
 from gradlint.source.numerics_eval import TensorEval
-from gradlint.source.numerics_sites import _tokens, _param_data, SiteChecks
+from gradlint.source.numerics_quiet import _data_pipeline, _quiet_class, quiet_function
+from gradlint.source.numerics_sites import _param_data, SiteChecks
 
 AUTOGRAD_FUNCTION = frozenset({"torch.autograd.Function", "torch.autograd.function.Function",
                                "torch.autograd.function.InplaceFunction", "torch.autograd.InplaceFunction"})
-# Functions whose output is never part of a training graph (their whole body is quiet).
-_QUIET_TOKENS = frozenset(
-    "eval evaluate evaluation validate validation val valid test predict prediction inference infer "
-    "metric metrics accuracy benchmark sample sampling generate visualize visualise plot "
-    "init quantize dequantize quant pack unpack convert".split())
-_QUIET_NAMES = frozenset({"__init__", "reset_parameters", "init_weights", "_init_weights", "__getitem__",
-                          "extra_repr", "__repr__"})
-# Class-name words of data, metric and preprocessing classes (whole words: a Transformer is
-# not a Transform).
-_QUIET_CLASS_WORDS = frozenset(
-    "metric metrics dataset datasets transform transforms augment augmentation augmenter sampler collator "
-    "processor processing extractor tokenizer warper".split())
 _SELF_RG = re.compile(r"\bself\s*\.\s*requires_grad\b")
 
 
 # Walks of one unit when its callers' arguments change (a chain of calls through this file).
 MAX_REWALKS = 3
-
-
-def _quiet_class(name: str) -> bool:
-    return bool({t.lower() for t in _tokens(name)} & _QUIET_CLASS_WORDS)
-
-
-def quiet_function(name: str) -> bool:
-    if name in _QUIET_NAMES:
-        return True
-    return bool({t.lower() for t in _tokens(name)} & _QUIET_TOKENS)
 
 
 @dataclass
@@ -95,6 +76,11 @@ class Extractor:
         self.local_classes: set[str] = set()
         self._seen: set[tuple[str, SourceSpan, str]] = set()
         self.globals: dict[str, V] = {}
+        # The plain value of each name the module body binds, joined over its bindings, and the
+        # names a function declares `global` (it may rebind them): `_module_value`.
+        self.module_values: dict[str, object] = {}
+        self.global_names: set[str] = set()
+        self.scan_globals = "global" in src.text
         self.defines_optimizer = False
         self.file_quiet = False
         # Whether the text names `self.requires_grad` at all: the class walk that counts reads
@@ -205,7 +191,7 @@ class Extractor:
         self.functions.append(Function("<module>", calls=tuple(top.calls)))
         # Functions and classes after the module body: a model or criterion defined below a
         # function is still the global that function uses.
-        self.globals = {k: v for k, v in top.env.items() if "." not in k}
+        self.globals = {k: self._module_value(k, v) for k, v in top.env.items() if "." not in k}
         for node in top.module_defs:
             self._walk_unit(node)
             if isinstance(node, cst.FunctionDef):
@@ -220,6 +206,16 @@ class Extractor:
                              torch_imports=self.torch_imports(),
                              functions=tuple(self.functions),
                              references=frozenset(self.references | self.class_refs))
+
+    def _module_value(self, name: str, v: V) -> V:
+        """A module-level name as functions read it: its plain value only when every binding of
+        the module gives that one value and no function rebinds it (`global`), as
+        engine/env.Env joins a scope's bindings (a function may run before a later binding)."""
+        if v.value is UNKNOWN:
+            return v
+        if name in self.global_names or not same_value(self.module_values.get(name, UNKNOWN), v.value):
+            return replace(v, value=UNKNOWN)
+        return v
 
     def _walk_unit(self, node: cst.FunctionDef | cst.ClassDef) -> None:
         """Walk one top-level def into its own lists of facts (replacing those of an earlier walk)."""
@@ -334,6 +330,10 @@ class Extractor:
                 if any(b in AUTOGRAD_FUNCTION or (b.startswith("torch.") and b.endswith("Function")) for b in bases):
                     self.autograd_classes.add(node.name.value)
             if type(node) is cst.SimpleStatementLine:
+                if self.scan_globals:
+                    for small in node.body:
+                        if type(small) is cst.Global:
+                            self.global_names.update(n.name.value for n in small.names)
                 continue
             body = getattr(node, "body", None)
             if type(body) is cst.IndentedBlock:
@@ -392,7 +392,9 @@ class Extractor:
             walk.run_function(m)
             for key, val in walk.env.items():
                 if key.startswith("self.") and key.count(".") == 1:
-                    ctx.attrs[key[5:]] = val
+                    # a plain value set in __init__ may be set again anywhere (`model.eps = 0.1`):
+                    # other methods do not read it as a constant
+                    ctx.attrs[key[5:]] = replace(val, value=UNKNOWN) if val.value is not UNKNOWN else val
                     if val.leaf and val.params and val.tensor and not val.module:
                         ctx.params.add(key[5:])
         if len(self.path) == 1:
@@ -510,7 +512,7 @@ def _all_none(node: cst.BaseExpression) -> bool:
     return False
 
 
-class FunctionWalk(TensorEval, TensorCalls, SiteChecks, StatementWalker):
+class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWalker):
     """Walks one function body in order, keeping the environment of abstract values."""
 
     def __init__(self, x: Extractor, name: str, cls: ClassCtx | None, *, quiet: bool,
@@ -606,10 +608,24 @@ class FunctionWalk(TensorEval, TensorCalls, SiteChecks, StatementWalker):
     def walk(self, stmts: Iterable[cst.CSTNode]) -> None:
         for stmt in stmts:
             self.statement(stmt)
+        if self.deferred:
+            closure = self._closure_globals()
         for fn in self.deferred:
-            FunctionWalk(self.x, fn.name.value, None,
-                         quiet=self.quiet or quiet_function(fn.name.value)).run_function(fn)
+            FunctionWalk(self.x, fn.name.value, None, quiet=self.quiet or quiet_function(fn.name.value),
+                         globals_=closure).run_function(fn)
         self.deferred = []
+
+    def _closure_globals(self) -> dict[str, V]:
+        """The module's names as a function nested in this one reads them: a name this function
+        binds too is the closure's (`eps = 1e-8` here over a module's `eps = 0`), whose plain
+        value is not followed into the nested function."""
+        shadowed = [k for k in self.env if k in self.globals and self.globals[k].value is not UNKNOWN]
+        if not shadowed:
+            return self.globals
+        out = dict(self.globals)
+        for k in shadowed:
+            out[k] = replace(out[k], value=UNKNOWN)
+        return out
 
     # -- statements: the walker (engine/interp.py) over V ----------------------------------------
     # No condition is decided and a `return` does not end the walk: a hazard is a fact of every
@@ -717,7 +733,7 @@ class FunctionWalk(TensorEval, TensorCalls, SiteChecks, StatementWalker):
             module_iter = meth in ("modules", "children", "named_modules", "named_children")
             named = meth.startswith("named_")
         if module_iter and not named and isinstance(target, cst.Name):
-            self.env[target.value] = V(module=True)
+            self.bind_name(target.value, V(module=True))
             return
         if module_iter and named and isinstance(target, cst.Tuple) and len(target.elements) == 2:
             first, second = target.elements
@@ -738,6 +754,13 @@ class FunctionWalk(TensorEval, TensorCalls, SiteChecks, StatementWalker):
 
     def bind_name(self, name: str, val: V) -> None:
         self.env[name] = val
+        if self.name == "<module>" and self.cls is None:
+            self._module_binding(name, val)
+
+    def _module_binding(self, name: str, val: V) -> None:
+        """Every binding of a module-level name joins into its plain value (Extractor._module_value)."""
+        known = self.x.module_values
+        known[name] = join_value(known[name], val.value) if name in known else val.value
 
     def bind_attribute(self, target: cst.BaseExpression, val: V) -> None:
         key = dotted(target)
@@ -836,17 +859,6 @@ class FunctionWalk(TensorEval, TensorCalls, SiteChecks, StatementWalker):
 
 _AUG = {cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
         cst.DivideAssign: cst.Divide, cst.PowerAssign: cst.Power}
-
-
-_DATA_PATH = re.compile(r"(^|/)(transforms?|datasets?|data|dataloaders?|preprocessing|augment\w*)(/|\.py$)|"
-                        r"(^|/)\w*(transforms?|dataset|augment\w*|collate|processing_\w+|image_processing\w*|"
-                        r"feature_extraction\w*|tokenization\w*)\.py$")
-
-
-def _data_pipeline(path: str) -> bool:
-    """Data loading and preprocessing code (datasets, transforms, processors): no gradient flows there.
-    An optimizer's own file is quiet too (its maths runs under no_grad)."""
-    return bool(_DATA_PATH.search(path.replace("\\", "/")))
 
 
 def _args_text(x: Extractor, call: cst.Call) -> str:

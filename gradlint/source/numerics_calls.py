@@ -4,23 +4,20 @@ criterion or a function of the file gives (`engine/tensors.V`).
 `qualified_call` (a callee an import names: `torch.log`, `F.softmax`, `nn.BCELoss`) and
 `method_call` (`x.sum()`, `p.clamp(min=eps)`) dispatch through tables of handlers by name
 (`_QUALIFIED`, `_METHODS`), each table in the order its handlers are tried; calls that may be
-hazards are handed to the site checks (`numerics_sites.SiteChecks`) as they are met. The calls
-of the file's own functions record what they pass, for the callers' join (`Extractor.binding`,
-`Call.args`).
+hazards are handed to the site checks (`numerics_sites.SiteChecks`) as they are met. Each call is
+also an edge of the call graph with what it passes (`numerics_callers.CallRecords`).
 """
 
 from __future__ import annotations
 
-import builtins
-import sys
-
 import libcst as cst
 
-from gradlint.facts.numerics import Call
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.calls import split as _args
-from gradlint.source.engine.fold import number
+from gradlint.source.budget import bounded
+from gradlint.source.engine.fold import as_float
 from gradlint.source.engine.tensors import V, UNKNOWN, _TRAINABLE, replace, _combine, merge, knows_nothing
+from gradlint.source.engine.values import truth
 from gradlint.source.engine.walk import suite
 from gradlint.source.names import dotted
 
@@ -68,15 +65,6 @@ _BACKWARD_HOSTS = frozenset({"accelerator", "fabric", "engine", "model_engine", 
 
 
 
-def _shape(v: V) -> str:
-    """An argument as a caller in another file needs it (Call.args): '' when nothing useful."""
-    if v.crit:
-        return "crit:" + v.crit
-    if len(v.inst) == 1 and not v.crit:
-        return "inst:" + next(iter(v.inst))
-    return ""
-
-
 
 def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
     """The returned expressions of a method of at most 5 statements whose every return (at its top
@@ -107,8 +95,19 @@ _MAX_REDUCTIONS = frozenset({"torch.logsumexp", "torch.special.logsumexp", "torc
 _MOVE = frozenset("to cuda cpu float double half bfloat16 train eval type".split())
 _ARITH = frozenset("add sub mul div neg mean sum add_ sub_ mul_ div_ abs pow float double half to view reshape "
                    "squeeze unsqueeze".split())
-_STDLIB = frozenset(sys.stdlib_module_names)
-_BUILTINS = frozenset(dir(builtins))
+
+
+def _converted(fname: str, value):
+    """`float(v)`, `int(v)`, `bool(v)` of a plain value, or UNKNOWN (`int` of a number only)."""
+    if fname == "float":
+        f = as_float(value)
+        return UNKNOWN if f is None else f
+    if fname == "int":
+        n = bounded(value)  # a finite number within budget
+        n = bounded(int(n)) if n is not None else None
+        return UNKNOWN if n is None else n
+    t = truth(value)
+    return UNKNOWN if t is None else t
 
 
 def _short(names: frozenset[str]) -> str:
@@ -169,127 +168,6 @@ class TensorCalls:
             return self.builtin_call(node, fname)
         callee = self.ev(func)
         return self.instance_call(node, callee, owner=None)
-
-    def record_call(self, func: cst.BaseExpression) -> None:
-        """An edge of the call graph (callee as written), and `func` is not a read of a value."""
-        self.x.callees.add(id(func))
-        text = dotted(func)
-        if text is None and type(func) is cst.Attribute:
-            text = self._chain_text(func)
-        if text is not None:
-            self.calls.setdefault(Call(text, nograd=self.nograd > 0, args=self._shapes(func)))
-
-    def _shapes(self, func: cst.BaseExpression) -> tuple[tuple[str, str], ...]:
-        """The models and criteria a call passes (Call.args), for callers of other files."""
-        node = self.x.calling.get(id(func))
-        if node is None or not node.args:
-            return ()
-        receiver = None
-        if type(func) is cst.Attribute:
-            receiver = self._receiver_class(func.value)
-            if type(func.value) is not cst.Name and receiver is None:
-                return ()
-        names = self.x.q(func)
-        if names and all(n.startswith(("torch.", "numpy.")) or n == "torch" or n.partition(".")[0] in _STDLIB
-                         for n in names):
-            return ()
-        if not names and not self._may_call_project(func):
-            return ()
-        out = []
-        position = 0
-        unknown = []
-        for a in node.args:
-            if a.star:
-                return (("*", ""),)
-            key = a.keyword.value if a.keyword is not None else str(position)
-            position += a.keyword is None
-            shape = _shape(self.ev(a.value))
-            if shape:
-                out.append((key, shape))
-            elif a.keyword is not None:
-                unknown.append(key)
-        # what else it passes, so that a parameter left to its default is told apart
-        if position:
-            out.append(("#", str(position)))
-        if unknown:
-            out.append(("=", ",".join(unknown)))
-        if receiver is not None and not names:
-            # `trainer.train_step(...)`, `self.trainer.fit(...)`, `Trainer(cfg).fit(...)`: the class
-            # of the instance, for callers of its method
-            out.append(("@", receiver))
-        return tuple(out)
-
-    def _receiver_class(self, recv: cst.BaseExpression) -> str | None:
-        """The one class (as written) of a method call's receiver when it is known: a name or an
-        attribute of `self` holding an instance of one class (`trainer`, `self.trainer` set in
-        `__init__`), or a class called there (`Trainer(cfg)`); None for `self`, `cls` and the rest."""
-        if type(recv) is cst.Name:
-            if recv.value in ("self", "cls"):
-                return None
-            held = self.env.get(recv.value) or self.globals.get(recv.value)
-        elif type(recv) is cst.Attribute and type(recv.value) is cst.Name and recv.value.value == "self":
-            held = self.env.get("self." + recv.attr.value)
-        elif type(recv) is cst.Call:
-            return self._constructed_class(recv)
-        else:
-            return None
-        return next(iter(held.inst)) if held is not None and len(held.inst) == 1 else None
-
-    def _chain_text(self, func: cst.Attribute) -> str | None:
-        """The callee as written of a method reached from what a call returns: `super().m`,
-        `Trainer(cfg).fit`, `make_trainer().fit`, `Runner().trainer.fit` (the call's class, when
-        known, is its `@`: Call.args); None when the call is no object of the project's."""
-        attrs = []
-        base: cst.BaseExpression = func
-        while type(base) is cst.Attribute:
-            attrs.append(base.attr.value)
-            base = base.value
-        if type(base) is not cst.Call:
-            return None
-        if type(base.func) is cst.Name and base.func.value == "super" and not base.args:
-            return "super()." + attrs[0] if len(attrs) == 1 else None
-        made = self._made_by(base)
-        return ".".join([made + "()", *reversed(attrs)]) if made is not None else None
-
-    def _made_by(self, call: cst.Call) -> str | None:
-        """The callee of `call` as written when what it returns may be an object of the project: a
-        function or class of the file or an imported one (`Trainer`, `engine.make_trainer`), not a
-        builtin, torch's, numpy's or the standard library's, nor a value held by a name (`model(x)`,
-        `x.view(...)`: a tensor, mostly); else None."""
-        func = call.func
-        written = dotted(func)
-        if written is None:
-            return None
-        head = written.partition(".")[0]
-        if head in self.env or head in self.globals or head in ("self", "cls") or (
-                type(func) is cst.Name and head in _BUILTINS):
-            return None
-        names = self.x.q(func)
-        if names and all(n.startswith(("torch.", "numpy.", "np.")) or n in ("torch", "numpy")
-                         or n.partition(".")[0] in _STDLIB for n in names):
-            return None
-        return written
-
-    def _constructed_class(self, call: cst.Call) -> str | None:
-        """The class `call` constructs, as written, when it is one the evaluator takes for a class
-        of the project (`Trainer(...)`: of this file, or imported and capitalised, not torch's,
-        numpy's or the standard library's), else None."""
-        func = call.func
-        if type(func) is cst.Name:
-            name = func.value
-            if name in self.env or name in self.globals:
-                return None
-            if name in self.x.local_classes:
-                return None if name in self.x.autograd_classes else name
-        elif type(func) is not cst.Attribute:
-            return None
-        names = self.x.q(func)
-        written = dotted(func)
-        if not names or written is None or any(n.startswith(("torch.", "numpy.", "np.")) or n in ("torch", "numpy")
-                                                or n.partition(".")[0] in _STDLIB for n in names):
-            return None
-        shorts = {n.rsplit(".", 1)[-1] for n in names}
-        return written if len(shorts) == 1 and next(iter(shorts))[:1].isupper() else None
 
     def _args_ev(self, node: cst.Call) -> list[V]:
         return [self.ev(a.value) for a in node.args]
@@ -375,7 +253,7 @@ class TensorCalls:
         if fname in ("float", "int", "bool") and vals:
             v = vals[0]
             if v.nograd:
-                return replace(v, cut=v.cut)
+                return replace(v, cut=v.cut, value=_converted(fname, v.value))
             return V(cut=f"{fname}()", cut_span=self.x.where(node), computed=True)
         if fname in ("len", "range", "isinstance", "hasattr", "getattr", "print", "str", "repr", "type", "id"):
             return V(const=True)
@@ -384,16 +262,20 @@ class TensorCalls:
             return replace(res, clamped=True)
         if fname == "sum" and vals:
             return _combine(vals[:1])
-        if fname == "pow" and len(pos) == 2 and number(pos[1]) == 0.5:
+        if fname == "pow" and len(pos) == 2 and self.num(pos[1]) == 0.5:
             self.check_sqrt(node, pos[0], vals[0], "pow(x, 0.5)", need_tensor=True)
         if fname == "Variable":
             return self.variable(node, kw)
         res = _combine(vals)
         return replace(res, rg=frozenset())
 
+    def is_true(self, node: cst.BaseExpression | None) -> bool:
+        """An argument that is `True` (written, or a name bound to it: `requires_grad=flag`)."""
+        return node is not None and self.ev(node).value is True
+
     def variable(self, node: cst.Call, kw: dict) -> V:
         rg = kw.get("requires_grad")
-        if rg is not None and isinstance(rg, cst.Name) and rg.value == "True":
+        if self.is_true(rg):
             return V(cut="Variable(..., requires_grad=True)", cut_span=self.x.where(node), leaf=True, tensor=True)
         return V(leaf=True, tensor=True)
 
@@ -484,7 +366,7 @@ class TensorCalls:
     def _q_from_data(self, c: _Call) -> V:
         if all(v.const for v in c.vals):
             rg = c.kw.get("requires_grad")
-            if isinstance(rg, cst.Name) and rg.value == "True":
+            if self.is_true(rg):
                 return _TRAINABLE  # torch.tensor([1., 2.], requires_grad=True): a trainable leaf
             return V(const=True, leaf=True, tensor=True)
         return V(cut=f"{_short(c.names)}(...)", cut_span=c.span, leaf=True, tensor=True)
@@ -494,7 +376,7 @@ class TensorCalls:
 
     def _q_factory(self, c: _Call) -> V:
         rg = c.kw.get("requires_grad")
-        if isinstance(rg, cst.Name) and rg.value == "True":
+        if self.is_true(rg):
             # a trainable leaf (torch.zeros(..., requires_grad=True)): carries gradient
             return V(leaf=True, tensor=True, params=True)
         return V(const=True, leaf=True, tensor=True)
@@ -531,7 +413,7 @@ class TensorCalls:
     def _q_pow(self, c: _Call) -> V | None:
         if len(c.pos) < 2:
             return None
-        e = number(c.pos[1])
+        e = self.num(c.pos[1])
         if e == 0.5:
             self.check_sqrt(c.node, c.pos[0], c.first, "torch.pow(x, 0.5)", need_tensor=False)
         if e == 2:
@@ -561,7 +443,7 @@ class TensorCalls:
         return self.clamp_value(c.first, lo, hi)
 
     def _q_maximum(self, c: _Call) -> V | None:
-        if len(c.pos) == 2 and number(c.pos[1]) is None:
+        if len(c.pos) == 2 and self.num(c.pos[1]) is None:
             return replace(_combine(c.vals), clamped=True, tensor=True)
         return None
 
@@ -619,9 +501,9 @@ class TensorCalls:
 
     def clamp_value(self, r: V, lo: cst.BaseExpression | None, hi: cst.BaseExpression | None) -> V:
         res = replace(r, sq=False, norm=None, one_plus_exp=False, sum_exp=False, computed=True)
-        lo_n = number(lo) if lo is not None else None
-        hi_n = number(hi) if hi is not None else None
-        if lo is not None and not (isinstance(lo, cst.Name) and lo.value == "None"):
+        lo_n = self.num(lo) if lo is not None else None
+        hi_n = self.num(hi) if hi is not None else None
+        if lo is not None and self.ev(lo).value is not None:  # `min=None`, or a name bound to None
             positive = lo_n is None or lo_n > 0
             if positive:
                 res = replace(res, clamped=True, sumsq=False)
@@ -632,7 +514,9 @@ class TensorCalls:
                 res = replace(res, unit=None)
             else:
                 res = replace(res, unit="strict" if lo_strict and hi_strict else "loose")
-        if r.prob:
+        if r.prob and not (lo_n is not None and lo_n <= 0):
+            # a lower bound known to be 0 or less (`clamp(min=0)`, `lo = 0.0; clamp(lo, 1)`) leaves
+            # a probability that underflows at 0
             res = replace(res, shifted=True)
         return res
 
@@ -685,7 +569,7 @@ class TensorCalls:
 
     def _m_add(self, c: _Call) -> V | None:
         r = c.r
-        if c.pos and number(c.pos[0]) == 1 and r.exp:
+        if c.pos and self.num(c.pos[0]) == 1 and r.exp:
             return replace(_combine([r]), one_plus_exp=True, tensor=True)
         if c.pos and (r.sq or r.sumsq):
             return replace(_combine([r]), clamped=True, tensor=True)
@@ -701,7 +585,7 @@ class TensorCalls:
     def _m_pow(self, c: _Call) -> V | None:
         if not c.pos:
             return None
-        e = number(c.pos[0])
+        e = self.num(c.pos[0])
         if e == 0.5:
             self.check_sqrt(c.node, c.recv, c.r, ".pow(0.5)", need_tensor=False)
         return self._square_value(c.r) if e == 2 else None
@@ -750,7 +634,7 @@ class TensorCalls:
 
     def _m_requires_grad(self, c: _Call) -> V:
         r, pos = c.r, c.pos
-        truth = not (pos and isinstance(pos[0], cst.Name) and pos[0].value == "False")
+        truth = not (pos and self.ev(pos[0]).value is False)  # `requires_grad_(False)`, or a name bound to it
         key = dotted(c.recv)
         if r.module or (r.inst and not r.params):
             return r
@@ -805,67 +689,6 @@ class TensorCalls:
                 self.cls and key[5:] in self.cls.params:
             return frozenset({(self.x.where(recv_node), key + ".detach()")})
         return frozenset()
-
-    def _record_passed(self, node: cst.Call) -> None:
-        """At a call of a function or method of this file, what it passes (Extractor.binding)."""
-        func = node.func
-        x = self.x
-        if type(func) is cst.Name:
-            name = func.value
-            if name in self.env or name in self.globals:
-                return
-            if name in x.local_classes:
-                qual = name + ".__init__"
-            elif name in x.def_names:
-                qual = name
-            else:
-                return
-        elif type(func) is cst.Attribute and type(func.value) is cst.Name and func.attr.value in x.def_names:
-            if func.value.value == "self" and self.cls is not None:
-                owner = self.cls.name
-            else:
-                inst = self.ev(func.value).inst
-                if len(inst) != 1:
-                    return
-                owner = next(iter(inst))
-            qual = owner + "." + func.attr.value
-        elif type(func) is cst.Attribute and func.attr.value in x.def_names and type(func.value) is not cst.Name:
-            owner = self._receiver_class(func.value)  # `self.trainer.fit(...)`, `Trainer(cfg).fit(...)`
-            if owner is None or owner not in x.local_classes:
-                return
-            qual = owner + "." + func.attr.value
-        else:
-            return
-        pos: list[V] = []
-        kw: dict[str, V] = {}
-        star = False
-        for a in node.args:
-            if a.star:
-                star = True
-            elif a.keyword is not None:
-                kw[a.keyword.value] = self.ev(a.value)
-            elif not star:
-                pos.append(self.ev(a.value))
-        self.x.passed.setdefault(qual, {}).setdefault(self.x.unit, []).append((pos, kw, star))
-
-    def _may_call_project(self, func: cst.Name | cst.Attribute) -> bool:
-        """Whether a callee no import names may be a function, class or method of the project
-        whose callers a join reads (facts.numerics.bind_parameters): not a builtin, a local value
-        (`fn(x)`), an attribute holding a value (`self.fc(x)`), or a method of a value that is no
-        instance of one class (a receiver of unknown class leaves the join unknown anyway)."""
-        if type(func) is cst.Name:
-            name = func.value
-            if name in self.x.def_names or name in self.x.local_classes:
-                return True
-            return not (name in self.env or name in self.globals or name in _BUILTINS)
-        if type(func.value) is cst.Name and func.value.value in ("self", "cls"):
-            return dotted(func) not in self.env
-        return self._receiver_class(func.value) is not None
-
-    def param_output(self, v: V) -> tuple[str, str, int] | None:
-        """The open parameter whose call made `v` (`model(x)` with `model` a parameter), if any."""
-        called = self.param_outputs.get(id(v))
-        return called[1] if called is not None and called[0] is v else None
 
 
 def _table(groups: list[tuple[frozenset[str] | dict, object]], ordered: bool) -> dict[str, tuple]:

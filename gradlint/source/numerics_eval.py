@@ -1,10 +1,12 @@
 """The numerics evaluator: expressions to tensors with properties (`engine/tensors.V`).
 
 Names, attributes, operators, subscripts, containers and comprehensions are evaluated to what the
-numerics rules need: probabilities, logits, sums of squares, parameters, cuts from the graph;
-calls (torch functions, tensor methods, module instances, the file's own functions) are
-`numerics_calls.py`. Operations that may be hazards are handed to the site checks
-(`numerics_sites.SiteChecks`) as they are met.
+numerics rules need: probabilities, logits, sums of squares, parameters, cuts from the graph, and
+the plain value where one is known (`V.value`: literals, names bound to them, arithmetic on them
+folded by engine/fold.py, module constants such as `math.pi`), which the sites read for exponents,
+eps, bounds and indices instead of folding the node again; calls (torch functions, tensor
+methods, module instances, the file's own functions) are `numerics_calls.py`. Operations that may
+be hazards are handed to the site checks (`numerics_sites.SiteChecks`) as they are met.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import libcst as cst
 
 from gradlint.source.budget import MAX_EXPR_DEPTH
-from gradlint.source.engine.fold import constant, number
-from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, _item
+from gradlint.source.engine.fold import binary, constant, unary
+from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, _item, number_of
+from gradlint.source.engine.values import str_literal
 from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.names import dotted
 from gradlint.source.numerics_calls import LOSS_FUNCTIONS
@@ -28,13 +31,54 @@ def _function_value(names: frozenset[str]) -> V | None:
     return None
 
 
-def _int_index(node: cst.Subscript) -> int | None:
-    """The integer of `x[1]` / `x[-1]` as the engine folds it; None for slices, several indices
-    and anything that is no integer known here."""
-    if len(node.slice) != 1 or type(node.slice[0].slice) is not cst.Index:
-        return None
-    v = constant(node.slice[0].slice.value)
-    return v if type(v) is int else None
+# One constant per plain value of a literal, shared (a V is immutable, and a literal is not an
+# open parameter, whose identity counts): a file's literals repeat, and each method's walk reads
+# them again.
+_PLAINS: dict[tuple[type, object], V] = {}
+_CONST = V(const=True)
+
+
+def _plain(value) -> V:
+    """A constant whose plain value is `value` (None from the folder: not known)."""
+    if value is None:
+        return _CONST
+    key = (type(value), value)
+    got = _PLAINS.get(key)
+    if got is None:
+        if len(_PLAINS) > 4096:
+            _PLAINS.clear()
+        got = _PLAINS[key] = V(const=True, value=value)
+    return got
+
+
+_PLAIN_NAMES = {"True": True, "False": False, "None": None}
+
+
+_LITERALS: dict[tuple[type, str], V] = {}
+
+
+def _literal(node: cst.BaseExpression) -> V:
+    """A literal: a number as the engine folds it, a string as written; other literals (complex
+    numbers, f-strings, implicit concatenations) are constants of no plain value here. Read once
+    per text (`_LITERALS`)."""
+    kind = type(node)
+    if kind is not cst.Integer and kind is not cst.Float and kind is not cst.SimpleString:
+        return _CONST
+    key = (kind, node.value)
+    got = _LITERALS.get(key)
+    if got is None:
+        if kind is not cst.SimpleString:
+            got = _plain(constant(node))
+        elif "\\" in node.value or node.value[:1] not in ("'", '"'):
+            # escapes or a prefix (b'', r'', f''): reading it compiles the literal (measured: a
+            # tenth of the walk on timm's models), and no site reads such a string
+            got = _CONST
+        else:
+            got = _plain(str_literal(node))
+        if len(_LITERALS) > 4096:
+            _LITERALS.clear()
+        _LITERALS[key] = got
+    return got
 
 
 _EXPRESSION_TYPES: dict[type, bool] = {}
@@ -100,8 +144,8 @@ class TensorEval:
     def _ev(self, node: cst.BaseExpression) -> V:
         kind = type(node)  # libcst's node classes are ABCs: isinstance costs a cache lookup per miss
         if kind is cst.Name:
-            if node.value in ("True", "False", "None"):
-                return V(const=True)
+            if node.value in _PLAIN_NAMES:
+                return V(const=True, value=_PLAIN_NAMES[node.value])
             if node.value in self.x.ref_names and id(node) not in self.x.callees:
                 self.x.references.add(node.value)
             if node.value in self.env:
@@ -121,7 +165,7 @@ class TensorEval:
             return UNKNOWN
         if kind in (cst.Integer, cst.Float, cst.Imaginary, cst.SimpleString,
                     cst.ConcatenatedString, cst.FormattedString):
-            return V(const=True)
+            return _literal(node)
         if kind is cst.Attribute:
             return self.attribute(node)
         if kind is cst.Call:
@@ -133,8 +177,9 @@ class TensorEval:
             if isinstance(node.operator, cst.Not):
                 return V(const=inner.const, cut=inner.cut or "comparison", computed=True)
             negated_square = isinstance(node.operator, cst.Minus) and (inner.sq or inner.sumsq)
+            signed = unary(type(node.operator), inner.value)
             return replace(_combine([inner]), tensor=inner.tensor, exp=False,
-                           prob=None, nonpos=negated_square)
+                           prob=None, nonpos=negated_square, value=UNKNOWN if signed is None else signed)
         if kind is cst.Subscript:
             base = self.ev(node.value)
             for el in node.slice:
@@ -142,13 +187,18 @@ class TensorEval:
             if isinstance(node.value, cst.Attribute) and node.value.attr.value == "shape":
                 return V(const=True)
             if base.elems is not None or (base.out and base.out_elem is None):
-                i = _int_index(node)
+                i = self._int_index(node)
                 item = _item(base, i) if i is not None else None
                 if item is not None and base.elems is not None:
                     return item
                 base = item or base
+            value = UNKNOWN
+            if type(base.value) is tuple:
+                i = self._int_index(node)
+                if i is not None and -len(base.value) <= i < len(base.value):
+                    value = base.value[i]  # `dims = (1, 2); dims[0]`
             return replace(base, sq=False, sumsq=False, crit=None, callret=None, module=False, inst=frozenset(),
-                           norm=base.norm, exp=base.exp, elems=None)
+                           norm=base.norm, exp=base.exp, elems=None, value=value)
         if kind is cst.Comparison:
             vals = [self.ev(node.left)] + [self.ev(c.comparator) for c in node.comparisons]
             return V(const=all(v.const for v in vals), cut="comparison", computed=True)
@@ -165,6 +215,10 @@ class TensorEval:
                     v.prob or v.out or v.crit or v.callret or v.elems is not None for v in vals) and not any(
                     type(e) is cst.StarredElement for e in node.elements):
                 return replace(_combine(vals), elems=tuple(vals))
+            if kind is cst.Tuple and all(v.value is not UNKNOWN for v in vals) and not any(
+                    type(e) is cst.StarredElement for e in node.elements):
+                # a tuple of plain values (a list may change in place: not followed)
+                return replace(_combine(vals), value=tuple(v.value for v in vals)) if vals else _plain(())
             return _combine(vals) if vals else V(const=True)
         if kind in (cst.ListComp, cst.GeneratorExp, cst.SetComp):
             saved = dict(self.env)
@@ -199,6 +253,20 @@ class TensorEval:
         self._ev_children(node)
         return UNKNOWN
 
+    def num(self, node: cst.BaseExpression) -> float | None:
+        """The number an expression holds (`V.value`: a literal, a name bound to one, arithmetic
+        on them), as the sites compare it; None when it holds none. Evaluated already where a
+        site asks (the memo answers)."""
+        return number_of(self.ev(node))
+
+    def _int_index(self, node: cst.Subscript) -> int | None:
+        """The integer of `x[1]` / `x[-1]` / `x[i]` with `i` bound to one; None for slices,
+        several indices and anything that is no integer known here."""
+        if len(node.slice) != 1 or type(node.slice[0].slice) is not cst.Index:
+            return None
+        v = self.ev(node.slice[0].slice.value).value
+        return v if type(v) is int else None
+
     def _ev_children(self, node: cst.CSTNode) -> None:
         for child in node.children:
             if _is_expression(child):
@@ -216,7 +284,8 @@ class TensorEval:
         attr = node.attr.value
         names = self.x.q(node)
         if names:
-            return _function_value(names) or UNKNOWN
+            known = constant(node)  # `math.pi`, `torch.inf`: a number of the module
+            return _function_value(names) or (_plain(known) if known is not None else UNKNOWN)
         base = self.ev(node.value)
         if base.inst and id(node) not in self.x.callees:
             # `step = trainer.train_step`: a method of a project class read as a value may be called
@@ -252,19 +321,22 @@ class TensorEval:
         op = type(node.operator)
         if op is cst.Divide:
             self.check_divide(node, left, right, node.right, numerator=node.left)
-            if number(node.left) == 1 and right.one_plus_exp and not right.nograd:
+            if number_of(left) == 1 and right.one_plus_exp and not right.nograd:
                 self.add_305(node, "1 / (1 + exp(-x))", "sigmoid")
             if left.exp and right.sum_exp and not left.nograd:
                 # measured: exp(z) / exp(z).sum() at z = [100, 1] is [nan, 0] with a NaN gradient
                 self.add_305(node, "exp(z) / exp(z).sum()", "softmax")
         if op is cst.Power:
-            exponent = number(node.right)
+            exponent = number_of(right)
             if exponent == 0.5:
                 self.check_sqrt(node, node.left, left, "** 0.5", need_tensor=True)
         return self.binop_value(op, left, right, node.left, node.right, node)
 
     def binop_value(self, op, left: V, right: V, lnode, rnode, node) -> V:
         res = self._binop_value(op, left, right, lnode, rnode, node)
+        folded = binary(op, left.value, right.value)
+        if folded is not None:
+            res = replace(res, value=folded)  # arithmetic on plain numbers: engine/fold.py's
         if op in (cst.Add, cst.Subtract):
             terms = left.cut_terms | right.cut_terms
             for side, other in ((left, right), (right, left)):
@@ -273,15 +345,15 @@ class TensorEval:
                     terms |= {(side.cut_span, side.cut)}
             if terms and not res.nograd:
                 res = replace(res, cut_terms=terms)
-        elif op is cst.Multiply and (number(lnode) is not None or number(rnode) is not None):
+        elif op is cst.Multiply and (number_of(left) is not None or number_of(right) is not None):
             # `0.1 * aux_loss` keeps what the term is made of
             res = replace(res, cut_terms=left.cut_terms | right.cut_terms)
         return res
 
     def _binop_value(self, op, left: V, right: V, lnode, rnode, node) -> V:
         base = _combine([left, right])
-        ln = number(lnode) if lnode is not None else None
-        rn = number(rnode) if rnode is not None else None
+        ln = number_of(left)
+        rn = number_of(right)
         if op is cst.Power:
             if rn == 2:
                 return replace(base, sq=True, tensor=left.tensor, dense=left.dense)
@@ -311,6 +383,11 @@ class TensorEval:
                 return replace(base, max_shifted=True)
             return base
         if op is cst.Add:
+            # `x + eps` with eps known to be 0 (`eps = 0.0`, a module's `EPS = 0`) is x: no guard
+            if rn == 0:
+                return left
+            if ln == 0:
+                return right
             if (left.sq or left.sumsq) and (right.sq or right.sumsq):
                 if left.const or right.const:
                     # a positive constant squared inside the root is the eps (sqrt(d**2 + 1**2))

@@ -15,8 +15,7 @@ import libcst as cst
 
 from gradlint.facts.numerics import LOSS_NAMES, Pieces, Site
 from gradlint.source.engine.calls import arg as _arg
-from gradlint.source.engine.fold import number
-from gradlint.source.engine.tensors import V, UNKNOWN
+from gradlint.source.engine.tensors import V, UNKNOWN, number_of
 from gradlint.source.names import dotted
 
 
@@ -176,7 +175,7 @@ class SiteChecks:
             nv = self.memo.get(id(br.left), UNKNOWN)
             # A denominator without gradient still poisons the numerator's: 0 * (1/0) = NaN. But a
             # plain name (a config value, a python number) is not known to be a tensor that can be 0.
-            if number(den) is None and dv.tensor and not dv.clamped and not dv.safe_where and not (
+            if number_of(dv) is None and dv.tensor and not dv.clamped and not dv.safe_where and not (
                     nv.nograd and dv.nograd) and (nv.params or dv.params):
                 return "division", self.x.code(den)
             return None
@@ -195,7 +194,7 @@ class SiteChecks:
                 operand = br.func.value
             if op and operand is not None:
                 ov = self.memo.get(id(operand), UNKNOWN)
-                if not ov.nograd and not ov.clamped and not ov.safe_where and number(operand) is None \
+                if not ov.nograd and not ov.clamped and not ov.safe_where and number_of(ov) is None \
                         and ov.unit != "strict" and ov.params:
                     return op, self.x.code(operand)
         return None

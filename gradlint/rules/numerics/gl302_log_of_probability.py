@@ -113,6 +113,10 @@ class LogOfProbability(SiteRule):
                 note="a helper that no-grad code and a loss both call"),
         Example(HETERO + "    probs, var = net(x)\n    return -(y * torch.log(probs)).sum(1).mean()\n",
                 note="the softmax element of a tuple the forward returns"),
+        Example("import torch\n\ndef f(z):\n    eps = 0.0\n    return torch.log(torch.softmax(z, -1) + eps)\n",
+                note="an eps bound to 0 shifts nothing"),
+        Example("import torch\n\ndef f(z):\n    lo = 0.0\n    return torch.log(torch.softmax(z, -1).clamp(min=lo))\n",
+                note="clamp(min=0) (here through a name) leaves the 0 an underflow gives"),
     ]
     valid = [
         Example("import torch.nn.functional as F\n\ndef f(z):\n    return F.log_softmax(z, -1), F.logsigmoid(z)\n"),
@@ -133,6 +137,10 @@ class LogOfProbability(SiteRule):
                 note="a helper only a @torch.no_grad() __call__ (pipeline.py) calls: it never runs with grad"),
         Example(HETERO + "    probs, var = net(x)\n    return torch.log(var).mean()\n",
                 note="the other element of the same tuple (a variance head)"),
+        Example("import torch\n\ndef f(z):\n    eps = 1e-8\n    return torch.log(torch.softmax(z, -1) + eps)\n",
+                note="an eps bound to a name"),
+        Example("import torch\n\ndef f(z):\n    lo = 1e-8\n    return torch.log(torch.softmax(z, -1).clamp(min=lo))\n",
+                note="a positive lower bound through a name"),
     ]
 
     def graph_message(self, hazard) -> str:

@@ -99,6 +99,22 @@ class SqrtAtZero(SiteRule):
         Example(LEAF.format(make="torch.zeros(3, 4)\n    W.requires_grad_()",
                             use="torch.sqrt((x.matmul(W) ** 2).sum())"),
                 note="a leaf made to require grad by `requires_grad_()`, reached through `x.matmul(W)`"),
+        Example(_MODULE + "        p = 0.5\n        return (x * x).sum(1) ** p\n",
+                note="an exponent bound to a name: `** p` with p = 0.5 is a root"),
+        Example(_MODULE + "        p = 2\n        return torch.sqrt((x ** p).sum(-1))\n",
+                note="`x ** p` with p = 2 bound to a name is a square"),
+        Example(_MODULE + "        eps = 0.0\n        return torch.sqrt((x ** 2).sum(-1) + eps)\n",
+                note="an eps that is 0 is no eps"),
+        Example("import torch\nfrom torch import nn\n\nEPS = 0.0\n\n\nclass M(nn.Module):\n"
+                "    def __init__(self):\n        super().__init__()\n        self.f = nn.Linear(8, 8)\n\n"
+                "    def forward(self, a, b):\n        x = self.f(a) - b\n"
+                "        return torch.sqrt((x ** 2).sum(-1) + EPS)\n",
+                note="a module constant that is 0"),
+        Example(_MODULE + "        lo = 0.0\n        return torch.sqrt(torch.clamp((x ** 2).sum(-1), min=lo))\n",
+                note="a lower bound bound to a name: clamp(min=0) does not move it away from 0"),
+        Example("import torch\n\ndef radius(n):\n    trainable = True\n"
+                "    w = torch.zeros(n, requires_grad=trainable)\n    return torch.sqrt((w ** 2).sum())\n",
+                note="`requires_grad=` a name bound to True: a leaf that requires grad"),
     ]
     valid = [
         Example("import torch\n\ndef d(a, b):\n    return (a - b).norm(dim=-1), torch.linalg.vector_norm(a - b, dim=-1)\n"),
@@ -125,6 +141,25 @@ class SqrtAtZero(SiteRule):
         Example(LEAF.format(make="torch.zeros(3, 4)\n    W.requires_grad_(False)",
                             use="torch.sqrt((x.matmul(W) ** 2).sum())"),
                 note="`requires_grad_(False)`: a constant"),
+        Example(_MODULE + "        p = 1.5\n        return (x * x).sum(1) ** p\n",
+                note="`** p` with p = 1.5: its gradient at 0 is 0 (measured)"),
+        Example(_MODULE + "        p = 2\n        eps = 1e-12\n        return torch.sqrt((x ** p).sum(-1) + eps)\n",
+                note="a square and an eps, both through names"),
+        Example("import torch\nfrom torch import nn\n\nEPS = 0.0\n\n\nclass M(nn.Module):\n"
+                "    def __init__(self):\n        super().__init__()\n        self.f = nn.Linear(8, 8)\n\n"
+                "    def forward(self, a, b):\n        x = self.f(a) - b\n"
+                "        return torch.sqrt((x ** 2).sum(-1) + EPS)\n\n\nEPS = 1e-12\n",
+                note="a module constant bound twice to different values: not known"),
+        Example(_MODULE + "        eps = 0.0 if b is None else 1e-12\n        return torch.sqrt((x ** 2).sum(-1) + eps)\n",
+                note="an eps that differs between branches: not known"),
+        Example(_MODULE + "        lo = 1e-12\n        return torch.sqrt(torch.clamp((x ** 2).sum(-1), min=lo))\n",
+                note="a positive lower bound through a name"),
+        Example("import torch\n\ndef radius(n):\n    trainable = False\n"
+                "    w = torch.zeros(n, requires_grad=trainable)\n    return torch.sqrt((w ** 2).sum())\n",
+                note="`requires_grad=` a name bound to False: a constant"),
+        Example(LEAF.format(make="torch.zeros(3, 4)\n    frozen = False\n    W.requires_grad_(frozen)",
+                            use="torch.sqrt((x.matmul(W) ** 2).sum())"),
+                note="`requires_grad_(flag)` with flag False: a constant"),
     ]
 
     def graph_message(self, hazard) -> str:

@@ -73,6 +73,8 @@ class DivideByNormWithoutEps(SiteRule):
         Example(_MODULE + "        return torch.div(x, x.norm(p=2, dim=1, keepdim=True))\n"),
         Example(LEAF.format(make="torch.randn(3, 4)\n    W.requires_grad = True", use="(x @ W) / (x @ W).norm()"),
                 note="a leaf made to require grad by `W.requires_grad = True`"),
+        Example(_MODULE + "        eps = 0\n        return x / (x.norm(dim=-1, keepdim=True) + eps)\n",
+                note="an eps bound to 0 is no eps"),
     ]
     valid = [
         Example("import torch.nn.functional as F\n\ndef f(x):\n    return F.normalize(x, dim=-1)\n"),
@@ -88,6 +90,8 @@ class DivideByNormWithoutEps(SiteRule):
         Example("import torch\n\n@torch.no_grad()\ndef f(w):\n    return w / w.norm()\n", note="no-grad"),
         Example(LEAF.format(make="torch.randn(3, 4)", use="(x @ W) / (x @ W).norm()"),
                 note="a random matrix: no gradient"),
+        Example(_MODULE + "        eps = 1e-8\n        return x / (x.norm(dim=-1, keepdim=True) + eps)\n",
+                note="an eps bound to a name"),
     ]
 
     def graph_message(self, hazard) -> str:

@@ -70,6 +70,8 @@ class AcosWithoutMargin(SiteRule):
         Example(LEAF.format(make="torch.randn(3, 4, requires_grad=True)\n    x = torch.randn(5, 3)",
                             use="torch.acos(x.matmul(W))"),
                 note="`x.matmul(W)` carries the gradient of its argument W, whatever x is"),
+        Example(_MODULE + "        m = 1.0\n        c = self.f(a).sum(-1)\n        return torch.acos(c.clamp(-m, m))\n",
+                note="bounds bound to a name: clamp(-1, 1) leaves no margin"),
     ]
     valid = [
         Example("import torch\n\ndef f(c, eps=1e-7):\n    return torch.acos(torch.clamp(c, -1 + eps, 1 - eps))\n"),
@@ -81,6 +83,8 @@ class AcosWithoutMargin(SiteRule):
                 note="a plain input: nothing upstream is known to carry gradient"),
         Example(LEAF.format(make="torch.randn(3, 4)\n    x = torch.randn(5, 3)", use="torch.acos(x.matmul(W))"),
                 note="neither x nor W requires grad"),
+        Example(_MODULE + "        m = 1 - 1e-6\n        c = self.f(a).sum(-1)\n        return torch.acos(c.clamp(-m, m))\n",
+                note="a margin through a name"),
     ]
 
     def graph_message(self, hazard) -> str:

@@ -41,17 +41,13 @@ def constant(node: cst.BaseExpression | None, env: Mapping[str, Any] | None = No
     if type(node) is cst.UnaryOperation:
         if type(node.operator) not in (cst.Minus, cst.Plus):
             return None
-        inner = constant(node.expression, env, depth + 1)
-        if inner is None:
-            return None
-        return -inner if type(node.operator) is cst.Minus else inner
+        return unary(type(node.operator), constant(node.expression, env, depth + 1))
     if type(node) is cst.BinaryOperation:
-        op = OPERATORS.get(type(node.operator))
-        if op is None:
+        if type(node.operator) not in OPERATORS:
             return None
         left = constant(node.left, env, depth + 1)
         right = constant(node.right, env, depth + 1) if left is not None else None
-        return fold(op, left, right) if right is not None else None
+        return binary(type(node.operator), left, right) if right is not None else None
     if type(node) is cst.Name:
         value = env.get(node.value) if env is not None else None
         return bounded(value) if is_number(value) else None
@@ -61,16 +57,45 @@ def constant(node: cst.BaseExpression | None, env: Mapping[str, Any] | None = No
         return None
     if type(node) is cst.Call and type(node.func) is cst.Name and node.func.value == "float" \
             and len(node.args) == 1 and node.args[0].keyword is None and not node.args[0].star:
-        inner = constant(node.args[0].value, env, depth + 1)
-        return float(inner) if inner is not None else None
+        return as_float(constant(node.args[0].value, env, depth + 1))
     if type(node) is cst.SimpleString:
         try:
             value = str_literal(node)
         except Exception:  # libcst's literal_eval: an escape Python refuses
             return None
-        if isinstance(value, str) and value.strip().lower() in _INFINITY:
+        if is_infinity(value):
             return math.inf
     return None
+
+
+# One step of `constant` each, for an evaluator that holds its operands' values already (the
+# numerics evaluator carries them on its tensors: engine/tensors.V.value).
+def binary(operator: type, left: Any, right: Any) -> int | float | None:
+    """`left op right` for a libcst operator class (`cst.Add`...) and two numbers, as `constant`
+    folds it; None for another operator, an operand that is no number, or over the budget."""
+    op = OPERATORS.get(operator)
+    if op is None or not is_number(left) or not is_number(right):
+        return None
+    return fold(op, left, right)
+
+
+def unary(operator: type, value: Any) -> int | float | None:
+    """`-value` or `+value` for a number; None otherwise (`not`, `~`, anything unknown)."""
+    if not is_number(value) or operator not in (cst.Minus, cst.Plus):
+        return None
+    return -value if operator is cst.Minus else value
+
+
+def is_infinity(value: Any) -> bool:
+    """A string torch and Python read as +infinity (`float("inf")`, `norm_type="inf"`)."""
+    return isinstance(value, str) and value.strip().lower() in _INFINITY
+
+
+def as_float(value: Any) -> float | None:
+    """`float(value)` for a number or a spelling of infinity; None for anything else."""
+    if is_number(value):
+        return float(value)
+    return math.inf if is_infinity(value) else None
 
 
 def number(node: cst.BaseExpression | None, env: Mapping[str, Any] | None = None) -> float | None:

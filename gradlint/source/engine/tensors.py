@@ -5,19 +5,22 @@ sigmoid, hand-written), a loss module, the output of a model class, whether it d
 parameters (module outputs, nn.Parameter, leaf tensors made to require grad), whether it is cut
 from the graph (.item(), .detach(), numpy) and where, and the elements of a tuple. `merge` joins
 two branches so that a property holds only when it holds on both (precision first); `UNKNOWN`
-knows nothing and never becomes a finding. `Where` is a node whose position is resolved only when
-a finding reports it.
+knows nothing and never becomes a finding. A value of plain Python (a number within budget, a
+string, None, a bool, a tuple of them) is carried as `V.value`, the engine's plain value
+(engine/fold.py folds it): a number bound to a name counts where the name is read. `Where` is a
+node whose position is resolved only when a finding reports it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from dataclasses import replace as _replace_record
+from typing import Any
 
 import libcst as cst
 
 from gradlint.findings import SourceSpan
-from gradlint.source.engine.values import UNKNOWN, Unknown
+from gradlint.source.engine.values import UNKNOWN, Unknown, is_number
 
 
 class Where:
@@ -99,6 +102,9 @@ class V:
     elems: tuple[V, ...] | None = None
     # `out` is this element of the classes' output (`a, b = model(x)`, `model(x)[1]`)
     out_elem: int | None = None
+    # The plain value (a number within budget, a string, None, a bool, a tuple of them) when one
+    # is known: `p = 0.5; x ** p` is a root, `eps = 0; log(x + eps)` has no eps. UNKNOWN when not.
+    value: Any = UNKNOWN
 
     @property
     def nograd(self) -> bool:
@@ -113,16 +119,33 @@ def _v_new(cls, **values):
     """A value that knows something, or `UNKNOWN` (the engine's one bottom) when every property
     given is at its "not known" default: a `V` never stands for nothing known."""
     for v in values.values():
-        if v or (v is not None and v is not False and type(v) is not frozenset):
+        if (v or (v is not None and v is not False and type(v) is not frozenset)) and v is not UNKNOWN:
             return object.__new__(cls)
     return UNKNOWN
 
 
 def _knows_nothing(state: dict) -> bool:
     for v in state.values():
-        if v or (v is not None and v is not False and type(v) is not frozenset):
+        if (v or (v is not None and v is not False and type(v) is not frozenset)) and v is not UNKNOWN:
             return False
     return True
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Two plain values are one (a join keeps it): equal and of one type (1, 1.0 and True are
+    equal in Python but not one value to a rule that reads an int index or a bool flag)."""
+    return a is b or (type(a) is type(b) and a == b)
+
+
+def join_value(a: Any, b: Any) -> Any:
+    """The plain value of a join: equal values stay, different ones give UNKNOWN."""
+    return a if same_value(a, b) else UNKNOWN
+
+
+def number_of(v: Any) -> float | None:
+    """The number a value holds (as a float, as the numerics sites compare it), else None."""
+    n = v.value
+    return float(n) if is_number(n) else None
 
 
 def _v_init(self, **values) -> None:
@@ -202,7 +225,8 @@ def _combine(vals: list[V]) -> V:
 
 def merge(a: V, b: V) -> V:
     """A value that is `a` on one path and `b` on another: hazards must hold on both."""
-    if a is b or a == b or (a is UNKNOWN and _is_open(b)) or (b is UNKNOWN and _is_open(a)):
+    if a is b or (a == b and same_value(a.value, b.value)) or (a is UNKNOWN and _is_open(b)) or (
+            b is UNKNOWN and _is_open(a)):
         return a  # an open parameter is unknown elsewhere: the first one's identity is kept
     return V(
         prob=a.prob if a.prob == b.prob else None,
@@ -242,6 +266,7 @@ def merge(a: V, b: V) -> V:
         safe_where=a.safe_where or b.safe_where,
         dense=a.dense and b.dense,
         cut_terms=a.cut_terms & b.cut_terms,
+        value=join_value(a.value, b.value),
     )
 
 

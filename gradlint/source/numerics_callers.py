@@ -1,0 +1,216 @@
+"""The numerics evaluator's call graph: each call as an edge with what it passes, for the joins
+over callers (`Extractor.binding` in this file, `facts.numerics.bind_parameters` across files).
+
+`record_call` keeps the callee as written (`trainer.fit`, `make_trainer().fit`) with the models and
+criteria it passes and the class of its receiver when known (`Call.args`); `_record_passed` keeps
+what a call of a function or method of this file passes, for this file's own join. A mixin of
+`numerics.FunctionWalk`, beside the evaluation of calls (`numerics_calls.TensorCalls`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import sys
+
+import libcst as cst
+
+from gradlint.facts.numerics import Call
+from gradlint.source.engine.tensors import V
+from gradlint.source.names import dotted
+
+_STDLIB = frozenset(sys.stdlib_module_names)
+_BUILTINS = frozenset(dir(builtins))
+
+def _shape(v: V) -> str:
+    """An argument as a caller in another file needs it (Call.args): '' when nothing useful."""
+    if v.crit:
+        return "crit:" + v.crit
+    if len(v.inst) == 1 and not v.crit:
+        return "inst:" + next(iter(v.inst))
+    return ""
+
+
+class CallRecords:
+    """The call graph of FunctionWalk (a mixin: the walk's environment and file extractor)."""
+
+    def record_call(self, func: cst.BaseExpression) -> None:
+        """An edge of the call graph (callee as written), and `func` is not a read of a value."""
+        self.x.callees.add(id(func))
+        text = dotted(func)
+        if text is None and type(func) is cst.Attribute:
+            text = self._chain_text(func)
+        if text is not None:
+            self.calls.setdefault(Call(text, nograd=self.nograd > 0, args=self._shapes(func)))
+
+    def _shapes(self, func: cst.BaseExpression) -> tuple[tuple[str, str], ...]:
+        """The models and criteria a call passes (Call.args), for callers of other files."""
+        node = self.x.calling.get(id(func))
+        if node is None or not node.args:
+            return ()
+        receiver = None
+        if type(func) is cst.Attribute:
+            receiver = self._receiver_class(func.value)
+            if type(func.value) is not cst.Name and receiver is None:
+                return ()
+        names = self.x.q(func)
+        if names and all(n.startswith(("torch.", "numpy.")) or n == "torch" or n.partition(".")[0] in _STDLIB
+                         for n in names):
+            return ()
+        if not names and not self._may_call_project(func):
+            return ()
+        out = []
+        position = 0
+        unknown = []
+        for a in node.args:
+            if a.star:
+                return (("*", ""),)
+            key = a.keyword.value if a.keyword is not None else str(position)
+            position += a.keyword is None
+            shape = _shape(self.ev(a.value))
+            if shape:
+                out.append((key, shape))
+            elif a.keyword is not None:
+                unknown.append(key)
+        # what else it passes, so that a parameter left to its default is told apart
+        if position:
+            out.append(("#", str(position)))
+        if unknown:
+            out.append(("=", ",".join(unknown)))
+        if receiver is not None and not names:
+            # `trainer.train_step(...)`, `self.trainer.fit(...)`, `Trainer(cfg).fit(...)`: the class
+            # of the instance, for callers of its method
+            out.append(("@", receiver))
+        return tuple(out)
+
+    def _receiver_class(self, recv: cst.BaseExpression) -> str | None:
+        """The one class (as written) of a method call's receiver when it is known: a name or an
+        attribute of `self` holding an instance of one class (`trainer`, `self.trainer` set in
+        `__init__`), or a class called there (`Trainer(cfg)`); None for `self`, `cls` and the rest."""
+        if type(recv) is cst.Name:
+            if recv.value in ("self", "cls"):
+                return None
+            held = self.env.get(recv.value) or self.globals.get(recv.value)
+        elif type(recv) is cst.Attribute and type(recv.value) is cst.Name and recv.value.value == "self":
+            held = self.env.get("self." + recv.attr.value)
+        elif type(recv) is cst.Call:
+            return self._constructed_class(recv)
+        else:
+            return None
+        return next(iter(held.inst)) if held is not None and len(held.inst) == 1 else None
+
+    def _chain_text(self, func: cst.Attribute) -> str | None:
+        """The callee as written of a method reached from what a call returns: `super().m`,
+        `Trainer(cfg).fit`, `make_trainer().fit`, `Runner().trainer.fit` (the call's class, when
+        known, is its `@`: Call.args); None when the call is no object of the project's."""
+        attrs = []
+        base: cst.BaseExpression = func
+        while type(base) is cst.Attribute:
+            attrs.append(base.attr.value)
+            base = base.value
+        if type(base) is not cst.Call:
+            return None
+        if type(base.func) is cst.Name and base.func.value == "super" and not base.args:
+            return "super()." + attrs[0] if len(attrs) == 1 else None
+        made = self._made_by(base)
+        return ".".join([made + "()", *reversed(attrs)]) if made is not None else None
+
+    def _made_by(self, call: cst.Call) -> str | None:
+        """The callee of `call` as written when what it returns may be an object of the project: a
+        function or class of the file or an imported one (`Trainer`, `engine.make_trainer`), not a
+        builtin, torch's, numpy's or the standard library's, nor a value held by a name (`model(x)`,
+        `x.view(...)`: a tensor, mostly); else None."""
+        func = call.func
+        written = dotted(func)
+        if written is None:
+            return None
+        head = written.partition(".")[0]
+        if head in self.env or head in self.globals or head in ("self", "cls") or (
+                type(func) is cst.Name and head in _BUILTINS):
+            return None
+        names = self.x.q(func)
+        if names and all(n.startswith(("torch.", "numpy.", "np.")) or n in ("torch", "numpy")
+                         or n.partition(".")[0] in _STDLIB for n in names):
+            return None
+        return written
+
+    def _constructed_class(self, call: cst.Call) -> str | None:
+        """The class `call` constructs, as written, when it is one the evaluator takes for a class
+        of the project (`Trainer(...)`: of this file, or imported and capitalised, not torch's,
+        numpy's or the standard library's), else None."""
+        func = call.func
+        if type(func) is cst.Name:
+            name = func.value
+            if name in self.env or name in self.globals:
+                return None
+            if name in self.x.local_classes:
+                return None if name in self.x.autograd_classes else name
+        elif type(func) is not cst.Attribute:
+            return None
+        names = self.x.q(func)
+        written = dotted(func)
+        if not names or written is None or any(n.startswith(("torch.", "numpy.", "np.")) or n in ("torch", "numpy")
+                                                or n.partition(".")[0] in _STDLIB for n in names):
+            return None
+        shorts = {n.rsplit(".", 1)[-1] for n in names}
+        return written if len(shorts) == 1 and next(iter(shorts))[:1].isupper() else None
+
+    def _record_passed(self, node: cst.Call) -> None:
+        """At a call of a function or method of this file, what it passes (Extractor.binding)."""
+        func = node.func
+        x = self.x
+        if type(func) is cst.Name:
+            name = func.value
+            if name in self.env or name in self.globals:
+                return
+            if name in x.local_classes:
+                qual = name + ".__init__"
+            elif name in x.def_names:
+                qual = name
+            else:
+                return
+        elif type(func) is cst.Attribute and type(func.value) is cst.Name and func.attr.value in x.def_names:
+            if func.value.value == "self" and self.cls is not None:
+                owner = self.cls.name
+            else:
+                inst = self.ev(func.value).inst
+                if len(inst) != 1:
+                    return
+                owner = next(iter(inst))
+            qual = owner + "." + func.attr.value
+        elif type(func) is cst.Attribute and func.attr.value in x.def_names and type(func.value) is not cst.Name:
+            owner = self._receiver_class(func.value)  # `self.trainer.fit(...)`, `Trainer(cfg).fit(...)`
+            if owner is None or owner not in x.local_classes:
+                return
+            qual = owner + "." + func.attr.value
+        else:
+            return
+        pos: list[V] = []
+        kw: dict[str, V] = {}
+        star = False
+        for a in node.args:
+            if a.star:
+                star = True
+            elif a.keyword is not None:
+                kw[a.keyword.value] = self.ev(a.value)
+            elif not star:
+                pos.append(self.ev(a.value))
+        self.x.passed.setdefault(qual, {}).setdefault(self.x.unit, []).append((pos, kw, star))
+
+    def _may_call_project(self, func: cst.Name | cst.Attribute) -> bool:
+        """Whether a callee no import names may be a function, class or method of the project
+        whose callers a join reads (facts.numerics.bind_parameters): not a builtin, a local value
+        (`fn(x)`), an attribute holding a value (`self.fc(x)`), or a method of a value that is no
+        instance of one class (a receiver of unknown class leaves the join unknown anyway)."""
+        if type(func) is cst.Name:
+            name = func.value
+            if name in self.x.def_names or name in self.x.local_classes:
+                return True
+            return not (name in self.env or name in self.globals or name in _BUILTINS)
+        if type(func.value) is cst.Name and func.value.value in ("self", "cls"):
+            return dotted(func) not in self.env
+        return self._receiver_class(func.value) is not None
+
+    def param_output(self, v: V) -> tuple[str, str, int] | None:
+        """The open parameter whose call made `v` (`model(x)` with `model` a parameter), if any."""
+        called = self.param_outputs.get(id(v))
+        return called[1] if called is not None and called[0] is v else None
