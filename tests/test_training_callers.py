@@ -193,3 +193,48 @@ def test_a_warm_run_sees_a_method_caller_change_in_a_file_outside_the_run(tmp_pa
     train = (root / "train.py").read_text()
     (root / "train.py").write_text(train.replace("trainer.plain_update(adam, batch)", "trainer.plain_update(model, batch)"))
     assert codes(same_as_no_cache(root, ["trainer.py"])) == [(21, "GL203")]
+
+
+# -- the model a step function trains, from its callers (GL201) ----------------------------------
+
+
+def test_the_model_a_step_function_trains_comes_from_its_callers(tmp_path):
+    folder = TRAINING / "crossfile_model_param"
+    expected = {("stepping.py", 11, "GL201")}
+    assert {(p.name, line, code) for p in folder.glob("*.py") for line, code in expectations(p)} == expected
+    assert _found([folder], folder) == expected
+    assert _found([folder / "stepping.py"], folder) == expected
+
+
+@pytest.mark.parametrize("change", [
+    # every caller passes a shallow model
+    lambda main: main.replace("lm = WordLM(", "lm = Shallow(").replace("import WordLM", "import Shallow"),
+    # callers disagree: a second one passes a shallow model
+    lambda main: main.replace("import WordLM", "import Shallow, WordLM")
+    + "fit_language_model(Shallow(10, 4), torch.optim.SGD([], lr=0.1), [])\n",
+    # a caller passes what it does not know (its own parameter)
+    lambda main: main + "\n\ndef again(m):\n    fit_language_model(m, torch.optim.SGD([], lr=0.1), [])\n",
+    # no caller at all
+    lambda main: "import torch\n",
+])
+def test_the_model_from_callers_look_alikes_are_quiet(tmp_path, change):
+    root = _without(TRAINING / "crossfile_model_param", set(), tmp_path)
+    (root / "main.py").write_text(change((root / "main.py").read_text()))
+    assert _found([root / "stepping.py"], root) == set()
+    assert _found([root], root) == set()
+
+
+def test_the_model_of_a_method_comes_from_its_callers(tmp_path):
+    root = _without(TRAINING / "crossfile_model_param", set(), tmp_path)
+    step = (root / "stepping.py").read_text()
+    (root / "stepping.py").write_text(step.replace(
+        "def fit_language_model(model, opt, loader):", "class Runner:\n    def fit_language_model(self, model, opt, loader):"
+    ).replace("\n    ", "\n        ").replace("\n        def fit", "\n    def fit"))
+    main = (root / "main.py").read_text()
+    (root / "main.py").write_text(main.replace("from stepping import fit_language_model", "from stepping import Runner")
+                                  .replace("fit_language_model(lm", "Runner().fit_language_model(lm")
+                                  .replace("Runner().fit", "runner = Runner()\nrunner.fit"))
+    assert _found([root / "stepping.py"], root) == {("stepping.py", 12, "GL201")}
+    (root / "main.py").write_text((root / "main.py").read_text().replace("WordLM(10000", "Shallow(10000")
+                                  .replace("import WordLM", "import Shallow"))
+    assert _found([root / "stepping.py"], root) == set()
