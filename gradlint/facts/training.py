@@ -359,6 +359,10 @@ def _find_method_calls(index: ProjectIndex, module: str, fn: Function) -> list[d
     from gradlint.facts.numerics import _calls_of as graph_calls_of
 
     owner = f"{module}.{fn.cls}"
+    if index.mentioning("]." + fn.name) or index.mentioning(")." + fn.name):
+        # `self.trainers[0].m(...)`, `(a or b).m(...)`: receivers the call graph records no
+        # edge for, which may be instances of the class
+        return None
     graph = graph_calls_of(index, module, f"{fn.cls}.{fn.name}")
     if graph is None:
         return None
