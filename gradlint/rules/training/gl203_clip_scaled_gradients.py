@@ -297,9 +297,11 @@ class Model(LightningModule):
                 uses = [f for f in scaled if steps.compatible(f, clip) and (
                     # a scaled backward whose gradients no scaler step has unscaled yet: step()
                     # unscales them in place when unscale_ was not called (measured: 1.0x the
-                    # true gradients after it), and a clip after it is GL202's
+                    # true gradients after it), and a clip after it is GL202's; a step under an
+                    # `if` the clip is not under (accumulation) leaves them scaled when skipped
                     (f.event.kind == "backward" and f.order < clip.order
-                     and not any(f.order < s.order < clip.order for s in stepped))
+                     and not any(f.order < s.order < clip.order and set(s.guards) <= set(clip.guards)
+                                 for s in stepped))
                     or (f.event.kind == "step" and f.order > clip.order))]
                 if not uses:
                     continue
