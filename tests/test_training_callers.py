@@ -243,3 +243,17 @@ def test_the_model_of_a_method_comes_from_its_callers(tmp_path):
     (root / "main.py").write_text((root / "main.py").read_text().replace("WordLM(10000", "Shallow(10000")
                                   .replace("import WordLM", "import Shallow"))
     assert _found([root / "stepping.py"], root) == set()
+
+
+def test_a_teacher_under_no_grad_is_not_the_model_trained(tmp_path):
+    root = _without(TRAINING / "crossfile_model_param", set(), tmp_path)
+    (root / "stepping.py").write_text(
+        "import torch\n\n\ndef fit_language_model(model, teacher, opt, loader):\n    for x, y in loader:\n"
+        "        with torch.no_grad():\n            target = teacher(x)\n        opt.zero_grad()\n"
+        "        torch.nn.functional.mse_loss(model(x), target).backward()\n        opt.step()\n")
+    main = "import torch\n\nfrom model import Shallow, WordLM\nfrom stepping import fit_language_model\n\n" \
+           "fit_language_model({}(10, 4), {}(10, 4), torch.optim.SGD([], lr=0.1), [])\n"
+    (root / "main.py").write_text(main.format("Shallow", "WordLM"))
+    assert _found([root / "stepping.py"], root) == set()
+    (root / "main.py").write_text(main.format("WordLM", "Shallow"))
+    assert _found([root / "stepping.py"], root) == {("stepping.py", 10, "GL201")}
