@@ -257,3 +257,15 @@ def test_a_teacher_under_no_grad_is_not_the_model_trained(tmp_path):
     assert _found([root / "stepping.py"], root) == set()
     (root / "main.py").write_text(main.format("WordLM", "Shallow"))
     assert _found([root / "stepping.py"], root) == {("stepping.py", 10, "GL201")}
+
+
+def test_a_method_called_on_an_instance_in_its_own_file(tmp_path):
+    text = (TRAINING / "crossfile_param_method" / "trainer.py").read_text().replace("  # expect: GL202", "") \
+        .replace("  # expect: GL203", "")
+    caller = ("\n\nmodel = torch.nn.Linear(4, 1)\nadam = torch.optim.Adam(model.parameters())\n"
+              "trainer = Trainer(model)\nfor batch in torch.randn(10, 8, 4):\n    trainer.plain_update(adam, batch)\n")
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "solo.py").write_text(text + caller)
+    assert _found([tmp_path / "solo.py"], tmp_path) == {("solo.py", 15, "GL202")}
+    (tmp_path / "solo.py").write_text(text + caller.replace("plain_update(adam", "plain_update(model"))
+    assert _found([tmp_path / "solo.py"], tmp_path) == set()
