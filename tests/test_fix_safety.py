@@ -101,7 +101,8 @@ def test_formfeed_reproducer_through_the_cli(tmp_path):
     (expected_dir / "train.py").write_text((ROOT / "examples" / "train.py").read_text())
     run_cli("check", "--no-cache", "--fix", "train.py", cwd=expected_dir)
     proc = run_cli("check", "--no-cache", "--fix", "train.py", cwd=tmp_path)
-    assert "(2 fixed, 0 remaining)" in proc.stdout, proc.stdout + proc.stderr
+    # one fix: GL202 moves the clip before scaler.step with the unscale_ it then needs
+    assert "(1 fixed, 0 remaining)" in proc.stdout, proc.stdout + proc.stderr
     assert target.read_text() == "# \f page break\n" + (expected_dir / "train.py").read_text()
     fixed = target.read_text()
     assert fixed.index("unscale_(optimizer)") < fixed.index("clip_grad_norm_") < fixed.index("scaler.step(optimizer)")

@@ -51,9 +51,10 @@ class Event:
       runs (`loss_scaler = NativeScaler()`; `loss_scaler(loss, opt)` runs `NativeScaler.__call__`,
       whose name is in `name`), resolved in this file or through the project index.
       fit       Lightning `trainer.fit(model)` / Hugging Face `trainer.train()`
-      open_step `o.step()` / `s.step(o)` on the parameter `param` of a top-level function that
-                no call of its file decides: an optimizer's (a scaler's) step when every call
-                in the project passes one for it (`bind_callers`), else nothing
+      open_step `o.step()` / `s.step(o)` on the parameter `param` of a top-level function (or of
+                a plain method of a top-level class) that no call of its file decides: an
+                optimizer's (a scaler's) step when every call in the project passes one for it
+                (`bind_callers`), else nothing
     each: the optimizers a step, clear or unscale is drawn from, as written (`self.optimizers`),
       when its target is the variable of a loop over them (`for opt in self.optimizers:
       scaler.step(opt)`): that loop is one update of each, so its block is no loop of its own.
@@ -223,7 +224,8 @@ def has_open_steps(facts: TrainingFacts) -> bool:
 def bind_callers(facts: TrainingFacts | None, scope: Scope | None) -> TrainingFacts | None:
     """The facts with every `open_step` decided: `o.step()` in `def train_step(model, o, loss)`
     is an optimizer's step when every call of `train_step` in the project passes an optimizer
-    for `o` (`Value.kind`), `s.step(o)` a scaler's step when every call passes a scaler for `s`;
+    for `o` (`Value.kind`), `s.step(o)` a scaler's step when every call passes a scaler for `s`
+    (for a method, `trainer.train_step(opt, loss)`, the calls the project's call graph finds);
     otherwise (no caller, callers that disagree, a caller we cannot read, the function read as
     a value) it is no step at all, as in a file checked without its callers."""
     if facts is None or not has_open_steps(facts):
@@ -270,11 +272,16 @@ def _decided(ev: Event, fn: Function, scope: Scope | None) -> tuple[Event, ...]:
 
 def _passed_kind(scope: Scope, fn: Function, param: str) -> str | None:
     """'optimizer' or 'scaler' when every call of `fn` (a top-level function of the scope's
-    module) in the project passes one for `param`; None else."""
+    module, or a method of one of its top-level classes) in the project passes one for `param`;
+    None else."""
     if param not in fn.params:
         return None
     position = fn.params.index(param)
-    calls = _calls_of(scope.index, scope.module, fn)
+    if fn.cls is not None:
+        position -= 1  # a call passes what follows `self` (the receiver is not an argument)
+        calls = _method_calls_of(scope.index, scope.module, fn)
+    else:
+        calls = _calls_of(scope.index, scope.module, fn)
     if not calls:
         return None
     kinds = set()
@@ -326,4 +333,60 @@ def _find_calls(index: ProjectIndex, module: str, fn: Function) -> list[dict[str
                 call.callee.rpartition(".")[2] == name and target in index.resolve(home, call.callee)
                 for f in numerics.functions for call in f.calls):
             return None  # a call the loop facts did not record (in a class body, an assert...)
+    return out
+
+
+def _method_calls_of(index: ProjectIndex, module: str, fn: Function) -> list[dict[str, Value]] | None:
+    """What each call of method `fn` (of the top-level class `fn.cls` of `module`) passes, over
+    the project; None when not every call can be known. Memoised per run, as _calls_of."""
+    memo = index.memos.setdefault("training_method_calls_of", {})
+    key = (module, fn.cls, fn.name, fn.id)
+    if key not in memo:
+        memo[key] = _find_method_calls(index, module, fn)
+    return memo[key]
+
+
+def _find_method_calls(index: ProjectIndex, module: str, fn: Function) -> list[dict[str, Value]] | None:
+    """Which calls in the project run `C.m` is the numerics call graph's answer
+    (facts.numerics: every call whose receiver's class the caller knows, `trainer.m(...)`,
+    `self.trainer.m(...)`, `self.m(...)` in the class; unknown when a call's receiver is of
+    unknown class, when the method is read as a value, overridden in a subclass, may be called by
+    a library base class, or more than 64 files name it). What those calls pass is read from the
+    loop facts of each calling file: its `invoke`s and `call`s of the method, on an instance of
+    the class (`ref`) or on `self` in the class itself. A calling file where the loop facts hold
+    fewer such calls than the call graph counts (a call in a class body, an `assert`, a
+    `Trainer(cfg).m(...)`, no loop facts at all) is a caller we cannot read."""
+    from gradlint.facts.numerics import _calls_of as graph_calls_of
+
+    owner = f"{module}.{fn.cls}"
+    if index.mentioning("]." + fn.name) or index.mentioning(")." + fn.name):
+        # `self.trainers[0].m(...)`, `(a or b).m(...)`: receivers the call graph records no
+        # edge for, which may be instances of the class
+        return None
+    graph = graph_calls_of(index, module, f"{fn.cls}.{fn.name}")
+    if graph is None:
+        return None
+    counted: dict[str, int] = {}
+    for home, _args in graph:
+        counted[home] = counted.get(home, 0) + 1
+    out: list[dict[str, Value]] = []
+    for home in sorted(counted):
+        mod = index.module(home)
+        facts = mod.facts.training if mod is not None else None
+        if not isinstance(facts, TrainingFacts) or not facts.functions:
+            return None
+        found = 0
+        for caller in facts.functions:
+            for ev in iter_events(caller.body):
+                if ev.kind not in ("invoke", "call") or ev.name != fn.name:
+                    continue
+                if ev.ref:
+                    if owner not in index.resolve(home, ev.ref):
+                        continue
+                elif not (home == module and ev.kind == "call" and ev.callees == (fn.id,)):
+                    continue
+                out.append(dict(ev.args))
+                found += 1
+        if found < counted[home]:
+            return None  # a call the loop facts did not record
     return out

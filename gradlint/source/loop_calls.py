@@ -343,11 +343,19 @@ class CallEvents:
         return bool(texts) and all(test(t) for t in texts)
 
     def _open_param(self, recv_text: str, fid: int, ctx: "_Ctx") -> bool:
-        """A parameter of a top-level function whose name says nothing against an optimizer or a
-        scaler: what it is depends on the callers of the whole project."""
+        """A parameter of a top-level function, or of a plain method of a top-level class (not
+        `self`, no decorator, neither `forward` nor a dunder), whose name says nothing against an
+        optimizer or a scaler: what it is depends on the callers of the whole project."""
         fdef = self._scope_nodes.get(fid)
-        return (ctx.cls is None and self._func_parent.get(fid) == 0 and recv_text in self._params.get(fid, ())
-                and fdef is not None and not _NOT_OPTIMIZER.search(recv_text) and _recorded_call(fdef.name.value))
+        if not (isinstance(fdef, cst.FunctionDef) and self._func_parent.get(fid) == 0 and recv_text in self._params.get(fid, ())
+                and not _NOT_OPTIMIZER.search(recv_text) and _recorded_call(fdef.name.value)):
+            return False
+        if ctx.cls is None:
+            return True
+        name = fdef.name.value
+        first = next(iter((*fdef.params.posonly_params, *fdef.params.params)), None)
+        return (ctx.cls in self.top_classes and not fdef.decorators and first is not None
+                and first.name.value != recv_text and name != "forward" and not (name.startswith("__") and name.endswith("__")))
 
     def _object_kind(self, node: cst.BaseExpression) -> str:
         """What an argument is to a training step: 'scaler' (a name this file binds to a GradScaler

@@ -272,6 +272,9 @@ class _Extractor(CallEvents, StatementWalker):
         self.hook_clipping = False
         self.positions = src.positions
         self.idle_top = self._idle_top()
+        # classes defined at the module's top level: their methods are what the project index
+        # names `C.m` (a step on a method's parameter is decided by the callers of `C.m`)
+        self.top_classes = frozenset(s.name.value for s in src.module.body if isinstance(s, cst.ClassDef))
         # where positions come from now: None (the shared provider: module level), a FunctionDef
         # (resolved alone), or an int (a line: code no finding will point into)
         self._where: cst.FunctionDef | int | None = None

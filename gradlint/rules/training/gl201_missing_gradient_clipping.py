@@ -60,6 +60,26 @@ for epoch in range(40):
         train_step(x, y)
 """
 
+_FIT_PARAM = """\
+import torch
+
+
+def fit_language_model(model, opt, loader):
+    for x, y in loader:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+"""
+
+_FIT_CALLER = """\
+import torch
+from model import WordLM
+from example import fit_language_model
+
+lm = WordLM(10000, 650)
+fit_language_model(lm, torch.optim.SGD(lm.parameters(), lr=20.0), batches)
+"""
+
 _DEEP_TRANSFORMER = """\
 import torch
 from torch import nn
@@ -109,7 +129,10 @@ class MissingGradientClipping(Rule):
     optimizer's parameters (`Adam(model.parameters())`) and its class is looked up across every
     file of the run, so `model = WordLM(...)` in `train.py` is known when `WordLM` lives in
     `model.py`. A Lightning `Trainer` without `gradient_clip_val` and a Hugging Face
-    `TrainingArguments(max_grad_norm=0)` that train such a model are flagged too. A step run
+    `TrainingArguments(max_grad_norm=0)` that train such a model are flagged too. A model
+    that a step function takes as a parameter (`def fit(model, opt, loader)`) is the project
+    class every call of the function (or method) in the project passes for it, when they all
+    pass an instance of one class. A step run
     through a project object counts with what the call passes: a timm-style
     `loss_scaler(loss, optimizer)` without `clip_grad=` never reaches the wrapper's clip; a
     project's own copy of `clip_grad_norm_` is a clip.
@@ -156,6 +179,8 @@ class MissingGradientClipping(Rule):
 
     invalid = [
         Example(_LSTM_LOOP, note="LSTM trained in a loop with no clipping"),
+        Example(_FIT_PARAM, files=(("model.py", _WORDLM), ("main.py", _FIT_CALLER)),
+                note="the model is a parameter: every caller, in another file, passes a WordLM"),
         Example(_DEEP_TRANSFORMER, note="a 12-block transformer"),
         Example(_TRAIN_WORDLM, files=(("model.py", _WORDLM),),
                 note="class from another file of the run, step function called from a loop"),
@@ -190,6 +215,9 @@ trainer.fit(model, loader)
         Example(timm_scaler_loop(passes_clip=False), note="a timm-style scaler called without clip_grad: its clip never runs"),
     ]
     valid = [
+        Example(_FIT_PARAM, files=(("model.py", _WORDLM), ("main.py", _FIT_CALLER), ("probe.py", _FIT_CALLER.replace(
+            "from model import WordLM", "from torch import nn").replace("WordLM(10000, 650)", "nn.Linear(8, 8)"))),
+                note="the model is a parameter and callers pass different models"),
         Example(timm_scaler_loop(), note="a timm-style scaler that clips when clip_grad is passed"),
         Example("""\
 import torch
@@ -296,6 +324,15 @@ for x in loader:
             yield from steps.dedupe(self._frameworks(ctx, facts))
 
     def _steps(self, ctx: RuleContext, facts) -> Iterator[Finding]:
+        found = list(self._step_findings(ctx, facts))
+        # a step function of this file is also read inlined at its call (`fit(lm, ...)`): the
+        # model named there says it; the same step from the callers' classes says nothing more
+        direct = {f.span for f, by_callers in found if not by_callers}
+        for f, by_callers in found:
+            if not (by_callers and f.span in direct):
+                yield f
+
+    def _step_findings(self, ctx: RuleContext, facts) -> Iterator[tuple[Finding, bool]]:
         for c in steps.contexts(facts, ctx.index):
             lightning = any(f.event.via == "lightning" for f in c.of("backward"))
             if not (c.loop is not None or c.repeated or lightning):
@@ -309,12 +346,16 @@ for x in loader:
                 risk = steps.model_risk(facts, text, c.function.cls, ctx.index)
                 if risk is not None:
                     break
+            by_callers = risk is None
+            if risk is None:
+                # a model the step function takes as a parameter: what its callers pass
+                risk = steps.passed_model_risk(facts, c, ctx.index)
             if risk is None:
                 continue
             step = c.of("step")[0]
             yield ctx.finding(
                 f"optimizer step without gradient clipping while training `{risk.model}` ({risk.reason})",
-                step.event.span, data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
+                step.event.span, data={"model": risk.model, "class": risk.cls, **dict(risk.data)}), by_callers
 
     def _frameworks(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         for fn in facts.functions:

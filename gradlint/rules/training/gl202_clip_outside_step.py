@@ -7,7 +7,7 @@ from typing import Iterator
 from gradlint.findings import Edit, Finding, Fix, Severity, SourceSpan
 from gradlint.registry import Example, RuleContext
 from gradlint.rules.training import steps
-from gradlint.text import lines_between
+from gradlint.text import indentation, lines_between, split_lines
 
 
 class ClipOutsideStep(steps.StepRule):
@@ -45,7 +45,11 @@ class ClipOutsideStep(steps.StepRule):
     `if`/`with` block that holds only the clip (`if max_grad_norm: clip_grad_norm_(...)`). It
     is offered only when that code and the step are statements of the same block, the moved
     code does nothing else to gradients, and nothing between the step and it binds a name it
-    reads, so the moved code computes the same thing a few statements earlier.
+    reads, so the moved code computes the same thing a few statements earlier. Moved before
+    `scaler.step(opt)`, a torch clip would see gradients still multiplied by the loss scale
+    (the step unscales them, so after it they were true ones): the fix also inserts
+    `scaler.unscale_(opt)` before it, unless an `unscale_` already runs before the step; with
+    an `unscale_` between the step and the clip no fix is offered (a second one raises).
 
     ## References
     - awslabs/graphstorm#1366 ("Clipping is currently applied after the optimizer step") and
@@ -123,6 +127,28 @@ def train_step(model, optimizer, batch):
     optimizer.zero_grad()
     return norm
 """, note="step function; the clip comes after zero_grad too"),
+        Example("""\
+import torch
+
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    optimizer.zero_grad()
+    scaler.scale(criterion(model(x), y)).backward()
+    scaler.step(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.update()
+""", fixed="""\
+import torch
+
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    optimizer.zero_grad()
+    scaler.scale(criterion(model(x), y)).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+""", note="after scaler.step: moved before it with the unscale_ it then needs"),
     ]
     valid = [
         Example("""\
@@ -255,7 +281,7 @@ def train(model, loader, accelerator, optimizer):
                     step = steps_before[-1]
                     yield ctx.finding(
                         f"`{clip.event.name}` runs after `{steps.step_text_near(step, clip)}`: the update has already used the unclipped gradients",
-                        clip.event.span, fix=self._fix(ctx, facts, clip, step))
+                        clip.event.span, fix=self._fix(ctx, facts, c, clip, step))
                 elif after and after[0].event.kind == "backward" and any(m.event.kind == "step" for m in after):
                     yield ctx.finding(
                         f"`{clip.event.name}` runs before `backward()`: it clips stale gradients, not the ones the step applies",
@@ -281,7 +307,7 @@ def train(model, loader, accelerator, optimizer):
                         "`Trainer(gradient_clip_val=...)` or `configure_gradient_clipping`",
                         ev.span)
 
-    def _fix(self, ctx: RuleContext, facts, clip, step) -> Fix | None:
+    def _fix(self, ctx: RuleContext, facts, context, clip, step) -> Fix | None:
         source = ctx.facts.source
         if source is None or clip.event.stmt < 0 or step.event.stmt < 0 or clip.event.func != step.event.func:
             return None
@@ -315,7 +341,33 @@ def train(model, loader, accelerator, optimizer):
         text = lines_between(source, c.line, c.end_line)
         if not text.endswith(("\n", "\r")):
             text += "\n"
+        unscale = _unscale_line(source, facts, context, clip, step)
+        if unscale is None:
+            return None
         return Fix(self.fix_title, (
-            Edit(SourceSpan(s.line, 1, s.line, 1), text),
+            Edit(SourceSpan(s.line, 1, s.line, 1), unscale + text),
             Edit(SourceSpan(c.line, 1, c.end_line + 1, 1), ""),
         ), safe=True)
+
+
+def _unscale_line(source: str, facts, context, clip, step) -> str | None:
+    """What goes before the moved clip: `scaler.unscale_(opt)` when the step is a scaler's and the
+    clip is torch's (before `scaler.step` the gradients are still multiplied by the loss scale:
+    GL203), '' when nothing is needed, None when no fix is safe (an unscale_ between the step and
+    the clip: moved before it the clip would see scaled gradients, and a second unscale_ raises)."""
+    ev = step.event
+    if ev.via != "scaler" or clip.event.via != "torch" or steps.is_measuring(clip.event):
+        return ""
+    unscales = [u for u in context.of("unscale") if steps.compatible(u, clip) and u.order < clip.order]
+    if any(u.order > step.order for u in unscales):
+        return None
+    if unscales:
+        return ""  # unscale_ already runs before the step: the moved clip follows it
+    made = steps.assigns_to(facts, ev.scaler, ("scaler",))
+    if made and all(a.disabled for a in made):
+        return ""  # GradScaler(enabled=False) scales nothing
+    if not ev.target or ev.each or step.depth:
+        return None
+    st = facts.stmts[ev.stmt]
+    indent = indentation(split_lines(source)[st.line - 1][: st.column - 1])
+    return f"{indent}{ev.scaler}.unscale_({ev.target})\n"

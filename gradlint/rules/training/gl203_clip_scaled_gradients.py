@@ -55,6 +55,8 @@ class ClipScaledGradients(steps.StepRule):
     (in this file or imported from another) is a clip like torch's. A loop over the optimizers
     (`for opt in self.optimizers: scaler.step(opt)`) is one step of each; a parameter is a
     scaler or an optimizer when every call in the file passes one (`def update(o, amp, loss)`).
+    A clip after the scaler's step is not flagged here: `scaler.step(opt)` has unscaled the
+    gradients in place by then (GL202 flags that clip for coming after the update).
 
     ## Why is this bad?
     Between `scaler.scale(loss).backward()` and `scaler.step()` the gradients are multiplied by
@@ -168,6 +170,17 @@ def train(model, loader):
 """, note="a scaler and an optimizer passed as arguments"),
     ]
     valid = [
+        Example("""\
+import torch
+
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    optimizer.zero_grad()
+    scaler.scale(criterion(model(x), y)).backward()
+    scaler.step(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.update()
+""", note="a clip after scaler.step, which has unscaled the gradients (GL202 flags it)"),
         Example(timm_scaler_loop(), note="timm's NativeScaler: unscale_, then clip, inside __call__"),
         Example(_EACH.replace("        torch.nn.utils", "        for opt in self.optimizers:\n"
                               "            self.scaler.unscale_(opt)\n        torch.nn.utils"),
@@ -280,15 +293,24 @@ class Model(LightningModule):
             for clip in c.of("clip"):
                 if clip.event.via != "torch" or steps.is_measuring(clip.event):
                     continue
+                stepped = [f for f in scaled if f.event.kind == "step" and steps.compatible(f, clip)]
                 uses = [f for f in scaled if steps.compatible(f, clip) and (
-                    (f.event.kind == "backward" and f.order < clip.order) or (f.event.kind == "step" and f.order > clip.order))]
+                    # a scaled backward whose gradients no scaler step has unscaled yet: step()
+                    # unscales them in place when unscale_ was not called (measured: 1.0x the
+                    # true gradients after it), and a clip after it is GL202's; a step under an
+                    # `if` the clip is not under (accumulation) leaves them scaled when skipped
+                    (f.event.kind == "backward" and f.order < clip.order
+                     and not any(f.order < s.order < clip.order and set(s.guards) <= set(clip.guards)
+                                 for s in stepped))
+                    or (f.event.kind == "step" and f.order > clip.order))]
                 if not uses:
                     continue
                 if any(u.order < clip.order and steps.compatible(u, clip) for u in c.of("unscale")):
                     continue
                 scaler = _as_read(uses[0], clip, "scaler")
-                step = next((f for f in c.of("step") if f.event.via == "scaler"
-                             and f.event.target and steps.compatible(f, clip)), None)
+                # the step that will use the clipped gradients, else any step of the scaler
+                step = next((f for f in stepped if f.event.target and f.order > clip.order), None) \
+                    or next((f for f in stepped if f.event.target), None)
                 opt = _as_read(step, clip, "target") if step is not None else "optimizer"
                 each = f" for each `{opt}` in `{step.event.each}`" if step is not None and step.event.each else ""
                 yield ctx.finding(

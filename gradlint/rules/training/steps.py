@@ -413,6 +413,40 @@ def trained_models(facts: TrainingFacts, context: Context) -> list[str]:
     return list(dict.fromkeys(texts))
 
 
+def passed_model_risk(facts: TrainingFacts, context: Context, index) -> Risk | None:
+    """What makes the model a step function trains need clipping when that model is one of its
+    parameters (`def train(model, opt, loader)`: `model(x)` in the step, or the owner of an
+    optimizer built there) and every call of the function in the project passes an instance of
+    one project class for it (the numerics call graph's `inst:` shapes, facts.numerics); None
+    when a call passes something else or nothing known, callers disagree, or none calls it."""
+    fn = context.function
+    module = getattr(index, "module", "")
+    if not module or fn.parent != 0:
+        return None
+    params = list(fn.params)
+    name = fn.name
+    if fn.cls is not None:
+        if not params:
+            return None
+        params, name = params[1:], f"{fn.cls}.{fn.name}"
+    # the owners of the stepped optimizer's parameters, else the models the step runs with
+    # gradients (a teacher under no_grad is not trained)
+    texts = trained_models(facts, context) or [
+        f.event.target for f in context.of("invoke") if f.depth == 0 and not f.event.nograd]
+    from gradlint.facts.numerics import _passed_everywhere
+
+    for text in dict.fromkeys(t for t in texts if t in params):
+        shape = _passed_everywhere(index.index, module, name, text, params.index(text))
+        if shape is None or not shape.startswith("inst:"):
+            continue
+        qualified = shape[5:]
+        home, _, cls = qualified.rpartition(".")
+        risk = class_risk(cls, text, index.at(qualified), facts if home == module else None)
+        if risk is not None:
+            return dataclasses.replace(risk, reason=f"{risk.reason}: every caller passes one")
+    return None
+
+
 def model_risk(facts: TrainingFacts, text: str, cls_of_self: str | None, index) -> Risk | None:
     if text in ("self", "cls"):
         return class_risk(cls_of_self, text, index, facts) if cls_of_self else None
