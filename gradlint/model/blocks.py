@@ -6,9 +6,10 @@ A block is
 - a Post-LN sub-layer group: a residual add followed by a norm, `norm(x + f(x))`, whatever f is
   (the attention and the MLP sub-layers of one block share the block's module path, so they are
   one block); this is also how an ONNX graph shows a Post-LN block;
-- a Pre-LN block: a residual add whose body does attention (an `Attention` node:
-  `nn.MultiheadAttention`, `F.scaled_dot_product_attention`, `softmax(q @ k^T) @ v` written out),
-  `x + attn(norm(x))`; its MLP sub-layer that follows belongs to it.
+- a Pre-LN block: a residual add (the input among its parts) whose body or a parallel branch does
+  attention (an `Attention` node: `nn.MultiheadAttention`, `F.scaled_dot_product_attention`,
+  `softmax(q @ k^T) @ v` written out), `x + attn(norm(x))`; its MLP sub-layer that follows belongs
+  to it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def transformer_blocks(nodes: Sequence[Node]) -> list[Block]:
             bid = _block_id(nxt.name) if nxt.name else f"#{i}"
             if not blocks or blocks[-1].name != bid or blocks[-1].post_norm is not True:
                 blocks.append(Block(bid, True, nxt))
-        elif has_attention(n.body):
+        elif n.skip_scale != 0.0 and any(has_attention(part) for part in (n.body, *n.branches)):
+            # x + attn(norm(x)), or a parallel block x + attn(norm(x)) + mlp(norm(x)) (GPT-J,
+            # ViT-22B) whose attention may be the shorter part
             blocks.append(Block(f"#{i}", False, n))
     return blocks
 

@@ -10,6 +10,7 @@ checkpoint wrappers, stochastic depth, `if` statements decided by the Lowerer's 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import libcst as cst
@@ -456,6 +457,8 @@ class ForwardInterpreter(_Walker):
             return _add(cur, val)
         if isinstance(cur, PathVal):
             return self.product(cur, val, small.operator) if isinstance(val, PathVal) else cur
+        if isinstance(small.operator, (cst.AddAssign, cst.SubtractAssign)) and isinstance(val, PathVal):
+            return val  # `out = 0; out += branch(x)`: as `0 + branch(x)` is
         return UNKNOWN
 
     def on_return(self, small: cst.Return, value: Any) -> None:
@@ -550,23 +553,53 @@ _JOINS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.sta
 
 
 def _add(a: PathVal, b: PathVal) -> PathVal:
-    """a + b: when both come from one input, the shared prefix is the skip and the rest a branch."""
+    """a + b of one input: the nodes both share are the input of a sum, and what each adds after
+    them is a part of it. A part of passthroughs only (the input itself, scaled, pooled, dropped
+    out) is the skip: x + f(x), a `Residual` whose body is the other part. When both parts hold
+    layers (a projection shortcut, MobileOne's `scale(x) + conv(x) + bn(x)`, a parallel
+    attention + MLP block), neither is dropped: the longer is the body and the other a branch,
+    and `skip_scale` 0.0 says the input itself is not summed. A sum of branches added to again
+    (`x + f(x) + g(x)`, `out += branch(x)` in a loop) gets one more branch."""
     if a.root != b.root:
         return a
     if a.nodes == b.nodes:
         return a
     prefix = J.common_prefix(a.nodes, b.nodes)
     ra, rb = a.nodes[len(prefix):], b.nodes[len(prefix):]
+    for sum_, part in ((ra, rb), (rb, ra)):
+        if len(sum_) == 1 and _is_sum(sum_[0]) and part:
+            node = sum_[0]
+            if _skip_part(part):
+                if node.skip_scale != 0.0:
+                    return PathVal(a.root, prefix + (Residual(body=(node,), skip_scale=_skip_scale(part)),))  # x + (x + f(x))
+                # a sum of branches, then the input itself: the skip joins it
+                return PathVal(a.root, prefix + (dataclasses.replace(node, skip_scale=_skip_scale(part)),))
+            return PathVal(a.root, prefix + (dataclasses.replace(node, branches=node.branches + (tuple(part),)),))
     body, skip = (rb, ra) if len(rb) >= len(ra) else (ra, rb)
-    scaled = bool(skip) and all(isinstance(n, Passthrough) and n.what.startswith("scale:") for n in skip)
-    skip_scale = None
-    if scaled:
-        # The product of the literal factors; NaN when one of them is not a literal (alpha from config).
-        skip_scale = 1.0
-        for n in skip:
-            factor = n.what.split(":", 1)[1]
-            skip_scale = skip_scale * float(factor) if factor != "?" else float("nan")
-    return PathVal(a.root, prefix + (Residual(body=tuple(body), skip_scale=skip_scale),))
+    if _skip_part(skip):
+        return PathVal(a.root, prefix + (Residual(body=tuple(body), skip_scale=_skip_scale(skip)),))
+    return PathVal(a.root, prefix + (Residual(body=tuple(body), skip_scale=0.0, branches=(tuple(skip),)),))
+
+
+def _is_sum(node: Node) -> bool:
+    return isinstance(node, Residual) and node.join == "add" and not node.name
+
+
+def _skip_part(nodes: tuple) -> bool:
+    """The input itself, through nodes that hold no layer (dropout, pooling, reshapes, a scale)."""
+    return all(isinstance(n, Passthrough) or isinstance(n, Activation) and n.fn == "identity" for n in nodes)
+
+
+def _skip_scale(skip: tuple) -> float | None:
+    """The product of the literal factors of a scaled skip (DeepNorm's x * alpha); NaN when one of
+    them is not a literal (alpha from config); None when nothing scales it."""
+    if not skip or not all(isinstance(n, Passthrough) and n.what.startswith("scale:") for n in skip):
+        return None
+    scale = 1.0
+    for n in skip:
+        factor = n.what.split(":", 1)[1]
+        scale = scale * float(factor) if factor != "?" else float("nan")
+    return scale
 
 
 def _merge(a: Any, b: Any) -> Any:
