@@ -297,3 +297,99 @@ def test_rules_see_the_table_flagged_and_look_alike_quiet(tmp_path, monkeypatch)
     # whose table is changed after it is built is not (its activation is not known)
     assert [c for _l, c in found if c.startswith("GL10")] == ["GL101"]
     assert [(ln, c) for ln, c in found if c == "GL101"][0][0] <= line + 1
+
+
+PARENTS = '''
+import torch.nn as nn
+
+
+class Base(nn.Module):
+    def __init__(self, d=64, act_layer=nn.Sigmoid):
+        super().__init__()
+        self.fc = nn.Linear(d, d)
+        self.act = act_layer()
+
+    def forward(self, x):
+        return self.act(self.fc(x))
+
+
+class WithFeatures(nn.Module):
+    def __init__(self, d=64):
+        super().__init__()
+        self.fc = nn.Linear(d, d)
+
+    def forward(self, x):
+        return self.features(x)
+
+    def features(self, x):
+        return self.fc(x)
+'''
+
+SUBS = '''
+import torch.nn as nn
+from .parents import Base, WithFeatures
+
+
+class Sub(Base):
+    def __init__(self, d=64):
+        super().__init__(d, act_layer=nn.Tanh)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, x):
+        y = super().forward(x)
+        return self.out(y)
+
+
+# -- look-alikes: each stays opaque --------------------------------------------------------------
+
+class ReplacesAct(Base):
+    def __init__(self, d=64):
+        super().__init__(d)
+        self.act = nn.ReLU()  # the base's forward calls this one, not the one its re-run builds
+
+    def forward(self, x):
+        return super().forward(x)
+
+
+class ReinitsBase(Base):
+    def __init__(self, d=64):
+        super().__init__(d)
+        nn.init.zeros_(self.fc.weight)
+
+    def forward(self, x):
+        return super().forward(x)
+
+
+class OverridesMethod(WithFeatures):
+    def __init__(self, d=64):
+        super().__init__(d)
+
+    def features(self, x):
+        return x
+
+    def forward(self, x):
+        return super().forward(x)
+'''
+
+
+def _subs(tmp_path: Path, monkeypatch) -> dict:
+    pkg = _project(tmp_path)
+    (pkg / "parents.py").write_text(PARENTS)
+    (pkg / "subs.py").write_text(SUBS)
+    monkeypatch.chdir(tmp_path)
+    described = describe_paths([pkg / "subs.py"], Config(root=str(tmp_path)))
+    assert not described.errors
+    return {m["name"]: m for m in described.models}
+
+
+def test_super_forward_of_a_base_of_another_file(tmp_path, monkeypatch):
+    models = _subs(tmp_path, monkeypatch)
+    sub = models["Sub"]
+    assert not _opaque(sub)
+    # the base's layers, built with the arguments of super().__init__ (Tanh, not its Sigmoid)
+    assert [(n["kind"], n["name"]) for n in sub["nodes"]] == [("param", "fc"), ("activation", "act"), ("param", "out")]
+    assert sub["nodes"][1]["fn"] == "tanh"
+    for name in ("ReplacesAct", "ReinitsBase", "OverridesMethod"):
+        assert _opaque(models[name]) == ["Base.forward: a class of another file, run on this instance"
+                                         if name != "OverridesMethod" else
+                                         "WithFeatures.forward: a class of another file, run on this instance"], name

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import libcst as cst
 
-from gradlint.model.ir import Activation, InitSpec, Node, Norm, Opaque, Param, Passthrough, Residual
+from gradlint.model.ir import Activation, Extern, InitSpec, Node, Norm, Opaque, Param, Passthrough, Residual
 from gradlint.source import catalog as C
 from gradlint.source import joins as J
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_EXPR_DEPTH, Exhausted
-from gradlint.source.construct import _NOT_HANDLED
+from gradlint.source.construct import _NOT_HANDLED, SUPER_NAMES, _self_names
 from gradlint.source.engine.values import Alt, Ctor, Instance, ListVal, PathVal, Sym
 from gradlint.source.init_walk import _truth, _Walker
 from gradlint.source.lowering import NO_CHOICE
@@ -246,7 +246,25 @@ class ForwardInterpreter(_Walker):
             return UNKNOWN
         if isinstance(layer, Ctor) and self.fm.layer_base(cls) is not None:
             return PathVal(paths[0].root, paths[0].nodes + self.low.module_nodes(layer))
+        parent = self.inst.attrs.get("__parent__")
+        if isinstance(parent, Ctor) and parent.extern is not None and cls is self.inst.cls and len(call.args) == 1:
+            return PathVal(paths[0].root, paths[0].nodes + (self.parent_forward(parent),))
         return PathVal(paths[0].root, paths[0].nodes + (Opaque("", "call of super().forward"),))
+
+    def parent_forward(self, parent: Ctor) -> Opaque:
+        """`super().forward(x)` of a class whose base is a class of another file: a placeholder of
+        that class built with the `super().__init__` arguments, its layers under this instance's
+        path. It holds only when the base's code touches nothing this class defines or changes:
+        the names this class's code reads or sets on `self` travel with it (key SUPER_NAMES), and
+        the re-run in the base's file (models.lower_class) refuses when the base mentions one."""
+        name = self.prefix.rstrip(".")
+        what = f"{parent.cls}.forward: a class of another file, run on this instance"
+        args = parent.extern[1]
+        if args is not None:
+            names = ",".join(sorted(_self_names(self.fm, self.inst.cls)))
+            args = args + ((SUPER_NAMES, (names,)),)
+        return Extern(name, what, self.low.span(parent), cls=parent.extern[0], args=args,
+                      inits=self.low.extern_inits(parent))
 
     def unknown_call(self, func: cst.BaseExpression) -> Opaque:
         """The opaque node of a call gradlint cannot follow, named by what it calls."""

@@ -58,7 +58,9 @@ class Lowerer:
     # paths and parameter inventory
     def assign_paths(self, attrs: dict, prefix: str, type_inits: list) -> None:
         for name, value in attrs.items():
-            if name == "__torch__":  # the torch.nn layer a subclass of one is: its own path
+            if name in ("__torch__", "__parent__"):
+                # the torch.nn layer a subclass of one is, the base of another file a subclass
+                # runs (forward.parent_forward): its own path, its own inits
                 self._assign(value, prefix[:-1] if prefix.endswith(".") else prefix, type_inits)
                 continue
             if name.startswith("__"):

@@ -33,7 +33,7 @@ from gradlint.model.ir import ClassArg, Extern, Network, Opaque, SymArg, Transfo
 from gradlint.source import catalog as C
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_EXPR_DEPTH, MAX_ITEMS, Exhausted, Meter, bounded, checked_range, fold
-from gradlint.source.construct import CALLED, ITEM, _constant, _neutral, ConstructCalls
+from gradlint.source.construct import CALLED, ITEM, SUPER_NAMES, _constant, _neutral, _self_names, ConstructCalls
 from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.values import (
     Alt, _alt, AnyModule, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, _module_like, spliced, Sym, TensorRef,
@@ -615,6 +615,13 @@ def lower_class(src, name: str, args: tuple) -> Network | None:
     init = fm._find_method(info, "__init__") if info is not None and info.is_module else None
     if init is None:
         return None
+    if args is not None and any(k == SUPER_NAMES for k, _v in args):
+        # `super().forward(x)` of a subclass in another file: the base's code must not touch what
+        # the subclass defines or changes (its methods, its attributes, its inits of ours)
+        names = next((v[0] for k, v in args if k == SUPER_NAMES and v), None)
+        if not isinstance(names, str) or names and set(names.split(",")) & _self_names(fm, info):
+            return None
+        args = tuple((k, v) for k, v in args if k != SUPER_NAMES)
 
     def build(pos: list, kw: dict):
         inst = fm.instantiate(info, None, {}, bound=(pos, kw, False, False))
