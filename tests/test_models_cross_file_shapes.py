@@ -393,3 +393,42 @@ def test_super_forward_of_a_base_of_another_file(tmp_path, monkeypatch):
         assert _opaque(models[name]) == ["Base.forward: a class of another file, run on this instance"
                                          if name != "OverridesMethod" else
                                          "WithFeatures.forward: a class of another file, run on this instance"], name
+
+
+CATALOGUE = '''
+import torch.nn as nn
+from timm.layers import get_act_layer, get_norm_layer
+
+
+class Named(nn.Module):
+    """timm's factories take names in any case, with underscores: 'LayerNorm', 'GELU'."""
+    def __init__(self, d=64, norm="Layer_Norm", act="GELU"):
+        super().__init__()
+        self.norm = get_norm_layer(norm)(d)
+        self.fc = nn.Linear(d, d)
+        self.act = get_act_layer(act)()
+
+    def forward(self, x):
+        return self.act(self.fc(self.norm(x)))
+
+
+class NotAName(nn.Module):
+    def __init__(self, d=64, norm="no_such_norm"):
+        super().__init__()
+        self.norm = get_norm_layer(norm)(d)
+
+    def forward(self, x):
+        return self.norm(x)
+'''
+
+
+def test_timm_factories_of_the_catalogue_take_names_as_timm_does():
+    from gradlint.model.ir import Activation, Norm, Opaque
+    from gradlint.source import models, parse
+
+    nets = {n.name: n for n in models.extract(parse("m.py", CATALOGUE))[0]}
+    norm, _fc, act = nets["Named"].nodes
+    assert isinstance(norm, Norm) and norm.kind == "layer"
+    assert isinstance(act, Activation) and act.fn == "gelu"
+    (unknown,) = nets["NotAName"].nodes
+    assert isinstance(unknown, Opaque)

@@ -236,7 +236,7 @@ class ConstructCalls:
                        shown: str | None = None) -> Ctor:
         """A placeholder of the module that calling what another file's function (or table item)
         gives builds: the function's arguments, then the call's under the key CALLED."""
-        ctor = self._extern(Ctor("unknown", shown or f"{held.cls if held else name}(...)", [], {}, call,
+        ctor = self._extern(Ctor("unknown", shown or (held.cls if held else name), [], {}, call,
                                  next(self.order)), name, call, env)
         called = ctor.extern[1] if ctor.extern else None
         ctor.extern = (name, None if args is None or called is None else args + ((CALLED, (called,)),), "function")
@@ -252,10 +252,12 @@ class ConstructCalls:
                 foreign = self._foreign_item(call.func, call, env)
                 if foreign is not None:
                     return foreign
-        if type(call.func) is cst.Name and _gives_a_class(held):
+        elif type(call.func) is cst.Call:
+            held = self.eval(call.func, env)  # `get_norm_layer(name)(dim)`: the class a call gives
+        if type(call.func) in (cst.Name, cst.Call) and _gives_a_class(held):
             # `act_layer = get_act_layer(name)` (a function of another file), then `act_layer(...)`
             return self._called_result(held, held.extern[0], held.extern[1], call, env)
-        elif held is None and type(call.func) is cst.Attribute:
+        if held is None and type(call.func) is cst.Attribute:
             # `layers.act(inplace=True)`: a class held by a config object (timm's LayerFn dataclass)
             owner = env.get(dotted(call.func.value) or "")
             if isinstance(owner, Ctor) and owner.kind == "config" and owner.instance is not None:
