@@ -293,3 +293,45 @@ def test_correlated_parts_leave_the_moment_unknown():
     shifted = InitSpec("normal", (("mean", 1.0), ("std", 0.1)))
     bad = (Residual((linear("a", d, d, shifted),), branches=((linear("b", d, d),),)), Activation("after", "tanh"))
     assert analyse_nodes(bad).activations == ()
+
+
+BLOCKS = '''
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Embeddings(nn.Module):
+    """Two embeddings summed, then a norm: no residual, so no Post-LN block (it used to be read as
+    x + f(x) followed by a norm)."""
+    def __init__(self, vocab=100, d=64):
+        super().__init__()
+        self.words = nn.Embedding(vocab, d)
+        self.types = nn.Embedding(2, d)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, ids):
+        return self.norm(self.words(ids) + self.types(ids))
+
+
+class ProjectedBlock(nn.Module):
+    """MViT / Hiera where the width changes: the input reaches the sum through a projection."""
+    def __init__(self, d=64, e=128):
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * e)
+        self.out = nn.Linear(e, e)
+        self.project = nn.Linear(d, e)
+
+    def forward(self, x):
+        y = self.norm(x)
+        q, k, v = self.qkv(y).chunk(3, dim=-1)
+        return self.project(y) + self.out(F.scaled_dot_product_attention(q, k, v))
+'''
+
+
+def test_blocks_need_the_input_among_the_summed_parts():
+    nets = lower(BLOCKS)
+    (res, norm) = nets["Embeddings"].nodes
+    assert isinstance(res, Residual) and res.skip_scale == 0.0 and isinstance(norm, Norm)
+    assert block_count(nets["Embeddings"].paths) == 0
+    assert block_count(nets["ProjectedBlock"].paths) == 1
