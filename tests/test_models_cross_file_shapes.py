@@ -432,3 +432,28 @@ def test_timm_factories_of_the_catalogue_take_names_as_timm_does():
     assert isinstance(act, Activation) and act.fn == "gelu"
     (unknown,) = nets["NotAName"].nodes
     assert isinstance(unknown, Opaque)
+
+
+def test_the_keys_a_placeholder_carries_survive_the_cache(tmp_path, monkeypatch):
+    """The table key, the call's arguments (a nested tuple) and a subclass's names go through the
+    cache's codec unchanged, and a warm run gives the cold run's findings."""
+    import json
+
+    from gradlint import cache
+
+    pkg = _project(tmp_path)
+    (pkg / "deep.py").write_text(DEEP)
+    (pkg / "parents.py").write_text(PARENTS)
+    (pkg / "subs.py").write_text(SUBS)
+    for file in ("model.py", "subs.py"):
+        facts = _extract(pkg / file, f"pkg/{file}")
+        assert cache.decode(json.loads(json.dumps(cache.encode(facts)))) == facts
+    monkeypatch.chdir(tmp_path)
+
+    def run():
+        result = check_paths(["pkg"], Config(root=str(tmp_path)), use_cache=True, jobs=1)
+        return sorted((f.path, f.span.line, f.code) for f in result.findings)
+
+    cold = run()
+    assert ("pkg/deep.py", 11, "GL101") in [(Path(p).as_posix(), ln, c) for p, ln, c in cold]
+    assert run() == cold
