@@ -12,7 +12,6 @@ functions are evaluated with their parameters bound; anything else is an externa
 from __future__ import annotations
 
 import math
-import re
 import sys
 from typing import Any, TYPE_CHECKING
 
@@ -26,6 +25,7 @@ from gradlint.source.engine.values import (
     Alt, _alt, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, spliced, Sym, _Tensor, UNKNOWN,
 )
 from gradlint.source.engine.values import is_number as _num
+from gradlint.source.foreign import CALLED, ITEM
 from gradlint.source.init_walk import _InitInterpreter
 from gradlint.source.names import dotted
 
@@ -59,35 +59,6 @@ def _foreign_function(qualname: str) -> bool:
 _NOT_PROJECT = frozenset({"torch", "numpy", "np", "builtins", "torchvision.ops", "einops", "scipy", "math"})
 
 _BUILTIN_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
-
-# Keys of ir.Extern.args that are not parameters of the function the placeholder names: ITEM, the
-# key of a table (`ACT2CLS["gelu"]`), then CALLED, the arguments the class it gives is called with.
-ITEM = "[]"
-CALLED = "()"
-
-
-# The key of ir.Extern.args under which a `super().forward(x)` placeholder carries the names its
-# class reads or sets on `self` (comma-separated): not a parameter of the base's __init__.
-SUPER_NAMES = "self."
-_SELF_NAME = re.compile(r"\bself\.([A-Za-z_]\w*)")
-
-
-def _self_names(fm: Any, info: Any) -> set[str]:
-    """Every `self.<name>` the class's code (and that of its bases in this file) mentions and the
-    methods it defines, less the settings every module has."""
-    out: set[str] = set()
-    seen: set[int] = set()
-    todo = [info]
-    while todo:
-        cls = todo.pop()
-        if id(cls) in seen:
-            continue
-        seen.add(id(cls))
-        out.update(_SELF_NAME.findall(fm.src.code(cls.node)))
-        out.update(m for m in cls.methods if m not in ("__init__", "forward"))  # overrides
-        todo.extend(c for c in (fm.classes.get(b) for b in cls.bases) if c is not None)
-    return out - {"training"}
-
 
 def _foreign_value(qualname: str) -> bool:
     """Whether an imported name may be a value of a project file (a table of classes): not torch's,

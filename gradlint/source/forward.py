@@ -20,7 +20,8 @@ from gradlint.source import catalog as C
 from gradlint.source import joins as J
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_EXPR_DEPTH, Exhausted
-from gradlint.source.construct import _NOT_HANDLED, SUPER_NAMES, _self_names
+from gradlint.source.construct import _NOT_HANDLED
+from gradlint.source.foreign import SUPER_NAMES, _self_names
 from gradlint.source.engine.values import Alt, Ctor, Instance, ListVal, PathVal, Sym
 from gradlint.source.init_walk import _truth, _Walker
 from gradlint.source.lowering import NO_CHOICE

@@ -19,7 +19,7 @@ from gradlint.model.ir import (
 )
 from gradlint.source import catalog as C
 from gradlint.source.budget import MAX_DEPTH, MAX_UNROLL, Exhausted
-from gradlint.source.construct import CALLED
+from gradlint.source.foreign import CALLED
 from gradlint.source.engine.values import Alt, Ctor, Instance, ListVal, PathVal, Sym, UNKNOWN
 from gradlint.source.engine.values import is_number as _num
 

@@ -33,7 +33,8 @@ from gradlint.model.ir import ClassArg, Extern, Network, Opaque, SymArg, Transfo
 from gradlint.source import catalog as C
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_EXPR_DEPTH, MAX_ITEMS, Exhausted, Meter, bounded, checked_range, fold
-from gradlint.source.construct import CALLED, ITEM, SUPER_NAMES, _constant, _neutral, _self_names, ConstructCalls
+from gradlint.source.construct import _constant, _neutral, ConstructCalls
+from gradlint.source.foreign import _MISSING, _UNKNOWN_CALL, SUPER_NAMES, _called, _item, _self_names, _split_called, _table_name
 from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.values import (
     Alt, _alt, AnyModule, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, _module_like, spliced, Sym, TensorRef,
@@ -735,75 +736,6 @@ def lower_function(src, name: str, args: tuple) -> Network | None:
         return low, paths, True, ""
 
     return _rerun(src, fm, name, origin, fn.params if fn is not None else cst.Parameters(), args, 0, build)
-
-
-_MISSING: Any = object()
-_UNKNOWN_CALL: Any = object()
-
-
-def _split_called(args: tuple | None) -> tuple:
-    """(table key or _MISSING, the arguments the class is called with or None, the function's own
-    arguments) of an ir.Extern.args (construct.ITEM, construct.CALLED)."""
-    if args is None:
-        return _MISSING, None, None
-    item, called, rest = _MISSING, None, []
-    for key, value in args:
-        if key == ITEM:
-            item = value[0] if value else UNKNOWN
-        elif key == CALLED:
-            called = value[0] if value else _UNKNOWN_CALL
-        else:
-            rest.append((key, value))
-    return item, called, tuple(rest)
-
-
-def _table_name(fm: FileModel, name: str) -> cst.Name | None:
-    """The name a module-level table of classes of the file is bound to (its position), or None."""
-    if not isinstance(fm.constants.get(name), DictVal):
-        return None
-    for stmt in fm.src.module.body:
-        if isinstance(stmt, cst.SimpleStatementLine):
-            for small in stmt.body:
-                if isinstance(small, cst.Assign) and isinstance(small.targets[0].target, cst.Name) and (
-                        small.targets[0].target.value == name):
-                    return small.targets[0].target
-    return None
-
-
-def _item(value: Any, key: Any) -> Any:
-    """value[key] for a table of classes (each option of a choice left open)."""
-    if isinstance(value, Alt) and not value.splice:
-        return _alt(value.key, tuple(_item(o, key) for o in value.options))
-    if isinstance(value, DictVal) and value.table and isinstance(key, str):
-        return value.items.get(key, None)  # a missing key raises: nothing is built
-    return UNKNOWN
-
-
-def _called(fm: FileModel, value: Any, args: tuple, origin: cst.Name) -> Any:
-    """What calling `value` (a class, or one of several) with a call's neutral arguments builds;
-    None among the choices stays None (the caller guards such a call), anything else not a class
-    makes the whole unknown (None returned)."""
-    pos: list = []
-    kw: dict = {}
-    for key, v in args:
-        got = _from_neutral(v[0]) if v else UNKNOWN
-        if isinstance(key, int):
-            if key != len(pos):
-                return None
-            pos.append(got)
-        else:
-            kw[key] = got
-    options = []
-    for leaf in _leaves(value):
-        if leaf is None:
-            options.append(None)
-        elif isinstance(leaf, ClassRef):
-            options.append(fm.construct(leaf, (list(pos), dict(kw), False, False), origin))
-        else:
-            return None
-    if not options:
-        return None
-    return options[0] if len(options) == 1 else _alt(origin, tuple(options))
 
 
 def _leaves(value: Any) -> list:
