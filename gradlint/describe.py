@@ -246,6 +246,8 @@ def _node_line(n: dict) -> str:
     if kind == "residual":
         extra = "" if n["skip_scale"] is None else f", skip x{n['skip_scale']}"
         join = {"add": "x + f(x)", "mul": "product of branches (gate)"}.get(n["join"], "concatenation")
+        if n["join"] == "add" and n["skip_scale"] == 0.0:
+            join, extra = "sum of branches (the input itself not among them)", ""
         return f"{kind:<12}{name:<28}{join}{extra if n['join'] == 'add' else ''}"
     if kind == "recurrent":
         return f"{kind:<12}{name:<28}{n['cell']} ({n['nonlinearity']}, hidden {n['hidden']}, {n['num_layers']} layers)"

@@ -455,7 +455,9 @@ def test_a_subclass_of_a_torch_layer_is_that_layer():
 
 def test_super_forward_of_a_class_not_seen_stays_opaque():
     nets = lower("import torch\n" + SUPER)
-    assert "call of super().forward" in opaque(nets["FromElsewhere"])
+    # a placeholder of the other file's class (the project index may resolve it: see
+    # tests/test_models_cross_file_shapes.py), opaque in the file alone
+    assert "Remote.forward: a class of another file, run on this instance" in opaque(nets["FromElsewhere"])
 
 
 def test_a_deep_sigmoid_stack_of_layer_subclasses_is_flagged_and_its_he_init_relu_twin_is_not():

@@ -6,9 +6,10 @@ A block is
 - a Post-LN sub-layer group: a residual add followed by a norm, `norm(x + f(x))`, whatever f is
   (the attention and the MLP sub-layers of one block share the block's module path, so they are
   one block); this is also how an ONNX graph shows a Post-LN block;
-- a Pre-LN block: a residual add whose body does attention (an `Attention` node:
-  `nn.MultiheadAttention`, `F.scaled_dot_product_attention`, `softmax(q @ k^T) @ v` written out),
-  `x + attn(norm(x))`; its MLP sub-layer that follows belongs to it.
+- a Pre-LN block: a residual add (the input among its parts, itself or through a projection
+  shortcut as the ONNX lowering reads one) whose body or a parallel branch does attention (an
+  `Attention` node: `nn.MultiheadAttention`, `F.scaled_dot_product_attention`, `softmax(q @ k^T)
+  @ v` written out), `x + attn(norm(x))`; its MLP sub-layer that follows belongs to it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from gradlint.model.ir import Attention, Node, Norm, Residual, TransformerBlock, walk
+from gradlint.model.ir import Activation, Attention, Node, Norm, Param, Passthrough, Residual, TransformerBlock, walk
 
 @dataclass(frozen=True)
 class Block:
@@ -40,6 +41,24 @@ def _plain_skip(node: Residual) -> bool:
     return s is None or (not math.isnan(s) and s == 1.0)
 
 
+def _has_input(node: Residual) -> bool:
+    """The input is among the summed parts: itself (a skip), or through a projection shortcut
+    (one layer at most, with norms and passthroughs, no activation and nothing opaque)."""
+    if node.skip_scale != 0.0:
+        return True
+    return any(_projection(part) for part in (node.body, *node.branches))
+
+
+def _projection(nodes: Sequence[Node]) -> bool:
+    params = 0
+    for n in nodes:
+        if isinstance(n, Param):
+            params += 1
+        elif not (isinstance(n, (Norm, Passthrough)) or isinstance(n, Activation) and n.fn == "identity"):
+            return False
+    return params <= 1
+
+
 def transformer_blocks(nodes: Sequence[Node]) -> list[Block]:
     """The transformer blocks of one forward path, in order."""
     blocks: list[Block] = []
@@ -54,7 +73,10 @@ def transformer_blocks(nodes: Sequence[Node]) -> list[Block]:
             bid = _block_id(nxt.name) if nxt.name else f"#{i}"
             if not blocks or blocks[-1].name != bid or blocks[-1].post_norm is not True:
                 blocks.append(Block(bid, True, nxt))
-        elif has_attention(n.body):
+        elif _has_input(n) and any(has_attention(part) for part in (n.body, *n.branches)):
+            # x + attn(norm(x)), or a parallel block x + attn(norm(x)) + mlp(norm(x)) (GPT-J,
+            # ViT-22B) whose attention may be the shorter part, or proj(x) + attn(norm(x)) where
+            # the width changes (MViT, Hiera)
             blocks.append(Block(f"#{i}", False, n))
     return blocks
 

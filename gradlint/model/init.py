@@ -263,6 +263,27 @@ def assumed_nonlinearity(init: InitSpec) -> str | None:
     return None
 
 
+def zero_mean(init: InitSpec | None) -> bool:
+    """Drawn symmetric about zero (each weight as likely as its negation), or zero: a sum of
+    branches whose layers are drawn so is uncorrelated with the other parts of the sum at
+    initialisation. A bias left to PyTorch's default (None) or absent ('none') is such a draw."""
+    if init is None:
+        return True
+    s = init.scheme
+    if s in ("torch-linear", "torch-rnn", "torch-embedding", "xavier_normal", "xavier_uniform",
+             "kaiming_normal", "kaiming_uniform", "orthogonal", "zeros", "none"):
+        return True
+    if s == "normal":
+        return _num(init.get("mean", 0.0)) == 0.0
+    if s == "trunc_normal":
+        a, b = _num(init.get("a", -2.0)), _num(init.get("b", 2.0))
+        return _num(init.get("mean", 0.0)) == 0.0 and a is not None and b is not None and a == -b
+    if s == "uniform":
+        a, b = _num(init.get("a", 0.0)), _num(init.get("b", 1.0))
+        return a is not None and b is not None and a == -b
+    return False
+
+
 def is_dead(init: InitSpec) -> bool:
     """Every entry equal (zeros, ones, constant, a zero-width draw): each unit of the layer gets
     the same gradient, or none, so training cannot break the symmetry."""

@@ -67,6 +67,8 @@ def _qualified(args: Any, scope: Any) -> Any:
 
 
 def _qualified_value(value: Any, scope: Any) -> tuple:
+    if isinstance(value, tuple):  # the arguments a class another file gives is called with
+        return (_qualified(value, scope),)
     if not isinstance(value, ClassArg):
         return (value,)
     args = tuple(_qualified_value(a, scope) for a in value.args)

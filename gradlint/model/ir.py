@@ -87,7 +87,9 @@ class Norm:
 @dataclass(frozen=True)
 class Residual:
     """x + f(x): the body is f. scale is a literal multiplier on the skip path (DeepNorm's alpha)
-    or on the branch, when the source states one.
+    or on the branch, when the source states one. A sum of parts that all hold layers (f(x) +
+    g(x), a projection shortcut, x + f(x) + g(x), MobileOne's branches) keeps each part: the
+    longest is the body, the others `branches`, and skip_scale is 0.0 when x itself is not summed.
 
     join: 'add' (x + f(x)), 'cat' (torch.cat / torch.stack of the input and its branches:
     DenseNet, Inception, CSP) or 'mul' (an elementwise product or quotient of branches: a gate,

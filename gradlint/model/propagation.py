@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from gradlint.model.init import bias_variance, fan_times_variance, is_dead, weight_variance
+from gradlint.model.init import bias_variance, fan_times_variance, is_dead, weight_variance, zero_mean
 from gradlint.model.ir import (
     Activation,
     Attention,
@@ -199,11 +199,14 @@ class _Walk:
                 # so no saturation (GL104) is predicted from a scale the gate never sees.
                 start = None if node.join == "mul" else incoming
                 body = _Walk(self.chains, self.stats, start).run(node.body)
-                for branch in node.branches:
-                    _Walk(self.chains, self.stats, start).run(branch)
+                others = [_Walk(self.chains, self.stats, start).run(branch) for branch in node.branches]
                 # A concatenation mixes parts of different scales: the scale after it is unknown.
-                joined = node.join == "add" and not node.branches
-                self.source = _residual_moment(incoming, body, node.skip_scale, node.branch_scale) if joined else None
+                if node.join != "add":
+                    self.source = None
+                elif not node.branches:
+                    self.source = _residual_moment(incoming, body, node.skip_scale, node.branch_scale)
+                else:
+                    self.source = _sum_moment(incoming, node, [body, *others])
             elif isinstance(node, Attention):
                 # Softmax attention's backward factor depends on the data (the softmax weights):
                 # no gain is invented; the chain ends and the scale after it is unknown.
@@ -282,6 +285,39 @@ def _residual_moment(
     return s * s * incoming + b * b * body
 
 
+def _odd_in_weights(nodes: Sequence[Node]) -> bool:
+    """The part ends in a layer drawn symmetric about zero, with only norms and passthroughs
+    after it: negating that layer's weights negates the part, so its product with any other part
+    averages to zero over the draw."""
+    for node in reversed(tuple(nodes)):
+        if isinstance(node, Passthrough) or isinstance(node, Activation) and node.fn == "identity":
+            continue
+        if isinstance(node, Norm) and node.kind in UNIT_NORMS:
+            continue  # gamma 1, beta 0 at initialisation: an odd function of its input
+        if isinstance(node, Param):
+            return not is_dead(node.init) and zero_mean(node.init) and zero_mean(node.bias_init)
+        return False
+    return False
+
+
+def _sum_moment(incoming: float | None, node: Residual, moments: list[float | None]) -> float | None:
+    """E[(s x + b f(x) + g_1(x) + ...)^2] of a sum of branches (body f, branches g_i): the sum of
+    each part's second moment when the parts are uncorrelated, which holds when all of them but
+    one are odd in weights of their own (`_odd_in_weights`); unknown otherwise. The input x is
+    a part unless skip_scale is 0."""
+    parts: list[tuple[tuple, float | None]] = [(node.body, moments[0])]
+    parts += list(zip(node.branches, moments[1:]))
+    skip = 1.0 if node.skip_scale is None else node.skip_scale
+    if any(m is None for _nodes, m in parts) or (skip != 0.0 and incoming is None) or math.isnan(skip):
+        return None
+    even = sum(1 for nodes, _m in parts if not _odd_in_weights(nodes)) + (1 if skip != 0.0 else 0)
+    if even > 1:
+        return None
+    b = 1.0 if node.branch_scale is None else node.branch_scale
+    total = b * b * parts[0][1] + sum(m for _nodes, m in parts[1:])  # type: ignore[operator, misc]
+    return total + (skip * skip * incoming if skip != 0.0 else 0.0)  # type: ignore[operator]
+
+
 def analyse_nodes(nodes: Sequence[Node], input_second_moment: float | None = 1.0) -> Analysis:
     """Chains and activation statistics of a node sequence whose input has E[x^2] =
     input_second_moment (None: unknown)."""
@@ -321,7 +357,8 @@ def replace_inits(nodes: Sequence[Node], init_for: Callable[[Param], InitSpec | 
             new = init_for(node)
             out.append(node if new is None else dataclasses.replace(node, init=new))
         elif isinstance(node, Residual):
-            out.append(dataclasses.replace(node, body=replace_inits(node.body, init_for)))
+            out.append(dataclasses.replace(node, body=replace_inits(node.body, init_for),
+                                           branches=tuple(replace_inits(b, init_for) for b in node.branches)))
         else:
             out.append(node)
     return tuple(out)

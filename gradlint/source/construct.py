@@ -25,6 +25,7 @@ from gradlint.source.engine.values import (
     Alt, _alt, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, spliced, Sym, _Tensor, UNKNOWN,
 )
 from gradlint.source.engine.values import is_number as _num
+from gradlint.source.foreign import CALLED, ITEM
 from gradlint.source.init_walk import _InitInterpreter
 from gradlint.source.names import dotted
 
@@ -57,6 +58,21 @@ def _foreign_function(qualname: str) -> bool:
 
 _NOT_PROJECT = frozenset({"torch", "numpy", "np", "builtins", "torchvision.ops", "einops", "scipy", "math"})
 
+_BUILTIN_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+def _foreign_value(qualname: str) -> bool:
+    """Whether an imported name may be a value of a project file (a table of classes): not torch's,
+    numpy's or the standard library's."""
+    head = qualname.split(".", 1)[0]
+    return head not in _NOT_PROJECT and head not in sys.stdlib_module_names
+
+
+def _gives_a_class(held: Any) -> bool:
+    """A placeholder of what a function of another file returns, with its arguments known and not
+    yet called: calling it builds what the class it returns builds."""
+    return (isinstance(held, Ctor) and held.kind == "unknown" and held.extern is not None and len(held.extern) > 2
+            and held.extern[1] is not None and not any(k in (ITEM, CALLED) for k, _v in held.extern[1]))
+
 
 def _is_ordered_dict(expr: cst.BaseExpression, fm: FileModel) -> bool:
     if not isinstance(expr, cst.Call):
@@ -66,17 +82,20 @@ def _is_ordered_dict(expr: cst.BaseExpression, fm: FileModel) -> bool:
 
 def _neutral(v: Any) -> tuple:
     """An argument as an ir.Extern carries it: (value,) for a constant, a symbol (ir.SymArg) or a
-    torch / catalogue class (ir.ClassArg) whose partial arguments are such values; () otherwise."""
+    torch, catalogue or project class (ir.ClassArg) whose partial arguments are such values; ()
+    otherwise."""
     if _constant(v):
         return (v,)
     if isinstance(v, Sym):
         return (SymArg(v.text),)
-    if isinstance(v, ClassRef) and (v.kind in ("torch", "extern") or v.library):
+    if isinstance(v, ClassRef) and v.kind in ("torch", "extern", "local"):
         args = [_neutral(a) for a in v.args]
         kwargs = [(k, _neutral(a)) for k, a in v.kwargs]
         if all(args) and all(a for _k, a in kwargs):
-            return (ClassArg("library" if v.library else v.kind, v.cls, tuple(a[0] for a in args),
-                             tuple((k, a[0]) for k, a in kwargs)),)
+            # a class of this file goes as one of another file would (kind 'extern', as this file
+            # names it: model/inline.py qualifies it through this file's scope)
+            kind = "library" if v.library else "extern" if v.kind == "local" else v.kind
+            return (ClassArg(kind, v.cls, tuple(a[0] for a in args), tuple((k, a[0]) for k, a in kwargs)),)
     return ()
 
 
@@ -166,13 +185,50 @@ class ConstructCalls:
             ctor.extern = (name, None if open_pos or open_kw else args)
         return ctor
 
+    def _foreign_item(self, sub: cst.Subscript, call: cst.Call, env: dict) -> Ctor | None:
+        """`ACT2CLS[name](...)` with ACT2CLS imported from another file: a placeholder of what
+        the class that file's table holds at this key builds with these arguments (the project
+        index reads the table in its file: models.lower_function); None when the table is not
+        of the project or the key is not a constant."""
+        text = dotted(sub.value)
+        if not text or isinstance(self.src, L.LibrarySource) or len(sub.slice) != 1:
+            return None
+        if not isinstance(sub.slice[0].slice, cst.Index):
+            return None
+        quals = self.qual(sub.value)
+        if not quals or not all(_foreign_value(q) for q in quals):
+            return None
+        key = self.eval(sub.slice[0].slice.value, env)
+        if not isinstance(key, (str, int)) or isinstance(key, bool):
+            return None
+        return self._called_result(None, text, ((ITEM, (key,)),), call, env, f"{text}[{key!r}]")
+
+    def _called_result(self, held: Ctor | None, name: str, args: tuple | None, call: cst.Call, env: dict,
+                       shown: str | None = None) -> Ctor:
+        """A placeholder of the module that calling what another file's function (or table item)
+        gives builds: the function's arguments, then the call's under the key CALLED."""
+        ctor = self._extern(Ctor("unknown", shown or (held.cls if held else name), [], {}, call,
+                                 next(self.order)), name, call, env)
+        called = ctor.extern[1] if ctor.extern else None
+        ctor.extern = (name, None if args is None or called is None else args + ((CALLED, (called,)),), "function")
+        return ctor
+
     def _call_values(self, call: cst.Call, name: str | None, quals: frozenset[str], env: dict) -> Any:
         """Calls of values rather than of names: class references held in variables, partials,
         tensors made in __init__, the library catalogue, switches known to be False."""
         held = env.get(name) if name is not None and name in env else None
-        if type(call.func) is cst.Subscript and type(call.func.value) is cst.Name:
+        if type(call.func) is cst.Subscript and type(call.func.value) in (cst.Name, cst.Attribute):
             held = self.eval(call.func, env)  # `ACT2CLS[act_fn]()`: a class from a table of classes
-        elif held is None and type(call.func) is cst.Attribute:
+            if not isinstance(held, (ClassRef, Alt)):
+                foreign = self._foreign_item(call.func, call, env)
+                if foreign is not None:
+                    return foreign
+        elif type(call.func) is cst.Call:
+            held = self.eval(call.func, env)  # `get_norm_layer(name)(dim)`: the class a call gives
+        if type(call.func) in (cst.Name, cst.Call) and _gives_a_class(held):
+            # `act_layer = get_act_layer(name)` (a function of another file), then `act_layer(...)`
+            return self._called_result(held, held.extern[0], held.extern[1], call, env)
+        if held is None and type(call.func) is cst.Attribute:
             # `layers.act(inplace=True)`: a class held by a config object (timm's LayerFn dataclass)
             owner = env.get(dotted(call.func.value) or "")
             if isinstance(owner, Ctor) and owner.kind == "config" and owner.instance is not None:
@@ -211,6 +267,9 @@ class ConstructCalls:
             kinds = {dotted(el.value) for el in call.args[1].value.elements} if isinstance(call.args[1].value, cst.Tuple) else {dotted(call.args[1].value)}
             if kinds <= {"list", "tuple"} and (isinstance(v, ListVal) or _num(v) or isinstance(v, (str, bool, ClassRef))):
                 return isinstance(v, ListVal)
+            if kinds <= _BUILTIN_TYPES.keys() and (_constant(v) or isinstance(v, ClassRef)):
+                # `isinstance(name, str)` on a name or a class (timm's get_act_layer)
+                return isinstance(v, tuple(_BUILTIN_TYPES[k] for k in kinds)) if _constant(v) else False
             return _NOT_HANDLED
         if quals:
             lib = L.library_name(quals, self.src.path)

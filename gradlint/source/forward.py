@@ -10,16 +10,18 @@ checkpoint wrappers, stochastic depth, `if` statements decided by the Lowerer's 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import libcst as cst
 
-from gradlint.model.ir import Activation, InitSpec, Node, Norm, Opaque, Param, Passthrough, Residual
+from gradlint.model.ir import Activation, Extern, InitSpec, Node, Norm, Opaque, Param, Passthrough, Residual
 from gradlint.source import catalog as C
 from gradlint.source import joins as J
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_EXPR_DEPTH, Exhausted
 from gradlint.source.construct import _NOT_HANDLED
+from gradlint.source.foreign import SUPER_NAMES, _self_names
 from gradlint.source.engine.values import Alt, Ctor, Instance, ListVal, PathVal, Sym
 from gradlint.source.init_walk import _truth, _Walker
 from gradlint.source.lowering import NO_CHOICE
@@ -245,7 +247,25 @@ class ForwardInterpreter(_Walker):
             return UNKNOWN
         if isinstance(layer, Ctor) and self.fm.layer_base(cls) is not None:
             return PathVal(paths[0].root, paths[0].nodes + self.low.module_nodes(layer))
+        parent = self.inst.attrs.get("__parent__")
+        if isinstance(parent, Ctor) and parent.extern is not None and cls is self.inst.cls and len(call.args) == 1:
+            return PathVal(paths[0].root, paths[0].nodes + (self.parent_forward(parent),))
         return PathVal(paths[0].root, paths[0].nodes + (Opaque("", "call of super().forward"),))
+
+    def parent_forward(self, parent: Ctor) -> Opaque:
+        """`super().forward(x)` of a class whose base is a class of another file: a placeholder of
+        that class built with the `super().__init__` arguments, its layers under this instance's
+        path. It holds only when the base's code touches nothing this class defines or changes:
+        the names this class's code reads or sets on `self` travel with it (key SUPER_NAMES), and
+        the re-run in the base's file (models.lower_class) refuses when the base mentions one."""
+        name = self.prefix.rstrip(".")
+        what = f"{parent.cls}.forward: a class of another file, run on this instance"
+        args = parent.extern[1]
+        if args is not None:
+            names = ",".join(sorted(_self_names(self.fm, self.inst.cls)))
+            args = args + ((SUPER_NAMES, (names,)),)
+        return Extern(name, what, self.low.span(parent), cls=parent.extern[0], args=args,
+                      inits=self.low.extern_inits(parent))
 
     def unknown_call(self, func: cst.BaseExpression) -> Opaque:
         """The opaque node of a call gradlint cannot follow, named by what it calls."""
@@ -456,6 +476,8 @@ class ForwardInterpreter(_Walker):
             return _add(cur, val)
         if isinstance(cur, PathVal):
             return self.product(cur, val, small.operator) if isinstance(val, PathVal) else cur
+        if isinstance(small.operator, (cst.AddAssign, cst.SubtractAssign)) and isinstance(val, PathVal):
+            return val  # `out = 0; out += branch(x)`: as `0 + branch(x)` is
         return UNKNOWN
 
     def on_return(self, small: cst.Return, value: Any) -> None:
@@ -550,23 +572,53 @@ _JOINS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.sta
 
 
 def _add(a: PathVal, b: PathVal) -> PathVal:
-    """a + b: when both come from one input, the shared prefix is the skip and the rest a branch."""
+    """a + b of one input: the nodes both share are the input of a sum, and what each adds after
+    them is a part of it. A part of passthroughs only (the input itself, scaled, pooled, dropped
+    out) is the skip: x + f(x), a `Residual` whose body is the other part. When both parts hold
+    layers (a projection shortcut, MobileOne's `scale(x) + conv(x) + bn(x)`, a parallel
+    attention + MLP block), neither is dropped: the longer is the body and the other a branch,
+    and `skip_scale` 0.0 says the input itself is not summed. A sum of branches added to again
+    (`x + f(x) + g(x)`, `out += branch(x)` in a loop) gets one more branch."""
     if a.root != b.root:
         return a
     if a.nodes == b.nodes:
         return a
     prefix = J.common_prefix(a.nodes, b.nodes)
     ra, rb = a.nodes[len(prefix):], b.nodes[len(prefix):]
+    for sum_, part in ((ra, rb), (rb, ra)):
+        if len(sum_) == 1 and _is_sum(sum_[0]) and part:
+            node = sum_[0]
+            if _skip_part(part):
+                if node.skip_scale != 0.0:
+                    return PathVal(a.root, prefix + (Residual(body=(node,), skip_scale=_skip_scale(part)),))  # x + (x + f(x))
+                # a sum of branches, then the input itself: the skip joins it
+                return PathVal(a.root, prefix + (dataclasses.replace(node, skip_scale=_skip_scale(part)),))
+            return PathVal(a.root, prefix + (dataclasses.replace(node, branches=node.branches + (tuple(part),)),))
     body, skip = (rb, ra) if len(rb) >= len(ra) else (ra, rb)
-    scaled = bool(skip) and all(isinstance(n, Passthrough) and n.what.startswith("scale:") for n in skip)
-    skip_scale = None
-    if scaled:
-        # The product of the literal factors; NaN when one of them is not a literal (alpha from config).
-        skip_scale = 1.0
-        for n in skip:
-            factor = n.what.split(":", 1)[1]
-            skip_scale = skip_scale * float(factor) if factor != "?" else float("nan")
-    return PathVal(a.root, prefix + (Residual(body=tuple(body), skip_scale=skip_scale),))
+    if _skip_part(skip):
+        return PathVal(a.root, prefix + (Residual(body=tuple(body), skip_scale=_skip_scale(skip)),))
+    return PathVal(a.root, prefix + (Residual(body=tuple(body), skip_scale=0.0, branches=(tuple(skip),)),))
+
+
+def _is_sum(node: Node) -> bool:
+    return isinstance(node, Residual) and node.join == "add" and not node.name
+
+
+def _skip_part(nodes: tuple) -> bool:
+    """The input itself, through nodes that hold no layer (dropout, pooling, reshapes, a scale)."""
+    return all(isinstance(n, Passthrough) or isinstance(n, Activation) and n.fn == "identity" for n in nodes)
+
+
+def _skip_scale(skip: tuple) -> float | None:
+    """The product of the literal factors of a scaled skip (DeepNorm's x * alpha); NaN when one of
+    them is not a literal (alpha from config); None when nothing scales it."""
+    if not skip or not all(isinstance(n, Passthrough) and n.what.startswith("scale:") for n in skip):
+        return None
+    scale = 1.0
+    for n in skip:
+        factor = n.what.split(":", 1)[1]
+        scale = scale * float(factor) if factor != "?" else float("nan")
+    return scale
 
 
 def _merge(a: Any, b: Any) -> Any:

@@ -307,6 +307,13 @@ class _InitInterpreter(_Walker):
                 self.inst.attrs["__torch__"] = layer
                 for tensor in ("weight", "bias"):
                     self.env["self." + tensor] = TensorRef(layer, tensor)
+                return
+            ref = fm.class_ref(cls.bases[0]) if len(cls.bases) == 1 else None
+            if ref is not None and ref.kind == "extern" and cls is self.inst.cls:
+                # a class of another file: its __init__ runs there; a placeholder of it built with
+                # these arguments stands for what `super().forward(x)` does (forward.super_forward)
+                ctor = Ctor("unknown", ref.cls, [], {}, call, next(fm.order))
+                self.inst.attrs["__parent__"] = fm._extern(ctor, ref.cls, call, self.env)
             return
         for base in cls.bases:
             local = fm.classes.get(base)

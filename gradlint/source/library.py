@@ -104,6 +104,8 @@ class MLP(nn.Sequential):
 def get_act_layer(name="relu"):
     if name is None:
         return None
+    if isinstance(name, str):
+        name = name.lower()
     if name == "relu":
         return nn.ReLU
     if name == "relu6":
@@ -151,6 +153,8 @@ def create_act_layer(name, inplace=None, **kwargs):
 def get_norm_layer(norm_layer):
     if norm_layer is None:
         return None
+    if isinstance(norm_layer, str):
+        norm_layer = norm_layer.replace("_", "").lower()
     if norm_layer == "batchnorm" or norm_layer == "batchnorm2d":
         return nn.BatchNorm2d
     if norm_layer == "batchnorm1d":

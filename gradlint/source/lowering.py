@@ -19,6 +19,7 @@ from gradlint.model.ir import (
 )
 from gradlint.source import catalog as C
 from gradlint.source.budget import MAX_DEPTH, MAX_UNROLL, Exhausted
+from gradlint.source.foreign import CALLED
 from gradlint.source.engine.values import Alt, Ctor, Instance, ListVal, PathVal, Sym, UNKNOWN
 from gradlint.source.engine.values import is_number as _num
 
@@ -58,7 +59,9 @@ class Lowerer:
     # paths and parameter inventory
     def assign_paths(self, attrs: dict, prefix: str, type_inits: list) -> None:
         for name, value in attrs.items():
-            if name == "__torch__":  # the torch.nn layer a subclass of one is: its own path
+            if name in ("__torch__", "__parent__"):
+                # the torch.nn layer a subclass of one is, the base of another file a subclass
+                # runs (forward.parent_forward): its own path, its own inits
                 self._assign(value, prefix[:-1] if prefix.endswith(".") else prefix, type_inits)
                 continue
             if name.startswith("__"):
@@ -302,6 +305,8 @@ class Lowerer:
         what = f"{value.cls}: {why or 'a class gradlint does not see (another file or library)'}"
         if _maybe_none(value) and why is None:
             what = f"{value.cls}(): what a function of another file (or library) returns"
+            if value.extern[1] is not None and any(k == CALLED for k, _v in value.extern[1]):
+                what = f"{value.cls}(...): a class another file gives (its table or function), called"
         if value.reached:
             return (Opaque(path, f"{value.cls}: a class of another file whose layers __init__ changes", span),)
         if value.kind == "unknown" and value.extern is not None and why is None:

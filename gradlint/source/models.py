@@ -34,6 +34,7 @@ from gradlint.source import catalog as C
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_EXPR_DEPTH, MAX_ITEMS, Exhausted, Meter, bounded, checked_range, fold
 from gradlint.source.construct import _constant, _neutral, ConstructCalls
+from gradlint.source.foreign import _MISSING, _UNKNOWN_CALL, SUPER_NAMES, _called, _item, _self_names, _split_called, _table_name
 from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.values import (
     Alt, _alt, AnyModule, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, _module_like, spliced, Sym, TensorRef,
@@ -615,6 +616,13 @@ def lower_class(src, name: str, args: tuple) -> Network | None:
     init = fm._find_method(info, "__init__") if info is not None and info.is_module else None
     if init is None:
         return None
+    if args is not None and any(k == SUPER_NAMES for k, _v in args):
+        # `super().forward(x)` of a subclass in another file: the base's code must not touch what
+        # the subclass defines or changes (its methods, its attributes, its inits of ours)
+        names = next((v[0] for k, v in args if k == SUPER_NAMES and v), None)
+        if not isinstance(names, str) or names and set(names.split(",")) & _self_names(fm, info):
+            return None
+        args = tuple((k, v) for k, v in args if k != SUPER_NAMES)
 
     def build(pos: list, kw: dict):
         inst = fm.instantiate(info, None, {}, bound=(pos, kw, False, False))
@@ -685,11 +693,23 @@ def lower_function(src, name: str, args: tuple) -> Network | None:
     Python would refuse the call, or past the budgets."""
     fm = FileModel(src)
     fn = fm.functions.get(name)
-    if fn is None:
+    # `ACT2CLS["gelu"](...)`, `get_act_layer(name)(...)`: the table's item, the class called
+    item, called, args = _split_called(args)
+    origin: cst.Name | None = fn.name if fn is not None else _table_name(fm, name)
+    if origin is None or item is _MISSING and fn is None or called is _UNKNOWN_CALL:
         return None
 
     def build(pos: list, kw: dict):
-        value = fm._call_function(fn, None, {}, bound_self=False, bound=(pos, kw, False, False))
+        if fn is not None:
+            value = fm._call_function(fn, None, {}, bound_self=False, bound=(pos, kw, False, False))
+        else:
+            value = fm.constants[name]
+        if item is not _MISSING:
+            value = _item(value, item)
+        if called is not None:
+            value = _called(fm, value, called, origin)
+            if value is None:
+                return None
         # One module, or one of several by a condition the run cannot decide (an `if` on a value
         # the caller does not pass): then the module is known only when every choice lowers to
         # the same IR (or all leave the gradient's scale alone). None among the choices is
@@ -715,7 +735,7 @@ def lower_function(src, name: str, args: tuple) -> Network | None:
             return None  # nothing of it is modelled: the caller's opaque node says more
         return low, paths, True, ""
 
-    return _rerun(src, fm, name, fn.name, fn.params, args, 0, build)
+    return _rerun(src, fm, name, origin, fn.params if fn is not None else cst.Parameters(), args, 0, build)
 
 
 def _leaves(value: Any) -> list:
