@@ -89,8 +89,10 @@ def _ast_walk(node: ast.AST) -> list:
 
 
 # Where definitions can be: statements and the blocks that hold statements (never expressions).
-_BLOCKS = (cst.FunctionDef, cst.ClassDef, cst.If, cst.For, cst.While, cst.Try, cst.TryStar, cst.With, cst.Match,
-           cst.IndentedBlock, cst.Else, cst.Finally, cst.ExceptHandler, cst.ExceptStarHandler, cst.MatchCase)
+# Exact types: isinstance on libcst's ABC-based classes costs a lookup per miss.
+_BLOCKS = frozenset((cst.FunctionDef, cst.ClassDef, cst.If, cst.For, cst.While, cst.Try, cst.TryStar, cst.With,
+                     cst.Match, cst.IndentedBlock, cst.Else, cst.Finally, cst.ExceptHandler, cst.ExceptStarHandler,
+                     cst.MatchCase))
 _AST_BLOCK_FIELDS = frozenset(("body", "orelse", "handlers", "finalbody", "cases"))
 
 
@@ -98,7 +100,8 @@ def _definitions(module: cst.Module) -> list:
     """The module's classes and functions, nested ones too, in source order (pre-order), reached
     through statements and blocks only: a walk of every node cost as much as pairing them all."""
     out: list = []
-    stack: list = [s for s in reversed(module.body) if isinstance(s, _BLOCKS)]
+    blocks = _BLOCKS
+    stack: list = [s for s in reversed(module.body) if type(s) in blocks]
     while stack:
         node = stack.pop()
         kind = type(node)
@@ -108,8 +111,8 @@ def _definitions(module: cst.Module) -> list:
         for name in source_fields(kind):
             value = getattr(node, name)
             if type(value) is tuple or type(value) is list:
-                below.extend(v for v in value if isinstance(v, _BLOCKS))
-            elif isinstance(value, _BLOCKS):
+                below.extend([v for v in value if type(v) in blocks])
+            elif type(value) in blocks:
                 below.append(value)
         stack.extend(reversed(below))
     return out
