@@ -65,6 +65,7 @@ class FileModel(ConstructCalls):
         # position is looked up (SourceFile.span's `within`), not in its whole top-level statement.
         self.running: cst.FunctionDef | None = None
         self.holder: dict[int, cst.FunctionDef] = {}
+        self.spans: dict[int, Any] = {}  # id(node) -> its SourceSpan, for the lowering
         self._lib: FileModel | None = None
         self.meter = Meter()
         self.cuts = 0  # instances whose __init__ a budget cut short
