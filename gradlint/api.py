@@ -340,7 +340,16 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
         from gradlint.pool import map_isolated
 
         # A worker that dies (a native crash, SIGKILL, the OOM killer) costs only its own file.
-        done = map_isolated(_facts_job, [args[i] for i in todo], workers, on_failure=_job_failed)
+        # Here the facts only arrive (unpickled: no cycles to free), and the cyclic collector's
+        # full passes went through all of them again as they piled up (a quarter second on timm
+        # + torchvision): it rests until they are in.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            done = map_isolated(_facts_job, [args[i] for i in todo], workers, on_failure=_job_failed)
+        finally:
+            if collecting:
+                gc.enable()
         for i, result in zip(todo, done):
             results[i] = result
     if store is not None:

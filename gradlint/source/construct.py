@@ -103,6 +103,8 @@ class ConstructCalls:
     """Call evaluation of FileModel (a mixin: the file's classes, functions, names and budget)."""
 
     def _call(self, call: cst.Call, env: dict) -> Any:
+        if self.running is not None:
+            self.holder[id(call)] = self.running
         func = call.func
         name = dotted(func)
         quals = self.qual(func)
@@ -389,6 +391,7 @@ class ConstructCalls:
             params = params[1:]
         self._bind_params(params, fn.params, call, env, scope, bound=bound)
         self.depth += 1
+        running, self.running = self.running, fn
         try:
             interp = _InitInterpreter(self, scope, inst=env.get("__instance__"))
             interp.block(fn.body)
@@ -396,6 +399,7 @@ class ConstructCalls:
             return interp.returned if interp.returned is not None or interp.has_returned else UNKNOWN
         finally:
             self.depth -= 1
+            self.running = running
 
     def _bind_params(self, params: list, all_params: cst.Parameters, call: cst.Call | None, env: dict, scope: dict,
                      bound: tuple | None = None) -> None:
@@ -579,11 +583,14 @@ class ConstructCalls:
             params = list(init.params.params)[1:]
             self._bind_params(params, init.params, call, env, scope, bound=bound)
             interp = _InitInterpreter(self, scope, inst)
+            running, self.running = self.running, init
             try:
                 interp.block(init.body)
             except Exhausted:
                 inst.attrs["__budget__"] = UNKNOWN
                 self.cuts += 1
+            finally:
+                self.running = running
         else:
             # no __init__ of its own: a torch.nn layer's, with the constructor's arguments (none
             # known for a class lowered on its own: its sizes are then unknown)

@@ -271,7 +271,7 @@ class _InitInterpreter(_Walker):
                 self.record_init(owner, self.spec(scheme, params, call))
                 return
             if method == "copy_" and isinstance(owner, TensorRef):
-                self.record_init(owner, InitSpec("unknown", origin=self.fm.src.span(call)))
+                self.record_init(owner, InitSpec("unknown", origin=self.fm.src.span(call, within=self.fm.running)))
                 return
             if isinstance(func.value, cst.Call) and dotted(func.value.func) == "super" and method == "__init__":
                 if self.inst is not None and self.inst.cls.sequential:
@@ -325,12 +325,14 @@ class _InitInterpreter(_Walker):
             scope: dict = {"__methods__": self.env.get("__methods__", {}), "__instance__": self.inst}
             fm._bind_params(list(init.params.params)[1:], init.params, call, self.env, scope)
             fm.depth += 1
+            running, fm.running = fm.running, init
             try:
                 sub = _InitInterpreter(fm, scope, self.inst)
                 sub.owner = _owner_of(fm, local, init)
                 sub.block(init.body)
             finally:
                 fm.depth -= 1
+                fm.running = running
             for k, v in self.inst.attrs.items():
                 self.env["self." + k] = v
             return
@@ -342,8 +344,8 @@ class _InitInterpreter(_Walker):
                 clean.append((k, float(v) if _num(v) else v))
             else:
                 # A parameter we cannot evaluate makes the whole initialisation unknown.
-                return InitSpec("unknown", origin=self.fm.src.span(call))
-        return InitSpec(scheme, tuple(sorted(clean)), origin=self.fm.src.span(call))
+                return InitSpec("unknown", origin=self.fm.src.span(call, within=self.fm.running))
+        return InitSpec(scheme, tuple(sorted(clean)), origin=self.fm.src.span(call, within=self.fm.running))
 
     def init_call(self, fname: str, call: cst.Call) -> None:
         scheme = C.INIT_FUNCTIONS.get(fname, "unknown")
@@ -359,7 +361,7 @@ class _InitInterpreter(_Walker):
                 params[pname] = self.ev(v)
         if scheme == "constant" and params.get("val") == 0:
             scheme = "zeros"
-        self.record_init(target, self.spec(scheme, params, call) if scheme != "unknown" else InitSpec("unknown", origin=self.fm.src.span(call)))
+        self.record_init(target, self.spec(scheme, params, call) if scheme != "unknown" else InitSpec("unknown", origin=self.fm.src.span(call, within=self.fm.running)))
 
     def record_init(self, ref: TensorRef, spec: InitSpec) -> None:
         order = next(self.fm.order)
@@ -384,7 +386,7 @@ class _InitInterpreter(_Walker):
         if fn is None or not params:
             # An init function we cannot read: the initialisation of every layer it reaches becomes unknown.
             if target is not None:
-                target.append((next(self.fm.order), (), "*", InitSpec("unknown", origin=self.fm.src.span(fn_expr))))
+                target.append((next(self.fm.order), (), "*", InitSpec("unknown", origin=self.fm.src.span(fn_expr, within=self.fm.running))))
             return
         scope = dict(self.env)
         scope[params[0].name.value] = AnyModule()
@@ -393,7 +395,11 @@ class _InitInterpreter(_Walker):
             inst = Instance(self.inst.cls if self.inst is not None else None, self.inst.attrs if self.inst is not None else {},
                             scope_ctor.scoped_inits, fm=self.fm)  # type: ignore[arg-type]
         sub = _InitInterpreter(self.fm, scope, inst)
-        sub.block(fn.body)
+        running, self.fm.running = self.fm.running, fn
+        try:
+            sub.block(fn.body)
+        finally:
+            self.fm.running = running
 
     def for_stmt(self, stmt: cst.For) -> None:
         it = stmt.iter
@@ -415,9 +421,9 @@ class _InitInterpreter(_Walker):
             if _touches_init(stmt.body):
                 order = next(self.fm.order)
                 if isinstance(owner, Ctor):
-                    owner.inits.append((order, "*", InitSpec("unknown", origin=self.fm.src.span(stmt))))
+                    owner.inits.append((order, "*", InitSpec("unknown", origin=self.fm.src.span(stmt, within=self.fm.running))))
                 elif self.inst is not None:
-                    self.inst.type_inits.append((order, (), "*", InitSpec("unknown", origin=self.fm.src.span(stmt))))
+                    self.inst.type_inits.append((order, (), "*", InitSpec("unknown", origin=self.fm.src.span(stmt, within=self.fm.running))))
             return
         super().for_stmt(stmt)
 

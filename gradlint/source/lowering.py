@@ -174,7 +174,11 @@ class Lowerer:
     def span(self, ctor: Ctor):
         """Where a layer is, for the user: its constructor call, or the user's call of the library
         block that built it."""
-        return self.fm.src.span(ctor.site if ctor.site is not None else ctor.node)
+        node = ctor.site if ctor.site is not None else ctor.node
+        found = self.fm.spans.get(id(node))
+        if found is None:  # once per layer: each forward path lowers every layer again
+            found = self.fm.spans[id(node)] = self.fm.src.span(node, within=self.fm.holder.get(id(node)))
+        return found
 
     # forward paths: undecided conditions are decided by a plan, one run per combination
     def decide(self, node: cst.CSTNode) -> bool | None:

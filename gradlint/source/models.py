@@ -62,6 +62,11 @@ class FileModel(ConstructCalls):
         self.depth = 0
         # Set while a library block is built for the user's call: the call its layers stand at.
         self.site: Any = None
+        # The function whose body runs now, and the one each call was evaluated in: where its
+        # position is looked up (SourceFile.span's `within`), not in its whole top-level statement.
+        self.running: cst.FunctionDef | None = None
+        self.holder: dict[int, cst.FunctionDef] = {}
+        self.spans: dict[int, Any] = {}  # id(node) -> its SourceSpan, for the lowering
         self._lib: FileModel | None = None
         self.meter = Meter()
         self.cuts = 0  # instances whose __init__ a budget cut short
@@ -843,9 +848,12 @@ def _sequential_factories(fm: FileModel) -> list[Network]:
             scope: dict = {}
             fm._bind_params(list(fn.params.params), fn.params, None, {}, scope)
             interp = _InitInterpreter(fm, scope, None)
+            fm.running = fn
             interp.block(fn.body)
         except (Exhausted, RecursionError):
             continue
+        finally:
+            fm.running = None
         if fm.cuts == cuts:
             candidates.append((name, interp.returned, fn.name))
     for stmt in fm.src.module.body:

@@ -88,6 +88,53 @@ def _ast_walk(node: ast.AST) -> list:
     return out
 
 
+# Where definitions can be: statements and the blocks that hold statements (never expressions).
+# Exact types: isinstance on libcst's ABC-based classes costs a lookup per miss.
+_BLOCKS = frozenset((cst.FunctionDef, cst.ClassDef, cst.If, cst.For, cst.While, cst.Try, cst.TryStar, cst.With,
+                     cst.Match, cst.IndentedBlock, cst.Else, cst.Finally, cst.ExceptHandler, cst.ExceptStarHandler,
+                     cst.MatchCase))
+_AST_BLOCK_FIELDS = frozenset(("body", "orelse", "handlers", "finalbody", "cases"))
+
+
+def _definitions(module: cst.Module) -> list:
+    """The module's classes and functions, nested ones too, in source order (pre-order), reached
+    through statements and blocks only: a walk of every node cost as much as pairing them all."""
+    out: list = []
+    blocks = _BLOCKS
+    stack: list = [s for s in reversed(module.body) if type(s) in blocks]
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        if kind is cst.FunctionDef or kind is cst.ClassDef:
+            out.append(node)
+        below: list = []
+        for name in source_fields(kind):
+            value = getattr(node, name)
+            if type(value) is tuple or type(value) is list:
+                below.extend([v for v in value if type(v) in blocks])
+            elif type(value) in blocks:
+                below.append(value)
+        stack.extend(reversed(below))
+    return out
+
+
+def _ast_definitions(tree: ast.Module) -> list:
+    """CPython's classes and functions of the same file, in the same order."""
+    out: list = []
+    stack: list = list(reversed(tree.body))
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        if kind is ast.FunctionDef or kind is ast.AsyncFunctionDef or kind is ast.ClassDef:
+            out.append(node)
+        below: list = []
+        for name in kind._fields:
+            if name in _AST_BLOCK_FIELDS:
+                below.extend(getattr(node, name, None) or ())
+        stack.extend(reversed(below))
+    return out
+
+
 class LazyPositions:
     """Positions of nodes, computed one top-level statement at a time, on demand.
 
@@ -118,6 +165,7 @@ class LazyPositions:
         # one function's quick table (as _quick_table's, for the function alone): id -> position
         self.function_quick: dict[int, dict[int, tuple[int, int, int, int]]] = {}
         self.def_nodes: dict[int, ast.AST] = {}  # id(FunctionDef) -> CPython's node of it
+        self.def_names: dict[int, ast.AST] = {}  # id(name of a class or function) -> CPython's node
         self.file_lines: list[str] | None = None
 
     def _cpython_tree(self) -> ast.Module | None:
@@ -362,6 +410,12 @@ class LazyPositions:
             # CPython's columns are the file's; libcst's are those of the text parsed without
             # indentation form feeds (parse_module), which SourceFile.span shifts back: a file
             # with form feeds takes libcst's positions only, so that every column is shifted once.
+            if type(node) is cst.Name:
+                # a class's or function's name (a network's origin): from the definitions paired
+                # alone, not from the quick tables of every statement above it
+                found = self._def_name(node)
+                if found is not None:
+                    return found
             found = self._quick_lookup(node)
             if found is not None:
                 return found
@@ -396,20 +450,36 @@ class LazyPositions:
         tree = self._cpython_tree()
         if tree is None:
             return self.defs
-        theirs: list = []
-        stack: list = [tree]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                theirs.append(node)
-            stack.extend(reversed(list(ast.iter_child_nodes(node))))
-        ours = [n for n in walk(self.module, stop=()) if isinstance(n, cst.FunctionDef)]
+        ours, theirs = _definitions(self.module), _ast_definitions(tree)
+        classes = [n for n in ours if type(n) is cst.ClassDef], [n for n in theirs if type(n) is ast.ClassDef]
+        if len(classes[0]) == len(classes[1]) and all(a.name.value == b.name for a, b in zip(*classes)):
+            self.def_names = {id(a.name): b for a, b in zip(*classes)}
+        ours = [n for n in ours if type(n) is cst.FunctionDef]
+        theirs = [n for n in theirs if type(n) is not ast.ClassDef]
         if len(ours) != len(theirs) or any(a.name.value != b.name for a, b in zip(ours, theirs)):
             return self.defs  # cannot pair them: every position comes from get()
         self.defs.update((id(a), (b.lineno, b.end_lineno or b.lineno)) for a, b in zip(ours, theirs))
         self.def_nodes = {id(a): b for a, b in zip(ours, theirs)}
+        self.def_names.update((id(a.name), b) for a, b in zip(ours, theirs))
         self.defs_paired = True
         return self.defs
+
+    def _def_name(self, node: cst.Name) -> CodeRange | None:
+        """The position of a definition's name, placed as _paired places it; None for any other
+        name, or when the definitions cannot be paired."""
+        self._pair_functions()
+        a = self.def_names.get(id(node))
+        if a is None:
+            return None
+        if self.file_lines is None:
+            self.file_lines = split_lines(self.text)
+        raw = self.file_lines[a.lineno - 1] if 0 < a.lineno <= len(self.file_lines) else ""
+        column = a.col_offset if raw.isascii() else len(raw.encode("utf-8")[:a.col_offset].decode("utf-8", "replace"))
+        start = raw.find(a.name, column)
+        if start < 0 or raw[start + len(a.name):start + len(a.name) + 1] not in ("(", ":", " ", "["):
+            return None
+        found = self.cache[node] = CodeRange((a.lineno, start), (a.lineno, start + len(a.name)))
+        return found
 
     def functions_paired(self) -> bool:
         """Whether `span_in` can place nodes function by function in this file."""
@@ -449,6 +519,8 @@ class LazyPositions:
             found = quick.get(id(node))
             if found is not None:
                 return SourceSpan(found[0], found[1] + 1, found[2], found[3] + 1)
+            if quick and type(node) is cst.Call and not node.lpar:
+                return None  # the table places every such call of the function: not one of them
         table = self.tables.get(id(fdef))
         if table is None:
             sub = cst.Module(body=[fdef], default_indent=self.module.default_indent,
