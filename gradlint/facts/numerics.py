@@ -267,7 +267,7 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         param = data.get(role + "_param")
         if not param:
             continue
-        shape = _passed_everywhere(scope.index, scope.module, data.get(role + "_of") or site.function, param,
+        shape = passed_everywhere(scope.index, scope.module, data.get(role + "_of") or site.function, param,
                                    int(data.get(role + "_at", -1)), data.get(role + "_default"))
         if shape is None:
             return None
@@ -337,21 +337,21 @@ def default_holds(site: Site, scope: Scope | None) -> Site | None:
     default = data.get("criterion_default")
     if not default:
         return site
-    if scope is not None and scope.module and _passed_everywhere(
+    if scope is not None and scope.module and passed_everywhere(
             scope.index, scope.module, data.get("criterion_of") or site.function, data.get("criterion_param", ""),
             int(data.get("criterion_at", -1)), default, unknown=default) != default:
         return None
     return replace(site, data=tuple((k, v) for k, v in site.data if not k.startswith("criterion_")))
 
 
-def _passed_everywhere(index: ProjectIndex, module: str, function: str, param: str, at: int,
+def passed_everywhere(index: ProjectIndex, module: str, function: str, param: str, at: int,
                        default: str | None = None, unknown: str | None = None) -> str | None:
     """What every call in the project passes for parameter `param` (position `at` after self, -1
     for keyword-only) of `function` of `module`: a shape of Call.args ('crit:bce', 'inst:' and the
     class's qualified name), `default` for a call that passes nothing, or for no call at all;
     None when a call passes another value, or when no call is known (`unknown` when the calls
     cannot all be known)."""
-    calls = _calls_of(index, module, function)
+    calls = project_calls(index, module, function)
     if calls is None:
         return unknown
     if not calls:
@@ -376,7 +376,7 @@ def _passed_everywhere(index: ProjectIndex, module: str, function: str, param: s
     return joined
 
 
-def _calls_of(index: ProjectIndex, module: str, function: str) -> list[tuple[str, dict[str, str]]] | None:
+def project_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[str, dict[str, str]]] | None:
     """The calls of `function` ('f', 'C.m', 'C.__init__': the calls of the class) of `module` in
     the whole project, each as (the calling module, what it passes: Call.args); None when not all
     of them can be known. Callers are looked for in the files whose text holds the function's name

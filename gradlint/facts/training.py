@@ -356,14 +356,14 @@ def _find_method_calls(index: ProjectIndex, module: str, fn: Function) -> list[d
     the class (`ref`) or on `self` in the class itself. A calling file where the loop facts hold
     fewer such calls than the call graph counts (a call in a class body, an `assert`, a
     `Trainer(cfg).m(...)`, no loop facts at all) is a caller we cannot read."""
-    from gradlint.facts.numerics import _calls_of as graph_calls_of
+    from gradlint.facts.numerics import project_calls
 
     owner = f"{module}.{fn.cls}"
     if index.mentioning("]." + fn.name) or index.mentioning(")." + fn.name):
         # `self.trainers[0].m(...)`, `(a or b).m(...)`: receivers the call graph records no
         # edge for, which may be instances of the class
         return None
-    graph = graph_calls_of(index, module, f"{fn.cls}.{fn.name}")
+    graph = project_calls(index, module, f"{fn.cls}.{fn.name}")
     if graph is None:
         return None
     counted: dict[str, int] = {}

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
+from gradlint.facts.numerics import passed_everywhere
 from gradlint.facts.training import (Assign, Block, Event, Function, TrainingFacts, Value, bind_callers, iter_events,
                                      method_id)
 from gradlint.findings import Finding
@@ -433,10 +434,8 @@ def passed_model_risk(facts: TrainingFacts, context: Context, index) -> Risk | N
     # gradients (a teacher under no_grad is not trained)
     texts = trained_models(facts, context) or [
         f.event.target for f in context.of("invoke") if f.depth == 0 and not f.event.nograd]
-    from gradlint.facts.numerics import _passed_everywhere
-
     for text in dict.fromkeys(t for t in texts if t in params):
-        shape = _passed_everywhere(index.index, module, name, text, params.index(text))
+        shape = passed_everywhere(index.index, module, name, text, params.index(text))
         if shape is None or not shape.startswith("inst:"):
             continue
         qualified = shape[5:]
