@@ -135,6 +135,12 @@ def _ast_definitions(tree: ast.Module) -> list:
     return out
 
 
+def _char_column(raw: str, byte: int) -> int:
+    """The character column of CPython's byte offset `byte` in the line `raw` (libcst counts
+    characters)."""
+    return byte if raw.isascii() else len(raw.encode("utf-8")[:byte].decode("utf-8", "replace"))
+
+
 class LazyPositions:
     """Positions of nodes, computed one top-level statement at a time, on demand.
 
@@ -302,8 +308,7 @@ class LazyPositions:
         text_lines = self.file_lines
 
         def col(line: int, byte: int) -> int:
-            raw = text_lines[line - 1] if 0 < line <= len(text_lines) else ""
-            return len(raw.encode("utf-8")[:byte].decode("utf-8", "replace")) if not raw.isascii() else byte
+            return _char_column(text_lines[line - 1] if 0 < line <= len(text_lines) else "", byte)
 
         out: dict[int, tuple[int, int, int, int]] = {}
         for c, a in zip(calls, a_calls):
@@ -474,8 +479,7 @@ class LazyPositions:
         if self.file_lines is None:
             self.file_lines = split_lines(self.text)
         raw = self.file_lines[a.lineno - 1] if 0 < a.lineno <= len(self.file_lines) else ""
-        column = a.col_offset if raw.isascii() else len(raw.encode("utf-8")[:a.col_offset].decode("utf-8", "replace"))
-        start = raw.find(a.name, column)
+        start = raw.find(a.name, _char_column(raw, a.col_offset))
         if start < 0 or raw[start + len(a.name):start + len(a.name) + 1] not in ("(", ":", " ", "["):
             return None
         found = self.cache[node] = CodeRange((a.lineno, start), (a.lineno, start + len(a.name)))
