@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gradlint.source import models
+from gradlint.source import rerun
 from gradlint.source.index import ProjectFiles
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,13 +30,13 @@ class Block(nn.Module):
 def test_a_rerun_parses_and_lowers_with_the_collector_at_rest(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "blocks.py").write_text(BLOCK)
     seen: list[bool] = []
-    real = models.lower_class
+    real = rerun.lower_class
 
     def lower_class(src, name, args):
         seen.append(gc.isenabled())
         return real(src, name, args)
 
-    monkeypatch.setattr(models, "lower_class", lower_class)
+    monkeypatch.setattr(rerun, "lower_class", lower_class)
     files = ProjectFiles(tmp_path, extract=lambda path: None)  # type: ignore[arg-type,return-value]
     assert gc.isenabled()
     network = files.lower("blocks", "blocks.py", "Block", ((0, (8,)),))

@@ -198,7 +198,7 @@ def test_a_class_of_another_file_passed_as_a_value_is_named_by_its_qualified_nam
 
 def test_a_block_is_not_re_run_for_calls_python_would_refuse_or_it_cannot_bind():
     from gradlint.source import parse
-    from gradlint.source.models import lower_class
+    from gradlint.source.rerun import lower_class
 
     src = parse("blk.py", (
         "import torch.nn as nn\n"

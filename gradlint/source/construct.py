@@ -190,7 +190,7 @@ class ConstructCalls:
     def _foreign_item(self, sub: cst.Subscript, call: cst.Call, env: dict) -> Ctor | None:
         """`ACT2CLS[name](...)` with ACT2CLS imported from another file: a placeholder of what
         the class that file's table holds at this key builds with these arguments (the project
-        index reads the table in its file: models.lower_function); None when the table is not
+        index reads the table in its file: rerun.lower_function); None when the table is not
         of the project or the key is not a constant."""
         text = dotted(sub.value)
         if not text or isinstance(self.src, L.LibrarySource) or len(sub.slice) != 1:

@@ -4,7 +4,7 @@ beside a callee's own arguments, and how the other file reads them.
 A table of classes imported from another file (`ACT2CLS["gelu"](...)`), the class a function of
 another file returns then called (`get_act_layer(name)(...)`) and `super().forward(x)` of a base of
 another file are placeholders of the table, function or base class: construct.py and forward.py
-write them, models.lower_function / lower_class read them in the file that defines the name (the
+write them, rerun.lower_function / lower_class read them in the file that defines the name (the
 project index passes the arguments over: model/inline.py).
 """
 
@@ -119,12 +119,12 @@ def _called(fm: FileModel, value: Any, args: tuple, origin: cst.Name) -> Any:
 
 
 def _leaves_of(value: Any) -> list:
-    from gradlint.source.models import _leaves  # models builds on this module: imported when used
+    from gradlint.source.rerun import _leaves  # rerun builds on this module: imported when used
 
     return _leaves(value)
 
 
 def _neutral_value(v: Any) -> Any:
-    from gradlint.source.models import _from_neutral
+    from gradlint.source.rerun import _from_neutral
 
     return _from_neutral(v)

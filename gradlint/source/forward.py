@@ -25,7 +25,9 @@ from gradlint.source.foreign import SUPER_NAMES, _self_names
 from gradlint.source.engine.values import Alt, Ctor, Instance, ListVal, PathVal, Sym
 from gradlint.source.init_walk import _truth, _Walker
 from gradlint.source.lowering import NO_CHOICE
-from gradlint.source.models import UNKNOWN, _arg_value, _num
+from gradlint.source.engine.calls import arg as _arg_value
+from gradlint.source.engine.values import UNKNOWN
+from gradlint.source.engine.values import is_number as _num
 from gradlint.source.names import dotted
 
 if TYPE_CHECKING:
@@ -257,7 +259,7 @@ class ForwardInterpreter(_Walker):
         that class built with the `super().__init__` arguments, its layers under this instance's
         path. It holds only when the base's code touches nothing this class defines or changes:
         the names this class's code reads or sets on `self` travel with it (key SUPER_NAMES), and
-        the re-run in the base's file (models.lower_class) refuses when the base mentions one."""
+        the re-run in the base's file (rerun.lower_class) refuses when the base mentions one."""
         name = self.prefix.rstrip(".")
         what = f"{parent.cls}.forward: a class of another file, run on this instance"
         args = parent.extern[1]

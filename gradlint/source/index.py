@@ -296,8 +296,8 @@ class ProjectFiles:
     def lower(self, module: str, display: str, cls: str, args: tuple, function: bool = False) -> object | None:
         """The IR of class `cls` of `module` built with a caller's arguments (ir.Extern.args), or
         None (gradlint.model.inline); each file parsed once per run. `function`: `cls` names a
-        top-level function, and the IR is that of the module it returns (models.lower_function)."""
-        from gradlint.source import models, parsed
+        top-level function, and the IR is that of the module it returns (rerun.lower_function)."""
+        from gradlint.source import parsed, rerun
 
         path = self.find(module) if module and all(p.isidentifier() for p in module.split(".")) else None
         if path is None:
@@ -328,7 +328,7 @@ class ProjectFiles:
                 src = self._parsed[path]
                 if src is None:
                     return None
-                return models.lower_function(src, cls, args) if function else models.lower_class(src, cls, args)
+                return rerun.lower_function(src, cls, args) if function else rerun.lower_class(src, cls, args)
             finally:
                 if collecting:
                     gc.enable()
