@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any, Callable, Optional
 
 from gradlint.model.ir import (
-    Attention, ClassArg, Extern, InitSpec, Network, Node, Param, Recurrent, Residual, TransformerBlock,
+    Attention, ClassArg, Extern, InitSpec, Network, Node, Param, Recurrent, Residual, SymArg, TransformerBlock,
 )
 
 # Nested blocks of other files followed, at most (a block holding a block of a third file...).
@@ -205,8 +205,9 @@ def _resolve(ext: Extern, find: Finder, depth: int, choices: _Choices) -> tuple:
 
 def _same_arguments(ext: Extern, block: Network) -> bool:
     """Whether the block's IR holds for this call: every argument given is either the constant
-    default the IR was built with, or goes to a parameter without a default (which the IR holds
-    only by its name, so it stands for any value)."""
+    default the IR was built with, or a value known only by its text (or not at all) that goes to
+    a parameter without a default (which the IR holds only by its name, so it stands for any
+    value). A known value for such a parameter is not the IR's: the block is re-run with it."""
     if ext.args is None or block.signature is None:
         return False
     positional = [s for s in block.signature if not s[1]]
@@ -226,6 +227,11 @@ def _same_arguments(ext: Extern, block: Network) -> bool:
             return False
         seen.add(name)
         if how == "symbol":
+            if value and not isinstance(value[0], SymArg):
+                # A value the call knows (`Block(512)`, `Block(dim, use_norm=True)`): the stored
+                # IR holds the parameter by its name only, so a width an absolute init depends
+                # on (`normal_(std=0.02)` at fan-in 512) or a condition on it would be lost.
+                return False
             continue
         if how != "default" or not value or not _equal(value[0], default):
             return False
@@ -257,14 +263,26 @@ def _renamed(node: Node, ext: Extern) -> Node:
                        branches=tuple(tuple(_renamed(n, ext) for n in b) for b in node.branches))
     if isinstance(node, Param):
         return replace(node, name=prefix + node.name if node.name else ext.name, origin=ext.origin,
-                       init=_final(ext, node.op, "weight") or node.init,
-                       bias_init=_final(ext, node.op, "bias") or node.bias_init)
+                       init=_final(ext, node.op, "weight") or _placed(node.init, ext),
+                       bias_init=_final(ext, node.op, "bias") or _placed(node.bias_init, ext))
+    if isinstance(node, Recurrent):
+        return replace(node, name=prefix + node.name if node.name else ext.name, origin=ext.origin,
+                       weight_hh_init=_placed(node.weight_hh_init, ext))
     if isinstance(node, Attention):
         return replace(node, name=prefix + node.name if node.name else ext.name, origin=ext.origin,
                        projections=tuple(_renamed(p, ext) for p in node.projections))
-    if isinstance(node, (Recurrent, TransformerBlock)) or hasattr(node, "name"):
+    if isinstance(node, TransformerBlock) or hasattr(node, "name"):
         return replace(node, name=prefix + node.name if node.name else ext.name, origin=ext.origin)
     return node
+
+
+def _placed(init: InitSpec | None, ext: Extern) -> InitSpec | None:
+    """The block's own initialisation of a layer, placed at the placeholder's call: its call stands
+    in the other file, and a finding is reported in this one (a line of that file named here
+    would point at the wrong code)."""
+    if init is None or init.origin is None:
+        return init
+    return replace(init, origin=ext.origin)
 
 
 def _final(ext: Extern, op: str, tensor: str) -> InitSpec | None:
