@@ -256,14 +256,17 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     callers disagree, none calls the function, or it is read as a value.
 
     A loss ('probability_into_loss') becomes 'local' or 'model-output'; the log of a model
-    parameter's output ('log_of_probability') 'model-output'; `model.requires_grad = ...` on a
+    parameter's output ('log_of_probability') 'model-output'; a log or a loss of a tensor
+    parameter (`def nll(probs, y): ... log(probs)`) what every caller passes for it (a softmax or
+    sigmoid output: the probability's own variant, 'local' for a loss; a model's output:
+    'model-output'), with the parameter's name (`passed`) for the message; `model.requires_grad = ...` on a
     model parameter ('requires_grad_on_module') 'module-attribute'. A parameter of `__init__`
     (`self.criterion = criterion`) is bound by the calls of the class."""
     if scope is None or not scope.module:
         return None
     data = dict(site.data)
     joined: dict[str, str] = {}
-    for role in ("criterion", "model"):
+    for role in ("criterion", "model", "tensor"):
         param = data.get(role + "_param")
         if not param:
             continue
@@ -275,7 +278,16 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     model = joined.get("model")
     if model is not None and not model.startswith("inst:"):
         return None
+    tensor = joined.get("tensor")
+    if tensor is not None and not tensor.startswith(("prob:", "out:")):
+        return None
+    # a tensor parameter bound: which parameter, for the message (the callers made what it holds)
+    passed = (("passed", data["tensor_param"]),) if tensor is not None else ()
     if site.kind == "log_of_probability":
+        if tensor is not None:
+            if tensor.startswith("prob:"):
+                return replace(site, variant=tensor[5:], detail=tensor[5:], data=passed)
+            return replace(site, variant="model-output", classes=(tensor[4:],), want="probability", data=passed)
         if model is None:
             return None
         return replace(site, variant="model-output", classes=(model[5:],), want="probability", data=())
@@ -299,7 +311,12 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     if loss not in _WANT:
         return None
     want = _WANT[loss]
-    rest = tuple((k, v) for k, v in site.data if k in ("input",)) + (("loss", loss),)
+    rest = tuple((k, v) for k, v in site.data if k in ("input",)) + (("loss", loss),) + passed
+    if tensor is not None:
+        if tensor.startswith("prob:"):
+            return replace(site, variant="local", classes=(), want=None, data=rest, detail=loss) \
+                if tensor[5:] == want else None
+        return replace(site, variant="model-output", classes=(tensor[4:],), want=want, data=rest, detail=loss)
     if model is not None:
         return replace(site, variant="model-output", classes=(model[5:],), want=want, data=rest, detail=loss)
     if data.get("input_prob"):
@@ -364,11 +381,12 @@ def passed_everywhere(index: ProjectIndex, module: str, function: str, param: st
             if default is None or passes:
                 return None
             shape = default
-        if shape.startswith("inst:"):
-            quals = index.resolve(home, shape[5:])
+        if shape.startswith(("inst:", "out:")):
+            head, _, cls = shape.partition(":")
+            quals = index.resolve(home, cls)
             if len(quals) != 1:
                 return None
-            shape = "inst:" + quals[0]
+            shape = f"{head}:{quals[0]}"
         if joined is None:
             joined = shape
         elif joined != shape:

@@ -22,11 +22,19 @@ _STDLIB = frozenset(sys.stdlib_module_names)
 _BUILTINS = frozenset(dir(builtins))
 
 def _shape(v: V) -> str:
-    """An argument as a caller in another file needs it (Call.args): '' when nothing useful."""
+    """An argument as a caller in another file needs it (Call.args): '' when nothing useful. A
+    criterion, a model (its one class), a probability (softmax, sigmoid or 1 - sigmoid, unshifted)
+    or the output of a model of one class, for a site on the callee's parameter."""
     if v.crit:
         return "crit:" + v.crit
     if len(v.inst) == 1 and not v.crit:
         return "inst:" + next(iter(v.inst))
+    if v.nograd or v.shifted:
+        return ""
+    if v.prob in ("softmax", "sigmoid", "one_minus_sigmoid"):
+        return "prob:" + v.prob
+    if len(v.out) == 1 and not v.prob and v.out_elem is None:
+        return "out:" + next(iter(v.out))
     return ""
 
 

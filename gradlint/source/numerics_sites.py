@@ -32,7 +32,8 @@ def _tokens(name: str) -> set[str]:
 
 
 def _param_data(role: str, ref: tuple[str, str, int] | None) -> list[tuple[str, Any]]:
-    """A 'parameters' site's record of the open parameter playing `role` ('criterion', 'model'):
+    """A 'parameters' site's record of the open parameter playing `role` ('criterion', 'model',
+    'tensor': the tensor the site reads is the parameter itself):
     its name, the function it belongs to ('f', 'C.m', 'C.__init__' for `self.criterion` set from
     `__init__`'s parameter), and its position after self (-1: keyword-only)."""
     if ref is None:
@@ -70,14 +71,16 @@ class SiteChecks:
 
     def param_loss(self, node: cst.Call, kind: str | None, criterion: tuple[str, str, int] | None,
                    inp_node: cst.BaseExpression, inp: V, extra: tuple = ()) -> None:
-        """A loss whose criterion or input model is a parameter no caller of this file binds: a site
-        that holds for what the project's callers pass (facts.numerics.bind_parameters)."""
+        """A loss whose criterion, input model or input itself is a parameter no caller of this
+        file binds: a site that holds for what the project's callers pass
+        (facts.numerics.bind_parameters)."""
         if self.hazard_quiet() or inp.nograd:
             return
         model = self.param_output(inp)
-        if not model and not (criterion and (inp.prob in ("softmax", "sigmoid") or inp.out)):
+        tensor = self.x.open_param(inp) if not model else None
+        if not model and not tensor and not (criterion and (inp.prob in ("softmax", "sigmoid") or inp.out)):
             return
-        data = [*_param_data("criterion", criterion), *_param_data("model", model),
+        data = [*_param_data("criterion", criterion), *_param_data("model", model), *_param_data("tensor", tensor),
                 ("input", self.x.code(inp_node)[:80]), *extra]
         if kind is not None:
             data.append(("loss", LOSS_NAMES[kind]))
@@ -94,7 +97,7 @@ class SiteChecks:
         if self.hazard_quiet() or inp.nograd:
             return
         extra = (*_param_data("criterion", default), ("criterion_default", "crit:" + kind)) if default else ()
-        if self.param_output(inp) is not None:
+        if self.param_output(inp) is not None or self.x.open_param(inp) is not None:
             self.param_loss(node, kind, None, inp_node, inp, extra)
             return
         want = "softmax" if kind == "ce" else "sigmoid"
@@ -122,6 +125,10 @@ class SiteChecks:
             # the output of a model parameter: what the project's callers pass decides
             self.x.add(Site("log_of_probability", "parameters", span, detail="model output",
                             data=tuple(_param_data("model", model))))
+        elif (tensor := self.x.open_param(a)) is not None:
+            # the parameter itself (`def nll(probs, y): ... log(probs)`): what every caller passes
+            self.x.add(Site("log_of_probability", "parameters", span, detail="parameter",
+                            data=(*_param_data("tensor", tensor), ("input", self.x.code(arg_node)[:80]))))
         elif a.one_plus_exp:
             self.add_305(node, "log(1 + exp(x))", "softplus")
         elif a.sum_exp:

@@ -93,6 +93,14 @@ def output_of(site: Site, kind: str) -> str:
     return f"element {site.element} of the output of {site.classes[0]}, a {kind}"
 
 
+def passed_as(site: Site, what: str) -> str:
+    """How a message names the tensor a site reads: `what` it is, or, for a parameter of the
+    function that every caller in the project passes so (facts.numerics.bind_parameters), the
+    parameter with what the callers make of it."""
+    param = dict(site.data).get("passed")
+    return f"`{param}` ({what}, as every caller passes it)" if param else what
+
+
 def functional(facts: NumericsFacts, function: str) -> str | None:
     """A spelling of `torch.nn.functional.<function>` through the file's existing imports."""
     names = facts.torch_imports

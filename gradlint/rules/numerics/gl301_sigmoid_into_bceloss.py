@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gradlint.findings import Edit, Fix, Severity
 from gradlint.registry import Example, RuleContext
-from gradlint.rules.numerics.base import F, SiteRule, output_of, spelling
+from gradlint.rules.numerics.base import F, SiteRule, output_of, passed_as, spelling
 from gradlint.rules.numerics.examples import ATTR, WRAPPER
 from gradlint.facts.numerics import NumericsFacts, Site
 
@@ -155,7 +155,7 @@ class SigmoidIntoBCELoss(SiteRule):
         return site.kind in self.kinds and dict(site.data).get("loss") == "binary_cross_entropy"
 
     def message(self, site: Site, ctx: RuleContext) -> str:
-        where = "a sigmoid output" if not site.classes else output_of(site, "sigmoid")
+        where = passed_as(site, "a sigmoid output" if not site.classes else output_of(site, "sigmoid"))
         return (f"`{site.detail}` is fed {where}: a saturated wrong prediction gets exactly zero gradient; "
                 "use the with-logits loss on the logits")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gradlint.findings import Edit, Fix, Severity
 from gradlint.registry import Example, RuleContext
-from gradlint.rules.numerics.base import F, SiteRule, functional, output_of, spelling
+from gradlint.rules.numerics.base import F, SiteRule, functional, output_of, passed_as, spelling
 from gradlint.rules.numerics.examples import HETERO
 from gradlint.facts.numerics import NumericsFacts, Site, returned_kind
 
@@ -117,6 +117,15 @@ class LogOfProbability(SiteRule):
                 note="an eps bound to 0 shifts nothing"),
         Example("import torch\n\ndef f(z):\n    lo = 0.0\n    return torch.log(torch.softmax(z, -1).clamp(min=lo))\n",
                 note="clamp(min=0) (here through a name) leaves the 0 an underflow gives"),
+        Example("import torch\nimport torch.nn.functional as F\n\n\n"
+                "def nll(probs, target):\n    return F.nll_loss(torch.log(probs), target)\n",
+                files=(("train.py", "import torch\nfrom example import nll\n\n\n"
+                        "def step(z, y):\n    return nll(torch.softmax(z, -1), y)\n"),),
+                note="a helper whose callers in another file pass softmax probabilities"),
+        Example("import torch\nimport torch.nn.functional as F\n\n\n"
+                "def nll(probs, target):\n    return F.nll_loss(torch.log(probs), target)\n\n\n"
+                "def step(z, y):\n    return nll(torch.softmax(z, -1), y)\n",
+                note="a parameter every caller passes softmax probabilities for"),
     ]
     valid = [
         Example("import torch.nn.functional as F\n\ndef f(z):\n    return F.log_softmax(z, -1), F.logsigmoid(z)\n"),
@@ -141,6 +150,18 @@ class LogOfProbability(SiteRule):
                 note="an eps bound to a name"),
         Example("import torch\n\ndef f(z):\n    lo = 1e-8\n    return torch.log(torch.softmax(z, -1).clamp(min=lo))\n",
                 note="a positive lower bound through a name"),
+        Example("import torch\nimport torch.nn.functional as F\n\n\n"
+                "def nll(probs, target):\n    return F.nll_loss(torch.log(probs), target)\n\n\n"
+                "def step(z, counts, y):\n"
+                "    return nll(torch.softmax(z, -1), y) + nll(counts / counts.sum(), y)\n",
+                note="a parameter callers pass different things for (one not a softmax output)"),
+        Example("import torch\nimport torch.nn.functional as F\n\n\n"
+                "def nll(probs, target):\n    return F.nll_loss(torch.log(probs), target)\n\n\n"
+                "def step(z, y):\n    return nll(torch.softmax(z, -1) + 1e-8, y)\n",
+                note="callers that pass an eps-shifted probability"),
+        Example("import torch\nimport torch.nn.functional as F\n\n\n"
+                "def nll(probs, target):\n    return F.nll_loss(torch.log(probs), target)\n",
+                note="a parameter no caller in the project binds"),
     ]
 
     def graph_message(self, hazard) -> str:
@@ -155,10 +176,10 @@ class LogOfProbability(SiteRule):
     def message(self, site: Site, ctx: RuleContext) -> str:
         if site.classes:
             kind = returned_kind(site, ctx.index) or "probability"
-            return (f"log of {output_of(site, kind)}: it underflows to "
+            return (f"log of {passed_as(site, output_of(site, kind))}: it underflows to "
                     f"-inf with a NaN gradient; return logits and use {_INSTEAD.get(kind, 'log_softmax(x)')}")
         what = {"softmax": "softmax(x)", "sigmoid": "sigmoid(x)", "one_minus_sigmoid": "1 - sigmoid(x)"}[site.variant]
-        return (f"log of {what} underflows to -inf with a NaN gradient once a probability is 0; "
+        return (f"log of {passed_as(site, what)} underflows to -inf with a NaN gradient once a probability is 0; "
                 f"use {_INSTEAD[site.variant]}")
 
     def fix(self, site: Site, facts: NumericsFacts) -> Fix | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gradlint.findings import Severity
 from gradlint.registry import Example, RuleContext
-from gradlint.rules.numerics.base import SiteRule, output_of
+from gradlint.rules.numerics.base import SiteRule, output_of, passed_as
 from gradlint.rules.numerics.examples import SELF_FORWARD
 from gradlint.facts.numerics import Site
 
@@ -152,7 +152,6 @@ class SoftmaxIntoCrossEntropy(SiteRule):
         return site.kind in self.kinds and dict(site.data).get("loss") == "cross_entropy"
 
     def message(self, site: Site, ctx: RuleContext) -> str:
-        what = "softmax probabilities" if not site.classes else \
-            output_of(site, "softmax")
+        what = passed_as(site, "softmax probabilities" if not site.classes else output_of(site, "softmax"))
         return (f"`{site.detail}` is applied to {what}; it applies log_softmax itself, so the loss has a floor "
                 "and its gradients shrink (9.4x for 10 classes): pass the logits")

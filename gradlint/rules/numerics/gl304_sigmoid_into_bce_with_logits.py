@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gradlint.findings import Severity
 from gradlint.registry import Example, RuleContext
-from gradlint.rules.numerics.base import SiteRule, output_of
+from gradlint.rules.numerics.base import SiteRule, output_of, passed_as
 from gradlint.facts.numerics import Site
 from gradlint.rules.numerics.examples import ATTR, GAN, MLP, RUN_MLP, WRAPPER
 
@@ -113,6 +113,19 @@ class SigmoidIntoBCEWithLogits(SiteRule):
         Example(WRAPPER.format(loss="BCEWithLogitsLoss"), note="a criterion returned by a wrapper method"),
         Example(RUN_MLP, files=(("nets.py", MLP.format(act="Sigmoid")),),
                 note="an imported class whose name is all capitals"),
+        Example("import torch\nimport torch.nn.functional as F\n\n\n"
+                "def bce(pred, t):\n    return F.binary_cross_entropy_with_logits(pred, t)\n\n\n"
+                "def step(z, t):\n    return bce(torch.sigmoid(z), t)\n",
+                note="a parameter every caller passes a sigmoid output for"),
+        Example("import torch.nn.functional as F\n\n\n"
+                "def bce(pred, t):\n    return F.binary_cross_entropy_with_logits(pred, t)\n",
+                files=(("train.py", "import torch\nfrom torch import nn\nfrom example import bce\n\n\n"
+                        "class Scorer(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                        "        self.fc = nn.Linear(8, 1)\n\n    def forward(self, x):\n"
+                        "        return torch.sigmoid(self.fc(x))\n\n\n"
+                        "scorer = Scorer()\n\n\n"
+                        "def step(x, t):\n    return bce(scorer(x), t)\n"),),
+                note="a parameter callers in another file pass a model's sigmoid output for"),
     ]
     valid = [
         Example(_PASSED + "    train_epoch(Logits(), nn.BCEWithLogitsLoss(), loader)\n\n\n"
@@ -138,12 +151,19 @@ class SigmoidIntoBCEWithLogits(SiteRule):
         Example("import torch\nimport torch.nn.functional as F\n\ndef step(z, teacher):\n"
                 "    return F.binary_cross_entropy_with_logits(z, torch.sigmoid(teacher))\n",
                 note="sigmoid on the target"),
+        Example("import torch\nimport torch.nn.functional as F\n\n\n"
+                "def bce(pred, t):\n    return F.binary_cross_entropy_with_logits(pred, t)\n\n\n"
+                "def step(z, t):\n    return bce(z, t)\n",
+                note="a parameter every caller passes logits for"),
+        Example("import torch\nimport torch.nn.functional as F\n\n\n"
+                "def bce(pred, t):\n    return F.binary_cross_entropy_with_logits(pred, t)\n\n\n"
+                "def step(z, t):\n    return bce(torch.sigmoid(z), t) + bce(z, t)\n",
+                note="callers that disagree (a sigmoid output and logits)"),
     ]
 
     def selects(self, site: Site) -> bool:
         return site.kind in self.kinds and dict(site.data).get("loss") == "binary_cross_entropy_with_logits"
 
     def message(self, site: Site, ctx: RuleContext) -> str:
-        what = "a sigmoid output" if not site.classes else \
-            output_of(site, "sigmoid")
+        what = passed_as(site, "a sigmoid output" if not site.classes else output_of(site, "sigmoid"))
         return f"`{site.detail}` applies a sigmoid itself but is fed {what}: the sigmoid is applied twice"
