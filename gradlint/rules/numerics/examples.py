@@ -16,6 +16,22 @@ GAN = ("import torch\nfrom torch import nn\n\n"
        "        return validity, label\n\n"
        "D = Discriminator()\nadversarial_loss = nn.BCEWithLogitsLoss()\n\n"
        "def step(x, y):\n")
+# A trainer given its models by its callers (another file), held with a tuple assignment.
+TRAINER = ("import torch\nfrom torch import nn\n\n\n"
+           "class GANTrainer:\n"
+           "    def __init__(self, gen, disc):\n"
+           "        self.gen, self.disc = gen, disc\n"
+           "        self.criterion = nn.BCEWithLogitsLoss()\n\n"
+           "    def d_loss(self, real):\n"
+           "        return self.criterion(self.disc(real), torch.ones(real.size(0), 1))\n")
+TRAINER_MAIN = ("import torch\nfrom torch import nn\nfrom example import GANTrainer\n\n\n"
+                "class D(nn.Module):\n"
+                "    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.net = nn.Sequential(nn.Linear(784, 1){act})\n\n"
+                "    def forward(self, x):\n"
+                "        return self.net(x)\n\n\n"
+                "trainer = GANTrainer(None, D())\n")
 # A criterion held as a function-valued attribute.
 ATTR = ("import torch\nfrom torch import nn\nimport torch.nn.functional as F\n\n"
         "class Model(nn.Module):\n"

@@ -6,7 +6,7 @@ from gradlint.findings import Severity
 from gradlint.registry import Example, RuleContext
 from gradlint.rules.numerics.base import SiteRule, output_of, passed_as
 from gradlint.facts.numerics import Site
-from gradlint.rules.numerics.examples import ATTR, GAN, MLP, RUN_MLP, WRAPPER
+from gradlint.rules.numerics.examples import ATTR, GAN, MLP, RUN_MLP, TRAINER, TRAINER_MAIN, WRAPPER
 
 _PASSED = """\
 import torch
@@ -126,6 +126,8 @@ class SigmoidIntoBCEWithLogits(SiteRule):
                         "scorer = Scorer()\n\n\n"
                         "def step(x, t):\n    return bce(scorer(x), t)\n"),),
                 note="a parameter callers in another file pass a model's sigmoid output for"),
+        Example(TRAINER, files=(("main.py", TRAINER_MAIN.format(act=", nn.Sigmoid()")),),
+                note="a trainer whose callers give it a discriminator ending in a sigmoid (tuple assignment)"),
     ]
     valid = [
         Example(_PASSED + "    train_epoch(Logits(), nn.BCEWithLogitsLoss(), loader)\n\n\n"
@@ -159,6 +161,8 @@ class SigmoidIntoBCEWithLogits(SiteRule):
                 "def bce(pred, t):\n    return F.binary_cross_entropy_with_logits(pred, t)\n\n\n"
                 "def step(z, t):\n    return bce(torch.sigmoid(z), t) + bce(z, t)\n",
                 note="callers that disagree (a sigmoid output and logits)"),
+        Example(TRAINER, files=(("main.py", TRAINER_MAIN.format(act="")),),
+                note="the same trainer given a discriminator that returns logits"),
     ]
 
     def selects(self, site: Site) -> bool:
