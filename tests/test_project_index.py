@@ -113,6 +113,32 @@ def test_project_root_is_found_from_the_checked_paths(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / ".git").mkdir()
     assert find_project_root([tmp_path / "a" / "b"], tmp_path / "a" / "b") == (tmp_path / "a").resolve()
+    # no marker: the working folder (the configuration's root) when the path is below it, else the
+    # path's own folder, never an unrelated working folder
+    (tmp_path / "c" / "d").mkdir(parents=True)
+    (tmp_path / "c" / "d" / "m.py").write_text("x = 1\n")
+    assert find_project_root([tmp_path / "c" / "d" / "m.py"], tmp_path / "c") == (tmp_path / "c").resolve()
+    assert find_project_root([tmp_path / "c" / "d"], tmp_path / "c" / "d") == (tmp_path / "c" / "d").resolve()
+    assert find_project_root([tmp_path / "c" / "d" / "m.py"], tmp_path / "a") == (tmp_path / "c" / "d").resolve()
+
+
+def test_findings_do_not_depend_on_an_unrelated_working_folder(tmp_path, monkeypatch):
+    """A helper's parameter bound by its callers (GL302): the same finding whether the file is
+    checked from its folder or from a folder elsewhere, whose files would otherwise be scanned
+    for callers (one of them names `nll` and was never read, which leaves the callers unknown)."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    (work / "one.py").write_text("import torch\nimport torch.nn.functional as F\n\n\n"
+                                 "def nll(probs, target):\n    return F.nll_loss(torch.log(probs), target)\n\n\n"
+                                 "def step(z, y):\n    return nll(torch.softmax(z, -1), y)\n")
+    (elsewhere / "notes.py").write_text("NAMES = ['nll']\n")
+    codes = []
+    for cwd in (work, elsewhere):
+        monkeypatch.chdir(cwd)
+        result = check_paths([str(work / "one.py")], Config(root=str(cwd)), use_cache=False, jobs=1)
+        codes.append([(f.span.line, f.code) for f in result.findings])
+    assert codes[0] == codes[1] == [(6, "GL302")]
 
 
 def test_module_names_from_paths(tmp_path):

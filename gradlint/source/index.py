@@ -34,19 +34,23 @@ NEVER_READ = frozenset({"torch"})
 
 def find_project_root(paths: Iterable[Path], fallback: Path) -> Path:
     """The nearest folder above the first checked path holding pyproject.toml, setup.cfg or .git;
-    `fallback` (the configuration's root) when none does."""
+    when none does, `fallback` (the configuration's root: the working folder without one) if the
+    path lies below it, else the path's own folder. A file checked from an unrelated working folder
+    (`cd ~ && gradlint check /tmp/x/model.py`) must not make that folder its project: the callers
+    of its functions would be looked for in every file below it."""
     for p in paths:
         try:
             start = p.resolve()
             if not start.exists():
                 continue
             folder = start if start.is_dir() else start.parent
+            base = fallback.resolve()
         except (OSError, RuntimeError):  # unreadable, or a symlink loop (RuntimeError before 3.13)
             continue
         for cand in (folder, *folder.parents):
             if any(_exists(cand / m) for m in PROJECT_MARKERS):
                 return cand
-        break
+        return base if folder == base or base in folder.parents else folder
     return fallback.resolve()
 
 
