@@ -12,7 +12,7 @@ from gradlint.api import check_paths, check_source
 from gradlint.config import Config
 from tests.conftest import FIXTURES, run_cli
 
-EXPECT = re.compile(r"#\s*expect:\s*((?:GL\d{3}\s*)+)")
+EXPECT = re.compile(r"#\s*expect:\s*((?:GL\d{3}[\s,]*)+)")  # codes apart by spaces or commas
 
 
 def expectations(folder: Path) -> set[tuple[str, int, str]]:
@@ -21,7 +21,7 @@ def expectations(folder: Path) -> set[tuple[str, int, str]]:
         for lineno, line in enumerate(path.read_text().splitlines(), start=1):
             m = EXPECT.search(line)
             if m:
-                for code in m.group(1).split():
+                for code in re.split(r"[\s,]+", m.group(1).strip()):
                     out.add((path.name, lineno, code))
     return out
 
