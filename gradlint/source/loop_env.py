@@ -16,14 +16,21 @@ import libcst as cst
 
 from gradlint.facts.training import Value, in_bases
 from gradlint.source.engine.calls import arg as _arg
-from gradlint.source.engine.env import LITERAL, Env, Known, Obj
+from gradlint.source.engine.env import LITERAL, Env, Known, Obj, Ref
 from gradlint.source.engine.fold import constant as _constant
-from gradlint.source.engine.values import UNKNOWN
+from gradlint.source.engine.values import UNKNOWN, is_number
+from gradlint.source.loop_calls import OPTIMIZER_CLASSES
 from gradlint.source.engine.walk import evaluated_children as _children
 from gradlint.source.engine.walk import suite as _suite
 from gradlint.source.engine.walk import text as _text
 from gradlint.source.names import dotted
 
+GRAD_SCALERS = frozenset({
+    "torch.cuda.amp.GradScaler", "torch.amp.GradScaler", "torch.cpu.amp.GradScaler", "torch.GradScaler",
+    "torch.cuda.amp.grad_scaler.GradScaler", "torch.amp.grad_scaler.GradScaler",
+})
+# Methods that change a container in place: what a display built is then not all it holds.
+_MUTATORS = frozenset({"append", "extend", "insert", "update", "setdefault", "add", "__setitem__"})
 _MOVE_METHODS = frozenset({"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "train", "eval",
                            "requires_grad_", "to_empty", "share_memory"})
 
@@ -62,8 +69,13 @@ class _PrePass:
         # class -> (bases as written, methods); `x = Cls(...)` / `self.x = Cls(...)`: env.hold
         self.classes: dict[str, tuple[tuple[str, ...], set[str]]] = {}
         # what the calls of a statement pass, by callee: `f` for `f(...)`, `.m` for `self.m(...)`
-        # (positional texts, keyword texts, a `*`/`**` seen)
-        self.calls: dict[str, list[tuple[tuple[str, ...], dict[str, str], bool]]] = {}
+        # (positional texts, keyword texts, a `*`/`**` seen, the scope of the call)
+        self.calls: dict[str, list[tuple[tuple[str, ...], dict[str, str], bool, object]]] = {}
+        # what attributes (`self.opt`, as written, file-wide) are bound to: instances, containers,
+        # other names (names are bound in `env`'s scopes); texts of containers changed in place
+        self.objects = Env()
+        self.mutated: set[str] = set()
+        self._class_kinds: dict[str, str] = {}
 
     def run(self, module: cst.Module) -> None:
         self._walk(module, None, False)
@@ -76,6 +88,9 @@ class _PrePass:
             n, cls = stack.pop()
             if isinstance(n, cst.FunctionDef):
                 (self.methods if cls else self.functions).add(n.name.value)
+                p = n.params
+                self.env.open_scope(n, scope, {x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params)}
+                                    | {x.name.value for x in (p.star_arg, p.star_kwarg) if isinstance(x, cst.Param)})
                 for d in n.decorators:
                     self._walk(d, scope, False)
                 self._walk(n.body, n, False)
@@ -94,26 +109,44 @@ class _PrePass:
             if isinstance(n, cst.Assign):
                 self._instance(n.targets[-1].target, n.value)
                 value = _known(n.value)
+                if value is UNKNOWN:
+                    value = self._object(n.value, scope)
                 for t in n.targets:
+                    single = len(n.targets) == 1
                     for name in _target_texts(t.target):
                         if "." not in name:
-                            single = len(n.targets) == 1 and isinstance(t.target, cst.Name)
-                            env.bind(scope, name, value if single else UNKNOWN)
-            elif isinstance(n, cst.AnnAssign) and isinstance(n.target, cst.Name):
-                env.bind(scope, n.target.value, _known(n.value) if n.value is not None else UNKNOWN)
-            elif isinstance(n, cst.AugAssign) and isinstance(n.target, cst.Name):
-                env.bind(scope, n.target.value, UNKNOWN)
+                            env.bind(scope, name, value if single and isinstance(t.target, cst.Name) else UNKNOWN)
+                        else:
+                            self.objects.hold(name, value if single and isinstance(t.target, cst.Attribute) else UNKNOWN)
+                    if isinstance(t.target, cst.Subscript):
+                        self._mutate(t.target.value)
+            elif isinstance(n, cst.AnnAssign) and isinstance(n.target, (cst.Name, cst.Attribute)):
+                value = _known(n.value) if n.value is not None else UNKNOWN
+                if value is UNKNOWN and n.value is not None:
+                    value = self._object(n.value, scope)
+                if isinstance(n.target, cst.Name):
+                    env.bind(scope, n.target.value, value)
+                elif n.value is not None:
+                    self._bind_attribute(n.target, value)
+            elif isinstance(n, cst.AugAssign):
+                if isinstance(n.target, cst.Name):
+                    env.bind(scope, n.target.value, UNKNOWN)
+                self._mutate(n.target)
             elif isinstance(n, cst.For):
+                each = self._each(n, scope)
                 for name in _target_texts(n.target):
                     if "." not in name:
-                        env.bind(scope, name, UNKNOWN)
+                        env.bind(scope, name, each.get(name, UNKNOWN))
             elif isinstance(n, cst.Expr) and isinstance(n.value, cst.Call):
                 self._add_argument(n.value)
+                func = n.value.func
+                if isinstance(func, cst.Attribute) and func.attr.value in _MUTATORS:
+                    self._mutate(func.value)
             if isinstance(n, (cst.Expr, cst.Assign, cst.Return)) and isinstance(n.value, cst.Call):
-                self._call(n.value)
+                self._call(n.value, scope)
             stack.extend((c, False) for c in reversed(_children(n)) if type(c).__name__ in _STATEMENTISH)
 
-    def _call(self, call: cst.Call) -> None:
+    def _call(self, call: cst.Call, scope) -> None:
         func = call.func
         if isinstance(func, cst.Name):
             key = func.value
@@ -123,11 +156,12 @@ class _PrePass:
             return
         pos = tuple(_text(a.value) for a in call.args if a.keyword is None and not a.star)
         kw = {a.keyword.value: _text(a.value) for a in call.args if a.keyword is not None}
-        self.calls.setdefault(key, []).append((pos, kw, any(a.star for a in call.args)))
+        self.calls.setdefault(key, []).append((pos, kw, any(a.star for a in call.args), scope))
 
-    def passed(self, fdef: cst.FunctionDef, method: bool, param: str) -> list[str] | None:
+    def passed(self, fdef: cst.FunctionDef, method: bool, param: str) -> list[tuple[str, object]] | None:
         """What every call of this file passes for `param` of `fdef` (a module-level function,
-        or a method called on `self`); None when a call passes nothing we can read, or none calls."""
+        or a method called on `self`), with the scope of the call; None when a call passes nothing
+        we can read, or none calls."""
         calls = self.calls.get(("." if method else "") + fdef.name.value)
         if not calls:
             return None
@@ -135,11 +169,11 @@ class _PrePass:
         positional = [x.name.value for x in (*p.posonly_params, *p.params)][1 if method else 0:]
         index = positional.index(param) if param in positional else -1
         out = []
-        for pos, kw, star in calls:
+        for pos, kw, star, scope in calls:
             if param in kw:
-                out.append(kw[param])
+                out.append((kw[param], scope))
             elif 0 <= index < len(pos) and not (star and index >= len(pos)):
-                out.append(pos[index])
+                out.append((pos[index], scope))
             else:
                 return None
         return out
@@ -153,6 +187,140 @@ class _PrePass:
         name = dotted(target) if isinstance(target, (cst.Name, cst.Attribute)) else None
         if cls and name and cls.rsplit(".", 1)[-1][:1].isupper():
             self.env.hold(name, Obj(cls))
+
+    def _each(self, loop: cst.For, scope) -> dict:
+        """The variable of `for o in X` (`X.values()`, `for k, o in X.items()`) holds an item of
+        what X holds (`Ref` with `item`), as `kind` reads it."""
+        target, it, item = loop.target, loop.iter, "each"
+        if isinstance(it, cst.Call) and not it.args and isinstance(it.func, cst.Attribute) \
+                and it.func.attr.value in ("items", "values"):
+            if it.func.attr.value == "items":
+                if not (isinstance(target, cst.Tuple) and len(target.elements) == 2):
+                    return {}
+                target = target.elements[1].value
+            it, item = it.func.value, "values"
+        text = dotted(it) if isinstance(it, (cst.Name, cst.Attribute)) else None
+        if not isinstance(target, cst.Name) or not text:
+            return {}
+        return {target.value: Ref(text, scope if "." not in text else None, item)}
+
+    def _bind_attribute(self, target: cst.Attribute, value) -> None:
+        name = dotted(target)
+        if name:
+            self.objects.hold(name, value)
+
+    def _mutate(self, target: cst.BaseExpression) -> None:
+        name = dotted(target) if isinstance(target, (cst.Name, cst.Attribute)) else None
+        if name:
+            self.mutated.add(name)
+
+    def _object(self, node: cst.BaseExpression, scope, depth: int = 0):
+        """The engine value of an expression as a training step reads objects: an instance of
+        the class a constructor call names (`Cls(...)`, `Cls(...).to(device)`), a container
+        display with the values of its items, another name (`Ref`, resolved when asked);
+        UNKNOWN for anything else (a call of a function, a starred item)."""
+        while (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
+               and node.func.attr.value in _MOVE_METHODS and isinstance(node.func.value, cst.Call)):
+            node = node.func.value
+        if isinstance(node, cst.Call):
+            cls = dotted(node.func)
+            return Obj(cls) if cls and cls.rsplit(".", 1)[-1][:1].isupper() else UNKNOWN
+        if isinstance(node, (cst.Name, cst.Attribute)):
+            text = dotted(node)
+            if not text or text in ("None", "True", "False"):
+                return UNKNOWN
+            return Ref(text, scope if "." not in text else None)
+        if depth > 4:
+            return UNKNOWN
+        if isinstance(node, (cst.List, cst.Tuple)):
+            if any(not isinstance(e, cst.Element) for e in node.elements):
+                return UNKNOWN  # `[*opts, extra]`
+            items = tuple(self._item(e.value, scope, depth) for e in node.elements)
+            return Obj("list" if isinstance(node, cst.List) else "tuple", items)
+        if isinstance(node, cst.Dict):
+            if any(not isinstance(e, cst.DictElement) for e in node.elements):
+                return UNKNOWN  # `{**base}`
+            return Obj("dict", tuple(self._item(e.value, scope, depth) for e in node.elements))
+        return UNKNOWN
+
+    def _item(self, node: cst.BaseExpression, scope, depth: int):
+        value = _known(node)
+        return self._object(node, scope, depth + 1) if value is UNKNOWN else value
+
+    # -- what a value is to a training step ---------------------------------------------------
+    def value_of(self, text: str, scope, items: bool = False):
+        """What `text` holds where `scope` reads it, other names followed (bounded): a name from
+        the scopes of `env`, an attribute from what the file binds it to (`objects`). With
+        `items`, a container the file changes in place is UNKNOWN (its display is not all it
+        holds); without, it is still a container."""
+        changed = False
+        for _ in range(8):
+            value = self.env.lookup(scope, text) if "." not in text else self.objects.held(text)
+            changed = changed or text in self.mutated
+            if type(value) is not Ref or value.item:
+                container = type(value) is Obj and value.cls in ("list", "tuple", "dict")
+                return UNKNOWN if items and changed and container else value
+            text, scope = value.text, value.scope
+        return UNKNOWN
+
+    def kind(self, value, qualify) -> str:
+        """What a value is to a training step, judged from the value only: 'optimizer', 'scaler',
+        'model' (a module: torch.nn's, or a class of this file that derives from one), 'other'
+        (a number, a container, a learning-rate scheduler: known to be none of them), or '' when
+        nothing is known (an instance of a class of another file may be any of them). `qualify`
+        gives the qualified names of a class as written (the file's imports)."""
+        for _ in range(8):
+            if type(value) is not Ref:
+                break
+            if value.item:
+                return self._item_kind(value, qualify)
+            value = self.value_of(value.text, value.scope)
+        if is_number(value):
+            return "other"
+        if type(value) is not Obj:
+            return ""
+        if value.cls in ("list", "tuple", "dict"):
+            return "other"
+        return self.class_kind(value.cls, qualify)
+
+    def _item_kind(self, each: Ref, qualify) -> str:
+        """`kind` of the variable of a loop over a container: the kind all its items share (a
+        dict iterated for its keys: strings, 'other'); '' when the container or an item is not
+        known (the loops of loops are not followed: `kind` of an item that is itself an item)."""
+        container = self.value_of(each.text, each.scope, items=True)
+        if type(container) is not Obj or container.cls not in ("list", "tuple", "dict") or not container.items:
+            return ""
+        if container.cls == "dict" and each.item == "each":
+            return "other"
+        kinds = {"" if type(v) is Ref and v.item else self.kind(v, qualify) for v in container.items}
+        return kinds.pop() if len(kinds) == 1 else ""
+
+    def class_kind(self, cls: str, qualify, depth: int = 0) -> str:
+        """`kind` of an instance of `cls` (as written), memoised per class."""
+        found = self._class_kinds.get(cls)
+        if found is not None:
+            return found
+        self._class_kinds[cls] = ""  # a cycle of bases knows nothing
+        try:
+            q = qualify(cst.parse_expression(cls))
+        except (cst.ParserSyntaxError, RecursionError):
+            q = frozenset()
+        last = cls.rsplit(".", 1)[-1]
+        kind = ""
+        if not q.isdisjoint(GRAD_SCALERS) or last == "GradScaler":
+            kind = "scaler"
+        elif any(x.startswith(("torch.optim.lr_scheduler", "torch.optim.swa_utils")) for x in q):
+            kind = "other"
+        elif any(x.startswith("torch.optim.") for x in q) or last in OPTIMIZER_CLASSES or last.endswith("Optimizer"):
+            kind = "optimizer"
+        elif any(x.startswith("torch.nn.") for x in q):
+            kind = "model"  # torch.nn's modules (and its Parameter): no optimizer, no scaler
+        elif cls in self.classes and depth < 16:
+            # a class of this file: what its bases are (a subclass of nn.Module, of an optimizer)
+            bases = [self.class_kind(b, qualify, depth + 1) for b in self.classes[cls][0]]
+            kind = next((b for b in bases if b in ("optimizer", "scaler")), "model" if "model" in bases else "")
+        self._class_kinds[cls] = kind
+        return kind
 
     def method_of(self, cls: str, method: str) -> bool:
         """Whether class `cls` of this file (as written) defines `method`, itself or through a

@@ -21,7 +21,7 @@ import libcst as cst
 from gradlint.facts.training import Assign, Block, Event, Function, Stmt, TrainingFacts, Value, iter_events, method_id
 from gradlint.findings import SourceSpan
 from gradlint.source.engine.calls import arg as _arg
-from gradlint.source.engine.env import Env
+from gradlint.source.engine.env import Env, Obj, Ref
 from gradlint.source.engine.fold import number as _number
 from gradlint.source.engine.interp import StatementWalker
 from gradlint.source.engine.walk import headers as _headers
@@ -29,17 +29,13 @@ from gradlint.source.engine.walk import suite as _suite
 from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import CLIP_NAMES, OPTIMIZER_CLASSES, _last, is_optimizer_name, _names_in, CallEvents
-from gradlint.source.loop_env import _MOVE_METHODS, _PrePass, _fact, _target_texts
+from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
 from gradlint.source.names import NO_GRAD, dotted
 from gradlint.text import split_lines
 
 # ---------------------------------------------------------------------------------------------
 # Names
 
-GRAD_SCALERS = frozenset({
-    "torch.cuda.amp.GradScaler", "torch.amp.GradScaler", "torch.cpu.amp.GradScaler", "torch.GradScaler",
-    "torch.cuda.amp.grad_scaler.GradScaler", "torch.amp.grad_scaler.GradScaler",
-})
 ENABLE_GRAD = frozenset({"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"})
 SET_GRAD_ENABLED = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"})
 PL_TRAINERS = frozenset({"pytorch_lightning.Trainer", "lightning.Trainer", "lightning.pytorch.Trainer",
@@ -301,7 +297,7 @@ class _Extractor(CallEvents, StatementWalker):
         ctx = ctx.replace(parent_stmt=sid)
         head = stmt.iter if isinstance(stmt, cst.For) else stmt.test
         out.extend(self.events(head, sid, ctx))
-        var, each = _each_optimizer(stmt)
+        var, each = self.each_optimizer(stmt, ctx.fid)
         # the variable of a loop over the optimizers holds one of them, whatever its name
         inner = ctx.replace(drawn=ctx.drawn + (var,)) if each else ctx
         body = self.block(_suite(stmt.body), inner, "loop")
@@ -315,6 +311,61 @@ class _Extractor(CallEvents, StatementWalker):
         return out
 
     while_stmt = for_stmt
+
+    def each_optimizer(self, stmt: cst.CSTNode, fid: int) -> tuple[str, str]:
+        """(the variable, what it iterates as written) of a loop over the optimizers: `for opt in
+        self.optimizers` (also `optimizers.values()`, Lightning's `self.optimizers()`), `for name,
+        opt in optimizers.items()`, `for opt in (opt_g, opt_d)`; ('', '') for any other loop.
+        A container the engine knows (a display bound in the file, never changed in place) is
+        one of optimizers when each of its items is one (by its value, else by its name), and
+        a dict iterated for its keys is none; the name of what is iterated decides otherwise."""
+        if not isinstance(stmt, cst.For):
+            return "", ""
+        target, it, written = stmt.target, stmt.iter, _text(stmt.iter)
+        values = False  # a dict's values are iterated
+        if isinstance(it, cst.Call) and not it.args and isinstance(it.func, cst.Attribute) and it.func.attr.value == "items" \
+                and isinstance(target, cst.Tuple) and len(target.elements) == 2:
+            # `for key, opt in optimizers.items()`: the values are the optimizers
+            target, it = target.elements[1].value, it.func.value
+            written = _text(it) + ".values()"
+            values = True
+        if not isinstance(target, cst.Name):
+            return "", ""
+        scope = self._scope_nodes.get(fid)
+        if isinstance(it, (cst.Tuple, cst.List)):
+            known = self.pre._object(it, scope)
+            items = known.items if type(known) is Obj else ()
+            if len(items) > 1 and all(self._item_is_optimizer(v) for v in items):
+                return target.value, written
+            return "", ""
+        if isinstance(it, cst.Call) and not it.args:
+            func = it.func
+            if isinstance(func, cst.Attribute) and func.attr.value == "values":
+                it, values = func.value, True
+            else:
+                it = func
+        text = dotted(it) if isinstance(it, (cst.Name, cst.Attribute)) else None
+        if not text:
+            return "", ""
+        known = self.pre.value_of(text, scope, items=True)
+        if type(known) is Obj and known.cls in ("list", "tuple", "dict") and known.items:
+            if known.cls == "dict" and not values:
+                return "", ""  # its keys
+            if all(self._item_is_optimizer(v) for v in known.items):
+                return target.value, written
+            return "", ""
+        last = _last(text)
+        if last.endswith("s") and (last.lower() == "opts" or is_optimizer_name(last)):
+            return target.value, written
+        return "", ""
+
+    def _item_is_optimizer(self, value) -> bool:
+        """An item of a container: an optimizer by the engine's value, else (nothing known) by the
+        name it was written as."""
+        known = self.pre.kind(value, self.qualify)
+        if known:
+            return known == "optimizer"
+        return type(value) is Ref and is_optimizer_name(value.text)
 
     def with_stmt(self, stmt: cst.With, sid: int, ctx: "_Ctx", *_) -> list:
         out: list[Block | Event] = []
@@ -517,37 +568,6 @@ class _Extractor(CallEvents, StatementWalker):
 
 # What a loop over the optimizers may do and still be one update of each (no backward, no call).
 _PER_OPTIMIZER = frozenset({"step", "clear", "unscale", "clip"})
-
-
-def _each_optimizer(stmt: cst.CSTNode) -> tuple[str, str]:
-    """(the variable, what it iterates as written) of a loop over the optimizers: `for opt in
-    self.optimizers` (also `optimizers.values()`, Lightning's `self.optimizers()`), `for name,
-    opt in optimizers.items()`, `for opt in (opt_g, opt_d)`; ('', '') for any other loop."""
-    if not isinstance(stmt, cst.For):
-        return "", ""
-    target, it, written = stmt.target, stmt.iter, _text(stmt.iter)
-    if isinstance(it, cst.Call) and not it.args and isinstance(it.func, cst.Attribute) and it.func.attr.value == "items" \
-            and isinstance(target, cst.Tuple) and len(target.elements) == 2:
-        # `for key, opt in optimizers.items()`: the values are the optimizers
-        target, it = target.elements[1].value, it.func.value
-        written = _text(it) + ".values()"
-    if not isinstance(target, cst.Name):
-        return "", ""
-    if isinstance(it, (cst.Tuple, cst.List)):
-        names = [dotted(e.value) if isinstance(e, cst.Element) else None for e in it.elements]
-        if len(names) > 1 and all(n and is_optimizer_name(n) for n in names):
-            return target.value, written
-        return "", ""
-    if isinstance(it, cst.Call) and not it.args:
-        func = it.func
-        it = func.value if isinstance(func, cst.Attribute) and func.attr.value == "values" else func
-    text = dotted(it) if isinstance(it, (cst.Name, cst.Attribute)) else None
-    if not text:
-        return "", ""
-    last = _last(text)
-    if last.endswith("s") and (last.lower() == "opts" or is_optimizer_name(last)):
-        return target.value, written
-    return "", ""
 
 
 def _drawn_from(block: Block, var: str, each: str) -> Block:

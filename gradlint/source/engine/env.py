@@ -43,18 +43,32 @@ NOTHING = Known()
 
 @dataclass(frozen=True)
 class Obj:
-    """An instance: the domain's `Obj` (ARCHITECTURE.md, "One value domain"), here only its class
-    as written (`GradScaler`, `timm.utils.NativeScaler`); what it is to a training step (an
-    optimizer, a scaler) the client judges from it."""
+    """An instance: the domain's `Obj` (ARCHITECTURE.md, "One value domain"), here its class as
+    written (`GradScaler`, `timm.utils.NativeScaler`; `list`, `tuple`, `dict` for a container
+    written as a display) and, for a container, the values of its items (a dict's values), in
+    order; what it is to a training step (an optimizer, a scaler) the client judges from them."""
 
     cls: str
+    items: tuple = ()
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A name bound to what another name holds (`self.g = opt`): `text` as it is read in `scope`,
+    resolved when asked, so the order in which the scopes bind does not matter. `item`: the
+    variable of a loop over it holds one of its items (`for o in opts`: "each"; a dict's values,
+    `for k, o in opts.items()` or `opts.values()`: "values")."""
+
+    text: str
+    scope: Hashable = None
+    item: str = ""
 
 
 def join(a: Any, b: Any) -> Any:
     """Two bindings of one name: equal values stay, anything else is unknown."""
     if a is b:
         return a
-    if is_number(a) and is_number(b) or type(a) is Obj and type(b) is Obj:
+    if is_number(a) and is_number(b) or type(a) is type(b) and type(a) in (Obj, Ref):
         return a if a == b else UNKNOWN
     return UNKNOWN
 
