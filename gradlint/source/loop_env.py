@@ -16,7 +16,7 @@ import libcst as cst
 
 from gradlint.facts.training import Value, in_bases
 from gradlint.source.engine.calls import arg as _arg
-from gradlint.source.engine.env import LITERAL, Env, Known, Obj, Ref
+from gradlint.source.engine.env import LITERAL, Env, Expr, Known, Obj, Ref
 from gradlint.source.engine.fold import constant as _constant
 from gradlint.source.engine.values import UNKNOWN, is_number
 from gradlint.source.loop_calls import OPTIMIZER_CLASSES
@@ -218,7 +218,8 @@ class _PrePass:
         """The engine value of an expression as a training step reads objects: an instance of
         the class a constructor call names (`Cls(...)`, `Cls(...).to(device)`), a container
         display with the values of its items, another name (`Ref`, resolved when asked);
-        UNKNOWN for anything else (a call of a function, a starred item)."""
+        arithmetic (`Expr`, folded when a number is asked for); UNKNOWN for anything else (a call
+        of a function, a starred item)."""
         while (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
                and node.func.attr.value in _MOVE_METHODS and isinstance(node.func.value, cst.Call)):
             node = node.func.value
@@ -230,6 +231,8 @@ class _PrePass:
             if not text or text in ("None", "True", "False"):
                 return UNKNOWN
             return Ref(text, scope if "." not in text else None)
+        if isinstance(node, (cst.BinaryOperation, cst.UnaryOperation)):
+            return Expr(node, scope)  # arithmetic: a number `env.number` folds when asked
         if depth > 4:
             return UNKNOWN
         if isinstance(node, (cst.List, cst.Tuple)):
@@ -362,12 +365,38 @@ def _known(node: cst.BaseExpression | None):
 
 def _fact(node: cst.BaseExpression, known: Known, tests: tuple[str, ...]) -> Value:
     """facts.training.Value of an expression from the engine's value of it. guarded: a test of
-    an enclosing `if` mentions it (`if clip > 0:`), or its option's name for `args.clip`; no
-    test makes a literal 0 safe."""
+    an enclosing `if` mentions it (`if clip > 0:`), or one of the names it is computed from
+    (`2 * CLIP` under `if CLIP:`), or its option's name for `args.clip`; no test makes a
+    literal 0 safe."""
     text = _text(node)
     if known.source == LITERAL:
         return Value(text=text, number=known.number, source=LITERAL)
-    key = node.attr.value if isinstance(node, cst.Attribute) else text
-    guarded = any(re.search(r"(?<![\w.])" + re.escape(text) + r"(?!\w)", t) or
-                  (isinstance(node, cst.Attribute) and re.search(r"\b" + re.escape(key) + r"\b", t)) for t in tests)
-    return Value(text=text, number=known.number, source=known.source, guarded=bool(guarded))
+    # the names a number was folded from guard it too; a value with no number is read by its text
+    parts = _parts(node) if known.number is not None else (node,)
+    return Value(text=text, number=known.number, source=known.source,
+                 guarded=any(_mentions(part, t) for part in parts for t in tests))
+
+
+def _parts(node: cst.BaseExpression) -> list[cst.BaseExpression]:
+    """The expression and, for arithmetic, the names and attributes it is computed from."""
+    out = [node]
+    if isinstance(node, (cst.BinaryOperation, cst.UnaryOperation, cst.Call)):
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if isinstance(n, (cst.Name, cst.Attribute)):
+                out.append(n)
+            elif isinstance(n, cst.BinaryOperation):
+                stack.extend((n.left, n.right))
+            elif isinstance(n, cst.UnaryOperation):
+                stack.append(n.expression)
+            elif isinstance(n, cst.Call):
+                stack.extend(a.value for a in n.args)
+    return out
+
+
+def _mentions(node: cst.BaseExpression, test: str) -> bool:
+    text = _text(node)
+    if re.search(r"(?<![\w.])" + re.escape(text) + r"(?!\w)", test):
+        return True
+    return isinstance(node, cst.Attribute) and bool(re.search(r"\b" + re.escape(node.attr.value) + r"\b", test))
