@@ -8,7 +8,8 @@ every value it binds to a name, wherever in the scope (a function runs after its
 bound everything, and a name bound twice to different values is unknown in both places).
 A parameter is bound to what its callers pass: unknown here. Instances are held by their text
 file-wide (`self.scaler`, bound in `__init__` and read in `train_step`), as the training-loop
-recorder reads them.
+recorder reads them. A name bound to another name (`Ref`) or to arithmetic on names (`Expr`) is
+resolved when asked, in the scope where it was written; numbers fold through both.
 """
 
 from __future__ import annotations
