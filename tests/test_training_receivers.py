@@ -149,3 +149,29 @@ def collect(model, loss):
 """, "invoke")
     assert [(k, v.text, v.kind) for k, v in ev.args] == [
         ("0", "model", ""), ("1", "seen_optimizers", ""), ("2", "sgd", "optimizer")]
+
+
+def test_a_loop_over_modules_and_one_over_optimizers_may_share_their_variable():
+    # `opt` is bound by both loops of one function (its value there is not known): each loop
+    # decides what its variable is, from the container it iterates
+    steps = _events("""\
+class Flow(torch.nn.Module):
+    def step(self, x):
+        return x
+
+class T:
+    def __init__(self, model):
+        self.opt_models = [Flow(), Flow()]
+        self.pair = [torch.optim.SGD(model.parameters(), lr=0.1), torch.optim.Adam(model.parameters())]
+
+    def train_step(self, x):
+        x.backward()
+        for opt in self.opt_models:
+            x = opt.step(x)
+        for opt in self.pair:
+            opt.step()
+        for opt in self.opt_models:
+            for opt in self.pair:
+                opt.step()
+""", "step")
+    assert [(e.span.line, e.each) for e in steps] == [(16, "self.pair"), (19, "self.pair")]  # after `import torch`

@@ -244,6 +244,8 @@ class CallEvents:
                 opt = _arg(call, 0, "optimizer")
                 return [Event("step", span, fid, sid, ng, via="scaler", target=_text(opt) if opt is not None else "",
                               scaler=recv_text)]
+            if recv_text in ctx.undrawn:
+                return []
             if self._is_optimizer(recv_text, fid) or recv_text in ctx.drawn \
                     or self._passed_as(recv_text, fid, ctx, self._made_optimizer):
                 out: list[Event] = []

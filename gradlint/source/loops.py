@@ -298,8 +298,12 @@ class _Extractor(CallEvents, StatementWalker):
         head = stmt.iter if isinstance(stmt, cst.For) else stmt.test
         out.extend(self.events(head, sid, ctx))
         var, each = self.each_optimizer(stmt, ctx.fid)
-        # the variable of a loop over the optimizers holds one of them, whatever its name
-        inner = ctx.replace(drawn=ctx.drawn + (var,)) if each else ctx
+        # the variable of a loop over the optimizers holds one of them, whatever its name; over
+        # a container known to hold none (`for opt in self.opt_models`), none, whatever its name
+        inner = ctx
+        if var:
+            inner = ctx.replace(drawn=tuple(v for v in ctx.drawn if v != var) + ((var,) if each else ()),
+                                undrawn=tuple(v for v in ctx.undrawn if v != var) + (() if each else (var,)))
         body = self.block(_suite(stmt.body), inner, "loop")
         if each and all(e.kind in _PER_OPTIMIZER for e in iter_events(body)):
             # `for opt in self.optimizers: scaler.step(opt)`: one update of every optimizer,
@@ -318,7 +322,8 @@ class _Extractor(CallEvents, StatementWalker):
         opt in optimizers.items()`, `for opt in (opt_g, opt_d)`; ('', '') for any other loop.
         A container the engine knows (a display bound in the file, never changed in place) is
         one of optimizers when each of its items is one (by its value, else by its name), and
-        a dict iterated for its keys is none; the name of what is iterated decides otherwise."""
+        a dict iterated for its keys is none; the name of what is iterated decides otherwise.
+        (the variable, '') for a container the engine knows holds no optimizer at all."""
         if not isinstance(stmt, cst.For):
             return "", ""
         target, it, written = stmt.target, stmt.iter, _text(stmt.iter)
@@ -337,7 +342,7 @@ class _Extractor(CallEvents, StatementWalker):
             items = known.items if type(known) is Obj else ()
             if len(items) > 1 and all(self._item_is_optimizer(v) for v in items):
                 return target.value, written
-            return "", ""
+            return self._none_of(target.value, items), ""
         if isinstance(it, cst.Call) and not it.args:
             func = it.func
             if isinstance(func, cst.Attribute) and func.attr.value == "values":
@@ -350,14 +355,19 @@ class _Extractor(CallEvents, StatementWalker):
         known = self.pre.value_of(text, scope, items=True)
         if type(known) is Obj and known.cls in ("list", "tuple", "dict") and known.items:
             if known.cls == "dict" and not values:
-                return "", ""  # its keys
+                return target.value, ""  # its keys
             if all(self._item_is_optimizer(v) for v in known.items):
                 return target.value, written
-            return "", ""
+            return self._none_of(target.value, known.items), ""
         last = _last(text)
         if last.endswith("s") and (last.lower() == "opts" or is_optimizer_name(last)):
             return target.value, written
         return "", ""
+
+    def _none_of(self, var: str, items: tuple) -> str:
+        """`var` when every item is known to be something other than an optimizer, else ''."""
+        kinds = [self.pre.kind(v, self.qualify) for v in items]
+        return var if kinds and all(k and k != "optimizer" for k in kinds) else ""
 
     def _item_is_optimizer(self, value) -> bool:
         """An item of a container: an optimizer by the engine's value, else (nothing known) by the
@@ -613,6 +623,8 @@ class _Ctx:
     parent_stmt: int = -1
     # variables of the loops over the optimizers around this point (`o` of `for o in self.optimizers`)
     drawn: tuple[str, ...] = ()
+    # variables of the loops over containers known to hold no optimizer (`for opt in self.opt_models`)
+    undrawn: tuple[str, ...] = ()
 
     def replace(self, **kw) -> "_Ctx":
         return dataclasses.replace(self, **kw)
