@@ -6,7 +6,7 @@ import libcst as cst
 
 from gradlint.facts.training import iter_events
 from gradlint.source import extract_facts, parse
-from gradlint.source.engine.env import ARGPARSE, CONSTANT, LITERAL, NOTHING, Env, Known, Obj, join
+from gradlint.source.engine.env import ARGPARSE, CONSTANT, LITERAL, NOTHING, Env, Expr, Known, Obj, Ref, join
 from gradlint.source.engine.values import UNKNOWN
 
 FUNC, INNER = object(), object()
@@ -52,7 +52,31 @@ def test_numbers_carry_their_provenance():
     assert known("args.max_norm") == Known(5.0, ARGPARSE)
     assert known("cfg.max_norm") == Known(5.0, ARGPARSE)  # whatever holds the parsed arguments
     assert known("args.twice") is NOTHING and known("other") is NOTHING
-    assert known("2 * CLIP") is NOTHING  # the facts fold literals only: no number is guessed
+    # arithmetic folds with the environment; a command-line default entering it is its provenance
+    assert known("2 * CLIP") == Known(0, CONSTANT)
+    assert known("-(args.max_norm * 2) + CLIP") == Known(-10.0, ARGPARSE)
+    assert known("float(CLIP)") == Known(0.0, CONSTANT)
+    assert known("2 * args.twice") is NOTHING and known("CLIP * other") is NOTHING
+    assert known("CLIP / 0") is NOTHING  # Python would raise: no number
+
+
+def test_names_bound_to_names_and_arithmetic_fold_when_asked():
+    env = Env()
+    env.open_scope(FUNC, None, {"scale"})
+    # bound before the names they read, as a module's functions see its later constants
+    env.bind(None, "MAX_NORM", Expr(cst.parse_expression("SCALE * CLIP"), None))
+    env.bind(None, "ALIAS", Ref("MAX_NORM", None))
+    env.bind(FUNC, "local", Expr(cst.parse_expression("scale * CLIP"), FUNC))
+    env.bind(None, "LOOP", Ref("LOOP", None))
+    env.bind(None, "SCALE", 2)
+    env.bind(None, "CLIP", 0.5)
+
+    def known(text: str, scope=None) -> Known:
+        return env.number(cst.parse_expression(text), scope)
+
+    assert known("ALIAS", FUNC) == Known(1.0, CONSTANT)
+    assert known("local", FUNC) is NOTHING  # `scale` is what the callers pass
+    assert known("LOOP") is NOTHING  # a cycle
 
 
 def _clips(text: str):

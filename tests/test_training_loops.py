@@ -686,3 +686,50 @@ def train(model, loader, optimizer):
 """
     (f,) = check_source(text, Config(select=("GL208",)))
     assert "before `trainer.optimizer.step()`" in f.message, f.message
+
+
+def _clips(text: str):
+    return [(e.value, e.norm_type) for fn in facts(text).functions for e in iter_events(fn.body) if e.kind == "clip"]
+
+
+def test_thresholds_fold_with_what_the_file_binds_with_provenance():
+    text = """\
+import argparse
+import torch
+CLIP = 0.0
+SCALE = 2
+MAX_NORM = SCALE * CLIP
+ALIAS = MAX_NORM
+P = 1.5
+parser = argparse.ArgumentParser()
+parser.add_argument("--clip", type=float, default=0.25)
+args = parser.parse_args()
+
+def f(model, loss, scale):
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=2 * CLIP)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), ALIAS, norm_type=2 * P)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), -args.clip * SCALE)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), scale * CLIP)
+    if SCALE > 1:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), SCALE * CLIP)
+"""
+    got = [(v.text, v.number, v.source, v.guarded, n and (n.number, n.source)) for v, n in _clips(text)]
+    assert got == [
+        ("2 * CLIP", 0.0, "constant", False, None),
+        ("ALIAS", 0.0, "constant", False, (3.0, "constant")),
+        ("-args.clip * SCALE", -0.5, "argparse", False, None),
+        ("scale * CLIP", None, "", False, None),  # a parameter: what the callers pass
+        ("SCALE * CLIP", 0.0, "constant", True, None),  # a name it is computed from is tested
+    ]
+
+
+def test_a_folded_threshold_of_zero_is_reported_with_how_it_was_computed():
+    text = "import torch\nCLIP = 0\nloss.backward()\ntorch.nn.utils.clip_grad_norm_(p, 2 * CLIP)\n"
+    (f,) = check_source(text, Config(select=("GL204",)))
+    assert "max_norm `2 * CLIP` = 0" in f.message
+    # a name bound twice to different numbers, or to something else too, is not known
+    for text in ("import torch\nCLIP = 0\nCLIP = 1\nloss.backward()\ntorch.nn.utils.clip_grad_norm_(p, 2 * CLIP)\n",
+                 "import torch\nCLIP = 0\nCLIP = get()\nloss.backward()\ntorch.nn.utils.clip_grad_norm_(p, 2 * CLIP)\n",
+                 "import torch\nA = B\nB = A\nloss.backward()\ntorch.nn.utils.clip_grad_norm_(p, 2 * A)\n"):
+        assert codes(text, "GL204") == []

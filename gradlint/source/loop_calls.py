@@ -236,13 +236,16 @@ class CallEvents:
         if attr in ("step", "first_step", "second_step") and receiver is not None:
             if recv_text in ("self", "cls") and attr in self.pre.methods:
                 return [self._local_call(call, attr, recv_text, ctx, sid)]  # an optimizer's own methods (SAM)
-            scaler = self._scaler_name(recv_text) or self._passed_as(recv_text, fid, ctx, self._made_scaler)
+            scope = self._scope_nodes.get(fid)
+            scaler = self._scaler_name(recv_text, scope) or self._passed_as(recv_text, fid, ctx, self._made_scaler)
             zero = _arg(call, -1, "zero_grad")
             clears = isinstance(zero, cst.Name) and zero.value == "True"
             if attr == "step" and scaler:
                 opt = _arg(call, 0, "optimizer")
                 return [Event("step", span, fid, sid, ng, via="scaler", target=_text(opt) if opt is not None else "",
                               scaler=recv_text)]
+            if recv_text in ctx.undrawn:
+                return []
             if self._is_optimizer(recv_text, fid) or recv_text in ctx.drawn \
                     or self._passed_as(recv_text, fid, ctx, self._made_optimizer):
                 out: list[Event] = []
@@ -316,7 +319,7 @@ class CallEvents:
         if text and _call_kind(text, q) == "module" and attr not in ("parameters", "named_parameters"):
             # what it passes matters only where it passes an optimizer or a scaler (a training
             # step of another file may take it for a parameter: facts.training.bind_callers)
-            passes = any(self._object_kind(a.value) for a in call.args if not a.star)
+            passes = any(self._object_kind(a.value, fid) for a in call.args if not a.star)
             return [Event("invoke", span, fid, sid, ng, target=text, args=self._args(call, ctx) if passes else ())]
         return []
 
@@ -328,7 +331,19 @@ class CallEvents:
         self._assigns_indexed = len(self.assigns)
         return index.get(text, _NONE)
 
-    def _scaler_name(self, recv_text: str) -> bool:
+    def _value_kind(self, text: str, scope) -> str:
+        """What the value `text` holds where `scope` reads it is to a training step (the engine's
+        value: `_PrePass.kind`): 'optimizer', 'scaler', 'model', 'other', or '' when unknown."""
+        if not text or not re.fullmatch(r"[\w.]+", text):
+            return ""
+        return self.pre.kind(self.pre.value_of(text, scope), self.qualify)
+
+    def _scaler_name(self, recv_text: str, scope=None) -> bool:
+        """A GradScaler: by the value it holds where the engine knows it, else by its name or its
+        assignment."""
+        known = self._value_kind(recv_text, scope)
+        if known:
+            return known == "scaler"
         if _SCALER_NAME.search(_last(recv_text)):
             return True
         return "scaler" in self._assigned(recv_text)
@@ -340,7 +355,7 @@ class CallEvents:
         if recv_text not in self._params.get(fid, ()) or fdef is None or self._func_parent.get(fid) != 0:
             return False
         texts = self.pre.passed(fdef, ctx.cls is not None, recv_text)
-        return bool(texts) and all(test(t) for t in texts)
+        return bool(texts) and all(test(t, scope) for t, scope in texts)
 
     def _open_param(self, recv_text: str, fid: int, ctx: "_Ctx") -> bool:
         """A parameter of a top-level function, or of a plain method of a top-level class (not
@@ -357,15 +372,20 @@ class CallEvents:
         return (ctx.cls in self.top_classes and not fdef.decorators and first is not None
                 and first.name.value != recv_text and name != "forward" and not (name.startswith("__") and name.endswith("__")))
 
-    def _object_kind(self, node: cst.BaseExpression) -> str:
+    def _object_kind(self, node: cst.BaseExpression, fid: int) -> str:
         """What an argument is to a training step: 'scaler' (a name this file binds to a GradScaler
-        or names as a scaler), 'optimizer' (likewise), '' else."""
+        or names as a scaler), 'optimizer' (likewise), '' else. The value it holds decides where
+        the engine knows it; its name only where nothing is known."""
         if not isinstance(node, (cst.Name, cst.Attribute)):
             return ""
         text = dotted(node)
         if not text:
             return ""
-        if self._made_scaler(text):
+        scope = self._scope_nodes.get(fid)
+        known = self._value_kind(text, scope)
+        if known:
+            return known if known in ("optimizer", "scaler") else ""
+        if self._made_scaler(text, scope):
             return "scaler"
         cls = self.pre.instance_class(text)
         if "lr_scheduler" in cls or "swa_utils" in cls or _NOT_OPTIMIZER.search(_last(cls)):
@@ -374,12 +394,18 @@ class CallEvents:
             return "optimizer"
         return ""
 
-    def _made_scaler(self, text: str) -> bool:
-        """A name this file binds to a GradScaler (or names as one)."""
-        return self._scaler_name(text) or self.pre.instance_class(text).rsplit(".", 1)[-1] == "GradScaler"
+    def _made_scaler(self, text: str, scope=None) -> bool:
+        """A name this file binds to a GradScaler (or names as one), read where `scope` reads it."""
+        known = self._value_kind(text, scope)
+        if known:
+            return known == "scaler"
+        return self._scaler_name(text, scope) or self.pre.instance_class(text).rsplit(".", 1)[-1] == "GradScaler"
 
-    def _made_optimizer(self, text: str) -> bool:
-        """A name this file binds to an optimizer (or names as one)."""
+    def _made_optimizer(self, text: str, scope=None) -> bool:
+        """A name this file binds to an optimizer (or names as one), read where `scope` reads it."""
+        known = self._value_kind(text, scope)
+        if known:
+            return known == "optimizer"
         cls = self.pre.instance_class(text)
         last = cls.rsplit(".", 1)[-1]
         return is_optimizer_name(text) or bool(cls) and (
@@ -388,6 +414,9 @@ class CallEvents:
     def _is_optimizer(self, recv_text: str, fid: int) -> bool:
         if not recv_text:
             return False
+        known = self._value_kind(recv_text, self._scope_nodes.get(fid))
+        if known:
+            return known == "optimizer"
         kinds = self._assigned(recv_text)
         if "optimizer" in kinds:
             return True
@@ -408,7 +437,7 @@ class CallEvents:
                 out.append(("*", Value(_text(a.value))))
                 break
             value = self.value(a.value, ctx.fid, ctx.tests) or Value("")
-            kind = self._object_kind(a.value)
+            kind = self._object_kind(a.value, ctx.fid)
             if kind:
                 value = dataclasses.replace(value, kind=kind)
             if a.keyword is not None:

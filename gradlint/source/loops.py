@@ -6,7 +6,8 @@ the training-loop rules care about, in source order. Calls to functions of the s
 recorded with their resolved targets so that rules can follow a loop into its step function;
 assignments are recorded so that rules can tell which model an optimizer trains, which scaler is
 disabled, and which values a clip threshold or a loss comes from. What a call means to a training
-step (a backward, a step, a clip...) is `loop_calls.py`.
+step (a backward, a step, a clip...) is `loop_calls.py`; what the file binds, read before the
+walk, is `loop_env.py`.
 """
 
 from __future__ import annotations
@@ -17,31 +18,24 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from gradlint.facts.training import (Assign, Block, Event, Function, Stmt, TrainingFacts, Value, in_bases, iter_events,
-                                     method_id)
+from gradlint.facts.training import Assign, Block, Event, Function, Stmt, TrainingFacts, Value, iter_events, method_id
 from gradlint.findings import SourceSpan
 from gradlint.source.engine.calls import arg as _arg
-from gradlint.source.engine.env import LITERAL, Env, Known, Obj
-from gradlint.source.engine.fold import constant as _constant
+from gradlint.source.engine.env import Env, Obj, Ref
 from gradlint.source.engine.fold import number as _number
 from gradlint.source.engine.interp import StatementWalker
-from gradlint.source.engine.values import UNKNOWN
-from gradlint.source.engine.walk import evaluated_children as _children
 from gradlint.source.engine.walk import headers as _headers
 from gradlint.source.engine.walk import suite as _suite
 from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import CLIP_NAMES, OPTIMIZER_CLASSES, _last, is_optimizer_name, _names_in, CallEvents
+from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
 from gradlint.source.names import NO_GRAD, dotted
 from gradlint.text import split_lines
 
 # ---------------------------------------------------------------------------------------------
 # Names
 
-GRAD_SCALERS = frozenset({
-    "torch.cuda.amp.GradScaler", "torch.amp.GradScaler", "torch.cpu.amp.GradScaler", "torch.GradScaler",
-    "torch.cuda.amp.grad_scaler.GradScaler", "torch.amp.grad_scaler.GradScaler",
-})
 ENABLE_GRAD = frozenset({"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"})
 SET_GRAD_ENABLED = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"})
 PL_TRAINERS = frozenset({"pytorch_lightning.Trainer", "lightning.Trainer", "lightning.pytorch.Trainer",
@@ -55,173 +49,6 @@ TORCH_RECURRENT = {"torch.nn.RNN": "RNN", "torch.nn.LSTM": "LSTM", "torch.nn.GRU
                    "torch.nn.RNNCell": "RNNCell", "torch.nn.LSTMCell": "LSTMCell", "torch.nn.GRUCell": "GRUCell"}
 OPTIMIZER_FACTORIES = frozenset({"create_optimizer", "build_optimizer", "get_optimizer", "make_optimizer",
                                  "create_optimizer_v2", "configure_optimizer"})
-_MOVE_METHODS = frozenset({"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "train", "eval",
-                           "requires_grad_", "to_empty", "share_memory"})
-
-
-def _target_texts(target: cst.BaseExpression) -> list[str]:
-    if isinstance(target, (cst.Tuple, cst.List)):
-        out: list[str] = []
-        for el in target.elements:
-            out.extend(_target_texts(el.value))
-        return out
-    if isinstance(target, cst.StarredElement):
-        return _target_texts(target.value)
-    d = dotted(target) if isinstance(target, (cst.Name, cst.Attribute)) else None
-    return [d] if d else []
-
-
-# ---------------------------------------------------------------------------------------------
-# Pre-pass: which names are functions of this file; what the file binds (the environment)
-
-_STATEMENTISH = frozenset({
-    "SimpleStatementLine", "SimpleStatementSuite", "IndentedBlock", "Assign", "AnnAssign", "AugAssign", "Expr",
-    "If", "Else", "For", "While", "With", "Try", "TryStar", "ExceptHandler", "ExceptStarHandler", "Finally",
-    "Match", "MatchCase", "FunctionDef", "ClassDef",
-})
-
-
-class _PrePass:
-    """Declarations before the walk: the file's functions, methods and classes, what its calls
-    pass, and every binding of every scope into the engine's environment (`env`: names, by the
-    FunctionDef that binds them or None for the module, and command-line option defaults)."""
-
-    def __init__(self) -> None:
-        self.functions: set[str] = set()
-        self.methods: set[str] = set()
-        self.env = Env()
-        # class -> (bases as written, methods); `x = Cls(...)` / `self.x = Cls(...)`: env.hold
-        self.classes: dict[str, tuple[tuple[str, ...], set[str]]] = {}
-        # what the calls of a statement pass, by callee: `f` for `f(...)`, `.m` for `self.m(...)`
-        # (positional texts, keyword texts, a `*`/`**` seen)
-        self.calls: dict[str, list[tuple[tuple[str, ...], dict[str, str], bool]]] = {}
-
-    def run(self, module: cst.Module) -> None:
-        self._walk(module, None, False)
-
-    def _walk(self, node: cst.CSTNode, scope: cst.CSTNode | None, in_class: bool) -> None:
-        # statements only: constants, argparse options and defs are all statements; expressions
-        # are never entered (most of a file's nodes, and none of what this pass looks for)
-        stack = [(c, in_class) for c in reversed(_children(node)) if type(c).__name__ in _STATEMENTISH]
-        while stack:
-            n, cls = stack.pop()
-            if isinstance(n, cst.FunctionDef):
-                (self.methods if cls else self.functions).add(n.name.value)
-                for d in n.decorators:
-                    self._walk(d, scope, False)
-                self._walk(n.body, n, False)
-                continue
-            if isinstance(n, cst.ClassDef):
-                bases = tuple(d for d in (dotted(b.value) for b in n.bases if b.keyword is None) if d)
-                methods = {m.name.value for m in _suite(n.body) if isinstance(m, cst.FunctionDef)}
-                self.classes.setdefault(n.name.value, (bases, methods))
-                self._walk(n.body, scope, True)
-                continue
-            if isinstance(n, (cst.IndentedBlock, cst.SimpleStatementLine, cst.SimpleStatementSuite)):
-                stack.extend((c, cls) for c in reversed(_children(n)) if type(c).__name__ in _STATEMENTISH)
-                continue
-            # below: statements and expressions of this scope; nested blocks keep the class flag off
-            env = self.env
-            if isinstance(n, cst.Assign):
-                self._instance(n.targets[-1].target, n.value)
-                value = _known(n.value)
-                for t in n.targets:
-                    for name in _target_texts(t.target):
-                        if "." not in name:
-                            single = len(n.targets) == 1 and isinstance(t.target, cst.Name)
-                            env.bind(scope, name, value if single else UNKNOWN)
-            elif isinstance(n, cst.AnnAssign) and isinstance(n.target, cst.Name):
-                env.bind(scope, n.target.value, _known(n.value) if n.value is not None else UNKNOWN)
-            elif isinstance(n, cst.AugAssign) and isinstance(n.target, cst.Name):
-                env.bind(scope, n.target.value, UNKNOWN)
-            elif isinstance(n, cst.For):
-                for name in _target_texts(n.target):
-                    if "." not in name:
-                        env.bind(scope, name, UNKNOWN)
-            elif isinstance(n, cst.Expr) and isinstance(n.value, cst.Call):
-                self._add_argument(n.value)
-            if isinstance(n, (cst.Expr, cst.Assign, cst.Return)) and isinstance(n.value, cst.Call):
-                self._call(n.value)
-            stack.extend((c, False) for c in reversed(_children(n)) if type(c).__name__ in _STATEMENTISH)
-
-    def _call(self, call: cst.Call) -> None:
-        func = call.func
-        if isinstance(func, cst.Name):
-            key = func.value
-        elif isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
-            key = "." + func.attr.value
-        else:
-            return
-        pos = tuple(_text(a.value) for a in call.args if a.keyword is None and not a.star)
-        kw = {a.keyword.value: _text(a.value) for a in call.args if a.keyword is not None}
-        self.calls.setdefault(key, []).append((pos, kw, any(a.star for a in call.args)))
-
-    def passed(self, fdef: cst.FunctionDef, method: bool, param: str) -> list[str] | None:
-        """What every call of this file passes for `param` of `fdef` (a module-level function,
-        or a method called on `self`); None when a call passes nothing we can read, or none calls."""
-        calls = self.calls.get(("." if method else "") + fdef.name.value)
-        if not calls:
-            return None
-        p = fdef.params
-        positional = [x.name.value for x in (*p.posonly_params, *p.params)][1 if method else 0:]
-        index = positional.index(param) if param in positional else -1
-        out = []
-        for pos, kw, star in calls:
-            if param in kw:
-                out.append(kw[param])
-            elif 0 <= index < len(pos) and not (star and index >= len(pos)):
-                out.append(pos[index])
-            else:
-                return None
-        return out
-
-    def _instance(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
-        """`x = Cls(...)` (also `Cls(...).to(device)`): x holds an instance of Cls."""
-        while (isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute)
-               and value.func.attr.value in _MOVE_METHODS and isinstance(value.func.value, cst.Call)):
-            value = value.func.value
-        cls = dotted(value.func) if isinstance(value, cst.Call) else None
-        name = dotted(target) if isinstance(target, (cst.Name, cst.Attribute)) else None
-        if cls and name and cls.rsplit(".", 1)[-1][:1].isupper():
-            self.env.hold(name, Obj(cls))
-
-    def method_of(self, cls: str, method: str) -> bool:
-        """Whether class `cls` of this file (as written) defines `method`, itself or through a
-        base class of this file (bounded, cycle-safe)."""
-        bases = {name: b for name, (b, _) in self.classes.items()}
-        return in_bases(cls, bases, lambda c: True if method in self.classes.get(c, ((), ()))[1] else None) is True
-
-    def instance_class(self, text: str) -> str:
-        """The one class `text` is assigned an instance of in this file, as written; '' else
-        (other assignments to it do not count: a constructor call names what it holds)."""
-        found = self.env.held(text)
-        return found.cls if type(found) is Obj else ""
-
-    def _add_argument(self, node: cst.Call) -> None:
-        if not (isinstance(node.func, cst.Attribute) and node.func.attr.value == "add_argument"):
-            return
-        options = [a.value.evaluated_value for a in node.args if a.keyword is None
-                   and isinstance(a.value, cst.SimpleString) and isinstance(a.value.evaluated_value, str)]
-        dest_node = _arg(node, -1, "dest")
-        dest = None
-        if isinstance(dest_node, cst.SimpleString):
-            dest = dest_node.evaluated_value
-        else:
-            longs = [o for o in options if o.startswith("--")]
-            pick = longs[0] if longs else (options[0] if options else None)
-            if pick:
-                dest = pick.lstrip("-").replace("-", "_")
-        if not dest:
-            return
-        self.env.option(dest, _known(_arg(node, -1, "default")))
-
-
-def _known(node: cst.BaseExpression | None):
-    """What the pre-pass binds a name to: the number a literal expression stands for, else UNKNOWN
-    (the loop facts compare numbers only)."""
-    value = _constant(node) if node is not None else None
-    return UNKNOWN if value is None else value
-
 
 # ---------------------------------------------------------------------------------------------
 # The extractor
@@ -470,9 +297,13 @@ class _Extractor(CallEvents, StatementWalker):
         ctx = ctx.replace(parent_stmt=sid)
         head = stmt.iter if isinstance(stmt, cst.For) else stmt.test
         out.extend(self.events(head, sid, ctx))
-        var, each = _each_optimizer(stmt)
-        # the variable of a loop over the optimizers holds one of them, whatever its name
-        inner = ctx.replace(drawn=ctx.drawn + (var,)) if each else ctx
+        var, each = self.each_optimizer(stmt, ctx.fid)
+        # the variable of a loop over the optimizers holds one of them, whatever its name; over
+        # a container known to hold none (`for opt in self.opt_models`), none, whatever its name
+        inner = ctx
+        if var:
+            inner = ctx.replace(drawn=tuple(v for v in ctx.drawn if v != var) + ((var,) if each else ()),
+                                undrawn=tuple(v for v in ctx.undrawn if v != var) + (() if each else (var,)))
         body = self.block(_suite(stmt.body), inner, "loop")
         if each and all(e.kind in _PER_OPTIMIZER for e in iter_events(body)):
             # `for opt in self.optimizers: scaler.step(opt)`: one update of every optimizer,
@@ -484,6 +315,67 @@ class _Extractor(CallEvents, StatementWalker):
         return out
 
     while_stmt = for_stmt
+
+    def each_optimizer(self, stmt: cst.CSTNode, fid: int) -> tuple[str, str]:
+        """(the variable, what it iterates as written) of a loop over the optimizers: `for opt in
+        self.optimizers` (also `optimizers.values()`, Lightning's `self.optimizers()`), `for name,
+        opt in optimizers.items()`, `for opt in (opt_g, opt_d)`; ('', '') for any other loop.
+        A container the engine knows (a display bound in the file, never changed in place) is
+        one of optimizers when each of its items is one (by its value, else by its name), and
+        a dict iterated for its keys is none; the name of what is iterated decides otherwise.
+        (the variable, '') for a container the engine knows holds no optimizer at all."""
+        if not isinstance(stmt, cst.For):
+            return "", ""
+        target, it, written = stmt.target, stmt.iter, _text(stmt.iter)
+        values = False  # a dict's values are iterated
+        if isinstance(it, cst.Call) and not it.args and isinstance(it.func, cst.Attribute) and it.func.attr.value == "items" \
+                and isinstance(target, cst.Tuple) and len(target.elements) == 2:
+            # `for key, opt in optimizers.items()`: the values are the optimizers
+            target, it = target.elements[1].value, it.func.value
+            written = _text(it) + ".values()"
+            values = True
+        if not isinstance(target, cst.Name):
+            return "", ""
+        scope = self._scope_nodes.get(fid)
+        if isinstance(it, (cst.Tuple, cst.List)):
+            known = self.pre._object(it, scope)
+            items = known.items if type(known) is Obj else ()
+            if len(items) > 1 and all(self._item_is_optimizer(v) for v in items):
+                return target.value, written
+            return self._none_of(target.value, items), ""
+        if isinstance(it, cst.Call) and not it.args:
+            func = it.func
+            if isinstance(func, cst.Attribute) and func.attr.value == "values":
+                it, values = func.value, True
+            else:
+                it = func
+        text = dotted(it) if isinstance(it, (cst.Name, cst.Attribute)) else None
+        if not text:
+            return "", ""
+        known = self.pre.value_of(text, scope, items=True)
+        if type(known) is Obj and known.cls in ("list", "tuple", "dict") and known.items:
+            if known.cls == "dict" and not values:
+                return target.value, ""  # its keys
+            if all(self._item_is_optimizer(v) for v in known.items):
+                return target.value, written
+            return self._none_of(target.value, known.items), ""
+        last = _last(text)
+        if last.endswith("s") and (last.lower() == "opts" or is_optimizer_name(last)):
+            return target.value, written
+        return "", ""
+
+    def _none_of(self, var: str, items: tuple) -> str:
+        """`var` when every item is known to be something other than an optimizer, else ''."""
+        kinds = [self.pre.kind(v, self.qualify) for v in items]
+        return var if kinds and all(k and k != "optimizer" for k in kinds) else ""
+
+    def _item_is_optimizer(self, value) -> bool:
+        """An item of a container: an optimizer by the engine's value, else (nothing known) by the
+        name it was written as."""
+        known = self.pre.kind(value, self.qualify)
+        if known:
+            return known == "optimizer"
+        return type(value) is Ref and is_optimizer_name(value.text)
 
     def with_stmt(self, stmt: cst.With, sid: int, ctx: "_Ctx", *_) -> list:
         out: list[Block | Event] = []
@@ -683,52 +575,9 @@ class _Extractor(CallEvents, StatementWalker):
         self.assigns.append(Assign(**base))
 
 
-def _fact(node: cst.BaseExpression, known: Known, tests: tuple[str, ...]) -> Value:
-    """facts.training.Value of an expression from the engine's value of it. guarded: a test of
-    an enclosing `if` mentions it (`if clip > 0:`), or its option's name for `args.clip`; no
-    test makes a literal 0 safe."""
-    text = _text(node)
-    if known.source == LITERAL:
-        return Value(text=text, number=known.number, source=LITERAL)
-    key = node.attr.value if isinstance(node, cst.Attribute) else text
-    guarded = any(re.search(r"(?<![\w.])" + re.escape(text) + r"(?!\w)", t) or
-                  (isinstance(node, cst.Attribute) and re.search(r"\b" + re.escape(key) + r"\b", t)) for t in tests)
-    return Value(text=text, number=known.number, source=known.source, guarded=bool(guarded))
-
 
 # What a loop over the optimizers may do and still be one update of each (no backward, no call).
 _PER_OPTIMIZER = frozenset({"step", "clear", "unscale", "clip"})
-
-
-def _each_optimizer(stmt: cst.CSTNode) -> tuple[str, str]:
-    """(the variable, what it iterates as written) of a loop over the optimizers: `for opt in
-    self.optimizers` (also `optimizers.values()`, Lightning's `self.optimizers()`), `for name,
-    opt in optimizers.items()`, `for opt in (opt_g, opt_d)`; ('', '') for any other loop."""
-    if not isinstance(stmt, cst.For):
-        return "", ""
-    target, it, written = stmt.target, stmt.iter, _text(stmt.iter)
-    if isinstance(it, cst.Call) and not it.args and isinstance(it.func, cst.Attribute) and it.func.attr.value == "items" \
-            and isinstance(target, cst.Tuple) and len(target.elements) == 2:
-        # `for key, opt in optimizers.items()`: the values are the optimizers
-        target, it = target.elements[1].value, it.func.value
-        written = _text(it) + ".values()"
-    if not isinstance(target, cst.Name):
-        return "", ""
-    if isinstance(it, (cst.Tuple, cst.List)):
-        names = [dotted(e.value) if isinstance(e, cst.Element) else None for e in it.elements]
-        if len(names) > 1 and all(n and is_optimizer_name(n) for n in names):
-            return target.value, written
-        return "", ""
-    if isinstance(it, cst.Call) and not it.args:
-        func = it.func
-        it = func.value if isinstance(func, cst.Attribute) and func.attr.value == "values" else func
-    text = dotted(it) if isinstance(it, (cst.Name, cst.Attribute)) else None
-    if not text:
-        return "", ""
-    last = _last(text)
-    if last.endswith("s") and (last.lower() == "opts" or is_optimizer_name(last)):
-        return target.value, written
-    return "", ""
 
 
 def _drawn_from(block: Block, var: str, each: str) -> Block:
@@ -774,6 +623,8 @@ class _Ctx:
     parent_stmt: int = -1
     # variables of the loops over the optimizers around this point (`o` of `for o in self.optimizers`)
     drawn: tuple[str, ...] = ()
+    # variables of the loops over containers known to hold no optimizer (`for opt in self.opt_models`)
+    undrawn: tuple[str, ...] = ()
 
     def replace(self, **kw) -> "_Ctx":
         return dataclasses.replace(self, **kw)

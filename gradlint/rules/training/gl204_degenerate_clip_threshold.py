@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Iterator
 
 from gradlint.findings import Finding, Severity
@@ -17,8 +18,8 @@ class DegenerateClipThreshold(Rule):
     """
     ## What it does
     Checks the threshold of every gradient clip: `max_norm`/`clip_value` of 0 (a literal, a
-    name bound to 0, or the default of a command-line option, when no `if` around the call
-    tests it) is an error; a finite literal of 1e3 or more, and a `norm_type` other than 1, 2
+    name bound to 0, the default of a command-line option, or arithmetic on them such as
+    `2 * CLIP`, when no `if` around the call tests it or a name it is computed from) is an error; a finite literal of 1e3 or more, and a `norm_type` other than 1, 2
     or inf, are reported as information.
 
     ## Why is this bad?
@@ -85,6 +86,13 @@ clip_grad_norm_(model.parameters(), MAX_NORM)
         Example("""\
 import torch
 
+CLIP = 0.0
+loss.backward()
+torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=2 * CLIP)
+""", note="computed from a constant bound to 0"),
+        Example("""\
+import torch
+
 torch.nn.utils.clip_grad_norm_(model.parameters(), 1e4)
 """, note="info: never clips"),
         Example("""\
@@ -144,7 +152,9 @@ def clip(model, max_norm=0.0):
         if v is not None and v.number is not None and not v.guarded:
             where = {"literal": f"{what}={v.text}",
                      "constant": f"{what} `{v.text}` = {_fmt(v.number)}",
-                     "argparse": f"{what} `{v.text}` (command-line default {_fmt(v.number)})"}[v.source]
+                     "argparse": f"{what} `{v.text}` (command-line default {_fmt(v.number)})"
+                     if re.fullmatch(r"[\w.]+", v.text) else
+                     f"{what} `{v.text}` = {_fmt(v.number)} (with the command-line defaults)"}[v.source]
             if v.number == 0:
                 effect = "zeroes every gradient" if what == "max_norm" else "clamps every gradient to 0"
                 yield ctx.finding(f"`{ev.name}` with {where} {effect}: the model never learns",

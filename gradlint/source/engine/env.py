@@ -8,7 +8,8 @@ every value it binds to a name, wherever in the scope (a function runs after its
 bound everything, and a name bound twice to different values is unknown in both places).
 A parameter is bound to what its callers pass: unknown here. Instances are held by their text
 file-wide (`self.scaler`, bound in `__init__` and read in `train_step`), as the training-loop
-recorder reads them.
+recorder reads them. A name bound to another name (`Ref`) or to arithmetic on names (`Expr`) is
+resolved when asked, in the scope where it was written; numbers fold through both.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Hashable
 
 import libcst as cst
 
-from gradlint.source.engine.fold import constant
+from gradlint.source.engine.fold import OPERATORS, as_float, binary, constant, unary
 from gradlint.source.engine.values import UNKNOWN, is_number
 
 # Where a number came from: written where it is used, a name the file binds once to a literal,
@@ -43,18 +44,41 @@ NOTHING = Known()
 
 @dataclass(frozen=True)
 class Obj:
-    """An instance: the domain's `Obj` (ARCHITECTURE.md, "One value domain"), here only its class
-    as written (`GradScaler`, `timm.utils.NativeScaler`); what it is to a training step (an
-    optimizer, a scaler) the client judges from it."""
+    """An instance: the domain's `Obj` (ARCHITECTURE.md, "One value domain"), here its class as
+    written (`GradScaler`, `timm.utils.NativeScaler`; `list`, `tuple`, `dict` for a container
+    written as a display) and, for a container, the values of its items (a dict's values), in
+    order; what it is to a training step (an optimizer, a scaler) the client judges from them."""
 
     cls: str
+    items: tuple = ()
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A name bound to what another name holds (`self.g = opt`): `text` as it is read in `scope`,
+    resolved when asked, so the order in which the scopes bind does not matter. `item`: the
+    variable of a loop over it holds one of its items (`for o in opts`: "each"; a dict's values,
+    `for k, o in opts.items()` or `opts.values()`: "values")."""
+
+    text: str
+    scope: Hashable = None
+    item: str = ""
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A name bound to arithmetic on other names (`MAX_NORM = 2 * CLIP`), as written in `scope`:
+    folded when a number is asked for, so the order in which the scopes bind does not matter."""
+
+    node: cst.BaseExpression
+    scope: Hashable = None
 
 
 def join(a: Any, b: Any) -> Any:
     """Two bindings of one name: equal values stay, anything else is unknown."""
     if a is b:
         return a
-    if is_number(a) and is_number(b) or type(a) is Obj and type(b) is Obj:
+    if is_number(a) and is_number(b) or type(a) is type(b) and type(a) in (Obj, Ref, Expr):
         return a if a == b else UNKNOWN
     return UNKNOWN
 
@@ -117,15 +141,56 @@ class Env:
     # -- evaluation ----------------------------------------------------------------------------
     def number(self, node: cst.BaseExpression, scope: Hashable) -> Known:
         """The number an expression stands for and where it came from: a literal (folded:
-        `1e-3`, `-1`, `float("inf")`), a name bound to one, or a command-line default read as an
-        attribute (`args.clip`); NOTHING else."""
+        `1e-3`, `-1`, `float("inf")`), a name bound to one (through other names and arithmetic:
+        `2 * CLIP`, `MAX_NORM = CLIP`), a command-line default read as an attribute (`args.clip`),
+        or arithmetic on them; NOTHING else. The provenance of a number folded from several is
+        `argparse` when a command-line default enters it, else `constant`."""
         value = constant(node)
         if value is not None:
             return Known(value, LITERAL)
-        if type(node) is cst.Name:
-            value = self.lookup(scope, node.value)
-            return Known(value, CONSTANT) if is_number(value) else NOTHING
-        if type(node) is cst.Attribute:
+        sources: set[str] = set()
+        value = self._fold(node, scope, sources, 0)
+        if not is_number(value):
+            return NOTHING
+        return Known(value, ARGPARSE if ARGPARSE in sources else CONSTANT)
+
+    def _fold(self, node: cst.BaseExpression, scope: Hashable, sources: set, depth: int) -> Any:
+        if depth > 16:
+            return UNKNOWN
+        value = constant(node)
+        if value is not None:
+            return value
+        kind = type(node)
+        if kind is cst.Name:
+            return self._bound(self.lookup(scope, node.value), sources, depth + 1)
+        if kind is cst.Attribute:
             value = self.default(node.attr.value)
-            return Known(value, ARGPARSE) if is_number(value) else NOTHING
-        return NOTHING
+            if is_number(value):
+                sources.add(ARGPARSE)
+                return value
+            return UNKNOWN
+        if kind is cst.UnaryOperation and type(node.operator) in (cst.Minus, cst.Plus):
+            return _known(unary(type(node.operator), self._fold(node.expression, scope, sources, depth + 1)))
+        if kind is cst.BinaryOperation and type(node.operator) in OPERATORS:
+            left = self._fold(node.left, scope, sources, depth + 1)
+            right = self._fold(node.right, scope, sources, depth + 1) if is_number(left) else UNKNOWN
+            return _known(binary(type(node.operator), left, right)) if is_number(right) else UNKNOWN
+        if kind is cst.Call and type(node.func) is cst.Name and node.func.value == "float" \
+                and len(node.args) == 1 and node.args[0].keyword is None and not node.args[0].star:
+            return _known(as_float(self._fold(node.args[0].value, scope, sources, depth + 1)))
+        return UNKNOWN
+
+    def _bound(self, value: Any, sources: set, depth: int) -> Any:
+        """The number a name's binding stands for: a number, another name, arithmetic."""
+        if is_number(value):
+            sources.add(CONSTANT)
+            return value
+        if type(value) is Ref and not value.item and "." not in value.text and depth <= 16:
+            return self._bound(self.lookup(value.scope, value.text), sources, depth + 1)
+        if type(value) is Expr:
+            return self._fold(value.node, value.scope, sources, depth + 1)
+        return UNKNOWN
+
+
+def _known(value: Any) -> Any:
+    return UNKNOWN if value is None else value
