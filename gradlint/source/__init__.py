@@ -131,15 +131,19 @@ def _built(self: cst.CSTNode) -> None:
     """CSTNode.__post_init__ while parse() parses: no validation of the parser's own nodes."""
 
 
+def parse_trusted(text: str) -> cst.Module:
+    """parse_module without validating the parser's own nodes (above)."""
+    if not _ONLY_VALIDATES:
+        return parse_module(text)
+    cst.CSTNode.__post_init__ = _built
+    try:
+        return parse_module(text)
+    finally:
+        cst.CSTNode.__post_init__ = _POST_INIT
+
+
 def parse(path: str, text: str, tree: ast.Module | None = None) -> SourceFile:
-    if _ONLY_VALIDATES:
-        cst.CSTNode.__post_init__ = _built
-        try:
-            module = parse_module(text)
-        finally:
-            cst.CSTNode.__post_init__ = _POST_INIT
-    else:
-        module = parse_module(text)
+    module = parse_trusted(text)
     return SourceFile(path=path, text=text, module=module, positions=LazyPositions(module, text, tree),
                       imports=build_import_table(module))
 
