@@ -263,12 +263,13 @@ def _emit(text: str, fmt: str, output_file: Path | None) -> None:
 
 def _source_lines() -> Any:
     """For `--output-format full`: the lines a finding points into, read once per file or cell."""
-    from gradlint.notebook import cell_lines
-    from gradlint.source import decode
-
     cache: dict[tuple[str, int | None], list[str] | None] = {}
 
     def lines(f: Any) -> list[str] | None:
+        # imported here: every report asks for the function, only a finding calls it
+        from gradlint.notebook import cell_lines
+        from gradlint.source import decode
+
         key = (f.path, f.cell)
         if key not in cache:
             try:

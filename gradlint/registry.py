@@ -171,7 +171,8 @@ def parse_sections(doc: str) -> dict[str, str]:
     current = None
     lines: list[str] = []
     for line in doc.splitlines():
-        m = re.match(r"^##\s+(.*?)\s*$", line)
+        # every rule's docstring is split when it registers: the test first spares the regex
+        m = re.match(r"^##\s+(.*?)\s*$", line) if line.startswith("##") else None
         if m:
             if current is not None:
                 sections[current] = "\n".join(lines).strip()

@@ -1,4 +1,5 @@
-"""Gaussian moments of activations: closed forms, asymptotics and dense-grid references."""
+"""Gaussian moments of activations: closed forms, asymptotics, dense-grid references, and the
+module's pure-Python formulas against PyTorch's own activations."""
 
 from __future__ import annotations
 
@@ -6,19 +7,101 @@ import math
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
-from gradlint.model.activations import KNOWN, _pieces, composed_moments, moments, resolve_param
+from gradlint.model import activations
+from gradlint.model.activations import KNOWN, composed_moments, moments, resolve_param
 
 QS = [1e-4, 0.1, 1.0, 10.0, 1e3, 1e5]
 
 
+def torch_fn(fn: str, p: float):
+    """PyTorch's activation `fn` with parameter p, on float64 tensors."""
+    table = {
+        "identity": lambda z: z,
+        "relu": F.relu,
+        "leaky_relu": lambda z: F.leaky_relu(z, p),
+        "prelu": lambda z: F.prelu(z, torch.tensor([p], dtype=torch.float64)),
+        "elu": lambda z: F.elu(z, alpha=p),
+        "celu": lambda z: F.celu(z, alpha=p),
+        "selu": F.selu,
+        "gelu": F.gelu,
+        "silu": F.silu,
+        "mish": F.mish,
+        "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        "hardtanh": F.hardtanh,
+        "softsign": F.softsign,
+        # torch switches to the identity above beta * z = 20 (off by log1p(e^-20) there); above
+        # 40 that is exact to rounding, and the module integrates the exact function
+        "softplus": lambda z: F.softplus(z, beta=p, threshold=40.0),
+        "hardsigmoid": F.hardsigmoid,
+        "hardswish": F.hardswish,
+        "relu6": F.relu6,
+        "logsigmoid": F.logsigmoid,
+        "tanhshrink": F.tanhshrink,
+    }
+    return table[fn]
+
+
+def torch_values(fns, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """phi(z) and phi'(z) of the composition (application order) by torch and its autograd."""
+    x = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+    y = x
+    for fn, p in fns:
+        y = torch_fn(fn, p)(y)
+    (grad,) = torch.autograd.grad(y.sum(), x, allow_unused=True)
+    grad = torch.ones_like(x) if grad is None else grad
+    return y.detach().numpy(), grad.numpy()
+
+
 def dense_reference(fn: str, q: float, n: int = 400_001) -> tuple[float, float]:
-    """Trapezoid rule on a uniform grid over +-12 sd: independent of the module's panels."""
-    f, df, _ = _pieces(fn, resolve_param(fn, None))
+    """Trapezoid rule on a uniform grid over +-12 sd, with torch's activation: independent of the
+    module's panels and of its formulas."""
     s = math.sqrt(q)
     z = np.linspace(-12 * s, 12 * s, n)
     w = np.exp(-0.5 * z * z / q) / math.sqrt(2 * math.pi * q)
-    return float(np.trapezoid(w * f(z) ** 2, z)), float(np.trapezoid(w * df(z) ** 2, z))
+    f, df = torch_values([(fn, resolve_param(fn, None))], z)
+    return float(np.trapezoid(w * f**2, z)), float(np.trapezoid(w * df**2, z))
+
+
+def test_gauss_legendre_nodes_are_numpys():
+    x, w = np.polynomial.legendre.leggauss(16)
+    assert activations._GL_X == tuple(x)
+    assert activations._GL_W == pytest.approx(tuple(w), rel=1e-14)
+
+
+@pytest.mark.parametrize("fn", sorted(KNOWN))
+def test_formulas_are_torchs_on_every_node(fn):
+    # The scalar formulas the module integrates, at every node of its quadrature, against torch's
+    # activation and autograd (the nodes avoid the kinks, where one-sided conventions differ).
+    for p in {resolve_param(fn, None), resolve_param(fn, 0.3)}:
+        f, df, kinks = activations._pieces(fn, p)
+        for q in (1e-4, 1.0, 1e4):
+            z, _ = activations._weighted_nodes(q, kinks)
+            want_f, want_df = torch_values([(fn, p)], np.array(z))
+            got_f = np.array([f(v) for v in z])
+            got_df = np.array([df(v) for v in z])
+            # z - tanh(z) and friends cancel near 0: an ulp of z is the scale of the error there
+            assert np.all(np.abs(got_f - want_f) <= 1e-13 * (np.abs(want_f) + np.abs(z))), (fn, p, q)
+            # torch's backward of celu (1/alpha) and hardsigmoid (1/6) holds a constant in single
+            # precision; their forwards are exact
+            tol = 1e-7 if fn in ("celu", "hardsigmoid") else 1e-13
+            assert np.all(np.abs(got_df - want_df) <= tol * (np.abs(want_df) + 1.0)), (fn, p, q)
+
+
+@pytest.mark.parametrize("q", [1e-2, 0.5, 3.0, 1e3])
+@pytest.mark.parametrize("fns", [[("gelu", 0.0)], [("tanh", 0.0), ("sigmoid", 0.0)], [("gelu", 0.0), ("identity", 0.0)],
+                                 [("relu", 0.0), ("mish", 0.0), ("softplus", 2.0)], [("identity", 0.0)]])
+def test_moments_equal_torchs_on_the_same_nodes(fns, q):
+    # The whole integral, evaluated with torch's activations and numpy's sums on the module's own
+    # weighted nodes: the pure-Python table is what numpy and torch compute, to rounding.
+    z, w = activations._weighted_nodes(q, activations._pieces(*fns[0])[2])
+    f, df = torch_values(fns, np.array(z))
+    w = np.array(w)
+    assert activations._quadrature(tuple(fns), q) == pytest.approx((float(np.dot(w, f * f)), float(np.dot(w, df * df))),
+                                                                 rel=1e-12)
 
 
 def test_known_names():

@@ -168,6 +168,16 @@ class Net(nn.Module):
     assert stem.origin.line == 9  # the user's call, not a line of the catalogue
 
 
+def test_the_catalogue_names_read_off_its_text_are_its_parsed_definitions():
+    # library_name answers from the text, without parsing the catalogue
+    import libcst as cst
+
+    from gradlint.source import library
+
+    parsed = {s.name.value for s in cst.parse_module(library.SOURCE).body if isinstance(s, (cst.ClassDef, cst.FunctionDef))}
+    assert library._names() == parsed and {"Mlp", "Conv2dNormActivation", "get_act_layer"} <= parsed
+
+
 def test_a_class_of_the_same_name_not_from_the_library_stays_opaque():
     src = """
 import torch.nn as nn

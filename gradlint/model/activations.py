@@ -12,6 +12,10 @@ So the integral is taken in z itself, over Gauss-Legendre panels whose edges gro
 geometrically from near 0 out to 12 standard deviations (resolving both the activation's own
 scale, about 1, and the Gaussian's, sqrt(q), whatever their ratio), with every kink of the
 activation added as a panel edge.
+
+Plain Python floats, no numpy: `gradlint check` integrates an activation for any file with a
+network, and importing numpy took 0.18 s, a fifth of a one-file run (pre-commit), for the few
+hundred node evaluations of a file's handful of integrals.
 """
 
 from __future__ import annotations
@@ -20,10 +24,7 @@ import math
 from functools import lru_cache
 from typing import Callable, Sequence
 
-import numpy as np
-
-Array = np.ndarray
-Fn = Callable[[Array], Array]
+Fn = Callable[[float], float]
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -42,105 +43,125 @@ DEFAULT_PARAM: dict[str, float] = {
 SCALE_FREE: frozenset[str] = frozenset({"relu", "leaky_relu", "prelu", "identity"})
 
 
-def _sigmoid(z: Array) -> Array:
+def _sigmoid(z: float) -> float:
     # tanh form: no overflow for large |z|, unlike 1 / (1 + exp(-z)).
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
+    return 0.5 * (1.0 + math.tanh(0.5 * z))
 
 
-def _softplus(z: Array) -> Array:
-    return np.logaddexp(0.0, z)
+def _softplus(z: float) -> float:
+    # log(1 + e^z) as numpy's logaddexp(0, z) computes it: no overflow, no loss near 0.
+    if z > 0.0:
+        return z + math.log1p(math.exp(-z))
+    if z < 0.0:
+        return math.log1p(math.exp(z))
+    return _LOG2 if z == 0.0 else z
 
 
-_erf = np.frompyfunc(math.erf, 1, 1)
+_LOG2 = math.log(2.0)
+_SQRT2 = math.sqrt(2.0)
+_SQRT2PI = math.sqrt(2.0 * math.pi)
 
 
-def _Phi(z: Array) -> Array:
-    return 0.5 * (1.0 + _erf(z / math.sqrt(2.0)).astype(float))
+def _Phi(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / _SQRT2))
 
 
-def _phi(z: Array) -> Array:
-    return np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+def _phi(z: float) -> float:
+    return math.exp(-0.5 * z * z) / _SQRT2PI
+
+
+def _step(z: float) -> float:
+    return 1.0 if z > 0.0 else 0.0
+
+
+def _clip(z: float, lo: float, hi: float) -> float:
+    return lo if z < lo else (hi if z > hi else z)
 
 
 def _pieces(fn: str, p: float) -> tuple[Fn, Fn, tuple[float, ...]]:
-    """(phi, phi', kinks) for one activation with its parameter resolved."""
-    where = np.where
+    """(phi, phi', kinks) for one activation with its parameter resolved, on one float: the
+    formulas of PyTorch's activations (tests/test_model_activations.py compares them with torch
+    on every quadrature node)."""
     if fn == "identity":
-        return (lambda z: z), (lambda z: np.ones_like(z)), ()
+        return (lambda z: z), (lambda z: 1.0), ()
     if fn == "relu":
-        return (lambda z: np.maximum(z, 0.0)), (lambda z: (z > 0).astype(float)), (0.0,)
+        return (lambda z: z if z > 0.0 else 0.0), _step, (0.0,)
     if fn in ("leaky_relu", "prelu"):
-        return (lambda z: where(z > 0, z, p * z)), (lambda z: where(z > 0, 1.0, p)), (0.0,)
+        return (lambda z: z if z > 0 else p * z), (lambda z: 1.0 if z > 0 else p), (0.0,)
     if fn == "elu":
         return (
-            lambda z: where(z > 0, z, p * np.expm1(np.minimum(z, 0.0))),
-            lambda z: where(z > 0, 1.0, p * np.exp(np.minimum(z, 0.0))),
+            lambda z: z if z > 0 else p * math.expm1(z),
+            lambda z: 1.0 if z > 0 else p * math.exp(z),
             (0.0,),
         )
     if fn == "celu":
         return (
-            lambda z: where(z > 0, z, p * np.expm1(np.minimum(z, 0.0) / p)),
-            lambda z: where(z > 0, 1.0, np.exp(np.minimum(z, 0.0) / p)),
+            lambda z: z if z > 0 else p * math.expm1(z / p),
+            lambda z: 1.0 if z > 0 else math.exp(z / p),
             (0.0,),
         )
     if fn == "selu":
         a, s = SELU_ALPHA, SELU_SCALE
         return (
-            lambda z: s * where(z > 0, z, a * np.expm1(np.minimum(z, 0.0))),
-            lambda z: s * where(z > 0, 1.0, a * np.exp(np.minimum(z, 0.0))),
+            lambda z: s * (z if z > 0 else a * math.expm1(z)),
+            lambda z: s * (1.0 if z > 0 else a * math.exp(z)),
             (0.0,),
         )
     if fn == "gelu":
         # torch's default approximate='none': z * Phi(z).
         return (lambda z: z * _Phi(z)), (lambda z: _Phi(z) + z * _phi(z)), ()
     if fn == "silu":
-        return (
-            lambda z: z * _sigmoid(z),
-            lambda z: _sigmoid(z) * (1.0 + z * (1.0 - _sigmoid(z))),
-            (),
-        )
+        def silu_d(z: float) -> float:
+            s = _sigmoid(z)
+            return s * (1.0 + z * (1.0 - s))
+
+        return (lambda z: z * _sigmoid(z)), silu_d, ()
     if fn == "mish":
-        def mish_d(z: Array) -> Array:
-            t = np.tanh(_softplus(z))
+        def mish_d(z: float) -> float:
+            t = math.tanh(_softplus(z))
             return t + z * (1.0 - t * t) * _sigmoid(z)
 
-        return (lambda z: z * np.tanh(_softplus(z))), mish_d, ()
+        return (lambda z: z * math.tanh(_softplus(z))), mish_d, ()
     if fn == "tanh":
-        return np.tanh, (lambda z: 1.0 - np.tanh(z) ** 2), ()
+        def tanh_d(z: float) -> float:
+            t = math.tanh(z)
+            return 1.0 - t * t
+
+        return math.tanh, tanh_d, ()
     if fn == "sigmoid":
-        return _sigmoid, (lambda z: _sigmoid(z) * (1.0 - _sigmoid(z))), ()
+        def sigmoid_d(z: float) -> float:
+            s = _sigmoid(z)
+            return s * (1.0 - s)
+
+        return _sigmoid, sigmoid_d, ()
     if fn == "hardtanh":
-        return (
-            lambda z: np.clip(z, -1.0, 1.0),
-            lambda z: ((z > -1.0) & (z < 1.0)).astype(float),
-            (-1.0, 1.0),
-        )
+        return (lambda z: _clip(z, -1.0, 1.0)), (lambda z: 1.0 if -1.0 < z < 1.0 else 0.0), (-1.0, 1.0)
     if fn == "softsign":
-        return (lambda z: z / (1.0 + np.abs(z))), (lambda z: 1.0 / (1.0 + np.abs(z)) ** 2), (0.0,)
+        return (lambda z: z / (1.0 + abs(z))), (lambda z: 1.0 / (1.0 + abs(z)) ** 2), (0.0,)
     if fn == "softplus":
         return (lambda z: _softplus(p * z) / p), (lambda z: _sigmoid(p * z)), ()
     if fn == "hardsigmoid":
         return (
-            lambda z: np.clip(z + 3.0, 0.0, 6.0) / 6.0,
-            lambda z: ((z > -3.0) & (z < 3.0)) / 6.0,
+            lambda z: _clip(z + 3.0, 0.0, 6.0) / 6.0,
+            lambda z: 1.0 / 6.0 if -3.0 < z < 3.0 else 0.0,
             (-3.0, 3.0),
         )
     if fn == "hardswish":
         return (
-            lambda z: z * np.clip(z + 3.0, 0.0, 6.0) / 6.0,
-            lambda z: where(z <= -3.0, 0.0, where(z >= 3.0, 1.0, (2.0 * z + 3.0) / 6.0)),
+            lambda z: z * _clip(z + 3.0, 0.0, 6.0) / 6.0,
+            lambda z: 0.0 if z <= -3.0 else (1.0 if z >= 3.0 else (2.0 * z + 3.0) / 6.0),
             (-3.0, 3.0),
         )
     if fn == "relu6":
-        return (
-            lambda z: np.clip(z, 0.0, 6.0),
-            lambda z: ((z > 0.0) & (z < 6.0)).astype(float),
-            (0.0, 6.0),
-        )
+        return (lambda z: _clip(z, 0.0, 6.0)), (lambda z: 1.0 if 0.0 < z < 6.0 else 0.0), (0.0, 6.0)
     if fn == "logsigmoid":
         return (lambda z: -_softplus(-z)), (lambda z: _sigmoid(-z)), ()
     if fn == "tanhshrink":
-        return (lambda z: z - np.tanh(z)), (lambda z: np.tanh(z) ** 2), ()
+        def tanhshrink_d(z: float) -> float:
+            t = math.tanh(z)
+            return t * t
+
+        return (lambda z: z - math.tanh(z)), tanhshrink_d, ()
     raise KeyError(fn)
 
 
@@ -165,53 +186,93 @@ def resolve_param(fn: str, param: float | None) -> float:
     return float(param)
 
 
+def _gauss_legendre(n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Nodes and weights of n-point Gauss-Legendre quadrature on [-1, 1], ascending: Newton's
+    iteration on the Legendre polynomial from the usual cosine guesses (numpy's leggauss gives
+    the same nodes; a test compares them)."""
+    nodes, weights = [], []
+    for i in range(n, 0, -1):
+        x = math.cos(math.pi * (i - 0.25) / (n + 0.5))
+        for _ in range(100):
+            p_prev, p = 1.0, x
+            for k in range(2, n + 1):
+                p_prev, p = p, ((2 * k - 1) * x * p - (k - 1) * p_prev) / k
+            slope = n * (x * p - p_prev) / (x * x - 1.0)
+            step = p / slope
+            x -= step
+            if abs(step) < 1e-16:
+                break
+        p_prev, p = 1.0, x
+        for k in range(2, n + 1):
+            p_prev, p = p, ((2 * k - 1) * x * p - (k - 1) * p_prev) / k
+        slope = n * (x * p - p_prev) / (x * x - 1.0)
+        nodes.append(x)
+        weights.append(2.0 / ((1.0 - x * x) * slope * slope))
+    # Exactly symmetric, and summing to 2 (the length of [-1, 1]).
+    nodes = [(a - b) / 2.0 for a, b in zip(nodes, reversed(nodes))]
+    weights = [(a + b) / 2.0 for a, b in zip(weights, reversed(weights))]
+    total = math.fsum(weights)
+    return tuple(nodes), tuple(w * (2.0 / total) for w in weights)
+
+
 # Gauss-Legendre nodes per panel: with geometric panels of ratio 1.25 the integrand is smooth
 # on each panel to well below 1e-10 relative error.
-_GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
+_GL_X, _GL_W = _gauss_legendre(16)
 _RATIO = 1.25
 _SPAN = 12.0  # standard deviations: exp(-72) of the mass lies outside
 
 
-def _edges(s: float, kinks: Sequence[float]) -> Array:
+def _edges(s: float, kinks: Sequence[float]) -> list[float]:
     lo = 1e-4 * min(s, 1.0)
     hi = _SPAN * s
     n = max(1, math.ceil(math.log(hi / lo) / math.log(_RATIO)))
-    pos = lo * _RATIO ** np.arange(n + 1)
+    pos = [lo * _RATIO**k for k in range(n + 1)]
     pos[-1] = hi
-    edges = np.concatenate([-pos[::-1], [0.0], pos])
     inner = [k for k in kinks if -hi < k < hi]
-    return np.unique(np.concatenate([edges, inner]))
+    return sorted({*(-x for x in pos), 0.0, *pos, *inner})
 
 
-def _nodes(s: float, kinks: Sequence[float]) -> tuple[Array, Array]:
-    e = _edges(s, kinks)
-    a, b = e[:-1, None], e[1:, None]
-    z = 0.5 * (b - a) * _GL_X[None, :] + 0.5 * (a + b)
-    w = 0.5 * (b - a) * _GL_W[None, :]
-    return z.ravel(), w.ravel()
+@lru_cache(maxsize=64)
+def _weighted_nodes(q: float, kinks: tuple[float, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The quadrature's nodes z and weights times the N(0, q) density there: the same for every
+    composition integrated at this q (a network asks for a layer's activation, then for it
+    followed by the next ones, at the same q)."""
+    e = _edges(math.sqrt(q), kinks)
+    norm = math.sqrt(2.0 * math.pi * q)
+    exp = math.exp
+    z: list[float] = []
+    w: list[float] = []
+    for a, b in zip(e, e[1:]):
+        half, mid = 0.5 * (b - a), 0.5 * (a + b)
+        here = [half * x + mid for x in _GL_X]
+        z.extend(here)
+        w.extend([half * x * exp(-0.5 * zi * zi / q) / norm for x, zi in zip(_GL_W, here)])
+    return tuple(z), tuple(w)
 
 
 def _quadrature(fns: tuple[tuple[str, float], ...], q: float) -> tuple[float, float]:
     parts = [_pieces(fn, p) for fn, p in fns]
     # Kinks of the first activation sit at fixed z; later ones act on transformed values, and
     # their kinks are resolved by the panels' density alone.
-    z, w = _nodes(math.sqrt(q), parts[0][2])
-    w = w * np.exp(-0.5 * z * z / q) / math.sqrt(2.0 * math.pi * q)
-    u, d = z, np.ones_like(z)
-    for f, df, _ in parts:
-        d = d * df(u)
-        u = f(u)
-    return float(np.dot(w, u * u)), float(np.dot(w, d * d))
+    z, w = _weighted_nodes(q, parts[0][2])
+    u, d = z, None
+    for (fn, _), (f, df, _) in zip(fns, parts):
+        if fn == "identity":
+            continue  # phi(u) = u, phi' = 1: nothing changes
+        d = [df(ui) for ui in u] if d is None else [di * df(ui) for di, ui in zip(d, u)]
+        u = [f(ui) for ui in u]
+    grad = math.fsum(w) if d is None else math.fsum([wi * di * di for wi, di in zip(w, d)])
+    return math.fsum([wi * ui * ui for wi, ui in zip(w, u)]), grad
 
 
 def _limit_at_zero(fns: tuple[tuple[str, float], ...]) -> tuple[float, float]:
     """q = 0: phi(0)^2, and the mean of the squared one-sided derivatives (the q -> 0 limit)."""
-    u, d = np.array([0.0, -1e-12, 1e-12]), np.ones(3)
+    u, d = [0.0, -1e-12, 1e-12], [1.0, 1.0, 1.0]
     for fn, p in fns:
         f, df, _ = _pieces(fn, p)
-        d = d * df(u)
-        u = f(u)
-    return float(u[0] * u[0]), float(np.mean(d[1:] * d[1:]))
+        d = [di * df(ui) for di, ui in zip(d, u)]
+        u = [f(ui) for ui in u]
+    return u[0] * u[0], (d[1] * d[1] + d[2] * d[2]) / 2.0
 
 
 def _round(q: float) -> float:

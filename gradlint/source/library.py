@@ -16,6 +16,7 @@ depth, pooling heads, re-layouts): they lower to one Passthrough node.
 from __future__ import annotations
 
 import functools
+import re
 
 import libcst as cst
 
@@ -494,16 +495,17 @@ def library_name(quals: frozenset[str], path: str) -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def _module() -> cst.Module:
-    return cst.parse_module(SOURCE)
+    from gradlint.source import parse_trusted
+
+    return parse_trusted(SOURCE)
 
 
 @functools.lru_cache(maxsize=1)
 def _names() -> frozenset[str]:
-    out = set()
-    for stmt in _module().body:
-        if isinstance(stmt, (cst.ClassDef, cst.FunctionDef)):
-            out.add(stmt.name.value)
-    return frozenset(out)
+    # The top-level classes and functions, read off the text: a file that imports from timm or
+    # torchvision asks for them, and parsing the catalogue costs a model file that uses none of
+    # its blocks 30 ms (a test compares them with the parsed module's).
+    return frozenset(re.findall(r"^(?:class|def) (\w+)", SOURCE, re.MULTILINE))
 
 
 class LibrarySource:

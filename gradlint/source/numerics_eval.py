@@ -17,6 +17,7 @@ from gradlint.source.budget import MAX_EXPR_DEPTH
 from gradlint.source.engine.fold import binary, constant, unary
 from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, _item, number_of
 from gradlint.source.engine.values import str_literal
+from gradlint.source.engine.walk import children as _code_children
 from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.names import dotted
 from gradlint.source.numerics_calls import LOSS_FUNCTIONS
@@ -268,7 +269,9 @@ class TensorEval:
         return v if type(v) is int else None
 
     def _ev_children(self, node: cst.CSTNode) -> None:
-        for child in node.children:
+        # The code children only: libcst's `node.children` visits every whitespace and comma
+        # too, rebuilding the node (a tenth of the numerics walk of a large model file).
+        for child in _code_children(node):
             if _is_expression(child):
                 self.ev(child)
             else:

@@ -1,0 +1,77 @@
+"""source.parse_trusted: libcst's parse without its validation of the parser's own nodes, with
+plain slot-storing __init__s for the most frequent node classes while it parses. The trees must be
+the ones libcst's own parse builds, and libcst must be left as it was, even after a failed parse."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import libcst as cst
+import pytest
+
+from gradlint import source
+from tests.conftest import FIXTURES
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXTS = sorted([*FIXTURES.rglob("*.py"), *(ROOT / "gradlint" / "source").rglob("*.py")])
+
+
+def _libcst_as_it_was() -> None:
+    for cls, init, _plain in source._plain_inits():
+        if init is not None:
+            assert vars(cls)["__init__"] is init
+    assert cst.CSTNode.__post_init__ is source._POST_INIT
+    with pytest.raises(cst.CSTValidationError):
+        cst.Name("not a name")  # validation is back for everyone else
+
+
+def test_frequent_classes_get_a_plain_init():
+    made = {cls.__name__ for cls, _init, plain in source._plain_inits() if plain is not None}
+    assert {"SimpleWhitespace", "Name", "Comma", "Arg", "Call"} <= made
+
+
+@pytest.mark.parametrize("path", TEXTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_tree_is_libcsts_own(path):
+    text = source.decode(path.read_bytes())
+    try:
+        want = source.parse_module(text)
+    except Exception as exc:  # noqa: BLE001 - a file libcst refuses is refused the same way
+        with pytest.raises(type(exc)):
+            source.parse_trusted(text)
+    else:
+        got = source.parse_trusted(text)
+        assert got.deep_equals(want) and got.code == want.code
+    _libcst_as_it_was()
+
+
+def test_a_failed_parse_leaves_libcst_as_it_was():
+    with pytest.raises(cst.ParserSyntaxError):
+        source.parse_trusted("def f(:\n")
+    _libcst_as_it_was()
+
+
+def test_plain_inits_store_what_the_dataclass_init_stores():
+    module = source.parse_module("def f(a: int = 1, *b, **c):\n    return g(a, k=[1, 'x'], *b)  # c\n\nx.y = f(2)\n")
+    plain = {cls: init for cls, _orig, init in source._plain_inits() if init is not None}
+    seen = set()
+    stack: list = [module]
+    while stack:
+        node = stack.pop()
+        fields = {f.name: getattr(node, f.name) for f in dataclasses.fields(node)}
+        for value in fields.values():
+            stack.extend(v for v in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(v, cst.CSTNode))
+        init = plain.get(type(node))
+        if init is None:
+            continue
+        seen.add(type(node))
+        made = object.__new__(type(node))
+        init(made, **fields)
+        assert made.deep_equals(node)
+        # the defaults too: only the fields without one given
+        required = {f.name: fields[f.name] for f in dataclasses.fields(node)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        made = object.__new__(type(node))
+        init(made, **required)
+        assert made.deep_equals(type(node)(**required))
+    assert {cst.SimpleWhitespace, cst.Name, cst.Arg, cst.Call, cst.Param, cst.Attribute} <= seen
