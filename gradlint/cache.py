@@ -153,22 +153,46 @@ def _layout(cls: type) -> _Layout:
         tag = _tag(cls)
         if record_type(tag) is not cls:
             raise CacheError(f"not an allowed record type: {tag}")
-        names = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+        names, get = _fields(cls)
         try:
             hints = typing.get_type_hints(cls)
         except Exception:
             # An annotation that cannot be resolved: the values are still plain data or
             # allow-listed records, only their types go unchecked.
             hints = {}
-        if len(names) > 1:
-            get = operator.attrgetter(*names)
-        elif names:
-            get = (lambda one: lambda value: (getattr(value, one),))(names[0])
-        else:
-            get = lambda _value: ()  # noqa: E731
         specs = tuple(_spec(hints.get(n, Any)) for n in names)
         layout = _LAYOUTS[cls] = _Layout(cls, tag, names, get, specs, _direct(cls, names))
     return layout
+
+
+def _fields(cls: type) -> tuple[tuple[str, ...], Any]:
+    """A record type's init fields, and a getter of their values as a tuple."""
+    names = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+    if len(names) > 1:
+        get = operator.attrgetter(*names)
+    elif names:
+        get = (lambda one: lambda value: (getattr(value, one),))(names[0])
+    else:
+        get = lambda _value: ()  # noqa: E731
+    return names, get
+
+
+def _encoding(cls: type) -> tuple[str, Any]:
+    """What encode needs of a record type: its tag (once it passed the allow-list) and the getter
+    of its fields. Not the field types, which only decoding checks: resolving them (typing's
+    get_type_hints, then a spec per field) was ~9 ms of each worker of a cold run."""
+    known = _ENCODING.get(cls)
+    if known is None:
+        layout = _LAYOUTS.get(cls)
+        if layout is not None:
+            known = (layout.tag, layout.get)
+        else:
+            tag = _tag(cls)
+            if record_type(tag) is not cls:
+                raise CacheError(f"not an allowed record type: {tag}")
+            known = (tag, _fields(cls)[1])
+        _ENCODING[cls] = known
+    return known
 
 
 _new = object.__new__
@@ -204,8 +228,7 @@ def encode(value: Any) -> Any:
         return [v if type(v) in _PLAIN or v is _EMPTY else encode(v) for v in value]
     known = _ENCODING.get(kind)
     if known is None and dataclasses.is_dataclass(kind):
-        layout = _layout(kind)
-        known = _ENCODING[kind] = (layout.tag, layout.get)
+        known = _encoding(kind)
     if known is not None:
         tag, get = known
         values = get(value)

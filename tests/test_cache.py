@@ -881,3 +881,32 @@ def test_places_are_per_salt_and_forgotten_past_their_bound(tmp_path, monkeypatc
     first = [cache._place(one, f"d/m{i}.py", "python") for i in range(10)]
     assert len(cache._PLACES) <= 3
     assert [cache._place(one, f"d/m{i}.py", "python") for i in range(10)] == first
+
+
+def test_encoding_needs_no_field_types_and_decoding_still_checks_them(monkeypatch):
+    """A worker of a cold run only encodes: resolving every record's field types there (typing's
+    get_type_hints) was most of its first entry. Encoding leaves them alone; decoding resolves them
+    and still refuses a value that does not fit."""
+    facts = FileFacts(path="m.py", kind="python", networks=(Network(name="M", path="m.py", nodes=(
+        Residual(body=(Param("l", "linear", 8, 8, InitSpec("normal", (("std", 1.0),))),)),)),),
+        input_errors=(InputError("unreadable_source", "x"),))
+    monkeypatch.setattr(cache, "_LAYOUTS", {})
+    monkeypatch.setattr(cache, "_BY_TAG", {})
+    monkeypatch.setattr(cache, "_ENCODING", {})
+    resolved: list[type] = []
+    real = cache.typing.get_type_hints
+
+    def counting(cls, *a, **kw):
+        resolved.append(cls)
+        return real(cls, *a, **kw)
+
+    monkeypatch.setattr(cache.typing, "get_type_hints", counting)
+    text = cache.dumps(facts)
+    assert resolved == [] and cache.dumps(facts) == text
+    assert cache.loads(text) == facts and {FileFacts, Network, Residual, Param, InitSpec} <= set(resolved)
+    bad = json.loads(text)
+    bad["gradlint.facts.files.FileFacts"][0] = 1  # path: an int where a str belongs
+    with pytest.raises(cache.CacheError, match="does not fit"):
+        cache.loads(json.dumps(bad))
+    with pytest.raises(cache.CacheError):  # and encoding still refuses what is not ours
+        cache.dumps(FileFacts(path="x", kind="python", training=Path("x")))
