@@ -310,9 +310,10 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
         store, warning = cache.open_store(config.root, config.cache_dir) if use_cache and files else (None, None)
         if warning and warnings is not None:
             warnings.append(warning)
-    # Without `keep`, an ONNX model is neither looked up nor stored: its facts entry is not kept.
-    args = [(str(p), d, store, config.max_file_size, *((True, True) if keep or _kind(p, d) != "onnx" else (False, False)))
-            for p, d in files]
+    # Without `keep`, an ONNX model is neither looked up nor stored: its facts entry is not kept,
+    # and its job gets no store (one object less to send to a worker per model).
+    args = [(str(p), d, store, config.max_file_size, True, True) if keep or _kind(p, d) != "onnx"
+            else (str(p), d, None, config.max_file_size, False, False) for p, d in files]
     workers = jobs if jobs is not None else min(os.cpu_count() or 1, 8)
     results: list = [None] * len(args)
     todo = list(range(len(args)))
@@ -488,14 +489,16 @@ class _Results:
     def keep(self, i: int, result: FileResult, facts: FileFacts, modules: frozenset[str],
               words: frozenset[str]) -> None:
         """Keep file `i`'s result (not a failure of gradlint's own: that is tried again)."""
-        path, _display = self.files[i]
-        fingerprint = self.seen.get(str(path))
+        path = str(self.files[i][0])
+        fingerprint = self.seen.get(path)
         if fingerprint is None or result.internal_error or facts.internal_error:
             return
-        deps = tuple((name, self.resolve(name)) for name in sorted(modules))
+        deps = tuple([(name, self.resolve(name)) for name in sorted(modules)]) if modules else ()
         payload = (result, self._own(i), deps, self.project_text() if words else "")
-        _store(self.store, cache.entry(self._slot(i, fingerprint), payload, str(path.parent), facts.depends),
-               self.batch)
+        # (the folder as str(path.parent) names it, without making a Path: 2 000 ONNX models)
+        made = cache.entry(self._slot(i, fingerprint), payload, os.path.dirname(path) or ".", facts.depends)
+        if made is not None:
+            self.batch.add(self.store, made)
 
     def _fingerprint(self, path: Path) -> str:
         found = self.seen.get(str(path))

@@ -826,3 +826,87 @@ def test_a_warm_run_reads_its_hits_without_a_pool_and_sends_only_misses_to_it(tm
         (tmp_path / f"m{i}.py").write_text(LOG_SOFTMAX + f"# {i}\n")
     again = api.collect_facts(files, config, jobs=2)
     assert sent == [33] and [f.path for f in again] == [f.path for f in cold]
+
+
+def test_an_entry_line_is_the_json_of_its_fields_in_order_and_its_key_is_the_salted_hash(tmp_path):
+    """entry() writes the line's head by hand and _place remembers each file's place: the line is
+    still exactly json.dumps of {key, file, schema, deps, facts} and decodes to the facts, and the
+    key is sha256 over each part followed by a NUL, as before (an upgrade only changes keys through
+    gradlint's code)."""
+    import hashlib
+
+    (tmp_path / "data.bin").write_bytes(b"w")
+    store, _ = cache.open_store(tmp_path, ".gradlint_cache")
+    result = FileResult(path="m.onnx", findings=())
+    facts = FileFacts(path="m.onnx", kind="onnx", source="é \udc80 \u2028", input_errors=(InputError("x", "\"q\""),))
+    for display, kind, payload, depends in (("m.onnx", "result:onnx", (result, "", (), ""), ()),
+                                            ("m.onnx", "onnx", facts, ("data.bin", "../up"))):
+        where = cache.slot(store, display, kind, "sha256:" + "ab" * 32)
+
+        def parts_hash(*parts: str) -> str:
+            h = hashlib.sha256()
+            for part in parts:
+                h.update(part.encode("utf-8", "surrogateescape") + b"\0")
+            return h.hexdigest()
+
+        file = parts_hash(store.salt, kind, display)
+        assert where.key == parts_hash(cache.code_fingerprint(), file, "sha256:" + "ab" * 32)
+        assert where.file == file[:32] and cache._place(store, display, kind)[1] == file
+        cache._PLACES.clear()  # the remembered place is the one computed afresh
+        assert cache.slot(store, display, kind, "sha256:" + "ab" * 32) == where
+        pack, file_id, line = cache.entry(where, payload, str(tmp_path), depends)
+        doc = json.loads(line)
+        assert list(doc) == ["key", "file", "schema", "deps", "facts"] and (pack, file_id) == (where.pack, where.file)
+        assert line == json.dumps(doc, separators=(",", ":")).encode("ascii")
+        assert doc["deps"] == [[d, cache.fingerprint_within(str(tmp_path), d)] for d in depends]
+        assert cache.decode(doc["facts"]) == payload
+        cache.write(store, [(pack, file_id, line)])
+        assert cache.load(store, where, str(tmp_path), type(payload)) == payload
+    # what cannot be stored is no line at all
+    where = cache.slot(store, "x.py", "python", "f")
+    assert cache.entry(where, FileFacts(path="x.py", kind="python", training=object()), str(tmp_path)) is None
+    assert cache.entry(where, (float("nan"), [1]), str(tmp_path)) is not None  # ($float, $list) as before
+
+
+def test_places_are_per_salt_and_forgotten_past_their_bound(tmp_path, monkeypatch):
+    """Two cache folders (two salts) never share a remembered place, and the memory of places is
+    emptied when it grows past its bound, then filled again with the same answers."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one, _ = cache.open_store(tmp_path / "a", ".gradlint_cache")
+    two, _ = cache.open_store(tmp_path / "b", ".gradlint_cache")
+    assert one.salt != two.salt
+    assert cache._place(one, "m.py", "python")[:2] != cache._place(two, "m.py", "python")[:2]
+    monkeypatch.setattr(cache, "_PLACES_MAX", 3)
+    first = [cache._place(one, f"d/m{i}.py", "python") for i in range(10)]
+    assert len(cache._PLACES) <= 3
+    assert [cache._place(one, f"d/m{i}.py", "python") for i in range(10)] == first
+
+
+def test_encoding_needs_no_field_types_and_decoding_still_checks_them(monkeypatch):
+    """A worker of a cold run only encodes: resolving every record's field types there (typing's
+    get_type_hints) was most of its first entry. Encoding leaves them alone; decoding resolves them
+    and still refuses a value that does not fit."""
+    facts = FileFacts(path="m.py", kind="python", networks=(Network(name="M", path="m.py", nodes=(
+        Residual(body=(Param("l", "linear", 8, 8, InitSpec("normal", (("std", 1.0),))),)),)),),
+        input_errors=(InputError("unreadable_source", "x"),))
+    monkeypatch.setattr(cache, "_LAYOUTS", {})
+    monkeypatch.setattr(cache, "_BY_TAG", {})
+    monkeypatch.setattr(cache, "_ENCODING", {})
+    resolved: list[type] = []
+    real = cache.typing.get_type_hints
+
+    def counting(cls, *a, **kw):
+        resolved.append(cls)
+        return real(cls, *a, **kw)
+
+    monkeypatch.setattr(cache.typing, "get_type_hints", counting)
+    text = cache.dumps(facts)
+    assert resolved == [] and cache.dumps(facts) == text
+    assert cache.loads(text) == facts and {FileFacts, Network, Residual, Param, InitSpec} <= set(resolved)
+    bad = json.loads(text)
+    bad["gradlint.facts.files.FileFacts"][0] = 1  # path: an int where a str belongs
+    with pytest.raises(cache.CacheError, match="does not fit"):
+        cache.loads(json.dumps(bad))
+    with pytest.raises(cache.CacheError):  # and encoding still refuses what is not ours
+        cache.dumps(FileFacts(path="x", kind="python", training=Path("x")))
