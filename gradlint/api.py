@@ -345,6 +345,9 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
         # + torchvision): it rests until they are in.
         collecting = gc.isenabled()
         gc.disable()
+        # Largest files first: the run ends when the last job does, and a large file started
+        # last kept one worker busy while the others had nothing left to do.
+        todo.sort(key=lambda i: -_size(files[i][0]))
         try:
             done = map_isolated(_facts_job, [args[i] for i in todo], workers, on_failure=_job_failed)
         finally:
@@ -365,6 +368,14 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
             if fingerprint is not None:
                 seen[str(path)] = fingerprint
     return [f for f, _p, _s in results]
+
+
+def _size(path: Path) -> int:
+    """A file's size, for the order of the pool's jobs (0 when it cannot be read: its job says why)."""
+    try:
+        return os.stat(path).st_size
+    except (OSError, ValueError):
+        return 0
 
 
 def _job_failed(args: tuple, reason: str) -> tuple[FileFacts, None, None]:
