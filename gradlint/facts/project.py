@@ -123,6 +123,11 @@ class ProjectIndex:
         self._absent.discard(name)
         return mod
 
+    def known(self, name: str) -> bool:
+        """Whether module `name` is in the index already, or a checked file of the run that is
+        (its facts may still be on their way: the loader's `pending`)."""
+        return name in self.modules or name in getattr(self.loader, "pending", ())
+
     def module(self, name: str) -> Module | None:
         """Module `name`, summarised now when the run has not seen it yet."""
         log = self.log

@@ -254,6 +254,10 @@ class ProjectFiles:
         # cache): module name -> (path, is a package), summarised by extract_checked when reached
         self.checked = checked or {}
         self.extract_checked = extract_checked
+        # checked files of the run whose facts are still being extracted: module name -> what
+        # waits for them and gives (facts, is a package); the runner adds them to the index too
+        self.pending: dict[str, Callable[[], tuple[FileFacts, bool]]] = {}
+        self.pending_paths: dict[str, Path] = {}  # and their files
         # cached_lower(path, cls, args, compute): the runner's cache around a re-run (parsing the
         # block's file is most of it: 2 s of a warm run over timm and torchvision without it)
         self.cached_lower = cached_lower
@@ -281,7 +285,11 @@ class ProjectFiles:
         return self.extract(path), path.name == "__init__.py"
 
     def load_checked(self, module: str) -> tuple[FileFacts, bool] | None:
-        """The facts of a checked file the run did not add to the index, by its module name."""
+        """The facts of a checked file the run did not add to the index, by its module name: one
+        whose result came from the cache, or one whose facts are not in yet (this waits)."""
+        waiting = self.pending.get(module)
+        if waiting is not None:
+            return waiting()
         hit = self.checked.get(module)
         if hit is None or self.extract_checked is None:
             return None
@@ -289,9 +297,11 @@ class ProjectFiles:
 
     def checked_mentioning(self, word: str) -> list[str]:
         """The module names of the checked files not added to the index whose text holds `word`
-        (the index holds the added ones: ProjectIndex.gradchecked looks at both)."""
+        (the index holds the added ones: ProjectIndex.gradchecked looks at both); those whose
+        facts are still being extracted included."""
         needle = word.encode()
-        return [module for module, (path, _is_package) in self.checked.items() if _holds(path, needle)]
+        found = [module for module, (path, _is_package) in self.checked.items() if _holds(path, needle)]
+        return found + [module for module, path in self.pending_paths.items() if _holds(path, needle)]
 
     def lower(self, module: str, display: str, cls: str, args: tuple, function: bool = False) -> object | None:
         """The IR of class `cls` of `module` built with a caller's arguments (ir.Extern.args), or
