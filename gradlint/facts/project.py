@@ -354,6 +354,8 @@ class ProjectIndex:
             candidates.update(self.loader.modules_mentioning("gradcheck"))
             # checked files not added yet (results reused) would be among the modules above
             candidates.update(getattr(self.loader, "checked_mentioning", lambda _w: ())("gradcheck"))
+            # and so would the checked files whose facts are still being extracted
+            candidates.update(getattr(self.loader, "pending_mentioning", lambda _w, _s: ())("gradcheck", self.modules))
         for name in sorted(candidates):
             mod = self.module(name)
             if mod is None or mod.facts.numerics is None:

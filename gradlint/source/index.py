@@ -14,7 +14,7 @@ import stat
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Container, Iterable, Mapping
 
 from gradlint.facts.files import FileFacts, ModuleSymbols
 from gradlint.inputs import read_fd
@@ -297,11 +297,15 @@ class ProjectFiles:
 
     def checked_mentioning(self, word: str) -> list[str]:
         """The module names of the checked files not added to the index whose text holds `word`
-        (the index holds the added ones: ProjectIndex.gradchecked looks at both); those whose
-        facts are still being extracted included."""
+        (the index holds the added ones: ProjectIndex.gradchecked looks at both)."""
         needle = word.encode()
-        found = [module for module, (path, _is_package) in self.checked.items() if _holds(path, needle)]
-        return found + [module for module, path in self.pending_paths.items() if _holds(path, needle)]
+        return [module for module, (path, _is_package) in self.checked.items() if _holds(path, needle)]
+
+    def pending_mentioning(self, word: str, skip: Container[str] = ()) -> list[str]:
+        """The module names of the checked files whose facts may still be on their way (`pending`)
+        whose text holds `word`, but those in `skip` (the ones the index holds already)."""
+        needle = word.encode()
+        return [module for module, path in self.pending_paths.items() if module not in skip and _holds(path, needle)]
 
     def lower(self, module: str, display: str, cls: str, args: tuple, function: bool = False) -> object | None:
         """The IR of class `cls` of `module` built with a caller's arguments (ir.Extern.args), or
