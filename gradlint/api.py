@@ -331,6 +331,8 @@ class _FactsPlan:
         self.workers = jobs if jobs is not None else min(os.cpu_count() or 1, 8)
         self.results: list = [None] * len(files)
         self.arrived = [threading.Event() for _ in files]
+        # set once the pool's processes exist (or none will): see check_paths
+        self.launched = threading.Event()
         todo = list(range(len(files)))
         if store is not None and self.workers > 1 and len(files) >= 32:
             # The hits are read here, each folder's pack once: workers would each read every pack
@@ -367,7 +369,17 @@ class _FactsPlan:
     def run(self, *, largest_first: bool = False) -> None:
         """Extract the misses. `largest_first`: submit the largest files first (the run ends when
         the last job does, and a large file started last kept one worker busy while the others
-        had nothing left to do); a caller that takes the facts in order wants them in order."""
+        had nothing left to do); a caller that takes the facts in order wants them in order.
+        `launched` is set once the pool's processes exist: a caller in another thread waits for it
+        before it goes on (a process forked while that thread imports a module could inherit the
+        module's lock held). Not yet done: the pool made again after a worker died forks while the
+        caller's thread runs the rules."""
+        try:
+            self._run(largest_first)
+        finally:
+            self.launched.set()
+
+    def _run(self, largest_first: bool) -> None:
         todo = self.todo
         if not self.pooled:
             try:
@@ -388,7 +400,7 @@ class _FactsPlan:
             todo = sorted(todo, key=lambda i: -_size(self.files[i][0]))
         try:
             map_isolated(_facts_job, [self.args[i] for i in todo], self.workers, on_failure=_job_failed,
-                         on_result=lambda j, result: self._arrive(todo[j], result))
+                         on_result=lambda j, result: self._arrive(todo[j], result), started=self.launched.set)
         finally:
             if collecting:
                 gc.enable()
@@ -484,6 +496,9 @@ def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool 
     if plan.pooled:
         extraction = threading.Thread(target=plan.run, name="gradlint-facts", daemon=True)
         extraction.start()
+        # The pool forks its processes at its first job: this thread does nothing (no import, no
+        # lock taken) until they exist, so that none inherits a lock held here.
+        plan.launched.wait()
     else:
         plan.run(largest_first=False)
     refreeze = not gc.get_freeze_count()

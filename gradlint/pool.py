@@ -19,19 +19,23 @@ from typing import Any, Callable, Sequence
 
 def map_isolated(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
                  on_failure: Callable[[Any, str], Any], mp_context=None,
-                 on_result: Callable[[int, Any], None] | None = None) -> list:
+                 on_result: Callable[[int, Any], None] | None = None,
+                 started: Callable[[], None] | None = None) -> list:
     """[fn(item) for item in items] in `workers` processes, in order. An item whose worker dies
     (or whose job raises) gets on_failure(item, reason) as its result; every other item its own.
     `fn` must be picklable (a module-level function). `on_result(i, result)` is called as each
-    item's result is final, in the order they come."""
+    item's result is final, in the order they come; `started()` once the first pool's processes
+    exist (a caller in another thread waits for it: processes forked while a thread imports a
+    module could inherit its lock held)."""
     results: list = [None] * len(items)
     todo = deque(range(len(items)))
     suspects: deque[int] = deque()
     # Enough queued work to keep every worker busy, few enough suspects when one dies.
     window = max(2 * workers, 1)
     while todo:
-        broken, _ = _run(fn, items, todo, results, workers, window, on_failure, mp_context, on_result)
+        broken, _ = _run(fn, items, todo, results, workers, window, on_failure, mp_context, on_result, started)
         suspects.extend(broken)
+        started = None
     while suspects:  # one at a time: the one that dies alone is the culprit
         broken, why = _run(fn, items, suspects, results, 1, 1, on_failure, mp_context, on_result)
         for i in broken:
@@ -42,7 +46,7 @@ def map_isolated(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
 
 
 def _run(fn, items, todo: deque, results: list, workers: int, window: int, on_failure,
-         mp_context, on_result=None) -> tuple[list[int], str]:
+         mp_context, on_result=None, started=None) -> tuple[list[int], str]:
     """Run items from `todo` until it is empty or the pool breaks. Returns the indices in flight
     when it broke (empty when it did not), and why it broke."""
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp_context)
@@ -61,6 +65,9 @@ def _run(fn, items, todo: deque, results: list, workers: int, window: int, on_fa
                     return sorted(in_flight.values()), _death(processes)
                 # the worker processes, kept to read the exit status of the one that died
                 processes.update(getattr(pool, "_processes", None) or {})
+                if started is not None:
+                    started()  # the first submit has made them (a forking pool makes all at once)
+                    started = None
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             broken = False
             for fut in done:
