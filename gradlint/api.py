@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import traceback
 from contextlib import contextmanager
 from dataclasses import replace
@@ -310,34 +311,84 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
         store, warning = cache.open_store(config.root, config.cache_dir) if use_cache and files else (None, None)
         if warning and warnings is not None:
             warnings.append(warning)
-    # Without `keep`, an ONNX model is neither looked up nor stored: its facts entry is not kept,
-    # and its job gets no store (one object less to send to a worker per model).
-    args = [(str(p), d, store, config.max_file_size, True, True) if keep or _kind(p, d) != "onnx"
-            else (str(p), d, None, config.max_file_size, False, False) for p, d in files]
-    workers = jobs if jobs is not None else min(os.cpu_count() or 1, 8)
-    results: list = [None] * len(args)
-    todo = list(range(len(args)))
-    if store is not None and workers > 1 and len(args) >= 32:
-        # The hits are read here, each folder's pack once: workers would each read every pack
-        # again and send the facts back pickled (a warm run over timm + torchvision took 2.0 s
-        # with two workers, 1.6 s in one process). Only the misses go to the pool, which does not
-        # look them up again.
-        todo = []
-        for i, (path, display) in enumerate(files):
-            if not args[i][4]:
-                todo.append(i)
-                continue
-            hit = _cache_hit(path, display, store, config.max_file_size, seen)
-            if hit is not None:
-                results[i] = (hit, None, None)
-            else:
-                todo.append(i)
-                args[i] = args[i][:4] + (False,) + args[i][5:]
-    # A pool costs ~100 ms to start; below a few dozen files one process is faster.
-    if workers <= 1 or len(todo) < 32:
-        for i in todo:
-            results[i] = _facts_job(args[i])
-    else:
+    plan = _FactsPlan(files, config, store, jobs, seen, keep)
+    plan.run(largest_first=True)
+    return plan.finish(batch)
+
+
+class _FactsPlan:
+    """The facts of a list of files: the cache's hits read here, the misses extracted by a pool of
+    workers (or in this process, for a few files). `run` may go on in another thread while the
+    caller takes each file's facts as they come (`get`): check_paths runs the rules of the first
+    files while the workers extract the others."""
+
+    def __init__(self, files: list[tuple[Path, str]], config: Config, store: cache.Store | None,
+                 jobs: int | None, seen: dict[str, str] | None, keep: bool) -> None:
+        self.files, self.store, self.seen = files, store, seen
+        # Without `keep`, an ONNX model is neither looked up nor stored: its facts entry is not kept,
+        # and its job gets no store (one object less to send to a worker per model).
+        self.args = [(str(p), d, store, config.max_file_size, True, True) if keep or _kind(p, d) != "onnx"
+                     else (str(p), d, None, config.max_file_size, False, False) for p, d in files]
+        self.workers = jobs if jobs is not None else min(os.cpu_count() or 1, 8)
+        self.results: list = [None] * len(files)
+        self.arrived = [threading.Event() for _ in files]
+        # set once the pool's processes exist (or none will): see check_paths
+        self.launched = threading.Event()
+        todo = list(range(len(files)))
+        if store is not None and self.workers > 1 and len(files) >= 32:
+            # The hits are read here, each folder's pack once: workers would each read every pack
+            # again and send the facts back pickled (a warm run over timm + torchvision took 2.0 s
+            # with two workers, 1.6 s in one process). Only the misses go to the pool, which does
+            # not look them up again.
+            todo = []
+            for i, (path, display) in enumerate(files):
+                if not self.args[i][4]:
+                    todo.append(i)
+                    continue
+                hit = _cache_hit(path, display, store, config.max_file_size, seen)
+                if hit is not None:
+                    self._arrive(i, (hit, None, None))
+                else:
+                    todo.append(i)
+                    self.args[i] = self.args[i][:4] + (False,) + self.args[i][5:]
+        self.todo = todo
+        # A pool costs ~100 ms to start; below a few dozen files one process is faster.
+        self.pooled = self.workers > 1 and len(todo) >= 32
+
+    def _arrive(self, i: int, result: tuple) -> None:
+        self.results[i] = result
+        fingerprint = result[2]
+        if self.seen is not None and fingerprint is not None:
+            self.seen[str(self.files[i][0])] = fingerprint
+        self.arrived[i].set()
+
+    def get(self, i: int) -> FileFacts:
+        """File `i`'s facts, once they are in."""
+        self.arrived[i].wait()
+        return self.results[i][0]
+
+    def run(self, *, largest_first: bool = False) -> None:
+        """Extract the misses. `largest_first`: submit the largest files first (the run ends when
+        the last job does, and a large file started last kept one worker busy while the others
+        had nothing left to do); a caller that takes the facts in order wants them in order.
+        `launched` is set once the pool's processes exist: a caller in another thread waits for it
+        before it goes on (a process forked while that thread imports a module could inherit the
+        module's lock held). Not yet done: the pool made again after a worker died forks while the
+        caller's thread runs the rules."""
+        try:
+            self._run(largest_first)
+        finally:
+            self.launched.set()
+
+    def _run(self, largest_first: bool) -> None:
+        todo = self.todo
+        if not self.pooled:
+            try:
+                for i in todo:
+                    self._arrive(i, _facts_job(self.args[i]))
+            finally:
+                self._no_wait(todo)
+            return
         from gradlint.pool import map_isolated
 
         # A worker that dies (a native crash, SIGKILL, the OOM killer) costs only its own file.
@@ -346,26 +397,47 @@ def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: b
         # + torchvision): it rests until they are in.
         collecting = gc.isenabled()
         gc.disable()
+        if largest_first:
+            todo = sorted(todo, key=lambda i: -_size(self.files[i][0]))
         try:
-            done = map_isolated(_facts_job, [args[i] for i in todo], workers, on_failure=_job_failed)
+            map_isolated(_facts_job, [self.args[i] for i in todo], self.workers, on_failure=_job_failed,
+                         on_result=lambda j, result: self._arrive(todo[j], result), started=self.launched.set)
         finally:
             if collecting:
                 gc.enable()
-        for i, result in zip(todo, done):
-            results[i] = result
-    if store is not None:
-        # Every new entry at once: one write per folder's pack, not one file per entry.
-        made = [p for _f, p, _s in results if p is not None]
-        if batch is not None:
-            for one in made:
-                batch.add(store, one)
-        else:
-            cache.write(store, made)
-    if seen is not None:
-        for (path, _display), (_f, _p, fingerprint) in zip(files, results):
-            if fingerprint is not None:
-                seen[str(path)] = fingerprint
-    return [f for f, _p, _s in results]
+            self._no_wait(todo)
+
+    def _no_wait(self, todo: list[int]) -> None:
+        """After a failure of the run itself (not of a job): what never came is an internal error,
+        so that no caller waits for it."""
+        for i in todo:
+            if not self.arrived[i].is_set():
+                self._arrive(i, _job_failed(self.args[i], "the extraction stopped"))
+
+    def finish(self, batch: cache.Batch | None) -> list[FileFacts]:
+        """Every file's facts; their new cache entries join `batch` (else are written now)."""
+        if self.store is not None:
+            # Every new entry at once: one write per folder's pack, not one file per entry.
+            made = [p for _f, p, _s in self.results if p is not None]
+            if batch is not None:
+                for one in made:
+                    batch.add(self.store, one)
+            else:
+                cache.write(self.store, made)
+        return [f for f, _p, _s in self.results]
+
+
+def _waiting(plan: _FactsPlan, k: int, is_package: bool):
+    """A checked file's (facts, is a package), once its facts are in (ProjectFiles.pending)."""
+    return lambda: (plan.get(k), is_package)
+
+
+def _size(path: Path) -> int:
+    """A file's size, for the order of the pool's jobs (0 when it cannot be read: its job says why)."""
+    try:
+        return os.stat(path).st_size
+    except (OSError, ValueError):
+        return 0
 
 
 def _job_failed(args: tuple, reason: str) -> tuple[FileFacts, None, None]:
@@ -404,29 +476,54 @@ def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool 
     reuse = _Results(store, config, root, index.loader, files, names, holder, seen, later) if store is not None else None
     done: list[FileResult | None] = [reuse.lookup(i) if reuse is not None else None for i in range(len(files))]
     stale = [i for i, r in enumerate(done) if r is None]
-    facts = collect_facts([files[i] for i in stale], config, jobs=jobs, opened=(store,), seen=seen,
-                          keep=reuse is None, batch=later)
+    plan = _FactsPlan([files[i] for i in stale], config, store, jobs, seen, keep=reuse is None)
     loader = index.loader
     # The files whose results came from the cache join the index only when a lookup reaches them.
     loader.checked = {name: (files[i][0], names[i][1]) for name, i in holder.items() if done[i] is not None}
     displays = {str(files[i][0]): files[i][1] for i in holder.values()}
     loader.extract_checked = lambda path: cached_facts(path, displays[str(path)], store, config.max_file_size,
                                                        later, seen=seen)
+    # The rules of the first files run while the pool extracts the others (the parent's part of a
+    # cold run, ~3 s over timm + torchvision, came after the pool's). Every re-run file is the
+    # index's module from the start, as when all were added before any rule ran: a lookup of one
+    # whose facts are not in yet waits for them (ProjectFiles.load_checked), and each file is
+    # named by its module before its facts come (ProjectIndex.by_path).
+    at = {i: k for k, i in enumerate(stale)}
+    loader.pending = {name: _waiting(plan, at[i], names[i][1]) for name, i in holder.items() if i in at}
+    loader.pending_paths = {name: files[i][0] for name, i in holder.items() if i in at}
+    for i in stale:
+        index.by_path.setdefault(files[i][1], names[i][0] if names[i] is not None else "")
+    extraction = None
+    if plan.pooled:
+        extraction = threading.Thread(target=plan.run, name="gradlint-facts", daemon=True)
+        extraction.start()
+        # The pool forks its processes at its first job: this thread does nothing (no import, no
+        # lock taken) until they exist, so that none inherits a lock held here.
+        plan.launched.wait()
+    else:
+        plan.run(largest_first=False)
+    refreeze = not gc.get_freeze_count()
     with _kept_for_the_run():
-        for i, f in zip(stale, facts):
+        rules = load_rules() if stale else {}
+        for k, i in enumerate(stale):
+            f = plan.get(k)
             if f.kind != "python" or names[i] is None:
                 index.by_path.setdefault(f.path, "")
-                continue
-            name, is_package = names[i]
-            if holder[name] != i:
-                index.module(name)  # the file holding the name first, also when it is not re-run
-            index.add(name, f, is_package)
-        rules = load_rules() if stale else {}
-        for i, f in zip(stale, facts):
+            else:
+                name, is_package = names[i]
+                if holder[name] != i:
+                    index.module(name)  # the file holding the name first, also when it is not re-run
+                index.add(name, f, is_package)
+            if refreeze and extraction is not None and not extraction.is_alive():
+                gc.freeze()  # the facts that came in since the rules began (_kept_for_the_run)
+                refreeze = False
             start = index.start_file()
             done[i] = _in_cells(run_rules(f, config, index, rules, relative_path(files[i][0], config)), f)
             if reuse is not None:
                 reuse.keep(i, done[i], f, *index.read_since(start))
+    if extraction is not None:
+        extraction.join()
+    plan.finish(later)
     later.write()  # facts, results and the modules read: each folder's pack written once
     result.files.extend(r for r in done if r is not None)
     return result

@@ -182,13 +182,29 @@ def _rel_to(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def display_path(path: Path) -> str:
-    """How a file is named in findings and in its cache key: relative to the working folder."""
+def display_path(path: Path, cwd: str | None = None) -> str:
+    """How a file is named in findings and in its cache key: relative to the working folder
+    (`cwd`: it, when the caller has asked for it already)."""
     try:
-        rel = os.path.relpath(path, Path.cwd())
+        rel = os.path.relpath(path, cwd if cwd is not None else os.getcwd())
     except ValueError:
         return str(path)
     return str(path) if rel.startswith("..") else rel
+
+
+class _Cwd:
+    """The working folder, asked for once per discovery (not once per file: a listing of the
+    project for a word scan named 5 000 files) and only when a name is needed."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: str | None = None
+
+    def __call__(self) -> str:
+        if self.value is None:
+            self.value = os.getcwd()
+        return self.value
 
 
 def discover(paths: list[Path], config: Config) -> Discovered:
@@ -197,6 +213,7 @@ def discover(paths: list[Path], config: Config) -> Discovered:
     user_excludes = tuple(config.extend_exclude) + tuple(p for p in config.exclude if p not in DEFAULT_EXCLUDE)
     all_excludes = tuple(config.exclude) + tuple(config.extend_exclude)
     seen: set[tuple[int, int]] = set()
+    cwd = _Cwd()
     for given in paths:
         try:
             st = os.stat(given)
@@ -210,7 +227,7 @@ def discover(paths: list[Path], config: Config) -> Discovered:
             found.refused.append((str(given), describe_error(exc), True))
             continue
         if stat.S_ISDIR(st.st_mode):
-            _walk(given, root, all_excludes, config.respect_gitignore, seen, found)
+            _walk(given, root, all_excludes, config.respect_gitignore, seen, found, cwd)
             continue
         # A file named on the command line is checked even if its suffix is unusual (pre-commit
         # passes exactly what it wants checked) unless the user's own excludes say otherwise.
@@ -218,11 +235,11 @@ def discover(paths: list[Path], config: Config) -> Discovered:
             continue
         what = kind_of(st.st_mode)
         if what:
-            found.refused.append((display_path(given), f"not a regular file ({what}); it was not opened", True))
+            found.refused.append((display_path(given, cwd()), f"not a regular file ({what}); it was not opened", True))
             continue
         if (st.st_dev, st.st_ino) not in seen:
             seen.add((st.st_dev, st.st_ino))
-            found.files.append((given, display_path(given)))
+            found.files.append((given, display_path(given, cwd())))
     return found
 
 
@@ -237,7 +254,7 @@ def _repo_root(folder: Path) -> Path:
 
 
 def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, seen: set[tuple[int, int]],
-          found: Discovered) -> None:
+          found: Discovered, cwd: _Cwd) -> None:
     top_resolved = top.resolve()
     # Paths are matched relative to the repository root, so that .gitignore files above the
     # folder we were given (anchored patterns included) apply exactly as git applies them.
@@ -282,17 +299,17 @@ def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, see
                 st = os.stat(path)
             except OSError as exc:
                 reason = "broken symbolic link" if isinstance(exc, FileNotFoundError) else describe_error(exc)
-                found.refused.append((display_path(path), reason, False))
+                found.refused.append((display_path(path, cwd()), reason, False))
                 continue
             what = kind_of(st.st_mode)
             if what:
                 if not stat.S_ISDIR(st.st_mode):
-                    found.refused.append((display_path(path), f"not a regular file ({what}); it was not opened", False))
+                    found.refused.append((display_path(path, cwd()), f"not a regular file ({what}); it was not opened", False))
                 continue
             if (st.st_dev, st.st_ino) in seen:
                 continue
             seen.add((st.st_dev, st.st_ino))
-            found.files.append((path, display_path(path)))
+            found.files.append((path, display_path(path, cwd())))
 
 
 def _rel(folder: Path, base: Path) -> str:

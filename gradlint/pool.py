@@ -18,27 +18,35 @@ from typing import Any, Callable, Sequence
 
 
 def map_isolated(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
-                 on_failure: Callable[[Any, str], Any], mp_context=None) -> list:
+                 on_failure: Callable[[Any, str], Any], mp_context=None,
+                 on_result: Callable[[int, Any], None] | None = None,
+                 started: Callable[[], None] | None = None) -> list:
     """[fn(item) for item in items] in `workers` processes, in order. An item whose worker dies
     (or whose job raises) gets on_failure(item, reason) as its result; every other item its own.
-    `fn` must be picklable (a module-level function)."""
+    `fn` must be picklable (a module-level function). `on_result(i, result)` is called as each
+    item's result is final, in the order they come; `started()` once the first pool's processes
+    exist (a caller in another thread waits for it: processes forked while a thread imports a
+    module could inherit its lock held)."""
     results: list = [None] * len(items)
     todo = deque(range(len(items)))
     suspects: deque[int] = deque()
     # Enough queued work to keep every worker busy, few enough suspects when one dies.
     window = max(2 * workers, 1)
     while todo:
-        broken, _ = _run(fn, items, todo, results, workers, window, on_failure, mp_context)
+        broken, _ = _run(fn, items, todo, results, workers, window, on_failure, mp_context, on_result, started)
         suspects.extend(broken)
+        started = None
     while suspects:  # one at a time: the one that dies alone is the culprit
-        broken, why = _run(fn, items, suspects, results, 1, 1, on_failure, mp_context)
+        broken, why = _run(fn, items, suspects, results, 1, 1, on_failure, mp_context, on_result)
         for i in broken:
             results[i] = on_failure(items[i], why)
+            if on_result is not None:
+                on_result(i, results[i])
     return results
 
 
 def _run(fn, items, todo: deque, results: list, workers: int, window: int, on_failure,
-         mp_context) -> tuple[list[int], str]:
+         mp_context, on_result=None, started=None) -> tuple[list[int], str]:
     """Run items from `todo` until it is empty or the pool breaks. Returns the indices in flight
     when it broke (empty when it did not), and why it broke."""
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp_context)
@@ -57,6 +65,9 @@ def _run(fn, items, todo: deque, results: list, workers: int, window: int, on_fa
                     return sorted(in_flight.values()), _death(processes)
                 # the worker processes, kept to read the exit status of the one that died
                 processes.update(getattr(pool, "_processes", None) or {})
+                if started is not None:
+                    started()  # the first submit has made them (a forking pool makes all at once)
+                    started = None
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             broken = False
             for fut in done:
@@ -66,6 +77,8 @@ def _run(fn, items, todo: deque, results: list, workers: int, window: int, on_fa
                     continue
                 i = in_flight.pop(fut)
                 results[i] = on_failure(items[i], f"{type(exc).__name__}: {exc}") if exc else fut.result()
+                if on_result is not None:
+                    on_result(i, results[i])
             if broken:
                 return sorted(in_flight.values()), _death(processes)
         return [], ""

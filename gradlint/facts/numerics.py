@@ -423,7 +423,7 @@ def _find_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[s
     if len(mentions) > MAX_CALLER_MODULES:
         return None  # a common name: reading every file that holds it costs more than it may give
     out: list[tuple[str, dict[str, str]]] = []
-    names = sorted({module, *mentions}, key=lambda n: (n not in index.modules, n))
+    names = sorted({module, *mentions}, key=lambda n: (not index.known(n), n))
     for name in names:
         mod = index.module(name)
         facts = mod.facts.numerics if mod is not None else None
@@ -556,7 +556,7 @@ def _callers_nograd(index: ProjectIndex, module: str, function: str,
     called = False
     # Modules already summarised first: a call with grad there settles the question before any
     # other module is read.
-    names = sorted({module, *index.mentioning(short)}, key=lambda n: (n not in index.modules, n))
+    names = sorted({module, *index.mentioning(short)}, key=lambda n: (not index.known(n), n))
     for name in names:
         mod = index.module(name)
         facts = mod.facts.numerics if mod is not None else None

@@ -123,6 +123,11 @@ class ProjectIndex:
         self._absent.discard(name)
         return mod
 
+    def known(self, name: str) -> bool:
+        """Whether module `name` is in the index already, or a checked file of the run that is
+        (its facts may still be on their way: the loader's `pending`)."""
+        return name in self.modules or name in getattr(self.loader, "pending", ())
+
     def module(self, name: str) -> Module | None:
         """Module `name`, summarised now when the run has not seen it yet."""
         log = self.log
@@ -349,6 +354,8 @@ class ProjectIndex:
             candidates.update(self.loader.modules_mentioning("gradcheck"))
             # checked files not added yet (results reused) would be among the modules above
             candidates.update(getattr(self.loader, "checked_mentioning", lambda _w: ())("gradcheck"))
+            # and so would the checked files whose facts are still being extracted
+            candidates.update(getattr(self.loader, "pending_mentioning", lambda _w, _s: ())("gradcheck", self.modules))
         for name in sorted(candidates):
             mod = self.module(name)
             if mod is None or mod.facts.numerics is None:

@@ -312,7 +312,7 @@ def _find_calls(index: ProjectIndex, module: str, fn: Function) -> list[dict[str
     if len(mentions) > MAX_CALLER_MODULES:
         return None
     out: list[dict[str, Value]] = []
-    for home in sorted({module, *mentions}, key=lambda n: (n not in index.modules, n)):
+    for home in sorted({module, *mentions}, key=lambda n: (not index.known(n), n)):
         mod = index.module(home)
         facts = mod.facts.training if mod is not None else None
         numerics = mod.facts.numerics if mod is not None else None

@@ -14,7 +14,7 @@ import stat
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Container, Iterable, Mapping
 
 from gradlint.facts.files import FileFacts, ModuleSymbols
 from gradlint.inputs import read_fd
@@ -258,6 +258,10 @@ class ProjectFiles:
         # cache): module name -> (path, is a package), summarised by extract_checked when reached
         self.checked = checked or {}
         self.extract_checked = extract_checked
+        # checked files of the run whose facts are still being extracted: module name -> what
+        # waits for them and gives (facts, is a package); the runner adds them to the index too
+        self.pending: dict[str, Callable[[], tuple[FileFacts, bool]]] = {}
+        self.pending_paths: dict[str, Path] = {}  # and their files
         # cached_lower(path, cls, args, compute): the runner's cache around a re-run (parsing the
         # block's file is most of it: 2 s of a warm run over timm and torchvision without it)
         self.cached_lower = cached_lower
@@ -285,7 +289,11 @@ class ProjectFiles:
         return self.extract(path), path.name == "__init__.py"
 
     def load_checked(self, module: str) -> tuple[FileFacts, bool] | None:
-        """The facts of a checked file the run did not add to the index, by its module name."""
+        """The facts of a checked file the run did not add to the index, by its module name: one
+        whose result came from the cache, or one whose facts are not in yet (this waits)."""
+        waiting = self.pending.get(module)
+        if waiting is not None:
+            return waiting()
         hit = self.checked.get(module)
         if hit is None or self.extract_checked is None:
             return None
@@ -296,6 +304,12 @@ class ProjectFiles:
         (the index holds the added ones: ProjectIndex.gradchecked looks at both)."""
         needle = word.encode()
         return [module for module, (path, _is_package) in self.checked.items() if _holds(path, needle)]
+
+    def pending_mentioning(self, word: str, skip: Container[str] = ()) -> list[str]:
+        """The module names of the checked files whose facts may still be on their way (`pending`)
+        whose text holds `word`, but those in `skip` (the ones the index holds already)."""
+        needle = word.encode()
+        return [module for module, path in self.pending_paths.items() if module not in skip and _holds(path, needle)]
 
     def lower(self, module: str, display: str, cls: str, args: tuple, function: bool = False) -> object | None:
         """The IR of class `cls` of `module` built with a caller's arguments (ir.Extern.args), or

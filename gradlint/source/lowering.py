@@ -55,6 +55,11 @@ class Lowerer:
         self.order: list[bool] = []
         self.choices: dict[int, bool] = {}
         self.note = ""  # why forward could not be followed, for people (`gradlint model`)
+        # Within one forward_paths: the nodes of each child module's forward with the decisions
+        # its run consulted, reused by the later paths that decide them alike (_child_nodes);
+        # and the decisions consulted since the outermost child run began, in order.
+        self._memo: dict | None = None
+        self._trace: list | None = None
 
     # paths and parameter inventory
     def assign_paths(self, attrs: dict, prefix: str, type_inits: list) -> None:
@@ -189,12 +194,37 @@ class Lowerer:
             return None
         key = id(node)
         if key in self.choices:
-            return self.choices[key]
-        i = len(self.order)
-        choice = self.plan[i] if i < len(self.plan) else True
-        self.order.append(choice)
-        self.choices[key] = choice
+            choice = self.choices[key]
+        else:
+            i = len(self.order)
+            choice = self.plan[i] if i < len(self.plan) else True
+            self.order.append(choice)
+            self.choices[key] = choice
+        if self._trace is not None:
+            self._trace.append((key, choice))
         return choice
+
+    def _decides_alike(self, trace: list) -> bool:
+        """Whether decide() would answer each call of `trace` (node, choice) as it did then."""
+        fresh: dict[int, bool] = {}
+        at = len(self.order)
+        for key, choice in trace:
+            now = self.choices.get(key, fresh.get(key))
+            if now is None:
+                now = fresh[key] = self.plan[at] if at < len(self.plan) else True
+                at += 1
+            if now != choice:
+                return False
+        return True
+
+    def _decide_again(self, trace: list) -> None:
+        """decide()'s calls of `trace`, made again (the order and choices a run makes)."""
+        for key, choice in trace:
+            if key not in self.choices:
+                self.order.append(choice)
+                self.choices[key] = choice
+        if self._trace is not None:
+            self._trace.extend(trace)
 
     def pick(self, alt: Alt) -> Any:
         """The option of `alt` this forward run takes; NO_CHOICE when branches are merged."""
@@ -220,6 +250,14 @@ class Lowerer:
         plans: list[list[bool]] = [[]]
         results: list[tuple] = []
         runs = 0
+        saved_memo, self._memo = self._memo, {}
+        try:
+            return self._forward_paths(inst, prefix, plans, results, runs)
+        finally:
+            self._memo = saved_memo
+
+    def _forward_paths(self, inst: "Instance", prefix: str, plans: list, results: list,
+                       runs: int) -> tuple[list[tuple], bool, str]:
         while plans and runs < MAX_PATHS:
             self.plan, self.order, self.choices = plans.pop(), [], {}
             self.note = ""
@@ -297,14 +335,7 @@ class Lowerer:
         if value.kind == "local" and value.instance is not None:
             if self.depth >= MAX_DEPTH:
                 return (Opaque(path, f"{value.cls}: nested deeper than {MAX_DEPTH} modules", span),)
-            self.depth += 1
-            note = self.note  # a child's failure is said by its opaque node, not as the parent's note
-            try:
-                nodes, known = self.forward(value.instance, path + ".")
-            finally:
-                self.depth -= 1
-                self.note = note
-            return nodes if known else (Opaque(path, f"{value.cls}: forward not followed", span),)
+            return self._child_nodes(value, path, span)
         why = getattr(value, "why", None)
         what = f"{value.cls}: {why or 'a class gradlint does not see (another file or library)'}"
         if _maybe_none(value) and why is None:
@@ -316,6 +347,54 @@ class Lowerer:
         if value.kind == "unknown" and value.extern is not None and why is None:
             return (Extern(path, what, span, cls=value.extern[0], args=value.extern[1], inits=self.extern_inits(value)),)
         return (Opaque(path, what, span),)
+
+    def _child_nodes(self, value: Ctor, path: str, span: Any) -> tuple:
+        """The nodes of calling a module of this file's classes (its forward, under its path).
+
+        Each forward path runs the whole forward again, children included. A child's run depends
+        on the path only through the decisions it consults (decide()), so its nodes are kept with
+        those decisions, and a later path that decides them alike takes the nodes and makes the
+        same decisions again (about a quarter of the extraction's forward runs of timm and
+        torchvision were those runs again). A reuse counts the steps and cuts the run took, and
+        is refused where the run would have met the budget: the file's budgets run out where
+        they did, and the facts are the same."""
+        fm = self.fm
+        lib = fm._lib
+        key = before = None
+        if self._memo is not None and self.plan is not None and value.instance.fm in (None, fm, lib):
+            meter, lmeter = fm.meter, (lib.meter if lib is not None else None)
+            key = (id(value.instance), path, self.depth, meter.depth, meter.limit,
+                   (lmeter.depth, lmeter.limit) if lmeter is not None else None)
+            for trace, result, steps, cuts, lib_steps, lib_cuts in self._memo.get(key, ()):
+                if meter.steps + steps > meter.limit or (lmeter is not None and lmeter.steps + lib_steps > lmeter.limit):
+                    break  # the run would meet the budget: run it
+                if self._decides_alike(trace):
+                    self._decide_again(trace)
+                    meter.steps += steps
+                    fm.cuts += cuts
+                    if lib is not None:
+                        lmeter.steps += lib_steps
+                        lib.cuts += lib_cuts
+                    return result
+            before = (meter.steps, fm.cuts, lmeter.steps if lmeter else 0, lib.cuts if lib is not None else 0)
+        outer, self._trace = self._trace, ([] if before is not None else self._trace)
+        self.depth += 1
+        note = self.note  # a child's failure is said by its opaque node, not as the parent's note
+        try:
+            nodes, known = self.forward(value.instance, path + ".")
+        finally:
+            self.depth -= 1
+            self.note = note
+            trace, self._trace = self._trace, outer
+            if before is not None and outer is not None:
+                outer.extend(trace)  # an enclosing child's run consulted them too
+        result = nodes if known else (Opaque(path, f"{value.cls}: forward not followed", span),)
+        if before is not None:
+            if fm._lib is lib and fm.meter.limit == key[4] and (lib is None or lib.meter.limit == key[5][1]):
+                self._memo.setdefault(key, []).append((trace, result, fm.meter.steps - before[0], fm.cuts - before[1],
+                                                       (lib.meter.steps - before[2]) if lib is not None else 0,
+                                                       (lib.cuts - before[3]) if lib is not None else 0))
+        return result
 
     def extern_inits(self, ctor: Ctor) -> tuple:
         """The initialisations of this file that reach the layers of a block of another file after
