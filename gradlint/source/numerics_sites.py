@@ -77,7 +77,9 @@ class SiteChecks:
         if self.hazard_quiet() or inp.nograd:
             return
         model = self.param_output(inp)
-        tensor = self.x.open_param(inp) if not model else None
+        # the input itself a parameter: only for a loss of known kind (a criterion parameter's
+        # call may be no loss at all: `self.downsample(x)` with `downsample` from __init__)
+        tensor = self.x.open_param(inp) if not model and criterion is None else None
         if not model and not tensor and not (criterion and (inp.prob in ("softmax", "sigmoid") or inp.out)):
             return
         data = [*_param_data("criterion", criterion), *_param_data("model", model), *_param_data("tensor", tensor),
