@@ -16,6 +16,7 @@ import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from gradlint.config import DEFAULT_EXCLUDE, Config
 from gradlint.inputs import Refused, describe_error, kind_of, read_bounded
@@ -192,28 +193,15 @@ def display_path(path: Path, cwd: str | None = None) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
-class _Cwd:
-    """The working folder, asked for once per discovery (not once per file: a listing of the
-    project for a word scan named 5 000 files) and only when a name is needed."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value: str | None = None
-
-    def __call__(self) -> str:
-        if self.value is None:
-            self.value = os.getcwd()
-        return self.value
-
-
 def discover(paths: list[Path], config: Config) -> Discovered:
     found = Discovered()
     root = Path(config.root).resolve()
     user_excludes = tuple(config.extend_exclude) + tuple(p for p in config.exclude if p not in DEFAULT_EXCLUDE)
     all_excludes = tuple(config.exclude) + tuple(config.extend_exclude)
     seen: set[tuple[int, int]] = set()
-    cwd = _Cwd()
+    # the working folder, asked for once per discovery (not once per file: a listing of the project
+    # for a word scan named 5 000 files) and only when a name is needed
+    cwd = functools.cache(os.getcwd)
     for given in paths:
         try:
             st = os.stat(given)
@@ -254,7 +242,7 @@ def _repo_root(folder: Path) -> Path:
 
 
 def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, seen: set[tuple[int, int]],
-          found: Discovered, cwd: _Cwd) -> None:
+          found: Discovered, cwd: Callable[[], str]) -> None:
     top_resolved = top.resolve()
     # Paths are matched relative to the repository root, so that .gitignore files above the
     # folder we were given (anchored patterns included) apply exactly as git applies them.
