@@ -593,9 +593,8 @@ class _Results:
         deps = tuple([(name, self.resolve(name)) for name in sorted(modules)]) if modules else ()
         payload = (result, self._own(i), deps, self.project_text() if words else "")
         # (the folder as str(path.parent) names it, without making a Path: 2 000 ONNX models)
-        made = cache.entry(self._slot(i, fingerprint), payload, os.path.dirname(path) or ".", facts.depends)
-        if made is not None:
-            self.batch.add(self.store, made)
+        _store(self.store, cache.entry(self._slot(i, fingerprint), payload, os.path.dirname(path) or ".",
+                                       facts.depends), self.batch)
 
     def _fingerprint(self, path: Path) -> str:
         found = self.seen.get(str(path))
