@@ -344,9 +344,11 @@ class CallEvents:
         known = self._value_kind(recv_text, scope)
         if known:
             return known == "scaler"
-        if _SCALER_NAME.search(_last(recv_text)):
-            return True
-        return "scaler" in self._assigned(recv_text)
+        return self._named_scaler(recv_text)
+
+    def _named_scaler(self, recv_text: str) -> bool:
+        """A GradScaler by its name or its assignment (where the engine knows no value)."""
+        return bool(_SCALER_NAME.search(_last(recv_text))) or "scaler" in self._assigned(recv_text)
 
     def _passed_as(self, recv_text: str, fid: int, ctx: "_Ctx", test) -> bool:
         """`s.step(o)` in `def update(model, o, s, loss)`: every call of this file passes a scaler
@@ -399,7 +401,7 @@ class CallEvents:
         known = self._value_kind(text, scope)
         if known:
             return known == "scaler"
-        return self._scaler_name(text, scope) or self.pre.instance_class(text).rsplit(".", 1)[-1] == "GradScaler"
+        return self._named_scaler(text) or self.pre.instance_class(text).rsplit(".", 1)[-1] == "GradScaler"
 
     def _made_optimizer(self, text: str, scope=None) -> bool:
         """A name this file binds to an optimizer (or names as one), read where `scope` reads it."""
