@@ -373,8 +373,8 @@ class _FactsPlan:
         had nothing left to do); a caller that takes the facts in order wants them in order.
         `launched` is set once the pool's processes exist: a caller in another thread waits for it
         before it goes on (a process forked while that thread imports a module could inherit the
-        module's lock held). Not yet done: the pool made again after a worker died forks while the
-        caller's thread runs the rules."""
+        module's lock held); the pools made again after a worker died start from a fork server
+        (gradlint.pool)."""
         try:
             self._run(largest_first)
         finally:

@@ -5,10 +5,18 @@ ProcessPoolExecutor, and every pending future fails with BrokenProcessPool. Here
 rebuilt and the run goes on with the files not yet started; the files that were in flight when it
 broke are re-run one at a time in a pool of their own, so the one that kills its worker again is
 found, and only that one is reported as failed.
+
+The first pool forks this process (fast: nothing to import again), and its caller keeps other
+threads still until its processes exist. A pool made again after a death cannot ask that: the
+caller's other threads are running by then, and a process forked while one of them imports a
+module inherits that module's import lock held, so a worker that imports the same module waits
+forever. Those pools start their processes from a fork server (a fresh, single-threaded process)
+unless the caller chose a start method.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import signal
 import time
 from collections import deque
@@ -32,17 +40,32 @@ def map_isolated(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
     suspects: deque[int] = deque()
     # Enough queued work to keep every worker busy, few enough suspects when one dies.
     window = max(2 * workers, 1)
+    context = mp_context
     while todo:
-        broken, _ = _run(fn, items, todo, results, workers, window, on_failure, mp_context, on_result, started)
+        broken, _ = _run(fn, items, todo, results, workers, window, on_failure, context, on_result, started)
         suspects.extend(broken)
         started = None
+        context = _again(mp_context)
     while suspects:  # one at a time: the one that dies alone is the culprit
-        broken, why = _run(fn, items, suspects, results, 1, 1, on_failure, mp_context, on_result)
+        broken, why = _run(fn, items, suspects, results, 1, 1, on_failure, _again(mp_context), on_result)
         for i in broken:
             results[i] = on_failure(items[i], why)
             if on_result is not None:
                 on_result(i, results[i])
     return results
+
+
+def _again(mp_context):
+    """The start method of a pool made again after a worker died: the caller's when it chose one
+    (a test whose jobs are patched functions needs them forked), else a fork server where the
+    platform has one (see the module's docstring), else the platform's default."""
+    if mp_context is not None or "forkserver" not in multiprocessing.get_all_start_methods():
+        return mp_context
+    context = multiprocessing.get_context("forkserver")
+    # Imported once by the server, not again by each process it forks (the suspects' pools make
+    # one process per file); a module that fails to import is skipped there, not fatal.
+    context.set_forkserver_preload(["gradlint.api"])
+    return context
 
 
 def _run(fn, items, todo: deque, results: list, workers: int, window: int, on_failure,

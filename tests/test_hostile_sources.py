@@ -3,9 +3,12 @@ a hang, a crash or an internal error; the rest of the file (and of the run) is s
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import signal
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -279,6 +282,98 @@ def test_pool_reports_each_dead_worker_on_its_own_item_and_finishes_the_rest(qui
     assert out[13] == ("failed", 13, "the worker process died (SIGSEGV)")
     assert out[77] == ("failed", 77, "the worker process died (SIGKILL)")
     assert [out[i] for i in range(100) if i not in (13, 77)] == [2 * i for i in range(100) if i not in (13, 77)]
+
+
+def _imports_after_a_death(item: tuple[int, str, str]) -> int:
+    i, folder, module = item
+    if i == 0:
+        time.sleep(0.3)  # the first pool's processes exist by now: the module's lock is held
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.6)  # still in flight when the first job's worker dies: re-run in new pools
+    sys.path.insert(0, folder)
+    importlib.import_module(module)
+    return i
+
+
+def test_a_pool_made_again_while_another_thread_imports_does_not_hang(tmp_path, quiet_crashes):
+    """check_paths runs the rules while the pool extracts: when a worker dies, the pool is made
+    again while that thread may be importing a module. A process forked then inherits the
+    module's import lock held by a thread it does not have, and hangs at its first import of
+    that module. Here a thread holds the lock of a module every job imports from the moment the
+    first pool's processes exist; a job kills its worker, and every job still ends."""
+    import importlib._bootstrap as bootstrap
+    import threading
+
+    from gradlint.pool import map_isolated
+
+    module = f"gl_locked_{os.getpid()}"
+    (tmp_path / f"{module}.py").write_text("X = 1\n")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        lock = bootstrap._get_module_lock(module)
+        lock.acquire()
+        held.set()
+        release.wait()
+        lock.release()
+
+    def started() -> None:
+        threading.Thread(target=hold, daemon=True).start()
+        held.wait()
+
+    out: dict[str, list] = {}
+    items = [(i, str(tmp_path), module) for i in range(4)]
+    run_it = threading.Thread(target=lambda: out.setdefault("r", map_isolated(
+        _imports_after_a_death, items, 2, on_failure=lambda item, why: ("failed", item[0], why), started=started)),
+        daemon=True)
+    run_it.start()
+    run_it.join(60)
+    stuck = run_it.is_alive()
+    if stuck:  # kill the hung processes so that the test session can end
+        for child in multiprocessing.active_children():
+            child.kill()
+    release.set()
+    run_it.join(10)
+    assert not stuck, "a process of the pool made again hung on an import lock"
+    assert out["r"] == [("failed", 0, "the worker process died (SIGKILL)"), 1, 2, 3]
+
+
+def test_a_check_whose_worker_is_killed_goes_on_in_a_fork_server_pool(tmp_path, monkeypatch):
+    """The real jobs (the cache's store and all) in the pools made again after a death: those
+    start from a fork server, whose processes import gradlint afresh. A worker killed from
+    outside costs at most its own file; every other file keeps its finding."""
+    import threading
+
+    import gradlint.pool
+
+    contexts = []
+    real_again = gradlint.pool._again
+    monkeypatch.setattr(gradlint.pool, "_again", lambda ctx: contexts.append(real_again(ctx)) or contexts[-1])
+    body = LOG_SOFTMAX + "".join(f"\ndef g{k}(x):\n    y = x * {k}\n    return torch.tanh(y) + torch.sigmoid(y)\n"
+                                 for k in range(100))
+    for i in range(50):
+        (tmp_path / f"m{i:02}.py").write_text(body)
+
+    def kill_one() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            children = multiprocessing.active_children()
+            if children:
+                time.sleep(0.2)
+                os.kill(children[0].pid, signal.SIGKILL)
+                return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_one, daemon=True)
+    killer.start()
+    result = check_paths([tmp_path], replace(Config(), root=str(tmp_path)), use_cache=True, jobs=2)
+    killer.join()
+
+    assert any(c is not None and c.get_start_method() == "forkserver" for c in contexts), "no pool was made again"
+    assert len(result.files) == 50
+    failed = [r for r in result.files if r.internal_error is not None]
+    assert len(failed) <= 1 and all("the worker process died (SIGKILL)" in r.internal_error for r in failed)
+    assert all([f.code for f in r.findings] == ["GL302"] for r in result.files if r.internal_error is None)
 
 
 def test_a_pool_that_breaks_between_two_submits_still_runs_every_item(monkeypatch):
