@@ -182,6 +182,50 @@ def test_tanh_stack_exploding_behind_a_head_is_found_over_its_worst_sub_chain(tm
     assert not of(report, "GL702")
 
 
+SHALLOW_FACTORY = """
+    class DeepTanh(nn.Module):
+        def __init__(self, width=256, depth=40, std=1.0):
+            super().__init__()
+            self.layers = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+            for layer in self.layers:
+                nn.init.normal_(layer.weight, std=std)
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = torch.tanh(layer(x))
+            return x
+
+
+    def make_model():
+        return DeepTanh(width=64, depth={depth}, std={std})
+"""
+
+
+def test_a_factory_that_builds_fewer_layers_than_the_defaults_still_confirms_the_static_finding(tmp_path):
+    """The static pass reads the class's defaults (40 layers); the factory builds 20. The finding
+    is judged over the layers the model has, and says so, rather than 'not found'; and GL702
+    does not call the explosion unpredicted."""
+    path = write(tmp_path, SHALLOW_FACTORY.format(depth=20, std=1.0))
+    report = run_probe(ProbeOptions(target=f"{path}:make_model", device=DEVICE, steps=1, input_shape=(16, 64),
+                                    gradcheck=False))  # with the static pass
+    [v] = of(report, "GL102")
+    assert len(v.finding.data_dict["modules"]) == 40
+    assert v.verdict == CONFIRMED and v.measured > 1e3
+    assert len(v.sites) == 20 and v.extra.get("shortened")
+    assert "first 20 of the 40 layers" in v.detail
+    assert not of(report, "GL702")
+
+
+def test_a_shorter_model_that_does_not_explode_leaves_the_finding_inconclusive_not_refuted(tmp_path):
+    path = write(tmp_path, SHALLOW_FACTORY.format(depth=2, std=0.05))
+    finding = static("GL102", path, 3, network="DeepTanh", modules=tuple(f"layers.{i}" for i in range(40)),
+                     predicted=1e18)
+    report = run(path, "make_model", [finding], input_shape=(16, 64), gradcheck=False)
+    [v] = of(report, "GL102")
+    assert v.measured is not None and v.measured < 1e2
+    assert v.verdict == INCONCLUSIVE and "first 2 of the 40 layers" in v.detail
+
+
 def test_a_zero_gradient_at_the_chain_end_is_no_infinite_gain(tmp_path):
     path = write(tmp_path, """
         def make_model():

@@ -26,6 +26,7 @@ the prediction, refuted when it is more than 100× away. Everything else: inconc
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -79,12 +80,15 @@ def onnx_scope(name: str) -> str:
 
 
 def chain_gain(data: dict[str, Any], meas: Any, module_classes: dict[str, str], worst: bool = False,
-               whole_model: bool = False) -> tuple[float | None, str, tuple[str, ...], int]:
+               whole_model: bool = False, shorter: bool = False) -> tuple[float | None, str, tuple[str, ...], int]:
     """Measured gain of a finding's chain: (gain, why not, sites, instances measured). With
     several instances of the network class (a block used 4 times), the geometric mean. `worst`:
     the largest gain over every sub-chain (exploding), else first to last. Only instances of
     the finding's own class are measured: another class's layers with the same paths prove
-    nothing about it. `whole_model`: the paths may be the model's own (an ONNX export, the factory)."""
+    nothing about it. `whole_model`: the paths may be the model's own (an ONNX export, the factory).
+    `shorter`: when the model holds only the first layers of the chain (its factory built the
+    class with a smaller depth than the defaults the static pass read), measure those; the
+    sites are then fewer than the finding's modules (`shortened`)."""
     modules = tuple(onnx_scope(str(m)) for m in data.get("modules") or ())
     network = data.get("network")
     if len(modules) < 1:
@@ -107,6 +111,11 @@ def chain_gain(data: dict[str, Any], meas: Any, module_classes: dict[str, str], 
             gains.append(g)
             if not sites:
                 sites = tuple(join_path(root, m) for m in modules)
+    if not gains and shorter:
+        for root in roots:
+            present = [m for m in itertools.takewhile(lambda m: join_path(root, m) in module_classes, modules)]
+            if len(present) >= 2:
+                return chain_gain({**data, "modules": tuple(present)}, meas, module_classes, worst, whole_model)
     if not gains:
         return None, f"modules {modules[0]}..{modules[-1]} of {network} not found or not measured", (), 0
     if min(gains) == 0:  # no gradient at all reaches the first layer: the extreme of vanishing
@@ -168,10 +177,18 @@ def judge_static(findings: list[Finding], meas: Any, module_classes: dict[str, s
             th = Thresholds(limit, th.exploding) if measure == "vanishing_gain" else Thresholds(th.vanishing, limit)
         if measure in GAINS:
             worst = measure == "exploding_gain"
-            gain, why, sites, n = chain_gain(data, meas, module_classes, worst=worst, whole_model=whole)
+            gain, why, sites, n = chain_gain(data, meas, module_classes, worst=worst, whole_model=whole, shorter=True)
             kind = "exploding" if worst else "vanishing"
-            v = Verdict(f, gain_verdict(kind, gain, th), _num(data.get("predicted")), gain, why, sites,
-                        {"instances": n} if n else {})
+            verdict = gain_verdict(kind, gain, th)
+            extra = {"instances": n} if n else {}
+            if gain is not None and len(sites) < len(data.get("modules") or ()):
+                # Fewer layers than the class's defaults give: crossing the threshold over them
+                # confirms the finding; not crossing it says nothing about the defaults.
+                verdict = CONFIRMED if verdict == CONFIRMED else INCONCLUSIVE
+                why = (f"measured over the first {len(sites)} of the {len(data['modules'])} layers: "
+                       "the model was built with fewer than the class's defaults")
+                extra["shortened"] = True
+            v = Verdict(f, verdict, _num(data.get("predicted")), gain, why, sites, extra)
         elif measure == "activation_std":
             v = _judge_saturation(f, data, meas, module_classes, whole)
         elif measure == "zero_weight_gradient":

@@ -91,7 +91,9 @@ def render_text(report: Any, *, color: bool = False) -> str:
         if v.measured is not None:
             numbers.append(f"measured {_fmt(v.measured)}")
         detail = f" ({', '.join(numbers)})" if numbers else ""
-        if v.detail and v.verdict not in (CONFIRMED, FOUND):
+        # A confirmed verdict's detail repeats what was measured, unless it was measured on
+        # fewer layers than the finding names.
+        if v.detail and (v.verdict not in (CONFIRMED, FOUND) or v.extra.get("shortened")):
             detail += f": {v.detail}"
         out.append(f"    {verdict}{detail}")
     counts: dict[str, int] = {}
