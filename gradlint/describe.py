@@ -10,6 +10,7 @@ that a user can see why a model was or was not flagged.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -172,12 +173,14 @@ def _node(n: Node, seq: tuple, i: int) -> dict:
 
 def _chain(chain) -> dict:
     return {"layers": list(chain.modules), "depth": chain.depth, "gain": _number(chain.gain),
-            "per_layer": _number(chain.per_layer),
+            "per_layer": _number(chain.per_layer), "chi": _number(chain.chi),
             "activations": sorted({a.fn for s in chain.steps for a in s.activations if a.fn != "identity"}),
             "location": _location(chain.first.origin)}
 
 
 # ---- text for people ----------------------------------------------------------------------
+
+_NUMBERS = re.compile(r"\d+")
 
 def render_text(models: list[dict]) -> str:
     lines: list[str] = []
@@ -210,7 +213,8 @@ def render_text(models: list[dict]) -> str:
         for c in m["chains"]:
             acts = "+".join(c["activations"]) or "no activation"
             lines.append(f"  chain {c['layers'][0]} .. {c['layers'][-1]}: {c['depth']} layers ({acts}), "
-                         f"predicted gradient gain {_fmt(c['gain'])} ({_fmt(c['per_layer'])} per layer)")
+                         f"predicted gradient gain {_fmt(c['gain'])} ({_fmt(c['per_layer'])} per layer"
+                         + (f", χ ≈ {_fmt(c['chi'])}" if c.get("chi") is not None else "") + ")")
         if m["forward_known"] and not m["chains"]:
             lines.append("  no chain of 2 or more layers to analyse")
         lines.append("")
@@ -222,13 +226,59 @@ def _fmt(v: Any) -> str:
 
 
 def _nodes_text(nodes: list[dict], indent: str, lines: list[str]) -> None:
-    for n in nodes:
-        lines.append(indent + _node_line(n))
-        if n["kind"] == "residual":
-            _nodes_text(n["children"], indent + "  | ", lines)
-            for b in n["branches"]:
-                lines.append(indent + "  + branch")
-                _nodes_text(b, indent + "  | ", lines)
+    i = 0
+    while i < len(nodes):
+        period, times = _repeat_at(nodes, i)
+        if times > 1:
+            # 40 identical blocks are one block and a count for a reader; JSON keeps every node.
+            names = [n["name"] for n in nodes[i:i + period * times] if n["name"]]
+            span = f" ({names[0]} .. {names[-1]})" if names else ""
+            lines.append(f"{indent}{times} × the {period} node{'s' if period != 1 else ''} below{span}")
+            for n in nodes[i:i + period]:
+                _node_text(n, indent + "  ", lines)
+            i += period * times
+            continue
+        _node_text(nodes[i], indent, lines)
+        i += 1
+
+
+def _node_text(n: dict, indent: str, lines: list[str]) -> None:
+    lines.append(indent + _node_line(n))
+    if n["kind"] == "residual":
+        _nodes_text(n["children"], indent + "  | ", lines)
+        for b in n["branches"]:
+            lines.append(indent + "  + branch")
+            _nodes_text(b, indent + "  | ", lines)
+
+
+# Folded in the text only from this many repeats: two or three of a kind read fine as they are.
+_MIN_REPEATS = 4
+_MAX_PERIOD = 8
+
+
+def _repeat_at(nodes: list[dict], i: int) -> tuple[int, int]:
+    """(period, times) of the longest run of one group of nodes repeated from `i` on, the same
+    but for the numbers in their names (layers.0, layers.1...); times 1 when nothing repeats at
+    least _MIN_REPEATS times."""
+    keys = [_shape(n) for n in nodes[i:]]
+    best = (1, 1)
+    for period in range(1, min(_MAX_PERIOD, len(keys) // _MIN_REPEATS) + 1):
+        times = 1
+        while keys[times * period:(times + 1) * period] == keys[:period]:
+            times += 1
+        if times >= _MIN_REPEATS and period * times > best[0] * best[1]:
+            best = (period, times)
+    return best
+
+
+def _shape(node: Any) -> Any:
+    """A node with the numbers of its names blanked and its place dropped, for comparing repeats."""
+    if isinstance(node, dict):
+        return tuple(sorted((k, _NUMBERS.sub("#", v) if k == "name" and isinstance(v, str) else _shape(v))
+                            for k, v in node.items() if k != "location"))
+    if isinstance(node, list):
+        return tuple(_shape(v) for v in node)
+    return node
 
 
 def _node_line(n: dict) -> str:

@@ -200,3 +200,44 @@ def test_notebook_models_are_located_by_cell():
     (model,) = [m for m in described.models if m["name"] == "Net"]
     assert model["location"]["cell"] == 4 and model["location"]["line"] == 1
     assert "model.ipynb:cell 4:1:" in render_text([model])
+
+
+DEEP = """\
+import torch
+import torch.nn as nn
+
+
+class DeepTanh(nn.Module):
+    def __init__(self, width=256, depth=40):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = torch.tanh(layer(x))
+        return self.head(x)
+
+
+class Three(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU())
+
+    def forward(self, x):
+        return self.body(x)
+"""
+
+
+def test_text_prints_a_run_of_identical_layers_once_under_a_count_and_json_keeps_every_node(tmp_path):
+    path = tmp_path / "deep.py"
+    path.write_text(DEEP)
+    out = run_cli("model", str(path)).stdout
+    deep = out.split("DeepTanh")[1].split("Three")[0]
+    assert "40 × the 2 nodes below (layers.0 .. layers.39)" in deep
+    assert deep.count("linear 256 -> 256") == 1 and "layers.1 " not in deep
+    assert "head" in deep and "χ ≈" in deep
+    three = out.split("Three")[1]
+    assert "×" not in three and three.count("linear 8 -> 8") == 3  # three of a kind read fine as they are
+    models, _ = _models(tmp_path, DEEP, "deep2.py")
+    assert sum(n["kind"] == "param" for n in models["DeepTanh"]["nodes"]) == 41
