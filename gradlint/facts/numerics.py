@@ -425,7 +425,7 @@ def _find_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[s
     out: list[tuple[str, dict[str, str]]] = []
     names = sorted({module, *mentions}, key=lambda n: (not index.known(n), n))
     for name in names:
-        mod = index.module(name)
+        mod = index.calling(name)
         facts = mod.facts.numerics if mod is not None else None
         if facts is None or word in facts.references:
             return None  # a file that names it and was not read, or reads it as a value
@@ -558,7 +558,7 @@ def _callers_nograd(index: ProjectIndex, module: str, function: str,
     # other module is read.
     names = sorted({module, *index.mentioning(short)}, key=lambda n: (not index.known(n), n))
     for name in names:
-        mod = index.module(name)
+        mod = index.calling(name)
         facts = mod.facts.numerics if mod is not None else None
         if facts is None:
             return False  # a file that names the function and whose code was not read
