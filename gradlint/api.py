@@ -210,10 +210,38 @@ def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = Tr
     def lower(path: Path, cls: str, args: tuple, compute):
         return rerun_block(path, cls, args, compute, opened(), config.max_file_size, batch)
 
+    def calls(display: str, text: str) -> FileFacts | None:
+        return calls_facts(display, text, opened(), batch)
+
     libraries = library_roots(root, config.library_paths) if config.read_libraries else ()
     loader = ProjectFiles(root, summarise, list_files, libraries=libraries, extract_library=summarise_library,
-                          read_library=library_names, cached_lower=lower)
+                          read_library=library_names, cached_lower=lower, extract_calls=calls)
     return ProjectIndex(loader), root
+
+
+def calls_facts(display: str, text: str, store: cache.Store | None, batch: cache.Batch | None = None) -> FileFacts | None:
+    """The numerics and training-loop facts of a project file whose facts hold its symbols only
+    (no torch in its text), read from `text` (the source those facts keep) when a search for a
+    function's callers reaches it; None when Python or libcst refuses it or it is over budget
+    (its calls stay unknown). Cached by the text under their own kind, so a warm run parses it
+    no more than the files it checks; a refusal is cached too."""
+    from gradlint.files import text_digest
+    from gradlint.source import extract_python_text
+
+    where = cache.slot(store, display, "calls", "text:" + text_digest(text)) if store is not None else None
+    folder = os.path.dirname(display) or "."
+    hit = cache.load(store, where, folder, FileFacts) if store is not None and where is not None else None
+    if hit is None:
+        try:
+            facts = extract_python_text(text, display, calls_only=True)
+        except Exception:  # a caller gradlint cannot read stays unknown; it is no finding of its own
+            facts = None
+        hit = FileFacts(path=display, kind="python")
+        if facts is not None and facts.numerics is not None and not facts.skipped and not facts.input_errors:
+            hit = FileFacts(path=display, kind="python", numerics=facts.numerics, training=facts.training)
+        if store is not None and where is not None:
+            _store(store, cache.entry(where, hit, folder), batch)
+    return hit if hit.numerics is not None else None
 
 
 def library_facts(path: Path, store: cache.Store | None, max_size: int, batch: cache.Batch | None = None,

@@ -402,3 +402,123 @@ def test_a_submodule_path_the_callers_model_does_not_hold_stays_quiet(tmp_path, 
     root = _project(tmp_path, {"nets.py": ENC_NETS, "freezer.py": FREEZER, "main.py": main})
     assert _run([root / "freezer.py"], root) == set()
     assert _run([root], root) == set()
+
+
+# -- callers in a file that names no torch: read when a search for callers reaches it -------------
+
+PLAIN_ENGINE = '''\
+import torch
+from torch import nn
+
+
+class Trainer:
+    def __init__(self, model):
+        self.model = model
+        self.criterion = nn.BCEWithLogitsLoss()
+
+    def fit(self, x, y):
+        loss = self.criterion(self.model(x), y)  # expect: GL304
+        loss.backward()
+
+
+def log_prob(model, x):
+    return torch.log(model(x)).mean()  # expect: GL302
+'''
+
+# imports only the project's trainer and models: the extraction reads its names, not its code
+PLAIN_MAIN = '''\
+from engine import Trainer, log_prob
+from nets import Net
+
+
+def main(x, y):
+    Trainer(Net()).fit(x, y)
+    log_prob(Net(), x)
+'''
+
+
+def _plain(tmp_path: Path, main: str = PLAIN_MAIN, more: dict[str, str] | None = None) -> Path:
+    for text in (main, *(more or {}).values()):
+        assert not re.search(r"torch|\bnn\b|backward|autograd", text)  # nothing the extraction looks for
+    return _project(tmp_path, {"nets.py": NETS, "engine.py": PLAIN_ENGINE, "main.py": main, **(more or {})})
+
+
+def test_a_caller_that_names_no_torch_binds_the_parameters(tmp_path):
+    root = _plain(tmp_path)
+    expected = _expected_text("engine.py", PLAIN_ENGINE)
+    assert {code for _n, _l, code in expected} == {"GL304", "GL302"}
+    assert _run([root], root) == expected
+    assert _run([root / "engine.py"], root) == expected  # main.py is not checked: read on demand
+    assert _run([root / "main.py"], root) == set()  # main.py's own findings: none, as before
+
+
+def test_a_caller_that_names_no_torch_passing_logits_is_quiet(tmp_path):
+    main = PLAIN_MAIN.replace("Net", "Logits")
+    root = _plain(tmp_path, main)
+    assert _run([root], root) == set()
+    assert _run([root / "engine.py"], root) == set()
+
+
+def test_a_file_naming_the_callee_in_a_string_or_comment_changes_nothing(tmp_path):
+    notes = ('"""Usage: Trainer(Logits()).fit(x, y), then log_prob(Logits(), x)."""\n'
+             "# Trainer(Logits()).fit(x, y)\nUSAGE = 'log_prob(Logits(), x)'\n")
+    root = _plain(tmp_path, more={"notes.py": notes})
+    expected = _expected_text("engine.py", PLAIN_ENGINE)
+    assert _run([root / "engine.py"], root) == _run([root], root) == expected
+    (root / "main.py").unlink()  # no caller at all: unknown, the notes do not make one
+    assert _run([root / "engine.py"], root) == set()
+
+
+UNREADABLE_CALLERS = {
+    "Python refuses it": "from engine import Trainer\nfrom nets import Net\n\ndef more(x, y)\n"
+                         "    Trainer(Net()).fit(x, y)\n",
+    # CPython accepts the indentation (a tab, then spaces and a tab); libcst does not
+    "libcst refuses it": "from engine import Trainer\nfrom nets import Net\n\ndef more(x, y):\n"
+                         "\tif x:\n        \tTrainer(Net()).fit(x, y)\n",
+}
+
+
+@pytest.mark.parametrize("why", sorted(UNREADABLE_CALLERS))
+def test_a_caller_that_names_no_torch_and_cannot_be_read_leaves_the_parameters_unknown(tmp_path, why):
+    root = _plain(tmp_path, more={"more.py": UNREADABLE_CALLERS[why]})
+    # more.py passes what main.py does, but its call is not read: it might pass anything, so
+    # Trainer's parameter is unknown; log_prob's, which more.py does not name, is still bound
+    assert _run([root / "engine.py"], root) == {("engine.py", 16, "GL302")}
+    result = check_paths([root], Config(select=("GL3", "GL4"), root=str(root)), use_cache=False, jobs=1)
+    assert not result.internal_errors
+    assert {f.code for f in result.findings if f.path.endswith("more.py")} == (
+        {"GL001"} if why == "Python refuses it" else set())
+    # the same call, readable, agrees with main.py's: the parameter is bound again
+    (root / "more.py").write_text("from engine import Trainer\nfrom nets import Net\n\n\ndef more(x, y):\n"
+                                  "    if x:\n        Trainer(Net()).fit(x, y)\n")
+    assert _run([root / "engine.py"], root) == _expected_text("engine.py", PLAIN_ENGINE)
+
+
+def test_a_warm_run_reads_the_calls_of_a_file_without_torch_from_the_cache(tmp_path, monkeypatch):
+    import gradlint.source as source
+
+    parsed: list[str] = []
+    extract = source.extract_python_text
+
+    def counting(text, display, **kw):
+        if kw.get("calls_only"):
+            parsed.append(Path(display).name)
+        return extract(text, display, **kw)
+
+    monkeypatch.setattr(source, "extract_python_text", counting)
+    root = _plain(tmp_path)
+    config = Config(select=("GL3", "GL4"), root=str(root))
+
+    def warm(paths) -> set[tuple[str, int, str]]:
+        result = check_paths(paths, config, use_cache=True, jobs=1)
+        assert not result.internal_errors
+        return {(Path(f.path).name, f.span.line, f.code) for f in result.findings}
+
+    expected = _expected_text("engine.py", PLAIN_ENGINE)
+    assert warm([root / "engine.py"]) == expected and parsed == ["main.py"]
+    # engine.py changed: its rules run again, and main.py's calls come from the cache
+    (root / "engine.py").write_text(PLAIN_ENGINE + "\n# touched\n")
+    assert warm([root / "engine.py"]) == expected and parsed == ["main.py"]
+    # main.py changed: engine.py's findings depend on it, and its calls are read again
+    (root / "main.py").write_text(PLAIN_MAIN.replace("Net", "Logits"))
+    assert warm([root / "engine.py"]) == set() and parsed == ["main.py", "main.py"]

@@ -210,3 +210,28 @@ def test_callers_are_found_in_files_outside_the_run_and_unread_files_are_not_pro
     index = ProjectIndex(_Loader({"pipe": PIPELINE, "notes": "# outer is called by hand\nouter(1)\n"}))
     index.add("pipe", facts(PIPELINE, "pipe.py"))
     assert reach(index, "pipe", "outer") is False
+
+
+def test_a_caller_that_names_no_torch_is_read_for_its_calls(tmp_path):
+    """report.py never names torch: its call of log_probs is read when the search for callers
+    reaches it, so a helper only reached through it under no_grad is proven no-grad."""
+    from gradlint.api import check_paths
+    from gradlint.config import Config
+
+    helpers = "import torch\n\n\ndef log_probs(z):\n    return torch.log(torch.softmax(z, -1))\n"
+    report = "from helpers import log_probs\n\n\ndef summarize(z):\n    return log_probs(z)\n"
+    run = "import torch\nfrom report import summarize\n\n\ndef main(z):\n    with torch.no_grad():\n        return summarize(z)\n"
+    (tmp_path / "pyproject.toml").write_text("")
+    for name, text in (("helpers.py", helpers), ("report.py", report), ("run.py", run)):
+        (tmp_path / name).write_text(text)
+
+    def found() -> list[tuple[int, str]]:
+        result = check_paths([tmp_path / "helpers.py"], Config(select=("GL302",), root=str(tmp_path)),
+                             use_cache=False, jobs=1)
+        assert not result.internal_errors
+        return [(f.span.line, f.code) for f in result.findings]
+
+    assert found() == []
+    # the look-alike: summarize called with grad
+    (tmp_path / "run.py").write_text(run.replace("    with torch.no_grad():\n        return", "    return"))
+    assert found() == [(5, "GL302")]

@@ -3,6 +3,7 @@ project (facts.training.bind_callers): a file checked alone or with its folder f
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -269,3 +270,59 @@ def test_a_method_called_on_an_instance_in_its_own_file(tmp_path):
     assert _found([tmp_path / "solo.py"], tmp_path) == {("solo.py", 15, "GL202")}
     (tmp_path / "solo.py").write_text(text + caller.replace("plain_update(adam", "plain_update(model"))
     assert _found([tmp_path / "solo.py"], tmp_path) == set()
+
+
+# -- callers in a file that names no torch: read when the search for callers reaches it ----------
+
+# builds its optimizer and scaler from the project's own modules (what a value is to a step comes
+# from its class's name: `Lion`, `GradScaler`); "Scaler(" makes the loop extractor read it
+PLAIN_TRAIN = """\
+from amp import GradScaler
+from optim import Lion
+from stepping import amp_update, plain_update
+
+
+def run(model, batches):
+    lion = Lion(model.parameters(), lr=1e-4)
+    scaler = GradScaler()
+    for batch in batches:
+        plain_update(model, lion, batch)
+        amp_update(model, lion, scaler, batch)
+"""
+PLAIN_HELPERS = {"optim.py": "import torch\n\n\nclass Lion(torch.optim.AdamW):\n    pass\n",
+                 "amp.py": "from torch.amp import GradScaler\n"}
+
+
+def _plain(tmp_path: Path, folder: str, train: str) -> Path:
+    root = _without(TRAINING / folder, {p.name for p in (TRAINING / folder).glob("*.py")} & {"train.py", "loop.py"},
+                    tmp_path)
+    for name, text in PLAIN_HELPERS.items():
+        (root / name).write_text(text)
+    assert not re.search(r"torch|\bnn\b|backward|autograd", train)  # the extraction skips it
+    (root / "train.py").write_text(train)
+    return root
+
+
+def test_a_caller_that_names_no_torch_decides_the_steps(tmp_path):
+    root = _plain(tmp_path, "crossfile_param", PLAIN_TRAIN)
+    expected = {("stepping.py", 11, "GL202"), ("stepping.py", 18, "GL203")}
+    assert _found([root / "stepping.py"], root) == expected  # train.py not checked: read on demand
+    assert _found([root], root) == expected
+
+
+def test_a_caller_that_names_no_torch_passing_no_optimizer_is_no_step(tmp_path):
+    train = PLAIN_TRAIN.replace("plain_update(model, lion, batch)", "plain_update(model, model, batch)")
+    root = _plain(tmp_path, "crossfile_param", train)
+    assert _found([root / "stepping.py"], root) == _found([root], root) == {("stepping.py", 18, "GL203")}
+
+
+def test_a_method_caller_that_names_no_torch_decides_the_steps(tmp_path):
+    train = (PLAIN_TRAIN.replace("from stepping import amp_update, plain_update", "from trainer import Trainer")
+             .replace("    for batch", "    trainer = Trainer(model)\n    for batch")
+             .replace("plain_update(model, ", "trainer.plain_update(").replace("amp_update(model, ", "trainer.amp_update("))
+    root = _plain(tmp_path, "crossfile_param_method", train)
+    expected = {("trainer.py", 15, "GL202"), ("trainer.py", 21, "GL203")}
+    assert _found([root / "trainer.py"], root) == _found([root], root) == expected
+    # the look-alike: the model passed for the optimizer
+    (root / "train.py").write_text(train.replace("trainer.plain_update(lion, batch)", "trainer.plain_update(model, batch)"))
+    assert _found([root / "trainer.py"], root) == {("trainer.py", 21, "GL203")}

@@ -425,7 +425,7 @@ def _find_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[s
     out: list[tuple[str, dict[str, str]]] = []
     names = sorted({module, *mentions}, key=lambda n: (not index.known(n), n))
     for name in names:
-        mod = index.module(name)
+        mod = index.calling(name)
         facts = mod.facts.numerics if mod is not None else None
         if facts is None or word in facts.references:
             return None  # a file that names it and was not read, or reads it as a value
@@ -521,8 +521,9 @@ def only_nograd_reachable(scope: Scope | None, function: str) -> bool:
     and dunders (ENTRY_POINTS), a function read as a value anywhere (`fn = helper`: it may be
     called from anywhere), a method called through a receiver that is not `self`/`cls`/`super()`
     (`pipe.prepare(...)`: the receiver's class is unknown), a file that names the function but
-    whose code was not read (no torch in it, over the parse budget, or a module the index cannot
-    load by its name), recursion, and chains of callers deeper than MAX_DEPTH. Callers are looked for in every
+    whose code was not read (over the parse budget, refused by Python or libcst, or a module the
+    index cannot load by its name; a file without torch in it is read for its calls:
+    ProjectIndex.calling), recursion, and chains of callers deeper than MAX_DEPTH. Callers are looked for in every
     project file whose text holds the function's name (ProjectIndex.mentioning), so the answer is
     the same whether the file is checked alone or with its project."""
     if scope is None or not scope.module or not function or function == "<module>":
@@ -558,7 +559,7 @@ def _callers_nograd(index: ProjectIndex, module: str, function: str,
     # other module is read.
     names = sorted({module, *index.mentioning(short)}, key=lambda n: (not index.known(n), n))
     for name in names:
-        mod = index.module(name)
+        mod = index.calling(name)
         facts = mod.facts.numerics if mod is not None else None
         if facts is None:
             return False  # a file that names the function and whose code was not read

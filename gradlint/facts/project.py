@@ -16,7 +16,7 @@ Pure data and dictionary lookups: no parser is imported here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Iterable, Protocol
 
 from gradlint.facts.files import ClassSummary, FileFacts
@@ -41,6 +41,9 @@ class ModuleLoader(Protocol):
     def modules_mentioning(self, word: str) -> Iterable[str]:
         """Qualified names of the project's modules whose text contains `word` (a cheap scan)."""
 
+    # Optional (looked up with getattr): the calls of a file the extraction read no further than
+    # its names (no torch in it), for the searches for a function's callers.
+    #   load_calls(facts) -> facts with its numerics and training-loop facts | None
     # Optional (looked up with getattr): installed libraries.
     #   load_library(module) -> (facts with the module's symbols only, is a package) | None
     #   library_facts(module) -> the module's facts with its networks and class summaries | None
@@ -103,6 +106,7 @@ class ProjectIndex:
         # answers of the queries other facts modules make on the whole project, by query name
         self.memos: dict[str, dict] = _Memos(self)
         self._lowered: dict[tuple, "Network | None"] = {}  # lower()'s answers
+        self._calling: dict[str, Module] = {}  # calling()'s modules read on demand
 
     # -- modules ---------------------------------------------------------------------------------
     def add(self, name: str, facts: FileFacts, is_package: bool = False) -> Module:
@@ -157,6 +161,27 @@ class ProjectIndex:
         mod = self.add(name, got[0], got[1])
         mod.library = library
         return mod
+
+    def calling(self, name: str) -> Module | None:
+        """Module `name` as a search for a function's callers reads it: the module, or, when its
+        file was read no further than its names (no torch in its text: a `main.py` that imports
+        the project's trainer and models), a copy whose facts hold its calls, read now through
+        the loader (`load_calls`: the same extractors, cached) and kept for the run. Only the
+        callers' searches see them: what the module defines and what other queries read of it
+        stay those of an unparsed file, so no answer depends on whether a search came first.
+        Unknown (the module as it is, without numerics) when the loader cannot read it."""
+        mod = self.module(name)
+        if mod is None or mod.library or not _names_only(mod.facts):
+            return mod
+        found = self._calling.get(name)
+        if found is None:
+            read = getattr(self.loader, "load_calls", None)
+            calls = read(mod.facts) if read is not None else None
+            found = mod
+            if calls is not None and calls.numerics is not None:
+                found = replace(mod, facts=replace(mod.facts, numerics=calls.numerics, training=calls.training))
+            self._calling[name] = found
+        return found
 
     def _with_models(self, mod: Module) -> Module:
         """`mod`, with its networks and class summaries read now when it is a library module
@@ -407,6 +432,14 @@ class ProjectIndex:
                     words.add(item[1])
         modules.discard("")
         return frozenset(modules), frozenset(words)
+
+
+def _names_only(facts: FileFacts) -> bool:
+    """Whether a Python file's facts hold its names and nothing its code does, the extraction
+    having found no torch in it (not a file over budget, unreadable or that failed)."""
+    return (facts.kind == "python" and facts.numerics is None and facts.training is None
+            and facts.symbols is not None and facts.source is not None and not facts.networks
+            and facts.skipped is None and not facts.input_errors and facts.internal_error is None)
 
 
 class _Memos(dict):

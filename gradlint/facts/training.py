@@ -313,7 +313,7 @@ def _find_calls(index: ProjectIndex, module: str, fn: Function) -> list[dict[str
         return None
     out: list[dict[str, Value]] = []
     for home in sorted({module, *mentions}, key=lambda n: (not index.known(n), n)):
-        mod = index.module(home)
+        mod = index.calling(home)
         facts = mod.facts.training if mod is not None else None
         numerics = mod.facts.numerics if mod is not None else None
         if not isinstance(facts, TrainingFacts) or not facts.functions or numerics is None \
@@ -371,7 +371,7 @@ def _find_method_calls(index: ProjectIndex, module: str, fn: Function) -> list[d
         counted[home] = counted.get(home, 0) + 1
     out: list[dict[str, Value]] = []
     for home in sorted(counted):
-        mod = index.module(home)
+        mod = index.calling(home)
         facts = mod.facts.training if mod is not None else None
         if not isinstance(facts, TrainingFacts) or not facts.functions:
             return None

@@ -223,25 +223,27 @@ def extract_python(path: Path, display: str, data: bytes | None = None):
     return extract_python_text(text, display)
 
 
-def extract_python_text(text: str, display: str, *, models_only: bool = False):
+def extract_python_text(text: str, display: str, *, models_only: bool = False, calls_only: bool = False):
     """The facts of Python source already in memory (a file, stdin, a notebook's cells), an
     'unreadable_source' input error (what Python itself refuses) or a named skip (what gradlint's parser cannot afford or cannot
     read). CPython judges first: libcst crashes (SIGSEGV) on nesting CPython refuses, and hangs on
-    some it accepts, so it only sees what both budgets allow."""
+    some it accepts, so it only sees what both budgets allow. `calls_only`: the numerics and
+    training-loop facts alone, read even when no torch is named (what a search for a function's
+    callers reads of a file the sniff skipped: ProjectIndex.calling)."""
     # The cyclic collector would scan the file's syntax trees again and again while they are
     # alive (5-8% of the extraction); once they are freed, one young-generation pass collects
     # the cycles the extraction left.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _extract_python_text(text, display, models_only)
+        return _extract_python_text(text, display, models_only, calls_only)
     finally:
         if collecting:
             gc.enable()
             gc.collect(0)
 
 
-def _extract_python_text(text: str, display: str, models_only: bool):
+def _extract_python_text(text: str, display: str, models_only: bool, calls_only: bool = False):
     from gradlint.facts.files import FileFacts
     from gradlint.source.index import module_symbols
 
@@ -254,7 +256,7 @@ def _extract_python_text(text: str, display: str, models_only: bool):
         line, col, message = tree
         return FileFacts(path=display, kind="python", source=text,
                          input_errors=(InputError("unreadable_source", message, SourceSpan.point(line, col)),))
-    if not _SNIFF.search(data):
+    if not calls_only and not _SNIFF.search(data):
         # Nothing for our rules here, but its names still matter to other files: a package
         # `__init__` that re-exports a model.
         return FileFacts(path=display, kind="python", source=text, symbols=module_symbols(tree))
@@ -272,7 +274,7 @@ def _extract_python_text(text: str, display: str, models_only: bool):
     except (RecursionError, MemoryError):
         return FileFacts(path=display, kind="python", source=text, symbols=module_symbols(tree),
                          skipped="nested too deeply for libcst, gradlint's parser (Python accepts it)")
-    return extract_facts(src, tree, models_only=models_only)
+    return extract_facts(src, tree, models_only=models_only, calls_only=calls_only)
 
 
 def parsed(path: Path, display: str):
@@ -340,10 +342,11 @@ def _libcst_limit(text: str, exc: cst.ParserSyntaxError) -> str:
     return reason
 
 
-def extract_facts(src: SourceFile, tree=None, *, models_only: bool = False):
+def extract_facts(src: SourceFile, tree=None, *, models_only: bool = False, calls_only: bool = False):
     """Run every extractor on one parsed file (`tree`: CPython's AST of it, when already made);
     `models_only`: the model lowering alone (a library module, whose loops and numerics are not
-    the user's)."""
+    the user's); `calls_only`: the numerics and loop facts alone, without source or symbols (a
+    caller the project index reads on demand: it has the file's symbols already)."""
     from gradlint.facts.files import FileFacts
     from gradlint.source import loops, models, numerics
     from gradlint.source.index import module_symbols
@@ -353,6 +356,8 @@ def extract_facts(src: SourceFile, tree=None, *, models_only: bool = False):
         # escapes ('\d') would print Python's warnings about that file on our stderr
         warnings.simplefilter("ignore", SyntaxWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
+        if calls_only:
+            return FileFacts(path=src.path, kind="python", numerics=numerics.extract(src), training=loops.extract(src))
         networks, classes = models.extract(src)
         facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes,
                           symbols=module_symbols(tree if tree is not None else src.text))

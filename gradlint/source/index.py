@@ -252,7 +252,8 @@ class ProjectFiles:
                  read_library: Callable[[Path], tuple[FileFacts | None, int]] | None = None,
                  cached_lower: Callable[..., object] | None = None,
                  checked: Mapping[str, tuple[Path, bool]] | None = None,
-                 extract_checked: Callable[[Path], FileFacts] | None = None) -> None:
+                 extract_checked: Callable[[Path], FileFacts] | None = None,
+                 extract_calls: Callable[[str, str], FileFacts | None] | None = None) -> None:
         self.root = root.resolve()
         # checked files of the run that were not added to the index (their results came from the
         # cache): module name -> (path, is a package), summarised by extract_checked when reached
@@ -265,6 +266,9 @@ class ProjectFiles:
         # cached_lower(path, cls, args, compute): the runner's cache around a re-run (parsing the
         # block's file is most of it: 2 s of a warm run over timm and torchvision without it)
         self.cached_lower = cached_lower
+        # extract_calls(display, text): the calls of a file whose facts hold its symbols only (the
+        # runner's calls_facts, cached); `load_calls` hands it the text those facts keep
+        self.extract_calls = extract_calls
         self.roots = import_roots(self.root)
         self.extract = extract
         self.list_files = list_files
@@ -298,6 +302,15 @@ class ProjectFiles:
         if hit is None or self.extract_checked is None:
             return None
         return self.extract_checked(hit[0]), hit[1]
+
+    def load_calls(self, facts: FileFacts) -> FileFacts | None:
+        """The numerics and training-loop facts of a project module whose `facts` hold its symbols
+        only (no torch in its text: the extraction skipped it), read from the text those facts
+        keep, so both are of the same bytes (and the result cache's record of the module covers
+        them); None when that text cannot be parsed or extracted."""
+        if self.extract_calls is None or facts.source is None:
+            return None
+        return self.extract_calls(facts.path, facts.source)
 
     def checked_mentioning(self, word: str) -> list[str]:
         """The module names of the checked files not added to the index whose text holds `word`
