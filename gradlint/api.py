@@ -8,9 +8,7 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import threading
-import traceback
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -113,6 +111,8 @@ def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: 
 
 
 def _short_traceback() -> str:
+    import traceback  # only when something failed: not a module every run's start-up pays for
+
     return traceback.format_exc(limit=-3).strip()
 
 
@@ -705,6 +705,8 @@ def check_text(display: str, data: bytes, config: Config, *, use_cache: bool = T
 def check_source(source: str | bytes, config: Config | None = None, *, path: str = "example.py",
                  extra_files: dict[str, str] | None = None) -> list[Finding]:
     """Check source text as if it were a file of a run (tests, examples, the probe)."""
+    import tempfile  # (and shutil, random, bz2...: tests and examples only, not `gradlint check`)
+
     config = config or Config()
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
