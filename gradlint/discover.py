@@ -193,6 +193,25 @@ def display_path(path: Path, cwd: str | None = None) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
+def _folder_shown(folder: str, cwd: str) -> str | None:
+    """The folder relative to the working folder, as display_path computes it for the files in
+    it; None when it cannot be (another drive)."""
+    try:
+        return os.path.relpath(folder, cwd)
+    except ValueError:
+        return None
+
+
+def _shown_in(folder_rel: str | None, path: Path, name: str) -> str:
+    """display_path(path) of the file `name` of a folder whose relpath is `folder_rel`: relpath is
+    lexical, and a file's is its folder's followed by its name (a file is never an ancestor of
+    the working folder). One relpath per folder, not one per file (they were a third of a walk)."""
+    if folder_rel is None:
+        return str(path)
+    rel = name if folder_rel == "." else folder_rel + os.sep + name
+    return str(path) if rel.startswith("..") else rel
+
+
 def discover(paths: list[Path], config: Config) -> Discovered:
     found = Discovered()
     root = Path(config.root).resolve()
@@ -259,6 +278,7 @@ def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, see
 
     for dirpath, dirnames, filenames in os.walk(top, onerror=unreadable, followlinks=False):
         current = Path(dirpath)
+        shown: list[str | None] = []  # the folder from the working folder, at its first file
         resolved_dir = Path(os.path.realpath(current))
         rel_dir = _rel(resolved_dir, base_root)
         # Excludes match paths from the project root: one realpath per folder, none per file.
@@ -297,7 +317,9 @@ def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, see
             if (st.st_dev, st.st_ino) in seen:
                 continue
             seen.add((st.st_dev, st.st_ino))
-            found.files.append((path, display_path(path, cwd())))
+            if not shown:
+                shown.append(_folder_shown(dirpath, cwd()))
+            found.files.append((path, _shown_in(shown[0], path, name)))
 
 
 def _rel(folder: Path, base: Path) -> str:
