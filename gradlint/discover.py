@@ -276,10 +276,15 @@ def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, see
         where = display_path(Path(exc.filename)) if exc.filename else display_path(top)
         found.refused.append((where, f"cannot read folder: {describe_error(exc)}", True))
 
+    # A folder the walk enters is a real one (links are not followed) inside a folder already
+    # resolved: its real path is that folder's and its name, without the lstat of every
+    # component that realpath makes (8 500 of them for the corpus' 850 folders).
+    resolved_in: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(top, onerror=unreadable, followlinks=False):
         current = Path(dirpath)
         shown: list[str | None] = []  # the folder from the working folder, at its first file
-        resolved_dir = Path(os.path.realpath(current))
+        resolved = resolved_in.pop(dirpath, None) or os.path.realpath(dirpath)
+        resolved_dir = Path(resolved)
         rel_dir = _rel(resolved_dir, base_root)
         # Excludes match paths from the project root: one realpath per folder, none per file.
         try:
@@ -295,6 +300,7 @@ def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, see
             if _excluded(from_root + d, d, excludes) or (gitignore and _ignored(rel, True, patterns)):
                 continue
             keep.append(d)
+            resolved_in[os.path.join(dirpath, d)] = os.path.join(resolved, d)
         dirnames[:] = keep
         for name in sorted(filenames):
             if not name.endswith(SUFFIXES):

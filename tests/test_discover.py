@@ -167,3 +167,18 @@ def test_a_walk_names_each_file_as_display_path_does(repo, monkeypatch, where):
         result = discover([target], Config(root=str(repo)))
         assert len(result.files) >= 3
         assert [display for _p, display in result.files] == [display_path(p) for p, _d in result.files]
+
+
+def test_excludes_and_gitignore_match_real_paths_when_the_walk_starts_through_a_link(repo):
+    """Folders are matched by their real path from the root (resolved once at the top of the walk
+    and carried down): a walk started through a link to the project excludes what a walk of the
+    project itself excludes."""
+    real = repo / "real"
+    write_tree(real, {"pkg/sub/a.py": "x = 1\n", "pkg/sub/deeper/c.py": "x = 1\n", "pkg/b.py": "x = 1\n",
+                      "pkg/skip/d.py": "x = 1\n", ".gitignore": "skip/\n"})
+    (repo / "link").symlink_to(real, target_is_directory=True)
+    (real / "pkg" / "alias").symlink_to(real / "pkg" / "sub", target_is_directory=True)  # not walked into
+    config = replace(Config(root=str(real)), extend_exclude=("pkg/sub/deeper",))
+    direct = [p.name for p, _ in discover([real], config).files]
+    linked = [p.name for p, _ in discover([repo / "link"], config).files]
+    assert direct == linked == ["b.py", "a.py"]
