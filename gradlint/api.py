@@ -401,6 +401,10 @@ class _FactsPlan:
             return
         from gradlint.pool import map_isolated
 
+        if any(_kind(*self.files[i]) == "python" for i in todo):
+            # libcst and the extractors, imported once here and inherited by the forked workers
+            # (each imported them on its own; this process needs them for re-runs anyway)
+            from gradlint.source import loops, models, numerics  # noqa: F401
         # A worker that dies (a native crash, SIGKILL, the OOM killer) costs only its own file.
         # Here the facts only arrive (unpickled: no cycles to free), and the cyclic collector's
         # full passes went through all of them again as they piled up (a quarter second on timm
