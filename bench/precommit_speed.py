@@ -6,8 +6,15 @@ project, and how many modules each one-file run read. The corpus is copied to a 
 (gradlint writes its cache under the project root; the corpus stays read-only), made a project
 with a pyproject.toml, and every run is a fresh `gradlint` process, as pre-commit and CI start it.
 
-    python bench/precommit_speed.py [PROJECT] [--files F ...] [--rounds R]
+    python bench/precommit_speed.py [PROJECT] [--files F ...] [--rounds R] [--base DIR] [--no-whole]
     (PROJECT defaults to bench/corpus/src/timm: run bench/corpus.sh --no-check first)
+
+--base DIR: another checkout of gradlint (`git archive COMMIT | tar -x -C DIR`) measured in the
+same invocation, on a project copy of its own (a cache is per version of the code), each of its
+runs right after the same run of this checkout: on a shared machine the load changes from one
+minute to the next, so only runs side by side compare. Each line then shows this checkout's
+medians, the base's, and their ratios. --no-whole: the project-wide runs fill the cache only
+(once), without their medians (a cold run of timm is a minute of CPU).
 """
 
 from __future__ import annotations
@@ -30,10 +37,10 @@ DEFAULT_FILES = ("timm/models/vision_transformer.py", "timm/models/resnet.py", "
                  "timm/utils/cuda.py")
 
 
-def gradlint(args: list[str], cwd: Path) -> tuple[float, float]:
+def gradlint(args: list[str], cwd: Path, code: Path = ROOT) -> tuple[float, float]:
     """(wall seconds, CPU seconds of gradlint and its workers): on a shared machine the wall
-    time follows the load, the CPU time follows the work."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    time follows the load, the CPU time follows the work. `code`: the checkout that runs."""
+    env = dict(os.environ, PYTHONPATH=str(code))
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: bytecode compiled once, not at every start
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -77,46 +84,67 @@ def main() -> None:
     ap.add_argument("project", nargs="?", default=str(ROOT / "bench" / "corpus" / "src" / "timm"))
     ap.add_argument("--files", nargs="*", default=list(DEFAULT_FILES))
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--base", type=Path, default=None, help="another gradlint checkout, measured alongside")
+    ap.add_argument("--no-whole", action="store_true", help="no medians of the project-wide runs")
     args = ap.parse_args()
     source = Path(args.project)
+    codes = [ROOT] + ([args.base.resolve()] if args.base else [])
     with tempfile.TemporaryDirectory() as tmp:
-        project = Path(tmp) / source.name
-        shutil.copytree(source, project, ignore=shutil.ignore_patterns("*.pyc", "__pycache__", ".gradlint_cache"))
-        (project / "pyproject.toml").write_text("[project]\nname = 'bench'\nversion = '0'\n")
-        files = [f for f in args.files if (project / f).is_file()]
-        n = sum(1 for _ in project.rglob("*.py"))
-        print(f"project: {source} ({n} .py files), {os.cpu_count()} CPUs, median of {args.rounds} rounds")
+        projects = []
+        for k, _code in enumerate(codes):
+            project = Path(tmp) / str(k) / source.name
+            shutil.copytree(source, project, ignore=shutil.ignore_patterns("*.pyc", "__pycache__", ".gradlint_cache"))
+            (project / "pyproject.toml").write_text("[project]\nname = 'bench'\nversion = '0'\n")
+            projects.append(project)
+        files = [f for f in args.files if (projects[0] / f).is_file()]
+        n = sum(1 for _ in projects[0].rglob("*.py"))
+        print(f"project: {source} ({n} .py files), {os.cpu_count()} CPUs, median of {args.rounds} rounds"
+              + (f"; base: {args.base} (each run right after this checkout's)" if args.base else ""))
 
-        def median(cmd: list[str], edit: str | None = None) -> tuple[float, float]:
-            """`--no-cache` runs neither read nor write the cache; `edit` changes that file
-            before each round (one changed file in a warm project)."""
-            runs = []
+        def median(cmd: list[str], edit: str | None = None) -> list[tuple[float, float]]:
+            """Per checkout, the medians of `cmd`. `--no-cache` runs neither read nor write the
+            cache; `edit` changes that file before each round (one changed file in a warm project)."""
+            runs: list[list[tuple[float, float]]] = [[] for _ in codes]
             for i in range(args.rounds):
-                if edit:
-                    with (project / edit).open("a") as fh:
-                        fh.write(f"\n# edited {i}\n")
-                runs.append(gradlint(cmd, project))
-            return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+                for k, code in enumerate(codes):
+                    if edit:
+                        with (projects[k] / edit).open("a") as fh:
+                            fh.write(f"\n# edited {i}\n")
+                    runs[k].append(gradlint(cmd, projects[k], code))
+            return [(statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs)) for rs in runs]
 
-        def fmt(t: tuple[float, float]) -> str:
-            return f"{t[0]:6.2f} s wall {t[1]:6.2f} s CPU"
+        def fmt(ts: list[tuple[float, float]]) -> str:
+            out = f"{ts[0][0]:6.2f} s wall {ts[0][1]:6.2f} s CPU"
+            if len(ts) > 1:
+                out += (f" (base {ts[1][0]:.2f} / {ts[1][1]:.2f}: "
+                        f"{ts[0][0] / ts[1][0]:.2f}x / {ts[0][1] / max(ts[1][1], 1e-9):.2f}x)")
+            return out
 
-        whole_cold = median(["--no-cache", "."])
-        gradlint(["."], project)  # fill the cache
-        whole_warm = median(["."])
-        print(f"{'gradlint check .':<50} cold {fmt(whole_cold)} | warm {fmt(whole_warm)}")
+        if args.no_whole:
+            for k, code in enumerate(codes):
+                gradlint(["."], projects[k], code)  # fill the cache
+            print(f"{'gradlint check .':<50} (cache filled once, not timed: --no-whole)")
+            whole_cold = None
+        else:
+            whole_cold = median(["--no-cache", "."])
+            for k, code in enumerate(codes):
+                gradlint(["."], projects[k], code)  # fill the cache
+            whole_warm = median(["."])
+            print(f"{'gradlint check .':<50} cold {fmt(whole_cold)} | warm {fmt(whole_warm)}")
         for f in files:
             one_cold = median(["--no-cache", f])
             one_warm = median([f])
             one_changed = median([f], edit=f)
-            reads = modules_read(project, f)
+            reads = modules_read(projects[0], f)
+            share = f"cold CPU {one_cold[0][1] / whole_cold[0][1]:.1%} of the project's; " if whole_cold else ""
             print(f"{'gradlint check ' + f:<50} cold {fmt(one_cold)} | warm {fmt(one_warm)} | "
-                  f"changed {fmt(one_changed)} | cold CPU {one_cold[1] / whole_cold[1]:.1%} of the project's; "
-                  f"project modules read: {reads}")
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import gradlint.cli"], env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                       check=True)
-        print(f"start-up (import gradlint.cli): {time.perf_counter() - start:.2f} s")
+                  f"changed {fmt(one_changed)} | {share}project modules read: {reads}")
+        for code in codes:
+            start = time.perf_counter()
+            # (from the project copy: `python -c` looks in the working folder first)
+            subprocess.run([sys.executable, "-c", "import gradlint.cli"], env=dict(os.environ, PYTHONPATH=str(code)),
+                           check=True, cwd=projects[0])
+            print(f"start-up (import gradlint.cli) of {code}: {time.perf_counter() - start:.2f} s")
 
 
 if __name__ == "__main__":

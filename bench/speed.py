@@ -8,7 +8,13 @@ with a cache folder of their own. The one-file run checks one large model file w
 (it changed), start-up included: what a pre-commit hook waits for.
 
     python bench/speed.py [ROOT] [--packages timm torchvision] [--jobs 2] [--one-file PATH] [--profile]
+    python bench/speed.py --one-file-only [--one-file PATH] [--base DIR] [--rounds 5]
     (ROOT defaults to bench/corpus/src: run bench/corpus.sh --no-check first)
+
+--one-file-only times the one-file run and the start-up alone, `--rounds` times each (medians);
+with --base DIR (another checkout of gradlint: `git archive COMMIT | tar -x -C DIR`) each run of
+this checkout is followed by the same run of that one, and the ratios are printed: on a shared
+machine only runs side by side compare.
 
 Goals (issue 9): cold <= 2x the parse floor, warm <= 5% of cold, one file <= 1 s. --profile runs
 the front-end over the same files in one process under cProfile and prints where the time goes.
@@ -56,16 +62,18 @@ def _floor_worker(listing: str, jobs: int) -> None:
 CHECKED: list[str] = []
 
 
-def _timed(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the command and every process it started)."""
+def _timed(cmd: list[str], code: Path = ROOT, cwd: Path | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and every process it started); `code`: the
+    gradlint checkout that runs (`python -m` looks in the working folder first: run another
+    checkout from a `cwd` without one)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(code) + os.pathsep + env.get("PYTHONPATH", "")
     # An installed gradlint has its bytecode compiled; without it every start-up compiles the
     # package again (~0.1 s). __pycache__ is ignored by git.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=cwd)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode not in (0, 1):
@@ -82,9 +90,42 @@ def parse_floor(files: list[str], jobs: int, tmp: Path) -> tuple[float, float]:
     return _timed([sys.executable, str(Path(__file__).resolve()), "--floor-worker", str(listing), "--jobs", str(jobs)])
 
 
-def run_check(targets: list[str], config: Path, jobs: int, extra: tuple[str, ...] = ()) -> tuple[float, float]:
+def run_check(targets: list[str], config: Path, jobs: int, extra: tuple[str, ...] = (),
+              code: Path = ROOT, cwd: Path | None = None) -> tuple[float, float]:
     return _timed([sys.executable, "-m", "gradlint.cli", "check", "--exit-zero", "--jobs", str(jobs),
-                   "--config", str(config), *extra, *targets])
+                   "--config", str(config), *extra, *targets], code, cwd)
+
+
+def one_file_only(one: str, base: Path | None, rounds: int) -> None:
+    """The one-file run and the start-up alone, `rounds` times each, alternated with `base`."""
+    import statistics
+
+    codes = [ROOT] + ([base.resolve()] if base else [])
+    one = str(Path(one).resolve())
+    tmp = Path(tempfile.mkdtemp(prefix="gradlint-speed-"))  # also the working folder: no gradlint in it
+    try:
+        config = tmp / "gradlint.toml"
+        config.write_text('[tool.gradlint]\ncache-dir = "cache"\nrespect-gitignore = false\n')
+        (tmp / "empty.py").write_text("")
+        runs: dict[tuple[str, int], list[tuple[float, float]]] = {}
+        for code in codes:  # bytecode (and kept dataclass code) made once, as installed
+            run_check([one], config, 1, ("--no-cache",), code, tmp)
+        for _ in range(rounds):
+            for what, target in (("one", one), ("start", str(tmp / "empty.py"))):
+                for k, code in enumerate(codes):
+                    runs.setdefault((what, k), []).append(run_check([target], config, 1, ("--no-cache",), code, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    lines = Path(one).read_bytes().count(b"\n")
+    print(f"median of {rounds} rounds{'; base: ' + str(base) + ' (each run right after this checkout' + chr(39) + 's)' if base else ''}")
+    for what, label in (("one", f"one changed file ({Path(one).name}, {lines} lines)"), ("start", "start-up alone (an empty file)")):
+        med = [(statistics.median(r[0] for r in runs[(what, k)]), statistics.median(r[1] for r in runs[(what, k)]))
+               for k in range(len(codes))]
+        out = f"{label:48}{med[0][0]:6.2f} s wall {med[0][1]:6.2f} s CPU"
+        if base:
+            out += f"  | base {med[1][0]:.2f} s / {med[1][1]:.2f} s: {med[0][0] / med[1][0]:.2f}x / {med[0][1] / med[1][1]:.2f}x"
+        print(out)
+    print(f"machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 def profile(files: list[str], top: int = 25) -> None:
@@ -113,6 +154,9 @@ def main() -> None:
     ap.add_argument("--one-file", default=None, help="the changed file of the pre-commit run "
                     "[default: the largest .py file of the first package]")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--one-file-only", action="store_true", help="time the one-file run and the start-up only")
+    ap.add_argument("--base", type=Path, default=None, help="another gradlint checkout, run after each run of this one")
+    ap.add_argument("--rounds", type=int, default=5, help="runs of each (with --one-file-only)")
     ap.add_argument("--floor-worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.floor_worker:
@@ -125,6 +169,9 @@ def main() -> None:
             sys.exit(f"speed: {t}: no such folder")
     files = sorted(str(p) for t in targets for p in Path(t).rglob("*.py"))
     one = args.one_file or max((p for p in Path(targets[0]).rglob("*.py")), key=lambda p: p.stat().st_size).as_posix()
+    if args.one_file_only:
+        one_file_only(one, args.base, args.rounds)
+        return
     lines = sum(Path(f).read_bytes().count(b"\n") for f in files)
     print(f"{len(files)} files, {lines} lines ({', '.join(args.packages)}), {args.jobs} process(es)")
 

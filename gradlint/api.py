@@ -8,9 +8,7 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import threading
-import traceback
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -113,6 +111,8 @@ def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: 
 
 
 def _short_traceback() -> str:
+    import traceback  # only when something failed: not a module every run's start-up pays for
+
     return traceback.format_exc(limit=-3).strip()
 
 
@@ -216,6 +216,16 @@ def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = Tr
     libraries = library_roots(root, config.library_paths) if config.read_libraries else ()
     loader = ProjectFiles(root, summarise, list_files, libraries=libraries, extract_library=summarise_library,
                           read_library=library_names, cached_lower=lower, extract_calls=calls)
+    if seen is not None:
+        # A word scan reads every listed file; the result cache keys what it answered by the
+        # fingerprints of those files (_Results.project_text), which read each file again (0.1 s
+        # on a project of 4 000 files). The fingerprint of the bytes scanned is the one
+        # inputs.fingerprint makes of a file of that size; a file read before keeps its own.
+        def scanned(path: Path, data: bytes) -> None:
+            if len(data) <= inputs.HASH_LIMIT:
+                seen.setdefault(str(path), "sha256:" + hashlib.sha256(data).hexdigest())
+
+        loader.scanned = scanned
     return ProjectIndex(loader), root
 
 
@@ -419,6 +429,10 @@ class _FactsPlan:
             return
         from gradlint.pool import map_isolated
 
+        if any(_kind(*self.files[i]) == "python" for i in todo):
+            # libcst and the extractors, imported once here and inherited by the forked workers
+            # (each imported them on its own; this process needs them for re-runs anyway)
+            from gradlint.source import loops, models, numerics  # noqa: F401
         # A worker that dies (a native crash, SIGKILL, the OOM killer) costs only its own file.
         # Here the facts only arrive (unpickled: no cycles to free), and the cyclic collector's
         # full passes went through all of them again as they piled up (a quarter second on timm
@@ -733,6 +747,8 @@ def check_text(display: str, data: bytes, config: Config, *, use_cache: bool = T
 def check_source(source: str | bytes, config: Config | None = None, *, path: str = "example.py",
                  extra_files: dict[str, str] | None = None) -> list[Finding]:
     """Check source text as if it were a file of a run (tests, examples, the probe)."""
+    import tempfile  # (and shutil, random, bz2...: tests and examples only, not `gradlint check`)
+
     config = config or Config()
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)

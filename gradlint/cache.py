@@ -712,10 +712,11 @@ def _read_pack(dfd: int, name: str) -> bytes:
 
 
 # The packs this process has read in this run, most recent last: (root, cache-dir, name) ->
-# (index, the file ids it has lines for, bytes). Files are checked folder by folder, so a few are enough; a process holds at most
+# (index, the file ids it has lines for, bytes, the file's identity when read). Files are checked
+# folder by folder, so a few are enough; a process holds at most
 # _HELD_PACKS of them and _HELD_BYTES in all (the pack in use always). open_store empties it:
 # every run reads the packs as they are on disk then.
-_HELD: dict[tuple[str, str, str], tuple[dict[bytes, bytes], frozenset[bytes], int]] = {}
+_HELD: dict[tuple[str, str, str], tuple[dict[bytes, bytes], frozenset[bytes], int, tuple | None]] = {}
 _HELD_PACKS = 4
 _HELD_BYTES = 64 << 20
 
@@ -726,14 +727,25 @@ def _pack_index(store: Store, dfd: int, name: str) -> tuple[dict[bytes, bytes], 
     held = _HELD.pop(where, None)
     if held is None:
         # A missing pack is held too (empty): a cold run looks it up once, not once per file.
+        identity = _identity(dfd, name)  # before the read: a pack replaced meanwhile differs
         data = _read_pack(dfd, name)
         index = _index(data)
-        held = (index, frozenset(line[_FILE] for line in index.values()), len(data))
-        total = held[2] + sum(size for _i, _f, size in _HELD.values())
+        held = (index, frozenset(line[_FILE] for line in index.values()), len(data), identity)
+        total = held[2] + sum(size for _i, _f, size, _s in _HELD.values())
         while _HELD and (len(_HELD) >= _HELD_PACKS or total > _HELD_BYTES):
             total -= _HELD.pop(next(iter(_HELD)))[2]
     _HELD[where] = held
     return held[0], held[1]
+
+
+def _identity(dfd: int, name: str) -> tuple[int, ...] | None:
+    """What tells one version of a pack file from another without reading it (None: no file).
+    Every write renames a new file over the pack, which changes at least its inode or times."""
+    try:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def load(store: Store, where: Slot, folder: str, expect: type) -> Any | None:
@@ -829,16 +841,21 @@ def write(store: Store, pending: typing.Iterable[Pending]) -> int:
         return 0
     written = 0
     for pack, lines in by_pack.items():
-        if _write_pack(dfd, pack, lines):
+        held = _HELD.pop((store.root, store.rel, pack), None)
+        # The pack as this run read it, when the file on disk is still that one: a one-file run
+        # read its folder's pack (11 MB for timm/models) to look the file up, and read and
+        # indexed it again here.
+        known = held[0] if held is not None and held[3] is not None and held[3] == _identity(dfd, pack) else None
+        if _write_pack(dfd, pack, lines, known):
             written += len(lines)
-        _HELD.pop((store.root, store.rel, pack), None)
     return written
 
 
-def _write_pack(dfd: int, pack: str, new: dict[str, bytes]) -> bool:
+def _write_pack(dfd: int, pack: str, new: dict[str, bytes], known: dict[bytes, bytes] | None = None) -> bool:
     """The pack's new lines, then the lines on disk now of the folder's other files (a file's
     newer entry replaces its older ones; a damaged line is dropped), up to MAX_PACK_BYTES; written
-    through a temporary file created with O_EXCL, then a rename inside the folder.
+    through a temporary file created with O_EXCL, then a rename inside the folder. `known`: the
+    index of the pack on disk, when the caller holds it (else the pack is read).
 
     Two runs writing one pack at once: the last rename wins and the other's new entries are
     missing, never wrong, since every line is checked against its key when read."""
@@ -849,7 +866,7 @@ def _write_pack(dfd: int, pack: str, new: dict[str, bytes]) -> bool:
             size += len(line) + 1
     ids = {f.encode("ascii") for f in new}
     keys = {line[_KEY] for line in lines}
-    for line in _index(_read_pack(dfd, pack)).values():
+    for line in (known if known is not None else _index(_read_pack(dfd, pack))).values():
         if line[_FILE] not in ids and line[_KEY] not in keys and size + len(line) + 1 <= MAX_PACK_BYTES:
             lines.append(line)
             size += len(line) + 1

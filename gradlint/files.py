@@ -22,7 +22,6 @@ import errno
 import hashlib
 import os
 import stat
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -188,6 +187,8 @@ def _umask() -> int:
 
 
 def _write_via_temp(real: Path, data: bytes, st: os.stat_result | None, before_rename=None) -> None:
+    import tempfile  # (with shutil and random): only a fix writes a file, not every check
+
     fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=_TMP_SUFFIX)
     try:
         try:

@@ -619,6 +619,55 @@ def test_an_edited_file_replaces_its_own_entry_and_keeps_the_others(project, mon
     assert cached == findings(project, use_cache=False)
 
 
+def _check_one(project: Path, name: str) -> None:
+    old = os.getcwd()
+    os.chdir(project)
+    try:
+        check_paths([name], Config(root=str(project)), use_cache=True, jobs=1)
+    finally:
+        os.chdir(old)
+
+
+def test_a_one_file_run_reads_its_folders_pack_once_and_writes_the_other_entries_back(project, monkeypatch):
+    findings(project, use_cache=True)
+    before = {d["file"]: d for d in entries(project) if cache.decode(d["facts"]).path == "model.py"}
+    read: list[str] = []
+    real = cache._read_pack
+    monkeypatch.setattr(cache, "_read_pack", lambda dfd, name: read.append(name) or real(dfd, name))
+    (project / "util.py").write_text(LOG_SOFTMAX + "\n# edited\n")
+    _check_one(project, "util.py")
+    # looked up once; the write took the lines of the other files from what the lookup read
+    assert len(read) == 1
+    assert {d["file"]: d for d in all_entries(project) if d["file"] in before} == before
+    assert findings(project, use_cache=True) == findings(project, use_cache=False)
+
+
+def test_a_pack_replaced_after_the_lookup_is_read_again_before_the_write(project, monkeypatch):
+    findings(project, use_cache=True)
+    (pack,) = packs(project)
+    (model_line,) = [d for d in entries(project) if cache.decode(d["facts"]).path == "model.py"]
+    (project / "util.py").write_text(LOG_SOFTMAX + "\n# edited\n")
+    other = _line("f" * 64, "e" * 32, '"schema":5,"deps":[],"facts":null}')
+    real_load = cache.load
+
+    def load_then_replace(*args, **kwargs):
+        # another run writes the pack (a new file renamed over it) after this run's lookup
+        found = real_load(*args, **kwargs)
+        if other not in pack.read_bytes():
+            tmp = pack.with_name(".other.tmp")
+            tmp.write_bytes(pack.read_bytes() + other + b"\n")
+            os.replace(tmp, pack)
+        return found
+
+    monkeypatch.setattr(cache, "load", load_then_replace)
+    _check_one(project, "util.py")
+    lines = pack.read_bytes().splitlines()
+    assert other in lines  # the pack was read again: the other run's line is kept
+    assert model_line in entries(project)
+    monkeypatch.undo()
+    assert findings(project, use_cache=True) == findings(project, use_cache=False)
+
+
 def test_a_damaged_line_costs_only_its_own_file(project, monkeypatch):
     honest = findings(project, use_cache=False)
     findings(project, use_cache=True)
@@ -910,3 +959,32 @@ def test_encoding_needs_no_field_types_and_decoding_still_checks_them(monkeypatc
         cache.loads(json.dumps(bad))
     with pytest.raises(cache.CacheError):  # and encoding still refuses what is not ours
         cache.dumps(FileFacts(path="x", kind="python", training=Path("x")))
+
+
+def test_a_warm_run_served_by_the_cache_imports_no_parser_and_no_extractor(project):
+    """The result cache answers without parsing: such a run must not pay for importing libcst
+    (a fifth of a one-file run's time) nor the extractors; an edited file brings them back."""
+    import subprocess
+
+    probe = (
+        "import sys, runpy\n"
+        "sys.argv = ['gradlint', 'check', 'model.py', 'util.py']\n"
+        "try:\n"
+        "    runpy.run_module('gradlint.cli', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        "loaded = sorted(m for m in ('libcst', 'gradlint.source.models', 'gradlint.source.numerics') if m in sys.modules)\n"
+        "print('LOADED', ','.join(loaded) or '-', code)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+    def loaded() -> str:
+        proc = subprocess.run([sys.executable, "-c", probe], cwd=project, env=env, capture_output=True, text=True,
+                              timeout=120)
+        return proc.stdout.strip().splitlines()[-1]
+
+    cold = loaded()
+    assert cold == "LOADED gradlint.source.models,gradlint.source.numerics,libcst 1", cold
+    assert loaded() == "LOADED - 1"  # warm: the same findings (exit 1), from the cache alone
+    (project / "util.py").write_text(LOG_SOFTMAX + "\n# edited\n")
+    assert loaded() == cold

@@ -37,3 +37,43 @@ def test_each_checked_file_is_read_once(tmp_path: Path, monkeypatch: pytest.Monk
     assert sorted(r.path for r in result.files) == ["pkg/__init__.py", "pkg/model.py", "pkg/train.py"]
     assert reads and all(n == 1 for n in reads.values()), reads
     assert (tmp_path / ".gradlint_cache").exists() == use_cache
+
+
+OP = ("import torch\n\n\nclass Op(torch.autograd.Function):\n    @staticmethod\n    def forward(ctx, x):\n"
+      "        return x * 2\n\n    @staticmethod\n    def backward(ctx, g):\n        return g * 2\n")
+GRADCHECK = ("import torch\nfrom pkg.op import Op\n\n\ndef test_op():\n"
+             "    x = torch.randn(3, dtype=torch.float64, requires_grad=True)\n"
+             "    assert torch.autograd.gradcheck(Op.apply, (x,))\n")
+
+
+def test_a_word_scan_reads_each_project_file_once_and_its_answer_is_kept_by_content(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GL406's question scans every file of the project for `gradcheck`; the result cache keys the
+    answer by those files' fingerprints, taken from the bytes the scan read (not a second read)."""
+    (tmp_path / "pyproject.toml").write_text("")
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "op.py").write_text(OP)
+    for i in range(5):
+        (pkg / f"other{i}.py").write_text(f"X = {i}\n")
+    config = Config(root=str(tmp_path), select=("GL406",))
+    monkeypatch.chdir(tmp_path)
+    again: Counter[str] = Counter()
+    real = inputs.fingerprint
+
+    def counted(path, *args, **kwargs):
+        again[Path(path).name] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(inputs, "fingerprint", counted)
+
+    def codes(use_cache: bool) -> list[str]:
+        result = api.check_paths(["pkg/op.py"], config, use_cache=use_cache, jobs=1)
+        assert not result.internal_errors
+        return [f.code for f in result.findings]
+
+    assert codes(True) == ["GL406"] and not again  # scanned once, fingerprinted from that read
+    assert codes(True) == ["GL406"]  # warm: the listing is fingerprinted to check the entry
+    (pkg / "other3.py").write_text(GRADCHECK)  # another file now gradchecks it
+    assert codes(True) == [] == codes(False)

@@ -151,3 +151,34 @@ def test_excludes_as_one_regex_agree_with_fnmatch_per_pattern():
         rel = "/".join(rng.choice(["a", "b", "build", ".venv", "x.py", "data1", "c", "d"]) for _ in range(rng.randint(1, 4)))
         name = rel.rsplit("/", 1)[-1]
         assert _excluded(rel, name, patterns) == old(rel, name, patterns), (rel, patterns)
+
+
+@pytest.mark.parametrize("where", [".", "pkg", "pkg/sub", "other", ".."])
+def test_a_walk_names_each_file_as_display_path_does(repo, monkeypatch, where):
+    """A walk names a folder's files from the folder's relpath (one per folder): the same names as
+    display_path gives each file, from inside, below, beside and above the walked folder."""
+    from gradlint.discover import display_path
+
+    for rel in ("pkg/sub/deep.py", "pkg/a.py", "other/b.py", "..x.py", "pkg/..y.py"):
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text("import torch\n")
+    monkeypatch.chdir(repo / where)
+    for target in (repo, repo / "pkg", Path(os.path.relpath(repo / "pkg", repo / where))):
+        result = discover([target], Config(root=str(repo)))
+        assert len(result.files) >= 3
+        assert [display for _p, display in result.files] == [display_path(p) for p, _d in result.files]
+
+
+def test_excludes_and_gitignore_match_real_paths_when_the_walk_starts_through_a_link(repo):
+    """Folders are matched by their real path from the root (resolved once at the top of the walk
+    and carried down): a walk started through a link to the project excludes what a walk of the
+    project itself excludes."""
+    real = repo / "real"
+    write_tree(real, {"pkg/sub/a.py": "x = 1\n", "pkg/sub/deeper/c.py": "x = 1\n", "pkg/b.py": "x = 1\n",
+                      "pkg/skip/d.py": "x = 1\n", ".gitignore": "skip/\n"})
+    (repo / "link").symlink_to(real, target_is_directory=True)
+    (real / "pkg" / "alias").symlink_to(real / "pkg" / "sub", target_is_directory=True)  # not walked into
+    config = replace(Config(root=str(real)), extend_exclude=("pkg/sub/deeper",))
+    direct = [p.name for p, _ in discover([real], config).files]
+    linked = [p.name for p, _ in discover([repo / "link"], config).files]
+    assert direct == linked == ["b.py", "a.py"]

@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -471,7 +472,7 @@ def test_a_failing_write_is_a_named_skip(tmp_path, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(files.tempfile, "mkstemp", full)
+    monkeypatch.setattr(tempfile, "mkstemp", full)  # what files._write_via_temp calls
     _, outcome = _check_and_fix(["m.py"], select=("GL302",))
     assert outcome.fixed == 0 and outcome.skipped == [("m.py", "cannot write it: No space left on device")]
     assert Path("m.py").read_text() == LOG_SOFTMAX

@@ -21,7 +21,7 @@ def _libcst_as_it_was() -> None:
     for cls, init, _plain in source._plain_inits():
         if init is not None:
             assert vars(cls)["__init__"] is init
-    assert cst.CSTNode.__post_init__ is source._POST_INIT
+    assert cst.CSTNode.__post_init__ is source._post_init()[0]
     with pytest.raises(cst.CSTValidationError):
         cst.Name("not a name")  # validation is back for everyone else
 

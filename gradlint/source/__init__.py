@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import gc
 import io
 import re
@@ -11,14 +12,21 @@ import tokenize
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import libcst as cst
+from typing import TYPE_CHECKING
 
 from gradlint.findings import InputError, SourceSpan
 from gradlint.source import budget
-from gradlint.source.engine.positions import LazyPositions
-from gradlint.source.names import ImportTable, build_import_table
 from gradlint.text import split_lines
+
+if TYPE_CHECKING:
+    import libcst as cst
+
+    from gradlint.source.engine.positions import LazyPositions
+    from gradlint.source.names import ImportTable
+
+# libcst (about 0.15 s, a fifth of a one-file run) is imported by the first parse, not with this
+# package: a warm run whose results all come from the cache reaches the package only for the
+# project index (source/index.py) and parses nothing.
 
 # Files that mention none of these cannot hold anything our rules look for; skipping them before
 # the parse is the cheapest speed-up a libcst linter has (TorchFix does the same).
@@ -115,6 +123,8 @@ def parse_module(text: str) -> cst.Module:
     columns on those lines one short. Without them its positions are right on every line but
     in the leading whitespace it lost, which SourceFile.span adds back.
     """
+    import libcst as cst
+
     return cst.parse_module(_formfeed_indents_dropped(text))
 
 
@@ -124,8 +134,14 @@ def parse_module(text: str) -> cst.Module:
 # parse() builds its tree without it: 15% of the parse. Only while __post_init__ does nothing but
 # validate (a libcst that does more there keeps it); fix.reparses, which judges a fixed text,
 # keeps it too.
-_POST_INIT = cst.CSTNode.__post_init__
-_ONLY_VALIDATES = getattr(_POST_INIT, "__code__", None) is not None and _POST_INIT.__code__.co_names == ("_validate",)
+@functools.cache
+def _post_init() -> tuple[object, bool]:
+    """libcst's own CSTNode.__post_init__, and whether it does nothing but validate (read once,
+    before parse_trusted first replaces it)."""
+    import libcst as cst
+
+    post_init = cst.CSTNode.__post_init__
+    return post_init, getattr(post_init, "__code__", None) is not None and post_init.__code__.co_names == ("_validate",)
 
 
 def _built(self: cst.CSTNode) -> None:
@@ -147,6 +163,8 @@ def _plain_init(cls: type):
     """An __init__ that stores the fields of the dataclass `cls` as its own __init__ does (same
     parameters, defaults and default factories) but straight into its slots, without
     __post_init__; None when `cls` is not such a class (another libcst keeps its own)."""
+    import libcst as cst
+
     if not dataclasses.is_dataclass(cls) or "__post_init__" in {k for c in cls.__mro__[:-1] if c is not cst.CSTNode
                                                                 for k in vars(c)}:
         return None
@@ -175,6 +193,8 @@ def _plain_init(cls: type):
 
 def _plain_inits() -> list[tuple[type, object, object]]:
     if not _PLAIN_INITS:
+        import libcst as cst
+
         for name in _FREQUENT:
             cls = getattr(cst, name, None)
             plain = _plain_init(cls) if isinstance(cls, type) and "__init__" in vars(cls) else None
@@ -186,7 +206,10 @@ def _plain_inits() -> list[tuple[type, object, object]]:
 
 def parse_trusted(text: str) -> cst.Module:
     """parse_module without validating the parser's own nodes (above)."""
-    if not _ONLY_VALIDATES:
+    import libcst as cst
+
+    post_init, only_validates = _post_init()
+    if not only_validates:
         return parse_module(text)
     plain = [one for one in _plain_inits() if one[2] is not None]
     cst.CSTNode.__post_init__ = _built
@@ -195,12 +218,15 @@ def parse_trusted(text: str) -> cst.Module:
     try:
         return parse_module(text)
     finally:
-        cst.CSTNode.__post_init__ = _POST_INIT
+        cst.CSTNode.__post_init__ = post_init
         for cls, init, _ in plain:
             cls.__init__ = init
 
 
 def parse(path: str, text: str, tree: ast.Module | None = None) -> SourceFile:
+    from gradlint.source.engine.positions import LazyPositions
+    from gradlint.source.names import build_import_table
+
     module = parse_trusted(text)
     return SourceFile(path=path, text=text, module=module, positions=LazyPositions(module, text, tree),
                       imports=build_import_table(module))
@@ -265,6 +291,8 @@ def _extract_python_text(text: str, display: str, models_only: bool, calls_only:
         return FileFacts(path=display, kind="python", source=text, symbols=module_symbols(tree), skipped=(
             f"expressions nested up to {deepest} levels deep are over gradlint's parse budget "
             f"(libcst's parse time grows with the square of the nesting)"))
+    import libcst as cst
+
     try:
         src = parse(display, text, tree)
     except cst.ParserSyntaxError as exc:
@@ -281,6 +309,8 @@ def parsed(path: Path, display: str):
     """The libcst SourceFile of a file, under the same budgets as its extraction; None when they
     (or Python) refuse it. For re-running one class of another file with a caller's arguments
     (source.index.ProjectFiles.lower)."""
+    import libcst as cst
+
     from gradlint.inputs import Refused, read_bounded
 
     try:
