@@ -5,11 +5,15 @@ against 11 s uncached). Keys now cover the model and the files it names, so a wa
 must not be slower than an uncached one. A cold run (the first, which stores every file's facts)
 must not be slower either: it writes one pack per folder, not one file per entry.
 
-    python bench/cache_speed.py [--kind onnx|py] [--models 2000] [--jobs 2] [--repeat 3]
+    python bench/cache_speed.py [--kind onnx|py] [--models 2000] [--jobs 2] [--repeat 3] [--against DIR]
 
-Runs `gradlint check` as a user would (a child process each time) in a temporary folder and
-prints the best wall and CPU time of each mode and the ratios cached / uncached; exits 1 when
-the warm or the cold wall ratio is above 1.
+Runs `gradlint check` as a user would (a child process each time) in a temporary folder: each
+repeat runs --no-cache, a cold cached run (the cache folder deleted first) and a warm one, one
+after the other, so that each cached run is compared with the uncached run next to it (the load
+of a shared machine moves all three alike). Prints each repeat's wall ratios cached / uncached,
+their median, and the best wall and CPU time of each mode; exits 1 when the median warm or cold
+wall ratio is above 1. `--against DIR` runs the gradlint of another checkout (a base snapshot)
+the same way in the same repeats, alternating with this one.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,9 +77,10 @@ def make_py(folder: Path, n: int) -> None:
         (folder / f"m{i}.py").write_text(PY_MODEL.format(i=i, width=16 * (1 + i % 8), depth=1 + i % 4))
 
 
-def run(folder: Path, jobs: int, *extra: str) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (user + system, the child and its workers) of one run."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def run(folder: Path, jobs: int, *extra: str, code: Path = ROOT) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, the child and its workers) of one run of the
+    gradlint in `code`."""
+    env = dict(os.environ, PYTHONPATH=str(code))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "gradlint.cli", "check", "-q", "-j", str(jobs), *extra, "."],
@@ -86,33 +92,51 @@ def run(folder: Path, jobs: int, *extra: str) -> tuple[float, float]:
     return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def report(name: str, uncached: list, cold: list, warm: list) -> bool:
+    """Print one checkout's times; whether its median cold and warm wall ratios are at most 1."""
+    base, base_cpu = min(w for w, _ in uncached), min(c for _, c in uncached)
+    print(f"{name}: --no-cache   {base:7.2f} s wall {base_cpu:7.2f} s cpu (best)")
+    fine = True
+    for mode, times in (("cold", cold), ("warm", warm)):
+        ratios = [w / u for (w, _), (u, _) in zip(times, uncached)]
+        cpu = [c / u for (_, c), (_, u) in zip(times, uncached)]
+        wall, best_cpu = min(w for w, _ in times), min(c for _, c in times)
+        print(f"{name}: {mode} cache   {wall:7.2f} s wall {best_cpu:7.2f} s cpu (best)   wall ratio per run "
+              f"{' '.join(f'{r:.2f}' for r in ratios)}  median {statistics.median(ratios):.2f}"
+              f"   cpu ratio median {statistics.median(cpu):.2f}")
+        fine = fine and statistics.median(ratios) <= 1
+    return fine
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kind", choices=("onnx", "py"), default="onnx")
     parser.add_argument("--models", type=int, default=2000)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--against", type=Path, help="another checkout's root, run alternately with this one")
     args = parser.parse_args()
+    codes = {"this": ROOT, **({"against": args.against.resolve()} if args.against else {})}
     folder = Path(tempfile.mkdtemp(prefix="gradlint-cache-bench-"))
+    times: dict[str, tuple[list, list, list]] = {name: ([], [], []) for name in codes}
     try:
         (make_models if args.kind == "onnx" else make_py)(folder, args.models)
-        uncached, cold, warm = [], [], []
         for _ in range(args.repeat):
-            uncached.append(run(folder, args.jobs, "--no-cache"))
+            for name, code in codes.items():
+                uncached, cold, warm = times[name]
+                uncached.append(run(folder, args.jobs, "--no-cache", code=code))
+                shutil.rmtree(folder / ".gradlint_cache", ignore_errors=True)
+                cold.append(run(folder, args.jobs, code=code))
+                warm.append(run(folder, args.jobs, code=code))
             shutil.rmtree(folder / ".gradlint_cache", ignore_errors=True)
-            cold.append(run(folder, args.jobs))
-            warm.append(run(folder, args.jobs))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     # Wall time is what a user waits; CPU time is the work done, and moves less when other
     # processes share the machine (compare both; `uptime` tells the load).
-    base, base_cpu = min(w for w, _ in uncached), min(c for _, c in uncached)
-    print(f"{args.models} {args.kind} files, -j{args.jobs}, best of {args.repeat}, load {os.getloadavg()[0]:.1f}")
-    print(f"--no-cache   {base:7.2f} s wall {base_cpu:7.2f} s cpu")
-    for name, times in (("cold", cold), ("warm", warm)):
-        wall, cpu = min(w for w, _ in times), min(c for _, c in times)
-        print(f"{name} cache   {wall:7.2f} s wall {cpu:7.2f} s cpu   ratio {wall / base:.2f} wall {cpu / base_cpu:.2f} cpu")
-    return 0 if min(warm)[0] <= base and min(cold)[0] <= base else 1
+    print(f"{args.models} {args.kind} files, -j{args.jobs}, {args.repeat} repeats, load {os.getloadavg()[0]:.1f}")
+    fine = [report(f"{name} ({code})", *times[name]) for name, code in codes.items()]
+    return 0 if fine[0] else 1
+
 
 if __name__ == "__main__":
     sys.exit(main())

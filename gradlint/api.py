@@ -566,14 +566,16 @@ def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool 
     if extraction is not None:
         extraction.join()
     plan.finish(later)
+    if reuse is not None:
+        reuse.flush()
     later.write()  # facts, results and the modules read: each folder's pack written once
     result.files.extend(r for r in done if r is not None)
     return result
 
 
 class _Results:
-    """The result cache of one run: each checked file's FileResult, stored after its rules ran and
-    reused while nothing it was computed from changed. Its key is the file's content, the run's
+    """The result cache of one run: each checked file's FileResult, kept after its rules ran, stored
+    once all have run (`flush`), and reused while nothing it was computed from changed. Its key is the file's content, the run's
     configuration (all of it), root and library folders, and gradlint's code (cache.slot); the
     entry holds what each module the file's lookups reached resolved to (the file, by content, or
     nothing: a module created later invalidates it), and, when a lookup scanned the project's
@@ -595,6 +597,7 @@ class _Results:
         self.listing: str | None = None
         self.by_abspath: dict[str, str] | None = None  # a checked file's absolute path -> its key in seen
         self.batch = batch
+        self.kept: list[tuple] = []  # the results `keep` was given, for `flush`
 
     def _slot(self, i: int, fingerprint: str) -> cache.Slot:
         path, display = self.files[i]
@@ -626,17 +629,28 @@ class _Results:
         return got[0]
 
     def keep(self, i: int, result: FileResult, facts: FileFacts, modules: frozenset[str],
-              words: frozenset[str]) -> None:
-        """Keep file `i`'s result (not a failure of gradlint's own: that is tried again)."""
-        path = str(self.files[i][0])
-        fingerprint = self.seen.get(path)
-        if fingerprint is None or result.internal_error or facts.internal_error:
+             words: frozenset[str]) -> None:
+        """Keep file `i`'s result (not a failure of gradlint's own: that is tried again). Its entry
+        is made by `flush`, with the others."""
+        if result.internal_error or facts.internal_error:
             return
-        deps = tuple([(name, self.resolve(name)) for name in sorted(modules)]) if modules else ()
-        payload = (result, self._own(i), deps, self.project_text() if words else "")
-        # (the folder as str(path.parent) names it, without making a Path: 2 000 ONNX models)
-        _store(self.store, cache.entry(self._slot(i, fingerprint), payload, os.path.dirname(path) or ".",
-                                       facts.depends), self.batch)
+        self.kept.append((i, result, facts.depends, modules, words))
+
+    def flush(self) -> None:
+        """The entries of the results kept, made one after another once the rules are done:
+        made one at a time between two files' rules, each cost about five times as much (the
+        code and data of the encoder gone from the processor's caches each time)."""
+        kept, self.kept = self.kept, []
+        for i, result, depends, modules, words in kept:
+            path = str(self.files[i][0])
+            fingerprint = self.seen.get(path)
+            if fingerprint is None:
+                continue
+            deps = tuple([(name, self.resolve(name)) for name in sorted(modules)]) if modules else ()
+            payload = (result, self._own(i), deps, self.project_text() if words else "")
+            # (the folder as str(path.parent) names it, without making a Path: 2 000 ONNX models)
+            _store(self.store, cache.entry(self._slot(i, fingerprint), payload, os.path.dirname(path) or ".",
+                                           depends), self.batch)
 
     def _fingerprint(self, path: Path) -> str:
         found = self.seen.get(str(path))
