@@ -156,7 +156,7 @@ def test_model_command_shows_the_library_layers_with_their_module_paths(tmp_path
     assert names[:4] == ["blocks.0.fc", "blocks.0.act", "blocks.1.fc", "blocks.1.act"] and names[-1] == "head"
     assert not any(n["kind"] == "opaque" for n in model["nodes"])
     text = run_cli("model", "model.py", cwd=proj, env={"VIRTUAL_ENV": ""}).stdout
-    assert "blocks.19.fc" in text and "0 opaque nodes" in text
+    assert "20 × the 2 nodes below (blocks.0.fc .. blocks.19.act)" in text and "0 opaque nodes" in text
 
 
 def test_only_the_modules_a_lookup_reaches_are_read_and_torch_never(tmp_path, monkeypatch):
