@@ -23,6 +23,8 @@ PROJECTS = FIXTURES / "project"
 TWOPKG = PROJECTS / "twopkg"
 SRCLAYOUT = PROJECTS / "srclayout"
 NOGRAD = PROJECTS / "nograd"
+# models whose depth comes from config classes of other files (source/configs.py)
+CONFIGS = FIXTURES / "architecture" / "crossfile_config"
 EXPECT = re.compile(r"#\s*expect:\s*([A-Z0-9, ]+)")
 
 
@@ -48,7 +50,7 @@ def project_files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py"))
 
 
-@pytest.mark.parametrize("root", [TWOPKG, SRCLAYOUT, NOGRAD], ids=lambda p: p.name)
+@pytest.mark.parametrize("root", [TWOPKG, SRCLAYOUT, NOGRAD, CONFIGS], ids=lambda p: p.name)
 def test_same_findings_alone_with_its_folder_and_with_the_project(root, monkeypatch):
     whole = {f: findings_for(root, ["."], f, monkeypatch) for f in project_files(root)}
     for file in project_files(root):
