@@ -31,7 +31,7 @@ MAX_CONFIG_FILES = 32
 # Evaluated configs kept by a process, by file, content and class (a worker extracts many files
 # of one folder: transformers' modeling files share `configuration_utils.py`).
 _MEMO_SIZE = 512
-_EVALUATED: dict[tuple, tuple[dict | None, dict | None, tuple[str, ...]]] = {}
+_EVALUATED: dict[tuple, tuple[dict | None, dict | None, tuple[tuple[str, str], ...]]] = {}
 _SYMBOLS: dict[tuple[str, str], FileFacts | None] = {}
 
 # Annotations that never name a config of the project: builtins, typing, torch.
@@ -117,14 +117,20 @@ class _Files:
         return []
 
 
+def _fingerprint(path: str) -> str:
+    from gradlint.inputs import fingerprint_dependency
+
+    folder, name = os.path.split(path)
+    return fingerprint_dependency(folder, name)
+
+
 def _read(path: str) -> tuple[bytes, str]:
     """A source file's bytes and fingerprint, as the cache fingerprints a dependency; OSError
     when it is no regular file of a sane size."""
-    from gradlint.inputs import Refused, fingerprint_dependency, read_bounded
+    from gradlint.inputs import Refused, read_bounded
     from gradlint.source import MAX_SOURCE_BYTES
 
-    folder, name = os.path.split(path)
-    fingerprint = fingerprint_dependency(folder, name)
+    fingerprint = _fingerprint(path)
     if not fingerprint.startswith(("sha256:", "stat:")):
         raise OSError(fingerprint)
     try:
@@ -217,22 +223,23 @@ class ConfigReader:
             _data, fingerprint = _read(path)
         except OSError:
             return None
-        key = (path, fingerprint, cls)
+        key = (path, fingerprint, cls, self.depth)
         got = _EVALUATED.get(key)
-        if got is None:
+        if got is None or any(_fingerprint(p) != f for p, f in got[2]):
+            # (a process that checks again after a base's file changed: tests, an editor's server)
             got = _evaluate(path, cls, self.depth)
             if len(_EVALUATED) >= _MEMO_SIZE:
                 _EVALUATED.clear()
             _EVALUATED[key] = got
         whole, base, read = got
-        for p in read:
+        for p, _f in read:
             self.looked_at(p)
         return base if layer else whole
 
 
-def _evaluate(path: str, cls: str, depth: int) -> tuple[dict | None, dict | None, tuple[str, ...]]:
-    """(its values, its values as a base class, the files its own config bases read) of class
-    `cls` of file `path`, evaluated in that file."""
+def _evaluate(path: str, cls: str, depth: int) -> tuple[dict | None, dict | None, tuple[tuple[str, str], ...]]:
+    """(its values, its values as a base class, the files its own config bases read, with their
+    fingerprints) of class `cls` of file `path`, evaluated in that file."""
     import gc
 
     from gradlint.source import parsed
@@ -262,7 +269,7 @@ def _evaluate(path: str, cls: str, depth: int) -> tuple[dict | None, dict | None
                 base = _plain_attrs(fm.class_layer(info))
             except (Exhausted, RecursionError):
                 whole = base = None
-        return whole, base, tuple(reader.seen)
+        return whole, base, tuple((p, _fingerprint(p)) for p in reader.seen)
     finally:
         if collecting:
             gc.enable()
