@@ -739,8 +739,9 @@ def _pack_index(store: Store, dfd: int, name: str) -> tuple[dict[bytes, bytes], 
 def load(store: Store, where: Slot, folder: str, expect: type) -> Any | None:
     """The facts stored for `where`, or None (a miss) for anything but a valid, current entry.
 
-    `folder` is the checked file's folder: the files an entry depends on (ONNX external data)
-    are fingerprinted again inside it and must match what the entry recorded.
+    `folder` is the checked file's folder: the files an entry depends on (ONNX external data,
+    config classes of other files) are fingerprinted again from it and must match what the entry
+    recorded.
     """
     dfd = _store_fd(store)
     if dfd is None:

@@ -26,8 +26,9 @@ from gradlint.source.engine.values import ListVal
 
 # A config whose base is a config of another file, whose base is... at most this deep.
 MAX_CONFIG_DEPTH = 4
-# Files one extraction reads to resolve config classes (symbols and the classes' files).
-MAX_CONFIG_FILES = 32
+# Files one extraction looks for to resolve config classes (found or not: a module is looked for
+# as `a/b.py` then `a/b/__init__.py`), at most.
+MAX_CONFIG_FILES = 64
 # Evaluated configs kept by a process, by file, content and class (a worker extracts many files
 # of one folder: transformers' modeling files share `configuration_utils.py`).
 _MEMO_SIZE = 512
@@ -154,19 +155,19 @@ class ConfigReader:
     `path`: the file being extracted; `symbols`: its top-level names (ModuleSymbols).
     """
 
-    def __init__(self, path: str | os.PathLike, symbols: Any, depth: int = 0, shared: "ConfigReader | None" = None):
+    def __init__(self, path: str | os.PathLike, symbols: Any, depth: int = 0):
         self.path = os.path.abspath(path)
         self.folder = os.path.dirname(self.path)
         self.symbols = symbols
         self.depth = depth
-        # the files looked at, by absolute path; shared with the readers of nested configs
-        self.seen: dict[str, None] = shared.seen if shared is not None else {}
+        # the files looked for, found or not, by absolute path (those of nested configs included)
+        self.seen: dict[str, None] = {}
         self._index: ProjectIndex | None = None
         self._files: _Files | None = None
         self._module = ""
 
     def full(self) -> bool:
-        return len(self.seen) >= MAX_CONFIG_FILES * 2
+        return len(self.seen) >= MAX_CONFIG_FILES
 
     def looked_at(self, path: str) -> None:
         self.seen.setdefault(path)
