@@ -29,6 +29,10 @@ MAX_CONFIG_DEPTH = 4
 # Files one extraction looks for to resolve config classes (found or not: a module is looked for
 # as `a/b.py` then `a/b/__init__.py`), at most.
 MAX_CONFIG_FILES = 64
+# Steps of the resolution of one name (facts.project's `_global`): the parent's index memoises
+# them for the whole run, a worker's lives for one file. `from transformers import UdopConfig`
+# inside transformers follows `*` imports through hundreds of `__init__` files (minutes, GBs).
+MAX_RESOLUTION_STEPS = 256
 # Evaluated configs kept by a process, by file, content and class (a worker extracts many files
 # of one folder: transformers' modeling files share `configuration_utils.py`).
 _MEMO_SIZE = 512
@@ -76,6 +80,20 @@ def _plain_attrs(attrs: dict) -> dict:
     return out
 
 
+class _Index(ProjectIndex):
+    """The project index's resolution, cut short (nothing found) past MAX_RESOLUTION_STEPS."""
+
+    def __init__(self, loader: "_Files") -> None:
+        super().__init__(loader)
+        self.steps = 0  # of the name being resolved (ConfigReader.find)
+
+    def _global_uncached(self, qualified: str, depth: int) -> tuple[str, ...]:
+        self.steps += 1
+        if self.steps > MAX_RESOLUTION_STEPS:
+            return ()
+        return super()._global_uncached(qualified, depth)
+
+
 class _Files:
     """facts.project.ModuleLoader over the folders around one file (its package's top and that
     folder's `src/`), noting every file it looks for, found or not."""
@@ -84,10 +102,9 @@ class _Files:
         self.roots = roots
         self.reader = reader
         self.paths: dict[str, str] = {}
+        self.modules_like: dict[str, frozenset[str]] = {}  # module -> its classes that are modules
 
     def load(self, module: str) -> tuple[FileFacts, bool] | None:
-        from gradlint.source.index import module_symbols
-
         if not module or any(not p.isidentifier() for p in module.split(".")) or self.reader.full():
             return None
         rel = os.path.join(*module.split("."))
@@ -102,20 +119,45 @@ class _Files:
                 if key not in _SYMBOLS:
                     if len(_SYMBOLS) >= _MEMO_SIZE:
                         _SYMBOLS.clear()
-                    try:
-                        symbols = module_symbols(data.decode("utf-8"))
-                    except (UnicodeDecodeError, ValueError):
-                        symbols = None
-                    _SYMBOLS[key] = FileFacts(path=cand, kind="python", symbols=symbols) if symbols else None
-                facts = _SYMBOLS[key]
-                if facts is None:
+                    _SYMBOLS[key] = _summary(cand, data)
+                got = _SYMBOLS[key]
+                if got is None:
                     return None
                 self.paths[module] = cand
-                return facts, cand.endswith("__init__.py")
+                self.modules_like[module] = got[1]
+                return got[0], cand.endswith("__init__.py")
         return None
 
     def modules_mentioning(self, word: str) -> list[str]:
         return []
+
+
+def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str]] | None:
+    """A module's top-level names (CPython's `ast`, which runs nothing), and the classes of it
+    that are modules, not configs: one that defines `forward` or derives from a `...Module`, a
+    `Sequential` or such a class of the file (the config's file is parsed by libcst only for a
+    class that may be a config: `config: PreTrainedModel` would parse all of modeling_utils.py)."""
+    import ast
+
+    from gradlint.source.index import module_symbols
+    from gradlint.source.names import canonical
+
+    try:
+        tree = ast.parse(data.decode("utf-8"))
+    except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
+        return None
+    symbols = module_symbols(tree)
+    if symbols is None:
+        return None
+    modules: set[str] = set()
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        bases = [ast.unparse(b) if not isinstance(b, ast.Name) else b.id for b in node.bases]
+        if any(isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.name == "forward" for f in node.body) or any(
+                canonical(b).endswith(("Module", "Sequential", "ModuleList", "ModuleDict")) or b in modules for b in bases):
+            modules.add(node.name)
+    return FileFacts(path=path, kind="python", symbols=symbols), frozenset(modules)
 
 
 def _fingerprint(path: str) -> str:
@@ -183,7 +225,7 @@ class ConfigReader:
             top = _package_top(self.folder)
             roots = tuple(str(r) for r in import_roots(Path(top)))
             self._files = _Files(roots, self)
-            self._index = ProjectIndex(self._files)
+            self._index = _Index(self._files)
             rel = os.path.relpath(self.path, top)
             parts = rel[:-3].split(os.sep) if rel.endswith(".py") else [Path(rel).stem]
             package = parts[-1] == "__init__"
@@ -201,11 +243,12 @@ class ConfigReader:
         if not last[:1].isupper() or any(_not_the_projects(q.split(".", 1)[0]) for q in qualified):
             return None
         index, files = self._resolver()
+        index.steps = 0
         found = index.resolve(self._module, text)
         if len(found) != 1:
             return None
         module, _, cls = found[0].rpartition(".")
-        if index.module(module) is None:
+        if index.module(module) is None or cls in files.modules_like.get(module, ()):
             return None
         where = files.paths.get(module)
         if where is None or os.path.abspath(where) == self.path:
