@@ -877,7 +877,7 @@ def test_an_entry_line_is_the_json_of_its_fields_in_order_and_its_key_is_the_sal
         doc = json.loads(line)
         assert list(doc) == ["key", "file", "schema", "deps", "facts"] and (pack, file_id) == (where.pack, where.file)
         assert line == json.dumps(doc, separators=(",", ":")).encode("ascii")
-        assert doc["deps"] == [[d, cache.fingerprint_within(str(tmp_path), d)] for d in depends]
+        assert doc["deps"] == [[d, cache.fingerprint_dependency(str(tmp_path), d)] for d in depends]
         assert cache.decode(doc["facts"]) == payload
         cache.write(store, [(pack, file_id, line)])
         assert cache.load(store, where, str(tmp_path), type(payload)) == payload
