@@ -157,6 +157,11 @@ def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str]] | None:
         if any(isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.name == "forward" for f in node.body) or any(
                 canonical(b).endswith(("Module", "Sequential", "ModuleList", "ModuleDict")) or b in modules for b in bases):
             modules.add(node.name)
+        elif any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "setattr"
+                 or isinstance(n, ast.Attribute) and n.attr == "__dict__" for n in ast.walk(node)):
+            # its methods may set any name on self: as a base it gives nothing (class_layer), and
+            # its file is not parsed for that (transformers' PreTrainedConfig and its mixins)
+            modules.add("." + node.name)
     return FileFacts(path=path, kind="python", symbols=symbols), frozenset(modules)
 
 
@@ -207,6 +212,7 @@ class ConfigReader:
         self._index: ProjectIndex | None = None
         self._files: _Files | None = None
         self._module = ""
+        self._found_module = ""  # the module of the class `find` found last
 
     def full(self) -> bool:
         return len(self.seen) >= MAX_CONFIG_FILES
@@ -250,6 +256,7 @@ class ConfigReader:
         module, _, cls = found[0].rpartition(".")
         if index.module(module) is None or cls in files.modules_like.get(module, ()):
             return None
+        self._found_module = module
         where = files.paths.get(module)
         if where is None or os.path.abspath(where) == self.path:
             return None
@@ -263,6 +270,8 @@ class ConfigReader:
         if found is None:
             return None
         path, cls = found
+        if layer and "." + cls in self._files.modules_like.get(self._found_module, ()):
+            return {}
         try:
             _data, fingerprint = _read(path)
         except OSError:
