@@ -29,6 +29,8 @@ from gradlint.model.ir import Attention, Extern, Opaque, Residual, walk  # noqa:
 from gradlint.model.propagation import analyse  # noqa: E402
 from gradlint.source import decode, parse  # noqa: E402
 from gradlint.source import models  # noqa: E402
+from gradlint.source.configs import ConfigReader  # noqa: E402
+from gradlint.source.index import module_symbols  # noqa: E402
 
 # Reasons that name one class or module path are grouped by their shape, so that the table shows
 # "module Foo" once per Foo but "loop of unknown length" once in all.
@@ -61,7 +63,9 @@ def classify(path: Path, project=None):
         yield (f"<{path.name}>", "unparsed", (f"parse: {type(exc).__name__}",), False, ())
         return
     try:
-        networks, summaries = models.extract(src)
+        # as `gradlint check` reads the file: config classes of other files from its neighbours
+        configs = ConfigReader(path, module_symbols(text))
+        networks, summaries = models.extract(src, configs)
     except Exception as exc:  # noqa: BLE001 - a crash is a finding of this benchmark
         yield (f"<{path.name}>", "crash", (f"crash: {type(exc).__name__}: {exc}"[:120],), False, ())
         return

@@ -562,7 +562,7 @@ def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool 
             start = index.start_file()
             done[i] = _in_cells(run_rules(f, config, index, rules, relative_path(files[i][0], config)), f)
             if reuse is not None:
-                reuse.keep(i, done[i], f, *index.read_since(start))
+                reuse.keep(i, done[i], f, *index.read_since(start), index=index)
     if extraction is not None:
         extraction.join()
     plan.finish(later)
@@ -629,19 +629,19 @@ class _Results:
         return got[0]
 
     def keep(self, i: int, result: FileResult, facts: FileFacts, modules: frozenset[str],
-             words: frozenset[str]) -> None:
+             words: frozenset[str], index: ProjectIndex | None = None) -> None:
         """Keep file `i`'s result (not a failure of gradlint's own: that is tried again). Its entry
         is made by `flush`, with the others."""
         if result.internal_error or facts.internal_error:
             return
-        self.kept.append((i, result, facts.depends, modules, words))
+        self.kept.append((i, result, facts.depends, modules, words, index))
 
     def flush(self) -> None:
         """The entries of the results kept, made one after another once the rules are done:
         made one at a time between two files' rules, each cost about five times as much (the
         code and data of the encoder gone from the processor's caches each time)."""
         kept, self.kept = self.kept, []
-        for i, result, depends, modules, words in kept:
+        for i, result, depends, modules, words, index in kept:
             path = str(self.files[i][0])
             fingerprint = self.seen.get(path)
             if fingerprint is None:
@@ -649,8 +649,31 @@ class _Results:
             deps = tuple([(name, self.resolve(name)) for name in sorted(modules)]) if modules else ()
             payload = (result, self._own(i), deps, self.project_text() if words else "")
             # (the folder as str(path.parent) names it, without making a Path: 2 000 ONNX models)
-            _store(self.store, cache.entry(self._slot(i, fingerprint), payload, os.path.dirname(path) or ".",
-                                           depends), self.batch)
+            folder = os.path.dirname(path) or "."
+            _store(self.store, cache.entry(self._slot(i, fingerprint), payload, folder,
+                                           depends + self._reached_depends(modules, index, folder)), self.batch)
+
+    def _reached_depends(self, modules: frozenset[str], index: ProjectIndex | None, folder: str) -> tuple[str, ...]:
+        """The files the facts of the modules a file's lookups reached were read from besides
+        their own (the config classes of other files their models were built with:
+        FileFacts.depends), relative to that file's folder: a class summary or IR of a module
+        changes with them."""
+        if index is None or not modules:
+            return ()
+        out: dict[str, None] = {}
+        here = os.path.abspath(folder)
+        for name in sorted(modules):
+            mod = index.modules.get(name)
+            if mod is None or mod.library or not mod.facts.depends:
+                continue
+            i = self.holder.get(name)
+            where = self.files[i][0] if i is not None else (self.loader.locate(name) or (None, None))[1]
+            if where is None:
+                continue
+            there = os.path.dirname(os.path.abspath(str(where)))
+            for dep in mod.facts.depends:
+                out.setdefault(os.path.relpath(os.path.normpath(os.path.join(there, dep)), here).replace(os.sep, "/"))
+        return tuple(out)
 
     def _fingerprint(self, path: Path) -> str:
         found = self.seen.get(str(path))

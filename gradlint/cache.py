@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from gradlint import __version__
-from gradlint.inputs import fingerprint_within, read_fd
+from gradlint.inputs import fingerprint_dependency, read_fd
 
 SCHEMA = 5
 # The entries of one folder's files: p-<32 hex digits>.jsonl, one JSON document a line.
@@ -751,8 +751,9 @@ def _identity(dfd: int, name: str) -> tuple[int, ...] | None:
 def load(store: Store, where: Slot, folder: str, expect: type) -> Any | None:
     """The facts stored for `where`, or None (a miss) for anything but a valid, current entry.
 
-    `folder` is the checked file's folder: the files an entry depends on (ONNX external data)
-    are fingerprinted again inside it and must match what the entry recorded.
+    `folder` is the checked file's folder: the files an entry depends on (ONNX external data,
+    config classes of other files) are fingerprinted again from it and must match what the entry
+    recorded.
     """
     dfd = _store_fd(store)
     if dfd is None:
@@ -780,8 +781,8 @@ def _entry_facts(line: bytes, where: Slot, folder: str, expect: type) -> Any | N
     for dep in raw["deps"]:
         if not (isinstance(dep, list) and len(dep) == 2 and all(isinstance(d, str) for d in dep)):
             return None
-        if fingerprint_within(folder, dep[0]) != dep[1]:
-            return None  # external data changed: the entry is stale
+        if fingerprint_dependency(folder, dep[0]) != dep[1]:
+            return None  # external data or a config file changed: the entry is stale
     facts = decode(raw["facts"])
     return facts if type(facts) is expect else None
 
@@ -795,7 +796,7 @@ def entry(where: Slot, facts: Any, folder: str, depends: tuple[str, ...] = ()) -
     """The line storing `facts` under `where`, or None when they cannot be stored (not gradlint's
     records, or over MAX_ENTRY_BYTES). Nothing is written here."""
     try:
-        deps = [[d, fingerprint_within(folder, d)] for d in depends]
+        deps = [[d, fingerprint_dependency(folder, d)] for d in depends]
         collecting = gc.isenabled()  # as _NoCycleCollection, for less than a result entry costs
         gc.disable()
         try:

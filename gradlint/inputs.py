@@ -149,6 +149,25 @@ def fingerprint(path: str | os.PathLike) -> str:
         os.close(fd)
 
 
+# A source file a Python file's facts were read from (a config class of another file) may lie in
+# a folder above the file's own (`from ..config import GPTConfig`): at most this many levels up.
+MAX_UP = 16
+
+
+def fingerprint_dependency(folder: str, rel: str) -> str:
+    """Fingerprint of a file a cache entry depends on, `rel` relative to `folder`. ONNX external
+    data stays inside the model's folder (fingerprint_within); a `.py` file may also lie up to
+    MAX_UP folders above it (`../config.py`, the config class a model file imports), reached by
+    name from that folder and never through a link below it."""
+    parts = rel.replace("\\", "/").split("/")
+    ups = 0
+    while ups < len(parts) and parts[ups] == "..":
+        ups += 1
+    if ups and rel.endswith(".py") and ups <= MAX_UP and ".." not in parts[ups:]:
+        return fingerprint_within(os.path.normpath(os.path.join(folder, *parts[:ups])), "/".join(parts[ups:]))
+    return fingerprint_within(folder, rel)
+
+
 def fingerprint_within(folder: str, rel: str) -> str:
     """Fingerprint of `rel` inside `folder` (an ONNX model's external data), never leaving it:
     no absolute path, no `..`, no symbolic link on the way. What cannot be reached is fingerprinted

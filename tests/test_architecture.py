@@ -233,6 +233,114 @@ def test_onnx_cache_entries_depend_on_external_data(tmp_path):
     assert fingerprint_within(str(tmp_path), "w/m.data") != before
 
 
+CONFIGS = FIXTURES / "architecture" / "crossfile_config"
+
+
+def _findings(paths, root: Path, cache: bool = False) -> list[tuple[str, int, str, str]]:
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        result = check_paths(paths, Config(root=str(root)), use_cache=cache, jobs=1)
+    finally:
+        os.chdir(old)
+    assert not result.internal_errors, [r.internal_error for r in result.internal_errors]
+    return sorted((Path(f.path).as_posix(), f.span.line, f.code, f.message) for f in result.findings)
+
+
+def test_config_classes_of_other_files_give_the_findings_of_the_same_file():
+    """`config: GPTConfig` with GPTConfig imported (`from config import`, `import config as
+    cfgmod`, relative imports of a package, re-exported bases, a base outside the project): the
+    model is as deep as the config's defaults, and flagged as it is with the config in its file;
+    the look-alikes (a shallow config, a config no file holds) are quiet (fixture expectations)."""
+    found = _findings(["."], CONFIGS)
+    other = [(line, code, msg) for path, line, code, msg in found if path == "model.py"]
+    same = [(line, code, msg) for path, line, code, msg in found if path == "same_file.py"]
+    # same_file.py is model.py with config.py pasted at its top: 24 lines further down
+    assert [(line + 24, code, msg) for line, code, msg in other] == same
+    assert [code for _l, code, _m in other] == ["GL102", "GL104", "GL101"]
+    assert {(Path(path).name, line, code) for path, line, code, _m in found} == expectations(CONFIGS)
+
+
+def test_config_values_are_plain_data_and_their_files_are_dependencies():
+    from gradlint.api import _extract
+
+    facts = _extract(CONFIGS / "model.py", "model.py")
+    # config.py, and where the missing settings_nowhere module would be (creating it changes them)
+    assert facts.depends == ("config.py", "settings_nowhere.py", "settings_nowhere/__init__.py")
+    facts = _extract(CONFIGS / "hf" / "modeling_deep.py", "hf/modeling_deep.py")
+    assert facts.depends[:3] == ("configuration_deep.py", "configuration_utils.py", "configuration_lib.py")
+    widths = {n.name: {p.fan_in for p in n.params} for n in facts.networks}
+    # ShallowConfig's hidden_size is DeepConfig's default, through `super().__init__(..., **kwargs)`
+    assert widths == {"DeepModel": {256}, "ShallowModel": {256}, "LibModel": {128}}
+    # text in memory (stdin, a notebook) has no neighbours: the config stays unknown
+    from gradlint.source import extract_python_text
+
+    alone = extract_python_text((CONFIGS / "model.py").read_text(), "model.py")
+    assert alone.depends == () and {n.name: len(n.params) for n in alone.networks}["DeepMLP"] == 0
+
+
+def test_cache_entries_depend_on_the_config_files(tmp_path):
+    """Check, change the config's default depth, check again with the cache: the finding follows
+    the config file (the facts entry, the result entry, and the result of a file that reaches the
+    model through the project index)."""
+    import shutil
+
+    root = tmp_path / "p"
+    shutil.copytree(CONFIGS, root)
+    first = _findings(["."], root, cache=True)
+    assert ("model.py", 58, "GL101") in [(p, line, c) for p, line, c, _m in first]
+    config = root / "config.py"
+    config.write_text(config.read_text().replace("depth: int = field(default=20)", "depth: int = field(default=2)"))
+    second = _findings(["."], root, cache=True)
+    assert ("model.py", 58, "GL101") not in [(p, line, c) for p, line, c, _m in second]
+    assert _findings(["model.py"], root, cache=True) == [f for f in second if f[0] == "model.py"]
+    config.write_text(config.read_text().replace("depth: int = field(default=2)", "depth: int = field(default=30)"))
+    third = [f for f in _findings(["model.py"], root, cache=True) if f[2] == "GL101"]
+    assert len(third) == 1 and "across 30 layers" in third[0][3]
+    assert third == [f for f in _findings(["model.py"], root, cache=False) if f[2] == "GL101"]
+    # a config of a folder above the model's (`from ..configuration_utils`): its base's value
+    # `use_bias` reaches the model; the file is a dependency through `../`
+    deep = root / "hf" / "configuration_deep.py"
+    deep.write_text(deep.read_text().replace("num_hidden_layers=24", "num_hidden_layers=3"))
+    assert not [f for f in _findings(["hf"], root, cache=True) if "DeepModel" in f[3]]
+    deep.write_text(deep.read_text().replace("num_hidden_layers=3", "num_hidden_layers=24"))
+    assert [f[2] for f in _findings(["hf"], root, cache=True) if "DeepModel" in f[3]] == ["GL101"]
+    # a training loop of another file: GL201 counts the blocks of the model's class, built with
+    # the defaults of *its* config file, which the loop's result entry depends on too
+    (root / "hf" / "modeling_tf.py").write_text(
+        "import torch.nn as nn\n\nfrom .configuration_deep import DeepConfig\n\n\nclass Encoder(nn.Module):\n"
+        "    def __init__(self, config: DeepConfig):\n        super().__init__()\n        self.layers = nn.ModuleList(\n"
+        "            [nn.TransformerEncoderLayer(config.hidden_size, 4) for _ in range(config.num_hidden_layers)])\n\n"
+        "    def forward(self, x):\n        for layer in self.layers:\n            x = layer(x)\n        return x\n")
+    (root / "train.py").write_text(
+        "import torch\n\nfrom hf.modeling_tf import Encoder\n\n\ndef train(config, loader):\n"
+        "    model = Encoder(config)\n    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "    for x in loader:\n        optimizer.zero_grad()\n        model(x).sum().backward()\n        optimizer.step()\n")
+    assert [(f[2], "24 blocks" in f[3]) for f in _findings(["train.py"], root, cache=True)] == [("GL201", True)]
+    deep.write_text(deep.read_text().replace("num_hidden_layers=24", "num_hidden_layers=3"))
+    assert _findings(["train.py"], root, cache=True) == []
+
+
+def test_an_unreadable_or_missing_config_leaves_the_model_unknown(tmp_path):
+    model = (CONFIGS / "model.py").read_text()
+    (tmp_path / "model.py").write_text(model)
+    (tmp_path / "pyproject.toml").write_text("")
+    assert [f[2] for f in _findings(["."], tmp_path)] == []  # no config.py: nothing known
+    for broken in ("class GPTConfig(:\n", "\xff\xfe not utf-8", "x = (" * 5000):
+        (tmp_path / "config.py").write_text(broken, encoding="latin-1")
+        got = _findings(["model.py"], tmp_path)
+        assert [f[2] for f in got] == [], broken[:20]
+    # a config whose base is a config of another file, five files deep: bounded, no finding, no crash
+    (tmp_path / "config.py").write_text("from c1 import GPTConfig\n")
+    for i in range(1, 7):
+        base = f"from c{i + 1} import Base{i + 1} as Base\n" if i < 6 else "class Base:\n    pass\n"
+        text = base + ("\n\nclass GPTConfig(Base):\n" if i == 1 else f"\n\nclass Base{i}(Base):\n")
+        text += f"    n_embd: int = 512\n    n_layer: int = 12\n    init_std: float = 1.0\n    level{i}: int = {i}\n"
+        (tmp_path / f"c{i}.py").write_text(text)
+    found = _findings(["model.py"], tmp_path)
+    assert [f[2] for f in found] == ["GL102", "GL104"]  # the values of c1's class itself hold
+
+
 def test_library_and_project_base_classes_are_modules():
     """LightningModule subclasses and classes whose base lives in another file of the project are
     lowered too (GL201 looks their recurrent layers up across files)."""

@@ -526,6 +526,25 @@ def test_dependency_fingerprints_never_leave_the_models_folder(tmp_path):
     assert fingerprint_within(str(tmp_path / "m"), "f.bin") == f"link:{tmp_path / 'outside.bin'}"
 
 
+def test_a_source_dependency_may_lie_above_the_file_and_nothing_else_may(tmp_path):
+    """A config class a model file imports (`from ..config import C`) is a dependency `../config.py`;
+    ONNX external data (any other name) stays inside its folder, as above."""
+    from gradlint.inputs import MAX_UP, fingerprint_dependency, fingerprint_within
+
+    (tmp_path / "config.py").write_text("n = 1\n")
+    (tmp_path / "outside.bin").write_bytes(b"secret")
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    here = str(tmp_path / "a" / "b")
+    before = fingerprint_dependency(here, "../../config.py")
+    assert before.startswith("sha256:") and before == fingerprint_within(str(tmp_path), "config.py")
+    (tmp_path / "config.py").write_text("n = 2\n")
+    assert fingerprint_dependency(here, "../../config.py") not in (before, "outside")
+    assert fingerprint_dependency(here, "../../outside.bin") == "outside"  # not a source file
+    assert fingerprint_dependency(here, "../x/../../config.py") == "outside"  # `..` only leading
+    assert fingerprint_dependency(here, "/".join([".."] * (MAX_UP + 1)) + "/config.py") == "outside"
+    assert fingerprint_dependency(here, "../missing.py").startswith("error:")
+
+
 def test_config_cache_dir_reaches_the_store(project):
     (project / "pyproject.toml").write_text('[tool.gradlint]\ncache-dir = "here"\n')
     from gradlint.config import load_config
@@ -907,7 +926,7 @@ def test_an_entry_line_is_the_json_of_its_fields_in_order_and_its_key_is_the_sal
         doc = json.loads(line)
         assert list(doc) == ["key", "file", "schema", "deps", "facts"] and (pack, file_id) == (where.pack, where.file)
         assert line == json.dumps(doc, separators=(",", ":")).encode("ascii")
-        assert doc["deps"] == [[d, cache.fingerprint_within(str(tmp_path), d)] for d in depends]
+        assert doc["deps"] == [[d, cache.fingerprint_dependency(str(tmp_path), d)] for d in depends]
         assert cache.decode(doc["facts"]) == payload
         cache.write(store, [(pack, file_id, line)])
         assert cache.load(store, where, str(tmp_path), type(payload)) == payload

@@ -155,8 +155,8 @@ def test_exponential_fan_out_spends_the_step_budget_and_gives_no_half_built_netw
     fm_seen: list = []
     original = models.FileModel.__init__
 
-    def spy(self, s):
-        original(self, s)
+    def spy(self, s, configs=None):
+        original(self, s, configs)
         fm_seen.append(self)
 
     models.FileModel.__init__ = spy

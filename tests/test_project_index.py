@@ -25,6 +25,9 @@ SRCLAYOUT = PROJECTS / "srclayout"
 NOGRAD = PROJECTS / "nograd"
 # main.py names no torch: its calls are read only when a search for callers reaches it
 PLAINMAIN = PROJECTS / "plainmain"
+
+# models whose depth comes from config classes of other files (source/configs.py)
+CONFIGS = FIXTURES / "architecture" / "crossfile_config"
 EXPECT = re.compile(r"#\s*expect:\s*([A-Z0-9, ]+)")
 
 
@@ -50,7 +53,7 @@ def project_files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py"))
 
 
-@pytest.mark.parametrize("root", [TWOPKG, SRCLAYOUT, NOGRAD, PLAINMAIN], ids=lambda p: p.name)
+@pytest.mark.parametrize("root", [TWOPKG, SRCLAYOUT, NOGRAD, PLAINMAIN, CONFIGS], ids=lambda p: p.name)
 def test_same_findings_alone_with_its_folder_and_with_the_project(root, monkeypatch):
     whole = {f: findings_for(root, ["."], f, monkeypatch) for f in project_files(root)}
     for file in project_files(root):

@@ -61,6 +61,7 @@ class FileFacts:
     internal_error: str | None = None
     # A notebook's gradlint.notebook.CellMap: its findings are moved from the virtual file to cells.
     cells: Any = None
-    # Other files the facts were read from (ONNX external data), relative to the file's folder:
-    # a cache entry holds only while they are unchanged.
+    # Other files the facts were read from (ONNX external data; the files of config classes a
+    # Python file's models were built with, `../config.py` included), relative to the file's
+    # folder: a cache entry holds only while they are unchanged.
     depends: tuple[str, ...] = ()

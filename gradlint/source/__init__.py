@@ -246,30 +246,33 @@ def extract_python(path: Path, display: str, data: bytes | None = None):
         text = decode(data)
     except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
         return FileFacts(path=display, kind="python", input_errors=(InputError("unreadable_source", f"cannot decode file: {exc}"),))
-    return extract_python_text(text, display)
+    return extract_python_text(text, display, origin=path)
 
 
-def extract_python_text(text: str, display: str, *, models_only: bool = False, calls_only: bool = False):
+def extract_python_text(text: str, display: str, *, models_only: bool = False, calls_only: bool = False,
+                        origin: Path | None = None):
     """The facts of Python source already in memory (a file, stdin, a notebook's cells), an
     'unreadable_source' input error (what Python itself refuses) or a named skip (what gradlint's parser cannot afford or cannot
     read). CPython judges first: libcst crashes (SIGSEGV) on nesting CPython refuses, and hangs on
     some it accepts, so it only sees what both budgets allow. `calls_only`: the numerics and
     training-loop facts alone, read even when no torch is named (what a search for a function's
-    callers reads of a file the sniff skipped: ProjectIndex.calling)."""
+    callers reads of a file the sniff skipped: ProjectIndex.calling). `origin`: the file on disk
+    the text was read from, where config classes of other files are looked for (source/configs.py)."""
     # The cyclic collector would scan the file's syntax trees again and again while they are
     # alive (5-8% of the extraction); once they are freed, one young-generation pass collects
     # the cycles the extraction left.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _extract_python_text(text, display, models_only, calls_only)
+        return _extract_python_text(text, display, models_only, calls_only, origin)
     finally:
         if collecting:
             gc.enable()
             gc.collect(0)
 
 
-def _extract_python_text(text: str, display: str, models_only: bool, calls_only: bool = False):
+def _extract_python_text(text: str, display: str, models_only: bool, calls_only: bool = False,
+                         origin: Path | None = None):
     from gradlint.facts.files import FileFacts
     from gradlint.source.index import module_symbols
 
@@ -302,7 +305,7 @@ def _extract_python_text(text: str, display: str, models_only: bool, calls_only:
     except (RecursionError, MemoryError):
         return FileFacts(path=display, kind="python", source=text, symbols=module_symbols(tree),
                          skipped="nested too deeply for libcst, gradlint's parser (Python accepts it)")
-    return extract_facts(src, tree, models_only=models_only, calls_only=calls_only)
+    return extract_facts(src, tree, models_only=models_only, calls_only=calls_only, origin=origin)
 
 
 def parsed(path: Path, display: str):
@@ -372,11 +375,14 @@ def _libcst_limit(text: str, exc: cst.ParserSyntaxError) -> str:
     return reason
 
 
-def extract_facts(src: SourceFile, tree=None, *, models_only: bool = False, calls_only: bool = False):
+def extract_facts(src: SourceFile, tree=None, *, models_only: bool = False, calls_only: bool = False,
+                  origin: Path | None = None):
     """Run every extractor on one parsed file (`tree`: CPython's AST of it, when already made);
     `models_only`: the model lowering alone (a library module, whose loops and numerics are not
     the user's); `calls_only`: the numerics and loop facts alone, without source or symbols (a
-    caller the project index reads on demand: it has the file's symbols already)."""
+    caller the project index reads on demand: it has the file's symbols already); `origin`: its
+    file on disk, whose neighbours may hold the config classes its models are built from (their
+    files become the facts' `depends`)."""
     from gradlint.facts.files import FileFacts
     from gradlint.source import loops, models, numerics
     from gradlint.source.index import module_symbols
@@ -388,9 +394,15 @@ def extract_facts(src: SourceFile, tree=None, *, models_only: bool = False, call
         warnings.simplefilter("ignore", DeprecationWarning)
         if calls_only:
             return FileFacts(path=src.path, kind="python", numerics=numerics.extract(src), training=loops.extract(src))
-        networks, classes = models.extract(src)
+        symbols = module_symbols(tree if tree is not None else src.text)
+        configs = None
+        if origin is not None and not models_only:
+            from gradlint.source.configs import ConfigReader
+
+            configs = ConfigReader(origin, symbols)
+        networks, classes = models.extract(src, configs)
         facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes,
-                          symbols=module_symbols(tree if tree is not None else src.text))
+                          symbols=symbols, depends=configs.depends() if configs is not None else ())
         if models_only:
             return facts
         facts.numerics = numerics.extract(src)

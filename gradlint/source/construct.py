@@ -21,6 +21,7 @@ from gradlint.model.ir import ClassArg, InitSpec, SymArg
 from gradlint.source import catalog as C
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_SAME_CLASS, Exhausted, bounded
+from gradlint.source.configs import engine_value
 from gradlint.source.engine.values import (
     Alt, _alt, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, spliced, Sym, _Tensor, UNKNOWN,
 )
@@ -402,7 +403,10 @@ class ConstructCalls:
             self.running = running
 
     def _bind_params(self, params: list, all_params: cst.Parameters, call: cst.Call | None, env: dict, scope: dict,
-                     bound: tuple | None = None) -> None:
+                     bound: tuple | None = None, exact: bool = False) -> None:
+        """Bind the arguments to the parameters in `scope`. `exact`: the call is the whole story (a
+        config built with its defaults, or a config's `super().__init__(...)`), so `*args` and
+        `**kwargs` hold what is left over, as Python binds them; otherwise they stay unknown."""
         if bound is None:
             bound = self.bound_args(call, env) if call is not None else ([], {}, False, False)
         positional, keywords, open_pos, open_kw = bound
@@ -419,6 +423,15 @@ class ConstructCalls:
                 scope[pname] = self.eval(p.default, {})
             else:
                 scope[pname] = self.config_default(p) or Sym(pname)
+        if exact and not (open_pos or open_kw):
+            named = {p.name.value for p in params + kwonly}
+            star = all_params.star_arg
+            if isinstance(star, cst.Param):
+                scope[star.name.value] = ListVal(list(positional[len(params):]))
+            elif len(positional) > len(params):
+                return
+            if all_params.star_kwarg is not None:
+                scope[all_params.star_kwarg.name.value] = DictVal({k: v for k, v in keywords.items() if k not in named})
 
     def _torch_ctor(self, cls: str, call: cst.Call, env: dict) -> Ctor:
         args = [self.eval(a.value, env) if a.star == "" else UNKNOWN for a in call.args if a.keyword is None]
@@ -469,33 +482,38 @@ class ConstructCalls:
         return items, keys
 
     def config_default(self, param: cst.Param) -> Any:
-        """A parameter annotated with a config class of this file (`cfg: GPTConfig`) and given no
-        value: the config as its defaults make it, which is the model as its class describes it."""
+        """A parameter annotated with a config class (`cfg: GPTConfig`) and given no value: the
+        config as its defaults make it, which is the model as its class describes it. A class of
+        this file is evaluated here; one imported from another file of the project is read there
+        (`self.configs`, source/configs.py: its plain values only), when the file was read from
+        disk."""
         ann = param.annotation.annotation if param.annotation is not None else None
-        info = self.classes.get(dotted(ann) or "") if ann is not None else None
-        if info is None or info.is_module or self.depth >= MAX_DEPTH:
+        text = dotted(ann) if ann is not None else None
+        if not text or self.depth >= MAX_DEPTH:
             return None
-        return self.config(info, ([], {}, False, False))
+        info = self.classes.get(text)
+        if info is not None:
+            return None if info.is_module else self.config(info, ([], {}, False, False))
+        values = self.configs.values(text, self.imports.qualify_dotted(text)) if self.configs is not None else None
+        if values is None:
+            return None
+        ctor = Ctor("config", text.rsplit(".", 1)[-1], [], {}, param, next(self.order))
+        ctor.instance = Instance(ClassInfo(ctor.cls, param, (), {}), {k: engine_value(v) for k, v in values.items()}, [],
+                                 fm=self)
+        return ctor
 
     def config(self, info: ClassInfo, bound: tuple) -> Ctor:
         """An instance of a plain class of this file (a dataclass or a PretrainedConfig-style
-        class whose __init__ sets self.x = x): its attributes, from class-level defaults and
-        from __init__ run with the arguments."""
+        class whose __init__ sets self.x = x): its attributes, from what its bases hold
+        (`class_layer`), its class-level defaults, then __init__ run with the arguments (or the
+        dataclass's generated one, then its `__post_init__`)."""
         ctor = Ctor("config", info.name, [], {}, info.node, next(self.order))
         self.depth += 1
         try:
             inst = Instance(info, {}, [], fm=self)
             pos, kw, open_pos, open_kw = bound
-            fields: list[str] = []
-            for stmt in info.node.body.body:
-                if isinstance(stmt, cst.SimpleStatementLine):
-                    for small in stmt.body:
-                        if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
-                            fields.append(small.target.value)
-                            if small.value is not None:
-                                inst.attrs[small.target.value] = self.eval(small.value, {})
-                        elif isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
-                            inst.attrs[small.targets[0].target.value] = self.eval(small.value, {})
+            inst.attrs.update(self._bases_layer(info))
+            fields = self._class_values(info, inst.attrs)
             if "__init__" in info.methods:
                 inst.attrs.update(self.instantiate(info, None, {}, bound=bound).attrs)
             else:
@@ -506,10 +524,109 @@ class ConstructCalls:
                     inst.attrs[name] = value
                 if open_pos or open_kw:
                     inst.attrs = {k: Sym(k) for k in inst.attrs}
+                elif "__post_init__" in info.methods:
+                    self._post_init(info, inst)
+            _attribute_map(inst.attrs, self._attribute_map(info))
             ctor.instance = inst
         finally:
             self.depth -= 1
         return ctor
+
+    def _class_values(self, info: ClassInfo, attrs: dict) -> list[str]:
+        """Set the class-level values of `info`'s body in `attrs` (`n: int = 12`, `n = 12`,
+        `n: int = field(default=12)`); its dataclass fields, in order."""
+        fields: list[str] = []
+        for stmt in info.node.body.body:
+            if isinstance(stmt, cst.SimpleStatementLine):
+                for small in stmt.body:
+                    if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
+                        fields.append(small.target.value)
+                        if small.value is not None:
+                            attrs[small.target.value] = self._field_default(small.value)
+                    elif isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
+                        attrs[small.targets[0].target.value] = self.eval(small.value, {})
+        return fields
+
+    def _field_default(self, value: cst.BaseExpression) -> Any:
+        """A dataclass field's default: `field(default=x)` is x; any other call of `field` unknown."""
+        if type(value) is cst.Call and "dataclasses.field" in self.imports.qualify(value.func):
+            for a in value.args:
+                if a.keyword is not None and a.keyword.value == "default":
+                    return self.eval(a.value, {})
+            return UNKNOWN
+        return self.eval(value, {})
+
+    def class_layer(self, info: ClassInfo) -> dict:
+        """What a subclass of `info` gets from it before its own code runs: its bases' layers, then
+        its class-level values, less every name a method of `info` sets on `self` (its __init__ or
+        __post_init__ may compute it from values the subclass changes)."""
+        self.depth += 1
+        try:
+            attrs = self._bases_layer(info)
+            self._class_values(info, attrs)
+        finally:
+            self.depth -= 1
+        setters = _self_setters(info)
+        if setters is None:
+            return {}
+        return {k: v for k, v in attrs.items() if k not in setters}
+
+    def _bases_layer(self, info: ClassInfo) -> dict:
+        """The layers of `info`'s bases (their class-level values: `class_layer`), the first base
+        last (it wins, as in Python's lookup): a base of this file read here, one of another file
+        through `self.configs`, anything else (a library's PretrainedConfig) holds nothing known.
+        Names `info`'s `super().__init__(name=...)` passes are left out (the base sets them from
+        the subclass's values); all of them when it passes any positionally."""
+        attrs: dict = {}
+        if self.depth >= MAX_DEPTH:
+            return attrs
+        for base in reversed(info.bases):
+            local = self.classes.get(base)
+            if local is not None and local is not info:
+                if not local.is_module:
+                    attrs.update(self.class_layer(local))
+            elif self.configs is not None:
+                values = self.configs.values(base, self.imports.qualify_dotted(base), layer=True)
+                attrs.update({k: engine_value(v) for k, v in (values or {}).items()})
+        passed = _passed_to_super(info)
+        if passed is None:
+            return {}
+        return {k: v for k, v in attrs.items() if k not in passed}
+
+    def _post_init(self, info: ClassInfo, inst: Instance) -> None:
+        """A dataclass's `__post_init__`, run on the instance its fields made. Cut short by the
+        budget, or refusing the defaults (`raise`): nothing of the instance is known."""
+        post = info.methods["__post_init__"]
+        scope: dict = {"__methods__": self._methods(info), "__instance__": inst}
+        scope.update({"self." + k: v for k, v in inst.attrs.items()})
+        interp = _InitInterpreter(self, scope, inst)
+        running, self.running = self.running, post
+        try:
+            interp.block(post.body)
+        except Exhausted:
+            interp.raised = True
+            self.cuts += 1
+        finally:
+            self.running = running
+        if interp.raised:
+            inst.attrs = {k: Sym(k) for k in inst.attrs}
+
+    def _attribute_map(self, info: ClassInfo) -> dict:
+        """PretrainedConfig's `attribute_map = {"n_layer": "num_hidden_layers"}` (of the class or a
+        base of this file): reading the key reads the value's attribute."""
+        for owner in (info, *(self.classes.get(b) for b in info.bases)):
+            if owner is None:
+                continue
+            for stmt in owner.node.body.body:
+                if isinstance(stmt, cst.SimpleStatementLine):
+                    for small in stmt.body:
+                        target = (small.targets[0].target if isinstance(small, cst.Assign) and len(small.targets) == 1
+                                  else small.target if isinstance(small, cst.AnnAssign) and small.value is not None
+                                  else None)
+                        if isinstance(target, cst.Name) and target.value == "attribute_map":
+                            value = self.eval(small.value, {})
+                            return value.items if isinstance(value, DictVal) else {"*": None}
+        return {}
 
     def torch_base(self, info: ClassInfo) -> str | None:
         """The torch.nn layer a class only renames (`class LayerNorm2d(nn.LayerNorm): pass`: no
@@ -581,7 +698,7 @@ class ConstructCalls:
         init = self._find_method(info, "__init__")
         if init is not None:
             params = list(init.params.params)[1:]
-            self._bind_params(params, init.params, call, env, scope, bound=bound)
+            self._bind_params(params, init.params, call, env, scope, bound=bound, exact=not info.is_module)
             interp = _InitInterpreter(self, scope, inst)
             running, self.running = self.running, init
             try:
@@ -617,3 +734,69 @@ class ConstructCalls:
 
     def _find_method(self, info: ClassInfo, name: str) -> cst.FunctionDef | None:
         return self._methods(info).get(name)
+
+
+def _attribute_map(attrs: dict, mapping: dict) -> None:
+    """Apply PretrainedConfig's attribute_map: `config.key` reads `config.<value>`. A key also
+    set under its own name, or a map not read (`"*"`), leaves what it names unknown."""
+    if "*" in mapping:
+        for k in list(attrs):
+            attrs[k] = Sym(k)
+        return
+    for key, target in mapping.items():
+        if not isinstance(key, str):
+            continue
+        if type(target) is str and target in attrs and key not in attrs:
+            attrs[key] = attrs[target]
+        else:
+            attrs[key] = Sym(key)
+            if isinstance(target, str) and target in attrs:
+                attrs[target] = Sym(target)
+
+
+def _self_setters(info: ClassInfo) -> frozenset[str] | None:
+    """The names the methods of `info` set on `self` (`self.x = ...`, `self.x += ...`); None when
+    one may set any (`setattr(self, ...)`, `self.__dict__`)."""
+    names: set[str] = set()
+    for method in info.methods.values():
+        stack: list = [method.body]
+        while stack:
+            node = stack.pop()
+            if type(node) is cst.Call and dotted(node.func) == "setattr":
+                return None
+            if type(node) is cst.Attribute and type(node.value) is cst.Name and node.value.value == "self":
+                if node.attr.value == "__dict__":
+                    return None
+            targets: list = []
+            if type(node) is cst.Assign:
+                targets = [t.target for t in node.targets]
+            elif type(node) in (cst.AnnAssign, cst.AugAssign):
+                targets = [node.target]
+            for t in targets:
+                for sub in (t.elements if type(t) in (cst.Tuple, cst.List) else [t]):
+                    sub = getattr(sub, "value", sub)
+                    if type(sub) is cst.Attribute and type(sub.value) is cst.Name and sub.value.value == "self":
+                        names.add(sub.attr.value)
+            stack.extend(node.children)
+    return frozenset(names)
+
+
+def _passed_to_super(info: ClassInfo) -> frozenset[str] | None:
+    """The keywords `info`'s __init__ passes to `super().__init__(...)`; None when it passes
+    anything positionally (`*args` included): then no name of the bases is known to be theirs."""
+    init = info.methods.get("__init__")
+    names: set[str] = set()
+    if init is None:
+        return frozenset()
+    stack: list = [init.body]
+    while stack:
+        node = stack.pop()
+        if (type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value == "__init__"
+                and type(node.func.value) is cst.Call and dotted(node.func.value.func) == "super"):
+            for a in node.args:
+                if a.keyword is not None:
+                    names.add(a.keyword.value)
+                elif a.star != "**":
+                    return None
+        stack.extend(node.children)
+    return frozenset(names)

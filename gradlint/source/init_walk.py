@@ -323,7 +323,8 @@ class _InitInterpreter(_Walker):
             if init is None:
                 return
             scope: dict = {"__methods__": self.env.get("__methods__", {}), "__instance__": self.inst}
-            fm._bind_params(list(init.params.params)[1:], init.params, call, self.env, scope)
+            fm._bind_params(list(init.params.params)[1:], init.params, call, self.env, scope,
+                            exact=not self.inst.cls.is_module)
             fm.depth += 1
             running, fm.running = fm.running, init
             try:

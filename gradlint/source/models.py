@@ -50,8 +50,11 @@ from gradlint.source.names import dotted
 class FileModel(ConstructCalls):
     """Interprets the classes of one file."""
 
-    def __init__(self, src) -> None:
+    def __init__(self, src, configs=None) -> None:
         self.src = src
+        # config classes of other files (source/configs.py ConfigReader), when the file was read
+        # from disk: their values for `config: XConfig` parameters and config bases
+        self.configs = configs
         self.imports = src.imports
         self.order = itertools.count()
         self.constants: dict[str, Any] = {}
@@ -555,11 +558,12 @@ def _walk_classes(module: cst.Module):
 
 # ---- entry point ---------------------------------------------------------------------------
 
-def extract(src):
-    """(networks, class summaries) of one parsed file."""
+def extract(src, configs=None):
+    """(networks, class summaries) of one parsed file; `configs` reads config classes of other
+    files (source/configs.py)."""
     from gradlint.facts.files import ClassSummary
 
-    fm = FileModel(src)
+    fm = FileModel(src, configs)
     networks: list[Network] = []
     summaries: list = []
     for info in fm.classes.values():

@@ -1,0 +1,328 @@
+"""Config classes of other files: `def __init__(self, config: GPTConfig)` with `GPTConfig` imported
+(`from .configuration_gpt import GPTConfig`, `from config import GPTConfig`, `cfgmod.GPTConfig`).
+
+The worker that extracts a file finds the class from the file's own path, with the project
+index's resolution (`facts.project.ProjectIndex` over a loader of the folders around the file:
+relative imports, a script's siblings, re-exports through `__init__`), evaluates it in its own
+file with the models' evaluator (`FileModel.config`: class-level fields, `__init__` or the
+dataclass's generated one, `__post_init__`) and keeps its plain values only: numbers, strings,
+bools, None and tuples of them. Every file the resolution looked at, found or not, becomes a
+dependency of the facts (`FileFacts.depends`), so their cache entry is stale once one changes.
+
+Nothing is imported or run; a file that cannot be read, parsed or found leaves the config's
+values as symbols (unknown), and so does anything past the bounds below.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from gradlint.facts.files import FileFacts
+from gradlint.facts.project import ProjectIndex
+from gradlint.source.engine.values import ListVal
+
+# A config whose base is a config of another file, whose base is... at most this deep.
+MAX_CONFIG_DEPTH = 4
+# Files one extraction looks for to resolve config classes (found or not: a module is looked for
+# as `a/b.py` then `a/b/__init__.py`), at most.
+MAX_CONFIG_FILES = 64
+# Steps of the resolution of one name (facts.project's `_global`): the parent's index memoises
+# them for the whole run, a worker's lives for one file. `from transformers import UdopConfig`
+# inside transformers follows `*` imports through hundreds of `__init__` files (minutes, GBs).
+MAX_RESOLUTION_STEPS = 256
+# Evaluated configs kept by a process, by file, content and class (a worker extracts many files
+# of one folder: transformers' modeling files share `configuration_utils.py`).
+_MEMO_SIZE = 512
+_EVALUATED: dict[tuple, tuple[dict | None, dict | None, tuple[tuple[str, str], ...]]] = {}
+_SYMBOLS: dict[tuple[str, str], FileFacts | None] = {}
+
+# Annotations that never name a config of the project: builtins, typing, torch.
+_NOT_CONFIGS = frozenset({"torch", "typing", "typing_extensions", "numpy", "np", "collections", "builtins"})
+
+
+def _not_the_projects(head: str) -> bool:
+    """An import of torch, typing, numpy or the standard library: never a config of the project."""
+    return head in _NOT_CONFIGS or head in sys.stdlib_module_names
+
+
+def plain(value: Any) -> Any:
+    """The value if it is plain data (a number, string, bool, None, a tuple or list of those, as
+    a tuple), else a marker that it is not (`_NOT_PLAIN`)."""
+    kind = type(value)
+    if value is None or kind in (int, float, str, bool):
+        return value
+    if kind is ListVal:
+        items = tuple(plain(v) for v in value.items)
+        return _NOT_PLAIN if any(i is _NOT_PLAIN for i in items) else items
+    return _NOT_PLAIN
+
+
+_NOT_PLAIN: Any = object()
+
+
+def engine_value(value: Any) -> Any:
+    """A plain value as the models' evaluator holds it (tuples are ListVals, fresh each time: the
+    evaluator may change a list in place)."""
+    if type(value) is tuple:
+        return ListVal([engine_value(v) for v in value])
+    return value
+
+
+def _plain_attrs(attrs: dict) -> dict:
+    out = {}
+    for k, v in attrs.items():
+        p = plain(v)
+        if p is not _NOT_PLAIN and not k.startswith("__"):
+            out[k] = p
+    return out
+
+
+class _Index(ProjectIndex):
+    """The project index's resolution, cut short (nothing found) past MAX_RESOLUTION_STEPS."""
+
+    def __init__(self, loader: "_Files") -> None:
+        super().__init__(loader)
+        self.steps = 0  # of the name being resolved (ConfigReader.find)
+
+    def _global_uncached(self, qualified: str, depth: int) -> tuple[str, ...]:
+        self.steps += 1
+        if self.steps > MAX_RESOLUTION_STEPS:
+            return ()
+        return super()._global_uncached(qualified, depth)
+
+
+class _Files:
+    """facts.project.ModuleLoader over the folders around one file (its package's top and that
+    folder's `src/`), noting every file it looks for, found or not."""
+
+    def __init__(self, roots: tuple[str, ...], reader: "ConfigReader") -> None:
+        self.roots = roots
+        self.reader = reader
+        self.paths: dict[str, str] = {}
+        self.modules_like: dict[str, frozenset[str]] = {}  # module -> its classes that are modules
+
+    def load(self, module: str) -> tuple[FileFacts, bool] | None:
+        if not module or any(not p.isidentifier() for p in module.split(".")) or self.reader.full():
+            return None
+        rel = os.path.join(*module.split("."))
+        for root in self.roots:
+            for cand in (os.path.join(root, rel + ".py"), os.path.join(root, rel, "__init__.py")):
+                self.reader.looked_at(cand)
+                try:
+                    data, fingerprint = _read(cand)
+                except OSError:
+                    continue
+                key = (cand, fingerprint)
+                if key not in _SYMBOLS:
+                    if len(_SYMBOLS) >= _MEMO_SIZE:
+                        _SYMBOLS.clear()
+                    _SYMBOLS[key] = _summary(cand, data)
+                got = _SYMBOLS[key]
+                if got is None:
+                    return None
+                self.paths[module] = cand
+                self.modules_like[module] = got[1]
+                return got[0], cand.endswith("__init__.py")
+        return None
+
+    def modules_mentioning(self, word: str) -> list[str]:
+        return []
+
+
+def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str]] | None:
+    """A module's top-level names (CPython's `ast`, which runs nothing), and the classes of it
+    that are modules, not configs: one that defines `forward` or derives from a `...Module`, a
+    `Sequential` or such a class of the file (the config's file is parsed by libcst only for a
+    class that may be a config: `config: PreTrainedModel` would parse all of modeling_utils.py)."""
+    import ast
+
+    from gradlint.source.index import module_symbols
+    from gradlint.source.names import canonical
+
+    try:
+        tree = ast.parse(data.decode("utf-8"))
+    except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
+        return None
+    symbols = module_symbols(tree)
+    if symbols is None:
+        return None
+    modules: set[str] = set()
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        bases = [ast.unparse(b) if not isinstance(b, ast.Name) else b.id for b in node.bases]
+        if any(isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.name == "forward" for f in node.body) or any(
+                canonical(b).endswith(("Module", "Sequential", "ModuleList", "ModuleDict")) or b in modules for b in bases):
+            modules.add(node.name)
+        elif any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "setattr"
+                 or isinstance(n, ast.Attribute) and n.attr == "__dict__" for n in ast.walk(node)):
+            # its methods may set any name on self: as a base it gives nothing (class_layer), and
+            # its file is not parsed for that (transformers' PreTrainedConfig and its mixins)
+            modules.add("." + node.name)
+    return FileFacts(path=path, kind="python", symbols=symbols), frozenset(modules)
+
+
+def _fingerprint(path: str) -> str:
+    from gradlint.inputs import fingerprint_dependency
+
+    folder, name = os.path.split(path)
+    return fingerprint_dependency(folder, name)
+
+
+def _read(path: str) -> tuple[bytes, str]:
+    """A source file's bytes and fingerprint, as the cache fingerprints a dependency; OSError
+    when it is no regular file of a sane size."""
+    from gradlint.inputs import Refused, read_bounded
+    from gradlint.source import MAX_SOURCE_BYTES
+
+    fingerprint = _fingerprint(path)
+    if not fingerprint.startswith(("sha256:", "stat:")):
+        raise OSError(fingerprint)
+    try:
+        return read_bounded(Path(path), MAX_SOURCE_BYTES), fingerprint
+    except Refused as exc:
+        raise OSError(str(exc)) from None
+
+
+def _package_top(folder: str) -> str:
+    """The folder absolute imports of a file in `folder` start from: above its regular packages."""
+    top = folder
+    while os.path.isfile(os.path.join(top, "__init__.py")) and os.path.dirname(top) != top:
+        top = os.path.dirname(top)
+    return top
+
+
+class ConfigReader:
+    """The config classes a file's annotations name, read from their files (models.FileModel asks
+    through `ConstructCalls.config_default` and `ConstructCalls.config`).
+
+    `path`: the file being extracted; `symbols`: its top-level names (ModuleSymbols).
+    """
+
+    def __init__(self, path: str | os.PathLike, symbols: Any, depth: int = 0):
+        self.path = os.path.abspath(path)
+        self.folder = os.path.dirname(self.path)
+        self.symbols = symbols
+        self.depth = depth
+        # the files looked for, found or not, by absolute path (those of nested configs included)
+        self.seen: dict[str, None] = {}
+        self._index: ProjectIndex | None = None
+        self._files: _Files | None = None
+        self._module = ""
+        self._found_module = ""  # the module of the class `find` found last
+
+    def full(self) -> bool:
+        return len(self.seen) >= MAX_CONFIG_FILES
+
+    def looked_at(self, path: str) -> None:
+        self.seen.setdefault(path)
+
+    def depends(self) -> tuple[str, ...]:
+        """The files looked at, relative to the file's folder (FileFacts.depends)."""
+        return tuple(os.path.relpath(p, self.folder).replace(os.sep, "/") for p in self.seen)
+
+    def _resolver(self) -> tuple[ProjectIndex, _Files]:
+        if self._index is None:
+            from gradlint.source.index import import_roots
+
+            top = _package_top(self.folder)
+            roots = tuple(str(r) for r in import_roots(Path(top)))
+            self._files = _Files(roots, self)
+            self._index = _Index(self._files)
+            rel = os.path.relpath(self.path, top)
+            parts = rel[:-3].split(os.sep) if rel.endswith(".py") else [Path(rel).stem]
+            package = parts[-1] == "__init__"
+            self._module = ".".join(parts[:-1] if package else parts)
+            self._index.add(self._module, FileFacts(path=self.path, kind="python", symbols=self.symbols), package)
+        assert self._files is not None
+        return self._index, self._files
+
+    def find(self, text: str, qualified: frozenset[str]) -> tuple[str, str] | None:
+        """(file, class) of the class `text` names in this file (`qualified`: what the file's
+        imports make of it), or None when it is not one class of another project file."""
+        if self.depth >= MAX_CONFIG_DEPTH or not text or not qualified or self.symbols is None:
+            return None
+        last = text.rsplit(".", 1)[-1]
+        if not last[:1].isupper() or any(_not_the_projects(q.split(".", 1)[0]) for q in qualified):
+            return None
+        index, files = self._resolver()
+        index.steps = 0
+        found = index.resolve(self._module, text)
+        if len(found) != 1:
+            return None
+        module, _, cls = found[0].rpartition(".")
+        if index.module(module) is None or cls in files.modules_like.get(module, ()):
+            return None
+        self._found_module = module
+        where = files.paths.get(module)
+        if where is None or os.path.abspath(where) == self.path:
+            return None
+        return where, cls
+
+    def values(self, text: str, qualified: frozenset[str], layer: bool = False) -> dict | None:
+        """The plain values of an instance of the config class `text` names, built with no
+        arguments (its defaults); `layer`: only what it holds as a base class (its class-level
+        values that no method of it sets again). None when not known."""
+        found = self.find(text, qualified)
+        if found is None:
+            return None
+        path, cls = found
+        if layer and "." + cls in self._files.modules_like.get(self._found_module, ()):
+            return {}
+        try:
+            _data, fingerprint = _read(path)
+        except OSError:
+            return None
+        key = (path, fingerprint, cls, self.depth)
+        got = _EVALUATED.get(key)
+        if got is None or any(_fingerprint(p) != f for p, f in got[2]):
+            # (a process that checks again after a base's file changed: tests, an editor's server)
+            got = _evaluate(path, cls, self.depth)
+            if len(_EVALUATED) >= _MEMO_SIZE:
+                _EVALUATED.clear()
+            _EVALUATED[key] = got
+        whole, base, read = got
+        for p, _f in read:
+            self.looked_at(p)
+        return base if layer else whole
+
+
+def _evaluate(path: str, cls: str, depth: int) -> tuple[dict | None, dict | None, tuple[tuple[str, str], ...]]:
+    """(its values, its values as a base class, the files its own config bases read, with their
+    fingerprints) of class `cls` of file `path`, evaluated in that file."""
+    import gc
+
+    from gradlint.source import parsed
+    from gradlint.source.budget import Exhausted
+    from gradlint.source.models import FileModel
+
+    collecting = gc.isenabled()
+    gc.disable()  # as extract_python_text: the tree is freed as a whole below
+    try:
+        src = parsed(Path(path), path)
+        if src is None:
+            return None, None, ()
+        tree = getattr(src.positions, "tree", None)
+        from gradlint.source.index import module_symbols
+
+        reader = ConfigReader(path, module_symbols(tree if tree is not None else src.text), depth + 1)
+        fm = FileModel(src, configs=reader)
+        info = fm.classes.get(cls)
+        whole = base = None
+        if info is not None and not info.is_module:
+            fm.meter.allow()
+            try:
+                ctor = fm.config(info, ([], {}, False, False))
+                if ctor.instance is not None and not fm.meter.exhausted:
+                    whole = _plain_attrs(ctor.instance.attrs)
+                fm.meter.allow()
+                base = _plain_attrs(fm.class_layer(info))
+            except (Exhausted, RecursionError):
+                whole = base = None
+        return whole, base, tuple((p, _fingerprint(p)) for p in reader.seen)
+    finally:
+        if collecting:
+            gc.enable()
