@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from gradlint.model.ir import Activation, Attention, Node, Norm, Param, Passthrough, Residual, TransformerBlock, walk
+from gradlint.model.ir import Activation, Attention, Node, Norm, Opaque, Param, Passthrough, Residual, TransformerBlock, walk
 
 @dataclass(frozen=True)
 class Block:
@@ -59,6 +59,21 @@ def _projection(nodes: Sequence[Node]) -> bool:
     return params <= 1
 
 
+def _rejoined(nodes: Sequence[Node], i: int) -> bool:
+    """The sum of the residual at `i` comes back after the norm that follows it, in this
+    sub-layer (transformers' ViT layer: `h = x + attn(...)`, `out = self.output(mlp(norm(h)), h)`):
+    the norm is on the branch, the stream is `h`, and the layer is pre-LN. The IR cannot show that
+    join (Opaque.rejoins): a norm followed by one is no Post-LN evidence. One that takes the value
+    after the norm (BERT: `h = norm(x + attn(x))`, `self.output(mlp(h), h)`) is."""
+    for j in range(i + 2, len(nodes)):
+        n = nodes[j]
+        if isinstance(n, (Residual, TransformerBlock)):
+            return False
+        if isinstance(n, Opaque) and n.rejoins is not None and (n.rejoins == 0 or j - n.rejoins <= i):
+            return True
+    return False
+
+
 def transformer_blocks(nodes: Sequence[Node]) -> list[Block]:
     """The transformer blocks of one forward path, in order."""
     blocks: list[Block] = []
@@ -69,7 +84,7 @@ def transformer_blocks(nodes: Sequence[Node]) -> list[Block]:
         if not isinstance(n, Residual) or n.join != "add":
             continue
         nxt = nodes[i + 1] if i + 1 < len(nodes) else None
-        if isinstance(nxt, Norm) and _plain_skip(n):
+        if isinstance(nxt, Norm) and _plain_skip(n) and not _rejoined(nodes, i):
             bid = _block_id(nxt.name) if nxt.name else f"#{i}"
             if not blocks or blocks[-1].name != bid or blocks[-1].post_norm is not True:
                 blocks.append(Block(bid, True, nxt))

@@ -168,6 +168,10 @@ class Opaque:
     name: str
     what: str
     origin: Origin = None
+    # An earlier value of the same path enters here again (a block given a second tensor of its
+    # path: `self.output(h, x)` adding x back): the value after the node `rejoins` places before
+    # this one (1: the node just before), 0 when it is not known which; None: nothing rejoins.
+    rejoins: int | None = None
 
 
 @dataclass(frozen=True)
