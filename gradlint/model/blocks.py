@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from gradlint.model.ir import Activation, Attention, Node, Norm, Opaque, Param, Passthrough, Residual, TransformerBlock, walk
+from gradlint.model.ir import Activation, Attention, Node, Norm, Param, Passthrough, Residual, TransformerBlock, walk
 
 @dataclass(frozen=True)
 class Block:
@@ -63,13 +63,13 @@ def _rejoined(nodes: Sequence[Node], i: int) -> bool:
     """The sum of the residual at `i` comes back after the norm that follows it, in this
     sub-layer (transformers' ViT layer: `h = x + attn(...)`, `out = self.output(mlp(norm(h)), h)`):
     the norm is on the branch, the stream is `h`, and the layer is pre-LN. The IR cannot show that
-    join (Opaque.rejoins): a norm followed by one is no Post-LN evidence. One that takes the value
+    join (a Passthrough mark with `rejoins`): a norm followed by one is no Post-LN evidence. One that takes the value
     after the norm (BERT: `h = norm(x + attn(x))`, `self.output(mlp(h), h)`) is."""
     for j in range(i + 2, len(nodes)):
         n = nodes[j]
         if isinstance(n, (Residual, TransformerBlock)):
             return False
-        if isinstance(n, Opaque) and n.rejoins is not None and (n.rejoins == 0 or j - n.rejoins <= i):
+        if isinstance(n, Passthrough) and n.rejoins is not None and j - n.rejoins <= i:
             return True
     return False
 

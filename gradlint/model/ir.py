@@ -158,6 +158,10 @@ class Passthrough:
     name: str
     what: str
     origin: Origin = None
+    # A mark, not an operation: an earlier value of the same path enters the block that follows
+    # as a second tensor (`self.output(h, x)`, which adds x back; its join is not followed): the
+    # value after the node `rejoins` places before this one (1: the node just before).
+    rejoins: int | None = None
 
 
 @dataclass(frozen=True)
@@ -168,10 +172,6 @@ class Opaque:
     name: str
     what: str
     origin: Origin = None
-    # An earlier value of the same path enters here again (a block given a second tensor of its
-    # path: `self.output(h, x)` adding x back): the value after the node `rejoins` places before
-    # this one (1: the node just before), 0 when it is not known which; None: nothing rejoins.
-    rejoins: int | None = None
 
 
 @dataclass(frozen=True)

@@ -154,18 +154,20 @@ class ForwardInterpreter(_Walker):
                 if target.kind == "torch" and target.cls in C.RECURRENT_MODULES:
                     out = PathVal(base.root, base.nodes + self.low.module_nodes(target))
                     return ListVal([out, UNKNOWN])
-                again = [a for a in args[1:] if a.root == base.root]
-                if target.kind != "torch" and again:
-                    # A block given a second tensor of this data path (transformers' ViT layer:
-                    # `self.output(layer_output, hidden_states)`, whose forward adds it as the
-                    # residual; a decoder's `self.up(x, skip)`): its nodes follow the first
-                    # argument only, so the join would be lost and a pre-LN layer read as post-LN.
-                    what = f"{target.cls}: called with a second tensor of the same path (its join is not followed)"
-                    earlier = again[0].nodes
-                    back = len(base.nodes) - len(earlier) + 1 if base.nodes[:len(earlier)] == earlier else 0
-                    return PathVal(base.root, base.nodes + (Opaque(target.path or "", what, self.low.span(target),
-                                                                   rejoins=max(back, 0)),))
-                return PathVal(base.root, base.nodes + self.low.module_nodes(target))
+                mark: tuple = ()
+                if target.kind != "torch":
+                    # A block given an earlier value of this data path as a second tensor
+                    # (transformers' ViT layer: `self.output(layer_output, hidden_states)`, whose
+                    # forward adds it back as the residual): its nodes follow the first argument
+                    # only, so the join is lost. A mark says which value re-enters, so that a
+                    # norm before it is not read as a Post-LN norm of the stream (model/blocks.py).
+                    for other in args[1:]:
+                        n = len(other.nodes)
+                        if other.root == base.root and n < len(base.nodes) and base.nodes[:n] == other.nodes:
+                            mark = (Passthrough(target.path or "", "an earlier value of the path enters",
+                                                self.low.span(target), rejoins=len(base.nodes) - n + 1),)
+                            break
+                return PathVal(base.root, base.nodes + mark + self.low.module_nodes(target))
             if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self":
                 method = self.fm._methods(self.inst.cls).get(func.attr.value)
                 if method is not None and func.attr.value != "forward":
