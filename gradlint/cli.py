@@ -112,22 +112,6 @@ class _Group(click.Group):
             sys.exit(EXIT_ERROR)
 
 
-def _dataclass_code_kept(command: Any) -> Any:
-    """The command runs with the code of the dataclasses it makes compiled once for all runs
-    (gradlint.startup: half of a one-file check's imports). Only the static commands: the probe
-    imports the user's code, whose dataclasses are not ours to keep."""
-    import functools
-
-    @functools.wraps(command)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        from gradlint.startup import compiled_once
-
-        with compiled_once():
-            return command(*args, **kwargs)
-
-    return run
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gradlint")
 def main() -> None:
@@ -171,7 +155,6 @@ _selector_help = "Comma-separated codes, prefixes or rule names (GL1, GL201, log
                    "with --fix, print the fixed source on stdout. The entry point for editors.")
 @click.option("--add-noqa", is_flag=True, help="Add a `# noqa: CODE` comment to every line with a finding; report nothing.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Worker processes. [default: CPU count]")
-@_dataclass_code_kept
 def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[str, ...], ignore: tuple[str, ...],
           fmt: str, output_file: Path | None, exit_zero: bool, fail_on: str | None, config_path: str | None,
           quiet: bool, no_cache: bool, fix: bool, unsafe_fixes: bool, diff: bool, show_fixes: bool, statistics: bool,
@@ -439,7 +422,6 @@ def _check_stdin(display: str, select: tuple[str, ...], ignore: tuple[str, ...],
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text for people; json: a list of objects (name, filename, location, forward_known, nodes, chains...).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Read settings (excludes) from this TOML file.")
-@_dataclass_code_kept
 def model_cmd(paths: tuple[str, ...], fmt: str, config_path: str | None) -> None:
     """Show what gradlint understood of each model in PATHS (default: the current folder): per
     nn.Module class and per ONNX graph, its layers in forward order (kind, module path, fan-in/out,
