@@ -562,12 +562,12 @@ def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool 
             start = index.start_file()
             done[i] = _in_cells(run_rules(f, config, index, rules, relative_path(files[i][0], config)), f)
             if reuse is not None:
-                reuse.keep(i, done[i], f, *index.read_since(start), index=index)
+                reuse.keep(i, done[i], f, *index.read_since(start))
     if extraction is not None:
         extraction.join()
     plan.finish(later)
     if reuse is not None:
-        reuse.flush()
+        reuse.flush(index)
     later.write()  # facts, results and the modules read: each folder's pack written once
     result.files.extend(r for r in done if r is not None)
     return result
@@ -629,19 +629,20 @@ class _Results:
         return got[0]
 
     def keep(self, i: int, result: FileResult, facts: FileFacts, modules: frozenset[str],
-             words: frozenset[str], index: ProjectIndex | None = None) -> None:
+             words: frozenset[str]) -> None:
         """Keep file `i`'s result (not a failure of gradlint's own: that is tried again). Its entry
         is made by `flush`, with the others."""
         if result.internal_error or facts.internal_error:
             return
-        self.kept.append((i, result, facts.depends, modules, words, index))
+        self.kept.append((i, result, facts.depends, modules, words))
 
-    def flush(self) -> None:
+    def flush(self, index: ProjectIndex | None = None) -> None:
         """The entries of the results kept, made one after another once the rules are done:
         made one at a time between two files' rules, each cost about five times as much (the
-        code and data of the encoder gone from the processor's caches each time)."""
+        code and data of the encoder gone from the processor's caches each time). `index`: the
+        run's project index, whose modules' own dependencies join each entry's."""
         kept, self.kept = self.kept, []
-        for i, result, depends, modules, words, index in kept:
+        for i, result, depends, modules, words in kept:
             path = str(self.files[i][0])
             fingerprint = self.seen.get(path)
             if fingerprint is None:

@@ -226,9 +226,10 @@ def _fmt(v: Any) -> str:
 
 
 def _nodes_text(nodes: list[dict], indent: str, lines: list[str]) -> None:
+    keys = [_shape(n) for n in nodes]
     i = 0
     while i < len(nodes):
-        period, times = _repeat_at(nodes, i)
+        period, times = _repeat_at(keys[i:])
         if times > 1:
             # 40 identical blocks are one block and a count for a reader; JSON keeps every node.
             names = [n["name"] for n in nodes[i:i + period * times] if n["name"]]
@@ -256,11 +257,10 @@ _MIN_REPEATS = 4
 _MAX_PERIOD = 8
 
 
-def _repeat_at(nodes: list[dict], i: int) -> tuple[int, int]:
-    """(period, times) of the longest run of one group of nodes repeated from `i` on, the same
-    but for the numbers in their names (layers.0, layers.1...); times 1 when nothing repeats at
-    least _MIN_REPEATS times."""
-    keys = [_shape(n) for n in nodes[i:]]
+def _repeat_at(keys: list) -> tuple[int, int]:
+    """(period, times) of the longest run of one group of nodes repeated from the first on, by
+    their `_shape`s (the same but for the numbers in their names: layers.0, layers.1...); times 1
+    when nothing repeats at least _MIN_REPEATS times."""
     best = (1, 1)
     for period in range(1, min(_MAX_PERIOD, len(keys) // _MIN_REPEATS) + 1):
         times = 1

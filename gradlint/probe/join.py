@@ -113,7 +113,7 @@ def chain_gain(data: dict[str, Any], meas: Any, module_classes: dict[str, str], 
                 sites = tuple(join_path(root, m) for m in modules)
     if not gains and shorter:
         for root in roots:
-            present = [m for m in itertools.takewhile(lambda m: join_path(root, m) in module_classes, modules)]
+            present = list(itertools.takewhile(lambda m: join_path(root, m) in module_classes, modules))
             if len(present) >= 2:
                 return chain_gain({**data, "modules": tuple(present)}, meas, module_classes, worst, whole_model)
     if not gains:

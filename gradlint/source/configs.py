@@ -172,15 +172,21 @@ def _fingerprint(path: str) -> str:
     return fingerprint_dependency(folder, name)
 
 
-def _read(path: str) -> tuple[bytes, str]:
-    """A source file's bytes and fingerprint, as the cache fingerprints a dependency; OSError
-    when it is no regular file of a sane size."""
-    from gradlint.inputs import Refused, read_bounded
-    from gradlint.source import MAX_SOURCE_BYTES
-
+def _regular_fingerprint(path: str) -> str:
+    """A source file's fingerprint, as the cache fingerprints a dependency; OSError when it is no
+    regular file (a link, a folder, missing: the fingerprint says which)."""
     fingerprint = _fingerprint(path)
     if not fingerprint.startswith(("sha256:", "stat:")):
         raise OSError(fingerprint)
+    return fingerprint
+
+
+def _read(path: str) -> tuple[bytes, str]:
+    """A source file's bytes and fingerprint; OSError when it is no regular file of a sane size."""
+    from gradlint.inputs import Refused, read_bounded
+    from gradlint.source import MAX_SOURCE_BYTES
+
+    fingerprint = _regular_fingerprint(path)
     try:
         return read_bounded(Path(path), MAX_SOURCE_BYTES), fingerprint
     except Refused as exc:
@@ -273,7 +279,8 @@ class ConfigReader:
         if layer and "." + cls in self._files.modules_like.get(self._found_module, ()):
             return {}
         try:
-            _data, fingerprint = _read(path)
+            # only the key: _evaluate parses the file itself, with its own size bound
+            fingerprint = _regular_fingerprint(path)
         except OSError:
             return None
         key = (path, fingerprint, cls, self.depth)
