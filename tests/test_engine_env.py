@@ -116,3 +116,79 @@ def test_instances_are_held_by_their_text_file_wide():
     assert env.held("self.scaler") == Obj("GradScaler")
     assert env.held("x") is UNKNOWN and env.held("never") is UNKNOWN
     assert join(Obj("A"), 1.0) is UNKNOWN
+
+
+def _pre(source: str):
+    import libcst as cst
+
+    from gradlint.source.loop_env import _PrePass
+
+    pre = _PrePass()
+    pre.run(cst.parse_module(source))
+    return pre
+
+
+def test_a_call_of_a_function_of_the_file_is_what_its_returns_give():
+    pre = _pre("""\
+import torch
+
+def build(model):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    return opt
+
+def both(model, flag):
+    if flag:
+        return torch.optim.SGD(model.parameters())
+    return torch.optim.Adam(model.parameters())
+
+def agree(model, flag):
+    if flag:
+        return build(model)
+    return torch.optim.SGD(model.parameters())
+
+def gen(model):
+    yield torch.optim.SGD(model.parameters())
+    return torch.optim.SGD(model.parameters())
+
+def bare(model):
+    return
+
+def loop(model):
+    return loop(model)
+
+def twice():
+    return torch.optim.SGD([])
+
+def twice():
+    return torch.cuda.amp.GradScaler()
+
+rebound = None
+def rebound():
+    return torch.optim.SGD([])
+
+a = build(m)
+b = both(m, True)
+c = agree(m, True)
+d = gen(m)
+e = bare(m)
+f = loop(m)
+g = twice()
+h = rebound()
+i = later()
+
+def later():
+    return torch.cuda.amp.GradScaler()
+""")
+    def qualify(node):  # no imports to read: the class's last name decides (SGD)
+        return frozenset()
+
+    value = lambda name: pre.value_of(name, None)  # noqa: E731
+    assert value("a") == Obj("torch.optim.SGD")  # through the function's local name
+    assert value("b") is UNKNOWN  # two classes: which one depends on the flag
+    assert value("c") == Obj("torch.optim.SGD")  # a return that is itself a call of the file
+    assert value("d") is UNKNOWN  # a generator
+    assert value("e") is UNKNOWN and value("f") is UNKNOWN  # nothing returned; itself, forever
+    assert value("g") is UNKNOWN and value("h") is UNKNOWN  # not one function of the file
+    assert value("i") == Obj("torch.cuda.amp.GradScaler")  # defined after the call
+    assert pre.kind(pre.value_of("a", None), qualify) == "optimizer"
+    assert pre.kind(pre.value_of("i", None), qualify) == "scaler"

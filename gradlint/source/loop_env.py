@@ -16,7 +16,7 @@ import libcst as cst
 
 from gradlint.facts.training import Value, in_bases
 from gradlint.source.engine.calls import arg as _arg
-from gradlint.source.engine.env import LITERAL, Env, Expr, Known, Obj, Ref
+from gradlint.source.engine.env import LITERAL, Env, Expr, Known, Obj, Ref, Returns
 from gradlint.source.engine.fold import constant as _constant
 from gradlint.source.engine.values import UNKNOWN, is_number
 from gradlint.source.loop_calls import OPTIMIZER_CLASSES
@@ -51,7 +51,7 @@ def _target_texts(target: cst.BaseExpression) -> list[str]:
 # Pre-pass: which names are functions of this file; what the file binds (the environment)
 
 _STATEMENTISH = frozenset({
-    "SimpleStatementLine", "SimpleStatementSuite", "IndentedBlock", "Assign", "AnnAssign", "AugAssign", "Expr",
+    "SimpleStatementLine", "SimpleStatementSuite", "IndentedBlock", "Assign", "AnnAssign", "AugAssign", "Expr", "Return",
     "If", "Else", "For", "While", "With", "Try", "TryStar", "ExceptHandler", "ExceptStarHandler", "Finally",
     "Match", "MatchCase", "FunctionDef", "ClassDef",
 })
@@ -76,6 +76,11 @@ class _PrePass:
         self.objects = Env()
         self.mutated: set[str] = set()
         self._class_kinds: dict[str, str] = {}
+        # module-level functions by name (every def of the name), and each function's `return`
+        # values (by its FunctionDef; None for a bare `return`), for `Returns`
+        self._top: dict[str, list[cst.FunctionDef]] = {}
+        self._returns: dict[cst.FunctionDef, list[cst.BaseExpression | None]] = {}
+        self._resolving: set[str] = set()
 
     def run(self, module: cst.Module) -> None:
         self._walk(module, None, False)
@@ -88,6 +93,8 @@ class _PrePass:
             n, cls = stack.pop()
             if isinstance(n, cst.FunctionDef):
                 (self.methods if cls else self.functions).add(n.name.value)
+                if scope is None and not cls:
+                    self._top.setdefault(n.name.value, []).append(n)
                 p = n.params
                 self.env.open_scope(n, scope, {x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params)}
                                     | {x.name.value for x in (p.star_arg, p.star_kwarg) if isinstance(x, cst.Param)})
@@ -142,6 +149,8 @@ class _PrePass:
                 func = n.value.func
                 if isinstance(func, cst.Attribute) and func.attr.value in _MUTATORS:
                     self._mutate(func.value)
+            elif isinstance(n, cst.Return) and isinstance(scope, cst.FunctionDef):
+                self._returns.setdefault(scope, []).append(n.value)
             if isinstance(n, (cst.Expr, cst.Assign, cst.Return)) and isinstance(n.value, cst.Call):
                 self._call(n.value, scope)
             stack.extend((c, False) for c in reversed(_children(n)) if type(c).__name__ in _STATEMENTISH)
@@ -218,14 +227,17 @@ class _PrePass:
         """The engine value of an expression as a training step reads objects: an instance of
         the class a constructor call names (`Cls(...)`, `Cls(...).to(device)`), a container
         display with the values of its items, another name (`Ref`, resolved when asked);
-        arithmetic (`Expr`, folded when a number is asked for); UNKNOWN for anything else (a call
-        of a function, a starred item)."""
+        arithmetic (`Expr`, folded when a number is asked for); what a function of this file
+        called by its name returns (`Returns`, resolved when asked); UNKNOWN for anything else
+        (a call of a method or of another file's function, a starred item)."""
         while (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
                and node.func.attr.value in _MOVE_METHODS and isinstance(node.func.value, cst.Call)):
             node = node.func.value
         if isinstance(node, cst.Call):
             cls = dotted(node.func)
-            return Obj(cls) if cls and cls.rsplit(".", 1)[-1][:1].isupper() else UNKNOWN
+            if cls and cls.rsplit(".", 1)[-1][:1].isupper():
+                return Obj(cls)
+            return Returns(node.func.value) if isinstance(node.func, cst.Name) else UNKNOWN
         if isinstance(node, (cst.Name, cst.Attribute)):
             text = dotted(node)
             if not text or text in ("None", "True", "False"):
@@ -260,6 +272,8 @@ class _PrePass:
         for _ in range(8):
             value = self.env.lookup(scope, text) if "." not in text else self.objects.held(text)
             changed = changed or text in self.mutated
+            if type(value) is Returns:
+                value = self.returned(value)
             if type(value) is not Ref or value.item:
                 container = type(value) is Obj and value.cls in ("list", "tuple", "dict")
                 return UNKNOWN if items and changed and container else value
@@ -273,6 +287,8 @@ class _PrePass:
         nothing is known (an instance of a class of another file may be any of them). `qualify`
         gives the qualified names of a class as written (the file's imports)."""
         for _ in range(8):
+            if type(value) is Returns:
+                value = self.returned(value)
             if type(value) is not Ref:
                 break
             if value.item:
@@ -285,6 +301,38 @@ class _PrePass:
         if value.cls in ("list", "tuple", "dict"):
             return "other"
         return self.class_kind(value.cls, qualify)
+
+    def returned(self, call: Returns):
+        """What a call of the module-level function `call.name` gives: the value every `return`
+        of it gives, when they agree (a local name followed in the function's scope); UNKNOWN
+        when the name is not exactly one function of this file (defined twice, rebound at module
+        level, imported), for a generator, a function with no `return` of a value, returns that
+        differ, or a call of itself (bounded)."""
+        name = call.name
+        defs = self._top.get(name, ())
+        if len(defs) != 1 or self.env.binds(None, name) or name in self._resolving or len(self._resolving) > 8:
+            return UNKNOWN
+        fdef = defs[0]
+        returns = self._returns.get(fdef)
+        if not returns or any(r is None for r in returns) or fdef.asynchronous is not None or _yields(fdef):
+            return UNKNOWN
+        self._resolving.add(name)
+        try:
+            found = None
+            for node in returns:
+                value = _known(node)
+                if value is UNKNOWN:
+                    value = self._object(node, fdef)
+                    if type(value) is Ref and not value.item:
+                        value = self.value_of(value.text, value.scope)
+                    elif type(value) is Returns:
+                        value = self.returned(value)
+                if value is UNKNOWN or type(value) in (Ref, Expr) or found is not None and found != value:
+                    return UNKNOWN
+                found = value
+            return found
+        finally:
+            self._resolving.discard(name)
 
     def _item_kind(self, each: Ref, qualify) -> str:
         """`kind` of the variable of a loop over a container: the kind all its items share (a
@@ -354,6 +402,20 @@ class _PrePass:
         if not dest:
             return
         self.env.option(dest, _known(_arg(node, -1, "default")))
+
+
+def _yields(fdef: cst.FunctionDef) -> bool:
+    """Whether a `yield` stands in the function's own body (not in a nested function, lambda or
+    class): its calls return a generator, not what its `return` gives."""
+    stack: list[cst.CSTNode] = [fdef.body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (cst.Yield,)):
+            return True
+        if isinstance(node, (cst.FunctionDef, cst.Lambda, cst.ClassDef)):
+            continue
+        stack.extend(node.children)
+    return False
 
 
 def _known(node: cst.BaseExpression | None):

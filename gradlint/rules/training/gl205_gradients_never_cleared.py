@@ -118,6 +118,20 @@ stepper = Stepper(model, torch.optim.SGD(model.parameters(), lr=0.1))
 for x, y in loader:
     stepper.step(criterion(model(x), y))
 """, note="a trainer object's method holds the step"),
+        Example("""\
+import torch
+
+
+def build(model):
+    return torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+def train(model, loader):
+    g = build(model)
+    for x, y in loader:
+        model(x).sum().backward()
+        g.step()
+""", note="an optimizer a function of the file returns, whatever the name it is bound to"),
     ]
     valid = [
         Example("""\
@@ -232,6 +246,20 @@ for x, y in loader:
     for opt in optimizers:
         opt.step()
 """, note="every optimizer cleared in a loop over them"),
+        Example("""\
+import torch
+
+
+def build(optimizer):
+    return torch.optim.lr_scheduler.StepLR(optimizer, 10)
+
+
+def train(model, loader, base):
+    opt = build(base)
+    for x, y in loader:
+        model(x).sum().backward()
+        opt.step()
+""", note="a learning-rate scheduler a function of the file returns, named like an optimizer"),
     ]
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:

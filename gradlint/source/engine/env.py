@@ -74,11 +74,21 @@ class Expr:
     scope: Hashable = None
 
 
+@dataclass(frozen=True)
+class Returns:
+    """A call of a function of the file by its name (`opt = make_optimizer(model)`): what every
+    `return` of that function gives, joined, resolved when asked (the function may be defined
+    after the call). The client resolves it; a name that is not one function of the file is
+    unknown."""
+
+    name: str
+
+
 def join(a: Any, b: Any) -> Any:
     """Two bindings of one name: equal values stay, anything else is unknown."""
     if a is b:
         return a
-    if is_number(a) and is_number(b) or type(a) is type(b) and type(a) in (Obj, Ref, Expr):
+    if is_number(a) and is_number(b) or type(a) is type(b) and type(a) in (Obj, Ref, Expr, Returns):
         return a if a == b else UNKNOWN
     return UNKNOWN
 
@@ -129,6 +139,10 @@ class Env:
                 return UNKNOWN
             scope = self._parent.get(scope)
             seen += 1
+
+    def binds(self, scope: Hashable, name: str) -> bool:
+        """Whether `scope` itself binds `name` (a parameter or an assignment of it)."""
+        return name in self._params.get(scope, ()) or name in self._bindings.get(scope, ())
 
     def held(self, text: str) -> Any:
         """What `text` holds wherever the file binds it (`hold`); UNKNOWN when never, or when two
