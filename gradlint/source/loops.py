@@ -21,7 +21,7 @@ import libcst as cst
 from gradlint.facts.training import Assign, Block, Event, Function, Stmt, TrainingFacts, Value, iter_events, method_id
 from gradlint.findings import SourceSpan
 from gradlint.source.engine.calls import arg as _arg
-from gradlint.source.engine.env import Env, Obj, Ref
+from gradlint.source.engine.env import Env, Obj, Ref, Returns
 from gradlint.source.engine.fold import number as _number
 from gradlint.source.engine.interp import StatementWalker
 from gradlint.source.engine.walk import headers as _headers
@@ -572,6 +572,14 @@ class _Extractor(CallEvents, StatementWalker):
         if last[:1].isupper() or recurrent or blocks:
             self.assigns.append(Assign(kind="model", cls=last, ref=func_text, torch_recurrent=recurrent, torch_blocks=blocks, **base))
             return
+        if isinstance(call.func, cst.Name):
+            # a function of this file: the optimizer its returns make (`g = build(model)`: one
+            # rebuilt each iteration when the call stands in the loop). Not a scaler: whether
+            # the one it returns is enabled is not carried across the call.
+            made = self.pre.returned(Returns(call.func.value))
+            if type(made) is Obj and self.pre.class_kind(made.cls, self.qualify) == "optimizer":
+                self.assigns.append(Assign(kind="optimizer", cls=made.cls.rsplit(".", 1)[-1], **base))
+                return
         self.assigns.append(Assign(**base))
 
 

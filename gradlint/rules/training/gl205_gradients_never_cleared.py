@@ -260,6 +260,20 @@ def train(model, loader, base):
         model(x).sum().backward()
         opt.step()
 """, note="a learning-rate scheduler a function of the file returns, named like an optimizer"),
+        Example("""\
+import torch
+
+
+def build(model):
+    return torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+def train(model, loader):
+    for x, y in loader:
+        g = build(model)
+        model(x).sum().backward()
+        g.step()
+""", note="a fresh optimizer from a function of the file every iteration"),
     ]
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
