@@ -36,9 +36,9 @@ _SUPPORTED = (
 
 
 class _Making(threading.local):
-    """The stand-ins made for the class being made in this thread (None: compile at once)."""
+    """Whether the methods of the class being made in this thread wait for their first call."""
 
-    made: list | None = None
+    defer: bool = False
 
 
 _MAKING = _Making()
@@ -46,19 +46,16 @@ _MAKING = _Making()
 
 def _deferring_create_fn(name: str, args: Any, body: Any, *, globals: Any = None, locals: Any = None,
                          return_type: Any = dataclasses.MISSING) -> Callable:
-    made = _MAKING.made
-    if made is None:
+    if not _MAKING.defer:
         return _create_fn(name, args, body, globals=globals, locals=locals, return_type=return_type)
-    stand_in = _stand_in(name, (name, args, body, globals, locals, return_type))
-    made.append(stand_in)
-    return stand_in
+    return _stand_in(name, (name, args, body, globals, locals, return_type))
 
 
 def _stand_in(name: str, how: tuple) -> Callable:
     real: list = []
 
     def stand_in(*args: Any, **kwargs: Any) -> Any:
-        return (real[0] if real else _compile(stand_in, how, real))(*args, **kwargs)
+        return (real[0] if real else _compile(stand_in, how, real, args))(*args, **kwargs)
 
     # named as dataclasses names the method until the class renames it (`_set_qualname`)
     stand_in.__name__ = name
@@ -69,31 +66,32 @@ def _stand_in(name: str, how: tuple) -> Callable:
     return stand_in
 
 
-def _compile(stand_in: Callable, how: tuple, real: list) -> Callable:
-    """The method `dataclasses` would have made, put in its class in the stand-in's place (where
-    the class still holds the stand-in itself: a `__repr__` is held wrapped)."""
-    name, args, body, globals_, locals_, return_type = how
-    fn = _create_fn(name, args, body, globals=globals_, locals=locals_, return_type=return_type)
+def _compile(stand_in: Callable, how: tuple, real: list, args: tuple = ()) -> Callable:
+    """The method `dataclasses` would have made; when called on an instance (`args[0]`, every
+    generated method's `self`), put in the instance's class that holds the stand-in, in its
+    place: later calls go straight to it. The class is looked up from the instance, not kept from
+    when it was made: libcst makes each node class again with `__slots__` (`add_slots`), and the
+    class in use is that copy. (A `__repr__` is held wrapped: it keeps its stand-in.)"""
+    name, fn_args, body, globals_, locals_, return_type = how
+    fn = _create_fn(name, fn_args, body, globals=globals_, locals=locals_, return_type=return_type)
     fn.__qualname__ = stand_in.__qualname__
     real.append(fn)
-    owner = getattr(stand_in, "gradlint_owner", None)
-    if owner is not None and owner.__dict__.get(name) is stand_in:
-        setattr(owner, name, fn)
+    if args:
+        for owner in type(args[0]).__mro__:
+            if owner.__dict__.get(name) is stand_in:
+                setattr(owner, name, fn)
+                break
     return fn
 
 
 def _deferring_process_class(cls: type, *args: Any, **kwargs: Any) -> type:
     module = getattr(cls, "__module__", None) or ""
-    defer = module.split(".", 1)[0] in _DEFERRED_PACKAGES and bool(cls.__dict__.get("__doc__"))
-    outer = _MAKING.made
-    _MAKING.made = [] if defer else None
+    outer = _MAKING.defer
+    _MAKING.defer = module.split(".", 1)[0] in _DEFERRED_PACKAGES and bool(cls.__dict__.get("__doc__"))
     try:
-        made_cls = _process_class(cls, *args, **kwargs)
-        for stand_in in _MAKING.made or ():
-            stand_in.gradlint_owner = made_cls  # (a slotted dataclass is a new class)
-        return made_cls
+        return _process_class(cls, *args, **kwargs)
     finally:
-        _MAKING.made = outer
+        _MAKING.defer = outer
 
 
 def compiled(fn: Any) -> Any:

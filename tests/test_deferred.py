@@ -73,6 +73,21 @@ def test_a_subclass_compiles_its_base_method_in_the_base():
     assert not hasattr(_generated(base, "__init__"), "gradlint_deferred")
 
 
+@needs_deferral
+def test_a_class_made_again_with_slots_gets_the_method_in_its_own_dict():
+    # libcst's add_slots makes each node class again from the dataclass's dict, stand-ins included
+    rec = _record("libcst._nodes.example", frozen=True)
+    names = [f.name for f in dataclasses.fields(rec)]
+    namespace = {k: v for k, v in rec.__dict__.items() if k not in (*names, "__dict__", "__weakref__")}
+    slotted = type(rec)(rec.__name__, rec.__bases__, {**namespace, "__slots__": tuple(names)})
+    one = slotted(1)
+    assert (one.a, one.b, one.c) == (1, "x", [])
+    assert slotted.__dict__["__init__"].__code__.co_filename == "<string>"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        one.a = 2
+    assert slotted.__dict__["__setattr__"].__code__.co_filename == "<string>"
+
+
 def test_classes_without_a_docstring_and_of_other_packages_are_made_at_once():
     # without a docstring dataclasses writes one from the __init__ signature, which must be the real one
     undocumented = _record("gradlint.facts.example", doc=None)
