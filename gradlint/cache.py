@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradlint import __version__
+from gradlint import __version__, deferred
 from gradlint.inputs import fingerprint_dependency, read_fd
 
 SCHEMA = 5
@@ -199,7 +199,8 @@ _new = object.__new__
 
 
 def _direct(cls: type, names: tuple[str, ...]) -> bool:
-    init = getattr(cls.__init__, "__code__", None)
+    # (a generated method not called yet is a stand-in until then: gradlint/deferred.py)
+    init = getattr(deferred.compiled(cls.__init__), "__code__", None)
     return (cls.__new__ is object.__new__ and not hasattr(cls, "__post_init__") and "__slots__" not in vars(cls)
             and getattr(cls, "__dataclass_params__", None) is not None and cls.__dataclass_params__.init
             and names == tuple(f.name for f in dataclasses.fields(cls))

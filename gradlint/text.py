@@ -64,3 +64,41 @@ def indentation(line: str) -> str:
     resets the indentation, so only what follows the last one counts."""
     lead = line[:len(line) - len(line.lstrip(" \t\f"))]
     return lead.rsplit("\f", 1)[-1]
+
+
+# CPython's re finds a pattern that starts with a literal (`self`, a name) by a fast scan for that
+# literal; a leading `\b` or `^` hides it, and every position of the text is tried: 15 ms against
+# 0.5 ms over timm's vision_transformer.py (230 kB). These take the pattern without its leading
+# anchor and test the anchor at each match instead.
+_WORD_CHAR = re.compile(r"\w")
+_LINE_INDENT = re.compile(r"[ \t]*")
+
+
+def search_word_start(pattern: re.Pattern, text: str) -> re.Match | None:
+    """The first match of `pattern` that starts where a `\\b` before it would hold (`pattern` starts
+    with a word character): as `re.search(r"\\b" + pattern, text)`, matching from the word."""
+    pos = 0
+    while True:
+        found = pattern.search(text, pos)
+        if found is None or found.start() == 0 or not _WORD_CHAR.match(text, found.start() - 1):
+            return found
+        pos = found.start() + 1
+
+
+def count_line_starts(pattern: re.Pattern, text: str, most: int) -> int:
+    """How many matches of `pattern` start a line after its indentation (spaces and tabs), as
+    `len(re.findall("^[ \\t]*" + pattern, text, re.M))` counts them (`pattern` starts with a word
+    character), counting up to `most`."""
+    count = pos = 0
+    while count < most:
+        found = pattern.search(text, pos)
+        if found is None:
+            break
+        start = found.start()
+        line = text.rfind("\n", 0, start) + 1
+        if _LINE_INDENT.match(text, line).end() == start:
+            count += 1
+            pos = found.end()
+        else:
+            pos = start + 1
+    return count

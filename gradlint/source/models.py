@@ -45,6 +45,7 @@ from gradlint.source.engine.walk import mentions
 from gradlint.source.init_walk import _truth, _InitInterpreter
 from gradlint.source.lowering import NO_CHOICE, _maybe_none, Lowerer
 from gradlint.source.names import dotted
+from gradlint.text import count_line_starts, search_word_start
 
 
 class FileModel(ConstructCalls):
@@ -131,9 +132,11 @@ class FileModel(ConstructCalls):
         plain constants; any other value in it is unknown."""
         text = self.src.text
         # bound once (an indented binding of the name, even a function's local, counts: rare)
-        if len(re.findall(rf"^[ \t]*{name}\s*(?::[^=\n]*)?=(?!=)", text, re.M)) != 1 or re.search(
-                rf"\b{name}\s*(\[[^\]\n]*\]\s*(=(?!=)|[-+*/|&^@%]=)|\|=|\.(update|setdefault|pop|popitem|clear|"
-                rf"__setitem__|__delitem__)\b)|\b(del|global)\s+{name}\b", text):
+        # (each pattern starts with a literal, which re finds fast: gradlint.text)
+        if count_line_starts(re.compile(rf"{name}\s*(?::[^=\n]*)?=(?!=)"), text, 2) != 1 or any(
+                search_word_start(re.compile(changed), text) for changed in (
+                    rf"{name}\s*(\[[^\]\n]*\]\s*(=(?!=)|[-+*/|&^@%]=)|\|=|\.(update|setdefault|pop|popitem|clear|"
+                    rf"__setitem__|__delitem__)\b)", rf"del\s+{name}\b", rf"global\s+{name}\b")):
             return
         self.meter.allow()
         value = self.eval(node, {})

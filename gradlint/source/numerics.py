@@ -31,6 +31,7 @@ from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, repla
                                              open_value, same_value, join_value)
 from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import NO_GRAD, dotted
+from gradlint.text import search_word_start
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_callers import CallRecords
 from gradlint.source.numerics_eval import TensorEval
@@ -39,7 +40,7 @@ from gradlint.source.numerics_sites import _param_data, SiteChecks
 
 AUTOGRAD_FUNCTION = frozenset({"torch.autograd.Function", "torch.autograd.function.Function",
                                "torch.autograd.function.InplaceFunction", "torch.autograd.InplaceFunction"})
-_SELF_RG = re.compile(r"\bself\s*\.\s*requires_grad\b")
+_SELF_RG = re.compile(r"self\s*\.\s*requires_grad\b")  # from a word's start: search_word_start
 
 
 # Walks of one unit when its callers' arguments change (a chain of calls through this file).
@@ -86,7 +87,7 @@ class Extractor:
         # Whether the text names `self.requires_grad` at all: the class walk that counts reads
         # and stores of it is skipped for the (many) files that never do.
         # (the substring test first: the expression alone scans the text six times slower)
-        self.self_requires_grad = "requires_grad" in src.text and _SELF_RG.search(src.text) is not None
+        self.self_requires_grad = "requires_grad" in src.text and search_word_start(_SELF_RG, src.text) is not None
         self._where: dict[int, Where] = {}  # id(node) -> its Where (which keeps the node alive)
         self.depth = 0  # expression nesting of the evaluation under way (budget.MAX_EXPR_DEPTH)
         # the call graph: functions with their calls, names read as values, the qualified-name

@@ -1,0 +1,42 @@
+"""gradlint.text's searches anchored after the match (a word's start, a line's indentation) find
+what the anchored regular expressions find: compared on random texts over a small alphabet."""
+
+from __future__ import annotations
+
+import random
+import re
+
+from gradlint.text import count_line_starts, search_word_start
+
+_ALPHABET = ["ACT", "xACT", "ACT_", " ", "\t", "\n", "\r", "=", "==", ":", "del ", "global ", "[1]", ".update",
+             "self", ".", "requires_grad", "_", "a", "("]
+_ASSIGNED = r"ACT\s*(?::[^=\n]*)?=(?!=)"
+_CHANGED = (r"ACT\s*(\[[^\]\n]*\]\s*(=(?!=)|[-+*/|&^@%]=)|\|=|\.(update|setdefault|pop)\b)", r"del\s+ACT\b",
+            r"global\s+ACT\b", r"self\s*\.\s*requires_grad\b")
+
+
+def _texts(n: int = 4000):
+    rng = random.Random(9)
+    for _ in range(n):
+        yield "".join(rng.choice(_ALPHABET) for _ in range(rng.randint(0, 16)))
+
+
+def test_search_word_start_is_a_leading_word_boundary():
+    for text in _texts():
+        for pattern in _CHANGED:
+            anchored = re.search(r"\b" + pattern, text)
+            found = search_word_start(re.compile(pattern), text)
+            assert (found and found.span()) == (anchored and anchored.span()), (text, pattern)
+
+
+def test_count_line_starts_is_a_multiline_caret_with_indentation():
+    for text in _texts():
+        expected = len(re.findall(r"^[ \t]*" + _ASSIGNED, text, re.M))
+        assert count_line_starts(re.compile(_ASSIGNED), text, 99) == expected, text
+        assert count_line_starts(re.compile(_ASSIGNED), text, 2) == min(expected, 2)
+
+
+def test_examples():
+    assert count_line_starts(re.compile(_ASSIGNED), "ACT = 1\n  ACT: dict = {}\nx.ACT = 2\nfoo(ACT=3)\n", 9) == 2
+    assert search_word_start(re.compile(r"del\s+ACT\b"), "model ACT") is None  # `model` ends in `del`, is none
+    assert search_word_start(re.compile(r"del\s+ACT\b"), "model\n del ACT").start() == 7
