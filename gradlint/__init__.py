@@ -5,9 +5,3 @@ __version__ = "0.2.0"
 # project. The command and the import package stay `gradlint`; pyproject.toml's name must match.
 DISTRIBUTION = "gradlint-nn"
 PROBE_INSTALL_HINT = f"pip install '{DISTRIBUTION}[probe]'"
-
-# The generated methods of gradlint's and libcst's dataclasses are compiled when first called
-# (about 1 000 of the 1 400 never are in a one-file run): see gradlint/deferred.py.
-from gradlint import deferred as _deferred  # noqa: E402
-
-_deferred.install()

@@ -10,6 +10,9 @@ import pytest
 
 from gradlint import deferred
 
+# The command installs it (gradlint/cli.py); this module may run before anything imports the CLI.
+deferred.install()
+
 needs_deferral = pytest.mark.skipif(not deferred._SUPPORTED, reason="this Python compiles dataclass methods its own way")
 
 
@@ -114,3 +117,16 @@ def test_gradlint_records_pickle_and_cache_as_before():
     assert cache.loads(cache.dumps(span)) == span
     # the cache builds records without their __init__ when it is the generated one
     assert cache._layout(SourceSpan).direct
+
+
+def test_only_the_command_line_installs_it():
+    """A program that imports gradlint's API keeps its `dataclasses` as it is; the command
+    installs the deferral before any of its records or libcst's nodes is made."""
+    import subprocess
+    import sys
+
+    probe = ("import dataclasses, sys; from gradlint import deferred; import gradlint.api; "
+             "api = dataclasses._create_fn is deferred._create_fn; import gradlint.cli; "
+             "cli = dataclasses._create_fn is deferred._deferring_create_fn; print(api, cli or not deferred._SUPPORTED)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True"]
