@@ -62,9 +62,11 @@ def _projection(nodes: Sequence[Node]) -> bool:
 def _rejoined(nodes: Sequence[Node], i: int) -> bool:
     """The sum of the residual at `i` comes back after the norm that follows it, in this
     sub-layer (transformers' ViT layer: `h = x + attn(...)`, `out = self.output(mlp(norm(h)), h)`):
-    the norm is on the branch, the stream is `h`, and the layer is pre-LN. The IR cannot show that
-    join (a Passthrough mark with `rejoins`): a norm followed by one is no Post-LN evidence. One that takes the value
-    after the norm (BERT: `h = norm(x + attn(x))`, `self.output(mlp(h), h)`) is."""
+    the norm is on the branch, the stream is `h`, and the layer is pre-LN. When `self.output` is
+    a class of the same file, the front-end runs it with both tensors and the join is a Residual;
+    when it is a block of another file, the IR cannot show that join (a Passthrough mark with
+    `rejoins`): a norm followed by one is no Post-LN evidence. One that takes the value after the
+    norm (BERT: `h = norm(x + attn(x))`, `self.output(mlp(h), h)`) is."""
     for j in range(i + 2, len(nodes)):
         n = nodes[j]
         if isinstance(n, (Residual, TransformerBlock)):

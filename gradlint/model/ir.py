@@ -159,8 +159,10 @@ class Passthrough:
     what: str
     origin: Origin = None
     # A mark, not an operation: an earlier value of the same path enters the block that follows
-    # as a second tensor (`self.output(h, x)`, which adds x back; its join is not followed): the
-    # value after the node `rejoins` places before this one (1: the node just before).
+    # as a second tensor (`self.output(h, x)`, which may add x back), a block whose forward the
+    # front-end does not run with both (another file's, re-run there with one input), so its
+    # join is not followed: the value after the node `rejoins` places before this one (1: the
+    # node just before). A block of the same file is run with both, and its sum is a Residual.
     rejoins: int | None = None
 
 

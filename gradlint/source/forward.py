@@ -142,7 +142,8 @@ class ForwardInterpreter(_Walker):
                     return PathVal(base.root, base.nodes + self.low.module_nodes(target))
                 target = chosen
             if isinstance(target, Ctor):
-                args = self.paths_in(call)
+                given = [(a, self.ev(a.value)) for a in call.args]
+                args = [v for _a, v in given if isinstance(v, PathVal)]
                 base = args[0] if args else PathVal("?", ())
                 if target.kind == "torch" and target.cls in C.ATTENTION_MODULES:
                     self.inst.attention = True
@@ -154,20 +155,12 @@ class ForwardInterpreter(_Walker):
                 if target.kind == "torch" and target.cls in C.RECURRENT_MODULES:
                     out = PathVal(base.root, base.nodes + self.low.module_nodes(target))
                     return ListVal([out, UNKNOWN])
-                mark: tuple = ()
-                if target.kind != "torch":
-                    # A block given an earlier value of this data path as a second tensor
-                    # (transformers' ViT layer: `self.output(layer_output, hidden_states)`, whose
-                    # forward adds it back as the residual): its nodes follow the first argument
-                    # only, so the join is lost. A mark says which value re-enters, so that a
-                    # norm before it is not read as a Post-LN norm of the stream (model/blocks.py).
-                    for other in args[1:]:
-                        n = len(other.nodes)
-                        if other.root == base.root and n < len(base.nodes) and base.nodes[:n] == other.nodes:
-                            mark = (Passthrough(target.path or "", "an earlier value of the path enters",
-                                                self.low.span(target), rejoins=len(base.nodes) - n + 1),)
-                            break
-                return PathVal(base.root, base.nodes + mark + self.low.module_nodes(target))
+                if target.kind != "torch" and len(args) > 1:
+                    joined = _earlier_inputs(given, base)
+                    if joined is not None:
+                        start, seeds = joined
+                        return PathVal(base.root, base.nodes[:start] + self.low.joined_nodes(target, seeds))
+                return PathVal(base.root, base.nodes + self.low.module_nodes(target))
             if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self":
                 method = self.fm._methods(self.inst.cls).get(func.attr.value)
                 if method is not None and func.attr.value != "forward":
@@ -566,6 +559,32 @@ class ForwardInterpreter(_Walker):
         if isinstance(value, PathVal) and value.root == main_input:
             return value.nodes
         return None
+
+
+def _earlier_inputs(given: list, base: PathVal) -> tuple[int, tuple] | None:
+    """A module called with its first tensor and an earlier value of the same path
+    (`self.output(mlp(norm(h)), h)`; `blk(x, size)` with `size` read from `x.shape` is no tensor):
+    where the earliest such value is on the path, and the seeds of Lowerer.joined_nodes (the
+    first argument's nodes since that value, each earlier value's since it). None when there is
+    none, or when the call's arguments do not say which parameter each is (the first tensor not
+    the first positional argument, a starred argument). The same value passed twice joins
+    nothing: only a strict earlier value re-enters."""
+    if not given or given[0][1] is not base or given[0][0].keyword is not None:
+        return None
+    earlier: list = []
+    position = 0
+    for a, v in given[1:]:
+        if a.star:
+            return None
+        if a.keyword is None:
+            position += 1
+        n = len(v.nodes) if isinstance(v, PathVal) else -1
+        if isinstance(v, PathVal) and v.root == base.root and n < len(base.nodes) and base.nodes[:n] == v.nodes:
+            earlier.append((position if a.keyword is None else a.keyword.value, n))
+    if not earlier:
+        return None
+    start = min(n for _k, n in earlier)
+    return start, ((0, base.nodes[start:]),) + tuple((k, base.nodes[start:n]) for k, n in earlier)
 
 
 def _defining(fm: Any, info: Any, name: str) -> Any:

@@ -348,7 +348,26 @@ class Lowerer:
             return (Extern(path, what, span, cls=value.extern[0], args=value.extern[1], inits=self.extern_inits(value)),)
         return (Opaque(path, what, span),)
 
-    def _child_nodes(self, value: Ctor, path: str, span: Any) -> tuple:
+    def joined_nodes(self, value: Ctor, seeds: tuple) -> tuple:
+        """The nodes of calling a module of this file's classes with several tensors of one path
+        (transformers' ViT layer: `self.output(mlp(norm(h)), h)`, whose forward adds `h` back):
+        its forward runs with each of those inputs bound to its place on the path, so that a sum
+        of two of them is a `Residual` as an in-class `x + f(x)` is. `seeds`: (parameter, nodes)
+        for each such input, the parameter a position or a keyword, its nodes those since the
+        earliest of them (the first input's seed holds the nodes between that value and the
+        call). The nodes returned follow that earliest value; a child this cannot run gets its
+        plain nodes after the first input's seed."""
+        first = dict(seeds)[0]
+        if value.kind != "local" or value.instance is None or self.depth >= MAX_DEPTH:
+            # A block whose forward is not run here (another file's, re-run there with one
+            # input): a mark says that an earlier value re-enters, so that a norm before it is not
+            # read as a Post-LN norm of the stream (model/blocks.py).
+            mark = Passthrough(value.path or "", "an earlier value of the path enters", self.span(value),
+                               rejoins=len(first) + 1)
+            return first + (mark,) + self.module_nodes(value)
+        return self._child_nodes(value, value.path or "", self.span(value), seeds)
+
+    def _child_nodes(self, value: Ctor, path: str, span: Any, seeds: tuple = ()) -> tuple:
         """The nodes of calling a module of this file's classes (its forward, under its path).
 
         Each forward path runs the whole forward again, children included. A child's run depends
@@ -361,10 +380,10 @@ class Lowerer:
         fm = self.fm
         lib = fm._lib
         key = before = None
-        if self._memo is not None and self.plan is not None and value.instance.fm in (None, fm, lib):
+        if self._memo is not None and self.plan is not None and value.instance.fm in (None, fm, lib) and _hashable(seeds):
             meter, lmeter = fm.meter, (lib.meter if lib is not None else None)
             key = (id(value.instance), path, self.depth, meter.depth, meter.limit,
-                   (lmeter.depth, lmeter.limit) if lmeter is not None else None)
+                   (lmeter.depth, lmeter.limit) if lmeter is not None else None, seeds)
             for trace, result, steps, cuts, lib_steps, lib_cuts in self._memo.get(key, ()):
                 if meter.steps + steps > meter.limit or (lmeter is not None and lmeter.steps + lib_steps > lmeter.limit):
                     break  # the run would meet the budget: run it
@@ -381,14 +400,14 @@ class Lowerer:
         self.depth += 1
         note = self.note  # a child's failure is said by its opaque node, not as the parent's note
         try:
-            nodes, known = self.forward(value.instance, path + ".")
+            nodes, known = self.forward(value.instance, path + ".", seeds)
         finally:
             self.depth -= 1
             self.note = note
             trace, self._trace = self._trace, outer
             if before is not None and outer is not None:
                 outer.extend(trace)  # an enclosing child's run consulted them too
-        result = nodes if known else (Opaque(path, f"{value.cls}: forward not followed", span),)
+        result = nodes if known else dict(seeds).get(0, ()) + (Opaque(path, f"{value.cls}: forward not followed", span),)
         if before is not None:
             if fm._lib is lib and fm.meter.limit == key[4] and (lib is None or lib.meter.limit == key[5][1]):
                 self._memo.setdefault(key, []).append((trace, result, fm.meter.steps - before[0], fm.cuts - before[1],
@@ -421,22 +440,22 @@ class Lowerer:
                 out.extend(self.module_nodes(item))
         return tuple(out)
 
-    def forward(self, inst: Instance, prefix: str) -> tuple[tuple, bool]:
+    def forward(self, inst: Instance, prefix: str, seeds: tuple = ()) -> tuple[tuple, bool]:
         fm = inst.fm or self.fm
         saved, fm.pick = fm.pick, self.pick
         try:
-            return self._forward(inst, prefix, fm)
+            return self._forward(inst, prefix, fm, seeds)
         finally:
             fm.pick = saved
 
-    def _forward(self, inst: Instance, prefix: str, fm: "FileModel") -> tuple[tuple, bool]:
+    def _forward(self, inst: Instance, prefix: str, fm: "FileModel", seeds: tuple = ()) -> tuple[tuple, bool]:
         fwd = fm._find_method(inst.cls, "forward")
         if fwd is None:
             if isinstance(inst.attrs.get("__torch__"), Ctor):
-                return self.module_nodes(inst.attrs["__torch__"]), True  # the torch layer's forward
+                return dict(seeds).get(0, ()) + self.module_nodes(inst.attrs["__torch__"]), True  # the torch layer's forward
             if inst.cls.sequential:
                 seq = [v for k, v in inst.attrs.items() if k.isdigit()]
-                return self.sequence_nodes(seq), True
+                return dict(seeds).get(0, ()) + self.sequence_nodes(seq), True
             self.note = self.note or f"{inst.cls.name} has no forward"
             return (), False
         from gradlint.source.forward import ForwardInterpreter, _defining  # it builds on this module's values
@@ -448,13 +467,23 @@ class Lowerer:
         if not params:
             self.note = self.note or f"{inst.cls.name}.forward takes no input"
             return (), False
+        given = dict(seeds)
         for i, p in enumerate(fwd.params.params[1:]):
             # The first input is the signal followed; the others are other inputs, unless they
             # default to None (an optional mask, a flag), which is what they are when omitted.
+            # An input the caller gives from the first one's path is that path (joined_nodes).
             default = fwd.params.params[i + 1].default
-            interp.env[p.name.value] = PathVal(p.name.value, ()) if i == 0 or default is None else fm.eval(default, {})
+            seed = given.get(i, given.get(p.name.value))
+            if seed is not None:
+                interp.env[p.name.value] = PathVal(params[0], seed)
+            else:
+                interp.env[p.name.value] = PathVal(p.name.value, ()) if i == 0 or default is None else fm.eval(default, {})
         for p in fwd.params.kwonly_params:
-            interp.env[p.name.value] = fm.eval(p.default, {}) if p.default is not None else UNKNOWN
+            seed = given.get(p.name.value)
+            if seed is not None:
+                interp.env[p.name.value] = PathVal(params[0], seed)
+            else:
+                interp.env[p.name.value] = fm.eval(p.default, {}) if p.default is not None else UNKNOWN
         try:
             interp.block(fwd.body)
         except Exhausted:
@@ -465,6 +494,16 @@ class Lowerer:
             self.note = self.note or f"{inst.cls.name}.forward does not return a value computed from {params[0]}"
             return (), False
         return result, True
+
+
+def _hashable(seeds: tuple) -> bool:
+    """Whether joined inputs can key the memo of children's nodes (IR nodes are frozen records
+    of plain values; a value that is not would only cost the reuse)."""
+    try:
+        hash(seeds)
+    except TypeError:
+        return False
+    return True
 
 
 class _ArgReader:
