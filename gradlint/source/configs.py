@@ -22,7 +22,7 @@ from typing import Any
 
 from gradlint.facts.files import FileFacts
 from gradlint.facts.project import ProjectIndex
-from gradlint.source.engine.values import ListVal
+from gradlint.source.engine.values import ListVal, UNKNOWN
 
 # A config whose base is a config of another file, whose base is... at most this deep.
 MAX_CONFIG_DEPTH = 4
@@ -63,9 +63,15 @@ def plain(value: Any) -> Any:
 _NOT_PLAIN: Any = object()
 
 
+# An argument of a config built by a call that is not plain data (ConfigReader.values' `args`).
+UNKNOWN_ARG: Any = object()
+
+
 def engine_value(value: Any) -> Any:
     """A plain value as the models' evaluator holds it (tuples are ListVals, fresh each time: the
-    evaluator may change a list in place)."""
+    evaluator may change a list in place); UNKNOWN_ARG is unknown."""
+    if value is UNKNOWN_ARG:
+        return UNKNOWN
     if type(value) is tuple:
         return ListVal([engine_value(v) for v in value])
     return value
@@ -268,10 +274,12 @@ class ConfigReader:
             return None
         return where, cls
 
-    def values(self, text: str, qualified: frozenset[str], layer: bool = False) -> dict | None:
+    def values(self, text: str, qualified: frozenset[str], layer: bool = False, args: tuple | None = None) -> dict | None:
         """The plain values of an instance of the config class `text` names, built with no
-        arguments (its defaults); `layer`: only what it holds as a base class (its class-level
-        values that no method of it sets again). None when not known."""
+        arguments (its defaults) or with `args` (positional values, then (keyword, value) pairs:
+        plain values, or UNKNOWN_ARG for one not known: what is computed from it stays unknown);
+        `layer`: only what it holds as a base class (its class-level values that no method of it
+        sets again). None when not known."""
         found = self.find(text, qualified)
         if found is None:
             return None
@@ -283,11 +291,11 @@ class ConfigReader:
             fingerprint = _regular_fingerprint(path)
         except OSError:
             return None
-        key = (path, fingerprint, cls, self.depth)
+        key = (path, fingerprint, cls, self.depth, None if layer else args)
         got = _EVALUATED.get(key)
         if got is None or any(_fingerprint(p) != f for p, f in got[2]):
             # (a process that checks again after a base's file changed: tests, an editor's server)
-            got = _evaluate(path, cls, self.depth)
+            got = _evaluate(path, cls, self.depth, None if layer else args)
             if len(_EVALUATED) >= _MEMO_SIZE:
                 _EVALUATED.clear()
             _EVALUATED[key] = got
@@ -297,9 +305,11 @@ class ConfigReader:
         return base if layer else whole
 
 
-def _evaluate(path: str, cls: str, depth: int) -> tuple[dict | None, dict | None, tuple[tuple[str, str], ...]]:
+def _evaluate(path: str, cls: str, depth: int, args: tuple | None = None
+              ) -> tuple[dict | None, dict | None, tuple[tuple[str, str], ...]]:
     """(its values, its values as a base class, the files its own config bases read, with their
-    fingerprints) of class `cls` of file `path`, evaluated in that file."""
+    fingerprints) of class `cls` of file `path`, evaluated in that file (built with `args`, see
+    ConfigReader.values; its defaults when None)."""
     import gc
 
     from gradlint.source import parsed
@@ -322,7 +332,8 @@ def _evaluate(path: str, cls: str, depth: int) -> tuple[dict | None, dict | None
         if info is not None and not info.is_module:
             fm.meter.allow()
             try:
-                ctor = fm.config(info, ([], {}, False, False))
+                pos, kw = args if args is not None else ((), ())
+                ctor = fm.config(info, ([engine_value(v) for v in pos], {k: engine_value(v) for k, v in kw}, False, False))
                 if ctor.instance is not None and not fm.meter.exhausted:
                     whole = _plain_attrs(ctor.instance.attrs)
                 fm.meter.allow()
