@@ -37,7 +37,7 @@ MAX_RESOLUTION_STEPS = 256
 # of one folder: transformers' modeling files share `configuration_utils.py`).
 _MEMO_SIZE = 512
 _EVALUATED: dict[tuple, tuple[dict | None, dict | None, tuple[tuple[str, str], ...]]] = {}
-_SYMBOLS: dict[tuple[str, str], FileFacts | None] = {}
+_SYMBOLS: dict[tuple[str, str], tuple[FileFacts, frozenset[str], frozenset[str]] | None] = {}
 
 # Annotations that never name a config of the project: builtins, typing, torch.
 _NOT_CONFIGS = frozenset({"torch", "typing", "typing_extensions", "numpy", "np", "collections", "builtins"})
@@ -109,6 +109,7 @@ class _Files:
         self.reader = reader
         self.paths: dict[str, str] = {}
         self.modules_like: dict[str, frozenset[str]] = {}  # module -> its classes that are modules
+        self.configs_like: dict[str, frozenset[str]] = {}  # module -> its classes shaped as configs
 
     def load(self, module: str) -> tuple[FileFacts, bool] | None:
         if not module or any(not p.isidentifier() for p in module.split(".")) or self.reader.full():
@@ -131,6 +132,7 @@ class _Files:
                     return None
                 self.paths[module] = cand
                 self.modules_like[module] = got[1]
+                self.configs_like[module] = got[2]
                 return got[0], cand.endswith("__init__.py")
         return None
 
@@ -138,11 +140,12 @@ class _Files:
         return []
 
 
-def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str]] | None:
-    """A module's top-level names (CPython's `ast`, which runs nothing), and the classes of it
-    that are modules, not configs: one that defines `forward` or derives from a `...Module`, a
+def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str], frozenset[str]] | None:
+    """A module's top-level names (CPython's `ast`, which runs nothing), the classes of it that
+    are modules, not configs: one that defines `forward` or derives from a `...Module`, a
     `Sequential` or such a class of the file (the config's file is parsed by libcst only for a
-    class that may be a config: `config: PreTrainedModel` would parse all of modeling_utils.py)."""
+    class that may be a config: `config: PreTrainedModel` would parse all of modeling_utils.py),
+    and those shaped as configs (`_config_shaped`)."""
     import ast
 
     from gradlint.source.index import module_symbols
@@ -156,6 +159,7 @@ def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str]] | None:
     if symbols is None:
         return None
     modules: set[str] = set()
+    shaped: set[str] = set()
     for node in tree.body:
         if not isinstance(node, ast.ClassDef):
             continue
@@ -168,7 +172,26 @@ def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str]] | None:
             # its methods may set any name on self: as a base it gives nothing (class_layer), and
             # its file is not parsed for that (transformers' PreTrainedConfig and its mixins)
             modules.add("." + node.name)
-    return FileFacts(path=path, kind="python", symbols=symbols), frozenset(modules)
+        if node.name not in modules and _config_shaped(node, bases, shaped):
+            shaped.add(node.name)
+    return FileFacts(path=path, kind="python", symbols=symbols), frozenset(modules), frozenset(shaped)
+
+
+def _config_shaped(node: Any, bases: list[str], shaped: set[str]) -> bool:
+    """A class a call may build as a config (ConstructCalls.config_of_call): a dataclass, or one
+    whose bases are all configs by their shape or name (`...Config`: transformers'
+    PretrainedConfig) or that has none. A class of another file called where a module is passed
+    (`Block(dim, norm=MyNorm(dim))`, `MyNorm` deriving from a block of a third file without a
+    forward of its own) is not one: read as a config, the module would be lost."""
+    import ast
+
+    for deco in node.decorator_list:
+        target = deco.func if isinstance(deco, ast.Call) else deco
+        name = target.attr if isinstance(target, ast.Attribute) else target.id if isinstance(target, ast.Name) else ""
+        if name == "dataclass":
+            return True
+    return all(b in ("object", "ABC") or b in shaped or b.rsplit(".", 1)[-1].endswith(("Config", "Configuration"))
+               for b in bases)
 
 
 def _fingerprint(path: str) -> str:
@@ -252,9 +275,10 @@ class ConfigReader:
         assert self._files is not None
         return self._index, self._files
 
-    def find(self, text: str, qualified: frozenset[str]) -> tuple[str, str] | None:
+    def find(self, text: str, qualified: frozenset[str], called: bool = False) -> tuple[str, str] | None:
         """(file, class) of the class `text` names in this file (`qualified`: what the file's
-        imports make of it), or None when it is not one class of another project file."""
+        imports make of it), or None when it is not one class of another project file (`called`:
+        one shaped as a config, `_config_shaped`)."""
         if self.depth >= MAX_CONFIG_DEPTH or not text or not qualified or self.symbols is None:
             return None
         last = text.rsplit(".", 1)[-1]
@@ -268,6 +292,8 @@ class ConfigReader:
         module, _, cls = found[0].rpartition(".")
         if index.module(module) is None or cls in files.modules_like.get(module, ()):
             return None
+        if called and cls not in files.configs_like.get(module, ()):
+            return None
         self._found_module = module
         where = files.paths.get(module)
         if where is None or os.path.abspath(where) == self.path:
@@ -280,7 +306,7 @@ class ConfigReader:
         plain values, or UNKNOWN_ARG for one not known: what is computed from it stays unknown);
         `layer`: only what it holds as a base class (its class-level values that no method of it
         sets again). None when not known."""
-        found = self.find(text, qualified)
+        found = self.find(text, qualified, called=args is not None)
         if found is None:
             return None
         path, cls = found
