@@ -396,7 +396,7 @@ def test_a_config_call_reads_only_its_plain_arguments_and_only_config_classes(tm
 def test_annotations_name_their_config_class(written, named):
     import libcst as cst
 
-    from gradlint.source.construct import annotated_class
+    from gradlint.source.configs import annotated_class
 
     assert annotated_class(cst.parse_expression(written)) == named
 

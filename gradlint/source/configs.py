@@ -22,7 +22,10 @@ from typing import Any
 
 from gradlint.facts.files import FileFacts
 from gradlint.facts.project import ProjectIndex
+import libcst as cst
+
 from gradlint.source.engine.values import ListVal, UNKNOWN
+from gradlint.source.names import dotted
 
 # A config whose base is a config of another file, whose base is... at most this deep.
 MAX_CONFIG_DEPTH = 4
@@ -46,6 +49,47 @@ _NOT_CONFIGS = frozenset({"torch", "typing", "typing_extensions", "numpy", "np",
 def _not_the_projects(head: str) -> bool:
     """An import of torch, typing, numpy or the standard library: never a config of the project."""
     return head in _NOT_CONFIGS or head in sys.stdlib_module_names
+
+
+_OPTIONAL = frozenset({"Optional", "typing.Optional", "t.Optional", "typing_extensions.Optional"})
+_UNION = frozenset({"Union", "typing.Union", "t.Union", "typing_extensions.Union"})
+# A string annotation longer than this is not read (it is parsed as an expression).
+_MAX_ANNOTATION = 200
+
+
+def annotated_class(ann: cst.BaseExpression, depth: int = 0) -> str | None:
+    """The class an annotation names, as written: `XConfig`, `cfgmod.XConfig`, the string
+    `"XConfig"`, `Optional[XConfig]`, `Union[XConfig, None]`, `XConfig | None`; None for
+    anything else (a union of two classes names none)."""
+    if depth > 4:
+        return None
+    kind = type(ann)
+    if kind is cst.Name or kind is cst.Attribute:
+        return dotted(ann)
+    if kind is cst.SimpleString:
+        if len(ann.value) > _MAX_ANNOTATION + 8:
+            return None
+        try:
+            text = ann.evaluated_value
+            if not isinstance(text, str) or not text.strip():
+                return None
+            return annotated_class(cst.parse_expression(text.strip()), depth + 1)
+        except (cst.ParserSyntaxError, RecursionError, ValueError, TypeError, SyntaxError, MemoryError):
+            return None
+    if kind is cst.Subscript:
+        head = dotted(ann.value)
+        items = [el.slice.value for el in ann.slice if isinstance(el.slice, cst.Index)]
+        if len(items) != len(ann.slice):
+            return None
+        if head in _UNION:
+            items = [i for i in items if not (type(i) is cst.Name and i.value == "None")]
+        if (head in _OPTIONAL or head in _UNION) and len(items) == 1:
+            return annotated_class(items[0], depth + 1)
+        return None
+    if kind is cst.BinaryOperation and type(ann.operator) is cst.BitOr:
+        sides = [s for s in (ann.left, ann.right) if not (type(s) is cst.Name and s.value == "None")]
+        return annotated_class(sides[0], depth + 1) if len(sides) == 1 else None
+    return None
 
 
 def plain(value: Any) -> Any:

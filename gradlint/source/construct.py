@@ -21,7 +21,7 @@ from gradlint.model.ir import ClassArg, InitSpec, SymArg
 from gradlint.source import catalog as C
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_SAME_CLASS, Exhausted, bounded
-from gradlint.source.configs import UNKNOWN_ARG, engine_value
+from gradlint.source.configs import UNKNOWN_ARG, annotated_class, engine_value
 from gradlint.source.engine.values import (
     Alt, _alt, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, spliced, Sym, _Tensor, UNKNOWN,
 )
@@ -761,47 +761,6 @@ class ConstructCalls:
 
     def _find_method(self, info: ClassInfo, name: str) -> cst.FunctionDef | None:
         return self._methods(info).get(name)
-
-
-_OPTIONAL = frozenset({"Optional", "typing.Optional", "t.Optional", "typing_extensions.Optional"})
-_UNION = frozenset({"Union", "typing.Union", "t.Union", "typing_extensions.Union"})
-# A string annotation longer than this is not read (it is parsed as an expression).
-_MAX_ANNOTATION = 200
-
-
-def annotated_class(ann: cst.BaseExpression, depth: int = 0) -> str | None:
-    """The class an annotation names, as written: `XConfig`, `cfgmod.XConfig`, the string
-    `"XConfig"`, `Optional[XConfig]`, `Union[XConfig, None]`, `XConfig | None`; None for
-    anything else (a union of two classes names none)."""
-    if depth > 4:
-        return None
-    kind = type(ann)
-    if kind is cst.Name or kind is cst.Attribute:
-        return dotted(ann)
-    if kind is cst.SimpleString:
-        if len(ann.value) > _MAX_ANNOTATION + 8:
-            return None
-        try:
-            text = ann.evaluated_value
-            if not isinstance(text, str) or not text.strip():
-                return None
-            return annotated_class(cst.parse_expression(text.strip()), depth + 1)
-        except (cst.ParserSyntaxError, RecursionError, ValueError, TypeError, SyntaxError, MemoryError):
-            return None
-    if kind is cst.Subscript:
-        head = dotted(ann.value)
-        items = [el.slice.value for el in ann.slice if isinstance(el.slice, cst.Index)]
-        if len(items) != len(ann.slice):
-            return None
-        if head in _UNION:
-            items = [i for i in items if not (type(i) is cst.Name and i.value == "None")]
-        if (head in _OPTIONAL or head in _UNION) and len(items) == 1:
-            return annotated_class(items[0], depth + 1)
-        return None
-    if kind is cst.BinaryOperation and type(ann.operator) is cst.BitOr:
-        sides = [s for s in (ann.left, ann.right) if not (type(s) is cst.Name and s.value == "None")]
-        return annotated_class(sides[0], depth + 1) if len(sides) == 1 else None
-    return None
 
 
 def _attribute_map(attrs: dict, mapping: dict) -> None:
