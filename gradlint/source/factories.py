@@ -40,7 +40,10 @@ def _written(fm: FileModel) -> tuple[dict[str, str], str]:
     rest: list[str] = []
     tree = getattr(getattr(fm.src, "positions", None), "tree", None)
     if tree is None:
-        return written, ""
+        # no `ast` of the file (its positions were all resolved): libcst's own text
+        for name, fn in fm.functions.items():
+            written[name] = fm.src.code(fn)
+        return written, "".join(fm.src.code(s) for s in fm.src.module.body if isinstance(s, (cst.SimpleStatementLine, cst.If)))
     from gradlint.text import split_lines
 
     lines = split_lines(fm.src.text, keepends=True)
