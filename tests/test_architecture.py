@@ -341,6 +341,66 @@ def test_an_unreadable_or_missing_config_leaves_the_model_unknown(tmp_path):
     assert [f[2] for f in found] == ["GL102", "GL104"]  # the values of c1's class itself hold
 
 
+def test_configs_made_by_calls_build_factories_networks():
+    """`Tower(MLPConfig(depth=40, width=64))` in a factory, at module level, in the `__main__`
+    block: a network of its own, as deep as the call's arguments make the config of config.py;
+    one that equals its class's own network is not kept."""
+    from gradlint.api import _extract
+
+    facts = _extract(CONFIGS / "factory.py", "factory.py")
+    assert "config.py" in facts.depends
+    shapes = {n.name: (len(n.params), {p.fan_in for p in n.params}) for n in facts.networks}
+    assert shapes["make_model"] == (40, {64}) and shapes["Tower"] == (0, set())
+    # MLPConfig(depth=30): its other fields are its defaults (hidden = width = 256, __post_init__)
+    assert shapes["make_normed"][0] == 40 and shapes["normed"] == (30, {256})
+    script = _extract(CONFIGS / "script.py", "script.py")
+    assert {n.name: len(n.params) for n in script.networks} == {"Tower": 0, "model": 30}
+
+
+def test_a_config_call_reads_only_its_plain_arguments_and_only_config_classes(tmp_path):
+    """An argument not known (`width=vocab`) leaves what the config computes from it unknown, the
+    rest known; a module class of another file passed to a model (`Net(Mine(4))`, `Mine`
+    deriving from a block of a third file, no forward of its own) is never read as a config."""
+    from gradlint.api import _extract
+
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "config.py").write_text((CONFIGS / "config.py").read_text())
+    (tmp_path / "base.py").write_text(
+        "import torch.nn as nn\n\n\nclass Base(nn.Module):\n    def __init__(self, n):\n        super().__init__()\n"
+        "        self.fc = nn.Linear(n, n)\n\n    def forward(self, x):\n        return self.fc(x)\n")
+    (tmp_path / "blocks.py").write_text(
+        "from base import Base\n\n\nclass Mine(Base):\n    depth = 3\n\n    def __init__(self, n):\n"
+        "        super().__init__(n)\n")
+    tower = (CONFIGS / "factory.py").read_text().split("class NormedTower")[0]
+    (tmp_path / "model.py").write_text(
+        tower + "\nfrom blocks import Mine\n\n\ndef make(vocab):\n    return Tower(MLPConfig(depth=40, width=vocab))\n\n\n"
+        "class Net(nn.Module):\n    def __init__(self, block):\n        super().__init__()\n        self.block = block\n"
+        "        self.layers = nn.ModuleList([nn.Linear(8, 8) for _ in range(block.depth)])\n\n"
+        "    def forward(self, x):\n        for layer in self.layers:\n            x = torch.sigmoid(layer(x))\n"
+        "        return self.block(x)\n\n\ndef make_net():\n    return Net(Mine(4))\n")
+    facts = _extract(tmp_path / "model.py", "model.py")
+    shapes = {n.name: (len(n.params), {p.fan_in for p in n.params}) for n in facts.networks}
+    assert shapes["make"][0] == 40 and 64 not in shapes["make"][1] and 256 not in shapes["make"][1]
+    assert "make_net" not in shapes
+    assert "blocks.py" in facts.depends
+
+
+@pytest.mark.parametrize("written, named", [
+    ("XConfig", "XConfig"), ("cfg.XConfig", "cfg.XConfig"), ("'XConfig'", "XConfig"), ("Optional[XConfig]", "XConfig"),
+    ("typing.Optional['cfg.XConfig']", "cfg.XConfig"), ("Union[XConfig, None]", "XConfig"), ("XConfig | None", "XConfig"),
+    ("None | 'XConfig'", "XConfig"), ("'Optional[XConfig]'", "XConfig"), ("Union[XConfig, YConfig]", None),
+    ("XConfig | YConfig", None), ("list[XConfig]", None), ("'X(' ", None), ("'" + "A." * 300 + "B'", None),
+    ("b'XConfig'", None), ("''", None), ("Optional[XConfig, YConfig]", None),
+    ('"""' + "Optional[" * 50 + "X" + "]" * 50 + '"""', None),
+])
+def test_annotations_name_their_config_class(written, named):
+    import libcst as cst
+
+    from gradlint.source.configs import annotated_class
+
+    assert annotated_class(cst.parse_expression(written)) == named
+
+
 def test_library_and_project_base_classes_are_modules():
     """LightningModule subclasses and classes whose base lives in another file of the project are
     lowered too (GL201 looks their recurrent layers up across files)."""

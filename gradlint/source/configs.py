@@ -22,7 +22,10 @@ from typing import Any
 
 from gradlint.facts.files import FileFacts
 from gradlint.facts.project import ProjectIndex
-from gradlint.source.engine.values import ListVal
+import libcst as cst
+
+from gradlint.source.engine.values import ListVal, UNKNOWN
+from gradlint.source.names import dotted
 
 # A config whose base is a config of another file, whose base is... at most this deep.
 MAX_CONFIG_DEPTH = 4
@@ -37,7 +40,7 @@ MAX_RESOLUTION_STEPS = 256
 # of one folder: transformers' modeling files share `configuration_utils.py`).
 _MEMO_SIZE = 512
 _EVALUATED: dict[tuple, tuple[dict | None, dict | None, tuple[tuple[str, str], ...]]] = {}
-_SYMBOLS: dict[tuple[str, str], FileFacts | None] = {}
+_SYMBOLS: dict[tuple[str, str], tuple[FileFacts, frozenset[str], frozenset[str]] | None] = {}
 
 # Annotations that never name a config of the project: builtins, typing, torch.
 _NOT_CONFIGS = frozenset({"torch", "typing", "typing_extensions", "numpy", "np", "collections", "builtins"})
@@ -46,6 +49,47 @@ _NOT_CONFIGS = frozenset({"torch", "typing", "typing_extensions", "numpy", "np",
 def _not_the_projects(head: str) -> bool:
     """An import of torch, typing, numpy or the standard library: never a config of the project."""
     return head in _NOT_CONFIGS or head in sys.stdlib_module_names
+
+
+_OPTIONAL = frozenset({"Optional", "typing.Optional", "t.Optional", "typing_extensions.Optional"})
+_UNION = frozenset({"Union", "typing.Union", "t.Union", "typing_extensions.Union"})
+# A string annotation longer than this is not read (it is parsed as an expression).
+_MAX_ANNOTATION = 200
+
+
+def annotated_class(ann: cst.BaseExpression, depth: int = 0) -> str | None:
+    """The class an annotation names, as written: `XConfig`, `cfgmod.XConfig`, the string
+    `"XConfig"`, `Optional[XConfig]`, `Union[XConfig, None]`, `XConfig | None`; None for
+    anything else (a union of two classes names none)."""
+    if depth > 4:
+        return None
+    kind = type(ann)
+    if kind is cst.Name or kind is cst.Attribute:
+        return dotted(ann)
+    if kind is cst.SimpleString:
+        if len(ann.value) > _MAX_ANNOTATION + 8:
+            return None
+        try:
+            text = ann.evaluated_value
+            if not isinstance(text, str) or not text.strip():
+                return None
+            return annotated_class(cst.parse_expression(text.strip()), depth + 1)
+        except (cst.ParserSyntaxError, RecursionError, ValueError, TypeError, SyntaxError, MemoryError):
+            return None
+    if kind is cst.Subscript:
+        head = dotted(ann.value)
+        items = [el.slice.value for el in ann.slice if isinstance(el.slice, cst.Index)]
+        if len(items) != len(ann.slice):
+            return None
+        if head in _UNION:
+            items = [i for i in items if not (type(i) is cst.Name and i.value == "None")]
+        if (head in _OPTIONAL or head in _UNION) and len(items) == 1:
+            return annotated_class(items[0], depth + 1)
+        return None
+    if kind is cst.BinaryOperation and type(ann.operator) is cst.BitOr:
+        sides = [s for s in (ann.left, ann.right) if not (type(s) is cst.Name and s.value == "None")]
+        return annotated_class(sides[0], depth + 1) if len(sides) == 1 else None
+    return None
 
 
 def plain(value: Any) -> Any:
@@ -63,9 +107,15 @@ def plain(value: Any) -> Any:
 _NOT_PLAIN: Any = object()
 
 
+# An argument of a config built by a call that is not plain data (ConfigReader.values' `args`).
+UNKNOWN_ARG: Any = object()
+
+
 def engine_value(value: Any) -> Any:
     """A plain value as the models' evaluator holds it (tuples are ListVals, fresh each time: the
-    evaluator may change a list in place)."""
+    evaluator may change a list in place); UNKNOWN_ARG is unknown."""
+    if value is UNKNOWN_ARG:
+        return UNKNOWN
     if type(value) is tuple:
         return ListVal([engine_value(v) for v in value])
     return value
@@ -103,6 +153,7 @@ class _Files:
         self.reader = reader
         self.paths: dict[str, str] = {}
         self.modules_like: dict[str, frozenset[str]] = {}  # module -> its classes that are modules
+        self.configs_like: dict[str, frozenset[str]] = {}  # module -> its classes shaped as configs
 
     def load(self, module: str) -> tuple[FileFacts, bool] | None:
         if not module or any(not p.isidentifier() for p in module.split(".")) or self.reader.full():
@@ -125,6 +176,7 @@ class _Files:
                     return None
                 self.paths[module] = cand
                 self.modules_like[module] = got[1]
+                self.configs_like[module] = got[2]
                 return got[0], cand.endswith("__init__.py")
         return None
 
@@ -132,11 +184,12 @@ class _Files:
         return []
 
 
-def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str]] | None:
-    """A module's top-level names (CPython's `ast`, which runs nothing), and the classes of it
-    that are modules, not configs: one that defines `forward` or derives from a `...Module`, a
+def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str], frozenset[str]] | None:
+    """A module's top-level names (CPython's `ast`, which runs nothing), the classes of it that
+    are modules, not configs: one that defines `forward` or derives from a `...Module`, a
     `Sequential` or such a class of the file (the config's file is parsed by libcst only for a
-    class that may be a config: `config: PreTrainedModel` would parse all of modeling_utils.py)."""
+    class that may be a config: `config: PreTrainedModel` would parse all of modeling_utils.py),
+    and those shaped as configs (`_config_shaped`)."""
     import ast
 
     from gradlint.source.index import module_symbols
@@ -150,6 +203,7 @@ def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str]] | None:
     if symbols is None:
         return None
     modules: set[str] = set()
+    shaped: set[str] = set()
     for node in tree.body:
         if not isinstance(node, ast.ClassDef):
             continue
@@ -162,7 +216,26 @@ def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str]] | None:
             # its methods may set any name on self: as a base it gives nothing (class_layer), and
             # its file is not parsed for that (transformers' PreTrainedConfig and its mixins)
             modules.add("." + node.name)
-    return FileFacts(path=path, kind="python", symbols=symbols), frozenset(modules)
+        if node.name not in modules and _config_shaped(node, bases, shaped):
+            shaped.add(node.name)
+    return FileFacts(path=path, kind="python", symbols=symbols), frozenset(modules), frozenset(shaped)
+
+
+def _config_shaped(node: Any, bases: list[str], shaped: set[str]) -> bool:
+    """A class a call may build as a config (ConstructCalls.config_of_call): a dataclass, or one
+    whose bases are all configs by their shape or name (`...Config`: transformers'
+    PretrainedConfig) or that has none. A class of another file called where a module is passed
+    (`Block(dim, norm=MyNorm(dim))`, `MyNorm` deriving from a block of a third file without a
+    forward of its own) is not one: read as a config, the module would be lost."""
+    import ast
+
+    for deco in node.decorator_list:
+        target = deco.func if isinstance(deco, ast.Call) else deco
+        name = target.attr if isinstance(target, ast.Attribute) else target.id if isinstance(target, ast.Name) else ""
+        if name == "dataclass":
+            return True
+    return all(b in ("object", "ABC") or b in shaped or b.rsplit(".", 1)[-1].endswith(("Config", "Configuration"))
+               for b in bases)
 
 
 def _fingerprint(path: str) -> str:
@@ -246,9 +319,10 @@ class ConfigReader:
         assert self._files is not None
         return self._index, self._files
 
-    def find(self, text: str, qualified: frozenset[str]) -> tuple[str, str] | None:
+    def find(self, text: str, qualified: frozenset[str], called: bool = False) -> tuple[str, str] | None:
         """(file, class) of the class `text` names in this file (`qualified`: what the file's
-        imports make of it), or None when it is not one class of another project file."""
+        imports make of it), or None when it is not one class of another project file (`called`:
+        one shaped as a config, `_config_shaped`)."""
         if self.depth >= MAX_CONFIG_DEPTH or not text or not qualified or self.symbols is None:
             return None
         last = text.rsplit(".", 1)[-1]
@@ -262,17 +336,21 @@ class ConfigReader:
         module, _, cls = found[0].rpartition(".")
         if index.module(module) is None or cls in files.modules_like.get(module, ()):
             return None
+        if called and cls not in files.configs_like.get(module, ()):
+            return None
         self._found_module = module
         where = files.paths.get(module)
         if where is None or os.path.abspath(where) == self.path:
             return None
         return where, cls
 
-    def values(self, text: str, qualified: frozenset[str], layer: bool = False) -> dict | None:
+    def values(self, text: str, qualified: frozenset[str], layer: bool = False, args: tuple | None = None) -> dict | None:
         """The plain values of an instance of the config class `text` names, built with no
-        arguments (its defaults); `layer`: only what it holds as a base class (its class-level
-        values that no method of it sets again). None when not known."""
-        found = self.find(text, qualified)
+        arguments (its defaults) or with `args` (positional values, then (keyword, value) pairs:
+        plain values, or UNKNOWN_ARG for one not known: what is computed from it stays unknown);
+        `layer`: only what it holds as a base class (its class-level values that no method of it
+        sets again). None when not known."""
+        found = self.find(text, qualified, called=args is not None)
         if found is None:
             return None
         path, cls = found
@@ -283,11 +361,11 @@ class ConfigReader:
             fingerprint = _regular_fingerprint(path)
         except OSError:
             return None
-        key = (path, fingerprint, cls, self.depth)
+        key = (path, fingerprint, cls, self.depth, None if layer else args)
         got = _EVALUATED.get(key)
         if got is None or any(_fingerprint(p) != f for p, f in got[2]):
             # (a process that checks again after a base's file changed: tests, an editor's server)
-            got = _evaluate(path, cls, self.depth)
+            got = _evaluate(path, cls, self.depth, None if layer else args)
             if len(_EVALUATED) >= _MEMO_SIZE:
                 _EVALUATED.clear()
             _EVALUATED[key] = got
@@ -297,9 +375,11 @@ class ConfigReader:
         return base if layer else whole
 
 
-def _evaluate(path: str, cls: str, depth: int) -> tuple[dict | None, dict | None, tuple[tuple[str, str], ...]]:
+def _evaluate(path: str, cls: str, depth: int, args: tuple | None = None
+              ) -> tuple[dict | None, dict | None, tuple[tuple[str, str], ...]]:
     """(its values, its values as a base class, the files its own config bases read, with their
-    fingerprints) of class `cls` of file `path`, evaluated in that file."""
+    fingerprints) of class `cls` of file `path`, evaluated in that file (built with `args`, see
+    ConfigReader.values; its defaults when None)."""
     import gc
 
     from gradlint.source import parsed
@@ -322,7 +402,8 @@ def _evaluate(path: str, cls: str, depth: int) -> tuple[dict | None, dict | None
         if info is not None and not info.is_module:
             fm.meter.allow()
             try:
-                ctor = fm.config(info, ([], {}, False, False))
+                pos, kw = args if args is not None else ((), ())
+                ctor = fm.config(info, ([engine_value(v) for v in pos], {k: engine_value(v) for k, v in kw}, False, False))
                 if ctor.instance is not None and not fm.meter.exhausted:
                     whole = _plain_attrs(ctor.instance.attrs)
                 fm.meter.allow()

@@ -21,7 +21,7 @@ from gradlint.model.ir import ClassArg, InitSpec, SymArg
 from gradlint.source import catalog as C
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_SAME_CLASS, Exhausted, bounded
-from gradlint.source.configs import engine_value
+from gradlint.source.configs import UNKNOWN_ARG, annotated_class, engine_value
 from gradlint.source.engine.values import (
     Alt, _alt, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, spliced, Sym, _Tensor, UNKNOWN,
 )
@@ -414,9 +414,9 @@ class ConstructCalls:
         for i, p in enumerate(params + kwonly):
             pname = p.name.value
             if p in params and i < len(positional):
-                scope[pname] = positional[i]
+                scope[pname] = self.config_of_call(positional[i])
             elif pname in keywords:
-                scope[pname] = keywords[pname]
+                scope[pname] = self.config_of_call(keywords[pname])
             elif open_pos or open_kw:
                 scope[pname] = Sym(pname)
             elif p.default is not None:
@@ -487,8 +487,7 @@ class ConstructCalls:
         this file is evaluated here; one imported from another file of the project is read there
         (`self.configs`, source/configs.py: its plain values only), when the file was read from
         disk."""
-        ann = param.annotation.annotation if param.annotation is not None else None
-        text = dotted(ann) if ann is not None else None
+        text = annotated_class(param.annotation.annotation) if param.annotation is not None else None
         if not text or self.depth >= MAX_DEPTH:
             return None
         info = self.classes.get(text)
@@ -497,10 +496,37 @@ class ConstructCalls:
         values = self.configs.values(text, self.imports.qualify_dotted(text)) if self.configs is not None else None
         if values is None:
             return None
-        ctor = Ctor("config", text.rsplit(".", 1)[-1], [], {}, param, next(self.order))
-        ctor.instance = Instance(ClassInfo(ctor.cls, param, (), {}), {k: engine_value(v) for k, v in values.items()}, [],
+        return self._config_value(text, values, param)
+
+    def _config_value(self, text: str, values: dict, node: cst.CSTNode) -> Ctor:
+        """A config of another file as this file holds it: an instance with its plain values."""
+        ctor = Ctor("config", text.rsplit(".", 1)[-1], [], {}, node, next(self.order))
+        ctor.instance = Instance(ClassInfo(ctor.cls, node, (), {}), {k: engine_value(v) for k, v in values.items()}, [],
                                  fm=self)
         return ctor
+
+    def config_of_call(self, value: Any) -> Any:
+        """`value` read as a config when it is a class of another project file called here
+        (`GPT(GPTConfig(n_layer=48))`, `config = config or XConfig()`) and that class is a config
+        (source/configs.py): the config its arguments make (its plain ones; the others unknown,
+        and so is what its class computes from them). Anything else is returned as it is.
+        Asked only where a value is bound to a parameter of this file's classes and functions:
+        looking every class call of a file up would read the files of all its blocks."""
+        if (type(value) is not Ctor or value.kind != "unknown" or value.extern is None or len(value.extern) != 2
+                or value.extern[1] is None or type(value.node) is not cst.Call or self.configs is None
+                or self.depth >= MAX_DEPTH):
+            return value
+        text = value.extern[0]
+        pos: list = []
+        kw: list = []
+        for key, arg in value.extern[1]:
+            plain_arg = arg[0] if arg and _constant(arg[0]) else UNKNOWN_ARG
+            if isinstance(key, int):
+                pos.append(plain_arg)
+            else:
+                kw.append((key, plain_arg))
+        values = self.configs.values(text, self.imports.qualify_dotted(text), args=(tuple(pos), tuple(kw)))
+        return value if values is None else self._config_value(text, values, value.node)
 
     def config(self, info: ClassInfo, bound: tuple) -> Ctor:
         """An instance of a plain class of this file (a dataclass or a PretrainedConfig-style
@@ -699,6 +725,7 @@ class ConstructCalls:
         if init is not None:
             params = list(init.params.params)[1:]
             self._bind_params(params, init.params, call, env, scope, bound=bound, exact=not info.is_module)
+            inst.configured = any(type(v) is Ctor and v.kind == "config" for v in scope.values())
             interp = _InitInterpreter(self, scope, inst)
             running, self.running = self.running, init
             try:

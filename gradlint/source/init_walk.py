@@ -111,6 +111,12 @@ class _InitInterpreter(_Walker):
             self.inst.attrs[name] = value
 
     def bind_name(self, name: str, value: Any) -> None:
+        running = self.fm.running
+        if type(value) is Ctor and value.extern is not None and running is not None and any(
+                p.name.value == name for p in (*running.params.params, *running.params.kwonly_params)):
+            # a parameter given its value here (`config = config or XConfig()`, `if config is
+            # None: config = XConfig()`): a config of another file is read as one
+            value = self.fm.config_of_call(value)
         self.env[name] = value
 
     def bind_attribute(self, target: cst.Attribute, value: Any) -> None:

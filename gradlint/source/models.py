@@ -20,7 +20,6 @@ are `engine/values.py`.
 
 from __future__ import annotations
 
-import ast
 import itertools
 import math
 import re
@@ -41,8 +40,7 @@ from gradlint.source.engine.values import (
 from gradlint.source.engine.values import int_literal as _literal_int
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.engine.values import str_literal as _literal_str
-from gradlint.source.engine.walk import mentions
-from gradlint.source.init_walk import _truth, _InitInterpreter
+from gradlint.source.init_walk import _truth
 from gradlint.source.lowering import NO_CHOICE, _maybe_none, Lowerer
 from gradlint.source.names import dotted
 from gradlint.text import count_line_starts, search_word_start
@@ -598,7 +596,9 @@ def extract(src, configs=None):
                                 variants=tuple(tuple(p) for p in paths[1:]) if known else (), note=note,
                                 signature=_signature(fm, info)))
     try:
-        networks.extend(_sequential_factories(fm))
+        from gradlint.source.factories import factory_networks
+
+        networks.extend(factory_networks(fm, {n.name: n for n in networks}))
     except (Exhausted, RecursionError):  # too deep for libcst's own code generator, or over budget
         pass
     # Constructors and instances hold each other (Ctor.instance) and their FileModel (Instance.fm),
@@ -638,73 +638,6 @@ def _signature(fm: FileModel, info: ClassInfo) -> tuple | None:
             how, value = ("default", known[0]) if known else ("fixed", None)
         out.append((p.name.value, i >= len(positional), how, value))
     return tuple(out)
-
-
-def _sequential_factories(fm: FileModel) -> list[Network]:
-    """`def make_model(): return nn.Sequential(...)` and `model = nn.Sequential(...)` at module
-    level are networks too, named after the function or the variable."""
-    out: list[Network] = []
-    candidates: list[tuple[str, Any, cst.CSTNode]] = []
-    text = fm.src.text
-    if "Sequential" not in text:
-        return out  # no name or attribute `Sequential` anywhere (walking every function cost 7% of the lowering)
-    # The text of each top-level function, decorators included (CPython's lines; the last
-    # definition of a name, as fm.functions keeps): one without the word cannot mention it.
-    written: dict[str, str] = {}
-    tree = getattr(getattr(fm.src, "positions", None), "tree", None)
-    if tree is not None:
-        from gradlint.text import split_lines
-
-        lines = split_lines(text, keepends=True)
-        for node in tree.body:
-            if type(node) is ast.FunctionDef or type(node) is ast.AsyncFunctionDef:
-                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-                written[node.name] = "".join(lines[first - 1:node.end_lineno or len(lines)])
-    for name, fn in fm.functions.items():
-        if "Sequential" not in written.get(name, "Sequential"):
-            continue
-        cuts = fm.cuts
-        fm.meter.allow()
-        try:  # RecursionError: a statement too deep for libcst's code generator
-            if not mentions(fn, "Sequential"):
-                continue
-            scope: dict = {}
-            fm._bind_params(list(fn.params.params), fn.params, None, {}, scope)
-            interp = _InitInterpreter(fm, scope, None)
-            fm.running = fn
-            interp.block(fn.body)
-        except (Exhausted, RecursionError):
-            continue
-        finally:
-            fm.running = None
-        if fm.cuts == cuts:
-            candidates.append((name, interp.returned, fn.name))
-    for stmt in fm.src.module.body:
-        if isinstance(stmt, cst.SimpleStatementLine):
-            for small in stmt.body:
-                cuts = fm.cuts
-                fm.meter.allow()
-                try:
-                    if (isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name)
-                            and isinstance(small.value, cst.Call) and mentions(small.value, "Sequential")):
-                        value = fm.eval(small.value, {})
-                        if fm.cuts == cuts:
-                            candidates.append((small.targets[0].target.value, value, small))
-                except (Exhausted, RecursionError):
-                    continue
-    fm.meter.allow()
-    for name, value, where in candidates:
-        if not (isinstance(value, Ctor) and value.kind == "torch" and value.cls == "Sequential" and value.items):
-            continue
-        low = Lowerer(fm)
-        value.path = ""
-        low.seen.add(id(value))
-        for i, item in enumerate(value.items):
-            low._assign(item, str(i), [])
-        nodes = low.module_nodes(value)
-        out.append(Network(name=name, path=fm.src.path, nodes=tuple(nodes), origin=fm.src.span(where),
-                           params=tuple(low.params), recurrents=tuple(low.recurrents)))
-    return out
 
 
 def _count_blocks(inst: Instance, nodes: tuple) -> int:

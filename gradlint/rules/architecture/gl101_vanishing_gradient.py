@@ -26,6 +26,40 @@ class MLP(nn.Module):
 """
 
 
+# A model built by a factory with a config of another file, made by a call (gradlint reads the
+# config's file, never imports it).
+TOWER_FACTORY = """\
+import torch
+import torch.nn as nn
+
+from config import TowerConfig
+
+
+class Tower(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(config.width, config.width) for _ in range(config.depth)])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = torch.sigmoid(layer(x))
+        return x
+
+
+def make_model():
+    return Tower(TowerConfig(depth=24))
+"""
+TOWER_CONFIG = (("config.py", """\
+from dataclasses import dataclass
+
+
+@dataclass
+class TowerConfig:
+    width: int = 256
+    depth: int = 2
+"""),)
+
+
 class VanishingGradient(Rule):
     """
     ## What it does
@@ -94,8 +128,12 @@ class Net(nn.Module):
             x = self.act(layer(x))
         return x
 """, note="16 x Linear(512) + ReLU with PyTorch's default init: 1.6e-6 measured"),
+        Example(TOWER_FACTORY, files=TOWER_CONFIG,
+                note="24 sigmoid layers: the depth a factory's config call gives (config.py's dataclass)"),
     ]
     valid = [
+        Example(TOWER_FACTORY.replace("depth=24", "depth=2"), files=TOWER_CONFIG,
+                note="the same factory with a shallow config"),
         Example(DEEP_SIGMOID.replace("nn.Linear(width, width), nn.Sigmoid()",
                                      "nn.Linear(width, width), nn.LayerNorm(width), nn.Sigmoid()"),
                 note="a norm after every layer breaks the chain"),

@@ -252,6 +252,9 @@ class Instance:
     type_inits: list  # (order, types tuple, tensor name, InitSpec)
     attention: bool = False
     fm: Any = None  # the FileModel whose class this is (the library catalogue's, for its blocks)
+    # A config object was bound to a parameter of its __init__ (models' factories: a model built
+    # with a config made by a call differs from its class's own network)
+    configured: bool = False
 
 
 @dataclass

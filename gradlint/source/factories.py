@@ -1,0 +1,227 @@
+"""Models a file builds outside its classes: a model class of the file built with a config object
+(`GPT(GPTConfig(n_layer=48))` returned by a factory, bound at module level or in the
+`if __name__ == "__main__":` block) is a network of its own, named after the function or the
+variable, and so is an `nn.Sequential` a function returns or the module binds.
+
+A model class's own network is built with its parameters' defaults (models.extract); built with a
+config made by a call, the same class may be much deeper, which only its builder says. Such a
+network is kept only when it differs from the class's own (a config with its defaults adds
+nothing). The rules report each layer once (`unique_chains`, and their own keys by position), so
+a layer flagged in both stays one finding.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Any, TYPE_CHECKING
+
+import libcst as cst
+
+from gradlint.model.ir import Network
+from gradlint.source.budget import Exhausted
+from gradlint.source.engine.values import Ctor
+from gradlint.source.engine.walk import mentions
+from gradlint.source.init_walk import _InitInterpreter
+from gradlint.source.lowering import Lowerer
+
+if TYPE_CHECKING:
+    from gradlint.source.models import FileModel
+
+# A call of a name or dotted name (`GPT(`, `cfgmod.GPTConfig(`).
+_CALLED = re.compile(r"(?<![\w.])([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*)\s*\(")
+
+
+def _written(fm: FileModel) -> tuple[dict[str, str], str]:
+    """The text of each top-level function, decorators included (CPython's lines; the last
+    definition of a name, as fm.functions keeps), and that of the module's other statements
+    (its assignments and expressions, the `__main__` block)."""
+    written: dict[str, str] = {}
+    rest: list[str] = []
+    tree = getattr(getattr(fm.src, "positions", None), "tree", None)
+    if tree is None:
+        # no `ast` of the file (its positions were all resolved): libcst's own text
+        for name, fn in fm.functions.items():
+            written[name] = fm.src.code(fn)
+        return written, "".join(fm.src.code(s) for s in fm.src.module.body if isinstance(s, (cst.SimpleStatementLine, cst.If)))
+    from gradlint.text import split_lines
+
+    lines = split_lines(fm.src.text, keepends=True)
+    for node in tree.body:
+        first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", ()))])
+        text = "".join(lines[first - 1:node.end_lineno or len(lines)])
+        if type(node) is ast.FunctionDef or type(node) is ast.AsyncFunctionDef:
+            written[node.name] = text
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.Expr, ast.If)):
+            rest.append(text)
+    return written, "".join(rest)
+
+
+def _builds_with_config(fm: FileModel, text: str) -> bool:
+    """Whether `text` calls a model class of the file and a class that may be a config: one of
+    the file's other classes, or an imported class not of torch, typing or the standard library
+    (whether it is a config is decided when it is bound: ConstructCalls.config_of_call)."""
+    from gradlint.source.configs import _not_the_projects
+
+    model = config = False
+    for name in set(_CALLED.findall(text)):
+        last = name.rsplit(".", 1)[-1]
+        if not last[:1].isupper():
+            continue
+        local = fm.classes.get(name)
+        if local is not None:
+            if local.is_module:
+                model = True
+            else:
+                config = True
+            continue
+        quals = fm.imports.qualify_dotted(name)
+        if fm.configs is not None and quals and not any(_not_the_projects(q.split(".", 1)[0]) for q in quals):
+            config = True
+        if model and config:
+            return True
+    return model and config
+
+
+def _main_block(stmt: cst.CSTNode) -> bool:
+    """`if __name__ == "__main__":`"""
+    if type(stmt) is not cst.If or type(stmt.test) is not cst.Comparison or len(stmt.test.comparisons) != 1:
+        return False
+    test = stmt.test
+    sides = {type(test.left), type(test.comparisons[0].comparator)}
+    names = [s.value for s in (test.left, test.comparisons[0].comparator) if type(s) is cst.Name]
+    return type(test.comparisons[0].operator) is cst.Equal and names == ["__name__"] and cst.SimpleString in sides
+
+
+def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network]:
+    """The networks of the file's factories (above); `classes`: the networks of its classes, by
+    name, which a factory's network must differ from to be kept."""
+    text = fm.src.text
+    sequential = "Sequential" in text
+    if not sequential and not fm.configs and not any(not i.is_module for i in fm.classes.values()):
+        return []
+    written, rest = _written(fm)
+    # (name, value, where): models built, and where their network is placed
+    candidates: list[tuple[str, Any, cst.CSTNode]] = []
+    for name, fn in fm.functions.items():
+        source = written.get(name, "")
+        wanted_seq = sequential and "Sequential" in source
+        if not wanted_seq and not _builds_with_config(fm, source):
+            continue
+        cuts = fm.cuts
+        fm.meter.allow()
+        try:  # RecursionError: a statement too deep for libcst's code generator
+            if wanted_seq and not mentions(fn, "Sequential") and not _builds_with_config(fm, source):
+                continue
+            scope: dict = {}
+            fm._bind_params(list(fn.params.params), fn.params, None, {}, scope)
+            interp = _InitInterpreter(fm, scope, None)
+            fm.running = fn
+            interp.block(fn.body)
+        except (Exhausted, RecursionError):
+            continue
+        finally:
+            fm.running = None
+        if fm.cuts == cuts:
+            candidates.append((name, interp.returned, fn.name))
+    if sequential:
+        candidates.extend(_module_sequentials(fm))
+    if _builds_with_config(fm, rest):
+        candidates.extend(_module_level(fm))
+    fm.meter.allow()
+    out: list[Network] = []
+    for name, value, where in candidates:
+        network = None
+        try:
+            if isinstance(value, Ctor) and value.kind == "torch" and value.cls == "Sequential" and value.items:
+                network = _sequential(fm, name, value, where)
+            elif isinstance(value, Ctor) and value.kind == "local" and value.instance is not None and value.instance.configured:
+                network = _configured(fm, name, value, where, classes.get(value.cls))
+        except (Exhausted, RecursionError):
+            network = None
+        if network is not None:
+            out.append(network)
+    return out
+
+
+def _module_sequentials(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:
+    """`model = nn.Sequential(...)` at module level (its arguments read without the module's
+    other bindings)."""
+    found: list[tuple[str, Any, cst.CSTNode]] = []
+    for stmt in fm.src.module.body:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                cuts = fm.cuts
+                fm.meter.allow()
+                try:
+                    if (isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name)
+                            and isinstance(small.value, cst.Call) and mentions(small.value, "Sequential")):
+                        value = fm.eval(small.value, {})
+                        if fm.cuts == cuts:
+                            found.append((small.targets[0].target.value, value, small))
+                except (Exhausted, RecursionError):
+                    continue
+    return found
+
+
+def _module_level(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:
+    """The models the module binds: its top-level assignments of a call, in order, with the
+    `__main__` block's (run as a function body: what it binds last is its model)."""
+    found: list[tuple[str, Any, cst.CSTNode]] = []
+    interp = _InitInterpreter(fm, {}, None)
+    for stmt in fm.src.module.body:
+        cuts = fm.cuts
+        fm.meter.allow()
+        try:
+            if isinstance(stmt, cst.SimpleStatementLine):
+                if not all(type(s) in (cst.Assign, cst.AnnAssign, cst.Expr) for s in stmt.body):
+                    continue
+                before = dict(interp.env)
+                interp.statement(stmt)
+                where: cst.CSTNode = stmt
+            elif _main_block(stmt):
+                before = dict(interp.env)
+                interp.block(stmt.body)
+                where = stmt
+            else:
+                continue
+        except (Exhausted, RecursionError):
+            interp.env = {}
+            continue
+        if fm.cuts != cuts:
+            interp.env = {}
+            continue
+        for name, value in interp.env.items():
+            if ("." not in name and type(value) is Ctor and value.kind == "local" and value.instance is not None
+                    and value.instance.configured and before.get(name) is not value):
+                found.append((name, value, where))
+    return found
+
+
+def _sequential(fm: FileModel, name: str, value: Ctor, where: cst.CSTNode) -> Network:
+    low = Lowerer(fm)
+    value.path = ""
+    low.seen.add(id(value))
+    for i, item in enumerate(value.items):
+        low._assign(item, str(i), [])
+    nodes = low.module_nodes(value)
+    return Network(name=name, path=fm.src.path, nodes=tuple(nodes), origin=fm.src.span(where),
+                   params=tuple(low.params), recurrents=tuple(low.recurrents))
+
+
+def _configured(fm: FileModel, name: str, value: Ctor, where: cst.CSTNode, own: Network | None) -> Network | None:
+    """A model class of the file as a factory built it with a config: None when forward cannot
+    be followed, or when it is the class's own network."""
+    cuts = fm.cuts
+    inst = value.instance
+    low = Lowerer(fm)
+    low.assign_paths(inst.attrs, "", inst.type_inits)
+    paths, known, note = low.forward_paths(inst, "")
+    if fm.cuts != cuts or fm.meter.exhausted or not known or not paths or "__budget__" in inst.attrs:
+        return None
+    nodes, variants = tuple(paths[0]), tuple(tuple(p) for p in paths[1:])
+    params = tuple(low.params)
+    if own is not None and own.forward_known and (own.nodes, own.variants, own.params) == (nodes, variants, params):
+        return None
+    return Network(name=name, path=fm.src.path, nodes=nodes, origin=fm.src.span(where), params=params,
+                   recurrents=tuple(low.recurrents), forward_known=True, variants=variants, note=note)
