@@ -65,8 +65,12 @@ class ClassCtx:
 class Extractor:
     """Walks one parsed file and collects Sites, class summaries and gradcheck names."""
 
-    def __init__(self, src) -> None:
+    def __init__(self, src, project=None) -> None:
         self.src = src
+        # Module constants of other project files (configs.ConfigReader.constant), by what the
+        # file's imports make of a name: None for a text with no file (stdin, a notebook).
+        self.project = project
+        self.imported: dict[frozenset[str], V | None] = {}
         self.imports = src.imports
         self.sites: list[Site] = []
         self.classes: list[NumClass] = []
@@ -206,6 +210,21 @@ class Extractor:
                              torch_imports=self.torch_imports(),
                              functions=tuple(self.functions),
                              references=frozenset(self.references | self.class_refs))
+
+    def imported_constant(self, names: frozenset[str]) -> V | None:
+        """A plain constant of another project module that `names` (what the file's imports make
+        of a name or an attribute) stands for, as a constant value; None when it is not one
+        (source/constants.py: the same rule as `_module_value`, in that module)."""
+        if self.project is None or not names:
+            return None
+        if names in self.imported:
+            return self.imported[names]
+        from gradlint.source.constants import NOT_KNOWN
+        from gradlint.source.numerics_eval import _plain
+
+        value = self.project.constant(names)
+        got = self.imported[names] = None if value is NOT_KNOWN else _plain(value)
+        return got
 
     def _module_value(self, name: str, v: V) -> V:
         """A module-level name as functions read it: its plain value only when every binding of
@@ -889,6 +908,7 @@ def _wraps(node: cst.BaseExpression) -> bool:
     return not (isinstance(node, cst.Name | cst.Attribute | cst.Call | cst.Subscript) or node.lpar)
 
 
-def extract(src) -> NumericsFacts:
-    """Numerics facts of one parsed file (gradlint.source.SourceFile)."""
-    return Extractor(src).run()
+def extract(src, project=None) -> NumericsFacts:
+    """Numerics facts of one parsed file (gradlint.source.SourceFile); `project`: the reader of
+    other files of its project (configs.ConfigReader), for the constants it imports."""
+    return Extractor(src, project).run()
