@@ -143,18 +143,73 @@ def test_cache_entries_follow_the_constant(tmp_path):
     (the facts entry and the result entry depend on consts.py and on the re-exporting __init__)."""
     root = tmp_path / "p"
     shutil.copytree(CONSTS, root)
+    lines = (root / "train.py").read_text().splitlines()
+    zero, floor, no_eps = (1 + next(i for i, t in enumerate(lines) if key in t)
+                           for key in ("p + ZERO", "consts.FLOOR", "consts.no_eps()"))
     first = _findings(["."], root, cache=True)
-    assert ("train.py", 13, "GL302") in first
+    assert {("train.py", n, "GL302") for n in (zero, floor, no_eps)} <= set(first)
     consts = root / "lossy" / "consts.py"
     consts.write_text(consts.read_text().replace("ZERO = 0.0", "ZERO = 1e-6"))
     for paths in (["train.py"], ["."]):
         again = _findings(paths, root, cache=True)
-        assert ("train.py", 13, "GL302") not in again and ("train.py", 23, "GL302") not in again
+        assert not {("train.py", n, "GL302") for n in (zero, floor, no_eps)} & set(again)
         assert again == [f for f in _findings(paths, root, cache=False)]
     # the re-export changes: `from lossy import ZERO` is another module's constant now
     (root / "lossy" / "zeros.py").write_text("ZERO = 0\n")
     init = root / "lossy" / "__init__.py"
     init.write_text(init.read_text().replace("from .consts import EPS, ZERO", "from .consts import EPS\nfrom .zeros import ZERO"))
     again = _findings(["train.py"], root, cache=True)
-    assert ("train.py", 13, "GL302") in again
+    assert ("train.py", zero, "GL302") in again and ("train.py", floor, "GL302") not in again
     assert again == _findings(["train.py"], root, cache=False)
+
+
+# -- a plain value a function without parameters returns (`def eps(): return 0.0`) ----------------
+_BCE = "\n\ndef bce(z, y):\n    p = torch.sigmoid(z)\n    return -(y * torch.log(p + {call})).mean()\n"
+
+
+def _gl302(src: str, **files: str) -> list[str]:
+    from gradlint.api import check_source
+
+    found = check_source(src, Config(select=("GL302",)), path="train.py", extra_files=files or None)
+    return [f.code for f in found]
+
+
+@pytest.mark.parametrize("head, flagged", [
+    ("def eps():\n    \"\"\"The guard.\"\"\"\n    return 0.0\n", True),
+    ("ZERO = 0.0\n\n\ndef eps():\n    return ZERO * 2\n", True),  # a module constant, read when it runs
+    ("def eps():\n    return 1e-8\n", False),
+    ("def eps(x=0.0):\n    return x\n", False),  # a parameter
+    ("import functools\n\n\n@functools.lru_cache\ndef eps():\n    return 0.0\n", False),  # a decorator
+    ("def eps():\n    print('x')\n    return 0.0\n", False),  # more than a return
+    ("def eps():\n    return 0.0\n\n\neps = lambda: 1.0\n", False),  # rebound
+    ("E = 0.0\n\n\ndef eps():\n    return E\n\n\ndef relax(v):\n    global E\n    E = v\n", False),
+])
+def test_a_function_that_returns_a_plain_value(head, flagged):
+    """In its own file and imported from another (`from consts import eps`, `consts.eps()`): the
+    same rule, the same answer."""
+    expected = ["GL302"] if flagged else []
+    assert _gl302("import torch\n\n\n" + head + _BCE.format(call="eps()")) == expected
+    assert _gl302("import torch\nfrom consts import eps\n" + _BCE.format(call="eps()"), **{"consts.py": head}) == expected
+    assert _gl302("import torch\nimport consts\n" + _BCE.format(call="consts.eps()"), **{"consts.py": head}) == expected
+
+
+def test_another_def_of_the_name_in_the_file_makes_it_unknown_there():
+    # in its own file a `def eps` anywhere (a method, a nested def the walk does not bind) may be
+    # the one a call reads; from another file, `consts.eps` is the module's function
+    head = "def eps():\n    return 0.0\n\n\nclass K:\n    def eps(self):\n        return 1.0\n"
+    assert _gl302("import torch\n\n\n" + head + _BCE.format(call="eps()")) == []
+    assert _gl302("import torch\nfrom consts import eps\n" + _BCE.format(call="eps()"), **{"consts.py": head}) == ["GL302"]
+    inner = "import torch\n\n\ndef eps():\n    return 0.0\n" + _BCE.format(call="eps()").replace(
+        "    p = torch.sigmoid(z)\n", "    def eps():\n        return 1.0\n\n    p = torch.sigmoid(z)\n")
+    assert _gl302(inner) == []
+
+
+def test_a_call_with_arguments_or_of_a_closure_is_not_the_functions_value():
+    assert _gl302("import torch\nfrom consts import eps\n" + _BCE.format(call="eps(1)"),
+                  **{"consts.py": "def eps(*a):\n    return 0.0\n"}) == []
+    # the enclosing function's `eps` shadows the module's for the nested one
+    nested = ("import torch\n\n\ndef eps():\n    return 0.0\n\n\ndef outer():\n    eps = lambda: 1.0\n\n"
+              "    def bce(z, y):\n        p = torch.sigmoid(z)\n        return -(y * torch.log(p + eps())).mean()\n\n"
+              "    return bce\n")
+    assert _gl302(nested) == []
+    assert _gl302(nested.replace("    eps = lambda: 1.0\n", "")) == ["GL302"]

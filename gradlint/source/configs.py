@@ -274,11 +274,12 @@ class ConfigReader:
             return None
         return where, cls
 
-    def constant(self, names: frozenset[str]) -> Any:
+    def constant(self, names: frozenset[str], call: bool = False) -> Any:
         """The plain value of a name this file imports from another project module (`names`: what
         the file's imports make of it, relative targets kept: '.consts.EPS'), held to the rule of
-        a module constant in its own file (source/constants.py); `constants.NOT_KNOWN` when it is
-        not one value of the project. The files looked at become the facts' `depends`."""
+        a module constant in its own file (source/constants.py); `call`: what calling it with no
+        arguments gives (`def eps(): return 0.0`); `constants.NOT_KNOWN` when it is not one value
+        of the project. The files looked at become the facts' `depends`."""
         from gradlint.source.constants import NOT_KNOWN, Lookup
         from gradlint.source.engine.tensors import same_value
 
@@ -293,7 +294,7 @@ class ConfigReader:
         for q in sorted(names):
             target = self._absolute(here, q) if here is not None else ""
             self._constants.steps = index.steps = 0
-            found.append(self._constants.qualified(target) if target else NOT_KNOWN)
+            found.append(self._constants.qualified(target, 0, call) if target else NOT_KNOWN)
         first = found[0]
         return first if all(v is not NOT_KNOWN and same_value(first, v) for v in found) else NOT_KNOWN
 

@@ -107,7 +107,10 @@ def bindings(tree: ast.Module, data: bytes) -> dict[str, tuple]:
                 # `import a.b as c` binds c to a.b; `import a.b` binds a
                 local = alias.asname or alias.name.split(".", 1)[0]
                 out.setdefault(local, []).append(("module", alias.name if alias.asname else local))
-        elif kind in (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef):
+        elif kind is ast.FunctionDef:
+            value = _returned_plain(node)
+            out.setdefault(node.name, []).append(("function", value) if value is not None else _OTHER)
+        elif kind in (ast.AsyncFunctionDef, ast.ClassDef):
             other([node.name])
         elif kind is ast.Delete:
             other(n for t in node.targets for n in _names_in(t))
@@ -141,6 +144,22 @@ def bindings(tree: ast.Module, data: bytes) -> dict[str, tuple]:
     return {k: tuple(v) for k, v in out.items()}
 
 
+def _returned_plain(fn: ast.FunctionDef) -> ast.expr | None:
+    """The expression of `def f(): return <expr>` (a docstring allowed before it): no parameters,
+    no decorators, nothing else, the expression plain-looking; None for any other function
+    (numerics._returned_plain, in the importing file's own walk)."""
+    a = fn.args
+    if fn.decorator_list or a.args or a.posonlyargs or a.kwonlyargs or a.vararg or a.kwarg:
+        return None
+    body = fn.body
+    if len(body) == 2 and type(body[0]) is ast.Expr and type(body[0].value) is ast.Constant \
+            and type(body[0].value.value) is str:
+        body = body[1:]
+    if len(body) != 1 or type(body[0]) is not ast.Return or body[0].value is None:
+        return None
+    return body[0].value if _plain_looking(body[0].value) else None
+
+
 class Lookup:
     """The plain values of names of other project modules, for one extraction.
 
@@ -151,12 +170,13 @@ class Lookup:
     def __init__(self, module: Callable[[str], Any], own: str) -> None:
         self.module = module
         self.own = own
-        self.memo: dict[tuple[str, str], Any] = {}
+        self.memo: dict[tuple[str, str, bool], Any] = {}
         self.steps = 0
 
-    def qualified(self, text: str, depth: int = 0) -> Any:
+    def qualified(self, text: str, depth: int = 0, call: bool = False) -> Any:
         """The value of `pkg.consts.EPS` (absolute): the longest prefix that is a project module,
-        then the one name left in it; NOT_KNOWN otherwise."""
+        then the one name left in it; `call`: what calling it with no arguments gives (`def eps():
+        return 0.0`); NOT_KNOWN otherwise."""
         parts = text.split(".")
         for i in range(len(parts) - 1, 0, -1):
             self.steps += 1
@@ -165,18 +185,18 @@ class Lookup:
             name = ".".join(parts[:i])
             if self.module(name) is None:
                 continue
-            return self.value(name, parts[i], depth) if i == len(parts) - 1 else NOT_KNOWN
+            return self.value(name, parts[i], depth, call) if i == len(parts) - 1 else NOT_KNOWN
         return NOT_KNOWN
 
-    def value(self, module: str, name: str, depth: int = 0) -> Any:
-        key = (module, name)
+    def value(self, module: str, name: str, depth: int = 0, call: bool = False) -> Any:
+        key = (module, name, call)
         if key in self.memo:
             return self.memo[key]
         self.memo[key] = NOT_KNOWN  # a cycle of names resolves to nothing
-        got = self.memo[key] = self._value(module, name, depth)
+        got = self.memo[key] = self._value(module, name, depth, call)
         return got
 
-    def _value(self, module: str, name: str, depth: int) -> Any:
+    def _value(self, module: str, name: str, depth: int, call: bool) -> Any:
         self.steps += 1
         found = self.module(module) if module != self.own else None
         if found is None or depth > MAX_DEPTH or self.steps > MAX_STEPS:
@@ -185,14 +205,19 @@ class Lookup:
         entries = table.get(name)
         if not entries:
             # reached by a `*` import: only when exactly one of them binds it
-            values = [v for v in (self.qualified(f"{absolute(s)}.{name}", depth + 1) for s in stars)
+            values = [v for v in (self.qualified(f"{absolute(s)}.{name}", depth + 1, call) for s in stars)
                       if v is not NOT_KNOWN]
             return values[0] if len(stars) == 1 and values else NOT_KNOWN
         if entries[0][0] == "import":
             if len(entries) != 1:
                 return NOT_KNOWN
             target = absolute(entries[0][1])
-            return self.qualified(target, depth + 1) if target else NOT_KNOWN
+            return self.qualified(target, depth + 1, call) if target else NOT_KNOWN
+        if call:
+            # a function bound once, read as its module's names are when it runs
+            if len(entries) != 1 or entries[0][0] != "function":
+                return NOT_KNOWN
+            return self.fold(entries[0][1], module, table, absolute, depth)
         if any(e[0] != "expr" for e in entries):
             return NOT_KNOWN
         values = [self.fold(e[1], module, table, absolute, depth) for e in entries]

@@ -125,6 +125,10 @@ class LogOfProbability(SiteRule):
                 "    p = torch.softmax(z, -1)\n    return -(y * torch.log(p.clamp(min=consts.LO))).sum(-1).mean()\n",
                 files=(("consts/__init__.py", "from .bounds import LO\n"), ("consts/bounds.py", "LO = -1.0 + 1.0\n")),
                 note="a lower bound of another file, re-exported by its package, that folds to 0"),
+        Example("import torch\nfrom consts import eps\n\n\ndef bce(z, y):\n"
+                "    p = torch.sigmoid(z)\n    return -(y * torch.log(p + eps())).mean()\n",
+                files=(("consts.py", "def eps():\n    return 0.0\n"),),
+                note="a function of another file that returns 0 as the eps"),
         Example("import torch\nimport torch.nn.functional as F\n\n\n"
                 "def nll(probs, target):\n    return F.nll_loss(torch.log(probs), target)\n",
                 files=(("train.py", "import torch\nfrom example import nll\n\n\n"
@@ -166,6 +170,10 @@ class LogOfProbability(SiteRule):
                 "    p = torch.sigmoid(z)\n    return -(y * torch.log(p + ZERO)).mean()\n",
                 files=(("consts.py", "import os\n\nZERO = 0.0\nif os.environ.get('SAFE'):\n    ZERO = 1e-8\n"),),
                 note="a constant of another file bound to two values there: not known"),
+        Example("import torch\nfrom consts import eps\n\n\ndef bce(z, y):\n"
+                "    p = torch.sigmoid(z)\n    return -(y * torch.log(p + eps())).mean()\n",
+                files=(("consts.py", "def eps(scale=1.0):\n    return 0.0 * scale + 1e-8 * scale\n"),),
+                note="a function with a parameter: what it returns is not followed"),
         Example("import torch\nimport torch.nn.functional as F\n\n\n"
                 "def nll(probs, target):\n    return F.nll_loss(torch.log(probs), target)\n\n\n"
                 "def step(z, counts, y):\n"
