@@ -153,6 +153,8 @@ def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str], dict[st
     if symbols is None:
         return None
     modules: set[str] = set()
+    # (the walk of every class below only where the text can hold what it looks for)
+    may_set = b"setattr" in data or b"__dict__" in data
     for node in tree.body:
         if not isinstance(node, ast.ClassDef):
             continue
@@ -160,7 +162,7 @@ def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str], dict[st
         if any(isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.name == "forward" for f in node.body) or any(
                 canonical(b).endswith(("Module", "Sequential", "ModuleList", "ModuleDict")) or b in modules for b in bases):
             modules.add(node.name)
-        elif any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "setattr"
+        elif may_set and any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "setattr"
                  or isinstance(n, ast.Attribute) and n.attr == "__dict__" for n in ast.walk(node)):
             # its methods may set any name on self: as a base it gives nothing (class_layer), and
             # its file is not parsed for that (transformers' PreTrainedConfig and its mixins)

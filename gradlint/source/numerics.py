@@ -71,6 +71,9 @@ class Extractor:
         # file's imports make of a name: None for a text with no file (stdin, a notebook).
         self.project = project
         self.imported: dict[tuple[frozenset[str], bool], V | None] = {}
+        # expressions whose value nothing reads (an `if`/`while` test, an expression statement:
+        # `if is_available():`, `xm.mark_step()`): no other file is read for them
+        self.discarded: set[int] = set()
         self.imports = src.imports
         self.sites: list[Site] = []
         self.classes: list[NumClass] = []
@@ -223,7 +226,8 @@ class Extractor:
         no arguments gives (`def eps(): return 0.0` there); None when it is not one
         (source/constants.py: the same rules as `_module_value` and `function_value`, in that
         module)."""
-        if self.project is None or not names:
+        last = next(iter(names)).rpartition(".")[2] if names else ""
+        if self.project is None or not names or _class_like(last) or last.startswith("__"):
             return None
         key = (names, call)
         if key in self.imported:
@@ -561,6 +565,12 @@ def _reads_self_requires_grad(cls: cst.ClassDef) -> bool:
     return uses > stores
 
 
+def _class_like(name: str) -> bool:
+    """A name in CapWords (`Identity`, `PreTrainedModel`): a class by convention, never looked for
+    as a constant of another file (reading its file would only make it a dependency)."""
+    return name[:1].isupper() and any(c.islower() for c in name)
+
+
 def _returned_plain(fn: cst.FunctionDef) -> cst.BaseExpression | None:
     """The expression of `def f(): return <expr>` (a docstring allowed before it): no parameters,
     no decorators, nothing else; None for any other function."""
@@ -760,8 +770,17 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             self.x.walk_class(node, self.quiet)
 
     def condition(self, stmt: cst.If) -> bool | None:
+        self.x.discarded.add(id(stmt.test))
         self.ev(stmt.test)
         return None
+
+    def expr_stmt(self, small: cst.Expr) -> None:
+        self.x.discarded.add(id(small.value))
+        self.ev(small.value)
+
+    def while_stmt(self, stmt: cst.While) -> None:
+        self.x.discarded.add(id(stmt.test))
+        super().while_stmt(stmt)
 
     def fork(self) -> dict[str, V]:
         return dict(self.env)

@@ -139,7 +139,7 @@ class TensorCalls:
         self._record_passed(node)
         names = self.x.q(func)
         if names:
-            if not node.args:
+            if not node.args and id(node) not in self.x.discarded:
                 known = self.x.imported_constant(names, call=True)  # `from .consts import eps; eps()`
                 if known is not None:
                     return known

@@ -162,7 +162,7 @@ class TensorEval:
                 fn = _function_value(names)
                 if fn is not None:
                     return fn
-                if id(node) not in self.x.callees:
+                if id(node) not in self.x.callees and id(node) not in self.x.discarded:
                     known = self.x.imported_constant(names)  # `from .consts import EPS`
                     if known is not None:
                         return known
@@ -294,7 +294,7 @@ class TensorEval:
         if names:
             known = constant(node)  # `math.pi`, `torch.inf`: a number of the module
             found = _function_value(names) or (_plain(known) if known is not None else None)
-            if found is None and id(node) not in self.x.callees:
+            if found is None and id(node) not in self.x.callees and id(node) not in self.x.discarded:
                 found = self.x.imported_constant(names)  # `consts.EPS`, `import pkg.consts as c; c.EPS`
             return found or UNKNOWN
         base = self.ev(node.value)
