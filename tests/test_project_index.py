@@ -28,6 +28,9 @@ PLAINMAIN = PROJECTS / "plainmain"
 
 # models whose depth comes from config classes of other files (source/configs.py)
 CONFIGS = FIXTURES / "architecture" / "crossfile_config"
+# guards that are module constants of other files (source/constants.py); GL306/GL307 are off by default
+CONSTS = FIXTURES / "numerics" / "crossfile_consts"
+EXTRA_RULES = {CONSTS: ("GL306", "GL307")}
 EXPECT = re.compile(r"#\s*expect:\s*([A-Z0-9, ]+)")
 
 
@@ -43,7 +46,7 @@ def expected(path: Path) -> list[tuple[int, str]]:
 def findings_for(root: Path, checked: list[str], file: str, monkeypatch) -> list[tuple[int, int, str, str]]:
     monkeypatch.chdir(root)
     # GL406 is off by default; these fixtures test that its gradchecks resolve across the project
-    result = check_paths(checked, Config(root=str(root), extend_select=("GL406",)), use_cache=False, jobs=1)
+    result = check_paths(checked, Config(root=str(root), extend_select=("GL406",) + EXTRA_RULES.get(root, ())), use_cache=False, jobs=1)
     assert not result.internal_errors, [r.internal_error for r in result.internal_errors]
     return sorted((f.span.line, f.span.column, f.code, f.message) for f in result.findings
                   if Path(f.path).as_posix() == file)
@@ -53,7 +56,7 @@ def project_files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py"))
 
 
-@pytest.mark.parametrize("root", [TWOPKG, SRCLAYOUT, NOGRAD, PLAINMAIN, CONFIGS], ids=lambda p: p.name)
+@pytest.mark.parametrize("root", [TWOPKG, SRCLAYOUT, NOGRAD, PLAINMAIN, CONFIGS, CONSTS], ids=lambda p: p.name)
 def test_same_findings_alone_with_its_folder_and_with_the_project(root, monkeypatch):
     whole = {f: findings_for(root, ["."], f, monkeypatch) for f in project_files(root)}
     for file in project_files(root):

@@ -402,9 +402,10 @@ def extract_facts(src: SourceFile, tree=None, *, models_only: bool = False, call
             configs = ConfigReader(origin, symbols)
         networks, classes = models.extract(src, configs)
         facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes,
-                          symbols=symbols, depends=configs.depends() if configs is not None else ())
-        if models_only:
-            return facts
-        facts.numerics = numerics.extract(src)
-        facts.training = loops.extract(src)
+                          symbols=symbols)
+        if not models_only:
+            facts.numerics = numerics.extract(src, configs)
+            facts.training = loops.extract(src)
+        # every file the config classes and the imported constants were looked for in
+        facts.depends = configs.depends() if configs is not None else ()
     return facts

@@ -154,6 +154,7 @@ class _Files:
         self.paths: dict[str, str] = {}
         self.modules_like: dict[str, frozenset[str]] = {}  # module -> its classes that are modules
         self.configs_like: dict[str, frozenset[str]] = {}  # module -> its classes shaped as configs
+        self.bindings: dict[str, dict[str, tuple]] = {}  # module -> its top-level bindings (constants.py)
 
     def load(self, module: str) -> tuple[FileFacts, bool] | None:
         if not module or any(not p.isidentifier() for p in module.split(".")) or self.reader.full():
@@ -177,6 +178,7 @@ class _Files:
                 self.paths[module] = cand
                 self.modules_like[module] = got[1]
                 self.configs_like[module] = got[2]
+                self.bindings[module] = got[3]
                 return got[0], cand.endswith("__init__.py")
         return None
 
@@ -184,12 +186,13 @@ class _Files:
         return []
 
 
-def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str], frozenset[str]] | None:
+def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str], frozenset[str], dict[str, tuple]] | None:
     """A module's top-level names (CPython's `ast`, which runs nothing), the classes of it that
     are modules, not configs: one that defines `forward` or derives from a `...Module`, a
     `Sequential` or such a class of the file (the config's file is parsed by libcst only for a
     class that may be a config: `config: PreTrainedModel` would parse all of modeling_utils.py),
-    and those shaped as configs (`_config_shaped`)."""
+    those shaped as configs (`_config_shaped`), and the bindings of each top-level name
+    (`constants.bindings`: its plain constants, for other files' numerics)."""
     import ast
 
     from gradlint.source.index import module_symbols
@@ -204,6 +207,8 @@ def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str], frozens
         return None
     modules: set[str] = set()
     shaped: set[str] = set()
+    # (the walk of every class below only where the text can hold what it looks for)
+    may_set = b"setattr" in data or b"__dict__" in data
     for node in tree.body:
         if not isinstance(node, ast.ClassDef):
             continue
@@ -211,14 +216,17 @@ def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str], frozens
         if any(isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.name == "forward" for f in node.body) or any(
                 canonical(b).endswith(("Module", "Sequential", "ModuleList", "ModuleDict")) or b in modules for b in bases):
             modules.add(node.name)
-        elif any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "setattr"
+        elif may_set and any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "setattr"
                  or isinstance(n, ast.Attribute) and n.attr == "__dict__" for n in ast.walk(node)):
             # its methods may set any name on self: as a base it gives nothing (class_layer), and
             # its file is not parsed for that (transformers' PreTrainedConfig and its mixins)
             modules.add("." + node.name)
         if node.name not in modules and _config_shaped(node, bases, shaped):
             shaped.add(node.name)
-    return FileFacts(path=path, kind="python", symbols=symbols), frozenset(modules), frozenset(shaped)
+    from gradlint.source.constants import bindings
+
+    return (FileFacts(path=path, kind="python", symbols=symbols), frozenset(modules), frozenset(shaped),
+            bindings(tree, data))
 
 
 def _config_shaped(node: Any, bases: list[str], shaped: set[str]) -> bool:
@@ -292,6 +300,7 @@ class ConfigReader:
         self._files: _Files | None = None
         self._module = ""
         self._found_module = ""  # the module of the class `find` found last
+        self._constants: Any = None  # constants.Lookup, made by the first `constant`
 
     def full(self) -> bool:
         return len(self.seen) >= MAX_CONFIG_FILES
@@ -343,6 +352,55 @@ class ConfigReader:
         if where is None or os.path.abspath(where) == self.path:
             return None
         return where, cls
+
+    def constant(self, names: frozenset[str], call: bool = False) -> Any:
+        """The plain value of a name this file imports from another project module (`names`: what
+        the file's imports make of it, relative targets kept: '.consts.EPS'), held to the rule of
+        a module constant in its own file (source/constants.py); `call`: what calling it with no
+        arguments gives (`def eps(): return 0.0`); `constants.NOT_KNOWN` when it is not one value
+        of the project. The files looked at become the facts' `depends`."""
+        from gradlint.source.constants import NOT_KNOWN, Lookup
+        from gradlint.source.engine.tensors import same_value
+
+        if self.symbols is None or not names or any(
+                not q.startswith(".") and _not_the_projects(q.split(".", 1)[0]) for q in names):
+            return NOT_KNOWN
+        index, _files = self._resolver()
+        if self._constants is None:
+            self._constants = Lookup(self._constant_module, self._module)
+        here = index.module(self._module)
+        found: list[Any] = []
+        for q in sorted(names):
+            target = self._absolute(here, q) if here is not None else ""
+            self._constants.steps = index.steps = 0
+            found.append(self._constants.qualified(target, 0, call) if target else NOT_KNOWN)
+        first = found[0]
+        return first if all(v is not NOT_KNOWN and same_value(first, v) for v in found) else NOT_KNOWN
+
+    def _constant_module(self, name: str) -> tuple | None:
+        """constants.Lookup's view of project module `name`: its bindings, its `*` imports and how
+        its import targets read as absolute names; None when it is no project file read here."""
+        assert self._index is not None and self._files is not None
+        mod = self._index.module(name)
+        table = self._files.bindings.get(name) if mod is not None else None
+        if mod is None or table is None:
+            return None
+        return table, mod.star, lambda target: self._absolute(mod, target)
+
+    def _absolute(self, mod: Any, target: str) -> str:
+        """An import target of module `mod` as an absolute name: relative ones from its package, a
+        script's sibling (`from consts import EPS`) when no top-level module has that name; ''
+        for torch, typing, numpy and the standard library (never looked up)."""
+        from gradlint.facts.project import absolute
+
+        if target.startswith("."):
+            return absolute(mod, target)
+        head = target.split(".", 1)[0]
+        if _not_the_projects(head):
+            return ""
+        if mod.package and self._index is not None and self._index.module(head) is None:
+            return f"{mod.package}.{target}"
+        return target
 
     def values(self, text: str, qualified: frozenset[str], layer: bool = False, args: tuple | None = None) -> dict | None:
         """The plain values of an instance of the config class `text` names, built with no

@@ -66,8 +66,15 @@ class ClassCtx:
 class Extractor:
     """Walks one parsed file and collects Sites, class summaries and gradcheck names."""
 
-    def __init__(self, src) -> None:
+    def __init__(self, src, project=None) -> None:
         self.src = src
+        # Module constants of other project files (configs.ConfigReader.constant), by what the
+        # file's imports make of a name: None for a text with no file (stdin, a notebook).
+        self.project = project
+        self.imported: dict[tuple[frozenset[str], bool], V | None] = {}
+        # expressions whose value nothing reads (an `if`/`while` test, an expression statement:
+        # `if is_available():`, `xm.mark_step()`): no other file is read for them
+        self.discarded: set[int] = set()
         self.imports = src.imports
         self.sites: list[Site] = []
         self.classes: list[NumClass] = []
@@ -99,6 +106,11 @@ class Extractor:
         # references of the facts, not of this file's own binding (which never counted them)
         self.class_refs: set[str] = set()
         self.def_names: set[str] = set()
+        self.def_counts: dict[str, int] = {}  # functions of each name, at any level
+        # top-level functions whose call is a plain value (`def eps(): return 0.0`), by name:
+        # `function_value`; filled once the module body is walked
+        self.module_functions: dict[str, cst.FunctionDef] = {}
+        self.function_values: dict[str, V | None] = {}
         self.ref_names: frozenset[str] = frozenset()
         self.callees: set[int] = set()
         self.path: list[str] = []
@@ -193,6 +205,7 @@ class Extractor:
         # Functions and classes after the module body: a model or criterion defined below a
         # function is still the global that function uses.
         self.globals = {k: self._module_value(k, v) for k, v in top.env.items() if "." not in k}
+        self.module_functions = {n.name.value: n for n in top.module_defs if type(n) is cst.FunctionDef}
         for node in top.module_defs:
             self._walk_unit(node)
             if isinstance(node, cst.FunctionDef):
@@ -207,6 +220,53 @@ class Extractor:
                              torch_imports=self.torch_imports(),
                              functions=tuple(self.functions),
                              references=frozenset(self.references | self.class_refs))
+
+    def imported_constant(self, names: frozenset[str], call: bool = False) -> V | None:
+        """A plain constant of another project module that `names` (what the file's imports make
+        of a name or an attribute) stands for, as a constant value; `call`: what calling it with
+        no arguments gives (`def eps(): return 0.0` there); None when it is not one
+        (source/constants.py: the same rules as `_module_value` and `function_value`, in that
+        module)."""
+        last = next(iter(names)).rpartition(".")[2] if names else ""
+        if self.project is None or not names or _class_like(last) or last.startswith("__"):
+            return None
+        key = (names, call)
+        if key in self.imported:
+            return self.imported[key]
+        from gradlint.source.constants import NOT_KNOWN
+        from gradlint.source.numerics_eval import _plain
+
+        value = self.project.constant(names, call)
+        got = self.imported[key] = None if value is NOT_KNOWN else _plain(value)
+        return got
+
+    def function_value(self, name: str) -> V | None:
+        """What calling top-level function `name` of this file with no arguments gives, when it is
+        a plain value: a function without parameters or decorators whose body is one `return`
+        (after a docstring), the only binding of its name in the file (no other `def`, assignment,
+        import or `global` of it), its value read as the function reads module names; None
+        otherwise (source/constants.py holds other files' functions to the same rule)."""
+        if name in self.function_values:
+            return self.function_values[name]
+        self.function_values[name] = None  # a function that calls itself
+        fn = self.module_functions.get(name)
+        expr = _returned_plain(fn) if fn is not None else None
+        if expr is None or self.def_counts.get(name) != 1 or name in self.module_values or name in self.global_names \
+                or name in self.local_classes or name in self.imports.names:
+            return None
+        walk = FunctionWalk(self, name, None, quiet=True)
+        seen = set(self.references), set(self.class_refs)
+        self.muted += 1
+        try:
+            value = walk.ev(expr).value
+        finally:
+            self.muted -= 1
+            # read ahead of its calls: the names it reads are no references of the file's own
+            self.references, self.class_refs = seen
+        from gradlint.source.numerics_eval import _plain
+
+        got = self.function_values[name] = None if value is UNKNOWN else _plain(value)
+        return got
 
     def _module_value(self, name: str, v: V) -> V:
         """A module-level name as functions read it: its plain value only when every binding of
@@ -323,6 +383,7 @@ class Extractor:
             node = stack.pop()
             if type(node) is cst.FunctionDef:
                 self.def_names.add(node.name.value)
+                self.def_counts[node.name.value] = self.def_counts.get(node.name.value, 0) + 1
             if type(node) is cst.ClassDef:
                 self.local_classes.add(node.name.value)
                 bases = self.base_names(node)
@@ -505,6 +566,60 @@ def _reads_self_requires_grad(cls: cst.ClassDef) -> bool:
     return uses > stores
 
 
+def _class_like(name: str) -> bool:
+    """A name in CapWords (`Identity`, `PreTrainedModel`): a class by convention, never looked for
+    as a constant of another file (reading its file would only make it a dependency)."""
+    return name[:1].isupper() and any(c.islower() for c in name)
+
+
+def _returned_plain(fn: cst.FunctionDef) -> cst.BaseExpression | None:
+    """The expression of `def f(): return <expr>` (a docstring allowed before it): no parameters,
+    no decorators, nothing else; None for any other function."""
+    ps = fn.params
+    if fn.decorators or fn.asynchronous or ps.params or ps.posonly_params or ps.kwonly_params or \
+            isinstance(ps.star_arg, cst.Param) or ps.star_kwarg is not None:
+        return None
+    body = list(suite(fn.body))
+    if len(body) == 2 and type(body[0]) is cst.SimpleStatementLine and len(body[0].body) == 1 and \
+            type(body[0].body[0]) is cst.Expr and isinstance(body[0].body[0].value, cst.SimpleString | cst.ConcatenatedString):
+        body = body[1:]
+    if len(body) != 1 or not isinstance(body[0], cst.SimpleStatementLine | cst.SimpleStatementSuite) or \
+            len(body[0].body) != 1 or type(body[0].body[0]) is not cst.Return:
+        return None
+    value = body[0].body[0].value
+    return value if value is not None and _plain_looking(value) else None
+
+
+_PLAIN_NODES = (cst.Name, cst.Attribute, cst.Integer, cst.Float, cst.SimpleString, cst.UnaryOperation,
+                cst.BinaryOperation, cst.Tuple, cst.Element, cst.Call, cst.Arg)
+
+
+def _plain_looking(node: cst.BaseExpression) -> bool:
+    """Only names, attributes, literals, arithmetic, tuples and `float(x)`-style calls (what can
+    fold to a plain value, and whose evaluation records no call of the project), small."""
+    stack: list[cst.CSTNode] = [node]
+    count = 0
+    while stack:
+        n = stack.pop()
+        count += 1
+        if count > 64 or not isinstance(n, _PLAIN_NODES):
+            return False
+        if type(n) is cst.Call:
+            if not (type(n.func) is cst.Name and n.func.value in ("float", "int", "bool") and len(n.args) == 1
+                    and n.args[0].keyword is None and not n.args[0].star):
+                return False
+            stack.append(n.args[0].value)
+        elif type(n) is cst.Attribute:
+            stack.append(n.value)
+        elif type(n) is cst.UnaryOperation:
+            stack.append(n.expression)
+        elif type(n) is cst.BinaryOperation:
+            stack.extend((n.left, n.right))
+        elif type(n) is cst.Tuple:
+            stack.extend(e.value for e in n.elements)
+    return True
+
+
 def _all_none(node: cst.BaseExpression) -> bool:
     if isinstance(node, cst.Name):
         return node.value == "None"
@@ -515,6 +630,10 @@ def _all_none(node: cst.BaseExpression) -> bool:
 
 class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWalker):
     """Walks one function body in order, keeping the environment of abstract values."""
+
+    # the names the functions enclosing this one bind: such a name is the closure's, so a call of
+    # it is not the top-level function's plain value (Extractor.function_value)
+    enclosing: frozenset[str] = frozenset()
 
     def __init__(self, x: Extractor, name: str, cls: ClassCtx | None, *, quiet: bool,
                  globals_: dict[str, V] | None = None) -> None:
@@ -612,8 +731,10 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         if self.deferred:
             closure = self._closure_globals()
         for fn in self.deferred:
-            FunctionWalk(self.x, fn.name.value, None, quiet=self.quiet or quiet_function(fn.name.value),
-                         globals_=closure).run_function(fn)
+            nested = FunctionWalk(self.x, fn.name.value, None, quiet=self.quiet or quiet_function(fn.name.value),
+                                  globals_=closure)
+            nested.enclosing = self.enclosing | frozenset(self.env)
+            nested.run_function(fn)
         self.deferred = []
 
     def _closure_globals(self) -> dict[str, V]:
@@ -650,8 +771,17 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             self.x.walk_class(node, self.quiet)
 
     def condition(self, stmt: cst.If) -> bool | None:
+        self.x.discarded.add(id(stmt.test))
         self.ev(stmt.test)
         return None
+
+    def expr_stmt(self, small: cst.Expr) -> None:
+        self.x.discarded.add(id(small.value))
+        self.ev(small.value)
+
+    def while_stmt(self, stmt: cst.While) -> None:
+        self.x.discarded.add(id(stmt.test))
+        super().while_stmt(stmt)
 
     def fork(self) -> dict[str, V]:
         return dict(self.env)
@@ -890,6 +1020,7 @@ def _wraps(node: cst.BaseExpression) -> bool:
     return not (isinstance(node, cst.Name | cst.Attribute | cst.Call | cst.Subscript) or node.lpar)
 
 
-def extract(src) -> NumericsFacts:
-    """Numerics facts of one parsed file (gradlint.source.SourceFile)."""
-    return Extractor(src).run()
+def extract(src, project=None) -> NumericsFacts:
+    """Numerics facts of one parsed file (gradlint.source.SourceFile); `project`: the reader of
+    other files of its project (configs.ConfigReader), for the constants it imports."""
+    return Extractor(src, project).run()

@@ -158,9 +158,14 @@ class TensorEval:
                     self.x.class_refs.add(node.value)
                 return UNKNOWN
             if node.value in self.x.imports.names:
-                fn = _function_value(self.x.q(node))
+                names = self.x.q(node)
+                fn = _function_value(names)
                 if fn is not None:
                     return fn
+                if id(node) not in self.x.callees and id(node) not in self.x.discarded:
+                    known = self.x.imported_constant(names)  # `from .consts import EPS`
+                    if known is not None:
+                        return known
             if node.value.isupper() and len(node.value) > 1:
                 return V(const=True)
             return UNKNOWN
@@ -288,7 +293,10 @@ class TensorEval:
         names = self.x.q(node)
         if names:
             known = constant(node)  # `math.pi`, `torch.inf`: a number of the module
-            return _function_value(names) or (_plain(known) if known is not None else UNKNOWN)
+            found = _function_value(names) or (_plain(known) if known is not None else None)
+            if found is None and id(node) not in self.x.callees and id(node) not in self.x.discarded:
+                found = self.x.imported_constant(names)  # `consts.EPS`, `import pkg.consts as c; c.EPS`
+            return found or UNKNOWN
         base = self.ev(node.value)
         if base.inst and id(node) not in self.x.callees:
             # `step = trainer.train_step`: a method of a project class read as a value may be called

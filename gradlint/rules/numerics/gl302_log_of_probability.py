@@ -117,6 +117,18 @@ class LogOfProbability(SiteRule):
                 note="an eps bound to 0 shifts nothing"),
         Example("import torch\n\ndef f(z):\n    lo = 0.0\n    return torch.log(torch.softmax(z, -1).clamp(min=lo))\n",
                 note="clamp(min=0) (here through a name) leaves the 0 an underflow gives"),
+        Example("import torch\nfrom consts import ZERO\n\n\ndef bce(z, y):\n"
+                "    p = torch.sigmoid(z)\n    return -(y * torch.log(p + ZERO)).mean()\n",
+                files=(("consts.py", "ZERO = 0.0\n"),),
+                note="an eps imported from another file (consts.py) that is 0"),
+        Example("import torch\nimport consts\n\n\ndef nll(z, y):\n"
+                "    p = torch.softmax(z, -1)\n    return -(y * torch.log(p.clamp(min=consts.LO))).sum(-1).mean()\n",
+                files=(("consts/__init__.py", "from .bounds import LO\n"), ("consts/bounds.py", "LO = -1.0 + 1.0\n")),
+                note="a lower bound of another file, re-exported by its package, that folds to 0"),
+        Example("import torch\nfrom consts import eps\n\n\ndef bce(z, y):\n"
+                "    p = torch.sigmoid(z)\n    return -(y * torch.log(p + eps())).mean()\n",
+                files=(("consts.py", "def eps():\n    return 0.0\n"),),
+                note="a function of another file that returns 0 as the eps"),
         Example("import torch\nimport torch.nn.functional as F\n\n\n"
                 "def nll(probs, target):\n    return F.nll_loss(torch.log(probs), target)\n",
                 files=(("train.py", "import torch\nfrom example import nll\n\n\n"
@@ -150,6 +162,18 @@ class LogOfProbability(SiteRule):
                 note="an eps bound to a name"),
         Example("import torch\n\ndef f(z):\n    lo = 1e-8\n    return torch.log(torch.softmax(z, -1).clamp(min=lo))\n",
                 note="a positive lower bound through a name"),
+        Example("import torch\nfrom consts import EPS\n\n\ndef bce(z, y):\n"
+                "    p = torch.sigmoid(z)\n    return -(y * torch.log(p + EPS)).mean()\n",
+                files=(("consts.py", "EPS = 1e-8\n"),),
+                note="an eps imported from another file"),
+        Example("import torch\nfrom consts import ZERO\n\n\ndef bce(z, y):\n"
+                "    p = torch.sigmoid(z)\n    return -(y * torch.log(p + ZERO)).mean()\n",
+                files=(("consts.py", "import os\n\nZERO = 0.0\nif os.environ.get('SAFE'):\n    ZERO = 1e-8\n"),),
+                note="a constant of another file bound to two values there: not known"),
+        Example("import torch\nfrom consts import eps\n\n\ndef bce(z, y):\n"
+                "    p = torch.sigmoid(z)\n    return -(y * torch.log(p + eps())).mean()\n",
+                files=(("consts.py", "def eps(scale=1.0):\n    return 0.0 * scale + 1e-8 * scale\n"),),
+                note="a function with a parameter: what it returns is not followed"),
         Example("import torch\nimport torch.nn.functional as F\n\n\n"
                 "def nll(probs, target):\n    return F.nll_loss(torch.log(probs), target)\n\n\n"
                 "def step(z, counts, y):\n"

@@ -110,6 +110,12 @@ class SqrtAtZero(SiteRule):
                 "    def forward(self, a, b):\n        x = self.f(a) - b\n"
                 "        return torch.sqrt((x ** 2).sum(-1) + EPS)\n",
                 note="a module constant that is 0"),
+        Example("import torch\nfrom torch import nn\n\nfrom consts import EPS\n\n\nclass M(nn.Module):\n"
+                "    def __init__(self):\n        super().__init__()\n        self.f = nn.Linear(8, 8)\n\n"
+                "    def forward(self, a, b):\n        x = self.f(a) - b\n"
+                "        return torch.sqrt((x ** 2).sum(-1) + EPS)\n",
+                files=(("consts.py", "EPS = 0.0\n"),),
+                note="a module constant of another file (consts.py) that is 0"),
         Example(_MODULE + "        lo = 0.0\n        return torch.sqrt(torch.clamp((x ** 2).sum(-1), min=lo))\n",
                 note="a lower bound bound to a name: clamp(min=0) does not move it away from 0"),
         Example("import torch\n\ndef radius(n):\n    trainable = True\n"
@@ -150,6 +156,12 @@ class SqrtAtZero(SiteRule):
                 "    def forward(self, a, b):\n        x = self.f(a) - b\n"
                 "        return torch.sqrt((x ** 2).sum(-1) + EPS)\n\n\nEPS = 1e-12\n",
                 note="a module constant bound twice to different values: not known"),
+        Example("import torch\nfrom torch import nn\n\nfrom consts import EPS\n\n\nclass M(nn.Module):\n"
+                "    def __init__(self):\n        super().__init__()\n        self.f = nn.Linear(8, 8)\n\n"
+                "    def forward(self, a, b):\n        x = self.f(a) - b\n"
+                "        return torch.sqrt((x ** 2).sum(-1) + EPS)\n",
+                files=(("consts.py", "EPS = 0.0\n\n\ndef configure(eps):\n    global EPS\n    EPS = eps\n"),),
+                note="a constant of another file that a function there rebinds (`global`): not known"),
         Example(_MODULE + "        eps = 0.0 if b is None else 1e-12\n        return torch.sqrt((x ** 2).sum(-1) + eps)\n",
                 note="an eps that differs between branches: not known"),
         Example(_MODULE + "        lo = 1e-12\n        return torch.sqrt(torch.clamp((x ** 2).sum(-1), min=lo))\n",
