@@ -292,3 +292,58 @@ def test_one_line_suites_run_like_indented_blocks():
     assert kinds(nodes) == ["Param", "Param", "Activation", "Param"]
     assert [n.name for n in nodes] == ["body.0", "body.1", "body.2", "head"]
     assert [n.init.scheme for n in nodes if isinstance(n, Param)] == ["zeros"] * 3
+
+
+MODULE_DICT = '''\
+import torch.nn as nn
+from dataclasses import dataclass
+
+
+@dataclass
+class Cfg:
+    n_layer: int = 48
+    n_embd: int = 64
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.fc = nn.Linear(c.n_embd, c.n_embd)
+        self.act = nn.Sigmoid()
+
+    def forward(self, x):
+        return self.act(self.fc(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: Cfg = Cfg()):
+        super().__init__()
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Linear(8, config.n_embd),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+        ))
+
+    def forward(self, x):
+        x = self.transformer.wte(x)
+        for block in self.transformer.h:
+            x = block(x)
+        return x
+'''
+
+
+def test_a_module_dict_built_from_dict_is_read_by_its_keys_as_attributes():
+    # nanoGPT's layout: `nn.ModuleDict(dict(wte=..., h=...))`, then `self.transformer.wte(x)` and
+    # `for block in self.transformer.h` in forward (torch registers each module under its key)
+    nets, _ = lower(MODULE_DICT)
+    gpt = nets["GPT"]
+    assert not [n for n in walk(gpt.nodes) if isinstance(n, Opaque)]
+    params = [n.name for n in walk(gpt.nodes) if isinstance(n, Param)]
+    assert params[0] == "transformer.wte" and params[-1] == "transformer.h.47.fc" and len(params) == 49
+    assert [f.code for f in check_source(MODULE_DICT)] == ["GL101"]
+    # the look-alike: a norm after every block keeps the scale, so nothing vanishes
+    normed = MODULE_DICT.replace("return self.act(self.fc(x))", "return self.norm(self.act(self.fc(x)))").replace(
+        "self.act = nn.Sigmoid()", "self.act = nn.Sigmoid()\n        self.norm = nn.LayerNorm(c.n_embd)")
+    assert [f.code for f in check_source(normed)] == []
+    # a key the dict does not hold stays unknown (opaque), never a finding
+    missing = MODULE_DICT.replace("x = self.transformer.wte(x)", "x = self.transformer.wpe(x)")
+    assert any(isinstance(n, Opaque) for n in walk(lower(missing)[0]["GPT"].nodes))

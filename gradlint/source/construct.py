@@ -467,6 +467,11 @@ class ConstructCalls:
                         k = self.eval(el.key, env)
                         ctor.keys.append(str(k) if isinstance(k, (str, int)) else "?")
                         ctor.items.append(self.eval(el.value, env))
+            elif len(call.args) == 1 and call.args[0].keyword is None and not call.args[0].star:
+                # `nn.ModuleDict(dict(wte=..., h=...))` (nanoGPT) or a name bound to a dict
+                v = self.eval(call.args[0].value, env)
+                if isinstance(v, DictVal) and not v.table:
+                    ctor.keys, ctor.items = [str(k) for k in v.items], list(v.items.values())
         return ctor
 
     def _ordered_dict(self, expr: cst.BaseExpression, env: dict) -> tuple[list, list]:

@@ -83,6 +83,11 @@ class ForwardInterpreter(_Walker):
                 return UNKNOWN  # x.shape and friends
             if isinstance(base, Ctor) and base.instance is not None:
                 return base.instance.attrs.get(e.attr.value, UNKNOWN)
+            if isinstance(base, Ctor) and base.keys is not None and e.attr.value in base.keys \
+                    and len(base.keys) == len(base.items or ()):
+                # a ModuleDict's (or a Sequential of an OrderedDict's) module by its key as an
+                # attribute: torch registers each under its key (`self.transformer.wte(x)`)
+                return base.items[base.keys.index(e.attr.value)]  # type: ignore[index]
             return UNKNOWN
         if kind is cst.Subscript:
             base = self.ev(e.value)

@@ -285,6 +285,9 @@ class FileModel(ConstructCalls):
             if isinstance(base, (Ctor, AnyModule)):
                 if isinstance(base, Ctor) and base.instance is not None and e.attr.value in base.instance.attrs:
                     return base.instance.attrs[e.attr.value]
+                if isinstance(base, Ctor) and base.instance is None and base.keys is not None \
+                        and e.attr.value in base.keys and len(base.keys) == len(base.items or ()):
+                    return base.items[base.keys.index(e.attr.value)]  # a ModuleDict's module by its key
                 if isinstance(base, Ctor) and base.extern is not None and self.pick is None:
                     base.reached = True  # in __init__ (forward runs with a pick)
                 return TensorRef(base, e.attr.value)
