@@ -2,7 +2,7 @@
 `import pkg.consts as c; c.EPS`, and re-exports through a package's `__init__`.
 
 The numerics walk knows a module-level name of its own file only when every binding of that
-module gives one value and no function declares it `global` (`numerics.Extractor._module_value`);
+module gives one value and no function declares it `global` (`numerics_values.ModuleValues._module_value`);
 a name imported from another file is held to the same rule in its own file. Its file is found by
 the worker that extracts the importing file, with the machinery that reads config classes of other
 files (`configs.ConfigReader`: the project index's module lookup over the folders around the
@@ -147,7 +147,7 @@ def bindings(tree: ast.Module, data: bytes) -> dict[str, tuple]:
 def _returned_plain(fn: ast.FunctionDef) -> ast.expr | None:
     """The expression of `def f(): return <expr>` (a docstring allowed before it): no parameters,
     no decorators, nothing else, the expression plain-looking; None for any other function
-    (numerics._returned_plain, in the importing file's own walk)."""
+    (numerics_values._returned_plain, in the importing file's own walk)."""
     a = fn.args
     if fn.decorator_list or a.args or a.posonlyargs or a.kwonlyargs or a.vararg or a.kwarg:
         return None

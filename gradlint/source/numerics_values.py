@@ -1,0 +1,133 @@
+"""Plain values a file's numerics walk reads beyond its own expressions: module-level names, the
+plain value of a zero-parameter function of the file, and constants of other project modules.
+
+A mixin of `numerics.Extractor` (the file's walk): these are one idea apart from the walk's
+statements, the rules that make a name's value known where it is read elsewhere than where it is
+bound (source/constants.py holds other files to the same rules, read with CPython's ast).
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from gradlint.source.engine.tensors import V, UNKNOWN, replace, same_value
+from gradlint.source.engine.walk import suite
+
+
+class ModuleValues:
+    """`Extractor`'s reading of module constants and plain function values (needs its `project`,
+    `imported`, `function_values`, `module_functions`, `def_counts`, `module_values`,
+    `global_names`, `local_classes`, `imports`, `references`, `class_refs`, `muted`)."""
+
+    def imported_constant(self, names: frozenset[str], call: bool = False) -> V | None:
+        """A plain constant of another project module that `names` (what the file's imports make
+        of a name or an attribute) stands for, as a constant value; `call`: what calling it with
+        no arguments gives (`def eps(): return 0.0` there); None when it is not one
+        (source/constants.py: the same rules as `_module_value` and `function_value`, in that
+        module)."""
+        last = next(iter(names)).rpartition(".")[2] if names else ""
+        if self.project is None or not names or _class_like(last) or last.startswith("__"):
+            return None
+        key = (names, call)
+        if key in self.imported:
+            return self.imported[key]
+        from gradlint.source.constants import NOT_KNOWN
+        from gradlint.source.numerics_eval import _plain
+
+        value = self.project.constant(names, call)
+        got = self.imported[key] = None if value is NOT_KNOWN else _plain(value)
+        return got
+
+    def function_value(self, name: str) -> V | None:
+        """What calling top-level function `name` of this file with no arguments gives, when it is
+        a plain value: a function without parameters or decorators whose body is one `return`
+        (after a docstring), the only binding of its name in the file (no other `def`, assignment,
+        import or `global` of it), its value read as the function reads module names; None
+        otherwise (source/constants.py holds other files' functions to the same rule)."""
+        if name in self.function_values:
+            return self.function_values[name]
+        self.function_values[name] = None  # a function that calls itself
+        fn = self.module_functions.get(name)
+        expr = _returned_plain(fn) if fn is not None else None
+        if expr is None or self.def_counts.get(name) != 1 or name in self.module_values or name in self.global_names \
+                or name in self.local_classes or name in self.imports.names:
+            return None
+        from gradlint.source.numerics import FunctionWalk  # the walk this mixin belongs to
+
+        walk = FunctionWalk(self, name, None, quiet=True)
+        seen = set(self.references), set(self.class_refs)
+        self.muted += 1
+        try:
+            value = walk.ev(expr).value
+        finally:
+            self.muted -= 1
+            # read ahead of its calls: the names it reads are no references of the file's own
+            self.references, self.class_refs = seen
+        from gradlint.source.numerics_eval import _plain
+
+        got = self.function_values[name] = None if value is UNKNOWN else _plain(value)
+        return got
+
+    def _module_value(self, name: str, v: V) -> V:
+        """A module-level name as functions read it: its plain value only when every binding of
+        the module gives that one value and no function rebinds it (`global`), as
+        engine/env.Env joins a scope's bindings (a function may run before a later binding)."""
+        if v.value is UNKNOWN:
+            return v
+        if name in self.global_names or not same_value(self.module_values.get(name, UNKNOWN), v.value):
+            return replace(v, value=UNKNOWN)
+        return v
+
+
+def _class_like(name: str) -> bool:
+    """A name in CapWords (`Identity`, `PreTrainedModel`): a class by convention, never looked for
+    as a constant of another file (reading its file would only make it a dependency)."""
+    return name[:1].isupper() and any(c.islower() for c in name)
+
+
+def _returned_plain(fn: cst.FunctionDef) -> cst.BaseExpression | None:
+    """The expression of `def f(): return <expr>` (a docstring allowed before it): no parameters,
+    no decorators, nothing else; None for any other function."""
+    ps = fn.params
+    if fn.decorators or fn.asynchronous or ps.params or ps.posonly_params or ps.kwonly_params or \
+            isinstance(ps.star_arg, cst.Param) or ps.star_kwarg is not None:
+        return None
+    body = list(suite(fn.body))
+    if len(body) == 2 and type(body[0]) is cst.SimpleStatementLine and len(body[0].body) == 1 and \
+            type(body[0].body[0]) is cst.Expr and isinstance(body[0].body[0].value, cst.SimpleString | cst.ConcatenatedString):
+        body = body[1:]
+    if len(body) != 1 or not isinstance(body[0], cst.SimpleStatementLine | cst.SimpleStatementSuite) or \
+            len(body[0].body) != 1 or type(body[0].body[0]) is not cst.Return:
+        return None
+    value = body[0].body[0].value
+    return value if value is not None and _plain_looking(value) else None
+
+
+_PLAIN_NODES = (cst.Name, cst.Attribute, cst.Integer, cst.Float, cst.SimpleString, cst.UnaryOperation,
+                cst.BinaryOperation, cst.Tuple, cst.Element, cst.Call, cst.Arg)
+
+
+def _plain_looking(node: cst.BaseExpression) -> bool:
+    """Only names, attributes, literals, arithmetic, tuples and `float(x)`-style calls (what can
+    fold to a plain value, and whose evaluation records no call of the project), small."""
+    stack: list[cst.CSTNode] = [node]
+    count = 0
+    while stack:
+        n = stack.pop()
+        count += 1
+        if count > 64 or not isinstance(n, _PLAIN_NODES):
+            return False
+        if type(n) is cst.Call:
+            if not (type(n.func) is cst.Name and n.func.value in ("float", "int", "bool") and len(n.args) == 1
+                    and n.args[0].keyword is None and not n.args[0].star):
+                return False
+            stack.append(n.args[0].value)
+        elif type(n) is cst.Attribute:
+            stack.append(n.value)
+        elif type(n) is cst.UnaryOperation:
+            stack.append(n.expression)
+        elif type(n) is cst.BinaryOperation:
+            stack.extend((n.left, n.right))
+        elif type(n) is cst.Tuple:
+            stack.extend(e.value for e in n.elements)
+    return True
