@@ -120,6 +120,8 @@ class ConstructCalls:
                     args = [tuple(a.items) if isinstance(a, ListVal) else a for a in args]
                     if all(isinstance(a, str) or all(isinstance(i, str) for i in a) for a in args):
                         return getattr(base, func.attr.value)(*args)
+        if "typing.cast" in quals and len(call.args) == 2 and not any(a.star or a.keyword for a in call.args):
+            return self._eval(call.args[1].value, env)  # `cast(int, v)` is v, as at run time
         if name == "str" and len(call.args) == 1:
             v = self._eval(call.args[0].value, env)
             return str(v) if isinstance(v, (int, str)) and not isinstance(v, bool) else UNKNOWN
@@ -390,7 +392,8 @@ class ConstructCalls:
         params = list(fn.params.params)
         if bound_self and params:
             params = params[1:]
-        self._bind_params(params, fn.params, call, env, scope, bound=bound)
+        self._bind_params(params, fn.params, call, env, scope, bound=bound,
+                          exact=self.exact_calls and (call is not None or bound is not None))
         self.depth += 1
         running, self.running = self.running, fn
         try:
@@ -729,7 +732,8 @@ class ConstructCalls:
         init = self._find_method(info, "__init__")
         if init is not None:
             params = list(init.params.params)[1:]
-            self._bind_params(params, init.params, call, env, scope, bound=bound, exact=not info.is_module)
+            self._bind_params(params, init.params, call, env, scope, bound=bound,
+                              exact=not info.is_module or (self.exact_calls and (call is not None or bound is not None)))
             inst.configured = any(type(v) is Ctor and v.kind == "config" for v in scope.values())
             interp = _InitInterpreter(self, scope, inst)
             running, self.running = self.running, init

@@ -1,7 +1,12 @@
 """Models a file builds outside its classes: a model class of the file built with a config object
 (`GPT(GPTConfig(n_layer=48))` returned by a factory, bound at module level or in the
 `if __name__ == "__main__":` block) is a network of its own, named after the function or the
-variable, and so is an `nn.Sequential` a function returns or the module binds.
+variable, and so is an `nn.Sequential` a function returns or the module binds. So is what an
+entry point returns: a function callable with no arguments (`vgg16(*, weights=None, **kwargs)`)
+that builds a model class of the file, directly or through other functions of the file
+(`_vgg("D", False, weights, **kwargs)` -> `VGG(make_layers(cfgs[cfg]), **kwargs)`), run as a user
+calls it: its defaults, empty `*args`/`**kwargs`, and the calls it makes binding their splats to
+what is left of their known arguments (`FileModel.exact_calls`).
 
 A model class's own network is built with its parameters' defaults (models.extract); built with a
 config made by a call, the same class may be much deeper, which only its builder says. Such a
@@ -83,6 +88,32 @@ def _builds_with_config(fm: FileModel, text: str) -> bool:
     return model and config
 
 
+def _builders(fm: FileModel, written: dict[str, str]) -> set[str]:
+    """The file's functions that build one of its model classes: calling it (`VGG(...)`), or
+    calling a function of the file that does (`vgg16()` -> `_vgg(...)` -> `VGG(...)`)."""
+    models = {n for n, info in fm.classes.items() if info.is_module}
+    if not models:
+        return set()
+    calls = {name: {c.rsplit(".", 1)[-1] if c.startswith("self.") else c for c in _CALLED.findall(text)}
+             for name, text in written.items() if name in fm.functions}
+    found = {name for name, called in calls.items() if called & models}
+    grew = True
+    while grew:
+        grew = False
+        for name, called in calls.items():
+            if name not in found and called & found:
+                found.add(name)
+                grew = True
+    return found
+
+
+def _callable_bare(fn: cst.FunctionDef) -> bool:
+    """Whether `fn` can be called with no arguments (every parameter has a default; `*args` and
+    `**kwargs` allowed): a user's entry point, such as `vgg16()` or `resnet50(weights=None)`."""
+    ps = fn.params
+    return not fn.asynchronous and all(p.default is not None for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params))
+
+
 def _main_block(stmt: cst.CSTNode) -> bool:
     """`if __name__ == "__main__":`"""
     if type(stmt) is not cst.If or type(stmt.test) is not cst.Comparison or len(stmt.test.comparisons) != 1:
@@ -98,15 +129,18 @@ def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network
     name, which a factory's network must differ from to be kept."""
     text = fm.src.text
     sequential = "Sequential" in text
-    if not sequential and not fm.configs and not any(not i.is_module for i in fm.classes.values()):
+    if not sequential and not fm.configs and not any(not i.is_module for i in fm.classes.values()) and not (
+            fm.functions and any(i.is_module for i in fm.classes.values())):
         return []
     written, rest = _written(fm)
+    builders = _builders(fm, written)
     # (name, value, where): models built, and where their network is placed
     candidates: list[tuple[str, Any, cst.CSTNode]] = []
     for name, fn in fm.functions.items():
         source = written.get(name, "")
         wanted_seq = sequential and "Sequential" in source
-        if not wanted_seq and not _builds_with_config(fm, source):
+        entry = name in builders and _callable_bare(fn)
+        if not wanted_seq and not entry and not _builds_with_config(fm, source):
             continue
         cuts = fm.cuts
         fm.meter.allow()
@@ -114,28 +148,30 @@ def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network
             if wanted_seq and not mentions(fn, "Sequential") and not _builds_with_config(fm, source):
                 continue
             scope: dict = {}
-            fm._bind_params(list(fn.params.params), fn.params, None, {}, scope)
+            # an entry called as a user calls it, with no arguments: `**kwargs` is empty
+            fm._bind_params(list(fn.params.params), fn.params, None, {}, scope, exact=entry)
             interp = _InitInterpreter(fm, scope, None)
-            fm.running = fn
+            fm.running, fm.exact_calls = fn, entry
             interp.block(fn.body)
         except (Exhausted, RecursionError):
             continue
         finally:
-            fm.running = None
+            fm.running, fm.exact_calls = None, False
         if fm.cuts == cuts:
-            candidates.append((name, interp.returned, fn.name))
+            candidates.append((name, interp.returned, fn.name, entry))
     if sequential:
-        candidates.extend(_module_sequentials(fm))
+        candidates.extend(c + (False,) for c in _module_sequentials(fm))
     if _builds_with_config(fm, rest):
-        candidates.extend(_module_level(fm))
+        candidates.extend(c + (False,) for c in _module_level(fm))
     fm.meter.allow()
     out: list[Network] = []
-    for name, value, where in candidates:
+    for name, value, where, entry in candidates:
         network = None
         try:
             if isinstance(value, Ctor) and value.kind == "torch" and value.cls == "Sequential" and value.items:
                 network = _sequential(fm, name, value, where)
-            elif isinstance(value, Ctor) and value.kind == "local" and value.instance is not None and value.instance.configured:
+            elif isinstance(value, Ctor) and value.kind == "local" and value.instance is not None and \
+                    (value.instance.configured or entry):
                 network = _configured(fm, name, value, where, classes.get(value.cls))
         except (Exhausted, RecursionError):
             network = None

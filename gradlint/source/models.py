@@ -42,6 +42,7 @@ from gradlint.source.engine.values import is_number as _num
 from gradlint.source.engine.values import str_literal as _literal_str
 from gradlint.source.init_walk import _truth
 from gradlint.source.lowering import NO_CHOICE, _maybe_none, Lowerer
+from gradlint.source.engine.walk import mentions
 from gradlint.source.names import dotted
 from gradlint.text import count_line_starts, search_word_start
 
@@ -57,6 +58,7 @@ class FileModel(ConstructCalls):
         self.imports = src.imports
         self.order = itertools.count()
         self.constants: dict[str, Any] = {}
+        self._class_consts: dict[tuple[str, str], Any] = {}  # (class, name): _class_constant
         self.functions: dict[str, cst.FunctionDef] = {}
         self.classes: dict[str, ClassInfo] = {}
         self.depth = 0
@@ -70,6 +72,10 @@ class FileModel(ConstructCalls):
         self._lib: FileModel | None = None
         self.meter = Meter()
         self.cuts = 0  # instances whose __init__ a budget cut short
+        # Calls bind `*args`/`**kwargs` to what is left of their known arguments, as Python does:
+        # set while a factory is run as a user calls it (factories.py); elsewhere a class is also
+        # lowered with no call, and its splats stay open
+        self.exact_calls = False
         self.building: dict[str, int] = {}  # local classes being instantiated, with their nesting
         # Set while forward is lowered: the option of an Alt this forward run takes (None: merge).
         self.pick: Any = None
@@ -89,6 +95,11 @@ class FileModel(ConstructCalls):
         for stmt in self.src.module.body:
             if isinstance(stmt, cst.SimpleStatementLine):
                 for small in stmt.body:
+                    if type(small) is cst.AnnAssign and type(small.target) is cst.Name and small.value is not None and (
+                            isinstance(small.value, cst.Dict) or (
+                                isinstance(small.value, cst.Call) and dotted(small.value.func) == "dict")):
+                        tables.append((small.target.value, small.value))  # `cfgs: dict[str, list] = {...}`
+                        continue
                     if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
                         if isinstance(small.value, cst.Dict) or (
                                 isinstance(small.value, cst.Call) and dotted(small.value.func) == "dict"):
@@ -124,24 +135,29 @@ class FileModel(ConstructCalls):
             self._class_table(name, node)
 
     def _class_table(self, name: str, node: cst.BaseExpression) -> None:
-        """A module-level dict of classes looked up by a string (`ACT2CLS = {"silu": nn.SiLU}`,
-        then `ACT2CLS[act_fn]()`): kept as a constant when the file binds the name once and never
-        changes the dict (no item assignment, `del`, `update`...), with its module classes and
-        plain constants; any other value in it is unknown."""
+        """A module-level dict looked up by a string: of classes (`ACT2CLS = {"silu": nn.SiLU}`,
+        then `ACT2CLS[act_fn]()`) or of plain rows (torchvision's `cfgs = {"A": [64, "M", 128,
+        ...]}`, then `make_layers(cfgs[cfg])`): kept as a constant when the file binds the name
+        once and never changes the dict or a row of it (no item assignment, `del`, `update`,
+        `append`...), with its module classes, plain constants and lists of plain constants; any
+        other value in it is unknown (`lookup` hands out copies of the rows: the evaluator
+        changes a list in place)."""
         text = self.src.text
         # bound once (an indented binding of the name, even a function's local, counts: rare)
         # (each pattern starts with a literal, which re finds fast: gradlint.text)
         if count_line_starts(re.compile(rf"{name}\s*(?::[^=\n]*)?=(?!=)"), text, 2) != 1 or any(
                 search_word_start(re.compile(changed), text) for changed in (
-                    rf"{name}\s*(\[[^\]\n]*\]\s*(=(?!=)|[-+*/|&^@%]=)|\|=|\.(update|setdefault|pop|popitem|clear|"
+                    rf"{name}\s*(\[[^\]\n]*\]\s*(=(?!=)|[-+*/|&^@%]=|\.(append|extend|insert|pop|remove|clear|sort|"
+                    rf"reverse)\b)|\|=|\.(update|setdefault|pop|popitem|clear|"
                     rf"__setitem__|__delitem__)\b)", rf"del\s+{name}\b", rf"global\s+{name}\b")):
             return
         self.meter.allow()
         value = self.eval(node, {})
         if not isinstance(value, DictVal) or not value.items:
             return
-        items = {k: v if _constant(v) or isinstance(v, ClassRef) else UNKNOWN for k, v in value.items.items()}
-        if any(isinstance(v, ClassRef) for v in items.values()):
+        items = {k: v if _constant(v) or isinstance(v, ClassRef) or _plain_row(v) else UNKNOWN
+                 for k, v in value.items.items()}
+        if any(isinstance(v, ClassRef) or isinstance(v, ListVal) for v in items.values()):
             self.constants[name] = DictVal(items, table=True)
 
     def items_of(self, v: Any) -> list | None:
@@ -168,9 +184,64 @@ class FileModel(ConstructCalls):
         if name in env:
             return env[name]
         if name in self.constants:
-            return self.constants[name]
+            value = self.constants[name]
+            if type(value) is DictVal and value.table and any(type(v) is ListVal for v in value.items.values()):
+                # rows of a table are lists the evaluator may change in place: each reader its own
+                return DictVal({k: ListVal(list(v.items)) if type(v) is ListVal else v for k, v in value.items.items()},
+                               table=True)
+            return value
         ref = self.class_ref(name)
         return ref if ref is not None else Sym(name)
+
+    def _class_attribute(self, owner: str, attr: str, env: dict) -> Any:
+        """`self.expansion` / `block.expansion`: a plain constant bound in the body of the class
+        of the instance being built (or of a class of this file held as a value), or of one of its
+        bases of this file, as Python finds it on the class (the instance's own attributes were
+        looked up first); _NO_ATTR when there is none."""
+        if owner == "self":
+            inst = env.get("__instance__")
+            info = inst.cls if isinstance(inst, Instance) else None
+        else:
+            ref = env.get(owner) if owner in env else self.constants.get(owner) or self.class_ref(owner)
+            info = self.classes.get(ref.cls) if isinstance(ref, ClassRef) and ref.kind == "local" and not ref.library else None
+        if info is None or info.name not in self.classes or self.classes[info.name] is not info:
+            return _NO_ATTR
+        found = self._class_constant(info, attr, 0)
+        # bound to something else (a property, a call, under an `if`): read as before, by its text
+        return _NO_ATTR if found is UNKNOWN else found
+
+    def _class_constant(self, info: ClassInfo, attr: str, depth: int) -> Any:
+        key = (info.name, attr)
+        if key in self._class_consts:
+            return self._class_consts[key]
+        self._class_consts[key] = _NO_ATTR  # a base that names the class itself
+        found: Any = _NO_ATTR
+        for stmt in info.node.body.body:
+            if type(stmt) is not cst.SimpleStatementLine:
+                if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) and stmt.name.value == attr:
+                    found = UNKNOWN  # a method or a nested class of that name
+                elif not isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) and mentions(stmt, attr):
+                    found = UNKNOWN  # bound (maybe) under an `if`, a loop, a `try`
+                continue
+            for small in stmt.body:
+                target = small.targets[0].target if type(small) is cst.Assign and len(small.targets) == 1 else \
+                    small.target if type(small) is cst.AnnAssign and small.value is not None else None
+                if type(target) is cst.Name and target.value == attr:
+                    self.meter.allow()
+                    value = self.eval(small.value, {})
+                    found = value if _constant(value) and not isinstance(value, Sym) else UNKNOWN
+                elif any(mentions(t, attr) for t in _bound_targets(small)):
+                    found = UNKNOWN  # `a = expansion = 4`, `expansion += 1`, `del expansion`...
+        if found is _NO_ATTR and depth < 8:
+            for base in info.bases:
+                local = self.classes.get(base)
+                if local is None:
+                    break  # a base of another file or of torch comes first in the MRO: not known
+                found = self._class_constant(local, attr, depth + 1)
+                if found is not _NO_ATTR:
+                    break
+        self._class_consts[key] = found
+        return found
 
     def class_ref(self, text: str | None) -> ClassRef | None:
         """A module class named by `text` (a name or dotted path), as a value."""
@@ -276,6 +347,10 @@ class FileModel(ConstructCalls):
             if text == "self.training":
                 # Gradients are computed in training mode: forward is read as it runs there.
                 return True
+            if type(e.value) is cst.Name:
+                known = self._class_attribute(e.value.value, e.attr.value, env)
+                if known is not _NO_ATTR:
+                    return known
             ref = self.class_ref(text)
             if ref is not None:
                 return ref
@@ -372,14 +447,14 @@ class FileModel(ConstructCalls):
             right = self._eval(e.comparisons[0].comparator, env)
             op = e.comparisons[0].operator
             if isinstance(op, (cst.Is, cst.IsNot)) and right is None and isinstance(left, Alt) and not left.splice:
-                found = {o is None for o in left.options if o is not UNKNOWN and not isinstance(o, Sym) and not _maybe_none(o)}
+                found = {o is None for o in left.options if o is not UNKNOWN and not isinstance(o, Sym) and not _may_be_none(o)}
                 if len(found) != 1 or len(left.options) != sum(1 for o in left.options if o is not UNKNOWN and not isinstance(o, Sym)
-                                                               and not _maybe_none(o)):
+                                                               and not _may_be_none(o)):
                     return UNKNOWN
                 result = found.pop()
                 return result if isinstance(op, cst.Is) else not result
             if isinstance(op, (cst.Is, cst.IsNot)) and right is None and left is not UNKNOWN and not isinstance(left, Sym) \
-                    and not _maybe_none(left):
+                    and not _may_be_none(left):
                 result = left is None
                 return result if isinstance(op, cst.Is) else not result
             if _num(left) and _num(right):
@@ -520,6 +595,32 @@ class FileModel(ConstructCalls):
 # Library base classes that are nn.Modules (LightningModule, Hugging Face PreTrainedModel...).
 _MODULE_BASES = ("LightningModule", "PreTrainedModel", "HyperparametersMixin")
 _MODULE_PACKAGES = ("lightning", "pytorch_lightning", "transformers", "timm", "torchvision")
+
+
+_NO_ATTR: Any = object()  # no class-level binding of the name
+
+
+def _bound_targets(small: cst.BaseSmallStatement) -> list:
+    """What a small statement binds or deletes (its targets)."""
+    if type(small) is cst.Assign:
+        return [t.target for t in small.targets]
+    if type(small) in (cst.AnnAssign, cst.AugAssign, cst.Del):
+        return [small.target]
+    if type(small) in (cst.Global, cst.Nonlocal, cst.Import, cst.ImportFrom):
+        return [small]
+    return []
+
+
+def _may_be_none(v: Any) -> bool:
+    """A value `is None` cannot decide: what a function of another file returns, or a method
+    called on something not followed (`VGG11_Weights.verify(weights)`: a dotted call whose last
+    name is not a class's, which may return None)."""
+    return _maybe_none(v) or type(v) is Ctor and v.kind == "unknown" and v.cls.rsplit(".", 1)[-1][:1].islower()
+
+
+def _plain_row(v: Any) -> bool:
+    """A list of plain constants (a row of a config table: `[64, "M", 128]`), small."""
+    return type(v) is ListVal and len(v.items) <= 256 and all(_constant(i) for i in v.items)
 
 
 def _module_base(qualname: str) -> bool:

@@ -114,9 +114,9 @@ class ClassRef:
 
 @dataclass(eq=False)
 class DictVal:
-    """A dict with string keys. table: a module-level dict of classes the file never changes
-    (`ACT2CLS = {"silu": nn.SiLU}`): the only kind whose items a subscript reads, since item
-    assignments to other dicts are not followed."""
+    """A dict with string keys. table: a module-level dict of classes or of plain rows the file
+    never changes (`ACT2CLS = {"silu": nn.SiLU}`, `cfgs = {"A": [64, "M"]}`): the only kind whose
+    items a subscript reads, since item assignments to other dicts are not followed."""
 
     items: dict
     table: bool = False

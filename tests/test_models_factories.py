@@ -1,0 +1,189 @@
+"""Models built by factory functions as torchvision writes them (issue 9, items 4 and 6): an entry
+called with no arguments (`vgg16()`) through helpers (`_vgg(cfg, ...)`) with tables of rows, class
+attributes (`block.expansion`) and `typing.cast`, each a network of its own."""
+
+from __future__ import annotations
+
+from gradlint.api import check_source
+from gradlint.model.ir import Opaque, Param, walk
+from gradlint.source import models, parse
+
+
+def lower(source: str, path: str = "m.py"):
+    networks, _summaries = models.extract(parse(path, source))
+    return {n.name: n for n in networks}
+
+
+def params(network) -> list[Param]:
+    return [n for n in walk(network.nodes) if isinstance(n, Param)]
+
+
+def opaque(network) -> list[Opaque]:
+    return [n for n in walk(network.nodes) if isinstance(n, Opaque)]
+
+
+VGG = '''
+from typing import Any, Optional, Union, cast
+
+import torch
+import torch.nn as nn
+
+from .weights import WeightsEnum
+
+
+class VGG(nn.Module):
+    def __init__(self, features: nn.Module, num_classes: int = 1000, init_weights: bool = True) -> None:
+        super().__init__()
+        self.features = features
+        self.classifier = nn.Sequential(nn.Linear(512, 512), nn.ReLU(True), nn.Linear(512, num_classes))
+        if init_weights:
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                elif isinstance(m, nn.Linear):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def make_layers(cfg: list[Union[str, int]], batch_norm: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    in_channels = 3
+    for v in cfg:
+        if v == "M":
+            layers += [nn.MaxPool2d(kernel_size=2, stride=2)]
+        else:
+            v = cast(int, v)
+            conv2d = nn.Conv2d(in_channels, v, kernel_size=3, padding=1)
+            if batch_norm:
+                layers += [conv2d, nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+            else:
+                layers += [conv2d, nn.ReLU(inplace=True)]
+            in_channels = v
+    return nn.Sequential(*layers)
+
+
+cfgs: dict[str, list[Union[str, int]]] = {
+    "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+}
+
+
+class Weights16(WeightsEnum):
+    pass
+
+
+def _vgg(cfg: str, batch_norm: bool, weights: Optional[WeightsEnum], **kwargs: Any) -> VGG:
+    if weights is not None:
+        kwargs["init_weights"] = False
+    model = VGG(make_layers(cfgs[cfg], batch_norm=batch_norm), **kwargs)
+    if weights is not None:
+        model.load_state_dict(weights.get_state_dict())
+    return model
+
+
+def vgg16(*, weights: Optional[Weights16] = None, **kwargs: Any) -> VGG:
+    weights = Weights16.verify(weights)
+    return _vgg("D", False, weights, **kwargs)
+
+
+def vgg16_bn(*, weights: Optional[Weights16] = None, **kwargs: Any) -> VGG:
+    weights = Weights16.verify(weights)
+    return _vgg("D", True, weights, **kwargs)
+'''
+
+
+def test_a_factory_called_as_a_user_calls_it_is_the_network_it_builds():
+    nets = lower(VGG)
+    # The class alone: its features are a parameter, so forward stops there.
+    assert opaque(nets["VGG"])
+    vgg16 = nets["vgg16"]
+    assert not opaque(vgg16), opaque(vgg16)
+    convs = [p for p in params(vgg16) if p.name.startswith("features.")]
+    # 13 convolutions of the table's row "D" (the "M"s are pools), widths through `cast(int, v)`
+    assert len(convs) == 13
+    assert [c.fan_out // 9 for c in convs][:3] == [64, 64, 128]
+    # `Weights16.verify(weights)` may be None: `init_weights` keeps its default, the init applies
+    assert all(p.init.scheme == "kaiming_normal" for p in params(vgg16)), [p.init for p in params(vgg16)]
+    # `**kwargs` of an entry called bare is empty: num_classes is the default
+    assert params(vgg16)[-1].fan_out == 1000
+
+
+def test_a_deep_factory_network_is_judged_by_its_init():
+    assert [f.code for f in check_source(VGG)] == []
+    default_init = VGG.replace("        if init_weights:\n", "        if init_weights and False:\n")
+    found = [f for f in check_source(default_init)]
+    # 16 ReLU layers with PyTorch's default init: the gradient vanishes (measured 1.6e-6 for
+    # 16 x Linear(512) + ReLU, ARCHITECTURE.md); vgg16_bn has its BatchNorms and is not flagged
+    assert [f.code for f in found] == ["GL101"], [(f.code, f.message) for f in found]
+    assert "vgg16" in found[0].message and "vgg16_bn" not in found[0].message
+
+
+def test_factory_with_required_parameters_is_not_an_entry():
+    src = VGG.replace("def vgg16(*, weights", "def vgg16(depth, *, weights").replace("def vgg16_bn(", "def _unused(")
+    assert "vgg16" not in lower(src)
+
+
+RESNET = '''
+import torch.nn as nn
+
+
+class Bottleneck(nn.Module):
+    expansion: int = 4
+
+    def __init__(self, inplanes, planes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1)
+        self.conv2 = nn.Conv2d(planes, planes * self.expansion, 1)
+
+    def forward(self, x):
+        return self.conv2(self.conv1(x))
+
+
+class Wide(Bottleneck):
+    pass
+
+
+class Odd(Bottleneck):
+    expansion = 2
+    if True:
+        expansion = 8
+
+
+class Net(nn.Module):
+    def __init__(self, block, width=16):
+        super().__init__()
+        self.body = block(width, width)
+        self.head = nn.Linear(width * block.expansion, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def net():
+    return Net(Bottleneck)
+
+
+def wide():
+    return Net(Wide)
+
+
+def odd():
+    return Net(Odd)
+'''
+
+
+def test_class_attributes_are_read_from_the_class_and_its_bases():
+    nets = lower(RESNET)
+    assert [p.fan_out for p in params(nets["net"])] == [16, 64, 10]
+    assert params(nets["net"])[-1].fan_in == 64  # `width * block.expansion`
+    assert [p.fan_out for p in params(nets["wide"])] == [16, 64, 10]  # inherited from Bottleneck
+    # bound under an `if` in the class body: not a constant
+    odd = params(nets["odd"])
+    assert odd[1].fan_out is None or not isinstance(odd[1].fan_out, int)
+
+
+def test_a_table_changed_by_the_file_is_not_a_constant():
+    src = VGG.replace("def vgg16(*,", 'cfgs["D"].append(1024)\n\n\ndef vgg16(*,')
+    vgg16 = lower(src)["vgg16"]
+    assert opaque(vgg16)
