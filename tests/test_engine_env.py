@@ -6,8 +6,9 @@ import libcst as cst
 
 from gradlint.facts.training import iter_events
 from gradlint.source import extract_facts, parse
-from gradlint.source.engine.env import ARGPARSE, CONSTANT, LITERAL, NOTHING, Env, Expr, Known, Obj, Ref, join
-from gradlint.source.engine.values import UNKNOWN
+from gradlint.source.engine.env import ARGPARSE, CONSTANT, LITERAL, NOTHING, Env, Expr, Known, Ref, join
+from gradlint.source.engine.values import UNKNOWN, Ctor, DictVal, ListVal, Sym
+from gradlint.source.names import dotted
 
 FUNC, INNER = object(), object()
 
@@ -107,15 +108,55 @@ def train(model, opt, SHADOWED, loss):
     assert (d.norm_type.number, d.norm_type.source) == (3.0, "literal")
 
 
+def _made(cls: str) -> Ctor:
+    """An instance of `cls` (as written) made by a call, as the loop environment binds it."""
+    return Ctor("unknown", cls, [], {}, cst.parse_expression(f"{cls}()"), 0)
+
+
 def test_instances_are_held_by_their_text_file_wide():
     env = Env()
-    env.hold("self.scaler", Obj("GradScaler"))
-    env.hold("self.scaler", Obj("GradScaler"))
-    env.hold("x", Obj("A"))
-    env.hold("x", Obj("B"))
-    assert env.held("self.scaler") == Obj("GradScaler")
+    first = _made("GradScaler")
+    env.hold("self.scaler", first)
+    env.hold("self.scaler", _made("GradScaler"))  # another call, one class: one value to a step
+    env.hold("x", _made("A"))
+    env.hold("x", _made("B"))
+    assert env.held("self.scaler") is first
     assert env.held("x") is UNKNOWN and env.held("never") is UNKNOWN
-    assert join(Obj("A"), 1.0) is UNKNOWN
+    assert join(_made("A"), 1.0) is UNKNOWN
+
+
+def test_containers_join_item_by_item_and_lists_are_not_tuples():
+    a, b = Ref("opt_g"), Ref("opt_d")
+    pair = ListVal([a, b])
+    assert join(pair, ListVal([Ref("opt_g"), Ref("opt_d")])) is pair
+    assert join(pair, ListVal([a, b], is_tuple=True)) is UNKNOWN  # `[g, d]` here, `(g, d)` there
+    assert join(pair, ListVal([a])) is UNKNOWN and join(pair, ListVal([b, a])) is UNKNOWN
+    assert join(ListVal([_made("SGD")]), ListVal([_made("SGD")])) is not UNKNOWN
+    assert join(ListVal([_made("SGD")]), ListVal([_made("Adam")])) is UNKNOWN
+    d = DictVal({"g": a})
+    assert join(d, DictVal({"g": Ref("opt_g")})) is d
+    assert join(d, DictVal({"g": b})) is UNKNOWN
+    assert join(d, pair) is UNKNOWN
+
+
+def test_the_loop_environment_evaluates_to_the_engine_containers_and_instances():
+    pre = _pre("""import torch
+g = torch.optim.SGD(a.parameters()).to(dev)
+pair = [g, torch.optim.Adam(b.parameters())]
+both = (g, 1)
+named = {"g": g, "d": d, "g": 2, k: 3, k: 4, 0: 5}
+""")
+    g = pre.value_of("g", None)
+    assert type(g) is Ctor and g.cls == "torch.optim.SGD" and dotted(g.node.func) == "torch.optim.SGD"
+    assert pre.instance_class("g") == "torch.optim.SGD"
+    pair, both = pre.value_of("pair", None), pre.value_of("both", None)
+    assert type(pair) is ListVal and not pair.is_tuple and pair.items[0] == Ref("g")
+    assert pair.items[1].cls == "torch.optim.Adam"
+    assert type(both) is ListVal and both.is_tuple and both.items[1] == 1
+    named = pre.value_of("named", None)
+    # a display's keys as Python keys them: a key written twice is one item, its last value
+    assert type(named) is DictVal and named.items == {"g": 2, "d": Ref("d"), Sym("k"): 4, 0: 5}
+    assert pre.kind(pair, lambda node: frozenset()) == "other"  # a container is no optimizer
 
 
 def _pre(source: str):
@@ -183,12 +224,12 @@ def later():
         return frozenset()
 
     value = lambda name: pre.value_of(name, None)  # noqa: E731
-    assert value("a") == Obj("torch.optim.SGD")  # through the function's local name
+    assert value("a").cls == "torch.optim.SGD"  # through the function's local name
     assert value("b") is UNKNOWN  # two classes: which one depends on the flag
-    assert value("c") == Obj("torch.optim.SGD")  # a return that is itself a call of the file
+    assert value("c").cls == "torch.optim.SGD"  # a return that is itself a call of the file
     assert value("d") is UNKNOWN  # a generator
     assert value("e") is UNKNOWN and value("f") is UNKNOWN  # nothing returned; itself, forever
     assert value("g") is UNKNOWN and value("h") is UNKNOWN  # not one function of the file
-    assert value("i") == Obj("torch.cuda.amp.GradScaler")  # defined after the call
+    assert value("i").cls == "torch.cuda.amp.GradScaler"  # defined after the call
     assert pre.kind(pre.value_of("a", None), qualify) == "optimizer"
     assert pre.kind(pre.value_of("i", None), qualify) == "scaler"

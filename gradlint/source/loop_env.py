@@ -10,15 +10,16 @@ provenance, instances held by their text, command-line option defaults). The rec
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import libcst as cst
 
 from gradlint.facts.training import Value, in_bases
 from gradlint.source.engine.calls import arg as _arg
-from gradlint.source.engine.env import LITERAL, Env, Expr, Known, Obj, Ref, Returns
+from gradlint.source.engine.env import LITERAL, Env, Expr, Known, Ref, Returns, same
 from gradlint.source.engine.fold import constant as _constant
-from gradlint.source.engine.values import UNKNOWN, is_number
+from gradlint.source.engine.values import UNKNOWN, Ctor, DictVal, ListVal, Sym, is_number, str_literal
 from gradlint.source.loop_calls import OPTIMIZER_CLASSES
 from gradlint.source.engine.walk import evaluated_children as _children
 from gradlint.source.engine.walk import suite as _suite
@@ -81,6 +82,7 @@ class _PrePass:
         self._top: dict[str, list[cst.FunctionDef]] = {}
         self._returns: dict[cst.FunctionDef, list[cst.BaseExpression | None]] = {}
         self._resolving: set[str] = set()
+        self._order = itertools.count()  # the constructor calls' `Ctor.order`
 
     def run(self, module: cst.Module) -> None:
         self._walk(module, None, False)
@@ -114,10 +116,10 @@ class _PrePass:
             # below: statements and expressions of this scope; nested blocks keep the class flag off
             env = self.env
             if isinstance(n, cst.Assign):
-                self._instance(n.targets[-1].target, n.value)
                 value = _known(n.value)
                 if value is UNKNOWN:
                     value = self._object(n.value, scope)
+                self._instance(n.targets[-1].target, value)
                 for t in n.targets:
                     single = len(n.targets) == 1
                     for name in _target_texts(t.target):
@@ -187,15 +189,11 @@ class _PrePass:
                 return None
         return out
 
-    def _instance(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
-        """`x = Cls(...)` (also `Cls(...).to(device)`): x holds an instance of Cls."""
-        while (isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute)
-               and value.func.attr.value in _MOVE_METHODS and isinstance(value.func.value, cst.Call)):
-            value = value.func.value
-        cls = dotted(value.func) if isinstance(value, cst.Call) else None
-        name = dotted(target) if isinstance(target, (cst.Name, cst.Attribute)) else None
-        if cls and name and cls.rsplit(".", 1)[-1][:1].isupper():
-            self.env.hold(name, Obj(cls))
+    def _instance(self, target: cst.BaseExpression, value) -> None:
+        """`x = Cls(...)` (also `Cls(...).to(device)`): x holds that instance of Cls, file-wide."""
+        name = dotted(target) if type(value) is Ctor and isinstance(target, (cst.Name, cst.Attribute)) else None
+        if name:
+            self.env.hold(name, value)
 
     def _each(self, loop: cst.For, scope) -> dict:
         """The variable of `for o in X` (`X.values()`, `for k, o in X.items()`) holds an item of
@@ -236,7 +234,7 @@ class _PrePass:
         if isinstance(node, cst.Call):
             cls = dotted(node.func)
             if cls and cls.rsplit(".", 1)[-1][:1].isupper():
-                return Obj(cls)
+                return Ctor("unknown", cls, [], {}, node, next(self._order))
             return Returns(node.func.value) if isinstance(node.func, cst.Name) else UNKNOWN
         if isinstance(node, (cst.Name, cst.Attribute)):
             text = dotted(node)
@@ -250,12 +248,11 @@ class _PrePass:
         if isinstance(node, (cst.List, cst.Tuple)):
             if any(not isinstance(e, cst.Element) for e in node.elements):
                 return UNKNOWN  # `[*opts, extra]`
-            items = tuple(self._item(e.value, scope, depth) for e in node.elements)
-            return Obj("list" if isinstance(node, cst.List) else "tuple", items)
+            return ListVal([self._item(e.value, scope, depth) for e in node.elements], isinstance(node, cst.Tuple))
         if isinstance(node, cst.Dict):
             if any(not isinstance(e, cst.DictElement) for e in node.elements):
                 return UNKNOWN  # `{**base}`
-            return Obj("dict", tuple(self._item(e.value, scope, depth) for e in node.elements))
+            return DictVal({_key(e.key): self._item(e.value, scope, depth) for e in node.elements})
         return UNKNOWN
 
     def _item(self, node: cst.BaseExpression, scope, depth: int):
@@ -275,7 +272,7 @@ class _PrePass:
             if type(value) is Returns:
                 value = self.returned(value)
             if type(value) is not Ref or value.item:
-                container = type(value) is Obj and value.cls in ("list", "tuple", "dict")
+                container = type(value) in (ListVal, DictVal)
                 return UNKNOWN if items and changed and container else value
             text, scope = value.text, value.scope
         return UNKNOWN
@@ -294,12 +291,10 @@ class _PrePass:
             if value.item:
                 return self._item_kind(value, qualify)
             value = self.value_of(value.text, value.scope)
-        if is_number(value):
+        if is_number(value) or type(value) in (ListVal, DictVal):
             return "other"
-        if type(value) is not Obj:
+        if type(value) is not Ctor:
             return ""
-        if value.cls in ("list", "tuple", "dict"):
-            return "other"
         return self.class_kind(value.cls, qualify)
 
     def returned(self, call: Returns):
@@ -327,7 +322,7 @@ class _PrePass:
                         value = self.value_of(value.text, value.scope)
                     elif type(value) is Returns:
                         value = self.returned(value)
-                if value is UNKNOWN or type(value) in (Ref, Expr) or found is not None and found != value:
+                if value is UNKNOWN or type(value) in (Ref, Expr) or found is not None and not same(found, value):
                     return UNKNOWN
                 found = value
             return found
@@ -339,11 +334,11 @@ class _PrePass:
         dict iterated for its keys: strings, 'other'); '' when the container or an item is not
         known (the loops of loops are not followed: `kind` of an item that is itself an item)."""
         container = self.value_of(each.text, each.scope, items=True)
-        if type(container) is not Obj or container.cls not in ("list", "tuple", "dict") or not container.items:
+        if type(container) not in (ListVal, DictVal) or not container.items:
             return ""
-        if container.cls == "dict" and each.item == "each":
+        if type(container) is DictVal and each.item == "each":
             return "other"
-        kinds = {"" if type(v) is Ref and v.item else self.kind(v, qualify) for v in container.items}
+        kinds = {"" if type(v) is Ref and v.item else self.kind(v, qualify) for v in items_of(container)}
         return kinds.pop() if len(kinds) == 1 else ""
 
     def class_kind(self, cls: str, qualify, depth: int = 0) -> str:
@@ -383,7 +378,7 @@ class _PrePass:
         """The one class `text` is assigned an instance of in this file, as written; '' else
         (other assignments to it do not count: a constructor call names what it holds)."""
         found = self.env.held(text)
-        return found.cls if type(found) is Obj else ""
+        return found.cls if type(found) is Ctor else ""
 
     def _add_argument(self, node: cst.Call) -> None:
         if not (isinstance(node.func, cst.Attribute) and node.func.attr.value == "add_argument"):
@@ -416,6 +411,20 @@ def _yields(fdef: cst.FunctionDef) -> bool:
             continue
         stack.extend(node.children)
     return False
+
+
+def items_of(container: ListVal | DictVal) -> list:
+    """The items of a list or tuple, the values of a dict (what a loop over `.values()` draws)."""
+    return list(container.items.values()) if type(container) is DictVal else container.items
+
+
+def _key(node: cst.BaseExpression):
+    """A key of a dict display as the environment holds it: a string or a number, else the key's
+    text (`Sym`: one text is one key, as Python evaluates it twice to the same value)."""
+    if isinstance(node, cst.SimpleString):
+        return str_literal(node)
+    value = _constant(node)
+    return Sym(_text(node)) if value is None else value
 
 
 def _known(node: cst.BaseExpression | None):

@@ -21,15 +21,16 @@ import libcst as cst
 from gradlint.facts.training import Assign, Block, Event, Function, Stmt, TrainingFacts, Value, iter_events, method_id
 from gradlint.findings import SourceSpan
 from gradlint.source.engine.calls import arg as _arg
-from gradlint.source.engine.env import Env, Obj, Ref, Returns
+from gradlint.source.engine.env import Env, Ref, Returns
 from gradlint.source.engine.fold import number as _number
 from gradlint.source.engine.interp import StatementWalker
+from gradlint.source.engine.values import Ctor, DictVal, ListVal
 from gradlint.source.engine.walk import headers as _headers
 from gradlint.source.engine.walk import suite as _suite
 from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import CLIP_NAMES, OPTIMIZER_CLASSES, _last, is_optimizer_name, _names_in, CallEvents
-from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
+from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts, items_of
 from gradlint.source.names import NO_GRAD, dotted
 from gradlint.text import split_lines
 
@@ -339,7 +340,7 @@ class _Extractor(CallEvents, StatementWalker):
         scope = self._scope_nodes.get(fid)
         if isinstance(it, (cst.Tuple, cst.List)):
             known = self.pre._object(it, scope)
-            items = known.items if type(known) is Obj else ()
+            items = known.items if type(known) is ListVal else ()
             if len(items) > 1 and all(self._item_is_optimizer(v) for v in items):
                 return target.value, written
             return self._none_of(target.value, items), ""
@@ -353,12 +354,13 @@ class _Extractor(CallEvents, StatementWalker):
         if not text:
             return "", ""
         known = self.pre.value_of(text, scope, items=True)
-        if type(known) is Obj and known.cls in ("list", "tuple", "dict") and known.items:
-            if known.cls == "dict" and not values:
+        if type(known) in (ListVal, DictVal) and known.items:
+            if type(known) is DictVal and not values:
                 return target.value, ""  # its keys
-            if all(self._item_is_optimizer(v) for v in known.items):
+            items = items_of(known)
+            if all(self._item_is_optimizer(v) for v in items):
                 return target.value, written
-            return self._none_of(target.value, known.items), ""
+            return self._none_of(target.value, items), ""
         last = _last(text)
         if last.endswith("s") and (last.lower() == "opts" or is_optimizer_name(last)):
             return target.value, written
@@ -577,7 +579,7 @@ class _Extractor(CallEvents, StatementWalker):
             # rebuilt each iteration when the call stands in the loop). Not a scaler: whether
             # the one it returns is enabled is not carried across the call.
             made = self.pre.returned(Returns(call.func.value))
-            if type(made) is Obj and self.pre.class_kind(made.cls, self.qualify) == "optimizer":
+            if type(made) is Ctor and self.pre.class_kind(made.cls, self.qualify) == "optimizer":
                 self.assigns.append(Assign(kind="optimizer", cls=made.cls.rsplit(".", 1)[-1], **base))
                 return
         self.assigns.append(Assign(**base))

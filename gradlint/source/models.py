@@ -187,7 +187,8 @@ class FileModel(ConstructCalls):
             value = self.constants[name]
             if type(value) is DictVal and value.table and any(type(v) is ListVal for v in value.items.values()):
                 # rows of a table are lists the evaluator may change in place: each reader its own
-                return DictVal({k: ListVal(list(v.items)) if type(v) is ListVal else v for k, v in value.items.items()},
+                return DictVal({k: ListVal(list(v.items), v.is_tuple) if type(v) is ListVal else v
+                                for k, v in value.items.items()},
                                table=True)
             return value
         ref = self.class_ref(name)
@@ -403,7 +404,7 @@ class FileModel(ConstructCalls):
                     items.extend(spliced(v))
                 else:
                     items.append(self._eval(el.value, env))
-            return ListVal(items)
+            return ListVal(items, kind is cst.Tuple)
         if kind in (cst.ListComp, cst.GeneratorExp):
             return self._comprehension(e, env)
         if kind is cst.BooleanOperation:
@@ -565,12 +566,12 @@ class FileModel(ConstructCalls):
                 return None
             if name == "enumerate" and expr.args:
                 inner = self._iterable(expr.args[0].value, env)
-                return None if inner is None else [ListVal([i, v]) for i, v in enumerate(inner)]
+                return None if inner is None else [ListVal([i, v], True) for i, v in enumerate(inner)]
             if name == "zip":
                 seqs = [self._iterable(a.value, env) for a in expr.args]
                 if any(s is None for s in seqs):
                     return None
-                return [ListVal(list(t)) for t in zip(*seqs)]  # type: ignore[arg-type]
+                return [ListVal(list(t), True) for t in zip(*seqs)]  # type: ignore[arg-type]
             if name in ("reversed",) and expr.args:
                 inner = self._iterable(expr.args[0].value, env)
                 return None if inner is None else list(reversed(inner))

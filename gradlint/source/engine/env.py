@@ -6,8 +6,9 @@ second lookup for it. Scopes are a module and its functions (a class body binds 
 around it, as the names of its methods cannot see it either way); each scope holds the join of
 every value it binds to a name, wherever in the scope (a function runs after its module has
 bound everything, and a name bound twice to different values is unknown in both places).
-A parameter is bound to what its callers pass: unknown here. Instances are held by their text
-file-wide (`self.scaler`, bound in `__init__` and read in `train_step`), as the training-loop
+A parameter is bound to what its callers pass: unknown here. Containers and instances are the
+engine's own values (`values.ListVal`, `DictVal`, `Ctor`: the models evaluate to them too).
+Instances are held by their text file-wide (`self.scaler`, bound in `__init__` and read in `train_step`), as the training-loop
 recorder reads them. A name bound to another name (`Ref`) or to arithmetic on names (`Expr`) is
 resolved when asked, in the scope where it was written; numbers fold through both.
 """
@@ -20,7 +21,7 @@ from typing import Any, Hashable
 import libcst as cst
 
 from gradlint.source.engine.fold import OPERATORS, as_float, binary, constant, unary
-from gradlint.source.engine.values import UNKNOWN, is_number
+from gradlint.source.engine.values import UNKNOWN, Ctor, DictVal, ListVal, is_number
 
 # Where a number came from: written where it is used, a name the file binds once to a literal,
 # or the default of a command-line option (`parser.add_argument("--clip", default=0.0)`).
@@ -40,17 +41,6 @@ class Known:
 
 
 NOTHING = Known()
-
-
-@dataclass(frozen=True)
-class Obj:
-    """An instance: the domain's `Obj` (ARCHITECTURE.md, "One value domain"), here its class as
-    written (`GradScaler`, `timm.utils.NativeScaler`; `list`, `tuple`, `dict` for a container
-    written as a display) and, for a container, the values of its items (a dict's values), in
-    order; what it is to a training step (an optimizer, a scaler) the client judges from them."""
-
-    cls: str
-    items: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -85,12 +75,35 @@ class Returns:
 
 
 def join(a: Any, b: Any) -> Any:
-    """Two bindings of one name: equal values stay, anything else is unknown."""
+    """Two bindings of one name: equal values stay (`same`), anything else is unknown."""
+    return a if a is b or same(a, b) else UNKNOWN
+
+
+def same(a: Any, b: Any, depth: int = 0) -> bool:
+    """Whether two values the environment holds are one value to it: numbers that compare equal,
+    equal names and arithmetic (`Ref`, `Expr`, `Returns`), instances of one class as written
+    (what a training step reads of an instance; the call that made it may differ), lists or
+    tuples (not one of each) whose items are the same, dicts whose values are (in order: a step
+    reads a dict's values only). The models compare these values by identity: theirs change in
+    place, the environment's never do."""
     if a is b:
-        return a
-    if is_number(a) and is_number(b) or type(a) is type(b) and type(a) in (Obj, Ref, Expr, Returns):
-        return a if a == b else UNKNOWN
-    return UNKNOWN
+        return True
+    kind = type(a)
+    if kind is not type(b):
+        return is_number(a) and is_number(b) and a == b
+    if is_number(a) or kind in (Ref, Expr, Returns):
+        return a == b
+    if depth > 8:
+        return False
+    if kind is Ctor:
+        return a.kind == b.kind and a.cls == b.cls
+    if kind is ListVal:
+        return a.is_tuple == b.is_tuple and len(a.items) == len(b.items) \
+            and all(same(x, y, depth + 1) for x, y in zip(a.items, b.items))
+    if kind is DictVal:
+        return len(a.items) == len(b.items) \
+            and all(same(x, y, depth + 1) for x, y in zip(a.items.values(), b.items.values()))
+    return False
 
 
 class Env:

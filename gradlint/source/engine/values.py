@@ -1,7 +1,9 @@
-"""The plain values of the engine: what a number is, literals read fast, and Python's truth value.
+"""The values of the engine: plain values (what a number is, literals read fast, Python's truth
+value), and the containers and instances the models' interpreters and the training-loop
+environment (engine/env.py) both evaluate to (`ListVal`, `DictVal`, `Ctor`).
 
-The interpreters' own value types (a module being built, a tensor with properties, a list of
-layers) sit on top of these; whatever is not a plain value here is theirs to judge.
+Tensors with properties are numerics' (engine/tensors.py); whatever is not a plain value is the
+interpreter's to judge.
 """
 
 from __future__ import annotations
@@ -114,7 +116,9 @@ class ClassRef:
 
 @dataclass(eq=False)
 class DictVal:
-    """A dict with string keys. table: a module-level dict of classes or of plain rows the file
+    """A dict, by key: the models' evaluator keeps only dicts with string keys; the training-loop
+    environment also keeps numbers and, for a key known only by its text, a `Sym` (what it reads
+    of a dict is its values). table: a module-level dict of classes or of plain rows the file
     never changes (`ACT2CLS = {"silu": nn.SiLU}`, `cfgs = {"A": [64, "M"]}`): the only kind whose
     items a subscript reads, since item assignments to other dicts are not followed."""
 
@@ -135,9 +139,12 @@ class Sym:
 
 @dataclass(eq=False)
 class Ctor:
-    """A module constructed in __init__: a torch.nn class, a class of this file, or unknown."""
+    """An instance made by a constructor call (`node`, the call): in the models, a module built
+    in __init__ (a torch.nn class, a class of this file, a config, or unknown); in the
+    training-loop environment, an instance of the class `cls` as written, kind 'unknown' (what it
+    is to a training step is judged from the class: loop_env._PrePass.kind)."""
 
-    kind: str  # 'torch' (short name in `cls`), 'local' (class of this file), 'unknown'
+    kind: str  # 'torch' (short name in `cls`), 'local' (class of this file), 'unknown' (as written)
     cls: str
     args: list
     kwargs: dict
@@ -166,7 +173,12 @@ class Ctor:
 
 @dataclass(eq=False)
 class ListVal:
+    """A list or tuple. is_tuple: written as a tuple (a display, `enumerate`/`zip` items); the
+    training-loop environment tells them apart when it joins two bindings, the models read both
+    alike. The models may change `items` in place (`append`, `x[i] = v`)."""
+
     items: list
+    is_tuple: bool = False
 
 
 @dataclass(eq=False)
