@@ -187,3 +187,55 @@ def test_a_table_changed_by_the_file_is_not_a_constant():
     src = VGG.replace("def vgg16(*,", 'cfgs["D"].append(1024)\n\n\ndef vgg16(*,')
     vgg16 = lower(src)["vgg16"]
     assert opaque(vgg16)
+
+
+STACK = '''
+import torch.nn as nn
+
+
+class Block(nn.Module):
+    def __init__(self, w):
+        super().__init__()
+        self.f = nn.Linear(w, w)
+        self.a = nn.Sigmoid()
+
+    def forward(self, x):
+        return self.a(self.f(x))
+
+
+class Net(nn.Module):
+    def __init__(self, depth, w=64):
+        super().__init__()
+        self.blocks = nn.ModuleList([Block(w) for _ in range(depth)])
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = b(x)
+        return x
+'''
+
+
+def _factories(n: int, first_depth: int = 20) -> str:
+    return STACK + "".join(f"\n\ndef net{i}(**kwargs):\n    return Net({first_depth + i}, **kwargs)\n" for i in range(n))
+
+
+def test_networks_built_the_same_way_share_one_finding():
+    found = check_source(_factories(3))
+    assert [f.code for f in found] == ["GL101"]
+    # the worst (deepest) speaks, the others are named
+    assert "across 22 layers" in found[0].message and "in net2 (and in 2 more networks: net0, net1)" in found[0].message
+
+
+def test_saturation_names_every_network_it_counts_layers_of():
+    src = _factories(2, 8).replace("        self.a = nn.Sigmoid()", "        nn.init.normal_(self.f.weight, std=1.0)\n"
+                                   "        self.a = nn.Tanh()").replace("w=64", "w=512")
+    msgs = {f.code: f.message for f in check_source(src)}
+    assert "of net0 and net1" in msgs["GL104"], msgs
+
+
+def test_hundreds_of_factories_stay_within_the_budget_and_keep_the_first():
+    # each factory is evaluated and lowered in its own piece of the file's budget: the total runs
+    # out before the 300th, and the networks lowered by then are still reported
+    found = check_source(_factories(300, 50))
+    assert [f.code for f in found] == ["GL101"]
+    assert "net0" in found[0].message

@@ -134,8 +134,7 @@ def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network
         return []
     written, rest = _written(fm)
     builders = _builders(fm, written)
-    # (name, value, where): models built, and where their network is placed
-    candidates: list[tuple[str, Any, cst.CSTNode]] = []
+    out: list[Network] = []
     for name, fn in fm.functions.items():
         source = written.get(name, "")
         wanted_seq = sequential and "Sequential" in source
@@ -158,26 +157,34 @@ def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network
         finally:
             fm.running, fm.exact_calls = None, False
         if fm.cuts == cuts:
-            candidates.append((name, interp.returned, fn.name, entry))
+            # lowered now, each with its own piece of the file's budget: the first networks of a
+            # file with hundreds of factories are kept when its total runs out
+            _keep(out, fm, name, interp.returned, fn.name, entry, classes)
+    later: list[tuple[str, Any, cst.CSTNode]] = []
     if sequential:
-        candidates.extend(c + (False,) for c in _module_sequentials(fm))
+        later.extend(_module_sequentials(fm))
     if _builds_with_config(fm, rest):
-        candidates.extend(c + (False,) for c in _module_level(fm))
-    fm.meter.allow()
-    out: list[Network] = []
-    for name, value, where, entry in candidates:
-        network = None
-        try:
-            if isinstance(value, Ctor) and value.kind == "torch" and value.cls == "Sequential" and value.items:
-                network = _sequential(fm, name, value, where)
-            elif isinstance(value, Ctor) and value.kind == "local" and value.instance is not None and \
-                    (value.instance.configured or entry):
-                network = _configured(fm, name, value, where, classes.get(value.cls))
-        except (Exhausted, RecursionError):
-            network = None
-        if network is not None:
-            out.append(network)
+        later.extend(_module_level(fm))
+    for name, value, where in later:
+        _keep(out, fm, name, value, where, False, classes)
     return out
+
+
+def _keep(out: list[Network], fm: FileModel, name: str, value: Any, where: cst.CSTNode, entry: bool,
+          classes: dict[str, Network]) -> None:
+    """Add the network of what a factory built (`value`) to `out`, when it is one."""
+    fm.meter.allow()
+    network = None
+    try:
+        if isinstance(value, Ctor) and value.kind == "torch" and value.cls == "Sequential" and value.items:
+            network = _sequential(fm, name, value, where)
+        elif isinstance(value, Ctor) and value.kind == "local" and value.instance is not None and \
+                (value.instance.configured or entry):
+            network = _configured(fm, name, value, where, classes.get(value.cls))
+    except (Exhausted, RecursionError):
+        network = None
+    if network is not None:
+        out.append(network)
 
 
 def _module_sequentials(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:

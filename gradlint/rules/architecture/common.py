@@ -68,6 +68,46 @@ def unique_chains(ctx: RuleContext) -> Iterator[tuple[Network, Chain]]:
             yield network, chain
 
 
+def flagged_chains(ctx: RuleContext, flagged, worse) -> Iterator[tuple[Network, Chain, tuple[str, ...]]]:
+    """The chains `flagged` selects, one per place of their first layer: networks built the same
+    way share it (a file's factories of one class, `vgg11()` ... `vgg19()`, whose layers all come
+    from one line of `make_layers`), and one finding there is enough. The worst chain (`worse(a,
+    b)`: a is worse than b) speaks for the place, with the names of the other networks."""
+    groups: dict = {}
+    for network, chain in unique_chains(ctx):
+        if not flagged(chain):
+            continue
+        where = chain.first.origin
+        key = where if where is not None else (network.name, id(chain))
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [network, chain, []]
+        elif worse(chain, group[1]):
+            group[2].append(group[0].name)
+            group[0], group[1] = network, chain
+        elif network.name != group[0].name and network.name not in group[2]:
+            group[2].append(network.name)
+    for network, chain, others in groups.values():
+        yield network, chain, tuple(n for n in dict.fromkeys(others) if n != network.name)
+
+
+def also_in(others: tuple[str, ...]) -> str:
+    """` (and in 3 more networks: vgg11, vgg13, vgg16)` after a network's name; empty for none."""
+    if not others:
+        return ""
+    shown = ", ".join(others[:4]) + (", ..." if len(others) > 4 else "")
+    return f" (and in {len(others)} more network{'s' if len(others) > 1 else ''}: {shown})"
+
+
+def networks_text(names: list[str]) -> str:
+    """`small`, `small and large`, `a, b and 3 more networks`."""
+    if len(names) == 1:
+        return names[0]
+    if len(names) == 2:
+        return f"{names[0]} and {names[1]}"
+    return f"{names[0]}, {names[1]} and {len(names) - 2} more networks"
+
+
 def describe_init(layer: Param) -> str:
     init = layer.init
     if init.scheme == "torch-linear":

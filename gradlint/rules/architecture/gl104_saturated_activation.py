@@ -10,6 +10,7 @@ from gradlint.findings import Finding, Severity
 from gradlint.registry import Example, Rule, RuleContext
 from gradlint.rules.architecture.common import (
     ACTIVATION_NAMES, FOLDED_NOTE, SQUASHING, analyses, describe_init, layer_maybe_folded, location,
+    networks_text,
 )
 
 SATURATION_STD = 3.0
@@ -109,15 +110,18 @@ class Tok(nn.Module):
                 key = (network.name, "graph") if isinstance(where, GraphNode) else (where, stat.activation.fn)
                 entry = groups.get(key)
                 if entry is None:
-                    groups[key] = [network, stat, layer, std, where, {layer.name}]
+                    groups[key] = [network, stat, layer, std, where, {layer.name}, [network.name]]
                 else:
                     entry[5].add(layer.name)
-        for network, stat, layer, std, where, names in groups.values():
+                    if network.name not in entry[6]:
+                        entry[6].append(network.name)  # factories of one class: vgg11(), vgg16()...
+        for network, stat, layer, std, where, names, networks in groups.values():
             span, node = location(where)
             # A BatchNorm folded into the conv at export would sit before the activation in training.
             folded = layer_maybe_folded(ctx, layer)
             act = ACTIVATION_NAMES.get(stat.activation.fn, stat.activation.fn)
-            more = f" (and {len(names) - 1} more layer{'s' if len(names) > 2 else ''} of {network.name})" if len(names) > 1 else ""
+            more = f" (and {len(names) - 1} more layer{'s' if len(names) > 2 else ''} of {networks_text(networks)})" \
+                if len(names) > 1 else ""
             yield ctx.finding(
                 f"predicted pre-activation std {std:.3g} at {act} after {layer.name or layer.op}{more} "
                 f"({describe_init(layer)}, fan-in {layer.fan_in}): most units are saturated and get almost no gradient"
