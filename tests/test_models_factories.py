@@ -239,3 +239,87 @@ def test_hundreds_of_factories_stay_within_the_budget_and_keep_the_first():
     found = check_source(_factories(300, 50))
     assert [f.code for f in found] == ["GL101"]
     assert "net0" in found[0].message
+
+
+MLP = '''
+import torch.nn as nn
+from .utils import override_param, load_state_dict_from_url
+
+
+class MLP(nn.Module):
+    def __init__(self, depth=2, act="sigmoid"):
+        super().__init__()
+        layers = []
+        for _ in range(depth):
+            layers += [nn.Linear(64, 64), nn.Sigmoid() if act == "sigmoid" else nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def init_weights(m):
+    if isinstance(m, nn.Linear):
+        nn.init.orthogonal_(m.weight)
+'''
+
+
+def test_an_entry_that_changes_its_model_after_building_it_is_not_modelled():
+    shapes = {
+        "applied": "    model = MLP(30)\n    model.apply(init_weights)\n    return model\n",
+        "looped": "    model = MLP(30)\n    for m in model.modules():\n        init_weights(m)\n    return model\n",
+        "passed": "    model = MLP(30)\n    init_weights(model)\n    return model\n",
+        "pretrained": "    model = MLP(30)\n    if pretrained:\n        model.load_state_dict(load_state_dict_from_url(URL))\n"
+                      "    return model\n",
+        "updated": "    kwargs.update(act='relu')\n    return MLP(30, **kwargs)\n",
+        "helper": "    override_param(kwargs, 'act', 'relu')\n    return MLP(30, **kwargs)\n",
+    }
+    for name, body in shapes.items():
+        src = MLP + f"\n\ndef build(pretrained='imagenet', **kwargs):\n{body}"
+        assert "build" not in lower(src), name
+        assert check_source(src) == [], name
+    # as built, or changed only in a branch the run cannot decide: modelled (and flagged)
+    src = MLP + "\n\ndef build(weights=None, **kwargs):\n    model = MLP(30, **kwargs)\n    if weights:\n" \
+                "        model.load_state_dict(weights.get_state_dict())\n    return model\n"
+    assert "build" in lower(src)
+    assert [f.code for f in check_source(src)] == ["GL101"]
+
+
+CLASS_ATTRS = '''
+import torch.nn as nn
+
+base = 15
+
+
+class Deep(nn.Module):
+    base = 1
+    depth = base * 2
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(*[nn.Sequential(nn.Linear(16, 16), nn.Sigmoid()) for _ in range(self.depth)])
+
+    def forward(self, x):
+        return self.layers(x)
+'''
+
+
+def test_a_class_attribute_is_read_as_python_reads_it_or_not_at_all():
+    nets = lower(CLASS_ATTRS)
+    assert len(params(nets["Deep"])) == 2  # the class body's own `base`, not the module's
+    helper = CLASS_ATTRS.replace("        super().__init__()\n", "        super().__init__()\n        self._setup()\n") + \
+        "\n    def _setup(self):\n        self.depth = 30\n"
+    assert len(params(lower(helper)["Deep"])) != 2  # set on the instance by a helper: not the class's
+    patched = CLASS_ATTRS + "\n\nDeep.depth = 30\n"
+    assert len(params(lower(patched)["Deep"])) != 2  # changed from outside the class
+    two_bases = CLASS_ATTRS.replace("    base = 1\n    depth = base * 2\n", "    pass\n").replace(
+        "class Deep(nn.Module):", "class A(nn.Module):\n    depth = 30\n\n\nclass B(nn.Module):\n    depth = 2\n\n\n"
+        "class Deep(A, B):")
+    assert len(params(lower(two_bases)["Deep"])) != 30  # several bases: the order is not followed
+
+
+def test_a_table_whose_rows_are_reached_otherwise_is_not_read():
+    aliased = VGG.replace("def vgg16(*,", 'row = cfgs["D"]\nrow.clear()\n\n\ndef vgg16(*,')
+    assert opaque(lower(aliased)["vgg16"])
+    sliced = VGG.replace("def vgg16(*,", 'cfgs["D"][1:] = []\n\n\ndef vgg16(*,')
+    assert opaque(lower(sliced)["vgg16"])

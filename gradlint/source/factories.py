@@ -24,7 +24,7 @@ from typing import Any, TYPE_CHECKING
 import libcst as cst
 
 from gradlint.model.ir import Network
-from gradlint.source.budget import Exhausted
+from gradlint.source.budget import MAX_DEPTH, Exhausted
 from gradlint.source.engine.values import Ctor
 from gradlint.source.engine.walk import mentions
 from gradlint.source.init_walk import _InitInterpreter
@@ -32,6 +32,9 @@ from gradlint.source.lowering import Lowerer
 
 if TYPE_CHECKING:
     from gradlint.source.models import FileModel
+
+# Entry points modelled per file (torchvision's file with most of them, regnet.py, has 15).
+MAX_ENTRIES = 16
 
 # A call of a name or dotted name (`GPT(`, `cfgmod.GPTConfig(`).
 _CALLED = re.compile(r"(?<![\w.])([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*)\s*\(")
@@ -107,6 +110,85 @@ def _builders(fm: FileModel, written: dict[str, str]) -> set[str]:
     return found
 
 
+def _as_built(fm: FileModel, fn: cst.FunctionDef, decisions: dict, seen: set) -> bool:
+    """Whether an entry returns its model as the constructor built it, with the arguments the run
+    saw: in `fn` and each function of the file whose result it returns (`return _vgg(...)`, `model
+    = VGG(...); return model`), the model's name and the `*args`/`**kwargs` are used only to bind
+    it, return it, splat them into a call or set an item (`kwargs["init_weights"] = False`, which
+    the run follows), except in a branch the run did not take or could not decide (`if weights is
+    not None: model.load_state_dict(...)`). Anything else (`model.apply(init)`, `for m in
+    model.modules()`, `init(model)`, `kwargs.update(...)`, a helper given `kwargs`) changes what
+    the constructor built, or may: the entry is not modelled."""
+    if id(fn) in seen or len(seen) > MAX_DEPTH:
+        return False
+    seen.add(id(fn))
+    ps = fn.params
+    watched = {p.name.value for p in (ps.star_arg, ps.star_kwarg) if isinstance(p, cst.Param)}
+    returns = [n for n in _own_nodes(fn.body) if type(n) is cst.Return]
+    if not returns:
+        return False
+    callees: list[cst.BaseExpression] = []
+    for ret in returns:
+        value = ret.value
+        if type(value) is cst.Name:
+            watched.add(value.value)
+            callees.extend(n.value for n in _own_nodes(fn.body) if type(n) is cst.Assign
+                           and any(type(t.target) is cst.Name and t.target.value == value.value for t in n.targets))
+        elif value is not None:
+            callees.append(value)
+    for value in callees:
+        if type(value) is cst.Call and type(value.func) is cst.Name and value.func.value in fm.functions:
+            if not _as_built(fm, fm.functions[value.func.value], decisions, seen):
+                return False
+    return not _touched(fn.body, watched, decisions, True)
+
+
+_MISSING: Any = object()
+
+
+def _own_nodes(node: cst.CSTNode):
+    """The nodes of a function's body, not those of functions, classes or lambdas inside it."""
+    stack: list[cst.CSTNode] = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        for c in n.children:
+            if not isinstance(c, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+                stack.append(c)
+
+
+def _touched(node: cst.CSTNode, watched: set[str], decisions: dict, live: bool) -> bool:
+    """Whether a watched name is used other than as `_as_built` allows, where the run went
+    (`live`: not in a branch it skipped or could not decide)."""
+    kind = type(node)
+    if kind is cst.Name:
+        return live and node.value in watched
+    if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+        return False
+    if kind is cst.If:
+        decided = decisions.get(id(node), _MISSING)
+        # the test only reads; a branch counts when the run decided to take it
+        return _touched(node.body, watched, decisions, live and decided is True) or (
+            node.orelse is not None and _touched(node.orelse, watched, decisions, live and decided is False))
+    if kind is cst.Assign:
+        for t in node.targets:
+            target = t.target
+            if type(target) is cst.Name and target.value in watched:
+                continue  # the model bound
+            if type(target) is cst.Subscript and type(target.value) is cst.Name and target.value.value in watched:
+                if any(_touched(el, watched, decisions, live) for el in target.slice):
+                    return True
+                continue  # `kwargs["x"] = v`: followed by the run
+            if _touched(target, watched, decisions, live):
+                return True
+        return _touched(node.value, watched, decisions, live)
+    if kind is cst.Return and type(node.value) is cst.Name:
+        return False
+    if kind is cst.Arg and node.star in ("*", "**") and type(node.value) is cst.Name:
+        return False
+    return any(_touched(c, watched, decisions, live) for c in node.children)
+
+
 def _callable_bare(fn: cst.FunctionDef) -> bool:
     """Whether `fn` can be called with no arguments (every parameter has a default; `*args` and
     `**kwargs` allowed): a user's entry point, such as `vgg16()` or `resnet50(weights=None)`."""
@@ -135,10 +217,27 @@ def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network
     written, rest = _written(fm)
     builders = _builders(fm, written)
     out: list[Network] = []
-    for name, fn in fm.functions.items():
+    # Functions that build with a config or return a Sequential, and the module's own models, come
+    # first; entry points after them, at most MAX_ENTRIES (a file of hundreds of them would spend
+    # the file's budget and time on networks built the same way)
+    configured = [(name, fn, False) for name, fn in fm.functions.items()
+                  if not (name in builders and _callable_bare(fn))]
+    entries = [(name, fn, True) for name, fn in fm.functions.items() if name in builders and _callable_bare(fn)]
+    later: list[tuple[str, Any, cst.CSTNode]] = []
+    if sequential:
+        later.extend(_module_sequentials(fm))
+    if _builds_with_config(fm, rest):
+        later.extend(_module_level(fm))
+    kept_entries = 0
+    for name, fn, entry in configured + [("", None, False)] + entries:
+        if fn is None:
+            for name, value, where in later:
+                _keep(out, fm, name, value, where, False, classes)
+            continue
+        if entry and kept_entries >= MAX_ENTRIES:
+            break
         source = written.get(name, "")
         wanted_seq = sequential and "Sequential" in source
-        entry = name in builders and _callable_bare(fn)
         if not wanted_seq and not entry and not _builds_with_config(fm, source):
             continue
         cuts = fm.cuts
@@ -151,28 +250,24 @@ def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network
             fm._bind_params(list(fn.params.params), fn.params, None, {}, scope, exact=entry)
             interp = _InitInterpreter(fm, scope, None)
             fm.running, fm.exact_calls = fn, entry
+            fm.decisions = {} if entry else None
             interp.block(fn.body)
+            if entry and not _as_built(fm, fn, fm.decisions, set()):
+                continue
         except (Exhausted, RecursionError):
             continue
         finally:
-            fm.running, fm.exact_calls = None, False
+            fm.running, fm.exact_calls, fm.decisions = None, False, None
         if fm.cuts == cuts:
             # lowered now, each with its own piece of the file's budget: the first networks of a
             # file with hundreds of factories are kept when its total runs out
-            _keep(out, fm, name, interp.returned, fn.name, entry, classes)
-    later: list[tuple[str, Any, cst.CSTNode]] = []
-    if sequential:
-        later.extend(_module_sequentials(fm))
-    if _builds_with_config(fm, rest):
-        later.extend(_module_level(fm))
-    for name, value, where in later:
-        _keep(out, fm, name, value, where, False, classes)
+            kept_entries += _keep(out, fm, name, interp.returned, fn.name, entry, classes) and entry
     return out
 
 
 def _keep(out: list[Network], fm: FileModel, name: str, value: Any, where: cst.CSTNode, entry: bool,
-          classes: dict[str, Network]) -> None:
-    """Add the network of what a factory built (`value`) to `out`, when it is one."""
+          classes: dict[str, Network]) -> bool:
+    """Add the network of what a factory built (`value`) to `out`, when it is one (True then)."""
     fm.meter.allow()
     network = None
     try:
@@ -185,6 +280,7 @@ def _keep(out: list[Network], fm: FileModel, name: str, value: Any, where: cst.C
         network = None
     if network is not None:
         out.append(network)
+    return network is not None
 
 
 def _module_sequentials(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:

@@ -463,7 +463,12 @@ class _InitInterpreter(_Walker):
         super().if_stmt(stmt)
 
     def condition(self, stmt: cst.If) -> bool | None:
-        return _truth(self.ev(stmt.test))
+        decided = _truth(self.ev(stmt.test))
+        seen = self.fm.decisions
+        if seen is not None:
+            # a factory's run (factories.py): which of its `if`s ran one branch, and which one
+            seen[id(stmt)] = decided if seen.get(id(stmt), decided) == decided else None
+        return decided
 
     # An `if` whose condition is not known at construction: each branch runs from the same state.
     # Where they built different modules, or appended different layers to a list, the value is an

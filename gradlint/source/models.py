@@ -76,6 +76,8 @@ class FileModel(ConstructCalls):
         # set while a factory is run as a user calls it (factories.py); elsewhere a class is also
         # lowered with no call, and its splats stay open
         self.exact_calls = False
+        # id(if statement) -> its truth (None: undecided) while a factory runs (factories.py)
+        self.decisions: dict[int, bool | None] | None = None
         self.building: dict[str, int] = {}  # local classes being instantiated, with their nesting
         # Set while forward is lowered: the option of an Alt this forward run takes (None: merge).
         self.pick: Any = None
@@ -155,7 +157,11 @@ class FileModel(ConstructCalls):
         value = self.eval(node, {})
         if not isinstance(value, DictVal) or not value.items:
             return
-        items = {k: v if _constant(v) or isinstance(v, ClassRef) or _plain_row(v) else UNKNOWN
+        # A row is a list that code reached through it may change in place (`row = cfgs["A"];
+        # row.append(...)`, `cfgs["A"][1:] = []`, `for row in cfgs.values()`): rows count only
+        # when every use of the table is a row passed straight to a call (`make_layers(cfgs[cfg])`).
+        rows = _rows_only_passed(name, text)
+        items = {k: v if _constant(v) or isinstance(v, ClassRef) or (rows and _plain_row(v)) else UNKNOWN
                  for k, v in value.items.items()}
         if any(isinstance(v, ClassRef) or isinstance(v, ListVal) for v in items.values()):
             self.constants[name] = DictVal(items, table=True)
@@ -199,9 +205,13 @@ class FileModel(ConstructCalls):
         of the instance being built (or of a class of this file held as a value), or of one of its
         bases of this file, as Python finds it on the class (the instance's own attributes were
         looked up first); _NO_ATTR when there is none."""
+        if re.search(rf"(?<!self)\.\s*{attr}\s*(=(?!=)|[-+*/|&^@%]=)|\bsetattr\s*\(|\b__dict__\b|\bvars\s*\(", self.src.text):
+            return _NO_ATTR  # `Net.depth = 2`, `setattr(...)`: the class may be changed from outside
         if owner == "self":
             inst = env.get("__instance__")
             info = inst.cls if isinstance(inst, Instance) else None
+            if info is not None and attr in inst.attrs:
+                return _NO_ATTR  # set on the instance (by a helper __init__ called): its own value
         else:
             ref = env.get(owner) if owner in env else self.constants.get(owner) or self.class_ref(owner)
             info = self.classes.get(ref.cls) if isinstance(ref, ClassRef) and ref.kind == "local" and not ref.library else None
@@ -217,6 +227,7 @@ class FileModel(ConstructCalls):
             return self._class_consts[key]
         self._class_consts[key] = _NO_ATTR  # a base that names the class itself
         found: Any = _NO_ATTR
+        body: dict = {}  # the class body's own names, bound before (Python reads them first)
         for stmt in info.node.body.body:
             if type(stmt) is not cst.SimpleStatementLine:
                 if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) and stmt.name.value == attr:
@@ -227,20 +238,27 @@ class FileModel(ConstructCalls):
             for small in stmt.body:
                 target = small.targets[0].target if type(small) is cst.Assign and len(small.targets) == 1 else \
                     small.target if type(small) is cst.AnnAssign and small.value is not None else None
-                if type(target) is cst.Name and target.value == attr:
+                if type(target) is cst.Name:
                     self.meter.allow()
-                    value = self.eval(small.value, {})
-                    found = value if _constant(value) and not isinstance(value, Sym) else UNKNOWN
-                elif any(mentions(t, attr) for t in _bound_targets(small)):
-                    found = UNKNOWN  # `a = expansion = 4`, `expansion += 1`, `del expansion`...
+                    value = self.eval(small.value, body)
+                    value = value if _constant(value) and not isinstance(value, Sym) else UNKNOWN
+                    body[target.value] = value
+                    if target.value == attr:
+                        found = value
+                    continue
+                for t in _bound_targets(small):
+                    for n in _names_in(t):
+                        body[n] = UNKNOWN
+                    if mentions(t, attr):
+                        found = UNKNOWN  # `a = expansion = 4`, `expansion += 1`, `del expansion`...
         if found is _NO_ATTR and depth < 8:
-            for base in info.bases:
-                local = self.classes.get(base)
-                if local is None:
-                    break  # a base of another file or of torch comes first in the MRO: not known
-                found = self._class_constant(local, attr, depth + 1)
-                if found is not _NO_ATTR:
-                    break
+            module_bases = [b for b in info.bases if b not in ("object",)]
+            if len(module_bases) > 1:
+                found = UNKNOWN  # several bases: Python's C3 order is not followed here
+            elif module_bases:
+                local = self.classes.get(module_bases[0])
+                # a base of another file or of torch: not known (it may bind the name)
+                found = self._class_constant(local, attr, depth + 1) if local is not None else UNKNOWN
         self._class_consts[key] = found
         return found
 
@@ -601,6 +619,17 @@ _MODULE_PACKAGES = ("lightning", "pytorch_lightning", "transformers", "timm", "t
 _NO_ATTR: Any = object()  # no class-level binding of the name
 
 
+def _names_in(target: cst.CSTNode) -> list[str]:
+    """The plain names a target binds (`a`, `a, b`, `[a, *b]`)."""
+    if type(target) is cst.Name:
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [n for el in target.elements for n in _names_in(el.value)]
+    if type(target) is cst.StarredElement:
+        return _names_in(target.value)
+    return []
+
+
 def _bound_targets(small: cst.BaseSmallStatement) -> list:
     """What a small statement binds or deletes (its targets)."""
     if type(small) is cst.Assign:
@@ -617,6 +646,14 @@ def _may_be_none(v: Any) -> bool:
     called on something not followed (`VGG11_Weights.verify(weights)`: a dotted call whose last
     name is not a class's, which may return None)."""
     return _maybe_none(v) or type(v) is Ctor and v.kind == "unknown" and v.cls.rsplit(".", 1)[-1][:1].islower()
+
+
+def _rows_only_passed(name: str, text: str) -> bool:
+    """Whether every use of module-level table `name` in `text`, but its one binding, is a row read
+    and passed straight to a call (`f(cfgs[cfg], ...)`, `f(x, cfgs["D"])`)."""
+    uses = len(re.findall(rf"(?<![\w.]){name}\b", text))
+    passed = len(re.findall(rf"[(,]\s*(?<![\w.]){name}\s*\[[^\[\]\n]*\]\s*[,)]", text))
+    return uses - 1 == passed
 
 
 def _plain_row(v: Any) -> bool:
