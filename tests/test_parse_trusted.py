@@ -35,7 +35,7 @@ def test_frequent_classes_get_a_plain_init():
 def test_the_tree_is_libcsts_own(path):
     text = source.decode(path.read_bytes())
     try:
-        want = source.parse_module(text)
+        want = cst.parse_module(source._formfeed_indents_dropped(text))  # libcst's own parse
     except Exception as exc:  # noqa: BLE001 - a file libcst refuses is refused the same way
         with pytest.raises(type(exc)):
             source.parse_trusted(text)
@@ -75,3 +75,38 @@ def test_plain_inits_store_what_the_dataclass_init_stores():
         init(made, **required)
         assert made.deep_equals(type(node)(**required))
     assert {cst.SimpleWhitespace, cst.Name, cst.Arg, cst.Call, cst.Param, cst.Attribute} <= seen
+
+
+def test_the_native_parser_runs_without_an_import_per_node(monkeypatch):
+    """libcst's parser looks `libcst` up once per node it builds through `__import__`; called from
+    parse_module, the builtins of its frame answer that without an import (source/__init__.py)."""
+    import builtins
+
+    text = "x = f(a, b)\n" * 200
+    source.parse_module(text)  # libcst and its parser imported
+    real = builtins.__import__
+    calls: list[str] = []
+
+    def counting(name, *args, **kwargs):
+        calls.append(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", counting)
+    got = source.parse_module(text)
+    assert calls.count("libcst") < 10
+    calls.clear()
+    want = cst.parse_module(text)  # libcst's own way: one import per node
+    assert calls.count("libcst") > 1000
+    monkeypatch.setattr(builtins, "__import__", real)
+    assert got.deep_equals(want) and got.code == text
+    # what the frame's builtins hold is seen by that frame only
+    assert "__import__" in vars(builtins) and builtins.__import__ is real
+
+
+def test_a_parser_that_needs_an_import_is_run_the_usual_way(monkeypatch):
+    def needs_an_import(text, encoding):
+        raise KeyError("libcst.not_imported_yet")  # what PyImport_Import raises with our builtins
+
+    monkeypatch.setattr(source, "_native_parse", lambda: needs_an_import)
+    module = source.parse_module("y = 1\n")
+    assert isinstance(module, cst.Module) and module.code == "y = 1\n"

@@ -125,7 +125,45 @@ def parse_module(text: str) -> cst.Module:
     """
     import libcst as cst
 
-    return cst.parse_module(_formfeed_indents_dropped(text))
+    text = _formfeed_indents_dropped(text)
+    native = _native_parse()
+    if native is not None:
+        try:
+            module = _parse_without_imports(native, text)
+        except KeyError:  # a module the parser imports is not imported yet: libcst's own way
+            pass
+        else:
+            if isinstance(module, cst.Module):
+                return module
+    return cst.parse_module(text)
+
+
+# libcst's native parser builds each node by looking `libcst` up with `PyImport_Import` (100 000
+# times for timm's vision_transformer.py), which calls `__import__` from the `__builtins__` of the
+# calling frame's globals, throws its result away and takes the module from `sys.modules`: 2 000
+# instructions a node, 7% of a one-file run, to find a module that is there. The parser is called
+# here from a function whose globals hold builtins with an `__import__` that does nothing
+# (`"".format` accepts any arguments and returns ""); `libcst` itself is imported before. Only
+# that frame sees them: the nodes' own `__init__`s and every other thread import as ever. Should
+# a later libcst import a module not imported yet, `PyImport_Import` raises KeyError and the text
+# is parsed the usual way.
+def _parse_in(parse, text):
+    return parse(text, encoding="utf-8")  # what libcst.parse_module does with a str
+
+
+_parse_without_imports = type(_parse_in)(_parse_in.__code__, {"__builtins__": {"__import__": "".format}},
+                                         "_parse_without_imports")
+
+
+@functools.cache
+def _native_parse():
+    """libcst's native `parse_module` (what `libcst.parse_module` calls for a str), or None when
+    this libcst has none."""
+    try:
+        from libcst import native
+    except ImportError:
+        return None
+    return getattr(native, "parse_module", None)
 
 
 # libcst validates every node it builds (CSTNode.__post_init__ -> _validate: 1.4 M whitespace

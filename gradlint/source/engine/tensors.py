@@ -113,6 +113,7 @@ class V:
 
 _V_FIELDS = frozenset(f.name for f in fields(V))
 _V_DEFAULTS = {f.name: f.default for f in fields(V)}  # all immutable: None, False, frozenset()
+_NOTHING: frozenset = frozenset()
 
 
 def _v_new(cls, **values):
@@ -207,20 +208,39 @@ def _combine(vals: list[V]) -> V:
     """Generic result of an operation on these operands: no gradient only if none carries one."""
     if not vals:
         return V(computed=True)
-    cuts = [v for v in vals if v.cut is not None]
-    all_nograd = all(v.nograd for v in vals)
-    first_cut = cuts[0] if cuts else None
-    return V(
-        const=all(v.const for v in vals),
-        cut=first_cut.cut if (all_nograd and first_cut) else None,
-        cut_span=first_cut.cut_span if (all_nograd and first_cut) else None,
-        numpy=any(v.numpy for v in vals),
-        tensor=any(v.tensor for v in vals),
-        params=any(v.params for v in vals),
-        param_cuts=frozenset().union(*(v.param_cuts for v in vals)),
-        rg=frozenset().union(*(v.rg for v in vals)),
-        computed=True,
-    )
+    # One pass over the operands, and the value made as `replace` makes one (it is never
+    # UNKNOWN: `computed`): a seventh of the numerics walk of a large model file went to the
+    # seven generator passes and the keyword construction this replaces.
+    const = all_nograd = True
+    numpy = tensor = params = False
+    first_cut = None
+    param_cuts = rg = _NOTHING
+    for v in vals:
+        if v.const:
+            pass
+        elif v.cut is None:
+            const = all_nograd = False
+        else:
+            const = False
+        if first_cut is None and v.cut is not None:
+            first_cut = v
+        if v.numpy:
+            numpy = True
+        if v.tensor:
+            tensor = True
+        if v.params:
+            params = True
+        if v.param_cuts:
+            param_cuts = param_cuts | v.param_cuts
+        if v.rg:
+            rg = rg | v.rg
+    new = object.__new__(V)
+    state = new.__dict__
+    state.update(_V_DEFAULTS)
+    cut = all_nograd and first_cut is not None
+    state.update(const=const, cut=first_cut.cut if cut else None, cut_span=first_cut.cut_span if cut else None,
+                 numpy=numpy, tensor=tensor, params=params, param_cuts=param_cuts, rg=rg, computed=True)
+    return new
 
 
 def merge(a: V, b: V) -> V:
