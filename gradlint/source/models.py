@@ -205,8 +205,6 @@ class FileModel(ConstructCalls):
         of the instance being built (or of a class of this file held as a value), or of one of its
         bases of this file, as Python finds it on the class (the instance's own attributes were
         looked up first); _NO_ATTR when there is none."""
-        if re.search(rf"(?<!self)\.\s*{attr}\s*(=(?!=)|[-+*/|&^@%]=)|\bsetattr\s*\(|\b__dict__\b|\bvars\s*\(", self.src.text):
-            return _NO_ATTR  # `Net.depth = 2`, `setattr(...)`: the class may be changed from outside
         if owner == "self":
             inst = env.get("__instance__")
             info = inst.cls if isinstance(inst, Instance) else None
@@ -219,7 +217,14 @@ class FileModel(ConstructCalls):
             return _NO_ATTR
         found = self._class_constant(info, attr, 0)
         # bound to something else (a property, a call, under an `if`): read as before, by its text
-        return _NO_ATTR if found is UNKNOWN else found
+        if found is UNKNOWN or found is _NO_ATTR:
+            return _NO_ATTR
+        patched = self._class_consts.get(("", attr))
+        if patched is None:
+            # `Net.depth = 2`, `setattr(...)`: the class may be changed from outside its body
+            patched = self._class_consts[("", attr)] = bool(re.search(
+                rf"(?<!self)\.\s*{attr}\s*(=(?!=)|[-+*/|&^@%]=)|\bsetattr\s*\(|\b__dict__\b|\bvars\s*\(", self.src.text))
+        return _NO_ATTR if patched else found
 
     def _class_constant(self, info: ClassInfo, attr: str, depth: int) -> Any:
         key = (info.name, attr)
