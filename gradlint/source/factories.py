@@ -26,7 +26,7 @@ import libcst as cst
 from gradlint.model.ir import Network
 from gradlint.source.budget import MAX_DEPTH, Exhausted
 from gradlint.source.engine.values import Ctor
-from gradlint.source.engine.walk import mentions
+from gradlint.source.engine.walk import mentions, walk
 from gradlint.source.init_walk import _InitInterpreter
 from gradlint.source.lowering import Lowerer
 
@@ -140,7 +140,8 @@ def _as_built(fm: FileModel, fn: cst.FunctionDef, decisions: dict, seen: set) ->
     seen.add(id(fn))
     ps = fn.params
     watched = {p.name.value for p in (ps.star_arg, ps.star_kwarg) if isinstance(p, cst.Param)}
-    returns = [n for n in _own_nodes(fn.body) if type(n) is cst.Return]
+    own = list(walk(fn.body, stop=_SCOPES))  # the function's own nodes, not those of defs inside it
+    returns = [n for n in own if type(n) is cst.Return]
     if not returns:
         return False
     callees: list[cst.BaseExpression] = []
@@ -148,7 +149,7 @@ def _as_built(fm: FileModel, fn: cst.FunctionDef, decisions: dict, seen: set) ->
         value = ret.value
         if type(value) is cst.Name:
             watched.add(value.value)
-            callees.extend(n.value for n in _own_nodes(fn.body) if type(n) is cst.Assign
+            callees.extend(n.value for n in own if type(n) is cst.Assign
                            and any(type(t.target) is cst.Name and t.target.value == value.value for t in n.targets))
         elif value is not None:
             callees.append(value)
@@ -160,17 +161,7 @@ def _as_built(fm: FileModel, fn: cst.FunctionDef, decisions: dict, seen: set) ->
 
 
 _MISSING: Any = object()
-
-
-def _own_nodes(node: cst.CSTNode):
-    """The nodes of a function's body, not those of functions, classes or lambdas inside it."""
-    stack: list[cst.CSTNode] = [node]
-    while stack:
-        n = stack.pop()
-        yield n
-        for c in n.children:
-            if not isinstance(c, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
-                stack.append(c)
+_SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
 
 
 def _touched(node: cst.CSTNode, watched: set[str], decisions: dict, live: bool) -> bool:
@@ -179,7 +170,7 @@ def _touched(node: cst.CSTNode, watched: set[str], decisions: dict, live: bool) 
     kind = type(node)
     if kind is cst.Name:
         return live and node.value in watched
-    if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+    if isinstance(node, _SCOPES):
         return False
     if kind is cst.If:
         decided = decisions.get(id(node), _MISSING)
