@@ -285,6 +285,29 @@ def test_an_entry_that_changes_its_model_after_building_it_is_not_modelled():
     assert [f.code for f in check_source(src)] == ["GL101"]
 
 
+
+def test_an_entry_refused_whatever_its_branches_is_not_run(monkeypatch):
+    """A use of `kwargs` outside every `if` refuses the entry before it is run (a full construction
+    each, for torchvision's vit_b_16 ...); one inside an `if` waits for the run to decide it."""
+    from gradlint.source import factories
+
+    ran: list[str] = []
+    real = factories._InitInterpreter.block
+
+    def block(self, body):
+        if self.fm.running is not None:
+            ran.append(self.fm.running.name.value)
+        return real(self, body)
+
+    monkeypatch.setattr(factories._InitInterpreter, "block", block)
+    src = MLP + ("\n\ndef popped(**kwargs):\n    size = kwargs.pop('size', 30)\n    return MLP(size, **kwargs)\n"
+                 "\n\ndef decided(weights=None, **kwargs):\n    if weights is not None:\n        kwargs.pop('size')\n"
+                 "    return MLP(30, **kwargs)\n")
+    built = lower(src)
+    assert "popped" not in built and "popped" not in ran
+    assert "decided" in built and "decided" in ran
+
+
 CLASS_ATTRS = '''
 import torch.nn as nn
 

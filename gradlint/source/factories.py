@@ -243,6 +243,11 @@ def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network
             continue
         if entry and kept_entries >= MAX_ENTRIES:
             break
+        if entry and not _as_built(fm, fn, {}, set()):
+            # Refused before the run: with no branch decided, every `if` counts as skipped, so
+            # a use outside them (`image_size = kwargs.pop(...)`) refuses the entry whatever the
+            # run decides (torchvision's vit_b_16 ... cost a full construction each, for nothing).
+            continue
         source = written.get(name, "")
         wanted_seq = sequential and "Sequential" in source
         if not wanted_seq and not entry and not _builds_with_config(fm, source):
