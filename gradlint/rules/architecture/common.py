@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from gradlint.findings import GraphNode, SourceSpan
+from gradlint.findings import Finding, GraphNode, Severity, SourceSpan
 from gradlint.model.inline import finder, inline
 from gradlint.model.ir import Network, Origin, Param
 from gradlint.model.propagation import Analysis, Chain, analyse
@@ -178,6 +178,23 @@ def layer_maybe_folded(ctx: RuleContext, layer: Param) -> bool:
 FOLDED_NOTE = ("; the convs' weights may have a BatchNorm folded in at export (which a trained model "
                "would normalise away): export with `training=torch.onnx.TrainingMode.TRAINING` to check")
 
+
+
+def gain_findings(ctx: RuleContext, threshold: float, flagged, worse, consequence: str) -> Iterator[Finding]:
+    """GL101's and GL102's findings: one per place of the chains `flagged` selects (flagged_chains),
+    each with its predicted gain, depth and cause, the networks it is in, and `consequence` (each
+    rule's own words); info, with a note, where a BatchNorm may have been folded into the convs."""
+    for network, chain, others in flagged_chains(ctx, flagged, worse):
+        span, node = location(chain.first.origin)
+        folded = maybe_folded(ctx, chain)
+        extra = {"maybe_folded": True} if folded else {}
+        yield ctx.finding(
+            f"predicted gradient gain {fmt(chain.gain)} across {chain.depth} layers "
+            f"({chain_cause(chain)}) in {network.name}{also_in(others)}: {consequence}"
+            + (FOLDED_NOTE if folded else ""),
+            span, node=node, data=chain_data(network, chain, threshold=threshold, **extra),
+            severity=Severity.INFO if folded else None,
+        )
 
 def chain_data(network: Network, chain: Chain, **extra) -> dict:
     data = {"network": network.name, "modules": tuple(s.layer.name for s in chain.steps),

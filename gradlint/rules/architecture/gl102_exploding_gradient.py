@@ -6,9 +6,7 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Severity
 from gradlint.registry import Example, Option, Rule, RuleContext, positive_float
-from gradlint.rules.architecture.common import (
-    FOLDED_NOTE, also_in, chain_cause, chain_data, flagged_chains, fmt, location, maybe_folded,
-)
+from gradlint.rules.architecture.common import gain_findings
 
 TANH_STD1 = """\
 import torch
@@ -78,14 +76,5 @@ class ExplodingGradient(Rule):
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         threshold = ctx.options["exploding-threshold"]
-        for network, chain, others in flagged_chains(ctx, lambda chain: chain.gain > threshold, lambda a, b: a.gain > b.gain):
-            span, node = location(chain.first.origin)
-            folded = maybe_folded(ctx, chain)
-            extra = {"maybe_folded": True} if folded else {}
-            yield ctx.finding(
-                f"predicted gradient gain {fmt(chain.gain)} across {chain.depth} layers "
-                f"({chain_cause(chain)}) in {network.name}{also_in(others)}: gradients explode towards the input"
-                + (FOLDED_NOTE if folded else ""),
-                span, node=node, data=chain_data(network, chain, threshold=threshold, **extra),
-                severity=Severity.INFO if folded else None,
-            )
+        yield from gain_findings(ctx, threshold, lambda chain: chain.gain > threshold,
+                                 lambda a, b: a.gain > b.gain, "gradients explode towards the input")
