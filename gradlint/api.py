@@ -222,8 +222,9 @@ def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = Tr
         # on a project of 4 000 files). The fingerprint of the bytes scanned is the one
         # inputs.fingerprint makes of a file of that size; a file read before keeps its own.
         def scanned(path: Path, data: bytes) -> None:
-            if len(data) <= inputs.HASH_LIMIT:
-                seen.setdefault(str(path), "sha256:" + hashlib.sha256(data).hexdigest())
+            # (hashed once: a file read again by a later scan keeps the fingerprint it has)
+            if len(data) <= inputs.HASH_LIMIT and str(path) not in seen:
+                seen[str(path)] = "sha256:" + hashlib.sha256(data).hexdigest()
 
         loader.scanned = scanned
     return ProjectIndex(loader), root

@@ -5,6 +5,7 @@ module; modules that are not checked are summarised only when a lookup reaches t
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -329,3 +330,42 @@ def test_a_fifo_or_a_broken_module_in_the_project_does_not_hang_or_crash_the_loo
         "def loss(x, y):\n    bce = torch.nn.BCELoss()\n    return bce(Net()(x), y) + bce(B()(x), y) + bce(Deep()(x), y)\n")
     found = findings_for(tmp_path, ["user.py"], "user.py", monkeypatch)
     assert [code for _l, _c, code, _m in found] == ["GL406"]
+
+
+def test_word_scans_read_each_project_file_once_and_answer_each_word(tmp_path, monkeypatch):
+    """The project's word scans (callers of a function, gradcheck) read every listed file once per
+    run, not once per word; a file past the kept-bytes budget is read again and still answers."""
+    from gradlint.source import index as source_index
+    from gradlint.source.index import ProjectFiles
+
+    files = []
+    for i, text in enumerate(["def train():\n    pass\n", "from a import train\ntrain()\n", "x = 1\n", ""]):
+        f = tmp_path / f"m{i}.py"
+        f.write_text(text)
+        files.append(f)
+    fifo = tmp_path / "pipe.py"
+    os.mkfifo(fifo)  # a FIFO named x.py: refused by the first scan, not opened again
+    files.append(fifo)
+    opened: list[str] = []
+    real = source_index._scan
+
+    def scan(path):
+        opened.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(source_index, "_scan", scan)
+    told: list[str] = []
+    loader = ProjectFiles(tmp_path, lambda p: FileFacts(path=str(p), kind="python"), lambda: list(files))
+    loader.scanned = lambda path, data: told.append(path.name)
+    assert sorted(loader.modules_mentioning("train")) == ["m0", "m1"]
+    assert loader.modules_mentioning("x = 1") == ["m2"]
+    assert loader.modules_mentioning("nothing") == []
+    assert sorted(opened) == sorted(f.name for f in files)  # each once, the FIFO refused once
+    assert sorted(told) == ["m0.py", "m1.py", "m2.py", "m3.py"]
+    # over the budget: each later scan reads the files again, with the same answers
+    opened.clear()
+    monkeypatch.setattr(source_index, "MAX_KEPT_BYTES", 0)
+    loader = ProjectFiles(tmp_path, lambda p: FileFacts(path=str(p), kind="python"), lambda: list(files))
+    assert sorted(loader.modules_mentioning("train")) == ["m0", "m1"]
+    assert sorted(loader.modules_mentioning("train")) == ["m0", "m1"]
+    assert opened.count("m0.py") == 2 and opened.count("m3.py") == 1  # the empty file fits in 0 bytes

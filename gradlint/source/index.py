@@ -23,6 +23,9 @@ PROJECT_MARKERS = ("pyproject.toml", "setup.cfg", ".git")
 # Files of the project scanned for one word (gradcheck calls), at most.
 MAX_SCANNED = 20000
 MAX_SCANNED_BYTES = 8 * 1024 * 1024
+# Bytes of scanned files kept for the run's later word scans, at most (each scan read every file
+# again: 0.3 s a word on a project of 5 000 files); files past it are read again by each scan.
+MAX_KEPT_BYTES = 128 << 20
 # Installed libraries: modules read in one run, and their bytes, at most. Resolving one name of
 # timm or torchvision reads 2-5 modules; what a budget cuts resolves to nothing (never a finding).
 MAX_LIBRARY_MODULES = 512
@@ -273,6 +276,10 @@ class ProjectFiles:
         self.extract = extract
         self.list_files = list_files
         self._files: list[Path] | None = None  # listed once per run: every scanned word reuses it
+        # The bytes the first word scan read, for the later ones (None: not scanned, a FIFO, too
+        # large), within MAX_KEPT_BYTES; a file missing here is read again.
+        self._kept: dict[Path, bytes | None] = {}
+        self._kept_bytes = 0
         self._parsed: dict[Path, object] = {}  # SourceFile (or None) of the files lower() re-runs
         self.libraries = tuple(libraries)
         self.extract_library = extract_library
@@ -436,13 +443,23 @@ class ProjectFiles:
         if self._files is None:
             self._files = self.list_files()[:MAX_SCANNED]
         scanned = self.scanned
+        kept = self._kept
         for path in self._files:
-            data = _scan(path)
-            if data is None:
-                continue
-            if scanned is not None and data[1]:
-                scanned(path, data[0])
-            if needle in data[0]:
+            text = kept.get(path, b"")
+            if text is None:
+                continue  # not a file a scan reads
+            if not text and path not in kept:
+                data = _scan(path)
+                if data is None:
+                    kept[path] = None
+                    continue
+                text = data[0]
+                if scanned is not None and data[1]:
+                    scanned(path, text)
+                if self._kept_bytes + len(text) <= MAX_KEPT_BYTES:
+                    kept[path] = text
+                    self._kept_bytes += len(text)
+            if needle in text:
                 try:
                     out.append(module_name(path, self.root)[0])
                 except OSError:
