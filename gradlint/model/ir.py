@@ -201,12 +201,23 @@ class ClassArg:
 
 
 @dataclass(frozen=True)
+class ConfigArg:
+    """A config object passed to an `Extern` (`GPT(GPTConfig(n_layer=48))` in a training script,
+    the model class in another file): the class as written in the caller, and the plain values
+    its attributes hold there (source/configs.py read its class with the call's arguments; an
+    attribute whose value is not a plain constant is left out, and reads as unknown)."""
+
+    cls: str
+    values: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
 class Extern(Opaque):
     """A module built from a class of another project file (`blocks.SigmoidBlock()`), as written
     in this file: opaque until the project index finds that class's IR (`model/inline.py`), which
     the per-file lowering cannot see. cls: the class as written here. args: the call's arguments,
     ((position or keyword, (value,) or () when not known), ...), a value being a constant, a
-    `SymArg` or a `ClassArg`; None when `*args` / `**kwargs` leave them open. inits:
+    `SymArg`, a `ClassArg` or a `ConfigArg`; None when `*args` / `**kwargs` leave them open. inits:
     initialisations of this file that reach the block after it was built (a parent's
     `apply(fn)`, loops over `self.modules()`): (parametric ops they apply to, empty for every
     one; tensor: 'weight', 'bias' or '*'; InitSpec), in program order."""

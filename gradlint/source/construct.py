@@ -17,7 +17,7 @@ from typing import Any, TYPE_CHECKING
 
 import libcst as cst
 
-from gradlint.model.ir import ClassArg, InitSpec, SymArg
+from gradlint.model.ir import ClassArg, ConfigArg, InitSpec, SymArg
 from gradlint.source import catalog as C
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_SAME_CLASS, Exhausted, bounded
@@ -81,12 +81,14 @@ def _is_ordered_dict(expr: cst.BaseExpression, fm: FileModel) -> bool:
     return "collections.OrderedDict" in fm.qual(expr.func) or dotted(expr.func) == "OrderedDict"
 
 
-def _neutral(v: Any) -> tuple:
+def _neutral(v: Any, configs: bool = False) -> tuple:
     """An argument as an ir.Extern carries it: (value,) for a constant, a symbol (ir.SymArg) or a
-    torch, catalogue or project class (ir.ClassArg) whose partial arguments are such values; ()
-    otherwise."""
+    torch, catalogue or project class (ir.ClassArg) whose partial arguments are such values, and
+    with `configs` a config object (ir.ConfigArg: its plain values); () otherwise."""
     if _constant(v):
         return (v,)
+    if configs and type(v) is Ctor and v.kind == "config" and v.instance is not None:
+        return (ConfigArg(v.cls, tuple((k, x) for k, x in v.instance.attrs.items() if _constant(x))),)
     if isinstance(v, Sym):
         return (SymArg(v.text),)
     if isinstance(v, ClassRef) and v.kind in ("torch", "extern", "local"):
@@ -186,7 +188,12 @@ class ConstructCalls:
         arguments when every one is a constant: the project index may splice the class in."""
         if name and not isinstance(self.src, L.LibrarySource):
             pos, kw, open_pos, open_kw = self.bound_args(call, env)
-            args: tuple | None = tuple((k, _neutral(v)) for k, v in (*enumerate(pos), *kw.items()))
+            configs = self.configs_to_externs
+            if configs:
+                # `GPT(GPTConfig(n_layer=48))`: the config as its class makes it (source/configs.py)
+                pos = [self.config_of_call(v) for v in pos]
+                kw = {k: self.config_of_call(v) for k, v in kw.items()}
+            args: tuple | None = tuple((k, _neutral(v, configs)) for k, v in (*enumerate(pos), *kw.items()))
             ctor.extern = (name, None if open_pos or open_kw else args)
         return ctor
 

@@ -23,7 +23,7 @@ from typing import Any, TYPE_CHECKING
 
 import libcst as cst
 
-from gradlint.model.ir import Network
+from gradlint.model.ir import ConfigArg, Network
 from gradlint.source.budget import MAX_DEPTH, Exhausted
 from gradlint.source.engine.values import Ctor
 from gradlint.source.engine.walk import mentions, walk
@@ -88,6 +88,7 @@ def _builds_with_config(fm: FileModel, text: str) -> bool:
     from gradlint.source.configs import _not_the_projects
 
     model = config = False
+    imported = 0  # classes of other project files: a model or a config (`GPT(GPTConfig(...))`)
     for name in _called(text):
         last = name.rsplit(".", 1)[-1]
         if not last[:1].isupper():
@@ -101,10 +102,8 @@ def _builds_with_config(fm: FileModel, text: str) -> bool:
             continue
         quals = fm.imports.qualify_dotted(name)
         if fm.configs is not None and quals and not any(_not_the_projects(q.split(".", 1)[0]) for q in quals):
-            config = True
-        if model and config:
-            return True
-    return model and config
+            imported += 1
+    return bool((model and (config or imported)) or (imported and (config or imported > 1)))
 
 
 def _builders(fm: FileModel, written: dict[str, str]) -> set[str]:
@@ -261,7 +260,7 @@ def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network
             # an entry called as a user calls it, with no arguments: `**kwargs` is empty
             fm._bind_params(list(fn.params.params), fn.params, None, {}, scope, exact=entry)
             interp = _InitInterpreter(fm, scope, None)
-            fm.running, fm.exact_calls = fn, entry
+            fm.running, fm.exact_calls, fm.configs_to_externs = fn, entry, True
             fm.decisions = {} if entry else None
             interp.block(fn.body)
             if entry and not _as_built(fm, fn, fm.decisions, set()):
@@ -269,7 +268,7 @@ def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network
         except (Exhausted, RecursionError):
             continue
         finally:
-            fm.running, fm.exact_calls, fm.decisions = None, False, None
+            fm.running, fm.exact_calls, fm.decisions, fm.configs_to_externs = None, False, None, False
         if fm.cuts == cuts:
             # lowered now, each with its own piece of the file's budget: the first networks of a
             # file with hundreds of factories are kept when its total runs out
@@ -288,11 +287,24 @@ def _keep(out: list[Network], fm: FileModel, name: str, value: Any, where: cst.C
         elif isinstance(value, Ctor) and value.kind == "local" and value.instance is not None and \
                 (value.instance.configured or entry):
             network = _configured(fm, name, value, where, classes.get(value.cls))
+        elif _extern_with_config(value):
+            # a model class of another file built with a config: its IR is that class re-run in
+            # its file with the config's values, when the project index inlines the placeholder
+            network = Network(name=name, path=fm.src.path, nodes=Lowerer(fm).module_nodes(value),
+                              origin=fm.src.span(where))
     except (Exhausted, RecursionError):
         network = None
     if network is not None:
         out.append(network)
     return network is not None
+
+
+def _extern_with_config(value: Any) -> bool:
+    """A class of another file called with a config object among its arguments (ir.ConfigArg)."""
+    if not isinstance(value, Ctor) or value.kind != "unknown" or value.extern is None or len(value.extern) != 2:
+        return False
+    args = value.extern[1]
+    return args is not None and any(a and isinstance(a[0], ConfigArg) for _k, a in args)
 
 
 def _module_sequentials(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:
@@ -316,10 +328,20 @@ def _module_sequentials(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:
 
 
 def _module_level(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:
-    """The models the module binds: its top-level assignments of a call, in order, with the
-    `__main__` block's (run as a function body: what it binds last is its model)."""
+    """The models the module binds: its top-level assignments of a call, in order, with those of
+    its top-level `if` statements (decided by the module's constants) and of the `__main__` block
+    (run as a function body: what it binds last is its model)."""
     found: list[tuple[str, Any, cst.CSTNode]] = []
     interp = _InitInterpreter(fm, {}, None)
+    fm.configs_to_externs = True
+    try:
+        _run_module(fm, interp, found)
+    finally:
+        fm.configs_to_externs = False
+    return found
+
+
+def _run_module(fm: FileModel, interp: _InitInterpreter, found: list) -> None:
     for stmt in fm.src.module.body:
         cuts = fm.cuts
         fm.meter.allow()
@@ -334,6 +356,12 @@ def _module_level(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:
                 before = dict(interp.env)
                 interp.block(stmt.body)
                 where = stmt
+            elif type(stmt) is cst.If:
+                # `if init_from == "scratch": model = GPT(GPTConfig(**model_args))` (nanoGPT's
+                # train.py): decided by the module's own constants, or its branches left open
+                before = dict(interp.env)
+                interp.statement(stmt)
+                where = stmt
             else:
                 continue
         except (Exhausted, RecursionError):
@@ -343,10 +371,11 @@ def _module_level(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:
             interp.env = {}
             continue
         for name, value in interp.env.items():
-            if ("." not in name and type(value) is Ctor and value.kind == "local" and value.instance is not None
-                    and value.instance.configured and before.get(name) is not value):
+            if "." in name or before.get(name) is value:
+                continue
+            if (type(value) is Ctor and value.kind == "local" and value.instance is not None
+                    and value.instance.configured) or _extern_with_config(value):
                 found.append((name, value, where))
-    return found
 
 
 def _sequential(fm: FileModel, name: str, value: Ctor, where: cst.CSTNode) -> Network:

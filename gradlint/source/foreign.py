@@ -98,7 +98,7 @@ def _called(fm: FileModel, value: Any, args: tuple, origin: cst.Name) -> Any:
     pos: list = []
     kw: dict = {}
     for key, v in args:
-        got = _neutral_value(v[0]) if v else UNKNOWN
+        got = _neutral_value(v[0], fm, origin) if v else UNKNOWN
         if isinstance(key, int):
             if key != len(pos):
                 return None
@@ -124,7 +124,7 @@ def _leaves_of(value: Any) -> list:
     return _leaves(value)
 
 
-def _neutral_value(v: Any) -> Any:
+def _neutral_value(v: Any, fm: FileModel, origin: cst.CSTNode) -> Any:
     from gradlint.source.rerun import _from_neutral
 
-    return _from_neutral(v)
+    return _from_neutral(v, fm, origin)

@@ -78,6 +78,10 @@ class FileModel(ConstructCalls):
         self.exact_calls = False
         # id(if statement) -> its truth (None: undecided) while a factory runs (factories.py)
         self.decisions: dict[int, bool | None] | None = None
+        # Set while a factory or the module's own statements run (factories.py): a config object
+        # passed to a class of another file goes with its values (ir.ConfigArg), which the class
+        # is re-run with in its file. Elsewhere a class of another file gets what it got before.
+        self.configs_to_externs = False
         self.building: dict[str, int] = {}  # local classes being instantiated, with their nesting
         # Set while forward is lowered: the option of an Alt this forward run takes (None: merge).
         self.pick: Any = None

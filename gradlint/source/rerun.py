@@ -13,7 +13,7 @@ from typing import Any
 
 import libcst as cst
 
-from gradlint.model.ir import ClassArg, Network, Opaque, Extern, SymArg
+from gradlint.model.ir import ClassArg, ConfigArg, Network, Opaque, Extern, SymArg
 from gradlint.source.budget import Exhausted
 from gradlint.source.engine.values import Alt, ClassRef, Ctor, Sym, UNKNOWN
 from gradlint.source.foreign import _MISSING, _UNKNOWN_CALL, SUPER_NAMES, _called, _item, _self_names, _split_called, _table_name
@@ -56,7 +56,7 @@ def _rerun(src, fm: FileModel, name: str, origin: cst.Name, params: cst.Paramete
     (less the first `skip`), the block built and lowered by `build(pos, kw)` -> (Lowerer, paths,
     known, note) or None, within the file's budget. None when the call cannot be bound, when
     anything was cut (a budget, the file's own cuts) or when forward is not followed."""
-    bound = _bind_neutral(params, args, skip) if args is not None else None
+    bound = _bind_neutral(params, args, skip, fm, origin) if args is not None else None
     if bound is None:
         return None
     cuts = fm.cuts
@@ -77,9 +77,11 @@ def _rerun(src, fm: FileModel, name: str, origin: cst.Name, params: cst.Paramete
                    variants=tuple(tuple(p) for p in paths[1:]), note=note)
 
 
-def _bind_neutral(ps: cst.Parameters, args: tuple, skip: int) -> tuple[list, dict] | None:
+def _bind_neutral(ps: cst.Parameters, args: tuple, skip: int, fm: FileModel,
+                  origin: cst.CSTNode) -> tuple[list, dict] | None:
     """A call's arguments (ir.Extern.args) as the positional and keyword values of parameters `ps`
-    (less the first `skip`: `self`); None for a call Python would refuse or we cannot bind."""
+    (less the first `skip`: `self`) in `fm` (`origin`: the block's name there); None for a call
+    Python would refuse or we cannot bind."""
     if ps.posonly_params:
         return None
     positional = [p.name.value for p in list(ps.params)[skip:]]
@@ -89,7 +91,7 @@ def _bind_neutral(ps: cst.Parameters, args: tuple, skip: int) -> tuple[list, dic
     star, stars = isinstance(ps.star_arg, cst.Param), ps.star_kwarg is not None
     given = 0  # positional arguments, those *args takes included
     for key, value in args:
-        v = _from_neutral(value[0]) if value else UNKNOWN
+        v = _from_neutral(value[0], fm, origin) if value else UNKNOWN
         if isinstance(key, int) and key == given and not kw and (key < len(positional) or star):
             given += 1
             if key < len(positional):
@@ -193,11 +195,15 @@ def _returned_paths(low: Lowerer, value: Ctor) -> list | None:
     return [low.module_nodes(value)]
 
 
-def _from_neutral(v: Any) -> Any:
-    """The interpreter's value for an argument an ir.Extern carries (the inverse of _neutral)."""
+def _from_neutral(v: Any, fm: FileModel, origin: cst.CSTNode) -> Any:
+    """The interpreter's value for an argument an ir.Extern carries (the inverse of _neutral): a
+    config object is an instance holding the caller's plain values (any other attribute unknown),
+    as a config of another file is held where it is read (ConstructCalls._config_value)."""
     if isinstance(v, SymArg):
         return Sym(v.text)
     if isinstance(v, ClassArg):
-        return ClassRef("local" if v.kind == "library" else v.kind, v.cls, tuple(_from_neutral(a) for a in v.args),
-                        tuple((k, _from_neutral(a)) for k, a in v.kwargs), v.kind == "library")
+        return ClassRef("local" if v.kind == "library" else v.kind, v.cls, tuple(_from_neutral(a, fm, origin) for a in v.args),
+                        tuple((k, _from_neutral(a, fm, origin)) for k, a in v.kwargs), v.kind == "library")
+    if isinstance(v, ConfigArg):
+        return fm._config_value(v.cls, dict(v.values), origin)
     return v
