@@ -130,3 +130,19 @@ def test_a_same_named_model_class_elsewhere_in_the_project_is_not_taken(tmp_path
     assert findings(root, ".") == []
     (root / "deep.py").write_text(FACTORY)  # `from model import GPT`: the deep one
     assert [(c, f) for c, f, *_x in findings(root, ".")] == [("GL101", "deep.py")]
+
+
+def test_a_class_of_another_file_that_is_no_module_is_no_network(tmp_path):
+    """`accelerator = Accelerator(ProjectConfiguration(...))`: a class of another file built with a
+    config, but no module (no forward, no module base), is not a model of the script."""
+    from gradlint.source import extract_python
+
+    root = project(tmp_path)
+    (root / "tools.py").write_text(
+        "from dataclasses import dataclass\n\n\n@dataclass\nclass RunConfig:\n    steps: int = 10\n\n\n"
+        "class Runner:\n    def __init__(self, config):\n        self.config = config\n")
+    script = root / "script.py"
+    script.write_text("import torch\nfrom tools import Runner, RunConfig\nfrom model import GPT, GPTConfig\n\n"
+                      "runner = Runner(RunConfig(steps=5))\nmodel = GPT(GPTConfig(n_layer=3))\n")
+    facts = extract_python(script, "script.py")
+    assert [n.name for n in facts.networks] == ["model"]

@@ -353,6 +353,21 @@ class ConfigReader:
             return None
         return where, cls
 
+    def is_module_class(self, text: str, qualified: frozenset[str]) -> bool:
+        """Whether `text` names one module class of another project file (one that defines
+        `forward` or derives from a module class: `_summary`), read from its file."""
+        if self.depth >= MAX_CONFIG_DEPTH or not text or not qualified or self.symbols is None:
+            return False
+        if not text.rsplit(".", 1)[-1][:1].isupper() or any(_not_the_projects(q.split(".", 1)[0]) for q in qualified):
+            return False
+        index, files = self._resolver()
+        index.steps = 0
+        found = index.resolve(self._module, text)
+        if len(found) != 1:
+            return False
+        module, _, cls = found[0].rpartition(".")
+        return index.module(module) is not None and cls in files.modules_like.get(module, ())
+
     def constant(self, names: frozenset[str], call: bool = False) -> Any:
         """The plain value of a name this file imports from another project module (`names`: what
         the file's imports make of it, relative targets kept: '.consts.EPS'), held to the rule of

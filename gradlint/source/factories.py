@@ -287,7 +287,8 @@ def _keep(out: list[Network], fm: FileModel, name: str, value: Any, where: cst.C
         elif isinstance(value, Ctor) and value.kind == "local" and value.instance is not None and \
                 (value.instance.configured or entry):
             network = _configured(fm, name, value, where, classes.get(value.cls))
-        elif _extern_with_config(value):
+        elif _extern_with_config(value) and fm.configs is not None and fm.configs.is_module_class(
+                value.extern[0], fm.imports.qualify_dotted(value.extern[0])):
             # a model class of another file built with a config: its IR is that class re-run in
             # its file with the config's values, when the project index inlines the placeholder
             network = Network(name=name, path=fm.src.path, nodes=Lowerer(fm).module_nodes(value),
@@ -374,7 +375,8 @@ def _run_module(fm: FileModel, interp: _InitInterpreter, found: list) -> None:
             if "." in name or before.get(name) is value:
                 continue
             if (type(value) is Ctor and value.kind == "local" and value.instance is not None
-                    and value.instance.configured) or _extern_with_config(value):
+                    and value.instance.configured) or _extern_with_config(value) and fm.configs is not None \
+                    and fm.configs.is_module_class(value.extern[0], fm.imports.qualify_dotted(value.extern[0])):
                 found.append((name, value, where))
 
 
