@@ -332,18 +332,11 @@ class ConfigReader:
         """(file, class) of the class `text` names in this file (`qualified`: what the file's
         imports make of it), or None when it is not one class of another project file (`called`:
         one shaped as a config, `_config_shaped`)."""
-        if self.depth >= MAX_CONFIG_DEPTH or not text or not qualified or self.symbols is None:
+        found = self._project_class(text, qualified)
+        if found is None:
             return None
-        last = text.rsplit(".", 1)[-1]
-        if not last[:1].isupper() or any(_not_the_projects(q.split(".", 1)[0]) for q in qualified):
-            return None
-        index, files = self._resolver()
-        index.steps = 0
-        found = index.resolve(self._module, text)
-        if len(found) != 1:
-            return None
-        module, _, cls = found[0].rpartition(".")
-        if index.module(module) is None or cls in files.modules_like.get(module, ()):
+        module, cls, files = found
+        if cls in files.modules_like.get(module, ()):
             return None
         if called and cls not in files.configs_like.get(module, ()):
             return None
@@ -356,17 +349,23 @@ class ConfigReader:
     def is_module_class(self, text: str, qualified: frozenset[str]) -> bool:
         """Whether `text` names one module class of another project file (one that defines
         `forward` or derives from a module class: `_summary`), read from its file."""
+        found = self._project_class(text, qualified)
+        return found is not None and found[1] in found[2].modules_like.get(found[0], ())
+
+    def _project_class(self, text: str, qualified: frozenset[str]) -> tuple[str, str, "_Files"] | None:
+        """(module, class, the files read) of the one class of a project file `text` names here,
+        its module read; None for anything else (a library's, several, none)."""
         if self.depth >= MAX_CONFIG_DEPTH or not text or not qualified or self.symbols is None:
-            return False
+            return None
         if not text.rsplit(".", 1)[-1][:1].isupper() or any(_not_the_projects(q.split(".", 1)[0]) for q in qualified):
-            return False
+            return None
         index, files = self._resolver()
         index.steps = 0
         found = index.resolve(self._module, text)
         if len(found) != 1:
-            return False
+            return None
         module, _, cls = found[0].rpartition(".")
-        return index.module(module) is not None and cls in files.modules_like.get(module, ())
+        return (module, cls, files) if index.module(module) is not None else None
 
     def constant(self, names: frozenset[str], call: bool = False) -> Any:
         """The plain value of a name this file imports from another project module (`names`: what
