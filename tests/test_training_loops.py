@@ -733,3 +733,46 @@ def test_a_folded_threshold_of_zero_is_reported_with_how_it_was_computed():
                  "import torch\nCLIP = 0\nCLIP = get()\nloss.backward()\ntorch.nn.utils.clip_grad_norm_(p, 2 * CLIP)\n",
                  "import torch\nA = B\nB = A\nloss.backward()\ntorch.nn.utils.clip_grad_norm_(p, 2 * A)\n"):
         assert codes(text, "GL204") == []
+
+
+def test_an_if_that_jumps_guards_what_follows_it():
+    # `if bad: opt.zero_grad(); continue` skips the batch: the step after it never sees that
+    # clear (a user-style skip of non-finite losses); without the jump the clear reaches the step
+    skip = """\
+import math
+import torch
+
+model = torch.nn.Linear(4, 1)
+optimizer = torch.optim.Adam(model.parameters())
+for x, y in loader:
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    loss.backward()
+    if not math.isfinite(loss.item()):
+        optimizer.zero_grad()
+        continue
+    optimizer.step()
+    optimizer.zero_grad()
+"""
+    assert codes(skip, "GL208") == []
+    for jump in ("return", "break", "raise RuntimeError('nan')"):
+        assert codes(skip.replace("continue", jump), "GL208") == [], jump
+    step_fn = """\
+def train_step(model, optimizer, x, y):
+    loss = model(x, y)
+    loss.backward()
+    if not torch.isfinite(loss):
+        optimizer.zero_grad(set_to_none=True)
+        return None
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+"""
+    assert codes(step_fn, "GL208") == []
+    assert codes(skip.replace("        continue\n", ""), "GL208") == ["GL208"]
+    assert codes(step_fn.replace("        return None\n", ""), "GL208") == ["GL208"]
+    # the statements after the jump are the `if`'s other branch
+    (guarded,) = [fn for fn in facts(skip).functions if fn.name == "<module>"]
+    (loop,) = [b for b in guarded.body.items if getattr(b, "kind", "") == "loop"]
+    (jump_if,) = [b for b in loop.items if getattr(b, "kind", "") == "if"]
+    kinds = [[e.kind for e in iter_events(branch)] for branch in jump_if.items]
+    assert kinds[0] == ["clear"] and kinds[1][:2] == ["step", "clear"], kinds

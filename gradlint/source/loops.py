@@ -91,6 +91,9 @@ class _Extractor(CallEvents, StatementWalker):
         self.assigns: list[Assign] = []
         self._assign_kinds: dict[str, set[str]] = {}  # CallEvents._assigned
         self._next_block = 0
+        # id(an `if` whose body ends in a jump) -> the statements after it in its block: they run
+        # only when the test is false, so they are that `if`'s else branch (`if_block`)
+        self._rest_after: dict[int, list] = {}
         # (function id) -> name -> is an accumulation expression; function node -> id
         self._accum_names: dict[int, dict[str, bool]] = {}
         self._scope_nodes: dict[int, cst.CSTNode | None] = {}
@@ -231,6 +234,13 @@ class _Extractor(CallEvents, StatementWalker):
                                    test=f"not ({_text(stmt.test)})", accum=True))
                 break
             idle = self.idle_top.get(id(stmt)) if self._where is None else None
+            # `if not finite: opt.zero_grad(); continue` skips the rest of this block
+            jumps = (idle is None and isinstance(stmt, cst.If) and stmt.orelse is None and i + 1 < len(stmts)
+                     and _ends_in_jump(stmt.body))
+            if jumps:
+                self._rest_after[id(stmt)] = stmts[i + 1:]
+                items.extend(self.statement(stmt, bid, i, ctx))
+                break
             if idle is None:
                 items.extend(self.statement(stmt, bid, i, ctx))
             else:
@@ -459,7 +469,10 @@ class _Extractor(CallEvents, StatementWalker):
         pre = list(self.events(stmt.test, sid, ctx))
         inner = ctx.with_test(test_text).replace(parent_stmt=sid)
         then = self.block(_suite(stmt.body), inner, "branch")
-        if stmt.orelse is None:
+        rest = self._rest_after.pop(id(stmt), None)
+        if rest is not None:
+            other = self.block(rest, inner, "branch")
+        elif stmt.orelse is None:
             other = Block("branch", self.block_id())
         elif isinstance(stmt.orelse, cst.If):
             esid = self.record_stmt(stmt.orelse, self.block_id(), 0, ctx)
@@ -601,6 +614,15 @@ def _drawn_from(block: Block, var: str, each: str) -> Block:
         else:
             items.append(it)
     return dataclasses.replace(block, items=tuple(items))
+
+
+def _ends_in_jump(body: cst.BaseSuite) -> bool:
+    """Whether a suite's last statement leaves the block (continue, break, return, raise)."""
+    stmts = body.body if isinstance(body, cst.IndentedBlock) else (body,)
+    last = stmts[-1] if stmts else None
+    if not isinstance(last, (cst.SimpleStatementLine, cst.SimpleStatementSuite)) or not last.body:
+        return False
+    return isinstance(last.body[-1], (cst.Continue, cst.Break, cst.Return, cst.Raise))
 
 
 def _is_body_continue(body: cst.BaseSuite) -> bool:
