@@ -776,3 +776,26 @@ def train_step(model, optimizer, x, y):
     (jump_if,) = [b for b in loop.items if getattr(b, "kind", "") == "if"]
     kinds = [[e.kind for e in iter_events(branch)] for branch in jump_if.items]
     assert kinds[0] == ["clear"] and kinds[1][:2] == ["step", "clear"], kinds
+
+
+def test_gl207_a_tensor_made_to_require_grad_carries_the_loss():
+    # a linear probe on raw weights: features under no_grad, W and b leaves that require grad
+    probe = """\
+import torch
+import torch.nn.functional as F
+
+W = torch.zeros(256, 10, requires_grad=True)
+b = torch.zeros(10).requires_grad_()
+for x, y in loader:
+    with torch.no_grad():
+        feats = backbone(x)
+    logits = feats @ W + b
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+"""
+    assert codes(probe, "GL207") == []
+    assert codes(probe.replace("logits = feats @ W + b", "logits = feats * 2"), "GL207") == ["GL207"]
+    assert codes(probe.replace("requires_grad=True", "requires_grad=False")
+                 .replace("logits = feats @ W + b", "logits = feats @ W"), "GL207") == ["GL207"]
+    calls = {a.target: a.calls for a in facts(probe).assigns}
+    assert ("torch.zeros", "leaf") in calls["W"] and any(k == "leaf" for _, k in calls["b"]), calls
