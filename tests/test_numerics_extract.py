@@ -263,6 +263,16 @@ def test_a_gaussian_kernel_is_not_a_hand_written_softmax():
     assert codes(src) == ["GL305"]
 
 
+def test_exp_of_a_negated_absolute_value_cannot_overflow():
+    # the stable softplus / BCE-with-logits: max(x, 0) + log1p(exp(-|x|)), exp's argument <= 0
+    for stable in ("torch.log1p(torch.exp(-torch.abs(x)))", "(-x.abs()).exp().log1p()",
+                   "torch.log(1 + torch.exp(-abs(x)))"):
+        src = f"import torch\n\ndef softplus(x):\n    return torch.clamp(x, min=0) + {stable}\n"
+        assert codes(src) == [], stable
+        # without the absolute value exp(-x) overflows for x < -88
+        assert codes(src.replace("torch.abs(x)", "x").replace("x.abs()", "x").replace("abs(x)", "x")) == ["GL305"], stable
+
+
 def test_learned_outputs_stay_dense_through_attributes_and_sums():
     src = ("import torch\nfrom torch import nn\n\nclass Clip(nn.Module):\n"
            "    def __init__(self):\n        super().__init__()\n        self.enc = nn.Linear(8, 4)\n"
