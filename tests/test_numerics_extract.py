@@ -263,6 +263,19 @@ def test_a_gaussian_kernel_is_not_a_hand_written_softmax():
     assert codes(src) == ["GL305"]
 
 
+def test_one_minus_a_probability_clamped_below_one_is_safe_to_log():
+    # the hand-written BCE on a clamped sigmoid: 1 - clamp(p, eps, 1 - eps) >= eps
+    src = ("import torch\nfrom torch import nn\n\nnet = nn.Linear(4, 1)\neps = 1e-7\n\n"
+           "def bce(x, y):\n    p = torch.sigmoid(net(x)).clamp(eps, 1 - eps)\n"
+           "    return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()\n")
+    assert codes(src, "GL302") == []
+    assert codes(src.replace(".clamp(eps, 1 - eps)", "").replace("p = torch.sigmoid(net(x))",
+                                                                  "p = torch.clamp(torch.sigmoid(net(x)), min=eps, max=1 - eps)")) == [], "torch.clamp"
+    # clamped from below only: 1 - p still reaches 0 where the sigmoid saturates at 1
+    assert codes(src.replace(".clamp(eps, 1 - eps)", ".clamp(min=eps)"), "GL302") == ["GL302"]
+    assert codes(src.replace(".clamp(eps, 1 - eps)", ""), "GL302") == ["GL302", "GL302"]
+
+
 def test_exp_of_a_negated_absolute_value_cannot_overflow():
     # the stable softplus / BCE-with-logits: max(x, 0) + log1p(exp(-|x|)), exp's argument <= 0
     for stable in ("torch.log1p(torch.exp(-torch.abs(x)))", "(-x.abs()).exp().log1p()",

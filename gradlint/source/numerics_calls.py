@@ -526,6 +526,8 @@ class TensorCalls:
             # a lower bound known to be 0 or less (`clamp(min=0)`, `lo = 0.0; clamp(lo, 1)`) leaves
             # a probability that underflows at 0
             res = replace(res, shifted=True)
+        if r.prob and hi is not None and (hi_n is None or hi_n < 1):
+            res = replace(res, capped=True)
         return res
 
     # -- methods of tensors and modules: a table of handlers by method name -----------------------

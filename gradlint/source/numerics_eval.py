@@ -400,7 +400,8 @@ class TensorEval:
             return replace(base, prob="softmax", dense=True)
         if op is cst.Subtract:
             if ln == 1 and right.prob == "sigmoid":
-                return replace(base, prob="one_minus_sigmoid", prob_node=right.prob_node)
+                # 1 - clamp(p, eps, 1 - eps) >= eps: as safe to log as the clamped p itself
+                return replace(base, prob="one_minus_sigmoid", prob_node=right.prob_node, shifted=right.capped)
             if right.is_max or (rnode is not None and _mentions_max(rnode)):
                 return replace(base, max_shifted=True)
             return base

@@ -145,6 +145,9 @@ class LogOfProbability(SiteRule):
                 note="eps-shifted"),
         Example("import torch\n\ndef f(z):\n    p = torch.sigmoid(z).clamp(1e-6, 1 - 1e-6)\n    return torch.log(p)\n",
                 note="clamped"),
+        Example("import torch\n\ndef f(z, y):\n    p = torch.sigmoid(z).clamp(1e-6, 1 - 1e-6)\n"
+                "    return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()\n",
+                note="1 - p of a probability clamped below 1 is at least the eps"),
         Example("import torch\n\ndef f(target, counts):\n    return torch.log(target) + torch.log(torch.tensor(2.0))\n",
                 note="logs of targets and constants"),
         Example("import torch\n\n@torch.no_grad()\ndef f(z):\n    return torch.log(torch.softmax(z, -1))\n",
