@@ -799,3 +799,57 @@ for x, y in loader:
                  .replace("logits = feats @ W + b", "logits = feats @ W"), "GL207") == ["GL207"]
     calls = {a.target: a.calls for a in facts(probe).assigns}
     assert ("torch.zeros", "leaf") in calls["W"] and any(k == "leaf" for _, k in calls["b"]), calls
+
+
+def test_a_try_whose_handlers_all_leave_guards_what_follows_it():
+    # fairseq-style OOM retry: the handler clears and skips the batch, or re-raises
+    oom = """\
+import torch
+
+for x, y in loader:
+    try:
+        loss = criterion(model(x), y)
+        loss.backward()
+    except RuntimeError as e:
+        if "out of memory" in str(e):
+            optimizer.zero_grad()
+            torch.cuda.empty_cache()
+            continue
+        raise
+    optimizer.step()
+    optimizer.zero_grad()
+"""
+    assert codes(oom, "GL208") == []
+    # a handler that falls through reaches the step with cleared gradients
+    assert codes(oom.replace("        raise\n", "        print(e)\n"), "GL208") == ["GL208"]
+    # a finally runs on both paths: not read as a jump
+    with_finally = oom.replace("        raise\n", "        raise\n    finally:\n        pass\n")
+    assert codes(with_finally, "GL208") == ["GL208"]
+
+
+def test_a_jump_keeps_the_statements_after_it_in_their_block_for_fixes():
+    # the tail after `if ...: continue` keeps its block and indices: GL202's fix still moves the
+    # clip up to the step, and the `if` stays where it is
+    text = """\
+import torch
+
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = criterion(model(x), y)
+    loss.backward()
+    if not torch.isfinite(loss):
+        continue
+    optimizer.step()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+"""
+    from gradlint.fix import fix_source
+
+    found = check_source(text, Config(select=("GL202",)))
+    assert [f.code for f in found] == ["GL202"] and found[0].fix is not None
+    fixed, _, _ = fix_source(text, found)
+    assert fixed == text.replace("    optimizer.step()\n    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n",
+                                 "    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n    optimizer.step()\n"), fixed
+    t = facts(text)
+    (step_stmt,) = [s for s in t.stmts if s.line == 9]
+    (if_stmt,) = [s for s in t.stmts if s.line == 7]
+    assert step_stmt.block == if_stmt.block and step_stmt.index == if_stmt.index + 1
