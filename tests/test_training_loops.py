@@ -853,3 +853,30 @@ for x, y in loader:
     (step_stmt,) = [s for s in t.stmts if s.line == 9]
     (if_stmt,) = [s for s in t.stmts if s.line == 7]
     assert step_stmt.block == if_stmt.block and step_stmt.index == if_stmt.index + 1
+
+
+def test_gl201_a_parameter_is_not_the_module_name_it_shadows():
+    # `opt` and `model` of the step function are its parameters, not the module's LSTM ones
+    text = """\
+import torch
+from torch import nn
+
+
+def train_head(model, loader, opt):
+    for x, y in loader:
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+model = nn.LSTM(8, 8)
+opt = torch.optim.Adam(model.parameters())
+head = nn.Linear(8, 2)
+train_head(head, [], torch.optim.SGD(head.parameters(), lr=0.1))
+"""
+    assert codes(text, "GL201") == []
+    # the module's optimizer read as a global by the function: it trains the LSTM
+    uses_global = text.replace("def train_head(model, loader, opt):", "def train_head(head, loader):").replace(
+        "model(x)", "head(x)").replace("train_head(head, [], torch.optim.SGD(head.parameters(), lr=0.1))",
+                                       "train_head(head, [])")
+    assert codes(uses_global, "GL201") == ["GL201"]

@@ -401,16 +401,28 @@ class Risk:
     data: tuple[tuple[str, object], ...] = ()
 
 
+def scoped_assigns(facts: TrainingFacts, target: str, kinds: tuple[str, ...] | None, fn: Function | None) -> list[Assign]:
+    """`assigns_to`, where a parameter of `fn` is that function's own name: only what `fn`
+    binds to it counts (`def train_head(head, opt)` is not the module's `opt = Adam(model...)`;
+    what its callers pass is `passed_model_risk`'s)."""
+    made = assigns_to(facts, target, kinds)
+    if fn is not None and target in fn.params:
+        made = [a for a in made if a.func == fn.id]
+    return made
+
+
 def trained_models(facts: TrainingFacts, context: Context) -> list[str]:
     """The models a step updates: the owners of the optimizer's parameters, else the models
     the step calls."""
+    fn = context.function
     texts: list[str] = []
     for f in context.of("step"):
-        for a in assigns_to(facts, f.target, ("optimizer",)):
+        for a in scoped_assigns(facts, f.target, ("optimizer",), fn):
             texts.extend(a.owners)
     if not texts:
         invoked = {f.target for f in context.of("invoke")}
-        texts = [a.target for a in facts.assigns if a.kind == "model" and a.target in invoked]
+        texts = [a.target for a in facts.assigns if a.kind == "model" and a.target in invoked
+                 and (a.target not in fn.params or a.func == fn.id)]
     return list(dict.fromkeys(texts))
 
 
@@ -446,10 +458,10 @@ def passed_model_risk(facts: TrainingFacts, context: Context, index) -> Risk | N
     return None
 
 
-def model_risk(facts: TrainingFacts, text: str, cls_of_self: str | None, index) -> Risk | None:
+def model_risk(facts: TrainingFacts, text: str, cls_of_self: str | None, index, fn: Function | None = None) -> Risk | None:
     if text in ("self", "cls"):
         return class_risk(cls_of_self, text, index, facts) if cls_of_self else None
-    for a in assigns_to(facts, text, ("model",)):
+    for a in scoped_assigns(facts, text, ("model",), fn):
         if a.torch_recurrent:
             return Risk(text, a.cls, f"recurrent: nn.{a.torch_recurrent}", (("recurrent", a.torch_recurrent),))
         if a.torch_blocks >= TRANSFORMER_BLOCKS:
