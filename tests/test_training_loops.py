@@ -880,3 +880,33 @@ train_head(head, [], torch.optim.SGD(head.parameters(), lr=0.1))
         "model(x)", "head(x)").replace("train_head(head, [], torch.optim.SGD(head.parameters(), lr=0.1))",
                                        "train_head(head, [])")
     assert codes(uses_global, "GL201") == ["GL201"]
+
+
+def test_gl201_a_rebound_optimizer_trains_the_model_of_its_latest_binding():
+    # a script that reuses `opt`: the second loop steps the probe's optimizer, not the LSTM's
+    text = """\
+import torch
+from torch import nn
+
+encoder = nn.LSTM(8, 8)
+opt = torch.optim.Adam(encoder.parameters())
+for x in loader:
+    opt.zero_grad()
+    encoder(x)[0].sum().backward()
+    nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
+    opt.step()
+
+probe = nn.Linear(8, 2)
+opt = torch.optim.Adam(probe.parameters())
+for x, y in loader:
+    opt.zero_grad()
+    nn.functional.cross_entropy(probe(x), y).backward()
+    opt.step()
+"""
+    assert codes(text, "GL201") == []
+    # the probe's loop with the LSTM's optimizer: flagged
+    assert codes(text.replace("opt = torch.optim.Adam(probe.parameters())\n", ""), "GL201") == ["GL201"]
+    # a binding under a condition does not hide the earlier one
+    cond = text.replace("opt = torch.optim.Adam(probe.parameters())\n",
+                        "if fresh:\n    opt = torch.optim.Adam(probe.parameters())\n")
+    assert codes(cond, "GL201") == ["GL201"]

@@ -411,13 +411,27 @@ def scoped_assigns(facts: TrainingFacts, target: str, kinds: tuple[str, ...] | N
     return made
 
 
+def reaching(facts: TrainingFacts, made: list[Assign], fn: Function, line: int) -> list[Assign]:
+    """The bindings in `made` that can reach line `line` of `fn`: an unconditional binding in
+    fn's own body before that line hides every earlier one (a script that reuses `opt` for a
+    second model), later ones may reach it through a loop."""
+    tops = {st.line for st in facts.stmts if st.parent == -1 and st.kind == "simple" and st.line < line}
+    last = max((a.line for a in made if a.func == fn.id and a.line in tops), default=None)
+    if last is None:
+        return made
+    return [a for a in made if a.func == fn.id and a.line >= last]
+
+
 def trained_models(facts: TrainingFacts, context: Context) -> list[str]:
     """The models a step updates: the owners of the optimizer's parameters, else the models
     the step calls."""
     fn = context.function
     texts: list[str] = []
     for f in context.of("step"):
-        for a in scoped_assigns(facts, f.target, ("optimizer",), fn):
+        made = scoped_assigns(facts, f.target, ("optimizer",), fn)
+        if f.depth == 0:
+            made = reaching(facts, made, fn, f.event.span.line)
+        for a in made:
             texts.extend(a.owners)
     if not texts:
         invoked = {f.target for f in context.of("invoke")}
