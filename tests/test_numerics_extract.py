@@ -263,6 +263,61 @@ def test_a_gaussian_kernel_is_not_a_hand_written_softmax():
     assert codes(src) == ["GL305"]
 
 
+def test_a_value_taken_out_by_item_is_a_metric():
+    # `-log(p[i]).mean().item()` leaves autograd at once: no NaN gradient can come of it
+    src = ("import torch\nimport torch.nn.functional as F\n\nnet = torch.nn.Linear(4, 3)\n\n"
+           "def calibration(x, y):\n    probs = F.softmax(net(x), dim=-1)\n"
+           "    return -torch.log(probs[torch.arange(len(y)), y]).mean().item()\n")
+    assert codes(src, "GL302") == []
+    assert codes(src.replace(".mean().item()", ".mean().tolist()"), "GL302") == []
+    # the same log kept as a tensor (returned to a training loop) is flagged
+    assert codes(src.replace(".mean().item()", ".mean()"), "GL302") == ["GL302"]
+    # a loss whose logged value is taken with .item() elsewhere is still a loss
+    loss = src.replace("    return -torch.log(probs[torch.arange(len(y)), y]).mean().item()\n",
+                       "    loss = -torch.log(probs[torch.arange(len(y)), y]).mean()\n    print(loss.item())\n"
+                       "    return loss\n")
+    assert codes(loss, "GL302") == ["GL302"]
+
+
+def test_set_grad_enabled_false_as_a_statement_turns_grad_off_after_it():
+    # an inference script: grad mode off for the rest of the module body
+    src = ("import torch\nimport torch.nn.functional as F\n\nnet = torch.nn.Linear(4, 3)\n"
+           "torch.set_grad_enabled(False)\nprobs = F.softmax(net(x), -1)\nent = -(probs * probs.log()).sum(-1)\n")
+    assert codes(src, "GL302") == []
+    # before the call, or after set_grad_enabled(True), grad is on
+    assert codes(src.replace("torch.set_grad_enabled(False)\n", "")
+                 + "torch.set_grad_enabled(False)\n", "GL302") == ["GL302"]
+    assert codes(src.replace("probs = F", "torch.set_grad_enabled(True)\nprobs = F"), "GL302") == ["GL302"]
+    # inside a branch it may not run: not followed
+    assert codes(src.replace("torch.set_grad_enabled(False)", "if args.eval:\n    torch.set_grad_enabled(False)"),
+                 "GL302") == ["GL302"]
+    # a mode that is not a literal is not known
+    assert codes(src.replace("set_grad_enabled(False)", "set_grad_enabled(training)"), "GL302") == ["GL302"]
+
+
+def test_one_minus_a_probability_clamped_below_one_is_safe_to_log():
+    # the hand-written BCE on a clamped sigmoid: 1 - clamp(p, eps, 1 - eps) >= eps
+    src = ("import torch\nfrom torch import nn\n\nnet = nn.Linear(4, 1)\neps = 1e-7\n\n"
+           "def bce(x, y):\n    p = torch.sigmoid(net(x)).clamp(eps, 1 - eps)\n"
+           "    return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()\n")
+    assert codes(src, "GL302") == []
+    assert codes(src.replace(".clamp(eps, 1 - eps)", "").replace("p = torch.sigmoid(net(x))",
+                                                                  "p = torch.clamp(torch.sigmoid(net(x)), min=eps, max=1 - eps)")) == [], "torch.clamp"
+    # clamped from below only: 1 - p still reaches 0 where the sigmoid saturates at 1
+    assert codes(src.replace(".clamp(eps, 1 - eps)", ".clamp(min=eps)"), "GL302") == ["GL302"]
+    assert codes(src.replace(".clamp(eps, 1 - eps)", ""), "GL302") == ["GL302", "GL302"]
+
+
+def test_exp_of_a_negated_absolute_value_cannot_overflow():
+    # the stable softplus / BCE-with-logits: max(x, 0) + log1p(exp(-|x|)), exp's argument <= 0
+    for stable in ("torch.log1p(torch.exp(-torch.abs(x)))", "(-x.abs()).exp().log1p()",
+                   "torch.log(1 + torch.exp(-abs(x)))"):
+        src = f"import torch\n\ndef softplus(x):\n    return torch.clamp(x, min=0) + {stable}\n"
+        assert codes(src) == [], stable
+        # without the absolute value exp(-x) overflows for x < -88
+        assert codes(src.replace("torch.abs(x)", "x").replace("x.abs()", "x").replace("abs(x)", "x")) == ["GL305"], stable
+
+
 def test_learned_outputs_stay_dense_through_attributes_and_sums():
     src = ("import torch\nfrom torch import nn\n\nclass Clip(nn.Module):\n"
            "    def __init__(self):\n        super().__init__()\n        self.enc = nn.Linear(8, 4)\n"

@@ -733,3 +733,180 @@ def test_a_folded_threshold_of_zero_is_reported_with_how_it_was_computed():
                  "import torch\nCLIP = 0\nCLIP = get()\nloss.backward()\ntorch.nn.utils.clip_grad_norm_(p, 2 * CLIP)\n",
                  "import torch\nA = B\nB = A\nloss.backward()\ntorch.nn.utils.clip_grad_norm_(p, 2 * A)\n"):
         assert codes(text, "GL204") == []
+
+
+def test_an_if_that_jumps_guards_what_follows_it():
+    # `if bad: opt.zero_grad(); continue` skips the batch: the step after it never sees that
+    # clear (a user-style skip of non-finite losses); without the jump the clear reaches the step
+    skip = """\
+import math
+import torch
+
+model = torch.nn.Linear(4, 1)
+optimizer = torch.optim.Adam(model.parameters())
+for x, y in loader:
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    loss.backward()
+    if not math.isfinite(loss.item()):
+        optimizer.zero_grad()
+        continue
+    optimizer.step()
+    optimizer.zero_grad()
+"""
+    assert codes(skip, "GL208") == []
+    for jump in ("return", "break", "raise RuntimeError('nan')"):
+        assert codes(skip.replace("continue", jump), "GL208") == [], jump
+    step_fn = """\
+def train_step(model, optimizer, x, y):
+    loss = model(x, y)
+    loss.backward()
+    if not torch.isfinite(loss):
+        optimizer.zero_grad(set_to_none=True)
+        return None
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+"""
+    assert codes(step_fn, "GL208") == []
+    assert codes(skip.replace("        continue\n", ""), "GL208") == ["GL208"]
+    assert codes(step_fn.replace("        return None\n", ""), "GL208") == ["GL208"]
+    # the statements after the jump are the `if`'s other branch
+    (guarded,) = [fn for fn in facts(skip).functions if fn.name == "<module>"]
+    (loop,) = [b for b in guarded.body.items if getattr(b, "kind", "") == "loop"]
+    (jump_if,) = [b for b in loop.items if getattr(b, "kind", "") == "if"]
+    kinds = [[e.kind for e in iter_events(branch)] for branch in jump_if.items]
+    assert kinds[0] == ["clear"] and kinds[1][:2] == ["step", "clear"], kinds
+
+
+def test_gl207_a_tensor_made_to_require_grad_carries_the_loss():
+    # a linear probe on raw weights: features under no_grad, W and b leaves that require grad
+    probe = """\
+import torch
+import torch.nn.functional as F
+
+W = torch.zeros(256, 10, requires_grad=True)
+b = torch.zeros(10).requires_grad_()
+for x, y in loader:
+    with torch.no_grad():
+        feats = backbone(x)
+    logits = feats @ W + b
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+"""
+    assert codes(probe, "GL207") == []
+    assert codes(probe.replace("logits = feats @ W + b", "logits = feats * 2"), "GL207") == ["GL207"]
+    assert codes(probe.replace("requires_grad=True", "requires_grad=False")
+                 .replace("logits = feats @ W + b", "logits = feats @ W"), "GL207") == ["GL207"]
+    calls = {a.target: a.calls for a in facts(probe).assigns}
+    assert ("torch.zeros", "leaf") in calls["W"] and any(k == "leaf" for _, k in calls["b"]), calls
+
+
+def test_a_try_whose_handlers_all_leave_guards_what_follows_it():
+    # fairseq-style OOM retry: the handler clears and skips the batch, or re-raises
+    oom = """\
+import torch
+
+for x, y in loader:
+    try:
+        loss = criterion(model(x), y)
+        loss.backward()
+    except RuntimeError as e:
+        if "out of memory" in str(e):
+            optimizer.zero_grad()
+            torch.cuda.empty_cache()
+            continue
+        raise
+    optimizer.step()
+    optimizer.zero_grad()
+"""
+    assert codes(oom, "GL208") == []
+    # a handler that falls through reaches the step with cleared gradients
+    assert codes(oom.replace("        raise\n", "        print(e)\n"), "GL208") == ["GL208"]
+    # a finally runs on both paths: not read as a jump
+    with_finally = oom.replace("        raise\n", "        raise\n    finally:\n        pass\n")
+    assert codes(with_finally, "GL208") == ["GL208"]
+
+
+def test_a_jump_keeps_the_statements_after_it_in_their_block_for_fixes():
+    # the tail after `if ...: continue` keeps its block and indices: GL202's fix still moves the
+    # clip up to the step, and the `if` stays where it is
+    text = """\
+import torch
+
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = criterion(model(x), y)
+    loss.backward()
+    if not torch.isfinite(loss):
+        continue
+    optimizer.step()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+"""
+    from gradlint.fix import fix_source
+
+    found = check_source(text, Config(select=("GL202",)))
+    assert [f.code for f in found] == ["GL202"] and found[0].fix is not None
+    fixed, _, _ = fix_source(text, found)
+    assert fixed == text.replace("    optimizer.step()\n    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n",
+                                 "    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n    optimizer.step()\n"), fixed
+    t = facts(text)
+    (step_stmt,) = [s for s in t.stmts if s.line == 9]
+    (if_stmt,) = [s for s in t.stmts if s.line == 7]
+    assert step_stmt.block == if_stmt.block and step_stmt.index == if_stmt.index + 1
+
+
+def test_gl201_a_parameter_is_not_the_module_name_it_shadows():
+    # `opt` and `model` of the step function are its parameters, not the module's LSTM ones
+    text = """\
+import torch
+from torch import nn
+
+
+def train_head(model, loader, opt):
+    for x, y in loader:
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+model = nn.LSTM(8, 8)
+opt = torch.optim.Adam(model.parameters())
+head = nn.Linear(8, 2)
+train_head(head, [], torch.optim.SGD(head.parameters(), lr=0.1))
+"""
+    assert codes(text, "GL201") == []
+    # the module's optimizer read as a global by the function: it trains the LSTM
+    uses_global = text.replace("def train_head(model, loader, opt):", "def train_head(head, loader):").replace(
+        "model(x)", "head(x)").replace("train_head(head, [], torch.optim.SGD(head.parameters(), lr=0.1))",
+                                       "train_head(head, [])")
+    assert codes(uses_global, "GL201") == ["GL201"]
+
+
+def test_gl201_a_rebound_optimizer_trains_the_model_of_its_latest_binding():
+    # a script that reuses `opt`: the second loop steps the probe's optimizer, not the LSTM's
+    text = """\
+import torch
+from torch import nn
+
+encoder = nn.LSTM(8, 8)
+opt = torch.optim.Adam(encoder.parameters())
+for x in loader:
+    opt.zero_grad()
+    encoder(x)[0].sum().backward()
+    nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
+    opt.step()
+
+probe = nn.Linear(8, 2)
+opt = torch.optim.Adam(probe.parameters())
+for x, y in loader:
+    opt.zero_grad()
+    nn.functional.cross_entropy(probe(x), y).backward()
+    opt.step()
+"""
+    assert codes(text, "GL201") == []
+    # the probe's loop with the LSTM's optimizer: flagged
+    assert codes(text.replace("opt = torch.optim.Adam(probe.parameters())\n", ""), "GL201") == ["GL201"]
+    # a binding under a condition does not hide the earlier one
+    cond = text.replace("opt = torch.optim.Adam(probe.parameters())\n",
+                        "if fresh:\n    opt = torch.optim.Adam(probe.parameters())\n")
+    assert codes(cond, "GL201") == ["GL201"]

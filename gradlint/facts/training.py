@@ -137,8 +137,9 @@ class Assign:
     last name; ref: the class as written, `gan.Discriminator`, for the project index; torch_recurrent / torch_blocks for torch.nn classes built directly), scaler
     (disabled: `enabled=False` literal), pl_trainer / hf_args / hf_trainer (clip_config: clipping
     configured), const, other.
-    calls: (callee text, 'module' | 'op') for each call in the value — 'op' for torch functions,
-    criteria and tensor methods, 'module' for anything that may hold parameters.
+    calls: (callee text, 'module' | 'op' | 'leaf') for each call in the value — 'op' for torch
+    functions, criteria and tensor methods, 'module' for anything that may hold parameters,
+    'leaf' for a tensor made to require grad (`requires_grad=True`, `.requires_grad_()`).
     """
 
     target: str

@@ -107,6 +107,15 @@ def _call_kind(text: str, qualified: frozenset[str]) -> str:
     return "op"
 
 
+def _makes_leaf(call: cst.Call) -> bool:
+    """`f(..., requires_grad=True)` or `t.requires_grad_()` / `t.requires_grad_(True)`."""
+    def true(node) -> bool:
+        return isinstance(node, cst.Name) and node.value == "True"
+    if isinstance(call.func, cst.Attribute) and call.func.attr.value == "requires_grad_":
+        return not call.args or (len(call.args) == 1 and true(call.args[0].value))
+    return any(a.keyword is not None and a.keyword.value == "requires_grad" and true(a.value) for a in call.args)
+
+
 _NONE: frozenset[str] = frozenset()
 
 
@@ -128,10 +137,15 @@ class CallEvents:
     _assign_kinds: dict[str, set[str]]
 
     def _call_kinds(self, value: cst.BaseExpression):
-        """(callee text, 'module' | 'op') for each call in an expression (GL207's data flow)."""
+        """(callee text, 'module' | 'op' | 'leaf') for each call in an expression (GL207's data
+        flow); 'leaf' for a tensor made to require grad (`torch.zeros(n, requires_grad=True)`,
+        `t.requires_grad_()`), which carries a gradient whatever grad mode it is made in."""
         out: list[tuple[str, str]] = []
         for n in walk(value):
             if not isinstance(n, cst.Call):
+                continue
+            if _makes_leaf(n):
+                out.append((dotted(n.func) or "requires_grad_", "leaf"))
                 continue
             text = dotted(n.func)
             if text is None:

@@ -91,6 +91,11 @@ class _Extractor(CallEvents, StatementWalker):
         self.assigns: list[Assign] = []
         self._assign_kinds: dict[str, set[str]] = {}  # CallEvents._assigned
         self._next_block = 0
+        # id(an `if` whose body ends in a jump, or a `try` whose every handler does) -> the
+        # statements after it in its block, with that block's id and their first index: they run
+        # only when the test is false / the try body completed, so they are that branch's tail
+        # (`if_block`, `try_stmt`); their Stmt records keep their place in the enclosing block
+        self._rest_after: dict[int, tuple[list, int, int]] = {}
         # (function id) -> name -> is an accumulation expression; function node -> id
         self._accum_names: dict[int, dict[str, bool]] = {}
         self._scope_nodes: dict[int, cst.CSTNode | None] = {}
@@ -215,8 +220,11 @@ class _Extractor(CallEvents, StatementWalker):
         return fid
 
     # -- statements ----------------------------------------------------------------------------
-    def block(self, stmts, ctx: "_Ctx", kind: str, **extra) -> Block:
+    def block(self, stmts, ctx: "_Ctx", kind: str, stmt_block: int | None = None, first_index: int = 0,
+              **extra) -> Block:
         bid = self.block_id()
+        # the block and index the statements are recorded in (a jump's tail keeps its own)
+        rec = bid if stmt_block is None else stmt_block
         items: list[Block | Event] = []
         stmts = list(stmts)
         i = 0
@@ -225,18 +233,24 @@ class _Extractor(CallEvents, StatementWalker):
             # `if step % accum != 0: continue` guards everything after it in this block
             if (isinstance(stmt, cst.If) and stmt.orelse is None and _is_body_continue(stmt.body)
                     and _is_not_equal_zero(stmt.test)):
-                self.record_stmt(stmt, bid, i, ctx)
+                self.record_stmt(stmt, rec, first_index + i, ctx)
                 rest = self.block(stmts[i + 1:], ctx.with_test(_text(stmt.test)), "branch")
                 items.append(Block("if", self.block_id(), (rest, Block("branch", self.block_id())),
                                    test=f"not ({_text(stmt.test)})", accum=True))
                 break
             idle = self.idle_top.get(id(stmt)) if self._where is None else None
+            # `if not finite: opt.zero_grad(); continue` (or an except handler that skips the
+            # batch) leaves the rest of this block
+            if idle is None and i + 1 < len(stmts) and _jumps_over_rest(stmt):
+                self._rest_after[id(stmt)] = (stmts[i + 1:], rec, first_index + i + 1)
+                items.extend(self.statement(stmt, rec, first_index + i, ctx))
+                break
             if idle is None:
-                items.extend(self.statement(stmt, bid, i, ctx))
+                items.extend(self.statement(stmt, rec, first_index + i, ctx))
             else:
                 self._where = idle
                 try:
-                    items.extend(self.statement(stmt, bid, i, ctx))
+                    items.extend(self.statement(stmt, rec, first_index + i, ctx))
                 finally:
                     self._where = None
             i += 1
@@ -406,13 +420,19 @@ class _Extractor(CallEvents, StatementWalker):
 
     def try_stmt(self, stmt: cst.Try | cst.TryStar, sid: int, ctx: "_Ctx", *_) -> list:
         out: list[Block | Event] = []
-        ctx = ctx.replace(parent_stmt=sid)
+        outer, ctx = ctx, ctx.replace(parent_stmt=sid)
         alts = [self.block(_suite(stmt.body), ctx, "branch")]
         for h in stmt.handlers:
             alts.append(self.block(_suite(h.body), ctx, "branch"))
         if stmt.orelse is not None:
             first = alts[0]
             alts[0] = Block("branch", first.id, first.items + self.block(_suite(stmt.orelse.body), ctx, "body").items)
+        rest = self._rest_after.pop(id(stmt), None)
+        if rest is not None:
+            # every handler leaves the block: what follows runs only after the body completed
+            first = alts[0]
+            tail = self.block(rest[0], outer, "body", stmt_block=rest[1], first_index=rest[2])
+            alts[0] = Block("branch", first.id, first.items + tail.items)
         out.append(Block("if", self.block_id(), tuple(alts), test="try"))
         if stmt.finalbody is not None:
             out.extend(self.block(_suite(stmt.finalbody.body), ctx, "body").items)
@@ -459,7 +479,10 @@ class _Extractor(CallEvents, StatementWalker):
         pre = list(self.events(stmt.test, sid, ctx))
         inner = ctx.with_test(test_text).replace(parent_stmt=sid)
         then = self.block(_suite(stmt.body), inner, "branch")
-        if stmt.orelse is None:
+        rest = self._rest_after.pop(id(stmt), None)
+        if rest is not None:
+            other = self.block(rest[0], ctx.with_test(test_text), "branch", stmt_block=rest[1], first_index=rest[2])
+        elif stmt.orelse is None:
             other = Block("branch", self.block_id())
         elif isinstance(stmt.orelse, cst.If):
             esid = self.record_stmt(stmt.orelse, self.block_id(), 0, ctx)
@@ -601,6 +624,25 @@ def _drawn_from(block: Block, var: str, each: str) -> Block:
         else:
             items.append(it)
     return dataclasses.replace(block, items=tuple(items))
+
+
+def _jumps_over_rest(stmt: cst.CSTNode) -> bool:
+    """An `if` with no else whose body ends in a jump, or a `try` with no finally whose every
+    handler does: the statements after it run only on the other path."""
+    if isinstance(stmt, cst.If):
+        return stmt.orelse is None and _ends_in_jump(stmt.body)
+    if isinstance(stmt, (cst.Try, cst.TryStar)):
+        return bool(stmt.handlers) and stmt.finalbody is None and all(_ends_in_jump(h.body) for h in stmt.handlers)
+    return False
+
+
+def _ends_in_jump(body: cst.BaseSuite) -> bool:
+    """Whether a suite's last statement leaves the block (continue, break, return, raise)."""
+    stmts = body.body if isinstance(body, cst.IndentedBlock) else (body,)
+    last = stmts[-1] if stmts else None
+    if not isinstance(last, (cst.SimpleStatementLine, cst.SimpleStatementSuite)) or not last.body:
+        return False
+    return isinstance(last.body[-1], (cst.Continue, cst.Break, cst.Return, cst.Raise))
 
 
 def _is_body_continue(body: cst.BaseSuite) -> bool:

@@ -534,6 +534,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         self.cls = cls
         self.quiet = quiet  # no-grad, eval, metric or init code: no numerics hazard
         self.nograd = 0
+        # inside the receiver of `.item()`/`.tolist()`: its value leaves autograd at once (a metric)
+        self.leaving = 0
         self.decorated_nograd = False
         self.env: dict[str, V] = {}
         if cls is not None:
@@ -616,8 +618,19 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         return bound
 
     def walk(self, stmts: Iterable[cst.CSTNode]) -> None:
+        # `torch.set_grad_enabled(False)` as a statement of this body (an inference script)
+        # turns grad mode off for what follows, until `set_grad_enabled(True)`
+        disabled = 0
         for stmt in stmts:
             self.statement(stmt)
+            mode = self._grad_mode_set(stmt)
+            if mode is False:
+                disabled += 1
+                self.nograd += 1
+            elif mode is True and disabled:
+                disabled -= 1
+                self.nograd -= 1
+        self.nograd -= disabled
         if self.deferred:
             closure = self._closure_globals()
         for fn in self.deferred:
@@ -626,6 +639,21 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             nested.enclosing = self.enclosing | frozenset(self.env)
             nested.run_function(fn)
         self.deferred = []
+
+    def _grad_mode_set(self, stmt: cst.CSTNode) -> bool | None:
+        """The literal mode of a statement `torch.set_grad_enabled(True/False)`, else None."""
+        if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) != 1:
+            return None
+        call = stmt.body[0].value if isinstance(stmt.body[0], cst.Expr) else None
+        if not isinstance(call, cst.Call) or len(call.args) != 1 or call.args[0].keyword is not None:
+            return None
+        arg = call.args[0].value
+        if not (isinstance(arg, cst.Name) and arg.value in ("True", "False")):
+            return None
+        if self.x.q(call.func).isdisjoint({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled",
+                                           "torch.autograd.grad_mode.set_grad_enabled"}):
+            return None
+        return arg.value == "True"
 
     def _closure_globals(self) -> dict[str, V]:
         """The module's names as a function nested in this one reads them: a name this function

@@ -118,6 +118,10 @@ def _short_of(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
+# Methods whose result is a Python value: the receiver's computation leaves autograd at once.
+_LEAVES_AUTOGRAD = frozenset({"item", "tolist"})
+
+
 class _Call:
     """One call as its handler reads it: the arguments as written and as evaluated (once, in
     order, before the dispatch, as Python evaluates them), and for a method its receiver."""
@@ -526,13 +530,21 @@ class TensorCalls:
             # a lower bound known to be 0 or less (`clamp(min=0)`, `lo = 0.0; clamp(lo, 1)`) leaves
             # a probability that underflows at 0
             res = replace(res, shifted=True)
+        if r.prob and hi is not None and (hi_n is None or hi_n < 1):
+            res = replace(res, capped=True)
         return res
 
     # -- methods of tensors and modules: a table of handlers by method name -----------------------
     def method_call(self, node: cst.Call, recv_node: cst.BaseExpression, meth: str) -> V:
         """`x.meth(...)` on a receiver no import names: the handlers `_METHODS` holds for `meth`
         (one answering None leaves the call to the next, then to the generic rule below)."""
-        r = self.ev(recv_node)
+        leaves = meth in _LEAVES_AUTOGRAD and not node.args
+        self.leaving += leaves
+        try:
+            # `-torch.log(p[i]).mean().item()`: nothing in the receiver reaches a gradient
+            r = self.ev(recv_node)
+        finally:
+            self.leaving -= leaves
         pos, kw = _args(node)
         c = _Call(node, pos, kw, self._args_ev(node))
         c.recv, c.r, c.meth = recv_node, r, meth

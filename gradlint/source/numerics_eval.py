@@ -99,6 +99,15 @@ _TERM_CUTS = frozenset({".item()", ".detach()", ".tolist()", "float()"}) | froze
     f"{n}(...)" for n in ("tensor", "as_tensor", "Tensor", "FloatTensor", "scalar_tensor"))
 
 
+def _is_abs(node: cst.BaseExpression) -> bool:
+    """`abs(x)`, `torch.abs(x)` or `x.abs()`: a value that is never negative."""
+    if not isinstance(node, cst.Call):
+        return False
+    func = node.func
+    return ((isinstance(func, cst.Name) and func.value == "abs")
+            or (isinstance(func, cst.Attribute) and func.attr.value == "abs"))
+
+
 def _mentions_max(node: cst.BaseExpression) -> bool:
     """Whether a subtracted expression names a max (x.max(...), torch.amax, x_max)."""
     stack: list[cst.CSTNode] = [node]
@@ -182,7 +191,9 @@ class TensorEval:
             inner = self.ev(node.expression)
             if isinstance(node.operator, cst.Not):
                 return V(const=inner.const, cut=inner.cut or "comparison", computed=True)
-            negated_square = isinstance(node.operator, cst.Minus) and (inner.sq or inner.sumsq)
+            # -x**2 and -|x| are <= 0: exp of them cannot overflow (softplus as log1p(exp(-|x|)))
+            negated_square = isinstance(node.operator, cst.Minus) and (inner.sq or inner.sumsq
+                                                                       or _is_abs(node.expression))
             signed = unary(type(node.operator), inner.value)
             return replace(_combine([inner]), tensor=inner.tensor, exp=False,
                            prob=None, nonpos=negated_square, value=UNKNOWN if signed is None else signed)
@@ -389,7 +400,8 @@ class TensorEval:
             return replace(base, prob="softmax", dense=True)
         if op is cst.Subtract:
             if ln == 1 and right.prob == "sigmoid":
-                return replace(base, prob="one_minus_sigmoid", prob_node=right.prob_node)
+                # 1 - clamp(p, eps, 1 - eps) >= eps: as safe to log as the clamped p itself
+                return replace(base, prob="one_minus_sigmoid", prob_node=right.prob_node, shifted=right.capped)
             if right.is_max or (rnode is not None and _mentions_max(rnode)):
                 return replace(base, max_shifted=True)
             return base

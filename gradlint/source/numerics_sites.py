@@ -67,7 +67,7 @@ class SiteChecks:
 
     # -- the checks ----------------------------------------------------------------------------
     def hazard_quiet(self) -> bool:
-        return self.quiet or self.nograd > 0
+        return self.quiet or self.nograd > 0 or self.leaving > 0
 
     def param_loss(self, node: cst.Call, kind: str | None, criterion: tuple[str, str, int] | None,
                    inp_node: cst.BaseExpression, inp: V, extra: tuple = ()) -> None:

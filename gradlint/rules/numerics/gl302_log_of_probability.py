@@ -26,7 +26,8 @@ class LogOfProbability(SiteRule):
 
     Not flagged: `log_softmax`, `logsigmoid`; arguments shifted by an eps or clamped (the eps
     bounds the gradient at 1/eps: a deliberate choice); logs of targets or constants; code under
-    `torch.no_grad()`/`inference_mode` and evaluation or metric functions.
+    `torch.no_grad()`/`inference_mode` or after a `torch.set_grad_enabled(False)` statement,
+    evaluation or metric functions, and values taken out of autograd at once (`.item()`).
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -145,6 +146,14 @@ class LogOfProbability(SiteRule):
                 note="eps-shifted"),
         Example("import torch\n\ndef f(z):\n    p = torch.sigmoid(z).clamp(1e-6, 1 - 1e-6)\n    return torch.log(p)\n",
                 note="clamped"),
+        Example("import torch\n\ndef f(z, y):\n    p = torch.sigmoid(z).clamp(1e-6, 1 - 1e-6)\n"
+                "    return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()\n",
+                note="1 - p of a probability clamped below 1 is at least the eps"),
+        Example("import torch\n\ndef nll(model, x, y):\n    p = torch.softmax(model(x), -1)\n"
+                "    return -torch.log(p[torch.arange(len(y)), y]).mean().item()\n",
+                note="a metric: `.item()` takes the value out of autograd at once"),
+        Example("import torch\n\ntorch.set_grad_enabled(False)\np = torch.softmax(model(x), -1)\n"
+                "entropy = -(p * p.log()).sum(-1)\n", note="an inference script with grad mode off"),
         Example("import torch\n\ndef f(target, counts):\n    return torch.log(target) + torch.log(torch.tensor(2.0))\n",
                 note="logs of targets and constants"),
         Example("import torch\n\n@torch.no_grad()\ndef f(z):\n    return torch.log(torch.softmax(z, -1))\n",

@@ -16,8 +16,9 @@ class HandWrittenUnstableFunction(SiteRule):
     Flags `1 / (1 + exp(-x))`, `log(1 + exp(x))` (and `log1p(exp(x))`, `x.exp().add(1).log()`)
     and `log(sum(exp(x)))` written with torch operations, and a softmax written as
     `exp(z) / exp(z).sum(...)` with no max-shift, through local variables. Not flagged:
-    constant operands, detached or no-grad operands, and the stable max-shifted log-sum-exp
-    (`x - x.max()` inside the exp).
+    constant operands, detached or no-grad operands, the stable max-shifted log-sum-exp
+    (`x - x.max()` inside the exp), and exp of a value that cannot be positive (`-x ** 2`,
+    `-|x|`: the stable softplus `clamp(x, min=0) + log1p(exp(-|x|))`).
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -80,6 +81,8 @@ class HandWrittenUnstableFunction(SiteRule):
         Example("import torch\n\ndef f(x):\n    m = x.max(dim=1, keepdim=True).values\n"
                 "    return m + torch.log(torch.exp(x - m).sum(1, keepdim=True))\n",
                 note="max-shifted log-sum-exp"),
+        Example("import torch\n\ndef softplus(x):\n    return torch.clamp(x, min=0) + torch.log1p(torch.exp(-torch.abs(x)))\n",
+                note="exp(-|x|) <= 1: the stable softplus"),
         Example("import torch\n\ndef f(z):\n    e = torch.exp(z - z.max(dim=-1, keepdim=True).values)\n"
                 "    return e / e.sum(dim=-1, keepdim=True)\n", note="max-shifted softmax"),
     ]

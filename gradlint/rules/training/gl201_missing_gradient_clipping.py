@@ -343,7 +343,7 @@ for x in loader:
                 continue  # Adafactor clips its updates itself (clip_threshold)
             risk = None
             for text in steps.trained_models(facts, c):
-                risk = steps.model_risk(facts, text, c.function.cls, ctx.index)
+                risk = steps.model_risk(facts, text, c.function.cls, ctx.index, c.function)
                 if risk is not None:
                     break
             by_callers = risk is None

@@ -124,6 +124,16 @@ loss.backward()
         Example("""\
 import torch
 
+W = torch.zeros(256, 10, requires_grad=True)
+for x, y in loader:
+    with torch.no_grad():
+        feats = backbone(x)
+    loss = torch.nn.functional.cross_entropy(feats @ W, y)
+    loss.backward()
+""", note="linear probe on a raw tensor made to require grad: W trains"),
+        Example("""\
+import torch
+
 if training:
     loss = criterion(model(x), y)
 else:
@@ -190,6 +200,8 @@ def _under_no_grad(ev, assigns: list[Assign], params: set[str]) -> int | None:
             continue
         # every earlier binding counts (branches, loops): one made with grad is enough to stay quiet
         for a in made:
+            if any(kind == "leaf" for _, kind in a.calls):
+                return None  # a tensor made to require grad (a linear probe's raw weights) trains
             if any(kind == "module" for _, kind in a.calls):
                 if not a.nograd:
                     return None

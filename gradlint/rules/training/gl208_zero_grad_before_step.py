@@ -17,8 +17,8 @@ class ZeroGradBeforeStep(steps.StepRule):
     between, in the same iteration of a training loop or in a step function.
 
     Not flagged: clearing another optimizer (a GAN's generator optimizer cleared while the
-    discriminator's steps), a clear followed by a fresh `backward()` before the step, and
-    clears after the step.
+    discriminator's steps), a clear followed by a fresh `backward()` before the step, clears
+    after the step, and a clear that skips the batch (`if not finite: opt.zero_grad(); continue`).
 
     ## Why is this bad?
     `zero_grad()` sets every gradient of the optimizer's parameters to zero (or `None`): the
@@ -111,6 +111,16 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
         optimizer.zero_grad()
 """, note="accumulation: cleared after the step"),
+        Example("""\
+for x, y in loader:
+    loss = criterion(model(x), y)
+    loss.backward()
+    if not torch.isfinite(loss):
+        optimizer.zero_grad()
+        continue
+    optimizer.step()
+    optimizer.zero_grad()
+""", note="a skipped batch: the clear is followed by `continue`, not by the step"),
     ]
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:

@@ -401,16 +401,42 @@ class Risk:
     data: tuple[tuple[str, object], ...] = ()
 
 
+def scoped_assigns(facts: TrainingFacts, target: str, kinds: tuple[str, ...] | None, fn: Function | None) -> list[Assign]:
+    """`assigns_to`, where a parameter of `fn` is that function's own name: only what `fn`
+    binds to it counts (`def train_head(head, opt)` is not the module's `opt = Adam(model...)`;
+    what its callers pass is `passed_model_risk`'s)."""
+    made = assigns_to(facts, target, kinds)
+    if fn is not None and target in fn.params:
+        made = [a for a in made if a.func == fn.id]
+    return made
+
+
+def reaching(facts: TrainingFacts, made: list[Assign], fn: Function, line: int) -> list[Assign]:
+    """The bindings in `made` that can reach line `line` of `fn`: an unconditional binding in
+    fn's own body before that line hides every earlier one (a script that reuses `opt` for a
+    second model), later ones may reach it through a loop."""
+    tops = {st.line for st in facts.stmts if st.parent == -1 and st.kind == "simple" and st.line < line}
+    last = max((a.line for a in made if a.func == fn.id and a.line in tops), default=None)
+    if last is None:
+        return made
+    return [a for a in made if a.func == fn.id and a.line >= last]
+
+
 def trained_models(facts: TrainingFacts, context: Context) -> list[str]:
     """The models a step updates: the owners of the optimizer's parameters, else the models
     the step calls."""
+    fn = context.function
     texts: list[str] = []
     for f in context.of("step"):
-        for a in assigns_to(facts, f.target, ("optimizer",)):
+        made = scoped_assigns(facts, f.target, ("optimizer",), fn)
+        if f.depth == 0:
+            made = reaching(facts, made, fn, f.event.span.line)
+        for a in made:
             texts.extend(a.owners)
     if not texts:
         invoked = {f.target for f in context.of("invoke")}
-        texts = [a.target for a in facts.assigns if a.kind == "model" and a.target in invoked]
+        texts = [a.target for a in facts.assigns if a.kind == "model" and a.target in invoked
+                 and (a.target not in fn.params or a.func == fn.id)]
     return list(dict.fromkeys(texts))
 
 
@@ -446,10 +472,10 @@ def passed_model_risk(facts: TrainingFacts, context: Context, index) -> Risk | N
     return None
 
 
-def model_risk(facts: TrainingFacts, text: str, cls_of_self: str | None, index) -> Risk | None:
+def model_risk(facts: TrainingFacts, text: str, cls_of_self: str | None, index, fn: Function | None = None) -> Risk | None:
     if text in ("self", "cls"):
         return class_risk(cls_of_self, text, index, facts) if cls_of_self else None
-    for a in assigns_to(facts, text, ("model",)):
+    for a in scoped_assigns(facts, text, ("model",), fn):
         if a.torch_recurrent:
             return Risk(text, a.cls, f"recurrent: nn.{a.torch_recurrent}", (("recurrent", a.torch_recurrent),))
         if a.torch_blocks >= TRANSFORMER_BLOCKS:

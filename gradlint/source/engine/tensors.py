@@ -60,6 +60,7 @@ class V:
     prob: str | None = None  # softmax / sigmoid / one_minus_sigmoid / log_softmax / logsigmoid
     prob_node: cst.Call | None = None  # the call that made it, when inline (for fixes)
     shifted: bool = False  # eps-shifted or clamped probability
+    capped: bool = False  # a probability clamped below 1 (`clamp(eps, 1 - eps)`): 1 - p stays > 0
     inst: frozenset[str] = frozenset()  # an instance of these user classes
     out: frozenset[str] = frozenset()  # the output of calling an instance of these classes
     crit: str | None = None  # a loss module instance: ce / bce / bce_logits
@@ -150,7 +151,7 @@ def number_of(v: Any) -> float | None:
 
 
 def _v_init(self, **values) -> None:
-    """V's constructor: a frozen dataclass's sets each of its 34 fields through
+    """V's constructor: a frozen dataclass's sets each of its fields through
     object.__setattr__, and a V is made for nearly every expression."""
     if not values.keys() <= _V_FIELDS:
         raise TypeError(f"V has no field {sorted(values.keys() - _V_FIELDS)[0]!r}")
@@ -252,6 +253,7 @@ def merge(a: V, b: V) -> V:
         prob=a.prob if a.prob == b.prob else None,
         prob_node=a.prob_node if a.prob_node is b.prob_node else None,
         shifted=a.shifted or b.shifted,
+        capped=a.capped or b.capped,
         inst=a.inst & b.inst,
         out=a.out & b.out if a.out_elem == b.out_elem else frozenset(),
         out_elem=a.out_elem if a.out_elem == b.out_elem else None,
