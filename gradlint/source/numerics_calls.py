@@ -118,6 +118,25 @@ def _short_of(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
+# Functions of model libraries that return an nn.Module: torchvision's builders, in its models
+# package and subpackages (`torchvision.models.resnet18(weights=...)`, `from torchvision.models
+# import vit_b_16`, `torchvision.models.detection.fasterrcnn_resnet50_fpn()`), `get_model`, and
+# timm's `create_model`. Their other functions (`get_weight`, `list_models`...) are not models.
+_BUILDER_PACKAGES = frozenset({"torchvision.models", "torchvision.models.detection", "torchvision.models.segmentation",
+                               "torchvision.models.video", "torchvision.models.quantization",
+                               "torchvision.models.optical_flow"})
+_NOT_BUILDERS = frozenset({"get_weight", "get_model_weights", "list_models", "get_model_builder"})
+_MODEL_FACTORIES = frozenset({"timm.create_model", "timm.models.create_model", "torchvision.models.get_model"})
+
+
+def _library_model(name: str) -> bool:
+    """Whether calling `name` returns a model of torchvision or timm (above)."""
+    if name in _MODEL_FACTORIES:
+        return True
+    package, _, last = name.rpartition(".")
+    return package in _BUILDER_PACKAGES and last[:1].islower() and last not in _NOT_BUILDERS
+
+
 # Methods whose result is a Python value: the receiver's computation leaves autograd at once.
 _LEAVES_AUTOGRAD = frozenset({"item", "tolist"})
 
@@ -315,8 +334,8 @@ class TensorCalls:
             res = handler(self, c)
             if res is not None:
                 return res
-        if module_class:
-            return V(module=True, leaf=True)  # another torch.nn class: a module
+        if module_class or any(_library_model(n) for n in names):
+            return V(module=True, leaf=True)  # another torch.nn class, or a model of a library: a module
         if any(n.startswith(("numpy.", "np.")) or n == "numpy" for n in names):
             return V(cut="numpy", cut_span=c.span, numpy=True, computed=True)
         if any(n.startswith("math.") for n in names):

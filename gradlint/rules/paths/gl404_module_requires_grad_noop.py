@@ -43,6 +43,7 @@ class ModuleRequiresGradNoop(SiteRule):
     """
     ## What it does
     Flags `module.requires_grad = False` (or `= True`) on an `nn.Module` — a `torch.nn` layer,
+    a model torchvision or timm builds (`torchvision.models.resnet50(...)`, `timm.create_model(...)`),
     a class of the run that derives from `nn.Module` (looked up across files), `self` inside
     such a class, a submodule of a model of this file (`self.model.encoder`, the model built in
     `__init__` or passed by the callers in this file), a parameter for which every caller in the
@@ -93,6 +94,10 @@ class ModuleRequiresGradNoop(SiteRule):
                 "backbone = Backbone()\nbackbone.requires_grad = False\n",
                 files=(("nets.py", "from torch import nn\n\nclass Backbone(nn.Module):\n    pass\n"),),
                 note="a class of another file"),
+        Example("import torchvision\n\nbackbone = torchvision.models.resnet50(weights='DEFAULT')\n"
+                "backbone.requires_grad = False\n", note="a model a library builds"),
+        Example("import timm\nimport torch\n\nbackbone = timm.create_model('resnet50', pretrained=True)\n"
+                "backbone.requires_grad = False\n", note="timm's create_model"),
         Example("import torch\n\ndef f(w):\n    w.require_grad = True\n", note="typo"),
         Example(_WRAPPED, note="a submodule of the model the caller passes"),
         Example("from torch import nn\n\n"
@@ -115,6 +120,10 @@ class ModuleRequiresGradNoop(SiteRule):
                 "        self.scale.requires_grad = False\n", note="a parameter"),
         Example("import torch\n\ndef freeze(model):\n    for p in model.parameters():\n"
                 "        p.requires_grad = False\n"),
+        Example("import torchvision\n\nbackbone = torchvision.models.resnet50(weights='DEFAULT')\n"
+                "backbone.requires_grad_(False)\n", note="the method, on a library's model"),
+        Example("import torch\nimport torchvision\n\nw = torchvision.models.get_weight('ResNet50_Weights.DEFAULT')\n"
+                "w.requires_grad = False\n", note="not a model: a library's other function"),
         Example("import torch\nfrom nets import Config\n\ncfg = Config()\ncfg.requires_grad = False\n",
                 files=(("nets.py", "class Config:\n    pass\n"),), note="not a module"),
         Example(_WRAPPED.replace("encoder.requires_grad", "encoder.weight.requires_grad"),
