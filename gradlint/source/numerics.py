@@ -27,7 +27,7 @@ from gradlint.facts.numerics import Call, CallText, Expr, Function, NumClass, Nu
 from gradlint.findings import SourceSpan
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.interp import StatementWalker
-from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, merge_env, _item,
+from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, required_again, replace, merge, _passed, merge_env, _item,
                                              open_value, join_value)
 from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import NO_GRAD, dotted
@@ -871,6 +871,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             self.env[key] = replace(hv, rg=hv.rg | {(where, key)})
         elif truth and key and hv.leaf and hv.const and hv.tensor:
             self.env[key] = _TRAINABLE  # `W.requires_grad = True` on a factory's tensor
+        elif truth and key and (again := required_again(hv)) is not None:
+            self.env[key] = again  # `loss = loss.detach(); loss.requires_grad = True`
 
     def _open_param_path(self, holder: cst.BaseExpression) -> tuple[tuple[str, str, int], str] | None:
         """(the open parameter, the attribute path below it) when `holder` is a chain of attributes

@@ -16,7 +16,7 @@ from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.budget import bounded
 from gradlint.source.engine.fold import as_float
-from gradlint.source.engine.tensors import V, UNKNOWN, _TRAINABLE, replace, _combine, merge, knows_nothing
+from gradlint.source.engine.tensors import V, UNKNOWN, _TRAINABLE, replace, _combine, merge, knows_nothing, required_again
 from gradlint.source.engine.values import truth
 from gradlint.source.engine.walk import suite
 from gradlint.source.names import dotted
@@ -686,6 +686,11 @@ class TensorCalls:
             if key:
                 self.env[key] = _TRAINABLE
             return _TRAINABLE
+        again = required_again(r) if truth else None
+        if again is not None:
+            if key:
+                self.env[key] = again
+            return again
         return r
 
     def _m_backward(self, c: _Call) -> V:

@@ -15,7 +15,7 @@ import libcst as cst
 
 from gradlint.facts.numerics import LOSS_NAMES, Pieces, Site
 from gradlint.source.engine.calls import arg as _arg
-from gradlint.source.engine.tensors import V, UNKNOWN, number_of
+from gradlint.source.engine.tensors import DETACHED_THEN_REQUIRED, V, UNKNOWN, number_of
 from gradlint.source.names import dotted
 
 
@@ -223,7 +223,9 @@ class SiteChecks:
             for where, how in sorted(v.cut_terms, key=lambda e: (e[0].line, e[0].column)):
                 self.x.add(Site("loss_term_cut", how, where.span, detail=self.x.code(target)[:60],
                                 data=(("backward_line", self.x.span(node).line),)))
-        if v.cut in _GRAPH_BREAKS and not v.rg:
+        if (v.cut in _GRAPH_BREAKS or v.cut == DETACHED_THEN_REQUIRED and v.leaf) and not v.rg:
+            # (a value detached then made to require grad is a break only as the loss itself, a
+            # leaf: one computed from it, `(feat ** 2).sum()` for feat.grad, is how saliency is taken)
             where = v.cut_span.line if v.cut_span else None
             self.x.add(Site("loss_graph_break", v.cut, self.x.span(node), detail=self.x.code(target)[:60],
                             data=(("through", v.cut), ("line", where))))

@@ -14,7 +14,10 @@ class LossGraphBreak(SiteRule):
     Follows the value passed to `backward()` back through the function and flags it when every
     path from it to the model goes through an operation autograd cannot see: `torch.tensor(...)`
     of a computed value, `Variable(..., requires_grad=True)`, `.item()`, `.numpy()`,
-    `.tolist()`, `float()`, numpy functions, `argmax`/`round`, or a comparison.
+    `.tolist()`, `float()`, numpy functions, `argmax`/`round`, or a comparison. Also a loss
+    computed from the model, detached, then made to require grad again (`loss = loss.detach();
+    loss.requires_grad = True`, or `.requires_grad_()`): a detached loss alone fails loudly in
+    `backward()`, and setting requires_grad again silences that failure.
 
     A value with at least one healthy path (`loss = ce + 0.1 * torch.tensor(penalty)`) is fine.
     Branches merge: a loss cut only in a metric-only branch is not flagged, nor is a name
@@ -62,6 +65,13 @@ class LossGraphBreak(SiteRule):
                 "    loss = (logits.argmax(1) != y).float().mean()\n"
                 "    loss.requires_grad_(True)\n"
                 "    loss.backward()\n", note="argmax/comparison"),
+        Example("import torch\nfrom torch import nn\n\nmodel = nn.Linear(4, 1)\n\n\ndef step(x):\n"
+                "    loss = model(x).pow(2).mean().detach()\n"
+                "    loss.requires_grad = True\n"
+                "    loss.backward()\n", note="detached, then made to require grad again"),
+        Example("import torch\nfrom torch import nn\n\nmodel = nn.Linear(4, 1)\n\n\ndef step(x):\n"
+                "    loss = model(x).pow(2).mean().detach().requires_grad_()\n"
+                "    loss.backward()\n", note="the same with requires_grad_()"),
     ]
     valid = [
         Example("import torch\n\ndef step(crit, out, y):\n    loss = crit(out, y)\n    loss.backward()\n"
@@ -77,6 +87,10 @@ class LossGraphBreak(SiteRule):
         Example("import torch\nimport torch.nn.functional as F\n\ndef step(logits, soft):\n"
                 "    loss = F.cross_entropy(logits, soft.argmax(-1))\n    loss.backward()\n",
                 note="argmax on the target"),
+        Example("import torch\nfrom torch import nn\n\nmodel = nn.Linear(4, 1)\n\n\ndef saliency(x):\n"
+                "    feat = model(x).detach().requires_grad_()\n"
+                "    (feat ** 2).sum().backward()\n"
+                "    return feat.grad\n", note="a value computed from a detached leaf: its .grad is wanted"),
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:

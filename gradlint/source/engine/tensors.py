@@ -185,6 +185,15 @@ def knows_nothing(v) -> bool:
     return v is UNKNOWN or _is_open(v)
 # a leaf made to require grad (`torch.zeros(..., requires_grad=True)`, `W.requires_grad_()`)
 _TRAINABLE = V(leaf=True, tensor=True, params=True)
+# The cut of a value computed from parameters, detached, then made to require grad again
+# (`loss = loss.detach(); loss.requires_grad = True`): backward runs and reaches no parameter
+# (a detached loss alone fails loudly in backward, which is why `.detach()` is no graph break).
+DETACHED_THEN_REQUIRED = ".detach(), then requires_grad set again"
+
+
+def required_again(v: V) -> V | None:
+    """`v` after its requires_grad is set again, when it is a detached computation of parameters."""
+    return replace(v, cut=DETACHED_THEN_REQUIRED) if v.cut == ".detach()" and v.params else None
 
 
 def replace(obj, /, **changes):
