@@ -287,8 +287,7 @@ def _keep(out: list[Network], fm: FileModel, name: str, value: Any, where: cst.C
         elif isinstance(value, Ctor) and value.kind == "local" and value.instance is not None and \
                 (value.instance.configured or entry):
             network = _configured(fm, name, value, where, classes.get(value.cls))
-        elif _extern_with_config(value) and fm.configs is not None and fm.configs.is_module_class(
-                value.extern[0], fm.imports.qualify_dotted(value.extern[0])):
+        elif _other_files_model(fm, value):
             # a model class of another file built with a config: its IR is that class re-run in
             # its file with the config's values, when the project index inlines the placeholder
             network = Network(name=name, path=fm.src.path, nodes=Lowerer(fm).module_nodes(value),
@@ -300,12 +299,15 @@ def _keep(out: list[Network], fm: FileModel, name: str, value: Any, where: cst.C
     return network is not None
 
 
-def _extern_with_config(value: Any) -> bool:
-    """A class of another file called with a config object among its arguments (ir.ConfigArg)."""
+def _other_files_model(fm: FileModel, value: Any) -> bool:
+    """A module class of another project file called with a config object among its arguments
+    (ir.ConfigArg); a class that is no module (`Accelerator(ParallelismConfig(...))`) is not."""
     if not isinstance(value, Ctor) or value.kind != "unknown" or value.extern is None or len(value.extern) != 2:
         return False
     args = value.extern[1]
-    return args is not None and any(a and isinstance(a[0], ConfigArg) for _k, a in args)
+    if args is None or not any(a and isinstance(a[0], ConfigArg) for _k, a in args):
+        return False
+    return fm.configs is not None and fm.configs.is_module_class(value.extern[0], fm.imports.qualify_dotted(value.extern[0]))
 
 
 def _module_sequentials(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:
@@ -375,8 +377,7 @@ def _run_module(fm: FileModel, interp: _InitInterpreter, found: list) -> None:
             if "." in name or before.get(name) is value:
                 continue
             if (type(value) is Ctor and value.kind == "local" and value.instance is not None
-                    and value.instance.configured) or _extern_with_config(value) and fm.configs is not None \
-                    and fm.configs.is_module_class(value.extern[0], fm.imports.qualify_dotted(value.extern[0])):
+                    and value.instance.configured) or _other_files_model(fm, value):
                 found.append((name, value, where))
 
 
