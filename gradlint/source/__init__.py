@@ -264,9 +264,13 @@ def parse_trusted(text: str) -> cst.Module:
 def parse(path: str, text: str, tree: ast.Module | None = None) -> SourceFile:
     from gradlint.source.engine.positions import LazyPositions
     from gradlint.source.names import build_import_table
+    from gradlint.source.skeleton import skeleton
 
-    module = parse_trusted(text)
-    return SourceFile(path=path, text=text, module=module, positions=LazyPositions(module, text, tree),
+    # the data tables no rule reads (timm's `default_cfgs`) left out of libcst's parse, lines kept
+    skipped = skeleton(text, tree) if tree is not None else None
+    module = parse_trusted(skipped[0] if skipped is not None else text)
+    return SourceFile(path=path, text=text, module=module,
+                      positions=LazyPositions(module, text, skipped[1] if skipped is not None else tree),
                       imports=build_import_table(module))
 
 

@@ -1,0 +1,125 @@
+"""Data tables left out of libcst's parse (gradlint.source.skeleton): which are, and that nothing
+after them moves: findings, spans and fixes land where they did with the table parsed."""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import pytest
+
+from gradlint.api import check_paths
+from gradlint.config import Config
+from gradlint.fix import apply_fixes
+from gradlint.source import extract_python_text, parse
+from gradlint.source.skeleton import MIN_LINES, skeleton
+from gradlint.text import split_lines
+
+# A table as timm writes one (`_cfg` calls, names, tuples, signs), with line breaks of every kind
+# libcst and CPython count, a form feed, a comment and non-ASCII text inside.
+ROWS = [f"    'model_{i}.tag': _cfg(url='https://x/{i}.pth', input_size=(3, 224, 224), mean=MEAN, crop=-0.5)," for i in range(MIN_LINES)]
+TABLE = "default_cfgs = generate_default_cfgs({\n" + "\n".join(ROWS[:40]) + "\r\n" + "\n".join(ROWS[40:80]) + "\r" \
+    + "    # naïve comment \f\n" + "\n".join(ROWS[80:]) + "\n    'ünïcode': _cfg(url='é'),\n})\n"
+HEAD = "import torch\nimport torch.nn as nn\n\nMEAN = (0.5, 0.5, 0.5)\n\n\ndef _cfg(url='', **kwargs):\n    return dict(url=url, **kwargs)\n\n\n"
+# After the table: a numerics finding with a fix, and a deep sigmoid stack (an architecture finding).
+TAIL = """
+
+def f(z):
+    return torch.log(torch.softmax(z, dim=-1))
+
+
+class Deep(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(*[nn.Sequential(nn.Linear(64, 64), nn.Sigmoid()) for _ in range(40)])
+
+    def forward(self, x):
+        return self.body(x)
+"""
+SOURCE = HEAD + TABLE + TAIL
+
+
+def _blank(table: str) -> str:
+    """The table replaced by an empty dict on as many lines (line breaks kept): what the skeleton
+    must be equivalent to."""
+    breaks = [c for c in table.replace("\r\n", "\n").replace("\r", "\n") if c == "\n"]
+    return "default_cfgs = {}" + "\n" * len(breaks)
+
+
+def test_a_table_is_skipped_and_every_line_keeps_its_number():
+    tree = ast.parse(SOURCE)
+    done = skeleton(SOURCE, tree)
+    assert done is not None
+    text, stub_tree = done
+    assert len(text) < len(SOURCE) / 3
+    # the same line breaks in the same places outside the table
+    assert len(split_lines(text)) == len(split_lines(SOURCE))
+    assert text.endswith(TAIL) and text.startswith(HEAD)
+    # the tree given to the positions service is CPython's own tree of the skeleton
+    assert ast.dump(stub_tree, include_attributes=True) == ast.dump(ast.parse(text), include_attributes=True)
+
+
+def test_findings_and_fixes_after_a_table_are_those_of_the_file_without_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("with_table.py").write_bytes(SOURCE.encode("utf-8"))
+    Path("blank.py").write_bytes((HEAD + _blank(TABLE) + TAIL).encode("utf-8"))
+    cfg = Config(root=os.getcwd())
+    result = check_paths(["with_table.py", "blank.py"], cfg, use_cache=False, jobs=1)
+    by_file = {r.path: [(f.code, f.span, f.message) for f in r.findings] for r in result.files}
+    assert by_file["with_table.py"] == by_file["blank.py"]
+    codes = {c for c, _s, _m in by_file["with_table.py"]}
+    assert {"GL302", "GL101"} <= codes
+    log_line = SOURCE.replace("\r\n", "\n").replace("\r", "\n").split("\n").index(
+        "    return torch.log(torch.softmax(z, dim=-1))") + 1
+    assert [s.line for c, s, _m in by_file["with_table.py"] if c == "GL302"] == [log_line]
+    # the fix rewrites that line and nothing else: the table is there, byte for byte
+    apply_fixes(check_paths(["with_table.py"], Config(root=os.getcwd(), select=("GL302",)), use_cache=False, jobs=1),
+                write=True, config=Config(root=os.getcwd(), select=("GL302",)))
+    fixed = Path("with_table.py").read_bytes().decode("utf-8")
+    assert fixed == SOURCE.replace("torch.log(torch.softmax(z, dim=-1))", "torch.log_softmax(z, dim=-1)")
+
+
+def test_the_model_after_a_table_is_the_same_network():
+    with_table = extract_python_text(SOURCE, "m.py")
+    blank = extract_python_text(HEAD + _blank(TABLE) + TAIL, "m.py")
+    assert [n.name for n in with_table.networks] == ["Deep"]
+    assert with_table.networks == blank.networks
+
+
+def _lines(n: int, row: str) -> str:
+    return "\n".join(row.format(i=i) for i in range(n))
+
+
+@pytest.mark.parametrize("source", [
+    # read by a builder: a model's arguments may come from it
+    "TABLE = {\n" + _lines(MIN_LINES, "    'm{i}': dict(depth={i}),") + "\n}\n\n\ndef make(v):\n    return Net(**TABLE[v])\n",
+    # read by a method, in a class under an `if`
+    "TABLE = {\n" + _lines(MIN_LINES, "    'm{i}': {i},") + "\n}\nif True:\n    class A:\n        def f(self):\n            return TABLE\n",
+    # read by a lambda at the top level
+    "TABLE = [\n" + _lines(MIN_LINES, "    {i},") + "\n]\nget = lambda i: TABLE[i]\n",
+    # a class is called in it: config classes, layers
+    "cfgs = dict(\n" + _lines(MIN_LINES, "    m{i}=ModelCfg(depth={i}),") + "\n)\n",
+    "layers = [\n" + _lines(MIN_LINES, "    nn.Linear({i}, {i}),") + "\n]\n",
+    # computed: a subscript, a comprehension, arithmetic
+    "TABLE = {\n" + _lines(MIN_LINES, "    'm{i}': OTHER[{i}],") + "\n}\n",
+    "TABLE = {\n" + _lines(MIN_LINES, "    'm{i}': [k for k in range({i})],") + "\n}\n",
+    "TABLE = {\n" + _lines(MIN_LINES, "    'm{i}': {i} * 2,") + "\n}\n",
+    # too short to be worth it
+    "TABLE = {\n" + _lines(MIN_LINES - 3, "    'm{i}': {i},") + "\n}\n",
+    # two targets, a tuple target
+    "A = B = {\n" + _lines(MIN_LINES, "    'm{i}': {i},") + "\n}\n",
+    "A, B = (\n" + _lines(MIN_LINES, "    {i},") + "\n)\n",
+], ids=["builder", "method-in-if", "lambda", "config-class", "layer", "subscript", "comprehension", "arithmetic",
+        "short", "two-targets", "tuple-target"])
+def test_look_alike_tables_are_parsed(source):
+    assert skeleton(source, ast.parse(source)) is None
+
+
+def test_a_table_read_only_at_the_top_level_is_skipped_and_its_name_is_unknown():
+    source = ("TABLE = {\n" + _lines(MIN_LINES, "    'm{i}': {i},") + "\n}\n"
+              "names = [n for n in TABLE]\nTABLE = finish(TABLE)\n")
+    done = skeleton(source, ast.parse(source))
+    assert done is not None and "'m5'" not in done[0]
+    src = parse("t.py", source, ast.parse(source))
+    assert src.text == source  # what rules, suppressions and fixes read is the file's own text
