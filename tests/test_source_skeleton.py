@@ -107,11 +107,13 @@ def _lines(n: int, row: str) -> str:
     "TABLE = {\n" + _lines(MIN_LINES, "    'm{i}': {i} * 2,") + "\n}\n",
     # too short to be worth it
     "TABLE = {\n" + _lines(MIN_LINES - 3, "    'm{i}': {i},") + "\n}\n",
+    # a statement after it on its last line: its columns would move in the skeleton
+    "TABLE = {\n" + _lines(MIN_LINES, "    'm{i}': {i},") + "\n}; y = torch.log(torch.softmax(z, -1))\n",
     # two targets, a tuple target
     "A = B = {\n" + _lines(MIN_LINES, "    'm{i}': {i},") + "\n}\n",
     "A, B = (\n" + _lines(MIN_LINES, "    {i},") + "\n)\n",
 ], ids=["builder", "method-in-if", "lambda", "config-class", "layer", "subscript", "comprehension", "arithmetic",
-        "short", "two-targets", "tuple-target"])
+        "short", "same-line-statement", "two-targets", "tuple-target"])
 def test_look_alike_tables_are_parsed(source):
     assert skeleton(source, ast.parse(source)) is None
 
@@ -123,3 +125,26 @@ def test_a_table_read_only_at_the_top_level_is_skipped_and_its_name_is_unknown()
     assert done is not None and "'m5'" not in done[0]
     src = parse("t.py", source, ast.parse(source))
     assert src.text == source  # what rules, suppressions and fixes read is the file's own text
+
+
+def test_a_fix_on_the_last_line_of_a_table_lands_on_its_column(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = ("import torch\nTABLE = {\n" + _lines(MIN_LINES, "    'm{i}': {i},")
+              + "\n}; f = lambda z: torch.log(torch.softmax(z, -1))\n")
+    assert skeleton(source, ast.parse(source)) is None
+    Path("t.py").write_text(source)
+    cfg = Config(root=os.getcwd(), select=("GL302",))
+    apply_fixes(check_paths(["t.py"], cfg, use_cache=False, jobs=1), write=True, config=cfg)
+    assert Path("t.py").read_text() == source.replace("torch.log(torch.softmax(z, -1))", "torch.log_softmax(z, -1)")
+
+
+@pytest.mark.parametrize("table", [
+    "TABLE = (\n{\n" + _lines(MIN_LINES, "    'm{i}': _cfg({i}),") + "\n}\n)  # done\n",
+    "TABLE = ({\n" + _lines(MIN_LINES, "    'm{i}': _cfg({i}),") + "\n})\n",
+    "TABLE: dict = dict(\n" + _lines(MIN_LINES, "    m{i}=-{i},") + "\n    é='ü')\n",
+], ids=["parenthesized", "parenthesized-same-line", "annotated"])
+def test_the_positions_tree_is_cpythons_tree_of_the_skeleton(table):
+    source = "import torch\n" + table + "x = torch.log(torch.softmax(torch.ones(2), 0))\n"
+    done = skeleton(source, ast.parse(source))
+    assert done is not None
+    assert ast.dump(done[1], include_attributes=True) == ast.dump(ast.parse(done[0]), include_attributes=True)

@@ -11,7 +11,8 @@ that decides syntax errors, budgets and module symbols; the positions service ge
 skipped values are the same `...` (the two trees are paired statement by statement).
 
 A table is skipped only when leaving it out can change nothing a rule reads:
-- it is a top-level `NAME = value` (or annotated) of at least MIN_LINES lines;
+- it is a top-level `NAME = value` (or annotated) of at least MIN_LINES lines, and no statement
+  follows it on its last line;
 - its value is data: literals, containers, names, attributes, and calls of lower-case names
   (`_cfg(...)`, `dict(...)`); no class is called in it (a config class `CspModelCfg(...)` or a
   layer `Linear(...)` is what a model may be built from), nothing is subscripted or computed
@@ -66,7 +67,11 @@ def _candidates(tree: ast.Module) -> dict[str, list[int]]:
             target = node.target
         else:
             continue
-        if type(target) is not ast.Name or (node.end_lineno or node.lineno) - node.lineno + 1 < MIN_LINES:
+        end = node.end_lineno or node.lineno
+        if type(target) is not ast.Name or end - node.lineno + 1 < MIN_LINES:
+            continue
+        if i + 1 < len(tree.body) and tree.body[i + 1].lineno <= end:
+            # a statement after it on its last line (`}; x = f(y)`) would move left in the skeleton
             continue
         if _is_data(node.value):
             found.setdefault(target.id, []).append(i)
@@ -137,8 +142,11 @@ def skeleton(text: str, tree: ast.Module) -> tuple[str, ast.Module] | None:
                             end_col_offset=column + 3)
         copy = type(node)(**{f: getattr(node, f) for f in node._fields})
         copy.value = stub
-        copy.lineno, copy.col_offset = node.lineno, node.col_offset
-        copy.end_lineno, copy.end_col_offset = line, column + 4
+        # what follows the value on its last line (a closing bracket) moves by the length change
+        copy.lineno, copy.col_offset, copy.end_lineno = node.lineno, node.col_offset, node.end_lineno
+        copy.end_col_offset = node.end_col_offset
+        if node.end_lineno == value.end_lineno:
+            copy.end_col_offset = node.end_col_offset + (column + 4) - value.end_col_offset
         body[i] = copy
     pieces.append(text[at:])
     return "".join(pieces), ast.Module(body=body, type_ignores=tree.type_ignores)
