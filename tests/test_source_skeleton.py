@@ -148,3 +148,52 @@ def test_the_positions_tree_is_cpythons_tree_of_the_skeleton(table):
     done = skeleton(source, ast.parse(source))
     assert done is not None
     assert ast.dump(done[1], include_attributes=True) == ast.dump(ast.parse(done[0]), include_attributes=True)
+
+
+def _fuzzed_program(rng) -> tuple[str, str]:
+    """A program with a data table of odd text (line breaks of every kind, the characters
+    `str.splitlines` breaks at, non-ASCII) between fixable statements; and its fixed text."""
+    from tests.fix_fuzz import CHARS
+
+    ends = ["\n", "\r\n", "\r"]
+    rows = []
+    for i in range(MIN_LINES + rng.randrange(40)):
+        odd = rng.choice(CHARS + ("é", "\t", ""))
+        row = f"    'k{i}{odd}': _cfg(url='u{i}{odd}', size=({i}, -{i}), mean=MEAN),"
+        if rng.random() < 0.2:
+            row += f"  # note {odd}"
+        rows.append(row + rng.choice(ends))
+    table = "TABLE = generate({" + rng.choice(ends) + "".join(rows) + "})"
+    bad = "torch.log(torch.softmax(z, dim=-1))"
+    good = "torch.log_softmax(z, dim=-1)"
+
+    def snippet(k: int) -> str:
+        end = rng.choice(ends)
+        if rng.random() < 0.3:
+            return f"x{k} = 1; g{k} = lambda z: {bad}{end}"
+        return f"{rng.choice(['', chr(12)])}def f{k}(z):{end}    return {bad}{end}"
+
+    parts = ["import torch" + rng.choice(ends), snippet(0), table + rng.choice(["\n", "\r\n", "  # end\n"]), snippet(1)]
+    if rng.random() < 0.5:
+        parts.append("names = list(TABLE)\n")
+    text = "".join(parts)
+    return text, text.replace(bad, good)
+
+
+def test_fuzz_fixes_around_tables_land_on_their_lines(tmp_path, monkeypatch):
+    import random
+
+    monkeypatch.chdir(tmp_path)
+    rng = random.Random(20261203)
+    cfg = Config(root=os.getcwd(), select=("GL302",))
+    for n in range(12):
+        text, fixed = _fuzzed_program(rng)
+        done = skeleton(text, ast.parse(text))
+        assert done is not None, n
+        assert ast.dump(done[1], include_attributes=True) == ast.dump(ast.parse(done[0]), include_attributes=True), n
+        path = Path(f"p{n}.py")
+        path.write_bytes(text.encode("utf-8"))
+        result = check_paths([str(path)], cfg, use_cache=False, jobs=1)
+        assert sum(len(r.findings) for r in result.files) == 2, n
+        apply_fixes(result, write=True, config=cfg)
+        assert path.read_bytes().decode("utf-8") == fixed, n
