@@ -85,10 +85,20 @@ def _sqrt_module(rng, n) -> str:
 
 
 def _filler(rng, n) -> str:
+    if rng.random() < 0.06:
+        return _table(rng)
     return rng.choice([
         "# a comment line\n", f"CONST_{rng.randint(0, 9)} = {rng.randint(0, 99)}\n",
         "def helper(a, b):\n    return a + b\n", "NAMES = ['a', 'b']\n", "\n",
     ])
+
+
+def _table(rng) -> str:
+    """A table of weights as timm writes one, long enough that the parser skips it
+    (gradlint.source.skeleton): a fix after it must land where it does with the table parsed."""
+    rows = "".join(f"    'm{i}.tag': _cfg(url='https://w/{i}.pth', size=(3, {i}, {i}), crop=-0.{i % 10}),\n"
+                   for i in range(100 + rng.randint(0, 20)))
+    return f"TABLE_{rng.randint(0, 99)} = generate({{\n{rows}}})\n"
 
 
 _BLOCKS = (_gl202_loop, _gl202_func, _gl203_loop, _numerics, _sqrt_module)
