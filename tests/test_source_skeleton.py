@@ -98,6 +98,8 @@ def _lines(n: int, row: str) -> str:
     "TABLE = {\n" + _lines(MIN_LINES, "    'm{i}': {i},") + "\n}\nif True:\n    class A:\n        def f(self):\n            return TABLE\n",
     # read by a lambda at the top level
     "TABLE = [\n" + _lines(MIN_LINES, "    {i},") + "\n]\nget = lambda i: TABLE[i]\n",
+    # read by a lambda over several lines
+    "TABLE = [\n" + _lines(MIN_LINES, "    {i},") + "\n]\nget = (lambda i:\n       TABLE[i])\n",
     # a class is called in it: config classes, layers
     "cfgs = dict(\n" + _lines(MIN_LINES, "    m{i}=ModelCfg(depth={i}),") + "\n)\n",
     "layers = [\n" + _lines(MIN_LINES, "    nn.Linear({i}, {i}),") + "\n]\n",
@@ -112,7 +114,7 @@ def _lines(n: int, row: str) -> str:
     # two targets, a tuple target
     "A = B = {\n" + _lines(MIN_LINES, "    'm{i}': {i},") + "\n}\n",
     "A, B = (\n" + _lines(MIN_LINES, "    {i},") + "\n)\n",
-], ids=["builder", "method-in-if", "lambda", "config-class", "layer", "subscript", "comprehension", "arithmetic",
+], ids=["builder", "method-in-if", "lambda", "lambda-lines", "config-class", "layer", "subscript", "comprehension", "arithmetic",
         "short", "same-line-statement", "two-targets", "tuple-target"])
 def test_look_alike_tables_are_parsed(source):
     assert skeleton(source, ast.parse(source)) is None

@@ -80,15 +80,16 @@ def _candidates(tree: ast.Module) -> dict[str, list[int]]:
 
 def _read_in_code(tree: ast.Module, text: str, names: set[str]) -> set[str]:
     """The names of `names` that a function, class or lambda of the file may read: each line that
-    holds the word inside a definition (at any depth), or beside a `lambda`. Conservative: the
-    word in a string or a comment there counts too."""
+    holds the word inside a definition or a lambda (at any depth), or beside a `lambda`.
+    Conservative: the word in a string or a comment there counts too."""
     ranges: list[tuple[int, int]] = []
     for node in tree.body:
         if isinstance(node, _DEFINITIONS):
             first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
             ranges.append((first, node.end_lineno or node.lineno))
-        elif not isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Expr, ast.Import, ast.ImportFrom)):
-            # a compound statement (if, for, try, with, match...): the definitions inside it
+        elif not isinstance(node, (ast.Import, ast.ImportFrom)):
+            # any other statement (an assignment, an `if`, a `for`...): the definitions and
+            # lambdas inside it (only files with a candidate table get here)
             for inner in ast.walk(node):
                 if isinstance(inner, (*_DEFINITIONS, ast.Lambda)):
                     ranges.append((inner.lineno, inner.end_lineno or inner.lineno))
