@@ -78,12 +78,15 @@ def _candidates(tree: ast.Module) -> dict[str, list[int]]:
     return found
 
 
-def _read_in_code(tree: ast.Module, text: str, names: set[str]) -> set[str]:
-    """The names of `names` that a function, class or lambda of the file may read: each line that
+def _read_in_code(tree: ast.Module, text: str, starts: list[int], found: dict[str, list[int]]) -> set[str]:
+    """The names of the candidate tables (`found`) that a function, class or lambda of the file may read: each line that
     holds the word inside a definition or a lambda (at any depth), or beside a `lambda`.
     Conservative: the word in a string or a comment there counts too."""
+    tables = {i for indexes in found.values() for i in indexes}  # data: no definition in them
     ranges: list[tuple[int, int]] = []
-    for node in tree.body:
+    for i, node in enumerate(tree.body):
+        if i in tables:
+            continue
         if isinstance(node, _DEFINITIONS):
             first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
             ranges.append((first, node.end_lineno or node.lineno))
@@ -94,8 +97,7 @@ def _read_in_code(tree: ast.Module, text: str, names: set[str]) -> set[str]:
                 if isinstance(inner, (*_DEFINITIONS, ast.Lambda)):
                     ranges.append((inner.lineno, inner.end_lineno or inner.lineno))
     read: set[str] = set()
-    pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in sorted(names)) + r")\b")
-    starts = line_starts(text)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in sorted(found)) + r")\b")
     for match in pattern.finditer(text):
         name = match.group(1)
         if name in read:
@@ -113,12 +115,12 @@ def skeleton(text: str, tree: ast.Module) -> tuple[str, ast.Module] | None:
     found = _candidates(tree)
     if not found:
         return None
-    for name in _read_in_code(tree, text, set(found)):
+    starts = line_starts(text)
+    for name in _read_in_code(tree, text, starts, found):
         del found[name]
     skipped = sorted(i for indexes in found.values() for i in indexes)
     if not skipped:
         return None
-    starts = line_starts(text)
     body = list(tree.body)
     pieces: list[str] = []
     at = 0
