@@ -79,9 +79,9 @@ def _candidates(tree: ast.Module) -> dict[str, list[int]]:
 
 
 def _read_in_code(tree: ast.Module, text: str, starts: list[int], found: dict[str, list[int]]) -> set[str]:
-    """The names of the candidate tables (`found`) that a function, class or lambda of the file may read: each line that
-    holds the word inside a definition or a lambda (at any depth), or beside a `lambda`.
-    Conservative: the word in a string or a comment there counts too."""
+    """The names of the candidate tables (`found`) that a function, class or lambda of the file
+    may read: each line that holds the word inside a definition or a lambda (at any depth), or
+    beside a `lambda`. Conservative: the word in a string or a comment there counts too."""
     tables = {i for indexes in found.values() for i in indexes}  # data: no definition in them
     ranges: list[tuple[int, int]] = []
     for i, node in enumerate(tree.body):
