@@ -54,7 +54,13 @@ GRADCHECK = frozenset({"torch.autograd.gradcheck", "torch.autograd.gradgradcheck
 KEEP = frozenset(
     "view view_as reshape reshape_as flatten squeeze unsqueeze permute transpose contiguous float "
     "double half bfloat16 to type type_as clone cuda cpu t expand expand_as gather index_select "
-    "masked_select narrow select movedim swapaxes flip roll repeat tile squeeze_ unsqueeze_".split())
+    "masked_select narrow select movedim swapaxes flip roll repeat tile squeeze_ unsqueeze_ diagonal diag "
+    "take_along_dim unflatten".split())
+# The same selections and reshapes written as torch functions (`torch.diagonal(probs)`,
+# `torch.gather(p, 1, idx)`): the result is what their first argument is.
+KEEP_FUNCTIONS = frozenset("torch." + name for name in (
+    "reshape flatten squeeze unsqueeze permute transpose t gather index_select masked_select "
+    "narrow select movedim swapaxes flip roll tile diagonal take_along_dim unflatten").split())
 CUTTING_METHODS = {"item": ".item()", "tolist": ".tolist()", "numpy": ".numpy()",
                    "argmax": "argmax", "argmin": "argmin", "round": "round", "detach": ".detach()",
                    "detach_": ".detach_()", "long": "an integer cast", "int": "an integer cast",
@@ -718,9 +724,18 @@ class TensorCalls:
         return c.r
 
     def _m_keep(self, c: _Call) -> V:
-        r = c.r
+        return self._kept(c.r)
+
+    @staticmethod
+    def _kept(r: V) -> V:
+        """A selection or reshape of `r`: its elements, no longer a module or a criterion."""
         return replace(r, crit=None, callret=None, module=False, inst=frozenset(), dense=r.dense and not r.module,
                        tensor=r.tensor or bool(r.prob))
+
+    def _q_keep(self, c: _Call) -> V | None:
+        if c.first_node is None:
+            return None
+        return self._kept(c.first)
 
     def _m_apply(self, c: _Call) -> V | None:
         if isinstance(c.recv, cst.Name) and c.recv.value in self.x.autograd_classes:
@@ -765,7 +780,7 @@ _QUALIFIED_GROUPS += [
     ({"torch.clamp", "torch.clip", "torch.clamp_min"}, T._q_clamp),
     ({"torch.maximum", "torch.fmax", "torch.max"}, T._q_maximum),
     ({"torch.div", "torch.true_divide", "torch.divide"}, T._q_divide), ({"torch.reciprocal"}, T._q_reciprocal),
-    ({"torch.where"}, T._q_where), (_MAX_REDUCTIONS | {"torch.max"}, T._q_max),
+    ({"torch.where"}, T._q_where), (_MAX_REDUCTIONS | {"torch.max"}, T._q_max), (KEEP_FUNCTIONS, T._q_keep),
     ({"torch.autograd.backward"}, T._q_backward),
 ]
 _QUALIFIED = _table(_QUALIFIED_GROUPS, ordered=True)
