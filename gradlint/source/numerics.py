@@ -112,6 +112,8 @@ class Extractor(ModuleValues):
         # `function_value`; filled once the module body is walked
         self.module_functions: dict[str, cst.FunctionDef] = {}
         self.function_values: dict[str, V | None] = {}
+        # short top-level functions that return a probability, by name: `function_returns`
+        self.function_probs: dict[str, V | None] = {}
         self.ref_names: frozenset[str] = frozenset()
         self.callees: set[int] = set()
         self.path: list[str] = []

@@ -197,6 +197,13 @@ class TensorCalls:
                 known = self.x.function_value(fname)  # `def eps(): return 0.0` of this file
                 if known is not None:
                     return known
+            if (made := self.function_returns(fname)) is not None:
+                # `p = predict(x)` with `def predict(x): return torch.sigmoid(net(x))`: what the
+                # callers' arguments carry, with the probability the function returns
+                first = _combine([made, *self._args_ev(node)])
+                return V(prob=made.prob, shifted=made.shifted, capped=made.capped, tensor=True, computed=True,
+                         params=first.params, cut=first.cut, cut_span=first.cut_span, const=first.const,
+                         param_cuts=first.param_cuts, dense=True)
             if fname in self.x.local_classes:
                 self._args_ev(node)
                 if fname in self.x.autograd_classes:
@@ -283,6 +290,47 @@ class TensorCalls:
             made = merge(made, v)
         cls.returned[meth] = made
         return made
+
+    def function_returns(self, fname: str) -> V | None:
+        """What a short top-level function of this file returns when it is a probability
+        (`def occupancy(sdf): return torch.sigmoid(-sdf / beta)`): its returned calls evaluated
+        once with its parameters unknown and no sites recorded, merged; None for any other
+        function, for one defined more than once, decorated, or shadowed here."""
+        x = self.x
+        if fname in x.function_probs:
+            return x.function_probs[fname]
+        fn = x.module_functions.get(fname)
+        if fn is None and self.name == "<module>" and self.cls is None:
+            # the module body runs before its functions are collected: the defs above this call
+            fn = next((d for d in self.module_defs if type(d) is cst.FunctionDef and d.name.value == fname), None)
+        if fn is None or fn.decorators or fname in self.enclosing or x.def_counts.get(fname) != 1 \
+                or fname in x.local_classes or fname in x.imports.names or fname in x.global_names:
+            return None
+        exprs = _short_returns(fn)
+        if not exprs:
+            x.function_probs[fname] = None
+            return None
+        x.function_probs[fname] = None  # a function that calls itself
+        walk = type(self)(x, fname, None, quiet=True)  # a FunctionWalk (this is its mixin)
+        ps = fn.params
+        for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params, ps.star_arg, ps.star_kwarg):
+            if isinstance(p, cst.Param):
+                walk.env[p.name.value] = UNKNOWN
+        # read ahead of its turn: what it reads and calls is recorded when the function is walked
+        seen = set(x.references), set(x.class_refs)
+        passed = {q: {u: list(calls) for u, calls in by_unit.items()} for q, by_unit in x.passed.items()}
+        x.muted += 1
+        try:
+            vals = [walk.ev(e) for e in exprs]
+        finally:
+            x.muted -= 1
+            x.references, x.class_refs = seen
+            x.passed = passed
+        made = vals[0]
+        for v in vals[1:]:
+            made = merge(made, v)
+        got = x.function_probs[fname] = made if made.prob else None
+        return got
 
     def builtin_call(self, node: cst.Call, fname: str) -> V:
         vals = self._args_ev(node)
