@@ -98,3 +98,28 @@ def test_gl403_not_for_integer_outputs():
            "        scores = self.proj(x) @ x.transpose(-1, -2)\n"
            "        return scores.topk(k, dim=-1).indices.to(torch.int32)\n")
     assert findings(src, "GL403") == []
+
+
+_NOGRAD_LOSS = ("import torch\nfrom torch import nn\n\nnet = nn.Linear(4, 1)\n\n\n"
+                "def hinge(d, y):\n    return torch.clamp(1 - y * d, min=0).mean()\n\n\n"
+                "def step(x):\n    y = torch.randn(8, 1)\n    with torch.no_grad():\n        d = net(x)\n")
+
+
+def test_gl401_a_loss_computed_under_no_grad_then_made_to_require_grad():
+    # measured in torch: backward runs on the leaf requires_grad_ makes, and net.weight.grad stays None
+    src = _NOGRAD_LOSS + "    loss = hinge(d, y)\n    loss.requires_grad_(True)\n    loss.backward()\n"
+    (f,) = findings(src, "GL401")
+    assert (f.span.line, f.span.column) == (16, 5)
+    src = _NOGRAD_LOSS + "    loss = (d - y).pow(2).mean()\n    loss.requires_grad = True\n    loss.backward()\n"
+    assert [f.code for f in findings(src, "GL401")] == ["GL401"]
+
+
+def test_gl401_a_feature_computed_under_no_grad_then_made_to_require_grad_is_an_input():
+    # saliency on frozen features: the features are the leaf whose .grad is wanted
+    src = _NOGRAD_LOSS + ("    d.requires_grad_(True)\n    score = (d * y).sum()\n    score.backward()\n"
+                          "    return d.grad\n")
+    assert findings(src, "GL401") == []
+    # computed under no_grad from data alone: no parameter involved, nothing to hide
+    src = ("import torch\n\n\ndef step(x):\n    with torch.no_grad():\n        loss = (x * 2).sum()\n"
+           "    loss.requires_grad_()\n    loss.backward()\n")
+    assert findings(src, "GL401") == []

@@ -28,7 +28,7 @@ from gradlint.findings import SourceSpan
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.interp import StatementWalker
 from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, required_again, replace, merge, _passed, merge_env, _item,
-                                             open_value, join_value)
+                                             open_value, join_value, broken_before_required)
 from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import NO_GRAD, dotted
 from gradlint.text import search_word_start
@@ -869,7 +869,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail="self", classes=(self.cls.name,),
                             want="module"))
             return
-        if truth and key and hv.computed and not hv.leaf and not hv.nograd:
+        if truth and key and broken_before_required(hv):
             self.env[key] = replace(hv, rg=hv.rg | {(where, key)})
         elif truth and key and hv.leaf and hv.const and hv.tensor:
             self.env[key] = _TRAINABLE  # `W.requires_grad = True` on a factory's tensor

@@ -16,7 +16,8 @@ from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.budget import bounded
 from gradlint.source.engine.fold import as_float
-from gradlint.source.engine.tensors import V, UNKNOWN, _TRAINABLE, replace, _combine, merge, knows_nothing, required_again
+from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _combine, merge, knows_nothing, required_again,
+                                            broken_before_required)
 from gradlint.source.engine.values import truth
 from gradlint.source.engine.walk import suite
 from gradlint.source.names import dotted
@@ -731,7 +732,7 @@ class TensorCalls:
         key = dotted(c.recv)
         if r.module or (r.inst and not r.params):
             return r
-        if truth and key and r.computed and not r.leaf and not r.nograd:
+        if truth and key and broken_before_required(r):
             ev = (self.x.where(c.node), key)
             self.env[key] = replace(r, rg=r.rg | {ev})
             return replace(r, rg=r.rg | {ev})
