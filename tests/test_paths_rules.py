@@ -123,3 +123,27 @@ def test_gl401_a_feature_computed_under_no_grad_then_made_to_require_grad_is_an_
     src = ("import torch\n\n\ndef step(x):\n    with torch.no_grad():\n        loss = (x * 2).sum()\n"
            "    loss.requires_grad_()\n    loss.backward()\n")
     assert findings(src, "GL401") == []
+
+
+_NETS_FILE = ("import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+              "        super().__init__()\n        self.backbone = nn.Sequential(nn.Linear(4, 4), nn.ReLU())\n"
+              "        self.head = nn.Linear(4, 2)\n        self.cls_token = nn.Parameter(torch.zeros(1, 4))\n"
+              "        self.temperature = 1.0\n")
+
+
+def test_gl404_a_submodule_of_an_instance_of_a_project_class():
+    # measured in torch: after `m.backbone.requires_grad = False` every backbone parameter still
+    # has requires_grad True and gets a gradient
+    src = ("import torch\nfrom nets import Net\n\nm = Net()\nm.backbone.requires_grad = False\n"
+           "m.head.requires_grad = False\n")
+    got = [(f.code, f.span.line) for f in findings(src, "GL404", **{"nets.py": _NETS_FILE})]
+    assert got == [("GL404", 5), ("GL404", 6)]
+    assert [f.code for f in findings(_NETS_FILE + "\n\nm = Net()\nm.backbone.requires_grad = False\n", "GL404")] \
+        == ["GL404"]
+
+
+def test_gl404_a_parameter_or_a_setting_of_an_instance_of_a_project_class():
+    src = ("import torch\nfrom nets import Net\n\nm = Net()\nm.cls_token.requires_grad = False\n"
+           "m.head.weight.requires_grad = False\nm.temperature.requires_grad = False\n"
+           "m.unknown.requires_grad = False\n")
+    assert findings(src, "GL404", **{"nets.py": _NETS_FILE}) == []

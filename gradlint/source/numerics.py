@@ -865,6 +865,12 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             self.x.add(Site("requires_grad_on_module", "parameters", where.span, detail=self.x.code(holder),
                             data=(*_param_data("model", held[0]), ("model_path", held[1]))))
             return
+        if (owned := self._instance_path(holder)) is not None:
+            # `m.backbone.requires_grad = ...` on an instance of a class of the project: a module
+            # when the class holds a submodule at that path (facts.numerics.holds)
+            self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder),
+                            classes=owned[0], want="module-path", data=(("model_path", owned[1]),)))
+            return
         if key == "self" and self.cls is not None and not self.cls.reads_requires_grad:
             self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail="self", classes=(self.cls.name,),
                             want="module"))
@@ -875,6 +881,23 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             self.env[key] = _TRAINABLE  # `W.requires_grad = True` on a factory's tensor
         elif truth and key and (again := required_again(hv)) is not None:
             self.env[key] = again  # `loss = loss.detach(); loss.requires_grad = True`
+
+    def _instance_path(self, holder: cst.BaseExpression) -> tuple[tuple[str, ...], str] | None:
+        """(the classes, the attribute path below) when `holder` is a chain of attributes on an
+        instance of a class of the project (`model.backbone`, `self.net.encoder.layers`)."""
+        parts: list[str] = []
+        node = holder
+        while type(node) is cst.Attribute:
+            parts.append(node.attr.value)
+            node = node.value
+            if dotted(node) is None:
+                return None
+            v = self.ev(node)
+            if v.inst and not v.params and not v.module:
+                return tuple(sorted(v.inst)), ".".join(reversed(parts))
+            if v is not UNKNOWN:
+                return None
+        return None
 
     def _open_param_path(self, holder: cst.BaseExpression) -> tuple[tuple[str, str, int], str] | None:
         """(the open parameter, the attribute path below it) when `holder` is a chain of attributes
