@@ -147,3 +147,19 @@ def test_gl404_a_parameter_or_a_setting_of_an_instance_of_a_project_class():
            "m.head.weight.requires_grad = False\nm.temperature.requires_grad = False\n"
            "m.unknown.requires_grad = False\n")
     assert findings(src, "GL404", **{"nets.py": _NETS_FILE}) == []
+
+
+def test_gl404_a_submodule_of_a_model_torchvision_or_timm_builds():
+    # `model.layer1.requires_grad = False` on a torchvision ResNet: the classic freeze that freezes nothing
+    src = ("import torchvision\nimport timm\n\nmodel = torchvision.models.resnet50(weights=None)\n"
+           "model.layer1.requires_grad = False\nvgg = torchvision.models.vgg16()\nvgg.features.requires_grad = False\n"
+           "vit = timm.create_model('vit_base_patch16_224')\nvit.patch_embed.requires_grad = False\n")
+    assert [f.span.line for f in findings(src, "GL404")] == [5, 7, 9]
+
+
+def test_gl404_a_parameter_of_a_model_torchvision_or_timm_builds_or_the_method():
+    src = ("import torchvision\nimport timm\n\nvit = timm.create_model('vit_base_patch16_224')\n"
+           "vit.cls_token.requires_grad = False\nvit.pos_embed.requires_grad = False\n"
+           "model = torchvision.models.resnet50(weights=None)\nmodel.layer1.requires_grad_(False)\n"
+           "model.fc.weight.requires_grad = False\n")
+    assert findings(src, "GL404") == []

@@ -48,6 +48,13 @@ _SELF_RG = re.compile(r"self\s*\.\s*requires_grad\b")  # from a word's start: se
 MAX_REWALKS = 3
 
 
+# Submodules of the models torchvision and timm build, by the names those libraries give them (a
+# torch.nn layer has no attribute of these names, and where one exists it is a module too).
+_LIBRARY_SUBMODULES = frozenset({"layer1", "layer2", "layer3", "layer4", "conv1", "bn1", "fc", "features", "classifier",
+                                 "avgpool", "encoder", "decoder", "heads", "head", "blocks", "stages", "stem",
+                                 "patch_embed", "backbone", "conv_proj"})
+
+
 @dataclass
 class ClassCtx:
     name: str
@@ -864,6 +871,11 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             # class owns a submodule at that path (facts.numerics.bind_parameters)
             self.x.add(Site("requires_grad_on_module", "parameters", where.span, detail=self.x.code(holder),
                             data=(*_param_data("model", held[0]), ("model_path", held[1]))))
+            return
+        if type(holder) is cst.Attribute and holder.attr.value in _LIBRARY_SUBMODULES and self.ev(holder.value).module:
+            # `resnet.layer1.requires_grad = False` on a model torchvision or timm builds (or any
+            # module): these names are submodules there, never tensors
+            self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder)))
             return
         if (owned := self._instance_path(holder)) is not None:
             # `m.backbone.requires_grad = ...` on an instance of a class of the project: a module
