@@ -350,3 +350,20 @@ def test_apply_aliases_do_not_depend_on_the_hash_seed():
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         outs.add(done.stdout)
     assert outs == {"(('op', 'Alpha'), ('op', 'Beta'))\n"}
+
+
+def test_selections_written_as_torch_functions_keep_what_they_select():
+    # InfoNCE written by hand: the log of the softmax's diagonal (measured: logits of 200 give a
+    # loss of inf and NaN gradients, where log_softmax(...).diagonal() gives 200 and ±0.5)
+    head = ("import torch\nimport torch.nn.functional as F\n\n"
+            "def nce(q, k, idx):\n    probs = F.softmax(q @ k.t(), dim=1)\n")
+    for pick in ("probs.diagonal()", "torch.diagonal(probs)", "torch.gather(probs, 1, idx)",
+                 "probs.take_along_dim(idx, 1)", "torch.squeeze(probs)"):
+        assert codes(head + f"    return -torch.log({pick}).mean()\n") == ["GL302"], pick
+    # the log-probabilities selected the same way stay quiet, and so does a log of a selection
+    # of the logits themselves
+    quiet = ("import torch\nimport torch.nn.functional as F\n\n"
+             "def nce(q, k, idx):\n    logp = F.log_softmax(q @ k.t(), dim=1)\n"
+             "    return -torch.diagonal(logp).mean() - torch.gather(logp, 1, idx).mean()"
+             " + torch.log(torch.diagonal(q @ k.t()).abs() + 1).mean()\n")
+    assert codes(quiet) == []

@@ -176,3 +176,31 @@ def test_a_nested_function_reads_the_closure_not_the_module():
            "    return dist\n")
     assert findings(src, "GL306") == []
     assert [f.code for f in findings(src.replace("    eps = 1e-12\n", ""), "GL306")] == ["GL306"]
+
+
+_HELPERS = ("import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\nnet = nn.Linear(4, 3)\n\n\n"
+            "def occupancy(sdf, beta=0.1):\n    return torch.sigmoid(-sdf / beta)\n\n\n"
+            "def probs(x):\n    return F.softmax(net(x), dim=-1)\n\n\n"
+            "def safe(x):\n    return torch.sigmoid(net(x)).clamp(1e-6, 1 - 1e-6)\n\n\n"
+            "def logits(x):\n    return net(x)\n\n\n")
+
+
+def test_a_short_function_of_the_file_returns_its_probability_to_the_caller():
+    # a NeRF occupancy helper, a classifier's `probs` helper: the caller logs or feeds a loss with
+    # what the helper returns (module level, and a function defined below the helper)
+    src = _HELPERS + ("def train(x, y):\n    sdf = net(x)[:, 0]\n    a = -torch.log(occupancy(sdf)).mean()\n"
+                      "    return a + F.cross_entropy(probs(x), y) + nn.BCELoss()(occupancy(sdf), y.float())\n\n\n"
+                      "x = torch.randn(5, 4)\nloss = torch.log(occupancy(net(x))).mean()\n")
+    got = [(f.code, f.span.line) for f in findings(src)]
+    assert got == [("GL302", 26), ("GL303", 27), ("GL301", 27), ("GL302", 31)]
+    assert all(f.fix is None for f in findings(src))  # the sigmoid is written in another function
+
+
+def test_a_function_that_clamps_returns_logits_or_is_ambiguous_stays_quiet():
+    src = _HELPERS + ("def twice(x):\n    return torch.sigmoid(x)\n\n\ndef twice(x):\n    return x\n\n\n"
+                      "@torch.jit.script\ndef wrapped(x):\n    return torch.sigmoid(x)\n\n\n"
+                      "def train(x, y):\n    loss = F.cross_entropy(logits(x), y) - torch.log(safe(x)).mean()\n"
+                      "    loss = loss + torch.log(twice(net(x))).mean() + torch.log(wrapped(net(x))).mean()\n"
+                      "    with torch.no_grad():\n        metric = torch.log(occupancy(net(x)))\n"
+                      "    return loss\n")
+    assert [f.code for f in findings(src)] == []

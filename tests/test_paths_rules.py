@@ -98,3 +98,68 @@ def test_gl403_not_for_integer_outputs():
            "        scores = self.proj(x) @ x.transpose(-1, -2)\n"
            "        return scores.topk(k, dim=-1).indices.to(torch.int32)\n")
     assert findings(src, "GL403") == []
+
+
+_NOGRAD_LOSS = ("import torch\nfrom torch import nn\n\nnet = nn.Linear(4, 1)\n\n\n"
+                "def hinge(d, y):\n    return torch.clamp(1 - y * d, min=0).mean()\n\n\n"
+                "def step(x):\n    y = torch.randn(8, 1)\n    with torch.no_grad():\n        d = net(x)\n")
+
+
+def test_gl401_a_loss_computed_under_no_grad_then_made_to_require_grad():
+    # measured in torch: backward runs on the leaf requires_grad_ makes, and net.weight.grad stays None
+    src = _NOGRAD_LOSS + "    loss = hinge(d, y)\n    loss.requires_grad_(True)\n    loss.backward()\n"
+    (f,) = findings(src, "GL401")
+    assert (f.span.line, f.span.column) == (16, 5)
+    src = _NOGRAD_LOSS + "    loss = (d - y).pow(2).mean()\n    loss.requires_grad = True\n    loss.backward()\n"
+    assert [f.code for f in findings(src, "GL401")] == ["GL401"]
+
+
+def test_gl401_a_feature_computed_under_no_grad_then_made_to_require_grad_is_an_input():
+    # saliency on frozen features: the features are the leaf whose .grad is wanted
+    src = _NOGRAD_LOSS + ("    d.requires_grad_(True)\n    score = (d * y).sum()\n    score.backward()\n"
+                          "    return d.grad\n")
+    assert findings(src, "GL401") == []
+    # computed under no_grad from data alone: no parameter involved, nothing to hide
+    src = ("import torch\n\n\ndef step(x):\n    with torch.no_grad():\n        loss = (x * 2).sum()\n"
+           "    loss.requires_grad_()\n    loss.backward()\n")
+    assert findings(src, "GL401") == []
+
+
+_NETS_FILE = ("import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+              "        super().__init__()\n        self.backbone = nn.Sequential(nn.Linear(4, 4), nn.ReLU())\n"
+              "        self.head = nn.Linear(4, 2)\n        self.cls_token = nn.Parameter(torch.zeros(1, 4))\n"
+              "        self.temperature = 1.0\n")
+
+
+def test_gl404_a_submodule_of_an_instance_of_a_project_class():
+    # measured in torch: after `m.backbone.requires_grad = False` every backbone parameter still
+    # has requires_grad True and gets a gradient
+    src = ("import torch\nfrom nets import Net\n\nm = Net()\nm.backbone.requires_grad = False\n"
+           "m.head.requires_grad = False\n")
+    got = [(f.code, f.span.line) for f in findings(src, "GL404", **{"nets.py": _NETS_FILE})]
+    assert got == [("GL404", 5), ("GL404", 6)]
+    assert [f.code for f in findings(_NETS_FILE + "\n\nm = Net()\nm.backbone.requires_grad = False\n", "GL404")] \
+        == ["GL404"]
+
+
+def test_gl404_a_parameter_or_a_setting_of_an_instance_of_a_project_class():
+    src = ("import torch\nfrom nets import Net\n\nm = Net()\nm.cls_token.requires_grad = False\n"
+           "m.head.weight.requires_grad = False\nm.temperature.requires_grad = False\n"
+           "m.unknown.requires_grad = False\n")
+    assert findings(src, "GL404", **{"nets.py": _NETS_FILE}) == []
+
+
+def test_gl404_a_submodule_of_a_model_torchvision_or_timm_builds():
+    # `model.layer1.requires_grad = False` on a torchvision ResNet: the classic freeze that freezes nothing
+    src = ("import torchvision\nimport timm\n\nmodel = torchvision.models.resnet50(weights=None)\n"
+           "model.layer1.requires_grad = False\nvgg = torchvision.models.vgg16()\nvgg.features.requires_grad = False\n"
+           "vit = timm.create_model('vit_base_patch16_224')\nvit.patch_embed.requires_grad = False\n")
+    assert [f.span.line for f in findings(src, "GL404")] == [5, 7, 9]
+
+
+def test_gl404_a_parameter_of_a_model_torchvision_or_timm_builds_or_the_method():
+    src = ("import torchvision\nimport timm\n\nvit = timm.create_model('vit_base_patch16_224')\n"
+           "vit.cls_token.requires_grad = False\nvit.pos_embed.requires_grad = False\n"
+           "model = torchvision.models.resnet50(weights=None)\nmodel.layer1.requires_grad_(False)\n"
+           "model.fc.weight.requires_grad = False\n")
+    assert findings(src, "GL404") == []

@@ -910,3 +910,14 @@ for x, y in loader:
     cond = text.replace("opt = torch.optim.Adam(probe.parameters())\n",
                         "if fresh:\n    opt = torch.optim.Adam(probe.parameters())\n")
     assert codes(cond, "GL201") == ["GL201"]
+
+
+def test_gl207_names_the_no_grad_line_of_the_loop_that_backpropagates():
+    # two loops reuse `d`: the finding of the second loop names the second loop's no-grad call
+    text = ("import torch\nfrom torch import nn\n\nnet = nn.Linear(4, 1)\nopt = torch.optim.SGD(net.parameters(), 0.1)\n"
+            "for i in range(3):\n    with torch.no_grad():\n        d = net(torch.randn(2, 4))\n"
+            "    print(d.mean().item())\n"
+            "for i in range(3):\n    with torch.no_grad():\n        d = net(torch.randn(2, 4))\n"
+            "    loss = d.pow(2).mean()\n    loss.backward()\n    opt.step()\n    opt.zero_grad()\n")
+    (f,) = check_source(text, Config(select=("GL207",)))
+    assert f.span.line == 14 and "(line 12)" in f.message

@@ -229,6 +229,14 @@ def holds(site: Site, scope: Scope | None) -> bool:
             if is_module_class(scope, cls):
                 return True
             continue
+        if site.want == "module-path":
+            # `model.backbone.requires_grad = ...`: every class the name may stand for holds a
+            # module at that path (not a Parameter such as `cls_token`)
+            quals = scope.resolve(cls) if scope is not None else ()
+            path = dict(site.data).get("model_path", "")
+            if quals and all(_owns_module(scope.index, q, path) for q in quals):
+                return True
+            continue
         kind = forward_returns(scope, cls, element=site.element)
         if kind is None:
             continue

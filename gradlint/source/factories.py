@@ -26,7 +26,7 @@ import libcst as cst
 from gradlint.model.ir import ConfigArg, Network
 from gradlint.source.budget import MAX_DEPTH, Exhausted
 from gradlint.source.engine.values import Ctor
-from gradlint.source.engine.walk import mentions, walk
+from gradlint.source.engine.walk import mentions, suite, walk
 from gradlint.source.init_walk import _InitInterpreter
 from gradlint.source.lowering import Lowerer
 
@@ -312,8 +312,10 @@ def _other_files_model(fm: FileModel, value: Any) -> bool:
 
 def _module_sequentials(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:
     """`model = nn.Sequential(...)` at module level (its arguments read without the module's
-    other bindings)."""
+    other bindings, except the lists it unpacks: `nn.Sequential(*layers)` after a loop that builds
+    `layers`, `_layer_lists`)."""
     found: list[tuple[str, Any, cst.CSTNode]] = []
+    listed = _layer_lists(fm)
     for stmt in fm.src.module.body:
         if isinstance(stmt, cst.SimpleStatementLine):
             for small in stmt.body:
@@ -322,12 +324,88 @@ def _module_sequentials(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:
                 try:
                     if (isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name)
                             and isinstance(small.value, cst.Call) and mentions(small.value, "Sequential")):
-                        value = fm.eval(small.value, {})
+                        value = fm.eval(small.value, listed.get(id(small), {}))
                         if fm.cuts == cuts:
                             found.append((small.targets[0].target.value, value, small))
                 except (Exhausted, RecursionError):
                     continue
     return found
+
+
+def _unpacked(call: cst.Call) -> set[str]:
+    """The names a call unpacks (`nn.Sequential(*layers, head)`: layers)."""
+    return {a.value.value for a in call.args if a.star == "*" and type(a.value) is cst.Name}
+
+
+def _builds_only(stmt: cst.CSTNode, names: set[str]) -> bool:
+    """Whether a module-level loop (or if) only builds the lists `names` (`for i in range(n):
+    layers += [nn.Linear(d, d), nn.Tanh()]`, `layers.append(...)`): every simple statement in it
+    binds or extends one of them, and nothing in it trains (no training loop is run)."""
+    if isinstance(stmt, cst.SimpleStatementLine):
+        for small in stmt.body:
+            if isinstance(small, cst.AugAssign | cst.Assign | cst.AnnAssign):
+                targets = [small.target] if not isinstance(small, cst.Assign) else [t.target for t in small.targets]
+                if not all(type(t) is cst.Name and t.value in names for t in targets):
+                    return False
+            elif isinstance(small, cst.Expr) and type(small.value) is cst.Call:
+                func = small.value.func
+                if not (type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value in names
+                        and func.attr.value in ("append", "extend", "insert")):
+                    return False
+            elif type(small) is not cst.Pass:
+                return False
+        return True
+    if isinstance(stmt, cst.For | cst.If):
+        bodies = [stmt.body] + ([stmt.orelse.body] if getattr(stmt, "orelse", None) is not None
+                                and not isinstance(stmt.orelse, cst.If) else [])
+        if isinstance(stmt, cst.If) and isinstance(stmt.orelse, cst.If):
+            bodies.append(cst.IndentedBlock(body=[stmt.orelse]))
+        return all(_builds_only(s, names) for body in bodies for s in suite(body))
+    return False
+
+
+def _layer_lists(fm: FileModel) -> dict[int, dict]:
+    """For each module-level `x = nn.Sequential(*layers, ...)`, the environment its unpacked lists
+    are read in: the module's simple assignments above it, and the loops above it that only build
+    those lists, run by the `__init__` interpreter (a list stays unknown when any of it is)."""
+    stmts = fm.src.module.body
+    wanted: dict[int, set[str]] = {}
+    for stmt in stmts:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                if isinstance(small, cst.Assign) and isinstance(small.value, cst.Call) and \
+                        mentions(small.value, "Sequential") and _unpacked(small.value):
+                    wanted[id(small)] = _unpacked(small.value)
+    if not wanted:
+        return {}
+    names = set().union(*wanted.values())
+    out: dict[int, dict] = {}
+    interp = _InitInterpreter(fm, {}, None)
+    for stmt in stmts:
+        cuts = fm.cuts
+        fm.meter.allow()
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                if id(small) in wanted:
+                    out[id(small)] = {n: interp.env[n] for n in wanted[id(small)] if n in interp.env}
+            run = all(type(s) in (cst.Assign, cst.AnnAssign, cst.AugAssign) for s in stmt.body) or \
+                _builds_only(stmt, names)
+        else:
+            run = isinstance(stmt, cst.For | cst.If) and _builds_only(stmt, names)
+        if not run:
+            if not isinstance(stmt, cst.FunctionDef | cst.ClassDef):
+                # a statement not run that may change a list (a loop that also trains): unknown
+                for n in names:
+                    if n in interp.env and mentions(stmt, n):
+                        del interp.env[n]
+            continue
+        try:
+            interp.statement(stmt)
+        except (Exhausted, RecursionError):
+            return out
+        if fm.cuts != cuts:
+            return out
+    return out
 
 
 def _module_level(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:

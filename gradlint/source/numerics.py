@@ -28,7 +28,7 @@ from gradlint.findings import SourceSpan
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.interp import StatementWalker
 from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, required_again, replace, merge, _passed, merge_env, _item,
-                                             open_value, join_value)
+                                             open_value, join_value, broken_before_required)
 from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import NO_GRAD, dotted
 from gradlint.text import search_word_start
@@ -46,6 +46,13 @@ _SELF_RG = re.compile(r"self\s*\.\s*requires_grad\b")  # from a word's start: se
 
 # Walks of one unit when its callers' arguments change (a chain of calls through this file).
 MAX_REWALKS = 3
+
+
+# Submodules of the models torchvision and timm build, by the names those libraries give them (a
+# torch.nn layer has no attribute of these names, and where one exists it is a module too).
+_LIBRARY_SUBMODULES = frozenset({"layer1", "layer2", "layer3", "layer4", "conv1", "bn1", "fc", "features", "classifier",
+                                 "avgpool", "encoder", "decoder", "heads", "head", "blocks", "stages", "stem",
+                                 "patch_embed", "backbone", "conv_proj"})
 
 
 @dataclass
@@ -112,6 +119,8 @@ class Extractor(ModuleValues):
         # `function_value`; filled once the module body is walked
         self.module_functions: dict[str, cst.FunctionDef] = {}
         self.function_values: dict[str, V | None] = {}
+        # short top-level functions that return a probability, by name: `function_returns`
+        self.function_probs: dict[str, V | None] = {}
         self.ref_names: frozenset[str] = frozenset()
         self.callees: set[int] = set()
         self.path: list[str] = []
@@ -863,16 +872,44 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             self.x.add(Site("requires_grad_on_module", "parameters", where.span, detail=self.x.code(holder),
                             data=(*_param_data("model", held[0]), ("model_path", held[1]))))
             return
+        if type(holder) is cst.Attribute and holder.attr.value in _LIBRARY_SUBMODULES and self.ev(holder.value).module:
+            # `resnet.layer1.requires_grad = False` on a model torchvision or timm builds (or any
+            # module): these names are submodules there, never tensors
+            self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder)))
+            return
+        if (owned := self._instance_path(holder)) is not None:
+            # `m.backbone.requires_grad = ...` on an instance of a class of the project: a module
+            # when the class holds a submodule at that path (facts.numerics.holds)
+            self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder),
+                            classes=owned[0], want="module-path", data=(("model_path", owned[1]),)))
+            return
         if key == "self" and self.cls is not None and not self.cls.reads_requires_grad:
             self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail="self", classes=(self.cls.name,),
                             want="module"))
             return
-        if truth and key and hv.computed and not hv.leaf and not hv.nograd:
+        if truth and key and broken_before_required(hv):
             self.env[key] = replace(hv, rg=hv.rg | {(where, key)})
         elif truth and key and hv.leaf and hv.const and hv.tensor:
             self.env[key] = _TRAINABLE  # `W.requires_grad = True` on a factory's tensor
         elif truth and key and (again := required_again(hv)) is not None:
             self.env[key] = again  # `loss = loss.detach(); loss.requires_grad = True`
+
+    def _instance_path(self, holder: cst.BaseExpression) -> tuple[tuple[str, ...], str] | None:
+        """(the classes, the attribute path below) when `holder` is a chain of attributes on an
+        instance of a class of the project (`model.backbone`, `self.net.encoder.layers`)."""
+        parts: list[str] = []
+        node = holder
+        while type(node) is cst.Attribute:
+            parts.append(node.attr.value)
+            node = node.value
+            if dotted(node) is None:
+                return None
+            v = self.ev(node)
+            if v.inst and not v.params and not v.module:
+                return tuple(sorted(v.inst)), ".".join(reversed(parts))
+            if v is not UNKNOWN:
+                return None
+        return None
 
     def _open_param_path(self, holder: cst.BaseExpression) -> tuple[tuple[str, str, int], str] | None:
         """(the open parameter, the attribute path below it) when `holder` is a chain of attributes

@@ -16,7 +16,8 @@ from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.budget import bounded
 from gradlint.source.engine.fold import as_float
-from gradlint.source.engine.tensors import V, UNKNOWN, _TRAINABLE, replace, _combine, merge, knows_nothing, required_again
+from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _combine, merge, knows_nothing, required_again,
+                                            broken_before_required)
 from gradlint.source.engine.values import truth
 from gradlint.source.engine.walk import suite
 from gradlint.source.names import dotted
@@ -54,7 +55,13 @@ GRADCHECK = frozenset({"torch.autograd.gradcheck", "torch.autograd.gradgradcheck
 KEEP = frozenset(
     "view view_as reshape reshape_as flatten squeeze unsqueeze permute transpose contiguous float "
     "double half bfloat16 to type type_as clone cuda cpu t expand expand_as gather index_select "
-    "masked_select narrow select movedim swapaxes flip roll repeat tile squeeze_ unsqueeze_".split())
+    "masked_select narrow select movedim swapaxes flip roll repeat tile squeeze_ unsqueeze_ diagonal diag "
+    "take_along_dim unflatten".split())
+# The same selections and reshapes written as torch functions (`torch.diagonal(probs)`,
+# `torch.gather(p, 1, idx)`): the result is what their first argument is.
+KEEP_FUNCTIONS = frozenset("torch." + name for name in (
+    "reshape flatten squeeze unsqueeze permute transpose t gather index_select masked_select "
+    "narrow select movedim swapaxes flip roll tile diagonal take_along_dim unflatten").split())
 CUTTING_METHODS = {"item": ".item()", "tolist": ".tolist()", "numpy": ".numpy()",
                    "argmax": "argmax", "argmin": "argmin", "round": "round", "detach": ".detach()",
                    "detach_": ".detach_()", "long": "an integer cast", "int": "an integer cast",
@@ -191,6 +198,13 @@ class TensorCalls:
                 known = self.x.function_value(fname)  # `def eps(): return 0.0` of this file
                 if known is not None:
                     return known
+            if (made := self.function_returns(fname)) is not None:
+                # `p = predict(x)` with `def predict(x): return torch.sigmoid(net(x))`: what the
+                # callers' arguments carry, with the probability the function returns
+                first = _combine([made, *self._args_ev(node)])
+                return V(prob=made.prob, shifted=made.shifted, capped=made.capped, tensor=True, computed=True,
+                         params=first.params, cut=first.cut, cut_span=first.cut_span, const=first.const,
+                         param_cuts=first.param_cuts, dense=True)
             if fname in self.x.local_classes:
                 self._args_ev(node)
                 if fname in self.x.autograd_classes:
@@ -277,6 +291,47 @@ class TensorCalls:
             made = merge(made, v)
         cls.returned[meth] = made
         return made
+
+    def function_returns(self, fname: str) -> V | None:
+        """What a short top-level function of this file returns when it is a probability
+        (`def occupancy(sdf): return torch.sigmoid(-sdf / beta)`): its returned calls evaluated
+        once with its parameters unknown and no sites recorded, merged; None for any other
+        function, for one defined more than once, decorated, or shadowed here."""
+        x = self.x
+        if fname in x.function_probs:
+            return x.function_probs[fname]
+        fn = x.module_functions.get(fname)
+        if fn is None and self.name == "<module>" and self.cls is None:
+            # the module body runs before its functions are collected: the defs above this call
+            fn = next((d for d in self.module_defs if type(d) is cst.FunctionDef and d.name.value == fname), None)
+        if fn is None or fn.decorators or fname in self.enclosing or x.def_counts.get(fname) != 1 \
+                or fname in x.local_classes or fname in x.imports.names or fname in x.global_names:
+            return None
+        exprs = _short_returns(fn)
+        if not exprs:
+            x.function_probs[fname] = None
+            return None
+        x.function_probs[fname] = None  # a function that calls itself
+        walk = type(self)(x, fname, None, quiet=True)  # a FunctionWalk (this is its mixin)
+        ps = fn.params
+        for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params, ps.star_arg, ps.star_kwarg):
+            if isinstance(p, cst.Param):
+                walk.env[p.name.value] = UNKNOWN
+        # read ahead of its turn: what it reads and calls is recorded when the function is walked
+        seen = set(x.references), set(x.class_refs)
+        passed = {q: {u: list(calls) for u, calls in by_unit.items()} for q, by_unit in x.passed.items()}
+        x.muted += 1
+        try:
+            vals = [walk.ev(e) for e in exprs]
+        finally:
+            x.muted -= 1
+            x.references, x.class_refs = seen
+            x.passed = passed
+        made = vals[0]
+        for v in vals[1:]:
+            made = merge(made, v)
+        got = x.function_probs[fname] = made if made.prob else None
+        return got
 
     def builtin_call(self, node: cst.Call, fname: str) -> V:
         vals = self._args_ev(node)
@@ -677,7 +732,7 @@ class TensorCalls:
         key = dotted(c.recv)
         if r.module or (r.inst and not r.params):
             return r
-        if truth and key and r.computed and not r.leaf and not r.nograd:
+        if truth and key and broken_before_required(r):
             ev = (self.x.where(c.node), key)
             self.env[key] = replace(r, rg=r.rg | {ev})
             return replace(r, rg=r.rg | {ev})
@@ -718,9 +773,18 @@ class TensorCalls:
         return c.r
 
     def _m_keep(self, c: _Call) -> V:
-        r = c.r
+        return self._kept(c.r)
+
+    @staticmethod
+    def _kept(r: V) -> V:
+        """A selection or reshape of `r`: its elements, no longer a module or a criterion."""
         return replace(r, crit=None, callret=None, module=False, inst=frozenset(), dense=r.dense and not r.module,
                        tensor=r.tensor or bool(r.prob))
+
+    def _q_keep(self, c: _Call) -> V | None:
+        if c.first_node is None:
+            return None
+        return self._kept(c.first)
 
     def _m_apply(self, c: _Call) -> V | None:
         if isinstance(c.recv, cst.Name) and c.recv.value in self.x.autograd_classes:
@@ -765,7 +829,7 @@ _QUALIFIED_GROUPS += [
     ({"torch.clamp", "torch.clip", "torch.clamp_min"}, T._q_clamp),
     ({"torch.maximum", "torch.fmax", "torch.max"}, T._q_maximum),
     ({"torch.div", "torch.true_divide", "torch.divide"}, T._q_divide), ({"torch.reciprocal"}, T._q_reciprocal),
-    ({"torch.where"}, T._q_where), (_MAX_REDUCTIONS | {"torch.max"}, T._q_max),
+    ({"torch.where"}, T._q_where), (_MAX_REDUCTIONS | {"torch.max"}, T._q_max), (KEEP_FUNCTIONS, T._q_keep),
     ({"torch.autograd.backward"}, T._q_backward),
 ]
 _QUALIFIED = _table(_QUALIFIED_GROUPS, ordered=True)

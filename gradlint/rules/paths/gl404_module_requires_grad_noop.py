@@ -43,10 +43,12 @@ class ModuleRequiresGradNoop(SiteRule):
     """
     ## What it does
     Flags `module.requires_grad = False` (or `= True`) on an `nn.Module` — a `torch.nn` layer,
-    a model torchvision or timm builds (`torchvision.models.resnet50(...)`, `timm.create_model(...)`),
+    a model torchvision or timm builds (`torchvision.models.resnet50(...)`, `timm.create_model(...)`)
+    and the submodules those libraries name (`model.layer1`, `model.features`, `vit.patch_embed`),
     a class of the run that derives from `nn.Module` (looked up across files), `self` inside
     such a class, a submodule of a model of this file (`self.model.encoder`, the model built in
-    `__init__` or passed by the callers in this file), a parameter for which every caller in the
+    `__init__` or passed by the callers in this file) or of an instance of a class of the run
+    (`m = Net(); m.backbone.requires_grad = False`, when the class holds a layer there), a parameter for which every caller in the
     project passes a module (`trainer.freeze(Backbone())` in another file) or a submodule of one
     (`model.encoder`, when every caller passes a model whose class holds a layer there), or a loop variable
     over `.modules()`/`.children()` (also `list(model.children())[:3]`) — and the

@@ -208,4 +208,5 @@ def _under_no_grad(ev, assigns: list[Assign], params: set[str]) -> int | None:
                 no_grad_lines.append(a.line)
             if not a.nograd:
                 todo.extend((n, a.line, a.nograd) for n in a.uses)
-    return min(no_grad_lines) if no_grad_lines else None
+    # the binding nearest the backward: in the second of two loops that reuse a name, its own line
+    return max(no_grad_lines) if no_grad_lines else None

@@ -191,6 +191,13 @@ _TRAINABLE = V(leaf=True, tensor=True, params=True)
 DETACHED_THEN_REQUIRED = ".detach(), then requires_grad set again"
 
 
+def broken_before_required(v: V) -> bool:
+    """Whether setting requires_grad on `v` hides a graph already broken: a value computed with
+    grad, or one computed from parameters under torch.no_grad() (`requires_grad_()` then makes it
+    a leaf that reaches no parameter: backward runs and trains nothing)."""
+    return v.computed and not v.leaf and (not v.nograd or (v.cut == "torch.no_grad()" and v.params))
+
+
 def required_again(v: V) -> V | None:
     """`v` after its requires_grad is set again, when it is a detached computation of parameters."""
     return replace(v, cut=DETACHED_THEN_REQUIRED) if v.cut == ".detach()" and v.params else None
