@@ -96,7 +96,6 @@ def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
     return out or None
 
 
-
 _MAX_REDUCTIONS = frozenset({"torch.logsumexp", "torch.special.logsumexp", "torch.amax"})
 # Moving or re-typing a module or a tensor keeps everything known about it.
 _MOVE = frozenset("to cuda cpu float double half bfloat16 train eval type".split())
