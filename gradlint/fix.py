@@ -10,6 +10,7 @@ MAX_ROUNDS times.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import io
 import re
@@ -189,7 +190,12 @@ def _rechecker(display: str, config, use_cache: bool = True) -> Recheck:
 
     def run(text: str) -> list[Finding]:
         try:
-            facts = extract_facts(parse(display, text))
+            # with CPython's tree, as `check` extracts: the same parse (data tables skipped)
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            tree = None
+        try:
+            facts = extract_facts(parse(display, text, tree), tree)
         except Exception:
             return []
         index, root = project_index([Path(display)], config, use_cache=use_cache)

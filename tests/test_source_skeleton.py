@@ -100,6 +100,16 @@ def _lines(n: int, row: str) -> str:
     "TABLE = [\n" + _lines(MIN_LINES, "    {i},") + "\n]\nget = lambda i: TABLE[i]\n",
     # read by a lambda over several lines
     "TABLE = [\n" + _lines(MIN_LINES, "    {i},") + "\n]\nget = (lambda i:\n       TABLE[i])\n",
+    # read through a name made from it at the top level
+    "TABLE = {\n" + _lines(MIN_LINES, "    'm{i}': {i},") + "\n}\nNORM = TABLE\n\n\ndef f():\n    return NORM\n",
+    "TABLE = {\n" + _lines(MIN_LINES, "    'm{i}': {i},") + "\n}\nfor k in TABLE:\n    v = k\n\n\ndef f():\n    return v\n",
+    # read by a function under a spelling Python normalises to its name (NFKC)
+    "TABLE = {\n" + _lines(MIN_LINES, "    'm{i}': {i},") + "\n}\n\n\ndef f():\n    return \uff34\uff21\uff22\uff2c\uff25\n",
+    # read by a top-level training loop
+    "TABLE = {\n" + _lines(MIN_LINES, "    'm{i}': {i},") + "\n}\nfor x, y in loader:\n    loss = crit(net(x), y)\n"
+    "    loss.backward()\n    clip_grad_norm_(net.parameters(), TABLE['m0'])\n",
+    # read by the decorator of a definition nested in an `if`
+    "TABLE = {\n" + _lines(MIN_LINES, "    'm{i}': {i},") + "\n}\nif True:\n    @register(TABLE)\n    def f():\n        pass\n",
     # a class is called in it: config classes, layers
     "cfgs = dict(\n" + _lines(MIN_LINES, "    m{i}=ModelCfg(depth={i}),") + "\n)\n",
     "layers = [\n" + _lines(MIN_LINES, "    nn.Linear({i}, {i}),") + "\n]\n",
@@ -114,10 +124,22 @@ def _lines(n: int, row: str) -> str:
     # two targets, a tuple target
     "A = B = {\n" + _lines(MIN_LINES, "    'm{i}': {i},") + "\n}\n",
     "A, B = (\n" + _lines(MIN_LINES, "    {i},") + "\n)\n",
-], ids=["builder", "method-in-if", "lambda", "lambda-lines", "config-class", "layer", "subscript", "comprehension", "arithmetic",
+], ids=["builder", "method-in-if", "lambda", "lambda-lines", "alias", "loop-variable", "nfkc-spelling",
+        "top-level-training", "nested-decorator", "config-class", "layer", "subscript", "comprehension", "arithmetic",
         "short", "same-line-statement", "two-targets", "tuple-target"])
 def test_look_alike_tables_are_parsed(source):
     assert skeleton(source, ast.parse(source)) is None
+
+
+def test_a_table_copied_at_the_top_level_as_timm_does_is_skipped():
+    # vision_transformer.py: a comprehension and a loop over the table (a comment naming a model),
+    # then generate_default_cfgs; functions bind `n` and `c` of their own
+    source = ("import copy\nTABLE = {\n" + _lines(MIN_LINES, "    'm{i}': _cfg(notes=('quickgelu',)),") + "\n}\n"
+              "names = [n for n, c in TABLE.items() if c.get('notes')]\nfor n in names:\n"
+              "    # use the non-quickgelu model name\n    c = copy.deepcopy(TABLE[n])\n    TABLE[n + '_q'] = c\n"
+              "TABLE = generate(TABLE)\n\n\ndef f(n, c):\n    return n + c\n\n\ndef g(x):\n"
+              "    return [c for c in x]\n")
+    assert skeleton(source, ast.parse(source)) is not None
 
 
 def test_a_table_read_only_at_the_top_level_is_skipped_and_its_name_is_unknown():

@@ -17,16 +17,18 @@ A table is skipped only when leaving it out can change nothing a rule reads:
   (`_cfg(...)`, `dict(...)`); no class is called in it (a config class `CspModelCfg(...)` or a
   layer `Linear(...)` is what a model may be built from), nothing is subscripted or computed
   beyond a sign;
-- its name is read in no function, class or lambda of the file (a builder that looks a model's
-  arguments up in it, as `model_cfgs[variant]`, keeps it): only statements at the module's top
-  level read it (timm's `generate_default_cfgs(default_cfgs)`).
+- neither its name nor a name made from it at the top level (`NORM = TABLE`, the names a loop
+  over it binds) is read in a function, class or lambda of the file (a builder that looks a
+  model's arguments up in it, as `model_cfgs[variant]`, keeps it), and the top-level statements
+  that read them mention no code a rule reads (a training loop, a loss, a model): timm's
+  `generate_default_cfgs(default_cfgs)` and its loop that copies entries qualify.
 """
 
 from __future__ import annotations
 
 import ast
-import bisect
 import re
+import unicodedata
 
 from gradlint.text import line_starts
 
@@ -78,35 +80,125 @@ def _candidates(tree: ast.Module) -> dict[str, list[int]]:
     return found
 
 
-def _read_in_code(tree: ast.Module, text: str, starts: list[int], found: dict[str, list[int]]) -> set[str]:
-    """The names of the candidate tables (`found`) that a function, class or lambda of the file
-    may read: each line that holds the word inside a definition or a lambda (at any depth), or
-    beside a `lambda`. Conservative: the word in a string or a comment there counts too."""
-    tables = {i for indexes in found.values() for i in indexes}  # data: no definition in them
-    ranges: list[tuple[int, int]] = []
+# What a top-level statement that reads a table (or a name made from it) must not name: code a
+# rule reads (a training loop, a loss, an op with a hazard, a model, a norm or an eps). Matched on
+# the statement's identifiers (names and attributes, any case), not on its comments or strings.
+_RULE_WORDS = re.compile(r"torch|backward|grad|step|optim|loss|clip|^nn$|^F$|log|exp|sqrt|softmax|sigmoid|"
+                         r"model|cuda|train|eps|norm|scale", re.IGNORECASE | re.MULTILINE)
+
+
+_UNITS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+
+
+def _outside_units(node: ast.AST) -> tuple[set[str], set[str], set[str], list[ast.AST]]:
+    """The names `node` loads and binds outside any function, lambda or class in it, the
+    identifiers it names there (names and attributes), and those outermost definitions."""
+    loads: set[str] = set()
+    binds: set[str] = set()
+    idents: set[str] = set()
+    units: list[ast.AST] = []
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        kind = type(n)
+        if kind in _UNITS and n is not node:
+            units.append(n)
+            continue
+        if kind is ast.Name:
+            (loads if type(n.ctx) is ast.Load else binds).add(n.id)
+            continue
+        if kind is ast.Attribute:
+            idents.add(n.attr)
+        stack.extend(ast.iter_child_nodes(n))
+    idents |= loads | binds
+    return loads, binds, idents, units
+
+
+def _free_reads(unit: ast.AST) -> set[str]:
+    """The names a function, lambda or class (with everything nested in it) may read from the
+    module: those it loads and binds nowhere in it (parameters, assignments, imports, nested
+    definitions); `global` names are read."""
+    loads: set[str] = set()
+    bound: set[str] = set()
+    for n in ast.walk(unit):
+        kind = type(n)
+        if kind is ast.Name:
+            (loads if type(n.ctx) is ast.Load else bound).add(n.id)
+        elif kind is ast.arg:
+            bound.add(n.arg)
+        elif kind is ast.alias:
+            bound.add((n.asname or n.name).partition(".")[0])
+        elif kind is ast.Global:
+            loads.update(n.names)
+        elif n is not unit and kind in _UNITS and kind is not ast.Lambda:
+            bound.add(n.name)
+    return loads - bound
+
+
+def _at_definition(unit: ast.AST) -> set[str]:
+    """The names a definition reads when it runs at the top level: decorators, bases, defaults."""
+    parts: list[ast.AST] = list(getattr(unit, "decorator_list", ()))
+    parts += getattr(unit, "bases", ())
+    parts += [k.value for k in getattr(unit, "keywords", ())]
+    args = getattr(unit, "args", None)
+    if args is not None:
+        parts += args.defaults
+        parts += [d for d in args.kw_defaults if d is not None]
+    reads: set[str] = set()
+    for part in parts:
+        reads |= _outside_units(part)[0]
+    return reads
+
+
+def _kept(tree: ast.Module, text: str, starts: list[int], found: dict[str, list[int]]) -> set[str]:
+    """The candidate tables (`found`) to parse after all: a name made from one (bound by a
+    top-level statement that reads it: `NORM = TABLE`, a loop over it) is read by a function,
+    a lambda or a class of the file, or a top-level statement that reads one of them names code
+    a rule reads (`_RULE_WORDS`). Read on CPython's tree, whose names are normalised as Python
+    reads them (`ＮＯＲＭ` is `NORM`); a definition is walked only when its text holds one of the
+    names (every definition when the text is not in that normal form)."""
+    tables = {i for indexes in found.values() for i in indexes}
+    units: list[ast.AST] = []
+    top: list[tuple[set[str], set[str], set[str]]] = []  # names a statement reads, binds, names
     for i, node in enumerate(tree.body):
         if i in tables:
             continue
-        if isinstance(node, _DEFINITIONS):
-            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-            ranges.append((first, node.end_lineno or node.lineno))
-        elif not isinstance(node, (ast.Import, ast.ImportFrom)):
-            # any other statement (an assignment, an `if`, a `for`...): the definitions and
-            # lambdas inside it (only files with a candidate table get here)
-            for inner in ast.walk(node):
-                if isinstance(inner, (*_DEFINITIONS, ast.Lambda)):
-                    ranges.append((inner.lineno, inner.end_lineno or inner.lineno))
-    read: set[str] = set()
-    pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in sorted(found)) + r")\b")
-    for match in pattern.finditer(text):
-        name = match.group(1)
-        if name in read:
+        if type(node) in _UNITS:
+            units.append(node)
+            reads = _at_definition(node)
+            top.append((reads, {node.name}, reads))
             continue
-        line = bisect.bisect_right(starts, match.start())
-        begin, end = starts[line - 1], starts[min(line, len(starts) - 1)]
-        if any(a <= line <= b for a, b in ranges) or "lambda" in text[begin:end]:
-            read.add(name)
-    return read
+        reads, binds, idents, inner = _outside_units(node)
+        for unit in inner:
+            units.append(unit)
+            reads |= _at_definition(unit)
+        top.append((reads, binds, idents))
+    kept: set[str] = set()
+    tainted: dict[str, set[str]] = {}
+    for name in found:
+        made = tainted[name] = {name}
+        for reads, binds, idents in top:
+            if reads & made:
+                if _RULE_WORDS.search("\n".join(idents)):
+                    kept.add(name)
+                    break
+                made |= binds
+    live = {name: made for name, made in tainted.items() if name not in kept}
+    if not live:
+        return kept
+    every = set().union(*live.values())
+    normal = unicodedata.is_normalized("NFKC", text)
+    words = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in sorted(every)) + r")\b") if normal else None
+    for unit in units:
+        if words is not None:
+            first = min([unit.lineno, *(d.lineno for d in getattr(unit, "decorator_list", ()))])
+            if not words.search(text, starts[first - 1], starts[min(unit.end_lineno or first, len(starts) - 1)]):
+                continue
+        reads = _free_reads(unit)
+        for name, made in live.items():
+            if name not in kept and made & reads:
+                kept.add(name)
+    return kept
 
 
 def skeleton(text: str, tree: ast.Module) -> tuple[str, ast.Module] | None:
@@ -116,7 +208,7 @@ def skeleton(text: str, tree: ast.Module) -> tuple[str, ast.Module] | None:
     if not found:
         return None
     starts = line_starts(text)
-    for name in _read_in_code(tree, text, starts, found):
+    for name in _kept(tree, text, starts, found):
         del found[name]
     skipped = sorted(i for indexes in found.values() for i in indexes)
     if not skipped:
