@@ -346,3 +346,24 @@ def test_a_library_block_called_with_other_arguments_is_re_run_with_them(tmp_pat
     nodes = json.loads(res.stdout)[0]["nodes"]
     assert not any(n["kind"] == "opaque" for n in nodes)
     assert [n["name"] for n in nodes[:3]] == ["blocks.0.fc", "blocks.0.norm", "blocks.0.act"]
+
+
+
+def test_a_network_restating_a_library_class_is_kept_for_the_users_file():
+    """The architecture rules leave out a script's network that only restates a project class of
+    another file (that file reports it). A library's class is not left out: no run reports the
+    library's files, so the user's line is the only place its finding can go."""
+    from types import SimpleNamespace
+
+    from gradlint.model.inline import restated_class
+    from gradlint.model.ir import Extern, InitSpec, Network, Param
+
+    layer = Param(name="fc", op="linear", fan_in=4, fan_out=4, init=InitSpec("torch-linear"))
+    block = Network(name="Deep", path="deep.py", nodes=(layer,), signature=(("depth", False, "default", 20),))
+    script = Network(name="make", path="model.py", nodes=(Extern(name="", what="Deep()", cls="Deep", args=()),))
+    for library in (False, True):
+        module = SimpleNamespace(library=library)
+        index = SimpleNamespace(networks=lambda q: [block] if q == "pkg.deep.Deep" else [],
+                                module=lambda name: module if name == "pkg.deep" else None)
+        scope = SimpleNamespace(index=index, resolve=lambda text: ("pkg.deep.Deep",) if text == "Deep" else ())
+        assert restated_class(script, scope) == (None if library else "pkg.deep.Deep")

@@ -146,3 +146,32 @@ def test_a_class_of_another_file_that_is_no_module_is_no_network(tmp_path):
                       "runner = Runner(RunConfig(steps=5))\nmodel = GPT(GPTConfig(n_layer=3))\n")
     facts = extract_python(script, "script.py")
     assert [n.name for n in facts.networks] == ["model"]
+
+
+# The model file's own config is deep: its class, with its defaults, is flagged in model.py itself.
+DEEP_DEFAULTS = MODEL.replace("n_layer: int = 2", "n_layer: int = 48").replace(
+    "class GPT(nn.Module):\n    def __init__(self, config):", "class GPT(nn.Module):\n    def __init__(self, config: GPTConfig):")
+
+
+def test_a_script_building_the_class_as_its_file_models_it_adds_no_second_finding(tmp_path):
+    """One problem, one finding: a script whose model is the class of another file exactly as that
+    file models it (the config's defaults, given or written again) restates model.py's finding, so
+    it is reported there only, whether the script is checked with the project or alone. A script
+    that builds another depth or width has a finding of its own."""
+    assert DEEP_DEFAULTS != MODEL and "config: GPTConfig" in DEEP_DEFAULTS
+    root = project(tmp_path, defaults=FACTORY.replace("GPTConfig(n_layer=48)", "GPTConfig()"), same=FACTORY,
+                   deeper=FACTORY.replace("n_layer=48", "n_layer=60"),
+                   wider=FACTORY.replace("n_layer=48", "n_embd=1024"))
+    (root / "model.py").write_text(DEEP_DEFAULTS)
+    found = findings(root, ".")
+    assert [(c, f) for c, f, _line, _m in found] == [("GL101", "deeper.py"), ("GL101", "model.py"), ("GL101", "wider.py")]
+    assert "across 120 layers" in found[0][3]
+    assert "across 96 layers" in found[1][3] and "in GPT" in found[1][3]
+    assert found[2][3] != found[1][3]  # the same depth, another gain per layer
+    for name in ("defaults", "same", "deeper", "wider", "model"):
+        assert findings(root, f"{name}.py") == [x for x in found if x[1] == f"{name}.py"], name
+    # what the engine understood is still shown for the script (`gradlint model`)
+    from gradlint.describe import describe_paths
+
+    shown = describe_paths([str(root / "defaults.py")], Config(root=str(root))).models
+    assert any(m["name"] == "make" and sum(1 for n in m["nodes"] if n["kind"] == "param") == 96 for m in shown)

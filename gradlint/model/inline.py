@@ -151,6 +151,31 @@ class _Choices:
         return paths[self.plan[key]]
 
 
+def restated_class(network: Network, scope: Any) -> str | None:
+    """The qualified name of the project class whose own network `network` only restates: a
+    network that is one placeholder of a class of another project file (a script's
+    `GPT(GPTConfig())`), built with arguments that give the very IR the class has in its own file
+    (its defaults), with no initialisation of this file reaching it. That file's networks hold the
+    same layers, and the same rules read them there. None otherwise (another depth or width, a
+    later `apply(init)`, a class of an installed library, which no run reports)."""
+    if scope is None or network.variants or len(network.nodes) != 1:
+        return None
+    ext = network.nodes[0]
+    if not isinstance(ext, Extern) or ext.inits or ext.args is None:
+        return None
+    found = [(q, n) for q in scope.resolve(ext.cls) for n in scope.index.networks(q)]
+    if len(found) != 1:
+        return None
+    qualified, block = found[0]
+    mod = scope.index.module(qualified.rpartition(".")[0])
+    if mod is None or mod.library or not block.forward_known:
+        return None
+    if _same_arguments(ext, block):
+        return qualified
+    again = scope.index.lower(qualified, _qualified(ext.args, scope))
+    return qualified if again is not None and again.forward_known and again.paths == block.paths else None
+
+
 def _has_extern(network: Network) -> bool:
     return any(isinstance(n, Extern) for path in network.paths for n in _walk(path))
 

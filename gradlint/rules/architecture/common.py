@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from gradlint.findings import Finding, GraphNode, Severity, SourceSpan
-from gradlint.model.inline import finder, inline
+from gradlint.model.inline import finder, inline, restated_class
 from gradlint.model.ir import Network, Origin, Param
 from gradlint.model.propagation import Analysis, Chain, analyse
 from gradlint.registry import RuleContext
@@ -23,11 +23,15 @@ ACTIVATION_NAMES = {
 
 
 def networks(ctx: RuleContext) -> list[Network]:
-    """The file's networks with the blocks of other project files inlined; once per file."""
+    """The file's networks with the blocks of other project files inlined; once per file. A
+    network that only restates a project class of another file as that file models it (a script's
+    `GPT(GPTConfig())` with the config's defaults) is left out: its findings are that file's, made
+    there by the same rules, and a copy here would report one problem twice (as the networks of
+    one file that share layers get one finding: flagged_chains)."""
     found = ctx.facts.__dict__.get("_inlined")
     if found is None:
         find = finder(ctx.index)
-        found = [inline(n, find) for n in ctx.facts.networks]
+        found = [inline(n, find) for n in ctx.facts.networks if restated_class(n, ctx.index) is None]
         ctx.facts.__dict__["_inlined"] = found
     return found
 
