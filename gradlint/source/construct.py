@@ -102,6 +102,10 @@ def _neutral(v: Any, configs: bool = False) -> tuple:
     return ()
 
 
+# nn.Module methods that return the module itself.
+_RETURNS_ITSELF = frozenset({"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "train"})
+
+
 class ConstructCalls:
     """Call evaluation of FileModel (a mixin: the file's classes, functions, names and budget)."""
 
@@ -169,6 +173,12 @@ class ConstructCalls:
                 return self._call_function(method, call, env, bound_self=True)
         if isinstance(func, cst.Name) and func.value in self.functions and not quals:
             return self._call_function(self.functions[func.value], call, env, bound_self=False)
+        if isinstance(func, cst.Attribute) and func.attr.value in _RETURNS_ITSELF:
+            base = self._eval(func.value, env)
+            if isinstance(base, Ctor) and base.kind in ("local", "torch"):
+                # `Generator(ngpu).to(device)`, `.cuda()`, `.train()`: nn.Module's methods that
+                # return the module itself (its layers and initialisation unchanged)
+                return base
         if name and name[:1].isupper() and not quals:
             # A class from another file (or one we do not model): a module we know nothing about.
             return self._extern(Ctor("unknown", name, [], {}, call, next(self.order)), name, call, env)

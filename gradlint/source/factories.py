@@ -190,9 +190,20 @@ def _touched(node: cst.CSTNode, watched: set[str], decisions: dict, live: bool) 
         return _touched(node.value, watched, decisions, live)
     if kind is cst.Return and type(node.value) is cst.Name:
         return False
+    if kind is cst.Call and _applied(node, watched):
+        # `model.apply(init)`: the run follows it (init_walk: Ctor.scoped_inits), and the network
+        # is the model as initialised again
+        return any(_touched(a, watched, decisions, live) for a in node.args)
     if kind is cst.Arg and node.star in ("*", "**") and type(node.value) is cst.Name:
         return False
     return any(_touched(c, watched, decisions, live) for c in node.children)
+
+
+def _applied(call: cst.Call, names: set[str]) -> bool:
+    """`name.apply(fn)` for one of `names`, with one positional argument."""
+    func = call.func
+    return (type(func) is cst.Attribute and func.attr.value == "apply" and type(func.value) is cst.Name
+            and func.value.value in names and len(call.args) == 1 and not call.args[0].star and call.args[0].keyword is None)
 
 
 def _callable_bare(fn: cst.FunctionDef) -> bool:
@@ -232,7 +243,7 @@ def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network
     later: list[tuple[str, Any, cst.CSTNode]] = []
     if sequential:
         later.extend(_module_sequentials(fm))
-    if _builds_with_config(fm, rest):
+    if _builds_with_config(fm, rest) or _applies_at_module_level(fm):
         later.extend(_module_level(fm))
     kept_entries = 0
     for name, fn, entry in configured + [("", None, False)] + entries:
@@ -285,7 +296,7 @@ def _keep(out: list[Network], fm: FileModel, name: str, value: Any, where: cst.C
         if isinstance(value, Ctor) and value.kind == "torch" and value.cls == "Sequential" and value.items:
             network = _sequential(fm, name, value, where)
         elif isinstance(value, Ctor) and value.kind == "local" and value.instance is not None and \
-                (value.instance.configured or entry):
+                (value.instance.configured or entry or value.scoped_inits):
             network = _configured(fm, name, value, where, classes.get(value.cls))
         elif _other_files_model(fm, value):
             # a model class of another file built with a config: its IR is that class re-run in
@@ -423,6 +434,7 @@ def _module_level(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:
 
 
 def _run_module(fm: FileModel, interp: _InitInterpreter, found: list) -> None:
+    applied: list = []
     for stmt in fm.src.module.body:
         cuts = fm.cuts
         fm.meter.allow()
@@ -457,6 +469,23 @@ def _run_module(fm: FileModel, interp: _InitInterpreter, found: list) -> None:
             if (type(value) is Ctor and value.kind == "local" and value.instance is not None
                     and value.instance.configured) or _other_files_model(fm, value):
                 found.append((name, value, where))
+            elif type(value) is Ctor and value.kind == "local" and value.instance is not None:
+                applied.append((name, value, where))
+    # A model of the file built with its defaults is the class's own network, unless a later
+    # statement initialised it again (`netG.apply(weights_init)`: DCGAN's main.py).
+    found.extend(x for x in applied if x[1].scoped_inits)
+
+
+def _applies_at_module_level(fm: FileModel) -> bool:
+    """Whether a top-level statement is `name.apply(fn)` (a model of the module initialised again)."""
+    for stmt in fm.src.module.body:
+        if type(stmt) is cst.SimpleStatementLine:
+            for small in stmt.body:
+                call = small.value if type(small) is cst.Expr else None
+                if type(call) is cst.Call and type(call.func) is cst.Attribute and type(call.func.value) is cst.Name \
+                        and _applied(call, {call.func.value.value}):
+                    return True
+    return False
 
 
 def _sequential(fm: FileModel, name: str, value: Ctor, where: cst.CSTNode) -> Network:
@@ -476,7 +505,9 @@ def _configured(fm: FileModel, name: str, value: Ctor, where: cst.CSTNode, own: 
     cuts = fm.cuts
     inst = value.instance
     low = Lowerer(fm)
-    low.assign_paths(inst.attrs, "", inst.type_inits)
+    # the builder's own `model.apply(init)` after the constructor (Ctor.scoped_inits) comes later
+    # in program order than the class's own initialisation, and the lowering keeps the last one
+    low.assign_paths(inst.attrs, "", value.scoped_inits + inst.type_inits)
     paths, known, note = low.forward_paths(inst, "")
     if fm.cuts != cuts or fm.meter.exhausted or not known or not paths or "__budget__" in inst.attrs:
         return None

@@ -9,7 +9,7 @@ from gradlint.findings import Finding, Severity
 from gradlint.model.init import is_dead
 from gradlint.model.ir import Activation, Param, Passthrough
 from gradlint.registry import Example, Rule, RuleContext
-from gradlint.rules.architecture.common import RELU_FAMILY, location, networks
+from gradlint.rules.architecture.common import RELU_FAMILY, location, networks, networks_text
 
 # Zero-initialised on purpose: output heads and projections (a zero residual branch starts as the
 # identity), gates, adaLN-Zero modulation, zero_init_residual, ControlNet zero-convs, LoRA's B,
@@ -171,19 +171,28 @@ class Tok(nn.Module):
             span, node = location(where)
             return ctx.finding(message, span, node=node, data={"network": network.name, "modules": tuple(modules)})
 
+        # (a) one init statement zeroes every Linear/Conv weight of the model: one finding per
+        # statement, naming every network it zeroes (a class, and the script's model of it
+        # initialised again with the same function)
+        zeroed: dict = {}
         for network in networks(ctx):
             hidden = [p for p in network.params if p.op in _HIDDEN_OPS]
-            # (a) one init statement zeroes every Linear/Conv weight of the model
             if len(hidden) >= 2 and all(_zero(p.init) for p in hidden):
                 origins = {p.init.origin for p in hidden}
                 if len(origins) == 1:
-                    f = emit(next(iter(origins)),
-                             f"every Linear/Conv weight of {network.name} ({len(hidden)} layers) is zero-initialised: "
-                             f"the gradient reaching hidden layers is exactly zero and they never train",
-                             network, [p.name for p in hidden])
-                    if f:
-                        yield f
-                    continue
+                    zeroed.setdefault(next(iter(origins)), []).append((network, hidden))
+        for where, found in zeroed.items():
+            network, hidden = found[0]
+            others = tuple(dict.fromkeys(n.name for n, _h in found[1:] if n.name != network.name))
+            f = emit(where, f"every Linear/Conv weight of {network.name} ({len(hidden)} layers{same_in(others)}) is "
+                            f"zero-initialised: the gradient reaching hidden layers is exactly zero and they never train",
+                     network, [p.name for p in hidden])
+            if f:
+                yield f
+        done = {id(n) for found in zeroed.values() for n, _h in found}
+        for network in networks(ctx):
+            if id(network) in done:
+                continue
             nodes = list(_flatten(network.nodes))
             for i, n in enumerate(nodes):
                 if not isinstance(n, Param) or n.op not in _HIDDEN_OPS or _guarded(n):
@@ -209,6 +218,11 @@ class Tok(nn.Module):
                                  network, [n.name, nxt_param.name])
                         if f:
                             yield f
+
+
+def same_in(others: tuple[str, ...]) -> str:
+    """`; the same in make and build` after a layer count; empty for none."""
+    return f"; the same in {networks_text(list(others))}" if others else ""
 
 
 def _flatten(nodes):
