@@ -295,6 +295,19 @@ def test_set_grad_enabled_false_as_a_statement_turns_grad_off_after_it():
     assert codes(src.replace("set_grad_enabled(False)", "set_grad_enabled(training)"), "GL302") == ["GL302"]
 
 
+def test_every_spelling_of_set_grad_enabled_is_read_alike_as_statement_and_context():
+    """One list of names (source/names.SET_GRAD_ENABLED) for every reader: the `with` reader knew
+    `torch.set_grad_enabled` only, so `with torch.autograd.set_grad_enabled(False):` was grad on."""
+    body = "probs = F.softmax(net(x), -1)\nent = -(probs * probs.log()).sum(-1)\n"
+    head = "import torch\nimport torch.nn.functional as F\n\nnet = torch.nn.Linear(4, 3)\n"
+    for name in ("torch.set_grad_enabled", "torch.autograd.set_grad_enabled",
+                 "torch.autograd.grad_mode.set_grad_enabled"):
+        assert codes(head + f"{name}(False)\n" + body, "GL302") == [], name
+        context = head + f"with {name}(False):\n" + "".join("    " + line + "\n" for line in body.splitlines())
+        assert codes(context, "GL302") == [], name
+        assert codes(context.replace("(False)", "(True)"), "GL302") == ["GL302"], name
+
+
 def test_one_minus_a_probability_clamped_below_one_is_safe_to_log():
     # the hand-written BCE on a clamped sigmoid: 1 - clamp(p, eps, 1 - eps) >= eps
     src = ("import torch\nfrom torch import nn\n\nnet = nn.Linear(4, 1)\neps = 1e-7\n\n"

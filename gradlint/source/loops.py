@@ -31,14 +31,13 @@ from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import CLIP_NAMES, OPTIMIZER_CLASSES, _last, is_optimizer_name, _names_in, CallEvents
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts, items_of
-from gradlint.source.names import NO_GRAD, dotted
+from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted
 from gradlint.text import split_lines
 
 # ---------------------------------------------------------------------------------------------
 # Names
 
 ENABLE_GRAD = frozenset({"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"})
-SET_GRAD_ENABLED = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"})
 PL_TRAINERS = frozenset({"pytorch_lightning.Trainer", "lightning.Trainer", "lightning.pytorch.Trainer",
                          "lightning.pytorch.trainer.Trainer", "pytorch_lightning.trainer.Trainer"})
 LIGHTNING_MODULES = frozenset({"pytorch_lightning.LightningModule", "lightning.LightningModule",

@@ -24,6 +24,9 @@ _REEXPORTS = (
 # The context managers and decorators under which autograd records nothing.
 NO_GRAD = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad",
                      "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"})
+# torch.set_grad_enabled(mode), as a statement or a context manager: every spelling, for every reader.
+SET_GRAD_ENABLED = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled",
+                              "torch.autograd.grad_mode.set_grad_enabled"})
 
 
 def canonical(name: str) -> str:

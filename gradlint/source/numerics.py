@@ -30,7 +30,7 @@ from gradlint.source.engine.interp import StatementWalker
 from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, required_again, replace, merge, _passed, merge_env, _item,
                                              open_value, join_value, broken_before_required)
 from gradlint.source.engine.walk import children, suite
-from gradlint.source.names import NO_GRAD, dotted
+from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted
 from gradlint.text import search_word_start
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_callers import CallRecords
@@ -659,8 +659,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         arg = call.args[0].value
         if not (isinstance(arg, cst.Name) and arg.value in ("True", "False")):
             return None
-        if self.x.q(call.func).isdisjoint({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled",
-                                           "torch.autograd.grad_mode.set_grad_enabled"}):
+        if self.x.q(call.func).isdisjoint(SET_GRAD_ENABLED):
             return None
         return arg.value == "True"
 
@@ -738,7 +737,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             func = expr.func if isinstance(expr, cst.Call) else expr
             names = self.x.q(func)
             if not names.isdisjoint(NO_GRAD) or (
-                    "torch.set_grad_enabled" in names and isinstance(expr, cst.Call) and expr.args
+                    not names.isdisjoint(SET_GRAD_ENABLED) and isinstance(expr, cst.Call) and expr.args
                     and isinstance(expr.args[0].value, cst.Name) and expr.args[0].value.value == "False"):
                 entered += 1
             else:

@@ -74,8 +74,8 @@ _BACKWARD_HOSTS = frozenset({"accelerator", "fabric", "engine", "model_engine", 
 
 
 def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
-    """The returned expressions of a method of at most 5 statements whose every return (at its top
-    level or in an if/else there) gives a call or an attribute; None for any other method."""
+    """The returned expressions of a function or method of at most 5 statements whose every return
+    (at its top level or in an if/else there) gives a call or an attribute; None for any other."""
     body = suite(fn.body)
     if len(body) > 5:
         return None
