@@ -308,6 +308,8 @@ def test_a_model_initialised_again_with_apply_is_modelled_with_that_init():
                   "layers is exactly zero and they never train")]
     found = check_source(module + entry)
     assert [f.code for f in found] == ["GL105"] and "(3 layers; the same in build)" in found[0].message
+    main = zeroing + "\n\nif __name__ == '__main__':\n    net = MLP(3).cuda()\n    net.apply(init_weights)\n"
+    assert [(f.code, "of net (3 layers)" in f.message) for f in check_source(main)] == [("GL105", True)]
     # look-alikes: an init function the file does not define, or one that keeps the class's init,
     # or an apply on something else: the class's own network, nothing new
     quiet = {

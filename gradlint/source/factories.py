@@ -477,8 +477,11 @@ def _run_module(fm: FileModel, interp: _InitInterpreter, found: list) -> None:
 
 
 def _applies_at_module_level(fm: FileModel) -> bool:
-    """Whether a top-level statement is `name.apply(fn)` (a model of the module initialised again)."""
-    for stmt in fm.src.module.body:
+    """Whether a top-level statement, or one of the `__main__` block, is `name.apply(fn)` (a model
+    of the module initialised again)."""
+    body = fm.src.module.body
+    stmts = [*body, *(s for m in body if _main_block(m) for s in suite(m.body))]
+    for stmt in stmts:
         if type(stmt) is cst.SimpleStatementLine:
             for small in stmt.body:
                 call = small.value if type(small) is cst.Expr else None
