@@ -266,9 +266,9 @@ def init_weights(m):
 
 
 def test_an_entry_that_changes_its_model_after_building_it_is_not_modelled():
-    """(`model.apply(init)` is followed: test_a_model_initialised_again_with_apply_is_modelled_with_that_init)"""
+    """(`model.apply(init)` and `for m in model.modules()` are followed:
+    test_a_model_initialised_again_with_apply_is_modelled_with_that_init)"""
     shapes = {
-        "looped": "    model = MLP(30)\n    for m in model.modules():\n        init_weights(m)\n    return model\n",
         "passed": "    model = MLP(30)\n    init_weights(model)\n    return model\n",
         "pretrained": "    model = MLP(30)\n    if pretrained:\n        model.load_state_dict(load_state_dict_from_url(URL))\n"
                       "    return model\n",
@@ -310,6 +310,21 @@ def test_a_model_initialised_again_with_apply_is_modelled_with_that_init():
     assert [f.code for f in found] == ["GL105"] and "(3 layers; the same in build)" in found[0].message
     main = zeroing + "\n\nif __name__ == '__main__':\n    net = MLP(3).cuda()\n    net.apply(init_weights)\n"
     assert [(f.code, "of net (3 layers)" in f.message) for f in check_source(main)] == [("GL105", True)]
+    # a loop over the model's modules, in an entry or at module level, is an apply written out
+    loop = "{1}for m in {0}.modules():\n{1}    if isinstance(m, nn.Linear):\n{1}        nn.init.zeros_(m.weight)\n"
+    looped_entry = MLP + "\n\ndef build():\n    model = MLP(30)\n" + loop.format("model", "    ") + "    return model\n"
+    assert [(f.code, "of build (30 layers)" in f.message) for f in check_source(looped_entry)] == [("GL105", True)]
+    looped_module = MLP + "\n\nnet = MLP(3)\n" + loop.format("net", "")
+    assert [(f.code, "of net (3 layers)" in f.message) for f in check_source(looped_module)] == [("GL105", True)]
+    # over another model's modules: this one keeps its init
+    assert check_source(MLP + "\n\nnet = MLP(3)\nother = MLP(3)\n" + loop.format("other", "")) != []
+    assert "net" not in lower(MLP + "\n\nnet = MLP(3)\nother = nn.Linear(3, 3)\n" + loop.format("other", ""))
+    # a loop that hands each module to a call the walk does not follow: the init is unknown, quiet
+    for body in ("        init_weights(m)\n", "        m.reset_parameters()\n",
+                 "        nn.init.zeros_(m.weight)\n        custom(m)\n"):
+        src = zeroing + "\n\ndef build():\n    model = MLP(30)\n    for m in model.modules():\n" + body + "    return model\n"
+        assert {p.init.scheme for p in params(lower(src)["build"])} == {"unknown"}, body
+        assert [f.code for f in check_source(src)] == [], body
     # look-alikes: an init function the file does not define, or one that keeps the class's init,
     # or an apply on something else: the class's own network, nothing new
     quiet = {

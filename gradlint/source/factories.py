@@ -191,9 +191,12 @@ def _touched(node: cst.CSTNode, watched: set[str], decisions: dict, live: bool) 
     if kind is cst.Return and type(node.value) is cst.Name:
         return False
     if kind is cst.Call and _applied(node, watched):
-        # `model.apply(init)`: the run follows it (init_walk: Ctor.scoped_inits), and the network
-        # is the model as initialised again
+        # `model.apply(init)`, `for m in model.modules(): nn.init...(m.weight)`: the run follows
+        # them (init_walk: Ctor.scoped_inits), and the network is the model as initialised again
         return any(_touched(a, watched, decisions, live) for a in node.args)
+    if kind is cst.For and _loop_owner(node) in watched:
+        return _touched(node.target, watched, decisions, live) or _touched(node.body, watched, decisions, live) or (
+            node.orelse is not None and _touched(node.orelse, watched, decisions, live))
     if kind is cst.Arg and node.star in ("*", "**") and type(node.value) is cst.Name:
         return False
     return any(_touched(c, watched, decisions, live) for c in node.children)
@@ -204,6 +207,16 @@ def _applied(call: cst.Call, names: set[str]) -> bool:
     func = call.func
     return (type(func) is cst.Attribute and func.attr.value == "apply" and type(func.value) is cst.Name
             and func.value.value in names and len(call.args) == 1 and not call.args[0].star and call.args[0].keyword is None)
+
+
+def _loop_owner(stmt: cst.For) -> str:
+    """`name` of `for m in name.modules():` (or `named_modules`, `children`, `named_children`);
+    "" for any other loop."""
+    it = stmt.iter
+    if (type(it) is cst.Call and not it.args and type(it.func) is cst.Attribute and type(it.func.value) is cst.Name
+            and it.func.attr.value in ("modules", "named_modules", "children", "named_children")):
+        return it.func.value.value
+    return ""
 
 
 def _callable_bare(fn: cst.FunctionDef) -> bool:
@@ -449,6 +462,12 @@ def _run_module(fm: FileModel, interp: _InitInterpreter, found: list) -> None:
                 before = dict(interp.env)
                 interp.block(stmt.body)
                 where = stmt
+            elif type(stmt) is cst.For and _loop_owner(stmt):
+                # `for m in net.modules(): nn.init.zeros_(m.weight)`: initialises a model of the
+                # module again (init_walk scopes it to that model)
+                before = dict(interp.env)
+                interp.statement(stmt)
+                where = stmt
             elif type(stmt) is cst.If:
                 # `if init_from == "scratch": model = GPT(GPTConfig(**model_args))` (nanoGPT's
                 # train.py): decided by the module's own constants, or its branches left open
@@ -477,11 +496,13 @@ def _run_module(fm: FileModel, interp: _InitInterpreter, found: list) -> None:
 
 
 def _applies_at_module_level(fm: FileModel) -> bool:
-    """Whether a top-level statement, or one of the `__main__` block, is `name.apply(fn)` (a model
-    of the module initialised again)."""
+    """Whether a top-level statement, or one of the `__main__` block, is `name.apply(fn)` or a loop
+    over `name.modules()` (a model of the module initialised again)."""
     body = fm.src.module.body
     stmts = [*body, *(s for m in body if _main_block(m) for s in suite(m.body))]
     for stmt in stmts:
+        if type(stmt) is cst.For and _loop_owner(stmt):
+            return True
         if type(stmt) is cst.SimpleStatementLine:
             for small in stmt.body:
                 call = small.value if type(small) is cst.Expr else None

@@ -397,30 +397,47 @@ class _InitInterpreter(_Walker):
             return
         scope = dict(self.env)
         scope[params[0].name.value] = AnyModule()
-        inst = self.inst
-        if scope_ctor is not None:
-            inst = Instance(self.inst.cls if self.inst is not None else None, self.inst.attrs if self.inst is not None else {},
-                            scope_ctor.scoped_inits, fm=self.fm)  # type: ignore[arg-type]
-        sub = _InitInterpreter(self.fm, scope, inst)
+        sub = _InitInterpreter(self.fm, scope, self._scoped(scope_ctor) if scope_ctor is not None else self.inst)
         running, self.fm.running = self.fm.running, fn
         try:
             sub.block(fn.body)
         finally:
             self.fm.running = running
 
+    def _scoped(self, owner: Ctor) -> Instance:
+        """The instance an init function or loop runs with when it reaches `owner`'s modules only
+        (`self.head.apply(fn)`, `for m in model.modules()`): what it initialises by type is kept on
+        `owner` (Ctor.scoped_inits) and handed down to its layers when paths are assigned."""
+        return Instance(self.inst.cls if self.inst is not None else None, self.inst.attrs if self.inst is not None else {},
+                        owner.scoped_inits, fm=self.fm)  # type: ignore[arg-type]
+
     def for_stmt(self, stmt: cst.For) -> None:
         it = stmt.iter
         # for m in self.modules(): isinstance dispatch
         if isinstance(it, cst.Call) and isinstance(it.func, cst.Attribute) and it.func.attr.value in ("modules", "children", "named_modules", "named_children"):
             named = it.func.attr.value.startswith("named_")
-            if named and isinstance(stmt.target, cst.Tuple) and len(stmt.target.elements) == 2:
-                self.assign_target(stmt.target.elements[0].value, UNKNOWN)
-                self.assign_target(stmt.target.elements[1].value, AnyModule())
-            elif not named:
-                self.assign_target(stmt.target, AnyModule())
-            else:
+            if named and not (isinstance(stmt.target, cst.Tuple) and len(stmt.target.elements) == 2):
                 return
-            self.block(stmt.body)
+            walker: _InitInterpreter = self
+            owner_expr = it.func.value
+            if not (isinstance(owner_expr, cst.Name) and owner_expr.value == "self"):
+                # `for m in self.head.modules()`, `for m in model.modules()`: that module's layers
+                # only (as `self.head.apply(fn)`); of a module not known, nothing is known to be
+                # reached, and nothing is recorded
+                owner = self.ev(owner_expr)
+                if not isinstance(owner, Ctor):
+                    return
+                walker = _InitInterpreter(self.fm, self.env, self._scoped(owner))
+            target = stmt.target.elements[1].value if named else stmt.target
+            if named:
+                walker.assign_target(stmt.target.elements[0].value, UNKNOWN)
+            walker.assign_target(target, AnyModule())
+            walker.block(stmt.body)
+            if walker is not self and isinstance(target, cst.Name) and _hands_over(stmt.body, target.value, self.fm):
+                # `init_weights(m)`, `m.reset_parameters()`: what the loop does to the layers is not
+                # known (after what it was seen to do): their initialisation is unknown
+                walker.inst.type_inits.append(
+                    (next(self.fm.order), (), "*", InitSpec("unknown", origin=self.fm.src.span(stmt, within=self.fm.running))))
             return
         if isinstance(it, cst.Call) and isinstance(it.func, cst.Attribute) and it.func.attr.value in ("parameters", "named_parameters"):
             # Loops over parameters initialise by name patterns we do not model: unknown init.
@@ -556,6 +573,30 @@ def _owner_of(fm: FileModel, info: Any, init: cst.FunctionDef) -> Any:
         if local is not None and local is not info and fm._find_method(local, "__init__") is init:
             return _owner_of(fm, local, init)
     return info
+
+
+# Calls that only look at a module.
+_LOOKS = frozenset({"isinstance", "hasattr", "getattr", "type", "print", "len", "str", "repr", "id"})
+
+
+def _hands_over(body: cst.CSTNode, name: str, fm: FileModel) -> bool:
+    """Whether the loop body passes the module `name` to a call that may initialise it and that the
+    walk does not follow: a function given it (not `nn.init.*`, not a look such as `isinstance`),
+    or a method of its own (`m.reset_parameters()`, `m.init_weights()`)."""
+    found = []
+
+    class V(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            func = node.func
+            if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == name:
+                found.append(node)
+            elif any(isinstance(a.value, cst.Name) and a.value.value == name for a in node.args):
+                called = dotted(func) or ""
+                if called not in _LOOKS and not any(q.startswith("torch.nn.init.") for q in fm.qual(func)):
+                    found.append(node)
+
+    body.visit(V())
+    return bool(found)
 
 
 def _touches_init(body: cst.CSTNode) -> bool:
