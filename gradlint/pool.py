@@ -119,8 +119,10 @@ def _death(processes: dict) -> str:
         if dead or time.monotonic() > deadline:
             break
         time.sleep(0.01)
-    # the pool terminates the surviving workers (SIGTERM): the culprit is any other status
-    dead.sort(key=lambda c: c == -signal.SIGTERM)
+    # the pool terminates the surviving workers (SIGTERM), and under load a survivor may also
+    # exit with a status of its own as the pool breaks (255 was seen beside a SIGKILL): a death by
+    # another signal names the culprit first, then an exit status, then SIGTERM
+    dead.sort(key=lambda c: (c == -signal.SIGTERM, c > 0))
     if not dead:
         return "the worker process died"
     code = dead[0]

@@ -284,6 +284,22 @@ def test_pool_reports_each_dead_worker_on_its_own_item_and_finishes_the_rest(qui
     assert [out[i] for i in range(100) if i not in (13, 77)] == [2 * i for i in range(100) if i not in (13, 77)]
 
 
+def test_the_death_named_is_the_culprits_whatever_the_survivors_exit_with():
+    """Under load a surviving worker may exit with a status of its own as the pool breaks (255 was
+    seen beside the SIGKILL of the test above): a death by a signal other than the pool's SIGTERM
+    is named first, then an exit status, then SIGTERM."""
+    from types import SimpleNamespace
+
+    from gradlint.pool import _death
+
+    def died(*codes):
+        return _death({i: SimpleNamespace(exitcode=c) for i, c in enumerate(codes)})
+
+    assert died(255, -signal.SIGKILL, -signal.SIGTERM) == "the worker process died (SIGKILL)"
+    assert died(-signal.SIGTERM, 255) == "the worker process died (exit status 255)"
+    assert died(0, -signal.SIGTERM) == "the worker process died (SIGTERM)"
+
+
 def _imports_after_a_death(item: tuple[int, str, str]) -> int:
     i, folder, module = item
     if i == 0:
