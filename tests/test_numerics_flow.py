@@ -204,3 +204,25 @@ def test_a_function_that_clamps_returns_logits_or_is_ambiguous_stays_quiet():
                       "    with torch.no_grad():\n        metric = torch.log(occupancy(net(x)))\n"
                       "    return loss\n")
     assert [f.code for f in findings(src)] == []
+
+
+_DECODER = ("import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
+            "class VAE(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+            "        self.enc = nn.Linear(784, 40)\n        self.fc4 = nn.Linear(20, 784)\n\n"
+            "    def decode(self, z):\n        return {decode}\n\n"
+            "    def forward(self, x):\n        h = self.enc(x)\n        mu, logvar = h[:, :20], h[:, 20:]\n"
+            "        return self.decode(mu), mu, logvar\n\n\n"
+            "def train(model, x):\n    recon, mu, logvar = VAE()(x)\n"
+            "    return F.binary_cross_entropy(recon, x)\n")
+
+
+def test_a_forward_returning_its_own_method_s_sigmoid_returns_a_probability():
+    # the PyTorch VAE example: `decode` ends in a sigmoid, forward returns `self.decode(z), mu, logvar`
+    got = [(f.code, f.span.line) for f in findings(_DECODER.format(decode="torch.sigmoid(self.fc4(z))"))]
+    assert got == [("GL301", 23)]
+
+
+def test_a_method_returning_logits_or_a_sigmoid_of_no_layer_stays_quiet():
+    assert findings(_DECODER.format(decode="self.fc4(z)")) == []
+    # a sigmoid of the method's argument alone is not known to carry this class's gradient
+    assert findings(_DECODER.format(decode="torch.sigmoid(z)")) == []

@@ -255,6 +255,13 @@ class TensorCalls:
             made = self.method_returns(owner[5:])
             if made is not None and (made.crit or made.callret):
                 return made  # `crit = self.get_loss()`: a method that returns a criterion
+            if made is not None and made.prob and made.params and not made.nograd:
+                # `return self.decode(z), mu, logvar` with `def decode(self, z): return
+                # torch.sigmoid(self.fc4(...))`: a probability of this class's own layers
+                first = _combine([made, *vals])
+                return V(prob=made.prob, shifted=made.shifted, capped=made.capped, tensor=True, computed=True,
+                         params=True, cut=first.cut, cut_span=first.cut_span, const=first.const,
+                         param_cuts=first.param_cuts, dense=True)
         res = _combine(vals)
         if knows_nothing(callee):
             # An unknown callable (a model passed as an argument, a factory's result): what it
