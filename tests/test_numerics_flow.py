@@ -226,3 +226,26 @@ def test_a_method_returning_logits_or_a_sigmoid_of_no_layer_stays_quiet():
     assert findings(_DECODER.format(decode="self.fc4(z)")) == []
     # a sigmoid of the method's argument alone is not known to carry this class's gradient
     assert findings(_DECODER.format(decode="torch.sigmoid(z)")) == []
+
+
+_TUPLE_MODEL = ("import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
+                "class VAE(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                "        self.fc = nn.Linear(784, 784)\n\n"
+                "    def forward(self, x):\n        h = self.fc(x)\n        return torch.sigmoid(h), h\n\n\n"
+                "def loss_function(recon_x, x):\n    return F.binary_cross_entropy(recon_x, x, reduction='sum')\n\n\n"
+                "def train(x):\n    recon, logits = VAE()(x)\n{calls}")
+
+
+def test_a_helper_fed_an_element_of_a_returned_tuple_by_every_caller_is_bound():
+    # `recon, mu, logvar = model(x)` then `loss_function(recon, x, ...)`: element 0 is the sigmoid
+    src = _TUPLE_MODEL.format(calls="    return loss_function(recon, x)\n")
+    got = [(f.code, f.span.line) for f in findings(src)]
+    assert got == [("GL301", 17)]
+    assert "element 0 of the output of" in findings(src)[0].message
+
+
+def test_a_helper_fed_another_element_or_disagreeing_elements_stays_quiet():
+    # element 1 is the logits; two callers passing elements 0 and 1 do not agree
+    assert findings(_TUPLE_MODEL.format(calls="    return loss_function(logits, x)\n")) == []
+    both = "    return loss_function(recon, x) + loss_function(logits, x)\n"
+    assert findings(_TUPLE_MODEL.format(calls=both)) == []
