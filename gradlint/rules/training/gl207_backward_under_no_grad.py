@@ -208,5 +208,11 @@ def _under_no_grad(ev, assigns: list[Assign], params: set[str]) -> int | None:
                 no_grad_lines.append(a.line)
             if not a.nograd:
                 todo.extend((n, a.line, a.nograd) for n in a.uses)
+            else:
+                # a binding under no-grad is followed too (`out = model(x)` then `loss = crit(out, y)`,
+                # both in the with-block): an output made with grad upstream stays quiet. The
+                # callables it calls (the model itself, built with grad on) are not outputs.
+                called = {c for c, _ in a.calls}
+                todo.extend((n, a.line, True) for n in a.uses if n not in called)
     # the binding nearest the backward: in the second of two loops that reuse a name, its own line
     return max(no_grad_lines) if no_grad_lines else None
