@@ -249,3 +249,22 @@ def test_a_helper_fed_another_element_or_disagreeing_elements_stays_quiet():
     assert findings(_TUPLE_MODEL.format(calls="    return loss_function(logits, x)\n")) == []
     both = "    return loss_function(recon, x) + loss_function(logits, x)\n"
     assert findings(_TUPLE_MODEL.format(calls=both)) == []
+
+
+_BUILDER = ("import torch\nfrom torch import nn\n\n\ndef make_model(d_in=20, n_classes=5):\n{body}\n\n\n"
+            "def train(xb, yb):\n    model = make_model()\n    criterion = nn.CrossEntropyLoss()\n"
+            "    loss = criterion(model(xb), yb)\n    loss.backward()\n")
+
+
+def test_a_builder_returning_a_sequential_that_ends_in_softmax_makes_a_softmax_model():
+    body = "    return nn.Sequential(nn.Linear(d_in, 64), nn.ReLU(), nn.Linear(64, n_classes), nn.Softmax(dim=1))"
+    got = [(f.code, f.span.line) for f in findings(_BUILDER.format(body=body))]
+    assert got == [("GL303", 12)]
+
+
+def test_a_builder_returning_logits_or_a_softmax_on_one_branch_only_stays_quiet():
+    logits = "    return nn.Sequential(nn.Linear(d_in, 64), nn.ReLU(), nn.Linear(64, n_classes))"
+    assert findings(_BUILDER.format(body=logits)) == []
+    branch = ("    if n_classes > 2:\n        return nn.Sequential(nn.Linear(d_in, n_classes), nn.Softmax(dim=1))\n"
+              "    return nn.Sequential(nn.Linear(d_in, n_classes))")
+    assert findings(_BUILDER.format(body=branch)) == []

@@ -198,6 +198,9 @@ class TensorCalls:
                 if known is not None:
                     return known
             if (made := self.function_returns(fname)) is not None:
+                if not made.prob:
+                    self._args_ev(node)
+                    return V(callret=made.callret, module=True)  # a model builder
                 # `p = predict(x)` with `def predict(x): return torch.sigmoid(net(x))`: what the
                 # callers' arguments carry, with the probability the function returns
                 first = _combine([made, *self._args_ev(node)])
@@ -336,7 +339,9 @@ class TensorCalls:
         made = vals[0]
         for v in vals[1:]:
             made = merge(made, v)
-        got = x.function_probs[fname] = made if made.prob else None
+        # a probability, or a module whose call returns one (`def make_model(): return
+        # nn.Sequential(..., nn.Softmax(dim=1))`)
+        got = x.function_probs[fname] = made if made.prob or (made.callret and made.module) else None
         return got
 
     def builtin_call(self, node: cst.Call, fname: str) -> V:
