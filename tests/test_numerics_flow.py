@@ -268,3 +268,14 @@ def test_a_builder_returning_logits_or_a_softmax_on_one_branch_only_stays_quiet(
     branch = ("    if n_classes > 2:\n        return nn.Sequential(nn.Linear(d_in, n_classes), nn.Softmax(dim=1))\n"
               "    return nn.Sequential(nn.Linear(d_in, n_classes))")
     assert findings(_BUILDER.format(body=branch)) == []
+
+
+def test_gl306_the_square_of_an_exp_is_never_zero():
+    # a Gaussian policy's `var = log_std.exp() ** 2` under `sqrt(2 * pi * var)`: exp is > 0
+    assert _gl306(body="        var = x.exp() ** 2\n        return torch.sqrt(2 * 3.14159 * var)\n") == []
+    assert _gl306(body="        std = torch.exp(0.5 * x)\n        return torch.sqrt((std ** 2).sum(-1))\n") == []
+
+
+def test_gl306_the_square_of_a_value_that_can_be_zero_under_the_same_root_is_flagged():
+    assert _gl306(body="        var = x ** 2\n        return torch.sqrt(2 * 3.14159 * var)\n") == ["GL306"]
+    assert _gl306(body="        std = torch.abs(0.5 * x)\n        return torch.sqrt((std ** 2).sum(-1))\n") == ["GL306"]

@@ -577,7 +577,9 @@ class TensorCalls:
         if r.prob == "log_softmax":
             # exp(log_softmax(x)) is softmax(x): probabilities again
             return replace(_combine([r]), prob="softmax", tensor=True, dense=True)
-        return replace(_combine([r]), exp=not (r.max_shifted or r.nonpos), tensor=True, const=r.const)
+        # exp is strictly positive: its square or a sum of them is never 0 (a Gaussian policy's
+        # `var = log_std.exp() ** 2` under a sqrt), as softmax outputs are dense
+        return replace(_combine([r]), exp=not (r.max_shifted or r.nonpos), tensor=True, const=r.const, dense=True)
 
     def _square_value(self, r: V) -> V:
         return replace(_combine([r]), sq=True, tensor=True, dense=r.dense)
