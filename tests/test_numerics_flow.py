@@ -279,3 +279,33 @@ def test_gl306_the_square_of_an_exp_is_never_zero():
 def test_gl306_the_square_of_a_value_that_can_be_zero_under_the_same_root_is_flagged():
     assert _gl306(body="        var = x ** 2\n        return torch.sqrt(2 * 3.14159 * var)\n") == ["GL306"]
     assert _gl306(body="        std = torch.abs(0.5 * x)\n        return torch.sqrt((std ** 2).sum(-1))\n") == ["GL306"]
+
+
+_LAYERS = ("import torch\nfrom torch import nn\n\n\nclass MLP(nn.Module):\n    def __init__(self, d_in, hidden=(64, 32)):\n"
+           "        super().__init__()\n        layers = []\n        for h in hidden:\n"
+           "            layers += [nn.Linear(d_in, h), nn.ReLU()]\n            d_in = h\n{tail}"
+           "        self.net = nn.Sequential(*layers)\n\n    def forward(self, x):\n        return self.net(x)\n\n\n"
+           "def make_mlp(d_in):\n    layers = [nn.Linear(d_in, 16), nn.ReLU()]\n{builder}"
+           "    return nn.Sequential(*layers)\n\n\n"
+           "def train(x, y):\n    crit = nn.BCEWithLogitsLoss()\n    model = make_mlp(8)\n"
+           "    return crit(MLP(8)(x), y) + crit(model(x), y)\n")
+
+
+def test_a_sequential_of_a_list_that_ends_in_a_sigmoid_returns_a_sigmoid():
+    # a tabular MLP built in a loop, its head appended last: `nn.Sequential(*layers)` ends in a sigmoid
+    src = _LAYERS.format(tail="        layers += [nn.Linear(d_in, 1), nn.Sigmoid()]\n",
+                         builder="    layers.append(nn.Linear(16, 1))\n    layers.append(nn.Sigmoid())\n")
+    got = [(f.code, f.span.line) for f in findings(src)]
+    assert got == [("GL304", 29), ("GL304", 29)]
+
+
+def test_a_list_changed_after_its_sigmoid_or_ending_in_logits_stays_quiet():
+    # the last statement naming the list is a branch, another method, an item assignment or a call
+    # that takes it: what it ends with is unknown; a list ending in a Linear gives logits
+    for tail in ("        layers += [nn.Linear(d_in, 1), nn.Sigmoid()]\n        if h:\n            layers.pop()\n",
+                 "        layers += [nn.Linear(d_in, 1), nn.Sigmoid()]\n        layers[-1] = nn.Identity()\n",
+                 "        layers += [nn.Linear(d_in, 1), nn.Sigmoid()]\n        strip_head(layers)\n",
+                 "        layers += [nn.Linear(d_in, 1), nn.Sigmoid()]\n        layers = layers[:-1]\n",
+                 "        layers += [nn.Sigmoid(), nn.Linear(d_in, 1)]\n"):
+        src = _LAYERS.format(tail=tail, builder="    layers.append(nn.Linear(16, 1))\n")
+        assert findings(src) == [], tail
