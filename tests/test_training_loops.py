@@ -942,3 +942,24 @@ def test_gl207_a_no_grad_loss_of_an_output_made_with_grad_stays_quiet():
     body = ("            with torch.enable_grad():\n                out = model(x)\n"
             "                loss = crit(out, y)\n            loss.backward()\n")
     assert codes(_VALIDATE.format(body=body), "GL207") == []
+
+
+_TRAIN_THEN_VALIDATE = ("import torch\n\n\ndef run(model, loader, val_loader, crit, opt):\n"
+                        "    for x, y in loader:\n        out = model(x)\n        loss = crit(out, y)\n"
+                        "        opt.zero_grad()\n        loss.backward()\n        opt.step()\n"
+                        "    with torch.no_grad():\n        for x, y in val_loader:\n{val}"
+                        "            val_loss = crit(out, y)\n            val_loss.backward()\n")
+
+
+def test_gl207_a_name_rebound_in_the_validation_block_hides_the_training_binding():
+    # `out` is bound with grad in the training loop and again under no_grad right before the loss:
+    # only the nearer binding reaches the validation loss
+    text = _TRAIN_THEN_VALIDATE.format(val="            out = model(x)\n")
+    (f,) = check_source(text, Config(select=("GL207",)))
+    assert f.span.line == 15 and "(line 13)" in f.message
+
+
+def test_gl207_a_rebinding_under_a_branch_does_not_hide_the_training_binding():
+    # bound only on one branch: the training loop's `out` (made with grad) may reach the loss
+    text = _TRAIN_THEN_VALIDATE.format(val="            if y is not None:\n                out = model(x)\n")
+    assert codes(text, "GL207") == []
