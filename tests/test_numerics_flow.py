@@ -309,3 +309,29 @@ def test_a_list_changed_after_its_sigmoid_or_ending_in_logits_stays_quiet():
                  "        layers += [nn.Sigmoid(), nn.Linear(d_in, 1)]\n"):
         src = _LAYERS.format(tail=tail, builder="    layers.append(nn.Linear(16, 1))\n")
         assert findings(src) == [], tail
+
+
+_HEAD = ("import torch\nfrom torch import nn\n\n\nclass Head(nn.Module):\n    def __init__(self):\n"
+         "        super().__init__()\n        self.conv = nn.Conv2d(16, 6, 1)\n\n    def forward(self, x):\n"
+         "        p = self.conv(x)\n        return p[:, 0:2], p[:, 2].sigmoid(), p[:, 3:]\n\n\n"
+         "def compute_loss(preds, t_obj, t_cls):\n    box, obj, cls = preds\n"
+         "    return nn.BCELoss()({obj}, t_obj) + nn.BCEWithLogitsLoss()(cls, t_cls)\n\n\n"
+         "def train(x, t_obj, t_cls):\n{calls}")
+
+
+def test_an_element_unpacked_from_a_helper_parameter_is_what_every_caller_passes_there():
+    # a detection loss `box, obj, cls = preds` on the head's output: element 1 is a sigmoid
+    src = _HEAD.format(obj="obj", calls="    return compute_loss(Head()(x), t_obj, t_cls)\n")
+    got = [(f.code, f.span.line) for f in findings(src)]
+    assert got == [("GL301", 17)]
+    assert "element 1 of the output of" in findings(src)[0].message
+
+
+def test_an_unpacked_element_of_logits_or_of_a_parameter_callers_disagree_on_stays_quiet():
+    # element 0 is a box regression, not a probability; callers passing different things, a
+    # model output's element, or a tuple literal leave the parameter unknown
+    assert findings(_HEAD.format(obj="box", calls="    return compute_loss(Head()(x), t_obj, t_cls)\n")) == []
+    two = "    return compute_loss(Head()(x), t_obj, t_cls) + compute_loss(x, t_obj, t_cls)\n"
+    assert findings(_HEAD.format(obj="obj", calls=two)) == []
+    lit = "    h = Head()(x)\n    return compute_loss((h[0], h[1], h[2]), t_obj, t_cls)\n"
+    assert findings(_HEAD.format(obj="obj", calls=lit)) == []

@@ -289,6 +289,12 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     tensor = joined.get("tensor")
     if tensor is not None and not tensor.startswith(("prob:", "out:")):
         return None
+    if tensor is not None and "tensor_elem" in data:
+        # an element unpacked from the parameter: the callers must pass a whole model output
+        # (`out:Class`), whose forward's element it then is
+        if not tensor.startswith("out:") or "@" in tensor:
+            return None
+        tensor = f"{tensor}@{data['tensor_elem']}"
     # a tensor parameter bound: which parameter, for the message (the callers made what it holds)
     passed = (("passed", data["tensor_param"]),) if tensor is not None else ()
     if site.kind == "log_of_probability":
