@@ -439,3 +439,22 @@ def test_library_and_project_base_classes_are_modules():
     assert summary["Deep"].is_module
     assert not summary["Plain"].is_module
     assert [n.name for n in facts.networks] == ["LM", "Deep"]
+
+
+_TRANSLATOR = ("import torch.nn as nn\n\n\nclass Translator(nn.Module):\n    def __init__(self):\n"
+               "        super().__init__()\n        self.tf = nn.Transformer({args})\n\n"
+               "    def forward(self, src, tgt):\n        return self.tf(src, tgt)\n")
+
+
+def test_nn_transformer_depths_passed_by_position_are_read():
+    # nn.Transformer(d_model, nhead, num_encoder_layers, num_decoder_layers, ...): 8 + 8 Post-LN blocks
+    found = check_source(_TRANSLATOR.format(args="512, 8, 8, 8, 2048"), Config(select=("GL106",)))
+    assert [f.code for f in found] == ["GL106"] and "16 Post-LN" in found[0].message
+
+
+def test_nn_transformer_shallow_by_position_or_splatted_is_quiet():
+    # `nn.Transformer(128, 4, 2, 2, 256)` is 2 + 2 blocks, not the default 6 + 6
+    assert check_source(_TRANSLATOR.format(args="128, 4, 2, 2, 256"), Config(select=("GL106",))) == []
+    # a `*args` or `**kwargs` may hold the depths: unknown
+    assert check_source(_TRANSLATOR.format(args="*cfg"), Config(select=("GL106",))) == []
+    assert check_source(_TRANSLATOR.format(args="128, **cfg"), Config(select=("GL106",))) == []

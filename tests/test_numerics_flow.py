@@ -204,3 +204,134 @@ def test_a_function_that_clamps_returns_logits_or_is_ambiguous_stays_quiet():
                       "    with torch.no_grad():\n        metric = torch.log(occupancy(net(x)))\n"
                       "    return loss\n")
     assert [f.code for f in findings(src)] == []
+
+
+_DECODER = ("import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
+            "class VAE(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+            "        self.enc = nn.Linear(784, 40)\n        self.fc4 = nn.Linear(20, 784)\n\n"
+            "    def decode(self, z):\n        return {decode}\n\n"
+            "    def forward(self, x):\n        h = self.enc(x)\n        mu, logvar = h[:, :20], h[:, 20:]\n"
+            "        return self.decode(mu), mu, logvar\n\n\n"
+            "def train(model, x):\n    recon, mu, logvar = VAE()(x)\n"
+            "    return F.binary_cross_entropy(recon, x)\n")
+
+
+def test_a_forward_returning_its_own_method_s_sigmoid_returns_a_probability():
+    # the PyTorch VAE example: `decode` ends in a sigmoid, forward returns `self.decode(z), mu, logvar`
+    got = [(f.code, f.span.line) for f in findings(_DECODER.format(decode="torch.sigmoid(self.fc4(z))"))]
+    assert got == [("GL301", 23)]
+
+
+def test_a_method_returning_logits_or_a_sigmoid_of_no_layer_stays_quiet():
+    assert findings(_DECODER.format(decode="self.fc4(z)")) == []
+    # a sigmoid of the method's argument alone is not known to carry this class's gradient
+    assert findings(_DECODER.format(decode="torch.sigmoid(z)")) == []
+
+
+_TUPLE_MODEL = ("import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
+                "class VAE(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                "        self.fc = nn.Linear(784, 784)\n\n"
+                "    def forward(self, x):\n        h = self.fc(x)\n        return torch.sigmoid(h), h\n\n\n"
+                "def loss_function(recon_x, x):\n    return F.binary_cross_entropy(recon_x, x, reduction='sum')\n\n\n"
+                "def train(x):\n    recon, logits = VAE()(x)\n{calls}")
+
+
+def test_a_helper_fed_an_element_of_a_returned_tuple_by_every_caller_is_bound():
+    # `recon, mu, logvar = model(x)` then `loss_function(recon, x, ...)`: element 0 is the sigmoid
+    src = _TUPLE_MODEL.format(calls="    return loss_function(recon, x)\n")
+    got = [(f.code, f.span.line) for f in findings(src)]
+    assert got == [("GL301", 17)]
+    assert "element 0 of the output of" in findings(src)[0].message
+
+
+def test_a_helper_fed_another_element_or_disagreeing_elements_stays_quiet():
+    # element 1 is the logits; two callers passing elements 0 and 1 do not agree
+    assert findings(_TUPLE_MODEL.format(calls="    return loss_function(logits, x)\n")) == []
+    both = "    return loss_function(recon, x) + loss_function(logits, x)\n"
+    assert findings(_TUPLE_MODEL.format(calls=both)) == []
+
+
+_BUILDER = ("import torch\nfrom torch import nn\n\n\ndef make_model(d_in=20, n_classes=5):\n{body}\n\n\n"
+            "def train(xb, yb):\n    model = make_model()\n    criterion = nn.CrossEntropyLoss()\n"
+            "    loss = criterion(model(xb), yb)\n    loss.backward()\n")
+
+
+def test_a_builder_returning_a_sequential_that_ends_in_softmax_makes_a_softmax_model():
+    body = "    return nn.Sequential(nn.Linear(d_in, 64), nn.ReLU(), nn.Linear(64, n_classes), nn.Softmax(dim=1))"
+    got = [(f.code, f.span.line) for f in findings(_BUILDER.format(body=body))]
+    assert got == [("GL303", 12)]
+
+
+def test_a_builder_returning_logits_or_a_softmax_on_one_branch_only_stays_quiet():
+    logits = "    return nn.Sequential(nn.Linear(d_in, 64), nn.ReLU(), nn.Linear(64, n_classes))"
+    assert findings(_BUILDER.format(body=logits)) == []
+    branch = ("    if n_classes > 2:\n        return nn.Sequential(nn.Linear(d_in, n_classes), nn.Softmax(dim=1))\n"
+              "    return nn.Sequential(nn.Linear(d_in, n_classes))")
+    assert findings(_BUILDER.format(body=branch)) == []
+
+
+def test_gl306_the_square_of_an_exp_is_never_zero():
+    # a Gaussian policy's `var = log_std.exp() ** 2` under `sqrt(2 * pi * var)`: exp is > 0
+    assert _gl306(body="        var = x.exp() ** 2\n        return torch.sqrt(2 * 3.14159 * var)\n") == []
+    assert _gl306(body="        std = torch.exp(0.5 * x)\n        return torch.sqrt((std ** 2).sum(-1))\n") == []
+
+
+def test_gl306_the_square_of_a_value_that_can_be_zero_under_the_same_root_is_flagged():
+    assert _gl306(body="        var = x ** 2\n        return torch.sqrt(2 * 3.14159 * var)\n") == ["GL306"]
+    assert _gl306(body="        std = torch.abs(0.5 * x)\n        return torch.sqrt((std ** 2).sum(-1))\n") == ["GL306"]
+
+
+_LAYERS = ("import torch\nfrom torch import nn\n\n\nclass MLP(nn.Module):\n    def __init__(self, d_in, hidden=(64, 32)):\n"
+           "        super().__init__()\n        layers = []\n        for h in hidden:\n"
+           "            layers += [nn.Linear(d_in, h), nn.ReLU()]\n            d_in = h\n{tail}"
+           "        self.net = nn.Sequential(*layers)\n\n    def forward(self, x):\n        return self.net(x)\n\n\n"
+           "def make_mlp(d_in):\n    layers = [nn.Linear(d_in, 16), nn.ReLU()]\n{builder}"
+           "    return nn.Sequential(*layers)\n\n\n"
+           "def train(x, y):\n    crit = nn.BCEWithLogitsLoss()\n    model = make_mlp(8)\n"
+           "    return crit(MLP(8)(x), y) + crit(model(x), y)\n")
+
+
+def test_a_sequential_of_a_list_that_ends_in_a_sigmoid_returns_a_sigmoid():
+    # a tabular MLP built in a loop, its head appended last: `nn.Sequential(*layers)` ends in a sigmoid
+    src = _LAYERS.format(tail="        layers += [nn.Linear(d_in, 1), nn.Sigmoid()]\n",
+                         builder="    layers.append(nn.Linear(16, 1))\n    layers.append(nn.Sigmoid())\n")
+    got = [(f.code, f.span.line) for f in findings(src)]
+    assert got == [("GL304", 29), ("GL304", 29)]
+
+
+def test_a_list_changed_after_its_sigmoid_or_ending_in_logits_stays_quiet():
+    # the last statement naming the list is a branch, another method, an item assignment or a call
+    # that takes it: what it ends with is unknown; a list ending in a Linear gives logits
+    for tail in ("        layers += [nn.Linear(d_in, 1), nn.Sigmoid()]\n        if h:\n            layers.pop()\n",
+                 "        layers += [nn.Linear(d_in, 1), nn.Sigmoid()]\n        layers[-1] = nn.Identity()\n",
+                 "        layers += [nn.Linear(d_in, 1), nn.Sigmoid()]\n        strip_head(layers)\n",
+                 "        layers += [nn.Linear(d_in, 1), nn.Sigmoid()]\n        layers = layers[:-1]\n",
+                 "        layers += [nn.Sigmoid(), nn.Linear(d_in, 1)]\n"):
+        src = _LAYERS.format(tail=tail, builder="    layers.append(nn.Linear(16, 1))\n")
+        assert findings(src) == [], tail
+
+
+_HEAD = ("import torch\nfrom torch import nn\n\n\nclass Head(nn.Module):\n    def __init__(self):\n"
+         "        super().__init__()\n        self.conv = nn.Conv2d(16, 6, 1)\n\n    def forward(self, x):\n"
+         "        p = self.conv(x)\n        return p[:, 0:2], p[:, 2].sigmoid(), p[:, 3:]\n\n\n"
+         "def compute_loss(preds, t_obj, t_cls):\n    box, obj, cls = preds\n"
+         "    return nn.BCELoss()({obj}, t_obj) + nn.BCEWithLogitsLoss()(cls, t_cls)\n\n\n"
+         "def train(x, t_obj, t_cls):\n{calls}")
+
+
+def test_an_element_unpacked_from_a_helper_parameter_is_what_every_caller_passes_there():
+    # a detection loss `box, obj, cls = preds` on the head's output: element 1 is a sigmoid
+    src = _HEAD.format(obj="obj", calls="    return compute_loss(Head()(x), t_obj, t_cls)\n")
+    got = [(f.code, f.span.line) for f in findings(src)]
+    assert got == [("GL301", 17)]
+    assert "element 1 of the output of" in findings(src)[0].message
+
+
+def test_an_unpacked_element_of_logits_or_of_a_parameter_callers_disagree_on_stays_quiet():
+    # element 0 is a box regression, not a probability; callers passing different things, a
+    # model output's element, or a tuple literal leave the parameter unknown
+    assert findings(_HEAD.format(obj="box", calls="    return compute_loss(Head()(x), t_obj, t_cls)\n")) == []
+    two = "    return compute_loss(Head()(x), t_obj, t_cls) + compute_loss(x, t_obj, t_cls)\n"
+    assert findings(_HEAD.format(obj="obj", calls=two)) == []
+    lit = "    h = Head()(x)\n    return compute_loss((h[0], h[1], h[2]), t_obj, t_cls)\n"
+    assert findings(_HEAD.format(obj="obj", calls=lit)) == []

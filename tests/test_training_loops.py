@@ -921,3 +921,45 @@ def test_gl207_names_the_no_grad_line_of_the_loop_that_backpropagates():
             "    loss = d.pow(2).mean()\n    loss.backward()\n    opt.step()\n    opt.zero_grad()\n")
     (f,) = check_source(text, Config(select=("GL207",)))
     assert f.span.line == 14 and "(line 12)" in f.message
+
+
+_VALIDATE = ("import torch\n\n\ndef validate(model, loader, crit):\n    with torch.no_grad():\n"
+             "        for x, y in loader:\n            out = model(x)\n{body}")
+
+
+def test_gl207_follows_a_model_output_bound_in_the_no_grad_block_into_the_loss():
+    # `out = model(x)` then `loss = crit(out.reshape(-1), y)` in the same validation block
+    body = "            loss = crit(out.reshape(-1), y)\n            loss.backward()\n"
+    assert codes(_VALIDATE.format(body=body), "GL207") == ["GL207"]
+
+
+def test_gl207_a_no_grad_loss_of_an_output_made_with_grad_stays_quiet():
+    # the loss reads an output made with grad outside the block: not only no-grad outputs
+    text = ("import torch\n\n\ndef step(model, x, y, crit):\n    out = model(x)\n    with torch.no_grad():\n"
+            "        loss = crit(out, y)\n    loss.backward()\n")
+    assert codes(text, "GL207") == []
+    # an enable_grad block inside the no-grad block computes with grad
+    body = ("            with torch.enable_grad():\n                out = model(x)\n"
+            "                loss = crit(out, y)\n            loss.backward()\n")
+    assert codes(_VALIDATE.format(body=body), "GL207") == []
+
+
+_TRAIN_THEN_VALIDATE = ("import torch\n\n\ndef run(model, loader, val_loader, crit, opt):\n"
+                        "    for x, y in loader:\n        out = model(x)\n        loss = crit(out, y)\n"
+                        "        opt.zero_grad()\n        loss.backward()\n        opt.step()\n"
+                        "    with torch.no_grad():\n        for x, y in val_loader:\n{val}"
+                        "            val_loss = crit(out, y)\n            val_loss.backward()\n")
+
+
+def test_gl207_a_name_rebound_in_the_validation_block_hides_the_training_binding():
+    # `out` is bound with grad in the training loop and again under no_grad right before the loss:
+    # only the nearer binding reaches the validation loss
+    text = _TRAIN_THEN_VALIDATE.format(val="            out = model(x)\n")
+    (f,) = check_source(text, Config(select=("GL207",)))
+    assert f.span.line == 15 and "(line 13)" in f.message
+
+
+def test_gl207_a_rebinding_under_a_branch_does_not_hide_the_training_binding():
+    # bound only on one branch: the training loop's `out` (made with grad) may reach the loss
+    text = _TRAIN_THEN_VALIDATE.format(val="            if y is not None:\n                out = model(x)\n")
+    assert codes(text, "GL207") == []

@@ -289,13 +289,21 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     tensor = joined.get("tensor")
     if tensor is not None and not tensor.startswith(("prob:", "out:")):
         return None
+    if tensor is not None and "tensor_elem" in data:
+        # an element unpacked from the parameter: the callers must pass a whole model output
+        # (`out:Class`), whose forward's element it then is
+        if not tensor.startswith("out:") or "@" in tensor:
+            return None
+        tensor = f"{tensor}@{data['tensor_elem']}"
     # a tensor parameter bound: which parameter, for the message (the callers made what it holds)
     passed = (("passed", data["tensor_param"]),) if tensor is not None else ()
     if site.kind == "log_of_probability":
         if tensor is not None:
             if tensor.startswith("prob:"):
                 return replace(site, variant=tensor[5:], detail=tensor[5:], data=passed)
-            return replace(site, variant="model-output", classes=(tensor[4:],), want="probability", data=passed)
+            cls, element = _output_shape(tensor)
+            return replace(site, variant="model-output", classes=(cls,), want="probability", data=passed,
+                           element=element)
         if model is None:
             return None
         return replace(site, variant="model-output", classes=(model[5:],), want="probability", data=())
@@ -324,7 +332,8 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         if tensor.startswith("prob:"):
             return replace(site, variant="local", classes=(), want=None, data=rest, detail=loss) \
                 if tensor[5:] == want else None
-        return replace(site, variant="model-output", classes=(tensor[4:],), want=want, data=rest, detail=loss)
+        cls, element = _output_shape(tensor)
+        return replace(site, variant="model-output", classes=(cls,), want=want, data=rest, detail=loss, element=element)
     if model is not None:
         return replace(site, variant="model-output", classes=(model[5:],), want=want, data=rest, detail=loss)
     if data.get("input_prob"):
@@ -333,6 +342,12 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     if site.classes:
         return replace(site, variant="model-output", want=want, data=rest, detail=loss)
     return None
+
+
+def _output_shape(shape: str) -> tuple[str, int | None]:
+    """`out:Class` or `out:Class@1` (element 1 of a returned tuple): the class and the element."""
+    cls, _, elem = shape[4:].partition("@")
+    return cls, (int(elem) if elem.lstrip("-").isdigit() else None)
 
 
 def _owns_module(index: ProjectIndex, qualified: str, path: str) -> bool:
@@ -391,10 +406,11 @@ def passed_everywhere(index: ProjectIndex, module: str, function: str, param: st
             shape = default
         if shape.startswith(("inst:", "out:")):
             head, _, cls = shape.partition(":")
+            cls, at_, elem = cls.partition("@")
             quals = index.resolve(home, cls)
             if len(quals) != 1:
                 return None
-            shape = f"{head}:{quals[0]}"
+            shape = f"{head}:{quals[0]}{at_}{elem}"
         if joined is None:
             joined = shape
         elif joined != shape:

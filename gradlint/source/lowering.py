@@ -322,8 +322,10 @@ class Lowerer:
                 return (Opaque(path, f"{cls} of unknown depth", span),)
             if cls == "Transformer":
                 arg = _ArgReader(value)
-                ne, nd = arg.kw("num_encoder_layers", 6), arg.kw("num_decoder_layers", 6)
-                nf = arg.kw("norm_first", False)
+                # nn.Transformer(d_model, nhead, num_encoder_layers, num_decoder_layers, ...):
+                # the depths are often passed by position (`nn.Transformer(128, 4, 2, 2, 256)`)
+                ne, nd = arg.at(2, "num_encoder_layers", 6), arg.at(3, "num_decoder_layers", 6)
+                nf = arg.at(11, "norm_first", False)
                 if isinstance(ne, int) and isinstance(nd, int) and 0 <= ne + nd <= MAX_UNROLL:
                     nodes = [TransformerBlock(f"{path}.encoder.layers.{i}", "encoder", nf if isinstance(nf, bool) else None, span) for i in range(ne)]
                     nodes += [TransformerBlock(f"{path}.decoder.layers.{i}", "decoder", nf if isinstance(nf, bool) else None, span) for i in range(nd)]
@@ -523,6 +525,20 @@ class _ArgReader:
         if not isinstance(self.ctor, Ctor):
             return default
         return self.ctor.kwargs.get(name, default)
+
+    def at(self, index: int, name: str, default: Any) -> Any:
+        """The argument by keyword or position, else the signature's default; UNKNOWN when a
+        `*args`/`**kwargs` in the call may hold it."""
+        if not isinstance(self.ctor, Ctor):
+            return default
+        if name in self.ctor.kwargs:
+            return self.ctor.kwargs[name]
+        node = self.ctor.node
+        if isinstance(node, cst.Call) and any(a.star for a in node.args):
+            return UNKNOWN
+        if index < len(self.ctor.args):
+            return self.ctor.args[index]
+        return default
 
 
 def _fan(v: Any):

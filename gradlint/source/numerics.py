@@ -145,6 +145,9 @@ class Extractor(ModuleValues):
         # stands for each: id -> (value, function, parameter, position after self or -1). A site
         # on one names it, and the rules join what the project's callers pass.
         self.open_params: dict[int, tuple[V, str, str, int]] = {}
+        # one element of an open parameter unpacked (`xy, wh, obj, cls = preds`): the parameter
+        # as in open_params, and the element's index (only sites on tensors read these)
+        self.open_elems: dict[int, tuple[V, str, str, int, int]] = {}
         self.default_params: dict[int, tuple[V, str, str, int]] = {}  # the same, for a default (binding)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -313,6 +316,12 @@ class Extractor(ModuleValues):
         """(function, parameter, position) when `v` is the value of an open parameter."""
         got = self.open_params.get(id(v))
         return got[1:] if got is not None and got[0] is v else None
+
+    def open_elem(self, v: V) -> tuple[tuple[str, str, int], int] | None:
+        """((function, parameter, position), index) when `v` is an element unpacked from an open
+        parameter (`xy, wh, obj, cls = preds`)."""
+        got = self.open_elems.get(id(v))
+        return (got[1:4], got[4]) if got is not None and got[0] is v else None
 
     def member(self, cls: str, attr: str) -> V | None:
         """A submodule (`encoder`) of an instance of a top-level class of this file, as its
@@ -806,6 +815,15 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     def unpack(self, val: V, count: int) -> list | None:
         """`validity, label = D(x)`: each target gets its element when the length is known (a
         tuple literal's, or a model output's whose forward returns a tuple)."""
+        ref = self.x.open_param(val)
+        if ref is not None:
+            # a parameter's elements: what the callers pass decides each (facts.bind_parameters)
+            out = []
+            for i in range(count):
+                v = open_value()
+                self.x.open_elems[id(v)] = (v, *ref, i)
+                out.append(v)
+            return out
         known = len(val.elems) == count if val.elems is not None else bool(val.out)
         return [_item(val, i) or UNKNOWN for i in range(count)] if known else None
 

@@ -19,7 +19,7 @@ from gradlint.source.engine.fold import as_float
 from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _combine, merge, knows_nothing, required_again,
                                             broken_before_required)
 from gradlint.source.engine.values import truth
-from gradlint.source.engine.walk import suite
+from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import dotted
 
 
@@ -94,6 +94,58 @@ def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
                         return None
                     out.append(small.value)
     return out or None
+
+
+def _holds(node: cst.CSTNode, target: cst.CSTNode) -> bool:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n is target:
+            return True
+        stack.extend(children(n))
+    return False
+
+
+def _names(node: cst.CSTNode, name: str) -> bool:
+    """Whether `name` is read or written anywhere in `node` (a nested def or lambda included)."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if type(n) is cst.Name and n.value == name:
+            return True
+        stack.extend(children(n))
+    return False
+
+
+def _last_item(node: cst.BaseExpression) -> cst.BaseExpression | None:
+    if type(node) in (cst.List, cst.Tuple) and node.elements and type(node.elements[-1]) is cst.Element:
+        return node.elements[-1].value
+    return None
+
+
+def _appended(small: cst.BaseSmallStatement, name: str) -> cst.BaseExpression | None:
+    """The item a statement puts at the end of the list `name`; None for any other statement."""
+    if type(small) is cst.Expr and type(small.value) is cst.Call:
+        call = small.value
+        f = call.func
+        if type(f) is cst.Attribute and type(f.value) is cst.Name and f.value.value == name and len(call.args) == 1 \
+                and not call.args[0].star and call.args[0].keyword is None:
+            if f.attr.value == "append":
+                return call.args[0].value
+            if f.attr.value == "extend":
+                return _last_item(call.args[0].value)
+        return None
+    if type(small) is cst.AugAssign and type(small.target) is cst.Name and small.target.value == name \
+            and type(small.operator) is cst.AddAssign:
+        return _last_item(small.value)
+    if type(small) is cst.Assign and len(small.targets) == 1 and type(small.targets[0].target) is cst.Name \
+            and small.targets[0].target.value == name:
+        value = small.value
+        if type(value) is cst.BinaryOperation and type(value.operator) is cst.Add and type(value.left) is cst.Name \
+                and value.left.value == name:
+            return _last_item(value.right)
+        return _last_item(value) if type(value) is cst.List else None
+    return None
 
 
 _MAX_REDUCTIONS = frozenset({"torch.logsumexp", "torch.special.logsumexp", "torch.amax"})
@@ -198,6 +250,9 @@ class TensorCalls:
                 if known is not None:
                     return known
             if (made := self.function_returns(fname)) is not None:
+                if not made.prob:
+                    self._args_ev(node)
+                    return V(callret=made.callret, module=True)  # a model builder
                 # `p = predict(x)` with `def predict(x): return torch.sigmoid(net(x))`: what the
                 # callers' arguments carry, with the probability the function returns
                 first = _combine([made, *self._args_ev(node)])
@@ -255,6 +310,13 @@ class TensorCalls:
             made = self.method_returns(owner[5:])
             if made is not None and (made.crit or made.callret):
                 return made  # `crit = self.get_loss()`: a method that returns a criterion
+            if made is not None and made.prob and made.params and not made.nograd:
+                # `return self.decode(z), mu, logvar` with `def decode(self, z): return
+                # torch.sigmoid(self.fc4(...))`: a probability of this class's own layers
+                first = _combine([made, *vals])
+                return V(prob=made.prob, shifted=made.shifted, capped=made.capped, tensor=True, computed=True,
+                         params=True, cut=first.cut, cut_span=first.cut_span, const=first.const,
+                         param_cuts=first.param_cuts, dense=True)
         res = _combine(vals)
         if knows_nothing(callee):
             # An unknown callable (a model passed as an argument, a factory's result): what it
@@ -312,6 +374,7 @@ class TensorCalls:
             return None
         x.function_probs[fname] = None  # a function that calls itself
         walk = type(self)(x, fname, None, quiet=True)  # a FunctionWalk (this is its mixin)
+        walk.fn_node = fn  # its body, for `return nn.Sequential(*layers)` (_list_tail)
         ps = fn.params
         for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params, ps.star_arg, ps.star_kwarg):
             if isinstance(p, cst.Param):
@@ -329,7 +392,9 @@ class TensorCalls:
         made = vals[0]
         for v in vals[1:]:
             made = merge(made, v)
-        got = x.function_probs[fname] = made if made.prob else None
+        # a probability, or a module whose call returns one (`def make_model(): return
+        # nn.Sequential(..., nn.Softmax(dim=1))`)
+        got = x.function_probs[fname] = made if made.prob or (made.callret and made.module) else None
         return got
 
     def builtin_call(self, node: cst.Call, fname: str) -> V:
@@ -442,8 +507,43 @@ class TensorCalls:
         return None
 
     def _q_sequential(self, c: _Call) -> V:
+        args = c.node.args
+        if args and args[-1].star == "*":
+            # `nn.Sequential(*layers)`: the module the list ends with, when the function's last
+            # statement that reads the list appends it (`layers.append(nn.Sigmoid())`)
+            tail = self._list_tail(c.node, args[-1].value)
+            return V(module=True, callret=tail.callret if tail is not None and tail.module else None)
         last = c.vals[-1] if c.vals else UNKNOWN
         return V(module=True, callret=last.callret)
+
+    def _list_tail(self, call: cst.Call, listed: cst.BaseExpression) -> V | None:
+        """What the list `listed` (a local name) ends with where `call` reads it: the last item the
+        nearest earlier statement of the function's top level that names the list puts at its end
+        (`layers.append(x)`, `layers.extend([..., x])`, `layers += [..., x]`, `layers = [..., x]`,
+        `layers = layers + [..., x]`), with `call` itself in a plain statement of that top level.
+        None for anything else: a loop or branch that touches the list last, another method, an
+        item assignment, a use as an argument (it may change the list), a starred last item."""
+        fn = getattr(self, "fn_node", None)
+        if type(listed) is not cst.Name or fn is None:
+            return None
+        name = listed.value
+        body = suite(fn.body)
+        at = next((i for i, st in enumerate(body) if _holds(st, call)), None)
+        if at is None or not isinstance(body[at], cst.SimpleStatementLine) or len(body[at].body) != 1:
+            return None
+        for st in reversed(body[:at]):
+            if not _names(st, name):
+                continue
+            if not isinstance(st, cst.SimpleStatementLine) or len(st.body) != 1:
+                return None
+            item = _appended(st.body[0], name)
+            if item is None or _names(item, name):
+                return None
+            got = self.memo.get(id(item))
+            if got is None and self.x.muted:
+                got = self.ev(item)  # a builder read ahead of its turn (function_returns)
+            return got
+        return None
 
     def _q_parameter(self, c: _Call) -> V:
         return V(leaf=True, tensor=True, params=True)
@@ -565,7 +665,9 @@ class TensorCalls:
         if r.prob == "log_softmax":
             # exp(log_softmax(x)) is softmax(x): probabilities again
             return replace(_combine([r]), prob="softmax", tensor=True, dense=True)
-        return replace(_combine([r]), exp=not (r.max_shifted or r.nonpos), tensor=True, const=r.const)
+        # exp is strictly positive: its square or a sum of them is never 0 (a Gaussian policy's
+        # `var = log_std.exp() ** 2` under a sqrt), as softmax outputs are dense
+        return replace(_combine([r]), exp=not (r.max_shifted or r.nonpos), tensor=True, const=r.const, dense=True)
 
     def _square_value(self, r: V) -> V:
         return replace(_combine([r]), sq=True, tensor=True, dense=r.dense)

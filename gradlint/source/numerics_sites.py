@@ -80,10 +80,13 @@ class SiteChecks:
         # the input itself a parameter: only for a loss of known kind (a criterion parameter's
         # call may be no loss at all: `self.downsample(x)` with `downsample` from __init__)
         tensor = self.x.open_param(inp) if not model and criterion is None else None
+        elem: list[tuple[str, Any]] = []
+        if not model and criterion is None and tensor is None and (got := self.x.open_elem(inp)) is not None:
+            tensor, elem = got[0], [("tensor_elem", got[1])]  # `xy, wh, obj, cls = preds` of a parameter
         if not model and not tensor and not (criterion and (inp.prob in ("softmax", "sigmoid") or inp.out)):
             return
         data = [*_param_data("criterion", criterion), *_param_data("model", model), *_param_data("tensor", tensor),
-                ("input", self.x.code(inp_node)[:80]), *extra]
+                *elem, ("input", self.x.code(inp_node)[:80]), *extra]
         if kind is not None:
             data.append(("loss", LOSS_NAMES[kind]))
         if not model:
@@ -99,7 +102,8 @@ class SiteChecks:
         if self.hazard_quiet() or inp.nograd:
             return
         extra = (*_param_data("criterion", default), ("criterion_default", "crit:" + kind)) if default else ()
-        if self.param_output(inp) is not None or self.x.open_param(inp) is not None:
+        if self.param_output(inp) is not None or self.x.open_param(inp) is not None or \
+                self.x.open_elem(inp) is not None:
             self.param_loss(node, kind, None, inp_node, inp, extra)
             return
         want = "softmax" if kind == "ce" else "sigmoid"
@@ -131,6 +135,11 @@ class SiteChecks:
             # the parameter itself (`def nll(probs, y): ... log(probs)`): what every caller passes
             self.x.add(Site("log_of_probability", "parameters", span, detail="parameter",
                             data=(*_param_data("tensor", tensor), ("input", self.x.code(arg_node)[:80]))))
+        elif (got := self.x.open_elem(a)) is not None:
+            # an element unpacked from a parameter: that element of what every caller passes
+            self.x.add(Site("log_of_probability", "parameters", span, detail="parameter",
+                            data=(*_param_data("tensor", got[0]), ("tensor_elem", got[1]),
+                                  ("input", self.x.code(arg_node)[:80]))))
         elif a.one_plus_exp:
             self.add_305(node, "log(1 + exp(x))", "softplus")
         elif a.sum_exp:

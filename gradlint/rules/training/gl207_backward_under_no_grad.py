@@ -6,7 +6,7 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Severity
 from gradlint.registry import Example, Rule, RuleContext
-from gradlint.facts.training import Assign, iter_events
+from gradlint.facts.training import Assign, Stmt, iter_events
 
 _MAX_CHAIN = 64
 
@@ -160,11 +160,14 @@ def step(out, x):
         by_func: dict[int, list[Assign]] = {}
         for a in facts.assigns:
             by_func.setdefault(a.func, []).append(a)
+        at_line: dict[int, list[Stmt]] = {}
+        for st in facts.stmts:
+            at_line.setdefault(st.line, []).append(st)
         for fn in facts.functions:
             for ev in iter_events(fn.body):
                 if ev.kind != "backward" or not ev.target:
                     continue
-                verdict = _under_no_grad(ev, by_func.get(fn.id, []), set(fn.params))
+                verdict = _under_no_grad(ev, by_func.get(fn.id, []), set(fn.params), facts.stmts, at_line)
                 if verdict is None:
                     continue
                 yield ctx.finding(
@@ -173,7 +176,27 @@ def step(out, x):
                     ev.span, data={"no_grad_line": verdict})
 
 
-def _under_no_grad(ev, assigns: list[Assign], params: set[str]) -> int | None:
+def _dominating(name: str, before: int, made: list[Assign], stmts, at_line: dict[int, list[Stmt]]) -> list[Assign]:
+    """The binding of `name` that every run reaching the statement at line `before` passes last:
+    a plain statement earlier in the same block (the same loop or with body), with no binding of
+    the name on the lines between. Earlier bindings elsewhere (a training loop that reuses `out`
+    before a validation loop) do not reach past it. `made` itself when there is none."""
+    readers = at_line.get(before, [])
+    if len(readers) != 1:
+        return made
+    reader = readers[0]
+    same = [st for st in stmts if st.block == reader.block and st.index < reader.index and name in st.assigned]
+    if not same:
+        return made
+    last = max(same, key=lambda st: st.index)
+    if not last.simple or any(last.line < a.line for a in made):
+        return made
+    picked = [a for a in made if a.line == last.line]
+    return picked or made
+
+
+def _under_no_grad(ev, assigns: list[Assign], params: set[str], stmts=(),
+                   at_line: dict[int, list[Stmt]] | None = None) -> int | None:
     """The line of a no-grad model call the loss comes from, when every model call it comes
     from ran under no-grad and nothing else in it may carry a gradient; else None."""
     no_grad_lines: list[int] = []
@@ -193,6 +216,8 @@ def _under_no_grad(ev, assigns: list[Assign], params: set[str]) -> int | None:
             continue
         seen.add(name)
         made = [a for a in assigns if a.target == name and a.line < before]
+        if at_line is not None and len(made) > 1:
+            made = _dominating(name, before, made, stmts, at_line)
         if not made:
             # a parameter read with grad on may carry a gradient into the loss
             if name in params and name not in ("self", "cls") and not nograd_reader:
@@ -208,5 +233,11 @@ def _under_no_grad(ev, assigns: list[Assign], params: set[str]) -> int | None:
                 no_grad_lines.append(a.line)
             if not a.nograd:
                 todo.extend((n, a.line, a.nograd) for n in a.uses)
+            else:
+                # a binding under no-grad is followed too (`out = model(x)` then `loss = crit(out, y)`,
+                # both in the with-block): an output made with grad upstream stays quiet. The
+                # callables it calls (the model itself, built with grad on) are not outputs.
+                called = {c for c, _ in a.calls}
+                todo.extend((n, a.line, True) for n in a.uses if n not in called)
     # the binding nearest the backward: in the second of two loops that reuse a name, its own line
     return max(no_grad_lines) if no_grad_lines else None
