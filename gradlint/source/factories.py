@@ -190,7 +190,7 @@ def _touched(node: cst.CSTNode, watched: set[str], decisions: dict, live: bool) 
         return _touched(node.value, watched, decisions, live)
     if kind is cst.Return and type(node.value) is cst.Name:
         return False
-    if kind is cst.Call and _applied(node, watched):
+    if kind is cst.Call and _apply_owner(node) in watched:
         # `model.apply(init)`, `for m in model.modules(): nn.init...(m.weight)`: the run follows
         # them (init_walk: Ctor.scoped_inits), and the network is the model as initialised again
         return any(_touched(a, watched, decisions, live) for a in node.args)
@@ -202,11 +202,13 @@ def _touched(node: cst.CSTNode, watched: set[str], decisions: dict, live: bool) 
     return any(_touched(c, watched, decisions, live) for c in node.children)
 
 
-def _applied(call: cst.Call, names: set[str]) -> bool:
-    """`name.apply(fn)` for one of `names`, with one positional argument."""
+def _apply_owner(call: cst.Call) -> str:
+    """`name` of `name.apply(fn)` (one positional argument); "" for any other call."""
     func = call.func
-    return (type(func) is cst.Attribute and func.attr.value == "apply" and type(func.value) is cst.Name
-            and func.value.value in names and len(call.args) == 1 and not call.args[0].star and call.args[0].keyword is None)
+    if (type(func) is cst.Attribute and func.attr.value == "apply" and type(func.value) is cst.Name
+            and len(call.args) == 1 and not call.args[0].star and call.args[0].keyword is None):
+        return func.value.value
+    return ""
 
 
 def _loop_owner(stmt: cst.For) -> str:
@@ -505,9 +507,7 @@ def _applies_at_module_level(fm: FileModel) -> bool:
             return True
         if type(stmt) is cst.SimpleStatementLine:
             for small in stmt.body:
-                call = small.value if type(small) is cst.Expr else None
-                if type(call) is cst.Call and type(call.func) is cst.Attribute and type(call.func.value) is cst.Name \
-                        and _applied(call, {call.func.value.value}):
+                if type(small) is cst.Expr and type(small.value) is cst.Call and _apply_owner(small.value):
                     return True
     return False
 
