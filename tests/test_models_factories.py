@@ -319,9 +319,13 @@ def test_a_model_initialised_again_with_apply_is_modelled_with_that_init():
     # over another model's modules: this one keeps its init
     assert check_source(MLP + "\n\nnet = MLP(3)\nother = MLP(3)\n" + loop.format("other", "")) != []
     assert "net" not in lower(MLP + "\n\nnet = MLP(3)\nother = nn.Linear(3, 3)\n" + loop.format("other", ""))
-    # a loop that hands each module to a call the walk does not follow: the init is unknown, quiet
-    for body in ("        init_weights(m)\n", "        m.reset_parameters()\n",
-                 "        nn.init.zeros_(m.weight)\n        custom(m)\n"):
+    # a loop that hands each module to a function of the file runs it (an apply written out)
+    src = MLP + "\n\ndef build():\n    model = MLP(30)\n    for m in model.modules():\n        init_weights(m)\n" \
+                "    return model\n"
+    assert {p.init.scheme for p in params(lower(src)["build"])} == {"orthogonal"}
+    # one that hands it to a call the walk does not follow: the init is unknown, quiet
+    for body in ("        m.reset_parameters()\n", "        nn.init.zeros_(m.weight)\n        custom(m)\n",
+                 "        init_weights(m, 0.1)\n"):
         src = zeroing + "\n\ndef build():\n    model = MLP(30)\n    for m in model.modules():\n" + body + "    return model\n"
         assert {p.init.scheme for p in params(lower(src)["build"])} == {"unknown"}, body
         assert [f.code for f in check_source(src)] == [], body

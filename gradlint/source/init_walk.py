@@ -219,6 +219,12 @@ class _InitInterpreter(_Walker):
         if isinstance(func, cst.Name) and func.value in ("trunc_normal_", "normal_init", "xavier_init", "kaiming_init"):
             self.init_call(func.value if func.value == "trunc_normal_" else "unknown", call)
             return
+        if isinstance(func, cst.Name) and func.value in fm.functions and _one_positional(call):
+            module = self.ev(call.args[0].value)
+            if isinstance(module, AnyModule):
+                # `for m in self.modules(): init_weights(m)`: an apply written out
+                self._run_on(fm.functions[func.value], module)
+                return
         if isinstance(func, cst.Attribute):
             method = func.attr.value
             owner_expr = func.value
@@ -295,7 +301,12 @@ class _InitInterpreter(_Walker):
             if isinstance(func.value, cst.Name) and func.value.value == "self":
                 method_def = self.env.get("__methods__", {}).get(method)
                 if method_def is not None and method not in ("forward", "__init__"):
-                    fm._call_function(method_def, call, self.env, bound_self=True)
+                    env = self.env
+                    if self.inst is not None and env.get("__instance__") is not self.inst:
+                        # in a loop over a submodule's modules (`for m in self.head.modules():
+                        # self._init(m)`): what the method initialises is the head's
+                        env = {**env, "__instance__": self.inst}
+                    fm._call_function(method_def, call, env, bound_self=True)
                 return
 
     def super_init(self, call: cst.Call) -> None:
@@ -395,9 +406,18 @@ class _InitInterpreter(_Walker):
             if target is not None:
                 target.append((next(self.fm.order), (), "*", InitSpec("unknown", origin=self.fm.src.span(fn_expr, within=self.fm.running))))
             return
+        self._run_on(fn, AnyModule(), self._scoped(scope_ctor) if scope_ctor is not None else self.inst, params)
+
+    def _run_on(self, fn: cst.FunctionDef, module: AnyModule, inst: Instance | None = None,
+                params: list | None = None) -> None:
+        """Run an init function's body with its (first) parameter bound to `module`, each module it
+        is applied to: what it initialises by type goes to `inst` (the walker's by default)."""
+        params = list(fn.params.params) if params is None else params
+        if not params:
+            return
         scope = dict(self.env)
-        scope[params[0].name.value] = AnyModule()
-        sub = _InitInterpreter(self.fm, scope, self._scoped(scope_ctor) if scope_ctor is not None else self.inst)
+        scope[params[0].name.value] = module
+        sub = _InitInterpreter(self.fm, scope, self.inst if inst is None else inst)
         running, self.fm.running = self.fm.running, fn
         try:
             sub.block(fn.body)
@@ -433,7 +453,8 @@ class _InitInterpreter(_Walker):
                 walker.assign_target(stmt.target.elements[0].value, UNKNOWN)
             walker.assign_target(target, AnyModule())
             walker.block(stmt.body)
-            if walker is not self and isinstance(target, cst.Name) and _hands_over(stmt.body, target.value, self.fm):
+            if walker is not self and isinstance(target, cst.Name) and \
+                    _hands_over(stmt.body, target.value, self.fm, self.env.get("__methods__", {})):
                 # `init_weights(m)`, `m.reset_parameters()`: what the loop does to the layers is not
                 # known (after what it was seen to do): their initialisation is unknown
                 walker.inst.type_inits.append(
@@ -579,10 +600,15 @@ def _owner_of(fm: FileModel, info: Any, init: cst.FunctionDef) -> Any:
 _LOOKS = frozenset({"isinstance", "hasattr", "getattr", "type", "print", "len", "str", "repr", "id"})
 
 
-def _hands_over(body: cst.CSTNode, name: str, fm: FileModel) -> bool:
+def _one_positional(call: cst.Call) -> bool:
+    return len(call.args) == 1 and not call.args[0].star and call.args[0].keyword is None
+
+
+def _hands_over(body: cst.CSTNode, name: str, fm: FileModel, methods: dict) -> bool:
     """Whether the loop body passes the module `name` to a call that may initialise it and that the
-    walk does not follow: a function given it (not `nn.init.*`, not a look such as `isinstance`),
-    or a method of its own (`m.reset_parameters()`, `m.init_weights()`)."""
+    walk does not follow: a function given it (not `nn.init.*`, not a look such as `isinstance`,
+    not a function of the file given it alone or a method of the class, which the walk runs), or
+    a method of its own (`m.reset_parameters()`, `m.init_weights()`)."""
     found = []
 
     class V(cst.CSTVisitor):
@@ -592,7 +618,9 @@ def _hands_over(body: cst.CSTNode, name: str, fm: FileModel) -> bool:
                 found.append(node)
             elif any(isinstance(a.value, cst.Name) and a.value.value == name for a in node.args):
                 called = dotted(func) or ""
-                if called not in _LOOKS and not any(q.startswith("torch.nn.init.") for q in fm.qual(func)):
+                followed = (called in fm.functions and _one_positional(node)) or (
+                    called.startswith("self.") and called[5:] in methods)
+                if called not in _LOOKS and not followed and not any(q.startswith("torch.nn.init.") for q in fm.qual(func)):
                     found.append(node)
 
     body.visit(V())
