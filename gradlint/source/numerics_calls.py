@@ -19,7 +19,8 @@ from gradlint.source.engine.fold import as_float
 from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _combine, merge, knows_nothing, required_again,
                                             broken_before_required)
 from gradlint.source.engine.values import truth
-from gradlint.source.engine.walk import children, suite
+from gradlint.source.engine.walk import suite
+from gradlint.source.list_ends import list_end
 from gradlint.source.names import dotted
 
 
@@ -94,58 +95,6 @@ def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
                         return None
                     out.append(small.value)
     return out or None
-
-
-def _holds(node: cst.CSTNode, target: cst.CSTNode) -> bool:
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if n is target:
-            return True
-        stack.extend(children(n))
-    return False
-
-
-def _names(node: cst.CSTNode, name: str) -> bool:
-    """Whether `name` is read or written anywhere in `node` (a nested def or lambda included)."""
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if type(n) is cst.Name and n.value == name:
-            return True
-        stack.extend(children(n))
-    return False
-
-
-def _last_item(node: cst.BaseExpression) -> cst.BaseExpression | None:
-    if type(node) in (cst.List, cst.Tuple) and node.elements and type(node.elements[-1]) is cst.Element:
-        return node.elements[-1].value
-    return None
-
-
-def _appended(small: cst.BaseSmallStatement, name: str) -> cst.BaseExpression | None:
-    """The item a statement puts at the end of the list `name`; None for any other statement."""
-    if type(small) is cst.Expr and type(small.value) is cst.Call:
-        call = small.value
-        f = call.func
-        if type(f) is cst.Attribute and type(f.value) is cst.Name and f.value.value == name and len(call.args) == 1 \
-                and not call.args[0].star and call.args[0].keyword is None:
-            if f.attr.value == "append":
-                return call.args[0].value
-            if f.attr.value == "extend":
-                return _last_item(call.args[0].value)
-        return None
-    if type(small) is cst.AugAssign and type(small.target) is cst.Name and small.target.value == name \
-            and type(small.operator) is cst.AddAssign:
-        return _last_item(small.value)
-    if type(small) is cst.Assign and len(small.targets) == 1 and type(small.targets[0].target) is cst.Name \
-            and small.targets[0].target.value == name:
-        value = small.value
-        if type(value) is cst.BinaryOperation and type(value.operator) is cst.Add and type(value.left) is cst.Name \
-                and value.left.value == name:
-            return _last_item(value.right)
-        return _last_item(value) if type(value) is cst.List else None
-    return None
 
 
 _MAX_REDUCTIONS = frozenset({"torch.logsumexp", "torch.special.logsumexp", "torch.amax"})
@@ -517,33 +466,16 @@ class TensorCalls:
         return V(module=True, callret=last.callret)
 
     def _list_tail(self, call: cst.Call, listed: cst.BaseExpression) -> V | None:
-        """What the list `listed` (a local name) ends with where `call` reads it: the last item the
-        nearest earlier statement of the function's top level that names the list puts at its end
-        (`layers.append(x)`, `layers.extend([..., x])`, `layers += [..., x]`, `layers = [..., x]`,
-        `layers = layers + [..., x]`), with `call` itself in a plain statement of that top level.
-        None for anything else: a loop or branch that touches the list last, another method, an
-        item assignment, a use as an argument (it may change the list), a starred last item."""
+        """What the list `listed` ends with where `call` reads it (source/list_ends.py: which item
+        the function's statements put there last), as this walk evaluated it; None when unknown."""
         fn = getattr(self, "fn_node", None)
-        if type(listed) is not cst.Name or fn is None:
+        item = list_end(fn, call, listed) if fn is not None else None
+        if item is None:
             return None
-        name = listed.value
-        body = suite(fn.body)
-        at = next((i for i, st in enumerate(body) if _holds(st, call)), None)
-        if at is None or not isinstance(body[at], cst.SimpleStatementLine) or len(body[at].body) != 1:
-            return None
-        for st in reversed(body[:at]):
-            if not _names(st, name):
-                continue
-            if not isinstance(st, cst.SimpleStatementLine) or len(st.body) != 1:
-                return None
-            item = _appended(st.body[0], name)
-            if item is None or _names(item, name):
-                return None
-            got = self.memo.get(id(item))
-            if got is None and self.x.muted:
-                got = self.ev(item)  # a builder read ahead of its turn (function_returns)
-            return got
-        return None
+        got = self.memo.get(id(item))
+        if got is None and self.x.muted:
+            got = self.ev(item)  # a builder read ahead of its turn (function_returns)
+        return got
 
     def _q_parameter(self, c: _Call) -> V:
         return V(leaf=True, tensor=True, params=True)
