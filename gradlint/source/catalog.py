@@ -72,6 +72,9 @@ PASSTHROUGH_FUNCTIONS = {
     F + "adaptive_max_pool1d", F + "adaptive_max_pool2d", F + "adaptive_max_pool3d", F + "pad",
     F + "interpolate", F + "pixel_shuffle", "torch.flatten", "torch.dropout",
 }
+# nn.Module methods that move, re-type or put the module in training mode and return it, its
+# layers and their initialisation unchanged (`Generator(ngpu).to(device)`).
+MODULE_MOVES = frozenset({"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "train"})
 # Tensor methods that reshape or re-type without changing the gradient's scale.
 NEUTRAL_METHODS = {
     "view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze",

@@ -102,10 +102,6 @@ def _neutral(v: Any, configs: bool = False) -> tuple:
     return ()
 
 
-# nn.Module methods that return the module itself.
-_RETURNS_ITSELF = frozenset({"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "train"})
-
-
 class ConstructCalls:
     """Call evaluation of FileModel (a mixin: the file's classes, functions, names and budget)."""
 
@@ -173,7 +169,7 @@ class ConstructCalls:
                 return self._call_function(method, call, env, bound_self=True)
         if isinstance(func, cst.Name) and func.value in self.functions and not quals:
             return self._call_function(self.functions[func.value], call, env, bound_self=False)
-        if isinstance(func, cst.Attribute) and func.attr.value in _RETURNS_ITSELF:
+        if isinstance(func, cst.Attribute) and func.attr.value in C.MODULE_MOVES:
             base = self._eval(func.value, env)
             if isinstance(base, Ctor) and base.kind in ("local", "torch"):
                 # `Generator(ngpu).to(device)`, `.cuda()`, `.train()`: nn.Module's methods that

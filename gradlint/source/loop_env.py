@@ -20,6 +20,7 @@ from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.env import LITERAL, Env, Expr, Known, Ref, Returns, same
 from gradlint.source.engine.fold import constant as _constant
 from gradlint.source.engine.values import UNKNOWN, Ctor, DictVal, ListVal, Sym, is_number, str_literal
+from gradlint.source.catalog import MODULE_MOVES
 from gradlint.source.loop_calls import OPTIMIZER_CLASSES
 from gradlint.source.engine.walk import evaluated_children as _children
 from gradlint.source.engine.walk import suite as _suite
@@ -32,8 +33,8 @@ GRAD_SCALERS = frozenset({
 })
 # Methods that change a container in place: what a display built is then not all it holds.
 _MUTATORS = frozenset({"append", "extend", "insert", "update", "setdefault", "add", "__setitem__"})
-_MOVE_METHODS = frozenset({"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "train", "eval",
-                           "requires_grad_", "to_empty", "share_memory"})
+# (the same module object for the loop's facts, whatever its parameters hold afterwards)
+_MOVE_METHODS = MODULE_MOVES | {"eval", "requires_grad_", "to_empty", "share_memory"}
 
 
 def _target_texts(target: cst.BaseExpression) -> list[str]:
