@@ -458,3 +458,40 @@ def test_nn_transformer_shallow_by_position_or_splatted_is_quiet():
     # a `*args` or `**kwargs` may hold the depths: unknown
     assert check_source(_TRANSLATOR.format(args="*cfg"), Config(select=("GL106",))) == []
     assert check_source(_TRANSLATOR.format(args="128, **cfg"), Config(select=("GL106",))) == []
+
+
+_ENCODER = ("import torch.nn as nn\n\n\nclass Encoder(nn.Module):\n    def __init__(self):\n"
+            "        super().__init__()\n        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer({args}), 24)\n\n"
+            "    def forward(self, x):\n        return self.enc(x)\n")
+
+
+def test_norm_first_passed_by_position_is_read():
+    # TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
+    # batch_first, norm_first): the eighth argument True is Pre-LN, which GL106 leaves alone
+    pre = _ENCODER.format(args="512, 8, 2048, 0.1, 'gelu', 1e-5, True, True")
+    assert check_source(pre, Config(select=("GL106",))) == []
+    post = _ENCODER.format(args="512, 8, 2048, 0.1, 'gelu', 1e-5, True, False")
+    found = check_source(post, Config(select=("GL106",)))
+    assert [f.code for f in found] == ["GL106"] and "24 Post-LN" in found[0].message
+
+
+def test_groups_and_bias_passed_by_position_are_read():
+    from gradlint.source import extract_facts, parse
+
+    src = ("import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+           "        self.dw = nn.Conv2d(64, 64, 3, 1, 1, 1, 64, False)\n"
+           "        self.lazy = nn.LazyConv2d(32, 3, 1, 1, 1, 4, False)\n"
+           "        self.fc = nn.Linear(64, 10, False)\n"
+           "        self.full = nn.Conv2d(64, 64, 3, 1, 1)\n"
+           "        dd = {'device': None, 'dtype': None}\n"
+           "        self.kw = nn.Conv2d(64, 64, 3, 1, 1, bias=False, **dd)\n\n"
+           "    def forward(self, x):\n        return self.kw(self.fc(self.full(self.lazy(self.dw(x)))))\n")
+    params = {p.name: p for p in extract_facts(parse("m.py", src)).networks[0].params}
+    # depthwise: each output channel sees one input channel's 3x3 window
+    assert (params["dw"].fan_in, params["dw"].fan_out) == (9, 576)
+    assert params["lazy"].fan_out == 288
+    assert {n: params[n].bias_init.scheme for n in ("dw", "lazy", "fc")} == {"dw": "none", "lazy": "none", "fc": "none"}
+    # the defaults when the arguments are not given: one group, a bias
+    assert params["full"].fan_in == 576 and params["full"].bias_init is None
+    # a `**kwargs` (timm's `**dd`: device and dtype) holds no position
+    assert params["kw"].fan_in == 576 and params["kw"].bias_init.scheme == "none"

@@ -144,7 +144,9 @@ class Lowerer:
             cin = None if lazy else arg.get(0, "in_channels")
             cout = arg.get(0 if lazy else 1, "out_channels")
             k = arg.get(1 if lazy else 2, "kernel_size")
-            groups = arg.kw("groups", 1)
+            # Conv(in, out, kernel, stride, padding, dilation | output_padding, groups, bias, ...):
+            # `groups` is sixth (fifth for a lazy one, which has no `in_channels`)
+            groups = arg.given(5 if lazy else 6, "groups", 1)
             receptive = _receptive(k, kdims)
             if op.startswith("convtranspose"):
                 fan_in = _mul(_div(cout, groups), receptive)
@@ -154,7 +156,8 @@ class Lowerer:
                 fan_out = _mul(cout, receptive)
             default = InitSpec("torch-linear")
         init = self.final_init(ctor, "weight") or default
-        bias_flag = arg.kw("bias", True)
+        bias_flag = arg.given(_BIAS_POSITION[op] - (1 if ctor.cls.startswith("Lazy") else 0), "bias", True) \
+            if op in _BIAS_POSITION else True
         bias_init = self.final_init(ctor, "bias")
         if bias_init is None and bias_flag is False:
             bias_init = InitSpec("none")
@@ -309,13 +312,15 @@ class Lowerer:
             if cls in C.RECURRENT_MODULES:
                 return (self.recurrent(value),)
             if cls in C.TRANSFORMER_LAYERS:
-                nf = _ArgReader(value).kw("norm_first", False)
+                # (d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
+                # batch_first, norm_first, ...): `norm_first` is eighth for both layers
+                nf = _ArgReader(value).given(7, "norm_first", False)
                 return (TransformerBlock(path, C.TRANSFORMER_LAYERS[cls], nf if isinstance(nf, bool) else None, span),)
             if cls in C.TRANSFORMER_STACKS:
                 arg = _ArgReader(value)
                 layer = arg.get(0, "encoder_layer" if cls == "TransformerEncoder" else "decoder_layer")
                 n = arg.get(1, "num_layers")
-                nf = _ArgReader(layer).kw("norm_first", False) if isinstance(layer, Ctor) else None
+                nf = _ArgReader(layer).given(7, "norm_first", False) if isinstance(layer, Ctor) else None
                 kind = C.TRANSFORMER_STACKS[cls]
                 if isinstance(n, int) and n <= MAX_UNROLL:
                     return tuple(TransformerBlock(f"{path}.layers.{i}", kind, nf if isinstance(nf, bool) else None, span) for i in range(n))
@@ -508,6 +513,12 @@ def _hashable(seeds: tuple) -> bool:
     return True
 
 
+# Where the `bias` flag is among a layer's positional arguments (one less for a lazy layer, which
+# has no input size): Linear(in, out, bias), Bilinear(in1, in2, out, bias), convolutions
+# (in, out, kernel, stride, padding, dilation | output_padding, groups, bias, ...).
+_BIAS_POSITION = {"linear": 2, "bilinear": 3, **{f"{c}{d}d": 7 for c in ("conv", "convtranspose") for d in (1, 2, 3)}}
+
+
 class _ArgReader:
     def __init__(self, ctor: Any) -> None:
         self.ctor = ctor
@@ -525,6 +536,23 @@ class _ArgReader:
         if not isinstance(self.ctor, Ctor):
             return default
         return self.ctor.kwargs.get(name, default)
+
+    def given(self, index: int, name: str, default: Any) -> Any:
+        """The argument by keyword or position, else `default`, as `kw` reads a keyword: a
+        `**kwargs` of the call is taken not to hold it (timm passes `**dd`, the device and dtype,
+        to most layers); a `*args` before it hides the position (then `default`)."""
+        if not isinstance(self.ctor, Ctor):
+            return default
+        if name in self.ctor.kwargs:
+            return self.ctor.kwargs[name]
+        node = self.ctor.node
+        given = len(self.ctor.args)
+        if isinstance(node, cst.Call):
+            if any(a.star == "*" for a in node.args):
+                return default
+            # (the arguments also hold an unknown for each `**kwargs`: not a position)
+            given = min(given, sum(1 for a in node.args if a.keyword is None and not a.star))
+        return self.ctor.args[index] if index < given else default
 
     def at(self, index: int, name: str, default: Any) -> Any:
         """The argument by keyword or position, else the signature's default; UNKNOWN when a
