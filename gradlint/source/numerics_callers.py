@@ -4,7 +4,7 @@ over callers (`Extractor.binding` in this file, `facts.numerics.bind_parameters`
 `record_call` keeps the callee as written (`trainer.fit`, `make_trainer().fit`) with the models and
 criteria it passes and the class of its receiver when known (`Call.args`); `_record_passed` keeps
 what a call of a function or method of this file passes, for this file's own join. A mixin of
-`numerics.FunctionWalk`, beside the evaluation of calls (`numerics_calls.TensorCalls`).
+`numerics_walk.FunctionWalk`, beside the evaluation of calls (`numerics_calls.TensorCalls`).
 """
 
 from __future__ import annotations

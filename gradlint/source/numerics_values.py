@@ -52,7 +52,7 @@ class ModuleValues:
         if expr is None or self.def_counts.get(name) != 1 or name in self.module_values or name in self.global_names \
                 or name in self.local_classes or name in self.imports.names:
             return None
-        from gradlint.source.numerics import FunctionWalk  # the walk this mixin belongs to
+        from gradlint.source.numerics_walk import FunctionWalk  # the walk of the file this mixin belongs to
 
         walk = FunctionWalk(self, name, None, quiet=True)
         seen = set(self.references), set(self.class_refs)

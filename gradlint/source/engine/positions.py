@@ -13,7 +13,7 @@ import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from gradlint.findings import SourceSpan
-from gradlint.source.engine.walk import _NODE_TYPES, is_node, source_fields, walk
+from gradlint.source.engine.walk import _NODE_TYPES, is_node, source_fields
 from gradlint.text import split_lines
 
 _EXPRESSIONS: dict[type, type] = {

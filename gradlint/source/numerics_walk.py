@@ -1,0 +1,466 @@
+"""The statements of a function's numerics walk: `FunctionWalk`, one function body (or the module
+body) walked in order with an environment of abstract values (`V`, engine/tensors.py).
+
+The file's walk (`numerics.Extractor`) makes one per function, method and module body; a walk's
+expressions are `numerics_eval.py`, its calls `numerics_calls.py`, its call records
+`numerics_callers.py` and the hazard sites it records `numerics_sites.py` (its mixins). Here: the
+statements (assignments, `with`, loops, returns, grad mode) and the bindings they make, and
+`x.requires_grad = ...`, which is a mistake on a module and a fact of a value on a tensor.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+import libcst as cst
+
+from gradlint.facts.numerics import Call, Function, Site
+from gradlint.source.engine.interp import StatementWalker
+from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, required_again, replace, _passed, merge_env, _item,
+                                             open_value, join_value, broken_before_required)
+from gradlint.source.engine.walk import suite
+from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted
+from gradlint.source.numerics_calls import TensorCalls
+from gradlint.source.numerics_callers import CallRecords
+from gradlint.source.numerics_eval import TensorEval
+from gradlint.source.numerics_quiet import quiet_function
+from gradlint.source.numerics_sites import _param_data, SiteChecks
+
+if TYPE_CHECKING:
+    from gradlint.source.numerics import ClassCtx, Extractor
+
+# Submodules of the models torchvision and timm build, by the names those libraries give them (a
+# torch.nn layer has no attribute of these names, and where one exists it is a module too).
+_LIBRARY_SUBMODULES = frozenset({"layer1", "layer2", "layer3", "layer4", "conv1", "bn1", "fc", "features", "classifier",
+                                 "avgpool", "encoder", "decoder", "heads", "head", "blocks", "stages", "stem",
+                                 "patch_embed", "backbone", "conv_proj"})
+
+
+class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWalker):
+    """Walks one function body in order, keeping the environment of abstract values."""
+
+    # the names the functions enclosing this one bind: such a name is the closure's, so a call of
+    # it is not the top-level function's plain value (Extractor.function_value)
+    enclosing: frozenset[str] = frozenset()
+
+    def __init__(self, x: Extractor, name: str, cls: ClassCtx | None, *, quiet: bool,
+                 globals_: dict[str, V] | None = None) -> None:
+        self.x = x
+        # module-level names (criteria, model instances) seen from inside functions
+        self.globals = globals_ if globals_ is not None else x.globals
+        self.name = name
+        self.cls = cls
+        self.quiet = quiet  # no-grad, eval, metric or init code: no numerics hazard
+        self.nograd = 0
+        # inside the receiver of `.item()`/`.tolist()`: its value leaves autograd at once (a metric)
+        self.leaving = 0
+        self.decorated_nograd = False
+        self.env: dict[str, V] = {}
+        if cls is not None:
+            for attr, val in cls.attrs.items():
+                self.env["self." + attr] = val
+        self.memo: dict[int, V] = {}
+        self.fn_node: cst.FunctionDef | None = None
+        self.returns: list[V | None] = []
+        self.return_nodes: list[cst.Return] = []
+        self.deferred: list[cst.FunctionDef] = []
+        self.module_defs: list[cst.FunctionDef | cst.ClassDef] = []
+        self.calls: dict[Call, None] = {}  # in order, once each
+        # id(value) -> (value, the open parameter called to make it: Extractor.open_param)
+        self.param_outputs: dict[int, tuple[V, tuple[str, str, int]]] = {}
+
+    # -- entry points --------------------------------------------------------------------------
+    def run_function(self, fn: cst.FunctionDef) -> None:
+        qual = ".".join([*self.x.path, self.name])
+        self.qual = qual
+        self.x.path.append(self.name + ".<locals>")
+        self.x.walking.append(qual)
+        try:
+            self._run_function(fn)
+        finally:
+            self.x.path.pop()
+            self.x.walking.pop()
+            self.x.functions.append(Function(qual, nograd=self.decorated_nograd, calls=tuple(self.calls)))
+
+    def _run_function(self, fn: cst.FunctionDef) -> None:
+        self.fn_node = fn
+        for dec in fn.decorators:
+            expr = dec.decorator.func if isinstance(dec.decorator, cst.Call) else dec.decorator
+            if not self.x.q(expr).isdisjoint(NO_GRAD):
+                self.quiet = True
+                self.nograd += 1
+                self.decorated_nograd = True
+        ps = fn.params
+        bound = self._bound_params(fn)
+        sig = self.x.signatures.get(self.qual) if self.x.unit != 0 else None
+        for p in list(ps.posonly_params) + list(ps.params) + list(ps.kwonly_params):
+            name = p.name.value
+            v = bound.get(name)
+            if v is None and sig is not None and (name in sig[0] or name in sig[1]):
+                # unknown here; a caller in another file may pass a model or a criterion (a site
+                # on it names the parameter, and the rules join what the project's callers pass)
+                v = open_value()
+                self.x.open_params[id(v)] = (v, self.qual, name, sig[0].index(name) if name in sig[0] else -1)
+            self.env[name] = v if v is not None else UNKNOWN
+        for star in (ps.star_arg, ps.star_kwarg):
+            if isinstance(star, cst.Param):
+                self.env[star.name.value] = UNKNOWN
+        try:
+            self.walk(suite(fn.body))
+        except RecursionError:
+            # an expression too deep to follow (generated code): this function yields no facts,
+            # the rest of the file still does
+            self.returns = [None]
+
+    def _bound_params(self, fn: cst.FunctionDef) -> dict[str, V]:
+        """The parameters of a top-level function or method as its callers in this file pass them
+        (Extractor.binding); the signature is kept so that later callers can be joined."""
+        qual = self.qual
+        if "<locals>" in qual or qual.count(".") > (self.cls is not None) or not self.x.unit:
+            return {}
+        ps = fn.params
+        positional = [p.name.value for p in list(ps.posonly_params) + list(ps.params)]
+        if self.cls is not None:
+            if any(dotted(d.decorator) == "staticmethod" for d in fn.decorators) or not positional:
+                return {}
+            positional = positional[1:]
+        defaults: dict[str, V] = {}
+        for p in list(ps.posonly_params) + list(ps.params) + list(ps.kwonly_params):
+            if type(p.default) is cst.Call:
+                v = _passed(self.ev(p.default))
+                if v is not UNKNOWN:
+                    defaults[p.name.value] = v  # `criterion=nn.BCELoss()`
+        self.x.signatures[qual] = (tuple(positional), tuple(p.name.value for p in ps.kwonly_params), defaults,
+                                   self.x.unit)
+        bound = self.x.walked_with[qual] = self.x.binding(qual)
+        return bound
+
+    def walk(self, stmts: Iterable[cst.CSTNode]) -> None:
+        # `torch.set_grad_enabled(False)` as a statement of this body (an inference script)
+        # turns grad mode off for what follows, until `set_grad_enabled(True)`
+        disabled = 0
+        for stmt in stmts:
+            self.statement(stmt)
+            mode = self._grad_mode_set(stmt)
+            if mode is False:
+                disabled += 1
+                self.nograd += 1
+            elif mode is True and disabled:
+                disabled -= 1
+                self.nograd -= 1
+        self.nograd -= disabled
+        if self.deferred:
+            closure = self._closure_globals()
+        for fn in self.deferred:
+            nested = FunctionWalk(self.x, fn.name.value, None, quiet=self.quiet or quiet_function(fn.name.value),
+                                  globals_=closure)
+            nested.enclosing = self.enclosing | frozenset(self.env)
+            nested.run_function(fn)
+        self.deferred = []
+
+    def _grad_mode_set(self, stmt: cst.CSTNode) -> bool | None:
+        """The literal mode of a statement `torch.set_grad_enabled(True/False)`, else None."""
+        if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) != 1:
+            return None
+        call = stmt.body[0].value if isinstance(stmt.body[0], cst.Expr) else None
+        if not isinstance(call, cst.Call) or len(call.args) != 1 or call.args[0].keyword is not None:
+            return None
+        arg = call.args[0].value
+        if not (isinstance(arg, cst.Name) and arg.value in ("True", "False")):
+            return None
+        if self.x.q(call.func).isdisjoint(SET_GRAD_ENABLED):
+            return None
+        return arg.value == "True"
+
+    def _closure_globals(self) -> dict[str, V]:
+        """The module's names as a function nested in this one reads them: a name this function
+        binds too is the closure's (`eps = 1e-8` here over a module's `eps = 0`), whose plain
+        value is not followed into the nested function."""
+        shadowed = [k for k in self.env if k in self.globals and self.globals[k].value is not UNKNOWN]
+        if not shadowed:
+            return self.globals
+        out = dict(self.globals)
+        for k in shadowed:
+            out[k] = replace(out[k], value=UNKNOWN)
+        return out
+
+    # -- statements: the walker (engine/interp.py) over V ----------------------------------------
+    # No condition is decided and a `return` does not end the walk: a hazard is a fact of every
+    # path that reaches it, and values join where paths meet (`merge_env`).
+    def evaluate(self, node: cst.BaseExpression) -> V:
+        return self.ev(node)
+
+    def unknown(self) -> V:
+        return UNKNOWN
+
+    def function_def(self, node: cst.FunctionDef) -> None:
+        if self.cls is None and self.name == "<module>":
+            self.module_defs.append(node)
+        else:
+            self.deferred.append(node)
+
+    def class_def(self, node: cst.ClassDef) -> None:
+        if self.name == "<module>":
+            self.module_defs.append(node)
+        else:
+            self.x.walk_class(node, self.quiet)
+
+    def condition(self, stmt: cst.If) -> bool | None:
+        self.x.discarded.add(id(stmt.test))
+        self.ev(stmt.test)
+        return None
+
+    def expr_stmt(self, small: cst.Expr) -> None:
+        self.x.discarded.add(id(small.value))
+        self.ev(small.value)
+
+    def while_stmt(self, stmt: cst.While) -> None:
+        self.x.discarded.add(id(stmt.test))
+        super().while_stmt(stmt)
+
+    def fork(self) -> dict[str, V]:
+        return dict(self.env)
+
+    def restore(self, before: dict[str, V]) -> None:
+        self.env = dict(before)
+
+    def settle(self, before: dict[str, V]) -> dict[str, V]:
+        return self.env
+
+    def join_branches(self, stmt: cst.CSTNode, before: dict, first: dict[str, V], second: dict[str, V]) -> None:
+        self.env = merge_env(first, second)
+
+    def join_loop(self, stmt: cst.For | cst.While, before: dict[str, V]) -> None:
+        self.env = merge_env(before, self.env)
+
+    def for_stmt(self, node: cst.For) -> None:
+        it = self.ev(node.iter)
+        self._bind_loop_target(node.target, node.iter, it)
+        self.loop_body(node)
+        self.loop_else(node)
+
+    def with_stmt(self, node: cst.With) -> None:
+        entered = 0
+        for item in node.items:
+            expr = item.item
+            func = expr.func if isinstance(expr, cst.Call) else expr
+            names = self.x.q(func)
+            if not names.isdisjoint(NO_GRAD) or (
+                    not names.isdisjoint(SET_GRAD_ENABLED) and isinstance(expr, cst.Call) and expr.args
+                    and isinstance(expr.args[0].value, cst.Name) and expr.args[0].value.value == "False"):
+                entered += 1
+            else:
+                val = self.ev(expr)
+                if item.asname is not None:
+                    self.bind(item.asname.name, val)
+        self.nograd += entered
+        self.block(node.body)
+        self.nograd -= entered
+
+    def assign_stmt(self, node: cst.Assign) -> None:
+        val = self.ev(node.value)
+        if type(node.value) is cst.Attribute and node.value.attr.value == "apply" and isinstance(
+                node.value.value, cst.Name) and node.value.value.value in self.x.autograd_classes:
+            for t in node.targets:
+                if type(t.target) is cst.Name:
+                    self.x.aliases.append((t.target.value, node.value.value.value))
+        for t in node.targets:
+            self.assign(t.target, val, node.value)
+
+    def augmented(self, node: cst.AugAssign, target_val: V, val: V) -> V:
+        op = node.operator
+        if isinstance(op, cst.DivideAssign):
+            self.check_divide(node, target_val, val, node.value)
+        return self.binop_value(_AUG.get(type(op)), target_val, val, node.target, node.value, node)
+
+    def return_stmt(self, node: cst.Return) -> None:
+        if node.value is not None:
+            val = self.ev(node.value)
+            self.returns.append(None if isinstance(node.value, cst.Tuple) else val)
+            self.return_nodes.append(node)
+        else:
+            self.returns.append(None)
+
+    def other_small(self, node: cst.BaseSmallStatement) -> None:
+        for child in node.children:
+            if isinstance(child, cst.BaseExpression):
+                self.ev(child)
+
+    def _bind_loop_target(self, target: cst.BaseAssignTargetExpression, it_node: cst.BaseExpression, it: V) -> None:
+        module_iter = False
+        named = False
+        while isinstance(it_node, cst.Subscript) or (
+                isinstance(it_node, cst.Call) and isinstance(it_node.func, cst.Name)
+                and it_node.func.value in ("list", "tuple") and len(it_node.args) == 1):
+            # `list(model.children())[:3]`: some of the same modules
+            it_node = it_node.value if isinstance(it_node, cst.Subscript) else it_node.args[0].value
+        if isinstance(it_node, cst.Call) and isinstance(it_node.func, cst.Attribute):
+            meth = it_node.func.attr.value
+            module_iter = meth in ("modules", "children", "named_modules", "named_children")
+            named = meth.startswith("named_")
+        if module_iter and not named and isinstance(target, cst.Name):
+            self.bind_name(target.value, V(module=True))
+            return
+        if module_iter and named and isinstance(target, cst.Tuple) and len(target.elements) == 2:
+            first, second = target.elements
+            self.bind(first.value, UNKNOWN)
+            self.bind(second.value, V(module=True))
+            return
+        self.bind(target, UNKNOWN)
+
+    def bind(self, target: cst.BaseExpression, val: V) -> None:
+        """A target of a comprehension, a walrus or a loop gets `val` (a tuple target: `unpack`)."""
+        self.assign_target(target, val)
+
+    def unpack(self, val: V, count: int) -> list | None:
+        """`validity, label = D(x)`: each target gets its element when the length is known (a
+        tuple literal's, or a model output's whose forward returns a tuple)."""
+        ref = self.x.open_param(val)
+        if ref is not None:
+            # a parameter's elements: what the callers pass decides each (facts.bind_parameters)
+            out = []
+            for i in range(count):
+                v = open_value()
+                self.x.open_elems[id(v)] = (v, *ref, i)
+                out.append(v)
+            return out
+        known = len(val.elems) == count if val.elems is not None else bool(val.out)
+        return [_item(val, i) or UNKNOWN for i in range(count)] if known else None
+
+    def bind_name(self, name: str, val: V) -> None:
+        self.env[name] = val
+        if self.name == "<module>" and self.cls is None:
+            self._module_binding(name, val)
+
+    def _module_binding(self, name: str, val: V) -> None:
+        """Every binding of a module-level name joins into its plain value (Extractor._module_value)."""
+        known = self.x.module_values
+        known[name] = join_value(known[name], val.value) if name in known else val.value
+
+    def bind_attribute(self, target: cst.BaseExpression, val: V) -> None:
+        key = dotted(target)
+        if key:
+            self.env[key] = val
+
+    bind_subscript = bind_attribute
+
+    def assign(self, target: cst.BaseExpression, val: V, value_node: cst.BaseExpression | None = None) -> None:
+        if self.nograd and not val.nograd:
+            val = replace(val, cut="torch.no_grad()", cut_span=self.x.where(value_node) if value_node else None)
+        if type(target) is cst.Attribute:
+            attr = target.attr.value
+            if attr == "require_grad":
+                self.x.add(Site("requires_grad_on_module", "typo", self.x.span(target), detail=self.x.code(target)))
+                return
+            if attr == "requires_grad":
+                self.requires_grad_set(target.value, value_node, self.x.where(target))
+                return
+            if attr == "data" or attr == "grad":
+                return
+        if type(target) in (cst.Tuple, cst.List) and type(value_node) in (cst.Tuple, cst.List) and len(
+                target.elements) == len(value_node.elements):
+            for t, v in zip(target.elements, value_node.elements):
+                self.assign(t.value, self.memo.get(id(v.value), UNKNOWN), v.value)
+            return
+        self.assign_target(target, val)
+
+    def requires_grad_set(self, holder: cst.BaseExpression, value_node: cst.BaseExpression | None,
+                          where: Where) -> None:
+        """`x.requires_grad = ...`: on a module it sets a plain attribute; on a computed value it is
+        remembered for the backward call."""
+        truth = value_node is None or not (isinstance(value_node, cst.Name) and value_node.value == "False")
+        hv = self.ev(holder)
+        key = dotted(holder)
+        if hv.module:
+            self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder)))
+            return
+        if hv.inst and not hv.params:
+            self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder),
+                            classes=tuple(sorted(hv.inst)), want="module"))
+            return
+        if (model := self.x.open_param(hv)) is not None:
+            # a parameter: a module when the project's callers all pass one
+            self.x.add(Site("requires_grad_on_module", "parameters", where.span, detail=self.x.code(holder),
+                            data=tuple(_param_data("model", model))))
+            return
+        if (held := self._open_param_path(holder)) is not None:
+            # `model.encoder` of a parameter: a module when the callers all pass a model whose
+            # class owns a submodule at that path (facts.numerics.bind_parameters)
+            self.x.add(Site("requires_grad_on_module", "parameters", where.span, detail=self.x.code(holder),
+                            data=(*_param_data("model", held[0]), ("model_path", held[1]))))
+            return
+        if type(holder) is cst.Attribute and holder.attr.value in _LIBRARY_SUBMODULES and self.ev(holder.value).module:
+            # `resnet.layer1.requires_grad = False` on a model torchvision or timm builds (or any
+            # module): these names are submodules there, never tensors
+            self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder)))
+            return
+        if (owned := self._instance_path(holder)) is not None:
+            # `m.backbone.requires_grad = ...` on an instance of a class of the project: a module
+            # when the class holds a submodule at that path (facts.numerics.holds)
+            self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder),
+                            classes=owned[0], want="module-path", data=(("model_path", owned[1]),)))
+            return
+        if key == "self" and self.cls is not None and not self.cls.reads_requires_grad:
+            self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail="self", classes=(self.cls.name,),
+                            want="module"))
+            return
+        if truth and key and broken_before_required(hv):
+            self.env[key] = replace(hv, rg=hv.rg | {(where, key)})
+        elif truth and key and hv.leaf and hv.const and hv.tensor:
+            self.env[key] = _TRAINABLE  # `W.requires_grad = True` on a factory's tensor
+        elif truth and key and (again := required_again(hv)) is not None:
+            self.env[key] = again  # `loss = loss.detach(); loss.requires_grad = True`
+
+    def _instance_path(self, holder: cst.BaseExpression) -> tuple[tuple[str, ...], str] | None:
+        """(the classes, the attribute path below) when `holder` is a chain of attributes on an
+        instance of a class of the project (`model.backbone`, `self.net.encoder.layers`)."""
+        parts: list[str] = []
+        node = holder
+        while type(node) is cst.Attribute:
+            parts.append(node.attr.value)
+            node = node.value
+            if dotted(node) is None:
+                return None
+            v = self.ev(node)
+            if v.inst and not v.params and not v.module:
+                return tuple(sorted(v.inst)), ".".join(reversed(parts))
+            if v is not UNKNOWN:
+                return None
+        return None
+
+    def _open_param_path(self, holder: cst.BaseExpression) -> tuple[tuple[str, str, int], str] | None:
+        """(the open parameter, the attribute path below it) when `holder` is a chain of attributes
+        on one (`model.encoder`, `self.model.blocks` with `self.model = model` in `__init__`)."""
+        parts: list[str] = []
+        node = holder
+        while type(node) is cst.Attribute:
+            parts.append(node.attr.value)
+            node = node.value
+            key = dotted(node)
+            if key is None:
+                return None
+            if key in self.env:
+                ref = self.x.open_param(self.env[key])
+                return (ref, ".".join(reversed(parts))) if ref is not None else None
+        return None
+
+    def _record_wrapper(self, fn: cst.FunctionDef) -> None:
+        """`def op(x): return MyFn.apply(x)` makes `op` a name under which MyFn can be gradchecked."""
+        if not self.x.autograd_classes:
+            return
+        found: set[str] = set()
+        x = self.x
+
+        class Apply(cst.CSTVisitor):
+            def visit_Attribute(self, node: cst.Attribute) -> None:
+                if node.attr.value == "apply" and isinstance(node.value, cst.Name) and \
+                        node.value.value in x.autograd_classes:
+                    found.add(node.value.value)
+
+        fn.visit(Apply())
+        for cls in sorted(found):  # facts must not depend on the hash seed
+            x.aliases.append((fn.name.value, cls))
+
+
+_AUG = {cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
+        cst.DivideAssign: cst.Divide, cst.PowerAssign: cst.Power}
