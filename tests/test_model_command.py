@@ -257,3 +257,4 @@ def test_json_shows_the_init_that_init_functions_given_the_instance_leave():
     head = schemes("CallsZeroOnHead")
     assert head.pop("head.0") == "zeros" and set(head.values()) == {"torch-linear"}
     assert set(schemes("ZeroedThenReinitialised").values()) == {"unknown"}
+    assert set(schemes("ZeroedThenReset").values()) == {"unknown"}

@@ -555,10 +555,11 @@ class _InitInterpreter(_Walker):
                 walker.assign_target(stmt.target.elements[0].value, UNKNOWN)
             walker.assign_target(target, AnyModule())
             walker.block(stmt.body)
-            if walker is not self and isinstance(target, cst.Name) and \
+            if walker.inst is not None and isinstance(target, cst.Name) and \
                     _hands_over(stmt.body, target.value, self.fm, self.env.get("__methods__", {})):
                 # `init_weights(m)`, `m.reset_parameters()`: what the loop does to the layers is not
-                # known (after what it was seen to do): their initialisation is unknown
+                # known (after what it was seen to do): their initialisation is unknown, over
+                # `self.modules()` as over a submodule's or a built model's
                 walker.inst.type_inits.append(
                     (next(self.fm.order), (), "*", InitSpec("unknown", origin=self.fm.src.span(stmt, within=self.fm.running))))
             return
