@@ -241,3 +241,20 @@ def test_text_prints_a_run_of_identical_layers_once_under_a_count_and_json_keeps
     assert "×" not in three and three.count("linear 8 -> 8") == 3  # three of a kind read fine as they are
     models, _ = _models(tmp_path, DEEP, "deep2.py")
     assert sum(n["kind"] == "param" for n in models["DeepTanh"]["nodes"]) == 41
+
+
+def test_json_shows_the_init_that_init_functions_given_the_instance_leave():
+    # models_as_written: `zero_every_linear(self)` zeroes every layer, given `self.head` the head
+    # only; an init function of another file given `self` after the zeroing leaves it unknown
+    result = run_cli("model", "--format", "json", str(FIXTURES / "architecture" / "models_as_written.py"))
+    assert result.returncode == 0, result.stderr
+    by_name = {m["name"]: m for m in json.loads(result.stdout)}
+
+    def schemes(name):
+        return {n["name"]: n["init"]["scheme"] for n in _all_nodes(by_name[name]["nodes"]) if n["kind"] == "param"}
+
+    assert set(schemes("CallsZeroOnSelf").values()) == {"zeros"}
+    head = schemes("CallsZeroOnHead")
+    assert head.pop("head.0") == "zeros" and set(head.values()) == {"torch-linear"}
+    assert set(schemes("ZeroedThenReinitialised").values()) == {"unknown"}
+    assert set(schemes("ZeroedThenReset").values()) == {"unknown"}

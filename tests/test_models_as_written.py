@@ -347,3 +347,86 @@ def test_a_module_dict_built_from_dict_is_read_by_its_keys_as_attributes():
     # a key the dict does not hold stays unknown (opaque), never a finding
     missing = MODULE_DICT.replace("x = self.transformer.wte(x)", "x = self.transformer.wpe(x)")
     assert any(isinstance(n, Opaque) for n in walk(lower(missing)[0]["GPT"].nodes))
+
+
+AS_WRITTEN = ROOT / "fixtures" / "architecture" / "models_as_written.py"
+
+
+def inits(network) -> dict[str, str]:
+    return {n.name: n.init.scheme for n in walk(network.nodes) if isinstance(n, Param)}
+
+
+def test_init_functions_given_the_instance_or_a_submodule_run_in_init():
+    """`zero_every_linear(self)` in __init__ runs as `self.apply` would; given `self.head`, it
+    reaches the head only; `zero_head_of(self)` reads `model.head` as `self.head`. A function of
+    another file given `self`, or a loop that hands each module to one (or to `m.reset_parameters()`,
+    which puts torch's default back: measured, the weights are no longer zero), leaves the layers'
+    initialisation unknown: quiet (the fixture's expectations: test_architecture)."""
+    nets, _ = lower(AS_WRITTEN.read_text(), str(AS_WRITTEN))
+    assert set(inits(nets["CallsZeroOnSelf"]).values()) == {"zeros"}
+    assert set(inits(nets["CallsApplyOnSelf"]).values()) == {"zeros"}
+    head_only = inits(nets["CallsZeroOnHead"])
+    assert head_only.pop("head.0") == "zeros" and set(head_only.values()) == {"torch-linear"}
+    head_only = inits(nets["ZeroesHeadThroughFunction"])
+    assert head_only.pop("head") == "zeros" and set(head_only.values()) == {"torch-linear"}
+    for name in ("ZeroedThenReinitialised", "ZeroedThenReset", "ZeroedThenOtherFileLoop"):
+        assert set(inits(nets[name]).values()) == {"unknown"}, name
+    # a function of the file that only looks (print, isinstance) leaves the zeroing as it was
+    assert set(inits(nets["ZeroedThenDescribed"]).values()) == {"zeros"}
+
+
+INIT_CALLS = '''
+import torch.nn as nn
+from mmcv.cnn import kaiming_init, constant_init
+
+
+def zero_all(module, std=0.0):
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.zeros_(m.weight)
+
+
+class Base(nn.Module):
+    def __init__(self):
+        super().__init__()
+
+
+class Net(Base):
+    def __init__(self, d=64, n=6):
+        Base.__init__(self)
+        self.body = nn.Sequential(*[nn.Sequential(nn.Linear(d, d), nn.ReLU()) for _ in range(n)])
+        self.head = nn.Linear(d, 10)
+        CALL
+
+    def _zero(self):
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.weight)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+'''
+
+
+def test_init_calls_given_modules_in_init_are_followed_or_unknown():
+    def net(call: str) -> dict[str, str]:
+        return inits(lower(INIT_CALLS.replace("CALL", call))[0]["Net"])
+
+    # functions of the file, however the module is passed, and what they call on it
+    for call in ("zero_all(self)", "zero_all(module=self, std=0.1)", "zero_all(self, 0.1)"):
+        assert set(net(call).values()) == {"zeros"}, call
+    # `module._zero()` on the instance it was given: the class's method, as `self._zero()`
+    by_method = INIT_CALLS.replace("    for m in module.modules():\n        if", "    module._zero()\n    for m in []:\n        if")
+    assert by_method != INIT_CALLS
+    assert set(inits(lower(by_method.replace("CALL", "zero_all(self)"))[0]["Net"]).values()) == {"zeros"}
+    # a module built here and handed to mmcv's init before it is kept: its init is unknown
+    layer = net("layer = nn.Linear(64, 10)\n        kaiming_init(layer)\n        self.head = layer")
+    assert layer.pop("head") == "unknown" and set(layer.values()) == {"torch-linear"}
+    assert net("constant_init(self.head, 0)")["head"] == "unknown"
+    assert net("kaiming_init(self.body)")["body.0.0"] == "unknown" and net("kaiming_init(self.body)")["head"] == "torch-linear"
+    # a function of the file that cannot be bound to what it is given: unknown
+    assert set(net("zero_all(std=0.1, other=self)").values()) == {"unknown"}
+    # calls that name or look at the instance, or a container's own methods: not hand-overs
+    for call in ("print(self)", "setattr(self, 'extra', nn.ReLU())", "Base.__init__(self)",
+                 "self.body.insert(0, self.head)", "isinstance(self.head, nn.Linear)", "self.head.requires_grad_(False)"):
+        assert set(net(call).values()) == {"torch-linear"}, call

@@ -219,12 +219,8 @@ class _InitInterpreter(_Walker):
         if isinstance(func, cst.Name) and func.value in ("trunc_normal_", "normal_init", "xavier_init", "kaiming_init"):
             self.init_call(func.value if func.value == "trunc_normal_" else "unknown", call)
             return
-        if isinstance(func, cst.Name) and func.value in fm.functions and _one_positional(call):
-            module = self.ev(call.args[0].value)
-            if isinstance(module, AnyModule):
-                # `for m in self.modules(): init_weights(m)`: an apply written out
-                self._run_on(fm.functions[func.value], module)
-                return
+        if isinstance(func, cst.Name) and func.value in fm.functions and self._module_call(call):
+            return
         if isinstance(func, cst.Attribute):
             method = func.attr.value
             owner_expr = func.value
@@ -236,6 +232,9 @@ class _InitInterpreter(_Walker):
                     seen = self.ev(owner_expr)  # a dotted name: nothing runs, a block of another file is marked
                     if isinstance(seen, Ctor) and seen.extern is not None:
                         seen.reached = True  # `self.block.init_weights()`: not in the other file's IR
+                    elif type(seen) is Instance and seen is self.inst:
+                        # `module.init_weights()` in a function given the instance: as `self.init_weights()`
+                        owner_expr = cst.Name("self")
             if method == "append" and call.args:
                 target = owner.items if isinstance(owner, ListVal) else owner.items if isinstance(owner, Ctor) and owner.items is not None else None
                 if target is not None:
@@ -259,7 +258,8 @@ class _InitInterpreter(_Walker):
                     if owner.keys is not None:
                         owner.keys.append(str(key))
                 return
-            if method == "apply" and call.args and isinstance(owner_expr, cst.Name) and owner_expr.value == "self":
+            if method == "apply" and call.args and (isinstance(owner_expr, cst.Name) and owner_expr.value == "self"
+                                                    or type(owner) is Instance and owner is self.inst):
                 self.apply_fn(call.args[0].value)
                 return
             if method == "apply" and call.args and isinstance(owner, Ctor):
@@ -298,7 +298,7 @@ class _InitInterpreter(_Walker):
                     return
                 self.super_init(call)
                 return
-            if isinstance(func.value, cst.Name) and func.value.value == "self":
+            if isinstance(owner_expr, cst.Name) and owner_expr.value == "self":
                 method_def = self.env.get("__methods__", {}).get(method)
                 if method_def is not None and method not in ("forward", "__init__"):
                     env = self.env
@@ -308,6 +308,10 @@ class _InitInterpreter(_Walker):
                         env = {**env, "__instance__": self.inst}
                     fm._call_function(method_def, call, env, bound_self=True)
                 return
+        if _may_initialise(func, self.env, fm):
+            # `weight_init.c2_xavier_fill(self.fc)`, `named_apply(fn, self)`: a function of another
+            # file (or a name bound here) given a module of the instance
+            self._module_call(call)
 
     def super_init(self, call: cst.Call) -> None:
         """`super().__init__(...)` of a class whose base is a class of this file: the base's
@@ -371,6 +375,8 @@ class _InitInterpreter(_Walker):
             return
         target = self.ev(call.args[0].value)
         if not isinstance(target, TensorRef):
+            # mmcv's `kaiming_init(self.conv)`, `normal_init(m, std=0.01)`: given a module
+            self._module_call(call)
             return
         params = dict(C.INIT_DEFAULTS.get(scheme, {}))
         for i, pname in enumerate(C.INIT_POSITIONAL.get(scheme, ())):
@@ -408,6 +414,98 @@ class _InitInterpreter(_Walker):
             return
         self._run_on(fn, AnyModule(), self._scoped(scope_ctor) if scope_ctor is not None else self.inst, params)
 
+    def _module_call(self, call: cst.Call) -> bool:
+        """A call given the loop's module, the instance under construction (`self`) or a module
+        built in it (`self.body`, a local `layer`): a function of the file runs with it, an apply
+        written out (`_run_on`, `_run_given`); any other call may initialise what it is given, so
+        the initialisation of the layers it reaches is unknown. False when it is given none."""
+        func = call.func
+        fn = self.fm.functions.get(func.value) if type(func) is cst.Name else None
+        if fn is not None and _one_positional(call) and isinstance(module := self.ev(call.args[0].value), AnyModule):
+            self._run_on(fn, module)  # `for m in self.modules(): init_weights(m)`
+            return True
+        given = self._modules_given(call)
+        if not given:
+            return False
+        if fn is not None:
+            self._run_given(fn, call, given)
+        else:
+            for value in given.values():
+                self._unknown_init(value, call)
+        return True
+
+    def _modules_given(self, call: cst.Call) -> dict[int, Any]:
+        """The arguments of `call` (by index) that are the instance under construction or a module
+        built for it, read from names only (`self`, `self.body`, `layer`), in a class's construction."""
+        inst = self.env.get("__instance__")
+        if type(inst) is not Instance:
+            return {}
+        given: dict[int, Any] = {}
+        for i, a in enumerate(call.args):
+            if a.star or dotted(a.value) is None:
+                continue
+            value = inst if type(a.value) is cst.Name and a.value.value == "self" else self.ev(a.value)
+            if type(value) is Instance or type(value) is Ctor and (value.kind in ("torch", "local") or value.extern is not None):
+                given[i] = value
+        return given
+
+    def _unknown_init(self, value: Instance | Ctor, node: cst.CSTNode) -> None:
+        """Every layer `value` holds is initialised by code the walk does not follow."""
+        spec = InitSpec("unknown", origin=self.fm.src.span(node, within=self.fm.running))
+        # (a block of another file keeps its forward: its layers' inits are unknown, extern_inits)
+        inits = value.type_inits if type(value) is Instance else value.scoped_inits
+        inits.append((next(self.fm.order), (), "*", spec))
+
+    def _run_given(self, fn: cst.FunctionDef, call: cst.Call, given: dict[int, Any]) -> None:
+        """`init_all(self)`, `init_all(self.body, std=0.02)`: a function of the file run with its
+        parameters bound to the call's arguments, those of `given` to the modules themselves (the
+        instance: `module.modules()`, `module.apply(fn)` and `module.head` read as `self`'s; a
+        module: scoped to it, as `self.body.apply(fn)`). Where the walk cannot follow it (nested
+        too deep, an argument it cannot bind), what it was given is initialised unknown."""
+        fm = self.fm
+        params = list(fn.params.params)
+        names = {p.name.value for p in (*params, *fn.params.kwonly_params)}
+        bound: dict[str, Any] = {}
+        positions: set[int] = set()
+        position, open_positions = 0, False
+        for i, a in enumerate(call.args):
+            name = None
+            if a.keyword is not None:
+                name = a.keyword.value if a.keyword.value in names else None
+            elif a.star:
+                open_positions = open_positions or a.star == "*"
+                continue
+            else:
+                name = params[position].name.value if position < len(params) and not open_positions else None
+                if i in given:
+                    positions.add(position)
+                position += 1
+            if i in given:
+                if name is None:
+                    bound.clear()
+                    break
+                bound[name] = given[i]
+        if fm.depth >= MAX_DEPTH or len(bound) != len(given):
+            for value in given.values():
+                self._unknown_init(value, call)
+            return
+        scope: dict = {k: v for k, v in self.env.items() if k.startswith("self") or k.startswith("__")}
+        # the other arguments bound as a call binds them; the modules given are bound as they are
+        # (not looked up as configs of other files: `fm.config_of_call`)
+        pos, kw, open_pos, open_kw = fm.bound_args(call, self.env)
+        pos = [None if p in positions else v for p, v in enumerate(pos)]
+        kw = {k: None if k in bound else v for k, v in kw.items()}
+        fm._bind_params(params, fn.params, call, self.env, scope, bound=(pos, kw, open_pos, open_kw))
+        scope.update(bound)
+        inst = next((v for v in given.values() if type(v) is Instance), self.inst)
+        fm.depth += 1
+        running, fm.running = fm.running, fn
+        try:
+            _InitInterpreter(fm, scope, inst).block(fn.body)
+        finally:
+            fm.depth -= 1
+            fm.running = running
+
     def _run_on(self, fn: cst.FunctionDef, module: AnyModule, inst: Instance | None = None,
                 params: list | None = None) -> None:
         """Run an init function's body with its (first) parameter bound to `module`, each module it
@@ -443,20 +541,25 @@ class _InitInterpreter(_Walker):
             if not (isinstance(owner_expr, cst.Name) and owner_expr.value == "self"):
                 # `for m in self.head.modules()`, `for m in model.modules()`: that module's layers
                 # only (as `self.head.apply(fn)`); of a module not known, nothing is known to be
-                # reached, and nothing is recorded
+                # reached, and nothing is recorded. `module.modules()` in a function given the
+                # instance (`init_all(self)`) is a loop over `self.modules()`.
                 owner = self.ev(owner_expr)
-                if not isinstance(owner, Ctor):
+                if type(owner) is Instance and owner is self.inst:
+                    pass
+                elif not isinstance(owner, Ctor):
                     return
-                walker = _InitInterpreter(self.fm, self.env, self._scoped(owner))
+                else:
+                    walker = _InitInterpreter(self.fm, self.env, self._scoped(owner))
             target = stmt.target.elements[1].value if named else stmt.target
             if named:
                 walker.assign_target(stmt.target.elements[0].value, UNKNOWN)
             walker.assign_target(target, AnyModule())
             walker.block(stmt.body)
-            if walker is not self and isinstance(target, cst.Name) and \
+            if walker.inst is not None and isinstance(target, cst.Name) and \
                     _hands_over(stmt.body, target.value, self.fm, self.env.get("__methods__", {})):
                 # `init_weights(m)`, `m.reset_parameters()`: what the loop does to the layers is not
-                # known (after what it was seen to do): their initialisation is unknown
+                # known (after what it was seen to do): their initialisation is unknown, over
+                # `self.modules()` as over a submodule's or a built model's
                 walker.inst.type_inits.append(
                     (next(self.fm.order), (), "*", InitSpec("unknown", origin=self.fm.src.span(stmt, within=self.fm.running))))
             return
@@ -598,6 +701,28 @@ def _owner_of(fm: FileModel, info: Any, init: cst.FunctionDef) -> Any:
 
 # Calls that only look at a module.
 _LOOKS = frozenset({"isinstance", "hasattr", "getattr", "type", "print", "len", "str", "repr", "id"})
+# Methods of a module that do not initialise it (`len(list(m.parameters()))`, `m.requires_grad_(False)`).
+_MODULE_LOOKS = C.MODULE_MOVES | {
+    "parameters", "named_parameters", "buffers", "named_buffers", "children", "named_children", "modules",
+    "named_modules", "requires_grad_", "eval", "extra_repr", "state_dict", "zero_grad", "get_submodule",
+    "get_parameter", "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
+}
+# ... or name it, or set what it holds (which the walk reads where it is written)
+_NAMES = _LOOKS | {"setattr", "delattr", "vars", "callable", "dir", "super"}
+
+
+def _may_initialise(func: cst.BaseExpression, env: dict, fm: FileModel) -> bool:
+    """Whether a call statement's function may initialise the modules it is given, unseen: a
+    function by its name or dotted path (of another file, or bound here), not a function of the
+    file (run where it is given a module), not a look (`isinstance`), not a method of a value
+    (`self.blocks.insert(0, layer)`, `layers.append(layer)`), not a base's `Base.__init__(self)`."""
+    name = dotted(func)
+    if name is None or name in _NAMES or name.endswith(".__init__"):
+        return False
+    root = name.split(".", 1)[0]
+    if root == "self" or "." in name and root in env:
+        return False
+    return not (type(func) is cst.Name and func.value in fm.functions)
 
 
 def _one_positional(call: cst.Call) -> bool:
@@ -608,14 +733,15 @@ def _hands_over(body: cst.CSTNode, name: str, fm: FileModel, methods: dict) -> b
     """Whether the loop body passes the module `name` to a call that may initialise it and that the
     walk does not follow: a function given it (not `nn.init.*`, not a look such as `isinstance`,
     not a function of the file given it alone or a method of the class, which the walk runs), or
-    a method of its own (`m.reset_parameters()`, `m.init_weights()`)."""
+    a method of its own that may (`m.reset_parameters()`, `m.init_weights()`; not `m.parameters()`)."""
     found = []
 
     class V(cst.CSTVisitor):
         def visit_Call(self, node: cst.Call) -> None:
             func = node.func
             if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == name:
-                found.append(node)
+                if func.attr.value not in _MODULE_LOOKS:
+                    found.append(node)
             elif any(isinstance(a.value, cst.Name) and a.value.value == name for a in node.args):
                 called = dotted(func) or ""
                 followed = (called in fm.functions and _one_positional(node)) or (

@@ -385,6 +385,10 @@ class FileModel(ConstructCalls):
             base = self._eval(e.value, env)
             if isinstance(base, Ctor) and base.kind == "config" and base.instance is not None:
                 return base.instance.attrs.get(e.attr.value, Sym(text) if text else UNKNOWN)
+            if type(base) is Instance:
+                # `module.head` in an init function given the instance under construction
+                # (init_walk._InitInterpreter._run_given): its attribute, as `self.head`
+                return base.attrs.get(e.attr.value, Sym(text) if text else UNKNOWN)
             if isinstance(base, (Ctor, AnyModule)):
                 if isinstance(base, Ctor) and base.instance is not None and e.attr.value in base.instance.attrs:
                     return base.instance.attrs[e.attr.value]
