@@ -717,12 +717,20 @@ def _may_initialise(func: cst.BaseExpression, env: dict, fm: FileModel) -> bool:
     file (run where it is given a module), not a look (`isinstance`), not a method of a value
     (`self.blocks.insert(0, layer)`, `layers.append(layer)`), not a base's `Base.__init__(self)`."""
     name = dotted(func)
-    if name is None or name in _NAMES or name.endswith(".__init__"):
+    if name is None or name in _NAMES or name.endswith(".__init__") or _logs(name.rpartition(".")[2]):
         return False
     root = name.split(".", 1)[0]
     if root == "self" or "." in name and root in env:
         return False
     return not (type(func) is cst.Name and func.value in fm.functions)
+
+
+# A logger's methods, and logging helpers (torchvision's `_log_api_usage_once(self)`): they print.
+_LOGGER_METHODS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "critical", "log"})
+
+
+def _logs(last: str) -> bool:
+    return last in _LOGGER_METHODS or last.lstrip("_").startswith("log_")
 
 
 def _one_positional(call: cst.Call) -> bool:
