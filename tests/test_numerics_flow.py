@@ -335,3 +335,29 @@ def test_an_unpacked_element_of_logits_or_of_a_parameter_callers_disagree_on_sta
     assert findings(_HEAD.format(obj="obj", calls=two)) == []
     lit = "    h = Head()(x)\n    return compute_loss((h[0], h[1], h[2]), t_obj, t_cls)\n"
     assert findings(_HEAD.format(obj="obj", calls=lit)) == []
+
+
+_TRAIN = ("import torch\n\n\ndef train(net, head, loader):\n    opt = torch.optim.SGD({trained}, lr=0.1)\n"
+          "    for a, b in loader:\n        e1, e2 = net(a), net(b)\n"
+          "        loss = torch.sqrt(((e1 - e2) ** 2).sum(dim=1)).mean()\n"
+          "        opt.zero_grad()\n        loss.backward()\n        opt.step()\n")
+
+
+def test_a_callable_whose_parameters_the_function_hands_to_an_optimizer_is_a_trained_model():
+    # `net` is only a parameter, but `SGD(net.parameters())` says the loop trains it: its outputs
+    # carry gradient (a Siamese distance of two of them is 0 for identical pairs)
+    assert [f.code for f in findings(_TRAIN.format(trained="net.parameters()"), "GL306")] == ["GL306"]
+    wrapped = "list(net.parameters()) + list(head.parameters())"
+    assert [f.code for f in findings(_TRAIN.format(trained=wrapped), "GL306")] == ["GL306"]
+    groups = '[{"params": net.parameters(), "lr": 1e-3}]'
+    assert [f.code for f in findings(_TRAIN.format(trained=groups), "GL306")] == ["GL306"]
+
+
+def test_a_callable_no_optimizer_of_the_function_trains_stays_unknown():
+    # the optimizer trains `head` only; `net` may be a frozen feature extractor or a plain function
+    assert findings(_TRAIN.format(trained="head.parameters()"), "GL306") == []
+    # what a scheduler (or anything but an optimizer) is given shows nothing trained
+    sched = _TRAIN.format(trained="head.parameters()").replace(
+        "    for a", "    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)\n"
+                    "    n = sum(p.numel() for p in net.parameters())\n    for a")
+    assert findings(sched, "GL306") == []

@@ -22,6 +22,7 @@ from gradlint.source.engine.values import truth
 from gradlint.source.engine.walk import suite
 from gradlint.source.list_ends import list_end
 from gradlint.source.names import dotted
+from gradlint.source.trained_names import trained_names
 
 
 F = "torch.nn.functional."
@@ -161,6 +162,8 @@ class _Call:
 class TensorCalls:
     """Call evaluation of FunctionWalk (a mixin: the walk's environment, memo and file extractor)."""
 
+    trained_names: tuple[cst.FunctionDef, frozenset[str]] | None = None  # _trained's, for fn_node
+
     # -- calls ---------------------------------------------------------------------------------
     def call(self, node: cst.Call) -> V:
         func = node.func
@@ -217,6 +220,16 @@ class TensorCalls:
         callee = self.ev(func)
         return self.instance_call(node, callee, owner=None)
 
+    def _trained(self, owner: str | None) -> bool:
+        """Whether `owner`, a plain name, is one whose `.parameters()` this function gives to a
+        torch optimizer (source/trained_names.py)."""
+        fn = self.fn_node
+        if not owner or fn is None or "." in owner:
+            return False
+        if self.trained_names is None or self.trained_names[0] is not fn:
+            self.trained_names = (fn, trained_names(fn, self.x.q))  # once per walked function
+        return owner in self.trained_names[1]
+
     def _args_ev(self, node: cst.Call) -> list[V]:
         return [self.ev(a.value) for a in node.args]
 
@@ -227,7 +240,8 @@ class TensorCalls:
             inp = _arg(node, 0, "input")
             if inp is not None:
                 self.param_loss(node, None, ref, inp, self.ev(inp))
-            out = V(computed=True, tensor=_combine(vals).tensor)
+            trained = self._trained(owner)
+            out = V(computed=True, tensor=trained or _combine(vals).tensor, params=trained, dense=trained)
             self.param_outputs[id(out)] = (out, ref)
             return out
         if callee.crit:
@@ -270,7 +284,10 @@ class TensorCalls:
         if knows_nothing(callee):
             # An unknown callable (a model passed as an argument, a factory's result): what it
             # returns is unknown, never "cut" because its inputs were made by torch.tensor().
-            return V(computed=True, tensor=res.tensor)
+            # One whose parameters this function hands to an optimizer is a model it trains: its
+            # output carries their gradient (a learned layer's output: dense).
+            trained = self._trained(owner)
+            return V(computed=True, tensor=trained or res.tensor, params=trained, dense=trained)
         return replace(res, rg=frozenset(), tensor=res.tensor)
 
     def method_returns(self, meth: str) -> V | None:
