@@ -361,3 +361,23 @@ def test_a_callable_no_optimizer_of_the_function_trains_stays_unknown():
         "    for a", "    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)\n"
                     "    n = sum(p.numel() for p in net.parameters())\n    for a")
     assert findings(sched, "GL306") == []
+
+
+_HELPER = ("import torch\nfrom torch import nn\n\n\ndef dist(e1, e2):\n    return torch.sqrt(((e1 - e2) ** 2).sum(dim=1))\n\n\n"
+           "def angle(u, v):\n    return torch.acos((u * v).sum(-1))\n\n\n"
+           "def train(loader):\n    net = nn.Linear(4, 4)\n    for a, b in loader:\n        loss = {loss}\n        loss.backward()\n")
+
+
+def test_a_helper_every_caller_feeds_model_outputs_carries_their_gradient():
+    # `def dist(e1, e2)` of a loss helper: its callers pass two outputs of a trained layer
+    got = findings(_HELPER.format(loss="dist(net(a), net(b)).mean()"), "GL306")
+    assert [(f.code, f.span.line) for f in got] == [("GL306", 6)]
+    got = findings(_HELPER.format(loss="angle(net(a), net(b)).mean()"), "GL308")
+    assert [(f.code, f.span.line) for f in got] == [("GL308", 10)]
+
+
+def test_a_helper_fed_data_or_detached_outputs_stays_quiet():
+    assert findings(_HELPER.format(loss="dist(a, b).mean() + net(a).sum()"), "GL306") == []
+    detached = "dist(net(a).detach(), net(b).detach()).mean() + net(a).sum()"
+    assert findings(_HELPER.format(loss=detached), "GL306") == []
+    assert findings(_HELPER.format(loss="angle(a, b).mean() + net(a).sum()"), "GL308") == []

@@ -28,7 +28,7 @@ from gradlint.findings import SourceSpan
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.interp import StatementWalker
 from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, required_again, replace, merge, _passed, merge_env, _item,
-                                             open_value, join_value, broken_before_required)
+                                             open_value, join_value, broken_before_required, passed_tensor)
 from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted
 from gradlint.text import search_word_start
@@ -297,7 +297,7 @@ class Extractor(ModuleValues):
                 joined = v if joined is None else merge(joined, v)
             if joined is None:
                 joined = defaults.get(p, UNKNOWN)
-            joined = _passed(joined)
+            joined = passed_tensor(joined)
             if joined is not UNKNOWN:
                 if not passed and joined.crit and p in defaults:
                     # the constructor default, which a caller in another file may replace: the

@@ -316,6 +316,18 @@ def _passed(v: V) -> V:
     return V(inst=v.inst, crit=v.crit, callret=v.callret, module=v.module, leaf=v.leaf)
 
 
+def passed_tensor(v: V) -> V:
+    """What an argument keeps when every caller of this file passes it to a parameter
+    (`numerics.Extractor.binding`): a model or a criterion as `_passed` keeps it, or else a tensor
+    computed from parameters, which carries their gradient into the function (`def dist(e1, e2):
+    return torch.sqrt(((e1 - e2) ** 2).sum(1))` called with two model outputs). What it is beyond
+    that (a probability, a model's output) stays with the callers' join of open parameters."""
+    kept = _passed(v)
+    if kept is not UNKNOWN or not (v.params and v.tensor) or v.nograd or v.prob or v.elems is not None:
+        return kept
+    return V(params=True, tensor=True, computed=v.computed, dense=v.dense, out=v.out, out_elem=v.out_elem)
+
+
 def merge_env(a: dict[str, V], b: dict[str, V]) -> dict[str, V]:
     out: dict[str, V] = {}
     for key in a.keys() | b.keys():
