@@ -381,3 +381,27 @@ def test_a_helper_fed_data_or_detached_outputs_stays_quiet():
     detached = "dist(net(a).detach(), net(b).detach()).mean() + net(a).sum()"
     assert findings(_HELPER.format(loss=detached), "GL306") == []
     assert findings(_HELPER.format(loss="angle(a, b).mean() + net(a).sum()"), "GL308") == []
+
+
+_CRITERION = ("import torch\nfrom torch import nn\n\n\nclass ContrastiveLoss(nn.Module):\n"
+              "    def forward(self, e1, e2, same):\n        d = torch.sqrt(((e1 - e2) ** 2).sum(dim=1))\n"
+              "        return (same * d ** 2 + (1 - same) * torch.relu(1.0 - d) ** 2).mean()\n\n\n"
+              "class Trainer:\n    def __init__(self):\n        self.net = nn.Linear(4, 4)\n"
+              "        self.crit = ContrastiveLoss()\n\n    def step(self, a, b, y):\n        return {step}\n\n\n"
+              "def train(loader):\n    net = nn.Linear(4, 4)\n    crit = ContrastiveLoss()\n    for a, b, y in loader:\n"
+              "        {loss}.backward()\n")
+
+
+def test_calling_an_instance_of_a_module_class_of_the_file_binds_its_forward():
+    # `crit = ContrastiveLoss(); crit(net(a), net(b), y)`: the calls of the instance are the
+    # callers of its forward, so e1 and e2 carry the network's gradient
+    src = _CRITERION.format(step="a", loss="crit(net(a), net(b), y)")
+    assert [(f.code, f.span.line) for f in findings(src, "GL306")] == [("GL306", 7)]
+    # the same through an attribute set in __init__
+    src = _CRITERION.format(step="self.crit(self.net(a), self.net(b), y)", loss="Trainer().step(a, b, y)")
+    assert [(f.code, f.span.line) for f in findings(src, "GL306")] == [("GL306", 7)]
+
+
+def test_an_instance_called_with_data_only_leaves_its_forward_quiet():
+    src = _CRITERION.format(step="self.crit(a, b, y)", loss="(crit(a, b, y) + net(a).sum())")
+    assert findings(src, "GL306") == []
