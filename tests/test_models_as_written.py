@@ -347,3 +347,38 @@ def test_a_module_dict_built_from_dict_is_read_by_its_keys_as_attributes():
     # a key the dict does not hold stays unknown (opaque), never a finding
     missing = MODULE_DICT.replace("x = self.transformer.wte(x)", "x = self.transformer.wpe(x)")
     assert any(isinstance(n, Opaque) for n in walk(lower(missing)[0]["GPT"].nodes))
+
+
+_ODE_FIELD = '''
+import torch.nn as nn
+
+
+class Field(nn.Module):
+    def __init__(self, d=16, w=512):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d, w), nn.Tanh(), nn.Linear(w, w), nn.Tanh(), nn.Linear(w, d))
+        for m in self.net.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=1.0)
+
+    def forward({params}):
+        return {body}
+'''
+
+
+def test_an_ode_vector_field_called_with_time_first_follows_its_state():
+    # torchdiffeq calls `func(t, y)`: the signal is the second input, the first only a time
+    nets, _ = lower(_ODE_FIELD.format(params="self, t, z", body="self.net(z)"))
+    assert nets["Field"].forward_known
+    assert [f.code for f in check_source(_ODE_FIELD.format(params="self, t, z", body="self.net(z)"))] == ["GL104"]
+
+
+def test_a_forward_that_reaches_its_output_from_the_first_input_or_from_none_is_as_before():
+    # `forward(self, x, t)` follows x; an output computed from an input with a default (a mask,
+    # a flag) or from no input at all is still not followed
+    nets, _ = lower(_ODE_FIELD.format(params="self, x, t", body="self.net(x) * t"))
+    assert nets["Field"].forward_known
+    nets, _ = lower(_ODE_FIELD.format(params="self, t, z=None", body="self.net(z)"))
+    assert not nets["Field"].forward_known
+    nets, _ = lower(_ODE_FIELD.format(params="self, t, z", body="self.net[0].weight.sum()"))
+    assert not nets["Field"].forward_known
