@@ -36,6 +36,7 @@ from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_callers import CallRecords
 from gradlint.source.numerics_eval import TensorEval
 from gradlint.source.numerics_quiet import _data_pipeline, _quiet_class, quiet_function
+from gradlint.source.backwards import Backwards, not_a_derivative
 from gradlint.source.numerics_sites import _param_data, SiteChecks
 from gradlint.source.numerics_values import ModuleValues
 
@@ -71,7 +72,7 @@ class ClassCtx:
     reads_requires_grad: bool = False
 
 
-class Extractor(ModuleValues):
+class Extractor(ModuleValues, Backwards):
     """Walks one parsed file and collects Sites, class summaries and gradcheck names."""
 
     def __init__(self, src, project=None) -> None:
@@ -453,44 +454,15 @@ class Extractor(ModuleValues):
                     via = tuple(sorted(common))
         custom_backward = False
         if is_function:
-            custom_backward = any(m.name.value == "backward" for m in methods)
+            # a straight-through or gradient-scaling backward is no derivative to gradcheck
+            fwd = next((m for m in methods if m.name.value == "forward"), None)
+            custom_backward = any(m.name.value == "backward" and not not_a_derivative(fwd, m) for m in methods)
             for m in methods:
                 if m.name.value == "backward":
                     self.check_backward(node, m)
         self.classes.append(NumClass(name=name, span=self.span(node.name), bases=bases,
                                      has_forward=has_forward, returns=kind, returns_via=via, returns_items=items,
                                      autograd_function=is_function, custom_backward=custom_backward))
-
-    def check_backward(self, cls: cst.ClassDef, fn: cst.FunctionDef) -> None:
-        """A backward that never reads its gradient arguments."""
-        params = fn.params
-        names = [p.name.value for p in list(params.posonly_params) + list(params.params)]
-        grads = names[1:]  # the first is ctx
-        if isinstance(params.star_arg, cst.Param):
-            grads.append(params.star_arg.name.value)
-        if not grads:
-            return
-        reads: set[str] = set()
-        returns_values = False
-        raises = False
-
-        class Reads(cst.CSTVisitor):
-            def visit_Name(self, node: cst.Name) -> None:
-                reads.add(node.value)
-
-            def visit_Return(self, node: cst.Return) -> None:
-                nonlocal returns_values
-                if node.value is not None and not _all_none(node.value):
-                    returns_values = True
-
-            def visit_Raise(self, node: cst.Raise) -> None:
-                nonlocal raises
-                raises = True
-
-        fn.body.visit(Reads())
-        if returns_values and not reads & set(grads):
-            self.add(Site("backward_ignores_grad", "ignores-grad", self.span(fn.name),
-                          detail=f"{cls.name.value}.backward", data=(("arguments", tuple(grads)),)))
 
 
 def _returned_items(walk: FunctionWalk) -> tuple[str | None, ...]:
@@ -526,14 +498,6 @@ def _reads_self_requires_grad(cls: cst.ClassDef) -> bool:
             stores += 1
         stack.extend(children(n))
     return uses > stores
-
-
-def _all_none(node: cst.BaseExpression) -> bool:
-    if isinstance(node, cst.Name):
-        return node.value == "None"
-    if isinstance(node, cst.Tuple | cst.List):
-        return all(_all_none(e.value) for e in node.elements)
-    return False
 
 
 class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWalker):
