@@ -405,3 +405,31 @@ def test_calling_an_instance_of_a_module_class_of_the_file_binds_its_forward():
 def test_an_instance_called_with_data_only_leaves_its_forward_quiet():
     src = _CRITERION.format(step="self.crit(a, b, y)", loss="(crit(a, b, y) + net(a).sum())")
     assert findings(src, "GL306") == []
+
+
+_SQUARE_MODEL = ("import torch\nfrom torch import nn\n\n\nclass Embed(nn.Module):\n    def __init__(self):\n"
+                 "        super().__init__()\n        self.fc = nn.Linear(4, 4)\n\n    def forward(self, x):\n"
+                 "        return self.fc(x)\n\n\n{helper}\n\n\ndef train(loader):\n    net = Embed()\n"
+                 "    for a, b in loader:\n        loss = {loss}\n        loss.backward()\n")
+
+
+def test_a_helper_fed_outputs_of_a_model_class_carries_them_and_keeps_the_callers_join():
+    # the parameter stays open (the callers' join still names what they pass) and carries gradient
+    helper = "def dist(e1, e2):\n    return torch.sqrt(((e1 - e2) ** 2).sum(dim=1))"
+    got = findings(_SQUARE_MODEL.format(helper=helper, loss="dist(net(a), net(b)).mean()"), "GL306")
+    assert [(f.code, f.span.line) for f in got] == [("GL306", 15)]
+    src = _TUPLE_MODEL.format(calls="    return loss_function(recon, x)\n")
+    (f,) = findings(src)
+    assert "`recon_x` (element 0 of the output of" in f.message and "as every caller passes it" in f.message
+
+
+def test_a_number_parameter_left_to_its_default_is_that_number():
+    # a Charbonnier loss `sqrt(d ** 2 + eps ** 2)` with `eps=1e-3`: the default is the eps
+    helper = "def charbonnier(p, t, eps=1e-3):\n    return torch.sqrt((p - t) ** 2 + eps ** 2).mean()"
+    assert findings(_SQUARE_MODEL.format(helper=helper, loss="charbonnier(net(a), b)"), "GL306") == []
+    # a default of 0, or 0 passed by every caller, is no eps
+    zero = helper.replace("eps=1e-3", "eps=0.0").replace("eps ** 2", "eps")
+    assert [f.code for f in findings(_SQUARE_MODEL.format(helper=zero, loss="charbonnier(net(a), b)"), "GL306")] == ["GL306"]
+    passed = helper.replace("eps ** 2", "eps")
+    assert [f.code for f in findings(_SQUARE_MODEL.format(helper=passed, loss="charbonnier(net(a), b, 0)"),
+                                     "GL306")] == ["GL306"]
