@@ -433,3 +433,14 @@ def test_a_number_parameter_left_to_its_default_is_that_number():
     passed = helper.replace("eps ** 2", "eps")
     assert [f.code for f in findings(_SQUARE_MODEL.format(helper=passed, loss="charbonnier(net(a), b, 0)"),
                                      "GL306")] == ["GL306"]
+
+
+def test_an_absolute_value_clamped_below_one_is_strictly_inside_acos_domain():
+    # `|<q1, q2>|` of unit quaternions clamped to 1 - eps lies in [0, 1 - eps]
+    helper = "def quat_angle(q1, q2):\n    return 2 * torch.acos({d})"
+    for d, expected in [("(q1 * q2).sum(-1).abs().clamp(max=1 - 1e-6)", []),
+                        ("torch.clamp(torch.abs((q1 * q2).sum(-1)), max=1 - 1e-6)", []),
+                        ("(q1 * q2).sum(-1).clamp(max=1 - 1e-6)", ["GL308"]),
+                        ("(q1 * q2).sum(-1).abs().clamp(max=1.0)", ["GL308"])]:
+        src = _SQUARE_MODEL.format(helper=helper.format(d=d), loss="quat_angle(net(a), net(b)).mean()")
+        assert [f.code for f in findings(src, "GL308")] == expected, d

@@ -159,6 +159,15 @@ class _Call:
         self.node, self.pos, self.kw, self.vals = node, pos, kw, vals
 
 
+def is_abs(node: cst.BaseExpression) -> bool:
+    """`abs(x)`, `torch.abs(x)` or `x.abs()`: a value that is never negative."""
+    if not isinstance(node, cst.Call):
+        return False
+    func = node.func
+    return ((isinstance(func, cst.Name) and func.value == "abs")
+            or (isinstance(func, cst.Attribute) and func.attr.value == "abs"))
+
+
 class TensorCalls:
     """Call evaluation of FunctionWalk (a mixin: the walk's environment, memo and file extractor)."""
 
@@ -574,7 +583,7 @@ class TensorCalls:
     def _q_clamp(self, c: _Call) -> V:
         lo = _arg(c.node, 1, "min")
         hi = _arg(c.node, 2, "max") if "torch.clamp_min" not in c.names else None
-        return self.clamp_value(c.first, lo, hi)
+        return self.clamp_value(c.first, lo, hi, c.first_node)
 
     def _q_maximum(self, c: _Call) -> V | None:
         if len(c.pos) == 2 and self.num(c.pos[1]) is None:
@@ -635,10 +644,14 @@ class TensorCalls:
             res = replace(res, sum_exp=True)
         return res
 
-    def clamp_value(self, r: V, lo: cst.BaseExpression | None, hi: cst.BaseExpression | None) -> V:
+    def clamp_value(self, r: V, lo: cst.BaseExpression | None, hi: cst.BaseExpression | None,
+                    operand: cst.BaseExpression | None = None) -> V:
         res = replace(r, sq=False, norm=None, one_plus_exp=False, sum_exp=False, computed=True)
         lo_n = self.num(lo) if lo is not None else None
         hi_n = self.num(hi) if hi is not None else None
+        if lo is None and hi is not None and operand is not None and is_abs(operand):
+            # `cos.abs().clamp(max=1 - eps)` lies in [0, 1 - eps]: inside (-1, 1) with a margin
+            return replace(res, unit="strict" if hi_n is None or hi_n < 1 else ("loose" if hi_n == 1 else None))
         if lo is not None and self.ev(lo).value is not None:  # `min=None`, or a name bound to None
             positive = lo_n is None or lo_n > 0
             if positive:
@@ -754,7 +767,7 @@ class TensorCalls:
         return replace(_combine([c.r]), tensor=True)
 
     def _m_clamp(self, c: _Call) -> V:
-        return self.clamp_value(c.r, _arg(c.node, 0, "min"), _arg(c.node, 1, "max"))
+        return self.clamp_value(c.r, _arg(c.node, 0, "min"), _arg(c.node, 1, "max"), c.recv)
 
     def _m_clamp_min(self, c: _Call) -> V:
         return self.clamp_value(c.r, _arg(c.node, 0, "min"), None)
