@@ -238,7 +238,6 @@ class Net(nn.Module):
     assert all(isinstance(n, Param) and n.fan_in == 16 for n in net.nodes)
 
 
-
 def test_a_class_built_in_its_own_init_says_the_limit_not_an_unseen_class():
     # Past the nesting limit the node is opaque; its reason once said the file's own class was
     # "a class gradlint does not see (another file or library)".
@@ -430,3 +429,38 @@ def test_init_calls_given_modules_in_init_are_followed_or_unknown():
     for call in ("print(self)", "setattr(self, 'extra', nn.ReLU())", "Base.__init__(self)",
                  "self.body.insert(0, self.head)", "isinstance(self.head, nn.Linear)", "self.head.requires_grad_(False)"):
         assert set(net(call).values()) == {"torch-linear"}, call
+
+
+_ODE_FIELD = '''
+import torch.nn as nn
+
+
+class Field(nn.Module):
+    def __init__(self, d=16, w=512):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d, w), nn.Tanh(), nn.Linear(w, w), nn.Tanh(), nn.Linear(w, d))
+        for m in self.net.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=1.0)
+
+    def forward({params}):
+        return {body}
+'''
+
+
+def test_an_ode_vector_field_called_with_time_first_follows_its_state():
+    # torchdiffeq calls `func(t, y)`: the signal is the second input, the first only a time
+    nets, _ = lower(_ODE_FIELD.format(params="self, t, z", body="self.net(z)"))
+    assert nets["Field"].forward_known
+    assert [f.code for f in check_source(_ODE_FIELD.format(params="self, t, z", body="self.net(z)"))] == ["GL104"]
+
+
+def test_a_forward_that_reaches_its_output_from_the_first_input_or_from_none_is_as_before():
+    # `forward(self, x, t)` follows x; an output computed from an input with a default (a mask,
+    # a flag) or from no input at all is still not followed
+    nets, _ = lower(_ODE_FIELD.format(params="self, x, t", body="self.net(x) * t"))
+    assert nets["Field"].forward_known
+    nets, _ = lower(_ODE_FIELD.format(params="self, t, z=None", body="self.net(z)"))
+    assert not nets["Field"].forward_known
+    nets, _ = lower(_ODE_FIELD.format(params="self, t, z", body="self.net[0].weight.sum()"))
+    assert not nets["Field"].forward_known

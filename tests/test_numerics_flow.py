@@ -335,3 +335,112 @@ def test_an_unpacked_element_of_logits_or_of_a_parameter_callers_disagree_on_sta
     assert findings(_HEAD.format(obj="obj", calls=two)) == []
     lit = "    h = Head()(x)\n    return compute_loss((h[0], h[1], h[2]), t_obj, t_cls)\n"
     assert findings(_HEAD.format(obj="obj", calls=lit)) == []
+
+
+_TRAIN = ("import torch\n\n\ndef train(net, head, loader):\n    opt = torch.optim.SGD({trained}, lr=0.1)\n"
+          "    for a, b in loader:\n        e1, e2 = net(a), net(b)\n"
+          "        loss = torch.sqrt(((e1 - e2) ** 2).sum(dim=1)).mean()\n"
+          "        opt.zero_grad()\n        loss.backward()\n        opt.step()\n")
+
+
+def test_a_callable_whose_parameters_the_function_hands_to_an_optimizer_is_a_trained_model():
+    # `net` is only a parameter, but `SGD(net.parameters())` says the loop trains it: its outputs
+    # carry gradient (a Siamese distance of two of them is 0 for identical pairs)
+    assert [f.code for f in findings(_TRAIN.format(trained="net.parameters()"), "GL306")] == ["GL306"]
+    wrapped = "list(net.parameters()) + list(head.parameters())"
+    assert [f.code for f in findings(_TRAIN.format(trained=wrapped), "GL306")] == ["GL306"]
+    groups = '[{"params": net.parameters(), "lr": 1e-3}]'
+    assert [f.code for f in findings(_TRAIN.format(trained=groups), "GL306")] == ["GL306"]
+
+
+def test_a_callable_no_optimizer_of_the_function_trains_stays_unknown():
+    # the optimizer trains `head` only; `net` may be a frozen feature extractor or a plain function
+    assert findings(_TRAIN.format(trained="head.parameters()"), "GL306") == []
+    # what a scheduler (or anything but an optimizer) is given shows nothing trained
+    sched = _TRAIN.format(trained="head.parameters()").replace(
+        "    for a", "    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)\n"
+                    "    n = sum(p.numel() for p in net.parameters())\n    for a")
+    assert findings(sched, "GL306") == []
+
+
+_HELPER = ("import torch\nfrom torch import nn\n\n\ndef dist(e1, e2):\n    return torch.sqrt(((e1 - e2) ** 2).sum(dim=1))\n\n\n"
+           "def angle(u, v):\n    return torch.acos((u * v).sum(-1))\n\n\n"
+           "def train(loader):\n    net = nn.Linear(4, 4)\n    for a, b in loader:\n        loss = {loss}\n        loss.backward()\n")
+
+
+def test_a_helper_every_caller_feeds_model_outputs_carries_their_gradient():
+    # `def dist(e1, e2)` of a loss helper: its callers pass two outputs of a trained layer
+    got = findings(_HELPER.format(loss="dist(net(a), net(b)).mean()"), "GL306")
+    assert [(f.code, f.span.line) for f in got] == [("GL306", 6)]
+    got = findings(_HELPER.format(loss="angle(net(a), net(b)).mean()"), "GL308")
+    assert [(f.code, f.span.line) for f in got] == [("GL308", 10)]
+
+
+def test_a_helper_fed_data_or_detached_outputs_stays_quiet():
+    assert findings(_HELPER.format(loss="dist(a, b).mean() + net(a).sum()"), "GL306") == []
+    detached = "dist(net(a).detach(), net(b).detach()).mean() + net(a).sum()"
+    assert findings(_HELPER.format(loss=detached), "GL306") == []
+    assert findings(_HELPER.format(loss="angle(a, b).mean() + net(a).sum()"), "GL308") == []
+
+
+_CRITERION = ("import torch\nfrom torch import nn\n\n\nclass ContrastiveLoss(nn.Module):\n"
+              "    def forward(self, e1, e2, same):\n        d = torch.sqrt(((e1 - e2) ** 2).sum(dim=1))\n"
+              "        return (same * d ** 2 + (1 - same) * torch.relu(1.0 - d) ** 2).mean()\n\n\n"
+              "class Trainer:\n    def __init__(self):\n        self.net = nn.Linear(4, 4)\n"
+              "        self.crit = ContrastiveLoss()\n\n    def step(self, a, b, y):\n        return {step}\n\n\n"
+              "def train(loader):\n    net = nn.Linear(4, 4)\n    crit = ContrastiveLoss()\n    for a, b, y in loader:\n"
+              "        {loss}.backward()\n")
+
+
+def test_calling_an_instance_of_a_module_class_of_the_file_binds_its_forward():
+    # `crit = ContrastiveLoss(); crit(net(a), net(b), y)`: the calls of the instance are the
+    # callers of its forward, so e1 and e2 carry the network's gradient
+    src = _CRITERION.format(step="a", loss="crit(net(a), net(b), y)")
+    assert [(f.code, f.span.line) for f in findings(src, "GL306")] == [("GL306", 7)]
+    # the same through an attribute set in __init__
+    src = _CRITERION.format(step="self.crit(self.net(a), self.net(b), y)", loss="Trainer().step(a, b, y)")
+    assert [(f.code, f.span.line) for f in findings(src, "GL306")] == [("GL306", 7)]
+
+
+def test_an_instance_called_with_data_only_leaves_its_forward_quiet():
+    src = _CRITERION.format(step="self.crit(a, b, y)", loss="(crit(a, b, y) + net(a).sum())")
+    assert findings(src, "GL306") == []
+
+
+_SQUARE_MODEL = ("import torch\nfrom torch import nn\n\n\nclass Embed(nn.Module):\n    def __init__(self):\n"
+                 "        super().__init__()\n        self.fc = nn.Linear(4, 4)\n\n    def forward(self, x):\n"
+                 "        return self.fc(x)\n\n\n{helper}\n\n\ndef train(loader):\n    net = Embed()\n"
+                 "    for a, b in loader:\n        loss = {loss}\n        loss.backward()\n")
+
+
+def test_a_helper_fed_outputs_of_a_model_class_carries_them_and_keeps_the_callers_join():
+    # the parameter stays open (the callers' join still names what they pass) and carries gradient
+    helper = "def dist(e1, e2):\n    return torch.sqrt(((e1 - e2) ** 2).sum(dim=1))"
+    got = findings(_SQUARE_MODEL.format(helper=helper, loss="dist(net(a), net(b)).mean()"), "GL306")
+    assert [(f.code, f.span.line) for f in got] == [("GL306", 15)]
+    src = _TUPLE_MODEL.format(calls="    return loss_function(recon, x)\n")
+    (f,) = findings(src)
+    assert "`recon_x` (element 0 of the output of" in f.message and "as every caller passes it" in f.message
+
+
+def test_a_number_parameter_left_to_its_default_is_that_number():
+    # a Charbonnier loss `sqrt(d ** 2 + eps ** 2)` with `eps=1e-3`: the default is the eps
+    helper = "def charbonnier(p, t, eps=1e-3):\n    return torch.sqrt((p - t) ** 2 + eps ** 2).mean()"
+    assert findings(_SQUARE_MODEL.format(helper=helper, loss="charbonnier(net(a), b)"), "GL306") == []
+    # a default of 0, or 0 passed by every caller, is no eps
+    zero = helper.replace("eps=1e-3", "eps=0.0").replace("eps ** 2", "eps")
+    assert [f.code for f in findings(_SQUARE_MODEL.format(helper=zero, loss="charbonnier(net(a), b)"), "GL306")] == ["GL306"]
+    passed = helper.replace("eps ** 2", "eps")
+    assert [f.code for f in findings(_SQUARE_MODEL.format(helper=passed, loss="charbonnier(net(a), b, 0)"),
+                                     "GL306")] == ["GL306"]
+
+
+def test_an_absolute_value_clamped_below_one_is_strictly_inside_acos_domain():
+    # `|<q1, q2>|` of unit quaternions clamped to 1 - eps lies in [0, 1 - eps]
+    helper = "def quat_angle(q1, q2):\n    return 2 * torch.acos({d})"
+    for d, expected in [("(q1 * q2).sum(-1).abs().clamp(max=1 - 1e-6)", []),
+                        ("torch.clamp(torch.abs((q1 * q2).sum(-1)), max=1 - 1e-6)", []),
+                        ("(q1 * q2).sum(-1).clamp(max=1 - 1e-6)", ["GL308"]),
+                        ("(q1 * q2).sum(-1).abs().clamp(max=1.0)", ["GL308"])]:
+        src = _SQUARE_MODEL.format(helper=helper.format(d=d), loss="quat_angle(net(a), net(b)).mean()")
+        assert [f.code for f in findings(src, "GL308")] == expected, d

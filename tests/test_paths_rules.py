@@ -163,3 +163,24 @@ def test_gl404_a_parameter_of_a_model_torchvision_or_timm_builds_or_the_method()
            "model = torchvision.models.resnet50(weights=None)\nmodel.layer1.requires_grad_(False)\n"
            "model.fc.weight.requires_grad = False\n")
     assert findings(src, "GL404") == []
+
+
+_FUNCTION = ("import torch\n\nclass Op(torch.autograd.Function):\n"
+             "    @staticmethod\n    def forward(ctx, x, alpha=1.0):\n        ctx.alpha = alpha\n        return {forward}\n\n"
+             "    @staticmethod\n    def backward(ctx, g):\n        return {backward}\n")
+
+
+def test_gl406_straight_through_and_gradient_reversal_backwards_need_no_gradcheck():
+    # a gradcheck of these fails by design: the backward replaces the forward's derivative
+    for forward, backward in [("torch.round(x)", "g, None"), ("torch.sign(x)", "g.clone(), None"),
+                              ("x.view_as(x)", "-ctx.alpha * g, None"), ("x.clone()", "g * ctx.alpha, None"),
+                              ("(x > 0).float()", "g")]:
+        assert findings(_FUNCTION.format(forward=forward, backward=backward), "GL406") == [], (forward, backward)
+
+
+def test_gl406_a_pass_through_with_its_true_derivative_or_a_computed_backward_is_flagged():
+    for forward, backward in [("x", "g, None"), ("-x", "-g, None"), ("x * 3", "g * 3, None"),
+                              ("x.view_as(x)", "torch.ones_like(g), None"), ("torch.round(x)", "g * x, None"),
+                              ("torch.round(x)", "g if ctx.alpha else None, None")]:
+        assert [f.code for f in findings(_FUNCTION.format(forward=forward, backward=backward), "GL406")] == ["GL406"], (
+            forward, backward)

@@ -102,6 +102,8 @@ class NumClass:
     # forward returns a tuple of this length on every path: each element's kind where they agree
     returns_items: tuple[str | None, ...] = ()
     autograd_function: bool = False
+    # a hand-written backward that is meant to be the forward's derivative: not a straight-through
+    # or gradient-reversal/scaling one, which a gradcheck fails by design (source/backwards.py)
     custom_backward: bool = False
 
 

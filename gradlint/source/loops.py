@@ -762,8 +762,12 @@ def _copied_clip(ev: Event, facts: TrainingFacts) -> Event:
     params = [p for p in fn.params if p not in ("self", "cls")]
     defaults = dict(fn.defaults)
 
-    def passed(position: int, names: tuple[str, ...]) -> Value | None:
+    def passed(position: int, names: tuple[str, ...], by_position: bool = True) -> Value | None:
         own = params[position] if position < len(params) else None
+        if not by_position and own not in names:
+            # a role only a name gives: the copy's third parameter may be anything (`eps=1e-6`)
+            own = next((p for p in params if p in names), None)
+            position = params.index(own) if own is not None else -1
         for name in (own, *names):
             if name is not None and name in args:
                 return args[name]
@@ -781,7 +785,7 @@ def _copied_clip(ev: Event, facts: TrainingFacts) -> Event:
     return Event("clip", ev.span, ev.func, ev.stmt, ev.nograd, via="torch", name=ev.name,
                  target=args["0"].text if "0" in args else "",
                  value=passed(1, ("max_norm", "clip_value", "max_grad_norm")),
-                 norm_type=passed(2, ("norm_type",)) if ev.name.startswith("clip_grad_norm") else None)
+                 norm_type=passed(2, ("norm_type",), by_position=False) if ev.name.startswith("clip_grad_norm") else None)
 
 
 # Every GL2xx rule needs one of these words in the file: a backward, a clip, or a framework

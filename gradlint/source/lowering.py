@@ -497,6 +497,12 @@ class Lowerer:
             self.note = self.note or f"{inst.cls.name}.forward exceeds the interpretation budget"
             return (), False
         result = interp.result(params[0])
+        if result is None and not given:
+            # the first input may be no signal: an ODE vector field is called `func(t, y)`
+            # (torchdiffeq), its state the second input; follow the first other input, with no
+            # default, whose path reaches the output
+            later = [p.name.value for p in fwd.params.params[2:] if p.default is None]
+            result = next((r for r in map(interp.result, later) if r is not None), None)
         if result is None:
             self.note = self.note or f"{inst.cls.name}.forward does not return a value computed from {params[0]}"
             return (), False

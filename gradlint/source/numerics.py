@@ -24,8 +24,9 @@ import libcst as cst
 
 from gradlint.facts.numerics import CallText, Expr, Function, NumClass, NumericsFacts, Site
 from gradlint.findings import SourceSpan
+from gradlint.source.backwards import Backwards, not_a_derivative
 from gradlint.source.engine.calls import split as _args
-from gradlint.source.engine.tensors import Where, V, UNKNOWN, replace, merge, _passed
+from gradlint.source.engine.tensors import Where, V, UNKNOWN, replace, merge, _passed, passed_tensor
 from gradlint.source.engine.walk import children
 from gradlint.source.names import dotted
 from gradlint.text import search_word_start
@@ -58,7 +59,7 @@ class ClassCtx:
     reads_requires_grad: bool = False
 
 
-class Extractor(ModuleValues):
+class Extractor(ModuleValues, Backwards):
     """Walks one parsed file and collects Sites, class summaries and gradcheck names."""
 
     def __init__(self, src, project=None) -> None:
@@ -284,7 +285,7 @@ class Extractor(ModuleValues):
                 joined = v if joined is None else merge(joined, v)
             if joined is None:
                 joined = defaults.get(p, UNKNOWN)
-            joined = _passed(joined)
+            joined = passed_tensor(joined)
             if joined is not UNKNOWN:
                 if not passed and joined.crit and p in defaults:
                     # the constructor default, which a caller in another file may replace: the
@@ -440,44 +441,15 @@ class Extractor(ModuleValues):
                     via = tuple(sorted(common))
         custom_backward = False
         if is_function:
-            custom_backward = any(m.name.value == "backward" for m in methods)
+            # a straight-through or gradient-scaling backward is no derivative to gradcheck
+            fwd = next((m for m in methods if m.name.value == "forward"), None)
+            custom_backward = any(m.name.value == "backward" and not not_a_derivative(fwd, m) for m in methods)
             for m in methods:
                 if m.name.value == "backward":
                     self.check_backward(node, m)
         self.classes.append(NumClass(name=name, span=self.span(node.name), bases=bases,
                                      has_forward=has_forward, returns=kind, returns_via=via, returns_items=items,
                                      autograd_function=is_function, custom_backward=custom_backward))
-
-    def check_backward(self, cls: cst.ClassDef, fn: cst.FunctionDef) -> None:
-        """A backward that never reads its gradient arguments."""
-        params = fn.params
-        names = [p.name.value for p in list(params.posonly_params) + list(params.params)]
-        grads = names[1:]  # the first is ctx
-        if isinstance(params.star_arg, cst.Param):
-            grads.append(params.star_arg.name.value)
-        if not grads:
-            return
-        reads: set[str] = set()
-        returns_values = False
-        raises = False
-
-        class Reads(cst.CSTVisitor):
-            def visit_Name(self, node: cst.Name) -> None:
-                reads.add(node.value)
-
-            def visit_Return(self, node: cst.Return) -> None:
-                nonlocal returns_values
-                if node.value is not None and not _all_none(node.value):
-                    returns_values = True
-
-            def visit_Raise(self, node: cst.Raise) -> None:
-                nonlocal raises
-                raises = True
-
-        fn.body.visit(Reads())
-        if returns_values and not reads & set(grads):
-            self.add(Site("backward_ignores_grad", "ignores-grad", self.span(fn.name),
-                          detail=f"{cls.name.value}.backward", data=(("arguments", tuple(grads)),)))
 
 
 def _returned_items(walk: FunctionWalk) -> tuple[str | None, ...]:
@@ -513,14 +485,6 @@ def _reads_self_requires_grad(cls: cst.ClassDef) -> bool:
             stores += 1
         stack.extend(children(n))
     return uses > stores
-
-
-def _all_none(node: cst.BaseExpression) -> bool:
-    if isinstance(node, cst.Name):
-        return node.value == "None"
-    if isinstance(node, cst.Tuple | cst.List):
-        return all(_all_none(e.value) for e in node.elements)
-    return False
 
 
 def _args_text(x: Extractor, call: cst.Call) -> str:

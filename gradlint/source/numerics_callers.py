@@ -171,13 +171,19 @@ class CallRecords:
         if type(func) is cst.Name:
             name = func.value
             if name in self.env or name in self.globals:
-                return
-            if name in x.local_classes:
+                qual = self._forward_of(self.env.get(name) or self.globals.get(name))
+                if qual is None:
+                    return
+            elif name in x.local_classes:
                 qual = name + ".__init__"
             elif name in x.def_names:
                 qual = name
             else:
                 return
+        elif (type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self"
+              and self.cls is not None and func.attr.value not in self.cls.methods
+              and (qual := self._forward_of(self.env.get("self." + func.attr.value))) is not None):
+            pass  # `self.criterion(a, b)` with `self.criterion = ContrastiveLoss()` in __init__
         elif type(func) is cst.Attribute and type(func.value) is cst.Name and func.attr.value in x.def_names:
             if func.value.value == "self" and self.cls is not None:
                 owner = self.cls.name
@@ -205,6 +211,15 @@ class CallRecords:
             elif not star:
                 pos.append(self.ev(a.value))
         self.x.passed.setdefault(qual, {}).setdefault(self.x.unit, []).append((pos, kw, star))
+
+    def _forward_of(self, held: V | None) -> str | None:
+        """`Class.forward` when `held` is an instance of one class of this file that defines
+        `forward`: calling the instance runs it with the call's arguments (`crit(e1, e2, y)` with
+        `crit = ContrastiveLoss()`), so those calls are its callers."""
+        if held is None or len(held.inst) != 1:
+            return None
+        cls = next(iter(held.inst))
+        return cls + ".forward" if cls in self.x.local_classes and cls + ".forward" in self.x.signatures else None
 
     def _may_call_project(self, func: cst.Name | cst.Attribute) -> bool:
         """Whether a callee no import names may be a function, class or method of the project

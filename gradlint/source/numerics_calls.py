@@ -22,6 +22,7 @@ from gradlint.source.engine.values import truth
 from gradlint.source.engine.walk import suite
 from gradlint.source.list_ends import list_end
 from gradlint.source.names import dotted
+from gradlint.source.trained_names import trained_names
 
 
 F = "torch.nn.functional."
@@ -158,8 +159,19 @@ class _Call:
         self.node, self.pos, self.kw, self.vals = node, pos, kw, vals
 
 
+def is_abs(node: cst.BaseExpression) -> bool:
+    """`abs(x)`, `torch.abs(x)` or `x.abs()`: a value that is never negative."""
+    if not isinstance(node, cst.Call):
+        return False
+    func = node.func
+    return ((isinstance(func, cst.Name) and func.value == "abs")
+            or (isinstance(func, cst.Attribute) and func.attr.value == "abs"))
+
+
 class TensorCalls:
     """Call evaluation of FunctionWalk (a mixin: the walk's environment, memo and file extractor)."""
+
+    trained_names: tuple[cst.FunctionDef, frozenset[str]] | None = None  # _trained's, for fn_node
 
     # -- calls ---------------------------------------------------------------------------------
     def call(self, node: cst.Call) -> V:
@@ -217,6 +229,16 @@ class TensorCalls:
         callee = self.ev(func)
         return self.instance_call(node, callee, owner=None)
 
+    def _trained(self, owner: str | None) -> bool:
+        """Whether `owner`, a plain name, is one whose `.parameters()` this function gives to a
+        torch optimizer (source/trained_names.py)."""
+        fn = self.fn_node
+        if not owner or fn is None or "." in owner:
+            return False
+        if self.trained_names is None or self.trained_names[0] is not fn:
+            self.trained_names = (fn, trained_names(fn, self.x.q))  # once per walked function
+        return owner in self.trained_names[1]
+
     def _args_ev(self, node: cst.Call) -> list[V]:
         return [self.ev(a.value) for a in node.args]
 
@@ -227,7 +249,8 @@ class TensorCalls:
             inp = _arg(node, 0, "input")
             if inp is not None:
                 self.param_loss(node, None, ref, inp, self.ev(inp))
-            out = V(computed=True, tensor=_combine(vals).tensor)
+            trained = self._trained(owner)
+            out = V(computed=True, tensor=trained or _combine(vals).tensor, params=trained, dense=trained)
             self.param_outputs[id(out)] = (out, ref)
             return out
         if callee.crit:
@@ -270,7 +293,10 @@ class TensorCalls:
         if knows_nothing(callee):
             # An unknown callable (a model passed as an argument, a factory's result): what it
             # returns is unknown, never "cut" because its inputs were made by torch.tensor().
-            return V(computed=True, tensor=res.tensor)
+            # One whose parameters this function hands to an optimizer is a model it trains: its
+            # output carries their gradient (a learned layer's output: dense).
+            trained = self._trained(owner)
+            return V(computed=True, tensor=trained or res.tensor, params=trained, dense=trained)
         return replace(res, rg=frozenset(), tensor=res.tensor)
 
     def method_returns(self, meth: str) -> V | None:
@@ -557,7 +583,7 @@ class TensorCalls:
     def _q_clamp(self, c: _Call) -> V:
         lo = _arg(c.node, 1, "min")
         hi = _arg(c.node, 2, "max") if "torch.clamp_min" not in c.names else None
-        return self.clamp_value(c.first, lo, hi)
+        return self.clamp_value(c.first, lo, hi, c.first_node)
 
     def _q_maximum(self, c: _Call) -> V | None:
         if len(c.pos) == 2 and self.num(c.pos[1]) is None:
@@ -618,10 +644,14 @@ class TensorCalls:
             res = replace(res, sum_exp=True)
         return res
 
-    def clamp_value(self, r: V, lo: cst.BaseExpression | None, hi: cst.BaseExpression | None) -> V:
+    def clamp_value(self, r: V, lo: cst.BaseExpression | None, hi: cst.BaseExpression | None,
+                    operand: cst.BaseExpression | None = None) -> V:
         res = replace(r, sq=False, norm=None, one_plus_exp=False, sum_exp=False, computed=True)
         lo_n = self.num(lo) if lo is not None else None
         hi_n = self.num(hi) if hi is not None else None
+        if lo is None and hi is not None and operand is not None and is_abs(operand):
+            # `cos.abs().clamp(max=1 - eps)` lies in [0, 1 - eps]: inside (-1, 1) with a margin
+            return replace(res, unit="strict" if hi_n is None or hi_n < 1 else ("loose" if hi_n == 1 else None))
         if lo is not None and self.ev(lo).value is not None:  # `min=None`, or a name bound to None
             positive = lo_n is None or lo_n > 0
             if positive:
@@ -737,7 +767,7 @@ class TensorCalls:
         return replace(_combine([c.r]), tensor=True)
 
     def _m_clamp(self, c: _Call) -> V:
-        return self.clamp_value(c.r, _arg(c.node, 0, "min"), _arg(c.node, 1, "max"))
+        return self.clamp_value(c.r, _arg(c.node, 0, "min"), _arg(c.node, 1, "max"), c.recv)
 
     def _m_clamp_min(self, c: _Call) -> V:
         return self.clamp_value(c.r, _arg(c.node, 0, "min"), None)

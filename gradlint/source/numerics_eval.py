@@ -20,7 +20,7 @@ from gradlint.source.engine.values import str_literal
 from gradlint.source.engine.walk import children as _code_children
 from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.names import dotted
-from gradlint.source.numerics_calls import LOSS_FUNCTIONS
+from gradlint.source.numerics_calls import LOSS_FUNCTIONS, is_abs
 
 
 def _function_value(names: frozenset[str]) -> V | None:
@@ -97,15 +97,6 @@ def _is_expression(node: cst.CSTNode) -> bool:
 # How a term of a loss sum is cut: the value is kept, its gradient is not.
 _TERM_CUTS = frozenset({".item()", ".detach()", ".tolist()", "float()"}) | frozenset(
     f"{n}(...)" for n in ("tensor", "as_tensor", "Tensor", "FloatTensor", "scalar_tensor"))
-
-
-def _is_abs(node: cst.BaseExpression) -> bool:
-    """`abs(x)`, `torch.abs(x)` or `x.abs()`: a value that is never negative."""
-    if not isinstance(node, cst.Call):
-        return False
-    func = node.func
-    return ((isinstance(func, cst.Name) and func.value == "abs")
-            or (isinstance(func, cst.Attribute) and func.attr.value == "abs"))
 
 
 def _mentions_max(node: cst.BaseExpression) -> bool:
@@ -193,7 +184,7 @@ class TensorEval:
                 return V(const=inner.const, cut=inner.cut or "comparison", computed=True)
             # -x**2 and -|x| are <= 0: exp of them cannot overflow (softplus as log1p(exp(-|x|)))
             negated_square = isinstance(node.operator, cst.Minus) and (inner.sq or inner.sumsq
-                                                                       or _is_abs(node.expression))
+                                                                       or is_abs(node.expression))
             signed = unary(type(node.operator), inner.value)
             return replace(_combine([inner]), tensor=inner.tensor, exp=False,
                            prob=None, nonpos=negated_square, value=UNKNOWN if signed is None else signed)

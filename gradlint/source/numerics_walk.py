@@ -96,10 +96,11 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         for p in list(ps.posonly_params) + list(ps.params) + list(ps.kwonly_params):
             name = p.name.value
             v = bound.get(name)
-            if v is None and sig is not None and (name in sig[0] or name in sig[1]):
+            if (v is None or v.out) and sig is not None and (name in sig[0] or name in sig[1]):
                 # unknown here; a caller in another file may pass a model or a criterion (a site
-                # on it names the parameter, and the rules join what the project's callers pass)
-                v = open_value()
+                # on it names the parameter, and the rules join what the project's callers pass);
+                # a model's output the callers here pass stays open, carrying its gradient
+                v = open_value(v)
                 self.x.open_params[id(v)] = (v, self.qual, name, sig[0].index(name) if name in sig[0] else -1)
             self.env[name] = v if v is not None else UNKNOWN
         for star in (ps.star_arg, ps.star_kwarg):
@@ -130,6 +131,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
                 v = _passed(self.ev(p.default))
                 if v is not UNKNOWN:
                     defaults[p.name.value] = v  # `criterion=nn.BCELoss()`
+            elif p.default is not None and type(self.ev(p.default).value) in (int, float):
+                defaults[p.name.value] = self.ev(p.default)  # `eps=1e-3`, unless a caller passes another
         self.x.signatures[qual] = (tuple(positional), tuple(p.name.value for p in ps.kwonly_params), defaults,
                                    self.x.unit)
         bound = self.x.walked_with[qual] = self.x.binding(qual)

@@ -16,6 +16,12 @@ class UncheckedCustomBackward(Rule):
     file under its root, checked or not) — called on `Fn.apply`, on a name bound to
     `Fn.apply`, or on a module-level function that calls `Fn.apply`. `gradlint probe` checks such functions numerically (GL704).
 
+    Not flagged: backwards that are deliberately no derivative of their forward, which a
+    gradcheck fails by design: a straight-through estimator (a forward such as `round(x)` or
+    `sign(x)` whose backward only returns the incoming gradient, or None) and gradient reversal
+    or scaling (a pass-through forward such as `x.view_as(x)` whose backward returns the
+    gradient times another factor: `-ctx.alpha * g`, `g * ctx.scale`).
+
     ## Why is this bad?
     A hand-written backward is the one place where autograd trusts the programmer. A wrong
     sign, a missing factor or a transposed shape trains silently towards the wrong objective;
@@ -51,6 +57,10 @@ class UncheckedCustomBackward(Rule):
         Example("import torch\n\nclass MyOp(torch.autograd.Function):\n"
                 "    @staticmethod\n    def forward(ctx, x):\n        return x * 2\n\n"
                 "    @staticmethod\n    def backward(ctx, g):\n        return g * 2\n"),
+        Example("import torch\n\nclass Square(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x):\n        ctx.save_for_backward(x)\n        return x * x\n\n"
+                "    @staticmethod\n    def backward(ctx, g):\n        (x,) = ctx.saved_tensors\n        return 2 * x * g\n",
+                note="a derivative computed from a saved tensor"),
     ]
     valid = [
         Example("import torch\n\nclass MyOp(torch.autograd.Function):\n"
@@ -69,6 +79,14 @@ class UncheckedCustomBackward(Rule):
         Example("import torch\n\nclass Fwd(torch.autograd.Function):\n"
                 "    @staticmethod\n    def forward(ctx, x):\n        return x * 2\n",
                 note="no hand-written backward"),
+        Example("import torch\n\nclass RoundSTE(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x):\n        return torch.round(x)\n\n"
+                "    @staticmethod\n    def backward(ctx, grad_output):\n        return grad_output\n",
+                note="straight-through: the backward is no derivative of round, by design"),
+        Example("import torch\n\nclass GradReverse(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x, alpha):\n        ctx.alpha = alpha\n        return x.view_as(x)\n\n"
+                "    @staticmethod\n    def backward(ctx, g):\n        return g.neg() * ctx.alpha, None\n",
+                note="gradient reversal (DANN)"),
     ]
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:

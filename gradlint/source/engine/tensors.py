@@ -167,12 +167,16 @@ V.__init__ = _v_init  # type: ignore[method-assign]
 Unknown.reads({**_V_DEFAULTS, "nograd": False})
 
 
-def open_value() -> V:
+def open_value(carrying: V | None = None) -> V:
     """A fresh value standing for one parameter no caller of its file binds: nothing is known of
     it (it reads like `UNKNOWN`), but its identity names the parameter, so that a site on it can
-    say which one (source/numerics.py `Extractor.open_params`)."""
+    say which one (source/numerics.py `Extractor.open_params`). `carrying`: what the callers of
+    its file pass when that is a model's output (`passed_tensor`): the open value carries its
+    gradient, and what the output is (a probability...) stays with the callers' join."""
     new = object.__new__(V)
     new.__dict__.update(_V_DEFAULTS)
+    if carrying is not None:
+        new.__dict__.update(params=True, tensor=True, computed=carrying.computed, dense=carrying.dense)
     return new
 
 
@@ -314,6 +318,20 @@ def _passed(v: V) -> V:
     if not (v.inst or v.crit or v.callret or v.module):
         return UNKNOWN
     return V(inst=v.inst, crit=v.crit, callret=v.callret, module=v.module, leaf=v.leaf)
+
+
+def passed_tensor(v: V) -> V:
+    """What an argument keeps when every caller of this file passes it to a parameter
+    (`numerics.Extractor.binding`): a model or a criterion as `_passed` keeps it, a number, or a tensor
+    computed from parameters, which carries their gradient into the function (`def dist(e1, e2):
+    return torch.sqrt(((e1 - e2) ** 2).sum(1))` called with two model outputs). What it is beyond
+    that (a probability, a model's output) stays with the callers' join of open parameters."""
+    kept = _passed(v)
+    if kept is UNKNOWN and v.const and type(v.value) in (int, float):
+        return V(const=True, value=v.value)  # a number every caller passes (or the default: `eps=1e-3`)
+    if kept is not UNKNOWN or not (v.params and v.tensor) or v.nograd or v.prob or v.elems is not None:
+        return kept
+    return V(params=True, tensor=True, computed=v.computed, dense=v.dense, out=v.out, out_elem=v.out_elem)
 
 
 def merge_env(a: dict[str, V], b: dict[str, V]) -> dict[str, V]:

@@ -1,0 +1,172 @@
+"""Hand-written `autograd.Function.backward`s as the numerics extractor reads them: one that never
+reads its gradient (GL405's site), and ones that are deliberately no derivative of their forward
+(straight-through and gradient-scaling estimators), which no gradcheck applies to (GL406)."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from gradlint.facts.numerics import Site
+
+# Methods that give a tensor back unchanged in value (a copy, a view, its negation).
+_SAME_VALUE = frozenset({"clone", "neg", "contiguous", "view_as", "reshape_as", "view", "reshape", "detach"})
+# What `ctx` holds that is a tensor of the forward, not a setting: a factor read from there is
+# a local derivative (`g * x` of a saved x), which is what gradcheck checks.
+_SAVED = frozenset({"saved_tensors", "saved_variables", "needs_input_grad"})
+
+# A linear pass-through's factor: its numeric coefficient and the `ctx` settings it multiplies
+# (or divides: "/alpha") by.
+Factor = tuple[float, tuple[str, ...]]
+
+
+def _all_none(node: cst.BaseExpression) -> bool:
+    if isinstance(node, cst.Name):
+        return node.value == "None"
+    if isinstance(node, cst.Tuple | cst.List):
+        return all(_all_none(e.value) for e in node.elements)
+    return False
+
+
+def _inputs(fn: cst.FunctionDef) -> list[str]:
+    """The parameters after ctx (a backward's gradients, a forward's inputs)."""
+    params = fn.params
+    names = [p.name.value for p in list(params.posonly_params) + list(params.params)]
+    rest = names[1:]  # the first is ctx
+    if isinstance(params.star_arg, cst.Param):
+        rest.append(params.star_arg.name.value)
+    return rest
+
+
+def _ctx(fn: cst.FunctionDef) -> str:
+    return fn.params.params[0].name.value if fn.params.params else "ctx"
+
+
+def _setting(node: cst.BaseExpression, ctx: str) -> Factor | None:
+    """A factor that is no tensor of the forward: a number, `ctx.alpha` (a setting the forward
+    stored), or a sign, product or quotient of them."""
+    if isinstance(node, cst.Integer | cst.Float):
+        return (float(node.evaluated_value), ())
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+        inner = _setting(node.expression, ctx)
+        return (-inner[0], inner[1]) if inner is not None else None
+    if isinstance(node, cst.Attribute):
+        if isinstance(node.value, cst.Name) and node.value.value == ctx and node.attr.value not in _SAVED:
+            return (1.0, (node.attr.value,))
+        return None
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Multiply | cst.Divide):
+        left, right = _setting(node.left, ctx), _setting(node.right, ctx)
+        if left is None or right is None:
+            return None
+        return _times(left, right, isinstance(node.operator, cst.Divide))
+    return None
+
+
+def _times(a: Factor, b: Factor, divide: bool = False) -> Factor | None:
+    if divide:
+        if b[0] == 0:
+            return None
+        return (a[0] / b[0], tuple(sorted(a[1] + tuple("/" + n for n in b[1]))))
+    return (a[0] * b[0], tuple(sorted(a[1] + b[1])))
+
+
+def _linear(node: cst.BaseExpression, names: set[str], ctx: str) -> Factor | None:
+    """`node` as one of `names` times a setting (`g`, `-g`, `g.neg() * ctx.alpha`, `x.view_as(x)`,
+    `2 * x`); None for anything else."""
+    if isinstance(node, cst.Name):
+        return (1.0, ()) if node.value in names else None
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+        inner = _linear(node.expression, names, ctx)
+        return (-inner[0], inner[1]) if inner is not None else None
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in _SAME_VALUE:
+        inner = _linear(node.func.value, names, ctx)
+        if inner is not None and node.func.attr.value == "neg":
+            return (-inner[0], inner[1])
+        return inner
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Multiply | cst.Divide):
+        divide = isinstance(node.operator, cst.Divide)
+        left = _linear(node.left, names, ctx)
+        if left is not None:
+            right = _setting(node.right, ctx)
+            return _times(left, right, divide) if right is not None else None
+        right = _linear(node.right, names, ctx) if not divide else None
+        scale = _setting(node.left, ctx) if right is not None else None
+        return _times(scale, right) if scale is not None else None
+    return None
+
+
+def _returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
+    """The values a function returns, when its body is plain statements ending in returns (no
+    branch or loop to read); None otherwise."""
+    body = fn.body.body if isinstance(fn.body, cst.IndentedBlock) else ()
+    out = []
+    for stmt in body:
+        if not isinstance(stmt, cst.SimpleStatementLine):
+            return None
+        out.extend(s.value for s in stmt.body if isinstance(s, cst.Return) and s.value is not None)
+    return out or None
+
+
+def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef) -> bool:
+    """A backward that is deliberately no derivative of its forward, so a finite-difference check
+    of it fails by design: it only returns, for each input, None or its incoming gradient times a
+    setting, while the forward is an operation that is no such pass-through (a straight-through
+    estimator: `round(x)` forward, `return grad_output` backward), or a pass-through by another
+    factor (gradient reversal: `x.view_as(x)` forward, `-ctx.alpha * g` backward). A backward
+    that computes anything first, or an identity forward with its true derivative, is not."""
+    grads = _inputs(backward)
+    body = backward.body.body if isinstance(backward.body, cst.IndentedBlock) else ()
+    if forward is None or not grads or isinstance(backward.params.star_arg, cst.Param):
+        return False
+    ctx, factors = _ctx(backward), set()
+    for stmt in body:
+        if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Expr) \
+                and isinstance(stmt.body[0].value, cst.SimpleString):
+            continue  # a docstring
+        if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Return)
+                and stmt.body[0].value is not None):
+            return False
+        value = stmt.body[0].value
+        items = [e.value for e in value.elements] if isinstance(value, cst.Tuple) else [value]
+        for item in items:
+            if _all_none(item):
+                continue
+            got = _linear(item, set(grads), ctx)
+            if got is None:
+                return False
+            factors.add(got)
+    if len(factors) != 1:
+        return False
+    returned = _returns(forward)
+    inputs = _inputs(forward)
+    if returned is None or not inputs:
+        return False
+    passed = {_linear(r, {inputs[0]}, _ctx(forward)) for r in returned}
+    if None in passed:
+        return True  # an operation whose gradient the backward replaces with its own
+    return passed != factors
+
+
+class Backwards:
+    """The Extractor's reading of autograd backwards (a mixin: its `add` and `span`)."""
+
+    def check_backward(self, cls: cst.ClassDef, fn: cst.FunctionDef) -> None:
+        """A backward that never reads its gradient arguments."""
+        grads = _inputs(fn)
+        if not grads:
+            return
+        reads: set[str] = set()
+        returns_values = False
+
+        class Reads(cst.CSTVisitor):
+            def visit_Name(self, node: cst.Name) -> None:
+                reads.add(node.value)
+
+            def visit_Return(self, node: cst.Return) -> None:
+                nonlocal returns_values
+                if node.value is not None and not _all_none(node.value):
+                    returns_values = True
+
+        fn.body.visit(Reads())
+        if returns_values and not reads & set(grads):
+            self.add(Site("backward_ignores_grad", "ignores-grad", self.span(fn.name),
+                          detail=f"{cls.name.value}.backward", data=(("arguments", tuple(grads)),)))
