@@ -195,6 +195,19 @@ def test_guarded_hand_written_softplus_is_one_finding_per_line():
     assert [f.code for f in only_309] == ["GL309"]
 
 
+def test_a_where_guarded_sqrt_of_squares_is_one_finding():
+    # the masked branch's sqrt at a zero distance: GL306 (with its eps fix) when it is on, else GL309
+    src = ("import torch\nimport torch.nn as nn\n\nnet = nn.Linear(8, 8)\n\n"
+           "def masked(a, b, valid):\n    sq = ((net(a) - net(b)) ** 2).sum(-1)\n"
+           "    return torch.where(valid, torch.sqrt(sq), torch.zeros_like(sq))\n")
+    both = check_source(src, Config(select=("GL306", "GL309")))
+    assert [f.code for f in both] == ["GL306"] and both[0].fix is not None
+    assert [f.code for f in check_source(src, Config(select=("GL309",)))] == ["GL309"]
+    # another unsafe op in the other branch is still GL309's
+    other = src.replace("torch.zeros_like(sq)", "torch.log(sq)")
+    assert sorted(f.code for f in check_source(other, Config(select=("GL306", "GL309")))) == ["GL306", "GL309"]
+
+
 def test_quiet_classes_are_whole_words():
     body = ("import torch\nfrom torch import nn\n\nclass {}(nn.Module):\n"
             "    def __init__(self):\n        super().__init__()\n        self.proj = nn.Linear(2, 2)\n\n"

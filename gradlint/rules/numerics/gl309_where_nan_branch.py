@@ -5,7 +5,7 @@ from __future__ import annotations
 from gradlint.findings import Severity
 from gradlint.registry import Example, RuleContext
 from gradlint.rules.numerics.base import SiteRule
-from gradlint.facts.numerics import Site
+from gradlint.facts.numerics import Site, holds
 
 
 class WhereNanBranch(SiteRule):
@@ -21,7 +21,8 @@ class WhereNanBranch(SiteRule):
     `requires_grad=True`); a where over constants, plain inputs or config values is not flagged.
 
     When the unsafe branch is itself a hand-written unstable function (`log(1 + exp(x))`),
-    GL305 reports that line instead (one finding per line).
+    GL305 reports that line instead (one finding per line); when it is a sqrt of a sum of
+    squares and GL306 is on, GL306 reports that operation instead (its eps makes the branch safe).
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -102,6 +103,12 @@ class WhereNanBranch(SiteRule):
                 for other in ctx.facts.numerics.sites):
             # One finding per line: the hand-written function (GL305, whose fix removes the
             # where's unsafe branch altogether) is the more specific report.
+            return None
+        if "GL306" in ctx.enabled and any(
+                other.kind == "sqrt_near_zero" and other.span == site.span and holds(other, ctx.index)
+                for other in ctx.facts.numerics.sites):
+            # One finding per operation: a sqrt of a sum of squares in the branch is GL306's,
+            # whose eps makes the branch safe too (and comes with a fix).
             return None
         op = "division by" if site.variant == "division" else f"{site.variant} of"
         return (f"torch.where branch computes {op} unclamped `{site.detail}`: the masked-out branch's "
