@@ -85,7 +85,7 @@ def _run(fn, items, todo: deque, results: list, workers: int, window: int, on_fa
                     # A worker died since the last wait: the pool refuses new work. This item
                     # never started (it goes back first); the ones in flight are the suspects.
                     todo.appendleft(i)
-                    return sorted(in_flight.values()), _death(processes)
+                    return sorted(in_flight.values()), _death_after(pool, processes)
                 # the worker processes, kept to read the exit status of the one that died
                 processes.update(getattr(pool, "_processes", None) or {})
                 if started is not None:
@@ -103,10 +103,20 @@ def _run(fn, items, todo: deque, results: list, workers: int, window: int, on_fa
                 if on_result is not None:
                     on_result(i, results[i])
             if broken:
-                return sorted(in_flight.values()), _death(processes)
+                return sorted(in_flight.values()), _death_after(pool, processes)
         return [], ""
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _death_after(pool: ProcessPoolExecutor, processes: dict) -> str:
+    """How the worker died, read once the broken pool is shut down. Its manager thread joins the
+    processes as it fails the futures, so reading their exit status meanwhile polls each process
+    from two threads: with a fork server both may see the status pipe readable, one reads the
+    status and the other reads end-of-file, which multiprocessing records as exit status 255,
+    overwriting the real one (a SIGSEGV was named 'exit status 255' about once in 40 runs)."""
+    pool.shutdown(wait=True, cancel_futures=True)
+    return _death(processes)
 
 
 def _death(processes: dict) -> str:
@@ -119,9 +129,9 @@ def _death(processes: dict) -> str:
         if dead or time.monotonic() > deadline:
             break
         time.sleep(0.01)
-    # the pool terminates the surviving workers (SIGTERM), and under load a survivor may also
-    # exit with a status of its own as the pool breaks (255 was seen beside a SIGKILL): a death by
-    # another signal names the culprit first, then an exit status, then SIGTERM
+    # the pool terminates the surviving workers (SIGTERM), and a survivor may exit with a status of
+    # its own as the pool breaks: a death by another signal names the culprit first, then an exit
+    # status, then SIGTERM
     dead.sort(key=lambda c: (c == -signal.SIGTERM, c > 0))
     if not dead:
         return "the worker process died"
