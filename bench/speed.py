@@ -7,11 +7,12 @@ Cold and warm runs are the real command line (`python -m gradlint.cli check`), s
 with a cache folder of their own. The one-file run checks one large model file with no cache entry
 (it changed), start-up included: what a pre-commit hook waits for.
 
-    python bench/speed.py [ROOT] [--packages timm torchvision] [--jobs 2] [--one-file PATH] [--profile]
+    python bench/speed.py [ROOT] [--packages timm torchvision] [--jobs 2] [--rounds 3] [--one-file PATH] [--profile]
     python bench/speed.py --one-file-only [--one-file PATH] [--base DIR] [--rounds 5]
     (ROOT defaults to bench/corpus/src: run bench/corpus.sh --no-check first)
 
---one-file-only times the one-file run and the start-up alone, `--rounds` times each (medians);
+--rounds N runs the floor, the cold run and the warm run N times side by side and prints medians
+(on a shared VM one command's CPU time varies by 20% between minutes). --one-file-only times the one-file run and the start-up alone, `--rounds` times each (medians);
 with --base DIR (another checkout of gradlint: `git archive COMMIT | tar -x -C DIR`) each run of
 this checkout is followed by the same run of that one, and the ratios are printed: on a shared
 machine only runs side by side compare.
@@ -27,6 +28,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,8 +100,6 @@ def run_check(targets: list[str], config: Path, jobs: int, extra: tuple[str, ...
 
 def one_file_only(one: str, base: Path | None, rounds: int) -> None:
     """The one-file run and the start-up alone, `rounds` times each, alternated with `base`."""
-    import statistics
-
     codes = [ROOT] + ([base.resolve()] if base else [])
     one = str(Path(one).resolve())
     tmp = Path(tempfile.mkdtemp(prefix="gradlint-speed-"))  # also the working folder: no gradlint in it
@@ -156,7 +156,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--one-file-only", action="store_true", help="time the one-file run and the start-up only")
     ap.add_argument("--base", type=Path, default=None, help="another gradlint checkout, run after each run of this one")
-    ap.add_argument("--rounds", type=int, default=5, help="runs of each (with --one-file-only)")
+    ap.add_argument("--rounds", type=int, default=None, help="runs of each: floor, cold and warm side by side "
+                    "[default: 1], or the one-file run and start-up (--one-file-only) [default: 5]")
     ap.add_argument("--floor-worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.floor_worker:
@@ -170,38 +171,55 @@ def main() -> None:
     files = sorted(str(p) for t in targets for p in Path(t).rglob("*.py"))
     one = args.one_file or max((p for p in Path(targets[0]).rglob("*.py")), key=lambda p: p.stat().st_size).as_posix()
     if args.one_file_only:
-        one_file_only(one, args.base, args.rounds)
+        one_file_only(one, args.base, args.rounds if args.rounds is not None else 5)
         return
     lines = sum(Path(f).read_bytes().count(b"\n") for f in files)
     print(f"{len(files)} files, {lines} lines ({', '.join(args.packages)}), {args.jobs} process(es)")
 
     tmp = Path(tempfile.mkdtemp(prefix="gradlint-speed-"))
+    rounds = args.rounds if args.rounds is not None else 1
     try:
-        floor = parse_floor(files, args.jobs, tmp)
         config = tmp / "gradlint.toml"
         # The cache lives below the configuration's folder (the project root it defines).
         config.write_text('[tool.gradlint]\ncache-dir = "cache"\nrespect-gitignore = false\n')
         (tmp / "empty.py").write_text("")
         run_check([str(tmp / "empty.py")], config, 1, ("--no-cache",))  # compiles the bytecode, if missing
         CHECKED.pop()
-        cold = run_check(targets, config, args.jobs)
-        warm = run_check(targets, config, args.jobs)
+        runs: dict[str, list[tuple[float, float]]] = {}
+        # Each round: the floor, then cold and warm runs with a cache of their own. On a shared VM
+        # the CPU seconds of one command vary by 20% from minute to minute: only neighbours compare,
+        # so the ratios are taken within each round and their median is printed.
+        for _ in range(rounds):
+            shutil.rmtree(tmp / "cache", ignore_errors=True)
+            runs.setdefault("floor", []).append(parse_floor(files, args.jobs, tmp))
+            runs.setdefault("cold", []).append(run_check(targets, config, args.jobs))
+            runs.setdefault("warm", []).append(run_check(targets, config, args.jobs))
         single = run_check([one], config, 1, ("--no-cache",))
         start = run_check([str(tmp / "empty.py")], config, 1, ("--no-cache",))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+    def med(what: str, k: int) -> float:
+        return statistics.median(r[k] for r in runs[what])
+
+    def ratio(a: str, b: str, k: int) -> float:
+        return statistics.median(x[k] / y[k] for x, y in zip(runs[a], runs[b]))
+
+    floor, cold, warm = ((med(w, 0), med(w, 1)) for w in ("floor", "cold", "warm"))
     # Wall clock is what users wait for; CPU seconds (all processes) are what a loaded machine
     # cannot distort, and with the same process count their ratio is the wall ratio of an idle one.
+    if rounds > 1:
+        print(f"medians of {rounds} rounds (ratios: the median of each round's own ratio)")
     print(f"{'':34}{'wall':>8}  {'CPU':>8}  ratios (wall / CPU)")
     print(f"{'libcst parse floor':34}{floor[0]:7.2f}s  {floor[1]:7.2f}s")
     print(f"{'gradlint check, cold (no cache)':34}{cold[0]:7.2f}s  {cold[1]:7.2f}s  "
-          f"{cold[0] / floor[0]:.2f}x / {cold[1] / floor[1]:.2f}x the parse floor (goal <= 2x)")
+          f"{ratio('cold', 'floor', 0):.2f}x / {ratio('cold', 'floor', 1):.2f}x the parse floor (goal <= 2x)")
     print(f"{'gradlint check, warm (cache)':34}{warm[0]:7.2f}s  {warm[1]:7.2f}s  "
-          f"{100 * warm[0] / cold[0]:.1f}% / {100 * warm[1] / cold[1]:.1f}% of cold (goal <= 5%)")
+          f"{100 * ratio('warm', 'cold', 0):.1f}% / {100 * ratio('warm', 'cold', 1):.1f}% of cold (goal <= 5%)")
     print(f"{'one changed file (pre-commit)':34}{single[0]:7.2f}s  {single[1]:7.2f}s  {Path(one).name}, "
           f"{Path(one).read_bytes().count(bytes([10]))} lines (goal <= 1 s)")
     print(f"{'start-up alone (an empty file)':34}{start[0]:7.2f}s  {start[1]:7.2f}s")
-    print(f"files checked by each run (parse floor, cold, warm, one file, empty): {', '.join(CHECKED)}")
+    print(f"files checked by each run (parse floor, cold, warm, ..., one file, empty): {', '.join(CHECKED)}")
     print(f"machine load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if args.profile:
         print("\nwhere the time goes (front-end, one process, cumulative):")
