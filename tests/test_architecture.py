@@ -460,6 +460,22 @@ def test_nn_transformer_shallow_by_position_or_splatted_is_quiet():
     assert check_source(_TRANSLATOR.format(args="128, **cfg"), Config(select=("GL106",))) == []
 
 
+def test_positions_before_a_splat_are_read_and_after_one_are_unknown():
+    from gradlint.source import extract_facts, parse
+
+    # the depths are written before the `**cfg`: 4 + 4 blocks, whose norm placement cfg may hold
+    facts = extract_facts(parse("m.py", _TRANSLATOR.format(args="512, 8, 4, 4, 2048, **cfg")))
+    blocks = [n for n in facts.networks[0].nodes if type(n).__name__ == "TransformerBlock"]
+    assert len(blocks) == 8 and {b.norm_first for b in blocks} == {None}
+    # `nn.Conv2d(*io, 3, 2)`: `io` holds the channels, so 3 is the kernel and 2 the stride, not
+    # 3 output channels and a 2x2 kernel
+    src = ("import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self, io):\n"
+           "        super().__init__()\n        self.conv = nn.Conv2d(*io, 3, 2)\n\n"
+           "    def forward(self, x):\n        return self.conv(x)\n")
+    conv = extract_facts(parse("m.py", src)).networks[0].params[0]
+    assert (conv.fan_in, conv.fan_out) == (None, None)
+
+
 _ENCODER = ("import torch.nn as nn\n\n\nclass Encoder(nn.Module):\n    def __init__(self):\n"
             "        super().__init__()\n        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer({args}), 24)\n\n"
             "    def forward(self, x):\n        return self.enc(x)\n")

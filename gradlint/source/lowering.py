@@ -146,7 +146,7 @@ class Lowerer:
             k = arg.get(1 if lazy else 2, "kernel_size")
             # Conv(in, out, kernel, stride, padding, dilation | output_padding, groups, bias, ...):
             # `groups` is sixth (fifth for a lazy one, which has no `in_channels`)
-            groups = arg.given(5 if lazy else 6, "groups", 1)
+            groups = arg.get(5 if lazy else 6, "groups", 1, kwargs_hold=False)
             receptive = _receptive(k, kdims)
             if op.startswith("convtranspose"):
                 fan_in = _mul(_div(cout, groups), receptive)
@@ -156,7 +156,8 @@ class Lowerer:
                 fan_out = _mul(cout, receptive)
             default = InitSpec("torch-linear")
         init = self.final_init(ctor, "weight") or default
-        bias_flag = arg.given(_BIAS_POSITION[op] - (1 if ctor.cls.startswith("Lazy") else 0), "bias", True) \
+        bias_flag = arg.get(_BIAS_POSITION[op] - (1 if ctor.cls.startswith("Lazy") else 0), "bias", True,
+                           kwargs_hold=False) \
             if op in _BIAS_POSITION else True
         bias_init = self.final_init(ctor, "bias")
         if bias_init is None and bias_flag is False:
@@ -314,13 +315,13 @@ class Lowerer:
             if cls in C.TRANSFORMER_LAYERS:
                 # (d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
                 # batch_first, norm_first, ...): `norm_first` is eighth for both layers
-                nf = _ArgReader(value).given(7, "norm_first", False)
+                nf = _ArgReader(value).get(7, "norm_first", False, kwargs_hold=False)
                 return (TransformerBlock(path, C.TRANSFORMER_LAYERS[cls], nf if isinstance(nf, bool) else None, span),)
             if cls in C.TRANSFORMER_STACKS:
                 arg = _ArgReader(value)
                 layer = arg.get(0, "encoder_layer" if cls == "TransformerEncoder" else "decoder_layer")
                 n = arg.get(1, "num_layers")
-                nf = _ArgReader(layer).given(7, "norm_first", False) if isinstance(layer, Ctor) else None
+                nf = _ArgReader(layer).get(7, "norm_first", False, kwargs_hold=False) if isinstance(layer, Ctor) else None
                 kind = C.TRANSFORMER_STACKS[cls]
                 if isinstance(n, int) and n <= MAX_UNROLL:
                     return tuple(TransformerBlock(f"{path}.layers.{i}", kind, nf if isinstance(nf, bool) else None, span) for i in range(n))
@@ -329,8 +330,8 @@ class Lowerer:
                 arg = _ArgReader(value)
                 # nn.Transformer(d_model, nhead, num_encoder_layers, num_decoder_layers, ...):
                 # the depths are often passed by position (`nn.Transformer(128, 4, 2, 2, 256)`)
-                ne, nd = arg.at(2, "num_encoder_layers", 6), arg.at(3, "num_decoder_layers", 6)
-                nf = arg.at(11, "norm_first", False)
+                ne, nd = arg.get(2, "num_encoder_layers", 6), arg.get(3, "num_decoder_layers", 6)
+                nf = arg.get(11, "norm_first", False)
                 if isinstance(ne, int) and isinstance(nd, int) and 0 <= ne + nd <= MAX_UNROLL:
                     nodes = [TransformerBlock(f"{path}.encoder.layers.{i}", "encoder", nf if isinstance(nf, bool) else None, span) for i in range(ne)]
                     nodes += [TransformerBlock(f"{path}.decoder.layers.{i}", "decoder", nf if isinstance(nf, bool) else None, span) for i in range(nd)]
@@ -526,53 +527,43 @@ _BIAS_POSITION = {"linear": 2, "bilinear": 3, **{f"{c}{d}d": 7 for c in ("conv",
 
 
 class _ArgReader:
+    """A layer's constructor arguments, read as torch binds them: by keyword, then by position.
+
+    Positions are counted in the call as written, up to its first `*args` (the constructor's
+    arguments hold one unknown for each `*args` / `**kwargs`, which is no position). A `*args`
+    may hold any argument not given before it: UNKNOWN. A `**kwargs` may hold any keyword not
+    written: UNKNOWN, unless `kwargs_hold` is False (timm passes `**dd`, the device and dtype, to
+    most layers: a setting such as `groups` or `bias` is read as not in it). An argument the call
+    does not give is the signature's `default` (UNKNOWN when none is named)."""
+
     def __init__(self, ctor: Any) -> None:
         self.ctor = ctor
 
-    def get(self, index: int, name: str) -> Any:
-        if not isinstance(self.ctor, Ctor):
+    def get(self, index: int, name: str, default: Any = UNKNOWN, *, kwargs_hold: bool = True) -> Any:
+        ctor = self.ctor
+        if not isinstance(ctor, Ctor):
             return UNKNOWN
-        if name in self.ctor.kwargs:
-            return self.ctor.kwargs[name]
-        if index < len(self.ctor.args):
-            return self.ctor.args[index]
-        return UNKNOWN
+        if name in ctor.kwargs:
+            return ctor.kwargs[name]
+        node = ctor.node
+        if not isinstance(node, cst.Call):  # built by the engine, not a call: its arguments are plain
+            return ctor.args[index] if index < len(ctor.args) else default
+        written = 0
+        for a in node.args:
+            if a.star == "*":
+                return UNKNOWN
+            if a.keyword is None and not a.star:
+                if written == index:
+                    return ctor.args[index] if index < len(ctor.args) else UNKNOWN
+                written += 1
+        if kwargs_hold and any(a.star == "**" for a in node.args):
+            return UNKNOWN
+        return default
 
     def kw(self, name: str, default: Any) -> Any:
         if not isinstance(self.ctor, Ctor):
             return default
         return self.ctor.kwargs.get(name, default)
-
-    def given(self, index: int, name: str, default: Any) -> Any:
-        """The argument by keyword or position, else `default`, as `kw` reads a keyword: a
-        `**kwargs` of the call is taken not to hold it (timm passes `**dd`, the device and dtype,
-        to most layers); a `*args` before it hides the position (then `default`)."""
-        if not isinstance(self.ctor, Ctor):
-            return default
-        if name in self.ctor.kwargs:
-            return self.ctor.kwargs[name]
-        node = self.ctor.node
-        given = len(self.ctor.args)
-        if isinstance(node, cst.Call):
-            if any(a.star == "*" for a in node.args):
-                return default
-            # (the arguments also hold an unknown for each `**kwargs`: not a position)
-            given = min(given, sum(1 for a in node.args if a.keyword is None and not a.star))
-        return self.ctor.args[index] if index < given else default
-
-    def at(self, index: int, name: str, default: Any) -> Any:
-        """The argument by keyword or position, else the signature's default; UNKNOWN when a
-        `*args`/`**kwargs` in the call may hold it."""
-        if not isinstance(self.ctor, Ctor):
-            return default
-        if name in self.ctor.kwargs:
-            return self.ctor.kwargs[name]
-        node = self.ctor.node
-        if isinstance(node, cst.Call) and any(a.star for a in node.args):
-            return UNKNOWN
-        if index < len(self.ctor.args):
-            return self.ctor.args[index]
-        return default
 
 
 def _fan(v: Any):
