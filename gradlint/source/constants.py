@@ -28,7 +28,7 @@ import libcst as cst
 from gradlint.source.budget import bounded
 from gradlint.source.engine.fold import _MODULE_CONSTANTS, binary, unary
 from gradlint.source.engine.tensors import UNKNOWN, same_value
-from gradlint.source.numerics_calls import _converted
+from gradlint.source.numerics_ops import _converted
 
 # Not a plain value (None is one: `EPS = None`).
 NOT_KNOWN: Any = object()

@@ -20,7 +20,7 @@ from gradlint.source.engine.values import str_literal
 from gradlint.source.engine.walk import children as _code_children
 from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.names import dotted
-from gradlint.source.numerics_calls import LOSS_FUNCTIONS, is_abs
+from gradlint.source.numerics_ops import LOSS_FUNCTIONS, is_abs
 
 
 def _function_value(names: frozenset[str]) -> V | None:

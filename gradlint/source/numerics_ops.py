@@ -1,0 +1,566 @@
+"""What torch's functions and tensors' methods do to a value (`engine/tensors.V`): the handlers
+the numerics calls dispatch to (`numerics_calls.TensorCalls`), and their tables.
+
+`_QUALIFIED` holds the handlers of a callee an import names (`torch.log`, `F.softmax`,
+`nn.BCELoss`), `_METHODS` those of a method (`x.sum()`, `p.clamp(min=eps)`), each table in the
+order its handlers are tried; a handler that answers None leaves the call to the next one. Calls
+that may be hazards are handed to the site checks (`numerics_sites.SiteChecks`) as they are met.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from gradlint.source.budget import bounded
+from gradlint.source.engine.calls import arg as _arg
+from gradlint.source.engine.fold import as_float
+from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _combine, required_again,
+                                            broken_before_required)
+from gradlint.source.engine.values import truth
+from gradlint.source.list_ends import list_end
+from gradlint.source.names import dotted
+
+
+F = "torch.nn.functional."
+SOFTMAX = frozenset({"torch.softmax", F + "softmax", "torch.special.softmax", "torch.Tensor.softmax"})
+SIGMOID = frozenset({"torch.sigmoid", F + "sigmoid", "torch.special.expit", "torch.Tensor.sigmoid"})
+LOG_SOFTMAX = frozenset({"torch.log_softmax", F + "log_softmax", "torch.special.log_softmax"})
+LOGSIGMOID = frozenset({F + "logsigmoid"})
+LOSS_FUNCTIONS = {
+    F + "cross_entropy": "ce",
+    F + "binary_cross_entropy": "bce",
+    F + "binary_cross_entropy_with_logits": "bce_logits",
+}
+LOSS_MODULES = {
+    "torch.nn.CrossEntropyLoss": "ce",
+    "torch.nn.BCELoss": "bce",
+    "torch.nn.BCEWithLogitsLoss": "bce_logits",
+}
+PROB_MODULES = {"torch.nn.Softmax": "softmax", "torch.nn.Sigmoid": "sigmoid",
+                "torch.nn.LogSoftmax": "log_softmax", "torch.nn.LogSigmoid": "logsigmoid"}
+FACTORIES = frozenset("torch." + n for n in (
+    "zeros ones empty full rand randn randint randperm arange linspace logspace eye zeros_like "
+    "ones_like empty_like full_like rand_like randn_like randint_like normal bernoulli multinomial "
+    "tril_indices triu_indices").split())
+TENSOR_FROM_DATA = frozenset({"torch.tensor", "torch.as_tensor", "torch.from_numpy", "torch.Tensor",
+                              "torch.FloatTensor", "torch.DoubleTensor", "torch.LongTensor",
+                              "torch.cuda.FloatTensor", "torch.scalar_tensor"})
+VARIABLE = frozenset({"torch.autograd.Variable", "torch.autograd.variable.Variable"})
+GRADCHECK = frozenset({"torch.autograd.gradcheck", "torch.autograd.gradgradcheck",
+                       "torch.autograd.gradcheck.gradcheck", "torch.autograd.gradcheck.gradgradcheck",
+                       "torch.testing._internal.common_utils.gradcheck"})
+# Methods that move, reshape or re-type a tensor: what a value is survives them.
+KEEP = frozenset(
+    "view view_as reshape reshape_as flatten squeeze unsqueeze permute transpose contiguous float "
+    "double half bfloat16 to type type_as clone cuda cpu t expand expand_as gather index_select "
+    "masked_select narrow select movedim swapaxes flip roll repeat tile squeeze_ unsqueeze_ diagonal diag "
+    "take_along_dim unflatten".split())
+# The same selections and reshapes written as torch functions (`torch.diagonal(probs)`,
+# `torch.gather(p, 1, idx)`): the result is what their first argument is.
+KEEP_FUNCTIONS = frozenset("torch." + name for name in (
+    "reshape flatten squeeze unsqueeze permute transpose t gather index_select masked_select "
+    "narrow select movedim swapaxes flip roll tile diagonal take_along_dim unflatten").split())
+CUTTING_METHODS = {"item": ".item()", "tolist": ".tolist()", "numpy": ".numpy()",
+                   "argmax": "argmax", "argmin": "argmin", "round": "round", "detach": ".detach()",
+                   "detach_": ".detach_()", "long": "an integer cast", "int": "an integer cast",
+                   "bool": "a bool cast"}
+CUTTING_FUNCTIONS = {"torch.argmax": "argmax", "torch.argmin": "argmin", "torch.round": "round"}
+_BACKWARD_HOSTS = frozenset({"accelerator", "fabric", "engine", "model_engine", "deepspeed", "strategy",
+                             "trainer", "self", "amp", "booster"})
+
+
+
+
+
+_MAX_REDUCTIONS = frozenset({"torch.logsumexp", "torch.special.logsumexp", "torch.amax"})
+# Moving or re-typing a module or a tensor keeps everything known about it.
+_MOVE = frozenset("to cuda cpu float double half bfloat16 train eval type".split())
+_ARITH = frozenset("add sub mul div neg mean sum add_ sub_ mul_ div_ abs pow float double half to view reshape "
+                   "squeeze unsqueeze".split())
+
+
+def _converted(fname: str, value):
+    """`float(v)`, `int(v)`, `bool(v)` of a plain value, or UNKNOWN (`int` of a number only)."""
+    if fname == "float":
+        f = as_float(value)
+        return UNKNOWN if f is None else f
+    if fname == "int":
+        n = bounded(value)  # a finite number within budget
+        n = bounded(int(n)) if n is not None else None
+        return UNKNOWN if n is None else n
+    t = truth(value)
+    return UNKNOWN if t is None else t
+
+
+def _short(names: frozenset[str]) -> str:
+    return sorted(names)[0].rsplit(".", 1)[-1]
+
+
+def _short_of(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+# Functions of model libraries that return an nn.Module: torchvision's builders, in its models
+# package and subpackages (`torchvision.models.resnet18(weights=...)`, `from torchvision.models
+
+
+class _Call:
+    """One call as its handler reads it: the arguments as written and as evaluated (once, in
+    order, before the dispatch, as Python evaluates them), and for a method its receiver."""
+
+    __slots__ = ("node", "pos", "kw", "vals", "names", "first_node", "first", "span", "recv", "r", "meth")
+
+    def __init__(self, node: cst.Call, pos: list, kw: dict, vals: list[V]) -> None:
+        self.node, self.pos, self.kw, self.vals = node, pos, kw, vals
+
+
+def is_abs(node: cst.BaseExpression) -> bool:
+    """`abs(x)`, `torch.abs(x)` or `x.abs()`: a value that is never negative."""
+    if not isinstance(node, cst.Call):
+        return False
+    func = node.func
+    return ((isinstance(func, cst.Name) and func.value == "abs")
+            or (isinstance(func, cst.Attribute) and func.attr.value == "abs"))
+
+
+
+class TorchOps:
+    """The handlers of torch calls and tensor methods (a mixin of TensorCalls: the walk's
+    evaluator `ev`, its file extractor `x` and its site checks)."""
+
+    # -- calls of torch and numpy, by qualified name -----------------------------------------------
+    def _q_softmax(self, c: _Call) -> V:
+        return self.prob_value("softmax", c.node, c.first)
+
+    def _q_sigmoid(self, c: _Call) -> V:
+        return self.prob_value("sigmoid", c.node, c.first)
+
+    def _q_log_softmax(self, c: _Call) -> V:
+        return replace(_combine([c.first]), prob="log_softmax", tensor=True)
+
+    def _q_logsigmoid(self, c: _Call) -> V:
+        return replace(_combine([c.first]), prob="logsigmoid", tensor=True)
+
+    def _q_loss_function(self, c: _Call) -> V | None:
+        for qn, kind in LOSS_FUNCTIONS.items():
+            if qn in c.names:
+                if c.first_node is not None:
+                    self.check_loss(c.node, kind, c.first_node, c.first, crit_node=None)
+                first = c.first
+                return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const)
+        return None
+
+    def _q_loss_module(self, c: _Call) -> V | None:
+        for qn, kind in LOSS_MODULES.items():
+            if qn in c.names:
+                return V(crit=kind, crit_node=c.node, module=True)
+        return None
+
+    def _q_prob_module(self, c: _Call) -> V | None:
+        for qn, kind in PROB_MODULES.items():
+            if qn in c.names:
+                return V(callret=kind, module=True)
+        return None
+
+    def _q_sequential(self, c: _Call) -> V:
+        args = c.node.args
+        if args and args[-1].star == "*":
+            # `nn.Sequential(*layers)`: the module the list ends with, when the function's last
+            # statement that reads the list appends it (`layers.append(nn.Sigmoid())`)
+            tail = self._list_tail(c.node, args[-1].value)
+            return V(module=True, callret=tail.callret if tail is not None and tail.module else None)
+        last = c.vals[-1] if c.vals else UNKNOWN
+        return V(module=True, callret=last.callret)
+
+    def _list_tail(self, call: cst.Call, listed: cst.BaseExpression) -> V | None:
+        """What the list `listed` ends with where `call` reads it (source/list_ends.py: which item
+        the function's statements put there last), as this walk evaluated it; None when unknown."""
+        fn = getattr(self, "fn_node", None)
+        item = list_end(fn, call, listed) if fn is not None else None
+        if item is None:
+            return None
+        got = self.memo.get(id(item))
+        if got is None and self.x.muted:
+            got = self.ev(item)  # a builder read ahead of its turn (function_returns)
+        return got
+
+    def _q_parameter(self, c: _Call) -> V:
+        return V(leaf=True, tensor=True, params=True)
+
+    def _q_from_data(self, c: _Call) -> V:
+        if all(v.const for v in c.vals):
+            rg = c.kw.get("requires_grad")
+            if self.is_true(rg):
+                return _TRAINABLE  # torch.tensor([1., 2.], requires_grad=True): a trainable leaf
+            return V(const=True, leaf=True, tensor=True)
+        return V(cut=f"{_short(c.names)}(...)", cut_span=c.span, leaf=True, tensor=True)
+
+    def _q_variable(self, c: _Call) -> V:
+        return self.variable(c.node, c.kw)
+
+    def _q_factory(self, c: _Call) -> V:
+        rg = c.kw.get("requires_grad")
+        if self.is_true(rg):
+            # a trainable leaf (torch.zeros(..., requires_grad=True)): carries gradient
+            return V(leaf=True, tensor=True, params=True)
+        return V(const=True, leaf=True, tensor=True)
+
+    def _q_cutting(self, c: _Call) -> V | None:
+        for qn, why in CUTTING_FUNCTIONS.items():
+            if qn in c.names:
+                return V(cut=why, cut_span=c.span, tensor=True, computed=True)
+        return None
+
+    def _q_log(self, c: _Call) -> V:
+        if c.first_node is not None:
+            self.check_log(c.node, c.first_node, c.first)
+        return replace(_combine(c.vals), tensor=True)
+
+    def _q_log1p(self, c: _Call) -> V:
+        if c.first_node is not None and c.first.exp and not c.first.nograd:
+            self.add_305(c.node, "log1p(exp(x))", "softplus")
+        return replace(_combine(c.vals), tensor=True)
+
+    def _q_exp(self, c: _Call) -> V:
+        return self._exp_value(c.first)
+
+    def _q_reduce(self, c: _Call) -> V:
+        return self.reduce_value(c.first, mean="torch.mean" in c.names)
+
+    def _q_sqrt(self, c: _Call) -> V:
+        short = "rsqrt" if "torch.rsqrt" in c.names else "sqrt"
+        if c.first_node is not None:
+            self.check_sqrt(c.node, c.first_node, c.first, f"torch.{short}", need_tensor=False)
+        res = replace(_combine([c.first]), tensor=True)
+        return replace(res, norm="sqrt(var)") if c.first.var and short == "sqrt" else res
+
+    def _q_pow(self, c: _Call) -> V | None:
+        if len(c.pos) < 2:
+            return None
+        e = self.num(c.pos[1])
+        if e == 0.5:
+            self.check_sqrt(c.node, c.pos[0], c.first, "torch.pow(x, 0.5)", need_tensor=False)
+        if e == 2:
+            return self._square_value(c.first)
+        return replace(_combine(c.vals), tensor=True)
+
+    def _q_square(self, c: _Call) -> V:
+        return self._square_value(c.first)
+
+    def _q_norm(self, c: _Call) -> V:
+        return replace(_combine([c.first]), norm="norm()", tensor=True, dense=c.first.dense)
+
+    def _q_std(self, c: _Call) -> V:
+        return replace(_combine([c.first]), norm="std()", tensor=True)
+
+    def _q_var(self, c: _Call) -> V:
+        return replace(_combine([c.first]), var=True, tensor=True)
+
+    def _q_acos(self, c: _Call) -> V:
+        if c.first_node is not None:
+            self.check_acos(c.node, c.first_node, c.first, _short(c.names))
+        return replace(_combine([c.first]), tensor=True)
+
+    def _q_clamp(self, c: _Call) -> V:
+        lo = _arg(c.node, 1, "min")
+        hi = _arg(c.node, 2, "max") if "torch.clamp_min" not in c.names else None
+        return self.clamp_value(c.first, lo, hi, c.first_node)
+
+    def _q_maximum(self, c: _Call) -> V | None:
+        if len(c.pos) == 2 and self.num(c.pos[1]) is None:
+            return replace(_combine(c.vals), clamped=True, tensor=True)
+        return None
+
+    def _q_divide(self, c: _Call) -> V | None:
+        if len(c.pos) < 2:
+            return None
+        den = self.ev(c.pos[1])
+        self.check_divide(c.node, c.first, den, c.pos[1], numerator=c.pos[0])
+        return replace(_combine(c.vals), tensor=True)
+
+    def _q_reciprocal(self, c: _Call) -> V:
+        if c.first.one_plus_exp and not c.first.const:
+            self.add_305(c.node, "reciprocal(1 + exp(-x))", "sigmoid")
+        return replace(_combine(c.vals), tensor=True)
+
+    def _q_where(self, c: _Call) -> V | None:
+        if len(c.pos) < 3:
+            return None
+        self.check_where(c.node, c.pos[1:3])
+        return replace(_combine(c.vals[1:3]), tensor=True, safe_where=True, clamped=True)
+
+    def _q_max(self, c: _Call) -> V | None:
+        if c.names.isdisjoint(_MAX_REDUCTIONS) and len(c.pos) + len(c.kw) < 1:
+            return None  # `torch.max()` with no argument: not a reduction we can read
+        return replace(_combine(c.vals), tensor=True, is_max=True)
+
+    def _q_backward(self, c: _Call) -> V:
+        if c.first_node is not None:
+            self.backward(c.node, c.first_node)
+        return V(const=True)
+
+    # -- values several handlers make --------------------------------------------------------------
+    def _exp_value(self, r: V) -> V:
+        if r.prob == "log_softmax":
+            # exp(log_softmax(x)) is softmax(x): probabilities again
+            return replace(_combine([r]), prob="softmax", tensor=True, dense=True)
+        # exp is strictly positive: its square or a sum of them is never 0 (a Gaussian policy's
+        # `var = log_std.exp() ** 2` under a sqrt), as softmax outputs are dense
+        return replace(_combine([r]), exp=not (r.max_shifted or r.nonpos), tensor=True, const=r.const, dense=True)
+
+    def _square_value(self, r: V) -> V:
+        return replace(_combine([r]), sq=True, tensor=True, dense=r.dense)
+
+    def prob_value(self, kind: str, node: cst.Call, first: V) -> V:
+        # softmax and sigmoid outputs are strictly positive: dense
+        return V(prob=kind, prob_node=node, tensor=True, computed=True, params=first.params, dense=True,
+                 out=frozenset(), cut=first.cut, cut_span=first.cut_span, const=first.const,
+                 param_cuts=first.param_cuts)
+
+    def reduce_value(self, r: V, mean: bool) -> V:
+        res = replace(_combine([r]), tensor=True, rg=r.rg, dense=r.dense)
+        if r.sq or r.sumsq:
+            res = replace(res, sumsq=True)
+        if r.exp and not mean:
+            res = replace(res, sum_exp=True)
+        return res
+
+    def clamp_value(self, r: V, lo: cst.BaseExpression | None, hi: cst.BaseExpression | None,
+                    operand: cst.BaseExpression | None = None) -> V:
+        res = replace(r, sq=False, norm=None, one_plus_exp=False, sum_exp=False, computed=True)
+        lo_n = self.num(lo) if lo is not None else None
+        hi_n = self.num(hi) if hi is not None else None
+        if lo is None and hi is not None and operand is not None and is_abs(operand):
+            # `cos.abs().clamp(max=1 - eps)` lies in [0, 1 - eps]: inside (-1, 1) with a margin
+            return replace(res, unit="strict" if hi_n is None or hi_n < 1 else ("loose" if hi_n == 1 else None))
+        if lo is not None and self.ev(lo).value is not None:  # `min=None`, or a name bound to None
+            positive = lo_n is None or lo_n > 0
+            if positive:
+                res = replace(res, clamped=True, sumsq=False)
+        if lo is not None and hi is not None:
+            lo_strict = lo_n is None or lo_n > -1
+            hi_strict = hi_n is None or hi_n < 1
+            if lo_n is not None and hi_n is not None and (lo_n < -1 or hi_n > 1):
+                res = replace(res, unit=None)
+            else:
+                res = replace(res, unit="strict" if lo_strict and hi_strict else "loose")
+        if r.prob and not (lo_n is not None and lo_n <= 0):
+            # a lower bound known to be 0 or less (`clamp(min=0)`, `lo = 0.0; clamp(lo, 1)`) leaves
+            # a probability that underflows at 0
+            res = replace(res, shifted=True)
+        if r.prob and hi is not None and (hi_n is None or hi_n < 1):
+            res = replace(res, capped=True)
+        return res
+
+    # -- methods of tensors and modules, by method name ------------------------------------------
+    def _m_softmax(self, c: _Call) -> V:
+        return self.prob_value("softmax", c.node, c.r)
+
+    def _m_sigmoid(self, c: _Call) -> V | None:
+        return None if c.pos else self.prob_value("sigmoid", c.node, c.r)
+
+    def _m_log_softmax(self, c: _Call) -> V:
+        return replace(_combine([c.r]), prob="log_softmax", tensor=True)
+
+    def _m_log(self, c: _Call) -> V | None:
+        if c.pos or c.kw:
+            return None
+        self.check_log(c.node, c.recv, c.r)
+        return replace(_combine([c.r]), tensor=True)
+
+    def _m_log1p(self, c: _Call) -> None:
+        if not c.pos and c.r.exp and not c.r.nograd:
+            self.add_305(c.node, "log1p(exp(x))", "softplus")
+
+    def _m_exp(self, c: _Call) -> V | None:
+        return None if c.pos else self._exp_value(c.r)
+
+    def _m_reduce(self, c: _Call) -> V | None:
+        return None if c.r.numpy else self.reduce_value(c.r, mean=c.meth == "mean")
+
+    def _m_add(self, c: _Call) -> V | None:
+        r = c.r
+        if c.pos and self.num(c.pos[0]) == 1 and r.exp:
+            return replace(_combine([r]), one_plus_exp=True, tensor=True)
+        if c.pos and (r.sq or r.sumsq):
+            return replace(_combine([r]), clamped=True, tensor=True)
+        return None
+
+    def _m_sqrt(self, c: _Call) -> V | None:
+        if c.pos:
+            return None
+        self.check_sqrt(c.node, c.recv, c.r, f".{c.meth}()", need_tensor=False)
+        res = replace(_combine([c.r]), tensor=True)
+        return replace(res, norm="sqrt(var)") if c.r.var and c.meth == "sqrt" else res
+
+    def _m_pow(self, c: _Call) -> V | None:
+        if not c.pos:
+            return None
+        e = self.num(c.pos[0])
+        if e == 0.5:
+            self.check_sqrt(c.node, c.recv, c.r, ".pow(0.5)", need_tensor=False)
+        return self._square_value(c.r) if e == 2 else None
+
+    def _m_max(self, c: _Call) -> V:
+        return replace(_combine([c.r]), is_max=True, tensor=True)
+
+    def _m_square(self, c: _Call) -> V | None:
+        return None if c.pos else self._square_value(c.r)
+
+    def _m_norm(self, c: _Call) -> V | None:
+        return None if c.r.numpy else replace(_combine([c.r]), norm="norm()", tensor=True, dense=c.r.dense)
+
+    def _m_std(self, c: _Call) -> V | None:
+        return None if c.r.numpy else replace(_combine([c.r]), norm="std()", tensor=True)
+
+    def _m_var(self, c: _Call) -> V | None:
+        return None if c.r.numpy else replace(_combine([c.r]), var=True, tensor=True)
+
+    def _m_acos(self, c: _Call) -> V:
+        self.check_acos(c.node, c.recv, c.r, c.meth)
+        return replace(_combine([c.r]), tensor=True)
+
+    def _m_clamp(self, c: _Call) -> V:
+        return self.clamp_value(c.r, _arg(c.node, 0, "min"), _arg(c.node, 1, "max"), c.recv)
+
+    def _m_clamp_min(self, c: _Call) -> V:
+        return self.clamp_value(c.r, _arg(c.node, 0, "min"), None)
+
+    def _m_divide(self, c: _Call) -> V | None:
+        if not c.pos:
+            return None
+        self.check_divide(c.node, c.r, c.vals[0], c.pos[0], numerator=c.recv)
+        return replace(_combine([c.r, c.vals[0]]), tensor=True)
+
+    def _m_reciprocal(self, c: _Call) -> None:
+        if c.r.one_plus_exp and not c.r.const:
+            self.add_305(c.node, "(1 + exp(-x)).reciprocal()", "sigmoid")
+
+    def _m_where(self, c: _Call) -> V | None:
+        if len(c.pos) < 2:
+            return None
+        # x.where(cond, other): x is the kept branch
+        self.check_where(c.node, [c.recv, c.pos[1]])
+        return replace(_combine([c.r, c.vals[1]]), tensor=True, safe_where=True, clamped=True)
+
+    def _m_requires_grad(self, c: _Call) -> V:
+        r, pos = c.r, c.pos
+        truth = not (pos and self.ev(pos[0]).value is False)  # `requires_grad_(False)`, or a name bound to it
+        key = dotted(c.recv)
+        if r.module or (r.inst and not r.params):
+            return r
+        if truth and key and broken_before_required(r):
+            ev = (self.x.where(c.node), key)
+            self.env[key] = replace(r, rg=r.rg | {ev})
+            return replace(r, rg=r.rg | {ev})
+        if truth and r.leaf and r.const and r.tensor:
+            # `W = torch.zeros(n, m); W.requires_grad_()`: a trainable leaf from now on
+            if key:
+                self.env[key] = _TRAINABLE
+            return _TRAINABLE
+        again = required_again(r) if truth else None
+        if again is not None:
+            if key:
+                self.env[key] = again
+            return again
+        return r
+
+    def _m_backward(self, c: _Call) -> V:
+        host = dotted(c.recv) or ""
+        if c.meth == "manual_backward" or (c.pos and host.split(".")[-1] in _BACKWARD_HOSTS):
+            if c.pos:
+                self.backward(c.node, c.pos[0])
+        else:
+            target = c.recv
+            if isinstance(target, cst.Call) and isinstance(target.func, cst.Attribute) and \
+                    target.func.attr.value == "scale" and target.args:
+                target = target.args[0].value
+            self.backward(c.node, target)
+        return V(const=True)
+
+    def _m_cutting(self, c: _Call) -> V:
+        r, meth = c.r, c.meth
+        if r.nograd:
+            return replace(r, computed=True)
+        return V(cut=CUTTING_METHODS[meth], cut_span=c.span, tensor=meth.startswith(("detach", "arg", "round")),
+                 params=r.params, leaf=meth.startswith("detach"),
+                 param_cuts=r.param_cuts | self._param_cut(c.recv, meth), computed=True)
+
+    def _m_move(self, c: _Call) -> V:
+        return c.r
+
+    def _m_keep(self, c: _Call) -> V:
+        return self._kept(c.r)
+
+    @staticmethod
+    def _kept(r: V) -> V:
+        """A selection or reshape of `r`: its elements, no longer a module or a criterion."""
+        return replace(r, crit=None, callret=None, module=False, inst=frozenset(), dense=r.dense and not r.module,
+                       tensor=r.tensor or bool(r.prob))
+
+    def _q_keep(self, c: _Call) -> V | None:
+        if c.first_node is None:
+            return None
+        return self._kept(c.first)
+
+    def _m_apply(self, c: _Call) -> V | None:
+        if isinstance(c.recv, cst.Name) and c.recv.value in self.x.autograd_classes:
+            return V(computed=True, tensor=True)
+        return None
+
+    def _param_cut(self, recv_node: cst.BaseExpression, meth: str) -> frozenset:
+        key = dotted(recv_node)
+        if meth.startswith("detach") and key and key.startswith("self.") and key.count(".") == 1 and \
+                self.cls and key[5:] in self.cls.params:
+            return frozenset({(self.x.where(recv_node), key + ".detach()")})
+        return frozenset()
+
+
+def _table(groups: list[tuple[frozenset[str] | dict, object]], ordered: bool) -> dict[str, tuple]:
+    """name -> the handlers of the groups that hold it, in the order of `groups` (with that
+    order's index when `ordered`: a call's names may hold several, tried in that order)."""
+    out: dict[str, list] = {}
+    for order, (group, handler) in enumerate(groups):
+        for name in group:
+            out.setdefault(name, []).append((order, handler) if ordered else handler)
+    return {name: tuple(handlers) for name, handlers in out.items()}
+
+
+T = TorchOps
+_QUALIFIED_GROUPS: list = [
+    (SOFTMAX, T._q_softmax), (SIGMOID, T._q_sigmoid), (LOG_SOFTMAX, T._q_log_softmax),
+    (LOGSIGMOID, T._q_logsigmoid), (LOSS_FUNCTIONS, T._q_loss_function), (LOSS_MODULES, T._q_loss_module),
+    (PROB_MODULES, T._q_prob_module), ({"torch.nn.Sequential"}, T._q_sequential),
+    ({"torch.nn.Parameter", "torch.nn.parameter.Parameter"}, T._q_parameter), (TENSOR_FROM_DATA, T._q_from_data),
+    (VARIABLE, T._q_variable), (FACTORIES, T._q_factory), (CUTTING_FUNCTIONS, T._q_cutting),
+]
+# Any other torch.nn class is a module: it comes after the groups above, before those below.
+_MODULE_CLASS_ORDER = len(_QUALIFIED_GROUPS) - 1
+_QUALIFIED_GROUPS += [
+    ({"torch.log"}, T._q_log), ({"torch.log1p"}, T._q_log1p), ({"torch.exp"}, T._q_exp),
+    ({"torch.sum", "torch.mean"}, T._q_reduce), ({"torch.sqrt", "torch.rsqrt"}, T._q_sqrt),
+    ({"torch.pow"}, T._q_pow), ({"torch.square"}, T._q_square),
+    ({"torch.norm", "torch.linalg.norm", "torch.linalg.vector_norm", "torch.frobenius_norm"}, T._q_norm),
+    ({"torch.std"}, T._q_std), ({"torch.var"}, T._q_var),
+    ({"torch.acos", "torch.asin", "torch.arccos", "torch.arcsin"}, T._q_acos),
+    ({"torch.clamp", "torch.clip", "torch.clamp_min"}, T._q_clamp),
+    ({"torch.maximum", "torch.fmax", "torch.max"}, T._q_maximum),
+    ({"torch.div", "torch.true_divide", "torch.divide"}, T._q_divide), ({"torch.reciprocal"}, T._q_reciprocal),
+    ({"torch.where"}, T._q_where), (_MAX_REDUCTIONS | {"torch.max"}, T._q_max), (KEEP_FUNCTIONS, T._q_keep),
+    ({"torch.autograd.backward"}, T._q_backward),
+]
+_QUALIFIED = _table(_QUALIFIED_GROUPS, ordered=True)
+_METHODS = _table([
+    ({"softmax"}, T._m_softmax), ({"sigmoid"}, T._m_sigmoid), ({"log_softmax"}, T._m_log_softmax),
+    ({"log"}, T._m_log), ({"log1p"}, T._m_log1p), ({"exp"}, T._m_exp), ({"sum", "mean", "nansum"}, T._m_reduce),
+    ({"add", "add_"}, T._m_add), ({"sqrt", "rsqrt"}, T._m_sqrt), ({"pow", "pow_"}, T._m_pow),
+    ({"max", "amax", "logsumexp"}, T._m_max), ({"square"}, T._m_square), ({"norm"}, T._m_norm),
+    ({"std"}, T._m_std), ({"var"}, T._m_var),
+    ({"acos", "asin", "arccos", "arcsin", "acos_", "asin_"}, T._m_acos),
+    ({"clamp", "clip", "clamp_", "clip_"}, T._m_clamp), ({"clamp_min", "clamp_min_"}, T._m_clamp_min),
+    ({"div", "div_", "true_divide", "divide"}, T._m_divide), ({"reciprocal"}, T._m_reciprocal),
+    ({"where"}, T._m_where), ({"requires_grad_"}, T._m_requires_grad),
+    ({"backward", "manual_backward"}, T._m_backward), (CUTTING_METHODS, T._m_cutting),
+    (_MOVE, T._m_move), (KEEP, T._m_keep), ({"apply"}, T._m_apply),
+], ordered=False)
+del T
