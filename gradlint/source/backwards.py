@@ -94,14 +94,21 @@ def _linear(node: cst.BaseExpression, names: set[str], ctx: str) -> Factor | Non
     return None
 
 
-def _returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
+def _returns(fn: cst.FunctionDef, only: bool = False) -> list[cst.BaseExpression] | None:
     """The values a function returns, when its body is plain statements ending in returns (no
-    branch or loop to read); None otherwise."""
+    branch or loop to read); with `only`, when it holds nothing but a docstring and returns of
+    a value. None otherwise."""
     body = fn.body.body if isinstance(fn.body, cst.IndentedBlock) else ()
     out = []
     for stmt in body:
         if not isinstance(stmt, cst.SimpleStatementLine):
             return None
+        if only:
+            small = stmt.body[0] if len(stmt.body) == 1 else None
+            if isinstance(small, cst.Expr) and isinstance(small.value, cst.SimpleString):
+                continue  # a docstring
+            if not (isinstance(small, cst.Return) and small.value is not None):
+                return None
         out.extend(s.value for s in stmt.body if isinstance(s, cst.Return) and s.value is not None)
     return out or None
 
@@ -114,18 +121,13 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
     factor (gradient reversal: `x.view_as(x)` forward, `-ctx.alpha * g` backward). A backward
     that computes anything first, or an identity forward with its true derivative, is not."""
     grads = _inputs(backward)
-    body = backward.body.body if isinstance(backward.body, cst.IndentedBlock) else ()
     if forward is None or not grads or isinstance(backward.params.star_arg, cst.Param):
         return False
+    given = _returns(backward, only=True)
+    if given is None:
+        return False
     ctx, factors = _ctx(backward), set()
-    for stmt in body:
-        if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Expr) \
-                and isinstance(stmt.body[0].value, cst.SimpleString):
-            continue  # a docstring
-        if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Return)
-                and stmt.body[0].value is not None):
-            return False
-        value = stmt.body[0].value
+    for value in given:
         items = [e.value for e in value.elements] if isinstance(value, cst.Tuple) else [value]
         for item in items:
             if _all_none(item):
