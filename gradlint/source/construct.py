@@ -26,6 +26,7 @@ from gradlint.source.engine.values import (
     Alt, _alt, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, spliced, Sym, _Tensor, UNKNOWN,
 )
 from gradlint.source.engine.values import is_number as _num
+from gradlint.source.engine.walk import children
 from gradlint.source.foreign import CALLED, ITEM
 from gradlint.source.init_walk import _InitInterpreter
 from gradlint.source.names import dotted
@@ -826,7 +827,7 @@ def _self_setters(info: ClassInfo) -> frozenset[str] | None:
                     sub = getattr(sub, "value", sub)
                     if type(sub) is cst.Attribute and type(sub.value) is cst.Name and sub.value.value == "self":
                         names.add(sub.attr.value)
-            stack.extend(node.children)
+            stack.extend(children(node))
     return frozenset(names)
 
 
@@ -847,5 +848,5 @@ def _passed_to_super(info: ClassInfo) -> frozenset[str] | None:
                     names.add(a.keyword.value)
                 elif a.star != "**":
                     return None
-        stack.extend(node.children)
+        stack.extend(children(node))
     return frozenset(names)

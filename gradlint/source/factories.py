@@ -26,7 +26,7 @@ import libcst as cst
 from gradlint.model.ir import ConfigArg, Network
 from gradlint.source.budget import MAX_DEPTH, Exhausted
 from gradlint.source.engine.values import Ctor
-from gradlint.source.engine.walk import mentions, suite, walk
+from gradlint.source.engine.walk import children, mentions, suite, walk
 from gradlint.source.init_walk import _InitInterpreter
 from gradlint.source.lowering import Lowerer
 
@@ -199,7 +199,7 @@ def _touched(node: cst.CSTNode, watched: set[str], decisions: dict, live: bool) 
             node.orelse is not None and _touched(node.orelse, watched, decisions, live))
     if kind is cst.Arg and node.star in ("*", "**") and type(node.value) is cst.Name:
         return False
-    return any(_touched(c, watched, decisions, live) for c in node.children)
+    return any(_touched(c, watched, decisions, live) for c in children(node))
 
 
 def _apply_owner(call: cst.Call) -> str:

@@ -410,7 +410,7 @@ def _yields(fdef: cst.FunctionDef) -> bool:
             return True
         if isinstance(node, (cst.FunctionDef, cst.Lambda, cst.ClassDef)):
             continue
-        stack.extend(node.children)
+        stack.extend(_children(node))
     return False
 
 

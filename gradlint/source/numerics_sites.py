@@ -15,6 +15,7 @@ import libcst as cst
 
 from gradlint.facts.numerics import LOSS_NAMES, Pieces, Site
 from gradlint.source.engine.calls import arg as _arg
+from gradlint.source.engine.walk import children
 from gradlint.source.engine.tensors import DETACHED_THEN_REQUIRED, V, UNKNOWN, number_of
 from gradlint.source.names import dotted
 
@@ -316,6 +317,6 @@ class SiteChecks:
             n = stack.pop()
             if isinstance(n, cst.Name) and n.value == owner:
                 mentions += 1
-            stack.extend(n.children)
+            stack.extend(children(n))
         # one binding and one call
         return mentions == 2

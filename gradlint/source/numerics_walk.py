@@ -18,7 +18,7 @@ from gradlint.facts.numerics import Call, Function, Site
 from gradlint.source.engine.interp import StatementWalker
 from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, required_again, replace, _passed, merge_env, _item,
                                              open_value, join_value, broken_before_required)
-from gradlint.source.engine.walk import suite
+from gradlint.source.engine.walk import evaluated_children, suite
 from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_callers import CallRecords
@@ -285,7 +285,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             self.returns.append(None)
 
     def other_small(self, node: cst.BaseSmallStatement) -> None:
-        for child in node.children:
+        for child in evaluated_children(node):
             if isinstance(child, cst.BaseExpression):
                 self.ev(child)
 
