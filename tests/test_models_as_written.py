@@ -374,6 +374,17 @@ def test_init_functions_given_the_instance_or_a_submodule_run_in_init():
     assert set(inits(nets["ZeroedThenDescribed"]).values()) == {"zeros"}
 
 
+def test_an_init_under_an_undecided_test_is_unknown_unless_the_test_asks_for_the_tensor():
+    """`if "head" in name:` in a loop over `named_modules()` may or may not hold for a layer: what
+    its branches initialise is unknown. `if m.bias is not None:` only skips a missing tensor: the
+    bias stays zero-initialised."""
+    nets, _ = lower(AS_WRITTEN.read_text(), str(AS_WRITTEN))
+    assert set(inits(nets["ZeroesHeadByName"]).values()) == {"unknown"}
+    zeroed = [n for n in walk(nets["ZeroesEveryLinearWithItsBias"].nodes) if isinstance(n, Param)]
+    assert {n.init.scheme for n in zeroed} == {"zeros"}
+    assert {n.bias_init.scheme for n in zeroed} == {"zeros"}
+
+
 INIT_CALLS = '''
 import torch.nn as nn
 from mmcv.cnn import kaiming_init, constant_init

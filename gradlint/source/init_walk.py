@@ -23,6 +23,7 @@ from gradlint.source.engine.values import (
     Alt, _alt, AnyModule, ClassRef, Ctor, DictVal, Instance, ListVal, _module_like, Sym, TensorRef, truth, UNKNOWN,
 )
 from gradlint.source.engine.values import is_number as _num
+from gradlint.source.engine.walk import walk
 from gradlint.source.names import dotted
 
 if TYPE_CHECKING:
@@ -388,6 +389,13 @@ class _InitInterpreter(_Walker):
         self.record_init(target, self.spec(scheme, params, call) if scheme != "unknown" else InitSpec("unknown", origin=self.fm.src.span(call, within=self.fm.running)))
 
     def record_init(self, ref: TensorRef, spec: InitSpec) -> None:
+        if self.fm.undecided and not all(_asks_for(test, ref.name) for test in self.fm.undecided):
+            # In a branch of an `if` the walk cannot decide (`if "head" in name:` in a loop over
+            # `named_modules()`, `if getattr(m, "is_last", False):`) the initialisation may or may
+            # not happen: the tensor's init is not known (recording it as made zeroed every Linear
+            # of a model whose loop zeroes only its head). A test of whether the tensor exists
+            # (`if m.bias is not None:`) only skips what is not there.
+            spec = InitSpec("unknown", origin=spec.origin)
         order = next(self.fm.order)
         if isinstance(ref.owner, Ctor) and ref.owner.extern is not None:
             ref.owner.reached = True
@@ -603,6 +611,13 @@ class _InitInterpreter(_Walker):
             return
         super().if_stmt(stmt)
 
+    def branches(self, stmt: cst.If) -> None:
+        self.fm.undecided.append(stmt.test)  # each branch may run: what they initialise is a "may"
+        try:
+            super().branches(stmt)
+        finally:
+            self.fm.undecided.pop()
+
     def condition(self, stmt: cst.If) -> bool | None:
         decided = _truth(self.ev(stmt.test))
         seen = self.fm.decisions
@@ -675,6 +690,12 @@ class _InitInterpreter(_Walker):
             self.returned = returned0
 
     def _isinstance_test(self, test: cst.BaseExpression) -> tuple[str, tuple[str, ...]] | None:
+        if type(test) is cst.BooleanOperation and type(test.operator) is cst.Or:
+            # `isinstance(m, nn.Conv2d) or isinstance(m, nn.Linear)` (torchvision's googlenet)
+            left, right = self._isinstance_test(test.left), self._isinstance_test(test.right)
+            if left is not None and right is not None and left[0] == right[0]:
+                return left[0], left[1] + right[1]
+            return None
         if type(test) is cst.Call and dotted(test.func) == "isinstance" and len(test.args) == 2:
             var = test.args[0].value
             if type(var) is cst.Name and isinstance(self.env.get(var.value), AnyModule):
@@ -686,6 +707,17 @@ class _InitInterpreter(_Walker):
                     types.append(cls if cls is not None else (dotted(t) or "?"))
                 return var.value, tuple(types)
         return None
+
+
+def _asks_for(test: cst.BaseExpression, tensor: str) -> bool:
+    """Whether an `if` test asks about the tensor itself (`m.bias is not None`, `m.bias`,
+    `hasattr(m, "bias")`): a branch it skips holds no such tensor to initialise."""
+    for node in walk(test):
+        if type(node) is cst.Attribute and node.attr.value == tensor:
+            return True
+        if type(node) is cst.SimpleString and node.value[1:-1] == tensor:
+            return True
+    return False
 
 
 def _owner_of(fm: FileModel, info: Any, init: cst.FunctionDef) -> Any:

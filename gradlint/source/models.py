@@ -78,6 +78,9 @@ class FileModel(ConstructCalls):
         self.exact_calls = False
         # id(if statement) -> its truth (None: undecided) while a factory runs (factories.py)
         self.decisions: dict[int, bool | None] | None = None
+        # The tests of the undecided `if`s the init walk is inside: an initialisation made there
+        # may not happen (init_walk.record_init)
+        self.undecided: list[cst.BaseExpression] = []
         # Set while a factory or the module's own statements run (factories.py): a config object
         # passed to a class of another file goes with its values (ir.ConfigArg), which the class
         # is re-run with in its file. Elsewhere a class of another file gets what it got before.
