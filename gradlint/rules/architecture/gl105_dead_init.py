@@ -103,6 +103,20 @@ class Net(nn.Module):
 """, note="zero weight, no bias, into ReLU"),
         Example("""\
 import torch.nn as nn
+import torch.nn.functional as F
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(32, 64, bias=False)
+        nn.init.zeros_(self.proj.weight)
+        self.fc = nn.Linear(64, 1)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.proj(x)))
+""", note="into a ReLU, whatever the layer is called"),
+        Example("""\
+import torch.nn as nn
 
 class Net(nn.Module):
     def __init__(self):
@@ -133,6 +147,20 @@ class Block(nn.Module):
     def forward(self, x):
         return x + self.proj(self.fc1(x).relu())
 """, note="zero-initialised residual projection"),
+        Example("""\
+import torch.nn as nn
+import torch.nn.functional as F
+
+class Block(nn.Module):
+    def __init__(self, c=16):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        nn.init.zeros_(self.conv2.weight)
+
+    def forward(self, x):
+        return F.relu(x + self.conv2(F.relu(self.conv1(x))))
+""", note="a residual branch's last conv zeroed: the ReLU gets x + 0"),
         Example("""\
 import torch.nn as nn
 
@@ -195,9 +223,11 @@ class Tok(nn.Module):
                 continue
             nodes = list(_flatten(network.nodes))
             for i, n in enumerate(nodes):
-                if not isinstance(n, Param) or n.op not in _HIDDEN_OPS or _guarded(n):
+                if not isinstance(n, Param) or n.op not in _HIDDEN_OPS:
                     continue
-                # (b) zero weight, no or zero bias, into a ReLU-family activation
+                # (b) zero weight, no or zero bias, into a ReLU-family activation (whatever the
+                # layer's name: a zero output into a ReLU is dead; at the end of a residual branch
+                # the ReLU gets x + 0 and _next_activation stops at the branch's end)
                 if _zero(n.init) and (n.bias_init is not None and n.bias_init.scheme in ("none", "zeros")):
                     nxt = _next_activation(nodes, i)
                     if nxt is not None and nxt.fn in RELU_FAMILY:
@@ -209,7 +239,7 @@ class Tok(nn.Module):
                             yield f
                         continue
                 # (c) two constant-initialised layers in a row
-                if is_dead(n.init):
+                if is_dead(n.init) and not _guarded(n):
                     nxt_param = _next_param(nodes, i)
                     if nxt_param is not None and is_dead(nxt_param.init) and not _guarded(nxt_param):
                         f = emit(n.init.origin or n.origin,
@@ -225,17 +255,25 @@ def same_in(others: tuple[str, ...]) -> str:
     return f"; the same in {networks_text(list(others))}" if others else ""
 
 
+# Where a residual branch starts or ends in the flattened nodes: what follows a layer across it
+# is not fed by that layer alone (`relu(x + conv2(...))` gets x + 0 from a zeroed conv2).
+_BRANCH_EDGE = object()
+
+
 def _flatten(nodes):
     from gradlint.model.ir import Residual
 
     for n in nodes:
         if isinstance(n, Residual):
+            yield _BRANCH_EDGE
             yield from _flatten(n.body)
+            yield _BRANCH_EDGE
         else:
             yield n
 
 
 def _next_activation(nodes, i):
+    """The activation the layer at `i` feeds directly (passthroughs between), else None."""
     for n in nodes[i + 1:]:
         if isinstance(n, Passthrough):
             continue
@@ -244,6 +282,7 @@ def _next_activation(nodes, i):
 
 
 def _next_param(nodes, i):
+    """The layer the layer at `i` feeds through activations and passthroughs only, else None."""
     for n in nodes[i + 1:]:
         if isinstance(n, (Activation, Passthrough)):
             continue
