@@ -181,10 +181,20 @@ class SiteChecks:
         if self.hazard_quiet():
             return
         for br in branches:
-            found = self._unsafe_op(br)
-            if found:
-                op, operand = found
-                self.x.add(Site("unsafe_where_branch", op, self.x.span(br), detail=operand))
+            # the op may be inside the branch's arithmetic (`y * torch.log(y / rate)`): its
+            # backward still meets the masked-out input (0 * inf = NaN, measured)
+            stack = [br]
+            while stack:
+                sub = stack.pop()
+                found = self._unsafe_op(sub)
+                if found:
+                    op, operand = found
+                    self.x.add(Site("unsafe_where_branch", op, self.x.span(sub), detail=operand))
+                    break
+                if type(sub) is cst.BinaryOperation:
+                    stack.extend((sub.right, sub.left))
+                elif type(sub) is cst.UnaryOperation:
+                    stack.append(sub.expression)
 
     def _unsafe_op(self, br: cst.BaseExpression) -> tuple[str, str] | None:
         unsafe = {"log", "sqrt", "rsqrt", "reciprocal", "acos", "arccos", "asin", "arcsin", "log2", "log10"}

@@ -69,6 +69,9 @@ class WhereNanBranch(SiteRule):
         Example("import torch\n\ndef f(x):\n    x = torch.nn.Parameter(x)\n    return torch.where(x.abs() < 1, torch.zeros_like(x), torch.reciprocal(x))\n"),
         Example("import torch\n\ndef f(s, mask):\n    s = torch.nn.Parameter(s)\n    n = mask.sum(-1)\n    return torch.where(n > 0, s / n, 0.0)\n",
                 note="a count without gradient still poisons the numerator's gradient (measured: NaN)"),
+        Example("import torch\n\ndef deviance(rate, y):\n    rate = torch.nn.Parameter(rate)\n"
+                "    return torch.where(y > 0, y * torch.log(y / rate), torch.zeros_like(y))\n",
+                note="the op inside the branch's arithmetic (measured: NaN)"),
     ]
     valid = [
         Example("import torch\n\ndef f(x):\n    safe = torch.where(x > 0, x, torch.ones_like(x))\n"
@@ -77,6 +80,9 @@ class WhereNanBranch(SiteRule):
                 note="clamped before the op"),
         Example("import torch\n\ndef f(x, eps=1e-8):\n    return torch.where(x > 0, torch.sqrt(x + eps), 0.0)\n",
                 note="eps-shifted"),
+        Example("import torch\n\ndef f(x, y):\n    x = torch.nn.Parameter(x)\n"
+                "    return torch.where(x > 0, y * torch.log(x.clamp(min=1e-12)), 0.0)\n",
+                note="clamped inside the branch's arithmetic"),
         Example("import torch\n\ndef f(x):\n    return torch.where(x > 0, x / 2.0, x)\n", note="division by a literal"),
         Example("import torch\n\ndef f(inv_freq, wavelen, low, factor):\n"
                 "    return torch.where(wavelen > low, inv_freq / factor, inv_freq)\n",
