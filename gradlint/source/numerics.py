@@ -26,7 +26,7 @@ from gradlint.facts.numerics import CallText, Expr, Function, NumClass, Numerics
 from gradlint.findings import SourceSpan
 from gradlint.source.backwards import Backwards, not_a_derivative
 from gradlint.source.engine.calls import split as _args
-from gradlint.source.engine.tensors import Where, V, UNKNOWN, replace, merge, _passed, passed_tensor
+from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, passed_tensor
 from gradlint.source.engine.walk import children
 from gradlint.source.names import dotted
 from gradlint.text import search_word_start
@@ -38,6 +38,12 @@ AUTOGRAD_FUNCTION = frozenset({"torch.autograd.Function", "torch.autograd.functi
                                "torch.autograd.function.InplaceFunction", "torch.autograd.InplaceFunction"})
 _SELF_RG = re.compile(r"self\s*\.\s*requires_grad\b")  # from a word's start: search_word_start
 
+
+# torch layers whose __init__ registers `weight` and `bias` as parameters (a subclass reads them
+# in its forward without setting them)
+_WEIGHTED_LAYERS = frozenset("torch.nn." + n for n in (
+    "Linear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+    "Embedding", "LayerNorm", "GroupNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"))
 
 # Walks of one unit when its callers' arguments change (a chain of calls through this file).
 MAX_REWALKS = 3
@@ -409,6 +415,13 @@ class Extractor(ModuleValues, Backwards):
                     ctx.attrs[key[5:]] = replace(val, value=UNKNOWN) if val.value is not UNKNOWN else val
                     if val.leaf and val.params and val.tensor and not val.module:
                         ctx.params.add(key[5:])
+        if any(b in _WEIGHTED_LAYERS for b in bases):
+            # a subclass of a torch layer (weight standardisation's `class WSConv2d(nn.Conv2d)`):
+            # the layer's own __init__ made `self.weight` and `self.bias` its parameters
+            for tensor in ("weight", "bias"):
+                if tensor not in ctx.attrs:
+                    ctx.attrs[tensor] = _TRAINABLE
+                    ctx.params.add(tensor)
         if len(self.path) == 1:
             self.class_attrs[name] = ctx.attrs
         returns: list[V] = []

@@ -53,6 +53,13 @@ class DetachedForward(SiteRule):
                 "        self.weight = nn.Parameter(torch.randn(4, 4))\n\n"
                 "    def forward(self, x):\n"
                 "        return F.linear(x, self.weight.data)\n"),
+        Example("import torch\nfrom torch import nn\nimport torch.nn.functional as F\n\n"
+                "class WSConv2d(nn.Conv2d):\n"
+                "    def forward(self, x):\n"
+                "        w = self.weight.data\n"
+                "        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)\n"
+                "        return F.conv2d(x, w, self.bias, self.stride, self.padding)\n",
+                note="a torch layer's own weight, read by a subclass (measured: weight.grad is None)"),
         Example("import torch\nfrom torch import nn\n\n"
                 "class Head(nn.Module):\n"
                 "    def __init__(self):\n"
@@ -96,6 +103,13 @@ class DetachedForward(SiteRule):
                 "    def forward(self, x):\n"
                 "        with torch.no_grad():\n            f = self.backbone(x)\n"
                 "        return self.head(f)\n", note="frozen backbone, trainable head"),
+        Example("import torch\nfrom torch import nn\nimport torch.nn.functional as F\n\n"
+                "class WSConv2d(nn.Conv2d):\n"
+                "    def forward(self, x):\n"
+                "        w = self.weight\n"
+                "        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)\n"
+                "        return F.conv2d(x, w, self.bias, self.stride, self.padding)\n",
+                note="weight standardisation through the parameter itself"),
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:
