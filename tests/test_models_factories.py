@@ -104,7 +104,9 @@ def test_a_factory_called_as_a_user_calls_it_is_the_network_it_builds():
     # 13 convolutions of the table's row "D" (the "M"s are pools), widths through `cast(int, v)`
     assert len(convs) == 13
     assert [c.fan_out // 9 for c in convs][:3] == [64, 64, 128]
-    # `Weights16.verify(weights)` may be None: `init_weights` keeps its default, the init applies
+    # `Weights16.verify(None)` is None (torchvision's WeightsEnum): `if weights is not None` is
+    # decided, `init_weights` keeps its default and the init applies (an init under an undecided
+    # test would be unknown)
     assert all(p.init.scheme == "kaiming_normal" for p in params(vgg16)), [p.init for p in params(vgg16)]
     # `**kwargs` of an entry called bare is empty: num_classes is the default
     assert params(vgg16)[-1].fan_out == 1000

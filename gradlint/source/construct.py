@@ -123,6 +123,12 @@ class ConstructCalls:
                     args = [tuple(a.items) if isinstance(a, ListVal) else a for a in args]
                     if all(isinstance(a, str) or all(isinstance(i, str) for i in a) for a in args):
                         return getattr(base, func.attr.value)(*args)
+        if (type(func) is cst.Attribute and func.attr.value == "verify" and len(call.args) == 1 and not call.args[0].star
+                and type(func.value) is cst.Name and _weights_enum(self.classes.get(func.value.value))):
+            # torchvision's `VGG16_Weights.verify(weights)` gives None for None: the entry called
+            # bare builds the model from scratch (its init applies); other values name weights
+            v = self._eval(call.args[0].value, env)
+            return None if v is None else UNKNOWN
         if "typing.cast" in quals and len(call.args) == 2 and not any(a.star or a.keyword for a in call.args):
             return self._eval(call.args[1].value, env)  # `cast(int, v)` is v, as at run time
         if name == "str" and len(call.args) == 1:
@@ -802,6 +808,11 @@ def _attribute_map(attrs: dict, mapping: dict) -> None:
             attrs[key] = Sym(key)
             if isinstance(target, str) and target in attrs:
                 attrs[target] = Sym(target)
+
+
+def _weights_enum(info: ClassInfo | None) -> bool:
+    """A class of the file derived from torchvision's WeightsEnum (`class VGG16_Weights(WeightsEnum)`)."""
+    return info is not None and any(b.rsplit(".", 1)[-1] == "WeightsEnum" for b in info.bases)
 
 
 def _self_setters(info: ClassInfo) -> frozenset[str] | None:
