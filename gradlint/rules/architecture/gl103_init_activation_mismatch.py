@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Iterator
 
 from gradlint.findings import Finding, Severity
@@ -79,6 +81,26 @@ class InitActivationMismatch(Rule):
         Example(XAVIER_RELU.replace("depth=16", "depth=4"), note="shallow chain"),
         Example(XAVIER_RELU.replace("layers += [lin, nn.ReLU()]", "layers += [lin, nn.BatchNorm1d(width), nn.ReLU()]"),
                 note="normalised chain"),
+        Example("""\
+import torch
+import torch.nn as nn
+
+class PINN(nn.Module):
+    def __init__(self, width=128, depth=24):
+        super().__init__()
+        self.input = nn.Linear(2, width)
+        self.hidden = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+        self.output = nn.Linear(width, 1)
+        for m in [self.input, *self.hidden]:
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+
+    def forward(self, xt):
+        h = torch.tanh(self.input(xt))
+        for layer in self.hidden:
+            h = torch.tanh(layer(h))
+        return self.output(h)
+""", note="a mismatch whose chain is healthier than the matched init's (measured: 3.5 against 42)"),
     ]
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
@@ -110,8 +132,11 @@ class InitActivationMismatch(Rule):
                 other = next((c for c in fixed.chains if c.first.name == first_name and c.depth == chain.depth), None)
                 if other is None or chain.gain <= 0 or other.gain <= 0:
                     continue
-                ratio = max(chain.gain / other.gain, other.gain / chain.gain)
-                if ratio < 10:
+                # Reported when the matched init brings the gain at least 10x closer to 1: a
+                # mismatch whose chain is healthier than the matched one (kaiming-relu before tanh
+                # at 26 layers: 0.94 against 10 with xavier(5/3); measured 3.5 against 42) is no
+                # problem to fix.
+                if abs(math.log10(chain.gain)) - abs(math.log10(other.gain)) < 1.0:
                     continue
                 step, fn = first_bad
                 key = (step.layer.init.origin or step.layer.origin, chain.depth)
