@@ -144,6 +144,28 @@ def test_passthrough_is_transparent():
     assert [s.layer.name for s in stats] == ["l0", "l1", "l2", "l3"]
 
 
+def test_a_known_scale_before_an_activation_scales_its_input_and_the_gradient():
+    """`tanh(0.05 * fc(x))`: the tanh sees 0.05^2 of fc's pre-activation variance, and the
+    backward through the scale multiplies the gradient by 0.05 (the next factor by 0.05^2); an
+    unknown scale (`scale:?`) makes the moment unknown and ends the chain."""
+    layers = mlp([512] * 4, "identity", spec("normal", std=0.05))
+    plain = analyse_nodes(layers)
+    scaled_nodes = []
+    for n in layers:
+        scaled_nodes.append(n)
+        if isinstance(n, Param):
+            scaled_nodes.append(Passthrough("", "scale:0.5"))
+    scaled = analyse_nodes(scaled_nodes)
+    # three layers: the two steps after the first each cross one 0.5 scale, gain x 0.5 x 0.5
+    assert scaled.chains[0].gain == pytest.approx(plain.chains[0].gain * 0.25)
+    tanh = [linear("fc", 1024, 256, spec("normal", std=1.0)), Passthrough("", "scale:0.05"), Activation("t", "tanh")]
+    stat, = analyse_nodes(tanh).activations
+    unscaled, = analyse_nodes([tanh[0], tanh[2]]).activations
+    assert stat.q == pytest.approx(unscaled.q * 0.05 ** 2)
+    unknown = analyse_nodes([tanh[0], Passthrough("", "scale:?"), tanh[2]])
+    assert unknown.activations == ()
+
+
 @pytest.mark.parametrize(
     "breaker",
     [

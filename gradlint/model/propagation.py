@@ -147,6 +147,9 @@ class _Walk:
         self.direct: Param | None = None  # the Param directly before the next node
         self.done: list[Step] = []  # the current chain's finished steps
         self.pending: Step | None = None  # its latest step, still collecting activations
+        # A constant multiplier met since the latest layer, before any activation (`tanh(0.05 *
+        # fc(x))`): its square scales the source, and the next layer's backward factor
+        self.scaled = 1.0
 
     def out_moment(self) -> float | None:
         """E[x^2] of the signal at this point."""
@@ -178,12 +181,14 @@ class _Walk:
 
     def reset(self, moment: float | None) -> None:
         self.flush()
-        self.source, self.applied, self.direct = moment, [], None
+        self.source, self.applied, self.direct, self.scaled = moment, [], None, 1.0
 
     def run(self, nodes: Sequence[Node]) -> float | None:
         """Walk the nodes; return E[x^2] of the output (None: unknown)."""
         for node in nodes:
             if isinstance(node, Passthrough):
+                if node.what.startswith("scale:"):
+                    self.scale(node.what[len("scale:"):])
                 continue
             if isinstance(node, Activation):
                 self.activation(node)
@@ -221,6 +226,26 @@ class _Walk:
         self.flush()
         return out
 
+    def scale(self, text: str) -> None:
+        """`c * x`, `x / c` (the front-end's `scale:c`; `scale:?` when c is not known). A known c
+        before any activation scales the Gaussian source by c^2 and the gradient by |c|; after
+        activations the signal is no longer a composition of them, so the chain ends there and
+        what follows starts from the scaled moment. Nothing known of c: the scale is unknown."""
+        try:
+            c = float(text)
+        except ValueError:
+            c = math.nan
+        if not math.isfinite(c) or c == 0.0:
+            self.reset(None)
+            return
+        if not self.applied:
+            if self.source is not None:
+                self.source *= c * c
+            self.scaled *= c * c
+            return
+        moment = self.out_moment()
+        self.reset(moment * c * c if moment is not None else None)
+
     def activation(self, node: Activation) -> None:
         if node.fn not in _acts().KNOWN:
             self.reset(None)
@@ -250,16 +275,16 @@ class _Walk:
         factor = None
         if self.pending is not None and ftv is not None:
             if self.source is not None:
-                factor = ftv * _acts().composed_moments(self._fns(), self.source)[1]
+                factor = ftv * _acts().composed_moments(self._fns(), self.source)[1] * self.scaled
             elif _acts().is_scale_free([a.fn for a in self.applied]):
-                factor = ftv * _acts().composed_moments(self._fns(), 1.0)[1]
+                factor = ftv * _acts().composed_moments(self._fns(), 1.0)[1] * self.scaled
         if factor is None:
             # A new chain: this layer's own factor is unknown, but a first step needs none.
             self.flush()
         else:
             self._close_pending()
         self.pending = Step(node, (), q, factor)
-        self.source, self.applied, self.direct = q, [], node
+        self.source, self.applied, self.direct, self.scaled = q, [], node, 1.0
 
 
 def _embedding_moment(node: Param) -> float | None:
