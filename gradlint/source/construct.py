@@ -295,6 +295,18 @@ class ConstructCalls:
             if kinds <= _BUILTIN_TYPES.keys() and (_constant(v) or isinstance(v, ClassRef)):
                 # `isinstance(name, str)` on a name or a class (timm's get_act_layer)
                 return isinstance(v, tuple(_BUILTIN_TYPES[k] for k in kinds)) if _constant(v) else False
+            if isinstance(v, Ctor) and v.kind == "torch":
+                # `if isinstance(self.fc, nn.Linear):` on a layer built here; only torch layers
+                # no other exported torch.nn class derives from are decided False (ReLU6 is a
+                # Hardtanh, LazyLinear a Linear)
+                types = call.args[1].value
+                exprs = [el.value for el in types.elements] if isinstance(types, cst.Tuple) else [types]
+                shorts = [self.torch_class(t) for t in exprs]
+                cls = v.cls[4:] if v.cls.startswith("Lazy") else v.cls
+                if cls in shorts:
+                    return True
+                if shorts and all(t in _LEAF_LAYERS for t in shorts):
+                    return False
             return _NOT_HANDLED
         if quals:
             lib = L.library_name(quals, self.src.path)
@@ -808,6 +820,14 @@ def _attribute_map(attrs: dict, mapping: dict) -> None:
             attrs[key] = Sym(key)
             if isinstance(target, str) and target in attrs:
                 attrs[target] = Sym(target)
+
+
+# torch.nn layers that no other exported torch.nn class derives from (but their Lazy forms)
+_LEAF_LAYERS = frozenset({
+    "Linear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm", "Embedding", "EmbeddingBag",
+    "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "MultiheadAttention",
+})
 
 
 def _weights_enum(info: ClassInfo | None) -> bool:
