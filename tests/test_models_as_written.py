@@ -475,3 +475,61 @@ def test_a_forward_that_reaches_its_output_from_the_first_input_or_from_none_is_
     assert not nets["Field"].forward_known
     nets, _ = lower(_ODE_FIELD.format(params="self, t, z", body="self.net[0].weight.sum()"))
     assert not nets["Field"].forward_known
+
+
+ISINSTANCE_ON_LAYERS = '''
+import torch.nn as nn
+
+
+class Looped(nn.Module):
+    def __init__(self, d=64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, d), nn.Tanh(), nn.Linear(d, d))
+        for m in self.net:
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.weight)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Checked(nn.Module):
+    def __init__(self, d=64):
+        super().__init__()
+        self.fc = nn.Linear(d, d)
+        self.act = nn.ReLU6()
+        self.out = nn.LazyLinear(d)
+        if isinstance(self.fc, nn.Conv2d):
+            nn.init.zeros_(self.fc.weight)
+        if isinstance(self.act, nn.Hardtanh):
+            nn.init.zeros_(self.fc.weight)
+        if isinstance(self.out, nn.Linear):
+            nn.init.orthogonal_(self.out.weight)
+
+    def forward(self, x):
+        return self.out(self.act(self.fc(x)))
+'''
+
+
+def test_isinstance_on_a_layer_built_here_is_decided():
+    """`for m in self.net: if isinstance(m, nn.Linear): zeros_(m.weight)` zeroes each Linear of the
+    Sequential (GL105); `isinstance(self.fc, nn.Conv2d)` on a Linear is False; ReLU6 is a Hardtanh
+    in torch, which the walk does not decide (the init it guards is unknown); a LazyLinear is a
+    Linear."""
+    nets, _ = lower(ISINSTANCE_ON_LAYERS)
+    assert set(inits(nets["Looped"]).values()) == {"zeros"}
+    assert [f.code for f in check_source(ISINSTANCE_ON_LAYERS)] == ["GL105"]
+    assert inits(nets["Checked"]) == {"fc": "unknown", "out": "orthogonal"}
+
+
+def test_module_constants_unpacked_from_a_tuple_are_read():
+    """`nz, ngf, nc = 100, 64, 3` at module level (the DCGAN tutorial) gives each name its number;
+    a swap reads the values before binding, and a starred or mismatched unpacking binds nothing."""
+    src = ("import torch.nn as nn\n\nnz, ngf, nc = 100, 64, 3\nngf, nc = nc, ngf\na, *rest = 1, 2, 3\n\n\n"
+           "class G(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+           "        self.fc = nn.Linear(nz, ngf)\n        self.out = nn.Linear(nc, a)\n\n"
+           "    def forward(self, z):\n        return self.out(self.fc(z))\n")
+    nets, _ = lower(src)
+    fans = {n.name: (n.fan_in, n.fan_out) for n in walk(nets["G"].nodes) if isinstance(n, Param)}
+    assert fans["fc"] == (100, 3) and fans["out"][0] == 64
+    assert fans["out"][1] != 1  # `a` is not known to be 1 (a starred unpacking)

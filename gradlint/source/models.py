@@ -118,6 +118,8 @@ class FileModel(ConstructCalls):
                         value = self.eval(small.value, {})
                         if isinstance(value, (int, float, str, bool)) and not isinstance(value, Sym):
                             self.constants[small.targets[0].target.value] = value
+                    elif isinstance(small, cst.Assign) and len(small.targets) == 1:
+                        self._unpacked_constants(small.targets[0].target, small.value)
             elif isinstance(stmt, cst.FunctionDef):
                 self.functions[stmt.name.value] = stmt
         for node in _walk_classes(self.src.module):
@@ -142,6 +144,25 @@ class FileModel(ConstructCalls):
                         break
         for name, node in tables:
             self._class_table(name, node)
+
+    def _unpacked_constants(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        """`nz, ngf, nc = 100, 64, 3` (the DCGAN tutorial's module constants): each name gets its
+        element, the values evaluated before any is bound (`a, b = b, a`)."""
+        names = [el.value for el in target.elements] if type(target) in (cst.Tuple, cst.List) else []
+        items = [el.value for el in value.elements] if type(value) in (cst.Tuple, cst.List) else []
+        if not names or len(names) != len(items) or not all(type(n) is cst.Name for n in names) or any(
+                type(el) is cst.StarredElement for el in (*target.elements, *value.elements)):
+            for n in names:
+                if type(n) is cst.Name:
+                    self.constants.pop(n.value, None)  # bound by code the walk does not read
+            return
+        self.meter.allow()
+        values = [self.eval(item, {}) for item in items]
+        for n, v in zip(names, values):
+            if isinstance(v, (int, float, str, bool)) and not isinstance(v, Sym):
+                self.constants[n.value] = v
+            else:
+                self.constants.pop(n.value, None)
 
     def _class_table(self, name: str, node: cst.BaseExpression) -> None:
         """A module-level dict looked up by a string: of classes (`ACT2CLS = {"silu": nn.SiLU}`,
