@@ -533,3 +533,39 @@ def test_module_constants_unpacked_from_a_tuple_are_read():
     fans = {n.name: (n.fan_in, n.fan_out) for n in walk(nets["G"].nodes) if isinstance(n, Param)}
     assert fans["fc"] == (100, 3) and fans["out"][0] == 64
     assert fans["out"][1] != 1  # `a` is not known to be 1 (a starred unpacking)
+
+
+def test_only_a_test_of_the_tensor_alone_keeps_the_init_it_guards():
+    """`if m.bias is not None:` only skips a missing bias (the zeroing holds); with `and "head" in
+    name` the zeroing may not happen (unknown). A LazyBatchNorm1d is no BatchNorm1d before its
+    first call: isinstance on it is not decided."""
+    src = ("import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self, d=64):\n"
+           "        super().__init__()\n        self.a = nn.Linear(d, d)\n        self.b = nn.Linear(d, d)\n"
+           "        self.bn = nn.LazyBatchNorm1d()\n"
+           "        for name, m in self.named_modules():\n            if isinstance(m, nn.Linear):\n"
+           "                if m.bias is not None and 'a' in name:\n                    nn.init.zeros_(m.bias)\n"
+           "                if hasattr(m, 'weight') and not m.weight is None:\n                    nn.init.orthogonal_(m.weight)\n"
+           "        if isinstance(self.bn, nn.BatchNorm1d):\n            nn.init.zeros_(self.a.weight)\n\n"
+           "    def forward(self, x):\n        return self.bn(self.b(self.a(x)))\n")
+    nets, _ = lower(src)
+    params = {n.name: n for n in walk(nets["Net"].nodes) if isinstance(n, Param)}
+    assert params["b"].init.scheme == "orthogonal"
+    assert params["a"].init.scheme == "unknown"  # zeroed under the undecided LazyBatchNorm test
+    assert {params[k].bias_init.scheme for k in ("a", "b")} == {"unknown"}
+
+
+def test_timm_style_bias_test_repeating_the_dispatch_keeps_the_init():
+    """timm's `if isinstance(m, nn.Linear) and m.bias is not None: nn.init.constant_(m.bias, 0)`
+    asks the module's kind and whether its bias exists: the bias is zero-initialised."""
+    src = ("import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self, d=64):\n"
+           "        super().__init__()\n        self.a = nn.Linear(d, d)\n        self.b = nn.Linear(d, d)\n"
+           "        self.apply(self._init_weights)\n\n"
+           "    def _init_weights(self, m):\n        if isinstance(m, nn.Linear):\n"
+           "            nn.init.trunc_normal_(m.weight, std=0.02)\n"
+           "            if isinstance(m, nn.Linear) and m.bias is not None:\n"
+           "                nn.init.constant_(m.bias, 0)\n\n"
+           "    def forward(self, x):\n        return self.b(self.a(x))\n")
+    nets, _ = lower(src)
+    params = [n for n in walk(nets["Net"].nodes) if isinstance(n, Param)]
+    assert {p.init.scheme for p in params} == {"trunc_normal"}
+    assert {p.bias_init.scheme for p in params} == {"zeros"}

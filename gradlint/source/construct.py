@@ -303,6 +303,8 @@ class ConstructCalls:
                 exprs = [el.value for el in types.elements] if isinstance(types, cst.Tuple) else [types]
                 shorts = [self.torch_class(t) for t in exprs]
                 cls = v.cls[4:] if v.cls.startswith("Lazy") else v.cls
+                if cls != v.cls and not cls.startswith(("Linear", "Conv")):
+                    return _NOT_HANDLED  # a LazyBatchNorm2d is no BatchNorm2d until its first call
                 if cls in shorts:
                     return True
                 if shorts and all(t in _LEAF_LAYERS for t in shorts):

@@ -23,7 +23,6 @@ from gradlint.source.engine.values import (
     Alt, _alt, AnyModule, ClassRef, Ctor, DictVal, Instance, ListVal, _module_like, Sym, TensorRef, truth, UNKNOWN,
 )
 from gradlint.source.engine.values import is_number as _num
-from gradlint.source.engine.walk import walk
 from gradlint.source.names import dotted
 
 if TYPE_CHECKING:
@@ -710,14 +709,31 @@ class _InitInterpreter(_Walker):
 
 
 def _asks_for(test: cst.BaseExpression, tensor: str) -> bool:
-    """Whether an `if` test asks about the tensor itself (`m.bias is not None`, `m.bias`,
-    `hasattr(m, "bias")`): a branch it skips holds no such tensor to initialise."""
-    for node in walk(test):
-        if type(node) is cst.Attribute and node.attr.value == tensor:
-            return True
-        if type(node) is cst.SimpleString and node.value[1:-1] == tensor:
-            return True
+    """Whether an `if` test asks only whether the tensor exists (`m.bias is not None`, `m.bias is
+    None`, `m.bias`, `hasattr(m, "bias")`, their `not`): a branch it skips holds no such tensor to
+    initialise. A test that also asks anything else (`m.bias is not None and "head" in name`) is
+    no such test."""
+    if type(test) is cst.BooleanOperation and type(test.operator) is cst.And:
+        # `hasattr(m, "bias") and m.bias is not None`; `isinstance(m, nn.Linear) and m.bias is not
+        # None` (timm's inits, repeating the dispatch they are in) asks the module's kind as well
+        sides = (test.left, test.right)
+        return all(_asks_for(t, tensor) or _is_isinstance(t) for t in sides) and any(_asks_for(t, tensor) for t in sides)
+    while type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
+        test = test.expression
+    if type(test) is cst.Comparison and len(test.comparisons) == 1 and type(
+            test.comparisons[0].operator) in (cst.Is, cst.IsNot) and type(test.comparisons[0].comparator) is cst.Name \
+            and test.comparisons[0].comparator.value == "None":
+        test = test.left
+    if type(test) is cst.Attribute:
+        return test.attr.value == tensor
+    if type(test) is cst.Call and dotted(test.func) in ("hasattr", "getattr") and len(test.args) >= 2:
+        name = test.args[1].value
+        return type(name) is cst.SimpleString and name.value[1:-1] == tensor
     return False
+
+
+def _is_isinstance(test: cst.BaseExpression) -> bool:
+    return type(test) is cst.Call and dotted(test.func) == "isinstance"
 
 
 def _owner_of(fm: FileModel, info: Any, init: cst.FunctionDef) -> Any:
