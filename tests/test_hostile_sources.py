@@ -129,6 +129,12 @@ HANG_INPUTS = {
     "huge_transformer": "t = nn.Transformer(num_encoder_layers=10 ** 12)\n",
     "big_literal": "x = " + "9" * 4000 + " * 2\n",
     "huge_float": "x = 1e308 * 1e308\n",
+    # an init under a 150-term `and` (and a 150-term `or` of isinstance): reading each side of
+    # the chain twice once took 2**150 steps
+    "long_and_in_init": ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                         "        self.fc = nn.Linear(4, 4)\n        for m in self.modules():\n            if "
+                         + " or ".join(["isinstance(m, nn.Linear)"] * 150) + ":\n                if "
+                         + " and ".join(["m.bias is not None"] * 150) + ":\n                    nn.init.zeros_(m.bias)\n"),
 }
 
 

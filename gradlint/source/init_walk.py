@@ -716,8 +716,11 @@ def _asks_for(test: cst.BaseExpression, tensor: str) -> bool:
     if type(test) is cst.BooleanOperation and type(test.operator) is cst.And:
         # `hasattr(m, "bias") and m.bias is not None`; `isinstance(m, nn.Linear) and m.bias is not
         # None` (timm's inits, repeating the dispatch they are in) asks the module's kind as well
-        sides = (test.left, test.right)
-        return all(_asks_for(t, tensor) or _is_isinstance(t) for t in sides) and any(_asks_for(t, tensor) for t in sides)
+        # each side read once: a chain of `and`s nests to the left, and reading a side twice
+        # would double the work at every level (150 terms never finished)
+        asked = [_asks_for(t, tensor) for t in (test.left, test.right)]
+        kinds = [_is_isinstance(t) for t in (test.left, test.right)]
+        return any(asked) and all(a or k for a, k in zip(asked, kinds))
     while type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
         test = test.expression
     if type(test) is cst.Comparison and len(test.comparisons) == 1 and type(
