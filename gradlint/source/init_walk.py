@@ -695,7 +695,7 @@ class _InitInterpreter(_Walker):
             if left is not None and right is not None and left[0] == right[0]:
                 return left[0], left[1] + right[1]
             return None
-        if type(test) is cst.Call and dotted(test.func) == "isinstance" and len(test.args) == 2:
+        if _is_isinstance(test) and len(test.args) == 2:
             var = test.args[0].value
             if type(var) is cst.Name and isinstance(self.env.get(var.value), AnyModule):
                 types_expr = test.args[1].value

@@ -25,7 +25,7 @@ class Tagger(nn.Module):
 
 def _gain(init) -> float:
     """The gain of an orthogonal init (torch's default 1); infinity when not a known number."""
-    gain = dict(init.params).get("gain", 1.0)
+    gain = init.get("gain", 1.0)
     return float(gain) if isinstance(gain, (int, float)) and not isinstance(gain, bool) else float("inf")
 
 
