@@ -24,6 +24,10 @@ from gradlint.source.engine.values import (
 )
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.names import dotted
+from gradlint.source.init_calls import (
+    hands_over as _hands_over, may_initialise as _may_initialise, named_apply, one_positional as _one_positional, unwrap_partial,
+)
+from gradlint.source.param_loops import Reader as ParamReader, read_loop, touches_init
 
 if TYPE_CHECKING:
     from gradlint.source.models import FileModel
@@ -224,7 +228,7 @@ class _InitInterpreter(_Walker):
         if isinstance(func, cst.Attribute):
             method = func.attr.value
             owner_expr = func.value
-            if method in ("append", "extend", "insert", "add_module", "register_module") or method in C.INIT_METHODS or method in ("copy_", "apply"):
+            if method in ("append", "extend", "insert", "add_module", "register_module") or method in C.INIT_METHODS or method in _REWRITES or method == "apply":
                 owner = self.ev(owner_expr)
             else:
                 owner = None
@@ -282,7 +286,7 @@ class _InitInterpreter(_Walker):
                     scheme = "zeros"
                 self.record_init(owner, self.spec(scheme, params, call))
                 return
-            if method == "copy_" and isinstance(owner, TensorRef):
+            if method in _REWRITES and isinstance(owner, TensorRef):  # `m.weight.data.mul_(scale)`
                 self.record_init(owner, InitSpec("unknown", origin=self.fm.src.span(call, within=self.fm.running)))
                 return
             if isinstance(func.value, cst.Call) and dotted(func.value.func) == "super" and method == "__init__":
@@ -308,6 +312,9 @@ class _InitInterpreter(_Walker):
                         env = {**env, "__instance__": self.inst}
                     fm._call_function(method_def, call, env, bound_self=True)
                 return
+        found = named_apply(call, fm.qual)
+        if found is not None and self._named_apply(*found):
+            return
         if _may_initialise(func, self.env, fm):
             # `weight_init.c2_xavier_fill(self.fc)`, `named_apply(fn, self)`: a function of another
             # file (or a name bound here) given a module of the instance
@@ -395,6 +402,9 @@ class _InitInterpreter(_Walker):
             # of a model whose loop zeroes only its head). A test of whether the tensor exists
             # (`if m.bias is not None:`) only skips what is not there.
             spec = InitSpec("unknown", origin=spec.origin)
+        if type(ref.owner) is ParamReader:  # an init in a loop over parameters: the reader keeps it
+            ref.owner.take(spec)
+            return
         order = next(self.fm.order)
         if isinstance(ref.owner, Ctor) and ref.owner.extern is not None:
             ref.owner.reached = True
@@ -403,7 +413,22 @@ class _InitInterpreter(_Walker):
         elif isinstance(ref.owner, AnyModule) and self.inst is not None:
             self.inst.type_inits.append((order, ref.owner.types, ref.name, spec))
 
-    def apply_fn(self, fn_expr: cst.BaseExpression, scope_ctor: Ctor | None = None) -> None:
+    def _named_apply(self, fn_expr: cst.BaseExpression, module_expr: cst.BaseExpression) -> bool:
+        """timm's `named_apply(partial(fn, k=v), self)`: as `self.apply(fn)`, with the partial's
+        keywords bound and the module's name unknown (a test of it is undecided). False when the
+        module is not one the walk knows (the call then may initialise what it is given)."""
+        scope_ctor = None
+        if not (type(module_expr) is cst.Name and module_expr.value == "self"):
+            scope_ctor = self.ev(module_expr)
+            if not isinstance(scope_ctor, Ctor):
+                return False
+        self.apply_fn(fn_expr, scope_ctor, named=True)
+        return True
+
+    def apply_fn(self, fn_expr: cst.BaseExpression, scope_ctor: Ctor | None = None, named: bool = False) -> None:
+        """`apply(fn)`, `apply(partial(fn, k=v))`: fn run on the modules, its other parameters at
+        the partial's values or their defaults; `named`: named_apply's, whose `name` is unknown."""
+        fn_expr, keywords = unwrap_partial(fn_expr, self.fm.qual)
         fn = None
         if isinstance(fn_expr, cst.Attribute) and isinstance(fn_expr.value, cst.Name) and fn_expr.value.value == "self":
             fn = self.env.get("__methods__", {}).get(fn_expr.attr.value)
@@ -419,7 +444,11 @@ class _InitInterpreter(_Walker):
             if target is not None:
                 target.append((next(self.fm.order), (), "*", InitSpec("unknown", origin=self.fm.src.span(fn_expr, within=self.fm.running))))
             return
-        self._run_on(fn, AnyModule(), self._scoped(scope_ctor) if scope_ctor is not None else self.inst, params)
+        # (apply calls fn(m), named_apply fn(module=m, name=n): the others keep their defaults)
+        bound = {p.name.value: UNKNOWN if p.default is None or named and p.name.value == "name" else self.fm.eval(p.default, {})
+                 for p in (*params[1:], *fn.params.kwonly_params)}
+        bound.update({a.keyword.value: self.ev(a.value) for a in keywords})
+        self._run_on(fn, AnyModule(), self._scoped(scope_ctor) if scope_ctor is not None else self.inst, params, bound)
 
     def _module_call(self, call: cst.Call) -> bool:
         """A call given the loop's module, the instance under construction (`self`) or a module
@@ -514,13 +543,14 @@ class _InitInterpreter(_Walker):
             fm.running = running
 
     def _run_on(self, fn: cst.FunctionDef, module: AnyModule, inst: Instance | None = None,
-                params: list | None = None) -> None:
+                params: list | None = None, bound: dict | None = None) -> None:
         """Run an init function's body with its (first) parameter bound to `module`, each module it
         is applied to: what it initialises by type goes to `inst` (the walker's by default)."""
         params = list(fn.params.params) if params is None else params
         if not params:
             return
         scope = dict(self.env)
+        scope.update(bound or {})
         scope[params[0].name.value] = module
         sub = _InitInterpreter(self.fm, scope, self.inst if inst is None else inst)
         running, self.fm.running = self.fm.running, fn
@@ -571,14 +601,23 @@ class _InitInterpreter(_Walker):
                     (next(self.fm.order), (), "*", InitSpec("unknown", origin=self.fm.src.span(stmt, within=self.fm.running))))
             return
         if isinstance(it, cst.Call) and isinstance(it.func, cst.Attribute) and it.func.attr.value in ("parameters", "named_parameters"):
-            # Loops over parameters initialise by name patterns we do not model: unknown init.
+            # What the loop does to each tensor, judged by its name and shape once the layers'
+            # paths are known (param_loops); a body not read initialises every tensor unknown.
             owner = self.ev(it.func.value) if not (isinstance(it.func.value, cst.Name) and it.func.value.value == "self") else None
-            if _touches_init(stmt.body):
-                order = next(self.fm.order)
-                if isinstance(owner, Ctor):
-                    owner.inits.append((order, "*", InitSpec("unknown", origin=self.fm.src.span(stmt, within=self.fm.running))))
+            spec = InitSpec("unknown", origin=self.fm.src.span(stmt, within=self.fm.running))
+            loop = read_loop(stmt, self.env, self.ev, self.call_stmt, spec.origin)
+            types: tuple = ()
+            if type(owner) is AnyModule:
+                # `if isinstance(m, nn.Linear): for p in m.parameters()`: each such layer's own
+                # tensors, by their own names; of other modules (containers), unknown
+                leaf = owner.types and all(t in C.PARAM_LAYERS or t in C.RECURRENT_MODULES for t in owner.types)
+                types, loop = (owner.types, loop.each()) if leaf and loop is not None else ((), None)
+            if loop is not None and loop.steps or loop is None and touches_init(stmt.body):
+                entry = (next(self.fm.order), types, loop or "*", spec)
+                if isinstance(owner, Ctor):  # `self.rnn.named_parameters()`: the rnn and what it holds
+                    owner.scoped_inits.append(entry)
                 elif self.inst is not None:
-                    self.inst.type_inits.append((order, (), "*", InitSpec("unknown", origin=self.fm.src.span(stmt, within=self.fm.running))))
+                    self.inst.type_inits.append(entry)
             return
         super().for_stmt(stmt)
 
@@ -750,82 +789,10 @@ def _owner_of(fm: FileModel, info: Any, init: cst.FunctionDef) -> Any:
     return info
 
 
-# Calls that only look at a module.
-_LOOKS = frozenset({"isinstance", "hasattr", "getattr", "type", "print", "len", "str", "repr", "id"})
-# Methods of a module that do not initialise it (`len(list(m.parameters()))`, `m.requires_grad_(False)`).
-_MODULE_LOOKS = C.MODULE_MOVES | {
-    "parameters", "named_parameters", "buffers", "named_buffers", "children", "named_children", "modules",
-    "named_modules", "requires_grad_", "eval", "extra_repr", "state_dict", "zero_grad", "get_submodule",
-    "get_parameter", "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
-}
-# ... or name it, or set what it holds (which the walk reads where it is written)
-_NAMES = _LOOKS | {"setattr", "delattr", "vars", "callable", "dir", "super"}
-
-
-def _may_initialise(func: cst.BaseExpression, env: dict, fm: FileModel) -> bool:
-    """Whether a call statement's function may initialise the modules it is given, unseen: a
-    function by its name or dotted path (of another file, or bound here), not a function of the
-    file (run where it is given a module), not a look (`isinstance`), not a method of a value
-    (`self.blocks.insert(0, layer)`, `layers.append(layer)`), not a base's `Base.__init__(self)`."""
-    name = dotted(func)
-    if name is None or name in _NAMES or name.endswith(".__init__") or _logs(name.rpartition(".")[2]):
-        return False
-    root = name.split(".", 1)[0]
-    if root == "self" or "." in name and root in env:
-        return False
-    return not (type(func) is cst.Name and func.value in fm.functions)
-
-
-# A logger's methods, and logging helpers (torchvision's `_log_api_usage_once(self)`): they print.
-_LOGGER_METHODS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "critical", "log"})
-
-
-def _logs(last: str) -> bool:
-    return last in _LOGGER_METHODS or last.lstrip("_").startswith("log_")
-
-
-def _one_positional(call: cst.Call) -> bool:
-    return len(call.args) == 1 and not call.args[0].star and call.args[0].keyword is None
-
-
-def _hands_over(body: cst.CSTNode, name: str, fm: FileModel, methods: dict) -> bool:
-    """Whether the loop body passes the module `name` to a call that may initialise it and that the
-    walk does not follow: a function given it (not `nn.init.*`, not a look such as `isinstance`,
-    not a function of the file given it alone or a method of the class, which the walk runs), or
-    a method of its own that may (`m.reset_parameters()`, `m.init_weights()`; not `m.parameters()`)."""
-    found = []
-
-    class V(cst.CSTVisitor):
-        def visit_Call(self, node: cst.Call) -> None:
-            func = node.func
-            if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == name:
-                if func.attr.value not in _MODULE_LOOKS:
-                    found.append(node)
-            elif any(isinstance(a.value, cst.Name) and a.value.value == name for a in node.args):
-                called = dotted(func) or ""
-                followed = (called in fm.functions and _one_positional(node)) or (
-                    called.startswith("self.") and called[5:] in methods)
-                if called not in _LOOKS and not followed and not any(q.startswith("torch.nn.init.") for q in fm.qual(func)):
-                    found.append(node)
-
-    body.visit(V())
-    return bool(found)
-
-
-def _touches_init(body: cst.CSTNode) -> bool:
-    found = []
-
-    class V(cst.CSTVisitor):
-        def visit_Call(self, node: cst.Call) -> None:
-            name = dotted(node.func) or ""
-            last = name.rsplit(".", 1)[-1]
-            if last in C.INIT_FUNCTIONS or last in C.INIT_METHODS or last in ("copy_",):
-                found.append(node)
-
-    body.visit(V())
-    return bool(found)
-
-
+# In-place methods that change a tensor's values from what its init made them.
+_REWRITES = frozenset({"copy_", "mul_", "div_", "add_", "sub_", "clamp_", "clamp_min_", "clamp_max_", "pow_", "abs_",
+                       "neg_", "sign_", "masked_fill_", "index_fill_", "scatter_", "bernoulli_", "exponential_",
+                       "geometric_", "log_normal_", "cauchy_", "random_"})
 _MISSING: Any = object()
 
 

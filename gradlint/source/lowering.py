@@ -20,6 +20,7 @@ from gradlint.model.ir import (
 from gradlint.source import catalog as C
 from gradlint.source.budget import MAX_DEPTH, MAX_UNROLL, Exhausted
 from gradlint.source.foreign import CALLED
+from gradlint.source.param_loops import ParamLoop, bound
 from gradlint.source.engine.values import Alt, Ctor, Instance, ListVal, PathVal, Sym, UNKNOWN
 from gradlint.source.engine.values import is_number as _num
 
@@ -88,7 +89,7 @@ class Lowerer:
         self.seen.add(id(value))
         value.path = path
         if value.scoped_inits:
-            type_inits = value.scoped_inits + type_inits
+            type_inits = bound(value.scoped_inits, path) + type_inits
         value.__dict__["type_inits"] = type_inits
         if value.items is not None:
             keys = value.keys if value.keys is not None and len(value.keys) == len(value.items) else None
@@ -104,7 +105,7 @@ class Lowerer:
                 self._assign(item, f"{path}.{keys[j] if keys else i}", type_inits)
                 i += 1
         if value.instance is not None:
-            inner = value.instance.type_inits + type_inits  # the parent's apply() reaches children
+            inner = bound(value.instance.type_inits, path) + type_inits  # the parent's apply() reaches children
             self.assign_paths(value.instance.attrs, path + ".", inner)
         if value.kind == "torch" and value.cls in C.PARAM_LAYERS:
             self.params.append(self.param(value))
@@ -118,9 +119,14 @@ class Lowerer:
             if (name == tensor or name == "*") and order > ctor.order and (best is None or order > best[0]):
                 best = (order, spec)
         for order, types, name, spec in ctor.__dict__.get("type_inits", []):
-            if (name == tensor or name == "*") and order > ctor.order and (not types or ctor.cls in types or "Module" in types):
-                if best is None or order > best[0]:
+            if order <= ctor.order or types and ctor.cls not in types and "Module" not in types or best and order < best[0]:
+                continue
+            if type(name) is ParamLoop:  # a loop over parameters: by the tensor's name and shape
+                spec = name.spec_for(ctor.path, ctor.cls, tensor)
+                if spec is not None:
                     best = (order, spec)
+            elif name == tensor or name == "*":
+                best = (order, spec)
         return best[1] if best else None
 
     def param(self, ctor: Ctor) -> Param:
@@ -436,7 +442,8 @@ class Lowerer:
                 ops = tuple(sorted({C.PARAM_LAYERS[t][0] for t in types if t in C.PARAM_LAYERS}))
                 if not ops:
                     continue  # norms, activations: no parametric layer of the block
-            out.append((ops, tensor, spec))
+            # (a loop over parameters: its fallback, every tensor unknown; the block's paths are its own)
+            out.append((ops, "*" if type(tensor) is ParamLoop else tensor, spec))
         return tuple(out)
 
     def sequence_nodes(self, items: list) -> tuple:

@@ -7,7 +7,7 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Severity
 from gradlint.model.init import is_dead
-from gradlint.model.ir import Activation, Param, Passthrough
+from gradlint.model.ir import Activation, Opaque, Param, Passthrough, walk
 from gradlint.registry import Example, Rule, RuleContext
 from gradlint.rules.architecture.common import RELU_FAMILY, location, networks, networks_text
 
@@ -205,7 +205,10 @@ class Tok(nn.Module):
         zeroed: dict = {}
         for network in networks(ctx):
             hidden = [p for p in network.params if p.op in _HIDDEN_OPS]
-            if len(hidden) >= 2 and all(_zero(p.init) for p in hidden):
+            # (a part the model does not see, a block of another file or library, may hold
+            # weights of its own that are not zero: ControlNet-XS's zero convs beside its resnets)
+            if len(hidden) >= 2 and all(_zero(p.init) for p in hidden) and \
+                    not any(isinstance(n, Opaque) for n in walk(network.nodes)):
                 origins = {p.init.origin for p in hidden}
                 if len(origins) == 1:
                     zeroed.setdefault(next(iter(origins)), []).append((network, hidden))
