@@ -143,6 +143,8 @@ class Extractor(ModuleValues, Backwards):
         # as in open_params, and the element's index (only sites on tensors read these)
         self.open_elems: dict[int, tuple[V, str, str, int, int]] = {}
         self.default_params: dict[int, tuple[V, str, str, int]] = {}  # the same, for a default (binding)
+        # id(function) -> (it, the names it trains): numerics_calls._trained, once per function
+        self.trained: dict[int, tuple[cst.FunctionDef, frozenset[str]]] = {}
 
     # -- helpers -----------------------------------------------------------------------------
     def q(self, expr: cst.BaseExpression) -> frozenset[str]:
