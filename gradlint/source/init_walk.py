@@ -23,6 +23,7 @@ from gradlint.source.engine.values import (
     Alt, _alt, AnyModule, ClassRef, Ctor, DictVal, Instance, ListVal, _module_like, Sym, TensorRef, truth, UNKNOWN,
 )
 from gradlint.source.engine.values import is_number as _num
+from gradlint.source.engine.walk import children
 from gradlint.source.names import dotted
 
 if TYPE_CHECKING:
@@ -793,37 +794,36 @@ def _hands_over(body: cst.CSTNode, name: str, fm: FileModel, methods: dict) -> b
     walk does not follow: a function given it (not `nn.init.*`, not a look such as `isinstance`,
     not a function of the file given it alone or a method of the class, which the walk runs), or
     a method of its own that may (`m.reset_parameters()`, `m.init_weights()`; not `m.parameters()`)."""
-    found = []
-
-    class V(cst.CSTVisitor):
-        def visit_Call(self, node: cst.Call) -> None:
-            func = node.func
-            if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == name:
-                if func.attr.value not in _MODULE_LOOKS:
-                    found.append(node)
-            elif any(isinstance(a.value, cst.Name) and a.value.value == name for a in node.args):
-                called = dotted(func) or ""
-                followed = (called in fm.functions and _one_positional(node)) or (
-                    called.startswith("self.") and called[5:] in methods)
-                if called not in _LOOKS and not followed and not any(q.startswith("torch.nn.init.") for q in fm.qual(func)):
-                    found.append(node)
-
-    body.visit(V())
-    return bool(found)
+    for node in _calls(body):
+        func = node.func
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == name:
+            if func.attr.value not in _MODULE_LOOKS:
+                return True
+        elif any(isinstance(a.value, cst.Name) and a.value.value == name for a in node.args):
+            called = dotted(func) or ""
+            followed = (called in fm.functions and _one_positional(node)) or (
+                called.startswith("self.") and called[5:] in methods)
+            if called not in _LOOKS and not followed and not any(q.startswith("torch.nn.init.") for q in fm.qual(func)):
+                return True
+    return False
 
 
 def _touches_init(body: cst.CSTNode) -> bool:
-    found = []
+    for node in _calls(body):
+        last = (dotted(node.func) or "").rsplit(".", 1)[-1]
+        if last in C.INIT_FUNCTIONS or last in C.INIT_METHODS or last in ("copy_",):
+            return True
+    return False
 
-    class V(cst.CSTVisitor):
-        def visit_Call(self, node: cst.Call) -> None:
-            name = dotted(node.func) or ""
-            last = name.rsplit(".", 1)[-1]
-            if last in C.INIT_FUNCTIONS or last in C.INIT_METHODS or last in ("copy_",):
-                found.append(node)
 
-    body.visit(V())
-    return bool(found)
+def _calls(node: cst.CSTNode):
+    """Every call under `node`, by a plain walk (libcst's visitor rebuilt every node it passed)."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if type(n) is cst.Call:
+            yield n
+        stack.extend(children(n))
 
 
 _MISSING: Any = object()
