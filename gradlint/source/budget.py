@@ -134,6 +134,32 @@ def checked_range(args: list) -> range:
     return r
 
 
+# Fields of CPython's AST classes that hold no node, by the grammar (Python.asdl: identifiers,
+# strings, ints, constants, and the lists of identifiers of `global`, `nonlocal` and class
+# patterns): nesting_cost does not read them. A name or a constant is most of a tree's nodes,
+# and they hold nothing else but `ctx`.
+_NO_NODES = {
+    "FunctionDef": ("name", "type_comment"), "AsyncFunctionDef": ("name", "type_comment"), "ClassDef": ("name",),
+    "Assign": ("type_comment",), "AnnAssign": ("simple",), "For": ("type_comment",), "AsyncFor": ("type_comment",),
+    "With": ("type_comment",), "AsyncWith": ("type_comment",), "ImportFrom": ("module", "level"),
+    "Global": ("names",), "Nonlocal": ("names",), "FormattedValue": ("conversion",), "Constant": ("value", "kind"),
+    "Attribute": ("attr",), "Name": ("id",), "comprehension": ("is_async",), "ExceptHandler": ("name",),
+    "arg": ("arg", "type_comment"), "keyword": ("arg",), "alias": ("name", "asname"), "MatchSingleton": ("value",),
+    "MatchMapping": ("rest",), "MatchClass": ("kwd_attrs",), "MatchStar": ("name",), "MatchAs": ("name",),
+    "TypeIgnore": ("lineno", "tag"),
+}
+_NODE_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _node_fields(cls: type) -> tuple[str, ...]:
+    """The fields of an AST class that may hold nodes (or lists of them)."""
+    found = _NODE_FIELDS.get(cls)
+    if found is None:
+        skip = _NO_NODES.get(cls.__name__, ()) if cls.__module__ == "ast" else ()
+        found = _NODE_FIELDS[cls] = tuple(f for f in cls._fields if f not in skip)
+    return found
+
+
 def nesting_cost(tree: ast.AST) -> tuple[int, int]:
     """(deepest node depth, nesting cost) of a CPython AST, without recursion.
 
@@ -144,6 +170,7 @@ def nesting_cost(tree: ast.AST) -> tuple[int, int]:
     depth = 0
     free = NESTING_FREE
     node_type = ast.AST
+    node_fields = _NODE_FIELDS
     while level:
         deepest = depth
         if depth > free:
@@ -151,7 +178,10 @@ def nesting_cost(tree: ast.AST) -> tuple[int, int]:
         below: list = []
         add, more = below.append, below.extend
         for node in level:
-            for name in node._fields:
+            fields = node_fields.get(type(node))
+            if fields is None:
+                fields = _node_fields(type(node))
+            for name in fields:
                 value = getattr(node, name, None)
                 if isinstance(value, node_type):
                     add(value)

@@ -9,6 +9,7 @@ from typing import Callable, TYPE_CHECKING
 import libcst as cst
 
 from gradlint.source import catalog as C
+from gradlint.source.engine.walk import children
 from gradlint.source.names import dotted
 
 if TYPE_CHECKING:
@@ -58,23 +59,29 @@ def hands_over(body: cst.CSTNode, name: str, fm: FileModel, methods: dict) -> bo
     walk does not follow: a function given it (not `nn.init.*`, not a look such as `isinstance`,
     not a function of the file given it alone or a method of the class, which the walk runs), or
     a method of its own that may (`m.reset_parameters()`, `m.init_weights()`; not `m.parameters()`)."""
-    found = []
+    for node in calls(body):
+        func = node.func
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == name:
+            if func.attr.value not in _MODULE_LOOKS:
+                return True
+        elif any(isinstance(a.value, cst.Name) and a.value.value == name for a in node.args):
+            called = dotted(func) or ""
+            followed = (called in fm.functions and one_positional(node)) or (
+                called.startswith("self.") and called[5:] in methods)
+            if called not in _LOOKS and not followed and not any(q.startswith("torch.nn.init.") for q in fm.qual(func)):
+                return True
+    return False
 
-    class V(cst.CSTVisitor):
-        def visit_Call(self, node: cst.Call) -> None:
-            func = node.func
-            if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == name:
-                if func.attr.value not in _MODULE_LOOKS:
-                    found.append(node)
-            elif any(isinstance(a.value, cst.Name) and a.value.value == name for a in node.args):
-                called = dotted(func) or ""
-                followed = (called in fm.functions and one_positional(node)) or (
-                    called.startswith("self.") and called[5:] in methods)
-                if called not in _LOOKS and not followed and not any(q.startswith("torch.nn.init.") for q in fm.qual(func)):
-                    found.append(node)
 
-    body.visit(V())
-    return bool(found)
+def calls(node: cst.CSTNode):
+    """Every call under `node`, by a plain walk (libcst's visitor rebuilt every node it passed:
+    1.4 s of a 94 s profile of timm + torchvision for 191 loops)."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if type(n) is cst.Call:
+            yield n
+        stack.extend(children(n))
 
 
 def named_apply(call: cst.Call, qual: Callable) -> tuple[cst.BaseExpression, cst.BaseExpression] | None:

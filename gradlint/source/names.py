@@ -68,10 +68,15 @@ class ImportTable:
         self.names: dict[str, set[str]] = {}
         # text -> its answer: the interpreters ask for the same few names again and again
         self._qualified: dict[str, frozenset[str]] = {}
+        # id(expression) -> (the expression, its answer): the interpreters qualify the same call's
+        # callee each time they pass it (loops, each instance of a class, each forward path); the
+        # node is kept so that its id cannot name another node later
+        self._by_node: dict[int, tuple[cst.BaseExpression, frozenset[str]]] = {}
 
     def bind(self, local: str, qualified: str) -> None:
         self.names.setdefault(local, set()).add(qualified)
         self._qualified.clear()
+        self._by_node.clear()
 
     def qualify_dotted(self, text: str | None) -> frozenset[str]:
         if not text:
@@ -90,7 +95,12 @@ class ImportTable:
 
     def qualify(self, expr: cst.BaseExpression) -> frozenset[str]:
         """Every qualified name `expr` may denote; empty when its head is not an import."""
-        return self.qualify_dotted(dotted(expr))
+        known = self._by_node.get(id(expr))
+        if known is not None and known[0] is expr:
+            return known[1]
+        found = self.qualify_dotted(dotted(expr))
+        self._by_node[id(expr)] = (expr, found)
+        return found
 
     def is_any(self, expr: cst.BaseExpression, names: Iterable[str]) -> bool:
         wanted = names if isinstance(names, (set, frozenset)) else set(names)

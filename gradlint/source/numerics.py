@@ -143,6 +143,9 @@ class Extractor(ModuleValues, Backwards):
         # as in open_params, and the element's index (only sites on tensors read these)
         self.open_elems: dict[int, tuple[V, str, str, int, int]] = {}
         self.default_params: dict[int, tuple[V, str, str, int]] = {}  # the same, for a default (binding)
+        self._codes: dict[int, tuple[cst.CSTNode, str]] = {}  # id(node) -> (it, its code): code()
+        # id(function) -> (it, the names it trains): numerics_calls._trained, once per function
+        self.trained: dict[int, tuple[cst.FunctionDef, frozenset[str]]] = {}
 
     # -- helpers -----------------------------------------------------------------------------
     def q(self, expr: cst.BaseExpression) -> frozenset[str]:
@@ -159,10 +162,16 @@ class Extractor(ModuleValues, Backwards):
         return found
 
     def code(self, node: cst.CSTNode) -> str:
+        # once per node: the sites and call texts of a unit walked again generate it again
+        known = self._codes.get(id(node))
+        if known is not None and known[0] is node:
+            return known[1]
         try:
-            return self.src.code(node).strip()
+            text = self.src.code(node).strip()
         except Exception:
-            return ""
+            text = ""
+        self._codes[id(node)] = (node, text)
+        return text
 
     def add(self, site: Site) -> None:
         if self.muted:

@@ -133,7 +133,12 @@ class TensorCalls(TorchOps):
         if not owner or fn is None or "." in owner:
             return False
         if self.trained_names is None or self.trained_names[0] is not fn:
-            self.trained_names = (fn, trained_names(fn, self.x.q))  # once per walked function
+            # once per function of the file: the walks of a function again (its unit walked with
+            # other arguments, numerics._settle) find the same names
+            known = self.x.trained.get(id(fn))
+            if known is None or known[0] is not fn:
+                known = self.x.trained[id(fn)] = (fn, trained_names(fn, self.x.q))
+            self.trained_names = known
         return owner in self.trained_names[1]
 
     def _args_ev(self, node: cst.Call) -> list[V]:

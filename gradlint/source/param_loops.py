@@ -24,6 +24,7 @@ import libcst as cst
 from gradlint.model.ir import InitSpec
 from gradlint.source import catalog as C
 from gradlint.source.engine.values import TensorRef, UNKNOWN
+from gradlint.source.init_calls import calls
 from gradlint.source.names import dotted
 
 # Guards, as tuples: True; None (undecided); ("in", s) s is a substring of the name; ("eq", s);
@@ -191,17 +192,11 @@ def read_loop(stmt: cst.For, env: dict, ev: Callable, init: Callable[[cst.Call],
 def touches_init(body: cst.CSTNode) -> bool:
     """Whether a loop body calls an init function or method (its loop, when not read, makes what it
     reaches unknown)."""
-    found = []
-
-    class V(cst.CSTVisitor):
-        def visit_Call(self, node: cst.Call) -> None:
-            name = dotted(node.func) or ""
-            last = name.rsplit(".", 1)[-1]
-            if last in C.INIT_FUNCTIONS or last in C.INIT_METHODS or last in ("copy_",):
-                found.append(node)
-
-    body.visit(V())
-    return bool(found)
+    for node in calls(body):
+        last = (dotted(node.func) or "").rsplit(".", 1)[-1]
+        if last in C.INIT_FUNCTIONS or last in C.INIT_METHODS or last in ("copy_",):
+            return True
+    return False
 
 
 class Reader:

@@ -337,7 +337,9 @@ def passed_tensor(v: V) -> V:
 def merge_env(a: dict[str, V], b: dict[str, V]) -> dict[str, V]:
     out: dict[str, V] = {}
     for key in a.keys() | b.keys():
-        out[key] = merge(a.get(key, UNKNOWN), b.get(key, UNKNOWN))
+        x, y = a.get(key, UNKNOWN), b.get(key, UNKNOWN)
+        # merge's first test, without the call: most names hold the same value on both branches
+        out[key] = x if x is y else merge(x, y)
     return out
 
 
