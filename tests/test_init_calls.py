@@ -60,3 +60,18 @@ def test_apply_of_a_partial_binds_its_keywords_and_the_other_defaults():
     # an apply's function gets the module alone: its other parameters are their defaults, not a
     # name of __init__ that happens to share theirs
     assert set(inits("std = 7.0\nself.apply(_init)").values()) == {("normal", 0.02)}
+
+
+def test_a_modules_own_method_in_an_apply_function_may_initialise_it():
+    """`m.reset_parameters()` (torch's default again), timm's `m.zero_init_last()`: what the apply
+    function initialised before is no longer known; `m.float()`, `m.requires_grad_()` only move or
+    flag the module."""
+    source = HEAD.replace("        nn.init.normal_(module.weight, std=std)\n",
+                          "        nn.init.normal_(module.weight, std=std)\n        module.reset_parameters()\n")
+    networks, _ = models.extract(parse("m.py", source + "        self.apply(_init)\n" + FORWARD))
+    assert {n.init.scheme for n in walk(networks[0].nodes) if isinstance(n, Param)} == {"unknown"}
+    source = HEAD.replace("        nn.init.normal_(module.weight, std=std)\n",
+                          "        nn.init.normal_(module.weight, std=std)\n        module.float()\n"
+                          "        module.requires_grad_(True)\n")
+    networks, _ = models.extract(parse("m.py", source + "        self.apply(_init)\n" + FORWARD))
+    assert {n.init.scheme for n in walk(networks[0].nodes) if isinstance(n, Param)} == {"normal"}

@@ -46,6 +46,12 @@ def may_initialise(func: cst.BaseExpression, env: dict, fm: FileModel) -> bool:
 _LOGGER_METHODS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "critical", "log"})
 
 
+def module_method_may_init(method: str) -> bool:
+    """Whether a module's own method may initialise it (`reset_parameters`, `init_weights`,
+    timm's `zero_init_last`), rather than only look at it, move it or log."""
+    return method not in _MODULE_LOOKS and not _logs(method)
+
+
 def _logs(last: str) -> bool:
     return last in _LOGGER_METHODS or last.lstrip("_").startswith("log_")
 

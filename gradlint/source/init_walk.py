@@ -25,7 +25,7 @@ from gradlint.source.engine.values import (
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.names import dotted
 from gradlint.source.init_calls import (
-    hands_over as _hands_over, may_initialise as _may_initialise, named_apply, one_positional as _one_positional, unwrap_partial,
+    hands_over as _hands_over, may_initialise as _may_initialise, module_method_may_init, named_apply, one_positional as _one_positional, unwrap_partial,
 )
 from gradlint.source.param_loops import Reader as ParamReader, read_loop, touches_init
 
@@ -239,6 +239,11 @@ class _InitInterpreter(_Walker):
                     elif type(seen) is Instance and seen is self.inst:
                         # `module.init_weights()` in a function given the instance: as `self.init_weights()`
                         owner_expr = cst.Name("self")
+                    elif type(seen) is AnyModule and module_method_may_init(method):
+                        # `m.reset_parameters()`, `module.zero_init_last()` in an apply function:
+                        # the layers it reaches are initialised by code the walk does not follow
+                        self.record_init(TensorRef(seen, "*"), InitSpec("unknown", origin=fm.src.span(call, within=fm.running)))
+                        return
             if method == "append" and call.args:
                 target = owner.items if isinstance(owner, ListVal) else owner.items if isinstance(owner, Ctor) and owner.items is not None else None
                 if target is not None:
