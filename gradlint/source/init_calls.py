@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from gradlint.source.models import FileModel
 
 
-# Calls that only look at a module.
-_LOOKS = frozenset({"isinstance", "hasattr", "getattr", "type", "print", "len", "str", "repr", "id"})
+# Calls that only look at what they are given (a module, a tensor).
+LOOKS = frozenset({"isinstance", "hasattr", "getattr", "type", "print", "len", "str", "repr", "id"})
 # Methods of a module that do not initialise it (`len(list(m.parameters()))`, `m.requires_grad_(False)`).
 _MODULE_LOOKS = C.MODULE_MOVES | {
     "parameters", "named_parameters", "buffers", "named_buffers", "children", "named_children", "modules",
@@ -25,7 +25,7 @@ _MODULE_LOOKS = C.MODULE_MOVES | {
     "get_parameter", "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
 }
 # ... or name it, or set what it holds (which the walk reads where it is written)
-_NAMES = _LOOKS | {"setattr", "delattr", "vars", "callable", "dir", "super"}
+_NAMES = LOOKS | {"setattr", "delattr", "vars", "callable", "dir", "super"}
 
 
 def may_initialise(func: cst.BaseExpression, env: dict, fm: FileModel) -> bool:
@@ -74,7 +74,7 @@ def hands_over(body: cst.CSTNode, name: str, fm: FileModel, methods: dict) -> bo
             called = dotted(func) or ""
             followed = (called in fm.functions and one_positional(node)) or (
                 called.startswith("self.") and called[5:] in methods)
-            if called not in _LOOKS and not followed and not any(q.startswith("torch.nn.init.") for q in fm.qual(func)):
+            if called not in LOOKS and not followed and not any(q.startswith("torch.nn.init.") for q in fm.qual(func)):
                 return True
     return False
 

@@ -24,7 +24,8 @@ import libcst as cst
 from gradlint.model.ir import InitSpec
 from gradlint.source import catalog as C
 from gradlint.source.engine.values import TensorRef, UNKNOWN
-from gradlint.source.init_calls import calls
+from gradlint.source.engine.interp import else_body, statements
+from gradlint.source.init_calls import LOOKS, calls
 from gradlint.source.names import dotted
 
 # Guards, as tuples: True; None (undecided); ("in", s) s is a substring of the name; ("eq", s);
@@ -42,8 +43,8 @@ _FLIP = {cst.GreaterThan: cst.LessThan, cst.LessThan: cst.GreaterThan, cst.Great
          cst.LessThanEqual: cst.GreaterThanEqual, cst.Equal: cst.Equal, cst.NotEqual: cst.NotEqual}
 
 
-# Calls given a parameter, and in-place methods of one, that leave its values as they are.
-_LOOKS = frozenset({"print", "len", "isinstance", "hasattr", "getattr", "id", "type", "str", "repr"})
+# In-place methods of a parameter that leave its values as they are (calls given one that only
+# look at it: init_calls.LOOKS).
 _TENSOR_LOOKS = frozenset({"requires_grad_", "share_memory_", "retain_grad_"})
 
 
@@ -207,7 +208,6 @@ class Reader:
     def __init__(self, name: str | None, param: str, ev: Callable, init: Callable[[cst.Call], None]) -> None:
         self.name, self.param, self.ev, self.init = name, param, ev, init
         self.steps: list[tuple[Guard, InitSpec]] = []
-        self.guard: Guard = True
         self.taken: list[InitSpec] = []
 
     def take(self, spec: InitSpec) -> None:
@@ -220,11 +220,7 @@ class Reader:
     def block(self, body: cst.BaseSuite, guard: Guard) -> Guard:
         """Run `body` under `guard`; the guard under which the code after it runs (False: never,
         every path `continue`d)."""
-        if isinstance(body, cst.SimpleStatementSuite):
-            stmts: list = [cst.SimpleStatementLine(body=body.body)]
-        else:
-            stmts = list(body.body)
-        for stmt in stmts:
+        for stmt in statements(body):
             if guard is False:
                 break
             guard = self.statement(stmt, guard)
@@ -237,12 +233,7 @@ class Reader:
             inside = _and(guard, test)
             other = _and(guard, ("not", test) if test is not None else None)
             after_body = self.block(stmt.body, inside)
-            if stmt.orelse is None:
-                after_else = other
-            elif isinstance(stmt.orelse, cst.If):
-                after_else = self.statement(stmt.orelse, other)
-            else:
-                after_else = self.block(stmt.orelse.body, other)
+            after_else = other if stmt.orelse is None else self.block(else_body(stmt), other)
             if after_body is inside and after_else is other:
                 return guard  # no branch `continue`s: the code after them runs where the `if` did
             if after_body is False or after_else is False:
@@ -250,7 +241,7 @@ class Reader:
             return ("or", after_body, after_else)
         if kind is cst.With:
             return self.block(stmt.body, guard)
-        if kind is cst.SimpleStatementLine:
+        if kind is cst.SimpleStatementLine or kind is cst.SimpleStatementSuite:  # (`if x: f(p)`)
             for small in stmt.body:
                 if type(small) is cst.Continue:
                     return False
@@ -282,7 +273,7 @@ class Reader:
         func = call.func
         if type(func) is cst.Attribute and self._is_param(func.value):
             return func.attr.value.endswith("_") and func.attr.value not in _TENSOR_LOOKS
-        if dotted(func) in _LOOKS:
+        if dotted(func) in LOOKS:
             return False
         return any(self._is_param(a.value) for a in call.args)
 
