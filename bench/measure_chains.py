@@ -109,6 +109,60 @@ CASES = [
 ]
 
 
+# Transposed convolutions: (name, channels, kernel, stride, input side, scheme, params). An output
+# of ConvTranspose2d(cin, cout, k, s) sums cin * k**2 / s**2 terms, while torch's fan_in (which
+# sets the default and kaiming variances) is cout * k**2: a decoder that doubles the side at every
+# layer keeps a quarter of the squared norm per layer more than fan_in * sigma^2 says. Padding 1
+# with k = 3 (or k = 4, s = 2) keeps the sides as written. Batch 4, sides 4 to 64.
+CONV_CASES = [
+    ("5 x ConvTranspose2d(64, 64, 4, 2, 1) + ReLU, default", [64] * 6, 4, 2, 4, "torch-linear", {}),
+    ("5 x ConvTranspose2d(64, 64, 4, 2, 1) + ReLU, kaiming_normal_(relu)", [64] * 6, 4, 2, 4, "kaiming_normal",
+     {"nonlinearity": "relu"}),
+    ("5 x ConvTranspose2d 512->16, 4, 2, 1 + ReLU, kaiming_normal_(relu)", [512, 256, 128, 64, 32, 16], 4, 2, 4,
+     "kaiming_normal", {"nonlinearity": "relu"}),
+    ("3 x ConvTranspose2d 256->32, 3, 1, 1 + ReLU, default", [256, 128, 64, 32], 3, 1, 16, "torch-linear", {}),
+    ("8 x Conv2d(64, 64, 3, 1, 1) + ReLU, default", [64] * 9, 3, 1, 16, "torch-linear", {}),
+]
+
+
+def measure_conv(chans: list[int], k: int, stride: int, side: int, scheme: str, params: dict, transposed: bool) -> float:
+    make = nn.ConvTranspose2d if transposed else nn.Conv2d
+    logs = []
+    for seed in range(SEEDS):
+        torch.manual_seed(seed)
+        layers = [make(a, b, k, stride, 1) for a, b in zip(chans[:-1], chans[1:])]
+        for layer in layers:
+            init_fn(scheme, params)(layer.weight)
+        h = torch.randn(4, chans[0], side, side)
+        zs = []
+        for layer in layers:
+            z = layer(h)
+            z.retain_grad()
+            zs.append(z)
+            h = torch.relu(z)
+        r = torch.randn_like(zs[-1])
+        (zs[-1] * r).sum().backward()
+        logs.append(math.log(zs[0].grad.norm().item() / zs[-1].grad.norm().item()))
+    return math.exp(sum(logs) / len(logs))
+
+
+def predict_conv(chans: list[int], k: int, stride: int, scheme: str, params: dict, transposed: bool) -> float:
+    """Through the source front-end: a model written with these layers, lowered and analysed."""
+    from gradlint.model.propagation import analyse
+    from gradlint.source import models, parse
+
+    init = {"torch-linear": "", "kaiming_normal": "nn.init.kaiming_normal_(m.weight, nonlinearity='relu')"}[scheme]
+    cls = "ConvTranspose2d" if transposed else "Conv2d"
+    layers = ", ".join(f"nn.{cls}({a}, {b}, {k}, {stride}, 1), nn.ReLU()" for a, b in zip(chans[:-1], chans[1:]))
+    text = (f"import torch.nn as nn\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+            f"        self.net = nn.Sequential({layers})\n"
+            + (f"        for m in self.net:\n            if isinstance(m, nn.{cls}):\n                {init}\n" if init else "")
+            + "    def forward(self, x):\n        return self.net(x)\n")
+    (net,), _ = models.extract(parse("m.py", text))
+    (chain,) = analyse(net).chains
+    return chain.gain
+
+
 def main() -> None:
     torch.set_num_threads(1)
     print(f"{'chain':52} {'predicted':>10} {'measured':>10} {'ratio':>6} {'fan_out rule':>12}")
@@ -117,6 +171,12 @@ def main() -> None:
         p = predict(widths, act, scheme, params)
         alt = fan_out_rule(widths, p)
         print(f"{name:52} {p:10.3g} {m:10.3g} {p / m:6.2f} {alt:12.3g}")
+    print(f"\n{'convolution chain (through the source front-end)':72} {'predicted':>10} {'measured':>10} {'ratio':>6}")
+    for name, chans, k, stride, side, scheme, params in CONV_CASES:
+        transposed = "Transpose" in name
+        m = measure_conv(chans, k, stride, side, scheme, params, transposed)
+        p = predict_conv(chans, k, stride, scheme, params, transposed)
+        print(f"{name:72} {p:10.3g} {m:10.3g} {p / m:6.2f}")
 
 
 if __name__ == "__main__":

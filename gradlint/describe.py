@@ -147,7 +147,8 @@ def _node(n: Node, seq: tuple, i: int) -> dict:
     base: dict = {"name": getattr(n, "name", ""), "location": _location(getattr(n, "origin", None))}
     if isinstance(n, Param):
         return {"kind": "param", **base, "op": n.op, "fan_in": n.fan_in, "fan_out": n.fan_out, "init": _init(n.init),
-                "bias_init": _init(n.bias_init), "activation": _following_activations(seq, i)}
+                "bias_init": _init(n.bias_init), "activation": _following_activations(seq, i),
+                "signal_ratio": n.signal_ratio}
     if isinstance(n, Activation):
         return {"kind": "activation", **base, "fn": n.fn, "param": n.param}
     if isinstance(n, Norm):
@@ -287,7 +288,11 @@ def _node_line(n: dict) -> str:
         init = n["init"] or {}
         args = ", ".join(f"{k}={v}" for k, v in init.items() if k != "scheme")
         act = f", then {'+'.join(n['activation'])}" if n.get("activation") else ""
-        return (f"{kind:<12}{name:<28}{n['op']} {n['fan_in']} -> {n['fan_out']}, "
+        # a transposed convolution: what one output sums, beside the fan_in its init is drawn with
+        ratio = n.get("signal_ratio", 1.0)
+        sums = "" if ratio == 1.0 else (" (an output sums ? terms)" if ratio is None or not isinstance(n["fan_in"], int)
+                                        else f" (an output sums {n['fan_in'] * ratio:g} terms)")
+        return (f"{kind:<12}{name:<28}{n['op']} {n['fan_in']} -> {n['fan_out']}{sums}, "
                 f"init {init.get('scheme', '?')}{f'({args})' if args else ''}{act}")
     if kind == "activation":
         return f"{kind:<12}{name:<28}{n['fn']}" + (f"({n['param']:g})" if isinstance(n["param"], (int, float)) else "")

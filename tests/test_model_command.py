@@ -258,3 +258,18 @@ def test_json_shows_the_init_that_init_functions_given_the_instance_leave():
     assert head.pop("head.0") == "zeros" and set(head.values()) == {"torch-linear"}
     assert set(schemes("ZeroedThenReinitialised").values()) == {"unknown"}
     assert set(schemes("ZeroedThenReset").values()) == {"unknown"}
+
+
+def test_a_transposed_convolution_shows_what_one_output_sums(tmp_path):
+    source = ("import torch.nn as nn\n\nclass Up(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+              "        self.a = nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1)\n"
+              "        self.b = nn.Conv2d(32, 32, 3)\n"
+              "    def forward(self, x):\n        return self.b(self.a(x))\n")
+    models, path = _models(tmp_path, source)
+    a, b = models["Up"]["nodes"]
+    # torch's fan_in (out_channels * 16) sets the init; an output sums 64 * 16 / 4 inputs
+    assert (a["fan_in"], a["fan_out"], a["signal_ratio"]) == (512, 1024, 0.5)
+    assert b["signal_ratio"] == 1.0
+    out = run_cli("model", str(path)).stdout
+    assert "convtranspose2d 512 -> 1024 (an output sums 256 terms), init torch-linear" in out
+    assert "conv2d 288 -> 288, init" in out

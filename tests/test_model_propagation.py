@@ -327,3 +327,72 @@ def test_overflowing_forward_scale_does_not_crash():
     assert chains[0].depth == 201 and chains[0].gain == math.inf
     assert chains[0].modules[-1] == "t0" and len(chains) == 1
     assert analyse_nodes(mlp([512] * 4, "relu"), input_second_moment=float("nan")).chains[0].steps[0].q is None
+
+
+# Transposed convolutions, measured by bench/measure_chains.py (CONV_CASES: batch 4, 5 seeds):
+# (channels, kernel, stride, init line or "", measured gain). An output of ConvTranspose2d sums
+# in_channels * k^2 / stride^2 terms while torch's fan_in counts out_channels * k^2; with fan_in
+# alone the first case was predicted 0.0278 (18x off) and the last 0.167 (2x the other way).
+CONV_TRANSPOSE_MEASURED = {
+    "5 x ConvTranspose2d(64, 64, 4, 2, 1) + ReLU, default": ([64] * 6, 4, 2, "", 1.56e-3),
+    "5 x ConvTranspose2d(64, 64, 4, 2, 1) + ReLU, kaiming_normal_(relu)": (
+        [64] * 6, 4, 2, "nn.init.kaiming_normal_(m.weight, nonlinearity='relu')", 0.0575),
+    "5 x ConvTranspose2d 512->16, 4, 2, 1 + ReLU, kaiming_normal_(relu)": (
+        [512, 256, 128, 64, 32, 16], 4, 2, "nn.init.kaiming_normal_(m.weight, nonlinearity='relu')", 0.231),
+    "3 x ConvTranspose2d 256->32, 3, 1, 1 + ReLU, default": ([256, 128, 64, 32], 3, 1, "", 0.305),
+}
+
+
+def decoder_source(chans, k, stride, init: str, stride_text: str | None = None) -> str:
+    step = stride_text if stride_text is not None else str(stride)
+    layers = ", ".join(f"nn.ConvTranspose2d({a}, {b}, {k}, {step}, 1), nn.ReLU()" for a, b in zip(chans[:-1], chans[1:]))
+    loop = (f"        for m in self.net:\n            if isinstance(m, nn.ConvTranspose2d):\n                {init}\n"
+            if init else "")
+    return ("import torch.nn as nn\n\nclass Decoder(nn.Module):\n    def __init__(self, stride=2):\n"
+            f"        super().__init__()\n        self.net = nn.Sequential({layers})\n{loop}"
+            "    def forward(self, x):\n        return self.net(x)\n")
+
+
+def lowered_chains(text: str):
+    from gradlint.source import models, parse
+
+    (net,), _ = models.extract(parse("m.py", text))
+    return analyse(net).chains
+
+
+@pytest.mark.parametrize("case", sorted(CONV_TRANSPOSE_MEASURED))
+def test_transposed_convolution_chains_within_15_percent_of_torch(case):
+    chans, k, stride, init, measured = CONV_TRANSPOSE_MEASURED[case]
+    (chain,) = lowered_chains(decoder_source(chans, k, stride, init))
+    assert chain.depth == len(chans) - 1
+    assert chain.gain == pytest.approx(measured, rel=0.15)
+
+
+def test_transposed_convolution_stride_by_keyword_tuple_and_unknown():
+    chans, k, stride, init, measured = CONV_TRANSPOSE_MEASURED["5 x ConvTranspose2d(64, 64, 4, 2, 1) + ReLU, default"]
+    for written in ("stride=2", "(2, 2)", "stride"):  # `stride`: the constructor's default, 2
+        text = decoder_source(chans, k, stride, init, stride_text=written)
+        if written == "stride=2":
+            text = text.replace(", stride=2, 1)", ", stride=2, padding=1)")
+        (chain,) = lowered_chains(text)
+        assert chain.gain == pytest.approx(measured, rel=0.15), written
+    # A stride the front-end cannot know: the layers' factors are unknown, so no chain is claimed
+    # (with fan_in alone it predicted 16x too large a gain).
+    unknown = decoder_source(chans, k, stride, init, stride_text="self.step").replace(
+        "super().__init__()", "super().__init__()\n        self.step = compute_stride()")
+    assert all(c.depth <= 1 for c in lowered_chains(unknown))
+
+
+def test_transposed_convolution_signal_ratio_in_ir():
+    # in/out channels over the strides' product; groups cancel; a symbol over itself is 1
+    from gradlint.source import models, parse
+
+    text = ("import torch.nn as nn\n\nclass M(nn.Module):\n    def __init__(self, d):\n        super().__init__()\n"
+            "        self.a = nn.ConvTranspose2d(128, 32, 4, (2, 1), 1, groups=4)\n"
+            "        self.b = nn.ConvTranspose1d(d, d, 3, 3)\n"
+            "        self.c = nn.ConvTranspose3d(8, 8, 3)\n"
+            "        self.e = nn.LazyConvTranspose2d(8, 3, 2)\n"
+            "    def forward(self, x):\n        return self.e(self.c(self.b(self.a(x))))\n")
+    (net,), _ = models.extract(parse("m.py", text))
+    ratios = {n.name: n.signal_ratio for n in net.nodes if isinstance(n, Param)}
+    assert ratios == {"a": pytest.approx(128 / 32 / 2), "b": pytest.approx(1 / 3), "c": 1.0, "e": None}

@@ -221,3 +221,37 @@ def test_every_walked_node_has_a_graph_origin(tmp_path: Path):
     net = lower(tmp_path, gen.resnet_like(blocks=2))
     for node in walk(net.nodes):
         assert node.origin is not None and node.origin.op_type
+
+
+def test_conv_transpose_signal_ratio_and_chain_gain(tmp_path: Path):
+    # Five ConvTranspose(64, 64, 4, stride 2) + Relu with kaiming_normal_(relu) weights, as torch
+    # draws them (std sqrt(2 / fan_in), fan_in = out_channels * 16): each output sums 64 * 16 / 4
+    # terms, so a step keeps a quarter of the squared norm; torch measures 0.0575 for the chain
+    # (bench/measure_chains.py), fan_in alone predicted 1.
+    from gradlint.model.propagation import analyse
+
+    rng = np.random.default_rng(0)
+    nodes, inits, h = [], [], "x"
+    for i in range(5):
+        w = rng.normal(0, (2 / (64 * 16)) ** 0.5, (64, 64, 4, 4)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"up.{i}.weight"))
+        out = "y" if i == 4 else f"r{i}"
+        nodes.append(helper.make_node("ConvTranspose", [h, f"up.{i}.weight"], [f"z{i}"], name=f"ct{i}",
+                                      strides=[2, 2], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"z{i}"], [out], name=f"relu{i}"))
+        h = out
+    net = lower(tmp_path, gen._model(nodes, inits, [1, 64, 4, 4], [1, 64, 128, 128]))
+    params = [n for n in net.nodes if isinstance(n, Param)]
+    assert [p.op for p in params] == ["conv_transpose2d"] * 5
+    assert all(p.signal_ratio == pytest.approx(0.25) for p in params)
+    (chain,) = analyse(net).chains
+    assert chain.gain == pytest.approx(0.0575, rel=0.15)
+
+
+def test_conv_transpose_groups_and_default_strides(tmp_path: Path):
+    w = np.full((8, 2, 3), 0.1, np.float32)  # ConvTranspose1d(8, 4, 3, groups=2): (in, out/groups, k)
+    nodes = [helper.make_node("ConvTranspose", ["x", "W"], ["y"], name="ct", group=2)]
+    net = lower(tmp_path, gen._model(nodes, [numpy_helper.from_array(w, "W")], [1, 8, 10], [1, 4, 12]))
+    (p,) = net.nodes
+    # an output sums 8/2 * 3 terms; torch's fan_in is 2 * 3
+    assert (p.fan_in, p.fan_out, p.signal_ratio) == (6, 24, pytest.approx(2.0))

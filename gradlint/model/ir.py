@@ -61,6 +61,12 @@ class Param:
     # The attribute the layer is stored under in its parent, for name-guarded rules (GL105).
     attr: str = ""
     bias_init: InitSpec | None = None
+    # How many input terms one output sums, over fan_in: 1 but for a transposed convolution,
+    # whose output sums in_channels/groups * kernel / stride**d terms while torch's fan_in (which
+    # sets the init's variance) counts out_channels/groups * kernel; the backward ratio of squared
+    # norms is the same multiple (measured: bench/measure_chains.py). None: not known, and the
+    # layer's factor with it.
+    signal_ratio: float | None = 1.0
 
 
 @dataclass(frozen=True)

@@ -267,6 +267,8 @@ class _Walk:
             self.reset(None)
             return
         ftv = fan_times_variance(node.init, node.fan_in, node.fan_out)
+        if ftv is not None and node.signal_ratio != 1.0:
+            ftv = None if node.signal_ratio is None else ftv * node.signal_ratio
         q = None
         if ftv is not None and incoming is not None:
             q = ftv * incoming + bias_variance(node.bias_init, node.fan_in)

@@ -84,6 +84,22 @@ def torch_fans(shape: tuple[int, ...]) -> tuple[int, int] | None:
     return int(shape[1]) * rf, int(shape[0]) * rf
 
 
+def _transposed_ratio(node, shape: tuple[int, ...]) -> float | None:
+    """Param.signal_ratio of a ConvTranspose whose weight (C_in, C_out/group, k...) has this
+    shape: an output sums C_in/group * k / stride**d terms, torch's fan_in counts C_out/group * k."""
+    strides = attr(node, "strides", None)
+    group = attr(node, "group", 1)
+    dims = len(shape) - 2
+    if strides is None:
+        strides = [1] * dims
+    if not isinstance(group, int) or group < 1 or len(strides) != dims or shape[1] < 1:
+        return None
+    step = math.prod(int(s) for s in strides)
+    if step < 1:
+        return None
+    return shape[0] / (group * shape[1] * step)
+
+
 class Lowering(Patterns):
     def __init__(self, index: GraphIndex, stats: dict[str, TensorStats], display: str) -> None:
         self.g = index
@@ -230,6 +246,7 @@ class Lowering(Patterns):
                 name=path, op=f"{kind}{dims}d", fan_in=fans[0], fan_out=fans[1],
                 init=self.measured(tensor, 1.0, ref), origin=ref, attr=path.rsplit(".", 1)[-1],
                 bias_init=self.measured(bias, 1.0, ref) if bias else None,
+                signal_ratio=_transposed_ratio(node, shape) if op == "ConvTranspose" else 1.0,
             )
         if op == "Gather" and len(ins) >= 2 and self.g.is_static(ins[0]) and not self.g.is_static(ins[1]):
             src = self.weight_source(ins[0])

@@ -11,7 +11,8 @@ PARAM_LAYERS = {
     "Conv1d": ("conv1d", 1), "Conv2d": ("conv2d", 2), "Conv3d": ("conv3d", 3),
     "LazyConv1d": ("conv1d", 1), "LazyConv2d": ("conv2d", 2), "LazyConv3d": ("conv3d", 3),
     "ConvTranspose1d": ("convtranspose1d", 1), "ConvTranspose2d": ("convtranspose2d", 2),
-    "ConvTranspose3d": ("convtranspose3d", 3),
+    "ConvTranspose3d": ("convtranspose3d", 3), "LazyConvTranspose1d": ("convtranspose1d", 1),
+    "LazyConvTranspose2d": ("convtranspose2d", 2), "LazyConvTranspose3d": ("convtranspose3d", 3),
     "Embedding": ("embedding", 0), "EmbeddingBag": ("embedding", 0),
 }
 

@@ -133,6 +133,7 @@ class Lowerer:
         op, kdims = C.PARAM_LAYERS[ctor.cls]
         arg = _ArgReader(ctor)
         span = self.span(ctor)
+        signal_ratio: float | None = 1.0
         if op == "linear":
             if ctor.cls == "LazyLinear":
                 fan_in, fan_out = None, _fan(arg.get(0, "out_features"))
@@ -157,6 +158,12 @@ class Lowerer:
             if op.startswith("convtranspose"):
                 fan_in = _mul(_div(cout, groups), receptive)
                 fan_out = _mul(cin, receptive)
+                # ConvTranspose(in, out, kernel, stride, ...): an output sums in/groups * kernel /
+                # stride**d terms, not torch's fan_in (Param.signal_ratio)
+                step = _receptive(arg.get(2 if lazy else 3, "stride", 1), kdims)
+                signal_ratio = _channel_ratio(cin, cout)
+                if signal_ratio is not None:
+                    signal_ratio = signal_ratio / step if isinstance(step, int) and step > 0 else None
             else:
                 fan_in = _mul(_div(cin, groups), receptive)
                 fan_out = _mul(cout, receptive)
@@ -170,7 +177,7 @@ class Lowerer:
             bias_init = InitSpec("none")
         attr = (ctor.path or "").rsplit(".", 1)[-1]
         return Param(name=ctor.path or "", op=op, fan_in=fan_in, fan_out=fan_out, init=init, origin=span,
-                     attr=attr, bias_init=bias_init)
+                     attr=attr, bias_init=bias_init, signal_ratio=signal_ratio)
 
     def recurrent(self, ctor: Ctor) -> Recurrent:
         arg = _ArgReader(ctor)
@@ -593,6 +600,14 @@ def _receptive(k: Any, dims: int):
     if isinstance(k, Sym):
         return f"({k.text})**{dims}" if dims > 1 else k.text
     return None
+
+
+def _channel_ratio(cin: Any, cout: Any) -> float | None:
+    """in / out channels: numbers divide, one symbol over itself is 1, else None."""
+    a, b = _fan(cin), _fan(cout)
+    if isinstance(a, int) and isinstance(b, int):
+        return a / b if b > 0 else None
+    return 1.0 if isinstance(a, str) and a == b else None
 
 
 def _mul(a: Any, b: Any):
