@@ -393,3 +393,47 @@ def test_selections_written_as_torch_functions_keep_what_they_select():
              "    return -torch.diagonal(logp).mean() - torch.gather(logp, 1, idx).mean()"
              " + torch.log(torch.diagonal(q @ k.t()).abs() + 1).mean()\n")
     assert codes(quiet) == []
+
+
+# A method called by a later method of its class: walked again once with what that caller passes
+# (before, the class's own records were dropped before each walk, so the callee stayed unbound and
+# the class was walked MAX_REWALKS more times for nothing).
+LATER_CALLER = '''
+import torch
+
+
+class Store:
+    pass
+
+
+def keep(store):
+    return store
+
+
+class Pipeline:
+    def record(self, store, x):
+        keep(store)
+        return torch.relu(x)
+
+    def run(self, x):
+        return self.record(Store(), x)
+'''
+
+
+def test_a_method_is_walked_with_what_a_later_method_of_its_class_passes(monkeypatch):
+    from gradlint.source import numerics
+
+    walks: list[str] = []
+    real = numerics.Extractor._walk_unit
+
+    def counting(self, node):
+        walks.append(node.name.value)
+        return real(self, node)
+
+    monkeypatch.setattr(numerics.Extractor, "_walk_unit", counting)
+    out = facts(LATER_CALLER)
+    (record,) = [f for f in out.functions if f.name == "Pipeline.record"]
+    (call,) = [c for c in record.calls if c.callee == "keep"]
+    assert call.args[0] == ("0", "inst:Store")
+    # walked once, then once again with its caller's arguments, which then hold
+    assert walks.count("Pipeline") == 2

@@ -125,6 +125,12 @@ class Extractor(ModuleValues, Backwards):
         # passes it). Walked units (top-level functions and classes) are walked again until the
         # arguments they were walked with settle.
         self.passed: dict[str, dict[int, list[tuple[list[V], dict[str, V], bool]]]] = {}
+        # While a unit is walked again: its new records of what it passes, kept aside until the walk
+        # ends, so that its own functions are walked with what its previous walk passed them (a
+        # method called by a later method of its class: with its records dropped first, the
+        # callee was walked unbound every time, and the unit was walked MAX_REWALKS times for
+        # nothing).
+        self.fresh: dict[str, list[tuple[list[V], dict[str, V], bool]]] | None = None
         self.signatures: dict[str, tuple[tuple[str, ...], tuple[str, ...], dict[str, V], int]] = {}
         self.walked_with: dict[str, dict[str, V]] = {}
         self.class_attrs: dict[str, dict[str, V]] = {}  # top-level class -> what its __init__ sets
@@ -243,10 +249,9 @@ class Extractor(ModuleValues, Backwards):
         old = self.units.get(key)
         if old is not None:
             self._seen.difference_update((s.kind, s.span, s.variant) for s in old[1])
-            for by_unit in self.passed.values():
-                by_unit.pop(key, None)
-        saved = self.sites, self.classes, self.functions, self.unit
+        saved = self.sites, self.classes, self.functions, self.unit, self.fresh
         self.sites, self.classes, self.functions, self.unit = [], [], [], key
+        self.fresh = {} if old is not None else None
         try:
             if isinstance(node, cst.ClassDef):
                 self.walk_class(node, False)
@@ -257,7 +262,13 @@ class Extractor(ModuleValues, Backwards):
             self.depth = 0
         finally:
             self.units[key] = (node, self.sites, self.classes, self.functions)
-            self.sites, self.classes, self.functions, self.unit = saved
+            fresh = self.fresh  # (method_returns may have put a copy in its place)
+            self.sites, self.classes, self.functions, self.unit, self.fresh = saved
+            if fresh is not None:
+                for by_unit in self.passed.values():
+                    by_unit.pop(key, None)
+                for qual, calls in fresh.items():
+                    self.passed.setdefault(qual, {})[key] = calls
 
     def _settle(self) -> None:
         """Walk again the units whose functions were walked with other arguments than their callers

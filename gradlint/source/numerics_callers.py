@@ -210,7 +210,10 @@ class CallRecords:
                 kw[a.keyword.value] = self.ev(a.value)
             elif not star:
                 pos.append(self.ev(a.value))
-        self.x.passed.setdefault(qual, {}).setdefault(self.x.unit, []).append((pos, kw, star))
+        if x.fresh is not None:  # a unit walked again (Extractor.fresh)
+            x.fresh.setdefault(qual, []).append((pos, kw, star))
+        else:
+            x.passed.setdefault(qual, {}).setdefault(x.unit, []).append((pos, kw, star))
 
     def _forward_of(self, held: V | None) -> str | None:
         """`Class.forward` when `held` is an instance of one class of this file that defines

@@ -53,11 +53,22 @@ _MODEL_FACTORIES = frozenset({"timm.create_model", "timm.models.create_model", "
 
 
 def _library_model(name: str) -> bool:
-    """Whether calling `name` returns a model of torchvision or timm (above)."""
+    """Whether calling `name` returns a model of torchvision or timm (above), or a pretrained model
+    of Hugging Face's transformers or diffusers (`AutoModel.from_pretrained`)."""
     if name in _MODEL_FACTORIES:
         return True
     package, _, last = name.rpartition(".")
+    if last == "from_pretrained":
+        return package.partition(".")[0] in ("transformers", "diffusers") and _pretrained_module(package.rpartition(".")[2])
     return package in _BUILDER_PACKAGES and last[:1].islower() and last not in _NOT_BUILDERS
+
+
+def _pretrained_module(cls: str) -> bool:
+    """A class of transformers or diffusers whose from_pretrained gives an nn.Module: AutoModel*,
+    BertModel, GPT2LMHeadModel, T5ForConditionalGeneration, UNet2DConditionModel, AutoencoderKL;
+    not a tokenizer, config, processor, pipeline or scheduler."""
+    return ("Model" in cls or "For" in cls or cls.startswith("Autoencoder")) and not cls.endswith(
+        ("Config", "Tokenizer", "TokenizerFast", "Processor", "FeatureExtractor", "Pipeline", "Scheduler"))
 
 
 # Methods whose result is a Python value: the receiver's computation leaves autograd at once.
@@ -259,6 +270,7 @@ class TensorCalls(TorchOps):
         # read ahead of its turn: what it reads and calls is recorded when the function is walked
         seen = set(x.references), set(x.class_refs)
         passed = {q: {u: list(calls) for u, calls in by_unit.items()} for q, by_unit in x.passed.items()}
+        fresh = None if x.fresh is None else {q: list(calls) for q, calls in x.fresh.items()}
         x.muted += 1
         try:
             vals = [walk.ev(e) for e in exprs]
@@ -266,6 +278,8 @@ class TensorCalls(TorchOps):
             x.muted -= 1
             x.references, x.class_refs = seen
             x.passed = passed
+            if fresh is not None:
+                x.fresh = fresh
         made = vals[0]
         for v in vals[1:]:
             made = merge(made, v)
