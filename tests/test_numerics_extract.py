@@ -437,3 +437,14 @@ def test_a_method_is_walked_with_what_a_later_method_of_its_class_passes(monkeyp
     assert call.args[0] == ("0", "inst:Store")
     # walked once, then once again with its caller's arguments, which then hold
     assert walks.count("Pipeline") == 2
+
+
+def test_a_script_that_only_loads_a_pretrained_model_is_checked(tmp_path):
+    # no `torch` in it: the sniff that skips files with nothing for the rules must let it through
+    from gradlint.api import check_paths
+
+    script = tmp_path / "finetune.py"
+    script.write_text('from transformers import AutoModel\n\nmodel = AutoModel.from_pretrained("bert-base-uncased")\n'
+                      "for layer in model.encoder.layer[:8]:\n    layer.requires_grad = False\n")
+    result = check_paths([script], Config(root=str(tmp_path)), use_cache=False, jobs=1)
+    assert [(f.code, f.span.line) for f in result.findings] == [("GL404", 5)]

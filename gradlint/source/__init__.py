@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 # Files that mention none of these cannot hold anything our rules look for; skipping them before
 # the parse is the cheapest speed-up a libcst linter has (TorchFix does the same).
-_SNIFF = re.compile(rb"torch|\bnn\b|onnx|backward|accelerat|lightning|autograd")
+_SNIFF = re.compile(rb"torch|\bnn\b|onnx|backward|accelerat|lightning|autograd|from_pretrained")
 # When a caller hands a path without its bytes: the default of `max-file-size`.
 MAX_SOURCE_BYTES = 2 << 20
 

@@ -33,7 +33,10 @@ if TYPE_CHECKING:
 # torch.nn layer has no attribute of these names, and where one exists it is a module too).
 _LIBRARY_SUBMODULES = frozenset({"layer1", "layer2", "layer3", "layer4", "conv1", "bn1", "fc", "features", "classifier",
                                  "avgpool", "encoder", "decoder", "heads", "head", "blocks", "stages", "stem",
-                                 "patch_embed", "backbone", "conv_proj"})
+                                 "patch_embed", "backbone", "conv_proj",
+                                 # Hugging Face: bert.embeddings, bert.encoder.layer, gpt2.transformer.h,
+                                 # llama.model.layers, vit.pooler
+                                 "embeddings", "layer", "layers", "h", "transformer", "pooler", "model"})
 
 
 class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWalker):
@@ -292,6 +295,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     def _bind_loop_target(self, target: cst.BaseAssignTargetExpression, it_node: cst.BaseExpression, it: V) -> None:
         module_iter = False
         named = False
+        node_iter = it_node
         while isinstance(it_node, cst.Subscript) or (
                 isinstance(it_node, cst.Call) and isinstance(it_node.func, cst.Name)
                 and it_node.func.value in ("list", "tuple") and len(it_node.args) == 1):
@@ -301,6 +305,11 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             meth = it_node.func.attr.value
             module_iter = meth in ("modules", "children", "named_modules", "named_children")
             named = meth.startswith("named_")
+        if not module_iter and isinstance(target, cst.Name):
+            # `for layer in self.layers[:n]` over an nn.ModuleList or nn.Sequential (any module
+            # iterated by value), `for block in bert.encoder.layer`: each item is a module
+            base = it if it_node is node_iter else self.ev(it_node)
+            module_iter = (base.module and not base.crit and not base.inst) or self._library_submodule(it_node)
         if module_iter and not named and isinstance(target, cst.Name):
             self.bind_name(target.value, V(module=True))
             return
@@ -392,9 +401,10 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             self.x.add(Site("requires_grad_on_module", "parameters", where.span, detail=self.x.code(holder),
                             data=(*_param_data("model", held[0]), ("model_path", held[1]))))
             return
-        if type(holder) is cst.Attribute and holder.attr.value in _LIBRARY_SUBMODULES and self.ev(holder.value).module:
-            # `resnet.layer1.requires_grad = False` on a model torchvision or timm builds (or any
-            # module): these names are submodules there, never tensors
+        if self._library_submodule(holder):
+            # `resnet.layer1.requires_grad = False`, `bert.encoder.layer.requires_grad = False` on a
+            # model torchvision, timm or Hugging Face builds (or any module): these names are
+            # submodules there, never tensors
             self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder)))
             return
         if (owned := self._instance_path(holder)) is not None:
@@ -413,6 +423,18 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             self.env[key] = _TRAINABLE  # `W.requires_grad = True` on a factory's tensor
         elif truth and key and (again := required_again(hv)) is not None:
             self.env[key] = again  # `loss = loss.detach(); loss.requires_grad = True`
+
+    def _library_submodule(self, node: cst.BaseExpression) -> bool:
+        """`node` is a chain of submodule names (_LIBRARY_SUBMODULES) on a module that is no
+        instance of a class of the project (those are judged by what their class holds)."""
+        if type(node) is not cst.Attribute:
+            return False
+        while type(node) is cst.Attribute:
+            if node.attr.value not in _LIBRARY_SUBMODULES:
+                return False
+            node = node.value
+        root = self.ev(node)
+        return root.module and not root.inst and not root.crit
 
     def _instance_path(self, holder: cst.BaseExpression) -> tuple[tuple[str, ...], str] | None:
         """(the classes, the attribute path below) when `holder` is a chain of attributes on an
