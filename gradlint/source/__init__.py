@@ -447,7 +447,7 @@ def extract_facts(src: SourceFile, tree=None, *, models_only: bool = False, call
                           symbols=symbols)
         if not models_only:
             facts.numerics = numerics.extract(src, configs)
-            facts.training = loops.extract(src)
+            facts.training = loops.extract(src, configs)
         # every file the config classes and the imported constants were looked for in
         facts.depends = configs.depends() if configs is not None else ()
     return facts

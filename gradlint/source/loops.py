@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Any
 from dataclasses import dataclass
 
 import libcst as cst
@@ -24,7 +25,7 @@ from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.env import Env, Ref, Returns
 from gradlint.source.engine.fold import number as _number
 from gradlint.source.engine.interp import StatementWalker
-from gradlint.source.engine.values import Ctor, DictVal, ListVal
+from gradlint.source.engine.values import UNKNOWN, Ctor, DictVal, ListVal
 from gradlint.source.engine.walk import headers as _headers
 from gradlint.source.engine.walk import suite as _suite
 from gradlint.source.engine.walk import text as _text
@@ -688,6 +689,25 @@ class _Ctx:
 # Call resolution: after every function is known
 
 
+def _project_numbers(src, configs):
+    """Env.imported for one file: a name or attribute its imports make of another project
+    module's constant (memoised: a name is read once per file)."""
+    from gradlint.source.constants import NOT_KNOWN
+
+    found: dict[frozenset[str], Any] = {}
+
+    def number(node: cst.BaseExpression) -> Any:
+        names = src.imports.qualify(node)
+        if not names:
+            return UNKNOWN
+        if names not in found:
+            value = configs.constant(names)
+            found[names] = UNKNOWN if value is NOT_KNOWN else value
+        return found[names]
+
+    return number
+
+
 def _resolve_calls(facts: TrainingFacts) -> TrainingFacts:
     by_name: dict[str, list[Function]] = {}
     for f in facts.functions:
@@ -795,12 +815,16 @@ def _copied_clip(ev: Event, facts: TrainingFacts) -> Event:
 _SNIFF = ("backward(", "clip_grad", "Trainer(", "TrainingArguments", "zero_grad(", "Scaler(", "scaler(")
 
 
-def extract(src) -> TrainingFacts:
-    """Training-loop facts of one parsed file (gradlint.source.SourceFile)."""
+def extract(src, configs=None) -> TrainingFacts:
+    """Training-loop facts of one parsed file (gradlint.source.SourceFile); `configs`: the file's
+    configs.ConfigReader, which reads the numbers it imports from other project modules
+    (`from hparams import GRAD_CLIP`), or None (no file on disk: stdin, a notebook)."""
     text = src.text
     if not any(word in text for word in _SNIFF):
         return TrainingFacts()
     ex = _Extractor(src)
+    if configs is not None:
+        ex.env.imported = _project_numbers(src, configs)
     try:
         return _resolve_calls(ex.run())
     except RecursionError:

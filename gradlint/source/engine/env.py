@@ -16,7 +16,7 @@ resolved when asked, in the scope where it was written; numbers fold through bot
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Hashable
+from typing import Any, Callable, Hashable
 
 import libcst as cst
 
@@ -117,6 +117,10 @@ class Env:
         self._parent: dict[Hashable, Hashable] = {}
         self._options: dict[str, Any] = {}
         self._held: dict[str, Any] = {}
+        # What a name no scope of the file binds, or a module's attribute (`from hparams import
+        # CLIP`, `hparams.CLIP`), stands for in another project module: a number, else UNKNOWN
+        # (the client's resolver: loops reads configs.ConfigReader.constant). None: not looked up.
+        self.imported: Callable[[cst.BaseExpression], Any] | None = None
 
     # -- binding -------------------------------------------------------------------------------
     def bind(self, scope: Hashable, name: str, value: Any) -> None:
@@ -189,13 +193,16 @@ class Env:
             return value
         kind = type(node)
         if kind is cst.Name:
-            return self._bound(self.lookup(scope, node.value), sources, depth + 1)
+            value = self.lookup(scope, node.value)
+            if value is UNKNOWN and self.imported is not None and self._free(scope, node.value):
+                return self._imported(node, sources)
+            return self._bound(value, sources, depth + 1)
         if kind is cst.Attribute:
             value = self.default(node.attr.value)
             if is_number(value):
                 sources.add(ARGPARSE)
                 return value
-            return UNKNOWN
+            return self._imported(node, sources) if self.imported is not None else UNKNOWN
         if kind is cst.UnaryOperation and type(node.operator) in (cst.Minus, cst.Plus):
             return _known(unary(type(node.operator), self._fold(node.expression, scope, sources, depth + 1)))
         if kind is cst.BinaryOperation and type(node.operator) in OPERATORS:
@@ -206,6 +213,24 @@ class Env:
                 and len(node.args) == 1 and node.args[0].keyword is None and not node.args[0].star:
             return _known(as_float(self._fold(node.args[0].value, scope, sources, depth + 1)))
         return UNKNOWN
+
+    def _free(self, scope: Hashable, name: str) -> bool:
+        """No scope from `scope` out to the module's binds `name` or has it as a parameter."""
+        seen = 0
+        while True:
+            if self.binds(scope, name):
+                return False
+            if scope is None or seen > 64:
+                return True
+            scope = self._parent.get(scope)
+            seen += 1
+
+    def _imported(self, node: cst.BaseExpression, sources: set) -> Any:
+        value = self.imported(node)  # type: ignore[misc]
+        if not is_number(value):
+            return UNKNOWN
+        sources.add(CONSTANT)
+        return value
 
     def _bound(self, value: Any, sources: set, depth: int) -> Any:
         """The number a name's binding stands for: a number, another name, arithmetic."""
