@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gradlint.api import _extract
 from gradlint.model.inline import _qualified, _same_arguments, inline
-from gradlint.model.ir import ClassArg, Extern, InitSpec, Network, Opaque, Param, SymArg, walk
+from gradlint.model.ir import ClassArg, Extern, InitSpec, Network, Opaque, Param, SeqArg, SymArg, walk
 from tests.conftest import FIXTURES, run_cli
 from tests.test_project_index import expected, findings_for, project_files
 
@@ -156,11 +156,25 @@ def test_blocks_re_run_with_the_layer_classes_and_widths_the_caller_passes(monke
     for file in files:
         assert findings_for(ARGS, [file], file, monkeypatch) == whole[file], file
         assert [(line, code) for line, _c, code, _m in whole[file]] == expected(ARGS / file), file
-    assert len(whole["nets/model.py"]) == 3 and not whole["nets/model_quiet.py"]
+    assert len(whole["nets/model.py"]) == 4 and not whole["nets/model_quiet.py"]
     # GL201 counts the blocks of another file as GL106 does: 24 inlined blocks are a deep transformer
     assert [(code, "ViT is a transformer of 24 blocks" in m) for _l, _c, code, m in whole["nets/train.py"]] == [("GL201", True)]
     assert [code for _l, _c, code, _m in whole["nets/vit.py"]] == ["GL106"]
     assert not whole["nets/train_quiet.py"]
+
+
+def test_placeholders_carry_lists_of_known_items():
+    # builders.py's mlp([obs_dim] + [hidden] * depth + [1], nn.Sigmoid): the widths go as one list
+    facts = _extract(ARGS / "nets" / "model.py", "nets/model.py")
+    (critic,) = [n for n in facts.networks if n.name == "SigmoidCritic"]
+    (placeholder,) = critic.nodes
+    assert isinstance(placeholder, Extern) and placeholder.cls == "mlp"
+    assert placeholder.args == ((0, (SeqArg((17,) + (256,) * 12 + (1,), False),)), (1, (ClassArg("torch", "Sigmoid"),)))
+    quiet = _extract(ARGS / "nets" / "model_quiet.py", "nets/model_quiet.py")
+    nets = {n.name: n for n in quiet.networks}
+    assert nets["ShallowSigmoidCritic"].nodes[0].args[0] == (0, (SeqArg((17, 256, 1), True),))
+    # `[obs_dim] + hidden + [1]` with `hidden` unknown: not carried
+    assert nets["WidthsFromTheCaller"].nodes[0].args[0] == (0, ())
 
 
 def test_placeholders_carry_symbols_and_classes():
@@ -250,7 +264,7 @@ def test_the_arguments_a_placeholder_carries_survive_the_cache(tmp_path, monkeyp
 
     cold = run()
     assert any((root / ".gradlint_cache").iterdir())
-    assert run() == cold and len(cold) == 5
+    assert run() == cold and len(cold) == 6
 
 
 def test_a_warm_run_takes_re_run_blocks_from_the_cache(tmp_path, monkeypatch):

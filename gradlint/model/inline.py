@@ -19,7 +19,8 @@ from dataclasses import replace
 from typing import Any, Callable, Optional
 
 from gradlint.model.ir import (
-    Attention, ClassArg, Extern, InitSpec, Network, Node, Param, Recurrent, Residual, SymArg, TransformerBlock,
+    Attention, ClassArg, Extern, InitSpec, Network, Node, Param, Recurrent, Residual, SeqArg, SymArg,
+    TransformerBlock,
 )
 
 # Nested blocks of other files followed, at most (a block holding a block of a third file...).
@@ -69,6 +70,9 @@ def _qualified(args: Any, scope: Any) -> Any:
 def _qualified_value(value: Any, scope: Any) -> tuple:
     if isinstance(value, tuple):  # the arguments a class another file gives is called with
         return (_qualified(value, scope),)
+    if isinstance(value, SeqArg):
+        items = tuple(_qualified_value(a, scope) for a in value.items)
+        return (replace(value, items=tuple(a[0] for a in items)),) if all(items) else ()
     if not isinstance(value, ClassArg):
         return (value,)
     args = tuple(_qualified_value(a, scope) for a in value.args)
@@ -270,6 +274,8 @@ def _equal(a: Any, b: Any) -> bool:
 
 
 def _kinds(value: Any) -> set:
+    if isinstance(value, SeqArg):
+        return set().union(*(_kinds(v) for v in value.items))
     if isinstance(value, ClassArg):
         out = {value.kind}
         for v in (*value.args, *(a for _k, a in value.kwargs)):

@@ -207,6 +207,16 @@ class ClassArg:
 
 
 @dataclass(frozen=True)
+class SeqArg:
+    """A list or tuple passed to an `Extern` (`mlp([obs_dim] + [256] * 12 + [1], nn.Sigmoid)` with
+    the builder in another file): its items, each a constant, `SymArg`, `ClassArg` or `SeqArg`;
+    is_tuple keeps a tuple apart from a list. A list with an item not known is not carried."""
+
+    items: tuple[Any, ...] = ()
+    is_tuple: bool = False
+
+
+@dataclass(frozen=True)
 class ConfigArg:
     """A config object passed to an `Extern` (`GPT(GPTConfig(n_layer=48))` in a training script,
     the model class in another file): the class as written in the caller, and the plain values

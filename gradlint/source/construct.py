@@ -17,7 +17,7 @@ from typing import Any, TYPE_CHECKING
 
 import libcst as cst
 
-from gradlint.model.ir import ClassArg, ConfigArg, InitSpec, SymArg
+from gradlint.model.ir import ClassArg, ConfigArg, InitSpec, SeqArg, SymArg
 from gradlint.source import catalog as C
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_SAME_CLASS, Exhausted, bounded
@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 
 
 TENSOR: Any = _Tensor()
+
+
+# The longest list or tuple an ir.Extern carries to the file that re-runs the block (a list of
+# layer widths; a longer one is a table, not an architecture).
+MAX_SEQ_ARG = 256
 
 
 def _constant(v: Any) -> bool:
@@ -92,6 +97,9 @@ def _neutral(v: Any, configs: bool = False) -> tuple:
         return (ConfigArg(v.cls, tuple((k, x) for k, x in v.instance.attrs.items() if _constant(x))),)
     if isinstance(v, Sym):
         return (SymArg(v.text),)
+    if type(v) is ListVal and len(v.items) <= MAX_SEQ_ARG:
+        items = [_neutral(a) for a in v.items]
+        return (SeqArg(tuple(a[0] for a in items), v.is_tuple),) if all(items) else ()
     if isinstance(v, ClassRef) and v.kind in ("torch", "extern", "local"):
         args = [_neutral(a) for a in v.args]
         kwargs = [(k, _neutral(a)) for k, a in v.kwargs]

@@ -13,9 +13,9 @@ from typing import Any
 
 import libcst as cst
 
-from gradlint.model.ir import ClassArg, ConfigArg, Network, Opaque, Extern, SymArg
+from gradlint.model.ir import ClassArg, ConfigArg, Network, Opaque, Extern, SeqArg, SymArg
 from gradlint.source.budget import Exhausted
-from gradlint.source.engine.values import Alt, ClassRef, Ctor, Sym, UNKNOWN
+from gradlint.source.engine.values import Alt, ClassRef, Ctor, ListVal, Sym, UNKNOWN
 from gradlint.source.foreign import _MISSING, _UNKNOWN_CALL, SUPER_NAMES, _called, _item, _self_names, _split_called, _table_name
 from gradlint.source.lowering import _neutral_nodes, Lowerer
 from gradlint.source.models import FileModel
@@ -206,4 +206,6 @@ def _from_neutral(v: Any, fm: FileModel, origin: cst.CSTNode) -> Any:
                         tuple((k, _from_neutral(a, fm, origin)) for k, a in v.kwargs), v.kind == "library")
     if isinstance(v, ConfigArg):
         return fm._config_value(v.cls, dict(v.values), origin)
+    if isinstance(v, SeqArg):
+        return ListVal([_from_neutral(a, fm, origin) for a in v.items], v.is_tuple)
     return v
