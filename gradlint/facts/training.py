@@ -136,7 +136,8 @@ class Assign:
     kind: optimizer (owners: the texts whose `.parameters()` it optimises), model (cls: the class's
     last name; ref: the class as written, `gan.Discriminator`, for the project index; torch_recurrent / torch_blocks for torch.nn classes built directly), scaler
     (disabled: `enabled=False` literal), pl_trainer / hf_args / hf_trainer (clip_config: clipping
-    configured), const, other.
+    configured), const, other; append: `xs.append(v)` / `xs.extend(vs)`, which adds v to what the
+    container xs holds (xs keeps its other bindings: the one before still holds).
     calls: (callee text, 'module' | 'op' | 'leaf') for each call in the value — 'op' for torch
     functions, criteria and tensor methods, 'module' for anything that may hold parameters,
     'leaf' for a tensor made to require grad (`requires_grad=True`, `.requires_grad_()`).

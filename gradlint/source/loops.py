@@ -512,7 +512,23 @@ class _Extractor(CallEvents, StatementWalker):
     ann_assign_stmt = aug_assign_stmt = assign_stmt
 
     def expr_stmt(self, small: cst.Expr, sid: int, ctx: "_Ctx") -> list[Event]:
-        return self.events(small.value, sid, ctx)
+        out = self.events(small.value, sid, ctx)
+        self._appended(small, ctx)
+        return out
+
+    def _appended(self, small: cst.Expr, ctx: "_Ctx") -> None:
+        """`xs.append(v)` / `xs.extend(vs)`: what xs holds is also made from v (an Assign of kind
+        'append': a loss of `torch.stack(xs)` comes from the appended outputs, for GL207)."""
+        call = small.value
+        if not (type(call) is cst.Call and type(call.func) is cst.Attribute and call.func.attr.value in ("append", "extend")
+                and len(call.args) == 1 and not call.args[0].star and call.args[0].keyword is None):
+            return
+        target = dotted(call.func.value)
+        if not target:
+            return
+        value = call.args[0].value
+        self.assigns.append(Assign(target=target, func=ctx.fid, line=self.span(small).line, kind="append",
+                                   uses=_names_in(value), calls=tuple(self._call_kinds(value)), nograd=ctx.nograd))
 
     def del_stmt(self, small: cst.Del, sid: int, ctx: "_Ctx") -> list[Event]:
         return self.grad_clear_target(small.target, sid, ctx)

@@ -16,8 +16,9 @@ class BackwardUnderNoGrad(Rule):
     ## What it does
     Flags `backward()` on a loss whose every model output was produced under `torch.no_grad()`
     or `torch.inference_mode()` (a `with` block, or a function decorated with them): the loss
-    expression itself, or the assignments it comes from in the same function. A
-    `torch.enable_grad()` nested inside turns grad mode back on.
+    expression itself, or the assignments it comes from in the same function, lists filled with
+    `append`/`extend` included (a REINFORCE rollout collecting log-probabilities under no-grad,
+    then `torch.stack(log_probs)`). A `torch.enable_grad()` nested inside turns grad mode back on.
 
     ## Why is this bad?
     Nothing computed under no-grad is recorded for autograd, so the loss has no `grad_fn` and
@@ -57,6 +58,17 @@ class BackwardUnderNoGrad(Rule):
     summary = "backward() on a loss computed under torch.no_grad() or inference_mode()"
 
     invalid = [
+        Example("""\
+import torch
+
+for episode in episodes:
+    log_probs = []
+    with torch.no_grad():
+        for obs in episode:
+            log_probs.append(policy(obs).log_softmax(-1)[0])
+    loss = -torch.stack(log_probs).sum()
+    loss.backward()
+"""),
         Example("""\
 import torch
 

@@ -190,7 +190,8 @@ class _Flattener:
         key = (id(facts), fid)
         found = self._written.get(key)
         if found is None:
-            found = self._written[key] = frozenset(a.target for a in facts.assigns if a.func == fid)
+            # (an append changes the container a parameter holds, not what the parameter names)
+            found = self._written[key] = frozenset(a.target for a in facts.assigns if a.func == fid and a.kind != "append")
         return found
 
     def _inline(self, target: tuple, ev: Event, fr: _Frame, guards: tuple, loops: tuple, stack: tuple, out: list) -> None:
