@@ -71,6 +71,9 @@ def _pretrained_module(cls: str) -> bool:
         ("Config", "Tokenizer", "TokenizerFast", "Processor", "FeatureExtractor", "Pipeline", "Scheduler"))
 
 
+# Methods that change a dict in place (Extractor's `keyed` values are displays as written).
+_DICT_CHANGES = frozenset({"update", "pop", "popitem", "setdefault", "clear", "__setitem__"})
+
 # Methods whose result is a Python value: the receiver's computation leaves autograd at once.
 _LEAVES_AUTOGRAD = frozenset({"item", "tolist"})
 
@@ -80,6 +83,13 @@ class TensorCalls(TorchOps):
     """Call evaluation of FunctionWalk (a mixin: the walk's environment, memo and file extractor)."""
 
     trained_names: tuple[cst.FunctionDef, frozenset[str]] | None = None  # _trained's, for fn_node
+
+    def _dict_changed(self, holder: cst.BaseExpression) -> None:
+        """A dict display a name holds changed in place (`d["k"] = v`, `d.update(...)`): what its
+        keys hold is no longer known."""
+        key = dotted(holder)
+        if key is not None and key in self.env and self.env[key].keyed is not None:
+            self.env[key] = UNKNOWN
 
     # -- calls ---------------------------------------------------------------------------------
     def call(self, node: cst.Call) -> V:
@@ -97,6 +107,8 @@ class TensorCalls(TorchOps):
         if type(func) is cst.Attribute:
             recv = func.value
             meth = func.attr.value
+            if meth in _DICT_CHANGES:
+                self._dict_changed(recv)
             if meth in ("manual_backward", "backward") and type(recv) is cst.Name and recv.value == "self":
                 return self.method_call(node, recv, meth)
             if type(recv) is cst.Name and recv.value in ("self", "cls") or (

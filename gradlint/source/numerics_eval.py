@@ -194,6 +194,9 @@ class TensorEval:
                 self._ev_children(el)
             if isinstance(node.value, cst.Attribute) and node.value.attr.value == "shape":
                 return V(const=True)
+            if base.keyed is not None:
+                key = _string_index(node)
+                return next((v for k, v in base.keyed if k == key), UNKNOWN) if key is not None else UNKNOWN
             if base.elems is not None or (base.out and base.out_elem is None):
                 i = self._int_index(node)
                 item = _item(base, i) if i is not None else None
@@ -238,6 +241,21 @@ class TensorEval:
             val = self.ev(node.elt)
             self.env = saved
             return _combine([val])
+        if kind is cst.Dict:
+            keys, vals = [], []
+            for el in node.elements:
+                if type(el) is cst.DictElement:
+                    self.ev(el.key)
+                    keys.append(el.key.evaluated_value if isinstance(el.key, cst.SimpleString) else None)
+                    vals.append(self.ev(el.value))
+                else:  # `**other`
+                    self.ev(el.value)
+                    keys.append(None)
+            # string keys, one each, and a value a rule may read back (`criteria["cls"](p, y)`)
+            if vals and all(type(k) is str for k in keys) and len(set(keys)) == len(keys) and any(
+                    v.prob or v.out or v.crit or v.callret for v in vals):
+                return V(keyed=tuple(zip(keys, vals)))
+            return UNKNOWN
         if kind is cst.DictComp:
             saved = dict(self.env)
             for comp in _comprehensions(node.for_in):
@@ -421,3 +439,14 @@ class TensorEval:
         return base
 
     # -- calls ---------------------------------------------------------------------------------
+
+
+def _string_index(node: cst.Subscript) -> str | None:
+    """The key of `d["cls"]`: one index that is a plain string literal; else None."""
+    if len(node.slice) != 1 or type(node.slice[0].slice) is not cst.Index:
+        return None
+    key = node.slice[0].slice.value
+    if type(key) is not cst.SimpleString:
+        return None
+    value = key.evaluated_value
+    return value if type(value) is str else None

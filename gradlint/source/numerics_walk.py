@@ -354,7 +354,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         if key:
             self.env[key] = val
 
-    bind_subscript = bind_attribute
+    def bind_subscript(self, target: cst.Subscript, val: V) -> None:
+        self._dict_changed(target.value)
+        self.bind_attribute(target, val)
 
     def assign(self, target: cst.BaseExpression, val: V, value_node: cst.BaseExpression | None = None) -> None:
         if self.nograd and not val.nograd:

@@ -101,6 +101,10 @@ class V:
     dense: bool = False
     # a tuple or list of known length: what each element is (`return validity, label`)
     elems: tuple[V, ...] | None = None
+    # a dict display whose keys are all strings: what each key holds (`{"cls": nn.CrossEntropyLoss()}`
+    # then `criteria["cls"](probs, y)`), kept, as elems, only where a value is a probability, a
+    # model's output or a criterion
+    keyed: tuple[tuple[str, V], ...] | None = None
     # `out` is this element of the classes' output (`a, b = model(x)`, `model(x)[1]`)
     out_elem: int | None = None
     # The plain value (a number within budget, a string, None, a bool, a tuple of them) when one
@@ -279,6 +283,8 @@ def merge(a: V, b: V) -> V:
         out_elem=a.out_elem if a.out_elem == b.out_elem else None,
         elems=tuple(merge(p, q) for p, q in zip(a.elems, b.elems))
         if a.elems is not None and b.elems is not None and len(a.elems) == len(b.elems) else None,
+        keyed=tuple((k, merge(p, q)) for (k, p), (_, q) in zip(a.keyed, b.keyed))
+        if a.keyed is not None and b.keyed is not None and [k for k, _ in a.keyed] == [k for k, _ in b.keyed] else None,
         crit=a.crit if a.crit == b.crit else None,
         crit_node=a.crit_node if a.crit_node is b.crit_node else None,
         callret=a.callret if a.callret == b.callret else None,
@@ -329,7 +335,8 @@ def passed_tensor(v: V) -> V:
     kept = _passed(v)
     if kept is UNKNOWN and v.const and type(v.value) in (int, float):
         return V(const=True, value=v.value)  # a number every caller passes (or the default: `eps=1e-3`)
-    if kept is not UNKNOWN or not (v.params and v.tensor) or v.nograd or v.prob or v.elems is not None:
+    if kept is not UNKNOWN or not (v.params and v.tensor) or v.nograd or v.prob or v.elems is not None \
+            or v.keyed is not None:
         return kept
     return V(params=True, tensor=True, computed=v.computed, dense=v.dense, out=v.out, out_elem=v.out_elem)
 
