@@ -305,22 +305,30 @@ def train(model, loader):
 
 
 def _uncleared_steps(facts, c, clears) -> list:
-    """Steps whose optimizer no clear of the loop reaches, while other optimizers are cleared (a GAN
-    loop clearing `opt_d` and stepping `opt_g` too). A clear counts against a step only when it
-    names another optimizer that steps here, or a model only such an optimizer trains; any other
-    clear (`p.grad = None`, an alias, a helper) may clear anything."""
+    """Steps whose optimizer no clear of the loop reaches, while something else is cleared (a GAN
+    loop clearing `opt_d` and stepping `opt_g` too; a DQN loop clearing the target network and
+    stepping the local one's optimizer). A clear counts against a step only when it names another
+    optimizer that steps here, a model only such an optimizer trains, or an optimizer or model
+    built apart from the ones the step's optimizer trains (`_apart`); any other clear
+    (`p.grad = None`, an alias, a helper, an optimizer of unknown parameters) may clear anything."""
     stepped = {f.target for f in c.of("step") if f.target and f.event.via != "sam"}
-    if len(stepped) < 2:
+    if not stepped:
         return []
     owners = {o: {m for a in steps.assigns_to(facts, o, ("optimizer",)) for m in a.owners} for o in stepped}
 
-    def may_clear(target: str, opt: str) -> bool:
+    def may_clear(clear, step) -> bool:
+        target, opt = clear.target, step.target
         if not target or target == opt:
             return True
         if target in stepped:
             return False  # another stepping optimizer
         elsewhere = [o for o in stepped if o != opt and target in owners[o]]
-        return not (elsewhere and owners[opt] and target not in owners[opt])
+        if elsewhere and owners[opt] and target not in owners[opt]:
+            return False
+        if clear.event.func == step.event.func and clear.event.target and step.event.target:
+            # both in one function (a method inlined into the loop): the bindings are its texts
+            return not _apart(facts, clear.event.target, step.event.target, step.event.func)
+        return not _apart(facts, target, opt, c.function.id)
 
     out, seen = [], set()
     for step in c.of("step"):
@@ -328,11 +336,55 @@ def _uncleared_steps(facts, c, clears) -> list:
         if opt not in stepped or opt in seen:
             continue
         seen.add(opt)
-        if any(may_clear(f.target, opt) for f in clears):
+        if any(may_clear(f, step) for f in clears):
             continue
         names = sorted({f.target for f in clears})
         out.append((step, " and ".join(f"`{n}`" for n in names)))
     return out
+
+
+def _bindings(facts, text: str, fid: int) -> list:
+    """The bindings of `text` that function `fid` reads: its own when it binds it (a local name of
+    that function), else every one of the file (an attribute set in `__init__`, a global)."""
+    made = steps.assigns_to(facts, text)
+    return [a for a in made if a.func == fid] or made
+
+
+def _apart(facts, target: str, opt: str, fid: int) -> bool:
+    """Clearing `target` cannot clear the gradients optimizer `opt` steps (both as function `fid`
+    reads them): every binding of `opt` is an optimizer naming the modules it trains (`owned`),
+    and `target` is an optimizer whose every binding names other modules, or a module built by its
+    own constructor call; neither contains the other (no owned text is `target` or below or above
+    it), and no binding of one is made from the other (`target = Wrapper(local)`,
+    `local = target.encoder`)."""
+    bound = _bindings(facts, opt, fid)
+    if not bound or any(a.kind != "optimizer" or not a.owners for a in bound):
+        return False
+    owned = {m for a in bound for m in a.owners}
+    made = _bindings(facts, target, fid)
+    if not made:
+        return False
+    if all(a.kind == "optimizer" for a in made):
+        others = {m for a in made for m in a.owners}
+        if not others or any(not a.owners for a in made):
+            return False
+        modules = others
+    elif all(a.kind == "model" for a in made):
+        modules = {target}
+    else:
+        return False
+
+    def related(a: str, b: str) -> bool:
+        return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+    if any(related(m, o) for m in modules for o in owned):
+        return False
+    roots = {t.split(".")[0] if not t.startswith("self.") else t for t in (*modules, *owned)}
+    for text in (*modules, *owned):
+        for a in _bindings(facts, text, fid):
+            if any(u in roots and u != (text.split(".")[0] if not text.startswith("self.") else text) for u in a.uses):
+                return False
+    return True
 
 
 def _rebuilt_each_iteration(facts, c, stepping) -> bool:
