@@ -469,7 +469,7 @@ class CallEvents:
         holder, method = (recv_text, attr) if recv_text else (attr, "__call__")
         if holder in ("self", "cls", "") or holder in self.pre.functions:
             return None
-        cls = self.pre.instance_class(holder)
+        cls = self.pre.instance_class(holder, self._scope_nodes.get(ctx.fid))
         if not cls or not self.pre.method_of(cls, method):
             return None
         bases = self.pre.classes.get(cls.rsplit(".", 1)[-1], ((), set()))[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from typing import Any
 
 import libcst as cst
 
@@ -57,6 +58,10 @@ _STATEMENTISH = frozenset({
     "If", "Else", "For", "While", "With", "Try", "TryStar", "ExceptHandler", "ExceptStarHandler", "Finally",
     "Match", "MatchCase", "FunctionDef", "ClassDef",
 })
+
+
+# instance_class without a scope: the file-wide binding of a text
+_ANY_SCOPE = object()
 
 
 class _PrePass:
@@ -375,9 +380,16 @@ class _PrePass:
         bases = {name: b for name, (b, _) in self.classes.items()}
         return in_bases(cls, bases, lambda c: True if method in self.classes.get(c, ((), ()))[1] else None) is True
 
-    def instance_class(self, text: str) -> str:
+    def instance_class(self, text: str, scope: Any = _ANY_SCOPE) -> str:
         """The one class `text` is assigned an instance of in this file, as written; '' else
-        (other assignments to it do not count: a constructor call names what it holds)."""
+        (other assignments to it do not count: a constructor call names what it holds). With
+        `scope` (a function's node, None for the module), a plain name is first looked up where
+        that function reads it: three functions' `agent = Agent()`, `agent = LoggingAgent()`... each
+        hold their own."""
+        if scope is not _ANY_SCOPE and "." not in text:
+            local = self.env.lookup(scope, text)
+            if type(local) is Ctor:
+                return local.cls
         found = self.env.held(text)
         return found.cls if type(found) is Ctor else ""
 

@@ -6,6 +6,7 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Severity
 from gradlint.registry import Example, RuleContext
+from gradlint.facts.training import iter_events
 from gradlint.rules.training import steps
 
 
@@ -282,7 +283,8 @@ def train(model, loader):
                 continue
             if any(f.event.via == "dist_autograd" for f in c.of("backward")):
                 continue  # torch.distributed.autograd: each context holds its own gradients
-            if any(f.event.kind == "call" and (not f.event.callees or f.depth >= steps.INLINE_DEPTH) for f in c.events):
+            if any(f.event.kind == "call" and (not f.event.callees or f.depth >= steps.INLINE_DEPTH)
+                   and _may_clear(facts, f.event) for f in c.events):
                 continue  # a call we could not follow may clear
             clears = c.of("clear")
             backward = c.of("backward")[0]
@@ -302,6 +304,10 @@ def train(model, loader):
                     f"`{steps.step_text(step.event)}` repeats in this loop but only {cleared} is cleared: "
                     f"the gradients of `{step.target}` add up across steps",
                     step.event.span, data={"backward_line": backward.event.span.line, "optimizer": step.target})
+
+
+# Functions _may_clear reads through before it assumes a clear it cannot see.
+_MAX_CALLEES = 32
 
 
 def _uncleared_steps(facts, c, clears) -> list:
@@ -341,6 +347,37 @@ def _uncleared_steps(facts, c, clears) -> list:
         names = sorted({f.target for f in clears})
         out.append((step, " and ".join(f"`{n}`" for n in names)))
     return out
+
+
+def _may_clear(facts, ev) -> bool:
+    """Whether a call the flattening did not follow (past its depth) may clear gradients: unless it
+    is a call of this file's functions none of which, through the calls they make, clears or calls
+    what cannot be seen (a `self.log_stats()` or `self.soft_update()` after the step)."""
+    fid = ev.func
+    if not ev.callees or ev.ref or not 0 <= fid < len(facts.functions) or not any(
+            e is ev for e in iter_events(facts.functions[fid].body)):
+        return True  # no callee known, or an event of another file's facts
+    seen: set[int] = set()
+    todo = list(ev.callees)
+    while todo:
+        callee = todo.pop()
+        if not 0 <= callee < len(facts.functions):
+            return True
+        if callee in seen:
+            continue
+        seen.add(callee)
+        if len(seen) > _MAX_CALLEES:
+            return True
+        for e in iter_events(facts.functions[callee].body):
+            if e.kind in ("clear", "open_step"):
+                return True
+            if e.kind == "call":
+                if not e.callees or e.ref:
+                    return True
+                todo.extend(e.callees)
+            elif e.kind == "invoke":
+                return True
+    return False
 
 
 def _bindings(facts, text: str, fid: int) -> list:
