@@ -569,3 +569,41 @@ def test_timm_style_bias_test_repeating_the_dispatch_keeps_the_init():
     params = [n for n in walk(nets["Net"].nodes) if isinstance(n, Param)]
     assert {p.init.scheme for p in params} == {"trunc_normal"}
     assert {p.bias_init.scheme for p in params} == {"zeros"}
+
+
+CONTAINERS = (ROOT / "fixtures" / "architecture" / "containers.py").read_text()
+
+
+def test_parts_of_a_module_without_forward_are_networks_as_it_builds_them():
+    nets, _ = lower(CONTAINERS)
+    critic = nets["ActorCritic.v"]
+    assert critic.forward_known
+    layers = [n for n in critic.nodes if isinstance(n, Param)]
+    assert len(layers) == 13 and layers[0].name == "v.v_net.0" and layers[0].fan_in == 17
+    assert {n.fn for n in critic.nodes if isinstance(n, Activation)} == {"sigmoid", "identity"}
+    # alone, the critic's widths and activation are unknown: its network has nothing to analyse
+    assert not any(isinstance(n, Param) for n in nets["MLPCritic"].nodes)
+    assert "ShallowActorCritic.v" in nets
+
+
+def test_a_part_its_class_models_alone_is_no_second_network():
+    source = CONTAINERS + '''
+
+class Discriminator(nn.Module):
+    def __init__(self, width=64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, width), nn.ReLU(), nn.Linear(width, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class GAN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.d = Discriminator()
+        self.critic = MLPCritic(4, (8,), nn.ReLU)
+'''
+    nets, _ = lower(source)
+    assert "GAN.d" not in nets  # Discriminator alone is the same network
+    assert "GAN.critic" in nets
