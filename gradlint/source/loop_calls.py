@@ -469,7 +469,7 @@ class CallEvents:
         holder, method = (recv_text, attr) if recv_text else (attr, "__call__")
         if holder in ("self", "cls", "") or holder in self.pre.functions:
             return None
-        cls = self.pre.instance_class(holder, self._scope_nodes.get(ctx.fid))
+        cls = self.pre.instance_class(holder, self._scope_nodes.get(ctx.fid)) or self._passed_instance(holder, ctx)
         if not cls or not self.pre.method_of(cls, method):
             return None
         bases = self.pre.classes.get(cls.rsplit(".", 1)[-1], ((), set()))[0]
@@ -477,6 +477,25 @@ class CallEvents:
                                                or any(b.endswith("Optimizer") for b in bases)):
             return None  # a project optimizer's own step: the step itself
         return self._local_call(call, method, holder, ctx, sid, ref=cls)
+
+    def _passed_instance(self, holder: str, ctx: "_Ctx") -> str:
+        """The class of the instance every call of this file passes for `holder`, a parameter of a
+        top-level function (`def run(agent, loader)` with `run(Agent(), data)` or `agent = Agent();
+        run(agent, data)`); '' when a call passes another class, something else, or none calls."""
+        fdef = self._scope_nodes.get(ctx.fid)
+        if "." in holder or holder not in self._params.get(ctx.fid, ()) or not isinstance(fdef, cst.FunctionDef) \
+                or self._func_parent.get(ctx.fid) != 0 or ctx.cls is not None:
+            return ""
+        texts = self.pre.passed(fdef, False, holder)
+        found: set[str] = set()
+        for text, scope in texts or ():
+            called = re.fullmatch(r"([A-Za-z_][\w.]*)\(.*\)", text, re.DOTALL)
+            cls = called.group(1) if called and called.group(1).rsplit(".", 1)[-1] in self.pre.classes \
+                else self.pre.instance_class(text, scope) if re.fullmatch(r"[\w.]+", text) else ""
+            if not cls:
+                return ""
+            found.add(cls)
+        return found.pop() if len(found) == 1 else ""
 
     def _foreign_ref(self, holder: str, ctx: "_Ctx") -> str:
         """The class `holder` is an instance of, when it is not a class of this file (the rules may
