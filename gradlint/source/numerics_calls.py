@@ -23,7 +23,8 @@ from gradlint.source.trained_names import trained_names
 
 def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
     """The returned expressions of a function or method of at most 5 statements whose every return
-    (at its top level or in an if/else there) gives a call or an attribute; None for any other."""
+    (at its top level or in an if/else there) gives a call, an attribute or a dict display; None
+    for any other."""
     body = suite(fn.body)
     if len(body) > 5:
         return None
@@ -38,7 +39,7 @@ def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
         elif isinstance(n, cst.SimpleStatementLine | cst.SimpleStatementSuite):
             for small in n.body:
                 if isinstance(small, cst.Return):
-                    if not isinstance(small.value, cst.Call | cst.Attribute):
+                    if not isinstance(small.value, cst.Call | cst.Attribute | cst.Dict):
                         return None
                     out.append(small.value)
     return out or None
@@ -131,6 +132,9 @@ class TensorCalls(TorchOps):
                 if known is not None:
                     return known
             if (made := self.function_returns(fname)) is not None:
+                if made.keyed is not None:
+                    self._args_ev(node)
+                    return V(keyed=made.keyed)  # a builder of a dict of criteria
                 if not made.prob:
                     self._args_ev(node)
                     return V(callret=made.callret, module=True)  # a model builder
@@ -297,7 +301,9 @@ class TensorCalls(TorchOps):
             made = merge(made, v)
         # a probability, or a module whose call returns one (`def make_model(): return
         # nn.Sequential(..., nn.Softmax(dim=1))`)
-        got = x.function_probs[fname] = made if made.prob or (made.callret and made.module) else None
+        # (or a dict display of criteria: `def build_criteria(): return {"cls": nn.CrossEntropyLoss()}`)
+        got = x.function_probs[fname] = made if made.prob or (made.callret and made.module) or made.keyed is not None \
+            else None
         return got
 
     def builtin_call(self, node: cst.Call, fname: str) -> V:
