@@ -435,8 +435,10 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             if node.attr.value not in _LIBRARY_SUBMODULES:
                 return False
             node = node.value
-        root = self.ev(node)
-        return root.module and not root.inst and not root.crit
+            root = self.ev(node)  # `bert`, or `self.encoder` holding one: the chain below is its
+            if root.module and not root.inst and not root.crit:
+                return True
+        return False
 
     def _instance_path(self, holder: cst.BaseExpression) -> tuple[tuple[str, ...], str] | None:
         """(the classes, the attribute path below) when `holder` is a chain of attributes on an
