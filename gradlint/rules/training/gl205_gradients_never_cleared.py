@@ -302,7 +302,7 @@ def train(model, loader):
                     continue
                 yield ctx.finding(
                     f"`{steps.step_text(step.event)}` repeats in this loop but only {cleared} is cleared: "
-                    f"the gradients of `{step.target}` add up across steps",
+                    f"the gradients of `{step.event.target or step.target}` add up across steps",
                     step.event.span, data={"backward_line": backward.event.span.line, "optimizer": step.target})
 
 
@@ -344,7 +344,9 @@ def _uncleared_steps(facts, c, clears) -> list:
         seen.add(opt)
         if any(may_clear(f, step) for f in clears):
             continue
-        names = sorted({f.target for f in clears})
+        # named as the step's line writes them where the clears are in its function
+        names = sorted({f.event.target if f.event.func == step.event.func and f.event.target else f.target
+                        for f in clears})
         out.append((step, " and ".join(f"`{n}`" for n in names)))
     return out
 
