@@ -243,6 +243,61 @@ def test_star_imports_that_branch_at_every_level_are_resolved_once_per_name_and_
     # without the memo: 2 ** 12 paths; with it, at most one per module and depth
     assert len(calls) <= (2 * levels + 2) * 17
 
+def test_a_name_found_nowhere_is_searched_once_whatever_the_depth(monkeypatch):
+    """A fan-out whose modules are reached at several depths (each also re-exports the level
+    after next): an answer no depth limit or cycle cut short is kept for the name alone (it was
+    computed again for each depth it was reached at)."""
+    levels = 12
+    sources = {f"p.l{i}": f"from p.l{i + 1}a import *\nfrom p.l{i + 1}b import *\n" for i in range(levels)}
+    for i in range(1, levels + 1):
+        for side in "ab":
+            sources[f"p.l{i}{side}"] = (f"from p.l{i + 1}a import *\nfrom p.l{i + 1}b import *\n"
+                                         if i < levels else "")
+            if i + 2 <= levels:
+                sources[f"p.l{i}{side}"] += f"from p.l{i + 2}a import *\n"
+    index = ProjectIndex(DictLoader(sources))
+    index.add("user", _module("user.py", "from p.l0 import Missing\n"))
+    calls = []
+    real = ProjectIndex._global_uncached
+    monkeypatch.setattr(ProjectIndex, "_global_uncached", lambda self, q, d: calls.append(q) or real(self, q, d))
+    assert index.resolve("user", "Missing") == ()
+    assert len(calls) == len(set(calls)) <= 2 * levels + 2
+
+
+def test_an_import_of_the_modules_own_top_package_is_never_a_sibling():
+    # `import pkg.layers` in pkg/models/beit.py is pkg.layers, not pkg.models.pkg.layers
+    loader = DictLoader({
+        "pkg.__init__": "", "pkg.layers.__init__": "class Conv:\n    pass\n",
+        "pkg.models.__init__": "from .beit import *\n",
+        "pkg.models.beit": "from pkg.layers import Conv, Missing\n",
+    })
+    index = ProjectIndex(loader)
+    index.add("user", _module("user.py", "from pkg.models.beit import Conv, Missing\n"))
+    assert index.resolve("user", "Conv") == ("pkg.layers.Conv",)
+    assert index.resolve("user", "Missing") == ()
+    assert not any(m.startswith("pkg.models.pkg") for m in loader.loaded)
+
+
+def test_resolution_stays_bounded_when_modules_cannot_be_loaded_any_more(monkeypatch):
+    """Past MAX_LOADED a package's submodules are unknown, and each submodule name was searched
+    through every `*` import, growing new names without end (timm.models.beit.beit.beit...: 12
+    million states, 6 GB, on a run of 163 timm and torchvision files)."""
+    import gradlint.facts.project as project
+
+    width = 8
+    sources = {"pkg.models.__init__": "".join(f"from .m{i} import *\n" for i in range(width))}
+    for i in range(width):
+        sources[f"pkg.models.m{i}"] = f"from pkg.models.m{(i + 1) % width}.inner import Block\n"
+    monkeypatch.setattr(project, "MAX_LOADED", 2)
+    index = ProjectIndex(DictLoader(sources))
+    index.add("user", _module("user.py", "from pkg.models.m0.inner import Block\n"))
+    calls = []
+    real = ProjectIndex._global_uncached
+    monkeypatch.setattr(ProjectIndex, "_global_uncached", lambda self, q, d: calls.append(q) or real(self, q, d))
+    assert index.resolve("user", "Block") == ()
+    assert len(calls) <= project.MAX_GLOBAL_STEPS
+
+
 def test_only_referenced_modules_are_summarised(monkeypatch):
     monkeypatch.chdir(TWOPKG)
     config = Config(root=str(TWOPKG))

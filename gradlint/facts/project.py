@@ -27,6 +27,14 @@ if TYPE_CHECKING:
 
 # A chain of re-exports or base classes longer than this is given up on (unknown, never a finding).
 MAX_DEPTH = 16
+# States _global may visit for one name asked from outside (resolve): past it, the rest is cut
+# short (nothing found). A name found nowhere is searched through every `*` import; when modules
+# cannot be loaded any more (MAX_LOADED), each package's submodule names are searched through
+# its `*` imports too, and the names grew without end (timm.models.beit.beit.beit...: 12
+# million states in 70 s, 6 GB).
+MAX_GLOBAL_STEPS = 5000
+# _global's placeholder for a state being computed (a cycle of imports back to it gives nothing)
+_IN_PROGRESS: tuple = ("\0in progress",)
 # Modules summarised on demand in one run, at most: a bound on the work one lookup can start.
 MAX_LOADED = 4096
 
@@ -93,6 +101,13 @@ class ProjectIndex:
         # imports branch at every step, and without this a name of timm was tried ~200 000 times
         # (36 s of a run); keyed by depth too, since a deeper start may be cut by MAX_DEPTH.
         self._globals: dict[tuple[str, int], tuple[str, ...]] = {}
+        # _global's answers that no depth limit or cycle guard cut short: the same at any depth.
+        # Keyed by depth alone, a name found nowhere was searched again through every `*` import
+        # at every depth it was reached at (timm.models/__init__'s hundred `from .x import *`,
+        # each with its own: minutes and gigabytes for one name).
+        self._complete: dict[str, tuple[str, ...]] = {}
+        self._cuts = 0  # answers cut short so far (depth limit, a cycle back to a state in progress)
+        self._budget = MAX_GLOBAL_STEPS  # _global states left to the name being resolved
         self._gradchecked: frozenset[str] | None = None
         self._mentions: dict[str, tuple[str, ...]] = {}
         # What the lookups read, in order, for the result cache (a file's findings depend on the
@@ -213,12 +228,16 @@ class ProjectIndex:
             return self._resolved[key]
         self._resolved[key] = ()  # a cycle of re-exports resolves to nothing
         start = len(self.log)
+        if _depth == 0:
+            self._budget = MAX_GLOBAL_STEPS
         found = self._resolve(module, text, _depth)
         self._resolved[key] = found
         self._spans[("r", key)] = (start, len(self.log))
         return found
 
     def _resolve(self, module: str, text: str, depth: int) -> tuple[str, ...]:
+        if depth > MAX_DEPTH:
+            self._cuts += 1
         if not text or depth > MAX_DEPTH:
             return ()
         here = self.module(module) if module else None
@@ -242,8 +261,12 @@ class ProjectIndex:
         if target.startswith("."):
             return self._global(absolute(here, target), depth + 1)
         found = self._global(target, depth + 1)
-        if here.package and (not found or (not here.library and self._in_library(found))):
-            # a script's sibling comes first on Python's path, before any installed library
+        if here.package and target.partition(".")[0] != here.name.partition(".")[0] and (
+                not found or (not here.library and self._in_library(found))):
+            # a script's sibling comes first on Python's path, before any installed library; an
+            # import of the module's own top package (`import timm.layers` in timm/models/beit.py)
+            # is that package, never a sibling `timm.models.timm` (tried, it grew a new name at
+            # every `*` import it passed: timm.models.beit.beit.beit...)
             found = self._global(f"{here.package}.{target}", depth + 1) or found
         return found
 
@@ -264,15 +287,32 @@ class ProjectIndex:
     def _global(self, qualified: str, depth: int) -> tuple[str, ...]:
         """Resolve a fully qualified name: the longest prefix that is a module of the project,
         then the name in it (defined there, imported there, or reached by a `*` import)."""
-        if depth > MAX_DEPTH:
+        if depth > MAX_DEPTH or self._budget <= 0:
+            self._cuts += 1
             return ()
+        self._budget -= 1
+        found = self._complete.get(qualified)
+        if found is not None:
+            self._replay(("c", qualified))
+            return found
         key = (qualified, depth)
         found = self._globals.get(key)
         if found is None:
-            self._globals[key] = ()  # a cycle back to this state resolves to nothing
-            start = len(self.log)
-            found = self._globals[key] = self._global_uncached(qualified, depth)
+            self._globals[key] = _IN_PROGRESS  # a cycle back to this state resolves to nothing
+            start, cuts = len(self.log), self._cuts
+            found = self._global_uncached(qualified, depth)
+            if self._budget <= 0:
+                # cut short by the budget of the name being resolved: no answer to keep
+                del self._globals[key]
+                return found
+            self._globals[key] = found
             self._spans[("g", key)] = (start, len(self.log))
+            if self._cuts == cuts:
+                self._complete[qualified] = found
+                self._spans[("c", qualified)] = (start, len(self.log))
+        elif found is _IN_PROGRESS:
+            self._cuts += 1
+            return ()
         else:
             self._replay(("g", key))
         return found
