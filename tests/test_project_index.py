@@ -229,38 +229,40 @@ def test_star_imports_that_branch_at_every_level_are_resolved_once_per_name_and_
     """timm's packages re-export through `*` imports that fan out and meet again: tried path by
     path, one name cost ~200 000 lookups (36 s of a warm run). Each (name, depth) is resolved once."""
     levels = 12
+    calls = _missing_through(_fan_out(levels, skip=False), monkeypatch)
+    # without the memo: 2 ** 12 paths; with it, at most one per module and depth
+    assert len(calls) <= (2 * levels + 2) * 17
+
+
+def _fan_out(levels: int, skip: bool) -> dict[str, str]:
+    """p.l0 re-exports p.l1a and p.l1b with `*`, each of them the next level's two, ...; with
+    `skip`, every module also re-exports the level after next (reached at several depths)."""
     sources = {f"p.l{i}": f"from p.l{i + 1}a import *\nfrom p.l{i + 1}b import *\n" for i in range(levels)}
     for i in range(1, levels + 1):
         for side in "ab":
             sources[f"p.l{i}{side}"] = (f"from p.l{i + 1}a import *\nfrom p.l{i + 1}b import *\n"
                                          if i < levels else "")
+            if skip and i + 2 <= levels:
+                sources[f"p.l{i}{side}"] += f"from p.l{i + 2}a import *\n"
+    return sources
+
+
+def _missing_through(sources: dict[str, str], monkeypatch) -> list[str]:
+    """The states _global computes to find `Missing` through p.l0 (found nowhere)."""
     index = ProjectIndex(DictLoader(sources))
     index.add("user", _module("user.py", "from p.l0 import Missing\n"))
-    calls = []
+    calls: list[str] = []
     real = ProjectIndex._global_uncached
     monkeypatch.setattr(ProjectIndex, "_global_uncached", lambda self, q, d: calls.append(q) or real(self, q, d))
     assert index.resolve("user", "Missing") == ()
-    # without the memo: 2 ** 12 paths; with it, at most one per module and depth
-    assert len(calls) <= (2 * levels + 2) * 17
+    return calls
 
 def test_a_name_found_nowhere_is_searched_once_whatever_the_depth(monkeypatch):
     """A fan-out whose modules are reached at several depths (each also re-exports the level
     after next): an answer no depth limit or cycle cut short is kept for the name alone (it was
     computed again for each depth it was reached at)."""
     levels = 12
-    sources = {f"p.l{i}": f"from p.l{i + 1}a import *\nfrom p.l{i + 1}b import *\n" for i in range(levels)}
-    for i in range(1, levels + 1):
-        for side in "ab":
-            sources[f"p.l{i}{side}"] = (f"from p.l{i + 1}a import *\nfrom p.l{i + 1}b import *\n"
-                                         if i < levels else "")
-            if i + 2 <= levels:
-                sources[f"p.l{i}{side}"] += f"from p.l{i + 2}a import *\n"
-    index = ProjectIndex(DictLoader(sources))
-    index.add("user", _module("user.py", "from p.l0 import Missing\n"))
-    calls = []
-    real = ProjectIndex._global_uncached
-    monkeypatch.setattr(ProjectIndex, "_global_uncached", lambda self, q, d: calls.append(q) or real(self, q, d))
-    assert index.resolve("user", "Missing") == ()
+    calls = _missing_through(_fan_out(levels, skip=True), monkeypatch)
     assert len(calls) == len(set(calls)) <= 2 * levels + 2
 
 
