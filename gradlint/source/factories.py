@@ -6,7 +6,8 @@ entry point returns: a function callable with no arguments (`vgg16(*, weights=No
 that builds a model class of the file, directly or through other functions of the file
 (`_vgg("D", False, weights, **kwargs)` -> `VGG(make_layers(cfgs[cfg]), **kwargs)`), run as a user
 calls it: its defaults, empty `*args`/`**kwargs`, and the calls it makes binding their splats to
-what is left of their known arguments (`FileModel.exact_calls`).
+what is left of their known arguments (`FileModel.exact_calls`). So, last, is each part of a
+module without forward, as the module builds it (`MLPActorCritic.v`: `container_parts`).
 
 A model class's own network is built with its parameters' defaults (models.extract); built with a
 config made by a call, the same class may be much deeper, which only its builder says. Such a
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 import ast
 import re
+from dataclasses import replace
 from typing import Any, TYPE_CHECKING
 
 import libcst as cst
 
-from gradlint.model.ir import ConfigArg, Network
+from gradlint.model.ir import ConfigArg, Network, Opaque, Residual
+from gradlint.model.ir import walk as ir_walk
 from gradlint.source.budget import MAX_DEPTH, Exhausted
 from gradlint.source.engine.values import Ctor
 from gradlint.source.engine.walk import children, mentions, suite, walk
@@ -541,3 +544,55 @@ def _configured(fm: FileModel, name: str, value: Ctor, where: cst.CSTNode, own: 
         return None
     return Network(name=name, path=fm.src.path, nodes=nodes, origin=fm.src.span(where), params=params,
                    recurrents=tuple(low.recurrents), forward_known=True, variants=variants, note=note)
+
+
+def container_parts(fm: FileModel, containers: list, by_name: dict) -> list[Network]:
+    """The parts of modules that have no forward (an actor-critic holding `self.pi` and `self.v`,
+    a GAN holding `self.G` and `self.D`), each as the network it is with the arguments the container
+    builds it with (`MLPCritic(obs_dim, critic_sizes, critic_activation)` with the container's
+    defaults): named `Container.attr`, kept only when the part's class alone is not fully known
+    (its own network has an opaque node, a block of another file included) and the part here
+    is another network (other layers, other arguments to a block of another file). A chain both
+    hold is reported once (rules/architecture/common.flagged_chains). Parts of classes of this
+    file only. Unlike `_configured` (a class built by a factory, lowered on its own), a part is
+    lowered by the container's Lowerer: under the container's path, with the initialisations the
+    container applies to it (`self.apply(init)` dispatched by type)."""
+    src = fm.src
+    out: list[Network] = []
+    for info, inst, low in containers:
+        for attr, value in list(inst.attrs.items()):
+            part = getattr(value, "instance", None) if type(value) is Ctor else None
+            if part is None or part.cls.name not in fm.classes or fm._find_method(part.cls, "forward") is None:
+                continue
+            alone = by_name.get(part.cls.name)
+            if alone is None or not alone.forward_known or not _has_opaque(alone.nodes):
+                continue
+            fm.meter.allow()
+            cuts = fm.cuts
+            paths, known, _note = low.forward_paths(part, attr)
+            if not known or not paths or fm.cuts != cuts or fm.meter.exhausted:
+                continue
+            if _unnamed(paths[0]) == _unnamed(alone.nodes):
+                continue
+            out.append(Network(name=f"{info.name}.{attr}", path=src.path, nodes=tuple(paths[0]),
+                               origin=src.span(info.node.name), params=tuple(p for p in low.params
+                                                                            if p.name.startswith(attr + ".")),
+                               forward_known=True, variants=tuple(tuple(p) for p in paths[1:])))
+    return out
+
+
+def _unnamed(nodes) -> tuple:
+    """Nodes without their module paths: a part and its class alone compare by what they hold."""
+    out = []
+    for n in nodes:
+        if isinstance(n, Residual):
+            n = replace(n, name="", body=_unnamed(n.body),
+                                    branches=tuple(_unnamed(b) for b in n.branches))
+        elif hasattr(n, "name"):
+            n = replace(n, name="")
+        out.append(n)
+    return tuple(out)
+
+
+def _has_opaque(nodes) -> bool:
+    return any(isinstance(n, Opaque) for n in ir_walk(nodes))

@@ -778,13 +778,13 @@ def extract(src, configs=None):
                                 signature=_signature(fm, info)))
         if not known and fm._find_method(info, "forward") is None and not info.sequential:
             containers.append((info, inst, low))
+    from gradlint.source.factories import container_parts, factory_networks
+
     try:
-        networks.extend(_container_parts(fm, src, containers, {n.name: n for n in networks}))
+        networks.extend(container_parts(fm, containers, {n.name: n for n in networks}))
     except (Exhausted, RecursionError):
         pass
     try:
-        from gradlint.source.factories import factory_networks
-
         networks.extend(factory_networks(fm, {n.name: n for n in networks}))
     except (Exhausted, RecursionError):  # too deep for libcst's own code generator, or over budget
         pass
@@ -799,61 +799,6 @@ def extract(src, configs=None):
             done.__dict__.clear()
             done.meter = meter
     return tuple(networks), tuple(summaries)
-
-
-def _container_parts(fm: FileModel, src, containers: list, by_name: dict) -> list[Network]:
-    """The parts of modules that have no forward (an actor-critic holding `self.pi` and `self.v`,
-    a GAN holding `self.G` and `self.D`), each as the network it is with the arguments the container
-    builds it with (`MLPCritic(obs_dim, critic_sizes, critic_activation)` with the container's
-    defaults): named `Container.attr`, kept only when the part's class alone is not fully known
-    (its own network has an opaque node, a block of another file included) and the part here
-    is another network (other layers, other arguments to a block of another file). A chain both
-    hold is reported once (rules/architecture/common.flagged_chains). Parts of classes of this
-    file only."""
-    out: list[Network] = []
-    for info, inst, low in containers:
-        for attr, value in list(inst.attrs.items()):
-            part = getattr(value, "instance", None) if type(value) is Ctor else None
-            if part is None or part.cls.name not in fm.classes or fm._find_method(part.cls, "forward") is None:
-                continue
-            alone = by_name.get(part.cls.name)
-            if alone is None or not alone.forward_known or not _opaque_count(alone.nodes):
-                continue
-            fm.meter.allow()
-            cuts = fm.cuts
-            paths, known, _note = low.forward_paths(part, attr)
-            if not known or not paths or fm.cuts != cuts or fm.meter.exhausted:
-                continue
-            if _unnamed(paths[0]) == _unnamed(alone.nodes):
-                continue
-            out.append(Network(name=f"{info.name}.{attr}", path=src.path, nodes=tuple(paths[0]),
-                               origin=src.span(info.node.name), params=tuple(p for p in low.params
-                                                                            if p.name.startswith(attr + ".")),
-                               forward_known=True, variants=tuple(tuple(p) for p in paths[1:])))
-    return out
-
-
-def _unnamed(nodes) -> tuple:
-    """Nodes without their module paths: a part and its class alone compare by what they hold."""
-    import dataclasses
-
-    from gradlint.model.ir import Residual
-
-    out = []
-    for n in nodes:
-        if isinstance(n, Residual):
-            n = dataclasses.replace(n, name="", body=_unnamed(n.body),
-                                    branches=tuple(_unnamed(b) for b in n.branches))
-        elif hasattr(n, "name"):
-            n = dataclasses.replace(n, name="")
-        out.append(n)
-    return tuple(out)
-
-
-def _opaque_count(nodes) -> int:
-    from gradlint.model.ir import Opaque, walk
-
-    return sum(1 for n in walk(nodes) if isinstance(n, Opaque))
 
 
 def _signature(fm: FileModel, info: ClassInfo) -> tuple | None:
