@@ -141,6 +141,11 @@ class Assign:
     calls: (callee text, 'module' | 'op' | 'leaf') for each call in the value — 'op' for torch
     functions, criteria and tensor methods, 'module' for anything that may hold parameters,
     'leaf' for a tensor made to require grad (`requires_grad=True`, `.requires_grad_()`).
+    passed: for each 'module' call of a bare name or of `self.name` (a function or method this
+    file may define), (callee text, the names the value reads only in that call's arguments):
+    what the value takes from them comes through what the callee returns.
+    A `return value` statement is the same record with kind 'return' and no target
+    (TrainingFacts.returns).
     """
 
     target: str
@@ -159,6 +164,7 @@ class Assign:
     uses: tuple[str, ...] = ()
     calls: tuple[tuple[str, str], ...] = ()
     nograd: bool = False
+    passed: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,9 @@ class TrainingFacts:
     functions: tuple[Function, ...] = ()
     stmts: tuple[Stmt, ...] = ()
     assigns: tuple[Assign, ...] = ()
+    # the `return value` statements of every function (Assign of kind 'return'): what a call of
+    # it gives its caller
+    returns: tuple[Assign, ...] = ()
     # `p.register_hook(lambda g: g.clamp(-c, c))`: clipping by hook, per element
     hook_clipping: bool = False
     # LightningModule subclasses of this file under automatic optimisation (no

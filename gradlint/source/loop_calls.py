@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import libcst as cst
@@ -62,6 +63,11 @@ def is_optimizer_name(text: str) -> bool:
 
 
 def _names_in(node: cst.CSTNode) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_name_reads(node)))
+
+
+def _name_reads(node: cst.CSTNode) -> list[str]:
+    """Every name an expression reads, once per read: `a.b` reads `a.b` and `a`."""
     out: list[str] = []
     stack = [node]
     while stack:
@@ -78,7 +84,7 @@ def _names_in(node: cst.CSTNode) -> tuple[str, ...]:
         if isinstance(n, cst.Lambda):
             continue
         stack.extend(reversed(_children(n)))
-    return tuple(dict.fromkeys(out))
+    return out
 
 
 _BUILTINS = frozenset({"float", "int", "len", "sum", "max", "min", "abs", "list", "tuple", "dict", "zip", "range",
@@ -119,6 +125,11 @@ def _makes_leaf(call: cst.Call) -> bool:
 _NONE: frozenset[str] = frozenset()
 
 
+def _own_callee(text: str) -> bool:
+    """A callee as written that may be a function or method of this file: `f`, `self.f`."""
+    return "." not in text or (text.startswith("self.") and text.count(".") == 1)
+
+
 def _recorded_call(name: str) -> bool:
     """Whether every call of a project function so named is an event of its caller's facts (an
     `invoke` or a `call`, with the arguments that matter), rather than read as a clip, a clear,
@@ -154,6 +165,24 @@ class CallEvents:
                 continue
             out.append((text, _call_kind(text, self.qualify(n.func))))
         return out
+
+    def _passed(self, value: cst.BaseExpression, calls) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """Assign.passed: for each 'module' call of a bare name or `self.name` in the value, the
+        names read only in its arguments (`rollout(policy, obs)`: policy and obs reach the value
+        only through what `rollout` returns)."""
+        if not any(kind == "module" and _own_callee(text) for text, kind in calls):
+            return ()
+        reads = Counter(_name_reads(value))
+        out = []
+        for n in walk(value):
+            if type(n) is not cst.Call:
+                continue
+            text = dotted(n.func)
+            if not text or not _own_callee(text) or _makes_leaf(n) or _call_kind(text, self.qualify(n.func)) != "module":
+                continue
+            inside = Counter(name for a in n.args for name in _name_reads(a.value))
+            out.append((text, tuple(name for name, k in inside.items() if k == reads[name])))
+        return tuple(out)
 
     # -- calls ---------------------------------------------------------------------------------
     def events(self, expr: cst.CSTNode, sid: int, ctx: "_Ctx") -> list[Event]:

@@ -89,6 +89,7 @@ class _Extractor(CallEvents, StatementWalker):
         self.functions: list[Function | None] = []
         self.stmts: list[Stmt] = []
         self.assigns: list[Assign] = []
+        self.returns: list[Assign] = []
         self._assign_kinds: dict[str, set[str]] = {}  # CallEvents._assigned
         self._next_block = 0
         # id(an `if` whose body ends in a jump, or a `try` whose every handler does) -> the
@@ -154,6 +155,7 @@ class _Extractor(CallEvents, StatementWalker):
         self.function(self.src.module, "<module>", None, None)
         functions = tuple(f for f in self.functions if f is not None)
         return TrainingFacts(functions=functions, stmts=tuple(self.stmts), assigns=tuple(self.assigns),
+                             returns=tuple(self.returns),
                              hook_clipping=self.hook_clipping, lightning_automatic=self._lightning_automatic(),
                              classes=tuple((name, bases) for name, (bases, _) in self.pre.classes.items()))
 
@@ -527,14 +529,22 @@ class _Extractor(CallEvents, StatementWalker):
         if not target:
             return
         value = call.args[0].value
+        calls = tuple(self._call_kinds(value))
         self.assigns.append(Assign(target=target, func=ctx.fid, line=self.span(small).line, kind="append",
-                                   uses=_names_in(value), calls=tuple(self._call_kinds(value)), nograd=ctx.nograd))
+                                   uses=_names_in(value), calls=calls, nograd=ctx.nograd,
+                                   passed=self._passed(value, calls)))
 
     def del_stmt(self, small: cst.Del, sid: int, ctx: "_Ctx") -> list[Event]:
         return self.grad_clear_target(small.target, sid, ctx)
 
     def return_stmt(self, small: cst.Return, sid: int, ctx: "_Ctx") -> list[Event]:
-        return self.events(small.value, sid, ctx) if small.value is not None else []
+        if small.value is None:
+            return []
+        calls = tuple(self._call_kinds(small.value))
+        self.returns.append(Assign(target="", func=ctx.fid, line=self.span(small).line, kind="return",
+                                   uses=_names_in(small.value), calls=calls, nograd=ctx.nograd,
+                                   passed=self._passed(small.value, calls)))
+        return self.events(small.value, sid, ctx)
 
     def other_small(self, small: cst.BaseSmallStatement, *context) -> list[Event]:
         return []
@@ -556,7 +566,8 @@ class _Extractor(CallEvents, StatementWalker):
         if "." not in target:
             self._accum_names[ctx.fid][target] = _is_accum_expr(value)
         calls = tuple(self._call_kinds(value))
-        base = dict(target=target, func=ctx.fid, line=line, uses=_names_in(value), calls=calls, nograd=ctx.nograd)
+        base = dict(target=target, func=ctx.fid, line=line, uses=_names_in(value), calls=calls, nograd=ctx.nograd,
+                    passed=self._passed(value, calls))
         call = value
         while (isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute)
                and call.func.attr.value in _MOVE_METHODS and isinstance(call.func.value, cst.Call)):

@@ -6,7 +6,7 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Severity
 from gradlint.registry import Example, Rule, RuleContext
-from gradlint.facts.training import Assign, Stmt, iter_events
+from gradlint.facts.training import Assign, Function, Stmt, TrainingFacts, iter_events
 
 _MAX_CHAIN = 64
 
@@ -18,7 +18,15 @@ class BackwardUnderNoGrad(Rule):
     or `torch.inference_mode()` (a `with` block, or a function decorated with them): the loss
     expression itself, or the assignments it comes from in the same function, lists filled with
     `append`/`extend` included (a REINFORCE rollout collecting log-probabilities under no-grad,
-    then `torch.stack(log_probs)`). A `torch.enable_grad()` nested inside turns grad mode back on.
+    then `torch.stack(log_probs)`), and through the returns of the file's functions it calls
+    (`log_probs, rewards = rollout(env, policy)` with the no-grad block inside `rollout`, a
+    method `self.act(obs)`, a helper that calls another). A `torch.enable_grad()` nested inside
+    turns grad mode back on.
+
+    A helper counts only when every `return` of it is made under no-grad or from no model at all
+    (`discount(rewards)`): one that returns a model output made with grad on, or a value computed
+    from a parameter it was passed, keeps the rule quiet; so does a helper of another file or of
+    unknown name.
 
     ## Why is this bad?
     Nothing computed under no-grad is recorded for autograd, so the loss has no `grad_fn` and
@@ -97,6 +105,21 @@ def update(model, optimizer, x):
     model(x).mean().backward()
     optimizer.step()
 """),
+        Example("""\
+import torch
+
+
+def rollout(policy, obs):
+    with torch.no_grad():
+        logp = policy(obs).log_softmax(-1)[:, 0]
+    return logp
+
+
+for obs in batches:
+    logp = rollout(policy, obs)
+    loss = -logp.sum()
+    loss.backward()
+""", note="the no-grad block is in a helper of the file"),
     ]
     valid = [
         Example("""\
@@ -169,23 +192,20 @@ def step(out, x):
         facts = ctx.facts.training
         if facts is None:
             return
-        by_func: dict[int, list[Assign]] = {}
-        for a in facts.assigns:
-            by_func.setdefault(a.func, []).append(a)
-        at_line: dict[int, list[Stmt]] = {}
-        for st in facts.stmts:
-            at_line.setdefault(st.line, []).append(st)
+        flow = _Flow(facts)
         for fn in facts.functions:
             for ev in iter_events(fn.body):
                 if ev.kind != "backward" or not ev.target:
                     continue
-                verdict = _under_no_grad(ev, by_func.get(fn.id, []), set(fn.params), facts.stmts, at_line)
+                verdict = flow.loss(ev, fn)
                 if verdict is None:
                     continue
+                line, helper = verdict
+                where = f"line {line}" + (f", in `{helper}()`" if helper else "")
                 yield ctx.finding(
                     f"`{ev.target}` is computed only from outputs produced under torch.no_grad()/inference_mode() "
-                    f"(line {verdict}): it has no grad_fn, and backward() raises or trains nothing",
-                    ev.span, data={"no_grad_line": verdict})
+                    f"({where}): it has no grad_fn, and backward() raises or trains nothing",
+                    ev.span, data={"no_grad_line": line})
 
 
 def _dominating(name: str, before: int, made: list[Assign], stmts, at_line: dict[int, list[Stmt]]) -> list[Assign]:
@@ -207,49 +227,136 @@ def _dominating(name: str, before: int, made: list[Assign], stmts, at_line: dict
     return picked or made
 
 
-def _under_no_grad(ev, assigns: list[Assign], params: set[str], stmts=(),
-                   at_line: dict[int, list[Stmt]] | None = None) -> int | None:
-    """The line of a no-grad model call the loss comes from, when every model call it comes
-    from ran under no-grad and nothing else in it may carry a gradient; else None."""
-    no_grad_lines: list[int] = []
-    if ev.module_call:
-        if not ev.nograd:
-            return None
-        no_grad_lines.append(ev.span.line)
-    seen: set[str] = set()
-    todo = [(n, ev.span.line, ev.nograd) for n in ev.uses]
-    steps = 0
-    while todo:
-        name, before, nograd_reader = todo.pop()
-        steps += 1
-        if steps > _MAX_CHAIN:
-            return None
-        if name in seen:
-            continue
-        seen.add(name)
-        made = [a for a in assigns if a.target == name and a.line < before]
-        if at_line is not None and len(made) > 1:
-            made = _dominating(name, before, made, stmts, at_line)
-        if not made:
-            # a parameter read with grad on may carry a gradient into the loss
-            if name in params and name not in ("self", "cls") and not nograd_reader:
+# A helper that returns no-grad outputs may call another: this many levels are followed.
+_MAX_HELPERS = 4
+
+
+class _Flow:
+    """Where a loss comes from, through the assignments of its function and the returns of the
+    file's functions it calls (`logp = rollout(policy, obs)`, with the no-grad block in rollout)."""
+
+    def __init__(self, facts: TrainingFacts) -> None:
+        self.facts = facts
+        self.by_func: dict[int, list[Assign]] = {}
+        for a in facts.assigns:
+            self.by_func.setdefault(a.func, []).append(a)
+        self.returns: dict[int, list[Assign]] = {}
+        for r in facts.returns:
+            self.returns.setdefault(r.func, []).append(r)
+        self.at_line: dict[int, list[Stmt]] = {}
+        for st in facts.stmts:
+            self.at_line.setdefault(st.line, []).append(st)
+        self.named: dict[tuple[str | None, str], list[Function]] = {}
+        for f in facts.functions:
+            self.named.setdefault((f.cls, f.name), []).append(f)
+        self.made: dict[int, tuple[int, str] | None] = {}  # function id -> what its returns are
+
+    def loss(self, ev, fn: Function) -> tuple[int, str] | None:
+        """(line, helper function or '') of a no-grad model call the loss comes from, when every
+        model call it comes from ran under no-grad and nothing else in it may carry a gradient."""
+        found: list[tuple[int, str]] = []
+        if ev.module_call:
+            if not ev.nograd:
                 return None
-            continue
-        # every earlier binding counts (branches, loops): one made with grad is enough to stay quiet
-        for a in made:
-            if any(kind == "leaf" for _, kind in a.calls):
-                return None  # a tensor made to require grad (a linear probe's raw weights) trains
-            if any(kind == "module" for _, kind in a.calls):
-                if not a.nograd:
-                    return None
-                no_grad_lines.append(a.line)
-            if not a.nograd:
-                todo.extend((n, a.line, a.nograd) for n in a.uses)
-            else:
-                # a binding under no-grad is followed too (`out = model(x)` then `loss = crit(out, y)`,
-                # both in the with-block): an output made with grad upstream stays quiet. The
-                # callables it calls (the model itself, built with grad on) are not outputs.
-                called = {c for c, _ in a.calls}
-                todo.extend((n, a.line, True) for n in a.uses if n not in called)
-    # the binding nearest the backward: in the second of two loops that reuse a name, its own line
-    return max(no_grad_lines) if no_grad_lines else None
+            found.append((ev.span.line, ""))
+        if not self._follow([(n, ev.span.line, ev.nograd) for n in ev.uses], found, fn, 0):
+            return None
+        # the binding nearest the backward: in the second of two loops that reuse a name, its own line
+        return max(found) if found else None
+
+    def _follow(self, todo, found: list[tuple[int, str]], fn: Function, depth: int) -> bool:
+        """Follow the names in `todo` through fn's assignments, adding the no-grad model calls
+        they come from to `found`; False when one may carry a gradient."""
+        assigns = self.by_func.get(fn.id, [])
+        params = set(fn.params)
+        seen: set[str] = set()
+        steps = 0
+        while todo:
+            name, before, nograd_reader = todo.pop()
+            steps += 1
+            if steps > _MAX_CHAIN:
+                return False
+            if name in seen:
+                continue
+            seen.add(name)
+            # a function with nothing a finding points into has its records on its `def` line:
+            # every binding there counts (more bindings only keep the rule quieter)
+            made = [a for a in assigns if a.target == name and (a.line < before or a.line == before == fn.span.line)]
+            if len(made) > 1:
+                made = _dominating(name, before, made, self.facts.stmts, self.at_line)
+            if not made:
+                # a parameter read with grad on may carry a gradient into the loss
+                if name in params and name not in ("self", "cls") and not nograd_reader:
+                    return False
+                continue
+            # every earlier binding counts (branches, loops): one made with grad is enough to stay quiet
+            for a in made:
+                if not self._binding(a, todo, found, fn, depth, nograd_reader):
+                    return False
+        return True
+
+    def _binding(self, a: Assign, todo, found: list[tuple[int, str]], fn: Function, depth: int,
+                 nograd_reader: bool = False) -> bool:
+        """Add what binding `a` comes from to `todo` and `found`; False when it may carry a gradient.
+        `nograd_reader`: `a` is reached from a read under no-grad (`obs` of `policy(obs)` in the
+        with-block): what it is made from by operations alone is read under no-grad too."""
+        if any(kind == "leaf" for _, kind in a.calls):
+            return False  # a tensor made to require grad (a linear probe's raw weights) trains
+        modules = [c for c, kind in a.calls if kind == "module"]
+        if modules and not a.nograd:
+            # made with grad on: quiet, unless every such call is of a helper of this file whose
+            # returns are made under no-grad or from no model at all (`discount(rewards)`); what
+            # the call passes stays in there
+            passed = dict(a.passed)
+            for c in modules:
+                made = self._helper(c, fn, depth) if c in passed else None
+                if made is None:
+                    return False
+                found.extend(made)
+            inside = {n for c in modules for n in passed[c]} | set(modules)
+            todo.extend((n, a.line, False) for n in a.uses if n not in inside)
+            return True
+        if modules:
+            found.append((a.line, ""))
+        if not a.nograd:
+            # an output made with grad upstream stays quiet (`modules` above); a parameter an
+            # operation reads for a no-grad reader (`obs, _ = env.reset()`) gives it no gradient
+            todo.extend((n, a.line, nograd_reader and not modules) for n in a.uses)
+        else:
+            # a binding under no-grad is followed too (`out = model(x)` then `loss = crit(out, y)`,
+            # both in the with-block): an output made with grad upstream stays quiet. The
+            # callables it calls (the model itself, built with grad on) are not outputs.
+            called = {c for c, _ in a.calls}
+            todo.extend((n, a.line, True) for n in a.uses if n not in called)
+        return True
+
+    def _helper(self, callee: str, fn: Function, depth: int) -> tuple[tuple[int, str], ...] | None:
+        """The no-grad model calls (line, function) the returns of the file's function `callee`
+        (`rollout`, `self.rollout` of fn's class) come from: empty when they come from no model
+        at all; None when one may carry a gradient (a parameter it was passed, a model call with
+        grad on), it has no return, or the callee is not one function of this file."""
+        if depth >= _MAX_HELPERS:
+            return None
+        if callee.startswith("self."):
+            if fn.cls is None:
+                return None
+            key = (fn.cls, callee[5:])
+        else:
+            key = (None, callee)
+        candidates = self.named.get(key, [])
+        if len(candidates) != 1:
+            return None
+        g = candidates[0]
+        if g.id in self.made:
+            return self.made[g.id]  # None while it is being worked out: a recursive helper
+        self.made[g.id] = None
+        rets = self.returns.get(g.id, [])
+        found: list[tuple[int, str]] = []
+        for r in rets:
+            todo: list = []
+            if not (self._binding(r, todo, found, g, depth + 1) and self._follow(todo, found, g, depth + 1)):
+                rets = []
+                break
+        verdict = tuple((line, where or g.name) for line, where in found) if rets else None
+        self.made[g.id] = verdict
+        return verdict
