@@ -31,6 +31,11 @@ LOSS_FUNCTIONS = {
     F + "binary_cross_entropy": "bce",
     F + "binary_cross_entropy_with_logits": "bce_logits",
 }
+# Losses of an input against a target (`F.mse_loss(input, target)`) that gradlint's numerics
+# have no other use for: what they give is cut when the input is and the target carries no gradient.
+TARGET_LOSSES = frozenset(F + name for name in (
+    "mse_loss l1_loss smooth_l1_loss huber_loss nll_loss kl_div poisson_nll_loss soft_margin_loss "
+    "multilabel_soft_margin_loss multi_margin_loss multilabel_margin_loss hinge_embedding_loss").split())
 LOSS_MODULES = {
     "torch.nn.CrossEntropyLoss": "ce",
     "torch.nn.BCELoss": "bce",
@@ -149,6 +154,21 @@ class TorchOps:
                 first = c.first
                 return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const)
         return None
+
+    def _q_target_loss(self, c: _Call) -> V:
+        """`F.mse_loss(sr.detach(), hr)`: a loss of a cut input against a target that carries no
+        gradient is cut. The target must be known not to: a constant, cut itself, or a value
+        nothing is known of that no call here made (`hr` drawn from the loader). What a call
+        made (`student(x)` of a model parameter, `head(x)` of a built head) may carry gradient,
+        and `F.mse_loss(teacher(x).detach(), student(x))` is written target-first."""
+        first = c.first
+        if first.cut is None:
+            return _combine(c.vals)
+        node = c.pos[1] if len(c.pos) > 1 else c.kw.get("target")
+        target = self.ev(node) if node is not None else UNKNOWN
+        if not (target is UNKNOWN or target.const or target.cut is not None) or target.params or target.rg:
+            return _combine(c.vals)
+        return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const and target.const)
 
     def _q_loss_module(self, c: _Call) -> V | None:
         for qn, kind in LOSS_MODULES.items():
@@ -529,7 +549,7 @@ def _table(groups: list[tuple[frozenset[str] | dict, object]], ordered: bool) ->
 T = TorchOps
 _QUALIFIED_GROUPS: list = [
     (SOFTMAX, T._q_softmax), (SIGMOID, T._q_sigmoid), (LOG_SOFTMAX, T._q_log_softmax),
-    (LOGSIGMOID, T._q_logsigmoid), (LOSS_FUNCTIONS, T._q_loss_function), (LOSS_MODULES, T._q_loss_module),
+    (LOGSIGMOID, T._q_logsigmoid), (LOSS_FUNCTIONS, T._q_loss_function), (TARGET_LOSSES, T._q_target_loss), (LOSS_MODULES, T._q_loss_module),
     (PROB_MODULES, T._q_prob_module), ({"torch.nn.Sequential"}, T._q_sequential),
     ({"torch.nn.Parameter", "torch.nn.parameter.Parameter"}, T._q_parameter), (TENSOR_FROM_DATA, T._q_from_data),
     (VARIABLE, T._q_variable), (FACTORIES, T._q_factory), (CUTTING_FUNCTIONS, T._q_cutting),

@@ -15,6 +15,9 @@ class LossTermCut(SiteRule):
     `accelerator.backward(loss)`...) when the term was cut from the graph with `.item()`,
     `.detach()`, `.tolist()`, `float(...)` or `torch.tensor(...)` while the other terms still
     carry gradient. Followed through variables, `+=` and constant weights (`0.1 * aux.item()`).
+    A loss of a cut input against a target that carries no gradient is cut too:
+    `F.mse_loss(sr.detach(), hr)` (the input and target losses of `torch.nn.functional`: mse, l1,
+    smooth-l1, huber, nll, kl-div and the margin losses), as is a criterion module's.
 
     Not flagged: a cut value used inside a computation (`(pred - target.detach()) ** 2`: a
     stop-gradient target), values summed for logging that are never backpropagated, and a loss
@@ -54,12 +57,22 @@ class LossTermCut(SiteRule):
                 "def step(model, x, y, opt):\n    out = model(x)\n    loss = F.cross_entropy(out, y)\n"
                 "    reg = out.pow(2).mean()\n    loss += reg.detach()\n    loss.backward()\n    opt.step()\n",
                 note="through `+=`"),
+        Example("import torch.nn.functional as F\nfrom torch import nn\n\n"
+                "G = nn.Conv2d(3, 3, 3, padding=1)\nfor lr_img, hr in loader:\n    sr = G(lr_img)\n"
+                "    loss = F.l1_loss(sr, hr) + 0.006 * F.mse_loss(sr.detach(), hr)\n"
+                "    loss.backward()\n",
+                note="a loss of a detached input against data"),
     ]
     valid = [
         Example("import torch.nn.functional as F\n\n"
                 "def step(model, target_net, x, y, opt):\n    q = model(x)\n"
                 "    loss = ((q - target_net(x).detach()) ** 2).mean()\n    loss.backward()\n    opt.step()\n",
                 note="a stop-gradient target inside the computation"),
+        Example("import torch.nn.functional as F\n\n"
+                "def step(student, teacher, x, y, opt):\n    out = student(x)\n"
+                "    loss = F.cross_entropy(out, y) + F.mse_loss(teacher(x).detach(), out)\n"
+                "    loss.backward()\n    opt.step()\n",
+                note="written target-first: the second argument carries the gradient"),
         Example("import torch.nn.functional as F\n\n"
                 "def step(model, x, y, opt):\n    loss = F.mse_loss(model(x), y)\n    loss.backward()\n"
                 "    opt.step()\n    total = loss.item() + 0.5\n    return total\n",
