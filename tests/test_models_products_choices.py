@@ -284,6 +284,46 @@ class Head(nn.Module):
     assert head.nodes[0].join == "mul" and head.nodes[-1].name == "fc"
 
 
+def test_a_product_with_a_parameter_the_module_holds_is_a_layer():
+    # `x @ self.W` was a passthrough (the layer vanished: fc, tanh, tanh...), `torch.matmul` and
+    # `.mm` opaque; each is a layer of unknown scale now, as F.linear is: it ends any chain
+    nets = lower("""
+import torch
+import torch.nn as nn
+
+
+class Raw(nn.Module):
+    def __init__(self, d=64):
+        super().__init__()
+        self.W1 = nn.Parameter(torch.randn(d, d))
+        self.W2 = nn.Parameter(torch.randn(d, d))
+        self.W3 = nn.Parameter(torch.randn(d, d))
+        self.fc = nn.Linear(d, d)
+
+    def forward(self, x):
+        x = torch.tanh(self.fc(x))
+        x = torch.tanh(x @ self.W1)
+        x = torch.tanh(torch.matmul(x, self.W2))
+        return torch.tanh(x.mm(self.W3))
+
+
+class Scaled(nn.Module):
+    def __init__(self, d=64):
+        super().__init__()
+        self.fc = nn.Linear(d, d)
+
+    def forward(self, x, adj):
+        return torch.relu(adj @ self.fc(x)) * 2.0
+""")
+    raw = nets["Raw"].nodes
+    assert kinds(raw) == ["Param", "Activation"] * 4
+    held = [n for n in raw if isinstance(n, Param)][1:]
+    assert [p.name for p in held] == ["W1", "W2", "W3"]
+    assert all(p.op == "linear" and p.init.scheme == "unknown" and p.fan_in is None for p in held)
+    # a product with another input of forward (a graph's adjacency) is still no layer of the module
+    assert [type(n).__name__ for n in nets["Scaled"].nodes][:2] == ["Attention", "Activation"]
+
+
 # ---- gradlint model ----------------------------------------------------------------------------
 
 def test_model_command_shows_attention_and_gates():

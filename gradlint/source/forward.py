@@ -20,7 +20,7 @@ from gradlint.source import catalog as C
 from gradlint.source import joins as J
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_EXPR_DEPTH, Exhausted
-from gradlint.source.construct import _NOT_HANDLED
+from gradlint.source.construct import _NOT_HANDLED, TENSOR
 from gradlint.source.foreign import SUPER_NAMES, _self_names
 from gradlint.source.engine.values import Alt, Ctor, Instance, ListVal, PathVal, Sym
 from gradlint.source.init_walk import _truth, _Walker
@@ -217,10 +217,13 @@ class ForwardInterpreter(_Walker):
                     if not other:
                         return owner
                     return self.product(owner, other[0], cst.Multiply())
-                if method in ("matmul", "bmm"):
+                if method in ("matmul", "bmm", "mm"):
                     other = self.paths_in(call)
                     if other and other[0].root == owner.root:
                         return self.attention([owner, other[0]], "matmul")
+                    weight = self._held_weight(call) if not other else None
+                    if weight is not None:
+                        return self.weight_layer(owner, weight, "linear")
                 if method in ("add", "add_"):
                     other = self.paths_in(call)
                     if other:
@@ -311,10 +314,13 @@ class ForwardInterpreter(_Walker):
             paths = self.paths_in(call)
             if paths:
                 return ListVal([PathVal(paths[0].root, paths[0].nodes + (Passthrough("", "split"),))] * 8)
-        if quals & {"torch.matmul", "torch.bmm", "torch.einsum"}:
+        if quals & {"torch.matmul", "torch.bmm", "torch.mm", "torch.einsum"}:
             paths = self.paths_in(call)
             if len(paths) == 2 and paths[0].root == paths[1].root:
                 return self.attention(paths, "matmul")
+            weight = self._held_weight(call) if len(paths) == 1 and "torch.einsum" not in quals else None
+            if weight is not None:
+                return self.weight_layer(paths[0], weight, "linear")
             if "torch.einsum" in quals and len(paths) == 1:
                 return paths[0]  # a contraction with a parameter or a constant: a linear map of x
         return _NOT_HANDLED
@@ -332,6 +338,12 @@ class ForwardInterpreter(_Walker):
         if isinstance(w, PathVal):
             return self.product(x, w, cst.Multiply())
         op = next(_FUNCTIONAL_LAYERS[q] for q in quals if q in _FUNCTIONAL_LAYERS)
+        return self.weight_layer(x, w_expr, op)
+
+    def weight_layer(self, x: PathVal, w_expr: cst.BaseExpression | None, op: str) -> PathVal:
+        """x through a layer whose weight is a tensor the module holds (`F.linear(x, self.weight)`,
+        `x @ self.W`): named after the attribute; its shape and initialisation are not read, so
+        it ends any chain (an unknown scale)."""
         attr = ""
         node = w_expr
         while isinstance(node, (cst.Call, cst.Attribute)) and not (
@@ -342,6 +354,12 @@ class ForwardInterpreter(_Walker):
             attr = node.attr.value
         name = self.prefix + attr if attr else self.prefix.rstrip(".")
         return PathVal(x.root, x.nodes + (Param(name, op, None, None, InitSpec("unknown"), attr=attr),))
+
+    def _held_weight(self, call: cst.Call) -> cst.BaseExpression | None:
+        """The argument of a matrix product that is a tensor the module made in `__init__`
+        (`torch.matmul(x, self.W)`, `x.mm(self.W)`), if exactly one is."""
+        held = [a.value for a in call.args if a.keyword is None and not a.star and self.ev(a.value) is TENSOR]
+        return held[0] if len(held) == 1 else None
 
     def checkpoint(self, call: cst.Call, sequence: bool) -> Any:
         """checkpoint(fn, x) is fn(x); checkpoint_seq(modules, x) runs them in order: recomputing
@@ -464,6 +482,9 @@ class ForwardInterpreter(_Walker):
         if isinstance(a, PathVal) or isinstance(b, PathVal):
             p = a if isinstance(a, PathVal) else b
             other = b if p is a else a
+            if isinstance(op, cst.MatrixMultiply) and other is TENSOR:
+                # `h @ self.W` with W an nn.Parameter (a GCN's layer): a layer, not a passthrough
+                return self.weight_layer(p, e.right if p is a else e.left, "linear")
             if isinstance(op, (cst.Multiply, cst.Divide)) and (_num(other) or isinstance(other, Sym)):
                 # Recorded so that a scaled skip path (DeepNorm's x * alpha + f(x)) is visible.
                 factor = (other if isinstance(op, cst.Multiply) else 1 / other) if _num(other) and other else None
