@@ -570,7 +570,9 @@ class FileModel(ConstructCalls):
         return DictVal(items)
 
     def _slice(self, base: Any, sl: cst.Slice, env: dict) -> Any:
-        items = self.items_of(base) if isinstance(base, ListVal) else None
+        # a slice of a list, or of a module container (`self.convs[:-1]`, `self.blocks[:depth]`):
+        # its modules in order, which a loop runs or initialises
+        items = self.items_of(base) if isinstance(base, ListVal) or (isinstance(base, Ctor) and base.kind == "torch") else None
         if items is None:
             return UNKNOWN
         bounds = []
