@@ -548,7 +548,8 @@ def _configured(fm: FileModel, name: str, value: Ctor, where: cst.CSTNode, own: 
 
 def container_parts(fm: FileModel, containers: list, by_name: dict) -> list[Network]:
     """The parts of modules that have no forward (an actor-critic holding `self.pi` and `self.v`,
-    a GAN holding `self.G` and `self.D`), each as the network it is with the arguments the container
+    a GAN holding `self.G` and `self.D`, a policy's `self.body = nn.Sequential(...)` run by its
+    `get_value`), each as the network it is with the arguments the container
     builds it with (`MLPCritic(obs_dim, critic_sizes, critic_activation)` with the container's
     defaults): named `Container.attr`, kept only when the part's class alone is not fully known
     (its own network has an opaque node, a block of another file included) and the part here
@@ -561,6 +562,18 @@ def container_parts(fm: FileModel, containers: list, by_name: dict) -> list[Netw
     out: list[Network] = []
     for info, inst, low in containers:
         for attr, value in list(inst.attrs.items()):
+            if type(value) is Ctor and value.kind == "torch" and value.cls == "Sequential" and value.items:
+                # an nn.Sequential the container builds (`self.body`, which its `get_value` runs):
+                # a network of its own, as torch runs it
+                fm.meter.allow()
+                cuts = fm.cuts
+                nodes = low.module_nodes(value)
+                if fm.cuts == cuts and not fm.meter.exhausted:
+                    out.append(Network(name=f"{info.name}.{attr}", path=src.path, nodes=tuple(nodes),
+                                       origin=src.span(info.node.name),
+                                       params=tuple(p for p in low.params if p.name.startswith(attr + ".")),
+                                       forward_known=True))
+                continue
             part = getattr(value, "instance", None) if type(value) is Ctor else None
             if part is None or part.cls.name not in fm.classes or fm._find_method(part.cls, "forward") is None:
                 continue
