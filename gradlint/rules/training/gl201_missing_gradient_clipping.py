@@ -135,7 +135,11 @@ class MissingGradientClipping(Rule):
     pass an instance of one class. A step run
     through a project object counts with what the call passes: a timm-style
     `loss_scaler(loss, optimizer)` without `clip_grad=` never reaches the wrapper's clip; a
-    project's own copy of `clip_grad_norm_` is a clip.
+    project's own copy of `clip_grad_norm_` is a clip. A step that clips one model's
+    parameters while another optimizer of the same step trains another model
+    (`clip_grad_norm_(encoder.parameters(), 1.0)`, then `enc_opt.step()` and `dec_opt.step()`)
+    is flagged for the model no clip covers; a clip of a parent module covers its submodules,
+    and a clip of anything but a model's `.parameters()` counts as covering everything.
 
     ## Why is this bad?
     Backpropagation through time multiplies the recurrent Jacobian once per time step: one bad
@@ -337,24 +341,32 @@ for x in loader:
             lightning = any(f.event.via == "lightning" for f in c.of("backward"))
             if not (c.loop is not None or c.repeated or lightning):
                 continue
-            if any(not steps.is_measuring(f.event) for f in c.of("clip")):
+            clips = [f for f in c.of("clip") if not steps.is_measuring(f.event)]
+            unclipped = _unclipped(facts, c, clips) if clips else None
+            if clips and not unclipped:
                 continue
             if any(a.cls == "Adafactor" for f in c.of("step") for a in steps.assigns_to(facts, f.target, ("optimizer",))):
                 continue  # Adafactor clips its updates itself (clip_threshold)
             risk = None
-            for text in steps.trained_models(facts, c):
+            for text in unclipped or steps.trained_models(facts, c):
                 risk = steps.model_risk(facts, text, c.function.cls, ctx.index, c.function)
                 if risk is not None:
                     break
             by_callers = risk is None
-            if risk is None:
+            if risk is None and not unclipped:
                 # a model the step function takes as a parameter: what its callers pass
                 risk = steps.passed_model_risk(facts, c, ctx.index)
             if risk is None:
                 continue
             step = c.of("step")[0]
+            partial = ""
+            if unclipped:
+                # the step of the optimizer that trains the model no clip covers
+                step = next((f for f in c.of("step") if risk.model in steps.owners(facts, c, f)), step)
+                named = ", ".join(f"`{steps.clipped_model(f.event.target)}`" for f in clips)
+                partial = f"; the clip at line {clips[0].event.span.line} covers only {named}"
             yield ctx.finding(
-                f"optimizer step without gradient clipping while training `{risk.model}` ({risk.reason})",
+                f"optimizer step without gradient clipping while training `{risk.model}` ({risk.reason}){partial}",
                 step.event.span, data={"model": risk.model, "class": risk.cls, **dict(risk.data)}), by_callers
 
     def _frameworks(self, ctx: RuleContext, facts) -> Iterator[Finding]:
@@ -381,3 +393,21 @@ for x in loader:
                 if risk is not None:
                     yield ctx.finding(f"{how} trains `{risk.model}` ({risk.reason})", ev.span,
                                       data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
+
+
+def _unclipped(facts, c, clips) -> list[str]:
+    """The models a step of the loop trains that none of its clips covers (`decoder`, when only
+    `encoder.parameters()` is clipped and each has its own optimizer); empty when every clip is of
+    a model's parameters and every step's optimizer trains known models, all of them covered, or
+    when either is not known."""
+    covered = [steps.clipped_model(f.event.target) for f in clips]
+    if any(m is None for m in covered):
+        return []
+    trained: list[str] = []
+    for f in c.of("step"):
+        owners = steps.owners(facts, c, f)
+        if not owners:
+            return []
+        trained.extend(owners)
+
+    return [m for m in dict.fromkeys(trained) if not any(steps.covers(c, [m]) for c in covered)]

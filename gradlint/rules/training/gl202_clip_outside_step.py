@@ -18,7 +18,9 @@ class ClipOutsideStep(steps.StepRule):
     `backward()` and the step. Steps inside step functions and closures (LBFGS) are followed;
     SAM's `first_step`/`second_step` count as steps. A torch clip inside `training_step` of a
     `LightningModule` under automatic optimisation is flagged too: Lightning runs backward and
-    the step after `training_step` returns.
+    the step after `training_step` returns. With an optimizer per model (a GAN's D and G), a clip
+    of one model's parameters counts as placed only before a step that trains that model: D's
+    clip after `opt_d.step()` is late even when G's clip sits before `opt_g.step()`.
 
     ## Why is this bad?
     The optimizer has already applied the unclipped gradients when the clip runs after
@@ -264,14 +266,32 @@ def train(model, loader, accelerator, optimizer):
                 # only what can run in the same iteration as the clip (branches taken alike)
                 return [m for m in all_marks if steps.compatible(m, clip)]
 
+            def steps_it(step, clip) -> bool:
+                # the step may update what the clip clipped (not known: it may)
+                clipped = _clipped(clip)
+                if clipped is None:
+                    return True
+                if clipped[0] == "optimizer":
+                    return step.event.target == clipped[1]
+                trained = steps.owners(facts, c, step)
+                return not trained or steps.covers(clipped[1], trained)
+
             def placed(clip) -> bool:
                 marks = marks_for(clip)
                 before = [m for m in marks if m.order < clip.order]
                 after = [m for m in marks if m.order > clip.order]
-                return bool(before) and before[-1].event.kind == "backward" and any(m.event.kind == "step" for m in after)
+                return bool(before) and before[-1].event.kind == "backward" and \
+                    any(m.event.kind == "step" and steps_it(m, clip) for m in after)
 
-            if any(placed(cl) for cl in clips):
-                continue
+            well = [cl for cl in clips if placed(cl)]
+            if well:
+                # a clip of another model's parameters (D's, after D's step, while G's clip is
+                # placed before G's step) is still late; any other clip: the placed one is it
+                named = [_clipped(cl) for cl in well]
+                clips = [cl for cl in clips if cl not in well and None not in named
+                         and (m := _clipped(cl)) is not None and not any(_same(m, w) for w in named)]
+                if not clips:
+                    continue
             for clip in clips:
                 marks = marks_for(clip)
                 steps_before = [m for m in marks if m.order < clip.order and m.event.kind == "step"]
@@ -348,6 +368,25 @@ def train(model, loader, accelerator, optimizer):
             Edit(SourceSpan(s.line, 1, s.line, 1), unscale + text),
             Edit(SourceSpan(c.line, 1, c.end_line + 1, 1), ""),
         ), safe=True)
+
+
+def _clipped(clip) -> tuple[str, str] | None:
+    """What a clip clips: ("model", text) for a model's `.parameters()`, ("optimizer", text) for
+    Lightning's `self.clip_gradients(opt, ...)`, which clips that optimizer's parameters; None
+    for anything else."""
+    model = steps.clipped_model(clip.event.target)
+    if model is not None:
+        return "model", model
+    if clip.event.name.endswith("clip_gradients") and clip.event.target.isidentifier():
+        return "optimizer", clip.event.target
+    return None
+
+
+def _same(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """Whether two clips may clip the same parameters (a model and an optimizer: not known, may)."""
+    if a[0] != b[0]:
+        return True
+    return a[1] == b[1] if a[0] == "optimizer" else steps.covers(a[1], [b[1]])
 
 
 def _unscale_line(source: str, facts, context, clip, step) -> str | None:

@@ -579,3 +579,28 @@ class StepRule(Rule):
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         return iter(())
+
+
+def clipped_model(target: str) -> str | None:
+    """The model whose parameters a clip is given (`encoder.parameters()`), or None when the
+    clip is given anything else (a list of parameters, an optimizer's groups...)."""
+    if target.endswith(".parameters()"):
+        model = target[: -len(".parameters()")]
+        if model and all(part.isidentifier() for part in model.split(".")):
+            return model
+    return None
+
+
+def owners(facts, c, f) -> list[str]:
+    """The models whose parameters the optimizer stepped at `f` trains."""
+    made = scoped_assigns(facts, f.target, ("optimizer",), c.function)
+    if f.depth == 0:
+        made = reaching(facts, made, c.function, f.event.span.line)
+    return [o for a in made for o in a.owners]
+
+
+def covers(clipped: str, models: list[str]) -> bool:
+    """Whether a clip of `clipped`'s parameters reaches a model of `models` (itself, a submodule
+    of it, or a parent module of it: a parent's parameters hold the clipped ones)."""
+    return any(m == clipped or m.startswith(clipped + ".") or clipped.startswith(m + ".") for m in models)
+
