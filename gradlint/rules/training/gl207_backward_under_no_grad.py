@@ -20,7 +20,8 @@ class BackwardUnderNoGrad(Rule):
     `append`/`extend` included (a REINFORCE rollout collecting log-probabilities under no-grad,
     then `torch.stack(log_probs)`), and through the returns of the file's functions it calls
     (`log_probs, rewards = rollout(env, policy)` with the no-grad block inside `rollout`, a
-    method `self.act(obs)`, a helper that calls another). A `torch.enable_grad()` nested inside
+    method `self.act(obs)`, a helper that calls another, and `forward` of a model of the file's
+    class called by name: a MoCo whose forward runs both encoders under no-grad). A `torch.enable_grad()` nested inside
     turns grad mode back on.
 
     A helper counts only when every `return` of it is made under no-grad or from no model at all
@@ -330,6 +331,19 @@ class _Flow:
             todo.extend((n, a.line, True) for n in a.uses if n not in called)
         return True
 
+    def _forward_of(self, name: str, fn: Function) -> list[Function]:
+        """The `forward` of the file's class a name holds (`model = MoCo()`, in fn or at module
+        level): calling the module runs it."""
+        if "." in name:
+            return []
+        made = [a for a in self.facts.assigns if a.target == name and a.kind == "model" and a.func == fn.id]
+        if not made and name not in fn.params:
+            made = [a for a in self.facts.assigns if a.target == name and a.kind == "model" and a.func == 0]
+        classes = {a.cls for a in made}
+        if len(classes) != 1 or "" in classes:
+            return []
+        return self.named.get((classes.pop(), "forward"), [])
+
     def _helper(self, callee: str, fn: Function, depth: int) -> tuple[tuple[int, str], ...] | None:
         """The no-grad model calls (line, function) the returns of the file's function `callee`
         (`rollout`, `self.rollout` of fn's class) come from: empty when they come from no model
@@ -343,7 +357,7 @@ class _Flow:
             key = (fn.cls, callee[5:])
         else:
             key = (None, callee)
-        candidates = self.named.get(key, [])
+        candidates = self.named.get(key, []) or self._forward_of(callee, fn)
         if len(candidates) != 1:
             return None
         g = candidates[0]
@@ -357,6 +371,7 @@ class _Flow:
             if not (self._binding(r, todo, found, g, depth + 1) and self._follow(todo, found, g, depth + 1)):
                 rets = []
                 break
-        verdict = tuple((line, where or g.name) for line, where in found) if rets else None
+        name = f"{g.cls}.{g.name}" if g.cls else g.name
+        verdict = tuple((line, where or name) for line, where in found) if rets else None
         self.made[g.id] = verdict
         return verdict
