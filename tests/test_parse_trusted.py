@@ -1,5 +1,6 @@
 """source.parse_trusted: libcst's parse without its validation of the parser's own nodes, with
-plain slot-storing __init__s for the most frequent node classes while it parses. The trees must be
+plain slot-storing __init__s for its node classes while it parses (compiled for the most frequent,
+made without a compile for the others). The trees must be
 the ones libcst's own parse builds, and libcst must be left as it was, even after a failed parse."""
 
 from __future__ import annotations
@@ -75,6 +76,21 @@ def test_plain_inits_store_what_the_dataclass_init_stores():
         init(made, **required)
         assert made.deep_equals(type(node)(**required))
     assert {cst.SimpleWhitespace, cst.Name, cst.Arg, cst.Call, cst.Param, cst.Attribute} <= seen
+    # the classes with a keyword __init__ (no compile) too
+    assert {cst.FunctionDef, cst.Parameters, cst.Return, cst.IndentedBlock, cst.Comment} <= seen
+
+
+def test_a_keyword_init_leaves_other_calls_to_the_class_own():
+    inits = {cls: init for cls, _orig, init in source._plain_inits() if init is not None}
+    init = inits[cst.Return]
+    assert init.__code__.co_filename != "<string>"  # nothing compiled for it
+    made = object.__new__(cst.Return)
+    with pytest.raises(TypeError):
+        init(made, value=None, not_a_field=1)
+    init(made, cst.Name("x"))  # by position: the dataclass's own __init__
+    assert made.deep_equals(cst.Return(cst.Name("x")))
+    with pytest.raises(TypeError):
+        inits[cst.Subscript](object.__new__(cst.Subscript), value=cst.Name("x"))  # `slice` missing
 
 
 def test_the_native_parser_runs_without_an_import_per_node(monkeypatch):

@@ -194,48 +194,105 @@ def _built(self: cst.CSTNode) -> None:
 _FREQUENT = ("SimpleWhitespace", "Name", "Newline", "Comma", "Arg", "TrailingWhitespace", "AssignEqual",
              "ParenthesizedWhitespace", "Integer", "SimpleString", "Call", "SimpleStatementLine", "Dot",
              "Attribute", "Element", "AssignTarget", "Assign", "EmptyLine", "Param", "Annotation")
-_PLAIN_INITS: list[tuple[type, object, object]] = []  # (class, its __init__, the plain one)
+_PLAIN_INITS: list[tuple[type, object, object]] = []  # (class, its __init__, the one while parsing)
+
+
+def _slot_fields(cls: type):
+    """(name, slot setter, default, default factory) of each field of the libcst node dataclass
+    `cls`, when its dataclass __init__ does nothing else than store them (then __post_init__);
+    None when `cls` is not such a class (another libcst keeps its own)."""
+    import libcst as cst
+
+    if not dataclasses.is_dataclass(cls) or "__post_init__" in {k for c in cls.__mro__[:-1] if c is not cst.CSTNode
+                                                                for k in vars(c)}:
+        return None
+    fields = []
+    for f in dataclasses.fields(cls):
+        slot = getattr(cls, f.name, None)
+        if not f.init or type(slot).__name__ != "member_descriptor" or not f.name.isidentifier():
+            return None
+        fields.append((f.name, slot.__set__, f.default, f.default_factory))
+    return fields
 
 
 def _plain_init(cls: type):
     """An __init__ that stores the fields of the dataclass `cls` as its own __init__ does (same
     parameters, defaults and default factories) but straight into its slots, without
     __post_init__; None when `cls` is not such a class (another libcst keeps its own)."""
-    import libcst as cst
-
-    if not dataclasses.is_dataclass(cls) or "__post_init__" in {k for c in cls.__mro__[:-1] if c is not cst.CSTNode
-                                                                for k in vars(c)}:
+    fields = _slot_fields(cls)
+    if fields is None:
         return None
     params, body = [], []
     names: dict[str, object] = {"MISSING": dataclasses.MISSING}
-    for f in dataclasses.fields(cls):
-        slot = getattr(cls, f.name, None)
-        if not f.init or type(slot).__name__ != "member_descriptor" or not f.name.isidentifier():
-            return None
-        if f.default is not dataclasses.MISSING:
-            names["default_" + f.name] = f.default
-            params.append(f"{f.name}=default_{f.name}")
-        elif f.default_factory is not dataclasses.MISSING:
-            names["factory_" + f.name] = f.default_factory
-            params.append(f"{f.name}=MISSING")
-            body.append(f"    if {f.name} is MISSING: {f.name} = factory_{f.name}()")
+    for name, setter, default, factory in fields:
+        if default is not dataclasses.MISSING:
+            names["default_" + name] = default
+            params.append(f"{name}=default_{name}")
+        elif factory is not dataclasses.MISSING:
+            names["factory_" + name] = factory
+            params.append(f"{name}=MISSING")
+            body.append(f"    if {name} is MISSING: {name} = factory_{name}()")
         elif params and "=" in params[-1]:
             return None
         else:
-            params.append(f.name)
-        names["set_" + f.name] = slot.__set__
-        body.append(f"    set_{f.name}(self, {f.name})")
+            params.append(name)
+        names["set_" + name] = setter
+        body.append(f"    set_{name}(self, {name})")
     exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body or ["    pass"]) + "\n", names)
     return names["__init__"]
 
 
+def _keyword_init(cls: type):
+    """For the other node classes the parser builds (If, FunctionDef, Subscript...): an __init__
+    made without compiling anything that stores the fields given by keyword, as the parser gives
+    them, and the defaults of the others into the slots, without __post_init__; any other call
+    goes to the class's own __init__ (which raises its TypeError). Each class's generated
+    __init__ is otherwise compiled on its first call (gradlint/deferred.py): about 90 compiles,
+    3% of a one-file run. None when `cls` is not such a class."""
+    fields = _slot_fields(cls)
+    if fields is None:
+        return None
+    own = vars(cls)["__init__"]
+    setters = {name: setter for name, setter, _, _ in fields}
+    count = len(fields)
+    missing = dataclasses.MISSING
+
+    def __init__(self, *args, **kwargs):
+        if args:
+            return own(self, *args, **kwargs)
+        try:
+            for name, value in kwargs.items():
+                setters[name](self, value)
+        except KeyError:  # not a field
+            return own(self, **kwargs)
+        if len(kwargs) < count:
+            for name, setter, default, factory in fields:
+                if name not in kwargs:
+                    if default is not missing:
+                        setter(self, default)
+                    elif factory is not missing:
+                        setter(self, factory())
+                    else:  # a field without a default not given
+                        return own(self, **kwargs)
+        return None
+
+    return __init__
+
+
 def _plain_inits() -> list[tuple[type, object, object]]:
+    """(class, its __init__, the __init__ it has while parse_trusted parses) of every node class
+    of the `libcst` namespace, where the parser finds them: a compiled plain one for the
+    frequent classes, a keyword one for the others."""
     if not _PLAIN_INITS:
         import libcst as cst
 
-        for name in _FREQUENT:
-            cls = getattr(cst, name, None)
-            plain = _plain_init(cls) if isinstance(cls, type) and "__init__" in vars(cls) else None
+        seen: set[type] = set()
+        for name, cls in sorted(vars(cst).items()):
+            if (not isinstance(cls, type) or not issubclass(cls, cst.CSTNode) or "__init__" not in vars(cls)
+                    or cls in seen):
+                continue
+            seen.add(cls)
+            plain = _plain_init(cls) if name in _FREQUENT else _keyword_init(cls)
             if plain is not None:
                 _PLAIN_INITS.append((cls, vars(cls)["__init__"], plain))
         _PLAIN_INITS.append((object, None, None))  # made once, even when no class qualified
