@@ -11,9 +11,10 @@ the class in the stand-in's place and runs it. Nothing is read from a file or ke
 store of compiled dataclass code in `__pycache__` was tried and removed (`check` must never load
 executable code from a file); this only moves the same compile to the first call.
 
-Only classes of the `gradlint` and `libcst` packages are deferred, and only those with a docstring
-(without one, `dataclasses` reads the `__init__` signature to write one); every other dataclass of
-the process is made as before. On a Python whose `dataclasses` is not the one described (3.13
+Only classes of the `gradlint` and `libcst` packages are deferred; every other dataclass of the
+process is made as before. For a class without a docstring, `dataclasses` writes one from the
+signature of its `__init__` (`Name(a: int, b: str = 'x')`), which would compile it at once: that
+docstring is written when first read instead (`_Doc`), from the compiled `__init__`, the same text. On a Python whose `dataclasses` is not the one described (3.13
 compiles a class's methods in one go), nothing is changed.
 """
 
@@ -84,14 +85,48 @@ def _compile(stand_in: Callable, how: tuple, real: list, args: tuple = ()) -> Ca
     return fn
 
 
+class _Doc:
+    """The docstring `dataclasses` writes for a class without one, written at its first reading
+    (a class's `__doc__` that is a descriptor is read through it, `type.__doc__` included): the
+    class's name and the signature of its `__init__`, compiled then. While the class is made it
+    reads as a placeholder, so that `dataclasses` leaves it be."""
+
+    def __init__(self) -> None:
+        self.making = True
+
+    def __get__(self, instance: Any, owner: type | None = None) -> str:
+        if self.making:
+            return "(docstring written when first read)"
+        cls = owner if owner is not None else type(instance)
+        for klass in cls.__mro__:  # the real __init__, as inspect.signature must see it
+            init = klass.__dict__.get("__init__")
+            if hasattr(init, "gradlint_deferred"):
+                setattr(klass, "__init__", compiled(init))
+        import inspect
+
+        try:  # dataclasses' own words
+            text_sig = str(inspect.signature(cls)).replace(" -> None", "")
+        except (TypeError, ValueError):
+            text_sig = ""
+        doc = cls.__name__ + text_sig
+        if cls.__dict__.get("__doc__") is self:
+            cls.__doc__ = doc
+        return doc
+
+
 def _deferring_process_class(cls: type, *args: Any, **kwargs: Any) -> type:
     module = getattr(cls, "__module__", None) or ""
     outer = _MAKING.defer
-    _MAKING.defer = module.split(".", 1)[0] in _DEFERRED_PACKAGES and bool(cls.__dict__.get("__doc__"))
+    _MAKING.defer = module.split(".", 1)[0] in _DEFERRED_PACKAGES
+    doc = None
+    if _MAKING.defer and not cls.__dict__.get("__doc__"):
+        doc = cls.__doc__ = _Doc()
     try:
         return _process_class(cls, *args, **kwargs)
     finally:
         _MAKING.defer = outer
+        if doc is not None:
+            doc.making = False
 
 
 def compiled(fn: Any) -> Any:

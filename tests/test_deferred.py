@@ -91,12 +91,25 @@ def test_a_class_made_again_with_slots_gets_the_method_in_its_own_dict():
     assert slotted.__dict__["__setattr__"].__code__.co_filename == "<string>"
 
 
-def test_classes_without_a_docstring_and_of_other_packages_are_made_at_once():
-    # without a docstring dataclasses writes one from the __init__ signature, which must be the real one
-    undocumented = _record("gradlint.facts.example", doc=None)
-    assert undocumented.__doc__ == "Rec(a: int, b: str = 'x', c: list = <factory>)"
-    assert not hasattr(_generated(undocumented, "__init__"), "gradlint_deferred")
+def test_classes_of_other_packages_are_made_at_once():
     assert not hasattr(_generated(_record("someone.else"), "__init__"), "gradlint_deferred")
+    assert not hasattr(_generated(_record("someone.else", doc=None), "__init__"), "gradlint_deferred")
+
+
+@pytest.mark.parametrize("params", [{}, {"frozen": True}, {"slots": True}])
+def test_a_class_without_a_docstring_gets_the_one_dataclasses_writes(params):
+    # dataclasses writes it from the __init__ signature, which must be the real one: written when read
+    want = "Rec(a: int, b: str = 'x', c: list = <factory>)"
+    assert _record("someone.else", doc=None, **params).__doc__ == want
+    undocumented = _record("gradlint.facts.example", doc=None, **params)
+    if deferred._SUPPORTED:
+        assert hasattr(_generated(undocumented, "__init__"), "gradlint_deferred")
+    assert undocumented(1).__doc__ == want  # read on an instance
+    assert undocumented.__doc__ == want
+    assert not hasattr(_generated(undocumented, "__init__"), "gradlint_deferred")
+    assert undocumented.__dict__["__doc__"] == want  # written once
+    again = _record("libcst._nodes.example", doc=None, **params)
+    assert again.__doc__ == want and again(2).a == 2
 
 
 @needs_deferral
