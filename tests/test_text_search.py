@@ -1,5 +1,6 @@
-"""gradlint.text's searches anchored after the match (a word's start, a line's indentation) find
-what the anchored regular expressions find: compared on random texts over a small alphabet."""
+"""gradlint.text's searches anchored after the match (a word's start, a line's indentation), and
+the count of a model table's rows read from each occurrence of its name, find what the anchored
+regular expressions find: compared on random texts over a small alphabet."""
 
 from __future__ import annotations
 
@@ -40,3 +41,17 @@ def test_examples():
     assert count_line_starts(re.compile(_ASSIGNED), "ACT = 1\n  ACT: dict = {}\nx.ACT = 2\nfoo(ACT=3)\n", 9) == 2
     assert search_word_start(re.compile(r"del\s+ACT\b"), "model ACT") is None  # `model` ends in `del`, is none
     assert search_word_start(re.compile(r"del\s+ACT\b"), "model\n del ACT").start() == 7
+
+
+def test_rows_only_passed_counts_what_its_regular_expressions_find():
+    from gradlint.source.models import _rows_only_passed
+
+    rng = random.Random(5)
+    alphabet = ["cfgs", "cfgs", "xcfgs", ".cfgs", "(", ",", ")", "[", "]", "['D']", " ", "\n", "\t", "f", "=", "_", "é"]
+    for _ in range(20000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 16)))
+        uses = len(re.findall(r"(?<![\w.])cfgs\b", text))
+        passed = len(re.findall(r"[(,]\s*(?<![\w.])cfgs\s*\[[^\[\]\n]*\]\s*[,)]", text))
+        assert _rows_only_passed("cfgs", text) == (uses - 1 == passed), text
+    assert _rows_only_passed("cfgs", "cfgs = {}\nf(cfgs['A'], x)\ng(1, cfgs[k])\n")
+    assert not _rows_only_passed("cfgs", "cfgs = {}\nrow = cfgs['A']\n")

@@ -689,11 +689,36 @@ def _may_be_none(v: Any) -> bool:
 
 
 def _rows_only_passed(name: str, text: str) -> bool:
-    """Whether every use of module-level table `name` in `text`, but its one binding, is a row read
-    and passed straight to a call (`f(cfgs[cfg], ...)`, `f(x, cfgs["D"])`)."""
-    uses = len(re.findall(rf"(?<![\w.]){name}\b", text))
-    passed = len(re.findall(rf"[(,]\s*(?<![\w.]){name}\s*\[[^\[\]\n]*\]\s*[,)]", text))
+    r"""Whether every use of module-level table `name` in `text`, but its one binding, is a row read
+    and passed straight to a call (`f(cfgs[cfg], ...)`, `f(x, cfgs["D"])`).
+
+    The counts of `re.findall(rf"(?<![\w.]){name}\b", text)` (uses) and of
+    `re.findall(rf"[(,]\s*(?<![\w.]){name}\s*\[[^\[\]\n]*\]\s*[,)]", text)` (rows passed), found
+    from each occurrence of the name: a pattern that starts with a lookbehind or a class hides
+    its literal from CPython's `re`, which then tries every position of the text (10 ms on a
+    timm model file). A row's match, as findall's, cannot start inside the previous one (the
+    `,` that ends `(cfgs[a],cfgs[b])`'s first row is not the second's)."""
+    uses = passed = 0
+    after = 0  # where the last row's match ended
+    for found in re.finditer(rf"{name}\b", text):
+        start = found.start()
+        if start and _IDENT_OR_DOT.match(text, start - 1):
+            continue
+        uses += 1
+        opening = start - 1
+        while opening >= 0 and text[opening].isspace():
+            opening -= 1
+        if opening < after or opening < 0 or text[opening] not in "(,":
+            continue
+        row = _ROW_TAIL.match(text, found.end())
+        if row is not None:
+            passed += 1
+            after = row.end()
     return uses - 1 == passed
+
+
+_IDENT_OR_DOT = re.compile(r"[\w.]")
+_ROW_TAIL = re.compile(r"\s*\[[^\[\]\n]*\]\s*[,)]")
 
 
 def _plain_row(v: Any) -> bool:
