@@ -9,6 +9,7 @@ offset goes through this module.
 
 from __future__ import annotations
 
+import itertools
 import re
 
 _BREAK = re.compile(r"\r\n|\r|\n")
@@ -37,10 +38,7 @@ def split_lines(text: str, keepends: bool = False) -> list[str]:
 def line_starts(text: str) -> list[int]:
     """Offset of the start of each line, then the length of the text: line n (1-based) is
     text[starts[n - 1]:starts[n]], its line break included."""
-    starts = [0]
-    for line in split_lines(text, keepends=True):
-        starts.append(starts[-1] + len(line))
-    return starts
+    return list(itertools.accumulate(map(len, split_lines(text, keepends=True)), initial=0))
 
 
 def offset(starts: list[int], line: int, column: int) -> int:

@@ -1,6 +1,7 @@
-"""gradlint.text's searches anchored after the match (a word's start, a line's indentation), and
-the count of a model table's rows read from each occurrence of its name, find what the anchored
-regular expressions find: compared on random texts over a small alphabet."""
+"""gradlint.text's searches anchored after the match (a word's start, a line's indentation), the
+count of a model table's rows read from each occurrence of its name, and the skeleton's search for
+whole words, find what the anchored regular expressions find: compared on random texts over a
+small alphabet."""
 
 from __future__ import annotations
 
@@ -55,3 +56,19 @@ def test_rows_only_passed_counts_what_its_regular_expressions_find():
         assert _rows_only_passed("cfgs", text) == (uses - 1 == passed), text
     assert _rows_only_passed("cfgs", "cfgs = {}\nf(cfgs['A'], x)\ng(1, cfgs[k])\n")
     assert not _rows_only_passed("cfgs", "cfgs = {}\nrow = cfgs['A']\n")
+
+
+def test_skeleton_word_search_is_a_word_boundary_on_both_sides():
+    from gradlint.source.skeleton import _words
+
+    rng = random.Random(6)
+    names = {"c", "n", "cfgs", "_cfg", "é_t"}
+    alphabet = ["c", "n", "cfgs", "_cfg", "é_t", "x", "_", ".", " ", "\n", "(", "é", "0", "cn"]
+    plain = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in sorted(names)) + r")\b")
+    fast = _words(names)
+    for _ in range(20000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        pos = rng.randint(0, len(text))
+        end = rng.randint(pos, len(text))
+        want, got = plain.search(text, pos, end), fast.search(text, pos, end)
+        assert (want and want.span()) == (got and got.span()), (text, pos, end)
