@@ -186,8 +186,11 @@ class TensorEval:
             negated_square = isinstance(node.operator, cst.Minus) and (inner.sq or inner.sumsq
                                                                        or is_abs(node.expression))
             signed = unary(type(node.operator), inner.value)
-            return replace(_combine([inner]), tensor=inner.tensor, exp=False,
-                           prob=None, nonpos=negated_square, value=UNKNOWN if signed is None else signed)
+            res = replace(_combine([inner]), tensor=inner.tensor, exp=False,
+                          prob=None, nonpos=negated_square, value=UNKNOWN if signed is None else signed)
+            if inner.cut_terms and not res.nograd:
+                res = replace(res, cut_terms=inner.cut_terms)  # `-(a + b.detach())` keeps its terms
+            return res
         if kind is cst.Subscript:
             base = self.ev(node.value)
             for el in node.slice:
@@ -372,7 +375,7 @@ class TensorEval:
             terms = left.cut_terms | right.cut_terms
             for side, other in ((left, right), (right, left)):
                 if side.cut in _TERM_CUTS and side.cut_span is not None and not side.const \
-                        and not other.nograd and (other.tensor or other.computed):
+                        and not other.nograd and (other.tensor or other.computed or other is UNKNOWN):
                     terms |= {(side.cut_span, side.cut)}
             if terms and not res.nograd:
                 res = replace(res, cut_terms=terms)

@@ -339,6 +339,9 @@ class TorchOps:
 
     def reduce_value(self, r: V, mean: bool) -> V:
         res = replace(_combine([r]), tensor=True, rg=r.rg, dense=r.dense)
+        if r.cut_terms and not res.nograd:
+            # a sum or mean is linear: `(log_pz + log_det.detach()).mean()` keeps the cut term
+            res = replace(res, cut_terms=r.cut_terms)
         if r.sq or r.sumsq:
             res = replace(res, sumsq=True)
         if r.exp and not mean:

@@ -14,7 +14,10 @@ class LossTermCut(SiteRule):
     Flags a term of a loss that is backpropagated (`loss.backward()`, `scaler.scale(loss)`,
     `accelerator.backward(loss)`...) when the term was cut from the graph with `.item()`,
     `.detach()`, `.tolist()`, `float(...)` or `torch.tensor(...)` while the other terms still
-    carry gradient. Followed through variables, `+=` and constant weights (`0.1 * aux.item()`).
+    carry gradient. Followed through variables, `+=`, constant weights (`0.1 * aux.item()`),
+    negation and the sums and means that reduce the sum (`-(log_pz + log_det.detach()).mean()`:
+    a linear map keeps every term). Another term counts as carrying gradient unless it is known
+    to be free of it: the loss is backpropagated, so something in it must carry one.
     A loss of a cut input against a target that carries no gradient is cut too:
     `F.mse_loss(sr.detach(), hr)` (the input and target losses of `torch.nn.functional`: mse, l1,
     smooth-l1, huber, nll, kl-div and the margin losses), as is a criterion module's.
