@@ -400,7 +400,7 @@ def _unclipped(facts, c, clips) -> list[str]:
     `encoder.parameters()` is clipped and each has its own optimizer); empty when every clip is of
     a model's parameters and every step's optimizer trains known models, all of them covered, or
     when either is not known."""
-    covered = [steps.clipped_model(f.event.target) for f in clips]
+    covered = [steps.clipped_model(f.event.target) if f.event.func == c.function.id else None for f in clips]
     if any(m is None for m in covered):
         return []
     trained: list[str] = []

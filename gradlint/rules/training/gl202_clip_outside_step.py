@@ -266,15 +266,19 @@ def train(model, loader, accelerator, optimizer):
                 # only what can run in the same iteration as the clip (branches taken alike)
                 return [m for m in all_marks if steps.compatible(m, clip)]
 
+            def clipped(clip) -> tuple[str, str] | None:
+                # named as the context's own function names them (not a step function's, read inlined)
+                return _clipped(clip) if clip.event.func == c.function.id else None
+
             def steps_it(step, clip) -> bool:
                 # the step may update what the clip clipped (not known: it may)
-                clipped = _clipped(clip)
-                if clipped is None:
+                what = clipped(clip)
+                if what is None:
                     return True
-                if clipped[0] == "optimizer":
-                    return step.event.target == clipped[1]
+                if what[0] == "optimizer":
+                    return step.event.func == c.function.id and step.event.target == what[1]
                 trained = steps.owners(facts, c, step)
-                return not trained or steps.covers(clipped[1], trained)
+                return not trained or steps.covers(what[1], trained)
 
             def placed(clip) -> bool:
                 marks = marks_for(clip)
@@ -287,9 +291,9 @@ def train(model, loader, accelerator, optimizer):
             if well:
                 # a clip of another model's parameters (D's, after D's step, while G's clip is
                 # placed before G's step) is still late; any other clip: the placed one is it
-                named = [_clipped(cl) for cl in well]
+                named = [clipped(cl) for cl in well]
                 clips = [cl for cl in clips if cl not in well and None not in named
-                         and (m := _clipped(cl)) is not None and not any(_same(m, w) for w in named)]
+                         and (m := clipped(cl)) is not None and not any(_same(m, w) for w in named)]
                 if not clips:
                     continue
             for clip in clips:

@@ -592,10 +592,16 @@ def clipped_model(target: str) -> str | None:
 
 
 def owners(facts, c, f) -> list[str]:
-    """The models whose parameters the optimizer stepped at `f` trains."""
+    """The models whose parameters the optimizer stepped at `f` trains, as the step's function
+    names them: only an optimizer built in that function (one a caller built names the
+    caller's models: `Adam(m.parameters())` for the `model` of `train(model, opt)`)."""
+    if f.event.func != c.function.id:
+        return []  # a step of a function read at its call: its names are that function's
     made = scoped_assigns(facts, f.target, ("optimizer",), c.function)
     if f.depth == 0:
         made = reaching(facts, made, c.function, f.event.span.line)
+    if any(a.func != c.function.id for a in made):
+        return []
     return [o for a in made for o in a.owners]
 
 
