@@ -21,7 +21,8 @@ class BackwardUnderNoGrad(Rule):
     then `torch.stack(log_probs)`), and through the returns of the file's functions it calls
     (`log_probs, rewards = rollout(env, policy)` with the no-grad block inside `rollout`, a
     method `self.act(obs)`, a helper that calls another, and `forward` of a model of the file's
-    class called by name: a MoCo whose forward runs both encoders under no-grad). A `torch.enable_grad()` nested inside
+    class called by name, or passed for a parameter by every call of the function in the file:
+    a MoCo whose forward runs both encoders under no-grad). A `torch.enable_grad()` nested inside
     turns grad mode back on.
 
     A helper counts only when every `return` of it is made under no-grad or from no model at all
@@ -321,8 +322,11 @@ class _Flow:
             found.append((a.line, ""))
         if not a.nograd:
             # an output made with grad upstream stays quiet (`modules` above); a parameter an
-            # operation reads for a no-grad reader (`obs, _ = env.reset()`) gives it no gradient
-            todo.extend((n, a.line, nograd_reader and not modules) for n in a.uses)
+            # operation reads for a no-grad reader (`obs, _ = env.reset()`) gives it no gradient.
+            # What an operation calls is no output (`criterion(output, target)` with the
+            # criterion a parameter)
+            ops = {c for c, kind in a.calls if kind == "op"}
+            todo.extend((n, a.line, nograd_reader and not modules) for n in a.uses if n not in ops)
         else:
             # a binding under no-grad is followed too (`out = model(x)` then `loss = crit(out, y)`,
             # both in the with-block): an output made with grad upstream stays quiet. The
@@ -336,13 +340,37 @@ class _Flow:
         level): calling the module runs it."""
         if "." in name:
             return []
-        made = [a for a in self.facts.assigns if a.target == name and a.kind == "model" and a.func == fn.id]
-        if not made and name not in fn.params:
-            made = [a for a in self.facts.assigns if a.target == name and a.kind == "model" and a.func == 0]
-        classes = {a.cls for a in made}
+        if name in fn.params:
+            classes = self._passed_classes(fn, name)
+        else:
+            made = [a for a in self.facts.assigns if a.target == name and a.kind == "model" and a.func == fn.id]
+            if not made:
+                made = [a for a in self.facts.assigns if a.target == name and a.kind == "model" and a.func == 0]
+            classes = {a.cls for a in made}
         if len(classes) != 1 or "" in classes:
             return []
         return self.named.get((classes.pop(), "forward"), [])
+
+    def _passed_classes(self, fn: Function, param: str) -> set[str]:
+        """The classes every call of fn in this file passes for `param` (`train_one_epoch(model,
+        ...)` with `model = MoCo()` in the caller); empty when a call passes something else,
+        or there is no call."""
+        at = fn.params.index(param)
+        classes: set[str] = set()
+        calls = 0
+        for g in self.facts.functions:
+            for ev in iter_events(g.body):
+                if ev.kind != "call" or fn.id not in ev.callees:
+                    continue
+                calls += 1
+                args = dict(ev.args)
+                value = args.get(param) or args.get(str(at))
+                made = [a for a in self.facts.assigns if value is not None and a.target == value.text
+                        and a.kind == "model" and a.func == g.id]
+                if len(made) != 1 or not made[0].cls:
+                    return set()
+                classes.add(made[0].cls)
+        return classes if calls else set()
 
     def _helper(self, callee: str, fn: Function, depth: int) -> tuple[tuple[int, str], ...] | None:
         """The no-grad model calls (line, function) the returns of the file's function `callee`
