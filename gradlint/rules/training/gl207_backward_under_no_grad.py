@@ -251,7 +251,8 @@ class _Flow:
         self.named: dict[tuple[str | None, str], list[Function]] = {}
         for f in facts.functions:
             self.named.setdefault((f.cls, f.name), []).append(f)
-        self.made: dict[int, tuple[int, str] | None] = {}  # function id -> what its returns are
+        # function id -> the no-grad model calls its returns come from (None: may carry a gradient)
+        self.made: dict[int, tuple[tuple[int, str], ...] | None] = {}
 
     def loss(self, ev, fn: Function) -> tuple[int, str] | None:
         """(line, helper function or '') of a no-grad model call the loss comes from, when every
