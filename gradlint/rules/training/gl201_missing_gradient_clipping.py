@@ -363,7 +363,7 @@ for x in loader:
             if unclipped:
                 # the step of the optimizer that trains the model no clip covers
                 step = next((f for f in c.of("step") if risk.model in steps.owners(facts, c, f)), step)
-                named = ", ".join(f"`{steps.clipped_model(f.event.target)}`" for f in clips)
+                named = ", ".join(f"`{steps.clipped(c, f)[1]}`" for f in clips)
                 partial = f"; the clip at line {clips[0].event.span.line} covers only {named}"
             yield ctx.finding(
                 f"optimizer step without gradient clipping while training `{risk.model}` ({risk.reason}){partial}",
@@ -400,14 +400,14 @@ def _unclipped(facts, c, clips) -> list[str]:
     `encoder.parameters()` is clipped and each has its own optimizer); empty when every clip is of
     a model's parameters and every step's optimizer trains known models, all of them covered, or
     when either is not known."""
-    covered = [steps.clipped_model(f.event.target) if f.event.func == c.function.id else None for f in clips]
-    if any(m is None for m in covered):
+    what = [steps.clipped(c, f) for f in clips]
+    if any(w is None or w[0] != "model" for w in what):
         return []
+    covered = [w[1] for w in what]
     trained: list[str] = []
     for f in c.of("step"):
         owners = steps.owners(facts, c, f)
         if not owners:
             return []
         trained.extend(owners)
-
-    return [m for m in dict.fromkeys(trained) if not any(steps.covers(c, [m]) for c in covered)]
+    return [m for m in dict.fromkeys(trained) if not steps.covers(m, covered)]

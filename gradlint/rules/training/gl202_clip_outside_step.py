@@ -266,13 +266,9 @@ def train(model, loader, accelerator, optimizer):
                 # only what can run in the same iteration as the clip (branches taken alike)
                 return [m for m in all_marks if steps.compatible(m, clip)]
 
-            def clipped(clip) -> tuple[str, str] | None:
-                # named as the context's own function names them (not a step function's, read inlined)
-                return _clipped(clip) if clip.event.func == c.function.id else None
-
             def steps_it(step, clip) -> bool:
                 # the step may update what the clip clipped (not known: it may)
-                what = clipped(clip)
+                what = steps.clipped(c, clip)
                 if what is None:
                     return True
                 if what[0] == "optimizer":
@@ -291,9 +287,9 @@ def train(model, loader, accelerator, optimizer):
             if well:
                 # a clip of another model's parameters (D's, after D's step, while G's clip is
                 # placed before G's step) is still late; any other clip: the placed one is it
-                named = [clipped(cl) for cl in well]
+                named = [steps.clipped(c, cl) for cl in well]
                 clips = [cl for cl in clips if cl not in well and None not in named
-                         and (m := clipped(cl)) is not None and not any(_same(m, w) for w in named)]
+                         and (m := steps.clipped(c, cl)) is not None and not any(_same(m, w) for w in named)]
                 if not clips:
                     continue
             for clip in clips:
@@ -372,18 +368,6 @@ def train(model, loader, accelerator, optimizer):
             Edit(SourceSpan(s.line, 1, s.line, 1), unscale + text),
             Edit(SourceSpan(c.line, 1, c.end_line + 1, 1), ""),
         ), safe=True)
-
-
-def _clipped(clip) -> tuple[str, str] | None:
-    """What a clip clips: ("model", text) for a model's `.parameters()`, ("optimizer", text) for
-    Lightning's `self.clip_gradients(opt, ...)`, which clips that optimizer's parameters; None
-    for anything else."""
-    model = steps.clipped_model(clip.event.target)
-    if model is not None:
-        return "model", model
-    if clip.event.name.endswith("clip_gradients") and clip.event.target.isidentifier():
-        return "optimizer", clip.event.target
-    return None
 
 
 def _same(a: tuple[str, str], b: tuple[str, str]) -> bool:

@@ -591,6 +591,21 @@ def clipped_model(target: str) -> str | None:
     return None
 
 
+def clipped(c, clip) -> tuple[str, str] | None:
+    """What a clip of context `c` clips, as the context's own function names it: ("model", text)
+    for a model's `.parameters()`, ("optimizer", text) for Lightning's
+    `self.clip_gradients(opt, ...)`, which clips that optimizer's parameters; None for anything
+    else, and for a clip of a step function read at its call (its names are that function's)."""
+    if clip.event.func != c.function.id:
+        return None
+    model = clipped_model(clip.event.target)
+    if model is not None:
+        return "model", model
+    if clip.event.name.endswith("clip_gradients") and clip.event.target.isidentifier():
+        return "optimizer", clip.event.target
+    return None
+
+
 def owners(facts, c, f) -> list[str]:
     """The models whose parameters the optimizer stepped at `f` trains, as the step's function
     names them: only an optimizer built in that function (one a caller built names the
