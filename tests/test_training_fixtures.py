@@ -35,7 +35,8 @@ def test_fixture_expectations(path):
     assert found == expectations(path), [f"{f.span.line}: {f.code} {f.message}" for f in result.findings]
 
 
-@pytest.mark.parametrize("name", ["crossfile", "crossfile_scaler", "crossfile_clip", "crossfile_trainer"])
+@pytest.mark.parametrize("name", ["crossfile", "crossfile_scaler", "crossfile_clip", "crossfile_trainer",
+                                  "crossfile_config"])
 def test_cross_file_fixture(name):
     folder = TRAINING / name
     config = Config(select=("GL2",), root=str(folder))

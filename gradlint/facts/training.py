@@ -16,8 +16,9 @@ from gradlint.findings import SourceSpan
 class Value:
     """A clip threshold or norm type as written, with the number it stands for when known.
 
-    source: 'literal', 'constant' (a name bound once to a literal in scope) or 'argparse' (the
-    default of a command-line option); '' when the number is unknown.
+    source: 'literal', 'constant' (a name bound once to a literal in scope), 'argparse' (the
+    default of a command-line option) or 'config' (a field of a config object the file builds:
+    `origin` names it, `TrainConfig.max_grad_norm`); '' when the number is unknown.
     guarded: the call sits under an `if` whose test mentions the value (`if clip > 0:`).
     """
 
@@ -25,6 +26,7 @@ class Value:
     number: float | None = None
     source: str = ""
     guarded: bool = False
+    origin: str = ""
     # what an argument is to a training step: 'optimizer', 'scaler' (the caller's file binds
     # it to one or names it so), '' else; a step of another file reads it (bind_callers)
     kind: str = ""

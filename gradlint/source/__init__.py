@@ -499,12 +499,19 @@ def extract_facts(src: SourceFile, tree=None, *, models_only: bool = False, call
             from gradlint.source.configs import ConfigReader
 
             configs = ConfigReader(origin, symbols)
-        networks, classes = models.extract(src, configs)
+        # the loop facts read the fields of the file's own config objects (`cfg.max_grad_norm`)
+        # with the models' evaluator, kept until they are done: only where a clip can read one
+        keep: list | None = [] if not models_only and "clip_grad" in src.text else None
+        networks, classes = models.extract(src, configs, keep)
         facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes,
                           symbols=symbols)
         if not models_only:
             facts.numerics = numerics.extract(src, configs)
-            facts.training = loops.extract(src, configs)
+            try:
+                facts.training = loops.extract(src, configs, keep[0] if keep else None)
+            finally:
+                if keep:
+                    keep[0].release()
         # every file the config classes and the imported constants were looked for in
         facts.depends = configs.depends() if configs is not None else ()
     return facts

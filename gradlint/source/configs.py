@@ -486,3 +486,66 @@ def _evaluate(path: str, cls: str, depth: int, args: tuple | None = None
     finally:
         if collecting:
             gc.enable()
+
+
+class FileConfigs:
+    """The plain classes of the file being extracted, evaluated on demand by its models'
+    evaluator (the loop facts read `cfg.max_grad_norm` of `cfg = TrainConfig()`), until
+    `release`. Only the values of an instance built once, with its defaults and the plain
+    arguments of the call: a class whose methods (other than `__init__`/`__post_init__`) set
+    an attribute of `self`, or that sets names through `setattr`/`__dict__`, gives nothing."""
+
+    def __init__(self, fm: Any, release: Any) -> None:
+        self._fm = fm
+        self._release = release
+        self._memo: dict[tuple, dict | None] = {}
+
+    def values(self, cls: str, args: tuple) -> dict | None:
+        """The plain values of `cls(...)` (a class of this file; `args` as ConfigReader.values'),
+        or None when not known."""
+        key = (cls, args)
+        if key not in self._memo:
+            self._memo[key] = self._evaluate(cls, args)
+        return self._memo[key]
+
+    def _evaluate(self, cls: str, args: tuple) -> dict | None:
+        from gradlint.source.budget import Exhausted
+
+        fm = self._fm
+        info = fm.classes.get(cls) if fm is not None else None
+        if info is None or info.is_module or _sets_self_later(info.node):
+            return None
+        fm.meter.allow()
+        pos, kw = args
+        try:
+            ctor = fm.config(info, ([engine_value(v) for v in pos], {k: engine_value(v) for k, v in kw}, False, False))
+        except (Exhausted, RecursionError):
+            return None
+        if ctor.instance is None or fm.meter.exhausted:
+            return None
+        return _plain_attrs(ctor.instance.attrs)
+
+    def release(self) -> None:
+        if self._fm is not None:
+            self._release(self._fm)
+            self._fm = None
+
+
+def _sets_self_later(node: cst.ClassDef) -> bool:
+    """Whether a method of the class other than `__init__`/`__post_init__` assigns an attribute
+    of `self` (`def load(self): self.clip = ...`), or the class sets names by `setattr` or
+    `__dict__`: what its constructor leaves is then not what a later read sees."""
+    stack: list[cst.CSTNode] = [node.body]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, cst.FunctionDef) and n.name.value in ("__init__", "__post_init__"):
+            continue
+        if isinstance(n, cst.Name) and n.value in ("setattr", "__dict__"):
+            return True
+        if isinstance(n, (cst.Assign, cst.AugAssign, cst.AnnAssign)):
+            targets = [t.target for t in n.targets] if isinstance(n, cst.Assign) else [n.target]
+            if any(isinstance(t, cst.Attribute) and isinstance(t.value, cst.Name) and t.value.value == "self"
+                   for t in targets):
+                return True
+        stack.extend(n.children)
+    return False

@@ -457,7 +457,7 @@ def _fact(node: cst.BaseExpression, known: Known, tests: tuple[str, ...]) -> Val
         return Value(text=text, number=known.number, source=LITERAL)
     # the names a number was folded from guard it too; a value with no number is read by its text
     parts = _parts(node) if known.number is not None else (node,)
-    return Value(text=text, number=known.number, source=known.source,
+    return Value(text=text, number=known.number, source=known.source, origin=known.origin,
                  guarded=any(_mentions(part, t) for part in parts for t in tests))
 
 

@@ -766,9 +766,10 @@ def _walk_classes(module: cst.Module):
 
 # ---- entry point ---------------------------------------------------------------------------
 
-def extract(src, configs=None):
+def extract(src, configs=None, keep: list | None = None):
     """(networks, class summaries) of one parsed file; `configs` reads config classes of other
-    files (source/configs.py)."""
+    files (source/configs.py). With `keep` (a list), the file's evaluator is not released: a
+    configs.FileConfigs over it is appended, which the caller releases when done."""
     from gradlint.facts.files import ClassSummary
 
     fm = FileModel(src, configs)
@@ -815,17 +816,26 @@ def extract(src, configs=None):
         networks.extend(factory_networks(fm, {n.name: n for n in networks}))
     except (Exhausted, RecursionError):  # too deep for libcst's own code generator, or over budget
         pass
-    # Constructors and instances hold each other (Ctor.instance) and their FileModel (Instance.fm),
-    # and the FileModel holds the file: left as they are, those cycles keep the whole syntax tree
-    # alive until the cyclic collector runs, which then walks every node of it again (4% of the
-    # extraction). Emptied (but for the step meter, which tells what the file cost), the tree
-    # goes when the file's last reference does.
+    if keep is not None:
+        from gradlint.source.configs import FileConfigs
+
+        keep.append(FileConfigs(fm, release))
+    else:
+        release(fm)
+    return tuple(networks), tuple(summaries)
+
+
+def release(fm: FileModel) -> None:
+    """Free a file's evaluator. Constructors and instances hold each other (Ctor.instance) and
+    their FileModel (Instance.fm), and the FileModel holds the file: left as they are, those
+    cycles keep the whole syntax tree alive until the cyclic collector runs, which then walks
+    every node of it again (4% of the extraction). Emptied (but for the step meter, which tells
+    what the file cost), the tree goes when the file's last reference does."""
     for done in (fm._lib, fm):
         if done is not None:
             meter = done.meter
             done.__dict__.clear()
             done.meter = meter
-    return tuple(networks), tuple(summaries)
 
 
 def _signature(fm: FileModel, info: ClassInfo) -> tuple | None:

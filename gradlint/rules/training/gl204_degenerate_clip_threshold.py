@@ -18,9 +18,11 @@ class DegenerateClipThreshold(Rule):
     """
     ## What it does
     Checks the threshold of every gradient clip: `max_norm`/`clip_value` of 0 (a literal, a
-    name bound to 0, the default of a command-line option, or arithmetic on them such as
-    `2 * CLIP`, when no `if` around the call tests it or a name it is computed from) is an error; a finite literal of 1e3 or more, and a `norm_type` other than 1, 2
-    or inf, are reported as information.
+    name bound to 0, the default of a command-line option, a field of a config object the file
+    builds and never changes afterwards (`cfg = TrainConfig()` with `max_grad_norm: float = 0.0`,
+    in this file or another of the project), or arithmetic on them such as `2 * CLIP`, when no
+    `if` around the call tests it or a name it is computed from) is an error; a finite literal
+    of 1e3 or more, and a `norm_type` other than 1, 2 or inf, are reported as information.
 
     ## Why is this bad?
     `clip_grad_norm_(params, 0)` scales every gradient by 0/‖g‖ = 0 and `clip_grad_value_(params,
@@ -91,6 +93,25 @@ loss.backward()
 torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=2 * CLIP)
 """, note="computed from a constant bound to 0"),
         Example("""\
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 3e-4
+    max_grad_norm: float = 0.0
+
+
+cfg = TrainConfig()
+for x in loader:
+    model(x).sum().backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad()
+""", note="a config's default, built with no value for it"),
+        Example("""\
 import torch
 
 torch.nn.utils.clip_grad_norm_(model.parameters(), 1e4)
@@ -102,6 +123,21 @@ torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, norm_type=3)
 """, note="info: odd norm type"),
     ]
     valid = [
+        Example("""\
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TrainConfig:
+    max_grad_norm: float = 0.0
+
+
+cfg = TrainConfig()
+apply_overrides(cfg, args)
+torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+""", note="the config may be changed after it is built"),
         Example("""\
 import torch
 
@@ -154,7 +190,8 @@ def clip(model, max_norm=0.0):
                      "constant": f"{what} `{v.text}` = {_fmt(v.number)}",
                      "argparse": f"{what} `{v.text}` (command-line default {_fmt(v.number)})"
                      if re.fullmatch(r"[\w.]+", v.text) else
-                     f"{what} `{v.text}` = {_fmt(v.number)} (with the command-line defaults)"}[v.source]
+                     f"{what} `{v.text}` = {_fmt(v.number)} (with the command-line defaults)",
+                     "config": f"{what} `{v.text}` = {_fmt(v.number)} (`{v.origin}` of the config as built)"}[v.source]
             if v.number == 0:
                 effect = "zeroes every gradient" if what == "max_norm" else "clamps every gradient to 0"
                 yield ctx.finding(f"`{ev.name}` with {where} {effect}: the model never learns",

@@ -24,16 +24,19 @@ from gradlint.source.engine.fold import OPERATORS, as_float, binary, constant, u
 from gradlint.source.engine.values import UNKNOWN, Ctor, DictVal, ListVal, is_number
 
 # Where a number came from: written where it is used, a name the file binds once to a literal,
-# or the default of a command-line option (`parser.add_argument("--clip", default=0.0)`).
-LITERAL, CONSTANT, ARGPARSE = "literal", "constant", "argparse"
+# the default of a command-line option (`parser.add_argument("--clip", default=0.0)`), or a field
+# of a config object the project builds (`cfg = TrainConfig()`, then `cfg.max_grad_norm`).
+LITERAL, CONSTANT, ARGPARSE, CONFIG = "literal", "constant", "argparse", "config"
 
 
 @dataclass(frozen=True)
 class Known:
-    """An engine value (a number, or `UNKNOWN`) and its provenance ('' when nothing is known)."""
+    """An engine value (a number, or `UNKNOWN`) and its provenance ('' when nothing is known);
+    `origin`: for a config field, the field as its class names it (`TrainConfig.max_grad_norm`)."""
 
     value: Any = UNKNOWN
     source: str = ""
+    origin: str = ""
 
     @property
     def number(self) -> float | None:
@@ -121,6 +124,9 @@ class Env:
         # CLIP`, `hparams.CLIP`), stands for in another project module: a number, else UNKNOWN
         # (the client's resolver: loops reads configs.ConfigReader.constant). None: not looked up.
         self.imported: Callable[[cst.BaseExpression], Any] | None = None
+        # What `obj.field` reads in a scope when `obj` is an instance the client can evaluate (a
+        # config built with its defaults): (value, `Class.field`), or None. None: not looked up.
+        self.field: Callable[[cst.Attribute, Hashable], tuple[Any, str] | None] | None = None
 
     # -- binding -------------------------------------------------------------------------------
     def bind(self, scope: Hashable, name: str, value: Any) -> None:
@@ -157,6 +163,10 @@ class Env:
             scope = self._parent.get(scope)
             seen += 1
 
+    def parent(self, scope: Hashable) -> Hashable:
+        """The scope `scope` sits in (None: the module's, or a scope never opened)."""
+        return self._parent.get(scope)
+
     def binds(self, scope: Hashable, name: str) -> bool:
         """Whether `scope` itself binds `name` (a parameter or an assignment of it)."""
         return name in self._params.get(scope, ()) or name in self._bindings.get(scope, ())
@@ -174,8 +184,9 @@ class Env:
         """The number an expression stands for and where it came from: a literal (folded:
         `1e-3`, `-1`, `float("inf")`), a name bound to one (through other names and arithmetic:
         `2 * CLIP`, `MAX_NORM = CLIP`), a command-line default read as an attribute (`args.clip`),
-        or arithmetic on them; NOTHING else. The provenance of a number folded from several is
-        `argparse` when a command-line default enters it, else `constant`."""
+        a field of a config object (`field`), or arithmetic on them; NOTHING else. The provenance
+        of a number folded from several is `argparse` when a command-line default enters it, else
+        `config` when a config field does (its origin: the first such field), else `constant`."""
         value = constant(node)
         if value is not None:
             return Known(value, LITERAL)
@@ -183,7 +194,12 @@ class Env:
         value = self._fold(node, scope, sources, 0)
         if not is_number(value):
             return NOTHING
-        return Known(value, ARGPARSE if ARGPARSE in sources else CONSTANT)
+        if ARGPARSE in sources:
+            return Known(value, ARGPARSE)
+        fields = sorted(s for s in sources if s.startswith(CONFIG + ":"))
+        if fields:
+            return Known(value, CONFIG, fields[0][len(CONFIG) + 1:])
+        return Known(value, CONSTANT)
 
     def _fold(self, node: cst.BaseExpression, scope: Hashable, sources: set, depth: int) -> Any:
         if depth > 16:
@@ -202,6 +218,13 @@ class Env:
             if is_number(value):
                 sources.add(ARGPARSE)
                 return value
+            if self.field is not None:
+                got = self.field(node, scope)
+                if got is not None:
+                    if is_number(got[0]):
+                        sources.add(f"{CONFIG}:{got[1]}")
+                        return got[0]
+                    return UNKNOWN  # a field we know is not a number: not a module's constant
             return self._imported(node, sources) if self.imported is not None else UNKNOWN
         if kind is cst.UnaryOperation and type(node.operator) in (cst.Minus, cst.Plus):
             return _known(unary(type(node.operator), self._fold(node.expression, scope, sources, depth + 1)))
