@@ -3,6 +3,8 @@ front-end lowers them to, what propagation makes of it, and what `gradlint model
 
 from __future__ import annotations
 
+import pytest
+
 from gradlint.describe import describe_network, render_text
 from gradlint.model.blocks import has_attention, transformer_blocks
 from gradlint.model.ir import Attention, Norm, Opaque, Param, Passthrough, Residual, walk
@@ -319,9 +321,14 @@ class Scaled(nn.Module):
     assert kinds(raw) == ["Param", "Activation"] * 4
     held = [n for n in raw if isinstance(n, Param)][1:]
     assert [p.name for p in held] == ["W1", "W2", "W3"]
-    assert all(p.op == "linear" and p.init.scheme == "unknown" and p.fan_in is None for p in held)
-    # a product with another input of forward (a graph's adjacency) is still no layer of the module
-    assert [type(n).__name__ for n in nets["Scaled"].nodes][:2] == ["Attention", "Activation"]
+    # made by a factory we read: the shape gives the fans (x @ W: W is (in, out)), the factory the init
+    assert all(p.op == "linear" and p.init.scheme == "normal" and p.init.get("std") == 1.0
+               and (p.fan_in, p.fan_out) == (64, 64) for p in held)
+    # a product with another input of forward that no layer touched (a graph's adjacency) is no
+    # layer of the module: a propagation of data-dependent scale (`scale:?`) after the fc layer
+    scaled = nets["Scaled"].nodes
+    assert [type(n).__name__ for n in scaled][:3] == ["Param", "Passthrough", "Activation"]
+    assert scaled[1].what == "scale:?"
 
 
 # ---- gradlint model ----------------------------------------------------------------------------
@@ -351,3 +358,64 @@ def test_attention_and_gate_nodes_are_not_opaque_nor_passthrough():
     net = lower(ATTN)["A"]
     assert not any(isinstance(n, (Opaque, Passthrough, Norm)) for n in walk(net.nodes))
     assert isinstance(net.nodes[0], Attention)
+
+
+def test_raw_weights_take_their_shape_and_init_from_how_init_makes_them():
+    nets = lower("""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Made(nn.Module):
+    def __init__(self, d=32):
+        super().__init__()
+        self.A = nn.Parameter(torch.randn(d, 2 * d) * 0.02)
+        self.B = nn.Parameter(torch.empty(d, 2 * d))
+        nn.init.xavier_uniform_(self.B)
+        self.C = nn.Parameter(torch.rand(2 * d, d) / 10)
+        self.D = nn.Parameter(torch.randn(d, d))
+        self.D *= 0.5
+        self.E = nn.Parameter(torch.zeros(d, d))
+        self.E[0, 0] = 1.0
+
+    def forward(self, x):
+        x = torch.tanh(x @ self.A)
+        x = torch.tanh(F.linear(x, self.B))
+        x = torch.tanh(torch.matmul(x, self.C))
+        x = torch.tanh(x @ self.D)
+        return x @ self.E
+
+
+class Leaf(nn.Module):
+    def __init__(self, d=16):
+        super().__init__()
+        self.W = nn.Parameter(torch.zeros(d, d))
+
+    def forward(self, x):
+        return x @ self.W
+
+
+class Parent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = Leaf()
+        self.b = Leaf()
+        for name, p in self.named_parameters():
+            nn.init.normal_(p, std=0.02)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+""")
+    made = {p.name: p for p in nets["Made"].nodes if isinstance(p, Param)}
+    assert (made["A"].fan_in, made["A"].fan_out) == (32, 64)
+    assert made["A"].init.scheme == "normal" and made["A"].init.get("std") == pytest.approx(0.02)
+    # F.linear's weight is laid out (out, in), as torch's layers
+    assert (made["B"].fan_in, made["B"].fan_out) == (64, 32) and made["B"].init.scheme == "xavier_uniform"
+    assert made["C"].init.scheme == "uniform" and made["C"].init.get("b") == pytest.approx(0.1)
+    assert made["D"].init.get("std") == pytest.approx(0.5)  # `self.D *= 0.5`
+    assert made["E"].init.scheme == "unknown"  # part of it rewritten
+    # the parent's loop over its parameters reaches the leaves' raw weights: not zeros any more
+    parent = [p for p in nets["Parent"].nodes if isinstance(p, Param)]
+    assert [p.name for p in parent] == ["a.W", "b.W"] and all(p.init.scheme == "unknown" for p in parent)
+    assert all(p.init.scheme == "zeros" for p in nets["Leaf"].nodes if isinstance(p, Param))

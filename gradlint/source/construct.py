@@ -23,7 +23,7 @@ from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_SAME_CLASS, Exhausted, bounded
 from gradlint.source.configs import UNKNOWN_ARG, annotated_class, engine_value
 from gradlint.source.engine.values import (
-    Alt, _alt, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, spliced, Sym, _Tensor, UNKNOWN,
+    Alt, _alt, ClassInfo, ClassRef, Ctor, DictVal, HeldTensor, Instance, ListVal, spliced, Sym, _Tensor, UNKNOWN,
 )
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.engine.walk import children
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from gradlint.source.models import FileModel
 
 
-TENSOR: Any = _Tensor()
+TENSOR: Any = _Tensor()  # (the one instance: engine.values.TENSOR_MARK)
 
 
 # The longest list or tuple an ir.Extern carries to the file that re-runs the block (a list of
@@ -54,6 +54,16 @@ _TENSOR_FACTORIES = frozenset({
     "torch.empty", "torch.tensor", "torch.full", "torch.arange", "torch.linspace", "torch.eye", "torch.Tensor",
     "torch.zeros_like", "torch.ones_like", "torch.randn_like",
 })
+
+
+# How a factory fills the tensor it makes (ir.InitSpec's scheme and parameters); `torch.empty`
+# leaves memory as it was: unknown until an init call fills it.
+_FILLS = {
+    "torch.zeros": ("zeros", ()), "torch.ones": ("ones", ()), "torch.randn": ("normal", (("mean", 0.0), ("std", 1.0))),
+    "torch.rand": ("uniform", (("a", 0.0), ("b", 1.0))), "torch.empty": ("unknown", ()),
+    "torch.Tensor": ("unknown", ()), "torch.FloatTensor": ("unknown", ()),
+}
+_PARAMETERS = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 
 
 def _foreign_function(qualname: str) -> bool:
@@ -246,6 +256,36 @@ class ConstructCalls:
         ctor.extern = (name, None if args is None or called is None else args + ((CALLED, (called,)),), "function")
         return ctor
 
+    def _made_tensor(self, call: cst.Call, quals: frozenset[str], env: dict) -> Any:
+        """A tensor factory's result: a HeldTensor with the dims and fill it makes
+        (`torch.zeros(d_in, d_out)`, `nn.Parameter(torch.randn(n, d) * 0.02)`), else TENSOR
+        (`torch.tensor(data)`, a frozen `nn.Parameter(..., requires_grad=False)`)."""
+        args = call.args
+        if quals & _PARAMETERS:
+            if not args or args[0].keyword is not None or args[0].star:
+                return TENSOR
+            frozen = next((a.value for a in args[1:] if a.keyword is not None and a.keyword.value == "requires_grad"),
+                          args[1].value if len(args) > 1 and args[1].keyword is None else None)
+            if frozen is not None and self.eval(frozen, env) is not True:
+                return TENSOR  # a buffer in all but name: no layer of the network
+            inner = self.eval(args[0].value, env)
+            return inner if type(inner) is HeldTensor else TENSOR
+        fill = next((_FILLS[q] for q in sorted(quals) if q in _FILLS), None)
+        if fill is None or any(a.star for a in args):
+            return TENSOR
+        dims = [a.value for a in args if a.keyword is None]
+        size = next((a.value for a in args if a.keyword is not None and a.keyword.value == "size"), None)
+        values = [self.eval(d, env) for d in dims] if dims else []
+        if size is not None and not dims:
+            values = [self.eval(size, env)]
+        if len(values) == 1 and isinstance(values[0], ListVal):
+            values = list(values[0].items)
+        shape = tuple(v if type(v) is int else None for v in values)
+        if not shape:
+            return TENSOR
+        return HeldTensor(shape, InitSpec(fill[0], fill[1], origin=self.src.span(call, within=self.running)),
+                          next(self.order))
+
     def _call_values(self, call: cst.Call, name: str | None, quals: frozenset[str], env: dict) -> Any:
         """Calls of values rather than of names: class references held in variables, partials,
         tensors made in __init__, the library catalogue, switches known to be False."""
@@ -284,7 +324,7 @@ class ConstructCalls:
                                 tuple({**dict(target.kwargs), **kw}.items()), target.library)
             return UNKNOWN
         if quals & _TENSOR_FACTORIES:
-            return TENSOR
+            return self._made_tensor(call, quals, env)
         if quals & {"collections.OrderedDict", "typing.OrderedDict"} and not call.args:
             return DictVal({})  # filled by `layers[f"block{i}"] = ...`, then nn.Sequential(layers)
         if name == "dict" and not quals:
@@ -486,13 +526,13 @@ class ConstructCalls:
         kwargs = {a.keyword.value: self.eval(a.value, env) for a in call.args if a.keyword is not None}
         ctor = Ctor("torch", cls, args, kwargs, call, next(self.order))
         ctor.site = self.site
-        if cls in ("Sequential", "ModuleList"):
+        if cls in ("Sequential", "ModuleList", "ParameterList"):
             items: list = []
             for a in call.args:
                 if a.keyword is not None:
                     continue
                 v = self.eval(a.value, env)
-                if a.star == "*" or cls == "ModuleList":
+                if a.star == "*" or cls != "Sequential":
                     items.extend(spliced(v))
                 else:
                     if isinstance(v, Ctor) and v.cls == "OrderedDict":

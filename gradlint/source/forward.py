@@ -20,9 +20,9 @@ from gradlint.source import catalog as C
 from gradlint.source import joins as J
 from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_EXPR_DEPTH, Exhausted
-from gradlint.source.construct import _NOT_HANDLED, TENSOR
+from gradlint.source.construct import _NOT_HANDLED
 from gradlint.source.foreign import SUPER_NAMES, _self_names
-from gradlint.source.engine.values import Alt, Ctor, Instance, ListVal, PathVal, Sym
+from gradlint.source.engine.values import Alt, Ctor, HeldTensor, Instance, ListVal, PathVal, Sym, held_tensor
 from gradlint.source.init_walk import _truth, _Walker
 from gradlint.source.lowering import NO_CHOICE
 from gradlint.source.engine.calls import arg as _arg_value
@@ -223,7 +223,7 @@ class ForwardInterpreter(_Walker):
                         return self.attention([owner, other[0]], "matmul")
                     weight = self._held_weight(call) if not other else None
                     if weight is not None:
-                        return self.weight_layer(owner, weight, "linear")
+                        return self.weight_layer(owner, weight, "linear", right=True)
                 if method in ("add", "add_"):
                     other = self.paths_in(call)
                     if other:
@@ -320,7 +320,7 @@ class ForwardInterpreter(_Walker):
                 return self.attention(paths, "matmul")
             weight = self._held_weight(call) if len(paths) == 1 and "torch.einsum" not in quals else None
             if weight is not None:
-                return self.weight_layer(paths[0], weight, "linear")
+                return self.weight_layer(paths[0], weight, "linear", right=weight is not call.args[0].value)
             if "torch.einsum" in quals and len(paths) == 1:
                 return paths[0]  # a contraction with a parameter or a constant: a linear map of x
         return _NOT_HANDLED
@@ -340,10 +340,13 @@ class ForwardInterpreter(_Walker):
         op = next(_FUNCTIONAL_LAYERS[q] for q in quals if q in _FUNCTIONAL_LAYERS)
         return self.weight_layer(x, w_expr, op)
 
-    def weight_layer(self, x: PathVal, w_expr: cst.BaseExpression | None, op: str) -> PathVal:
+    def weight_layer(self, x: PathVal, w_expr: cst.BaseExpression | None, op: str, right: bool = False) -> PathVal:
         """x through a layer whose weight is a tensor the module holds (`F.linear(x, self.weight)`,
-        `x @ self.W`): named after the attribute; its shape and initialisation are not read, so
-        it ends any chain (an unknown scale)."""
+        `x @ self.W`): named after the attribute. When the weight is the attribute itself, made in
+        __init__ by a factory we read (`nn.Parameter(torch.zeros(d_in, d_out))`: a HeldTensor), the
+        layer has its fans (`right`: the weight is the right operand of a product, laid out
+        (in, out); else as torch's layers, (out, in, *kernel)) and its init; else they are not
+        known and the layer ends any chain (an unknown scale)."""
         attr = ""
         node = w_expr
         while isinstance(node, (cst.Call, cst.Attribute)) and not (
@@ -353,12 +356,42 @@ class ForwardInterpreter(_Walker):
         if isinstance(node, cst.Attribute):
             attr = node.attr.value
         name = self.prefix + attr if attr else self.prefix.rstrip(".")
-        return PathVal(x.root, x.nodes + (Param(name, op, None, None, InitSpec("unknown"), attr=attr),))
+        fan_in = fan_out = None
+        init, origin = InitSpec("unknown"), None
+        # (the attribute itself, or a name bound to one: `for W in self.weights: x = x @ W`)
+        held = self.attr(attr) if attr and node is w_expr else self.ev(w_expr) if type(w_expr) is cst.Name else None
+        if type(held) is HeldTensor:
+            shape = held.shape
+            kernel = 1
+            for d in shape[2:]:
+                kernel = kernel * d if d is not None and kernel is not None else None
+            if right and len(shape) == 2:
+                fan_in, fan_out = shape
+            elif not right and len(shape) >= 2 and kernel is not None:
+                fan_in = shape[1] * kernel if shape[1] is not None else None
+                fan_out = shape[0] * kernel if shape[0] is not None else None
+            init, origin = self._held_init(held, attr), held.made.origin
+            if held.path is not None:
+                name = held.path if held.path.startswith(self.prefix) else self.prefix + held.path
+        return PathVal(x.root, x.nodes + (Param(name, op, fan_in, fan_out, init, origin, attr=attr),))
+
+    def _held_init(self, held: HeldTensor, attr: str) -> InitSpec:
+        """The init a raw weight holds when forward runs: its factory's fill or the last init
+        call on it; unknown when an initialisation that may reach it ran after it was made (a
+        loop over the parameters, an `apply` whose function may set it) (what reaches the
+        instance: Lowerer._assign's `reaching`, the instance's own for the model itself)."""
+        inst = self.inst
+        reaching = inst.__dict__.get("reaching", inst.type_inits)
+        for order, types, name, _spec in reaching:
+            if order > held.order and (not types or "Module" in types or inst.cls.name in types) \
+                    and (type(name) is not str or name in ("*", attr)):
+                return InitSpec("unknown")
+        return held.init()
 
     def _held_weight(self, call: cst.Call) -> cst.BaseExpression | None:
         """The argument of a matrix product that is a tensor the module made in `__init__`
         (`torch.matmul(x, self.W)`, `x.mm(self.W)`), if exactly one is."""
-        held = [a.value for a in call.args if a.keyword is None and not a.star and self.ev(a.value) is TENSOR]
+        held = [a.value for a in call.args if a.keyword is None and not a.star and held_tensor(self.ev(a.value))]
         return held[0] if len(held) == 1 else None
 
     def checkpoint(self, call: cst.Call, sequence: bool) -> Any:
@@ -476,15 +509,18 @@ class ForwardInterpreter(_Walker):
             if isinstance(op, cst.Subtract):
                 return _add(a, b)
             if isinstance(op, cst.MatrixMultiply):
+                propagated = _propagated(a, b)
+                if propagated is not None:
+                    return propagated
                 # A product of the input with itself (q @ k^T, then weights @ v): attention.
                 return self.attention([a, b], "matmul")
             return self.product(a, b, op)
         if isinstance(a, PathVal) or isinstance(b, PathVal):
             p = a if isinstance(a, PathVal) else b
             other = b if p is a else a
-            if isinstance(op, cst.MatrixMultiply) and other is TENSOR:
+            if isinstance(op, cst.MatrixMultiply) and held_tensor(other):
                 # `h @ self.W` with W an nn.Parameter (a GCN's layer): a layer, not a passthrough
-                return self.weight_layer(p, e.right if p is a else e.left, "linear")
+                return self.weight_layer(p, e.right if p is a else e.left, "linear", right=p is a)
             if isinstance(op, (cst.Multiply, cst.Divide)) and (_num(other) or isinstance(other, Sym)):
                 # Recorded so that a scaled skip path (DeepNorm's x * alpha + f(x)) is visible.
                 factor = (other if isinstance(op, cst.Multiply) else 1 / other) if _num(other) and other else None
@@ -629,6 +665,18 @@ _FUNCTIONAL_LAYERS = {"torch.nn.functional.linear": "linear", "torch.nn.function
 _SPLITS = frozenset({"torch.split", "torch.chunk", "torch.unbind", "torch.tensor_split"})
 _JOINS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.stack", "torch.hstack", "torch.vstack",
                     "torch.dstack"})
+
+
+def _propagated(a: PathVal, b: PathVal) -> PathVal | None:
+    """`adj @ h` (a graph convolution's propagation): a product of the features with another input
+    of forward that no layer touched (an adjacency, a mask) is a linear map of the features whose
+    scale depends on the data (a normalised adjacency keeps it, a sum over neighbours multiplies
+    it by the degree): the chain ends there (`scale:?`), and the layers before and after it stay
+    layers of the network. None for anything else (q @ k^T of one input: attention)."""
+    if a.root == b.root or bool(a.nodes) == bool(b.nodes):
+        return None
+    features = a if a.nodes else b
+    return PathVal(features.root, features.nodes + (Passthrough("", "scale:?"),))
 
 
 def _add(a: PathVal, b: PathVal) -> PathVal:

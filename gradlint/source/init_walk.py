@@ -20,7 +20,7 @@ from gradlint.source.budget import MAX_DEPTH, MAX_ITEMS, Exhausted, Meter, fold
 from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.interp import StatementWalker, else_body
 from gradlint.source.engine.values import (
-    Alt, _alt, AnyModule, ClassRef, Ctor, DictVal, Instance, ListVal, _module_like, Sym, TensorRef, truth, UNKNOWN,
+    Alt, _alt, AnyModule, ClassRef, Ctor, DictVal, HeldTensor, Instance, ListVal, _module_like, Sym, TensorRef, truth, UNKNOWN,
 )
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.names import dotted
@@ -137,6 +137,8 @@ class _InitInterpreter(_Walker):
             self.record_init(TensorRef(owner, target.attr.value), InitSpec("unknown", origin=None))
         elif isinstance(owner, TensorRef) and target.attr.value == "data":
             self.record_init(owner, InitSpec("unknown", origin=None))  # `m.weight.data = ...`
+        elif type(owner) is HeldTensor and target.attr.value == "data":
+            self.record_init(TensorRef(owner, "*"), InitSpec("unknown", origin=None))  # `self.W.data = ...`
 
     def bind_subscript(self, target: cst.Subscript, value: Any) -> None:
         """`x[i] = v`, `x[a:b] = [...]`, `d["k"] = v` on a list, container or dict being built: the
@@ -153,6 +155,11 @@ class _InitInterpreter(_Walker):
                 self.bind_name(target.value.value, new)
             elif type(target.value) is cst.Attribute and dotted(target.value.value) == "self":
                 self.set_attr(target.value.attr.value, new)
+            return
+        if type(owner) is HeldTensor or isinstance(owner, TensorRef) and type(owner.owner) is HeldTensor:
+            # `self.W[:, 0] = 1`, `self.W.data[idx] = 0`: part of a raw weight rewritten
+            self.record_init(owner if isinstance(owner, TensorRef) else TensorRef(owner, "*"),
+                             InitSpec("unknown", origin=None))
             return
         if not (isinstance(owner, ListVal) or isinstance(owner, Ctor) and owner.items is not None and owner.keys is None):
             return
@@ -185,6 +192,9 @@ class _InitInterpreter(_Walker):
             cur.items.extend(val.items if isinstance(val, ListVal) else [UNKNOWN])
         elif isinstance(cur, Ctor) and cur.items is not None and isinstance(small.operator, cst.AddAssign):
             cur.items.extend(val.items if isinstance(val, ListVal) else [UNKNOWN])
+        elif type(cur) is HeldTensor:
+            # `self.W *= 0.1`: its fill scaled when we read it
+            self.assign(small.target, cur.times(val, type(small.operator).__name__.replace("Assign", "")))
         elif _num(cur) and _num(val):
             op_text = _AUG_FOLDED.get(type(small.operator))
             folded = fold(op_text, cur, val) if op_text is not None else None
@@ -230,6 +240,8 @@ class _InitInterpreter(_Walker):
             owner_expr = func.value
             if method in ("append", "extend", "insert", "add_module", "register_module") or method in C.INIT_METHODS or method in _REWRITES or method == "apply":
                 owner = self.ev(owner_expr)
+                if type(owner) is HeldTensor:
+                    owner = TensorRef(owner, "*")  # `self.W.normal_(0, 0.02)`, `self.W.mul_(s)`
             else:
                 owner = None
                 if dotted(owner_expr) is not None:
@@ -386,6 +398,8 @@ class _InitInterpreter(_Walker):
         if not call.args:
             return
         target = self.ev(call.args[0].value)
+        if type(target) is HeldTensor:
+            target = TensorRef(target, "*")  # `nn.init.xavier_uniform_(self.W)`: a raw weight
         if not isinstance(target, TensorRef):
             # mmcv's `kaiming_init(self.conv)`, `normal_init(m, std=0.01)`: given a module
             self._module_call(call)
@@ -411,6 +425,9 @@ class _InitInterpreter(_Walker):
             ref.owner.take(spec)
             return
         order = next(self.fm.order)
+        if type(ref.owner) is HeldTensor:
+            ref.owner.inits.append((order, "*", spec))
+            return
         if isinstance(ref.owner, Ctor) and ref.owner.extern is not None:
             ref.owner.reached = True
         if isinstance(ref.owner, Ctor):

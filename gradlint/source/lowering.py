@@ -21,7 +21,7 @@ from gradlint.source import catalog as C
 from gradlint.source.budget import MAX_DEPTH, MAX_UNROLL, Exhausted
 from gradlint.source.foreign import CALLED
 from gradlint.source.param_loops import ParamLoop, bound
-from gradlint.source.engine.values import Alt, Ctor, Instance, ListVal, PathVal, Sym, UNKNOWN
+from gradlint.source.engine.values import Alt, Ctor, HeldTensor, Instance, ListVal, PathVal, Sym, UNKNOWN
 from gradlint.source.engine.values import is_number as _num
 
 if TYPE_CHECKING:
@@ -84,6 +84,9 @@ class Lowerer:
             for option in value.options:  # every choice is a layer of some configuration
                 self._assign(option, path, type_inits)
             return
+        if type(value) is HeldTensor and value.path is None:
+            value.path = path  # a raw weight (`self.W`, `self.weights.3`): its layer's name
+            return
         if not isinstance(value, Ctor) or id(value) in self.seen:
             return
         self.seen.add(id(value))
@@ -106,6 +109,8 @@ class Lowerer:
                 i += 1
         if value.instance is not None:
             inner = bound(value.instance.type_inits, path) + type_inits  # the parent's apply() reaches children
+            # (what reaches the instance's raw weights too: forward.weight_layer)
+            value.instance.__dict__["reaching"] = inner
             self.assign_paths(value.instance.attrs, path + ".", inner)
         if value.kind == "torch" and value.cls in C.PARAM_LAYERS:
             self.params.append(self.param(value))

@@ -34,7 +34,7 @@ from gradlint.source import library as L
 from gradlint.source.budget import MAX_EXPR_DEPTH, MAX_ITEMS, Exhausted, Meter, bounded, checked_range, fold
 from gradlint.source.construct import _constant, _neutral, ConstructCalls
 from gradlint.source.engine.values import (
-    Alt, _alt, AnyModule, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, _module_like, spliced, Sym, TensorRef,
+    Alt, _alt, AnyModule, ClassInfo, ClassRef, Ctor, DictVal, HeldTensor, Instance, ListVal, _module_like, spliced, Sym, TensorRef,
     UNKNOWN,
 )
 from gradlint.source.engine.values import int_literal as _literal_int
@@ -425,6 +425,8 @@ class FileModel(ConstructCalls):
                 return TensorRef(base, e.attr.value)
             if isinstance(base, TensorRef) and e.attr.value == "data":
                 return base
+            if type(base) is HeldTensor and e.attr.value == "data":
+                return TensorRef(base, "*")  # `self.W.data.normal_(0, 0.02)`: the tensor itself
             return Sym(text) if text else UNKNOWN
         if kind is cst.UnaryOperation:
             v = self._eval(e.expression, env)
@@ -451,6 +453,10 @@ class FileModel(ConstructCalls):
                 return ListVal(a.items * b)
             if isinstance(a, (Sym, int, float)) and isinstance(b, (Sym, int, float)):
                 return Sym(self.src.code(e))
+            if type(a) is HeldTensor:
+                return a.times(b, type(e.operator).__name__)
+            if type(b) is HeldTensor:
+                return b.times(a, type(e.operator).__name__, left=False)
             return UNKNOWN
         if kind in (cst.List, cst.Tuple):
             items: list = []

@@ -225,6 +225,7 @@ class Tok(nn.Module):
             if id(network) in done:
                 continue
             nodes = list(_flatten(network.nodes))
+            in_run: set[int] = set()
             for i, n in enumerate(nodes):
                 if not isinstance(n, Param) or n.op not in _HIDDEN_OPS:
                     continue
@@ -241,16 +242,27 @@ class Tok(nn.Module):
                         if f:
                             yield f
                         continue
-                # (c) two constant-initialised layers in a row
-                if is_dead(n.init) and not _guarded(n):
-                    nxt_param = _next_param(nodes, i)
-                    if nxt_param is not None and is_dead(nxt_param.init) and not _guarded(nxt_param):
-                        f = emit(n.init.origin or n.origin,
-                                 f"{n.name} and {nxt_param.name} are both constant-initialised ({n.init.scheme}, "
-                                 f"{nxt_param.init.scheme}): every unit gets the same gradient, or none",
-                                 network, [n.name, nxt_param.name])
-                        if f:
-                            yield f
+                # (c) two constant-initialised layers in a row (a longer run: one finding for it)
+                if is_dead(n.init) and not _guarded(n) and id(n) not in in_run:
+                    run = [n]
+                    while True:
+                        nxt_param = _next_param(nodes, nodes.index(run[-1], i))
+                        if nxt_param is None or not is_dead(nxt_param.init) or _guarded(nxt_param) or nxt_param in run:
+                            break
+                        run.append(nxt_param)
+                    if len(run) < 2:
+                        continue
+                    in_run.update(id(p) for p in run)
+                    if len(run) == 2:
+                        message = (f"{n.name} and {run[1].name} are both constant-initialised ({n.init.scheme}, "
+                                   f"{run[1].init.scheme}): every unit gets the same gradient, or none")
+                    else:
+                        schemes = ", ".join(dict.fromkeys(p.init.scheme for p in run))
+                        message = (f"{n.name} .. {run[-1].name} ({len(run)} layers in a row) are all "
+                                   f"constant-initialised ({schemes}): every unit gets the same gradient, or none")
+                    f = emit(n.init.origin or n.origin, message, network, [p.name for p in run])
+                    if f:
+                        yield f
 
 
 def same_in(others: tuple[str, ...]) -> str:

@@ -101,6 +101,58 @@ class _Tensor:
         return "TENSOR"
 
 
+TENSOR_MARK: Any = _Tensor()
+
+
+@dataclass(eq=False)
+class HeldTensor:
+    """A tensor built in __init__ whose making we read (`nn.Parameter(torch.zeros(d_in, d_out))`,
+    `torch.randn(n, d) * 0.02`): its dims (ints, None where not known), how its factory fills it
+    (an ir.InitSpec), and the init calls that reached it later ((order, '*', InitSpec), as
+    Ctor.inits). A raw weight multiplied in forward (`x @ self.W`) is a layer with this shape."""
+
+    shape: tuple
+    made: Any
+    order: int = 0  # when it was made (FileModel.order), as Ctor.order
+    inits: list = field(default_factory=list)
+    path: str | None = None  # its module path, once lowering assigns one (`weights.3`)
+
+    def init(self) -> Any:
+        """The InitSpec the tensor holds after __init__: the last init call's, else its factory's."""
+        return max(self.inits, key=lambda t: t[0])[2] if self.inits else self.made
+
+    def times(self, other: Any, op: str, left: bool = True) -> Any:
+        """The tensor scaled by a number (`torch.randn(n, d) * 0.02`, `W / 10`; op: 'Multiply' or
+        'Divide', `left`: the tensor is the left operand): the same dims, its fill scaled;
+        TENSOR_MARK for anything else (`torch.rand(d) * 2 - 1`, a fill changed by an init call)."""
+        from gradlint.model.ir import InitSpec
+
+        factor = None
+        if is_number(other) and op == "Multiply":
+            factor = float(other)
+        elif is_number(other) and op == "Divide" and left and other:
+            factor = 1.0 / float(other)
+        spec, made = None, self.made
+        if factor is not None and not self.inits:
+            if made.scheme == "zeros":
+                spec = made
+            elif made.scheme == "normal":
+                spec = InitSpec("normal", (("mean", float(made.get("mean", 0.0)) * factor),
+                                           ("std", abs(float(made.get("std", 1.0)) * factor))), made.origin)
+            elif made.scheme == "uniform":
+                a, b = float(made.get("a", 0.0)) * factor, float(made.get("b", 1.0)) * factor
+                spec = InitSpec("uniform", (("a", min(a, b)), ("b", max(a, b))), made.origin)
+            elif made.scheme == "ones":
+                spec = InitSpec("zeros", (), made.origin) if factor == 0 else \
+                    InitSpec("constant", (("val", factor),), made.origin)
+        return TENSOR_MARK if spec is None else HeldTensor(self.shape, spec, self.order)
+
+
+def held_tensor(v: Any) -> bool:
+    """A tensor built in __init__, shape read or not."""
+    return v is TENSOR_MARK or type(v) is HeldTensor
+
+
 @dataclass(frozen=True)
 class ClassRef:
     """A module class as a value (`act_layer=nn.GELU`, `partial(nn.LayerNorm, eps=1e-6)`): calling
