@@ -314,6 +314,15 @@ class TorchOps:
             return None  # `torch.max()` with no argument: not a reduction we can read
         return replace(_combine(c.vals), tensor=True, is_max=True)
 
+    def _q_autograd_grad(self, c: _Call) -> V | None:
+        """`torch.autograd.grad(out, x, create_graph=True)`: the gradients are differentiable
+        (a gradient penalty trains through them) whatever `out` is known to be, since autograd
+        refuses inputs that require no grad; a tuple of unknown length (`grad, = ...`,
+        `[0]`). Without create_graph: what the call gives by default."""
+        if not self.is_true(c.kw.get("create_graph")):
+            return None
+        return V(params=True, tensor=True, computed=True)
+
     def _q_backward(self, c: _Call) -> V:
         if c.first_node is not None:
             self.backward(c.node, c.first_node)
@@ -570,7 +579,7 @@ _QUALIFIED_GROUPS += [
     ({"torch.maximum", "torch.fmax", "torch.max"}, T._q_maximum),
     ({"torch.div", "torch.true_divide", "torch.divide"}, T._q_divide), ({"torch.reciprocal"}, T._q_reciprocal),
     ({"torch.where"}, T._q_where), (_MAX_REDUCTIONS | {"torch.max"}, T._q_max), (KEEP_FUNCTIONS, T._q_keep),
-    ({"torch.autograd.backward"}, T._q_backward),
+    ({"torch.autograd.backward"}, T._q_backward), ({"torch.autograd.grad"}, T._q_autograd_grad),
 ]
 _QUALIFIED = _table(_QUALIFIED_GROUPS, ordered=True)
 _METHODS = _table([

@@ -339,6 +339,14 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         known = len(val.elems) == count if val.elems is not None else bool(val.out)
         return [_item(val, i) or UNKNOWN for i in range(count)] if known else None
 
+    def unpacked(self, val: V) -> V:
+        """Each target of a tuple whose parts are not known (`grad, = torch.autograd.grad(...)`,
+        `a, *rest = f(x)`): what an item of it is, as `val[i]` is for an index not known."""
+        if val is UNKNOWN or self.x.open_param(val) is not None:
+            return UNKNOWN
+        return replace(val, sq=False, sumsq=False, crit=None, callret=None, module=False, inst=frozenset(),
+                       elems=None, value=UNKNOWN)
+
     def bind_name(self, name: str, val: V) -> None:
         self.env[name] = val
         if self.name == "<module>" and self.cls is None:
