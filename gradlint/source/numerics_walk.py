@@ -35,8 +35,14 @@ _LIBRARY_SUBMODULES = frozenset({"layer1", "layer2", "layer3", "layer4", "conv1"
                                  "avgpool", "encoder", "decoder", "heads", "head", "blocks", "stages", "stem",
                                  "patch_embed", "backbone", "conv_proj",
                                  # Hugging Face: bert.embeddings, bert.encoder.layer, gpt2.transformer.h,
-                                 # llama.model.layers, vit.pooler
-                                 "embeddings", "layer", "layers", "h", "transformer", "pooler", "model"})
+                                 # llama.model.layers, vit.pooler; the base model a task model holds
+                                 # (BertForSequenceClassification.bert, RobertaFor*.roberta...) and
+                                 # the modules of a layer (attention.self, intermediate.dense)
+                                 "embeddings", "layer", "layers", "h", "transformer", "pooler", "model",
+                                 "bert", "roberta", "distilbert", "albert", "deberta", "electra", "vit", "wav2vec2",
+                                 "hubert", "whisper", "text_model", "vision_model", "base_model", "lm_head",
+                                 "pre_classifier", "word_embeddings", "position_embeddings", "wte", "wpe", "shared",
+                                 "attention", "intermediate", "output", "dense", "visual"})
 
 
 class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWalker):
@@ -439,10 +445,15 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         instance of a class of the project (those are judged by what their class holds)."""
         if type(node) is not cst.Attribute:
             return False
-        while type(node) is cst.Attribute:
+        while type(node) in (cst.Attribute, cst.Subscript):
+            if type(node) is cst.Subscript:
+                node = node.value  # `encoder.layer[0]`: one of the layers a ModuleList holds
+                continue
             if node.attr.value not in _LIBRARY_SUBMODULES:
                 return False
             node = node.value
+            if type(node) is cst.Subscript:
+                continue
             root = self.ev(node)  # `bert`, or `self.encoder` holding one: the chain below is its
             if root.module and not root.inst and not root.crit:
                 return True
