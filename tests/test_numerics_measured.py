@@ -22,6 +22,11 @@ def test_softmax_into_cross_entropy_floor_and_shrink():
     (g_logits,) = torch.autograd.grad(F.cross_entropy(z100, y100), z100)
     (g_probs,) = torch.autograd.grad(F.cross_entropy(F.softmax(z100, -1), y100), z100)
     assert 60 < (g_logits.norm() / g_probs.norm()).item() < 85  # ~70x for 100 classes
+    # small logits (a fresh head): about C-fold
+    small = (torch.randn(256, 100) * 0.1).requires_grad_()
+    (g_logits,) = torch.autograd.grad(F.cross_entropy(small, y100), small)
+    (g_probs,) = torch.autograd.grad(F.cross_entropy(F.softmax(small, -1), y100), small)
+    assert 90 < (g_logits.norm() / g_probs.norm()).item() < 110
     perfect = torch.zeros(1, 10)
     perfect[0, 0] = 1e4
     floor = F.cross_entropy(F.softmax(perfect, -1), torch.tensor([0])).item()

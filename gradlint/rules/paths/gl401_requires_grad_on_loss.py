@@ -23,8 +23,11 @@ class RequiresGradOnLoss(SiteRule):
     PyTorch raises "element 0 of tensors does not require grad and does not have a grad_fn"
     when the loss is cut from the parameters. Setting `requires_grad = True` silences the
     error instead of fixing the cut: `backward()` then runs and no parameter receives a
-    gradient. Measured in torch: a loss detached from w, with `requires_grad = True`, backwards
-    without error and leaves `w.grad` None.
+    gradient. Where the graph is not cut, the line cannot help either: PyTorch refuses it
+    ("you can only change requires_grad flags of leaf variables"). Measured in torch 2.13: a
+    loss computed under `no_grad()`, with `requires_grad = True`, backwards
+    without error and leaves `w.grad` None; on a loss computed with grad the assignment raises.
+    (A loss detached with `.detach()` and made to require grad again is GL402's.)
 
     ## Example
     ```python
@@ -80,5 +83,6 @@ class RequiresGradOnLoss(SiteRule):
     def message(self, site: Site, ctx: RuleContext) -> str:
         line = dict(site.data).get("backward_line")
         at = f" (backpropagated at line {line})" if line else ""
-        return (f"requires_grad set on computed `{site.detail}`{at}: this silences PyTorch's error about a broken "
-                "graph, and no parameter gets a gradient; find where the graph is cut instead")
+        return (f"requires_grad set on computed `{site.detail}`{at}: where its graph is cut this silences "
+                "PyTorch's error and no parameter gets a gradient (where it is intact PyTorch raises here: only "
+                "leaves may change requires_grad); remove it and find where the graph is cut")
