@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import libcst as cst
 
@@ -27,7 +28,7 @@ from gradlint.findings import SourceSpan
 from gradlint.source.backwards import Backwards, not_a_derivative
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, passed_tensor
-from gradlint.source.engine.walk import children
+from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import dotted
 from gradlint.text import search_word_start
 from gradlint.source.numerics_quiet import _data_pipeline, _quiet_class, quiet_function
@@ -84,6 +85,9 @@ class Extractor(ModuleValues, Backwards):
         self.aliases: list[tuple[str, str]] = []
         self.autograd_classes: set[str] = set()
         self.local_classes: set[str] = set()
+        # the classes of this file that define `forward` (calling an instance runs it): known
+        # before any is walked, for the calls the module body makes (`crit(model, batch)`)
+        self.forward_classes: set[str] = set()
         self._seen: set[tuple[str, SourceSpan, str]] = set()
         self.globals: dict[str, V] = {}
         # The plain value of each name the module body binds, joined over its bindings, and the
@@ -135,6 +139,10 @@ class Extractor(ModuleValues, Backwards):
         self.walked_with: dict[str, dict[str, V]] = {}
         self.class_attrs: dict[str, dict[str, V]] = {}  # top-level class -> what its __init__ sets
         self.unit = 0  # id of the top-level def being walked (0: the module body)
+        # the returns of each top-level function in its last walk ((tuple parts or None, value)),
+        # and the backward calls of values they gave ((name, element), span, text): _cut_returns
+        self.returns_of: dict[str, list[tuple[list | None, V]]] = {}
+        self.backpropagated: list[tuple[tuple[str, int], Any, str]] = []
         self.units: dict[int, tuple[cst.CSTNode, list, list, list]] = {}
         self.stale: set[int] = set()  # units that read a class's members before it was walked
         self.subclassed: set[str] = set()  # classes of this file another class of it derives from
@@ -237,15 +245,49 @@ class Extractor(ModuleValues, Backwards):
             self.sites.extend(sites)
             self.classes.extend(classes)
             self.functions.extend(functions)
+        self._cut_returns()
         return NumericsFacts(sites=tuple(self.sites), classes=tuple(self.classes),
                              gradchecked=frozenset(self.gradchecked), apply_aliases=tuple(self.aliases),
                              torch_imports=self.torch_imports(),
                              functions=tuple(self.functions),
                              references=frozenset(self.references | self.class_refs))
 
+    def returned_value(self, name: str, parts: list | None, whole: V) -> None:
+        """A `return` of the top-level function `name` (walked as its own unit): the value, and
+        its parts when it is a tuple display. The unit's last walk is the one kept."""
+        self.returns_of.setdefault(name, []).append((parts, whole))
+
+    def _cut_returns(self) -> None:
+        """A loss made by a function of this file and backpropagated by its caller (`loss, log =
+        criterion(model, batch); loss.backward()`): a term the function cut, or a cut of the whole
+        loss, is reported as if the caller had written it (GL407 at the cut, GL402 at the
+        backward). Every `return` must agree that the value is cut; terms add up."""
+        from gradlint.source.numerics_sites import graph_break
+
+        for (name, element), span, text in self.backpropagated:
+            returns = self.returns_of.get(name)
+            if not returns:
+                continue
+            values = []
+            for parts, whole in returns:
+                if element < 0:
+                    values.append(whole if parts is None else UNKNOWN)
+                else:
+                    values.append(parts[element] if parts is not None and element < len(parts) else UNKNOWN)
+            terms = {t for v in values for t in v.cut_terms if not v.nograd}
+            for where, how in sorted(terms, key=lambda e: (e[0].line, e[0].column)):
+                self.add(Site("loss_term_cut", how, where.span, detail=text, function=name,
+                              data=(("backward_line", span.line),)))
+            if values and all(graph_break(v) for v in values):
+                v = values[0]
+                self.add(Site("loss_graph_break", v.cut, span, detail=text, function=name,
+                              data=(("through", v.cut), ("line", v.cut_span.line if v.cut_span else None))))
+
     def _walk_unit(self, node: cst.FunctionDef | cst.ClassDef) -> None:
         """Walk one top-level def into its own lists of facts (replacing those of an earlier walk)."""
         key = id(node)
+        if isinstance(node, cst.FunctionDef):
+            self.returns_of.pop(node.name.value, None)  # (this walk's returns replace an earlier one's)
         old = self.units.get(key)
         if old is not None:
             self._seen.difference_update((s.kind, s.span, s.variant) for s in old[1])
@@ -362,6 +404,8 @@ class Extractor(ModuleValues, Backwards):
                 self.def_counts[node.name.value] = self.def_counts.get(node.name.value, 0) + 1
             if type(node) is cst.ClassDef:
                 self.local_classes.add(node.name.value)
+                if any(type(m) is cst.FunctionDef and m.name.value == "forward" for m in suite(node.body)):
+                    self.forward_classes.add(node.name.value)
                 bases = self.base_names(node)
                 if any(b.startswith("torch.optim.") for b in bases):
                     self.defines_optimizer = True

@@ -222,7 +222,8 @@ class CallRecords:
         if held is None or len(held.inst) != 1:
             return None
         cls = next(iter(held.inst))
-        return cls + ".forward" if cls in self.x.local_classes and cls + ".forward" in self.x.signatures else None
+        return cls + ".forward" if cls in self.x.local_classes and (
+            cls + ".forward" in self.x.signatures or cls in self.x.forward_classes) else None
 
     def _may_call_project(self, func: cst.Name | cst.Attribute) -> bool:
         """Whether a callee no import names may be a function, class or method of the project

@@ -149,7 +149,12 @@ class TensorCalls(TorchOps):
                 if fname in self.x.autograd_classes:
                     return UNKNOWN
                 return V(inst=frozenset({fname}), leaf=True)
-            return self.builtin_call(node, fname)
+            res = self.builtin_call(node, fname)
+            if self.x.def_counts.get(fname) == 1 and fname not in self.enclosing and (
+                    fname in self.x.module_functions or self.name == "<module>" and self.cls is None and any(
+                        type(d) is cst.FunctionDef and d.name.value == fname for d in self.module_defs)):
+                res = replace(res, returned=(fname, -1))  # a top-level function of this file
+            return res
         callee = self.ev(func)
         return self.instance_call(node, callee, owner=None)
 
@@ -189,7 +194,8 @@ class TensorCalls(TorchOps):
                 self.check_loss(node, callee.crit, inp, self.ev(inp), crit_node=callee.crit_node, owner=owner,
                                 fixable=callee.crit_node is not None, default=self.x.default_param(callee))
             first = self.ev(inp) if inp is not None else UNKNOWN
-            return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const)
+            return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const,
+                     params=first.params)
         if callee.callret:
             first = vals[0] if vals else UNKNOWN
             return V(prob=callee.callret, computed=True, tensor=True, params=first.params,

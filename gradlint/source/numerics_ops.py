@@ -152,7 +152,8 @@ class TorchOps:
                 if c.first_node is not None:
                     self.check_loss(c.node, kind, c.first_node, c.first, crit_node=None)
                 first = c.first
-                return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const)
+                return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const,
+                         params=first.params)
         return None
 
     def _q_target_loss(self, c: _Call) -> V:
@@ -168,7 +169,8 @@ class TorchOps:
         target = self.ev(node) if node is not None else UNKNOWN
         if not (target is UNKNOWN or target.const or target.cut is not None) or target.params or target.rg:
             return _combine(c.vals)
-        return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const and target.const)
+        return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const and target.const,
+                 params=first.params)
 
     def _q_loss_module(self, c: _Call) -> V | None:
         for qn, kind in LOSS_MODULES.items():

@@ -243,12 +243,14 @@ class SiteChecks:
             for where, how in sorted(v.cut_terms, key=lambda e: (e[0].line, e[0].column)):
                 self.x.add(Site("loss_term_cut", how, where.span, detail=self.x.code(target)[:60],
                                 data=(("backward_line", self.x.span(node).line),)))
-        if (v.cut in _GRAPH_BREAKS or v.cut == DETACHED_THEN_REQUIRED and v.leaf) and not v.rg:
-            # (a value detached then made to require grad is a break only as the loss itself, a
-            # leaf: one computed from it, `(feat ** 2).sum()` for feat.grad, is how saliency is taken)
+        if graph_break(v):
             where = v.cut_span.line if v.cut_span else None
             self.x.add(Site("loss_graph_break", v.cut, self.x.span(node), detail=self.x.code(target)[:60],
                             data=(("through", v.cut), ("line", where))))
+        if v.returned is not None and not self.x.muted:
+            # a loss a function of this file made: what it cut is judged once that function is walked
+            self.x.backpropagated.append((v.returned, self.x.span(node), self.x.code(target)[:60]))
+
 
     def check_forward_output(self) -> None:
         """A forward whose output is cut from the module's parameters."""
@@ -330,3 +332,10 @@ class SiteChecks:
             stack.extend(children(n))
         # one binding and one call
         return mentions == 2
+
+
+def graph_break(v: V) -> bool:
+    """The backpropagated value is cut from the graph (`.item()`, `torch.tensor(...)`, numpy...).
+    (A value detached then made to require grad is a break only as the loss itself, a leaf: one
+    computed from it, `(feat ** 2).sum()` for feat.grad, is how saliency is taken.)"""
+    return (v.cut in _GRAPH_BREAKS or v.cut == DETACHED_THEN_REQUIRED and v.leaf) and not v.rg

@@ -290,6 +290,11 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             val = self.ev(node.value)
             self.returns.append(None if isinstance(node.value, cst.Tuple) else val)
             self.return_nodes.append(node)
+            if self.cls is None and self.fn_node is not None and self.qual == self.name and not self.x.muted:
+                # a top-level function's loss, for the callers that backpropagate it
+                parts = [self.memo.get(id(el.value), UNKNOWN) for el in node.value.elements] \
+                    if isinstance(node.value, cst.Tuple) else [val]
+                self.x.returned_value(self.name, parts if isinstance(node.value, cst.Tuple) else None, val)
         else:
             self.returns.append(None)
 
@@ -343,15 +348,15 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
                 out.append(v)
             return out
         known = len(val.elems) == count if val.elems is not None else bool(val.out)
+        if not known and val.returned is not None and val.returned[1] == -1:
+            # `loss, log = criterion(...)`: each part is that element of the function's return
+            return [replace(UNKNOWN, returned=(val.returned[0], i)) for i in range(count)]
+        if not known and count == 1 and val is not UNKNOWN and self.x.open_param(val) is None:
+            # `grad, = torch.autograd.grad(...)`: the only item, what `[0]` gives (parts of a
+            # tuple of several, `values, indices = torch.topk(p, k)`, are not known apart)
+            return [replace(val, sq=False, sumsq=False, crit=None, callret=None, module=False, inst=frozenset(),
+                            elems=None, value=UNKNOWN, returned=None)]
         return [_item(val, i) or UNKNOWN for i in range(count)] if known else None
-
-    def unpacked(self, val: V) -> V:
-        """Each target of a tuple whose parts are not known (`grad, = torch.autograd.grad(...)`,
-        `a, *rest = f(x)`): what an item of it is, as `val[i]` is for an index not known."""
-        if val is UNKNOWN or self.x.open_param(val) is not None:
-            return UNKNOWN
-        return replace(val, sq=False, sumsq=False, crit=None, callret=None, module=False, inst=frozenset(),
-                       elems=None, value=UNKNOWN)
 
     def bind_name(self, name: str, val: V) -> None:
         self.env[name] = val

@@ -107,6 +107,10 @@ class V:
     keyed: tuple[tuple[str, V], ...] | None = None
     # `out` is this element of the classes' output (`a, b = model(x)`, `model(x)[1]`)
     out_elem: int | None = None
+    # What a call of a top-level function of this file gave (its name, and the element of its
+    # tuple return taken apart: `loss, log = criterion(...)`; -1 for the whole value): a loss
+    # the callee cut is judged where the caller backpropagates it (Extractor.backpropagated)
+    returned: tuple[str, int] | None = None
     # The plain value (a number within budget, a string, None, a bool, a tuple of them) when one
     # is known: `p = 0.5; x ** p` is a root, `eps = 0; log(x + eps)` has no eps. UNKNOWN when not.
     value: Any = UNKNOWN
@@ -207,8 +211,10 @@ def broken_before_required(v: V) -> bool:
 
 
 def required_again(v: V) -> V | None:
-    """`v` after its requires_grad is set again, when it is a detached computation of parameters."""
-    return replace(v, cut=DETACHED_THEN_REQUIRED) if v.cut == ".detach()" and v.params else None
+    """`v` after its requires_grad is set again, when it is a detached computation (of parameters,
+    or of anything a call made: `criterion(model(x), y).detach()` with `model` a parameter): as
+    the loss itself, backward then starts from a new leaf and reaches nothing."""
+    return replace(v, cut=DETACHED_THEN_REQUIRED) if v.cut == ".detach()" and (v.params or v.computed) else None
 
 
 def replace(obj, /, **changes):
