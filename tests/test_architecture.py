@@ -511,3 +511,44 @@ def test_groups_and_bias_passed_by_position_are_read():
     assert params["full"].fan_in == 576 and params["full"].bias_init is None
     # a `**kwargs` (timm's `**dd`: device and dtype) holds no position
     assert params["kw"].fan_in == 576 and params["kw"].bias_init.scheme == "none"
+
+
+def test_two_models_stacking_one_post_ln_block_to_different_depths_are_each_reported():
+    block = """
+import torch.nn as nn
+
+
+class PostLNBlock(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.ff = nn.Linear(d, d)
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, x):
+        return self.ln(x + self.ff(x))
+"""
+    stack = """
+
+class {name}(nn.Module):
+    def __init__(self, d=64, n_layers={n}):
+        super().__init__()
+        self.layers = nn.ModuleList([PostLNBlock(d) for _ in range(n_layers)])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+"""
+    source = block + stack.format(name="Encoder", n=16) + stack.format(name="Decoder", n=12) + """
+
+class Wrapper(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = Encoder()
+
+    def forward(self, x):
+        return self.encoder(x)
+"""
+    findings = check_source(source, Config(select=("GL106",)))
+    # the wrapper of the encoder is the encoder's finding; the decoder's depth is its own
+    assert sorted((dict(f.data)["network"], dict(f.data)["blocks"]) for f in findings) == [("Decoder", 12), ("Encoder", 16)]

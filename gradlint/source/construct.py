@@ -301,6 +301,13 @@ class ConstructCalls:
         if type(call.func) in (cst.Name, cst.Call) and _gives_a_class(held):
             # `act_layer = get_act_layer(name)` (a function of another file), then `act_layer(...)`
             return self._called_result(held, held.extern[0], held.extern[1], call, env)
+        if held is None and type(call.func) is cst.Attribute and type(call.func.value) is cst.Name \
+                and call.func.value.value == "self":
+            # `self.block_cls(d)` with `block_cls = PostLNBlock` in the body of the instance's class
+            # (a subclass choosing the block its base builds)
+            known = self._class_attribute("self", call.func.attr.value, env)
+            if isinstance(known, ClassRef):
+                held = known
         if held is None and type(call.func) is cst.Attribute:
             # `layers.act(inplace=True)`: a class held by a config object (timm's LayerFn dataclass)
             owner = env.get(dotted(call.func.value) or "")

@@ -274,7 +274,10 @@ class FileModel(ConstructCalls):
                 if type(target) is cst.Name:
                     self.meter.allow()
                     value = self.eval(small.value, body)
-                    value = value if _constant(value) and not isinstance(value, Sym) else UNKNOWN
+                    # (a class held as a class attribute: `block_cls = PostLNBlock`, built by a
+                    # base's `self.block_cls(d)`)
+                    value = value if _constant(value) and not isinstance(value, Sym) or isinstance(value, ClassRef) \
+                        else UNKNOWN
                     body[target.value] = value
                     if target.value == attr:
                         found = value

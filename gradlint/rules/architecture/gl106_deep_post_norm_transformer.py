@@ -114,7 +114,9 @@ class DeepPostNormTransformer(Rule):
             if count < depth or not blocks:
                 continue
             first = blocks[0].anchor
-            key = first.origin
+            # one finding per block and depth: the wrappers of one encoder share both, while two
+            # models stacking one block class to different depths are each reported
+            key = (first.origin, count)
             if key in seen:
                 continue
             seen.add(key)
