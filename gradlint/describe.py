@@ -282,6 +282,9 @@ def _shape(node: Any) -> Any:
     return node
 
 
+_EMBEDDINGS = frozenset({"embedding", "embedding_bag", "embeddingbag"})
+
+
 def _node_line(n: dict) -> str:
     kind, name = n["kind"], n["name"] or "-"
     if kind == "param":
@@ -292,7 +295,10 @@ def _node_line(n: dict) -> str:
         ratio = n.get("signal_ratio", 1.0)
         sums = "" if ratio == 1.0 else (" (an output sums ? terms)" if ratio is None or not isinstance(n["fan_in"], int)
                                         else f" (an output sums {n['fan_in'] * ratio:g} terms)")
-        return (f"{kind:<12}{name:<28}{n['op']} {n['fan_in']} -> {n['fan_out']}{sums}, "
+        # an embedding's table is (num_embeddings, dim): torch's fans of it read dim -> tokens
+        shape = f"table {n['fan_out']} x {n['fan_in']}" if str(n["op"]).lower() in _EMBEDDINGS else \
+            f"{n['fan_in']} -> {n['fan_out']}"
+        return (f"{kind:<12}{name:<28}{n['op']} {shape}{sums}, "
                 f"init {init.get('scheme', '?')}{f'({args})' if args else ''}{act}")
     if kind == "activation":
         return f"{kind:<12}{name:<28}{n['fn']}" + (f"({n['param']:g})" if isinstance(n["param"], (int, float)) else "")

@@ -419,3 +419,22 @@ class Parent(nn.Module):
     parent = [p for p in nets["Parent"].nodes if isinstance(p, Param)]
     assert [p.name for p in parent] == ["a.W", "b.W"] and all(p.init.scheme == "unknown" for p in parent)
     assert all(p.init.scheme == "zeros" for p in nets["Leaf"].nodes if isinstance(p, Param))
+
+
+def test_model_command_shows_an_embedding_as_its_table():
+    net = lower("""
+import torch.nn as nn
+
+
+class Tok(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(1000, 16)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(self.emb(x))
+""")
+    text = render_text([describe_network(net["Tok"], "m.py")])
+    # torch's fans of the (num_embeddings, dim) table read 16 -> 1000: shown as the table it is
+    assert "embedding table 1000 x 16" in text and "linear 16 -> 4" in text
