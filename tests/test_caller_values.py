@@ -522,3 +522,18 @@ def test_a_warm_run_reads_the_calls_of_a_file_without_torch_from_the_cache(tmp_p
     # main.py changed: engine.py's findings depend on it, and its calls are read again
     (root / "main.py").write_text(PLAIN_MAIN.replace("Net", "Logits"))
     assert warm([root / "engine.py"]) == set() and parsed == ["main.py", "main.py"]
+
+
+def test_a_tensor_helper_divides_by_the_norm_of_what_callers_in_another_file_pass():
+    folder = FOLDER.parent / "tensor_callers"
+    helpers = folder / "helpers.py"
+
+    def found(paths):
+        result = check_paths(paths, Config(select=("GL3",), root=str(folder)), use_cache=False, jobs=1)
+        assert not result.internal_errors
+        return {(Path(f.path).name, f.span.line, f.code) for f in result.findings}
+
+    expected = _expected(helpers)
+    assert len(expected) == 1
+    assert found([folder]) == expected
+    assert found([helpers]) == expected  # alone: train.py is found by scanning for the name

@@ -289,6 +289,13 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     if model is not None and not model.startswith("inst:"):
         return None
     tensor = joined.get("tensor")
+    if site.kind == "divide_by_norm":
+        # `v / v.norm()` on the parameter: every caller passes a tensor that carries gradient
+        # and may be all zero (not a learned projection's output, not clamped)
+        if tensor != "grad":
+            return None
+        return replace(site, variant=data.get("how", site.variant),
+                       data=(("passed", data["tensor_param"]),))
     if tensor is not None and not tensor.startswith(("prob:", "out:")):
         return None
     if tensor is not None and "tensor_elem" in data:

@@ -37,6 +37,10 @@ def _shape(v: V) -> str:
         # an element of a returned tuple (`recon, mu, logvar = model(x)`) as `out:Class@0`
         cls = next(iter(v.out))
         return "out:" + cls if v.out_elem is None else f"out:{cls}@{v.out_elem}"
+    if v.params and v.tensor and not (v.dense or v.clamped or v.const or v.numpy):
+        # a tensor that carries gradient and may be exactly zero (`relu(lin(x))`): for a site on
+        # the callee's parameter that needs one (`def unit(v): return v / v.norm()`)
+        return "grad"
     return ""
 
 

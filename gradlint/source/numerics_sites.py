@@ -165,6 +165,13 @@ class SiteChecks:
                      numerator: cst.BaseExpression | None = None) -> None:
         if self.hazard_quiet() or not den.norm or den.clamped or den.nograd or num.nograd:
             return
+        if not (den.params or num.params) and not den.dense and (ref := self.x.open_param(num)) is not None:
+            # `def unit(v): return v / v.norm()` with no caller here: a hazard when every caller
+            # in the project passes a tensor that carries gradient (facts.numerics.bind_parameters)
+            if not (self.cls is not None and self.cls.quiet):
+                self.x.add(Site("divide_by_norm", "parameters", self.x.span(node), detail=self.x.code(den_node)[:80],
+                                data=(("how", den.norm), *_param_data("tensor", ref))))
+            return
         if not (den.params or num.params) or den.dense:
             return  # nothing trainable upstream, or the norm of a learned projection (never 0)
         if self.cls is not None and self.cls.quiet:
