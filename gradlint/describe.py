@@ -173,7 +173,7 @@ def _node(n: Node, seq: tuple, i: int) -> dict:
 
 
 def _chain(chain) -> dict:
-    return {"layers": list(chain.modules), "depth": chain.depth, "gain": _number(chain.gain),
+    return {"layers": list(chain.modules), "depth": chain.depth, "gain": _number(chain.gain), "bound": chain.bound,
             "per_layer": _number(chain.per_layer), "chi": _number(chain.chi),
             "activations": sorted({a.fn for s in chain.steps for a in s.activations if a.fn != "identity"}),
             "location": _location(chain.first.origin)}
@@ -214,7 +214,8 @@ def render_text(models: list[dict]) -> str:
         for c in m["chains"]:
             acts = "+".join(c["activations"]) or "no activation"
             lines.append(f"  chain {c['layers'][0]} .. {c['layers'][-1]}: {c['depth']} layers ({acts}), "
-                         f"predicted gradient gain {_fmt(c['gain'])} ({_fmt(c['per_layer'])} per layer"
+                         f"predicted gradient gain {'at most ' if c.get('bound') else ''}{_fmt(c['gain'])} "
+                         f"({_fmt(c['per_layer'])} per layer"
                          + (f", χ ≈ {_fmt(c['chi'])}" if c.get("chi") is not None else "") + ")")
         if m["forward_known"] and not m["chains"]:
             lines.append("  no chain of 2 or more layers to analyse")

@@ -208,15 +208,22 @@ def test_unknown_moment_keeps_relu_chains_and_breaks_smooth_ones():
     assert all(step.q is None for step in chain.steps)
     assert analyse_nodes(relu).activations == ()
     tanh = [Opaque("enc", "self.encoder(x)")] + mlp([512] * 5, "tanh")
-    assert analyse_nodes(tanh).chains == ()
+    # the scale feeding each tanh is not known: at its steepest (slope 1) it bounds the factor,
+    # and the chain's gain is an upper bound (torch's default init: 1/3 per layer)
+    (chain,) = analyse_nodes(tanh).chains
+    assert chain.bound and chain.gain == pytest.approx((1 / 3) ** 1.5)
+    assert not any(c.bound for c in analyse_nodes(relu).chains)
     # A norm restores the scale: the chain after it is known again.
     restored = tanh + [Norm("ln", "layer")] + mlp([512] * 4, "tanh", prefix="c")
-    (chain,) = analyse_nodes(restored).chains
+    (chain,) = [c for c in analyse_nodes(restored).chains if not c.bound]
     assert chain.modules == ("c0", "c1", "c2")
 
 
 def test_input_moment_none_means_unknown():
-    assert analyse_nodes(mlp([512] * 4, "sigmoid"), input_second_moment=None).chains == ()
+    (bounded,) = analyse_nodes(mlp([512] * 4, "sigmoid"), input_second_moment=None).chains
+    assert bounded.bound and bounded.gain == pytest.approx((1 / 3 / 16) ** 1.0)  # sigmoid' <= 1/4
+    # a bound is no exact prediction: nothing saturating to bound, nothing claimed
+    assert analyse_nodes(mlp([512] * 4, "gelu"), input_second_moment=None).chains == ()
     assert len(analyse_nodes(mlp([512] * 4, "relu"), input_second_moment=None).chains) == 1
 
 
@@ -323,9 +330,12 @@ def test_very_long_chain_keeps_its_per_layer_number():
 def test_overflowing_forward_scale_does_not_crash():
     nodes = mlp([512] * 201, "relu", spec("normal", std=10.0)) + mlp([512] * 4, "tanh", prefix="t")
     chains = analyse_nodes(nodes).chains
-    # The tanh layer t0 joins (the ReLU before it is scale-free); t1 cannot: q is lost.
-    assert chains[0].depth == 201 and chains[0].gain == math.inf
-    assert chains[0].modules[-1] == "t0" and len(chains) == 1
+    # The tanh layer t0 joins (the ReLU before it is scale-free); t1 cannot: q is lost. From
+    # there on each tanh taken at its steepest bounds the gain: a chain of its own, never mixed
+    # into the prediction
+    assert chains[0].depth == 201 and chains[0].gain == math.inf and not chains[0].bound
+    assert chains[0].modules[-1] == "t0" and len(chains) == 2
+    assert chains[1].bound and chains[1].modules == ("t1", "t2")
     assert analyse_nodes(mlp([512] * 4, "relu"), input_second_moment=float("nan")).chains[0].steps[0].q is None
 
 

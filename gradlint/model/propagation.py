@@ -73,6 +73,9 @@ class Step:
     activations: tuple[Activation, ...]
     q: float | None
     factor: float | None
+    # the factor is an upper bound: the scale feeding the activations was not known, so each
+    # was taken at its steepest (sigmoid: slope 1/4 at 0), which no input exceeds
+    bound: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class Chain:
 
     steps: tuple[Step, ...]
     gain: float
+    # the gain is an upper bound (a step's factor is: Step.bound): it may be smaller, never larger
+    bound: bool = False
 
     @property
     def depth(self) -> int:
@@ -163,8 +168,14 @@ class _Walk:
     def _close_pending(self) -> None:
         if self.pending is not None:
             p = self.pending
-            self.done.append(Step(p.layer, tuple(self.applied), p.q, p.factor))
+            self.done.append(Step(p.layer, tuple(self.applied), p.q, p.factor, p.bound))
             self.pending = None
+
+    def _kind(self) -> bool | None:
+        """Whether the current chain's factors are bounds (True), predictions (False), or it has
+        none yet (None)."""
+        steps = self.done[1:] + ([self.pending] if self.pending is not None and self.pending.factor is not None else [])
+        return steps[0].bound if steps else None
 
     def flush(self) -> None:
         """End the current chain, reporting it when it has >= 2 steps."""
@@ -176,7 +187,7 @@ class _Walk:
             else:
                 logs = sum(math.log(f) for f in factors)  # type: ignore[arg-type]
                 gain = math.exp(max(0.5 * logs, -745.0)) if logs < 1400 else math.inf
-            self.chains.append(Chain(tuple(self.done), gain))
+            self.chains.append(Chain(tuple(self.done), gain, any(step.bound for step in self.done[1:])))
         self.done = []
 
     def reset(self, moment: float | None) -> None:
@@ -274,19 +285,49 @@ class _Walk:
             q = ftv * incoming + bias_variance(node.bias_init, node.fan_in)
             if not math.isfinite(q):
                 q = None  # overflowed: the scale is lost, not infinite
-        factor = None
+        factor, bound = None, False
         if self.pending is not None and ftv is not None:
             if self.source is not None:
                 factor = ftv * _acts().composed_moments(self._fns(), self.source)[1] * self.scaled
             elif _acts().is_scale_free([a.fn for a in self.applied]):
                 factor = ftv * _acts().composed_moments(self._fns(), 1.0)[1] * self.scaled
+            else:
+                # the scale feeding saturating activations is not known (an embedding of unknown
+                # size, a norm's output of unknown scale): each at its steepest bounds the factor
+                steepest = _steepest(self.applied)
+                if steepest is not None:
+                    factor, bound = ftv * steepest * self.scaled, True
+        if factor is not None and self._kind() not in (None, bound):
+            factor = None  # a bound is never multiplied into a prediction: a new chain starts here
         if factor is None:
             # A new chain: this layer's own factor is unknown, but a first step needs none.
             self.flush()
         else:
             self._close_pending()
-        self.pending = Step(node, (), q, factor)
+        self.pending = Step(node, (), q, factor, bound)
         self.source, self.applied, self.direct, self.scaled = q, [], node, 1.0
+
+
+# The largest squared slope of a saturating activation, over every input: what E[f'(h)^2] can
+# reach at most, whatever the scale of h (sigmoid' <= 1/4 at 0; tanh', hardtanh', softsign' <= 1;
+# hardsigmoid's slope is 1/6 where it is not flat; logsigmoid' = sigmoid(-h) < 1).
+_STEEPEST = {"sigmoid": 1 / 16, "tanh": 1.0, "hardtanh": 1.0, "softsign": 1.0, "hardsigmoid": 1 / 36,
+             "logsigmoid": 1.0}
+
+
+def _steepest(applied: Sequence[Activation]) -> float | None:
+    """The bound on E[f'(h)^2] of the activations applied in a row (the product of their
+    steepest squared slopes); None when one is not a saturating activation we bound, or none is
+    applied."""
+    if not applied:
+        return None
+    out = 1.0
+    for a in applied:
+        slope = _STEEPEST.get(a.fn)
+        if slope is None:
+            return None
+        out *= slope
+    return out
 
 
 def _embedding_moment(node: Param) -> float | None:

@@ -157,7 +157,7 @@ def chain_cause(chain: Chain) -> str:
         for f in factors:
             geo *= f
         geo **= 1 / len(factors)
-        per = f": χ ≈ {geo:.2g} per layer"
+        per = f": χ {'≤' if chain.bound else '≈'} {geo:.2g} per layer"
     return f"{', '.join(acts)}, {'; '.join(inits)}{per}"
 
 
@@ -193,7 +193,7 @@ def gain_findings(ctx: RuleContext, threshold: float, flagged, worse, consequenc
         folded = maybe_folded(ctx, chain)
         extra = {"maybe_folded": True} if folded else {}
         yield ctx.finding(
-            f"predicted gradient gain {fmt(chain.gain)} across {chain.depth} layers "
+            f"predicted gradient gain {'at most ' if chain.bound else ''}{fmt(chain.gain)} across {chain.depth} layers "
             f"({chain_cause(chain)}) in {network.name}{also_in(others)}: {consequence}"
             + (FOLDED_NOTE if folded else ""),
             span, node=node, data=chain_data(network, chain, threshold=threshold, **extra),

@@ -76,5 +76,5 @@ class ExplodingGradient(Rule):
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
         threshold = ctx.options["exploding-threshold"]
-        yield from gain_findings(ctx, threshold, lambda chain: chain.gain > threshold,
+        yield from gain_findings(ctx, threshold, lambda chain: chain.gain > threshold and not chain.bound,
                                  lambda a, b: a.gain > b.gain, "gradients explode towards the input")

@@ -130,7 +130,7 @@ class PINN(nn.Module):
                 fixed = analyse_nodes(fixed_nodes)
                 first_name = chain.first.name
                 other = next((c for c in fixed.chains if c.first.name == first_name and c.depth == chain.depth), None)
-                if other is None or chain.gain <= 0 or other.gain <= 0:
+                if other is None or chain.gain <= 0 or other.gain <= 0 or chain.bound or other.bound:
                     continue
                 # Reported when the matched init brings the gain at least 10x closer to 1: a
                 # mismatch whose chain is healthier than the matched one (kaiming-relu before tanh
