@@ -289,10 +289,12 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     if model is not None and not model.startswith("inst:"):
         return None
     tensor = joined.get("tensor")
-    if site.kind == "divide_by_norm":
-        # `v / v.norm()` on the parameter: every caller passes a tensor that carries gradient
-        # and may be all zero (not a learned projection's output, not clamped)
-        if tensor != "grad":
+    if site.kind in ("divide_by_norm", "acos_near_one"):
+        # `v / v.norm()`, `acos(v)` on the parameter: every caller passes a tensor that carries
+        # gradient (for a division, one that may be all zero: not a learned projection's output)
+        ok = tensor == "grad" if site.kind == "divide_by_norm" else tensor is not None and tensor.startswith(
+            ("grad", "out:"))
+        if not ok:
             return None
         return replace(site, variant=data.get("how", site.variant),
                        data=(("passed", data["tensor_param"]),))

@@ -153,6 +153,8 @@ class Extractor(ModuleValues, Backwards):
         # stands for each: id -> (value, function, parameter, position after self or -1). A site
         # on one names it, and the rules join what the project's callers pass.
         self.open_params: dict[int, tuple[V, str, str, int]] = {}
+        # values that select or reshape an open parameter, with its record (derived_param)
+        self.open_derived: dict[int, tuple[V, str, str, int]] = {}
         # one element of an open parameter unpacked (`xy, wh, obj, cls = preds`): the parameter
         # as in open_params, and the element's index (only sites on tensors read these)
         self.open_elems: dict[int, tuple[V, str, str, int, int]] = {}
@@ -372,6 +374,18 @@ class Extractor(ModuleValues, Backwards):
         """(function, parameter, position) when `v` is the value of an open parameter."""
         got = self.open_params.get(id(v))
         return got[1:] if got is not None and got[0] is v else None
+
+    def derived_param(self, v: V) -> tuple[str, str, int] | None:
+        """`open_param`, or the open parameter `v` selects or reshapes (`inp[:, 0].double()`)."""
+        got = self.open_params.get(id(v)) or self.open_derived.get(id(v))
+        return got[1:] if got is not None and got[0] is v else None
+
+    def derive(self, base: V, result: V) -> V:
+        """`result`, a selection or reshape of `base`: of the open parameter `base` is (derived_param)."""
+        ref = self.derived_param(base) if result is not base else None
+        if ref is not None:
+            self.open_derived[id(result)] = (result, *ref)
+        return result
 
     def open_elem(self, v: V) -> tuple[tuple[str, str, int], int] | None:
         """((function, parameter, position), index) when `v` is an element unpacked from an open

@@ -37,10 +37,11 @@ def _shape(v: V) -> str:
         # an element of a returned tuple (`recon, mu, logvar = model(x)`) as `out:Class@0`
         cls = next(iter(v.out))
         return "out:" + cls if v.out_elem is None else f"out:{cls}@{v.out_elem}"
-    if v.params and v.tensor and not (v.dense or v.clamped or v.const or v.numpy):
-        # a tensor that carries gradient and may be exactly zero (`relu(lin(x))`): for a site on
-        # the callee's parameter that needs one (`def unit(v): return v / v.norm()`)
-        return "grad"
+    if v.params and v.tensor and not (v.clamped or v.const or v.numpy):
+        # a tensor that carries gradient, for a site on the callee's parameter that needs one:
+        # 'grad' may be exactly zero (`relu(lin(x))`: `def unit(v): return v / v.norm()`),
+        # 'grad:dense' is a learned projection's output (never all zero; `acos` still may be 1)
+        return "grad:dense" if v.dense else "grad"
     return ""
 
 
@@ -80,7 +81,10 @@ class CallRecords:
                 return (("*", ""),)
             key = a.keyword.value if a.keyword is not None else str(position)
             position += a.keyword is None
-            shape = _shape(self.ev(a.value))
+            v = self.ev(a.value)
+            # (the output of a model that is an open parameter carries its gradient too)
+            shape = _shape(v) or ("grad:dense" if id(v) in self.param_outputs and self.param_outputs[id(v)][0] is v
+                                  else "")
             if shape:
                 out.append((key, shape))
             elif a.keyword is not None:

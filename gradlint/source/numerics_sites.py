@@ -165,7 +165,7 @@ class SiteChecks:
                      numerator: cst.BaseExpression | None = None) -> None:
         if self.hazard_quiet() or not den.norm or den.clamped or den.nograd or num.nograd:
             return
-        if not (den.params or num.params) and not den.dense and (ref := self.x.open_param(num)) is not None:
+        if not (den.params or num.params) and not den.dense and (ref := self.x.derived_param(num)) is not None:
             # `def unit(v): return v / v.norm()` with no caller here: a hazard when every caller
             # in the project passes a tensor that carries gradient (facts.numerics.bind_parameters)
             if not (self.cls is not None and self.cls.quiet):
@@ -179,9 +179,18 @@ class SiteChecks:
         self.x.add(Site("divide_by_norm", den.norm, self.x.span(node), detail=self.x.code(den_node)[:80]))
 
     def check_acos(self, node: cst.Call, arg_node: cst.BaseExpression, a: V, fn: str) -> None:
-        if self.hazard_quiet() or a.nograd or a.unit == "strict" or not a.params:
+        if self.hazard_quiet() or a.nograd or a.unit == "strict":
             return
         kind = "loose-clamp" if a.unit == "loose" else "unclamped"
+        if not a.params and (ref := self.x.derived_param(a)) is not None:
+            # `def f(inp): return torch.acos(inp[:, 0])` with no caller here: a hazard when every
+            # caller in the project passes a tensor that carries gradient (bind_parameters)
+            if not (self.cls is not None and self.cls.quiet):
+                self.x.add(Site("acos_near_one", "parameters", self.x.span(node), detail=fn.rstrip("_"),
+                                data=(("how", kind), *_param_data("tensor", ref))))
+            return
+        if not a.params:
+            return
         self.x.add(Site("acos_near_one", kind, self.x.span(node), detail=fn.rstrip("_")))
 
     def check_where(self, node: cst.Call, branches: list[cst.BaseExpression]) -> None:
