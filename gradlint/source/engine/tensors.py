@@ -305,9 +305,13 @@ def merge(a: V, b: V) -> V:
         max_shifted=a.max_shifted or b.max_shifted,
         nonpos=a.nonpos and b.nonpos,
         is_max=a.is_max and b.is_max,
-        const=a.const or b.const,
-        cut=a.cut if (a.cut and b.cut) else None,
-        cut_span=a.cut_span if (a.cut and b.cut) else None,
+        # (a term cut on one path and a plain number on the other is no deliberate constant)
+        const=a.const and not (b.cut and _plain_number(a)) or b.const and not (a.cut and _plain_number(b)),
+        # cut on one path and a plain number on the other (`adv = 0; if ...: adv = x.item()`):
+        # no gradient on either, and a cut where it was computed
+        cut=a.cut if (a.cut and (b.cut or _plain_number(b))) else b.cut if (b.cut and _plain_number(a)) else None,
+        cut_span=a.cut_span if (a.cut and (b.cut or _plain_number(b))) else b.cut_span if (b.cut and _plain_number(a))
+        else None,
         numpy=a.numpy or b.numpy,
         tensor=a.tensor and b.tensor,
         clamped=a.clamped or b.clamped,
@@ -322,6 +326,11 @@ def merge(a: V, b: V) -> V:
         cut_terms=a.cut_terms & b.cut_terms,
         value=join_value(a.value, b.value),
     )
+
+
+def _plain_number(v: V) -> bool:
+    """A Python number written as one (`adv = 0`): no tensor, no gradient, nothing cut."""
+    return v.const and not v.tensor and type(v.value) in (int, float) and v.cut is None and not v.params
 
 
 def _passed(v: V) -> V:
