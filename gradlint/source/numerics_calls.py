@@ -92,6 +92,16 @@ class TensorCalls(TorchOps):
         if key is not None and key in self.env and self.env[key].keyed is not None:
             self.env[key] = UNKNOWN
 
+    def _list_grown(self, name: str, node: cst.Call) -> None:
+        """`terms.append(v)` on a list display a name holds: what it holds is no longer only what
+        the display did (its length is unknown); it carries gradient when an item it gets does,
+        so that `torch.tensor(terms)` of losses is the cut it is."""
+        held = self.env[name]
+        if held.elems is None and not held.const:
+            return
+        added = [self.ev(a.value) for a in node.args[-1:]]
+        self.env[name] = replace(_combine([held, *added]), elems=None, keyed=None, value=UNKNOWN)
+
     # -- calls ---------------------------------------------------------------------------------
     def call(self, node: cst.Call) -> V:
         func = node.func
@@ -110,6 +120,8 @@ class TensorCalls(TorchOps):
             meth = func.attr.value
             if meth in _DICT_CHANGES:
                 self._dict_changed(recv)
+            if meth in ("append", "extend", "insert") and type(recv) is cst.Name and recv.value in self.env:
+                self._list_grown(recv.value, node)
             if meth in ("manual_backward", "backward") and type(recv) is cst.Name and recv.value == "self":
                 return self.method_call(node, recv, meth)
             if type(recv) is cst.Name and recv.value in ("self", "cls") or (

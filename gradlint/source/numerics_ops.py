@@ -210,7 +210,9 @@ class TorchOps:
         return V(leaf=True, tensor=True, params=True)
 
     def _q_from_data(self, c: _Call) -> V:
-        if all(v.const for v in c.vals):
+        # (a list that got a loss on some path, `terms = []` then `terms.append(loss)` in a loop,
+        # carries gradient though it was a constant display before)
+        if all(v.const and not v.params for v in c.vals):
             rg = c.kw.get("requires_grad")
             if self.is_true(rg):
                 return _TRAINABLE  # torch.tensor([1., 2.], requires_grad=True): a trainable leaf
