@@ -525,10 +525,12 @@ def class_risk(cls: str | None, text: str, index, facts: TrainingFacts | None = 
             blocks = max(blocks, _inlined_blocks(index, cls))
         if blocks >= TRANSFORMER_BLOCKS:
             return Risk(text, cls, f"{cls} is a transformer of {blocks} blocks", (("transformer_blocks", blocks),))
-    gain = _flagged_gain(index, cls)
-    if gain is not None:
+    flagged = _flagged_gain(index, cls)
+    if flagged is not None:
+        gain, bound = flagged
         code = "GL101" if gain < VANISHING else "GL102"
-        return Risk(text, cls, f"{cls} has a predicted gradient gain of {gain:.1e} ({code})", (("gain", gain),))
+        return Risk(text, cls, f"{cls} has a predicted gradient gain of {'at most ' if bound else ''}{gain:.1e} ({code})",
+                    (("gain", gain),))
     return None
 
 
@@ -544,7 +546,9 @@ def _inlined_blocks(index, cls: str) -> int:
     return min(counts, default=0)
 
 
-def _flagged_gain(index, cls: str) -> float | None:
+def _flagged_gain(index, cls: str) -> tuple[float, bool] | None:
+    """The gain of a chain of the class's network that GL101 or GL102 flags, and whether it is a
+    bound (an upper bound vanishes; it never explodes)."""
     networks = index.networks(cls)
     if not networks:
         return None
@@ -559,8 +563,9 @@ def _flagged_gain(index, cls: str) -> float | None:
             continue
         for chain in chains:
             gain = getattr(chain, "gain", None)
-            if isinstance(gain, (int, float)) and gain > 0 and (gain < VANISHING or gain > EXPLODING):
-                return float(gain)
+            bound = bool(getattr(chain, "bound", False))
+            if isinstance(gain, (int, float)) and gain > 0 and (gain < VANISHING or gain > EXPLODING and not bound):
+                return float(gain), bound
     return None
 
 
