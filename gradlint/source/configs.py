@@ -197,6 +197,7 @@ def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str], frozens
 
     from gradlint.source.index import module_symbols
     from gradlint.source.names import canonical
+    from gradlint.source.skeleton import nodes_under
 
     try:
         tree = ast.parse(data.decode("utf-8"))
@@ -217,7 +218,7 @@ def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str], frozens
                 canonical(b).endswith(("Module", "Sequential", "ModuleList", "ModuleDict")) or b in modules for b in bases):
             modules.add(node.name)
         elif may_set and any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "setattr"
-                 or isinstance(n, ast.Attribute) and n.attr == "__dict__" for n in ast.walk(node)):
+                 or isinstance(n, ast.Attribute) and n.attr == "__dict__" for n in nodes_under(node)):
             # its methods may set any name on self: as a base it gives nothing (class_layer), and
             # its file is not parsed for that (transformers' PreTrainedConfig and its mixins)
             modules.add("." + node.name)
