@@ -407,10 +407,11 @@ def _extract_python_text(text: str, display: str, models_only: bool, calls_only:
     return extract_facts(src, tree, models_only=models_only, calls_only=calls_only, origin=origin)
 
 
-def parsed(path: Path, display: str):
+def parsed(path: Path, display: str, known: tuple[str, ast.Module] | None = None):
     """The libcst SourceFile of a file, under the same budgets as its extraction; None when they
     (or Python) refuse it. For re-running one class of another file with a caller's arguments
-    (source.index.ProjectFiles.lower)."""
+    (source.index.ProjectFiles.lower). `known`: a text and CPython's tree of it, which a caller
+    made already (configs._summary): the file's own when its text is that text."""
     import libcst as cst
 
     from gradlint.inputs import Refused, read_bounded
@@ -422,7 +423,7 @@ def parsed(path: Path, display: str):
         return None
     if _over_size_budget(data, text):
         return None
-    tree = _cpython_parse(text, display)
+    tree = known[1] if known is not None and known[0] == text else _cpython_parse(text, display)
     if not isinstance(tree, ast.Module) or budget.nesting_cost(tree)[1] > budget.NESTING_BUDGET:
         return None
     try:

@@ -41,6 +41,10 @@ MAX_RESOLUTION_STEPS = 256
 _MEMO_SIZE = 512
 _EVALUATED: dict[tuple, tuple[dict | None, dict | None, tuple[tuple[str, str], ...]]] = {}
 _SYMBOLS: dict[tuple[str, str], tuple[FileFacts, frozenset[str], frozenset[str]] | None] = {}
+# The text and CPython's tree of the files _summary read last, by path: a config class found in
+# one is evaluated right after (_evaluate), and its parse for libcst starts from the same tree.
+_TREES: dict[str, tuple[str, Any]] = {}
+_TREES_KEPT = 8
 
 # Annotations that never name a config of the project: builtins, typing, torch.
 _NOT_CONFIGS = frozenset({"torch", "typing", "typing_extensions", "numpy", "np", "collections", "builtins"})
@@ -200,9 +204,14 @@ def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str], frozens
     from gradlint.source.skeleton import nodes_under
 
     try:
-        tree = ast.parse(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        tree = ast.parse(text)
     except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
         return None
+    _TREES.pop(path, None)
+    if len(_TREES) >= _TREES_KEPT:
+        del _TREES[next(iter(_TREES))]
+    _TREES[path] = (text, tree)
     symbols = module_symbols(tree)
     if symbols is None:
         return None
@@ -462,7 +471,7 @@ def _evaluate(path: str, cls: str, depth: int, args: tuple | None = None
     collecting = gc.isenabled()
     gc.disable()  # as extract_python_text: the tree is freed as a whole below
     try:
-        src = parsed(Path(path), path)
+        src = parsed(Path(path), path, _TREES.get(path))
         if src is None:
             return None, None, ()
         tree = getattr(src.positions, "tree", None)
