@@ -287,8 +287,11 @@ def _plain_inits() -> list[tuple[type, object, object]]:
         import libcst as cst
 
         seen: set[type] = set()
+        # (CSTNode is an ABC: issubclass of each of the ~500 other names of the namespace walked
+        # all its subclasses; libcst registers no virtual subclass, so its nodes are those whose
+        # MRO holds it)
         for name, cls in sorted(vars(cst).items()):
-            if (not isinstance(cls, type) or not issubclass(cls, cst.CSTNode) or "__init__" not in vars(cls)
+            if (not isinstance(cls, type) or cst.CSTNode not in cls.__mro__ or "__init__" not in vars(cls)
                     or cls in seen):
                 continue
             seen.add(cls)
