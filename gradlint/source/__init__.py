@@ -187,13 +187,16 @@ def _built(self: cst.CSTNode) -> None:
 
 
 # The classes of most nodes a parse builds (93% of the 100 000 of timm's vision_transformer.py;
-# whitespace alone is 45%). Their dataclass __init__ stores each field through
+# whitespace alone is 45%; the last eleven, blocks, `if`s, comparisons and subscripts, are most
+# of the others in transformers' modeling_utils.py, where they cost more than their compile). Their dataclass __init__ stores each field through
 # object.__setattr__ (they are frozen) and then calls __post_init__; while parse_trusted parses,
 # they get an __init__ that stores the same fields through their slots directly and skips the
 # no-op: 7% of the parse.
 _FREQUENT = ("SimpleWhitespace", "Name", "Newline", "Comma", "Arg", "TrailingWhitespace", "AssignEqual",
              "ParenthesizedWhitespace", "Integer", "SimpleString", "Call", "SimpleStatementLine", "Dot",
-             "Attribute", "Element", "AssignTarget", "Assign", "EmptyLine", "Param", "Annotation")
+             "Attribute", "Element", "AssignTarget", "Assign", "EmptyLine", "Param", "Annotation",
+             "IndentedBlock", "Comment", "If", "ComparisonTarget", "Comparison", "Expr", "LeftSquareBracket",
+             "RightSquareBracket", "SubscriptElement", "Index", "Subscript")
 _PLAIN_INITS: list[tuple[type, object, object]] = []  # (class, its __init__, the one while parsing)
 
 
