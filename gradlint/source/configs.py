@@ -42,9 +42,10 @@ _MEMO_SIZE = 512
 _EVALUATED: dict[tuple, tuple[dict | None, dict | None, tuple[tuple[str, str], ...]]] = {}
 _SYMBOLS: dict[tuple[str, str], tuple[FileFacts, frozenset[str], frozenset[str]] | None] = {}
 # The text and CPython's tree of the files _summary read last, by path: a config class found in
-# one is evaluated right after (_evaluate), and its parse for libcst starts from the same tree.
+# one is evaluated soon after (_evaluate), and its parse for libcst starts from the same tree,
+# which is then let go (a summary's other readers hold a few of its nodes at most).
 _TREES: dict[str, tuple[str, Any]] = {}
-_TREES_KEPT = 8
+_TREES_KEPT = 4
 
 # Annotations that never name a config of the project: builtins, typing, torch.
 _NOT_CONFIGS = frozenset({"torch", "typing", "typing_extensions", "numpy", "np", "collections", "builtins"})
@@ -471,7 +472,7 @@ def _evaluate(path: str, cls: str, depth: int, args: tuple | None = None
     collecting = gc.isenabled()
     gc.disable()  # as extract_python_text: the tree is freed as a whole below
     try:
-        src = parsed(Path(path), path, _TREES.get(path))
+        src = parsed(Path(path), path, _TREES.pop(path, None))
         if src is None:
             return None, None, ()
         tree = getattr(src.positions, "tree", None)
