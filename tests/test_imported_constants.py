@@ -62,6 +62,12 @@ def test_a_constant_of_another_file_is_what_the_walk_makes_of_it_there(tmp_path,
 
 @pytest.mark.parametrize("consts", [
     "X = 0.0\n\n\ndef set_x(v):\n    global X\n    X = v\n",  # rebound by a function
+    # ... from any block of any function, however nested (bindings walks the statements alone)
+    "X = 0.0\n\n\nclass C:\n    def f(self):\n        try:\n            pass\n        except OSError:\n"
+    "            while True:\n                pass\n            else:\n                global X\n",
+    "X = 0.0\n\n\ndef f(v):\n    match v:\n        case 1:\n            with v:\n                global X\n",
+    "X = 0.0\n\n\ndef f(v):\n    try:\n        pass\n    finally:\n        if v:\n            pass\n"
+    "        else:\n            global X\n",
     "X = 0.0\nX = 1e-8\n",  # two values
     "import os\nX = 0.0\nif os.environ.get('A'):\n    X = 1e-8\n",
     "X = 0.0\nX += 1.0\n",

@@ -175,3 +175,17 @@ def test_a_script_building_the_class_as_its_file_models_it_adds_no_second_findin
 
     shown = describe_paths([str(root / "defaults.py")], Config(root=str(root))).models
     assert any(m["name"] == "make" and sum(1 for n in m["nodes"] if n["kind"] == "param") == 96 for m in shown)
+
+
+def test_the_parse_of_a_config_file_starts_from_the_tree_of_its_summary_only_for_its_text(tmp_path):
+    import ast
+
+    from gradlint.source import parsed
+
+    path = tmp_path / "configuration.py"
+    path.write_text("X = 1\n")
+    same = ("X = 1\n", ast.parse("X = 1\n"))
+    assert parsed(path, str(path), same).positions.tree is same[1]
+    other = ("X = 2\n", ast.parse("X = 2\n"))  # the file changed since: its own tree
+    src = parsed(path, str(path), other)
+    assert src.positions.tree is not other[1] and src.positions.tree.body[0].value.value == 1

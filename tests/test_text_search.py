@@ -72,3 +72,20 @@ def test_skeleton_word_search_is_a_word_boundary_on_both_sides():
         end = rng.randint(pos, len(text))
         want, got = plain.search(text, pos, end), fast.search(text, pos, end)
         assert (want and want.span()) == (got and got.span()), (text, pos, end)
+
+
+def test_searches_led_by_their_literal_find_what_the_word_bounded_ones_find():
+    from gradlint.source.constants import _GLOBAL
+    from gradlint.source.models import _SET_ANY, _attribute_set
+
+    rng = random.Random(3)
+    alphabet = ["self", ".", " ", "\n", "\t", "x", "_", "depth", "setattr", "(", "__dict__", "vars", "=", "==", "+=",
+                "é", "a", "1", "s", "elf", "global", "-"]
+    for _ in range(20000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14)))
+        for attr in ("depth", "x"):
+            old = re.search(rf"(?<!self)\.\s*{attr}\s*(=(?!=)|[-+*/|&^@%]=)|\bsetattr\s*\(|\b__dict__\b|\bvars\s*\(", text)
+            assert bool(old) == (bool(_SET_ANY.search(text)) or bool(_attribute_set(attr).search(text))), (text, attr)
+        data = text.encode()
+        old = re.search(rb"\bglobal\s+[A-Za-z_]", data)
+        assert (old and old.span()) == ((found := _GLOBAL.search(data)) and found.span()), text

@@ -188,13 +188,16 @@ def _built(self: cst.CSTNode) -> None:
 
 
 # The classes of most nodes a parse builds (93% of the 100 000 of timm's vision_transformer.py;
-# whitespace alone is 45%). Their dataclass __init__ stores each field through
+# whitespace alone is 45%; the last eleven, blocks, `if`s, comparisons and subscripts, are most
+# of the others in transformers' modeling_utils.py, where they cost more than their compile). Their dataclass __init__ stores each field through
 # object.__setattr__ (they are frozen) and then calls __post_init__; while parse_trusted parses,
 # they get an __init__ that stores the same fields through their slots directly and skips the
 # no-op: 7% of the parse.
 _FREQUENT = ("SimpleWhitespace", "Name", "Newline", "Comma", "Arg", "TrailingWhitespace", "AssignEqual",
              "ParenthesizedWhitespace", "Integer", "SimpleString", "Call", "SimpleStatementLine", "Dot",
-             "Attribute", "Element", "AssignTarget", "Assign", "EmptyLine", "Param", "Annotation")
+             "Attribute", "Element", "AssignTarget", "Assign", "EmptyLine", "Param", "Annotation",
+             "IndentedBlock", "Comment", "If", "ComparisonTarget", "Comparison", "Expr", "LeftSquareBracket",
+             "RightSquareBracket", "SubscriptElement", "Index", "Subscript")
 _PLAIN_INITS: list[tuple[type, object, object]] = []  # (class, its __init__, the one while parsing)
 
 
@@ -288,8 +291,11 @@ def _plain_inits() -> list[tuple[type, object, object]]:
         import libcst as cst
 
         seen: set[type] = set()
+        # (CSTNode is an ABC: issubclass of each of the ~500 other names of the namespace walked
+        # all its subclasses; libcst registers no virtual subclass, so its nodes are those whose
+        # MRO holds it)
         for name, cls in sorted(vars(cst).items()):
-            if (not isinstance(cls, type) or not issubclass(cls, cst.CSTNode) or "__init__" not in vars(cls)
+            if (not isinstance(cls, type) or cst.CSTNode not in cls.__mro__ or "__init__" not in vars(cls)
                     or cls in seen):
                 continue
             seen.add(cls)
@@ -408,10 +414,11 @@ def _extract_python_text(text: str, display: str, models_only: bool, calls_only:
     return extract_facts(src, tree, models_only=models_only, calls_only=calls_only, origin=origin)
 
 
-def parsed(path: Path, display: str):
+def parsed(path: Path, display: str, known: tuple[str, ast.Module] | None = None):
     """The libcst SourceFile of a file, under the same budgets as its extraction; None when they
     (or Python) refuse it. For re-running one class of another file with a caller's arguments
-    (source.index.ProjectFiles.lower)."""
+    (source.index.ProjectFiles.lower). `known`: a text and CPython's tree of it, which a caller
+    made already (configs._summary): the file's own when its text is that text."""
     import libcst as cst
 
     from gradlint.inputs import Refused, read_bounded
@@ -423,7 +430,7 @@ def parsed(path: Path, display: str):
         return None
     if _over_size_budget(data, text):
         return None
-    tree = _cpython_parse(text, display)
+    tree = known[1] if known is not None and known[0] == text else _cpython_parse(text, display)
     if not isinstance(tree, ast.Module) or budget.nesting_cost(tree)[1] > budget.NESTING_BUDGET:
         return None
     try:

@@ -41,6 +41,11 @@ MAX_RESOLUTION_STEPS = 256
 _MEMO_SIZE = 512
 _EVALUATED: dict[tuple, tuple[dict | None, dict | None, tuple[tuple[str, str], ...]]] = {}
 _SYMBOLS: dict[tuple[str, str], tuple[FileFacts, frozenset[str], frozenset[str]] | None] = {}
+# The text and CPython's tree of the files _summary read last, by path: a config class found in
+# one is evaluated soon after (_evaluate), and its parse for libcst starts from the same tree,
+# which is then let go (a summary's other readers hold a few of its nodes at most).
+_TREES: dict[str, tuple[str, Any]] = {}
+_TREES_KEPT = 4
 
 # Annotations that never name a config of the project: builtins, typing, torch.
 _NOT_CONFIGS = frozenset({"torch", "typing", "typing_extensions", "numpy", "np", "collections", "builtins"})
@@ -197,11 +202,17 @@ def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str], frozens
 
     from gradlint.source.index import module_symbols
     from gradlint.source.names import canonical
+    from gradlint.source.skeleton import nodes_under
 
     try:
-        tree = ast.parse(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        tree = ast.parse(text)
     except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
         return None
+    _TREES.pop(path, None)
+    if len(_TREES) >= _TREES_KEPT:
+        del _TREES[next(iter(_TREES))]
+    _TREES[path] = (text, tree)
     symbols = module_symbols(tree)
     if symbols is None:
         return None
@@ -217,7 +228,7 @@ def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str], frozens
                 canonical(b).endswith(("Module", "Sequential", "ModuleList", "ModuleDict")) or b in modules for b in bases):
             modules.add(node.name)
         elif may_set and any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "setattr"
-                 or isinstance(n, ast.Attribute) and n.attr == "__dict__" for n in ast.walk(node)):
+                 or isinstance(n, ast.Attribute) and n.attr == "__dict__" for n in nodes_under(node)):
             # its methods may set any name on self: as a base it gives nothing (class_layer), and
             # its file is not parsed for that (transformers' PreTrainedConfig and its mixins)
             modules.add("." + node.name)
@@ -461,7 +472,7 @@ def _evaluate(path: str, cls: str, depth: int, args: tuple | None = None
     collecting = gc.isenabled()
     gc.disable()  # as extract_python_text: the tree is freed as a whole below
     try:
-        src = parsed(Path(path), path)
+        src = parsed(Path(path), path, _TREES.pop(path, None))
         if src is None:
             return None, None, ()
         tree = getattr(src.positions, "tree", None)

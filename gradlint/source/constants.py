@@ -40,7 +40,9 @@ _MAX_NODES = 64
 MAX_STEPS = 256
 MAX_DEPTH = 16
 
-_GLOBAL = re.compile(rb"\bglobal\s+[A-Za-z_]")  # a `global` statement may be in the file
+# A `global` statement may be in the file: `\bglobal\s+[A-Za-z_]`, led by its literal (the `\b` a
+# lookbehind after it, the same matches) so that CPython's re skips to each `global`.
+_GLOBAL = re.compile(rb"global(?<!\wglobal)\s+[A-Za-z_]")
 _OPERATORS = {ast.Add: cst.Add, ast.Sub: cst.Subtract, ast.Mult: cst.Multiply, ast.Div: cst.Divide,
               ast.FloorDiv: cst.FloorDivide, ast.Pow: cst.Power, ast.Mod: cst.Modulo}
 _PLAIN_NODES = (ast.Constant, ast.UnaryOp, ast.BinOp, ast.Name, ast.Attribute, ast.Tuple, ast.Call,
@@ -140,8 +142,23 @@ def bindings(tree: ast.Module, data: bytes) -> dict[str, tuple]:
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 other(n.target.id for n in ast.walk(node) if isinstance(n, ast.NamedExpr))
     if _GLOBAL.search(data):
-        other(name for n in ast.walk(tree) if isinstance(n, ast.Global) for name in n.names)
+        other(name for n in _statements(tree.body) if type(n) is ast.Global for name in n.names)
     return {k: tuple(v) for k, v in out.items()}
+
+
+def _statements(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Every statement in `body` and in the blocks of its statements, in no particular order: a
+    `global` is a statement, and walking the statements alone instead of every node
+    (`ast.walk(tree)`) leaves out the expressions, most of a module's nodes."""
+    found = list(body)
+    for node in found:  # the list grows while it is read
+        for name in ("body", "orelse", "finalbody"):
+            block = getattr(node, name, None)
+            if type(block) is list:
+                found.extend(block)
+        for part in getattr(node, "handlers", ()) or getattr(node, "cases", ()):  # except / case
+            found.extend(part.body)
+    return found
 
 
 def _returned_plain(fn: ast.FunctionDef) -> ast.expr | None:

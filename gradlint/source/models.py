@@ -20,6 +20,7 @@ are `engine/values.py`.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -250,9 +251,17 @@ class FileModel(ConstructCalls):
         patched = self._class_consts.get(("", attr))
         if patched is None:
             # `Net.depth = 2`, `setattr(...)`: the class may be changed from outside its body
-            patched = self._class_consts[("", attr)] = bool(re.search(
-                rf"(?<!self)\.\s*{attr}\s*(=(?!=)|[-+*/|&^@%]=)|\bsetattr\s*\(|\b__dict__\b|\bvars\s*\(", self.src.text))
+            patched = self._class_consts[("", attr)] = self._may_set_any() or bool(
+                _attribute_set(attr).search(self.src.text))
         return _NO_ATTR if patched else found
+
+    def _may_set_any(self) -> bool:
+        """Whether the text may set any attribute of a class by code: `setattr(`, `__dict__`,
+        `vars(` (once per file)."""
+        found = self._class_consts.get(("", ""))
+        if found is None:
+            found = self._class_consts[("", "")] = bool(_SET_ANY.search(self.src.text))
+        return found
 
     def _class_constant(self, info: ClassInfo, attr: str, depth: int) -> Any:
         key = (info.name, attr)
@@ -724,6 +733,19 @@ def _rows_only_passed(name: str, text: str) -> bool:
             passed += 1
             after = row.end()
     return uses - 1 == passed
+
+
+# What may set a class's attributes from outside its body (_class_attribute): any of them by
+# code, or `X.attr = ` / `X.attr += `, not `self.attr`. Each alternative and the attribute's
+# pattern start with a literal, their `\b` and `(?<!self)` written as lookbehinds after it
+# (`(?<!\wsetattr)`, `(?<!self\.)`), the same matches: CPython's re then skips to the literal's
+# occurrences instead of trying every position of the file's text.
+_SET_ANY = re.compile(r"setattr(?<!\wsetattr)\s*\(|__dict__(?<!\w__dict__)\b|vars(?<!\wvars)\s*\(")
+
+
+@functools.lru_cache(maxsize=256)
+def _attribute_set(attr: str) -> re.Pattern:
+    return re.compile(rf"\.(?<!self\.)\s*{attr}\s*(=(?!=)|[-+*/|&^@%]=)")
 
 
 _IDENT_OR_DOT = re.compile(r"[\w.]")

@@ -42,10 +42,10 @@ _BREAK = re.compile(r"\r\n|\r|\n")
 _DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
-def _nodes(root: ast.AST) -> list[ast.AST]:
+def nodes_under(root: ast.AST) -> list[ast.AST]:
     """`root` and every node under it, in no particular order: what `ast.walk` visits, at about
-    half its cost (no generator, no `iter_child_nodes` per node), for the checks below, which
-    only collect or test every node."""
+    half its cost (no generator, no `iter_child_nodes` per node), for checks that only collect or
+    test every node (those below, configs._summary's)."""
     found = [root]
     append = found.append
     node_type = ast.AST
@@ -62,7 +62,7 @@ def _nodes(root: ast.AST) -> list[ast.AST]:
 
 
 def _is_data(value: ast.expr) -> bool:
-    for node in _nodes(value):
+    for node in nodes_under(value):
         kind = type(node)
         if kind not in _DATA:
             return False
@@ -144,7 +144,7 @@ def _free_reads(unit: ast.AST) -> set[str]:
     definitions); `global` names are read."""
     loads: set[str] = set()
     bound: set[str] = set()
-    for n in _nodes(unit):
+    for n in nodes_under(unit):
         kind = type(n)
         if kind is ast.Name:
             (loads if type(n.ctx) is ast.Load else bound).add(n.id)
