@@ -736,6 +736,8 @@ def _project_numbers(src, configs):
     return number
 
 
+# Objects whose attributes are the keywords they are built with.
+_NAMESPACES = frozenset({"types.SimpleNamespace", "argparse.Namespace"})
 # Calls that only read an object passed to them: a config handed to one of them is not changed.
 _READERS = frozenset({"print", "len", "str", "repr", "format", "isinstance", "getattr", "hasattr", "asdict",
                       "astuple", "type", "id", "info", "debug", "warning", "dumps", "pprint"})
@@ -792,7 +794,10 @@ def _config_fields(ex: "_Extractor", configs, own) -> Any:
                 args = (tuple(plain(a.value) for a in call.args if a.keyword is None),
                         tuple((a.keyword.value, plain(a.value)) for a in call.args if a.keyword is not None))
                 values = None
-                if own is not None and "." not in ctor.cls:
+                if ex.src.imports.qualify_dotted(ctor.cls) & _NAMESPACES and not args[0]:
+                    # `SimpleNamespace(lr=1e-3, max_grad_norm=0.0)`: its fields are its keywords
+                    values = {k: v for k, v in args[1] if v is not UNKNOWN_ARG}
+                if values is None and own is not None and "." not in ctor.cls:
                     values = own.values(ctor.cls, args)
                 if values is None and configs is not None and ex.pre.classes.get(ctor.cls) is None:
                     values = configs.values(ctor.cls, ex.src.imports.qualify_dotted(ctor.cls), args=args)
