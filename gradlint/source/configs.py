@@ -524,7 +524,7 @@ class FileConfigs:
 
         fm = self._fm
         info = fm.classes.get(cls) if fm is not None else None
-        if info is None or info.is_module or _sets_self_later(info.node):
+        if info is None or info.is_module or _sets_self_later(info.node) or not _plain_config(info.node, fm.classes):
             return None
         fm.meter.allow()
         pos, kw = args
@@ -540,6 +540,25 @@ class FileConfigs:
         if self._fm is not None:
             self._release(self._fm)
             self._fm = None
+
+
+def _plain_config(node: cst.ClassDef, classes: dict, depth: int = 0) -> bool:
+    """A class whose instance is what its body and constructor make of it: a dataclass, or one
+    whose bases are all such classes of the file, `object`, or none (as `_config_shaped` reads
+    another file's). A base of a library (pydantic's `BaseSettings` reads the environment, a
+    `Namespace` subclass the command line) may set anything."""
+    for deco in node.decorators:
+        target = deco.decorator.func if isinstance(deco.decorator, cst.Call) else deco.decorator
+        if (dotted(target) or "").rsplit(".", 1)[-1] == "dataclass":
+            return True
+    for base in node.bases:
+        name = dotted(base.value) if base.keyword is None else None
+        if name in ("object", "ABC", "abc.ABC"):
+            continue
+        info = classes.get(name) if name else None
+        if info is None or depth > 8 or not _plain_config(info.node, classes, depth + 1):
+            return False
+    return True
 
 
 def _sets_self_later(node: cst.ClassDef) -> bool:

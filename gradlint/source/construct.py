@@ -269,7 +269,10 @@ class ConstructCalls:
             if frozen is not None and self.eval(frozen, env) is not True:
                 return TENSOR  # a buffer in all but name: no layer of the network
             inner = self.eval(args[0].value, env)
-            return inner if type(inner) is HeldTensor else TENSOR
+            if type(inner) is not HeldTensor:
+                return TENSOR
+            inner.param = True  # (the factory's tensor, made for this call alone)
+            return inner
         fill = next((_FILLS[q] for q in sorted(quals) if q in _FILLS), None)
         if fill is None or any(a.star for a in args):
             return TENSOR

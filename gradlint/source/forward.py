@@ -360,7 +360,7 @@ class ForwardInterpreter(_Walker):
         init, origin = InitSpec("unknown"), None
         # (the attribute itself, or a name bound to one: `for W in self.weights: x = x @ W`)
         held = self.attr(attr) if attr and node is w_expr else self.ev(w_expr) if type(w_expr) is cst.Name else None
-        if type(held) is HeldTensor:
+        if type(held) is HeldTensor and held.param:
             shape = held.shape
             kernel = 1
             for d in shape[2:]:
@@ -521,8 +521,11 @@ class ForwardInterpreter(_Walker):
             if isinstance(op, cst.MatrixMultiply) and held_tensor(other):
                 # `h @ self.W` with W an nn.Parameter (a GCN's layer): a layer, not a passthrough
                 return self.weight_layer(p, e.right if p is a else e.left, "linear", right=p is a)
-            if isinstance(op, (cst.Multiply, cst.Divide)) and (_num(other) or isinstance(other, Sym)):
-                # Recorded so that a scaled skip path (DeepNorm's x * alpha + f(x)) is visible.
+            if isinstance(op, (cst.Multiply, cst.Divide)) and (_num(other) or isinstance(other, Sym)
+                                                              or other is UNKNOWN):
+                # Recorded so that a scaled skip path (DeepNorm's x * alpha + f(x)) is visible; a
+                # factor we cannot read (`F.linear(x, W) / math.sqrt(self.d_in)`: NTK, muP) leaves
+                # the scale unknown rather than dropped
                 factor = (other if isinstance(op, cst.Multiply) else 1 / other) if _num(other) and other else None
                 return PathVal(p.root, p.nodes + (Passthrough("", f"scale:{factor}" if factor is not None else "scale:?"),))
             return p  # adding a bias or a positional table leaves the gradient's scale alone

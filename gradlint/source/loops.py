@@ -755,6 +755,7 @@ def _config_fields(ex: "_Extractor", configs, own) -> Any:
     from gradlint.source.configs import UNKNOWN_ARG
 
     changed: dict[str, set] | None = None
+    rebound: dict[str, list] = {}
     memo: dict[tuple[int, str], Any] = {}
     env = ex.env
 
@@ -776,10 +777,16 @@ def _config_fields(ex: "_Extractor", configs, own) -> Any:
         if type(ctor) is not Ctor or not isinstance(ctor.node, cst.Call):
             return None
         if changed is None:
-            changed = _changed_objects(ex.src.module)
+            changed, bound = _changed_objects(ex.src.module)
+            rebound.update(bound)
         where = changed.get(text, ())
         # an attribute (`self.cfg`) is one object file-wide; a name, the one its scope binds
         if where and ("." in text or binder(scope, text) in {binder(s, text) for s in where}):
+            return None
+        # bound twice (`cfg = TrainConfig(); cfg = TrainConfig(max_grad_norm=1.0)`, on a branch,
+        # rebuilt from itself): the environment's join keeps one constructor call of the class
+        binds = rebound.get(text, [])
+        if len(binds) > 1 if "." in text else len([s for s in binds if binder(s, text) == binder(scope, text)]) > 1:
             return None
         key = (id(ctor.node), ctor.cls)
         if key not in memo:
@@ -811,12 +818,19 @@ def _config_fields(ex: "_Extractor", configs, own) -> Any:
     return field
 
 
-def _changed_objects(module: cst.Module) -> dict[str, set]:
+def _changed_objects(module: cst.Module) -> tuple[dict[str, set], dict[str, list]]:
     """The objects (as written: `cfg`, `self.cfg`) the file may change after building them, with
     the scopes (FunctionDefs; None: the module) that may: an attribute of theirs assigned,
-    augmented or deleted, a method of theirs called (but for `_READ_METHODS`), or passed to a
-    call of a lower-case name (a function, not a constructor) that is not one of `_READERS`."""
+    augmented or deleted, a method of theirs or of an attribute of theirs called (but for
+    `_READ_METHODS`: `cfg.__dict__.update(...)` changes `cfg`), or passed to a call of a lower-case
+    name (a function, not a constructor) that is not one of `_READERS`; and the scope of every
+    assignment of each name or attribute (one bound twice is not one object)."""
     out: dict[str, set] = {}
+    binds: dict[str, list] = {}
+
+    def owners(text: str):
+        parts = text.split(".")
+        return (".".join(parts[:i]) for i in range(1, len(parts) + 1))
     stack: list[tuple[cst.CSTNode, cst.FunctionDef | None]] = [(module, None)]
     while stack:
         n, scope = stack.pop()
@@ -830,16 +844,19 @@ def _changed_objects(module: cst.Module) -> dict[str, set]:
             for t in targets:
                 for el in (t.elements if isinstance(t, (cst.Tuple, cst.List)) else [t]):
                     el = el.value if isinstance(el, (cst.Element, cst.StarredElement)) else el
+                    whole = dotted(el) if isinstance(el, (cst.Name, cst.Attribute)) else None
+                    if whole and not isinstance(n, cst.Del):
+                        binds.setdefault(whole, []).append(scope)
                     if isinstance(el, (cst.Attribute, cst.Subscript)):
                         owner = dotted(el.value) if isinstance(el.value, (cst.Name, cst.Attribute)) else None
-                        if owner:
-                            out.setdefault(owner, set()).add(scope)
+                        for o in owners(owner) if owner else ():
+                            out.setdefault(o, set()).add(scope)
         elif isinstance(n, cst.Call):
             func = n.func
             if isinstance(func, cst.Attribute) and func.attr.value not in _READ_METHODS:
                 owner = dotted(func.value) if isinstance(func.value, (cst.Name, cst.Attribute)) else None
-                if owner:
-                    out.setdefault(owner, set()).add(scope)
+                for o in owners(owner) if owner else ():
+                    out.setdefault(o, set()).add(scope)
             last = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
             if not last[:1].isupper() and last not in _READERS:
                 for a in n.args:
@@ -847,7 +864,7 @@ def _changed_objects(module: cst.Module) -> dict[str, set]:
                     if passed:
                         out.setdefault(passed, set()).add(scope)
         stack.extend((c, scope) for c in n.children)
-    return out
+    return out, binds
 
 
 def _resolve_calls(facts: TrainingFacts) -> TrainingFacts:

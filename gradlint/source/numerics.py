@@ -263,7 +263,7 @@ class Extractor(ModuleValues, Backwards):
         """A loss made by a function of this file and backpropagated by its caller (`loss, log =
         criterion(model, batch); loss.backward()`): a term the function cut, or a cut of the whole
         loss, is reported as if the caller had written it (GL407 at the cut, GL402 at the
-        backward). Every `return` must agree that the value is cut; terms add up."""
+        backward). Every `return` must agree that the value is cut, or has a cut term."""
         from gradlint.source.numerics_sites import graph_break
 
         for (name, element), span, text in self.backpropagated:
@@ -276,7 +276,10 @@ class Extractor(ModuleValues, Backwards):
                     values.append(whole if parts is None else UNKNOWN)
                 else:
                     values.append(parts[element] if parts is not None and element < len(parts) else UNKNOWN)
-            terms = {t for v in values for t in v.cut_terms if not v.nograd}
+            # (a term cut on one path only, `return main + reg.detach()` while warming up, is
+            # what the join of branches makes of it inline: no finding)
+            cut = [set(v.cut_terms) if not v.nograd else set() for v in values]
+            terms = set().union(*cut) if cut and all(cut) else set()
             for where, how in sorted(terms, key=lambda e: (e[0].line, e[0].column)):
                 self.add(Site("loss_term_cut", how, where.span, detail=text, function=name,
                               data=(("backward_line", span.line),)))

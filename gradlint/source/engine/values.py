@@ -116,6 +116,9 @@ class HeldTensor:
     order: int = 0  # when it was made (FileModel.order), as Ctor.order
     inits: list = field(default_factory=list)
     path: str | None = None  # its module path, once lowering assigns one (`weights.3`)
+    # wrapped in nn.Parameter (trained): a plain tensor attribute (`self.mix = torch.zeros(T, T)`,
+    # a buffer filled later) is no layer whose init we claim
+    param: bool = False
 
     def init(self) -> Any:
         """The InitSpec the tensor holds after __init__: the last init call's, else its factory's."""
@@ -145,7 +148,7 @@ class HeldTensor:
             elif made.scheme == "ones":
                 spec = InitSpec("zeros", (), made.origin) if factor == 0 else \
                     InitSpec("constant", (("val", factor),), made.origin)
-        return TENSOR_MARK if spec is None else HeldTensor(self.shape, spec, self.order)
+        return TENSOR_MARK if spec is None else HeldTensor(self.shape, spec, self.order, param=self.param)
 
 
 def held_tensor(v: Any) -> bool:
