@@ -75,3 +75,58 @@ def test_a_modules_own_method_in_an_apply_function_may_initialise_it():
                           "        module.requires_grad_(True)\n")
     networks, _ = models.extract(parse("m.py", source + "        self.apply(_init)\n" + FORWARD))
     assert {n.init.scheme for n in walk(networks[0].nodes) if isinstance(n, Param)} == {"normal"}
+
+
+def test_hugging_face_post_init_applies_init_weights():
+    source = '''
+import torch
+import torch.nn as nn
+from transformers import PreTrainedModel
+
+
+class Experts(nn.Module):
+    def __init__(self, d=16):
+        super().__init__()
+        self.up = nn.Parameter(torch.zeros(d, 4 * d))
+        self.down = nn.Parameter(torch.zeros(4 * d, d))
+
+    def forward(self, x):
+        return torch.relu(x @ self.up) @ self.down
+
+
+class Base(PreTrainedModel):
+    def _init_weights(self, module):
+        if isinstance(module, Experts):
+            module.up.data.normal_(mean=0.0, std=0.02)
+            module.down.data.normal_(mean=0.0, std=0.02)
+
+
+class Model(Base):
+    def __init__(self, config):
+        super().__init__(config)
+        self.experts = Experts()
+        self.post_init()
+
+    def forward(self, x):
+        return self.experts(x)
+
+
+class Unread(PreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.experts = Experts()
+        self.post_init()
+
+    def forward(self, x):
+        return self.experts(x)
+'''
+    networks, _ = models.extract(parse("m.py", source))
+    by_name = {n.name: n for n in networks}
+    # post_init() is apply(self._init_weights): the placeholders are drawn N(0, 0.02) after all
+    def raw(name):
+        return [n.init.scheme for n in by_name[name].nodes if type(n).__name__ == "Param"]
+
+    assert raw("Model") == ["normal", "normal"]
+    # with no _init_weights in the file, what post_init does is not known
+    assert raw("Unread") == ["unknown", "unknown"]
+    assert raw("Experts") == ["zeros", "zeros"]

@@ -382,11 +382,16 @@ class ForwardInterpreter(_Walker):
         instance: Lowerer._assign's `reaching`, the instance's own for the model itself)."""
         inst = self.inst
         reaching = inst.__dict__.get("reaching", inst.type_inits)
-        for order, types, name, _spec in reaching:
-            if order > held.order and (not types or "Module" in types or inst.cls.name in types) \
-                    and (type(name) is not str or name in ("*", attr)):
-                return InitSpec("unknown")
-        return held.init()
+        spec, last = held.init(), max((o for o, _n, _s in held.inits), default=held.order)
+        for order, types, name, found in sorted(reaching, key=lambda t: t[0] if type(t[0]) is int else 0):
+            if order <= held.order or not (not types or "Module" in types or inst.cls.name in types) \
+                    or type(name) is str and name not in ("*", attr):
+                continue
+            if type(name) is str and name == attr and inst.cls.name in types and order > last:
+                spec, last = found, order  # `if isinstance(m, Experts): m.up.data.normal_(...)`
+            else:
+                return InitSpec("unknown")  # a loop over parameters, an init of every tensor
+        return spec
 
     def _held_weight(self, call: cst.Call) -> cst.BaseExpression | None:
         """The argument of a matrix product that is a tensor the module made in `__init__`

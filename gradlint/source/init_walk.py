@@ -321,6 +321,12 @@ class _InitInterpreter(_Walker):
                 return
             if isinstance(owner_expr, cst.Name) and owner_expr.value == "self":
                 method_def = self.env.get("__methods__", {}).get(method)
+                if method_def is None and method in _LIBRARY_INITS and not call.args:
+                    # Hugging Face's `self.post_init()` (and `init_weights()`) of a base outside the
+                    # file: `self.apply(self._init_weights)`; without `_init_weights` here, the
+                    # initialisation of every layer is unknown
+                    self.apply_fn(cst.parse_expression("self._init_weights"))
+                    return
                 if method_def is not None and method not in ("forward", "__init__"):
                     env = self.env
                     if self.inst is not None and env.get("__instance__") is not self.inst:
@@ -812,6 +818,8 @@ def _owner_of(fm: FileModel, info: Any, init: cst.FunctionDef) -> Any:
 
 
 # In-place methods that change a tensor's values from what its init made them.
+# Methods a library base defines that initialise the model's layers with `_init_weights`.
+_LIBRARY_INITS = frozenset({"post_init", "init_weights"})
 _REWRITES = frozenset({"copy_", "mul_", "div_", "add_", "sub_", "clamp_", "clamp_min_", "clamp_max_", "pow_", "abs_",
                        "neg_", "sign_", "masked_fill_", "index_fill_", "scatter_", "bernoulli_", "exponential_",
                        "geometric_", "log_normal_", "cauchy_", "random_"})

@@ -37,7 +37,7 @@ def _shape(v: V) -> str:
         # an element of a returned tuple (`recon, mu, logvar = model(x)`) as `out:Class@0`
         cls = next(iter(v.out))
         return "out:" + cls if v.out_elem is None else f"out:{cls}@{v.out_elem}"
-    if v.params and v.tensor and not (v.clamped or v.const or v.numpy):
+    if v.params and v.tensor and not (v.clamped or v.const or v.numpy or v.unit == "strict"):
         # a tensor that carries gradient, for a site on the callee's parameter that needs one:
         # 'grad' may be exactly zero (`relu(lin(x))`: `def unit(v): return v / v.norm()`),
         # 'grad:dense' is a learned projection's output (never all zero; `acos` still may be 1)

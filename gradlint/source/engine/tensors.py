@@ -353,7 +353,9 @@ def passed_tensor(v: V) -> V:
     if kept is not UNKNOWN or not (v.params and v.tensor) or v.nograd or v.prob or v.elems is not None \
             or v.keyed is not None:
         return kept
-    return V(params=True, tensor=True, computed=v.computed, dense=v.dense, out=v.out, out_elem=v.out_elem)
+    # (and how it is bounded: a caller's `cos.clamp(-1 + eps, 1 - eps)` keeps acos safe inside)
+    return V(params=True, tensor=True, computed=v.computed, dense=v.dense, out=v.out, out_elem=v.out_elem,
+             unit=v.unit, clamped=v.clamped)
 
 
 def merge_env(a: dict[str, V], b: dict[str, V]) -> dict[str, V]:
