@@ -221,13 +221,28 @@ class Tok(nn.Module):
             if f:
                 yield f
         done = {id(n) for found in zeroed.values() for n, _h in found}
+        # A block class of the file lowered alone keeps its own inits; a model of the file that
+        # holds it may draw them again (Hugging Face's `_init_weights` through `post_init()` over
+        # zero placeholders): a layer built at one place that some network initialises otherwise
+        # is no dead layer of the class as it is used.
+        drawn: dict = {}  # origin -> (network, layer name) of the layers built there, not dead
+        for network in networks(ctx):
+            for p in _flatten(network.nodes):
+                if isinstance(p, Param) and p.origin is not None and not is_dead(p.init):
+                    drawn.setdefault(p.origin, []).append((id(network), p.name))
+
+        def redrawn(n: Param, network) -> bool:
+            # the same layer (`up` of the block alone, `experts.up` in the model) in another network
+            return any(net != id(network) and (name == n.name or name.endswith("." + n.name))
+                       for net, name in drawn.get(n.origin, ()))
+
         for network in networks(ctx):
             if id(network) in done:
                 continue
             nodes = list(_flatten(network.nodes))
             in_run: set[int] = set()
             for i, n in enumerate(nodes):
-                if not isinstance(n, Param) or n.op not in _HIDDEN_OPS:
+                if not isinstance(n, Param) or n.op not in _HIDDEN_OPS or redrawn(n, network):
                     continue
                 # (b) zero weight, no or zero bias, into a ReLU-family activation (whatever the
                 # layer's name: a zero output into a ReLU is dead; at the end of a residual branch
@@ -247,7 +262,8 @@ class Tok(nn.Module):
                     run = [n]
                     while True:
                         nxt_param = _next_param(nodes, nodes.index(run[-1], i))
-                        if nxt_param is None or not is_dead(nxt_param.init) or _guarded(nxt_param) or nxt_param in run:
+                        if nxt_param is None or not is_dead(nxt_param.init) or _guarded(nxt_param) or nxt_param in run \
+                                or redrawn(nxt_param, network):
                             break
                         run.append(nxt_param)
                     if len(run) < 2:
