@@ -318,6 +318,16 @@ class TorchOps:
             return None  # `torch.max()` with no argument: not a reduction we can read
         return replace(_combine(c.vals), tensor=True, is_max=True)
 
+    def _q_zero_kept(self, c: _Call) -> V | None:
+        """`torch.tanh(x)`, `F.leaky_relu(x)`...: zero only where x is, so the output of a learned
+        projection stays one whose all-zero vector has probability zero (`dense`)."""
+        if c.first_node is None:
+            return None
+        return replace(_combine([c.first]), tensor=True, dense=c.first.dense)
+
+    def _m_zero_kept(self, c: _Call) -> V:
+        return replace(_combine([c.r]), tensor=True, dense=c.r.dense)
+
     def _q_autograd_grad(self, c: _Call) -> V | None:
         """`torch.autograd.grad(out, x, create_graph=True)`: the gradients are differentiable
         (a gradient penalty trains through them) whatever `out` is known to be, since autograd
@@ -562,6 +572,12 @@ def _table(groups: list[tuple[frozenset[str] | dict, object]], ordered: bool) ->
     return {name: tuple(handlers) for name, handlers in out.items()}
 
 
+# Functions that are zero only where their input is (odd or sign-keeping activations).
+_ZERO_KEPT = frozenset({"torch.tanh", "torch.nn.functional.tanh", "torch.atan", "torch.sinh", "torch.asinh",
+                        "torch.nn.functional.hardtanh", "torch.nn.functional.softsign",
+                        "torch.nn.functional.leaky_relu", "torch.nn.functional.elu", "torch.nn.functional.selu",
+                        "torch.nn.functional.celu"})
+
 T = TorchOps
 _QUALIFIED_GROUPS: list = [
     (SOFTMAX, T._q_softmax), (SIGMOID, T._q_sigmoid), (LOG_SOFTMAX, T._q_log_softmax),
@@ -584,6 +600,7 @@ _QUALIFIED_GROUPS += [
     ({"torch.div", "torch.true_divide", "torch.divide"}, T._q_divide), ({"torch.reciprocal"}, T._q_reciprocal),
     ({"torch.where"}, T._q_where), (_MAX_REDUCTIONS | {"torch.max"}, T._q_max), (KEEP_FUNCTIONS, T._q_keep),
     ({"torch.autograd.backward"}, T._q_backward), ({"torch.autograd.grad"}, T._q_autograd_grad),
+    (_ZERO_KEPT, T._q_zero_kept),
 ]
 _QUALIFIED = _table(_QUALIFIED_GROUPS, ordered=True)
 _METHODS = _table([
@@ -598,5 +615,6 @@ _METHODS = _table([
     ({"where"}, T._m_where), ({"requires_grad_"}, T._m_requires_grad),
     ({"backward", "manual_backward"}, T._m_backward), (CUTTING_METHODS, T._m_cutting),
     (_MOVE, T._m_move), (KEEP, T._m_keep), ({"apply"}, T._m_apply),
+    ({"tanh", "tanh_", "atan", "sinh", "asinh"}, T._m_zero_kept),
 ], ordered=False)
 del T
