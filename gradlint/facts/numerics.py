@@ -289,10 +289,11 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     if model is not None and not model.startswith("inst:"):
         return None
     tensor = joined.get("tensor")
-    if site.kind in ("divide_by_norm", "acos_near_one"):
-        # `v / v.norm()`, `acos(v)` on the parameter: every caller passes a tensor that carries
-        # gradient (for a division, one that may be all zero: not a learned projection's output)
-        ok = tensor == "grad" if site.kind == "divide_by_norm" else tensor is not None and tensor.startswith(
+    if site.kind in ("divide_by_norm", "acos_near_one", "sqrt_near_zero"):
+        # `v / v.norm()`, `sqrt(sum(v ** 2))`, `acos(v)` on the parameter: every caller passes a
+        # tensor that carries gradient (for a division or a root, one that may be all zero: not a
+        # learned projection's output)
+        ok = tensor == "grad" if site.kind != "acos_near_one" else tensor is not None and tensor.startswith(
             ("grad", "out:"))
         if not ok:
             return None

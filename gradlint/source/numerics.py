@@ -383,6 +383,25 @@ class Extractor(ModuleValues, Backwards):
         got = self.open_params.get(id(v)) or self.open_derived.get(id(v))
         return got[1:] if got is not None and got[0] is v else None
 
+    def derive_from(self, operands: list, result: V) -> V:
+        """`result`, computed from `operands`: of the open parameter every operand that is not a
+        constant is of (`(a11 - q) * a22 / p` with each a column of one parameter); none else."""
+        if not self.open_params or result is UNKNOWN:
+            return result
+        refs = set()
+        for v in operands:
+            if v is UNKNOWN or v.const or v.cut is not None:
+                if v is UNKNOWN:
+                    return result  # (something nothing is known of takes part)
+                continue
+            ref = self.derived_param(v)
+            if ref is None:
+                return result
+            refs.add(ref)
+        if len(refs) == 1 and result is not operands[0]:
+            self.open_derived[id(result)] = (result, *refs.pop())
+        return result
+
     def derive(self, base: V, result: V) -> V:
         """`result`, a selection or reshape of `base`: of the open parameter `base` is (derived_param)."""
         ref = self.derived_param(base) if result is not base else None

@@ -379,7 +379,7 @@ class TensorCalls(TorchOps):
                 break
             res = handler(self, c)
             if res is not None:
-                return res
+                return self.x.derive_from(c.vals, res)
         if module_class or any(_library_model(n) for n in names):
             return V(module=True, leaf=True)  # another torch.nn class, or a model of a library: a module
         if any(n.startswith(("numpy.", "np.")) or n == "numpy" for n in names):
@@ -387,7 +387,7 @@ class TensorCalls(TorchOps):
         if any(n.startswith("math.") for n in names):
             return V(const=True)
         if any(n.startswith("torch.") for n in names):
-            return replace(_combine(c.vals), tensor=True, rg=frozenset())
+            return self.x.derive_from(c.vals, replace(_combine(c.vals), tensor=True, rg=frozenset()))
         # an imported function of another library (or of the project): no facts
         res = _combine(c.vals)
         shorts = {n.rsplit(".", 1)[-1] for n in names}
@@ -418,12 +418,12 @@ class TensorCalls(TorchOps):
         for handler in _METHODS.get(meth, ()):
             res = handler(self, c)
             if res is not None:
-                return res
+                return self.x.derive_from([r, *c.vals], res)
         # unknown arguments (sizes, dims) leave the receiver's cut; one that carries gradient
         # (`x.matmul(W)` with W trainable) does not
         vals = c.vals
         carried = any(v.params and not v.nograd for v in vals)
-        return replace(_combine([r] + vals), rg=r.rg if meth in _ARITH else frozenset(),
-                       cut=r.cut if r.nograd and not carried else None,
-                       cut_span=r.cut_span if r.nograd and not carried else None,
-                       const=r.const and not carried, tensor=r.tensor)
+        return self.x.derive_from([r, *vals], replace(
+            _combine([r] + vals), rg=r.rg if meth in _ARITH else frozenset(),
+            cut=r.cut if r.nograd and not carried else None, cut_span=r.cut_span if r.nograd and not carried else None,
+            const=r.const and not carried, tensor=r.tensor))

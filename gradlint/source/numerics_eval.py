@@ -190,7 +190,7 @@ class TensorEval:
                           prob=None, nonpos=negated_square, value=UNKNOWN if signed is None else signed)
             if inner.cut_terms and not res.nograd:
                 res = replace(res, cut_terms=inner.cut_terms)  # `-(a + b.detach())` keeps its terms
-            return res
+            return self.x.derive_from([inner], res)
         if kind is cst.Subscript:
             base = self.ev(node.value)
             for el in node.slice:
@@ -368,6 +368,9 @@ class TensorEval:
         return self.binop_value(op, left, right, node.left, node.right, node)
 
     def binop_value(self, op, left: V, right: V, lnode, rnode, node) -> V:
+        return self.x.derive_from([left, right], self._binop_value_of(op, left, right, lnode, rnode, node))
+
+    def _binop_value_of(self, op, left: V, right: V, lnode, rnode, node) -> V:
         res = self._binop_value(op, left, right, lnode, rnode, node)
         folded = binary(op, left.value, right.value)
         if folded is not None:

@@ -152,6 +152,17 @@ class SiteChecks:
         self.x.add(Site("hand_written_unstable", instead, self.x.span(node), detail=pattern))
 
     def check_sqrt(self, node: cst.CSTNode, arg_node: cst.BaseExpression, a: V, how: str, need_tensor: bool) -> None:
+        if not a.params and (a.sq or a.sumsq) and not (a.nograd or a.numpy or a.clamped or a.dense) \
+                and not self.hazard_quiet() and (ref := self.x.derived_param(a)) is not None:
+            # `def slope(g): return torch.sqrt(torch.sum(g ** 2, dim=1))` with no caller here: a
+            # hazard when every caller in the project passes a tensor that carries gradient and may
+            # be all zero (facts.numerics.bind_parameters)
+            if not (self.cls is not None and self.cls.quiet):
+                what = "sum of squares" if a.sumsq else "square"
+                self.x.add(Site("sqrt_near_zero", "parameters", self.x.span(node), detail=what,
+                                pieces=Pieces(operand=self.x.expr(arg_node)),
+                                data=(("how", how), *_param_data("tensor", ref))))
+            return
         if self.hazard_quiet() or a.nograd or a.numpy or a.clamped or not a.params or a.dense:
             return  # no gradient carried (RULES.md: "carries gradient"), or never exactly zero
         if not (a.sq or a.sumsq):
