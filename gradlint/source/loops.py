@@ -822,7 +822,8 @@ def _changed_objects(module: cst.Module) -> tuple[dict[str, set], dict[str, list
     """The objects (as written: `cfg`, `self.cfg`) the file may change after building them, with
     the scopes (FunctionDefs; None: the module) that may: an attribute of theirs assigned,
     augmented or deleted, a method of theirs or of an attribute of theirs called (but for
-    `_READ_METHODS`: `cfg.__dict__.update(...)` changes `cfg`), or passed to a call of a lower-case
+    `_READ_METHODS`: `cfg.__dict__.update(...)` changes `cfg`), bound to another name (an alias),
+    or passed to a call of a lower-case
     name (a function, not a constructor) that is not one of `_READERS`; and the scope of every
     assignment of each name or attribute (one bound twice is not one object)."""
     out: dict[str, set] = {}
@@ -841,6 +842,10 @@ def _changed_objects(module: cst.Module) -> tuple[dict[str, set], dict[str, list
         if isinstance(n, (cst.Assign, cst.AugAssign, cst.AnnAssign, cst.Del)):
             targets = ([t.target for t in n.targets] if isinstance(n, cst.Assign)
                        else [n.target])
+            value = getattr(n, "value", None)
+            aliased = dotted(value) if isinstance(value, (cst.Name, cst.Attribute)) else None
+            if aliased and isinstance(n, (cst.Assign, cst.AnnAssign)):
+                out.setdefault(aliased, set()).add(scope)  # `c = cfg`: changed through `c`, maybe
             for t in targets:
                 for el in (t.elements if isinstance(t, (cst.Tuple, cst.List)) else [t]):
                     el = el.value if isinstance(el, (cst.Element, cst.StarredElement)) else el
