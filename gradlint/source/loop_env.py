@@ -18,7 +18,7 @@ import libcst as cst
 
 from gradlint.facts.training import Value, in_bases
 from gradlint.source.engine.calls import arg as _arg
-from gradlint.source.engine.env import LITERAL, Env, Expr, Known, Ref, Returns, same
+from gradlint.source.engine.env import CONFIG, LITERAL, Env, Expr, Known, Ref, Returns, same
 from gradlint.source.engine.fold import constant as _constant
 from gradlint.source.engine.values import UNKNOWN, Ctor, DictVal, ListVal, Sym, is_number, str_literal
 from gradlint.source.catalog import MODULE_MOVES
@@ -457,8 +457,13 @@ def _fact(node: cst.BaseExpression, known: Known, tests: tuple[str, ...]) -> Val
         return Value(text=text, number=known.number, source=LITERAL)
     # the names a number was folded from guard it too; a value with no number is read by its text
     parts = _parts(node) if known.number is not None else (node,)
-    return Value(text=text, number=known.number, source=known.source, origin=known.origin,
-                 guarded=any(_mentions(part, t) for part in parts for t in tests))
+    guarded = any(_mentions(part, t) for part in parts for t in tests)
+    if known.source == CONFIG and not guarded:
+        # a field of a config under a test of another field of it (`if cfg.use_clip:`): the
+        # config decides whether the clip runs at all
+        owners = {_text(p.value) for p in parts if isinstance(p, cst.Attribute)}
+        guarded = any(re.search(r"(?<![\w.])" + re.escape(o) + r"\.", t) for o in owners for t in tests)
+    return Value(text=text, number=known.number, source=known.source, origin=known.origin, guarded=guarded)
 
 
 def _parts(node: cst.BaseExpression) -> list[cst.BaseExpression]:
