@@ -25,6 +25,7 @@ from gradlint.facts.project import ProjectIndex
 import libcst as cst
 
 from gradlint.source.engine.values import ListVal, UNKNOWN
+from gradlint.source.engine.walk import children
 from gradlint.source.names import dotted
 
 # A config whose base is a config of another file, whose base is... at most this deep.
@@ -577,5 +578,5 @@ def _sets_self_later(node: cst.ClassDef) -> bool:
             if any(isinstance(t, cst.Attribute) and isinstance(t.value, cst.Name) and t.value.value == "self"
                    for t in targets):
                 return True
-        stack.extend(n.children)
+        stack.extend(children(n))
     return False

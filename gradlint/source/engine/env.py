@@ -163,9 +163,14 @@ class Env:
             scope = self._parent.get(scope)
             seen += 1
 
-    def parent(self, scope: Hashable) -> Hashable:
-        """The scope `scope` sits in (None: the module's, or a scope never opened)."""
-        return self._parent.get(scope)
+    def binder(self, scope: Hashable, name: str) -> Hashable:
+        """The scope whose binding of `name` a read in `scope` sees: the nearest scope from
+        `scope` out that binds it (a parameter or an assignment), else the module's (None)."""
+        seen = 0
+        while scope is not None and seen <= 64 and not self.binds(scope, name):
+            scope = self._parent.get(scope)
+            seen += 1
+        return scope if seen <= 64 else None
 
     def binds(self, scope: Hashable, name: str) -> bool:
         """Whether `scope` itself binds `name` (a parameter or an assignment of it)."""
@@ -239,14 +244,7 @@ class Env:
 
     def _free(self, scope: Hashable, name: str) -> bool:
         """No scope from `scope` out to the module's binds `name` or has it as a parameter."""
-        seen = 0
-        while True:
-            if self.binds(scope, name):
-                return False
-            if scope is None or seen > 64:
-                return True
-            scope = self._parent.get(scope)
-            seen += 1
+        return not self.binds(self.binder(scope, name), name)
 
     def _imported(self, node: cst.BaseExpression, sources: set) -> Any:
         value = self.imported(node)  # type: ignore[misc]
