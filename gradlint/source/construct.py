@@ -23,7 +23,7 @@ from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_SAME_CLASS, Exhausted, bounded
 from gradlint.source.configs import UNKNOWN_ARG, annotated_class, engine_value
 from gradlint.source.engine.values import (
-    Alt, _alt, ClassInfo, ClassRef, Ctor, DictVal, HeldTensor, Instance, ListVal, spliced, Sym, _Tensor, UNKNOWN,
+    Alt, _alt, ClassInfo, ClassRef, Ctor, DictVal, HeldTensor, Instance, ListVal, spliced, Sym, TENSOR, UNKNOWN,
 )
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.engine.walk import children
@@ -33,9 +33,6 @@ from gradlint.source.names import dotted
 
 if TYPE_CHECKING:
     from gradlint.source.models import FileModel
-
-
-TENSOR: Any = _Tensor()  # (the one instance: engine.values.TENSOR_MARK)
 
 
 # The longest list or tuple an ir.Extern carries to the file that re-runs the block (a list of

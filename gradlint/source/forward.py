@@ -383,7 +383,7 @@ class ForwardInterpreter(_Walker):
         inst = self.inst
         reaching = inst.__dict__.get("reaching", inst.type_inits)
         spec, last = held.init(), max((o for o, _n, _s in held.inits), default=held.order)
-        for order, types, name, found in sorted(reaching, key=lambda t: t[0] if type(t[0]) is int else 0):
+        for order, types, name, found in sorted(reaching, key=lambda t: t[0]):
             if order <= held.order or not (not types or "Module" in types or inst.cls.name in types) \
                     or type(name) is str and name not in ("*", attr):
                 continue

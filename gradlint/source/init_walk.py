@@ -817,9 +817,9 @@ def _owner_of(fm: FileModel, info: Any, init: cst.FunctionDef) -> Any:
     return info
 
 
-# In-place methods that change a tensor's values from what its init made them.
 # Methods a library base defines that initialise the model's layers with `_init_weights`.
 _LIBRARY_INITS = frozenset({"post_init", "init_weights"})
+# In-place methods that change a tensor's values from what its init made them.
 _REWRITES = frozenset({"copy_", "mul_", "div_", "add_", "sub_", "clamp_", "clamp_min_", "clamp_max_", "pow_", "abs_",
                        "neg_", "sign_", "masked_fill_", "index_fill_", "scatter_", "bernoulli_", "exponential_",
                        "geometric_", "log_normal_", "cauchy_", "random_"})

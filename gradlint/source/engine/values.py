@@ -101,7 +101,7 @@ class _Tensor:
         return "TENSOR"
 
 
-TENSOR_MARK: Any = _Tensor()
+TENSOR: Any = _Tensor()  # the mark of a tensor made in __init__ whose making is not read
 
 
 @dataclass(eq=False)
@@ -127,7 +127,7 @@ class HeldTensor:
     def times(self, other: Any, op: str, left: bool = True) -> Any:
         """The tensor scaled by a number (`torch.randn(n, d) * 0.02`, `W / 10`; op: 'Multiply' or
         'Divide', `left`: the tensor is the left operand): the same dims, its fill scaled;
-        TENSOR_MARK for anything else (`torch.rand(d) * 2 - 1`, a fill changed by an init call)."""
+        TENSOR for anything else (`torch.rand(d) * 2 - 1`, a fill changed by an init call)."""
         from gradlint.model.ir import InitSpec
 
         factor = None
@@ -148,12 +148,12 @@ class HeldTensor:
             elif made.scheme == "ones":
                 spec = InitSpec("zeros", (), made.origin) if factor == 0 else \
                     InitSpec("constant", (("val", factor),), made.origin)
-        return TENSOR_MARK if spec is None else HeldTensor(self.shape, spec, self.order, param=self.param)
+        return TENSOR if spec is None else HeldTensor(self.shape, spec, self.order, param=self.param)
 
 
 def held_tensor(v: Any) -> bool:
     """A tensor built in __init__, shape read or not."""
-    return v is TENSOR_MARK or type(v) is HeldTensor
+    return v is TENSOR or type(v) is HeldTensor
 
 
 @dataclass(frozen=True)
