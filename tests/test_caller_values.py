@@ -537,3 +537,16 @@ def test_tensor_helpers_are_judged_with_what_callers_in_another_file_pass():
     assert {code for _, _, code in expected} == {"GL306", "GL307", "GL308"}
     assert found([folder]) == expected
     assert found([helpers]) == expected  # alone: train.py is found by scanning for the name
+
+
+def test_a_selection_of_a_parameter_marks_no_other_unknown_value(tmp_path):
+    # `inp[:, 0]` of an open parameter knows nothing but where it comes from; an unknown value
+    # elsewhere in the file (`other.foo()`) is no part of that parameter
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "uk.py").write_text(
+        "import torch\n\n\ndef f(inp, other):\n    a = inp[:, 0]\n    return torch.acos(other.foo()) + a\n")
+    (tmp_path / "main.py").write_text(
+        "import torch\nimport torch.nn as nn\nfrom uk import f\n\nlin = nn.Linear(3, 3)\n"
+        "h = torch.relu(lin(torch.randn(2, 3)))\nf(h, h).sum().backward()\n")
+    result = check_paths([tmp_path], Config(select=("GL3",), root=str(tmp_path)), use_cache=False, jobs=1)
+    assert not result.internal_errors and result.findings == []

@@ -27,7 +27,7 @@ from gradlint.facts.numerics import CallText, Expr, Function, NumClass, Numerics
 from gradlint.findings import SourceSpan
 from gradlint.source.backwards import Backwards, not_a_derivative
 from gradlint.source.engine.calls import split as _args
-from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, passed_tensor
+from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, passed_tensor, open_value
 from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import dotted
 from gradlint.text import search_word_start
@@ -379,14 +379,15 @@ class Extractor(ModuleValues, Backwards):
         return got[1:] if got is not None and got[0] is v else None
 
     def derived_param(self, v: V) -> tuple[str, str, int] | None:
-        """`open_param`, or the open parameter `v` selects or reshapes (`inp[:, 0].double()`)."""
+        """`open_param`, or the open parameter `v` is computed from (derive_from)."""
         got = self.open_params.get(id(v)) or self.open_derived.get(id(v))
         return got[1:] if got is not None and got[0] is v else None
 
     def derive_from(self, operands: list, result: V) -> V:
         """`result`, computed from `operands`: of the open parameter every operand that is not a
-        constant is of (`(a11 - q) * a22 / p` with each a column of one parameter); none else."""
-        if not self.open_params or result is UNKNOWN:
+        constant is of (a selection or reshape of it, `inp[:, 0].double()`; arithmetic on such
+        values, `(a11 - q) * a22 / p` with each a column of one parameter); none else."""
+        if not self.open_params:
             return result
         refs = set()
         for v in operands:
@@ -399,14 +400,11 @@ class Extractor(ModuleValues, Backwards):
                 return result
             refs.add(ref)
         if len(refs) == 1 and result is not operands[0]:
+            if result is UNKNOWN:
+                # nothing known of it but where it comes from: a value of its own (the one bottom,
+                # so marked, would make every unknown value of the file this parameter's)
+                result = open_value()
             self.open_derived[id(result)] = (result, *refs.pop())
-        return result
-
-    def derive(self, base: V, result: V) -> V:
-        """`result`, a selection or reshape of `base`: of the open parameter `base` is (derived_param)."""
-        ref = self.derived_param(base) if result is not base else None
-        if ref is not None:
-            self.open_derived[id(result)] = (result, *ref)
         return result
 
     def open_elem(self, v: V) -> tuple[tuple[str, str, int], int] | None:

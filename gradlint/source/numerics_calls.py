@@ -423,7 +423,8 @@ class TensorCalls(TorchOps):
         # (`x.matmul(W)` with W trainable) does not
         vals = c.vals
         carried = any(v.params and not v.nograd for v in vals)
-        return self.x.derive_from([r, *vals], replace(
-            _combine([r] + vals), rg=r.rg if meth in _ARITH else frozenset(),
-            cut=r.cut if r.nograd and not carried else None, cut_span=r.cut_span if r.nograd and not carried else None,
-            const=r.const and not carried, tensor=r.tensor))
+        # (a method none of them knows is of its receiver's parameter for no site: it may be anything)
+        return replace(_combine([r] + vals), rg=r.rg if meth in _ARITH else frozenset(),
+                       cut=r.cut if r.nograd and not carried else None,
+                       cut_span=r.cut_span if r.nograd and not carried else None,
+                       const=r.const and not carried, tensor=r.tensor)

@@ -211,7 +211,7 @@ class TensorEval:
                 i = self._int_index(node)
                 if i is not None and -len(base.value) <= i < len(base.value):
                     value = base.value[i]  # `dims = (1, 2); dims[0]`
-            return self.x.derive(base, replace(base, sq=False, sumsq=False, crit=None, callret=None, module=False,
+            return self.x.derive_from([base], replace(base, sq=False, sumsq=False, crit=None, callret=None, module=False,
                                                inst=frozenset(), norm=base.norm, exp=base.exp, elems=None,
                                                value=value))
         if kind is cst.Comparison:
