@@ -83,8 +83,7 @@ class CallRecords:
             position += a.keyword is None
             v = self.ev(a.value)
             # (the output of a model that is an open parameter carries its gradient too)
-            shape = _shape(v) or ("grad:dense" if id(v) in self.param_outputs and self.param_outputs[id(v)][0] is v
-                                  else "")
+            shape = _shape(v) or ("grad:dense" if self.param_output(v) is not None else "")
             if shape:
                 out.append((key, shape))
             elif a.keyword is not None:

@@ -162,9 +162,7 @@ class TensorCalls(TorchOps):
                     return UNKNOWN
                 return V(inst=frozenset({fname}), leaf=True)
             res = self.builtin_call(node, fname)
-            if self.x.def_counts.get(fname) == 1 and fname not in self.enclosing and (
-                    fname in self.x.module_functions or self.name == "<module>" and self.cls is None and any(
-                        type(d) is cst.FunctionDef and d.name.value == fname for d in self.module_defs)):
+            if self.x.def_counts.get(fname) == 1 and fname not in self.enclosing and self._top_function(fname):
                 res = replace(res, returned=(fname, -1))  # a top-level function of this file
             return res
         callee = self.ev(func)
@@ -275,6 +273,14 @@ class TensorCalls(TorchOps):
         cls.returned[meth] = made
         return made
 
+    def _top_function(self, fname: str) -> cst.FunctionDef | None:
+        """The top-level function of this file named `fname`, as far as it is known here."""
+        fn = self.x.module_functions.get(fname)
+        if fn is None and self.name == "<module>" and self.cls is None:
+            # the module body runs before its functions are collected: the defs above this call
+            fn = next((d for d in self.module_defs if type(d) is cst.FunctionDef and d.name.value == fname), None)
+        return fn
+
     def function_returns(self, fname: str) -> V | None:
         """What a short top-level function of this file returns when it is a probability
         (`def occupancy(sdf): return torch.sigmoid(-sdf / beta)`): its returned calls evaluated
@@ -283,10 +289,7 @@ class TensorCalls(TorchOps):
         x = self.x
         if fname in x.function_probs:
             return x.function_probs[fname]
-        fn = x.module_functions.get(fname)
-        if fn is None and self.name == "<module>" and self.cls is None:
-            # the module body runs before its functions are collected: the defs above this call
-            fn = next((d for d in self.module_defs if type(d) is cst.FunctionDef and d.name.value == fname), None)
+        fn = self._top_function(fname)
         if fn is None or fn.decorators or fname in self.enclosing or x.def_counts.get(fname) != 1 \
                 or fname in x.local_classes or fname in x.imports.names or fname in x.global_names:
             return None

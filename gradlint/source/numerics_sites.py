@@ -151,17 +151,22 @@ class SiteChecks:
             return
         self.x.add(Site("hand_written_unstable", instead, self.x.span(node), detail=pattern))
 
+    def _on_parameter(self, kind: str, how: str, ref: tuple, node: cst.CSTNode, detail: str,
+                      pieces: Pieces | None = None) -> None:
+        """A hazard on an open parameter (or a value computed from it alone): a site the callers
+        in the project decide (facts.numerics.bind_parameters: variant `how` once bound)."""
+        if not (self.cls is not None and self.cls.quiet):
+            self.x.add(Site(kind, "parameters", self.x.span(node), detail=detail, pieces=pieces,
+                            data=(("how", how), *_param_data("tensor", ref))))
+
     def check_sqrt(self, node: cst.CSTNode, arg_node: cst.BaseExpression, a: V, how: str, need_tensor: bool) -> None:
         if not a.params and (a.sq or a.sumsq) and not (a.nograd or a.numpy or a.clamped or a.dense) \
                 and not self.hazard_quiet() and (ref := self.x.derived_param(a)) is not None:
             # `def slope(g): return torch.sqrt(torch.sum(g ** 2, dim=1))` with no caller here: a
             # hazard when every caller in the project passes a tensor that carries gradient and may
             # be all zero (facts.numerics.bind_parameters)
-            if not (self.cls is not None and self.cls.quiet):
-                what = "sum of squares" if a.sumsq else "square"
-                self.x.add(Site("sqrt_near_zero", "parameters", self.x.span(node), detail=what,
-                                pieces=Pieces(operand=self.x.expr(arg_node)),
-                                data=(("how", how), *_param_data("tensor", ref))))
+            self._on_parameter("sqrt_near_zero", how, ref, node, "sum of squares" if a.sumsq else "square",
+                               pieces=Pieces(operand=self.x.expr(arg_node)))
             return
         if self.hazard_quiet() or a.nograd or a.numpy or a.clamped or not a.params or a.dense:
             return  # no gradient carried (RULES.md: "carries gradient"), or never exactly zero
@@ -179,9 +184,7 @@ class SiteChecks:
         if not (den.params or num.params) and not den.dense and (ref := self.x.derived_param(num)) is not None:
             # `def unit(v): return v / v.norm()` with no caller here: a hazard when every caller
             # in the project passes a tensor that carries gradient (facts.numerics.bind_parameters)
-            if not (self.cls is not None and self.cls.quiet):
-                self.x.add(Site("divide_by_norm", "parameters", self.x.span(node), detail=self.x.code(den_node)[:80],
-                                data=(("how", den.norm), *_param_data("tensor", ref))))
+            self._on_parameter("divide_by_norm", den.norm, ref, node, self.x.code(den_node)[:80])
             return
         if not (den.params or num.params) or den.dense:
             return  # nothing trainable upstream, or the norm of a learned projection (never 0)
@@ -196,9 +199,7 @@ class SiteChecks:
         if not a.params and (ref := self.x.derived_param(a)) is not None:
             # `def f(inp): return torch.acos(inp[:, 0])` with no caller here: a hazard when every
             # caller in the project passes a tensor that carries gradient (bind_parameters)
-            if not (self.cls is not None and self.cls.quiet):
-                self.x.add(Site("acos_near_one", "parameters", self.x.span(node), detail=fn.rstrip("_"),
-                                data=(("how", kind), *_param_data("tensor", ref))))
+            self._on_parameter("acos_near_one", kind, ref, node, fn.rstrip("_"))
             return
         if not a.params:
             return

@@ -279,6 +279,9 @@ def merge(a: V, b: V) -> V:
     if a is b or (a == b and same_value(a.value, b.value)) or (a is UNKNOWN and _is_open(b)) or (
             b is UNKNOWN and _is_open(a)):
         return a  # an open parameter is unknown elsewhere: the first one's identity is kept
+    # cut on both paths, or on one and a plain number on the other (`adv = 0; if ...: adv =
+    # x.item()`): no gradient on either, and a cut where it was computed
+    cut = a if a.cut and (b.cut or _plain_number(b)) else b if b.cut and _plain_number(a) else None
     return V(
         prob=a.prob if a.prob == b.prob else None,
         prob_node=a.prob_node if a.prob_node is b.prob_node else None,
@@ -307,11 +310,8 @@ def merge(a: V, b: V) -> V:
         is_max=a.is_max and b.is_max,
         # (a term cut on one path and a plain number on the other is no deliberate constant)
         const=a.const and not (b.cut and _plain_number(a)) or b.const and not (a.cut and _plain_number(b)),
-        # cut on one path and a plain number on the other (`adv = 0; if ...: adv = x.item()`):
-        # no gradient on either, and a cut where it was computed
-        cut=a.cut if (a.cut and (b.cut or _plain_number(b))) else b.cut if (b.cut and _plain_number(a)) else None,
-        cut_span=a.cut_span if (a.cut and (b.cut or _plain_number(b))) else b.cut_span if (b.cut and _plain_number(a))
-        else None,
+        cut=cut.cut if cut is not None else None,
+        cut_span=cut.cut_span if cut is not None else None,
         numpy=a.numpy or b.numpy,
         tensor=a.tensor and b.tensor,
         clamped=a.clamped or b.clamped,
