@@ -22,6 +22,7 @@ from gradlint.facts.project import ProjectIndex
 from gradlint.files import text_digest
 from gradlint.findings import FileResult, Finding, InputError, RunResult, Severity, SourceSpan
 from gradlint.registry import Rule, RuleContext, load_rules
+from gradlint.stack import roomy
 
 
 def _kind(path: Path, display: str) -> str:
@@ -52,7 +53,8 @@ def _facts_job(args: tuple) -> tuple[FileFacts, cache.Pending | None, str | None
     path_s, display, store, max_size, look_up, keep = args
     batch = cache.Batch()
     seen: dict[str, str] = {}
-    facts = cached_facts(Path(path_s), display, store, max_size, batch, look_up=look_up, seen=seen, keep=keep)
+    # a worker's extraction recurses deeply: its frames in one chunk of CPython's stack (stack.py)
+    facts = roomy(cached_facts, Path(path_s), display, store, max_size, batch, look_up=look_up, seen=seen, keep=keep)
     return facts, (batch.entries[0] if batch.entries else None), seen.get(path_s)
 
 
@@ -493,6 +495,13 @@ def _job_failed(args: tuple, reason: str) -> tuple[FileFacts, None, None]:
 def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool = True,
                 jobs: int | None = None) -> RunResult:
     """Check files and folders; the result holds every file's findings, sorted."""
+    # the rules, the re-run classes of other files and a one-process extraction recurse deeply:
+    # their frames in one chunk of CPython's frame stack (stack.py)
+    return roomy(_check_paths, paths, config, use_cache=use_cache, jobs=jobs)
+
+
+def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool,
+                 jobs: int | None) -> RunResult:
     given = [Path(p) for p in paths]
     found = discover(given, config)
     result = RunResult(warnings=list(found.warnings))
