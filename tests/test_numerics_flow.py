@@ -444,3 +444,18 @@ def test_an_absolute_value_clamped_below_one_is_strictly_inside_acos_domain():
                         ("(q1 * q2).sum(-1).abs().clamp(max=1.0)", ["GL308"])]:
         src = _SQUARE_MODEL.format(helper=helper.format(d=d), loss="quat_angle(net(a), net(b)).mean()")
         assert [f.code for f in findings(src, "GL308")] == expected, d
+
+
+def test_a_cosine_similarity_times_a_margin_is_strictly_inside_acos_domain():
+    # F.cosine_similarity lies in [-1, 1] (1.0000002 for equal vectors in float32); a margin
+    # written as a product or a division keeps acos's gradient finite (test_numerics_measured)
+    helper = "import torch.nn.functional as F\n\n\ndef angle(a, b):\n    cos = F.cosine_similarity(a, b, dim=-1)\n    return torch.acos({d})"
+    for d, expected in [("cos * (1 - 1e-6)", []), ("(1 - 1e-6) * cos", []), ("cos / (1 + 1e-6)", []),
+                        ("0.999999 * torch.cosine_similarity(a, b)", []),
+                        ("cos", ["GL308"]), ("cos * 1.0", ["GL308"]), ("cos / 1", ["GL308"]),
+                        # a number above 1 can push it out of the domain: still a hazard
+                        ("cos * 1.5", ["GL308"]), ("cos / 0.5", ["GL308"]),
+                        # a value not known to lie in [-1, 1]: a product is no margin
+                        ("(a * b).sum(-1) * (1 - 1e-6)", ["GL308"])]:
+        src = _SQUARE_MODEL.format(helper=helper.format(d=d), loss="angle(net(a), net(b)).mean()")
+        assert [f.code for f in findings(src, "GL308")] == expected, d

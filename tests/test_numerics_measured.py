@@ -59,6 +59,13 @@ def test_nan_gradients_of_the_flagged_forms():
     assert torch.isnan(grad(lambda x: x / x.norm(), [0.0, 0.0])).all()  # GL307
     assert torch.isinf(grad(lambda x: torch.acos(x.clamp(-1, 1)), [1.0])).all()  # GL308
     assert torch.isfinite(grad(lambda x: torch.acos(x.clamp(-1 + 1e-7, 1 - 1e-7)), [1.0])).all()
+    # a cosine similarity of equal vectors is 1 or just above: acos of it is NaN; a margin written
+    # as a product or a division keeps it inside (GL308 must not flag these)
+    same = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    cos = lambda x: torch.nn.functional.cosine_similarity(x, same, dim=-1)  # noqa: E731
+    assert not torch.isfinite(grad(lambda x: torch.acos(cos(x)), same.tolist())).all()
+    assert torch.isfinite(grad(lambda x: torch.acos(cos(x) * (1 - 1e-6)), same.tolist())).all()
+    assert torch.isfinite(grad(lambda x: torch.acos(cos(x) / (1 + 1e-6)), same.tolist())).all()
     assert torch.isnan(grad(lambda x: torch.where(x > 0, torch.log(x), 0.0), [0.0])).all()  # GL309
     assert torch.isnan(grad(lambda g: torch.where(g > 20, g, torch.log(1.0 + torch.exp(g))), [100.0])).all()
     assert torch.isnan(grad(lambda z: torch.log(torch.softmax(z, -1))[1], [0.0, -200.0])).all()  # GL302

@@ -406,9 +406,15 @@ class TensorEval:
                     return replace(base, nonpos=True)
                 if lit is not None and lit > 0 and other.sq:
                     return replace(base, sq=True, dense=other.dense)  # 2 * s**2 is a square too
-            if rn is not None and 0 < rn < 1 and left.unit in (None, "loose"):
-                return replace(base, unit="strict" if left.unit else None)
-            return replace(base, unit=left.unit if rn is not None and abs(rn) <= 1 else None)
+            # a value in [-1, 1] times a number of size below 1 (`cos * (1 - 1e-6)`, either side)
+            # keeps a margin from ±1; times ±1 it stays what it was
+            lit, other = (rn, left) if rn is not None else (ln, right)
+            if lit is None or other.unit is None or abs(lit) > 1:
+                return replace(base, unit=None)
+            return replace(base, unit="strict" if abs(lit) < 1 else other.unit)
+        if op is cst.Divide and left.unit is not None and rn is not None and abs(rn) >= 1:
+            # `cos / (1 + 1e-6)`: a margin, as a product is
+            return replace(base, unit="strict" if abs(rn) > 1 else left.unit)
         if op is cst.Divide and left.nonpos and (right.sq or right.sumsq or (rn is not None and rn > 0)):
             return replace(base, nonpos=True)  # -x**2 / (2 * s**2)
         if op is cst.Divide and left.exp and right.sum_exp:

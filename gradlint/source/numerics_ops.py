@@ -325,6 +325,12 @@ class TorchOps:
             return None
         return replace(_combine([c.first]), tensor=True, dense=c.first.dense)
 
+    def _q_cosine(self, c: _Call) -> V | None:
+        """`F.cosine_similarity(a, b)`: in [-1, 1], exactly 1 for equal vectors (`bounded`)."""
+        if len(c.vals) < 2:
+            return None
+        return replace(_combine(c.vals[:2]), tensor=True, unit="bounded")
+
     def _m_zero_kept(self, c: _Call) -> V:
         return replace(_combine([c.r]), tensor=True, dense=c.r.dense)
 
@@ -601,6 +607,7 @@ _QUALIFIED_GROUPS += [
     ({"torch.where"}, T._q_where), (_MAX_REDUCTIONS | {"torch.max"}, T._q_max), (KEEP_FUNCTIONS, T._q_keep),
     ({"torch.autograd.backward"}, T._q_backward), ({"torch.autograd.grad"}, T._q_autograd_grad),
     (_ZERO_KEPT, T._q_zero_kept),
+    ({"torch.nn.functional.cosine_similarity", "torch.cosine_similarity"}, T._q_cosine),
 ]
 _QUALIFIED = _table(_QUALIFIED_GROUPS, ordered=True)
 _METHODS = _table([

@@ -18,7 +18,9 @@ class AcosWithoutMargin(SiteRule):
     Flags `torch.acos`/`torch.asin` (and `arccos`/`arcsin`, `.acos()`) whose argument is not
     clamped strictly inside (-1, 1). `clamp(-1, 1)` is still flagged: it keeps the argument in
     the domain but not away from the ends. Not flagged: `clamp(-1 + eps, 1 - eps)` or any
-    non-literal margin, constants, detached or no-grad operands. ONNX graphs are read too (the
+    non-literal margin, a value known to lie in [-1, 1] (clamped to it, or a
+    `F.cosine_similarity`) times a number of size below 1 or divided by one above 1
+    (`cos * (1 - 1e-6)`, `cos / (1 + 1e-6)`), constants, detached or no-grad operands. ONNX graphs are read too (the
     ONNX front-end matches the pattern).
 
     Carries gradient: the argument must depend on parameters (a module's layers or
@@ -85,6 +87,10 @@ class AcosWithoutMargin(SiteRule):
                 note="neither x nor W requires grad"),
         Example(_MODULE + "        m = 1 - 1e-6\n        c = self.f(a).sum(-1)\n        return torch.acos(c.clamp(-m, m))\n",
                 note="a margin through a name"),
+        Example("import torch\nimport torch.nn.functional as F\n" + _MODULE.split("\n", 1)[1]
+                + "        cos = F.cosine_similarity(self.f(a), self.f(b), dim=-1)\n"
+                "        return torch.acos(cos * (1 - 1e-6))\n",
+                note="a cosine similarity times a margin"),
     ]
 
     def graph_message(self, hazard) -> str:

@@ -83,7 +83,9 @@ class V:
     numpy: bool = False
     tensor: bool = False
     clamped: bool = False  # bounded away from 0 (clamp(min>0), + eps, maximum(x, eps))
-    unit: str | None = None  # clamped into [-1, 1]: 'strict' (a margin) or 'loose'
+    # in [-1, 1]: clamped with a margin ('strict') or to [-1, 1] ('loose'); 'bounded': so by what
+    # made it (a cosine similarity: equal vectors give 1), unclamped
+    unit: str | None = None
     params: bool = False  # computed from self.* (a module's parameters)
     param_cuts: frozenset[tuple[Where, str]] = frozenset()
     rg: frozenset[tuple[Where, str]] = frozenset()  # requires_grad set on a computed value
