@@ -36,7 +36,7 @@ def test_fixture_expectations(path):
 
 
 @pytest.mark.parametrize("name", ["crossfile", "crossfile_scaler", "crossfile_clip", "crossfile_trainer",
-                                  "crossfile_config"])
+                                  "crossfile_config", "global_config"])
 def test_cross_file_fixture(name):
     folder = TRAINING / name
     config = Config(select=("GL2",), root=str(folder))
@@ -52,3 +52,16 @@ def test_cross_file_fixture(name):
 def test_every_training_rule_has_a_fixture():
     expected = {code for p in CASES for _, code in expectations(p)}
     assert {"GL201", "GL202", "GL203", "GL204", "GL205", "GL206", "GL207"} <= expected
+
+
+def test_a_global_config_is_quiet_only_when_another_module_names_its_field(tmp_path):
+    # global_config without launch.py: nothing sets `tuned.tuned_clip`, so its 0 is reported too
+    source = (TRAINING / "global_config" / "train.py").read_text()
+    (tmp_path / "train.py").write_text(source)
+    config = Config(select=("GL2",), root=str(tmp_path))
+    lines = {f.span.line for f in check_paths([tmp_path], config, use_cache=False, jobs=1).findings}
+    clip = [n for n, line in enumerate(source.splitlines(), 1) if "clip_grad_norm_" in line]
+    assert lines == set(clip)
+    # a module that only imports it, without naming the field, changes nothing
+    (tmp_path / "launch.py").write_text("import train\n\ntrain.train_tuned(None, [])\n")
+    assert {f.span.line for f in check_paths([tmp_path], config, use_cache=False, jobs=1).findings} == set(clip)

@@ -39,7 +39,7 @@ def config_fields(src, pre, configs, own) -> Any:
     memo: dict[tuple[int, str], Any] = {}
     binder = pre.env.binder
 
-    def field(node: cst.Attribute, scope) -> tuple[Any, str] | None:
+    def field(node: cst.Attribute, scope) -> tuple[Any, str, bool] | None:
         nonlocal changed
         obj = node.value
         text = dotted(obj) if isinstance(obj, (cst.Name, cst.Attribute)) else None
@@ -85,7 +85,10 @@ def config_fields(src, pre, configs, own) -> Any:
         name = node.attr.value
         if values is None or name not in values:
             return None
-        return values[name], f"{ctor.cls.rsplit('.', 1)[-1]}.{name}"
+        # a global of the module (`cfg = TrainConfig()` at the top): another module may import it
+        # and change it (`train.cfg.max_grad_norm = 1.0`), which no scan of this file sees
+        shared = "." not in text and binder(scope, text) is None
+        return values[name], f"{ctor.cls.rsplit('.', 1)[-1]}.{name}", shared
 
     return field
 

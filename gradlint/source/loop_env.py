@@ -463,7 +463,8 @@ def _fact(node: cst.BaseExpression, known: Known, tests: tuple[str, ...]) -> Val
         # config decides whether the clip runs at all
         owners = {_text(p.value) for p in parts if isinstance(p, cst.Attribute)}
         guarded = any(re.search(r"(?<![\w.])" + re.escape(o) + r"\.", t) for o in owners for t in tests)
-    return Value(text=text, number=known.number, source=known.source, origin=known.origin, guarded=guarded)
+    return Value(text=text, number=known.number, source=known.source, origin=known.origin, guarded=guarded,
+                 shared=known.shared)
 
 
 def _parts(node: cst.BaseExpression) -> list[cst.BaseExpression]:

@@ -185,7 +185,7 @@ def clip(model, max_norm=0.0):
     def _clip(self, ctx: RuleContext, ev) -> Iterator[Finding]:
         v = ev.value
         what = "clip_value" if "value" in ev.name else "max_norm"
-        if v is not None and v.number is not None and not v.guarded:
+        if v is not None and v.number is not None and not v.guarded and not _changed_elsewhere(ctx, v):
             where = {"literal": f"{what}={v.text}",
                      "constant": f"{what} `{v.text}` = {_fmt(v.number)}",
                      "argparse": f"{what} `{v.text}` (command-line default {_fmt(v.number)})"
@@ -207,6 +207,17 @@ def clip(model, max_norm=0.0):
         if n is not None and n.number is not None and n.source == "literal" and n.number not in NORM_TYPES:
             yield ctx.finding(f"`{ev.name}` with norm_type={n.text}: expected 1, 2 or inf", ev.span,
                               severity=Severity.INFO, data={"norm_type": n.number})
+
+
+def _changed_elsewhere(ctx: RuleContext, v) -> bool:
+    """A field of a config object that is a global of its module (`cfg = TrainConfig()` at the
+    top) which another project module writes or reads by attribute (`train.cfg.max_grad_norm =
+    1.0`): that module may change it before the loop runs. The project's text is searched, so the
+    answer does not depend on the files of the run."""
+    if v.source != "config" or not v.shared or ctx.index is None:
+        return False
+    word = "." + v.origin.rpartition(".")[2]
+    return any(module != ctx.index.module for module in ctx.index.index.mentioning(word))
 
 
 def _fmt(x: float) -> str:
