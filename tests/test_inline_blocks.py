@@ -283,9 +283,9 @@ def test_a_warm_run_takes_re_run_blocks_from_the_cache(tmp_path, monkeypatch):
     parses: list[str] = []
     real = source.parsed
 
-    def counting(path, display):
+    def counting(path, display, *args, **kwargs):
         parses.append(str(path))
-        return real(path, display)
+        return real(path, display, *args, **kwargs)
 
     monkeypatch.setattr(source, "parsed", counting)
 

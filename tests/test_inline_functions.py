@@ -295,9 +295,9 @@ def test_a_warm_run_takes_the_function_re_runs_from_the_cache(tmp_path, monkeypa
     parses: list[str] = []
     real = source.parsed
 
-    def counting(path, display):
+    def counting(path, display, *args, **kwargs):
         parses.append(Path(path).name)
-        return real(path, display)
+        return real(path, display, *args, **kwargs)
 
     monkeypatch.setattr(source, "parsed", counting)
     cold = findings(root, ["pkg/model.py"], monkeypatch, use_cache=True)

@@ -46,6 +46,8 @@ class SourceFile:
     positions: LazyPositions
     imports: ImportTable
     _shifts: dict[int, int] | None = field(default=None, repr=False, compare=False)
+    # the top-level classes and functions whose bodies libcst parsed; None: all (`parsed`)
+    units: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     def span(self, node: cst.CSTNode, within: cst.FunctionDef | None = None) -> SourceSpan:
         """Where `node` is in the file (1-based columns). `within`: a function that holds it, to
@@ -325,14 +327,17 @@ def parse_trusted(text: str) -> cst.Module:
             cls.__init__ = init
 
 
-def parse(path: str, text: str, tree: ast.Module | None = None) -> SourceFile:
+def parse(path: str, text: str, tree: ast.Module | None = None, *, parse_text: str | None = None) -> SourceFile:
+    """The SourceFile of `text`; `tree`: CPython's tree of what libcst parses, which is
+    `parse_text` when given (the text with units left out, lines kept: `parsed`), else `text`."""
     from gradlint.source.engine.positions import LazyPositions
     from gradlint.source.names import build_import_table
     from gradlint.source.skeleton import skeleton
 
+    parse_text = text if parse_text is None else parse_text
     # the data tables no rule reads (timm's `default_cfgs`) left out of libcst's parse, lines kept
-    skipped = skeleton(text, tree) if tree is not None else None
-    module = parse_trusted(skipped[0] if skipped is not None else text)
+    skipped = skeleton(parse_text, tree) if tree is not None else None
+    module = parse_trusted(skipped[0] if skipped is not None else parse_text)
     return SourceFile(path=path, text=text, module=module,
                       positions=LazyPositions(module, text, skipped[1] if skipped is not None else tree),
                       imports=build_import_table(module))
@@ -414,11 +419,14 @@ def _extract_python_text(text: str, display: str, models_only: bool, calls_only:
     return extract_facts(src, tree, models_only=models_only, calls_only=calls_only, origin=origin)
 
 
-def parsed(path: Path, display: str, known: tuple[str, ast.Module] | None = None):
+def parsed(path: Path, display: str, known: tuple[str, ast.Module] | None = None, wanted: set[str] | None = None):
     """The libcst SourceFile of a file, under the same budgets as its extraction; None when they
     (or Python) refuse it. For re-running one class of another file with a caller's arguments
     (source.index.ProjectFiles.lower). `known`: a text and CPython's tree of it, which a caller
-    made already (configs._summary): the file's own when its text is that text."""
+    made already (configs._summary): the file's own when its text is that text. `wanted`: the
+    top-level classes and functions a re-run needs; the bodies of those it cannot reach are left
+    out of libcst's parse (skeleton.without_units, lines kept), and `SourceFile.units` names the
+    units kept (None: all of them)."""
     import libcst as cst
 
     from gradlint.inputs import Refused, read_bounded
@@ -433,6 +441,22 @@ def parsed(path: Path, display: str, known: tuple[str, ast.Module] | None = None
     tree = known[1] if known is not None and known[0] == text else _cpython_parse(text, display)
     if not isinstance(tree, ast.Module) or budget.nesting_cost(tree)[1] > budget.NESTING_BUDGET:
         return None
+    if wanted:
+        from gradlint.source.skeleton import without_units
+
+        part = without_units(text, tree, wanted)
+        if part is not None:
+            # CPython's tree of what libcst parses (the positions service pairs the two); the
+            # text searches read the file's own text, as for the whole file
+            short = _cpython_parse(part[0], display)
+            if isinstance(short, ast.Module):
+                try:
+                    src = parse(display, text, short, parse_text=part[0])
+                except (cst.ParserSyntaxError, RecursionError, MemoryError):
+                    src = None
+                if src is not None:
+                    src.units = part[1]
+                    return src
     try:
         return parse(display, text, tree)
     except (cst.ParserSyntaxError, RecursionError, MemoryError):

@@ -57,6 +57,9 @@ def find_project_root(paths: Iterable[Path], fallback: Path) -> Path:
     return fallback.resolve()
 
 
+_UNREAD = object()  # (ProjectFiles._parsed: a file not parsed yet)
+
+
 def _exists(path: Path) -> bool:
     try:
         return path.exists()
@@ -364,9 +367,13 @@ class ProjectFiles:
             collecting = gc.isenabled()
             gc.disable()
             try:
-                if path not in self._parsed:
-                    self._parsed[path] = parsed(path, display)
-                src = self._parsed[path]
+                # Only what a re-run of `cls` can reach is parsed (the bodies of the file's other
+                # classes and functions are left out, lines kept: vision_transformer.py's 5 300
+                # lines for its Block); a later re-run that needs more parses again, keeping both.
+                src = self._parsed.get(path, _UNREAD)
+                if src is _UNREAD or (src is not None and src.units is not None and cls not in src.units):
+                    wanted = {cls} | (set(src.units) if src is not _UNREAD and src is not None else set())
+                    src = self._parsed[path] = parsed(path, display, wanted=wanted)
                 if src is None:
                     return None
                 return rerun.lower_function(src, cls, args) if function else rerun.lower_class(src, cls, args)

@@ -288,3 +288,88 @@ def _offset(text: str, starts: list[int], line: int | None, byte_column: int | N
     column = byte_column if raw.isascii() else len(raw.encode("utf-8", "surrogatepass")[:byte_column].decode(
         "utf-8", "replace"))
     return begin + column
+
+
+# -- a class or function of another file, re-run with a caller's arguments ---------------------
+# What the run may look up by a name it builds (`globals()[name]`, `eval`): every unit is kept.
+_DYNAMIC = re.compile(r"\b(?:globals|locals|vars|eval|exec|__import__)\s*\(|sys\.modules|^[ \t]*global[ \t]", re.MULTILINE)
+_TAIL = re.compile(r"[ \t\f]*(?:#[^\r\n]*)?(?:\r\n|\r|\n)?")
+
+
+def _read_names(node: ast.AST) -> set[str]:
+    """Every identifier `node` names (read or bound) and every string constant in it that is one
+    (`getattr(module, "Block")`): the units a re-run of it may reach."""
+    out: set[str] = set()
+    for n in nodes_under(node):
+        kind = type(n)
+        if kind is ast.Name:
+            out.add(n.id)
+        elif kind is ast.Constant and type(n.value) is str and n.value.isidentifier():
+            out.add(n.value)
+        elif kind is ast.Attribute:
+            out.add(n.attr)
+    return out
+
+
+def _exports(node: ast.AST) -> bool:
+    """`__all__ = [...]` (or `+=`): names listed for `import *`, none of them looked up here."""
+    targets = node.targets if type(node) is ast.Assign else [node.target] if type(node) in (ast.AugAssign, ast.AnnAssign) else []
+    return bool(targets) and all(type(t) is ast.Name and t.id == "__all__" for t in targets)
+
+
+def without_units(text: str, tree: ast.Module, wanted: set[str]) -> tuple[str, frozenset[str]] | None:
+    """The text with the bodies of the top-level classes and functions a re-run of `wanted` (names
+    of top-level units) cannot reach replaced by `...` and as many line breaks (every kept line
+    keeps its number and text), and the names of the units kept; None when nothing would be left
+    out, or when the file may reach a unit by a name it builds. Reached: the units `wanted` names,
+    transitively, and those that any other top-level statement (imports, constants, tables,
+    code under an `if`) names. A file with a `global` statement is parsed whole (a function may
+    change a module constant the re-run reads)."""
+    if _DYNAMIC.search(text):
+        return None
+    units: dict[str, list[ast.AST]] = {}
+    names_of_rest: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, _DEFINITIONS):
+            units.setdefault(node.name, []).append(node)
+        elif not _exports(node):
+            names_of_rest |= _read_names(node)
+    if not wanted or not wanted <= units.keys():
+        return None
+    kept: set[str] = set()
+    todo = [n for n in wanted] + [n for n in names_of_rest if n in units]
+    while todo:
+        name = todo.pop()
+        if name in kept:
+            continue
+        kept.add(name)
+        for node in units[name]:
+            todo.extend(n for n in _read_names(node) if n in units and n not in kept)
+    starts = line_starts(text)
+    pieces: list[str] = []
+    at = 0
+    for node in tree.body:
+        if not isinstance(node, _DEFINITIONS) or node.name in kept:
+            continue
+        first = node.body[0]
+        if first.lineno <= node.lineno or node.end_lineno is None or not 0 < first.lineno < len(starts):
+            continue  # `def f(): return 1`: a body on the header's line stays
+        begin = starts[first.lineno - 1]
+        start = _offset(text, starts, first.lineno, first.col_offset)
+        end = _offset(text, starts, node.end_lineno, node.end_col_offset)
+        if start is None or end is None or begin < at or text[begin:start].strip(" \t\f"):
+            continue
+        tail = _TAIL.match(text, end)
+        if tail is None or (tail.end() < len(text) and not tail.group().endswith(("\n", "\r"))):
+            continue  # something follows the body on its last line (`...; x = 1`)
+        span = text[begin:tail.end()]
+        breaks = len(_BREAK.findall(span))
+        if breaks == 0:
+            continue
+        pieces.append(text[at:begin])
+        pieces.append(text[begin:start] + "..." + "\n" * breaks)
+        at = tail.end()
+    if not pieces:
+        return None
+    pieces.append(text[at:])
+    return "".join(pieces), frozenset(kept)
