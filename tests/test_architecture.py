@@ -552,3 +552,47 @@ class Wrapper(nn.Module):
     findings = check_source(source, Config(select=("GL106",)))
     # the wrapper of the encoder is the encoder's finding; the decoder's depth is its own
     assert sorted((dict(f.data)["network"], dict(f.data)["blocks"]) for f in findings) == [("Decoder", 12), ("Encoder", 16)]
+
+
+SHARED_POST_LN_BLOCK = '''import torch.nn as nn
+
+
+class PostLNBlock(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.ff = nn.Linear(d, d)
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, x):
+        return self.ln(x + self.ff(x))
+
+
+class PostLNModel(nn.Module):
+    def __init__(self, d=64, n_layers=16):
+        super().__init__()
+        self.blocks = nn.ModuleList([PostLNBlock(d) for _ in range(n_layers)]){noqa}
+
+    def forward(self, x):
+        for blk in self.blocks:
+            x = blk(x)
+        return x
+
+
+class PostLNDecoder(nn.Module):
+    def __init__(self, d=64, n_layers=12):
+        super().__init__()
+        self.layers = nn.Sequential(*[PostLNBlock(d) for _ in range(n_layers)])
+
+    def forward(self, x):
+        return self.layers(x)
+'''
+
+
+def test_gl106_is_reported_where_each_model_stacks_a_shared_block():
+    # both models stack the one block class: each finding at its own stack (not at the block's
+    # norm, where one location held both and a noqa there silenced every model)
+    found = check_source(SHARED_POST_LN_BLOCK.format(noqa=""), Config(select=("GL106",)))
+    assert [(f.span.line, dict(f.data)["network"], dict(f.data)["blocks"]) for f in found] == [
+        (17, "PostLNModel", 16), (28, "PostLNDecoder", 12)]
+    quiet = check_source(SHARED_POST_LN_BLOCK.format(noqa="  # noqa: GL106"), Config(select=("GL106",)))
+    assert [f.span.line for f in quiet] == [28]

@@ -271,6 +271,20 @@ class Network:
     # constant, or a config class's defaults). Inlining into another file's model
     # (model/inline.py) needs arguments the IR was built with; None: a call may pass more.
     signature: tuple[tuple[str, bool, str, Any], ...] | None = None
+    # The containers __init__ builds (`self.blocks = nn.ModuleList([...])`, `nn.Sequential`), by
+    # module path, with where each is built: a finding about a stack of blocks points at the code
+    # that stacks them, not at the block class that all the stacks share.
+    containers: tuple[tuple[str, Origin], ...] = ()
+
+    def stack_site(self, name: str) -> Origin:
+        """Where the container holding module `name` (`blocks.3.norm1`) is built: the longest
+        container path that `name` continues with an index; None when none does."""
+        best, found = -1, None
+        for path, origin in self.containers:
+            rest = name[len(path) + 1:] if name.startswith(path + ".") else ""
+            if rest.split(".", 1)[0].isdigit() and len(path) > best:
+                best, found = len(path), origin
+        return found
 
     @property
     def paths(self) -> tuple[tuple[Node, ...], ...]:

@@ -834,7 +834,7 @@ def extract(src, configs=None, keep: list | None = None):
                                 origin=src.span(info.node.name), params=tuple(low.params),
                                 recurrents=tuple(low.recurrents), forward_known=known,
                                 variants=tuple(tuple(p) for p in paths[1:]) if known else (), note=note,
-                                signature=_signature(fm, info)))
+                                signature=_signature(fm, info), containers=tuple(stack_sites(fm, inst))))
         if not known and fm._find_method(info, "forward") is None and not info.sequential:
             containers.append((info, inst, low))
     from gradlint.source.factories import container_parts, factory_networks
@@ -867,6 +867,21 @@ def release(fm: FileModel) -> None:
             meter = done.meter
             done.__dict__.clear()
             done.meter = meter
+
+
+def stack_sites(fm: FileModel, inst: Instance, prefix: str = "", depth: int = 0) -> list[tuple[str, Any]]:
+    """(module path, where it is built) of the ModuleLists and Sequentials an instance holds, in
+    its submodules of this file too (a few levels down): Network.containers."""
+    out: list[tuple[str, Any]] = []
+    for attr, value in inst.attrs.items():
+        if type(value) is not Ctor or attr.startswith("__"):
+            continue
+        path = prefix + attr
+        if value.kind == "torch" and value.cls in ("ModuleList", "Sequential") and type(value.node) is cst.Call:
+            out.append((path, fm.src.span(value.node)))
+        elif value.kind == "local" and value.instance is not None and depth < 3:
+            out.extend(stack_sites(fm, value.instance, path + ".", depth + 1))
+    return out
 
 
 def _signature(fm: FileModel, info: ClassInfo) -> tuple | None:

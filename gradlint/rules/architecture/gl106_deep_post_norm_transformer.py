@@ -55,7 +55,9 @@ class DeepPostNormTransformer(Rule):
     ## What it does
     Counts Post-LN transformer blocks — `nn.TransformerEncoderLayer`/`DecoderLayer` without
     `norm_first=True`, custom blocks written `norm(x + f(x))`, ONNX `Add → LayerNormalization` —
-    and reports a stack of `post-norm-depth` or more.
+    and reports a stack of `post-norm-depth` or more, at the code that stacks them
+    (`self.blocks = nn.ModuleList([...])`, `nn.Sequential(*blocks)`) when the model builds the
+    container, else at the first block: two models that stack one block class are two findings.
 
     ## Why is this bad?
     In a Post-LN transformer every residual path runs through a norm, so the identity path that
@@ -114,13 +116,16 @@ class DeepPostNormTransformer(Rule):
             if count < depth or not blocks:
                 continue
             first = blocks[0].anchor
-            # one finding per block and depth: the wrappers of one encoder share both, while two
-            # models stacking one block class to different depths are each reported
-            key = (first.origin, count)
+            # at the code that stacks the blocks (`self.blocks = nn.ModuleList([...])`) when the
+            # model builds the container, else at the first block's norm
+            where = (network.stack_site(first.name) if first.name else None) or first.origin
+            # one finding per stack and depth: the wrappers of one encoder share both, while two
+            # models stacking one block class are each reported, each where it stacks them
+            key = (where, count)
             if key in seen:
                 continue
             seen.add(key)
-            span, node = location(first.origin)
+            span, node = location(where)
             yield ctx.finding(
                 f"{count} Post-LN transformer blocks stacked in {network.name} (norm after the residual add): "
                 f"every residual path runs through a norm, so a stack this deep needs a long learning-rate "
