@@ -459,3 +459,14 @@ def test_a_cosine_similarity_times_a_margin_is_strictly_inside_acos_domain():
                         ("(a * b).sum(-1) * (1 - 1e-6)", ["GL308"])]:
         src = _SQUARE_MODEL.format(helper=helper.format(d=d), loss="angle(net(a), net(b)).mean()")
         assert [f.code for f in findings(src, "GL308")] == expected, d
+
+
+def test_a_product_of_a_value_with_itself_written_as_a_call_is_a_square():
+    # torch.mul(d, d) and d.mul(d) are d * d (the Sobel edge loss of sobel-operator-pytorch#1)
+    for body, expected in [("torch.sum(torch.mul(d, d), dim=1)", ["GL306"]), ("d.mul(d).sum(dim=1)", ["GL306"]),
+                           ("torch.multiply(d, d).sum(1)", ["GL306"]),
+                           ("torch.sum(torch.mul(d, e1), dim=1)", []), ("d.mul(e1).sum(dim=1)", []),
+                           ("torch.sum(torch.mul(d, d), dim=1) + 1e-8", [])]:
+        helper = f"def dist(e1, e2):\n    d = e1 - e2\n    return torch.sqrt({body})"
+        got = findings(_SQUARE_MODEL.format(helper=helper, loss="dist(net(a), net(b)).mean()"), "GL306")
+        assert [f.code for f in got] == expected, body

@@ -271,6 +271,12 @@ class TorchOps:
     def _q_square(self, c: _Call) -> V:
         return self._square_value(c.first)
 
+    def _q_mul(self, c: _Call) -> V | None:
+        """`torch.mul(x, x)`: a square, as `x * x` is; any other product as before."""
+        if len(c.pos) == 2 and not c.kw and self.x.code(c.pos[0]) == self.x.code(c.pos[1]):
+            return self._square_value(c.vals[0])
+        return None
+
     def _q_norm(self, c: _Call) -> V:
         return replace(_combine([c.first]), norm="norm()", tensor=True, dense=c.first.dense)
 
@@ -459,6 +465,12 @@ class TorchOps:
     def _m_square(self, c: _Call) -> V | None:
         return None if c.pos else self._square_value(c.r)
 
+    def _m_mul(self, c: _Call) -> V | None:
+        """`x.mul(x)`: a square, as `x * x` is."""
+        if len(c.pos) == 1 and not c.kw and c.recv is not None and self.x.code(c.recv) == self.x.code(c.pos[0]):
+            return self._square_value(c.r)
+        return None
+
     def _m_norm(self, c: _Call) -> V | None:
         return None if c.r.numpy else replace(_combine([c.r]), norm="norm()", tensor=True, dense=c.r.dense)
 
@@ -597,7 +609,7 @@ _MODULE_CLASS_ORDER = len(_QUALIFIED_GROUPS) - 1
 _QUALIFIED_GROUPS += [
     ({"torch.log"}, T._q_log), ({"torch.log1p"}, T._q_log1p), ({"torch.exp"}, T._q_exp),
     ({"torch.sum", "torch.mean"}, T._q_reduce), ({"torch.sqrt", "torch.rsqrt"}, T._q_sqrt),
-    ({"torch.pow"}, T._q_pow), ({"torch.square"}, T._q_square),
+    ({"torch.pow"}, T._q_pow), ({"torch.square"}, T._q_square), ({"torch.mul", "torch.multiply"}, T._q_mul),
     ({"torch.norm", "torch.linalg.norm", "torch.linalg.vector_norm", "torch.frobenius_norm"}, T._q_norm),
     ({"torch.std"}, T._q_std), ({"torch.var"}, T._q_var),
     ({"torch.acos", "torch.asin", "torch.arccos", "torch.arcsin"}, T._q_acos),
@@ -614,7 +626,8 @@ _METHODS = _table([
     ({"softmax"}, T._m_softmax), ({"sigmoid"}, T._m_sigmoid), ({"log_softmax"}, T._m_log_softmax),
     ({"log"}, T._m_log), ({"log1p"}, T._m_log1p), ({"exp"}, T._m_exp), ({"sum", "mean", "nansum"}, T._m_reduce),
     ({"add", "add_"}, T._m_add), ({"sqrt", "rsqrt"}, T._m_sqrt), ({"pow", "pow_"}, T._m_pow),
-    ({"max", "amax", "logsumexp"}, T._m_max), ({"square"}, T._m_square), ({"norm"}, T._m_norm),
+    ({"max", "amax", "logsumexp"}, T._m_max), ({"square"}, T._m_square), ({"mul", "multiply"}, T._m_mul),
+    ({"norm"}, T._m_norm),
     ({"std"}, T._m_std), ({"var"}, T._m_var),
     ({"acos", "asin", "arccos", "arcsin", "acos_", "asin_"}, T._m_acos),
     ({"clamp", "clip", "clamp_", "clip_"}, T._m_clamp), ({"clamp_min", "clamp_min_"}, T._m_clamp_min),
