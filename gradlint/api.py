@@ -118,11 +118,27 @@ def _short_traceback() -> str:
     return traceback.format_exc(limit=-3).strip()
 
 
-def relative_path(path: Path | str, config: Config) -> str:
-    """A path relative to the configuration's root, as per-file-ignores patterns are written."""
+def relative_path(path: Path | str, config: Config, folders: dict[str, Path] | None = None) -> str:
+    """A path relative to the configuration's root, as per-file-ignores patterns are written.
+    `folders`: the run's memo of resolved folders (the root's and each file's own): a file that
+    is no symlink resolves to its folder's resolution and its name (two resolves per file, each
+    an lstat per path component, were a quarter of the parent's time over 2 000 ONNX models)."""
     path = Path(path)
     try:
-        return path.resolve().relative_to(Path(config.root).resolve()).as_posix()
+        if folders is None:
+            return path.resolve().relative_to(Path(config.root).resolve()).as_posix()
+        root = folders.get(config.root)
+        if root is None:
+            root = folders[config.root] = Path(config.root).resolve()
+        if path.is_symlink() or path.name in ("", ".", ".."):
+            resolved = path.resolve()
+        else:
+            key = str(path.parent)
+            parent = folders.get(key)
+            if parent is None:
+                parent = folders[key] = path.parent.resolve()
+            resolved = parent / path.name
+        return resolved.relative_to(root).as_posix()
     except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
         return path.as_posix()
 
@@ -141,18 +157,48 @@ def enabled_rules(config: Config, relpath: str, rules: dict[str, type[Rule]] | N
     return frozenset(c for c in on if not _matches(c, ignored))
 
 
+class RuleSetup:
+    """What one run's files share of their rule setup, computed once per run: each file's enabled
+    codes by the per-file-ignores it matches, each rule's options, the resolved folders of
+    `relative_path` (per file they cost 0.3 ms of the parent's time, over 2 000 files 0.6 s)."""
+
+    def __init__(self, config: Config, rules: dict[str, type[Rule]]) -> None:
+        self.config, self.rules = config, rules
+        self.folders: dict[str, Path] = {}
+        self._enabled: dict[tuple[str, ...], frozenset[str]] = {}
+        self._options: dict[str, dict] = {}
+        self._on: frozenset[str] | None = None
+
+    def enabled(self, relpath: str) -> frozenset[str]:
+        ignored = self.config.ignored_codes_for(relpath)
+        found = self._enabled.get(ignored)
+        if found is None:
+            if self._on is None:
+                self._on = self.config.enabled_codes() | {c for c, r in self.rules.items() if r.always_on}
+            found = self._enabled[ignored] = frozenset(c for c in self._on if not _matches(c, ignored))
+        return found
+
+    def options(self, code: str) -> dict:
+        found = self._options.get(code)
+        if found is None:
+            found = self._options[code] = self.config.options_for(code)
+        return dict(found)  # (a rule may change what it is given)
+
+
 def run_rules(facts: FileFacts, config: Config, index: ProjectIndex | None, rules: dict[str, type[Rule]],
-              relpath: str) -> FileResult:
-    """Run the rules enabled for one file on its facts, then suppressions."""
+              relpath: str, setup: RuleSetup | None = None) -> FileResult:
+    """Run the rules enabled for one file on its facts, then suppressions. `setup`: the run's
+    shared setup (RuleSetup), else computed for this file."""
     findings: list[Finding] = []
     internal = facts.internal_error
-    enabled = enabled_rules(config, relpath, rules)
+    enabled = setup.enabled(relpath) if setup is not None else enabled_rules(config, relpath, rules)
     scope = index.scope(facts) if index is not None else None
     for code in sorted(enabled):
         rule_cls = rules[code]
         if facts.kind not in rule_cls.inputs or rule_cls.probe_only:
             continue
-        ctx = RuleContext(rule=rule_cls(), path=facts.path, facts=facts, options=config.options_for(code), index=scope,
+        options = setup.options(code) if setup is not None else config.options_for(code)
+        ctx = RuleContext(rule=rule_cls(), path=facts.path, facts=facts, options=options, index=scope,
                           enabled=enabled)
         try:
             findings.extend(rule_cls().check(ctx))
@@ -557,6 +603,7 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
     refreeze = not gc.get_freeze_count()
     with _kept_for_the_run():
         rules = load_rules() if stale else {}
+        setup = RuleSetup(config, rules)
         for k, i in enumerate(stale):
             f = plan.get(k)
             if f.kind != "python" or names[i] is None:
@@ -570,7 +617,8 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
                 gc.freeze()  # the facts that came in since the rules began (_kept_for_the_run)
                 refreeze = False
             start = index.start_file()
-            done[i] = _in_cells(run_rules(f, config, index, rules, relative_path(files[i][0], config)), f)
+            done[i] = _in_cells(run_rules(f, config, index, rules, relative_path(files[i][0], config, setup.folders),
+                                          setup), f)
             if reuse is not None:
                 reuse.keep(i, done[i], f, *index.read_since(start))
     if extraction is not None:
