@@ -560,7 +560,9 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
     if warning:
         result.warnings.append(warning)
     later = cache.Batch()  # the modules a lookup summarises, written once at the end
-    seen: dict[str, str] = {}  # path -> fingerprint of the bytes read, this run
+    # path -> fingerprint of the bytes read, this run: what the result cache keys findings by (a
+    # run without the cache hashes nothing for it: a word scan read 5 000 files of the project)
+    seen: dict[str, str] | None = {} if use_cache else None
     index, root = project_index(given, config, use_cache=use_cache, batch=later, store=store, seen=seen)
     from gradlint.source.index import module_name
 
