@@ -596,3 +596,15 @@ def test_gl106_is_reported_where_each_model_stacks_a_shared_block():
         (17, "PostLNModel", 16), (28, "PostLNDecoder", 12)]
     quiet = check_source(SHARED_POST_LN_BLOCK.format(noqa="  # noqa: GL106"), Config(select=("GL106",)))
     assert [f.span.line for f in quiet] == [28]
+
+
+def test_gl106_over_two_stacks_is_reported_at_the_first_block_not_at_one_stack():
+    # 6 + 6 Post-LN layers in two ModuleLists: the 12 are no one container's (review 14)
+    src = ("import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self, d=64):\n        super().__init__()\n"
+           "        self.enc = nn.ModuleList([nn.TransformerEncoderLayer(d, 4) for _ in range(6)])\n"
+           "        self.mid = nn.Linear(d, d)\n"
+           "        self.dec = nn.ModuleList([nn.TransformerEncoderLayer(d, 4) for _ in range(6)])\n\n"
+           "    def forward(self, x):\n        for layer in self.enc:\n            x = layer(x)\n        x = self.mid(x)\n"
+           "        for layer in self.dec:\n            x = layer(x)\n        return x\n")
+    (f,) = check_source(src, Config(select=("GL106",)))
+    assert (f.span.line, f.span.column, dict(f.data)["blocks"]) == (7, 35, 12)

@@ -146,3 +146,45 @@ def test_findings_with_a_partial_parse_are_those_of_a_whole_one(tmp_path: Path, 
     monkeypatch.setattr(skeleton, "without_units", lambda *a: None)
     whole = check_paths([root / "model.py"], config, use_cache=False, jobs=1)
     assert [(f.code, f.span, f.message) for f in partial.findings] == [(f.code, f.span, f.message) for f in whole.findings]
+
+
+NESTED_SAME_NAME = '''import torch.nn as nn
+
+
+class Block(nn.Module):
+    def __init__(self, dim, act="relu"):
+        super().__init__()
+        self.fc = nn.Linear(dim, dim)
+        self.act = nn.Sigmoid() if act == "sigmoid" else nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.fc(x))
+
+
+class Legacy:
+    class Block(nn.Module):
+        def __init__(self, dim, act="relu"):
+            super().__init__()
+            self.fc = nn.Linear(dim, dim)
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            return self.act(self.fc(x))
+'''
+
+
+def test_a_nested_class_never_replaces_the_module_class_of_its_name(tmp_path: Path, monkeypatch) -> None:
+    # `Legacy.Block` is no global of b.py: the caller's Block is the top-level one (Sigmoid), with
+    # b.py parsed whole or in part (before, the nested class won on a whole parse: review 14)
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "b.py").write_text(NESTED_SAME_NAME)
+    (tmp_path / "a.py").write_text(
+        "import torch.nn as nn\nfrom b import Block\n\n\nclass Net(nn.Module):\n    def __init__(self, dim=64):\n"
+        "        super().__init__()\n        self.blocks = nn.Sequential(*[Block(dim, act=\"sigmoid\") for _ in range(12)])\n\n"
+        "    def forward(self, x):\n        return self.blocks(x)\n")
+    config = Config(select=("GL101",), root=str(tmp_path))
+    partial = check_paths([tmp_path / "a.py"], config, use_cache=False, jobs=1).findings
+    monkeypatch.setattr(skeleton, "without_units", lambda *a: None)
+    whole = check_paths([tmp_path / "a.py"], config, use_cache=False, jobs=1).findings
+    assert [f.message for f in partial] == [f.message for f in whole]
+    assert len(partial) == 1 and "Sigmoid" in partial[0].message

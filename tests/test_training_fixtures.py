@@ -65,3 +65,33 @@ def test_a_global_config_is_quiet_only_when_another_module_names_its_field(tmp_p
     # a module that only imports it, without naming the field, changes nothing
     (tmp_path / "launch.py").write_text("import train\n\ntrain.train_tuned(None, [])\n")
     assert {f.span.line for f in check_paths([tmp_path], config, use_cache=False, jobs=1).findings} == set(clip)
+
+
+def test_a_global_config_is_quiet_only_for_a_module_that_imports_it(tmp_path):
+    # a file that names the field but does not import the config's module changes nothing: a
+    # comment, a longer attribute name, another object's field of that name (review 14)
+    source = (TRAINING / "global_config" / "train.py").read_text()
+    (tmp_path / "train.py").write_text(source)
+    (tmp_path / "notes.py").write_text("# opts.clip_norm_type and cfg.tuned_clip are set elsewhere\n"
+                                       "class Opts:\n    tuned_clip = 1.0\n\n\nopts = Opts()\nopts.tuned_clip = 2.0\n")
+    config = Config(select=("GL2",), root=str(tmp_path))
+    clip = [n for n, line in enumerate(source.splitlines(), 1) if "clip_grad_norm_" in line]
+    assert {f.span.line for f in check_paths([tmp_path], config, use_cache=False, jobs=1).findings} == set(clip)
+    # `from train import tuned` then a change of its field: quiet, as with `import train`
+    (tmp_path / "tune.py").write_text("from train import tuned\n\ntuned.tuned_clip = 1.0\n")
+    assert {f.span.line for f in check_paths([tmp_path], config, use_cache=False, jobs=1).findings} == {clip[0]}
+
+
+def test_a_config_built_under_the_main_guard_is_no_shared_global(tmp_path):
+    # no import runs `if __name__ == "__main__":`, so no other module can change that config first
+    (tmp_path / "train.py").write_text(
+        "from dataclasses import dataclass\n\nimport torch\nimport torch.nn.functional as F\n\n\n"
+        "@dataclass\nclass RunConfig:\n    clip_norm: float = 0.0\n\n\n"
+        "if __name__ == \"__main__\":\n    cfg = RunConfig()\n    model = torch.nn.Linear(4, 1)\n"
+        "    opt = torch.optim.SGD(model.parameters(), lr=0.1)\n    for x, y in []:\n"
+        "        loss = F.mse_loss(model(x), y)\n        opt.zero_grad()\n        loss.backward()\n"
+        "        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)\n        opt.step()\n")
+    (tmp_path / "other.py").write_text("import train\n\nargs = object()\nprint(args.clip_norm)\n")
+    config = Config(select=("GL2",), root=str(tmp_path))
+    found = check_paths([tmp_path], config, use_cache=False, jobs=1).findings
+    assert [(f.code, f.span.line) for f in found] == [("GL204", 20)]

@@ -20,8 +20,8 @@ class Value:
     default of a command-line option) or 'config' (a field of a config object the file builds:
     `origin` names it, `TrainConfig.max_grad_norm`); '' when the number is unknown.
     guarded: the call sits under an `if` whose test mentions the value (`if clip > 0:`).
-    shared: for 'config', the object is a global of its module, which another module may import
-    and change (`train.cfg.max_grad_norm = 1.0`).
+    shared: for 'config', the name of the object when it is a global of its module, which another
+    module may import and change (`train.cfg.max_grad_norm = 1.0`); '' else.
     """
 
     text: str
@@ -29,7 +29,7 @@ class Value:
     source: str = ""
     guarded: bool = False
     origin: str = ""
-    shared: bool = False
+    shared: str = ""
     # what an argument is to a training step: 'optimizer', 'scaler' (the caller's file binds
     # it to one or names it so), '' else; a step of another file reads it (bind_callers)
     kind: str = ""

@@ -38,8 +38,14 @@ def config_fields(src, pre, configs, own) -> Any:
     rebound: dict[str, list] = {}
     memo: dict[tuple[int, str], Any] = {}
     binder = pre.env.binder
+    exported: list[frozenset[str]] = []
 
-    def field(node: cst.Attribute, scope) -> tuple[Any, str, bool] | None:
+    def importable() -> frozenset[str]:
+        if not exported:
+            exported.append(_module_globals(src.module))
+        return exported[0]
+
+    def field(node: cst.Attribute, scope) -> tuple[Any, str, str] | None:
         nonlocal changed
         obj = node.value
         text = dotted(obj) if isinstance(obj, (cst.Name, cst.Attribute)) else None
@@ -86,11 +92,53 @@ def config_fields(src, pre, configs, own) -> Any:
         if values is None or name not in values:
             return None
         # a global of the module (`cfg = TrainConfig()` at the top): another module may import it
-        # and change it (`train.cfg.max_grad_norm = 1.0`), which no scan of this file sees
-        shared = "." not in text and binder(scope, text) is None
+        # and change it (`train.cfg.max_grad_norm = 1.0`), which no scan of this file sees; not
+        # one bound only under `if __name__ == "__main__":`, which no import runs
+        shared = text if "." not in text and binder(scope, text) is None and text in importable() else ""
         return values[name], f"{ctor.cls.rsplit('.', 1)[-1]}.{name}", shared
 
     return field
+
+
+def _module_globals(module: cst.Module) -> frozenset[str]:
+    """The names the module's top-level code binds where an import runs it: at the top level and
+    under its `if`/`try`/`with`/`for` blocks, but not under `if __name__ == "__main__":`."""
+    names: set[str] = set()
+    stack: list = list(module.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.If) and _main_guard(node.test):
+            if node.orelse is not None:
+                stack.append(node.orelse)
+            continue
+        if isinstance(node, (cst.If, cst.Else, cst.Try, cst.Finally, cst.ExceptHandler, cst.With, cst.For, cst.While)):
+            stack.extend(children(node))
+            continue
+        if isinstance(node, cst.IndentedBlock):
+            stack.extend(node.body)
+            continue
+        if isinstance(node, cst.SimpleStatementLine):
+            for small in node.body:
+                targets = ([t.target for t in small.targets] if isinstance(small, cst.Assign)
+                           else [small.target] if isinstance(small, (cst.AnnAssign, cst.AugAssign)) else [])
+                for t in targets:
+                    for el in (t.elements if isinstance(t, (cst.Tuple, cst.List)) else [t]):
+                        el = el.value if isinstance(el, (cst.Element, cst.StarredElement)) else el
+                        if isinstance(el, cst.Name):
+                            names.add(el.value)
+    return frozenset(names)
+
+
+def _main_guard(test: cst.BaseExpression) -> bool:
+    """`__name__ == "__main__"` (either way round)."""
+    if not isinstance(test, cst.Comparison) or len(test.comparisons) != 1:
+        return False
+    left, right = test.left, test.comparisons[0].comparator
+    texts = {dotted(left) if isinstance(left, cst.Name) else None,
+             right.evaluated_value if isinstance(right, cst.SimpleString) else None,
+             left.evaluated_value if isinstance(left, cst.SimpleString) else None,
+             dotted(right) if isinstance(right, cst.Name) else None}
+    return {"__name__", "__main__"} <= texts and isinstance(test.comparisons[0].operator, cst.Equal)
 
 
 def _changed_objects(module: cst.Module) -> tuple[dict[str, set], dict[str, list]]:

@@ -123,7 +123,11 @@ class FileModel(ConstructCalls):
                         self._unpacked_constants(small.targets[0].target, small.value)
             elif isinstance(stmt, cst.FunctionDef):
                 self.functions[stmt.name.value] = stmt
-        for node in _walk_classes(self.src.module):
+        for node, nested in _walk_classes(self.src.module):
+            if nested and node.name.value in self.classes:
+                # a class inside another class's body (`Legacy.Block`) is no global of the file:
+                # it never replaces the module's own class of that name
+                continue
             bases = tuple(dotted(b.value) or "" for b in node.bases)
             methods = {s.name.value: s for s in node.body.body if isinstance(s, cst.FunctionDef)}
             self.classes[node.name.value] = ClassInfo(node.name.value, node, bases, methods)
@@ -782,14 +786,16 @@ _FOLDED = {cst.Add: "+", cst.Subtract: "-", cst.Multiply: "*", cst.Divide: "/", 
 
 
 def _walk_classes(module: cst.Module):
-    stack: list = list(module.body)
+    """(class, nested inside another class) of the module, its top-level ones (also under an
+    `if`/`try`) before the nested ones."""
+    stack: list = [(n, False) for n in module.body]
     while stack:
-        node = stack.pop(0)
+        node, nested = stack.pop(0)
         if isinstance(node, cst.ClassDef):
-            yield node
-            stack.extend(s for s in node.body.body if isinstance(s, cst.ClassDef))
+            yield node, nested
+            stack.extend((s, True) for s in node.body.body if isinstance(s, cst.ClassDef))
         elif isinstance(node, (cst.If, cst.Try)):
-            stack.extend(node.body.body)
+            stack.extend((s, nested) for s in node.body.body)
 
 
 # ---- from interpreted instances to IR ---------------------------------------------------

@@ -117,8 +117,9 @@ class DeepPostNormTransformer(Rule):
                 continue
             first = blocks[0].anchor
             # at the code that stacks the blocks (`self.blocks = nn.ModuleList([...])`) when the
-            # model builds the container, else at the first block's norm
-            where = (network.stack_site(first.name) if first.name else None) or first.origin
+            # model builds one container holding them all, else at the first block's norm
+            sites = {network.stack_site(b.anchor.name) if b.anchor.name else None for b in blocks}
+            where = sites.pop() if len(sites) == 1 and None not in sites else first.origin
             # one finding per stack and depth: the wrappers of one encoder share both, while two
             # models stacking one block class are each reported, each where it stacks them
             key = (where, count)

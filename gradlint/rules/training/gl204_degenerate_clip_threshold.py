@@ -211,13 +211,30 @@ def clip(model, max_norm=0.0):
 
 def _changed_elsewhere(ctx: RuleContext, v) -> bool:
     """A field of a config object that is a global of its module (`cfg = TrainConfig()` at the
-    top) which another project module writes or reads by attribute (`train.cfg.max_grad_norm =
-    1.0`): that module may change it before the loop runs. The project's text is searched, so the
-    answer does not depend on the files of the run."""
+    top) which another project module that imports this one names as an attribute or a string
+    (`train.cfg.max_grad_norm = 1.0`, `setattr(cfg, "max_grad_norm", 1.0)`): that module may
+    change it before the loop runs. The project's text is searched, so the answer does not depend
+    on the files of the run."""
     if v.source != "config" or not v.shared or ctx.index is None:
         return False
-    word = "." + v.origin.rpartition(".")[2]
-    return any(module != ctx.index.module for module in ctx.index.index.mentioning(word))
+    field = v.origin.rpartition(".")[2]
+    here, index = ctx.index.module, ctx.index.index
+    if not here:
+        return False
+    named = re.compile(rf"\.\s*{re.escape(field)}(?!\w)|['\"]{re.escape(field)}['\"]")
+    for name in index.mentioning(field):
+        if name == here:
+            continue
+        mod = index.module(name)
+        text = mod.facts.source if mod is not None else None
+        if text is None or not named.search(text):
+            continue
+        # it imports this module (`import train`, `from train import cfg`), as the index resolves it
+        wanted = f"{here}.{v.shared}"
+        if any(wanted in index.resolve(name, alias) or wanted in index.resolve(name, f"{alias}.{v.shared}")
+               for alias in mod.imports):
+            return True
+    return False
 
 
 def _fmt(x: float) -> str:

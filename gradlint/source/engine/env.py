@@ -27,7 +27,7 @@ from gradlint.source.engine.values import UNKNOWN, Ctor, DictVal, ListVal, is_nu
 # the default of a command-line option (`parser.add_argument("--clip", default=0.0)`), or a field
 # of a config object the project builds (`cfg = TrainConfig()`, then `cfg.max_grad_norm`).
 LITERAL, CONSTANT, ARGPARSE, CONFIG = "literal", "constant", "argparse", "config"
-_SHARED = "shared"  # (a source mark: a config field of a module global, Known.shared)
+_SHARED = "shared:"  # (a source mark, + the global's name: a config field of a module global, Known.shared)
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Known:
     value: Any = UNKNOWN
     source: str = ""
     origin: str = ""
-    shared: bool = False  # a config field of an object other modules may import (a module global)
+    shared: str = ""  # a config field of a module global other modules may import: its name
 
     @property
     def number(self) -> float | None:
@@ -128,7 +128,7 @@ class Env:
         self.imported: Callable[[cst.BaseExpression], Any] | None = None
         # What `obj.field` reads in a scope when `obj` is an instance the client can evaluate (a
         # config built with its defaults): (value, `Class.field`), or None. None: not looked up.
-        self.field: Callable[[cst.Attribute, Hashable], tuple[Any, str, bool] | None] | None = None
+        self.field: Callable[[cst.Attribute, Hashable], tuple[Any, str, str] | None] | None = None
 
     # -- binding -------------------------------------------------------------------------------
     def bind(self, scope: Hashable, name: str, value: Any) -> None:
@@ -205,7 +205,8 @@ class Env:
             return Known(value, ARGPARSE)
         fields = sorted(s for s in sources if s.startswith(CONFIG + ":"))
         if fields:
-            return Known(value, CONFIG, fields[0][len(CONFIG) + 1:], shared=_SHARED in sources)
+            shared = sorted(s[len(_SHARED):] for s in sources if s.startswith(_SHARED))
+            return Known(value, CONFIG, fields[0][len(CONFIG) + 1:], shared=shared[0] if shared else "")
         return Known(value, CONSTANT)
 
     def _fold(self, node: cst.BaseExpression, scope: Hashable, sources: set, depth: int) -> Any:
@@ -231,7 +232,7 @@ class Env:
                     if is_number(got[0]):
                         sources.add(f"{CONFIG}:{got[1]}")
                         if got[2]:
-                            sources.add(_SHARED)
+                            sources.add(_SHARED + got[2])
                         return got[0]
                     return UNKNOWN  # a field we know is not a number: not a module's constant
             return self._imported(node, sources) if self.imported is not None else UNKNOWN
