@@ -167,15 +167,14 @@ class RuleSetup:
         self.folders: dict[str, Path] = {}
         self._enabled: dict[tuple[str, ...], frozenset[str]] = {}
         self._options: dict[str, dict] = {}
-        self._on: frozenset[str] | None = None
 
     def enabled(self, relpath: str) -> frozenset[str]:
+        # enabled_rules decides (the one place); files that match the same per-file-ignores get
+        # the same answer
         ignored = self.config.ignored_codes_for(relpath)
         found = self._enabled.get(ignored)
         if found is None:
-            if self._on is None:
-                self._on = self.config.enabled_codes() | {c for c, r in self.rules.items() if r.always_on}
-            found = self._enabled[ignored] = frozenset(c for c in self._on if not _matches(c, ignored))
+            found = self._enabled[ignored] = enabled_rules(self.config, relpath, self.rules)
         return found
 
     def options(self, code: str) -> dict:

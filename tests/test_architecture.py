@@ -532,14 +532,19 @@ class PostLNBlock(nn.Module):
 class {name}(nn.Module):
     def __init__(self, d=64, n_layers={n}):
         super().__init__()
-        self.layers = nn.ModuleList([PostLNBlock(d) for _ in range(n_layers)])
+        self.layers = {container}{noqa}
 
     def forward(self, x):
         for layer in self.layers:
             x = layer(x)
         return x
 """
-    source = block + stack.format(name="Encoder", n=16) + stack.format(name="Decoder", n=12) + """
+    listed = "nn.ModuleList([PostLNBlock(d) for _ in range(n_layers)])"
+    sequential = "nn.Sequential(*[PostLNBlock(d) for _ in range(n_layers)])"
+
+    def source(noqa: str = "") -> str:
+        return block + stack.format(name="Encoder", n=16, container=listed, noqa=noqa) + stack.format(
+            name="Decoder", n=12, container=sequential, noqa="") + """
 
 class Wrapper(nn.Module):
     def __init__(self):
@@ -549,53 +554,19 @@ class Wrapper(nn.Module):
     def forward(self, x):
         return self.encoder(x)
 """
-    findings = check_source(source, Config(select=("GL106",)))
+
+    findings = check_source(source(), Config(select=("GL106",)))
     # the wrapper of the encoder is the encoder's finding; the decoder's depth is its own
     assert sorted((dict(f.data)["network"], dict(f.data)["blocks"]) for f in findings) == [("Decoder", 12), ("Encoder", 16)]
-
-
-SHARED_POST_LN_BLOCK = '''import torch.nn as nn
-
-
-class PostLNBlock(nn.Module):
-    def __init__(self, d):
-        super().__init__()
-        self.ff = nn.Linear(d, d)
-        self.ln = nn.LayerNorm(d)
-
-    def forward(self, x):
-        return self.ln(x + self.ff(x))
-
-
-class PostLNModel(nn.Module):
-    def __init__(self, d=64, n_layers=16):
-        super().__init__()
-        self.blocks = nn.ModuleList([PostLNBlock(d) for _ in range(n_layers)]){noqa}
-
-    def forward(self, x):
-        for blk in self.blocks:
-            x = blk(x)
-        return x
-
-
-class PostLNDecoder(nn.Module):
-    def __init__(self, d=64, n_layers=12):
-        super().__init__()
-        self.layers = nn.Sequential(*[PostLNBlock(d) for _ in range(n_layers)])
-
-    def forward(self, x):
-        return self.layers(x)
-'''
-
-
-def test_gl106_is_reported_where_each_model_stacks_a_shared_block():
-    # both models stack the one block class: each finding at its own stack (not at the block's
-    # norm, where one location held both and a noqa there silenced every model)
-    found = check_source(SHARED_POST_LN_BLOCK.format(noqa=""), Config(select=("GL106",)))
-    assert [(f.span.line, dict(f.data)["network"], dict(f.data)["blocks"]) for f in found] == [
-        (17, "PostLNModel", 16), (28, "PostLNDecoder", 12)]
-    quiet = check_source(SHARED_POST_LN_BLOCK.format(noqa="  # noqa: GL106"), Config(select=("GL106",)))
-    assert [f.span.line for f in quiet] == [28]
+    # each where it stacks the shared block (not at the block's norm, where one location held both
+    # and a noqa there silenced every model)
+    lines = source().splitlines()
+    at = {name: 1 + next(i for i, line in enumerate(lines) if container in line)
+          for name, container in (("Encoder", listed), ("Decoder", sequential))}
+    assert sorted((f.span.line, dict(f.data)["network"]) for f in findings) == sorted(
+        (line, name) for name, line in at.items())
+    quiet = check_source(source(noqa="  # noqa: GL106"), Config(select=("GL106",)))
+    assert [f.span.line for f in quiet] == [at["Decoder"]]
 
 
 def test_gl106_over_two_stacks_is_reported_at_the_first_block_not_at_one_stack():

@@ -29,7 +29,7 @@ from gradlint.model.ir import ConfigArg, Network, Opaque, Residual
 from gradlint.model.ir import walk as ir_walk
 from gradlint.source.budget import MAX_DEPTH, Exhausted
 from gradlint.source.engine.values import Ctor
-from gradlint.source.engine.walk import children, mentions, suite, walk
+from gradlint.source.engine.walk import children, main_block, mentions, suite, walk
 from gradlint.source.init_walk import _InitInterpreter
 from gradlint.source.lowering import Lowerer
 
@@ -229,16 +229,6 @@ def _callable_bare(fn: cst.FunctionDef) -> bool:
     `**kwargs` allowed): a user's entry point, such as `vgg16()` or `resnet50(weights=None)`."""
     ps = fn.params
     return not fn.asynchronous and all(p.default is not None for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params))
-
-
-def _main_block(stmt: cst.CSTNode) -> bool:
-    """`if __name__ == "__main__":`"""
-    if type(stmt) is not cst.If or type(stmt.test) is not cst.Comparison or len(stmt.test.comparisons) != 1:
-        return False
-    test = stmt.test
-    sides = {type(test.left), type(test.comparisons[0].comparator)}
-    names = [s.value for s in (test.left, test.comparisons[0].comparator) if type(s) is cst.Name]
-    return type(test.comparisons[0].operator) is cst.Equal and names == ["__name__"] and cst.SimpleString in sides
 
 
 def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network]:
@@ -463,7 +453,7 @@ def _run_module(fm: FileModel, interp: _InitInterpreter, found: list) -> None:
                 before = dict(interp.env)
                 interp.statement(stmt)
                 where: cst.CSTNode = stmt
-            elif _main_block(stmt):
+            elif main_block(stmt):
                 before = dict(interp.env)
                 interp.block(stmt.body)
                 where = stmt
@@ -504,7 +494,7 @@ def _applies_at_module_level(fm: FileModel) -> bool:
     """Whether a top-level statement, or one of the `__main__` block, is `name.apply(fn)` or a loop
     over `name.modules()` (a model of the module initialised again)."""
     body = fm.src.module.body
-    stmts = [*body, *(s for m in body if _main_block(m) for s in suite(m.body))]
+    stmts = [*body, *(s for m in body if main_block(m) for s in suite(m.body))]
     for stmt in stmts:
         if type(stmt) is cst.For and _loop_owner(stmt):
             return True

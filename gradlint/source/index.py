@@ -372,7 +372,7 @@ class ProjectFiles:
                 # lines for its Block); a later re-run that needs more parses again, keeping both.
                 src = self._parsed.get(path, _UNREAD)
                 if src is _UNREAD or (src is not None and src.units is not None and cls not in src.units):
-                    wanted = {cls} | (set(src.units) if src is not _UNREAD and src is not None else set())
+                    wanted = {cls} | (src.units if src is not _UNREAD else frozenset())
                     src = self._parsed[path] = parsed(path, display, wanted=wanted)
                 if src is None:
                     return None

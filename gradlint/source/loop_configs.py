@@ -13,7 +13,7 @@ import libcst as cst
 
 from gradlint.source.engine.fold import constant as _constant
 from gradlint.source.engine.values import Ctor
-from gradlint.source.engine.walk import children
+from gradlint.source.engine.walk import children, main_block
 from gradlint.source.names import dotted
 
 # Objects whose attributes are the keywords they are built with.
@@ -107,7 +107,7 @@ def _module_globals(module: cst.Module) -> frozenset[str]:
     stack: list = list(module.body)
     while stack:
         node = stack.pop()
-        if isinstance(node, cst.If) and _main_guard(node.test):
+        if main_block(node):
             if node.orelse is not None:
                 stack.append(node.orelse)
             continue
@@ -119,26 +119,19 @@ def _module_globals(module: cst.Module) -> frozenset[str]:
             continue
         if isinstance(node, cst.SimpleStatementLine):
             for small in node.body:
-                targets = ([t.target for t in small.targets] if isinstance(small, cst.Assign)
-                           else [small.target] if isinstance(small, (cst.AnnAssign, cst.AugAssign)) else [])
-                for t in targets:
-                    for el in (t.elements if isinstance(t, (cst.Tuple, cst.List)) else [t]):
-                        el = el.value if isinstance(el, (cst.Element, cst.StarredElement)) else el
-                        if isinstance(el, cst.Name):
-                            names.add(el.value)
+                if isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
+                    names.update(el.value for el in _bound(small) if isinstance(el, cst.Name))
     return frozenset(names)
 
 
-def _main_guard(test: cst.BaseExpression) -> bool:
-    """`__name__ == "__main__"` (either way round)."""
-    if not isinstance(test, cst.Comparison) or len(test.comparisons) != 1:
-        return False
-    left, right = test.left, test.comparisons[0].comparator
-    texts = {dotted(left) if isinstance(left, cst.Name) else None,
-             right.evaluated_value if isinstance(right, cst.SimpleString) else None,
-             left.evaluated_value if isinstance(left, cst.SimpleString) else None,
-             dotted(right) if isinstance(right, cst.Name) else None}
-    return {"__name__", "__main__"} <= texts and isinstance(test.comparisons[0].operator, cst.Equal)
+def _bound(stmt: cst.Assign | cst.AugAssign | cst.AnnAssign | cst.Del) -> list[cst.BaseExpression]:
+    """What an assignment (plain, augmented, annotated) binds or a `del` deletes, tuples and lists
+    unpacked one level."""
+    out: list[cst.BaseExpression] = []
+    for t in ([t.target for t in stmt.targets] if isinstance(stmt, cst.Assign) else [stmt.target]):
+        for el in (t.elements if isinstance(t, (cst.Tuple, cst.List)) else [t]):
+            out.append(el.value if isinstance(el, (cst.Element, cst.StarredElement)) else el)
+    return out
 
 
 def _changed_objects(module: cst.Module) -> tuple[dict[str, set], dict[str, list]]:
@@ -164,22 +157,18 @@ def _changed_objects(module: cst.Module) -> tuple[dict[str, set], dict[str, list
             stack.extend((c, n) for c in children(n))
             continue
         if isinstance(n, (cst.Assign, cst.AugAssign, cst.AnnAssign, cst.Del)):
-            targets = ([t.target for t in n.targets] if isinstance(n, cst.Assign)
-                       else [n.target])
             value = getattr(n, "value", None)
             aliased = dotted(value) if isinstance(value, (cst.Name, cst.Attribute)) else None
             if aliased and isinstance(n, (cst.Assign, cst.AnnAssign)):
                 out.setdefault(aliased, set()).add(scope)  # `c = cfg`: changed through `c`, maybe
-            for t in targets:
-                for el in (t.elements if isinstance(t, (cst.Tuple, cst.List)) else [t]):
-                    el = el.value if isinstance(el, (cst.Element, cst.StarredElement)) else el
-                    whole = dotted(el) if isinstance(el, (cst.Name, cst.Attribute)) else None
-                    if whole and not isinstance(n, cst.Del):
-                        binds.setdefault(whole, []).append(scope)
-                    if isinstance(el, (cst.Attribute, cst.Subscript)):
-                        owner = dotted(el.value) if isinstance(el.value, (cst.Name, cst.Attribute)) else None
-                        for o in owners(owner) if owner else ():
-                            out.setdefault(o, set()).add(scope)
+            for el in _bound(n):
+                whole = dotted(el) if isinstance(el, (cst.Name, cst.Attribute)) else None
+                if whole and not isinstance(n, cst.Del):
+                    binds.setdefault(whole, []).append(scope)
+                if isinstance(el, (cst.Attribute, cst.Subscript)):
+                    owner = dotted(el.value) if isinstance(el.value, (cst.Name, cst.Attribute)) else None
+                    for o in owners(owner) if owner else ():
+                        out.setdefault(o, set()).add(scope)
         elif isinstance(n, cst.Call):
             func = n.func
             if isinstance(func, cst.Attribute) and func.attr.value not in _READ_METHODS:

@@ -636,3 +636,18 @@ def _div(a: Any, b: Any):
     if a is None or b is None:
         return None
     return f"{a}/{b}"
+
+
+def stack_sites(fm: FileModel, inst: Instance, prefix: str = "", depth: int = 0) -> list[tuple[str, Any]]:
+    """(module path, where it is built) of the ModuleLists and Sequentials an instance holds, in
+    its submodules of this file too (a few levels down): Network.containers."""
+    out: list[tuple[str, Any]] = []
+    for attr, value in inst.attrs.items():
+        if type(value) is not Ctor or attr.startswith("__"):
+            continue
+        path = prefix + attr
+        if value.kind == "torch" and value.cls in ("ModuleList", "Sequential") and type(value.node) is cst.Call:
+            out.append((path, fm.src.span(value.node)))
+        elif value.kind == "local" and value.instance is not None and depth < 3:
+            out.extend(stack_sites(fm, value.instance, path + ".", depth + 1))
+    return out

@@ -42,7 +42,7 @@ from gradlint.source.engine.values import int_literal as _literal_int
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.engine.values import str_literal as _literal_str
 from gradlint.source.init_walk import _truth
-from gradlint.source.lowering import NO_CHOICE, _maybe_none, Lowerer
+from gradlint.source.lowering import NO_CHOICE, _maybe_none, Lowerer, stack_sites
 from gradlint.source.engine.walk import mentions
 from gradlint.source.names import dotted
 from gradlint.text import count_line_starts, search_word_start
@@ -873,21 +873,6 @@ def release(fm: FileModel) -> None:
             meter = done.meter
             done.__dict__.clear()
             done.meter = meter
-
-
-def stack_sites(fm: FileModel, inst: Instance, prefix: str = "", depth: int = 0) -> list[tuple[str, Any]]:
-    """(module path, where it is built) of the ModuleLists and Sequentials an instance holds, in
-    its submodules of this file too (a few levels down): Network.containers."""
-    out: list[tuple[str, Any]] = []
-    for attr, value in inst.attrs.items():
-        if type(value) is not Ctor or attr.startswith("__"):
-            continue
-        path = prefix + attr
-        if value.kind == "torch" and value.cls in ("ModuleList", "Sequential") and type(value.node) is cst.Call:
-            out.append((path, fm.src.span(value.node)))
-        elif value.kind == "local" and value.instance is not None and depth < 3:
-            out.extend(stack_sites(fm, value.instance, path + ".", depth + 1))
-    return out
 
 
 def _signature(fm: FileModel, info: ClassInfo) -> tuple | None:

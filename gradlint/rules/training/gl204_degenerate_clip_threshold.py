@@ -222,6 +222,7 @@ def _changed_elsewhere(ctx: RuleContext, v) -> bool:
     if not here:
         return False
     named = re.compile(rf"\.\s*{re.escape(field)}(?!\w)|['\"]{re.escape(field)}['\"]")
+    wanted = f"{here}.{v.shared}"
     for name in index.mentioning(field):
         if name == here:
             continue
@@ -230,7 +231,6 @@ def _changed_elsewhere(ctx: RuleContext, v) -> bool:
         if text is None or not named.search(text):
             continue
         # it imports this module (`import train`, `from train import cfg`), as the index resolves it
-        wanted = f"{here}.{v.shared}"
         if any(wanted in index.resolve(name, alias) or wanted in index.resolve(name, f"{alias}.{v.shared}")
                for alias in mod.imports):
             return True

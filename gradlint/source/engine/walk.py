@@ -154,3 +154,14 @@ _EMPTY = cst.Module(body=())
 def text(node: cst.CSTNode) -> str:
     """The source text of a node, without surrounding whitespace (lines joined with `\\n`)."""
     return _EMPTY.code_for_node(node).strip()
+
+
+def main_block(stmt: cst.CSTNode) -> bool:
+    """`if __name__ == "__main__":` (either way round)."""
+    if type(stmt) is not cst.If or type(stmt.test) is not cst.Comparison or len(stmt.test.comparisons) != 1:
+        return False
+    comparison = stmt.test.comparisons[0]
+    sides = (stmt.test.left, comparison.comparator)
+    names = [s.value for s in sides if type(s) is cst.Name]
+    strings = [s.evaluated_value for s in sides if type(s) is cst.SimpleString]
+    return type(comparison.operator) is cst.Equal and names == ["__name__"] and strings == ["__main__"]
