@@ -238,12 +238,17 @@ class Extractor(ModuleValues, Backwards):
         # function is still the global that function uses.
         self.globals = {k: self._module_value(k, v) for k, v in top.env.items() if "." not in k}
         self.module_functions = {n.name.value: n for n in top.module_defs if type(n) is cst.FunctionDef}
-        for node in top.module_defs:
+        # Last to first: a file's callers are mostly below what they call (timm's `vit_base()`
+        # below `_create_vision_transformer()` below `VisionTransformer` below `Block`), so each
+        # unit's first walk mostly sees what its callers pass already. In file order, _settle
+        # walked 830 units of timm + torchvision again (97% to the same facts); in this one, 195.
+        for node in reversed(top.module_defs):
             self._walk_unit(node)
+        for node in top.module_defs:
             if isinstance(node, cst.FunctionDef):
                 top._record_wrapper(node)
         self._settle()
-        for _node, sites, classes, functions in self.units.values():
+        for _node, sites, classes, functions in (self.units[id(n)] for n in top.module_defs):
             self.sites.extend(sites)
             self.classes.extend(classes)
             self.functions.extend(functions)
