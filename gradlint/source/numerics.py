@@ -27,7 +27,8 @@ from gradlint.facts.numerics import CallText, Expr, Function, NumClass, Numerics
 from gradlint.findings import SourceSpan
 from gradlint.source.backwards import Backwards, not_a_derivative
 from gradlint.source.engine.calls import split as _args
-from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, passed_tensor, open_value
+from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, passed_tensor, open_value, \
+    same_value
 from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import dotted
 from gradlint.text import search_word_start
@@ -46,8 +47,9 @@ _WEIGHTED_LAYERS = frozenset("torch.nn." + n for n in (
     "Linear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
     "Embedding", "LayerNorm", "GroupNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"))
 
-# Walks of one unit when its callers' arguments change (a chain of calls through this file).
-MAX_REWALKS = 3
+# Rounds of walking again the units whose callers' arguments, or the members of the classes they
+# read, changed (a chain of calls through this file: one round per link walked before its caller).
+MAX_REWALKS = 6
 
 
 @dataclass
@@ -145,6 +147,12 @@ class Extractor(ModuleValues, Backwards):
         self.backpropagated: list[tuple[tuple[str, int], Any, str]] = []
         self.units: dict[int, tuple[cst.CSTNode, list, list, list]] = {}
         self.stale: set[int] = set()  # units that read a class's members before it was walked
+        self.member_misses = 0  # how many times (function_returns: a value read too early is not kept)
+        # top-level class -> the units that read members of its instances (walked again when the
+        # class's members change)
+        self.member_readers: dict[str, set[int]] = {}
+        # top-level defs a later one of the same name replaces: no caller's arguments reach them
+        self.shadowed: set[int] = set()
         self.subclassed: set[str] = set()  # classes of this file another class of it derives from
         self.calling: dict[int, cst.Call] = {}  # id(callee expression) -> its call
         self.muted = 0  # evaluating a method's returns ahead of its turn (method_returns): no sites
@@ -238,10 +246,12 @@ class Extractor(ModuleValues, Backwards):
         # function is still the global that function uses.
         self.globals = {k: self._module_value(k, v) for k, v in top.env.items() if "." not in k}
         self.module_functions = {n.name.value: n for n in top.module_defs if type(n) is cst.FunctionDef}
+        last = {n.name.value: id(n) for n in top.module_defs}
+        self.shadowed = {id(n) for n in top.module_defs if last[n.name.value] != id(n)}
         # Last to first: a file's callers are mostly below what they call (timm's `vit_base()`
         # below `_create_vision_transformer()` below `VisionTransformer` below `Block`), so each
         # unit's first walk mostly sees what its callers pass already. In file order, _settle
-        # walked 830 units of timm + torchvision again (97% to the same facts); in this one, 195.
+        # walked 830 units of timm + torchvision again (97% to the same facts); in this one, 197.
         for node in reversed(top.module_defs):
             self._walk_unit(node)
         for node in top.module_defs:
@@ -324,7 +334,9 @@ class Extractor(ModuleValues, Backwards):
 
     def _settle(self) -> None:
         """Walk again the units whose functions were walked with other arguments than their callers
-        pass (a caller below its callee, a chain of calls), a few rounds at most."""
+        pass (a caller walked after its callee, a chain of calls), and those that read members of a
+        class before the class was walked or before its members changed, a few rounds at most:
+        until nothing changes, whatever order the first walks took."""
         stale = set(self.stale)
         for _ in range(MAX_REWALKS):
             for qual, sig in self.signatures.items():
@@ -332,9 +344,14 @@ class Extractor(ModuleValues, Backwards):
                     stale.add(sig[3])
             if not stale:
                 return
+            self.stale = set()
+            before = dict(self.class_attrs)  # (a walk of a class makes a new dict of its members)
             for key in [k for k in self.units if k in stale]:
                 self._walk_unit(self.units[key][0])
-            stale = set()
+            stale = set(self.stale)
+            for cls, attrs in self.class_attrs.items():
+                if not _same_members(before.get(cls), attrs):
+                    stale |= self.member_readers.get(cls, set())
 
     def binding(self, qual: str) -> dict[str, V]:
         """What each parameter of function `qual` is, joined over the calls of this file: only
@@ -342,7 +359,7 @@ class Extractor(ModuleValues, Backwards):
         sig = self.signatures.get(qual)
         if sig is None:
             return {}
-        positional, kwonly, defaults, _unit = sig
+        positional, kwonly, defaults, unit = sig
         head, _, name = qual.rpartition(".")
         if (head if name == "__init__" else name) in self.references or head in self.subclassed:
             return {}  # passed around as a value, or a subclass's `super()` calls: callers not all known
@@ -354,12 +371,15 @@ class Extractor(ModuleValues, Backwards):
             for pos, kw, star in calls:
                 if i < len(positional) and i < len(pos):
                     v = pos[i]
-                    passed = True
                 elif p in kw:
                     v = kw[p]
-                    passed = True
                 else:
                     v = UNKNOWN if star else defaults.get(p, UNKNOWN)
+                    joined = v if joined is None else merge(joined, v)
+                    continue
+                if self._recursive(v, qual, unit):
+                    continue  # what the function (or one it calls) passes back of its own parameter
+                passed = True
                 joined = v if joined is None else merge(joined, v)
             if joined is None:
                 joined = defaults.get(p, UNKNOWN)
@@ -371,6 +391,15 @@ class Extractor(ModuleValues, Backwards):
                     self.default_params[id(joined)] = (joined, qual, p, positional.index(p) if p in positional else -1)
                 out[p] = joined
         return out
+
+    def _recursive(self, v: V, qual: str, unit: int) -> bool:
+        """Whether `v` is the open parameter of `qual` itself, or of a function that `qual`'s unit
+        calls (a recursion through one other function, `even`/`odd`): it stands for what the
+        callers pass, which the other calls give; joined, it would keep the parameter open."""
+        ref = self.open_params.get(id(v))
+        if ref is None or ref[0] is not v:
+            return False
+        return ref[1] == qual or unit in self.passed.get(ref[1], {})
 
     def default_param(self, v: V) -> tuple[str, str, int] | None:
         """(function, parameter, position) when `v` is a criterion parameter's constructor default
@@ -423,9 +452,12 @@ class Extractor(ModuleValues, Backwards):
         __init__ sets it; None when unknown or not a module."""
         if cls not in self.local_classes:
             return None
+        if not self.path or self.path[0] != cls:
+            self.member_readers.setdefault(cls, set()).add(self.unit)
         attrs = self.class_attrs.get(cls)
         if attrs is None:
             self.stale.add(self.unit)
+            self.member_misses += 1
             return None
         v = attrs.get(attr)
         return _passed(v) if v is not None and (v.module or v.inst) else None
@@ -635,3 +667,11 @@ def extract(src, project=None) -> NumericsFacts:
     """Numerics facts of one parsed file (gradlint.source.SourceFile); `project`: the reader of
     other files of its project (configs.ConfigReader), for the constants it imports."""
     return Extractor(src, project).run()
+
+
+def _same_members(old: dict | None, new: dict) -> bool:
+    """Whether a class walked again sets the same members (by value; a fresh open value each walk
+    compares equal to the last one)."""
+    if old is None or old.keys() != new.keys():
+        return False
+    return all(a is b or (a == b and same_value(a.value, b.value)) for a, b in ((old[k], new[k]) for k in old))

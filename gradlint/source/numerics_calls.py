@@ -308,6 +308,7 @@ class TensorCalls(TorchOps):
         seen = set(x.references), set(x.class_refs)
         passed = {q: {u: list(calls) for u, calls in by_unit.items()} for q, by_unit in x.passed.items()}
         fresh = None if x.fresh is None else {q: list(calls) for q, calls in x.fresh.items()}
+        misses = x.member_misses
         x.muted += 1
         try:
             vals = [walk.ev(e) for e in exprs]
@@ -323,8 +324,13 @@ class TensorCalls(TorchOps):
         # a probability, or a module whose call returns one (`def make_model(): return
         # nn.Sequential(..., nn.Softmax(dim=1))`)
         # (or a dict display of criteria: `def build_criteria(): return {"cls": nn.CrossEntropyLoss()}`)
-        got = x.function_probs[fname] = made if made.prob or (made.callret and made.module) or made.keyed is not None \
-            else None
+        got = made if made.prob or (made.callret and made.module) or made.keyed is not None else None
+        if x.member_misses != misses:
+            # it read a member of a class not walked yet (`return trainer.model`): the unit asking
+            # is walked again once the class is (Extractor.member), and asks again then
+            del x.function_probs[fname]
+        else:
+            x.function_probs[fname] = got
         return got
 
     def builtin_call(self, node: cst.Call, fname: str) -> V:

@@ -126,8 +126,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         """The parameters of a top-level function or method as its callers in this file pass them
         (Extractor.binding); the signature is kept so that later callers can be joined."""
         qual = self.qual
-        if "<locals>" in qual or qual.count(".") > (self.cls is not None) or not self.x.unit:
-            return {}
+        if "<locals>" in qual or qual.count(".") > (self.cls is not None) or not self.x.unit or \
+                self.x.unit in self.x.shadowed:
+            return {}  # (a def that a later one of its name replaces: its callers call the later one)
         ps = fn.params
         positional = [p.name.value for p in list(ps.posonly_params) + list(ps.params)]
         if self.cls is not None:
