@@ -76,7 +76,7 @@ def test_skeleton_word_search_is_a_word_boundary_on_both_sides():
 
 def test_searches_led_by_their_literal_find_what_the_word_bounded_ones_find():
     from gradlint.source.constants import _GLOBAL
-    from gradlint.source.models import _SET_ANY, _attribute_set
+    from gradlint.source.model_eval import _SET_ANY, _attribute_set
 
     rng = random.Random(3)
     alphabet = ["self", ".", " ", "\n", "\t", "x", "_", "depth", "setattr", "(", "__dict__", "vars", "=", "==", "+=",

@@ -242,7 +242,7 @@ def _summary(path: str, data: bytes) -> tuple[FileFacts, frozenset[str], frozens
 
 
 def _config_shaped(node: Any, bases: list[str], shaped: set[str]) -> bool:
-    """A class a call may build as a config (ConstructCalls.config_of_call): a dataclass, or one
+    """A class a call may build as a config (ConfigObjects.config_of_call): a dataclass, or one
     whose bases are all configs by their shape or name (`...Config`: transformers'
     PretrainedConfig) or that has none. A class of another file called where a module is passed
     (`Block(dim, norm=MyNorm(dim))`, `MyNorm` deriving from a block of a third file without a
@@ -296,7 +296,7 @@ def _package_top(folder: str) -> str:
 
 class ConfigReader:
     """The config classes a file's annotations name, read from their files (models.FileModel asks
-    through `ConstructCalls.config_default` and `ConstructCalls.config`).
+    through `ConfigObjects.config_default` and `ConfigObjects.config`).
 
     `path`: the file being extracted; `symbols`: its top-level names (ModuleSymbols).
     """

@@ -87,7 +87,7 @@ def _written(fm: FileModel) -> tuple[dict[str, str], str]:
 def _builds_with_config(fm: FileModel, text: str) -> bool:
     """Whether `text` calls a model class of the file and a class that may be a config: one of
     the file's other classes, or an imported class not of torch, typing or the standard library
-    (whether it is a config is decided when it is bound: ConstructCalls.config_of_call)."""
+    (whether it is a config is decided when it is bound: ConfigObjects.config_of_call)."""
     from gradlint.source.configs import _not_the_projects
 
     model = config = False

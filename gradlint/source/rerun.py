@@ -198,7 +198,7 @@ def _returned_paths(low: Lowerer, value: Ctor) -> list | None:
 def _from_neutral(v: Any, fm: FileModel, origin: cst.CSTNode) -> Any:
     """The interpreter's value for an argument an ir.Extern carries (the inverse of _neutral): a
     config object is an instance holding the caller's plain values (any other attribute unknown),
-    as a config of another file is held where it is read (ConstructCalls._config_value)."""
+    as a config of another file is held where it is read (ConfigObjects._config_value)."""
     if isinstance(v, SymArg):
         return Sym(v.text)
     if isinstance(v, ClassArg):
