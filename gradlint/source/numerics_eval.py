@@ -382,7 +382,7 @@ class TensorEval:
                         and not other.nograd and (other.tensor or other.computed or other is UNKNOWN):
                     terms |= {(side.cut_span, side.cut)}
             if terms and not res.nograd:
-                res = replace(res, cut_terms=terms)
+                res = replace(res, cut_terms=terms, addends=(left, right))
         elif op is cst.Multiply and (number_of(left) is not None or number_of(right) is not None):
             # `0.1 * aux_loss` keeps what the term is made of
             res = replace(res, cut_terms=left.cut_terms | right.cut_terms)

@@ -13,7 +13,7 @@ node whose position is resolved only when a finding reports it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from dataclasses import replace as _replace_record
 from typing import Any
 
@@ -96,6 +96,9 @@ class V:
     # term may carry gradient: (where it was cut, how). Only sums and differences keep them: a
     # cut value used inside a computation (`(pred - target.detach()) ** 2`) is a stop-gradient.
     cut_terms: frozenset[tuple[Where, str]] = frozenset()
+    # the two operands of the sum that added a cut term (merge: a path that adds it to the value
+    # the other path keeps, `if adv: loss = loss + adv_loss.item()`)
+    addends: tuple = field(default=(), compare=False)
     # The output of a learned layer, or a square, sum, norm or positive probability made from
     # one: an all-zero vector there has probability zero, so 0/0 and sqrt(0) are not a hazard
     # (CLIP-style `emb / emb.norm()` on a projection's output; measured on the corpus: every
@@ -325,9 +328,21 @@ def merge(a: V, b: V) -> V:
         leaf=a.leaf or b.leaf,
         safe_where=a.safe_where or b.safe_where,
         dense=a.dense and b.dense,
-        cut_terms=a.cut_terms & b.cut_terms,
+        cut_terms=_joined_cut_terms(a, b),
         value=join_value(a.value, b.value),
     )
+
+
+def _joined_cut_terms(a: V, b: V) -> frozenset:
+    """The cut terms of a sum on both paths; all of one path's when the other path's value is the
+    very value that path added them to (`loss = l1; if adv: loss = l1 + adv_loss.item()`: the
+    term is cut wherever it is added). A term cut on one path and live on the other (`main +
+    reg.detach()` while warming up, `main + reg` after) is not one of them."""
+    if a.cut_terms and any(x is b for x in a.addends):
+        return a.cut_terms
+    if b.cut_terms and any(x is a for x in b.addends):
+        return b.cut_terms
+    return a.cut_terms & b.cut_terms
 
 
 def _plain_number(v: V) -> bool:
