@@ -98,7 +98,7 @@ class V:
     cut_terms: frozenset[tuple[Where, str]] = frozenset()
     # the two operands of the sum that added a cut term (merge: a path that adds it to the value
     # the other path keeps, `if adv: loss = loss + adv_loss.item()`)
-    addends: tuple = field(default=(), compare=False)
+    addends: tuple[V, V] | None = field(default=None, compare=False)
     # The output of a learned layer, or a square, sum, norm or positive probability made from
     # one: an all-zero vector there has probability zero, so 0/0 and sqrt(0) are not a hazard
     # (CLIP-style `emb / emb.norm()` on a projection's output; measured on the corpus: every
@@ -338,9 +338,9 @@ def _joined_cut_terms(a: V, b: V) -> frozenset:
     very value that path added them to (`loss = l1; if adv: loss = l1 + adv_loss.item()`: the
     term is cut wherever it is added). A term cut on one path and live on the other (`main +
     reg.detach()` while warming up, `main + reg` after) is not one of them."""
-    if a.cut_terms and any(x is b for x in a.addends):
+    if a.cut_terms and a.addends is not None and (a.addends[0] is b or a.addends[1] is b):
         return a.cut_terms
-    if b.cut_terms and any(x is a for x in b.addends):
+    if b.cut_terms and b.addends is not None and (b.addends[0] is a or b.addends[1] is a):
         return b.cut_terms
     return a.cut_terms & b.cut_terms
 
