@@ -10,6 +10,7 @@ statements (assignments, `with`, loops, returns, grad mode) and the bindings the
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Iterable
 
 import libcst as cst
@@ -435,6 +436,11 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder),
                             classes=owned[0], want="module-path", data=(("model_path", owned[1]),)))
             return
+        if key and hv is UNKNOWN and key != "self" and _read_as_module(key, self.x.src.text):
+            # nothing known of it, but the file uses it as only a module is used (`x.parameters()`,
+            # `x.load_state_dict(...)`, a child's weight `x.conv.weight`): no tensor has those
+            self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder)))
+            return
         if key == "self" and self.cls is not None and not self.cls.reads_requires_grad:
             self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail="self", classes=(self.cls.name,),
                             want="module"))
@@ -518,3 +524,17 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
 
 _AUG = {cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
         cst.DivideAssign: cst.Divide, cst.PowerAssign: cst.Power}
+
+
+# What only a module has: its parameters, children, modules and state dict, and a child holding a
+# weight or bias (`self.model.outc.conv.weight`: no tensor has an attribute that has a weight).
+_MODULE_USE = r"\s*\.\s*(?:(?:named_)?(?:parameters|children|modules)\s*\(|(?:load_)?state_dict\s*\(|\w+\s*\.\s*(?:weight|bias)\b)"
+
+
+def _read_as_module(key: str, text: str) -> bool:
+    """Whether the file reads the dotted name `key` as only an nn.Module is read (_MODULE_USE)."""
+    first = key.partition(".")[0]
+    if first not in text:
+        return False
+    pattern = re.compile(r"(?<![\w.])" + r"\s*\.\s*".join(map(re.escape, key.split("."))) + _MODULE_USE)
+    return pattern.search(text) is not None

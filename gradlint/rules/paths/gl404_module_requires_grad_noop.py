@@ -39,6 +39,14 @@ _NETS_PART = ("from torch import nn\n\n\nclass Net(nn.Module):\n    def __init__
               "        self.encoder = nn.Linear(4, 4)\n")
 
 
+# A model nothing is known of (built by a function of a file not in the project) whose head the
+# trainer means to freeze, and whose head's weights it reads (upstream: MICCAI23-ProtoContra-SFDA#18).
+_ADAPT = ("import torch\nfrom models import get_model\n\n\nclass Trainer:\n"
+          "    def __init__(self, opt):\n        self.model = get_model(opt)\n"
+          "        self.prototypes = self.model.outc.conv.weight.view(-1)\n"
+          "        self.model.outc.requires_grad = False\n")
+
+
 class ModuleRequiresGradNoop(SiteRule):
     """
     ## What it does
@@ -51,8 +59,10 @@ class ModuleRequiresGradNoop(SiteRule):
     (`m = Net(); m.backbone.requires_grad = False`, when the class holds a layer there), a parameter for which every caller in the
     project passes a module (`trainer.freeze(Backbone())` in another file) or a submodule of one
     (`model.encoder`, when every caller passes a model whose class holds a layer there), or a loop variable
-    over `.modules()`/`.children()` (also `list(model.children())[:3]`) — and the
-    `.require_grad` typo on anything.
+    over `.modules()`/`.children()` (also `list(model.children())[:3]`), or an object nothing else
+    is known of that the file uses as only a module is used (`x.parameters()`, `x.children()`,
+    `x.load_state_dict(...)`, a child's weight `x.conv.weight`) — and the `.require_grad` typo on
+    anything.
 
     Not flagged: `module.requires_grad_(False)`, and `requires_grad` on tensors and
     `nn.Parameter` attributes.
@@ -113,9 +123,16 @@ class ModuleRequiresGradNoop(SiteRule):
                 note="the model every caller in the project passes (train.py)"),
         Example(_FREEZE_PART, files=(("train.py", _TRAIN_PART), ("nets.py", _NETS_PART)),
                 note="a submodule of the model every caller in the project passes"),
+        Example(_ADAPT, note="read as a module: its child's weight (ProtoContra's trainer)"),
+        Example(_ADAPT.replace("self.model.outc.conv.weight.view(-1)", "list(self.model.outc.parameters())"),
+                note="read as a module: its parameters"),
     ]
     valid = [
         Example("import torch\nfrom torch import nn\n\nm = nn.Linear(4, 4)\nm.requires_grad_(False)\n"),
+        Example(_ADAPT.replace("self.model.outc.conv.weight.view(-1)", "self.model.outc.sum()"),
+                note="nothing tells it is a module"),
+        Example(_ADAPT.replace("self.model.outc.requires_grad = False", "self.model.outc.requires_grad_(False)"),
+                note="the method"),
         Example("import torch\nfrom torch import nn\n\nclass M(nn.Module):\n"
                 "    def __init__(self):\n        super().__init__()\n"
                 "        self.scale = nn.Parameter(torch.ones(1))\n"
