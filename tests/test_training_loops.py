@@ -963,3 +963,18 @@ def test_gl207_a_rebinding_under_a_branch_does_not_hide_the_training_binding():
     # bound only on one branch: the training loop's `out` (made with grad) may reach the loss
     text = _TRAIN_THEN_VALIDATE.format(val="            if y is not None:\n                out = model(x)\n")
     assert codes(text, "GL207") == []
+
+
+def test_gl207_names_the_no_grad_binding_of_the_function_whatever_the_helpers_place():
+    # the helper's binding was preferred when the helper was written below (a larger line)
+    from gradlint.api import check_source
+    from gradlint.config import Config
+
+    helper = "def rollout(policy, obs):\n    with torch.no_grad():\n        out = policy(obs)\n    return out\n"
+    train = ("def train(policy, opt, obs):\n    with torch.no_grad():\n        a = policy(obs)  # own\n"
+             "    b = rollout(policy, obs)\n    loss = (a + b).sum()\n    loss.backward()\n    opt.step()\n")
+    for units in ((helper, train), (train, helper)):
+        src = "import torch\n\n\n" + "\n\n".join(units)
+        own = next(n for n, row in enumerate(src.splitlines(), 1) if "# own" in row)
+        (f,) = check_source(src, Config(select=("GL207",)))
+        assert f"(line {own})" in f.message

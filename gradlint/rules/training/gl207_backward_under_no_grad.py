@@ -264,8 +264,11 @@ class _Flow:
             found.append((ev.span.line, ""))
         if not self._follow([(n, ev.span.line, ev.nograd) for n in ev.uses], found, fn, 0):
             return None
-        # the binding nearest the backward: in the second of two loops that reuse a name, its own line
-        return max(found) if found else None
+        # the binding nearest the backward: in the second of two loops that reuse a name, its own
+        # line; one in this function before any in a helper (whose line is where the helper is
+        # written, above or below), the first helper followed
+        own = [f for f in found if not f[1]]
+        return max(own) if own else found[0] if found else None
 
     def _follow(self, todo, found: list[tuple[int, str]], fn: Function, depth: int) -> bool:
         """Follow the names in `todo` through fn's assignments, adding the no-grad model calls
