@@ -420,7 +420,8 @@ class Pipeline:
 '''
 
 
-def test_a_method_is_walked_with_what_a_later_method_of_its_class_passes(monkeypatch):
+def _counted_walks(monkeypatch) -> list[str]:
+    """The names of the units numerics walks (each walk again too), as they are walked."""
     from gradlint.source import numerics
 
     walks: list[str] = []
@@ -431,6 +432,11 @@ def test_a_method_is_walked_with_what_a_later_method_of_its_class_passes(monkeyp
         return real(self, node)
 
     monkeypatch.setattr(numerics.Extractor, "_walk_unit", counting)
+    return walks
+
+
+def test_a_method_is_walked_with_what_a_later_method_of_its_class_passes(monkeypatch):
+    walks = _counted_walks(monkeypatch)
     out = facts(LATER_CALLER)
     (record,) = [f for f in out.functions if f.name == "Pipeline.record"]
     (call,) = [c for c in record.calls if c.callee == "keep"]
@@ -476,16 +482,7 @@ def net_small():
 def test_units_whose_callers_are_below_them_are_walked_once(monkeypatch):
     # Walked last to first, each unit's first walk has its callers' arguments already: in file
     # order every unit but the last was walked again (830 of timm + torchvision's units)
-    from gradlint.source import numerics
-
-    walks: list[str] = []
-    real = numerics.Extractor._walk_unit
-
-    def counting(self, node):
-        walks.append(node.name.value)
-        return real(self, node)
-
-    monkeypatch.setattr(numerics.Extractor, "_walk_unit", counting)
+    walks = _counted_walks(monkeypatch)
     out = facts(CALLERS_BELOW)
     assert sorted(walks) == ["Block", "Net", "_create", "net_small"]
     # the facts keep the file's order

@@ -28,7 +28,7 @@ from gradlint.findings import SourceSpan
 from gradlint.source.backwards import Backwards, not_a_derivative
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, passed_tensor, open_value, \
-    same_value
+    same
 from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import dotted
 from gradlint.text import search_word_start
@@ -674,4 +674,4 @@ def _same_members(old: dict | None, new: dict) -> bool:
     compares equal to the last one)."""
     if old is None or old.keys() != new.keys():
         return False
-    return all(a is b or (a == b and same_value(a.value, b.value)) for a, b in ((old[k], new[k]) for k in old))
+    return all(same(old[k], new[k]) for k in old)

@@ -533,8 +533,5 @@ _MODULE_USE = r"\s*\.\s*(?:(?:named_)?(?:parameters|children|modules)\s*\(|(?:lo
 
 def _read_as_module(key: str, text: str) -> bool:
     """Whether the file reads the dotted name `key` as only an nn.Module is read (_MODULE_USE)."""
-    first = key.partition(".")[0]
-    if first not in text:
-        return False
     pattern = re.compile(r"(?<![\w.])" + r"\s*\.\s*".join(map(re.escape, key.split("."))) + _MODULE_USE)
     return pattern.search(text) is not None

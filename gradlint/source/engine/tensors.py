@@ -279,9 +279,14 @@ def _combine(vals: list[V]) -> V:
     return new
 
 
+def same(a: V, b: V) -> bool:
+    """Whether two values are the same value (their plain values compared as same_value does)."""
+    return a is b or (a == b and same_value(a.value, b.value))
+
+
 def merge(a: V, b: V) -> V:
     """A value that is `a` on one path and `b` on another: hazards must hold on both."""
-    if a is b or (a == b and same_value(a.value, b.value)) or (a is UNKNOWN and _is_open(b)) or (
+    if same(a, b) or (a is UNKNOWN and _is_open(b)) or (
             b is UNKNOWN and _is_open(a)):
         return a  # an open parameter is unknown elsewhere: the first one's identity is kept
     # cut on both paths, or on one and a plain number on the other (`adv = 0; if ...: adv =
