@@ -229,6 +229,42 @@ def test_networks_built_the_same_way_share_one_finding():
     assert "across 22 layers" in found[0].message and "in net2 (and in 2 more networks: net0, net1)" in found[0].message
 
 
+TWINS = '''
+import torch.nn as nn
+
+
+def make_layers(depth, width=256):
+    layers = []
+    for _ in range(depth):
+        lin = nn.Linear(width, width)
+        nn.init.xavier_uniform_(lin.weight)
+        layers += [lin, nn.ReLU()]
+    return nn.Sequential(*layers)
+'''
+
+TWIN = '''
+
+class {name}(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = make_layers(60)
+
+    def forward(self, x):
+        return self.features(x)
+'''
+
+
+def test_identical_networks_of_one_factory_name_each_other_in_either_order():
+    # the same chain in two classes is one finding that names both, whichever class comes first
+    messages = []
+    for order in (("Alpha", "Beta"), ("Beta", "Alpha")):
+        found = [f for f in check_source(TWINS + "".join(TWIN.format(name=n) for n in order)) if f.code == "GL101"]
+        assert len(found) == 1
+        messages.append(found[0].message)
+    assert messages[0] == messages[1]
+    assert "in Alpha (and in 1 more network: Beta)" in messages[0], messages[0]
+
+
 def test_saturation_names_every_network_it_counts_layers_of():
     src = _factories(2, 8).replace("        self.a = nn.Sigmoid()", "        nn.init.normal_(self.f.weight, std=1.0)\n"
                                    "        self.a = nn.Tanh()").replace("w=64", "w=512")

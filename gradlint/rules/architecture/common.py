@@ -59,40 +59,30 @@ def location(origin: Origin) -> tuple[SourceSpan | None, GraphNode | None]:
     return None, None
 
 
-def unique_chains(ctx: RuleContext) -> Iterator[tuple[Network, Chain]]:
-    """Chains of every network, each chain once: a block class lowered on its own and inlined in
-    its parent yields the same chain twice (same layers, same source), which is one finding."""
-    seen: set = set()
-    for network, analysis in analyses(ctx):
-        for chain in analysis.chains:
-            key = tuple((s.layer.origin, s.layer.init) for s in chain.steps)
-            if key in seen:
-                continue
-            seen.add(key)
-            yield network, chain
-
-
 def flagged_chains(ctx: RuleContext, flagged, worse) -> Iterator[tuple[Network, Chain, tuple[str, ...]]]:
     """The chains `flagged` selects, one per place of their first layer: networks built the same
     way share it (a file's factories of one class, `vgg11()` ... `vgg19()`, whose layers all come
-    from one line of `make_layers`), and one finding there is enough. The worst chain (`worse(a,
-    b)`: a is worse than b) speaks for the place, with the names of the other networks."""
+    from one line of `make_layers`; a block class lowered on its own and inlined in its parent),
+    and one finding there is enough. The worst chain (`worse(a, b)`: a is worse than b) speaks for
+    the place, with the names of the other networks; between chains as bad, the network whose
+    name sorts first, so that the finding is the same whatever order the classes are written in."""
     groups: dict = {}
-    for network, chain in unique_chains(ctx):
-        if not flagged(chain):
-            continue
-        where = chain.first.origin
-        key = where if where is not None else (network.name, id(chain))
-        group = groups.get(key)
-        if group is None:
-            groups[key] = [network, chain, []]
-        elif worse(chain, group[1]):
-            group[2].append(group[0].name)
-            group[0], group[1] = network, chain
-        elif network.name != group[0].name and network.name not in group[2]:
-            group[2].append(network.name)
-    for network, chain, others in groups.values():
-        yield network, chain, tuple(n for n in dict.fromkeys(others) if n != network.name)
+    for network, analysis in analyses(ctx):
+        for chain in analysis.chains:
+            if not flagged(chain):
+                continue
+            where = chain.first.origin
+            # a chain with no place of its own is one finding per distinct chain
+            key = where if where is not None else tuple((s.layer.origin, s.layer.init) for s in chain.steps)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [network, chain, {network.name}]
+                continue
+            group[2].add(network.name)
+            if worse(chain, group[1]) or (not worse(group[1], chain) and network.name < group[0].name):
+                group[0], group[1] = network, chain
+    for network, chain, names in groups.values():
+        yield network, chain, tuple(sorted(n for n in names if n != network.name))
 
 
 def also_in(others: tuple[str, ...]) -> str:
