@@ -539,6 +539,23 @@ def test_tensor_helpers_are_judged_with_what_callers_in_another_file_pass():
     assert found([helpers]) == expected  # alone: train.py is found by scanning for the name
 
 
+def test_a_reshape_of_a_parameter_is_what_every_caller_passed():
+    # GSCNN's bce2d: `input.transpose(...).contiguous().view(1, -1)` into BCE-with-logits, called
+    # with a sigmoid output; arithmetic on the parameter (`2 * p - 1`) or logits stay quiet
+    folder = FOLDER.parent / "reshaped_callers"
+    losses = folder / "losses.py"
+
+    def found(paths):
+        result = check_paths(paths, Config(select=("GL3",), root=str(folder)), use_cache=False, jobs=1)
+        assert not result.internal_errors
+        return {(Path(f.path).name, f.span.line, f.code) for f in result.findings}
+
+    expected = _expected(losses)
+    assert {code for _, _, code in expected} == {"GL302", "GL304"}
+    assert found([folder]) == expected
+    assert found([losses]) == expected  # alone: train.py is found by scanning for the names
+
+
 def test_a_selection_of_a_parameter_marks_no_other_unknown_value(tmp_path):
     # `inp[:, 0]` of an open parameter knows nothing but where it comes from; an unknown value
     # elsewhere in the file (`other.foo()`) is no part of that parameter

@@ -308,7 +308,10 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
             return None
         tensor = f"{tensor}@{data['tensor_elem']}"
     # a tensor parameter bound: which parameter, for the message (the callers made what it holds)
+    # (and the expression the site reads of it, when that is a reshape or selection of it)
     passed = (("passed", data["tensor_param"]),) if tensor is not None else ()
+    if passed and data.get("input") and data["input"] != data["tensor_param"]:
+        passed += (("passed_as", data["input"]),)
     if site.kind == "log_of_probability":
         if tensor is not None:
             if tensor.startswith("prob:"):

@@ -163,6 +163,10 @@ class Extractor(ModuleValues, Backwards):
         self.open_params: dict[int, tuple[V, str, str, int]] = {}
         # values that select or reshape an open parameter, with its record (derived_param)
         self.open_derived: dict[int, tuple[V, str, str, int]] = {}
+        # of those, the ones that only select or reshape it (`input.transpose(1, 2).view(1, -1)`,
+        # `p[:, 0]`): each element is one the callers passed, so what they passed (a sigmoid
+        # output...) it still is (kept_param)
+        self.open_kept: dict[int, tuple[V, str, str, int]] = {}
         # one element of an open parameter unpacked (`xy, wh, obj, cls = preds`): the parameter
         # as in open_params, and the element's index (only sites on tensors read these)
         self.open_elems: dict[int, tuple[V, str, str, int, int]] = {}
@@ -417,12 +421,22 @@ class Extractor(ModuleValues, Backwards):
         got = self.open_params.get(id(v)) or self.open_derived.get(id(v))
         return got[1:] if got is not None and got[0] is v else None
 
-    def derive_from(self, operands: list, result: V) -> V:
+    def kept_param(self, v: V) -> tuple[str, str, int] | None:
+        """`open_param`, or the open parameter `v` selects or reshapes (derive_from's `kept`)."""
+        got = self.open_params.get(id(v)) or self.open_kept.get(id(v))
+        return got[1:] if got is not None and got[0] is v else None
+
+    def derive_from(self, operands: list, result: V, kept: bool = False) -> V:
         """`result`, computed from `operands`: of the open parameter every operand that is not a
         constant is of (a selection or reshape of it, `inp[:, 0].double()`; arithmetic on such
-        values, `(a11 - q) * a22 / p` with each a column of one parameter); none else."""
+        values, `(a11 - q) * a22 / p` with each a column of one parameter); none else. `kept`:
+        `result` selects or reshapes `operands[0]`, the others are sizes and indices."""
         if not self.open_params:
             return result
+        if kept and result is not operands[0] and (ref := self.kept_param(operands[0])) is not None:
+            if result is UNKNOWN:
+                result = open_value()
+            self.open_kept[id(result)] = (result, *ref)
         refs = set()
         for v in operands:
             if v is UNKNOWN or v.const or v.cut is not None:

@@ -213,7 +213,7 @@ class TensorEval:
                     value = base.value[i]  # `dims = (1, 2); dims[0]`
             return self.x.derive_from([base], replace(base, sq=False, sumsq=False, crit=None, callret=None, module=False,
                                                inst=frozenset(), norm=base.norm, exp=base.exp, elems=None,
-                                               value=value))
+                                               value=value), kept=True)
         if kind is cst.Comparison:
             vals = [self.ev(node.left)] + [self.ev(c.comparator) for c in node.comparisons]
             return V(const=all(v.const for v in vals), cut="comparison", computed=True)

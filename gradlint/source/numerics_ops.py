@@ -554,7 +554,7 @@ class TorchOps:
         return c.r
 
     def _m_keep(self, c: _Call) -> V:
-        return self.x.derive_from([c.r], self._kept(c.r))
+        return self.x.derive_from([c.r], self._kept(c.r), kept=True)
 
     @staticmethod
     def _kept(r: V) -> V:
@@ -565,7 +565,7 @@ class TorchOps:
     def _q_keep(self, c: _Call) -> V | None:
         if c.first_node is None:
             return None
-        return self.x.derive_from([c.first], self._kept(c.first))
+        return self.x.derive_from([c.first], self._kept(c.first), kept=True)
 
     def _m_apply(self, c: _Call) -> V | None:
         if isinstance(c.recv, cst.Name) and c.recv.value in self.x.autograd_classes:

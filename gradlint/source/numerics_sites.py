@@ -80,7 +80,7 @@ class SiteChecks:
         model = self.param_output(inp)
         # the input itself a parameter: only for a loss of known kind (a criterion parameter's
         # call may be no loss at all: `self.downsample(x)` with `downsample` from __init__)
-        tensor = self.x.open_param(inp) if not model and criterion is None else None
+        tensor = self.x.kept_param(inp) if not model and criterion is None else None
         elem: list[tuple[str, Any]] = []
         if not model and criterion is None and tensor is None and (got := self.x.open_elem(inp)) is not None:
             tensor, elem = got[0], [("tensor_elem", got[1])]  # `xy, wh, obj, cls = preds` of a parameter
@@ -103,7 +103,7 @@ class SiteChecks:
         if self.hazard_quiet() or inp.nograd:
             return
         extra = (*_param_data("criterion", default), ("criterion_default", "crit:" + kind)) if default else ()
-        if self.param_output(inp) is not None or self.x.open_param(inp) is not None or \
+        if self.param_output(inp) is not None or self.x.kept_param(inp) is not None or \
                 self.x.open_elem(inp) is not None:
             self.param_loss(node, kind, None, inp_node, inp, extra)
             return
@@ -132,7 +132,7 @@ class SiteChecks:
             # the output of a model parameter: what the project's callers pass decides
             self.x.add(Site("log_of_probability", "parameters", span, detail="model output",
                             data=tuple(_param_data("model", model))))
-        elif (tensor := self.x.open_param(a)) is not None:
+        elif (tensor := self.x.kept_param(a)) is not None:
             # the parameter itself (`def nll(probs, y): ... log(probs)`): what every caller passes
             self.x.add(Site("log_of_probability", "parameters", span, detail="parameter",
                             data=(*_param_data("tensor", tensor), ("input", self.x.code(arg_node)[:80]))))

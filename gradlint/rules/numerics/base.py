@@ -97,8 +97,14 @@ def passed_as(site: Site, what: str) -> str:
     """How a message names the tensor a site reads: `what` it is, or, for a parameter of the
     function that every caller in the project passes so (facts.numerics.bind_parameters), the
     parameter with what the callers make of it."""
-    param = dict(site.data).get("passed")
-    return f"`{param}` ({what}, as every caller passes it)" if param else what
+    data = dict(site.data)
+    param = data.get("passed")
+    if not param:
+        return what
+    if data.get("passed_as"):
+        # `input.transpose(1, 2).view(1, -1)`: its elements are the parameter's
+        return f"`{data['passed_as']}`, a reshape or selection of `{param}` ({what}, as every caller passes it)"
+    return f"`{param}` ({what}, as every caller passes it)"
 
 
 def functional(facts: NumericsFacts, function: str) -> str | None:
