@@ -1,12 +1,14 @@
 """Hand-written `autograd.Function.backward`s as the numerics extractor reads them: one that never
-reads its gradient (GL405's site), and ones that are deliberately no derivative of their forward
-(straight-through and gradient-scaling estimators), which no gradcheck applies to (GL406)."""
+reads its gradient (GL405's site), and ones that no gradcheck applies to (GL406): deliberately no
+derivative of their forward (straight-through and gradient-scaling estimators), or collectives,
+which need a process group that one process's gradcheck does not have."""
 
 from __future__ import annotations
 
 import libcst as cst
 
 from gradlint.facts.numerics import Site
+from gradlint.source.engine.walk import walk
 
 # Methods that give a tensor back unchanged in value (a copy, a view, its negation).
 _SAME_VALUE = frozenset({"clone", "neg", "contiguous", "view_as", "reshape_as", "view", "reshape", "detach"})
@@ -94,15 +96,39 @@ def _linear(node: cst.BaseExpression, names: set[str], ctx: str) -> Factor | Non
     return None
 
 
-def _returns(fn: cst.FunctionDef, only: bool = False) -> list[cst.BaseExpression] | None:
+def _aliases(fn: cst.FunctionDef, grads: list[str], ctx: str) -> tuple[set[str], set[int]]:
+    """Names a backward binds, at its top level, to one of its gradients unchanged in value
+    (`grad_input = grad_output.clone()`), and the ids of those statements."""
+    names: set[str] = set(grads)
+    found: set[str] = set()
+    lines: set[int] = set()
+    for stmt in fn.body.body if isinstance(fn.body, cst.IndentedBlock) else ():
+        small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 else None
+        if not (isinstance(small, cst.Assign) and len(small.targets) == 1
+                and isinstance(small.targets[0].target, cst.Name)):
+            continue
+        target = small.targets[0].target.value
+        if _linear(small.value, names, ctx) == (1.0, ()):
+            names.add(target)
+            found.add(target)
+            lines.add(id(stmt))
+        else:
+            names.discard(target)
+            found.discard(target)
+    return found, lines
+
+
+def _returns(fn: cst.FunctionDef, only: bool = False, skip: set[int] = frozenset()) -> list[cst.BaseExpression] | None:
     """The values a function returns, when its body is plain statements ending in returns (no
-    branch or loop to read); with `only`, when it holds nothing but a docstring and returns of
-    a value. None otherwise."""
+    branch or loop to read); with `only`, when it holds nothing but a docstring, the statements
+    `skip` names and returns of a value. None otherwise."""
     body = fn.body.body if isinstance(fn.body, cst.IndentedBlock) else ()
     out = []
     for stmt in body:
         if not isinstance(stmt, cst.SimpleStatementLine):
             return None
+        if only and id(stmt) in skip:
+            continue
         if only:
             small = stmt.body[0] if len(stmt.body) == 1 else None
             if isinstance(small, cst.Expr) and isinstance(small.value, cst.SimpleString):
@@ -123,16 +149,18 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
     grads = _inputs(backward)
     if forward is None or not grads or isinstance(backward.params.star_arg, cst.Param):
         return False
-    given = _returns(backward, only=True)
+    ctx, factors = _ctx(backward), set()
+    # `grad_input = grad_output.clone(); return grad_input`: the gradient under another name
+    aliases, plain = _aliases(backward, grads, ctx)
+    given = _returns(backward, only=True, skip=plain)
     if given is None:
         return False
-    ctx, factors = _ctx(backward), set()
     for value in given:
         items = [e.value for e in value.elements] if isinstance(value, cst.Tuple) else [value]
         for item in items:
             if _all_none(item):
                 continue
-            got = _linear(item, set(grads), ctx)
+            got = _linear(item, set(grads) | aliases, ctx)
             if got is None:
                 return False
             factors.add(got)
@@ -146,6 +174,29 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
     if None in passed:
         return True  # an operation whose gradient the backward replaces with its own
     return passed != factors
+
+
+def communicates(methods: list[cst.FunctionDef], qualify, functions: dict[str, cst.FunctionDef]) -> bool:
+    """Whether an autograd Function's forward or backward calls `torch.distributed` (an
+    all-reduce, all-gather, all-to-all, send or receive, or the group's rank and size: the
+    Function is a collective across processes), directly or through a top-level function of its
+    file (`_all_to_all_dim_exchange(x, ..., group)`, two calls deep at most). `qualify`: a callee's
+    qualified names through the file's imports; `functions`: the file's top-level functions."""
+    todo = [(m, 0) for m in methods if m.name.value in ("forward", "backward")]
+    seen: set[int] = set()
+    while todo:
+        fn, depth = todo.pop()
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        for node in walk(fn.body):
+            if type(node) is not cst.Call:
+                continue
+            if any(q == "torch.distributed" or q.startswith("torch.distributed.") for q in qualify(node.func)):
+                return True
+            if depth < 2 and type(node.func) is cst.Name and (helper := functions.get(node.func.value)) is not None:
+                todo.append((helper, depth + 1))
+    return False
 
 
 class Backwards:

@@ -18,9 +18,12 @@ class UncheckedCustomBackward(Rule):
 
     Not flagged: backwards that are deliberately no derivative of their forward, which a
     gradcheck fails by design: a straight-through estimator (a forward such as `round(x)` or
-    `sign(x)` whose backward only returns the incoming gradient, or None) and gradient reversal
-    or scaling (a pass-through forward such as `x.view_as(x)` whose backward returns the
-    gradient times another factor: `-ctx.alpha * g`, `g * ctx.scale`).
+    `sign(x)` whose backward only returns the incoming gradient, or None, also under another
+    name: `g = grad_output.clone(); return g`) and gradient reversal or scaling (a pass-through
+    forward such as `x.view_as(x)` whose backward returns the gradient times another factor:
+    `-ctx.alpha * g`, `g * ctx.scale`); and collectives, whose forward or backward calls
+    `torch.distributed` (an all-reduce, all-gather, all-to-all, the group's rank or size), directly
+    or through a function of the same file: a gradcheck in one process has no group to run them.
 
     ## Why is this bad?
     A hand-written backward is the one place where autograd trusts the programmer. A wrong
@@ -87,6 +90,20 @@ class UncheckedCustomBackward(Rule):
                 "    @staticmethod\n    def forward(ctx, x, alpha):\n        ctx.alpha = alpha\n        return x.view_as(x)\n\n"
                 "    @staticmethod\n    def backward(ctx, g):\n        return g.neg() * ctx.alpha, None\n",
                 note="gradient reversal (DANN)"),
+        Example("import torch\n\nclass QuantSTE(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, w):\n        scale = 1.0 / w.abs().mean().clamp(min=1e-5)\n"
+                "        return (w * scale).round().clamp(-1, 1) / scale\n\n"
+                "    @staticmethod\n    def backward(ctx, grad_output):\n        grad_input = grad_output.clone()\n"
+                "        return grad_input\n",
+                note="straight-through, the gradient returned under another name"),
+        Example("import torch\nimport torch.distributed as dist\n\n"
+                "def _gather(x, group):\n    out = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]\n"
+                "    dist.all_gather(out, x, group=group)\n    return torch.cat(out)\n\n"
+                "class AllGather(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x, group):\n        ctx.group = group\n        return _gather(x, group)\n\n"
+                "    @staticmethod\n    def backward(ctx, g):\n"
+                "        dist.all_reduce(g, group=ctx.group)\n        return g, None\n",
+                note="a collective: a gradcheck in one process has no process group"),
     ]
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
