@@ -101,6 +101,9 @@ class NumClass:
     returns_via: tuple[str, ...] = ()  # forward returns the output of an instance of these classes
     # forward returns a tuple of this length on every path: each element's kind where they agree
     returns_items: tuple[str | None, ...] = ()
+    # `returns` holds only with these `__init__` parameters at their defaults (name, position
+    # after self or -1, the default's code): a test in forward reads the setting they make
+    returns_assuming: tuple[tuple[str, int, str], ...] = ()
     autograd_function: bool = False
     # a hand-written backward that is meant to be the forward's derivative: not a straight-through
     # or gradient-reversal/scaling one, which a gradcheck fails by design (source/backwards.py)
@@ -170,7 +173,9 @@ def forward_returns(scope: Scope | None, name: str, _depth: int = 0, element: in
             items = rec.returns_items
             kinds.add(items[element] if -len(items) <= element < len(items) else None)
         elif rec.has_forward:
-            if rec.returns:
+            if rec.returns and rec.returns_assuming and not _defaults_hold(scope.index, q, rec.returns_assuming):
+                kinds.add(None)  # a call of the class passes another setting than the default
+            elif rec.returns:
                 kinds.add(rec.returns)
             elif rec.returns_via:
                 kinds.add(_agree([forward_returns(home, c, _depth + 1, element) for c in rec.returns_via]))
@@ -185,6 +190,27 @@ def forward_returns(scope: Scope | None, name: str, _depth: int = 0, element: in
                     break
             kinds.add(inherited)
     return _agree(list(kinds))
+
+
+def forward_assumes(scope: Scope | None, name: str) -> str:
+    """The constructor defaults (`method='multiclass'`) that what the forward of the class `name`
+    returns rests on (forward_returns), as a message says them; empty when none."""
+    if scope is None:
+        return ""
+    quals = scope.resolve(name)
+    rec = scope.index.numclass(quals[0]) if len(quals) == 1 else None
+    if rec is None or not rec.returns_assuming:
+        return ""
+    return ", ".join(f"{param}={code}" for param, _at, code in rec.returns_assuming)
+
+
+def _defaults_hold(index: ProjectIndex, qualified: str, assuming: tuple[tuple[str, int, str], ...]) -> bool:
+    """Whether every call of the project class `qualified` leaves these `__init__` parameters at
+    their defaults (no call: they hold); False when a call passes one, or the calls cannot all be
+    known (a subclass, the class read as a value, a file not read)."""
+    module, _, cls = qualified.rpartition(".")
+    return all(passed_everywhere(index, module, cls + ".__init__", param, at, default="=default") == "=default"
+               for param, at, _code in assuming)
 
 
 def _agree(kinds: list[str | None]) -> str | None:
@@ -468,9 +494,8 @@ def _find_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[s
         facts = mod.facts.numerics if mod is not None else None
         if facts is None or word in facts.references:
             return None  # a file that names it and was not read, or reads it as a value
-        if owner is not None and any(
-                f"{mod.name}.{c.name}" != owner and owner in _ancestors(index, f"{mod.name}.{c.name}")
-                for c in facts.classes):
+        if owner is not None and any(f"{mod.name}.{c.name}" != owner and _derives(index, mod.name, c, owner)
+                                     for c in facts.classes):
             return None  # a subclass: its own calls and overrides are not followed
         for fn in facts.functions:
             for call in fn.calls:
@@ -662,6 +687,13 @@ def _related(index: ProjectIndex, a: str, b: str) -> bool:
     """Whether `self.m()` in class `a` may run `b.m`: the same class, or one derives from the other
     (through project classes; a mixin that calls a method only a sibling base defines is missed)."""
     return a == b or b in _ancestors(index, a) or a in _ancestors(index, b)
+
+
+def _derives(index: ProjectIndex, home: str, rec: NumClass, owner: str) -> bool:
+    """Whether the class `rec` of module `home` derives from the project class `owner`, read from
+    the record itself (the facts a search for callers read: a file the sniff skipped has no
+    class records in the index)."""
+    return any(b == owner or owner in _ancestors(index, b) for base in rec.bases for b in index.resolve(home, base))
 
 
 def _ancestors(index: ProjectIndex, qualified: str) -> frozenset[str]:

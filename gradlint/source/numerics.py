@@ -32,6 +32,7 @@ from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replac
 from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import dotted
 from gradlint.text import search_word_start
+from gradlint.source.numerics_defaults import forward_under_defaults, init_defaults
 from gradlint.source.numerics_quiet import _data_pipeline, _quiet_class, quiet_function
 from gradlint.source.numerics_values import ModuleValues
 from gradlint.source.numerics_walk import FunctionWalk
@@ -601,6 +602,14 @@ class Extractor(ModuleValues, Backwards):
                 if all(outs):
                     common = frozenset.intersection(*outs)
                     via = tuple(sorted(common))
+        assuming: tuple[tuple[str, int, str], ...] = ()
+        if kind is None and not via and has_forward and len(self.path) == 1:
+            # `if self.method == 'multiclass': out = softmax(out)`: what it returns under the
+            # constructor's defaults, believed while no caller passes another (numerics_defaults)
+            init = ctx.method_nodes.get("__init__")
+            defaults = init_defaults(init, methods) if init is not None else {}
+            if defaults:
+                kind, assuming = forward_under_defaults(FunctionWalk, self, ctx, ctx.method_nodes["forward"], defaults)
         custom_backward = False
         if is_function:
             # a straight-through or gradient-scaling backward is no derivative to gradcheck, and
@@ -613,7 +622,8 @@ class Extractor(ModuleValues, Backwards):
                     self.check_backward(node, m)
         self.classes.append(NumClass(name=name, span=self.span(node.name), bases=bases,
                                      has_forward=has_forward, returns=kind, returns_via=via, returns_items=items,
-                                     autograd_function=is_function, custom_backward=custom_backward))
+                                     autograd_function=is_function, custom_backward=custom_backward,
+                                     returns_assuming=assuming))
 
 
 def _returned_items(walk: FunctionWalk) -> tuple[str | None, ...]:

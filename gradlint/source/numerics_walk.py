@@ -22,6 +22,7 @@ from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, requi
 from gradlint.source.engine.walk import evaluated_children, suite
 from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted
 from gradlint.source.numerics_calls import TensorCalls
+from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_callers import CallRecords
 from gradlint.source.numerics_eval import TensorEval
 from gradlint.source.numerics_quiet import quiet_function
@@ -52,6 +53,10 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     # the names the functions enclosing this one bind: such a name is the closure's, so a call of
     # it is not the top-level function's plain value (Extractor.function_value)
     enclosing: frozenset[str] = frozenset()
+    # the class's settings at their constructor defaults, in a walk that decides the tests on them
+    # (numerics_defaults.forward_under_defaults); None in every other walk
+    decide: dict | None = None
+    decided: set[str]
 
     def __init__(self, x: Extractor, name: str, cls: ClassCtx | None, *, quiet: bool,
                  globals_: dict[str, V] | None = None) -> None:
@@ -221,6 +226,10 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
 
     def condition(self, stmt: cst.If) -> bool | None:
         self.x.discarded.add(id(stmt.test))
+        if self.decide is not None and (got := decided(stmt.test, self.decide)) is not None:
+            # a walk under the constructor's defaults (numerics_defaults): settings decide
+            self.decided |= got[1]
+            return got[0]
         self.ev(stmt.test)
         return None
 

