@@ -556,6 +556,24 @@ def test_a_reshape_of_a_parameter_is_what_every_caller_passed():
     assert found([losses]) == expected  # alone: train.py is found by scanning for the names
 
 
+def test_a_probability_passed_to_a_loss_module_is_reported_at_the_call():
+    # `crit = EdgeLoss(); crit(torch.sigmoid(z), y)` with EdgeLoss.forward feeding `pred` to
+    # BCE-with-logits: the finding is the call's, whatever other callers pass; a forward that
+    # takes either by a setting, a probability passed as the target, or to another keyword, is quiet
+    folder = FOLDER.parent / "instance_callers"
+    train = folder / "train.py"
+
+    def found(paths):
+        result = check_paths(paths, Config(select=("GL3",), root=str(folder)), use_cache=False, jobs=1)
+        assert not result.internal_errors
+        return {(Path(f.path).name, f.span.line, f.code) for f in result.findings}
+
+    expected = _expected(train)
+    assert {code for _, _, code in expected} == {"GL302", "GL303", "GL304"}
+    assert found([folder]) == expected
+    assert found([train]) == expected  # alone: losses.py is read through the import
+
+
 def test_a_selection_of_a_parameter_marks_no_other_unknown_value(tmp_path):
     # `inp[:, 0]` of an open parameter knows nothing but where it comes from; an unknown value
     # elsewhere in the file (`other.foo()`) is no part of that parameter

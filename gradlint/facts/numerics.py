@@ -385,6 +385,47 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     return None
 
 
+def bind_forward_call(site: Site, scope: Scope | None) -> Site | None:
+    """A probability passed to an instance of a project class ('probability_passed': `crit(p, y)`
+    with `crit = EdgeLoss()`), as the site the class's forward makes of it: where forward feeds
+    that parameter, unchanged or reshaped, to a loss that wants logits or to a log (its own
+    'parameters' site on the tensor alone, on every path: not in one branch of an `if`, which
+    may be a setting that takes probabilities), the loss or log site at this call, with the callee
+    (`through`) and the parameter (`passed`) for the message; None otherwise. Sound whatever
+    other callers pass: the hazard is this call's."""
+    if scope is None or not scope.module:
+        return None
+    data = dict(site.data)
+    quals = scope.resolve(data.get("callee", ""))
+    if len(quals) != 1:
+        return None
+    mod, cls = scope.index._split(quals[0])
+    facts = mod.facts.numerics if mod is not None else None
+    if facts is None:
+        return None
+    function = cls + ".forward"
+    rec = next((c for c in facts.classes if c.name == cls), None)
+    if rec is None or not rec.has_forward:
+        return None  # an inherited forward: not followed
+    at, keyword = int(data.get("arg_at", -1)), data.get("arg_keyword", "")
+    for inner in facts.sites:
+        got = dict(inner.data)
+        if inner.variant != "parameters" or inner.function != function or got.get("tensor_of") != function \
+                or "tensor_elem" in got or "branch" in got or any(k in got for k in ("criterion_param", "model_param")):
+            continue
+        if not (got.get("tensor_param") == keyword if keyword else int(got.get("tensor_at", -2)) == at):
+            continue
+        shown = (("input", data.get("input", "")), ("through", function), ("passed", got["tensor_param"]))
+        if inner.kind == "probability_into_loss":
+            loss = got.get("loss")
+            if _WANT.get(loss) != site.detail:
+                continue
+            return replace(site, kind=inner.kind, variant="local", detail=loss, data=(("loss", loss), *shown))
+        if inner.kind == "log_of_probability":
+            return replace(site, kind=inner.kind, variant=site.detail, detail=site.detail, data=shown)
+    return None
+
+
 def _output_shape(shape: str) -> tuple[str, int | None]:
     """`out:Class` or `out:Class@1` (element 1 of a returned tuple): the class and the element."""
     cls, _, elem = shape[4:].partition("@")

@@ -215,6 +215,8 @@ class TensorCalls(TorchOps):
             return V(prob=callee.callret, computed=True, tensor=True, params=first.params,
                      out=first.out, cut=first.cut, cut_span=first.cut_span)
         if callee.inst:
+            if len(callee.inst) == 1:
+                self.passed_to_instance(node, next(iter(callee.inst)))
             return V(out=callee.inst, computed=True, tensor=True, params=True, dense=True)
         if owner in ("self", "self.forward") and self.cls is not None:
             # `self.forward(x)` is `self(x)` (hooks aside)

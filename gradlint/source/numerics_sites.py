@@ -88,12 +88,32 @@ class SiteChecks:
             return
         data = [*_param_data("criterion", criterion), *_param_data("model", model), *_param_data("tensor", tensor),
                 *elem, ("input", self.x.code(inp_node)[:80]), *extra]
+        if self.branching:
+            data.append(("branch", True))  # on one path of an `if` (facts.numerics.bind_forward_call)
         if kind is not None:
             data.append(("loss", LOSS_NAMES[kind]))
         if not model:
             data.append(("input_prob", inp.prob or ""))
         self.x.add(Site("probability_into_loss", "parameters", self.x.span(node), detail=LOSS_NAMES.get(kind, ""),
                         classes=tuple(sorted(inp.out)) if not model and not inp.prob else (), data=tuple(data)))
+
+    def passed_to_instance(self, node: cst.Call, cls: str) -> None:
+        """A softmax or sigmoid output passed to an instance of a class (`crit(torch.sigmoid(z), y)`
+        with `crit = EdgeLoss()`): a site per such argument, which holds where the class's forward
+        feeds that parameter to a loss or a log (facts.numerics.bind_forward_call)."""
+        if self.hazard_quiet():
+            return
+        position = 0
+        for a in node.args:
+            if a.star:
+                return  # which parameter each value lands in is unknown
+            at, keyword = (-1, a.keyword.value) if a.keyword is not None else (position, "")
+            position += a.keyword is None
+            v = self.ev(a.value)
+            if v.prob in ("softmax", "sigmoid") and not v.shifted and not v.nograd:
+                self.x.add(Site("probability_passed", f"{v.prob}@{keyword or at}", self.x.span(node), detail=v.prob,
+                                data=(("callee", cls), ("arg_at", at), ("arg_keyword", keyword),
+                                      ("input", self.x.code(a.value)[:80]))))
 
     def check_loss(self, node: cst.Call, kind: str, inp_node: cst.BaseExpression, inp: V,
                    crit_node: cst.Call | None, owner: str | None = None, fixable: bool = True,
@@ -135,7 +155,8 @@ class SiteChecks:
         elif (tensor := self.x.kept_param(a)) is not None:
             # the parameter itself (`def nll(probs, y): ... log(probs)`): what every caller passes
             self.x.add(Site("log_of_probability", "parameters", span, detail="parameter",
-                            data=(*_param_data("tensor", tensor), ("input", self.x.code(arg_node)[:80]))))
+                            data=(*_param_data("tensor", tensor), ("input", self.x.code(arg_node)[:80]),
+                                  *((("branch", True),) if self.branching else ()))))
         elif (got := self.x.open_elem(a)) is not None:
             # an element unpacked from a parameter: that element of what every caller passes
             self.x.add(Site("log_of_probability", "parameters", span, detail="parameter",

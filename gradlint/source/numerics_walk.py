@@ -57,6 +57,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     # (numerics_defaults.forward_under_defaults); None in every other walk
     decide: dict | None = None
     decided: set[str]
+    # inside a branch of an undecided `if`: a site on a parameter there holds only on that path
+    # (`if self.from_logits: bce_with_logits(pred, y) else: bce(pred, y)`)
+    branching = 0
 
     def __init__(self, x: Extractor, name: str, cls: ClassCtx | None, *, quiet: bool,
                  globals_: dict[str, V] | None = None) -> None:
@@ -249,6 +252,13 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
 
     def settle(self, before: dict[str, V]) -> dict[str, V]:
         return self.env
+
+    def branches(self, stmt: cst.If) -> None:
+        self.branching += 1
+        try:
+            super().branches(stmt)
+        finally:
+            self.branching -= 1
 
     def join_branches(self, stmt: cst.CSTNode, before: dict, first: dict[str, V], second: dict[str, V]) -> None:
         self.env = merge_env(first, second)

@@ -8,8 +8,8 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Fix, Severity
 from gradlint.registry import Rule, RuleContext
-from gradlint.facts.numerics import (NumericsFacts, Site, bind_parameters, default_holds, forward_assumes, holds,
-                                     only_nograd_reachable)
+from gradlint.facts.numerics import (NumericsFacts, Site, bind_forward_call, bind_parameters, default_holds,
+                                     forward_assumes, holds, only_nograd_reachable)
 
 F = "torch.nn.functional."
 
@@ -44,6 +44,11 @@ class SiteRule(Rule):
                     continue
                 site = bind_parameters(site, ctx.index)
                 if site is None:
+                    continue
+            elif site.kind == "probability_passed":
+                # a probability passed to a class's instance: what its forward does with it
+                site = bind_forward_call(site, ctx.index)
+                if site is None or site.kind not in self.kinds:
                     continue
             elif site.data and site.kind in self.kinds:
                 # a criterion from its parameter's default: unless a caller elsewhere passes another
@@ -109,6 +114,9 @@ def passed_as(site: Site, what: str) -> str:
     param = data.get("passed")
     if not param:
         return what
+    if data.get("through"):
+        # a call of a class's instance: the loss or log is in its forward, fed this parameter
+        return f"{what} (passed here as `{param}` of `{data['through']}`)"
     if data.get("passed_as"):
         # `input.transpose(1, 2).view(1, -1)`: its elements are the parameter's
         return f"`{data['passed_as']}`, a reshape or selection of `{param}` ({what}, as every caller passes it)"

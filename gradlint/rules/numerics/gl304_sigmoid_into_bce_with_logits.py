@@ -8,6 +8,14 @@ from gradlint.rules.numerics.base import SiteRule, output_of, passed_as
 from gradlint.facts.numerics import Site
 from gradlint.rules.numerics.examples import ATTR, GAN, MLP, RUN_MLP, TRAINER, TRAINER_MAIN, WRAPPER
 
+_EDGE_LOSS = ("import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n"
+              "class EdgeLoss(nn.Module):\n"
+              "    def forward(self, pred, target):\n"
+              "{body}"
+              "def step(net, x, y):\n"
+              "    crit = EdgeLoss()\n"
+              "    return crit(torch.sigmoid(net(x)), y)\n")
+
 _PASSED = """\
 import torch
 from torch import nn
@@ -128,6 +136,8 @@ class SigmoidIntoBCEWithLogits(SiteRule):
                 note="a parameter callers in another file pass a model's sigmoid output for"),
         Example(TRAINER, files=(("main.py", TRAINER_MAIN.format(act=", nn.Sigmoid()")),),
                 note="a trainer whose callers give it a discriminator ending in a sigmoid (tuple assignment)"),
+        Example(_EDGE_LOSS.format(body="        return F.binary_cross_entropy_with_logits(pred, target)\n\n"),
+                note="at the call: a loss module whose forward feeds that parameter to BCE-with-logits")
     ]
     valid = [
         Example(_PASSED + "    train_epoch(Logits(), nn.BCEWithLogitsLoss(), loader)\n\n\n"
@@ -163,6 +173,10 @@ class SigmoidIntoBCEWithLogits(SiteRule):
                 note="callers that disagree (a sigmoid output and logits)"),
         Example(TRAINER, files=(("main.py", TRAINER_MAIN.format(act="")),),
                 note="the same trainer given a discriminator that returns logits"),
+        Example(_EDGE_LOSS.format(body="        if self.from_logits:\n"
+                                       "            return F.binary_cross_entropy_with_logits(pred, target)\n"
+                                       "        return F.binary_cross_entropy(pred, target)\n\n"),
+                note="a forward that takes logits or probabilities by a setting")
     ]
 
     def selects(self, site: Site) -> bool:
