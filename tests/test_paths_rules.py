@@ -184,3 +184,49 @@ def test_gl406_a_pass_through_with_its_true_derivative_or_a_computed_backward_is
                               ("torch.round(x)", "g if ctx.alpha else None, None")]:
         assert [f.code for f in findings(_FUNCTION.format(forward=forward, backward=backward), "GL406")] == ["GL406"], (
             forward, backward)
+
+
+def test_gl407_a_term_cut_in_a_loss_a_forward_returns_and_a_caller_backpropagates():
+    # PredRNN: `return frames, loss` with a term through torch.tensor(list); train.py does
+    # `next_frames, loss = self.network(...); loss.backward()`. Probe's cut term nobody backpropagates.
+    from pathlib import Path
+
+    from gradlint.api import check_paths
+
+    folder = Path(__file__).resolve().parent.parent / "fixtures" / "paths" / "returned_cuts"
+    model = folder / "model.py"
+    expected = {(n, "GL407") for n, line in enumerate(model.read_text().splitlines(), 1) if "# expect: GL407" in line}
+    assert len(expected) == 1
+
+    def found(paths):
+        result = check_paths(paths, Config(select=("GL4",), root=str(folder)), use_cache=False, jobs=1)
+        assert not result.internal_errors
+        return {(f.span.line, f.code) for f in result.findings}, result.findings
+
+    got, raw = found([folder])
+    assert got == expected
+    assert "element 1 of `RNN`'s output that a caller backpropagates" in raw[0].message
+    assert found([model])[0] == expected  # alone: train.py is found by scanning for the class's name
+    # without the caller that backpropagates it, nothing
+    assert check_source(model.read_text(), Config(select=("GL4",)), path="model.py") == []
+
+
+def test_gl407_a_term_weighed_by_a_setting_and_a_list_filled_by_index():
+    src = ("import torch\nimport torch.nn.functional as F\n\n"
+           "def step(model, x, y, args, opt):\n"
+           "    out = model(x)\n"
+           "    parts = [torch.zeros(()), torch.zeros(())]\n"
+           "    parts[0] = out.pow(2).mean()\n"
+           "    parts[1] = out.abs().mean()\n"
+           "    reg = torch.tensor(parts).sum()\n"
+           "    loss = F.mse_loss(out, y) + args.reg_weight * reg\n"
+           "    loss.backward()\n")
+    assert [(f.code, f.span.line) for f in findings(src, "GL4")] == [("GL407", 9)]
+    # a product with a value computed here is a stop-gradient (REINFORCE's advantage), not a weight
+    reinforce = ("import torch\n\n"
+                 "def step(policy, obs, ret, baseline, opt):\n"
+                 "    logp = policy(obs).log_softmax(-1).max(-1).values\n"
+                 "    adv = ret - baseline(obs)\n"
+                 "    loss = -(logp * adv.detach()).mean() + (adv ** 2).mean()\n"
+                 "    loss.backward()\n")
+    assert findings(reinforce, "GL4") == []

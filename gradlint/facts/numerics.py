@@ -150,6 +150,9 @@ class NumericsFacts:
     # last parts of function names read as values rather than called (`fn = helper`,
     # `checkpoint(self.block, x)`): such a function may be called from anywhere
     references: frozenset[str] = frozenset()
+    # the outputs of instances of classes (as written) this file backpropagates, with the element
+    # of a returned tuple (-1: the whole output): `frames, loss = self.network(x); loss.backward()`
+    backpropagated: tuple[tuple[str, int], ...] = ()
 
 
 def forward_returns(scope: Scope | None, name: str, _depth: int = 0, element: int | None = None) -> str | None:
@@ -383,6 +386,30 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     if site.classes:
         return replace(site, variant="model-output", want=want, data=rest, detail=loss)
     return None
+
+
+def backpropagated_elsewhere(site: Site, scope: Scope | None) -> bool:
+    """Whether a file of the project backpropagates the element of a class's output that a site
+    in its forward's returned value is about (`returned_by`, `element`): a term the forward cut
+    trains nothing only where someone calls backward on it. Callers are looked for in the files
+    whose text names the class (at most MAX_CALLER_MODULES of them), as for other callers."""
+    if scope is None or not scope.module:
+        return False
+    data = dict(site.data)
+    cls, element = data.get("returned_by", ""), int(data.get("element", -1))
+    qualified = f"{scope.module}.{cls}"
+    mentions = scope.index.mentioning(cls)
+    if len(mentions) > MAX_CALLER_MODULES:
+        return False
+    for name in sorted({scope.module, *mentions}):
+        mod = scope.index.calling(name)
+        facts = mod.facts.numerics if mod is not None else None
+        if facts is None:
+            continue
+        for written, elem in facts.backpropagated:
+            if elem == element and qualified in scope.index.resolve(mod.name, written):
+                return True
+    return False
 
 
 def bind_forward_call(site: Site, scope: Scope | None) -> Site | None:

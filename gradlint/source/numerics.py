@@ -146,6 +146,8 @@ class Extractor(ModuleValues, Backwards):
         # and the backward calls of values they gave ((name, element), span, text): _cut_returns
         self.returns_of: dict[str, list[tuple[list | None, V]]] = {}
         self.backpropagated: list[tuple[tuple[str, int], Any, str]] = []
+        # per unit: the outputs of class instances it backpropagates (NumericsFacts.backpropagated)
+        self.backprop_outputs: dict[int, set[tuple[str, int]]] = {}
         self.units: dict[int, tuple[cst.CSTNode, list, list, list]] = {}
         self.stale: set[int] = set()  # units that read a class's members before it was walked
         self.member_misses = 0  # how many times (function_returns: a value read too early is not kept)
@@ -272,7 +274,33 @@ class Extractor(ModuleValues, Backwards):
                              gradchecked=frozenset(self.gradchecked), apply_aliases=tuple(self.aliases),
                              torch_imports=self.torch_imports(),
                              functions=tuple(self.functions),
-                             references=frozenset(self.references | self.class_refs))
+                             references=frozenset(self.references | self.class_refs),
+                             backpropagated=tuple(sorted(set().union(*self.backprop_outputs.values()))))
+
+    def _returned_cuts(self, cls: str, walk: FunctionWalk) -> None:
+        """Terms a forward cuts in a loss it returns (`return frames, mse + beta *
+        torch.mean(torch.tensor(terms))`): a site at each cut that every return agrees on, per
+        element of the returned tuple, which holds where a caller in the project backpropagates
+        that element of the class's output (facts.numerics.backpropagated_elsewhere)."""
+        nodes = walk.return_nodes
+        per_element: dict[int, list] = {}
+        for node in nodes:
+            if node.value is None:
+                return
+            if type(node.value) is cst.Tuple:
+                for i, e in enumerate(node.value.elements):
+                    per_element.setdefault(i, []).append((e.value, walk.memo.get(id(e.value))))
+            else:
+                per_element.setdefault(-1, []).append((node.value, walk.memo.get(id(node.value))))
+        for element, got in per_element.items():
+            values = [v for _n, v in got]
+            if len(values) != len(nodes) or any(v is None or v.nograd or not v.cut_terms for v in values):
+                continue
+            terms = set.intersection(*(set(v.cut_terms) for v in values))
+            text = self.code(got[0][0])[:60]
+            for where, how in sorted(terms, key=lambda e: (e[0].line, e[0].column)):
+                self.add(Site("loss_term_cut", how, where.span, detail=text, function=f"{cls}.forward",
+                              data=(("returned_by", cls), ("element", element))))
 
     def returned_value(self, name: str, parts: list | None, whole: V) -> None:
         """A `return` of the top-level function `name` (walked as its own unit): the value, and
@@ -316,6 +344,7 @@ class Extractor(ModuleValues, Backwards):
         old = self.units.get(key)
         if old is not None:
             self._seen.difference_update((s.kind, s.span, s.variant) for s in old[1])
+        self.backprop_outputs.pop(key, None)  # (this walk's replace an earlier one's)
         saved = self.sites, self.classes, self.functions, self.unit, self.fresh
         self.sites, self.classes, self.functions, self.unit = [], [], [], key
         self.fresh = {} if old is not None else None
@@ -587,6 +616,8 @@ class Extractor(ModuleValues, Backwards):
                 returns = walk.returns
                 items = _returned_items(walk)
                 walk.check_forward_output()
+                if len(self.path) == 1:
+                    self._returned_cuts(name, walk)
         # nested classes
         for stmt in node.body.body:
             if isinstance(stmt, cst.ClassDef):

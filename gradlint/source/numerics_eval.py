@@ -383,9 +383,13 @@ class TensorEval:
                     terms |= {(side.cut_span, side.cut)}
             if terms and not res.nograd:
                 res = replace(res, cut_terms=terms, addends=(left, right))
-        elif op is cst.Multiply and (number_of(left) is not None or number_of(right) is not None):
-            # `0.1 * aux_loss` keeps what the term is made of
+        elif op is cst.Multiply and (_weight(left, lnode) or _weight(right, rnode)):
+            # `0.1 * aux_loss`, `self.configs.decouple_beta * decouple_loss` keep what the term is made of
             res = replace(res, cut_terms=left.cut_terms | right.cut_terms)
+            other = right if _weight(left, lnode) else left
+            if res.cut is None and other.cut is not None:
+                # (a setting nothing is known of, times a cut value: the cut value, weighed)
+                res = replace(res, cut=other.cut, cut_span=other.cut_span, tensor=other.tensor, computed=True)
         return res
 
     def _binop_value(self, op, left: V, right: V, lnode, rnode, node) -> V:
@@ -463,3 +467,13 @@ def _string_index(node: cst.Subscript) -> str | None:
         return None
     value = key.evaluated_value
     return value if type(value) is str else None
+
+
+def _weight(v: V, node) -> bool:
+    """A factor that weighs a loss term: a number, or a setting read from an object (`args.beta`,
+    `self.configs.decouple_beta`, `self.alpha` set to a literal in `__init__`) of which nothing
+    else is known. Not a tensor, a parameter or a value computed here: `log_prob *
+    advantage.detach()` is a stop-gradient, not a weighted term."""
+    if number_of(v) is not None:
+        return True
+    return type(node) is cst.Attribute and (v is UNKNOWN or (v.const and not v.tensor and not v.computed))

@@ -296,6 +296,11 @@ class SiteChecks:
             where = v.cut_span.line if v.cut_span else None
             self.x.add(Site("loss_graph_break", v.cut, self.x.span(node), detail=self.x.code(target)[:60],
                             data=(("through", v.cut), ("line", where))))
+        if len(v.out) == 1 and not self.x.muted:
+            # the output of a class's instance (`frames, loss = self.network(x)`): what its
+            # forward cut is judged there (Extractor._returned_cuts)
+            elem = v.out_elem if v.out_elem is not None else -1
+            self.x.backprop_outputs.setdefault(self.x.unit, set()).add((next(iter(v.out)), elem))
         if v.returned is not None and not self.x.muted:
             # a loss a function of this file made: what it cut is judged once that function is walked
             self.x.backpropagated.append((v.returned, self.x.span(node), self.x.code(target)[:60]))

@@ -18,7 +18,8 @@ import libcst as cst
 from gradlint.facts.numerics import Call, Function, Site
 from gradlint.source.engine.interp import StatementWalker
 from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, required_again, replace, _passed, merge_env, _item,
-                                             open_value, join_value, broken_before_required)
+                                             open_value, join_value, broken_before_required, _combine)
+from gradlint.source.engine.values import int_literal
 from gradlint.source.engine.walk import evaluated_children, suite
 from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted
 from gradlint.source.numerics_calls import TensorCalls
@@ -396,7 +397,32 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
 
     def bind_subscript(self, target: cst.Subscript, val: V) -> None:
         self._dict_changed(target.value)
+        self._list_set(target, val)
         self.bind_attribute(target, val)
+
+    def _list_set(self, target: cst.Subscript, val: V) -> None:
+        """`h_t[0] = cell(x, h_t[0])` on a list a name holds: that element is the new value (a
+        literal index within the display), else the list may hold it anywhere; either way it
+        carries gradient when the value does (`torch.tensor(h_t)` is then a cut)."""
+        if type(target.value) is not cst.Name or target.value.value not in self.env:
+            return
+        name = target.value.value
+        held = self.env[name]
+        if held.elems is None and not held.const:
+            return
+        index = target.slice[0].slice if len(target.slice) == 1 else None
+        i = None
+        if type(index) is cst.Index and type(index.value) is cst.Integer:
+            try:
+                i = int_literal(index.value)
+            except ValueError:  # more digits than Python converts
+                i = None
+        if held.elems is not None and type(i) is int and -len(held.elems) <= i < len(held.elems):
+            items = list(held.elems)
+            items[i] = val
+            self.env[name] = replace(held, elems=tuple(items), value=UNKNOWN, const=held.const and val.const)
+            return
+        self.env[name] = replace(_combine([held, val]), elems=None, keyed=None, value=UNKNOWN)
 
     def assign(self, target: cst.BaseExpression, val: V, value_node: cst.BaseExpression | None = None) -> None:
         if self.nograd and not val.nograd:

@@ -8,8 +8,8 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Fix, Severity
 from gradlint.registry import Rule, RuleContext
-from gradlint.facts.numerics import (NumericsFacts, Site, bind_forward_call, bind_parameters, default_holds,
-                                     forward_assumes, holds, only_nograd_reachable)
+from gradlint.facts.numerics import (NumericsFacts, Site, backpropagated_elsewhere, bind_forward_call, bind_parameters,
+                                     default_holds, forward_assumes, holds, only_nograd_reachable)
 
 F = "torch.nn.functional."
 
@@ -44,6 +44,10 @@ class SiteRule(Rule):
                     continue
                 site = bind_parameters(site, ctx.index)
                 if site is None:
+                    continue
+            elif site.data and dict(site.data).get("returned_by"):
+                # a term cut in what a forward returns: only where a caller backpropagates it
+                if not backpropagated_elsewhere(site, ctx.index):
                     continue
             elif site.kind == "probability_passed":
                 # a probability passed to a class's instance: what its forward does with it

@@ -22,6 +22,13 @@ class LossTermCut(SiteRule):
     `F.mse_loss(sr.detach(), hr)` (the input and target losses of `torch.nn.functional`: mse, l1,
     smooth-l1, huber, nll, kl-div and the margin losses), as is a criterion module's.
 
+    A loss a model's forward returns (alone or as an element of a tuple: `return frames, loss`)
+    counts where a caller in the project backpropagates that element of the model's output
+    (`next_frames, loss = self.network(x); loss.backward()`, in any file that names the class);
+    the finding is at the cut in the forward. A weight may be a number or a setting read from an
+    object nothing else is known of (`self.cfg.beta * aux.item()`), and a list filled by index
+    (`deltas[0] = ...`) carries what it is given.
+
     Not flagged: a cut value used inside a computation (`(pred - target.detach()) ** 2`: a
     stop-gradient target), values summed for logging that are never backpropagated, and a loss
     whose every term is cut (GL402 reports that).
@@ -89,5 +96,12 @@ class LossTermCut(SiteRule):
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:
+        data = dict(site.data)
+        if data.get("returned_by"):
+            # a loss a forward returns, backpropagated by a caller (facts.numerics.backpropagated_elsewhere)
+            which = f"element {data['element']} of" if int(data.get("element", -1)) >= 0 else "the whole"
+            return (f"a term of `{site.detail}`, {which} `{data['returned_by']}`'s output that a caller "
+                    f"backpropagates, is cut by `{site.variant}` here: it adds to the loss value but no "
+                    "gradient, so it trains nothing")
         return (f"a term of the backpropagated `{site.detail}` is cut by `{site.variant}` here: it adds "
                 "to the loss value but no gradient, so it trains nothing")
