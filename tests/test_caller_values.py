@@ -585,3 +585,17 @@ def test_a_selection_of_a_parameter_marks_no_other_unknown_value(tmp_path):
         "h = torch.relu(lin(torch.randn(2, 3)))\nf(h, h).sum().backward()\n")
     result = check_paths([tmp_path], Config(select=("GL3",), root=str(tmp_path)), use_cache=False, jobs=1)
     assert not result.internal_errors and result.findings == []
+
+
+def test_a_short_method_passing_a_constructor_parameter_on_is_read_without_error(tmp_path):
+    # `def get(self): return helper(self.crit)`, read ahead of its turn (method_returns) in a walk
+    # of no function of its own: the argument is __init__'s open parameter, passed on by no
+    # function parameter of that walk (an internal error on transformers' finegrained_fp8.py)
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "m.py").write_text(
+        "import torch\nfrom torch import nn\n\n\ndef helper(c):\n    return c\n\n\n"
+        "class A(nn.Module):\n    def __init__(self, crit):\n        super().__init__()\n        self.crit = crit\n\n"
+        "    def get(self):\n        return helper(self.crit)\n\n"
+        "    def forward(self, x):\n        c = self.get()\n        return c(x)\n")
+    result = check_paths([tmp_path], Config(root=str(tmp_path)), use_cache=False, jobs=1)
+    assert not result.internal_errors and result.findings == []

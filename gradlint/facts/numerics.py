@@ -287,6 +287,8 @@ LOSS_NAMES = {"ce": "cross_entropy", "bce": "binary_cross_entropy", "bce_logits"
 # the parameters stay unknown (a class named `Trainer` is named in 151 files of the corpus, each of
 # which a check of one file would have to parse).
 MAX_CALLER_MODULES = 64
+# Calls that pass a parameter on to another function (`param:` shapes) followed, at most.
+MAX_PASSED_ON = 3
 
 
 def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
@@ -494,12 +496,14 @@ def default_holds(site: Site, scope: Scope | None) -> Site | None:
 
 
 def passed_everywhere(index: ProjectIndex, module: str, function: str, param: str, at: int,
-                       default: str | None = None, unknown: str | None = None) -> str | None:
+                       default: str | None = None, unknown: str | None = None, _depth: int = 0) -> str | None:
     """What every call in the project passes for parameter `param` (position `at` after self, -1
     for keyword-only) of `function` of `module`: a shape of Call.args ('crit:bce', 'inst:' and the
     class's qualified name), `default` for a call that passes nothing, or for no call at all;
     None when a call passes another value, or when no call is known (`unknown` when the calls
-    cannot all be known)."""
+    cannot all be known). A call that passes its own function's parameter on (`param:input@0`:
+    `def vSymEig(input): return _eigen(input)`) passes what every call of that function passes
+    for it, a few calls deep."""
     calls = project_calls(index, module, function)
     if calls is None:
         return unknown
@@ -513,7 +517,16 @@ def passed_everywhere(index: ProjectIndex, module: str, function: str, param: st
             if default is None or passes:
                 return None
             shape = default
-        if shape.startswith(("inst:", "out:")):
+        if shape.startswith("param:"):
+            # the caller's own parameter, passed on: what its callers pass for it
+            name, _, position = shape[6:].rpartition("@")
+            caller = args.get("^")
+            if _depth >= MAX_PASSED_ON or not caller or not position.lstrip("-").isdigit():
+                return None
+            shape = passed_everywhere(index, home, caller, name, int(position), _depth=_depth + 1)
+            if shape is None:
+                return None
+        elif shape.startswith(("inst:", "out:")):
             head, _, cls = shape.partition(":")
             cls, at_, elem = cls.partition("@")
             quals = index.resolve(home, cls)
@@ -586,7 +599,7 @@ def _find_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[s
                     continue
                 if how == "unknown":
                     return None
-                out.append((mod.name, dict(call.args)))
+                out.append((mod.name, {**dict(call.args), "^": fn.name}))  # "^": the calling function
     return out
 
 

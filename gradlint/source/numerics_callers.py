@@ -83,7 +83,7 @@ class CallRecords:
             position += a.keyword is None
             v = self.ev(a.value)
             # (the output of a model that is an open parameter carries its gradient too)
-            shape = _shape(v) or ("grad:dense" if self.param_output(v) is not None else "")
+            shape = _shape(v) or ("grad:dense" if self.param_output(v) is not None else "") or self._passed_on(v)
             if shape:
                 out.append((key, shape))
             elif a.keyword is not None:
@@ -98,6 +98,15 @@ class CallRecords:
             # of the instance, for callers of its method
             out.append(("@", receiver))
         return tuple(out)
+
+    def _passed_on(self, v: V) -> str:
+        """`param:input@0` when `v` is this function's own open parameter (or a reshape or
+        selection of it) at that position: a caller passes it on, and what that function's
+        callers pass is what this call passes (facts.numerics.passed_everywhere)."""
+        ref = self.x.kept_param(v)
+        if ref is None or ref[0] != self.qual or ref[2] < 0:
+            return ""
+        return f"param:{ref[1]}@{ref[2]}"
 
     def _receiver_class(self, recv: cst.BaseExpression) -> str | None:
         """The one class (as written) of a method call's receiver when it is known: a name or an

@@ -58,6 +58,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     # (numerics_defaults.forward_under_defaults); None in every other walk
     decide: dict | None = None
     decided: set[str]
+    # the function walked, qualified in its module ('f', 'C.m'): set by run_function; '' for the
+    # module's own code and the partial walks (method_returns, numerics_defaults)
+    qual = ""
     # inside a branch of an undecided `if`: a site on a parameter there holds only on that path
     # (`if self.from_logits: bce_with_logits(pred, y) else: bce(pred, y)`)
     branching = 0
