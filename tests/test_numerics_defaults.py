@@ -44,7 +44,7 @@ def test_a_setting_assigned_again_in_the_class_has_no_default():
         "        self.method = method\n        self.scale = scale\n        self.act = act\n"
         "    def set_scale(self, s):\n        self.scale = s\n").body[0]
     methods = [s for s in cls.body.body if isinstance(s, cst.FunctionDef)]
-    found = init_defaults(methods[0], methods)
+    found = init_defaults(methods[0], methods, {"method", "scale", "act"})
     # `scale` has a setter, `act` no literal default
     assert found == {"method": ("method", 1, "'multiclass'", "multiclass")}
 

@@ -32,7 +32,7 @@ from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replac
 from gradlint.source.engine.walk import children, suite
 from gradlint.source.names import dotted
 from gradlint.text import search_word_start
-from gradlint.source.numerics_defaults import forward_under_defaults, init_defaults
+from gradlint.source.numerics_defaults import forward_under_defaults, init_defaults, tested_settings
 from gradlint.source.numerics_quiet import _data_pipeline, _quiet_class, quiet_function
 from gradlint.source.numerics_values import ModuleValues
 from gradlint.source.numerics_walk import FunctionWalk
@@ -638,9 +638,10 @@ class Extractor(ModuleValues, Backwards):
             # `if self.method == 'multiclass': out = softmax(out)`: what it returns under the
             # constructor's defaults, believed while no caller passes another (numerics_defaults)
             init = ctx.method_nodes.get("__init__")
-            defaults = init_defaults(init, methods) if init is not None else {}
+            forward = ctx.method_nodes["forward"]
+            defaults = init_defaults(init, methods, tested_settings(forward)) if init is not None else {}
             if defaults:
-                kind, assuming = forward_under_defaults(FunctionWalk, self, ctx, ctx.method_nodes["forward"], defaults)
+                kind, assuming = forward_under_defaults(FunctionWalk, self, ctx, forward, defaults)
         custom_backward = False
         if is_function:
             # a straight-through or gradient-scaling backward is no derivative to gradcheck, and

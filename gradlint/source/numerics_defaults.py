@@ -25,14 +25,50 @@ Defaults = dict[str, tuple[str, int, str, Any]]
 _NO = object()
 
 
-def init_defaults(init: cst.FunctionDef, methods: list[cst.FunctionDef]) -> Defaults:
-    """The attributes `__init__` sets, at its top level, from a parameter with a literal default
-    (`self.method = method`), and that nothing else in the class assigns."""
+def _if_tests(forward: cst.FunctionDef) -> list[cst.BaseExpression]:
+    """The tests of `forward`'s `if` statements, nested in its blocks too (statements only: a walk
+    of every expression of every forward cost more than the rest of this module)."""
+    tests: list = []
+    todo: list = list(suite(forward.body))
+    while todo:
+        stmt = todo.pop()
+        if isinstance(stmt, cst.If):
+            tests.append(stmt.test)
+            todo.extend(suite(stmt.body))
+            if stmt.orelse is not None:
+                todo.append(stmt.orelse) if isinstance(stmt.orelse, cst.If) else todo.extend(suite(stmt.orelse.body))
+        elif isinstance(stmt, (cst.For, cst.While, cst.With, cst.Try)):
+            todo.extend(suite(stmt.body))
+    return tests
+
+
+def tested_settings(forward: cst.FunctionDef) -> set[str]:
+    """The `self.<attr>` names the tests of `forward`'s `if` statements read."""
+    found: set[str] = set()
+    for test in _if_tests(forward):
+        for node in walk(test):
+            attr = _self_attr(node) if type(node) is cst.Attribute else None
+            if attr is not None:
+                found.add(attr)
+    return found
+
+
+def init_defaults(init: cst.FunctionDef, methods: list[cst.FunctionDef], wanted: set[str]) -> Defaults:
+    """Of the attributes `wanted`, those `__init__` sets, at its top level, from a parameter with
+    a literal default (`self.method = method`), and that nothing else in the class assigns."""
+    if not wanted:
+        return {}
     ps = init.params
     positional = [p.name.value for p in (*ps.posonly_params, *ps.params)][1:]
+    named: set[str] = set()
+    for stmt in suite(init.body):
+        small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 else None
+        if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.value, cst.Name) \
+                and _self_attr(small.targets[0].target) in wanted:
+            named.add(small.value.value)
     literal: dict[str, tuple[int, str, Any]] = {}
     for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params):
-        if p.default is None:
+        if p.default is None or p.name.value not in named:
             continue
         code = cst.Module([]).code_for_node(p.default)
         value = _literal(code)
@@ -46,7 +82,7 @@ def init_defaults(init: cst.FunctionDef, methods: list[cst.FunctionDef]) -> Defa
         small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 else None
         if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.value, cst.Name):
             attr = _self_attr(small.targets[0].target)
-            if attr is not None and small.value.value in literal:
+            if attr in wanted and small.value.value in literal:
                 at, code, value = literal[small.value.value]
                 found[attr] = (small.value.value, at, code, value)
     if not found:
@@ -54,7 +90,7 @@ def init_defaults(init: cst.FunctionDef, methods: list[cst.FunctionDef]) -> Defa
     # an attribute assigned anywhere else in the class (a setter, a second assignment) is no setting
     counts: dict[str, int] = {}
     for m in methods:
-        for node in walk(m.body):
+        for node in _small_statements(m):
             targets = []
             if isinstance(node, cst.Assign):
                 targets = [t.target for t in node.targets]
@@ -66,6 +102,27 @@ def init_defaults(init: cst.FunctionDef, methods: list[cst.FunctionDef]) -> Defa
                     if attr in found:
                         counts[attr] = counts.get(attr, 0) + 1
     return {a: v for a, v in found.items() if counts.get(a, 0) == 1}
+
+
+def _small_statements(fn: cst.FunctionDef):
+    """The simple statements of a function, in every block of it (nested functions included: a
+    closure may assign `self.x` too), without descending into expressions."""
+    todo: list = [fn.body]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, cst.SimpleStatementLine):
+            yield from node.body
+        elif isinstance(node, cst.SimpleStatementSuite):
+            yield from node.body
+        elif isinstance(node, cst.IndentedBlock):
+            todo.extend(node.body)
+        else:
+            for field in ("body", "orelse", "handlers", "finalbody"):
+                part = getattr(node, field, None)
+                if isinstance(part, (list, tuple)):
+                    todo.extend(part)
+                elif part is not None and isinstance(part, cst.CSTNode):
+                    todo.append(part)
 
 
 def _self_attr(node: cst.BaseExpression) -> str | None:
@@ -128,6 +185,8 @@ def forward_under_defaults(walk_type, x, ctx, forward: cst.FunctionDef,
     """(the probability kind every return of `forward` is when the tests on the class's settings
     take their defaults, the `__init__` parameters (name, position, default's code) that took
     part), or (None, ()). `walk_type`: FunctionWalk; `x`: the file's Extractor."""
+    if not any(decided(test, defaults) is not None for test in _if_tests(forward)):
+        return None, ()
     walker = walk_type(x, "forward", ctx, quiet=True)
     walker.qual = ".".join([*x.path, "forward"])
     walker.decide = defaults
