@@ -77,3 +77,15 @@ def test_a_subclass_may_pass_another_setting(tmp_path):
     main = ("from wide import WideDeep\n\n\nclass Binary(WideDeep):\n"
             "    def __init__(self):\n        super().__init__(8, 1, method='binary')\n")
     assert _found(tmp_path, {"wide.py": WIDE, "main.py": main}) == set()
+
+
+def test_the_tests_looked_at_are_those_of_every_block_of_forward_but_nested_defs():
+    from gradlint.source.numerics_defaults import _if_tests
+
+    fn = cst.parse_module(
+        "def forward(self, x):\n    if self.a:\n        if self.b: pass\n    elif self.c:\n        pass\n"
+        "    else:\n        if self.d: pass\n    try:\n        if self.e: pass\n    except Exception:\n"
+        "        if self.f: pass\n    finally:\n        if self.g: pass\n    for i in x:\n        if self.h: pass\n"
+        "    else:\n        if self.i: pass\n    match x:\n        case 1:\n            if self.j: pass\n"
+        "    def inner():\n        if self.k: pass\n").body[0]
+    assert sorted(cst.Module([]).code_for_node(t) for t in _if_tests(fn)) == [f"self.{c}" for c in "abcdefghij"]

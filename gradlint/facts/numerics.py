@@ -103,7 +103,7 @@ class NumClass:
     returns_items: tuple[str | None, ...] = ()
     # `returns` holds only with these `__init__` parameters at their defaults (name, position
     # after self or -1, the default's code): a test in forward reads the setting they make
-    returns_assuming: tuple[tuple[str, int, str], ...] = ()
+    returns_assuming: tuple[tuple[str, int, str, str], ...] = ()  # (..., the attribute it sets)
     autograd_function: bool = False
     # a hand-written backward that is meant to be the forward's derivative: not a straight-through
     # or gradient-reversal/scaling one, which a gradcheck fails by design (source/backwards.py)
@@ -152,7 +152,9 @@ class NumericsFacts:
     references: frozenset[str] = frozenset()
     # the outputs of instances of classes (as written) this file backpropagates, with the element
     # of a returned tuple (-1: the whole output): `frames, loss = self.network(x); loss.backward()`
-    backpropagated: tuple[tuple[str, int], ...] = ()
+    backpropagated_outputs: tuple[tuple[str, int], ...] = ()
+    # attributes the file assigns on objects other than `self` (`model.method = 'logits'`)
+    attrs_set: frozenset[str] = frozenset()
 
 
 def forward_returns(scope: Scope | None, name: str, _depth: int = 0, element: int | None = None) -> str | None:
@@ -204,16 +206,29 @@ def forward_assumes(scope: Scope | None, name: str) -> str:
     rec = scope.index.numclass(quals[0]) if len(quals) == 1 else None
     if rec is None or not rec.returns_assuming:
         return ""
-    return ", ".join(f"{param}={code}" for param, _at, code in rec.returns_assuming)
+    return ", ".join(f"{param}={code}" for param, _at, code, _attr in rec.returns_assuming)
 
 
-def _defaults_hold(index: ProjectIndex, qualified: str, assuming: tuple[tuple[str, int, str], ...]) -> bool:
+def _defaults_hold(index: ProjectIndex, qualified: str, assuming: tuple[tuple[str, int, str, str], ...]) -> bool:
     """Whether every call of the project class `qualified` leaves these `__init__` parameters at
-    their defaults (no call: they hold); False when a call passes one, or the calls cannot all be
-    known (a subclass, the class read as a value, a file not read)."""
+    their defaults (no call: they hold), and no other file sets the attributes they make
+    (`model.method = 'logits'`); False when a call passes one, or the calls cannot all be known
+    (a subclass, the class read as a value, a file not read)."""
     module, _, cls = qualified.rpartition(".")
-    return all(passed_everywhere(index, module, cls + ".__init__", param, at, default="=default") == "=default"
-               for param, at, _code in assuming)
+    for param, at, _code, attr in assuming:
+        if passed_everywhere(index, module, cls + ".__init__", param, at, default="=default") != "=default":
+            return False
+        # set after construction (`model.method = 'logits'`): a file that names the attribute and
+        # assigns it on an object other than `self` (NumericsFacts.attrs_set), or cannot be read
+        naming = index.mentioning("." + attr)
+        if len(naming) > MAX_CALLER_MODULES:
+            return False
+        for name in naming:
+            mod = index.calling(name)
+            facts = mod.facts.numerics if mod is not None else None
+            if facts is None or attr in facts.attrs_set:
+                return False
+    return True
 
 
 def _agree(kinds: list[str | None]) -> str | None:
@@ -320,6 +335,10 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     if model is not None and not model.startswith("inst:"):
         return None
     tensor = joined.get("tensor")
+    if tensor is not None and "branch" in data and site.kind in ("probability_into_loss", "log_of_probability"):
+        # on some paths of the function only (`if not from_logits: return bce(pred, t)` then
+        # `return bce_with_logits(pred, t)`): the path the callers take is not known
+        return None
     if site.kind in ("divide_by_norm", "acos_near_one", "sqrt_near_zero"):
         # `v / v.norm()`, `sqrt(sum(v ** 2))`, `acos(v)` on the parameter: every caller passes a
         # tensor that carries gradient (for a division or a root, one that may be all zero: not a
@@ -408,7 +427,7 @@ def backpropagated_elsewhere(site: Site, scope: Scope | None) -> bool:
         facts = mod.facts.numerics if mod is not None else None
         if facts is None:
             continue
-        for written, elem in facts.backpropagated:
+        for written, elem in facts.backpropagated_outputs:
             if elem == element and qualified in scope.index.resolve(mod.name, written):
                 return True
     return False
@@ -428,7 +447,8 @@ def bind_forward_call(site: Site, scope: Scope | None) -> Site | None:
     quals = scope.resolve(data.get("callee", ""))
     if len(quals) != 1:
         return None
-    mod, cls = scope.index._split(quals[0])
+    home, _, cls = quals[0].rpartition(".")
+    mod = scope.index.module(home)
     facts = mod.facts.numerics if mod is not None else None
     if facts is None:
         return None
@@ -774,7 +794,16 @@ def _derives(index: ProjectIndex, home: str, rec: NumClass, owner: str) -> bool:
     """Whether the class `rec` of module `home` derives from the project class `owner`, read from
     the record itself (the facts a search for callers read: a file the sniff skipped has no
     class records in the index)."""
-    return any(b == owner or owner in _ancestors(index, b) for base in rec.bases for b in index.resolve(home, base))
+    return any(b == owner or owner in _ancestors(index, b) for base in rec.bases for b in _base_classes(index, home, base))
+
+
+def _base_classes(index: ProjectIndex, home: str, base: str) -> tuple[str, ...]:
+    """The project classes a base as a class record holds it stands for: NumClass.bases are
+    qualified where the base was imported (`model.WideDeep`), which a name of `home` must not
+    shadow again (`model = Regressor(8)` at its top level), else as written there."""
+    if "." in base and index.numclass(base) is not None:
+        return (base,)
+    return index.resolve(home, base)
 
 
 def _ancestors(index: ProjectIndex, qualified: str) -> frozenset[str]:
@@ -791,7 +820,7 @@ def _ancestors(index: ProjectIndex, qualified: str) -> frozenset[str]:
             continue
         home = q.rpartition(".")[0]
         for base in rec.bases:
-            for b in index.resolve(home, base):
+            for b in _base_classes(index, home, base):
                 if b not in seen:
                     seen.add(b)
                     out.add(b)

@@ -1,7 +1,8 @@
 """Hand-written `autograd.Function.backward`s as the numerics extractor reads them: one that never
-reads its gradient (GL405's site), and ones that no gradcheck applies to (GL406): deliberately no
-derivative of their forward (straight-through and gradient-scaling estimators), or collectives,
-which need a process group that one process's gradcheck does not have."""
+reads its gradient (a site), and ones that no gradcheck applies to (NumClass.custom_backward is
+False): deliberately no derivative of their forward (straight-through and gradient-scaling
+estimators), or collectives, which need a process group that one process's gradcheck does not
+have."""
 
 from __future__ import annotations
 

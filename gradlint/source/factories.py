@@ -12,8 +12,8 @@ module without forward, as the module builds it (`MLPActorCritic.v`: `container_
 A model class's own network is built with its parameters' defaults (models.extract); built with a
 config made by a call, the same class may be much deeper, which only its builder says. Such a
 network is kept only when it differs from the class's own (a config with its defaults adds
-nothing). The rules report each layer once (`unique_chains`, and their own keys by position), so
-a layer flagged in both stays one finding.
+nothing). The rules report each layer once (`flagged_chains` groups chains by the place of their
+first layer, and the other rules key by position), so a layer flagged in both stays one finding.
 """
 
 from __future__ import annotations

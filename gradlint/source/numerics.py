@@ -35,6 +35,7 @@ from gradlint.text import search_word_start
 from gradlint.source.numerics_defaults import forward_under_defaults, init_defaults, tested_settings
 from gradlint.source.numerics_quiet import _data_pipeline, _quiet_class, quiet_function
 from gradlint.source.numerics_values import ModuleValues
+from gradlint.source.numerics_sites import _LOSSY
 from gradlint.source.numerics_walk import FunctionWalk
 
 AUTOGRAD_FUNCTION = frozenset({"torch.autograd.Function", "torch.autograd.function.Function",
@@ -146,8 +147,9 @@ class Extractor(ModuleValues, Backwards):
         # and the backward calls of values they gave ((name, element), span, text): _cut_returns
         self.returns_of: dict[str, list[tuple[list | None, V]]] = {}
         self.backpropagated: list[tuple[tuple[str, int], Any, str]] = []
-        # per unit: the outputs of class instances it backpropagates (NumericsFacts.backpropagated)
+        # per unit: the outputs of class instances it backpropagates (NumericsFacts.backpropagated_outputs)
         self.backprop_outputs: dict[int, set[tuple[str, int]]] = {}
+        self.attrs_set: set[str] = set()  # assigned on objects other than self (NumericsFacts.attrs_set)
         self.units: dict[int, tuple[cst.CSTNode, list, list, list]] = {}
         self.stale: set[int] = set()  # units that read a class's members before it was walked
         self.member_misses = 0  # how many times (function_returns: a value read too early is not kept)
@@ -275,7 +277,8 @@ class Extractor(ModuleValues, Backwards):
                              torch_imports=self.torch_imports(),
                              functions=tuple(self.functions),
                              references=frozenset(self.references | self.class_refs),
-                             backpropagated=tuple(sorted(set().union(*self.backprop_outputs.values()))))
+                             backpropagated_outputs=tuple(sorted(set().union(*self.backprop_outputs.values()))),
+                             attrs_set=frozenset(self.attrs_set))
 
     def _returned_cuts(self, cls: str, walk: FunctionWalk) -> None:
         """Terms a forward cuts in a loss it returns (`return frames, mse + beta *
@@ -298,6 +301,8 @@ class Extractor(ModuleValues, Backwards):
                 continue
             terms = set.intersection(*(set(v.cut_terms) for v in values))
             text = self.code(got[0][0])[:60]
+            if not _LOSSY.search(text):
+                continue  # a loss by its name: `h + (round(h) - h).detach()` is a straight-through output
             for where, how in sorted(terms, key=lambda e: (e[0].line, e[0].column)):
                 self.add(Site("loss_term_cut", how, where.span, detail=text, function=f"{cls}.forward",
                               data=(("returned_by", cls), ("element", element))))
@@ -633,15 +638,21 @@ class Extractor(ModuleValues, Backwards):
                 if all(outs):
                     common = frozenset.intersection(*outs)
                     via = tuple(sorted(common))
-        assuming: tuple[tuple[str, int, str], ...] = ()
-        if kind is None and not via and has_forward and len(self.path) == 1:
+        assuming: tuple[tuple[str, int, str, str], ...] = ()
+        if kind is None and not via and has_forward and len(self.path) == 1 and not node.decorators:
             # `if self.method == 'multiclass': out = softmax(out)`: what it returns under the
-            # constructor's defaults, believed while no caller passes another (numerics_defaults)
+            # constructor's defaults, believed while no caller passes another (numerics_defaults);
+            # not for a decorated class (a registry builds it from a config) nor when another
+            # method tests the setting too (a use on the other path: `if self.method ==
+            # 'multiclass': return ...` then `cross_entropy(self.forward(x), y)`)
             init = ctx.method_nodes.get("__init__")
             forward = ctx.method_nodes["forward"]
             defaults = init_defaults(init, methods, tested_settings(forward)) if init is not None else {}
             if defaults:
                 kind, assuming = forward_under_defaults(FunctionWalk, self, ctx, forward, defaults)
+                attrs = {a[3] for a in assuming}
+                if any(attrs & tested_settings(m) for m in methods if m.name.value not in ("__init__", "forward")):
+                    kind, assuming = None, ()
         custom_backward = False
         if is_function:
             # a straight-through or gradient-scaling backward is no derivative to gradcheck, and

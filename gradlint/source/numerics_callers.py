@@ -182,6 +182,8 @@ class CallRecords:
 
     def _record_passed(self, node: cst.Call) -> None:
         """At a call of a function or method of this file, what it passes (Extractor.binding)."""
+        if self.settings is not None:
+            return  # a walk under assumed defaults (numerics_defaults): its values are no caller's
         func = node.func
         x = self.x
         if type(func) is cst.Name:

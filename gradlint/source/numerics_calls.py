@@ -96,10 +96,14 @@ class TensorCalls(TorchOps):
         """`terms.append(v)` on a list display a name holds: what it holds is no longer only what
         the display did (its length is unknown); it carries gradient when an item it gets does,
         so that `torch.tensor(terms)` of losses is the cut it is."""
+        self._list_holds(name, [self.ev(a.value) for a in node.args[-1:]])
+
+    def _list_holds(self, name: str, added: list[V]) -> None:
+        """The list display name `name` holds, now holding `added` too, anywhere (`_list_grown`,
+        and `lst[i] = v` with an index not known: numerics_walk.FunctionWalk._list_set)."""
         held = self.env[name]
         if held.elems is None and not held.const:
             return
-        added = [self.ev(a.value) for a in node.args[-1:]]
         self.env[name] = replace(_combine([held, *added]), elems=None, keyed=None, value=UNKNOWN)
 
     # -- calls ---------------------------------------------------------------------------------

@@ -34,11 +34,17 @@ def _if_tests(forward: cst.FunctionDef) -> list[cst.BaseExpression]:
         stmt = todo.pop()
         if isinstance(stmt, cst.If):
             tests.append(stmt.test)
-            todo.extend(suite(stmt.body))
-            if stmt.orelse is not None:
-                todo.append(stmt.orelse) if isinstance(stmt.orelse, cst.If) else todo.extend(suite(stmt.orelse.body))
-        elif isinstance(stmt, (cst.For, cst.While, cst.With, cst.Try)):
-            todo.extend(suite(stmt.body))
+        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) or not isinstance(
+                stmt, (cst.BaseCompoundStatement, cst.Else, cst.Finally, cst.ExceptHandler, cst.MatchCase)):
+            continue  # a simple statement, or a def whose body runs later if ever
+        for field in ("body", "orelse", "handlers", "finalbody", "cases"):
+            part = getattr(stmt, field, None)
+            if isinstance(part, (list, tuple)):
+                todo.extend(part)  # except handlers, match cases
+            elif isinstance(part, (cst.IndentedBlock, cst.SimpleStatementSuite)):
+                todo.extend(suite(part))
+            elif isinstance(part, cst.CSTNode):
+                todo.append(part)  # elif, else, finally
     return tests
 
 
@@ -66,6 +72,8 @@ def init_defaults(init: cst.FunctionDef, methods: list[cst.FunctionDef], wanted:
         if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.value, cst.Name) \
                 and _self_attr(small.targets[0].target) in wanted:
             named.add(small.value.value)
+    # a parameter __init__ binds again (`output = output or 'logits'`) is no longer its default
+    named -= {n for small in _small_statements(init) for n in _assigned_names(small)}
     literal: dict[str, tuple[int, str, Any]] = {}
     for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params):
         if p.default is None or p.name.value not in named:
@@ -125,6 +133,21 @@ def _small_statements(fn: cst.FunctionDef):
                     todo.append(part)
 
 
+def _assigned_names(small: cst.BaseSmallStatement) -> list[str]:
+    """The plain names a simple statement assigns (`x = ...`, `x += ...`, `a, x = ...`)."""
+    targets: list = []
+    if isinstance(small, cst.Assign):
+        targets = [t.target for t in small.targets]
+    elif isinstance(small, (cst.AugAssign, cst.AnnAssign)):
+        targets = [small.target]
+    out = []
+    for t in targets:
+        for el in ([e.value for e in t.elements] if isinstance(t, (cst.Tuple, cst.List)) else [t]):
+            if isinstance(el, cst.Name):
+                out.append(el.value)
+    return out
+
+
 def _self_attr(node: cst.BaseExpression) -> str | None:
     if isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name) and node.value.value == "self":
         return node.attr.value
@@ -181,16 +204,17 @@ def decided(test: cst.BaseExpression, defaults: Defaults) -> tuple[bool, frozens
 
 
 def forward_under_defaults(walk_type, x, ctx, forward: cst.FunctionDef,
-                           defaults: Defaults) -> tuple[str | None, tuple[tuple[str, int, str], ...]]:
+                           defaults: Defaults) -> tuple[str | None, tuple[tuple[str, int, str, str], ...]]:
     """(the probability kind every return of `forward` is when the tests on the class's settings
     take their defaults, the `__init__` parameters (name, position, default's code) that took
-    part), or (None, ()). `walk_type`: FunctionWalk; `x`: the file's Extractor."""
+    part, with the attribute each sets), or (None, ()). `walk_type`: FunctionWalk; `x`: the file's
+    Extractor."""
     if not any(decided(test, defaults) is not None for test in _if_tests(forward)):
         return None, ()
     walker = walk_type(x, "forward", ctx, quiet=True)
     walker.qual = ".".join([*x.path, "forward"])
-    walker.decide = defaults
-    walker.decided = set()
+    walker.settings = defaults
+    walker.settings_read = set()
     ps = forward.params
     for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params, ps.star_arg, ps.star_kwarg):
         if isinstance(p, cst.Param):
@@ -203,11 +227,11 @@ def forward_under_defaults(walk_type, x, ctx, forward: cst.FunctionDef,
     finally:
         x.muted -= 1
     returns = walker.returns
-    if not walker.decided or not returns or any(r is None for r in returns):
+    if not walker.settings_read or not returns or any(r is None for r in returns):
         return None, ()
     kinds = {r.prob for r in returns}
     kind = kinds.pop() if len(kinds) == 1 else None
     if kind not in ("softmax", "sigmoid", "log_softmax", "logsigmoid"):
         return None, ()
-    used = tuple(sorted((defaults[a][0], defaults[a][1], defaults[a][2]) for a in walker.decided))
+    used = tuple(sorted((defaults[a][0], defaults[a][1], defaults[a][2], a) for a in walker.settings_read))
     return kind, used

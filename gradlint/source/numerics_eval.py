@@ -211,9 +211,13 @@ class TensorEval:
                 i = self._int_index(node)
                 if i is not None and -len(base.value) <= i < len(base.value):
                     value = base.value[i]  # `dims = (1, 2); dims[0]`
+            # `p[p > 0]`: a mask of the values that are not zero, a guard (as a clamp is) and no
+            # plain selection of what a caller passed
+            masked = any(type(el.slice) is cst.Index and type(el.slice.value) is cst.Comparison for el in node.slice)
             return self.x.derive_from([base], replace(base, sq=False, sumsq=False, crit=None, callret=None, module=False,
                                                inst=frozenset(), norm=base.norm, exp=base.exp, elems=None,
-                                               value=value), kept=True)
+                                               value=value, shifted=base.shifted or (masked and bool(base.prob))),
+                                      kept=not masked)
         if kind is cst.Comparison:
             vals = [self.ev(node.left)] + [self.ev(c.comparator) for c in node.comparisons]
             return V(const=all(v.const for v in vals), cut="comparison", computed=True)
@@ -221,7 +225,11 @@ class TensorEval:
             return merge(self.ev(node.left), self.ev(node.right))
         if kind is cst.IfExp:
             self.ev(node.test)
-            return merge(self.ev(node.body), self.ev(node.orelse))
+            self.branching += 1  # (each arm runs on some paths only: FunctionWalk.conditional)
+            try:
+                return merge(self.ev(node.body), self.ev(node.orelse))
+            finally:
+                self.branching -= 1
         if kind in (cst.Tuple, cst.List, cst.Set):
             vals = [self.ev(e.value) for e in node.elements]
             # elements kept only where one is a probability, a model's output or a criterion (what
@@ -469,11 +477,23 @@ def _string_index(node: cst.Subscript) -> str | None:
     return value if type(value) is str else None
 
 
+# Names of the objects that hold a run's settings (`args.beta`, `self.configs.decouple_beta`).
+_SETTINGS_HOLDERS = frozenset("args opt opts cfg config configs conf hparams hp hps params options settings "
+                              "flags".split())
+
+
 def _weight(v: V, node) -> bool:
-    """A factor that weighs a loss term: a number, or a setting read from an object (`args.beta`,
-    `self.configs.decouple_beta`, `self.alpha` set to a literal in `__init__`) of which nothing
-    else is known. Not a tensor, a parameter or a value computed here: `log_prob *
-    advantage.detach()` is a stop-gradient, not a weighted term."""
+    """A factor that weighs a loss term: a number, a setting read from a settings object
+    (`args.beta`, `self.configs.decouple_beta`, `self.hparams.lam`) of which nothing else is known,
+    or an attribute set to a literal in `__init__` (`self.alpha = 0.1`). Not a tensor, a parameter
+    or any other attribute: `rollout.log_probs * adv.detach()` (policy gradient) and
+    `agent.log_alpha * (logp + target).detach()` (SAC) are stop-gradients, not weighted terms."""
     if number_of(v) is not None:
         return True
-    return type(node) is cst.Attribute and (v is UNKNOWN or (v.const and not v.tensor and not v.computed))
+    if type(node) is not cst.Attribute:
+        return False
+    if v is not UNKNOWN:
+        return v.const and not v.tensor and not v.computed
+    parts = (dotted(node) or "").split(".")
+    holders = parts[1:-1] if parts[:1] == ["self"] else parts[:-1]
+    return any(p.lower() in _SETTINGS_HOLDERS for p in holders)

@@ -88,7 +88,7 @@ class SiteChecks:
             return
         data = [*_param_data("criterion", criterion), *_param_data("model", model), *_param_data("tensor", tensor),
                 *elem, ("input", self.x.code(inp_node)[:80]), *extra]
-        if self.branching:
+        if self.conditional:
             data.append(("branch", True))  # on one path of an `if` (facts.numerics.bind_forward_call)
         if kind is not None:
             data.append(("loss", LOSS_NAMES[kind]))
@@ -156,7 +156,7 @@ class SiteChecks:
             # the parameter itself (`def nll(probs, y): ... log(probs)`): what every caller passes
             self.x.add(Site("log_of_probability", "parameters", span, detail="parameter",
                             data=(*_param_data("tensor", tensor), ("input", self.x.code(arg_node)[:80]),
-                                  *((("branch", True),) if self.branching else ()))))
+                                  *((("branch", True),) if self.conditional else ()))))
         elif (got := self.x.open_elem(a)) is not None:
             # an element unpacked from a parameter: that element of what every caller passes
             self.x.add(Site("log_of_probability", "parameters", span, detail="parameter",

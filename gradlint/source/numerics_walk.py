@@ -18,7 +18,7 @@ import libcst as cst
 from gradlint.facts.numerics import Call, Function, Site
 from gradlint.source.engine.interp import StatementWalker
 from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, required_again, replace, _passed, merge_env, _item,
-                                             open_value, join_value, broken_before_required, _combine)
+                                             open_value, join_value, broken_before_required)
 from gradlint.source.engine.values import int_literal
 from gradlint.source.engine.walk import evaluated_children, suite
 from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted
@@ -55,15 +55,17 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     # it is not the top-level function's plain value (Extractor.function_value)
     enclosing: frozenset[str] = frozenset()
     # the class's settings at their constructor defaults, in a walk that decides the tests on them
-    # (numerics_defaults.forward_under_defaults); None in every other walk
-    decide: dict | None = None
-    decided: set[str]
+    # (numerics_defaults.forward_under_defaults), and those its tests read; None in every other walk
+    settings: dict | None = None
+    settings_read: set[str]
     # the function walked, qualified in its module ('f', 'C.m'): set by run_function; '' for the
     # module's own code and the partial walks (method_returns, numerics_defaults)
     qual = ""
-    # inside a branch of an undecided `if`: a site on a parameter there holds only on that path
-    # (`if self.from_logits: bce_with_logits(pred, y) else: bce(pred, y)`)
+    # inside a branch of an undecided `if`, a conditional expression or a `match` case, or past an
+    # `if` that may return or raise: a site on a parameter there holds only on some paths (`if
+    # not self.from_logits: return bce(pred, y)` then `return bce_with_logits(pred, y)`)
     branching = 0
+    exited = False
 
     def __init__(self, x: Extractor, name: str, cls: ClassCtx | None, *, quiet: bool,
                  globals_: dict[str, V] | None = None) -> None:
@@ -233,9 +235,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
 
     def condition(self, stmt: cst.If) -> bool | None:
         self.x.discarded.add(id(stmt.test))
-        if self.decide is not None and (got := decided(stmt.test, self.decide)) is not None:
+        if self.settings is not None and (got := decided(stmt.test, self.settings)) is not None:
             # a walk under the constructor's defaults (numerics_defaults): settings decide
-            self.decided |= got[1]
+            self.settings_read |= got[1]
             return got[0]
         self.ev(stmt.test)
         return None
@@ -263,6 +265,22 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             super().branches(stmt)
         finally:
             self.branching -= 1
+        if _exits(stmt):
+            self.exited = True
+
+    def match_stmt(self, stmt: cst.Match) -> None:
+        self.branching += 1
+        try:
+            super().match_stmt(stmt)
+        finally:
+            self.branching -= 1
+        if any(_exits(case) for case in stmt.cases):
+            self.exited = True
+
+    @property
+    def conditional(self) -> bool:
+        """Whether what the walk reaches now runs on some paths only (`branching`, `exited`)."""
+        return self.branching > 0 or self.exited
 
     def join_branches(self, stmt: cst.CSTNode, before: dict, first: dict[str, V], second: dict[str, V]) -> None:
         self.env = merge_env(first, second)
@@ -411,8 +429,6 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             return
         name = target.value.value
         held = self.env[name]
-        if held.elems is None and not held.const:
-            return
         index = target.slice[0].slice if len(target.slice) == 1 else None
         i = None
         if type(index) is cst.Index and type(index.value) is cst.Integer:
@@ -425,9 +441,11 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             items[i] = val
             self.env[name] = replace(held, elems=tuple(items), value=UNKNOWN, const=held.const and val.const)
             return
-        self.env[name] = replace(_combine([held, val]), elems=None, keyed=None, value=UNKNOWN)
+        self._list_holds(name, [val])
 
     def assign(self, target: cst.BaseExpression, val: V, value_node: cst.BaseExpression | None = None) -> None:
+        if type(target) is cst.Attribute and not (type(target.value) is cst.Name and target.value.value == "self"):
+            self.x.attrs_set.add(target.attr.value)  # `model.method = ...` (facts.numerics._defaults_hold)
         if self.nograd and not val.nograd:
             val = replace(val, cut="torch.no_grad()", cut_span=self.x.where(value_node) if value_node else None)
         if type(target) is cst.Attribute:
@@ -583,3 +601,25 @@ def _read_as_module(key: str, text: str) -> bool:
     """Whether the file reads the dotted name `key` as only an nn.Module is read (_MODULE_USE)."""
     pattern = re.compile(r"(?<![\w.])" + r"\s*\.\s*".join(map(re.escape, key.split("."))) + _MODULE_USE)
     return pattern.search(text) is not None
+
+
+def _exits(node: cst.CSTNode) -> bool:
+    """Whether a block (an `if` with its `else`s, a `match` case) holds a `return` or a `raise`,
+    outside the functions and classes defined in it."""
+    todo: list = [node]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, (cst.Return, cst.Raise)):
+            return True
+        if isinstance(n, cst.SimpleStatementLine):
+            todo.extend(n.body)
+        elif isinstance(n, (cst.IndentedBlock, cst.SimpleStatementSuite)):
+            todo.extend(n.body)
+        elif not isinstance(n, (cst.FunctionDef, cst.ClassDef, cst.BaseExpression)):
+            for field in ("body", "orelse", "handlers", "finalbody", "cases"):
+                part = getattr(n, field, None)
+                if isinstance(part, (list, tuple)):
+                    todo.extend(part)
+                elif isinstance(part, cst.CSTNode):
+                    todo.append(part)
+    return False
