@@ -89,3 +89,61 @@ def test_the_tests_looked_at_are_those_of_every_block_of_forward_but_nested_defs
         "    else:\n        if self.i: pass\n    match x:\n        case 1:\n            if self.j: pass\n"
         "    def inner():\n        if self.k: pass\n").body[0]
     assert sorted(cst.Module([]).code_for_node(t) for t in _if_tests(fn)) == [f"self.{c}" for c in "abcdefghij"]
+
+
+EARLY = '''import torch.nn.functional as F
+from torch import nn
+
+
+class A(nn.Module):
+    def __init__(self, method='multiclass'):
+        super().__init__()
+        self.method = method
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        out = self.fc(x)
+        if self.method == 'multiclass':
+            return F.softmax(out, dim=1)
+        return out
+
+
+class B(nn.Module):
+    def __init__(self, logits=False):
+        super().__init__()
+        self.logits = logits
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        out = self.fc(x)
+        return out if self.logits else F.softmax(out, dim=1)
+
+
+class C(nn.Module):
+    def __init__(self, method='multiclass'):
+        super().__init__()
+        self.method = method
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        out = self.fc(x)
+        for _ in range(x.shape[0]):
+            if self.method == 'multiclass':
+                return F.softmax(out, dim=1)
+        return out
+
+
+def train(loader):
+    a, b, c = A(), B(), C()
+    for x, y in loader:
+        (F.cross_entropy(a(x), y) + F.cross_entropy(b(x), y) + F.cross_entropy(c(x), y)).backward()
+'''
+
+
+def test_an_early_return_or_a_conditional_expression_under_a_default(tmp_path):
+    # A returns early under the default, B picks with a conditional expression; C's return is in
+    # a loop that may not run: what follows it may be returned too (quiet)
+    found = _found(tmp_path, {"model.py": EARLY})
+    assert found == {("model.py", 46, "GL303")}
+    messages = check_paths([tmp_path], Config(select=("GL3",), root=str(tmp_path)), use_cache=False, jobs=1).findings
+    assert sorted(m.span.column for m in messages) == [10, 37]

@@ -34,6 +34,10 @@ def _if_tests(forward: cst.FunctionDef) -> list[cst.BaseExpression]:
         stmt = todo.pop()
         if isinstance(stmt, cst.If):
             tests.append(stmt.test)
+        if isinstance(stmt, cst.SimpleStatementLine):
+            # `return out if self.logits else out.softmax(-1)`
+            tests.extend(n.test for small in stmt.body if isinstance(small, cst.Return) and small.value is not None
+                         for n in walk(small.value) if type(n) is cst.IfExp)
         if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) or not isinstance(
                 stmt, (cst.BaseCompoundStatement, cst.Else, cst.Finally, cst.ExceptHandler, cst.MatchCase)):
             continue  # a simple statement, or a def whose body runs later if ever

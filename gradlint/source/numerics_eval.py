@@ -20,6 +20,7 @@ from gradlint.source.engine.values import str_literal
 from gradlint.source.engine.walk import children as _code_children
 from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.names import dotted
+from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_ops import LOSS_FUNCTIONS, is_abs
 
 
@@ -224,6 +225,9 @@ class TensorEval:
         if kind is cst.BooleanOperation:
             return merge(self.ev(node.left), self.ev(node.right))
         if kind is cst.IfExp:
+            if self.settings is not None and (got := decided(node.test, self.settings)) is not None:
+                self.settings_read |= got[1]  # a walk under assumed defaults (numerics_defaults)
+                return self.ev(node.body if got[0] else node.orelse)
             self.ev(node.test)
             self.branching += 1  # (each arm runs on some paths only: FunctionWalk.conditional)
             try:

@@ -66,6 +66,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     # not self.from_logits: return bce(pred, y)` then `return bce_with_logits(pred, y)`)
     branching = 0
     exited = False
+    looping = 0  # inside a loop body (a `return` there may not run)
 
     def __init__(self, x: Extractor, name: str, cls: ClassCtx | None, *, quiet: bool,
                  globals_: dict[str, V] | None = None) -> None:
@@ -168,6 +169,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         # turns grad mode off for what follows, until `set_grad_enabled(True)`
         disabled = 0
         for stmt in stmts:
+            if self.done:
+                break  # (set only in a walk under assumed defaults: return_stmt)
             self.statement(stmt)
             mode = self._grad_mode_set(stmt)
             if mode is False:
@@ -268,6 +271,13 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         if _exits(stmt):
             self.exited = True
 
+    def loop_body(self, stmt: cst.For | cst.While) -> None:
+        self.looping += 1
+        try:
+            super().loop_body(stmt)
+        finally:
+            self.looping -= 1
+
     def match_stmt(self, stmt: cst.Match) -> None:
         self.branching += 1
         try:
@@ -329,6 +339,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         return self.binop_value(_AUG.get(type(op)), target_val, val, node.target, node.value, node)
 
     def return_stmt(self, node: cst.Return) -> None:
+        if self.settings is not None and not self.branching and not self.looping:
+            # a walk under assumed defaults: this return ends every path it decided
+            self.done = True
         if node.value is not None:
             val = self.ev(node.value)
             self.returns.append(None if isinstance(node.value, cst.Tuple) else val)
