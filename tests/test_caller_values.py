@@ -599,3 +599,22 @@ def test_a_short_method_passing_a_constructor_parameter_on_is_read_without_error
         "    def forward(self, x):\n        c = self.get()\n        return c(x)\n")
     result = check_paths([tmp_path], Config(root=str(tmp_path)), use_cache=False, jobs=1)
     assert not result.internal_errors and result.findings == []
+
+
+def test_a_recursion_passing_its_parameter_back_is_decided_by_the_other_calls(tmp_path):
+    # deep(pred, y, n) calls deep(pred, y, n - 1): that call passes back what deep was given
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "helpers.py").write_text(
+        "import torch.nn.functional as F\n\n\ndef deep(pred, y, n):\n"
+        "    loss = F.binary_cross_entropy_with_logits(pred, y)\n    if n > 0:\n"
+        "        loss = loss + deep(pred, y, n - 1)\n    return loss\n")
+    (tmp_path / "train.py").write_text(
+        "import torch\nfrom helpers import deep\n\n\ndef train(net, x, y):\n"
+        "    deep(torch.sigmoid(net(x)), y, 3).backward()\n")
+    result = check_paths([tmp_path], Config(select=("GL3",), root=str(tmp_path)), use_cache=False, jobs=1)
+    assert [(Path(f.path).name, f.span.line, f.code) for f in result.findings] == [("helpers.py", 5, "GL304")]
+    # and quiet when the outside call passes logits
+    (tmp_path / "train.py").write_text(
+        "from helpers import deep\n\n\ndef train(net, x, y):\n    deep(net(x), y, 3).backward()\n")
+    result = check_paths([tmp_path], Config(select=("GL3",), root=str(tmp_path)), use_cache=False, jobs=1)
+    assert result.findings == []

@@ -541,6 +541,8 @@ def passed_everywhere(index: ProjectIndex, module: str, function: str, param: st
             # the caller's own parameter, passed on: what its callers pass for it
             name, _, position = shape[6:].rpartition("@")
             caller = args.get("^")
+            if home == module and caller == function and name == param:
+                continue  # a recursion passing the parameter back to itself: the other calls decide
             if _depth >= MAX_PASSED_ON or not caller or not position.lstrip("-").isdigit():
                 return None
             shape = passed_everywhere(index, home, caller, name, int(position), _depth=_depth + 1)
