@@ -618,3 +618,20 @@ def test_a_recursion_passing_its_parameter_back_is_decided_by_the_other_calls(tm
         "from helpers import deep\n\n\ndef train(net, x, y):\n    deep(net(x), y, 3).backward()\n")
     result = check_paths([tmp_path], Config(select=("GL3",), root=str(tmp_path)), use_cache=False, jobs=1)
     assert result.findings == []
+
+
+@pytest.mark.parametrize("src, line, code", [
+    ("import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n\nclass MaskedBCE(nn.Module):\n"
+     "    def forward(self, pred, target):\n        if pred.shape != target.shape:\n"
+     "            raise ValueError('shape mismatch')\n        return F.binary_cross_entropy_with_logits(pred, target)\n\n\n"
+     "def train(model, x, y):\n    crit = MaskedBCE()\n    crit(torch.sigmoid(model(x)), y).backward()\n", 15, "GL304"),
+    ("import torch.nn.functional as F\n\n\ndef ce_on_logits(logits, target):\n    if logits.dim() != 2:\n"
+     "        raise ValueError('expected (N, C) logits')\n    return F.cross_entropy(logits, target)\n\n\n"
+     "def train(model, x, y):\n    ce_on_logits(F.softmax(model(x), dim=1), y).backward()\n", 7, "GL303"),
+])
+def test_a_shape_check_that_raises_leaves_the_loss_on_every_path(tmp_path, src, line, code):
+    # `if ...: raise` before the loss is a guard of the one path there is, not a second result
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "train.py").write_text(src)
+    result = check_paths([tmp_path], Config(select=("GL3",), root=str(tmp_path)), use_cache=False, jobs=1)
+    assert [(f.span.line, f.code) for f in result.findings] == [(line, code)]

@@ -230,3 +230,22 @@ def test_gl407_a_term_weighed_by_a_setting_and_a_list_filled_by_index():
                  "    loss = -(logp * adv.detach()).mean() + (adv ** 2).mean()\n"
                  "    loss.backward()\n")
     assert findings(reinforce, "GL4") == []
+
+
+def test_gl407_a_loss_written_into_the_return_itself(tmp_path):
+    # `return h, self.mse(h, target) + self.cfg.beta * decouple`: no name, a criterion in it
+    from pathlib import Path
+
+    from gradlint.api import check_paths
+
+    folder = Path(__file__).resolve().parent.parent / "fixtures" / "paths" / "returned_cuts"
+    for name in ("model.py", "train.py"):
+        text = (folder / name).read_text()
+        if name == "model.py":
+            text = text.replace("        loss = self.mse(h, target) + self.cfg.beta * decouple\n        return h, loss\n",
+                                "        return h, self.mse(h, target) + self.cfg.beta * decouple\n")
+            assert "return h, self.mse" in text
+        (tmp_path / name).write_text(text)
+    (tmp_path / "pyproject.toml").write_text("")
+    result = check_paths([tmp_path], Config(select=("GL4",), root=str(tmp_path)), use_cache=False, jobs=1)
+    assert [(Path(f.path).name, f.span.line, f.code) for f in result.findings] == [("model.py", 28, "GL407")]

@@ -70,6 +70,11 @@ class ClassCtx:
     reads_requires_grad: bool = False
 
 
+# What a returned loss is written with (a name, or a loss function or criterion in it).
+_RETURNED_LOSS = re.compile(r"loss|cost|objective|penalty|criterion|crit\b|mse|l1|bce|cross_entropy|nll|kl_div|huber",
+                            re.I)
+
+
 class Extractor(ModuleValues, Backwards):
     """Walks one parsed file and collects Sites, class summaries and gradcheck names."""
 
@@ -301,8 +306,10 @@ class Extractor(ModuleValues, Backwards):
                 continue
             terms = set.intersection(*(set(v.cut_terms) for v in values))
             text = self.code(got[0][0])[:60]
-            if not _LOSSY.search(text):
-                continue  # a loss by its name: `h + (round(h) - h).detach()` is a straight-through output
+            if not _RETURNED_LOSS.search(text):
+                # a loss by its name or a loss in it: `h + (round(h) - h).detach()` is a
+                # straight-through output, not a loss
+                continue
             for where, how in sorted(terms, key=lambda e: (e[0].line, e[0].column)):
                 self.add(Site("loss_term_cut", how, where.span, detail=text, function=f"{cls}.forward",
                               data=(("returned_by", cls), ("element", element))))

@@ -129,7 +129,7 @@ def _small_statements(fn: cst.FunctionDef):
         elif isinstance(node, cst.IndentedBlock):
             todo.extend(node.body)
         else:
-            for field in ("body", "orelse", "handlers", "finalbody"):
+            for field in ("body", "orelse", "handlers", "finalbody", "cases"):
                 part = getattr(node, field, None)
                 if isinstance(part, (list, tuple)):
                     todo.extend(part)

@@ -62,7 +62,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     # module's own code and the partial walks (method_returns, numerics_defaults)
     qual = ""
     # inside a branch of an undecided `if`, a conditional expression or a `match` case, or past an
-    # `if` that may return or raise: a site on a parameter there holds only on some paths (`if
+    # `if` that may return: a site on a parameter there holds only on some paths (`if
     # not self.from_logits: return bce(pred, y)` then `return bce_with_logits(pred, y)`)
     branching = 0
     exited = False
@@ -617,12 +617,13 @@ def _read_as_module(key: str, text: str) -> bool:
 
 
 def _exits(node: cst.CSTNode) -> bool:
-    """Whether a block (an `if` with its `else`s, a `match` case) holds a `return` or a `raise`,
-    outside the functions and classes defined in it."""
+    """Whether a block (an `if` with its `else`s, a `match` case) holds a `return`, outside the
+    functions and classes defined in it: what follows is then one of two results. A `raise` is no
+    such choice (a shape check before the loss guards the one path there is)."""
     todo: list = [node]
     while todo:
         n = todo.pop()
-        if isinstance(n, (cst.Return, cst.Raise)):
+        if isinstance(n, cst.Return):
             return True
         if isinstance(n, cst.SimpleStatementLine):
             todo.extend(n.body)
