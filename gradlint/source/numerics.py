@@ -35,7 +35,6 @@ from gradlint.text import search_word_start
 from gradlint.source.numerics_defaults import forward_under_defaults, init_defaults, tested_settings
 from gradlint.source.numerics_quiet import _data_pipeline, _quiet_class, quiet_function
 from gradlint.source.numerics_values import ModuleValues
-from gradlint.source.numerics_sites import _LOSSY
 from gradlint.source.numerics_walk import FunctionWalk
 
 AUTOGRAD_FUNCTION = frozenset({"torch.autograd.Function", "torch.autograd.function.Function",
