@@ -1,8 +1,8 @@
 """Hand-written `autograd.Function.backward`s as the numerics extractor reads them: one that never
 reads its gradient (a site), and ones that no gradcheck applies to (NumClass.custom_backward is
-False): deliberately no derivative of their forward (straight-through and gradient-scaling
-estimators), or collectives, which need a process group that one process's gradcheck does not
-have."""
+False): deliberately no derivative of their forward (straight-through, gradient-scaling and
+surrogate estimators), or collectives, which need a process group that one process's gradcheck
+does not have."""
 
 from __future__ import annotations
 
@@ -175,6 +175,27 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
     if None in passed:
         return True  # an operation whose gradient the backward replaces with its own
     return passed != factors
+
+
+def surrogate(forward: cst.FunctionDef | None, backward: cst.FunctionDef) -> bool:
+    """A backward that returns a gradient for an input its forward never reads (PhiMoE's
+    SparseMixer: the forward is `multiplier * mask_for_one`, the backward gives `scores` a
+    gradient): the true derivative there is zero, so the backward is a surrogate by design."""
+    if forward is None:
+        return False
+    inputs = _inputs(forward)
+    if not inputs or isinstance(forward.params.star_arg, cst.Param):
+        return False
+    read = {n.value for n in walk(forward.body) if type(n) is cst.Name}
+    unread = [i for i, name in enumerate(inputs) if name not in read]
+    given = _returns(backward) if unread else None
+    if not given:
+        return False
+    for value in given:
+        items = [e.value for e in value.elements] if isinstance(value, cst.Tuple) else [value]
+        if any(i < len(items) and not _all_none(items[i]) for i in unread):
+            return True
+    return False
 
 
 def communicates(methods: list[cst.FunctionDef], qualify, functions: dict[str, cst.FunctionDef]) -> bool:

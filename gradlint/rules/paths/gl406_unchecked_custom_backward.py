@@ -21,7 +21,8 @@ class UncheckedCustomBackward(Rule):
     `sign(x)` whose backward only returns the incoming gradient, or None, also under another
     name: `g = grad_output.clone(); return g`) and gradient reversal or scaling (a pass-through
     forward such as `x.view_as(x)` whose backward returns the gradient times another factor:
-    `-ctx.alpha * g`, `g * ctx.scale`); and collectives, whose forward or backward calls
+    `-ctx.alpha * g`, `g * ctx.scale`); surrogate gradients (a backward that gives a gradient to
+    an input its forward never reads, PhiMoE's SparseMixer); and collectives, whose forward or backward calls
     `torch.distributed` (an all-reduce, all-gather, all-to-all, the group's rank or size), directly
     or through a function of the same file: a gradcheck in one process has no group to run them.
 
@@ -104,6 +105,12 @@ class UncheckedCustomBackward(Rule):
                 "    @staticmethod\n    def backward(ctx, g):\n"
                 "        dist.all_reduce(g, group=ctx.group)\n        return g, None\n",
                 note="a collective: a gradcheck in one process has no process group"),
+        Example("import torch\n\nclass SparseMixer(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, scores, multiplier, mask):\n"
+                "        ctx.save_for_backward(multiplier)\n        return multiplier * mask\n\n"
+                "    @staticmethod\n    def backward(ctx, g):\n        (multiplier,) = ctx.saved_tensors\n"
+                "        return g * multiplier, None, None\n",
+                note="a surrogate gradient for `scores`, which the forward never reads"),
     ]
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
