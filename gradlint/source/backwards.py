@@ -198,6 +198,16 @@ def surrogate(forward: cst.FunctionDef | None, backward: cst.FunctionDef) -> boo
     return False
 
 
+def autograd_computed(backward: cst.FunctionDef, qualify) -> bool:
+    """A backward whose gradient autograd itself computes (`return torch.autograd.grad(outputs,
+    inputs, grad_outputs)[0], None`: a Function that only routes the gradient): no derivative
+    written by hand. `qualify`: a callee's qualified names through the file's imports."""
+    return any(type(node) is cst.Call and qualify(node.func) & _AUTOGRAD_CALLS for node in walk(backward.body))
+
+
+_AUTOGRAD_CALLS = frozenset({"torch.autograd.grad", "torch.autograd.backward"})
+
+
 def communicates(methods: list[cst.FunctionDef], qualify, functions: dict[str, cst.FunctionDef]) -> bool:
     """Whether an autograd Function's forward or backward calls `torch.distributed` (an
     all-reduce, all-gather, all-to-all, send or receive, or the group's rank and size: the

@@ -25,7 +25,7 @@ import libcst as cst
 
 from gradlint.facts.numerics import CallText, Expr, Function, NumClass, NumericsFacts, Site
 from gradlint.findings import SourceSpan
-from gradlint.source.backwards import Backwards, communicates, not_a_derivative, surrogate
+from gradlint.source.backwards import Backwards, autograd_computed, communicates, not_a_derivative, surrogate
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, passed_tensor, open_value, \
     same
@@ -665,7 +665,7 @@ class Extractor(ModuleValues, Backwards):
             # gradcheck, and a collective's needs a process group
             fwd = next((m for m in methods if m.name.value == "forward"), None)
             custom_backward = any(m.name.value == "backward" and not not_a_derivative(fwd, m)
-                                  and not surrogate(fwd, m) for m in methods) \
+                                  and not surrogate(fwd, m) and not autograd_computed(m, self.q) for m in methods) \
                 and not communicates(methods, self.q, self.module_functions)
             for m in methods:
                 if m.name.value == "backward":

@@ -22,7 +22,8 @@ class UncheckedCustomBackward(Rule):
     name: `g = grad_output.clone(); return g`) and gradient reversal or scaling (a pass-through
     forward such as `x.view_as(x)` whose backward returns the gradient times another factor:
     `-ctx.alpha * g`, `g * ctx.scale`); surrogate gradients (a backward that gives a gradient to
-    an input its forward never reads, PhiMoE's SparseMixer); and collectives, whose forward or backward calls
+    an input its forward never reads, PhiMoE's SparseMixer); a backward that lets
+    `torch.autograd.grad` compute the gradient (a Function that only routes it); and collectives, whose forward or backward calls
     `torch.distributed` (an all-reduce, all-gather, all-to-all, the group's rank or size), directly
     or through a function of the same file: a gradcheck in one process has no group to run them.
 
@@ -111,6 +112,13 @@ class UncheckedCustomBackward(Rule):
                 "    @staticmethod\n    def backward(ctx, g):\n        (multiplier,) = ctx.saved_tensors\n"
                 "        return g * multiplier, None, None\n",
                 note="a surrogate gradient for `scores`, which the forward never reads"),
+        Example("import torch\n\nclass InputOnlyGrad(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, inputs, function):\n"
+                "        with torch.enable_grad():\n            outputs = function(inputs)\n"
+                "        ctx.save_for_backward(inputs, outputs)\n        return outputs.detach()\n\n"
+                "    @staticmethod\n    def backward(ctx, grad_outputs):\n        inputs, outputs = ctx.saved_tensors\n"
+                "        return torch.autograd.grad(outputs, inputs, grad_outputs)[0], None\n",
+                note="autograd computes the gradient: the Function only routes it"),
     ]
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
