@@ -22,10 +22,15 @@ def _expected(path: Path) -> set[tuple[str, int, str]]:
             if (m := EXPECT.search(line))}
 
 
-def _found(paths) -> set[tuple[str, int, str]]:
-    result = check_paths(paths, Config(select=("GL3",), root=str(FOLDER)), use_cache=False, jobs=1)
+def _found_in(root: Path, paths) -> set[tuple[str, int, str]]:
+    """The GL3xx findings of checking `paths` in the project at `root`, by (file name, line, code)."""
+    result = check_paths(paths, Config(select=("GL3",), root=str(root)), use_cache=False, jobs=1)
     assert not result.internal_errors
     return {(Path(f.path).name, f.span.line, f.code) for f in result.findings}
+
+
+def _found(paths) -> set[tuple[str, int, str]]:
+    return _found_in(FOLDER, paths)
 
 
 def test_callers_in_another_file_bind_the_parameters():
@@ -528,15 +533,10 @@ def test_tensor_helpers_are_judged_with_what_callers_in_another_file_pass():
     folder = FOLDER.parent / "tensor_callers"
     helpers = folder / "helpers.py"
 
-    def found(paths):
-        result = check_paths(paths, Config(select=("GL3",), root=str(folder)), use_cache=False, jobs=1)
-        assert not result.internal_errors
-        return {(Path(f.path).name, f.span.line, f.code) for f in result.findings}
-
     expected = _expected(helpers)
     assert {code for _, _, code in expected} == {"GL306", "GL307", "GL308"}
-    assert found([folder]) == expected
-    assert found([helpers]) == expected  # alone: train.py is found by scanning for the name
+    assert _found_in(folder, [folder]) == expected
+    assert _found_in(folder, [helpers]) == expected  # alone: train.py is found by scanning for the name
 
 
 def test_a_reshape_of_a_parameter_is_what_every_caller_passed():
@@ -545,15 +545,10 @@ def test_a_reshape_of_a_parameter_is_what_every_caller_passed():
     folder = FOLDER.parent / "reshaped_callers"
     losses = folder / "losses.py"
 
-    def found(paths):
-        result = check_paths(paths, Config(select=("GL3",), root=str(folder)), use_cache=False, jobs=1)
-        assert not result.internal_errors
-        return {(Path(f.path).name, f.span.line, f.code) for f in result.findings}
-
     expected = _expected(losses)
     assert {code for _, _, code in expected} == {"GL302", "GL304"}
-    assert found([folder]) == expected
-    assert found([losses]) == expected  # alone: train.py is found by scanning for the names
+    assert _found_in(folder, [folder]) == expected
+    assert _found_in(folder, [losses]) == expected  # alone: train.py is found by scanning for the names
 
 
 def test_a_probability_passed_to_a_loss_module_is_reported_at_the_call():
@@ -563,15 +558,10 @@ def test_a_probability_passed_to_a_loss_module_is_reported_at_the_call():
     folder = FOLDER.parent / "instance_callers"
     train = folder / "train.py"
 
-    def found(paths):
-        result = check_paths(paths, Config(select=("GL3",), root=str(folder)), use_cache=False, jobs=1)
-        assert not result.internal_errors
-        return {(Path(f.path).name, f.span.line, f.code) for f in result.findings}
-
     expected = _expected(train)
     assert {code for _, _, code in expected} == {"GL302", "GL303", "GL304"}
-    assert found([folder]) == expected
-    assert found([train]) == expected  # alone: losses.py is read through the import
+    assert _found_in(folder, [folder]) == expected
+    assert _found_in(folder, [train]) == expected  # alone: losses.py is read through the import
 
 
 def test_a_selection_of_a_parameter_marks_no_other_unknown_value(tmp_path):

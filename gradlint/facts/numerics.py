@@ -220,15 +220,24 @@ def _defaults_hold(index: ProjectIndex, qualified: str, assuming: tuple[tuple[st
             return False
         # set after construction (`model.method = 'logits'`): a file that names the attribute and
         # assigns it on an object other than `self` (NumericsFacts.attrs_set), or cannot be read
-        naming = index.mentioning("." + attr)
-        if len(naming) > MAX_CALLER_MODULES:
+        naming = _numerics_naming(index, "." + attr)
+        if naming is None or any(facts is None or attr in facts.attrs_set for _name, facts in naming):
             return False
-        for name in naming:
-            mod = index.calling(name)
-            facts = mod.facts.numerics if mod is not None else None
-            if facts is None or attr in facts.attrs_set:
-                return False
     return True
+
+
+def _numerics_naming(index: ProjectIndex, word: str, also: str = "") -> list[tuple[str, NumericsFacts | None]] | None:
+    """The numerics facts (None: not read) of the files whose text holds `word`, with module
+    `also` among them, as a search for callers reads them (ProjectIndex.calling), in name order;
+    None when more than MAX_CALLER_MODULES hold it."""
+    mentions = index.mentioning(word)
+    if len(mentions) > MAX_CALLER_MODULES:
+        return None
+    out = []
+    for name in sorted({*mentions, *([also] if also else [])}):
+        mod = index.calling(name)
+        out.append((mod.name if mod is not None else name, mod.facts.numerics if mod is not None else None))
+    return out
 
 
 def _agree(kinds: list[str | None]) -> str | None:
@@ -419,18 +428,10 @@ def backpropagated_elsewhere(site: Site, scope: Scope | None) -> bool:
     data = dict(site.data)
     cls, element = data.get("returned_by", ""), int(data.get("element", -1))
     qualified = f"{scope.module}.{cls}"
-    mentions = scope.index.mentioning(cls)
-    if len(mentions) > MAX_CALLER_MODULES:
-        return False
-    for name in sorted({scope.module, *mentions}):
-        mod = scope.index.calling(name)
-        facts = mod.facts.numerics if mod is not None else None
-        if facts is None:
-            continue
-        for written, elem in facts.backpropagated_outputs:
-            if elem == element and qualified in scope.index.resolve(mod.name, written):
-                return True
-    return False
+    naming = _numerics_naming(scope.index, cls, also=scope.module)
+    return naming is not None and any(
+        elem == element and qualified in scope.index.resolve(name, written)
+        for name, facts in naming if facts is not None for written, elem in facts.backpropagated_outputs)
 
 
 def bind_forward_call(site: Site, scope: Scope | None) -> Site | None:

@@ -18,7 +18,7 @@ from typing import Any
 import libcst as cst
 
 from gradlint.source.engine.tensors import UNKNOWN
-from gradlint.source.engine.walk import suite, walk
+from gradlint.source.engine.walk import statements_in, suite, walk
 
 # (attribute) -> (parameter, position after self or -1 for keyword-only, default's code, its value)
 Defaults = dict[str, tuple[str, int, str, Any]]
@@ -26,29 +26,16 @@ _NO = object()
 
 
 def _if_tests(forward: cst.FunctionDef) -> list[cst.BaseExpression]:
-    """The tests of `forward`'s `if` statements, nested in its blocks too (statements only: a walk
-    of every expression of every forward cost more than the rest of this module)."""
+    """The tests of `forward`'s `if` statements, and of the conditional expressions it returns
+    (`return out if self.logits else out.softmax(-1)`), in every block of it but the functions
+    defined there (statements only: a walk of every expression of every forward cost more than
+    the rest of this module)."""
     tests: list = []
-    todo: list = list(suite(forward.body))
-    while todo:
-        stmt = todo.pop()
-        if isinstance(stmt, cst.If):
+    for stmt in statements_in(forward):
+        if type(stmt) is cst.If:
             tests.append(stmt.test)
-        if isinstance(stmt, cst.SimpleStatementLine):
-            # `return out if self.logits else out.softmax(-1)`
-            tests.extend(n.test for small in stmt.body if isinstance(small, cst.Return) and small.value is not None
-                         for n in walk(small.value) if type(n) is cst.IfExp)
-        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) or not isinstance(
-                stmt, (cst.BaseCompoundStatement, cst.Else, cst.Finally, cst.ExceptHandler, cst.MatchCase)):
-            continue  # a simple statement, or a def whose body runs later if ever
-        for field in ("body", "orelse", "handlers", "finalbody", "cases"):
-            part = getattr(stmt, field, None)
-            if isinstance(part, (list, tuple)):
-                todo.extend(part)  # except handlers, match cases
-            elif isinstance(part, (cst.IndentedBlock, cst.SimpleStatementSuite)):
-                todo.extend(suite(part))
-            elif isinstance(part, cst.CSTNode):
-                todo.append(part)  # elif, else, finally
+        elif type(stmt) is cst.Return and stmt.value is not None:
+            tests.extend(n.test for n in walk(stmt.value) if type(n) is cst.IfExp)
     return tests
 
 
@@ -68,88 +55,51 @@ def init_defaults(init: cst.FunctionDef, methods: list[cst.FunctionDef], wanted:
     a literal default (`self.method = method`), and that nothing else in the class assigns."""
     if not wanted:
         return {}
-    ps = init.params
-    positional = [p.name.value for p in (*ps.posonly_params, *ps.params)][1:]
-    named: set[str] = set()
-    for stmt in suite(init.body):
-        small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 else None
-        if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.value, cst.Name) \
-                and _self_attr(small.targets[0].target) in wanted:
-            named.add(small.value.value)
-    # a parameter __init__ binds again (`output = output or 'logits'`) is no longer its default
-    named -= {n for small in _small_statements(init) for n in _assigned_names(small)}
-    literal: dict[str, tuple[int, str, Any]] = {}
-    for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params):
-        if p.default is None or p.name.value not in named:
-            continue
-        code = cst.Module([]).code_for_node(p.default)
-        value = _literal(code)
-        if value is not _NO:
-            name = p.name.value
-            literal[name] = (positional.index(name) if name in positional else -1, code, value)
-    if not literal:
-        return {}
-    found: Defaults = {}
+    from_param: dict[str, str] = {}  # attribute -> the parameter it is set from
     for stmt in suite(init.body):
         small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 else None
         if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.value, cst.Name):
             attr = _self_attr(small.targets[0].target)
-            if attr in wanted and small.value.value in literal:
-                at, code, value = literal[small.value.value]
-                found[attr] = (small.value.value, at, code, value)
+            if attr in wanted:
+                from_param[attr] = small.value.value
+    # a parameter __init__ binds again (`output = output or 'logits'`) is no longer its default
+    rebound = {t.value for small in statements_in(init, into_defs=True) for t in _targets(small)
+               if type(t) is cst.Name}
+    ps = init.params
+    positional = [p.name.value for p in (*ps.posonly_params, *ps.params)][1:]
+    literal: dict[str, tuple[int, str, Any]] = {}
+    for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params):
+        name = p.name.value
+        if p.default is None or name not in from_param.values() or name in rebound:
+            continue
+        code = cst.Module([]).code_for_node(p.default)
+        value = _literal(code)
+        if value is not _NO:
+            literal[name] = (positional.index(name) if name in positional else -1, code, value)
+    found: Defaults = {attr: (param, *literal[param]) for attr, param in from_param.items() if param in literal}
     if not found:
         return {}
     # an attribute assigned anywhere else in the class (a setter, a second assignment) is no setting
     counts: dict[str, int] = {}
     for m in methods:
-        for node in _small_statements(m):
-            targets = []
-            if isinstance(node, cst.Assign):
-                targets = [t.target for t in node.targets]
-            elif isinstance(node, (cst.AugAssign, cst.AnnAssign)):
-                targets = [node.target]
-            for t in targets:
-                for el in ([e.value for e in t.elements] if isinstance(t, (cst.Tuple, cst.List)) else [t]):
-                    attr = _self_attr(el)
-                    if attr in found:
-                        counts[attr] = counts.get(attr, 0) + 1
+        for small in statements_in(m, into_defs=True):
+            for t in _targets(small):
+                attr = _self_attr(t)
+                if attr in found:
+                    counts[attr] = counts.get(attr, 0) + 1
     return {a: v for a, v in found.items() if counts.get(a, 0) == 1}
 
 
-def _small_statements(fn: cst.FunctionDef):
-    """The simple statements of a function, in every block of it (nested functions included: a
-    closure may assign `self.x` too), without descending into expressions."""
-    todo: list = [fn.body]
-    while todo:
-        node = todo.pop()
-        if isinstance(node, cst.SimpleStatementLine):
-            yield from node.body
-        elif isinstance(node, cst.SimpleStatementSuite):
-            yield from node.body
-        elif isinstance(node, cst.IndentedBlock):
-            todo.extend(node.body)
-        else:
-            for field in ("body", "orelse", "handlers", "finalbody", "cases"):
-                part = getattr(node, field, None)
-                if isinstance(part, (list, tuple)):
-                    todo.extend(part)
-                elif part is not None and isinstance(part, cst.CSTNode):
-                    todo.append(part)
-
-
-def _assigned_names(small: cst.BaseSmallStatement) -> list[str]:
-    """The plain names a simple statement assigns (`x = ...`, `x += ...`, `a, x = ...`)."""
-    targets: list = []
+def _targets(small: cst.CSTNode) -> list[cst.BaseExpression]:
+    """What an assignment statement assigns (`x = ...`, `self.x += ...`, `a, self.x = ...`),
+    tuples and lists taken apart; nothing for any other statement."""
     if isinstance(small, cst.Assign):
         targets = [t.target for t in small.targets]
     elif isinstance(small, (cst.AugAssign, cst.AnnAssign)):
         targets = [small.target]
-    out = []
-    for t in targets:
-        for el in ([e.value for e in t.elements] if isinstance(t, (cst.Tuple, cst.List)) else [t]):
-            if isinstance(el, cst.Name):
-                out.append(el.value)
-    return out
+    else:
+        return []
+    return [el for t in targets for el in ([e.value for e in t.elements] if isinstance(t, (cst.Tuple, cst.List)) else [t])]
 
 
 def _self_attr(node: cst.BaseExpression) -> str | None:

@@ -15,6 +15,7 @@ import libcst as cst
 
 from gradlint.facts.numerics import LOSS_NAMES, Pieces, Site
 from gradlint.source.engine.calls import arg as _arg
+from gradlint.source.engine.calls import arguments
 from gradlint.source.engine.walk import children
 from gradlint.source.engine.tensors import DETACHED_THEN_REQUIRED, V, UNKNOWN, number_of
 from gradlint.source.names import dotted
@@ -101,19 +102,16 @@ class SiteChecks:
         """A softmax or sigmoid output passed to an instance of a class (`crit(torch.sigmoid(z), y)`
         with `crit = EdgeLoss()`): a site per such argument, which holds where the class's forward
         feeds that parameter to a loss or a log (facts.numerics.bind_forward_call)."""
-        if self.hazard_quiet():
-            return
-        position = 0
-        for a in node.args:
-            if a.star:
-                return  # which parameter each value lands in is unknown
-            at, keyword = (-1, a.keyword.value) if a.keyword is not None else (position, "")
-            position += a.keyword is None
-            v = self.ev(a.value)
+        args = arguments(node)
+        if self.hazard_quiet() or args.star is not None or args.double_star:
+            return  # (with `*args`/`**kwargs`, which parameter each value lands in is unknown)
+        for at, keyword, value in (*((i, "", v) for i, v in enumerate(args.positional)),
+                                   *((-1, k, v) for k, v in args.keywords.items())):
+            v = self.ev(value)
             if v.prob in ("softmax", "sigmoid") and not v.shifted and not v.nograd:
                 self.x.add(Site("probability_passed", f"{v.prob}@{keyword or at}", self.x.span(node), detail=v.prob,
                                 data=(("callee", cls), ("arg_at", at), ("arg_keyword", keyword),
-                                      ("input", self.x.code(a.value)[:80]))))
+                                      ("input", self.x.code(value)[:80]))))
 
     def check_loss(self, node: cst.Call, kind: str, inp_node: cst.BaseExpression, inp: V,
                    crit_node: cst.Call | None, owner: str | None = None, fixable: bool = True,

@@ -20,7 +20,7 @@ from gradlint.source.engine.interp import StatementWalker
 from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, required_again, replace, _passed, merge_env, _item,
                                              open_value, join_value, broken_before_required)
 from gradlint.source.engine.values import int_literal
-from gradlint.source.engine.walk import evaluated_children, suite
+from gradlint.source.engine.walk import evaluated_children, statements_in, suite
 from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_defaults import decided
@@ -620,20 +620,4 @@ def _exits(node: cst.CSTNode) -> bool:
     """Whether a block (an `if` with its `else`s, a `match` case) holds a `return`, outside the
     functions and classes defined in it: what follows is then one of two results. A `raise` is no
     such choice (a shape check before the loss guards the one path there is)."""
-    todo: list = [node]
-    while todo:
-        n = todo.pop()
-        if isinstance(n, cst.Return):
-            return True
-        if isinstance(n, cst.SimpleStatementLine):
-            todo.extend(n.body)
-        elif isinstance(n, (cst.IndentedBlock, cst.SimpleStatementSuite)):
-            todo.extend(n.body)
-        elif not isinstance(n, (cst.FunctionDef, cst.ClassDef, cst.BaseExpression)):
-            for field in ("body", "orelse", "handlers", "finalbody", "cases"):
-                part = getattr(n, field, None)
-                if isinstance(part, (list, tuple)):
-                    todo.extend(part)
-                elif isinstance(part, cst.CSTNode):
-                    todo.append(part)
-    return False
+    return any(type(n) is cst.Return for n in statements_in(node))

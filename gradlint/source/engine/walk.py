@@ -123,6 +123,35 @@ def mentions(node: cst.CSTNode, name: str) -> bool:
     return False
 
 
+# The fields of compound statements (and of their else, except and case parts) that hold blocks.
+_BLOCK_FIELDS = ("body", "orelse", "handlers", "finalbody", "cases")
+
+
+def statements_in(node: cst.CSTNode, into_defs: bool = False) -> Iterator[cst.CSTNode]:
+    """The statements in the blocks of `node` (a function's body, an `if` with its `elif`s and
+    `else`, a `try` with its handlers, a `match` with its cases...), compound ones and the small
+    statements of each line, at any depth, in no particular order, never descending into
+    expressions; into the bodies of the functions and classes defined there only with `into_defs`
+    (a closure may assign `self.x`; a nested def's `return` is none of `node`'s). Blocks and their
+    else/except/case parts are yielded too: callers select the types they look for."""
+    todo: list = [node]
+    while todo:
+        n = todo.pop()
+        if type(n) is cst.SimpleStatementLine or type(n) is cst.SimpleStatementSuite:
+            yield from n.body
+            continue
+        if n is not node:
+            yield n
+            if not into_defs and type(n) in (cst.FunctionDef, cst.ClassDef):
+                continue
+        for field in _BLOCK_FIELDS:
+            part = getattr(n, field, None)
+            if type(part) is list or type(part) is tuple:
+                todo.extend(part)
+            elif isinstance(part, cst.CSTNode):
+                todo.append(part)
+
+
 def suite(body) -> list:
     """The statements of an indented block, or the one-line suite itself (`for x in y: f(x)`)."""
     if isinstance(body, cst.IndentedBlock):
