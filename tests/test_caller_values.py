@@ -625,3 +625,49 @@ def test_a_shape_check_that_raises_leaves_the_loss_on_every_path(tmp_path, src, 
     (tmp_path / "train.py").write_text(src)
     result = check_paths([tmp_path], Config(select=("GL3",), root=str(tmp_path)), use_cache=False, jobs=1)
     assert [(f.span.line, f.code) for f in result.findings] == [(line, code)]
+
+
+HELD = FOLDER.parent / "held_criteria"
+
+
+def _held_copy(tmp_path: Path, edits: dict[str, tuple[str, str]]) -> Path:
+    """held_criteria copied to `tmp_path` with `edits` (file -> (old, new)) made."""
+    for f in HELD.glob("*.py"):
+        text = f.read_text()
+        if f.name in edits:
+            old, new = edits[f.name]
+            assert old in text
+            text = text.replace(old, new)
+        (tmp_path / f.name).write_text(text)
+    return tmp_path
+
+
+def test_a_criterion_the_constructor_is_given_is_what_every_caller_passes():
+    # GSCNN: `self.criterion((seg_out, edge_out), gts)` with `edge_out` a sigmoid and every
+    # caller passing JointEdgeSegLoss, whose forward unpacks the tuple and hands the edge part to
+    # `self.bce2d`, where it reaches BCE-with-logits reshaped. Quiet: the probability in the
+    # part that goes elsewhere, a criterion that takes probabilities, a method called under a
+    # setting, callers that pass different criteria.
+    network, train = HELD / "network.py", HELD / "train.py"
+    expected = _expected(network) | _expected(train)
+    assert {(name, code) for name, _, code in expected} == {("network.py", "GL304"), ("train.py", "GL304")}
+    assert len(expected) == 3
+    assert _found_in(HELD, [HELD]) == expected
+    assert _found_in(HELD, [network]) == _expected(network)  # alone: the callers are found by name
+    assert _found_in(HELD, [train]) == _expected(train)
+
+
+def test_a_method_called_on_every_path_or_one_criterion_for_every_caller_is_flagged(tmp_path):
+    # the look-alikes of held_criteria are quiet for the reason they say: with the setting's
+    # `if` gone, or with one criterion for every caller, they are flagged
+    root = _held_copy(tmp_path, {
+        "losses.py": ("        if self.with_edges:\n            loss = loss + self.edge(edge, targets[1])",
+                      "        loss = loss + self.edge(edge, targets[1])"),
+        "train.py": ("SharedNet(DiceLoss())", "SharedNet(EdgeLoss())"),
+    })
+    lines = (root / "network.py").read_text().splitlines()
+    optional = lines.index("        return self.criterion((e, e), gts)") + 1
+    shared = len(lines) - lines[::-1].index("        return self.criterion(torch.sigmoid(self.edge(x)), y)")
+    expected = _expected(root / "network.py") | {("network.py", optional, "GL304"), ("network.py", shared, "GL304")}
+    assert {f for f in _found_in(root, [root]) if f[0] == "network.py"} == expected
+

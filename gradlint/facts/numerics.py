@@ -394,6 +394,17 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         return None
     loss = data.get("loss")
     crit = joined.get("criterion")
+    if crit is not None and crit.startswith("inst:"):
+        # a criterion of a project class (`self.criterion((seg, torch.sigmoid(e)), gts)` with
+        # `criterion=JointEdgeSegLoss()` from every caller): what its forward does with the input
+        prob = data.get("input_prob")
+        elem = data.get("input_elem")
+        if model is not None or tensor is not None or "input_keyword" in data or prob not in ("softmax", "sigmoid"):
+            return None
+        return _fed(site, prob, data.get("input", ""),
+                    forward_feeds(scope.index, crit[5:], 0, "", int(elem) if elem is not None else None))
+    if "input_elem" in data:
+        return None  # a tuple passed to a criterion of torch's: not what it takes
     if crit is not None:
         if not crit.startswith("crit:"):
             return None
@@ -436,44 +447,84 @@ def backpropagated_elsewhere(site: Site, scope: Scope | None) -> bool:
 
 def bind_forward_call(site: Site, scope: Scope | None) -> Site | None:
     """A probability passed to an instance of a project class ('probability_passed': `crit(p, y)`
-    with `crit = EdgeLoss()`), as the site the class's forward makes of it: where forward feeds
-    that parameter, unchanged or reshaped, to a loss that wants logits or to a log (its own
-    'parameters' site on the tensor alone, on every path: not in one branch of an `if`, which
-    may be a setting that takes probabilities), the loss or log site at this call, with the callee
-    (`through`) and the parameter (`passed`) for the message; None otherwise. Sound whatever
-    other callers pass: the hazard is this call's."""
+    with `crit = EdgeLoss()`, or an element of a tuple, `crit((seg, p), y)`), as the site the
+    class's forward makes of it (forward_feeds): the loss or log site at this call, with the
+    method (`through`) and its parameter (`passed`) for the message; None otherwise. Sound
+    whatever other callers pass: the hazard is this call's."""
     if scope is None or not scope.module:
         return None
     data = dict(site.data)
     quals = scope.resolve(data.get("callee", ""))
     if len(quals) != 1:
         return None
-    home, _, cls = quals[0].rpartition(".")
-    mod = scope.index.module(home)
+    elem = data.get("arg_elem")
+    return _fed(site, site.detail, data.get("input", ""), forward_feeds(
+        scope.index, quals[0], int(data.get("arg_at", -1)), data.get("arg_keyword", ""),
+        int(elem) if elem is not None else None))
+
+
+def _fed(site: Site, prob: str, shown: str, feeds: list[tuple[Site, str, str]]) -> Site | None:
+    """The first of `feeds` (forward_feeds) that is a hazard for a `prob` ('softmax', 'sigmoid')
+    passed in, as a site at `site`'s call: a loss that wants logits of that kind, or a log."""
+    for inner, function, param in feeds:
+        data = (("input", shown), ("through", function), ("passed", param))
+        if inner.kind == "probability_into_loss":
+            loss = dict(inner.data).get("loss")
+            if _WANT.get(loss) == prob:
+                return replace(site, kind=inner.kind, variant="local", detail=loss, classes=(), want=None,
+                               data=(("loss", loss), *data))
+        elif inner.kind == "log_of_probability":
+            return replace(site, kind=inner.kind, variant=prob, detail=prob, classes=(), want=None, data=data)
+    return None
+
+
+def forward_feeds(index: ProjectIndex, qualified: str, at: int, keyword: str,
+                  elem: int | None = None) -> list[tuple[Site, str, str]]:
+    """Where the forward of the project class `qualified` feeds its parameter at position `at`
+    after self (or the one named `keyword`), or element `elem` of it (`seg, edge = inputs`), to
+    a loss or a log, unchanged or reshaped, on every path: its own 'parameters' sites on that
+    tensor alone, and those of a method of the class that forward calls with it, as
+    `self.m(...)`, on every path (GSCNN: `self.bce2d(edgein, edgemask)`). Not in one branch of an
+    `if`, which may be a setting that takes probabilities. Each as (site, the function it is in,
+    its parameter). An inherited forward is not followed."""
+    home, _, cls = qualified.rpartition(".")
+    mod = index.module(home)
     facts = mod.facts.numerics if mod is not None else None
     if facts is None:
-        return None
-    function = cls + ".forward"
+        return []
     rec = next((c for c in facts.classes if c.name == cls), None)
     if rec is None or not rec.has_forward:
-        return None  # an inherited forward: not followed
-    at, keyword = int(data.get("arg_at", -1)), data.get("arg_keyword", "")
-    for inner in facts.sites:
-        got = dict(inner.data)
-        if inner.variant != "parameters" or inner.function != function or got.get("tensor_of") != function \
-                or "tensor_elem" in got or "branch" in got or any(k in got for k in ("criterion_param", "model_param")):
+        return []
+    function = cls + ".forward"
+    routes = [(function, at, keyword, elem)]
+    for fn in facts.functions:
+        if fn.name != function:
             continue
-        if not (got.get("tensor_param") == keyword if keyword else int(got.get("tensor_at", -2)) == at):
-            continue
-        shown = (("input", data.get("input", "")), ("through", function), ("passed", got["tensor_param"]))
-        if inner.kind == "probability_into_loss":
-            loss = got.get("loss")
-            if _WANT.get(loss) != site.detail:
+        for call in fn.calls:
+            args = dict(call.args)
+            if not call.callee.startswith("self.") or call.callee.count(".") != 1 or "?" in args or "*" in args:
                 continue
-            return replace(site, kind=inner.kind, variant="local", detail=loss, data=(("loss", loss), *shown))
-        if inner.kind == "log_of_probability":
-            return replace(site, kind=inner.kind, variant=site.detail, detail=site.detail, data=shown)
-    return None
+            for key, shape in call.args:
+                if not shape.startswith("param:"):
+                    continue
+                name, _, where = shape[6:].rpartition("@")
+                position, _, part = where.partition("#")
+                if (name != keyword if keyword else position != str(at)) or part != ("" if elem is None else str(elem)):
+                    continue
+                method = f"{cls}.{call.callee[5:]}"
+                routes.append((method, int(key), "", None) if key.isdigit() else (method, -2, key, None))
+    out = []
+    for function, position, name, part in routes:
+        for inner in facts.sites:
+            got = dict(inner.data)
+            if inner.variant != "parameters" or inner.function != function or got.get("tensor_of") != function \
+                    or "branch" in got or any(k in got for k in ("criterion_param", "model_param")):
+                continue
+            if got.get("tensor_elem") != part or not (
+                    got.get("tensor_param") == name if name else int(got.get("tensor_at", -2)) == position):
+                continue
+            out.append((inner, function, got["tensor_param"]))
+    return out
 
 
 def _output_shape(shape: str) -> tuple[str, int | None]:

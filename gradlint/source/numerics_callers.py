@@ -93,6 +93,10 @@ class CallRecords:
             out.append(("#", str(position)))
         if unknown:
             out.append(("=", ",".join(unknown)))
+        if self.conditional and any(shape.startswith("param:") for _k, shape in out):
+            # a parameter passed on, on some paths only (`if self.with_edges: self.edge(e, t)`):
+            # no route that holds on every path (facts.numerics.forward_feeds)
+            out.append(("?", "branch"))
         if receiver is not None and not names:
             # `trainer.train_step(...)`, `self.trainer.fit(...)`, `Trainer(cfg).fit(...)`: the class
             # of the instance, for callers of its method
@@ -102,9 +106,16 @@ class CallRecords:
     def _passed_on(self, v: V) -> str:
         """`param:input@0` when `v` is this function's own open parameter (or a reshape or
         selection of it) at that position: a caller passes it on, and what that function's
-        callers pass is what this call passes (facts.numerics.passed_everywhere)."""
+        callers pass is what this call passes (facts.numerics.passed_everywhere).
+        `param:inputs@0#1` when it is an element unpacked from one (`seg, edge = inputs`), which
+        a method called with it receives (facts.numerics.forward_feeds)."""
         ref = self.x.kept_param(v)
-        if ref is None or ref[0] != self.qual or ref[2] < 0:
+        if ref is None:
+            got = self.x.open_elem(v)
+            if got is None or got[0][0] != self.qual or got[0][2] < 0:
+                return ""
+            return f"param:{got[0][1]}@{got[0][2]}#{got[1]}"
+        if ref[0] != self.qual or ref[2] < 0:
             return ""
         return f"param:{ref[1]}@{ref[2]}"
 

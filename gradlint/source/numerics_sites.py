@@ -85,17 +85,38 @@ class SiteChecks:
         elem: list[tuple[str, Any]] = []
         if not model and criterion is None and tensor is None and (got := self.x.open_elem(inp)) is not None:
             tensor, elem = got[0], [("tensor_elem", got[1])]  # `xy, wh, obj, cls = preds` of a parameter
+        if criterion is not None and not model and inp.elems is not None and not inp.prob:
+            # `self.criterion((seg_out, torch.sigmoid(edge)), gts)`: a tuple whose element is a
+            # probability, for a criterion the callers give (a project class whose forward takes
+            # the tuple apart: facts.numerics.bind_parameters)
+            for i, e in enumerate(inp.elems):
+                if e.prob in ("softmax", "sigmoid") and not e.shifted and not e.nograd:
+                    part = inp_node.elements[i].value if type(inp_node) is cst.Tuple and \
+                        len(inp_node.elements) == len(inp.elems) else inp_node
+                    # at the element: one site for each (`(e, e)`), where the probability is
+                    self._param_site(node, kind, criterion, None, None, part, e, [("input_elem", i)], extra,
+                                     at=part if part is not inp_node else None)
+            return
         if not model and not tensor and not (criterion and (inp.prob in ("softmax", "sigmoid") or inp.out)):
             return
+        self._param_site(node, kind, criterion, model, tensor, inp_node, inp, elem, extra)
+
+    def _param_site(self, node: cst.Call, kind: str | None, criterion: tuple[str, str, int] | None,
+                    model: tuple[str, str, int] | None, tensor: tuple[str, str, int] | None,
+                    inp_node: cst.BaseExpression, inp: V, elem: list, extra: tuple,
+                    at: cst.CSTNode | None = None) -> None:
         data = [*_param_data("criterion", criterion), *_param_data("model", model), *_param_data("tensor", tensor),
                 *elem, ("input", self.x.code(inp_node)[:80]), *extra]
+        if criterion is not None and not (node.args and node.args[0].keyword is None and (
+                node.args[0].value is inp_node or (elem and type(node.args[0].value) is cst.Tuple))):
+            data.append(("input_keyword", True))  # not the criterion's first positional argument
         if self.conditional:
             data.append(("branch", True))  # on one path of an `if` (facts.numerics.bind_forward_call)
         if kind is not None:
             data.append(("loss", LOSS_NAMES[kind]))
         if not model:
             data.append(("input_prob", inp.prob or ""))
-        self.x.add(Site("probability_into_loss", "parameters", self.x.span(node), detail=LOSS_NAMES.get(kind, ""),
+        self.x.add(Site("probability_into_loss", "parameters", self.x.span(at or node), detail=LOSS_NAMES.get(kind, ""),
                         classes=tuple(sorted(inp.out)) if not model and not inp.prob else (), data=tuple(data)))
 
     def passed_to_instance(self, node: cst.Call, cls: str) -> None:
@@ -108,10 +129,14 @@ class SiteChecks:
         for at, keyword, value in (*((i, "", v) for i, v in enumerate(args.positional)),
                                    *((-1, k, v) for k, v in args.keywords.items())):
             v = self.ev(value)
-            if v.prob in ("softmax", "sigmoid") and not v.shifted and not v.nograd:
-                self.x.add(Site("probability_passed", f"{v.prob}@{keyword or at}", self.x.span(node), detail=v.prob,
-                                data=(("callee", cls), ("arg_at", at), ("arg_keyword", keyword),
-                                      ("input", self.x.code(value)[:80]))))
+            # a probability, or a tuple with one among its elements (`crit((seg, torch.sigmoid(e)), y)`)
+            for elem, e in ((-1, v),) if v.elems is None or v.prob else enumerate(v.elems):
+                if e.prob in ("softmax", "sigmoid") and not e.shifted and not e.nograd:
+                    where = f"{keyword or at}" + (f"#{elem}" if elem >= 0 else "")
+                    self.x.add(Site("probability_passed", f"{e.prob}@{where}", self.x.span(node), detail=e.prob,
+                                    data=(("callee", cls), ("arg_at", at), ("arg_keyword", keyword),
+                                          *((("arg_elem", elem),) if elem >= 0 else ()),
+                                          ("input", self.x.code(value)[:80]))))
 
     def check_loss(self, node: cst.Call, kind: str, inp_node: cst.BaseExpression, inp: V,
                    crit_node: cst.Call | None, owner: str | None = None, fixable: bool = True,

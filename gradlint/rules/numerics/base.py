@@ -119,7 +119,11 @@ def passed_as(site: Site, what: str) -> str:
     if not param:
         return what
     if data.get("through"):
-        # a call of a class's instance: the loss or log is in its forward, fed this parameter
+        # a call of a class's instance: the loss or log is in its forward, fed this parameter,
+        # or in a method its forward hands the value to (`self.bce2d(edgein, edgemask)`)
+        cls, _, method = data["through"].rpartition(".")
+        if method != "forward":
+            return f"{what} (passed here to `{cls}`, whose forward hands it to `self.{method}` as `{param}`)"
         return f"{what} (passed here as `{param}` of `{data['through']}`)"
     if data.get("passed_as"):
         # `input.transpose(1, 2).view(1, -1)`: its elements are the parameter's
