@@ -671,3 +671,14 @@ def test_a_method_called_on_every_path_or_one_criterion_for_every_caller_is_flag
     expected = _expected(root / "network.py") | {("network.py", optional, "GL304"), ("network.py", shared, "GL304")}
     assert {f for f in _found_in(root, [root]) if f[0] == "network.py"} == expected
 
+
+def test_a_metric_read_only_where_it_leaves_autograd_is_quiet():
+    # `ent = -(p * p.log()).sum()` then `print(ent.item())`, `self.log("entropy", ...)`, a value
+    # formatted or turned into a float, `return loss, entropy.detach()`: metrics, quiet as
+    # `.item()` on the same expression is. The same values added to a loss, appended to a list
+    # or returned are flagged, as is a class's own method named `log`.
+    folder = FOLDER.parent / "logged_metrics"
+    train = folder / "train.py"
+    expected = _expected(train)
+    assert {code for _, _, code in expected} == {"GL302", "GL304"} and len(expected) == 4
+    assert _found_in(folder, [folder]) == expected

@@ -12,6 +12,7 @@ from __future__ import annotations
 import libcst as cst
 
 from gradlint.source.engine.calls import arg as _arg
+from gradlint.source.metric_uses import leaving_call
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, knows_nothing
 from gradlint.source.engine.walk import suite
@@ -108,6 +109,17 @@ class TensorCalls(TorchOps):
 
     # -- calls ---------------------------------------------------------------------------------
     def call(self, node: cst.Call) -> V:
+        if leaving_call(node):
+            # `self.log("entropy", -(p * p.log()).sum())`, `print(...)`, `float(...)`: what it is
+            # given leaves autograd at once, as the receiver of `.item()` does
+            self.leaving += 1
+            try:
+                return self._evaluate_call(node)
+            finally:
+                self.leaving -= 1
+        return self._evaluate_call(node)
+
+    def _evaluate_call(self, node: cst.Call) -> V:
         func = node.func
         self.x.calling[id(func)] = node
         self.record_call(func)

@@ -21,6 +21,7 @@ from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, requi
                                              open_value, join_value, broken_before_required)
 from gradlint.source.engine.values import int_literal
 from gradlint.source.engine.walk import evaluated_children, statements_in, suite
+from gradlint.source.metric_uses import read_only_as_metric
 from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_defaults import decided
@@ -28,6 +29,10 @@ from gradlint.source.numerics_callers import CallRecords
 from gradlint.source.numerics_eval import TensorEval
 from gradlint.source.numerics_quiet import quiet_function
 from gradlint.source.numerics_sites import _param_data, SiteChecks
+
+# The numerics hazards (GL301-GL309) a value can make: what `.item()` on it keeps quiet (`leaving`)
+_HAZARDS = frozenset({"probability_into_loss", "probability_passed", "log_of_probability", "hand_written_unstable",
+                      "sqrt_near_zero", "divide_by_norm", "acos_near_one", "unsafe_where_branch"})
 
 if TYPE_CHECKING:
     from gradlint.source.numerics import ClassCtx, Extractor
@@ -323,7 +328,10 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         self.nograd -= entered
 
     def assign_stmt(self, node: cst.Assign) -> None:
+        before = len(self.x.sites)
         val = self.ev(node.value)
+        if len(self.x.sites) > before and len(node.targets) == 1 and type(node.targets[0].target) is cst.Name:
+            self._drop_metric_hazards(node, node.targets[0].target.value, before)
         if type(node.value) is cst.Attribute and node.value.attr.value == "apply" and isinstance(
                 node.value.value, cst.Name) and node.value.value.value in self.x.autograd_classes:
             for t in node.targets:
@@ -331,6 +339,22 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
                     self.x.aliases.append((t.target.value, node.value.value.value))
         for t in node.targets:
             self.assign(t.target, val, node.value)
+
+    def _drop_metric_hazards(self, node: cst.Assign, name: str, before: int) -> None:
+        """The numerics hazards this assignment's value made, taken back when `name` is read only
+        where its value leaves autograd (`ent = -(p * p.log()).sum()` then `print(ent.item())`):
+        a metric, as `.item()` on the same expression is (`leaving`)."""
+        root = self.fn_node if self.fn_node is not None else self.x.src.module if self.name == "<module>" else None
+        made = [s for s in self.x.sites[before:] if s.kind in _HAZARDS]
+        if root is None or not made:
+            return
+        first, last = self.x.span(node).line, self.x.span(node).end_line
+        made = [s for s in made if first <= s.span.line <= last]
+        if not made or not read_only_as_metric(root, name):
+            return
+        dropped = {id(s) for s in made}
+        self.x.sites[before:] = [s for s in self.x.sites[before:] if id(s) not in dropped]
+        self.x._seen.difference_update((s.kind, s.span, s.variant) for s in made)
 
     def augmented(self, node: cst.AugAssign, target_val: V, val: V) -> V:
         op = node.operator

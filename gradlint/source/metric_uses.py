@@ -1,0 +1,150 @@
+"""Whether a name is read only where its value leaves autograd: a metric that is logged, printed or
+turned into a number, never backpropagated.
+
+`ent = -(p * p.log()).sum(-1).mean()` then `print(ent.item())` is the metric RULES.md keeps out of
+the numerics rules, written on two lines: `.item()` on the same expression already keeps it quiet
+(FunctionWalk.leaving). A read that could reach a backward pass (`loss + ent`, `return ent`,
+`losses.append(ent)`, `ent.backward()`) or that this cannot place keeps the name a value.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from gradlint.source.engine.walk import children
+
+# `x.item()`: the end of a chain of method calls on the name that takes the value out of autograd
+# (`ll.mean().item()`, `entropy.detach()`, `x.cpu().numpy()`)
+LEAVING_METHODS = frozenset({"item", "tolist", "detach", "numpy"})
+# builtins that make a number or a text of it, or print it
+_LEAVING_BUILTINS = frozenset({"float", "int", "bool", "str", "repr", "format", "print"})
+# logging calls whose value is taken as a number (Lightning's `self.log` detaches what it is given,
+# TensorBoard's `add_scalar` and the `logging` methods format it): the last part of the callee,
+# on a receiver that is a logger by its name (never `torch.log(x)`, `np.log(x)`)
+_LOGGING_METHODS = frozenset({"log", "log_dict", "log_metrics", "add_scalar", "add_scalars", "info", "debug",
+                              "warning", "set_postfix", "set_description"})
+_LOGGERS = frozenset({"self", "logger", "logging", "log", "writer", "wandb", "mlflow", "tb", "experiment", "pbar",
+                      "progress", "bar", "run", "accelerator", "fabric", "tracker"})
+
+
+def read_only_as_metric(root: cst.CSTNode, name: str) -> bool:
+    """Whether every read of `name` under `root` (a function, or a module with its functions) is a
+    leaving use, at least one exists, and `name` is bound under it only by plain `name = value`
+    statements. Anything else it is bound by (a parameter, a loop, `+=`, a tuple target, `global`)
+    makes the answer False."""
+    reads = 0
+    stack: list[tuple[cst.CSTNode, tuple]] = [(root, ())]
+    while stack:
+        node, parents = stack.pop()
+        if type(node) is cst.Name and node.value == name:
+            role = _role(node, parents)
+            if role in ("bound", "name"):
+                continue
+            if role != "read" or not _leaves(node, parents):
+                return False
+            reads += 1
+            continue
+        here = (*parents, node) if len(parents) < 64 else (*parents[1:], node)
+        stack.extend((c, here) for c in children(node))
+    return reads > 0
+
+
+def _role(node: cst.Name, parents: tuple) -> str:
+    """'read', 'bound' (the target of a plain one-target assignment), 'other' (any other binding),
+    or 'name' (not a variable: an attribute's or a keyword's name)."""
+    parent = parents[-1] if parents else None
+    kind = type(parent)
+    if kind is cst.Attribute and parent.attr is node:
+        return "name"
+    if kind is cst.Arg and parent.keyword is node:
+        return "name"
+    if kind is cst.AssignTarget and parent.target is node:
+        owner = parents[-2] if len(parents) > 1 else None
+        return "bound" if type(owner) is cst.Assign and len(owner.targets) == 1 else "other"
+    if kind in (cst.Param, cst.AugAssign, cst.AnnAssign, cst.For, cst.CompFor, cst.AsName, cst.NameItem,
+                cst.NamedExpr, cst.FunctionDef, cst.ClassDef, cst.ImportAlias, cst.Del, cst.ExceptHandler,
+                cst.MatchAs, cst.MatchStar, cst.Element, cst.StarredElement):
+        if kind in (cst.Element, cst.StarredElement) and not _in_target(parents):
+            return "read"
+        if kind is cst.AugAssign and parent.target is not node:
+            return "read"
+        if kind is cst.AnnAssign and parent.target is not node:
+            return "read"
+        if kind in (cst.For, cst.CompFor) and parent.target is not node:
+            return "read"
+        if kind is cst.NamedExpr and parent.target is not node:
+            return "read"
+        if kind is cst.Param and parent.name is not node:
+            return "read"
+        return "other"
+    return "read"
+
+
+def _in_target(parents: tuple) -> bool:
+    """Whether an element of a tuple or list display is part of an assignment's (or a loop's) target."""
+    for p in reversed(parents):
+        kind = type(p)
+        if kind in (cst.Element, cst.StarredElement, cst.Tuple, cst.List):
+            continue
+        return kind in (cst.AssignTarget, cst.For, cst.CompFor, cst.AugAssign, cst.AnnAssign, cst.WithItem)
+    return False
+
+
+def _leaves(node: cst.CSTNode, parents: tuple) -> bool:
+    """Whether the read `node` is in a leaving use: a chain of method calls and subscripts on it
+    that ends in `.item()`/`.tolist()`/`.detach()`/`.numpy()`; an argument of `float()`,
+    `print()` and the like, or of a logging call (also inside a dict or tuple display given to
+    it); a value formatted into an f-string."""
+    cur = node
+    i = len(parents) - 1
+    while i >= 0:
+        parent = parents[i]
+        kind = type(parent)
+        if kind is cst.Attribute and parent.value is cur:
+            call = parents[i - 1] if i > 0 else None
+            if type(call) is not cst.Call or call.func is not parent:
+                return False  # `x.grad`, `x.shape`, a method read as a value
+            if parent.attr.value in LEAVING_METHODS and not call.args:
+                return True
+            cur, i = call, i - 2
+            continue
+        if kind is cst.Subscript and parent.value is cur:
+            cur, i = parent, i - 1
+            continue
+        if kind is cst.FormattedStringExpression:
+            return True
+        if kind in (cst.DictElement, cst.Element) and parent.value is cur:
+            display = parents[i - 1] if i > 0 else None
+            if type(display) not in (cst.Dict, cst.Tuple, cst.List):
+                return False
+            cur, i = display, i - 2
+            continue
+        if kind is cst.Arg and parent.value is cur:
+            call = parents[i - 1] if i > 0 else None
+            return type(call) is cst.Call and leaving_call(call)
+        return False
+    return False
+
+
+def leaving_call(call: cst.Call) -> bool:
+    """Whether `call` takes its arguments out of autograd: `float()`, `print()` and the like, or a
+    logging method of a logger (`self.log("loss", x)`, `logger.info("%s", x)`,
+    `writer.add_scalar("tag", x)`, `wandb.log({...})`), told by its receiver's name and a first
+    argument that is a name or a record (a string or a dict display; a method `log` of one's own
+    class takes a tensor first)."""
+    func = call.func
+    if type(func) is cst.Name:
+        return func.value in _LEAVING_BUILTINS
+    if type(func) is not cst.Attribute or func.attr.value not in _LOGGING_METHODS:
+        return False
+    recv = func.value
+    if type(recv) is cst.Attribute:  # `self.logger.info`, `self.writer.add_scalar`
+        recv = recv.attr
+    if type(recv) is not cst.Name:
+        return False
+    last = recv.value.lower()
+    if not (last in _LOGGERS or last.endswith(("logger", "writer"))):
+        return False
+    first = call.args[0] if call.args else None
+    return first is None or first.keyword is not None or type(first.value) in (
+        cst.SimpleString, cst.FormattedString, cst.ConcatenatedString, cst.Dict)
