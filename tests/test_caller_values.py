@@ -630,12 +630,12 @@ def test_a_shape_check_that_raises_leaves_the_loss_on_every_path(tmp_path, src, 
 HELD = FOLDER.parent / "held_criteria"
 
 
-def _held_copy(tmp_path: Path, edits: dict[str, tuple[str, str]]) -> Path:
-    """held_criteria copied to `tmp_path` with `edits` (file -> (old, new)) made."""
+def _held_copy(tmp_path: Path, edits: dict[str, list[tuple[str, str]]]) -> Path:
+    """held_criteria copied to `tmp_path` with `edits` (file -> [(old, new)...]) made."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for f in HELD.glob("*.py"):
         text = f.read_text()
-        if f.name in edits:
-            old, new = edits[f.name]
+        for old, new in edits.get(f.name, ()):
             assert old in text
             text = text.replace(old, new)
         (tmp_path / f.name).write_text(text)
@@ -661,24 +661,45 @@ def test_a_method_called_on_every_path_or_one_criterion_for_every_caller_is_flag
     # the look-alikes of held_criteria are quiet for the reason they say: with the setting's
     # `if` gone, or with one criterion for every caller, they are flagged
     root = _held_copy(tmp_path, {
-        "losses.py": ("        if self.with_edges:\n            loss = loss + self.edge(edge, targets[1])",
-                      "        loss = loss + self.edge(edge, targets[1])"),
-        "train.py": ("SharedNet(DiceLoss())", "SharedNet(EdgeLoss())"),
+        "losses.py": [("        if self.with_edges:\n            loss = loss + self.edge(edge, targets[1])",
+                       "        loss = loss + self.edge(edge, targets[1])")],
+        "train.py": [("SharedNet(DiceLoss())", "SharedNet(EdgeLoss())"),
+                     ("    swapped.loss_fn = DiceLoss()\n", "")],
     })
     lines = (root / "network.py").read_text().splitlines()
     optional = lines.index("        return self.criterion((e, e), gts)") + 1
     shared = len(lines) - lines[::-1].index("        return self.criterion(torch.sigmoid(self.edge(x)), y)")
-    expected = _expected(root / "network.py") | {("network.py", optional, "GL304"), ("network.py", shared, "GL304")}
+    swapped = lines.index("        return self.loss_fn(torch.sigmoid(self.edge(x)), y)") + 1
+    expected = _expected(root / "network.py") | {("network.py", n, "GL304") for n in (optional, shared, swapped)}
     assert {f for f in _found_in(root, [root]) if f[0] == "network.py"} == expected
+
+
+def test_a_method_called_in_a_loop_after_and_or_under_no_grad_is_no_route(tmp_path):
+    # WeightedEdges calls `self.edge(edge, ...)` in a loop over a setting, after `and`, and under
+    # no_grad: none runs on every path with gradient. Called plainly instead, WeightedNet's
+    # `(e, e)` is flagged.
+    loop = "        for w in self.edge_weights:\n            loss = loss + w * self.edge(edge, targets[1])\n"
+    and_ = "        extra = self.edge_weights and self.edge(edge, targets[1])\n"
+    no_grad = "        with torch.no_grad():\n            logged = self.edge(edge, targets[1])\n"
+    plain = "        loss = loss + self.edge(edge, targets[1])\n"
+    lines = (HELD / "network.py").read_text().splitlines()
+    weighted = ("network.py", [n for n, line in enumerate(lines, 1) if line == "        return self.criterion((e, e), gts)"][-1],
+                "GL304")
+    assert weighted not in _found_in(HELD, [HELD])
+    for kept in (loop, and_, no_grad, plain):
+        body = kept + "".join(f"        {v} = 0\n" for v in ("extra", "logged") if v not in kept)
+        root = _held_copy(tmp_path / str(len(kept)), {"losses.py": [(loop + and_ + no_grad, body)]})
+        assert (weighted in _found_in(root, [root])) == (kept is plain)
 
 
 def test_a_metric_read_only_where_it_leaves_autograd_is_quiet():
     # `ent = -(p * p.log()).sum()` then `print(ent.item())`, `self.log("entropy", ...)`, a value
     # formatted or turned into a float, `return loss, entropy.detach()`: metrics, quiet as
     # `.item()` on the same expression is. The same values added to a loss, appended to a list
-    # or returned are flagged, as is a class's own method named `log`.
+    # or returned are flagged, as are a class's own method named `log`, a walrus inside a logging
+    # call, a helper that keeps its argument and an in-place sum (Collecting).
     folder = FOLDER.parent / "logged_metrics"
     train = folder / "train.py"
     expected = _expected(train)
-    assert {code for _, _, code in expected} == {"GL302", "GL304"} and len(expected) == 4
+    assert {code for _, _, code in expected} == {"GL302", "GL304"} and len(expected) == 7
     assert _found_in(folder, [folder]) == expected

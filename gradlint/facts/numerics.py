@@ -401,6 +401,12 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         elem = data.get("input_elem")
         if model is not None or tensor is not None or "input_keyword" in data or prob not in ("softmax", "sigmoid"):
             return None
+        attr = data.get("criterion_attr")
+        if attr:
+            # `net.criterion = ProbLoss()` somewhere: the class it was built with is not the one called
+            naming = _numerics_naming(scope.index, "." + attr)
+            if naming is None or any(facts is None or attr in facts.attrs_set for _name, facts in naming):
+                return None
         return _fed(site, prob, data.get("input", ""),
                     forward_feeds(scope.index, crit[5:], 0, "", int(elem) if elem is not None else None))
     if "input_elem" in data:
@@ -502,7 +508,8 @@ def forward_feeds(index: ProjectIndex, qualified: str, at: int, keyword: str,
             continue
         for call in fn.calls:
             args = dict(call.args)
-            if not call.callee.startswith("self.") or call.callee.count(".") != 1 or "?" in args or "*" in args:
+            if not call.callee.startswith("self.") or call.callee.count(".") != 1 or "?" in args or "*" in args \
+                    or call.nograd:
                 continue
             for key, shape in call.args:
                 if not shape.startswith("param:"):

@@ -27,11 +27,45 @@ _LOGGERS = frozenset({"self", "logger", "logging", "log", "writer", "wandb", "ml
                       "progress", "bar", "run", "accelerator", "fabric", "tracker"})
 
 
-def read_only_as_metric(root: cst.CSTNode, name: str) -> bool:
+# Methods of tensors that make a new value of their receiver and arguments and keep neither (no
+# in-place `add_`, no list or module that stores what it is given): a metric's value made with
+# these (and torch's functions) holds its hazards alone.
+PURE_METHODS = frozenset({
+    "log", "log2", "log10", "log1p", "exp", "expm1", "sum", "nansum", "mean", "nanmean", "std", "var", "prod",
+    "softmax", "log_softmax", "sigmoid", "tanh", "relu", "sqrt", "rsqrt", "pow", "abs", "neg", "reciprocal",
+    "clamp", "clamp_min", "clamp_max", "clip", "max", "min", "amax", "amin", "argmax", "argmin", "logsumexp",
+    "cumsum", "norm", "reshape", "view", "flatten", "squeeze", "unsqueeze", "transpose", "permute", "t",
+    "contiguous", "expand", "expand_as", "view_as", "reshape_as", "type_as", "gather", "index_select", "narrow",
+    "masked_fill", "where", "float", "double", "half", "long", "int", "bool", "to", "cpu", "cuda", "detach",
+    "add", "sub", "mul", "div", "matmul", "bmm", "eq", "ne", "lt", "gt", "le", "ge", "isnan", "isinf", "any",
+    "all", "item", "tolist", "numpy", "topk", "sort"})
+_PURE_BUILTINS = frozenset({"sum", "min", "max", "abs", "float", "int", "len"})
+
+
+def made_alone(value: cst.BaseExpression, torch_call) -> bool:
+    """Whether `value` keeps what it computes to itself: no walrus (`logp := torch.log(p)` binds
+    another name), and only calls of torch's functions (`torch_call(func)`), PURE_METHODS and a
+    few builtins (`self.add_aux(t)` may store `t` where a loss reads it)."""
+    stack: list[cst.CSTNode] = [value]
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        if kind is cst.NamedExpr or kind is cst.Lambda:
+            return False
+        if kind is cst.Call:
+            func = node.func
+            if not (torch_call(func) or (type(func) is cst.Attribute and func.attr.value in PURE_METHODS)
+                    or (type(func) is cst.Name and func.value in _PURE_BUILTINS)):
+                return False
+        stack.extend(children(node))
+    return True
+
+
+def read_only_as_metric(root: cst.CSTNode, name: str, self_logs: bool = False) -> bool:
     """Whether every read of `name` under `root` (a function, or a module with its functions) is a
     leaving use, at least one exists, and `name` is bound under it only by plain `name = value`
     statements. Anything else it is bound by (a parameter, a loop, `+=`, a tuple target, `global`)
-    makes the answer False."""
+    makes the answer False. `self_logs`: `self.log(...)` is Lightning's (leaving_call)."""
     reads = 0
     stack: list[tuple[cst.CSTNode, tuple]] = [(root, ())]
     while stack:
@@ -40,7 +74,7 @@ def read_only_as_metric(root: cst.CSTNode, name: str) -> bool:
             role = _role(node, parents)
             if role in ("bound", "name"):
                 continue
-            if role != "read" or not _leaves(node, parents):
+            if role != "read" or not _leaves(node, parents, self_logs):
                 return False
             reads += 1
             continue
@@ -90,7 +124,7 @@ def _in_target(parents: tuple) -> bool:
     return False
 
 
-def _leaves(node: cst.CSTNode, parents: tuple) -> bool:
+def _leaves(node: cst.CSTNode, parents: tuple, self_logs: bool) -> bool:
     """Whether the read `node` is in a leaving use: a chain of method calls and subscripts on it
     that ends in `.item()`/`.tolist()`/`.detach()`/`.numpy()`; an argument of `float()`,
     `print()` and the like, or of a logging call (also inside a dict or tuple display given to
@@ -121,30 +155,44 @@ def _leaves(node: cst.CSTNode, parents: tuple) -> bool:
             continue
         if kind is cst.Arg and parent.value is cur:
             call = parents[i - 1] if i > 0 else None
-            return type(call) is cst.Call and leaving_call(call)
+            return type(call) is cst.Call and leaving_call(call, self_logs)
         return False
     return False
 
 
-def leaving_call(call: cst.Call) -> bool:
+def leaving_call(call: cst.Call, self_logs: bool = False) -> bool:
     """Whether `call` takes its arguments out of autograd: `float()`, `print()` and the like, or a
-    logging method of a logger (`self.log("loss", x)`, `logger.info("%s", x)`,
-    `writer.add_scalar("tag", x)`, `wandb.log({...})`), told by its receiver's name and a first
-    argument that is a name or a record (a string or a dict display; a method `log` of one's own
-    class takes a tensor first)."""
+    logging method of a logger (`logger.info("%s", x)`, `writer.add_scalar("tag", x)`,
+    `wandb.log({...})`, and `self.log("loss", x)` where `self_logs`: a LightningModule's, not a
+    method of one's own), told by its receiver's name and a first argument that is a name or a
+    record (a string or a dict display). A walrus among the arguments binds a value that lives on."""
     func = call.func
     if type(func) is cst.Name:
-        return func.value in _LEAVING_BUILTINS
-    if type(func) is not cst.Attribute or func.attr.value not in _LOGGING_METHODS:
+        leaves = func.value in _LEAVING_BUILTINS
+    elif type(func) is not cst.Attribute or func.attr.value not in _LOGGING_METHODS:
         return False
-    recv = func.value
-    if type(recv) is cst.Attribute:  # `self.logger.info`, `self.writer.add_scalar`
-        recv = recv.attr
-    if type(recv) is not cst.Name:
-        return False
-    last = recv.value.lower()
-    if not (last in _LOGGERS or last.endswith(("logger", "writer"))):
-        return False
-    first = call.args[0] if call.args else None
-    return first is None or first.keyword is not None or type(first.value) in (
-        cst.SimpleString, cst.FormattedString, cst.ConcatenatedString, cst.Dict)
+    else:
+        recv = func.value
+        if type(recv) is cst.Name and recv.value == "self" and not self_logs:
+            return False
+        if type(recv) is cst.Attribute:  # `self.logger.info`, `self.writer.add_scalar`
+            recv = recv.attr
+        if type(recv) is not cst.Name:
+            return False
+        last = recv.value.lower()
+        if not (last in _LOGGERS or last.endswith(("logger", "writer"))):
+            return False
+        first = call.args[0] if call.args else None
+        leaves = first is None or first.keyword is not None or type(first.value) in (
+            cst.SimpleString, cst.FormattedString, cst.ConcatenatedString, cst.Dict)
+    return leaves and not any(_walrus(a.value) for a in call.args)
+
+
+def _walrus(node: cst.CSTNode) -> bool:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if type(n) is cst.NamedExpr:
+            return True
+        stack.extend(children(n))
+    return False

@@ -93,9 +93,12 @@ class CallRecords:
             out.append(("#", str(position)))
         if unknown:
             out.append(("=", ",".join(unknown)))
-        if self.conditional and any(shape.startswith("param:") for _k, shape in out):
-            # a parameter passed on, on some paths only (`if self.with_edges: self.edge(e, t)`):
-            # no route that holds on every path (facts.numerics.forward_feeds)
+        if (self.conditional or self.looping or self.lazy or self.leaving or self.nograd) and any(
+                shape.startswith("param:") for _k, shape in out):
+            # a parameter passed on, on some paths only (`if self.with_edges: self.edge(e, t)`, a
+            # loop over a setting, `flag and self.edge(e, t)`, a lambda), or where its result
+            # trains nothing (`.item()`, no_grad): no route that holds on every path
+            # (facts.numerics.forward_feeds)
             out.append(("?", "branch"))
         if receiver is not None and not names:
             # `trainer.train_step(...)`, `self.trainer.fit(...)`, `Trainer(cfg).fit(...)`: the class

@@ -109,7 +109,7 @@ class TensorCalls(TorchOps):
 
     # -- calls ---------------------------------------------------------------------------------
     def call(self, node: cst.Call) -> V:
-        if leaving_call(node):
+        if leaving_call(node, self.self_logs()):
             # `self.log("entropy", -(p * p.log()).sum())`, `print(...)`, `float(...)`: what it is
             # given leaves autograd at once, as the receiver of `.item()` does
             self.leaving += 1

@@ -223,7 +223,12 @@ class TensorEval:
             vals = [self.ev(node.left)] + [self.ev(c.comparator) for c in node.comparisons]
             return V(const=all(v.const for v in vals), cut="comparison", computed=True)
         if kind is cst.BooleanOperation:
-            return merge(self.ev(node.left), self.ev(node.right))
+            left = self.ev(node.left)
+            self.lazy += 1  # (the right operand runs on some paths only)
+            try:
+                return merge(left, self.ev(node.right))
+            finally:
+                self.lazy -= 1
         if kind is cst.IfExp:
             if self.settings is not None and (got := decided(node.test, self.settings)) is not None:
                 self.settings_read |= got[1]  # a walk under assumed defaults (numerics_defaults)
@@ -231,7 +236,13 @@ class TensorEval:
             self.ev(node.test)
             self.branching += 1  # (each arm runs on some paths only: FunctionWalk.conditional)
             try:
-                return merge(self.ev(node.body), self.ev(node.orelse))
+                body, orelse = self.ev(node.body), self.ev(node.orelse)
+                got = merge(body, orelse)
+                if body is not orelse and (got is body or got is orelse):
+                    # an open parameter on one arm only (`inputs if first else inputs[::-1]`) is
+                    # not that parameter: a copy, which no unpacking reads as its elements
+                    got = replace(got)
+                return got
             finally:
                 self.branching -= 1
         if kind in (cst.Tuple, cst.List, cst.Set):
@@ -249,12 +260,16 @@ class TensorEval:
             return _combine(vals) if vals else V(const=True)
         if kind in (cst.ListComp, cst.GeneratorExp, cst.SetComp):
             saved = dict(self.env)
-            for comp in _comprehensions(node.for_in):
-                self.ev(comp.iter)
-                self.bind(comp.target, UNKNOWN)
-                for cond in comp.ifs:
-                    self.ev(cond.test)
-            val = self.ev(node.elt)
+            self.lazy += 1  # (the element runs once per item, if any: on some paths only)
+            try:
+                for comp in _comprehensions(node.for_in):
+                    self.ev(comp.iter)
+                    self.bind(comp.target, UNKNOWN)
+                    for cond in comp.ifs:
+                        self.ev(cond.test)
+                val = self.ev(node.elt)
+            finally:
+                self.lazy -= 1
             self.env = saved
             return _combine([val])
         if kind is cst.Dict:
@@ -285,7 +300,11 @@ class TensorEval:
             saved = dict(self.env)
             for p in node.params.params:
                 self.env[p.name.value] = UNKNOWN
-            self.ev(node.body)
+            self.lazy += 1  # (its body runs later, if ever)
+            try:
+                self.ev(node.body)
+            finally:
+                self.lazy -= 1
             self.env = saved
             return UNKNOWN
         if kind is cst.NamedExpr:

@@ -110,6 +110,10 @@ class SiteChecks:
         if criterion is not None and not (node.args and node.args[0].keyword is None and (
                 node.args[0].value is inp_node or (elem and type(node.args[0].value) is cst.Tuple))):
             data.append(("input_keyword", True))  # not the criterion's first positional argument
+        func = node.func
+        if criterion is not None and type(func) is cst.Attribute and type(func.value) is cst.Name and \
+                func.value.value == "self":
+            data.append(("criterion_attr", func.attr.value))  # `self.criterion(...)`: replaced elsewhere?
         if self.conditional:
             data.append(("branch", True))  # on one path of an `if` (facts.numerics.bind_forward_call)
         if kind is not None:

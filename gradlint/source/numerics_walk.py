@@ -21,7 +21,7 @@ from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, requi
                                              open_value, join_value, broken_before_required)
 from gradlint.source.engine.values import int_literal
 from gradlint.source.engine.walk import evaluated_children, statements_in, suite
-from gradlint.source.metric_uses import read_only_as_metric
+from gradlint.source.metric_uses import made_alone, read_only_as_metric
 from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_defaults import decided
@@ -71,6 +71,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     # not self.from_logits: return bce(pred, y)` then `return bce_with_logits(pred, y)`)
     branching = 0
     exited = False
+    # inside what runs on some paths only or later, if ever: the right operand of `and`/`or`,
+    # a comprehension's element, a lambda's body (a call there is no call on every path)
+    lazy = 0
     looping = 0  # inside a loop body (a `return` there may not run)
 
     def __init__(self, x: Extractor, name: str, cls: ClassCtx | None, *, quiet: bool,
@@ -350,11 +353,23 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             return
         first, last = self.x.span(node).line, self.x.span(node).end_line
         made = [s for s in made if first <= s.span.line <= last]
-        if not made or not read_only_as_metric(root, name):
+        if not made or not made_alone(node.value, self._torch_call) or \
+                not read_only_as_metric(root, name, self.self_logs()):
             return
         dropped = {id(s) for s in made}
         self.x.sites[before:] = [s for s in self.x.sites[before:] if id(s) not in dropped]
         self.x._seen.difference_update((s.kind, s.span, s.variant) for s in made)
+
+    def _torch_call(self, func: cst.BaseExpression) -> bool:
+        names = self.x.q(func)
+        return bool(names) and all(n.startswith(("torch.", "math.")) for n in names)
+
+    def self_logs(self) -> bool:
+        """Whether `self.log(...)` here is a LightningModule's (it detaches what it is given): the
+        class derives from one by name and defines no `log` or `log_dict` of its own."""
+        cls = self.cls
+        return cls is not None and any("LightningModule" in b for b in cls.bases) and not (
+            cls.methods & {"log", "log_dict"})
 
     def augmented(self, node: cst.AugAssign, target_val: V, val: V) -> V:
         op = node.operator
