@@ -249,3 +249,20 @@ def test_gl407_a_loss_written_into_the_return_itself(tmp_path):
     (tmp_path / "pyproject.toml").write_text("")
     result = check_paths([tmp_path], Config(select=("GL4",), root=str(tmp_path)), use_cache=False, jobs=1)
     assert [(Path(f.path).name, f.span.line, f.code) for f in result.findings] == [("model.py", 28, "GL407")]
+
+
+def test_gl402_a_model_a_function_of_the_file_builds_is_an_unknown_callable():
+    # `model = build()` (a function of this file returning Tagger()), then `loss = model(x, y)`
+    # with `y` made by a comparison: the forward computes the loss with it as the target, so
+    # the result is unknown, not cut. A loss rebuilt by torch.tensor(...item()) still is.
+    from pathlib import Path
+
+    from gradlint.api import check_paths
+
+    folder = Path(__file__).resolve().parent.parent / "fixtures" / "paths" / "factory_targets"
+    train = folder / "train.py"
+    expected = {(n, "GL402") for n, line in enumerate(train.read_text().splitlines(), 1) if "# expect: GL402" in line}
+    assert len(expected) == 1
+    result = check_paths([folder], Config(select=("GL4",), root=str(folder)), use_cache=False, jobs=1)
+    assert not result.internal_errors
+    assert {(f.span.line, f.code) for f in result.findings} == expected

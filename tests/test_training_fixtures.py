@@ -36,7 +36,7 @@ def test_fixture_expectations(path):
 
 
 @pytest.mark.parametrize("name", ["crossfile", "crossfile_scaler", "crossfile_clip", "crossfile_trainer",
-                                  "crossfile_config", "global_config"])
+                                  "crossfile_config", "global_config", "crossfile_helpers"])
 def test_cross_file_fixture(name):
     folder = TRAINING / name
     config = Config(select=("GL2",), root=str(folder))
@@ -95,3 +95,28 @@ def test_a_config_built_under_the_main_guard_is_no_shared_global(tmp_path):
     config = Config(select=("GL2",), root=str(tmp_path))
     found = check_paths([tmp_path], config, use_cache=False, jobs=1).findings
     assert [(f.code, f.span.line) for f in found] == [("GL204", 20)]
+
+
+def test_a_clipping_helper_of_another_module_is_a_clip_in_a_project_of_its_own(tmp_path):
+    # crossfile_helpers as its own project (pyproject.toml at its root, where `from hooks import`
+    # resolves): `do_clip(model.parameters(), 1.0)`, a helper of hooks.py that calls
+    # clip_grad_norm_, clips; helpers that only log or measure (an infinite threshold) do not
+    for f in (TRAINING / "crossfile_helpers").glob("*.py"):
+        (tmp_path / f.name).write_text(f.read_text())
+    (tmp_path / "pyproject.toml").write_text("")
+    config = Config(select=("GL2",), root=str(tmp_path))
+    found = {(f.span.line, f.code) for f in check_paths([tmp_path], config, use_cache=False, jobs=1).findings}
+    assert found == expectations(tmp_path / "train.py") and len(found) == 2
+    alone = check_paths([tmp_path / "train.py"], config, use_cache=False, jobs=1)
+    assert {(f.span.line, f.code) for f in alone.findings} == found
+
+
+@pytest.mark.parametrize("name", ["cleared_by_callbacks.py"])
+def test_fixture_expectations_in_a_project_of_its_own(tmp_path, name):
+    # the fixture alone in a project (a pyproject.toml beside it): no other fixture's names or
+    # classes take part in what is resolved
+    (tmp_path / name).write_text((TRAINING / name).read_text())
+    (tmp_path / "pyproject.toml").write_text("")
+    result = check_paths([tmp_path], Config(select=("GL2",), root=str(tmp_path)), use_cache=False, jobs=1)
+    assert not result.internal_errors
+    assert {(f.span.line, f.code) for f in result.findings} == expectations(tmp_path / name)

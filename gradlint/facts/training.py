@@ -49,7 +49,9 @@ class Event:
       unscale   `scaler.unscale_(opt)`, `accelerator.unscale_gradients()`
       clear     `zero_grad()`, `p.grad = None`, `p.grad.zero_()`, `step(zero_grad=True)`
       call      a call of a function of this file (callees: its Function ids), for inlining
-      invoke    any other call of a local name or attribute (callee text in `target`)
+      invoke    any other call of a local name or attribute (callee text in `target`); via
+                handed: a call nothing here sees into that is handed the optimizer or `self`
+                (`cb.on_step_end(self)`), which may clear the gradients
     args: a call's or invoke's arguments as written, keyed by keyword or by position ('0', '1'...;
       '*' when a `*args`/`**kw` makes the rest unknown), so that an inlined body reads what the
       call site passes. ref: the class (as written) of the instance whose method a call or invoke

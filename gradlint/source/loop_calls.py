@@ -123,6 +123,12 @@ def _makes_leaf(call: cst.Call) -> bool:
 
 
 _NONE: frozenset[str] = frozenset()
+# Calls that take an object without acting on it (containers, builtins, copies): no callback that
+# may clear the gradients of what it is handed (Event kind 'invoke', via 'handed')
+_NOT_HANDED = frozenset({"append", "extend", "insert", "add", "update", "setdefault", "remove", "discard", "pop",
+                         "index", "count", "get", "format", "join", "print", "len", "isinstance", "getattr",
+                         "setattr", "hasattr", "id", "type", "str", "repr", "deepcopy", "copy", "info", "debug",
+                         "warning", "log"})
 
 
 def _own_callee(text: str) -> bool:
@@ -364,6 +370,13 @@ class CallEvents:
             # step of another file may take it for a parameter: facts.training.bind_callers)
             passes = any(self._object_kind(a.value, fid) for a in call.args if not a.star)
             return [Event("invoke", span, fid, sid, ng, target=text, args=self._args(call, ctx) if passes else ())]
+        if recv_text not in ("self", "cls") and attr not in _NOT_HANDED and not any(
+                n.startswith("torch.") for n in q) and any(
+                not a.star and (_text(a.value) == "self" or self._object_kind(a.value, fid) == "optimizer")
+                for a in call.args):
+            # `cb.on_step_end(self)`, `hook(optimizer)`: a call nothing here sees into, handed the
+            # optimizer or the object that holds it (it may clear the gradients)
+            return [Event("invoke", span, fid, sid, ng, target=text or attr, via="handed")]
         return []
 
     def _assigned(self, text: str) -> frozenset[str] | set[str]:

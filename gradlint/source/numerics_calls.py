@@ -257,9 +257,10 @@ class TensorCalls(TorchOps):
                          params=True, cut=first.cut, cut_span=first.cut_span, const=first.const,
                          param_cuts=first.param_cuts, dense=True)
         res = _combine(vals)
-        if knows_nothing(callee):
-            # An unknown callable (a model passed as an argument, a factory's result): what it
-            # returns is unknown, never "cut" because its inputs were made by torch.tensor().
+        if knows_nothing(callee) or (callee.returned is not None and not callee.tensor):
+            # An unknown callable (a model passed as an argument, a factory's result: `model =
+            # build()` with a function of this file): what it returns is unknown, never "cut"
+            # because its inputs were made by torch.tensor() or a comparison (a target).
             # One whose parameters this function hands to an optimizer is a model it trains: its
             # output carries their gradient (a learned layer's output: dense).
             trained = self._trained(owner)

@@ -141,9 +141,13 @@ class _Flattener:
         local = [c for c in ev.callees if 0 <= c < len(fr.facts.functions) and (id(fr.facts), c) not in stack]
         if local:
             return fr.facts, local[0], fr.scope
-        if ev.kind not in ("call", "invoke") or not ev.ref or ev.callees or fr.scope is None:
+        if ev.kind not in ("call", "invoke") or ev.callees or fr.scope is None:
             return None
-        found = self._foreign_method(fr.scope, ev.ref, ev.name)
+        if not ev.ref:
+            # `do_clip(model.parameters(), 1.0)`, a function another file of the project defines
+            found = self._foreign_function(fr.scope, ev.target) if ev.kind == "invoke" and ev.target else None
+        else:
+            found = self._foreign_method(fr.scope, ev.ref, ev.name)
         if found is None or (id(found[0]), found[1]) in stack:
             return None
         return found
@@ -164,6 +168,27 @@ class _Flattener:
             fid = method_id(facts, cls, name)
             if fid is not None:
                 self._foreign[key] = (facts, fid, scope.at(q))
+                break
+        return self._foreign[key]
+
+    def _foreign_function(self, scope, name: str) -> tuple | None:
+        """The top-level function `name` (as written in the file `scope` sees: `do_clip`,
+        `hooks.do_clip`) when another file of the project defines it."""
+        key = (getattr(scope, "module", ""), name, "function")
+        if key in self._foreign:
+            return self._foreign[key]
+        self._foreign[key] = None
+        for q in scope.resolve(name):
+            module, _, local = q.rpartition(".")
+            if module == getattr(scope, "module", None):
+                continue  # this file's own: its calls are `call` events
+            mod = scope.index.module(module) if module else None
+            facts = getattr(getattr(mod, "facts", None), "training", None)
+            if not isinstance(facts, TrainingFacts):
+                continue
+            fn = next((f for f in facts.functions if f.name == local and f.cls is None and f.parent == 0), None)
+            if fn is not None:
+                self._foreign[key] = (facts, fn.id, scope.at(q))
                 break
         return self._foreign[key]
 
