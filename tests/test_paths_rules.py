@@ -186,6 +186,25 @@ def test_gl406_a_pass_through_with_its_true_derivative_or_a_computed_backward_is
             forward, backward)
 
 
+_SAVED = ("import torch\n\nclass Op(torch.autograd.Function):\n"
+          "    @staticmethod\n    def forward(ctx, x):\n        ctx.save_for_backward(x)\n        return {forward}\n\n"
+          "    @staticmethod\n    def backward(ctx, grad_output):\n        (x,) = ctx.saved_tensors\n"
+          "        return {backward}\n")
+
+
+def test_gl406_a_masked_straight_through_gradient_of_a_step_needs_no_gradcheck():
+    # BinaryNet's sign with the hardtanh straight-through gradient: `grad * (|x| <= 1)`; the
+    # same mask as the backward of a clamp is its true derivative, which gradcheck checks
+    mask = "grad_output * (x.abs() <= 1).to(grad_output.dtype)"
+    for forward in ("torch.sign(x)", "x.round()", "(x > 0).float()"):
+        for backward in (mask, "(x.abs() <= 1).float() * grad_output", "grad_output"):
+            assert findings(_SAVED.format(forward=forward, backward=backward), "GL406") == [], (forward, backward)
+    for forward, backward in (("x.clamp(-1, 1)", mask), ("torch.sign(x)", "grad_output * x"),
+                              ("torch.sign(x)", "grad_output * (x.abs() + 1)")):
+        assert [f.code for f in findings(_SAVED.format(forward=forward, backward=backward), "GL406")] == ["GL406"], (
+            forward, backward)
+
+
 def test_gl407_a_term_cut_in_a_loss_a_forward_returns_and_a_caller_backpropagates():
     # PredRNN: `return frames, loss` with a term through torch.tensor(list); train.py does
     # `next_frames, loss = self.network(...); loss.backward()`. Probe's cut term nobody backpropagates.

@@ -97,6 +97,63 @@ def _linear(node: cst.BaseExpression, names: set[str], ctx: str) -> Factor | Non
     return None
 
 
+# Conversions of a boolean mask to the gradient's type: `(x.abs() <= 1).float()`, `.to(g.dtype)`.
+_CASTS = frozenset({"float", "double", "half", "bfloat16", "to", "type_as", "type", "bool", "int", "long"})
+# Forwards whose value is piecewise constant in their input (their derivative is zero almost
+# everywhere): a backward that passes a masked gradient is a straight-through estimator of them.
+_STEP_OPS = frozenset({"sign", "round", "floor", "ceil", "trunc", "heaviside", "bernoulli"})
+
+
+def _mask(node: cst.BaseExpression) -> bool:
+    """A comparison, or one cast to a tensor type (`(x.abs() <= 1).float()`)."""
+    if isinstance(node, cst.Comparison):
+        return True
+    return isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and \
+        node.func.attr.value in _CASTS and _mask(node.func.value)
+
+
+def _masked(node: cst.BaseExpression, names: set[str], ctx: str) -> Factor | None:
+    """`g * (x.abs() <= 1).float()` (either order): the gradient, times a setting, kept where a
+    comparison holds (BinaryNet's straight-through sign); None for anything else."""
+    if not (isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Multiply)):
+        return None
+    for grad, mask in ((node.left, node.right), (node.right, node.left)):
+        if _mask(mask):
+            got = _linear(grad, names, ctx)
+            if got is not None:
+                return got
+    return None
+
+
+def _step_valued(node: cst.BaseExpression) -> bool:
+    """A forward's value that is piecewise constant: `torch.sign(x)`, `x.round()`, `(x > 0).float()`."""
+    if _mask(node):
+        return True
+    if isinstance(node, cst.Call):
+        func = node.func
+        name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
+        if name in _STEP_OPS:
+            return True
+        if name in _CASTS and isinstance(func, cst.Attribute):
+            return _step_valued(func.value)
+    return False
+
+
+def _saved_reads(fn: cst.FunctionDef, ctx: str) -> set[int]:
+    """The ids of a backward's top-level statements that only read what the forward saved
+    (`(x,) = ctx.saved_tensors`, `x = ctx.saved_tensors[0]`)."""
+    out: set[int] = set()
+    for stmt in fn.body.body if isinstance(fn.body, cst.IndentedBlock) else ():
+        small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 else None
+        if not isinstance(small, cst.Assign):
+            continue
+        value = small.value.value if isinstance(small.value, cst.Subscript) else small.value
+        if isinstance(value, cst.Attribute) and isinstance(value.value, cst.Name) and value.value.value == ctx \
+                and value.attr.value in ("saved_tensors", "saved_variables"):
+            out.add(id(stmt))
+    return out
+
+
 def _aliases(fn: cst.FunctionDef, grads: list[str], ctx: str) -> tuple[set[str], set[int]]:
     """Names a backward binds, at its top level, to one of its gradients unchanged in value
     (`grad_input = grad_output.clone()`), and the ids of those statements."""
@@ -153,15 +210,19 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
     ctx, factors = _ctx(backward), set()
     # `grad_input = grad_output.clone(); return grad_input`: the gradient under another name
     aliases, plain = _aliases(backward, grads, ctx)
-    given = _returns(backward, only=True, skip=plain)
+    given = _returns(backward, only=True, skip=plain | _saved_reads(backward, ctx))
     if given is None:
         return False
+    masked = False
     for value in given:
         items = [e.value for e in value.elements] if isinstance(value, cst.Tuple) else [value]
         for item in items:
             if _all_none(item):
                 continue
             got = _linear(item, set(grads) | aliases, ctx)
+            if got is None:
+                got = _masked(item, set(grads) | aliases, ctx)
+                masked = True
             if got is None:
                 return False
             factors.add(got)
@@ -171,6 +232,10 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
     inputs = _inputs(forward)
     if returned is None or not inputs:
         return False
+    if masked:
+        # a masked gradient is the true derivative of a clamp (hardtanh): a straight-through
+        # estimator only of a forward whose value is piecewise constant (sign, round, `x > 0`)
+        return all(_step_valued(r) for r in returned)
     passed = {_linear(r, {inputs[0]}, _ctx(forward)) for r in returned}
     if None in passed:
         return True  # an operation whose gradient the backward replaces with its own
