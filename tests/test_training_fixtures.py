@@ -111,7 +111,7 @@ def test_a_clipping_helper_of_another_module_is_a_clip_in_a_project_of_its_own(t
     assert {(f.span.line, f.code) for f in alone.findings} == found
 
 
-@pytest.mark.parametrize("name", ["cleared_by_callbacks.py"])
+@pytest.mark.parametrize("name", ["cleared_by_callbacks.py", "scaled_threshold.py"])
 def test_fixture_expectations_in_a_project_of_its_own(tmp_path, name):
     # the fixture alone in a project (a pyproject.toml beside it): no other fixture's names or
     # classes take part in what is resolved

@@ -293,6 +293,8 @@ class Model(LightningModule):
             for clip in c.of("clip"):
                 if clip.event.via != "torch" or steps.is_measuring(clip.event):
                     continue
+                if clip.event.value is not None and ".get_scale()" in clip.event.value.text:
+                    continue  # `max_norm * scaler.get_scale()`: the threshold is scaled as the gradients are
                 stepped = [f for f in scaled if f.event.kind == "step" and steps.compatible(f, clip)]
                 uses = [f for f in scaled if steps.compatible(f, clip) and (
                     # a scaled backward whose gradients no scaler step has unscaled yet: step()
