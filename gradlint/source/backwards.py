@@ -210,7 +210,13 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
     ctx, factors = _ctx(backward), set()
     # `grad_input = grad_output.clone(); return grad_input`: the gradient under another name
     aliases, plain = _aliases(backward, grads, ctx)
-    given = _returns(backward, only=True, skip=plain | _saved_reads(backward, ctx))
+    given = _returns(backward, only=True, skip=plain)
+    # reading what the forward saved: for a mask of it, or before a plain pass-through of a
+    # piecewise-constant forward; of a smooth one (`x ** 2`), a plain gradient more likely forgot
+    # the factor it unpacked them for
+    reads_saved = given is None
+    if reads_saved:
+        given = _returns(backward, only=True, skip=plain | _saved_reads(backward, ctx))
     if given is None:
         return False
     masked = False
@@ -232,7 +238,7 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
     inputs = _inputs(forward)
     if returned is None or not inputs:
         return False
-    if masked:
+    if masked or reads_saved:
         # a masked gradient is the true derivative of a clamp (hardtanh): a straight-through
         # estimator only of a forward whose value is piecewise constant (sign, round, `x > 0`)
         return all(_step_valued(r) for r in returned)

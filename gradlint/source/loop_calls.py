@@ -123,6 +123,10 @@ def _makes_leaf(call: cst.Call) -> bool:
 
 
 _NONE: frozenset[str] = frozenset()
+# Names of calls that take an optimizer to read or save it, or to set its learning rate, never to
+# clear its gradients (`save_checkpoint(model, opt)`, `adjust_learning_rate(opt, epoch)`)
+_NOT_CLEARING = re.compile(r"save|load|checkpoint|ckpt|state|log|print|record|track|report|summar|write|dump|"
+                           r"plot|visual|metric|eval|lr|learning_rate|schedul|adjust|warm|decay", re.IGNORECASE)
 # Calls that take an object without acting on it (containers, builtins, copies): no callback that
 # may clear the gradients of what it is handed (Event kind 'invoke', via 'handed')
 _NOT_HANDED = frozenset({"append", "extend", "insert", "add", "update", "setdefault", "remove", "discard", "pop",
@@ -365,17 +369,23 @@ class CallEvents:
             # rules may read its method through the project index
             return [Event("invoke", span, fid, sid, ng, target=text, name=attr if receiver is not None else "__call__",
                           ref=ref, args=self._args(call, ctx))]
+        # `cb.on_step_end(self)`, `hook(optimizer)`: a callback nothing here sees into (no import
+        # names it: a parameter, a loop variable, an attribute), handed the optimizer or the
+        # object that holds it, which it may clear; not a container's method, a builtin, or a
+        # call named for saving, logging or the learning rate
+        handed = not q and recv_text not in ("self", "cls") and attr not in _NOT_HANDED and \
+            not _NOT_CLEARING.search(attr) and any(
+                not a.star and (_text(a.value) == "self" or self._object_kind(a.value, fid) == "optimizer")
+                for a in call.args)
         if text and _call_kind(text, q) == "module" and attr not in ("parameters", "named_parameters"):
             # what it passes matters only where it passes an optimizer or a scaler (a training
-            # step of another file may take it for a parameter: facts.training.bind_callers)
-            passes = any(self._object_kind(a.value, fid) for a in call.args if not a.star)
-            return [Event("invoke", span, fid, sid, ng, target=text, args=self._args(call, ctx) if passes else ())]
-        if recv_text not in ("self", "cls") and attr not in _NOT_HANDED and not any(
-                n.startswith("torch.") for n in q) and any(
-                not a.star and (_text(a.value) == "self" or self._object_kind(a.value, fid) == "optimizer")
-                for a in call.args):
-            # `cb.on_step_end(self)`, `hook(optimizer)`: a call nothing here sees into, handed the
-            # optimizer or the object that holds it (it may clear the gradients)
+            # step of another file may take it for a parameter: facts.training.bind_callers), or
+            # where it is a function another file of the project defines (inlined there, with them)
+            passes = any(self._object_kind(a.value, fid) for a in call.args if not a.star) or (
+                bool(q) and not any(n.startswith("torch.") for n in q))
+            return [Event("invoke", span, fid, sid, ng, target=text, args=self._args(call, ctx) if passes else (),
+                          via="handed" if handed else "")]
+        if handed:
             return [Event("invoke", span, fid, sid, ng, target=text or attr, via="handed")]
         return []
 

@@ -189,9 +189,9 @@ class TensorCalls(TorchOps):
         return self.instance_call(node, callee, owner=None)
 
     def _trained(self, owner: str | None) -> bool:
-        """Whether `owner`, a plain name, is one whose `.parameters()` this function gives to a
-        torch optimizer (source/trained_names.py)."""
-        fn = self.fn_node
+        """Whether `owner`, a plain name, is one whose `.parameters()` this function (or the
+        module's own code) gives to a torch optimizer (source/trained_names.py)."""
+        fn = self.fn_node if self.fn_node is not None else self.x.src.module if self.name == "<module>" else None
         if not owner or fn is None or "." in owner:
             return False
         if self.trained_names is None or self.trained_names[0] is not fn:
@@ -257,10 +257,9 @@ class TensorCalls(TorchOps):
                          params=True, cut=first.cut, cut_span=first.cut_span, const=first.const,
                          param_cuts=first.param_cuts, dense=True)
         res = _combine(vals)
-        if knows_nothing(callee) or (callee.returned is not None and not callee.tensor):
-            # An unknown callable (a model passed as an argument, a factory's result: `model =
-            # build()` with a function of this file): what it returns is unknown, never "cut"
-            # because its inputs were made by torch.tensor() or a comparison (a target).
+        if knows_nothing(callee) or self._trained(owner):
+            # An unknown callable (a model passed as an argument, a factory's result): what it
+            # returns is unknown, never "cut" because its inputs were made by torch.tensor().
             # One whose parameters this function hands to an optimizer is a model it trains: its
             # output carries their gradient (a learned layer's output: dense).
             trained = self._trained(owner)

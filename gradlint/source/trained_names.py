@@ -25,7 +25,7 @@ def _is_optimizer(names: frozenset[str]) -> bool:
     return any(n.startswith("torch.optim.") and not n.startswith(_NOT_OPTIMIZERS) for n in names)
 
 
-def trained_names(fn: cst.FunctionDef, qualify: Callable[[cst.BaseExpression], frozenset[str]]) -> frozenset[str]:
+def trained_names(fn: cst.FunctionDef | cst.Module, qualify: Callable[[cst.BaseExpression], frozenset[str]]) -> frozenset[str]:
     """The plain names whose `.parameters()` (or `.named_parameters()`) reach the arguments of a
     `torch.optim` constructor in `fn`'s own body, however wrapped (`list(a.parameters()) +
     list(b.parameters())`, `filter(..., net.parameters())`, `[{"params": net.parameters()}]`).
@@ -33,7 +33,9 @@ def trained_names(fn: cst.FunctionDef, qualify: Callable[[cst.BaseExpression], f
     A plain walk, not libcst's visitor: the visitor rebuilt every node it passed, and this ran for
     each function that calls an unknown callable (29% of timm's extraction when it did)."""
     names: set[str] = set()
-    stack: list = list(fn.body.body) if isinstance(fn.body, cst.IndentedBlock) else []
+    # (a module: its own statements, `model = build(); opt = SGD(model.parameters())` in a script)
+    stack: list = list(fn.body) if type(fn) is cst.Module else list(fn.body.body) if isinstance(
+        fn.body, cst.IndentedBlock) else []
     while stack:
         node = stack.pop()
         kind = type(node)

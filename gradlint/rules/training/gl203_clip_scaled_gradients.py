@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 from gradlint.findings import Edit, Finding, Fix, Severity, SourceSpan
@@ -293,7 +294,8 @@ class Model(LightningModule):
             for clip in c.of("clip"):
                 if clip.event.via != "torch" or steps.is_measuring(clip.event):
                     continue
-                if clip.event.value is not None and ".get_scale()" in clip.event.value.text:
+                if "clip_grad_norm" in clip.event.name and clip.event.value is not None and \
+                        _scaled_threshold(clip.event.value.text):
                     continue  # `max_norm * scaler.get_scale()`: the threshold is scaled as the gradients are
                 stepped = [f for f in scaled if f.event.kind == "step" and steps.compatible(f, clip)]
                 uses = [f for f in scaled if steps.compatible(f, clip) and (
@@ -353,3 +355,15 @@ def _as_read(f, clip, name: str) -> str:
 def _disabled(facts, scaler: str) -> bool:
     made = steps.assigns_to(facts, scaler, ("scaler",))
     return bool(made) and all(a.disabled for a in made)
+
+
+# `max_norm * scaler.get_scale()` (either order): a norm threshold times the loss scale, a plain
+# name, attribute or number times it and nothing else (a quotient or a root is no such threshold)
+_FACTOR = r"(?:[A-Za-z_][\w.]*|\d+(?:\.\d*)?(?:e-?\d+)?)"
+_SCALED = re.compile(rf"^\s*(?:{_FACTOR}\s*\*\s*[A-Za-z_][\w.]*\.get_scale\(\)|[A-Za-z_][\w.]*\.get_scale\(\)\s*\*\s*{_FACTOR})\s*$")
+
+
+def _scaled_threshold(text: str) -> bool:
+    """Whether a clip_grad_norm_ threshold is a plain threshold times the loss scale: clipping the
+    still-scaled gradients at it clips as unscale_ then the plain threshold would."""
+    return bool(_SCALED.match(text))

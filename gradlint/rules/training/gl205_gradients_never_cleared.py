@@ -286,9 +286,8 @@ def train(model, loader):
             if any(f.event.kind == "call" and (not f.event.callees or f.depth >= steps.INLINE_DEPTH)
                    and _may_clear(facts, f.event) for f in c.events):
                 continue  # a call we could not follow may clear
-            if any(f.event.kind == "invoke" and not f.event.ref and (f.event.via == "handed" or any(
-                    getattr(v, "kind", "") == "optimizer" for _k, v in f.event.args)) for f in c.events):
-                continue  # so may one handed the optimizer or its owner (`cb.on_step_end(self)`, `hook(opt)`)
+            if any(f.event.kind == "invoke" and f.event.via == "handed" for f in c.events):
+                continue  # so may a callback handed the optimizer or its owner (`cb.on_step_end(self)`, `hook(opt)`)
             clears = c.of("clear")
             backward = c.of("backward")[0]
             if not clears:
