@@ -703,3 +703,20 @@ def test_a_metric_read_only_where_it_leaves_autograd_is_quiet():
     expected = _expected(train)
     assert {code for _, _, code in expected} == {"GL302", "GL304"} and len(expected) == 7
     assert _found_in(folder, [folder]) == expected
+
+
+def test_stable_hand_written_forms_and_a_discriminator_on_a_detached_input(tmp_path):
+    # fixtures/numerics/stable_forms as a project of its own: a log-sum-exp shifted by a max that
+    # is detached or unpacked from torch.max, the stable sigmoid's exp(-x.clamp(min=0)), and
+    # `D(fake.detach())` with D an nn.Sequential of layers ending in Sigmoid (D's layers still
+    # train on that term) are quiet; the unshifted forms and a bare activation module's term are
+    # flagged (all eight were flagged before)
+    folder = FOLDER.parent / "stable_forms"
+    for f in folder.glob("*.py"):
+        (tmp_path / f.name).write_text(f.read_text())
+    (tmp_path / "pyproject.toml").write_text("")
+    expected = _expected(tmp_path / "ops.py") | _expected(tmp_path / "gan.py")
+    assert len(expected) == 3
+    result = check_paths([tmp_path], Config(select=("GL3", "GL4"), root=str(tmp_path)), use_cache=False, jobs=1)
+    assert not result.internal_errors
+    assert {(Path(f.path).name, f.span.line, f.code) for f in result.findings} == expected

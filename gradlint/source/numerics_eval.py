@@ -21,7 +21,7 @@ from gradlint.source.engine.walk import children as _code_children
 from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.names import dotted
 from gradlint.source.numerics_defaults import decided
-from gradlint.source.numerics_ops import LOSS_FUNCTIONS, is_abs
+from gradlint.source.numerics_ops import LOSS_FUNCTIONS, never_negative
 
 
 def _function_value(names: frozenset[str]) -> V | None:
@@ -185,7 +185,7 @@ class TensorEval:
                 return V(const=inner.const, cut=inner.cut or "comparison", computed=True)
             # -x**2 and -|x| are <= 0: exp of them cannot overflow (softplus as log1p(exp(-|x|)))
             negated_square = isinstance(node.operator, cst.Minus) and (inner.sq or inner.sumsq
-                                                                       or is_abs(node.expression))
+                                                                       or never_negative(node.expression))
             signed = unary(type(node.operator), inner.value)
             res = replace(_combine([inner]), tensor=inner.tensor, exp=False,
                           prob=None, nonpos=negated_square, value=UNKNOWN if signed is None else signed)

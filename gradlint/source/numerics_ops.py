@@ -128,6 +128,52 @@ def is_abs(node: cst.BaseExpression) -> bool:
             or (isinstance(func, cst.Attribute) and func.attr.value == "abs"))
 
 
+def never_negative(node: cst.BaseExpression) -> bool:
+    """`abs(x)`, `relu(x)`, `x.clamp(min=0)`, `torch.clamp(x, 0)`, `x.clamp_min(0.5)`: written so
+    that it is never negative (its negation, the stable sigmoid's `exp(-x.clamp(min=0))`, cannot
+    overflow in exp)."""
+    if is_abs(node):
+        return True
+    if not isinstance(node, cst.Call):
+        return False
+    func = node.func
+    name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
+    if name == "relu":
+        return True
+    # the tensor is the receiver of a method, the first argument of torch's function
+    method = isinstance(func, cst.Attribute) and not (isinstance(func.value, cst.Name) and func.value.value == "torch")
+    args = [a for a in node.args if a.keyword is None]
+    bound = next((a.value for a in node.args if a.keyword is not None and a.keyword.value == "min"), None)
+    if bound is None and name in ("clamp", "clip", "clamp_min"):
+        at = 0 if method else 1
+        bound = args[at].value if len(args) > at else None
+    if name not in ("clamp", "clip", "clamp_min") or bound is None:
+        return False
+    lo = _literal(bound)
+    return lo is not None and lo >= 0
+
+
+def _literal(node: cst.BaseExpression) -> float | None:
+    """The number a literal (or a negated one) is written as; None for anything else."""
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+        inner = _literal(node.expression)
+        return -inner if inner is not None else None
+    if isinstance(node, (cst.Integer, cst.Float)):
+        try:
+            return float(node.evaluated_value)
+        except (ValueError, OverflowError):
+            return None
+    return None
+
+
+
+def _max_values(got: V, c, at: int) -> V:
+    """A max over a dimension (`torch.max(x, dim=-1)`, `x.max(1)`) gives (values, indices): the
+    values a max, for `m, _ = torch.max(x, -1)` then `x - m` (the stable log-sum-exp shift).
+    `at`: where the dimension is among the positional arguments."""
+    dim = "dim" in c.kw or (len(c.pos) > at and _literal(c.pos[at]) is not None)
+    return replace(got, elems=(got, V(const=True, tensor=True))) if dim else got
+
 
 class TorchOps:
     """The handlers of torch calls and tensor methods (a mixin of TensorCalls: the walk's
@@ -192,7 +238,10 @@ class TorchOps:
             tail = self._list_tail(c.node, args[-1].value)
             return V(module=True, callret=tail.callret if tail is not None and tail.module else None)
         last = c.vals[-1] if c.vals else UNKNOWN
-        return V(module=True, callret=last.callret)
+        # layers before the last one that are modules of no known kind (`nn.Linear`): its own
+        # parameters, whose gradient its output carries whatever the input (`D(fake.detach())`)
+        layers = any(v.module and not v.callret and not v.crit for v in c.vals[:-1])
+        return V(module=True, callret=last.callret, params=layers and last.callret is not None)
 
     def _list_tail(self, call: cst.Call, listed: cst.BaseExpression) -> V | None:
         """What the list `listed` ends with where `call` reads it (source/list_ends.py: which item
@@ -322,7 +371,7 @@ class TorchOps:
     def _q_max(self, c: _Call) -> V | None:
         if c.names.isdisjoint(_MAX_REDUCTIONS) and len(c.pos) + len(c.kw) < 1:
             return None  # `torch.max()` with no argument: not a reduction we can read
-        return replace(_combine(c.vals), tensor=True, is_max=True)
+        return _max_values(replace(_combine(c.vals), tensor=True, is_max=True), c, 1)
 
     def _q_zero_kept(self, c: _Call) -> V | None:
         """`torch.tanh(x)`, `F.leaky_relu(x)`...: zero only where x is, so the output of a learned
@@ -460,7 +509,7 @@ class TorchOps:
         return self._square_value(c.r) if e == 2 else None
 
     def _m_max(self, c: _Call) -> V:
-        return replace(_combine([c.r]), is_max=True, tensor=True)
+        return _max_values(replace(_combine([c.r]), is_max=True, tensor=True), c, 0)
 
     def _m_square(self, c: _Call) -> V | None:
         return None if c.pos else self._square_value(c.r)
@@ -547,7 +596,7 @@ class TorchOps:
         if r.nograd:
             return replace(r, computed=True)
         return V(cut=CUTTING_METHODS[meth], cut_span=c.span, tensor=meth.startswith(("detach", "arg", "round")),
-                 params=r.params, leaf=meth.startswith("detach"),
+                 params=r.params, leaf=meth.startswith("detach"), is_max=r.is_max and meth.startswith("detach"),
                  param_cuts=r.param_cuts | self._param_cut(c.recv, meth), computed=True)
 
     def _m_move(self, c: _Call) -> V:
