@@ -720,3 +720,17 @@ def test_stable_hand_written_forms_and_a_discriminator_on_a_detached_input(tmp_p
     result = check_paths([tmp_path], Config(select=("GL3", "GL4"), root=str(tmp_path)), use_cache=False, jobs=1)
     assert not result.internal_errors
     assert {(Path(f.path).name, f.span.line, f.code) for f in result.findings} == expected
+
+
+@pytest.mark.parametrize("name", ["model_methods.py"])
+def test_a_numerics_fixture_alone_in_a_project_of_its_own(tmp_path, name):
+    # (inside the repository, other fixtures' classes of the same names take part in what the
+    # project index resolves; alone, only the file's own code decides)
+    source = FOLDER.parent / name
+    (tmp_path / name).write_text(source.read_text())
+    (tmp_path / "pyproject.toml").write_text("")
+    expected = _expected(tmp_path / name)
+    assert expected
+    result = check_paths([tmp_path], Config(select=("GL3", "GL4"), root=str(tmp_path)), use_cache=False, jobs=1)
+    assert not result.internal_errors
+    assert {(Path(f.path).name, f.span.line, f.code) for f in result.findings} == expected

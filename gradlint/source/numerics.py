@@ -146,6 +146,7 @@ class Extractor(ModuleValues, Backwards):
         self.signatures: dict[str, tuple[tuple[str, ...], tuple[str, ...], dict[str, V], int]] = {}
         self.walked_with: dict[str, dict[str, V]] = {}
         self.class_attrs: dict[str, dict[str, V]] = {}  # top-level class -> what its __init__ sets
+        self.class_ctxs: dict[str, ClassCtx] = {}  # top-level class -> its context, once walked
         self.unit = 0  # id of the top-level def being walked (0: the module body)
         # the returns of each top-level function in its last walk ((tuple parts or None, value)),
         # and the backward calls of values they gave ((name, element), span, text): _cut_returns
@@ -614,6 +615,7 @@ class Extractor(ModuleValues, Backwards):
                     ctx.params.add(tensor)
         if len(self.path) == 1:
             self.class_attrs[name] = ctx.attrs
+            self.class_ctxs[name] = ctx
         returns: list[V] = []
         items: tuple[str | None, ...] = ()
         has_forward = False

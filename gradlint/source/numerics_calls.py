@@ -270,11 +270,12 @@ class TensorCalls(TorchOps):
             return V(computed=True, tensor=trained or res.tensor, params=trained, dense=trained)
         return replace(res, rg=frozenset(), tensor=res.tensor)
 
-    def method_returns(self, meth: str) -> V | None:
-        """What a short method of this class returns (`return nn.BCELoss()`, `return self.crit`):
-        its returned calls and attributes evaluated once, merged, with its parameters unknown and
-        no sites recorded; None for any other method."""
-        cls = self.cls
+    def method_returns(self, meth: str, cls=None) -> V | None:
+        """What a short method of this class (or of `cls`, another class of the file) returns
+        (`return nn.BCELoss()`, `return self.crit`, `return F.softmax(self(x), -1)`): its returned
+        calls and attributes evaluated once, merged, with its parameters unknown and no sites
+        recorded; None for any other method."""
+        cls = cls or self.cls
         if meth in cls.returned:
             return cls.returned[meth]
         fn = cls.method_nodes.get(meth)
@@ -298,6 +299,25 @@ class TensorCalls(TorchOps):
             made = merge(made, v)
         cls.returned[meth] = made
         return made
+
+    def _instance_method(self, cls_name: str, meth: str) -> V | None:
+        """What method `meth` of the file's top-level class `cls_name` returns when it is a
+        probability of the instance's own layers; None otherwise, or while the class is not
+        walked yet (the unit is walked again once it is: numerics._settle)."""
+        x = self.x
+        if cls_name not in x.local_classes or cls_name in x.subclassed:
+            return None  # (a subclass may override the method)
+        ctx = x.class_ctxs.get(cls_name)
+        if ctx is None:
+            if not x.path or x.path[0] != cls_name:
+                x.member_readers.setdefault(cls_name, set()).add(x.unit)
+                x.stale.add(x.unit)
+            return None
+        if meth not in ctx.method_nodes:
+            return None
+        made = self.method_returns(meth, ctx)
+        return made if made is not None and made.prob in ("softmax", "sigmoid") and made.params \
+            and not made.nograd else None
 
     def _top_function(self, fname: str) -> cst.FunctionDef | None:
         """The top-level function of this file named `fname`, as far as it is known here."""
@@ -446,6 +466,14 @@ class TensorCalls(TorchOps):
             r = self.ev(recv_node)
         finally:
             self.leaving -= leaves
+        if len(r.inst) == 1 and not r.crit and meth != "forward" and not meth.startswith("__"):
+            made = self._instance_method(next(iter(r.inst)), meth)
+            if made is not None:
+                self._args_ev(node)
+                # `model.predict_proba(x)` with `return F.softmax(self(x), -1)`: a probability of
+                # the instance's own layers
+                return V(prob=made.prob, shifted=made.shifted, capped=made.capped, tensor=True, computed=True,
+                         params=True, dense=True)
         pos, kw = _args(node)
         c = _Call(node, pos, kw, self._args_ev(node))
         c.recv, c.r, c.meth = recv_node, r, meth
