@@ -174,7 +174,11 @@ def test_gl406_straight_through_and_gradient_reversal_backwards_need_no_gradchec
     # a gradcheck of these fails by design: the backward replaces the forward's derivative
     for forward, backward in [("torch.round(x)", "g, None"), ("torch.sign(x)", "g.clone(), None"),
                               ("x.view_as(x)", "-ctx.alpha * g, None"), ("x.clone()", "g * ctx.alpha, None"),
-                              ("(x > 0).float()", "g")]:
+                              ("(x > 0).float()", "g"),
+                              # quantizers: a step scaled, clamped or made by where/one_hot
+                              ("torch.round(x / ctx.alpha) * ctx.alpha", "g, None"),
+                              ("torch.floor(x * 4) / 4", "g, None"), ("x.round().clamp(-8, 7)", "g, None"),
+                              ("torch.where(x >= 0, 1.0, -1.0)", "g, None")]:
         assert findings(_FUNCTION.format(forward=forward, backward=backward), "GL406") == [], (forward, backward)
 
 
@@ -196,7 +200,8 @@ def test_gl406_a_masked_straight_through_gradient_of_a_step_needs_no_gradcheck()
     # BinaryNet's sign with the hardtanh straight-through gradient: `grad * (|x| <= 1)`; the
     # same mask as the backward of a clamp is its true derivative, which gradcheck checks
     mask = "grad_output * (x.abs() <= 1).to(grad_output.dtype)"
-    for forward in ("torch.sign(x)", "x.round()", "(x > 0).float()"):
+    for forward in ("torch.sign(x)", "x.round()", "(x > 0).float()", "torch.round(x * 4) / 4",
+                    "torch.where(x >= 0, 1.0, -1.0)"):
         for backward in (mask, "(x.abs() <= 1).float() * grad_output", "grad_output"):
             assert findings(_SAVED.format(forward=forward, backward=backward), "GL406") == [], (forward, backward)
     for forward, backward in (("x.clamp(-1, 1)", mask), ("torch.sign(x)", "grad_output * x"),

@@ -125,17 +125,35 @@ def _masked(node: cst.BaseExpression, names: set[str], ctx: str) -> Factor | Non
     return None
 
 
-def _step_valued(node: cst.BaseExpression) -> bool:
-    """A forward's value that is piecewise constant: `torch.sign(x)`, `x.round()`, `(x > 0).float()`."""
+def _step_valued(node: cst.BaseExpression, x: str) -> bool:
+    """A forward's value that is piecewise constant in its input `x`: `torch.sign(x)`, `x.round()`,
+    `(x > 0).float()`, a quantizer's `torch.round(x / s) * s` or `.clamp(lo, hi)` of one,
+    `torch.where(x >= 0, 1., -1.)`, `F.one_hot(x.argmax(-1))`."""
     if _mask(node):
         return True
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Multiply | cst.Divide | cst.Add
+                                                             | cst.Subtract):
+        # a step scaled or shifted by what does not read the input (a scale, a zero point)
+        for step, other in ((node.left, node.right), (node.right, node.left)):
+            if _step_valued(step, x) and not any(type(n) is cst.Name and n.value == x for n in walk(other)):
+                return True
+        return False
     if isinstance(node, cst.Call):
         func = node.func
         name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
         if name in _STEP_OPS:
             return True
-        if name in _CASTS and isinstance(func, cst.Attribute):
-            return _step_valued(func.value)
+        args = [a.value for a in node.args]
+        if name in _CASTS | {"clamp", "clip", "one_hot"}:
+            # of the receiver (`q.clamp(-8, 7)`), or of torch's first argument (`F.one_hot(i)`)
+            inner = func.value if isinstance(func, cst.Attribute) and not (
+                isinstance(func.value, cst.Name) and func.value.value in ("torch", "F")) else (args[0] if args else None)
+            return inner is not None and _step_valued(inner, x)
+        if name in ("argmax", "argmin"):
+            return True
+        if name == "where" and len(args) == 3:
+            return all(isinstance(a, cst.Integer | cst.Float) or (
+                isinstance(a, cst.UnaryOperation) and isinstance(a.expression, cst.Integer | cst.Float)) for a in args[1:])
     return False
 
 
@@ -241,7 +259,7 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
     if masked or reads_saved:
         # a masked gradient is the true derivative of a clamp (hardtanh): a straight-through
         # estimator only of a forward whose value is piecewise constant (sign, round, `x > 0`)
-        return all(_step_valued(r) for r in returned)
+        return all(_step_valued(r, inputs[0]) for r in returned)
     passed = {_linear(r, {inputs[0]}, _ctx(forward)) for r in returned}
     if None in passed:
         return True  # an operation whose gradient the backward replaces with its own

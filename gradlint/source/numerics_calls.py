@@ -228,10 +228,6 @@ class TensorCalls(TorchOps):
                      params=first.params)
         if callee.callret:
             first = vals[0] if vals else UNKNOWN
-            if callee.module and callee.params:
-                # a module's own layers (`nn.Sequential(nn.Linear(..), nn.Sigmoid())`) carry their
-                # gradient whatever its input is: `D(fake.detach())` trains D
-                return V(prob=callee.callret, computed=True, tensor=True, params=True, dense=True)
             return V(prob=callee.callret, computed=True, tensor=True, params=first.params,
                      out=first.out, cut=first.cut, cut_span=first.cut_span)
         if callee.inst:

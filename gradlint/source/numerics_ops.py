@@ -139,7 +139,10 @@ def never_negative(node: cst.BaseExpression) -> bool:
     func = node.func
     name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
     if name == "relu":
-        return True
+        if isinstance(func, cst.Name):
+            return True  # `relu(h)` imported from torch.nn.functional
+        # `torch.relu(h)`, `F.relu(h)`, `h.relu()`; not `self.relu(h)`, which may be a LeakyReLU
+        return (isinstance(func.value, cst.Name) and func.value.value in ("torch", "F")) or not node.args
     # the tensor is the receiver of a method, the first argument of torch's function
     method = isinstance(func, cst.Attribute) and not (isinstance(func.value, cst.Name) and func.value.value == "torch")
     args = [a for a in node.args if a.keyword is None]
@@ -171,7 +174,7 @@ def _max_values(got: V, c, at: int) -> V:
     """A max over a dimension (`torch.max(x, dim=-1)`, `x.max(1)`) gives (values, indices): the
     values a max, for `m, _ = torch.max(x, -1)` then `x - m` (the stable log-sum-exp shift).
     `at`: where the dimension is among the positional arguments."""
-    dim = "dim" in c.kw or (len(c.pos) > at and _literal(c.pos[at]) is not None)
+    dim = "dim" in c.kw or "keepdim" in c.kw or (len(c.pos) > at and _literal(c.pos[at]) is not None)
     return replace(got, elems=(got, V(const=True, tensor=True))) if dim else got
 
 
@@ -238,10 +241,7 @@ class TorchOps:
             tail = self._list_tail(c.node, args[-1].value)
             return V(module=True, callret=tail.callret if tail is not None and tail.module else None)
         last = c.vals[-1] if c.vals else UNKNOWN
-        # layers before the last one that are modules of no known kind (`nn.Linear`): its own
-        # parameters, whose gradient its output carries whatever the input (`D(fake.detach())`)
-        layers = any(v.module and not v.callret and not v.crit for v in c.vals[:-1])
-        return V(module=True, callret=last.callret, params=layers and last.callret is not None)
+        return V(module=True, callret=last.callret)
 
     def _list_tail(self, call: cst.Call, listed: cst.BaseExpression) -> V | None:
         """What the list `listed` ends with where `call` reads it (source/list_ends.py: which item

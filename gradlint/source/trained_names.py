@@ -34,21 +34,43 @@ def trained_names(fn: cst.FunctionDef | cst.Module, qualify: Callable[[cst.BaseE
     each function that calls an unknown callable (29% of timm's extraction when it did)."""
     names: set[str] = set()
     # (a module: its own statements, `model = build(); opt = SGD(model.parameters())` in a script)
-    stack: list = list(fn.body) if type(fn) is cst.Module else list(fn.body.body) if isinstance(
+    body = list(fn.body) if type(fn) is cst.Module else list(fn.body.body) if isinstance(
         fn.body, cst.IndentedBlock) else []
+    stack: list = list(body)
+    optimizers: list[cst.Call] = []
+    stepped: set[str] = set()  # names whose `.step()` is called
+    bound: dict[str, list[cst.BaseExpression]] = {}  # `params = [p for p in model.parameters() if ...]`
     while stack:
         node = stack.pop()
         kind = type(node)
         if kind is cst.FunctionDef or kind is cst.ClassDef:
             continue  # a nested function's optimizer trains its own names
+        if kind is cst.Assign and len(node.targets) == 1 and type(node.targets[0].target) is cst.Name:
+            bound.setdefault(node.targets[0].target.value, []).append(node.value)
         if kind is cst.Call and _is_optimizer(qualify(node.func)):
-            inner = [a.value for a in node.args]
-            while inner:
-                sub = inner.pop()
-                func = sub.func if type(sub) is cst.Call else None
-                if type(func) is cst.Attribute and func.attr.value in _PARAMETER_METHODS and type(func.value) is cst.Name:
-                    names.add(func.value.value)
-                inner.extend(children(sub))
+            optimizers.append(node)
             continue
+        if kind is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value == "step" and \
+                type(node.func.value) is cst.Name:
+            stepped.add(node.func.value.value)
         stack.extend(children(node))
+    for name in stepped:
+        # `opt = make_optimizer(model)`, then `opt.step()`: what a builder of the optimizer is
+        # given is what it trains
+        for value in bound.get(name, ()):
+            if type(value) is cst.Call and not _is_optimizer(qualify(value.func)):
+                names.update(a.value.value for a in value.args if type(a.value) is cst.Name)
+    for node in optimizers:
+        inner = [a.value for a in node.args]
+        seen: set[str] = set()
+        while inner:
+            sub = inner.pop()
+            if type(sub) is cst.Name and sub.value in bound and sub.value not in seen:
+                seen.add(sub.value)  # a name the function binds to a list of some parameters
+                inner.extend(bound[sub.value])
+                continue
+            func = sub.func if type(sub) is cst.Call else None
+            if type(func) is cst.Attribute and func.attr.value in _PARAMETER_METHODS and type(func.value) is cst.Name:
+                names.add(func.value.value)
+            inner.extend(children(sub))
     return frozenset(names)

@@ -294,8 +294,7 @@ class Model(LightningModule):
             for clip in c.of("clip"):
                 if clip.event.via != "torch" or steps.is_measuring(clip.event):
                     continue
-                if "clip_grad_norm" in clip.event.name and clip.event.value is not None and \
-                        _scaled_threshold(clip.event.value.text):
+                if clip.event.value is not None and _scaled_threshold(clip.event.value.text):
                     continue  # `max_norm * scaler.get_scale()`: the threshold is scaled as the gradients are
                 stepped = [f for f in scaled if f.event.kind == "step" and steps.compatible(f, clip)]
                 uses = [f for f in scaled if steps.compatible(f, clip) and (
@@ -357,13 +356,15 @@ def _disabled(facts, scaler: str) -> bool:
     return bool(made) and all(a.disabled for a in made)
 
 
-# `max_norm * scaler.get_scale()` (either order): a norm threshold times the loss scale, a plain
-# name, attribute or number times it and nothing else (a quotient or a root is no such threshold)
-_FACTOR = r"(?:[A-Za-z_][\w.]*|\d+(?:\.\d*)?(?:e-?\d+)?)"
+# `max_norm * scaler.get_scale()` (either order): a threshold times the loss scale, a plain name,
+# attribute, string-keyed subscript or number times it and nothing else (a quotient or a root is
+# no such threshold). A norm clip and a value clip of gradients scaled by S at a threshold times S
+# clip as the unscaled gradients at the threshold would.
+_FACTOR = r"(?:[A-Za-z_][\w.]*(?:\[\s*(?:\"[^\"]*\"|'[^']*'|\d+)\s*\])*|\d+(?:\.\d*)?(?:e-?\d+)?)"
 _SCALED = re.compile(rf"^\s*(?:{_FACTOR}\s*\*\s*[A-Za-z_][\w.]*\.get_scale\(\)|[A-Za-z_][\w.]*\.get_scale\(\)\s*\*\s*{_FACTOR})\s*$")
 
 
 def _scaled_threshold(text: str) -> bool:
-    """Whether a clip_grad_norm_ threshold is a plain threshold times the loss scale: clipping the
-    still-scaled gradients at it clips as unscale_ then the plain threshold would."""
+    """Whether a clip threshold is a plain threshold times the loss scale: clipping the still-scaled
+    gradients at it clips as unscale_ then the plain threshold would."""
     return bool(_SCALED.match(text))

@@ -182,7 +182,8 @@ class _Flattener:
             module, _, local = q.rpartition(".")
             if module == getattr(scope, "module", None):
                 continue  # this file's own: its calls are `call` events
-            mod = scope.index.module(module) if module else None
+            # (`calling`: a helper file that never names torch is read for its calls too)
+            mod = scope.index.calling(module) if module else None
             facts = getattr(getattr(mod, "facts", None), "training", None)
             if not isinstance(facts, TrainingFacts):
                 continue
