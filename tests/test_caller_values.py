@@ -751,3 +751,20 @@ def test_a_numerics_fixture_alone_in_a_project_of_its_own(tmp_path, name):
     result = check_paths([tmp_path], Config(select=("GL3", "GL4"), root=str(tmp_path)), use_cache=False, jobs=1)
     assert not result.internal_errors
     assert {(Path(f.path).name, f.span.line, f.code) for f in result.findings} == expected
+
+
+def test_the_output_of_a_function_of_another_file_that_returns_a_probability(tmp_path):
+    # `from utils import predict_scores` with `return torch.sigmoid(model(x))`: its output fed to
+    # BCE-with-logits, cross_entropy or a log is flagged where the loss is; logits, a loss that
+    # takes probabilities, or a clamped probability are quiet. Checked alone, train.py reads
+    # utils.py through its import.
+    folder = FOLDER.parent / "function_outputs"
+    for f in folder.glob("*.py"):
+        (tmp_path / f.name).write_text(f.read_text())
+    (tmp_path / "pyproject.toml").write_text("")
+    expected = _expected(tmp_path / "train.py")
+    assert {code for _, _, code in expected} == {"GL302", "GL303", "GL304"}
+    assert _found_in(tmp_path, [tmp_path]) == expected
+    assert _found_in(tmp_path, [tmp_path / "train.py"]) == expected
+    messages = check_paths([tmp_path], Config(select=("GL304",), root=str(tmp_path)), use_cache=False, jobs=1).findings
+    assert "the output of `predict_scores()`, which returns a sigmoid" in messages[0].message

@@ -155,6 +155,9 @@ class NumericsFacts:
     backpropagated_outputs: tuple[tuple[str, int], ...] = ()
     # attributes the file assigns on objects other than `self` (`model.method = 'logits'`)
     attrs_set: frozenset[str] = frozenset()
+    # top-level functions of the file whose every return is a probability (`def predict(m, x):
+    # return torch.sigmoid(m(x))`), with its kind: what a call of one in another file gives
+    function_probs: tuple[tuple[str, str], ...] = ()
 
 
 def forward_returns(scope: Scope | None, name: str, _depth: int = 0, element: int | None = None) -> str | None:
@@ -164,6 +167,10 @@ def forward_returns(scope: Scope | None, name: str, _depth: int = 0, element: in
     of a returned tuple is (of a returned tensor, its rows are what the tensor is)."""
     if scope is None or _depth > MAX_DEPTH:
         return None
+    if name.startswith("fn:"):
+        # the output of calling a function of another project file (`fn:predict`): what its
+        # every return is (NumericsFacts.function_probs); not an element of a tuple
+        return None if element is not None else function_returns_kind(scope, name[3:])
     quals = scope.resolve(name)
     if not quals:
         return None
@@ -195,6 +202,19 @@ def forward_returns(scope: Scope | None, name: str, _depth: int = 0, element: in
                     break
             kinds.add(inherited)
     return _agree(list(kinds))
+
+
+def function_returns_kind(scope: Scope, name: str) -> str | None:
+    """The probability kind every return of the project function `name` (as written in `scope`'s
+    module) is, when every function the name may stand for agrees; None otherwise."""
+    quals = scope.resolve(name)
+    kinds: list[str | None] = []
+    for q in quals:
+        home, _, function = q.rpartition(".")
+        mod = scope.index.module(home) if home else None
+        facts = mod.facts.numerics if mod is not None else None
+        kinds.append(dict(facts.function_probs).get(function) if facts is not None else None)
+    return _agree(kinds) if kinds else None
 
 
 def forward_assumes(scope: Scope | None, name: str) -> str:

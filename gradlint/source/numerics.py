@@ -29,7 +29,7 @@ from gradlint.source.backwards import Backwards, autograd_computed, communicates
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, passed_tensor, open_value, \
     same
-from gradlint.source.engine.walk import children, suite
+from gradlint.source.engine.walk import children, mentions, suite
 from gradlint.source.names import dotted
 from gradlint.text import search_word_start
 from gradlint.source.numerics_defaults import forward_under_defaults, init_defaults, tested_settings
@@ -278,12 +278,26 @@ class Extractor(ModuleValues, Backwards):
             self.functions.extend(functions)
         self._cut_returns()
         return NumericsFacts(sites=tuple(self.sites), classes=tuple(self.classes),
+                             function_probs=self._function_probs(top),
                              gradchecked=frozenset(self.gradchecked), apply_aliases=tuple(self.aliases),
                              torch_imports=self.torch_imports(),
                              functions=tuple(self.functions),
                              references=frozenset(self.references | self.class_refs),
                              backpropagated_outputs=tuple(sorted(set().union(*self.backprop_outputs.values()))),
                              attrs_set=frozenset(self.attrs_set))
+
+    def _function_probs(self, top: FunctionWalk) -> tuple[tuple[str, str], ...]:
+        """The top-level functions every return of which is a softmax or sigmoid output, not
+        eps-shifted (`def predict(model, x): return torch.sigmoid(model(x))`), for callers in
+        other files (NumericsFacts.function_probs). Only functions that name one are read."""
+        out = []
+        for name, fn in self.module_functions.items():
+            if id(fn) in self.shadowed or not (mentions(fn, "softmax") or mentions(fn, "sigmoid")):
+                continue
+            made = top.function_returns(name)
+            if made is not None and made.prob in ("softmax", "sigmoid") and not made.shifted and not made.nograd:
+                out.append((name, made.prob))
+        return tuple(sorted(out))
 
     def _returned_cuts(self, cls: str, walk: FunctionWalk) -> None:
         """Terms a forward cuts in a loss it returns (`return frames, mse + beta *

@@ -33,7 +33,7 @@ def _shape(v: V) -> str:
         return ""
     if v.prob in ("softmax", "sigmoid", "one_minus_sigmoid"):
         return "prob:" + v.prob
-    if len(v.out) == 1 and not v.prob:
+    if len(v.out) == 1 and not v.prob and not next(iter(v.out)).startswith("fn:"):
         # an element of a returned tuple (`recon, mu, logvar = model(x)`) as `out:Class@0`
         cls = next(iter(v.out))
         return "out:" + cls if v.out_elem is None else f"out:{cls}@{v.out_elem}"

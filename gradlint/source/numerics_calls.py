@@ -13,6 +13,7 @@ import libcst as cst
 
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.metric_uses import leaving_call
+from gradlint.source.numerics_callers import _STDLIB
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, knows_nothing
 from gradlint.source.engine.walk import suite
@@ -449,6 +450,13 @@ class TensorCalls(TorchOps):
                 # name as written here to the class, or to nothing outside the project
                 written = dotted(node.func)
                 return V(inst=frozenset({written}) if written else frozenset(), leaf=True)
+            written = dotted(node.func)
+            if written and not res.prob and not any(n.partition(".")[0] in _STDLIB or n.startswith(("numpy.", "math."))
+                                                      for n in names):
+                # a function of another file (of the project, or a library: the rules tell): what
+                # it returns, when every return of it is a probability (`fn:` in
+                # facts.numerics.forward_returns)
+                return replace(res, rg=frozenset(), out=frozenset({"fn:" + written}))
         return replace(res, rg=frozenset())
 
     # -- methods of tensors and modules: a table of handlers by method name -----------------------

@@ -101,6 +101,8 @@ class SiteRule(Rule):
 def output_of(site: Site, kind: str) -> str:
     """How a message names the model output a conditional site is about: the whole output, or one
     element of the tuple a forward returns (`validity, label = D(x)`)."""
+    if site.classes[0].startswith("fn:"):
+        return f"the output of `{site.classes[0][3:]}()`, which returns a {kind}"
     if site.element is None:
         assumed = dict(site.data).get("assuming")
         if assumed:
