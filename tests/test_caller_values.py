@@ -739,11 +739,12 @@ def test_gl407_a_generator_step_on_a_detached_fake_is_a_cut_term(tmp_path):
     assert [(f.span.line, f.code) for f in result.findings] == [(12, "GL407")]
 
 
-@pytest.mark.parametrize("name", ["model_methods.py"])
+@pytest.mark.parametrize("name", ["numerics/model_methods.py", "paths/trainer_methods.py"])
 def test_a_numerics_fixture_alone_in_a_project_of_its_own(tmp_path, name):
-    # (inside the repository, other fixtures' classes of the same names take part in what the
-    # project index resolves; alone, only the file's own code decides)
-    source = FOLDER.parent / name
+    # (inside the repository, neighbouring fixtures take part in what the project index and the
+    # file's neighbours resolve; alone, only the file's own code decides)
+    source = FOLDER.parent.parent / name
+    name = source.name
     (tmp_path / name).write_text(source.read_text())
     (tmp_path / "pyproject.toml").write_text("")
     expected = _expected(tmp_path / name)

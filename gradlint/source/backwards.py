@@ -9,7 +9,7 @@ from __future__ import annotations
 import libcst as cst
 
 from gradlint.facts.numerics import Site
-from gradlint.source.engine.walk import walk
+from gradlint.source.engine.walk import children, walk
 
 # Methods that give a tensor back unchanged in value (a copy, a view, its negation).
 _SAME_VALUE = frozenset({"clone", "neg", "contiguous", "view_as", "reshape_as", "view", "reshape", "detach"})
@@ -125,7 +125,29 @@ def _masked(node: cst.BaseExpression, names: set[str], ctx: str) -> Factor | Non
     return None
 
 
-def _step_valued(node: cst.BaseExpression, x: str) -> bool:
+def _constant_in(node: cst.BaseExpression, x: str, params: frozenset[str]) -> bool:
+    """Whether `node` reads nothing of the input `x`: numbers, the forward's other inputs (a
+    scale, a zero point) and `ctx` settings, through attributes and calls of them."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if type(n) is cst.Name:
+            if n.value == x or n.value not in params:
+                return False
+            continue
+        if type(n) is cst.Attribute:
+            stack.append(n.value)  # (the attribute's own name is no variable)
+            continue
+        if type(n) is cst.Call:
+            stack.extend(a.value for a in n.args)
+            if type(n.func) is cst.Attribute:
+                stack.append(n.func.value)
+            continue
+        stack.extend(children(n))
+    return True
+
+
+def _step_valued(node: cst.BaseExpression, x: str, params: frozenset[str] = frozenset()) -> bool:
     """A forward's value that is piecewise constant in its input `x`: `torch.sign(x)`, `x.round()`,
     `(x > 0).float()`, a quantizer's `torch.round(x / s) * s` or `.clamp(lo, hi)` of one,
     `torch.where(x >= 0, 1., -1.)`, `F.one_hot(x.argmax(-1))`."""
@@ -135,7 +157,7 @@ def _step_valued(node: cst.BaseExpression, x: str) -> bool:
                                                              | cst.Subtract):
         # a step scaled or shifted by what does not read the input (a scale, a zero point)
         for step, other in ((node.left, node.right), (node.right, node.left)):
-            if _step_valued(step, x) and not any(type(n) is cst.Name and n.value == x for n in walk(other)):
+            if _step_valued(step, x, params) and _constant_in(other, x, params):
                 return True
         return False
     if isinstance(node, cst.Call):
@@ -148,7 +170,7 @@ def _step_valued(node: cst.BaseExpression, x: str) -> bool:
             # of the receiver (`q.clamp(-8, 7)`), or of torch's first argument (`F.one_hot(i)`)
             inner = func.value if isinstance(func, cst.Attribute) and not (
                 isinstance(func.value, cst.Name) and func.value.value in ("torch", "F")) else (args[0] if args else None)
-            return inner is not None and _step_valued(inner, x)
+            return inner is not None and _step_valued(inner, x, params)
         if name in ("argmax", "argmin"):
             return True
         if name == "where" and len(args) == 3:
@@ -259,7 +281,9 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
     if masked or reads_saved:
         # a masked gradient is the true derivative of a clamp (hardtanh): a straight-through
         # estimator only of a forward whose value is piecewise constant (sign, round, `x > 0`)
-        return all(_step_valued(r, inputs[0]) for r in returned)
+        # (the forward's other inputs and its ctx are settings: `round(x / scale) * scale`)
+        params = frozenset(inputs[1:]) | {_ctx(forward)}
+        return all(_step_valued(r, inputs[0], params) for r in returned)
     passed = {_linear(r, {inputs[0]}, _ctx(forward)) for r in returned}
     if None in passed:
         return True  # an operation whose gradient the backward replaces with its own

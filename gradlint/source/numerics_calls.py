@@ -13,6 +13,7 @@ import libcst as cst
 
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.metric_uses import leaving_call
+from gradlint.source.numerics_sites import graph_break
 from gradlint.source.numerics_callers import _STDLIB
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, knows_nothing
@@ -250,6 +251,9 @@ class TensorCalls(TorchOps):
             made = self.method_returns(owner[5:])
             if made is not None and (made.crit or made.callret):
                 return made  # `crit = self.get_loss()`: a method that returns a criterion
+            if made is not None and graph_break(made):
+                # `return torch.tensor(loss.item(), requires_grad=True)`: cut whatever it is given
+                return made
             if made is not None and made.prob and made.params and not made.nograd:
                 # `return self.decode(z), mu, logvar` with `def decode(self, z): return
                 # torch.sigmoid(self.fc4(...))`: a probability of this class's own layers
@@ -310,8 +314,8 @@ class TensorCalls(TorchOps):
                 x.member_readers.setdefault(cls_name, set()).add(x.unit)
                 x.stale.add(x.unit)
             return None
-        if meth not in ctx.method_nodes:
-            return None
+        if meth not in ctx.method_nodes or ctx.method_nodes[meth].decorators:
+            return None  # (`@torch.no_grad()`, `@property`...: not read)
         made = self.method_returns(meth, ctx)
         return made if made is not None and made.prob in ("softmax", "sigmoid") and made.params \
             and not made.nograd else None

@@ -141,8 +141,10 @@ def never_negative(node: cst.BaseExpression) -> bool:
     if name == "relu":
         if isinstance(func, cst.Name):
             return True  # `relu(h)` imported from torch.nn.functional
-        # `torch.relu(h)`, `F.relu(h)`, `h.relu()`; not `self.relu(h)`, which may be a LeakyReLU
-        return (isinstance(func.value, cst.Name) and func.value.value in ("torch", "F")) or not node.args
+        # `torch.relu(h)`, `F.relu(h)`, `torch.nn.functional.relu(h)`, `h.relu()`; not
+        # `self.relu(h)`, which may be a LeakyReLU module
+        owner = dotted(func.value) or ""
+        return not node.args or owner in ("torch", "F", "fn") or owner.endswith("functional")
     # the tensor is the receiver of a method, the first argument of torch's function
     method = isinstance(func, cst.Attribute) and not (isinstance(func.value, cst.Name) and func.value.value == "torch")
     args = [a for a in node.args if a.keyword is None]

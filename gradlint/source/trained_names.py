@@ -8,11 +8,14 @@ The numerics evaluator reads an otherwise unknown callable through this (numeric
 
 from __future__ import annotations
 
+import re
+
 from typing import Callable
 
 import libcst as cst
 
 from gradlint.source.engine.walk import children
+from gradlint.source.names import dotted
 
 # The methods that hand a module's trainable tensors to an optimizer.
 _PARAMETER_METHODS = frozenset({"parameters", "named_parameters"})
@@ -23,6 +26,10 @@ _NOT_OPTIMIZERS = ("torch.optim.lr_scheduler.", "torch.optim.swa_utils.")
 
 def _is_optimizer(names: frozenset[str]) -> bool:
     return any(n.startswith("torch.optim.") and not n.startswith(_NOT_OPTIMIZERS) for n in names)
+
+
+# A function that builds an optimizer, by its name (`make_optimizer`, `build_optim`, `get_opt`)
+_OPTIMIZER_WORD = re.compile(r"optim|(^|_)opt($|_)", re.IGNORECASE)
 
 
 def trained_names(fn: cst.FunctionDef | cst.Module, qualify: Callable[[cst.BaseExpression], frozenset[str]]) -> frozenset[str]:
@@ -56,9 +63,11 @@ def trained_names(fn: cst.FunctionDef | cst.Module, qualify: Callable[[cst.BaseE
         stack.extend(children(node))
     for name in stepped:
         # `opt = make_optimizer(model)`, then `opt.step()`: what a builder of the optimizer is
-        # given is what it trains
+        # given is what it trains (named as one: `env = Simulator(reward_model); env.step(a)` is
+        # no optimizer)
         for value in bound.get(name, ()):
-            if type(value) is cst.Call and not _is_optimizer(qualify(value.func)):
+            callee = dotted(value.func) if type(value) is cst.Call else None
+            if callee and not _is_optimizer(qualify(value.func)) and _OPTIMIZER_WORD.search(callee.rpartition(".")[2]):
                 names.update(a.value.value for a in value.args if type(a.value) is cst.Name)
     for node in optimizers:
         inner = [a.value for a in node.args]
