@@ -17,7 +17,7 @@ from gradlint.source.numerics_sites import graph_break
 from gradlint.source.numerics_callers import _STDLIB
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, knows_nothing
-from gradlint.source.engine.walk import suite
+from gradlint.source.engine.walk import suite, walk
 from gradlint.source.names import dotted
 from gradlint.source.numerics_ops import (_ARITH, _METHODS, _MODULE_CLASS_ORDER, _QUALIFIED, GRADCHECK, TorchOps,
                                          _Call, _converted, _short_of)
@@ -45,6 +45,8 @@ def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
                     if not isinstance(small.value, cst.Call | cst.Attribute | cst.Dict):
                         return None
                     out.append(small.value)
+        elif any(type(x) is cst.Return for x in walk(n, stop=(cst.Lambda, cst.FunctionDef, cst.ClassDef))):
+            return None  # a return inside `with autocast():`, a loop or a `try`: not every return is read
     return out or None
 
 
@@ -251,8 +253,9 @@ class TensorCalls(TorchOps):
             made = self.method_returns(owner[5:])
             if made is not None and (made.crit or made.callret):
                 return made  # `crit = self.get_loss()`: a method that returns a criterion
-            if made is not None and graph_break(made):
+            if made is not None and graph_break(made) and self.cls.name not in self.x.subclassed:
                 # `return torch.tensor(loss.item(), requires_grad=True)`: cut whatever it is given
+                # (not where a subclass of the file may override the method)
                 return made
             if made is not None and made.prob and made.params and not made.nograd:
                 # `return self.decode(z), mu, logvar` with `def decode(self, z): return
@@ -455,8 +458,8 @@ class TensorCalls(TorchOps):
                 written = dotted(node.func)
                 return V(inst=frozenset({written}) if written else frozenset(), leaf=True)
             written = dotted(node.func)
-            if written and not res.prob and not any(n.partition(".")[0] in _STDLIB or n.startswith(("numpy.", "math."))
-                                                      for n in names):
+            if written and not res.prob and any(v.module or v.inst or v.params for v in c.vals) and not any(
+                    n.partition(".")[0] in _STDLIB or n.startswith(("numpy.", "math.")) for n in names):
                 # a function of another file (of the project, or a library: the rules tell): what
                 # it returns, when every return of it is a probability (`fn:` in
                 # facts.numerics.forward_returns)

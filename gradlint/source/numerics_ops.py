@@ -453,9 +453,10 @@ class TorchOps:
                 res = replace(res, unit=None)
             else:
                 res = replace(res, unit="strict" if lo_strict and hi_strict else "loose")
-        if r.prob and not (lo_n is not None and lo_n <= 0):
+        if (r.prob or (r.out and lo is not None)) and not (lo_n is not None and lo_n <= 0):
             # a lower bound known to be 0 or less (`clamp(min=0)`, `lo = 0.0; clamp(lo, 1)`) leaves
-            # a probability that underflows at 0
+            # a probability that underflows at 0; a model's or a helper's output clamped above 0
+            # is as safe to log as a clamped probability
             res = replace(res, shifted=True)
         if r.prob and hi is not None and (hi_n is None or hi_n < 1):
             res = replace(res, capped=True)
