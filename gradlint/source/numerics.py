@@ -30,6 +30,7 @@ from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, passed_tensor, open_value, \
     same
 from gradlint.source.engine.walk import children, mentions, suite
+from gradlint.source.engine.walk import walk as walk_nodes
 from gradlint.source.names import dotted
 from gradlint.text import search_word_start
 from gradlint.source.numerics_defaults import forward_under_defaults, init_defaults, tested_settings
@@ -288,12 +289,15 @@ class Extractor(ModuleValues, Backwards):
 
     def _function_probs(self, top: FunctionWalk) -> tuple[tuple[str, str], ...]:
         """The top-level functions every return of which is a softmax or sigmoid output, not
-        eps-shifted (`def predict(model, x): return torch.sigmoid(model(x))`), for callers in
-        other files (NumericsFacts.function_probs). Only functions that name one are read."""
+        eps-shifted, of a model they are given (`def predict(model, x): return
+        torch.sigmoid(model(x))`: a parameter called), for callers in other files
+        (NumericsFacts.function_probs). Only functions that name one are read."""
         out = []
         for name, fn in self.module_functions.items():
             if id(fn) in self.shadowed or not (mentions(fn, "softmax") or mentions(fn, "sigmoid")):
                 continue
+            if not _calls_a_parameter(fn):
+                continue  # `def soft_labels(scores): return softmax(scores)`: of data as likely as of a model
             made = top.function_returns(name)
             if made is not None and made.prob in ("softmax", "sigmoid") and not made.shifted and not made.nograd:
                 out.append((name, made.prob))
@@ -767,3 +771,17 @@ def _same_members(old: dict | None, new: dict) -> bool:
     if old is None or old.keys() != new.keys():
         return False
     return all(same(old[k], new[k]) for k in old)
+
+
+def _calls_a_parameter(fn: cst.FunctionDef) -> bool:
+    """Whether `fn` calls one of its parameters (`model(x)`, `model.forward(x)`): a model it is given."""
+    ps = fn.params
+    names = {p.name.value for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params)}
+    for n in walk_nodes(fn.body):
+        if type(n) is cst.Call:
+            func = n.func
+            if type(func) is cst.Attribute and func.attr.value == "forward":
+                func = func.value
+            if type(func) is cst.Name and func.value in names:
+                return True
+    return False

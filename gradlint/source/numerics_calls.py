@@ -45,8 +45,17 @@ def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
                     if not isinstance(small.value, cst.Call | cst.Attribute | cst.Dict):
                         return None
                     out.append(small.value)
-        elif any(type(x) is cst.Return for x in walk(n, stop=(cst.Lambda, cst.FunctionDef, cst.ClassDef))):
-            return None  # a return inside `with autocast():`, a loop or a `try`: not every return is read
+        elif isinstance(n, cst.With | cst.For | cst.While | cst.Try | cst.TryStar):
+            # the returns inside `with autocast():`, a loop or a `try` count as every other one
+            stack.extend(suite(n.body))
+            for part in (getattr(n, "orelse", None), getattr(n, "finalbody", None)):
+                if part is not None:
+                    stack.extend(suite(part.body))
+            for handler in getattr(n, "handlers", ()):
+                stack.extend(suite(handler.body))
+        elif not isinstance(n, cst.FunctionDef | cst.ClassDef) and any(
+                type(x) is cst.Return for x in walk(n, stop=(cst.Lambda, cst.FunctionDef, cst.ClassDef))):
+            return None  # a return this cannot place (a `match` case): not every return is read
     return out or None
 
 
@@ -253,7 +262,7 @@ class TensorCalls(TorchOps):
             made = self.method_returns(owner[5:])
             if made is not None and (made.crit or made.callret):
                 return made  # `crit = self.get_loss()`: a method that returns a criterion
-            if made is not None and graph_break(made) and self.cls.name not in self.x.subclassed:
+            if made is not None and graph_break(made) and not self._overridden(owner[5:]):
                 # `return torch.tensor(loss.item(), requires_grad=True)`: cut whatever it is given
                 # (not where a subclass of the file may override the method)
                 return made
@@ -303,6 +312,15 @@ class TensorCalls(TorchOps):
             made = merge(made, v)
         cls.returned[meth] = made
         return made
+
+    def _overridden(self, meth: str) -> bool:
+        """Whether a subclass of this class in the file may define its own `meth` (one not walked
+        yet counts)."""
+        name = self.cls.name
+        if name not in self.x.subclassed:
+            return False
+        below = [c for c in self.x.class_ctxs.values() if name in c.bases]
+        return not below or any(meth in c.methods for c in below)
 
     def _instance_method(self, cls_name: str, meth: str) -> V | None:
         """What method `meth` of the file's top-level class `cls_name` returns when it is a
@@ -458,8 +476,8 @@ class TensorCalls(TorchOps):
                 written = dotted(node.func)
                 return V(inst=frozenset({written}) if written else frozenset(), leaf=True)
             written = dotted(node.func)
-            if written and not res.prob and any(v.module or v.inst or v.params for v in c.vals) and not any(
-                    n.partition(".")[0] in _STDLIB or n.startswith(("numpy.", "math.")) for n in names):
+            if written and not res.prob and not any(n.partition(".")[0] in _STDLIB or n.startswith(("numpy.", "math."))
+                                                      for n in names):
                 # a function of another file (of the project, or a library: the rules tell): what
                 # it returns, when every return of it is a probability (`fn:` in
                 # facts.numerics.forward_returns)

@@ -453,7 +453,8 @@ class TorchOps:
                 res = replace(res, unit=None)
             else:
                 res = replace(res, unit="strict" if lo_strict and hi_strict else "loose")
-        if (r.prob or (r.out and lo is not None)) and not (lo_n is not None and lo_n <= 0):
+        lo_given = lo is not None and self.ev(lo).value is not None  # (not `min=None`)
+        if (r.prob or (r.out and lo_given)) and not (lo_n is not None and lo_n <= 0):
             # a lower bound known to be 0 or less (`clamp(min=0)`, `lo = 0.0; clamp(lo, 1)`) leaves
             # a probability that underflows at 0; a model's or a helper's output clamped above 0
             # is as safe to log as a clamped probability
