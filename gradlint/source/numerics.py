@@ -773,15 +773,22 @@ def _same_members(old: dict | None, new: dict) -> bool:
     return all(same(old[k], new[k]) for k in old)
 
 
+# A parameter named as a model is (`model`, `net`, `teacher`, `backbone`, `m`): a callback or a
+# transform (`encode`, `fn`) may be called as well, and its output is as likely data
+_MODEL_PARAM = re.compile(r"(^|_)(model|net|network|module|teacher|student|encoder|decoder|backbone|classifier|"
+                          r"policy|actor|critic|discriminator|generator|m)($|_|\d)", re.IGNORECASE)
+
+
 def _calls_a_parameter(fn: cst.FunctionDef) -> bool:
-    """Whether `fn` calls one of its parameters (`model(x)`, `model.forward(x)`): a model it is given."""
+    """Whether `fn` calls one of its parameters named as a model (`model(x)`, `model.forward(x)`,
+    `model.head(feats)`): a model it is given."""
     ps = fn.params
-    names = {p.name.value for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params)}
+    names = {p.name.value for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params) if _MODEL_PARAM.search(p.name.value)}
     for n in walk_nodes(fn.body):
         if type(n) is cst.Call:
             func = n.func
-            if type(func) is cst.Attribute and func.attr.value == "forward":
-                func = func.value
+            while type(func) is cst.Attribute:
+                func = func.value  # `model.forward(x)`, `model.head(x)`, `model.module(x)`
             if type(func) is cst.Name and func.value in names:
                 return True
     return False

@@ -45,6 +45,9 @@ def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
                     if not isinstance(small.value, cst.Call | cst.Attribute | cst.Dict):
                         return None
                     out.append(small.value)
+        elif isinstance(n, cst.With) and any("no_grad" in (dotted(i.item.func) or "") or "inference_mode" in (
+                dotted(i.item.func) or "") for i in n.items if isinstance(i.item, cst.Call)):
+            continue  # (what it returns under no_grad carries no gradient: the other returns decide)
         elif isinstance(n, cst.With | cst.For | cst.While | cst.Try | cst.TryStar):
             # the returns inside `with autocast():`, a loop or a `try` count as every other one
             stack.extend(suite(n.body))
@@ -319,8 +322,16 @@ class TensorCalls(TorchOps):
         name = self.cls.name
         if name not in self.x.subclassed:
             return False
-        below = [c for c in self.x.class_ctxs.values() if name in c.bases]
-        return not below or any(meth in c.methods for c in below)
+        below, todo = [], [name]
+        while todo:  # subclasses of subclasses too
+            parent = todo.pop()
+            for c in self.x.class_ctxs.values():
+                if parent in c.bases and c not in below:
+                    below.append(c)
+                    todo.append(c.name)
+            if parent in self.x.subclassed and not any(parent in c.bases for c in self.x.class_ctxs.values()):
+                return True  # a subclass not walked yet
+        return any(meth in c.methods for c in below)
 
     def _instance_method(self, cls_name: str, meth: str) -> V | None:
         """What method `meth` of the file's top-level class `cls_name` returns when it is a
