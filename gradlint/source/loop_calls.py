@@ -373,16 +373,17 @@ class CallEvents:
         # names it: a parameter, a loop variable, an attribute), handed the optimizer or the
         # object that holds it, which it may clear; not a container's method, a builtin, or a
         # call named for saving, logging or the learning rate
-        handed = not q and recv_text not in ("self", "cls") and attr not in _NOT_HANDED and \
-            not _NOT_CLEARING.search(attr) and any(
-                not a.star and (_text(a.value) == "self" or self._object_kind(a.value, fid) == "optimizer")
-                for a in call.args)
-        if text and _call_kind(text, q) == "module" and attr not in ("parameters", "named_parameters"):
+        callback = not q and recv_text not in ("self", "cls") and attr not in _NOT_HANDED and \
+            not _NOT_CLEARING.search(attr)
+        module_call = text and _call_kind(text, q) == "module" and attr not in ("parameters", "named_parameters")
+        # what each argument is to a training step ('optimizer', 'scaler', ''), read once for both
+        kinds = [self._object_kind(a.value, fid) for a in call.args if not a.star] if callback or module_call else []
+        handed = callback and ("optimizer" in kinds or any(not a.star and _text(a.value) == "self" for a in call.args))
+        if module_call:
             # what it passes matters only where it passes an optimizer or a scaler (a training
             # step of another file may take it for a parameter: facts.training.bind_callers), or
             # where it is a function another file of the project defines (inlined there, with them)
-            passes = any(self._object_kind(a.value, fid) for a in call.args if not a.star) or (
-                bool(q) and not any(n.startswith("torch.") for n in q))
+            passes = any(kinds) or (bool(q) and not any(n.startswith("torch.") for n in q))
             return [Event("invoke", span, fid, sid, ng, target=text, args=self._args(call, ctx) if passes else (),
                           via="handed" if handed else "")]
         if handed:

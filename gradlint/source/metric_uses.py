@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from gradlint.source.engine.walk import children
+from gradlint.source.engine.walk import children, walk
 
 # `x.item()`: the end of a chain of method calls on the name that takes the value out of autograd
 # (`ll.mean().item()`, `entropy.detach()`, `x.cpu().numpy()`)
@@ -46,9 +46,7 @@ def made_alone(value: cst.BaseExpression, torch_call) -> bool:
     """Whether `value` keeps what it computes to itself: no walrus (`logp := torch.log(p)` binds
     another name), and only calls of torch's functions (`torch_call(func)`), PURE_METHODS and a
     few builtins (`self.add_aux(t)` may store `t` where a loss reads it)."""
-    stack: list[cst.CSTNode] = [value]
-    while stack:
-        node = stack.pop()
+    for node in walk(value, stop=()):
         kind = type(node)
         if kind is cst.NamedExpr or kind is cst.Lambda:
             return False
@@ -57,7 +55,6 @@ def made_alone(value: cst.BaseExpression, torch_call) -> bool:
             if not (torch_call(func) or (type(func) is cst.Attribute and func.attr.value in PURE_METHODS)
                     or (type(func) is cst.Name and func.value in _PURE_BUILTINS)):
                 return False
-        stack.extend(children(node))
     return True
 
 
@@ -185,14 +182,4 @@ def leaving_call(call: cst.Call, self_logs: bool = False) -> bool:
         first = call.args[0] if call.args else None
         leaves = first is None or first.keyword is not None or type(first.value) in (
             cst.SimpleString, cst.FormattedString, cst.ConcatenatedString, cst.Dict)
-    return leaves and not any(_walrus(a.value) for a in call.args)
-
-
-def _walrus(node: cst.CSTNode) -> bool:
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if type(n) is cst.NamedExpr:
-            return True
-        stack.extend(children(n))
-    return False
+    return leaves and not any(type(n) is cst.NamedExpr for a in call.args for n in walk(a.value, stop=()))

@@ -9,6 +9,8 @@ call graph with what it passes (`numerics_callers.CallRecords`).
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from gradlint.source.engine.calls import arg as _arg
@@ -22,6 +24,10 @@ from gradlint.source.names import dotted
 from gradlint.source.numerics_ops import (_ARITH, _METHODS, _MODULE_CLASS_ORDER, _QUALIFIED, GRADCHECK, TorchOps,
                                          _Call, _converted, _short_of)
 from gradlint.source.trained_names import trained_names
+
+
+# `with torch.no_grad():`, `with torch.inference_mode():` as written (no import table here)
+_NO_GRAD_CONTEXT = re.compile(r"no_grad|inference_mode")
 
 
 def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
@@ -45,8 +51,8 @@ def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
                     if not isinstance(small.value, cst.Call | cst.Attribute | cst.Dict):
                         return None
                     out.append(small.value)
-        elif isinstance(n, cst.With) and any("no_grad" in (dotted(i.item.func) or "") or "inference_mode" in (
-                dotted(i.item.func) or "") for i in n.items if isinstance(i.item, cst.Call)):
+        elif isinstance(n, cst.With) and any(isinstance(i.item, cst.Call) and _NO_GRAD_CONTEXT.search(
+                dotted(i.item.func) or "") for i in n.items):
             continue  # (what it returns under no_grad carries no gradient: the other returns decide)
         elif isinstance(n, cst.With | cst.For | cst.While | cst.Try | cst.TryStar):
             # the returns inside `with autocast():`, a loop or a `try` count as every other one
@@ -204,10 +210,17 @@ class TensorCalls(TorchOps):
         callee = self.ev(func)
         return self.instance_call(node, callee, owner=None)
 
+    def scope_root(self) -> cst.FunctionDef | cst.Module | None:
+        """The code this walk reads: its function, the module for the module's own code, None for
+        a partial walk (method_returns, numerics_defaults)."""
+        if self.fn_node is not None:
+            return self.fn_node
+        return self.x.src.module if self.name == "<module>" else None
+
     def _trained(self, owner: str | None) -> bool:
         """Whether `owner`, a plain name, is one whose `.parameters()` this function (or the
         module's own code) gives to a torch optimizer (source/trained_names.py)."""
-        fn = self.fn_node if self.fn_node is not None else self.x.src.module if self.name == "<module>" else None
+        fn = self.scope_root()
         if not owner or fn is None or "." in owner:
             return False
         if self.trained_names is None or self.trained_names[0] is not fn:
@@ -481,12 +494,11 @@ class TensorCalls(TorchOps):
         shorts = {n.rsplit(".", 1)[-1] for n in names}
         if len(shorts) == 1:
             short = shorts.pop()
+            written = dotted(node.func)
             if short[:1].isupper():
                 # maybe an instance of a class of the project: the project index resolves the
                 # name as written here to the class, or to nothing outside the project
-                written = dotted(node.func)
                 return V(inst=frozenset({written}) if written else frozenset(), leaf=True)
-            written = dotted(node.func)
             if written and not res.prob and not any(n.partition(".")[0] in _STDLIB or n.startswith(("numpy.", "math."))
                                                       for n in names):
                 # a function of another file (of the project, or a library: the rules tell): what

@@ -347,7 +347,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         """The numerics hazards this assignment's value made, taken back when `name` is read only
         where its value leaves autograd (`ent = -(p * p.log()).sum()` then `print(ent.item())`):
         a metric, as `.item()` on the same expression is (`leaving`)."""
-        root = self.fn_node if self.fn_node is not None else self.x.src.module if self.name == "<module>" else None
+        root = self.scope_root()
         made = [s for s in self.x.sites[before:] if s.kind in _HAZARDS]
         if root is None or not made:
             return
