@@ -351,7 +351,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         made = [s for s in self.x.sites[before:] if s.kind in _HAZARDS]
         if root is None or not made:
             return
-        first, last = self.x.span(node).line, self.x.span(node).end_line
+        # (resolved within its function: the whole top-level statement, a class, paired otherwise)
+        span = self.x.src.span(node, within=root if type(root) is cst.FunctionDef else None)
+        first, last = span.line, span.end_line
         made = [s for s in made if first <= s.span.line <= last]
         if not made or not made_alone(node.value, self._torch_call) or \
                 not read_only_as_metric(root, name, self.self_logs()):

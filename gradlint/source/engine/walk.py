@@ -123,6 +123,19 @@ def mentions(node: cst.CSTNode, name: str) -> bool:
     return False
 
 
+def mentions_any(node: cst.CSTNode, names: frozenset[str]) -> bool:
+    """Whether any of `names` is written as a name or an attribute under `node` (one walk)."""
+    stack: list = [node]
+    while stack:
+        n = stack.pop()
+        if type(n) is cst.Name:
+            if n.value in names:
+                return True
+            continue
+        stack.extend(children(n))
+    return False
+
+
 # The fields of compound statements (and of their else, except and case parts) that hold blocks.
 _BLOCK_FIELDS = ("body", "orelse", "handlers", "finalbody", "cases")
 
