@@ -521,11 +521,17 @@ def _configured(fm: FileModel, name: str, value: Ctor, where: cst.CSTNode, own: 
     be followed, or when it is the class's own network."""
     cuts = fm.cuts
     inst = value.instance
+    if inst.cls.name in fm.spent_forwards:
+        # its forward ran out of its budget under another factory of this file: the others build
+        # it alike (swin_t, swin_s, swin_b: a tenth of torchvision's extraction time for nothing)
+        return None
     low = Lowerer(fm)
     # the builder's own `model.apply(init)` after the constructor (Ctor.scoped_inits) comes later
     # in program order than the class's own initialisation, and the lowering keeps the last one
     low.assign_paths(inst.attrs, "", value.scoped_inits + inst.type_inits)
     paths, known, note = low.forward_paths(inst, "")
+    if fm.meter.exhausted:
+        fm.spent_forwards.add(inst.cls.name)
     if fm.cuts != cuts or fm.meter.exhausted or not known or not paths or "__budget__" in inst.attrs:
         return None
     nodes, variants = tuple(paths[0]), tuple(tuple(p) for p in paths[1:])

@@ -592,7 +592,12 @@ class ForwardInterpreter(_Walker):
 
     def condition(self, stmt: cst.If) -> bool | None:
         cond = _truth(self.fm.eval(stmt.test, self._numeric_env()))
-        return cond if cond is not None else self.low.decide(stmt)
+        if cond is not None:
+            return cond
+        # An `if` that only sets constants (`if window_size[0] >= pad_H: shift_size[0] = 0`)
+        # runs no layer either way: its sides are merged, not made paths of their own (each
+        # would run the whole forward again, and its later `if`s double them again)
+        return None if _sets_constants(stmt) else self.low.decide(stmt)
 
     def restore(self, before: dict) -> None:
         self.env = dict(before)
@@ -747,3 +752,34 @@ def _merge(a: Any, b: Any) -> Any:
     if isinstance(b, PathVal):
         return PathVal(b.root, b.nodes + (Opaque("", "branches differ"),))
     return UNKNOWN
+
+
+_CONSTANT_NAMES = frozenset(("True", "False", "None"))
+
+
+def _constant(e: cst.BaseExpression) -> bool:
+    kind = type(e)
+    if kind is cst.UnaryOperation:
+        return _constant(e.expression)
+    return kind in (cst.Integer, cst.Float, cst.SimpleString) or (kind is cst.Name and e.value in _CONSTANT_NAMES)
+
+
+def _sets_constants(stmt: cst.If) -> bool:
+    """Whether every statement of the `if` (and of its `elif`s and `else`) assigns a literal
+    (`flag = False`, `shift[0] = 0`) or passes: no call, no arithmetic on tensors, no return."""
+    part: Any = stmt
+    while part is not None:
+        body = part.body
+        if type(body) is not cst.IndentedBlock:
+            return False
+        for line in body.body:
+            if type(line) is not cst.SimpleStatementLine:
+                return False
+            for small in line.body:
+                if type(small) is cst.Pass:
+                    continue
+                if type(small) is not cst.Assign or not _constant(small.value) or any(
+                        type(t.target) not in (cst.Name, cst.Subscript) for t in small.targets):
+                    return False
+        part = getattr(part, "orelse", None)
+    return True

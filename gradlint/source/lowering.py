@@ -292,6 +292,11 @@ class Lowerer:
                 results.append(nodes)
             for i in range(len(self.plan), len(self.order)):
                 plans.append(self.order[:i] + [not self.order[i]])
+            if runs + len(plans) > MAX_PATHS:
+                # Each run takes one plan: more are left than runs allowed, so the paths end in the
+                # merged run below whatever they find. It comes now, not after MAX_PATHS runs
+                # thrown away (42 classes of timm and torchvision, a quarter of the lowering).
+                break
         self.plan = None
         if plans:
             nodes, known = self.forward(inst, prefix)
@@ -647,7 +652,8 @@ def stack_sites(fm: FileModel, inst: Instance, prefix: str = "", depth: int = 0)
             continue
         path = prefix + attr
         if value.kind == "torch" and value.cls in ("ModuleList", "Sequential") and type(value.node) is cst.Call:
-            out.append((path, fm.src.span(value.node)))
+            # (within the function that built it: a lookup in its whole class paired all of it)
+            out.append((path, fm.src.span(value.node, within=fm.holder.get(id(value.node)))))
         elif value.kind == "local" and value.instance is not None and depth < 3:
             out.extend(stack_sites(fm, value.instance, path + ".", depth + 1))
     return out
