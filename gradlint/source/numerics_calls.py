@@ -271,9 +271,9 @@ class TensorCalls(TorchOps):
             # a submodule (or an attribute set outside __init__): its parameters carry gradient
             # whatever its input
             carries = callee.module or callee.params or bool(callee.inst)
-            return V(computed=True, tensor=True, params=carries, dense=carries)
+            return V(computed=True, tensor=True, params=carries, dense=carries, nonneg=callee.module and callee.nonneg)
         if callee.module:
-            return V(computed=True, tensor=True, params=True, dense=True)
+            return V(computed=True, tensor=True, params=True, dense=True, nonneg=callee.nonneg)
         if owner and owner.startswith("self.") and owner.count(".") == 1 and self.cls is not None:
             made = self.method_returns(owner[5:])
             if made is not None and (made.crit or made.callret):

@@ -184,8 +184,8 @@ class TensorEval:
             if isinstance(node.operator, cst.Not):
                 return V(const=inner.const, cut=inner.cut or "comparison", computed=True)
             # -x**2 and -|x| are <= 0: exp of them cannot overflow (softplus as log1p(exp(-|x|)))
-            negated_square = isinstance(node.operator, cst.Minus) and (inner.sq or inner.sumsq
-                                                                       or never_negative(node.expression))
+            negated_square = isinstance(node.operator, cst.Minus) and (
+                inner.sq or inner.sumsq or never_negative(node.expression) or (inner.nonneg and not inner.module))
             signed = unary(type(node.operator), inner.value)
             res = replace(_combine([inner]), tensor=inner.tensor, exp=False,
                           prob=None, nonpos=negated_square, value=UNKNOWN if signed is None else signed)
@@ -216,7 +216,7 @@ class TensorEval:
             # plain selection of what a caller passed
             masked = any(type(el.slice) is cst.Index and type(el.slice.value) is cst.Comparison for el in node.slice)
             return self.x.derive_from([base], replace(base, sq=False, sumsq=False, crit=None, callret=None, module=False,
-                                               inst=frozenset(), norm=base.norm, exp=base.exp, elems=None,
+                                               inst=frozenset(), nonneg=base.nonneg and not base.module, norm=base.norm, exp=base.exp, elems=None,
                                                value=value, shifted=base.shifted or (masked and bool(base.prob))),
                                       kept=not masked)
         if kind is cst.Comparison:

@@ -43,6 +43,8 @@ LOSS_MODULES = {
 }
 PROB_MODULES = {"torch.nn.Softmax": "softmax", "torch.nn.Sigmoid": "sigmoid",
                 "torch.nn.LogSoftmax": "log_softmax", "torch.nn.LogSigmoid": "logsigmoid"}
+# Modules whose output is never below 0 whatever their arguments (V.nonneg)
+NONNEG_MODULES = frozenset({"torch.nn.ReLU", "torch.nn.ReLU6"})
 FACTORIES = frozenset("torch." + n for n in (
     "zeros ones empty full rand randn randint randperm arange linspace logspace eye zeros_like "
     "ones_like empty_like full_like rand_like randn_like randint_like normal bernoulli multinomial "
@@ -235,15 +237,19 @@ class TorchOps:
                 return V(callret=kind, module=True)
         return None
 
+    def _q_nonneg_module(self, c: _Call) -> V | None:
+        return V(module=True, nonneg=True) if not NONNEG_MODULES.isdisjoint(c.names) else None
+
     def _q_sequential(self, c: _Call) -> V:
         args = c.node.args
         if args and args[-1].star == "*":
             # `nn.Sequential(*layers)`: the module the list ends with, when the function's last
             # statement that reads the list appends it (`layers.append(nn.Sigmoid())`)
             tail = self._list_tail(c.node, args[-1].value)
-            return V(module=True, callret=tail.callret if tail is not None and tail.module else None)
+            ends = tail is not None and tail.module
+            return V(module=True, callret=tail.callret if ends else None, nonneg=ends and tail.nonneg)
         last = c.vals[-1] if c.vals else UNKNOWN
-        return V(module=True, callret=last.callret)
+        return V(module=True, callret=last.callret, nonneg=last.module and last.nonneg)
 
     def _list_tail(self, call: cst.Call, listed: cst.BaseExpression) -> V | None:
         """What the list `listed` ends with where `call` reads it (source/list_ends.py: which item
@@ -613,6 +619,7 @@ class TorchOps:
     def _kept(r: V) -> V:
         """A selection or reshape of `r`: its elements, no longer a module or a criterion."""
         return replace(r, crit=None, callret=None, module=False, inst=frozenset(), dense=r.dense and not r.module,
+                       nonneg=r.nonneg and not r.module,
                        tensor=r.tensor or bool(r.prob))
 
     def _q_keep(self, c: _Call) -> V | None:
@@ -653,7 +660,7 @@ T = TorchOps
 _QUALIFIED_GROUPS: list = [
     (SOFTMAX, T._q_softmax), (SIGMOID, T._q_sigmoid), (LOG_SOFTMAX, T._q_log_softmax),
     (LOGSIGMOID, T._q_logsigmoid), (LOSS_FUNCTIONS, T._q_loss_function), (TARGET_LOSSES, T._q_target_loss), (LOSS_MODULES, T._q_loss_module),
-    (PROB_MODULES, T._q_prob_module), ({"torch.nn.Sequential"}, T._q_sequential),
+    (PROB_MODULES, T._q_prob_module), (NONNEG_MODULES, T._q_nonneg_module), ({"torch.nn.Sequential"}, T._q_sequential),
     ({"torch.nn.Parameter", "torch.nn.parameter.Parameter"}, T._q_parameter), (TENSOR_FROM_DATA, T._q_from_data),
     (VARIABLE, T._q_variable), (FACTORIES, T._q_factory), (CUTTING_FUNCTIONS, T._q_cutting),
 ]

@@ -452,7 +452,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             # `grad, = torch.autograd.grad(...)`: the only item, what `[0]` gives (parts of a
             # tuple of several, `values, indices = torch.topk(p, k)`, are not known apart)
             return [replace(val, sq=False, sumsq=False, crit=None, callret=None, module=False, inst=frozenset(),
-                            elems=None, value=UNKNOWN, returned=None)]
+                            elems=None, value=UNKNOWN, returned=None, nonneg=False)]
         return [_item(val, i) or UNKNOWN for i in range(count)] if known else None
 
     def bind_name(self, name: str, val: V) -> None:

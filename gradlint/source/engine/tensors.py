@@ -76,6 +76,9 @@ class V:
     sum_exp: bool = False
     max_shifted: bool = False  # x - x.max(): the stable log-sum-exp shift
     nonpos: bool = False  # never above 0 (-x**2, -0.5 * (x / s) ** 2): its exp cannot overflow
+    # never below 0: the output of an nn.ReLU, ReLU6 or Softplus module; for a module, that its
+    # call's output is (`self.relu = nn.ReLU()`: `exp(-self.relu(h))` cannot overflow)
+    nonneg: bool = False
     is_max: bool = False  # x.max(...), torch.amax(...)
     const: bool = False  # literal or built from literals/factories: no gradient
     cut: str | None = None  # why no gradient flows (".item()", ".detach()", "torch.tensor(...)"...)
@@ -317,6 +320,7 @@ def merge(a: V, b: V) -> V:
         sum_exp=a.sum_exp and b.sum_exp,
         max_shifted=a.max_shifted or b.max_shifted,
         nonpos=a.nonpos and b.nonpos,
+        nonneg=a.nonneg and b.nonneg,
         is_max=a.is_max and b.is_max,
         # (a term cut on one path and a plain number on the other is no deliberate constant)
         const=a.const and not (b.cut and _plain_number(a)) or b.const and not (a.cut and _plain_number(b)),
@@ -360,7 +364,7 @@ def _passed(v: V) -> V:
     a criterion; any other value stays unknown, as a parameter always was."""
     if not (v.inst or v.crit or v.callret or v.module):
         return UNKNOWN
-    return V(inst=v.inst, crit=v.crit, callret=v.callret, module=v.module, leaf=v.leaf)
+    return V(inst=v.inst, crit=v.crit, callret=v.callret, module=v.module, leaf=v.leaf, nonneg=v.nonneg and v.module)
 
 
 def passed_tensor(v: V) -> V:
