@@ -770,3 +770,32 @@ def test_the_output_of_a_function_of_another_file_that_returns_a_probability(tmp
     assert _found_in(tmp_path, [tmp_path / "train.py"]) == expected
     messages = check_paths([tmp_path], Config(select=("GL304",), root=str(tmp_path)), use_cache=False, jobs=1).findings
     assert "the output of `predict_scores()`, which returns a sigmoid" in messages[0].message
+
+
+def test_gl407_a_detached_fake_through_the_module_the_loss_trains_is_no_cut_term(tmp_path):
+    # the discriminator's step: `bce(D(real), 1) + bce(D(fake.detach()), 0)` stepped by opt_d;
+    # the fake's term passes D after its cut, as the real term does: it trains D. A term that
+    # passes only a module the rest does not (the generator's mistake), one whose module has no
+    # weights, and one cut after the module (`.item()`) stay flagged.
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "gan.py").write_text(
+        "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n\n"
+        "def train(loader, zdim=16):\n"
+        "    D = nn.Sequential(nn.Linear(8, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1), nn.Sigmoid())\n"
+        "    G = nn.Sequential(nn.Linear(zdim, 16), nn.ReLU(), nn.Linear(16, 8))\n"
+        "    squash = nn.Sequential(nn.Tanh(), nn.Sigmoid())\n"
+        "    opt_d = torch.optim.Adam(D.parameters())\n"
+        "    opt_g = torch.optim.Adam(G.parameters())\n"
+        "    for real in loader:\n"
+        "        n = real.size(0)\n"
+        "        fake = G(torch.randn(n, zdim))\n"
+        "        d_loss = F.mse_loss(D(real), torch.ones(n, 1)) + F.mse_loss(D(fake.detach()), torch.zeros(n, 1))\n"
+        "        opt_d.zero_grad()\n        d_loss.backward()\n        opt_d.step()\n"
+        "        g_loss = F.l1_loss(fake, real) + F.mse_loss(D(fake.detach()), torch.ones(n, 1))\n"
+        "        h = squash(fake)\n"
+        "        aux = F.mse_loss(squash(h.detach()), real) + F.mse_loss(h, real)\n"
+        "        item = F.mse_loss(fake, real) + D(fake).mean().item()\n"
+        "        opt_g.zero_grad()\n        (g_loss + aux + item).backward()\n        opt_g.step()\n")
+    result = check_paths([tmp_path], Config(select=("GL407",), root=str(tmp_path)), use_cache=False, jobs=1)
+    assert not result.internal_errors
+    assert [(f.span.line, f.code) for f in result.findings] == [(19, "GL407"), (21, "GL407"), (22, "GL407")]

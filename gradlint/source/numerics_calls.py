@@ -237,6 +237,11 @@ class TensorCalls(TorchOps):
 
     def instance_call(self, node: cst.Call, callee: V, owner: str | None) -> V:
         vals = self._args_ev(node)
+        # the modules called on the way (V.through): those its inputs passed, and this one, by
+        # its name, unless it has no parameters (a criterion, an nn.Sigmoid: they train nothing)
+        passed = _combine(vals).through
+        free = (callee.callret or callee.nonneg) and not callee.params
+        through = passed | {owner} if owner and owner not in ("self", "self.forward") and not free else passed
         ref = self.x.open_param(callee) if owner is not None else None
         if ref is not None:
             inp = _arg(node, 0, "input")
@@ -254,15 +259,15 @@ class TensorCalls(TorchOps):
                                 fixable=callee.crit_node is not None, default=self.x.default_param(callee))
             first = self.ev(inp) if inp is not None else UNKNOWN
             return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const,
-                     params=first.params)
+                     params=first.params, through=passed)
         if callee.callret:
             first = vals[0] if vals else UNKNOWN
             return V(prob=callee.callret, computed=True, tensor=True, params=first.params,
-                     out=first.out, cut=first.cut, cut_span=first.cut_span)
+                     out=first.out, cut=first.cut, cut_span=first.cut_span, through=through)
         if callee.inst:
             if len(callee.inst) == 1:
                 self.passed_to_instance(node, next(iter(callee.inst)))
-            return V(out=callee.inst, computed=True, tensor=True, params=True, dense=True)
+            return V(out=callee.inst, computed=True, tensor=True, params=True, dense=True, through=through)
         if owner in ("self", "self.forward") and self.cls is not None:
             # `self.forward(x)` is `self(x)` (hooks aside)
             return V(out=frozenset({self.cls.name}), computed=True, tensor=True, params=True, dense=True)
@@ -271,9 +276,10 @@ class TensorCalls(TorchOps):
             # a submodule (or an attribute set outside __init__): its parameters carry gradient
             # whatever its input
             carries = callee.module or callee.params or bool(callee.inst)
-            return V(computed=True, tensor=True, params=carries, dense=carries, nonneg=callee.module and callee.nonneg)
+            return V(computed=True, tensor=True, params=carries, dense=carries, nonneg=callee.module and callee.nonneg,
+                     through=through if carries else frozenset())
         if callee.module:
-            return V(computed=True, tensor=True, params=True, dense=True, nonneg=callee.nonneg)
+            return V(computed=True, tensor=True, params=True, dense=True, nonneg=callee.nonneg, through=through)
         if owner and owner.startswith("self.") and owner.count(".") == 1 and self.cls is not None:
             made = self.method_returns(owner[5:])
             if made is not None and (made.crit or made.callret):

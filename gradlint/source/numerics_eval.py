@@ -139,7 +139,7 @@ class TensorEval:
         finally:
             x.depth -= 1
         if self.nograd and not val.nograd and not isinstance(node, cst.Name | cst.Attribute):
-            val = replace(val, cut="torch.no_grad()", cut_span=self.x.where(node))
+            val = replace(val, cut="torch.no_grad()", cut_span=self.x.where(node), through=frozenset())
         self.memo[key] = val
         return val
 
@@ -410,7 +410,10 @@ class TensorEval:
             terms = left.cut_terms | right.cut_terms
             for side, other in ((left, right), (right, left)):
                 if side.cut in _TERM_CUTS and side.cut_span is not None and not side.const \
-                        and not other.nograd and (other.tensor or other.computed or other is UNKNOWN):
+                        and not other.nograd and (other.tensor or other.computed or other is UNKNOWN) \
+                        and not side.through & other.through:
+                    # (a term that passes a module after its cut, which the other term also
+                    # passes: it trains that module, as a discriminator's loss on a detached fake)
                     terms |= {(side.cut_span, side.cut)}
             if terms and not res.nograd:
                 res = replace(res, cut_terms=terms, addends=(left, right))

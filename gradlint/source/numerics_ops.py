@@ -45,6 +45,13 @@ PROB_MODULES = {"torch.nn.Softmax": "softmax", "torch.nn.Sigmoid": "sigmoid",
                 "torch.nn.LogSoftmax": "log_softmax", "torch.nn.LogSigmoid": "logsigmoid"}
 # Modules whose output is never below 0 whatever their arguments (V.nonneg)
 NONNEG_MODULES = frozenset({"torch.nn.ReLU", "torch.nn.ReLU6"})
+# torch.nn modules without parameters: a Sequential of them trains nothing (V.through)
+PARAM_FREE_MODULES = frozenset("torch.nn." + n for n in (
+    "ReLU ReLU6 LeakyReLU ELU SELU CELU GELU SiLU Mish Sigmoid Tanh Softmax LogSoftmax LogSigmoid "
+    "Softplus Softsign Hardtanh Hardsigmoid Hardswish Tanhshrink Threshold Identity Flatten Unflatten "
+    "Dropout Dropout1d Dropout2d Dropout3d AlphaDropout MaxPool1d MaxPool2d MaxPool3d AvgPool1d AvgPool2d "
+    "AvgPool3d AdaptiveAvgPool1d AdaptiveAvgPool2d AdaptiveAvgPool3d AdaptiveMaxPool1d AdaptiveMaxPool2d "
+    "AdaptiveMaxPool3d Upsample").split())
 FACTORIES = frozenset("torch." + n for n in (
     "zeros ones empty full rand randn randint randperm arange linspace logspace eye zeros_like "
     "ones_like empty_like full_like rand_like randn_like randint_like normal bernoulli multinomial "
@@ -223,7 +230,7 @@ class TorchOps:
         if not (target is UNKNOWN or target.const or target.cut is not None) or target.params or target.rg:
             return _combine(c.vals)
         return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const and target.const,
-                 params=first.params)
+                 params=first.params, through=first.through)
 
     def _q_loss_module(self, c: _Call) -> V | None:
         for qn, kind in LOSS_MODULES.items():
@@ -247,9 +254,12 @@ class TorchOps:
             # statement that reads the list appends it (`layers.append(nn.Sigmoid())`)
             tail = self._list_tail(c.node, args[-1].value)
             ends = tail is not None and tail.module
-            return V(module=True, callret=tail.callret if ends else None, nonneg=ends and tail.nonneg)
+            return V(module=True, callret=tail.callret if ends else None, nonneg=ends and tail.nonneg, params=True)
         last = c.vals[-1] if c.vals else UNKNOWN
-        return V(module=True, callret=last.callret, nonneg=last.module and last.nonneg)
+        # (params: a layer of it may have weights; only known parameter-free modules have none)
+        free = all(type(a.value) is cst.Call and not PARAM_FREE_MODULES.isdisjoint(self.x.q(a.value.func))
+                   for a in args)
+        return V(module=True, callret=last.callret, nonneg=last.module and last.nonneg, params=not free)
 
     def _list_tail(self, call: cst.Call, listed: cst.BaseExpression) -> V | None:
         """What the list `listed` ends with where `call` reads it (source/list_ends.py: which item
@@ -604,7 +614,7 @@ class TorchOps:
     def _m_cutting(self, c: _Call) -> V:
         r, meth = c.r, c.meth
         if r.nograd:
-            return replace(r, computed=True)
+            return replace(r, computed=True, through=frozenset())
         return V(cut=CUTTING_METHODS[meth], cut_span=c.span, tensor=meth.startswith(("detach", "arg", "round")),
                  params=r.params, leaf=meth.startswith("detach"), is_max=r.is_max and meth.startswith("detach"),
                  param_cuts=r.param_cuts | self._param_cut(c.recv, meth), computed=True)

@@ -501,7 +501,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         if type(target) is cst.Attribute and not (type(target.value) is cst.Name and target.value.value == "self"):
             self.x.attrs_set.add(target.attr.value)  # `model.method = ...` (facts.numerics._defaults_hold)
         if self.nograd and not val.nograd:
-            val = replace(val, cut="torch.no_grad()", cut_span=self.x.where(value_node) if value_node else None)
+            val = replace(val, cut="torch.no_grad()", cut_span=self.x.where(value_node) if value_node else None,
+                          through=frozenset())
         if type(target) is cst.Attribute:
             attr = target.attr.value
             if attr == "require_grad":

@@ -79,6 +79,10 @@ class V:
     # never below 0: the output of an nn.ReLU, ReLU6 or Softplus module; for a module, that its
     # call's output is (`self.relu = nn.ReLU()`: `exp(-self.relu(h))` cannot overflow)
     nonneg: bool = False
+    # The modules (as written: `D`, `self.disc`) called on the way to this value since its last
+    # cut: where its gradient goes. A cut term that then passes through a module the rest of the
+    # loss also trains (`bce(D(real), 1) + bce(D(fake.detach()), 0)`) trains that module.
+    through: frozenset[str] = frozenset()
     is_max: bool = False  # x.max(...), torch.amax(...)
     const: bool = False  # literal or built from literals/factories: no gradient
     cut: str | None = None  # why no gradient flows (".item()", ".detach()", "torch.tensor(...)"...)
@@ -253,7 +257,7 @@ def _combine(vals: list[V]) -> V:
     const = all_nograd = True
     numpy = tensor = params = False
     first_cut = None
-    param_cuts = rg = _NOTHING
+    param_cuts = rg = through = _NOTHING
     for v in vals:
         if v.const:
             pass
@@ -273,12 +277,15 @@ def _combine(vals: list[V]) -> V:
             param_cuts = param_cuts | v.param_cuts
         if v.rg:
             rg = rg | v.rg
+        if v.through:
+            through = through | v.through
     new = object.__new__(V)
     state = new.__dict__
     state.update(_V_DEFAULTS)
     cut = all_nograd and first_cut is not None
     state.update(const=const, cut=first_cut.cut if cut else None, cut_span=first_cut.cut_span if cut else None,
-                 numpy=numpy, tensor=tensor, params=params, param_cuts=param_cuts, rg=rg, computed=True)
+                 numpy=numpy, tensor=tensor, params=params, param_cuts=param_cuts, rg=rg, computed=True,
+                 through=through)
     return new
 
 
@@ -321,6 +328,7 @@ def merge(a: V, b: V) -> V:
         max_shifted=a.max_shifted or b.max_shifted,
         nonpos=a.nonpos and b.nonpos,
         nonneg=a.nonneg and b.nonneg,
+        through=a.through & b.through,
         is_max=a.is_max and b.is_max,
         # (a term cut on one path and a plain number on the other is no deliberate constant)
         const=a.const and not (b.cut and _plain_number(a)) or b.const and not (a.cut and _plain_number(b)),
