@@ -489,6 +489,14 @@ class Extractor(ModuleValues, Backwards):
         got = self.open_params.get(id(v)) or self.open_kept.get(id(v))
         return got[1:] if got is not None and got[0] is v else None
 
+    def same_origin(self, old: V, new: V) -> V:
+        """`new`, a copy of `old` with another fact, computed from what `old` was (derive_from)."""
+        for table in (self.open_derived, self.open_kept):
+            got = table.get(id(old))
+            if got is not None and got[0] is old:
+                table[id(new)] = (new, *got[1:])
+        return new
+
     def derive_from(self, operands: list, result: V, kept: bool = False) -> V:
         """`result`, computed from `operands`: of the open parameter every operand that is not a
         constant is of (a selection or reshape of it, `inp[:, 0].double()`; arithmetic on such

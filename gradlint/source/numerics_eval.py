@@ -176,7 +176,11 @@ class TensorEval:
         if kind is cst.Attribute:
             return self.attribute(node)
         if kind is cst.Call:
-            return self.call(node)
+            res = self.call(node)
+            if not res.nonneg and not res.module and never_negative(node):
+                # `pos = x.clamp(min=0)`, `r = F.relu(x)`: never negative by a name too
+                res = self.x.same_origin(res, replace(res, nonneg=True))
+            return res
         if kind is cst.BinaryOperation:
             return self.binop(node)
         if kind is cst.UnaryOperation:
