@@ -799,3 +799,20 @@ def test_gl407_a_detached_fake_through_the_module_the_loss_trains_is_no_cut_term
     result = check_paths([tmp_path], Config(select=("GL407",), root=str(tmp_path)), use_cache=False, jobs=1)
     assert not result.internal_errors
     assert [(f.span.line, f.code) for f in result.findings] == [(19, "GL407"), (21, "GL407"), (22, "GL407")]
+
+
+def test_the_output_of_a_model_another_file_builds(tmp_path):
+    # `D = make_disc()` with `return nn.Sequential(..., nn.Sigmoid())` in nets.py: D's output fed
+    # to BCE-with-logits, BCELoss or cross_entropy is flagged at the loss (also called at once,
+    # `make_classifier()(x)`); a builder of logits, or one that returns either, is quiet.
+    # Checked alone, train.py reads nets.py through its imports.
+    folder = FOLDER.parent / "function_modules"
+    for f in folder.glob("*.py"):
+        (tmp_path / f.name).write_text(f.read_text())
+    (tmp_path / "pyproject.toml").write_text("")
+    expected = _expected(tmp_path / "train.py")
+    assert {code for _, _, code in expected} == {"GL301", "GL303", "GL304"} and len(expected) == 4
+    assert _found_in(tmp_path, [tmp_path]) == expected
+    assert _found_in(tmp_path, [tmp_path / "train.py"]) == expected
+    messages = check_paths([tmp_path], Config(select=("GL304",), root=str(tmp_path)), use_cache=False, jobs=1).findings
+    assert "the output of the module `make_disc()` builds, whose call returns a sigmoid" in messages[0].message

@@ -158,6 +158,10 @@ class NumericsFacts:
     # top-level functions of the file whose every return is a probability (`def predict(m, x):
     # return torch.sigmoid(m(x))`), with its kind: what a call of one in another file gives
     function_probs: tuple[tuple[str, str], ...] = ()
+    # top-level functions of the file whose every return is a module whose call gives a
+    # probability (`def make_disc(): return nn.Sequential(..., nn.Sigmoid())`), with its kind:
+    # what calling the module a call of one in another file builds gives
+    function_modules: tuple[tuple[str, str], ...] = ()
 
 
 def forward_returns(scope: Scope | None, name: str, _depth: int = 0, element: int | None = None) -> str | None:
@@ -171,6 +175,10 @@ def forward_returns(scope: Scope | None, name: str, _depth: int = 0, element: in
         # the output of calling a function of another project file (`fn:predict`): what its
         # every return is (NumericsFacts.function_probs); not an element of a tuple
         return None if element is not None else function_returns_kind(scope, name[3:])
+    if name.startswith("mk:"):
+        # the output of calling the module a function of another project file builds
+        # (`mk:make_disc`): what its every returned module gives (NumericsFacts.function_modules)
+        return None if element is not None else function_returns_kind(scope, name[3:], modules=True)
     quals = scope.resolve(name)
     if not quals:
         return None
@@ -204,16 +212,18 @@ def forward_returns(scope: Scope | None, name: str, _depth: int = 0, element: in
     return _agree(list(kinds))
 
 
-def function_returns_kind(scope: Scope, name: str) -> str | None:
+def function_returns_kind(scope: Scope, name: str, modules: bool = False) -> str | None:
     """The probability kind every return of the project function `name` (as written in `scope`'s
-    module) is, when every function the name may stand for agrees; None otherwise."""
+    module) is, when every function the name may stand for agrees; None otherwise. `modules`:
+    the kind the call of every module it returns gives (NumericsFacts.function_modules)."""
     quals = scope.resolve(name)
     kinds: list[str | None] = []
     for q in quals:
         home, _, function = q.rpartition(".")
         mod = scope.index.module(home) if home else None
         facts = mod.facts.numerics if mod is not None else None
-        kinds.append(dict(facts.function_probs).get(function) if facts is not None else None)
+        table = (facts.function_modules if modules else facts.function_probs) if facts is not None else ()
+        kinds.append(dict(table).get(function))
     return _agree(kinds) if kinds else None
 
 

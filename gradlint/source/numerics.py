@@ -42,6 +42,7 @@ AUTOGRAD_FUNCTION = frozenset({"torch.autograd.Function", "torch.autograd.functi
                                "torch.autograd.function.InplaceFunction", "torch.autograd.InplaceFunction"})
 _SELF_RG = re.compile(r"self\s*\.\s*requires_grad\b")  # from a word's start: search_word_start
 _PROB_NAMES = frozenset(("softmax", "sigmoid"))  # what a function returning probabilities names
+_PROB_MODULE_WORDS = re.compile(r"\b(?:Softmax|Sigmoid)\b")  # what a file building such modules names
 
 
 # torch layers whose __init__ registers `weight` and `bias` as parameters (a subclass reads them
@@ -281,6 +282,7 @@ class Extractor(ModuleValues, Backwards):
         self._cut_returns()
         return NumericsFacts(sites=tuple(self.sites), classes=tuple(self.classes),
                              function_probs=self._function_probs(top),
+                             function_modules=self._function_modules(top),
                              gradchecked=frozenset(self.gradchecked), apply_aliases=tuple(self.aliases),
                              torch_imports=self.torch_imports(),
                              functions=tuple(self.functions),
@@ -304,6 +306,21 @@ class Extractor(ModuleValues, Backwards):
             made = top.function_returns(name)
             if made is not None and made.prob in ("softmax", "sigmoid") and not made.shifted and not made.nograd:
                 out.append((name, made.prob))
+        return tuple(sorted(out))
+
+    def _function_modules(self, top: FunctionWalk) -> tuple[tuple[str, str], ...]:
+        """The top-level functions every return of which is a module whose call gives a
+        probability (`return nn.Sequential(..., nn.Sigmoid())`), for callers in other files
+        (NumericsFacts.function_modules). Only files that name such a module are read."""
+        if not _PROB_MODULE_WORDS.search(self.src.text):
+            return ()
+        out: list[tuple[str, str]] = []
+        for name, fn in self.module_functions.items():
+            if id(fn) in self.shadowed:
+                continue
+            made = top.function_returns(name)
+            if made is not None and made.module and made.callret in ("softmax", "sigmoid") and not made.inst:
+                out.append((name, made.callret))
         return tuple(sorted(out))
 
     def _returned_cuts(self, cls: str, walk: FunctionWalk) -> None:

@@ -268,6 +268,12 @@ class TensorCalls(TorchOps):
             if len(callee.inst) == 1:
                 self.passed_to_instance(node, next(iter(callee.inst)))
             return V(out=callee.inst, computed=True, tensor=True, params=True, dense=True, through=through)
+        made = next(iter(callee.out)) if len(callee.out) == 1 and not callee.prob else ""
+        if made.startswith("fn:") and callee.out_elem is None:
+            # calling what a function of another file returned (`D = make_disc(); D(x)`): the
+            # output of the module it builds (`mk:` in facts.numerics.forward_returns)
+            return V(out=frozenset({"mk:" + made[3:]}), computed=True, tensor=True, params=True, dense=True,
+                     through=through)
         if owner in ("self", "self.forward") and self.cls is not None:
             # `self.forward(x)` is `self(x)` (hooks aside)
             return V(out=frozenset({self.cls.name}), computed=True, tensor=True, params=True, dense=True)

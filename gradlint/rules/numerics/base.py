@@ -103,6 +103,8 @@ def output_of(site: Site, kind: str) -> str:
     element of the tuple a forward returns (`validity, label = D(x)`)."""
     if site.classes[0].startswith("fn:"):
         return f"the output of `{site.classes[0][3:]}()`, which returns a {kind}"
+    if site.classes[0].startswith("mk:"):
+        return f"the output of the module `{site.classes[0][3:]}()` builds, whose call returns a {kind}"
     if site.element is None:
         assumed = dict(site.data).get("assuming")
         if assumed:
