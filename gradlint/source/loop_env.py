@@ -239,6 +239,10 @@ class _PrePass:
             node = node.func.value
         if isinstance(node, cst.Call):
             cls = dotted(node.func)
+            if cls and _wrapper(cls) and node.args and node.args[0].keyword is None and not node.args[0].star \
+                    and depth < 8:
+                # `nn.DataParallel(LM())`, `torch.compile(model)`: calling it runs the module's forward
+                return self._object(node.args[0].value, scope, depth + 1)
             if cls and cls.rsplit(".", 1)[-1][:1].isupper():
                 return Ctor("unknown", cls, [], {}, node, next(self._order))
             return Returns(node.func.value) if isinstance(node.func, cst.Name) else UNKNOWN
@@ -490,3 +494,12 @@ def _mentions(node: cst.BaseExpression, test: str) -> bool:
     if re.search(r"(?<![\w.])" + re.escape(text) + r"(?!\w)", test):
         return True
     return isinstance(node, cst.Attribute) and bool(re.search(r"\b" + re.escape(node.attr.value) + r"\b", test))
+
+
+_WRAPPER_CLASSES = frozenset({"DataParallel", "DistributedDataParallel"})
+_WRAPPER_FUNCTIONS = frozenset({"torch.compile", "torch.jit.script", "torch.jit.trace"})
+
+
+def _wrapper(name: str) -> bool:
+    """A call (as written) that wraps the module it is given and runs its forward when called."""
+    return name.rsplit(".", 1)[-1] in _WRAPPER_CLASSES or name in _WRAPPER_FUNCTIONS

@@ -43,6 +43,11 @@ LOSS_MODULES = {
 }
 PROB_MODULES = {"torch.nn.Softmax": "softmax", "torch.nn.Sigmoid": "sigmoid",
                 "torch.nn.LogSoftmax": "log_softmax", "torch.nn.LogSigmoid": "logsigmoid"}
+# Calls that wrap a module and run its forward when called (the first argument)
+MODEL_WRAPPERS = frozenset({"torch.nn.DataParallel", "torch.nn.parallel.DataParallel",
+                            "torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.data_parallel.DataParallel",
+                            "torch.nn.parallel.distributed.DistributedDataParallel", "torch.compile",
+                            "torch.jit.script", "torch.jit.trace"})
 # Modules whose output is never below 0 whatever their arguments (V.nonneg)
 NONNEG_MODULES = frozenset({"torch.nn.ReLU", "torch.nn.ReLU6"})
 # torch.nn modules without parameters: a Sequential of them trains nothing (V.through)
@@ -242,6 +247,14 @@ class TorchOps:
         for qn, kind in PROB_MODULES.items():
             if qn in c.names:
                 return V(callret=kind, module=True)
+        return None
+
+    def _q_wrapped(self, c: _Call) -> V | None:
+        """`nn.DataParallel(Net())`, `torch.compile(model)`: the wrapper's call runs the module's
+        forward, so it is that module (its class, its criterion...); None when nothing is known of it."""
+        first = c.first
+        if first.inst or first.crit or first.callret or first.module or first.out:
+            return first
         return None
 
     def _q_nonneg_module(self, c: _Call) -> V | None:
@@ -673,6 +686,7 @@ _QUALIFIED_GROUPS: list = [
     (PROB_MODULES, T._q_prob_module), (NONNEG_MODULES, T._q_nonneg_module), ({"torch.nn.Sequential"}, T._q_sequential),
     ({"torch.nn.Parameter", "torch.nn.parameter.Parameter"}, T._q_parameter), (TENSOR_FROM_DATA, T._q_from_data),
     (VARIABLE, T._q_variable), (FACTORIES, T._q_factory), (CUTTING_FUNCTIONS, T._q_cutting),
+    (MODEL_WRAPPERS, T._q_wrapped),
 ]
 # Any other torch.nn class is a module: it comes after the groups above, before those below.
 _MODULE_CLASS_ORDER = len(_QUALIFIED_GROUPS) - 1

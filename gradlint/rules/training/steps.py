@@ -431,10 +431,15 @@ class Risk:
 def scoped_assigns(facts: TrainingFacts, target: str, kinds: tuple[str, ...] | None, fn: Function | None) -> list[Assign]:
     """`assigns_to`, where a parameter of `fn` is that function's own name: only what `fn`
     binds to it counts (`def train_head(head, opt)` is not the module's `opt = Adam(model...)`;
-    what its callers pass is `passed_model_risk`'s)."""
+    what its callers pass is `passed_model_risk`'s). So too for a plain name `fn` binds itself:
+    it is local to `fn` (`model = MLP()` in one function is not another's `model = LM()`)."""
     made = assigns_to(facts, target, kinds)
     if fn is not None and target in fn.params:
         made = [a for a in made if a.func == fn.id]
+    elif fn is not None and fn.parent is not None and "." not in target:
+        own = [a for a in assigns_to(facts, target, None) if a.func == fn.id]
+        if own:
+            made = [a for a in made if a.func == fn.id]
     return made
 
 

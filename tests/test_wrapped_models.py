@@ -1,0 +1,158 @@
+"""A model wrapped in nn.DataParallel, DistributedDataParallel or torch.compile is the model it
+wraps: calling the wrapper runs its forward (numerics: what the forward returns; training
+loops: what the model holds). Sweep b24: `net = UNet(); if n_gpu > 1: net = nn.DataParallel(net)`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gradlint.api import check_paths
+from gradlint.config import Config
+
+NET = """import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc(x))
+
+
+class Logits(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def train(loader, rank):
+    a = nn.DataParallel(Net())
+    b = torch.compile(Net())
+    c = DDP(Net().to(rank), device_ids=[rank])
+    d = Net()
+    if torch.cuda.device_count() > 1:
+        d = nn.DataParallel(d)
+    e = nn.DataParallel(Logits())
+    crit = nn.BCEWithLogitsLoss()
+    params = [*a.parameters(), *b.parameters(), *c.parameters(), *d.parameters(), *e.parameters()]
+    opt = torch.optim.SGD(params, lr=0.1)
+    for x, y in loader:
+        loss = crit(a(x), y)  # expect: GL304
+        loss = loss + crit(b(x), y)  # expect: GL304
+        loss = loss + crit(c(x), y)  # expect: GL304
+        loss = loss + crit(d(x), y)  # expect: GL304
+        loss = loss + crit(e(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+"""
+
+LM = """import torch
+import torch.nn as nn
+
+
+class LM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(100, 32)
+        self.rnn = nn.LSTM(32, 64, num_layers=2)
+        self.out = nn.Linear(64, 100)
+
+    def forward(self, x):
+        h, _ = self.rnn(self.emb(x))
+        return self.out(h)
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(32, 100)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def fit(loader, model):
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    crit = nn.CrossEntropyLoss()
+    for x, y in loader:
+        opt.zero_grad()
+        loss = crit(model(x).view(-1, 100), y.view(-1))
+        loss.backward()
+        opt.step()
+
+
+def main(loader):
+    model = nn.DataParallel(LM())
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    crit = nn.CrossEntropyLoss()
+    for x, y in loader:
+        opt.zero_grad()
+        loss = crit(model(x).view(-1, 100), y.view(-1))
+        loss.backward()
+        opt.step()  # expect: GL201
+
+
+def main_compiled(loader):
+    model = LM()
+    if torch.cuda.device_count() > 1:
+        model = nn.DataParallel(model)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    crit = nn.CrossEntropyLoss()
+    for x, y in loader:
+        opt.zero_grad()
+        loss = crit(model(x).view(-1, 100), y.view(-1))
+        loss.backward()
+        opt.step()  # expect: GL201
+
+
+def main_mlp(loader):
+    model = torch.compile(nn.DataParallel(MLP()))
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    crit = nn.CrossEntropyLoss()
+    for x, y in loader:
+        opt.zero_grad()
+        loss = crit(model(x).view(-1, 100), y.view(-1))
+        loss.backward()
+        opt.step()
+"""
+
+
+def _expected(text: str) -> set[tuple[int, str]]:
+    return {(n, line.rsplit("expect: ", 1)[1].strip()) for n, line in enumerate(text.splitlines(), 1)
+            if "# expect: " in line}
+
+
+def _found(tmp_path: Path, text: str, select: tuple[str, ...]) -> set[tuple[int, str]]:
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "m.py").write_text(text)
+    result = check_paths([tmp_path], Config(select=select, root=str(tmp_path)), use_cache=False, jobs=1)
+    assert not result.internal_errors
+    return {(f.span.line, f.code) for f in result.findings}
+
+
+def test_a_wrapped_model_returns_what_its_forward_returns(tmp_path: Path) -> None:
+    expected = _expected(NET)
+    assert len(expected) == 4
+    assert _found(tmp_path, NET, ("GL3",)) == expected
+
+
+def test_a_wrapped_recurrent_model_needs_clipping(tmp_path: Path) -> None:
+    expected = _expected(LM)
+    assert len(expected) == 2
+    assert _found(tmp_path, LM, ("GL201",)) == expected
+
+
+def test_a_model_name_is_local_to_the_function_that_binds_it(tmp_path: Path) -> None:
+    """`model = MLP()` in one function is not another function's `model = LM()`: the MLP step
+    needs no clipping (it was flagged "LM holds nn.LSTM")."""
+    two = LM.replace("model = torch.compile(nn.DataParallel(MLP()))", "model = MLP()")
+    assert "model = MLP()" in two
+    assert _found(tmp_path, two, ("GL201",)) == _expected(two)
