@@ -156,3 +156,63 @@ def test_a_model_name_is_local_to_the_function_that_binds_it(tmp_path: Path) -> 
     two = LM.replace("model = torch.compile(nn.DataParallel(MLP()))", "model = MLP()")
     assert "model = MLP()" in two
     assert _found(tmp_path, two, ("GL201",)) == _expected(two)
+
+
+TRAINER = """import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Trainer:
+    def __init__(self, model, optimizer):
+        self.model = model
+        self.optimizer = optimizer
+
+    def rebuilt_loss(self, out, y, r):
+        losses = [F.cross_entropy(out, y), F.mse_loss(out[:, 0], r)]
+        loss = torch.tensor(losses, requires_grad=True).sum()
+        return loss
+
+    def summed_loss(self, out, y, r):
+        losses = [F.cross_entropy(out, y), F.mse_loss(out[:, 0], r)]
+        loss = torch.stack(losses).sum()
+        return loss
+
+    def weighted_loss(self, out, y):
+        ce = F.cross_entropy(out, y)
+        loss = 0.5 * ce
+        return loss
+
+    def criterion(self):
+        crit = nn.BCELoss()
+        return crit
+
+    def train_epoch(self, loader):
+        for x, y, r in loader:
+            self.optimizer.zero_grad()
+            total = self.rebuilt_loss(self.model(x), y, r)
+            total.backward()  # expect: GL402
+            self.optimizer.step()
+
+    def train_ok(self, loader):
+        for x, y, r in loader:
+            self.optimizer.zero_grad()
+            total = self.summed_loss(self.model(x), y, r) + self.weighted_loss(self.model(x), y)
+            total.backward()
+            self.optimizer.step()
+
+    def train_probs(self, loader):
+        for x, y, r in loader:
+            self.optimizer.zero_grad()
+            loss = self.criterion()(torch.softmax(self.model(x), -1)[:, 0], r)
+            loss.backward()
+            self.optimizer.step()
+"""
+
+
+def test_a_trainer_method_that_returns_a_local(tmp_path: Path) -> None:
+    """`loss = torch.tensor(losses, requires_grad=True).sum(); return loss` in a trainer method
+    (the Hugging Face compute_loss shape) cuts what the loop backpropagates, as the same
+    expression returned directly does; a sum or a weighted loss returned through a local is
+    fine (sweep b14)."""
+    assert _found(tmp_path, TRAINER, ("GL402", "GL407")) == _expected(TRAINER)

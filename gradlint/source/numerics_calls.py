@@ -69,6 +69,25 @@ def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
 
 
 
+def _local_return(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
+    """`[NAME]` for a method of at most 6 simple statements that ends in `return NAME`, NAME bound
+    by one of them, with no other return (`loss = torch.tensor(losses, requires_grad=True).sum();
+    return loss`): its value is what walking those statements gives it. None for any other."""
+    body = suite(fn.body)
+    if not body or len(body) > 6 or any(type(s) is not cst.SimpleStatementLine for s in body):
+        return None
+    smalls = [small for s in body for small in s.body]
+    last = smalls[-1]
+    if type(last) is not cst.Return or type(last.value) is not cst.Name:
+        return None
+    name = last.value.value
+    if any(type(s) is cst.Return for s in smalls[:-1]) or not any(
+            type(s) is cst.Assign and any(type(t.target) is cst.Name and t.target.value == name for t in s.targets)
+            for s in smalls[:-1]):
+        return None
+    return [last.value]
+
+
 _BUILDER_PACKAGES = frozenset({"torchvision.models", "torchvision.models.detection", "torchvision.models.segmentation",
                                "torchvision.models.video", "torchvision.models.quantization",
                                "torchvision.models.optical_flow"})
@@ -321,6 +340,7 @@ class TensorCalls(TorchOps):
             return cls.returned[meth]
         fn = cls.method_nodes.get(meth)
         exprs = _short_returns(fn) if fn is not None else None
+        local = not exprs and fn is not None and bool(exprs := _local_return(fn))
         if not exprs:
             cls.returned[meth] = None
             return None
@@ -332,6 +352,8 @@ class TensorCalls(TorchOps):
                 walk.env[p.name.value] = UNKNOWN
         self.x.muted += 1
         try:
+            if local:
+                walk.walk(suite(fn.body))  # (the statements that bind the returned name)
             vals = [walk.ev(e) for e in exprs]
         finally:
             self.x.muted -= 1
