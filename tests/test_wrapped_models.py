@@ -216,3 +216,100 @@ def test_a_trainer_method_that_returns_a_local(tmp_path: Path) -> None:
     expression returned directly does; a sum or a weighted loss returned through a local is
     fine (sweep b14)."""
     assert _found(tmp_path, TRAINER, ("GL402", "GL407")) == _expected(TRAINER)
+
+
+CTOR = """import torch
+import torch.nn as nn
+
+
+class LM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+
+    def forward(self, x):
+        return self.lstm(x)[0]
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class Trainer:
+    def __init__(self, model, lr=1e-3):
+        self.model = model
+        self.opt = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def step(self, x, y):
+        loss = nn.functional.mse_loss(self.model(x), y)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()  # expect: GL201
+
+
+class Held:
+    def __init__(self, net, opt):
+        self.net = net
+        self.opt = opt
+
+    def step(self, x, y):
+        loss = nn.functional.mse_loss(self.net(x), y)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()  # expect: GL201
+
+
+class Plain:
+    def __init__(self, model):
+        self.model = model
+        self.opt = torch.optim.Adam(model.parameters())
+
+    def step(self, x, y):
+        loss = nn.functional.mse_loss(self.model(x), y)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+
+
+class Clipped:
+    def __init__(self, model):
+        self.model = model
+        self.opt = torch.optim.Adam(model.parameters())
+
+    def step(self, x, y):
+        loss = nn.functional.mse_loss(self.model(x), y)
+        self.opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+
+
+def main(loader):
+    trainer = Trainer(LM())
+    lm = LM()
+    held = Held(lm, torch.optim.SGD(lm.parameters(), lr=0.1))
+    plain = Plain(MLP())
+    clipped = Clipped(LM())
+    for x, y in loader:
+        trainer.step(x, y)
+        held.step(x, y)
+        plain.step(x, y)
+        clipped.step(x, y)
+"""
+
+
+def test_a_model_the_constructor_is_given(tmp_path: Path) -> None:
+    """`Trainer(LM())` with `self.model = model` and the optimizer built from it in __init__
+    (sweep b21): the step of an LSTM model is not clipped; an MLP's needs no clip, a clipped
+    step is fine."""
+    assert _found(tmp_path, CTOR, ("GL201",)) == _expected(CTOR)
+
+
+def test_callers_that_disagree_leave_the_constructor_parameter_unknown(tmp_path: Path) -> None:
+    both = CTOR.replace("    plain = Plain(MLP())\n", "    plain = Plain(MLP())\n    other = Trainer(MLP())\n")
+    assert _found(tmp_path, both, ("GL201",)) == {(44, "GL201")}

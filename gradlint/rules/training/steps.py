@@ -440,6 +440,11 @@ def scoped_assigns(facts: TrainingFacts, target: str, kinds: tuple[str, ...] | N
         own = [a for a in assigns_to(facts, target, None) if a.func == fn.id]
         if own:
             made = [a for a in made if a.func == fn.id]
+    elif fn is not None and fn.cls is not None and target.startswith("self."):
+        # `self.opt` in a method is its own class's attribute, not another class's of the file
+        methods = {f.id for f in facts.functions if f.cls == fn.cls}
+        if any(a.func in methods for a in assigns_to(facts, target, None)):
+            made = [a for a in made if a.func in methods]
     return made
 
 
@@ -492,8 +497,16 @@ def passed_model_risk(facts: TrainingFacts, context: Context, index) -> Risk | N
     # gradients (a teacher under no_grad is not trained)
     texts = trained_models(facts, context) or [
         f.event.target for f in context.of("invoke") if f.depth == 0 and not f.event.nograd]
-    for text in dict.fromkeys(t for t in texts if t in params):
-        shape = passed_everywhere(index.index, module, name, text, params.index(text))
+    for text in dict.fromkeys(texts):
+        if text in params:
+            shape = passed_everywhere(index.index, module, name, text, params.index(text))
+        else:
+            # a model the class's constructor is given (`Trainer(LM())` with `self.model = model`,
+            # or `self.opt = Adam(model.parameters())` there): what every caller of __init__ passes
+            held = _init_param(facts, fn, text)
+            if held is None:
+                continue
+            shape = passed_everywhere(index.index, module, f"{fn.cls}.__init__", *held)
         if shape is None or not shape.startswith("inst:"):
             continue
         qualified = shape[5:]
@@ -502,6 +515,26 @@ def passed_model_risk(facts: TrainingFacts, context: Context, index) -> Risk | N
         if risk is not None:
             return dataclasses.replace(risk, reason=f"{risk.reason}: every caller passes one")
     return None
+
+
+def _init_param(facts: TrainingFacts, fn: Function, text: str) -> tuple[str, int] | None:
+    """(parameter, position after self) of the `__init__` of `fn`'s class that `text` is in a
+    method of it: that parameter itself (an optimizer built there from `model.parameters()`), or
+    `self.X` when __init__ binds it to the parameter, and nothing else binds it."""
+    if fn.cls is None:
+        return None
+    init = next((f for f in facts.functions if f.cls == fn.cls and f.name == "__init__" and f.parent == 0), None)
+    if init is None or len(init.params) < 2:
+        return None
+    params = list(init.params)[1:]
+    if text.startswith("self.") and text.count(".") == 1:
+        binds = [a for a in assigns_to(facts, text) if a.kind != "append"]
+        methods = {f.id for f in facts.functions if f.cls == fn.cls}
+        if len(binds) != 1 or binds[0].func != init.id or binds[0].calls or len(binds[0].uses) != 1 \
+                or any(a.func not in methods for a in binds):
+            return None
+        text = binds[0].uses[0]
+    return (text, params.index(text)) if text in params else None
 
 
 def model_risk(facts: TrainingFacts, text: str, cls_of_self: str | None, index, fn: Function | None = None) -> Risk | None:
