@@ -313,3 +313,15 @@ def test_a_model_the_constructor_is_given(tmp_path: Path) -> None:
 def test_callers_that_disagree_leave_the_constructor_parameter_unknown(tmp_path: Path) -> None:
     both = CTOR.replace("    plain = Plain(MLP())\n", "    plain = Plain(MLP())\n    other = Trainer(MLP())\n")
     assert _found(tmp_path, both, ("GL201",)) == {(44, "GL201")}
+
+
+def test_names_a_step_reads_are_those_in_its_scope(tmp_path: Path) -> None:
+    """fixtures/training/names_in_scope: an optimizer name two functions share (the step function
+    run from `__main__` reads its own `opt`), and a script that rebinds `model` for a later
+    loop (its step trains the binding that reaches it), as a project of its own."""
+    folder = Path(__file__).resolve().parent.parent / "fixtures" / "training" / "names_in_scope"
+    for f in folder.glob("*.py"):
+        text = f.read_text()
+        found = _found(tmp_path, text, ("GL201",))
+        assert found == _expected(text), f.name
+        assert len(found) == 1, f.name

@@ -348,8 +348,11 @@ for x in loader:
             if any(a.cls == "Adafactor" for f in c.of("step") for a in steps.assigns_to(facts, f.target, ("optimizer",))):
                 continue  # Adafactor clips its updates itself (clip_threshold)
             risk = None
+            where = steps.home(facts, c)
+            first = next((f for f in c.of("step") if f.depth == 0), None)
+            line = first.event.span.line if first is not None else None
             for text in unclipped or steps.trained_models(facts, c):
-                risk = steps.model_risk(facts, text, c.function.cls, ctx.index, c.function)
+                risk = steps.model_risk(facts, text, where.cls, ctx.index, where, line)
                 if risk is not None:
                     break
             by_callers = risk is None

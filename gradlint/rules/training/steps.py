@@ -60,6 +60,18 @@ class Context:
         return [f for f in self.events if f.event.kind in kinds]
 
 
+def home(facts: TrainingFacts, context: Context) -> Function:
+    """The function whose names the context's steps read: the one every step event is in (a step
+    function called from the context's loop, `if __name__ == "__main__": train_mlp(2)`), else the
+    context's own. Its locals are its own, not another function's of the same name."""
+    funcs = {f.event.func for f in context.of("step")}
+    if len(funcs) == 1:
+        fid = funcs.pop()
+        if 0 <= fid < len(facts.functions) and facts.functions[fid].id == fid:
+            return facts.functions[fid]
+    return context.function
+
+
 def compatible(a: Flat, b: Flat) -> bool:
     """Whether two events can run in the same iteration: no `if` sends them down different
     branches (two `if`s with the same test text are taken to go the same way)."""
@@ -451,18 +463,21 @@ def scoped_assigns(facts: TrainingFacts, target: str, kinds: tuple[str, ...] | N
 def reaching(facts: TrainingFacts, made: list[Assign], fn: Function, line: int) -> list[Assign]:
     """The bindings in `made` that can reach line `line` of `fn`: an unconditional binding in
     fn's own body before that line hides every earlier one (a script that reuses `opt` for a
-    second model), later ones may reach it through a loop."""
+    second model), later ones may reach it through a loop that holds both (not a binding after
+    the loop: a script's next experiment)."""
     tops = {st.line for st in facts.stmts if st.parent == -1 and st.kind == "simple" and st.line < line}
     last = max((a.line for a in made if a.func == fn.id and a.line in tops), default=None)
     if last is None:
         return made
-    return [a for a in made if a.func == fn.id and a.line >= last]
+    loops = [(st.line, st.end_line) for st in facts.stmts if st.kind in ("for", "while") and st.line <= line <= st.end_line]
+    return [a for a in made if a.func == fn.id and a.line >= last
+            and (a.line <= line or any(lo <= a.line <= hi for lo, hi in loops))]
 
 
 def trained_models(facts: TrainingFacts, context: Context) -> list[str]:
     """The models a step updates: the owners of the optimizer's parameters, else the models
-    the step calls."""
-    fn = context.function
+    the step calls (names of `home`)."""
+    fn = home(facts, context)
     texts: list[str] = []
     for f in context.of("step"):
         made = scoped_assigns(facts, f.target, ("optimizer",), fn)
@@ -537,10 +552,18 @@ def _init_param(facts: TrainingFacts, fn: Function, text: str) -> tuple[str, int
     return (text, params.index(text)) if text in params else None
 
 
-def model_risk(facts: TrainingFacts, text: str, cls_of_self: str | None, index, fn: Function | None = None) -> Risk | None:
+def model_risk(facts: TrainingFacts, text: str, cls_of_self: str | None, index, fn: Function | None = None,
+               line: int | None = None) -> Risk | None:
+    """What makes the model `text` names need clipping; `line`: the step of `fn` that trains it,
+    which only the bindings that reach it concern (`model = nn.LSTM(...)` trained above, then
+    `model = MLP()` for a later loop)."""
     if text in ("self", "cls"):
         return class_risk(cls_of_self, text, index, facts) if cls_of_self else None
-    for a in scoped_assigns(facts, text, ("model",), fn):
+    made = scoped_assigns(facts, text, ("model",), fn)
+    if line is not None and fn is not None:
+        made = reaching(facts, [a for a in scoped_assigns(facts, text, None, fn) if a.kind != "append"], fn, line)
+        made = [a for a in made if a.kind == "model"]
+    for a in made:
         if a.torch_recurrent:
             return Risk(text, a.cls, f"recurrent: nn.{a.torch_recurrent}", (("recurrent", a.torch_recurrent),))
         if a.torch_blocks >= TRANSFORMER_BLOCKS:
