@@ -86,7 +86,10 @@ def transformer_blocks(nodes: Sequence[Node]) -> list[Block]:
         if not isinstance(n, Residual) or n.join != "add":
             continue
         nxt = nodes[i + 1] if i + 1 < len(nodes) else None
-        if isinstance(nxt, Norm) and _plain_skip(n) and not _rejoined(nodes, i):
+        # (a residual whose branch begins with its own norm is Pre-LN: the norm after the last
+        # one is the stack's final norm, `ln_f`, not a Post-LN block of its own)
+        pre_normed = bool(n.body) and isinstance(n.body[0], Norm)
+        if isinstance(nxt, Norm) and _plain_skip(n) and not _rejoined(nodes, i) and not pre_normed:
             bid = _block_id(nxt.name) if nxt.name else f"#{i}"
             if not blocks or blocks[-1].name != bid or blocks[-1].post_norm is not True:
                 blocks.append(Block(bid, True, nxt))
