@@ -325,3 +325,18 @@ def test_names_a_step_reads_are_those_in_its_scope(tmp_path: Path) -> None:
         found = _found(tmp_path, text, ("GL201",))
         assert found == _expected(text), f.name
         assert len(found) == 1, f.name
+
+
+def test_a_model_is_judged_as_built_not_by_its_class_defaults(tmp_path: Path) -> None:
+    """fixtures/training/instance_args: `GPT(GPTConfig(n_layer=2))` is a two-block transformer
+    (the class default is twelve): its step needs no clip; the twelve-block one does."""
+    folder = Path(__file__).resolve().parent.parent / "fixtures" / "training" / "instance_args"
+    for f in folder.glob("*.py"):
+        (tmp_path / f.name).write_text(f.read_text())
+    (tmp_path / "pyproject.toml").write_text("")
+    text = (tmp_path / "train.py").read_text()
+    result = check_paths([tmp_path], Config(select=("GL201",), root=str(tmp_path)), use_cache=False, jobs=1)
+    assert not result.internal_errors
+    found = {(f.span.line, f.code) for f in result.findings if Path(f.path).name == "train.py"}
+    assert found == _expected(text) and len(found) == 1
+    assert "GPT is a transformer of 12 blocks" in next(f.message for f in result.findings)

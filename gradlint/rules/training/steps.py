@@ -19,7 +19,7 @@ from typing import Iterator
 from gradlint.facts.numerics import passed_everywhere
 from gradlint.facts.training import (Assign, Block, Event, Function, TrainingFacts, Value, bind_callers, iter_events,
                                      method_id)
-from gradlint.findings import Finding
+from gradlint.findings import Finding, SourceSpan
 from gradlint.registry import Rule, RuleContext
 from gradlint.text import lines_between
 
@@ -568,6 +568,11 @@ def model_risk(facts: TrainingFacts, text: str, cls_of_self: str | None, index, 
             return Risk(text, a.cls, f"recurrent: nn.{a.torch_recurrent}", (("recurrent", a.torch_recurrent),))
         if a.torch_blocks >= TRANSFORMER_BLOCKS:
             return Risk(text, a.cls, f"a transformer of {a.torch_blocks} blocks", (("transformer_blocks", a.torch_blocks),))
+        known, risk = _instance_risk(a, text, index)
+        if known:
+            if risk is not None:
+                return risk
+            continue  # the instance built here, with its arguments, needs no clip
         risk = class_risk(a.ref or a.cls, text, index, facts)
         if risk is not None:
             return risk
@@ -621,6 +626,36 @@ def class_risk(cls: str | None, text: str, index, facts: TrainingFacts | None = 
     return None
 
 
+def _instance_risk(a: Assign, text: str, index) -> tuple[bool, Risk | None]:
+    """What makes the model this binding builds need clipping, read from the network the models
+    front-end made of that very call (`model = GPT(GPTConfig(n_layer=2))`: two blocks, not the
+    class's twelve by default): (whether there is one, the risk). (False, None) when the file
+    has no network of the call: the class at its defaults (class_risk) decides."""
+    module = getattr(index, "module", "") if index is not None else ""
+    if not module or a.func != 0:
+        return False, None
+    nets = [n for n in index.index.networks(f"{module}.{a.target}")
+            if n.forward_known and isinstance(n.origin, SourceSpan) and n.origin.line == a.line]
+    if len(nets) != 1:
+        return False, None
+    from gradlint.model.blocks import block_count
+    from gradlint.model.inline import finder, inline
+
+    net = inline(nets[0], finder(index))
+    if net.recurrents:
+        return True, Risk(text, a.cls, f"{a.cls} is recurrent", (("recurrent", a.cls),))
+    blocks = block_count(net.paths)
+    if blocks >= TRANSFORMER_BLOCKS:
+        return True, Risk(text, a.cls, f"{a.cls} is a transformer of {blocks} blocks", (("transformer_blocks", blocks),))
+    flagged = _flagged_gain_of([net])
+    if flagged is not None:
+        gain, bound = flagged
+        code = "GL101" if gain < VANISHING else "GL102"
+        return True, Risk(text, a.cls, f"{a.cls} as built here has a predicted gradient gain of "
+                                       f"{'at most ' if bound else ''}{gain:.1e} ({code})", (("gain", gain),))
+    return True, None
+
+
 def _inlined_blocks(index, cls: str) -> int:
     """Transformer blocks of the class `cls` names here, with the blocks of other project files
     inlined (gradlint.model.inline, as the architecture rules see it); the fewest over the classes
@@ -636,7 +671,11 @@ def _inlined_blocks(index, cls: str) -> int:
 def _flagged_gain(index, cls: str) -> tuple[float, bool] | None:
     """The gain of a chain of the class's network that GL101 or GL102 flags, and whether it is a
     bound (an upper bound vanishes; it never explodes)."""
-    networks = index.networks(cls)
+    return _flagged_gain_of(index.networks(cls))
+
+
+def _flagged_gain_of(networks: list) -> tuple[float, bool] | None:
+    """_flagged_gain of these networks."""
     if not networks:
         return None
     try:
