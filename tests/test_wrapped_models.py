@@ -340,3 +340,19 @@ def test_a_model_is_judged_as_built_not_by_its_class_defaults(tmp_path: Path) ->
     found = {(f.span.line, f.code) for f in result.findings if Path(f.path).name == "train.py"}
     assert found == _expected(text) and len(found) == 1
     assert "GPT is a transformer of 12 blocks" in next(f.message for f in result.findings)
+
+
+def test_a_lightning_module_of_another_file_that_clips_itself(tmp_path: Path) -> None:
+    """fixtures/training/lightning_other_file: a LightningModule in modules.py that clips in
+    configure_gradient_clipping, on_before_optimizer_step or its manual step needs no
+    gradient_clip_val (as when the class is in the Trainer's file); one that does not clip is
+    flagged, each fit judged by the binding of its own function."""
+    folder = Path(__file__).resolve().parent.parent / "fixtures" / "training" / "lightning_other_file"
+    for f in folder.glob("*.py"):
+        (tmp_path / f.name).write_text(f.read_text())
+    (tmp_path / "pyproject.toml").write_text("")
+    text = (tmp_path / "train.py").read_text()
+    result = check_paths([tmp_path], Config(select=("GL201",), root=str(tmp_path)), use_cache=False, jobs=1)
+    assert not result.internal_errors
+    assert {(f.span.line, f.code) for f in result.findings} == _expected(text)
+    assert "PlainGRU is recurrent" in result.findings[0].message

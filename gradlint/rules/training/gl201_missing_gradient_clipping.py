@@ -392,10 +392,30 @@ for x in loader:
                 if ev.via == "ctor" and how.startswith("Lightning"):
                     risk = steps.class_risk(model, f"{model}(...)", ctx.index, facts)
                 else:
-                    risk = steps.model_risk(facts, model, fn.cls, ctx.index)
-                if risk is not None:
+                    # (the binding of the fitted name in this function that reaches the fit)
+                    risk = steps.model_risk(facts, model, fn.cls, ctx.index, fn, ev.span.line)
+                if risk is not None and not _clips_itself(ctx.index, risk.cls):
                     yield ctx.finding(f"{how} trains `{risk.model}` ({risk.reason})", ev.span,
                                       data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
+
+
+def _clips_itself(index, cls: str | None) -> bool:
+    """Whether the fitted model's class, in another project file, clips in one of its methods
+    (`configure_gradient_clipping`, `on_before_optimizer_step`, a manual step's
+    `self.clip_gradients`): the Trainer's own clipping is then not the only one (as a clip
+    anywhere in this file is taken to be, check)."""
+    if not cls or index is None:
+        return False
+    for q in index.resolve(cls):
+        home, _, name = q.rpartition(".")
+        mod = index.index.module(home) if home else None
+        facts = mod.facts.training if mod is not None else None
+        if facts is None:
+            continue
+        if facts.hook_clipping or any(ev.kind == "clip" and not steps.is_measuring(ev)
+                                      for fn in facts.functions if fn.cls == name for ev in iter_events(fn.body)):
+            return True
+    return False
 
 
 def _unclipped(facts, c, clips) -> list[str]:
