@@ -1,6 +1,8 @@
-"""How many transformer blocks a stack holds (model.blocks.transformer_blocks): the final norm
-of a Pre-LN stack (`self.ln_f` after the last block) is no Post-LN block of its own (a sweep
-of correct programs: nanoGPT with n_layer=8 was "a transformer of 9 blocks")."""
+"""Two readings of the architecture model that a sweep of correct programs found wrong: how many
+transformer blocks a stack holds (model.blocks.transformer_blocks: the final norm of a Pre-LN
+stack, `self.ln_f` after the last block, is no Post-LN block of its own; nanoGPT with n_layer=8
+was "a transformer of 9 blocks"), and identity-initialised layers (dirac_, eye_), which the
+mean-field gain does not describe (model.propagation)."""
 
 from __future__ import annotations
 
@@ -82,3 +84,43 @@ def test_the_final_norm_of_a_pre_ln_stack_is_no_block() -> None:
 
 def test_post_ln_blocks_are_each_counted_once() -> None:
     assert _blocks(POST_LN) == 5
+
+
+DIRAC = HEAD + """import torch.nn.functional as F
+
+
+class DiracConvNet(nn.Module):
+    def __init__(self, ch=32, depth=20, n_out=10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, ch, 3, padding=1)
+        self.convs = nn.ModuleList(nn.Conv2d(ch, ch, 3, padding=1) for _ in range(depth))
+        for c in self.convs:
+            nn.init.dirac_(c.weight)
+            nn.init.zeros_(c.bias)
+        self.fc = nn.Linear(ch, n_out)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        for c in self.convs:
+            x = F.relu(c(x))
+        return self.fc(x.mean((2, 3)))
+"""
+
+
+def _gl101(tmp_path, text: str) -> list[int]:
+    from gradlint.api import check_paths
+    from gradlint.config import Config
+
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "m.py").write_text(text)
+    result = check_paths([tmp_path], Config(select=("GL101",), root=str(tmp_path)), use_cache=False, jobs=1)
+    return [f.span.line for f in result.findings]
+
+
+def test_identity_initialised_layers_are_not_a_vanishing_chain(tmp_path) -> None:
+    """20 ReLU convs initialised by dirac_ (or eye_) map their input to itself: the same units
+    stay active, and the measured first/last weight-gradient ratio is 1.0 (a sweep of correct
+    programs), where mean field, a fresh half of the units at each layer, predicted 4e-4. The
+    same net at PyTorch's default init is flagged."""
+    assert _gl101(tmp_path, DIRAC) == []
+    assert _gl101(tmp_path, DIRAC.replace("nn.init.dirac_(c.weight)", "pass")) != []
