@@ -709,14 +709,16 @@ def test_stable_hand_written_forms(tmp_path):
     # fixtures/numerics/stable_forms as a project of its own: a log-sum-exp shifted by a max that
     # is detached or unpacked from torch.max (a literal or a variable dimension), and the stable
     # sigmoid's exp(-x.clamp(min=0)) (inline or by a name, as relu and abs) or of a negated
-    # nn.ReLU module's output (held, local, or ending a Sequential) are quiet; the unshifted forms and the exp of a negated LeakyReLU's or
-    # Linear's output are flagged (the quiet ones were all flagged before)
+    # nn.ReLU module's output (held, local, or ending a Sequential), and x * sigmoid(x), are quiet;
+    # swish written out, x / (1 + exp(-x)), is flagged as 1 / (1 + exp(-x)) is; the unshifted
+    # forms and the exp of a negated LeakyReLU's or Linear's output are flagged (the quiet ones
+    # were all flagged before)
     folder = FOLDER.parent / "stable_forms"
     for f in folder.glob("*.py"):
         (tmp_path / f.name).write_text(f.read_text())
     (tmp_path / "pyproject.toml").write_text("")
     expected = _expected(tmp_path / "ops.py")
-    assert len(expected) == 5
+    assert len(expected) == 6
     result = check_paths([tmp_path], Config(select=("GL3", "GL4"), root=str(tmp_path)), use_cache=False, jobs=1)
     assert not result.internal_errors
     assert {(Path(f.path).name, f.span.line, f.code) for f in result.findings} == expected

@@ -393,6 +393,10 @@ class TensorEval:
             self.check_divide(node, left, right, node.right, numerator=node.left)
             if number_of(left) == 1 and right.one_plus_exp and not right.nograd:
                 self.add_305(node, "1 / (1 + exp(-x))", "sigmoid")
+            elif right.one_plus_exp and not right.nograd and number_of(left) != 0:
+                # swish written out, `x / (1 + exp(-x))`, or any `y / (1 + exp(-x))`: the backward's
+                # inf / inf is NaN past x < -88 (measured: F.silu's gradient there is -0.0)
+                self.add_305(node, "y / (1 + exp(-x))", "scaled_sigmoid")
             if left.exp and right.sum_exp and not left.nograd:
                 # measured: exp(z) / exp(z).sum() at z = [100, 1] is [nan, 0] with a NaN gradient
                 self.add_305(node, "exp(z) / exp(z).sum()", "softmax")

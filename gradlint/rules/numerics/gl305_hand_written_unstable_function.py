@@ -7,13 +7,13 @@ from gradlint.registry import Example, RuleContext
 from gradlint.rules.numerics.base import SiteRule
 from gradlint.facts.numerics import Site
 
-_USE = {"softmax": "torch.softmax(z, dim)", "sigmoid": "torch.sigmoid(x)", "softplus": "F.softplus(x)", "logsumexp": "torch.logsumexp(x, dim)"}
+_USE = {"softmax": "torch.softmax(z, dim)", "sigmoid": "torch.sigmoid(x)", "scaled_sigmoid": "y * torch.sigmoid(x) (F.silu(x) when y is x)", "softplus": "F.softplus(x)", "logsumexp": "torch.logsumexp(x, dim)"}
 
 
 class HandWrittenUnstableFunction(SiteRule):
     """
     ## What it does
-    Flags `1 / (1 + exp(-x))`, `log(1 + exp(x))` (and `log1p(exp(x))`, `x.exp().add(1).log()`)
+    Flags `1 / (1 + exp(-x))` (and swish, `x / (1 + exp(-x))`), `log(1 + exp(x))` (and `log1p(exp(x))`, `x.exp().add(1).log()`)
     and `log(sum(exp(x)))` written with torch operations, and a softmax written as
     `exp(z) / exp(z).sum(...)` with no max-shift, through local variables. Not flagged:
     constant operands, detached or no-grad operands, the stable max-shifted log-sum-exp
