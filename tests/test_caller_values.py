@@ -818,3 +818,29 @@ def test_the_output_of_a_model_another_file_builds(tmp_path):
     assert _found_in(tmp_path, [tmp_path / "train.py"]) == expected
     messages = check_paths([tmp_path], Config(select=("GL304",), root=str(tmp_path)), use_cache=False, jobs=1).findings
     assert "the output of the module `make_disc()` builds, whose call returns a sigmoid" in messages[0].message
+
+
+def test_gl407_a_term_cut_in_a_returned_dict(tmp_path):
+    # `return {"loss": rec + beta * kld.detach(), "kld": kld.detach()}` then
+    # `out["loss"].backward()` (the PyTorch-VAE / Lightning convention; sweep b25): the KL term
+    # trains nothing. The same dict with the term live, or only the logged entry detached, is
+    # quiet, as is backpropagating another entry.
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "vae.py").write_text(
+        "import torch\nimport torch.nn.functional as F\n\n\n"
+        "def cut_loss(model, x):\n"
+        "    out = model(x)\n    rec = F.mse_loss(out, x)\n    kld = out.pow(2).mean()\n"
+        "    return {\"loss\": rec + 4.0 * kld.detach(), \"kld\": kld.detach()}\n\n\n"
+        "def live_loss(model, x):\n"
+        "    out = model(x)\n    rec = F.mse_loss(out, x)\n    kld = out.pow(2).mean()\n"
+        "    return {\"loss\": rec + 4.0 * kld, \"kld\": kld.detach(), \"rec\": rec.item() + kld}\n\n\n"
+        "def train(loader):\n"
+        "    model = torch.nn.Linear(8, 8)\n    opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "    for x in loader:\n"
+        "        a = cut_loss(model, x)\n        b = live_loss(model, x)\n"
+        "        opt.zero_grad()\n"
+        "        a[\"loss\"].backward()\n        b[\"loss\"].backward()\n"
+        "        opt.step()\n")
+    result = check_paths([tmp_path], Config(select=("GL402", "GL407"), root=str(tmp_path)), use_cache=False, jobs=1)
+    assert not result.internal_errors
+    assert [(f.span.line, f.code) for f in result.findings] == [(9, "GL407")]

@@ -153,7 +153,7 @@ class Extractor(ModuleValues, Backwards):
         self.unit = 0  # id of the top-level def being walked (0: the module body)
         # the returns of each top-level function in its last walk ((tuple parts or None, value)),
         # and the backward calls of values they gave ((name, element), span, text): _cut_returns
-        self.returns_of: dict[str, list[tuple[list | None, V]]] = {}
+        self.returns_of: dict[str, list[tuple[list | dict | None, V]]] = {}
         self.backpropagated: list[tuple[tuple[str, int], Any, str]] = []
         # per unit: the outputs of class instances it backpropagates (NumericsFacts.backpropagated_outputs)
         self.backprop_outputs: dict[int, set[tuple[str, int]]] = {}
@@ -352,9 +352,10 @@ class Extractor(ModuleValues, Backwards):
                 self.add(Site("loss_term_cut", how, where.span, detail=text, function=f"{cls}.forward",
                               data=(("returned_by", cls), ("element", element))))
 
-    def returned_value(self, name: str, parts: list | None, whole: V) -> None:
+    def returned_value(self, name: str, parts: list | dict | None, whole: V) -> None:
         """A `return` of the top-level function `name` (walked as its own unit): the value, and
-        its parts when it is a tuple display. The unit's last walk is the one kept."""
+        its parts when it is a tuple display (a list) or a dict display of string keys (a dict).
+        The unit's last walk is the one kept."""
         self.returns_of.setdefault(name, []).append((parts, whole))
 
     def _cut_returns(self) -> None:
@@ -370,10 +371,12 @@ class Extractor(ModuleValues, Backwards):
                 continue
             values = []
             for parts, whole in returns:
-                if element < 0:
-                    values.append(whole if parts is None else UNKNOWN)
+                if isinstance(element, str):  # an entry of a returned dict (`out["loss"]`)
+                    values.append(parts.get(element, UNKNOWN) if isinstance(parts, dict) else UNKNOWN)
+                elif element < 0:
+                    values.append(whole if parts is None or isinstance(parts, dict) else UNKNOWN)
                 else:
-                    values.append(parts[element] if parts is not None and element < len(parts) else UNKNOWN)
+                    values.append(parts[element] if isinstance(parts, list) and element < len(parts) else UNKNOWN)
             # (a term cut on one path only, `return main + reg.detach()` while warming up, is
             # what the join of branches makes of it inline: no finding)
             cut = [set(v.cut_terms) if not v.nograd else set() for v in values]

@@ -205,6 +205,10 @@ class TensorEval:
             if base.keyed is not None:
                 key = _string_index(node)
                 return next((v for k, v in base.keyed if k == key), UNKNOWN) if key is not None else UNKNOWN
+            if base.returned is not None and base.returned[1] == -1 and (key := _string_index(node)) is not None:
+                # `out = loss_function(model, x); out["loss"].backward()`: that entry of the dict
+                # the function returns (Extractor._cut_returns)
+                return replace(UNKNOWN, returned=(base.returned[0], key))
             if base.elems is not None or (base.out and base.out_elem is None):
                 i = self._int_index(node)
                 item = _item(base, i) if i is not None else None

@@ -391,7 +391,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
                 # a top-level function's loss, for the callers that backpropagate it
                 parts = [self.memo.get(id(el.value), UNKNOWN) for el in node.value.elements] \
                     if isinstance(node.value, cst.Tuple) else [val]
-                self.x.returned_value(self.name, parts if isinstance(node.value, cst.Tuple) else None, val)
+                keyed = _keyed_returns(node.value, self.memo) if isinstance(node.value, cst.Dict) else None
+                self.x.returned_value(self.name, parts if isinstance(node.value, cst.Tuple) else keyed, val)
         else:
             self.returns.append(None)
 
@@ -663,3 +664,17 @@ def _exits(node: cst.CSTNode) -> bool:
     functions and classes defined in it: what follows is then one of two results. A `raise` is no
     such choice (a shape check before the loss guards the one path there is)."""
     return any(type(n) is cst.Return for n in statements_in(node))
+
+
+def _keyed_returns(value: cst.Dict, memo: dict) -> dict[str, V] | None:
+    """What each string key of a returned dict display holds (`{"loss": rec + kld, "kld": kld}`),
+    or None when a key is not a plain string or an entry is a `**` splat."""
+    out: dict[str, V] = {}
+    for el in value.elements:
+        if type(el) is not cst.DictElement or type(el.key) is not cst.SimpleString:
+            return None
+        key = el.key.evaluated_value
+        if not isinstance(key, str):
+            return None
+        out[key] = memo.get(id(el.value), UNKNOWN)
+    return out

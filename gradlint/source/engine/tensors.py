@@ -122,7 +122,7 @@ class V:
     # What a call of a top-level function of this file gave (its name, and the element of its
     # tuple return taken apart: `loss, log = criterion(...)`; -1 for the whole value): a loss
     # the callee cut is judged where the caller backpropagates it (Extractor.backpropagated)
-    returned: tuple[str, int] | None = None
+    returned: tuple[str, int | str] | None = None  # (an int: a tuple element; a str: a dict entry)
     # The plain value (a number within budget, a string, None, a bool, a tuple of them) when one
     # is known: `p = 0.5; x ** p` is a root, `eps = 0; log(x + eps)` has no eps. UNKNOWN when not.
     value: Any = UNKNOWN
