@@ -844,3 +844,36 @@ def test_gl407_a_term_cut_in_a_returned_dict(tmp_path):
     result = check_paths([tmp_path], Config(select=("GL402", "GL407"), root=str(tmp_path)), use_cache=False, jobs=1)
     assert not result.internal_errors
     assert [(f.span.line, f.code) for f in result.findings] == [(9, "GL407")]
+
+
+def test_gl401_requires_grad_on_the_loss_a_helper_returns(tmp_path):
+    # `loss.requires_grad_(True)` in a loss helper, on a loss built through argmax, that the
+    # loop backpropagates (sweep b15): flagged in the helper, as the same line in the loop is.
+    # An input made to require grad there (an adversarial step) is quiet, as is a helper that
+    # returns its loss as computed.
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "t.py").write_text(
+        "import torch\nimport torch.nn.functional as F\n\n\n"
+        "def grade_loss(logits, target):\n"
+        "    pred = logits.argmax(dim=1).float()\n"
+        "    loss = torch.abs(pred - target.float()).mean()\n"
+        "    loss.requires_grad_(True)\n"
+        "    return loss\n\n\n"
+        "def adversarial_loss(model, x, y):\n"
+        "    x = x.clone().requires_grad_(True)\n"
+        "    return F.cross_entropy(model(x), y)\n\n\n"
+        "def plain_loss(model, x, y):\n"
+        "    loss = F.cross_entropy(model(x), y)\n"
+        "    return loss\n\n\n"
+        "def train(model, optimizer, loader):\n"
+        "    for x, y in loader:\n"
+        "        optimizer.zero_grad()\n"
+        "        loss = grade_loss(model(x), y)\n"
+        "        loss.backward()\n"
+        "        adversarial_loss(model, x, y).backward()\n"
+        "        plain_loss(model, x, y).backward()\n"
+        "        optimizer.step()\n")
+    result = check_paths([tmp_path], Config(select=("GL401",), root=str(tmp_path)), use_cache=False, jobs=1)
+    assert not result.internal_errors
+    assert [(f.span.line, f.code) for f in result.findings] == [(8, "GL401")]
+    assert "backpropagated at line 26" in result.findings[0].message

@@ -363,7 +363,7 @@ class Extractor(ModuleValues, Backwards):
         criterion(model, batch); loss.backward()`): a term the function cut, or a cut of the whole
         loss, is reported as if the caller had written it (GL407 at the cut, GL402 at the
         backward). Every `return` must agree that the value is cut, or has a cut term."""
-        from gradlint.source.numerics_sites import graph_break
+        from gradlint.source.numerics_sites import _LOSSY, graph_break
 
         for (name, element), span, text in self.backpropagated:
             returns = self.returns_of.get(name)
@@ -384,6 +384,14 @@ class Extractor(ModuleValues, Backwards):
             for where, how in sorted(terms, key=lambda e: (e[0].line, e[0].column)):
                 self.add(Site("loss_term_cut", how, where.span, detail=text, function=name,
                               data=(("backward_line", span.line),)))
+            # `loss.requires_grad_(True)` in the function, on the loss every return gives (the
+            # usual answer to "does not require grad"), as if the caller had written it
+            made = [set(v.rg) for v in values]
+            for where, made_name in sorted(set.intersection(*made) if made and all(made) else (),
+                                           key=lambda e: (e[0].line, e[0].column)):
+                if _LOSSY.search(made_name):
+                    self.add(Site("requires_grad_on_loss", "requires-grad", where.span, detail=made_name,
+                                  function=name, data=(("backward_line", span.line),)))
             if values and all(graph_break(v) for v in values):
                 v = values[0]
                 self.add(Site("loss_graph_break", v.cut, span, detail=text, function=name,
