@@ -26,7 +26,7 @@ from gradlint.source.loop_calls import OPTIMIZER_CLASSES
 from gradlint.source.engine.walk import evaluated_children as _children
 from gradlint.source.engine.walk import suite as _suite
 from gradlint.source.engine.walk import text as _text
-from gradlint.source.names import dotted
+from gradlint.source.names import dotted, wraps_module
 
 GRAD_SCALERS = frozenset({
     "torch.cuda.amp.GradScaler", "torch.amp.GradScaler", "torch.cpu.amp.GradScaler", "torch.GradScaler",
@@ -239,8 +239,7 @@ class _PrePass:
             node = node.func.value
         if isinstance(node, cst.Call):
             cls = dotted(node.func)
-            if cls and _wrapper(cls) and node.args and node.args[0].keyword is None and not node.args[0].star \
-                    and depth < 8:
+            if wraps_module(node) and depth < 8:
                 # `nn.DataParallel(LM())`, `torch.compile(model)`: calling it runs the module's forward
                 return self._object(node.args[0].value, scope, depth + 1)
             if cls and cls.rsplit(".", 1)[-1][:1].isupper():
@@ -494,12 +493,3 @@ def _mentions(node: cst.BaseExpression, test: str) -> bool:
     if re.search(r"(?<![\w.])" + re.escape(text) + r"(?!\w)", test):
         return True
     return isinstance(node, cst.Attribute) and bool(re.search(r"\b" + re.escape(node.attr.value) + r"\b", test))
-
-
-_WRAPPER_CLASSES = frozenset({"DataParallel", "DistributedDataParallel"})
-_WRAPPER_FUNCTIONS = frozenset({"torch.compile", "torch.jit.script", "torch.jit.trace"})
-
-
-def _wrapper(name: str) -> bool:
-    """A call (as written) that wraps the module it is given and runs its forward when called."""
-    return name.rsplit(".", 1)[-1] in _WRAPPER_CLASSES or name in _WRAPPER_FUNCTIONS

@@ -32,8 +32,8 @@ from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import CLIP_NAMES, OPTIMIZER_CLASSES, _last, is_optimizer_name, _names_in, CallEvents
 from gradlint.source.loop_configs import config_fields
-from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts, _wrapper, items_of
-from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted
+from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts, items_of
+from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted, wraps_module
 from gradlint.text import split_lines
 
 # ---------------------------------------------------------------------------------------------
@@ -574,7 +574,7 @@ class _Extractor(CallEvents, StatementWalker):
             if isinstance(call.func, cst.Attribute) and call.func.attr.value in _MOVE_METHODS \
                     and isinstance(call.func.value, cst.Call):
                 call = call.func.value
-            elif _wraps_module(call):
+            elif wraps_module(call):
                 call = call.args[0].value  # `nn.DataParallel(LM())`: the module it runs
             else:
                 break
@@ -867,10 +867,3 @@ def extract(src, configs=None, own=None) -> TrainingFacts:
         # a statement nested too deep for libcst's own recursive code (code generation, visitors):
         # half-read loop facts could mislead the rules, so this file gives none
         return TrainingFacts()
-
-
-def _wraps_module(call: cst.Call) -> bool:
-    """`nn.DataParallel(m)`, `DistributedDataParallel(m, ...)`, `torch.compile(m)`: a wrapper that
-    runs the module it is given (its first argument) when called."""
-    text = dotted(call.func)
-    return bool(text) and _wrapper(text) and bool(call.args) and call.args[0].keyword is None and not call.args[0].star

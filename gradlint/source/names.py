@@ -27,6 +27,12 @@ NO_GRAD = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no
 # torch.set_grad_enabled(mode), as a statement or a context manager: every spelling, for every reader.
 SET_GRAD_ENABLED = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled",
                               "torch.autograd.grad_mode.set_grad_enabled"})
+# Calls that wrap a module and run its forward when called (the first argument), for every reader.
+MODEL_WRAPPERS = frozenset({"torch.nn.DataParallel", "torch.nn.parallel.DataParallel",
+                            "torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.data_parallel.DataParallel",
+                            "torch.nn.parallel.distributed.DistributedDataParallel", "torch.compile",
+                            "torch.jit.script", "torch.jit.trace"})
+_WRAPPER_CLASSES = frozenset(n.rsplit(".", 1)[-1] for n in MODEL_WRAPPERS if n.rsplit(".", 1)[-1][:1].isupper())
 
 
 def canonical(name: str) -> str:
@@ -164,3 +170,12 @@ def build_import_table(module: cst.Module) -> ImportTable:
             elif isinstance(value, cst.CSTNode):
                 stack.append(value)
     return table
+
+
+def wraps_module(call: cst.Call) -> bool:
+    """`nn.DataParallel(m)`, `DistributedDataParallel(m, ...)`, `torch.compile(m)` as written (no
+    import table: a readers' pre-pass has none): a MODEL_WRAPPERS call given the module first."""
+    text = dotted(call.func)
+    if not text or not (text.rsplit(".", 1)[-1] in _WRAPPER_CLASSES or text in MODEL_WRAPPERS):
+        return False
+    return bool(call.args) and call.args[0].keyword is None and not call.args[0].star

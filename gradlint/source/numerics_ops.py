@@ -18,7 +18,7 @@ from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _co
                                             broken_before_required)
 from gradlint.source.engine.values import truth
 from gradlint.source.list_ends import list_end
-from gradlint.source.names import dotted
+from gradlint.source.names import MODEL_WRAPPERS, dotted
 
 
 F = "torch.nn.functional."
@@ -43,11 +43,6 @@ LOSS_MODULES = {
 }
 PROB_MODULES = {"torch.nn.Softmax": "softmax", "torch.nn.Sigmoid": "sigmoid",
                 "torch.nn.LogSoftmax": "log_softmax", "torch.nn.LogSigmoid": "logsigmoid"}
-# Calls that wrap a module and run its forward when called (the first argument)
-MODEL_WRAPPERS = frozenset({"torch.nn.DataParallel", "torch.nn.parallel.DataParallel",
-                            "torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.data_parallel.DataParallel",
-                            "torch.nn.parallel.distributed.DistributedDataParallel", "torch.compile",
-                            "torch.jit.script", "torch.jit.trace"})
 # Modules whose output is never below 0 whatever their arguments (V.nonneg)
 NONNEG_MODULES = frozenset({"torch.nn.ReLU", "torch.nn.ReLU6"})
 # torch.nn modules without parameters: a Sequential of them trains nothing (V.through)
