@@ -323,7 +323,7 @@ for x in loader:
         if facts.hook_clipping:
             return
         yield from steps.dedupe(self._steps(ctx, facts))
-        if not any(ev.kind == "clip" and not steps.is_measuring(ev) for fn in facts.functions for ev in iter_events(fn.body)):
+        if not _clips(facts, facts.functions):
             # a clip anywhere in the file (a Lightning hook, say) may be the configured clipping
             yield from steps.dedupe(self._frameworks(ctx, facts))
 
@@ -412,10 +412,14 @@ def _clips_itself(index, cls: str | None) -> bool:
         facts = mod.facts.training if mod is not None else None
         if facts is None:
             continue
-        if facts.hook_clipping or any(ev.kind == "clip" and not steps.is_measuring(ev)
-                                      for fn in facts.functions if fn.cls == name for ev in iter_events(fn.body)):
+        if facts.hook_clipping or _clips(facts, [fn for fn in facts.functions if fn.cls == name]):
             return True
     return False
+
+
+def _clips(facts, functions) -> bool:
+    """Whether one of `functions` clips gradients (a clip that only measures the norm is none)."""
+    return any(ev.kind == "clip" and not steps.is_measuring(ev) for fn in functions for ev in iter_events(fn.body))
 
 
 def _unclipped(facts, c, clips) -> list[str]:

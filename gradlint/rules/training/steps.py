@@ -440,6 +440,11 @@ class Risk:
     data: tuple[tuple[str, object], ...] = ()
 
 
+def methods_of(facts: TrainingFacts, cls: str) -> set[int]:
+    """The ids of the functions of the file that are methods of class `cls`."""
+    return {f.id for f in facts.functions if f.cls == cls}
+
+
 def scoped_assigns(facts: TrainingFacts, target: str, kinds: tuple[str, ...] | None, fn: Function | None) -> list[Assign]:
     """`assigns_to`, where a parameter of `fn` is that function's own name: only what `fn`
     binds to it counts (`def train_head(head, opt)` is not the module's `opt = Adam(model...)`;
@@ -454,7 +459,7 @@ def scoped_assigns(facts: TrainingFacts, target: str, kinds: tuple[str, ...] | N
             made = [a for a in made if a.func == fn.id]
     elif fn is not None and fn.cls is not None and target.startswith("self."):
         # `self.opt` in a method is its own class's attribute, not another class's of the file
-        methods = {f.id for f in facts.functions if f.cls == fn.cls}
+        methods = methods_of(facts, fn.cls)
         if any(a.func in methods for a in assigns_to(facts, target, None)):
             made = [a for a in made if a.func in methods]
     return made
@@ -544,7 +549,7 @@ def _init_param(facts: TrainingFacts, fn: Function, text: str) -> tuple[str, int
     params = list(init.params)[1:]
     if text.startswith("self.") and text.count(".") == 1:
         binds = [a for a in assigns_to(facts, text) if a.kind != "append"]
-        methods = {f.id for f in facts.functions if f.cls == fn.cls}
+        methods = methods_of(facts, fn.cls)
         if len(binds) != 1 or binds[0].func != init.id or binds[0].calls or len(binds[0].uses) != 1 \
                 or any(a.func not in methods for a in binds):
             return None
@@ -559,10 +564,12 @@ def model_risk(facts: TrainingFacts, text: str, cls_of_self: str | None, index, 
     `model = MLP()` for a later loop)."""
     if text in ("self", "cls"):
         return class_risk(cls_of_self, text, index, facts) if cls_of_self else None
-    made = scoped_assigns(facts, text, ("model",), fn)
     if line is not None and fn is not None:
+        # (any later binding hides an earlier model, whatever it makes)
         made = reaching(facts, [a for a in scoped_assigns(facts, text, None, fn) if a.kind != "append"], fn, line)
         made = [a for a in made if a.kind == "model"]
+    else:
+        made = scoped_assigns(facts, text, ("model",), fn)
     for a in made:
         if a.torch_recurrent:
             return Risk(text, a.cls, f"recurrent: nn.{a.torch_recurrent}", (("recurrent", a.torch_recurrent),))
@@ -584,7 +591,7 @@ def _local_class_risk(facts: TrainingFacts | None, cls: str, text: str) -> Risk 
     one of its methods (`self.rnn = nn.LSTM(...)`), whatever its base class (LightningModule...)."""
     if facts is None:
         return None
-    methods = {f.id for f in facts.functions if f.cls == cls}
+    methods = methods_of(facts, cls)
     if not methods:
         return None
     built = [a for a in facts.assigns if a.func in methods and a.kind == "model" and a.target.startswith("self.")]
@@ -610,20 +617,33 @@ def class_risk(cls: str | None, text: str, index, facts: TrainingFacts | None = 
     summaries = list(index.lookup(cls))
     modules = [s for s in summaries if getattr(s, "is_module", False)] or summaries
     if modules and all(getattr(s, "recurrent", False) for s in modules):
-        return Risk(text, cls, f"{cls} is recurrent", (("recurrent", cls),))
+        return _structure_risk(text, cls, True, 0)
     if modules:
         blocks = min(int(getattr(s, "transformer_blocks", 0) or 0) for s in modules)
         if blocks < TRANSFORMER_BLOCKS:  # its blocks may be classes of other files: as GL106 sees them
             blocks = max(blocks, _inlined_blocks(index, cls))
         if blocks >= TRANSFORMER_BLOCKS:
-            return Risk(text, cls, f"{cls} is a transformer of {blocks} blocks", (("transformer_blocks", blocks),))
-    flagged = _flagged_gain(index, cls)
-    if flagged is not None:
-        gain, bound = flagged
-        code = "GL101" if gain < VANISHING else "GL102"
-        return Risk(text, cls, f"{cls} has a predicted gradient gain of {'at most ' if bound else ''}{gain:.1e} ({code})",
-                    (("gain", gain),))
+            return _structure_risk(text, cls, False, blocks)
+    return _gain_risk(text, cls, _flagged_gain(index, cls), cls)
+
+
+def _structure_risk(text: str, cls: str, recurrent: bool, blocks: int) -> Risk | None:
+    """The risk of a model of class `cls` that is recurrent or a transformer of `blocks` blocks."""
+    if recurrent:
+        return Risk(text, cls, f"{cls} is recurrent", (("recurrent", cls),))
+    if blocks >= TRANSFORMER_BLOCKS:
+        return Risk(text, cls, f"{cls} is a transformer of {blocks} blocks", (("transformer_blocks", blocks),))
     return None
+
+
+def _gain_risk(text: str, cls: str, flagged: tuple[float, bool] | None, who: str) -> Risk | None:
+    """The risk of a model whose chain GL101 or GL102 flags (_flagged_gain), said of `who`."""
+    if flagged is None:
+        return None
+    gain, bound = flagged
+    code = "GL101" if gain < VANISHING else "GL102"
+    return Risk(text, cls, f"{who} has a predicted gradient gain of {'at most ' if bound else ''}{gain:.1e} ({code})",
+                (("gain", gain),))
 
 
 def _instance_risk(a: Assign, text: str, index) -> tuple[bool, Risk | None]:
@@ -642,18 +662,8 @@ def _instance_risk(a: Assign, text: str, index) -> tuple[bool, Risk | None]:
     from gradlint.model.inline import finder, inline
 
     net = inline(nets[0], finder(index))
-    if net.recurrents:
-        return True, Risk(text, a.cls, f"{a.cls} is recurrent", (("recurrent", a.cls),))
-    blocks = block_count(net.paths)
-    if blocks >= TRANSFORMER_BLOCKS:
-        return True, Risk(text, a.cls, f"{a.cls} is a transformer of {blocks} blocks", (("transformer_blocks", blocks),))
-    flagged = _flagged_gain_of([net])
-    if flagged is not None:
-        gain, bound = flagged
-        code = "GL101" if gain < VANISHING else "GL102"
-        return True, Risk(text, a.cls, f"{a.cls} as built here has a predicted gradient gain of "
-                                       f"{'at most ' if bound else ''}{gain:.1e} ({code})", (("gain", gain),))
-    return True, None
+    return True, (_structure_risk(text, a.cls, bool(net.recurrents), block_count(net.paths))
+                  or _gain_risk(text, a.cls, _flagged_gain_of([net]), f"{a.cls} as built here"))
 
 
 def _inlined_blocks(index, cls: str) -> int:
