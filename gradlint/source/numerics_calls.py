@@ -258,7 +258,7 @@ class TensorCalls(TorchOps):
         vals = self._args_ev(node)
         # the modules called on the way (V.through): those its inputs passed, and this one, by
         # its name, unless it has no parameters (a criterion, an nn.Sigmoid: they train nothing)
-        passed = _combine(vals).through
+        passed = frozenset().union(*[v.through for v in vals if v.through])  # (as _combine joins them)
         free = (callee.callret or callee.nonneg) and not callee.params
         through = passed | {owner} if owner and owner not in ("self", "self.forward") and not free else passed
         ref = self.x.open_param(callee) if owner is not None else None
