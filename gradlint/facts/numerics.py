@@ -386,10 +386,20 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     if site.kind in ("divide_by_norm", "acos_near_one", "sqrt_near_zero"):
         # `v / v.norm()`, `sqrt(sum(v ** 2))`, `acos(v)` on the parameter: every caller passes a
         # tensor that carries gradient (for a division or a root, one that may be all zero: not a
-        # learned projection's output)
-        ok = tensor == "grad" if site.kind != "acos_near_one" else tensor is not None and tensor.startswith(
-            ("grad", "out:"))
-        if not ok:
+        # learned projection's output). Computed from several parameters (`tensor_any`), one of
+        # them that every caller passes so is enough: its gradient reaches the hazard.
+        def carries(shape: str | None) -> bool:
+            return shape == "grad" if site.kind != "acos_near_one" else shape is not None and shape.startswith(
+                ("grad", "out:"))
+
+        if "tensor_any" in data:
+            for one in data["tensor_any"].split(","):
+                name, _, at = one.rpartition("@")
+                if carries(passed_everywhere(scope.index, scope.module, data.get("tensor_of") or site.function,
+                                             name, int(at))):
+                    return replace(site, variant=data.get("how", site.variant), data=(("passed", name),))
+            return None
+        if not carries(tensor):
             return None
         return replace(site, variant=data.get("how", site.variant),
                        data=(("passed", data["tensor_param"]),))

@@ -180,6 +180,10 @@ class Extractor(ModuleValues, Backwards):
         # `p[:, 0]`): each element is one the callers passed, so what they passed (a sigmoid
         # output...) it still is (kept_param)
         self.open_kept: dict[int, tuple[V, str, str, int]] = {}
+        # values computed from several open parameters of one function (`pred @ target.T`), with
+        # the function and each parameter's (name, position): a hazard on one holds when every
+        # caller passes, for one of them, a tensor that carries gradient (derived_params)
+        self.open_multi: dict[int, tuple[V, str, tuple[tuple[str, int], ...]]] = {}
         # one element of an open parameter unpacked (`xy, wh, obj, cls = preds`): the parameter
         # as in open_params, and the element's index (only sites on tensors read these)
         self.open_elems: dict[int, tuple[V, str, str, int, int]] = {}
@@ -512,6 +516,15 @@ class Extractor(ModuleValues, Backwards):
         got = self.open_params.get(id(v)) or self.open_derived.get(id(v))
         return got[1:] if got is not None and got[0] is v else None
 
+    def derived_params(self, v: V) -> tuple[str, tuple[tuple[str, int], ...]] | None:
+        """(function, ((parameter, position), ...)) of the open parameters `v` is computed from:
+        one (derived_param) or several of one function."""
+        one = self.derived_param(v)
+        if one is not None:
+            return one[0], ((one[1], one[2]),)
+        got = self.open_multi.get(id(v))
+        return got[1:] if got is not None and got[0] is v else None
+
     def kept_param(self, v: V) -> tuple[str, str, int] | None:
         """`open_param`, or the open parameter `v` selects or reshapes (derive_from's `kept`)."""
         got = self.open_params.get(id(v)) or self.open_kept.get(id(v))
@@ -519,7 +532,7 @@ class Extractor(ModuleValues, Backwards):
 
     def same_origin(self, old: V, new: V) -> V:
         """`new`, a copy of `old` with another fact, computed from what `old` was (derive_from)."""
-        for table in (self.open_derived, self.open_kept):
+        for table in (self.open_derived, self.open_kept, self.open_multi):
             got = table.get(id(old))
             if got is not None and got[0] is old:
                 table[id(new)] = (new, *got[1:])
@@ -536,22 +549,29 @@ class Extractor(ModuleValues, Backwards):
             if result is UNKNOWN:
                 result = open_value()
             self.open_kept[id(result)] = (result, *ref)
-        refs = set()
+        functions: set[str] = set()
+        params: set[tuple[str, int]] = set()
         for v in operands:
             if v is UNKNOWN or v.const or v.cut is not None:
                 if v is UNKNOWN:
                     return result  # (something nothing is known of takes part)
                 continue
-            ref = self.derived_param(v)
-            if ref is None:
+            got = self.derived_params(v)
+            if got is None:
                 return result
-            refs.add(ref)
-        if len(refs) == 1 and result is not operands[0]:
-            if result is UNKNOWN:
-                # nothing known of it but where it comes from: a value of its own (the one bottom,
-                # so marked, would make every unknown value of the file this parameter's)
-                result = open_value()
-            self.open_derived[id(result)] = (result, *refs.pop())
+            functions.add(got[0])
+            params.update(got[1])
+        if len(functions) != 1 or not params or result is operands[0]:
+            return result
+        if result is UNKNOWN:
+            # nothing known of it but where it comes from: a value of its own (the one bottom,
+            # so marked, would make every unknown value of the file this parameter's)
+            result = open_value()
+        if len(params) == 1:
+            (name, at), = params
+            self.open_derived[id(result)] = (result, functions.pop(), name, at)
+        else:
+            self.open_multi[id(result)] = (result, functions.pop(), tuple(sorted(params)))
         return result
 
     def open_elem(self, v: V) -> tuple[tuple[str, str, int], int] | None:

@@ -631,7 +631,15 @@ class TorchOps:
         return c.r
 
     def _m_keep(self, c: _Call) -> V:
-        return self.x.derive_from([c.r], self._kept(c.r), kept=True)
+        return self._output_kept(c.r, self.x.derive_from([c.r], self._kept(c.r), kept=True))
+
+    def _output_kept(self, r: V, out: V) -> V:
+        """`out`, a selection or reshape of `r`: still the output of the model parameter that made
+        `r` (`model(x).view(-1, 3, 3)`), for callers in other files (Call.args)."""
+        ref = self.param_output(r)
+        if ref is not None and out is not r:
+            self.param_outputs[id(out)] = (out, ref)
+        return out
 
     @staticmethod
     def _kept(r: V) -> V:
@@ -643,7 +651,7 @@ class TorchOps:
     def _q_keep(self, c: _Call) -> V | None:
         if c.first_node is None:
             return None
-        return self.x.derive_from([c.first], self._kept(c.first), kept=True)
+        return self._output_kept(c.first, self.x.derive_from([c.first], self._kept(c.first), kept=True))
 
     def _m_apply(self, c: _Call) -> V | None:
         if isinstance(c.recv, cst.Name) and c.recv.value in self.x.autograd_classes:

@@ -201,15 +201,23 @@ class SiteChecks:
 
     def _on_parameter(self, kind: str, how: str, ref: tuple, node: cst.CSTNode, detail: str,
                       pieces: Pieces | None = None) -> None:
-        """A hazard on an open parameter (or a value computed from it alone): a site the callers
-        in the project decide (facts.numerics.bind_parameters: variant `how` once bound)."""
-        if not (self.cls is not None and self.cls.quiet):
-            self.x.add(Site(kind, "parameters", self.x.span(node), detail=detail, pieces=pieces,
-                            data=(("how", how), *_param_data("tensor", ref))))
+        """A hazard on open parameters (or a value computed from them alone; `ref` is
+        derived_params'): a site the callers in the project decide (facts.numerics.bind_parameters:
+        variant `how` once bound). Computed from several (`pred @ target.T`), it holds when every
+        caller passes a tensor that carries gradient for one of them."""
+        if self.cls is not None and self.cls.quiet:
+            return
+        function, params = ref
+        if len(params) == 1:
+            data = _param_data("tensor", (function, *params[0]))
+        else:
+            data = [("tensor_any", ",".join(f"{name}@{at}" for name, at in params)), ("tensor_of", function)]
+        self.x.add(Site(kind, "parameters", self.x.span(node), detail=detail, pieces=pieces,
+                        data=(("how", how), *data)))
 
     def check_sqrt(self, node: cst.CSTNode, arg_node: cst.BaseExpression, a: V, how: str, need_tensor: bool) -> None:
         if not a.params and (a.sq or a.sumsq) and not (a.nograd or a.numpy or a.clamped or a.dense) \
-                and not self.hazard_quiet() and (ref := self.x.derived_param(a)) is not None:
+                and not self.hazard_quiet() and (ref := self.x.derived_params(a)) is not None:
             # `def slope(g): return torch.sqrt(torch.sum(g ** 2, dim=1))` with no caller here: a
             # hazard when every caller in the project passes a tensor that carries gradient and may
             # be all zero (facts.numerics.bind_parameters)
@@ -229,7 +237,7 @@ class SiteChecks:
                      numerator: cst.BaseExpression | None = None) -> None:
         if self.hazard_quiet() or not den.norm or den.clamped or den.nograd or num.nograd:
             return
-        if not (den.params or num.params) and not den.dense and (ref := self.x.derived_param(num)) is not None:
+        if not (den.params or num.params) and not den.dense and (ref := self.x.derived_params(num)) is not None:
             # `def unit(v): return v / v.norm()` with no caller here: a hazard when every caller
             # in the project passes a tensor that carries gradient (facts.numerics.bind_parameters)
             self._on_parameter("divide_by_norm", den.norm, ref, node, self.x.code(den_node)[:80])
@@ -244,7 +252,7 @@ class SiteChecks:
         if self.hazard_quiet() or a.nograd or a.unit == "strict":
             return
         kind = "loose-clamp" if a.unit == "loose" else "unclamped"
-        if not a.params and (ref := self.x.derived_param(a)) is not None:
+        if not a.params and (ref := self.x.derived_params(a)) is not None:
             # `def f(inp): return torch.acos(inp[:, 0])` with no caller here: a hazard when every
             # caller in the project passes a tensor that carries gradient (bind_parameters)
             self._on_parameter("acos_near_one", kind, ref, node, fn.rstrip("_"))
