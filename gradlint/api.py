@@ -257,8 +257,8 @@ def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = Tr
     def lower(path: Path, cls: str, args: tuple, compute):
         return rerun_block(path, cls, args, compute, opened(), config.max_file_size, batch)
 
-    def calls(display: str, text: str) -> FileFacts | None:
-        return calls_facts(display, text, opened(), batch)
+    def calls(display: str, text: str, path: Path | None = None) -> FileFacts | None:
+        return calls_facts(display, text, opened(), batch, path)
 
     libraries = library_roots(root, config.library_paths) if config.read_libraries else ()
     loader = ProjectFiles(root, summarise, list_files, libraries=libraries, extract_library=summarise_library,
@@ -277,12 +277,15 @@ def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = Tr
     return ProjectIndex(loader), root
 
 
-def calls_facts(display: str, text: str, store: cache.Store | None, batch: cache.Batch | None = None) -> FileFacts | None:
+def calls_facts(display: str, text: str, store: cache.Store | None, batch: cache.Batch | None = None,
+                path: Path | None = None) -> FileFacts | None:
     """The numerics and training-loop facts of a project file whose facts hold its symbols only
-    (no torch in its text), read from `text` (the source those facts keep) when a search for a
-    function's callers reaches it; None when Python or libcst refuses it or it is over budget
-    (its calls stay unknown). Cached by the text under their own kind, so a warm run parses it
-    no more than the files it checks; a refusal is cached too."""
+    (no torch in its text), or whose loop facts were skipped (no backward, no clip...), read from
+    `text` (the source those facts keep) when a search for a function's callers reaches it; None
+    when Python or libcst refuses it or it is over budget (its calls stay unknown). `path`: its
+    file, whose neighbours may define the config classes it builds. Cached by the text under
+    their own kind (and the files those classes were looked for in), so a warm run parses it no
+    more than the files it checks; a refusal is cached too."""
     from gradlint.files import text_digest
     from gradlint.source import extract_python_text
 
@@ -291,14 +294,15 @@ def calls_facts(display: str, text: str, store: cache.Store | None, batch: cache
     hit = cache.load(store, where, folder, FileFacts) if store is not None and where is not None else None
     if hit is None:
         try:
-            facts = extract_python_text(text, display, calls_only=True)
+            facts = extract_python_text(text, display, calls_only=True, origin=path)
         except Exception:  # a caller gradlint cannot read stays unknown; it is no finding of its own
             facts = None
         hit = FileFacts(path=display, kind="python")
         if facts is not None and facts.numerics is not None and not facts.skipped and not facts.input_errors:
-            hit = FileFacts(path=display, kind="python", numerics=facts.numerics, training=facts.training)
+            hit = FileFacts(path=display, kind="python", numerics=facts.numerics, training=facts.training,
+                            depends=facts.depends)
         if store is not None and where is not None:
-            _store(store, cache.entry(where, hit, folder), batch)
+            _store(store, cache.entry(where, hit, folder, hit.depends), batch)
     return hit if hit.numerics is not None else None
 
 

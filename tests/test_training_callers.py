@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 from gradlint.api import check_paths
 from gradlint.config import Config
@@ -72,15 +72,19 @@ def test_a_named_optimizer_is_decided_in_its_own_file_as_before():
     assert [e.kind for fn in t.functions for e in iter_events(fn.body)] == ["backward", "step"]
 
 
-def test_a_caller_file_without_loop_facts_is_a_caller_we_cannot_read(tmp_path):
+@pytest.mark.parametrize("passed, flagged", [("sgd", True), ("m", False)])
+def test_a_caller_file_without_loop_facts_is_read_when_a_search_reaches_it(tmp_path, passed, flagged):
     shutil.copytree(TRAINING / "crossfile_param", tmp_path / "p")
     (tmp_path / "p" / "pyproject.toml").write_text("")
-    # no backward, clip, zero_grad, scaler or trainer in it: the loop extractor skips the file
+    # no backward, clip, zero_grad, scaler or trainer in it: the loop extraction skips the file,
+    # and the search for plain_update's callers reads its calls then: an optimizer passed agrees
+    # with train.py's caller, a model passed for `o` does not
     (tmp_path / "p" / "more.py").write_text(
         "import torch\nfrom stepping import plain_update\n\nm = torch.nn.Linear(4, 1)\n"
-        "sgd = torch.optim.SGD(m.parameters(), lr=0.1)\nplain_update(m, sgd, torch.randn(8, 4))\n")
+        f"sgd = torch.optim.SGD(m.parameters(), lr=0.1)\nplain_update(m, {passed}, torch.randn(8, 4))\n")
     found = _found([tmp_path / "p"], tmp_path / "p")
-    assert ("stepping.py", 11, "GL202") not in found and ("stepping.py", 18, "GL203") in found
+    assert (("stepping.py", 11, "GL202") in found) == flagged and ("stepping.py", 18, "GL203") in found
+    assert _found([tmp_path / "p" / "stepping.py"], tmp_path / "p") == {f for f in found if f[0] == "stepping.py"}
 
 
 def test_a_warm_run_sees_a_caller_change_in_a_file_outside_the_run(tmp_path):

@@ -120,3 +120,41 @@ def test_fixture_expectations_in_a_project_of_its_own(tmp_path, name):
     result = check_paths([tmp_path], Config(select=("GL2",), root=str(tmp_path)), use_cache=False, jobs=1)
     assert not result.internal_errors
     assert {(f.span.line, f.code) for f in result.findings} == expectations(tmp_path / name)
+
+
+def test_a_config_every_caller_passes_decides_the_threshold(tmp_path):
+    # crossfile_config_param: engine.py's loops read `settings.grad_clip` of their parameter;
+    # main.py (no backward, no clip: its loop facts are read only when a search for callers
+    # reaches it) passes RunSettings() with its default of 0 to one loop, SafeSettings() to the other
+    folder = TRAINING / "crossfile_config_param"
+    config = Config(select=("GL2",), root=str(folder))
+    expected = expectations(folder / "engine.py")
+    assert len(expected) == 1
+    for paths in ([folder], [folder / "engine.py"]):
+        result = check_paths(paths, config, use_cache=False, jobs=1)
+        assert not result.internal_errors
+        assert {(f.span.line, f.code) for f in result.findings} == expected
+        assert "of the config every caller passes" in result.findings[0].message
+
+
+def test_a_passed_config_is_read_again_when_its_class_changes(tmp_path):
+    # cached: the caller's facts depend on the file that defines the config class
+    for f in (TRAINING / "crossfile_config_param").glob("*.py"):
+        (tmp_path / f.name).write_text(f.read_text())
+    (tmp_path / "pyproject.toml").write_text("")
+    config = Config(select=("GL2",), root=str(tmp_path))
+
+    def found() -> list[str]:
+        result = check_paths([tmp_path / "engine.py"], config, use_cache=True, jobs=1)
+        assert not result.internal_errors
+        return [f.code for f in result.findings]
+
+    assert found() == found() == ["GL204"]
+    settings = tmp_path / "settings.py"
+    settings.write_text(settings.read_text().replace("grad_clip: float = 0.0", "grad_clip: float = 2.0"))
+    assert found() == []
+    main = tmp_path / "main.py"
+    settings.write_text(settings.read_text().replace("grad_clip: float = 2.0", "grad_clip: float = 0.0"))
+    assert found() == ["GL204"]
+    main.write_text(main.read_text().replace("RunSettings())", "RunSettings(grad_clip=1.0))"))
+    assert found() == []

@@ -51,7 +51,7 @@ class ModuleLoader(Protocol):
 
     # Optional (looked up with getattr): the calls of a file the extraction read no further than
     # its names (no torch in it), for the searches for a function's callers.
-    #   load_calls(facts) -> facts with its numerics and training-loop facts | None
+    #   load_calls(facts, module) -> facts with its numerics and training-loop facts | None
     # Optional (looked up with getattr): installed libraries.
     #   load_library(module) -> (facts with the module's symbols only, is a package) | None
     #   library_facts(module) -> the module's facts with its networks and class summaries | None
@@ -122,6 +122,7 @@ class ProjectIndex:
         self.memos: dict[str, dict] = _Memos(self)
         self._lowered: dict[tuple, "Network | None"] = {}  # lower()'s answers
         self._calling: dict[str, Module] = {}  # calling()'s modules read on demand
+        self._calling_loops: dict[str, Module] = {}  # and those whose loop facts were skipped
 
     # -- modules ---------------------------------------------------------------------------------
     def add(self, name: str, facts: FileFacts, is_package: bool = False) -> Module:
@@ -177,25 +178,35 @@ class ProjectIndex:
         mod.library = library
         return mod
 
-    def calling(self, name: str) -> Module | None:
+    def calling(self, name: str, loops: bool = False) -> Module | None:
         """Module `name` as a search for a function's callers reads it: the module, or, when its
         file was read no further than its names (no torch in its text: a `main.py` that imports
         the project's trainer and models), a copy whose facts hold its calls, read now through
         the loader (`load_calls`: the same extractors, cached) and kept for the run. Only the
         callers' searches see them: what the module defines and what other queries read of it
         stay those of an unparsed file, so no answer depends on whether a search came first.
-        Unknown (the module as it is, without numerics) when the loader cannot read it."""
+        Unknown (the module as it is, without numerics) when the loader cannot read it.
+        `loops`: a search of the training-loop facts, for which a module whose loop facts were
+        skipped (no backward, no clip: a `main.py` that builds a config and calls the project's
+        trainer) has them read now too."""
         mod = self.module(name)
-        if mod is None or mod.library or not _names_only(mod.facts):
+        if mod is None or mod.library:
             return mod
-        found = self._calling.get(name)
+        names_only = _names_only(mod.facts)
+        skipped = loops and not names_only and getattr(mod.facts.training, "skipped", False) and \
+            mod.facts.source is not None
+        if not names_only and not skipped:
+            return mod
+        memo = self._calling_loops if skipped else self._calling
+        found = memo.get(name)
         if found is None:
             read = getattr(self.loader, "load_calls", None)
-            calls = read(mod.facts) if read is not None else None
+            calls = read(mod.facts, name) if read is not None else None
             found = mod
             if calls is not None and calls.numerics is not None:
-                found = replace(mod, facts=replace(mod.facts, numerics=calls.numerics, training=calls.training))
-            self._calling[name] = found
+                found = replace(mod, facts=replace(mod.facts, training=calls.training) if skipped else
+                                replace(mod.facts, numerics=calls.numerics, training=calls.training))
+            memo[name] = found
         return found
 
     def _with_models(self, mod: Module) -> Module:

@@ -33,6 +33,12 @@ class Value:
     # what an argument is to a training step: 'optimizer', 'scaler' (the caller's file binds
     # it to one or names it so), '' else; a step of another file reads it (bind_callers)
     kind: str = ""
+    # an argument that is a config object the caller builds and does not change: its numeric
+    # fields as built, and its class's last name in `origin` (`train(model, Cfg())`)
+    fields: tuple[tuple[str, float], ...] = ()
+    # a threshold read from an attribute of the function's parameter, which the function does
+    # not change (`cfg.grad_clip` in `def train(model, cfg)`): the parameter (config_threshold)
+    param: str = ""
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,9 @@ class Assign:
 @dataclass(frozen=True)
 class TrainingFacts:
     functions: tuple[Function, ...] = ()
+    # the file names none of the words a training loop needs (a backward, a clip...): nothing
+    # was read. A search for a function's callers reads its calls on demand (ProjectIndex.calling)
+    skipped: bool = False
     stmts: tuple[Stmt, ...] = ()
     assigns: tuple[Assign, ...] = ()
     # the `return value` statements of every function (Assign of kind 'return'): what a call of
@@ -288,10 +297,32 @@ def _decided(ev: Event, fn: Function, scope: Scope | None) -> tuple[Event, ...]:
     return ()
 
 
-def _passed_kind(scope: Scope, fn: Function, param: str) -> str | None:
-    """'optimizer' or 'scaler' when every call of `fn` (a top-level function of the scope's
-    module, or a method of one of its top-level classes) in the project passes one for `param`;
-    None else."""
+def config_threshold(value: Value, fn: Function, scope: Scope | None) -> Value:
+    """A threshold read from an attribute of `fn`'s parameter (`cfg.grad_clip`, Value.param) as
+    every call of `fn` in the project passes it: the number of that field of the config object
+    each call builds (`train(model, Cfg())`), when they all agree; `value` as it is else (no
+    caller, a caller passing something else, callers that disagree)."""
+    if not value.param or value.number is not None or scope is None or not scope.module:
+        return value
+    attr = value.text.partition(".")[2]
+    calls = _passed(scope, fn, value.param)
+    if not calls or not attr:
+        return value
+    found: set[tuple[float, str]] = set()
+    for passed in calls:
+        fields = dict(passed.fields) if passed is not None else {}
+        if attr not in fields:
+            return value
+        found.add((fields[attr], passed.origin))
+    if len({n for n, _ in found}) != 1:
+        return value
+    number, cls = min(found)
+    return dataclasses.replace(value, number=number, source="config", origin=f"{cls}.{attr}")
+
+
+def _passed(scope: Scope, fn: Function, param: str) -> list[Value | None] | None:
+    """What each call of `fn` in the project passes for `param` (None where a call passes
+    nothing for it); None when not every call can be known, or a call passes `*args`."""
     if param not in fn.params:
         return None
     position = fn.params.index(param)
@@ -300,14 +331,19 @@ def _passed_kind(scope: Scope, fn: Function, param: str) -> str | None:
         calls = _method_calls_of(scope.index, scope.module, fn)
     else:
         calls = _calls_of(scope.index, scope.module, fn)
+    if calls is None or any("*" in args for args in calls):
+        return None
+    return [args.get(param) or args.get(str(position)) for args in calls]
+
+
+def _passed_kind(scope: Scope, fn: Function, param: str) -> str | None:
+    """'optimizer' or 'scaler' when every call of `fn` (a top-level function of the scope's
+    module, or a method of one of its top-level classes) in the project passes one for `param`;
+    None else."""
+    calls = _passed(scope, fn, param)
     if not calls:
         return None
-    kinds = set()
-    for args in calls:
-        if "*" in args:
-            return None
-        value = args.get(param) or args.get(str(position))
-        kinds.add(value.kind if value is not None else "")
+    kinds = {value.kind if value is not None else "" for value in calls}
     kind = kinds.pop() if len(kinds) == 1 else ""
     return kind or None
 
@@ -331,7 +367,7 @@ def _find_calls(index: ProjectIndex, module: str, fn: Function) -> list[dict[str
         return None
     out: list[dict[str, Value]] = []
     for home in sorted({module, *mentions}, key=lambda n: (not index.known(n), n)):
-        mod = index.calling(home)
+        mod = index.calling(home, loops=True)
         facts = mod.facts.training if mod is not None else None
         numerics = mod.facts.numerics if mod is not None else None
         if not isinstance(facts, TrainingFacts) or not facts.functions or numerics is None \
@@ -389,7 +425,7 @@ def _find_method_calls(index: ProjectIndex, module: str, fn: Function) -> list[d
         counted[home] = counted.get(home, 0) + 1
     out: list[dict[str, Value]] = []
     for home in sorted(counted):
-        mod = index.calling(home)
+        mod = index.calling(home, loops=True)
         facts = mod.facts.training if mod is not None else None
         if not isinstance(facts, TrainingFacts) or not facts.functions:
             return None

@@ -524,7 +524,16 @@ def extract_facts(src: SourceFile, tree=None, *, models_only: bool = False, call
         warnings.simplefilter("ignore", SyntaxWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         if calls_only:
-            return FileFacts(path=src.path, kind="python", numerics=numerics.extract(src), training=loops.extract(src))
+            # every call and what it passes, config objects too (`fit(model, RunSettings())`)
+            configs = None
+            if origin is not None:
+                from gradlint.source.configs import ConfigReader
+
+                configs = ConfigReader(origin, module_symbols(tree if tree is not None else src.text))
+            facts = FileFacts(path=src.path, kind="python", numerics=numerics.extract(src),
+                              training=loops.extract(src, configs, whole=True))
+            facts.depends = configs.depends() if configs is not None else ()
+            return facts
         symbols = module_symbols(tree if tree is not None else src.text)
         configs = None
         if origin is not None and not models_only:

@@ -259,7 +259,7 @@ class ProjectFiles:
                  cached_lower: Callable[..., object] | None = None,
                  checked: Mapping[str, tuple[Path, bool]] | None = None,
                  extract_checked: Callable[[Path], FileFacts] | None = None,
-                 extract_calls: Callable[[str, str], FileFacts | None] | None = None) -> None:
+                 extract_calls: Callable[..., FileFacts | None] | None = None) -> None:
         self.root = root.resolve()
         # checked files of the run that were not added to the index (their results came from the
         # cache): module name -> (path, is a package), summarised by extract_checked when reached
@@ -316,14 +316,16 @@ class ProjectFiles:
             return None
         return self.extract_checked(hit[0]), hit[1]
 
-    def load_calls(self, facts: FileFacts) -> FileFacts | None:
+    def load_calls(self, facts: FileFacts, module: str = "") -> FileFacts | None:
         """The numerics and training-loop facts of a project module whose `facts` hold its symbols
-        only (no torch in its text: the extraction skipped it), read from the text those facts
-        keep, so both are of the same bytes (and the result cache's record of the module covers
-        them); None when that text cannot be parsed or extracted."""
+        only (no torch in its text: the extraction skipped it) or whose loop facts were skipped,
+        read from the text those facts keep, so both are of the same bytes (and the result
+        cache's record of the module covers them); None when that text cannot be parsed or
+        extracted. `module`: its name, whose file's neighbours may define its config classes."""
         if self.extract_calls is None or facts.source is None:
             return None
-        return self.extract_calls(facts.path, facts.source)
+        path = self.find(module) if module else None
+        return self.extract_calls(facts.path, facts.source, path)
 
     def checked_mentioning(self, word: str) -> list[str]:
         """The module names of the checked files not added to the index whose text holds `word`

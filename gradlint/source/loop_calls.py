@@ -509,6 +509,9 @@ class CallEvents:
             kind = self._object_kind(a.value, ctx.fid)
             if kind:
                 value = dataclasses.replace(value, kind=kind)
+            if kind in ("", "other") and self.env.field is not None and (
+                    built := self.env.field.built(a.value, self._scope_nodes.get(ctx.fid), call)) is not None:
+                value = dataclasses.replace(value, fields=built[0], origin=built[1])
             if a.keyword is not None:
                 out.append((a.keyword.value, value))
             else:
@@ -566,9 +569,13 @@ class CallEvents:
         norm_node = _arg(call, 2 if via == "torch" else -1, "norm_type")
         if via == "torch" and name.endswith("dispatch_clip_grad"):
             norm_node = None
+        value = self.value(value_node, ctx.fid, ctx.tests)
+        if value is not None and value.number is None and self.env.field is not None and \
+                (param := self.env.field.param_field(value_node, self._scope_nodes.get(ctx.fid))):
+            value = dataclasses.replace(value, param=param)
         return Event("clip", self.span(call), ctx.fid, sid, ctx.nograd, via=via, name=name,
                      target=_text(call.args[0].value) if call.args else "",
-                     value=self.value(value_node, ctx.fid, ctx.tests),
+                     value=value,
                      norm_type=self.value(norm_node, ctx.fid, ctx.tests) if norm_node is not None else None)
 
     def _backward(self, call: cst.Call, via: str, loss: cst.BaseExpression | None, ctx: "_Ctx", sid: int,

@@ -24,53 +24,93 @@ _READERS = frozenset({"print", "len", "str", "repr", "format", "isinstance", "ge
 _READ_METHODS = frozenset({"to_dict", "get", "copy", "keys", "items", "values", "__repr__"})
 
 
-def config_fields(src, pre, configs, own) -> Any:
-    """Env.field for one file: `cfg.field` where `cfg` (a name, or an attribute such as
-    `self.cfg`) holds the one instance of a plain class the file builds (`cfg = TrainConfig()`,
-    `TrainConfig(max_grad_norm=0)`): the field's value as the class sets it (`own`: this file's
-    classes, configs.FileConfigs; `configs`: another project file's). Nothing when the object
-    may be changed after it is built: the file assigns or deletes one of its attributes, calls a
-    method of it, or passes it to a function that is not a constructor (`update_from_args(cfg,
-    args)`, `setattr`, `vars`)."""
-    from gradlint.source.configs import UNKNOWN_ARG
+def config_fields(src, pre, configs, own) -> "ConfigFields":
+    """Env.field for one file (ConfigFields)."""
+    return ConfigFields(src, pre, configs, own)
 
-    changed: dict[str, set] | None = None
-    rebound: dict[str, list] = {}
-    memo: dict[tuple[int, str], Any] = {}
-    binder = pre.env.binder
-    exported: list[frozenset[str]] = []
 
-    def importable() -> frozenset[str]:
-        if not exported:
-            exported.append(_module_globals(src.module))
-        return exported[0]
+class ConfigFields:
+    """`cfg.field` where `cfg` (a name, or an attribute such as `self.cfg`) holds the one instance
+    of a plain class the file builds (`cfg = TrainConfig()`, `TrainConfig(max_grad_norm=0)`): the
+    field's value as the class sets it (`own`: this file's classes, configs.FileConfigs;
+    `configs`: another project file's). Nothing when the object may be changed after it is
+    built: the file assigns or deletes one of its attributes, calls a method of it, or passes it
+    to a function that is not a constructor (`update_from_args(cfg, args)`, `setattr`, `vars`).
+    Called as Env.field; `built` gives the fields of a config a call passes, and `param_field`
+    tells an attribute of a parameter the function does not change (`cfg.grad_clip` in
+    `def train(model, cfg)`), which what the callers pass decides (facts.training)."""
 
-    def field(node: cst.Attribute, scope) -> tuple[Any, str, str] | None:
-        nonlocal changed
+    def __init__(self, src, pre, configs, own) -> None:
+        self.src, self.pre, self.configs, self.own = src, pre, configs, own
+        self.changed: dict[str, set] | None = None
+        self.passes: dict[str, list] = {}
+        self.rebound: dict[str, list] = {}
+        self.memo: dict[tuple[int, str], Any] = {}
+        self.exported: list[frozenset[str]] = []
+
+    def _scan(self) -> dict[str, set]:
+        if self.changed is None:
+            self.changed, self.rebound, self.passes = _changed_objects(self.src.module)
+        return self.changed
+
+    def _importable(self) -> frozenset[str]:
+        if not self.exported:
+            self.exported.append(_module_globals(self.src.module))
+        return self.exported[0]
+
+    def _may_change(self, text: str, scope, but: cst.Call | None = None) -> bool:
+        """Whether the file may change the object `text` holds where `scope` reads it (an
+        attribute, `self.cfg`, is one object file-wide; a name, the one its scope binds); a pass
+        of it to the call `but` does not count."""
+        binder = self.pre.env.binder
+        where = set(self._scan().get(text, ()))
+        where.update(s for s, call in self.passes.get(text, ()) if call is not but)
+        return bool(where) and ("." in text or binder(scope, text) in {binder(s, text) for s in where})
+
+    def __call__(self, node: cst.Attribute, scope) -> tuple[Any, str, str] | None:
         obj = node.value
         text = dotted(obj) if isinstance(obj, (cst.Name, cst.Attribute)) else None
         if not text:
             return None
-        ctor = pre.value_of(text, scope)
+        got = self._instance(text, scope)
+        if got is None:
+            return None
+        values, cls = got
+        name = node.attr.value
+        if name not in values:
+            return None
+        # a global of the module (`cfg = TrainConfig()` at the top): another module may import it
+        # and change it (`train.cfg.max_grad_norm = 1.0`), which no scan of this file sees; not
+        # one bound only under `if __name__ == "__main__":`, which no import runs
+        shared = text if "." not in text and self.pre.env.binder(scope, text) is None and \
+            text in self._importable() else ""
+        return values[name], f"{cls}.{name}", shared
+
+    def _instance(self, text: str, scope, but: cst.Call | None = None) -> tuple[dict, str] | None:
+        """The fields of the config object `text` holds where `scope` reads it, and its class's
+        last name; None when unknown or when the file may change it."""
+        ctor = self.pre.value_of(text, scope)
         if type(ctor) is not Ctor or not isinstance(ctor.node, cst.Call):
             return None
-        if changed is None:
-            changed, bound = _changed_objects(src.module)
-            rebound.update(bound)
-        where = changed.get(text, ())
-        # an attribute (`self.cfg`) is one object file-wide; a name, the one its scope binds
-        if where and ("." in text or binder(scope, text) in {binder(s, text) for s in where}):
+        if self._may_change(text, scope, but):
             return None
+        binder = self.pre.env.binder
         # bound twice (`cfg = TrainConfig(); cfg = TrainConfig(max_grad_norm=1.0)`, on a branch,
         # rebuilt from itself): the environment's join keeps one constructor call of the class
-        binds = rebound.get(text, [])
+        binds = self.rebound.get(text, [])
         if len(binds) > 1 if "." in text else len([s for s in binds if binder(s, text) == binder(scope, text)]) > 1:
             return None
-        key = (id(ctor.node), ctor.cls)
-        if key not in memo:
-            call = ctor.node
+        values = self._values(ctor.node, ctor.cls)
+        return None if values is None else (values, ctor.cls.rsplit(".", 1)[-1])
+
+    def _values(self, call: cst.Call, cls: str) -> dict | None:
+        """The fields of `cls` built by `call`, as the class sets them (memoised by the call)."""
+        from gradlint.source.configs import UNKNOWN_ARG
+
+        key = (id(call), cls)
+        if key not in self.memo:
             if any(a.star for a in call.args):
-                memo[key] = None
+                self.memo[key] = None
             else:
                 def plain(v: cst.BaseExpression) -> Any:
                     c = _constant(v)
@@ -79,25 +119,49 @@ def config_fields(src, pre, configs, own) -> Any:
                 args = (tuple(plain(a.value) for a in call.args if a.keyword is None),
                         tuple((a.keyword.value, plain(a.value)) for a in call.args if a.keyword is not None))
                 values = None
-                if src.imports.qualify_dotted(ctor.cls) & _NAMESPACES and not args[0]:
+                qualified = self.src.imports.qualify_dotted(cls)
+                if qualified & _NAMESPACES and not args[0]:
                     # `SimpleNamespace(lr=1e-3, max_grad_norm=0.0)`: its fields are its keywords
                     values = {k: v for k, v in args[1] if v is not UNKNOWN_ARG}
-                if values is None and own is not None and "." not in ctor.cls:
-                    values = own.values(ctor.cls, args)
-                if values is None and configs is not None and pre.classes.get(ctor.cls) is None:
-                    values = configs.values(ctor.cls, src.imports.qualify_dotted(ctor.cls), args=args)
-                memo[key] = values
-        values = memo[key]
-        name = node.attr.value
-        if values is None or name not in values:
-            return None
-        # a global of the module (`cfg = TrainConfig()` at the top): another module may import it
-        # and change it (`train.cfg.max_grad_norm = 1.0`), which no scan of this file sees; not
-        # one bound only under `if __name__ == "__main__":`, which no import runs
-        shared = text if "." not in text and binder(scope, text) is None and text in importable() else ""
-        return values[name], f"{ctor.cls.rsplit('.', 1)[-1]}.{name}", shared
+                if values is None and self.own is not None and "." not in cls:
+                    values = self.own.values(cls, args)
+                if values is None and self.configs is not None and self.pre.classes.get(cls) is None:
+                    values = self.configs.values(cls, qualified, args=args)
+                self.memo[key] = values
+        return self.memo[key]
 
-    return field
+    def built(self, node: cst.BaseExpression, scope, call: cst.Call) -> tuple[tuple[tuple[str, float], ...], str] | None:
+        """The numeric fields of the config object an argument of `call` is (`train(cfg)` with
+        `cfg = Cfg()`, or `train(Cfg())`), and its class's last name; None when it is none, or
+        the file may change it (a pass to `call` itself aside)."""
+        if isinstance(node, cst.Call):
+            cls = dotted(node.func)
+            if not cls or not cls.rsplit(".", 1)[-1][:1].isupper():
+                return None
+            values = self._values(node, cls)
+            cls = cls.rsplit(".", 1)[-1]
+        elif isinstance(node, (cst.Name, cst.Attribute)) and (text := dotted(node)):
+            got = self._instance(text, scope, but=call)
+            if got is None:
+                return None
+            values, cls = got
+        else:
+            return None
+        if not values:
+            return None
+        numbers = tuple(sorted((k, float(v)) for k, v in values.items()
+                               if type(v) in (int, float) and not isinstance(v, bool)))
+        return (numbers, cls) if numbers else None
+
+    def param_field(self, node: cst.BaseExpression, scope) -> str:
+        """`cfg` for `cfg.grad_clip` where `cfg` is a parameter of the function `scope` that it
+        does not change; '' else."""
+        if not isinstance(node, cst.Attribute) or not isinstance(node.value, cst.Name) or scope is None:
+            return ""
+        name = node.value.value
+        if not self.pre.env.is_param(scope, name) or self._may_change(name, scope):
+            return ""
+        return name
 
 
 def _module_globals(module: cst.Module) -> frozenset[str]:
@@ -134,16 +198,18 @@ def _bound(stmt: cst.Assign | cst.AugAssign | cst.AnnAssign | cst.Del) -> list[c
     return out
 
 
-def _changed_objects(module: cst.Module) -> tuple[dict[str, set], dict[str, list]]:
+def _changed_objects(module: cst.Module) -> tuple[dict[str, set], dict[str, list], dict[str, list]]:
     """The objects (as written: `cfg`, `self.cfg`) the file may change after building them, with
     the scopes (FunctionDefs; None: the module) that may: an attribute of theirs assigned,
     augmented or deleted, a method of theirs or of an attribute of theirs called (but for
     `_READ_METHODS`: `cfg.__dict__.update(...)` changes `cfg`), bound to another name (an alias),
     or passed to a call of a lower-case
     name (a function, not a constructor) that is not one of `_READERS`; and the scope of every
-    assignment of each name or attribute (one bound twice is not one object)."""
+    assignment of each name or attribute (one bound twice is not one object); the passes to calls
+    apart, as (scope, call), so that the call a config is passed to can be told from the others."""
     out: dict[str, set] = {}
     binds: dict[str, list] = {}
+    passes: dict[str, list] = {}
 
     def owners(text: str):
         parts = text.split(".")
@@ -180,6 +246,6 @@ def _changed_objects(module: cst.Module) -> tuple[dict[str, set], dict[str, list
                 for a in n.args:
                     passed = dotted(a.value) if isinstance(a.value, (cst.Name, cst.Attribute)) else None
                     if passed:
-                        out.setdefault(passed, set()).add(scope)
+                        passes.setdefault(passed, []).append((scope, n))
         stack.extend((c, scope) for c in children(n))
-    return out, binds
+    return out, binds, passes

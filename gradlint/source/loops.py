@@ -848,14 +848,16 @@ def _copied_clip(ev: Event, facts: TrainingFacts) -> Event:
 _SNIFF = ("backward(", "clip_grad", "Trainer(", "TrainingArguments", "zero_grad(", "Scaler(", "scaler(")
 
 
-def extract(src, configs=None, own=None) -> TrainingFacts:
+def extract(src, configs=None, own=None, whole: bool = False) -> TrainingFacts:
     """Training-loop facts of one parsed file (gradlint.source.SourceFile); `configs`: the file's
     configs.ConfigReader, which reads the numbers it imports from other project modules
     (`from hparams import GRAD_CLIP`) and the config classes they define, or None (no file on
-    disk: stdin, a notebook); `own`: the file's own config classes (configs.FileConfigs), or None."""
+    disk: stdin, a notebook); `own`: the file's own config classes (configs.FileConfigs), or None.
+    `whole`: read the file even when it names none of the words a loop needs (a caller that a
+    search for a function's callers reaches: its calls and what they pass)."""
     text = src.text
-    if not any(word in text for word in _SNIFF):
-        return TrainingFacts()
+    if not whole and not any(word in text for word in _SNIFF):
+        return TrainingFacts(skipped=True)
     ex = _Extractor(src)
     if configs is not None:
         ex.env.imported = _project_numbers(src, configs)

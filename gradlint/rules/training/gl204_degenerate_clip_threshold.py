@@ -8,7 +8,7 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Severity
 from gradlint.registry import Example, Rule, RuleContext
-from gradlint.facts.training import iter_events
+from gradlint.facts.training import config_threshold, iter_events
 
 LARGE = 1e3
 NORM_TYPES = (1.0, 2.0, math.inf)
@@ -20,7 +20,8 @@ class DegenerateClipThreshold(Rule):
     Checks the threshold of every gradient clip: `max_norm`/`clip_value` of 0 (a literal, a
     name bound to 0, the default of a command-line option, a field of a config object the file
     builds and never changes afterwards (`cfg = TrainConfig()` with `max_grad_norm: float = 0.0`,
-    in this file or another of the project), or arithmetic on them such as `2 * CLIP`, when no
+    in this file or another of the project; or a config the function is given, as every caller
+    in the project builds it: `train(model, TrainConfig())`), or arithmetic on them such as `2 * CLIP`, when no
     `if` around the call tests it or a name it is computed from) is an error; a finite literal
     of 1e3 or more, and a `norm_type` other than 1, 2 or inf, are reported as information.
 
@@ -180,10 +181,13 @@ def clip(model, max_norm=0.0):
                 if ev.kind != "clip" or ev.span in seen:
                     continue
                 seen.add(ev.span)
-                yield from self._clip(ctx, ev)
+                yield from self._clip(ctx, ev, fn)
 
-    def _clip(self, ctx: RuleContext, ev) -> Iterator[Finding]:
+    def _clip(self, ctx: RuleContext, ev, fn) -> Iterator[Finding]:
         v = ev.value
+        if v is not None and v.param:
+            # `cfg.grad_clip` with `cfg` the function's parameter: the config every caller passes
+            v = config_threshold(v, fn, ctx.index)
         what = "clip_value" if "value" in ev.name else "max_norm"
         if v is not None and v.number is not None and not v.guarded and not _changed_elsewhere(ctx, v):
             where = {"literal": f"{what}={v.text}",
@@ -191,7 +195,8 @@ def clip(model, max_norm=0.0):
                      "argparse": f"{what} `{v.text}` (command-line default {_fmt(v.number)})"
                      if re.fullmatch(r"[\w.]+", v.text) else
                      f"{what} `{v.text}` = {_fmt(v.number)} (with the command-line defaults)",
-                     "config": f"{what} `{v.text}` = {_fmt(v.number)} (`{v.origin}` of the config as built)"}[v.source]
+                     "config": f"{what} `{v.text}` = {_fmt(v.number)} (`{v.origin}` of the config "
+                               f"{'every caller passes' if v.param else 'as built'})"}[v.source]
             if v.number == 0:
                 effect = "zeroes every gradient" if what == "max_norm" else "clamps every gradient to 0"
                 yield ctx.finding(f"`{ev.name}` with {where} {effect}: the model never learns",

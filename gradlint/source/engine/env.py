@@ -174,6 +174,10 @@ class Env:
             seen += 1
         return scope if seen <= 64 else None
 
+    def is_param(self, scope: Hashable, name: str) -> bool:
+        """Whether `name` is a parameter of the function `scope` itself."""
+        return name in self._params.get(scope, ())
+
     def binds(self, scope: Hashable, name: str) -> bool:
         """Whether `scope` itself binds `name` (a parameter or an assignment of it)."""
         return name in self._params.get(scope, ()) or name in self._bindings.get(scope, ())
