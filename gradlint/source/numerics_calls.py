@@ -300,11 +300,14 @@ class TensorCalls(TorchOps):
                 callee.module or callee.params or self.cls is None or owner[5:] not in self.cls.methods):
             # a submodule (or an attribute set outside __init__): its parameters carry gradient
             # whatever its input
+            # (a ReLU's output, or a Sequential's that ends in one, may be all zero: not dense)
             carries = callee.module or callee.params or bool(callee.inst)
-            return V(computed=True, tensor=True, params=carries, dense=carries, nonneg=callee.module and callee.nonneg,
+            nonneg = callee.module and callee.nonneg
+            return V(computed=True, tensor=True, params=carries, dense=carries and not nonneg, nonneg=nonneg,
                      through=through if carries else frozenset())
         if callee.module:
-            return V(computed=True, tensor=True, params=True, dense=True, nonneg=callee.nonneg, through=through)
+            return V(computed=True, tensor=True, params=True, dense=not callee.nonneg, nonneg=callee.nonneg,
+                     through=through)
         if owner and owner.startswith("self.") and owner.count(".") == 1 and self.cls is not None:
             made = self.method_returns(owner[5:])
             if made is not None and (made.crit or made.callret):
