@@ -244,7 +244,8 @@ class CallEvents:
                 return [self._local_call(call, attr, None, ctx, sid)]
             if recv_text == "self" and attr in self.pre.methods:
                 return [self._local_call(call, attr, "self", ctx, sid)]
-            return [Event("clip", span, fid, sid, ng, via="helper", name=text or attr)]
+            # (with its arguments: a helper another file defines is read with them, facts.training)
+            return [Event("clip", span, fid, sid, ng, via="helper", name=text or attr, args=self._args(call, ctx))]
 
         # a method of a class of this file, called on an instance of it
         if text and not q:

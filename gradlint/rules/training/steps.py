@@ -137,8 +137,14 @@ class _Flattener:
                 else:
                     self._block(item, fr, guards, loops, stack, out)
                 continue
-            if item.kind == "clip" and item.via == "helper" and fr.scope is not None and self._copied_clip(fr.scope, item.name):
-                item = dataclasses.replace(item, via="torch")
+            if item.kind == "clip" and item.via == "helper" and fr.scope is not None:
+                if self._copied_clip(fr.scope, item.name):
+                    item = dataclasses.replace(item, via="torch")
+                elif self._foreign_function(fr.scope, item.name) is not None:
+                    # `clip_gradients(model, 1.0)` of another file that calls torch's clip (and
+                    # maybe unscales first): read as what it runs, which a rule of scaled
+                    # gradients (GL203) needs, not as a clip of unknown kind
+                    item = dataclasses.replace(item, kind="invoke", via="", target=item.name)
             ev, bound = _rebind(item, fr)
             inline = self._targets(item, fr, stack)
             if ev.kind == "step" and inline and fr.depth < INLINE_DEPTH:
