@@ -314,18 +314,30 @@ def train(model, loader, accelerator, optimizer):
         automatic = set(getattr(facts, "lightning_automatic", ()))
         if not automatic:
             return
-        from gradlint.facts.training import iter_events
 
         for fn in facts.functions:
             if fn.name != "training_step" or fn.cls not in automatic:
                 continue
-            for ev in iter_events(fn.body):
-                if ev.kind == "clip" and ev.via == "torch" and not steps.is_measuring(ev):
-                    yield ctx.finding(
-                        f"`{ev.name}` in `{fn.cls}.training_step` runs before Lightning's backward "
-                        "(automatic optimisation): it clips no gradient of this step; use "
-                        "`Trainer(gradient_clip_val=...)` or `configure_gradient_clipping`",
-                        ev.span)
+            # the calls it makes read in place (`self.clip_gradients_()`, a mixin's method): a
+            # clip they run is reported at the call training_step makes
+            call = None
+            for f in steps.flatten(facts, fn, ctx.index):
+                ev = f.event
+                if f.depth == 0:
+                    call = ev if ev.kind in ("call", "invoke") else None
+                if ev.kind != "clip" or ev.via != "torch" or steps.is_measuring(ev):
+                    continue
+                if f.depth == 0:
+                    what, span = f"`{ev.name}`", ev.span
+                elif call is not None:
+                    what, span = f"`{call.target}()`, which calls `{ev.name}`,", call.span
+                else:
+                    continue
+                yield ctx.finding(
+                    f"{what} in `{fn.cls}.training_step` runs before Lightning's backward "
+                    "(automatic optimisation): it clips no gradient of this step; use "
+                    "`Trainer(gradient_clip_val=...)` or `configure_gradient_clipping`",
+                    span)
 
     def _fix(self, ctx: RuleContext, facts, context, clip, step) -> Fix | None:
         source = ctx.facts.source

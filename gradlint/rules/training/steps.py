@@ -145,6 +145,10 @@ class _Flattener:
                     # maybe unscales first): read as what it runs, which a rule of scaled
                     # gradients (GL203) needs, not as a clip of unknown kind
                     item = dataclasses.replace(item, kind="invoke", via="", target=item.name)
+                elif (base := self._inherited(fr, item)) is not None:
+                    # `self.clip_gradients_()` defined by a base class of another file (a mixin)
+                    item = dataclasses.replace(item, kind="invoke", via="", target=item.name, ref=base,
+                                               name=item.name[5:])
             ev, bound = _rebind(item, fr)
             inline = self._targets(item, fr, stack)
             if ev.kind == "step" and inline and fr.depth < INLINE_DEPTH:
@@ -210,6 +214,20 @@ class _Flattener:
                 self._foreign[key] = (facts, fn.id, scope.at(q))
                 break
         return self._foreign[key]
+
+    def _inherited(self, fr: _Frame, ev: Event) -> str | None:
+        """The base class (as written) of another file that defines the method `self.m` an event
+        of a method calls, when the method's own class does not: a mixin's helper."""
+        if not ev.name.startswith("self.") or ev.name.count(".") != 1 or not 0 <= ev.func < len(fr.facts.functions):
+            return None
+        cls = fr.facts.functions[ev.func].cls
+        if cls is None:
+            return None
+        bases = dict(fr.facts.classes).get(cls, ())
+        for base in bases:
+            if base not in dict(fr.facts.classes) and self._foreign_method(fr.scope, base, ev.name[5:]) is not None:
+                return base
+        return None
 
     def _copied_clip(self, scope, name: str) -> bool:
         """`clip_grad_norm_` imported from a module of the project that clips by hand (no torch
@@ -389,6 +407,12 @@ def contexts(facts: TrainingFacts | None, index=None) -> list[Context]:
         if c.loop is None:
             c.repeated = c.function.id in flattener.called_from_loop
     return out
+
+
+def flatten(facts: TrainingFacts, fn: Function, index=None) -> list[Flat]:
+    """The events of `fn` with the calls it makes read in place (this file's functions and
+    methods, and with the project index those of other files), as `contexts` reads them."""
+    return _Flattener(facts, index).flatten(fn)
 
 
 def step_text(ev: Event) -> str:
