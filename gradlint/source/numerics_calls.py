@@ -316,6 +316,10 @@ class TensorCalls(TorchOps):
                 # `return torch.tensor(loss.item(), requires_grad=True)`: cut whatever it is given
                 # (not where a subclass of the file may override the method)
                 return made
+            if made is not None and made.param_cuts and not self._overridden(owner[5:]):
+                # `def get_pos(self): return self.pos_embed.data` called in forward: the parameter
+                # it cuts from the graph, as if written in place
+                return made
             if made is not None and made.prob and made.params and not made.nograd:
                 # `return self.decode(z), mu, logvar` with `def decode(self, z): return
                 # torch.sigmoid(self.fc4(...))`: a probability of this class's own layers
