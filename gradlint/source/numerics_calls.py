@@ -387,10 +387,11 @@ class TensorCalls(TorchOps):
                 return True  # a subclass not walked yet
         return any(meth in c.methods for c in below)
 
-    def _instance_method(self, cls_name: str, meth: str) -> V | None:
+    def _instance_method(self, cls_name: str, meth: str, want: str = "probability") -> V | None:
         """What method `meth` of the file's top-level class `cls_name` returns when it is a
-        probability of the instance's own layers; None otherwise, or while the class is not
-        walked yet (the unit is walked again once it is: numerics._settle)."""
+        probability of the instance's own layers (`want` 'module': one of its submodules, a
+        getter such as `get_encoder()`); None otherwise, or while the class is not walked yet
+        (the unit is walked again once it is: numerics._settle)."""
         x = self.x
         if cls_name not in x.local_classes or cls_name in x.subclassed:
             return None  # (a subclass may override the method)
@@ -403,6 +404,8 @@ class TensorCalls(TorchOps):
         if meth not in ctx.method_nodes or ctx.method_nodes[meth].decorators:
             return None  # (`@torch.no_grad()`, `@property`...: not read)
         made = self.method_returns(meth, ctx)
+        if want == "module":
+            return made if made is not None and made.module and not made.crit and not made.inst else None
         return made if made is not None and made.prob in ("softmax", "sigmoid") and made.params \
             and not made.nograd else None
 
@@ -567,6 +570,10 @@ class TensorCalls(TorchOps):
                 # the instance's own layers
                 return V(prob=made.prob, shifted=made.shifted, capped=made.capped, tensor=True, computed=True,
                          params=True, dense=True)
+            made = self._instance_method(next(iter(r.inst)), meth, "module")
+            if made is not None:
+                self._args_ev(node)
+                return made  # `model.get_encoder()` returning `self.encoder`: that submodule
         pos, kw = _args(node)
         c = _Call(node, pos, kw, self._args_ev(node))
         c.recv, c.r, c.meth = recv_node, r, meth
