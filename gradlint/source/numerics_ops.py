@@ -252,6 +252,14 @@ class TorchOps:
             return first
         return None
 
+    def _q_partial(self, c: _Call) -> V | None:
+        """`functools.partial(F.cross_entropy, label_smoothing=0.1)`: calling it is that loss (a
+        function-valued criterion, which no fix renames)."""
+        first = c.first
+        if c.first_node is not None and first.crit and not first.module:
+            return V(crit=first.crit)
+        return None
+
     def _q_nonneg_module(self, c: _Call) -> V | None:
         return V(module=True, nonneg=True) if not NONNEG_MODULES.isdisjoint(c.names) else None
 
@@ -689,7 +697,7 @@ _QUALIFIED_GROUPS: list = [
     (PROB_MODULES, T._q_prob_module), (NONNEG_MODULES, T._q_nonneg_module), ({"torch.nn.Sequential"}, T._q_sequential),
     ({"torch.nn.Parameter", "torch.nn.parameter.Parameter"}, T._q_parameter), (TENSOR_FROM_DATA, T._q_from_data),
     (VARIABLE, T._q_variable), (FACTORIES, T._q_factory), (CUTTING_FUNCTIONS, T._q_cutting),
-    (MODEL_WRAPPERS, T._q_wrapped),
+    (MODEL_WRAPPERS, T._q_wrapped), ({"functools.partial"}, T._q_partial),
 ]
 # Any other torch.nn class is a module: it comes after the groups above, before those below.
 _MODULE_CLASS_ORDER = len(_QUALIFIED_GROUPS) - 1
