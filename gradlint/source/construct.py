@@ -288,6 +288,8 @@ class ConstructCalls:
         """Calls of values rather than of names: class references held in variables, partials,
         tensors made in __init__, the library catalogue, switches known to be False."""
         held = env.get(name) if name is not None and name in env else None
+        if held is None and type(call.func) is cst.Name and isinstance(self.constants.get(name), ClassRef):
+            held = self.constants[name]  # `ReluRNN(4, 64)` with a module-level partial (FileModel)
         if type(call.func) is cst.Subscript and type(call.func.value) in (cst.Name, cst.Attribute):
             held = self.eval(call.func, env)  # `ACT2CLS[act_fn]()`: a class from a table of classes
             if not isinstance(held, (ClassRef, Alt)):

@@ -112,6 +112,10 @@ class FileModel(ConstructionEval, ConfigObjects, ConstructCalls):
                         value = self.eval(small.value, {})
                         if isinstance(value, (int, float, str, bool)) and not isinstance(value, Sym):
                             self.constants[small.targets[0].target.value] = value
+                        elif isinstance(value, ClassRef) and self._bound_once(small.targets[0].target.value):
+                            # `ReluRNN = functools.partial(nn.RNN, nonlinearity="relu")`, `Cell =
+                            # nn.GRU`: a class (with arguments bound), which the file's classes build
+                            self.constants[small.targets[0].target.value] = value
                     elif isinstance(small, cst.Assign) and len(small.targets) == 1:
                         self._unpacked_constants(small.targets[0].target, small.value)
             elif isinstance(stmt, cst.FunctionDef):
@@ -161,6 +165,10 @@ class FileModel(ConstructionEval, ConfigObjects, ConstructCalls):
                 self.constants[n.value] = v
             else:
                 self.constants.pop(n.value, None)
+
+    def _bound_once(self, name: str) -> bool:
+        """The file binds `name` once (an indented binding of it, even a function's local, counts)."""
+        return count_line_starts(re.compile(rf"{name}\s*(?::[^=\n]*)?=(?!=)"), self.src.text, 2) == 1
 
     def _class_table(self, name: str, node: cst.BaseExpression) -> None:
         """A module-level dict looked up by a string: of classes (`ACT2CLS = {"silu": nn.SiLU}`,
