@@ -36,7 +36,8 @@ def test_fixture_expectations(path):
 
 
 @pytest.mark.parametrize("name", ["crossfile", "crossfile_scaler", "crossfile_clip", "crossfile_trainer",
-                                  "crossfile_config", "global_config", "crossfile_helpers", "lightning_mixin_clip"])
+                                  "crossfile_config", "global_config", "crossfile_helpers", "lightning_mixin_clip",
+                                  "crossfile_blocks"])
 def test_cross_file_fixture(name):
     folder = TRAINING / name
     config = Config(select=("GL2",), root=str(folder))

@@ -710,8 +710,12 @@ def _inlined_blocks(index, cls: str) -> int:
 
 def _flagged_gain(index, cls: str) -> tuple[float, bool] | None:
     """The gain of a chain of the class's network that GL101 or GL102 flags, and whether it is a
-    bound (an upper bound vanishes; it never explodes)."""
-    return _flagged_gain_of(index.networks(cls))
+    bound (an upper bound vanishes; it never explodes), with the blocks of other project files
+    inlined as the architecture rules see them (a ModuleList of blocks.py's `Block`)."""
+    from gradlint.model.inline import finder, inline
+
+    return _flagged_gain_of([inline(n, finder(index.at(q))) for q in index.resolve(cls)
+                             for n in index.index.networks(q)])
 
 
 def _flagged_gain_of(networks: list) -> tuple[float, bool] | None:
