@@ -577,6 +577,8 @@ class CallEvents:
         return Event("clip", self.span(call), ctx.fid, sid, ctx.nograd, via=via, name=name,
                      target=_text(call.args[0].value) if call.args else "",
                      value=value,
+                     # a helper another file defines is read with what the call passes (steps)
+                     args=self._args(call, ctx) if via == "helper" else (),
                      norm_type=self.value(norm_node, ctx.fid, ctx.tests) if norm_node is not None else None)
 
     def _backward(self, call: cst.Call, via: str, loss: cst.BaseExpression | None, ctx: "_Ctx", sid: int,
