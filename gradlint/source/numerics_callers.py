@@ -84,6 +84,10 @@ class CallRecords:
             v = self.ev(a.value)
             # (the output of a model that is an open parameter carries its gradient too)
             shape = _shape(v) or ("grad:dense" if self.param_output(v) is not None else "") or self._passed_on(v)
+            if self.leaving and shape.startswith(("grad", "out:", "prob:")):
+                # `geodesic(pred, t).mean().item()`: what the call makes of it leaves autograd (a
+                # metric), so no gradient the tensor carries reaches a hazard of the callee's
+                shape = ""
             if shape:
                 out.append((key, shape))
             elif a.keyword is not None:
