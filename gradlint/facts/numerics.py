@@ -387,16 +387,19 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         # `v / v.norm()`, `sqrt(sum(v ** 2))`, `acos(v)` on the parameter: every caller passes a
         # tensor that carries gradient (for a division or a root, one that may be all zero: not a
         # learned projection's output). Computed from several parameters (`tensor_any`), one of
-        # them that every caller passes so is enough: its gradient reaches the hazard.
-        def carries(shape: str | None) -> bool:
-            return shape == "grad" if site.kind != "acos_near_one" else shape is not None and shape.startswith(
-                ("grad", "out:"))
+        # them that every caller passes so is enough: its gradient reaches the hazard, and what
+        # the function makes of them (`a - b`) may be zero whatever each is, as the same code
+        # written at the call would be (`model(x) - t`: a learned output less a target).
+        def carries(shape: str | None, mixed: bool = False) -> bool:
+            if site.kind == "acos_near_one" or mixed:
+                return shape is not None and shape.startswith(("grad", "out:"))
+            return shape == "grad"
 
         if "tensor_any" in data:
             for one in data["tensor_any"].split(","):
                 name, _, at = one.rpartition("@")
                 if carries(passed_everywhere(scope.index, scope.module, data.get("tensor_of") or site.function,
-                                             name, int(at))):
+                                             name, int(at)), mixed=True):
                     return replace(site, variant=data.get("how", site.variant), data=(("passed", name),))
             return None
         if not carries(tensor):
