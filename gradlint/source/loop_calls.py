@@ -26,12 +26,13 @@ from gradlint.source.names import dotted
 if TYPE_CHECKING:
     from gradlint.source.loops import _Ctx
 
-
 CLIP_TORCH = frozenset({
     "torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad_norm", "torch.nn.utils.clip_grad_value_",
     "torch.nn.utils.clip_grads_with_norm_", "timm.utils.dispatch_clip_grad", "timm.utils.clip_grad.dispatch_clip_grad",
 })
 CLIP_NAMES = ("clip_grad_norm_", "clip_grad_norm", "clip_grad_value_", "clip_grads_with_norm_", "dispatch_clip_grad")
+# Packages whose objects clip (and unscale) themselves: `accelerator.clip_grad_norm_`, Lightning.
+_FRAMEWORK_PACKAGES = ("lightning", "pytorch_lightning", "accelerate", "deepspeed", "torch.")
 OPTIMIZER_CLASSES = frozenset({
     "SGD", "Adam", "AdamW", "Adamax", "Adagrad", "Adadelta", "RMSprop", "Rprop", "ASGD", "NAdam", "RAdam",
     "LBFGS", "SparseAdam", "Adafactor", "Lamb", "LAMB", "Lion", "Adan", "AdaBelief", "Ranger", "SAM", "Muon",
@@ -229,6 +230,11 @@ class CallEvents:
                 if attr in self.pre.functions:
                     return [self._local_call(call, attr, None, ctx, sid)]
                 return [self._clip(call, "helper", attr, 1, ctx, sid)]
+            if isinstance(receiver, cst.Name) and q and not re.search(r"accelerat|fabric|trainer", recv_text, re.I) \
+                    and not any(n.startswith(_FRAMEWORK_PACKAGES) for n in q):
+                # `utils.clip_gradients(model, 1.0)` with `import utils`: a function of a module,
+                # read as what it runs when the project defines it (rules/training/steps)
+                return [self._clip(call, "helper", text or attr, 1, ctx, sid)]
             if attr == "clip_gradients":
                 if recv_text == "self" and attr in self.pre.methods and "fabric" not in recv_text:
                     return [self._local_call(call, attr, "self", ctx, sid)]
