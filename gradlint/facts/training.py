@@ -37,7 +37,8 @@ class Value:
     # fields as built, and its class's last name in `origin` (`train(model, Cfg())`)
     fields: tuple[tuple[str, float], ...] = ()
     # a threshold read from an attribute of the function's parameter, which the function does
-    # not change (`cfg.grad_clip` in `def train(model, cfg)`): the parameter (config_threshold)
+    # not change (`cfg.grad_clip` in `def train(model, cfg)`, maybe through `max_norm =
+    # cfg.grad_clip`), or of `self.cfg`: that attribute, as written (config_threshold)
     param: str = ""
 
 
@@ -297,16 +298,21 @@ def _decided(ev: Event, fn: Function, scope: Scope | None) -> tuple[Event, ...]:
     return ()
 
 
-def config_threshold(value: Value, fn: Function, scope: Scope | None) -> Value:
+def config_threshold(value: Value, fn: Function, scope: Scope | None, facts: TrainingFacts | None = None) -> Value:
     """A threshold read from an attribute of `fn`'s parameter (`cfg.grad_clip`, Value.param) as
     every call of `fn` in the project passes it: the number of that field of the config object
     each call builds (`train(model, Cfg())`), when they all agree; `value` as it is else (no
-    caller, a caller passing something else, callers that disagree)."""
+    caller, a caller passing something else, callers that disagree). An attribute of `self.cfg`,
+    which the class's `__init__` (in `facts`) sets from its parameter and nothing else binds, is
+    read as every construction of the class in the project passes it (`Trainer(model, Cfg())`)."""
     if not value.param or value.number is not None or scope is None or not scope.module:
         return value
-    attr = value.text.partition(".")[2]
-    calls = _passed(scope, fn, value.param)
-    if not calls or not attr:
+    held, _, attr = value.param.rpartition(".")
+    if held.startswith("self."):
+        calls = _constructed_with(scope, fn, held, facts) if facts is not None else None
+    else:
+        calls = _passed(scope, fn, held)
+    if not calls or not attr or not held:
         return value
     found: set[tuple[float, str]] = set()
     for passed in calls:
@@ -318,6 +324,66 @@ def config_threshold(value: Value, fn: Function, scope: Scope | None) -> Value:
         return value
     number, cls = min(found)
     return dataclasses.replace(value, number=number, source="config", origin=f"{cls}.{attr}")
+
+
+def _constructed_with(scope: Scope, fn: Function, held: str, facts: TrainingFacts) -> list[Value | None] | None:
+    """What each construction of `fn`'s class in the project passes for the `__init__` parameter
+    that `held` (`self.cfg`) is bound to; None when that is not one parameter (bound elsewhere
+    too, or to anything else) or not every construction can be known."""
+    if fn.cls is None:
+        return None
+    init = next((f for f in facts.functions if f.cls == fn.cls and f.name == "__init__" and f.parent == 0), None)
+    if init is None or len(init.params) < 2:
+        return None
+    binds = [a for a in facts.assigns if a.target == held and a.kind != "append"]
+    if len(binds) != 1 or binds[0].func != init.id or binds[0].calls or len(binds[0].uses) != 1 \
+            or binds[0].uses[0] not in init.params[1:]:
+        return None
+    param = binds[0].uses[0]
+    position = init.params.index(param) - 1
+    calls = _constructions(scope.index, scope.module, fn.cls)
+    if calls is None or any("*" in args for args in calls):
+        return None
+    return [args.get(param) or args.get(str(position)) for args in calls]
+
+
+def _constructions(index: ProjectIndex, module: str, cls: str) -> list[dict[str, Value]] | None:
+    """What each call of the class `cls` of `module` passes, over the project (the numerics call
+    graph counts them in each calling file; the loop facts of that file give what they pass);
+    None when not every one can be read. Memoised per run."""
+    memo = index.memos.setdefault("training_constructions", {})
+    key = (module, cls)
+    if key not in memo:
+        memo[key] = _find_constructions(index, module, cls)
+    return memo[key]
+
+
+def _find_constructions(index: ProjectIndex, module: str, cls: str) -> list[dict[str, Value]] | None:
+    from gradlint.facts.numerics import project_calls
+
+    graph = project_calls(index, module, f"{cls}.__init__")
+    if graph is None:
+        return None
+    counted: dict[str, int] = {}
+    for home, _args in graph:
+        counted[home] = counted.get(home, 0) + 1
+    target = f"{module}.{cls}"
+    out: list[dict[str, Value]] = []
+    for home in sorted(counted):
+        mod = index.calling(home, loops=True)
+        facts = mod.facts.training if mod is not None else None
+        if not isinstance(facts, TrainingFacts) or not facts.functions:
+            return None
+        found = 0
+        for caller in facts.functions:
+            for ev in iter_events(caller.body):
+                if ev.kind == "invoke" and not ev.ref and ev.target and (
+                        (home == module and ev.target == cls) or target in index.resolve(home, ev.target)):
+                    out.append(dict(ev.args))
+                    found += 1
+        if found != counted[home]:
+            return None  # a construction the loop facts did not record, or one they count twice
+    return out
 
 
 def _passed(scope: Scope, fn: Function, param: str) -> list[Value | None] | None:

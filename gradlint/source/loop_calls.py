@@ -389,8 +389,10 @@ class CallEvents:
         if module_call:
             # what it passes matters only where it passes an optimizer or a scaler (a training
             # step of another file may take it for a parameter: facts.training.bind_callers), or
-            # where it is a function another file of the project defines (inlined there, with them)
-            passes = any(kinds) or (bool(q) and not any(n.startswith("torch.") for n in q))
+            # where it is a function another file of the project defines (inlined there, with them),
+            # or a class of this file (what its constructor keeps: facts.training.config_threshold)
+            passes = any(kinds) or (bool(q) and not any(n.startswith("torch.") for n in q)) or \
+                text in self.pre.classes
             return [Event("invoke", span, fid, sid, ng, target=text, args=self._args(call, ctx) if passes else (),
                           via="handed" if handed else "")]
         if handed:
@@ -579,7 +581,11 @@ class CallEvents:
         value = self.value(value_node, ctx.fid, ctx.tests)
         if value is not None and value.number is None and self.env.field is not None and \
                 (param := self.env.field.param_field(value_node, self._scope_nodes.get(ctx.fid))):
-            value = dataclasses.replace(value, param=param)
+            # under a test of the config it reads (`if cfg.grad_clip > 0:`, `if cfg.use_clip:`),
+            # also when the call reads it through a local name: the config decides the clip
+            owner = param.rpartition(".")[0]
+            tested = any(re.search(r"(?<![\w.])" + re.escape(owner) + r"\.", t) for t in ctx.tests)
+            value = dataclasses.replace(value, param=param, guarded=value.guarded or tested)
         return Event("clip", self.span(call), ctx.fid, sid, ctx.nograd, via=via, name=name,
                      target=_text(call.args[0].value) if call.args else "",
                      value=value,

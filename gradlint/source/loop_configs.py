@@ -12,6 +12,7 @@ from typing import Any
 import libcst as cst
 
 from gradlint.source.engine.fold import constant as _constant
+from gradlint.source.engine.env import Ref
 from gradlint.source.engine.values import Ctor
 from gradlint.source.engine.walk import children, main_block
 from gradlint.source.names import dotted
@@ -154,14 +155,39 @@ class ConfigFields:
         return (numbers, cls) if numbers else None
 
     def param_field(self, node: cst.BaseExpression, scope) -> str:
-        """`cfg` for `cfg.grad_clip` where `cfg` is a parameter of the function `scope` that it
-        does not change; '' else."""
-        if not isinstance(node, cst.Attribute) or not isinstance(node.value, cst.Name) or scope is None:
+        """`cfg.grad_clip` where `cfg` is a parameter of the function `scope` that it does not
+        change; `self.cfg.grad_clip` where the file never changes `self.cfg` (which `__init__`
+        may set from its parameter: facts.training); either read through a local name the
+        function binds once to it (`max_norm = cfg.grad_clip`); '' else."""
+        if scope is None:
+            return ""
+        if isinstance(node, cst.Name):
+            # `max_norm = cfg.grad_clip`, bound once in this function (a number: what it is passed
+            # to cannot change it)
+            held = self.pre.env.lookup(scope, node.value)
+            binds = [s for s in self._rebound(node.value) if s is scope]
+            if type(held) is not Ref or held.item or len(binds) != 1:
+                return ""
+            try:
+                node = cst.parse_expression(held.text)
+            except cst.ParserSyntaxError:
+                return ""
+        if not isinstance(node, cst.Attribute):
+            return ""
+        if isinstance(node.value, cst.Attribute) and isinstance(node.value.value, cst.Name) and \
+                node.value.value.value == "self":
+            held_by = f"self.{node.value.attr.value}"
+            return f"{held_by}.{node.attr.value}" if not self._may_change(held_by, scope) else ""
+        if not isinstance(node.value, cst.Name):
             return ""
         name = node.value.value
         if not self.pre.env.is_param(scope, name) or self._may_change(name, scope):
             return ""
-        return name
+        return f"{name}.{node.attr.value}"
+
+    def _rebound(self, text: str) -> list:
+        self._scan()
+        return self.rebound.get(text, [])
 
 
 def _module_globals(module: cst.Module) -> frozenset[str]:

@@ -187,7 +187,7 @@ def clip(model, max_norm=0.0):
         v = ev.value
         if v is not None and v.param:
             # `cfg.grad_clip` with `cfg` the function's parameter: the config every caller passes
-            v = config_threshold(v, fn, ctx.index)
+            v = config_threshold(v, fn, ctx.index, ctx.facts.training)
         what = "clip_value" if "value" in ev.name else "max_norm"
         if v is not None and v.number is not None and not v.guarded and not _changed_elsewhere(ctx, v):
             where = {"literal": f"{what}={v.text}",
