@@ -52,6 +52,12 @@ PARAM_FREE_MODULES = frozenset("torch.nn." + n for n in (
     "Dropout Dropout1d Dropout2d Dropout3d AlphaDropout MaxPool1d MaxPool2d MaxPool3d AvgPool1d AvgPool2d "
     "AvgPool3d AdaptiveAvgPool1d AdaptiveAvgPool2d AdaptiveAvgPool3d AdaptiveMaxPool1d AdaptiveMaxPool2d "
     "AdaptiveMaxPool3d Upsample").split())
+# torch.nn modules that keep a value that is never negative so, and all zero where it was: a
+# Sequential ending in ReLU then Dropout or pooling still ends in a ReLU's output (V.nonneg)
+SIGN_KEEPING_MODULES = frozenset("torch.nn." + n for n in (
+    "Dropout Dropout1d Dropout2d Dropout3d Identity Flatten Unflatten MaxPool1d MaxPool2d MaxPool3d AvgPool1d "
+    "AvgPool2d AvgPool3d AdaptiveAvgPool1d AdaptiveAvgPool2d AdaptiveAvgPool3d AdaptiveMaxPool1d "
+    "AdaptiveMaxPool2d AdaptiveMaxPool3d").split())
 FACTORIES = frozenset("torch." + n for n in (
     "zeros ones empty full rand randn randint randperm arange linspace logspace eye zeros_like "
     "ones_like empty_like full_like rand_like randn_like randint_like normal bernoulli multinomial "
@@ -275,7 +281,13 @@ class TorchOps:
         # (params: a layer of it may have weights; only known parameter-free modules have none)
         free = all(type(a.value) is cst.Call and not PARAM_FREE_MODULES.isdisjoint(self.x.q(a.value.func))
                    for a in args)
-        return V(module=True, callret=last.callret, nonneg=last.module and last.nonneg, params=not free)
+        # the last module that changes the sign (a Dropout or a pooling after a ReLU does not)
+        k = len(args) - 1
+        while k > 0 and type(args[k].value) is cst.Call and not args[k].star and \
+                not SIGN_KEEPING_MODULES.isdisjoint(self.x.q(args[k].value.func)):
+            k -= 1
+        signed = c.vals[k] if 0 <= k < len(c.vals) else UNKNOWN
+        return V(module=True, callret=last.callret, nonneg=signed.module and signed.nonneg, params=not free)
 
     def _list_tail(self, call: cst.Call, listed: cst.BaseExpression) -> V | None:
         """What the list `listed` ends with where `call` reads it (source/list_ends.py: which item
