@@ -32,8 +32,8 @@ _NO_GRAD_CONTEXT = re.compile(r"no_grad|inference_mode")
 
 def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
     """The returned expressions of a function or method of at most 5 statements whose every return
-    (at its top level or in an if/else there) gives a call, an attribute or a dict display; None
-    for any other."""
+    (at its top level or in an if/else there) gives a call, an attribute, a subscript or a dict
+    display; None for any other."""
     body = suite(fn.body)
     if len(body) > 5:
         return None
@@ -48,7 +48,7 @@ def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
         elif isinstance(n, cst.SimpleStatementLine | cst.SimpleStatementSuite):
             for small in n.body:
                 if isinstance(small, cst.Return):
-                    if not isinstance(small.value, cst.Call | cst.Attribute | cst.Dict):
+                    if not isinstance(small.value, cst.Call | cst.Attribute | cst.Subscript | cst.Dict):
                         return None
                     out.append(small.value)
         elif isinstance(n, cst.With) and any(isinstance(i.item, cst.Call) and _NO_GRAD_CONTEXT.search(
