@@ -292,3 +292,20 @@ def test_gl402_a_model_a_function_of_the_file_builds_is_an_unknown_callable():
     result = check_paths([folder], Config(select=("GL4",), root=str(folder)), use_cache=False, jobs=1)
     assert not result.internal_errors
     assert {(f.span.line, f.code) for f in result.findings} == expected
+
+
+def test_gl404_through_a_getter_of_a_class_of_another_file():
+    # fixtures/paths/getters: `model.get_encoder().requires_grad = False` in a file that never
+    # names torch, the getter in model.py returning a GRU; the Parameter getter's flag is real
+    from pathlib import Path
+
+    from gradlint.api import check_paths
+
+    folder = Path(__file__).resolve().parent.parent / "fixtures" / "paths" / "getters"
+    freeze = folder / "freeze.py"
+    expected = {(n, "GL404") for n, line in enumerate(freeze.read_text().splitlines(), 1) if "# expect: GL404" in line}
+    assert len(expected) == 1
+    for paths in ([folder], [freeze]):
+        result = check_paths(paths, Config(select=("GL4",), root=str(folder)), use_cache=False, jobs=1)
+        assert not result.internal_errors
+        assert {(f.span.line, f.code) for f in result.findings} == expected

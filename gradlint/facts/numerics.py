@@ -108,6 +108,9 @@ class NumClass:
     # a hand-written backward that is meant to be the forward's derivative: not a straight-through
     # or gradient-reversal/scaling one, which a gradcheck fails by design (source/backwards.py)
     custom_backward: bool = False
+    # methods whose whole body returns an attribute path of the instance (`def get_encoder(self):
+    # return self.encoder`), with that path: a getter another file calls
+    getters: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -319,12 +322,15 @@ def holds(site: Site, scope: Scope | None) -> bool:
             if is_module_class(scope, cls):
                 return True
             continue
-        if site.want == "module-path":
+        if site.want in ("module-path", "getter"):
             # `model.backbone.requires_grad = ...`: every class the name may stand for holds a
-            # module at that path (not a Parameter such as `cls_token`)
+            # module at that path (not a Parameter such as `cls_token`); `model.get_encoder()`:
+            # at the path its getter returns
             quals = scope.resolve(cls) if scope is not None else ()
             path = dict(site.data).get("model_path", "")
-            if quals and all(_owns_module(scope.index, q, path) for q in quals):
+            if quals and all(_owns_module(scope.index, q, path if site.want == "module-path" else
+                                          _getter_path(scope.index, q, dict(site.data).get("getter", "")))
+                             for q in quals):
                 return True
             continue
         kind = forward_returns(scope, cls, element=site.element)
@@ -583,6 +589,20 @@ def _output_shape(shape: str) -> tuple[str, int | None]:
     """`out:Class` or `out:Class@1` (element 1 of a returned tuple): the class and the element."""
     cls, _, elem = shape[4:].partition("@")
     return cls, (int(elem) if elem.lstrip("-").isdigit() else None)
+
+
+def _getter_path(index: ProjectIndex, qualified: str, method: str) -> str:
+    """The attribute path the getter `method` of the project class `qualified` returns; '' when
+    it is no getter (or the class is not known, or a subclass of the file may override it)."""
+    module, _, cls = qualified.rpartition(".")
+    mod = index.module(module) if module and method else None
+    facts = mod.facts.numerics if mod is not None else None
+    if facts is None:
+        return ""
+    rec = next((c for c in facts.classes if c.name == cls), None)
+    if rec is None or any(cls in c.bases for c in facts.classes):
+        return ""
+    return dict(rec.getters).get(method, "")
 
 
 def _owns_module(index: ProjectIndex, qualified: str, path: str) -> bool:

@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 
 # Files that mention none of these cannot hold anything our rules look for; skipping them before
 # the parse is the cheapest speed-up a libcst linter has (TorchFix does the same). A tensor
-# helper need not import torch (`def unit(v): return v / v.norm()`): a tensor's norm is a word.
-_SNIFF = re.compile(rb"torch|\bnn\b|onnx|backward|accelerat|lightning|autograd|from_pretrained|\.norm\(")
+# helper need not import torch (`def unit(v): return v / v.norm()`): a tensor's norm is a word,
+# and so is freezing what another file's model returns (`model.get_encoder().requires_grad = False`).
+_SNIFF = re.compile(rb"torch|\bnn\b|onnx|backward|accelerat|lightning|autograd|from_pretrained|\.norm\(|"
+                    rb"\.requires_grad\b")
 # When a caller hands a path without its bytes: the default of `max-file-size`.
 MAX_SOURCE_BYTES = 2 << 20
 

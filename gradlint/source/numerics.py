@@ -752,7 +752,27 @@ class Extractor(ModuleValues, Backwards):
         self.classes.append(NumClass(name=name, span=self.span(node.name), bases=bases,
                                      has_forward=has_forward, returns=kind, returns_via=via, returns_items=items,
                                      autograd_function=is_function, custom_backward=custom_backward,
-                                     returns_assuming=assuming))
+                                     returns_assuming=assuming, getters=_getters(methods)))
+
+
+def _getters(methods: list[cst.FunctionDef]) -> tuple[tuple[str, str], ...]:
+    """(method, attribute path) of the methods whose body is one `return self.a.b` and that take
+    nothing but `self` (no decorator: a property or a cached method is not called so)."""
+    out = []
+    for m in methods:
+        body = suite(m.body)
+        ps = m.params
+        if m.decorators or len(body) != 1 or len(ps.params) != 1 or ps.posonly_params or ps.kwonly_params \
+                or ps.star_arg not in (None, cst.MaybeSentinel.DEFAULT) or ps.star_kwarg is not None:
+            continue
+        line = body[0]
+        if not isinstance(line, cst.SimpleStatementLine) or len(line.body) != 1 or \
+                not isinstance(line.body[0], cst.Return):
+            continue
+        text = dotted(line.body[0].value) if line.body[0].value is not None else None
+        if text and text.startswith("self.") and text.count(".") >= 1:
+            out.append((m.name.value, text[5:]))
+    return tuple(out)
 
 
 def _returned_items(walk: FunctionWalk) -> tuple[str | None, ...]:

@@ -558,6 +558,15 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder),
                             classes=owned[0], want="module-path", data=(("model_path", owned[1]),)))
             return
+        if type(holder) is cst.Call and not holder.args and type(holder.func) is cst.Attribute and \
+                dotted(holder.func.value) is not None and (got := self.ev(holder.func.value)).inst and \
+                not got.params and not got.module:
+            # `model.get_encoder().requires_grad = ...` on an instance of a class of the project: a
+            # module when the method returns one of its submodules (facts.numerics.holds)
+            self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder),
+                            classes=tuple(sorted(got.inst)), want="getter",
+                            data=(("getter", holder.func.attr.value),)))
+            return
         if key and hv is UNKNOWN and key != "self" and _read_as_module(key, self.x.src.text):
             # nothing known of it, but the file uses it as only a module is used (`x.parameters()`,
             # `x.load_state_dict(...)`, a child's weight `x.conv.weight`): no tensor has those
