@@ -161,18 +161,36 @@ class _Extractor(CallEvents, StatementWalker):
                              classes=tuple((name, bases) for name, (bases, _) in self.pre.classes.items()))
 
     def _lightning_automatic(self) -> tuple[str, ...]:
-        out = []
-        for node in walk(self.src.module, stop=()):
-            if not isinstance(node, cst.ClassDef):
-                continue
-            bases = set().union(*(self.qualify(b.value) for b in node.bases)) if node.bases else set()
-            if bases.isdisjoint(LIGHTNING_MODULES):
-                continue
-            manual = any(isinstance(a, cst.Assign) and any(
+        """The LightningModule subclasses of this file (directly, or through a base class of the
+        file: `class LitRNN(BaseModule)` with `class BaseModule(pl.LightningModule)`) under
+        automatic optimisation: none of them, nor a base of the file, sets it off."""
+        classes = {node.name.value: node for node in walk(self.src.module, stop=())
+                   if isinstance(node, cst.ClassDef)}
+
+        def manual(node: cst.ClassDef) -> bool:
+            return any(isinstance(a, cst.Assign) and any(
                 _text(t.target) == "self.automatic_optimization" for t in a.targets)
                 and _text(a.value) == "False" for a in walk(node, stop=()))
-            if not manual:
-                out.append(node.name.value)
+
+        def lineage(node: cst.ClassDef, seen: set) -> tuple[bool, bool]:
+            """(derives from a LightningModule, some class on the way sets manual optimisation)."""
+            lightning, off = False, manual(node)
+            for b in node.bases:
+                if not self.qualify(b.value).isdisjoint(LIGHTNING_MODULES):
+                    lightning = True
+                    continue
+                base = classes.get(_text(b.value))
+                if base is not None and base.name.value not in seen:
+                    seen.add(base.name.value)
+                    up, up_off = lineage(base, seen)
+                    lightning, off = lightning or up, off or (up and up_off)
+            return lightning, off
+
+        out = []
+        for name, node in classes.items():
+            lightning, off = lineage(node, {name})
+            if lightning and not off:
+                out.append(name)
         return tuple(out)
 
     def function(self, node, name: str, cls: str | None, parent: int | None) -> int:
