@@ -281,8 +281,10 @@ class TensorCalls(TorchOps):
                      params=first.params, through=passed)
         if callee.callret:
             first = vals[0] if vals else UNKNOWN
+            # (a softmax's or sigmoid's output is strictly positive, as torch.sigmoid's: dense)
             return V(prob=callee.callret, computed=True, tensor=True, params=first.params,
-                     out=first.out, cut=first.cut, cut_span=first.cut_span, through=through)
+                     out=first.out, cut=first.cut, cut_span=first.cut_span, through=through,
+                     dense=callee.callret in ("softmax", "sigmoid"))
         if callee.inst:
             if len(callee.inst) == 1:
                 self.passed_to_instance(node, next(iter(callee.inst)))
