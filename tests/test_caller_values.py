@@ -207,10 +207,10 @@ def test_a_receiver_of_an_unrelated_class_is_another_method(tmp_path):
 
 
 def test_a_name_held_by_too_many_files_leaves_the_parameters_unknown(tmp_path, monkeypatch):
-    from gradlint.facts import numerics
+    from gradlint.facts import callgraph
 
     root = _project(tmp_path, {"nets.py": NETS, "engine.py": ENGINE, "main.py": MAIN})
-    monkeypatch.setattr(numerics, "MAX_CALLER_MODULES", 1)  # engine.py and main.py name each function
+    monkeypatch.setattr(callgraph, "MAX_CALLER_MODULES", 1)  # engine.py and main.py name each function
     assert _run([root / "engine.py"], root) == set()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gradlint.facts.numerics import only_nograd_reachable
+from gradlint.facts.callgraph import only_nograd_reachable
 from gradlint.facts.project import ProjectIndex, Scope
 from gradlint.source import extract_python_text
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gradlint.facts.project import MAX_DEPTH, Module, ProjectIndex, Scope
+from gradlint.facts import callgraph
+from gradlint.facts.callgraph import passed_everywhere
+from gradlint.facts.project import MAX_DEPTH, ProjectIndex, Scope
 from gradlint.findings import SourceSpan
 from gradlint.model.ir import Extern
 
@@ -269,7 +271,7 @@ def _numerics_naming(index: ProjectIndex, word: str, also: str = "") -> list[tup
     `also` among them, as a search for callers reads them (ProjectIndex.calling), in name order;
     None when more than MAX_CALLER_MODULES hold it."""
     mentions = index.mentioning(word)
-    if len(mentions) > MAX_CALLER_MODULES:
+    if len(mentions) > callgraph.MAX_CALLER_MODULES:
         return None
     out = []
     for name in sorted({*mentions, *([also] if also else [])}):
@@ -346,14 +348,6 @@ def holds(site: Site, scope: Scope | None) -> bool:
 _WANT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "binary_cross_entropy_with_logits": "sigmoid"}
 # A criterion's short kind (what the front-end records, `crit:bce`) -> the loss function it computes.
 LOSS_NAMES = {"ce": "cross_entropy", "bce": "binary_cross_entropy", "bce_logits": "binary_cross_entropy_with_logits"}
-
-
-# Files that name a function (a class, for `__init__`) read to find its callers, at most: past it
-# the parameters stay unknown (a class named `Trainer` is named in 151 files of the corpus, each of
-# which a check of one file would have to parse).
-MAX_CALLER_MODULES = 64
-# Calls that pass a parameter on to another function (`param:` shapes) followed, at most.
-MAX_PASSED_ON = 3
 
 
 def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
@@ -639,152 +633,6 @@ def default_holds(site: Site, scope: Scope | None) -> Site | None:
     return replace(site, data=tuple((k, v) for k, v in site.data if not k.startswith("criterion_")))
 
 
-def passed_everywhere(index: ProjectIndex, module: str, function: str, param: str, at: int,
-                       default: str | None = None, unknown: str | None = None, _depth: int = 0) -> str | None:
-    """What every call in the project passes for parameter `param` (position `at` after self, -1
-    for keyword-only) of `function` of `module`: a shape of Call.args ('crit:bce', 'inst:' and the
-    class's qualified name), `default` for a call that passes nothing, or for no call at all;
-    None when a call passes another value, or when no call is known (`unknown` when the calls
-    cannot all be known). A call that passes its own function's parameter on (`param:input@0`:
-    `def vSymEig(input): return _eigen(input)`) passes what every call of that function passes
-    for it, a few calls deep."""
-    calls = project_calls(index, module, function)
-    if calls is None:
-        return unknown
-    if not calls:
-        return default
-    joined: str | None = None
-    for home, args in calls:
-        shape = args.get(param) or (args.get(str(at)) if at >= 0 else None)
-        if not shape:
-            passes = "*" in args or param in args.get("=", "").split(",") or 0 <= at < int(args.get("#", "0"))
-            if default is None or passes:
-                return None
-            shape = default
-        if shape.startswith("param:"):
-            # the caller's own parameter, passed on: what its callers pass for it
-            name, _, position = shape[6:].rpartition("@")
-            caller = args.get("^")
-            if home == module and caller == function and name == param:
-                continue  # a recursion passing the parameter back to itself: the other calls decide
-            if _depth >= MAX_PASSED_ON or not caller or not position.lstrip("-").isdigit():
-                return None
-            shape = passed_everywhere(index, home, caller, name, int(position), _depth=_depth + 1)
-            if shape is None:
-                return None
-        elif shape.startswith(("inst:", "out:")):
-            head, _, cls = shape.partition(":")
-            cls, at_, elem = cls.partition("@")
-            quals = index.resolve(home, cls)
-            if len(quals) != 1:
-                return None
-            shape = f"{head}:{quals[0]}{at_}{elem}"
-        if joined is None:
-            joined = shape
-        elif joined != shape:
-            return None
-    return joined
-
-
-def project_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[str, dict[str, str]]] | None:
-    """The calls of `function` ('f', 'C.m', 'C.__init__': the calls of the class) of `module` in
-    the whole project, each as (the calling module, what it passes: Call.args); None when not all
-    of them can be known. Callers are looked for in the files whose text holds the function's name
-    (the class's name for `__init__`), as `only_nograd_reachable` looks; memoised per run."""
-    memo = index.memos.setdefault("calls_of", {})
-    key = (module, function)
-    if key not in memo:
-        memo[key] = _find_calls(index, module, function)
-    return memo[key]
-
-
-def _find_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[str, dict[str, str]]] | None:
-    parts = function.split(".")
-    if not function or "<locals>" in parts or len(parts) > 2:
-        return None
-    target = f"{module}.{function}"
-    owner = f"{module}.{parts[0]}" if len(parts) == 2 else None
-    short = parts[-1]
-    if owner is not None:
-        if short == "forward" or (short.startswith("__") and short.endswith("__") and short != "__init__"):
-            return None  # the interpreter or nn.Module's __call__ calls it, with what we cannot see
-        if short != "__init__" and not _bases_known(index, owner):
-            return None  # it may override a library's method, which the library calls
-    word = parts[0] if short == "__init__" else short
-    mentions = index.mentioning(word)
-    if len(mentions) > MAX_CALLER_MODULES:
-        return None  # a common name: reading every file that holds it costs more than it may give
-    out: list[tuple[str, dict[str, str]]] = []
-    names = sorted({module, *mentions}, key=lambda n: (not index.known(n), n))
-    for name in names:
-        mod = index.calling(name)
-        facts = mod.facts.numerics if mod is not None else None
-        if facts is None or word in facts.references:
-            return None  # a file that names it and was not read, or reads it as a value
-        if owner is not None and any(f"{mod.name}.{c.name}" != owner and _derives(index, mod.name, c, owner)
-                                     for c in facts.classes):
-            return None  # a subclass: its own calls and overrides are not followed
-        for fn in facts.functions:
-            for call in fn.calls:
-                if short == "__init__":
-                    how = _call_of(index, mod, fn.name, call.callee, word, owner, None)
-                    if how is None and call.callee.endswith(word + ".__init__") and (
-                            f"{owner}.__init__" in index.resolve(mod.name, call.callee)):
-                        how = "unknown"  # `Trainer.__init__(self, ...)`: the arguments shift by one
-                elif owner is not None and call.args and call.callee.rpartition(".")[2] == short and (
-                        receiver := dict(call.args).get("@")):
-                    # `trainer.m(...)`, `self.trainer.m(...)`, `Trainer(cfg).m(...)`: the front-end
-                    # knew the receiver's class
-                    how = _receiver_call(index, mod, receiver, owner)
-                else:
-                    how = _call_of(index, mod, fn.name, call.callee, short, target, owner)
-                    if how == "call" and owner is not None and call.callee.partition(".")[0] not in (
-                            "self", "cls", "super()"):
-                        how = "unknown"  # `C.m(obj, ...)`: the arguments shift by one
-                if how is None:
-                    continue
-                if how == "unknown":
-                    return None
-                out.append((mod.name, {**dict(call.args), "^": fn.name}))  # "^": the calling function
-    return out
-
-
-def _receiver_call(index: ProjectIndex, mod: Module, receiver: str, owner: str) -> str | None:
-    """`obj.m(...)` with `obj` an instance of `receiver` (as written in `mod`): a call of `owner.m`
-    when it is that class, unknown when one derives from the other, None for an unrelated class."""
-    quals = index.resolve(mod.name, receiver)
-    if not quals:
-        return "unknown"
-    if quals == (owner,):
-        return "call"
-    return "unknown" if any(_related(index, q, owner) for q in quals) else None
-
-
-def _bases_known(index: ProjectIndex, qualified: str) -> bool:
-    """Whether every base of the project class `qualified` is `object`, `abc.ABC`,
-    `torch.nn.Module` or a project class whose own bases are known (no library class to call its
-    methods)."""
-    todo, seen = [qualified], {qualified}
-    while todo:
-        q = todo.pop()
-        rec = index.numclass(q)
-        if rec is None:
-            return False
-        home = q.rpartition(".")[0]
-        for base in rec.bases:
-            if base in ("object", "abc.ABC", "torch.nn.Module", "torch.nn.modules.module.Module"):
-                continue
-            found = index.resolve(home, base)
-            if len(found) != 1:
-                return False
-            if found[0] not in seen:
-                if len(seen) > MAX_DEPTH:
-                    return False
-                seen.add(found[0])
-                todo.append(found[0])
-    return True
-
-
 def returned_kind(site: Site, scope: Scope | None) -> str | None:
     """The probability kind a conditional site's classes return (for the message)."""
     for cls in site.classes:
@@ -792,164 +640,3 @@ def returned_kind(site: Site, scope: Scope | None) -> str | None:
         if kind:
             return kind
     return None
-
-
-# -- the project call graph: code that can run with grad ---------------------------------------
-
-# Methods a framework calls (autograd, Lightning, trainer loops) and the interpreter's dunders:
-# they can run with grad whatever the project's own calls of them are.
-ENTRY_POINTS = frozenset({"forward", "__call__", "training_step", "train_step", "backward", "step",
-                          "closure", "compute_loss", "loss"})
-
-
-def only_nograd_reachable(scope: Scope | None, function: str) -> bool:
-    """True when the function `function` (qualified within `scope`'s module: 'f', 'C.m') runs only
-    under no_grad/inference_mode: it has at least one caller in the project, and every call of it
-    is made under no_grad or from a function that is itself only no-grad reachable.
-
-    Not proven (False), so the code counts as able to run with grad: a function with no caller in
-    the project (its users call it), module-level code, nested functions, framework entry points
-    and dunders (ENTRY_POINTS), a function read as a value anywhere (`fn = helper`: it may be
-    called from anywhere), a method called through a receiver that is not `self`/`cls`/`super()`
-    (`pipe.prepare(...)`: the receiver's class is unknown), a file that names the function but
-    whose code was not read (over the parse budget, refused by Python or libcst, or a module the
-    index cannot load by its name; a file without torch in it is read for its calls:
-    ProjectIndex.calling), recursion, and chains of callers deeper than MAX_DEPTH. Callers are looked for in every
-    project file whose text holds the function's name (ProjectIndex.mentioning), so the answer is
-    the same whether the file is checked alone or with its project."""
-    if scope is None or not scope.module or not function or function == "<module>":
-        return False
-    return _only_nograd(scope.index, scope.module, function, frozenset())
-
-
-def _only_nograd(index: ProjectIndex, module: str, function: str,
-                 visiting: frozenset[tuple[str, str]]) -> bool:
-    memo = index.memos.setdefault("only_nograd", {})
-    key = (module, function)
-    if key in memo:
-        return memo[key]
-    if key in visiting or len(visiting) > MAX_DEPTH:
-        # recursion (or a chain too long to follow): not proven. A function on a cycle of calls
-        # with grad is unprovable whichever of its members a query starts from, so the memo holds.
-        return False
-    result = _callers_nograd(index, module, function, visiting | {key})
-    memo[key] = result
-    return result
-
-
-def _callers_nograd(index: ProjectIndex, module: str, function: str,
-                    visiting: frozenset[tuple[str, str]]) -> bool:
-    parts = function.split(".")
-    short = parts[-1]
-    if "<locals>" in parts or short in ENTRY_POINTS or (short.startswith("__") and short.endswith("__")):
-        return False
-    target = f"{module}.{function}"
-    owner = f"{module}.{'.'.join(parts[:-1])}" if len(parts) > 1 else None
-    called = False
-    # Modules already summarised first: a call with grad there settles the question before any
-    # other module is read.
-    names = sorted({module, *index.mentioning(short)}, key=lambda n: (not index.known(n), n))
-    for name in names:
-        mod = index.calling(name)
-        facts = mod.facts.numerics if mod is not None else None
-        if facts is None:
-            return False  # a file that names the function and whose code was not read
-        if short in facts.references:
-            return False
-        for fn in facts.functions:
-            for call in fn.calls:
-                how = _call_of(index, mod, fn.name, call.callee, short, target, owner)
-                if how is None:
-                    continue
-                if how == "unknown":
-                    return False
-                called = True
-                if not call.nograd and (fn.name == "<module>" or not _only_nograd(index, mod.name, fn.name, visiting)):
-                    return False
-    return called
-
-
-def _call_of(index: ProjectIndex, mod: Module, caller: str, callee: str, short: str, target: str,
-             owner: str | None) -> str | None:
-    """Whether the call `callee` (as written in function `caller` of module `mod`) calls `target`:
-    'call', None (another function), or 'unknown' (a receiver whose class is unknown)."""
-    head, _, rest = callee.partition(".")
-    if callee.rpartition(".")[2] != short:
-        # `from m import helper as h; h(x)`: the file names the function only in its import
-        if head in mod.imports and any(t.rpartition(".")[2] == short for t in mod.imports[head]):
-            return "call" if target in index.resolve(mod.name, callee) else None
-        return None
-    if not rest:
-        return "call" if target in index.resolve(mod.name, callee) else None
-    if head in ("self", "cls", "super()"):
-        if owner is None:
-            return None  # a method, not the module function of that name
-        if "." in rest:
-            return "unknown"  # self.encoder.m(): an object held by self
-        cls = _class_of(caller)
-        if cls is None:
-            return "unknown"
-        return "call" if _related(index, f"{mod.name}.{cls}", owner) else None
-    resolved = index.resolve(mod.name, callee)
-    if target in resolved:
-        return "call"
-    if resolved or head in mod.imports or head in mod.defined:
-        return None  # another definition of the project, or a library's function
-    return "unknown" if owner is not None else None
-
-
-def _class_of(function: str) -> str | None:
-    """The class whose `self` a function sees: 'C' for 'C.m' and for 'C.m.<locals>.inner'; None
-    for a class defined inside a function (not resolvable) or a plain function."""
-    parts = function.split(".")
-    while len(parts) >= 3 and parts[-2] == "<locals>":
-        parts = parts[:-2]
-    cls = parts[:-1]
-    if not cls or "<locals>" in cls:
-        return None
-    return ".".join(cls)
-
-
-def _related(index: ProjectIndex, a: str, b: str) -> bool:
-    """Whether `self.m()` in class `a` may run `b.m`: the same class, or one derives from the other
-    (through project classes; a mixin that calls a method only a sibling base defines is missed)."""
-    return a == b or b in _ancestors(index, a) or a in _ancestors(index, b)
-
-
-def _derives(index: ProjectIndex, home: str, rec: NumClass, owner: str) -> bool:
-    """Whether the class `rec` of module `home` derives from the project class `owner`, read from
-    the record itself (the facts a search for callers read: a file the sniff skipped has no
-    class records in the index)."""
-    return any(b == owner or owner in _ancestors(index, b) for base in rec.bases for b in _base_classes(index, home, base))
-
-
-def _base_classes(index: ProjectIndex, home: str, base: str) -> tuple[str, ...]:
-    """The project classes a base as a class record holds it stands for: NumClass.bases are
-    qualified where the base was imported (`model.WideDeep`), which a name of `home` must not
-    shadow again (`model = Regressor(8)` at its top level), else as written there."""
-    if "." in base and index.numclass(base) is not None:
-        return (base,)
-    return index.resolve(home, base)
-
-
-def _ancestors(index: ProjectIndex, qualified: str) -> frozenset[str]:
-    memo = index.memos.setdefault("ancestors", {})
-    if qualified in memo:
-        return memo[qualified]
-    memo[qualified] = frozenset()  # a cycle of bases ends here
-    out: set[str] = set()
-    todo, seen = [qualified], {qualified}
-    while todo and len(seen) <= 4 * MAX_DEPTH:
-        q = todo.pop()
-        rec = index.numclass(q)
-        if rec is None:
-            continue
-        home = q.rpartition(".")[0]
-        for base in rec.bases:
-            for b in _base_classes(index, home, base):
-                if b not in seen:
-                    seen.add(b)
-                    out.add(b)
-                    todo.append(b)
-    memo[qualified] = frozenset(out)
-    return memo[qualified]

@@ -359,7 +359,7 @@ def _constructions(index: ProjectIndex, module: str, cls: str) -> list[dict[str,
 
 
 def _find_constructions(index: ProjectIndex, module: str, cls: str) -> list[dict[str, Value]] | None:
-    from gradlint.facts.numerics import project_calls
+    from gradlint.facts.callgraph import project_calls
 
     graph = project_calls(index, module, f"{cls}.__init__")
     if graph is None:
@@ -476,7 +476,7 @@ def _find_method_calls(index: ProjectIndex, module: str, fn: Function) -> list[d
     the class (`ref`) or on `self` in the class itself. A calling file where the loop facts hold
     fewer such calls than the call graph counts (a call in a class body, an `assert`, a
     `Trainer(cfg).m(...)`, no loop facts at all) is a caller we cannot read."""
-    from gradlint.facts.numerics import project_calls
+    from gradlint.facts.callgraph import project_calls
 
     owner = f"{module}.{fn.cls}"
     if index.mentioning("]." + fn.name) or index.mentioning(")." + fn.name):

@@ -113,7 +113,7 @@ class CallRecords:
     def _passed_on(self, v: V) -> str:
         """`param:input@0` when `v` is this function's own open parameter (or a reshape or
         selection of it) at that position: a caller passes it on, and what that function's
-        callers pass is what this call passes (facts.numerics.passed_everywhere).
+        callers pass is what this call passes (facts.callgraph.passed_everywhere).
         `param:inputs@0#1` when it is an element unpacked from one (`seg, edge = inputs`), which
         a method called with it receives (facts.numerics.forward_feeds)."""
         ref = self.x.kept_param(v)

@@ -215,7 +215,7 @@ class TensorCalls(TorchOps):
                          param_cuts=first.param_cuts, dense=True)
             if fname == "super":
                 # `super(WideDeep, self)`: the class named there is no reference to it as a
-                # value (which would hide its constructor's callers: facts.numerics._find_calls)
+                # value (which would hide its constructor's callers: facts.callgraph._find_calls)
                 return UNKNOWN
             if fname in self.x.local_classes:
                 self._args_ev(node)

@@ -8,8 +8,9 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Fix, Severity
 from gradlint.registry import Rule, RuleContext
+from gradlint.facts.callgraph import only_nograd_reachable
 from gradlint.facts.numerics import (NumericsFacts, Site, backpropagated_elsewhere, bind_forward_call, bind_parameters,
-                                     default_holds, forward_assumes, holds, only_nograd_reachable)
+                                     default_holds, forward_assumes, holds)
 
 F = "torch.nn.functional."
 

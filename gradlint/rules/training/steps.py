@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
-from gradlint.facts.numerics import passed_everywhere
+from gradlint.facts.callgraph import passed_everywhere
 from gradlint.facts.training import (Assign, Block, Event, Function, TrainingFacts, Value, bind_callers, iter_events,
                                      method_id)
 from gradlint.findings import Finding, SourceSpan
