@@ -357,9 +357,9 @@ class Extractor(ModuleValues, Backwards):
                               data=(("returned_by", cls), ("element", element))))
 
     def returned_value(self, name: str, parts: list | dict | None, whole: V) -> None:
-        """A `return` of the top-level function `name` (walked as its own unit): the value, and
-        its parts when it is a tuple display (a list) or a dict display of string keys (a dict).
-        The unit's last walk is the one kept."""
+        """A `return` of the top-level function `name` (or method, `C.m`, of a top-level class; walked
+        as its unit): the value, and its parts when it is a tuple display (a list) or a dict
+        display of string keys (a dict). The unit's last walk is the one kept."""
         self.returns_of.setdefault(name, []).append((parts, whole))
 
     def _cut_returns(self) -> None:
@@ -406,6 +406,9 @@ class Extractor(ModuleValues, Backwards):
         key = id(node)
         if isinstance(node, cst.FunctionDef):
             self.returns_of.pop(node.name.value, None)  # (this walk's returns replace an earlier one's)
+        else:
+            for method in [k for k in self.returns_of if k.startswith(node.name.value + ".")]:
+                del self.returns_of[method]  # (and its methods')
         old = self.units.get(key)
         if old is not None:
             self._seen.difference_update((s.kind, s.span, s.variant) for s in old[1])

@@ -576,6 +576,16 @@ class TensorCalls(TorchOps):
             if made is not None:
                 self._args_ev(node)
                 return made  # `model.get_encoder()` returning `self.encoder`: that submodule
+            cls = next(iter(r.inst))
+            ctx = self.x.class_ctxs.get(cls)
+            if cls in self.x.local_classes and cls not in self.x.subclassed and ctx is not None and \
+                    meth in ctx.method_nodes and not ctx.method_nodes[meth].decorators:
+                # `out = model.loss_function(x)` with the method of this file's class: what its
+                # returns are, for a caller that backpropagates them (Extractor._cut_returns)
+                return replace(self._method_value(node, recv_node, meth, r), returned=(f"{cls}.{meth}", -1))
+        return self._method_value(node, recv_node, meth, r)
+
+    def _method_value(self, node: cst.Call, recv_node: cst.BaseExpression, meth: str, r: V) -> V:
         pos, kw = _args(node)
         c = _Call(node, pos, kw, self._args_ev(node))
         c.recv, c.r, c.meth = recv_node, r, meth

@@ -125,7 +125,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
                 self.decorated_nograd = True
         ps = fn.params
         bound = self._bound_params(fn)
-        sig = self.x.signatures.get(self.qual) if self.x.unit != 0 else None
+        # (a def that a later one of its name replaces is called by no one: no parameter of it is
+        # what the project's callers pass)
+        sig = self.x.signatures.get(self.qual) if self.x.unit != 0 and self.x.unit not in self.x.shadowed else None
         for p in list(ps.posonly_params) + list(ps.params) + list(ps.kwonly_params):
             name = p.name.value
             v = bound.get(name)
@@ -387,12 +389,15 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             val = self.ev(node.value)
             self.returns.append(None if isinstance(node.value, cst.Tuple) else val)
             self.return_nodes.append(node)
-            if self.cls is None and self.fn_node is not None and self.qual == self.name and not self.x.muted:
-                # a top-level function's loss, for the callers that backpropagate it
+            top = self.cls is None and self.qual == self.name
+            method = self.cls is not None and self.qual == f"{self.cls.name}.{self.name}"
+            if (top or method) and self.fn_node is not None and not self.x.muted:
+                # a top-level function's loss (or a method's of a top-level class), for the
+                # callers that backpropagate it
                 parts = [self.memo.get(id(el.value), UNKNOWN) for el in node.value.elements] \
                     if isinstance(node.value, cst.Tuple) else [val]
                 keyed = _keyed_returns(node.value, self.memo) if isinstance(node.value, cst.Dict) else None
-                self.x.returned_value(self.name, parts if isinstance(node.value, cst.Tuple) else keyed, val)
+                self.x.returned_value(self.qual, parts if isinstance(node.value, cst.Tuple) else keyed, val)
         else:
             self.returns.append(None)
 
@@ -448,7 +453,12 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         known = len(val.elems) == count if val.elems is not None else bool(val.out)
         if not known and val.returned is not None and val.returned[1] == -1:
             # `loss, log = criterion(...)`: each part is that element of the function's return
-            return [replace(UNKNOWN, returned=(val.returned[0], i)) for i in range(count)]
+            # (and, as far as the call's own value tells, a tensor computed as it is)
+            # (a function's parts stay unknown: its returns decide them, Extractor._cut_returns)
+            method = "." in val.returned[0]
+            part = replace(val, sq=False, sumsq=False, crit=None, callret=None, module=False, inst=frozenset(),
+                           elems=None, value=UNKNOWN, nonneg=False) if method and val is not UNKNOWN else UNKNOWN
+            return [replace(part, returned=(val.returned[0], i)) for i in range(count)]
         if not known and count == 1 and val is not UNKNOWN and self.x.open_param(val) is None:
             # `grad, = torch.autograd.grad(...)`: the only item, what `[0]` gives (parts of a
             # tuple of several, `values, indices = torch.topk(p, k)`, are not known apart)
