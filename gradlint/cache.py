@@ -866,13 +866,14 @@ def _write_pack(dfd: int, pack: str, new: dict[str, bytes], known: dict[bytes, b
         if size + len(line) + 1 <= MAX_PACK_BYTES:
             lines.append(line)
             size += len(line) + 1
-    ids = {f.encode("ascii") for f in new}
-    keys = {line[_KEY] for line in lines}
-    for line in (known if known is not None else _index(_read_pack(dfd, pack))).values():
-        if line[_FILE] not in ids and line[_KEY] not in keys and size + len(line) + 1 <= MAX_PACK_BYTES:
-            lines.append(line)
-            size += len(line) + 1
-    data = b"\n".join(lines) + b"\n"
+    old = known if known is not None else _index(_read_pack(dfd, pack))
+    if old:  # (a first run's pack has no lines: nothing to leave out, no sets of 2 000 ids made)
+        ids = {f.encode("ascii") for f in new}
+        keys = {line[_KEY] for line in lines}
+        for line in old.values():
+            if line[_FILE] not in ids and line[_KEY] not in keys and size + len(line) + 1 <= MAX_PACK_BYTES:
+                lines.append(line)
+                size += len(line) + 1
     tmp = f".{pack}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=dfd)
@@ -880,9 +881,7 @@ def _write_pack(dfd: int, pack: str, new: dict[str, bytes], known: dict[bytes, b
         return False
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_lines(fd, lines)
         finally:
             os.close(fd)
         # rename replaces a link or file in the way, never writes through it; a folder in the
@@ -897,3 +896,41 @@ def _write_pack(dfd: int, pack: str, new: dict[str, bytes], known: dict[bytes, b
         if isinstance(exc, OSError):
             return False
         raise
+
+
+_NEWLINE = b"\n"
+
+
+def _write_lines(fd: int, lines: list[bytes]) -> None:
+    """Each line, then a newline, written to `fd`. With writev, from the lines themselves: joining
+    them first copied the whole pack once more (20 MB for 2 000 small files, at the end of a cold
+    run, when nothing else runs)."""
+    if not hasattr(os, "writev"):
+        view = memoryview(_NEWLINE.join(lines) + _NEWLINE)
+        while view:
+            view = view[os.write(fd, view):]
+        return
+    parts: list = []
+    for line in lines:
+        parts += (line, _NEWLINE)
+    step = _IOV_MAX
+    start = 0
+    while start < len(parts):
+        done = os.writev(fd, parts[start:start + step])
+        # the parts written whole are done; of one written in part, the rest goes first next time
+        while start < len(parts) and done >= len(parts[start]):
+            done -= len(parts[start])
+            start += 1
+        if done:
+            parts[start] = memoryview(parts[start])[done:]
+
+
+def _iov_max() -> int:
+    try:
+        found = os.sysconf("SC_IOV_MAX")
+    except (AttributeError, ValueError, OSError):
+        found = -1
+    return found if found > 0 else 16  # (POSIX's least: _XOPEN_IOV_MAX)
+
+
+_IOV_MAX = _iov_max()

@@ -1007,3 +1007,38 @@ def test_a_warm_run_served_by_the_cache_imports_no_parser_and_no_extractor(proje
     assert loaded() == "LOADED - 1"  # warm: the same findings (exit 1), from the cache alone
     (project / "util.py").write_text(LOG_SOFTMAX + "\n# edited\n")
     assert loaded() == cold
+
+
+@pytest.mark.parametrize("how", ["writev", "short writes", "no writev"])
+def test_a_pack_is_written_line_by_line_whole_however_the_writes_go(tmp_path, monkeypatch, how):
+    # more lines than one writev takes, of sizes that end short writes inside a line and between two
+    lines = [(b"x" * (i % 7)) + str(i).encode() for i in range(3 * cache._IOV_MAX + 5)]
+    if how == "short writes":
+        real = os.writev
+        sizes = iter([1, 3, 5, 2, 1000, 9] * 10_000)
+        monkeypatch.setattr(cache.os, "writev", lambda fd, parts: real(fd, [b"".join(parts)[:next(sizes)]]))
+    elif how == "no writev":
+        monkeypatch.delattr(cache.os, "writev")
+    fd = os.open(tmp_path / "pack", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        cache._write_lines(fd, lines)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "pack").read_bytes() == b"".join(line + b"\n" for line in lines)
+
+
+def test_a_first_write_of_a_pack_and_a_write_over_it_keep_the_newest_line_of_each_file(tmp_path):
+    store, _ = cache.open_store(tmp_path, ".gradlint_cache")
+    facts = FileFacts(path="a.py", kind="python")
+
+    def made(display: str, content: str) -> cache.Pending:
+        return cache.entry(cache.slot(store, display, "python", content), facts, str(tmp_path))
+
+    assert cache.write(store, [made("a.py", "1"), made("b.py", "1")]) == 2
+    cache.open_store(tmp_path, ".gradlint_cache")  # a new run: the pack as it is on disk
+    assert cache.write(store, [made("a.py", "2")]) == 1
+    pack = next((tmp_path / ".gradlint_cache").glob("p-*.jsonl")).read_bytes()
+    assert pack.endswith(b"\n") and pack.count(b"\n") == 2  # a.py's new line, b.py's old one
+    for display, content, hit in (("a.py", "2", True), ("b.py", "1", True), ("a.py", "1", False)):
+        found = cache.load(store, cache.slot(store, display, "python", content), str(tmp_path), FileFacts)
+        assert (found == facts) is hit, (display, content)
