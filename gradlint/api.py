@@ -445,8 +445,23 @@ class _FactsPlan:
         # A pool costs ~100 ms to start; below a few dozen files one process is faster.
         self.pooled = self.workers > 1 and len(todo) >= 32
         # Set by a caller that keeps what is alive out of the collector's passes (check_paths'
-        # _kept_for_the_run) until it joins the run's thread: see _run.
+        # _kept_for_the_run) until it joins the run's thread: see _run and frozen_until_joined.
         self.freeze_when_done = False
+        self._freezing = threading.Lock()
+
+    @contextmanager
+    def frozen_until_joined(self, frozen: bool) -> Iterator[None]:
+        """Inside a caller's _kept_for_the_run (entered first, left last), when it froze what was
+        alive (`frozen`): the run's thread freezes the facts that came in before it resumes the
+        collector, and a caller that joins the thread in here has them unfrozen with the rest.
+        Left early (an exception), nothing the thread freezes later stays frozen."""
+        with self._freezing:
+            self.freeze_when_done = frozen
+        try:
+            yield
+        finally:
+            with self._freezing:
+                self.freeze_when_done = False
 
     def _arrive(self, i: int, result: tuple) -> None:
         self.results[i] = result
@@ -501,12 +516,13 @@ class _FactsPlan:
                          on_result=lambda j, result: self._arrive(todo[j], result), started=self.launched.set)
         finally:
             if collecting:
-                if self.freeze_when_done:
-                    # The facts that came in are young objects of the collector, a million over
-                    # 2 000 small files: its first pass once resumed went through all of them
-                    # (0.3 s, alone at the end of the run) to free nothing. They join what the
-                    # caller keeps out of its passes, and leave with it.
-                    gc.freeze()
+                with self._freezing:
+                    if self.freeze_when_done:
+                        # The facts that came in are young objects of the collector, a million
+                        # over 2 000 small files: its first pass once resumed went through all of
+                        # them (0.3 s, alone at the end of the run) to free nothing. They join
+                        # what the caller keeps out of its passes, and leave with it.
+                        gc.freeze()
                 gc.enable()
             self._no_wait(todo)
 
@@ -615,9 +631,7 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
     else:
         plan.run(largest_first=False)
     refreeze = not gc.get_freeze_count()
-    with _kept_for_the_run():
-        # (set here, once the freeze is made: a freeze of the run's thread is always undone below)
-        plan.freeze_when_done = refreeze
+    with _kept_for_the_run(), plan.frozen_until_joined(refreeze):
         rules = load_rules() if stale else {}
         setup = RuleSetup(config, rules)
         for k, i in enumerate(stale):

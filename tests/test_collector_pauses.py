@@ -104,3 +104,30 @@ def test_a_pooled_check_resumes_the_collector_with_the_facts_frozen_and_ends_as_
     assert len(result.files) == 40 and not any(f.error for f in result.files)
     assert ("gradlint-facts", True) in [(name, frozen > 0) for name, frozen in resumed]
     assert gc.isenabled() and not gc.get_freeze_count()
+
+
+def test_a_pooled_check_that_fails_leaves_nothing_frozen_when_its_facts_come_in_later(
+        tmp_path: Path, monkeypatch) -> None:
+    # The rules fail on the first file while the workers still extract the others: the run's
+    # thread resumes the collector after check_paths is gone, and freezes nothing then.
+    import threading
+
+    from gradlint import api
+    from gradlint.config import load_config
+
+    (tmp_path / "pyproject.toml").write_text("[tool.gradlint]\n")
+    for i in range(40):
+        (tmp_path / f"m{i}.py").write_text(BLOCK)
+
+    def failing(*_args, **_kwargs):
+        raise RuntimeError("a rule failed")
+
+    monkeypatch.setattr(api, "run_rules", failing)
+    try:
+        api.check_paths([tmp_path], load_config(start=tmp_path), use_cache=False, jobs=2)
+    except RuntimeError:
+        pass
+    for thread in threading.enumerate():
+        if thread.name == "gradlint-facts":
+            thread.join(timeout=120)
+    assert gc.isenabled() and not gc.get_freeze_count()
