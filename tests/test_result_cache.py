@@ -268,7 +268,7 @@ def test_onnx_models_keep_a_result_entry_and_no_facts_entry(tmp_path, monkeypatc
 def test_a_memo_answer_counts_as_reading_what_computing_it_read():
     """Memos are shared by the files of a run: the second file that resolves a name reads no
     module itself, yet depends on every module the first file's resolution went through."""
-    from gradlint.facts.numerics import only_nograd_reachable
+    from gradlint.facts.callgraph import only_nograd_reachable
     from gradlint.facts.project import ProjectIndex, Scope
     from tests.test_nograd_reach import PIPELINE, _Loader, facts
 
