@@ -152,6 +152,14 @@ def _recorded_call(name: str) -> bool:
                             "parameters", "named_parameters"))
 
 
+
+def _imported_function(q: frozenset[str], receiver: str) -> bool:
+    """A call whose callee an import names (`q`), as a function of a module that is no framework
+    (Lightning, accelerate, DeepSpeed: their objects clip and unscale themselves) or torch's:
+    `utils.clip_gradients(...)`, `from hooks import clip_grads`."""
+    return bool(q) and not re.search(r"accelerat|fabric|trainer", receiver, re.I) and \
+        not any(n.startswith(_FRAMEWORK_PACKAGES) for n in q)
+
 class CallEvents:
     """The call events of the training-loop recorder (a mixin of loops._Extractor: its spans, names and contexts)."""
 
@@ -230,8 +238,7 @@ class CallEvents:
                 if attr in self.pre.functions:
                     return [self._local_call(call, attr, None, ctx, sid)]
                 return [self._clip(call, "helper", attr, 1, ctx, sid)]
-            if isinstance(receiver, cst.Name) and q and not re.search(r"accelerat|fabric|trainer", recv_text, re.I) \
-                    and not any(n.startswith(_FRAMEWORK_PACKAGES) for n in q):
+            if isinstance(receiver, cst.Name) and _imported_function(q, recv_text):
                 # `utils.clip_gradients(model, 1.0)` with `import utils`: a function of a module,
                 # read as what it runs when the project defines it (rules/training/steps)
                 return [self._clip(call, "helper", text or attr, 1, ctx, sid)]
@@ -245,7 +252,8 @@ class CallEvents:
             positional = [a for a in call.args if a.keyword is None]
             pos = 1 if "accelerat" in recv_text.lower() or len(positional) >= 2 else 0
             return [self._clip(call, "framework", text or attr, pos, ctx, sid)]
-        if attr and re.search(r"clip_?grad|grad_?clip", attr, re.IGNORECASE) and not q:
+        if attr and re.search(r"clip_?grad|grad_?clip", attr, re.IGNORECASE) and (
+                not q or (isinstance(func, cst.Name) or isinstance(receiver, cst.Name)) and _imported_function(q, recv_text)):
             if isinstance(func, cst.Name) and attr in self.pre.functions:
                 return [self._local_call(call, attr, None, ctx, sid)]
             if recv_text == "self" and attr in self.pre.methods:

@@ -14,7 +14,7 @@ import libcst as cst
 from gradlint.source.engine.fold import constant as _constant
 from gradlint.source.engine.env import Ref
 from gradlint.source.engine.values import Ctor
-from gradlint.source.engine.walk import children, main_block
+from gradlint.source.engine.walk import children, main_block, walk
 from gradlint.source.names import dotted
 
 # Objects whose attributes are the keywords they are built with.
@@ -177,7 +177,15 @@ class ConfigFields:
         if isinstance(node.value, cst.Attribute) and isinstance(node.value.value, cst.Name) and \
                 node.value.value.value == "self":
             held_by = f"self.{node.value.attr.value}"
-            return f"{held_by}.{node.attr.value}" if not self._may_change(held_by, scope) else ""
+            if self._may_change(held_by, scope):
+                return ""
+            # what __init__ stores there (`self.cfg = cfg`) must not be changed there first
+            # (`if not cfg.grad_clip: cfg.grad_clip = 1.0`)
+            stored = self.pre.objects.held(held_by)
+            if type(stored) is Ref and isinstance(stored.scope, cst.FunctionDef) and "." not in stored.text and \
+                    _changed_in(stored.scope, stored.text):
+                return ""
+            return f"{held_by}.{node.attr.value}"
         if not isinstance(node.value, cst.Name):
             return ""
         name = node.value.value
@@ -188,6 +196,31 @@ class ConfigFields:
     def _rebound(self, text: str) -> list:
         self._scan()
         return self.rebound.get(text, [])
+
+
+def _changed_in(fn: cst.FunctionDef, name: str) -> bool:
+    """Whether `fn` may change the object its name `name` holds: assigns or deletes an attribute
+    or item of it, calls a method of it (but _READ_METHODS), or passes it to a function that is
+    not a constructor or a reader (storing it, `self.cfg = cfg`, is no change)."""
+    def of(text: str | None) -> bool:
+        return text is not None and (text == name or text.startswith(name + "."))
+
+    for node in walk(fn, stop=()):
+        if isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign, cst.Del)):
+            for el in _bound(node):
+                if isinstance(el, (cst.Attribute, cst.Subscript)) and isinstance(el.value, (cst.Name, cst.Attribute)) \
+                        and of(dotted(el.value)):
+                    return True
+        elif isinstance(node, cst.Call):
+            func = node.func
+            if isinstance(func, cst.Attribute) and func.attr.value not in _READ_METHODS and \
+                    isinstance(func.value, (cst.Name, cst.Attribute)) and of(dotted(func.value)):
+                return True
+            last = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
+            if not last[:1].isupper() and last not in _READERS and any(
+                    isinstance(a.value, (cst.Name, cst.Attribute)) and of(dotted(a.value)) for a in node.args):
+                return True
+    return False
 
 
 def _module_globals(module: cst.Module) -> frozenset[str]:

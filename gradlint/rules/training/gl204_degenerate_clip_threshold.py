@@ -184,10 +184,18 @@ def clip(model, max_norm=0.0):
                 yield from self._clip(ctx, ev, fn)
 
     def _clip(self, ctx: RuleContext, ev, fn) -> Iterator[Finding]:
+        if ev.via == "helper" and _project_function(ctx, ev.name):
+            # `clip_gradients(model, 0.0)` with the helper in the project: what it does with 0
+            # (`if clip > 0:`) is its body's to say, which this call does not show
+            return
         v = ev.value
         if v is not None and v.param:
-            # `cfg.grad_clip` with `cfg` the function's parameter: the config every caller passes
+            # `cfg.grad_clip` with `cfg` the function's parameter: the config every caller passes,
+            # unless some file changes that field of an object on its way
             v = config_threshold(v, fn, ctx.index, ctx.facts.training)
+            held, _, field = v.param.rpartition(".")
+            if v.number is not None and held.startswith("self.") and _assigned_in_project(ctx, held[5:], field):
+                return
         what = "clip_value" if "value" in ev.name else "max_norm"
         if v is not None and v.number is not None and not v.guarded and not _changed_elsewhere(ctx, v):
             where = {"literal": f"{what}={v.text}",
@@ -212,6 +220,38 @@ def clip(model, max_norm=0.0):
         if n is not None and n.number is not None and n.source == "literal" and n.number not in NORM_TYPES:
             yield ctx.finding(f"`{ev.name}` with norm_type={n.text}: expected 1, 2 or inf", ev.span,
                               severity=Severity.INFO, data={"norm_type": n.number})
+
+
+def _project_function(ctx: RuleContext, name: str) -> bool:
+    """`name` (as the file writes it: `clip_gradients`, `utils.clip_gradients`) is a function a
+    module of the project defines (not an installed library's)."""
+    scope = ctx.index
+    if scope is None:
+        return False
+    for q in scope.resolve(name):
+        module = q.rpartition(".")[0]
+        mod = scope.index.module(module) if module else None
+        if mod is not None and not mod.library:
+            return True
+    return False
+
+
+def _assigned_in_project(ctx: RuleContext, held: str, field: str) -> bool:
+    """Some file of the project assigns `field` of a config held as attribute `held` of another
+    object (`trainer.<held>.<field> = 1.0` for the `self.<held>` a trainer keeps, or a `setattr`
+    of it): the object may be changed through its holder, which no scan of the class's own file
+    sees. The project's text is searched, whichever files the run checks."""
+    if ctx.index is None:
+        return True
+    assigned = re.compile(rf"\.\s*{re.escape(held)}\s*\.\s*{re.escape(field)}\s*(?:[-+*/|&^%@]|//|\*\*)?=(?!=)|"
+                          rf"setattr\([^)]*{re.escape(held)}[^)]*['\"]{re.escape(field)}['\"]")
+    index = ctx.index.index
+    for name in index.mentioning(field):
+        mod = index.module(name)
+        text = mod.facts.source if mod is not None else None
+        if text is None or assigned.search(text):
+            return True
+    return False
 
 
 def _changed_elsewhere(ctx: RuleContext, v) -> bool:

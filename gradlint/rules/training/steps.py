@@ -140,12 +140,12 @@ class _Flattener:
             if item.kind == "clip" and item.via == "helper" and fr.scope is not None:
                 if self._copied_clip(fr.scope, item.name):
                     item = dataclasses.replace(item, via="torch")
-                elif self._foreign_function(fr.scope, item.name) is not None:
+                elif self._clips(self._foreign_function(fr.scope, item.name), fr, stack):
                     # `clip_gradients(model, 1.0)` of another file that calls torch's clip (and
                     # maybe unscales first): read as what it runs, which a rule of scaled
                     # gradients (GL203) needs, not as a clip of unknown kind
                     item = dataclasses.replace(item, kind="invoke", via="", target=item.name)
-                elif (base := self._inherited(fr, item)) is not None:
+                elif (base := self._inherited(fr, item, stack)) is not None:
                     # `self.clip_gradients_()` defined by a base class of another file (a mixin)
                     item = dataclasses.replace(item, kind="invoke", via="", target=item.name, ref=base,
                                                name=item.name[5:])
@@ -215,7 +215,16 @@ class _Flattener:
                 break
         return self._foreign[key]
 
-    def _inherited(self, fr: _Frame, ev: Event) -> str | None:
+    @staticmethod
+    def _clips(target: tuple | None, fr: _Frame, stack: tuple) -> bool:
+        """Whether the function `target` (facts, id, scope) will be read in place of a clip helper
+        and brings a clip of its own: it is inlined here (within the depth, not on the stack) and
+        its body calls a clip. A helper that clips by hand, or one read no deeper, stays a clip."""
+        if target is None or fr.depth >= INLINE_DEPTH or (id(target[0]), target[1]) in stack:
+            return False
+        return any(e.kind == "clip" for e in iter_events(target[0].functions[target[1]].body))
+
+    def _inherited(self, fr: _Frame, ev: Event, stack: tuple) -> str | None:
         """The base class (as written) of another file that defines the method `self.m` an event
         of a method calls, when the method's own class does not: a mixin's helper."""
         if not ev.name.startswith("self.") or ev.name.count(".") != 1 or not 0 <= ev.func < len(fr.facts.functions):
@@ -225,7 +234,8 @@ class _Flattener:
             return None
         bases = dict(fr.facts.classes).get(cls, ())
         for base in bases:
-            if base not in dict(fr.facts.classes) and self._foreign_method(fr.scope, base, ev.name[5:]) is not None:
+            if base not in dict(fr.facts.classes) and self._clips(
+                    self._foreign_method(fr.scope, base, ev.name[5:]), fr, stack):
                 return base
         return None
 
