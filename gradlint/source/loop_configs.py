@@ -7,6 +7,7 @@ the file may change after building them (then nothing is read). `loops.extract` 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import libcst as cst
@@ -17,6 +18,9 @@ from gradlint.source.engine.values import Ctor
 from gradlint.source.engine.walk import children, main_block, walk
 from gradlint.source.names import dotted
 
+# The names config classes go by (`TrainConfig`, `ExperimentCfg`, `RunSettings`, `HParams`).
+_CONFIG_NAME = re.compile(r"(?i)(config|cfg|conf|settings|args|arguments|hparams|hyperparameters|params|options|"
+                          r"opts|namespace)$")
 # Objects whose attributes are the keywords they are built with.
 _NAMESPACES = frozenset({"types.SimpleNamespace", "argparse.Namespace"})
 # Calls that only read an object passed to them: a config handed to one of them is not changed.
@@ -137,11 +141,14 @@ class ConfigFields:
         the file may change it (a pass to `call` itself aside)."""
         if isinstance(node, cst.Call):
             cls = dotted(node.func)
-            if not cls or not cls.rsplit(".", 1)[-1][:1].isupper():
+            if not cls or not cls.rsplit(".", 1)[-1][:1].isupper() or not self._config_like(cls):
                 return None
             values = self._values(node, cls)
             cls = cls.rsplit(".", 1)[-1]
         elif isinstance(node, (cst.Name, cst.Attribute)) and (text := dotted(node)):
+            ctor = self.pre.value_of(text, scope)
+            if type(ctor) is not Ctor or not self._config_like(ctor.cls):
+                return None
             got = self._instance(text, scope, but=call)
             if got is None:
                 return None
@@ -153,6 +160,13 @@ class ConfigFields:
         numbers = tuple(sorted((k, float(v)) for k, v in values.items()
                                if type(v) in (int, float) and not isinstance(v, bool)))
         return (numbers, cls) if numbers else None
+
+    def _config_like(self, cls: str) -> bool:
+        """A class whose instances `built` reads when a call is given one: one of this file, or
+        an imported one named as configs are (`TrainConfig`, `RunSettings`, `HParams`, `Args`).
+        Reading another file's class parses it and makes this file's facts depend on it: not
+        for every `Trainer(...)` or `DataLoader(...)` a call is given."""
+        return ("." not in cls and self.pre.classes.get(cls) is not None) or bool(_CONFIG_NAME.search(cls))
 
     def param_field(self, node: cst.BaseExpression, scope) -> str:
         """`cfg.grad_clip` where `cfg` is a parameter of the function `scope` that it does not

@@ -172,24 +172,25 @@ class _Extractor(CallEvents, StatementWalker):
                 _text(t.target) == "self.automatic_optimization" for t in a.targets)
                 and _text(a.value) == "False" for a in walk(node, stop=()))
 
-        def lineage(node: cst.ClassDef, seen: set) -> tuple[bool, bool]:
-            """(derives from a LightningModule, some class on the way sets manual optimisation)."""
-            lightning, off = False, manual(node)
+        def lineage(node: cst.ClassDef, seen: set) -> list[cst.ClassDef] | None:
+            """The classes from `node` up to a LightningModule base (the file's own), or None when
+            it derives from none."""
             for b in node.bases:
                 if not self.qualify(b.value).isdisjoint(LIGHTNING_MODULES):
-                    lightning = True
-                    continue
+                    return [node]
                 base = classes.get(_text(b.value))
                 if base is not None and base.name.value not in seen:
                     seen.add(base.name.value)
-                    up, up_off = lineage(base, seen)
-                    lightning, off = lightning or up, off or (up and up_off)
-            return lightning, off
+                    up = lineage(base, seen)
+                    if up is not None:
+                        return [node, *up]
+            return None
 
         out = []
         for name, node in classes.items():
-            lightning, off = lineage(node, {name})
-            if lightning and not off:
+            chain = lineage(node, {name})
+            # (a class's body is walked only for a LightningModule's)
+            if chain is not None and not any(manual(c) for c in chain):
                 out.append(name)
         return tuple(out)
 

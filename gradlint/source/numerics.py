@@ -773,7 +773,7 @@ def _getters(methods: list[cst.FunctionDef]) -> tuple[tuple[str, str], ...]:
                 not isinstance(line.body[0], cst.Return):
             continue
         text = dotted(line.body[0].value) if line.body[0].value is not None else None
-        if text and text.startswith("self.") and text.count(".") >= 1:
+        if text and text.startswith("self."):
             out.append((m.name.value, text[5:]))
     return tuple(out)
 

@@ -219,10 +219,23 @@ class _Flattener:
     def _clips(target: tuple | None, fr: _Frame, stack: tuple) -> bool:
         """Whether the function `target` (facts, id, scope) will be read in place of a clip helper
         and brings a clip of its own: it is inlined here (within the depth, not on the stack) and
-        its body calls a clip. A helper that clips by hand, or one read no deeper, stays a clip."""
+        its body calls a clip, itself or through the functions of its file it calls, as deep as
+        they will be inlined. A helper that clips by hand, or one read no deeper, stays a clip."""
         if target is None or fr.depth >= INLINE_DEPTH or (id(target[0]), target[1]) in stack:
             return False
-        return any(e.kind == "clip" for e in iter_events(target[0].functions[target[1]].body))
+        facts = target[0]
+        level, seen = [target[1]], {target[1]}
+        for _ in range(INLINE_DEPTH - fr.depth):
+            below = []
+            for fid in level:
+                for e in iter_events(facts.functions[fid].body):
+                    if e.kind == "clip":
+                        return True
+                    if e.kind == "call" and not e.ref:
+                        below.extend(c for c in e.callees if 0 <= c < len(facts.functions) and c not in seen)
+            seen.update(below)
+            level = below
+        return False
 
     def _inherited(self, fr: _Frame, ev: Event, stack: tuple) -> str | None:
         """The base class (as written) of another file that defines the method `self.m` an event
@@ -711,21 +724,28 @@ def _inlined_blocks(index, cls: str) -> int:
     inlined (gradlint.model.inline, as the architecture rules see it); the fewest over the classes
     and forward paths it may be."""
     from gradlint.model.blocks import block_count
+
+    counts = [block_count(n.paths) if n.forward_known else 0 for n in _inlined_networks(index, cls)]
+    return min(counts, default=0)
+
+
+def _inlined_networks(index, cls: str) -> list:
+    """The networks of the classes `cls` names here, with the blocks of other project files
+    inlined (gradlint.model.inline), once per class and run: class_risk reads them twice."""
     from gradlint.model.inline import finder, inline
 
-    counts = [block_count(inline(n, finder(index.at(q))).paths) if n.forward_known else 0
-              for q in index.resolve(cls) for n in index.index.networks(q)]
-    return min(counts, default=0)
+    memo = index.index.memos.setdefault("inlined_networks", {})
+    key = (getattr(index, "module", ""), cls)
+    if key not in memo:
+        memo[key] = [inline(n, finder(index.at(q))) for q in index.resolve(cls) for n in index.index.networks(q)]
+    return memo[key]
 
 
 def _flagged_gain(index, cls: str) -> tuple[float, bool] | None:
     """The gain of a chain of the class's network that GL101 or GL102 flags, and whether it is a
     bound (an upper bound vanishes; it never explodes), with the blocks of other project files
     inlined as the architecture rules see them (a ModuleList of blocks.py's `Block`)."""
-    from gradlint.model.inline import finder, inline
-
-    return _flagged_gain_of([inline(n, finder(index.at(q))) for q in index.resolve(cls)
-                             for n in index.index.networks(q)])
+    return _flagged_gain_of(_inlined_networks(index, cls))
 
 
 def _flagged_gain_of(networks: list) -> tuple[float, bool] | None:
