@@ -198,6 +198,8 @@ class TrainingFacts:
     # `self.automatic_optimization = False`): Lightning runs backward and step after their
     # `training_step`
     lightning_automatic: tuple[str, ...] = ()
+    # classes of this file that set `self.automatic_optimization = False` (lightning_modules)
+    manual_classes: tuple[str, ...] = ()
     # classes of this file and their bases as written: a method called on `self` or on an
     # instance may live in a base class
     classes: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -243,6 +245,27 @@ def method_id(facts: TrainingFacts, cls: str, name: str) -> int | None:
 
 # Files that name a step function read to find its callers, at most (as facts.numerics does).
 MAX_CALLER_MODULES = 64
+
+
+def lightning_modules(facts: TrainingFacts, scope: Scope | None) -> frozenset[str]:
+    """The classes of this file that Lightning trains under automatic optimisation: those the
+    front-end found (a Lightning base, directly or through a base of the file), and those whose
+    base is such a class of another project file (`class LitRNN(BaseModule)` with BaseModule in
+    base.py), unless they set manual optimisation themselves."""
+    found = set(facts.lightning_automatic)
+    if scope is None or not scope.module:
+        return frozenset(found)
+    for cls, bases in facts.classes:
+        if cls in found or cls in facts.manual_classes:
+            continue
+        for base in bases:
+            for q in scope.resolve(base):
+                module, _, name = q.rpartition(".")
+                mod = scope.index.module(module) if module and module != scope.module else None
+                other = mod.facts.training if mod is not None else None
+                if isinstance(other, TrainingFacts) and name in other.lightning_automatic:
+                    found.add(cls)
+    return frozenset(found)
 
 
 def has_open_steps(facts: TrainingFacts) -> bool:

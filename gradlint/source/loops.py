@@ -158,7 +158,15 @@ class _Extractor(CallEvents, StatementWalker):
         return TrainingFacts(functions=functions, stmts=tuple(self.stmts), assigns=tuple(self.assigns),
                              returns=tuple(self.returns),
                              hook_clipping=self.hook_clipping, lightning_automatic=self._lightning_automatic(),
+                             manual_classes=self._manual_classes(),
                              classes=tuple((name, bases) for name, (bases, _) in self.pre.classes.items()))
+
+    def _manual_classes(self) -> tuple[str, ...]:
+        """The classes of this file whose body sets `self.automatic_optimization = False`."""
+        if "automatic_optimization" not in self.src.text:
+            return ()
+        return tuple(node.name.value for node in walk(self.src.module, stop=())
+                     if isinstance(node, cst.ClassDef) and _sets_manual(node))
 
     def _lightning_automatic(self) -> tuple[str, ...]:
         """The LightningModule subclasses of this file (directly, or through a base class of the
@@ -167,10 +175,7 @@ class _Extractor(CallEvents, StatementWalker):
         classes = {node.name.value: node for node in walk(self.src.module, stop=())
                    if isinstance(node, cst.ClassDef)}
 
-        def manual(node: cst.ClassDef) -> bool:
-            return any(isinstance(a, cst.Assign) and any(
-                _text(t.target) == "self.automatic_optimization" for t in a.targets)
-                and _text(a.value) == "False" for a in walk(node, stop=()))
+        manual = _sets_manual
 
         def lineage(node: cst.ClassDef, seen: set) -> list[cst.ClassDef] | None:
             """The classes from `node` up to a LightningModule base (the file's own), or None when
@@ -817,6 +822,12 @@ def _resolve_calls(facts: TrainingFacts) -> TrainingFacts:
     functions = tuple(dataclasses.replace(f, body=fix_block(f.body, f)) for f in facts.functions)
     return dataclasses.replace(facts, functions=functions)
 
+
+
+def _sets_manual(node: cst.ClassDef) -> bool:
+    """The class's body sets `self.automatic_optimization = False` (Lightning's manual optimisation)."""
+    return any(isinstance(a, cst.Assign) and any(_text(t.target) == "self.automatic_optimization" for t in a.targets)
+               and _text(a.value) == "False" for a in walk(node, stop=()))
 
 # An environment that binds nothing: what an expression is by itself.
 _NO_NAMES = Env()

@@ -311,7 +311,9 @@ def train(model, loader, accelerator, optimizer):
         """A clip in `training_step` of a LightningModule under automatic optimisation: Lightning
         calls backward and the optimizer step after training_step returns, so the clip sees the
         gradients cleared before this step (None or zeros) and changes nothing."""
-        automatic = set(getattr(facts, "lightning_automatic", ()))
+        from gradlint.facts.training import lightning_modules
+
+        automatic = lightning_modules(facts, ctx.index)
         if not automatic:
             return
 
