@@ -877,3 +877,14 @@ def test_gl401_requires_grad_on_the_loss_a_helper_returns(tmp_path):
     assert not result.internal_errors
     assert [(f.span.line, f.code) for f in result.findings] == [(8, "GL401")]
     assert "backpropagated at line 26" in result.findings[0].message
+
+
+def test_a_probability_into_a_criterion_another_module_binds_at_its_top_level():
+    # fixtures/numerics/imported_criteria: `from losses import criterion` with `criterion =
+    # nn.CrossEntropyLoss()` (or a partial of F.cross_entropy) in losses.py
+    folder = FOLDER.parent / "imported_criteria"
+    train = folder / "train.py"
+    expected = _expected(train)
+    assert {code for _, _, code in expected} == {"GL301", "GL303", "GL304"}
+    assert _found_in(folder, [folder]) == expected
+    assert _found_in(folder, [train]) == expected  # alone: losses.py is read through the import

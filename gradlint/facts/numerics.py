@@ -167,6 +167,10 @@ class NumericsFacts:
     # probability (`def make_disc(): return nn.Sequential(..., nn.Sigmoid())`), with its kind:
     # what calling the module a call of one in another file builds gives
     function_modules: tuple[tuple[str, str], ...] = ()
+    # module-level names bound once to a criterion (`criterion = nn.CrossEntropyLoss()`,
+    # `ce = partial(F.cross_entropy, label_smoothing=0.1)`), with its kind ('ce', 'bce',
+    # 'bce_logits'): what a call of one imported into another file computes
+    criteria: tuple[tuple[str, str], ...] = ()
 
 
 def forward_returns(scope: Scope | None, name: str, _depth: int = 0, element: int | None = None) -> str | None:
@@ -478,6 +482,31 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     if site.classes:
         return replace(site, variant="model-output", want=want, data=rest, detail=loss)
     return None
+
+
+def imported_criterion(site: Site, scope: Scope | None) -> Site | None:
+    """A probability passed to a name imported from another project module (variant
+    'imported-criterion'): the loss site it is when that module binds the name to a criterion
+    (NumericsFacts.criteria) that takes what the probability is not (a softmax into
+    cross-entropy...); None else."""
+    data = dict(site.data)
+    written, prob = data.get("criterion_name", ""), data.get("input_prob", "")
+    if scope is None or not written:
+        return None
+    kinds = set()
+    for q in scope.resolve(written):
+        module, _, name = q.rpartition(".")
+        mod = scope.index.module(module) if module else None
+        facts = mod.facts.numerics if mod is not None else None
+        kind = dict(facts.criteria).get(name) if facts is not None else None
+        if kind is None:
+            return None
+        kinds.add(kind)
+    loss = LOSS_NAMES.get(kinds.pop()) if len(kinds) == 1 else None
+    if loss not in _WANT or _WANT[loss] != prob:
+        return None
+    rest = tuple((k, v) for k, v in site.data if k == "input") + (("loss", loss),)
+    return replace(site, variant="local", classes=(), want=None, data=rest, detail=loss)
 
 
 def backpropagated_elsewhere(site: Site, scope: Scope | None) -> bool:

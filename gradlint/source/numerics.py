@@ -287,6 +287,7 @@ class Extractor(ModuleValues, Backwards):
         return NumericsFacts(sites=tuple(self.sites), classes=tuple(self.classes),
                              function_probs=self._function_probs(top),
                              function_modules=self._function_modules(top),
+                             criteria=self._criteria(top),
                              gradchecked=frozenset(self.gradchecked), apply_aliases=tuple(self.aliases),
                              torch_imports=self.torch_imports(),
                              functions=tuple(self.functions),
@@ -311,6 +312,14 @@ class Extractor(ModuleValues, Backwards):
             if made is not None and made.prob in ("softmax", "sigmoid") and not made.shifted and not made.nograd:
                 out.append((name, made.prob))
         return tuple(sorted(out))
+
+    def _criteria(self, top: FunctionWalk) -> tuple[tuple[str, str], ...]:
+        """Module-level names bound once to a criterion (NumericsFacts.criteria)."""
+        found = [(k, v.crit) for k, v in top.env.items() if "." not in k and type(v) is V and v.crit]
+        if not found:
+            return ()
+        once = _bound_once_at_top(self.src.module)
+        return tuple(sorted((k, crit) for k, crit in found if k in once))
 
     def _function_modules(self, top: FunctionWalk) -> tuple[tuple[str, str], ...]:
         """The top-level functions every return of which is a module whose call gives a
@@ -756,6 +765,24 @@ class Extractor(ModuleValues, Backwards):
                                      has_forward=has_forward, returns=kind, returns_via=via, returns_items=items,
                                      autograd_function=is_function, custom_backward=custom_backward,
                                      returns_assuming=assuming, getters=_getters(methods)))
+
+
+def _bound_once_at_top(module: cst.Module) -> set[str]:
+    """The names the module's top-level statements bind exactly once (by a plain assignment)."""
+    counts: dict[str, int] = {}
+    for stmt in module.body:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                if isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
+                    targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
+                    for t in targets:
+                        if isinstance(t, cst.Name):
+                            counts[t.value] = counts.get(t.value, 0) + (1 if not isinstance(small, cst.AugAssign) else 2)
+        elif isinstance(stmt, (cst.If, cst.For, cst.While, cst.Try, cst.With)):
+            for node in walk_nodes(stmt):
+                if isinstance(node, (cst.AssignTarget, cst.AnnAssign)) and isinstance(node.target, cst.Name):
+                    counts[node.target.value] = counts.get(node.target.value, 0) + 2  # bound on some path
+    return {name for name, n in counts.items() if n == 1}
 
 
 def _getters(methods: list[cst.FunctionDef]) -> tuple[tuple[str, str], ...]:

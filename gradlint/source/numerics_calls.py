@@ -13,6 +13,7 @@ import re
 
 import libcst as cst
 
+from gradlint.facts.numerics import Site
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.metric_uses import leaving_call
 from gradlint.source.numerics_sites import graph_break
@@ -545,6 +546,14 @@ class TensorCalls(TorchOps):
                 # maybe an instance of a class of the project: the project index resolves the
                 # name as written here to the class, or to nothing outside the project
                 return V(inst=frozenset({written}) if written else frozenset(), leaf=True)
+            if written and c.first.prob in ("softmax", "sigmoid") and not c.first.shifted and \
+                    not self.hazard_quiet() and not any(n.partition(".")[0] in _STDLIB for n in names):
+                # `criterion(torch.softmax(z, 1), y)` with `criterion = nn.CrossEntropyLoss()`
+                # in the module it is imported from: the rules ask that module
+                # (facts.numerics.imported_criterion)
+                self.x.add(Site("probability_into_loss", "imported-criterion", self.x.span(node),
+                                data=(("criterion_name", written), ("input_prob", c.first.prob),
+                                      ("input", self.x.code(first_node)[:80]))))
             if written and not res.prob and not any(n.partition(".")[0] in _STDLIB or n.startswith(("numpy.", "math."))
                                                       for n in names):
                 # a function of another file (of the project, or a library: the rules tell): what

@@ -10,7 +10,7 @@ from gradlint.findings import Finding, Fix, Severity
 from gradlint.registry import Rule, RuleContext
 from gradlint.facts.callgraph import only_nograd_reachable
 from gradlint.facts.numerics import (NumericsFacts, Site, backpropagated_elsewhere, bind_forward_call, bind_parameters,
-                                     default_holds, forward_assumes, holds)
+                                     default_holds, forward_assumes, holds, imported_criterion)
 
 F = "torch.nn.functional."
 
@@ -49,6 +49,13 @@ class SiteRule(Rule):
             elif site.data and dict(site.data).get("returned_by"):
                 # a term cut in what a forward returns: only where a caller backpropagates it
                 if not backpropagated_elsewhere(site, ctx.index):
+                    continue
+            elif site.variant == "imported-criterion":
+                # a probability into a criterion another project module binds at its top level
+                if site.kind not in self.kinds:
+                    continue
+                site = imported_criterion(site, ctx.index)
+                if site is None:
                     continue
             elif site.kind == "probability_passed":
                 # a probability passed to a class's instance: what its forward does with it
