@@ -306,11 +306,14 @@ class TensorCalls(TorchOps):
             # (a ReLU's output, or a Sequential's that ends in one, may be all zero: not dense)
             carries = callee.module or callee.params or bool(callee.inst)
             nonneg = callee.module and callee.nonneg
+            # (a parameter cut on the way in, `self.head(h + self.pos_embed.data)`, is still cut:
+            # the layer's output does not give it a gradient)
+            cuts = frozenset().union(*[v.param_cuts for v in vals if v.param_cuts])
             return V(computed=True, tensor=True, params=carries, dense=carries and not nonneg, nonneg=nonneg,
-                     through=through if carries else frozenset())
+                     through=through if carries else frozenset(), param_cuts=cuts)
         if callee.module:
             return V(computed=True, tensor=True, params=True, dense=not callee.nonneg, nonneg=callee.nonneg,
-                     through=through)
+                     through=through, param_cuts=frozenset().union(*[v.param_cuts for v in vals if v.param_cuts]))
         if owner and owner.startswith("self.") and owner.count(".") == 1 and self.cls is not None:
             made = self.method_returns(owner[5:])
             if made is not None and (made.crit or made.callret):

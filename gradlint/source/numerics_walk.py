@@ -20,7 +20,7 @@ from gradlint.source.engine.interp import StatementWalker
 from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, required_again, replace, _passed, merge_env, _item,
                                              open_value, join_value, broken_before_required)
 from gradlint.source.engine.values import int_literal
-from gradlint.source.engine.walk import evaluated_children, statements_in, suite
+from gradlint.source.engine.walk import evaluated_children, statements_in, suite, walk
 from gradlint.source.metric_uses import made_alone, read_only_as_metric
 from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted
 from gradlint.source.numerics_calls import TensorCalls
@@ -52,6 +52,22 @@ _LIBRARY_SUBMODULES = frozenset({"layer1", "layer2", "layer3", "layer4", "conv1"
                                  "pre_classifier", "word_embeddings", "position_embeddings", "wte", "wpe", "shared",
                                  "attention", "intermediate", "output", "dense", "visual"})
 
+
+
+def _freezes_for_real(fn: cst.FunctionDef | None) -> bool:
+    """The method also freezes the parameters themselves (`for p in self.parameters():
+    p.requires_grad = flag`, `self.requires_grad_(flag)`): its `self.requires_grad = flag` records
+    the setting beside a freeze that works, and no parameter keeps training."""
+    if fn is None:
+        return False
+    for n in walk(fn, stop=()):
+        if type(n) is cst.Call and type(n.func) is cst.Attribute and n.func.attr.value == "requires_grad_":
+            return True
+        if type(n) is cst.Assign and any(
+                type(t.target) is cst.Attribute and t.target.attr.value == "requires_grad"
+                and not (type(t.target.value) is cst.Name and t.target.value.value == "self") for t in n.targets):
+            return True
+    return False
 
 class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWalker):
     """Walks one function body in order, keeping the environment of abstract values."""
@@ -582,7 +598,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             # `x.load_state_dict(...)`, a child's weight `x.conv.weight`): no tensor has those
             self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder)))
             return
-        if key == "self" and self.cls is not None and not self.cls.reads_requires_grad:
+        if key == "self" and self.cls is not None and not self.cls.reads_requires_grad and \
+                not _freezes_for_real(self.fn_node):
             self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail="self", classes=(self.cls.name,),
                             want="module"))
             return
