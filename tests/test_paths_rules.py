@@ -309,3 +309,23 @@ def test_gl404_through_a_getter_of_a_class_of_another_file():
         result = check_paths(paths, Config(select=("GL4",), root=str(folder)), use_cache=False, jobs=1)
         assert not result.internal_errors
         assert {(f.span.line, f.code) for f in result.findings} == expected
+
+
+def test_gl407_a_term_cut_in_a_dict_a_method_of_another_file_returns():
+    # fixtures/paths/method_returns: train.py backpropagates `model.loss_function(x)["loss"]`, the
+    # method of model.py's VAE; what it cuts there is GL407 in model.py, whichever file is checked
+    from pathlib import Path
+
+    from gradlint.api import check_paths
+
+    folder = Path(__file__).resolve().parent.parent / "fixtures" / "paths" / "method_returns"
+    model = folder / "model.py"
+    expected = {("model.py", n, "GL407") for n, line in enumerate(model.read_text().splitlines(), 1)
+                if "# expect: GL407" in line}
+    assert len(expected) == 1
+    for paths in ([folder], [model]):
+        result = check_paths(paths, Config(select=("GL4",), root=str(folder)), use_cache=False, jobs=1)
+        assert not result.internal_errors
+        assert {(Path(f.path).name, f.span.line, f.code) for f in result.findings} == expected
+    # without the loop that backpropagates it, nothing
+    assert check_source(model.read_text(), Config(select=("GL4",)), path="model.py") == []

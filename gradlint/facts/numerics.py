@@ -157,7 +157,9 @@ class NumericsFacts:
     references: frozenset[str] = frozenset()
     # the outputs of instances of classes (as written) this file backpropagates, with the element
     # of a returned tuple (-1: the whole output): `frames, loss = self.network(x); loss.backward()`
-    backpropagated_outputs: tuple[tuple[str, int], ...] = ()
+    # (and of a method of a class of another file, as `Class.method`, with the entry of a returned
+    # dict: `out = model.loss_function(x); out["loss"].backward()`)
+    backpropagated_outputs: tuple[tuple[str, int | str], ...] = ()
     # attributes the file assigns on objects other than `self` (`model.method = 'logits'`)
     attrs_set: frozenset[str] = frozenset()
     # top-level functions of the file whose every return is a probability (`def predict(m, x):
@@ -517,11 +519,11 @@ def backpropagated_elsewhere(site: Site, scope: Scope | None) -> bool:
     if scope is None or not scope.module:
         return False
     data = dict(site.data)
-    cls, element = data.get("returned_by", ""), int(data.get("element", -1))
-    qualified = f"{scope.module}.{cls}"
-    naming = _numerics_naming(scope.index, cls, also=scope.module)
+    cls, element = data.get("returned_by", ""), data.get("element", -1)
+    qualified = f"{scope.module}.{cls}"  # (`VAE`, or `VAE.loss_function` for a method's return)
+    naming = _numerics_naming(scope.index, cls.partition(".")[0], also=scope.module)
     return naming is not None and any(
-        elem == element and qualified in scope.index.resolve(name, written)
+        str(elem) == str(element) and qualified in scope.index.resolve(name, written)
         for name, facts in naming if facts is not None for written, elem in facts.backpropagated_outputs)
 
 

@@ -292,7 +292,8 @@ class Extractor(ModuleValues, Backwards):
                              torch_imports=self.torch_imports(),
                              functions=tuple(self.functions),
                              references=frozenset(self.references | self.class_refs),
-                             backpropagated_outputs=tuple(sorted(set().union(*self.backprop_outputs.values()))),
+                             backpropagated_outputs=tuple(sorted(set().union(*self.backprop_outputs.values()),
+                                                                 key=lambda e: (e[0], str(e[1])))),
                              attrs_set=frozenset(self.attrs_set))
 
     def _function_probs(self, top: FunctionWalk) -> tuple[tuple[str, str], ...]:
@@ -409,6 +410,43 @@ class Extractor(ModuleValues, Backwards):
                 v = values[0]
                 self.add(Site("loss_graph_break", v.cut, span, detail=text, function=name,
                               data=(("through", v.cut), ("line", v.cut_span.line if v.cut_span else None))))
+        self._method_cuts()
+
+    def _method_cuts(self) -> None:
+        """Terms a method of a top-level class cuts in a loss it returns (whole, an element of a
+        tuple, an entry of a dict: `return {"loss": rec + kld.detach(), ...}`), for a file of the
+        project that calls the method on an instance and backpropagates that part: a site at each
+        cut every return agrees on, which holds where such a caller is
+        (facts.numerics.backpropagated_elsewhere), as for a forward's returns (_returned_cuts)."""
+        for name, returns in self.returns_of.items():
+            cls, _, meth = name.partition(".")
+            if not meth or meth == "forward" or cls not in self.local_classes:
+                continue
+            elements: set = {-1}
+            for parts, _whole in returns:
+                if isinstance(parts, dict):
+                    elements.update(parts)
+                elif isinstance(parts, list) and len(parts) > 1:
+                    elements.update(range(len(parts)))
+            for element in sorted(elements, key=str):
+                values = []
+                for parts, whole in returns:
+                    if isinstance(element, str):
+                        values.append(parts.get(element, UNKNOWN) if isinstance(parts, dict) else UNKNOWN)
+                    elif element < 0:
+                        values.append(whole if parts is None or isinstance(parts, dict) else UNKNOWN)
+                    else:
+                        values.append(parts[element] if isinstance(parts, list) and element < len(parts) else UNKNOWN)
+                if not values or any(v.nograd or not v.cut_terms for v in values):
+                    continue
+                text = element if isinstance(element, str) else meth
+                if not _RETURNED_LOSS.search(text):
+                    continue  # a loss by its name: a straight-through output is none
+                terms = set.intersection(*(set(v.cut_terms) for v in values))
+                for where, how in sorted(terms, key=lambda e: (e[0].line, e[0].column)):
+                    self.add(Site("loss_term_cut", how, where.span, detail=f"{meth}()[{element!r}]"
+                                  if isinstance(element, str) else f"{meth}()", function=name,
+                                  data=(("returned_by", name), ("element", element))))
 
     def _walk_unit(self, node: cst.FunctionDef | cst.ClassDef) -> None:
         """Walk one top-level def into its own lists of facts (replacing those of an earlier walk)."""

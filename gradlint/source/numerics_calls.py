@@ -595,6 +595,11 @@ class TensorCalls(TorchOps):
                 # `out = model.loss_function(x)` with the method of this file's class: what its
                 # returns are, for a caller that backpropagates them (Extractor._cut_returns)
                 return replace(self._method_value(node, recv_node, meth, r), returned=(f"{cls}.{meth}", -1))
+            if cls not in self.x.local_classes:
+                # the method of a class of another file (as written here): where this file
+                # backpropagates what it returns, that file judges its cuts
+                # (NumericsFacts.backpropagated_outputs)
+                return replace(self._method_value(node, recv_node, meth, r), returned=(f"{cls}.{meth}", -1))
         return self._method_value(node, recv_node, meth, r)
 
     def _method_value(self, node: cst.Call, recv_node: cst.BaseExpression, meth: str, r: V) -> V:

@@ -339,6 +339,10 @@ class SiteChecks:
         if v.returned is not None and not self.x.muted:
             # a loss a function of this file made: what it cut is judged once that function is walked
             self.x.backpropagated.append((v.returned, self.x.span(node), self.x.code(target)[:60]))
+            owner = v.returned[0].partition(".")[0]
+            if "." in v.returned[0] and owner not in self.x.local_classes:
+                # a method of a class of another file: that file judges what its returns cut
+                self.x.backprop_outputs.setdefault(self.x.unit, set()).add(v.returned)
 
 
     def check_forward_output(self) -> None:

@@ -97,6 +97,10 @@ class LossTermCut(SiteRule):
 
     def message(self, site: Site, ctx: RuleContext) -> str:
         data = dict(site.data)
+        if data.get("returned_by") and "." in data["returned_by"]:
+            # a loss a method returns, backpropagated by a caller in another file
+            return (f"a term of `{site.detail}`, which a caller of `{data['returned_by']}` backpropagates, is cut "
+                    f"by `{site.variant}` here: it adds to the loss value but no gradient, so it trains nothing")
         if data.get("returned_by"):
             # a loss a forward returns, backpropagated by a caller (facts.numerics.backpropagated_elsewhere)
             which = f"element {data['element']} of" if int(data.get("element", -1)) >= 0 else "the whole"
