@@ -184,11 +184,14 @@ def clip(model, max_norm=0.0):
                 yield from self._clip(ctx, ev, fn)
 
     def _clip(self, ctx: RuleContext, ev, fn) -> Iterator[Finding]:
+        v = ev.value
         if ev.via == "helper" and _project_function(ctx, ev.name):
             # `clip_gradients(model, 0.0)` with the helper in the project: what it does with 0
-            # (`if clip > 0:`) is its body's to say, which this call does not show
-            return
-        v = ev.value
+            # (`if clip > 0:`) is its body's to say; judged only when the body hands the parameter
+            # to torch's clip, unguarded
+            v = _helper_threshold(ctx, ev)
+            if v is None:
+                return
         if v is not None and v.param:
             # `cfg.grad_clip` with `cfg` the function's parameter: the config every caller passes,
             # unless some file changes that field of an object on its way
@@ -220,6 +223,35 @@ def clip(model, max_norm=0.0):
         if n is not None and n.number is not None and n.source == "literal" and n.number not in NORM_TYPES:
             yield ctx.finding(f"`{ev.name}` with norm_type={n.text}: expected 1, 2 or inf", ev.span,
                               severity=Severity.INFO, data={"norm_type": n.number})
+
+
+def _helper_threshold(ctx: RuleContext, ev):
+    """What the call `ev` of a project's clip helper passes for the threshold, when the helper's
+    one clip is torch's, reads that parameter as it is, and no test of it guards the clip
+    (`def clip_gradients(model, clip): clip_grad_norm_(model.parameters(), clip)`); None else
+    (a guard, a clip by hand, a default: the helper's own business)."""
+    from gradlint.facts.training import TrainingFacts
+
+    for q in ctx.index.resolve(ev.name):
+        module, _, local = q.rpartition(".")
+        mod = ctx.index.index.module(module) if module else None
+        facts = mod.facts.training if mod is not None else None
+        if not isinstance(facts, TrainingFacts):
+            continue
+        fn = next((f for f in facts.functions if f.name == local and f.cls is None and f.parent == 0), None)
+        if fn is None:
+            continue
+        clips = [e for e in iter_events(fn.body) if e.kind == "clip"]
+        if len(clips) != 1 or clips[0].via != "torch" or clips[0].value is None or clips[0].value.guarded:
+            return None
+        param = clips[0].value.text
+        if param not in fn.params:
+            return None
+        args = dict(ev.args)
+        if "*" in args:
+            return None
+        return args.get(param) or args.get(str(fn.params.index(param)))
+    return None
 
 
 def _project_function(ctx: RuleContext, name: str) -> bool:
