@@ -349,21 +349,32 @@ def config_threshold(value: Value, fn: Function, scope: Scope | None, facts: Tra
     return dataclasses.replace(value, number=number, source="config", origin=f"{cls}.{attr}")
 
 
-def _constructed_with(scope: Scope, fn: Function, held: str, facts: TrainingFacts) -> list[Value | None] | None:
-    """What each construction of `fn`'s class in the project passes for the `__init__` parameter
-    that `held` (`self.cfg`) is bound to; None when that is not one parameter (bound elsewhere
-    too, or to anything else) or not every construction can be known."""
+def init_param(facts: TrainingFacts, fn: Function, text: str) -> tuple[str, int] | None:
+    """(parameter, position after self) of the `__init__` of `fn`'s class that `text` is in a
+    method of it: that parameter itself (an optimizer built there from `model.parameters()`), or
+    `self.X` when __init__ binds it to the parameter, and nothing else binds it."""
     if fn.cls is None:
         return None
     init = next((f for f in facts.functions if f.cls == fn.cls and f.name == "__init__" and f.parent == 0), None)
     if init is None or len(init.params) < 2:
         return None
-    binds = [a for a in facts.assigns if a.target == held and a.kind != "append"]
-    if len(binds) != 1 or binds[0].func != init.id or binds[0].calls or len(binds[0].uses) != 1 \
-            or binds[0].uses[0] not in init.params[1:]:
+    params = list(init.params)[1:]
+    if text.startswith("self.") and text.count(".") == 1:
+        binds = [a for a in facts.assigns if a.target == text and a.kind != "append"]
+        if len(binds) != 1 or binds[0].func != init.id or binds[0].calls or len(binds[0].uses) != 1:
+            return None
+        text = binds[0].uses[0]
+    return (text, params.index(text)) if text in params else None
+
+
+def _constructed_with(scope: Scope, fn: Function, held: str, facts: TrainingFacts) -> list[Value | None] | None:
+    """What each construction of `fn`'s class in the project passes for the `__init__` parameter
+    that `held` (`self.cfg`) is bound to (init_param); None when that is not one parameter or not
+    every construction can be known."""
+    got = init_param(facts, fn, held) if held.startswith("self.") else None
+    if got is None:
         return None
-    param = binds[0].uses[0]
-    position = init.params.index(param) - 1
+    param, position = got
     calls = _constructions(scope.index, scope.module, fn.cls)
     if calls is None or any("*" in args for args in calls):
         return None

@@ -383,14 +383,7 @@ class Extractor(ModuleValues, Backwards):
             returns = self.returns_of.get(name)
             if not returns:
                 continue
-            values = []
-            for parts, whole in returns:
-                if isinstance(element, str):  # an entry of a returned dict (`out["loss"]`)
-                    values.append(parts.get(element, UNKNOWN) if isinstance(parts, dict) else UNKNOWN)
-                elif element < 0:
-                    values.append(whole if parts is None or isinstance(parts, dict) else UNKNOWN)
-                else:
-                    values.append(parts[element] if isinstance(parts, list) and element < len(parts) else UNKNOWN)
+            values = [_returned_part(parts, whole, element) for parts, whole in returns]
             # (a term cut on one path only, `return main + reg.detach()` while warming up, is
             # what the join of branches makes of it inline: no finding)
             cut = [set(v.cut_terms) if not v.nograd else set() for v in values]
@@ -429,14 +422,7 @@ class Extractor(ModuleValues, Backwards):
                 elif isinstance(parts, list) and len(parts) > 1:
                     elements.update(range(len(parts)))
             for element in sorted(elements, key=str):
-                values = []
-                for parts, whole in returns:
-                    if isinstance(element, str):
-                        values.append(parts.get(element, UNKNOWN) if isinstance(parts, dict) else UNKNOWN)
-                    elif element < 0:
-                        values.append(whole if parts is None or isinstance(parts, dict) else UNKNOWN)
-                    else:
-                        values.append(parts[element] if isinstance(parts, list) and element < len(parts) else UNKNOWN)
+                values = [_returned_part(parts, whole, element) for parts, whole in returns]
                 if not values or any(v.nograd or not v.cut_terms for v in values):
                     continue
                 text = element if isinstance(element, str) else meth
@@ -803,6 +789,17 @@ class Extractor(ModuleValues, Backwards):
                                      has_forward=has_forward, returns=kind, returns_via=via, returns_items=items,
                                      autograd_function=is_function, custom_backward=custom_backward,
                                      returns_assuming=assuming, getters=_getters(methods)))
+
+
+def _returned_part(parts: list | dict | None, whole: V, element: int | str) -> V:
+    """The part `element` of one return (Extractor.returned_value): an entry of a returned dict
+    (a str), the whole value (-1), or an element of a returned tuple; UNKNOWN when that return
+    has no such part."""
+    if isinstance(element, str):  # an entry of a returned dict (`out["loss"]`)
+        return parts.get(element, UNKNOWN) if isinstance(parts, dict) else UNKNOWN
+    if element < 0:
+        return whole if parts is None or isinstance(parts, dict) else UNKNOWN
+    return parts[element] if isinstance(parts, list) and element < len(parts) else UNKNOWN
 
 
 def _bound_once_at_top(module: cst.Module) -> set[str]:

@@ -260,6 +260,9 @@ class TensorCalls(TorchOps):
         # the modules called on the way (V.through): those its inputs passed, and this one, by
         # its name, unless it has no parameters (a criterion, an nn.Sigmoid: they train nothing)
         passed = frozenset().union(*[v.through for v in vals if v.through])  # (as _combine joins them)
+        # a parameter cut on the way into a module, `self.head(h + self.pos_embed.data)`, is still
+        # cut: the module's output does not give it a gradient
+        cuts = frozenset().union(*[v.param_cuts for v in vals if v.param_cuts])
         free = (callee.callret or callee.nonneg) and not callee.params
         through = passed | {owner} if owner and owner not in ("self", "self.forward") and not free else passed
         ref = self.x.open_param(callee) if owner is not None else None
@@ -306,14 +309,11 @@ class TensorCalls(TorchOps):
             # (a ReLU's output, or a Sequential's that ends in one, may be all zero: not dense)
             carries = callee.module or callee.params or bool(callee.inst)
             nonneg = callee.module and callee.nonneg
-            # (a parameter cut on the way in, `self.head(h + self.pos_embed.data)`, is still cut:
-            # the layer's output does not give it a gradient)
-            cuts = frozenset().union(*[v.param_cuts for v in vals if v.param_cuts])
             return V(computed=True, tensor=True, params=carries, dense=carries and not nonneg, nonneg=nonneg,
                      through=through if carries else frozenset(), param_cuts=cuts)
         if callee.module:
             return V(computed=True, tensor=True, params=True, dense=not callee.nonneg, nonneg=callee.nonneg,
-                     through=through, param_cuts=frozenset().union(*[v.param_cuts for v in vals if v.param_cuts]))
+                     through=through, param_cuts=cuts)
         if owner and owner.startswith("self.") and owner.count(".") == 1 and self.cls is not None:
             made = self.method_returns(owner[5:])
             if made is not None and (made.crit or made.callret):
@@ -590,15 +590,12 @@ class TensorCalls(TorchOps):
                 return made  # `model.get_encoder()` returning `self.encoder`: that submodule
             cls = next(iter(r.inst))
             ctx = self.x.class_ctxs.get(cls)
-            if cls in self.x.local_classes and cls not in self.x.subclassed and ctx is not None and \
-                    meth in ctx.method_nodes and not ctx.method_nodes[meth].decorators:
-                # `out = model.loss_function(x)` with the method of this file's class: what its
-                # returns are, for a caller that backpropagates them (Extractor._cut_returns)
-                return replace(self._method_value(node, recv_node, meth, r), returned=(f"{cls}.{meth}", -1))
-            if cls not in self.x.local_classes:
-                # the method of a class of another file (as written here): where this file
-                # backpropagates what it returns, that file judges its cuts
-                # (NumericsFacts.backpropagated_outputs)
+            if cls not in self.x.local_classes or (
+                    cls not in self.x.subclassed and ctx is not None and meth in ctx.method_nodes
+                    and not ctx.method_nodes[meth].decorators):
+                # `out = model.loss_function(x)`: what the method returns, for a caller that
+                # backpropagates it; this file's class is judged here (Extractor._cut_returns),
+                # another file's there (NumericsFacts.backpropagated_outputs)
                 return replace(self._method_value(node, recv_node, meth, r), returned=(f"{cls}.{meth}", -1))
         return self._method_value(node, recv_node, meth, r)
 

@@ -53,7 +53,6 @@ _LIBRARY_SUBMODULES = frozenset({"layer1", "layer2", "layer3", "layer4", "conv1"
                                  "attention", "intermediate", "output", "dense", "visual"})
 
 
-
 def _freezes_for_real(fn: cst.FunctionDef | None) -> bool:
     """The method also freezes the parameters themselves (`for p in self.parameters():
     p.requires_grad = flag`, `self.requires_grad_(flag)`): its `self.requires_grad = flag` records
@@ -68,6 +67,7 @@ def _freezes_for_real(fn: cst.FunctionDef | None) -> bool:
                 and not (type(t.target.value) is cst.Name and t.target.value.value == "self") for t in n.targets):
             return True
     return False
+
 
 class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWalker):
     """Walks one function body in order, keeping the environment of abstract values."""

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from gradlint.facts.callgraph import passed_everywhere
-from gradlint.facts.training import (Assign, Block, Event, Function, TrainingFacts, Value, bind_callers, iter_events,
-                                     method_id)
+from gradlint.facts.training import (Assign, Block, Event, Function, TrainingFacts, Value, bind_callers, init_param,
+                                     iter_events, method_id)
 from gradlint.findings import Finding, SourceSpan
 from gradlint.registry import Rule, RuleContext
 from gradlint.text import lines_between
@@ -576,7 +576,7 @@ def passed_model_risk(facts: TrainingFacts, context: Context, index) -> Risk | N
         else:
             # a model the class's constructor is given (`Trainer(LM())` with `self.model = model`,
             # or `self.opt = Adam(model.parameters())` there): what every caller of __init__ passes
-            held = _init_param(facts, fn, text)
+            held = init_param(facts, fn, text)
             if held is None:
                 continue
             shape = passed_everywhere(index.index, module, f"{fn.cls}.__init__", *held)
@@ -588,26 +588,6 @@ def passed_model_risk(facts: TrainingFacts, context: Context, index) -> Risk | N
         if risk is not None:
             return dataclasses.replace(risk, reason=f"{risk.reason}: every caller passes one")
     return None
-
-
-def _init_param(facts: TrainingFacts, fn: Function, text: str) -> tuple[str, int] | None:
-    """(parameter, position after self) of the `__init__` of `fn`'s class that `text` is in a
-    method of it: that parameter itself (an optimizer built there from `model.parameters()`), or
-    `self.X` when __init__ binds it to the parameter, and nothing else binds it."""
-    if fn.cls is None:
-        return None
-    init = next((f for f in facts.functions if f.cls == fn.cls and f.name == "__init__" and f.parent == 0), None)
-    if init is None or len(init.params) < 2:
-        return None
-    params = list(init.params)[1:]
-    if text.startswith("self.") and text.count(".") == 1:
-        binds = [a for a in assigns_to(facts, text) if a.kind != "append"]
-        methods = methods_of(facts, fn.cls)
-        if len(binds) != 1 or binds[0].func != init.id or binds[0].calls or len(binds[0].uses) != 1 \
-                or any(a.func not in methods for a in binds):
-            return None
-        text = binds[0].uses[0]
-    return (text, params.index(text)) if text in params else None
 
 
 def model_risk(facts: TrainingFacts, text: str, cls_of_self: str | None, index, fn: Function | None = None,
