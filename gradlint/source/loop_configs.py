@@ -15,7 +15,7 @@ import libcst as cst
 from gradlint.source.engine.fold import constant as _constant
 from gradlint.source.engine.env import Ref
 from gradlint.source.engine.values import Ctor
-from gradlint.source.engine.walk import children, main_block, walk
+from gradlint.source.engine.walk import children, main_block
 from gradlint.source.names import dotted
 
 # The names config classes go by (`TrainConfig`, `ExperimentCfg`, `RunSettings`, `HParams`).
@@ -213,28 +213,11 @@ class ConfigFields:
 
 
 def _changed_in(fn: cst.FunctionDef, name: str) -> bool:
-    """Whether `fn` may change the object its name `name` holds: assigns or deletes an attribute
-    or item of it, calls a method of it (but _READ_METHODS), or passes it to a function that is
-    not a constructor or a reader (storing it, `self.cfg = cfg`, is no change)."""
-    def of(text: str | None) -> bool:
-        return text is not None and (text == name or text.startswith(name + "."))
-
-    for node in walk(fn, stop=()):
-        if isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign, cst.Del)):
-            for el in _bound(node):
-                if isinstance(el, (cst.Attribute, cst.Subscript)) and isinstance(el.value, (cst.Name, cst.Attribute)) \
-                        and of(dotted(el.value)):
-                    return True
-        elif isinstance(node, cst.Call):
-            func = node.func
-            if isinstance(func, cst.Attribute) and func.attr.value not in _READ_METHODS and \
-                    isinstance(func.value, (cst.Name, cst.Attribute)) and of(dotted(func.value)):
-                return True
-            last = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
-            if not last[:1].isupper() and last not in _READERS and any(
-                    isinstance(a.value, (cst.Name, cst.Attribute)) and of(dotted(a.value)) for a in node.args):
-                return True
-    return False
+    """Whether `fn` may change the object its name `name` holds (_changed_objects): an attribute
+    or item of it assigned or deleted, a method of it called, it passed to a function; storing
+    it (`self.cfg = cfg`) is no change here."""
+    changed, _binds, passes = _changed_objects(fn, aliases=False)
+    return name in changed or any(p == name or p.startswith(name + ".") for p in passes)
 
 
 def _module_globals(module: cst.Module) -> frozenset[str]:
@@ -271,7 +254,7 @@ def _bound(stmt: cst.Assign | cst.AugAssign | cst.AnnAssign | cst.Del) -> list[c
     return out
 
 
-def _changed_objects(module: cst.Module) -> tuple[dict[str, set], dict[str, list], dict[str, list]]:
+def _changed_objects(module: cst.CSTNode, aliases: bool = True) -> tuple[dict[str, set], dict[str, list], dict[str, list]]:
     """The objects (as written: `cfg`, `self.cfg`) the file may change after building them, with
     the scopes (FunctionDefs; None: the module) that may: an attribute of theirs assigned,
     augmented or deleted, a method of theirs or of an attribute of theirs called (but for
@@ -279,7 +262,8 @@ def _changed_objects(module: cst.Module) -> tuple[dict[str, set], dict[str, list
     or passed to a call of a lower-case
     name (a function, not a constructor) that is not one of `_READERS`; and the scope of every
     assignment of each name or attribute (one bound twice is not one object); the passes to calls
-    apart, as (scope, call), so that the call a config is passed to can be told from the others."""
+    apart, as (scope, call), so that the call a config is passed to can be told from the others.
+    Without `aliases`, a binding to another name is no change."""
     out: dict[str, set] = {}
     binds: dict[str, list] = {}
     passes: dict[str, list] = {}
@@ -298,7 +282,7 @@ def _changed_objects(module: cst.Module) -> tuple[dict[str, set], dict[str, list
         if isinstance(n, (cst.Assign, cst.AugAssign, cst.AnnAssign, cst.Del)):
             value = getattr(n, "value", None)
             aliased = dotted(value) if isinstance(value, (cst.Name, cst.Attribute)) else None
-            if aliased and isinstance(n, (cst.Assign, cst.AnnAssign)):
+            if aliases and aliased and isinstance(n, (cst.Assign, cst.AnnAssign)):
                 out.setdefault(aliased, set()).add(scope)  # `c = cfg`: changed through `c`, maybe
             for el in _bound(n):
                 whole = dotted(el) if isinstance(el, (cst.Name, cst.Attribute)) else None
