@@ -254,7 +254,8 @@ def _bound(stmt: cst.Assign | cst.AugAssign | cst.AnnAssign | cst.Del) -> list[c
     return out
 
 
-def _changed_objects(module: cst.CSTNode, aliases: bool = True) -> tuple[dict[str, set], dict[str, list], dict[str, list]]:
+def _changed_objects(module: cst.CSTNode, aliases: bool = True,
+                     ) -> tuple[dict[str, set], dict[str, list], dict[str, list]]:
     """The objects (as written: `cfg`, `self.cfg`) the file may change after building them, with
     the scopes (FunctionDefs; None: the module) that may: an attribute of theirs assigned,
     augmented or deleted, a method of theirs or of an attribute of theirs called (but for
