@@ -1,0 +1,138 @@
+"""The losses functions and methods return, judged where their callers backpropagate them.
+
+A mixin of the numerics Extractor: a term cut in what a top-level function, a method of a
+top-level class or a forward returns (`return frames, mse + beta * kld.detach()`, `return
+{"loss": rec + kld.detach(), ...}`) trains nothing where a caller calls backward on that part;
+the caller in this file is read here, one in another file through NumericsFacts
+(backpropagated_outputs, facts.numerics.backpropagated_elsewhere).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import libcst as cst
+
+from gradlint.facts.numerics import Site
+from gradlint.source.engine.tensors import UNKNOWN, V
+
+if TYPE_CHECKING:
+    from gradlint.source.numerics_walk import FunctionWalk
+
+# What a returned loss is written with (a name, or a loss function or criterion in it).
+_RETURNED_LOSS = re.compile(r"loss|cost|objective|penalty|criterion|crit\b|mse|l1|bce|cross_entropy|nll|kl_div|huber",
+                            re.I)
+
+
+class ReturnedLosses:
+    """What the Extractor keeps of returns (`returns_of`, `backpropagated`, `local_classes`) and
+    the sites it makes of them (its `add`, `code`)."""
+
+    def _returned_cuts(self, cls: str, walk: FunctionWalk) -> None:
+        """Terms a forward cuts in a loss it returns (`return frames, mse + beta *
+        torch.mean(torch.tensor(terms))`): a site at each cut that every return agrees on, per
+        element of the returned tuple, which holds where a caller in the project backpropagates
+        that element of the class's output (facts.numerics.backpropagated_elsewhere)."""
+        nodes = walk.return_nodes
+        per_element: dict[int, list] = {}
+        for node in nodes:
+            if node.value is None:
+                return
+            if type(node.value) is cst.Tuple:
+                for i, e in enumerate(node.value.elements):
+                    per_element.setdefault(i, []).append((e.value, walk.memo.get(id(e.value))))
+            else:
+                per_element.setdefault(-1, []).append((node.value, walk.memo.get(id(node.value))))
+        for element, got in per_element.items():
+            values = [v for _n, v in got]
+            if len(values) != len(nodes) or any(v is None or v.nograd or not v.cut_terms for v in values):
+                continue
+            terms = set.intersection(*(set(v.cut_terms) for v in values))
+            text = self.code(got[0][0])[:60]
+            if not _RETURNED_LOSS.search(text):
+                # a loss by its name or a loss in it: `h + (round(h) - h).detach()` is a
+                # straight-through output, not a loss
+                continue
+            for where, how in sorted(terms, key=lambda e: (e[0].line, e[0].column)):
+                self.add(Site("loss_term_cut", how, where.span, detail=text, function=f"{cls}.forward",
+                              data=(("returned_by", cls), ("element", element))))
+
+    def returned_value(self, name: str, parts: list | dict | None, whole: V) -> None:
+        """A `return` of the top-level function `name` (or method, `C.m`, of a top-level class; walked
+        as its unit): the value, and its parts when it is a tuple display (a list) or a dict
+        display of string keys (a dict). The unit's last walk is the one kept."""
+        self.returns_of.setdefault(name, []).append((parts, whole))
+
+    def _cut_returns(self) -> None:
+        """A loss made by a function of this file and backpropagated by its caller (`loss, log =
+        criterion(model, batch); loss.backward()`): a term the function cut, or a cut of the whole
+        loss, is reported as if the caller had written it (GL407 at the cut, GL402 at the
+        backward). Every `return` must agree that the value is cut, or has a cut term."""
+        from gradlint.source.numerics_sites import _LOSSY, graph_break
+
+        for (name, element), span, text in self.backpropagated:
+            returns = self.returns_of.get(name)
+            if not returns:
+                continue
+            values = [_returned_part(parts, whole, element) for parts, whole in returns]
+            # (a term cut on one path only, `return main + reg.detach()` while warming up, is
+            # what the join of branches makes of it inline: no finding)
+            cut = [set(v.cut_terms) if not v.nograd else set() for v in values]
+            terms = set().union(*cut) if cut and all(cut) else set()
+            for where, how in sorted(terms, key=lambda e: (e[0].line, e[0].column)):
+                self.add(Site("loss_term_cut", how, where.span, detail=text, function=name,
+                              data=(("backward_line", span.line),)))
+            # `loss.requires_grad_(True)` in the function, on the loss every return gives (the
+            # usual answer to "does not require grad"), as if the caller had written it
+            made = [set(v.rg) for v in values]
+            for where, made_name in sorted(set.intersection(*made) if made and all(made) else (),
+                                           key=lambda e: (e[0].line, e[0].column)):
+                if _LOSSY.search(made_name):
+                    self.add(Site("requires_grad_on_loss", "requires-grad", where.span, detail=made_name,
+                                  function=name, data=(("backward_line", span.line),)))
+            if values and all(graph_break(v) for v in values):
+                v = values[0]
+                self.add(Site("loss_graph_break", v.cut, span, detail=text, function=name,
+                              data=(("through", v.cut), ("line", v.cut_span.line if v.cut_span else None))))
+        self._method_cuts()
+
+    def _method_cuts(self) -> None:
+        """Terms a method of a top-level class cuts in a loss it returns (whole, an element of a
+        tuple, an entry of a dict: `return {"loss": rec + kld.detach(), ...}`), for a file of the
+        project that calls the method on an instance and backpropagates that part: a site at each
+        cut every return agrees on, which holds where such a caller is
+        (facts.numerics.backpropagated_elsewhere), as for a forward's returns (_returned_cuts)."""
+        for name, returns in self.returns_of.items():
+            cls, _, meth = name.partition(".")
+            if not meth or meth == "forward" or cls not in self.local_classes:
+                continue
+            elements: set = {-1}
+            for parts, _whole in returns:
+                if isinstance(parts, dict):
+                    elements.update(parts)
+                elif isinstance(parts, list) and len(parts) > 1:
+                    elements.update(range(len(parts)))
+            for element in sorted(elements, key=str):
+                values = [_returned_part(parts, whole, element) for parts, whole in returns]
+                if not values or any(v.nograd or not v.cut_terms for v in values):
+                    continue
+                text = element if isinstance(element, str) else meth
+                if not _RETURNED_LOSS.search(text):
+                    continue  # a loss by its name: a straight-through output is none
+                terms = set.intersection(*(set(v.cut_terms) for v in values))
+                for where, how in sorted(terms, key=lambda e: (e[0].line, e[0].column)):
+                    self.add(Site("loss_term_cut", how, where.span, detail=f"{meth}()[{element!r}]"
+                                  if isinstance(element, str) else f"{meth}()", function=name,
+                                  data=(("returned_by", name), ("element", element))))
+
+
+def _returned_part(parts: list | dict | None, whole: V, element: int | str) -> V:
+    """The part `element` of one return (Extractor.returned_value): an entry of a returned dict
+    (a str), the whole value (-1), or an element of a returned tuple; UNKNOWN when that return
+    has no such part."""
+    if isinstance(element, str):  # an entry of a returned dict (`out["loss"]`)
+        return parts.get(element, UNKNOWN) if isinstance(parts, dict) else UNKNOWN
+    if element < 0:
+        return whole if parts is None or isinstance(parts, dict) else UNKNOWN
+    return parts[element] if isinstance(parts, list) and element < len(parts) else UNKNOWN
