@@ -413,12 +413,17 @@ class _FactsPlan:
     files while the workers extract the others."""
 
     def __init__(self, files: list[tuple[Path, str]], config: Config, store: cache.Store | None,
-                 jobs: int | None, seen: dict[str, str] | None, keep: bool) -> None:
+                 jobs: int | None, seen: dict[str, str] | None, keep: bool,
+                 wanted: frozenset[int] = frozenset()) -> None:
         self.files, self.store, self.seen = files, store, seen
-        # Without `keep`, an ONNX model is neither looked up nor stored: its facts entry is not kept,
-        # and its job gets no store (one object less to send to a worker per model).
-        self.args = [(str(p), d, store, config.max_file_size, True, True) if keep or _kind(p, d) != "onnx"
-                     else (str(p), d, None, config.max_file_size, False, False) for p, d in files]
+        # Without `keep` (the caller stores each file's result), an ONNX model is neither looked up
+        # nor stored (one object less to send to a worker per model), and a Python file's facts
+        # are stored only when a later run will read them again (_later_read): encoding them was
+        # most of what a cold cached run cost more than an uncached one.
+        self.args = [(str(p), d, store, config.max_file_size, True, True) if keep
+                     else (str(p), d, None, config.max_file_size, False, False) if _kind(p, d) == "onnx"
+                     else (str(p), d, store, config.max_file_size, True, _later_read(store, d, i in wanted))
+                     for i, (p, d) in enumerate(files)]
         self.workers = jobs if jobs is not None else min(os.cpu_count() or 1, 8)
         self.results: list = [None] * len(files)
         self.arrived = [threading.Event() for _ in files]
@@ -533,6 +538,26 @@ class _FactsPlan:
             if not self.arrived[i].is_set():
                 self._arrive(i, _job_failed(self.args[i], "the extraction stopped"))
 
+    def store_reached(self, reached: Iterable[int], batch: cache.Batch) -> None:
+        """The facts entries of the files at `reached` (positions in this plan) that a lookup of
+        another file reached but whose job stored none (_later_read): made here, once the rules
+        are done, for the next run that reaches them (a pre-commit run of a file that imports one)."""
+        if self.store is None:
+            return
+        for k in reached:
+            got = self.results[k]
+            # (a job asked to store its facts did, or could not; a file that could not be read
+            # has no fingerprint)
+            if got is None or self.args[k][5] or got[1] is not None or got[2] is None or got[0].internal_error:
+                continue
+            path, display = self.files[k]
+            kind = _kind(path, display)
+            if kind == "onnx":
+                continue
+            facts = got[0]
+            _store(self.store, cache.entry(cache.slot(self.store, display, kind, got[2]), facts, str(path.parent),
+                                           facts.depends), batch)
+
     def finish(self, batch: cache.Batch | None) -> list[FileFacts]:
         """Every file's facts; their new cache entries join `batch` (else are written now)."""
         if self.store is not None:
@@ -544,6 +569,16 @@ class _FactsPlan:
             else:
                 cache.write(self.store, made)
         return [f for f, _p, _s in self.results]
+
+
+def _later_read(store: cache.Store | None, display: str, wanted: bool) -> bool:
+    """Whether a Python file's facts are worth storing when the run stores its result: a later run
+    reads them when its result goes stale through a module it reached (`wanted`: it is such a file
+    now, and will be again), or when they were stored before (the file's module was reached by
+    another file's lookup: a pre-commit run of that file reads it, as does a run whose
+    configuration changed). A module reached in this run is stored by check_paths at its end
+    (_FactsPlan.store_reached). A file nobody reaches is served by its result alone."""
+    return wanted or (store is not None and cache.holds(store, display, "python"))
 
 
 def _waiting(plan: _FactsPlan, k: int, is_package: bool):
@@ -604,7 +639,8 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
     reuse = _Results(store, config, root, index.loader, files, names, holder, seen, later) if store is not None else None
     done: list[FileResult | None] = [reuse.lookup(i) if reuse is not None else None for i in range(len(files))]
     stale = [i for i, r in enumerate(done) if r is None]
-    plan = _FactsPlan([files[i] for i in stale], config, store, jobs, seen, keep=reuse is None)
+    plan = _FactsPlan([files[i] for i in stale], config, store, jobs, seen, keep=reuse is None,
+                      wanted=frozenset(k for k, i in enumerate(stale) if i in reuse.through_deps) if reuse else frozenset())
     loader = index.loader
     # The files whose results came from the cache join the index only when a lookup reaches them.
     loader.checked = {name: (files[i][0], names[i][1]) for name, i in holder.items() if done[i] is not None}
@@ -655,6 +691,7 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
             extraction.join()  # inside: what it froze is unfrozen with the rest
     plan.finish(later)
     if reuse is not None:
+        plan.store_reached((at[holder[name]] for name in sorted(reuse.reached) if holder.get(name) in at), later)
         reuse.flush(index)
     later.write()  # facts, results and the modules read: each folder's pack written once
     result.files.extend(r for r in done if r is not None)
@@ -686,6 +723,11 @@ class _Results:
         self.by_abspath: dict[str, str] | None = None  # a checked file's absolute path -> its key in seen
         self.batch = batch
         self.kept: list[tuple] = []  # the results `keep` was given, for `flush`
+        # The files whose result went stale through what their lookups reached, the file itself
+        # unchanged (lookup): their facts are stored for the next time (_later_read).
+        self.through_deps: set[int] = set()
+        # The modules the lookups of this run's files reached (keep): their facts are stored.
+        self.reached: set[str] = set()
 
     def _slot(self, i: int, fingerprint: str) -> cache.Slot:
         path, display = self.files[i]
@@ -711,8 +753,10 @@ class _Results:
             return None
         for dep in got[2]:
             if not (type(dep) is tuple and len(dep) == 2 and type(dep[0]) is str) or self.resolve(dep[0]) != dep[1]:
+                self.through_deps.add(i)
                 return None
         if got[3] and got[3] != self.project_text():
+            self.through_deps.add(i)
             return None
         return got[0]
 
@@ -720,6 +764,9 @@ class _Results:
              words: frozenset[str]) -> None:
         """Keep file `i`'s result (not a failure of gradlint's own: that is tried again). Its entry
         is made by `flush`, with the others."""
+        if modules:
+            named = self.names[i]
+            self.reached.update(modules if named is None else (m for m in modules if m != named[0]))
         if result.internal_error or facts.internal_error:
             return
         self.kept.append((i, result, facts.depends, modules, words))

@@ -66,9 +66,23 @@ def result_entries(root: Path, rel: str = ".gradlint_cache") -> list[dict]:
     return [d for d in all_entries(root, rel) if isinstance(d["facts"], list)]
 
 
+# The two files of `project` reach each other's module (model.py builds util's Head, util.py wraps
+# model's M; util imports model after Head is defined): a run stores the facts of a module another
+# file's lookup reached, which a later run reads, and the result alone of a file nobody reaches
+# (gradlint.api._later_read).
+MODEL_WITH_HEAD = (DEEP_SIGMOID.replace("import torch.nn as nn\n", "import torch.nn as nn\nfrom util import Head\n")
+                   .replace("        self.body =", "        self.head = Head()\n        self.body =")
+                   .replace("return self.body(x)", "return self.head(self.body(x))"))
+UTIL_WITH_HEAD = (LOG_SOFTMAX.replace("def f(", "def log_probs(")
+                  + "\n\nclass Head(torch.nn.Module):\n    def forward(self, x):\n        return x\n\n\n"
+                  "from model import M  # noqa: E402\n\n\nclass Wrapper(torch.nn.Module):\n"
+                  "    def __init__(self):\n        super().__init__()\n        self.inner = M()\n\n"
+                  "    def forward(self, x):\n        return self.inner(x)\n")
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    write_tree(tmp_path, {"model.py": DEEP_SIGMOID, "util.py": LOG_SOFTMAX})
+    write_tree(tmp_path, {"model.py": MODEL_WITH_HEAD, "util.py": UTIL_WITH_HEAD})
     return tmp_path
 
 
@@ -374,13 +388,16 @@ def test_a_valid_entry_shipped_with_the_repository_never_hits(tmp_path):
     """The key mixes in the salt file's inode and change time: an entry made on another machine
     (or in another checkout) is keyed differently, however well formed."""
     made = tmp_path / "made"
-    write_tree(made, {"model.py": DEEP_SIGMOID})
+    write_tree(made, {"model.py": MODEL_WITH_HEAD, "util.py": UTIL_WITH_HEAD})
     honest = findings(made, use_cache=False)
     findings(made, use_cache=True)
+    assert len(entries(made)) == 2
     for pack in packs(made):  # re-encode each entry with facts that hide every finding
         docs = [json.loads(line) for line in pack.read_bytes().splitlines()]
         for doc in docs:
-            doc["facts"] = cache.encode(FileFacts(path="model.py", kind="python", source=DEEP_SIGMOID))
+            back = cache.decode(doc["facts"])
+            name = back.path if isinstance(back, FileFacts) else back[0].path
+            doc["facts"] = cache.encode(FileFacts(path=name, kind="python", source=(made / name).read_text()))
         pack.write_text("\n".join(json.dumps(d, separators=(",", ":")) for d in docs) + "\n")
     assert findings(made, use_cache=True) == []  # the test has teeth: in place, the forgery is served
     clone = tmp_path / "clone"
@@ -781,15 +798,22 @@ def test_modules_summarised_for_a_lookup_are_written_at_the_end_of_the_run(tmp_p
     config = Config(root=str(project))
     first = check_paths(["train.py"], config, use_cache=True, jobs=1)
     files = {cache.decode(d["facts"]).path for d in entries(project)}
-    assert {"train.py", "models/gan.py"} <= files  # the models train.py names, read on demand
+    # the models train.py names, read on demand; train.py itself is served by its result
+    assert "models/gan.py" in files and "train.py" not in files
     extracted = _counting_extract(monkeypatch)
     assert check_paths(["train.py"], config, use_cache=True, jobs=1).findings == first.findings
     assert extracted == []
-    (project / "models" / "gan.py").write_text((project / "models" / "gan.py").read_text() + "\n# edited\n")
+    gan = project / "models" / "gan.py"
+    gan.write_text(gan.read_text() + "\n# edited\n")
     check_text("train.py", (project / "train.py").read_bytes(), config)  # stdin: its lookups are cached too
     assert extracted == ["models/gan.py"]
-    check_paths(["train.py"], config, use_cache=True, jobs=1)
-    assert extracted == ["models/gan.py"]
+    # train.py's result went stale through the module it reached: extracted, and its facts kept
+    # for the next time (the edited module's were stored by the stdin run)
+    assert check_paths(["train.py"], config, use_cache=True, jobs=1).findings == first.findings
+    assert extracted == ["models/gan.py", "train.py"]
+    gan.write_text(gan.read_text() + "# edited again\n")
+    assert check_paths(["train.py"], config, use_cache=True, jobs=1).findings == first.findings
+    assert extracted == ["models/gan.py", "train.py", "models/gan.py"]
 
 
 def test_concurrent_runs_on_one_folder_leave_only_valid_entries(tmp_path):
@@ -1042,3 +1066,73 @@ def test_a_first_write_of_a_pack_and_a_write_over_it_keep_the_newest_line_of_eac
     for display, content, hit in (("a.py", "2", True), ("b.py", "1", True), ("a.py", "1", False)):
         found = cache.load(store, cache.slot(store, display, "python", content), str(tmp_path), FileFacts)
         assert (found == facts) is hit, (display, content)
+
+
+# --- which facts a run stores ---------------------------------------------------------------------
+
+
+# A file no lookup reaches (no other file names lonely: a search for a function's callers reads
+# every file that mentions its name).
+LONELY = LOG_SOFTMAX.replace("def f(", "def lonely(")
+
+
+def _stored_paths(root: Path) -> set[str]:
+    return {cache.decode(d["facts"]).path for d in entries(root)}
+
+
+def test_a_file_nobody_reaches_is_served_by_its_result_alone(tmp_path, monkeypatch):
+    """Encoding every file's facts was most of what a cold cached run cost more than --no-cache; a
+    file no other file's lookup reaches is never read from its facts entry, only from its result."""
+    write_tree(tmp_path, {"model.py": MODEL_WITH_HEAD, "util.py": UTIL_WITH_HEAD, "leaf.py": LONELY})
+    honest = findings(tmp_path, use_cache=False)
+    assert findings(tmp_path, use_cache=True) == honest
+    assert _stored_paths(tmp_path) == {"model.py", "util.py"}
+    assert {cache.decode(d["facts"])[0].path for d in result_entries(tmp_path)} == {"model.py", "util.py", "leaf.py"}
+    extracted = _counting_extract(monkeypatch)
+    assert findings(tmp_path, use_cache=True) == honest and extracted == []
+    # Another configuration: no result holds; the reached modules come from their facts, the leaf
+    # is read again, and still not stored (a later run of that configuration has its result).
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        other = check_paths(["."], Config(root=str(tmp_path), ignore=("GL101",)), use_cache=True, jobs=1)
+    finally:
+        os.chdir(old)
+    assert extracted == ["leaf.py"]
+    assert [f.code for f in other.findings] == ["GL302", "GL302"]
+    assert _stored_paths(tmp_path) == {"model.py", "util.py"}
+
+
+def test_a_pre_commit_run_reads_the_modules_a_full_run_reached(tmp_path, monkeypatch):
+    # (util.py without its Wrapper of model's M, whose facts depend on model.py's content)
+    util = UTIL_WITH_HEAD.split("\n\n\nfrom model import M")[0] + "\n"
+    write_tree(tmp_path, {"model.py": MODEL_WITH_HEAD, "util.py": util, "leaf.py": LONELY})
+    whole = [f for f in findings(tmp_path, use_cache=True) if f[0] == "model.py"]
+    (tmp_path / "model.py").write_text(MODEL_WITH_HEAD + "\n# staged\n")
+    extracted = _counting_extract(monkeypatch)
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        one = check_paths(["model.py"], Config(root=str(tmp_path)), use_cache=True, jobs=1)
+    finally:
+        os.chdir(old)
+    assert [(f.path, f.code, f.span.line, f.message) for f in one.findings] == whole
+    assert extracted == ["model.py"]  # util.py, which model.py builds Head from, came from the cache
+
+
+def test_workers_store_the_same_facts_as_one_process(tmp_path):
+    """With a pool (two workers, 32 files or more), the jobs store no facts and the parent stores
+    those of the modules the rules reached, once they ran."""
+    tree = {"model.py": MODEL_WITH_HEAD, "util.py": UTIL_WITH_HEAD}
+    tree.update({f"leaf{i}.py": LONELY.replace("lonely(", f"lonely_{i}_(") for i in range(40)})
+    write_tree(tmp_path, tree)
+    honest = findings(tmp_path, use_cache=False)
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        pooled = check_paths(["."], Config(root=str(tmp_path)), use_cache=True, jobs=2)
+    finally:
+        os.chdir(old)
+    assert [(f.path, f.code, f.span.line, f.message) for f in pooled.findings] == honest
+    assert _stored_paths(tmp_path) == {"model.py", "util.py"} and len(result_entries(tmp_path)) == 42
+    assert findings(tmp_path, use_cache=True) == honest
