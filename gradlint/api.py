@@ -7,7 +7,6 @@ import gc
 import hashlib
 import json
 import os
-import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import replace
@@ -22,11 +21,8 @@ from gradlint.facts.project import ProjectIndex
 from gradlint.files import text_digest
 from gradlint.findings import FileResult, Finding, InputError, RunResult, Severity, SourceSpan
 from gradlint.registry import Rule, RuleContext, load_rules
+from gradlint.results import ResultCache, kind_of, store_entry
 from gradlint.stack import roomy
-
-
-def _kind(path: Path, display: str) -> str:
-    return "onnx" if path.suffix == ".onnx" or display.endswith(".onnx.txt") else "python"
 
 
 def _extract(path: Path, display: str, data: bytes | None = None) -> FileFacts:
@@ -36,7 +32,7 @@ def _extract(path: Path, display: str, data: bytes | None = None) -> FileFacts:
 
         # the bytes discovery already read, bounded by max-file-size
         return extract_notebook_bytes(data, display) if data is not None else extract_notebook(path, display)
-    if _kind(path, display) == "onnx":
+    if kind_of(path, display) == "onnx":
         from gradlint.onnx import extract_onnx
 
         return extract_onnx(path, display, data)
@@ -69,7 +65,7 @@ def _read_and_look_up(path: Path, display: str, store: cache.Store | None, max_s
         seen[str(path)] = fingerprint
     if store is None:
         return data, None, None
-    where = cache.slot(store, display, _kind(path, display), fingerprint)
+    where = cache.slot(store, display, kind_of(path, display), fingerprint)
     return data, where, cache.load(store, where, str(path.parent), FileFacts) if look_up else None
 
 
@@ -77,7 +73,7 @@ def _cache_hit(path: Path, display: str, store: cache.Store, max_size: int,
                seen: dict[str, str] | None = None) -> FileFacts | None:
     """The facts the cache holds for a file, or None: a miss, or a file that cannot be read (its
     job reports why). A file its folder's pack has no line for is not read at all."""
-    if not cache.holds(store, display, _kind(path, display)):
+    if not cache.holds(store, display, kind_of(path, display)):
         return None
     try:
         return _read_and_look_up(path, display, store, max_size, seen=seen)[2]
@@ -92,7 +88,7 @@ def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: 
     looked up without `look_up`: the caller knows it does not). A new entry joins `batch`
     (written with the others, once per folder) or, without one, is written at once (none
     without `keep`). `seen` gets the fingerprint of the bytes the facts are of, by path."""
-    kind = _kind(path, display)
+    kind = kind_of(path, display)
     try:
         # The key is the bytes read here, and the facts are extracted from those same bytes.
         data, where, cached = _read_and_look_up(path, display, store if look_up or keep else None, max_size,
@@ -108,7 +104,7 @@ def cached_facts(path: Path, display: str, store: cache.Store | None, max_size: 
     except Exception:  # an internal failure on one file must not end the run
         return FileFacts(path=display, kind=kind, internal_error=_short_traceback())
     if where and store and keep:
-        _store(store, cache.entry(where, facts, folder, facts.depends), batch)
+        store_entry(store, cache.entry(where, facts, folder, facts.depends), batch)
     return facts
 
 
@@ -265,7 +261,7 @@ def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = Tr
                           read_library=library_names, cached_lower=lower, extract_calls=calls)
     if seen is not None:
         # A word scan reads every listed file; the result cache keys what it answered by the
-        # fingerprints of those files (_Results.project_text), which read each file again (0.1 s
+        # fingerprints of those files (ResultCache.project_text), which read each file again (0.1 s
         # on a project of 4 000 files). The fingerprint of the bytes scanned is the one
         # inputs.fingerprint makes of a file of that size; a file read before keeps its own.
         def scanned(path: Path, data: bytes) -> None:
@@ -302,7 +298,7 @@ def calls_facts(display: str, text: str, store: cache.Store | None, batch: cache
             hit = FileFacts(path=display, kind="python", numerics=facts.numerics, training=facts.training,
                             depends=facts.depends)
         if store is not None and where is not None:
-            _store(store, cache.entry(where, hit, folder, hit.depends), batch)
+            store_entry(store, cache.entry(where, hit, folder, hit.depends), batch)
     return hit if hit.numerics is not None else None
 
 
@@ -339,7 +335,7 @@ def library_facts(path: Path, store: cache.Store | None, max_size: int, batch: c
     except Exception:  # a library we cannot read or model stays unknown; it is not the user's to fix
         facts = None if names_only else FileFacts(path=display, kind="python")
     if facts is not None and store is not None and where is not None:
-        _store(store, cache.entry(where, facts, str(path.parent)), batch)
+        store_entry(store, cache.entry(where, facts, str(path.parent)), batch)
     return (facts, size) if names_only else facts
 
 
@@ -362,20 +358,10 @@ def rerun_block(path: Path, cls: str, args: tuple, compute, store: cache.Store |
     if hit is not None:
         return hit.networks[0] if hit.networks else None
     network = compute()
-    _store(store, cache.entry(where, FileFacts(path=display, kind="python",
+    store_entry(store, cache.entry(where, FileFacts(path=display, kind="python",
                                                networks=(network,) if network is not None else ()),
                               str(path.parent)), batch)
     return network
-
-
-def _store(store: cache.Store, made: cache.Pending | None, batch: cache.Batch | None) -> None:
-    """A new cache entry joins the run's batch (written once at the end), or is written now."""
-    if made is None:
-        return
-    if batch is not None:
-        batch.add(store, made)
-    else:
-        cache.write(store, [made])
 
 
 def add_to_index(index: ProjectIndex, root: Path, path: Path, facts: FileFacts) -> None:
@@ -421,7 +407,7 @@ class _FactsPlan:
         # are stored only when a later run will read them again (_later_read): encoding them was
         # most of what a cold cached run cost more than an uncached one.
         self.args = [(str(p), d, store, config.max_file_size, True, True) if keep
-                     else (str(p), d, None, config.max_file_size, False, False) if _kind(p, d) == "onnx"
+                     else (str(p), d, None, config.max_file_size, False, False) if kind_of(p, d) == "onnx"
                      else (str(p), d, store, config.max_file_size, True, _later_read(store, d, i in wanted))
                      for i, (p, d) in enumerate(files)]
         self.workers = jobs if jobs is not None else min(os.cpu_count() or 1, 8)
@@ -504,7 +490,7 @@ class _FactsPlan:
             return
         from gradlint.pool import map_isolated
 
-        if any(_kind(*self.files[i]) == "python" for i in todo):
+        if any(kind_of(*self.files[i]) == "python" for i in todo):
             # libcst and the extractors, imported once here and inherited by the forked workers
             # (each imported them on its own; this process needs them for re-runs anyway)
             from gradlint.source import loops, models, numerics  # noqa: F401
@@ -551,11 +537,11 @@ class _FactsPlan:
             if got is None or self.args[k][5] or got[1] is not None or got[2] is None or got[0].internal_error:
                 continue
             path, display = self.files[k]
-            kind = _kind(path, display)
+            kind = kind_of(path, display)
             if kind == "onnx":
                 continue
             facts = got[0]
-            _store(self.store, cache.entry(cache.slot(self.store, display, kind, got[2]), facts, str(path.parent),
+            store_entry(self.store, cache.entry(cache.slot(self.store, display, kind, got[2]), facts, str(path.parent),
                                            facts.depends), batch)
 
     def finish(self, batch: cache.Batch | None) -> list[FileFacts]:
@@ -630,13 +616,13 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
     from gradlint.source.index import module_name
 
     # Each Python file's module; the first file of a name holds it (as ProjectIndex.add decides).
-    names: list[tuple[str, bool] | None] = [module_name(p, root) if _kind(p, d) == "python" else None
+    names: list[tuple[str, bool] | None] = [module_name(p, root) if kind_of(p, d) == "python" else None
                                             for p, d in files]
     holder: dict[str, int] = {}
     for i, named in enumerate(names):
         if named is not None:
             holder.setdefault(named[0], i)
-    reuse = _Results(store, config, root, index.loader, files, names, holder, seen, later) if store is not None else None
+    reuse = ResultCache(store, config, root, index.loader, files, names, holder, seen, later) if store is not None else None
     done: list[FileResult | None] = [reuse.lookup(i) if reuse is not None else None for i in range(len(files))]
     stale = [i for i, r in enumerate(done) if r is None]
     plan = _FactsPlan([files[i] for i in stale], config, store, jobs, seen, keep=reuse is None,
@@ -696,175 +682,6 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
     later.write()  # facts, results and the modules read: each folder's pack written once
     result.files.extend(r for r in done if r is not None)
     return result
-
-
-class _Results:
-    """The result cache of one run: each checked file's FileResult, kept after its rules ran, stored
-    once all have run (`flush`), and reused while nothing it was computed from changed. Its key is the file's content, the run's
-    configuration (all of it), root and library folders, and gradlint's code (cache.slot); the
-    entry holds what each module the file's lookups reached resolved to (the file, by content, or
-    nothing: a module created later invalidates it), and, when a lookup scanned the project's
-    text (ProjectIndex.mentioning), the project's file list by content. Checked again on a warm
-    run without reading any facts."""
-
-    def __init__(self, store: cache.Store, config: Config, root: Path, loader, files: list[tuple[Path, str]],
-                 names: list[tuple[str, bool] | None], holder: dict[str, int], seen: dict[str, str],
-                 batch: cache.Batch) -> None:
-        self.store, self.loader, self.files, self.names, self.holder, self.seen = (
-            store, loader, files, names, holder, seen)
-        self.max_size = config.max_file_size
-        # Everything that can change a finding besides the files: the whole configuration (repr:
-        # every field, rule options included), the project root, the library folders searched,
-        # and Python's version (its `ast` reads library modules' names).
-        self.run = hashlib.sha256(repr((config, str(root), loader.libraries, sys.version)).encode(
-            "utf-8", "surrogateescape")).hexdigest()
-        self.resolved: dict[str, str] = {}
-        self.listing: str | None = None
-        self.by_abspath: dict[str, str] | None = None  # a checked file's absolute path -> its key in seen
-        self.batch = batch
-        self.kept: list[tuple] = []  # the results `keep` was given, for `flush`
-        # The files whose result went stale through what their lookups reached, the file itself
-        # unchanged (lookup): their facts are stored for the next time (_later_read).
-        self.through_deps: set[int] = set()
-        # The modules the lookups of this run's files reached (keep): their facts are stored.
-        self.reached: set[str] = set()
-
-    def _slot(self, i: int, fingerprint: str) -> cache.Slot:
-        path, display = self.files[i]
-        return cache.slot(self.store, display, "result:" + _kind(path, display), fingerprint + ":" + self.run)
-
-    def _own(self, i: int) -> str:
-        named = self.names[i]
-        return f"{named[0]}:{int(named[1])}" if named is not None else ""
-
-    def lookup(self, i: int) -> FileResult | None:
-        """The stored result of file `i`, when everything it depends on is as it was; else None."""
-        path, display = self.files[i]
-        if not cache.holds(self.store, display, "result:" + _kind(path, display)):
-            return None
-        try:
-            _data, fingerprint = inputs.read_input(path, self.max_size, whole=path.suffix != ".onnx")
-        except inputs.Refused:
-            return None
-        self.seen[str(path)] = fingerprint
-        got = cache.load(self.store, self._slot(i, fingerprint), str(path.parent), tuple)
-        if not (got is not None and len(got) == 4 and type(got[0]) is FileResult and got[1] == self._own(i)
-                and type(got[2]) is tuple and type(got[3]) is str):
-            return None
-        for dep in got[2]:
-            if not (type(dep) is tuple and len(dep) == 2 and type(dep[0]) is str) or self.resolve(dep[0]) != dep[1]:
-                self.through_deps.add(i)
-                return None
-        if got[3] and got[3] != self.project_text():
-            self.through_deps.add(i)
-            return None
-        return got[0]
-
-    def keep(self, i: int, result: FileResult, facts: FileFacts, modules: frozenset[str],
-             words: frozenset[str]) -> None:
-        """Keep file `i`'s result (not a failure of gradlint's own: that is tried again). Its entry
-        is made by `flush`, with the others."""
-        if modules:
-            named = self.names[i]
-            self.reached.update(modules if named is None else (m for m in modules if m != named[0]))
-        if result.internal_error or facts.internal_error:
-            return
-        self.kept.append((i, result, facts.depends, modules, words))
-
-    def flush(self, index: ProjectIndex | None = None) -> None:
-        """The entries of the results kept, made one after another once the rules are done:
-        made one at a time between two files' rules, each cost about five times as much (the
-        code and data of the encoder gone from the processor's caches each time). `index`: the
-        run's project index, whose modules' own dependencies join each entry's."""
-        kept, self.kept = self.kept, []
-        for i, result, depends, modules, words in kept:
-            path = str(self.files[i][0])
-            fingerprint = self.seen.get(path)
-            if fingerprint is None:
-                continue
-            deps = tuple([(name, self.resolve(name)) for name in sorted(modules)]) if modules else ()
-            payload = (result, self._own(i), deps, self.project_text() if words else "")
-            # (the folder as str(path.parent) names it, without making a Path: 2 000 ONNX models)
-            folder = os.path.dirname(path) or "."
-            _store(self.store, cache.entry(self._slot(i, fingerprint), payload, folder,
-                                           depends + self._reached_depends(modules, index, folder)), self.batch)
-
-    def _reached_depends(self, modules: frozenset[str], index: ProjectIndex | None, folder: str) -> tuple[str, ...]:
-        """The files the facts of the modules a file's lookups reached were read from besides
-        their own (the config classes of other files their models were built with:
-        FileFacts.depends), relative to that file's folder: a class summary or IR of a module
-        changes with them."""
-        if index is None or not modules:
-            return ()
-        out: dict[str, None] = {}
-        here = os.path.abspath(folder)
-        for name in sorted(modules):
-            mod = index.modules.get(name)
-            if mod is None or mod.library or not mod.facts.depends:
-                continue
-            i = self.holder.get(name)
-            where = self.files[i][0] if i is not None else (self.loader.locate(name) or (None, None))[1]
-            if where is None:
-                continue
-            there = os.path.dirname(os.path.abspath(str(where)))
-            for dep in mod.facts.depends:
-                out.setdefault(os.path.relpath(os.path.normpath(os.path.join(there, dep)), here).replace(os.sep, "/"))
-        return tuple(out)
-
-    def _fingerprint(self, path: Path) -> str:
-        found = self.seen.get(str(path))
-        if found is None:
-            # A module's file as the loader finds it (absolute, under the project root) is often a
-            # checked file, whose fingerprint `seen` holds under the path discovery gave it: the
-            # bytes its facts were made from (reading it again cost a cached run a second read of
-            # every file).
-            if self.by_abspath is None:
-                self.by_abspath = {os.path.abspath(str(p)): str(p) for p, _d in self.files}
-            same = self.by_abspath.get(str(path))
-            found = self.seen.get(same) if same is not None else None
-        if found is None:
-            try:
-                found = inputs.read_input(path, self.max_size)[1]
-            except inputs.Refused as exc:
-                found = f"refused:{exc}"
-            self.seen[str(path)] = found
-        return found
-
-    def resolve(self, module: str) -> str:
-        """What a lookup of `module` reaches now: a checked file, another file of the project or
-        of a library (each with its fingerprint), or nothing."""
-        found = self.resolved.get(module)
-        if found is None:
-            where = self.loader.locate(module)
-            found = "-" if where is None else f"{where[0]}:{where[1]}:{self._fingerprint(where[1])}"
-            i = self.holder.get(module)
-            if i is not None:
-                # the checked file holds the name; a re-run of a class of it reads the file found
-                path, display = self.files[i]
-                found = f"checked:{display}:{self._fingerprint(path)}|{found}"
-            self.resolved[module] = found
-        return found
-
-    def project_text(self) -> str:
-        """The project's files that a scan for a word reads (ProjectFiles.modules_mentioning) and
-        the checked files, by content: any change to one of them changes it."""
-        if self.listing is None:
-            from gradlint.source.index import MAX_SCANNED
-
-            listed = self.loader.list_files()[:MAX_SCANNED] if self.loader.list_files is not None else []
-            # and the checked files (GL406's question reads those outside the listing too)
-            listed = [*listed, *(self.files[i][0] for i in self.holder.values())]
-            h = hashlib.sha256()
-            for path in listed:
-                found = self.seen.get(str(path))
-                if found is None:
-                    try:
-                        found = inputs.fingerprint(path)
-                    except (inputs.Refused, OSError) as exc:
-                        found = f"refused:{exc}"
-                h.update(f"{path}\0{found}\0".encode("utf-8", "surrogateescape"))
-            self.listing = h.hexdigest()
-        return self.listing
 
 
 @contextmanager

@@ -58,7 +58,7 @@ def all_entries(root: Path, rel: str = ".gradlint_cache") -> list[dict]:
 
 
 def entries(root: Path, rel: str = ".gradlint_cache") -> list[dict]:
-    """The facts entries (a record); a file's result entry holds a list (gradlint.api._Results)."""
+    """The facts entries (a record); a file's result entry holds a list (gradlint.results.ResultCache)."""
     return [d for d in all_entries(root, rel) if isinstance(d["facts"], dict)]
 
 
@@ -316,7 +316,7 @@ def _kinds(mark: Path):
     valid_rest = f'"schema":{cache.SCHEMA},"deps":[],"facts":{_facts_json()}}}'
 
     def result(*rest) -> object:
-        """A result entry's payload for model.py (api._Results): a FileResult that drops its
+        """A result entry's payload for model.py (results.ResultCache): a FileResult that drops its
         findings, then `rest` in place of (its module, its dependencies, the project's text)."""
         planted = cache.encode(FileResult(path="model.py", skipped="planted"))
         return _lines(lambda k, f: _line(k, f, f'"schema":{cache.SCHEMA},"deps":[],"facts":'

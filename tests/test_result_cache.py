@@ -1,4 +1,4 @@
-"""The result cache (gradlint.api._Results): a warm run reuses each file's stored FileResult without
+"""The result cache (gradlint.results.ResultCache): a warm run reuses each file's stored FileResult without
 reading any facts, and a result is reused only while everything its analysis read is as it was:
 the file, the configuration, and every other file its lookups reached (project modules, a module
 that did not exist yet, installed libraries, blocks re-run with a caller's arguments, the
