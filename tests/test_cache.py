@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gradlint import cache
+from gradlint import cache, codec
 from gradlint.api import check_paths
 from gradlint.facts.files import FileFacts
 from gradlint.config import Config
@@ -119,7 +119,7 @@ def test_every_fixture_round_trips_through_the_json_codec(tmp_path):
 
 
 def _same_records(back, made, seen: set[str]) -> None:
-    """Records rebuilt without __init__ (cache._Layout.direct) hold what __init__ would have set,
+    """Records rebuilt without __init__ (codec._Layout.direct) hold what __init__ would have set,
     in the same order, and are of the same class, all the way down."""
     import dataclasses
 
@@ -165,9 +165,9 @@ def test_records_are_rebuilt_without_init_only_when_init_is_the_generated_one():
     class Slots:
         a: int
 
-    assert cache._direct(Plain, ("a", "b"))
-    assert not cache._direct(Checks, ("a",)) and not cache._direct(OwnInit, ("a",))
-    assert not cache._direct(NotAllInit, ("a",)) and not cache._direct(Slots, ("a",))
+    assert codec._direct(Plain, ("a", "b"))
+    assert not codec._direct(Checks, ("a",)) and not codec._direct(OwnInit, ("a",))
+    assert not codec._direct(NotAllInit, ("a",)) and not codec._direct(Slots, ("a",))
 
 
 def test_codec_keeps_containers_floats_and_enums_apart():
@@ -192,7 +192,7 @@ SPAN = "gradlint.findings.SourceSpan"
 RESIDUAL = "gradlint.model.ir.Residual"
 # A Residual whose body holds a SourceSpan where nodes belong.
 _BAD_BODY = cache.encode(Residual(body=(Activation("a", "relu"),)))
-_BAD_BODY[RESIDUAL][list(cache._layout(Residual).names).index("body")] = [cache.encode(SourceSpan(1, 1, 1, 1))]
+_BAD_BODY[RESIDUAL][list(codec._layout(Residual).names).index("body")] = [cache.encode(SourceSpan(1, 1, 1, 1))]
 
 
 @pytest.mark.parametrize("doc, why", [
@@ -297,7 +297,7 @@ def _schema4(doc):
         ((tag, body),) = doc.items()
         if tag.startswith("$"):
             return {tag: _schema4(body)}
-        names = cache._layout(cache.record_type(tag)).names
+        names = codec._layout(cache.record_type(tag)).names
         return {"$r": tag, "f": {n: _schema4(v) for n, v in zip(names, body)}}
     return doc
 
@@ -982,9 +982,9 @@ def test_encoding_needs_no_field_types_and_decoding_still_checks_them(monkeypatc
     facts = FileFacts(path="m.py", kind="python", networks=(Network(name="M", path="m.py", nodes=(
         Residual(body=(Param("l", "linear", 8, 8, InitSpec("normal", (("std", 1.0),))),)),)),),
         input_errors=(InputError("unreadable_source", "x"),))
-    monkeypatch.setattr(cache, "_LAYOUTS", {})
-    monkeypatch.setattr(cache, "_BY_TAG", {})
-    monkeypatch.setattr(cache, "_ENCODING", {})
+    monkeypatch.setattr(codec, "_LAYOUTS", {})
+    monkeypatch.setattr(codec, "_BY_TAG", {})
+    monkeypatch.setattr(codec, "_ENCODING", {})
     resolved: list[type] = []
     real = cache.typing.get_type_hints
 

@@ -17,7 +17,7 @@ import pkgutil
 
 import pytest
 
-from gradlint import cache
+from gradlint import cache, codec
 from gradlint.findings import Severity, SourceSpan
 from gradlint.model.ir import Activation, Residual
 
@@ -55,10 +55,10 @@ class Span(SourceSpan):  # a subclass of a record, outside the allow-list
 
 
 def record_types() -> list[type]:
-    """Every dataclass the allow-list accepts (cache.RECORD_MODULES and the submodules of
-    cache.RECORD_PACKAGES)."""
-    names = list(cache.RECORD_MODULES)
-    for package in cache.RECORD_PACKAGES:
+    """Every dataclass the allow-list accepts (codec.RECORD_MODULES and the submodules of
+    codec.RECORD_PACKAGES)."""
+    names = list(codec.RECORD_MODULES)
+    for package in codec.RECORD_PACKAGES:
         names += [f"{package}.{m.name}" for m in pkgutil.iter_modules(importlib.import_module(package).__path__)]
     found = []
     for name in names:
@@ -122,9 +122,9 @@ def exact(back, made) -> bool:
 def unchecked_fields(monkeypatch):
     """Decoding with every field accepting any value: what comes back is what the layout holds,
     whatever the field's type says (the type checks have tests of their own in test_cache.py)."""
-    monkeypatch.setattr(cache, "_spec", lambda _hint: cache._ANY)
-    monkeypatch.setattr(cache, "_LAYOUTS", {})
-    monkeypatch.setattr(cache, "_BY_TAG", {})
+    monkeypatch.setattr(codec, "_spec", lambda _hint: codec._ANY)
+    monkeypatch.setattr(codec, "_LAYOUTS", {})
+    monkeypatch.setattr(codec, "_BY_TAG", {})
 
 
 def test_the_allow_list_has_the_records_of_the_facts():
@@ -147,7 +147,7 @@ def test_every_record_type_with_every_edge_value_reads_back_exactly(unchecked_fi
                 back = cache.loads(text)
             except cache.CacheError:
                 # a record whose own __init__ or __post_init__ refuses the values (not rebuilt directly)
-                assert not cache._layout(cls).direct, (cls, value)
+                assert not codec._layout(cls).direct, (cls, value)
                 continue
             assert exact(back, made), (cls, value)
             checked += 1

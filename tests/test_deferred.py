@@ -121,7 +121,7 @@ def test_compiled_gives_the_generated_method():
 
 
 def test_gradlint_records_pickle_and_cache_as_before():
-    from gradlint import cache
+    from gradlint import cache, codec
     from gradlint.findings import SourceSpan
 
     span = SourceSpan(3, 4, 3, 9)
@@ -129,7 +129,7 @@ def test_gradlint_records_pickle_and_cache_as_before():
     assert hash(SourceSpan(3, 4, 3, 9)) == hash(span)
     assert cache.loads(cache.dumps(span)) == span
     # the cache builds records without their __init__ when it is the generated one
-    assert cache._layout(SourceSpan).direct
+    assert codec._layout(SourceSpan).direct
 
 
 def test_only_the_command_line_installs_it():
