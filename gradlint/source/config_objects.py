@@ -105,13 +105,13 @@ class ConfigObjects:
         `n: int = field(default=12)`); its dataclass fields, in order."""
         fields: list[str] = []
         for stmt in info.node.body.body:
-            if isinstance(stmt, cst.SimpleStatementLine):
+            if type(stmt) is cst.SimpleStatementLine:
                 for small in stmt.body:
-                    if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
+                    if type(small) is cst.AnnAssign and type(small.target) is cst.Name:
                         fields.append(small.target.value)
                         if small.value is not None:
                             attrs[small.target.value] = self._field_default(small.value)
-                    elif isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
+                    elif type(small) is cst.Assign and len(small.targets) == 1 and type(small.targets[0].target) is cst.Name:
                         attrs[small.targets[0].target.value] = self.eval(small.value, {})
         return fields
 
@@ -186,12 +186,12 @@ class ConfigObjects:
             if owner is None:
                 continue
             for stmt in owner.node.body.body:
-                if isinstance(stmt, cst.SimpleStatementLine):
+                if type(stmt) is cst.SimpleStatementLine:
                     for small in stmt.body:
-                        target = (small.targets[0].target if isinstance(small, cst.Assign) and len(small.targets) == 1
-                                  else small.target if isinstance(small, cst.AnnAssign) and small.value is not None
+                        target = (small.targets[0].target if type(small) is cst.Assign and len(small.targets) == 1
+                                  else small.target if type(small) is cst.AnnAssign and small.value is not None
                                   else None)
-                        if isinstance(target, cst.Name) and target.value == "attribute_map":
+                        if type(target) is cst.Name and target.value == "attribute_map":
                             value = self.eval(small.value, {})
                             return value.items if isinstance(value, DictVal) else {"*": None}
         return {}

@@ -84,7 +84,7 @@ def annotated_class(ann: cst.BaseExpression, depth: int = 0) -> str | None:
             return None
     if kind is cst.Subscript:
         head = dotted(ann.value)
-        items = [el.slice.value for el in ann.slice if isinstance(el.slice, cst.Index)]
+        items = [el.slice.value for el in ann.slice if type(el.slice) is cst.Index]
         if len(items) != len(ann.slice):
             return None
         if head in _UNION:
@@ -549,7 +549,7 @@ def _plain_config(node: cst.ClassDef, classes: dict, depth: int = 0) -> bool:
     another file's). A base of a library (pydantic's `BaseSettings` reads the environment, a
     `Namespace` subclass the command line) may set anything."""
     for deco in node.decorators:
-        target = deco.decorator.func if isinstance(deco.decorator, cst.Call) else deco.decorator
+        target = deco.decorator.func if type(deco.decorator) is cst.Call else deco.decorator
         if (dotted(target) or "").rsplit(".", 1)[-1] == "dataclass":
             return True
     for base in node.bases:
@@ -569,13 +569,13 @@ def _sets_self_later(node: cst.ClassDef) -> bool:
     stack: list[cst.CSTNode] = [node.body]
     while stack:
         n = stack.pop()
-        if isinstance(n, cst.FunctionDef) and n.name.value in ("__init__", "__post_init__"):
+        if type(n) is cst.FunctionDef and n.name.value in ("__init__", "__post_init__"):
             continue
-        if isinstance(n, cst.Name) and n.value in ("setattr", "__dict__"):
+        if type(n) is cst.Name and n.value in ("setattr", "__dict__"):
             return True
-        if isinstance(n, (cst.Assign, cst.AugAssign, cst.AnnAssign)):
-            targets = [t.target for t in n.targets] if isinstance(n, cst.Assign) else [n.target]
-            if any(isinstance(t, cst.Attribute) and isinstance(t.value, cst.Name) and t.value.value == "self"
+        if type(n) in (cst.Assign, cst.AugAssign, cst.AnnAssign):
+            targets = [t.target for t in n.targets] if type(n) is cst.Assign else [n.target]
+            if any(type(t) is cst.Attribute and type(t.value) is cst.Name and t.value.value == "self"
                    for t in targets):
                 return True
         stack.extend(children(n))

@@ -87,7 +87,7 @@ def _gives_a_class(held: Any) -> bool:
 
 
 def _is_ordered_dict(expr: cst.BaseExpression, fm: FileModel) -> bool:
-    if not isinstance(expr, cst.Call):
+    if type(expr) is not cst.Call:
         return False
     return "collections.OrderedDict" in fm.qual(expr.func) or dotted(expr.func) == "OrderedDict"
 
@@ -128,7 +128,7 @@ class ConstructCalls:
         special = self._call_values(call, name, quals, env)
         if special is not _NOT_HANDLED:
             return special
-        if isinstance(func, cst.Attribute) and func.attr.value in _STR_METHODS:
+        if type(func) is cst.Attribute and func.attr.value in _STR_METHODS:
             base = self._eval(func.value, env)
             if isinstance(base, str):
                 args = [self._eval(a.value, env) for a in call.args]
@@ -183,13 +183,13 @@ class ConstructCalls:
         if local is not None and not quals and self.depth < MAX_DEPTH:
             return self.config(local, self.bound_args(call, env))
         # A method of the class under construction that builds layers (`self._make_layer(...)`)
-        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+        if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self":
             method = env.get("__methods__", {}).get(func.attr.value)
             if method is not None:
                 return self._call_function(method, call, env, bound_self=True)
-        if isinstance(func, cst.Name) and func.value in self.functions and not quals:
+        if type(func) is cst.Name and func.value in self.functions and not quals:
             return self._call_function(self.functions[func.value], call, env, bound_self=False)
-        if isinstance(func, cst.Attribute) and func.attr.value in C.MODULE_MOVES:
+        if type(func) is cst.Attribute and func.attr.value in C.MODULE_MOVES:
             base = self._eval(func.value, env)
             if isinstance(base, Ctor) and base.kind in ("local", "torch"):
                 # `Generator(ngpu).to(device)`, `.cuda()`, `.train()`: nn.Module's methods that
@@ -231,7 +231,7 @@ class ConstructCalls:
         text = dotted(sub.value)
         if not text or isinstance(self.src, L.LibrarySource) or len(sub.slice) != 1:
             return None
-        if not isinstance(sub.slice[0].slice, cst.Index):
+        if type(sub.slice[0].slice) is not cst.Index:
             return None
         quals = self.qual(sub.value)
         if not quals or not all(_foreign_value(q) for q in quals):
@@ -344,7 +344,7 @@ class ConstructCalls:
             return _NOT_HANDLED
         if name == "isinstance" and len(call.args) == 2 and not quals:
             v = self.eval(call.args[0].value, env)
-            kinds = {dotted(el.value) for el in call.args[1].value.elements} if isinstance(call.args[1].value, cst.Tuple) else {dotted(call.args[1].value)}
+            kinds = {dotted(el.value) for el in call.args[1].value.elements} if type(call.args[1].value) is cst.Tuple else {dotted(call.args[1].value)}
             if kinds <= {"list", "tuple"} and (isinstance(v, ListVal) or _num(v) or isinstance(v, (str, bool, ClassRef))):
                 return isinstance(v, ListVal)
             if kinds <= _BUILTIN_TYPES.keys() and (_constant(v) or isinstance(v, ClassRef)):
@@ -355,7 +355,7 @@ class ConstructCalls:
                 # no other exported torch.nn class derives from are decided False (ReLU6 is a
                 # Hardtanh, LazyLinear a Linear)
                 types = call.args[1].value
-                exprs = [el.value for el in types.elements] if isinstance(types, cst.Tuple) else [types]
+                exprs = [el.value for el in types.elements] if type(types) is cst.Tuple else [types]
                 shorts = [self.torch_class(t) for t in exprs]
                 cls = v.cls[4:] if v.cls.startswith("Lazy") else v.cls
                 if cls != v.cls and not cls.startswith(("Linear", "Conv")):
@@ -521,7 +521,7 @@ class ConstructCalls:
         if exact and not (open_pos or open_kw):
             named = {p.name.value for p in params + kwonly}
             star = all_params.star_arg
-            if isinstance(star, cst.Param):
+            if type(star) is cst.Param:
                 scope[star.name.value] = ListVal(list(positional[len(params):]))
             elif len(positional) > len(params):
                 return
@@ -556,9 +556,9 @@ class ConstructCalls:
             ctor.items = items
         elif cls == "ModuleDict":
             ctor.items, ctor.keys = [], []
-            if call.args and isinstance(call.args[0].value, cst.Dict):
+            if call.args and type(call.args[0].value) is cst.Dict:
                 for el in call.args[0].value.elements:
-                    if isinstance(el, cst.DictElement):
+                    if type(el) is cst.DictElement:
                         k = self.eval(el.key, env)
                         ctor.keys.append(str(k) if isinstance(k, (str, int)) else "?")
                         ctor.items.append(self.eval(el.value, env))
@@ -571,11 +571,11 @@ class ConstructCalls:
 
     def _ordered_dict(self, expr: cst.BaseExpression, env: dict) -> tuple[list, list]:
         items, keys = [], []
-        assert isinstance(expr, cst.Call)
-        if expr.args and isinstance(expr.args[0].value, (cst.List, cst.Tuple)):
+        assert type(expr) is cst.Call
+        if expr.args and type(expr.args[0].value) in (cst.List, cst.Tuple):
             for el in expr.args[0].value.elements:
                 pair = el.value
-                if isinstance(pair, cst.Tuple) and len(pair.elements) == 2:
+                if type(pair) is cst.Tuple and len(pair.elements) == 2:
                     k = self.eval(pair.elements[0].value, env)
                     keys.append(str(k) if isinstance(k, (str, int)) else "?")
                     items.append(self.eval(pair.elements[1].value, env))

@@ -70,7 +70,7 @@ def _written(fm: FileModel) -> tuple[dict[str, str], str]:
         # no `ast` of the file (its positions were all resolved): libcst's own text
         for name, fn in fm.functions.items():
             written[name] = fm.src.code(fn)
-        return written, "".join(fm.src.code(s) for s in fm.src.module.body if isinstance(s, (cst.SimpleStatementLine, cst.If)))
+        return written, "".join(fm.src.code(s) for s in fm.src.module.body if type(s) in (cst.SimpleStatementLine, cst.If))
     from gradlint.text import split_lines
 
     lines = split_lines(fm.src.text, keepends=True)
@@ -141,7 +141,7 @@ def _as_built(fm: FileModel, fn: cst.FunctionDef, decisions: dict, seen: set) ->
         return False
     seen.add(id(fn))
     ps = fn.params
-    watched = {p.name.value for p in (ps.star_arg, ps.star_kwarg) if isinstance(p, cst.Param)}
+    watched = {p.name.value for p in (ps.star_arg, ps.star_kwarg) if type(p) is cst.Param}
     own = list(walk(fn.body, stop=_SCOPES))  # the function's own nodes, not those of defs inside it
     returns = [n for n in own if type(n) is cst.Return]
     if not returns:
@@ -172,7 +172,7 @@ def _touched(node: cst.CSTNode, watched: set[str], decisions: dict, live: bool) 
     kind = type(node)
     if kind is cst.Name:
         return live and node.value in watched
-    if isinstance(node, _SCOPES):
+    if kind in _SCOPES:  # (concrete classes: an exact test, no ABC lookup)
         return False
     if kind is cst.If:
         decided = decisions.get(id(node), _MISSING)
@@ -336,13 +336,13 @@ def _module_sequentials(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:
     found: list[tuple[str, Any, cst.CSTNode]] = []
     listed = _layer_lists(fm)
     for stmt in fm.src.module.body:
-        if isinstance(stmt, cst.SimpleStatementLine):
+        if type(stmt) is cst.SimpleStatementLine:
             for small in stmt.body:
                 cuts = fm.cuts
                 fm.meter.allow()
                 try:
-                    if (isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name)
-                            and isinstance(small.value, cst.Call) and mentions(small.value, "Sequential")):
+                    if (type(small) is cst.Assign and len(small.targets) == 1 and type(small.targets[0].target) is cst.Name
+                            and type(small.value) is cst.Call and mentions(small.value, "Sequential")):
                         value = fm.eval(small.value, listed.get(id(small), {}))
                         if fm.cuts == cuts:
                             found.append((small.targets[0].target.value, value, small))
@@ -360,13 +360,13 @@ def _builds_only(stmt: cst.CSTNode, names: set[str]) -> bool:
     """Whether a module-level loop (or if) only builds the lists `names` (`for i in range(n):
     layers += [nn.Linear(d, d), nn.Tanh()]`, `layers.append(...)`): every simple statement in it
     binds or extends one of them, and nothing in it trains (no training loop is run)."""
-    if isinstance(stmt, cst.SimpleStatementLine):
+    if type(stmt) is cst.SimpleStatementLine:
         for small in stmt.body:
             if isinstance(small, cst.AugAssign | cst.Assign | cst.AnnAssign):
-                targets = [small.target] if not isinstance(small, cst.Assign) else [t.target for t in small.targets]
+                targets = [small.target] if type(small) is not cst.Assign else [t.target for t in small.targets]
                 if not all(type(t) is cst.Name and t.value in names for t in targets):
                     return False
-            elif isinstance(small, cst.Expr) and type(small.value) is cst.Call:
+            elif type(small) is cst.Expr and type(small.value) is cst.Call:
                 func = small.value.func
                 if not (type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value in names
                         and func.attr.value in ("append", "extend", "insert")):
@@ -376,8 +376,8 @@ def _builds_only(stmt: cst.CSTNode, names: set[str]) -> bool:
         return True
     if isinstance(stmt, cst.For | cst.If):
         bodies = [stmt.body] + ([stmt.orelse.body] if getattr(stmt, "orelse", None) is not None
-                                and not isinstance(stmt.orelse, cst.If) else [])
-        if isinstance(stmt, cst.If) and isinstance(stmt.orelse, cst.If):
+                                and type(stmt.orelse) is not cst.If else [])
+        if type(stmt) is cst.If and type(stmt.orelse) is cst.If:
             bodies.append(cst.IndentedBlock(body=[stmt.orelse]))
         return all(_builds_only(s, names) for body in bodies for s in suite(body))
     return False
@@ -390,9 +390,9 @@ def _layer_lists(fm: FileModel) -> dict[int, dict]:
     stmts = fm.src.module.body
     wanted: dict[int, set[str]] = {}
     for stmt in stmts:
-        if isinstance(stmt, cst.SimpleStatementLine):
+        if type(stmt) is cst.SimpleStatementLine:
             for small in stmt.body:
-                if isinstance(small, cst.Assign) and isinstance(small.value, cst.Call) and \
+                if type(small) is cst.Assign and type(small.value) is cst.Call and \
                         mentions(small.value, "Sequential") and _unpacked(small.value):
                     wanted[id(small)] = _unpacked(small.value)
     if not wanted:
@@ -403,7 +403,7 @@ def _layer_lists(fm: FileModel) -> dict[int, dict]:
     for stmt in stmts:
         cuts = fm.cuts
         fm.meter.allow()
-        if isinstance(stmt, cst.SimpleStatementLine):
+        if type(stmt) is cst.SimpleStatementLine:
             for small in stmt.body:
                 if id(small) in wanted:
                     out[id(small)] = {n: interp.env[n] for n in wanted[id(small)] if n in interp.env}
@@ -447,7 +447,7 @@ def _run_module(fm: FileModel, interp: _InitInterpreter, found: list) -> None:
         cuts = fm.cuts
         fm.meter.allow()
         try:
-            if isinstance(stmt, cst.SimpleStatementLine):
+            if type(stmt) is cst.SimpleStatementLine:
                 if not all(type(s) in (cst.Assign, cst.AnnAssign, cst.Expr) for s in stmt.body):
                     continue
                 before = dict(interp.env)

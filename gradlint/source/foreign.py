@@ -74,9 +74,9 @@ def _table_name(fm: FileModel, name: str) -> cst.Name | None:
     if not isinstance(fm.constants.get(name), DictVal):
         return None
     for stmt in fm.src.module.body:
-        if isinstance(stmt, cst.SimpleStatementLine):
+        if type(stmt) is cst.SimpleStatementLine:
             for small in stmt.body:
-                if isinstance(small, cst.Assign) and isinstance(small.targets[0].target, cst.Name) and (
+                if type(small) is cst.Assign and type(small.targets[0].target) is cst.Name and (
                         small.targets[0].target.value == name):
                     return small.targets[0].target
     return None

@@ -74,7 +74,7 @@ class ForwardInterpreter(_Walker):
                 return self.env[e.value]
             return self.fm.lookup(e.value, {})
         if kind is cst.Attribute:
-            if isinstance(e.value, cst.Name) and e.value.value == "self":
+            if type(e.value) is cst.Name and e.value.value == "self":
                 return self.attr(e.attr.value)
             base = self.ev(e.value)
             if isinstance(base, PathVal):
@@ -93,7 +93,7 @@ class ForwardInterpreter(_Walker):
             base = self.ev(e.value)
             if isinstance(base, PathVal):
                 return base  # slicing a tensor keeps its scale
-            if len(e.slice) == 1 and isinstance(e.slice[0].slice, cst.Index):
+            if len(e.slice) == 1 and type(e.slice[0].slice) is cst.Index:
                 idx = self.ev(e.slice[0].slice.value)
                 items = self.fm.items_of(base)
                 if items is not None and isinstance(idx, int) and -len(items) <= idx < len(items):
@@ -109,7 +109,7 @@ class ForwardInterpreter(_Walker):
             v = self.ev(e.expression)
             return v if isinstance(v, PathVal) else self.fm.eval(e, self._numeric_env())
         if kind in (cst.Tuple, cst.List):
-            return ListVal([self.ev(el.value) for el in e.elements if not isinstance(el, cst.StarredElement)])
+            return ListVal([self.ev(el.value) for el in e.elements if type(el) is not cst.StarredElement])
         if kind in (cst.Integer, cst.Float, cst.SimpleString):
             return self.fm.eval(e, {})
         if kind is cst.Comparison:
@@ -286,7 +286,7 @@ class ForwardInterpreter(_Walker):
     def unknown_call(self, func: cst.BaseExpression) -> Opaque:
         """The opaque node of a call gradlint cannot follow, named by what it calls."""
         text = dotted(func)
-        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+        if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self":
             attr = func.attr.value
             if attr in self.inst.attrs:
                 return Opaque(self.prefix + attr, f"self.{attr}: built by code gradlint cannot follow")
@@ -349,11 +349,11 @@ class ForwardInterpreter(_Walker):
         known and the layer ends any chain (an unknown scale)."""
         attr = ""
         node = w_expr
-        while isinstance(node, (cst.Call, cst.Attribute)) and not (
-                isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name) and node.value.value == "self"):
-            node = node.func.value if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) else (
-                node.value if isinstance(node, cst.Attribute) else None)
-        if isinstance(node, cst.Attribute):
+        while type(node) in (cst.Call, cst.Attribute) and not (
+                type(node) is cst.Attribute and type(node.value) is cst.Name and node.value.value == "self"):
+            node = node.func.value if type(node) is cst.Call and type(node.func) is cst.Attribute else (
+                node.value if type(node) is cst.Attribute else None)
+        if type(node) is cst.Attribute:
             attr = node.attr.value
         name = self.prefix + attr if attr else self.prefix.rstrip(".")
         fan_in = fan_out = None
@@ -501,7 +501,7 @@ class ForwardInterpreter(_Walker):
     def product(self, a: PathVal, b: PathVal, op: Any) -> PathVal:
         """a * b or a / b of two tensors: a gate when both come from one input (see
         gradlint.source.joins); of two inputs, or another operator (`a ** b`, `a % b`), opaque."""
-        if a.root == b.root and isinstance(op, (cst.Multiply, cst.Divide, cst.MultiplyAssign, cst.DivideAssign)):
+        if a.root == b.root and type(op) in (cst.Multiply, cst.Divide, cst.MultiplyAssign, cst.DivideAssign):
             return PathVal(a.root, J.product(a.nodes, b.nodes))
         return PathVal(a.root, J.common_prefix(a.nodes, b.nodes) + (Opaque("", "product of branches"),))
 
@@ -509,11 +509,11 @@ class ForwardInterpreter(_Walker):
         a, b = self.ev(e.left), self.ev(e.right)
         op = e.operator
         if isinstance(a, PathVal) and isinstance(b, PathVal):
-            if isinstance(op, cst.Add):
+            if type(op) is cst.Add:
                 return _add(a, b)
-            if isinstance(op, cst.Subtract):
+            if type(op) is cst.Subtract:
                 return _add(a, b)
-            if isinstance(op, cst.MatrixMultiply):
+            if type(op) is cst.MatrixMultiply:
                 propagated = _propagated(a, b)
                 if propagated is not None:
                     return propagated
@@ -523,15 +523,15 @@ class ForwardInterpreter(_Walker):
         if isinstance(a, PathVal) or isinstance(b, PathVal):
             p = a if isinstance(a, PathVal) else b
             other = b if p is a else a
-            if isinstance(op, cst.MatrixMultiply) and held_tensor(other):
+            if type(op) is cst.MatrixMultiply and held_tensor(other):
                 # `h @ self.W` with W an nn.Parameter (a GCN's layer): a layer, not a passthrough
                 return self.weight_layer(p, e.right if p is a else e.left, "linear", right=p is a)
-            if isinstance(op, (cst.Multiply, cst.Divide)) and (_num(other) or isinstance(other, Sym)
+            if type(op) in (cst.Multiply, cst.Divide) and (_num(other) or isinstance(other, Sym)
                                                               or other is UNKNOWN):
                 # Recorded so that a scaled skip path (DeepNorm's x * alpha + f(x)) is visible; a
                 # factor we cannot read (`F.linear(x, W) / math.sqrt(self.d_in)`: NTK, muP) leaves
                 # the scale unknown rather than dropped
-                factor = (other if isinstance(op, cst.Multiply) else 1 / other) if _num(other) and other else None
+                factor = (other if type(op) is cst.Multiply else 1 / other) if _num(other) and other else None
                 return PathVal(p.root, p.nodes + (Passthrough("", f"scale:{factor}" if factor is not None else "scale:?"),))
             return p  # adding a bias or a positional table leaves the gradient's scale alone
         return self.fm.eval(e, self._numeric_env())
@@ -550,11 +550,11 @@ class ForwardInterpreter(_Walker):
         return PathVal(value.root, value.nodes + (Opaque("", "tuple"),)) if isinstance(value, PathVal) else UNKNOWN
 
     def augmented(self, small: cst.AugAssign, cur: Any, val: Any) -> Any:
-        if isinstance(small.operator, (cst.AddAssign, cst.SubtractAssign)) and isinstance(cur, PathVal) and isinstance(val, PathVal):
+        if type(small.operator) in (cst.AddAssign, cst.SubtractAssign) and isinstance(cur, PathVal) and isinstance(val, PathVal):
             return _add(cur, val)
         if isinstance(cur, PathVal):
             return self.product(cur, val, small.operator) if isinstance(val, PathVal) else cur
-        if isinstance(small.operator, (cst.AddAssign, cst.SubtractAssign)) and isinstance(val, PathVal):
+        if type(small.operator) in (cst.AddAssign, cst.SubtractAssign) and isinstance(val, PathVal):
             return val  # `out = 0; out += branch(x)`: as `0 + branch(x)` is
         return UNKNOWN
 
@@ -584,7 +584,7 @@ class ForwardInterpreter(_Walker):
         self.done = False
         for k, v in list(self.env.items()):
             if before.get(k) is not v and isinstance(v, PathVal):
-                if isinstance(stmt, cst.While):
+                if type(stmt) is cst.While:
                     self.env[k] = PathVal(v.root, v.nodes + (Opaque("", "while loop"),))
                     continue
                 self.env[k] = PathVal(v.root, J.common_prefix(v.nodes, before[k].nodes) if isinstance(before.get(k), PathVal) else v.nodes)

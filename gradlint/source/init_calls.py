@@ -67,10 +67,10 @@ def hands_over(body: cst.CSTNode, name: str, fm: FileModel, methods: dict) -> bo
     a method of its own that may (`m.reset_parameters()`, `m.init_weights()`; not `m.parameters()`)."""
     for node in calls(body):
         func = node.func
-        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == name:
+        if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == name:
             if func.attr.value not in _MODULE_LOOKS:
                 return True
-        elif any(isinstance(a.value, cst.Name) and a.value.value == name for a in node.args):
+        elif any(type(a.value) is cst.Name and a.value.value == name for a in node.args):
             called = dotted(func) or ""
             followed = (called in fm.functions and one_positional(node)) or (
                 called.startswith("self.") and called[5:] in methods)

@@ -124,7 +124,7 @@ class _InitInterpreter(_Walker):
         self.env[name] = value
 
     def bind_attribute(self, target: cst.Attribute, value: Any) -> None:
-        if isinstance(target.value, cst.Name) and target.value.value == "self":
+        if type(target.value) is cst.Name and target.value.value == "self":
             layer = self.inst.attrs.get("__torch__") if self.inst is not None else None
             if isinstance(layer, Ctor) and target.attr.value.startswith(("weight", "bias")):
                 # a subclass of a torch.nn layer replacing one of the layer's tensors
@@ -149,7 +149,7 @@ class _InitInterpreter(_Walker):
         if isinstance(owner, DictVal):
             # A new dict rebound to the name (or self attribute) that held it, so that undecided
             # branches and loops of unknown length see a changed value and join it as such.
-            key = self.ev(part.value) if isinstance(part, cst.Index) else UNKNOWN
+            key = self.ev(part.value) if type(part) is cst.Index else UNKNOWN
             new = DictVal({**owner.items, key: value}) if isinstance(key, str) else UNKNOWN
             if type(target.value) is cst.Name:
                 self.bind_name(target.value.value, new)
@@ -166,12 +166,12 @@ class _InitInterpreter(_Walker):
         items = owner.items
         if not any(isinstance(i, Alt) and i.splice for i in items):
             try:
-                if isinstance(part, cst.Index):
+                if type(part) is cst.Index:
                     idx = self.ev(part.value)
                     if isinstance(idx, int) and not isinstance(idx, bool) and -len(items) <= idx < len(items):
                         items[idx] = value
                         return
-                elif isinstance(part, cst.Slice) and isinstance(value, ListVal):
+                elif type(part) is cst.Slice and isinstance(value, ListVal):
                     bounds = [None if b is None else self.ev(b) for b in (part.lower, part.upper, part.step)]
                     if all(b is None or isinstance(b, int) and not isinstance(b, bool) for b in bounds) and bounds[2] in (None, 1):
                         items[slice(*bounds)] = list(value.items)
@@ -188,9 +188,9 @@ class _InitInterpreter(_Walker):
     def aug_assign_stmt(self, small: cst.AugAssign) -> None:
         cur = self.ev(small.target)
         val = self.ev(small.value)
-        if isinstance(cur, ListVal) and isinstance(small.operator, cst.AddAssign):
+        if isinstance(cur, ListVal) and type(small.operator) is cst.AddAssign:
             cur.items.extend(val.items if isinstance(val, ListVal) else [UNKNOWN])
-        elif isinstance(cur, Ctor) and cur.items is not None and isinstance(small.operator, cst.AddAssign):
+        elif isinstance(cur, Ctor) and cur.items is not None and type(small.operator) is cst.AddAssign:
             cur.items.extend(val.items if isinstance(val, ListVal) else [UNKNOWN])
         elif type(cur) is HeldTensor:
             # `self.W *= 0.1`: its fill scaled when we read it
@@ -203,7 +203,7 @@ class _InitInterpreter(_Walker):
             self.assign(small.target, UNKNOWN)
 
     def expr_stmt(self, small: cst.Expr) -> None:
-        if isinstance(small.value, cst.Call):
+        if type(small.value) is cst.Call:
             self.call_stmt(small.value)
 
     def raise_stmt(self, small: cst.Raise) -> None:
@@ -230,12 +230,12 @@ class _InitInterpreter(_Walker):
             if q.startswith("torch.nn.init.") or q.endswith(".trunc_normal_") or q == "trunc_normal_":
                 self.init_call(q.rsplit(".", 1)[-1], call)
                 return
-        if isinstance(func, cst.Name) and func.value in ("trunc_normal_", "normal_init", "xavier_init", "kaiming_init"):
+        if type(func) is cst.Name and func.value in ("trunc_normal_", "normal_init", "xavier_init", "kaiming_init"):
             self.init_call(func.value if func.value == "trunc_normal_" else "unknown", call)
             return
-        if isinstance(func, cst.Name) and func.value in fm.functions and self._module_call(call):
+        if type(func) is cst.Name and func.value in fm.functions and self._module_call(call):
             return
-        if isinstance(func, cst.Attribute):
+        if type(func) is cst.Attribute:
             method = func.attr.value
             owner_expr = func.value
             if method in ("append", "extend", "insert", "add_module", "register_module") or method in C.INIT_METHODS or method in _REWRITES or method == "apply":
@@ -272,14 +272,14 @@ class _InitInterpreter(_Walker):
             if method in ("add_module", "register_module") and len(call.args) >= 2:
                 key = self.ev(call.args[0].value)
                 value = self.ev(call.args[1].value)
-                if isinstance(owner_expr, cst.Name) and owner_expr.value == "self" and isinstance(key, str):
+                if type(owner_expr) is cst.Name and owner_expr.value == "self" and isinstance(key, str):
                     self.set_attr(key, value)
                 elif isinstance(owner, Ctor) and owner.items is not None:
                     owner.items.append(value)
                     if owner.keys is not None:
                         owner.keys.append(str(key))
                 return
-            if method == "apply" and call.args and (isinstance(owner_expr, cst.Name) and owner_expr.value == "self"
+            if method == "apply" and call.args and (type(owner_expr) is cst.Name and owner_expr.value == "self"
                                                     or type(owner) is Instance and owner is self.inst):
                 self.apply_fn(call.args[0].value)
                 return
@@ -306,7 +306,7 @@ class _InitInterpreter(_Walker):
             if method in _REWRITES and isinstance(owner, TensorRef):  # `m.weight.data.mul_(scale)`
                 self.record_init(owner, InitSpec("unknown", origin=self.fm.src.span(call, within=self.fm.running)))
                 return
-            if isinstance(func.value, cst.Call) and dotted(func.value.func) == "super" and method == "__init__":
+            if type(func.value) is cst.Call and dotted(func.value.func) == "super" and method == "__init__":
                 if self.inst is not None and self.inst.cls.sequential:
                     items: list = []
                     for a in call.args:
@@ -319,7 +319,7 @@ class _InitInterpreter(_Walker):
                     return
                 self.super_init(call)
                 return
-            if isinstance(owner_expr, cst.Name) and owner_expr.value == "self":
+            if type(owner_expr) is cst.Name and owner_expr.value == "self":
                 method_def = self.env.get("__methods__", {}).get(method)
                 if method_def is None and method in _LIBRARY_INITS and not call.args:
                     # Hugging Face's `self.post_init()` (and `init_weights()`) of a base outside the
@@ -458,10 +458,10 @@ class _InitInterpreter(_Walker):
         the partial's values or their defaults; `named`: named_apply's, whose `name` is unknown."""
         fn_expr, keywords = unwrap_partial(fn_expr, self.fm.qual)
         fn = None
-        if isinstance(fn_expr, cst.Attribute) and isinstance(fn_expr.value, cst.Name) and fn_expr.value.value == "self":
+        if type(fn_expr) is cst.Attribute and type(fn_expr.value) is cst.Name and fn_expr.value.value == "self":
             fn = self.env.get("__methods__", {}).get(fn_expr.attr.value)
             params = list(fn.params.params)[1:] if fn is not None else []
-        elif isinstance(fn_expr, cst.Name):
+        elif type(fn_expr) is cst.Name:
             fn = self.fm.functions.get(fn_expr.value)
             params = list(fn.params.params) if fn is not None else []
         # `self.head.apply(fn)` reaches the head's layers only: its type-dispatched inits are
@@ -597,13 +597,13 @@ class _InitInterpreter(_Walker):
     def for_stmt(self, stmt: cst.For) -> None:
         it = stmt.iter
         # for m in self.modules(): isinstance dispatch
-        if isinstance(it, cst.Call) and isinstance(it.func, cst.Attribute) and it.func.attr.value in ("modules", "children", "named_modules", "named_children"):
+        if type(it) is cst.Call and type(it.func) is cst.Attribute and it.func.attr.value in ("modules", "children", "named_modules", "named_children"):
             named = it.func.attr.value.startswith("named_")
-            if named and not (isinstance(stmt.target, cst.Tuple) and len(stmt.target.elements) == 2):
+            if named and not (type(stmt.target) is cst.Tuple and len(stmt.target.elements) == 2):
                 return
             walker: _InitInterpreter = self
             owner_expr = it.func.value
-            if not (isinstance(owner_expr, cst.Name) and owner_expr.value == "self"):
+            if not (type(owner_expr) is cst.Name and owner_expr.value == "self"):
                 # `for m in self.head.modules()`, `for m in model.modules()`: that module's layers
                 # only (as `self.head.apply(fn)`); of a module not known, nothing is known to be
                 # reached, and nothing is recorded. `module.modules()` in a function given the
@@ -620,7 +620,7 @@ class _InitInterpreter(_Walker):
                 walker.assign_target(stmt.target.elements[0].value, UNKNOWN)
             walker.assign_target(target, AnyModule())
             walker.block(stmt.body)
-            if walker.inst is not None and isinstance(target, cst.Name) and \
+            if walker.inst is not None and type(target) is cst.Name and \
                     _hands_over(stmt.body, target.value, self.fm, self.env.get("__methods__", {})):
                 # `init_weights(m)`, `m.reset_parameters()`: what the loop does to the layers is not
                 # known (after what it was seen to do): their initialisation is unknown, over
@@ -628,10 +628,10 @@ class _InitInterpreter(_Walker):
                 walker.inst.type_inits.append(
                     (next(self.fm.order), (), "*", InitSpec("unknown", origin=self.fm.src.span(stmt, within=self.fm.running))))
             return
-        if isinstance(it, cst.Call) and isinstance(it.func, cst.Attribute) and it.func.attr.value in ("parameters", "named_parameters"):
+        if type(it) is cst.Call and type(it.func) is cst.Attribute and it.func.attr.value in ("parameters", "named_parameters"):
             # What the loop does to each tensor, judged by its name and shape once the layers'
             # paths are known (param_loops); a body not read initialises every tensor unknown.
-            owner = self.ev(it.func.value) if not (isinstance(it.func.value, cst.Name) and it.func.value.value == "self") else None
+            owner = self.ev(it.func.value) if not (type(it.func.value) is cst.Name and it.func.value.value == "self") else None
             spec = InitSpec("unknown", origin=self.fm.src.span(stmt, within=self.fm.running))
             loop = read_loop(stmt, self.env, self.ev, self.call_stmt, spec.origin)
             types: tuple = ()

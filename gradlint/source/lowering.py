@@ -570,7 +570,7 @@ class _ArgReader:
         if name in ctor.kwargs:
             return ctor.kwargs[name]
         node = ctor.node
-        if not isinstance(node, cst.Call):  # built by the engine, not a call: its arguments are plain
+        if type(node) is not cst.Call:  # built by the engine, not a call: its arguments are plain
             return ctor.args[index] if index < len(ctor.args) else default
         written = 0
         for a in node.args:

@@ -91,9 +91,9 @@ class ConstructionEval:
         body: dict = {}  # the class body's own names, bound before (Python reads them first)
         for stmt in info.node.body.body:
             if type(stmt) is not cst.SimpleStatementLine:
-                if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) and stmt.name.value == attr:
+                if type(stmt) in (cst.FunctionDef, cst.ClassDef) and stmt.name.value == attr:
                     found = UNKNOWN  # a method or a nested class of that name
-                elif not isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) and mentions(stmt, attr):
+                elif type(stmt) not in (cst.FunctionDef, cst.ClassDef) and mentions(stmt, attr):
                     found = UNKNOWN  # bound (maybe) under an `if`, a loop, a `try`
                 continue
             for small in stmt.body:
@@ -212,9 +212,9 @@ class ConstructionEval:
             # f"layer{i}": module names built in loops (add_module) need the real text.
             parts = []
             for part in e.parts:
-                if isinstance(part, cst.FormattedStringText):
+                if type(part) is cst.FormattedStringText:
                     parts.append(part.value)
-                elif isinstance(part, cst.FormattedStringExpression) and part.format_spec is None and part.conversion is None:
+                elif type(part) is cst.FormattedStringExpression and part.format_spec is None and part.conversion is None:
                     v = self._eval(part.expression, env)
                     if not isinstance(v, (int, str)) or isinstance(v, bool):
                         return UNKNOWN
@@ -226,7 +226,7 @@ class ConstructionEval:
             text = dotted(e)
             if text is not None and text in env:
                 return env[text]
-            if isinstance(e.value, cst.Name) and e.value.value == "math" and e.attr.value in ("pi", "e"):
+            if type(e.value) is cst.Name and e.value.value == "math" and e.attr.value in ("pi", "e"):
                 return getattr(math, e.attr.value)
             if text == "self.training":
                 # Gradients are computed in training mode: forward is read as it runs there.
@@ -262,11 +262,11 @@ class ConstructionEval:
         if kind is cst.UnaryOperation:
             v = self._eval(e.expression, env)
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                if isinstance(e.operator, cst.Minus):
+                if type(e.operator) is cst.Minus:
                     return -v
-                if isinstance(e.operator, cst.Plus):
+                if type(e.operator) is cst.Plus:
                     return v
-            if isinstance(e.operator, cst.Not) and _truth(v) is not None:
+            if type(e.operator) is cst.Not and _truth(v) is not None:
                 return not _truth(v)
             return Sym(self.src.code(e)) if isinstance(v, Sym) else UNKNOWN
         if kind is cst.BinaryOperation:
@@ -275,9 +275,9 @@ class ConstructionEval:
             if _num(a) and _num(b) and op_text is not None:
                 folded = fold(op_text, a, b)  # None: too large, infinite, or a division by zero
                 return UNKNOWN if folded is None else folded
-            if isinstance(a, ListVal) and isinstance(b, ListVal) and isinstance(e.operator, cst.Add):
+            if isinstance(a, ListVal) and isinstance(b, ListVal) and type(e.operator) is cst.Add:
                 return ListVal(a.items + b.items)
-            if isinstance(a, ListVal) and isinstance(b, int) and isinstance(e.operator, cst.Multiply):
+            if isinstance(a, ListVal) and isinstance(b, int) and type(e.operator) is cst.Multiply:
                 # [nn.Linear(...)] * n repeats one module object n times.
                 if len(a.items) * b > MAX_ITEMS:
                     raise Exhausted()
@@ -292,7 +292,7 @@ class ConstructionEval:
         if kind in (cst.List, cst.Tuple):
             items: list = []
             for el in e.elements:
-                if isinstance(el, cst.StarredElement):
+                if type(el) is cst.StarredElement:
                     v = self._eval(el.value, env)
                     items.extend(spliced(v))
                 else:
@@ -304,11 +304,11 @@ class ConstructionEval:
             return self._boolop(e, env)
         if kind is cst.Dict:
             return self._dict(e, env)
-        if kind is cst.Subscript and len(e.slice) == 1 and isinstance(e.slice[0].slice, cst.Slice):
+        if kind is cst.Subscript and len(e.slice) == 1 and type(e.slice[0].slice) is cst.Slice:
             return self._slice(self._eval(e.value, env), e.slice[0].slice, env)
         if kind is cst.Subscript:
             base = self._eval(e.value, env)
-            if len(e.slice) == 1 and isinstance(e.slice[0].slice, cst.Index):
+            if len(e.slice) == 1 and type(e.slice[0].slice) is cst.Index:
                 idx = self._eval(e.slice[0].slice.value, env)
                 items = self.items_of(base)
                 if items is not None and isinstance(idx, int) and -len(items) <= idx < len(items):
@@ -340,17 +340,17 @@ class ConstructionEval:
             left = self._eval(e.left, env)
             right = self._eval(e.comparisons[0].comparator, env)
             op = e.comparisons[0].operator
-            if isinstance(op, (cst.Is, cst.IsNot)) and right is None and isinstance(left, Alt) and not left.splice:
+            if type(op) in (cst.Is, cst.IsNot) and right is None and isinstance(left, Alt) and not left.splice:
                 found = {o is None for o in left.options if o is not UNKNOWN and not isinstance(o, Sym) and not _may_be_none(o)}
                 if len(found) != 1 or len(left.options) != sum(1 for o in left.options if o is not UNKNOWN and not isinstance(o, Sym)
                                                                and not _may_be_none(o)):
                     return UNKNOWN
                 result = found.pop()
-                return result if isinstance(op, cst.Is) else not result
-            if isinstance(op, (cst.Is, cst.IsNot)) and right is None and left is not UNKNOWN and not isinstance(left, Sym) \
+                return result if type(op) is cst.Is else not result
+            if type(op) in (cst.Is, cst.IsNot) and right is None and left is not UNKNOWN and not isinstance(left, Sym) \
                     and not _may_be_none(left):
                 result = left is None
-                return result if isinstance(op, cst.Is) else not result
+                return result if type(op) is cst.Is else not result
             if _num(left) and _num(right):
                 ops = {cst.Equal: lambda x, y: x == y, cst.NotEqual: lambda x, y: x != y,
                        cst.LessThan: lambda x, y: x < y, cst.GreaterThan: lambda x, y: x > y,
@@ -358,19 +358,19 @@ class ConstructionEval:
                 for kind, fn in ops.items():
                     if isinstance(op, kind):
                         return fn(left, right)
-            if isinstance(op, (cst.Equal, cst.NotEqual)) and any(
+            if type(op) in (cst.Equal, cst.NotEqual) and any(
                     isinstance(a, str) and (isinstance(b, (ClassRef, Ctor, ListVal, bool)) and not _maybe_none(b)
                                             or b is None or _num(b))
                     for a, b in ((left, right), (right, left))):
-                return isinstance(op, cst.NotEqual)  # a string never equals a class, a module, a number
-            if isinstance(left, str) and isinstance(right, str) and isinstance(op, (cst.Equal, cst.NotEqual)):
-                return (left == right) == isinstance(op, cst.Equal)
-            if isinstance(op, (cst.In, cst.NotIn)) and (isinstance(left, str) or _num(left) or left is None):
+                return type(op) is cst.NotEqual  # a string never equals a class, a module, a number
+            if isinstance(left, str) and isinstance(right, str) and type(op) in (cst.Equal, cst.NotEqual):
+                return (left == right) == (type(op) is cst.Equal)
+            if type(op) in (cst.In, cst.NotIn) and (isinstance(left, str) or _num(left) or left is None):
                 items = right.items if isinstance(right, ListVal) else list(right.items) if isinstance(right, DictVal) else None
                 if isinstance(right, str) and isinstance(left, str):
-                    return (left in right) == isinstance(op, cst.In)
+                    return (left in right) == (type(op) is cst.In)
                 if items is not None and all(isinstance(i, (str, int, float)) or i is None for i in items):
-                    return (left in items) == isinstance(op, cst.In)
+                    return (left in items) == (type(op) is cst.In)
             return UNKNOWN
         return UNKNOWN
 
@@ -379,7 +379,7 @@ class ConstructionEval:
         unless the other side settles the truth value."""
         left = self._eval(e.left, env)
         t = _truth(left)
-        is_and = isinstance(e.operator, cst.And)
+        is_and = type(e.operator) is cst.And
         if t is not None:
             if t != is_and:  # `False and ...`, `True or ...`
                 return left
@@ -394,7 +394,7 @@ class ConstructionEval:
     def _dict(self, e: cst.Dict, env: dict) -> Any:
         items: dict = {}
         for el in e.elements:
-            if isinstance(el, cst.DictElement):
+            if type(el) is cst.DictElement:
                 k = self._eval(el.key, env)
                 if not isinstance(k, str):
                     return UNKNOWN
@@ -452,7 +452,7 @@ class ConstructionEval:
 
     def _iterable(self, expr: cst.BaseExpression, env: dict) -> list | None:
         """The items a `for` iterates over, when they are known."""
-        if isinstance(expr, cst.Call):
+        if type(expr) is cst.Call:
             name = dotted(expr.func)
             if name == "range":
                 args = [self._eval(a.value, env) for a in expr.args]
@@ -475,10 +475,10 @@ class ConstructionEval:
         return None if items is None else list(items)
 
     def _bind(self, target: cst.BaseExpression, value: Any, env: dict) -> bool:
-        if isinstance(target, cst.Name):
+        if type(target) is cst.Name:
             env[target.value] = value
             return True
-        if isinstance(target, (cst.Tuple, cst.List)):
+        if type(target) in (cst.Tuple, cst.List):
             elements = [el.value for el in target.elements]
             if isinstance(value, ListVal) and len(value.items) == len(elements):
                 return all(self._bind(t, v, env) for t, v in zip(elements, value.items))
@@ -495,7 +495,7 @@ def _names_in(target: cst.CSTNode) -> list[str]:
     """The plain names a target binds (`a`, `a, b`, `[a, *b]`)."""
     if type(target) is cst.Name:
         return [target.value]
-    if isinstance(target, (cst.Tuple, cst.List)):
+    if type(target) in (cst.Tuple, cst.List):
         return [n for el in target.elements for n in _names_in(el.value)]
     if type(target) is cst.StarredElement:
         return _names_in(target.value)

@@ -96,16 +96,16 @@ class FileModel(ConstructionEval, ConfigObjects, ConstructCalls):
     def _collect(self) -> None:
         tables: list[tuple[str, cst.BaseExpression]] = []
         for stmt in self.src.module.body:
-            if isinstance(stmt, cst.SimpleStatementLine):
+            if type(stmt) is cst.SimpleStatementLine:
                 for small in stmt.body:
                     if type(small) is cst.AnnAssign and type(small.target) is cst.Name and small.value is not None and (
-                            isinstance(small.value, cst.Dict) or (
-                                isinstance(small.value, cst.Call) and dotted(small.value.func) == "dict")):
+                            type(small.value) is cst.Dict or (
+                                type(small.value) is cst.Call and dotted(small.value.func) == "dict")):
                         tables.append((small.target.value, small.value))  # `cfgs: dict[str, list] = {...}`
                         continue
-                    if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name):
-                        if isinstance(small.value, cst.Dict) or (
-                                isinstance(small.value, cst.Call) and dotted(small.value.func) == "dict"):
+                    if type(small) is cst.Assign and len(small.targets) == 1 and type(small.targets[0].target) is cst.Name:
+                        if type(small.value) is cst.Dict or (
+                                type(small.value) is cst.Call and dotted(small.value.func) == "dict"):
                             tables.append((small.targets[0].target.value, small.value))
                             continue
                         self.meter.allow()
@@ -116,9 +116,9 @@ class FileModel(ConstructionEval, ConfigObjects, ConstructCalls):
                             # `ReluRNN = functools.partial(nn.RNN, nonlinearity="relu")`, `Cell =
                             # nn.GRU`: a class (with arguments bound), which the file's classes build
                             self.constants[small.targets[0].target.value] = value
-                    elif isinstance(small, cst.Assign) and len(small.targets) == 1:
+                    elif type(small) is cst.Assign and len(small.targets) == 1:
                         self._unpacked_constants(small.targets[0].target, small.value)
-            elif isinstance(stmt, cst.FunctionDef):
+            elif type(stmt) is cst.FunctionDef:
                 self.functions[stmt.name.value] = stmt
         for node, nested in _walk_classes(self.src.module):
             if nested and node.name.value in self.classes:
@@ -126,7 +126,7 @@ class FileModel(ConstructionEval, ConfigObjects, ConstructCalls):
                 # it never replaces the module's own class of that name
                 continue
             bases = tuple(dotted(b.value) or "" for b in node.bases)
-            methods = {s.name.value: s for s in node.body.body if isinstance(s, cst.FunctionDef)}
+            methods = {s.name.value: s for s in node.body.body if type(s) is cst.FunctionDef}
             self.classes[node.name.value] = ClassInfo(node.name.value, node, bases, methods)
         changed = True
         while changed:  # a class deriving from a module class of this file is a module too
@@ -280,10 +280,10 @@ def _walk_classes(module: cst.Module):
     stack: list = [(n, False) for n in module.body]
     while stack:
         node, nested = stack.pop(0)
-        if isinstance(node, cst.ClassDef):
+        if type(node) is cst.ClassDef:
             yield node, nested
-            stack.extend((s, True) for s in node.body.body if isinstance(s, cst.ClassDef))
-        elif isinstance(node, (cst.If, cst.Try)):
+            stack.extend((s, True) for s in node.body.body if type(s) is cst.ClassDef)
+        elif type(node) in (cst.If, cst.Try):
             stack.extend((s, nested) for s in node.body.body)
 
 
@@ -373,7 +373,7 @@ def _signature(fm: FileModel, info: ClassInfo) -> tuple | None:
         own = all("torch.nn.Module" in fm.imports.qualify_dotted(b) for b in info.bases)
         return () if own else None
     ps = init.params
-    if isinstance(ps.star_arg, cst.Param) or ps.star_kwarg is not None or ps.posonly_params:
+    if type(ps.star_arg) is cst.Param or ps.star_kwarg is not None or ps.posonly_params:
         return None
     out: list = []
     positional = list(ps.params)[1:]

@@ -88,7 +88,7 @@ def _bind_neutral(ps: cst.Parameters, args: tuple, skip: int, fm: FileModel,
     names = {*positional, *(p.name.value for p in ps.kwonly_params)}
     pos: list = []
     kw: dict = {}
-    star, stars = isinstance(ps.star_arg, cst.Param), ps.star_kwarg is not None
+    star, stars = type(ps.star_arg) is cst.Param, ps.star_kwarg is not None
     given = 0  # positional arguments, those *args takes included
     for key, value in args:
         v = _from_neutral(value[0], fm, origin) if value else UNKNOWN

@@ -50,9 +50,9 @@ _SMALL: dict[type, str] = {
 def statements(body: Any) -> Any:
     """The statements of a block: an indented block's, a one-line suite itself (`if x: f(x)`),
     or a list or tuple of statements as given."""
-    if isinstance(body, cst.IndentedBlock):
+    if type(body) is cst.IndentedBlock:
         return body.body
-    if isinstance(body, cst.SimpleStatementSuite):
+    if type(body) is cst.SimpleStatementSuite:
         return (body,)
     return body
 
@@ -62,7 +62,7 @@ def else_body(stmt: cst.If) -> Any:
     statement), or None."""
     if stmt.orelse is None:
         return None
-    return stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse]
+    return stmt.orelse.body if type(stmt.orelse) is cst.Else else [stmt.orelse]
 
 
 class StatementWalker:

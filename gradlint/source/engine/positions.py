@@ -195,7 +195,7 @@ class LazyPositions:
             if k >= len(body):
                 return None
             lines.append(body[k].lineno)
-            n = len(stmt.body) if isinstance(stmt, cst.SimpleStatementLine) else 1
+            n = len(stmt.body) if type(stmt) is cst.SimpleStatementLine else 1
             groups.append(body[k:k + n])
             k += n
         if k != len(body):
@@ -312,7 +312,7 @@ class LazyPositions:
 
         out: dict[int, tuple[int, int, int, int]] = {}
         for c, a in zip(calls, a_calls):
-            if len(c.args) != len(a.args) + len(a.keywords) or (isinstance(c.func, cst.Name) and not (
+            if len(c.args) != len(a.args) + len(a.keywords) or (type(c.func) is cst.Name and not (
                     isinstance(a.func, ast.Name) and a.func.id == c.func.value)):
                 return {}
             if c.lpar or a.end_lineno is None or a.end_col_offset is None:
@@ -411,7 +411,7 @@ class LazyPositions:
             if not self.lines:
                 self._resolve_all()
                 return self.cache.get(node, default)
-        if (isinstance(node, (cst.Call, cst.Name)) or type(node) in _EXPRESSIONS) and "\f" not in self.text:
+        if (type(node) in (cst.Call, cst.Name) or type(node) in _EXPRESSIONS) and "\f" not in self.text:
             # CPython's columns are the file's; libcst's are those of the text parsed without
             # indentation form feeds (parse_module), which SourceFile.span shifts back: a file
             # with form feeds takes libcst's positions only, so that every column is shifted once.

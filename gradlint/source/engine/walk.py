@@ -100,12 +100,25 @@ def walk(node: cst.CSTNode, stop: tuple[type, ...] = (cst.Lambda,)) -> Iterator[
     """Pre-order, in evaluation order (`evaluated_children`); does not descend into `stop` nodes
     (lambdas run later, if ever)."""
     stack = [node]
+    # node type -> whether it is one of `stop`: isinstance on libcst's ABCs ran a Python frame per
+    # node (the most frequent test of the extraction)
+    stops = _STOPS.get(stop)
+    if stops is None:
+        stops = _STOPS[stop] = {}
     while stack:
         n = stack.pop()
         yield n
-        if n is not node and isinstance(n, stop):
-            continue
+        if n is not node:
+            kind = type(n)
+            hit = stops.get(kind)
+            if hit is None:
+                hit = stops[kind] = isinstance(n, stop)
+            if hit:
+                continue
         stack.extend(reversed(evaluated_children(n)))
+
+
+_STOPS: dict[tuple[type, ...], dict[type, bool]] = {}
 
 
 def mentions(node: cst.CSTNode, name: str) -> bool:
@@ -161,24 +174,24 @@ def statements_in(node: cst.CSTNode, into_defs: bool = False) -> Iterator[cst.CS
             part = getattr(n, field, None)
             if type(part) is list or type(part) is tuple:
                 todo.extend(part)
-            elif isinstance(part, cst.CSTNode):
+            elif part is not None and is_node(part):
                 todo.append(part)
 
 
 def suite(body) -> list:
     """The statements of an indented block, or the one-line suite itself (`for x in y: f(x)`)."""
-    if isinstance(body, cst.IndentedBlock):
+    if type(body) is cst.IndentedBlock:
         return list(body.body)
     return [body]
 
 
 def headers(stmt: cst.CSTNode) -> list:
     """The expressions a compound statement evaluates itself (not its body's)."""
-    if isinstance(stmt, cst.If) or isinstance(stmt, cst.While):
+    if type(stmt) is cst.If or type(stmt) is cst.While:
         return [stmt.test]
-    if isinstance(stmt, cst.For):
+    if type(stmt) is cst.For:
         return [stmt.target, stmt.iter]
-    if isinstance(stmt, cst.With):
+    if type(stmt) is cst.With:
         return [i.item for i in stmt.items]
     return []
 
