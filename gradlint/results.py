@@ -62,6 +62,7 @@ class ResultCache:
         self.through_deps: set[int] = set()
         # The modules the lookups of this run's files reached (keep): their facts are stored.
         self.reached: set[str] = set()
+        self.fresh: list[str] = []  # the names reached since the caller last took them
 
     def _slot(self, i: int, fingerprint: str) -> cache.Slot:
         path, display = self.files[i]
@@ -100,7 +101,10 @@ class ResultCache:
         is made by `flush`, with the others."""
         if modules:
             named = self.names[i]
-            self.reached.update(modules if named is None else (m for m in modules if m != named[0]))
+            for m in modules:
+                if m not in self.reached and (named is None or m != named[0]):
+                    self.reached.add(m)
+                    self.fresh.append(m)
         if result.internal_error or facts.internal_error:
             return
         self.kept.append((i, result, facts.depends, modules, words))
