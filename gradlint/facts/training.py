@@ -72,6 +72,10 @@ class Event:
     each: the optimizers a step, clear or unscale is drawn from, as written (`self.optimizers`),
       when its target is the variable of a loop over them (`for opt in self.optimizers:
       scaler.step(opt)`): that loop is one update of each, so its block is no loop of its own.
+    each_items: the optimizers `each` holds, when the file binds it to a display of them that
+      it never changes (`optimizers = [opt_b, SGD(head.parameters())]`): each as (its name, or
+      for one built in the display the container subscripted, `optimizers[1]`, and the modules
+      whose `.parameters()` it is given); () when what it holds is not known.
     """
 
     kind: str
@@ -94,6 +98,7 @@ class Event:
     ref: str = ""
     each: str = ""
     param: str = ""
+    each_items: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)

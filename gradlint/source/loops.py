@@ -339,7 +339,7 @@ class _Extractor(CallEvents, StatementWalker):
         ctx = ctx.replace(parent_stmt=sid)
         head = stmt.iter if isinstance(stmt, cst.For) else stmt.test
         out.extend(self.events(head, sid, ctx))
-        var, each = self.each_optimizer(stmt, ctx.fid)
+        var, each, known = self.each_optimizer(stmt, ctx.fid)
         # the variable of a loop over the optimizers holds one of them, whatever its name; over
         # a container known to hold none (`for opt in self.opt_models`), none, whatever its name
         inner = ctx
@@ -350,7 +350,7 @@ class _Extractor(CallEvents, StatementWalker):
         if each and all(e.kind in _PER_OPTIMIZER for e in iter_events(body)):
             # `for opt in self.optimizers: scaler.step(opt)`: one update of every optimizer,
             # not a loop of steps
-            body = _drawn_from(dataclasses.replace(body, kind="body"), var, each)
+            body = _drawn_from(dataclasses.replace(body, kind="body"), var, each, known)
         out.append(body)
         if stmt.orelse is not None:
             out.extend(self.block(_suite(stmt.orelse.body), ctx, "body").items)
@@ -358,16 +358,17 @@ class _Extractor(CallEvents, StatementWalker):
 
     while_stmt = for_stmt
 
-    def each_optimizer(self, stmt: cst.CSTNode, fid: int) -> tuple[str, str]:
-        """(the variable, what it iterates as written) of a loop over the optimizers: `for opt in
-        self.optimizers` (also `optimizers.values()`, Lightning's `self.optimizers()`), `for name,
-        opt in optimizers.items()`, `for opt in (opt_g, opt_d)`; ('', '') for any other loop.
-        A container the engine knows (a display bound in the file, never changed in place) is
-        one of optimizers when each of its items is one (by its value, else by its name), and
-        a dict iterated for its keys is none; the name of what is iterated decides otherwise.
-        (the variable, '') for a container the engine knows holds no optimizer at all."""
+    def each_optimizer(self, stmt: cst.CSTNode, fid: int) -> tuple[str, str, tuple]:
+        """(the variable, what it iterates as written, the optimizers it holds) of a loop over the
+        optimizers: `for opt in self.optimizers` (also `optimizers.values()`, Lightning's
+        `self.optimizers()`), `for name, opt in optimizers.items()`, `for opt in (opt_g, opt_d)`;
+        ('', '', ()) for any other loop. A container the engine knows (a display bound in the
+        file, never changed in place) is one of optimizers when each of its items is one (by its
+        value, else by its name), and a dict iterated for its keys is none; the name of what is
+        iterated decides otherwise. (the variable, '', ()) for a container the engine knows holds
+        no optimizer at all. The optimizers held are `_held`'s, () when not known."""
         if not isinstance(stmt, cst.For):
-            return "", ""
+            return "", "", ()
         target, it, written = stmt.target, stmt.iter, _text(stmt.iter)
         values = False  # a dict's values are iterated
         if isinstance(it, cst.Call) and not it.args and isinstance(it.func, cst.Attribute) and it.func.attr.value == "items" \
@@ -377,14 +378,14 @@ class _Extractor(CallEvents, StatementWalker):
             written = _text(it) + ".values()"
             values = True
         if not isinstance(target, cst.Name):
-            return "", ""
+            return "", "", ()
         scope = self._scope_nodes.get(fid)
         if isinstance(it, (cst.Tuple, cst.List)):
             known = self.pre._object(it, scope)
             items = known.items if type(known) is ListVal else ()
             if len(items) > 1 and all(self._item_is_optimizer(v) for v in items):
-                return target.value, written
-            return self._none_of(target.value, items), ""
+                return target.value, written, _held(known, "")
+            return self._none_of(target.value, items), "", ()
         if isinstance(it, cst.Call) and not it.args:
             func = it.func
             if isinstance(func, cst.Attribute) and func.attr.value == "values":
@@ -393,19 +394,22 @@ class _Extractor(CallEvents, StatementWalker):
                 it = func
         text = dotted(it) if isinstance(it, (cst.Name, cst.Attribute)) else None
         if not text:
-            return "", ""
+            return "", "", ()
         known = self.pre.value_of(text, scope, items=True)
         if type(known) in (ListVal, DictVal) and known.items:
             if type(known) is DictVal and not values:
-                return target.value, ""  # its keys
+                return target.value, "", ()  # its keys
             items = items_of(known)
             if all(self._item_is_optimizer(v) for v in items):
-                return target.value, written
-            return self._none_of(target.value, items), ""
+                # what it holds is read only from a display bound to the name itself, not
+                # through another name or a function's result (whose names are another scope's)
+                direct = "." not in text and type(self.pre.env.lookup(scope, text)) in (ListVal, DictVal)
+                return target.value, written, _held(known, text) if direct else ()
+            return self._none_of(target.value, items), "", ()
         last = _last(text)
         if last.endswith("s") and (last.lower() == "opts" or is_optimizer_name(last)):
-            return target.value, written
-        return "", ""
+            return target.value, written, ()
+        return "", "", ()
 
     def _none_of(self, var: str, items: tuple) -> str:
         """`var` when every item is known to be something other than an optimizer, else ''."""
@@ -670,17 +674,41 @@ class _Extractor(CallEvents, StatementWalker):
 _PER_OPTIMIZER = frozenset({"step", "clear", "unscale", "clip"})
 
 
-def _drawn_from(block: Block, var: str, each: str) -> Block:
-    """The events of a loop over the optimizers whose optimizer is the loop variable, marked."""
+def _drawn_from(block: Block, var: str, each: str, known: tuple = ()) -> Block:
+    """The events of a loop over the optimizers whose optimizer is the loop variable, marked
+    (with the optimizers the container holds, when they are known)."""
     items = []
     for it in block.items:
         if isinstance(it, Block):
-            items.append(_drawn_from(it, var, each))
+            items.append(_drawn_from(it, var, each, known))
         elif it.target == var:
-            items.append(dataclasses.replace(it, each=each))
+            items.append(dataclasses.replace(it, each=each, each_items=known))
         else:
             items.append(it)
     return dataclasses.replace(block, items=tuple(items))
+
+
+def _held(container: ListVal | DictVal, text: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The optimizers of a container display (Event.each_items): each as its name, or, built in
+    the display, as the container subscripted (`optimizers[0]`, `optimizers['head']`; `text`:
+    the container as written) with the modules whose `.parameters()` it is given. () when an
+    item is anything else (a function's result, a loop's variable, a starred run), or is built
+    in a display of the loop's header (`text` ''; built anew each time the loop runs): what the
+    container holds is then not known, and a loop over it steps optimizers we cannot name."""
+    keys = list(container.items) if type(container) is DictVal else list(range(len(container.items)))
+    out = []
+    for key, value in zip(keys, items_of(container)):
+        if type(value) is Ref and not value.item:
+            out.append((value.text, ()))
+        elif type(value) is Ctor and isinstance(value.node, cst.Call) and text:
+            if isinstance(key, (str, int)):
+                name = f"{text}[{key!r}]"
+            else:
+                name = f"{text}[{getattr(key, 'text', key)}]"  # a key known by its text (`Sym`)
+            out.append((name, tuple(_parameter_owners(value.node))))
+        else:
+            return ()
+    return tuple(out)
 
 
 def _jumps_over_rest(stmt: cst.CSTNode) -> bool:

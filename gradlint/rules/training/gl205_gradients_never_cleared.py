@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 from gradlint.findings import Finding, Severity
@@ -19,7 +20,8 @@ class GradientsNeverCleared(steps.StepRule):
     `p.grad = None`, `p.grad.zero_()`, SAM's `second_step(zero_grad=True)`. With two
     optimizers in one loop (a GAN), flags the one that steps while only the other is cleared:
     `opt_d.zero_grad()` (or `D.zero_grad()`, D being what `opt_d` trains) does not clear the
-    gradients `opt_g` applies.
+    gradients `opt_g` applies. A loop over a list or dict of optimizers the file builds
+    (`for opt in optimizers: opt.step()`) steps each of them.
 
     ## Why is this bad?
     `backward()` adds into `.grad`. Without clearing, step *n* applies the sum of the gradients
@@ -102,6 +104,17 @@ for real, z in loader:
     criterion(D(G(z)), ones).backward()
     opt_g.step()
 """, note="a GAN loop clearing only the discriminator's optimizer"),
+        Example("""\
+import torch
+
+optimizers = [torch.optim.SGD(backbone.parameters(), lr=0.1),
+              torch.optim.SGD(head.parameters(), lr=0.1)]
+for x, y in loader:
+    head.zero_grad()
+    criterion(head(backbone(x)), y).backward()
+    for opt in optimizers:
+        opt.step()
+""", note="optimizers stepped in a loop over a list of them, only the head cleared"),
         Example("""\
 import torch
 
@@ -291,7 +304,7 @@ def train(model, loader):
             clears = c.of("clear")
             backward = c.of("backward")[0]
             if not clears:
-                if _rebuilt_each_iteration(facts, c, c.of("step")):
+                if _rebuilt_each_iteration(facts, c, [u for f in c.of("step") for u in _units(facts, c, f)]):
                     continue  # a fresh optimizer (and leaf) per iteration starts from no gradient
                 step = c.of("step")[0]
                 yield ctx.finding(
@@ -299,33 +312,81 @@ def train(model, loader):
                     f"each step applies the sum of every earlier batch's gradients",
                     step.event.span, data={"backward_line": backward.event.span.line})
                 continue
-            for step, cleared in _uncleared_steps(facts, c, clears):
-                if _rebuilt_each_iteration(facts, c, [step]):
+            for step, units, cleared in _uncleared_steps(facts, c, clears):
+                units = [u for u in units if not _rebuilt_each_iteration(facts, c, [u])]
+                if not units:
                     continue
+                if units[0].drawn:
+                    # `for opt in optimizers: opt.step()` over a container of known optimizers
+                    where = f" for each `{step.event.target}` in `{step.event.each}`"
+                    whose = " and ".join(f"`{u.name}`" + (f" (training `{'`, `'.join(u.owned)}`)" if u.owned else "")
+                                         for u in units)
+                else:
+                    where, whose = "", f"`{step.event.target or step.target}`"
                 yield ctx.finding(
-                    f"`{steps.step_text(step.event)}` repeats in this loop but only {cleared} is cleared: "
-                    f"the gradients of `{step.event.target or step.target}` add up across steps",
-                    step.event.span, data={"backward_line": backward.event.span.line, "optimizer": step.target})
+                    f"`{steps.step_text(step.event)}` repeats in this loop{where} but only {cleared} is cleared: "
+                    f"the gradients of {whose} add up across steps",
+                    step.event.span, data={"backward_line": backward.event.span.line,
+                                           "optimizer": ", ".join(u.name for u in units)})
 
 
 # Functions _may_clear reads through before it assumes a clear it cannot see.
 _MAX_CALLEES = 32
 
 
+@dataclass(frozen=True)
+class _Unit:
+    """One optimizer an event steps or clears: its own target (`opt_b.step()`), or one of the
+    optimizers a loop over a container of known optimizers draws (`for opt in optimizers:
+    opt.step()` with `optimizers = [opt_b, SGD(head.parameters())]`: Event.each_items)."""
+
+    flat: object
+    name: str  # as the loop's function reads it (`opt_b`, `optimizers[1]`)
+    owned: tuple[str, ...] = ()  # the modules one built in the display trains, else ()
+    drawn: bool = False
+    made: str = ""  # the text whose binding builds it: its name, or its container's
+
+
+def _units(facts, c, f) -> list[_Unit]:
+    """The optimizers step or clear `f` updates: each of a known container it is drawn from when
+    the loop over it is in the context's own function (the names are that function's), else the
+    event's own target. A clear drawn from a container not known gives one unit of no name (it
+    may clear any optimizer)."""
+    ev = f.event
+    if ev.each:
+        container = ev.each[: -len(".values()")] if ev.each.endswith(".values()") else ev.each
+        # a name bound more than once may hold another display than the one read (the
+        # front-end keeps one of two displays alike); a display in the loop's header is itself
+        once = not container.isidentifier() or len(_bindings(facts, container, c.function.id)) == 1
+        if ev.each_items and ev.func == c.function.id and once:
+            return [_Unit(f, name, owned, True, container if owned or "[" in name else name)
+                    for name, owned in ev.each_items]
+        if ev.kind == "clear":
+            return [_Unit(f, "")]
+    return [_Unit(f, f.target, made=f.target)]
+
+
 def _uncleared_steps(facts, c, clears) -> list:
-    """Steps whose optimizer no clear of the loop reaches, while something else is cleared (a GAN
-    loop clearing `opt_d` and stepping `opt_g` too; a DQN loop clearing the target network and
-    stepping the local one's optimizer). A clear counts against a step only when it names another
-    optimizer that steps here, a model only such an optimizer trains, or an optimizer or model
-    built apart from the ones the step's optimizer trains (`_apart`); any other clear
-    (`p.grad = None`, an alias, a helper, an optimizer of unknown parameters) may clear anything."""
-    stepped = {f.target for f in c.of("step") if f.target and f.event.via != "sam"}
+    """Steps whose optimizers no clear of the loop reaches, while something else is cleared (a
+    GAN loop clearing `opt_d` and stepping `opt_g` too; a DQN loop clearing the target network
+    and stepping the local one's optimizer; a loop over a list of optimizers clearing only one
+    of their modules): (step, its uncleared units, the clears as named). A clear counts against
+    a step only when it names another optimizer that steps here, a model only such an optimizer
+    trains, or an optimizer or model built apart from the ones the step's optimizer trains
+    (`_apart`); any other clear (`p.grad = None`, an alias, a helper, an optimizer of unknown
+    parameters, a loop over optimizers not known) may clear anything."""
+    units = [u for f in c.of("step") if f.event.via != "sam" for u in _units(facts, c, f) if u.name]
+    stepped = {u.name for u in units}
     if not stepped:
         return []
-    owners = {o: {m for a in steps.assigns_to(facts, o, ("optimizer",)) for m in a.owners} for o in stepped}
+    owners: dict[str, set] = {}
+    for u in units:
+        got = set(u.owned) if u.owned else {m for a in steps.assigns_to(facts, u.name, ("optimizer",)) for m in a.owners}
+        owners[u.name] = owners.get(u.name, set()) | got
+    cleared = [u for f in clears for u in _units(facts, c, f)]
 
-    def may_clear(clear, step) -> bool:
-        target, opt = clear.target, step.target
+    def may_clear(clear: _Unit, unit: _Unit) -> bool:
+        target, opt = clear.name, unit.name
         if not target or target == opt:
             return True
         if target in stepped:
@@ -333,23 +394,27 @@ def _uncleared_steps(facts, c, clears) -> list:
         elsewhere = [o for o in stepped if o != opt and target in owners[o]]
         if elsewhere and owners[opt] and target not in owners[opt]:
             return False
-        if clear.event.func == step.event.func and clear.event.target and step.event.target:
+        step, ev = unit.flat, clear.flat.event
+        if not clear.drawn and not unit.drawn and ev.func == step.event.func and ev.target and step.event.target:
             # both in one function (a method inlined into the loop): the bindings are its texts
-            return not _apart(facts, clear.event.target, step.event.target, step.event.func)
-        return not _apart(facts, target, opt, c.function.id)
+            return not _apart(facts, ev.target, step.event.target, step.event.func)
+        return not _apart(facts, target, opt, c.function.id, unit.owned)
 
     out, seen = [], set()
     for step in c.of("step"):
-        opt = step.target
-        if opt not in stepped or opt in seen:
-            continue
-        seen.add(opt)
-        if any(may_clear(f, step) for f in clears):
+        open_units = []
+        for unit in _units(facts, c, step):
+            if not unit.name or unit.name not in stepped or unit.name in seen:
+                continue
+            seen.add(unit.name)
+            if not any(may_clear(f, unit) for f in cleared):
+                open_units.append(unit)
+        if not open_units:
             continue
         # named as the step's line writes them where the clears are in its function
         names = sorted({f.event.target if f.event.func == step.event.func and f.event.target else f.target
                         for f in clears})
-        out.append((step, " and ".join(f"`{n}`" for n in names)))
+        out.append((step, open_units, " and ".join(f"`{n}`" for n in names)))
     return out
 
 
@@ -391,17 +456,19 @@ def _bindings(facts, text: str, fid: int) -> list:
     return [a for a in made if a.func == fid] or made
 
 
-def _apart(facts, target: str, opt: str, fid: int) -> bool:
+def _apart(facts, target: str, opt: str, fid: int, owned: tuple[str, ...] = ()) -> bool:
     """Clearing `target` cannot clear the gradients optimizer `opt` steps (both as function `fid`
-    reads them): every binding of `opt` is an optimizer naming the modules it trains (`owned`),
-    and `target` is an optimizer whose every binding names other modules, or a module built by its
-    own constructor call; neither contains the other (no owned text is `target` or below or above
-    it), and no binding of one is made from the other (`target = Wrapper(local)`,
-    `local = target.encoder`)."""
-    bound = _bindings(facts, opt, fid)
-    if not bound or any(a.kind != "optimizer" or not a.owners for a in bound):
-        return False
-    owned = {m for a in bound for m in a.owners}
+    reads them): every binding of `opt` is an optimizer naming the modules it trains (`owned`,
+    or those given for one built in a container display), and `target` is an optimizer whose
+    every binding names other modules, or a module built by its own constructor call; neither
+    contains the other (no owned text is `target` or below or above it), and no binding of one
+    is made from the other (`target = Wrapper(local)`, `local = target.encoder`)."""
+    if not owned:
+        bound = _bindings(facts, opt, fid)
+        if not bound or any(a.kind != "optimizer" or not a.owners for a in bound):
+            return False
+        owned = tuple(m for a in bound for m in a.owners)
+    owned = set(owned)
     made = _bindings(facts, target, fid)
     if not made:
         return False
@@ -428,15 +495,17 @@ def _apart(facts, target: str, opt: str, fid: int) -> bool:
     return True
 
 
-def _rebuilt_each_iteration(facts, c, stepping) -> bool:
-    """The stepping optimizer is constructed inside the loop itself."""
+def _rebuilt_each_iteration(facts, c, stepping: list[_Unit]) -> bool:
+    """A stepping optimizer is constructed inside the loop itself (or the container display
+    that builds it is)."""
     loop_block = c.loop[1]
     body = [st for st in facts.stmts if st.block == loop_block]
     if not body:
         return False
     first, last = min(st.line for st in body), max(st.end_line for st in body)
-    for step in stepping:
-        for a in steps.assigns_to(facts, step.target, ("optimizer",)):
+    for unit in stepping:
+        kinds = ("optimizer",) if unit.made == unit.name else None
+        for a in steps.assigns_to(facts, unit.made, kinds):
             if a.func == c.function.id and first <= a.line <= last:
                 return True
     return False
