@@ -22,17 +22,18 @@ import libcst as cst
 from gradlint.facts.training import Assign, Block, Event, Function, Stmt, TrainingFacts, Value, iter_events, method_id
 from gradlint.findings import SourceSpan
 from gradlint.source.engine.calls import arg as _arg
-from gradlint.source.engine.env import Env, Ref, Returns
+from gradlint.source.engine.env import Env, Returns
 from gradlint.source.engine.fold import number as _number
 from gradlint.source.engine.interp import StatementWalker
-from gradlint.source.engine.values import UNKNOWN, Ctor, DictVal, ListVal
+from gradlint.source.engine.values import UNKNOWN, Ctor
 from gradlint.source.engine.walk import headers as _headers
 from gradlint.source.engine.walk import suite as _suite
 from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
-from gradlint.source.loop_calls import CLIP_NAMES, OPTIMIZER_CLASSES, _last, is_optimizer_name, _names_in, CallEvents
+from gradlint.source.loop_calls import CLIP_NAMES, OPTIMIZER_CLASSES, _names_in, CallEvents
 from gradlint.source.loop_configs import config_fields
-from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts, items_of
+from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
+from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
 from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted, wraps_module
 from gradlint.text import split_lines
 
@@ -78,7 +79,7 @@ _RELEVANT = re.compile(r"backward|step\(|clip|zero_grad|\.grad\b|no_grad|inferen
                        r"TrainingArguments|register_hook|[Ss]caler\(")
 
 
-class _Extractor(CallEvents, StatementWalker):
+class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
     """The training-loop facts of one file: a recorder over statements that uses the engine's
     dispatch (engine/interp.py) and keeps its own blocks (`block`, `if_block`) and events."""
 
@@ -358,72 +359,6 @@ class _Extractor(CallEvents, StatementWalker):
 
     while_stmt = for_stmt
 
-    def each_optimizer(self, stmt: cst.CSTNode, fid: int) -> tuple[str, str, tuple]:
-        """(the variable, what it iterates as written, the optimizers it holds) of a loop over the
-        optimizers: `for opt in self.optimizers` (also `optimizers.values()`, Lightning's
-        `self.optimizers()`), `for name, opt in optimizers.items()`, `for opt in (opt_g, opt_d)`;
-        ('', '', ()) for any other loop. A container the engine knows (a display bound in the
-        file, never changed in place) is one of optimizers when each of its items is one (by its
-        value, else by its name), and a dict iterated for its keys is none; the name of what is
-        iterated decides otherwise. (the variable, '', ()) for a container the engine knows holds
-        no optimizer at all. The optimizers held are `_held`'s, () when not known."""
-        if not isinstance(stmt, cst.For):
-            return "", "", ()
-        target, it, written = stmt.target, stmt.iter, _text(stmt.iter)
-        values = False  # a dict's values are iterated
-        if isinstance(it, cst.Call) and not it.args and isinstance(it.func, cst.Attribute) and it.func.attr.value == "items" \
-                and isinstance(target, cst.Tuple) and len(target.elements) == 2:
-            # `for key, opt in optimizers.items()`: the values are the optimizers
-            target, it = target.elements[1].value, it.func.value
-            written = _text(it) + ".values()"
-            values = True
-        if not isinstance(target, cst.Name):
-            return "", "", ()
-        scope = self._scope_nodes.get(fid)
-        if isinstance(it, (cst.Tuple, cst.List)):
-            known = self.pre._object(it, scope)
-            items = known.items if type(known) is ListVal else ()
-            if len(items) > 1 and all(self._item_is_optimizer(v) for v in items):
-                return target.value, written, _held(known, "")
-            return self._none_of(target.value, items), "", ()
-        if isinstance(it, cst.Call) and not it.args:
-            func = it.func
-            if isinstance(func, cst.Attribute) and func.attr.value == "values":
-                it, values = func.value, True
-            else:
-                it = func
-        text = dotted(it) if isinstance(it, (cst.Name, cst.Attribute)) else None
-        if not text:
-            return "", "", ()
-        known = self.pre.value_of(text, scope, items=True)
-        if type(known) in (ListVal, DictVal) and known.items:
-            if type(known) is DictVal and not values:
-                return target.value, "", ()  # its keys
-            items = items_of(known)
-            if all(self._item_is_optimizer(v) for v in items):
-                # what it holds is read only from a display bound to the name itself, not
-                # through another name or a function's result (whose names are another scope's)
-                direct = "." not in text and type(self.pre.env.lookup(scope, text)) in (ListVal, DictVal)
-                return target.value, written, _held(known, text) if direct else ()
-            return self._none_of(target.value, items), "", ()
-        last = _last(text)
-        if last.endswith("s") and (last.lower() == "opts" or is_optimizer_name(last)):
-            return target.value, written, ()
-        return "", "", ()
-
-    def _none_of(self, var: str, items: tuple) -> str:
-        """`var` when every item is known to be something other than an optimizer, else ''."""
-        kinds = [self.pre.kind(v, self.qualify) for v in items]
-        return var if kinds and all(k and k != "optimizer" for k in kinds) else ""
-
-    def _item_is_optimizer(self, value) -> bool:
-        """An item of a container: an optimizer by the engine's value, else (nothing known) by the
-        name it was written as."""
-        known = self.pre.kind(value, self.qualify)
-        if known:
-            return known == "optimizer"
-        return type(value) is Ref and is_optimizer_name(value.text)
-
     def with_stmt(self, stmt: cst.With, sid: int, ctx: "_Ctx", *_) -> list:
         out: list[Block | Event] = []
         ctx = ctx.replace(parent_stmt=sid)
@@ -674,43 +609,6 @@ class _Extractor(CallEvents, StatementWalker):
 _PER_OPTIMIZER = frozenset({"step", "clear", "unscale", "clip"})
 
 
-def _drawn_from(block: Block, var: str, each: str, known: tuple = ()) -> Block:
-    """The events of a loop over the optimizers whose optimizer is the loop variable, marked
-    (with the optimizers the container holds, when they are known)."""
-    items = []
-    for it in block.items:
-        if isinstance(it, Block):
-            items.append(_drawn_from(it, var, each, known))
-        elif it.target == var:
-            items.append(dataclasses.replace(it, each=each, each_items=known))
-        else:
-            items.append(it)
-    return dataclasses.replace(block, items=tuple(items))
-
-
-def _held(container: ListVal | DictVal, text: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """The optimizers of a container display (Event.each_items): each as its name, or, built in
-    the display, as the container subscripted (`optimizers[0]`, `optimizers['head']`; `text`:
-    the container as written) with the modules whose `.parameters()` it is given. () when an
-    item is anything else (a function's result, a loop's variable, a starred run), or is built
-    in a display of the loop's header (`text` ''; built anew each time the loop runs): what the
-    container holds is then not known, and a loop over it steps optimizers we cannot name."""
-    keys = list(container.items) if type(container) is DictVal else list(range(len(container.items)))
-    out = []
-    for key, value in zip(keys, items_of(container)):
-        if type(value) is Ref and not value.item:
-            out.append((value.text, ()))
-        elif type(value) is Ctor and isinstance(value.node, cst.Call) and text:
-            if isinstance(key, (str, int)):
-                name = f"{text}[{key!r}]"
-            else:
-                name = f"{text}[{getattr(key, 'text', key)}]"  # a key known by its text (`Sym`)
-            out.append((name, tuple(_parameter_owners(value.node))))
-        else:
-            return ()
-    return tuple(out)
-
-
 def _jumps_over_rest(stmt: cst.CSTNode) -> bool:
     """An `if` with no else whose body ends in a jump, or a `try` with no finally whose every
     handler does: the statements after it run only on the other path."""
@@ -741,12 +639,6 @@ def _is_body_continue(body: cst.BaseSuite) -> bool:
         else:
             return False
     return len(smalls) == 1 and isinstance(smalls[0], cst.Continue)
-
-
-def _parameter_owners(call: cst.Call) -> list[str]:
-    out = [_text(n.func.value) for n in walk(call) if isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute)
-           and n.func.attr.value in ("parameters", "named_parameters")]
-    return list(dict.fromkeys(out))
 
 
 @dataclass(frozen=True)
