@@ -138,7 +138,7 @@ def parse_module(text: str) -> cst.Module:
         except KeyError:  # a module the parser imports is not imported yet: libcst's own way
             pass
         else:
-            if isinstance(module, cst.Module):
+            if type(module) is cst.Module:
                 return module
     return cst.parse_module(text)
 

@@ -23,7 +23,7 @@ Factor = tuple[float, tuple[str, ...]]
 
 
 def _all_none(node: cst.BaseExpression) -> bool:
-    if isinstance(node, cst.Name):
+    if type(node) is cst.Name:
         return node.value == "None"
     if isinstance(node, cst.Tuple | cst.List):
         return all(_all_none(e.value) for e in node.elements)
@@ -35,7 +35,7 @@ def _inputs(fn: cst.FunctionDef) -> list[str]:
     params = fn.params
     names = [p.name.value for p in list(params.posonly_params) + list(params.params)]
     rest = names[1:]  # the first is ctx
-    if isinstance(params.star_arg, cst.Param):
+    if type(params.star_arg) is cst.Param:
         rest.append(params.star_arg.name.value)
     return rest
 
@@ -49,18 +49,18 @@ def _setting(node: cst.BaseExpression, ctx: str) -> Factor | None:
     stored), or a sign, product or quotient of them."""
     if isinstance(node, cst.Integer | cst.Float):
         return (float(node.evaluated_value), ())
-    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+    if type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus:
         inner = _setting(node.expression, ctx)
         return (-inner[0], inner[1]) if inner is not None else None
-    if isinstance(node, cst.Attribute):
-        if isinstance(node.value, cst.Name) and node.value.value == ctx and node.attr.value not in _SAVED:
+    if type(node) is cst.Attribute:
+        if type(node.value) is cst.Name and node.value.value == ctx and node.attr.value not in _SAVED:
             return (1.0, (node.attr.value,))
         return None
-    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Multiply | cst.Divide):
+    if type(node) is cst.BinaryOperation and isinstance(node.operator, cst.Multiply | cst.Divide):
         left, right = _setting(node.left, ctx), _setting(node.right, ctx)
         if left is None or right is None:
             return None
-        return _times(left, right, isinstance(node.operator, cst.Divide))
+        return _times(left, right, type(node.operator) is cst.Divide)
     return None
 
 
@@ -75,18 +75,18 @@ def _times(a: Factor, b: Factor, divide: bool = False) -> Factor | None:
 def _linear(node: cst.BaseExpression, names: set[str], ctx: str) -> Factor | None:
     """`node` as one of `names` times a setting (`g`, `-g`, `g.neg() * ctx.alpha`, `x.view_as(x)`,
     `2 * x`); None for anything else."""
-    if isinstance(node, cst.Name):
+    if type(node) is cst.Name:
         return (1.0, ()) if node.value in names else None
-    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+    if type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus:
         inner = _linear(node.expression, names, ctx)
         return (-inner[0], inner[1]) if inner is not None else None
-    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in _SAME_VALUE:
+    if type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in _SAME_VALUE:
         inner = _linear(node.func.value, names, ctx)
         if inner is not None and node.func.attr.value == "neg":
             return (-inner[0], inner[1])
         return inner
-    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Multiply | cst.Divide):
-        divide = isinstance(node.operator, cst.Divide)
+    if type(node) is cst.BinaryOperation and isinstance(node.operator, cst.Multiply | cst.Divide):
+        divide = type(node.operator) is cst.Divide
         left = _linear(node.left, names, ctx)
         if left is not None:
             right = _setting(node.right, ctx)
@@ -106,16 +106,16 @@ _STEP_OPS = frozenset({"sign", "round", "floor", "ceil", "trunc", "heaviside", "
 
 def _mask(node: cst.BaseExpression) -> bool:
     """A comparison, or one cast to a tensor type (`(x.abs() <= 1).float()`)."""
-    if isinstance(node, cst.Comparison):
+    if type(node) is cst.Comparison:
         return True
-    return isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and \
+    return type(node) is cst.Call and type(node.func) is cst.Attribute and \
         node.func.attr.value in _CASTS and _mask(node.func.value)
 
 
 def _masked(node: cst.BaseExpression, names: set[str], ctx: str) -> Factor | None:
     """`g * (x.abs() <= 1).float()` (either order): the gradient, times a setting, kept where a
     comparison holds (BinaryNet's straight-through sign); None for anything else."""
-    if not (isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Multiply)):
+    if not (type(node) is cst.BinaryOperation and type(node.operator) is cst.Multiply):
         return None
     for grad, mask in ((node.left, node.right), (node.right, node.left)):
         if _mask(mask):
@@ -153,29 +153,29 @@ def _step_valued(node: cst.BaseExpression, x: str, params: frozenset[str] = froz
     `torch.where(x >= 0, 1., -1.)`, `F.one_hot(x.argmax(-1))`."""
     if _mask(node):
         return True
-    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Multiply | cst.Divide | cst.Add
+    if type(node) is cst.BinaryOperation and isinstance(node.operator, cst.Multiply | cst.Divide | cst.Add
                                                              | cst.Subtract):
         # a step scaled or shifted by what does not read the input (a scale, a zero point)
         for step, other in ((node.left, node.right), (node.right, node.left)):
             if _step_valued(step, x, params) and _constant_in(other, x, params):
                 return True
         return False
-    if isinstance(node, cst.Call):
+    if type(node) is cst.Call:
         func = node.func
-        name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
+        name = func.attr.value if type(func) is cst.Attribute else func.value if type(func) is cst.Name else ""
         if name in _STEP_OPS:
             return True
         args = [a.value for a in node.args]
         if name in _CASTS | {"clamp", "clip", "one_hot"}:
             # of the receiver (`q.clamp(-8, 7)`), or of torch's first argument (`F.one_hot(i)`)
-            inner = func.value if isinstance(func, cst.Attribute) and not (
-                isinstance(func.value, cst.Name) and func.value.value in ("torch", "F")) else (args[0] if args else None)
+            inner = func.value if type(func) is cst.Attribute and not (
+                type(func.value) is cst.Name and func.value.value in ("torch", "F")) else (args[0] if args else None)
             return inner is not None and _step_valued(inner, x, params)
         if name in ("argmax", "argmin"):
             return True
         if name == "where" and len(args) == 3:
             return all(isinstance(a, cst.Integer | cst.Float) or (
-                isinstance(a, cst.UnaryOperation) and isinstance(a.expression, cst.Integer | cst.Float)) for a in args[1:])
+                type(a) is cst.UnaryOperation and isinstance(a.expression, cst.Integer | cst.Float)) for a in args[1:])
     return False
 
 
@@ -183,12 +183,12 @@ def _saved_reads(fn: cst.FunctionDef, ctx: str) -> set[int]:
     """The ids of a backward's top-level statements that only read what the forward saved
     (`(x,) = ctx.saved_tensors`, `x = ctx.saved_tensors[0]`)."""
     out: set[int] = set()
-    for stmt in fn.body.body if isinstance(fn.body, cst.IndentedBlock) else ():
-        small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 else None
-        if not isinstance(small, cst.Assign):
+    for stmt in fn.body.body if type(fn.body) is cst.IndentedBlock else ():
+        small = stmt.body[0] if type(stmt) is cst.SimpleStatementLine and len(stmt.body) == 1 else None
+        if type(small) is not cst.Assign:
             continue
-        value = small.value.value if isinstance(small.value, cst.Subscript) else small.value
-        if isinstance(value, cst.Attribute) and isinstance(value.value, cst.Name) and value.value.value == ctx \
+        value = small.value.value if type(small.value) is cst.Subscript else small.value
+        if type(value) is cst.Attribute and type(value.value) is cst.Name and value.value.value == ctx \
                 and value.attr.value in ("saved_tensors", "saved_variables"):
             out.add(id(stmt))
     return out
@@ -200,10 +200,10 @@ def _aliases(fn: cst.FunctionDef, grads: list[str], ctx: str) -> tuple[set[str],
     names: set[str] = set(grads)
     found: set[str] = set()
     lines: set[int] = set()
-    for stmt in fn.body.body if isinstance(fn.body, cst.IndentedBlock) else ():
-        small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 else None
-        if not (isinstance(small, cst.Assign) and len(small.targets) == 1
-                and isinstance(small.targets[0].target, cst.Name)):
+    for stmt in fn.body.body if type(fn.body) is cst.IndentedBlock else ():
+        small = stmt.body[0] if type(stmt) is cst.SimpleStatementLine and len(stmt.body) == 1 else None
+        if not (type(small) is cst.Assign and len(small.targets) == 1
+                and type(small.targets[0].target) is cst.Name):
             continue
         target = small.targets[0].target.value
         if _linear(small.value, names, ctx) == (1.0, ()):
@@ -220,20 +220,20 @@ def _returns(fn: cst.FunctionDef, only: bool = False, skip: set[int] = frozenset
     """The values a function returns, when its body is plain statements ending in returns (no
     branch or loop to read); with `only`, when it holds nothing but a docstring, the statements
     `skip` names and returns of a value. None otherwise."""
-    body = fn.body.body if isinstance(fn.body, cst.IndentedBlock) else ()
+    body = fn.body.body if type(fn.body) is cst.IndentedBlock else ()
     out = []
     for stmt in body:
-        if not isinstance(stmt, cst.SimpleStatementLine):
+        if type(stmt) is not cst.SimpleStatementLine:
             return None
         if only and id(stmt) in skip:
             continue
         if only:
             small = stmt.body[0] if len(stmt.body) == 1 else None
-            if isinstance(small, cst.Expr) and isinstance(small.value, cst.SimpleString):
+            if type(small) is cst.Expr and type(small.value) is cst.SimpleString:
                 continue  # a docstring
-            if not (isinstance(small, cst.Return) and small.value is not None):
+            if not (type(small) is cst.Return and small.value is not None):
                 return None
-        out.extend(s.value for s in stmt.body if isinstance(s, cst.Return) and s.value is not None)
+        out.extend(s.value for s in stmt.body if type(s) is cst.Return and s.value is not None)
     return out or None
 
 
@@ -245,7 +245,7 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
     factor (gradient reversal: `x.view_as(x)` forward, `-ctx.alpha * g` backward). A backward
     that computes anything first, or an identity forward with its true derivative, is not."""
     grads = _inputs(backward)
-    if forward is None or not grads or isinstance(backward.params.star_arg, cst.Param):
+    if forward is None or not grads or type(backward.params.star_arg) is cst.Param:
         return False
     ctx, factors = _ctx(backward), set()
     # `grad_input = grad_output.clone(); return grad_input`: the gradient under another name
@@ -261,7 +261,7 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
         return False
     masked = False
     for value in given:
-        items = [e.value for e in value.elements] if isinstance(value, cst.Tuple) else [value]
+        items = [e.value for e in value.elements] if type(value) is cst.Tuple else [value]
         for item in items:
             if _all_none(item):
                 continue
@@ -297,7 +297,7 @@ def surrogate(forward: cst.FunctionDef | None, backward: cst.FunctionDef) -> boo
     if forward is None:
         return False
     inputs = _inputs(forward)
-    if not inputs or isinstance(forward.params.star_arg, cst.Param):
+    if not inputs or type(forward.params.star_arg) is cst.Param:
         return False
     read = {n.value for n in walk(forward.body) if type(n) is cst.Name}
     unread = [i for i, name in enumerate(inputs) if name not in read]
@@ -305,7 +305,7 @@ def surrogate(forward: cst.FunctionDef | None, backward: cst.FunctionDef) -> boo
     if not given:
         return False
     for value in given:
-        items = [e.value for e in value.elements] if isinstance(value, cst.Tuple) else [value]
+        items = [e.value for e in value.elements] if type(value) is cst.Tuple else [value]
         if any(i < len(items) and not _all_none(items[i]) for i in unread):
             return True
     return False

@@ -73,16 +73,16 @@ def _name_reads(node: cst.CSTNode) -> list[str]:
     stack = [node]
     while stack:
         n = stack.pop()
-        if isinstance(n, cst.Name):
+        if type(n) is cst.Name:
             out.append(n.value)
             continue
-        if isinstance(n, cst.Attribute):
+        if type(n) is cst.Attribute:
             d = dotted(n)
             if d:
                 out.append(d)
                 out.append(d.split(".")[0])
                 continue
-        if isinstance(n, cst.Lambda):
+        if type(n) is cst.Lambda:
             continue
         stack.extend(reversed(_children(n)))
     return out
@@ -117,8 +117,8 @@ def _call_kind(text: str, qualified: frozenset[str]) -> str:
 def _makes_leaf(call: cst.Call) -> bool:
     """`f(..., requires_grad=True)` or `t.requires_grad_()` / `t.requires_grad_(True)`."""
     def true(node) -> bool:
-        return isinstance(node, cst.Name) and node.value == "True"
-    if isinstance(call.func, cst.Attribute) and call.func.attr.value == "requires_grad_":
+        return type(node) is cst.Name and node.value == "True"
+    if type(call.func) is cst.Attribute and call.func.attr.value == "requires_grad_":
         return not call.args or (len(call.args) == 1 and true(call.args[0].value))
     return any(a.keyword is not None and a.keyword.value == "requires_grad" and true(a.value) for a in call.args)
 
@@ -172,14 +172,14 @@ class CallEvents:
         `t.requires_grad_()`), which carries a gradient whatever grad mode it is made in."""
         out: list[tuple[str, str]] = []
         for n in walk(value):
-            if not isinstance(n, cst.Call):
+            if type(n) is not cst.Call:
                 continue
             if _makes_leaf(n):
                 out.append((dotted(n.func) or "requires_grad_", "leaf"))
                 continue
             text = dotted(n.func)
             if text is None:
-                if isinstance(n.func, cst.Attribute) and n.func.attr.value in _TENSOR_METHODS:
+                if type(n.func) is cst.Attribute and n.func.attr.value in _TENSOR_METHODS:
                     out.append((n.func.attr.value, "op"))
                 continue
             out.append((text, _call_kind(text, self.qualify(n.func))))
@@ -205,7 +205,7 @@ class CallEvents:
 
     # -- calls ---------------------------------------------------------------------------------
     def events(self, expr: cst.CSTNode, sid: int, ctx: "_Ctx") -> list[Event]:
-        found = [n for n in walk(expr) if isinstance(n, cst.Call)]
+        found = [n for n in walk(expr) if type(n) is cst.Call]
         if not found:
             return []
         # inner calls run first: `clip(...)` inside `norm = float(clip(...))`, the scale inside
@@ -223,8 +223,8 @@ class CallEvents:
         q = self.qualify(func)
         fid = ctx.fid
         ng = ctx.nograd
-        attr = func.attr.value if isinstance(func, cst.Attribute) else (func.value if isinstance(func, cst.Name) else "")
-        receiver = func.value if isinstance(func, cst.Attribute) else None
+        attr = func.attr.value if type(func) is cst.Attribute else (func.value if type(func) is cst.Name else "")
+        receiver = func.value if type(func) is cst.Attribute else None
         recv_text = _text(receiver) if receiver is not None else ""
 
         if attr == "register_hook" and re.search(r"clamp|clip", _text(call)):
@@ -234,11 +234,11 @@ class CallEvents:
         if not q.isdisjoint(CLIP_TORCH) or (text and not q and any(text.endswith("nn.utils." + n) for n in CLIP_NAMES)):
             return [self._clip(call, "torch", text or attr, 1, ctx, sid)]
         if attr in CLIP_NAMES or attr == "clip_gradients":
-            if isinstance(func, cst.Name):
+            if type(func) is cst.Name:
                 if attr in self.pre.functions:
                     return [self._local_call(call, attr, None, ctx, sid)]
                 return [self._clip(call, "helper", attr, 1, ctx, sid)]
-            if isinstance(receiver, cst.Name) and _imported_function(q, recv_text):
+            if type(receiver) is cst.Name and _imported_function(q, recv_text):
                 # `utils.clip_gradients(model, 1.0)` with `import utils`: a function of a module,
                 # read as what it runs when the project defines it (rules/training/steps)
                 return [self._clip(call, "helper", text or attr, 1, ctx, sid)]
@@ -253,8 +253,8 @@ class CallEvents:
             pos = 1 if "accelerat" in recv_text.lower() or len(positional) >= 2 else 0
             return [self._clip(call, "framework", text or attr, pos, ctx, sid)]
         if attr and re.search(r"clip_?grad|grad_?clip", attr, re.IGNORECASE) and (
-                not q or (isinstance(func, cst.Name) or isinstance(receiver, cst.Name)) and _imported_function(q, recv_text)):
-            if isinstance(func, cst.Name) and attr in self.pre.functions:
+                not q or (type(func) is cst.Name or type(receiver) is cst.Name) and _imported_function(q, recv_text)):
+            if type(func) is cst.Name and attr in self.pre.functions:
                 return [self._local_call(call, attr, None, ctx, sid)]
             if recv_text == "self" and attr in self.pre.methods:
                 return [self._local_call(call, attr, "self", ctx, sid)]
@@ -274,7 +274,7 @@ class CallEvents:
         if attr == "backward" and receiver is not None:
             if recv_text == "self" and "backward" in self.pre.methods:
                 return [self._local_call(call, "backward", "self", ctx, sid)]
-            if isinstance(receiver, cst.Call) and isinstance(receiver.func, cst.Attribute) and receiver.func.attr.value == "scale":
+            if type(receiver) is cst.Call and type(receiver.func) is cst.Attribute and receiver.func.attr.value == "scale":
                 loss = _arg(receiver, 0, "outputs")
                 return [self._backward(call, "scaler", loss, ctx, sid, scaler=_text(receiver.func.value))]
             low = recv_text.lower()
@@ -289,7 +289,7 @@ class CallEvents:
                 return [self._backward(call, "deepspeed", _arg(call, 0, "loss"), ctx, sid)]
             if recv_text.startswith("super(") or recv_text in ("ctx", "cls"):
                 return []
-            if positional and isinstance(receiver, (cst.Name, cst.Attribute)) and re.search(
+            if positional and type(receiver) in (cst.Name, cst.Attribute) and re.search(
                     r"model|module|strategy|plugin|precision|trainer|runner|booster|wrapper|learner|agent", _last(low)):
                 # `strategy.backward(loss)`: a framework object whose first argument is the loss;
                 # elsewhere `y.backward(g)` backpropagates y, and g is only its incoming gradient
@@ -307,7 +307,7 @@ class CallEvents:
             scope = self._scope_nodes.get(fid)
             scaler = self._scaler_name(recv_text, scope) or self._passed_as(recv_text, fid, ctx, self._made_scaler)
             zero = _arg(call, -1, "zero_grad")
-            clears = isinstance(zero, cst.Name) and zero.value == "True"
+            clears = type(zero) is cst.Name and zero.value == "True"
             if attr == "step" and scaler:
                 opt = _arg(call, 0, "optimizer")
                 return [Event("step", span, fid, sid, ng, via="scaler", target=_text(opt) if opt is not None else "",
@@ -322,9 +322,9 @@ class CallEvents:
                 name = ""
                 if closure is not None:
                     name = _text(closure)
-                    if isinstance(closure, cst.Name) and closure.value in self.pre.functions:
+                    if type(closure) is cst.Name and closure.value in self.pre.functions:
                         callees = (-1,)
-                    elif isinstance(closure, cst.Attribute) and recv_text and closure.attr.value in self.pre.methods:
+                    elif type(closure) is cst.Attribute and recv_text and closure.attr.value in self.pre.methods:
                         callees = (-1,)
                 ev = Event("step", span, fid, sid, ng, via="sam" if attr != "step" else "optimizer",
                            target=recv_text, name=name, callees=callees, clears=clears)
@@ -365,14 +365,14 @@ class CallEvents:
                 re.search("trainer", _last(recv_text), re.IGNORECASE)
                 or not self._assigned(recv_text).isdisjoint(("pl_trainer", "hf_trainer"))):
             model = _arg(call, 0, "model") if attr == "fit" else None
-            if isinstance(model, cst.Call) and dotted(model.func):
+            if type(model) is cst.Call and dotted(model.func):
                 # trainer.fit(LitModel(...)): the class itself
                 return [Event("fit", span, fid, sid, ng, target=recv_text, via="ctor",
                               name=dotted(model.func).rsplit(".", 1)[-1])]
             return [Event("fit", span, fid, sid, ng, target=recv_text, name=_text(model) if model is not None else "")]
 
         # calls of this file's functions (for inlining), and other calls (model invocations)
-        if isinstance(func, cst.Name) and attr in self.pre.functions and not q:
+        if type(func) is cst.Name and attr in self.pre.functions and not q:
             return [self._local_call(call, attr, None, ctx, sid)]
         if recv_text in ("self", "cls") and attr in self.pre.methods:
             return [self._local_call(call, attr, recv_text, ctx, sid)]
@@ -448,7 +448,7 @@ class CallEvents:
         `self`, no decorator, neither `forward` nor a dunder), whose name says nothing against an
         optimizer or a scaler: what it is depends on the callers of the whole project."""
         fdef = self._scope_nodes.get(fid)
-        if not (isinstance(fdef, cst.FunctionDef) and self._func_parent.get(fid) == 0 and recv_text in self._params.get(fid, ())
+        if not (type(fdef) is cst.FunctionDef and self._func_parent.get(fid) == 0 and recv_text in self._params.get(fid, ())
                 and not _NOT_OPTIMIZER.search(recv_text) and _recorded_call(fdef.name.value)):
             return False
         if ctx.cls is None:
@@ -462,7 +462,7 @@ class CallEvents:
         """What an argument is to a training step: 'scaler' (a name this file binds to a GradScaler
         or names as a scaler), 'optimizer' (likewise), '' else. The value it holds decides where
         the engine knows it; its name only where nothing is known."""
-        if not isinstance(node, (cst.Name, cst.Attribute)):
+        if type(node) not in (cst.Name, cst.Attribute):
             return ""
         text = dotted(node)
         if not text:
@@ -556,7 +556,7 @@ class CallEvents:
         top-level function (`def run(agent, loader)` with `run(Agent(), data)` or `agent = Agent();
         run(agent, data)`); '' when a call passes another class, something else, or none calls."""
         fdef = self._scope_nodes.get(ctx.fid)
-        if "." in holder or holder not in self._params.get(ctx.fid, ()) or not isinstance(fdef, cst.FunctionDef) \
+        if "." in holder or holder not in self._params.get(ctx.fid, ()) or type(fdef) is not cst.FunctionDef \
                 or self._func_parent.get(ctx.fid) != 0 or ctx.cls is not None:
             return ""
         texts = self.pre.passed(fdef, False, holder)

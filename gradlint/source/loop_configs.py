@@ -74,7 +74,7 @@ class ConfigFields:
 
     def __call__(self, node: cst.Attribute, scope) -> tuple[Any, str, str] | None:
         obj = node.value
-        text = dotted(obj) if isinstance(obj, (cst.Name, cst.Attribute)) else None
+        text = dotted(obj) if type(obj) in (cst.Name, cst.Attribute) else None
         if not text:
             return None
         got = self._instance(text, scope)
@@ -95,7 +95,7 @@ class ConfigFields:
         """The fields of the config object `text` holds where `scope` reads it, and its class's
         last name; None when unknown or when the file may change it."""
         ctor = self.pre.value_of(text, scope)
-        if type(ctor) is not Ctor or not isinstance(ctor.node, cst.Call):
+        if type(ctor) is not Ctor or type(ctor.node) is not cst.Call:
             return None
         if self._may_change(text, scope, but):
             return None
@@ -139,13 +139,13 @@ class ConfigFields:
         """The numeric fields of the config object an argument of `call` is (`train(cfg)` with
         `cfg = Cfg()`, or `train(Cfg())`), and its class's last name; None when it is none, or
         the file may change it (a pass to `call` itself aside)."""
-        if isinstance(node, cst.Call):
+        if type(node) is cst.Call:
             cls = dotted(node.func)
             if not cls or not cls.rsplit(".", 1)[-1][:1].isupper() or not self._config_like(cls):
                 return None
             values = self._values(node, cls)
             cls = cls.rsplit(".", 1)[-1]
-        elif isinstance(node, (cst.Name, cst.Attribute)) and (text := dotted(node)):
+        elif type(node) in (cst.Name, cst.Attribute) and (text := dotted(node)):
             ctor = self.pre.value_of(text, scope)
             if type(ctor) is not Ctor or not self._config_like(ctor.cls):
                 return None
@@ -175,7 +175,7 @@ class ConfigFields:
         function binds once to it (`max_norm = cfg.grad_clip`); '' else."""
         if scope is None:
             return ""
-        if isinstance(node, cst.Name):
+        if type(node) is cst.Name:
             # `max_norm = cfg.grad_clip`, bound once in this function (a number: what it is passed
             # to cannot change it)
             held = self.pre.env.lookup(scope, node.value)
@@ -186,9 +186,9 @@ class ConfigFields:
                 node = cst.parse_expression(held.text)
             except cst.ParserSyntaxError:
                 return ""
-        if not isinstance(node, cst.Attribute):
+        if type(node) is not cst.Attribute:
             return ""
-        if isinstance(node.value, cst.Attribute) and isinstance(node.value.value, cst.Name) and \
+        if type(node.value) is cst.Attribute and type(node.value.value) is cst.Name and \
                 node.value.value.value == "self":
             held_by = f"self.{node.value.attr.value}"
             if self._may_change(held_by, scope):
@@ -196,11 +196,11 @@ class ConfigFields:
             # what __init__ stores there (`self.cfg = cfg`) must not be changed there first
             # (`if not cfg.grad_clip: cfg.grad_clip = 1.0`)
             stored = self.pre.objects.held(held_by)
-            if type(stored) is Ref and isinstance(stored.scope, cst.FunctionDef) and "." not in stored.text and \
+            if type(stored) is Ref and type(stored.scope) is cst.FunctionDef and "." not in stored.text and \
                     _changed_in(stored.scope, stored.text):
                 return ""
             return f"{held_by}.{node.attr.value}"
-        if not isinstance(node.value, cst.Name):
+        if type(node.value) is not cst.Name:
             return ""
         name = node.value.value
         if not self.pre.env.is_param(scope, name) or self._may_change(name, scope):
@@ -231,16 +231,16 @@ def _module_globals(module: cst.Module) -> frozenset[str]:
             if node.orelse is not None:
                 stack.append(node.orelse)
             continue
-        if isinstance(node, (cst.If, cst.Else, cst.Try, cst.Finally, cst.ExceptHandler, cst.With, cst.For, cst.While)):
+        if type(node) in (cst.If, cst.Else, cst.Try, cst.Finally, cst.ExceptHandler, cst.With, cst.For, cst.While):
             stack.extend(children(node))
             continue
-        if isinstance(node, cst.IndentedBlock):
+        if type(node) is cst.IndentedBlock:
             stack.extend(node.body)
             continue
-        if isinstance(node, cst.SimpleStatementLine):
+        if type(node) is cst.SimpleStatementLine:
             for small in node.body:
-                if isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
-                    names.update(el.value for el in _bound(small) if isinstance(el, cst.Name))
+                if type(small) in (cst.Assign, cst.AnnAssign, cst.AugAssign):
+                    names.update(el.value for el in _bound(small) if type(el) is cst.Name)
     return frozenset(names)
 
 
@@ -248,9 +248,9 @@ def _bound(stmt: cst.Assign | cst.AugAssign | cst.AnnAssign | cst.Del) -> list[c
     """What an assignment (plain, augmented, annotated) binds or a `del` deletes, tuples and lists
     unpacked one level."""
     out: list[cst.BaseExpression] = []
-    for t in ([t.target for t in stmt.targets] if isinstance(stmt, cst.Assign) else [stmt.target]):
-        for el in (t.elements if isinstance(t, (cst.Tuple, cst.List)) else [t]):
-            out.append(el.value if isinstance(el, (cst.Element, cst.StarredElement)) else el)
+    for t in ([t.target for t in stmt.targets] if type(stmt) is cst.Assign else [stmt.target]):
+        for el in (t.elements if type(t) in (cst.Tuple, cst.List) else [t]):
+            out.append(el.value if type(el) in (cst.Element, cst.StarredElement) else el)
     return out
 
 
@@ -276,33 +276,33 @@ def _changed_objects(module: cst.CSTNode, aliases: bool = True,
     stack: list[tuple[cst.CSTNode, cst.FunctionDef | None]] = [(module, None)]
     while stack:
         n, scope = stack.pop()
-        if isinstance(n, cst.FunctionDef):
+        if type(n) is cst.FunctionDef:
             # (its decorators and defaults are evaluated in the scope around it: close enough)
             stack.extend((c, n) for c in children(n))
             continue
-        if isinstance(n, (cst.Assign, cst.AugAssign, cst.AnnAssign, cst.Del)):
+        if type(n) in (cst.Assign, cst.AugAssign, cst.AnnAssign, cst.Del):
             value = getattr(n, "value", None)
-            aliased = dotted(value) if isinstance(value, (cst.Name, cst.Attribute)) else None
-            if aliases and aliased and isinstance(n, (cst.Assign, cst.AnnAssign)):
+            aliased = dotted(value) if type(value) in (cst.Name, cst.Attribute) else None
+            if aliases and aliased and type(n) in (cst.Assign, cst.AnnAssign):
                 out.setdefault(aliased, set()).add(scope)  # `c = cfg`: changed through `c`, maybe
             for el in _bound(n):
-                whole = dotted(el) if isinstance(el, (cst.Name, cst.Attribute)) else None
-                if whole and not isinstance(n, cst.Del):
+                whole = dotted(el) if type(el) in (cst.Name, cst.Attribute) else None
+                if whole and type(n) is not cst.Del:
                     binds.setdefault(whole, []).append(scope)
-                if isinstance(el, (cst.Attribute, cst.Subscript)):
-                    owner = dotted(el.value) if isinstance(el.value, (cst.Name, cst.Attribute)) else None
+                if type(el) in (cst.Attribute, cst.Subscript):
+                    owner = dotted(el.value) if type(el.value) in (cst.Name, cst.Attribute) else None
                     for o in owners(owner) if owner else ():
                         out.setdefault(o, set()).add(scope)
-        elif isinstance(n, cst.Call):
+        elif type(n) is cst.Call:
             func = n.func
-            if isinstance(func, cst.Attribute) and func.attr.value not in _READ_METHODS:
-                owner = dotted(func.value) if isinstance(func.value, (cst.Name, cst.Attribute)) else None
+            if type(func) is cst.Attribute and func.attr.value not in _READ_METHODS:
+                owner = dotted(func.value) if type(func.value) in (cst.Name, cst.Attribute) else None
                 for o in owners(owner) if owner else ():
                     out.setdefault(o, set()).add(scope)
-            last = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
+            last = func.attr.value if type(func) is cst.Attribute else func.value if type(func) is cst.Name else ""
             if not last[:1].isupper() and last not in _READERS:
                 for a in n.args:
-                    passed = dotted(a.value) if isinstance(a.value, (cst.Name, cst.Attribute)) else None
+                    passed = dotted(a.value) if type(a.value) in (cst.Name, cst.Attribute) else None
                     if passed:
                         passes.setdefault(passed, []).append((scope, n))
         stack.extend((c, scope) for c in children(n))

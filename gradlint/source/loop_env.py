@@ -39,14 +39,14 @@ _MOVE_METHODS = MODULE_MOVES | {"eval", "requires_grad_", "to_empty", "share_mem
 
 
 def _target_texts(target: cst.BaseExpression) -> list[str]:
-    if isinstance(target, (cst.Tuple, cst.List)):
+    if type(target) in (cst.Tuple, cst.List):
         out: list[str] = []
         for el in target.elements:
             out.extend(_target_texts(el.value))
         return out
-    if isinstance(target, cst.StarredElement):
+    if type(target) is cst.StarredElement:
         return _target_texts(target.value)
-    d = dotted(target) if isinstance(target, (cst.Name, cst.Attribute)) else None
+    d = dotted(target) if type(target) in (cst.Name, cst.Attribute) else None
     return [d] if d else []
 
 
@@ -99,29 +99,29 @@ class _PrePass:
         stack = [(c, in_class) for c in reversed(_children(node)) if type(c).__name__ in _STATEMENTISH]
         while stack:
             n, cls = stack.pop()
-            if isinstance(n, cst.FunctionDef):
+            if type(n) is cst.FunctionDef:
                 (self.methods if cls else self.functions).add(n.name.value)
                 if scope is None and not cls:
                     self._top.setdefault(n.name.value, []).append(n)
                 p = n.params
                 self.env.open_scope(n, scope, {x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params)}
-                                    | {x.name.value for x in (p.star_arg, p.star_kwarg) if isinstance(x, cst.Param)})
+                                    | {x.name.value for x in (p.star_arg, p.star_kwarg) if type(x) is cst.Param})
                 for d in n.decorators:
                     self._walk(d, scope, False)
                 self._walk(n.body, n, False)
                 continue
-            if isinstance(n, cst.ClassDef):
+            if type(n) is cst.ClassDef:
                 bases = tuple(d for d in (dotted(b.value) for b in n.bases if b.keyword is None) if d)
-                methods = {m.name.value for m in _suite(n.body) if isinstance(m, cst.FunctionDef)}
+                methods = {m.name.value for m in _suite(n.body) if type(m) is cst.FunctionDef}
                 self.classes.setdefault(n.name.value, (bases, methods))
                 self._walk(n.body, scope, True)
                 continue
-            if isinstance(n, (cst.IndentedBlock, cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+            if type(n) in (cst.IndentedBlock, cst.SimpleStatementLine, cst.SimpleStatementSuite):
                 stack.extend((c, cls) for c in reversed(_children(n)) if type(c).__name__ in _STATEMENTISH)
                 continue
             # below: statements and expressions of this scope; nested blocks keep the class flag off
             env = self.env
-            if isinstance(n, cst.Assign):
+            if type(n) is cst.Assign:
                 value = _known(n.value)
                 if value is UNKNOWN:
                     value = self._object(n.value, scope)
@@ -130,44 +130,44 @@ class _PrePass:
                     single = len(n.targets) == 1
                     for name in _target_texts(t.target):
                         if "." not in name:
-                            env.bind(scope, name, value if single and isinstance(t.target, cst.Name) else UNKNOWN)
+                            env.bind(scope, name, value if single and type(t.target) is cst.Name else UNKNOWN)
                         else:
-                            self.objects.hold(name, value if single and isinstance(t.target, cst.Attribute) else UNKNOWN)
-                    if isinstance(t.target, cst.Subscript):
+                            self.objects.hold(name, value if single and type(t.target) is cst.Attribute else UNKNOWN)
+                    if type(t.target) is cst.Subscript:
                         self._mutate(t.target.value)
-            elif isinstance(n, cst.AnnAssign) and isinstance(n.target, (cst.Name, cst.Attribute)):
+            elif type(n) is cst.AnnAssign and type(n.target) in (cst.Name, cst.Attribute):
                 value = _known(n.value) if n.value is not None else UNKNOWN
                 if value is UNKNOWN and n.value is not None:
                     value = self._object(n.value, scope)
-                if isinstance(n.target, cst.Name):
+                if type(n.target) is cst.Name:
                     env.bind(scope, n.target.value, value)
                 elif n.value is not None:
                     self._bind_attribute(n.target, value)
-            elif isinstance(n, cst.AugAssign):
-                if isinstance(n.target, cst.Name):
+            elif type(n) is cst.AugAssign:
+                if type(n.target) is cst.Name:
                     env.bind(scope, n.target.value, UNKNOWN)
                 self._mutate(n.target)
-            elif isinstance(n, cst.For):
+            elif type(n) is cst.For:
                 each = self._each(n, scope)
                 for name in _target_texts(n.target):
                     if "." not in name:
                         env.bind(scope, name, each.get(name, UNKNOWN))
-            elif isinstance(n, cst.Expr) and isinstance(n.value, cst.Call):
+            elif type(n) is cst.Expr and type(n.value) is cst.Call:
                 self._add_argument(n.value)
                 func = n.value.func
-                if isinstance(func, cst.Attribute) and func.attr.value in _MUTATORS:
+                if type(func) is cst.Attribute and func.attr.value in _MUTATORS:
                     self._mutate(func.value)
-            elif isinstance(n, cst.Return) and isinstance(scope, cst.FunctionDef):
+            elif type(n) is cst.Return and type(scope) is cst.FunctionDef:
                 self._returns.setdefault(scope, []).append(n.value)
-            if isinstance(n, (cst.Expr, cst.Assign, cst.Return)) and isinstance(n.value, cst.Call):
+            if type(n) in (cst.Expr, cst.Assign, cst.Return) and type(n.value) is cst.Call:
                 self._call(n.value, scope)
             stack.extend((c, False) for c in reversed(_children(n)) if type(c).__name__ in _STATEMENTISH)
 
     def _call(self, call: cst.Call, scope) -> None:
         func = call.func
-        if isinstance(func, cst.Name):
+        if type(func) is cst.Name:
             key = func.value
-        elif isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+        elif type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self":
             key = "." + func.attr.value
         else:
             return
@@ -197,7 +197,7 @@ class _PrePass:
 
     def _instance(self, target: cst.BaseExpression, value) -> None:
         """`x = Cls(...)` (also `Cls(...).to(device)`): x holds that instance of Cls, file-wide."""
-        name = dotted(target) if type(value) is Ctor and isinstance(target, (cst.Name, cst.Attribute)) else None
+        name = dotted(target) if type(value) is Ctor and type(target) in (cst.Name, cst.Attribute) else None
         if name:
             self.env.hold(name, value)
 
@@ -205,15 +205,15 @@ class _PrePass:
         """The variable of `for o in X` (`X.values()`, `for k, o in X.items()`) holds an item of
         what X holds (`Ref` with `item`), as `kind` reads it."""
         target, it, item = loop.target, loop.iter, "each"
-        if isinstance(it, cst.Call) and not it.args and isinstance(it.func, cst.Attribute) \
+        if type(it) is cst.Call and not it.args and type(it.func) is cst.Attribute \
                 and it.func.attr.value in ("items", "values"):
             if it.func.attr.value == "items":
-                if not (isinstance(target, cst.Tuple) and len(target.elements) == 2):
+                if not (type(target) is cst.Tuple and len(target.elements) == 2):
                     return {}
                 target = target.elements[1].value
             it, item = it.func.value, "values"
-        text = dotted(it) if isinstance(it, (cst.Name, cst.Attribute)) else None
-        if not isinstance(target, cst.Name) or not text:
+        text = dotted(it) if type(it) in (cst.Name, cst.Attribute) else None
+        if type(target) is not cst.Name or not text:
             return {}
         return {target.value: Ref(text, scope if "." not in text else None, item)}
 
@@ -223,7 +223,7 @@ class _PrePass:
             self.objects.hold(name, value)
 
     def _mutate(self, target: cst.BaseExpression) -> None:
-        name = dotted(target) if isinstance(target, (cst.Name, cst.Attribute)) else None
+        name = dotted(target) if type(target) in (cst.Name, cst.Attribute) else None
         if name:
             self.mutated.add(name)
 
@@ -234,32 +234,32 @@ class _PrePass:
         arithmetic (`Expr`, folded when a number is asked for); what a function of this file
         called by its name returns (`Returns`, resolved when asked); UNKNOWN for anything else
         (a call of a method or of another file's function, a starred item)."""
-        while (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
-               and node.func.attr.value in _MOVE_METHODS and isinstance(node.func.value, cst.Call)):
+        while (type(node) is cst.Call and type(node.func) is cst.Attribute
+               and node.func.attr.value in _MOVE_METHODS and type(node.func.value) is cst.Call):
             node = node.func.value
-        if isinstance(node, cst.Call):
+        if type(node) is cst.Call:
             cls = dotted(node.func)
             if wraps_module(node) and depth < 8:
                 # `nn.DataParallel(LM())`, `torch.compile(model)`: calling it runs the module's forward
                 return self._object(node.args[0].value, scope, depth + 1)
             if cls and cls.rsplit(".", 1)[-1][:1].isupper():
                 return Ctor("unknown", cls, [], {}, node, next(self._order))
-            return Returns(node.func.value) if isinstance(node.func, cst.Name) else UNKNOWN
-        if isinstance(node, (cst.Name, cst.Attribute)):
+            return Returns(node.func.value) if type(node.func) is cst.Name else UNKNOWN
+        if type(node) in (cst.Name, cst.Attribute):
             text = dotted(node)
             if not text or text in ("None", "True", "False"):
                 return UNKNOWN
             return Ref(text, scope if "." not in text else None)
-        if isinstance(node, (cst.BinaryOperation, cst.UnaryOperation)):
+        if type(node) in (cst.BinaryOperation, cst.UnaryOperation):
             return Expr(node, scope)  # arithmetic: a number `env.number` folds when asked
         if depth > 4:
             return UNKNOWN
-        if isinstance(node, (cst.List, cst.Tuple)):
-            if any(not isinstance(e, cst.Element) for e in node.elements):
+        if type(node) in (cst.List, cst.Tuple):
+            if any(type(e) is not cst.Element for e in node.elements):
                 return UNKNOWN  # `[*opts, extra]`
-            return ListVal([self._item(e.value, scope, depth) for e in node.elements], isinstance(node, cst.Tuple))
-        if isinstance(node, cst.Dict):
-            if any(not isinstance(e, cst.DictElement) for e in node.elements):
+            return ListVal([self._item(e.value, scope, depth) for e in node.elements], type(node) is cst.Tuple)
+        if type(node) is cst.Dict:
+            if any(type(e) is not cst.DictElement for e in node.elements):
                 return UNKNOWN  # `{**base}`
             return DictVal({_key(e.key): self._item(e.value, scope, depth) for e in node.elements})
         return UNKNOWN
@@ -397,13 +397,13 @@ class _PrePass:
         return found.cls if type(found) is Ctor else ""
 
     def _add_argument(self, node: cst.Call) -> None:
-        if not (isinstance(node.func, cst.Attribute) and node.func.attr.value == "add_argument"):
+        if not (type(node.func) is cst.Attribute and node.func.attr.value == "add_argument"):
             return
         options = [a.value.evaluated_value for a in node.args if a.keyword is None
-                   and isinstance(a.value, cst.SimpleString) and isinstance(a.value.evaluated_value, str)]
+                   and type(a.value) is cst.SimpleString and isinstance(a.value.evaluated_value, str)]
         dest_node = _arg(node, -1, "dest")
         dest = None
-        if isinstance(dest_node, cst.SimpleString):
+        if type(dest_node) is cst.SimpleString:
             dest = dest_node.evaluated_value
         else:
             longs = [o for o in options if o.startswith("--")]
@@ -423,7 +423,7 @@ def _yields(fdef: cst.FunctionDef) -> bool:
         node = stack.pop()
         if isinstance(node, (cst.Yield,)):
             return True
-        if isinstance(node, (cst.FunctionDef, cst.Lambda, cst.ClassDef)):
+        if type(node) in (cst.FunctionDef, cst.Lambda, cst.ClassDef):
             continue
         stack.extend(_children(node))
     return False
@@ -437,7 +437,7 @@ def items_of(container: ListVal | DictVal) -> list:
 def _key(node: cst.BaseExpression):
     """A key of a dict display as the environment holds it: a string or a number, else the key's
     text (`Sym`: one text is one key, as Python evaluates it twice to the same value)."""
-    if isinstance(node, cst.SimpleString):
+    if type(node) is cst.SimpleString:
         return str_literal(node)
     value = _constant(node)
     return Sym(_text(node)) if value is None else value
@@ -464,7 +464,7 @@ def _fact(node: cst.BaseExpression, known: Known, tests: tuple[str, ...]) -> Val
     if known.source == CONFIG and not guarded:
         # a field of a config under a test of another field of it (`if cfg.use_clip:`): the
         # config decides whether the clip runs at all
-        owners = {_text(p.value) for p in parts if isinstance(p, cst.Attribute)}
+        owners = {_text(p.value) for p in parts if type(p) is cst.Attribute}
         guarded = any(re.search(r"(?<![\w.])" + re.escape(o) + r"\.", t) for o in owners for t in tests)
     return Value(text=text, number=known.number, source=known.source, origin=known.origin, guarded=guarded,
                  shared=known.shared)
@@ -473,17 +473,17 @@ def _fact(node: cst.BaseExpression, known: Known, tests: tuple[str, ...]) -> Val
 def _parts(node: cst.BaseExpression) -> list[cst.BaseExpression]:
     """The expression and, for arithmetic, the names and attributes it is computed from."""
     out = [node]
-    if isinstance(node, (cst.BinaryOperation, cst.UnaryOperation, cst.Call)):
+    if type(node) in (cst.BinaryOperation, cst.UnaryOperation, cst.Call):
         stack = [node]
         while stack:
             n = stack.pop()
-            if isinstance(n, (cst.Name, cst.Attribute)):
+            if type(n) in (cst.Name, cst.Attribute):
                 out.append(n)
-            elif isinstance(n, cst.BinaryOperation):
+            elif type(n) is cst.BinaryOperation:
                 stack.extend((n.left, n.right))
-            elif isinstance(n, cst.UnaryOperation):
+            elif type(n) is cst.UnaryOperation:
                 stack.append(n.expression)
-            elif isinstance(n, cst.Call):
+            elif type(n) is cst.Call:
                 stack.extend(a.value for a in n.args)
     return out
 
@@ -492,4 +492,4 @@ def _mentions(node: cst.BaseExpression, test: str) -> bool:
     text = _text(node)
     if re.search(r"(?<![\w.])" + re.escape(text) + r"(?!\w)", test):
         return True
-    return isinstance(node, cst.Attribute) and bool(re.search(r"\b" + re.escape(node.attr.value) + r"\b", test))
+    return type(node) is cst.Attribute and bool(re.search(r"\b" + re.escape(node.attr.value) + r"\b", test))

@@ -29,32 +29,32 @@ class OptimizerLoops:
         value, else by its name), and a dict iterated for its keys is none; the name of what is
         iterated decides otherwise. (the variable, '', ()) for a container the engine knows holds
         no optimizer at all. The optimizers held are `_held`'s, () when not known."""
-        if not isinstance(stmt, cst.For):
+        if type(stmt) is not cst.For:
             return "", "", ()
         target, it, written = stmt.target, stmt.iter, _text(stmt.iter)
         values = False  # a dict's values are iterated
-        if isinstance(it, cst.Call) and not it.args and isinstance(it.func, cst.Attribute) and it.func.attr.value == "items" \
-                and isinstance(target, cst.Tuple) and len(target.elements) == 2:
+        if type(it) is cst.Call and not it.args and type(it.func) is cst.Attribute and it.func.attr.value == "items" \
+                and type(target) is cst.Tuple and len(target.elements) == 2:
             # `for key, opt in optimizers.items()`: the values are the optimizers
             target, it = target.elements[1].value, it.func.value
             written = _text(it) + ".values()"
             values = True
-        if not isinstance(target, cst.Name):
+        if type(target) is not cst.Name:
             return "", "", ()
         scope = self._scope_nodes.get(fid)
-        if isinstance(it, (cst.Tuple, cst.List)):
+        if type(it) in (cst.Tuple, cst.List):
             known = self.pre._object(it, scope)
             items = known.items if type(known) is ListVal else ()
             if len(items) > 1 and all(self._item_is_optimizer(v) for v in items):
                 return target.value, written, _held(known, "")
             return self._none_of(target.value, items), "", ()
-        if isinstance(it, cst.Call) and not it.args:
+        if type(it) is cst.Call and not it.args:
             func = it.func
-            if isinstance(func, cst.Attribute) and func.attr.value == "values":
+            if type(func) is cst.Attribute and func.attr.value == "values":
                 it, values = func.value, True
             else:
                 it = func
-        text = dotted(it) if isinstance(it, (cst.Name, cst.Attribute)) else None
+        text = dotted(it) if type(it) in (cst.Name, cst.Attribute) else None
         if not text:
             return "", "", ()
         known = self.pre.value_of(text, scope, items=True)
@@ -113,7 +113,7 @@ def _held(container: ListVal | DictVal, text: str) -> tuple[tuple[str, tuple[str
     for key, value in zip(keys, items_of(container)):
         if type(value) is Ref and not value.item:
             out.append((value.text, ()))
-        elif type(value) is Ctor and isinstance(value.node, cst.Call) and text:
+        elif type(value) is Ctor and type(value.node) is cst.Call and text:
             if isinstance(key, (str, int)):
                 name = f"{text}[{key!r}]"
             else:
@@ -125,6 +125,6 @@ def _held(container: ListVal | DictVal, text: str) -> tuple[tuple[str, tuple[str
 
 
 def _parameter_owners(call: cst.Call) -> list[str]:
-    out = [_text(n.func.value) for n in walk(call) if isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute)
+    out = [_text(n.func.value) for n in walk(call) if type(n) is cst.Call and type(n.func) is cst.Attribute
            and n.func.attr.value in ("parameters", "named_parameters")]
     return list(dict.fromkeys(out))

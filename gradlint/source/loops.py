@@ -59,17 +59,17 @@ OPTIMIZER_FACTORIES = frozenset({"create_optimizer", "build_optimizer", "get_opt
 
 def _is_accum_expr(node: cst.CSTNode) -> bool:
     """A `%` of something that is not a string (string formatting), anywhere in the expression."""
-    return any(isinstance(n, cst.BinaryOperation) and isinstance(n.operator, cst.Modulo)
-               and not isinstance(n.left, (cst.SimpleString, cst.FormattedString, cst.ConcatenatedString))
+    return any(type(n) is cst.BinaryOperation and type(n.operator) is cst.Modulo
+               and type(n.left) not in (cst.SimpleString, cst.FormattedString, cst.ConcatenatedString)
                for n in walk(node))
 
 
 def _is_not_equal_zero(test: cst.BaseExpression) -> bool:
     """`x % k != 0` or `x % k` (truthy): the micro-batch branch of an accumulation guard."""
-    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1:
+    if type(test) is cst.Comparison and len(test.comparisons) == 1:
         comp = test.comparisons[0]
-        return isinstance(comp.operator, cst.NotEqual) and _number(comp.comparator) == 0 and _is_accum_expr(test.left)
-    return isinstance(test, cst.BinaryOperation) and isinstance(test.operator, cst.Modulo)
+        return type(comp.operator) is cst.NotEqual and _number(comp.comparator) == 0 and _is_accum_expr(test.left)
+    return type(test) is cst.BinaryOperation and type(test.operator) is cst.Modulo
 
 
 # Words without which a function cannot hold anything a GL2xx finding or fix points at. Other
@@ -110,7 +110,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         self.idle_top = self._idle_top()
         # classes defined at the module's top level: their methods are what the project index
         # names `C.m` (a step on a method's parameter is decided by the callers of `C.m`)
-        self.top_classes = frozenset(s.name.value for s in src.module.body if isinstance(s, cst.ClassDef))
+        self.top_classes = frozenset(s.name.value for s in src.module.body if type(s) is cst.ClassDef)
         # where positions come from now: None (the shared provider: module level), a FunctionDef
         # (resolved alone), or an int (a line: code no finding will point into)
         self._where: cst.FunctionDef | int | None = None
@@ -142,7 +142,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         if not self.positions.functions_paired():
             return {}
         return {id(stmt): first for stmt, first, last in self.positions.statement_lines()
-                if not isinstance(stmt, (cst.FunctionDef, cst.ClassDef))
+                if type(stmt) not in (cst.FunctionDef, cst.ClassDef)
                 and not _RELEVANT.search("\n".join(self.lines[first - 1: last]))}
 
     def value(self, node: cst.BaseExpression | None, fid: int, tests: tuple[str, ...]) -> Value | None:
@@ -167,14 +167,14 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         if "automatic_optimization" not in self.src.text:
             return ()
         return tuple(node.name.value for node in walk(self.src.module, stop=())
-                     if isinstance(node, cst.ClassDef) and _sets_manual(node))
+                     if type(node) is cst.ClassDef and _sets_manual(node))
 
     def _lightning_automatic(self) -> tuple[str, ...]:
         """The LightningModule subclasses of this file (directly, or through a base class of the
         file: `class LitRNN(BaseModule)` with `class BaseModule(pl.LightningModule)`) under
         automatic optimisation: none of them, nor a base of the file, sets it off."""
         classes = {node.name.value: node for node in walk(self.src.module, stop=())
-                   if isinstance(node, cst.ClassDef)}
+                   if type(node) is cst.ClassDef}
 
         manual = _sets_manual
 
@@ -203,21 +203,21 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
     def function(self, node, name: str, cls: str | None, parent: int | None) -> int:
         fid = len(self.functions)
         self.functions.append(None)
-        self._scope_nodes[fid] = node if isinstance(node, cst.FunctionDef) else None
+        self._scope_nodes[fid] = node if type(node) is cst.FunctionDef else None
         self._func_parent[fid] = parent
         nograd = False
         params: tuple[str, ...] = ()
         defaults: tuple[tuple[str, str], ...] = ()
-        if isinstance(node, cst.FunctionDef):
+        if type(node) is cst.FunctionDef:
             for dec in node.decorators:
-                expr = dec.decorator.func if isinstance(dec.decorator, cst.Call) else dec.decorator
+                expr = dec.decorator.func if type(dec.decorator) is cst.Call else dec.decorator
                 if not self.qualify(expr).isdisjoint(NO_GRAD):
                     nograd = True
             p = node.params
             params = tuple(x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params))
             defaults = tuple((x.name.value, _text(x.default)) for x in (*p.posonly_params, *p.params, *p.kwonly_params)
                              if x.default is not None)
-            if isinstance(p.star_arg, cst.Param):
+            if type(p.star_arg) is cst.Param:
                 params += (p.star_arg.name.value,)
             if p.star_kwarg is not None:
                 params += (p.star_kwarg.name.value,)
@@ -228,7 +228,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         ctx = _Ctx(fid=fid, cls=cls, nograd=nograd, tests=())
         saved = self._where
         try:
-            if isinstance(node, cst.Module):
+            if type(node) is cst.Module:
                 self._where = None
                 body = self.block(node.body, ctx, "body")
                 line = 1
@@ -259,7 +259,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         while i < len(stmts):
             stmt = stmts[i]
             # `if step % accum != 0: continue` guards everything after it in this block
-            if (isinstance(stmt, cst.If) and stmt.orelse is None and _is_body_continue(stmt.body)
+            if (type(stmt) is cst.If and stmt.orelse is None and _is_body_continue(stmt.body)
                     and _is_not_equal_zero(stmt.test)):
                 self.record_stmt(stmt, rec, first_index + i, ctx)
                 rest = self.block(stmts[i + 1:], ctx.with_test(_text(stmt.test)), "branch")
@@ -285,19 +285,19 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         return Block(kind, bid, tuple(items), **extra)
 
     def record_stmt(self, stmt: cst.CSTNode, bid: int, index: int, ctx: "_Ctx", assigned=(), used=None) -> int:
-        if isinstance(stmt, cst.FunctionDef):
+        if type(stmt) is cst.FunctionDef:
             # their own pass places their contents; asking for this node's position would resolve all of it
             rng = SourceSpan.point(self.positions.def_line(stmt), 1)
-        elif isinstance(stmt, cst.ClassDef):
+        elif type(stmt) is cst.ClassDef:
             rng = SourceSpan.point(0, 1)
         else:
             rng = self.span(stmt)
-        simple = isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
+        simple = type(stmt) is cst.SimpleStatementLine and len(stmt.body) == 1
         if simple:
             # the line holds nothing else (no `a; b` and no code before it)
             line = self.lines[rng.line - 1] if rng.line - 1 < len(self.lines) else ""
             simple = line[: rng.column - 1].strip() == ""
-        kind = "simple" if isinstance(stmt, (cst.SimpleStatementLine, cst.SimpleStatementSuite)) else type(stmt).__name__.lower()
+        kind = "simple" if type(stmt) in (cst.SimpleStatementLine, cst.SimpleStatementSuite) else type(stmt).__name__.lower()
         if used is None:
             used = tuple(n for h in _headers(stmt) for n in _names_in(h))
         sid = len(self.stmts)
@@ -310,7 +310,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
     # line's handler gets (block id, index, ctx), a compound statement's (its Stmt id, ctx, block
     # id, index) once it is recorded. Each handler returns the items it adds to the block.
     def statement(self, stmt: cst.CSTNode, bid: int, index: int, ctx: "_Ctx") -> list:
-        if isinstance(stmt, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+        if type(stmt) in (cst.SimpleStatementLine, cst.SimpleStatementSuite):
             return super().statement(stmt, bid, index, ctx)
         sid = self.record_stmt(stmt, bid, index, ctx)
         return super().statement(stmt, sid, ctx, bid, index)
@@ -320,8 +320,8 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         out: list[Block | Event] = []
         assigned: list[str] = []
         for small in stmt.body:
-            if isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
-                targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
+            if type(small) in (cst.Assign, cst.AnnAssign, cst.AugAssign):
+                targets = [t.target for t in small.targets] if type(small) is cst.Assign else [small.target]
                 for t in targets:
                     assigned.extend(n.split(".")[0] for n in _target_texts(t))
         sid = self.record_stmt(stmt, bid, index, ctx, assigned, _names_in(stmt))
@@ -338,7 +338,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
     def for_stmt(self, stmt: cst.For | cst.While, sid: int, ctx: "_Ctx", *_) -> list:
         out: list[Block | Event] = []
         ctx = ctx.replace(parent_stmt=sid)
-        head = stmt.iter if isinstance(stmt, cst.For) else stmt.test
+        head = stmt.iter if type(stmt) is cst.For else stmt.test
         out.extend(self.events(head, sid, ctx))
         var, each, known = self.each_optimizer(stmt, ctx.fid)
         # the variable of a loop over the optimizers holds one of them, whatever its name; over
@@ -366,15 +366,15 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         for item in stmt.items:
             out.extend(self.events(item.item, sid, ctx))
             call = item.item
-            func = call.func if isinstance(call, cst.Call) else call
+            func = call.func if type(call) is cst.Call else call
             q = self.qualify(func)
             if not q.isdisjoint(NO_GRAD):
                 mode = "nograd"
             elif not q.isdisjoint(ENABLE_GRAD):
                 mode = "enablegrad"
-            elif not q.isdisjoint(SET_GRAD_ENABLED) and isinstance(call, cst.Call) and call.args:
+            elif not q.isdisjoint(SET_GRAD_ENABLED) and type(call) is cst.Call and call.args:
                 flag = call.args[0].value
-                if isinstance(flag, cst.Name) and flag.value in ("False", "True"):
+                if type(flag) is cst.Name and flag.value in ("False", "True"):
                     mode = "nograd" if flag.value == "False" else "enablegrad"
         inner = ctx
         if mode == "nograd":
@@ -412,11 +412,11 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         ctx = ctx.replace(parent_stmt=sid)
         cls_ctx = ctx.replace(in_class=stmt.name.value, parent_of_class=ctx.fid)
         for inner in _suite(stmt.body):
-            if isinstance(inner, cst.FunctionDef):
+            if type(inner) is cst.FunctionDef:
                 self.function(inner, inner.name.value, stmt.name.value, ctx.fid)
-            elif isinstance(inner, cst.ClassDef):
+            elif type(inner) is cst.ClassDef:
                 self.statement(inner, bid, index, ctx)
-            elif isinstance(inner, cst.SimpleStatementLine):
+            elif type(inner) is cst.SimpleStatementLine:
                 # class attributes (`optimizer = ...`) are assignments of the class body;
                 # no finding points into them, so they get no positions
                 saved, self._where = self._where, 0
@@ -450,7 +450,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
             other = self.block(rest[0], ctx.with_test(test_text), "branch", stmt_block=rest[1], first_index=rest[2])
         elif stmt.orelse is None:
             other = Block("branch", self.block_id())
-        elif isinstance(stmt.orelse, cst.If):
+        elif type(stmt.orelse) is cst.If:
             esid = self.record_stmt(stmt.orelse, self.block_id(), 0, ctx)
             other = Block("branch", self.block_id(), (self.if_block(stmt.orelse, esid, inner),))
         else:
@@ -464,12 +464,12 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
     def assign_stmt(self, small: cst.Assign | cst.AnnAssign | cst.AugAssign, sid: int, ctx: "_Ctx") -> list[Event]:
         out: list[Event] = []
         value = small.value
-        targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
+        targets = [t.target for t in small.targets] if type(small) is cst.Assign else [small.target]
         for t in targets:
             out.extend(self.grad_clear_target(t, sid, ctx))
         if value is not None:
             out.extend(self.events(value, sid, ctx))
-            if not isinstance(small, cst.AugAssign):
+            if type(small) is not cst.AugAssign:
                 for t in targets:
                     for name in _target_texts(t):
                         self.assign(name, value, ctx, small)
@@ -517,9 +517,9 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
 
     def grad_clear_target(self, target: cst.BaseExpression, sid: int, ctx: "_Ctx") -> list[Event]:
         out = []
-        for t in (el.value for el in target.elements) if isinstance(target, (cst.Tuple, cst.List)) else (target,):
-            base = t.value if isinstance(t, cst.Subscript) else t
-            if isinstance(base, cst.Attribute) and base.attr.value == "grad":
+        for t in (el.value for el in target.elements) if type(target) in (cst.Tuple, cst.List) else (target,):
+            base = t.value if type(t) is cst.Subscript else t
+            if type(base) is cst.Attribute and base.attr.value == "grad":
                 out.append(Event("clear", self.span(t), ctx.fid, sid, ctx.nograd, via="grad-none",
                                  target=_text(base.value)))
         return out
@@ -533,9 +533,9 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         base = dict(target=target, func=ctx.fid, line=line, uses=_names_in(value), calls=calls, nograd=ctx.nograd,
                     passed=self._passed(value, calls))
         call = value
-        while isinstance(call, cst.Call):
-            if isinstance(call.func, cst.Attribute) and call.func.attr.value in _MOVE_METHODS \
-                    and isinstance(call.func.value, cst.Call):
+        while type(call) is cst.Call:
+            if type(call.func) is cst.Attribute and call.func.attr.value in _MOVE_METHODS \
+                    and type(call.func.value) is cst.Call:
                 call = call.func.value
             elif wraps_module(call):
                 call = call.args[0].value  # `nn.DataParallel(LM())`: the module it runs
@@ -544,7 +544,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         if _number(value) is not None:
             self.assigns.append(Assign(kind="const", **base))
             return
-        if not isinstance(call, cst.Call):
+        if type(call) is not cst.Call:
             self.assigns.append(Assign(**base))
             return
         func_text = dotted(call.func) or ""
@@ -552,20 +552,20 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         q = self.qualify(call.func)
         if not q.isdisjoint(GRAD_SCALERS) or last == "GradScaler":
             enabled = _arg(call, -1, "enabled")
-            disabled = isinstance(enabled, cst.Name) and enabled.value == "False"
+            disabled = type(enabled) is cst.Name and enabled.value == "False"
             self.assigns.append(Assign(kind="scaler", disabled=disabled, cls=last, **base))
             return
         splat = any(a.star for a in call.args)  # Trainer(**cfg): we cannot know
         if not q.isdisjoint(PL_TRAINERS) or (last == "Trainer" and any(x.startswith(("pytorch_lightning", "lightning")) for x in q)):
             clip = _arg(call, -1, "gradient_clip_val")
-            configured = clip is not None and not (isinstance(clip, cst.Name) and clip.value == "None") and _number(clip) != 0
+            configured = clip is not None and not (type(clip) is cst.Name and clip.value == "None") and _number(clip) != 0
             configured = None if splat and not configured else configured
             self.assigns.append(Assign(kind="pl_trainer", clip_config=configured, cls=last, **base))
             return
         if not q.isdisjoint(HF_ARGS):
             clip = _arg(call, -1, "max_grad_norm")
             # Hugging Face clips at 1.0 unless told otherwise
-            configured = clip is None or not ((isinstance(clip, cst.Name) and clip.value == "None") or _number(clip) == 0)
+            configured = clip is None or not ((type(clip) is cst.Name and clip.value == "None") or _number(clip) == 0)
             configured = None if splat and not configured else configured
             self.assigns.append(Assign(kind="hf_args", clip_config=configured, cls=last, **base))
             return
@@ -593,7 +593,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         if last[:1].isupper() or recurrent or blocks:
             self.assigns.append(Assign(kind="model", cls=last, ref=func_text, torch_recurrent=recurrent, torch_blocks=blocks, **base))
             return
-        if isinstance(call.func, cst.Name):
+        if type(call.func) is cst.Name:
             # a function of this file: the optimizer its returns make (`g = build(model)`: one
             # rebuilt each iteration when the call stands in the loop). Not a scaler: whether
             # the one it returns is enabled is not carried across the call.
@@ -612,33 +612,33 @@ _PER_OPTIMIZER = frozenset({"step", "clear", "unscale", "clip"})
 def _jumps_over_rest(stmt: cst.CSTNode) -> bool:
     """An `if` with no else whose body ends in a jump, or a `try` with no finally whose every
     handler does: the statements after it run only on the other path."""
-    if isinstance(stmt, cst.If):
+    if type(stmt) is cst.If:
         return stmt.orelse is None and _ends_in_jump(stmt.body)
-    if isinstance(stmt, (cst.Try, cst.TryStar)):
+    if type(stmt) in (cst.Try, cst.TryStar):
         return bool(stmt.handlers) and stmt.finalbody is None and all(_ends_in_jump(h.body) for h in stmt.handlers)
     return False
 
 
 def _ends_in_jump(body: cst.BaseSuite) -> bool:
     """Whether a suite's last statement leaves the block (continue, break, return, raise)."""
-    stmts = body.body if isinstance(body, cst.IndentedBlock) else (body,)
+    stmts = body.body if type(body) is cst.IndentedBlock else (body,)
     last = stmts[-1] if stmts else None
-    if not isinstance(last, (cst.SimpleStatementLine, cst.SimpleStatementSuite)) or not last.body:
+    if type(last) not in (cst.SimpleStatementLine, cst.SimpleStatementSuite) or not last.body:
         return False
-    return isinstance(last.body[-1], (cst.Continue, cst.Break, cst.Return, cst.Raise))
+    return type(last.body[-1]) in (cst.Continue, cst.Break, cst.Return, cst.Raise)
 
 
 def _is_body_continue(body: cst.BaseSuite) -> bool:
-    stmts = body.body if isinstance(body, cst.IndentedBlock) else (body,)
+    stmts = body.body if type(body) is cst.IndentedBlock else (body,)
     smalls = []
     for s in stmts:
-        if isinstance(s, cst.SimpleStatementLine):
+        if type(s) is cst.SimpleStatementLine:
             smalls.extend(s.body)
-        elif isinstance(s, cst.SimpleStatementSuite):
+        elif type(s) is cst.SimpleStatementSuite:
             smalls.extend(s.body)
         else:
             return False
-    return len(smalls) == 1 and isinstance(smalls[0], cst.Continue)
+    return len(smalls) == 1 and type(smalls[0]) is cst.Continue
 
 
 @dataclass(frozen=True)
@@ -746,7 +746,7 @@ def _resolve_calls(facts: TrainingFacts) -> TrainingFacts:
 
 def _sets_manual(node: cst.ClassDef) -> bool:
     """The class's body sets `self.automatic_optimization = False` (Lightning's manual optimisation)."""
-    return any(isinstance(a, cst.Assign) and any(_text(t.target) == "self.automatic_optimization" for t in a.targets)
+    return any(type(a) is cst.Assign and any(_text(t.target) == "self.automatic_optimization" for t in a.targets)
                and _text(a.value) == "False" for a in walk(node, stop=()))
 
 # An environment that binds nothing: what an expression is by itself.

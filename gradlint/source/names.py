@@ -123,7 +123,7 @@ class _ImportCollector(cst.CSTVisitor):
     def visit_Import(self, node: cst.Import) -> None:
         for alias in node.names:
             full = _module_name(alias.name)
-            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+            if alias.asname is not None and type(alias.asname.name) is cst.Name:
                 self.table.bind(alias.asname.name.value, full)
             else:
                 # `import torch.nn` binds `torch`
@@ -131,12 +131,12 @@ class _ImportCollector(cst.CSTVisitor):
                 self.table.bind(head, head)
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-        if isinstance(node.names, cst.ImportStar):
+        if type(node.names) is cst.ImportStar:
             return
         module = "." * len(node.relative) + _module_name(node.module)
         for alias in node.names:
             name = _module_name(alias.name)
-            local = alias.asname.name.value if alias.asname is not None and isinstance(alias.asname.name, cst.Name) else name
+            local = alias.asname.name.value if alias.asname is not None and type(alias.asname.name) is cst.Name else name
             full = f"{module}.{name}" if module and not module.endswith(".") else f"{module}{name}"
             self.table.bind(local, full)
 
