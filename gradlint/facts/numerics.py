@@ -389,7 +389,7 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         # on some paths of the function only (`if not from_logits: return bce(pred, t)` then
         # `return bce_with_logits(pred, t)`): the path the callers take is not known
         return None
-    if site.kind in ("divide_by_norm", "acos_near_one", "sqrt_near_zero"):
+    if site.kind in ("divide_by_norm", "acos_near_one", "sqrt_near_zero", "unsafe_where_branch"):
         # `v / v.norm()`, `sqrt(sum(v ** 2))`, `acos(v)` on the parameter: every caller passes a
         # tensor that carries gradient (for a division or a root, one that may be all zero: not a
         # learned projection's output). Computed from several parameters (`tensor_any`), one of
@@ -397,7 +397,8 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         # the function makes of them (`a - b`) may be zero whatever each is, as the same code
         # written at the call would be (`model(x) - t`: a learned output less a target).
         def carries(shape: str | None, mixed: bool = False) -> bool:
-            if site.kind == "acos_near_one" or mixed:
+            # (a where's masked-out inputs are the data's, not the tensor's: any gradient will do)
+            if site.kind in ("acos_near_one", "unsafe_where_branch") or mixed:
                 return shape is not None and shape.startswith(("grad", "out:"))
             return shape == "grad"
 
