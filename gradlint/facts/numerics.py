@@ -127,7 +127,9 @@ class Call:
     # 'crit:bce_logits', 'inst:Net' (the class as written in the caller's file); and how many
     # positional arguments ('#': '2'), the other keywords ('=': 'lr,eps'), or ('*', '') for a
     # call with `*args`/`**kwargs`; for `obj.m(...)` with `obj` an instance of one class, that
-    # class as written ('@': 'Trainer')
+    # class as written ('@': 'Trainer'); a function of the project passed ('fn:deviance', as
+    # written); for a call of the calling function's own parameter, read nowhere but as a callee
+    # (`loss_fn(model(x), y)`), that parameter and its position after self ('&': 'loss_fn@2')
     args: tuple[tuple[str, str], ...] = ()
 
 
@@ -173,6 +175,10 @@ class NumericsFacts:
     # `ce = partial(F.cross_entropy, label_smoothing=0.1)`), with its kind ('ce', 'bce',
     # 'bce_logits'): what a call of one imported into another file computes
     criteria: tuple[tuple[str, str], ...] = ()
+    # of `references`, the names read as values only as arguments of calls that record them
+    # (`fit(model, data, deviance)`: 'fn:deviance' in Call.args): where the callee calls that
+    # parameter, it calls the function (facts.callgraph)
+    passed_functions: frozenset[str] = frozenset()
 
 
 def forward_returns(scope: Scope | None, name: str, _depth: int = 0, element: int | None = None) -> str | None:
