@@ -888,3 +888,19 @@ def test_a_probability_into_a_criterion_another_module_binds_at_its_top_level():
     assert {code for _, _, code in expected} == {"GL301", "GL303", "GL304"}
     assert _found_in(folder, [folder]) == expected
     assert _found_in(folder, [train]) == expected  # alone: losses.py is read through the import
+
+
+def test_a_loss_passed_as_a_value_is_called_where_the_loop_calls_its_parameter(tmp_path):
+    # `fit(Model(), [], deviance)` in train.py with engine.py's `def fit(model, loader, loss_fn):
+    # ... loss_fn(model(x), counts)`: deviance's `rate` is the model's output, and its where takes
+    # log(0) in the masked-out branch (GL309). A clamped deviance, or one the loop calls on a
+    # detached output, is quiet. Copied out of the repository, whose other files name `fit` too.
+    folder = FOLDER.parent / "passed_functions"
+    for f in folder.glob("*.py"):
+        (tmp_path / f.name).write_text(f.read_text())
+    (tmp_path / "pyproject.toml").write_text("")
+    expected = _expected(tmp_path / "losses.py")
+    assert {code for _, _, code in expected} == {"GL309"} and len(expected) == 1
+    assert _found_in(tmp_path, [tmp_path]) == expected
+    assert _found_in(tmp_path, [tmp_path / "losses.py"]) == expected  # alone: train.py and engine.py are read
+    assert _found_in(tmp_path, [tmp_path / "train.py"]) == set()

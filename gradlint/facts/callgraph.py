@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from gradlint.facts.project import MAX_DEPTH, Module, ProjectIndex, Scope
 
 if TYPE_CHECKING:
-    from gradlint.facts.numerics import NumClass
+    from gradlint.facts.numerics import Call, NumClass
 
 
 # Files that name a function (a class, for `__init__`) read to find its callers, at most: past it
@@ -57,7 +57,7 @@ def passed_everywhere(index: ProjectIndex, module: str, function: str, param: st
             shape = passed_everywhere(index, home, caller, name, int(position), _depth=_depth + 1)
             if shape is None:
                 return None
-        elif shape.startswith(("inst:", "out:")):
+        elif shape.startswith(("inst:", "out:", "fn:")):
             head, _, cls = shape.partition(":")
             cls, at_, elem = cls.partition("@")
             quals = index.resolve(home, cls)
@@ -79,6 +79,7 @@ def project_calls(index: ProjectIndex, module: str, function: str) -> list[tuple
     memo = index.memos.setdefault("calls_of", {})
     key = (module, function)
     if key not in memo:
+        memo[key] = None  # (a function passed to its own caller: a cycle of searches knows nothing)
         memo[key] = _find_calls(index, module, function)
     return memo[key]
 
@@ -101,16 +102,26 @@ def _find_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[s
         return None  # a common name: reading every file that holds it costs more than it may give
     out: list[tuple[str, dict[str, str]]] = []
     names = sorted({module, *mentions}, key=lambda n: (not index.known(n), n))
+    through: set[tuple[str, str, str]] = set()
     for name in names:
         mod = index.calling(name)
         facts = mod.facts.numerics if mod is not None else None
-        if facts is None or word in facts.references:
-            return None  # a file that names it and was not read, or reads it as a value
+        if facts is None:
+            return None  # a file that names it and was not read
+        passes = word in facts.references
+        if passes and (owner is not None or word not in facts.passed_functions):
+            return None  # it reads it as a value, not only as what a call is given
         if owner is not None and any(f"{mod.name}.{c.name}" != owner and _derives(index, mod.name, c, owner)
                                      for c in facts.classes):
             return None  # a subclass: its own calls and overrides are not followed
         for fn in facts.functions:
             for call in fn.calls:
+                if passes and any(v.startswith("fn:") for _k, v in call.args):
+                    # `fit(model, data, deviance)`: where fit calls its parameter, it calls this
+                    found = _passed_calls(index, mod, call, target, through)
+                    if found is None:
+                        return None
+                    out.extend(found)
                 if short == "__init__":
                     how = _call_of(index, mod, fn.name, call.callee, word, owner, None)
                     if how is None and call.callee.endswith(word + ".__init__") and (
@@ -132,6 +143,46 @@ def _find_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[s
                     return None
                 out.append((mod.name, {**dict(call.args), "^": fn.name}))  # "^": the calling function
     return out
+
+
+def _passed_calls(index: ProjectIndex, mod: Module, call: Call, target: str,
+                  seen: set[tuple[str, str, str]]) -> list[tuple[str, dict[str, str]]] | None:
+    """The calls of the function `target` that `call` (in `mod`) makes by passing it to a function
+    of the project (`fit(model, data, deviance)` with `def fit(model, data, loss_fn): ...
+    loss_fn(model(x), y)`), each as project_calls gives one, with the callee's calls of its
+    parameter standing for it: every read of the parameter there is a call of it ('&' in
+    Call.args), and every call of the callee in the project passes `target`. None when that is
+    not known (the callee stores the parameter or passes it on, is a method or a class, or a
+    caller passes another value); [] for an argument that is another function, and for a
+    callee already counted (`seen`)."""
+    found: list[tuple[str, dict[str, str]]] = []
+    for key, shape in call.args:
+        if not shape.startswith("fn:") or target not in index.resolve(mod.name, shape[3:]):
+            continue
+        quals = index.resolve(mod.name, call.callee)
+        if len(quals) != 1:
+            return None
+        home, _, function = quals[0].rpartition(".")
+        callee = index.calling(home) if home else None
+        facts = callee.facts.numerics if callee is not None else None
+        record = next((f for f in facts.functions if f.name == function), None) if facts is not None else None
+        if record is None:
+            return None  # a class, a method or a file not read: what it does with the function is not known
+        calls = []
+        for made in record.calls:
+            param, _, at = dict(made.args).get("&", "").partition("@")
+            if param and key in (param, at):
+                calls.append(made)
+        if not calls:
+            return None  # the parameter stored, passed on, or called without arguments we know of
+        param, _, at = dict(calls[0].args)["&"].partition("@")
+        if (home, function, param) in seen:
+            continue
+        seen.add((home, function, param))
+        if passed_everywhere(index, home, function, param, int(at)) != "fn:" + target:
+            return None  # a caller passes another function, or one not known
+        found.extend((home, {**{k: v for k, v in made.args if k != "&"}, "^": function}) for made in calls)
+    return found
 
 
 def _receiver_call(index: ProjectIndex, mod: Module, receiver: str, owner: str) -> str | None:

@@ -127,7 +127,9 @@ class Call:
     # 'crit:bce_logits', 'inst:Net' (the class as written in the caller's file); and how many
     # positional arguments ('#': '2'), the other keywords ('=': 'lr,eps'), or ('*', '') for a
     # call with `*args`/`**kwargs`; for `obj.m(...)` with `obj` an instance of one class, that
-    # class as written ('@': 'Trainer')
+    # class as written ('@': 'Trainer'); a function of the project passed ('fn:deviance', as
+    # written); for a call of the calling function's own parameter, read nowhere but as a callee
+    # (`loss_fn(model(x), y)`), that parameter and its position after self ('&': 'loss_fn@2')
     args: tuple[tuple[str, str], ...] = ()
 
 
@@ -173,6 +175,10 @@ class NumericsFacts:
     # `ce = partial(F.cross_entropy, label_smoothing=0.1)`), with its kind ('ce', 'bce',
     # 'bce_logits'): what a call of one imported into another file computes
     criteria: tuple[tuple[str, str], ...] = ()
+    # of `references`, the names read as values only as arguments of calls that record them
+    # (`fit(model, data, deviance)`: 'fn:deviance' in Call.args): where the callee calls that
+    # parameter, it calls the function (facts.callgraph)
+    passed_functions: frozenset[str] = frozenset()
 
 
 def forward_returns(scope: Scope | None, name: str, _depth: int = 0, element: int | None = None) -> str | None:
@@ -389,7 +395,7 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         # on some paths of the function only (`if not from_logits: return bce(pred, t)` then
         # `return bce_with_logits(pred, t)`): the path the callers take is not known
         return None
-    if site.kind in ("divide_by_norm", "acos_near_one", "sqrt_near_zero"):
+    if site.kind in ("divide_by_norm", "acos_near_one", "sqrt_near_zero", "unsafe_where_branch"):
         # `v / v.norm()`, `sqrt(sum(v ** 2))`, `acos(v)` on the parameter: every caller passes a
         # tensor that carries gradient (for a division or a root, one that may be all zero: not a
         # learned projection's output). Computed from several parameters (`tensor_any`), one of
@@ -397,7 +403,8 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         # the function makes of them (`a - b`) may be zero whatever each is, as the same code
         # written at the call would be (`model(x) - t`: a learned output less a target).
         def carries(shape: str | None, mixed: bool = False) -> bool:
-            if site.kind == "acos_near_one" or mixed:
+            # (a where's masked-out inputs are the data's, not the tensor's: any gradient will do)
+            if site.kind in ("acos_near_one", "unsafe_where_branch") or mixed:
                 return shape is not None and shape.startswith(("grad", "out:"))
             return shape == "grad"
 

@@ -118,6 +118,17 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         # their calls are not all known to the callers' join of other files; recorded among the
         # references of the facts, not of this file's own binding (which never counted them)
         self.class_refs: set[str] = set()
+        # Names of this file's functions read as values: those read as an argument of a call whose
+        # arguments are recorded (`fit(model, data, deviance)`, `fn:deviance` in Call.args: the
+        # ids of those Name nodes) and those read any other way (`LOSSES = {"d": deviance}`). A
+        # function only ever passed so is called where the callee calls its parameter
+        # (NumericsFacts.passed_functions).
+        self.fn_args: set[int] = set()
+        self.arg_refs: set[str] = set()
+        self.free_refs: set[str] = set()
+        # (id(function node), parameter) -> whether every read of the parameter in the function is
+        # a call of it (numerics_callers._through)
+        self.only_called: dict[tuple[int, str], bool] = {}
         self.def_names: set[str] = set()
         self.def_counts: dict[str, int] = {}  # functions of each name, at any level
         # top-level functions whose call is a plain value (`def eps(): return 0.0`), by name:
@@ -290,7 +301,8 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
                              references=frozenset(self.references | self.class_refs),
                              backpropagated_outputs=tuple(sorted(set().union(*self.backprop_outputs.values()),
                                                                  key=lambda e: (e[0], str(e[1])))),
-                             attrs_set=frozenset(self.attrs_set))
+                             attrs_set=frozenset(self.attrs_set),
+                             passed_functions=frozenset(self.arg_refs - self.free_refs))
 
     def _function_probs(self, top: FunctionWalk) -> tuple[tuple[str, str], ...]:
         """The top-level functions every return of which is a softmax or sigmoid output, not

@@ -15,7 +15,7 @@ import sys
 import libcst as cst
 
 from gradlint.facts.numerics import Call
-from gradlint.source.engine.tensors import V
+from gradlint.source.engine.tensors import UNKNOWN, V
 from gradlint.source.names import dotted
 
 _STDLIB = frozenset(sys.stdlib_module_names)
@@ -45,6 +45,32 @@ def _shape(v: V) -> str:
     return ""
 
 
+class _Reads(cst.CSTVisitor):
+    """Whether every read of a name in a function's body is the callee of a call (`loss_fn(...)`,
+    not `self.loss_fn = loss_fn`, `partial(loss_fn, ...)` or a nested function's parameter)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.callees: set[int] = set()
+        self.only_called = True
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if type(node.func) is cst.Name:
+            self.callees.add(id(node.func))
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        node.value.visit(self)  # (`obj.loss_fn` reads no name `loss_fn`)
+        return False
+
+    def visit_Arg(self, node: cst.Arg) -> bool:
+        node.value.visit(self)  # (nor does a keyword `loss_fn=...`)
+        return False
+
+    def visit_Name(self, node: cst.Name) -> None:
+        if node.value == self.name and id(node) not in self.callees:
+            self.only_called = False
+
+
 class CallRecords:
     """The call graph of FunctionWalk (a mixin: the walk's environment and file extractor)."""
 
@@ -60,7 +86,8 @@ class CallRecords:
     def _shapes(self, func: cst.BaseExpression) -> tuple[tuple[str, str], ...]:
         """The models and criteria a call passes (Call.args), for callers of other files."""
         node = self.x.calling.get(id(func))
-        if node is None or not node.args:
+        through = self._through(func) if node is not None else None
+        if node is None or not (node.args or through):
             return ()
         receiver = None
         if type(func) is cst.Attribute:
@@ -71,9 +98,9 @@ class CallRecords:
         if names and all(n.startswith(("torch.", "numpy.")) or n == "torch" or n.partition(".")[0] in _STDLIB
                          for n in names):
             return ()
-        if not names and not self._may_call_project(func):
+        if not names and not self._may_call_project(func) and through is None:
             return ()
-        out = []
+        out = [("&", through)] if through is not None else []
         position = 0
         unknown = []
         for a in node.args:
@@ -81,9 +108,14 @@ class CallRecords:
                 return (("*", ""),)
             key = a.keyword.value if a.keyword is not None else str(position)
             position += a.keyword is None
+            passed = self._function_passed(a.value)
+            if passed:
+                self.x.fn_args.add(id(a.value))  # (its read is no free reference: Extractor.fn_args)
             v = self.ev(a.value)
             # (the output of a model that is an open parameter carries its gradient too)
             shape = _shape(v) or ("grad:dense" if self.param_output(v) is not None else "") or self._passed_on(v)
+            if passed and (v is UNKNOWN or not shape):
+                shape = "fn:" + passed
             if self.leaving and shape.startswith(("grad", "out:", "prob:")):
                 # `geodesic(pred, t).mean().item()`: what the call makes of it leaves autograd (a
                 # metric), so no gradient the tensor carries reaches a hazard of the callee's
@@ -109,6 +141,35 @@ class CallRecords:
             # of the instance, for callers of its method
             out.append(("@", receiver))
         return tuple(out)
+
+    def _function_passed(self, arg: cst.BaseExpression) -> str:
+        """The name of a function of this file, or one it imports, that a call's argument passes
+        as a value (`fit(model, data, deviance)`), when no local binding shadows it; else ''."""
+        if type(arg) is not cst.Name:
+            return ""
+        name = arg.value
+        if name not in self.x.ref_names or name in self.env or name in self.globals or name in self.x.local_classes:
+            return ""
+        if name in self.x.def_names and (self.x.def_counts.get(name) != 1 or name in self.x.imports.names):
+            return ""  # two definitions of the name, or a definition and an import: which one is passed?
+        return name
+
+    def _through(self, func: cst.BaseExpression) -> str | None:
+        """'loss_fn@2' when `func` is this function's own open parameter (position after self; -1
+        keyword-only) and the function reads it nowhere but as the callee of a call: each call
+        of it is a call of what its callers pass (facts.callgraph, a function of the project)."""
+        if type(func) is not cst.Name or self.fn_node is None:
+            return None
+        ref = self.x.open_param(self.env.get(func.value, UNKNOWN))
+        if ref is None or ref[0] != self.qual or ref[1] != func.value:
+            return None
+        key = (id(self.fn_node), func.value)
+        only = self.x.only_called.get(key)
+        if only is None:
+            reads = _Reads(func.value)
+            self.fn_node.body.visit(reads)
+            only = self.x.only_called[key] = reads.only_called
+        return f"{ref[1]}@{ref[2]}" if only else None
 
     def _passed_on(self, v: V) -> str:
         """`param:input@0` when `v` is this function's own open parameter (or a reshape or

@@ -150,6 +150,7 @@ class TensorEval:
                 return V(const=True, value=_PLAIN_NAMES[node.value])
             if node.value in self.x.ref_names and id(node) not in self.x.callees:
                 self.x.references.add(node.value)
+                (self.x.arg_refs if id(node) in self.x.fn_args else self.x.free_refs).add(node.value)
             if node.value in self.env:
                 return self.env[node.value]
             if node.value in self.globals:

@@ -272,15 +272,24 @@ class SiteChecks:
                 sub = stack.pop()
                 found = self._unsafe_op(sub)
                 if found:
-                    op, operand = found
-                    self.x.add(Site("unsafe_where_branch", op, self.x.span(sub), detail=operand))
+                    op, operand, ref = found
+                    if ref is not None:
+                        # `def deviance(rate, y): ... torch.log(y / rate)` with no caller here: a
+                        # hazard when every caller in the project passes a tensor that carries
+                        # gradient (facts.numerics.bind_parameters)
+                        self._on_parameter("unsafe_where_branch", op, ref, sub, operand)
+                    else:
+                        self.x.add(Site("unsafe_where_branch", op, self.x.span(sub), detail=operand))
                     break
                 if type(sub) is cst.BinaryOperation:
                     stack.extend((sub.right, sub.left))
                 elif type(sub) is cst.UnaryOperation:
                     stack.append(sub.expression)
 
-    def _unsafe_op(self, br: cst.BaseExpression) -> tuple[str, str] | None:
+    def _unsafe_op(self, br: cst.BaseExpression) -> tuple[str, str, tuple | None] | None:
+        """(the op, its operand as written, None) when a branch is an unsafe op of a value that
+        carries gradient; with the open parameters (derived_params) the operand is computed from
+        in place of None, when it is an op's operand made of this function's parameters alone."""
         unsafe = {"log", "sqrt", "rsqrt", "reciprocal", "acos", "arccos", "asin", "arcsin", "log2", "log10"}
         if isinstance(br, cst.BinaryOperation) and isinstance(br.operator, cst.Divide):
             den = br.right
@@ -290,7 +299,7 @@ class SiteChecks:
             # plain name (a config value, a python number) is not known to be a tensor that can be 0.
             if number_of(dv) is None and dv.tensor and not dv.clamped and not dv.safe_where and not (
                     nv.nograd and dv.nograd) and (nv.params or dv.params):
-                return "division", self.x.code(den)
+                return "division", self.x.code(den), None
             return None
         if isinstance(br, cst.Call):
             names = self.x.q(br.func)
@@ -308,8 +317,12 @@ class SiteChecks:
             if op and operand is not None:
                 ov = self.memo.get(id(operand), UNKNOWN)
                 if not ov.nograd and not ov.clamped and not ov.safe_where and number_of(ov) is None \
-                        and ov.unit != "strict" and ov.params:
-                    return op, self.x.code(operand)
+                        and ov.unit != "strict":
+                    if ov.params:
+                        return op, self.x.code(operand), None
+                    ref = self.x.derived_params(ov)
+                    if ref is not None:
+                        return op, self.x.code(operand), ref
         return None
 
     def backward(self, node: cst.Call, target: cst.BaseExpression) -> None:

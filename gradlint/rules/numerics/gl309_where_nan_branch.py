@@ -19,6 +19,9 @@ class WhereNanBranch(SiteRule):
     Carries gradient: the operand of the unsafe op (or, for a division, the numerator or the
     divisor) must depend on parameters (a module's layers or `nn.Parameter`s, or a leaf made with
     `requires_grad=True`); a where over constants, plain inputs or config values is not flagged.
+    In a helper, an operand made of its parameters carries gradient when every caller in the
+    project passes, for one of them, a tensor that does (a model's output), also where the helper
+    is passed as a value (`fit(model, loader, deviance)` with `loss_fn(model(x), counts)` in `fit`).
 
     When the unsafe branch is itself a hand-written unstable function (`log(1 + exp(x))`),
     GL305 reports that line instead (one finding per line); when it is a sqrt of a sum of
