@@ -21,12 +21,12 @@ def list_end(fn: cst.FunctionDef, call: cst.Call, listed: cst.BaseExpression) ->
     name = listed.value
     body = suite(fn.body)
     at = next((i for i, st in enumerate(body) if _holds(st, call)), None)
-    if at is None or not isinstance(body[at], cst.SimpleStatementLine) or len(body[at].body) != 1:
+    if at is None or type(body[at]) is not cst.SimpleStatementLine or len(body[at].body) != 1:
         return None
     for st in reversed(body[:at]):
         if not mentions(st, name):
             continue
-        if not isinstance(st, cst.SimpleStatementLine) or len(st.body) != 1:
+        if type(st) is not cst.SimpleStatementLine or len(st.body) != 1:
             return None
         item = _appended(st.body[0], name)
         return None if item is None or mentions(item, name) else item

@@ -241,7 +241,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
     def call_text(self, call: cst.Call) -> CallText:
         func = call.func
         pos, _ = _args(call)
-        attribute = isinstance(func, cst.Attribute)
+        attribute = type(func) is cst.Attribute
         return CallText(self.span(call), self.expr(func), resolved=bool(self.q(func)),
                         receiver=self.expr(func.value) if attribute else None,
                         name_span=self.span(func.attr) if attribute else None,
@@ -283,7 +283,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         for node in reversed(top.module_defs):
             self._walk_unit(node)
         for node in top.module_defs:
-            if isinstance(node, cst.FunctionDef):
+            if type(node) is cst.FunctionDef:
                 top._record_wrapper(node)
         self._settle()
         for _node, sites, classes, functions in (self.units[id(n)] for n in top.module_defs):
@@ -348,7 +348,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
     def _walk_unit(self, node: cst.FunctionDef | cst.ClassDef) -> None:
         """Walk one top-level def into its own lists of facts (replacing those of an earlier walk)."""
         key = id(node)
-        if isinstance(node, cst.FunctionDef):
+        if type(node) is cst.FunctionDef:
             self.returns_of.pop(node.name.value, None)  # (this walk's returns replace an earlier one's)
         else:
             for method in [k for k in self.returns_of if k.startswith(node.name.value + ".")]:
@@ -361,7 +361,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         self.sites, self.classes, self.functions, self.unit = [], [], [], key
         self.fresh = {} if old is not None else None
         try:
-            if isinstance(node, cst.ClassDef):
+            if type(node) is cst.ClassDef:
                 self.walk_class(node, False)
             else:
                 FunctionWalk(self, node.name.value, None,
@@ -610,7 +610,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
                           or "Block" in b or "Net" in b for b in bases)
         ctx = ClassCtx(name=name, bases=bases, module_like=module_like,
                        quiet=parent_quiet or self.file_quiet or _quiet_class(name))
-        methods = [s for s in node.body.body if isinstance(s, cst.FunctionDef)]
+        methods = [s for s in node.body.body if type(s) is cst.FunctionDef]
         ctx.methods = {m.name.value for m in methods}
         ctx.method_nodes = {m.name.value: m for m in methods}
         ctx.reads_requires_grad = self.self_requires_grad and _reads_self_requires_grad(node)
@@ -657,7 +657,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
                     self._returned_cuts(name, walk)
         # nested classes
         for stmt in node.body.body:
-            if isinstance(stmt, cst.ClassDef):
+            if type(stmt) is cst.ClassDef:
                 self.walk_class(stmt, ctx.quiet)
         kind = None
         via: tuple[str, ...] = ()
@@ -706,16 +706,16 @@ def _bound_once_at_top(module: cst.Module) -> set[str]:
     """The names the module's top-level statements bind exactly once (by a plain assignment)."""
     counts: dict[str, int] = {}
     for stmt in module.body:
-        if isinstance(stmt, cst.SimpleStatementLine):
+        if type(stmt) is cst.SimpleStatementLine:
             for small in stmt.body:
-                if isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
-                    targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
+                if type(small) in (cst.Assign, cst.AnnAssign, cst.AugAssign):
+                    targets = [t.target for t in small.targets] if type(small) is cst.Assign else [small.target]
                     for t in targets:
-                        if isinstance(t, cst.Name):
-                            counts[t.value] = counts.get(t.value, 0) + (1 if not isinstance(small, cst.AugAssign) else 2)
-        elif isinstance(stmt, (cst.If, cst.For, cst.While, cst.Try, cst.With)):
+                        if type(t) is cst.Name:
+                            counts[t.value] = counts.get(t.value, 0) + (1 if type(small) is not cst.AugAssign else 2)
+        elif type(stmt) in (cst.If, cst.For, cst.While, cst.Try, cst.With):
             for node in walk_nodes(stmt):
-                if isinstance(node, (cst.AssignTarget, cst.AnnAssign)) and isinstance(node.target, cst.Name):
+                if type(node) in (cst.AssignTarget, cst.AnnAssign) and type(node.target) is cst.Name:
                     counts[node.target.value] = counts.get(node.target.value, 0) + 2  # bound on some path
     return {name for name, n in counts.items() if n == 1}
 
@@ -731,8 +731,8 @@ def _getters(methods: list[cst.FunctionDef]) -> tuple[tuple[str, str], ...]:
                 or ps.star_arg not in (None, cst.MaybeSentinel.DEFAULT) or ps.star_kwarg is not None:
             continue
         line = body[0]
-        if not isinstance(line, cst.SimpleStatementLine) or len(line.body) != 1 or \
-                not isinstance(line.body[0], cst.Return):
+        if type(line) is not cst.SimpleStatementLine or len(line.body) != 1 or \
+                type(line.body[0]) is not cst.Return:
             continue
         text = dotted(line.body[0].value) if line.body[0].value is not None else None
         if text and text.startswith("self."):
@@ -764,11 +764,11 @@ def _reads_self_requires_grad(cls: cst.ClassDef) -> bool:
     stack: list = [cls]
     while stack:
         n = stack.pop()
-        if isinstance(n, cst.Attribute) and n.attr.value == "requires_grad" and \
-                isinstance(n.value, cst.Name) and n.value.value == "self":
+        if type(n) is cst.Attribute and n.attr.value == "requires_grad" and \
+                type(n.value) is cst.Name and n.value.value == "self":
             uses += 1
-        elif isinstance(n, cst.AssignTarget) and isinstance(n.target, cst.Attribute) and \
-                n.target.attr.value == "requires_grad" and isinstance(n.target.value, cst.Name) and \
+        elif type(n) is cst.AssignTarget and type(n.target) is cst.Attribute and \
+                n.target.attr.value == "requires_grad" and type(n.target.value) is cst.Name and \
                 n.target.value.value == "self":
             stores += 1
         stack.extend(children(n))
@@ -792,7 +792,7 @@ def _needs_parens(node: cst.BaseExpression) -> bool:
         return False
     if isinstance(node, cst.Name | cst.Attribute | cst.Call | cst.Subscript | cst.Integer | cst.Float):
         return False
-    if isinstance(node, cst.BinaryOperation) and isinstance(
+    if type(node) is cst.BinaryOperation and isinstance(
             node.operator, cst.Add | cst.Subtract | cst.Multiply | cst.Divide | cst.Power | cst.FloorDivide):
         return False
     return True

@@ -42,17 +42,17 @@ def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
     stack: list[cst.CSTNode] = list(body)
     while stack:
         n = stack.pop()
-        if isinstance(n, cst.If):
+        if type(n) is cst.If:
             stack.extend(suite(n.body))
             if n.orelse is not None:
-                stack.extend([n.orelse] if isinstance(n.orelse, cst.If) else suite(n.orelse.body))
+                stack.extend([n.orelse] if type(n.orelse) is cst.If else suite(n.orelse.body))
         elif isinstance(n, cst.SimpleStatementLine | cst.SimpleStatementSuite):
             for small in n.body:
-                if isinstance(small, cst.Return):
+                if type(small) is cst.Return:
                     if not isinstance(small.value, cst.Call | cst.Attribute | cst.Subscript | cst.Dict):
                         return None
                     out.append(small.value)
-        elif isinstance(n, cst.With) and any(isinstance(i.item, cst.Call) and _NO_GRAD_CONTEXT.search(
+        elif type(n) is cst.With and any(type(i.item) is cst.Call and _NO_GRAD_CONTEXT.search(
                 dotted(i.item.func) or "") for i in n.items):
             continue  # (what it returns under no_grad carries no gradient: the other returns decide)
         elif isinstance(n, cst.With | cst.For | cst.While | cst.Try | cst.TryStar):
@@ -361,7 +361,7 @@ class TensorCalls(TorchOps):
         walk = type(self)(self.x, meth, cls, quiet=True)  # a FunctionWalk (this is its mixin)
         ps = fn.params
         for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params, ps.star_arg, ps.star_kwarg):
-            if isinstance(p, cst.Param):
+            if type(p) is cst.Param:
                 walk.env[p.name.value] = UNKNOWN
         self.x.muted += 1
         try:
@@ -444,7 +444,7 @@ class TensorCalls(TorchOps):
         walk.fn_node = fn  # its body, for `return nn.Sequential(*layers)` (_list_tail)
         ps = fn.params
         for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params, ps.star_arg, ps.star_kwarg):
-            if isinstance(p, cst.Param):
+            if type(p) is cst.Param:
                 walk.env[p.name.value] = UNKNOWN
         # read ahead of its turn: what it reads and calls is recorded when the function is walked
         seen = set(x.references), set(x.class_refs)

@@ -57,8 +57,8 @@ def init_defaults(init: cst.FunctionDef, methods: list[cst.FunctionDef], wanted:
         return {}
     from_param: dict[str, str] = {}  # attribute -> the parameter it is set from
     for stmt in suite(init.body):
-        small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 else None
-        if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.value, cst.Name):
+        small = stmt.body[0] if type(stmt) is cst.SimpleStatementLine and len(stmt.body) == 1 else None
+        if type(small) is cst.Assign and len(small.targets) == 1 and type(small.value) is cst.Name:
             attr = _self_attr(small.targets[0].target)
             if attr in wanted:
                 from_param[attr] = small.value.value
@@ -93,17 +93,17 @@ def init_defaults(init: cst.FunctionDef, methods: list[cst.FunctionDef], wanted:
 def _targets(small: cst.CSTNode) -> list[cst.BaseExpression]:
     """What an assignment statement assigns (`x = ...`, `self.x += ...`, `a, self.x = ...`),
     tuples and lists taken apart; nothing for any other statement."""
-    if isinstance(small, cst.Assign):
+    if type(small) is cst.Assign:
         targets = [t.target for t in small.targets]
-    elif isinstance(small, (cst.AugAssign, cst.AnnAssign)):
+    elif type(small) in (cst.AugAssign, cst.AnnAssign):
         targets = [small.target]
     else:
         return []
-    return [el for t in targets for el in ([e.value for e in t.elements] if isinstance(t, (cst.Tuple, cst.List)) else [t])]
+    return [el for t in targets for el in ([e.value for e in t.elements] if type(t) in (cst.Tuple, cst.List) else [t])]
 
 
 def _self_attr(node: cst.BaseExpression) -> str | None:
-    if isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name) and node.value.value == "self":
+    if type(node) is cst.Attribute and type(node.value) is cst.Name and node.value.value == "self":
         return node.attr.value
     return None
 
@@ -124,19 +124,19 @@ def decided(test: cst.BaseExpression, defaults: Defaults) -> tuple[bool, frozens
     """The truth of an `if` test that reads only `self.<attr>` settings (at their defaults) and
     literals (`self.method == 'multiclass'`, `not self.use_sigmoid`, `self.act is None`), with the
     attributes it read; None for any other test."""
-    if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+    if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
         inner = decided(test.expression, defaults)
         return (not inner[0], inner[1]) if inner is not None else None
-    if isinstance(test, cst.BooleanOperation):
+    if type(test) is cst.BooleanOperation:
         left, right = decided(test.left, defaults), decided(test.right, defaults)
         if left is None or right is None:
             return None
-        value = (left[0] and right[0]) if isinstance(test.operator, cst.And) else (left[0] or right[0])
+        value = (left[0] and right[0]) if type(test.operator) is cst.And else (left[0] or right[0])
         return value, left[1] | right[1]
     attr = _self_attr(test)
     if attr is not None:
         return (bool(defaults[attr][3]), frozenset({attr})) if attr in defaults else None
-    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1:
+    if type(test) is cst.Comparison and len(test.comparisons) == 1:
         attr = _self_attr(test.left)
         if attr is None or attr not in defaults:
             return None
@@ -171,7 +171,7 @@ def forward_under_defaults(walk_type, x, ctx, forward: cst.FunctionDef,
     walker.settings_read = set()
     ps = forward.params
     for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params, ps.star_arg, ps.star_kwarg):
-        if isinstance(p, cst.Param):
+        if type(p) is cst.Param:
             walker.env[p.name.value] = UNKNOWN
     x.muted += 1
     try:

@@ -107,16 +107,16 @@ def _mentions_max(node: cst.BaseExpression) -> bool:
     while stack and seen < 64:
         n = stack.pop()
         seen += 1
-        if isinstance(n, cst.Name):
+        if type(n) is cst.Name:
             if "max" in n.value.lower():
                 return True
-        elif isinstance(n, cst.Attribute):
+        elif type(n) is cst.Attribute:
             if "max" in n.attr.value.lower():
                 return True
             stack.append(n.value)
-        elif isinstance(n, cst.Call):
+        elif type(n) is cst.Call:
             stack.append(n.func)
-        elif isinstance(n, cst.Subscript):
+        elif type(n) is cst.Subscript:
             stack.append(n.value)
     return False
 
@@ -186,10 +186,10 @@ class TensorEval:
             return self.binop(node)
         if kind is cst.UnaryOperation:
             inner = self.ev(node.expression)
-            if isinstance(node.operator, cst.Not):
+            if type(node.operator) is cst.Not:
                 return V(const=inner.const, cut=inner.cut or "comparison", computed=True)
             # -x**2 and -|x| are <= 0: exp of them cannot overflow (softplus as log1p(exp(-|x|)))
-            negated_square = isinstance(node.operator, cst.Minus) and (
+            negated_square = type(node.operator) is cst.Minus and (
                 inner.sq or inner.sumsq or never_negative(node.expression) or (inner.nonneg and not inner.module))
             signed = unary(type(node.operator), inner.value)
             res = replace(_combine([inner]), tensor=inner.tensor, exp=False,
@@ -201,7 +201,7 @@ class TensorEval:
             base = self.ev(node.value)
             for el in node.slice:
                 self._ev_children(el)
-            if isinstance(node.value, cst.Attribute) and node.value.attr.value == "shape":
+            if type(node.value) is cst.Attribute and node.value.attr.value == "shape":
                 return V(const=True)
             if base.keyed is not None:
                 key = _string_index(node)
@@ -286,7 +286,7 @@ class TensorEval:
             for el in node.elements:
                 if type(el) is cst.DictElement:
                     self.ev(el.key)
-                    keys.append(el.key.evaluated_value if isinstance(el.key, cst.SimpleString) else None)
+                    keys.append(el.key.evaluated_value if type(el.key) is cst.SimpleString else None)
                     vals.append(self.ev(el.value))
                 else:  # `**other`
                     self.ev(el.value)
@@ -379,7 +379,7 @@ class TensorEval:
             return V(const=True)
         if attr in ("T", "mT", "H", "real", "values"):
             return base
-        if isinstance(node.value, cst.Name) and node.value.value == "self":
+        if type(node.value) is cst.Name and node.value.value == "self":
             # an attribute __init__ did not set to a parameter or module: a buffer, a config value
             return UNKNOWN
         if len(base.inst) == 1:

@@ -136,11 +136,11 @@ class _Call:
 
 def is_abs(node: cst.BaseExpression) -> bool:
     """`abs(x)`, `torch.abs(x)` or `x.abs()`: a value that is never negative."""
-    if not isinstance(node, cst.Call):
+    if type(node) is not cst.Call:
         return False
     func = node.func
-    return ((isinstance(func, cst.Name) and func.value == "abs")
-            or (isinstance(func, cst.Attribute) and func.attr.value == "abs"))
+    return ((type(func) is cst.Name and func.value == "abs")
+            or (type(func) is cst.Attribute and func.attr.value == "abs"))
 
 
 def never_negative(node: cst.BaseExpression) -> bool:
@@ -149,19 +149,19 @@ def never_negative(node: cst.BaseExpression) -> bool:
     overflow in exp)."""
     if is_abs(node):
         return True
-    if not isinstance(node, cst.Call):
+    if type(node) is not cst.Call:
         return False
     func = node.func
-    name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
+    name = func.attr.value if type(func) is cst.Attribute else func.value if type(func) is cst.Name else ""
     if name == "relu":
-        if isinstance(func, cst.Name):
+        if type(func) is cst.Name:
             return True  # `relu(h)` imported from torch.nn.functional
         # `torch.relu(h)`, `F.relu(h)`, `torch.nn.functional.relu(h)`, `h.relu()`; not
         # `self.relu(h)`, which may be a LeakyReLU module
         owner = dotted(func.value) or ""
         return not node.args or owner in ("torch", "F", "fn") or owner.endswith("functional")
     # the tensor is the receiver of a method, the first argument of torch's function
-    method = isinstance(func, cst.Attribute) and not (isinstance(func.value, cst.Name) and func.value.value == "torch")
+    method = type(func) is cst.Attribute and not (type(func.value) is cst.Name and func.value.value == "torch")
     args = [a for a in node.args if a.keyword is None]
     bound = next((a.value for a in node.args if a.keyword is not None and a.keyword.value == "min"), None)
     if bound is None and name in ("clamp", "clip", "clamp_min"):
@@ -175,10 +175,10 @@ def never_negative(node: cst.BaseExpression) -> bool:
 
 def _literal(node: cst.BaseExpression) -> float | None:
     """The number a literal (or a negated one) is written as; None for anything else."""
-    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+    if type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus:
         inner = _literal(node.expression)
         return -inner if inner is not None else None
-    if isinstance(node, (cst.Integer, cst.Float)):
+    if type(node) in (cst.Integer, cst.Float):
         try:
             return float(node.evaluated_value)
         except (ValueError, OverflowError):
@@ -633,7 +633,7 @@ class TorchOps:
                 self.backward(c.node, c.pos[0])
         else:
             target = c.recv
-            if isinstance(target, cst.Call) and isinstance(target.func, cst.Attribute) and \
+            if type(target) is cst.Call and type(target.func) is cst.Attribute and \
                     target.func.attr.value == "scale" and target.args:
                 target = target.args[0].value
             self.backward(c.node, target)
@@ -674,7 +674,7 @@ class TorchOps:
         return self._output_kept(c.first, self.x.derive_from([c.first], self._kept(c.first), kept=True))
 
     def _m_apply(self, c: _Call) -> V | None:
-        if isinstance(c.recv, cst.Name) and c.recv.value in self.x.autograd_classes:
+        if type(c.recv) is cst.Name and c.recv.value in self.x.autograd_classes:
             return V(computed=True, tensor=True)
         return None
 

@@ -291,7 +291,7 @@ class SiteChecks:
         carries gradient; with the open parameters (derived_params) the operand is computed from
         in place of None, when it is an op's operand made of this function's parameters alone."""
         unsafe = {"log", "sqrt", "rsqrt", "reciprocal", "acos", "arccos", "asin", "arcsin", "log2", "log10"}
-        if isinstance(br, cst.BinaryOperation) and isinstance(br.operator, cst.Divide):
+        if type(br) is cst.BinaryOperation and type(br.operator) is cst.Divide:
             den = br.right
             dv = self.memo.get(id(den), UNKNOWN)
             nv = self.memo.get(id(br.left), UNKNOWN)
@@ -301,7 +301,7 @@ class SiteChecks:
                     nv.nograd and dv.nograd) and (nv.params or dv.params):
                 return "division", self.x.code(den), None
             return None
-        if isinstance(br, cst.Call):
+        if type(br) is cst.Call:
             names = self.x.q(br.func)
             operand = None
             op = None
@@ -311,7 +311,7 @@ class SiteChecks:
                     if n.startswith("torch.") and short in unsafe:
                         op = short
                 operand = _arg(br, 0, "input")
-            elif isinstance(br.func, cst.Attribute) and br.func.attr.value in unsafe and not br.args:
+            elif type(br.func) is cst.Attribute and br.func.attr.value in unsafe and not br.args:
                 op = br.func.attr.value
                 operand = br.func.value
             if op and operand is not None:
@@ -371,7 +371,7 @@ class SiteChecks:
             for where, text in sorted(val.param_cuts, key=lambda e: (e[0].line, e[0].column)):
                 if not _stop_gradient(text):
                     self.x.add(Site("forward_output_cut", "parameter-cut", where.span, detail=text))
-            if isinstance(node.value, cst.Tuple):
+            if type(node.value) is cst.Tuple:
                 continue
             if val.cut in ("torch.no_grad()", ".detach()", ".data", ".detach_()") and val.params:
                 text = self.x.code(node.value)
@@ -408,7 +408,7 @@ class SiteChecks:
             return None
         inline = arg_node is p
         if a.prob == "one_minus_sigmoid":
-            inline = isinstance(arg_node, cst.BinaryOperation) and arg_node.right is p
+            inline = type(arg_node) is cst.BinaryOperation and arg_node.right is p
         return Pieces(producer=self.x.call_text(p)) if inline else None
 
     def loss_pieces(self, node: cst.Call, inp_node: cst.BaseExpression, inp: V, crit_node: cst.Call | None,
@@ -433,7 +433,7 @@ class SiteChecks:
         stack: list[cst.CSTNode] = [self.fn_node.body]
         while stack:
             n = stack.pop()
-            if isinstance(n, cst.Name) and n.value == owner:
+            if type(n) is cst.Name and n.value == owner:
                 mentions += 1
             stack.extend(children(n))
         # one binding and one call

@@ -90,7 +90,7 @@ def _returned_plain(fn: cst.FunctionDef) -> cst.BaseExpression | None:
     no decorators, nothing else; None for any other function."""
     ps = fn.params
     if fn.decorators or fn.asynchronous or ps.params or ps.posonly_params or ps.kwonly_params or \
-            isinstance(ps.star_arg, cst.Param) or ps.star_kwarg is not None:
+            type(ps.star_arg) is cst.Param or ps.star_kwarg is not None:
         return None
     body = list(suite(fn.body))
     if len(body) == 2 and type(body[0]) is cst.SimpleStatementLine and len(body[0].body) == 1 and \

@@ -134,7 +134,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     def _run_function(self, fn: cst.FunctionDef) -> None:
         self.fn_node = fn
         for dec in fn.decorators:
-            expr = dec.decorator.func if isinstance(dec.decorator, cst.Call) else dec.decorator
+            expr = dec.decorator.func if type(dec.decorator) is cst.Call else dec.decorator
             if not self.x.q(expr).isdisjoint(NO_GRAD):
                 self.quiet = True
                 self.nograd += 1
@@ -155,7 +155,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
                 self.x.open_params[id(v)] = (v, self.qual, name, sig[0].index(name) if name in sig[0] else -1)
             self.env[name] = v if v is not None else UNKNOWN
         for star in (ps.star_arg, ps.star_kwarg):
-            if isinstance(star, cst.Param):
+            if type(star) is cst.Param:
                 self.env[star.name.value] = UNKNOWN
         try:
             self.walk(suite(fn.body))
@@ -217,13 +217,13 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
 
     def _grad_mode_set(self, stmt: cst.CSTNode) -> bool | None:
         """The literal mode of a statement `torch.set_grad_enabled(True/False)`, else None."""
-        if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) != 1:
+        if type(stmt) is not cst.SimpleStatementLine or len(stmt.body) != 1:
             return None
-        call = stmt.body[0].value if isinstance(stmt.body[0], cst.Expr) else None
-        if not isinstance(call, cst.Call) or len(call.args) != 1 or call.args[0].keyword is not None:
+        call = stmt.body[0].value if type(stmt.body[0]) is cst.Expr else None
+        if type(call) is not cst.Call or len(call.args) != 1 or call.args[0].keyword is not None:
             return None
         arg = call.args[0].value
-        if not (isinstance(arg, cst.Name) and arg.value in ("True", "False")):
+        if not (type(arg) is cst.Name and arg.value in ("True", "False")):
             return None
         if self.x.q(call.func).isdisjoint(SET_GRAD_ENABLED):
             return None
@@ -334,11 +334,11 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         entered = 0
         for item in node.items:
             expr = item.item
-            func = expr.func if isinstance(expr, cst.Call) else expr
+            func = expr.func if type(expr) is cst.Call else expr
             names = self.x.q(func)
             if not names.isdisjoint(NO_GRAD) or (
-                    not names.isdisjoint(SET_GRAD_ENABLED) and isinstance(expr, cst.Call) and expr.args
-                    and isinstance(expr.args[0].value, cst.Name) and expr.args[0].value.value == "False"):
+                    not names.isdisjoint(SET_GRAD_ENABLED) and type(expr) is cst.Call and expr.args
+                    and type(expr.args[0].value) is cst.Name and expr.args[0].value.value == "False"):
                 entered += 1
             else:
                 val = self.ev(expr)
@@ -393,7 +393,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
 
     def augmented(self, node: cst.AugAssign, target_val: V, val: V) -> V:
         op = node.operator
-        if isinstance(op, cst.DivideAssign):
+        if type(op) is cst.DivideAssign:
             self.check_divide(node, target_val, val, node.value)
         return self.binop_value(_AUG.get(type(op)), target_val, val, node.target, node.value, node)
 
@@ -403,7 +403,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             self.done = True
         if node.value is not None:
             val = self.ev(node.value)
-            self.returns.append(None if isinstance(node.value, cst.Tuple) else val)
+            self.returns.append(None if type(node.value) is cst.Tuple else val)
             self.return_nodes.append(node)
             top = self.cls is None and self.qual == self.name
             method = self.cls is not None and self.qual == f"{self.cls.name}.{self.name}"
@@ -411,9 +411,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
                 # a top-level function's loss (or a method's of a top-level class), for the
                 # callers that backpropagate it
                 parts = [self.memo.get(id(el.value), UNKNOWN) for el in node.value.elements] \
-                    if isinstance(node.value, cst.Tuple) else [val]
-                keyed = _keyed_returns(node.value, self.memo) if isinstance(node.value, cst.Dict) else None
-                self.x.returned_value(self.qual, parts if isinstance(node.value, cst.Tuple) else keyed, val)
+                    if type(node.value) is cst.Tuple else [val]
+                keyed = _keyed_returns(node.value, self.memo) if type(node.value) is cst.Dict else None
+                self.x.returned_value(self.qual, parts if type(node.value) is cst.Tuple else keyed, val)
         else:
             self.returns.append(None)
 
@@ -426,24 +426,24 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         module_iter = False
         named = False
         node_iter = it_node
-        while isinstance(it_node, cst.Subscript) or (
-                isinstance(it_node, cst.Call) and isinstance(it_node.func, cst.Name)
+        while type(it_node) is cst.Subscript or (
+                type(it_node) is cst.Call and type(it_node.func) is cst.Name
                 and it_node.func.value in ("list", "tuple") and len(it_node.args) == 1):
             # `list(model.children())[:3]`: some of the same modules
-            it_node = it_node.value if isinstance(it_node, cst.Subscript) else it_node.args[0].value
-        if isinstance(it_node, cst.Call) and isinstance(it_node.func, cst.Attribute):
+            it_node = it_node.value if type(it_node) is cst.Subscript else it_node.args[0].value
+        if type(it_node) is cst.Call and type(it_node.func) is cst.Attribute:
             meth = it_node.func.attr.value
             module_iter = meth in ("modules", "children", "named_modules", "named_children")
             named = meth.startswith("named_")
-        if not module_iter and isinstance(target, cst.Name):
+        if not module_iter and type(target) is cst.Name:
             # `for layer in self.layers[:n]` over an nn.ModuleList or nn.Sequential (any module
             # iterated by value), `for block in bert.encoder.layer`: each item is a module
             base = it if it_node is node_iter else self.ev(it_node)
             module_iter = (base.module and not base.crit and not base.inst) or self._library_submodule(it_node)
-        if module_iter and not named and isinstance(target, cst.Name):
+        if module_iter and not named and type(target) is cst.Name:
             self.bind_name(target.value, V(module=True))
             return
-        if module_iter and named and isinstance(target, cst.Tuple) and len(target.elements) == 2:
+        if module_iter and named and type(target) is cst.Tuple and len(target.elements) == 2:
             first, second = target.elements
             self.bind(first.value, UNKNOWN)
             self.bind(second.value, V(module=True))
@@ -551,7 +551,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
                           where: Where) -> None:
         """`x.requires_grad = ...`: on a module it sets a plain attribute; on a computed value it is
         remembered for the backward call."""
-        truth = value_node is None or not (isinstance(value_node, cst.Name) and value_node.value == "False")
+        truth = value_node is None or not (type(value_node) is cst.Name and value_node.value == "False")
         hv = self.ev(holder)
         key = dotted(holder)
         if hv.module:
@@ -671,7 +671,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
 
         class Apply(cst.CSTVisitor):
             def visit_Attribute(self, node: cst.Attribute) -> None:
-                if node.attr.value == "apply" and isinstance(node.value, cst.Name) and \
+                if node.attr.value == "apply" and type(node.value) is cst.Name and \
                         node.value.value in x.autograd_classes:
                     found.add(node.value.value)
 
