@@ -152,7 +152,10 @@ class TensorEval:
                 self.x.references.add(node.value)
                 (self.x.arg_refs if id(node) in self.x.fn_args else self.x.free_refs).add(node.value)
             if node.value in self.env:
-                return self.env[node.value]
+                held = self.env[node.value]
+                if held.keyed is not None and self.name == "<module>" and not self.x.steady_dict(node.value):
+                    return UNKNOWN  # (a function the module's code calls may change it in place)
+                return held
             if node.value in self.globals:
                 return self.globals[node.value]
             if node.value in self.x.local_classes:
