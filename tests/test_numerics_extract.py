@@ -498,3 +498,14 @@ def test_a_script_that_only_loads_a_pretrained_model_is_checked(tmp_path):
                       "for layer in model.encoder.layer[:8]:\n    layer.requires_grad = False\n")
     result = check_paths([script], Config(root=str(tmp_path)), use_cache=False, jobs=1)
     assert [(f.code, f.span.line) for f in result.findings] == [("GL404", 5)]
+
+
+def test_steady_dict_reads_only():
+    """A module-level dict display is trusted where it is read only while the text only reads it."""
+    from gradlint.source.numerics_values import _only_read
+
+    read = 'L = {"a": 1}\nx = L["a"]()\ny = L.get("a")\nif k in L:\n    pass\nz = L["a"] == 1\n'
+    assert _only_read(read, "L")
+    for changed in ('L["a"] = 2\n', 'def f():\n    L["a"] = 2\n', "L.update(a=2)\n", 'del L["a"]\n',
+                    "register(L)\n", "M = L\n", "L = {}\n", 'L["a"] += 1\n', "L |= {}\n"):
+        assert not _only_read(read + changed, "L"), changed

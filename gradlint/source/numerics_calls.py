@@ -18,6 +18,7 @@ from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.metric_uses import leaving_call
 from gradlint.source.numerics_sites import graph_break
 from gradlint.source.numerics_callers import _STDLIB
+from gradlint.source.numerics_eval import _function_value
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, knows_nothing
 from gradlint.source.engine.walk import suite, walk
@@ -283,6 +284,10 @@ class TensorCalls(TorchOps):
             first = self.ev(inp) if inp is not None else UNKNOWN
             return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const,
                      params=first.params, through=passed)
+        if callee.crit_class:
+            # `LOSSES["bce"]()`, `getattr(nn, "BCELoss")()`: the criterion that class makes (its
+            # call is no constructor call as written: no fix renames it)
+            return V(crit=callee.crit_class, module=True)
         if callee.callret:
             first = vals[0] if vals else UNKNOWN
             # (a softmax's or sigmoid's output is strictly positive, as torch.sigmoid's: dense)
@@ -483,6 +488,13 @@ class TensorCalls(TorchOps):
             if v.nograd:
                 return replace(v, cut=v.cut, value=_converted(fname, v.value))
             return V(cut=f"{fname}()", cut_span=self.x.where(node), computed=True)
+        if fname == "getattr" and len(pos) == 2 and not kw and type(pos[1]) is cst.SimpleString:
+            # `getattr(nn, "BCELoss")`: the class (or loss function) of torch it names
+            names = self.x.q(pos[0])
+            attr = pos[1].evaluated_value
+            found = _function_value(frozenset(f"{n}.{attr}" for n in names)) if names and type(attr) is str else None
+            if found is not None:
+                return found
         if fname in ("len", "range", "isinstance", "hasattr", "getattr", "print", "str", "repr", "type", "id"):
             return V(const=True)
         if fname == "max" and len(pos) == 2:
@@ -597,7 +609,20 @@ class TensorCalls(TorchOps):
                 # backpropagates it; this file's class is judged here (Extractor._cut_returns),
                 # another file's there (NumericsFacts.backpropagated_outputs)
                 return replace(self._method_value(node, recv_node, meth, r), returned=(f"{cls}.{meth}", -1))
+        if meth == "get" and r.keyed is not None:
+            self._args_ev(node)
+            return self._keyed_get(node, r)
         return self._method_value(node, recv_node, meth, r)
+
+    @staticmethod
+    def _keyed_get(node: cst.Call, r: V) -> V:
+        """`LOSSES.get("bce")` on a dict display of string keys: what the literal key holds there;
+        unknown for a key that is not a literal or not in the display (then it gives the default)."""
+        key = node.args[0].value if node.args and not node.args[0].keyword and not node.args[0].star else None
+        if type(key) is not cst.SimpleString:
+            return UNKNOWN
+        want = key.evaluated_value
+        return next((v for k, v in r.keyed if k == want), UNKNOWN)
 
     def _method_value(self, node: cst.Call, recv_node: cst.BaseExpression, meth: str, r: V) -> V:
         pos, kw = _args(node)

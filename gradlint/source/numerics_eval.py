@@ -21,15 +21,19 @@ from gradlint.source.engine.walk import children as _code_children
 from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.names import dotted
 from gradlint.source.numerics_defaults import decided
-from gradlint.source.numerics_ops import LOSS_FUNCTIONS, never_negative
+from gradlint.source.numerics_ops import LOSS_FUNCTIONS, LOSS_MODULES, never_negative
 
 
 def _function_value(names: frozenset[str]) -> V | None:
     """A torch loss function named as a value (`self.loss_func = F.binary_cross_entropy_with_logits`)
-    is a criterion: calling it is the loss."""
+    is a criterion: calling it is the loss. A loss module class so named (`{"bce": nn.BCELoss}`)
+    is the class: calling it makes the criterion (TensorCalls.instance_call)."""
     for qn, kind in LOSS_FUNCTIONS.items():
         if qn in names:
             return V(crit=kind)
+    for qn, kind in LOSS_MODULES.items():
+        if qn in names:
+            return V(crit_class=kind)
     return None
 
 
@@ -152,7 +156,10 @@ class TensorEval:
                 self.x.references.add(node.value)
                 (self.x.arg_refs if id(node) in self.x.fn_args else self.x.free_refs).add(node.value)
             if node.value in self.env:
-                return self.env[node.value]
+                held = self.env[node.value]
+                if held.keyed is not None and self.name == "<module>" and not self.x.steady_dict(node.value):
+                    return UNKNOWN  # (a function the module's code calls may change it in place)
+                return held
             if node.value in self.globals:
                 return self.globals[node.value]
             if node.value in self.x.local_classes:
@@ -293,7 +300,7 @@ class TensorEval:
                     keys.append(None)
             # string keys, one each, and a value a rule may read back (`criteria["cls"](p, y)`)
             if vals and all(type(k) is str for k in keys) and len(set(keys)) == len(keys) and any(
-                    v.prob or v.out or v.crit or v.callret for v in vals):
+                    v.prob or v.out or v.crit or v.callret or v.crit_class for v in vals):
                 return V(keyed=tuple(zip(keys, vals)))
             return UNKNOWN
         if kind is cst.DictComp:

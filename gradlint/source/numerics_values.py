@@ -8,6 +8,8 @@ bound (source/constants.py holds other files to the same rules, read with CPytho
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from gradlint.source.engine.tensors import V, UNKNOWN, replace, same_value
@@ -17,7 +19,8 @@ from gradlint.source.engine.walk import suite
 class ModuleValues:
     """`Extractor`'s reading of module constants and plain function values (needs its `project`,
     `imported`, `function_values`, `module_functions`, `def_counts`, `module_values`,
-    `global_names`, `local_classes`, `imports`, `references`, `class_refs`, `muted`)."""
+    `global_names`, `local_classes`, `imports`, `references`, `class_refs`, `muted`, `src`,
+    `steady_dicts`)."""
 
     def imported_constant(self, names: frozenset[str], call: bool = False) -> V | None:
         """A plain constant of another project module that `names` (what the file's imports make
@@ -72,11 +75,69 @@ class ModuleValues:
         """A module-level name as functions read it: its plain value only when every binding of
         the module gives that one value and no function rebinds it (`global`), as
         engine/env.Env joins a scope's bindings (a function may run before a later binding)."""
+        if v.keyed is not None and not self.steady_dict(name):
+            return UNKNOWN  # a dict a function may change in place before it is read
         if v.value is UNKNOWN:
             return v
         if name in self.global_names or not same_value(self.module_values.get(name, UNKNOWN), v.value):
             return replace(v, value=UNKNOWN)
         return v
+
+    def steady_dict(self, name: str) -> bool:
+        """Whether module-level `name` (a dict display) holds what its display did wherever it is
+        read: one top-level binding, no `global` of it, and every other mention in the text a
+        read (`NAME[k]` not assigned or deleted, `NAME.get(`, `.keys(`, `.values(`, `.items(`,
+        `.copy(`, `in NAME`). Any other (`NAME.update(...)`, `NAME[k] = v` in a function, the dict
+        passed to a function or aliased) may change it; a mention in a comment counts too."""
+        known = self.steady_dicts.get(name)
+        if known is None:
+            known = self.steady_dicts[name] = name not in self.global_names and _only_read(self.src.text, name)
+        return known
+
+
+_BINDING = re.compile(r"\s*(?::[^=\n]*)?=(?!=)")  # `NAME = ...`, `NAME: dict = ...`
+_AFTER_ITEM_CHANGE = re.compile(r"\s*(?:=(?!=)|(?:\*\*|//|>>|<<|[-+*/%&^|@])=)")
+_DICT_READS = re.compile(r"\s*\.\s*(?:get|keys|values|items|copy)\s*\(")
+_ITEM = re.compile(r"\s*\[")
+_AFTER_IN = re.compile(r"\bin\s+$")
+_AFTER_DEL = re.compile(r"\bdel\s+$")
+
+
+def _only_read(text: str, name: str) -> bool:
+    """`steady_dict`'s reading of the text: exactly one binding of `name` at the start of a line,
+    every other mention a read."""
+    bindings = 0
+    for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?!\w)", text):
+        start, end = m.start(), m.end()
+        line_start = text.rfind("\n", 0, start) + 1
+        before = text[line_start:start]
+        if not before and _BINDING.match(text, end):
+            bindings += 1
+            continue
+        if _DICT_READS.match(text, end) or _AFTER_IN.search(before):
+            continue
+        item = _ITEM.match(text, end)
+        if item is not None and not _AFTER_DEL.search(before):
+            close = _closing_bracket(text, item.end() - 1)
+            if close is not None and not _AFTER_ITEM_CHANGE.match(text, close + 1):
+                continue
+        return False
+    return bindings == 1
+
+
+def _closing_bracket(text: str, open_at: int) -> int | None:
+    """The index of the `]` that closes the `[` at `open_at` (on the same logical line or the
+    next few hundred characters); None when it is not found there."""
+    depth = 0
+    for i in range(open_at, min(len(text), open_at + 400)):
+        c = text[i]
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+            if depth == 0:
+                return i if c == "]" else None
+    return None
 
 
 def _class_like(name: str) -> bool:

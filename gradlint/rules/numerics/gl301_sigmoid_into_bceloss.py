@@ -16,8 +16,10 @@ class SigmoidIntoBCELoss(SiteRule):
     `torch.sigmoid(x)`, a local variable holding one, an `nn.Sigmoid` module, or the output of a
     model whose `forward` returns a sigmoid (looked up across the files of the run), whole or as
     one element of a tuple. The criterion may be a module, a function, a function-valued
-    attribute (`self.loss_func = F.binary_cross_entropy`) or what a short method returns
-    (`crit = self.get_loss()`). Only the input is checked: soft labels and sigmoid-shaped
+    attribute (`self.loss_func = F.binary_cross_entropy`), what a short method returns
+    (`crit = self.get_loss()`), or a class picked by a literal key from a module-level dict that
+    is only read (`LOSSES["bce"]()`, `LOSSES.get("bce")()`) or by `getattr(nn, "BCELoss")()`.
+    Only the input is checked: soft labels and sigmoid-shaped
     targets are fine.
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a

@@ -65,6 +65,9 @@ class V:
     out: frozenset[str] = frozenset()  # the output of calling an instance of these classes
     crit: str | None = None  # a loss module instance: ce / bce / bce_logits
     crit_node: cst.Call | None = None
+    # a loss module class named as a value (`nn.BCELoss`, `LOSSES["bce"]` of a dict display of
+    # classes): calling it makes that criterion (`crit`), which no fix renames
+    crit_class: str | None = None
     callret: str | None = None  # a module whose call returns this probability kind
     module: bool = False  # a known nn.Module instance
     sq: bool = False  # a square
@@ -316,6 +319,7 @@ def merge(a: V, b: V) -> V:
         if a.keyed is not None and b.keyed is not None and [k for k, _ in a.keyed] == [k for k, _ in b.keyed] else None,
         crit=a.crit if a.crit == b.crit else None,
         crit_node=a.crit_node if a.crit_node is b.crit_node else None,
+        crit_class=a.crit_class if a.crit_class == b.crit_class else None,
         callret=a.callret if a.callret == b.callret else None,
         module=a.module and b.module,
         sq=a.sq and b.sq,
