@@ -335,7 +335,11 @@ def config_threshold(value: Value, fn: Function, scope: Scope | None, facts: Tra
     read as every construction of the class in the project passes it (`Trainer(model, Cfg())`)."""
     if not value.param or value.number is not None or scope is None or not scope.module:
         return value
-    held, _, attr = value.param.rpartition(".")
+    # the object the parameter or `self` holds, and the field's path in it (`optim.grad_clip`
+    # of `cfg.optim.grad_clip`: a config the caller's config holds)
+    parts = value.param.split(".")
+    cut = 2 if parts[0] == "self" else 1
+    held, attr = ".".join(parts[:cut]), ".".join(parts[cut:])
     if held.startswith("self."):
         calls = _constructed_with(scope, fn, held, facts) if facts is not None else None
     else:

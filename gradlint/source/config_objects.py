@@ -116,13 +116,32 @@ class ConfigObjects:
         return fields
 
     def _field_default(self, value: cst.BaseExpression) -> Any:
-        """A dataclass field's default: `field(default=x)` is x; any other call of `field` unknown."""
+        """A dataclass field's default: `field(default=x)` is x; `field(default_factory=XConfig)` a
+        config class's instance as its defaults make it (a nested config: `optim: OptimConfig`);
+        any other call of `field` unknown."""
         if type(value) is cst.Call and "dataclasses.field" in self.imports.qualify(value.func):
             for a in value.args:
                 if a.keyword is not None and a.keyword.value == "default":
                     return self.eval(a.value, {})
+                if a.keyword is not None and a.keyword.value == "default_factory":
+                    return self._config_factory(a.value)
             return UNKNOWN
         return self.eval(value, {})
+
+    def _config_factory(self, factory: cst.BaseExpression) -> Any:
+        """What `default_factory=XConfig` makes: a plain config class of this file, or one of
+        another project file (its plain values), built with its defaults; unknown for anything
+        else (`list`, a lambda, a function: what it returns is not read)."""
+        text = dotted(factory) if type(factory) in (cst.Name, cst.Attribute) else None
+        if not text or not text.rsplit(".", 1)[-1][:1].isupper() or self.depth >= MAX_DEPTH:
+            return UNKNOWN
+        info = self.classes.get(text)
+        if info is not None:
+            return UNKNOWN if info.is_module else self.config(info, ([], {}, False, False))
+        if self.configs is None:
+            return UNKNOWN
+        values = self.configs.values(text, self.imports.qualify_dotted(text), args=((), ()))
+        return UNKNOWN if values is None else self._config_value(text, values, factory)
 
     def class_layer(self, info: ClassInfo) -> dict:
         """What a subclass of `info` gets from it before its own code runs: its bases' layers, then

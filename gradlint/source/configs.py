@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from gradlint.facts.files import FileFacts
 from gradlint.facts.project import ProjectIndex
 import libcst as cst
 
-from gradlint.source.engine.values import ListVal, UNKNOWN
+from gradlint.source.engine.values import ClassInfo, Ctor, Instance, ListVal, UNKNOWN
 from gradlint.source.engine.walk import children
 from gradlint.source.names import dotted
 
@@ -115,25 +116,94 @@ _NOT_PLAIN: Any = object()
 
 # An argument of a config built by a call that is not plain data (ConfigReader.values' `args`).
 UNKNOWN_ARG: Any = object()
+# Configs held by configs (`optim: OptimConfig = field(default_factory=OptimConfig)`) whose
+# fields the loop facts read (`cfg.optim.max_grad_norm`), at most this deep.
+MAX_NESTING = 3
+
+
+@dataclass(frozen=True)
+class ConfigArg:
+    """An argument of a config built by a call that is itself a config built there
+    (`Cfg(optim=OptimCfg(grad_clip=0.0))`): its class's last name and its plain values, as
+    `_plain_attrs(nested=True)` gives them (hashable: it is part of the memo keys)."""
+
+    cls: str
+    values: tuple[tuple[str, Any], ...]
 
 
 def engine_value(value: Any) -> Any:
     """A plain value as the models' evaluator holds it (tuples are ListVals, fresh each time: the
-    evaluator may change a list in place); UNKNOWN_ARG is unknown."""
+    evaluator may change a list in place); UNKNOWN_ARG is unknown; a ConfigArg a config
+    instance holding its values."""
     if value is UNKNOWN_ARG:
         return UNKNOWN
     if type(value) is tuple:
         return ListVal([engine_value(v) for v in value])
+    if type(value) is ConfigArg:
+        node = cst.Name(value.cls)
+        ctor = Ctor("config", value.cls, [], {}, node, 0)
+        ctor.instance = Instance(ClassInfo(value.cls, node, (), {}), {k: engine_value(v) for k, v in value.values}, [])
+        return ctor
     return value
 
 
-def _plain_attrs(attrs: dict) -> dict:
+def _plain_attrs(attrs: dict, nested: bool = False, depth: int = 0, inst: Any = None) -> dict:
+    """The plain values of an instance's attributes; `nested`: with those of the config objects
+    it holds too, under dotted names (`optim.grad_clip`), MAX_NESTING deep, but for one that a
+    method of the instance's class (`inst`) does anything with but store it: the evaluator
+    does not follow `self.optim.grad_clip = 1.0` in a `__post_init__`."""
     out = {}
+    touched: frozenset[str] | None = frozenset()
     for k, v in attrs.items():
+        if k.startswith("__"):
+            continue
         p = plain(v)
-        if p is not _NOT_PLAIN and not k.startswith("__"):
+        if p is not _NOT_PLAIN:
             out[k] = p
+        elif nested and depth < MAX_NESTING and type(v) is Ctor and v.kind == "config" and v.instance is not None:
+            if touched is not None and not touched:
+                touched = _held_touched(inst)
+            if touched is None or k in touched:
+                continue
+            inner = _plain_attrs(v.instance.attrs, True, depth + 1, v.instance)
+            out.update((f"{k}.{sub}", got) for sub, got in inner.items())
     return out
+
+
+def _held_touched(inst: Any) -> frozenset[str] | None:
+    """The attributes `X` that a method of `inst`'s class, or of a base of its file, names as
+    `self.X` other than as the whole target of an assignment (`self.optim = optim`); None when
+    one may set any name (`setattr`, `__dict__`) or the class cannot be read. Not empty: the
+    caller memoises by emptiness."""
+    names: set[str] = {""}
+    infos = [getattr(inst, "cls", None)]
+    classes = getattr(getattr(inst, "fm", None), "classes", None) or {}
+    seen = 0
+    while infos:
+        info = infos.pop()
+        if info is None or type(info.node) is not cst.ClassDef or seen > 8:
+            return None
+        seen += 1
+        infos.extend(classes.get(b) for b in info.bases if b not in ("object", "ABC", "abc.ABC"))
+        stack: list = [info.node.body]
+        while stack:
+            n = stack.pop()
+            kind = type(n)
+            if kind is cst.Name and n.value in ("setattr", "__dict__"):
+                return None
+            if kind is cst.Attribute and type(n.value) is cst.Name and n.value.value == "self":
+                names.add(n.attr.value)
+                continue
+            if kind in (cst.Assign, cst.AnnAssign):
+                # `self.optim = ...`: stored, not changed (what is stored is the evaluator's)
+                targets = [t.target for t in n.targets] if kind is cst.Assign else [n.target]
+                stack.extend(t for t in targets if not (type(t) is cst.Attribute and type(t.value) is cst.Name
+                                                        and t.value.value == "self"))
+                if n.value is not None:
+                    stack.append(n.value)
+                continue
+            stack.extend(children(n))
+    return frozenset(names)
 
 
 class _Index(ProjectIndex):
@@ -428,12 +498,14 @@ class ConfigReader:
             return f"{mod.package}.{target}"
         return target
 
-    def values(self, text: str, qualified: frozenset[str], layer: bool = False, args: tuple | None = None) -> dict | None:
+    def values(self, text: str, qualified: frozenset[str], layer: bool = False, args: tuple | None = None,
+               nested: bool = False) -> dict | None:
         """The plain values of an instance of the config class `text` names, built with no
         arguments (its defaults) or with `args` (positional values, then (keyword, value) pairs:
         plain values, or UNKNOWN_ARG for one not known: what is computed from it stays unknown);
         `layer`: only what it holds as a base class (its class-level values that no method of it
-        sets again). None when not known."""
+        sets again); `nested`: with the values of the configs it holds (`_plain_attrs`). None
+        when not known."""
         found = self.find(text, qualified, called=args is not None)
         if found is None:
             return None
@@ -445,11 +517,11 @@ class ConfigReader:
             fingerprint = _regular_fingerprint(path)
         except OSError:
             return None
-        key = (path, fingerprint, cls, self.depth, None if layer else args)
+        key = (path, fingerprint, cls, self.depth, None if layer else args, nested and not layer)
         got = _EVALUATED.get(key)
         if got is None or any(_fingerprint(p) != f for p, f in got[2]):
             # (a process that checks again after a base's file changed: tests, an editor's server)
-            got = _evaluate(path, cls, self.depth, None if layer else args)
+            got = _evaluate(path, cls, self.depth, None if layer else args, nested and not layer)
             if len(_EVALUATED) >= _MEMO_SIZE:
                 _EVALUATED.clear()
             _EVALUATED[key] = got
@@ -459,7 +531,7 @@ class ConfigReader:
         return base if layer else whole
 
 
-def _evaluate(path: str, cls: str, depth: int, args: tuple | None = None
+def _evaluate(path: str, cls: str, depth: int, args: tuple | None = None, nested: bool = False
               ) -> tuple[dict | None, dict | None, tuple[tuple[str, str], ...]]:
     """(its values, its values as a base class, the files its own config bases read, with their
     fingerprints) of class `cls` of file `path`, evaluated in that file (built with `args`, see
@@ -489,7 +561,7 @@ def _evaluate(path: str, cls: str, depth: int, args: tuple | None = None
                 pos, kw = args if args is not None else ((), ())
                 ctor = fm.config(info, ([engine_value(v) for v in pos], {k: engine_value(v) for k, v in kw}, False, False))
                 if ctor.instance is not None and not fm.meter.exhausted:
-                    whole = _plain_attrs(ctor.instance.attrs)
+                    whole = _plain_attrs(ctor.instance.attrs, nested, inst=ctor.instance)
                 fm.meter.allow()
                 base = _plain_attrs(fm.class_layer(info))
             except (Exhausted, RecursionError):
@@ -514,7 +586,7 @@ class FileConfigs:
 
     def values(self, cls: str, args: tuple) -> dict | None:
         """The plain values of `cls(...)` (a class of this file; `args` as ConfigReader.values'),
-        or None when not known."""
+        those of the configs it holds among them (`optim.grad_clip`), or None when not known."""
         key = (cls, args)
         if key not in self._memo:
             self._memo[key] = self._evaluate(cls, args)
@@ -535,7 +607,7 @@ class FileConfigs:
             return None
         if ctor.instance is None or fm.meter.exhausted:
             return None
-        return _plain_attrs(ctor.instance.attrs)
+        return _plain_attrs(ctor.instance.attrs, nested=True, inst=ctor.instance)
 
     def release(self) -> None:
         if self._fm is not None:

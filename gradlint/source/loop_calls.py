@@ -591,8 +591,10 @@ class CallEvents:
                 (param := self.env.field.param_field(value_node, self._scope_nodes.get(ctx.fid))):
             # under a test of the config it reads (`if cfg.grad_clip > 0:`, `if cfg.use_clip:`),
             # also when the call reads it through a local name: the config decides the clip
-            owner = param.rpartition(".")[0]
-            tested = any(re.search(r"(?<![\w.])" + re.escape(owner) + r"\.", t) for t in ctx.tests)
+            # (`cfg.optim.grad_clip` under a test of `cfg.optim` or of `cfg`)
+            owner = param.split(".")
+            owners = [".".join(owner[:i]) for i in range(2 if owner[0] == "self" else 1, len(owner))]
+            tested = any(re.search(r"(?<![\w.])" + re.escape(o) + r"\.", t) for o in owners for t in ctx.tests)
             value = dataclasses.replace(value, param=param, guarded=value.guarded or tested)
         return Event("clip", self.span(call), ctx.fid, sid, ctx.nograd, via=via, name=name,
                      target=_text(call.args[0].value) if call.args else "",

@@ -1,6 +1,7 @@
 """Config objects in the training-loop environment: what `cfg.max_grad_norm` reads where `cfg`
 holds the one instance of a plain class the file builds (`cfg = TrainConfig()`, a dataclass or a
-plain class of this file or another project file, a `SimpleNamespace(...)`), and which objects
+plain class of this file or another project file, a `SimpleNamespace(...)`), or a config it holds
+(`cfg.optim.max_grad_norm`), and which objects
 the file may change after building them (then nothing is read). `loops.extract` installs
 `config_fields` as the environment's `Env.field`.
 """
@@ -12,6 +13,7 @@ from typing import Any
 
 import libcst as cst
 
+from gradlint.source.configs import MAX_NESTING
 from gradlint.source.engine.fold import constant as _constant
 from gradlint.source.engine.env import Ref
 from gradlint.source.engine.values import Ctor
@@ -38,7 +40,9 @@ class ConfigFields:
     """`cfg.field` where `cfg` (a name, or an attribute such as `self.cfg`) holds the one instance
     of a plain class the file builds (`cfg = TrainConfig()`, `TrainConfig(max_grad_norm=0)`): the
     field's value as the class sets it (`own`: this file's classes, configs.FileConfigs;
-    `configs`: another project file's). Nothing when the object may be changed after it is
+    `configs`: another project file's); `cfg.optim.grad_clip` where `cfg.optim` is a config that
+    one holds (its default, `field(default_factory=OptimCfg)`, or `Cfg(optim=OptimCfg(...))`),
+    read as `optim.grad_clip` of it, unless the file may change `cfg.optim` too. Nothing when the object may be changed after it is
     built: the file assigns or deletes one of its attributes, calls a method of it, or passes it
     to a function that is not a constructor (`update_from_args(cfg, args)`, `setattr`, `vars`).
     Called as Env.field; `built` gives the fields of a config a call passes, and `param_field`
@@ -52,6 +56,7 @@ class ConfigFields:
         self.rebound: dict[str, list] = {}
         self.memo: dict[tuple[int, str], Any] = {}
         self.exported: list[frozenset[str]] = []
+        self.depth = 0  # of the config argument `_values` reads (`Cfg(optim=OptimCfg(...))`)
 
     def _scan(self) -> dict[str, set]:
         if self.changed is None:
@@ -72,16 +77,36 @@ class ConfigFields:
         where.update(s for s, call in self.passes.get(text, ()) if call is not but)
         return bool(where) and ("." in text or binder(scope, text) in {binder(s, text) for s in where})
 
+    def _held_may_change(self, text: str, scope) -> bool:
+        """Whether the file may change the config `text` (`cfg.optim`) that another config holds,
+        where `scope` reads it: one of `self`, anywhere; one of a name, where its scope binds it
+        (`cfg.optim.grad_clip = 1.0` in another function changes another `cfg`)."""
+        root = text.split(".", 1)[0]
+        if root == "self":
+            return self._may_change(text, scope)
+        binder = self.pre.env.binder
+        where = set(self._scan().get(text, ()))
+        where.update(s for s, _call in self.passes.get(text, ()))
+        return binder(scope, root) in {binder(s, root) for s in where}
+
     def __call__(self, node: cst.Attribute, scope) -> tuple[Any, str, str] | None:
         obj = node.value
         text = dotted(obj) if type(obj) in (cst.Name, cst.Attribute) else None
         if not text:
             return None
+        name = node.attr.value
         got = self._instance(text, scope)
+        while got is None and "." in text and name.count(".") < MAX_NESTING:
+            # `cfg.optim.grad_clip`: a field of the config `cfg.optim` that `cfg` holds (its
+            # values name it `optim.grad_clip`), when nothing changes that config either
+            if self._held_may_change(text, scope):
+                return None
+            text, _, held = text.rpartition(".")
+            name = f"{held}.{name}"
+            got = self._instance(text, scope)
         if got is None:
             return None
         values, cls = got
-        name = node.attr.value
         if name not in values:
             return None
         # a global of the module (`cfg = TrainConfig()` at the top): another module may import it
@@ -110,7 +135,7 @@ class ConfigFields:
 
     def _values(self, call: cst.Call, cls: str) -> dict | None:
         """The fields of `cls` built by `call`, as the class sets them (memoised by the call)."""
-        from gradlint.source.configs import UNKNOWN_ARG
+        from gradlint.source.configs import UNKNOWN_ARG, ConfigArg
 
         key = (id(call), cls)
         if key not in self.memo:
@@ -119,6 +144,8 @@ class ConfigFields:
             else:
                 def plain(v: cst.BaseExpression) -> Any:
                     c = _constant(v)
+                    if c is None and type(v) is cst.Call and self.depth < MAX_NESTING:
+                        return self._nested(v)
                     return UNKNOWN_ARG if c is None else c
 
                 args = (tuple(plain(a.value) for a in call.args if a.keyword is None),
@@ -127,13 +154,34 @@ class ConfigFields:
                 qualified = self.src.imports.qualify_dotted(cls)
                 if qualified & _NAMESPACES and not args[0]:
                     # `SimpleNamespace(lr=1e-3, max_grad_norm=0.0)`: its fields are its keywords
-                    values = {k: v for k, v in args[1] if v is not UNKNOWN_ARG}
+                    # (a config among them, `optim=SimpleNamespace(...)`, gives its own as `optim.x`)
+                    values = {}
+                    for k, v in args[1]:
+                        if type(v) is ConfigArg:
+                            values.update((f"{k}.{sub}", got) for sub, got in v.values)
+                        elif v is not UNKNOWN_ARG:
+                            values[k] = v
                 if values is None and self.own is not None and "." not in cls:
                     values = self.own.values(cls, args)
                 if values is None and self.configs is not None and self.pre.classes.get(cls) is None:
-                    values = self.configs.values(cls, qualified, args=args)
+                    values = self.configs.values(cls, qualified, args=args, nested=True)
                 self.memo[key] = values
         return self.memo[key]
+
+    def _nested(self, call: cst.Call) -> Any:
+        """An argument that is a config built in place (`Cfg(optim=OptimCfg(grad_clip=0.0))`):
+        its values as a ConfigArg; UNKNOWN_ARG for any other call (`make_optim()`)."""
+        from gradlint.source.configs import UNKNOWN_ARG, ConfigArg
+
+        cls = dotted(call.func)
+        if not cls or not cls.rsplit(".", 1)[-1][:1].isupper() or not self._config_like(cls):
+            return UNKNOWN_ARG
+        self.depth += 1
+        try:
+            values = self._values(call, cls)
+        finally:
+            self.depth -= 1
+        return UNKNOWN_ARG if values is None else ConfigArg(cls.rsplit(".", 1)[-1], tuple(sorted(values.items())))
 
     def built(self, node: cst.BaseExpression, scope, call: cst.Call) -> tuple[tuple[tuple[str, float], ...], str] | None:
         """The numeric fields of the config object an argument of `call` is (`train(cfg)` with
@@ -188,6 +236,17 @@ class ConfigFields:
                 return ""
         if type(node) is not cst.Attribute:
             return ""
+        # `cfg.optim.grad_clip`: a field of a config the parameter holds (the callers' configs
+        # name it `optim.grad_clip`), when nothing changes that config either
+        path = node.attr.value
+        while type(node.value) is cst.Attribute and not (
+                type(node.value.value) is cst.Name and node.value.value.value == "self"):
+            if self._held_may_change(dotted(node.value) or "", scope):
+                return ""
+            path = f"{node.value.attr.value}.{path}"
+            node = node.value
+            if path.count(".") > MAX_NESTING:
+                return ""
         if type(node.value) is cst.Attribute and type(node.value.value) is cst.Name and \
                 node.value.value.value == "self":
             held_by = f"self.{node.value.attr.value}"
@@ -199,13 +258,13 @@ class ConfigFields:
             if type(stored) is Ref and type(stored.scope) is cst.FunctionDef and "." not in stored.text and \
                     _changed_in(stored.scope, stored.text):
                 return ""
-            return f"{held_by}.{node.attr.value}"
+            return f"{held_by}.{path}"
         if type(node.value) is not cst.Name:
             return ""
         name = node.value.value
         if not self.pre.env.is_param(scope, name) or self._may_change(name, scope):
             return ""
-        return f"{name}.{node.attr.value}"
+        return f"{name}.{path}"
 
     def _rebound(self, text: str) -> list:
         self._scan()

@@ -464,10 +464,18 @@ def _fact(node: cst.BaseExpression, known: Known, tests: tuple[str, ...]) -> Val
     if known.source == CONFIG and not guarded:
         # a field of a config under a test of another field of it (`if cfg.use_clip:`): the
         # config decides whether the clip runs at all
-        owners = {_text(p.value) for p in parts if type(p) is cst.Attribute}
+        # (of a config holding it too: `if cfg.use_clip:` for `cfg.optim.grad_clip`)
+        owners = {o for p in parts if type(p) is cst.Attribute for o in _prefixes(_text(p.value))}
         guarded = any(re.search(r"(?<![\w.])" + re.escape(o) + r"\.", t) for o in owners for t in tests)
     return Value(text=text, number=known.number, source=known.source, origin=known.origin, guarded=guarded,
                  shared=known.shared)
+
+
+def _prefixes(text: str) -> list[str]:
+    """`cfg.optim` and `cfg` of `cfg.optim`; `self.cfg` but not `self` of `self.cfg` (a test of
+    `self.training` says nothing of its config)."""
+    parts = text.split(".")
+    return [".".join(parts[:i]) for i in range(2 if parts[0] == "self" and len(parts) > 1 else 1, len(parts) + 1)]
 
 
 def _parts(node: cst.BaseExpression) -> list[cst.BaseExpression]:

@@ -196,8 +196,10 @@ def clip(model, max_norm=0.0):
             # `cfg.grad_clip` with `cfg` the function's parameter: the config every caller passes,
             # unless some file changes that field of an object on its way
             v = config_threshold(v, fn, ctx.index, ctx.facts.training)
-            held, _, field = v.param.rpartition(".")
-            if v.number is not None and held.startswith("self.") and _assigned_in_project(ctx, held[5:], field):
+            parts = v.param.split(".")
+            # (`self.cfg.optim.grad_clip`: assigning `optim` changes the field as well)
+            if v.number is not None and parts[0] == "self" and any(
+                    _assigned_in_project(ctx, parts[1], ".".join(parts[2:i])) for i in range(3, len(parts) + 1)):
                 return
         what = "clip_value" if "value" in ev.name else "max_norm"
         if v is not None and v.number is not None and not v.guarded and not _changed_elsewhere(ctx, v):
@@ -294,13 +296,15 @@ def _changed_elsewhere(ctx: RuleContext, v) -> bool:
     on the files of the run."""
     if v.source != "config" or not v.shared or ctx.index is None:
         return False
-    field = v.origin.rpartition(".")[2]
+    # every name on the field's way (`Cfg.optim.grad_clip`: a module may set `optim` too)
+    names = v.origin.split(".")[1:]
     here, index = ctx.index.module, ctx.index.index
     if not here:
         return False
-    named = re.compile(rf"\.\s*{re.escape(field)}(?!\w)|['\"]{re.escape(field)}['\"]")
+    words = "|".join(re.escape(n) for n in names)
+    named = re.compile(rf"\.\s*(?:{words})(?!\w)|['\"](?:{words})['\"]")
     wanted = f"{here}.{v.shared}"
-    for name in index.mentioning(field):
+    for name in sorted({m for n in names for m in index.mentioning(n)}):
         if name == here:
             continue
         mod = index.module(name)
