@@ -668,6 +668,9 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
                 # waiting for the workers: the facts of the modules reached so far are stored now
                 fresh, reuse.fresh = reuse.fresh, []
                 plan.store_reached([at[holder[n]] for n in fresh if holder.get(n) in at], later, until=plan.arrived[k])
+            if reuse is not None and len(reuse.kept) >= 64 and extraction is not None and not plan.arrived[k].is_set():
+                # (64 at a time at least: one entry between two files' rules cost five times as much)
+                reuse.flush(index, until=plan.arrived[k])  # and the result entries of the files done
             f = plan.get(k)
             if f.kind != "python" or names[i] is None:
                 index.by_path.setdefault(f.path, "")

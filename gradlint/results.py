@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 from pathlib import Path
 
 from gradlint import cache, inputs
@@ -57,6 +58,7 @@ class ResultCache:
         self.by_abspath: dict[str, str] | None = None  # a checked file's absolute path -> its key in seen
         self.batch = batch
         self.kept: list[tuple] = []  # the results `keep` was given, for `flush`
+        self.kept_late: list[tuple] = []  # those of them that read a word scan
         # The files whose result went stale through what their lookups reached, the file itself
         # unchanged (lookup): their facts are stored for the next time (_later_read).
         self.through_deps: set[int] = set()
@@ -107,15 +109,24 @@ class ResultCache:
                     self.fresh.append(m)
         if result.internal_error or facts.internal_error:
             return
-        self.kept.append((i, result, facts.depends, modules, words))
+        # (a result that read a word scan is made last: its project text wants every file read)
+        (self.kept_late if words else self.kept).append((i, result, facts.depends, modules, words))
 
-    def flush(self, index: ProjectIndex | None = None) -> None:
-        """The entries of the results kept, made one after another once the rules are done:
-        made one at a time between two files' rules, each cost about five times as much (the
-        code and data of the encoder gone from the processor's caches each time). `index`: the
-        run's project index, whose modules' own dependencies join each entry's."""
-        kept, self.kept = self.kept, []
-        for i, result, depends, modules, words in kept:
+    def flush(self, index: ProjectIndex | None = None, until: threading.Event | None = None) -> None:
+        """The entries of the results kept, made one after another: made one at a time between
+        two files' rules, each cost about five times as much (the code and data of the encoder
+        gone from the processor's caches each time). `index`: the run's project index, whose
+        modules' own dependencies join each entry's. With `until`, while the caller waits for the
+        workers (stopping once it is set): the results that read no word scan are made then,
+        the rest (`kept_late`) when the rules are done."""
+        if until is None:
+            kept, self.kept, self.kept_late = self.kept + self.kept_late, [], []
+        else:
+            kept, self.kept = self.kept, []
+        for n, (i, result, depends, modules, words) in enumerate(kept):
+            if until is not None and until.is_set():
+                self.kept.extend(kept[n:])
+                return
             path = str(self.files[i][0])
             fingerprint = self.seen.get(path)
             if fingerprint is None:
