@@ -543,13 +543,10 @@ class _FactsPlan:
                     or got[0].internal_error:
                 continue
             self.stored.add(k)
-            path, display = self.files[k]
-            kind = kind_of(path, display)
-            if kind == "onnx":
-                continue
+            path, display = self.files[k]  # (a module: a Python file, never an ONNX model)
             facts = got[0]
-            store_entry(self.store, cache.entry(cache.slot(self.store, display, kind, got[2]), facts, str(path.parent),
-                                                facts.depends), batch)
+            store_entry(self.store, cache.entry(cache.slot(self.store, display, kind_of(path, display), got[2]),
+                                                facts, str(path.parent), facts.depends), batch)
 
     def finish(self, batch: cache.Batch | None) -> list[FileFacts]:
         """Every file's facts; their new cache entries join `batch` (else are written now)."""
@@ -569,7 +566,7 @@ def _later_read(store: cache.Store | None, display: str, wanted: bool) -> bool:
     reads them when its result goes stale through a module it reached (`wanted`: it is such a file
     now, and will be again), or when they were stored before (the file's module was reached by
     another file's lookup: a pre-commit run of that file reads it, as does a run whose
-    configuration changed). A module reached in this run is stored by check_paths at its end
+    configuration changed). A module reached in this run is stored by the parent
     (_FactsPlan.store_reached). A file nobody reaches is served by its result alone."""
     return wanted or (store is not None and cache.holds(store, display, "python"))
 
@@ -659,18 +656,25 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
         plan.launched.wait()
     else:
         plan.run(largest_first=False)
+
+    def checked_at(modules: Iterable[str]) -> list[int]:
+        """The positions in `plan` of the modules, among those it extracts."""
+        return [at[holder[name]] for name in modules if holder.get(name) in at]
+
     refreeze = not gc.get_freeze_count()
     with _kept_for_the_run(), plan.frozen_until_joined(refreeze):
         rules = load_rules() if stale else {}
         setup = RuleSetup(config, rules)
         for k, i in enumerate(stale):
-            if reuse is not None and reuse.fresh and extraction is not None and not plan.arrived[k].is_set():
-                # waiting for the workers: the facts of the modules reached so far are stored now
-                fresh, reuse.fresh = reuse.fresh, []
-                plan.store_reached([at[holder[n]] for n in fresh if holder.get(n) in at], later, until=plan.arrived[k])
-            if reuse is not None and len(reuse.kept) >= 64 and extraction is not None and not plan.arrived[k].is_set():
-                # (64 at a time at least: one entry between two files' rules cost five times as much)
-                reuse.flush(index, until=plan.arrived[k])  # and the result entries of the files done
+            if reuse is not None and extraction is not None and not plan.arrived[k].is_set():
+                # Waiting for the workers: the facts of the modules reached so far are stored now,
+                # and the result entries of the files done, 64 at a time at least (one entry
+                # between two files' rules cost five times as much).
+                if reuse.fresh:
+                    fresh, reuse.fresh = reuse.fresh, []
+                    plan.store_reached(checked_at(fresh), later, until=plan.arrived[k])
+                if len(reuse.kept) >= 64:
+                    reuse.flush(index, until=plan.arrived[k])
             f = plan.get(k)
             if f.kind != "python" or names[i] is None:
                 index.by_path.setdefault(f.path, "")
@@ -691,7 +695,7 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
             extraction.join()  # inside: what it froze is unfrozen with the rest
     plan.finish(later)
     if reuse is not None:
-        plan.store_reached((at[holder[name]] for name in sorted(reuse.reached) if holder.get(name) in at), later)
+        plan.store_reached(checked_at(sorted(reuse.reached)), later)
         reuse.flush(index)
     later.write()  # facts, results and the modules read: each folder's pack written once
     result.files.extend(r for r in done if r is not None)

@@ -21,7 +21,6 @@ def kind_of(path: Path, display: str) -> str:
     return "onnx" if path.suffix == ".onnx" or display.endswith(".onnx.txt") else "python"
 
 
-
 def store_entry(store: cache.Store, made: cache.Pending | None, batch: cache.Batch | None) -> None:
     """A new cache entry joins the run's batch (written once at the end), or is written now."""
     if made is None:
@@ -30,7 +29,6 @@ def store_entry(store: cache.Store, made: cache.Pending | None, batch: cache.Bat
         batch.add(store, made)
     else:
         cache.write(store, [made])
-
 
 
 class ResultCache:
