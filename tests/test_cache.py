@@ -37,11 +37,12 @@ def _gen():
     return gen
 
 
-def findings(root: Path, *, use_cache: bool) -> list[tuple]:
+def findings(root: Path, *, use_cache: bool, targets: tuple[str, ...] = (".",), config: Config | None = None,
+             jobs: int = 1) -> list[tuple]:
     old = os.getcwd()
     os.chdir(root)
     try:
-        result = check_paths(["."], Config(root=str(root)), use_cache=use_cache, jobs=1)
+        result = check_paths(list(targets), config or Config(root=str(root)), use_cache=use_cache, jobs=jobs)
     finally:
         os.chdir(old)
     assert not result.internal_errors, result.internal_errors
@@ -1092,14 +1093,9 @@ def test_a_file_nobody_reaches_is_served_by_its_result_alone(tmp_path, monkeypat
     assert findings(tmp_path, use_cache=True) == honest and extracted == []
     # Another configuration: no result holds; the reached modules come from their facts, the leaf
     # is read again, and still not stored (a later run of that configuration has its result).
-    old = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        other = check_paths(["."], Config(root=str(tmp_path), ignore=("GL101",)), use_cache=True, jobs=1)
-    finally:
-        os.chdir(old)
+    other = findings(tmp_path, use_cache=True, config=Config(root=str(tmp_path), ignore=("GL101",)))
     assert extracted == ["leaf.py"]
-    assert [f.code for f in other.findings] == ["GL302", "GL302"]
+    assert [code for _p, code, _l, _m in other] == ["GL302", "GL302"]
     assert _stored_paths(tmp_path) == {"model.py", "util.py"}
 
 
@@ -1110,13 +1106,7 @@ def test_a_pre_commit_run_reads_the_modules_a_full_run_reached(tmp_path, monkeyp
     whole = [f for f in findings(tmp_path, use_cache=True) if f[0] == "model.py"]
     (tmp_path / "model.py").write_text(MODEL_WITH_HEAD + "\n# staged\n")
     extracted = _counting_extract(monkeypatch)
-    old = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        one = check_paths(["model.py"], Config(root=str(tmp_path)), use_cache=True, jobs=1)
-    finally:
-        os.chdir(old)
-    assert [(f.path, f.code, f.span.line, f.message) for f in one.findings] == whole
+    assert findings(tmp_path, use_cache=True, targets=("model.py",)) == whole
     assert extracted == ["model.py"]  # util.py, which model.py builds Head from, came from the cache
 
 
@@ -1127,12 +1117,6 @@ def test_workers_store_the_same_facts_as_one_process(tmp_path):
     tree.update({f"leaf{i}.py": LONELY.replace("lonely(", f"lonely_{i}_(") for i in range(40)})
     write_tree(tmp_path, tree)
     honest = findings(tmp_path, use_cache=False)
-    old = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        pooled = check_paths(["."], Config(root=str(tmp_path)), use_cache=True, jobs=2)
-    finally:
-        os.chdir(old)
-    assert [(f.path, f.code, f.span.line, f.message) for f in pooled.findings] == honest
+    assert findings(tmp_path, use_cache=True, jobs=2) == honest
     assert _stored_paths(tmp_path) == {"model.py", "util.py"} and len(result_entries(tmp_path)) == 42
     assert findings(tmp_path, use_cache=True) == honest
