@@ -402,14 +402,15 @@ class _FactsPlan:
                  jobs: int | None, seen: dict[str, str] | None, keep: bool,
                  wanted: frozenset[int] = frozenset()) -> None:
         self.files, self.store, self.seen = files, store, seen
+        self.kinds = [kind_of(p, d) for p, d in files]
         # Without `keep` (the caller stores each file's result), an ONNX model is neither looked up
         # nor stored (one object less to send to a worker per model), and a Python file's facts
         # are stored only when a later run will read them again (_later_read): encoding them was
         # most of what a cold cached run cost more than an uncached one.
         self.args = [(str(p), d, store, config.max_file_size, True, True) if keep
-                     else (str(p), d, None, config.max_file_size, False, False) if kind_of(p, d) == "onnx"
+                     else (str(p), d, None, config.max_file_size, False, False) if kind == "onnx"
                      else (str(p), d, store, config.max_file_size, True, _later_read(store, d, i in wanted))
-                     for i, (p, d) in enumerate(files)]
+                     for i, ((p, d), kind) in enumerate(zip(files, self.kinds))]
         self.workers = jobs if jobs is not None else min(os.cpu_count() or 1, 8)
         self.results: list = [None] * len(files)
         self.stored: set[int] = set()  # the positions store_reached made an entry for
@@ -491,7 +492,7 @@ class _FactsPlan:
             return
         from gradlint.pool import map_isolated
 
-        if any(kind_of(*self.files[i]) == "python" for i in todo):
+        if any(self.kinds[i] == "python" for i in todo):
             # libcst and the extractors, imported once here and inherited by the forked workers
             # (each imported them on its own; this process needs them for re-runs anyway)
             from gradlint.source import loops, models, numerics  # noqa: F401
@@ -501,11 +502,14 @@ class _FactsPlan:
         # + torchvision): it rests until they are in.
         collecting = gc.isenabled()
         gc.disable()
+        sizes = {i: _size(self.files[i][0]) for i in todo}
         if largest_first:
-            todo = sorted(todo, key=lambda i: -_size(self.files[i][0]))
+            todo = sorted(todo, key=lambda i: -sizes[i])
+        costs = [_job_cost(self.kinds[i], sizes[i]) for i in todo]
         try:
             map_isolated(_facts_job, [self.args[i] for i in todo], self.workers, on_failure=_job_failed,
-                         on_result=lambda j, result: self._arrive(todo[j], result), started=self.launched.set)
+                         on_result=lambda j, result: self._arrive(todo[j], result), started=self.launched.set,
+                         cost=costs.__getitem__)
         finally:
             if collecting:
                 with self._freezing:
@@ -545,7 +549,7 @@ class _FactsPlan:
             self.stored.add(k)
             path, display = self.files[k]  # (a module: a Python file, never an ONNX model)
             facts = got[0]
-            store_entry(self.store, cache.entry(cache.slot(self.store, display, kind_of(path, display), got[2]),
+            store_entry(self.store, cache.entry(cache.slot(self.store, display, self.kinds[k], got[2]),
                                                 facts, str(path.parent), facts.depends), batch)
 
     def finish(self, batch: cache.Batch | None) -> list[FileFacts]:
@@ -584,6 +588,13 @@ def _size(path: Path) -> int:
         return 0
 
 
+def _job_cost(kind: str, size: int) -> float:
+    """What a file's job costs, in units of a job's round trip through the pool (gradlint.pool
+    sends the small ones several at a time): about 0.3 ms a small ONNX model, whatever its
+    weights (their statistics are numpy's), and about a round trip per 256 bytes of Python."""
+    return 1.0 + size / (65536 if kind == "onnx" else 256)
+
+
 def _job_failed(args: tuple, reason: str) -> tuple[FileFacts, None, None]:
     """The facts of a file whose worker died: an internal error that names the file (args is
     _facts_job's: the path, then the name shown); nothing to cache."""
@@ -620,13 +631,14 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
     from gradlint.source.index import module_name
 
     # Each Python file's module; the first file of a name holds it (as ProjectIndex.add decides).
-    names: list[tuple[str, bool] | None] = [module_name(p, root) if kind_of(p, d) == "python" else None
-                                            for p, d in files]
+    kinds = [kind_of(p, d) for p, d in files]
+    names: list[tuple[str, bool] | None] = [module_name(p, root) if kind == "python" else None
+                                            for (p, _d), kind in zip(files, kinds)]
     holder: dict[str, int] = {}
     for i, named in enumerate(names):
         if named is not None:
             holder.setdefault(named[0], i)
-    reuse = ResultCache(store, config, root, index.loader, files, names, holder, seen, later) if store is not None else None
+    reuse = ResultCache(store, config, root, index.loader, files, kinds, names, holder, seen, later) if store is not None else None
     done: list[FileResult | None] = [reuse.lookup(i) if reuse is not None else None for i in range(len(files))]
     stale = [i for i, r in enumerate(done) if r is None]
     plan = _FactsPlan([files[i] for i in stale], config, store, jobs, seen, keep=reuse is None,

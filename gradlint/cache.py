@@ -271,15 +271,21 @@ def _place(store: Store, display: str, kind: str) -> tuple[str, str, bytes]:
     where = (store.salt, kind, display)
     found = _PLACES.get(where)
     if found is None:
-        folder = (store.salt, os.path.dirname(display))
-        pack = _PACK_NAMES.get(folder)
-        if pack is None:
-            pack = _PACK_NAMES[folder] = PACK_PREFIX + _digest(*folder)[:32] + PACK_SUFFIX
+        pack = _pack_of(store, display)
         file = _digest(store.salt, kind, display)
         if len(_PLACES) >= _PLACES_MAX:
             _PLACES.clear()
         found = _PLACES[where] = (pack, file, file[:32].encode("ascii"))
     return found
+
+
+def _pack_of(store: Store, display: str) -> str:
+    """The name of the pack of a file's folder."""
+    folder = (store.salt, os.path.dirname(display))
+    pack = _PACK_NAMES.get(folder)
+    if pack is None:
+        pack = _PACK_NAMES[folder] = PACK_PREFIX + _digest(*folder)[:32] + PACK_SUFFIX
+    return pack
 
 
 def holds(store: Store, display: str, kind: str) -> bool:
@@ -289,8 +295,9 @@ def holds(store: Store, display: str, kind: str) -> bool:
     dfd = _store_fd(store)
     if dfd is None:
         return False
-    pack, _file, file_id = _place(store, display, kind)
-    return file_id in _pack_index(store, dfd, pack)[1]
+    ids = _pack_index(store, dfd, _pack_of(store, display))[1]
+    # (an empty pack, the first run's, holds no file: its ids are not hashed before the pool starts)
+    return bool(ids) and _place(store, display, kind)[2] in ids
 
 
 def _index(data: bytes) -> dict[bytes, bytes]:

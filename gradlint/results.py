@@ -41,8 +41,8 @@ class ResultCache:
     run without reading any facts."""
 
     def __init__(self, store: cache.Store, config: Config, root: Path, loader, files: list[tuple[Path, str]],
-                 names: list[tuple[str, bool] | None], holder: dict[str, int], seen: dict[str, str],
-                 batch: cache.Batch) -> None:
+                 kinds: list[str], names: list[tuple[str, bool] | None], holder: dict[str, int],
+                 seen: dict[str, str], batch: cache.Batch) -> None:
         self.store, self.loader, self.files, self.names, self.holder, self.seen = (
             store, loader, files, names, holder, seen)
         self.max_size = config.max_file_size
@@ -51,6 +51,7 @@ class ResultCache:
         # and Python's version (its `ast` reads library modules' names).
         self.run = hashlib.sha256(repr((config, str(root), loader.libraries, sys.version)).encode(
             "utf-8", "surrogateescape")).hexdigest()
+        self.kinds = ["result:" + kind for kind in kinds]  # each file's entry kind (kind_of: the caller's)
         self.resolved: dict[str, str] = {}
         self.listing: str | None = None
         self.by_abspath: dict[str, str] | None = None  # a checked file's absolute path -> its key in seen
@@ -65,8 +66,7 @@ class ResultCache:
         self.fresh: list[str] = []  # the names reached since the caller last took them
 
     def _slot(self, i: int, fingerprint: str) -> cache.Slot:
-        path, display = self.files[i]
-        return cache.slot(self.store, display, "result:" + kind_of(path, display), fingerprint + ":" + self.run)
+        return cache.slot(self.store, self.files[i][1], self.kinds[i], fingerprint + ":" + self.run)
 
     def _own(self, i: int) -> str:
         named = self.names[i]
@@ -75,7 +75,7 @@ class ResultCache:
     def lookup(self, i: int) -> FileResult | None:
         """The stored result of file `i`, when everything it depends on is as it was; else None."""
         path, display = self.files[i]
-        if not cache.holds(self.store, display, "result:" + kind_of(path, display)):
+        if not cache.holds(self.store, display, self.kinds[i]):
             return None
         try:
             _data, fingerprint = inputs.read_input(path, self.max_size, whole=path.suffix != ".onnx")

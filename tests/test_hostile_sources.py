@@ -290,6 +290,47 @@ def test_pool_reports_each_dead_worker_on_its_own_item_and_finishes_the_rest(qui
     assert [out[i] for i in range(100) if i not in (13, 77)] == [2 * i for i in range(100) if i not in (13, 77)]
 
 
+def _raises_on_some(i: int) -> int:
+    if i % 10 == 3:
+        raise ValueError(f"bad {i}")
+    return 2 * i
+
+
+def test_chunks_cost_a_dead_worker_only_its_own_item_and_a_raising_item_only_itself(quiet_crashes):
+    """With `cost`, several items go to a worker in one job: a worker that dies on one of them
+    makes the whole chunk suspect, and each suspect is run alone, so only the culprit fails; an
+    item that raises fails alone while the rest of its chunk gets its results."""
+    from gradlint.pool import map_isolated
+
+    out = map_isolated(_dies_on_some, list(range(100)), 3, on_failure=lambda item, why: ("failed", item, why),
+                       cost=lambda i: 1.0)
+    assert out[13] == ("failed", 13, "the worker process died (SIGSEGV)")
+    assert out[77] == ("failed", 77, "the worker process died (SIGKILL)")
+    assert [out[i] for i in range(100) if i not in (13, 77)] == [2 * i for i in range(100) if i not in (13, 77)]
+    out = map_isolated(_raises_on_some, list(range(40)), 2, on_failure=lambda item, why: ("failed", item, why),
+                       cost=lambda i: 1.0)
+    assert [o for o in out if type(o) is tuple] == [("failed", i, f"ValueError: bad {i}") for i in range(3, 40, 10)]
+    assert [o for o in out if type(o) is int] == [2 * i for i in range(40) if i % 10 != 3]
+
+
+def test_chunks_hold_items_up_to_their_cost_and_spread_the_last_ones():
+    """_take: items of cost 1 go 32 to a job, a costly item alone, and the last items of the
+    run in small chunks (each worker gets some)."""
+    from collections import deque
+
+    from gradlint.pool import CHUNK_COST, _take
+
+    todo = deque(range(1000))
+    assert _take(todo, lambda i: 1.0, 4) == list(range(int(CHUNK_COST)))
+    costs = {0: 100.0, 1: 5.0}
+    todo = deque(range(200))
+    assert _take(todo, lambda i: costs.get(i, 1.0), 4) == [0]
+    assert len(_take(todo, lambda i: costs.get(i, 1.0), 4)) == int(CHUNK_COST) - 4
+    todo = deque(range(12))
+    assert _take(todo, lambda i: 1.0, 4) == [0, 1]  # 11 left: 2 at most
+    assert _take(deque(range(5)), None, 4) == [0]
+
+
 def test_exit_status_is_read_only_once_the_broken_pool_has_shut_down(quiet_crashes, monkeypatch):
     """The pool's manager thread joins the workers as it fails the futures; polling a worker from a
     second thread meanwhile can record a fork server's SIGSEGV as 'exit status 255' (seen in CI,
@@ -437,12 +478,12 @@ def test_a_pool_that_breaks_between_two_submits_still_runs_every_item(monkeypatc
             self.first = not pools
             pools.append(self)
 
-        def submit(self, fn, item):
+        def submit(self, fn, *args):
             self.submits += 1
             if self.first and self.submits == 3:
                 raise BrokenProcessPool("A child process terminated abruptly")
             fut = Future()
-            fut.set_result(fn(item))
+            fut.set_result(fn(*args))
             return fut
 
         def shutdown(self, wait=True, cancel_futures=False):
