@@ -18,8 +18,10 @@ import libcst as cst
 
 from gradlint.facts.training import Event, Value
 from gradlint.source.engine.calls import arg as _arg
+from gradlint.source.engine.env import Ref
 from gradlint.source.engine.walk import evaluated_children as _children
 from gradlint.source.engine.walk import text as _text
+from gradlint.source.engine.values import Ctor, DictVal, ListVal
 from gradlint.source.engine.walk import walk
 from gradlint.source.names import dotted
 
@@ -264,8 +266,12 @@ class CallEvents:
         # a method of a class of this file, called on an instance of it
         if text and not q:
             inst = self._instance_call(call, attr, recv_text, ctx, sid)
-            if inst is not None:
-                return [inst]
+            if inst:
+                return inst
+        if type(receiver) is cst.Call and type(receiver.func) is cst.Name and receiver.func.value in self.pre.classes \
+                and self.pre.method_of(receiver.func.value, attr):
+            # `GradientClipper().on_step_end(model)`: the method of a class of this file, on a new instance
+            return [self._local_call(call, attr, recv_text, ctx, sid, ref=receiver.func.value)]
 
         # backward
         if not q.isdisjoint({"torch.distributed.autograd.backward"}):
@@ -536,20 +542,72 @@ class CallEvents:
                 position += 1
         return tuple(out)
 
-    def _instance_call(self, call: cst.Call, attr: str, recv_text: str, ctx: "_Ctx", sid: int) -> Event | None:
+    def _instance_call(self, call: cst.Call, attr: str, recv_text: str, ctx: "_Ctx", sid: int) -> list[Event]:
         """`loss_scaler(loss, opt)` / `trainer.optimize()` on an instance of a class of this file
-        that defines the method (itself or in a base of this file): a call to inline."""
+        that defines the method (itself or in a base of this file): a call to inline. On the
+        variable of a loop over instances (`for cb in callbacks: cb.on_step_end(model)`), a call
+        of the method of each class that defines it, in the order of the items."""
         holder, method = (recv_text, attr) if recv_text else (attr, "__call__")
         if holder in ("self", "cls", "") or holder in self.pre.functions:
-            return None
+            return []
         cls = self.pre.instance_class(holder, self._scope_nodes.get(ctx.fid)) or self._passed_instance(holder, ctx)
-        if not cls or not self.pre.method_of(cls, method):
-            return None
-        bases = self.pre.classes.get(cls.rsplit(".", 1)[-1], ((), set()))[0]
-        if method in ("step", "zero_grad") and (is_optimizer_name(holder) or cls.endswith("Optimizer")
-                                               or any(b.endswith("Optimizer") for b in bases)):
-            return None  # a project optimizer's own step: the step itself
-        return self._local_call(call, method, holder, ctx, sid, ref=cls)
+        classes = [cls] if cls else self._item_classes(holder, ctx)
+        out = []
+        for cls in classes:
+            if not self.pre.method_of(cls, method):
+                continue
+            bases = self.pre.classes.get(cls.rsplit(".", 1)[-1], ((), set()))[0]
+            if method in ("step", "zero_grad") and (is_optimizer_name(holder) or cls.endswith("Optimizer")
+                                                   or any(b.endswith("Optimizer") for b in bases)):
+                return []  # a project optimizer's own step: the step itself
+            out.append(self._local_call(call, method, holder, ctx, sid, ref=cls))
+        return out
+
+    def _item_classes(self, holder: str, ctx: "_Ctx") -> list[str]:
+        """The classes, in the order of the items, of the instances the variable `holder` of a
+        loop goes through (`for cb in callbacks`, `for cb in callbacks.values()`): a display of
+        instances of this file's classes bound in the file and never changed in place, or one
+        passed for the function's parameter by every call of this file (`train(..., [Clipper()])`:
+        the classes of each call's display, first seen first). [] when an item is anything else."""
+        scope = self._scope_nodes.get(ctx.fid)
+        bound = self.pre.env.lookup(scope, holder) if "." not in holder else None
+        if type(bound) is not Ref or not bound.item:
+            return []
+        known = self.pre.value_of(bound.text, bound.scope, items=True)
+        if type(known) in (ListVal, DictVal):
+            if type(known) is DictVal and bound.item != "values":
+                return []  # its keys
+            return self._display_classes(known)
+        if bound.scope is not scope or not self.pre.env.is_param(scope, bound.text) or type(scope) is not cst.FunctionDef \
+                or self._func_parent.get(ctx.fid) != 0 or ctx.cls is not None:
+            return []
+        out: list[str] = []
+        for text, where in self.pre.passed(scope, False, bound.text) or ():
+            try:
+                node = cst.parse_expression(text)
+            except cst.ParserSyntaxError:
+                return []
+            passed = self.pre._object(node, where)
+            if type(passed) is Ref:
+                passed = self.pre.value_of(passed.text, passed.scope, items=True)
+            if type(passed) is not (DictVal if bound.item == "values" else ListVal):
+                return []
+            found = self._display_classes(passed)
+            if not found:
+                return []
+            out.extend(c for c in found if c not in out)
+        return out
+
+    def _display_classes(self, container: ListVal | DictVal) -> list[str]:
+        """The classes of this file of a display's items, each an instance (`Clipper()`); [] when
+        one is anything else."""
+        out: list[str] = []
+        for item in (container.items.values() if type(container) is DictVal else container.items):
+            if type(item) is not Ctor or item.cls.rsplit(".", 1)[-1] not in self.pre.classes:
+                return []
+            if item.cls not in out:
+                out.append(item.cls)
+        return out
 
     def _passed_instance(self, holder: str, ctx: "_Ctx") -> str:
         """The class of the instance every call of this file passes for `holder`, a parameter of a
