@@ -163,6 +163,8 @@ class Assign:
     passed: for each 'module' call of a bare name or of `self.name` (a function or method this
     file may define), (callee text, the names the value reads only in that call's arguments):
     what the value takes from them comes through what the callee returns.
+    labels: the names the value reads only as the class-index target of `F.cross_entropy` or
+    `F.nll_loss` (`F.cross_entropy(out, y)`): labels, not outputs.
     A `return value` statement is the same record with kind 'return' and no target
     (TrainingFacts.returns).
     """
@@ -184,6 +186,7 @@ class Assign:
     calls: tuple[tuple[str, str], ...] = ()
     nograd: bool = False
     passed: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections import Counter
 from typing import Any
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ from gradlint.source.engine.walk import headers as _headers
 from gradlint.source.engine.walk import suite as _suite
 from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
-from gradlint.source.loop_calls import CLIP_NAMES, OPTIMIZER_CLASSES, _names_in, CallEvents
+from gradlint.source.loop_calls import CLIP_NAMES, OPTIMIZER_CLASSES, _name_reads, _names_in, CallEvents
 from gradlint.source.loop_configs import config_fields
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
@@ -498,6 +499,22 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
                                    uses=_names_in(value), calls=calls, nograd=ctx.nograd,
                                    passed=self._passed(value, calls)))
 
+    def _labels(self, value: cst.BaseExpression) -> tuple[str, ...]:
+        """The names `value` reads only as the target of `F.cross_entropy` / `F.nll_loss`
+        (Assign.labels): class indices, which carry no gradient (measured, torch 2.13: a loss of a
+        no-grad output and integer targets raises "element 0 of tensors does not require grad")."""
+        found: list[str] = []
+        for n in walk(value):
+            if type(n) is not cst.Call or self.qualify(n.func).isdisjoint(_CLASS_INDEX_LOSSES):
+                continue
+            target = _arg(n, 1, "target")
+            if target is not None and type(target) is cst.Name:
+                found.append(target.value)
+        if not found:
+            return ()
+        reads = Counter(_name_reads(value))
+        return tuple(dict.fromkeys(name for name in found if reads[name] == found.count(name)))
+
     def del_stmt(self, small: cst.Del, sid: int, ctx: "_Ctx") -> list[Event]:
         return self.grad_clear_target(small.target, sid, ctx)
 
@@ -507,7 +524,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         calls = tuple(self._call_kinds(small.value))
         self.returns.append(Assign(target="", func=ctx.fid, line=self.span(small).line, kind="return",
                                    uses=_names_in(small.value), calls=calls, nograd=ctx.nograd,
-                                   passed=self._passed(small.value, calls)))
+                                   passed=self._passed(small.value, calls), labels=self._labels(small.value)))
         return self.events(small.value, sid, ctx)
 
     def other_small(self, small: cst.BaseSmallStatement, *context) -> list[Event]:
@@ -531,7 +548,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
             self._accum_names[ctx.fid][target] = _is_accum_expr(value)
         calls = tuple(self._call_kinds(value))
         base = dict(target=target, func=ctx.fid, line=line, uses=_names_in(value), calls=calls, nograd=ctx.nograd,
-                    passed=self._passed(value, calls))
+                    passed=self._passed(value, calls), labels=self._labels(value))
         call = value
         while type(call) is cst.Call:
             if type(call.func) is cst.Attribute and call.func.attr.value in _MOVE_METHODS \
@@ -607,6 +624,9 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
 
 # What a loop over the optimizers may do and still be one update of each (no backward, no call).
 _PER_OPTIMIZER = frozenset({"step", "clear", "unscale", "clip"})
+# Losses whose target is class indices (Assign.labels): nll_loss's always; cross_entropy's but for
+# probability targets, which a training step's labels are not.
+_CLASS_INDEX_LOSSES = frozenset({"torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss"})
 
 
 def _jumps_over_rest(stmt: cst.CSTNode) -> bool:

@@ -28,7 +28,9 @@ class BackwardUnderNoGrad(Rule):
     A helper counts only when every `return` of it is made under no-grad or from no model at all
     (`discount(rewards)`): one that returns a model output made with grad on, or a value computed
     from a parameter it was passed, keeps the rule quiet; so does a helper of another file or of
-    unknown name.
+    unknown name. A parameter may carry a gradient into the loss too, and keeps it quiet, except
+    one read only as the labels of `F.cross_entropy` or `F.nll_loss` (`F.cross_entropy(
+    self.predict(x), y)` in `def train_step(self, x, y)`): class indices carry none.
 
     ## Why is this bad?
     Nothing computed under no-grad is recorded for autograd, so the loss has no `grad_fn` and
@@ -320,7 +322,9 @@ class _Flow:
                     return False
                 found.extend(made)
             inside = {n for c in modules for n in passed[c]} | set(modules)
-            todo.extend((n, a.line, False) for n in a.uses if n not in inside)
+            # (the labels of a classification loss are read as a no-grad reader reads: a
+            # parameter passed for them carries no gradient, a value made with grad still does)
+            todo.extend((n, a.line, n in a.labels) for n in a.uses if n not in inside)
             return True
         if modules:
             found.append((a.line, ""))
@@ -330,7 +334,7 @@ class _Flow:
             # What an operation calls is no output (`criterion(output, target)` with the
             # criterion a parameter)
             ops = {c for c, kind in a.calls if kind == "op"}
-            todo.extend((n, a.line, nograd_reader and not modules) for n in a.uses if n not in ops)
+            todo.extend((n, a.line, nograd_reader and not modules or n in a.labels) for n in a.uses if n not in ops)
         else:
             # a binding under no-grad is followed too (`out = model(x)` then `loss = crit(out, y)`,
             # both in the with-block): an output made with grad upstream stays quiet. The
