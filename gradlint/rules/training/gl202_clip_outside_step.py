@@ -15,7 +15,10 @@ class ClipOutsideStep(steps.StepRule):
     ## What it does
     Flags a gradient clip (`clip_grad_norm_`, `clip_grad_value_`, `accelerator.clip_grad_norm_`,
     ...) that runs after the optimizer step or before `backward()`, when no clip sits between
-    `backward()` and the step. Steps inside step functions and closures (LBFGS) are followed;
+    `backward()` and the step. The file's functions and methods the loop calls are followed,
+    callback objects included (`GradientClipper().on_step_end(model)`, `for cb in callbacks:
+    cb.on_step_end(model)` over instances of the file's classes). Steps inside step functions and
+    closures (LBFGS) are followed;
     SAM's `first_step`/`second_step` count as steps. A torch clip inside `training_step` of a
     `LightningModule` under automatic optimisation is flagged too: Lightning runs backward and
     the step after `training_step` returns. With an optimizer per model (a GAN's D and G), a clip
