@@ -17,6 +17,12 @@ _SAME_VALUE = frozenset({"clone", "neg", "contiguous", "view_as", "reshape_as", 
 # a local derivative (`g * x` of a saved x), which is what gradcheck checks.
 _SAVED = frozenset({"saved_tensors", "saved_variables", "needs_input_grad"})
 
+# What reads a tensor only for its shape, dtype or device: a backward that reads its gradient
+# only so (`grad_input = torch.ones_like(grad_output)`) returns the same gradient whatever the loss.
+_LIKE = frozenset(f"torch.{f}_like" for f in ("ones", "zeros", "empty", "full", "rand", "randn", "randint"))
+_SHAPE_ATTRS = frozenset({"shape", "dtype", "device", "ndim", "is_cuda", "layout"})
+_SHAPE_METHODS = frozenset({"size", "dim", "numel", "new_ones", "new_zeros", "new_empty", "new_full", "get_device"})
+
 # A linear pass-through's factor: its numeric coefficient and the `ctx` settings it multiplies
 # (or divides: "/alpha") by.
 Factor = tuple[float, tuple[str, ...]]
@@ -348,23 +354,39 @@ class Backwards:
     """The Extractor's reading of autograd backwards (a mixin: its `add` and `span`)."""
 
     def check_backward(self, cls: cst.ClassDef, fn: cst.FunctionDef) -> None:
-        """A backward that never reads its gradient arguments."""
+        """A backward that never reads the values of its gradient arguments: not at all, or
+        only for their shape (`torch.ones_like(grad_output)`, `grad_output.shape`)."""
         grads = _inputs(fn)
         if not grads:
             return
-        reads: set[str] = set()
-        returns_values = False
+        nodes = list(walk(fn.body))
+        if not any(type(n) is cst.Return and n.value is not None and not _all_none(n.value) for n in nodes):
+            return
+        shaped: dict[int, str] = {}  # the gradient read only for its shape (by id) -> the use, as written
+        for node in nodes:
+            if type(node) is cst.Call or type(node) is cst.Attribute:
+                read = self._shape_only(node, grads)
+                if read is not None:
+                    shaped[id(read)] = self.code(node)
+        if any(type(n) is cst.Name and n.value in grads and id(n) not in shaped for n in nodes):
+            return  # a gradient read for its value
+        data = (("arguments", tuple(grads)),) + ((("shape", tuple(dict.fromkeys(shaped.values()))),) if shaped else ())
+        self.add(Site("backward_ignores_grad", "ignores-grad", self.span(fn.name),
+                      detail=f"{cls.name.value}.backward", data=data))
 
-        class Reads(cst.CSTVisitor):
-            def visit_Name(self, node: cst.Name) -> None:
-                reads.add(node.value)
-
-            def visit_Return(self, node: cst.Return) -> None:
-                nonlocal returns_values
-                if node.value is not None and not _all_none(node.value):
-                    returns_values = True
-
-        fn.body.visit(Reads())
-        if returns_values and not reads & set(grads):
-            self.add(Site("backward_ignores_grad", "ignores-grad", self.span(fn.name),
-                          detail=f"{cls.name.value}.backward", data=(("arguments", tuple(grads)),)))
+    def _shape_only(self, node: cst.Call | cst.Attribute, grads: list[str]) -> cst.Name | None:
+        """The gradient argument (its Name) that `node` reads only for its shape, dtype or device
+        (`torch.ones_like(g)`, `g.shape`, `g.size()`, `g.new_zeros(n)`, `len(g)`); None else."""
+        if type(node) is cst.Attribute:
+            value = node.value
+            return value if node.attr.value in _SHAPE_ATTRS and type(value) is cst.Name and value.value in grads else None
+        func, args = node.func, node.args
+        if type(func) is cst.Attribute and func.attr.value in _SHAPE_METHODS and type(func.value) is cst.Name \
+                and func.value.value in grads:
+            return func.value
+        if not args or args[0].keyword is not None or args[0].star or type(args[0].value) is not cst.Name \
+                or args[0].value.value not in grads:
+            return None
+        if type(func) is cst.Name and func.value == "len" or not self.q(func).isdisjoint(_LIKE):
+            return args[0].value
+        return None

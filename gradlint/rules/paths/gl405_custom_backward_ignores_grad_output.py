@@ -12,7 +12,9 @@ class CustomBackwardIgnoresGradOutput(SiteRule):
     """
     ## What it does
     Flags the `backward` of a `torch.autograd.Function` subclass that returns a value but never
-    reads any of its gradient arguments (the parameters after `ctx`).
+    reads the values of its gradient arguments (the parameters after `ctx`): not at all, or only
+    for their shape, dtype or device (`torch.ones_like(grad_output)`, `grad_output.shape`,
+    `grad_output.new_zeros(n)`: a straight-through estimator that forgot `grad_output *`).
 
     Not flagged: a backward that returns only `None` (the inputs need no gradient) or raises,
     and straight-through estimators that return the incoming gradient.
@@ -56,6 +58,11 @@ class CustomBackwardIgnoresGradOutput(SiteRule):
         Example("from torch.autograd import Function\n\nclass Scale(Function):\n"
                 "    @staticmethod\n    def forward(ctx, x, s):\n        ctx.s = s\n        return x * s\n\n"
                 "    @staticmethod\n    def backward(ctx, *grads):\n        return ctx.s, None\n"),
+        Example("import torch\n\nclass ClippedRound(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x):\n        ctx.save_for_backward(x)\n        return x.round().clamp(-8, 8)\n\n"
+                "    @staticmethod\n    def backward(ctx, grad_output):\n        (x,) = ctx.saved_tensors\n"
+                "        grad_input = torch.ones_like(grad_output)\n        grad_input[x.abs() > 8] = 0\n        return grad_input\n",
+                note="reads the gradient only for its shape"),
     ]
     valid = [
         Example("import torch\n\nclass STE(torch.autograd.Function):\n"
@@ -68,9 +75,17 @@ class CustomBackwardIgnoresGradOutput(SiteRule):
         Example("import torch\n\nclass Clip(torch.autograd.Function):\n"
                 "    @staticmethod\n    def backward(ctx, grad_output):\n"
                 "        (x,) = ctx.saved_tensors\n        return grad_output * (x.abs() < 1).float()\n"),
+        Example("import torch\n\nclass ClippedRound(torch.autograd.Function):\n"
+                "    @staticmethod\n    def backward(ctx, grad_output):\n        (x,) = ctx.saved_tensors\n"
+                "        mask = torch.ones_like(grad_output)\n        mask[x.abs() > 8] = 0\n        return grad_output * mask\n",
+                note="the shape for a mask, the value for the gradient"),
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:
-        args = ", ".join(dict(site.data).get("arguments", ()))
+        data = dict(site.data)
+        args = ", ".join(data.get("arguments", ()))
+        if data.get("shape"):
+            return (f"`{site.detail}` reads its gradient argument(s) ({args}) only for their shape "
+                    f"(`{data['shape'][0]}`): the gradient it returns does not depend on the loss")
         return (f"`{site.detail}` never reads its gradient argument(s) ({args}): the gradient it returns does "
                 "not depend on the loss")
