@@ -87,6 +87,7 @@ def _run(fn, items, todo: deque, results: list, workers: int, window: int, on_fa
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp_context)
     in_flight: dict[Future, list[int]] = {}
     processes: dict = {}
+    alone: set[int] = set()  # items sent one to a job whatever their cost
 
     def settle(i: int, result: Any) -> None:
         results[i] = result
@@ -96,7 +97,7 @@ def _run(fn, items, todo: deque, results: list, workers: int, window: int, on_fa
     try:
         while todo or in_flight:
             while todo and len(in_flight) < window:
-                chunk = _take(todo, cost, window)
+                chunk = _take(todo, None if todo[0] in alone else cost, window)
                 try:
                     in_flight[pool.submit(_chunk, fn, [items[i] for i in chunk])] = chunk
                 except BrokenProcessPool:
@@ -117,9 +118,15 @@ def _run(fn, items, todo: deque, results: list, workers: int, window: int, on_fa
                     broken = True
                     continue
                 chunk = in_flight.pop(fut)
-                if exc is not None:  # (not the items' own: _chunk caught those)
-                    for i in chunk:
-                        settle(i, on_failure(items[i], f"{type(exc).__name__}: {exc}"))
+                if exc is not None and len(chunk) > 1:
+                    # not an item's own exception (_chunk caught those): the chunk's results could
+                    # not be sent back (one that does not pickle). Each goes again alone, so that
+                    # only the one at fault fails.
+                    alone.update(chunk)
+                    todo.extendleft(reversed(chunk))
+                    continue
+                if exc is not None:
+                    settle(chunk[0], on_failure(items[chunk[0]], f"{type(exc).__name__}: {exc}"))
                     continue
                 for i, (failed, got) in zip(chunk, fut.result()):
                     settle(i, on_failure(items[i], got) if failed else got)

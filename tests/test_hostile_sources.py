@@ -313,6 +313,26 @@ def test_chunks_cost_a_dead_worker_only_its_own_item_and_a_raising_item_only_its
     assert [o for o in out if type(o) is int] == [2 * i for i in range(40) if i % 10 != 3]
 
 
+class _Unpicklable:
+    def __reduce__(self):
+        raise TypeError("cannot pickle this result")
+
+
+def _unpicklable_on_some(i: int):
+    return _Unpicklable() if i == 5 else 2 * i
+
+
+def test_a_result_that_cannot_be_sent_back_fails_only_its_own_item():
+    """A chunk whose results do not pickle (one of them) fails as a whole in the worker: its
+    items are sent again one by one, and only the one at fault fails."""
+    from gradlint.pool import map_isolated
+
+    out = map_isolated(_unpicklable_on_some, list(range(40)), 2, on_failure=lambda item, why: ("failed", item),
+                       cost=lambda i: 1.0)
+    assert out[5] == ("failed", 5)
+    assert [out[i] for i in range(40) if i != 5] == [2 * i for i in range(40) if i != 5]
+
+
 def test_chunks_hold_items_up_to_their_cost_and_spread_the_last_ones():
     """_take: items of cost 1 go 32 to a job, a costly item alone, and the last items of the
     run in small chunks (each worker gets some)."""
