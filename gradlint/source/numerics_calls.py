@@ -284,6 +284,12 @@ class TensorCalls(TorchOps):
             first = self.ev(inp) if inp is not None else UNKNOWN
             return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const,
                      params=first.params, through=passed)
+        if callee.local_class:
+            # `MODELS["mlp"]()`: an instance of the class the dict holds under that key, as
+            # `MLP()` makes one (an autograd Function's instance is nothing a rule reads)
+            if callee.local_class in self.x.autograd_classes:
+                return UNKNOWN
+            return V(inst=frozenset({callee.local_class}), leaf=True)
         if callee.crit_class:
             # `LOSSES["bce"]()`, `getattr(nn, "BCELoss")()`: the criterion that class makes (its
             # call is no constructor call as written: no fix renames it)
