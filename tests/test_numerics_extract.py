@@ -509,3 +509,28 @@ def test_steady_dict_reads_only():
     for changed in ('L["a"] = 2\n', 'def f():\n    L["a"] = 2\n', "L.update(a=2)\n", 'del L["a"]\n',
                     "register(L)\n", "M = L\n", "L = {}\n", 'L["a"] += 1\n', "L |= {}\n"):
         assert not _only_read(read + changed, "L"), changed
+
+
+def test_registered_classes_only_where_nothing_else_writes():
+    """A module-level dict filled by a registering decorator of the file holds each decorated
+    class under its literal key; any other write, use or key leaves it unknown."""
+    import libcst as cst
+
+    from gradlint.source.numerics_registry import registered_classes
+
+    base = ('R = {}\n\n\ndef reg(name):\n    """Use: @reg("a") on a class."""\n    def deco(cls):\n'
+            '        if name in R:\n            raise KeyError(name)\n        R[name] = cls\n        return cls\n'
+            '    return deco\n\n\n@reg("a")\nclass A:\n    pass\n\n\n@reg(name="b")\nclass B:\n    pass\n')
+
+    def got(text):
+        return registered_classes(cst.parse_module(text), text, "R", lambda f: True)
+
+    assert got(base) == (("a", "A"), ("b", "B"))
+    assert got(base.replace("R[name] = cls", "R[name or cls.__name__] = cls")) == (("a", "A"), ("b", "B"))
+    for changed in ('R["a"] = B\n', "R.update(a=B)\n", "reg('c')(B)\n", "f(reg)\n", "S = R\n",
+                    '@reg(KEY)\nclass C:\n    pass\n', '@reg("a")\nclass C:\n    pass\n',
+                    '@reg("c")\ndef c():\n    pass\n', '@reg("c")\n@other\nclass C:\n    pass\n',
+                    'def f():\n    @reg("c")\n    class C:\n        pass\n'):
+        assert got(base + changed) is None, changed
+    assert got(base.replace("R[name] = cls", "R[name.lower()] = cls")) is None
+    assert got(base.replace("R = {}", "R = {'z': int}")) is None
