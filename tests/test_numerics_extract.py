@@ -534,3 +534,25 @@ def test_registered_classes_only_where_nothing_else_writes():
         assert got(base + changed) is None, changed
     assert got(base.replace("R[name] = cls", "R[name.lower()] = cls")) is None
     assert got(base.replace("R = {}", "R = {'z': int}")) is None
+
+
+def test_builder_shape():
+    """`def build_model(name, **kw): return MODELS[name](**kw)` (raising guards allowed) builds
+    the class a dict holds under the key it is given; any other body is no such builder."""
+    import libcst as cst
+
+    from gradlint.source.numerics_registry import builder_shape
+
+    def shape(text):
+        return builder_shape(cst.parse_module(text).body[0])
+
+    assert shape("def build(arch, *a, **kw):\n    if arch not in M:\n        raise KeyError(arch)\n"
+                 "    return M[arch](*a, **kw)\n") == ("M", "arch", 0)
+    assert shape("def build(cfg, name):\n    assert name in M\n    return M[name]()\n") == ("M", "name", 1)
+    for other in ("def build(name):\n    M = {}\n    return M[name]()\n",
+                  "def build(name, M):\n    return M[name]()\n",
+                  "def build(*, name):\n    return M[name]()\n",
+                  "@cache\ndef build(name):\n    return M[name]()\n",
+                  "def build(name):\n    m = M[name]()\n    return m\n",
+                  "def build(name):\n    return M[name.lower()]()\n"):
+        assert shape(other) is None, other

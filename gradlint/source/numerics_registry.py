@@ -132,14 +132,11 @@ def _registering(fn: cst.FunctionDef) -> tuple[str, str, bool] | None:
         return None
     written = None
     for stmt in steps[:-1]:
-        if type(stmt) is cst.If and stmt.orelse is None and all(
-                type(s) is cst.SimpleStatementLine and all(type(x) is cst.Raise for x in s.body) for s in suite(stmt.body)):
+        if _raise_guard(stmt):
             continue
         if type(stmt) is not cst.SimpleStatementLine or len(stmt.body) != 1:
             return None
         small = stmt.body[0]
-        if type(small) is cst.Assert:
-            continue
         if written is not None or type(small) is not cst.Assign or len(small.targets) != 1:
             return None
         written = _item_write(small, param, cls)
@@ -195,3 +192,43 @@ def _only_decorating(module: cst.Module, fn: cst.FunctionDef, decorators: list[c
         elif kind is cst.Name and n.value == fname and id(n) not in allowed and id(n) not in attrs:
             return False
     return True
+
+
+def builder_shape(fn: cst.FunctionDef) -> tuple[str, str, int] | None:
+    """(the dict, the key parameter, its position) of a function that builds a model by name,
+    `def build_model(name, **kwargs): return MODELS[name](**kwargs)`, guards that only raise
+    allowed before the return (`if name not in MODELS: raise KeyError(name)`); None for any other
+    function, a decorated or an async one, or one whose key parameter is keyword-only."""
+    ps = fn.params
+    if fn.decorators or fn.asynchronous:
+        return None
+    steps = _body(fn)
+    if not steps or not all(_raise_guard(s) for s in steps[:-1]):
+        return None
+    last = steps[-1]
+    if type(last) is not cst.SimpleStatementLine or len(last.body) != 1 or type(last.body[0]) is not cst.Return:
+        return None
+    made = last.body[0].value
+    if type(made) is not cst.Call or type(made.func) is not cst.Subscript:
+        return None
+    holder = made.func
+    if type(holder.value) is not cst.Name or len(holder.slice) != 1 or type(holder.slice[0].slice) is not cst.Index \
+            or type(holder.slice[0].slice.value) is not cst.Name:
+        return None
+    key = holder.slice[0].slice.value.value
+    positional = [p.name.value for p in (*ps.posonly_params, *ps.params)]
+    named = {*positional, *(p.name.value for p in ps.kwonly_params)}
+    for p in (ps.star_arg, ps.star_kwarg):
+        if type(p) is cst.Param:
+            named.add(p.name.value)
+    if key not in positional or holder.value.value in named:
+        return None
+    return holder.value.value, key, positional.index(key)
+
+
+def _raise_guard(stmt: cst.BaseStatement) -> bool:
+    """`if <test>: raise ...` (no else) or `assert ...`: a statement that changes nothing."""
+    if type(stmt) is cst.If:
+        return stmt.orelse is None and all(
+            type(s) is cst.SimpleStatementLine and all(type(x) is cst.Raise for x in s.body) for s in suite(stmt.body))
+    return type(stmt) is cst.SimpleStatementLine and len(stmt.body) == 1 and type(stmt.body[0]) is cst.Assert
