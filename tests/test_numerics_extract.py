@@ -509,3 +509,50 @@ def test_steady_dict_reads_only():
     for changed in ('L["a"] = 2\n', 'def f():\n    L["a"] = 2\n', "L.update(a=2)\n", 'del L["a"]\n',
                     "register(L)\n", "M = L\n", "L = {}\n", 'L["a"] += 1\n', "L |= {}\n"):
         assert not _only_read(read + changed, "L"), changed
+
+
+def test_registered_classes_only_where_nothing_else_writes():
+    """A module-level dict filled by a registering decorator of the file holds each decorated
+    class under its literal key; any other write, use or key leaves it unknown."""
+    import libcst as cst
+
+    from gradlint.source.numerics_registry import registered_classes
+
+    base = ('R = {}\n\n\ndef reg(name):\n    """Use: @reg("a") on a class."""\n    def deco(cls):\n'
+            '        if name in R:\n            raise KeyError(name)\n        R[name] = cls\n        return cls\n'
+            '    return deco\n\n\n@reg("a")\nclass A:\n    pass\n\n\n@reg(name="b")\nclass B:\n    pass\n')
+
+    def got(text):
+        return registered_classes(cst.parse_module(text), text, "R", lambda f: True)
+
+    assert got(base) == (("a", "A"), ("b", "B"))
+    assert got(base.replace("R[name] = cls", "R[name or cls.__name__] = cls")) == (("a", "A"), ("b", "B"))
+    for changed in ('R["a"] = B\n', "R.update(a=B)\n", "reg('c')(B)\n", "f(reg)\n", "S = R\n",
+                    '@reg(KEY)\nclass C:\n    pass\n', '@reg("a")\nclass C:\n    pass\n',
+                    '@reg("c")\ndef c():\n    pass\n', '@reg("c")\n@other\nclass C:\n    pass\n',
+                    'def f():\n    @reg("c")\n    class C:\n        pass\n'):
+        assert got(base + changed) is None, changed
+    assert got(base.replace("R[name] = cls", "R[name.lower()] = cls")) is None
+    assert got(base.replace("R = {}", "R = {'z': int}")) is None
+
+
+def test_builder_shape():
+    """`def build_model(name, **kw): return MODELS[name](**kw)` (raising guards allowed) builds
+    the class a dict holds under the key it is given; any other body is no such builder."""
+    import libcst as cst
+
+    from gradlint.source.numerics_registry import builder_shape
+
+    def shape(text):
+        return builder_shape(cst.parse_module(text).body[0])
+
+    assert shape("def build(arch, *a, **kw):\n    if arch not in M:\n        raise KeyError(arch)\n"
+                 "    return M[arch](*a, **kw)\n") == ("M", "arch", 0)
+    assert shape("def build(cfg, name):\n    assert name in M\n    return M[name]()\n") == ("M", "name", 1)
+    for other in ("def build(name):\n    M = {}\n    return M[name]()\n",
+                  "def build(name, M):\n    return M[name]()\n",
+                  "def build(*, name):\n    return M[name]()\n",
+                  "@cache\ndef build(name):\n    return M[name]()\n",
+                  "def build(name):\n    m = M[name]()\n    return m\n",
+                  "def build(name):\n    return M[name.lower()]()\n"):
+        assert shape(other) is None, other

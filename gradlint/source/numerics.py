@@ -103,6 +103,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         self.global_names: set[str] = set()
         self.scan_globals = "global" in src.text
         self.steady_dicts: dict[str, bool] = {}  # ModuleValues.steady_dict, by name
+        self.registries: dict[str, V | None] = {}  # ModuleValues.registry, by name
         self.defines_optimizer = False
         self.file_quiet = False
         # Whether the text names `self.requires_grad` at all: the class walk that counts reads

@@ -23,6 +23,7 @@ from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, knows_nothing
 from gradlint.source.engine.walk import suite, walk
 from gradlint.source.names import dotted
+from gradlint.source.numerics_registry import builder_shape
 from gradlint.source.numerics_ops import (_ARITH, _METHODS, _MODULE_CLASS_ORDER, _QUALIFIED, GRADCHECK, TorchOps,
                                          _Call, _converted, _short_of)
 from gradlint.source.trained_names import trained_names
@@ -215,6 +216,8 @@ class TensorCalls(TorchOps):
                 return V(prob=made.prob, shifted=made.shifted, capped=made.capped, tensor=True, computed=True,
                          params=first.params, cut=first.cut, cut_span=first.cut_span, const=first.const,
                          param_cuts=first.param_cuts, dense=True)
+            if (built := self._built_by_name(node, fname)) is not None:
+                return built
             if fname == "super":
                 # `super(WideDeep, self)`: the class named there is no reference to it as a
                 # value (which would hide its constructor's callers: facts.callgraph._find_calls)
@@ -230,6 +233,34 @@ class TensorCalls(TorchOps):
             return res
         callee = self.ev(func)
         return self.instance_call(node, callee, owner=None)
+
+    def _built_by_name(self, node: cst.Call, fname: str) -> V | None:
+        """`build_model("mlp")` with `def build_model(name, **kw): return MODELS[name](**kw)` of
+        this file (numerics_registry.builder_shape): what `MODELS["mlp"]()` makes, where the
+        module-level dict holds a class of the file under that literal key; None otherwise."""
+        x = self.x
+        if x.def_counts.get(fname) != 1 or fname in self.enclosing or fname in x.local_classes \
+                or fname in x.imports.names or fname in x.global_names:
+            return None
+        fn = self._top_function(fname)
+        shape = builder_shape(fn) if fn is not None else None
+        if shape is None or any(a.star for a in node.args):
+            return None
+        holder, param, at = shape
+        arg = next((a for a in node.args if a.keyword is not None and a.keyword.value == param), None)
+        positional = [a for a in node.args if a.keyword is None]
+        if arg is None and at < len(positional):
+            arg = positional[at]
+        if arg is None or type(arg.value) is not cst.SimpleString:
+            return None
+        # the dict as the function reads it: the module's binding, trusted as a read there is
+        at_module = self.name == "<module>" and self.cls is None
+        held = self.env.get(holder) if at_module else x.globals.get(holder)
+        if held is None or held.keyed is None or (at_module and not x.steady_dict(holder)):
+            return None
+        key = arg.value.evaluated_value
+        made = next((v for k, v in held.keyed if k == key), None)
+        return self.instance_call(node, made, owner=None) if made is not None and made.local_class else None
 
     def scope_root(self) -> cst.FunctionDef | cst.Module | None:
         """The code this walk reads: its function, the module for the module's own code, None for
@@ -284,6 +315,12 @@ class TensorCalls(TorchOps):
             first = self.ev(inp) if inp is not None else UNKNOWN
             return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const,
                      params=first.params, through=passed)
+        if callee.local_class:
+            # `MODELS["mlp"]()`: an instance of the class the dict holds under that key, as
+            # `MLP()` makes one (an autograd Function's instance is nothing a rule reads)
+            if callee.local_class in self.x.autograd_classes:
+                return UNKNOWN
+            return V(inst=frozenset({callee.local_class}), leaf=True)
         if callee.crit_class:
             # `LOSSES["bce"]()`, `getattr(nn, "BCELoss")()`: the criterion that class makes (its
             # call is no constructor call as written: no fix renames it)

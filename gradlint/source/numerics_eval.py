@@ -294,13 +294,13 @@ class TensorEval:
                 if type(el) is cst.DictElement:
                     self.ev(el.key)
                     keys.append(el.key.evaluated_value if type(el.key) is cst.SimpleString else None)
-                    vals.append(self.ev(el.value))
+                    vals.append(self._dict_value(el.value))
                 else:  # `**other`
                     self.ev(el.value)
                     keys.append(None)
             # string keys, one each, and a value a rule may read back (`criteria["cls"](p, y)`)
             if vals and all(type(k) is str for k in keys) and len(set(keys)) == len(keys) and any(
-                    v.prob or v.out or v.crit or v.callret or v.crit_class for v in vals):
+                    v.prob or v.out or v.crit or v.callret or v.crit_class or v.local_class for v in vals):
                 return V(keyed=tuple(zip(keys, vals)))
             return UNKNOWN
         if kind is cst.DictComp:
@@ -329,6 +329,16 @@ class TensorEval:
             return val
         self._ev_children(node)
         return UNKNOWN
+
+    def _dict_value(self, node: cst.BaseExpression) -> V:
+        """A value of a dict display: a class of this file named there is held as that class
+        (`{"mlp": MLP}`: `MODELS["mlp"]()` makes an MLP); elsewhere a class name read as a value
+        stays unknown."""
+        val = self.ev(node)
+        if val is UNKNOWN and type(node) is cst.Name and node.value in self.x.local_classes and \
+                node.value not in self.env and node.value not in self.globals:
+            return V(local_class=node.value)
+        return val
 
     def num(self, node: cst.BaseExpression) -> float | None:
         """The number an expression holds (`V.value`: a literal, a name bound to one, arithmetic

@@ -20,7 +20,7 @@ class ModuleValues:
     """`Extractor`'s reading of module constants and plain function values (needs its `project`,
     `imported`, `function_values`, `module_functions`, `def_counts`, `module_values`,
     `global_names`, `local_classes`, `imports`, `references`, `class_refs`, `muted`, `src`,
-    `steady_dicts`)."""
+    `steady_dicts`, `registries`)."""
 
     def imported_constant(self, names: frozenset[str], call: bool = False) -> V | None:
         """A plain constant of another project module that `names` (what the file's imports make
@@ -91,12 +91,37 @@ class ModuleValues:
         passed to a function or aliased) may change it; a mention in a comment counts too."""
         known = self.steady_dicts.get(name)
         if known is None:
-            known = self.steady_dicts[name] = name not in self.global_names and _only_read(self.src.text, name)
+            known = self.steady_dicts[name] = name not in self.global_names and (
+                _only_read(self.src.text, name) or self.registry(name) is not None)
         return known
+
+    def registry(self, name: str) -> V | None:
+        """Module-level dict `name` as the registering decorator of this file fills it, each
+        class it decorates under its literal key (numerics_registry.registered_classes): a dict
+        display of those classes; None when `name` is no such registry. Its one write, the
+        decorator's, runs as each class is defined: wherever it is read then, it holds them."""
+        if name in self.registries:
+            return self.registries[name]
+        got = None
+        if name not in self.global_names:
+            from gradlint.source.numerics_registry import registered_classes
+
+            found = registered_classes(self.src.module, self.src.text, name, self._registry_bindable)
+            if found:
+                got = V(keyed=tuple((key, V(local_class=cls)) for key, cls in found))
+        self.registries[name] = got
+        return got
+
+    def _registry_bindable(self, fname: str) -> bool:
+        """Whether a registering function's name means that one function wherever it is read:
+        defined once, never a class, an import or a `global` of the file."""
+        return self.def_counts.get(fname) == 1 and fname not in self.global_names and \
+            fname not in self.local_classes and fname not in self.imports.names
 
 
 _BINDING = re.compile(r"\s*(?::[^=\n]*)?=(?!=)")  # `NAME = ...`, `NAME: dict = ...`
 _AFTER_ITEM_CHANGE = re.compile(r"\s*(?:=(?!=)|(?:\*\*|//|>>|<<|[-+*/%&^|@])=)")
+_ITEM_SET = re.compile(r"\s*=(?!=)")  # `NAME[k] = v` (not `+=`)
 _DICT_READS = re.compile(r"\s*\.\s*(?:get|keys|values|items|copy)\s*\(")
 _ITEM = re.compile(r"\s*\[")
 _AFTER_IN = re.compile(r"\bin\s+$")
@@ -106,7 +131,13 @@ _AFTER_DEL = re.compile(r"\bdel\s+$")
 def _only_read(text: str, name: str) -> bool:
     """`steady_dict`'s reading of the text: exactly one binding of `name` at the start of a line,
     every other mention a read."""
-    bindings = 0
+    return _dict_mentions(text, name) == (1, 0)
+
+
+def _dict_mentions(text: str, name: str) -> tuple[int, int] | None:
+    """(bindings of `name` at the start of a line, item writes `NAME[k] = v`) when every other
+    mention in the text is a read; None when one is anything else."""
+    bindings = writes = 0
     for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?!\w)", text):
         start, end = m.start(), m.end()
         line_start = text.rfind("\n", 0, start) + 1
@@ -121,8 +152,11 @@ def _only_read(text: str, name: str) -> bool:
             close = _closing_bracket(text, item.end() - 1)
             if close is not None and not _AFTER_ITEM_CHANGE.match(text, close + 1):
                 continue
-        return False
-    return bindings == 1
+            if close is not None and _ITEM_SET.match(text, close + 1):
+                writes += 1
+                continue
+        return None
+    return bindings, writes
 
 
 def _closing_bracket(text: str, open_at: int) -> int | None:

@@ -28,6 +28,7 @@ from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_callers import CallRecords
 from gradlint.source.numerics_eval import TensorEval
 from gradlint.source.numerics_quiet import quiet_function
+from gradlint.source.numerics_registry import empty_dict
 from gradlint.source.numerics_sites import _param_data, SiteChecks
 
 # The numerics hazards (GL301-GL309) a value can make: what `.item()` on it keeps quiet (`leaving`)
@@ -525,6 +526,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         self._list_holds(name, [val])
 
     def assign(self, target: cst.BaseExpression, val: V, value_node: cst.BaseExpression | None = None) -> None:
+        if type(target) is cst.Name and self.name == "<module>" and self.cls is None and empty_dict(value_node):
+            # `MODELS = {}` that a registering decorator of the file fills: the classes it holds
+            val = self.x.registry(target.value) or val
         if type(target) is cst.Attribute and not (type(target.value) is cst.Name and target.value.value == "self"):
             self.x.attrs_set.add(target.attr.value)  # `model.method = ...` (facts.numerics._defaults_hold)
         if self.nograd and not val.nograd:

@@ -42,8 +42,13 @@ class SoftmaxIntoCrossEntropy(SiteRule):
     inline `softmax`, a local variable holding one, an `nn.Softmax` module, or the output of a
     model whose `forward` returns a softmax (directly or through its last assignment), followed
     across the files of the run from `model = Net(...)` and `out = model(x)` (or `self.forward(x)`
-    inside the class) to `crit = nn.CrossEntropyLoss(); crit(out, y)`. `exp(log_softmax(x))` and a hand-written
-    `exp(z) / exp(z).sum()` are softmax probabilities too. A forward that applies the softmax
+    inside the class) to `crit = nn.CrossEntropyLoss(); crit(out, y)`. A model built by name
+    from a module-level dict of the file's classes (`MODELS["net"]()`, `MODELS.get("net")()`, or
+    `build_model("net")` with a builder of the file returning `MODELS[name](**kwargs)`) is that
+    class where the dict is a display or is filled only by a registering decorator of the
+    file (`@register("net")` on the class), and nothing else in the file changes it.
+    `exp(log_softmax(x))` and a hand-written `exp(z) / exp(z).sum()` are softmax probabilities
+    too. A forward that applies the softmax
     under a test of a setting (`if self.method == 'multiclass'`, `method` a parameter of
     `__init__`) is read with the setting at its default, as long as no call of the class in the
     project passes another value for it (the message names the default).

@@ -68,6 +68,9 @@ class V:
     # a loss module class named as a value (`nn.BCELoss`, `LOSSES["bce"]` of a dict display of
     # classes): calling it makes that criterion (`crit`), which no fix renames
     crit_class: str | None = None
+    # a class of this file held as a value (`{"mlp": MLP}`, a registry its decorator fills):
+    # calling it makes an instance of that class (`inst`), as `MLP()` does
+    local_class: str | None = None
     callret: str | None = None  # a module whose call returns this probability kind
     module: bool = False  # a known nn.Module instance
     sq: bool = False  # a square
@@ -320,6 +323,7 @@ def merge(a: V, b: V) -> V:
         crit=a.crit if a.crit == b.crit else None,
         crit_node=a.crit_node if a.crit_node is b.crit_node else None,
         crit_class=a.crit_class if a.crit_class == b.crit_class else None,
+        local_class=a.local_class if a.local_class == b.local_class else None,
         callret=a.callret if a.callret == b.callret else None,
         module=a.module and b.module,
         sq=a.sq and b.sq,
