@@ -38,6 +38,8 @@ _IN_PROGRESS: tuple = ("\0in progress",)
 # Modules summarised on demand in one run, at most: a bound on the work one lookup can start.
 MAX_LOADED = 4096
 
+_NOTHING: frozenset[str] = frozenset()
+
 
 class ModuleLoader(Protocol):
     """Finds and summarises project modules that are not among the checked files."""
@@ -466,6 +468,8 @@ class ProjectIndex:
         """(module names looked up, words scanned for) by the lookups logged from `start` on, with
         what the memo answers among them read when they were computed."""
         log = self.log
+        if start >= len(log):
+            return _NOTHING, _NOTHING  # (most files' rules look nothing up: an ONNX model's never)
         modules: set[str] = set()
         words: set[str] = set()
         seen: set[tuple[int, int]] = set()
