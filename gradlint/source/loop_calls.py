@@ -551,7 +551,14 @@ class CallEvents:
         if holder in ("self", "cls", "") or holder in self.pre.functions:
             return []
         cls = self.pre.instance_class(holder, self._scope_nodes.get(ctx.fid)) or self._passed_instance(holder, ctx)
-        classes = [cls] if cls else self._item_classes(holder, ctx)
+        if cls:
+            classes = [cls]
+        elif any(re.search(rf"(?<![\w.]){re.escape(holder)}(?!\w)", t) for t in ctx.tests):
+            # `if isinstance(cb, Logger): cb.on_step_end(model)`: which items reach the call is
+            # decided by a test of the item; the loop is not read
+            classes = []
+        else:
+            classes = self._item_classes(holder, ctx)
         out = []
         for cls in classes:
             if not self.pre.method_of(cls, method):
@@ -581,6 +588,8 @@ class CallEvents:
         if bound.scope is not scope or not self.pre.env.is_param(scope, bound.text) or type(scope) is not cst.FunctionDef \
                 or self._func_parent.get(ctx.fid) != 0 or ctx.cls is not None:
             return []
+        if bound.text in self.pre.env._bindings.get(scope, ()) or bound.text in self.pre.mutated:
+            return []  # the function binds the name again, or changes what it was passed
         out: list[str] = []
         for text, where in self.pre.passed(scope, False, bound.text) or ():
             try:
@@ -603,8 +612,9 @@ class CallEvents:
         one is anything else."""
         out: list[str] = []
         for item in (container.items.values() if type(container) is DictVal else container.items):
-            if type(item) is not Ctor or item.cls.rsplit(".", 1)[-1] not in self.pre.classes:
-                return []
+            if type(item) is not Ctor or item.cls.rsplit(".", 1)[-1] not in self.pre.classes \
+                    or self.pre.kind(item, self.qualify) in ("optimizer", "scaler"):
+                return []  # (a project optimizer's `step` is the step itself)
             if item.cls not in out:
                 out.append(item.cls)
         return out

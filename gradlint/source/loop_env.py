@@ -33,7 +33,8 @@ GRAD_SCALERS = frozenset({
     "torch.cuda.amp.grad_scaler.GradScaler", "torch.amp.grad_scaler.GradScaler",
 })
 # Methods that change a container in place: what a display built is then not all it holds.
-_MUTATORS = frozenset({"append", "extend", "insert", "update", "setdefault", "add", "__setitem__"})
+_MUTATORS = frozenset({"append", "extend", "insert", "update", "setdefault", "add", "__setitem__", "pop", "popitem",
+                       "remove", "discard", "clear", "reverse", "sort"})
 # (the same module object for the loop's facts, whatever its parameters hold afterwards)
 _MOVE_METHODS = MODULE_MOVES | {"eval", "requires_grad_", "to_empty", "share_memory"}
 
@@ -56,7 +57,7 @@ def _target_texts(target: cst.BaseExpression) -> list[str]:
 _STATEMENTISH = frozenset({
     "SimpleStatementLine", "SimpleStatementSuite", "IndentedBlock", "Assign", "AnnAssign", "AugAssign", "Expr", "Return",
     "If", "Else", "For", "While", "With", "Try", "TryStar", "ExceptHandler", "ExceptStarHandler", "Finally",
-    "Match", "MatchCase", "FunctionDef", "ClassDef",
+    "Match", "MatchCase", "FunctionDef", "ClassDef", "Del",
 })
 
 
@@ -152,6 +153,10 @@ class _PrePass:
                 for name in _target_texts(n.target):
                     if "." not in name:
                         env.bind(scope, name, each.get(name, UNKNOWN))
+            elif type(n) is cst.Del:
+                for t in (e.value for e in n.target.elements) if type(n.target) is cst.Tuple else (n.target,):
+                    if type(t) is cst.Subscript:
+                        self._mutate(t.value)  # `del callbacks[1]`
             elif type(n) is cst.Expr and type(n.value) is cst.Call:
                 self._add_argument(n.value)
                 func = n.value.func
