@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 from gradlint.findings import Finding, Severity
@@ -9,6 +10,9 @@ from gradlint.registry import Example, Rule, RuleContext
 from gradlint.facts.training import Assign, Function, Stmt, TrainingFacts, iter_events
 
 _MAX_CHAIN = 64
+# What a call passes that is data, not an output: a name, an attribute or an item, moved or cast.
+_DATA = re.compile(r"[\w.]+(\[[^()\[\]]*\])*(\.(to|cuda|cpu|long|int|float|squeeze|unsqueeze|view|reshape|flatten)"
+                   r"\([^()]*\))*")
 
 
 class BackwardUnderNoGrad(Rule):
@@ -30,7 +34,8 @@ class BackwardUnderNoGrad(Rule):
     from a parameter it was passed, keeps the rule quiet; so does a helper of another file or of
     unknown name. A parameter may carry a gradient into the loss too, and keeps it quiet, except
     one read only as the labels of `F.cross_entropy` or `F.nll_loss` (`F.cross_entropy(
-    self.predict(x), y)` in `def train_step(self, x, y)`): class indices carry none.
+    self.predict(x), y)` in `def train_step(self, x, y)`): class indices carry none, unless a call
+    of the function in the file passes something computed for it (a model's soft targets).
 
     ## Why is this bad?
     Nothing computed under no-grad is recorded for autograd, so the loss has no `grad_fn` and
@@ -293,8 +298,10 @@ class _Flow:
             if len(made) > 1:
                 made = _dominating(name, before, made, self.facts.stmts, self.at_line)
             if not made:
-                # a parameter read with grad on may carry a gradient into the loss
-                if name in params and name not in ("self", "cls") and not nograd_reader:
+                # a parameter read with grad on may carry a gradient into the loss; read as the
+                # labels of a classification loss, only when a call passes something computed
+                if name in params and name not in ("self", "cls") and (
+                        not nograd_reader or nograd_reader == "label" and self._passed_computed(fn, name)):
                     return False
                 continue
             # every earlier binding counts (branches, loops): one made with grad is enough to stay quiet
@@ -324,7 +331,7 @@ class _Flow:
             inside = {n for c in modules for n in passed[c]} | set(modules)
             # (the labels of a classification loss are read as a no-grad reader reads: a
             # parameter passed for them carries no gradient, a value made with grad still does)
-            todo.extend((n, a.line, n in a.labels) for n in a.uses if n not in inside)
+            todo.extend((n, a.line, "label" if n in a.labels else False) for n in a.uses if n not in inside)
             return True
         if modules:
             found.append((a.line, ""))
@@ -334,7 +341,8 @@ class _Flow:
             # What an operation calls is no output (`criterion(output, target)` with the
             # criterion a parameter)
             ops = {c for c, kind in a.calls if kind == "op"}
-            todo.extend((n, a.line, nograd_reader and not modules or n in a.labels) for n in a.uses if n not in ops)
+            todo.extend((n, a.line, "label" if n in a.labels else nograd_reader and not modules)
+                        for n in a.uses if n not in ops)
         else:
             # a binding under no-grad is followed too (`out = model(x)` then `loss = crit(out, y)`,
             # both in the with-block): an output made with grad upstream stays quiet. The
@@ -379,6 +387,21 @@ class _Flow:
                     return set()
                 classes.add(made[0].cls)
         return classes if calls else set()
+
+    def _passed_computed(self, fn: Function, param: str) -> bool:
+        """Whether a call of fn in this file passes for `param` something computed by a call (a
+        model's soft targets may require grad), or something it does not show; a name, an
+        attribute or an item, moved or cast (`y.to(device)`, `batch["y"].long()`), is data."""
+        at = fn.params.index(param) - (1 if fn.cls is not None and fn.params[0] in ("self", "cls") else 0)
+        for g in self.facts.functions:
+            for ev in iter_events(g.body):
+                if ev.kind != "call" or fn.id not in ev.callees:
+                    continue
+                args = dict(ev.args)
+                value = args.get(param) or args.get(str(at))
+                if value is None or "*" in args or not _DATA.fullmatch(value.text):
+                    return True
+        return False
 
     def _helper(self, callee: str, fn: Function, depth: int) -> tuple[tuple[int, str], ...] | None:
         """The no-grad model calls (line, function) the returns of the file's function `callee`
