@@ -28,6 +28,20 @@ _SHAPE_METHODS = frozenset({"size", "dim", "numel", "new_ones", "new_zeros", "ne
 Factor = tuple[float, tuple[str, ...]]
 
 
+def _no_gradient(node: cst.BaseExpression, qualify) -> bool:
+    """`None`, zeros (`torch.zeros_like(g)`, `g.new_zeros(n)`, `torch.zeros(...)`), or a tuple of
+    them: a backward that returns only these passes no gradient on, on purpose (a blocked input),
+    as one returning None does."""
+    if type(node) in (cst.Tuple, cst.List):
+        return all(_no_gradient(e.value, qualify) for e in node.elements)
+    if type(node) is cst.Call:
+        func = node.func
+        if type(func) is cst.Attribute and func.attr.value == "new_zeros":
+            return True
+        return not qualify(func).isdisjoint(("torch.zeros_like", "torch.zeros"))
+    return _all_none(node)
+
+
 def _all_none(node: cst.BaseExpression) -> bool:
     if type(node) is cst.Name:
         return node.value == "None"
@@ -359,8 +373,8 @@ class Backwards:
         grads = _inputs(fn)
         if not grads:
             return
-        nodes = list(walk(fn.body))
-        if not any(type(n) is cst.Return and n.value is not None and not _all_none(n.value) for n in nodes):
+        nodes = list(walk(fn.body, stop=()))  # (a lambda of the backward that reads the gradient reads it)
+        if not any(type(n) is cst.Return and n.value is not None and not _no_gradient(n.value, self.q) for n in nodes):
             return
         shaped: dict[int, str] = {}  # the gradient read only for its shape (by id) -> the use, as written
         for node in nodes:

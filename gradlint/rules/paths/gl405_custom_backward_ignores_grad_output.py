@@ -16,7 +16,8 @@ class CustomBackwardIgnoresGradOutput(SiteRule):
     for their shape, dtype or device (`torch.ones_like(grad_output)`, `grad_output.shape`,
     `grad_output.new_zeros(n)`: a straight-through estimator that forgot `grad_output *`).
 
-    Not flagged: a backward that returns only `None` (the inputs need no gradient) or raises,
+    Not flagged: a backward that returns only `None` or zeros (`torch.zeros_like(grad_output)`:
+    the inputs get no gradient, on purpose) or raises,
     and straight-through estimators that return the incoming gradient.
 
     ## Why is this bad?
