@@ -648,7 +648,8 @@ class TensorCalls(TorchOps):
                 return replace(self._method_value(node, recv_node, meth, r), returned=(f"{cls}.{meth}", -1))
         if meth == "get" and r.keyed is not None:
             self._args_ev(node)
-            return self._keyed_get(node, r)
+            got = self._keyed_get(node, r)
+            return UNKNOWN if got.local_class and not self._local_dict_steady(recv_node) else got
         return self._method_value(node, recv_node, meth, r)
 
     @staticmethod

@@ -212,7 +212,10 @@ class TensorEval:
                 return V(const=True)
             if base.keyed is not None:
                 key = _string_index(node)
-                return next((v for k, v in base.keyed if k == key), UNKNOWN) if key is not None else UNKNOWN
+                got = next((v for k, v in base.keyed if k == key), UNKNOWN) if key is not None else UNKNOWN
+                if got.local_class and not self._local_dict_steady(node.value):
+                    return UNKNOWN
+                return got
             if base.returned is not None and base.returned[1] == -1 and (key := _string_index(node)) is not None:
                 # `out = loss_function(model, x); out["loss"].backward()`: that entry of the dict
                 # the function returns (Extractor._cut_returns)
@@ -329,6 +332,18 @@ class TensorEval:
             return val
         self._ev_children(node)
         return UNKNOWN
+
+    def _local_dict_steady(self, holder: cst.BaseExpression) -> bool:
+        """Whether a dict of classes bound in this function (`models = {"mlp": MLP}`) still holds
+        its display where it is read: every other mention of it in the function a read (not
+        aliased, passed to a function or changed). A module-level dict is held to
+        `ModuleValues.steady_dict` where it is bound."""
+        if type(holder) is not cst.Name or self.name == "<module>" or holder.value not in self.env:
+            return True
+        from gradlint.source.numerics_values import _dict_mentions
+
+        root = self.scope_root()
+        return type(root) is cst.FunctionDef and _dict_mentions(self.x.code(root), holder.value, indented=True) == (1, 0)
 
     def _dict_value(self, node: cst.BaseExpression) -> V:
         """A value of a dict display: a class of this file named there is held as that class

@@ -134,15 +134,16 @@ def _only_read(text: str, name: str) -> bool:
     return _dict_mentions(text, name) == (1, 0)
 
 
-def _dict_mentions(text: str, name: str) -> tuple[int, int] | None:
+def _dict_mentions(text: str, name: str, indented: bool = False) -> tuple[int, int] | None:
     """(bindings of `name` at the start of a line, item writes `NAME[k] = v`) when every other
-    mention in the text is a read; None when one is anything else."""
+    mention in the text is a read; None when one is anything else. `indented`: the text is a
+    function's, whose statements start after their indentation."""
     bindings = writes = 0
     for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?!\w)", text):
         start, end = m.start(), m.end()
         line_start = text.rfind("\n", 0, start) + 1
         before = text[line_start:start]
-        if not before and _BINDING.match(text, end):
+        if (not before or indented and before.isspace()) and _BINDING.match(text, end):
             bindings += 1
             continue
         if _DICT_READS.match(text, end) or _AFTER_IN.search(before):
