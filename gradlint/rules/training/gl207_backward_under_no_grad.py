@@ -371,7 +371,8 @@ class _Flow:
         """The classes every call of fn in this file passes for `param` (`train_one_epoch(model,
         ...)` with `model = MoCo()` in the caller); empty when a call passes something else,
         or there is no call."""
-        at = fn.params.index(param)
+        # (a method's calls pass its arguments after `self`)
+        at = fn.params.index(param) - (1 if fn.cls is not None and fn.params[0] in ("self", "cls") else 0)
         classes: set[str] = set()
         calls = 0
         for g in self.facts.functions:
