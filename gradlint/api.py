@@ -400,9 +400,10 @@ class _FactsPlan:
 
     def __init__(self, files: list[tuple[Path, str]], config: Config, store: cache.Store | None,
                  jobs: int | None, seen: dict[str, str] | None, keep: bool,
-                 wanted: frozenset[int] = frozenset()) -> None:
+                 wanted: frozenset[int] = frozenset(), kinds: list[str] | None = None) -> None:
         self.files, self.store, self.seen = files, store, seen
-        self.kinds = [kind_of(p, d) for p, d in files]
+        # each file's kind_of (`kinds`: the caller's, when it worked them out)
+        self.kinds = kinds if kinds is not None else [kind_of(p, d) for p, d in files]
         # Without `keep` (the caller stores each file's result), an ONNX model is neither looked up
         # nor stored (one object less to send to a worker per model), and a Python file's facts
         # are stored only when a later run will read them again (_later_read): encoding them was
@@ -642,7 +643,8 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
     done: list[FileResult | None] = [reuse.lookup(i) if reuse is not None else None for i in range(len(files))]
     stale = [i for i, r in enumerate(done) if r is None]
     plan = _FactsPlan([files[i] for i in stale], config, store, jobs, seen, keep=reuse is None,
-                      wanted=frozenset(k for k, i in enumerate(stale) if i in reuse.through_deps) if reuse else frozenset())
+                      wanted=frozenset(k for k, i in enumerate(stale) if i in reuse.through_deps) if reuse else frozenset(),
+                      kinds=[kinds[i] for i in stale])
     loader = index.loader
     # The files whose results came from the cache join the index only when a lookup reaches them.
     loader.checked = {name: (files[i][0], names[i][1]) for name, i in holder.items() if done[i] is not None}
