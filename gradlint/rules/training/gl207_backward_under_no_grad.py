@@ -7,7 +7,7 @@ from typing import Iterator
 
 from gradlint.findings import Finding, Severity
 from gradlint.registry import Example, Rule, RuleContext
-from gradlint.facts.training import Assign, Function, Stmt, TrainingFacts, iter_events
+from gradlint.facts.training import Assign, Function, Stmt, TrainingFacts, Value, iter_events
 
 _MAX_CHAIN = 64
 # What a call passes that is data, not an output: a name, an attribute or an item, moved or cast.
@@ -371,38 +371,34 @@ class _Flow:
         """The classes every call of fn in this file passes for `param` (`train_one_epoch(model,
         ...)` with `model = MoCo()` in the caller); empty when a call passes something else,
         or there is no call."""
-        # (a method's calls pass its arguments after `self`)
-        at = fn.params.index(param) - (1 if fn.cls is not None and fn.params[0] in ("self", "cls") else 0)
         classes: set[str] = set()
         calls = 0
-        for g in self.facts.functions:
-            for ev in iter_events(g.body):
-                if ev.kind != "call" or fn.id not in ev.callees:
-                    continue
-                calls += 1
-                args = dict(ev.args)
-                value = args.get(param) or args.get(str(at))
-                made = [a for a in self.facts.assigns if value is not None and a.target == value.text
-                        and a.kind == "model" and a.func == g.id]
-                if len(made) != 1 or not made[0].cls:
-                    return set()
-                classes.add(made[0].cls)
+        for g, value, _star in self._passed(fn, param):
+            calls += 1
+            made = [a for a in self.facts.assigns if value is not None and a.target == value.text
+                    and a.kind == "model" and a.func == g.id]
+            if len(made) != 1 or not made[0].cls:
+                return set()
+            classes.add(made[0].cls)
         return classes if calls else set()
 
     def _passed_computed(self, fn: Function, param: str) -> bool:
         """Whether a call of fn in this file passes for `param` something computed by a call (a
         model's soft targets may require grad), or something it does not show; a name, an
         attribute or an item, moved or cast (`y.to(device)`, `batch["y"].long()`), is data."""
+        return any(value is None or star or not _DATA.fullmatch(value.text) for _g, value, star in self._passed(fn, param))
+
+    def _passed(self, fn: Function, param: str) -> Iterator[tuple[Function, Value | None, bool]]:
+        """For each call of fn in this file: (the function it is made in, what it passes for
+        `param` or None, whether it passes a starred argument)."""
+        # (a method's calls pass its arguments after `self`)
         at = fn.params.index(param) - (1 if fn.cls is not None and fn.params[0] in ("self", "cls") else 0)
         for g in self.facts.functions:
             for ev in iter_events(g.body):
                 if ev.kind != "call" or fn.id not in ev.callees:
                     continue
                 args = dict(ev.args)
-                value = args.get(param) or args.get(str(at))
-                if value is None or "*" in args or not _DATA.fullmatch(value.text):
-                    return True
-        return False
+                yield g, args.get(param) or args.get(str(at)), "*" in args
 
     def _helper(self, callee: str, fn: Function, depth: int) -> tuple[tuple[int, str], ...] | None:
         """The no-grad model calls (line, function) the returns of the file's function `callee`
