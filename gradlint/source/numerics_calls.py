@@ -239,8 +239,7 @@ class TensorCalls(TorchOps):
         this file (numerics_registry.builder_shape): what `MODELS["mlp"]()` makes, where the
         module-level dict holds a class of the file under that literal key; None otherwise."""
         x = self.x
-        if x.def_counts.get(fname) != 1 or fname in self.enclosing or fname in x.local_classes \
-                or fname in x.imports.names or fname in x.global_names:
+        if not x.one_function(fname) or fname in self.enclosing:
             return None
         fn = self._top_function(fname)
         shape = builder_shape(fn) if fn is not None else None

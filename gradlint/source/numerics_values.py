@@ -106,15 +106,16 @@ class ModuleValues:
         if name not in self.global_names:
             from gradlint.source.numerics_registry import registered_classes
 
-            found = registered_classes(self.src.module, self.src.text, name, self._registry_bindable)
+            found = registered_classes(self.src.module, self.src.text, name, self.one_function)
             if found:
                 got = V(keyed=tuple((key, V(local_class=cls)) for key, cls in found))
         self.registries[name] = got
         return got
 
-    def _registry_bindable(self, fname: str) -> bool:
-        """Whether a registering function's name means that one function wherever it is read:
-        defined once, never a class, an import or a `global` of the file."""
+    def one_function(self, fname: str) -> bool:
+        """Whether a function's name means that one top-level function wherever it is read:
+        defined once, never a class, an import or a `global` of the file (a registering
+        decorator, a builder of models by name)."""
         return self.def_counts.get(fname) == 1 and fname not in self.global_names and \
             fname not in self.local_classes and fname not in self.imports.names
 
