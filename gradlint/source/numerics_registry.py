@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import libcst as cst
 
-from gradlint.source.engine.walk import suite, walk
+from gradlint.source.engine.walk import after_docstring, suite, walk
 from gradlint.source.numerics_values import _dict_mentions
 
 
@@ -95,15 +95,6 @@ def empty_dict(node: cst.BaseExpression | None) -> bool:
     return type(node) is cst.Call and type(node.func) is cst.Name and node.func.value == "dict" and not node.args
 
 
-def _body(fn: cst.FunctionDef) -> list[cst.BaseStatement]:
-    """A function's statements after its docstring."""
-    body = suite(fn.body)
-    if body and type(body[0]) is cst.SimpleStatementLine and len(body[0].body) == 1 and \
-            type(body[0].body[0]) is cst.Expr and isinstance(body[0].body[0].value, cst.SimpleString | cst.ConcatenatedString):
-        return body[1:]
-    return body
-
-
 def _one_param(fn: cst.FunctionDef) -> str | None:
     """The name of a plain function's one positional parameter (a default allowed); None for any
     other signature, a decorated or an async function."""
@@ -120,14 +111,14 @@ def _registering(fn: cst.FunctionDef) -> tuple[str, str, bool] | None:
     only raise allowed before the write (`if name in DICT: raise ...`, `assert ...`); None for
     any other function."""
     param = _one_param(fn)
-    body = _body(fn)
+    body = after_docstring(fn)
     if param is None or len(body) != 2 or type(body[0]) is not cst.FunctionDef:
         return None
     inner = body[0]
     cls = _one_param(inner)
     if cls is None or not _returns_name(body[1], inner.name.value):
         return None
-    steps = _body(inner)
+    steps = after_docstring(inner)
     if len(steps) < 2 or not _returns_name(steps[-1], cls):
         return None
     written = None
@@ -202,7 +193,7 @@ def builder_shape(fn: cst.FunctionDef) -> tuple[str, str, int] | None:
     ps = fn.params
     if fn.decorators or fn.asynchronous:
         return None
-    steps = _body(fn)
+    steps = after_docstring(fn)
     if not steps or not all(_raise_guard(s) for s in steps[:-1]):
         return None
     last = steps[-1]

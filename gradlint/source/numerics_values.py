@@ -13,7 +13,7 @@ import re
 import libcst as cst
 
 from gradlint.source.engine.tensors import V, UNKNOWN, replace, same_value
-from gradlint.source.engine.walk import suite
+from gradlint.source.engine.walk import after_docstring
 
 
 class ModuleValues:
@@ -189,10 +189,7 @@ def _returned_plain(fn: cst.FunctionDef) -> cst.BaseExpression | None:
     if fn.decorators or fn.asynchronous or ps.params or ps.posonly_params or ps.kwonly_params or \
             type(ps.star_arg) is cst.Param or ps.star_kwarg is not None:
         return None
-    body = list(suite(fn.body))
-    if len(body) == 2 and type(body[0]) is cst.SimpleStatementLine and len(body[0].body) == 1 and \
-            type(body[0].body[0]) is cst.Expr and isinstance(body[0].body[0].value, cst.SimpleString | cst.ConcatenatedString):
-        body = body[1:]
+    body = after_docstring(fn)
     if len(body) != 1 or not isinstance(body[0], cst.SimpleStatementLine | cst.SimpleStatementSuite) or \
             len(body[0].body) != 1 or type(body[0].body[0]) is not cst.Return:
         return None

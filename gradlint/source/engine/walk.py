@@ -185,6 +185,15 @@ def suite(body) -> list:
     return [body]
 
 
+def after_docstring(fn: cst.FunctionDef) -> list:
+    """A function's statements after its docstring."""
+    body = suite(fn.body)
+    if body and type(body[0]) is cst.SimpleStatementLine and len(body[0].body) == 1 and \
+            type(body[0].body[0]) is cst.Expr and isinstance(body[0].body[0].value, cst.SimpleString | cst.ConcatenatedString):
+        return body[1:]
+    return body
+
+
 def headers(stmt: cst.CSTNode) -> list:
     """The expressions a compound statement evaluates itself (not its body's)."""
     if type(stmt) is cst.If or type(stmt) is cst.While:
