@@ -21,7 +21,7 @@ from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.env import Ref
 from gradlint.source.engine.walk import evaluated_children as _children
 from gradlint.source.engine.walk import text as _text
-from gradlint.source.engine.values import Ctor, DictVal, ListVal
+from gradlint.source.engine.values import Ctor, DictVal, ListVal, items_of
 from gradlint.source.engine.walk import walk
 from gradlint.source.names import dotted
 
@@ -268,10 +268,11 @@ class CallEvents:
             inst = self._instance_call(call, attr, recv_text, ctx, sid)
             if inst:
                 return inst
-        if type(receiver) is cst.Call and type(receiver.func) is cst.Name and receiver.func.value in self.pre.classes \
-                and self.pre.method_of(receiver.func.value, attr):
+        if type(receiver) is cst.Call and type(receiver.func) is cst.Name and receiver.func.value in self.pre.classes:
             # `GradientClipper().on_step_end(model)`: the method of a class of this file, on a new instance
-            return [self._local_call(call, attr, recv_text, ctx, sid, ref=receiver.func.value)]
+            made = self._method_calls(call, attr, recv_text, [receiver.func.value], ctx, sid)
+            if made:
+                return made
 
         # backward
         if not q.isdisjoint({"torch.distributed.autograd.backward"}):
@@ -559,6 +560,12 @@ class CallEvents:
             classes = []
         else:
             classes = self._item_classes(holder, ctx)
+        return self._method_calls(call, method, holder, classes, ctx, sid)
+
+    def _method_calls(self, call: cst.Call, method: str, holder: str, classes: list[str], ctx: "_Ctx",
+                      sid: int) -> list[Event]:
+        """A call of `method` of each of `classes` (this file's) that defines it, on `holder`, to
+        inline; [] for a project optimizer's own `step` or `zero_grad` (the step itself)."""
         out = []
         for cls in classes:
             if not self.pre.method_of(cls, method):
@@ -566,7 +573,7 @@ class CallEvents:
             bases = self.pre.classes.get(cls.rsplit(".", 1)[-1], ((), set()))[0]
             if method in ("step", "zero_grad") and (is_optimizer_name(holder) or cls.endswith("Optimizer")
                                                    or any(b.endswith("Optimizer") for b in bases)):
-                return []  # a project optimizer's own step: the step itself
+                return []
             out.append(self._local_call(call, method, holder, ctx, sid, ref=cls))
         return out
 
@@ -588,7 +595,7 @@ class CallEvents:
         if bound.scope is not scope or not self.pre.env.is_param(scope, bound.text) or type(scope) is not cst.FunctionDef \
                 or self._func_parent.get(ctx.fid) != 0 or ctx.cls is not None:
             return []
-        if bound.text in self.pre.env._bindings.get(scope, ()) or bound.text in self.pre.mutated:
+        if self.pre.env.assigns(scope, bound.text) or bound.text in self.pre.mutated:
             return []  # the function binds the name again, or changes what it was passed
         out: list[str] = []
         for text, where in self.pre.passed(scope, False, bound.text) or ():
@@ -611,7 +618,7 @@ class CallEvents:
         """The classes of this file of a display's items, each an instance (`Clipper()`); [] when
         one is anything else."""
         out: list[str] = []
-        for item in (container.items.values() if type(container) is DictVal else container.items):
+        for item in items_of(container):
             if type(item) is not Ctor or item.cls.rsplit(".", 1)[-1] not in self.pre.classes \
                     or self.pre.kind(item, self.qualify) in ("optimizer", "scaler"):
                 return []  # (a project optimizer's `step` is the step itself)

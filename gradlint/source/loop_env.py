@@ -20,7 +20,7 @@ from gradlint.facts.training import Value, in_bases
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.env import CONFIG, LITERAL, Env, Expr, Known, Ref, Returns, same
 from gradlint.source.engine.fold import constant as _constant
-from gradlint.source.engine.values import UNKNOWN, Ctor, DictVal, ListVal, Sym, is_number, str_literal
+from gradlint.source.engine.values import UNKNOWN, Ctor, DictVal, ListVal, Sym, is_number, items_of, str_literal
 from gradlint.source.catalog import MODULE_MOVES
 from gradlint.source.loop_calls import OPTIMIZER_CLASSES
 from gradlint.source.engine.walk import evaluated_children as _children
@@ -432,11 +432,6 @@ def _yields(fdef: cst.FunctionDef) -> bool:
             continue
         stack.extend(_children(node))
     return False
-
-
-def items_of(container: ListVal | DictVal) -> list:
-    """The items of a list or tuple, the values of a dict (what a loop over `.values()` draws)."""
-    return list(container.items.values()) if type(container) is DictVal else container.items
 
 
 def _key(node: cst.BaseExpression):

@@ -11,11 +11,10 @@ import libcst as cst
 
 from gradlint.facts.training import Block
 from gradlint.source.engine.env import Ref
-from gradlint.source.engine.values import Ctor, DictVal, ListVal
+from gradlint.source.engine.values import Ctor, DictVal, ListVal, items_of
 from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import _last, is_optimizer_name
-from gradlint.source.loop_env import items_of
 from gradlint.source.names import dotted
 
 

@@ -178,6 +178,10 @@ class Env:
         """Whether `name` is a parameter of the function `scope` itself."""
         return name in self._params.get(scope, ())
 
+    def assigns(self, scope: Hashable, name: str) -> bool:
+        """Whether `scope` itself binds `name` by an assignment (not only as a parameter)."""
+        return name in self._bindings.get(scope, ())
+
     def binds(self, scope: Hashable, name: str) -> bool:
         """Whether `scope` itself binds `name` (a parameter or an assignment of it)."""
         return name in self._params.get(scope, ()) or name in self._bindings.get(scope, ())

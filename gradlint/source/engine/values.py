@@ -332,3 +332,8 @@ class ClassInfo:
     methods: dict
     is_module: bool = False
     sequential: bool = False
+
+
+def items_of(container: ListVal | DictVal) -> list:
+    """The items of a list or tuple, the values of a dict (what a loop over `.values()` draws)."""
+    return list(container.items.values()) if type(container) is DictVal else container.items
