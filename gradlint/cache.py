@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gradlint import __version__
-from gradlint.codec import _ENCODER, CacheError, _NoCycleCollection, decode, dumps, encode, loads, record_type  # noqa: F401
+from gradlint.codec import CacheError, _NoCycleCollection, decode, dumps, encode, loads, record_type, to_json  # noqa: F401
 from gradlint.inputs import fingerprint_dependency, read_fd
 
 SCHEMA = 5
@@ -231,10 +231,10 @@ _FILE = slice(_KEY.stop + len(_MID), _KEY.stop + len(_MID) + 32)
 _FIELDS = frozenset({"key", "file", "schema", "deps", "facts"})
 
 
-@dataclass(frozen=True)
-class Slot:
+class Slot(typing.NamedTuple):
     """Where one file's entry lives: its key, its folder's pack, and the file's id in the pack
-    (a new entry for the file replaces the pack's older ones)."""
+    (a new entry for the file replaces the pack's older ones). A named tuple: a cold run makes
+    one per file, and a frozen dataclass's construction was a tenth of an entry's cost."""
 
     key: str
     pack: str
@@ -261,8 +261,12 @@ def slot(store: Store, display: str, kind: str, fingerprint: str) -> Slot:
     pack is named by the folder the file is in, the id by the file (both salted: a repository cannot
     name them in advance either). Neither name mixes in gradlint's code: after an upgrade the new
     entries replace the old ones in the same packs, and no pack is left behind."""
-    pack, file, _id = _place(store, display, kind)
-    return Slot(key=_digest(code_fingerprint(), file, fingerprint), pack=pack, file=file[:32])
+    found = _PLACES.get((store.salt, kind, display))
+    pack, file, _id = found if found is not None else _place(store, display, kind)
+    # (_digest's bytes, spelled out: a cold run computes one key per file and per result)
+    key = hashlib.sha256(f"{_CODE_FINGERPRINT or code_fingerprint()}\0{file}\0{fingerprint}\0".encode(
+        "utf-8", "surrogateescape")).hexdigest()
+    return Slot(key, pack, file[:32])
 
 
 def _place(store: Store, display: str, kind: str) -> tuple[str, str, bytes]:
@@ -418,8 +422,8 @@ def entry(where: Slot, facts: Any, folder: str, depends: tuple[str, ...] = ()) -
         collecting = gc.isenabled()  # as _NoCycleCollection, for less than a result entry costs
         gc.disable()
         try:
-            body = _ENCODER.encode(encode(facts))
-            listed = _ENCODER.encode(deps) if deps else "[]"
+            body = to_json(encode(facts))
+            listed = to_json(deps) if deps else "[]"
         finally:
             if collecting:
                 gc.enable()

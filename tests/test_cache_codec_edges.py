@@ -169,3 +169,16 @@ def test_values_alone_and_in_containers_round_trip_exactly():
     for value in STORABLE + [tuple(STORABLE), [STORABLE], {"all": tuple(STORABLE)}]:
         text = same_text(value)
         assert text is not None and exact(cache.loads(text), value), value
+
+
+def test_to_json_writes_what_the_encoder_writes_and_refuses_what_it_refuses() -> None:
+    from gradlint.codec import _ENCODER, encode, to_json
+    from gradlint.findings import FileResult
+
+    values = [encode((FileResult(path="m0.onnx"), "", (), "")), "plain", 3, None, [1.5, "é\u2028\x00"],
+              {"$dict": [["k", [True, False]]]}, encode((FileResult(path="ü/\"q\".py", internal_error="x\ny"),))]
+    for value in values:
+        assert to_json(value) == _ENCODER.encode(value)
+    for bad in ([float("nan")], {"k": float("inf")}, [object()]):
+        with pytest.raises((ValueError, TypeError)):
+            to_json(bad)
