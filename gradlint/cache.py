@@ -418,7 +418,7 @@ def entry(where: Slot, facts: Any, folder: str, depends: tuple[str, ...] = ()) -
     """The line storing `facts` under `where`, or None when they cannot be stored (not gradlint's
     records, or over MAX_ENTRY_BYTES). Nothing is written here."""
     try:
-        deps = [[d, fingerprint_dependency(folder, d)] for d in depends]
+        deps = [[d, fingerprint_dependency(folder, d)] for d in depends] if depends else None
         collecting = gc.isenabled()  # as _NoCycleCollection, for less than a result entry costs
         gc.disable()
         try:

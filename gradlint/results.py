@@ -121,20 +121,28 @@ class ResultCache:
             kept, self.kept, self.kept_late = self.kept + self.kept_late, [], []
         else:
             kept, self.kept = self.kept, []
+        # (names bound once: a cold run over 2 000 small files makes 2 000 entries here, and the
+        # lookups of attributes and globals were a third of an entry's cost)
+        files, seen, store, slot, entry, add = self.files, self.seen, self.store, self._slot, cache.entry, self.batch.add
         for n, (i, result, depends, modules, words) in enumerate(kept):
             if until is not None and until.is_set():
                 self.kept.extend(kept[n:])
                 return
-            path = str(self.files[i][0])
-            fingerprint = self.seen.get(path)
+            path = str(files[i][0])
+            fingerprint = seen.get(path)
             if fingerprint is None:
                 continue
-            deps = tuple([(name, self.resolve(name)) for name in sorted(modules)]) if modules else ()
-            payload = (result, self._own(i), deps, self.project_text() if words else "")
             # (the folder as str(path.parent) names it, without making a Path: 2 000 ONNX models)
             folder = os.path.dirname(path) or "."
-            store_entry(self.store, cache.entry(self._slot(i, fingerprint), payload, folder,
-                                           depends + self._reached_depends(modules, index, folder)), self.batch)
+            if modules:
+                deps = tuple([(name, self.resolve(name)) for name in sorted(modules)])
+                depends = depends + self._reached_depends(modules, index, folder)
+            else:
+                deps = ()
+            payload = (result, self._own(i), deps, self.project_text() if words else "")
+            made = entry(slot(i, fingerprint), payload, folder, depends)
+            if made is not None:
+                add(store, made)
 
     def _reached_depends(self, modules: frozenset[str], index: ProjectIndex | None, folder: str) -> tuple[str, ...]:
         """The files the facts of the modules a file's lookups reached were read from besides
