@@ -648,7 +648,7 @@ class TensorCalls(TorchOps):
         if meth == "get" and r.keyed is not None:
             self._args_ev(node)
             got = self._keyed_get(node, r)
-            return UNKNOWN if got.local_class and not self._local_dict_steady(recv_node) else got
+            return UNKNOWN if got is not UNKNOWN and not self._local_dict_steady(recv_node, got) else got
         return self._method_value(node, recv_node, meth, r)
 
     @staticmethod

@@ -213,7 +213,7 @@ class TensorEval:
             if base.keyed is not None:
                 key = _string_index(node)
                 got = next((v for k, v in base.keyed if k == key), UNKNOWN) if key is not None else UNKNOWN
-                if got.local_class and not self._local_dict_steady(node.value):
+                if got is not UNKNOWN and not self._local_dict_steady(node.value, got):
                     return UNKNOWN
                 return got
             if base.returned is not None and base.returned[1] == -1 and (key := _string_index(node)) is not None:
@@ -333,17 +333,22 @@ class TensorEval:
         self._ev_children(node)
         return UNKNOWN
 
-    def _local_dict_steady(self, holder: cst.BaseExpression) -> bool:
-        """Whether a dict of classes bound in this function (`models = {"mlp": MLP}`) still holds
-        its display where it is read: every other mention of it in the function a read (not
-        aliased, passed to a function or changed). A module-level dict is held to
-        `ModuleValues.steady_dict` where it is bound."""
+    def _local_dict_steady(self, holder: cst.BaseExpression, got: V) -> bool:
+        """Whether a dict display bound in this function still holds `got` (what its key held
+        there) where it is read: every other mention of the dict in the function a read or an
+        item write (which the walk's environment follows: `_dict_changed`), none an alias or an
+        argument (`alias = losses; alias["bce"] = nn.MSELoss()`, `setup(losses)`). A dict of
+        classes (`models = {"mlp": MLP}`) is held to one binding and no item write. A
+        module-level dict is held to `ModuleValues.steady_dict` where it is bound."""
         if type(holder) is not cst.Name or self.name == "<module>" or holder.value not in self.env:
             return True
         from gradlint.source.numerics_values import _dict_mentions
 
         root = self.scope_root()
-        return type(root) is cst.FunctionDef and _dict_mentions(self.x.code(root), holder.value, indented=True) == (1, 0)
+        if type(root) is not cst.FunctionDef:
+            return False
+        mentions = _dict_mentions(self.x.code(root), holder.value, indented=True)
+        return mentions == (1, 0) if got.local_class else mentions is not None
 
     def _dict_value(self, node: cst.BaseExpression) -> V:
         """A value of a dict display: a class of this file named there is held as that class
