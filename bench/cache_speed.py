@@ -9,8 +9,9 @@ must not be slower either: it writes one pack per folder, not one file per entry
 
 Runs `gradlint check` as a user would (a child process each time) in a temporary folder: each
 repeat runs --no-cache, a cold cached run (the cache folder deleted first) and a warm one, one
-after the other, so that each cached run is compared with the uncached run next to it (the load
-of a shared machine moves all three alike). Prints each repeat's wall ratios cached / uncached,
+after the other (the uncached run first in even repeats, last in odd ones), so that each cached
+run is compared with the uncached run next to it (the load of a shared machine moves all three
+alike). Prints each repeat's wall ratios cached / uncached,
 their median, and the best wall and CPU time of each mode; exits 1 when the median warm or cold
 wall ratio is above 1. `--against DIR` runs the gradlint of another checkout (a base snapshot)
 the same way in the same repeats, alternating with this one.
@@ -127,13 +128,19 @@ def main() -> int:
             # untimed: the first run of a checkout writes its bytecode files and reads the files
             # from disk (a first repeat's --no-cache run took 2.4 times the CPU of the cold run after it)
             run(folder, args.jobs, "--no-cache", code=code)
-        for _ in range(args.repeat):
+        for r in range(args.repeat):
             for name, code in codes.items():
                 uncached, cold, warm = times[name]
-                uncached.append(run(folder, args.jobs, "--no-cache", code=code))
+                # The uncached run comes first in even repeats and last in odd ones: whatever a
+                # run's place does to it (caches of the kernel and the processor warmed by the run
+                # before) is not given to one mode every time.
+                if r % 2 == 0:
+                    uncached.append(run(folder, args.jobs, "--no-cache", code=code))
                 shutil.rmtree(folder / ".gradlint_cache", ignore_errors=True)
                 cold.append(run(folder, args.jobs, code=code))
                 warm.append(run(folder, args.jobs, code=code))
+                if r % 2 == 1:
+                    uncached.append(run(folder, args.jobs, "--no-cache", code=code))
             shutil.rmtree(folder / ".gradlint_cache", ignore_errors=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
