@@ -415,7 +415,9 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
                                              name, int(at)), mixed=True):
                     return replace(site, variant=data.get("how", site.variant), data=(("passed", name),))
             return None
-        if not carries(tensor):
+        # (the pairwise distances of a tensor with itself are zero somewhere whatever it holds:
+        # a learned layer's output will do, as for a value made from several parameters)
+        if not carries(tensor, mixed=data.get("zeros") == "pairs"):
             return None
         return replace(site, variant=data.get("how", site.variant),
                        data=(("passed", data["tensor_param"]),))

@@ -22,6 +22,7 @@ from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.names import dotted
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_ops import LOSS_FUNCTIONS, LOSS_MODULES, never_negative
+from gradlint.source.numerics_pairs import gram_expansion, self_difference
 
 
 def _function_value(names: frozenset[str]) -> V | None:
@@ -482,11 +483,11 @@ class TensorEval:
         rn = number_of(right)
         if op is cst.Power:
             if rn == 2:
-                return replace(base, sq=True, tensor=left.tensor, dense=left.dense)
+                return replace(base, sq=True, tensor=left.tensor, dense=left.dense, pairs=left.pairs)
             return base
         if op is cst.Multiply:
             if lnode is not None and rnode is not None and self.x.code(lnode) == self.x.code(rnode):
-                return replace(base, sq=True, dense=left.dense)
+                return replace(base, sq=True, dense=left.dense, pairs=left.pairs)
             for lit, other in ((ln, right), (rn, left)):
                 if lit is not None and lit < 0 and (other.sq or other.sumsq):
                     return replace(base, nonpos=True)  # -0.5 * x**2 (a Gaussian's exponent)
@@ -508,6 +509,10 @@ class TensorEval:
         if op is cst.Divide and left.exp and right.sum_exp:
             # a hand-written softmax: what it feeds (cross-entropy, log) sees probabilities
             return replace(base, prob="softmax", dense=True)
+        if op in (cst.Add, cst.Subtract) and node is not None:
+            pairs = self._pairs(op, lnode, rnode, node)
+            if pairs is not None:
+                return replace(base, **pairs)
         if op is cst.Subtract:
             if ln == 1 and right.prob == "sigmoid":
                 # 1 - clamp(p, eps, 1 - eps) >= eps: as safe to log as the clamped p itself
@@ -538,6 +543,19 @@ class TensorEval:
             # a difference of two (proj(a) - proj(b)) is 0 whenever a == b, so it is not dense
             return replace(base, clamped=True, dense=left.dense and right.dense)
         return base
+
+    def _pairs(self, op, lnode, rnode, node) -> dict | None:
+        """What a sum or difference of pairwise distances of one tensor is (numerics_pairs): its
+        differences with itself (`e[:, None] - e[None]`: zero on the diagonal), or the squared
+        distances by expansion (`sq[:, None] + sq[None] - 2 * e @ e.t()` with `sq` a sum of
+        squares: a sum of squares that is zero there); None for anything else."""
+        code = self.x.code
+        if op is cst.Subtract and lnode is not None and rnode is not None and self_difference(lnode, rnode, code):
+            return {"pairs": True}
+        rows = gram_expansion(node, code)
+        if rows is not None and self.ev(rows).sumsq:
+            return {"pairs": True, "sumsq": True, "sq": False, "clamped": False, "dense": False}
+        return None
 
     # -- calls ---------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _co
                                             broken_before_required)
 from gradlint.source.engine.values import truth
 from gradlint.source.list_ends import list_end
+from gradlint.source.numerics_pairs import pair_reduction
 from gradlint.source.names import MODEL_WRAPPERS, dotted
 
 
@@ -344,7 +345,8 @@ class TorchOps:
         return self._exp_value(c.first)
 
     def _q_reduce(self, c: _Call) -> V:
-        return self.reduce_value(c.first, mean="torch.mean" in c.names)
+        dim = c.kw.get("dim", c.pos[1] if len(c.pos) > 1 else None)
+        return self.reduce_value(c.first, mean="torch.mean" in c.names, dims=[dim])
 
     def _q_sqrt(self, c: _Call) -> V:
         short = "rsqrt" if "torch.rsqrt" in c.names else "sqrt"
@@ -459,7 +461,7 @@ class TorchOps:
         return replace(_combine([r]), exp=not (r.max_shifted or r.nonpos), tensor=True, const=r.const, dense=True)
 
     def _square_value(self, r: V) -> V:
-        return replace(_combine([r]), sq=True, tensor=True, dense=r.dense)
+        return replace(_combine([r]), sq=True, tensor=True, dense=r.dense, pairs=r.pairs)
 
     def prob_value(self, kind: str, node: cst.Call, first: V) -> V:
         # softmax and sigmoid outputs are strictly positive: dense
@@ -467,8 +469,11 @@ class TorchOps:
                  out=frozenset(), cut=first.cut, cut_span=first.cut_span, const=first.const,
                  param_cuts=first.param_cuts)
 
-    def reduce_value(self, r: V, mean: bool) -> V:
+    def reduce_value(self, r: V, mean: bool, dims: list | None = None) -> V:
+        """A sum or mean (`dims`: the dimension arguments as written, when known) of `r`."""
         res = replace(_combine([r]), tensor=True, rg=r.rg, dense=r.dense)
+        if r.pairs and (r.sq or r.sumsq) and pair_reduction(dims or [], self.num):
+            res = replace(res, pairs=True)  # `((e[:, None] - e[None]) ** 2).sum(-1)`: zero on the diagonal
         if r.cut_terms and not res.nograd:
             # a sum or mean is linear: `(log_pz + log_det.detach()).mean()` keeps the cut term
             res = replace(res, cut_terms=r.cut_terms)
@@ -531,7 +536,8 @@ class TorchOps:
         return None if c.pos else self._exp_value(c.r)
 
     def _m_reduce(self, c: _Call) -> V | None:
-        return None if c.r.numpy else self.reduce_value(c.r, mean=c.meth == "mean")
+        dim = c.kw.get("dim", c.pos[0] if c.pos else None)
+        return None if c.r.numpy else self.reduce_value(c.r, mean=c.meth == "mean", dims=[dim])
 
     def _m_add(self, c: _Call) -> V | None:
         r = c.r

@@ -200,7 +200,7 @@ class SiteChecks:
         self.x.add(Site("hand_written_unstable", instead, self.x.span(node), detail=pattern))
 
     def _on_parameter(self, kind: str, how: str, ref: tuple, node: cst.CSTNode, detail: str,
-                      pieces: Pieces | None = None) -> None:
+                      pieces: Pieces | None = None, extra: tuple = ()) -> None:
         """A hazard on open parameters (or a value computed from them alone; `ref` is
         derived_params'): a site the callers in the project decide (facts.numerics.bind_parameters:
         variant `how` once bound). Computed from several (`pred @ target.T`), it holds when every
@@ -213,7 +213,7 @@ class SiteChecks:
         else:
             data = [("tensor_any", ",".join(f"{name}@{at}" for name, at in params)), ("tensor_of", function)]
         self.x.add(Site(kind, "parameters", self.x.span(node), detail=detail, pieces=pieces,
-                        data=(("how", how), *data)))
+                        data=(("how", how), *data, *extra)))
 
     def check_sqrt(self, node: cst.CSTNode, arg_node: cst.BaseExpression, a: V, how: str, need_tensor: bool) -> None:
         if not a.params and (a.sq or a.sumsq) and not (a.nograd or a.numpy or a.clamped or a.dense) \
@@ -221,8 +221,11 @@ class SiteChecks:
             # `def slope(g): return torch.sqrt(torch.sum(g ** 2, dim=1))` with no caller here: a
             # hazard when every caller in the project passes a tensor that carries gradient and may
             # be all zero (facts.numerics.bind_parameters)
+            # (pairwise distances of the parameter with itself are zero on their diagonal whatever
+            # the callers pass: any tensor that carries gradient will do)
             self._on_parameter("sqrt_near_zero", how, ref, node, "sum of squares" if a.sumsq else "square",
-                               pieces=Pieces(operand=self.x.expr(arg_node)))
+                               pieces=Pieces(operand=self.x.expr(arg_node)),
+                               extra=(("zeros", "pairs"),) if a.pairs else ())
             return
         if self.hazard_quiet() or a.nograd or a.numpy or a.clamped or not a.params or a.dense:
             return  # no gradient carried (RULES.md: "carries gradient"), or never exactly zero

@@ -34,7 +34,10 @@ class SqrtAtZero(SiteRule):
     `W.requires_grad = True`; `x.matmul(W)` carries W's gradient whatever x is); a root of plain
     inputs, config values or data is not flagged, and neither is the RMS of a learned layer's
     output (never exactly zero) nor a sum with a positive constant inside the root (that
-    constant is the eps).
+    constant is the eps). The pairwise distances of one tensor with itself are zero on their
+    diagonal whatever it holds (`(e[:, None] - e[None]).pow(2).sum(-1)`, or by expansion
+    `sq.unsqueeze(0) - 2 * e @ e.t() + sq.unsqueeze(1)`): reported for a learned output too,
+    and in a helper whose callers pass one.
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -118,6 +121,13 @@ class SqrtAtZero(SiteRule):
                 note="a module constant of another file (consts.py) that is 0"),
         Example(_MODULE + "        lo = 0.0\n        return torch.sqrt(torch.clamp((x ** 2).sum(-1), min=lo))\n",
                 note="a lower bound bound to a name: clamp(min=0) does not move it away from 0"),
+        Example(_MODULE + "        e = self.f(a)\n        sq = (e ** 2).sum(1)\n"
+                "        d2 = sq.unsqueeze(0) - 2 * e @ e.t() + sq.unsqueeze(1)\n        return d2.clamp(min=0).sqrt()\n",
+                note="squared distances by expansion: 0 on the diagonal, whatever the layer learned"),
+        Example("import torch\nfrom torch import nn\n\n\ndef pairwise(e):\n"
+                "    return (e[:, None] - e[None]).pow(2).sum(-1).sqrt()\n\n\n"
+                "def fit(model: nn.Module, x):\n    pairwise(model(x)).mean().backward()\n",
+                note="the differences of a tensor with itself: every caller passing a learned output is enough"),
         Example("import torch\n\ndef radius(n):\n    trainable = True\n"
                 "    w = torch.zeros(n, requires_grad=trainable)\n    return torch.sqrt((w ** 2).sum())\n",
                 note="`requires_grad=` a name bound to True: a leaf that requires grad"),
@@ -142,6 +152,16 @@ class SqrtAtZero(SiteRule):
         Example("import torch\n\ndef d(a, b):\n    return torch.sqrt(((a - b) ** 2).sum(-1))\n",
                 note="plain inputs: nothing upstream is known to carry gradient"),
         Example(_MODULE + "        return torch.sqrt(x ** 2 + 1.0 ** 2)\n", note="a positive constant inside the root"),
+        Example(_MODULE + "        e = self.f(a)\n        sq = (e ** 2).sum(1)\n"
+                "        d2 = sq.unsqueeze(0) - 2 * e @ e.t() + sq.unsqueeze(1)\n"
+                "        return (d2.clamp(min=0) + 1e-12).sqrt()\n", note="squared distances by expansion, with an eps"),
+        Example(_MODULE + "        p, q = self.f(a), self.f(b)\n        sp, sq = (p ** 2).sum(1), (q ** 2).sum(1)\n"
+                "        return (sp.unsqueeze(1) + sq.unsqueeze(0) - 2 * p @ q.t()).sqrt()\n",
+                note="distances between two sets of learned outputs: not 0 by construction"),
+        Example("import torch\nfrom torch import nn\n\n\ndef spread(e):\n"
+                "    return (e[:, None] - e[None]).pow(2).sum().sqrt()\n\n\n"
+                "def fit(model: nn.Module, x):\n    spread(model(x)).backward()\n",
+                note="summed over all pairs: 0 only if every row of a learned output is the same"),
         Example(_MODULE + "        h = self.f(a)\n        return torch.mean(h ** 2, dim=-1) ** 0.5\n",
                 note="the RMS of a learned layer's output is never exactly 0"),
         Example(LEAF.format(make="torch.zeros(3, 4)\n    W.requires_grad_(False)",

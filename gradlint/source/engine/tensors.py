@@ -75,6 +75,10 @@ class V:
     module: bool = False  # a known nn.Module instance
     sq: bool = False  # a square
     sumsq: bool = False  # a sum or mean of squares
+    # exactly 0 somewhere whatever the operands hold: the pairwise differences of one tensor with
+    # itself, their squares and sums over the features, and the squared distances by expansion
+    # (source/numerics_pairs.py): a learned layer's output does not keep their root from 0
+    pairs: bool = False
     norm: str | None = None  # 'x.norm()', 'x.std()', 'sqrt(var)'
     var: bool = False
     exp: bool = False
@@ -328,6 +332,7 @@ def merge(a: V, b: V) -> V:
         module=a.module and b.module,
         sq=a.sq and b.sq,
         sumsq=a.sumsq and b.sumsq,
+        pairs=a.pairs and b.pairs,
         norm=a.norm if a.norm == b.norm else None,
         var=a.var and b.var,
         exp=a.exp and b.exp,

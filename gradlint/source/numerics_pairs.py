@@ -1,0 +1,162 @@
+"""Pairwise distances of a tensor with itself, as the numerics walk reads them: values that hold
+exact zeros whatever the tensor holds (`V.pairs`).
+
+`e.unsqueeze(0) - e.unsqueeze(1)` (or `e[:, None] - e[None]`) compares every row with every row,
+itself included: its diagonal is exactly 0, a learned layer's output or not. So is the squared
+distance written by expansion, `sq.unsqueeze(0) - 2 * e @ e.t() + sq.unsqueeze(1)` with `sq` the
+rows' sums of squares (0 up to rounding, which a `clamp(min=0)` makes exactly 0). The root of
+either has an infinite derivative there, and the gradient of the whole batch is NaN (measured in
+torch 2.13: both forms, 5 random rows, every entry of the gradient NaN). Pure functions of the
+syntax: the walk (numerics_eval, numerics_ops) decides what the operands are.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+# Methods that give a tensor back with a dimension of size 1 added or moved: `S.unsqueeze(1)`,
+# `S.view(-1, 1)`, `S.t()` (a column of a row of sums: `sq + sq.t()`).
+_BROADCASTS = frozenset({"unsqueeze", "view", "reshape", "t", "expand", "expand_as", "transpose", "permute"})
+# A matrix product of a tensor with its own transpose: `e @ e.t()`, `torch.mm(e, e.T)`.
+_PRODUCTS = frozenset({"mm", "matmul", "bmm"})
+_TRANSPOSES = frozenset({"t", "transpose", "permute"})
+
+
+def broadcast(node: cst.BaseExpression, code) -> tuple[str, str] | None:
+    """(the tensor's text, how it is broadcast) for `X.unsqueeze(k)`, `torch.unsqueeze(X, k)` and
+    `X[:, None]`-style indexing with a None; None for anything else."""
+    if type(node) is cst.Subscript:
+        # (the structure first: most subscripts of a walk hold no None, and their text is not made)
+        if not any(type(el.slice) is cst.Index and type(el.slice.value) is cst.Name and el.slice.value.value == "None"
+                   for el in node.slice):
+            return None
+        return code(node.value), ",".join(code(el.slice.value) if type(el.slice) is cst.Index else ":"
+                                          for el in node.slice)
+    if type(node) is not cst.Call or any(a.star for a in node.args):
+        return None
+    func = node.func
+    if type(func) is cst.Attribute and func.attr.value == "unsqueeze" and len(node.args) == 1:
+        return code(func.value), code(node.args[0].value)
+    if type(func) is cst.Attribute and func.attr.value == "unsqueeze" and type(func.value) is cst.Name \
+            and func.value.value == "torch" and len(node.args) == 2:
+        return code(node.args[0].value), code(node.args[1].value)
+    return None
+
+
+def self_difference(left: cst.BaseExpression, right: cst.BaseExpression, code) -> bool:
+    """`X.unsqueeze(0) - X.unsqueeze(1)`, `X[:, None] - X[None]`: one tensor broadcast two ways."""
+    a, b = broadcast(left, code), broadcast(right, code)
+    return a is not None and b is not None and a[0] == b[0] and a[1] != b[1]
+
+
+def _terms(node: cst.BaseExpression, sign: int, out: list) -> None:
+    """The signed terms of a chain of + and -."""
+    if type(node) is cst.BinaryOperation and type(node.operator) in (cst.Add, cst.Subtract):
+        _terms(node.left, sign, out)
+        _terms(node.right, sign if type(node.operator) is cst.Add else -sign, out)
+    elif type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus:
+        _terms(node.expression, -sign, out)
+    else:
+        out.append((-sign if _negated(node) else sign, node))
+
+
+def _number(node: cst.BaseExpression) -> bool:
+    return type(node) in (cst.Integer, cst.Float) or (
+        type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus and type(node.expression) in (cst.Integer, cst.Float))
+
+
+def _negated(node: cst.BaseExpression) -> bool:
+    """A product whose first factor is a negative number: `-2 * e @ e.t()`."""
+    while type(node) is cst.BinaryOperation and type(node.operator) in (cst.Multiply, cst.MatrixMultiply):
+        node = node.left
+    return type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus and _number(node.expression)
+
+
+def _reshaped_base(node: cst.BaseExpression, code) -> tuple[str, str] | None:
+    """(the tensor's text, the whole term's) for `S`, `S.t()`, `S.T`, `S.unsqueeze(0)`,
+    `S.view(1, -1)`, `S[:, None]`: a tensor and its broadcast forms."""
+    got = broadcast(node, code)
+    if got is not None:
+        return got[0], code(node)
+    if type(node) is cst.Attribute and node.attr.value in ("T", "mT"):
+        return code(node.value), code(node)
+    if type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in _BROADCASTS:
+        return code(node.func.value), code(node)
+    if type(node) is cst.Name:
+        return node.value, node.value
+    return None
+
+
+def _transposed(node: cst.BaseExpression, code) -> str | None:
+    """The text of X for `X.t()`, `X.T`, `X.mT`, `X.transpose(a, b)`, `X.permute(...)`."""
+    if type(node) is cst.Attribute and node.attr.value in ("T", "mT"):
+        return code(node.value)
+    if type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in _TRANSPOSES:
+        return code(node.func.value)
+    return None
+
+
+def _unscaled(node: cst.BaseExpression) -> cst.BaseExpression:
+    """`X` of `2 * X` or `X * 2.0`; the node itself otherwise."""
+    if type(node) is cst.BinaryOperation and type(node.operator) is cst.Multiply:
+        if _number(node.left):
+            return node.right
+        if _number(node.right):
+            return node.left
+    return node
+
+
+def _self_gram(node: cst.BaseExpression, code) -> bool:
+    """`X @ X.t()`, `torch.mm(X, X.T)`, `X.matmul(X.transpose(0, 1))`, times a number."""
+    if type(node) is cst.BinaryOperation and type(node.operator) is cst.Multiply:
+        return _self_gram(node.left, code) or _self_gram(node.right, code)
+    if type(node) is cst.BinaryOperation and type(node.operator) is cst.MatrixMultiply:
+        # (`2 * e @ e.t()` is `(2 * e) @ e.t()`: * and @ bind alike, from the left)
+        return _transposed(node.right, code) == code(_unscaled(node.left))
+    if type(node) is not cst.Call or any(a.star or a.keyword for a in node.args):
+        return False
+    func = node.func
+    if type(func) is not cst.Attribute or func.attr.value not in _PRODUCTS:
+        return False
+    if type(func.value) is cst.Name and func.value.value == "torch" and len(node.args) == 2:
+        return _transposed(node.args[1].value, code) == code(node.args[0].value)
+    return len(node.args) == 1 and _transposed(node.args[0].value, code) == code(func.value)
+
+
+def gram_expansion(node: cst.BaseExpression, code) -> cst.BaseExpression | None:
+    """For `S.unsqueeze(0) - 2 * X @ X.t() + S.unsqueeze(1)` (any order, `S + S.t()`,
+    `S[:, None] + S[None, :]`): an expression of S, whose evaluation tells whether it is the rows'
+    sums of squares; None when the chain is no such expansion."""
+    terms: list = []
+    _terms(node, 1, terms)
+    if len(terms) != 3 or sum(1 for sign, _ in terms if sign < 0) != 1:
+        return None
+    negative = next(t for sign, t in terms if sign < 0)
+    if not _self_gram(negative, code):
+        return None
+    bases = [(_reshaped_base(t, code), t) for sign, t in terms if sign > 0]
+    if any(b is None for b, _ in bases):
+        return None
+    (base_a, whole_a), (base_b, whole_b) = bases[0][0], bases[1][0]
+    if base_a != base_b or whole_a == whole_b:
+        return None
+    term = bases[0][1]
+    # the expression of S itself: the Name, or the receiver of its broadcast
+    if type(term) is cst.Name:
+        return term
+    if type(term) is cst.Subscript:
+        return term.value
+    if type(term) is cst.Attribute:
+        return term.value
+    if type(term.func) is cst.Attribute and type(term.func.value) is cst.Name and term.func.value.value == "torch":
+        return term.args[0].value
+    return term.func.value
+
+
+def pair_reduction(dims: list[cst.BaseExpression | None], number) -> bool:
+    """A sum or mean over the feature dimension of pairwise differences (`.sum(-1)`, `.sum(dim=2)`)
+    keeps their zeros; over all of them, or over the pairs (`.sum()`, `.sum(0)`), it need not."""
+    if len(dims) != 1 or dims[0] is None:
+        return False
+    n = number(dims[0])
+    return n is not None and n == int(n) and (n == -1 or n >= 2)

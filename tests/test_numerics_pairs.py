@@ -1,0 +1,65 @@
+"""GL306 on pairwise distances of a tensor with itself (source/numerics_pairs.py): zero on their
+diagonal whatever the tensor holds, so the root of one is NaN in the backward even for a learned
+layer's output; distances between two different tensors, sums over all pairs and roots with an
+eps stay quiet."""
+
+from __future__ import annotations
+
+import pytest
+
+from gradlint.api import check_source
+from gradlint.config import Config
+
+_HEAD = ("import torch\nfrom torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n"
+         "        super().__init__()\n        self.f = nn.Linear(8, 8)\n        self.g = nn.Linear(8, 8)\n\n"
+         "    def forward(self, a, b):\n        e = self.f(a)\n")
+
+
+def _lines(body: str) -> list[int]:
+    found = check_source(_HEAD + body, Config(select=("GL306",)))
+    return [f.span.line for f in found if f.code == "GL306"]
+
+
+@pytest.mark.parametrize("body", [
+    "        sq = (e ** 2).sum(1)\n        return (sq.unsqueeze(0) - 2 * e @ e.t() + sq.unsqueeze(1)).clamp(min=0).sqrt()\n",
+    "        sq = e.pow(2).sum(dim=1)\n        return torch.sqrt(torch.clamp(sq.unsqueeze(1) + sq.unsqueeze(0) - 2.0 * torch.mm(e, e.t()), min=0.0))\n",
+    "        sq = (e * e).sum(1)\n        return torch.sqrt(sq[:, None] + sq[None, :] - 2 * e.matmul(e.T))\n",
+    "        sq = e.square().sum(-1, keepdim=True)\n        return (sq + sq.t() - e.mm(e.t()) * 2).sqrt()\n",
+    "        sq = torch.sum(e ** 2, dim=1)\n        return (-2 * e @ e.T + sq.view(1, -1) + sq.view(-1, 1)) ** 0.5\n",
+    "        return (e.unsqueeze(0) - e.unsqueeze(1)).pow(2).sum(-1).sqrt()\n",
+    "        return torch.sqrt(((e[:, None, :] - e[None, :, :]) ** 2).sum(dim=2))\n",
+])
+def test_distances_of_a_learned_output_with_itself_are_flagged(body: str) -> None:
+    assert _lines(body) == [_HEAD.count("\n") + body.count("\n")]
+
+
+@pytest.mark.parametrize("body", [
+    # an eps inside the root
+    "        sq = (e ** 2).sum(1)\n        return (sq.unsqueeze(0) - 2 * e @ e.t() + sq.unsqueeze(1) + 1e-12).sqrt()\n",
+    "        sq = (e ** 2).sum(1)\n        return (sq.unsqueeze(0) - 2 * e @ e.t() + sq.unsqueeze(1)).clamp(min=1e-12).sqrt()\n",
+    # two different tensors: a learned output is never exactly another one
+    "        p, q = e, self.g(b)\n        sp, sq = (p ** 2).sum(1), (q ** 2).sum(1)\n"
+    "        return (sp.unsqueeze(1) + sq.unsqueeze(0) - 2 * p @ q.t()).sqrt()\n",
+    # what is added is no sum of squares: not a distance
+    "        s = e.sum(1)\n        return (s.unsqueeze(0) - 2 * e @ e.t() + s.unsqueeze(1)).clamp(min=0).sqrt()\n",
+    # a norm function: its gradient at 0 is defined
+    "        return torch.cdist(e, e), (e[:, None] - e[None]).norm(dim=-1)\n",
+])
+def test_other_roots_stay_quiet(body: str) -> None:
+    assert _lines(body) == []
+
+
+def test_a_helper_whose_callers_pass_a_learned_output_is_flagged_only_for_self_distances() -> None:
+    # (the RMS of a learned output and sums over all pairs, or over the pairs' axis, are not
+    # zero unless every row is the same: quiet in a helper, as the RMS is in a module)
+    source = ("import torch\nfrom torch import nn\n\n\ndef pairwise(e):\n"
+              "    sq = (e ** 2).sum(1)\n"
+              "    return (sq.unsqueeze(0) - 2 * e @ e.t() + sq.unsqueeze(1)).clamp(min=0).sqrt()\n\n\n"
+              "def rms(e):\n    return torch.sqrt((e ** 2).mean(-1))\n\n\n"
+              "def spread(e):\n    return (e[:, None] - e[None]).pow(2).sum().sqrt()\n\n\n"
+              "def spread_rows(e):\n    return (e[:, None] - e[None]).pow(2).sum(0).sqrt()\n\n\n"
+              "def fit(model: nn.Module, x, opt):\n    out = model(x)\n"
+              "    loss = pairwise(out).mean() + rms(out).mean() + spread(out) + spread_rows(out).mean()\n"
+              "    loss.backward()\n    opt.step()\n")
+    found = check_source(source, Config(select=("GL306",)))
+    assert [f.span.line for f in found] == [7]
