@@ -48,7 +48,8 @@ class Event:
 
     kind:
       backward  `loss.backward()`, `scaler.scale(loss).backward()`, `accelerator.backward(loss)`...
-                via: tensor, scaler, accelerate, fabric, lightning, deepspeed, autograd
+                via: tensor, scaler, accelerate, fabric, lightning, deepspeed, autograd (scaler:
+                the scaler's text; for accelerate, the accelerator's)
       step      `opt.step()` (via optimizer), `scaler.step(opt)` (via scaler), SAM
                 `first_step`/`second_step` (via sam)
       clip      via: torch (torch.nn.utils / timm, GL203 applies), framework (accelerate, Fabric,
@@ -154,7 +155,9 @@ class Assign:
 
     kind: optimizer (owners: the texts whose `.parameters()` it optimises), model (cls: the class's
     last name; ref: the class as written, `gan.Discriminator`, for the project index; torch_recurrent / torch_blocks for torch.nn classes built directly), scaler
-    (disabled: `enabled=False` literal), pl_trainer / hf_args / hf_trainer (clip_config: clipping
+    (disabled: `enabled=False` literal), accelerator (accelerate's `Accelerator`; disabled unless
+    made with `mixed_precision="fp16"` written so: its backward scales the loss only then),
+    pl_trainer / hf_args / hf_trainer (clip_config: clipping
     configured), const, other; append: `xs.append(v)` / `xs.extend(vs)`, which adds v to what the
     container xs holds (xs keeps its other bindings: the one before still holds).
     calls: (callee text, 'module' | 'op' | 'leaf') for each call in the value — 'op' for torch

@@ -287,7 +287,8 @@ class CallEvents:
             low = recv_text.lower()
             positional = [a for a in call.args if a.keyword is None]
             if "accelerat" in low:
-                return [self._backward(call, "accelerate", _arg(call, 0, "loss"), ctx, sid)]
+                # (the accelerator's text: one made with fp16 scales the loss, GL203)
+                return [self._backward(call, "accelerate", _arg(call, 0, "loss"), ctx, sid, scaler=recv_text)]
             if "fabric" in low:
                 return [self._backward(call, "fabric", _arg(call, 0, "tensor"), ctx, sid)]
             if any(q2.startswith("torch.autograd") for q2 in q):

@@ -42,6 +42,7 @@ from gradlint.text import split_lines
 # Names
 
 ENABLE_GRAD = frozenset({"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"})
+ACCELERATORS = frozenset({"accelerate.Accelerator", "accelerate.accelerator.Accelerator"})
 PL_TRAINERS = frozenset({"pytorch_lightning.Trainer", "lightning.Trainer", "lightning.pytorch.Trainer",
                          "lightning.pytorch.trainer.Trainer", "pytorch_lightning.trainer.Trainer"})
 LIGHTNING_MODULES = frozenset({"pytorch_lightning.LightningModule", "lightning.LightningModule",
@@ -571,6 +572,16 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
             enabled = _arg(call, -1, "enabled")
             disabled = type(enabled) is cst.Name and enabled.value == "False"
             self.assigns.append(Assign(kind="scaler", disabled=disabled, cls=last, **base))
+            return
+        if not q.isdisjoint(ACCELERATORS):
+            # accelerate's Accelerator: with mixed_precision="fp16" (written so), its backward
+            # scales the loss by a GradScaler of its own, as `scaler.scale(loss).backward()` does;
+            # any other setting (bf16, none, one read from a config or `accelerate launch`) is
+            # not known to scale: `disabled`
+            precision = next((a.value for a in call.args if a.keyword is not None
+                              and a.keyword.value == "mixed_precision"), None)
+            fp16 = type(precision) is cst.SimpleString and precision.evaluated_value == "fp16"
+            self.assigns.append(Assign(kind="accelerator", disabled=not fp16, cls=last, **base))
             return
         splat = any(a.star for a in call.args)  # Trainer(**cfg): we cannot know
         if not q.isdisjoint(PL_TRAINERS) or (last == "Trainer" and any(x.startswith(("pytorch_lightning", "lightning")) for x in q)):

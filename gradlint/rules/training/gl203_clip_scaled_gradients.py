@@ -44,6 +44,20 @@ class Trainer:
 """
 
 
+_ACCELERATE = """\
+import torch
+from accelerate import Accelerator
+
+accelerator = Accelerator(mixed_precision="fp16")
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+for x, y in loader:
+    accelerator.backward(criterion(model(x), y))
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+"""
+
+
 class ClipScaledGradients(steps.StepRule):
     """
     ## What it does
@@ -81,6 +95,12 @@ class ClipScaledGradients(steps.StepRule):
     ```
     apex's `amp.scale_loss`, `accelerator.clip_grad_norm_`, Fabric's and Lightning's clipping
     unscale by themselves and are not flagged; neither is `GradScaler(enabled=False)`.
+
+    With accelerate, `accelerator.backward(loss)` scales the loss when the `Accelerator` was made
+    with `mixed_precision="fp16"` (written so in the file; a precision from a config or from
+    `accelerate launch` is not known), and a torch clip before the optimizer's step is flagged:
+    use `accelerator.clip_grad_norm_` (or `clip_grad_value_`), which unscales first (no automatic
+    fix: under gradient accumulation it must run only when `accelerator.sync_gradients`).
 
     ## Fix safety
     The fix inserts `scaler.unscale_(optimizer)` (with the step's own names) on its own line
@@ -151,6 +171,23 @@ for x, y in loader:
 """, note="unscale_ after the clip"),
         Example(timm_scaler_loop(clip_before_unscale=True), note="a timm-style scaler wrapper that clips before unscale_"),
         Example(_EACH, note="a step per optimizer, in a loop over them"),
+        Example(_ACCELERATE, note="accelerate with fp16: its backward scales the loss"),
+        Example("""\
+import torch
+import accelerate
+
+
+class Trainer:
+    def __init__(self, model):
+        self.accelerator = accelerate.Accelerator(mixed_precision="fp16", gradient_accumulation_steps=1)
+        self.model = model
+
+    def step(self, loss, opt):
+        self.accelerator.backward(loss)
+        torch.nn.utils.clip_grad_value_(self.model.parameters(), 0.5)
+        opt.step()
+        opt.zero_grad()
+""", note="an Accelerator made in __init__, a value clip in a method"),
         Example("""\
 import torch
 
@@ -208,6 +245,14 @@ for batch in loader:
     optimizer.step()
     optimizer.zero_grad()
 """, note="accelerate clips unscaled gradients"),
+        Example(_ACCELERATE.replace("    torch.nn.utils.clip_grad_norm_", "    accelerator.unscale_gradients()\n"
+                                    "    torch.nn.utils.clip_grad_norm_"), note="accelerate, unscaled first"),
+        Example(_ACCELERATE.replace('mixed_precision="fp16"', 'mixed_precision="bf16"'),
+                note="accelerate with bf16: no loss scale"),
+        Example(_ACCELERATE.replace('mixed_precision="fp16"', "mixed_precision=args.precision"),
+                note="accelerate with a precision read from the arguments: not known to scale"),
+        Example(_ACCELERATE.replace('Accelerator(mixed_precision="fp16")', "Accelerator()"),
+                note="accelerate with the precision `accelerate launch` chooses: not known to scale"),
         Example("""\
 import torch
 
@@ -289,6 +334,10 @@ class Model(LightningModule):
             scaled = [f for f in c.events if (f.event.kind == "backward" and f.event.via == "scaler")
                       or (f.event.kind == "step" and f.event.via == "scaler")]
             scaled = [f for f in scaled if not _disabled(facts, f.scaler)]
+            # accelerate's backward scales the loss when its Accelerator was made with fp16, and
+            # its optimizer's step unscales (accelerator.clip_grad_norm_ unscales first)
+            scaled += [f for f in c.events if f.event.kind == "backward" and f.event.via == "accelerate"
+                       and _fp16_accelerator(facts, f.scaler or f.event.scaler)]
             if not scaled:
                 continue
             for clip in c.of("clip"):
@@ -304,13 +353,23 @@ class Model(LightningModule):
                     # `if` the clip is not under (accumulation) leaves them scaled when skipped
                     (f.event.kind == "backward" and f.order < clip.order
                      and not any(f.order < s.order < clip.order and set(s.guards) <= set(clip.guards)
-                                 for s in stepped))
+                                 for s in (stepped if f.event.via == "scaler" else c.of("step"))))
                     or (f.event.kind == "step" and f.order > clip.order))]
                 if not uses:
                     continue
                 if any(u.order < clip.order and steps.compatible(u, clip) for u in c.of("unscale")):
                     continue
                 scaler = _as_read(uses[0], clip, "scaler")
+                if uses[0].event.via == "accelerate":
+                    leaf = clip.event.name.rsplit(".", 1)[-1]
+                    method = leaf if leaf in ("clip_grad_norm_", "clip_grad_value_") else "clip_grad_norm_"
+                    # (no fix: accelerate's clip unscales at every call, and one under gradient
+                    # accumulation that runs before each micro-batch's step would raise)
+                    yield ctx.finding(
+                        f"`{clip.event.name}` clips gradients still multiplied by the loss scale of `{scaler}` "
+                        f"(made with mixed_precision=\"fp16\": 65536 by default): use `{scaler}.{method}(...)`, "
+                        "which unscales them first", clip.event.span, data={"scaler": scaler})
+                    continue
                 # the step that will use the clipped gradients, else any step of the scaler
                 step = next((f for f in stepped if f.event.target and f.order > clip.order), None) \
                     or next((f for f in stepped if f.event.target), None)
@@ -349,6 +408,12 @@ def _as_read(f, clip, name: str) -> str:
     if clip.depth == 0 and f.depth > 0:
         return getattr(f, name) or getattr(f.event, name)
     return getattr(f.event, name)
+
+
+def _fp16_accelerator(facts, accelerator: str) -> bool:
+    """An Accelerator every binding of which is made with mixed_precision="fp16" (written so)."""
+    made = steps.assigns_to(facts, accelerator, ("accelerator",))
+    return bool(made) and not any(a.disabled for a in made)
 
 
 def _disabled(facts, scaler: str) -> bool:
