@@ -125,15 +125,17 @@ def relative_path(path: Path | str, config: Config, folders: dict[str, str] | No
             return Path(path).resolve().relative_to(Path(config.root).resolve()).as_posix()
         root = folders.get(config.root)
         if root is None:
-            root = folders[config.root] = os.path.realpath(config.root)
+            root = folders[config.root] = str(Path(config.root).resolve())
         text = os.fspath(path)
         head, name = os.path.split(text)
+        # (pathlib's resolve where links are met, once per folder or link: unlike realpath, it
+        # refuses a symlink loop before Python 3.13, as the memo-less branch does)
         if name in ("", ".", "..") or os.path.islink(text):
-            resolved = os.path.realpath(text)
+            resolved = str(Path(text).resolve())
         else:
             parent = folders.get(head)
             if parent is None:
-                parent = folders[head] = os.path.realpath(head or os.curdir)
+                parent = folders[head] = str(Path(head or os.curdir).resolve())
             resolved = os.path.join(parent, name)
         if resolved == root:
             return "."

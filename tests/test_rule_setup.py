@@ -20,11 +20,12 @@ def test_relative_paths_with_the_run_memo_are_those_computed_per_file(tmp_path: 
     outside = tmp_path / "elsewhere.py"
     outside.write_text("")
     (root / "out.py").symlink_to(outside)  # a link that leaves the root
+    (root / "loop").symlink_to("loop")  # a symlink loop (resolve refuses it before Python 3.13)
     monkeypatch.chdir(root)
     config = Config(root=str(root))
     paths = ["pkg/m.py", "pkg/sub/n.py", "linked/n.py", "alias.py", "out.py", "pkg/../pkg/m.py", "missing.py",
              str(root / "pkg" / "m.py"), "pkg/sub/../m.py", ".", "./pkg/m.py", "pkg//m.py", "pkg/sub/",
-             str(outside), str(root), Path("pkg/m.py"), Path("linked/n.py")]
+             str(outside), str(root), Path("pkg/m.py"), Path("linked/n.py"), "loop", "loop/x.py", str(root / "loop")]
     folders: dict = {}
     for p in paths:
         assert relative_path(p, config, folders) == relative_path(p, config), p

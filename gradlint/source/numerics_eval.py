@@ -336,19 +336,20 @@ class TensorEval:
 
     def _local_dict_steady(self, holder: cst.BaseExpression, got: V) -> bool:
         """Whether a dict display bound in this function still holds `got` (what its key held
-        there) where it is read: every other mention of the dict in the function a read or an
-        item write (which the walk's environment follows: `_dict_changed`), none an alias or an
-        argument (`alias = losses; alias["bce"] = nn.MSELoss()`, `setup(losses)`). A dict of
+        there) where it is read: every other mention of the dict in the function a read or a
+        change in place (which the walk's environment follows: `_dict_changed`), none an alias,
+        an argument of a call that may change it, or a change in a nested function
+        (`alias = losses; alias["bce"] = nn.MSELoss()`, `setup(losses)`: function_dict_mentions). A dict of
         classes (`models = {"mlp": MLP}`) is held to one binding and no item write. A
         module-level dict is held to `ModuleValues.steady_dict` where it is bound."""
         if type(holder) is not cst.Name or self.name == "<module>" or holder.value not in self.env:
             return True
-        from gradlint.source.numerics_values import _dict_mentions
+        from gradlint.source.numerics_values import function_dict_mentions
 
         root = self.scope_root()
         if type(root) is not cst.FunctionDef:
             return False
-        mentions = _dict_mentions(self.x.code(root), holder.value, indented=True)
+        mentions = function_dict_mentions(root, holder.value)
         return mentions == (1, 0) if got.local_class else mentions is not None
 
     def _dict_value(self, node: cst.BaseExpression) -> V:

@@ -13,7 +13,7 @@ import re
 import libcst as cst
 
 from gradlint.source.engine.tensors import V, UNKNOWN, replace, same_value
-from gradlint.source.engine.walk import after_docstring
+from gradlint.source.engine.walk import after_docstring, children
 
 
 class ModuleValues:
@@ -225,3 +225,63 @@ def _plain_looking(node: cst.BaseExpression) -> bool:
         elif type(n) is cst.Tuple:
             stack.extend(e.value for e in n.elements)
     return True
+
+
+# Calls that only read what they are given (`len(criteria)`, `print(criteria)`).
+_READING_CALLS = frozenset({"len", "print", "sorted", "list", "tuple", "set", "frozenset", "str", "repr", "iter",
+                            "isinstance", "type", "id", "hash", "bool", "any", "all", "enumerate", "zip", "format"})
+_DICT_READ_METHODS = frozenset({"get", "keys", "values", "items", "copy"})
+_DICT_CHANGE_METHODS = frozenset({"update", "pop", "popitem", "setdefault", "clear"})
+_NESTED = (cst.FunctionDef, cst.Lambda, cst.ClassDef)
+
+
+def function_dict_mentions(fn: cst.FunctionDef, name: str) -> tuple[int, int] | None:
+    """For a dict a function binds to `name`: (its bindings, its changes in place: `NAME[k] = v`,
+    `del NAME[k]`, `NAME.update(...)`, which the walk follows) when every other mention of it in
+    the function's code is a read (`NAME[k]`, `NAME.get(k)`, `len(NAME)`, `k in NAME`, `for k
+    in NAME`, an f-string); None when one is anything else: an alias, an argument of another
+    call, a return, or a change inside a nested function or class, which the walk does not run.
+    Read in the syntax tree: a comment, a string or a keyword of the same name is no mention."""
+    counts = [0, 0]
+
+    def visit(node: cst.CSTNode, parent: cst.CSTNode | None, grand: cst.CSTNode | None, nested: bool) -> bool:
+        if type(node) is cst.Name and node.value == name:
+            return _mention(node, parent, grand, nested, counts)
+        inner = nested or (isinstance(node, _NESTED) and node is not fn)
+        for child in children(node):
+            if not visit(child, node, parent, inner):
+                return False
+        return True
+
+    return (counts[0], counts[1]) if visit(fn, None, None, False) else None
+
+
+def _mention(node: cst.Name, parent, grand, nested: bool, counts: list[int]) -> bool:
+    """One mention of the dict's name: counted (a binding, a change) or passed as a read (True),
+    or anything else (False)."""
+    kind = type(parent)
+    if kind is cst.Arg and parent.keyword is node or kind is cst.Attribute and parent.attr is node:
+        return True  # `f(criteria=1)`, `self.criteria`: another name
+    if kind is cst.AssignTarget or kind is cst.AnnAssign and parent.target is node:
+        counts[0] += 1
+        return not nested
+    if kind is cst.Subscript and parent.value is node:
+        if type(grand) in (cst.AssignTarget, cst.Del) or type(grand) is cst.AugAssign and grand.target is parent:
+            counts[1] += 1
+            return not nested
+        return True  # `criteria["cls"]`, `criteria["cls"].to(device)`
+    if kind is cst.Attribute and parent.value is node:
+        method = parent.attr.value
+        if method in _DICT_READ_METHODS and type(grand) is cst.Call:
+            return True
+        if method in _DICT_CHANGE_METHODS and type(grand) is cst.Call:
+            counts[1] += 1
+            return not nested
+        return False
+    if kind is cst.Arg and parent.value is node:
+        return type(grand) is cst.Call and type(grand.func) is cst.Name and grand.func.value in _READING_CALLS
+    if kind is cst.ComparisonTarget and type(parent.operator) in (cst.In, cst.NotIn):
+        return True
+    if kind in (cst.For, cst.CompFor) and parent.iter is node:
+        return True
+    return kind is cst.FormattedStringExpression
