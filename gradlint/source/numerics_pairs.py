@@ -49,15 +49,29 @@ def self_difference(left: cst.BaseExpression, right: cst.BaseExpression, code) -
     return a is not None and b is not None and a[0] == b[0] and a[1] != b[1]
 
 
-def _terms(node: cst.BaseExpression, sign: int, out: list) -> None:
-    """The signed terms of a chain of + and -."""
-    if type(node) is cst.BinaryOperation and type(node.operator) in (cst.Add, cst.Subtract):
-        _terms(node.left, sign, out)
-        _terms(node.right, sign if type(node.operator) is cst.Add else -sign, out)
-    elif type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus:
-        _terms(node.expression, -sign, out)
-    else:
-        out.append((-sign if _negated(node) else sign, node))
+def _terms(node: cst.BaseExpression) -> list[tuple[int, cst.BaseExpression]] | None:
+    """The signed terms of a chain of + and - with at most three terms; None for a longer chain
+    (walked without recursion, and given up early: the walk asks this of every + and - of a
+    900-term sum)."""
+    out: list = []
+    stack = [(node, 1)]
+    seen = 0
+    while stack:
+        part, sign = stack.pop()
+        seen += 1
+        if seen > 8:
+            return None
+        kind = type(part)
+        if kind is cst.BinaryOperation and type(part.operator) in (cst.Add, cst.Subtract):
+            stack.append((part.right, sign if type(part.operator) is cst.Add else -sign))
+            stack.append((part.left, sign))
+        elif kind is cst.UnaryOperation and type(part.operator) is cst.Minus:
+            stack.append((part.expression, -sign))
+        else:
+            out.append((-sign if _negated(part) else sign, part))
+            if len(out) > 3:
+                return None
+    return out
 
 
 def _number(node: cst.BaseExpression) -> bool:
@@ -67,7 +81,9 @@ def _number(node: cst.BaseExpression) -> bool:
 
 def _negated(node: cst.BaseExpression) -> bool:
     """A product whose first factor is a negative number: `-2 * e @ e.t()`."""
-    while type(node) is cst.BinaryOperation and type(node.operator) in (cst.Multiply, cst.MatrixMultiply):
+    for _ in range(4):  # (a product of a few factors: `-2 * e @ e.t()` is two deep)
+        if not (type(node) is cst.BinaryOperation and type(node.operator) in (cst.Multiply, cst.MatrixMultiply)):
+            break
         node = node.left
     return type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus and _number(node.expression)
 
@@ -106,10 +122,10 @@ def _unscaled(node: cst.BaseExpression) -> cst.BaseExpression:
     return node
 
 
-def _self_gram(node: cst.BaseExpression, code) -> bool:
+def _self_gram(node: cst.BaseExpression, code, depth: int = 0) -> bool:
     """`X @ X.t()`, `torch.mm(X, X.T)`, `X.matmul(X.transpose(0, 1))`, times a number."""
     if type(node) is cst.BinaryOperation and type(node.operator) is cst.Multiply:
-        return _self_gram(node.left, code) or _self_gram(node.right, code)
+        return depth < 2 and (_self_gram(node.left, code, depth + 1) or _self_gram(node.right, code, depth + 1))
     if type(node) is cst.BinaryOperation and type(node.operator) is cst.MatrixMultiply:
         # (`2 * e @ e.t()` is `(2 * e) @ e.t()`: * and @ bind alike, from the left)
         return _transposed(node.right, code) == code(_unscaled(node.left))
@@ -127,9 +143,8 @@ def gram_expansion(node: cst.BaseExpression, code) -> cst.BaseExpression | None:
     """For `S.unsqueeze(0) - 2 * X @ X.t() + S.unsqueeze(1)` (any order, `S + S.t()`,
     `S[:, None] + S[None, :]`): an expression of S, whose evaluation tells whether it is the rows'
     sums of squares; None when the chain is no such expansion."""
-    terms: list = []
-    _terms(node, 1, terms)
-    if len(terms) != 3 or sum(1 for sign, _ in terms if sign < 0) != 1:
+    terms = _terms(node)
+    if terms is None or len(terms) != 3 or sum(1 for sign, _ in terms if sign < 0) != 1:
         return None
     negative = next(t for sign, t in terms if sign < 0)
     if not _self_gram(negative, code):

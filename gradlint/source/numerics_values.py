@@ -243,17 +243,17 @@ def function_dict_mentions(fn: cst.FunctionDef, name: str) -> tuple[int, int] | 
     call, a return, or a change inside a nested function or class, which the walk does not run.
     Read in the syntax tree: a comment, a string or a keyword of the same name is no mention."""
     counts = [0, 0]
-
-    def visit(node: cst.CSTNode, parent: cst.CSTNode | None, grand: cst.CSTNode | None, nested: bool) -> bool:
+    # (without recursion: a function may hold an expression thousands of nodes deep)
+    stack: list = [(fn, None, None, False)]
+    while stack:
+        node, parent, grand, nested = stack.pop()
         if type(node) is cst.Name and node.value == name:
-            return _mention(node, parent, grand, nested, counts)
+            if not _mention(node, parent, grand, nested, counts):
+                return None
+            continue
         inner = nested or (isinstance(node, _NESTED) and node is not fn)
-        for child in children(node):
-            if not visit(child, node, parent, inner):
-                return False
-        return True
-
-    return (counts[0], counts[1]) if visit(fn, None, None, False) else None
+        stack.extend((child, node, parent, inner) for child in children(node))
+    return counts[0], counts[1]
 
 
 def _mention(node: cst.Name, parent, grand, nested: bool, counts: list[int]) -> bool:
