@@ -42,6 +42,9 @@ def test_distances_of_a_learned_output_with_itself_are_flagged(body: str) -> Non
     "        return (sp.unsqueeze(1) + sq.unsqueeze(0) - 2 * p @ q.t()).sqrt()\n",
     # what is added is no sum of squares: not a distance
     "        s = e.sum(1)\n        return (s.unsqueeze(0) - 2 * e @ e.t() + s.unsqueeze(1)).clamp(min=0).sqrt()\n",
+    # the diagonal selected away, with a mask (the reshape keeps it: flagged above by view)
+    "        sq = (e ** 2).sum(1)\n        d2 = (sq.unsqueeze(0) - 2 * e @ e.t() + sq.unsqueeze(1)).clamp(min=0)\n"
+    "        return d2.masked_select(~torch.eye(d2.size(0), dtype=torch.bool)).sqrt()\n",
     # a norm function: its gradient at 0 is defined
     "        return torch.cdist(e, e), (e[:, None] - e[None]).norm(dim=-1)\n",
 ])
@@ -51,15 +54,25 @@ def test_other_roots_stay_quiet(body: str) -> None:
 
 def test_a_helper_whose_callers_pass_a_learned_output_is_flagged_only_for_self_distances() -> None:
     # (the RMS of a learned output and sums over all pairs, or over the pairs' axis, are not
-    # zero unless every row is the same: quiet in a helper, as the RMS is in a module)
+    # zero unless every row is the same: quiet in a helper, as the RMS is in a module; so is the
+    # sum over the last axis of `s.unsqueeze(-1) - s.unsqueeze(-2)`, whose last axes are pairs)
     source = ("import torch\nfrom torch import nn\n\n\ndef pairwise(e):\n"
               "    sq = (e ** 2).sum(1)\n"
               "    return (sq.unsqueeze(0) - 2 * e @ e.t() + sq.unsqueeze(1)).clamp(min=0).sqrt()\n\n\n"
               "def rms(e):\n    return torch.sqrt((e ** 2).mean(-1))\n\n\n"
               "def spread(e):\n    return (e[:, None] - e[None]).pow(2).sum().sqrt()\n\n\n"
               "def spread_rows(e):\n    return (e[:, None] - e[None]).pow(2).sum(0).sqrt()\n\n\n"
+              "def spread_last(s):\n    return (s.unsqueeze(-1) - s.unsqueeze(-2)).pow(2).sum(-1).sqrt()\n\n\n"
               "def fit(model: nn.Module, x, opt):\n    out = model(x)\n"
               "    loss = pairwise(out).mean() + rms(out).mean() + spread(out) + spread_rows(out).mean()\n"
+              "    loss = loss + spread_last(out).mean()\n"
               "    loss.backward()\n    opt.step()\n")
     found = check_source(source, Config(select=("GL306",)))
     assert [f.span.line for f in found] == [7]
+
+
+def test_odd_calls_in_a_three_term_sum_are_no_crash() -> None:
+    # `torch.t()` has no argument: no tensor's broadcast (was an IndexError, an internal error)
+    source = "import torch\n\n\ndef f(e):\n    return torch.t() + torch.t(e) - 2 * e @ e.t()\n"
+    assert [f.code for f in check_source(source)] == []
+    assert [f.code for f in check_source(source, Config(select=("GL306",)))] == []

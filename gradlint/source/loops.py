@@ -43,6 +43,9 @@ from gradlint.text import split_lines
 
 ENABLE_GRAD = frozenset({"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"})
 ACCELERATORS = frozenset({"accelerate.Accelerator", "accelerate.accelerator.Accelerator"})
+# Accelerator arguments under which its fp16 backward may not scale the loss with a GradScaler.
+_NO_SCALER_ARGS = frozenset({"deepspeed_plugin", "deepspeed_plugins", "megatron_lm_plugin", "cpu",
+                             "kwargs_handlers", "fsdp_plugin"})
 PL_TRAINERS = frozenset({"pytorch_lightning.Trainer", "lightning.Trainer", "lightning.pytorch.Trainer",
                          "lightning.pytorch.trainer.Trainer", "pytorch_lightning.trainer.Trainer"})
 LIGHTNING_MODULES = frozenset({"pytorch_lightning.LightningModule", "lightning.LightningModule",
@@ -580,7 +583,11 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
             # not known to scale: `disabled`
             precision = next((a.value for a in call.args if a.keyword is not None
                               and a.keyword.value == "mixed_precision"), None)
-            fp16 = type(precision) is cst.SimpleString and precision.evaluated_value == "fp16"
+            # (no scaler of its own under DeepSpeed or Megatron-LM, on the CPU, or when a handler
+            # may configure it away; `**kwargs` may hold any of them)
+            other = {a.keyword.value for a in call.args if a.keyword is not None}
+            fp16 = type(precision) is cst.SimpleString and precision.evaluated_value == "fp16" and \
+                not any(a.star for a in call.args) and other.isdisjoint(_NO_SCALER_ARGS)
             self.assigns.append(Assign(kind="accelerator", disabled=not fp16, cls=last, **base))
             return
         splat = any(a.star for a in call.args)  # Trainer(**cfg): we cannot know

@@ -76,6 +76,9 @@ KEEP = frozenset(
     "double half bfloat16 to type type_as clone cuda cpu t expand expand_as gather index_select "
     "masked_select narrow select movedim swapaxes flip roll repeat tile squeeze_ unsqueeze_ diagonal diag "
     "take_along_dim unflatten".split())
+# Of KEEP, the selections: what they keep of pairwise distances may leave the zero diagonal out
+# (V.pairs); the other methods there keep every element.
+_SELECTIONS = frozenset("gather index_select masked_select narrow select diagonal diag take_along_dim".split())
 # The same selections and reshapes written as torch functions (`torch.diagonal(probs)`,
 # `torch.gather(p, 1, idx)`): the result is what their first argument is.
 KEEP_FUNCTIONS = frozenset("torch." + name for name in (
@@ -657,7 +660,12 @@ class TorchOps:
         return c.r
 
     def _m_keep(self, c: _Call) -> V:
-        return self._output_kept(c.r, self.x.derive_from([c.r], self._kept(c.r), kept=True))
+        kept = self._kept(c.r)
+        if kept.pairs and c.meth in _SELECTIONS:
+            # a selection (`d2.masked_select(off_diagonal)`) may leave the zero diagonal out: what
+            # it keeps are distances between different rows, taken as never 0 (as a learned output is)
+            kept = replace(kept, pairs=False, clamped=True)
+        return self._output_kept(c.r, self.x.derive_from([c.r], kept, kept=True))
 
     def _output_kept(self, r: V, out: V) -> V:
         """`out`, a selection or reshape of `r`: still the output of the model parameter that made
@@ -677,7 +685,10 @@ class TorchOps:
     def _q_keep(self, c: _Call) -> V | None:
         if c.first_node is None:
             return None
-        return self._output_kept(c.first, self.x.derive_from([c.first], self._kept(c.first), kept=True))
+        kept = self._kept(c.first)
+        if kept.pairs and any(name.rpartition(".")[2] in _SELECTIONS for name in c.names):
+            kept = replace(kept, pairs=False, clamped=True)  # (torch's selections: as _m_keep's)
+        return self._output_kept(c.first, self.x.derive_from([c.first], kept, kept=True))
 
     def _m_apply(self, c: _Call) -> V | None:
         if type(c.recv) is cst.Name and c.recv.value in self.x.autograd_classes:

@@ -44,9 +44,12 @@ def broadcast(node: cst.BaseExpression, code) -> tuple[str, str] | None:
 
 
 def self_difference(left: cst.BaseExpression, right: cst.BaseExpression, code) -> bool:
-    """`X.unsqueeze(0) - X.unsqueeze(1)`, `X[:, None] - X[None]`: one tensor broadcast two ways."""
+    """`X.unsqueeze(0) - X.unsqueeze(1)`, `X[:, None] - X[None]`: one tensor broadcast two ways.
+    Not with negative dimensions (`s.unsqueeze(-1) - s.unsqueeze(-2)`): the pairs are then the
+    last axes, and a sum over the last one (pair_reduction) runs over pairs, not features."""
     a, b = broadcast(left, code), broadcast(right, code)
-    return a is not None and b is not None and a[0] == b[0] and a[1] != b[1]
+    return a is not None and b is not None and a[0] == b[0] and a[1] != b[1] and \
+        not (a[1].startswith("-") or b[1].startswith("-"))
 
 
 def _terms(node: cst.BaseExpression) -> list[tuple[int, cst.BaseExpression]] | None:
@@ -97,6 +100,8 @@ def _reshaped_base(node: cst.BaseExpression, code) -> tuple[str, str] | None:
     if type(node) is cst.Attribute and node.attr.value in ("T", "mT"):
         return code(node.value), code(node)
     if type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in _BROADCASTS:
+        if type(node.func.value) is cst.Name and node.func.value.value == "torch":
+            return None  # `torch.t(S)`, `torch.transpose(S, 0, 1)`: not read here
         return code(node.func.value), code(node)
     if type(node) is cst.Name:
         return node.value, node.value
@@ -164,7 +169,8 @@ def gram_expansion(node: cst.BaseExpression, code) -> cst.BaseExpression | None:
     if type(term) is cst.Attribute:
         return term.value
     if type(term.func) is cst.Attribute and type(term.func.value) is cst.Name and term.func.value.value == "torch":
-        return term.args[0].value
+        # (`torch.unsqueeze(S, 0)`; `torch.t()` with no argument is no tensor's broadcast)
+        return term.args[0].value if term.args and not term.args[0].star else None
     return term.func.value
 
 

@@ -98,7 +98,10 @@ class ClipScaledGradients(steps.StepRule):
 
     With accelerate, `accelerator.backward(loss)` scales the loss when the `Accelerator` was made
     with `mixed_precision="fp16"` (written so in the file; a precision from a config or from
-    `accelerate launch` is not known), and a torch clip before the optimizer's step is flagged:
+    `accelerate launch` is not known, nor one with a DeepSpeed, Megatron-LM or FSDP plugin,
+    `cpu=True` or kwargs handlers, under which it may hold no GradScaler), bound so in the
+    function of the backward (or, for `self.accelerator`, every binding of it in the file), and
+    a torch clip before the optimizer's step is flagged:
     use `accelerator.clip_grad_norm_` (or `clip_grad_value_`), which unscales first (no automatic
     fix: under gradient accumulation it must run only when `accelerator.sync_gradients`).
 
@@ -253,6 +256,30 @@ for batch in loader:
                 note="accelerate with a precision read from the arguments: not known to scale"),
         Example(_ACCELERATE.replace('Accelerator(mixed_precision="fp16")', "Accelerator()"),
                 note="accelerate with the precision `accelerate launch` chooses: not known to scale"),
+        Example(_ACCELERATE.replace('mixed_precision="fp16"', 'mixed_precision="fp16", deepspeed_plugin=plugin'),
+                note="accelerate with DeepSpeed: its engine scales and clips, no GradScaler"),
+        Example("""\
+import torch
+from accelerate import Accelerator
+
+
+class Evaluator:
+    def __init__(self):
+        self.accelerator = Accelerator(mixed_precision="fp16")
+
+
+class Trainer:
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+
+    def step(self, loss, model, opt):
+        self.accelerator.backward(loss)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+
+trainer = Trainer(Accelerator(mixed_precision="bf16"))
+""", note="an fp16 Accelerator of another class under the same attribute name"),
         Example("""\
 import torch
 
@@ -337,7 +364,7 @@ class Model(LightningModule):
             # accelerate's backward scales the loss when its Accelerator was made with fp16, and
             # its optimizer's step unscales (accelerator.clip_grad_norm_ unscales first)
             scaled += [f for f in c.events if f.event.kind == "backward" and f.event.via == "accelerate"
-                       and _fp16_accelerator(facts, f.scaler or f.event.scaler)]
+                       and _fp16_accelerator(facts, f.event.scaler, f.event.func)]
             if not scaled:
                 continue
             for clip in c.of("clip"):
@@ -410,10 +437,15 @@ def _as_read(f, clip, name: str) -> str:
     return getattr(f.event, name)
 
 
-def _fp16_accelerator(facts, accelerator: str) -> bool:
-    """An Accelerator every binding of which is made with mixed_precision="fp16" (written so)."""
-    made = steps.assigns_to(facts, accelerator, ("accelerator",))
-    return bool(made) and not any(a.disabled for a in made)
+def _fp16_accelerator(facts, accelerator: str, func: int) -> bool:
+    """The accelerator a backward in function `func` runs on (as written) is made with
+    mixed_precision="fp16" (written so): every binding of it in the file is such a call, and a
+    plain name is bound so in that function (another function's `accelerator` is another
+    object; a parameter of the same name is whatever the caller passes)."""
+    made = steps.assigns_to(facts, accelerator)
+    if not made or any(a.kind != "accelerator" or a.disabled for a in made):
+        return False
+    return "." in accelerator or any(a.func == func for a in made)
 
 
 def _disabled(facts, scaler: str) -> bool:
