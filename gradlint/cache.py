@@ -261,12 +261,8 @@ def slot(store: Store, display: str, kind: str, fingerprint: str) -> Slot:
     pack is named by the folder the file is in, the id by the file (both salted: a repository cannot
     name them in advance either). Neither name mixes in gradlint's code: after an upgrade the new
     entries replace the old ones in the same packs, and no pack is left behind."""
-    found = _PLACES.get((store.salt, kind, display))
-    pack, file, _id = found if found is not None else _place(store, display, kind)
-    # (_digest's bytes, spelled out: a cold run computes one key per file and per result)
-    key = hashlib.sha256(f"{_CODE_FINGERPRINT or code_fingerprint()}\0{file}\0{fingerprint}\0".encode(
-        "utf-8", "surrogateescape")).hexdigest()
-    return Slot(key, pack, file[:32])
+    pack, file, _id = _place(store, display, kind)
+    return Slot(_digest(code_fingerprint(), file, fingerprint), pack, file[:32])
 
 
 def _place(store: Store, display: str, kind: str) -> tuple[str, str, bytes]:
