@@ -660,11 +660,7 @@ class TorchOps:
         return c.r
 
     def _m_keep(self, c: _Call) -> V:
-        kept = self._kept(c.r)
-        if kept.pairs and c.meth in _SELECTIONS:
-            # a selection (`d2.masked_select(off_diagonal)`) may leave the zero diagonal out: what
-            # it keeps are distances between different rows, taken as never 0 (as a learned output is)
-            kept = replace(kept, pairs=False, clamped=True)
+        kept = self._kept(c.r, selects=c.meth in _SELECTIONS)
         return self._output_kept(c.r, self.x.derive_from([c.r], kept, kept=True))
 
     def _output_kept(self, r: V, out: V) -> V:
@@ -676,18 +672,20 @@ class TorchOps:
         return out
 
     @staticmethod
-    def _kept(r: V) -> V:
-        """A selection or reshape of `r`: its elements, no longer a module or a criterion."""
+    def _kept(r: V, selects: bool = False) -> V:
+        """A selection (`selects`) or reshape of `r`: its elements, no longer a module or a
+        criterion. A selection of pairwise distances (`d2.masked_select(off_diagonal)`) may leave
+        the zero diagonal out: what it keeps are distances between different rows, taken as never
+        0 (as a learned output is)."""
+        pairs = r.pairs and not selects
         return replace(r, crit=None, callret=None, module=False, inst=frozenset(), dense=r.dense and not r.module,
                        nonneg=r.nonneg and not r.module,
-                       tensor=r.tensor or bool(r.prob))
+                       tensor=r.tensor or bool(r.prob), pairs=pairs, clamped=r.clamped or r.pairs and not pairs)
 
     def _q_keep(self, c: _Call) -> V | None:
         if c.first_node is None:
             return None
-        kept = self._kept(c.first)
-        if kept.pairs and any(name.rpartition(".")[2] in _SELECTIONS for name in c.names):
-            kept = replace(kept, pairs=False, clamped=True)  # (torch's selections: as _m_keep's)
+        kept = self._kept(c.first, selects=any(name.rpartition(".")[2] in _SELECTIONS for name in c.names))
         return self._output_kept(c.first, self.x.derive_from([c.first], kept, kept=True))
 
     def _m_apply(self, c: _Call) -> V | None:

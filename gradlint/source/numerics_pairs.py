@@ -22,24 +22,23 @@ _PRODUCTS = frozenset({"mm", "matmul", "bmm"})
 _TRANSPOSES = frozenset({"t", "transpose", "permute"})
 
 
-def broadcast(node: cst.BaseExpression, code) -> tuple[str, str] | None:
-    """(the tensor's text, how it is broadcast) for `X.unsqueeze(k)`, `torch.unsqueeze(X, k)` and
-    `X[:, None]`-style indexing with a None; None for anything else."""
+def broadcast(node: cst.BaseExpression, code) -> tuple[cst.BaseExpression, str] | None:
+    """(the tensor, how it is broadcast, as text) for `X.unsqueeze(k)`, `torch.unsqueeze(X, k)`
+    and `X[:, None]`-style indexing with a None; None for anything else."""
     if type(node) is cst.Subscript:
         # (the structure first: most subscripts of a walk hold no None, and their text is not made)
         if not any(type(el.slice) is cst.Index and type(el.slice.value) is cst.Name and el.slice.value.value == "None"
                    for el in node.slice):
             return None
-        return code(node.value), ",".join(code(el.slice.value) if type(el.slice) is cst.Index else ":"
-                                          for el in node.slice)
+        return node.value, ",".join(code(el.slice.value) if type(el.slice) is cst.Index else ":" for el in node.slice)
     if type(node) is not cst.Call or any(a.star for a in node.args):
         return None
     func = node.func
     if type(func) is cst.Attribute and func.attr.value == "unsqueeze" and len(node.args) == 1:
-        return code(func.value), code(node.args[0].value)
+        return func.value, code(node.args[0].value)
     if type(func) is cst.Attribute and func.attr.value == "unsqueeze" and type(func.value) is cst.Name \
             and func.value.value == "torch" and len(node.args) == 2:
-        return code(node.args[0].value), code(node.args[1].value)
+        return node.args[0].value, code(node.args[1].value)
     return None
 
 
@@ -48,7 +47,7 @@ def self_difference(left: cst.BaseExpression, right: cst.BaseExpression, code) -
     Not with negative dimensions (`s.unsqueeze(-1) - s.unsqueeze(-2)`): the pairs are then the
     last axes, and a sum over the last one (pair_reduction) runs over pairs, not features."""
     a, b = broadcast(left, code), broadcast(right, code)
-    return a is not None and b is not None and a[0] == b[0] and a[1] != b[1] and \
+    return a is not None and b is not None and code(a[0]) == code(b[0]) and a[1] != b[1] and \
         not (a[1].startswith("-") or b[1].startswith("-"))
 
 
@@ -91,21 +90,19 @@ def _negated(node: cst.BaseExpression) -> bool:
     return type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus and _number(node.expression)
 
 
-def _reshaped_base(node: cst.BaseExpression, code) -> tuple[str, str] | None:
-    """(the tensor's text, the whole term's) for `S`, `S.t()`, `S.T`, `S.unsqueeze(0)`,
-    `S.view(1, -1)`, `S[:, None]`: a tensor and its broadcast forms."""
+def _reshaped_base(node: cst.BaseExpression, code) -> cst.BaseExpression | None:
+    """The tensor S of `S`, `S.t()`, `S.T`, `S.unsqueeze(0)`, `S.view(1, -1)`, `S[:, None]`: a
+    tensor and its broadcast forms; None for anything else."""
     got = broadcast(node, code)
     if got is not None:
-        return got[0], code(node)
+        return got[0]
     if type(node) is cst.Attribute and node.attr.value in ("T", "mT"):
-        return code(node.value), code(node)
+        return node.value
     if type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in _BROADCASTS:
         if type(node.func.value) is cst.Name and node.func.value.value == "torch":
             return None  # `torch.t(S)`, `torch.transpose(S, 0, 1)`: not read here
-        return code(node.func.value), code(node)
-    if type(node) is cst.Name:
-        return node.value, node.value
-    return None
+        return node.func.value
+    return node if type(node) is cst.Name else None
 
 
 def _transposed(node: cst.BaseExpression, code) -> str | None:
@@ -154,24 +151,10 @@ def gram_expansion(node: cst.BaseExpression, code) -> cst.BaseExpression | None:
     negative = next(t for sign, t in terms if sign < 0)
     if not _self_gram(negative, code):
         return None
-    bases = [(_reshaped_base(t, code), t) for sign, t in terms if sign > 0]
-    if any(b is None for b, _ in bases):
+    (a, whole_a), (b, whole_b) = [(_reshaped_base(t, code), t) for sign, t in terms if sign > 0]
+    if a is None or b is None or code(a) != code(b) or code(whole_a) == code(whole_b):
         return None
-    (base_a, whole_a), (base_b, whole_b) = bases[0][0], bases[1][0]
-    if base_a != base_b or whole_a == whole_b:
-        return None
-    term = bases[0][1]
-    # the expression of S itself: the Name, or the receiver of its broadcast
-    if type(term) is cst.Name:
-        return term
-    if type(term) is cst.Subscript:
-        return term.value
-    if type(term) is cst.Attribute:
-        return term.value
-    if type(term.func) is cst.Attribute and type(term.func.value) is cst.Name and term.func.value.value == "torch":
-        # (`torch.unsqueeze(S, 0)`; `torch.t()` with no argument is no tensor's broadcast)
-        return term.args[0].value if term.args and not term.args[0].star else None
-    return term.func.value
+    return a
 
 
 def pair_reduction(dims: list[cst.BaseExpression | None], number) -> bool:

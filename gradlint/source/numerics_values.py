@@ -123,7 +123,9 @@ class ModuleValues:
 _BINDING = re.compile(r"\s*(?::[^=\n]*)?=(?!=)")  # `NAME = ...`, `NAME: dict = ...`
 _AFTER_ITEM_CHANGE = re.compile(r"\s*(?:=(?!=)|(?:\*\*|//|>>|<<|[-+*/%&^|@])=)")
 _ITEM_SET = re.compile(r"\s*=(?!=)")  # `NAME[k] = v` (not `+=`)
-_DICT_READS = re.compile(r"\s*\.\s*(?:get|keys|values|items|copy)\s*\(")
+# The methods that read a dict (`d.get(k)`): for the module's text test and a function's tree.
+_DICT_READ_METHODS = frozenset({"get", "keys", "values", "items", "copy"})
+_DICT_READS = re.compile(r"\s*\.\s*(?:" + "|".join(sorted(_DICT_READ_METHODS)) + r")\s*\(")
 _ITEM = re.compile(r"\s*\[")
 _AFTER_IN = re.compile(r"\bin\s+$")
 _AFTER_DEL = re.compile(r"\bdel\s+$")
@@ -135,16 +137,15 @@ def _only_read(text: str, name: str) -> bool:
     return _dict_mentions(text, name) == (1, 0)
 
 
-def _dict_mentions(text: str, name: str, indented: bool = False) -> tuple[int, int] | None:
+def _dict_mentions(text: str, name: str) -> tuple[int, int] | None:
     """(bindings of `name` at the start of a line, item writes `NAME[k] = v`) when every other
-    mention in the text is a read; None when one is anything else. `indented`: the text is a
-    function's, whose statements start after their indentation."""
+    mention in the text is a read; None when one is anything else."""
     bindings = writes = 0
     for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?!\w)", text):
         start, end = m.start(), m.end()
         line_start = text.rfind("\n", 0, start) + 1
         before = text[line_start:start]
-        if (not before or indented and before.isspace()) and _BINDING.match(text, end):
+        if not before and _BINDING.match(text, end):
             bindings += 1
             continue
         if _DICT_READS.match(text, end) or _AFTER_IN.search(before):
@@ -230,7 +231,6 @@ def _plain_looking(node: cst.BaseExpression) -> bool:
 # Calls that only read what they are given (`len(criteria)`, `print(criteria)`).
 _READING_CALLS = frozenset({"len", "print", "sorted", "list", "tuple", "set", "frozenset", "str", "repr", "iter",
                             "isinstance", "type", "id", "hash", "bool", "any", "all", "enumerate", "zip", "format"})
-_DICT_READ_METHODS = frozenset({"get", "keys", "values", "items", "copy"})
 _DICT_CHANGE_METHODS = frozenset({"update", "pop", "popitem", "setdefault", "clear"})
 _NESTED = (cst.FunctionDef, cst.Lambda, cst.ClassDef)
 
