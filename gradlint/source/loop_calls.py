@@ -252,7 +252,8 @@ class CallEvents:
             if recv_text == "self" and attr in self.pre.methods:
                 return [self._local_call(call, attr, "self", ctx, sid)]
             positional = [a for a in call.args if a.keyword is None]
-            pos = 1 if "accelerat" in recv_text.lower() or len(positional) >= 2 else 0
+            pos = 1 if "accelerat" in recv_text.lower() or "accelerator" in self._assigned(recv_text) \
+                or len(positional) >= 2 else 0
             return [self._clip(call, "framework", text or attr, pos, ctx, sid)]
         if attr and re.search(r"clip_?grad|grad_?clip", attr, re.IGNORECASE) and (
                 not q or (type(func) is cst.Name or type(receiver) is cst.Name) and _imported_function(q, recv_text)):
@@ -286,8 +287,9 @@ class CallEvents:
                 return [self._backward(call, "scaler", loss, ctx, sid, scaler=_text(receiver.func.value))]
             low = recv_text.lower()
             positional = [a for a in call.args if a.keyword is None]
-            if "accelerat" in low:
-                # (the accelerator's text: one made with fp16 scales the loss, GL203)
+            if "accelerat" in low or "accelerator" in self._assigned(recv_text):
+                # (the accelerator's text: one made with fp16 scales the loss, GL203; `acc =
+                # Accelerator(...)` is one by its assignment, whatever its name)
                 return [self._backward(call, "accelerate", _arg(call, 0, "loss"), ctx, sid, scaler=recv_text)]
             if "fabric" in low:
                 return [self._backward(call, "fabric", _arg(call, 0, "tensor"), ctx, sid)]

@@ -193,6 +193,24 @@ class Trainer:
 """, note="an Accelerator made in __init__, a value clip in a method"),
         Example("""\
 import torch
+from accelerate import Accelerator
+
+
+def evaluate(model, loader):
+    acc = Accelerator(mixed_precision="bf16")
+    return acc.prepare(model, loader)
+
+
+def train(model, optimizer, loader, criterion):
+    acc = Accelerator(mixed_precision="fp16")
+    for x, y in acc.prepare(loader):
+        acc.backward(criterion(model(x), y))
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+""", note="an Accelerator under another name (another function's of bf16 is another object)"),
+        Example("""\
+import torch
 
 
 def update(model, o, amp, loss):
@@ -252,6 +270,8 @@ for batch in loader:
                                     "    torch.nn.utils.clip_grad_norm_"), note="accelerate, unscaled first"),
         Example(_ACCELERATE.replace('mixed_precision="fp16"', 'mixed_precision="bf16"'),
                 note="accelerate with bf16: no loss scale"),
+        Example(_ACCELERATE.replace('mixed_precision="fp16"', 'mixed_precision="bf16"').replace(
+                    "accelerator", "acc"), note="accelerate with bf16 under another name"),
         Example(_ACCELERATE.replace('mixed_precision="fp16"', "mixed_precision=args.precision"),
                 note="accelerate with a precision read from the arguments: not known to scale"),
         Example(_ACCELERATE.replace('Accelerator(mixed_precision="fp16")', "Accelerator()"),
@@ -439,13 +459,14 @@ def _as_read(f, clip, name: str) -> str:
 
 def _fp16_accelerator(facts, accelerator: str, func: int) -> bool:
     """The accelerator a backward in function `func` runs on (as written) is made with
-    mixed_precision="fp16" (written so): every binding of it in the file is such a call, and a
-    plain name is bound so in that function (another function's `accelerator` is another
-    object; a parameter of the same name is whatever the caller passes)."""
+    mixed_precision="fp16" (written so): every binding of an attribute in the file is such a
+    call; a plain name is bound so in that function, and only so there (another function's
+    `accelerator` is another object, whatever it holds; a parameter of the same name is whatever
+    the caller passes)."""
     made = steps.assigns_to(facts, accelerator)
-    if not made or any(a.kind != "accelerator" or a.disabled for a in made):
-        return False
-    return "." in accelerator or any(a.func == func for a in made)
+    if "." not in accelerator:
+        made = [a for a in made if a.func == func]
+    return bool(made) and all(a.kind == "accelerator" and not a.disabled for a in made)
 
 
 def _disabled(facts, scaler: str) -> bool:
