@@ -15,7 +15,7 @@ import libcst as cst
 
 from gradlint.source.budget import MAX_EXPR_DEPTH
 from gradlint.source.engine.fold import binary, constant, unary
-from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, _item, number_of
+from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, _item, number_of, ratio_of
 from gradlint.source.engine.values import str_literal
 from gradlint.source.engine.walk import children as _code_children
 from gradlint.source.engine.walk import comprehensions as _comprehensions
@@ -237,7 +237,8 @@ class TensorEval:
             masked = any(type(el.slice) is cst.Index and type(el.slice.value) is cst.Comparison for el in node.slice)
             return self.x.derive_from([base], replace(base, sq=False, sumsq=False, crit=None, callret=None, module=False,
                                                inst=frozenset(), nonneg=base.nonneg and not base.module, norm=base.norm, exp=base.exp, elems=None,
-                                               value=value, shifted=base.shifted or (masked and bool(base.prob))),
+                                               value=value, shifted=base.shifted or (masked and bool(base.prob)),
+                                               ratio=None if masked else base.ratio),
                                       kept=not masked)
         if kind is cst.Comparison:
             vals = [self.ev(node.left)] + [self.ev(c.comparator) for c in node.comparisons]
@@ -502,6 +503,8 @@ class TensorEval:
             if lit is None or other.unit is None or abs(lit) > 1:
                 return replace(base, unit=None)
             return replace(base, unit="strict" if abs(lit) < 1 else other.unit)
+        if op is cst.Divide and (kind := ratio_of(left, right)) is not None:
+            return replace(base, ratio=kind, tensor=True)
         if op is cst.Divide and left.unit is not None and rn is not None and abs(rn) >= 1:
             # `cos / (1 + 1e-6)`: a margin, as a product is
             return replace(base, unit="strict" if abs(rn) > 1 else left.unit)

@@ -14,7 +14,7 @@ import libcst as cst
 from gradlint.source.budget import bounded
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.fold import as_float
-from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _combine, required_again,
+from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _combine, ratio_of, required_again,
                                             broken_before_required)
 from gradlint.source.engine.values import truth
 from gradlint.source.list_ends import list_end
@@ -406,7 +406,7 @@ class TorchOps:
             return None
         den = self.ev(c.pos[1])
         self.check_divide(c.node, c.first, den, c.pos[1], numerator=c.pos[0])
-        return replace(_combine(c.vals), tensor=True)
+        return replace(_combine(c.vals), tensor=True, ratio=ratio_of(c.first, den))
 
     def _q_reciprocal(self, c: _Call) -> V:
         if c.first.one_plus_exp and not c.first.const:
@@ -600,7 +600,7 @@ class TorchOps:
         if not c.pos:
             return None
         self.check_divide(c.node, c.r, c.vals[0], c.pos[0], numerator=c.recv)
-        return replace(_combine([c.r, c.vals[0]]), tensor=True)
+        return replace(_combine([c.r, c.vals[0]]), tensor=True, ratio=ratio_of(c.r, c.vals[0]))
 
     def _m_reciprocal(self, c: _Call) -> None:
         if c.r.one_plus_exp and not c.r.const:

@@ -60,6 +60,9 @@ class V:
     prob: str | None = None  # softmax / sigmoid / one_minus_sigmoid / log_softmax / logsigmoid
     prob_node: cst.Call | None = None  # the call that made it, when inline (for fixes)
     shifted: bool = False  # eps-shifted or clamped probability
+    # a quotient with an unguarded probability of this kind (softmax, sigmoid...) for an operand
+    # (`p / q`, `p / p.sum()`): exactly 0 or inf once that probability underflows
+    ratio: str | None = None
     capped: bool = False  # a probability clamped below 1 (`clamp(eps, 1 - eps)`): 1 - p stays > 0
     inst: frozenset[str] = frozenset()  # an instance of these user classes
     out: frozenset[str] = frozenset()  # the output of calling an instance of these classes
@@ -257,6 +260,19 @@ def replace(obj, /, **changes):
     return new
 
 
+_UNDERFLOWS = ("softmax", "sigmoid", "one_minus_sigmoid")
+
+
+def ratio_of(num: V, den: V) -> str | None:
+    """The probability kind of a quotient's unguarded probability operand (V.ratio), if any: a
+    KL divergence written `(p / q).log()` is -inf where p underflows and inf where q does (both
+    NaN gradients, measured in torch 2.13 with logits of scale 10 over 1 000 classes)."""
+    for v in (num, den):
+        if v.prob in _UNDERFLOWS and not v.shifted:
+            return v.prob
+    return None
+
+
 def _combine(vals: list[V]) -> V:
     """Generic result of an operation on these operands: no gradient only if none carries one."""
     if not vals:
@@ -316,6 +332,7 @@ def merge(a: V, b: V) -> V:
         prob=a.prob if a.prob == b.prob else None,
         prob_node=a.prob_node if a.prob_node is b.prob_node else None,
         shifted=a.shifted or b.shifted,
+        ratio=a.ratio if a.ratio == b.ratio else None,
         capped=a.capped or b.capped,
         inst=a.inst & b.inst,
         out=a.out & b.out if a.out_elem == b.out_elem else frozenset(),
