@@ -132,6 +132,14 @@ def _log_of_probability(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
         a, b = (list(fg.nodes[j].input) + ["", ""])[:2]
         if fg.scalar(a) == 1.0 and _op(fg.through(b)) == "Sigmoid":
             yield _hazard("log_of_probability", g, i, producer="1-Sigmoid")
+    elif op == "Div" and found is not None:
+        # Log(p / q): 0 where p underflows, inf where q does (a KL divergence written by hand)
+        fg, j = found
+        for operand in list(fg.nodes[j].input)[:2]:
+            inner = _op(fg.through(operand))
+            if inner in ("Softmax", "Sigmoid"):
+                yield _hazard("log_of_probability", g, i, producer=inner, quotient=True)
+                return
 
 
 # -- Sqrt of what can be exactly zero -----------------------------------------------------------

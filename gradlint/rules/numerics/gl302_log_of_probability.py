@@ -24,7 +24,8 @@ class LogOfProbability(SiteRule):
     model whose `forward` returns probabilities (across the files of the run), whole or as one
     element of a tuple (`probs, var = net(x)`, `net(x)[0]`); and the log of a quotient with such
     a probability for an operand (`(p / q).log()`, a KL divergence written by hand, or
-    `torch.log(p / p.sum())`). In ONNX: a `Log` fed by `Softmax` or `Sigmoid`.
+    `torch.log(p / p.sum())`). In ONNX: a `Log` fed by `Softmax` or `Sigmoid`, or by a `Div` with one
+    of them for an operand.
 
     Not flagged: `log_softmax`, `logsigmoid`; arguments shifted by an eps or clamped (the eps
     bounds the gradient at 1/eps: a deliberate choice); logs of targets or constants; code under
@@ -228,6 +229,9 @@ class LogOfProbability(SiteRule):
             return ("Log of 1 - Sigmoid: it rounds to exactly 0 for large inputs and Log "
                     "gives -inf with NaN gradients; compute -Softplus(x) instead")
         fix = "LogSoftmax" if op == "Softmax" else "-Softplus(-x) (logsigmoid)"
+        if hazard.data.get("quotient"):
+            return (f"Log of a quotient of a {op} output: {op} rounds to exactly 0 for confident inputs "
+                    f"and the quotient is then 0 or inf, with NaN gradients; subtract logs computed with {fix} instead")
         return (f"Log of a {op} output: {op} rounds to exactly 0 for confident inputs "
                 f"and Log gives -inf with NaN gradients; compute {fix} instead")
 
