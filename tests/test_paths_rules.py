@@ -190,6 +190,34 @@ def test_gl406_a_pass_through_with_its_true_derivative_or_a_computed_backward_is
             forward, backward)
 
 
+_LOCAL = ("import torch\n\nclass Op(torch.autograd.Function):\n"
+          "    @staticmethod\n    def forward(ctx, x, scale):\n        ctx.scale = scale\n        {forward}\n\n"
+          "    @staticmethod\n    def backward(ctx, grad_output):\n        scale = ctx.scale\n"
+          "        if len(grad_output.shape) == 4:\n            scale = scale.view(-1, 1, 1, 1)\n"
+          "        elif len(grad_output.shape) == 2:\n            scale = scale.view(-1, 1)\n"
+          "        else:\n            scale = scale.view(-1)\n"
+          "        return {backward}\n")
+
+
+def test_gl406_a_setting_reshaped_under_a_local_name_before_a_straight_through_gradient():
+    # ibert's SymmetricQuantFunction: a quantizer forward (through a helper), and a backward that
+    # reshapes ctx.scale for the gradient's shape in branches, then returns grad / scale
+    quantizer = "q = torch.round(x / scale)\n        return torch.clamp(q, -8, 7)"
+    for backward in ("grad_output.clone() / scale, None", "grad_output / scale, None", "grad_output, None"):
+        assert findings(_LOCAL.format(forward=quantizer, backward=backward), "GL406") == [], backward
+    # the true derivative of `x / scale`, and backwards that compute (or a setting bound on one
+    # branch only): a gradcheck applies
+    for forward, backward in (("return x / scale", "grad_output / scale, None"),
+                              ("return x / scale", "grad_output.clone() / ctx.scale, None"),
+                              (quantizer, "grad_output * scale.abs(), None"),
+                              (quantizer, "grad_output / other, None")):
+        assert [f.code for f in findings(_LOCAL.format(forward=forward, backward=backward), "GL406")] == ["GL406"], (
+            forward, backward)
+    one_branch = _LOCAL.format(forward=quantizer, backward="grad_output / factor, None").replace(
+        "            scale = scale.view(-1, 1)\n", "            factor = scale.view(-1, 1)\n")
+    assert [f.code for f in findings(one_branch, "GL406")] == ["GL406"]
+
+
 _SAVED = ("import torch\n\nclass Op(torch.autograd.Function):\n"
           "    @staticmethod\n    def forward(ctx, x):\n        ctx.save_for_backward(x)\n        return {forward}\n\n"
           "    @staticmethod\n    def backward(ctx, grad_output):\n        (x,) = ctx.saved_tensors\n"

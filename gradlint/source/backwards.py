@@ -64,20 +64,28 @@ def _ctx(fn: cst.FunctionDef) -> str:
     return fn.params.params[0].name.value if fn.params.params else "ctx"
 
 
-def _setting(node: cst.BaseExpression, ctx: str) -> Factor | None:
+def _setting(node: cst.BaseExpression, ctx: str, local: dict[str, Factor] | None = None) -> Factor | None:
     """A factor that is no tensor of the forward: a number, `ctx.alpha` (a setting the forward
-    stored), or a sign, product or quotient of them."""
+    stored), a name the backward bound to one (`local`: _local_settings), a reshape of one
+    (`scale.view(-1, 1)`), or a sign, product or quotient of them."""
     if isinstance(node, cst.Integer | cst.Float):
         return (float(node.evaluated_value), ())
+    if type(node) is cst.Name:
+        return local.get(node.value) if local else None
     if type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus:
-        inner = _setting(node.expression, ctx)
+        inner = _setting(node.expression, ctx, local)
         return (-inner[0], inner[1]) if inner is not None else None
     if type(node) is cst.Attribute:
         if type(node.value) is cst.Name and node.value.value == ctx and node.attr.value not in _SAVED:
             return (1.0, (node.attr.value,))
         return None
+    if type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in _SAME_VALUE:
+        inner = _setting(node.func.value, ctx, local)
+        if inner is not None and node.func.attr.value == "neg":
+            return (-inner[0], inner[1])
+        return inner
     if type(node) is cst.BinaryOperation and isinstance(node.operator, cst.Multiply | cst.Divide):
-        left, right = _setting(node.left, ctx), _setting(node.right, ctx)
+        left, right = _setting(node.left, ctx, local), _setting(node.right, ctx, local)
         if left is None or right is None:
             return None
         return _times(left, right, type(node.operator) is cst.Divide)
@@ -92,27 +100,28 @@ def _times(a: Factor, b: Factor, divide: bool = False) -> Factor | None:
     return (a[0] * b[0], tuple(sorted(a[1] + b[1])))
 
 
-def _linear(node: cst.BaseExpression, names: set[str], ctx: str) -> Factor | None:
+def _linear(node: cst.BaseExpression, names: set[str], ctx: str,
+            local: dict[str, Factor] | None = None) -> Factor | None:
     """`node` as one of `names` times a setting (`g`, `-g`, `g.neg() * ctx.alpha`, `x.view_as(x)`,
     `2 * x`); None for anything else."""
     if type(node) is cst.Name:
         return (1.0, ()) if node.value in names else None
     if type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus:
-        inner = _linear(node.expression, names, ctx)
+        inner = _linear(node.expression, names, ctx, local)
         return (-inner[0], inner[1]) if inner is not None else None
     if type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in _SAME_VALUE:
-        inner = _linear(node.func.value, names, ctx)
+        inner = _linear(node.func.value, names, ctx, local)
         if inner is not None and node.func.attr.value == "neg":
             return (-inner[0], inner[1])
         return inner
     if type(node) is cst.BinaryOperation and isinstance(node.operator, cst.Multiply | cst.Divide):
         divide = type(node.operator) is cst.Divide
-        left = _linear(node.left, names, ctx)
+        left = _linear(node.left, names, ctx, local)
         if left is not None:
-            right = _setting(node.right, ctx)
+            right = _setting(node.right, ctx, local)
             return _times(left, right, divide) if right is not None else None
-        right = _linear(node.right, names, ctx) if not divide else None
-        scale = _setting(node.left, ctx) if right is not None else None
+        right = _linear(node.right, names, ctx, local) if not divide else None
+        scale = _setting(node.left, ctx, local) if right is not None else None
         return _times(scale, right) if scale is not None else None
     return None
 
@@ -132,14 +141,15 @@ def _mask(node: cst.BaseExpression) -> bool:
         node.func.attr.value in _CASTS and _mask(node.func.value)
 
 
-def _masked(node: cst.BaseExpression, names: set[str], ctx: str) -> Factor | None:
+def _masked(node: cst.BaseExpression, names: set[str], ctx: str,
+            local: dict[str, Factor] | None = None) -> Factor | None:
     """`g * (x.abs() <= 1).float()` (either order): the gradient, times a setting, kept where a
     comparison holds (BinaryNet's straight-through sign); None for anything else."""
     if not (type(node) is cst.BinaryOperation and type(node.operator) is cst.Multiply):
         return None
     for grad, mask in ((node.left, node.right), (node.right, node.left)):
         if _mask(mask):
-            got = _linear(grad, names, ctx)
+            got = _linear(grad, names, ctx, local)
             if got is not None:
                 return got
     return None
@@ -214,7 +224,8 @@ def _saved_reads(fn: cst.FunctionDef, ctx: str) -> set[int]:
     return out
 
 
-def _aliases(fn: cst.FunctionDef, grads: list[str], ctx: str) -> tuple[set[str], set[int]]:
+def _aliases(fn: cst.FunctionDef, grads: list[str], ctx: str,
+             local: dict[str, Factor] | None = None) -> tuple[set[str], set[int]]:
     """Names a backward binds, at its top level, to one of its gradients unchanged in value
     (`grad_input = grad_output.clone()`), and the ids of those statements."""
     names: set[str] = set(grads)
@@ -226,7 +237,7 @@ def _aliases(fn: cst.FunctionDef, grads: list[str], ctx: str) -> tuple[set[str],
                 and type(small.targets[0].target) is cst.Name):
             continue
         target = small.targets[0].target.value
-        if _linear(small.value, names, ctx) == (1.0, ()):
+        if _linear(small.value, names, ctx, local) == (1.0, ()):
             names.add(target)
             found.add(target)
             lines.add(id(stmt))
@@ -236,6 +247,61 @@ def _aliases(fn: cst.FunctionDef, grads: list[str], ctx: str) -> tuple[set[str],
     return found, lines
 
 
+def _local_settings(fn: cst.FunctionDef, ctx: str, grads: list[str]) -> tuple[dict[str, Factor], set[int]]:
+    """The names a backward binds first, before anything else, only to settings the forward
+    stored or reshapes of them (`scale = ctx.scale`, then `scale = scale.view(-1, 1)` in branches
+    on the gradient's shape: ibert's quantizers), with their factors; and the ids of those
+    statements."""
+    local: dict[str, Factor] = {}
+    lines: set[int] = set()
+    for stmt in fn.body.body if type(fn.body) is cst.IndentedBlock else ():
+        got = _binds_settings(stmt, ctx, local, grads)
+        if got is None:
+            break
+        local = got
+        lines.add(id(stmt))
+    return local, lines
+
+
+def _binds_settings(stmt: cst.CSTNode, ctx: str, local: dict[str, Factor], grads: list[str]) -> dict[str, Factor] | None:
+    """The local settings after `stmt` when it only binds names to settings (assignments, or an
+    if/elif/else of them), else None. A name bound on every branch keeps its factor where the
+    branches agree, else is a setting of its own name; one bound on only some is none."""
+    if type(stmt) is cst.SimpleStatementLine:
+        out = dict(local)
+        for small in stmt.body:
+            if not (type(small) is cst.Assign and len(small.targets) == 1
+                    and type(small.targets[0].target) is cst.Name) or small.targets[0].target.value in grads:
+                return None
+            got = _setting(small.value, ctx, out)
+            if got is None:
+                return None
+            out[small.targets[0].target.value] = got
+        return out
+    if type(stmt) is not cst.If:
+        return None
+    branches: list[dict[str, Factor]] = []
+    node: cst.If | cst.Else | None = stmt
+    while node is not None:
+        after: dict[str, Factor] | None = local
+        for inner in node.body.body if type(node.body) is cst.IndentedBlock else ():
+            after = _binds_settings(inner, ctx, after, grads)
+            if after is None:
+                return None
+        branches.append(after)
+        if type(node) is cst.Else:
+            break
+        node = node.orelse
+        if node is None:
+            branches.append(local)  # no else: the test may fail
+    out = {}
+    for name in set().union(*branches):
+        if all(name in b for b in branches):
+            factors = {b[name] for b in branches}
+            out[name] = factors.pop() if len(factors) == 1 else (1.0, (name,))
+    return out
+
+
 def _returns(fn: cst.FunctionDef, only: bool = False, skip: set[int] = frozenset()) -> list[cst.BaseExpression] | None:
     """The values a function returns, when its body is plain statements ending in returns (no
     branch or loop to read); with `only`, when it holds nothing but a docstring, the statements
@@ -243,10 +309,10 @@ def _returns(fn: cst.FunctionDef, only: bool = False, skip: set[int] = frozenset
     body = fn.body.body if type(fn.body) is cst.IndentedBlock else ()
     out = []
     for stmt in body:
-        if type(stmt) is not cst.SimpleStatementLine:
-            return None
         if only and id(stmt) in skip:
             continue
+        if type(stmt) is not cst.SimpleStatementLine:
+            return None
         if only:
             small = stmt.body[0] if len(stmt.body) == 1 else None
             if type(small) is cst.Expr and type(small.value) is cst.SimpleString:
@@ -268,8 +334,11 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
     if forward is None or not grads or type(backward.params.star_arg) is cst.Param:
         return False
     ctx, factors = _ctx(backward), set()
+    # `scale = ctx.scale`, reshaped for the gradient's shape: a setting under a local name
+    local, settings = _local_settings(backward, ctx, grads)
     # `grad_input = grad_output.clone(); return grad_input`: the gradient under another name
-    aliases, plain = _aliases(backward, grads, ctx)
+    aliases, plain = _aliases(backward, grads, ctx, local)
+    plain |= settings
     given = _returns(backward, only=True, skip=plain)
     # reading what the forward saved: for a mask of it, or before a plain pass-through of a
     # piecewise-constant forward; of a smooth one (`x ** 2`), a plain gradient more likely forgot
@@ -285,9 +354,9 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
         for item in items:
             if _all_none(item):
                 continue
-            got = _linear(item, set(grads) | aliases, ctx)
+            got = _linear(item, set(grads) | aliases, ctx, local)
             if got is None:
-                got = _masked(item, set(grads) | aliases, ctx)
+                got = _masked(item, set(grads) | aliases, ctx, local)
                 masked = True
             if got is None:
                 return False
@@ -304,7 +373,9 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
         # (the forward's other inputs and its ctx are settings: `round(x / scale) * scale`)
         params = frozenset(inputs[1:]) | {_ctx(forward)}
         return all(_step_valued(r, inputs[0], params) for r in returned)
-    passed = {_linear(r, {inputs[0]}, _ctx(forward)) for r in returned}
+    # (the forward's other inputs are settings too: `x * scale` against `grad * ctx.scale`)
+    others = {name: (1.0, (name,)) for name in inputs[1:]}
+    passed = {_linear(r, {inputs[0]}, _ctx(forward), others) for r in returned}
     if None in passed:
         return True  # an operation whose gradient the backward replaces with its own
     return passed != factors

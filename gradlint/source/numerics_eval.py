@@ -543,9 +543,10 @@ class TensorEval:
             if left.prob or right.prob:
                 p = left if left.prob else right
                 return replace(base, prob=p.prob, shifted=True)
-            # two learned outputs added (x + self.prompts(x)) cancel exactly with probability 0;
-            # a difference of two (proj(a) - proj(b)) is 0 whenever a == b, so it is not dense
-            return replace(base, clamped=True, dense=left.dense and right.dense)
+            # a learned output plus anything (x + self.prompts(x), h + self.bias) is exactly 0 only
+            # where the other term is exactly its negation: probability 0, as for the output
+            # itself; a difference of two (proj(a) - proj(b)) is 0 whenever a == b, so it is not dense
+            return replace(base, clamped=True, dense=left.dense or right.dense)
         return base
 
     def _pairs(self, op, lnode, rnode, node) -> dict | None:

@@ -26,8 +26,9 @@ class DivideByNormWithoutEps(SiteRule):
     layers or `nn.Parameter`s, or a leaf made with `requires_grad=True`, `W.requires_grad_()` or
     `W.requires_grad = True`; `x.matmul(W)` carries W's gradient whatever x is). Dividing the
     output of a learned projection by its own norm (CLIP-style embeddings) is not flagged: that
-    vector is never exactly zero. A difference, a ReLU output or a masked value can be, and is
-    flagged.
+    vector is never exactly zero, nor is it plus any other term (`t + self.prompts(t, img)`), which
+    cancels it only where that term is exactly its negation. A difference, a ReLU output or a
+    masked value can be, and is flagged.
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -92,6 +93,12 @@ class DivideByNormWithoutEps(SiteRule):
                 note="a random matrix: no gradient"),
         Example(_MODULE + "        eps = 1e-8\n        return x / (x.norm(dim=-1, keepdim=True) + eps)\n",
                 note="an eps bound to a name"),
+        Example("import torch\nfrom torch import nn\nfrom prompts import PromptGenerator\n\n\nclass M(nn.Module):\n"
+                "    def __init__(self, d):\n        super().__init__()\n        self.proj = nn.Linear(d, d)\n"
+                "        self.prompts = PromptGenerator(d)\n\n"
+                "    def forward(self, x, img):\n        t = self.proj(x)\n        t = t + self.prompts(t, img)\n"
+                "        return t / t.norm(dim=-1, keepdim=True)\n",
+                note="a learned projection plus another module's output (x_clip's prompted text embeddings)"),
     ]
 
     def graph_message(self, hazard) -> str:
