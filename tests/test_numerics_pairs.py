@@ -28,6 +28,15 @@ def _lines(body: str) -> list[int]:
     "        sq = torch.sum(e ** 2, dim=1)\n        return (-2 * e @ e.T + sq.view(1, -1) + sq.view(-1, 1)) ** 0.5\n",
     "        return (e.unsqueeze(0) - e.unsqueeze(1)).pow(2).sum(-1).sqrt()\n",
     "        return torch.sqrt(((e[:, None, :] - e[None, :, :]) ** 2).sum(dim=2))\n",
+    # the Gram matrix bound to a name first and its diagonal for the sums of squares (the
+    # triplet-loss `_pairwise_distances` of many repositories), in each spelling
+    "        dot = torch.matmul(e, e.t())\n        sq = torch.diag(dot)\n"
+    "        d = sq.unsqueeze(0) - 2.0 * dot + sq.unsqueeze(1)\n        d[d < 0] = 0\n        return torch.sqrt(d)\n",
+    "        dot = e.mm(e.t())\n        sq = dot.diagonal()\n        return (sq[:, None] - dot * 2 + sq[None, :]).clamp(min=0).sqrt()\n",
+    "        dot = e @ e.T\n        sq = (e ** 2).sum(1)\n        return (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * dot).clamp(min=0) ** 0.5\n",
+    # broadcast on one side only, and numpy's `axis` for the feature dimension
+    "        return torch.sqrt(((e[:, None] - e) ** 2).sum(-1))\n",
+    "        return ((e - e.unsqueeze(1)) ** 2).sum(axis=-1).sqrt()\n",
 ])
 def test_distances_of_a_learned_output_with_itself_are_flagged(body: str) -> None:
     assert _lines(body) == [_HEAD.count("\n") + body.count("\n")]
@@ -47,6 +56,15 @@ def test_distances_of_a_learned_output_with_itself_are_flagged(body: str) -> Non
     "        return d2.masked_select(~torch.eye(d2.size(0), dtype=torch.bool)).sqrt()\n",
     # a norm function: its gradient at 0 is defined
     "        return torch.cdist(e, e), (e[:, None] - e[None]).norm(dim=-1)\n",
+    # the triplet-loss fix: an eps where the distance is 0, then the root masked
+    "        dot = torch.matmul(e, e.t())\n        sq = torch.diag(dot)\n"
+    "        d = sq.unsqueeze(0) - 2.0 * dot + sq.unsqueeze(1)\n        d[d < 0] = 0\n"
+    "        mask = d.eq(0).float()\n        d = d + mask * 1e-16\n        return (1.0 - mask) * torch.sqrt(d)\n",
+    # the rows' norms from the Gram matrix's diagonal: a learned output's rows are never all 0
+    "        dot = e @ e.t()\n        return torch.sqrt(torch.diag(dot))\n",
+    # a product with another tensor's transpose is no Gram matrix of one
+    "        f = self.g(b)\n        dot = e @ f.t()\n        sq = torch.diag(dot)\n"
+    "        return (sq.unsqueeze(0) - 2 * dot + sq.unsqueeze(1)).clamp(min=0).sqrt()\n",
 ])
 def test_other_roots_stay_quiet(body: str) -> None:
     assert _lines(body) == []
@@ -76,3 +94,22 @@ def test_odd_calls_in_a_three_term_sum_are_no_crash() -> None:
     source = "import torch\n\n\ndef f(e):\n    return torch.t() + torch.t(e) - 2 * e @ e.t()\n"
     assert [f.code for f in check_source(source)] == []
     assert [f.code for f in check_source(source, Config(select=("GL306",)))] == []
+
+
+def test_a_one_sided_broadcast_that_may_pair_features_is_no_pairwise_distance() -> None:
+    # `e[..., None] - e` pairs the features of each row: the root of its sum over them is no
+    # distance of a row to itself (what GL306 says of it, if anything, is not about a diagonal)
+    found = check_source(_HEAD + "        return torch.sqrt(((e[..., None] - e) ** 2).sum(-1))\n", Config(select=("GL306",)))
+    assert all("diagonal" not in f.message for f in found)
+
+
+def test_the_message_says_the_zeros_are_on_the_diagonal() -> None:
+    body = "        dot = e @ e.t()\n        sq = dot.diag()\n        return (sq[:, None] + sq[None] - 2 * dot).clamp(min=0).sqrt()\n"
+    (found,) = check_source(_HEAD + body, Config(select=("GL306",)))
+    assert "pairwise distance of a tensor with itself (0 on the diagonal)" in found.message
+    assert "NaN there" in found.message
+    # a plain sum of squares keeps its wording
+    plain = check_source("import torch\nfrom torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n"
+                         "        super().__init__()\n        self.w = nn.Parameter(torch.zeros(3))\n\n"
+                         "    def forward(self, x):\n        return torch.sqrt((self.w ** 2).sum())\n", Config(select=("GL306",)))
+    assert [f.message.split(" with no eps")[0] for f in plain] == ["`torch.sqrt` of a sum of squares"]

@@ -22,7 +22,7 @@ from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.names import dotted
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_ops import LOSS_FUNCTIONS, LOSS_MODULES, never_negative
-from gradlint.source.numerics_pairs import gram_expansion, self_difference
+from gradlint.source.numerics_pairs import gram_expansion, self_difference, self_gram
 
 
 def _function_value(names: frozenset[str]) -> V | None:
@@ -487,7 +487,13 @@ class TensorEval:
             if rn == 2:
                 return replace(base, sq=True, tensor=left.tensor, dense=left.dense, pairs=left.pairs)
             return base
+        if op is cst.MatrixMultiply:
+            # (of a learned output, dense: its diagonal is the rows' sums of squares of one)
+            return replace(base, gram=True, dense=left.dense or right.dense) \
+                if node is not None and self_gram(node, self.x.code) else base
         if op is cst.Multiply:
+            if (ln is not None and right.gram) or (rn is not None and left.gram):
+                return replace(base, gram=True, dense=left.dense or right.dense)  # `2.0 * dot`
             if lnode is not None and rnode is not None and self.x.code(lnode) == self.x.code(rnode):
                 return replace(base, sq=True, dense=left.dense, pairs=left.pairs)
             for lit, other in ((ln, right), (rn, left)):
@@ -557,7 +563,7 @@ class TensorEval:
         code = self.x.code
         if op is cst.Subtract and lnode is not None and rnode is not None and self_difference(lnode, rnode, code):
             return {"pairs": True}
-        rows = gram_expansion(node, code)
+        rows = gram_expansion(node, code, lambda term: self.ev(term).gram)
         if rows is not None and self.ev(rows).sumsq:
             return {"pairs": True, "sumsq": True, "sq": False, "clamped": False, "dense": False}
         return None

@@ -18,7 +18,7 @@ from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _co
                                             broken_before_required)
 from gradlint.source.engine.values import truth
 from gradlint.source.list_ends import list_end
-from gradlint.source.numerics_pairs import pair_reduction
+from gradlint.source.numerics_pairs import pair_reduction, self_gram
 from gradlint.source.names import MODEL_WRAPPERS, dotted
 
 
@@ -348,7 +348,7 @@ class TorchOps:
         return self._exp_value(c.first)
 
     def _q_reduce(self, c: _Call) -> V:
-        dim = c.kw.get("dim", c.pos[1] if len(c.pos) > 1 else None)
+        dim = c.kw.get("dim", c.kw.get("axis", c.pos[1] if len(c.pos) > 1 else None))
         return self.reduce_value(c.first, mean="torch.mean" in c.names, dims=[dim])
 
     def _q_sqrt(self, c: _Call) -> V:
@@ -539,7 +539,7 @@ class TorchOps:
         return None if c.pos else self._exp_value(c.r)
 
     def _m_reduce(self, c: _Call) -> V | None:
-        dim = c.kw.get("dim", c.pos[0] if c.pos else None)
+        dim = c.kw.get("dim", c.kw.get("axis", c.pos[0] if c.pos else None))  # (`axis`: numpy's name, which torch takes)
         return None if c.r.numpy else self.reduce_value(c.r, mean=c.meth == "mean", dims=[dim])
 
     def _m_add(self, c: _Call) -> V | None:
@@ -659,6 +659,31 @@ class TorchOps:
     def _m_move(self, c: _Call) -> V:
         return c.r
 
+    def _m_product(self, c: _Call) -> V | None:
+        """`e.mm(e.t())`, `e.matmul(e.T)`: a product with its own transpose (V.gram)."""
+        if not self_gram(c.node, self.x.code):
+            return None
+        return replace(_combine([c.r, *c.vals]), tensor=True, gram=True, dense=c.r.dense)
+
+    def _q_product(self, c: _Call) -> V | None:
+        """`torch.mm(e, e.t())`, `torch.matmul(e, e.T)` (V.gram)."""
+        if not self_gram(c.node, self.x.code):
+            return None
+        return replace(_combine(c.vals), tensor=True, gram=True, dense=c.first.dense)
+
+    def _m_gram_diag(self, c: _Call) -> V | None:
+        """`dot.diag()`, `dot.diagonal()` of a product with its own transpose: the rows' sums of
+        squares (numerics_pairs.gram_expansion)."""
+        if not c.r.gram or c.pos or c.kw:
+            return None
+        return replace(_combine([c.r]), tensor=True, sumsq=True, dense=c.r.dense)
+
+    def _q_gram_diag(self, c: _Call) -> V | None:
+        """`torch.diag(dot)`, `torch.diagonal(dot)` (_m_gram_diag)."""
+        if not c.first.gram or len(c.vals) != 1:
+            return None
+        return replace(_combine([c.first]), tensor=True, sumsq=True, dense=c.first.dense)
+
     def _m_keep(self, c: _Call) -> V:
         kept = self._kept(c.r, selects=c.meth in _SELECTIONS)
         return self._output_kept(c.r, self.x.derive_from([c.r], kept, kept=True))
@@ -738,7 +763,9 @@ _QUALIFIED_GROUPS += [
     ({"torch.clamp", "torch.clip", "torch.clamp_min"}, T._q_clamp),
     ({"torch.maximum", "torch.fmax", "torch.max"}, T._q_maximum),
     ({"torch.div", "torch.true_divide", "torch.divide"}, T._q_divide), ({"torch.reciprocal"}, T._q_reciprocal),
-    ({"torch.where"}, T._q_where), (_MAX_REDUCTIONS | {"torch.max"}, T._q_max), (KEEP_FUNCTIONS, T._q_keep),
+    ({"torch.where"}, T._q_where), (_MAX_REDUCTIONS | {"torch.max"}, T._q_max),
+    ({"torch.mm", "torch.matmul"}, T._q_product), ({"torch.diag", "torch.diagonal"}, T._q_gram_diag),
+    (KEEP_FUNCTIONS, T._q_keep),
     ({"torch.autograd.backward"}, T._q_backward), ({"torch.autograd.grad"}, T._q_autograd_grad),
     (_ZERO_KEPT, T._q_zero_kept),
     ({"torch.nn.functional.cosine_similarity", "torch.cosine_similarity"}, T._q_cosine),
@@ -756,6 +783,7 @@ _METHODS = _table([
     ({"div", "div_", "true_divide", "divide"}, T._m_divide), ({"reciprocal"}, T._m_reciprocal),
     ({"where"}, T._m_where), ({"requires_grad_"}, T._m_requires_grad),
     ({"backward", "manual_backward"}, T._m_backward), (CUTTING_METHODS, T._m_cutting),
+    ({"mm", "matmul"}, T._m_product), ({"diag", "diagonal"}, T._m_gram_diag),
     (_MOVE, T._m_move), (KEEP, T._m_keep), ({"apply"}, T._m_apply),
     ({"tanh", "tanh_", "atan", "sinh", "asinh"}, T._m_zero_kept),
 ], ordered=False)

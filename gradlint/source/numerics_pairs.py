@@ -42,11 +42,20 @@ def broadcast(node: cst.BaseExpression, code) -> tuple[cst.BaseExpression, str] 
     return None
 
 
+# How `X[:, None] - X` broadcasts one side only: a new second axis, so that the rows of X meet
+# every row (with X's own number of axes unknown, a None further right may pair features).
+_SECOND_AXIS = frozenset({"1", ":,None", ":,None,:"})
+
+
 def self_difference(left: cst.BaseExpression, right: cst.BaseExpression, code) -> bool:
-    """`X.unsqueeze(0) - X.unsqueeze(1)`, `X[:, None] - X[None]`: one tensor broadcast two ways.
-    Not with negative dimensions (`s.unsqueeze(-1) - s.unsqueeze(-2)`): the pairs are then the
-    last axes, and a sum over the last one (pair_reduction) runs over pairs, not features."""
+    """`X.unsqueeze(0) - X.unsqueeze(1)`, `X[:, None] - X[None]`: one tensor broadcast two ways;
+    or one way against itself, `X[:, None] - X`. Not with negative dimensions
+    (`s.unsqueeze(-1) - s.unsqueeze(-2)`): the pairs are then the last axes, and a sum over the
+    last one (pair_reduction) runs over pairs, not features."""
     a, b = broadcast(left, code), broadcast(right, code)
+    if (a is None) != (b is None):
+        got, plain = (a, right) if a is not None else (b, left)
+        return got[1] in _SECOND_AXIS and code(got[0]) == code(plain)
     return a is not None and b is not None and code(a[0]) == code(b[0]) and a[1] != b[1] and \
         not (a[1].startswith("-") or b[1].startswith("-"))
 
@@ -124,10 +133,10 @@ def _unscaled(node: cst.BaseExpression) -> cst.BaseExpression:
     return node
 
 
-def _self_gram(node: cst.BaseExpression, code, depth: int = 0) -> bool:
+def self_gram(node: cst.BaseExpression, code, depth: int = 0) -> bool:
     """`X @ X.t()`, `torch.mm(X, X.T)`, `X.matmul(X.transpose(0, 1))`, times a number."""
     if type(node) is cst.BinaryOperation and type(node.operator) is cst.Multiply:
-        return depth < 2 and (_self_gram(node.left, code, depth + 1) or _self_gram(node.right, code, depth + 1))
+        return depth < 2 and (self_gram(node.left, code, depth + 1) or self_gram(node.right, code, depth + 1))
     if type(node) is cst.BinaryOperation and type(node.operator) is cst.MatrixMultiply:
         # (`2 * e @ e.t()` is `(2 * e) @ e.t()`: * and @ bind alike, from the left)
         return _transposed(node.right, code) == code(_unscaled(node.left))
@@ -141,15 +150,17 @@ def _self_gram(node: cst.BaseExpression, code, depth: int = 0) -> bool:
     return len(node.args) == 1 and _transposed(node.args[0].value, code) == code(func.value)
 
 
-def gram_expansion(node: cst.BaseExpression, code) -> cst.BaseExpression | None:
+def gram_expansion(node: cst.BaseExpression, code, gram=lambda node: False) -> cst.BaseExpression | None:
     """For `S.unsqueeze(0) - 2 * X @ X.t() + S.unsqueeze(1)` (any order, `S + S.t()`,
     `S[:, None] + S[None, :]`): an expression of S, whose evaluation tells whether it is the rows'
-    sums of squares; None when the chain is no such expansion."""
+    sums of squares; None when the chain is no such expansion. `gram(term)`: whether the
+    negative term's value is such a product when its text does not say so (`2.0 * dot` after
+    `dot = e @ e.t()`)."""
     terms = _terms(node)
     if terms is None or len(terms) != 3 or sum(1 for sign, _ in terms if sign < 0) != 1:
         return None
     negative = next(t for sign, t in terms if sign < 0)
-    if not _self_gram(negative, code):
+    if not (self_gram(negative, code) or gram(negative)):
         return None
     (a, whole_a), (b, whole_b) = [(_reshaped_base(t, code), t) for sign, t in terms if sign > 0]
     if a is None or b is None or code(a) != code(b) or code(whole_a) == code(whole_b):

@@ -64,6 +64,13 @@ def _integer_named(text: str) -> bool:
     return bool(words & _INTEGER_WORDS)
 
 
+
+def _squares(a: V) -> str:
+    """What a root's operand is, for the message: pairwise distances are 0 on their diagonal."""
+    if a.pairs:
+        return "squared pairwise distance of a tensor with itself (0 on the diagonal)"
+    return "sum of squares" if a.sumsq else "square"
+
 class SiteChecks:
     """Site checks of FunctionWalk (a mixin: it reads the walk's environment and adds to its file's sites)."""
 
@@ -226,7 +233,7 @@ class SiteChecks:
             # be all zero (facts.numerics.bind_parameters)
             # (pairwise distances of the parameter with itself are zero on their diagonal whatever
             # the callers pass: any tensor that carries gradient will do)
-            self._on_parameter("sqrt_near_zero", how, ref, node, "sum of squares" if a.sumsq else "square",
+            self._on_parameter("sqrt_near_zero", how, ref, node, _squares(a),
                                pieces=Pieces(operand=self.x.expr(arg_node)),
                                extra=(("zeros", "pairs"),) if a.pairs else ())
             return
@@ -236,7 +243,7 @@ class SiteChecks:
             return
         if need_tensor and not a.tensor:
             return
-        what = "sum of squares" if a.sumsq else "square"
+        what = _squares(a)
         self.x.add(Site("sqrt_near_zero", how, self.x.span(node), detail=what, pieces=Pieces(operand=self.x.expr(arg_node))))
 
     def check_divide(self, node: cst.CSTNode, num: V, den: V, den_node: cst.BaseExpression,

@@ -36,8 +36,9 @@ class SqrtAtZero(SiteRule):
     output (never exactly zero) nor a sum with a positive constant inside the root (that
     constant is the eps). The pairwise distances of one tensor with itself are zero on their
     diagonal whatever it holds (`(e[:, None] - e[None]).pow(2).sum(-1)`, or by expansion
-    `sq.unsqueeze(0) - 2 * e @ e.t() + sq.unsqueeze(1)`): reported for a learned output too,
-    and in a helper whose callers pass one.
+    `sq.unsqueeze(0) - 2 * e @ e.t() + sq.unsqueeze(1)`, also with the Gram matrix bound to a
+    name and its diagonal for `sq`: `dot = e @ e.t(); sq = torch.diag(dot)`): reported for a
+    learned output too, and in a helper whose callers pass one.
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -199,7 +200,8 @@ class SqrtAtZero(SiteRule):
                 "the gradient of sqrt at 0 is infinite and becomes NaN")
 
     def message(self, site: Site, ctx: RuleContext) -> str:
-        return (f"`{site.variant}` of a {site.detail} with no eps: its gradient is NaN where the sum is 0; "
+        where = "there" if site.detail.endswith("(0 on the diagonal)") else "where the sum is 0"
+        return (f"`{site.variant}` of a {site.detail} with no eps: its gradient is NaN {where}; "
                 "add an eps, clamp(min > 0), or use a norm function")
 
     def fix(self, site: Site, facts: NumericsFacts) -> Fix | None:

@@ -82,6 +82,9 @@ class V:
     # itself, their squares and sums over the features, and the squared distances by expansion
     # (source/numerics_pairs.py): a learned layer's output does not keep their root from 0
     pairs: bool = False
+    # a tensor's product with its own transpose (`e @ e.t()`, `torch.mm(e, e.T)`), or a number
+    # times one: its diagonal is the rows' sums of squares (`torch.diag(dot)`: numerics_pairs)
+    gram: bool = False
     norm: str | None = None  # 'x.norm()', 'x.std()', 'sqrt(var)'
     var: bool = False
     exp: bool = False
@@ -350,6 +353,7 @@ def merge(a: V, b: V) -> V:
         sq=a.sq and b.sq,
         sumsq=a.sumsq and b.sumsq,
         pairs=a.pairs and b.pairs,
+        gram=a.gram and b.gram,
         norm=a.norm if a.norm == b.norm else None,
         var=a.var and b.var,
         exp=a.exp and b.exp,
