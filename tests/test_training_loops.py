@@ -978,3 +978,17 @@ def test_gl207_names_the_no_grad_binding_of_the_function_whatever_the_helpers_pl
         own = next(n for n, row in enumerate(src.splitlines(), 1) if "# own" in row)
         (f,) = check_source(src, Config(select=("GL207",)))
         assert f"(line {own})" in f.message
+
+
+def test_a_tensor_named_as_another_functions_accelerator_is_backpropagated_as_a_tensor():
+    # `acc` is an Accelerator in setup() and a loss in train(): train's `acc.backward()` is the
+    # tensor's (GL207 reads it), not accelerate's; `self.acc` set after the method is accelerate's
+    text = (
+        "import torch\nfrom accelerate import Accelerator\n\n\ndef setup(model):\n    acc = Accelerator()\n"
+        "    return acc.prepare(model)\n\n\ndef train(model, loader, optimizer):\n    for x, y in loader:\n"
+        "        optimizer.zero_grad()\n        with torch.no_grad():\n            out = model(x)\n"
+        "        acc = torch.nn.functional.mse_loss(out, y)\n        acc.backward()\n        optimizer.step()\n")
+    assert codes(text, "GL207") == ["GL207"]
+    facts = extract_facts(parse("t.py", text)).training
+    (backward,) = [ev for f in facts.functions for ev in iter_events(f.body) if ev.kind == "backward"]
+    assert backward.via == "tensor"

@@ -137,7 +137,21 @@ def _log_of_probability(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
         fg, j = found
         for operand in list(fg.nodes[j].input)[:2]:
             inner = _op(fg.through(operand))
-            if inner in ("Softmax", "Sigmoid"):
+            if inner in ("Softmax", "Sigmoid") and not fg.is_static(operand):
+                yield _hazard("log_of_probability", g, i, producer=inner, quotient=True)
+                return
+    elif op in ("Add", "Clip", "Max") and found is not None:
+        # Log(p / q + eps), Log(Clip(p / q, eps)): inf where q underflows all the same, and the
+        # Div's backward is NaN there
+        fg, j = found
+        for operand in list(fg.nodes[j].input)[:1] if op == "Clip" else list(fg.nodes[j].input)[:2]:
+            div = fg.through(operand)
+            if _op(div) != "Div" or fg.is_static(operand):
+                continue
+            dg, k = div
+            divisor = (list(dg.nodes[k].input) + ["", ""])[1]
+            inner = _op(dg.through(divisor))
+            if inner in ("Softmax", "Sigmoid") and not dg.is_static(divisor):
                 yield _hazard("log_of_probability", g, i, producer=inner, quotient=True)
                 return
 

@@ -32,6 +32,7 @@ CLIP_TORCH = frozenset({
     "torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad_norm", "torch.nn.utils.clip_grad_value_",
     "torch.nn.utils.clip_grads_with_norm_", "timm.utils.dispatch_clip_grad", "timm.utils.clip_grad.dispatch_clip_grad",
 })
+ACCELERATORS = frozenset({"accelerate.Accelerator", "accelerate.accelerator.Accelerator"})
 CLIP_NAMES = ("clip_grad_norm_", "clip_grad_norm", "clip_grad_value_", "clip_grads_with_norm_", "dispatch_clip_grad")
 # Packages whose objects clip (and unscale) themselves: `accelerator.clip_grad_norm_`, Lightning.
 _FRAMEWORK_PACKAGES = ("lightning", "pytorch_lightning", "accelerate", "deepspeed", "torch.")
@@ -252,8 +253,7 @@ class CallEvents:
             if recv_text == "self" and attr in self.pre.methods:
                 return [self._local_call(call, attr, "self", ctx, sid)]
             positional = [a for a in call.args if a.keyword is None]
-            pos = 1 if "accelerat" in recv_text.lower() or "accelerator" in self._assigned(recv_text) \
-                or len(positional) >= 2 else 0
+            pos = 1 if self._accelerator(recv_text, fid) or len(positional) >= 2 else 0
             return [self._clip(call, "framework", text or attr, pos, ctx, sid)]
         if attr and re.search(r"clip_?grad|grad_?clip", attr, re.IGNORECASE) and (
                 not q or (type(func) is cst.Name or type(receiver) is cst.Name) and _imported_function(q, recv_text)):
@@ -287,9 +287,8 @@ class CallEvents:
                 return [self._backward(call, "scaler", loss, ctx, sid, scaler=_text(receiver.func.value))]
             low = recv_text.lower()
             positional = [a for a in call.args if a.keyword is None]
-            if "accelerat" in low or "accelerator" in self._assigned(recv_text):
-                # (the accelerator's text: one made with fp16 scales the loss, GL203; `acc =
-                # Accelerator(...)` is one by its assignment, whatever its name)
+            if self._accelerator(recv_text, fid):
+                # (the accelerator's text: one made with fp16 scales the loss, GL203)
                 return [self._backward(call, "accelerate", _arg(call, 0, "loss"), ctx, sid, scaler=recv_text)]
             if "fabric" in low:
                 return [self._backward(call, "fabric", _arg(call, 0, "tensor"), ctx, sid)]
@@ -424,6 +423,17 @@ class CallEvents:
             index.setdefault(a.target, set()).add(a.kind)
         self._assigns_indexed = len(self.assigns)
         return index.get(text, _NONE)
+
+    def _accelerator(self, recv_text: str, fid: int) -> bool:
+        """The receiver is an accelerate `Accelerator`: by its name, or by what the engine knows
+        it holds where this function reads it (`acc = Accelerator(...)` here or at the module's
+        level, `self.acc` set in any method, before or after this one)."""
+        if "accelerat" in recv_text.lower():
+            return True
+        if not re.fullmatch(r"[\w.]+", recv_text):
+            return False
+        value = self.pre.value_of(recv_text, self._scope_nodes.get(fid))
+        return type(value) is Ctor and not self.qualify(value.node.func).isdisjoint(ACCELERATORS)
 
     def _value_kind(self, text: str, scope) -> str:
         """What the value `text` holds where `scope` reads it is to a training step (the engine's

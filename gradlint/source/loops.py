@@ -31,7 +31,7 @@ from gradlint.source.engine.walk import headers as _headers
 from gradlint.source.engine.walk import suite as _suite
 from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
-from gradlint.source.loop_calls import CLIP_NAMES, OPTIMIZER_CLASSES, _name_reads, _names_in, CallEvents
+from gradlint.source.loop_calls import ACCELERATORS, CLIP_NAMES, OPTIMIZER_CLASSES, _name_reads, _names_in, CallEvents
 from gradlint.source.loop_configs import config_fields
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
@@ -42,7 +42,6 @@ from gradlint.text import split_lines
 # Names
 
 ENABLE_GRAD = frozenset({"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"})
-ACCELERATORS = frozenset({"accelerate.Accelerator", "accelerate.accelerator.Accelerator"})
 # Accelerator arguments under which its fp16 backward may not scale the loss with a GradScaler.
 _NO_SCALER_ARGS = frozenset({"deepspeed_plugin", "deepspeed_plugins", "megatron_lm_plugin", "cpu",
                              "kwargs_handlers", "fsdp_plugin"})

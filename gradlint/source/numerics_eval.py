@@ -459,6 +459,9 @@ class TensorEval:
         folded = binary(op, left.value, right.value)
         if folded is not None:
             res = replace(res, value=folded)  # arithmetic on plain numbers: engine/fold.py's
+        den = left.ratio_den or right.ratio_den
+        if den and res.ratio_den is None and op in (cst.Add, cst.Subtract, cst.Multiply, cst.Divide):
+            res = replace(res, ratio_den=den)  # `p / q + eps`: the division's backward is NaN all the same
         if op in (cst.Add, cst.Subtract):
             terms = left.cut_terms | right.cut_terms
             for side, other in ((left, right), (right, left)):
@@ -509,8 +512,8 @@ class TensorEval:
             if lit is None or other.unit is None or abs(lit) > 1:
                 return replace(base, unit=None)
             return replace(base, unit="strict" if abs(lit) < 1 else other.unit)
-        if op is cst.Divide and (kind := ratio_of(left, right)) is not None:
-            return replace(base, ratio=kind, tensor=True)
+        if op is cst.Divide and ((got := ratio_of(left, right))["ratio"] or got["ratio_den"]):
+            return replace(base, tensor=True, **got)
         if op is cst.Divide and left.unit is not None and rn is not None and abs(rn) >= 1:
             # `cos / (1 + 1e-6)`: a margin, as a product is
             return replace(base, unit="strict" if abs(rn) > 1 else left.unit)

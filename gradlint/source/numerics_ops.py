@@ -406,7 +406,7 @@ class TorchOps:
             return None
         den = self.ev(c.pos[1])
         self.check_divide(c.node, c.first, den, c.pos[1], numerator=c.pos[0])
-        return replace(_combine(c.vals), tensor=True, ratio=ratio_of(c.first, den))
+        return replace(_combine(c.vals), tensor=True, **ratio_of(c.first, den))
 
     def _q_reciprocal(self, c: _Call) -> V:
         if c.first.one_plus_exp and not c.first.const:
@@ -506,10 +506,11 @@ class TorchOps:
             else:
                 res = replace(res, unit="strict" if lo_strict and hi_strict else "loose")
         lo_given = lo is not None and self.ev(lo).value is not None  # (not `min=None`)
-        if (r.prob or (r.out and lo_given)) and not (lo_n is not None and lo_n <= 0):
+        if (r.prob or r.out) and lo_given and not (lo_n is not None and lo_n <= 0):
             # a lower bound known to be 0 or less (`clamp(min=0)`, `lo = 0.0; clamp(lo, 1)`) leaves
-            # a probability that underflows at 0; a model's or a helper's output clamped above 0
-            # is as safe to log as a clamped probability
+            # a probability that underflows at 0, and so does an upper bound alone
+            # (`clamp(max=1.0)`); a model's or a helper's output clamped above 0 is as safe to log
+            # as a clamped probability
             res = replace(res, shifted=True)
         if r.prob and hi is not None and (hi_n is None or hi_n < 1):
             res = replace(res, capped=True)
@@ -600,7 +601,7 @@ class TorchOps:
         if not c.pos:
             return None
         self.check_divide(c.node, c.r, c.vals[0], c.pos[0], numerator=c.recv)
-        return replace(_combine([c.r, c.vals[0]]), tensor=True, ratio=ratio_of(c.r, c.vals[0]))
+        return replace(_combine([c.r, c.vals[0]]), tensor=True, **ratio_of(c.r, c.vals[0]))
 
     def _m_reciprocal(self, c: _Call) -> None:
         if c.r.one_plus_exp and not c.r.const:

@@ -179,9 +179,11 @@ class SiteChecks:
         span = self.x.span(node)
         if a.prob in ("softmax", "sigmoid", "one_minus_sigmoid") and not a.shifted:
             self.x.add(Site("log_of_probability", a.prob, span, detail=a.prob, pieces=self.log_pieces(arg_node, a)))
-        elif a.ratio and not a.clamped:
-            # `(p / q).log()`: a quotient of probabilities, 0 or inf once one underflows
-            self.x.add(Site("log_of_probability", "ratio", span, detail=a.ratio))
+        elif a.ratio_den or (a.ratio and not a.clamped):
+            # `(p / q).log()`: a quotient of probabilities, 0 or inf once one underflows (inf
+            # when the divisor does: no eps or clamp after the division helps then)
+            self.x.add(Site("log_of_probability", "ratio", span, detail=a.ratio_den or a.ratio,
+                            data=(("divisor", True),) if a.ratio_den else ()))
         elif a.out and not a.prob and not a.shifted:
             self.x.add(Site("log_of_probability", "model-output", span, detail="model output", classes=tuple(sorted(a.out)),
                             want="probability", element=a.out_elem))

@@ -70,6 +70,10 @@ def _freezes_for_real(fn: cst.FunctionDef | None) -> bool:
     return False
 
 
+
+# In-place clamps, as statements: the clamped tensor's name holds their result afterwards.
+_CLAMPS_IN_PLACE = frozenset({"clamp_", "clamp_min_", "clip_"})
+
 class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWalker):
     """Walks one function body in order, keeping the environment of abstract values."""
 
@@ -274,7 +278,12 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
 
     def expr_stmt(self, small: cst.Expr) -> None:
         self.x.discarded.add(id(small.value))
-        self.ev(small.value)
+        val = self.ev(small.value)
+        call = small.value
+        if type(call) is cst.Call and type(call.func) is cst.Attribute and call.func.attr.value in _CLAMPS_IN_PLACE \
+                and type(call.func.value) is cst.Name and call.func.value.value in self.env:
+            # `r.clamp_(min=eps)`: r now holds what the clamp made (a guard, as `r = r.clamp(...)`)
+            self.bind_name(call.func.value.value, val)
 
     def while_stmt(self, stmt: cst.While) -> None:
         self.x.discarded.add(id(stmt.test))

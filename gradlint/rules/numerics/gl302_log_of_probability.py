@@ -24,11 +24,15 @@ class LogOfProbability(SiteRule):
     model whose `forward` returns probabilities (across the files of the run), whole or as one
     element of a tuple (`probs, var = net(x)`, `net(x)[0]`); and the log of a quotient with such
     a probability for an operand (`(p / q).log()`, a KL divergence written by hand, or
-    `torch.log(p / p.sum())`). In ONNX: a `Log` fed by `Softmax` or `Sigmoid`, or by a `Div` with one
-    of them for an operand.
+    `torch.log(p / p.sum())`); when the probability is the divisor, also with an eps or a clamp
+    after the division (`torch.log(p / q + eps)`). In ONNX: a `Log` fed by `Softmax` or `Sigmoid`,
+    or by a `Div` with one of them for an operand (a divisor also through an `Add`, `Clip` or
+    `Max` after it).
 
     Not flagged: `log_softmax`, `logsigmoid`; arguments shifted by an eps or clamped (the eps
-    bounds the gradient at 1/eps: a deliberate choice); logs of targets or constants; code under
+    bounds the gradient at 1/eps: a deliberate choice), in place too (`r.clamp_(min=eps)`), and
+    quotients whose divisor is shifted so (`(p + eps) / (q + eps)`); logs of targets or
+    constants, and quotients by a probability of constants (a fixed prior); code under
     `torch.no_grad()`/`inference_mode` or after a `torch.set_grad_enabled(False)` statement,
     evaluation or metric functions, and values taken out of autograd at once (`.item()`).
 
@@ -46,7 +50,9 @@ class LogOfProbability(SiteRule):
     is -inf where `logsigmoid(-120)` is -120.
     A quotient is 0 where its numerator underflows and inf where its denominator does: measured
     in torch 2.13, `(p * (p / q).log()).sum()` over softmax outputs of logits of scale 10 and 1 000
-    classes had NaN gradients in 20 of 20 seeds (at scale 5, none).
+    classes had NaN gradients in 20 of 20 seeds (at scale 5, none). Where the divisor underflows,
+    an eps added to the quotient or a clamp of it changes nothing: the division's own backward is
+    NaN (`log(p / q + eps)` and `(p / q).clamp(min=eps).log()`: 20 of 20 seeds at scale 10).
 
     ## Example
     ```python
@@ -127,6 +133,13 @@ class LogOfProbability(SiteRule):
         Example("import torch\n\n\ndef kl(x, y):\n    p = x.softmax(-1)\n    q = y.softmax(-1)\n"
                 "    return (q * torch.log(q.div(p))).sum(-1)\n",
                 note="the probability in the denominator (inf where it underflows), by torch.div"),
+        Example("import torch\nimport torch.nn.functional as F\n\n\ndef kl(x, y, eps=1e-8):\n"
+                "    p = F.softmax(x, dim=-1)\n    q = F.softmax(y, dim=-1)\n"
+                "    return (p * (p / q).clamp(min=eps).log()).sum(-1) + (p * torch.log(p / q + eps)).sum(-1)\n",
+                note="an eps or a clamp after dividing by a probability: the division's backward is NaN already"),
+        Example("import torch\n\n\ndef f(z):\n    p = torch.softmax(z, -1)\n    p.clamp_(max=1.0)\n"
+                "    return torch.log(p).sum() + torch.log(torch.sigmoid(z).clamp(max=1.0)).sum()\n",
+                note="an upper bound alone (in place too) leaves the 0 an underflow gives"),
         Example("import torch\n\ndef f(z):\n    eps = 0.0\n    return torch.log(torch.softmax(z, -1) + eps)\n",
                 note="an eps bound to 0 shifts nothing"),
         Example("import torch\n\ndef f(z):\n    lo = 0.0\n    return torch.log(torch.softmax(z, -1).clamp(min=lo))\n",
@@ -154,12 +167,17 @@ class LogOfProbability(SiteRule):
                 note="a parameter every caller passes softmax probabilities for"),
     ]
     valid = [
-        Example("import torch\nimport torch.nn.functional as F\n\n\ndef kl(x, y, eps=1e-8):\n"
+        Example("import torch\nimport torch.nn.functional as F\n\n\ndef kl(x, y, t, eps=1e-8):\n"
                 "    p = F.softmax(x, dim=-1)\n    q = F.softmax(y, dim=-1)\n"
                 "    a = (p * ((p + eps) / (q + eps)).log()).sum(-1)\n"
-                "    b = (p * (p / q).clamp(min=eps).log()).sum(-1)\n"
-                "    return a + b + (p * torch.log(p / q + eps)).sum(-1)\n",
-                note="quotients of probabilities shifted or clamped by an eps"),
+                "    r = p / (q + eps)\n    r.clamp_(min=eps)\n"
+                "    return a + (p * torch.log(r)).sum(-1) + torch.log(p / t + eps).sum(-1)\n",
+                note="a divisor shifted by an eps, and a numerator's quotient shifted or clamped after"),
+        Example("import torch\n\n\ndef f(x):\n    p = x.softmax(-1)\n    p.clamp_(min=1e-8)\n"
+                "    return torch.log(p).sum()\n", note="a probability clamped in place"),
+        Example("import torch\n\n\ndef f(x):\n    prior = torch.softmax(torch.tensor([1.0, 2.0, 3.0]), 0)\n"
+                "    return torch.log(torch.nn.functional.softplus(x) / prior).sum()\n",
+                note="a probability of constants (a fixed prior) for the divisor"),
         Example("import torch\n\n\ndef entropy(counts):\n    p = counts / counts.sum()\n"
                 "    return -(p * torch.log(p)).sum()\n",
                 note="a quotient of counts, no softmax output in it"),
@@ -242,8 +260,13 @@ class LogOfProbability(SiteRule):
                     f"-inf with a NaN gradient; return logits and use {_INSTEAD.get(kind, 'log_softmax(x)')}")
         if site.variant == "ratio":
             what = _WHAT.get(site.detail, "a probability")
-            return (f"log of a quotient of {what} outputs is -inf or inf with a NaN gradient once a probability "
-                    f"underflows to 0; subtract logs made with {_INSTEAD.get(site.detail, 'log_softmax(x)')} instead")
+            instead = _INSTEAD.get(site.detail, "log_softmax(x)")
+            if dict(site.data).get("divisor"):
+                return (f"log of a quotient divided by {what}: it is inf once that probability underflows to 0, "
+                        f"and the division's gradient is NaN whatever eps or clamp follows; subtract logs made "
+                        f"with {instead} instead")
+            return (f"log of a quotient of {what}: it is -inf with a NaN gradient once the probability underflows "
+                    f"to 0; subtract logs made with {instead} instead")
         what = _WHAT[site.variant]
         return (f"log of {passed_as(site, what)} underflows to -inf with a NaN gradient once a probability is 0; "
                 f"use {_INSTEAD[site.variant]}")

@@ -211,6 +211,37 @@ def train(model, optimizer, loader, criterion):
 """, note="an Accelerator under another name (another function's of bf16 is another object)"),
         Example("""\
 import torch
+from accelerate import Accelerator
+
+
+class Trainer:
+    def step(self, x, y):
+        self.acc.backward(self.criterion(self.model(x), y))
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+
+    def __init__(self, model, optimizer, criterion):
+        self.acc = Accelerator(mixed_precision="fp16")
+        self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        self.criterion = criterion
+""", note="an Accelerator attribute set in a method written after the one that uses it"),
+        Example("""\
+import torch
+from accelerate import Accelerator
+
+accelerator = Accelerator(mixed_precision="fp16")
+
+
+def train(model, optimizer, loader, criterion):
+    for x, y in loader:
+        accelerator.backward(criterion(model(x), y))
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+""", note="a module-level Accelerator read in a function"),
+        Example("""\
+import torch
 
 
 def update(model, o, amp, loss):
@@ -272,6 +303,39 @@ for batch in loader:
                 note="accelerate with bf16: no loss scale"),
         Example(_ACCELERATE.replace('mixed_precision="fp16"', 'mixed_precision="bf16"').replace(
                     "accelerator", "acc"), note="accelerate with bf16 under another name"),
+        Example("""\
+import torch
+from accelerate import Accelerator
+
+accelerator = Accelerator(mixed_precision="fp16")
+
+
+def setup():
+    global accelerator
+    accelerator = Accelerator(mixed_precision="bf16")
+
+
+def train(model, optimizer, loader, criterion):
+    for x, y in loader:
+        accelerator.backward(criterion(model(x), y))
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+""", note="a module-level Accelerator another function may rebind to bf16 (global)"),
+        Example("""\
+import torch
+from accelerate import Accelerator
+
+accelerator = Accelerator(mixed_precision="fp16")
+
+
+def train(accelerator, model, optimizer, loader, criterion):
+    for x, y in loader:
+        accelerator.backward(criterion(model(x), y))
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+""", note="a parameter named as the module-level Accelerator: whatever the caller passes"),
         Example(_ACCELERATE.replace('mixed_precision="fp16"', "mixed_precision=args.precision"),
                 note="accelerate with a precision read from the arguments: not known to scale"),
         Example(_ACCELERATE.replace('Accelerator(mixed_precision="fp16")', "Accelerator()"),
@@ -462,10 +526,18 @@ def _fp16_accelerator(facts, accelerator: str, func: int) -> bool:
     mixed_precision="fp16" (written so): every binding of an attribute in the file is such a
     call; a plain name is bound so in that function, and only so there (another function's
     `accelerator` is another object, whatever it holds; a parameter of the same name is whatever
-    the caller passes)."""
+    the caller passes). A name the module's level binds is read by every function that takes no
+    parameter of that name, and may be rebound by any (`global accelerator`): every binding in
+    the file counts then."""
     made = steps.assigns_to(facts, accelerator)
     if "." not in accelerator:
-        made = [a for a in made if a.func == func]
+        functions = {f.id: f for f in facts.functions}
+        if any(functions[a.func].name == "<module>" for a in made if a.func in functions):
+            reader = functions.get(func)
+            if reader is None or accelerator in reader.params:
+                return False
+        else:
+            made = [a for a in made if a.func == func]
     return bool(made) and all(a.kind == "accelerator" and not a.disabled for a in made)
 
 

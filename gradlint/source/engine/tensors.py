@@ -63,6 +63,9 @@ class V:
     # a quotient with an unguarded probability of this kind (softmax, sigmoid...) for an operand
     # (`p / q`, `p / p.sum()`): exactly 0 or inf once that probability underflows
     ratio: str | None = None
+    # ... for its divisor (`p / q`, `x / q`): inf once q underflows, and the division's backward
+    # NaN whatever comes after (an eps added, a clamp, a mask), so kept through them
+    ratio_den: str | None = None
     capped: bool = False  # a probability clamped below 1 (`clamp(eps, 1 - eps)`): 1 - p stays > 0
     inst: frozenset[str] = frozenset()  # an instance of these user classes
     out: frozenset[str] = frozenset()  # the output of calling an instance of these classes
@@ -266,14 +269,13 @@ def replace(obj, /, **changes):
 _UNDERFLOWS = ("softmax", "sigmoid", "one_minus_sigmoid")
 
 
-def ratio_of(num: V, den: V) -> str | None:
-    """The probability kind of a quotient's unguarded probability operand (V.ratio), if any: a
-    KL divergence written `(p / q).log()` is -inf where p underflows and inf where q does (both
-    NaN gradients, measured in torch 2.13 with logits of scale 10 over 1 000 classes)."""
-    for v in (num, den):
-        if v.prob in _UNDERFLOWS and not v.shifted:
-            return v.prob
-    return None
+def ratio_of(num: V, den: V) -> dict:
+    """V.ratio and V.ratio_den of a quotient: the probability kind of its unguarded probability
+    operand, and of its divisor's. A KL divergence written `(p / q).log()` is -inf where p
+    underflows and inf where q does (both NaN gradients, measured in torch 2.13 with logits of
+    scale 10 over 1 000 classes). A probability of constants (a fixed prior) is no hazard."""
+    found = [v.prob if v.prob in _UNDERFLOWS and not v.shifted and not v.const else None for v in (num, den)]
+    return {"ratio": found[0] or found[1], "ratio_den": found[1] or num.ratio_den or den.ratio_den}
 
 
 def _combine(vals: list[V]) -> V:
@@ -335,7 +337,8 @@ def merge(a: V, b: V) -> V:
         prob=a.prob if a.prob == b.prob else None,
         prob_node=a.prob_node if a.prob_node is b.prob_node else None,
         shifted=a.shifted or b.shifted,
-        ratio=a.ratio if a.ratio == b.ratio else None,
+        ratio=a.ratio if a.ratio and b.ratio else None,
+        ratio_den=a.ratio_den if a.ratio_den and b.ratio_den else None,
         capped=a.capped or b.capped,
         inst=a.inst & b.inst,
         out=a.out & b.out if a.out_elem == b.out_elem else frozenset(),
