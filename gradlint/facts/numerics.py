@@ -8,6 +8,7 @@ records are as written in their file; the queries resolve them through the proje
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -575,9 +576,10 @@ def forward_feeds(index: ProjectIndex, qualified: str, at: int, keyword: str,
     after self (or the one named `keyword`), or element `elem` of it (`seg, edge = inputs`), to
     a loss or a log, unchanged or reshaped, on every path: its own 'parameters' sites on that
     tensor alone, and those of a method of the class that forward calls with it, as
-    `self.m(...)`, on every path (GSCNN: `self.bce2d(edgein, edgemask)`). Not in one branch of an
-    `if`, which may be a setting that takes probabilities. Each as (site, the function it is in,
-    its parameter). An inherited forward is not followed."""
+    `self.m(...)`, or of a top-level function of its file (defined once), on every path (GSCNN:
+    `self.bce2d(edgein, edgemask)`; RTM3D's FocalLoss: `_neg_loss(out, target)`). Not in one
+    branch of an `if`, which may be a setting that takes probabilities. Each as (site, the
+    function it is in, its parameter). An inherited forward is not followed."""
     home, _, cls = qualified.rpartition(".")
     mod = index.module(home)
     facts = mod.facts.numerics if mod is not None else None
@@ -587,14 +589,16 @@ def forward_feeds(index: ProjectIndex, qualified: str, at: int, keyword: str,
     if rec is None or not rec.has_forward:
         return []
     function = cls + ".forward"
-    routes = [(function, at, keyword, elem)]
+    routes = [(function, at, keyword, elem, function)]
+    defined = Counter(fn.name for fn in facts.functions)
     for fn in facts.functions:
         if fn.name != function:
             continue
         for call in fn.calls:
             args = dict(call.args)
-            if not call.callee.startswith("self.") or call.callee.count(".") != 1 or "?" in args or "*" in args \
-                    or call.nograd:
+            method = call.callee.startswith("self.") and call.callee.count(".") == 1
+            helper = "." not in call.callee and defined[call.callee] == 1 and call.callee not in facts.references
+            if not (method or helper) or "?" in args or "*" in args or call.nograd:
                 continue
             for key, shape in call.args:
                 if not shape.startswith("param:"):
@@ -603,10 +607,12 @@ def forward_feeds(index: ProjectIndex, qualified: str, at: int, keyword: str,
                 position, _, part = where.partition("#")
                 if (name != keyword if keyword else position != str(at)) or part != ("" if elem is None else str(elem)):
                     continue
-                method = f"{cls}.{call.callee[5:]}"
-                routes.append((method, int(key), "", None) if key.isdigit() else (method, -2, key, None))
+                target = f"{cls}.{call.callee[5:]}" if method else call.callee
+                # (shown as the class and the function, `FocalLoss:_neg_loss`, for a helper)
+                shown = target if method else f"{cls}:{target}"
+                routes.append((target, int(key), "", None, shown) if key.isdigit() else (target, -2, key, None, shown))
     out = []
-    for function, position, name, part in routes:
+    for function, position, name, part, shown in routes:
         for inner in facts.sites:
             got = dict(inner.data)
             if inner.variant != "parameters" or inner.function != function or got.get("tensor_of") != function \
@@ -615,7 +621,7 @@ def forward_feeds(index: ProjectIndex, qualified: str, at: int, keyword: str,
             if got.get("tensor_elem") != part or not (
                     got.get("tensor_param") == name if name else int(got.get("tensor_at", -2)) == position):
                 continue
-            out.append((inner, function, got["tensor_param"]))
+            out.append((inner, shown, got["tensor_param"]))
     return out
 
 

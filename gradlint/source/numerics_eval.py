@@ -211,6 +211,10 @@ class TensorEval:
                 self._ev_children(el)
             if type(node.value) is cst.Attribute and node.value.attr.value == "shape":
                 return V(const=True)
+            if type(node.value) is cst.Name and (key := _string_index(node)) is not None:
+                stored = self.env.get(_entry(node.value.value, key))
+                if stored is not None:
+                    return stored  # `outputs["hm"] = torch.sigmoid(...)` earlier in this function
             if base.keyed is not None:
                 key = _string_index(node)
                 got = next((v for k, v in base.keyed if k == key), UNKNOWN) if key is not None else UNKNOWN
@@ -572,6 +576,12 @@ class TensorEval:
         return None
 
     # -- calls ---------------------------------------------------------------------------------
+
+
+def _entry(name: str, key: str) -> str:
+    """The walk's name for the entry `key` of the dict a local `name` holds (`outputs["hm"]`),
+    once the function stores into it."""
+    return f"{name}[{key!r}]"
 
 
 def _string_index(node: cst.Subscript) -> str | None:

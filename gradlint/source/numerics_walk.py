@@ -26,7 +26,7 @@ from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_callers import CallRecords
-from gradlint.source.numerics_eval import TensorEval
+from gradlint.source.numerics_eval import TensorEval, _entry, _string_index
 from gradlint.source.numerics_quiet import quiet_function
 from gradlint.source.numerics_registry import empty_dict
 from gradlint.source.numerics_sites import _param_data, SiteChecks
@@ -76,6 +76,9 @@ _CLAMPS_IN_PLACE = frozenset({"clamp_", "clamp_min_", "clip_"})
 
 class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWalker):
     """Walks one function body in order, keeping the environment of abstract values."""
+
+    # the local names whose dict entries the walk holds (`outputs["hm"] = ...`: _entry)
+    _entry_names: frozenset[str] = frozenset()
 
     # the names the functions enclosing this one bind: such a name is the closure's, so a call of
     # it is not the top-level function's plain value (Extractor.function_value)
@@ -493,6 +496,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         return [_item(val, i) or UNKNOWN for i in range(count)] if known else None
 
     def bind_name(self, name: str, val: V) -> None:
+        if name in self._entry_names:
+            self._forget_entries(name)  # a new dict (or anything) under the name: its entries go
         self.env[name] = val
         if self.name == "<module>" and self.cls is None:
             self._module_binding(name, val)
@@ -511,6 +516,21 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         self._dict_changed(target.value)
         self._list_set(target, val)
         self.bind_attribute(target, val)
+        if type(target.value) is cst.Name:
+            name = target.value.value
+            key = _string_index(target)
+            if key is not None:
+                # `outputs["hm"] = torch.sigmoid(outputs["hm"])`: what a later read of that entry
+                # here gives (the value in the dict itself is not known)
+                self.env[_entry(name, key)] = val
+                self._entry_names = self._entry_names | {name}
+            else:
+                self._forget_entries(name)  # `outputs[k] = ...`: any entry may have changed
+
+    def _forget_entries(self, name: str) -> None:
+        prefix = name + "["
+        for key in [k for k in self.env if k.startswith(prefix)]:
+            del self.env[key]
 
     def _list_set(self, target: cst.Subscript, val: V) -> None:
         """`h_t[0] = cell(x, h_t[0])` on a list a name holds: that element is the new value (a

@@ -133,6 +133,9 @@ def passed_as(site: Site, what: str) -> str:
     if data.get("through"):
         # a call of a class's instance: the loss or log is in its forward, fed this parameter,
         # or in a method its forward hands the value to (`self.bce2d(edgein, edgemask)`)
+        if ":" in data["through"]:
+            cls, _, helper = data["through"].partition(":")  # a function of the class's file
+            return f"{what} (passed here to `{cls}`, whose forward hands it to `{helper}` as `{param}`)"
         cls, _, method = data["through"].rpartition(".")
         if method != "forward":
             return f"{what} (passed here to `{cls}`, whose forward hands it to `self.{method}` as `{param}`)"

@@ -20,9 +20,11 @@ class LogOfProbability(SiteRule):
     ## What it does
     Flags the log of a probability computed in two steps: `torch.log(torch.softmax(x, d))`,
     `x.softmax(d).log()`, `torch.log(torch.sigmoid(x))`, `torch.log(1 - torch.sigmoid(x))`,
-    hand-written cross-entropy/BCE built from them, through local variables and through a
-    model whose `forward` returns probabilities (across the files of the run), whole or as one
-    element of a tuple (`probs, var = net(x)`, `net(x)[0]`); and the log of a quotient with such
+    hand-written cross-entropy/BCE built from them, through local variables, dict entries the
+    function stores (`outputs["hm"] = torch.sigmoid(...)`) and through a model whose `forward`
+    returns probabilities (across the files of the run), whole or as one element of a tuple
+    (`probs, var = net(x)`, `net(x)[0]`); a probability passed to a loss module whose forward
+    logs it, itself or through a method or a function of its file; and the log of a quotient with such
     a probability for an operand (`(p / q).log()`, a KL divergence written by hand, or
     `torch.log(p / p.sum())`); when the probability is the divisor, also with an eps or a clamp
     after the division (`torch.log(p / q + eps)`). In ONNX: a `Log` fed by `Softmax` or `Sigmoid`,
@@ -137,6 +139,15 @@ class LogOfProbability(SiteRule):
                 "    p = F.softmax(x, dim=-1)\n    q = F.softmax(y, dim=-1)\n"
                 "    return (p * (p / q).clamp(min=eps).log()).sum(-1) + (p * torch.log(p / q + eps)).sum(-1)\n",
                 note="an eps or a clamp after dividing by a probability: the division's backward is NaN already"),
+        Example("import torch\nfrom torch import nn\n\n\ndef _neg_loss(pred, gt):\n"
+                "    return -(torch.log(pred) * gt).sum()\n\n\nclass FocalLoss(nn.Module):\n"
+                "    def forward(self, out, target):\n        return _neg_loss(out, target)\n\n\n"
+                "class ComputeLoss(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                "        self.focal = FocalLoss()\n\n    def forward(self, outputs, target):\n"
+                "        outputs[\"hm\"] = torch.sigmoid(outputs[\"hm\"])\n"
+                "        return self.focal(outputs[\"hm\"], target)\n",
+                note="a sigmoid stored in a dict entry, passed to a loss module whose forward hands it to a "
+                     "function of its file (RTM3D's focal loss)"),
         Example("import torch\n\n\ndef f(z):\n    p = torch.softmax(z, -1)\n    p.clamp_(max=1.0)\n"
                 "    return torch.log(p).sum() + torch.log(torch.sigmoid(z).clamp(max=1.0)).sum()\n",
                 note="an upper bound alone (in place too) leaves the 0 an underflow gives"),
@@ -173,6 +184,12 @@ class LogOfProbability(SiteRule):
                 "    r = p / (q + eps)\n    r.clamp_(min=eps)\n"
                 "    return a + (p * torch.log(r)).sum(-1) + torch.log(p / t + eps).sum(-1)\n",
                 note="a divisor shifted by an eps, and a numerator's quotient shifted or clamped after"),
+        Example("import torch\n\n\ndef f(outputs, y):\n    outputs[\"p\"] = torch.sigmoid(outputs[\"p\"])\n"
+                "    outputs = {\"p\": y}\n    return torch.log(outputs[\"p\"]).sum()\n",
+                note="a dict entry read after the name was bound to another dict"),
+        Example("import torch\n\n\ndef f(outputs, k):\n    outputs[\"p\"] = torch.sigmoid(outputs[\"p\"])\n"
+                "    outputs[k] = outputs[\"p\"].clamp(1e-6, 1 - 1e-6)\n    return torch.log(outputs[\"p\"]).sum()\n",
+                note="a dict entry after a store under a key not known (it may be that entry)"),
         Example("import torch\n\n\ndef f(x):\n    p = x.softmax(-1)\n    p.clamp_(min=1e-8)\n"
                 "    return torch.log(p).sum()\n", note="a probability clamped in place"),
         Example("import torch\n\n\ndef f(x):\n    prior = torch.softmax(torch.tensor([1.0, 2.0, 3.0]), 0)\n"
