@@ -147,7 +147,7 @@ class LogOfProbability(SiteRule):
                 "        outputs[\"hm\"] = torch.sigmoid(outputs[\"hm\"])\n"
                 "        return self.focal(outputs[\"hm\"], target)\n",
                 note="a sigmoid stored in a dict entry, passed to a loss module whose forward hands it to a "
-                     "function of its file (RTM3D's focal loss)"),
+                     "function of its file (RTM3D's focal loss, maudzung/RTM3D#13)"),
         Example("import torch\n\n\ndef f(z):\n    p = torch.softmax(z, -1)\n    p.clamp_(max=1.0)\n"
                 "    return torch.log(p).sum() + torch.log(torch.sigmoid(z).clamp(max=1.0)).sum()\n",
                 note="an upper bound alone (in place too) leaves the 0 an underflow gives"),
