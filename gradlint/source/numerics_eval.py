@@ -501,6 +501,11 @@ class TensorEval:
         if op is cst.Multiply:
             if (ln is not None and right.gram) or (rn is not None and left.gram):
                 return replace(base, gram=True, dense=left.dense or right.dense)  # `2.0 * dot`
+            for e, (w, wn) in ((left, (right, rn)), (right, (left, ln))):
+                if e.exp and (w.exp or w.prob in ("softmax", "sigmoid") or w.nonneg or (wn is not None and wn > 0)):
+                    # `exp(log_gauss) * mixing`: a weighted exp overflows (and underflows) as the
+                    # exp does, and a sum of them under a log is a log-sum-exp written out
+                    return replace(base, exp=True, dense=True)
             if lnode is not None and rnode is not None and self.x.code(lnode) == self.x.code(rnode):
                 return replace(base, sq=True, dense=left.dense, pairs=left.pairs)
             for lit, other in ((ln, right), (rn, left)):

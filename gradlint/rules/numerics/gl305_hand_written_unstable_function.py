@@ -14,7 +14,8 @@ class HandWrittenUnstableFunction(SiteRule):
     """
     ## What it does
     Flags `1 / (1 + exp(-x))` (and swish, `x / (1 + exp(-x))`), `log(1 + exp(x))` (and `log1p(exp(x))`, `x.exp().add(1).log()`)
-    and `log(sum(exp(x)))` written with torch operations, and a softmax written as
+    and `log(sum(exp(x)))` (its terms weighted by probabilities or positive numbers too:
+    `log(sum(exp(log_gauss) * mixing))`) written with torch operations, and a softmax written as
     `exp(z) / exp(z).sum(...)` with no max-shift, through local variables. Not flagged:
     constant operands, detached or no-grad operands, the stable max-shifted log-sum-exp
     (`x - x.max()` inside the exp), and exp of a value that cannot be positive (`-x ** 2`,
@@ -58,6 +59,10 @@ class HandWrittenUnstableFunction(SiteRule):
     summary = "Sigmoid/softplus/logsumexp/softmax written with exp (overflow, NaN gradients)"
 
     invalid = [
+        Example("import torch\nimport torch.nn.functional as F\n\n\ndef log_prob(log_gauss, mixing_logits):\n"
+                "    mixing = F.softmax(mixing_logits, dim=-1)\n"
+                "    return torch.log(torch.sum(torch.exp(log_gauss) * mixing, dim=-1))\n",
+                note="a mixture's log-likelihood: exps weighted by probabilities (scae-pytorch's GMM, mlberkeley/scae-pytorch#4)"),
         Example("import torch\n\ndef f(x):\n    return 1 / (1 + torch.exp(-x))\n"),
         Example("import torch\n\ndef f(x):\n    return torch.log(1 + torch.exp(x))\n"),
         Example("import torch\n\ndef f(x):\n    return x.exp().add(1).log()\n"),
@@ -69,6 +74,11 @@ class HandWrittenUnstableFunction(SiteRule):
                 note="a softmax with no max-shift: exp(100) is inf, inf / inf is NaN"),
     ]
     valid = [
+        Example("import torch\nimport torch.nn.functional as F\n\n\ndef log_prob(log_gauss, mixing_logits):\n"
+                "    return torch.logsumexp(log_gauss + F.log_softmax(mixing_logits, dim=-1), dim=-1)\n",
+                note="the weighted log-sum-exp with the weights' logs"),
+        Example("import torch\n\n\ndef f(x, w):\n    return torch.log(torch.sum(torch.exp(x - x.max()) * w.softmax(-1), -1))\n",
+                note="max-shifted exps, weighted"),
         Example("import torch\nimport torch.nn.functional as F\n\ndef f(x):\n"
                 "    return torch.sigmoid(x), F.softplus(x), torch.logsumexp(x, 1)\n"),
         Example("import torch\n\ndef f():\n    return 1 / (1 + torch.exp(-torch.tensor(2.0)))\n",
