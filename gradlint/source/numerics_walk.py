@@ -182,9 +182,11 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         ps = fn.params
         positional = [p.name.value for p in list(ps.posonly_params) + list(ps.params)]
         if self.cls is not None:
-            if any(dotted(d.decorator) == "staticmethod" for d in fn.decorators) or not positional:
+            static = any(dotted(d.decorator) == "staticmethod" for d in fn.decorators)
+            if not (positional or static):
                 return {}
-            positional = positional[1:]
+            if not static:
+                positional = positional[1:]  # (a static method's first parameter is no `self`)
         defaults: dict[str, V] = {}
         for p in list(ps.posonly_params) + list(ps.params) + list(ps.kwonly_params):
             if type(p.default) is cst.Call:

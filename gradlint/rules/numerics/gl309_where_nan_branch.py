@@ -66,6 +66,13 @@ class WhereNanBranch(SiteRule):
     inputs = frozenset({"python", "onnx"})
 
     invalid = [
+        Example("import torch\nfrom torch import nn\n\n\nclass Lens(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n        self.c = nn.Parameter(torch.tensor(5.0))\n\n"
+                "    @staticmethod\n    def _f(x):\n"
+                "        return torch.where(x > 1, (x ** 2 - 1).sqrt(), (1 - x ** 2).sqrt())\n\n"
+                "    def forward(self, r):\n        return self._f(r / self.c)\n",
+                note="in a static method the class calls with a value that carries gradient "
+                     "(caustics' NFW lens, Ciela-Institute/caustics#83)"),
         Example("import torch\n\ndef f(x):\n    x = torch.nn.Parameter(x)\n    return torch.where(x > 0, torch.log(x), torch.zeros_like(x))\n"),
         Example("import torch\n\ndef f(x):\n    x = torch.nn.Parameter(x)\n    return torch.where(x > 0, x.sqrt(), 0.0)\n"),
         Example("import torch\n\ndef f(s, d):\n    s = torch.nn.Parameter(s)\n    n = d.sum(-1)\n    return torch.where(n > 0, s / n, torch.zeros_like(s))\n"),
