@@ -94,7 +94,7 @@ def _find_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[s
     if owner is not None:
         if short == "forward" or (short.startswith("__") and short.endswith("__") and short != "__init__"):
             return None  # the interpreter or nn.Module's __call__ calls it, with what we cannot see
-        if short != "__init__" and not _bases_known(index, owner):
+        if short != "__init__" and not _bases_known(index, owner, short):
             return None  # it may override a library's method, which the library calls
     word = parts[0] if short == "__init__" else short
     mentions = index.mentioning(word)
@@ -196,10 +196,37 @@ def _receiver_call(index: ProjectIndex, mod: Module, receiver: str, owner: str) 
     return "unknown" if any(_related(index, q, owner) for q in quals) else None
 
 
-def _bases_known(index: ProjectIndex, qualified: str) -> bool:
+# Lightning's LightningModule, under each name it is imported by, and the methods of it that
+# Lightning itself calls (its hooks; every `on_*` too): another method of a subclass is called
+# only by the project's own code (`self.loss(logits, y)` in training_step).
+_LIGHTNING_MODULES = frozenset(f"{package}{where}.LightningModule" for package in ("pytorch_lightning", "lightning.pytorch")
+                               for where in ("", ".core", ".core.module", ".core.lightning")) | {"lightning.LightningModule"}
+_LIGHTNING_HOOKS = frozenset({
+    "training_step", "validation_step", "test_step", "predict_step", "forward", "configure_optimizers",
+    "configure_callbacks", "configure_model", "configure_sharded_model", "configure_gradient_clipping",
+    "setup", "teardown", "prepare_data", "train_dataloader", "val_dataloader", "test_dataloader",
+    "predict_dataloader", "backward", "manual_backward", "optimizer_step", "optimizer_zero_grad",
+    "lr_scheduler_step", "clip_gradients", "transfer_batch_to_device", "state_dict", "load_state_dict",
+    "training_epoch_end", "validation_epoch_end", "test_epoch_end", "training_step_end",
+    "validation_step_end", "test_step_end", "tbptt_split_batch", "freeze", "unfreeze", "to_torchscript",
+    "to_onnx", "log", "log_dict", "print", "all_gather", "toggle_optimizer", "untoggle_optimizer",
+    "lr_schedulers", "optimizers", "save_hyperparameters"})
+
+
+def _imported_as(index: ProjectIndex, home: str, name: str) -> frozenset[str]:
+    """The qualified names the imports of module `home` give `name` as written (`pl.LightningModule`
+    with `import pytorch_lightning as pl`): a library's class the project index does not read."""
+    mod = index.module(home)
+    head, _, rest = name.partition(".")
+    targets = mod.imports.get(head, ()) if mod is not None else ()
+    return frozenset(f"{t}.{rest}" if rest else t for t in targets)
+
+
+def _bases_known(index: ProjectIndex, qualified: str, method: str = "") -> bool:
     """Whether every base of the project class `qualified` is `object`, `abc.ABC`,
     `torch.nn.Module` or a project class whose own bases are known (no library class to call its
-    methods)."""
+    methods); with `method`, a LightningModule counts as known when that method is none of its
+    hooks."""
     todo, seen = [qualified], {qualified}
     while todo:
         q = todo.pop()
@@ -209,6 +236,9 @@ def _bases_known(index: ProjectIndex, qualified: str) -> bool:
         home = q.rpartition(".")[0]
         for base in rec.bases:
             if base in ("object", "abc.ABC", "torch.nn.Module", "torch.nn.modules.module.Module"):
+                continue
+            if method and method not in _LIGHTNING_HOOKS and not method.startswith("on_") and \
+                    (base in _LIGHTNING_MODULES or _imported_as(index, home, base) & _LIGHTNING_MODULES):
                 continue
             found = index.resolve(home, base)
             if len(found) != 1:

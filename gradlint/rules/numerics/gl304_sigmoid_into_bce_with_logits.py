@@ -86,6 +86,9 @@ class SigmoidIntoBCEWithLogits(SiteRule):
     summary = "BCEWithLogitsLoss applied to a sigmoid output (sigmoid applied twice)"
 
     invalid = [
+        Example('import torch\nimport torch.nn.functional as F\nfrom torch import nn\nimport pytorch_lightning as pl\n\n\nclass Model(pl.LightningModule):\n    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(64, 1)\n        self.loss_func = F.binary_cross_entropy_with_logits\n\n    def forward(self, x):\n        return torch.sigmoid(self.fc(x))\n\n    def loss(self, logits, labels):\n        return self.loss_func(input=logits, target=labels)\n\n    def training_step(self, batch, batch_idx):\n        x, y = batch\n        return self.loss(self.forward(x), y.float())\n',
+                note="a LightningModule's own loss method, which only the project calls "
+                     "(Lightning-AI/pytorch-lightning#7096)"),
         Example("import torch\nimport torch.nn.functional as F\n\n"
                 "def step(z, t):\n    return F.binary_cross_entropy_with_logits(torch.sigmoid(z), t)\n"),
         Example("import torch\nfrom torch import nn\n\n"
@@ -140,6 +143,8 @@ class SigmoidIntoBCEWithLogits(SiteRule):
                 note="at the call: a loss module whose forward feeds that parameter to BCE-with-logits")
     ]
     valid = [
+        Example('import torch\nimport torch.nn.functional as F\nfrom torch import nn\nimport pytorch_lightning as pl\n\n\nclass Model(pl.LightningModule):\n    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(64, 1)\n        self.loss_func = F.binary_cross_entropy_with_logits\n\n    def forward(self, x):\n        return torch.sigmoid(self.fc(x))\n\n    def on_before_backward(self, logits, labels):\n        return self.loss_func(input=logits, target=labels)\n\n    def training_step(self, batch, batch_idx):\n        x, y = batch\n        return self.on_before_backward(self.forward(x), y.float())\n',
+                note="a method Lightning calls too (a hook): what it passes there is not known"),
         Example(_PASSED + "    train_epoch(Logits(), nn.BCEWithLogitsLoss(), loader)\n\n\n"
                 "class Logits(nn.Module):\n"
                 "    def __init__(self):\n"
