@@ -470,3 +470,16 @@ def test_a_product_of_a_value_with_itself_written_as_a_call_is_a_square():
         helper = f"def dist(e1, e2):\n    d = e1 - e2\n    return torch.sqrt({body})"
         got = findings(_SQUARE_MODEL.format(helper=helper, loss="dist(net(a), net(b)).mean()"), "GL306")
         assert [f.code for f in got] == expected, body
+
+
+_PIECES_HEAD = ("import torch\nfrom torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n        self.f = nn.Linear(8, 8)\n\n    def forward(self, a):\n        e = self.f(a)\n")
+
+
+def test_pieces_of_a_tensor_keep_what_it_is() -> None:
+    # split, chunk and unbind give pieces that are selections of the tensor (V.pieces): a
+    # softmax's pieces are probabilities, unpacked or indexed
+    body = ("        p = e.softmax(-1)\n        a, b = p.split(4, dim=-1)\n        c = torch.chunk(p, 2, -1)[0]\n"
+            "        d, f = p.unbind(0)\n        return torch.log(a) + torch.log(c) + torch.log(d)\n")
+    found = check_source(_PIECES_HEAD + body, Config(select=("GL302",)))
+    assert [f.span.column for f in found] == [16, 31, 46]

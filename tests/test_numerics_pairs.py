@@ -113,3 +113,4 @@ def test_the_message_says_the_zeros_are_on_the_diagonal() -> None:
                          "        super().__init__()\n        self.w = nn.Parameter(torch.zeros(3))\n\n"
                          "    def forward(self, x):\n        return torch.sqrt((self.w ** 2).sum())\n", Config(select=("GL306",)))
     assert [f.message.split(" with no eps")[0] for f in plain] == ["`torch.sqrt` of a sum of squares"]
+

@@ -685,6 +685,18 @@ class TorchOps:
             return None
         return replace(_combine([c.first]), tensor=True, sumsq=True, dense=c.first.dense)
 
+    def _m_pieces(self, c: _Call) -> V:
+        """`x.split(1, dim=1)`, `x.chunk(3)`, `x.unbind(-1)`: pieces, each a selection of x."""
+        kept = replace(self._kept(c.r, selects=True), pieces=True)
+        return self._output_kept(c.r, self.x.derive_from([c.r], kept, kept=True))
+
+    def _q_pieces(self, c: _Call) -> V | None:
+        """`torch.split(x, 1, dim=1)`, `torch.chunk`, `torch.unbind`, `torch.tensor_split`."""
+        if c.first_node is None:
+            return None
+        kept = replace(self._kept(c.first, selects=True), pieces=True)
+        return self._output_kept(c.first, self.x.derive_from([c.first], kept, kept=True))
+
     def _m_keep(self, c: _Call) -> V:
         kept = self._kept(c.r, selects=c.meth in _SELECTIONS)
         return self._output_kept(c.r, self.x.derive_from([c.r], kept, kept=True))
@@ -765,7 +777,8 @@ _QUALIFIED_GROUPS += [
     ({"torch.maximum", "torch.fmax", "torch.max"}, T._q_maximum),
     ({"torch.div", "torch.true_divide", "torch.divide"}, T._q_divide), ({"torch.reciprocal"}, T._q_reciprocal),
     ({"torch.where"}, T._q_where), (_MAX_REDUCTIONS | {"torch.max"}, T._q_max),
-    ({"torch.mm", "torch.matmul"}, T._q_product), ({"torch.diag", "torch.diagonal"}, T._q_gram_diag),
+    ({"torch.mm", "torch.matmul"}, T._q_product),
+    ({"torch.split", "torch.chunk", "torch.unbind", "torch.tensor_split"}, T._q_pieces), ({"torch.diag", "torch.diagonal"}, T._q_gram_diag),
     (KEEP_FUNCTIONS, T._q_keep),
     ({"torch.autograd.backward"}, T._q_backward), ({"torch.autograd.grad"}, T._q_autograd_grad),
     (_ZERO_KEPT, T._q_zero_kept),
@@ -784,7 +797,7 @@ _METHODS = _table([
     ({"div", "div_", "true_divide", "divide"}, T._m_divide), ({"reciprocal"}, T._m_reciprocal),
     ({"where"}, T._m_where), ({"requires_grad_"}, T._m_requires_grad),
     ({"backward", "manual_backward"}, T._m_backward), (CUTTING_METHODS, T._m_cutting),
-    ({"mm", "matmul"}, T._m_product), ({"diag", "diagonal"}, T._m_gram_diag),
+    ({"mm", "matmul"}, T._m_product), ({"split", "chunk", "unbind", "tensor_split"}, T._m_pieces), ({"diag", "diagonal"}, T._m_gram_diag),
     (_MOVE, T._m_move), (KEEP, T._m_keep), ({"apply"}, T._m_apply),
     ({"tanh", "tanh_", "atan", "sinh", "asinh"}, T._m_zero_kept),
 ], ordered=False)

@@ -472,6 +472,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     def unpack(self, val: V, count: int) -> list | None:
         """`validity, label = D(x)`: each target gets its element when the length is known (a
         tuple literal's, or a model output's whose forward returns a tuple)."""
+        if val.pieces:
+            return [replace(val, pieces=False)] * count  # `x, y, z = torch.split(xyz, 1, dim=1)`
         ref = self.x.open_param(val)
         if ref is not None:
             # a parameter's elements: what the callers pass decides each (facts.bind_parameters)

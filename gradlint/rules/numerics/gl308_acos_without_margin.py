@@ -63,6 +63,12 @@ class AcosWithoutMargin(SiteRule):
     inputs = frozenset({"python", "onnx"})
 
     invalid = [
+        Example("import torch\nfrom torch import nn\n\n\nclass EdgeRotation(nn.Module):\n"
+                "    def __init__(self):\n        super().__init__()\n        self.proj = nn.Linear(3, 3)\n\n"
+                "    def forward(self, pos):\n"
+                "        xyz = torch.nn.functional.normalize(self.proj(pos)).clamp(-1.0, 1.0)\n"
+                "        x, y, z = torch.split(xyz, 1, dim=1)\n        return torch.acos(y)\n",
+                note="a piece of a tensor clamped to [-1, 1], by torch.split"),
         Example("import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\nclass M(nn.Module):\n"
                 "    def __init__(self):\n        super().__init__()\n        self.f = nn.Linear(8, 8)\n\n"
                 "    def forward(self, a, b):\n        return torch.acos(F.cosine_similarity(self.f(a), b))\n"),

@@ -88,6 +88,9 @@ class V:
     # a tensor's product with its own transpose (`e @ e.t()`, `torch.mm(e, e.T)`), or a number
     # times one: its diagonal is the rows' sums of squares (`torch.diag(dot)`: numerics_pairs)
     gram: bool = False
+    # pieces of one tensor (`torch.split(x, 1, dim=1)`, `x.chunk(3)`, `x.unbind(-1)`): each piece,
+    # unpacked or indexed, is what a selection of the tensor is
+    pieces: bool = False
     norm: str | None = None  # 'x.norm()', 'x.std()', 'sqrt(var)'
     var: bool = False
     exp: bool = False
@@ -357,6 +360,7 @@ def merge(a: V, b: V) -> V:
         sumsq=a.sumsq and b.sumsq,
         pairs=a.pairs and b.pairs,
         gram=a.gram and b.gram,
+        pieces=a.pieces and b.pieces,
         norm=a.norm if a.norm == b.norm else None,
         var=a.var and b.var,
         exp=a.exp and b.exp,
@@ -441,6 +445,8 @@ def merge_env(a: dict[str, V], b: dict[str, V]) -> dict[str, V]:
 def _item(val: V, i: int) -> V | None:
     """Element `i` of a tuple value (cut where the tuple was: made under no_grad), or of a model's
     output (which the run index settles: a tuple's element, or rows of a tensor); None if unknown."""
+    if val.pieces:
+        return replace(val, pieces=False)
     if val.elems is not None:
         if not -len(val.elems) <= i < len(val.elems):
             return None
