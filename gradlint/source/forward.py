@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import libcst as cst
 
-from gradlint.model.ir import Activation, Extern, InitSpec, Node, Norm, Opaque, Param, Passthrough, Residual
+from gradlint.model.ir import Activation, Extern, InitSpec, Node, Norm, Opaque, Param, Passthrough, Residual, walk
 from gradlint.source import catalog as C
 from gradlint.source import joins as J
 from gradlint.source import library as L
@@ -629,8 +629,11 @@ class ForwardInterpreter(_Walker):
         for other in self.returns[1:]:
             value = _merge(value, other)
         if isinstance(value, ListVal):
+            # a tuple of outputs: the one through the most of the network (LAVT's layer returns
+            # `x_residual, x`, x gated after x_residual; a model's `hidden, attn` its hidden
+            # states); the first of equals
             firsts = [v for v in value.items if isinstance(v, PathVal) and v.root == main_input]
-            value = firsts[0] if firsts else None
+            value = max(firsts, key=lambda v: sum(1 for _ in walk(v.nodes))) if firsts else None
         if isinstance(value, PathVal) and value.root == main_input:
             return value.nodes
         return None

@@ -86,6 +86,15 @@ class DeadInit(Rule):
     summary = "Initialisation leaves hidden layers with exactly zero gradient"
     inputs = frozenset({"python"})
     invalid = [
+        Example("import torch\nfrom torch import nn\n\n\nclass Layer(nn.Module):\n    def __init__(self, dim):\n"
+                "        super().__init__()\n        self.fusion = nn.Linear(dim, dim)\n"
+                "        self.res_gate = nn.Sequential(nn.Linear(dim, dim, bias=False), nn.ReLU(),\n"
+                "                                      nn.Linear(dim, dim, bias=False), nn.Tanh())\n"
+                "        nn.init.zeros_(self.res_gate[0].weight)\n        nn.init.zeros_(self.res_gate[2].weight)\n\n"
+                "    def forward(self, x):\n        x_residual = self.fusion(x)\n"
+                "        x = x + self.res_gate(x_residual) * x_residual\n        return x_residual, x\n",
+                note="a forward that returns a tuple: the output through most of the network is read "
+                     "(LAVT's gated fusion, yz93/LAVT-RIS#25)"),
         Example(ZERO_LOOP),
         Example("""\
 import torch.nn as nn
