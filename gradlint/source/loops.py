@@ -547,8 +547,9 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
     # -- assignments ---------------------------------------------------------------------------
     def assign(self, target: str, value: cst.BaseExpression, ctx: "_Ctx", node: cst.CSTNode) -> None:
         line = self.span(node).line
-        if "." not in target:
-            self._accum_names[ctx.fid][target] = _is_accum_expr(value)
+        # (an attribute too: lingua's `train_state.acc_step = train_state.acc_step % k`, then
+        # `if train_state.acc_step == 0: optimizer.step()`)
+        self._accum_names[ctx.fid][target] = _is_accum_expr(value)
         calls = tuple(self._call_kinds(value))
         base = dict(target=target, func=ctx.fid, line=line, uses=_names_in(value), calls=calls, nograd=ctx.nograd,
                     passed=self._passed(value, calls), labels=self._labels(value))

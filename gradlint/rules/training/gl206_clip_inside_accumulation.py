@@ -57,6 +57,13 @@ class ClipInsideAccumulation(steps.StepRule):
     summary = "Gradient clipping on every micro-batch while the step is guarded by % accum == 0"
 
     invalid = [
+        Example("import torch\n\n\ndef train(args, model, loader, optimizer, state):\n    for batch in loader:\n"
+                "        (model(batch) / args.acc_steps).backward()\n"
+                "        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+                "        state.acc_step = (state.acc_step + 1) % args.acc_steps\n"
+                "        if state.acc_step == 0:\n            optimizer.step()\n            optimizer.zero_grad()\n",
+                note="a counter kept on an object, reduced modulo k before the test "
+                     "(facebookresearch/lingua#59)"),
         Example("""\
 for batch in loader:
     optimizer.zero_grad()
