@@ -483,3 +483,43 @@ def test_pieces_of_a_tensor_keep_what_it_is() -> None:
             "        d, f = p.unbind(0)\n        return torch.log(a) + torch.log(c) + torch.log(d)\n")
     found = check_source(_PIECES_HEAD + body, Config(select=("GL302",)))
     assert [f.span.column for f in found] == [16, 31, 46]
+
+
+def test_a_stored_dict_entry_is_forgotten_wherever_the_dict_may_change() -> None:
+    # (a second read's cases: each clamps the entry where the walk does not see it)
+    head = "import torch\n\nOUT = {}\n\n\ndef clamp_all(d):\n    d['p'] = d['p'].clamp(1e-4, 1 - 1e-4)\n\n\n"
+    quiet = [
+        "def f(outputs):\n    outputs['p'] = torch.sigmoid(outputs['p'])\n"
+        "    outputs.update({'p': outputs['p'].clamp(1e-4, 1 - 1e-4)})\n    return torch.log(outputs['p']).sum()\n",
+        "def f(outputs):\n    outputs['p'] = torch.sigmoid(outputs['p'])\n    clamp_all(outputs)\n"
+        "    return torch.log(outputs['p']).sum()\n",
+        "def f(outputs):\n    outputs['p'] = torch.sigmoid(outputs['p'])\n    o = outputs\n"
+        "    o['p'] = o['p'].clamp(1e-4, 1 - 1e-4)\n    return torch.log(outputs['p']).sum()\n",
+        "def f(outputs):\n    outputs['p'] = torch.sigmoid(outputs['p'])\n\n    def fix():\n"
+        "        outputs['p'] = outputs['p'].clamp(1e-4, 1 - 1e-4)\n    fix()\n    return torch.log(outputs['p']).sum()\n",
+        "def f(x):\n    OUT['p'] = torch.sigmoid(x)\n    g()\n    return torch.log(OUT['p']).sum()\n\n\n"
+        "def g():\n    OUT['p'] = OUT['p'].clamp(1e-4, 1 - 1e-4)\n",
+    ]
+    for body in quiet:
+        assert findings(head + body, "GL302") == [], body
+    flagged = ("def f(outputs):\n    outputs['p'] = torch.sigmoid(outputs['p'])\n    z = outputs['q'] * 2\n"
+               "    return torch.log(outputs['p']).sum() + z\n")
+    assert [f.code for f in findings(head + flagged, "GL302")] == ["GL302"]
+
+
+def test_a_loss_forward_hands_the_probability_only_to_the_function_its_name_is() -> None:
+    helper = "def _neg_loss(pred, gt):\n    return -(torch.log(pred) * gt).sum()\n\n\n"
+    caller = ("class ComputeLoss(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+              "        self.focal = FocalLoss()\n\n    def forward(self, x, target):\n"
+              "        return self.focal(torch.sigmoid(x), target)\n")
+    forward = "class FocalLoss(nn.Module):\n    def forward(self, out, target{extra}):\n{body}        return _neg_loss(out, target)\n\n\n"
+    safe = "-(torch.log(pred.clamp(1e-4, 1 - 1e-4)) * gt).sum()"
+    head = "import torch\nfrom torch import nn\n\n\n"
+    flagged = head + helper + forward.format(extra="", body="") + caller
+    assert [f.code for f in findings(flagged, "GL302")] == ["GL302"]
+    for variant in (
+            head + helper + forward.format(extra="", body=f"        def _neg_loss(pred, gt):\n            return {safe}\n") + caller,
+            head + helper + f"def _safe(pred, gt):\n    return {safe}\n\n\n_neg_loss = _safe\n\n\n"
+            + forward.format(extra="", body="") + caller,
+            head + helper + forward.format(extra=", _neg_loss=None", body="") + caller):
+        assert findings(variant, "GL302") == [], variant

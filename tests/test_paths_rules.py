@@ -357,3 +357,19 @@ def test_gl407_a_term_cut_in_a_dict_a_method_of_another_file_returns():
         assert {(Path(f.path).name, f.span.line, f.code) for f in result.findings} == expected
     # without the loop that backpropagates it, nothing
     assert check_source(model.read_text(), Config(select=("GL4",)), path="model.py") == []
+
+
+def test_gl406_a_tensor_the_forward_computed_from_its_input_is_no_setting():
+    # `ctx.out = torch.exp(x)` read back (directly or under a local name) is the derivative's
+    # factor, which gradcheck checks: flagged; `ctx.alpha` of another input, and a docstring
+    # before a straight-through's settings, stay what they were
+    exp = ("import torch\n\nclass Exp(torch.autograd.Function):\n    @staticmethod\n    def forward(ctx, x):\n"
+           "        out = torch.exp(x)\n        ctx.out = out\n        return out\n\n"
+           "    @staticmethod\n    def backward(ctx, grad_output):\n        {body}\n")
+    for body in ("out = ctx.out\n        return grad_output * out", "return grad_output * ctx.out",
+                 "return 2 * grad_output * ctx.out"):
+        assert [f.code for f in findings(exp.format(body=body), "GL406")] == ["GL406"], body
+    quantizer = _LOCAL.format(forward="q = torch.round(x / scale)\n        return torch.clamp(q, -8, 7)",
+                              backward="grad_output / scale, None").replace(
+        "def backward(ctx, grad_output):\n", "def backward(ctx, grad_output):\n        \"\"\"Straight-through.\"\"\"\n")
+    assert findings(quantizer, "GL406") == []

@@ -8,6 +8,7 @@ records are as written in their file; the queries resolve them through the proje
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
@@ -597,7 +598,12 @@ def forward_feeds(index: ProjectIndex, qualified: str, at: int, keyword: str,
         for call in fn.calls:
             args = dict(call.args)
             method = call.callee.startswith("self.") and call.callee.count(".") == 1
-            helper = "." not in call.callee and defined[call.callee] == 1 and call.callee not in facts.references
+            # a function of the file defined once, which the name resolves to alone (not rebound
+            # or imported under it too), neither the forward's parameter ('&') nor a def nested in it
+            helper = "." not in call.callee and defined[call.callee] == 1 and call.callee not in facts.references \
+                and "&" not in args and defined[f"{function}.<locals>.{call.callee}"] == 0 \
+                and tuple(index.resolve(home, call.callee)) == (f"{home}.{call.callee}",) \
+                and not _bound_otherwise(mod.facts.source or "", call.callee)
             if not (method or helper) or "?" in args or "*" in args or call.nograd:
                 continue
             for key, shape in call.args:
@@ -623,6 +629,13 @@ def forward_feeds(index: ProjectIndex, qualified: str, at: int, keyword: str,
                 continue
             out.append((inner, shown, got["tensor_param"]))
     return out
+
+
+def _bound_otherwise(source: str, name: str) -> bool:
+    """Whether a module's text binds `name` other than by its def: a module-level assignment
+    (`_neg_loss = _safe`) or an import of it (`try: from fast import _neg_loss`)."""
+    word = re.escape(name)
+    return re.search(rf"(?m)^{word}\s*(?::[^=\n]*)?=(?!=)|^[ \t]*(?:from\s+\S+\s+)?import\b[^\n]*\b{word}\b", source) is not None
 
 
 def _output_shape(shape: str) -> tuple[str, int | None]:

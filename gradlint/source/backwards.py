@@ -77,6 +77,9 @@ def _setting(node: cst.BaseExpression, ctx: str, local: dict[str, Factor] | None
         return (-inner[0], inner[1]) if inner is not None else None
     if type(node) is cst.Attribute:
         if type(node.value) is cst.Name and node.value.value == ctx and node.attr.value not in _SAVED:
+            key = f"{ctx}.{node.attr.value}"
+            if local and key in local:
+                return local[key]  # None: a tensor the forward computed from its input (_forward_tensors)
             return (1.0, (node.attr.value,))
         return None
     if type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in _SAME_VALUE:
@@ -247,12 +250,41 @@ def _aliases(fn: cst.FunctionDef, grads: list[str], ctx: str,
     return found, lines
 
 
-def _local_settings(fn: cst.FunctionDef, ctx: str, grads: list[str]) -> tuple[dict[str, Factor], set[int]]:
+def _forward_tensors(forward: cst.FunctionDef, ctx: str) -> dict[str, None]:
+    """The `ctx` attributes the forward sets to what it computed from its first input
+    (`ctx.out = torch.exp(x)`, `ctx.mask = (x > 0).float()`), keyed as a backward with context
+    `ctx` reads them: a factor read there is the local derivative's, which gradcheck checks, not
+    a setting (`ctx.scale = scale` of another input is one)."""
+    inputs = _inputs(forward)
+    if not inputs:
+        return {}
+    fctx = _ctx(forward)
+    tainted = {inputs[0]}
+    out: set[str] = set()
+    assigns = [n for n in walk(forward.body) if type(n) is cst.Assign]
+    for _ in range(4):  # (in any order the walk gives them: `out = f(x)` then `ctx.out = out`)
+        before = len(tainted) + len(out)
+        for node in assigns:
+            if not any(type(n) is cst.Name and n.value in tainted for n in walk(node.value)):
+                continue
+            for t in node.targets:
+                for tgt in (e.value for e in t.target.elements) if type(t.target) in (cst.Tuple, cst.List) else (t.target,):
+                    if type(tgt) is cst.Name:
+                        tainted.add(tgt.value)
+                    elif type(tgt) is cst.Attribute and type(tgt.value) is cst.Name and tgt.value.value == fctx:
+                        out.add(tgt.attr.value)
+        if len(tainted) + len(out) == before:
+            break
+    return {f"{ctx}.{attr}": None for attr in out}
+
+
+def _local_settings(fn: cst.FunctionDef, ctx: str, grads: list[str],
+                    initial: dict | None = None) -> tuple[dict[str, Factor], set[int]]:
     """The names a backward binds first, before anything else, only to settings the forward
     stored or reshapes of them (`scale = ctx.scale`, then `scale = scale.view(-1, 1)` in branches
     on the gradient's shape: ibert's quantizers), with their factors; and the ids of those
     statements."""
-    local: dict[str, Factor] = {}
+    local: dict = dict(initial or {})
     lines: set[int] = set()
     for stmt in fn.body.body if type(fn.body) is cst.IndentedBlock else ():
         got = _binds_settings(stmt, ctx, local, grads)
@@ -269,6 +301,8 @@ def _binds_settings(stmt: cst.CSTNode, ctx: str, local: dict[str, Factor], grads
     branches agree, else is a setting of its own name; one bound on only some is none."""
     if type(stmt) is cst.SimpleStatementLine:
         out = dict(local)
+        if len(stmt.body) == 1 and type(stmt.body[0]) is cst.Expr and type(stmt.body[0].value) is cst.SimpleString:
+            return out  # a docstring
         for small in stmt.body:
             if not (type(small) is cst.Assign and len(small.targets) == 1
                     and type(small.targets[0].target) is cst.Name) or small.targets[0].target.value in grads:
@@ -335,7 +369,7 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
         return False
     ctx, factors = _ctx(backward), set()
     # `scale = ctx.scale`, reshaped for the gradient's shape: a setting under a local name
-    local, settings = _local_settings(backward, ctx, grads)
+    local, settings = _local_settings(backward, ctx, grads, _forward_tensors(forward, ctx))
     # `grad_input = grad_output.clone(); return grad_input`: the gradient under another name
     aliases, plain = _aliases(backward, grads, ctx, local)
     plain |= settings

@@ -130,6 +130,10 @@ class TensorEval:
     """Expression evaluation of FunctionWalk (a mixin: the walk's environment, memo and file
     extractor); calls are `numerics_calls.TensorCalls`."""
 
+    # dict entries a function stored (FunctionWalk.bind_subscript): none outside a walk of one
+    _entry_names: frozenset[str] = frozenset()
+    _entry_bases: frozenset[int] = frozenset()
+
     # -- expressions ---------------------------------------------------------------------------
     def ev(self, node: cst.BaseExpression) -> V:
         key = id(node)
@@ -153,6 +157,10 @@ class TensorEval:
         if kind is cst.Name:
             if node.value in _PLAIN_NAMES:
                 return V(const=True, value=_PLAIN_NAMES[node.value])
+            if node.value in self._entry_names and id(node) not in self._entry_bases:
+                # the dict read as anything but one of its entries (passed on, a method called,
+                # aliased): what it holds may change there
+                self._forget_entries(node.value)
             if node.value in self.x.ref_names and id(node) not in self.x.callees:
                 self.x.references.add(node.value)
                 (self.x.arg_refs if id(node) in self.x.fn_args else self.x.free_refs).add(node.value)
@@ -206,6 +214,8 @@ class TensorEval:
                 res = replace(res, cut_terms=inner.cut_terms)  # `-(a + b.detach())` keeps its terms
             return self.x.derive_from([inner], res)
         if kind is cst.Subscript:
+            if type(node.value) is cst.Name and node.value.value in self._entry_names and _string_index(node) is not None:
+                self._entry_bases = self._entry_bases | {id(node.value)}  # (reading an entry keeps the others)
             base = self.ev(node.value)
             for el in node.slice:
                 self._ev_children(el)
@@ -502,10 +512,13 @@ class TensorEval:
             if (ln is not None and right.gram) or (rn is not None and left.gram):
                 return replace(base, gram=True, dense=left.dense or right.dense)  # `2.0 * dot`
             for e, (w, wn) in ((left, (right, rn)), (right, (left, ln))):
-                if e.exp and (w.exp or w.prob in ("softmax", "sigmoid") or w.nonneg or (wn is not None and wn > 0)):
+                if (e.exp or e.weighted) and (w.exp or w.weighted or w.prob in ("softmax", "sigmoid") or w.nonneg
+                                              or (wn is not None and wn > 0)):
                     # `exp(log_gauss) * mixing`: a weighted exp overflows (and underflows) as the
-                    # exp does, and a sum of them under a log is a log-sum-exp written out
-                    return replace(base, exp=True, dense=True)
+                    # exp does, and a sum of them under a log is a log-sum-exp written out; never
+                    # 0 only when the weight is not (a ReLU output can be)
+                    positive = (w.exp or w.prob in ("softmax", "sigmoid") or (wn is not None and wn > 0)) and e.dense
+                    return replace(base, weighted=True, dense=positive)
             if lnode is not None and rnode is not None and self.x.code(lnode) == self.x.code(rnode):
                 return replace(base, sq=True, dense=left.dense, pairs=left.pairs)
             for lit, other in ((ln, right), (rn, left)):
@@ -561,10 +574,14 @@ class TensorEval:
             if left.prob or right.prob:
                 p = left if left.prob else right
                 return replace(base, prob=p.prob, shifted=True)
-            # a learned output plus anything (x + self.prompts(x), h + self.bias) is exactly 0 only
-            # where the other term is exactly its negation: probability 0, as for the output
-            # itself; a difference of two (proj(a) - proj(b)) is 0 whenever a == b, so it is not dense
-            return replace(base, clamped=True, dense=left.dense or right.dense)
+            # two learned outputs added cancel exactly with probability 0, and so does a learned
+            # output plus what another module made (x_clip's `t + self.prompts(t, img)`); a
+            # learned output plus its own input is not dense (a zero-initialised adapter, LoRA's B,
+            # gives back the input, a padding row stays 0), nor plus a rescaling of itself
+            # (`h + h * (mask - 1)`); a difference of two (proj(a) - proj(b)) is 0 whenever a == b
+            dense = (left.dense and right.dense) or (left.dense and bool(right.through - left.through)) or (
+                right.dense and bool(left.through - right.through))
+            return replace(base, clamped=True, dense=dense)
         return base
 
     def _pairs(self, op, lnode, rnode, node) -> dict | None:

@@ -482,8 +482,8 @@ class TorchOps:
             res = replace(res, cut_terms=r.cut_terms)
         if r.sq or r.sumsq:
             res = replace(res, sumsq=True)
-        if r.exp and not mean:
-            res = replace(res, sum_exp=True)
+        if (r.exp or r.weighted) and not mean:
+            res = replace(res, sum_exp=True, weighted=r.weighted)
         return res
 
     def clamp_value(self, r: V, lo: cst.BaseExpression | None, hi: cst.BaseExpression | None,

@@ -203,6 +203,8 @@ class SiteChecks:
                                   ("input", self.x.code(arg_node)[:80]))))
         elif a.one_plus_exp:
             self.add_305(node, "log(1 + exp(x))", "softplus")
+        elif a.sum_exp and a.weighted:
+            self.add_305(node, "log(sum(w * exp(x)))", "logsumexp_weighted")
         elif a.sum_exp:
             self.add_305(node, "log(sum(exp(x)))", "logsumexp")
 

@@ -20,6 +20,7 @@ from gradlint.source.engine.interp import StatementWalker
 from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, required_again, replace, _passed, merge_env, _item,
                                              open_value, join_value, broken_before_required)
 from gradlint.source.engine.values import int_literal
+from gradlint.source.engine.walk import children as _children
 from gradlint.source.engine.walk import evaluated_children, statements_in, suite, walk
 from gradlint.source.metric_uses import made_alone, read_only_as_metric
 from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted
@@ -77,8 +78,10 @@ _CLAMPS_IN_PLACE = frozenset({"clamp_", "clamp_min_", "clip_"})
 class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWalker):
     """Walks one function body in order, keeping the environment of abstract values."""
 
-    # the local names whose dict entries the walk holds (`outputs["hm"] = ...`: _entry)
+    # the local names whose dict entries the walk holds (`outputs["hm"] = ...`: _entry), and the
+    # name nodes that read one of those entries (every other read of the name forgets them)
     _entry_names: frozenset[str] = frozenset()
+    _entry_bases: frozenset[int] = frozenset()
 
     # the names the functions enclosing this one bind: such a name is the closure's, so a call of
     # it is not the top-level function's plain value (Extractor.function_value)
@@ -523,13 +526,44 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         if type(target.value) is cst.Name:
             name = target.value.value
             key = _string_index(target)
-            if key is not None:
+            if key is not None and self._entry_local(name):
                 # `outputs["hm"] = torch.sigmoid(outputs["hm"])`: what a later read of that entry
-                # here gives (the value in the dict itself is not known)
+                # here gives, until the dict is read otherwise (the value in the dict itself is
+                # not known)
                 self.env[_entry(name, key)] = val
                 self._entry_names = self._entry_names | {name}
             else:
                 self._forget_entries(name)  # `outputs[k] = ...`: any entry may have changed
+
+    def _entry_local(self, name: str) -> bool:
+        """Whether a dict under `name` can change only where this function reads the name: a
+        parameter or a local of the walked function (not a global, which another function may
+        change), that no nested function, lambda or class of it mentions (a closure may)."""
+        fn = self.fn_node
+        if fn is None:
+            return False
+        memo = self.__dict__.setdefault("_entry_local_memo", {})
+        if name in memo:
+            return memo[name]
+        ps = fn.params
+        params = {p.name.value for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params)}
+        local = name in params
+        ok = True
+        stack = list(_children(fn.body))
+        while stack and ok:
+            n = stack.pop()
+            kind = type(n)
+            if kind in (cst.FunctionDef, cst.Lambda, cst.ClassDef):
+                ok = not any(type(m) is cst.Name and m.value == name for m in walk(n))
+                continue
+            if kind in (cst.Global, cst.Nonlocal):
+                ok = all(item.name.value != name for item in n.names)
+                continue
+            if kind is cst.AssignTarget and type(n.target) is cst.Name and n.target.value == name:
+                local = True
+            stack.extend(_children(n))
+        memo[name] = ok and local
+        return memo[name]
 
     def _forget_entries(self, name: str) -> None:
         prefix = name + "["

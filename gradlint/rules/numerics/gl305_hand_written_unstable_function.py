@@ -7,7 +7,8 @@ from gradlint.registry import Example, RuleContext
 from gradlint.rules.numerics.base import SiteRule
 from gradlint.facts.numerics import Site
 
-_USE = {"softmax": "torch.softmax(z, dim)", "sigmoid": "torch.sigmoid(x)", "scaled_sigmoid": "y * torch.sigmoid(x) (F.silu(x) when y is x)", "softplus": "F.softplus(x)", "logsumexp": "torch.logsumexp(x, dim)"}
+_USE = {"softmax": "torch.softmax(z, dim)", "sigmoid": "torch.sigmoid(x)", "scaled_sigmoid": "y * torch.sigmoid(x) (F.silu(x) when y is x)", "softplus": "F.softplus(x)", "logsumexp": "torch.logsumexp(x, dim)",
+        "logsumexp_weighted": "torch.logsumexp(x + torch.log(w), dim)"}
 
 
 class HandWrittenUnstableFunction(SiteRule):

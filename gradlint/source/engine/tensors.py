@@ -96,6 +96,10 @@ class V:
     exp: bool = False
     one_plus_exp: bool = False
     sum_exp: bool = False
+    # an exp weighted (`exp(a) * w`, w a probability, an exp, non-negative or a positive number),
+    # or a sum of such: a sum of them under a log is a log-sum-exp (`logsumexp(a + log(w))`),
+    # but no sigmoid or softmax written out (`exp` is off for it)
+    weighted: bool = False
     max_shifted: bool = False  # x - x.max(): the stable log-sum-exp shift
     nonpos: bool = False  # never above 0 (-x**2, -0.5 * (x / s) ** 2): its exp cannot overflow
     # never below 0: the output of an nn.ReLU, ReLU6 or Softplus module; for a module, that its
@@ -366,6 +370,7 @@ def merge(a: V, b: V) -> V:
         exp=a.exp and b.exp,
         one_plus_exp=a.one_plus_exp and b.one_plus_exp,
         sum_exp=a.sum_exp and b.sum_exp,
+        weighted=a.weighted and b.weighted,
         max_shifted=a.max_shifted or b.max_shifted,
         nonpos=a.nonpos and b.nonpos,
         nonneg=a.nonneg and b.nonneg,
