@@ -72,6 +72,20 @@ def _freezes_for_real(fn: cst.FunctionDef | None) -> bool:
 
 
 
+
+def _module_iteration(node: cst.BaseExpression) -> tuple[cst.BaseExpression, bool, bool]:
+    """What `node` iterates once `list(...)`, `tuple(...)` and slices are taken off it
+    (`list(model.children())[:3]`: some of the same modules), whether that is a model's modules
+    (`.modules()`, `.children()`, their named forms) and whether named ones."""
+    while type(node) is cst.Subscript or (
+            type(node) is cst.Call and type(node.func) is cst.Name
+            and node.func.value in ("list", "tuple") and len(node.args) == 1):
+        node = node.value if type(node) is cst.Subscript else node.args[0].value
+    if type(node) is cst.Call and type(node.func) is cst.Attribute:
+        meth = node.func.attr.value
+        return node, meth in ("modules", "children", "named_modules", "named_children"), meth.startswith("named_")
+    return node, False, False
+
 # In-place clamps, as statements: the clamped tensor's name holds their result afterwards.
 _CLAMPS_IN_PLACE = frozenset({"clamp_", "clamp_min_", "clip_"})
 
@@ -82,6 +96,10 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     # name nodes that read one of those entries (every other read of the name forgets them)
     _entry_names: frozenset[str] = frozenset()
     _entry_bases: frozenset[int] = frozenset()
+    # local names bound to some of a model's modules (`.children()`, `.modules()`, a list or slice
+    # of them), and those of them bound to named ones (`.named_children()`)
+    _module_lists: frozenset[str] = frozenset()
+    _named_module_lists: frozenset[str] = frozenset()
 
     # the names the functions enclosing this one bind: such a name is the closure's, so a call of
     # it is not the top-level function's plain value (Extractor.function_value)
@@ -378,6 +396,16 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
                     self.x.aliases.append((t.target.value, node.value.value.value))
         for t in node.targets:
             self.assign(t.target, val, node.value)
+        for t in node.targets:
+            if type(t.target) is cst.Name:
+                # a name bound to some of a model's modules (`modules = list(m.children())[:-2]`),
+                # which a loop over it then iterates as `for module in m.children()` does
+                name = t.target.value
+                _, modules, named = _module_iteration(node.value)
+                if modules or name in self._module_lists:
+                    self._module_lists = (self._module_lists | {name}) if modules else (self._module_lists - {name})
+                    self._named_module_lists = (self._named_module_lists | {name}) if modules and named \
+                        else (self._named_module_lists - {name})
 
     def _drop_metric_hazards(self, node: cst.Assign, name: str, before: int) -> None:
         """The numerics hazards this assignment's value made, taken back when `name` is read only
@@ -441,18 +469,11 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
                 self.ev(child)
 
     def _bind_loop_target(self, target: cst.BaseAssignTargetExpression, it_node: cst.BaseExpression, it: V) -> None:
-        module_iter = False
-        named = False
         node_iter = it_node
-        while type(it_node) is cst.Subscript or (
-                type(it_node) is cst.Call and type(it_node.func) is cst.Name
-                and it_node.func.value in ("list", "tuple") and len(it_node.args) == 1):
-            # `list(model.children())[:3]`: some of the same modules
-            it_node = it_node.value if type(it_node) is cst.Subscript else it_node.args[0].value
-        if type(it_node) is cst.Call and type(it_node.func) is cst.Attribute:
-            meth = it_node.func.attr.value
-            module_iter = meth in ("modules", "children", "named_modules", "named_children")
-            named = meth.startswith("named_")
+        it_node, module_iter, named = _module_iteration(it_node)
+        if type(it_node) is cst.Name and it_node.value in self._module_lists:
+            # `modules = list(resnet.children())[:-2]` earlier in this function (catalyst's encoder)
+            module_iter, named = True, it_node.value in self._named_module_lists
         if not module_iter and type(target) is cst.Name:
             # `for layer in self.layers[:n]` over an nn.ModuleList or nn.Sequential (any module
             # iterated by value), `for block in bert.encoder.layer`: each item is a module

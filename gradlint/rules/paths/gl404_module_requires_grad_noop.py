@@ -92,6 +92,11 @@ class ModuleRequiresGradNoop(SiteRule):
     summary = "requires_grad assigned on an nn.Module (a no-op) or misspelt"
 
     invalid = [
+        Example("import torch.nn as nn\nimport torchvision\n\n\nclass Encoder(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n        resnet = torchvision.models.resnet18()\n"
+                "        modules = list(resnet.children())[:-2]\n        for module in modules:\n"
+                "            module.requires_grad = False\n        self.net = nn.Sequential(*modules)\n",
+                note="a loop over a local list of a model's children (catalyst-team/catalyst#81)"),
         Example("import torch\nfrom torch import nn\n\n"
                 "class M(nn.Module):\n"
                 "    def __init__(self):\n"
@@ -128,6 +133,12 @@ class ModuleRequiresGradNoop(SiteRule):
                 note="read as a module: its parameters"),
     ]
     valid = [
+        Example("import torch.nn as nn\nimport torchvision\n\n\nclass Encoder(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n        resnet = torchvision.models.resnet18()\n"
+                "        modules = list(resnet.children())[:-2]\n        self.net = nn.Sequential(*modules)\n"
+                "        modules = [p for p in self.net.parameters()]\n        for module in modules:\n"
+                "            module.requires_grad = False\n",
+                note="the name bound again, to parameters, before the loop"),
         Example("import torch\nfrom torch import nn\n\nm = nn.Linear(4, 4)\nm.requires_grad_(False)\n"),
         Example(_ADAPT.replace("self.model.outc.conv.weight.view(-1)", "self.model.outc.sum()"),
                 note="nothing tells it is a module"),
