@@ -93,6 +93,15 @@ def train_step(model, optimizer, scaler, x, y):
     valid = [
         Example("""\
 for step in range(num_steps):
+    for micro in range(k):
+        if micro == 0:
+            optimizer.zero_grad()
+        loss = model(*next(data_iter)) / k
+        loss.backward()
+    optimizer.step()
+""", note="cleared only at the first micro-batch"),
+        Example("""\
+for step in range(num_steps):
     optimizer.zero_grad(set_to_none=True)
     for micro_step in range(grad_accum_steps):
         x, y = next(data_iter)
@@ -164,6 +173,8 @@ for x, y in loader:
             if not inner:
                 continue
             loop = inner[0]  # the outermost loop around the clear that the step is outside of
+            if any(loop in g.loops for g in f.guards):
+                continue  # `if micro == 0: opt.zero_grad()`: not at every iteration
             if any(e.event.kind == "step" and loop in e.loops for e in c.events):
                 continue
             if any(e.event.kind == "backward" and loop in e.loops and e.order > f.order and steps.compatible(e, f)
