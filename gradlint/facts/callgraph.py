@@ -213,15 +213,6 @@ _LIGHTNING_HOOKS = frozenset({
     "lr_schedulers", "optimizers", "save_hyperparameters"})
 
 
-def _imported_as(index: ProjectIndex, home: str, name: str) -> frozenset[str]:
-    """The qualified names the imports of module `home` give `name` as written (`pl.LightningModule`
-    with `import pytorch_lightning as pl`): a library's class the project index does not read."""
-    mod = index.module(home)
-    head, _, rest = name.partition(".")
-    targets = mod.imports.get(head, ()) if mod is not None else ()
-    return frozenset(f"{t}.{rest}" if rest else t for t in targets)
-
-
 def _bases_known(index: ProjectIndex, qualified: str, method: str = "") -> bool:
     """Whether every base of the project class `qualified` is `object`, `abc.ABC`,
     `torch.nn.Module` or a project class whose own bases are known (no library class to call its
@@ -237,8 +228,9 @@ def _bases_known(index: ProjectIndex, qualified: str, method: str = "") -> bool:
         for base in rec.bases:
             if base in ("object", "abc.ABC", "torch.nn.Module", "torch.nn.modules.module.Module"):
                 continue
-            if method and method not in _LIGHTNING_HOOKS and not method.startswith("on_") and \
-                    (base in _LIGHTNING_MODULES or _imported_as(index, home, base) & _LIGHTNING_MODULES):
+            # (bases are recorded qualified through the file's imports: `pl.LightningModule` as
+            # `pytorch_lightning.LightningModule`, source.numerics.Extractor.base_names)
+            if method and method not in _LIGHTNING_HOOKS and not method.startswith("on_") and base in _LIGHTNING_MODULES:
                 continue
             found = index.resolve(home, base)
             if len(found) != 1:
