@@ -302,7 +302,9 @@ class TensorCalls(TorchOps):
             if inp is not None:
                 self.param_loss(node, None, ref, inp, self.ev(inp))
             trained = self._trained(owner)
-            out = V(computed=True, tensor=trained or _combine(vals).tensor, params=trained, dense=trained)
+            # (a trained model's tuple elements each carry its gradient: V.pieces)
+            out = V(computed=True, tensor=trained or _combine(vals).tensor, params=trained, dense=trained,
+                    pieces=trained)
             self.param_outputs[id(out)] = (out, ref)
             return out
         if callee.crit:
@@ -380,8 +382,10 @@ class TensorCalls(TorchOps):
             # returns is unknown, never "cut" because its inputs were made by torch.tensor().
             # One whose parameters this function hands to an optimizer is a model it trains: its
             # output carries their gradient (a learned layer's output: dense).
+            # Its tuple's elements (`R, t = pose_net(images)`) carry that gradient each, as
+            # pieces of a split do (V.pieces: what unpacking gives each target).
             trained = self._trained(owner)
-            return V(computed=True, tensor=trained or res.tensor, params=trained, dense=trained)
+            return V(computed=True, tensor=trained or res.tensor, params=trained, dense=trained, pieces=trained)
         return replace(res, rg=frozenset(), tensor=res.tensor)
 
     def method_returns(self, meth: str, cls=None) -> V | None:

@@ -80,6 +80,12 @@ class AcosWithoutMargin(SiteRule):
                 note="`x.matmul(W)` carries the gradient of its argument W, whatever x is"),
         Example(_MODULE + "        m = 1.0\n        c = self.f(a).sum(-1)\n        return torch.acos(c.clamp(-m, m))\n",
                 note="bounds bound to a name: clamp(-1, 1) leaves no margin"),
+        Example("import torch\n\n\ndef register(pose_net, images, R_true):\n"
+                "    optimizer = torch.optim.Adam(pose_net.parameters())\n"
+                "    R_pred, t_pred = pose_net(images)\n"
+                "    cos = ((R_pred.transpose(-1, -2) @ R_true).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2\n"
+                "    loss = torch.acos(cos).mean()\n    loss.backward()\n    optimizer.step()\n",
+                note="an element of the output of a model the function trains (eigenvivek/nanodrr#31)"),
     ]
     valid = [
         Example("import torch\n\ndef f(c, eps=1e-7):\n    return torch.acos(torch.clamp(c, -1 + eps, 1 - eps))\n"),
@@ -91,6 +97,11 @@ class AcosWithoutMargin(SiteRule):
                 note="a plain input: nothing upstream is known to carry gradient"),
         Example(LEAF.format(make="torch.randn(3, 4)\n    x = torch.randn(5, 3)", use="torch.acos(x.matmul(W))"),
                 note="neither x nor W requires grad"),
+        Example("import torch\n\n\ndef evaluate(pose_net, images, R_true):\n"
+                "    R_pred, t_pred = pose_net(images)\n"
+                "    cos = ((R_pred.transpose(-1, -2) @ R_true).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2\n"
+                "    return torch.acos(cos).mean()\n",
+                note="a model's output, but nothing here trains the model (no optimizer is given its parameters)"),
         Example(_MODULE + "        m = 1 - 1e-6\n        c = self.f(a).sum(-1)\n        return torch.acos(c.clamp(-m, m))\n",
                 note="a margin through a name"),
         Example("import torch\nimport torch.nn.functional as F\n" + _MODULE.split("\n", 1)[1]
