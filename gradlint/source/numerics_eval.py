@@ -502,9 +502,11 @@ class TensorEval:
         rn = number_of(right)
         if op is cst.Power:
             if rn == 2:
-                return replace(base, sq=True, tensor=left.tensor, dense=left.dense, pairs=left.pairs)
+                return replace(base, sq=True, tensor=left.tensor, dense=left.dense, pairs=left.pairs, unit=left.unit)
             return base
         if op is cst.MatrixMultiply:
+            if left.normed and right.normed:
+                return replace(base, unit="bounded")  # `F.normalize(x) @ F.normalize(W).t()`: cosines
             # (of a learned output, dense: its diagonal is the rows' sums of squares of one)
             return replace(base, gram=True, dense=left.dense or right.dense) \
                 if node is not None and self_gram(node, self.x.code) else base
@@ -520,7 +522,7 @@ class TensorEval:
                     positive = (w.exp or w.prob in ("softmax", "sigmoid") or (wn is not None and wn > 0)) and e.dense
                     return replace(base, weighted=True, dense=positive)
             if lnode is not None and rnode is not None and self.x.code(lnode) == self.x.code(rnode):
-                return replace(base, sq=True, dense=left.dense, pairs=left.pairs)
+                return replace(base, sq=True, dense=left.dense, pairs=left.pairs, unit=left.unit)
             for lit, other in ((ln, right), (rn, left)):
                 if lit is not None and lit < 0 and (other.sq or other.sumsq):
                     return replace(base, nonpos=True)  # -0.5 * x**2 (a Gaussian's exponent)
@@ -549,6 +551,10 @@ class TensorEval:
             if pairs is not None:
                 return replace(base, **pairs)
         if op is cst.Subtract:
+            if ln == 1 and right.sq and right.unit in ("bounded", "loose"):
+                # `1 - cos ** 2` of a cosine (or a value clamped to [-1, 1]): exactly 0 where it
+                # is ±1, as a sum of squares is at 0 (ArcFace's sine, ronghuaiyang/arcface-pytorch#91)
+                return replace(base, sine=True)
             if ln == 1 and right.prob == "sigmoid":
                 # 1 - clamp(p, eps, 1 - eps) >= eps: as safe to log as the clamped p itself
                 return replace(base, prob="one_minus_sigmoid", prob_node=right.prob_node, shifted=right.capped)

@@ -431,6 +431,20 @@ class TorchOps:
             return None
         return replace(_combine([c.first]), tensor=True, dense=c.first.dense)
 
+    def _q_normalize(self, c: _Call) -> V | None:
+        """`F.normalize(x)`: rows of unit length (V.normed). (Its elements reach ±1 only for a row
+        along an axis: not taken as `bounded`, which a learned output's rows are not.)"""
+        if c.first_node is None:
+            return None
+        return replace(_combine([c.first]), tensor=True, normed=True, dense=c.first.dense)
+
+    def _q_linear(self, c: _Call) -> V | None:
+        """`F.linear(F.normalize(x), F.normalize(W))` (no bias): the cosines of x's rows with W's,
+        exactly 1 for parallel rows (`bounded`); any other linear map as before."""
+        if len(c.pos) == 2 and not c.kw and c.vals[0].normed and c.vals[1].normed:
+            return replace(_combine(c.vals[:2]), tensor=True, unit="bounded")
+        return None
+
     def _q_cosine(self, c: _Call) -> V | None:
         """`F.cosine_similarity(a, b)`: in [-1, 1], exactly 1 for equal vectors (`bounded`)."""
         if len(c.vals) < 2:
@@ -464,7 +478,8 @@ class TorchOps:
         return replace(_combine([r]), exp=not (r.max_shifted or r.nonpos), tensor=True, const=r.const, dense=True)
 
     def _square_value(self, r: V) -> V:
-        return replace(_combine([r]), sq=True, tensor=True, dense=r.dense, pairs=r.pairs)
+        # (a square of a value in [-1, 1] is in [0, 1], reaching 1 where the value reaches ±1)
+        return replace(_combine([r]), sq=True, tensor=True, dense=r.dense, pairs=r.pairs, unit=r.unit)
 
     def prob_value(self, kind: str, node: cst.Call, first: V) -> V:
         # softmax and sigmoid outputs are strictly positive: dense
@@ -661,13 +676,19 @@ class TorchOps:
         return c.r
 
     def _m_product(self, c: _Call) -> V | None:
-        """`e.mm(e.t())`, `e.matmul(e.T)`: a product with its own transpose (V.gram)."""
+        """`e.mm(e.t())`, `e.matmul(e.T)`: a product with its own transpose (V.gram); of two
+        normalized tensors, cosines (`bounded`)."""
+        if c.r.normed and len(c.vals) == 1 and c.vals[0].normed:
+            return replace(_combine([c.r, *c.vals]), tensor=True, unit="bounded")
         if not self_gram(c.node, self.x.code):
             return None
         return replace(_combine([c.r, *c.vals]), tensor=True, gram=True, dense=c.r.dense)
 
     def _q_product(self, c: _Call) -> V | None:
-        """`torch.mm(e, e.t())`, `torch.matmul(e, e.T)` (V.gram)."""
+        """`torch.mm(e, e.t())`, `torch.matmul(e, e.T)` (V.gram); of two normalized tensors,
+        cosines (`bounded`)."""
+        if len(c.vals) == 2 and c.vals[0].normed and c.vals[1].normed:
+            return replace(_combine(c.vals), tensor=True, unit="bounded")
         if not self_gram(c.node, self.x.code):
             return None
         return replace(_combine(c.vals), tensor=True, gram=True, dense=c.first.dense)
@@ -783,6 +804,7 @@ _QUALIFIED_GROUPS += [
     ({"torch.autograd.backward"}, T._q_backward), ({"torch.autograd.grad"}, T._q_autograd_grad),
     (_ZERO_KEPT, T._q_zero_kept),
     ({"torch.nn.functional.cosine_similarity", "torch.cosine_similarity"}, T._q_cosine),
+    ({"torch.nn.functional.normalize"}, T._q_normalize), ({"torch.nn.functional.linear"}, T._q_linear),
 ]
 _QUALIFIED = _table(_QUALIFIED_GROUPS, ordered=True)
 _METHODS = _table([

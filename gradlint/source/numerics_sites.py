@@ -69,6 +69,8 @@ def _squares(a: V) -> str:
     """What a root's operand is, for the message: pairwise distances are 0 on their diagonal."""
     if a.pairs:
         return "squared pairwise distance of a tensor with itself (0 on the diagonal)"
+    if a.sine and not (a.sq or a.sumsq):
+        return "1 - c² where c reaches ±1 (a cosine: 0 for parallel vectors)"
     return "sum of squares" if a.sumsq else "square"
 
 class SiteChecks:
@@ -243,7 +245,7 @@ class SiteChecks:
             return
         if self.hazard_quiet() or a.nograd or a.numpy or a.clamped or not a.params or a.dense:
             return  # no gradient carried (RULES.md: "carries gradient"), or never exactly zero
-        if not (a.sq or a.sumsq):
+        if not (a.sq or a.sumsq or a.sine):
             return
         if need_tensor and not a.tensor:
             return

@@ -86,6 +86,17 @@ class SqrtAtZero(SiteRule):
     inputs = frozenset({"python", "onnx"})
 
     invalid = [
+        Example("import math\n\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
+                "class ArcMarginProduct(nn.Module):\n    def __init__(self, d, n):\n        super().__init__()\n"
+                "        self.weight = nn.Parameter(torch.randn(n, d))\n\n    def forward(self, x):\n"
+                "        cosine = F.linear(F.normalize(x), F.normalize(self.weight))\n"
+                "        sine = torch.sqrt((1.0 - torch.pow(cosine, 2)).clamp(0, 1))\n"
+                "        return cosine * math.cos(0.5) - sine * math.sin(0.5)\n",
+                note="ArcFace's sine of a cosine: NaN gradients for an input parallel to a class's weight "
+                     "(ronghuaiyang/arcface-pytorch#91)"),
+        Example("import torch\nimport torch.nn.functional as F\n" + _MODULE.split("\n", 1)[1]
+                + "        cos = F.cosine_similarity(self.f(a), b, dim=-1)\n        return torch.sqrt(1 - cos * cos)\n",
+                note="1 - cos² of a cosine similarity"),
         Example(_MODULE + "        return torch.sqrt((x ** 2).sum(-1))\n",
                 fixed=_MODULE + "        return torch.sqrt((x ** 2).sum(-1) + 1e-12)\n"),
         Example(_MODULE + "        return x.pow(2).sum(dim=1).sqrt()\n",
@@ -134,6 +145,19 @@ class SqrtAtZero(SiteRule):
                 note="`requires_grad=` a name bound to True: a leaf that requires grad"),
     ]
     valid = [
+        Example("import math\n\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
+                "class ArcMarginProduct(nn.Module):\n    def __init__(self, d, n):\n        super().__init__()\n"
+                "        self.weight = nn.Parameter(torch.randn(n, d))\n\n    def forward(self, x):\n"
+                "        cosine = F.linear(F.normalize(x), F.normalize(self.weight))\n"
+                "        sine = torch.sqrt((1.0 - torch.pow(cosine, 2)).clamp(1e-6, 1))\n"
+                "        return cosine * math.cos(0.5) - sine * math.sin(0.5)\n",
+                note="the fix of arcface-pytorch: clamped away from 0"),
+        Example("import torch\nimport torch.nn.functional as F\n" + _MODULE.split("\n", 1)[1]
+                + "        cos = F.cosine_similarity(self.f(a), b, dim=-1).clamp(-1 + 1e-6, 1 - 1e-6)\n"
+                "        return torch.sqrt(1 - cos ** 2)\n",
+                note="a cosine clamped strictly inside (-1, 1)"),
+        Example(_MODULE + "        c = self.f(a)\n        return torch.sqrt(1 - c ** 2)\n",
+                note="1 - c² of a learned output, exactly ±1 with probability 0 (a tanh's may round to 1)"),
         Example("import torch\n\ndef d(a, b):\n    return (a - b).norm(dim=-1), torch.linalg.vector_norm(a - b, dim=-1)\n"),
         Example("import torch\nimport torch.nn.functional as F\n\ndef d(a, b):\n"
                 "    return torch.cdist(a, b), F.pairwise_distance(a, b)\n"),
@@ -200,8 +224,9 @@ class SqrtAtZero(SiteRule):
                 "the gradient of sqrt at 0 is infinite and becomes NaN")
 
     def message(self, site: Site, ctx: RuleContext) -> str:
-        where = "there" if site.detail.endswith("(0 on the diagonal)") else "where the sum is 0"
-        return (f"`{site.variant}` of a {site.detail} with no eps: its gradient is NaN {where}; "
+        where = "there" if site.detail.endswith(")") else "where the sum is 0"
+        what = site.detail if site.detail.startswith("1 - ") else f"a {site.detail}"
+        return (f"`{site.variant}` of {what} with no eps: its gradient is NaN {where}; "
                 "add an eps, clamp(min > 0), or use a norm function")
 
     def fix(self, site: Site, facts: NumericsFacts) -> Fix | None:

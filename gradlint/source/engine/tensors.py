@@ -91,6 +91,12 @@ class V:
     # pieces of one tensor (`torch.split(x, 1, dim=1)`, `x.chunk(3)`, `x.unbind(-1)`): each piece,
     # unpacked or indexed, is what a selection of the tensor is
     pieces: bool = False
+    # rows scaled to unit length (`F.normalize(x)`): a product of two such (`F.linear(F.normalize(x),
+    # F.normalize(W))`, ArcFace's logits) is a cosine, exactly ±1 for parallel rows
+    normed: bool = False
+    # 1 - c² of a c that reaches ±1 exactly (a cosine): exactly 0 there, as a sum of squares is
+    # at 0, so its root's gradient is NaN (ArcFace's `sine = sqrt(1 - cos²)`)
+    sine: bool = False
     norm: str | None = None  # 'x.norm()', 'x.std()', 'sqrt(var)'
     var: bool = False
     exp: bool = False
@@ -365,6 +371,8 @@ def merge(a: V, b: V) -> V:
         pairs=a.pairs and b.pairs,
         gram=a.gram and b.gram,
         pieces=a.pieces and b.pieces,
+        normed=a.normed and b.normed,
+        sine=a.sine and b.sine,
         norm=a.norm if a.norm == b.norm else None,
         var=a.var and b.var,
         exp=a.exp and b.exp,
