@@ -629,11 +629,14 @@ class ForwardInterpreter(_Walker):
         for other in self.returns[1:]:
             value = _merge(value, other)
         if isinstance(value, ListVal):
-            # a tuple of outputs: the one through the most of the network (LAVT's layer returns
-            # `x_residual, x`, x gated after x_residual; a model's `hidden, attn` its hidden
-            # states); the first of equals
+            # a tuple of outputs: the first (a model's `hidden, attn` its hidden states, a
+            # multi-task model's main head), or the longest of those made from it (LAVT's layer
+            # returns `x_residual, x` with `x = x + gate(x_residual) * x_residual`: the gate is on
+            # the path). Never one that leaves it out: a longer auxiliary head would drop the
+            # main output's path.
             firsts = [v for v in value.items if isinstance(v, PathVal) and v.root == main_input]
-            value = max(firsts, key=lambda v: sum(1 for _ in walk(v.nodes))) if firsts else None
+            value = max((v for v in firsts if _holds(v.nodes, firsts[0].nodes)),
+                        key=lambda v: sum(1 for _ in walk(v.nodes))) if firsts else None
         if isinstance(value, PathVal) and value.root == main_input:
             return value.nodes
         return None
@@ -743,6 +746,12 @@ def _skip_scale(skip: tuple) -> float | None:
         factor = n.what.split(":", 1)[1]
         scale = scale * float(factor) if factor != "?" else float("nan")
     return scale
+
+
+def _holds(nodes: tuple, part: tuple) -> bool:
+    """Whether a path holds every node of `part` (at its top level or inside a residual's body)."""
+    inside = list(walk(nodes))
+    return all(any(n is m or n == m for m in inside) for n in part)
 
 
 def _merge(a: Any, b: Any) -> Any:

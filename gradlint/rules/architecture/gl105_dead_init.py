@@ -93,8 +93,17 @@ class DeadInit(Rule):
                 "        nn.init.zeros_(self.res_gate[0].weight)\n        nn.init.zeros_(self.res_gate[2].weight)\n\n"
                 "    def forward(self, x):\n        x_residual = self.fusion(x)\n"
                 "        x = x + self.res_gate(x_residual) * x_residual\n        return x_residual, x\n",
-                note="a forward that returns a tuple: the output through most of the network is read "
-                     "(LAVT's gated fusion, yz93/LAVT-RIS#25)"),
+                note="a forward that returns a tuple: of the outputs made from the first, the one through "
+                     "most of the network is read (LAVT's gated fusion, yz93/LAVT-RIS#25)"),
+        Example("import torch.nn.functional as F\nfrom torch import nn\n\n\nclass MultiTask(nn.Module):\n"
+                "    def __init__(self, dim=32):\n        super().__init__()\n        self.stem = nn.Linear(dim, dim)\n"
+                "        self.seg_hidden = nn.Linear(dim, dim, bias=False)\n        nn.init.zeros_(self.seg_hidden.weight)\n"
+                "        self.seg_out = nn.Linear(dim, 10)\n"
+                "        self.depth = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU(),\n"
+                "                                   nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1))\n\n"
+                "    def forward(self, x):\n        f = F.relu(self.stem(x))\n"
+                "        seg = self.seg_out(F.relu(self.seg_hidden(f)))\n        return seg, self.depth(f)\n",
+                note="the main output of a multi-task model, whatever the length of the other head"),
         Example(ZERO_LOOP),
         Example("""\
 import torch.nn as nn
