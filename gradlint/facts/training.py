@@ -131,7 +131,7 @@ class Stmt:
     simple: bool  # a line holding exactly this one simple statement
     assigned: tuple[str, ...] = ()
     used: tuple[str, ...] = ()  # simple statements: every name; compound ones: their header's
-    kind: str = "simple"  # or the compound statement's type: if, for, while, with, try...
+    kind: str = "simple"  # or the compound statement's type: if, for, while, with, try...; "break": a line with a break
     parent: int = -1  # the compound statement whose body holds this one
 
 

@@ -302,6 +302,8 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
             line = self.lines[rng.line - 1] if rng.line - 1 < len(self.lines) else ""
             simple = line[: rng.column - 1].strip() == ""
         kind = "simple" if type(stmt) in (cst.SimpleStatementLine, cst.SimpleStatementSuite) else type(stmt).__name__.lower()
+        if kind == "simple" and any(type(small) is cst.Break for small in stmt.body):
+            kind = "break"  # (a loop that may end early: GL208's retry loops)
         if used is None:
             used = tuple(n for h in _headers(stmt) for n in _names_in(h))
         sid = len(self.stmts)

@@ -89,6 +89,19 @@ def train_step(model, optimizer, scaler, x, y):
     scaler.step(optimizer)
     scaler.update()
 """, note="a step function, through a scaler"),
+        Example("""\
+for step in range(num_steps):
+    for micro in range(k):
+        try:
+            optimizer.zero_grad()
+            x, y = next(data_iter)
+        except StopIteration:
+            break
+        loss = model(x, y) / k
+        loss.backward()
+    optimizer.step()
+""", note="a clear inside `try:` runs at every iteration all the same (a break before any backward: "
+          "the data ran out)"),
     ]
     valid = [
         Example("""\
@@ -159,9 +172,50 @@ for x, y in loader:
     optimizer.step()
     optimizer.zero_grad()
 """, note="a skipped batch: the clear is followed by `continue`, not by the step"),
+        Example("""\
+for x, ys in loader:
+    outs = model(x)
+    task_grads = []
+    for out, y, crit in zip(outs, ys, criterions):
+        optimizer.zero_grad()
+        crit(out, y).backward(retain_graph=True)
+        task_grads.append([p.grad.clone() for p in params])
+    for i, p in enumerate(params):
+        p.grad = sum(g[i] for g in task_grads) / len(task_grads)
+    optimizer.step()
+""", note="per-task gradients kept and combined (PCGrad): the step applies what the code assembled"),
+        Example("""\
+for x, y in loader:
+    for model, opt in zip(models, optimizers):
+        opt.zero_grad()
+        criterion(model(x), y).backward()
+    for opt in optimizers:
+        opt.step()
+""", note="an ensemble: each iteration clears another optimizer"),
+        Example("""\
+for x, y in loader:
+    for attempt in range(max_tries):
+        optimizer.zero_grad()
+        model(x, y).backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if torch.isfinite(norm):
+            break
+        x = x + 1e-3 * torch.randn_like(x)
+    optimizer.step()
+""", note="a retry loop: each attempt throws the last one away, and it ends at the first good one"),
+        Example("""\
+for x, y in loader:
+    out = model(x)
+    for c in range(num_classes):
+        optimizer.zero_grad()
+        out[:, c].sum().backward(retain_graph=True)
+    optimizer.zero_grad()
+    criterion(out, y).backward()
+    optimizer.step()
+""", note="cleared again after the loop, before the backward the step applies"),
     ]
 
-    def _in_an_inner_loop(self, ctx: RuleContext, c, step, mine: set[str]) -> Iterator[Finding]:
+    def _in_an_inner_loop(self, ctx: RuleContext, facts, c, step, mine: set[str]) -> Iterator[Finding]:
         """A clear at the top of a loop the step comes after, with a backward after it in that
         loop and no step in it (RAE's micro-batch loop): from its second iteration the clear
         wipes the micro-batches before, and the step applies the last one's gradients only."""
@@ -173,9 +227,16 @@ for x, y in loader:
             if not inner:
                 continue
             loop = inner[0]  # the outermost loop around the clear that the step is outside of
-            if any(loop in g.loops for g in f.guards):
+            if any(loop in g.loops for g in f.guards if g.test != "try"):
                 continue  # `if micro == 0: opt.zero_grad()`: not at every iteration
             if any(e.event.kind == "step" and loop in e.loops for e in c.events):
+                continue
+            if any(e.event.kind == "clear" and e.target == f.target and loop not in e.loops
+                   and f.order < e.order < step.order and steps.compatible(e, step) for e in c.events):
+                continue  # cleared again after the loop: the loop's gradients never reach the step
+            backwards = [e.event.span.line for e in c.events
+                         if e.event.kind == "backward" and loop in e.loops and e.depth == 0]
+            if f.depth == 0 and step.depth == 0 and _meant(facts, f, step, backwards):
                 continue
             if any(e.event.kind == "backward" and loop in e.loops and e.order > f.order and steps.compatible(e, f)
                    for e in c.events):
@@ -195,7 +256,7 @@ for x, y in loader:
                 mine = {step.target} | trained
                 marks = [f for f in c.events if f.event.kind in ("backward", "clear", "step")
                          and steps.compatible(f, step) and f.order < step.order]
-                yield from self._in_an_inner_loop(ctx, c, step, mine)
+                yield from self._in_an_inner_loop(ctx, facts, c, step, mine)
                 # walk back from the step: a clear of this optimizer before any backward is the bug
                 for f in reversed(marks):
                     if f.event.kind in ("backward", "step"):
@@ -208,3 +269,47 @@ for x, y in loader:
                             f"`{steps.step_text_near(step, f)}`: the step applies zero gradients",
                             f.event.span, data={"step_line": step.event.span.line})
                         break
+
+
+def _meant(facts, f, step, backwards: list[int]) -> bool:
+    """Whether the loop around a clear (the outermost one the step is outside of, as written in
+    one function) clears on purpose: it draws the cleared optimizer itself (`for model, opt in
+    zip(models, optimizers)`: a different one each time), it may end once a backward has run
+    (a `break` after one of the loop's backwards, on its lines `backwards`: a retry loop, not a
+    data iterator running out), or it or the code before the step reads or sets `.grad`
+    (PCGrad's per-task gradients, DP-SGD's per-sample clipping: the step applies what the code
+    assembled)."""
+    line, step_line = f.event.span.line, step.event.span.line
+    around = [st for st in facts.stmts if st.kind in ("for", "while") and st.line <= line <= st.end_line
+              and not st.line <= step_line <= st.end_line]
+    if not around:
+        return False
+    loop = min(around, key=lambda st: (st.line, -st.end_line))
+    if f.event.target in loop.used:
+        return True
+    index = {id(st): i for i, st in enumerate(facts.stmts)}
+    here = index[id(loop)]
+    for st in facts.stmts:
+        if st.kind == "break" and loop.line < st.line <= loop.end_line and _nearest_loop(facts, st) == here \
+                and any(b < st.line for b in backwards):
+            return True
+        if loop.line < st.line < step_line and st.kind in ("simple", "break") and any(
+                _grad_attribute(name) for name in st.used):
+            return True
+    return False
+
+
+def _nearest_loop(facts, st) -> int:
+    """The index of the innermost for/while statement around a statement (-1: none)."""
+    at = st.parent
+    while at != -1:
+        if facts.stmts[at].kind in ("for", "while"):
+            return at
+        at = facts.stmts[at].parent
+    return -1
+
+
+def _grad_attribute(name: str) -> bool:
+    """`p.grad`, `p.grad.clone` as a statement reads them (not `torch.autograd.grad`)."""
+    parts = name.split(".")
+    return "grad" in parts[1:] and parts[0] != "torch" and "autograd" not in parts
