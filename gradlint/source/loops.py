@@ -479,6 +479,11 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
                 for t in targets:
                     for name in _target_texts(t):
                         self.assign(name, value, ctx, small)
+            elif type(small.operator) is cst.ModuloAssign:
+                # `acc_step += 1; acc_step %= k` (a name or an attribute): an accumulation counter,
+                # as `acc_step = (acc_step + 1) % k` is; other operators leave it what it was
+                for name in _target_texts(small.target):
+                    self._accum_names[ctx.fid][name] = True
         return out
 
     ann_assign_stmt = aug_assign_stmt = assign_stmt

@@ -64,6 +64,12 @@ class ClipInsideAccumulation(steps.StepRule):
                 "        if state.acc_step == 0:\n            optimizer.step()\n            optimizer.zero_grad()\n",
                 note="a counter kept on an object, reduced modulo k before the test "
                      "(facebookresearch/lingua#59)"),
+        Example("import torch\n\n\ndef train(args, model, loader, optimizer):\n    acc = 0\n    for batch in loader:\n"
+                "        (model(batch) / args.acc_steps).backward()\n"
+                "        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+                "        acc += 1\n        acc %= args.acc_steps\n"
+                "        if acc == 0:\n            optimizer.step()\n            optimizer.zero_grad()\n",
+                note="a counter reduced by `%=`"),
         Example("""\
 for batch in loader:
     optimizer.zero_grad()
@@ -194,7 +200,11 @@ for batch in loader:
                 guards = [g for g in step.guards if g.accum and c.loop in g.loops]
                 if not guards or {g.key for g in guards} & {g.key for g in clip.guards}:
                     continue
+                # (the step on the if's other branch, `if micro != 0: continue` then the step:
+                # it runs when the test is false)
+                when = f"`{guards[0].test}`" if guards[0].branch == 0 else f"`{guards[0].test}` is false"
+                where = "inside that guard" if guards[0].branch == 0 else "on that path, next to the step"
                 yield ctx.finding(
                     f"`{clip.event.name}` clips every micro-batch's partial gradient sum, but "
-                    f"`{step.event.target}` steps only when `{guards[0].test}`: clip inside that guard",
+                    f"`{step.event.target}` steps only when {when}: clip {where}",
                     clip.event.span, data={"guard": guards[0].test})
