@@ -396,16 +396,6 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
                     self.x.aliases.append((t.target.value, node.value.value.value))
         for t in node.targets:
             self.assign(t.target, val, node.value)
-        for t in node.targets:
-            if type(t.target) is cst.Name:
-                # a name bound to some of a model's modules (`modules = list(m.children())[:-2]`),
-                # which a loop over it then iterates as `for module in m.children()` does
-                name = t.target.value
-                _, modules, named = _module_iteration(node.value)
-                if modules or name in self._module_lists:
-                    self._module_lists = (self._module_lists | {name}) if modules else (self._module_lists - {name})
-                    self._named_module_lists = (self._named_module_lists | {name}) if modules and named \
-                        else (self._named_module_lists - {name})
 
     def _drop_metric_hazards(self, node: cst.Assign, name: str, before: int) -> None:
         """The numerics hazards this assignment's value made, taken back when `name` is read only
@@ -468,12 +458,40 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             if isinstance(child, cst.BaseExpression):
                 self.ev(child)
 
+    def _modules_of(self, node: cst.BaseExpression) -> tuple[cst.BaseExpression, bool, bool]:
+        """`_module_iteration`, and also a name bound to such modules earlier in this function
+        (`modules = list(resnet.children())[:-2]`, catalyst's encoder) or a list of them by
+        comprehension (`[m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]`)."""
+        node, module_iter, named = _module_iteration(node)
+        if module_iter:
+            return node, True, named
+        if type(node) is cst.Name and node.value in self._module_lists:
+            return node, True, node.value in self._named_module_lists
+        if type(node) in (cst.ListComp, cst.GeneratorExp) and node.for_in.inner_for_in is None and \
+                type(node.elt) is cst.Name and type(node.for_in.target) is cst.Name and \
+                node.elt.value == node.for_in.target.value:
+            _, inner, inner_named = self._modules_of(node.for_in.iter)
+            return node, inner and not inner_named, False
+        return node, False, False
+
     def _bind_loop_target(self, target: cst.BaseAssignTargetExpression, it_node: cst.BaseExpression, it: V) -> None:
         node_iter = it_node
-        it_node, module_iter, named = _module_iteration(it_node)
-        if type(it_node) is cst.Name and it_node.value in self._module_lists:
-            # `modules = list(resnet.children())[:-2]` earlier in this function (catalyst's encoder)
-            module_iter, named = True, it_node.value in self._named_module_lists
+        if type(it_node) is cst.Call and type(it_node.func) is cst.Name and it_node.func.value == "enumerate" and \
+                it_node.args and not it_node.args[0].star and type(target) is cst.Tuple and len(target.elements) == 2:
+            # `for i, child in enumerate(model.children())` (the common "freeze the first n" loop)
+            _, module_iter, named = self._modules_of(it_node.args[0].value)
+            if module_iter:
+                self.bind(target.elements[0].value, UNKNOWN)
+                item = target.elements[1].value
+                if not named and type(item) is cst.Name:
+                    self.bind_name(item.value, V(module=True))
+                elif named and type(item) is cst.Tuple and len(item.elements) == 2:
+                    self.bind(item.elements[0].value, UNKNOWN)
+                    self.bind(item.elements[1].value, V(module=True))
+                else:
+                    self.bind(item, UNKNOWN)
+                return
+        it_node, module_iter, named = self._modules_of(it_node)
         if not module_iter and type(target) is cst.Name:
             # `for layer in self.layers[:n]` over an nn.ModuleList or nn.Sequential (any module
             # iterated by value), `for block in bert.encoder.layer`: each item is a module
@@ -526,6 +544,10 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     def bind_name(self, name: str, val: V) -> None:
         if name in self._entry_names:
             self._forget_entries(name)  # a new dict (or anything) under the name: its entries go
+        if name in self._module_lists:
+            # rebound (`assign` marks it again when the new value is some modules too)
+            self._module_lists = self._module_lists - {name}
+            self._named_module_lists = self._named_module_lists - {name}
         self.env[name] = val
         if self.name == "<module>" and self.cls is None:
             self._module_binding(name, val)
@@ -614,6 +636,18 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         self._list_holds(name, [val])
 
     def assign(self, target: cst.BaseExpression, val: V, value_node: cst.BaseExpression | None = None) -> None:
+        # a name bound to some of a model's modules (`modules = list(m.children())[:-2]`, then
+        # `modules = modules[1:]`), which a loop over it then iterates as `for module in
+        # m.children()` does (read before the binding forgets the name's old value)
+        _, modules, named = self._modules_of(value_node) if type(target) is cst.Name and value_node is not None \
+            else (None, False, False)
+        self._assign(target, val, value_node)
+        if modules:
+            self._module_lists = self._module_lists | {target.value}
+            if named:
+                self._named_module_lists = self._named_module_lists | {target.value}
+
+    def _assign(self, target: cst.BaseExpression, val: V, value_node: cst.BaseExpression | None = None) -> None:
         if type(target) is cst.Name and self.name == "<module>" and self.cls is None and empty_dict(value_node):
             # `MODELS = {}` that a registering decorator of the file fills: the classes it holds
             val = self.x.registry(target.value) or val

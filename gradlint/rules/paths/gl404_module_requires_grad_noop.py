@@ -97,6 +97,15 @@ class ModuleRequiresGradNoop(SiteRule):
                 "        modules = list(resnet.children())[:-2]\n        for module in modules:\n"
                 "            module.requires_grad = False\n        self.net = nn.Sequential(*modules)\n",
                 note="a loop over a local list of a model's children (catalyst-team/catalyst#81)"),
+        Example("import torchvision\n\n\ndef freeze(model, n):\n"
+                "    for i, child in enumerate(model.children()):\n        if i < n:\n"
+                "            child.requires_grad = False\n\n\nfreeze(torchvision.models.resnet18(), 6)\n",
+                note="the children counted by enumerate"),
+        Example("import torch.nn as nn\n\n\ndef freeze_bn(model):\n"
+                "    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]\n"
+                "    bns = bns[1:]\n    for bn in bns:\n        bn.requires_grad = False\n\n\n"
+                "freeze_bn(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)))\n",
+                note="a list of some of a model's modules, by comprehension, sliced again"),
         Example("import torch\nfrom torch import nn\n\n"
                 "class M(nn.Module):\n"
                 "    def __init__(self):\n"
@@ -133,6 +142,11 @@ class ModuleRequiresGradNoop(SiteRule):
                 note="read as a module: its parameters"),
     ]
     valid = [
+        Example("import torch\nimport torchvision\n\n\ndef freeze(model):\n"
+                "    blocks = list(model.children())[:-1]\n    backbone = torch.nn.Sequential(*blocks)\n"
+                "    for blocks in [list(backbone.parameters())]:\n        for t in blocks:\n"
+                "            t.requires_grad = False\n    return backbone\n\n\nfreeze(torchvision.models.resnet18())\n",
+                note="the name of a list of children rebound by a loop, to parameters"),
         Example("import torch.nn as nn\nimport torchvision\n\n\nclass Encoder(nn.Module):\n    def __init__(self):\n"
                 "        super().__init__()\n        resnet = torchvision.models.resnet18()\n"
                 "        modules = list(resnet.children())[:-2]\n        self.net = nn.Sequential(*modules)\n"
