@@ -17,7 +17,9 @@ class ZeroGradBeforeStep(steps.StepRule):
     between, in the same iteration of a training loop or in a step function; and a clear at the
     top of a micro-batch loop that the step comes after (`for micro in range(k):
     opt.zero_grad(); loss.backward()`, then `opt.step()`): from its second iteration it clears
-    the micro-batches before, and the step applies the last one's gradients only.
+    the micro-batches before, and the step applies the last one's gradients only; and a clear
+    at every iteration of a loop whose step an accumulation guard holds back (`zero_grad()` at
+    the top, `if (i + 1) % k == 0: optimizer.step()`), for the same reason.
 
     Not flagged: clearing another optimizer (a GAN's generator optimizer cleared while the
     discriminator's steps), a clear followed by a fresh `backward()` before the step, clears
@@ -89,6 +91,14 @@ def train_step(model, optimizer, scaler, x, y):
     scaler.step(optimizer)
     scaler.update()
 """, note="a step function, through a scaler"),
+        Example("""\
+for i, (x, y) in enumerate(loader):
+    optimizer.zero_grad()
+    loss = criterion(model(x), y) / accum_steps
+    loss.backward()
+    if (i + 1) % accum_steps == 0:
+        optimizer.step()
+""", note="gradient accumulation that clears at every micro-batch: the step applies the last one's only"),
         Example("""\
 for step in range(num_steps):
     for micro in range(k):
@@ -213,6 +223,32 @@ for x, y in loader:
     criterion(out, y).backward()
     optimizer.step()
 """, note="cleared again after the loop, before the backward the step applies"),
+        Example("""\
+for i, (x, y) in enumerate(loader):
+    optimizer.zero_grad()
+    criterion(model(x), y).backward()
+    optimizer.step()
+    if (i + 1) % k == 0:
+        scheduler.step()
+""", note="a scheduler stepped every k iterations"),
+        Example("""\
+for i, (real, _) in enumerate(loader):
+    opt_g.zero_grad()
+    opt_d.zero_grad()
+    d_loss(real, gen(noise()).detach()).backward()
+    opt_d.step()
+    if i % n_critic == 0:
+        g_loss(gen(noise())).backward()
+        opt_g.step()
+""", note="the generator's gradients come from its own backward under the guard"),
+        Example("""\
+for i, (x, y) in enumerate(loader):
+    loss = criterion(model(x), y) / accum_steps
+    loss.backward()
+    if (i + 1) % accum_steps == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", note="accumulation done right: cleared next to the step"),
     ]
 
     def _in_an_inner_loop(self, ctx: RuleContext, facts, c, step, mine: set[str]) -> Iterator[Finding]:
@@ -247,6 +283,37 @@ for x, y in loader:
                     f.event.span, data={"step_line": step.event.span.line})
                 return
 
+    def _in_an_accumulation(self, ctx: RuleContext, c, step, mine: set[str]) -> Iterator[Finding]:
+        """A clear at every iteration of the loop whose step an accumulation guard holds back
+        (`optimizer.zero_grad()` at the top, `if (i + 1) % k == 0: optimizer.step()`), with a
+        backward outside that guard: each iteration wipes the one before, and the step applies
+        the last micro-batch's gradients only."""
+        if c.loop is None or step.event.via == "sam":
+            return
+        guards = [g for g in step.guards if g.accum and c.loop in g.loops]
+        if not guards:
+            return
+        held = {g.key for g in guards}
+        if any(e.event.kind == "backward" and held & {g.key for g in e.guards} for e in c.events):
+            # a backward of its own under the guard (a GAN's generator, stepped every n_critic
+            # iterations): what the step applies is made there, after the clear
+            return
+        for f in c.events:
+            if f.event.kind != "clear" or not f.target or f.target not in mine or not f.loops \
+                    or f.loops[-1] != c.loop or any(c.loop in g.loops for g in f.guards if g.test != "try"):
+                continue
+            if not any(e.event.kind == "backward" and e.loops and e.loops[-1] == c.loop
+                       and not held & {g.key for g in e.guards} and steps.compatible(e, f) for e in c.events):
+                continue
+            test = guards[0].test
+            when = f"`{test}`" if guards[0].branch == 0 else f"`{test}` is false"
+            yield ctx.finding(
+                f"`{f.event.target}.zero_grad()` runs at every iteration, but `{steps.step_text_near(step, f)}` "
+                f"only when {when}: each iteration clears the gradients the ones before accumulated, and the "
+                "step applies the last micro-batch's only; clear next to the step",
+                f.event.span, data={"step_line": step.event.span.line})
+            return
+
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         for c in steps.contexts(facts, ctx.index):
             trained = set(steps.trained_models(facts, c))
@@ -257,6 +324,7 @@ for x, y in loader:
                 marks = [f for f in c.events if f.event.kind in ("backward", "clear", "step")
                          and steps.compatible(f, step) and f.order < step.order]
                 yield from self._in_an_inner_loop(ctx, facts, c, step, mine)
+                yield from self._in_an_accumulation(ctx, c, step, mine)
                 # walk back from the step: a clear of this optimizer before any backward is the bug
                 for f in reversed(marks):
                     if f.event.kind in ("backward", "step"):
