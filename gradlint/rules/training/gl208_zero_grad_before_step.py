@@ -232,6 +232,14 @@ for i, (x, y) in enumerate(loader):
         scheduler.step()
 """, note="a scheduler stepped every k iterations"),
         Example("""\
+for i, batch in enumerate(loader):
+    with accelerator.accumulate(model):
+        optimizer.zero_grad()
+        accelerator.backward(model(batch))
+        if (i + 1) % k == 0:
+            optimizer.step()
+""", note="inside Accelerate's accumulate(): its optimizer clears only when it syncs gradients"),
+        Example("""\
 for i, (real, _) in enumerate(loader):
     opt_g.zero_grad()
     opt_d.zero_grad()
@@ -272,7 +280,7 @@ for i, (x, y) in enumerate(loader):
                 continue  # cleared again after the loop: the loop's gradients never reach the step
             backwards = [e.event.span.line for e in c.events
                          if e.event.kind == "backward" and loop in e.loops and e.depth == 0]
-            if f.depth == 0 and step.depth == 0 and _meant(facts, f, step, backwards):
+            if f.depth == 0 and (_accumulating(facts, f) or step.depth == 0 and _meant(facts, f, step, backwards)):
                 continue
             if any(e.event.kind == "backward" and loop in e.loops and e.order > f.order and steps.compatible(e, f)
                    for e in c.events):
@@ -283,7 +291,7 @@ for i, (x, y) in enumerate(loader):
                     f.event.span, data={"step_line": step.event.span.line})
                 return
 
-    def _in_an_accumulation(self, ctx: RuleContext, c, step, mine: set[str]) -> Iterator[Finding]:
+    def _in_an_accumulation(self, ctx: RuleContext, facts, c, step, mine: set[str]) -> Iterator[Finding]:
         """A clear at every iteration of the loop whose step an accumulation guard holds back
         (`optimizer.zero_grad()` at the top, `if (i + 1) % k == 0: optimizer.step()`), with a
         backward outside that guard: each iteration wipes the one before, and the step applies
@@ -301,6 +309,8 @@ for i, (x, y) in enumerate(loader):
         for f in c.events:
             if f.event.kind != "clear" or not f.target or f.target not in mine or not f.loops \
                     or f.loops[-1] != c.loop or any(c.loop in g.loops for g in f.guards if g.test != "try"):
+                continue
+            if f.depth == 0 and _accumulating(facts, f):
                 continue
             if not any(e.event.kind == "backward" and e.loops and e.loops[-1] == c.loop
                        and not held & {g.key for g in e.guards} and steps.compatible(e, f) for e in c.events):
@@ -324,7 +334,7 @@ for i, (x, y) in enumerate(loader):
                 marks = [f for f in c.events if f.event.kind in ("backward", "clear", "step")
                          and steps.compatible(f, step) and f.order < step.order]
                 yield from self._in_an_inner_loop(ctx, facts, c, step, mine)
-                yield from self._in_an_accumulation(ctx, c, step, mine)
+                yield from self._in_an_accumulation(ctx, facts, c, step, mine)
                 # walk back from the step: a clear of this optimizer before any backward is the bug
                 for f in reversed(marks):
                     if f.event.kind in ("backward", "step"):
@@ -381,3 +391,12 @@ def _grad_attribute(name: str) -> bool:
     """`p.grad`, `p.grad.clone` as a statement reads them (not `torch.autograd.grad`)."""
     parts = name.split(".")
     return "grad" in parts[1:] and parts[0] != "torch" and "autograd" not in parts
+
+
+def _accumulating(facts, f) -> bool:
+    """Whether a clear runs inside `with accelerator.accumulate(model):` (any `with x.accumulate(...)`):
+    Accelerate's prepared optimizer clears only on the iterations it syncs gradients, so a
+    clear at every micro-batch there is how its accumulation is written."""
+    line = f.event.span.line
+    return any(st.kind == "with" and st.line <= line <= st.end_line and any(n.endswith(".accumulate") for n in st.used)
+               for st in facts.stmts)
