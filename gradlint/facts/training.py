@@ -55,7 +55,9 @@ class Event:
       clip      via: torch (torch.nn.utils / timm, GL203 applies), framework (accelerate, Fabric,
                 Lightning, FSDP: they unscale themselves), helper (a name we cannot see into)
       unscale   `scaler.unscale_(opt)`, `accelerator.unscale_gradients()`
-      clear     `zero_grad()`, `p.grad = None`, `p.grad.zero_()`, `step(zero_grad=True)`
+      clear     `zero_grad()`, `p.grad = None`, `p.grad.zero_()`, `step(zero_grad=True)`; a loop
+                `for p in model.parameters(): p.grad = None` is one clear of `model` (target),
+                with the loop variable in `name`
       call      a call of a function of this file (callees: its Function ids), for inlining
       invoke    any other call of a local name or attribute (callee text in `target`); via
                 handed: a call nothing here sees into that is handed the optimizer or `self`

@@ -68,6 +68,16 @@ def _is_accum_expr(node: cst.CSTNode) -> bool:
                for n in walk(node))
 
 
+def _parameters_of(stmt: cst.CSTNode) -> str:
+    """The module, as written, of `for p in model.parameters():` (a plain loop variable); '' else."""
+    if type(stmt) is not cst.For or type(stmt.target) is not cst.Name:
+        return ""
+    it = stmt.iter
+    if type(it) is cst.Call and not it.args and type(it.func) is cst.Attribute and it.func.attr.value == "parameters":
+        return dotted(it.func.value) or ""
+    return ""
+
+
 def _is_not_equal_zero(test: cst.BaseExpression) -> bool:
     """`x % k != 0` or `x % k` (truthy): the micro-batch branch of an accumulation guard."""
     if type(test) is cst.Comparison and len(test.comparisons) == 1:
@@ -354,6 +364,14 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
             inner = ctx.replace(drawn=tuple(v for v in ctx.drawn if v != var) + ((var,) if each else ()),
                                 undrawn=tuple(v for v in ctx.undrawn if v != var) + (() if each else (var,)))
         body = self.block(_suite(stmt.body), inner, "loop")
+        owner = _parameters_of(stmt)
+        if owner and body.items and all(isinstance(e, Event) and e.kind == "clear" and e.target == stmt.target.value
+                                        for e in body.items):
+            # `for p in model.parameters(): p.grad = None` (the PyTorch performance guide's
+            # zero_grad): one clear of the model, as `model.zero_grad()` is, not a loop of clears
+            body = dataclasses.replace(body, kind="body",
+                                       items=tuple(dataclasses.replace(e, target=owner, name=stmt.target.value)
+                                                   for e in body.items))
         if each and all(e.kind in _PER_OPTIMIZER for e in iter_events(body)):
             # `for opt in self.optimizers: scaler.step(opt)`: one update of every optimizer,
             # not a loop of steps

@@ -100,6 +100,15 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
 """, note="gradient accumulation that clears at every micro-batch: the step applies the last one's only"),
         Example("""\
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    loss = criterion(model(x), y)
+    loss.backward()
+    for p in model.parameters():
+        p.grad = None
+    optimizer.step()
+""", note="the performance guide's clear, `p.grad = None` over the model's parameters, is a clear of the model"),
+        Example("""\
 for step in range(num_steps):
     for micro in range(k):
         try:
@@ -257,6 +266,14 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
         optimizer.zero_grad()
 """, note="accumulation done right: cleared next to the step"),
+        Example("""\
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    for p in model.parameters():
+        p.grad = None
+    criterion(model(x), y).backward()
+    optimizer.step()
+""", note="`p.grad = None` over the parameters before the backward"),
     ]
 
     def _in_an_inner_loop(self, ctx: RuleContext, facts, c, step, mine: set[str]) -> Iterator[Finding]:
@@ -285,7 +302,7 @@ for i, (x, y) in enumerate(loader):
             if any(e.event.kind == "backward" and loop in e.loops and e.order > f.order and steps.compatible(e, f)
                    for e in c.events):
                 yield ctx.finding(
-                    f"`{f.event.target}.zero_grad()` runs at every iteration of the loop that `backward()` runs in, "
+                    f"{_cleared(f)} runs at every iteration of the loop that `backward()` runs in, "
                     f"and `{steps.step_text_near(step, f)}` only after that loop: it clears the gradients of the "
                     "micro-batches before, and the step applies the last one's only; clear before the loop",
                     f.event.span, data={"step_line": step.event.span.line})
@@ -318,7 +335,7 @@ for i, (x, y) in enumerate(loader):
             test = guards[0].test
             when = f"`{test}`" if guards[0].branch == 0 else f"`{test}` is false"
             yield ctx.finding(
-                f"`{f.event.target}.zero_grad()` runs at every iteration, but `{steps.step_text_near(step, f)}` "
+                f"{_cleared(f)} runs at every iteration, but `{steps.step_text_near(step, f)}` "
                 f"only when {when}: each iteration clears the gradients the ones before accumulated, and the "
                 "step applies the last micro-batch's only; clear next to the step",
                 f.event.span, data={"step_line": step.event.span.line})
@@ -343,7 +360,7 @@ for i, (x, y) in enumerate(loader):
                         if not any(m.event.kind == "backward" and m.order < f.order for m in marks):
                             break  # nothing was backpropagated before the clear in this iteration
                         yield ctx.finding(
-                            f"`{f.event.target}.zero_grad()` runs after `backward()` and before "
+                            f"{_cleared(f)} runs after `backward()` and before "
                             f"`{steps.step_text_near(step, f)}`: the step applies zero gradients",
                             f.event.span, data={"step_line": step.event.span.line})
                         break
@@ -400,3 +417,11 @@ def _accumulating(facts, f) -> bool:
     line = f.event.span.line
     return any(st.kind == "with" and st.line <= line <= st.end_line and any(n.endswith(".accumulate") for n in st.used)
                for st in facts.stmts)
+
+
+def _cleared(f) -> str:
+    """The clear as the code writes it, for a message."""
+    e = f.event
+    if e.via == "grad-none":
+        return f"`for {e.name} in {e.target}.parameters(): {e.name}.grad = None`" if e.name else f"`{e.target}.grad = None`"
+    return f"`{e.target}.zero_grad()`"
