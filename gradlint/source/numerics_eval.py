@@ -15,7 +15,7 @@ import libcst as cst
 
 from gradlint.source.budget import MAX_EXPR_DEPTH
 from gradlint.source.engine.fold import binary, constant, unary
-from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, _item, number_of, ratio_of
+from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, _item, number_of, ratio_of, square_unit
 from gradlint.source.engine.values import str_literal
 from gradlint.source.engine.walk import children as _code_children
 from gradlint.source.engine.walk import comprehensions as _comprehensions
@@ -502,7 +502,7 @@ class TensorEval:
         rn = number_of(right)
         if op is cst.Power:
             if rn == 2:
-                return replace(base, sq=True, tensor=left.tensor, dense=left.dense, pairs=left.pairs, unit=left.unit)
+                return replace(base, sq=True, tensor=left.tensor, dense=left.dense, pairs=left.pairs, unit=square_unit(left))
             return base
         if op is cst.MatrixMultiply:
             if left.normed and right.normed:
@@ -522,7 +522,7 @@ class TensorEval:
                     positive = (w.exp or w.prob in ("softmax", "sigmoid") or (wn is not None and wn > 0)) and e.dense
                     return replace(base, weighted=True, dense=positive)
             if lnode is not None and rnode is not None and self.x.code(lnode) == self.x.code(rnode):
-                return replace(base, sq=True, dense=left.dense, pairs=left.pairs, unit=left.unit)
+                return replace(base, sq=True, dense=left.dense, pairs=left.pairs, unit=square_unit(left))
             for lit, other in ((ln, right), (rn, left)):
                 if lit is not None and lit < 0 and (other.sq or other.sumsq):
                     return replace(base, nonpos=True)  # -0.5 * x**2 (a Gaussian's exponent)

@@ -15,7 +15,7 @@ from gradlint.source.budget import bounded
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.fold import as_float
 from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _combine, ratio_of, required_again,
-                                            broken_before_required)
+                                            broken_before_required, square_unit)
 from gradlint.source.engine.values import truth
 from gradlint.source.list_ends import list_end
 from gradlint.source.numerics_pairs import pair_reduction, self_gram
@@ -478,8 +478,7 @@ class TorchOps:
         return replace(_combine([r]), exp=not (r.max_shifted or r.nonpos), tensor=True, const=r.const, dense=True)
 
     def _square_value(self, r: V) -> V:
-        # (a square of a value in [-1, 1] is in [0, 1], reaching 1 where the value reaches ±1)
-        return replace(_combine([r]), sq=True, tensor=True, dense=r.dense, pairs=r.pairs, unit=r.unit)
+        return replace(_combine([r]), sq=True, tensor=True, dense=r.dense, pairs=r.pairs, unit=square_unit(r))
 
     def prob_value(self, kind: str, node: cst.Call, first: V) -> V:
         # softmax and sigmoid outputs are strictly positive: dense

@@ -70,7 +70,7 @@ def _squares(a: V) -> str:
     if a.pairs:
         return "squared pairwise distance of a tensor with itself (0 on the diagonal)"
     if a.sine and not (a.sq or a.sumsq):
-        return "1 - c² where c reaches ±1 (a cosine: 0 for parallel vectors)"
+        return "1 - c² where c can be exactly ±1 (a cosine of parallel vectors, a value clamped to [-1, 1])"
     return "sum of squares" if a.sumsq else "square"
 
 class SiteChecks:

@@ -66,8 +66,10 @@ class SqrtAtZero(SiteRule):
     ```
 
     ## Fix safety
-    The fix adds `1e-12` inside the root. It is unsafe: it changes values (by up to 1e-6 in the
-    result), and in float16/bfloat16 the eps underflows or is absorbed, so a larger eps or a
+    The fix adds `1e-12` inside the root; for `1 - cos²` not clamped yet it clamps it instead
+    (`(1 - cos ** 2).clamp(min=1e-12)`: a computed cosine may exceed 1 by a rounding error, where
+    an added eps leaves the operand negative). It is unsafe: it changes values (by up to 1e-6 in
+    the result), and in float16/bfloat16 the eps underflows or is absorbed, so a larger eps or a
     norm function may be what the code needs. Apply with `--unsafe-fixes`.
     """
 
@@ -96,7 +98,10 @@ class SqrtAtZero(SiteRule):
                      "(ronghuaiyang/arcface-pytorch#91)"),
         Example("import torch\nimport torch.nn.functional as F\n" + _MODULE.split("\n", 1)[1]
                 + "        cos = F.cosine_similarity(self.f(a), b, dim=-1)\n        return torch.sqrt(1 - cos * cos)\n",
-                note="1 - cos² of a cosine similarity"),
+                fixed="import torch\nimport torch.nn.functional as F\n" + _MODULE.split("\n", 1)[1]
+                + "        cos = F.cosine_similarity(self.f(a), b, dim=-1)\n"
+                "        return torch.sqrt((1 - cos * cos).clamp(min=1e-12))\n",
+                note="1 - cos² of a cosine similarity (clamped by the fix: a cosine may round above 1)"),
         Example(_MODULE + "        return torch.sqrt((x ** 2).sum(-1))\n",
                 fixed=_MODULE + "        return torch.sqrt((x ** 2).sum(-1) + 1e-12)\n"),
         Example(_MODULE + "        return x.pow(2).sum(dim=1).sqrt()\n",
@@ -236,6 +241,10 @@ class SqrtAtZero(SiteRule):
         if arg is None:
             return None
         s, text, how = arg.span, arg.text, site.variant
+        if site.detail.startswith("1 - ") and "clamp(" not in text:
+            # 1 - cos² of a computed cosine can be a little below 0 (cos = 1.0000001), where an
+            # eps added inside the root still gives NaN: clamp it (the form arcface-pytorch's fix took)
+            return Fix("Clamp away from 0", (Edit(s, f"{_grouped(text)}.clamp(min=1e-12)"),), safe=False)
         if how.startswith("torch.") and not how.startswith("torch.pow"):
             if not arg.sum_safe:
                 return Fix("Add an eps", (Edit(s, f"({text}) + 1e-12"),), safe=False)
@@ -243,3 +252,16 @@ class SqrtAtZero(SiteRule):
                        safe=False)
         return Fix("Add an eps", (Edit(s, f"({text} + 1e-12)" if arg.sum_safe else f"(({text}) + 1e-12)"),),
                    safe=False)
+
+
+def _grouped(text: str) -> str:
+    """`text` as one operand of a method call: as it is when one pair of parentheses holds all of
+    it, else in parentheses."""
+    if text.startswith("("):
+        depth = 0
+        for i, ch in enumerate(text):
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0:
+                return text if i == len(text) - 1 else f"({text})"
+    return f"({text})"

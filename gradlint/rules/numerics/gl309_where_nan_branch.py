@@ -74,6 +74,11 @@ class WhereNanBranch(SiteRule):
                 note="in a static method the class calls with a value that carries gradient "
                      "(caustics' NFW lens, Ciela-Institute/caustics#83)"),
         Example("import torch\n\ndef f(x):\n    x = torch.nn.Parameter(x)\n    return torch.where(x > 0, torch.log(x), torch.zeros_like(x))\n"),
+        Example("import torch\nfrom torch import nn\n\n\nclass Corr(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n        self.f = nn.Linear(4, 4)\n\n    def forward(self, a, b):\n"
+                "        c = (torch.tanh(self.f(a)) - torch.tanh(self.f(b))).clamp(-0.99, 0.99)\n"
+                "        return torch.where(c != 0, torch.log(c ** 2), torch.zeros_like(c)).sum()\n",
+                note="a margin from ±1 says nothing of the square's distance from 0"),
         Example("import torch\n\ndef f(x):\n    x = torch.nn.Parameter(x)\n    return torch.where(x > 0, x.sqrt(), 0.0)\n"),
         Example("import torch\n\ndef f(s, d):\n    s = torch.nn.Parameter(s)\n    n = d.sum(-1)\n    return torch.where(n > 0, s / n, torch.zeros_like(s))\n"),
         Example("import torch\n\ndef f(x):\n    x = torch.nn.Parameter(x)\n    return torch.where(x.abs() < 1, torch.zeros_like(x), torch.reciprocal(x))\n"),

@@ -446,6 +446,14 @@ def passed_tensor(v: V) -> V:
              unit=v.unit, clamped=v.clamped)
 
 
+def square_unit(v: V) -> str | None:
+    """The unit a square of `v` keeps: a value that reaches ±1 (a cosine, one clamped to [-1, 1])
+    squares to one that reaches 1 (`1 - cos ** 2` is then 0 there: V.sine). A strict margin is
+    not kept: it says nothing of how far the square is from 0 (`log(c ** 2)` of a c clamped to
+    (-0.99, 0.99) is still -inf at c = 0)."""
+    return v.unit if v.unit in ("bounded", "loose") else None
+
+
 def merge_env(a: dict[str, V], b: dict[str, V]) -> dict[str, V]:
     out: dict[str, V] = {}
     for key in a.keys() | b.keys():
