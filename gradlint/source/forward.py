@@ -22,7 +22,7 @@ from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_EXPR_DEPTH, Exhausted
 from gradlint.source.construct import _NOT_HANDLED
 from gradlint.source.foreign import SUPER_NAMES, _self_names
-from gradlint.source.engine.values import Alt, Ctor, HeldTensor, Instance, ListVal, PathVal, Sym, held_tensor
+from gradlint.source.engine.values import Alt, Ctor, DictVal, HeldTensor, Instance, ListVal, PathVal, Sym, held_tensor
 from gradlint.source.init_walk import _truth, _Walker
 from gradlint.source.lowering import NO_CHOICE
 from gradlint.source.engine.calls import arg as _arg_value
@@ -43,6 +43,9 @@ class ForwardInterpreter(_Walker):
         self.inst = inst
         self.env: dict = {}
         self.returns: list = []
+        # the other outputs of a tuple (or dict) forward returns, rooted at the input and not on
+        # the path `result` gives (a detector's box head beside its class head): set by `result`
+        self.heads: list[tuple] = []
         self.done = False
         self.calls = 0
         self.prefix = ""  # module path of the instance, for the names of opaque nodes
@@ -100,6 +103,8 @@ class ForwardInterpreter(_Walker):
                     return items[idx]
                 if isinstance(base, Ctor) and base.keys is not None and isinstance(idx, str) and idx in base.keys:
                     return base.items[base.keys.index(idx)]  # type: ignore[index]
+                if isinstance(base, DictVal) and isinstance(idx, str):
+                    return base.items.get(idx, UNKNOWN)
             return UNKNOWN
         if kind is cst.Call:
             return self.call(e)
@@ -110,6 +115,14 @@ class ForwardInterpreter(_Walker):
             return v if isinstance(v, PathVal) else self.fm.eval(e, self._numeric_env())
         if kind in (cst.Tuple, cst.List):
             return ListVal([self.ev(el.value) for el in e.elements if type(el) is not cst.StarredElement])
+        if kind is cst.Dict:
+            # `{"res": x_residual, "out": x}` with plain string keys: its values by key
+            items = {}
+            for el in e.elements:
+                if type(el) is not cst.DictElement or type(el.key) is not cst.SimpleString:
+                    return UNKNOWN
+                items[el.key.evaluated_value] = self.ev(el.value)
+            return DictVal(items)
         if kind in (cst.Integer, cst.Float, cst.SimpleString):
             return self.fm.eval(e, {})
         if kind is cst.Comparison:
@@ -628,6 +641,8 @@ class ForwardInterpreter(_Walker):
         value = self.returns[0]
         for other in self.returns[1:]:
             value = _merge(value, other)
+        if isinstance(value, DictVal):
+            value = ListVal(list(value.items.values()))  # a dict of outputs: as a tuple of its values
         if isinstance(value, ListVal):
             # a tuple of outputs: the first (a model's `hidden, attn` its hidden states, a
             # multi-task model's main head), or the longest of those made from it (LAVT's layer
@@ -637,6 +652,9 @@ class ForwardInterpreter(_Walker):
             firsts = [v for v in value.items if isinstance(v, PathVal) and v.root == main_input]
             value = max((v for v in firsts if _holds(v.nodes, firsts[0].nodes)),
                         key=lambda v: sum(1 for _ in walk(v.nodes))) if firsts else None
+            # (the others are read as networks of their own: models.extract)
+            self.heads = [v.nodes for v in firsts if value is not None and not _holds(value.nodes, v.nodes)
+                          and v.nodes != value.nodes]
         if isinstance(value, PathVal) and value.root == main_input:
             return value.nodes
         return None

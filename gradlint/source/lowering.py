@@ -56,6 +56,9 @@ class Lowerer:
         self.order: list[bool] = []
         self.choices: dict[int, bool] = {}
         self.note = ""  # why forward could not be followed, for people (`gradlint model`)
+        # the other outputs of the model's own forward (ForwardInterpreter.heads), of the first
+        # run of forward_paths; None before one
+        self.heads: list[tuple] | None = None
         # Within one forward_paths: the nodes of each child module's forward with the decisions
         # its run consulted, reused by the later paths that decide them alike (_child_nodes);
         # and the decisions consulted since the outermost child run began, in order.
@@ -272,6 +275,7 @@ class Lowerer:
         plans: list[list[bool]] = [[]]
         results: list[tuple] = []
         runs = 0
+        self.heads = None
         saved_memo, self._memo = self._memo, {}
         try:
             return self._forward_paths(inst, prefix, plans, results, runs)
@@ -522,6 +526,8 @@ class Lowerer:
             self.note = self.note or f"{inst.cls.name}.forward exceeds the interpretation budget"
             return (), False
         result = interp.result(params[0])
+        if prefix == "" and self.heads is None:
+            self.heads = interp.heads  # the model's own forward (not a child's), its first run
         if result is None and not given:
             # the first input may be no signal: an ODE vector field is called `func(t, y)`
             # (torchdiffeq), its state the second input; follow the first other input, with no

@@ -104,6 +104,16 @@ class DeadInit(Rule):
                 "    def forward(self, x):\n        f = F.relu(self.stem(x))\n"
                 "        seg = self.seg_out(F.relu(self.seg_hidden(f)))\n        return seg, self.depth(f)\n",
                 note="the main output of a multi-task model, whatever the length of the other head"),
+        Example("import torch.nn as nn\n\n\nclass Detector(nn.Module):\n    def __init__(self, c=64, n_cls=80):\n"
+                "        super().__init__()\n"
+                "        self.backbone = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU())\n"
+                "        self.cls_head = nn.Conv2d(c, n_cls, 1)\n"
+                "        self.box_head = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),\n"
+                "                                      nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, 4, 1))\n"
+                "        for m in self.box_head.modules():\n            if isinstance(m, nn.Conv2d):\n"
+                "                nn.init.zeros_(m.weight)\n\n"
+                "    def forward(self, x):\n        f = self.backbone(x)\n        return self.cls_head(f), self.box_head(f)\n",
+                note="the second output of a forward that returns a tuple (a detector's box head) is read too"),
         Example(ZERO_LOOP),
         Example("""\
 import torch.nn as nn
