@@ -133,7 +133,7 @@ class Stmt:
     simple: bool  # a line holding exactly this one simple statement
     assigned: tuple[str, ...] = ()
     used: tuple[str, ...] = ()  # simple statements: every name; compound ones: their header's
-    kind: str = "simple"  # or the compound statement's type: if, for, while, with, try...; "break": a line with a break
+    kind: str = "simple"  # or the compound statement's type: if, for, while, with, try...; "break" / "continue": a line with one
     parent: int = -1  # the compound statement whose body holds this one
 
 
@@ -192,6 +192,9 @@ class Assign:
     nograd: bool = False
     passed: tuple[tuple[str, tuple[str, ...]], ...] = ()
     labels: tuple[str, ...] = ()
+    # accelerator: made with gradient_accumulation_steps (other than 1) or a plugin (True),
+    # with neither (False: accelerate's default, every iteration syncs), or unknown (None: **kwargs)
+    accumulates: bool | None = None
 
 
 @dataclass(frozen=True)

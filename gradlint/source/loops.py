@@ -314,8 +314,12 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         kind = "simple" if type(stmt) in (cst.SimpleStatementLine, cst.SimpleStatementSuite) else type(stmt).__name__.lower()
         if kind == "simple" and any(type(small) is cst.Break for small in stmt.body):
             kind = "break"  # (a loop that may end early: GL208's retry loops)
+        elif kind == "simple" and any(type(small) is cst.Continue for small in stmt.body):
+            kind = "continue"  # (what follows an `if` that holds one runs on some paths only)
         if used is None:
             used = tuple(n for h in _headers(stmt) for n in _names_in(h))
+        if type(stmt) is cst.For and not assigned:
+            assigned = _names_in(stmt.target)  # what the loop binds (`for model, opt in zip(...)`)
         sid = len(self.stmts)
         self.stmts.append(Stmt(block=bid, index=index, line=rng.line, end_line=rng.end_line, column=rng.column,
                                simple=simple, assigned=tuple(assigned), used=tuple(used), kind=kind,
@@ -613,7 +617,14 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
             other = {a.keyword.value for a in call.args if a.keyword is not None}
             fp16 = type(precision) is cst.SimpleString and precision.evaluated_value == "fp16" and \
                 not any(a.star for a in call.args) and other.isdisjoint(_NO_SCALER_ARGS)
-            self.assigns.append(Assign(kind="accelerator", disabled=not fp16, cls=last, **base))
+            # accumulates: gradient_accumulation_steps (not 1) or a plugin written; False when
+            # neither is (accelerate's default, 1: accumulate() then syncs every iteration)
+            steps = _arg(call, -1, "gradient_accumulation_steps")
+            accumulates = (steps is not None and _number(steps) != 1) or _arg(call, -1, "gradient_accumulation_plugin") \
+                is not None
+            self.assigns.append(Assign(kind="accelerator", disabled=not fp16, cls=last,
+                                       accumulates=True if accumulates else None if any(a.star for a in call.args)
+                                       else False, **base))
             return
         splat = any(a.star for a in call.args)  # Trainer(**cfg): we cannot know
         if not q.isdisjoint(PL_TRAINERS) or (last == "Trainer" and any(x.startswith(("pytorch_lightning", "lightning")) for x in q)):

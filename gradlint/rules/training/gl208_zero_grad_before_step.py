@@ -100,6 +100,38 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
 """, note="gradient accumulation that clears at every micro-batch: the step applies the last one's only"),
         Example("""\
+from accelerate import Accelerator
+
+accelerator = Accelerator()
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+for i, batch in enumerate(loader):
+    with accelerator.accumulate(model):
+        optimizer.zero_grad()
+        accelerator.backward(model(batch) / k)
+        if (i + 1) % k == 0:
+            optimizer.step()
+""", note="accumulate() of an Accelerator left at gradient_accumulation_steps=1 syncs, and clears, every time"),
+        Example("""\
+it = iter(loader)
+for step in range(num_steps):
+    for i, (x, y) in enumerate(it):
+        optimizer.zero_grad()
+        loss = model(x, y) / k
+        loss.backward()
+        if i == k - 1:
+            break
+    optimizer.step()
+""", note="a break that counts micro-batches is no retry"),
+        Example("""\
+for step in range(num_steps):
+    for micro in range(k):
+        optimizer.zero_grad()
+        loss = model(*next(data_iter)) / k
+        loss.backward()
+    norm = torch.norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+    optimizer.step()
+""", note="reading the gradients (a norm to log) does not make the clears meant"),
+        Example("""\
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 for x, y in loader:
     loss = criterion(model(x), y)
@@ -267,6 +299,38 @@ for i, (x, y) in enumerate(loader):
         optimizer.zero_grad()
 """, note="accumulation done right: cleared next to the step"),
         Example("""\
+for i, (x, y) in enumerate(loader):
+    optimizer.zero_grad()
+    criterion(model(x), y).backward()
+    for a, p in zip(acc, params):
+        a.add_(p.grad)
+    if (i + 1) % k == 0:
+        for a, p in zip(acc, params):
+            p.grad = a / k
+            a.zero_()
+        optimizer.step()
+""", note="a buffer of the micro-batches' gradients, written back to .grad before the step"),
+        Example("""\
+for i, (x, y) in enumerate(loader):
+    opt_enc.zero_grad()
+    opt_dec.zero_grad()
+    criterion(model(x), y).backward()
+    if i % 2 == 0:
+        opt_enc.step()
+    else:
+        opt_dec.step()
+""", note="alternating updates: nothing is accumulated"),
+        Example("""\
+for i, batch in enumerate(loader):
+    loss = model(batch) / k
+    loss.backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+    else:
+        continue
+    optimizer.zero_grad()
+""", note="the clear runs only when the step did (`else: continue`)"),
+        Example("""\
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 for x, y in loader:
     for p in model.parameters():
@@ -323,11 +387,14 @@ for x, y in loader:
             # a backward of its own under the guard (a GAN's generator, stepped every n_critic
             # iterations): what the step applies is made there, after the clear
             return
+        if any(e.event.kind == "step" and any(g.key in held and g.branch != guards[0].branch for g in e.guards)
+               for e in c.events):
+            return  # `if i % 2 == 0: opt_a.step() else: opt_b.step()`: alternating updates, no accumulation
         for f in c.events:
             if f.event.kind != "clear" or not f.target or f.target not in mine or not f.loops \
                     or f.loops[-1] != c.loop or any(c.loop in g.loops for g in f.guards if g.test != "try"):
                 continue
-            if f.depth == 0 and _accumulating(facts, f):
+            if f.depth == 0 and (_accumulating(facts, f) or step.depth == 0 and _assembled_or_skipped(facts, f, step)):
                 continue
             if not any(e.event.kind == "backward" and e.loops and e.loops[-1] == c.loop
                        and not held & {g.key for g in e.guards} and steps.compatible(e, f) for e in c.events):
@@ -370,28 +437,42 @@ def _meant(facts, f, step, backwards: list[int]) -> bool:
     """Whether the loop around a clear (the outermost one the step is outside of, as written in
     one function) clears on purpose: it draws the cleared optimizer itself (`for model, opt in
     zip(models, optimizers)`: a different one each time), it may end once a backward has run
-    (a `break` after one of the loop's backwards, on its lines `backwards`: a retry loop, not a
-    data iterator running out), or it or the code before the step reads or sets `.grad`
-    (PCGrad's per-task gradients, DP-SGD's per-sample clipping: the step applies what the code
-    assembled)."""
+    (a `break` tested on what followed one of the loop's backwards, on its lines `backwards`: a
+    retry loop), or it or the code before the step sets `.grad` (PCGrad's per-task gradients,
+    DP-SGD's per-sample clipping: the step applies what the code assembled)."""
     line, step_line = f.event.span.line, step.event.span.line
     around = [st for st in facts.stmts if st.kind in ("for", "while") and st.line <= line <= st.end_line
               and not st.line <= step_line <= st.end_line]
     if not around:
         return False
     loop = min(around, key=lambda st: (st.line, -st.end_line))
-    if f.event.target in loop.used:
+    if f.event.target in loop.assigned:
         return True
     index = {id(st): i for i, st in enumerate(facts.stmts)}
     here = index[id(loop)]
     for st in facts.stmts:
         if st.kind == "break" and loop.line < st.line <= loop.end_line and _nearest_loop(facts, st) == here \
-                and any(b < st.line for b in backwards):
+                and _retry(facts, loop, st, backwards):
             return True
         if loop.line < st.line < step_line and st.kind in ("simple", "break") and any(
-                _grad_attribute(name) for name in st.used):
-            return True
+                _grad_attribute(name) and name.split(".")[0] in st.assigned for name in st.used):
+            return True  # `p.grad = ...`: gradients the code assembles (reading them is no sign)
     return False
+
+
+def _retry(facts, loop, brk, backwards: list[int]) -> bool:
+    """Whether a `break` ends a retry loop: the `if` around it tests a name bound in the loop
+    after a backward (`norm = clip_grad_norm_(...)`, then `if torch.isfinite(norm): break`), not
+    a count of micro-batches (`if i == k - 1: break`) or a data iterator running out."""
+    if brk.parent == -1 or facts.stmts[brk.parent].kind != "if":
+        return False
+    test = facts.stmts[brk.parent]
+    first = min((b for b in backwards if b < brk.line), default=None)
+    if first is None:
+        return False
+    made = {n for st in facts.stmts if loop.line < st.line <= loop.end_line and first < st.line < test.line
+            for n in st.assigned}
+    return bool(made & set(test.used))
 
 
 def _nearest_loop(facts, st) -> int:
@@ -413,10 +494,37 @@ def _grad_attribute(name: str) -> bool:
 def _accumulating(facts, f) -> bool:
     """Whether a clear runs inside `with accelerator.accumulate(model):` (any `with x.accumulate(...)`):
     Accelerate's prepared optimizer clears only on the iterations it syncs gradients, so a
-    clear at every micro-batch there is how its accumulation is written."""
+    clear at every micro-batch there is how its accumulation is written. Not when every
+    Accelerator the file makes leaves gradient_accumulation_steps at 1 (each iteration syncs)."""
     line = f.event.span.line
+    made = [a for a in facts.assigns if a.kind == "accelerator"]
+    if made and all(a.accumulates is False for a in made):
+        return False
     return any(st.kind == "with" and st.line <= line <= st.end_line and any(n.endswith(".accumulate") for n in st.used)
                for st in facts.stmts)
+
+
+def _assembled_or_skipped(facts, f, step) -> bool:
+    """For a clear in the loop whose step a guard holds back: whether the loop sets `.grad` (a
+    buffer of the micro-batches' gradients written back before the step), or the clear comes
+    after the `if` of the step and that `if` holds a `continue` (`else: continue`: the clear
+    runs only when the step did)."""
+    line, step_line = f.event.span.line, step.event.span.line
+    loops = [st for st in facts.stmts if st.kind in ("for", "while") and st.line <= min(line, step_line)
+             and max(line, step_line) <= st.end_line]
+    if not loops:
+        return False
+    loop = max(loops, key=lambda st: st.line)  # the innermost around both
+    inside = [st for st in facts.stmts if loop.line < st.line <= loop.end_line]
+    if any(st.kind == "simple" and any(_grad_attribute(n) and n.split(".")[0] in st.assigned for n in st.used)
+           for st in inside):
+        return True
+    ifs = [st for st in inside if st.kind == "if" and st.line <= step_line <= st.end_line]
+    if not ifs:
+        return False
+    guard = max(ifs, key=lambda st: st.line)
+    return line > guard.end_line and any(st.kind == "continue" and guard.line < st.line <= guard.end_line
+                                         for st in inside)
 
 
 def _cleared(f) -> str:
