@@ -465,8 +465,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         node, module_iter, named = _module_iteration(node)
         if module_iter:
             return node, True, named
-        if type(node) is cst.Name and node.value in self._module_lists:
-            return node, True, node.value in self._named_module_lists
+        key = node.value if type(node) is cst.Name else dotted(node) if type(node) is cst.Attribute else None
+        if key and key in self._module_lists:
+            return node, True, key in self._named_module_lists
         if type(node) in (cst.ListComp, cst.GeneratorExp) and node.for_in.inner_for_in is None and \
                 type(node.elt) is cst.Name and type(node.for_in.target) is cst.Name and \
                 node.elt.value == node.for_in.target.value:
@@ -561,6 +562,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         key = dotted(target)
         if key:
             self.env[key] = val
+            if key in self._module_lists:  # rebound (`assign` marks it again for more modules)
+                self._module_lists = self._module_lists - {key}
+                self._named_module_lists = self._named_module_lists - {key}
 
     def bind_subscript(self, target: cst.Subscript, val: V) -> None:
         self._dict_changed(target.value)
@@ -639,13 +643,17 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         # a name bound to some of a model's modules (`modules = list(m.children())[:-2]`, then
         # `modules = modules[1:]`), which a loop over it then iterates as `for module in
         # m.children()` does (read before the binding forgets the name's old value)
-        _, modules, named = self._modules_of(value_node) if type(target) is cst.Name and value_node is not None \
-            else (None, False, False)
+        # (`self.blocks = list(resnet.children())` too; `mods += list(head.children())` keeps it)
+        key = target.value if type(target) is cst.Name else dotted(target) if type(target) is cst.Attribute else None
+        if value_node is None and key in self._module_lists:
+            modules, named = True, key in self._named_module_lists  # an augmented assignment
+        else:
+            _, modules, named = self._modules_of(value_node) if key and value_node is not None else (None, False, False)
         self._assign(target, val, value_node)
         if modules:
-            self._module_lists = self._module_lists | {target.value}
+            self._module_lists = self._module_lists | {key}
             if named:
-                self._named_module_lists = self._named_module_lists | {target.value}
+                self._named_module_lists = self._named_module_lists | {key}
 
     def _assign(self, target: cst.BaseExpression, val: V, value_node: cst.BaseExpression | None = None) -> None:
         if type(target) is cst.Name and self.name == "<module>" and self.cls is None and empty_dict(value_node):

@@ -106,6 +106,12 @@ class ModuleRequiresGradNoop(SiteRule):
                 "    bns = bns[1:]\n    for bn in bns:\n        bn.requires_grad = False\n\n\n"
                 "freeze_bn(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)))\n",
                 note="a list of some of a model's modules, by comprehension, sliced again"),
+        Example("import torch.nn as nn\nimport torchvision\n\n\nclass Encoder(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n        resnet = torchvision.models.resnet18()\n"
+                "        self.blocks = list(resnet.children())[:-2]\n        self.blocks += [nn.Conv2d(512, 64, 1)]\n"
+                "        for module in self.blocks:\n            module.requires_grad = False\n"
+                "        self.net = nn.Sequential(*self.blocks)\n",
+                note="a list of children held in an attribute, extended"),
         Example("import torch\nfrom torch import nn\n\n"
                 "class M(nn.Module):\n"
                 "    def __init__(self):\n"
