@@ -192,9 +192,6 @@ class Assign:
     nograd: bool = False
     passed: tuple[tuple[str, tuple[str, ...]], ...] = ()
     labels: tuple[str, ...] = ()
-    # accelerator: made with gradient_accumulation_steps (other than 1) or a plugin (True),
-    # with neither (False: accelerate's default, every iteration syncs), or unknown (None: **kwargs)
-    accumulates: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -617,14 +617,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
             other = {a.keyword.value for a in call.args if a.keyword is not None}
             fp16 = type(precision) is cst.SimpleString and precision.evaluated_value == "fp16" and \
                 not any(a.star for a in call.args) and other.isdisjoint(_NO_SCALER_ARGS)
-            # accumulates: gradient_accumulation_steps (not 1) or a plugin written; False when
-            # neither is (accelerate's default, 1: accumulate() then syncs every iteration)
-            steps = _arg(call, -1, "gradient_accumulation_steps")
-            accumulates = (steps is not None and _number(steps) != 1) or _arg(call, -1, "gradient_accumulation_plugin") \
-                is not None
-            self.assigns.append(Assign(kind="accelerator", disabled=not fp16, cls=last,
-                                       accumulates=True if accumulates else None if any(a.star for a in call.args)
-                                       else False, **base))
+            self.assigns.append(Assign(kind="accelerator", disabled=not fp16, cls=last, **base))
             return
         splat = any(a.star for a in call.args)  # Trainer(**cfg): we cannot know
         if not q.isdisjoint(PL_TRAINERS) or (last == "Trainer" and any(x.startswith(("pytorch_lightning", "lightning")) for x in q)):

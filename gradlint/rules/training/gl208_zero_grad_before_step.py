@@ -100,18 +100,6 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
 """, note="gradient accumulation that clears at every micro-batch: the step applies the last one's only"),
         Example("""\
-from accelerate import Accelerator
-
-accelerator = Accelerator()
-model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-for i, batch in enumerate(loader):
-    with accelerator.accumulate(model):
-        optimizer.zero_grad()
-        accelerator.backward(model(batch) / k)
-        if (i + 1) % k == 0:
-            optimizer.step()
-""", note="accumulate() of an Accelerator left at gradient_accumulation_steps=1 syncs, and clears, every time"),
-        Example("""\
 it = iter(loader)
 for step in range(num_steps):
     for i, (x, y) in enumerate(it):
@@ -223,6 +211,27 @@ for x, y in loader:
     optimizer.step()
     optimizer.zero_grad()
 """, note="a skipped batch: the clear is followed by `continue`, not by the step"),
+        Example("""\
+for x, y in loader:
+    for attempt in range(3):
+        optimizer.zero_grad()
+        loss = model(x, y)
+        loss.backward()
+        if torch.isfinite(loss):
+            break
+    optimizer.step()
+""", note="a retry loop that tests the loss"),
+        Example("""\
+for x, y in loader:
+    while True:
+        optimizer.zero_grad()
+        try:
+            model(x, y).backward()
+            break
+        except torch.cuda.OutOfMemoryError:
+            x, y = x[: len(x) // 2], y[: len(y) // 2]
+    optimizer.step()
+""", note="a retry loop that halves the batch on an out-of-memory error"),
         Example("""\
 for x, ys in loader:
     outs = model(x)
@@ -352,7 +361,7 @@ for x, y in loader:
             if not inner:
                 continue
             loop = inner[0]  # the outermost loop around the clear that the step is outside of
-            if any(loop in g.loops for g in f.guards if g.test != "try"):
+            if any(loop in g.loops for g in f.guards if not _try_body(g)):
                 continue  # `if micro == 0: opt.zero_grad()`: not at every iteration
             if any(e.event.kind == "step" and loop in e.loops for e in c.events):
                 continue
@@ -361,7 +370,8 @@ for x, y in loader:
                 continue  # cleared again after the loop: the loop's gradients never reach the step
             backwards = [e.event.span.line for e in c.events
                          if e.event.kind == "backward" and loop in e.loops and e.depth == 0]
-            if f.depth == 0 and (_accumulating(facts, f) or step.depth == 0 and _meant(facts, f, step, backwards)):
+            clears = {e.event.span.line for e in c.events if e.event.kind == "clear"}
+            if f.depth == 0 and (_accumulating(facts, f) or step.depth == 0 and _meant(facts, f, step, backwards, clears)):
                 continue
             if any(e.event.kind == "backward" and loop in e.loops and e.order > f.order and steps.compatible(e, f)
                    for e in c.events):
@@ -392,9 +402,12 @@ for x, y in loader:
             return  # `if i % 2 == 0: opt_a.step() else: opt_b.step()`: alternating updates, no accumulation
         for f in c.events:
             if f.event.kind != "clear" or not f.target or f.target not in mine or not f.loops \
-                    or f.loops[-1] != c.loop or any(c.loop in g.loops for g in f.guards if g.test != "try"):
+                    or f.loops[-1] != c.loop or any(c.loop in g.loops for g in f.guards if not _try_body(g)):
                 continue
-            if f.depth == 0 and (_accumulating(facts, f) or step.depth == 0 and _assembled_or_skipped(facts, f, step)):
+            backwards = [e.event.span.line for e in c.events if e.event.kind == "backward" and e.depth == 0]
+            clears = {e.event.span.line for e in c.events if e.event.kind == "clear"}
+            if f.depth == 0 and (_accumulating(facts, f) or step.depth == 0 and _assembled_or_skipped(
+                    facts, f, step, backwards, clears)):
                 continue
             if not any(e.event.kind == "backward" and e.loops and e.loops[-1] == c.loop
                        and not held & {g.key for g in e.guards} and steps.compatible(e, f) for e in c.events):
@@ -433,13 +446,13 @@ for x, y in loader:
                         break
 
 
-def _meant(facts, f, step, backwards: list[int]) -> bool:
+def _meant(facts, f, step, backwards: list[int], clears: set[int]) -> bool:
     """Whether the loop around a clear (the outermost one the step is outside of, as written in
-    one function) clears on purpose: it draws the cleared optimizer itself (`for model, opt in
-    zip(models, optimizers)`: a different one each time), it may end once a backward has run
-    (a `break` tested on what followed one of the loop's backwards, on its lines `backwards`: a
-    retry loop), or it or the code before the step sets `.grad` (PCGrad's per-task gradients,
-    DP-SGD's per-sample clipping: the step applies what the code assembled)."""
+    one function) clears on purpose: it draws the cleared optimizer as its target (`for model,
+    opt in zip(models, optimizers)`: a different one each time), it is a retry loop (_retry),
+    or the code sets `.grad` after a backward and before the step (PCGrad's per-task
+    gradients, DP-SGD's per-sample clipping: the step applies what the code assembled). The
+    loop's backwards are on lines `backwards`, the clears (which set `.grad` too) on `clears`."""
     line, step_line = f.event.span.line, step.event.span.line
     around = [st for st in facts.stmts if st.kind in ("for", "while") and st.line <= line <= st.end_line
               and not st.line <= step_line <= st.end_line]
@@ -448,31 +461,53 @@ def _meant(facts, f, step, backwards: list[int]) -> bool:
     loop = min(around, key=lambda st: (st.line, -st.end_line))
     if f.event.target in loop.assigned:
         return True
-    index = {id(st): i for i, st in enumerate(facts.stmts)}
-    here = index[id(loop)]
+    return _retry(facts, loop, backwards) or _sets_grad(facts, loop.line, step_line, backwards, clears)
+
+
+def _sets_grad(facts, start: int, end: int, backwards: list[int], clears: set[int]) -> bool:
+    """Whether a statement after a backward (from line `start`, before line `end`) sets `.grad`
+    to a value (`p.grad = acc / k`): not a clear (`p.grad = None`, or a line of the clear
+    events `clears` that sets nothing else)."""
+    first = min((b for b in backwards if b >= start), default=None)
+    if first is None:
+        return False
     for st in facts.stmts:
-        if st.kind == "break" and loop.line < st.line <= loop.end_line and _nearest_loop(facts, st) == here \
-                and _retry(facts, loop, st, backwards):
+        if not (first < st.line < end and st.kind == "simple"):
+            continue
+        written = {n for n in st.used if _grad_attribute(n) and n.split(".")[0] in st.assigned}
+        if not written:
+            continue
+        # what the value reads besides the gradients written and their owners (`None`: a clear)
+        rest = set(st.used) - written - {n.split(".")[0] for n in written} - {"None"}
+        if rest:
             return True
-        if loop.line < st.line < step_line and st.kind in ("simple", "break") and any(
-                _grad_attribute(name) and name.split(".")[0] in st.assigned for name in st.used):
-            return True  # `p.grad = ...`: gradients the code assembles (reading them is no sign)
     return False
 
 
-def _retry(facts, loop, brk, backwards: list[int]) -> bool:
-    """Whether a `break` ends a retry loop: the `if` around it tests a name bound in the loop
-    after a backward (`norm = clip_grad_norm_(...)`, then `if torch.isfinite(norm): break`), not
-    a count of micro-batches (`if i == k - 1: break`) or a data iterator running out."""
-    if brk.parent == -1 or facts.stmts[brk.parent].kind != "if":
-        return False
-    test = facts.stmts[brk.parent]
-    first = min((b for b in backwards if b < brk.line), default=None)
+def _retry(facts, loop, backwards: list[int]) -> bool:
+    """Whether a loop is a retry loop, which throws an attempt's gradients away on purpose: it
+    breaks once a backward has run (a `break` right after it, `try: ...; loss.backward(); break`,
+    or under an `if` that tests what the loop computes, `if torch.isfinite(loss): break`), or it
+    is a `while` whose test reads such a value (`while not ok:`). Not a count of micro-batches
+    (`if i == k - 1: break`, `n += 1`), nor a data iterator running out (a break before any
+    backward)."""
+    inside = [st for st in facts.stmts if loop.line < st.line <= loop.end_line]
+    # names the loop's body computes (not its own targets, not counters: `n += 1`, `n = n + 1`)
+    computed = {n for st in inside if set(st.used) - set(st.assigned) for n in st.assigned} - set(loop.assigned)
+    first = min((b for b in backwards if loop.line <= b <= loop.end_line), default=None)
     if first is None:
         return False
-    made = {n for st in facts.stmts if loop.line < st.line <= loop.end_line and first < st.line < test.line
-            for n in st.assigned}
-    return bool(made & set(test.used))
+    if loop.kind == "while" and computed & set(loop.used):
+        return True
+    index = {id(st): i for i, st in enumerate(facts.stmts)}
+    here = index[id(loop)]
+    for st in inside:
+        if st.kind != "break" or st.line < first or _nearest_loop(facts, st) != here:
+            continue
+        parent = facts.stmts[st.parent] if st.parent != -1 else None
+        if parent is None or parent.kind != "if" or computed & set(parent.used):
+            return True
+    return False
 
 
 def _nearest_loop(facts, st) -> int:
@@ -494,37 +529,37 @@ def _grad_attribute(name: str) -> bool:
 def _accumulating(facts, f) -> bool:
     """Whether a clear runs inside `with accelerator.accumulate(model):` (any `with x.accumulate(...)`):
     Accelerate's prepared optimizer clears only on the iterations it syncs gradients, so a
-    clear at every micro-batch there is how its accumulation is written. Not when every
-    Accelerator the file makes leaves gradient_accumulation_steps at 1 (each iteration syncs)."""
+    clear at every micro-batch there is how its accumulation is written. (Even an Accelerator()
+    without gradient_accumulation_steps may accumulate: `accelerate launch` sets it through the
+    environment, and a setter can change it later.)"""
     line = f.event.span.line
-    made = [a for a in facts.assigns if a.kind == "accelerator"]
-    if made and all(a.accumulates is False for a in made):
-        return False
     return any(st.kind == "with" and st.line <= line <= st.end_line and any(n.endswith(".accumulate") for n in st.used)
                for st in facts.stmts)
 
 
-def _assembled_or_skipped(facts, f, step) -> bool:
-    """For a clear in the loop whose step a guard holds back: whether the loop sets `.grad` (a
-    buffer of the micro-batches' gradients written back before the step), or the clear comes
-    after the `if` of the step and that `if` holds a `continue` (`else: continue`: the clear
-    runs only when the step did)."""
+def _assembled_or_skipped(facts, f, step, backwards: list[int], clears: set[int]) -> bool:
+    """For a clear in the loop whose step a guard holds back: whether the loop sets `.grad` after
+    a backward (a buffer of the micro-batches' gradients written back before the step), or the
+    clear comes after the `if` of the step and that `if` sends the other way on with `continue`
+    (`else: continue`: the clear runs only when the step did)."""
     line, step_line = f.event.span.line, step.event.span.line
     loops = [st for st in facts.stmts if st.kind in ("for", "while") and st.line <= min(line, step_line)
              and max(line, step_line) <= st.end_line]
     if not loops:
         return False
     loop = max(loops, key=lambda st: st.line)  # the innermost around both
-    inside = [st for st in facts.stmts if loop.line < st.line <= loop.end_line]
-    if any(st.kind == "simple" and any(_grad_attribute(n) and n.split(".")[0] in st.assigned for n in st.used)
-           for st in inside):
+    if _sets_grad(facts, loop.line, step_line, backwards, clears):
         return True
+    inside = [st for st in facts.stmts if loop.line < st.line <= loop.end_line]
     ifs = [st for st in inside if st.kind == "if" and st.line <= step_line <= st.end_line]
-    if not ifs:
+    if not ifs or line <= max(ifs, key=lambda st: st.line).end_line:
         return False
     guard = max(ifs, key=lambda st: st.line)
-    return line > guard.end_line and any(st.kind == "continue" and guard.line < st.line <= guard.end_line
-                                         for st in inside)
+    stepping = [st for st in inside if st.line == step_line]
+    here = {id(st): i for i, st in enumerate(facts.stmts)}[id(loop)]
+    # a continue of this loop, in another branch of the if than the step's statement
+    return any(st.kind == "continue" and guard.line < st.line <= guard.end_line and _nearest_loop(facts, st) == here
+               and all(st.block != s2.block for s2 in stepping) for st in inside)
 
 
 def _cleared(f) -> str:
@@ -533,3 +568,9 @@ def _cleared(f) -> str:
     if e.via == "grad-none":
         return f"`for {e.name} in {e.target}.parameters(): {e.name}.grad = None`" if e.name else f"`{e.target}.grad = None`"
     return f"`{e.target}.zero_grad()`"
+
+
+def _try_body(g) -> bool:
+    """A guard that is a `try:` body (branch 0), which runs at every iteration as plain code does;
+    its handlers (`except OutOfMemoryError: opt.zero_grad()`) run only on an error."""
+    return g.test == "try" and g.branch == 0
