@@ -45,7 +45,7 @@ class ForwardInterpreter(_Walker):
         self.returns: list = []
         # the other outputs of a tuple (or dict) forward returns, rooted at the input and not on
         # the path `result` gives (a detector's box head beside its class head): set by `result`
-        self.heads: list[tuple] = []
+        self.heads: list[tuple[str, tuple]] = []
         self.done = False
         self.calls = 0
         self.prefix = ""  # module path of the instance, for the names of opaque nodes
@@ -641,9 +641,12 @@ class ForwardInterpreter(_Walker):
         value = self.returns[0]
         for other in self.returns[1:]:
             value = _merge(value, other)
+        keys = None
         if isinstance(value, DictVal):
+            keys = [f'"{k}"' for k in value.items]
             value = ListVal(list(value.items.values()))  # a dict of outputs: as a tuple of its values
         if isinstance(value, ListVal):
+            items = value.items
             # a tuple of outputs: the first (a model's `hidden, attn` its hidden states, a
             # multi-task model's main head), or the longest of those made from it (LAVT's layer
             # returns `x_residual, x` with `x = x + gate(x_residual) * x_residual`: the gate is on
@@ -652,9 +655,17 @@ class ForwardInterpreter(_Walker):
             firsts = [v for v in value.items if isinstance(v, PathVal) and v.root == main_input]
             value = max((v for v in firsts if _holds(v.nodes, firsts[0].nodes)),
                         key=lambda v: sum(1 for _ in walk(v.nodes))) if firsts else None
-            # (the others are read as networks of their own: models.extract)
-            self.heads = [v.nodes for v in firsts if value is not None and not _holds(value.nodes, v.nodes)
-                          and v.nodes != value.nodes]
+            # The others are read as networks of their own (models.extract), labelled by their
+            # place (`output 3`) or key: those that share the first's trunk (a detector's box
+            # head, a critic's value head) and pass nothing opaque to it (`f.detach()`, a
+            # teacher under no_grad). One with nothing in common is another model run beside it
+            # (a frozen teacher, an EMA copy): not this one's output path.
+            labels = list(keys) if keys is not None else [f"output {i + 1}" for i in range(len(items))]
+            self.heads = [(labels[i], v.nodes) for i, v in enumerate(items)
+                          if isinstance(v, PathVal) and v.root == main_input and value is not None
+                          and v.nodes and value.nodes and v.nodes[0] == value.nodes[0]
+                          and not _holds(value.nodes, v.nodes) and v.nodes != value.nodes
+                          and not any(isinstance(n, Opaque) and n not in value.nodes for n in v.nodes)]
         if isinstance(value, PathVal) and value.root == main_input:
             return value.nodes
         return None

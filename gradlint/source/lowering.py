@@ -58,7 +58,7 @@ class Lowerer:
         self.note = ""  # why forward could not be followed, for people (`gradlint model`)
         # the other outputs of the model's own forward (ForwardInterpreter.heads), of the first
         # run of forward_paths; None before one
-        self.heads: list[tuple] | None = None
+        self.heads: list[tuple[str, tuple]] | None = None
         # Within one forward_paths: the nodes of each child module's forward with the decisions
         # its run consulted, reused by the later paths that decide them alike (_child_nodes);
         # and the decisions consulted since the outermost child run began, in order.

@@ -330,12 +330,12 @@ def extract(src, configs=None, keep: list | None = None):
                                 recurrents=tuple(low.recurrents), forward_known=known,
                                 variants=tuple(tuple(p) for p in paths[1:]) if known else (), note=note,
                                 signature=_signature(fm, info), containers=tuple(stack_sites(fm, inst))))
-        for i, head in enumerate(low.heads or () if known else ()):
+        for label, head in (low.heads or () if known else ()):
             # another output of a tuple forward returns (a detector's box head, a critic's value
             # head): a network of its own, so that its layers are read too. Layers it shares
             # with the first output get one finding (architecture.common.flagged_chains); the
             # inventory of parameters stays with the class's network.
-            networks.append(Network(name=f"{info.name} (output {i + 2})", path=src.path, nodes=tuple(head),
+            networks.append(Network(name=f"{info.name} ({label})", path=src.path, nodes=tuple(head),
                                     origin=src.span(info.node.name)))
         if not known and fm._find_method(info, "forward") is None and not info.sequential:
             containers.append((info, inst, low))

@@ -130,6 +130,13 @@ class Net(nn.Module):
                 note="24 sigmoid layers: the depth a factory's config call gives (config.py's dataclass)"),
     ]
     valid = [
+        Example("import torch\nimport torch.nn as nn\n\n\nclass Distill(nn.Module):\n    def __init__(self, d=256):\n"
+                "        super().__init__()\n        self.student = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 10))\n"
+                "        layers = []\n        for _ in range(12):\n            layers += [nn.Linear(d, d), nn.Sigmoid()]\n"
+                "        self.teacher = nn.Sequential(*layers, nn.Linear(d, 10))\n\n    def forward(self, x):\n"
+                "        s = self.student(x)\n        with torch.no_grad():\n            t = self.teacher(x)\n"
+                "        return s, t\n",
+                note="a second output from another model run beside this one (a frozen teacher): not its path"),
         Example(TOWER_FACTORY.replace("depth=24", "depth=2"), files=TOWER_CONFIG,
                 note="the same factory with a shallow config"),
         Example(DEEP_SIGMOID.replace("nn.Linear(width, width), nn.Sigmoid()",

@@ -140,9 +140,12 @@ class PINN(nn.Module):
                     continue
                 step, fn = first_bad
                 key = (step.layer.init.origin or step.layer.origin, chain.depth)
-                if key in seen:
+                # (the outputs of one class's forward share their trunk: one finding per place)
+                mine = (step.layer.init.origin or step.layer.origin, network.name.split(" (output ")[0])
+                if key in seen or mine in seen:
                     continue
                 seen.add(key)
+                seen.add(mine)
                 span, node = location(step.layer.init.origin or step.layer.origin)
                 better = wrong[id(step.layer)]
                 yield ctx.finding(
