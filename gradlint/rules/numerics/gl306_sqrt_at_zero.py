@@ -241,7 +241,7 @@ class SqrtAtZero(SiteRule):
         if arg is None:
             return None
         s, text, how = arg.span, arg.text, site.variant
-        if site.detail.startswith("1 - ") and "clamp(" not in text:
+        if site.detail.startswith("1 - ") and not _clamped_whole(text):
             # 1 - cos² of a computed cosine can be a little below 0 (cos = 1.0000001), where an
             # eps added inside the root still gives NaN: clamp it (the form arcface-pytorch's fix took)
             return Fix("Clamp away from 0", (Edit(s, f"{_grouped(text)}.clamp(min=1e-12)"),), safe=False)
@@ -265,3 +265,34 @@ def _grouped(text: str) -> str:
             if depth == 0:
                 return text if i == len(text) - 1 else f"({text})"
     return f"({text})"
+
+
+def _clamped_whole(text: str) -> bool:
+    """Whether the operand as written is a clamp of all of it (`(1 - c ** 2).clamp(0, 1)`,
+    `torch.clamp(1 - c ** 2, min=0)`), not an operand with a clamp inside (`1 - c.clamp(min=0) ** 2`)."""
+    t = text.strip()
+    if not t.endswith(")"):
+        return False
+    # the call whose parentheses close at the end: where its argument list opens
+    depth, opening = 0, -1
+    for i in range(len(t) - 1, -1, -1):
+        depth += t[i] == ")"
+        depth -= t[i] == "("
+        if depth == 0:
+            opening = i
+            break
+    callee = t[:opening]
+    if callee in ("torch.clamp", "torch.clip", "torch.clamp_min"):
+        return True
+    return callee.endswith((".clamp", ".clip", ".clamp_min")) and _closed(callee.rsplit(".", 1)[0])
+
+
+def _closed(text: str) -> bool:
+    """Whether a receiver is one operand (no operator at its top level): `(1 - c ** 2)`, `s`."""
+    depth = 0
+    for ch in text:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth == 0 and ch in "+-*/%@ ":
+            return False
+    return True
