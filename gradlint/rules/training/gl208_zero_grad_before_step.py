@@ -129,6 +129,15 @@ for x, y in loader:
     optimizer.step()
 """, note="the performance guide's clear, `p.grad = None` over the model's parameters, is a clear of the model"),
         Example("""\
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for i, (x, y) in enumerate(loader):
+    for p in model.parameters():
+        p.grad = None
+    (criterion(model(x), y) / 4).backward()
+    if (i + 1) % 4 == 0:
+        optimizer.step()
+""", note="`p.grad = None` at every micro-batch of an accumulation (the clear sets .grad to nothing)"),
+        Example("""\
 for step in range(num_steps):
     for micro in range(k):
         try:
@@ -370,8 +379,7 @@ for x, y in loader:
                 continue  # cleared again after the loop: the loop's gradients never reach the step
             backwards = [e.event.span.line for e in c.events
                          if e.event.kind == "backward" and loop in e.loops and e.depth == 0]
-            clears = {e.event.span.line for e in c.events if e.event.kind == "clear"}
-            if f.depth == 0 and (_accumulating(facts, f) or step.depth == 0 and _meant(facts, f, step, backwards, clears)):
+            if f.depth == 0 and (_accumulating(facts, f) or step.depth == 0 and _meant(facts, f, step, backwards)):
                 continue
             if any(e.event.kind == "backward" and loop in e.loops and e.order > f.order and steps.compatible(e, f)
                    for e in c.events):
@@ -405,9 +413,8 @@ for x, y in loader:
                     or f.loops[-1] != c.loop or any(c.loop in g.loops for g in f.guards if not _try_body(g)):
                 continue
             backwards = [e.event.span.line for e in c.events if e.event.kind == "backward" and e.depth == 0]
-            clears = {e.event.span.line for e in c.events if e.event.kind == "clear"}
             if f.depth == 0 and (_accumulating(facts, f) or step.depth == 0 and _assembled_or_skipped(
-                    facts, f, step, backwards, clears)):
+                    facts, f, step, backwards)):
                 continue
             if not any(e.event.kind == "backward" and e.loops and e.loops[-1] == c.loop
                        and not held & {g.key for g in e.guards} and steps.compatible(e, f) for e in c.events):
@@ -446,13 +453,13 @@ for x, y in loader:
                         break
 
 
-def _meant(facts, f, step, backwards: list[int], clears: set[int]) -> bool:
+def _meant(facts, f, step, backwards: list[int]) -> bool:
     """Whether the loop around a clear (the outermost one the step is outside of, as written in
     one function) clears on purpose: it draws the cleared optimizer as its target (`for model,
     opt in zip(models, optimizers)`: a different one each time), it is a retry loop (_retry),
     or the code sets `.grad` after a backward and before the step (PCGrad's per-task
     gradients, DP-SGD's per-sample clipping: the step applies what the code assembled). The
-    loop's backwards are on lines `backwards`, the clears (which set `.grad` too) on `clears`."""
+    loop's backwards are on lines `backwards`."""
     line, step_line = f.event.span.line, step.event.span.line
     around = [st for st in facts.stmts if st.kind in ("for", "while") and st.line <= line <= st.end_line
               and not st.line <= step_line <= st.end_line]
@@ -461,13 +468,12 @@ def _meant(facts, f, step, backwards: list[int], clears: set[int]) -> bool:
     loop = min(around, key=lambda st: (st.line, -st.end_line))
     if f.event.target in loop.assigned:
         return True
-    return _retry(facts, loop, backwards) or _sets_grad(facts, loop.line, step_line, backwards, clears)
+    return _retry(facts, loop, backwards) or _sets_grad(facts, loop.line, step_line, backwards)
 
 
-def _sets_grad(facts, start: int, end: int, backwards: list[int], clears: set[int]) -> bool:
+def _sets_grad(facts, start: int, end: int, backwards: list[int]) -> bool:
     """Whether a statement after a backward (from line `start`, before line `end`) sets `.grad`
-    to a value (`p.grad = acc / k`): not a clear (`p.grad = None`, or a line of the clear
-    events `clears` that sets nothing else)."""
+    to a value (`p.grad = acc / k`), not to None (a clear: the clear's own loop, a teacher's)."""
     first = min((b for b in backwards if b >= start), default=None)
     if first is None:
         return False
@@ -537,7 +543,7 @@ def _accumulating(facts, f) -> bool:
                for st in facts.stmts)
 
 
-def _assembled_or_skipped(facts, f, step, backwards: list[int], clears: set[int]) -> bool:
+def _assembled_or_skipped(facts, f, step, backwards: list[int]) -> bool:
     """For a clear in the loop whose step a guard holds back: whether the loop sets `.grad` after
     a backward (a buffer of the micro-batches' gradients written back before the step), or the
     clear comes after the `if` of the step and that `if` sends the other way on with `continue`
@@ -548,7 +554,7 @@ def _assembled_or_skipped(facts, f, step, backwards: list[int], clears: set[int]
     if not loops:
         return False
     loop = max(loops, key=lambda st: st.line)  # the innermost around both
-    if _sets_grad(facts, loop.line, step_line, backwards, clears):
+    if _sets_grad(facts, loop.line, step_line, backwards):
         return True
     inside = [st for st in facts.stmts if loop.line < st.line <= loop.end_line]
     ifs = [st for st in inside if st.kind == "if" and st.line <= step_line <= st.end_line]
