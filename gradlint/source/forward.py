@@ -656,16 +656,19 @@ class ForwardInterpreter(_Walker):
             value = max((v for v in firsts if _holds(v.nodes, firsts[0].nodes)),
                         key=lambda v: sum(1 for _ in walk(v.nodes))) if firsts else None
             # The others are read as networks of their own (models.extract), labelled by their
-            # place (`output 3`) or key: those that share the first's trunk (a detector's box
-            # head, a critic's value head) and pass nothing opaque to it (`f.detach()`, a
-            # teacher under no_grad). One with nothing in common is another model run beside it
-            # (a frozen teacher, an EMA copy): not this one's output path.
+            # place (`output 3`) or key: a detector's box head, a critic's value head, a second
+            # trained model (PPO's separate actor and critic), also behind an opaque op that
+            # passes the gradient (roi_align). Not one the gradient cannot pass (`f.detach()`,
+            # `.data`), nor a model run beside this one with nothing in common with the first
+            # output in a class that may freeze it (a teacher: the class reads `requires_grad`,
+            # calls `.eval()` or runs part of forward under no_grad).
             labels = list(keys) if keys is not None else [f"output {i + 1}" for i in range(len(items))]
+            frozen = _may_freeze(self.inst.cls.node)
             self.heads = [(labels[i], v.nodes) for i, v in enumerate(items)
                           if isinstance(v, PathVal) and v.root == main_input and value is not None
-                          and v.nodes and value.nodes and v.nodes[0] == value.nodes[0]
-                          and not _holds(value.nodes, v.nodes) and v.nodes != value.nodes
-                          and not any(isinstance(n, Opaque) and n not in value.nodes for n in v.nodes)]
+                          and v.nodes and value.nodes and not _holds(value.nodes, v.nodes) and v.nodes != value.nodes
+                          and (v.nodes[0] == value.nodes[0] or not frozen)
+                          and not any(isinstance(n, Opaque) and n.what in _STOPS for n in v.nodes)]
         if isinstance(value, PathVal) and value.root == main_input:
             return value.nodes
         return None
@@ -775,6 +778,17 @@ def _skip_scale(skip: tuple) -> float | None:
         factor = n.what.split(":", 1)[1]
         scale = scale * float(factor) if factor != "?" else float("nan")
     return scale
+
+
+# What the gradient cannot pass (the reasons of the Opaque nodes forward makes of them).
+_STOPS = frozenset({".detach()", ".data", ".detach_()"})
+
+
+def _may_freeze(cls: cst.ClassDef) -> bool:
+    """Whether a class's code may freeze a module or run one without gradient: it mentions
+    `requires_grad`, `.eval()`, `no_grad` or `inference_mode` (a distillation wrapper's teacher)."""
+    code = cst.Module(body=[]).code_for_node(cls)
+    return any(word in code for word in ("requires_grad", ".eval()", "no_grad", "inference_mode"))
 
 
 def _holds(nodes: tuple, part: tuple) -> bool:

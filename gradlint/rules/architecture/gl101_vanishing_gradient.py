@@ -110,6 +110,14 @@ class VanishingGradient(Rule):
     inputs = frozenset({"python", "onnx"})
     options = {"vanishing-threshold": Option(1e-3, positive_float, "report chains with predicted gain below this")}
     invalid = [
+        Example("import torch.nn as nn\n\n\nclass ActorCritic(nn.Module):\n    def __init__(self, obs_dim=64, act_dim=6, h=256):\n"
+                "        super().__init__()\n"
+                "        self.actor = nn.Sequential(nn.Linear(obs_dim, h), nn.Tanh(), nn.Linear(h, act_dim))\n"
+                "        critic = []\n        for _ in range(12):\n"
+                "            critic += [nn.Linear(h if critic else obs_dim, h), nn.Sigmoid()]\n"
+                "        self.critic = nn.Sequential(*critic, nn.Linear(h, 1))\n\n"
+                "    def forward(self, obs):\n        return self.actor(obs), self.critic(obs)\n",
+                note="the second output of a forward: a critic of its own beside the actor"),
         Example(DEEP_SIGMOID),
         Example("""\
 import torch.nn as nn

@@ -141,7 +141,7 @@ class PINN(nn.Module):
                 step, fn = first_bad
                 key = (step.layer.init.origin or step.layer.origin, chain.depth)
                 # (the outputs of one class's forward share their trunk: one finding per place)
-                mine = (step.layer.init.origin or step.layer.origin, network.name.split(" (output ")[0])
+                mine = (step.layer.init.origin or step.layer.origin, network.name.split(" (")[0])
                 if key in seen or mine in seen:
                     continue
                 seen.add(key)
