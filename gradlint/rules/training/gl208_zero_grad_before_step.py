@@ -499,6 +499,8 @@ def _retry(facts, loop, backwards: list[int]) -> bool:
     backward)."""
     inside = [st for st in facts.stmts if loop.line < st.line <= loop.end_line]
     # names the loop's body computes (not its own targets, not counters: `n += 1`, `n = n + 1`)
+    # (a counter that reads something else, `tokens += x.numel()`, counts as computed: a
+    # token-budget `while` reads as a retry loop, a finding missed)
     computed = {n for st in inside if set(st.used) - set(st.assigned) for n in st.assigned} - set(loop.assigned)
     first = min((b for b in backwards if loop.line <= b <= loop.end_line), default=None)
     if first is None:
