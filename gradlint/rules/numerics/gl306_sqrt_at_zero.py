@@ -281,10 +281,39 @@ def _clamped_whole(text: str) -> bool:
         if depth == 0:
             opening = i
             break
-    callee = t[:opening]
+    callee, args = t[:opening], _top_level(t[opening + 1:-1])
     if callee in ("torch.clamp", "torch.clip", "torch.clamp_min"):
-        return True
-    return callee.endswith((".clamp", ".clip", ".clamp_min")) and _closed(callee.rsplit(".", 1)[0])
+        return _lower_bound(args[1:])
+    return callee.endswith((".clamp", ".clip", ".clamp_min")) and _closed(callee.rsplit(".", 1)[0]) \
+        and _lower_bound(args)
+
+
+def _top_level(text: str) -> list[str]:
+    """The arguments of a call as written, split at its top-level commas."""
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            out.append(text[start:i].strip())
+            start = i + 1
+    out.append(text[start:].strip())
+    return [a for a in out if a]
+
+
+def _lower_bound(args: list[str]) -> bool:
+    """Whether a clamp's arguments (after the tensor) give a lower bound that is not negative:
+    `clamp(0, 1)`, `clamp(min=0)`, `clamp_min(eps)`; not `clamp(max=1)`, `clamp(None, 1)`,
+    `clamp(-1, 1)`."""
+    bound = next((a.split("=", 1)[1].strip() for a in args if a.replace(" ", "").startswith("min=")), None)
+    if bound is None and args and "=" not in args[0]:
+        bound = args[0]
+    if bound is None or bound == "None":
+        return False
+    try:
+        return float(bound) >= 0
+    except ValueError:
+        return True  # a name (`eps`): taken as the lower bound it is meant to be
 
 
 def _closed(text: str) -> bool:
