@@ -663,12 +663,12 @@ class ForwardInterpreter(_Walker):
             # output in a class that may freeze it (a teacher: the class reads `requires_grad`,
             # calls `.eval()` or runs part of forward under no_grad).
             labels = list(keys) if keys is not None else [f"output {i + 1}" for i in range(len(items))]
-            frozen = _may_freeze(self.inst.cls.node)
             self.heads = [(labels[i], v.nodes) for i, v in enumerate(items)
                           if isinstance(v, PathVal) and v.root == main_input and value is not None
                           and v.nodes and value.nodes and not _holds(value.nodes, v.nodes) and v.nodes != value.nodes
-                          and (v.nodes[0] == value.nodes[0] or not frozen)
-                          and not any(isinstance(n, Opaque) and n.what in _STOPS for n in v.nodes)]
+                          and not any(isinstance(n, Opaque) and n.what in _STOPS for n in v.nodes)
+                          # (the class's code is read only for such an output: rare, and printing it costs)
+                          and (v.nodes[0] == value.nodes[0] or not _may_freeze(self.inst.cls.node))]
         if isinstance(value, PathVal) and value.root == main_input:
             return value.nodes
         return None
