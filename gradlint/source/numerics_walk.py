@@ -86,6 +86,12 @@ def _module_iteration(node: cst.BaseExpression) -> tuple[cst.BaseExpression, boo
         return node, meth in ("modules", "children", "named_modules", "named_children"), meth.startswith("named_")
     return node, False, False
 
+def _list_key(node: cst.BaseExpression) -> str | None:
+    """The key a list of modules is kept under (FunctionWalk._module_lists): a name, or an
+    attribute's dotted text (`self.blocks`); None for anything else."""
+    return node.value if type(node) is cst.Name else dotted(node) if type(node) is cst.Attribute else None
+
+
 # In-place clamps, as statements: the clamped tensor's name holds their result afterwards.
 _CLAMPS_IN_PLACE = frozenset({"clamp_", "clamp_min_", "clip_"})
 
@@ -465,7 +471,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         node, module_iter, named = _module_iteration(node)
         if module_iter:
             return node, True, named
-        key = node.value if type(node) is cst.Name else dotted(node) if type(node) is cst.Attribute else None
+        key = _list_key(node)
         if key and key in self._module_lists:
             return node, True, key in self._named_module_lists
         if type(node) in (cst.ListComp, cst.GeneratorExp) and node.for_in.inner_for_in is None and \
@@ -545,10 +551,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     def bind_name(self, name: str, val: V) -> None:
         if name in self._entry_names:
             self._forget_entries(name)  # a new dict (or anything) under the name: its entries go
-        if name in self._module_lists:
-            # rebound (`assign` marks it again when the new value is some modules too)
-            self._module_lists = self._module_lists - {name}
-            self._named_module_lists = self._named_module_lists - {name}
+        self._forget_module_list(name)
         self.env[name] = val
         if self.name == "<module>" and self.cls is None:
             self._module_binding(name, val)
@@ -562,9 +565,14 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         key = dotted(target)
         if key:
             self.env[key] = val
-            if key in self._module_lists:  # rebound (`assign` marks it again for more modules)
-                self._module_lists = self._module_lists - {key}
-                self._named_module_lists = self._named_module_lists - {key}
+            self._forget_module_list(key)
+
+    def _forget_module_list(self, key: str) -> None:
+        """A name or attribute rebound: no longer a list of modules (`assign` marks it again when
+        the new value is some modules too)."""
+        if key in self._module_lists:
+            self._module_lists = self._module_lists - {key}
+            self._named_module_lists = self._named_module_lists - {key}
 
     def bind_subscript(self, target: cst.Subscript, val: V) -> None:
         self._dict_changed(target.value)
@@ -644,7 +652,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         # `modules = modules[1:]`), which a loop over it then iterates as `for module in
         # m.children()` does (read before the binding forgets the name's old value)
         # (`self.blocks = list(resnet.children())` too; `mods += list(head.children())` keeps it)
-        key = target.value if type(target) is cst.Name else dotted(target) if type(target) is cst.Attribute else None
+        key = _list_key(target)
         if value_node is None and key in self._module_lists:
             modules, named = True, key in self._named_module_lists  # an augmented assignment
         else:
