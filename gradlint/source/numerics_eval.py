@@ -15,7 +15,7 @@ import libcst as cst
 
 from gradlint.source.budget import MAX_EXPR_DEPTH
 from gradlint.source.engine.fold import binary, constant, unary
-from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, _item, number_of, ratio_of, square_unit
+from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, _item, number_of, ratio_of, square_unit, cosines
 from gradlint.source.engine.values import str_literal
 from gradlint.source.engine.walk import children as _code_children
 from gradlint.source.engine.walk import comprehensions as _comprehensions
@@ -505,8 +505,8 @@ class TensorEval:
                 return replace(base, sq=True, tensor=left.tensor, dense=left.dense, pairs=left.pairs, unit=square_unit(left))
             return base
         if op is cst.MatrixMultiply:
-            if left.normed and right.normed:
-                return replace(base, unit="bounded")  # `F.normalize(x) @ F.normalize(W).t()`: cosines
+            if (made := cosines(left, right)) is not None:
+                return made  # `F.normalize(x) @ F.normalize(W).t()`
             # (of a learned output, dense: its diagonal is the rows' sums of squares of one)
             return replace(base, gram=True, dense=left.dense or right.dense) \
                 if node is not None and self_gram(node, self.x.code) else base

@@ -15,7 +15,7 @@ from gradlint.source.budget import bounded
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.fold import as_float
 from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _combine, ratio_of, required_again,
-                                            broken_before_required, square_unit)
+                                            broken_before_required, cosines, square_unit)
 from gradlint.source.engine.values import truth
 from gradlint.source.list_ends import list_end
 from gradlint.source.numerics_pairs import pair_reduction, self_gram
@@ -441,9 +441,7 @@ class TorchOps:
     def _q_linear(self, c: _Call) -> V | None:
         """`F.linear(F.normalize(x), F.normalize(W))` (no bias): the cosines of x's rows with W's,
         exactly 1 for parallel rows (`bounded`); any other linear map as before."""
-        if len(c.pos) == 2 and not c.kw and c.vals[0].normed and c.vals[1].normed:
-            return replace(_combine(c.vals[:2]), tensor=True, unit="bounded")
-        return None
+        return cosines(c.vals[0], c.vals[1]) if len(c.pos) == 2 and not c.kw else None
 
     def _q_cosine(self, c: _Call) -> V | None:
         """`F.cosine_similarity(a, b)`: in [-1, 1], exactly 1 for equal vectors (`bounded`)."""
@@ -677,8 +675,8 @@ class TorchOps:
     def _m_product(self, c: _Call) -> V | None:
         """`e.mm(e.t())`, `e.matmul(e.T)`: a product with its own transpose (V.gram); of two
         normalized tensors, cosines (`bounded`)."""
-        if c.r.normed and len(c.vals) == 1 and c.vals[0].normed:
-            return replace(_combine([c.r, *c.vals]), tensor=True, unit="bounded")
+        if len(c.vals) == 1 and (made := cosines(c.r, c.vals[0])) is not None:
+            return made
         if not self_gram(c.node, self.x.code):
             return None
         return replace(_combine([c.r, *c.vals]), tensor=True, gram=True, dense=c.r.dense)
@@ -686,8 +684,8 @@ class TorchOps:
     def _q_product(self, c: _Call) -> V | None:
         """`torch.mm(e, e.t())`, `torch.matmul(e, e.T)` (V.gram); of two normalized tensors,
         cosines (`bounded`)."""
-        if len(c.vals) == 2 and c.vals[0].normed and c.vals[1].normed:
-            return replace(_combine(c.vals), tensor=True, unit="bounded")
+        if len(c.vals) == 2 and (made := cosines(c.vals[0], c.vals[1])) is not None:
+            return made
         if not self_gram(c.node, self.x.code):
             return None
         return replace(_combine(c.vals), tensor=True, gram=True, dense=c.first.dense)

@@ -446,6 +446,15 @@ def passed_tensor(v: V) -> V:
              unit=v.unit, clamped=v.clamped)
 
 
+def cosines(a: V, b: V) -> V | None:
+    """The product of two normalized tensors (V.normed: `F.linear(F.normalize(x), F.normalize(W))`,
+    `xn @ wn.t()`, `torch.mm(xn, wn.T)`): cosines, exactly ±1 for parallel rows (unit
+    'bounded'); None when either is not normalized."""
+    if not (a.normed and b.normed):
+        return None
+    return replace(_combine([a, b]), tensor=True, unit="bounded")
+
+
 def square_unit(v: V) -> str | None:
     """The unit a square of `v` keeps: a value that reaches ±1 (a cosine, one clamped to [-1, 1])
     squares to one that reaches 1 (`1 - cos ** 2` is then 0 there: V.sine). A strict margin is
