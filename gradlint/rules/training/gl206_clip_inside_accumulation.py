@@ -202,14 +202,8 @@ for batch in loader:
                     continue
                 # (the step on the if's other branch, `if micro != 0: continue` then the step:
                 # it runs when the test is false)
-                # (`if (i + 1) % k != 0: continue` before the step reads as a guard `not (...)`)
-                test = guards[0].test
-                negated = test.startswith("not (") and test.endswith(")")
-                if guards[0].branch == 0 and not negated:
-                    when, where = f"`{test}`", "inside that guard"
-                else:
-                    when = f"`{test[5:-1] if negated and guards[0].branch == 0 else test}` is false"
-                    where = "on that path, next to the step"
+                when, inside = steps.guard_condition(guards[0])
+                where = "inside that guard" if inside else "on that path, next to the step"
                 yield ctx.finding(
                     f"`{clip.event.name}` clips every micro-batch's partial gradient sum, but "
                     f"`{step.event.target}` steps only when {when}: clip {where}",

@@ -419,8 +419,7 @@ for x, y in loader:
             if not any(e.event.kind == "backward" and e.loops and e.loops[-1] == c.loop
                        and not held & {g.key for g in e.guards} and steps.compatible(e, f) for e in c.events):
                 continue
-            test = guards[0].test
-            when = f"`{test}`" if guards[0].branch == 0 else f"`{test}` is false"
+            when = steps.guard_condition(guards[0])[0]
             yield ctx.finding(
                 f"{_cleared(f)} runs at every iteration, but `{steps.step_text_near(step, f)}` "
                 f"only when {when}: each iteration clears the gradients the ones before accumulated, and the "

@@ -445,6 +445,18 @@ def step_text(ev: Event) -> str:
     return f"{ev.target}.{'second_step' if ev.via == 'sam' else 'step'}()"
 
 
+def guard_condition(g: Guard) -> tuple[str, bool]:
+    """When the code under a guard runs, for a message, and whether that code is the `if`'s own
+    body. `if (i + 1) % k != 0: continue` before a step reads as a guard `not (...)` over the
+    rest of the loop (source.loops), and code on another branch runs when the test is false:
+    both are worded "`test` is false"."""
+    test = g.test
+    negated = test.startswith("not (") and test.endswith(")")
+    if g.branch == 0 and not negated:
+        return f"`{test}`", True
+    return f"`{test[5:-1] if negated and g.branch == 0 else test}` is false", False
+
+
 def step_text_near(step: Flat, near: Flat) -> str:
     """step_text with the names as `near`'s line reads them: an inlined method's
     `self.optimizer.step()` is `trainer.optimizer.step()` beside a clip in the loop."""
