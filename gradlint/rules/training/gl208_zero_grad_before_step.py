@@ -231,6 +231,16 @@ for x, y in loader:
     optimizer.step()
 """, note="a retry loop that tests the loss"),
         Example("""\
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    for attempt in range(3):
+        optimizer.zero_grad()
+        criterion(model(x), y).backward()
+        if not has_nan_grads(model):
+            break
+    optimizer.step()
+""", note="a retry loop that tests the gradients the backward left in the trained model"),
+        Example("""\
 for x, y in loader:
     while True:
         optimizer.zero_grad()
@@ -379,7 +389,7 @@ for x, y in loader:
                 continue  # cleared again after the loop: the loop's gradients never reach the step
             backwards = [e.event.span.line for e in c.events
                          if e.event.kind == "backward" and loop in e.loops and e.depth == 0]
-            if f.depth == 0 and (_accumulating(facts, f) or step.depth == 0 and _meant(facts, f, step, backwards)):
+            if f.depth == 0 and (_accumulating(facts, f) or step.depth == 0 and _meant(facts, f, step, backwards, mine)):
                 continue
             if any(e.event.kind == "backward" and loop in e.loops and e.order > f.order and steps.compatible(e, f)
                    for e in c.events):
@@ -452,13 +462,13 @@ for x, y in loader:
                         break
 
 
-def _meant(facts, f, step, backwards: list[int]) -> bool:
+def _meant(facts, f, step, backwards: list[int], mine: set[str]) -> bool:
     """Whether the loop around a clear (the outermost one the step is outside of, as written in
     one function) clears on purpose: it draws the cleared optimizer as its target (`for model,
     opt in zip(models, optimizers)`: a different one each time), it is a retry loop (_retry),
     or the code sets `.grad` after a backward and before the step (PCGrad's per-task
     gradients, DP-SGD's per-sample clipping: the step applies what the code assembled). The
-    loop's backwards are on lines `backwards`."""
+    loop's backwards are on lines `backwards`; `mine`: the optimizer and the models it trains."""
     line, step_line = f.event.span.line, step.event.span.line
     around = [st for st in facts.stmts if st.kind in ("for", "while") and st.line <= line <= st.end_line
               and not st.line <= step_line <= st.end_line]
@@ -467,7 +477,7 @@ def _meant(facts, f, step, backwards: list[int]) -> bool:
     loop = min(around, key=lambda st: (st.line, -st.end_line))
     if f.event.target in loop.assigned:
         return True
-    return _retry(facts, loop, backwards) or _sets_grad(facts, loop.line, step_line, backwards)
+    return _retry(facts, loop, backwards, mine) or _sets_grad(facts, loop.line, step_line, backwards)
 
 
 def _sets_grad(facts, start: int, end: int, backwards: list[int]) -> bool:
@@ -489,10 +499,11 @@ def _sets_grad(facts, start: int, end: int, backwards: list[int]) -> bool:
     return False
 
 
-def _retry(facts, loop, backwards: list[int]) -> bool:
+def _retry(facts, loop, backwards: list[int], mine: set[str]) -> bool:
     """Whether a loop is a retry loop, which throws an attempt's gradients away on purpose: it
     breaks once a backward has run (a `break` right after it, `try: ...; loss.backward(); break`,
-    or under an `if` that tests what the loop computes, `if torch.isfinite(loss): break`), or it
+    or under an `if` that tests what the loop computes, `if torch.isfinite(loss): break`, or the
+    gradients the backward left: `.grad`, or a trained model of `mine`, `if not has_nan(model):`), or it
     is a `while` whose test reads such a value (`while not ok:`). Not a count of micro-batches
     (`if i == k - 1: break`, `n += 1`), nor a data iterator running out (a break before any
     backward)."""
@@ -512,7 +523,8 @@ def _retry(facts, loop, backwards: list[int]) -> bool:
         if st.kind != "break" or st.line < first or _nearest_loop(facts, st) != here:
             continue
         parent = facts.stmts[st.parent] if st.parent != -1 else None
-        if parent is None or parent.kind != "if" or computed & set(parent.used):
+        if parent is None or parent.kind != "if" or computed & set(parent.used) \
+                or any(_grad_attribute(n) or any(n == m or n.startswith(m + ".") for m in mine if m) for n in parent.used):
             return True
     return False
 
