@@ -323,7 +323,8 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         sid = len(self.stmts)
         self.stmts.append(Stmt(block=bid, index=index, line=rng.line, end_line=rng.end_line, column=rng.column,
                                simple=simple, assigned=tuple(assigned), used=tuple(used), kind=kind,
-                               parent=ctx.parent_stmt))
+                               parent=ctx.parent_stmt,
+                               updates=kind == "simple" and all(type(small) is cst.AugAssign for small in stmt.body)))
         return sid
 
     # The engine's statement dispatch (engine/interp.py) with the recorder's context: a simple

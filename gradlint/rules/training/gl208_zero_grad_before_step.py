@@ -112,6 +112,16 @@ for step in range(num_steps):
 """, note="a break that counts micro-batches is no retry"),
         Example("""\
 for step in range(num_steps):
+    tokens = 0
+    while tokens < tokens_per_step:
+        x, y = next(data_iter)
+        optimizer.zero_grad()
+        criterion(model(x), y).backward()
+        tokens += x.numel()
+    optimizer.step()
+""", note="a token budget: the `while` tests a count the loop adds to, not what an attempt computed"),
+        Example("""\
+for step in range(num_steps):
     for micro in range(k):
         optimizer.zero_grad()
         loss = model(*next(data_iter)) / k
@@ -508,10 +518,11 @@ def _retry(facts, loop, backwards: list[int], mine: set[str]) -> bool:
     (`if i == k - 1: break`, `n += 1`), nor a data iterator running out (a break before any
     backward)."""
     inside = [st for st in facts.stmts if loop.line < st.line <= loop.end_line]
-    # names the loop's body computes (not its own targets, not counters: `n += 1`, `n = n + 1`)
-    # (a counter that reads something else, `tokens += x.numel()`, counts as computed: a
-    # token-budget `while` reads as a retry loop, a finding missed)
-    computed = {n for st in inside if set(st.used) - set(st.assigned) for n in st.assigned} - set(loop.assigned)
+    # names the loop's body computes: not its own targets, not counters (`n = n + 1`) and not what
+    # only augmented assignments change (counters and budgets: `n += 1`, `tokens += x.numel()`)
+    computed = {n for st in inside if set(st.used) - set(st.assigned) for n in st.assigned}
+    computed -= {n for n in computed if all(s2.updates for s2 in inside if n in s2.assigned)}
+    computed -= set(loop.assigned)
     first = min((b for b in backwards if loop.line <= b <= loop.end_line), default=None)
     if first is None:
         return False
