@@ -365,7 +365,7 @@ class CallEvents:
             # a helper named so clears, whether or not we can see into it
             return [Event("clear", span, fid, sid, ng, via="zero_grad", target=recv_text)]
         if attr in ("zero_", "fill_") and receiver is not None and re.search(r"\.grad(\.data)?$", recv_text):
-            return [Event("clear", span, fid, sid, ng, via="grad-none", target=recv_text)]
+            return [Event("clear", span, fid, sid, ng, via="grad-zero", target=recv_text)]
         if not q.isdisjoint({"torch._foreach_zero_"}):
             return [Event("clear", span, fid, sid, ng, via="grad-none")]
 

@@ -78,6 +78,27 @@ def _parameters_of(stmt: cst.CSTNode) -> str:
     return ""
 
 
+def _parameter_clears(body: Block, var: str) -> list[Event] | None:
+    """The clears of the body of `for var in model.parameters():` when that is all it does to
+    each parameter's gradient: `var.grad = None`, `var.grad.zero_()`, `var.grad.data.zero_()`,
+    either under `if var.grad is not None:` (nothing in an else); None otherwise."""
+    mine = (var, f"{var}.grad", f"{var}.grad.data")
+    found: list[Event] = []
+    for it in body.items:
+        if isinstance(it, Event):
+            if it.kind != "clear" or it.target not in mine:
+                return None
+            found.append(it)
+        elif it.kind == "if" and len(it.items) == 2 and f"{var}.grad" in it.test and not it.items[1].items:
+            inner = _parameter_clears(it.items[0], var)
+            if not inner:
+                return None
+            found.extend(inner)
+        else:
+            return None
+    return found or None
+
+
 def _is_not_equal_zero(test: cst.BaseExpression) -> bool:
     """`x % k != 0` or `x % k` (truthy): the micro-batch branch of an accumulation guard."""
     if type(test) is cst.Comparison and len(test.comparisons) == 1:
@@ -370,13 +391,14 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
                                 undrawn=tuple(v for v in ctx.undrawn if v != var) + (() if each else (var,)))
         body = self.block(_suite(stmt.body), inner, "loop")
         owner = _parameters_of(stmt)
-        if owner and body.items and all(isinstance(e, Event) and e.kind == "clear" and e.target == stmt.target.value
-                                        for e in body.items):
+        clears = _parameter_clears(body, stmt.target.value) if owner else None
+        if clears:
             # `for p in model.parameters(): p.grad = None` (the PyTorch performance guide's
-            # zero_grad): one clear of the model, as `model.zero_grad()` is, not a loop of clears
+            # zero_grad), or `p.grad.zero_()` under `if p.grad is not None:`: one clear of the
+            # model, as `model.zero_grad()` is, not a loop of clears
             body = dataclasses.replace(body, kind="body",
                                        items=tuple(dataclasses.replace(e, target=owner, name=stmt.target.value)
-                                                   for e in body.items))
+                                                   for e in clears))
         if each and all(e.kind in _PER_OPTIMIZER for e in iter_events(body)):
             # `for opt in self.optimizers: scaler.step(opt)`: one update of every optimizer,
             # not a loop of steps
@@ -495,7 +517,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         value = small.value
         targets = [t.target for t in small.targets] if type(small) is cst.Assign else [small.target]
         for t in targets:
-            out.extend(self.grad_clear_target(t, sid, ctx))
+            out.extend(self.grad_clear_target(t, sid, ctx, value))
         if value is not None:
             out.extend(self.events(value, sid, ctx))
             if type(small) is not cst.AugAssign:
@@ -565,11 +587,15 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
 
     raise_stmt = assert_stmt = other_small
 
-    def grad_clear_target(self, target: cst.BaseExpression, sid: int, ctx: "_Ctx") -> list[Event]:
+    def grad_clear_target(self, target: cst.BaseExpression, sid: int, ctx: "_Ctx",
+                          value: cst.BaseExpression | None = None) -> list[Event]:
+        """`p.grad = ...` / `del p.grad`: a clear of p's gradient, unless the value reads that
+        gradient (`p.grad = p.grad / k`, `p.grad = p.grad.clamp(-c, c)`: a rescale keeps it)."""
         out = []
+        read = {_text(n) for n in walk(value) if type(n) is cst.Attribute} if value is not None else set()
         for t in (el.value for el in target.elements) if type(target) in (cst.Tuple, cst.List) else (target,):
             base = t.value if type(t) is cst.Subscript else t
-            if type(base) is cst.Attribute and base.attr.value == "grad":
+            if type(base) is cst.Attribute and base.attr.value == "grad" and _text(base) not in read:
                 out.append(Event("clear", self.span(t), ctx.fid, sid, ctx.nograd, via="grad-none",
                                  target=_text(base.value)))
         return out

@@ -111,6 +111,15 @@ for step in range(num_steps):
     optimizer.step()
 """, note="a break that counts micro-batches is no retry"),
         Example("""\
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    criterion(model(x), y).backward()
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad.zero_()
+    optimizer.step()
+""", note="zeroing each parameter's gradient is a clear of the model, as `model.zero_grad()` is"),
+        Example("""\
 for step in range(num_steps):
     tokens = 0
     while tokens < tokens_per_step:
@@ -376,6 +385,15 @@ for x, y in loader:
     criterion(model(x), y).backward()
     optimizer.step()
 """, note="`p.grad = None` over the parameters before the backward"),
+        Example("""\
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    optimizer.zero_grad()
+    criterion(model(x), y).backward()
+    for p in model.parameters():
+        p.grad = p.grad / accum_steps
+    optimizer.step()
+""", note="a gradient rescaled in place of itself is no clear"),
     ]
 
     def _in_an_inner_loop(self, ctx: RuleContext, facts, c, step, mine: set[str]) -> Iterator[Finding]:
@@ -597,6 +615,8 @@ def _cleared(f) -> str:
     e = f.event
     if e.via == "grad-none":
         return f"`for {e.name} in {e.target}.parameters(): {e.name}.grad = None`" if e.name else f"`{e.target}.grad = None`"
+    if e.via == "grad-zero":
+        return f"zeroing each `{e.name}.grad` of `{e.target}.parameters()`" if e.name else f"`{e.target}.zero_()`"
     return f"`{e.target}.zero_grad()`"
 
 
