@@ -992,3 +992,20 @@ def test_a_tensor_named_as_another_functions_accelerator_is_backpropagated_as_a_
     facts = extract_facts(parse("t.py", text)).training
     (backward,) = [ev for f in facts.functions for ev in iter_events(f.body) if ev.kind == "backward"]
     assert backward.via == "tensor"
+
+
+def test_guard_wording_keeps_a_written_not_whole():
+    """`if not (i + 1) % k:` is a guard the code wrote: its test is worded as written. Only the
+    `not (...)` that `if test: continue` makes is unwrapped to "`test` is false"."""
+    head = "for i, (x, y) in enumerate(loader):\n    optimizer.zero_grad()\n    criterion(model(x), y).backward()\n"
+    for test in ("not (i + 1) % int(args.accum)", "not ((i + 1) % k) and (i > 0)"):
+        (f,) = check_source(head + f"    if {test}:\n        optimizer.step()\n", Config(select=("GL208",)))
+        assert f"only when `{test}`:" in f.message, f.message
+    (f,) = check_source(head + "    if (i + 1) % k != 0:\n        continue\n    optimizer.step()\n",
+                        Config(select=("GL208",)))
+    assert "only when `(i + 1) % k != 0` is false" in f.message, f.message
+    clip = ("for i, (x, y) in enumerate(loader):\n    criterion(model(x), y).backward()\n"
+            "    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+            "    if not (i + 1) % k:\n        optimizer.step()\n        optimizer.zero_grad()\n")
+    (f,) = check_source(clip, Config(select=("GL206",)))
+    assert "`not (i + 1) % k`" in f.message and "is false" not in f.message, f.message

@@ -110,7 +110,9 @@ class Block:
 
     test: the `if` test as written; accum: the test is a gradient-accumulation guard
     (`(i + 1) % k == 0`, directly or through a variable); mode: 'nograd' / 'enablegrad' for
-    `with torch.no_grad()` / `with torch.enable_grad()`.
+    `with torch.no_grad()` / `with torch.enable_grad()`; skip: the guard that `if test: continue`
+    puts over the rest of its loop's body (its test reads `not (test)`; the body runs when `test`
+    is false).
     """
 
     kind: str
@@ -119,6 +121,7 @@ class Block:
     test: str = ""
     accum: bool = False
     mode: str = ""
+    skip: bool = False
 
 
 @dataclass(frozen=True)

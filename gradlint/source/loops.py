@@ -299,7 +299,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
                 self.record_stmt(stmt, rec, first_index + i, ctx)
                 rest = self.block(stmts[i + 1:], ctx.with_test(_text(stmt.test)), "branch")
                 items.append(Block("if", self.block_id(), (rest, Block("branch", self.block_id())),
-                                   test=f"not ({_text(stmt.test)})", accum=True))
+                                   test=f"not ({_text(stmt.test)})", accum=True, skip=True))
                 break
             idle = self.idle_top.get(id(stmt)) if self._where is None else None
             # `if not finite: opt.zero_grad(); continue` (or an except handler that skips the

@@ -33,6 +33,7 @@ class Guard:
     test: str
     accum: bool
     loops: tuple  # loops around the `if` itself
+    skip: bool = False  # the guard `if test: continue` makes (Block.skip; test reads `not (test)`)
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class _Flattener:
                         continue
                     test = _substitute(item.test, fr.bind)
                     for i, alt in enumerate(item.items):
-                        g = Guard((fr.inst, item.id), i, test, item.accum, loops)
+                        g = Guard((fr.inst, item.id), i, test, item.accum, loops, item.skip)
                         self._block(alt, fr, guards + (g,), loops, stack, out)
                 else:
                     self._block(item, fr, guards, loops, stack, out)
@@ -451,7 +452,7 @@ def guard_condition(g: Guard) -> tuple[str, bool]:
     rest of the loop (source.loops), and code on another branch runs when the test is false:
     both are worded "`test` is false"."""
     test = g.test
-    negated = test.startswith("not (") and test.endswith(")")
+    negated = g.skip and test.startswith("not (") and test.endswith(")")
     if g.branch == 0 and not negated:
         return f"`{test}`", True
     return f"`{test[5:-1] if negated and g.branch == 0 else test}` is false", False
