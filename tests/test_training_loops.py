@@ -1009,3 +1009,19 @@ def test_guard_wording_keeps_a_written_not_whole():
             "    if not (i + 1) % k:\n        optimizer.step()\n        optimizer.zero_grad()\n")
     (f,) = check_source(clip, Config(select=("GL206",)))
     assert "`not (i + 1) % k`" in f.message and "is false" not in f.message, f.message
+
+
+def test_a_token_budget_is_no_retry_however_its_count_is_written():
+    """A micro-batch loop that runs until a token count is reached clears at each micro-batch:
+    its test reads a count the loop adds to (`+=` or `n = n + ...`), not what an attempt computed."""
+    for count in ("tokens += y.numel()", "tokens = tokens + y.numel()"):
+        for loop in (f"    while tokens < budget:\n{{body}}        {count}\n",
+                     f"    while True:\n{{body}}        {count}\n        if tokens >= budget:\n            break\n"):
+            body = "        optimizer.zero_grad()\n        x, y = next(it)\n        model(x, y).backward()\n"
+            text = "for step in range(n):\n    tokens = 0\n" + loop.format(body=body) + "    optimizer.step()\n"
+            assert codes(text, "GL208") == ["GL208"], text
+    # a retry flag computed from the attempt keeps its loop quiet
+    retry = ("for x, y in loader:\n    ok = False\n    while not ok:\n        optimizer.zero_grad()\n"
+             "        loss = model(x, y)\n        loss.backward()\n        ok = bool(torch.isfinite(loss))\n"
+             "    optimizer.step()\n")
+    assert codes(retry, "GL208") == []

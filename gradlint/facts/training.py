@@ -138,8 +138,8 @@ class Stmt:
     used: tuple[str, ...] = ()  # simple statements: every name; compound ones: their header's
     kind: str = "simple"  # or the compound statement's type: if, for, while, with, try...; "break" / "continue": a line with one
     parent: int = -1  # the compound statement whose body holds this one
-    # an augmented assignment (`n += 1`, `tokens += x.numel()`): it updates what it assigns from
-    # its own value (a counter, a budget), where `used` cannot tell `n = f(x)` from `n = n + f(x)`
+    # an assignment that updates what it assigns from its own value (a counter, a budget: `n += 1`,
+    # `tokens = tokens + x.numel()`), where `used` cannot tell `n = f(x)` from `n = n + f(x)`
     updates: bool = False
 
 

@@ -78,6 +78,16 @@ def _parameters_of(stmt: cst.CSTNode) -> str:
     return ""
 
 
+def _updates(small: cst.BaseSmallStatement) -> bool:
+    """An assignment that updates its target from its own value: `n += 1`, `tokens = tokens + x.numel()`."""
+    if type(small) is cst.AugAssign:
+        return True
+    if type(small) is not cst.Assign or len(small.targets) != 1 or type(small.value) is not cst.BinaryOperation:
+        return False
+    target = small.targets[0].target
+    return type(target) in (cst.Name, cst.Attribute) and _text(small.value.left) == _text(target)
+
+
 def _parameter_clears(body: Block, var: str) -> list[Event] | None:
     """The clears of the body of `for var in model.parameters():` when that is all it does to
     each parameter's gradient: `var.grad = None`, `var.grad.zero_()`, `var.grad.data.zero_()`,
@@ -345,7 +355,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         self.stmts.append(Stmt(block=bid, index=index, line=rng.line, end_line=rng.end_line, column=rng.column,
                                simple=simple, assigned=tuple(assigned), used=tuple(used), kind=kind,
                                parent=ctx.parent_stmt,
-                               updates=kind == "simple" and all(type(small) is cst.AugAssign for small in stmt.body)))
+                               updates=kind == "simple" and all(_updates(small) for small in stmt.body)))
         return sid
 
     # The engine's statement dispatch (engine/interp.py) with the recorder's context: a simple

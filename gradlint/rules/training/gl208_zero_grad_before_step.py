@@ -536,8 +536,8 @@ def _retry(facts, loop, backwards: list[int], mine: set[str]) -> bool:
     (`if i == k - 1: break`, `n += 1`), nor a data iterator running out (a break before any
     backward)."""
     inside = [st for st in facts.stmts if loop.line < st.line <= loop.end_line]
-    # names the loop's body computes: not its own targets, not counters (`n = n + 1`) and not what
-    # only augmented assignments change (counters and budgets: `n += 1`, `tokens += x.numel()`)
+    # names the loop's body computes: not its own targets, not what only updates from its own
+    # value change (counters and budgets: `n += 1`, `tokens = tokens + x.numel()`: Stmt.updates)
     computed = {n for st in inside if set(st.used) - set(st.assigned) for n in st.assigned}
     computed -= {n for n in computed if all(s2.updates for s2 in inside if n in s2.assigned)}
     computed -= set(loop.assigned)
