@@ -11,6 +11,7 @@ checkpoint wrappers, stochastic depth, `if` statements decided by the Lowerer's 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import TYPE_CHECKING, Any
 
 import libcst as cst
@@ -51,6 +52,9 @@ class ForwardInterpreter(_Walker):
         self.prefix = ""  # module path of the instance, for the names of opaque nodes
         # The class whose method runs when it is a base of the instance's class (super().forward)
         self.owner: Any = None
+        # the paths of values forward computes without gradient (`with torch.no_grad():`, a
+        # method decorated so): a teacher's outputs, not a network of their own (`result`)
+        self.nograd: list[tuple] = []
 
     def attr(self, name: str) -> Any:
         return self.inst.attrs.get(name, UNKNOWN)
@@ -471,6 +475,13 @@ class ForwardInterpreter(_Walker):
         p = paths[0]
         return p if node is None else PathVal(p.root, p.nodes + (node,))
 
+    def with_stmt(self, stmt: cst.With) -> None:
+        if not any(_no_grad(item.item) for item in stmt.items):
+            return super().with_stmt(stmt)
+        before, returned = dict(self.env), len(self.returns)
+        super().with_stmt(stmt)
+        self.nograd.extend(_paths([v for k, v in self.env.items() if before.get(k) is not v] + self.returns[returned:]))
+
     def call_method(self, method: cst.FunctionDef, call: cst.Call, bound_self: bool = True, owner: Any = None) -> Any:
         if self.low.depth >= MAX_DEPTH:
             return UNKNOWN
@@ -497,11 +508,14 @@ class ForwardInterpreter(_Walker):
         finally:
             self.low.depth -= 1
         self.calls = sub.calls
+        self.nograd.extend(sub.nograd)
         if not sub.returns:
             return UNKNOWN
         value = sub.returns[0]
         for other in sub.returns[1:]:
             value = _merge(value, other)
+        if any(_no_grad(d.decorator) for d in method.decorators):
+            self.nograd.extend(_paths([value]))
         return value
 
     def attention(self, paths: list, what: str, name: str | None = None, origin: Any = None) -> PathVal:
@@ -659,16 +673,19 @@ class ForwardInterpreter(_Walker):
             # place (`output 3`) or key: a detector's box head, a critic's value head, a second
             # trained model (PPO's separate actor and critic), also behind an opaque op that
             # passes the gradient (roi_align). Not one the gradient cannot pass (`f.detach()`,
-            # `.data`), nor a model run beside this one with nothing in common with the first
-            # output in a class that may freeze it (a teacher: the class reads `requires_grad`,
-            # calls `.eval()` or runs part of forward under no_grad).
+            # `.data`, a value computed under no_grad that the first output does not share), nor
+            # one whose own first module the class freezes (a teacher: `self.teacher.eval()`,
+            # `.requires_grad_(False)`, its parameters' `requires_grad = False`).
             labels = list(keys) if keys is not None else [f"output {i + 1}" for i in range(len(items))]
             self.heads = [(labels[i], v.nodes) for i, v in enumerate(items)
                           if isinstance(v, PathVal) and v.root == main_input and value is not None
                           and v.nodes and value.nodes and not _holds(value.nodes, v.nodes) and v.nodes != value.nodes
                           and not any(isinstance(n, Opaque) and n.what in _STOPS for n in v.nodes)
-                          # (the class's code is read only for such an output: rare, and printing it costs)
-                          and (v.nodes[0] == value.nodes[0] or not _may_freeze(self.inst.cls.node))]
+                          and not any(_holds(v.nodes, fz) and not _holds(value.nodes, fz) for fz in self.nograd)]
+            if self.heads:
+                # (the classes' code is read only when there is such an output: rare, and printing it costs)
+                frozen = _frozen_attributes(self.fm, self.inst.cls)
+                self.heads = [(k, nodes) for k, nodes in self.heads if _own_module(nodes, value.nodes) not in frozen]
         if isinstance(value, PathVal) and value.root == main_input:
             return value.nodes
         return None
@@ -784,11 +801,68 @@ def _skip_scale(skip: tuple) -> float | None:
 _STOPS = frozenset({".detach()", ".data", ".detach_()"})
 
 
-def _may_freeze(cls: cst.ClassDef) -> bool:
-    """Whether a class's code may freeze a module or run one without gradient: it mentions
-    `requires_grad`, `.eval()`, `no_grad` or `inference_mode` (a distillation wrapper's teacher)."""
-    code = cst.Module(body=[]).code_for_node(cls)
-    return any(word in code for word in ("requires_grad", ".eval()", "no_grad", "inference_mode"))
+def _no_grad(e: cst.BaseExpression) -> bool:
+    """`torch.no_grad()`, `torch.inference_mode()`, `torch.set_grad_enabled(False)` (called or, as
+    a decorator, not)."""
+    call = e if type(e) is cst.Call else None
+    name = (dotted(call.func) if call is not None else dotted(e)) or ""
+    last = name.rsplit(".", 1)[-1]
+    if last in ("no_grad", "inference_mode"):
+        return call is None or not call.args or _text_of(call.args[0].value) != "False"
+    return last == "set_grad_enabled" and call is not None and len(call.args) == 1 \
+        and _text_of(call.args[0].value) == "False"
+
+
+def _text_of(e: cst.CSTNode) -> str:
+    return cst.Module(body=[]).code_for_node(e)
+
+
+def _paths(values: list) -> list[tuple]:
+    """The nodes of each path among values (and among the items of tuples of them)."""
+    out = []
+    for v in values:
+        for p in v.items if isinstance(v, ListVal) else (v,):
+            if isinstance(p, PathVal) and p.nodes:
+                out.append(p.nodes)
+    return out
+
+
+def _own_module(nodes: tuple, main: tuple) -> str:
+    """The attribute (`teacher`) of the first named node of an output's path that the first
+    output's path does not hold: the module that output runs of its own."""
+    inside = list(walk(main))
+    for n in walk(nodes):
+        name = getattr(n, "name", "")
+        if name and not any(n is m or n == m for m in inside):
+            return name.split(".")[0]
+    return ""
+
+
+_FREEZING = re.compile(r"requires_grad|\.eval\(\)|freeze")
+
+
+def _frozen_attributes(fm: Any, info: Any) -> set[str]:
+    """The attributes `self.x` that a class, or a base of it in this file, freezes or runs in eval
+    mode on a line of its own code (`self.teacher.requires_grad_(False)`, `self.teacher.eval()`,
+    `self.teacher = freeze(...)`, or `for p in self.teacher.parameters():` over a line that sets
+    `requires_grad`)."""
+    found: set[str] = set()
+    todo, seen = [info], set()
+    while todo and len(seen) < 16:
+        c = todo.pop()
+        if id(c) in seen:
+            continue
+        seen.add(id(c))
+        lines = _text_of(c.node).splitlines()
+        for i, line in enumerate(lines):
+            names = re.findall(r"self\.(\w+)", line)
+            if not names:
+                continue
+            if _FREEZING.search(line) or (".parameters()" in line and line.lstrip().startswith("for ")
+                                          and i + 1 < len(lines) and "requires_grad" in lines[i + 1]):
+                found.update(names)
+        todo.extend(b for b in (fm.classes.get(base) for base in c.bases) if b is not None)
+    return found
 
 
 def _holds(nodes: tuple, part: tuple) -> bool:

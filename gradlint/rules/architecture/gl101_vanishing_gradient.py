@@ -58,6 +58,47 @@ class TowerConfig:
 """),)
 
 
+ACTOR_CRITIC = """\
+import torch
+import torch.nn as nn
+
+
+class ActorCritic(nn.Module):
+    def __init__(self, obs_dim=64, act_dim=6, h=256):
+        super().__init__()
+        self.actor = nn.Sequential(nn.Linear(obs_dim, h), nn.Tanh(), nn.Linear(h, act_dim))
+        critic = []
+        for _ in range(12):
+            critic += [nn.Linear(h if critic else obs_dim, h), nn.Sigmoid()]
+        self.critic = nn.Sequential(*critic, nn.Linear(h, 1))
+
+    def forward(self, obs):
+        return self.actor(obs), self.critic(obs)
+"""
+
+DISTILL_BASE = """\
+import torch
+import torch.nn as nn
+
+
+class Distill(nn.Module):
+    def __init__(self, d=256):
+        super().__init__()
+        self.student = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 10))
+        layers = []
+        for _ in range(12):
+            layers += [nn.Linear(d, d), nn.Sigmoid()]
+        self.teacher = nn.Sequential(*layers, nn.Linear(d, 10))
+
+    def forward(self, x):
+        x = x / 255.0
+        s = self.student(x)
+        with torch.no_grad():
+            t = self.teacher(x)
+        return s, t
+"""
+
+
 class VanishingGradient(Rule):
     """
     ## What it does
@@ -110,14 +151,10 @@ class VanishingGradient(Rule):
     inputs = frozenset({"python", "onnx"})
     options = {"vanishing-threshold": Option(1e-3, positive_float, "report chains with predicted gain below this")}
     invalid = [
-        Example("import torch.nn as nn\n\n\nclass ActorCritic(nn.Module):\n    def __init__(self, obs_dim=64, act_dim=6, h=256):\n"
-                "        super().__init__()\n"
-                "        self.actor = nn.Sequential(nn.Linear(obs_dim, h), nn.Tanh(), nn.Linear(h, act_dim))\n"
-                "        critic = []\n        for _ in range(12):\n"
-                "            critic += [nn.Linear(h if critic else obs_dim, h), nn.Sigmoid()]\n"
-                "        self.critic = nn.Sequential(*critic, nn.Linear(h, 1))\n\n"
-                "    def forward(self, obs):\n        return self.actor(obs), self.critic(obs)\n",
-                note="the second output of a forward: a critic of its own beside the actor"),
+        Example(ACTOR_CRITIC, note="the second output of a forward: a critic of its own beside the actor"),
+        Example(ACTOR_CRITIC + "\n    @torch.no_grad()\n    def act(self, obs):\n        logits, value = self(obs)\n"
+                "        return torch.distributions.Categorical(logits=logits).sample(), value\n",
+                note="the critic trains in forward: a method that acts without gradient does not freeze it"),
         Example(DEEP_SIGMOID),
         Example("""\
 import torch.nn as nn
@@ -145,6 +182,14 @@ class Net(nn.Module):
                 "        s = self.student(x)\n        with torch.no_grad():\n            t = self.teacher(x)\n"
                 "        return s, t\n",
                 note="a second output from another model run beside this one (a frozen teacher): not its path"),
+        Example(DISTILL_BASE.replace("class Distill(", "class Wrapper(") + "\n\nclass Distill(Wrapper):\n    pass\n",
+                note="a teacher run under no_grad after a step both models share (`x / 255.0`), in a base class"),
+        Example(DISTILL_BASE.replace("        with torch.no_grad():\n            t = self.teacher(x)\n",
+                                     "        t = self.teacher(x)\n")
+                .replace("        self.teacher = nn.Sequential(*layers, nn.Linear(d, 10))\n",
+                         "        self.teacher = nn.Sequential(*layers, nn.Linear(d, 10))\n"
+                         "        for p in self.teacher.parameters():\n            p.requires_grad = False\n"),
+                note="a teacher whose parameters the class freezes"),
         Example(TOWER_FACTORY.replace("depth=24", "depth=2"), files=TOWER_CONFIG,
                 note="the same factory with a shallow config"),
         Example(DEEP_SIGMOID.replace("nn.Linear(width, width), nn.Sigmoid()",
