@@ -572,6 +572,13 @@ class TensorEval:
                     # a positive constant squared inside the root is the eps (sqrt(d**2 + 1**2))
                     return replace(base, clamped=True)
                 return replace(base, sumsq=True, dense=left.dense and right.dense)
+            sine, eps = (left, rn) if left.sine else (right, ln) if right.sine else (None, None)
+            if sine is not None and not sine.floored and eps is not None and 0 < eps < SINE_EPS:
+                # `1 - cos ** 2 + 1e-12`: a float32 cosine of parallel vectors rounds a few ulps
+                # above 1 (measured: up to 1 + 2.4e-7), so 1 - cos² reaches -4.8e-7 and so small an
+                # eps leaves the root NaN (measured: NaN for eps 1e-12 and 1e-7, finite at 1e-6);
+                # not once clamped at 0 (`.clamp(0, 1) + 1e-12`)
+                return replace(base, sine=True, thin_eps=True)
             if left.sq or left.sumsq or right.sq or right.sumsq:
                 return replace(base, clamped=True)
             if (ln == 1 and right.exp) or (rn == 1 and left.exp):
@@ -604,6 +611,11 @@ class TensorEval:
         return None
 
     # -- calls ---------------------------------------------------------------------------------
+
+
+# The smallest eps added to ArcFace's `1 - cos ** 2` that keeps its root finite in float32 (above
+# the -4.8e-7 that a cosine rounded to 1 + 2.4e-7 gives).
+SINE_EPS = 1e-6
 
 
 def _entry(name: str, key: str) -> str:

@@ -510,6 +510,8 @@ class TorchOps:
             positive = lo_n is None or lo_n > 0
             if positive:
                 res = replace(res, clamped=True, sumsq=False)
+            elif lo_n is not None and lo_n >= 0:
+                res = replace(res, floored=True)
         if lo is not None and hi is not None:
             lo_strict = lo_n is None or lo_n > -1
             hi_strict = hi_n is None or hi_n < 1

@@ -69,6 +69,9 @@ def _squares(a: V) -> str:
     """What a root's operand is, for the message: pairwise distances are 0 on their diagonal."""
     if a.pairs:
         return "squared pairwise distance of a tensor with itself (0 on the diagonal)"
+    if a.sine and not (a.sq or a.sumsq) and a.thin_eps:
+        return ("1 - c² + an eps below 1e-6, where c can be exactly ±1 and a float32 cosine rounds a few "
+                "1e-7 above it (a cosine of parallel vectors, a value clamped to [-1, 1])")
     if a.sine and not (a.sq or a.sumsq):
         return "1 - c² where c can be exactly ±1 (a cosine of parallel vectors, a value clamped to [-1, 1])"
     return "sum of squares" if a.sumsq else "square"

@@ -102,6 +102,12 @@ class SqrtAtZero(SiteRule):
                 + "        cos = F.cosine_similarity(self.f(a), b, dim=-1)\n"
                 "        return torch.sqrt((1 - cos * cos).clamp(min=1e-12))\n",
                 note="1 - cos² of a cosine similarity (clamped by the fix: a cosine may round above 1)"),
+        Example("import torch\nimport torch.nn.functional as F\n" + _MODULE.split("\n", 1)[1]
+                + "        cos = F.cosine_similarity(self.f(a), b, dim=-1)\n        return torch.sqrt(1 - cos ** 2 + 1e-12)\n",
+                fixed="import torch\nimport torch.nn.functional as F\n" + _MODULE.split("\n", 1)[1]
+                + "        cos = F.cosine_similarity(self.f(a), b, dim=-1)\n"
+                "        return torch.sqrt((1 - cos ** 2 + 1e-12).clamp(min=1e-12))\n",
+                note="an eps below the 4.8e-7 by which 1 - cos² of a float32 cosine can fall below 0: still NaN"),
         Example(_MODULE + "        return torch.sqrt((x ** 2).sum(-1))\n",
                 fixed=_MODULE + "        return torch.sqrt((x ** 2).sum(-1) + 1e-12)\n"),
         Example(_MODULE + "        return x.pow(2).sum(dim=1).sqrt()\n",
@@ -161,6 +167,10 @@ class SqrtAtZero(SiteRule):
                 + "        cos = F.cosine_similarity(self.f(a), b, dim=-1).clamp(-1 + 1e-6, 1 - 1e-6)\n"
                 "        return torch.sqrt(1 - cos ** 2)\n",
                 note="a cosine clamped strictly inside (-1, 1)"),
+        Example("import torch\nimport torch.nn.functional as F\n" + _MODULE.split("\n", 1)[1]
+                + "        cos = F.cosine_similarity(self.f(a), b, dim=-1)\n"
+                "        return torch.sqrt(1 - cos ** 2 + 1e-6), torch.sqrt((1 - cos ** 2).clamp(0, 1) + 1e-12)\n",
+                note="an eps of 1e-6, or a small one after a clamp at 0"),
         Example(_MODULE + "        c = self.f(a)\n        return torch.sqrt(1 - c ** 2)\n",
                 note="1 - c² of a learned output, exactly ±1 with probability 0 (a tanh's may round to 1)"),
         Example("import torch\n\ndef d(a, b):\n    return (a - b).norm(dim=-1), torch.linalg.vector_norm(a - b, dim=-1)\n"),
@@ -231,6 +241,9 @@ class SqrtAtZero(SiteRule):
     def message(self, site: Site, ctx: RuleContext) -> str:
         where = "there" if site.detail.endswith(")") else "where the sum is 0"
         what = site.detail if site.detail.startswith("1 - ") else f"a {site.detail}"
+        if "an eps" in site.detail:
+            return (f"`{site.variant}` of {what}: its gradient is NaN {where}; clamp the operand (min > 0) "
+                    "or add an eps of 1e-6 or more")
         return (f"`{site.variant}` of {what} with no eps: its gradient is NaN {where}; "
                 "add an eps, clamp(min > 0), or use a norm function")
 

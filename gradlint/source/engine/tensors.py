@@ -97,6 +97,11 @@ class V:
     # 1 - c² of a c that reaches ±1 exactly (a cosine): exactly 0 there, as a sum of squares is
     # at 0, so its root's gradient is NaN (ArcFace's `sine = sqrt(1 - cos²)`)
     sine: bool = False
+    # clamped from below at 0 or more (`clamp(min=0)`, `clamp(0, 1)`): never negative, so any
+    # positive eps added keeps it off 0 (a sine's `(1 - cos**2).clamp(0, 1) + 1e-12`)
+    floored: bool = False
+    # a sine plus an eps too small to keep it off 0 (`1 - cos ** 2 + 1e-12`: numerics_eval)
+    thin_eps: bool = False
     norm: str | None = None  # 'x.norm()', 'x.std()', 'sqrt(var)'
     var: bool = False
     exp: bool = False
@@ -373,6 +378,8 @@ def merge(a: V, b: V) -> V:
         pieces=a.pieces and b.pieces,
         normed=a.normed and b.normed,
         sine=a.sine and b.sine,
+        floored=a.floored or b.floored,
+        thin_eps=a.thin_eps or b.thin_eps,
         norm=a.norm if a.norm == b.norm else None,
         var=a.var and b.var,
         exp=a.exp and b.exp,
