@@ -174,6 +174,21 @@ for batch in loader:
         optimizer.step()
         optimizer.zero_grad()
 """, note="accelerate's accumulation"),
+        Example("""\
+import torch
+
+for x, y in loader:
+    summed = [torch.zeros_like(p) for p in params]
+    for xi, yi in zip(x, y):
+        optimizer.zero_grad()
+        criterion(model(xi[None]), yi[None]).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        for s, p in zip(summed, params):
+            s.add_(p.grad)
+    for s, p in zip(summed, params):
+        p.grad = s / len(x)
+    optimizer.step()
+""", note="per-sample clipping (DP-SGD): cleared at every pass, each clip sees one sample's gradient"),
     ]
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
@@ -190,7 +205,8 @@ for batch in loader:
                 if step is None:
                     continue
                 inner = [lp for lp in clip.loops if lp not in step.loops]
-                if inner and any(inner[-1] in b.loops and b.order < clip.order for b in backwards):
+                if inner and any(inner[-1] in b.loops and b.order < clip.order for b in backwards) \
+                        and not _cleared_each_pass(c, inner[-1], clip, backwards):
                     # an inner micro-batch loop: backward and clip every pass, one step after it
                     yield ctx.finding(
                         f"`{clip.event.name}` clips every micro-batch's partial gradient sum inside the "
@@ -208,3 +224,14 @@ for batch in loader:
                     f"`{clip.event.name}` clips every micro-batch's partial gradient sum, but "
                     f"`{step.event.target}` steps only when {when}: clip {where}",
                     clip.event.span, data={"guard": guards[0].test})
+
+
+def _cleared_each_pass(c, loop, clip, backwards) -> bool:
+    """Whether the gradients are cleared at every pass of the micro-batch loop, before its first
+    backward that precedes the clip: the clip then sees that pass's own gradient, no partial sum
+    (DP-SGD's per-sample clipping adds the clipped gradients up itself; where nothing adds them,
+    the clear is GL208's finding)."""
+    first = min((b.order for b in backwards if loop in b.loops and b.order < clip.order), default=None)
+    return first is not None and any(
+        e.event.kind == "clear" and loop in e.loops and e.order < first and steps.compatible(e, clip)
+        and not any(loop in g.loops for g in e.guards) for e in c.events)
