@@ -435,6 +435,15 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
 
     def augmented(self, node: cst.AugAssign, target_val: V, val: V) -> V:
         op = node.operator
+        key = _list_key(node.target) if type(op) is cst.AddAssign else None
+        if key and key not in self._module_lists:
+            # `frozen = []; frozen += list(net.children())[:4]`: the list now holds modules (the
+            # assignment that follows, with no value node, keeps what this marks)
+            _, modules, named = self._modules_of(node.value)
+            if modules:
+                self._module_lists = self._module_lists | {key}
+                if named:
+                    self._named_module_lists = self._named_module_lists | {key}
         if type(op) is cst.DivideAssign:
             self.check_divide(node, target_val, val, node.value)
         return self.binop_value(_AUG.get(type(op)), target_val, val, node.target, node.value, node)

@@ -112,6 +112,10 @@ class ModuleRequiresGradNoop(SiteRule):
                 "        for module in self.blocks:\n            module.requires_grad = False\n"
                 "        self.net = nn.Sequential(*self.blocks)\n",
                 note="a list of children held in an attribute, extended"),
+        Example("import torchvision\n\n\ndef freeze_stem():\n    net = torchvision.models.resnet50()\n"
+                "    frozen = []\n    frozen += list(net.children())[:4]\n    for m in frozen:\n"
+                "        m.requires_grad = False\n    return net\n",
+                note="an empty list extended with children"),
         Example("import torch\nfrom torch import nn\n\n"
                 "class M(nn.Module):\n"
                 "    def __init__(self):\n"
