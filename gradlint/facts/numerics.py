@@ -63,6 +63,9 @@ class Pieces:
     criterion: CallText | None = None  # the constructor call of the loss module the call uses
     # the criterion is built inline, or in this function under a local name used only for this call
     criterion_local: bool = False
+    # the operand is clamped at 0 or more (`(1 - c ** 2).clamp(0, 1)`, through a name too): never
+    # negative, so an eps added keeps it off 0
+    floored: bool = False
 
 
 @dataclass(frozen=True)

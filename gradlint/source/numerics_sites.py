@@ -253,7 +253,8 @@ class SiteChecks:
         if need_tensor and not a.tensor:
             return
         what = _squares(a)
-        self.x.add(Site("sqrt_near_zero", how, self.x.span(node), detail=what, pieces=Pieces(operand=self.x.expr(arg_node))))
+        self.x.add(Site("sqrt_near_zero", how, self.x.span(node), detail=what,
+                        pieces=Pieces(operand=self.x.expr(arg_node), floored=a.floored)))
 
     def check_divide(self, node: cst.CSTNode, num: V, den: V, den_node: cst.BaseExpression,
                      numerator: cst.BaseExpression | None = None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from gradlint.findings import Edit, Fix, Severity, SourceSpan
 from gradlint.registry import Example, RuleContext
 from gradlint.rules.numerics.base import SiteRule
@@ -254,7 +256,7 @@ class SqrtAtZero(SiteRule):
         if arg is None:
             return None
         s, text, how = arg.span, arg.text, site.variant
-        if site.detail.startswith("1 - ") and not _clamped_whole(text):
+        if site.detail.startswith("1 - ") and not site.pieces.floored:
             # 1 - cos² of a computed cosine can be a little below 0 (cos = 1.0000001), where an
             # eps added inside the root still gives NaN: clamp it (the form arcface-pytorch's fix took)
             return Fix("Clamp away from 0", (Edit(s, f"{_grouped(text)}.clamp(min=1e-12)"),), safe=False)
@@ -268,8 +270,10 @@ class SqrtAtZero(SiteRule):
 
 
 def _grouped(text: str) -> str:
-    """`text` as one operand of a method call: as it is when one pair of parentheses holds all of
-    it, else in parentheses."""
+    """`text` as one operand of a method call: as it is when it is a name (`s2`, `self.s`) or one
+    pair of parentheses holds all of it, else in parentheses."""
+    if re.fullmatch(r"[A-Za-z_][\w.]*", text):
+        return text
     if text.startswith("("):
         depth = 0
         for i, ch in enumerate(text):
@@ -278,63 +282,3 @@ def _grouped(text: str) -> str:
             if depth == 0:
                 return text if i == len(text) - 1 else f"({text})"
     return f"({text})"
-
-
-def _clamped_whole(text: str) -> bool:
-    """Whether the operand as written is a clamp of all of it (`(1 - c ** 2).clamp(0, 1)`,
-    `torch.clamp(1 - c ** 2, min=0)`), not an operand with a clamp inside (`1 - c.clamp(min=0) ** 2`)."""
-    t = text.strip()
-    if not t.endswith(")"):
-        return False
-    # the call whose parentheses close at the end: where its argument list opens
-    depth, opening = 0, -1
-    for i in range(len(t) - 1, -1, -1):
-        depth += t[i] == ")"
-        depth -= t[i] == "("
-        if depth == 0:
-            opening = i
-            break
-    callee, args = t[:opening], _top_level(t[opening + 1:-1])
-    if callee in ("torch.clamp", "torch.clip", "torch.clamp_min"):
-        return _lower_bound(args[1:])
-    return callee.endswith((".clamp", ".clip", ".clamp_min")) and _closed(callee.rsplit(".", 1)[0]) \
-        and _lower_bound(args)
-
-
-def _top_level(text: str) -> list[str]:
-    """The arguments of a call as written, split at its top-level commas."""
-    out, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if ch == "," and depth == 0:
-            out.append(text[start:i].strip())
-            start = i + 1
-    out.append(text[start:].strip())
-    return [a for a in out if a]
-
-
-def _lower_bound(args: list[str]) -> bool:
-    """Whether a clamp's arguments (after the tensor) give a lower bound that is not negative:
-    `clamp(0, 1)`, `clamp(min=0)`, `clamp_min(eps)`; not `clamp(max=1)`, `clamp(None, 1)`,
-    `clamp(-1, 1)`."""
-    bound = next((a.split("=", 1)[1].strip() for a in args if a.replace(" ", "").startswith("min=")), None)
-    if bound is None and args and "=" not in args[0]:
-        bound = args[0]
-    if bound is None or bound == "None":
-        return False
-    try:
-        return float(bound) >= 0
-    except ValueError:
-        return True  # a name (`eps`): taken as the lower bound it is meant to be
-
-
-def _closed(text: str) -> bool:
-    """Whether a receiver is one operand (no operator at its top level): `(1 - c ** 2)`, `s`."""
-    depth = 0
-    for ch in text:
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if depth == 0 and ch in "+-*/%@ ":
-            return False
-    return True
