@@ -173,6 +173,11 @@ class SqrtAtZero(SiteRule):
                 + "        cos = F.cosine_similarity(self.f(a), b, dim=-1)\n"
                 "        return torch.sqrt(1 - cos ** 2 + 1e-6), torch.sqrt((1 - cos ** 2).clamp(0, 1) + 1e-12)\n",
                 note="an eps of 1e-6, or a small one after a clamp at 0"),
+        Example("import torch\nfrom torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self, n):\n"
+                "        super().__init__()\n        self.layers = nn.ModuleList([nn.Linear(8, 8) for _ in range(n)])\n\n"
+                "    def forward(self, h):\n        for layer in self.layers:\n            h = layer(h)\n"
+                "        return torch.mean(h ** 2, dim=-1) ** 0.5\n",
+                note="the RMS of the layers' output (never all zero), or of the input when no layer runs (no gradient)"),
         Example(_MODULE + "        c = self.f(a)\n        return torch.sqrt(1 - c ** 2)\n",
                 note="1 - c² of a learned output, exactly ±1 with probability 0 (a tanh's may round to 1)"),
         Example("import torch\n\ndef d(a, b):\n    return (a - b).norm(dim=-1), torch.linalg.vector_norm(a - b, dim=-1)\n"),

@@ -405,7 +405,9 @@ def merge(a: V, b: V) -> V:
         computed=a.computed and b.computed,
         leaf=a.leaf or b.leaf,
         safe_where=a.safe_where or b.safe_where,
-        dense=a.dense and b.dense,
+        # (a path on which nothing trainable reaches the value cannot make it a hazard: a loop over
+        # the layers that may run no time leaves the input there, the layers' output elsewhere)
+        dense=(a.dense or not a.params) and (b.dense or not b.params) if a.params or b.params else a.dense and b.dense,
         cut_terms=_joined_cut_terms(a, b),
         value=join_value(a.value, b.value),
     )
