@@ -111,6 +111,14 @@ for step in range(num_steps):
     optimizer.step()
 """, note="a break that counts micro-batches is no retry"),
         Example("""\
+for i, (x, y) in enumerate(loader):
+    if optimizer is not None:
+        optimizer.zero_grad()
+    (criterion(model(x), y) / k).backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+""", note="a guard that only tests that the optimizer exists holds at every iteration"),
+        Example("""\
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 for x, y in loader:
     criterion(model(x), y).backward()
@@ -408,7 +416,7 @@ for x, y in loader:
             if not inner:
                 continue
             loop = inner[0]  # the outermost loop around the clear that the step is outside of
-            if any(loop in g.loops for g in f.guards if not _try_body(g)):
+            if any(loop in g.loops for g in f.guards if not _try_body(g) and not _present(g, f)):
                 continue  # `if micro == 0: opt.zero_grad()`: not at every iteration
             if any(e.event.kind == "step" and loop in e.loops for e in c.events):
                 continue
@@ -448,7 +456,8 @@ for x, y in loader:
             return  # `if i % 2 == 0: opt_a.step() else: opt_b.step()`: alternating updates, no accumulation
         for f in c.events:
             if f.event.kind != "clear" or not f.target or f.target not in mine or not f.loops \
-                    or f.loops[-1] != c.loop or any(c.loop in g.loops for g in f.guards if not _try_body(g)):
+                    or f.loops[-1] != c.loop or any(c.loop in g.loops for g in f.guards
+                                                    if not _try_body(g) and not _present(g, f)):
                 continue
             backwards = [e.event.span.line for e in c.events if e.event.kind == "backward" and e.depth == 0]
             if f.depth == 0 and (_accumulating(facts, f) or step.depth == 0 and _assembled_or_skipped(
@@ -624,3 +633,11 @@ def _try_body(g) -> bool:
     """A guard that is a `try:` body (branch 0), which runs at every iteration as plain code does;
     its handlers (`except OutOfMemoryError: opt.zero_grad()`) run only on an error."""
     return g.test == "try" and g.branch == 0
+
+
+def _present(g, f) -> bool:
+    """A guard that only tests that the cleared object exists (`if optimizer is not None:`,
+    `if optimizer:`): the same at every iteration once it holds, so the clear runs at each."""
+    target = f.event.target
+    test = " ".join(g.test.split())
+    return g.branch == 0 and bool(target) and test in (target, f"{target} is not None", f"not {target} is None")
