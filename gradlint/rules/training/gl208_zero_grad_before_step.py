@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 from gradlint.findings import Finding, Severity
@@ -118,6 +119,14 @@ for i, (x, y) in enumerate(loader):
     if (i + 1) % k == 0:
         optimizer.step()
 """, note="a guard that only tests that the optimizer exists holds at every iteration"),
+        Example("""\
+for step in range(num_steps):
+    for micro in range(k):
+        optimizer.zero_grad()
+        (model(*next(data_iter)) / k).backward()
+        if micro == k - 1:
+            optimizer.step()
+""", note="a step on the last pass of the micro-batch loop, a clear at each"),
         Example("""\
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 for x, y in loader:
@@ -443,7 +452,9 @@ for x, y in loader:
         the last micro-batch's gradients only."""
         if c.loop is None or step.event.via == "sam":
             return
-        guards = [g for g in step.guards if g.accum and c.loop in g.loops]
+        last = _last_pass_tests(facts, step)
+        guards = [g for g in step.guards if (g.accum or g.branch == 0 and any(re.fullmatch(p, g.test) for p in last))
+                  and c.loop in g.loops]
         if not guards:
             return
         held = {g.key for g in guards}
@@ -641,3 +652,15 @@ def _present(g, f) -> bool:
     target = f.event.target
     test = " ".join(g.test.split())
     return g.branch == 0 and bool(target) and test in (target, f"{target} is not None", f"not {target} is None")
+
+
+def _last_pass_tests(facts, step) -> tuple[str, ...]:
+    """Patterns of the tests that pick one pass of the `for` loop around a step by its variable
+    (`micro == k - 1`, `micro + 1 == k`, `i == len(batches) - 1`): the step then runs once per
+    pass of that loop's parent, as under an accumulation guard."""
+    line = step.event.span.line
+    loops = [st for st in facts.stmts if st.kind == "for" and st.line < line <= st.end_line and len(st.assigned) == 1]
+    if not loops:
+        return ()
+    var = re.escape(max(loops, key=lambda st: st.line).assigned[0])
+    return (rf"\(?{var}(\s*\+\s*1)?\)?\s*==\s*[^=]+",)
