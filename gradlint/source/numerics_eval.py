@@ -551,10 +551,11 @@ class TensorEval:
             if pairs is not None:
                 return replace(base, **pairs)
         if op is cst.Subtract:
-            if ln == 1 and right.sq and right.unit in ("bounded", "loose"):
+            if ln is not None and 1 <= ln < 1 + SINE_EPS and right.sq and right.unit in ("bounded", "loose"):
                 # `1 - cos ** 2` of a cosine (or a value clamped to [-1, 1]): exactly 0 where it
-                # is ±1, as a sum of squares is at 0 (ArcFace's sine, ronghuaiyang/arcface-pytorch#91)
-                return replace(base, sine=True)
+                # is ±1, as a sum of squares is at 0 (ArcFace's sine, ronghuaiyang/arcface-pytorch#91);
+                # `1.0 + 1e-12 - cos ** 2` too (an eps too small: in float32 1.0 + 1e-12 is 1.0)
+                return replace(base, sine=True, thin_eps=ln > 1)
             if ln == 1 and right.prob == "sigmoid":
                 # 1 - clamp(p, eps, 1 - eps) >= eps: as safe to log as the clamped p itself
                 return replace(base, prob="one_minus_sigmoid", prob_node=right.prob_node, shifted=right.capped)

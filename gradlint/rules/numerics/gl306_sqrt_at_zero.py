@@ -110,6 +110,13 @@ class SqrtAtZero(SiteRule):
                 + "        cos = F.cosine_similarity(self.f(a), b, dim=-1)\n"
                 "        return torch.sqrt((1 - cos ** 2 + 1e-12).clamp(min=1e-12))\n",
                 note="an eps below the 4.8e-7 by which 1 - cos² of a float32 cosine can fall below 0: still NaN"),
+        Example("import torch\nimport torch.nn.functional as F\n" + _MODULE.split("\n", 1)[1]
+                + "        s = 1 - F.cosine_similarity(self.f(a), b, dim=-1) ** 2\n        if self.training:\n"
+                "            s = s.clamp(0, 1)\n        return torch.sqrt(s)\n",
+                fixed="import torch\nimport torch.nn.functional as F\n" + _MODULE.split("\n", 1)[1]
+                + "        s = 1 - F.cosine_similarity(self.f(a), b, dim=-1) ** 2\n        if self.training:\n"
+                "            s = s.clamp(0, 1)\n        return torch.sqrt(s.clamp(min=1e-12))\n",
+                note="clamped at 0 on one path only: the fix clamps (an eps would leave the other path NaN)"),
         Example(_MODULE + "        return torch.sqrt((x ** 2).sum(-1))\n",
                 fixed=_MODULE + "        return torch.sqrt((x ** 2).sum(-1) + 1e-12)\n"),
         Example(_MODULE + "        return x.pow(2).sum(dim=1).sqrt()\n",

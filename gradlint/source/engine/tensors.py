@@ -378,7 +378,7 @@ def merge(a: V, b: V) -> V:
         pieces=a.pieces and b.pieces,
         normed=a.normed and b.normed,
         sine=a.sine and b.sine,
-        floored=a.floored or b.floored,
+        floored=a.floored and b.floored,  # (safe only when clamped on both paths)
         thin_eps=a.thin_eps or b.thin_eps,
         norm=a.norm if a.norm == b.norm else None,
         var=a.var and b.var,
