@@ -1025,3 +1025,25 @@ def test_a_token_budget_is_no_retry_however_its_count_is_written():
              "        loss = model(x, y)\n        loss.backward()\n        ok = bool(torch.isfinite(loss))\n"
              "    optimizer.step()\n")
     assert codes(retry, "GL208") == []
+
+
+def test_clears_over_the_parameters_are_whole_only_when_every_gradient_goes():
+    """`for p in model.parameters():` clears the model when each gradient is set to None or zeros
+    (under `if p.grad is not None:` at most); a test of something else clears some of them, and a
+    value computed from the gradient rescales it."""
+    head = ("import torch\nmodel = torch.nn.Linear(4, 1)\noptimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+            "for x, y in loader:\n")
+    step = "    optimizer.step()\n"
+    after = "    optimizer.zero_grad()\n    criterion(model(x), y).backward()\n    for p in model.parameters():\n"
+    for body in ("        if p.grad is not None and p.ndim == 1:\n            p.grad = None\n",
+                 "        if torch.isnan(p.grad).any():\n            p.grad.zero_()\n",
+                 "        p.grad = p.grad / 4\n"):
+        assert codes(head + after + body + step) == [], body
+    for body, said in (("        if p.grad is not None:\n            p.grad = torch.zeros_like(p.grad)\n", "zeroing each"),
+                       ("        p.grad = None\n", "p.grad = None")):
+        (f,) = check_source(head + after + body + step, Config(select=("GL2",)))
+        assert f.code == "GL208" and said in f.message, f.message
+    # zeroing each gradient before the backward is the clear of every iteration
+    before = ("    for p in model.parameters():\n        if p.grad is not None:\n"
+              "            p.grad = torch.zeros_like(p.grad)\n    criterion(model(x), y).backward()\n")
+    assert codes(head + before + step) == []

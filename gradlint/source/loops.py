@@ -78,6 +78,16 @@ def _parameters_of(stmt: cst.CSTNode) -> str:
     return ""
 
 
+_FRESH = ("zeros_like", "zeros", "empty_like", "new_zeros", "full_like", "new_full", "new_empty")
+
+
+def _fresh_tensor(value: cst.BaseExpression) -> bool:
+    """A new tensor that takes only a shape from its arguments: `torch.zeros_like(p.grad)`,
+    `p.grad.new_zeros(p.shape)`."""
+    return type(value) is cst.Call and type(value.func) in (cst.Name, cst.Attribute) and (
+        (value.func.value if type(value.func) is cst.Name else value.func.attr.value) in _FRESH)
+
+
 def _updates(small: cst.BaseSmallStatement) -> bool:
     """An assignment that updates its target from its own value: `n += 1`, `tokens = tokens + x.numel()`."""
     if type(small) is cst.AugAssign:
@@ -99,7 +109,8 @@ def _parameter_clears(body: Block, var: str) -> list[Event] | None:
             if it.kind != "clear" or it.target not in mine:
                 return None
             found.append(it)
-        elif it.kind == "if" and len(it.items) == 2 and f"{var}.grad" in it.test and not it.items[1].items:
+        elif it.kind == "if" and len(it.items) == 2 and " ".join(it.test.split()) == f"{var}.grad is not None" \
+                and not it.items[1].items:
             inner = _parameter_clears(it.items[0], var)
             if not inner:
                 return None
@@ -599,15 +610,18 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
 
     def grad_clear_target(self, target: cst.BaseExpression, sid: int, ctx: "_Ctx",
                           value: cst.BaseExpression | None = None) -> list[Event]:
-        """`p.grad = ...` / `del p.grad`: a clear of p's gradient, unless the value reads that
-        gradient (`p.grad = p.grad / k`, `p.grad = p.grad.clamp(-c, c)`: a rescale keeps it)."""
+        """`p.grad = ...` / `del p.grad`: a clear of p's gradient, unless the value is computed from
+        that gradient (`p.grad = p.grad / k`, `p.grad = p.grad.clamp(-c, c)`: a rescale keeps it;
+        `torch.zeros_like(p.grad)` takes only its shape: a clear)."""
         out = []
-        read = {_text(n) for n in walk(value) if type(n) is cst.Attribute} if value is not None else set()
+        read = {_text(n) for n in walk(value) if type(n) is cst.Attribute} \
+            if value is not None and not _fresh_tensor(value) else set()
         for t in (el.value for el in target.elements) if type(target) in (cst.Tuple, cst.List) else (target,):
             base = t.value if type(t) is cst.Subscript else t
             if type(base) is cst.Attribute and base.attr.value == "grad" and _text(base) not in read:
-                out.append(Event("clear", self.span(t), ctx.fid, sid, ctx.nograd, via="grad-none",
-                                 target=_text(base.value)))
+                zeroed = value is not None and _fresh_tensor(value)
+                out.append(Event("clear", self.span(t), ctx.fid, sid, ctx.nograd,
+                                 via="grad-zero" if zeroed else "grad-none", target=_text(base.value)))
         return out
 
     # -- assignments ---------------------------------------------------------------------------

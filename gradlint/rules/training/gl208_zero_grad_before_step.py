@@ -636,7 +636,8 @@ def _cleared(f) -> str:
     if e.via == "grad-none":
         return f"`for {e.name} in {e.target}.parameters(): {e.name}.grad = None`" if e.name else f"`{e.target}.grad = None`"
     if e.via == "grad-zero":
-        return f"zeroing each `{e.name}.grad` of `{e.target}.parameters()`" if e.name else f"`{e.target}.zero_()`"
+        grad = e.target if e.target.endswith((".grad", ".grad.data")) else f"{e.target}.grad"
+        return f"zeroing each `{e.name}.grad` of `{e.target}.parameters()`" if e.name else f"zeroing `{grad}`"
     return f"`{e.target}.zero_grad()`"
 
 
