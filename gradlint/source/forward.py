@@ -52,9 +52,6 @@ class ForwardInterpreter(_Walker):
         self.prefix = ""  # module path of the instance, for the names of opaque nodes
         # The class whose method runs when it is a base of the instance's class (super().forward)
         self.owner: Any = None
-        # the paths of values forward computes without gradient (`with torch.no_grad():`, a
-        # method decorated so): a teacher's outputs, not a network of their own (`result`)
-        self.nograd: list[tuple] = []
 
     def attr(self, name: str) -> Any:
         return self.inst.attrs.get(name, UNKNOWN)
@@ -478,9 +475,14 @@ class ForwardInterpreter(_Walker):
     def with_stmt(self, stmt: cst.With) -> None:
         if not any(_no_grad(item.item) for item in stmt.items):
             return super().with_stmt(stmt)
+        # what the block computes carries a mark (NO_GRAD): an output made from it is a teacher's,
+        # not a network of its own (`result`), unless the first output is made from it too
         before, returned = dict(self.env), len(self.returns)
         super().with_stmt(stmt)
-        self.nograd.extend(_paths([v for k, v in self.env.items() if before.get(k) is not v] + self.returns[returned:]))
+        for k, v in self.env.items():
+            if before.get(k) is not v:
+                self.env[k] = _no_grad_mark(v)
+        self.returns[returned:] = [_no_grad_mark(v) for v in self.returns[returned:]]
 
     def call_method(self, method: cst.FunctionDef, call: cst.Call, bound_self: bool = True, owner: Any = None) -> Any:
         if self.low.depth >= MAX_DEPTH:
@@ -508,14 +510,13 @@ class ForwardInterpreter(_Walker):
         finally:
             self.low.depth -= 1
         self.calls = sub.calls
-        self.nograd.extend(sub.nograd)
         if not sub.returns:
             return UNKNOWN
         value = sub.returns[0]
         for other in sub.returns[1:]:
             value = _merge(value, other)
         if any(_no_grad(d.decorator) for d in method.decorators):
-            self.nograd.extend(_paths([value]))
+            return _no_grad_mark(value)
         return value
 
     def attention(self, paths: list, what: str, name: str | None = None, origin: Any = None) -> PathVal:
@@ -681,7 +682,7 @@ class ForwardInterpreter(_Walker):
                           if isinstance(v, PathVal) and v.root == main_input and value is not None
                           and v.nodes and value.nodes and not _holds(value.nodes, v.nodes) and v.nodes != value.nodes
                           and not any(isinstance(n, Opaque) and n.what in _STOPS for n in v.nodes)
-                          and not any(_holds(v.nodes, fz) and not _holds(value.nodes, fz) for fz in self.nograd)]
+                          and _trains_after_mark(v.nodes)]
             if self.heads:
                 # (the classes' code is read only when there is such an output: rare, and printing it costs)
                 frozen = _frozen_attributes(self.fm, self.inst.cls)
@@ -817,14 +818,32 @@ def _text_of(e: cst.CSTNode) -> str:
     return cst.Module(body=[]).code_for_node(e)
 
 
-def _paths(values: list) -> list[tuple]:
-    """The nodes of each path among values (and among the items of tuples of them)."""
-    out = []
-    for v in values:
-        for p in v.items if isinstance(v, ListVal) else (v,):
-            if isinstance(p, PathVal) and p.nodes:
-                out.append(p.nodes)
-    return out
+# The mark on a path computed without gradient (a teacher's output under `torch.no_grad()`):
+# a node that changes nothing, so a first output made from it is modelled as before.
+NO_GRAD = Passthrough("", "computed without gradient")
+
+
+def _no_grad_mark(v: Any) -> Any:
+    """A path (or the paths of a tuple) computed without gradient, marked so (NO_GRAD)."""
+    if isinstance(v, ListVal):
+        return dataclasses.replace(v, items=[_no_grad_mark(item) for item in v.items])
+    if isinstance(v, PathVal) and v.nodes and not _marked(v.nodes):
+        return PathVal(v.root, v.nodes + (NO_GRAD,))
+    return v
+
+
+def _marked(nodes: tuple) -> bool:
+    return any(n is NO_GRAD or n == NO_GRAD for n in nodes)
+
+
+def _trains_after_mark(nodes: tuple) -> bool:
+    """Whether a path has a layer of its own after the last point computed without gradient (a
+    head on detached features trains its layers; a teacher's output, with nothing after its mark,
+    trains nothing), or has no such point."""
+    last = max((i for i, n in enumerate(nodes) if n is NO_GRAD or n == NO_GRAD), default=None)
+    if last is None:
+        return True
+    return any(not isinstance(n, (Activation, Passthrough, Opaque)) for n in walk(nodes[last + 1:]))
 
 
 def _own_module(nodes: tuple, main: tuple) -> str:
@@ -838,14 +857,18 @@ def _own_module(nodes: tuple, main: tuple) -> str:
     return ""
 
 
-_FREEZING = re.compile(r"requires_grad|\.eval\(\)|freeze")
+# What freezes a module on a line that names it: `requires_grad_(False)`, `.train(False)`, a call
+# of a helper named so (`freeze(self.teacher)`, `self.teacher.freeze()`; not `unfreeze`). Not
+# `.eval()`: a train() override that puts a module's BatchNorm in eval mode still trains it.
+_FREEZING = re.compile(r"requires_grad_\(\s*(requires_grad\s*=\s*)?False\s*\)|\.train\(\s*False\s*\)|\bfreeze")
+_SETS_FALSE = re.compile(r"requires_grad\s*=\s*False\b|requires_grad_\(\s*(requires_grad\s*=\s*)?False\s*\)")
 
 
 def _frozen_attributes(fm: Any, info: Any) -> set[str]:
-    """The attributes `self.x` that a class, or a base of it in this file, freezes or runs in eval
-    mode on a line of its own code (`self.teacher.requires_grad_(False)`, `self.teacher.eval()`,
-    `self.teacher = freeze(...)`, or `for p in self.teacher.parameters():` over a line that sets
-    `requires_grad`)."""
+    """The attributes `self.x` that a class, or a base of it in this file, freezes on a line of its
+    own code (`self.teacher.requires_grad_(False)`, `self.teacher = freeze(...)`, or `for p in
+    self.teacher.parameters():` / `.named_parameters()` over a line, among the next few, that sets
+    `requires_grad` to False)."""
     found: set[str] = set()
     todo, seen = [info], set()
     while todo and len(seen) < 16:
@@ -853,14 +876,16 @@ def _frozen_attributes(fm: Any, info: Any) -> set[str]:
         if id(c) in seen:
             continue
         seen.add(id(c))
-        lines = _text_of(c.node).splitlines()
+        lines = [line for line in _text_of(c.node).splitlines() if not line.lstrip().startswith("#")]
         for i, line in enumerate(lines):
             names = re.findall(r"self\.(\w+)", line)
             if not names:
                 continue
-            if _FREEZING.search(line) or (".parameters()" in line and line.lstrip().startswith("for ")
-                                          and i + 1 < len(lines) and "requires_grad" in lines[i + 1]):
+            if _FREEZING.search(line):
                 found.update(names)
+            elif line.lstrip().startswith("for ") and re.search(r"\.(named_)?parameters\(\)", line) \
+                    and any(_SETS_FALSE.search(later) for later in lines[i + 1:i + 4]):
+                found.update(re.findall(r"self\.(\w+)\.(?:named_)?parameters\(\)", line))
         todo.extend(b for b in (fm.classes.get(base) for base in c.bases) if b is not None)
     return found
 

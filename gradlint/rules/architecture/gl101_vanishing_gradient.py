@@ -155,6 +155,13 @@ class VanishingGradient(Rule):
         Example(ACTOR_CRITIC + "\n    @torch.no_grad()\n    def act(self, obs):\n        logits, value = self(obs)\n"
                 "        return torch.distributions.Categorical(logits=logits).sample(), value\n",
                 note="the critic trains in forward: a method that acts without gradient does not freeze it"),
+        Example(ACTOR_CRITIC + "\n    def set_critic_grad(self, flag):\n        for p in self.critic.parameters():\n"
+                "            p.requires_grad = flag\n",
+                note="a method that may switch the critic's gradients off or on: not a frozen module"),
+        Example(ACTOR_CRITIC.replace("        return self.actor(obs), self.critic(obs)\n",
+                                     "        with torch.no_grad():\n            feats = obs * 1.0\n"
+                                     "        return self.actor(obs), self.critic(feats)\n"),
+                note="a critic on features computed without gradient still trains its own layers"),
         Example(DEEP_SIGMOID),
         Example("""\
 import torch.nn as nn
@@ -190,6 +197,13 @@ class Net(nn.Module):
                          "        self.teacher = nn.Sequential(*layers, nn.Linear(d, 10))\n"
                          "        for p in self.teacher.parameters():\n            p.requires_grad = False\n"),
                 note="a teacher whose parameters the class freezes"),
+        Example(DISTILL_BASE.replace("        with torch.no_grad():\n            t = self.teacher(x)\n",
+                                     "        t = self.teacher(x)\n")
+                .replace("        self.teacher = nn.Sequential(*layers, nn.Linear(d, 10))\n",
+                         "        self.teacher = nn.Sequential(*layers, nn.Linear(d, 10))\n"
+                         "        for name, p in self.teacher.named_parameters():\n            # the teacher is fixed\n"
+                         "            p.requires_grad = False\n"),
+                note="a teacher frozen through named_parameters()"),
         Example(TOWER_FACTORY.replace("depth=24", "depth=2"), files=TOWER_CONFIG,
                 note="the same factory with a shallow config"),
         Example(DEEP_SIGMOID.replace("nn.Linear(width, width), nn.Sigmoid()",
