@@ -744,7 +744,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
                             classes=tuple(sorted(got.inst)), want="getter",
                             data=(("getter", holder.func.attr.value),)))
             return
-        if key and hv is UNKNOWN and key != "self" and _read_as_module(key, self.x.src.text):
+        if key and hv is UNKNOWN and key != "self" and _read_as_module(key, self._scope_text(key)):
             # nothing known of it, but the file uses it as only a module is used (`x.parameters()`,
             # `x.load_state_dict(...)`, a child's weight `x.conv.weight`): no tensor has those
             self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder)))
@@ -760,6 +760,14 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             self.env[key] = _TRAINABLE  # `W.requires_grad = True` on a factory's tensor
         elif truth and key and (again := required_again(hv)) is not None:
             self.env[key] = again  # `loss = loss.detach(); loss.requires_grad = True`
+
+    def _scope_text(self, key: str) -> str:
+        """Where a name's uses tell what it is: the function's own code for a name it binds (another
+        function's loop variable `m` over modules is not this one's, over parameters), the file's
+        for a global."""
+        if self.fn_node is not None and key.split(".")[0] in self.env:
+            return self.x.code(self.fn_node)
+        return self.x.src.text
 
     def _library_submodule(self, node: cst.BaseExpression) -> bool:
         """`node` is a chain of submodule names (_LIBRARY_SUBMODULES) on a module that is no

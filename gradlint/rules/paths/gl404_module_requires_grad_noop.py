@@ -152,6 +152,11 @@ class ModuleRequiresGradNoop(SiteRule):
                 note="read as a module: its parameters"),
     ]
     valid = [
+        Example("import torchvision\n\n\ndef freeze_stem(net):\n    for m in list(net.children())[:4]:\n"
+                "        for p in m.parameters():\n            p.requires_grad = False\n\n\n"
+                "def freeze_all():\n    net = torchvision.models.resnet50()\n    for m in list(net.parameters()):\n"
+                "        m.requires_grad = False\n    return net\n",
+                note="`m` is a module in one function and a parameter in another"),
         Example("import torch\nimport torchvision\n\n\ndef freeze(model):\n"
                 "    blocks = list(model.children())[:-1]\n    backbone = torch.nn.Sequential(*blocks)\n"
                 "    for blocks in [list(backbone.parameters())]:\n        for t in blocks:\n"
