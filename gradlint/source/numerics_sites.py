@@ -50,6 +50,23 @@ _GRAPH_BREAKS = frozenset({".item()", ".tolist()", ".numpy()", "argmax", "argmin
                            "LongTensor", "scalar_tensor"))
 
 
+def _handed_to_optimizer(x, cls, module: str) -> bool:
+    """Whether a method of the class (not forward) reads `module.parameters()` other than in a
+    loop's header (`for p in self.m.parameters(): p.requires_grad = False` freezes it), and
+    nothing in the class sets its `requires_grad`: its parameters are meant to train."""
+    handed = False
+    for name, method in cls.method_nodes.items():
+        code = x.code(method)
+        if module not in code:
+            continue
+        for line in code.splitlines():
+            if module in line and "requires_grad" in line:
+                return False
+            if name != "forward" and f"{module}.parameters()" in line and not line.lstrip().startswith("for "):
+                handed = True
+    return handed
+
+
 def _stop_gradient(text: str) -> bool:
     words = {w.lower() for part in re.findall(r"[A-Za-z0-9]+", text) for w in _tokens(part)}
     return bool(words & _STOP_WORDS)
@@ -402,6 +419,29 @@ class SiteChecks:
                     continue
                 span = val.cut_span.span if val.cut_span else self.x.span(node)
                 self.x.add(Site("forward_output_cut", "output-cut", span, detail=val.cut))
+        self._check_cut_submodules()
+
+    def _check_cut_submodules(self) -> None:
+        """A submodule whose output forward detaches, which no output reaches otherwise, while a
+        method of the class hands its parameters to an optimizer (`{'params':
+        self.non_local.parameters()}`): they never get a gradient (A-GCN's learned adjacency,
+        queenie88/A-GCN#4). A frozen feature extractor is cut so on purpose, and is given to no
+        optimizer."""
+        if not self.cut_modules:
+            return
+        reached: set[str] = set()
+        for node in self.return_nodes:
+            val = self.memo.get(id(node.value)) if node.value is not None else None
+            if val is not None:
+                reached |= val.through
+        told: set[str] = set()
+        for where, modules in self.cut_modules:
+            for m in sorted(modules):
+                if m in told or m in reached or not (m.startswith("self.") and m.count(".") == 1) \
+                        or _stop_gradient(m) or not _handed_to_optimizer(self.x, self.cls, m):
+                    continue
+                told.add(m)
+                self.x.add(Site("forward_output_cut", "module-cut", where.span, detail=m))
 
     def record_gradcheck(self, node: cst.Call) -> None:
         first = _arg(node, 0, "func")

@@ -8,17 +8,43 @@ from gradlint.rules.numerics.base import SiteRule
 from gradlint.facts.numerics import Site
 
 
+_AGCN = """\
+import torch
+from torch import nn
+
+
+class GCN(nn.Module):
+    def __init__(self, d, n):
+        super().__init__()
+        self.adjacency = nn.Linear(d, d)
+        self.gc = nn.Linear(d, d)
+
+    def forward(self, inp):
+        adj = self.adjacency(inp).detach()
+        return torch.matmul(adj, self.gc(inp))
+
+    def get_config_optim(self, lr):
+        return [
+            {'params': self.adjacency.parameters(), 'lr': lr},
+            {'params': self.gc.parameters(), 'lr': lr},
+        ]
+"""
+
+
 class DetachedForward(SiteRule):
     """
     ## What it does
     Flags an `nn.Module.forward` whose returned value is cut from the module's parameters by
     `.detach()`, `.data` or a `torch.no_grad()` block (or decorator), and a parameter read as
-    `self.weight.data` / `self.weight.detach()` on the way to the output.
+    `self.weight.data` / `self.weight.detach()` on the way to the output. Also a submodule whose
+    output forward detaches before the rest uses it, that no output reaches otherwise, while a
+    method of the class hands its parameters to an optimizer (`{"params":
+    self.non_local.parameters()}`, A-GCN's learned adjacency, queenie88/A-GCN#4).
 
     Not flagged: deliberate stop-gradients — EMA, teacher, target and momentum networks (named
     so), hidden states detached between truncated-BPTT windows, straight-through estimators
     (`x + (q - x).detach()` keeps a path), and a frozen sub-network whose output feeds a
-    trainable head.
+    trainable head (given to no optimizer by the class, or frozen with `requires_grad`).
 
     ## Why is this bad?
     The parameters upstream of the cut never receive a gradient: they stay at their
@@ -46,6 +72,7 @@ class DetachedForward(SiteRule):
     summary = "A module's forward output is cut from its parameters (.detach(), .data, no_grad)"
 
     invalid = [
+        Example(_AGCN, note="a learned adjacency detached before the graph layers use it (queenie88/A-GCN#4)"),
         Example("import torch\nfrom torch import nn\nimport torch.nn.functional as F\n\n"
                 "class Lin(nn.Module):\n"
                 "    def __init__(self):\n"
@@ -78,6 +105,10 @@ class DetachedForward(SiteRule):
                 "        return out\n"),
     ]
     valid = [
+        Example(_AGCN.replace("        {'params': self.adjacency.parameters(), 'lr': lr},\n", ""),
+                note="a sub-network detached and given to no optimizer: frozen on purpose"),
+        Example(_AGCN.replace("adj = self.adjacency(inp).detach()", "adj = self.adjacency(inp)"),
+                note="the adjacency kept in the graph"),
         Example("import torch\nfrom torch import nn\n\n"
                 "class EMATeacher(nn.Module):\n"
                 "    def __init__(self):\n        super().__init__()\n        self.net = nn.Linear(4, 4)\n\n"
@@ -113,6 +144,9 @@ class DetachedForward(SiteRule):
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:
+        if site.variant == "module-cut":
+            return (f"forward detaches what `{site.detail}` computes and no output reaches it otherwise: its "
+                    "parameters, which the class hands to an optimizer, never get a gradient")
         if site.variant == "parameter-cut":
             return (f"forward reads `{site.detail}`: the parameter is cut from the graph and never gets a "
                     "gradient")
