@@ -120,6 +120,15 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
 """, note="a guard that only tests that the optimizer exists holds at every iteration"),
         Example("""\
+model = torch.nn.parallel.DistributedDataParallel(model)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    optimizer.zero_grad()
+    criterion(model(x), y).backward()
+    model.module.zero_grad()
+    optimizer.step()
+""", note="the wrapped model's `.module` holds the parameters the optimizer steps"),
+        Example("""\
 for step in range(num_steps):
     for micro in range(k):
         optimizer.zero_grad()
@@ -488,6 +497,8 @@ for x, y in loader:
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         for c in steps.contexts(facts, ctx.index):
             trained = set(steps.trained_models(facts, c))
+            # a DistributedDataParallel / DataParallel wrapper's `.module` holds the same parameters
+            trained |= {t + ".module" for t in trained} | {t[:-len(".module")] for t in trained if t.endswith(".module")}
             for step in c.of("step"):
                 if step.event.via == "sam":
                     continue
