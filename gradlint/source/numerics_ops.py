@@ -667,8 +667,6 @@ class TorchOps:
         r, meth = c.r, c.meth
         if r.nograd:
             return replace(r, computed=True, through=frozenset())
-        if meth.startswith("detach") and r.through and self.cls is not None and c.span is not None:
-            self.cut_modules.append((c.span, r.through))
         return V(cut=CUTTING_METHODS[meth], cut_span=c.span, tensor=meth.startswith(("detach", "arg", "round")),
                  params=r.params, leaf=meth.startswith("detach"), is_max=r.is_max and meth.startswith("detach"),
                  param_cuts=r.param_cuts | self._param_cut(c.recv, meth), computed=True)

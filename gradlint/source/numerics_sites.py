@@ -16,6 +16,7 @@ import libcst as cst
 from gradlint.facts.numerics import LOSS_NAMES, Pieces, Site
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.calls import arguments
+from gradlint.source.detached_modules import detached_modules
 from gradlint.source.engine.walk import children
 from gradlint.source.engine.tensors import DETACHED_THEN_REQUIRED, V, UNKNOWN, number_of
 from gradlint.source.names import dotted
@@ -50,19 +51,25 @@ _GRAPH_BREAKS = frozenset({".item()", ".tolist()", ".numpy()", "argmax", "argmin
                            "LongTensor", "scalar_tensor"))
 
 
+# A line that gives parameters to an optimizer: a param group's key, an optimizer's class.
+_OPTIMIZING = re.compile(r"""['"]params['"]|\boptim\b|torch\.optim|Optimizer\(|\b(Adam|AdamW|SGD|RMSprop|Adagrad|Adadelta|Adamax|NAdam|RAdam|LBFGS|Lion|Adafactor|LAMB|Lamb)\(""")
+
+
 def _handed_to_optimizer(x, cls, module: str) -> bool:
-    """Whether a method of the class (not forward) reads `module.parameters()` other than in a
-    loop's header (`for p in self.m.parameters(): p.requires_grad = False` freezes it), and
-    nothing in the class sets its `requires_grad`: its parameters are meant to train."""
+    """Whether a method of the class gives `module.parameters()` to an optimizer (a param group
+    `{"params": self.m.parameters()}`, `torch.optim.Adam(self.m.parameters())`, or any read of them
+    in `configure_optimizers` / a method named for param groups), and nothing in the class sets its
+    `requires_grad` (a freeze). Reading them for a device or a count hands nothing."""
     handed = False
     for name, method in cls.method_nodes.items():
         code = x.code(method)
         if module not in code:
             continue
+        optimizing = "optim" in name or "param_group" in name
         for line in code.splitlines():
             if module in line and "requires_grad" in line:
                 return False
-            if name != "forward" and f"{module}.parameters()" in line and not line.lstrip().startswith("for "):
+            if name != "forward" and f"{module}.parameters()" in line and (optimizing or _OPTIMIZING.search(line)):
                 handed = True
     return handed
 
@@ -427,21 +434,12 @@ class SiteChecks:
         self.non_local.parameters()}`): they never get a gradient (A-GCN's learned adjacency,
         queenie88/A-GCN#4). A frozen feature extractor is cut so on purpose, and is given to no
         optimizer."""
-        if not self.cut_modules:
+        if self.fn_node is None or ("detach" not in (text := self.x.code(self.fn_node)) and ".data" not in text
+                                    and "no_grad" not in text and "inference_mode" not in text):
             return
-        reached: set[str] = set()
-        for node in self.return_nodes:
-            val = self.memo.get(id(node.value)) if node.value is not None else None
-            if val is not None:
-                reached |= val.through
-        told: set[str] = set()
-        for where, modules in self.cut_modules:
-            for m in sorted(modules):
-                if m in told or m in reached or not (m.startswith("self.") and m.count(".") == 1) \
-                        or _stop_gradient(m) or not _handed_to_optimizer(self.x, self.cls, m):
-                    continue
-                told.add(m)
-                self.x.add(Site("forward_output_cut", "module-cut", where.span, detail=m))
+        for m, node in detached_modules(self.fn_node):
+            if not _stop_gradient(m) and _handed_to_optimizer(self.x, self.cls, m):
+                self.x.add(Site("forward_output_cut", "module-cut", self.x.span(node), detail=m))
 
     def record_gradcheck(self, node: cst.Call) -> None:
         first = _arg(node, 0, "func")

@@ -147,9 +147,6 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         self.fn_node: cst.FunctionDef | None = None
         self.returns: list[V | None] = []
         self.return_nodes: list[cst.Return] = []
-        # where `.detach()` cut a value, and the modules it had passed since its last cut (V.through):
-        # in a forward, a submodule cut so and reached by no output trains only through other paths
-        self.cut_modules: list[tuple[Where, frozenset[str]]] = []
         self.deferred: list[cst.FunctionDef] = []
         self.module_defs: list[cst.FunctionDef | cst.ClassDef] = []
         self.calls: dict[Call, None] = {}  # in order, once each

@@ -109,6 +109,19 @@ class DetachedForward(SiteRule):
                 note="a sub-network detached and given to no optimizer: frozen on purpose"),
         Example(_AGCN.replace("adj = self.adjacency(inp).detach()", "adj = self.adjacency(inp)"),
                 note="the adjacency kept in the graph"),
+        Example("import torch\nfrom torch import nn\n\n\nclass Model(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n        self.backbone = nn.Linear(8, 16)\n        self.head = nn.Linear(16, 2)\n\n"
+                "    def forward(self, x):\n        feat = self.backbone(x)\n        self.stat = feat.detach().mean()\n"
+                "        return torch.sigmoid(self.head(feat))\n\n"
+                "    def param_groups(self):\n        return [{'params': self.backbone.parameters(), 'lr': 1e-4},\n"
+                "                {'params': self.head.parameters()}]\n",
+                note="a detached copy for a statistic, while the output still reaches the backbone"),
+        Example("import torch\nfrom torch import nn\n\n\nclass LinearProbe(nn.Module):\n    def __init__(self, dim, n):\n"
+                "        super().__init__()\n        self.encoder = nn.Sequential(nn.Linear(32, dim), nn.ReLU())\n"
+                "        self.classifier = nn.Linear(dim, n)\n\n    @property\n    def device(self):\n"
+                "        return next(self.encoder.parameters()).device\n\n"
+                "    def forward(self, x):\n        return self.classifier(self.encoder(x).detach())\n",
+                note="a frozen encoder whose parameters the class reads for their device only"),
         Example("import torch\nfrom torch import nn\n\n"
                 "class EMATeacher(nn.Module):\n"
                 "    def __init__(self):\n        super().__init__()\n        self.net = nn.Linear(4, 4)\n\n"
