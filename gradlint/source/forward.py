@@ -827,6 +827,8 @@ def _no_grad_mark(v: Any) -> Any:
     """A path (or the paths of a tuple) computed without gradient, marked so (NO_GRAD)."""
     if isinstance(v, ListVal):
         return dataclasses.replace(v, items=[_no_grad_mark(item) for item in v.items])
+    if isinstance(v, DictVal):
+        return dataclasses.replace(v, items={k: _no_grad_mark(item) for k, item in v.items.items()})
     if isinstance(v, PathVal) and v.nodes and not _marked(v.nodes):
         return PathVal(v.root, v.nodes + (NO_GRAD,))
     return v
@@ -857,10 +859,10 @@ def _own_module(nodes: tuple, main: tuple) -> str:
     return ""
 
 
-# What freezes a module on a line that names it: `requires_grad_(False)`, `.train(False)`, a call
-# of a helper named so (`freeze(self.teacher)`, `self.teacher.freeze()`; not `unfreeze`). Not
-# `.eval()`: a train() override that puts a module's BatchNorm in eval mode still trains it.
-_FREEZING = re.compile(r"requires_grad_\(\s*(requires_grad\s*=\s*)?False\s*\)|\.train\(\s*False\s*\)|\bfreeze")
+# What freezes a module on a line that names it: `requires_grad_(False)`, a call of a helper named
+# so (`freeze(self.teacher)`, `self.teacher.freeze()`; not `unfreeze`). Not `.eval()` nor
+# `.train(False)`: a train() override that puts a module's BatchNorm in eval mode still trains it.
+_FREEZING = re.compile(r"requires_grad_\(\s*(requires_grad\s*=\s*)?False\s*\)|\bfreeze")
 _SETS_FALSE = re.compile(r"requires_grad\s*=\s*False\b|requires_grad_\(\s*(requires_grad\s*=\s*)?False\s*\)")
 
 
@@ -876,7 +878,9 @@ def _frozen_attributes(fm: Any, info: Any) -> set[str]:
         if id(c) in seen:
             continue
         seen.add(id(c))
-        lines = [line for line in _text_of(c.node).splitlines() if not line.lstrip().startswith("#")]
+        # (without comments: `# do not freeze: trained with the actor`)
+        lines = [line.split("#", 1)[0] for line in _text_of(c.node).splitlines()]
+        lines = [line for line in lines if line.strip()]
         for i, line in enumerate(lines):
             names = re.findall(r"self\.(\w+)", line)
             if not names:

@@ -158,6 +158,9 @@ class VanishingGradient(Rule):
         Example(ACTOR_CRITIC + "\n    def set_critic_grad(self, flag):\n        for p in self.critic.parameters():\n"
                 "            p.requires_grad = flag\n",
                 note="a method that may switch the critic's gradients off or on: not a frozen module"),
+        Example(ACTOR_CRITIC + "\n    def train(self, mode=True):\n        super().train(mode)\n"
+                "        self.critic.train(False)  # do not freeze: BatchNorm statistics only\n        return self\n",
+                note="`.train(False)` puts a module in eval mode; its parameters still train"),
         Example(ACTOR_CRITIC.replace("        return self.actor(obs), self.critic(obs)\n",
                                      "        with torch.no_grad():\n            feats = obs * 1.0\n"
                                      "        return self.actor(obs), self.critic(feats)\n"),
@@ -204,6 +207,9 @@ class Net(nn.Module):
                          "        for name, p in self.teacher.named_parameters():\n            # the teacher is fixed\n"
                          "            p.requires_grad = False\n"),
                 note="a teacher frozen through named_parameters()"),
+        Example(DISTILL_BASE.replace("            t = self.teacher(x)\n        return s, t\n",
+                                     "            out = {'logits': self.teacher(x)}\n        return s, out['logits']\n"),
+                note="a teacher's output kept in a dict under no_grad"),
         Example(TOWER_FACTORY.replace("depth=24", "depth=2"), files=TOWER_CONFIG,
                 note="the same factory with a shallow config"),
         Example(DEEP_SIGMOID.replace("nn.Linear(width, width), nn.Sigmoid()",
