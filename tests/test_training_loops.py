@@ -1047,3 +1047,12 @@ def test_clears_over_the_parameters_are_whole_only_when_every_gradient_goes():
     before = ("    for p in model.parameters():\n        if p.grad is not None:\n"
               "            p.grad = torch.zeros_like(p.grad)\n    criterion(model(x), y).backward()\n")
     assert codes(head + before + step) == []
+
+
+def test_a_clear_loop_may_test_the_gradient_in_parentheses_or_with_requires_grad():
+    head = ("import torch\nmodel = torch.nn.Linear(4, 1)\noptimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+            "for x, y in loader:\n    optimizer.zero_grad()\n    criterion(model(x), y).backward()\n"
+            "    for p in model.parameters():\n")
+    for test in ("(p.grad is not None)", "p.requires_grad and p.grad is not None"):
+        text = head + f"        if {test}:\n            p.grad = None\n    optimizer.step()\n"
+        assert codes(text, "GL208") == ["GL208"], text

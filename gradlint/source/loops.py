@@ -98,6 +98,16 @@ def _updates(small: cst.BaseSmallStatement) -> bool:
     return type(target) in (cst.Name, cst.Attribute) and _text(small.value.left) == _text(target)
 
 
+def _tests_grad_present(test: str, var: str) -> bool:
+    """`p.grad is not None`, in parentheses or after `p.requires_grad and`: a test that lets every
+    parameter with a gradient through."""
+    t = " ".join(test.split())
+    while t.startswith("(") and t.endswith(")"):
+        t = t[1:-1].strip()
+    present = f"{var}.grad is not None"
+    return t in (present, f"{var}.requires_grad and {present}", f"{present} and {var}.requires_grad")
+
+
 def _parameter_clears(body: Block, var: str) -> list[Event] | None:
     """The clears of the body of `for var in model.parameters():` when that is all it does to
     each parameter's gradient: `var.grad = None`, `var.grad.zero_()`, `var.grad.data.zero_()`,
@@ -109,8 +119,7 @@ def _parameter_clears(body: Block, var: str) -> list[Event] | None:
             if it.kind != "clear" or it.target not in mine:
                 return None
             found.append(it)
-        elif it.kind == "if" and len(it.items) == 2 and " ".join(it.test.split()) == f"{var}.grad is not None" \
-                and not it.items[1].items:
+        elif it.kind == "if" and len(it.items) == 2 and _tests_grad_present(it.test, var) and not it.items[1].items:
             inner = _parameter_clears(it.items[0], var)
             if not inner:
                 return None

@@ -178,6 +178,14 @@ for i, (x, y) in enumerate(loader):
         optimizer.zero_grad(set_to_none=True)
 """, note="accumulation that clears every k steps"),
         Example("""\
+for step in range(num_steps):
+    optimizer.zero_grad()
+    for micro in range(k):
+        (model(*next(data_iter)) / k).backward()
+        if micro == k - 1:
+            optimizer.step()
+""", note="a step on the last micro-batch, a clear once per outer pass"),
+        Example("""\
 def train_step(model, optimizer, x, y):
     model.zero_grad()
     model(x, y).backward()
@@ -306,6 +314,8 @@ def train(model, loader):
             if not clears:
                 if _rebuilt_each_iteration(facts, c, [u for f in c.of("step") for u in _units(facts, c, f)]):
                     continue  # a fresh optimizer (and leaf) per iteration starts from no gradient
+                if _cleared_per_outer_pass(facts, c):
+                    continue  # `if micro == k - 1: opt.step()` with the clear in the loop outside
                 step = c.of("step")[0]
                 yield ctx.finding(
                     f"`backward()` and `{steps.step_text(step.event)}` repeat in this loop but nothing clears the gradients: "
@@ -328,6 +338,22 @@ def train(model, loader):
                     f"the gradients of {whose} add up across steps",
                     step.event.span, data={"backward_line": backward.event.span.line,
                                            "optimizer": ", ".join(u.name for u in units)})
+
+
+def _cleared_per_outer_pass(facts, c) -> bool:
+    """Whether every step of the loop runs on its last pass only (steps.last_pass) and the loop
+    around it clears, outside this loop: one clear and one step per outer pass, an accumulation."""
+    stepping = c.of("step")
+    if not stepping or not all(any(steps.last_pass(facts, s, g) for g in s.guards) for s in stepping):
+        return False
+    inner = steps.innermost_for(facts, stepping[0].event.span.line)
+    outer = [st for st in facts.stmts if st.kind in ("for", "while") and inner is not None
+             and st.line < inner.line and inner.end_line <= st.end_line]
+    if not outer:
+        return False
+    around = max(outer, key=lambda st: st.line)
+    return any(e.kind == "clear" and around.line < e.span.line <= around.end_line
+               and not inner.line <= e.span.line <= inner.end_line for e in iter_events(c.function.body))
 
 
 # Functions _may_clear reads through before it assumes a clear it cannot see.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Iterator
 
 from gradlint.findings import Finding, Severity
@@ -461,9 +460,7 @@ for x, y in loader:
         the last micro-batch's gradients only."""
         if c.loop is None or step.event.via == "sam":
             return
-        last = _last_pass_tests(facts, step)
-        guards = [g for g in step.guards if (g.accum or g.branch == 0 and any(re.fullmatch(p, g.test) for p in last))
-                  and c.loop in g.loops]
+        guards = [g for g in step.guards if (g.accum or steps.last_pass(facts, step, g)) and c.loop in g.loops]
         if not guards:
             return
         held = {g.key for g in guards}
@@ -665,14 +662,3 @@ def _present(g, f) -> bool:
     test = " ".join(g.test.split())
     return g.branch == 0 and bool(target) and test in (target, f"{target} is not None", f"not {target} is None")
 
-
-def _last_pass_tests(facts, step) -> tuple[str, ...]:
-    """Patterns of the tests that pick one pass of the `for` loop around a step by its variable
-    (`micro == k - 1`, `micro + 1 == k`, `i == len(batches) - 1`): the step then runs once per
-    pass of that loop's parent, as under an accumulation guard."""
-    line = step.event.span.line
-    loops = [st for st in facts.stmts if st.kind == "for" and st.line < line <= st.end_line and len(st.assigned) == 1]
-    if not loops:
-        return ()
-    var = re.escape(max(loops, key=lambda st: st.line).assigned[0])
-    return (rf"\(?{var}(\s*\+\s*1)?\)?\s*==\s*[^=]+",)

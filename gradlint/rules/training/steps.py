@@ -458,6 +458,23 @@ def guard_condition(g: Guard) -> tuple[str, bool]:
     return f"`{test[5:-1] if negated and g.branch == 0 else test}` is false", False
 
 
+def last_pass(facts: TrainingFacts, step: Flat, g: Guard) -> bool:
+    """Whether guard `g` of a step picks one pass of the `for` loop around the step by its
+    variable (`micro == k - 1`, `micro + 1 == k`, `i == len(batches) - 1`): the step then runs
+    once per pass of the loop outside, as under an accumulation guard."""
+    loop = innermost_for(facts, step.event.span.line)
+    if g.branch != 0 or loop is None or len(loop.assigned) != 1:
+        return False
+    var = re.escape(loop.assigned[0])
+    return re.fullmatch(rf"\(?{var}(\s*\+\s*1)?\)?\s*==\s*[^=]+", g.test) is not None
+
+
+def innermost_for(facts: TrainingFacts, line: int):
+    """The innermost `for` statement (a Stmt) around a line, or None."""
+    loops = [st for st in facts.stmts if st.kind == "for" and st.line < line <= st.end_line]
+    return max(loops, key=lambda st: st.line) if loops else None
+
+
 def step_text_near(step: Flat, near: Flat) -> str:
     """step_text with the names as `near`'s line reads them: an inlined method's
     `self.optimizer.step()` is `trainer.optimizer.step()` beside a clip in the loop."""
