@@ -5,11 +5,13 @@ before the graph layers used it: the non-local block never got a gradient. The n
 not carry which modules a value passed through every operation (softmax, cross-entropy, calls of
 the class's own methods and dict displays drop it), so this reads the forward's statements in
 order instead: the names that hold what `self.m(...)` computed, and where they are read. A read
-inside the receiver of `.detach()` / `.detach_()` / `.data`, or under `torch.no_grad()`, is cut; a
-read that makes a name again carries the module on; any other read (a return, an attribute or
-item stored, a call's argument, a condition) lets the module reach something, and it is then not
-reported. Branches are read in source order, both sides alike (a module read on either side
-reaches).
+inside the receiver of `.detach()` / `.detach_()`, or under `torch.no_grad()` (not inside an
+`enable_grad()` there), is cut; a read that makes a name again carries the module on; any other
+read (a return, an attribute or item stored, a call's argument, a condition) lets the module reach
+something, and it is then not reported. Whatever is unsure reaches: after an `if`, a name holds
+what either side left it; a loop's body is read twice (values carried to the next pass); a module
+named other than in a direct call (`checkpoint(self.m, x)`, `for layer in (self.m, ...)`), or
+inside a lambda, a nested function or a `match`, reaches.
 """
 
 from __future__ import annotations
@@ -26,9 +28,49 @@ _NO_GRAD = frozenset({"no_grad", "inference_mode"})
 def detached_modules(fn: cst.FunctionDef) -> list[tuple[str, cst.CSTNode]]:
     """(`self.m`, the first cut of its output) for each submodule called in `fn` whose every
     use there is cut; in the order of their cuts."""
+    if any(type(n) is cst.Name and n.value == "self" for n in _passed_names(fn)):
+        return []  # `getattr(self, name)(x)`, `helper(self, x)`: forward hands itself on
     reader = _Reader()
+    reader.reached |= _named_otherwise(fn)
     reader.block(suite(fn.body))
     return [(m, node) for m, node in reader.cuts.items() if m not in reader.reached]
+
+
+def _passed_names(fn: cst.FunctionDef):
+    """The names forward passes as a call's arguments."""
+    stack: list[cst.CSTNode] = list(suite(fn.body))
+    while stack:
+        n = stack.pop()
+        if type(n) is cst.Call:
+            for a in n.args:
+                if type(a.value) is cst.Name:
+                    yield a.value
+        stack.extend(c for c in n.children if isinstance(c, cst.CSTNode))
+
+
+def _named_otherwise(fn: cst.FunctionDef) -> set[str]:
+    """The modules `self.m` that forward names other than as the callee of a direct call, or
+    inside a lambda, a nested function or a `match`: what becomes of their output is not read."""
+    out: set[str] = set()
+    stack: list[tuple[cst.CSTNode, bool]] = [(stmt, False) for stmt in suite(fn.body)]
+    while stack:
+        n, hidden = stack.pop()
+        kind = type(n)
+        if kind is cst.Call:
+            name = dotted(n.func)
+            if name and name.startswith("self.") and name.count(".") == 1:
+                if hidden:
+                    out.add(name)
+                stack.extend((a, hidden) for a in n.args)
+                continue
+        elif kind is cst.Attribute:
+            name = dotted(n)
+            if name and name.startswith("self.") and name.count(".") == 1:
+                out.add(name)
+                continue
+        inner = hidden or kind in (cst.Lambda, cst.FunctionDef, cst.ClassDef, cst.Match)
+        stack.extend((c, inner) for c in n.children if isinstance(c, cst.CSTNode))
+    return out
 
 
 class _Reader:
@@ -50,11 +92,16 @@ class _Reader:
                 self.small(small)
         elif kind is cst.If:
             self.reach(self.modules(stmt.test))
+            before = dict(self.holds)
             self.block(suite(stmt.body))
+            after_body, self.holds = self.holds, dict(before)
             if type(stmt.orelse) is cst.If:
                 self.statement(stmt.orelse)
             elif stmt.orelse is not None:
                 self.block(suite(stmt.orelse.body))
+            # what either side left a name holding (`if flag: feat = feat.detach()` may not run)
+            for name in set(after_body) | set(self.holds):
+                self.holds[name] = after_body.get(name, frozenset()) | self.holds.get(name, frozenset())
         elif kind in (cst.For, cst.While):
             head = stmt.iter if kind is cst.For else stmt.test
             got = self.modules(head)
@@ -62,20 +109,26 @@ class _Reader:
                 self.bind(stmt.target, got)
             else:
                 self.reach(got)
-            self.block(suite(stmt.body))
+            for _ in range(2):  # (a value the body carries to its next pass: truncated BPTT's `h`)
+                before = dict(self.holds)
+                self.block(suite(stmt.body))
+                for name, held in before.items():
+                    self.holds[name] = self.holds.get(name, frozenset()) | held
             if stmt.orelse is not None:
                 self.block(suite(stmt.orelse.body))
         elif kind is cst.With:
             cut = any(_no_grad(item.item) for item in stmt.items)
+            enabled = any(_enable_grad(item.item) for item in stmt.items)
             for item in stmt.items:
                 got = self.modules(item.item)
                 if item.asname is not None:
                     self.bind(item.asname.name, got)
                 else:
                     self.reach(got)
-            self.nograd += cut
+            saved = self.nograd
+            self.nograd = 0 if enabled else self.nograd + cut
             self.block(suite(stmt.body))
-            self.nograd -= cut
+            self.nograd = saved
         elif kind in (cst.Try, cst.TryStar):
             self.block(suite(stmt.body))
             for handler in stmt.handlers:
@@ -83,13 +136,10 @@ class _Reader:
             for extra in (stmt.orelse, stmt.finalbody):
                 if extra is not None:
                     self.block(suite(extra.body))
-        elif kind in (cst.FunctionDef, cst.ClassDef):
-            pass  # a nested definition runs when called: its reads are not forward's
         else:
-            # match and anything else: every module it reads reaches
-            for child in stmt.children:
-                if isinstance(child, cst.BaseExpression):
-                    self.reach(self.modules(child))
+            # a nested function or class (it runs when called), a match, anything else: what the
+            # names it reads hold reaches (the modules it names: _named_otherwise)
+            self.reach_names(stmt)
 
     def small(self, small: cst.BaseSmallStatement) -> None:
         kind = type(small)
@@ -130,6 +180,15 @@ class _Reader:
         if not self.nograd:
             self.reached |= got
 
+    def reach_names(self, node: cst.CSTNode) -> None:
+        """What every name read anywhere inside `node` holds reaches."""
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if type(n) is cst.Name:
+                self.reached |= self.holds.get(n.value, frozenset())
+            stack.extend(c for c in n.children if isinstance(c, cst.CSTNode))
+
     # -- expressions ---------------------------------------------------------------------------
     def modules(self, e: cst.CSTNode) -> frozenset[str]:
         """The modules whose output `e` carries, outside cuts (a cut records the modules it cut)."""
@@ -142,8 +201,10 @@ class _Reader:
                 self.cut(n, self.modules(n.func.value))
                 stack.extend(a.value for a in n.args)
                 continue
-            if kind is cst.Attribute and n.attr.value == "data":
-                self.cut(n, self.modules(n.value))
+            if kind is cst.NamedExpr:
+                got = self.modules(n.value)
+                self.bind(n.target, got)
+                found |= got
                 continue
             if kind is cst.Name:
                 found |= self.holds.get(n.value, frozenset())
@@ -153,6 +214,7 @@ class _Reader:
                 if name and name.startswith("self.") and name.count(".") == 1:
                     found.add(name)
             if kind in (cst.Lambda, cst.FunctionDef):
+                self.reach_names(n)  # (a closure reads the names when it runs)
                 continue
             stack.extend(c for c in n.children if isinstance(c, cst.CSTNode))
         if self.nograd:
@@ -170,3 +232,13 @@ def _no_grad(e: cst.BaseExpression) -> bool:
     call = e if type(e) is cst.Call else None
     name = dotted(call.func if call is not None else e) or ""
     return name.rsplit(".", 1)[-1] in _NO_GRAD
+
+
+def _enable_grad(e: cst.BaseExpression) -> bool:
+    """`torch.enable_grad()`, `torch.set_grad_enabled(True)` (or of anything not False)."""
+    call = e if type(e) is cst.Call else None
+    last = (dotted(call.func if call is not None else e) or "").rsplit(".", 1)[-1]
+    if last == "enable_grad":
+        return True
+    return last == "set_grad_enabled" and call is not None and not (
+        call.args and type(call.args[0].value) is cst.Name and call.args[0].value.value == "False")

@@ -574,7 +574,7 @@ class TensorEval:
                     return replace(base, clamped=True)
                 return replace(base, sumsq=True, dense=left.dense and right.dense)
             sine, eps = (left, rn) if left.sine else (right, ln) if right.sine else (None, None)
-            if sine is not None and not (sine.floored or sine.clamped) and eps is not None and 0 < eps < SINE_EPS:
+            if sine is not None and not sine.floored and eps is not None and 0 < eps < SINE_EPS:
                 # `1 - cos ** 2 + 1e-12`: a float32 cosine of parallel vectors rounds a few ulps
                 # above 1 (measured: up to 1 + 2.4e-7), so 1 - cos² reaches -4.8e-7 and so small an
                 # eps leaves the root NaN (measured: NaN for eps 1e-12 and 1e-7, finite at 1e-6);

@@ -66,9 +66,13 @@ def _handed_to_optimizer(x, cls, module: str) -> bool:
         if module not in code:
             continue
         optimizing = "optim" in name or "param_group" in name
-        for line in code.splitlines():
+        lines = code.splitlines()
+        for i, line in enumerate(lines):
             if module in line and "requires_grad" in line:
                 return False
+            if line.lstrip().startswith("for ") and f"{module}.parameters()" in line \
+                    and any("requires_grad" in later for later in lines[i + 1:i + 4]):
+                return False  # `for p in self.m.parameters(): p.requires_grad = False`
             if name != "forward" and f"{module}.parameters()" in line and (optimizing or _OPTIMIZING.search(line)):
                 handed = True
     return handed

@@ -117,6 +117,10 @@ class SqrtAtZero(SiteRule):
                 + "        s = 1 - F.cosine_similarity(self.f(a), b, dim=-1) ** 2\n        if self.training:\n"
                 "            s = s.clamp(0, 1)\n        return torch.sqrt(s.clamp(min=1e-12))\n",
                 note="clamped at 0 on one path only: the fix clamps (an eps would leave the other path NaN)"),
+        Example("import torch\nimport torch.nn.functional as F\n" + _MODULE.split("\n", 1)[1]
+                + "        s = 1 - F.cosine_similarity(self.f(a), b, dim=-1) ** 2\n        if self.training:\n"
+                "            s = s.clamp(min=1e-6)\n        return torch.sqrt(s + 1e-12)\n",
+                note="clamped above 0 on one path only: the other path's small eps leaves NaN"),
         Example(_MODULE + "        return torch.sqrt((x ** 2).sum(-1))\n",
                 fixed=_MODULE + "        return torch.sqrt((x ** 2).sum(-1) + 1e-12)\n"),
         Example(_MODULE + "        return x.pow(2).sum(dim=1).sqrt()\n",

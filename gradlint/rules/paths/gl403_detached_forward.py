@@ -122,6 +122,19 @@ class DetachedForward(SiteRule):
                 "        return next(self.encoder.parameters()).device\n\n"
                 "    def forward(self, x):\n        return self.classifier(self.encoder(x).detach())\n",
                 note="a frozen encoder whose parameters the class reads for their device only"),
+        Example(_AGCN.replace("        adj = self.adjacency(inp).detach()\n",
+                              "        adj = self.adjacency(inp)\n        if self.training and not self.learn_adjacency:\n"
+                              "            adj = adj.detach()\n"),
+                note="a detach on one side of an `if` only"),
+        Example(_AGCN.replace("        adj = self.adjacency(inp).detach()\n        return torch.matmul(adj, self.gc(inp))\n",
+                              "        h, outs = inp, []\n        for t in range(4):\n            outs.append(self.gc(h))\n"
+                              "            h = torch.tanh(self.adjacency(inp) + h)\n            if t % 2:\n"
+                              "                h = h.detach()\n        return torch.stack(outs)\n"),
+                note="a value carried to the next pass of a loop before its detach (truncated BPTT)"),
+        Example(_AGCN.replace("        adj = self.adjacency(inp).detach()\n",
+                              "        self.stat = self.adjacency(inp).detach().norm()\n"
+                              "        adj = torch.utils.checkpoint.checkpoint(self.adjacency, inp, use_reentrant=False)\n"),
+                note="the module handed to checkpoint as well as a detached statistic"),
         Example("import torch\nfrom torch import nn\n\n"
                 "class EMATeacher(nn.Module):\n"
                 "    def __init__(self):\n        super().__init__()\n        self.net = nn.Linear(4, 4)\n\n"
@@ -158,8 +171,9 @@ class DetachedForward(SiteRule):
 
     def message(self, site: Site, ctx: RuleContext) -> str:
         if site.variant == "module-cut":
-            return (f"forward detaches what `{site.detail}` computes and no output reaches it otherwise: its "
-                    "parameters, which the class hands to an optimizer, never get a gradient")
+            return (f"forward cuts what `{site.detail}` computes from the graph (`.detach()` or no_grad) and no "
+                    "output reaches it otherwise: its parameters, which the class hands to an optimizer, never get "
+                    "a gradient")
         if site.variant == "parameter-cut":
             return (f"forward reads `{site.detail}`: the parameter is cut from the graph and never gets a "
                     "gradient")

@@ -463,9 +463,9 @@ def last_pass(facts: TrainingFacts, step: Flat, g: Guard) -> bool:
     variable (`micro == k - 1`, `micro + 1 == k`, `i == len(batches) - 1`): the step then runs
     once per pass of the loop outside, as under an accumulation guard."""
     loop = innermost_for(facts, step.event.span.line)
-    if g.branch != 0 or loop is None or len(loop.assigned) != 1:
+    if g.branch != 0 or loop is None or not (len(loop.assigned) == 1 or "enumerate" in loop.used and loop.assigned):
         return False
-    var = re.escape(loop.assigned[0])
+    var = re.escape(loop.assigned[0])  # (of `for i, batch in enumerate(...)`, the count)
     return re.fullmatch(rf"\(?{var}(\s*\+\s*1)?\)?\s*==\s*[^=]+", g.test) is not None
 
 

@@ -378,7 +378,8 @@ def merge(a: V, b: V) -> V:
         pieces=a.pieces and b.pieces,
         normed=a.normed and b.normed,
         sine=a.sine and b.sine,
-        floored=a.floored and b.floored,  # (safe only when clamped on both paths)
+        # (safe for an eps only when clamped, at 0 or above, on both paths)
+        floored=(a.floored or a.clamped) and (b.floored or b.clamped),
         thin_eps=a.thin_eps or b.thin_eps,
         norm=a.norm if a.norm == b.norm else None,
         var=a.var and b.var,
