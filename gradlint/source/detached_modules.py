@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from gradlint.source.engine.walk import suite
+from gradlint.source.engine.walk import suite, walk
 from gradlint.source.names import dotted
 
 _CUTS = frozenset({"detach", "detach_"})
@@ -28,12 +28,20 @@ _NO_GRAD = frozenset({"no_grad", "inference_mode"})
 def detached_modules(fn: cst.FunctionDef) -> list[tuple[str, cst.CSTNode]]:
     """(`self.m`, the first cut of its output) for each submodule called in `fn` whose every
     use there is cut; in the order of their cuts."""
+    if not _cuts_anything(fn):
+        return []
     if any(type(n) is cst.Name and n.value == "self" for n in _passed_names(fn)):
         return []  # `getattr(self, name)(x)`, `helper(self, x)`: forward hands itself on
     reader = _Reader()
     reader.reached |= _named_otherwise(fn)
     reader.block(suite(fn.body))
     return [(m, node) for m, node in reader.cuts.items() if m not in reader.reached]
+
+
+def _cuts_anything(fn: cst.FunctionDef) -> bool:
+    """Whether forward names `detach`, `detach_`, `no_grad` or `inference_mode` at all."""
+    words = _CUTS | _NO_GRAD
+    return any(type(n) is cst.Name and n.value in words for n in walk(fn.body, ()))
 
 
 def _passed_names(fn: cst.FunctionDef):

@@ -438,9 +438,9 @@ class SiteChecks:
         self.non_local.parameters()}`): they never get a gradient (A-GCN's learned adjacency,
         queenie88/A-GCN#4). A frozen feature extractor is cut so on purpose, and is given to no
         optimizer."""
-        if self.fn_node is None or ("detach" not in (text := self.x.code(self.fn_node)) and ".data" not in text
-                                    and "no_grad" not in text and "inference_mode" not in text):
-            return
+        text = self.x.src.text
+        if self.fn_node is None or ("detach" not in text and "no_grad" not in text and "inference_mode" not in text):
+            return  # (a file with no cut at all: forward is not printed or walked again)
         for m, node in detached_modules(self.fn_node):
             if not _stop_gradient(m) and _handed_to_optimizer(self.x, self.cls, m):
                 self.x.add(Site("forward_output_cut", "module-cut", self.x.span(node), detail=m))
