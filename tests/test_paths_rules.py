@@ -373,3 +373,23 @@ def test_gl406_a_tensor_the_forward_computed_from_its_input_is_no_setting():
                               backward="grad_output / scale, None").replace(
         "def backward(ctx, grad_output):\n", "def backward(ctx, grad_output):\n        \"\"\"Straight-through.\"\"\"\n")
     assert findings(quantizer, "GL406") == []
+
+
+def test_the_detached_module_reader_stays_linear_in_nested_loops():
+    """Forty nested loops around an A-GCN forward: each loop's body is read once per pass of the
+    outermost one (two readings per level would be 2 ** 40)."""
+    from gradlint.api import check_source
+    from gradlint.config import Config
+    body = "        adj = self.adjacency(inp).detach()\n"
+    indent = "        "
+    for i in range(40):
+        body += f"{indent}for i{i} in range(2):\n"
+        indent += "    "
+    body += f"{indent}inp = inp + 0\n"
+    text = ("import torch\nfrom torch import nn\n\n\nclass GCN(nn.Module):\n    def __init__(self, d):\n"
+            "        super().__init__()\n        self.adjacency = nn.Linear(d, d)\n        self.gc = nn.Linear(d, d)\n\n"
+            "    def forward(self, inp):\n" + body + "        return torch.matmul(adj, self.gc(inp))\n\n"
+            "    def get_config_optim(self, lr):\n        return [{'params': self.adjacency.parameters(), 'lr': lr},\n"
+            "                {'params': self.gc.parameters(), 'lr': lr}]\n")
+    found = [f for f in check_source(text, Config(select=("GL403",)))]
+    assert [f.code for f in found] == ["GL403"] and "`self.adjacency`" in found[0].message

@@ -25,17 +25,22 @@ _CUTS = frozenset({"detach", "detach_"})
 _NO_GRAD = frozenset({"no_grad", "inference_mode"})
 
 
-def detached_modules(fn: cst.FunctionDef) -> list[tuple[str, cst.CSTNode]]:
+def detached_modules(fn: cst.FunctionDef, methods: frozenset[str] = frozenset()) -> list[tuple[str, cst.CSTNode]]:
     """(`self.m`, the first cut of its output) for each submodule called in `fn` whose every
-    use there is cut; in the order of their cuts."""
+    use there is cut; in the order of their cuts (modules cut at one place: by name). `methods`:
+    the names of the class's methods (`self.propagate(x)` is no submodule: a forward that calls
+    one hands its work on, and nothing is reported)."""
     if not _cuts_anything(fn):
         return []
     if any(type(n) is cst.Name and n.value == "self" for n in _passed_names(fn)):
         return []  # `getattr(self, name)(x)`, `helper(self, x)`: forward hands itself on
-    reader = _Reader()
+    reader = _Reader(methods)
     reader.reached |= _named_otherwise(fn)
     reader.block(suite(fn.body))
-    return [(m, node) for m, node in reader.cuts.items() if m not in reader.reached]
+    if reader.handed:
+        return []
+    return sorted(((m, node) for m, node in reader.cuts.items() if m not in reader.reached),
+                  key=lambda item: (list(reader.cuts.values()).index(item[1]), item[0]))
 
 
 def _cuts_anything(fn: cst.FunctionDef) -> bool:
@@ -82,11 +87,14 @@ def _named_otherwise(fn: cst.FunctionDef) -> set[str]:
 
 
 class _Reader:
-    def __init__(self) -> None:
+    def __init__(self, methods: frozenset[str]) -> None:
+        self.methods = methods
         self.holds: dict[str, frozenset[str]] = {}  # name -> the modules whose output it holds
         self.cuts: dict[str, cst.CSTNode] = {}
         self.reached: set[str] = set()
         self.nograd = 0
+        self.loops = 0  # loops around the statement read
+        self.handed = False  # forward calls a method of its class
 
     # -- statements --------------------------------------------------------------------------
     def block(self, stmts) -> None:
@@ -117,11 +125,16 @@ class _Reader:
                 self.bind(stmt.target, got)
             else:
                 self.reach(got)
-            for _ in range(2):  # (a value the body carries to its next pass: truncated BPTT's `h`)
+            # the outermost loop's body twice (a value the body carries to its next pass: truncated
+            # BPTT's `h`); a loop inside it once per pass of that one (twice per level would be
+            # 2 ** depth readings)
+            self.loops += 1
+            for _ in range(2 if self.loops == 1 else 1):
                 before = dict(self.holds)
                 self.block(suite(stmt.body))
                 for name, held in before.items():
                     self.holds[name] = self.holds.get(name, frozenset()) | held
+            self.loops -= 1
             if stmt.orelse is not None:
                 self.block(suite(stmt.orelse.body))
         elif kind is cst.With:
@@ -159,21 +172,32 @@ class _Reader:
             if small.value is not None:
                 self.bind(small.target, self.modules(small.value))
         elif kind is cst.AugAssign:
+            # in place: the target may be another name's tensor or list (`res = out; res += ...`,
+            # `aux = self.aux; aux += [...]`), whose uses are not followed: it reaches
             got = self.modules(small.value) | self.modules(small.target)
             self.bind(small.target, got)
+            self.reach(got)
         elif kind in (cst.Expr, cst.Return):
             if small.value is not None:
-                self.reach(self.modules(small.value))
+                got = self.modules(small.value)
+                if kind is cst.Return and _alias(small.value):
+                    self.reached |= self._held(small.value)  # (under no_grad too: no new tensor)
+                self.reach(got)
         else:
             for child in small.children:
                 if isinstance(child, cst.BaseExpression):
                     self.reach(self.modules(child))
 
+    def _held(self, e: cst.BaseExpression) -> frozenset[str]:
+        names = [e] if type(e) is cst.Name else [el.value for el in e.elements]
+        return frozenset().union(*(self.holds.get(n.value, frozenset()) for n in names))
+
     def bind(self, target: cst.BaseExpression, got: frozenset[str]) -> None:
         """A name holds what its value carries (nothing: it forgets what it held); an attribute,
         an item or a starred target stores it where forward cannot follow: it reaches."""
         if type(target) is cst.Name:
-            if got and not self.nograd:
+            # (under no_grad `modules` gives only what a plain alias carries: `keep = adj`)
+            if got:
                 self.holds[target.value] = got
             else:
                 self.holds.pop(target.value, None)
@@ -199,7 +223,11 @@ class _Reader:
 
     # -- expressions ---------------------------------------------------------------------------
     def modules(self, e: cst.CSTNode) -> frozenset[str]:
-        """The modules whose output `e` carries, outside cuts (a cut records the modules it cut)."""
+        """The modules whose output `e` carries, outside cuts (a cut records the modules it cut).
+        Under no_grad a plain name or a tuple of names is the same tensor, not a new one: it
+        carries what it holds."""
+        if self.nograd and _alias(e):
+            return self._held(e)
         found: set[str] = set()
         stack = [e]
         while stack:
@@ -207,6 +235,8 @@ class _Reader:
             kind = type(n)
             if kind is cst.Call and type(n.func) is cst.Attribute and n.func.attr.value in _CUTS:
                 self.cut(n, self.modules(n.func.value))
+                if n.func.attr.value == "detach_" and type(n.func.value) is cst.Name:
+                    self.holds.pop(n.func.value.value, None)  # `adj.detach_()`: adj holds a cut tensor now
                 stack.extend(a.value for a in n.args)
                 continue
             if kind is cst.NamedExpr:
@@ -220,26 +250,38 @@ class _Reader:
             if kind is cst.Call:
                 name = dotted(n.func)
                 if name and name.startswith("self.") and name.count(".") == 1:
-                    found.add(name)
+                    if name[5:] in self.methods:
+                        self.handed = True  # `self.propagate(x)`: the method may use any module
+                    else:
+                        found.add(name)
             if kind in (cst.Lambda, cst.FunctionDef):
                 self.reach_names(n)  # (a closure reads the names when it runs)
                 continue
             stack.extend(c for c in n.children if isinstance(c, cst.CSTNode))
         if self.nograd:
-            for m in found:
-                self.cuts.setdefault(m, e)
+            self.cut(e, frozenset(found))
             return frozenset()
         return frozenset(found)
 
     def cut(self, node: cst.CSTNode, got: frozenset[str]) -> None:
-        for m in got:
+        for m in sorted(got):
             self.cuts.setdefault(m, node)
 
 
+def _alias(e: cst.BaseExpression) -> bool:
+    """A plain name, or a tuple or list of plain names."""
+    return type(e) is cst.Name or (type(e) in (cst.Tuple, cst.List) and bool(e.elements)
+                                    and all(type(el.value) is cst.Name for el in e.elements))
+
+
 def _no_grad(e: cst.BaseExpression) -> bool:
+    """`torch.no_grad()`, `torch.inference_mode()` (or `inference_mode(True)`); not
+    `inference_mode(False)` nor a mode computed at run time (`mode=not self.training`)."""
     call = e if type(e) is cst.Call else None
     name = dotted(call.func if call is not None else e) or ""
-    return name.rsplit(".", 1)[-1] in _NO_GRAD
+    if name.rsplit(".", 1)[-1] not in _NO_GRAD:
+        return False
+    return call is None or not call.args or (type(call.args[0].value) is cst.Name and call.args[0].value.value == "True")
 
 
 def _enable_grad(e: cst.BaseExpression) -> bool:

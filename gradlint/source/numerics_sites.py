@@ -55,23 +55,45 @@ _GRAPH_BREAKS = frozenset({".item()", ".tolist()", ".numpy()", "argmax", "argmin
 _OPTIMIZING = re.compile(r"""['"]params['"]|\boptim\b|torch\.optim|Optimizer\(|\b(Adam|AdamW|SGD|RMSprop|Adagrad|Adadelta|Adamax|NAdam|RAdam|LBFGS|Lion|Adafactor|LAMB|Lamb)\(""")
 
 
+def _runs_modules_elsewhere(x, cls) -> bool:
+    """Whether a method of the class other than forward and __init__ calls one of its submodules
+    (`self.generator(z)` in a GAN's training_step, `self.actor(obs)` in an agent's update): forward
+    is then an inference path, and what it cuts trains there."""
+    methods = set(cls.method_nodes)
+    for name, method in cls.method_nodes.items():
+        if name in ("forward", "__init__"):
+            continue
+        for m in re.findall(r"\bself\.(\w+)\s*\(", x.code(method)):
+            if m not in methods and m not in ("forward", "parameters", "named_parameters", "modules", "children",
+                                              "train", "eval", "to", "cuda", "cpu", "state_dict", "log", "apply"):
+                return True
+    return False
+
+
+_FREEZES = re.compile(r"requires_grad\s*=\s*False\b|requires_grad_\(\s*(requires_grad\s*=\s*)?False\s*\)")
+
+
 def _handed_to_optimizer(x, cls, module: str) -> bool:
     """Whether a method of the class gives `module.parameters()` to an optimizer (a param group
     `{"params": self.m.parameters()}`, `torch.optim.Adam(self.m.parameters())`, or any read of them
     in `configure_optimizers` / a method named for param groups), and nothing in the class sets its
     `requires_grad` (a freeze). Reading them for a device or a count hands nothing."""
     handed = False
+    named = re.compile(re.escape(module) + r"\b")
+    called = re.compile(re.escape(module) + r"\s*\(")
     for name, method in cls.method_nodes.items():
         code = x.code(method)
-        if module not in code:
+        if not named.search(code):
             continue
+        if name != "forward" and called.search(code):
+            return False  # another method runs the module (a GAN's training_step, an agent's update)
         optimizing = "optim" in name or "param_group" in name
         lines = code.splitlines()
         for i, line in enumerate(lines):
-            if module in line and "requires_grad" in line:
+            if named.search(line) and _FREEZES.search(line):
                 return False
             if line.lstrip().startswith("for ") and f"{module}.parameters()" in line \
-                    and any("requires_grad" in later for later in lines[i + 1:i + 4]):
+                    and any(_FREEZES.search(later) for later in lines[i + 1:i + 4]):
                 return False  # `for p in self.m.parameters(): p.requires_grad = False`
             if name != "forward" and f"{module}.parameters()" in line and (optimizing or _OPTIMIZING.search(line)):
                 handed = True
@@ -426,7 +448,7 @@ class SiteChecks:
                 continue
             if val.cut in ("torch.no_grad()", ".detach()", ".data", ".detach_()") and val.params:
                 text = self.x.code(node.value)
-                if _stop_gradient(text) or _integer_named(text):
+                if _stop_gradient(text) or _integer_named(text) or _runs_modules_elsewhere(self.x, self.cls):
                     continue
                 span = val.cut_span.span if val.cut_span else self.x.span(node)
                 self.x.add(Site("forward_output_cut", "output-cut", span, detail=val.cut))
@@ -441,9 +463,14 @@ class SiteChecks:
         text = self.x.src.text
         if self.fn_node is None or ("detach" not in text and "no_grad" not in text and "inference_mode" not in text):
             return  # (a file with no cut at all: forward is not printed or walked again)
-        for m, node in detached_modules(self.fn_node):
+        methods = frozenset(n for n in self.cls.method_nodes if n != "forward")
+        by_node: dict[int, tuple[cst.CSTNode, list[str]]] = {}
+        for m, node in detached_modules(self.fn_node, methods):
             if not _stop_gradient(m) and _handed_to_optimizer(self.x, self.cls, m):
-                self.x.add(Site("forward_output_cut", "module-cut", self.x.span(node), detail=m))
+                by_node.setdefault(id(node), (node, []))[1].append(m)
+        for node, modules in by_node.values():  # (modules cut at one place: one finding)
+            self.x.add(Site("forward_output_cut", "module-cut", self.x.span(node),
+                            detail=" and ".join(f"`{m}`" for m in modules)))
 
     def record_gradcheck(self, node: cst.Call) -> None:
         first = _arg(node, 0, "func")

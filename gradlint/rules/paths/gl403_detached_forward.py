@@ -72,6 +72,9 @@ class DetachedForward(SiteRule):
     summary = "A module's forward output is cut from its parameters (.detach(), .data, no_grad)"
 
     invalid = [
+        Example(_AGCN.replace("        adj = self.adjacency(inp).detach()\n",
+                              "        adj = self.adjacency(inp)\n        adj.detach_()\n"),
+                note="detached in place"),
         Example(_AGCN, note="a learned adjacency detached before the graph layers use it (queenie88/A-GCN#4)"),
         Example("import torch\nfrom torch import nn\nimport torch.nn.functional as F\n\n"
                 "class Lin(nn.Module):\n"
@@ -135,6 +138,16 @@ class DetachedForward(SiteRule):
                               "        self.stat = self.adjacency(inp).detach().norm()\n"
                               "        adj = torch.utils.checkpoint.checkpoint(self.adjacency, inp, use_reentrant=False)\n"),
                 note="the module handed to checkpoint as well as a detached statistic"),
+        Example(_AGCN.replace("        adj = self.adjacency(inp).detach()\n        return torch.matmul(adj, self.gc(inp))\n",
+                              "        self.stat = self.adjacency(inp).detach().norm()\n        return self.propagate(inp)\n\n"
+                              "    def propagate(self, inp):\n        return torch.matmul(self.adjacency(inp), self.gc(inp))\n"),
+                note="forward hands its work to a method of the class, which uses the module"),
+        Example("import torch\nfrom torch import nn\n\n\nclass GAN(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n        self.generator = nn.Linear(8, 8)\n\n"
+                "    def forward(self, z):\n        with torch.no_grad():\n            return self.generator(z)\n\n"
+                "    def training_step(self, z):\n        return self.generator(z).pow(2).mean()\n\n"
+                "    def configure_optimizers(self):\n        return torch.optim.Adam(self.generator.parameters())\n",
+                note="forward samples without gradient; another method trains the module"),
         Example("import torch\nfrom torch import nn\n\n"
                 "class EMATeacher(nn.Module):\n"
                 "    def __init__(self):\n        super().__init__()\n        self.net = nn.Linear(4, 4)\n\n"
@@ -171,7 +184,8 @@ class DetachedForward(SiteRule):
 
     def message(self, site: Site, ctx: RuleContext) -> str:
         if site.variant == "module-cut":
-            return (f"forward cuts what `{site.detail}` computes from the graph (`.detach()` or no_grad) and no "
+            verb = "compute" if " and " in site.detail else "computes"
+            return (f"forward cuts what {site.detail} {verb} from the graph (`.detach()` or no_grad) and no "
                     "output reaches it otherwise: its parameters, which the class hands to an optimizer, never get "
                     "a gradient")
         if site.variant == "parameter-cut":
