@@ -56,18 +56,31 @@ _OPTIMIZING = re.compile(r"""['"]params['"]|\boptim\b|torch\.optim|Optimizer\(|\
 
 
 def _runs_modules_elsewhere(x, cls) -> bool:
-    """Whether a method of the class other than forward and __init__ calls one of its submodules
-    (`self.generator(z)` in a GAN's training_step, `self.actor(obs)` in an agent's update): forward
-    is then an inference path, and what it cuts trains there."""
-    methods = set(cls.method_nodes)
+    """Whether a method of the class other than forward and __init__ runs a submodule that forward
+    runs too (`self.generator(z)` in a GAN's training_step, `self.actor(obs)` in an agent's update):
+    forward is then an inference path, and what it cuts trains there."""
+    forward = cls.method_nodes.get("forward")
+    if forward is None:
+        return False
+    mine = set(re.findall(r"\bself\.(\w+)\s*\(", x.code(forward))) - set(cls.method_nodes)
     for name, method in cls.method_nodes.items():
         if name in ("forward", "__init__"):
             continue
-        for m in re.findall(r"\bself\.(\w+)\s*\(", x.code(method)):
-            if m not in methods and m not in ("forward", "parameters", "named_parameters", "modules", "children",
-                                              "train", "eval", "to", "cuda", "cpu", "state_dict", "log", "apply"):
-                return True
+        code = x.code(method)
+        if any(re.search(_runs_pattern("self." + m), code) for m in mine):
+            return True
     return False
+
+
+# Methods of an nn.Module that do not run it (a call of any other, `.forward_features(x)`, does).
+_NOT_RUNNING = ("parameters|named_parameters|buffers|named_buffers|modules|named_modules|children|named_children|"
+                "state_dict|load_state_dict|to|cuda|cpu|half|float|double|train|eval|requires_grad_|zero_grad|"
+                "apply|register_\\w+|add_module|extra_repr|reset_parameters")
+
+
+def _runs_pattern(module: str) -> str:
+    """A call that runs `module`: `self.m(x)`, `self.m.forward(x)`, `self.m.forward_features(x)`."""
+    return re.escape(module) + r"(\s*\(|\.(?!(?:" + _NOT_RUNNING + r")\s*\()\w+\s*\()"
 
 
 _FREEZES = re.compile(r"requires_grad\s*=\s*False\b|requires_grad_\(\s*(requires_grad\s*=\s*)?False\s*\)")
@@ -80,7 +93,7 @@ def _handed_to_optimizer(x, cls, module: str) -> bool:
     `requires_grad` (a freeze). Reading them for a device or a count hands nothing."""
     handed = False
     named = re.compile(re.escape(module) + r"\b")
-    called = re.compile(re.escape(module) + r"\s*\(")
+    called = re.compile(_runs_pattern(module))
     for name, method in cls.method_nodes.items():
         code = x.code(method)
         if not named.search(code):

@@ -72,6 +72,11 @@ class DetachedForward(SiteRule):
     summary = "A module's forward output is cut from its parameters (.detach(), .data, no_grad)"
 
     invalid = [
+        Example("import torch\nfrom torch import nn\n\n\nclass Head(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n        self.fc = nn.Linear(4, 2)\n        self.loss_fn = nn.CrossEntropyLoss()\n\n"
+                "    def forward(self, x):\n        return self.fc(x).detach()\n\n"
+                "    def loss(self, x, y):\n        return self.loss_fn(self(x), y)\n",
+                note="another method runs a loss module, not the one forward cuts"),
         Example(_AGCN.replace("        adj = self.adjacency(inp).detach()\n",
                               "        adj = self.adjacency(inp)\n        adj.detach_()\n"),
                 note="detached in place"),
@@ -148,6 +153,8 @@ class DetachedForward(SiteRule):
                 "    def training_step(self, z):\n        return self.generator(z).pow(2).mean()\n\n"
                 "    def configure_optimizers(self):\n        return torch.optim.Adam(self.generator.parameters())\n",
                 note="forward samples without gradient; another method trains the module"),
+        Example(_AGCN + "\n    def pretrain_loss(self, inp):\n        return self.adjacency.forward(inp).pow(2).mean()\n",
+                note="another method runs the module through one of its methods"),
         Example("import torch\nfrom torch import nn\n\n"
                 "class EMATeacher(nn.Module):\n"
                 "    def __init__(self):\n        super().__init__()\n        self.net = nn.Linear(4, 4)\n\n"
