@@ -623,12 +623,11 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         that gradient (`p.grad = p.grad / k`, `p.grad = p.grad.clamp(-c, c)`: a rescale keeps it;
         `torch.zeros_like(p.grad)` takes only its shape: a clear)."""
         out = []
-        read = {_text(n) for n in walk(value) if type(n) is cst.Attribute} \
-            if value is not None and not _fresh_tensor(value) else set()
+        zeroed = value is not None and _fresh_tensor(value)
+        read = {_text(n) for n in walk(value) if type(n) is cst.Attribute} if value is not None and not zeroed else set()
         for t in (el.value for el in target.elements) if type(target) in (cst.Tuple, cst.List) else (target,):
             base = t.value if type(t) is cst.Subscript else t
             if type(base) is cst.Attribute and base.attr.value == "grad" and _text(base) not in read:
-                zeroed = value is not None and _fresh_tensor(value)
                 out.append(Event("clear", self.span(t), ctx.fid, sid, ctx.nograd,
                                  via="grad-zero" if zeroed else "grad-none", target=_text(base.value)))
         return out

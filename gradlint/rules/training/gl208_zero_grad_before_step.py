@@ -433,7 +433,7 @@ for x, y in loader:
             if not inner:
                 continue
             loop = inner[0]  # the outermost loop around the clear that the step is outside of
-            if any(loop in g.loops for g in f.guards if not _try_body(g) and not _present(g, f)):
+            if _held_back(f, loop):
                 continue  # `if micro == 0: opt.zero_grad()`: not at every iteration
             if any(e.event.kind == "step" and loop in e.loops for e in c.events):
                 continue
@@ -473,8 +473,7 @@ for x, y in loader:
             return  # `if i % 2 == 0: opt_a.step() else: opt_b.step()`: alternating updates, no accumulation
         for f in c.events:
             if f.event.kind != "clear" or not f.target or f.target not in mine or not f.loops \
-                    or f.loops[-1] != c.loop or any(c.loop in g.loops for g in f.guards
-                                                    if not _try_body(g) and not _present(g, f)):
+                    or f.loops[-1] != c.loop or _held_back(f, c.loop):
                 continue
             backwards = [e.event.span.line for e in c.events if e.event.kind == "backward" and e.depth == 0]
             if f.depth == 0 and (_accumulating(facts, f) or step.depth == 0 and _assembled_or_skipped(
@@ -647,6 +646,12 @@ def _cleared(f) -> str:
         grad = e.target if e.target.endswith((".grad", ".grad.data")) else f"{e.target}.grad"
         return f"zeroing each `{e.name}.grad` of `{e.target}.parameters()`" if e.name else f"zeroing `{grad}`"
     return f"`{e.target}.zero_grad()`"
+
+
+def _held_back(f, loop) -> bool:
+    """Whether a guard inside `loop` keeps event `f` from some of its passes: not a `try:` body
+    (_try_body), not a test that the cleared object exists (_present)."""
+    return any(loop in g.loops for g in f.guards if not _try_body(g) and not _present(g, f))
 
 
 def _try_body(g) -> bool:
