@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from gradlint.source.engine.walk import suite, walk
+from gradlint.source.engine.walk import children, suite, walk
 from gradlint.source.names import dotted
 
 _CUTS = frozenset({"detach", "detach_"})
@@ -39,8 +39,11 @@ def detached_modules(fn: cst.FunctionDef, methods: frozenset[str] = frozenset())
     reader.block(suite(fn.body))
     if reader.handed:
         return []
+    first: dict[int, int] = {}  # each cut place, by the order of its first cut
+    for node in reader.cuts.values():
+        first.setdefault(id(node), len(first))
     return sorted(((m, node) for m, node in reader.cuts.items() if m not in reader.reached),
-                  key=lambda item: (list(reader.cuts.values()).index(item[1]), item[0]))
+                  key=lambda item: (first[id(item[1])], item[0]))
 
 
 def _cuts_anything(fn: cst.FunctionDef) -> bool:
@@ -58,7 +61,7 @@ def _passed_names(fn: cst.FunctionDef):
             for a in n.args:
                 if type(a.value) is cst.Name:
                     yield a.value
-        stack.extend(c for c in n.children if isinstance(c, cst.CSTNode))
+        stack.extend(children(n))
 
 
 def _named_otherwise(fn: cst.FunctionDef) -> set[str]:
@@ -82,7 +85,7 @@ def _named_otherwise(fn: cst.FunctionDef) -> set[str]:
                 out.add(name)
                 continue
         inner = hidden or kind in (cst.Lambda, cst.FunctionDef, cst.ClassDef, cst.Match)
-        stack.extend((c, inner) for c in n.children if isinstance(c, cst.CSTNode))
+        stack.extend((c, inner) for c in children(n))
     return out
 
 
@@ -219,7 +222,7 @@ class _Reader:
             n = stack.pop()
             if type(n) is cst.Name:
                 self.reached |= self.holds.get(n.value, frozenset())
-            stack.extend(c for c in n.children if isinstance(c, cst.CSTNode))
+            stack.extend(children(n))
 
     # -- expressions ---------------------------------------------------------------------------
     def modules(self, e: cst.CSTNode) -> frozenset[str]:
@@ -257,7 +260,7 @@ class _Reader:
             if kind in (cst.Lambda, cst.FunctionDef):
                 self.reach_names(n)  # (a closure reads the names when it runs)
                 continue
-            stack.extend(c for c in n.children if isinstance(c, cst.CSTNode))
+            stack.extend(children(n))
         if self.nograd:
             self.cut(e, frozenset(found))
             return frozenset()

@@ -28,6 +28,7 @@ from gradlint.source.init_walk import _truth, _Walker
 from gradlint.source.lowering import NO_CHOICE
 from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.values import UNKNOWN
+from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.names import dotted
 
@@ -809,13 +810,9 @@ def _no_grad(e: cst.BaseExpression) -> bool:
     name = (dotted(call.func) if call is not None else dotted(e)) or ""
     last = name.rsplit(".", 1)[-1]
     if last in ("no_grad", "inference_mode"):
-        return call is None or not call.args or _text_of(call.args[0].value) != "False"
+        return call is None or not call.args or _text(call.args[0].value) != "False"
     return last == "set_grad_enabled" and call is not None and len(call.args) == 1 \
-        and _text_of(call.args[0].value) == "False"
-
-
-def _text_of(e: cst.CSTNode) -> str:
-    return cst.Module(body=[]).code_for_node(e)
+        and _text(call.args[0].value) == "False"
 
 
 # The mark on a path computed without gradient (a teacher's output under `torch.no_grad()`):
@@ -879,7 +876,7 @@ def _frozen_attributes(fm: Any, info: Any) -> set[str]:
             continue
         seen.add(id(c))
         # (without comments: `# do not freeze: trained with the actor`)
-        lines = [line.split("#", 1)[0] for line in _text_of(c.node).splitlines()]
+        lines = [line.split("#", 1)[0] for line in _text(c.node).splitlines()]
         lines = [line for line in lines if line.strip()]
         for i, line in enumerate(lines):
             names = re.findall(r"self\.(\w+)", line)
