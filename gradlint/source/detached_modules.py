@@ -16,25 +16,29 @@ inside a lambda, a nested function or a `match`, reaches.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import libcst as cst
 
 from gradlint.source.engine.walk import children, suite, walk
-from gradlint.source.names import dotted
+from gradlint.source.names import dotted, grad_mode
 
 _CUTS = frozenset({"detach", "detach_"})
-_NO_GRAD = frozenset({"no_grad", "inference_mode"})
+_GRAD_OFF = frozenset({"no_grad", "inference_mode", "set_grad_enabled"})  # (the words of a switch)
 
 
-def detached_modules(fn: cst.FunctionDef, methods: frozenset[str] = frozenset()) -> list[tuple[str, cst.CSTNode]]:
+def detached_modules(fn: cst.FunctionDef, qualify: Callable[[cst.BaseExpression], frozenset[str]],
+                     methods: frozenset[str] = frozenset()) -> list[tuple[str, cst.CSTNode]]:
     """(`self.m`, the first cut of its output) for each submodule called in `fn` whose every
-    use there is cut; in the order of their cuts (modules cut at one place: by name). `methods`:
-    the names of the class's methods (`self.propagate(x)` is no submodule: a forward that calls
-    one hands its work on, and nothing is reported)."""
+    use there is cut; in the order of their cuts (modules cut at one place: by name). `qualify`:
+    what a name of the file stands for (its imports); `methods`: the names of the class's methods
+    (`self.propagate(x)` is no submodule: a forward that calls one hands its work on, and nothing
+    is reported)."""
     if not _cuts_anything(fn):
         return []
     if any(type(n) is cst.Name and n.value == "self" for n in _passed_names(fn)):
         return []  # `getattr(self, name)(x)`, `helper(self, x)`: forward hands itself on
-    reader = _Reader(methods)
+    reader = _Reader(methods, qualify)
     reader.reached |= _named_otherwise(fn)
     reader.block(suite(fn.body))
     if reader.handed:
@@ -47,9 +51,10 @@ def detached_modules(fn: cst.FunctionDef, methods: frozenset[str] = frozenset())
 
 
 def _cuts_anything(fn: cst.FunctionDef) -> bool:
-    """Whether forward names `detach`, `detach_`, `no_grad` or `inference_mode` at all."""
-    words = _CUTS | _NO_GRAD
-    return any(type(n) is cst.Name and n.value in words for n in walk(fn.body, ()))
+    """Whether forward names `detach`, `detach_`, `no_grad`, `inference_mode` or `set_grad_enabled`
+    at all, or has a with block (a switch imported under another name: `no_grad as ng`)."""
+    words = _CUTS | _GRAD_OFF
+    return any((type(n) is cst.Name and n.value in words) or type(n) is cst.With for n in walk(fn.body, ()))
 
 
 def _passed_names(fn: cst.FunctionDef):
@@ -90,8 +95,8 @@ def _named_otherwise(fn: cst.FunctionDef) -> set[str]:
 
 
 class _Reader:
-    def __init__(self, methods: frozenset[str]) -> None:
-        self.methods = methods
+    def __init__(self, methods: frozenset[str], qualify: Callable[[cst.BaseExpression], frozenset[str]]) -> None:
+        self.methods, self.qualify = methods, qualify
         self.holds: dict[str, frozenset[str]] = {}  # name -> the modules whose output it holds
         self.cuts: dict[str, cst.CSTNode] = {}
         self.reached: set[str] = set()
@@ -141,8 +146,11 @@ class _Reader:
             if stmt.orelse is not None:
                 self.block(suite(stmt.orelse.body))
         elif kind is cst.With:
-            cut = any(_no_grad(item.item) for item in stmt.items)
-            enabled = any(_enable_grad(item.item) for item in stmt.items)
+            # (a mode computed at run time, `set_grad_enabled(self.training)`, may record: unsure
+            # reads reach)
+            modes = {grad_mode(item.item, self.qualify) for item in stmt.items}
+            cut = "off" in modes
+            enabled = "on" in modes or "unknown" in modes
             for item in stmt.items:
                 got = self.modules(item.item)
                 if item.asname is not None:
@@ -276,22 +284,3 @@ def _alias(e: cst.BaseExpression) -> bool:
     return type(e) is cst.Name or (type(e) in (cst.Tuple, cst.List) and bool(e.elements)
                                     and all(type(el.value) is cst.Name for el in e.elements))
 
-
-def _no_grad(e: cst.BaseExpression) -> bool:
-    """`torch.no_grad()`, `torch.inference_mode()` (or `inference_mode(True)`); not
-    `inference_mode(False)` nor a mode computed at run time (`mode=not self.training`)."""
-    call = e if type(e) is cst.Call else None
-    name = dotted(call.func if call is not None else e) or ""
-    if name.rsplit(".", 1)[-1] not in _NO_GRAD:
-        return False
-    return call is None or not call.args or (type(call.args[0].value) is cst.Name and call.args[0].value.value == "True")
-
-
-def _enable_grad(e: cst.BaseExpression) -> bool:
-    """`torch.enable_grad()`, `torch.set_grad_enabled(True)` (or of anything not False)."""
-    call = e if type(e) is cst.Call else None
-    last = (dotted(call.func if call is not None else e) or "").rsplit(".", 1)[-1]
-    if last == "enable_grad":
-        return True
-    return last == "set_grad_enabled" and call is not None and not (
-        call.args and type(call.args[0].value) is cst.Name and call.args[0].value.value == "False")

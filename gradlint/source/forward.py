@@ -30,7 +30,7 @@ from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.values import UNKNOWN
 from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.values import is_number as _num
-from gradlint.source.names import dotted
+from gradlint.source.names import dotted, grad_mode
 
 if TYPE_CHECKING:
     from gradlint.source.lowering import Lowerer
@@ -474,7 +474,7 @@ class ForwardInterpreter(_Walker):
         return p if node is None else PathVal(p.root, p.nodes + (node,))
 
     def with_stmt(self, stmt: cst.With) -> None:
-        if not any(_no_grad(item.item) for item in stmt.items):
+        if not any(grad_mode(item.item, self.fm.imports.qualify) == "off" for item in stmt.items):
             return super().with_stmt(stmt)
         # what the block computes carries a mark (NO_GRAD): an output made from it is a teacher's,
         # not a network of its own (`result`), unless the first output is made from it too
@@ -516,7 +516,7 @@ class ForwardInterpreter(_Walker):
         value = sub.returns[0]
         for other in sub.returns[1:]:
             value = _merge(value, other)
-        if any(_no_grad(d.decorator) for d in method.decorators):
+        if any(grad_mode(d.decorator, self.fm.imports.qualify) == "off" for d in method.decorators):
             return _no_grad_mark(value)
         return value
 
@@ -801,18 +801,6 @@ def _skip_scale(skip: tuple) -> float | None:
 
 # What the gradient cannot pass (the reasons of the Opaque nodes forward makes of them).
 _STOPS = frozenset({".detach()", ".data", ".detach_()"})
-
-
-def _no_grad(e: cst.BaseExpression) -> bool:
-    """`torch.no_grad()`, `torch.inference_mode()`, `torch.set_grad_enabled(False)` (called or, as
-    a decorator, not)."""
-    call = e if type(e) is cst.Call else None
-    name = (dotted(call.func) if call is not None else dotted(e)) or ""
-    last = name.rsplit(".", 1)[-1]
-    if last in ("no_grad", "inference_mode"):
-        return call is None or not call.args or _text(call.args[0].value) != "False"
-    return last == "set_grad_enabled" and call is not None and len(call.args) == 1 \
-        and _text(call.args[0].value) == "False"
 
 
 # The mark on a path computed without gradient (a teacher's output under `torch.no_grad()`):

@@ -35,13 +35,12 @@ from gradlint.source.loop_calls import ACCELERATORS, CLIP_NAMES, OPTIMIZER_CLASS
 from gradlint.source.loop_configs import config_fields
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
-from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted, wraps_module
+from gradlint.source.names import dotted, grad_mode, wraps_module
 from gradlint.text import split_lines
 
 # ---------------------------------------------------------------------------------------------
 # Names
 
-ENABLE_GRAD = frozenset({"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"})
 # Accelerator arguments under which its fp16 backward may not scale the loss with a GradScaler.
 _NO_SCALER_ARGS = frozenset({"deepspeed_plugin", "deepspeed_plugins", "megatron_lm_plugin", "cpu",
                              "kwargs_handlers", "fsdp_plugin"})
@@ -275,8 +274,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         defaults: tuple[tuple[str, str], ...] = ()
         if type(node) is cst.FunctionDef:
             for dec in node.decorators:
-                expr = dec.decorator.func if type(dec.decorator) is cst.Call else dec.decorator
-                if not self.qualify(expr).isdisjoint(NO_GRAD):
+                if grad_mode(dec.decorator, self.qualify) == "off":
                     nograd = True
             p = node.params
             params = tuple(x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params))
@@ -446,17 +444,11 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         mode = ""
         for item in stmt.items:
             out.extend(self.events(item.item, sid, ctx))
-            call = item.item
-            func = call.func if type(call) is cst.Call else call
-            q = self.qualify(func)
-            if not q.isdisjoint(NO_GRAD):
+            switch = grad_mode(item.item, self.qualify)
+            if switch == "off":
                 mode = "nograd"
-            elif not q.isdisjoint(ENABLE_GRAD):
+            elif switch == "on":
                 mode = "enablegrad"
-            elif not q.isdisjoint(SET_GRAD_ENABLED) and type(call) is cst.Call and call.args:
-                flag = call.args[0].value
-                if type(flag) is cst.Name and flag.value in ("False", "True"):
-                    mode = "nograd" if flag.value == "False" else "enablegrad"
         inner = ctx
         if mode == "nograd":
             inner = ctx.replace(nograd=True)

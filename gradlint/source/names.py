@@ -8,7 +8,7 @@ membership, never take one.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import libcst as cst
 
@@ -27,6 +27,37 @@ NO_GRAD = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no
 # torch.set_grad_enabled(mode), as a statement or a context manager: every spelling, for every reader.
 SET_GRAD_ENABLED = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled",
                               "torch.autograd.grad_mode.set_grad_enabled"})
+# The context managers and decorators that turn gradient recording back on.
+ENABLE_GRAD = frozenset({"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"})
+_INFERENCE_MODE = frozenset({"torch.inference_mode", "torch.autograd.grad_mode.inference_mode"})
+
+
+def grad_mode(expr: cst.BaseExpression, qualify: Callable[[cst.BaseExpression], frozenset[str]]) -> str | None:
+    """What entering `expr`, a with-item or a decorator, does to autograd's grad mode, its callee
+    named through `qualify` (the file's imports): "off" (`torch.no_grad()`, `inference_mode()` or
+    `(True)`, `set_grad_enabled(False)`; called or, as a decorator, not), "on" (`enable_grad()`,
+    `set_grad_enabled(True)`), "unknown" (`set_grad_enabled(flag)` with the flag computed at run
+    time: either), None for anything else. `inference_mode(False)` changes nothing, and
+    `inference_mode(flag)` may only turn recording off: None for both (no cut is certain, and
+    recording is never turned on). One answer for every reader: the training-loop, numerics and
+    forward front-ends each tested these spellings once, differently."""
+    call = expr if type(expr) is cst.Call else None
+    names = qualify(call.func if call is not None else expr)
+    if not names:
+        return None
+    flag = ""
+    if call is not None and call.args:
+        first = call.args[0].value
+        flag = first.value if type(first) is cst.Name and first.value in ("True", "False") else "?"
+    if not names.isdisjoint(NO_GRAD):
+        return None if not names.isdisjoint(_INFERENCE_MODE) and flag in ("False", "?") else "off"
+    if not names.isdisjoint(ENABLE_GRAD):
+        return "on"
+    if not names.isdisjoint(SET_GRAD_ENABLED) and flag:
+        return {"True": "on", "False": "off"}.get(flag, "unknown")
+    return None
+
+
 # Calls that wrap a module and run its forward when called (the first argument), for every reader.
 MODEL_WRAPPERS = frozenset({"torch.nn.DataParallel", "torch.nn.parallel.DataParallel",
                             "torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.data_parallel.DataParallel",

@@ -474,11 +474,12 @@ class SiteChecks:
         queenie88/A-GCN#4). A frozen feature extractor is cut so on purpose, and is given to no
         optimizer."""
         text = self.x.src.text
-        if self.fn_node is None or ("detach" not in text and "no_grad" not in text and "inference_mode" not in text):
+        if self.fn_node is None or not any(word in text for word in ("detach", "no_grad", "inference_mode",
+                                                                      "set_grad_enabled")):
             return  # (a file with no cut at all: forward is not printed or walked again)
         methods = frozenset(n for n in self.cls.method_nodes if n != "forward")
         by_node: dict[int, tuple[cst.CSTNode, list[str]]] = {}
-        for m, node in detached_modules(self.fn_node, methods):
+        for m, node in detached_modules(self.fn_node, self.x.q, methods):
             if not _stop_gradient(m) and _handed_to_optimizer(self.x, self.cls, m):
                 by_node.setdefault(id(node), (node, []))[1].append(m)
         for node, modules in by_node.values():  # (modules cut at one place: one finding)

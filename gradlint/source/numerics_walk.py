@@ -23,7 +23,7 @@ from gradlint.source.engine.values import int_literal
 from gradlint.source.engine.walk import children as _children
 from gradlint.source.engine.walk import evaluated_children, statements_in, suite, walk
 from gradlint.source.metric_uses import made_alone, read_only_as_metric
-from gradlint.source.names import NO_GRAD, SET_GRAD_ENABLED, dotted
+from gradlint.source.names import SET_GRAD_ENABLED, dotted, grad_mode
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_callers import CallRecords
@@ -169,8 +169,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     def _run_function(self, fn: cst.FunctionDef) -> None:
         self.fn_node = fn
         for dec in fn.decorators:
-            expr = dec.decorator.func if type(dec.decorator) is cst.Call else dec.decorator
-            if not self.x.q(expr).isdisjoint(NO_GRAD):
+            if grad_mode(dec.decorator, self.x.q) == "off":
                 self.quiet = True
                 self.nograd += 1
                 self.decorated_nograd = True
@@ -373,22 +372,22 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         self.loop_else(node)
 
     def with_stmt(self, node: cst.With) -> None:
-        entered = 0
+        entered, enabled = 0, False
         for item in node.items:
             expr = item.item
-            func = expr.func if type(expr) is cst.Call else expr
-            names = self.x.q(func)
-            if not names.isdisjoint(NO_GRAD) or (
-                    not names.isdisjoint(SET_GRAD_ENABLED) and type(expr) is cst.Call and expr.args
-                    and type(expr.args[0].value) is cst.Name and expr.args[0].value.value == "False"):
+            mode = grad_mode(expr, self.x.q)
+            if mode == "off":
                 entered += 1
             else:
+                # (`with torch.enable_grad():` inside a no_grad function records again)
+                enabled = enabled or mode == "on"
                 val = self.ev(expr)
                 if item.asname is not None:
                     self.bind(item.asname.name, val)
-        self.nograd += entered
+        saved = self.nograd
+        self.nograd = 0 if enabled and not entered else saved + entered
         self.block(node.body)
-        self.nograd -= entered
+        self.nograd = saved
 
     def assign_stmt(self, node: cst.Assign) -> None:
         before = len(self.x.sites)

@@ -81,6 +81,13 @@ class DetachedForward(SiteRule):
                               "        adj = self.adjacency(inp)\n        adj.detach_()\n"),
                 note="detached in place"),
         Example(_AGCN, note="a learned adjacency detached before the graph layers use it (queenie88/A-GCN#4)"),
+        Example(_AGCN.replace("        adj = self.adjacency(inp).detach()\n",
+                              "        with torch.set_grad_enabled(False):\n            adj = self.adjacency(inp)\n"),
+                note="computed with recording switched off by `set_grad_enabled(False)`"),
+        Example(_AGCN.replace("import torch\n", "import torch\nfrom torch import no_grad as frozen\n", 1)
+                .replace("        adj = self.adjacency(inp).detach()\n",
+                         "        with frozen():\n            adj = self.adjacency(inp)\n"),
+                note="`torch.no_grad` imported under another name"),
         Example("import torch\nfrom torch import nn\nimport torch.nn.functional as F\n\n"
                 "class Lin(nn.Module):\n"
                 "    def __init__(self):\n"
@@ -117,6 +124,13 @@ class DetachedForward(SiteRule):
                 note="a sub-network detached and given to no optimizer: frozen on purpose"),
         Example(_AGCN.replace("adj = self.adjacency(inp).detach()", "adj = self.adjacency(inp)"),
                 note="the adjacency kept in the graph"),
+        Example(_AGCN.replace("        adj = self.adjacency(inp).detach()\n",
+                              "        with torch.set_grad_enabled(self.learn_adjacency):\n"
+                              "            adj = self.adjacency(inp)\n"),
+                note="a grad mode computed at run time: it may record"),
+        Example(_AGCN.replace("        adj = self.adjacency(inp).detach()\n",
+                              "        with torch.inference_mode(False):\n            adj = self.adjacency(inp)\n"),
+                note="`inference_mode(False)` changes nothing"),
         Example("import torch\nfrom torch import nn\n\n\nclass Model(nn.Module):\n    def __init__(self):\n"
                 "        super().__init__()\n        self.backbone = nn.Linear(8, 16)\n        self.head = nn.Linear(16, 2)\n\n"
                 "    def forward(self, x):\n        feat = self.backbone(x)\n        self.stat = feat.detach().mean()\n"
