@@ -11,7 +11,6 @@ checkpoint wrappers, stochastic depth, `if` statements decided by the Lowerer's 
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import TYPE_CHECKING, Any
 
 import libcst as cst
@@ -23,6 +22,7 @@ from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_EXPR_DEPTH, Exhausted
 from gradlint.source.construct import _NOT_HANDLED
 from gradlint.source.foreign import SUPER_NAMES, _self_names
+from gradlint.source.freezes import frozen_paths
 from gradlint.source.engine.values import Alt, Ctor, DictVal, HeldTensor, Instance, ListVal, PathVal, Sym, held_tensor
 from gradlint.source.init_walk import _truth, _Walker
 from gradlint.source.lowering import NO_CHOICE
@@ -844,18 +844,10 @@ def _own_module(nodes: tuple, main: tuple) -> str:
     return ""
 
 
-# What freezes a module on a line that names it: `requires_grad_(False)`, a call of a helper named
-# so (`freeze(self.teacher)`, `self.teacher.freeze()`; not `unfreeze`). Not `.eval()` nor
-# `.train(False)`: a train() override that puts a module's BatchNorm in eval mode still trains it.
-_FREEZING = re.compile(r"requires_grad_\(\s*(requires_grad\s*=\s*)?False\s*\)|\bfreeze")
-_SETS_FALSE = re.compile(r"requires_grad\s*=\s*False\b|requires_grad_\(\s*(requires_grad\s*=\s*)?False\s*\)")
-
-
 def _frozen_attributes(fm: Any, info: Any) -> set[str]:
     """The attributes `self.x` that a class, or a base of it in this file, freezes on a line of its
-    own code (`self.teacher.requires_grad_(False)`, `self.teacher = freeze(...)`, or `for p in
-    self.teacher.parameters():` / `.named_parameters()` over a line, among the next few, that sets
-    `requires_grad` to False)."""
+    own code (freezes.frozen_paths). Not `.eval()` nor `.train(False)`: a train() override that
+    puts a module's BatchNorm in eval mode still trains it."""
     found: set[str] = set()
     todo, seen = [info], set()
     while todo and len(seen) < 16:
@@ -863,18 +855,7 @@ def _frozen_attributes(fm: Any, info: Any) -> set[str]:
         if id(c) in seen:
             continue
         seen.add(id(c))
-        # (without comments: `# do not freeze: trained with the actor`)
-        lines = [line.split("#", 1)[0] for line in _text(c.node).splitlines()]
-        lines = [line for line in lines if line.strip()]
-        for i, line in enumerate(lines):
-            names = re.findall(r"self\.(\w+)", line)
-            if not names:
-                continue
-            if _FREEZING.search(line):
-                found.update(names)
-            elif line.lstrip().startswith("for ") and re.search(r"\.(named_)?parameters\(\)", line) \
-                    and any(_SETS_FALSE.search(later) for later in lines[i + 1:i + 4]):
-                found.update(re.findall(r"self\.(\w+)\.(?:named_)?parameters\(\)", line))
+        found.update(path.split(".")[1] for path in frozen_paths(_text(c.node)))
         todo.extend(b for b in (fm.classes.get(base) for base in c.bases) if b is not None)
     return found
 

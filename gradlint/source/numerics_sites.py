@@ -17,6 +17,7 @@ from gradlint.facts.numerics import LOSS_NAMES, Pieces, Site
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.calls import arguments
 from gradlint.source.detached_modules import detached_modules
+from gradlint.source.freezes import frozen_paths
 from gradlint.source.engine.walk import children
 from gradlint.source.engine.tensors import DETACHED_THEN_REQUIRED, V, UNKNOWN, number_of
 from gradlint.source.names import dotted
@@ -83,9 +84,6 @@ def _runs_pattern(module: str) -> str:
     return re.escape(module) + r"(\s*\(|\.(?!(?:" + _NOT_RUNNING + r")\s*\()\w+\s*\()"
 
 
-_FREEZES = re.compile(r"requires_grad\s*=\s*False\b|requires_grad_\(\s*(requires_grad\s*=\s*)?False\s*\)")
-
-
 def _handed_to_optimizer(x, cls, module: str) -> bool:
     """Whether a method of the class gives `module.parameters()` to an optimizer (a param group
     `{"params": self.m.parameters()}`, `torch.optim.Adam(self.m.parameters())`, or any read of them
@@ -100,14 +98,10 @@ def _handed_to_optimizer(x, cls, module: str) -> bool:
             continue
         if name != "forward" and called.search(code):
             return False  # another method runs the module (a GAN's training_step, an agent's update)
+        if module in frozen_paths(code):
+            return False  # `self.m.requires_grad_(False)`, `freeze(self.m)`, a loop over its parameters
         optimizing = "optim" in name or "param_group" in name
-        lines = code.splitlines()
-        for i, line in enumerate(lines):
-            if named.search(line) and _FREEZES.search(line):
-                return False
-            if line.lstrip().startswith("for ") and f"{module}.parameters()" in line \
-                    and any(_FREEZES.search(later) for later in lines[i + 1:i + 4]):
-                return False  # `for p in self.m.parameters(): p.requires_grad = False`
+        for line in code.splitlines():
             if name != "forward" and f"{module}.parameters()" in line and (optimizing or _OPTIMIZING.search(line)):
                 handed = True
     return handed

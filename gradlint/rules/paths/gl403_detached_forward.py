@@ -44,7 +44,8 @@ class DetachedForward(SiteRule):
     Not flagged: deliberate stop-gradients — EMA, teacher, target and momentum networks (named
     so), hidden states detached between truncated-BPTT windows, straight-through estimators
     (`x + (q - x).detach()` keeps a path), and a frozen sub-network whose output feeds a
-    trainable head (given to no optimizer by the class, or frozen with `requires_grad`).
+    trainable head (given to no optimizer by the class, or frozen with `requires_grad` or a `freeze`
+    helper).
 
     ## Why is this bad?
     The parameters upstream of the cut never receive a gradient: they stay at their
@@ -124,6 +125,9 @@ class DetachedForward(SiteRule):
                 note="a sub-network detached and given to no optimizer: frozen on purpose"),
         Example(_AGCN.replace("adj = self.adjacency(inp).detach()", "adj = self.adjacency(inp)"),
                 note="the adjacency kept in the graph"),
+        Example(_AGCN.replace("        self.gc = nn.Linear(d, d)\n",
+                              "        self.gc = nn.Linear(d, d)\n        freeze(self.adjacency)  # pretrained\n"),
+                note="frozen by a helper (`freeze(...)`, `requires_grad_(False)`, a loop over its parameters)"),
         Example(_AGCN.replace("        adj = self.adjacency(inp).detach()\n",
                               "        with torch.set_grad_enabled(self.learn_adjacency):\n"
                               "            adj = self.adjacency(inp)\n"),
