@@ -15,20 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 import libcst as cst
 
-from gradlint.model.ir import Activation, Extern, InitSpec, Node, Norm, Opaque, Param, Passthrough, Residual, walk
+from gradlint.model.ir import Activation, Extern, InitSpec, Node, Norm, Opaque, Param, Passthrough, Residual
 from gradlint.source import catalog as C
 from gradlint.source import joins as J
 from gradlint.source import library as L
+from gradlint.source import outputs
 from gradlint.source.budget import MAX_DEPTH, MAX_EXPR_DEPTH, Exhausted
 from gradlint.source.construct import _NOT_HANDLED
 from gradlint.source.foreign import SUPER_NAMES, _self_names
-from gradlint.source.freezes import frozen_paths
 from gradlint.source.engine.values import Alt, Ctor, DictVal, HeldTensor, Instance, ListVal, PathVal, Sym, held_tensor
 from gradlint.source.init_walk import _truth, _Walker
 from gradlint.source.lowering import NO_CHOICE
 from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.values import UNKNOWN
-from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.names import dotted, grad_mode
 
@@ -476,14 +475,14 @@ class ForwardInterpreter(_Walker):
     def with_stmt(self, stmt: cst.With) -> None:
         if not any(grad_mode(item.item, self.fm.imports.qualify) == "off" for item in stmt.items):
             return super().with_stmt(stmt)
-        # what the block computes carries a mark (NO_GRAD): an output made from it is a teacher's,
+        # what the block computes carries a mark (outputs.NO_GRAD): an output made from it is a teacher's,
         # not a network of its own (`result`), unless the first output is made from it too
         before, returned = dict(self.env), len(self.returns)
         super().with_stmt(stmt)
         for k, v in self.env.items():
             if before.get(k) is not v:
-                self.env[k] = _no_grad_mark(v)
-        self.returns[returned:] = [_no_grad_mark(v) for v in self.returns[returned:]]
+                self.env[k] = outputs.no_grad_mark(v)
+        self.returns[returned:] = [outputs.no_grad_mark(v) for v in self.returns[returned:]]
 
     def call_method(self, method: cst.FunctionDef, call: cst.Call, bound_self: bool = True, owner: Any = None) -> Any:
         if self.low.depth >= MAX_DEPTH:
@@ -517,7 +516,7 @@ class ForwardInterpreter(_Walker):
         for other in sub.returns[1:]:
             value = _merge(value, other)
         if any(grad_mode(d.decorator, self.fm.imports.qualify) == "off" for d in method.decorators):
-            return _no_grad_mark(value)
+            return outputs.no_grad_mark(value)
         return value
 
     def attention(self, paths: list, what: str, name: str | None = None, origin: Any = None) -> PathVal:
@@ -657,40 +656,8 @@ class ForwardInterpreter(_Walker):
         value = self.returns[0]
         for other in self.returns[1:]:
             value = _merge(value, other)
-        keys = None
-        if isinstance(value, DictVal):
-            keys = [f'"{k}"' for k in value.items]
-            value = ListVal(list(value.items.values()))  # a dict of outputs: as a tuple of its values
-        if isinstance(value, ListVal):
-            items = value.items
-            # a tuple of outputs: the first (a model's `hidden, attn` its hidden states, a
-            # multi-task model's main head), or the longest of those made from it (LAVT's layer
-            # returns `x_residual, x` with `x = x + gate(x_residual) * x_residual`: the gate is on
-            # the path). Never one that leaves it out: a longer auxiliary head would drop the
-            # main output's path.
-            firsts = [v for v in value.items if isinstance(v, PathVal) and v.root == main_input]
-            value = max((v for v in firsts if _holds(v.nodes, firsts[0].nodes)),
-                        key=lambda v: sum(1 for _ in walk(v.nodes))) if firsts else None
-            # The others are read as networks of their own (models.extract), labelled by their
-            # place (`output 3`) or key: a detector's box head, a critic's value head, a second
-            # trained model (PPO's separate actor and critic), also behind an opaque op that
-            # passes the gradient (roi_align). Not one the gradient cannot pass (`f.detach()`,
-            # `.data`, a value computed under no_grad that the first output does not share), nor
-            # one whose own first module the class freezes (a teacher: `self.teacher.eval()`,
-            # `.requires_grad_(False)`, its parameters' `requires_grad = False`).
-            labels = list(keys) if keys is not None else [f"output {i + 1}" for i in range(len(items))]
-            self.heads = [(labels[i], v.nodes) for i, v in enumerate(items)
-                          if isinstance(v, PathVal) and v.root == main_input and value is not None
-                          and v.nodes and value.nodes and not _holds(value.nodes, v.nodes) and v.nodes != value.nodes
-                          and not any(isinstance(n, Opaque) and n.what in _STOPS for n in v.nodes)
-                          and _trains_after_mark(v.nodes)]
-            if self.heads:
-                # (the classes' code is read only when there is such an output: rare, and printing it costs)
-                frozen = _frozen_attributes(self.fm, self.inst.cls)
-                self.heads = [(k, nodes) for k, nodes in self.heads if _own_module(nodes, value.nodes) not in frozen]
-        if isinstance(value, PathVal) and value.root == main_input:
-            return value.nodes
-        return None
+        main, self.heads = outputs.choose(value, main_input, self.fm, self.inst.cls)
+        return main
 
 
 def _earlier_inputs(given: list, base: PathVal) -> tuple[int, tuple] | None:
@@ -797,73 +764,6 @@ def _skip_scale(skip: tuple) -> float | None:
         factor = n.what.split(":", 1)[1]
         scale = scale * float(factor) if factor != "?" else float("nan")
     return scale
-
-
-# What the gradient cannot pass (the reasons of the Opaque nodes forward makes of them).
-_STOPS = frozenset({".detach()", ".data", ".detach_()"})
-
-
-# The mark on a path computed without gradient (a teacher's output under `torch.no_grad()`):
-# a node that changes nothing, so a first output made from it is modelled as before.
-NO_GRAD = Passthrough("", "computed without gradient")
-
-
-def _no_grad_mark(v: Any) -> Any:
-    """A path (or the paths of a tuple) computed without gradient, marked so (NO_GRAD)."""
-    if isinstance(v, ListVal):
-        return dataclasses.replace(v, items=[_no_grad_mark(item) for item in v.items])
-    if isinstance(v, DictVal):
-        return dataclasses.replace(v, items={k: _no_grad_mark(item) for k, item in v.items.items()})
-    if isinstance(v, PathVal) and v.nodes and not _marked(v.nodes):
-        return PathVal(v.root, v.nodes + (NO_GRAD,))
-    return v
-
-
-def _marked(nodes: tuple) -> bool:
-    return any(n is NO_GRAD or n == NO_GRAD for n in nodes)
-
-
-def _trains_after_mark(nodes: tuple) -> bool:
-    """Whether a path has a layer of its own after the last point computed without gradient (a
-    head on detached features trains its layers; a teacher's output, with nothing after its mark,
-    trains nothing), or has no such point."""
-    last = max((i for i, n in enumerate(nodes) if n is NO_GRAD or n == NO_GRAD), default=None)
-    if last is None:
-        return True
-    return any(not isinstance(n, (Activation, Passthrough, Opaque)) for n in walk(nodes[last + 1:]))
-
-
-def _own_module(nodes: tuple, main: tuple) -> str:
-    """The attribute (`teacher`) of the first named node of an output's path that the first
-    output's path does not hold: the module that output runs of its own."""
-    inside = list(walk(main))
-    for n in walk(nodes):
-        name = getattr(n, "name", "")
-        if name and not any(n is m or n == m for m in inside):
-            return name.split(".")[0]
-    return ""
-
-
-def _frozen_attributes(fm: Any, info: Any) -> set[str]:
-    """The attributes `self.x` that a class, or a base of it in this file, freezes on a line of its
-    own code (freezes.frozen_paths). Not `.eval()` nor `.train(False)`: a train() override that
-    puts a module's BatchNorm in eval mode still trains it."""
-    found: set[str] = set()
-    todo, seen = [info], set()
-    while todo and len(seen) < 16:
-        c = todo.pop()
-        if id(c) in seen:
-            continue
-        seen.add(id(c))
-        found.update(path.split(".")[1] for path in frozen_paths(_text(c.node)))
-        todo.extend(b for b in (fm.classes.get(base) for base in c.bases) if b is not None)
-    return found
-
-
-def _holds(nodes: tuple, part: tuple) -> bool:
-    """Whether a path holds every node of `part` (at its top level or inside a residual's body)."""
-    inside = list(walk(nodes))
-    return all(any(n is m or n == m for m in inside) for n in part)
 
 
 def _merge(a: Any, b: Any) -> Any:
