@@ -33,6 +33,7 @@ from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import ACCELERATORS, CLIP_NAMES, OPTIMIZER_CLASSES, _name_reads, _names_in, CallEvents
 from gradlint.source.loop_configs import config_fields
+from gradlint.source.loop_param_clears import fresh_tensor, whole_model_clear
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
 from gradlint.source.names import dotted, grad_mode, wraps_module
@@ -67,26 +68,6 @@ def _is_accum_expr(node: cst.CSTNode) -> bool:
                for n in walk(node))
 
 
-def _parameters_of(stmt: cst.CSTNode) -> str:
-    """The module, as written, of `for p in model.parameters():` (a plain loop variable); '' else."""
-    if type(stmt) is not cst.For or type(stmt.target) is not cst.Name:
-        return ""
-    it = stmt.iter
-    if type(it) is cst.Call and not it.args and type(it.func) is cst.Attribute and it.func.attr.value == "parameters":
-        return dotted(it.func.value) or ""
-    return ""
-
-
-_FRESH = ("zeros_like", "zeros", "empty_like", "new_zeros", "full_like", "new_full", "new_empty")
-
-
-def _fresh_tensor(value: cst.BaseExpression) -> bool:
-    """A new tensor that takes only a shape from its arguments: `torch.zeros_like(p.grad)`,
-    `p.grad.new_zeros(p.shape)`."""
-    return type(value) is cst.Call and type(value.func) in (cst.Name, cst.Attribute) and (
-        (value.func.value if type(value.func) is cst.Name else value.func.attr.value) in _FRESH)
-
-
 def _updates(small: cst.BaseSmallStatement) -> bool:
     """An assignment that updates its target from its own value: `n += 1`, `tokens = tokens + x.numel()`."""
     if type(small) is cst.AugAssign:
@@ -95,37 +76,6 @@ def _updates(small: cst.BaseSmallStatement) -> bool:
         return False
     target = small.targets[0].target
     return type(target) in (cst.Name, cst.Attribute) and _text(small.value.left) == _text(target)
-
-
-def _tests_grad_present(test: str, var: str) -> bool:
-    """`p.grad is not None`, in parentheses or after `p.requires_grad and`: a test that lets every
-    parameter with a gradient through."""
-    t = " ".join(test.split())
-    while t.startswith("(") and t.endswith(")"):
-        t = t[1:-1].strip()
-    present = f"{var}.grad is not None"
-    return t in (present, f"{var}.requires_grad and {present}", f"{present} and {var}.requires_grad")
-
-
-def _parameter_clears(body: Block, var: str) -> list[Event] | None:
-    """The clears of the body of `for var in model.parameters():` when that is all it does to
-    each parameter's gradient: `var.grad = None`, `var.grad.zero_()`, `var.grad.data.zero_()`,
-    either under `if var.grad is not None:` (nothing in an else); None otherwise."""
-    mine = (var, f"{var}.grad", f"{var}.grad.data")
-    found: list[Event] = []
-    for it in body.items:
-        if isinstance(it, Event):
-            if it.kind != "clear" or it.target not in mine:
-                return None
-            found.append(it)
-        elif it.kind == "if" and len(it.items) == 2 and _tests_grad_present(it.test, var) and not it.items[1].items:
-            inner = _parameter_clears(it.items[0], var)
-            if not inner:
-                return None
-            found.extend(inner)
-        else:
-            return None
-    return found or None
 
 
 def _is_not_equal_zero(test: cst.BaseExpression) -> bool:
@@ -418,15 +368,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
             inner = ctx.replace(drawn=tuple(v for v in ctx.drawn if v != var) + ((var,) if each else ()),
                                 undrawn=tuple(v for v in ctx.undrawn if v != var) + (() if each else (var,)))
         body = self.block(_suite(stmt.body), inner, "loop")
-        owner = _parameters_of(stmt)
-        clears = _parameter_clears(body, stmt.target.value) if owner else None
-        if clears:
-            # `for p in model.parameters(): p.grad = None` (the PyTorch performance guide's
-            # zero_grad), or `p.grad.zero_()` under `if p.grad is not None:`: one clear of the
-            # model, as `model.zero_grad()` is, not a loop of clears
-            body = dataclasses.replace(body, kind="body",
-                                       items=tuple(dataclasses.replace(e, target=owner, name=stmt.target.value)
-                                                   for e in clears))
+        body = whole_model_clear(stmt, body) or body
         if each and all(e.kind in _PER_OPTIMIZER for e in iter_events(body)):
             # `for opt in self.optimizers: scaler.step(opt)`: one update of every optimizer,
             # not a loop of steps
@@ -615,7 +557,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         that gradient (`p.grad = p.grad / k`, `p.grad = p.grad.clamp(-c, c)`: a rescale keeps it;
         `torch.zeros_like(p.grad)` takes only its shape: a clear)."""
         out = []
-        zeroed = value is not None and _fresh_tensor(value)
+        zeroed = value is not None and fresh_tensor(value)
         read = {_text(n) for n in walk(value) if type(n) is cst.Attribute} if value is not None and not zeroed else set()
         for t in (el.value for el in target.elements) if type(target) in (cst.Tuple, cst.List) else (target,):
             base = t.value if type(t) is cst.Subscript else t
