@@ -15,9 +15,9 @@ import re
 
 # A line that freezes what it names: `requires_grad_(False)`, `requires_grad = False` (on a module
 # a no-op that GL404 reports, but the author's intent: frozen), a helper or method named `freeze`
-# (not `unfreeze`, nor a setting `freeze=False`).
+# (not `unfreeze`, nor a setting `freeze=False`), CycleGAN's `set_requires_grad(self.netD, False)`.
 _FREEZING = re.compile(r"requires_grad_\(\s*(requires_grad\s*=\s*)?False\s*\)|\brequires_grad\s*=\s*False\b"
-                       r"|\bfreeze(?!\w*\s*=\s*(?:False|0)\b)")
+                       r"|\bfreeze(?!\w*\s*=\s*(?:False|0)\b)|\bset_requires_grad\s*\([^)]*\bFalse\b")
 # What sets a parameter's flag to False inside a loop over a module's parameters.
 _SETS_FALSE = re.compile(r"requires_grad\s*=\s*False\b|requires_grad_\(\s*(requires_grad\s*=\s*)?False\s*\)")
 _PATH = re.compile(r"\bself((?:\.\w+)+)")

@@ -200,6 +200,8 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         self._codes: dict[int, tuple[cst.CSTNode, str]] = {}  # id(node) -> (it, its code): code()
         # id(function) -> (it, the names it trains): numerics_calls._trained, once per function
         self.trained: dict[int, tuple[cst.FunctionDef, frozenset[str]]] = {}
+        # id(class context) or ("outside", class) -> (it, what module_uses read): GL403, once per class
+        self.module_uses: dict = {}
 
     # -- helpers -----------------------------------------------------------------------------
     def q(self, expr: cst.BaseExpression) -> frozenset[str]:

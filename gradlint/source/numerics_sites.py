@@ -17,7 +17,7 @@ from gradlint.facts.numerics import LOSS_NAMES, Pieces, Site
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.calls import arguments
 from gradlint.source.detached_modules import detached_modules
-from gradlint.source.freezes import frozen_paths
+from gradlint.source.module_uses import ModuleUses, module_uses, outside_runs
 from gradlint.source.engine.walk import children
 from gradlint.source.engine.tensors import DETACHED_THEN_REQUIRED, V, UNKNOWN, number_of
 from gradlint.source.names import dotted
@@ -28,6 +28,10 @@ from gradlint.source.names import dotted
 _STOP_WORDS = frozenset(
     "ema teacher target momentum shadow frozen old prev previous avg average swa polyak mean "
     "h c hx cx hn cn hidden hiddens state states memory mems carry cache past".split())
+
+
+_STOP_NETWORKS = frozenset(
+    "ema teacher target momentum shadow frozen old prev previous avg average swa polyak memory cache bank queue".split())
 
 
 def _tokens(name: str) -> set[str]:
@@ -52,64 +56,19 @@ _GRAPH_BREAKS = frozenset({".item()", ".tolist()", ".numpy()", "argmax", "argmin
                            "LongTensor", "scalar_tensor"))
 
 
-# A line that gives parameters to an optimizer: a param group's key, an optimizer's class.
-_OPTIMIZING = re.compile(r"""['"]params['"]|\boptim\b|torch\.optim|Optimizer\(|\b(Adam|AdamW|SGD|RMSprop|Adagrad|Adadelta|Adamax|NAdam|RAdam|LBFGS|Lion|Adafactor|LAMB|Lamb)\(""")
-
-
-def _runs_modules_elsewhere(x, cls) -> bool:
-    """Whether a method of the class other than forward and __init__ runs a submodule that forward
-    runs too (`self.generator(z)` in a GAN's training_step, `self.actor(obs)` in an agent's update):
-    forward is then an inference path, and what it cuts trains there."""
-    forward = cls.method_nodes.get("forward")
-    if forward is None:
-        return False
-    mine = set(re.findall(r"\bself\.(\w+)\s*\(", x.code(forward))) - set(cls.method_nodes)
-    for name, method in cls.method_nodes.items():
-        if name in ("forward", "__init__"):
-            continue
-        code = x.code(method)
-        if any(re.search(_runs_pattern("self." + m), code) for m in mine):
-            return True
-    return False
-
-
-# Methods of an nn.Module that do not run it (a call of any other, `.forward_features(x)`, does).
-_NOT_RUNNING = ("parameters|named_parameters|buffers|named_buffers|modules|named_modules|children|named_children|"
-                "state_dict|load_state_dict|to|cuda|cpu|half|float|double|train|eval|requires_grad_|zero_grad|"
-                "apply|register_\\w+|add_module|extra_repr|reset_parameters")
-
-
-def _runs_pattern(module: str) -> str:
-    """A call that runs `module`: `self.m(x)`, `self.m.forward(x)`, `self.m.forward_features(x)`."""
-    return re.escape(module) + r"(\s*\(|\.(?!(?:" + _NOT_RUNNING + r")\s*\()\w+\s*\()"
-
-
-def _handed_to_optimizer(x, cls, module: str) -> bool:
-    """Whether a method of the class gives `module.parameters()` to an optimizer (a param group
-    `{"params": self.m.parameters()}`, `torch.optim.Adam(self.m.parameters())`, or any read of them
-    in `configure_optimizers` / a method named for param groups), and nothing in the class sets its
-    `requires_grad` (a freeze). Reading them for a device or a count hands nothing."""
-    handed = False
-    named = re.compile(re.escape(module) + r"\b")
-    called = re.compile(_runs_pattern(module))
-    for name, method in cls.method_nodes.items():
-        code = x.code(method)
-        if not named.search(code):
-            continue
-        if name != "forward" and called.search(code):
-            return False  # another method runs the module (a GAN's training_step, an agent's update)
-        if module in frozen_paths(code):
-            return False  # `self.m.requires_grad_(False)`, `freeze(self.m)`, a loop over its parameters
-        optimizing = "optim" in name or "param_group" in name
-        for line in code.splitlines():
-            if name != "forward" and f"{module}.parameters()" in line and (optimizing or _OPTIMIZING.search(line)):
-                handed = True
-    return handed
+def _words(text: str) -> set[str]:
+    return {w.lower() for part in re.findall(r"[A-Za-z0-9]+", text) for w in _tokens(part)}
 
 
 def _stop_gradient(text: str) -> bool:
-    words = {w.lower() for part in re.findall(r"[A-Za-z0-9]+", text) for w in _tokens(part)}
-    return bool(words & _STOP_WORDS)
+    return bool(_words(text) & _STOP_WORDS)
+
+
+def _stop_network(text: str) -> bool:
+    """A module or class named for a network kept out of training on purpose (an EMA, a teacher,
+    a target network, a memory bank). Not the words of recurrent state (`hidden`, `state`, `c`):
+    `self.hidden = nn.Linear(...)` is a layer, and a class `C` is no cell state."""
+    return bool(_words(text) & _STOP_NETWORKS)
 
 
 _INTEGER_WORDS = frozenset("indices index idx ids mask masks positions position_ids lengths counts".split())
@@ -442,8 +401,13 @@ class SiteChecks:
         """A forward whose output is cut from the module's parameters."""
         if self.cls is None or not self.cls.module_like:
             return
-        if _stop_gradient(self.cls.name):
-            return
+        # (a class named for a network kept out of training, `EMAModel`, cuts its own output on
+        # purpose; its submodules' cuts are read by their names and what the class does with them)
+        if not _stop_network(self.cls.name):
+            self._check_outputs()
+        self._check_cut_submodules()
+
+    def _check_outputs(self) -> None:
         for node in self.return_nodes:
             val = self.memo.get(id(node.value))
             if val is None:
@@ -455,11 +419,53 @@ class SiteChecks:
                 continue
             if val.cut in ("torch.no_grad()", ".detach()", ".data", ".detach_()") and val.params:
                 text = self.x.code(node.value)
-                if _stop_gradient(text) or _integer_named(text) or _runs_modules_elsewhere(self.x, self.cls):
+                if _stop_gradient(text) or _integer_named(text) or self._runs_modules_elsewhere():
                     continue
                 span = val.cut_span.span if val.cut_span else self.x.span(node)
                 self.x.add(Site("forward_output_cut", "output-cut", span, detail=val.cut))
-        self._check_cut_submodules()
+
+    def _uses(self) -> ModuleUses:
+        """What the class's other methods do with its submodules (read once per class)."""
+        key = id(self.cls)
+        found = self.x.module_uses.get(key)
+        if found is None or found[0] is not self.cls:
+            found = self.x.module_uses[key] = (self.cls, module_uses(self.cls.method_nodes, self.x.code, self.x.q))
+        return found[1]
+
+    def _outside_runs(self) -> set[str]:
+        """The attributes that code of the file outside this class may run on another receiver."""
+        key = ("outside", self.cls.name)
+        found = self.x.module_uses.get(key)
+        if found is None:
+            found = self.x.module_uses[key] = (None, outside_runs(self.x.src.module, frozenset({self.cls.name}), self.x.q))
+        return found[1]
+
+    def _runs_modules_elsewhere(self) -> bool:
+        """Whether a method of the class other than forward and __init__ may run, with gradient, a
+        submodule with parameters that forward runs too, or one of the modules it is built of
+        (`self.generator(z)` in a GAN's training_step, `self.actor(obs)` in an agent's update;
+        `self.body = nn.Sequential(self.enc, self.dec)` with `self.dec(self.enc(x))` elsewhere):
+        forward is then an inference path, and what it cuts trains there."""
+        forward = self.cls.method_nodes.get("forward")
+        if forward is None:
+            return False
+        uses = self._uses()
+        mine = set(re.findall(r"\bself\.(\w+)\s*\(", self.x.code(forward))) - set(self.cls.method_nodes)
+        for m in list(mine):
+            mine |= uses.members.get(m, set())
+        return bool((mine - uses.parameter_free) & uses.runs)
+
+    def _handed_to_optimizer(self, attr: str) -> bool:
+        """Whether a method of the class gives `self.<attr>`'s parameters to an optimizer (a param
+        group `{"params": self.m.parameters()}`, `torch.optim.Adam(self.m.parameters())`, a list of
+        them an optimizer is then built of, or any read of them in `configure_optimizers` / a
+        method named for param groups), while nothing freezes it and nothing else may run it:
+        another method, a container `__init__` puts it in, code of the file outside the class.
+        Reading them for a device or a count hands nothing."""
+        uses = self._uses()
+        if attr not in uses.handed or attr in uses.frozen or attr in uses.runs or attr in uses.held:
+            return False
+        return attr not in self._outside_runs()
 
     def _check_cut_submodules(self) -> None:
         """A submodule whose output forward detaches, which no output reaches otherwise, while a
@@ -474,7 +480,7 @@ class SiteChecks:
         methods = frozenset(n for n in self.cls.method_nodes if n != "forward")
         by_node: dict[int, tuple[cst.CSTNode, list[str]]] = {}
         for m, node in detached_modules(self.fn_node, self.x.q, methods):
-            if not _stop_gradient(m) and _handed_to_optimizer(self.x, self.cls, m):
+            if not _stop_network(m) and self._handed_to_optimizer(m[5:]):
                 by_node.setdefault(id(node), (node, []))[1].append(m)
         for node, modules in by_node.values():  # (modules cut at one place: one finding)
             self.x.add(Site("forward_output_cut", "module-cut", self.x.span(node),

@@ -209,10 +209,11 @@ class DetachedForward(SiteRule):
 
     def message(self, site: Site, ctx: RuleContext) -> str:
         if site.variant == "module-cut":
-            verb = "compute" if " and " in site.detail else "computes"
+            several = " and " in site.detail
+            verb, it, its = ("compute", "them", "their") if several else ("computes", "it", "its")
             return (f"forward cuts what {site.detail} {verb} from the graph (`.detach()` or no_grad) and no "
-                    "output reaches it otherwise: its parameters, which the class hands to an optimizer, never get "
-                    "a gradient")
+                    f"output reaches {it} otherwise: {its} parameters, which the class hands to an optimizer, never "
+                    "get a gradient")
         if site.variant == "parameter-cut":
             return (f"forward reads `{site.detail}`: the parameter is cut from the graph and never gets a "
                     "gradient")

@@ -1,0 +1,113 @@
+"""GL403's reading of what a class does with a submodule outside forward (source/module_uses.py):
+another method, __init__, or code of the file outside the class may run it (then what forward cuts
+trains there: quiet), hand its parameters to an optimizer, or freeze it. Each form from a helper's
+read of the rule, both ways; gradients of each were measured in torch (adjacency grads None in the
+flagged forms, non-zero in the quiet ones)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import codes_for
+
+AGCN = """\
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+class GCN(nn.Module):
+    def __init__(self, d, n):
+        super().__init__()
+        self.adjacency = nn.Linear(d, d)
+        self.gc = nn.Linear(d, d)
+{init}
+    def forward(self, inp):
+        adj = self.adjacency(inp).detach()
+        return torch.matmul(adj, self.gc(inp))
+
+    def get_config_optim(self, lr):
+        return [
+            {{'params': self.adjacency.parameters(), 'lr': lr}},
+            {{'params': self.gc.parameters(), 'lr': lr}},
+        ]
+{more}"""
+
+
+def agcn(init: str = "", more: str = "") -> str:
+    return AGCN.format(init=init, more=more)
+
+
+@pytest.mark.parametrize("source", [
+    agcn(more="\n    def reset(self):\n        self.adjacency.flatten_parameters()\n        self.adjacency.init_weights()\n"),
+    agcn(init="        self.adjacency.weight.data.normal_(0, 0.01)\n        self.adjacency.apply(init)\n"),
+    agcn(more='\n    def describe(self):\n        """Calls self.adjacency.forward(x) in a docstring."""\n'
+              "        # self.adjacency(x) in a comment\n        return 1\n"),
+    agcn(init="        with torch.no_grad():\n            self.out = self.adjacency(torch.zeros(1, d)).shape[-1]\n"),
+    agcn(more="\n    @torch.no_grad()\n    def predict(self, inp):\n        return self.adjacency(inp)\n"),
+    agcn(more="\n    def stats(self, inp):\n        with torch.no_grad():\n            return self.adjacency(inp).mean()\n"),
+    agcn().replace("get_config_optim", "optimizer_groups").replace(
+        "self.adjacency.parameters()", "[p for n, p in self.adjacency.named_parameters()]"),
+    agcn(init="        self.optimizer = torch.optim.Adam(\n"
+              "            list(self.adjacency.parameters()) + list(self.gc.parameters()), lr=1e-3)\n"
+         ).replace("    def get_config_optim", "    def _unused").replace("'params'", "'x'"),
+    agcn(init="        params = list(self.adjacency.parameters())\n        params += list(self.gc.parameters())\n"
+              "        self.opt = torch.optim.SGD(params, lr=0.1)\n"
+         ).replace("    def get_config_optim", "    def _unused").replace("'params'", "'x'"),
+    agcn().replace("self.adjacency", "self.hidden"),
+    agcn().replace("class GCN", "class StateGCN"),
+    agcn().replace("class GCN", "class C"),
+], ids=["non-running methods", "init-weights", "docstring", "shape run", "no-grad method", "no-grad block",
+        "named_parameters", "optimizer in __init__", "params list", "named hidden", "class State", "class C"])
+def test_flagged(source: str) -> None:
+    assert codes_for(source, select="GL403") == ["GL403"]
+
+
+@pytest.mark.parametrize("source", [
+    agcn(more="\n    def pretrain_loss(self, inp):\n        return checkpoint(self.adjacency, inp).pow(2).mean()\n"),
+    agcn(more="\n    def pretrain_loss(self, inp):\n        net = self.adjacency\n        return net(inp).mean()\n"),
+    agcn(more="\n    def pretrain_loss(self, inp):\n        return self.adjacency.encode(inp).mean()\n"),
+    agcn(init="        self.decoder = nn.Linear(d, d)\n        self.auto = nn.Sequential(self.adjacency, self.decoder)\n",
+         more="\n    def recon(self, inp):\n        return self.auto(inp)\n"),
+    agcn(more="\n\nmodel = GCN(4, 2)\naux = model.adjacency(torch.randn(4, 4)).pow(2).mean()\n"),
+    agcn(init="        set_requires_grad(self.adjacency, False)\n"),
+    agcn(init="        for name, p in self.adjacency.named_parameters():\n            p.requires_grad = False\n"),
+    agcn().replace("self.adjacency", "self.ema_adjacency"),
+], ids=["checkpoint", "alias", "other method", "container", "outside the class", "set_requires_grad",
+        "named_parameters freeze", "named ema"])
+def test_quiet(source: str) -> None:
+    assert codes_for(source, select="GL403") == []
+
+
+NET = """\
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.act = nn.ReLU()
+        self.encoder = nn.Linear(8, 4)
+        self.decoder = nn.Linear(4, 8)
+        self.body = nn.Sequential(self.encoder, self.decoder)
+
+    def forward(self, x):
+{forward}
+{more}"""
+
+
+def test_output_cut_not_hidden_by_a_parameter_free_module_or_a_no_grad_method() -> None:
+    forward = "        return self.act(self.fc(x)).detach()"
+    shared_act = NET.format(forward=forward, more="    def features(self, x):\n        return self.act(x)\n")
+    predict = NET.format(forward=forward, more="    @torch.no_grad()\n    def predict(self, x):\n"
+                                              "        return self.fc(x).argmax(-1)\n")
+    assert codes_for(shared_act, select="GL403") == ["GL403"]
+    assert codes_for(predict, select="GL403") == ["GL403"]
+
+
+def test_output_cut_quiet_when_another_method_trains_the_members_of_what_forward_runs() -> None:
+    source = NET.format(forward="        with torch.no_grad():\n            return self.body(x)",
+                        more="    def training_step(self, x):\n        return self.decoder(self.encoder(x))\n")
+    assert codes_for(source, select="GL403") == []
