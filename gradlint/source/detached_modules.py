@@ -24,6 +24,9 @@ from gradlint.source.engine.walk import children, suite, walk
 from gradlint.source.names import dotted, grad_mode
 
 _CUTS = frozenset({"detach", "detach_"})
+# What a tensor tells of itself without carrying its values: a read of it reaches nothing.
+_METADATA = frozenset({"shape", "dtype", "device", "ndim", "is_cuda", "layout", "requires_grad"})
+_METADATA_CALLS = frozenset({"size", "dim", "numel", "nelement", "get_device", "is_contiguous", "ndimension"})
 _GRAD_OFF = frozenset({"no_grad", "inference_mode", "set_grad_enabled"})  # (the words of a switch)
 
 
@@ -248,6 +251,12 @@ class _Reader:
                 self.cut(n, self.modules(n.func.value))
                 if n.func.attr.value == "detach_" and type(n.func.value) is cst.Name:
                     self.holds.pop(n.func.value.value, None)  # `adj.detach_()`: adj holds a cut tensor now
+                stack.extend(a.value for a in n.args)
+                continue
+            if kind is cst.Attribute and n.attr.value in _METADATA and type(n.value) is cst.Name:
+                continue  # `adj.shape[0]`: a size, no tensor
+            if kind is cst.Call and type(n.func) is cst.Attribute and n.func.attr.value in _METADATA_CALLS \
+                    and type(n.func.value) is cst.Name:
                 stack.extend(a.value for a in n.args)
                 continue
             if kind is cst.NamedExpr:

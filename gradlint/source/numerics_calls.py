@@ -130,12 +130,17 @@ class TensorCalls(TorchOps):
 
     trained_names: tuple[cst.FunctionDef, frozenset[str]] | None = None  # _trained's, for fn_node
 
-    def _dict_changed(self, holder: cst.BaseExpression) -> None:
+    def _dict_changed(self, holder: cst.BaseExpression, node: cst.Call | None = None) -> None:
         """A dict display a name holds changed in place (`d["k"] = v`, `d.update(...)`): what its
-        keys hold is no longer known."""
+        keys hold is no longer known. A dict that held only cut values (`dict(feat=f.detach())`)
+        and gets one that is not (`out.update(logits=self.head(f))`) is no longer wholly cut."""
         key = dotted(holder)
-        if key is not None and key in self.env and self.env[key].keyed is not None:
+        if key is None or key not in self.env:
+            return
+        if self.env[key].keyed is not None:
             self.env[key] = UNKNOWN
+        elif self.env[key].cut is not None and node is not None and node.args:
+            self.env[key] = _combine([self.env[key], *(self.ev(a.value) for a in node.args)])
 
     def _list_grown(self, name: str, node: cst.Call) -> None:
         """`terms.append(v)` on a list display a name holds: what it holds is no longer only what
@@ -148,6 +153,9 @@ class TensorCalls(TorchOps):
         and `lst[i] = v` with an index not known: numerics_walk.FunctionWalk._list_set)."""
         held = self.env[name]
         if held.elems is None and not held.const:
+            if held.cut is not None:
+                # `out = [feat.detach()]; out.append(self.head(feat))`: no longer wholly cut
+                self.env[name] = _combine([held, *added])
             return
         self.env[name] = replace(_combine([held, *added]), elems=None, keyed=None, value=UNKNOWN)
 
@@ -179,7 +187,7 @@ class TensorCalls(TorchOps):
             recv = func.value
             meth = func.attr.value
             if meth in _DICT_CHANGES:
-                self._dict_changed(recv)
+                self._dict_changed(recv, node)
             if meth in ("append", "extend", "insert") and type(recv) is cst.Name and recv.value in self.env:
                 self._list_grown(recv.value, node)
             if meth in ("manual_backward", "backward") and type(recv) is cst.Name and recv.value == "self":

@@ -89,6 +89,10 @@ class DetachedForward(SiteRule):
                 .replace("        adj = self.adjacency(inp).detach()\n",
                          "        with frozen():\n            adj = self.adjacency(inp)\n"),
                 note="`torch.no_grad` imported under another name"),
+        Example(_AGCN.replace("        adj = self.adjacency(inp).detach()\n",
+                              "        adj = self.adjacency(inp)\n        n = adj.shape[0] + adj.size(1)\n"
+                              "        adj = adj.detach()[:n]\n"),
+                note="its size read before the cut: a number, no gradient"),
         Example("import torch\nfrom torch import nn\nimport torch.nn.functional as F\n\n"
                 "class Lin(nn.Module):\n"
                 "    def __init__(self):\n"
@@ -121,6 +125,11 @@ class DetachedForward(SiteRule):
                 "        return out\n"),
     ]
     valid = [
+        Example("import torch\nfrom torch import nn\n\n\nclass Model(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n        self.body = nn.Linear(4, 4)\n        self.head = nn.Linear(4, 2)\n\n"
+                "    def forward(self, x):\n        feat = self.body(x)\n        out = dict(feat=feat.detach())\n"
+                "        out.update(logits=self.head(feat))\n        return out\n",
+                note="a detached copy returned beside an output added later (`update`, `append`) that trains"),
         Example(_AGCN.replace("        {'params': self.adjacency.parameters(), 'lr': lr},\n", ""),
                 note="a sub-network detached and given to no optimizer: frozen on purpose"),
         Example(_AGCN.replace("adj = self.adjacency(inp).detach()", "adj = self.adjacency(inp)"),
