@@ -822,9 +822,12 @@ for x, y in loader:
     assert codes(oom, "GL208") == []
     # a handler that falls through reaches the step with cleared gradients
     assert codes(oom.replace("        raise\n", "        print(e)\n"), "GL208") == ["GL208"]
-    # a finally runs on both paths: not read as a jump
+    # a finally runs on both paths, and the handler still leaves after it
     with_finally = oom.replace("        raise\n", "        raise\n    finally:\n        pass\n")
-    assert codes(with_finally, "GL208") == ["GL208"]
+    assert codes(with_finally, "GL208") == []
+    # a finally that clears runs before the step on the path that reaches it
+    clearing = oom.replace("        raise\n", "        raise\n    finally:\n        optimizer.zero_grad()\n")
+    assert codes(clearing, "GL208") == ["GL208"]
 
 
 def test_a_jump_keeps_the_statements_after_it_in_their_block_for_fixes():

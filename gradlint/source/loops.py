@@ -410,12 +410,16 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
             alts[0] = Block("branch", first.id, first.items + self.block(_suite(stmt.orelse.body), ctx, "body").items)
         rest = self._rest_after.pop(id(stmt), None)
         if rest is not None:
-            # every handler leaves the block: what follows runs only after the body completed
+            # every handler leaves the block: what follows runs only after the body completed; a
+            # finally runs on every path, before the handler's jump and before what follows
+            if stmt.finalbody is not None:
+                alts = [Block("branch", a.id, a.items + self.block(_suite(stmt.finalbody.body), ctx, "body").items)
+                        for a in alts]
             first = alts[0]
             tail = self.block(rest[0], outer, "body", stmt_block=rest[1], first_index=rest[2])
             alts[0] = Block("branch", first.id, first.items + tail.items)
         out.append(Block("if", self.block_id(), tuple(alts), test="try"))
-        if stmt.finalbody is not None:
+        if stmt.finalbody is not None and rest is None:
             out.extend(self.block(_suite(stmt.finalbody.body), ctx, "body").items)
         return out
 
@@ -670,12 +674,14 @@ _CLASS_INDEX_LOSSES = frozenset({"torch.nn.functional.cross_entropy", "torch.nn.
 
 
 def _jumps_over_rest(stmt: cst.CSTNode) -> bool:
-    """An `if` with no else whose body ends in a jump, or a `try` with no finally whose every
-    handler does: the statements after it run only on the other path."""
+    """An `if` with no else whose body ends in a jump, or a `try` whose every handler does (and
+    whose finally, if any, does not: a jump there would leave on every path): the statements after
+    it run only on the other path."""
     if type(stmt) is cst.If:
         return stmt.orelse is None and _ends_in_jump(stmt.body)
     if type(stmt) in (cst.Try, cst.TryStar):
-        return bool(stmt.handlers) and stmt.finalbody is None and all(_ends_in_jump(h.body) for h in stmt.handlers)
+        return bool(stmt.handlers) and all(_ends_in_jump(h.body) for h in stmt.handlers) and (
+            stmt.finalbody is None or not _ends_in_jump(stmt.finalbody.body))
     return False
 
 
