@@ -8,12 +8,16 @@ and facts.training (the loop facts' callers) ask these.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from gradlint.facts.project import MAX_DEPTH, Module, ProjectIndex, Scope
 
 if TYPE_CHECKING:
     from gradlint.facts.numerics import Call, NumClass
+
+# What callers the project cannot show pass a parameter (module, function, parameter, position):
+# a shape of Call.args, or None when nothing is known
+Unseen = Callable[[ProjectIndex, str, str, str, int], "str | None"]
 
 
 # Files that name a function (a class, for `__init__`) read to find its callers, at most: past it
@@ -25,17 +29,21 @@ MAX_PASSED_ON = 3
 
 
 def passed_everywhere(index: ProjectIndex, module: str, function: str, param: str, at: int,
-                       default: str | None = None, unknown: str | None = None, _depth: int = 0) -> str | None:
+                       default: str | None = None, unknown: str | None = None, _depth: int = 0,
+                       unseen: Unseen | None = None) -> str | None:
     """What every call in the project passes for parameter `param` (position `at` after self, -1
     for keyword-only) of `function` of `module`: a shape of Call.args ('crit:bce', 'inst:' and the
     class's qualified name), `default` for a call that passes nothing, or for no call at all;
     None when a call passes another value, or when no call is known (`unknown` when the calls
     cannot all be known). A call that passes its own function's parameter on (`param:input@0`:
     `def vSymEig(input): return _eigen(input)`) passes what every call of that function passes
-    for it, a few calls deep."""
+    for it, a few calls deep. `unseen(index, module, function, param, at)`: what callers that
+    cannot be known pass, where a convention says (a loss's prediction: facts.losses), asked of
+    this function and of those that pass the parameter on to it."""
     calls = project_calls(index, module, function)
     if calls is None:
-        return unknown
+        got = unseen(index, module, function, param, at) if unseen is not None else None
+        return got if got is not None else unknown
     if not calls:
         return default
     joined: str | None = None
@@ -54,7 +62,7 @@ def passed_everywhere(index: ProjectIndex, module: str, function: str, param: st
                 continue  # a recursion passing the parameter back to itself: the other calls decide
             if _depth >= MAX_PASSED_ON or not caller or not position.lstrip("-").isdigit():
                 return None
-            shape = passed_everywhere(index, home, caller, name, int(position), _depth=_depth + 1)
+            shape = passed_everywhere(index, home, caller, name, int(position), _depth=_depth + 1, unseen=unseen)
             if shape is None:
                 return None
         elif shape.startswith(("inst:", "out:", "fn:")):

@@ -15,6 +15,7 @@ from typing import Any
 
 from gradlint.facts import callgraph
 from gradlint.facts.callgraph import passed_everywhere
+from gradlint.facts.losses import prediction_passed
 from gradlint.facts.project import MAX_DEPTH, ProjectIndex, Scope
 from gradlint.findings import SourceSpan
 from gradlint.model.ir import Extern
@@ -118,6 +119,12 @@ class NumClass:
     # methods whose whole body returns an attribute path of the instance (`def get_encoder(self):
     # return self.encoder`), with that path: a getter another file calls
     getters: tuple[tuple[str, str], ...] = ()
+    # the positional parameters of its own forward after self, in order (facts.losses reads a
+    # loss class's prediction among them)
+    forward_params: tuple[str, ...] = ()
+    # the file calls instances of the class (`crit = ContrastiveLoss(); crit(a, b, y)`): its
+    # forward's callers are joined there, and what they pass outweighs a convention (facts.losses)
+    forward_called: bool = False
 
 
 @dataclass(frozen=True)
@@ -362,6 +369,8 @@ def holds(site: Site, scope: Scope | None) -> bool:
     return False
 
 
+# The sites whose operand is a hazard where it is exactly zero (or ±1), once it carries gradient
+_ZERO_HAZARDS = frozenset({"divide_by_norm", "acos_near_one", "sqrt_near_zero", "unsafe_where_branch"})
 _WANT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "binary_cross_entropy_with_logits": "sigmoid"}
 # A criterion's short kind (what the front-end records, `crit:bce`) -> the loss function it computes.
 LOSS_NAMES = {"ce": "cross_entropy", "bce": "binary_cross_entropy", "bce_logits": "binary_cross_entropy_with_logits"}
@@ -383,12 +392,16 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         return None
     data = dict(site.data)
     joined: dict[str, str] = {}
+    # a hazard on a loss's prediction (or on what its forward hands a helper): the training step
+    # that passes it is not seen, but what it passes there carries gradient (facts.losses)
+    unseen = prediction_passed if site.kind in _ZERO_HAZARDS else None
     for role in ("criterion", "model", "tensor"):
         param = data.get(role + "_param")
         if not param:
             continue
         shape = passed_everywhere(scope.index, scope.module, data.get(role + "_of") or site.function, param,
-                                   int(data.get(role + "_at", -1)), data.get(role + "_default"))
+                                   int(data.get(role + "_at", -1)), data.get(role + "_default"),
+                                   unseen=unseen if role == "tensor" else None)
         if shape is None:
             return None
         joined[role] = shape
@@ -400,7 +413,7 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         # on some paths of the function only (`if not from_logits: return bce(pred, t)` then
         # `return bce_with_logits(pred, t)`): the path the callers take is not known
         return None
-    if site.kind in ("divide_by_norm", "acos_near_one", "sqrt_near_zero", "unsafe_where_branch"):
+    if site.kind in _ZERO_HAZARDS:
         # `v / v.norm()`, `sqrt(sum(v ** 2))`, `acos(v)` on the parameter: every caller passes a
         # tensor that carries gradient (for a division or a root, one that may be all zero: not a
         # learned projection's output). Computed from several parameters (`tensor_any`), one of
@@ -417,7 +430,7 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
             for one in data["tensor_any"].split(","):
                 name, _, at = one.rpartition("@")
                 if carries(passed_everywhere(scope.index, scope.module, data.get("tensor_of") or site.function,
-                                             name, int(at)), mixed=True):
+                                             name, int(at), unseen=unseen), mixed=True):
                     return replace(site, variant=data.get("how", site.variant), data=(("passed", name),))
             return None
         # (the pairwise distances of a tensor with itself are zero somewhere whatever it holds:

@@ -295,6 +295,9 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
             self.classes.extend(classes)
             self.functions.extend(functions)
         self._cut_returns()
+        # (the instances' calls are only known once every unit is walked)
+        self.classes = [replace(c, forward_called=True) if self.passed.get(c.name + ".forward") else c
+                        for c in self.classes]
         return NumericsFacts(sites=tuple(self.sites), classes=tuple(self.classes),
                              function_probs=self._function_probs(top),
                              function_modules=self._function_modules(top),
@@ -703,7 +706,8 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         self.classes.append(NumClass(name=name, span=self.span(node.name), bases=bases,
                                      has_forward=has_forward, returns=kind, returns_via=via, returns_items=items,
                                      autograd_function=is_function, custom_backward=custom_backward,
-                                     returns_assuming=assuming, getters=_getters(methods)))
+                                     returns_assuming=assuming, getters=_getters(methods),
+                                     forward_params=_positional_after_self(ctx.method_nodes.get("forward"))))
 
 
 def _bound_once_at_top(module: cst.Module) -> set[str]:
@@ -722,6 +726,14 @@ def _bound_once_at_top(module: cst.Module) -> set[str]:
                 if type(node) in (cst.AssignTarget, cst.AnnAssign) and type(node.target) is cst.Name:
                     counts[node.target.value] = counts.get(node.target.value, 0) + 2  # bound on some path
     return {name for name, n in counts.items() if n == 1}
+
+
+def _positional_after_self(method: cst.FunctionDef | None) -> tuple[str, ...]:
+    """The names of a method's positional parameters after `self` (none for a static method)."""
+    if method is None or any(dotted(d.decorator) == "staticmethod" for d in method.decorators):
+        return ()
+    ps = method.params
+    return tuple(p.name.value for p in [*ps.posonly_params, *ps.params][1:])
 
 
 def _getters(methods: list[cst.FunctionDef]) -> tuple[tuple[str, str], ...]:

@@ -40,7 +40,13 @@ class SqrtAtZero(SiteRule):
     diagonal whatever it holds (`(e[:, None] - e[None]).pow(2).sum(-1)`, or by expansion
     `sq.unsqueeze(0) - 2 * e @ e.t() + sq.unsqueeze(1)`, also with the Gram matrix bound to a
     name and its diagonal for `sq`: `dot = e @ e.t(); sq = torch.diag(dot)`): reported for a
-    learned output too, and in a helper whose callers pass one.
+    learned output too, and in a helper whose callers pass one. A loss module's prediction
+    carries gradient and may be zero (a ReLU'd or masked output, silent audio, a feature equal to
+    its pair), though the training step that passes it is not seen: in the forward of a class
+    named `...Loss` or deriving from a torch loss, the first parameter not named as ground truth
+    or a mask (`forward(input, target)`) and any named as made by the model (`pred_masks`,
+    `est_targets`), also in a helper the forward hands it to; a root of the target alone is not
+    flagged (`forward(source_feats, target_feats)` reads `target_feats` as one).
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -167,6 +173,16 @@ class SqrtAtZero(SiteRule):
         Example("import torch\n\ndef radius(n):\n    trainable = True\n"
                 "    w = torch.zeros(n, requires_grad=trainable)\n    return torch.sqrt((w ** 2).sum())\n",
                 note="`requires_grad=` a name bound to True: a leaf that requires grad"),
+        Example("import torch\nfrom torch import nn\n\n\ndef _pairwise(x, y):\n    diff = x.unsqueeze(1) - y.unsqueeze(0)\n"
+                "    return torch.sqrt(torch.sum(diff ** 2, dim=-1))\n\n\nclass ConsistencyLoss(nn.Module):\n"
+                "    def forward(self, source_feats, target_feats):\n"
+                "        return _pairwise(source_feats, target_feats).min(dim=1).values.mean()\n\n\n"
+                "def train_step(encoder, loss_fn, xs, xt):\n    loss_fn(encoder(xs), encoder(xt)).backward()\n",
+                note="a loss's prediction handed to a helper: NaN for a feature equal to its pair "
+                     "(tilman151/rul-adapt#22)"),
+        Example("import torch\nfrom torch.nn.modules.loss import _Loss\n\n\nclass Distance(_Loss):\n"
+                "    def forward(self, input, target):\n        return torch.sqrt(((input - target) ** 2).sum(-1)).mean()\n",
+                note="a subclass of torch's `_Loss`: its input less its target is 0 where they agree"),
     ]
     valid = [
         Example("import math\n\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
@@ -250,6 +266,13 @@ class SqrtAtZero(SiteRule):
         Example(LEAF.format(make="torch.zeros(3, 4)\n    frozen = False\n    W.requires_grad_(frozen)",
                             use="torch.sqrt((x.matmul(W) ** 2).sum())"),
                 note="`requires_grad_(flag)` with flag False: a constant"),
+        Example("import torch\nfrom torch import nn\n\n\nclass AlignLoss(nn.Module):\n"
+                "    def forward(self, source_feats, target_feats):\n"
+                "        return torch.sqrt((target_feats ** 2).sum(-1)).mean()\n",
+                note="a loss's target (named so) is not its prediction"),
+        Example("import torch\nfrom torch import nn\n\n\nclass Consistency(nn.Module):\n"
+                "    def forward(self, pred, target):\n        return torch.sqrt(((pred - target) ** 2).sum(-1)).mean()\n",
+                note="no loss class (neither named one nor deriving from one): its callers decide"),
     ]
 
     def graph_message(self, hazard) -> str:

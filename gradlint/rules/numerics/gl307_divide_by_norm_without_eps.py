@@ -9,6 +9,8 @@ from gradlint.rules.numerics.examples import LEAF
 from gradlint.facts.numerics import Site
 
 
+# a loss class: its forward's parameters and body
+_LOSS = "import torch\nfrom torch import nn\n\n\nclass SpecLoss(nn.Module):\n    def forward(self, {params}):\n        {body}\n"
 _MODULE = 'import torch\nfrom torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.f = nn.Linear(8, 8)\n\n    def forward(self, a, b):\n        x = self.f(a) - b\n'
 
 
@@ -29,7 +31,12 @@ class DivideByNormWithoutEps(SiteRule):
     vector is never exactly zero, nor is it plus the output of another known module of the class
     (`t + self.prompts(t, img)`). A difference, a ReLU output, a masked value, or a learned
     output plus its own input (a zero-initialised adapter gives the input back) can be, and is
-    flagged.
+    flagged. A loss module's prediction carries gradient and may be all zero (a silent separated
+    signal, a ReLU'd or masked output), though the training step that passes it is not seen: in
+    the forward of a class named `...Loss` or deriving from a torch loss, the first parameter
+    not named as ground truth or a mask (`forward(input, target)`, ESPnet's `forward(target,
+    estimate)`) and any named as made by the model (`pred_masks`, `duration_outputs`); the target
+    is not flagged.
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -83,6 +90,12 @@ class DivideByNormWithoutEps(SiteRule):
                 note="a leaf made to require grad by `W.requires_grad = True`"),
         Example(_MODULE + "        eps = 0\n        return x / (x.norm(dim=-1, keepdim=True) + eps)\n",
                 note="an eps bound to 0 is no eps"),
+        Example(_LOSS.format(params="target, estimate", body="estimate = estimate / torch.std(estimate, dim=1, keepdim=True)\n"
+                             "        return (estimate - target).abs().mean()"),
+                note="a loss's prediction, after its target: 0/0 for a silent estimate (espnet/espnet#6309)"),
+        Example(_LOSS.format(params="y, y_hat", body="y_hat = y_hat / y_hat.norm(dim=-1, keepdim=True)\n"
+                             "        return (y_hat - y).abs().mean()"),
+                note="`y` is the target, `y_hat` the prediction"),
     ]
     valid = [
         Example("import torch.nn.functional as F\n\ndef f(x):\n    return F.normalize(x, dim=-1)\n"),
@@ -108,6 +121,12 @@ class DivideByNormWithoutEps(SiteRule):
                 "    def forward(self, x, img):\n        t = self.proj(x)\n        t = t + self.prompts(t, img)\n"
                 "        return t / t.norm(dim=-1, keepdim=True)\n",
                 note="a learned projection plus the output of another module of the class"),
+        Example(_LOSS.format(params="input, target", body="target = target / torch.std(target, dim=1, keepdim=True)\n"
+                             "        return (input - target).abs().mean()"),
+                note="a loss's target carries no gradient"),
+        Example("import torch\nfrom torch import nn\n\n\nclass Whiten(nn.Module):\n    def forward(self, x):\n"
+                "        return x / x.std(dim=1, keepdim=True)\n",
+                note="a module's input, no loss's prediction: what its callers pass is not known"),
     ]
 
     def graph_message(self, hazard) -> str:

@@ -26,7 +26,10 @@ class AcosWithoutMargin(SiteRule):
     Carries gradient: the argument must depend on parameters (a module's layers or
     `nn.Parameter`s, or a leaf made with `requires_grad=True`, `W.requires_grad_()` or
     `W.requires_grad = True`; `x.matmul(W)` carries W's gradient whatever x is); angles of plain
-    inputs are not flagged.
+    inputs are not flagged. A loss module's prediction carries gradient, though the training step
+    that passes it is not seen: in the forward of a class named `...Loss` or deriving from a
+    torch loss, the first parameter not named as ground truth or a mask (`forward(pred, target)`)
+    and any named as made by the model, also in a helper the forward hands it to.
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -86,6 +89,10 @@ class AcosWithoutMargin(SiteRule):
                 "    cos = ((R_pred.transpose(-1, -2) @ R_true).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2\n"
                 "    loss = torch.acos(cos).mean()\n    loss.backward()\n    optimizer.step()\n",
                 note="an element of the output of a model the function trains (eigenvivek/nanodrr#31)"),
+        Example("import torch\nfrom torch import nn\n\n\nclass AngularLoss(nn.Module):\n"
+                "    def forward(self, pred, target):\n        cos = (pred * target).sum(-1)\n"
+                "        return torch.acos(cos.clamp(-1, 1)).mean()\n",
+                note="a loss's prediction: a unit prediction equal to its target gives exactly 1"),
     ]
     valid = [
         Example("import torch\n\ndef f(c, eps=1e-7):\n    return torch.acos(torch.clamp(c, -1 + eps, 1 - eps))\n"),
@@ -108,6 +115,10 @@ class AcosWithoutMargin(SiteRule):
                 + "        cos = F.cosine_similarity(self.f(a), self.f(b), dim=-1)\n"
                 "        return torch.acos(cos * (1 - 1e-6))\n",
                 note="a cosine similarity times a margin"),
+        Example("import torch\nfrom torch import nn\n\n\nclass AngularLoss(nn.Module):\n"
+                "    def forward(self, pred, target):\n        cos = (pred * target).sum(-1)\n"
+                "        return torch.acos(cos.clamp(-1 + 1e-7, 1 - 1e-7)).mean()\n",
+                note="a loss's prediction, clamped with a margin"),
     ]
 
     def graph_message(self, hazard) -> str:

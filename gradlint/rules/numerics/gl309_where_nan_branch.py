@@ -22,6 +22,10 @@ class WhereNanBranch(SiteRule):
     In a helper, an operand made of its parameters carries gradient when every caller in the
     project passes, for one of them, a tensor that does (a model's output), also where the helper
     is passed as a value (`fit(model, loader, deviance)` with `loss_fn(model(x), counts)` in `fit`).
+    A loss module's prediction carries gradient, though the training step that passes it is not
+    seen: in the forward of a class named `...Loss` or deriving from a torch loss, the first
+    parameter not named as ground truth or a mask (`forward(rate, counts)`) and any named as made
+    by the model, also in a helper the forward hands it to.
 
     When the unsafe branch is itself a hand-written unstable function (`log(1 + exp(x))`),
     GL305 reports that line instead (one finding per line); when it is a sqrt of a sum of
@@ -87,6 +91,10 @@ class WhereNanBranch(SiteRule):
         Example("import torch\n\ndef deviance(rate, y):\n    rate = torch.nn.Parameter(rate)\n"
                 "    return torch.where(y > 0, y * torch.log(y / rate), torch.zeros_like(y))\n",
                 note="the op inside the branch's arithmetic (measured: NaN)"),
+        Example("import torch\nfrom torch import nn\n\n\nclass PoissonLoss(nn.Module):\n"
+                "    def forward(self, rate, counts):\n"
+                "        return torch.where(rate > 0, counts * torch.log(rate) - rate, -rate).mean()\n",
+                note="a loss's prediction (its first parameter)"),
     ]
     valid = [
         Example("import torch\n\ndef f(x):\n    safe = torch.where(x > 0, x, torch.ones_like(x))\n"
@@ -109,6 +117,10 @@ class WhereNanBranch(SiteRule):
         Example("import math\nimport torch\n\ndef sinc(cutoff, n):\n    t = 2 * cutoff * torch.arange(n)\n"
                 "    return torch.where(t == 0, torch.ones_like(t), torch.sin(math.pi * t) / t)\n",
                 note="a constant filter: nothing upstream carries gradient"),
+        Example("import torch\nfrom torch import nn\n\n\nclass PoissonLoss(nn.Module):\n"
+                "    def forward(self, rate, counts):\n"
+                "        return torch.where(counts > 0, counts * torch.log(counts), 0.0).mean() - rate.mean()\n",
+                note="the log of a loss's target (its second parameter): no gradient"),
     ]
 
     def graph_message(self, hazard) -> str:
