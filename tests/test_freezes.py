@@ -15,6 +15,10 @@ from gradlint.source.freezes import frozen_paths
     ("self.enc.layer1.requires_grad = False", {"self.enc", "self.enc.layer1"}),
     ("freeze(self.backbone)", {"self.backbone"}),
     ("self.backbone.freeze()", {"self.backbone"}),
+    ("for p in self.a.parameters():\n    p.requires_grad = True\nfor p in self.t.parameters():\n"
+     "    p.requires_grad = False", {"self.t"}),  # (the next loop's body is not the first's)
+    ("freeze_layers(self.backbone, 3)", {"self.backbone"}),
+    ("self.set_requires_grad([self.netD_A, self.netD_B], False)", {"self.netD_A", "self.netD_B"}),
     ("for p in self.teacher.parameters():\n    p.requires_grad = False", {"self.teacher"}),
     ("for n, p in self.teacher.named_parameters():\n    if 'bias' in n:\n        continue\n"
      "    p.requires_grad = False", {"self.teacher"}),
@@ -36,6 +40,9 @@ def test_frozen(code: str, frozen: set[str]) -> None:
     "for p in self.teacher.parameters():\n    total += p.numel()\n    a = 1\n    b = 2\n    c = 3\n"
     "    p.requires_grad = False",  # (too far below the loop to be its body's)
     "self.requires_grad = False",
+    "freeze_bn(self.backbone)",
+    "self.backbone.freeze_bn()",
+    "self.adj = Adj(d, freeze=cfg.freeze)",
 ])
 def test_not_frozen(code: str) -> None:
     assert frozen_paths(code) == set()

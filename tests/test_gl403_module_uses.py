@@ -111,3 +111,56 @@ def test_output_cut_quiet_when_another_method_trains_the_members_of_what_forward
     source = NET.format(forward="        with torch.no_grad():\n            return self.body(x)",
                         more="    def training_step(self, x):\n        return self.decoder(self.encoder(x))\n")
     assert codes_for(source, select="GL403") == []
+
+
+LINEAR = "        self.adjacency = nn.Linear(d, d)\n"
+FORWARD_CUT = "        adj = self.adjacency(inp).detach()\n"
+
+
+@pytest.mark.parametrize("source", [
+    agcn().replace(LINEAR, "        self.adjacency: nn.Linear = nn.Linear(d, d)\n"),
+    agcn().replace(LINEAR + "        self.gc = nn.Linear(d, d)\n",
+                   "        self.adjacency, self.gc = nn.Linear(d, d), nn.Linear(d, d)\n"),
+    agcn(init="        for layer in (self.adjacency, self.gc):\n            nn.init.xavier_uniform_(layer.weight)\n"),
+    agcn(init="        print(self.adjacency)\n        freeze_bn(self.adjacency)\n"),
+    agcn(more="\n    def reset_parameters(self):\n        nn.init.xavier_uniform_(self.adjacency.weight)\n"
+              "        nn.init.zeros_(self.adjacency.bias)\n"),
+    agcn(more="\n    def extra_repr(self):\n        return f'adj={self.adjacency.in_features}'\n"),
+    agcn().replace(LINEAR, "        self.adjacency = Adj(d, freeze=cfg.freeze)\n"),
+    agcn(init="        self.teacher = nn.Linear(d, d)\n        for p in self.adjacency.parameters():\n"
+              "            p.requires_grad = True\n        for p in self.teacher.parameters():\n"
+              "            p.requires_grad = False\n"),
+    agcn().replace("import torch\n", "from torch import *\nimport torch\n", 1).replace(
+        FORWARD_CUT, "        with no_grad():\n            adj = self.adjacency(inp)\n"),
+    agcn().replace("import torch\n", "import torch\nfrom torch.autograd import inference_mode\n", 1).replace(
+        FORWARD_CUT, "        with inference_mode():\n            adj = self.adjacency(inp)\n"),
+    agcn(more="\n\n@torch.no_grad()\ndef evaluate(model, x):\n    return model.adjacency(x)\n"),
+], ids=["annotated", "tuple target", "init loop", "print, freeze_bn", "reset_parameters", "extra_repr",
+        "freeze setting", "two loops", "star import", "autograd inference_mode", "no_grad outside"])
+def test_flagged_second_read(source: str) -> None:
+    assert codes_for(source, select="GL403") == ["GL403"]
+
+
+def test_one_line_optimizer_method() -> None:
+    source = agcn().split("    def get_config_optim")[0] + (
+        "    def configure_optimizers(self): return torch.optim.Adam(self.adjacency.parameters())\n")
+    assert codes_for(source, select="GL403") == ["GL403"]
+
+
+@pytest.mark.parametrize("source", [
+    agcn(more="\n    @torch.no_grad()\n    def adapt(self, inp):\n        with torch.enable_grad():\n"
+              "            loss = self.adjacency(inp).pow(2).mean()\n            loss.backward()\n"),
+    agcn(more="\n\nmodel = GCN(4, 2)\naux = checkpoint(model.adjacency, torch.randn(4, 4)).pow(2).mean()\n"),
+    agcn().replace("class GCN(nn.Module):", "class PretrainNet(nn.Module):\n    def pretrain_loss(self, inp):\n"
+                   "        return self.adjacency(inp).pow(2).mean()\n\n\nclass GCN(PretrainNet):"),
+    agcn().replace("class GCN(nn.Module):", "class FrozenNet(nn.Module):\n    def setup(self):\n"
+                   "        self.adjacency.requires_grad_(False)\n\n\nclass GCN(FrozenNet):"),
+], ids=["enable_grad in a no_grad method", "checkpoint outside", "base class runs", "base class freezes"])
+def test_quiet_second_read(source: str) -> None:
+    assert codes_for(source, select="GL403") == []
+
+
+def test_output_cut_not_hidden_by_an_initialiser() -> None:
+    source = NET.format(forward="        return self.fc(x).detach()",
+                        more="    def reset_parameters(self):\n        nn.init.zeros_(self.fc.bias)\n")
+    assert codes_for(source, select="GL403") == ["GL403"]

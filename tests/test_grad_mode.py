@@ -7,7 +7,7 @@ from __future__ import annotations
 import libcst as cst
 import pytest
 
-from gradlint.source.names import build_import_table, grad_mode
+from gradlint.source.names import build_import_table, grad_mode, with_mode
 from tests.conftest import codes_for
 
 HEADER = "import torch\nimport torch.autograd\nfrom torch import no_grad as ng, enable_grad\n"
@@ -30,7 +30,10 @@ HEADER = "import torch\nimport torch.autograd\nfrom torch import no_grad as ng, 
     ("torch.enable_grad()", "on"),
     ("enable_grad()", "on"),
     ("torch.autocast('cuda')", None),
-    ("no_grad()", None),  # (not imported: a name of the file's own)
+    ("no_grad()", "off"),  # (not named by the imports, `from torch import *`: read by its last name)
+    ("helpers.no_grad()", "off"),
+    ("torch.autograd.inference_mode()", "off"),
+    ("nograd()", None),
     ("open(path)", None),
 ])
 def test_grad_mode_of_each_spelling(item: str, mode: str | None) -> None:
@@ -60,3 +63,32 @@ def test_numerics_reads_set_grad_enabled_decorator() -> None:
     computed = ACOS.replace("@torch.no_grad()", "@torch.set_grad_enabled(TRAIN)").format(body=body)
     assert codes_for(off, select="GL308") == []
     assert codes_for(computed, select="GL308") == ["GL308"]
+
+
+@pytest.mark.parametrize("items, mode", [
+    ("torch.no_grad(), torch.enable_grad()", "on"),
+    ("torch.enable_grad(), torch.no_grad()", "off"),
+    ("torch.no_grad(), open(path) as f", "off"),
+    ("torch.no_grad(), torch.set_grad_enabled(flag)", "unknown"),
+    ("open(path) as f", None),
+])
+def test_with_mode_is_the_last_switch(items: str, mode: str | None) -> None:
+    """torch applies the items in order: the last switch is the mode inside (measured:
+    `with no_grad(), enable_grad():` records, the reverse does not)."""
+    module = cst.parse_module(HEADER + f"with {items}:\n    pass\n")
+    assert with_mode(module.body[-1].items, build_import_table(module).qualify) == mode
+
+
+def test_numerics_reads_enable_grad_inside_a_no_grad_decorated_function() -> None:
+    recorded = "        with torch.enable_grad():\n            return torch.acos(F.cosine_similarity(self.f(a), b))\n"
+    assert codes_for(ACOS.format(body=recorded), select="GL308") == ["GL308"]
+    quiet = "        return torch.acos(F.cosine_similarity(self.f(a), b))\n"
+    assert codes_for(ACOS.format(body=quiet), select="GL308") == []
+
+
+def test_numerics_with_items_in_order() -> None:
+    plain = ACOS.replace("    @torch.no_grad()\n", "")
+    last_on = "        with torch.no_grad(), torch.enable_grad():\n            return torch.acos(F.cosine_similarity(self.f(a), b))\n"
+    last_off = "        with torch.enable_grad(), torch.no_grad():\n            return torch.acos(F.cosine_similarity(self.f(a), b))\n"
+    assert codes_for(plain.format(body=last_on), select="GL308") == ["GL308"]
+    assert codes_for(plain.format(body=last_off), select="GL308") == []

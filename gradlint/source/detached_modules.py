@@ -21,7 +21,7 @@ from typing import Callable
 import libcst as cst
 
 from gradlint.source.engine.walk import children, suite, walk
-from gradlint.source.names import dotted, grad_mode
+from gradlint.source.names import dotted, with_mode
 
 _CUTS = frozenset({"detach", "detach_"})
 # What a tensor tells of itself without carrying its values: a read of it reaches nothing.
@@ -149,11 +149,11 @@ class _Reader:
             if stmt.orelse is not None:
                 self.block(suite(stmt.orelse.body))
         elif kind is cst.With:
-            # (a mode computed at run time, `set_grad_enabled(self.training)`, may record: unsure
-            # reads reach)
-            modes = {grad_mode(item.item, self.qualify) for item in stmt.items}
-            cut = "off" in modes
-            enabled = "on" in modes or "unknown" in modes
+            # (the last switch decides; a mode computed at run time, `set_grad_enabled(self.training)`,
+            # may record: unsure reads reach)
+            mode = with_mode(stmt.items, self.qualify)
+            cut = mode == "off"
+            enabled = mode in ("on", "unknown")
             for item in stmt.items:
                 got = self.modules(item.item)
                 if item.asname is not None:

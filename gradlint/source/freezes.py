@@ -14,10 +14,11 @@ from __future__ import annotations
 import re
 
 # A line that freezes what it names: `requires_grad_(False)`, `requires_grad = False` (on a module
-# a no-op that GL404 reports, but the author's intent: frozen), a helper or method named `freeze`
-# (not `unfreeze`, nor a setting `freeze=False`), CycleGAN's `set_requires_grad(self.netD, False)`.
+# a no-op that GL404 reports, but the author's intent: frozen), a call of a helper or method named
+# `freeze` or `freeze_...` (not `unfreeze`, not `freeze_bn`: BatchNorm put in eval mode still
+# trains; a setting `freeze=cfg.freeze` is no call), CycleGAN's `set_requires_grad(self.netD, False)`.
 _FREEZING = re.compile(r"requires_grad_\(\s*(requires_grad\s*=\s*)?False\s*\)|\brequires_grad\s*=\s*False\b"
-                       r"|\bfreeze(?!\w*\s*=\s*(?:False|0)\b)|\bset_requires_grad\s*\([^)]*\bFalse\b")
+                       r"|\bfreeze(?!_?(?:bn|batch_?norm|norm)\w*)(?:_\w+)?\s*\(|\bset_requires_grad\s*\([^)]*\bFalse\b")
 # What sets a parameter's flag to False inside a loop over a module's parameters.
 _SETS_FALSE = re.compile(r"requires_grad\s*=\s*False\b|requires_grad_\(\s*(requires_grad\s*=\s*)?False\s*\)")
 _PATH = re.compile(r"\bself((?:\.\w+)+)")
@@ -42,10 +43,22 @@ def frozen_paths(code: str) -> set[str]:
                 if line[m.end():].lstrip().startswith("(") or attrs.endswith(".requires_grad"):
                     attrs = attrs.rsplit(".", 1)[0]  # (a method called on the module, or its flag)
                 found.update(_prefixes(attrs))
-        elif line.lstrip().startswith("for ") and any(_SETS_FALSE.search(later) for later in lines[i + 1:i + 4]):
+        elif line.lstrip().startswith("for ") and any(_SETS_FALSE.search(later) for later in _body(lines, i)):
             for m in _LOOPED.finditer(line):
                 found.update(_prefixes(m.group(1)))
     return found
+
+
+def _body(lines: list[str], i: int) -> list[str]:
+    """Up to three lines of the body of the `for` on line i: those indented deeper than it (the
+    next loop's body is not this one's)."""
+    depth = len(lines[i]) - len(lines[i].lstrip())
+    out = []
+    for later in lines[i + 1:i + 4]:
+        if len(later) - len(later.lstrip()) <= depth:
+            break
+        out.append(later)
+    return out
 
 
 def _prefixes(attrs: str) -> list[str]:

@@ -36,7 +36,7 @@ from gradlint.source.loop_configs import config_fields
 from gradlint.source.loop_param_clears import fresh_tensor, whole_model_clear
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
-from gradlint.source.names import dotted, grad_mode, wraps_module
+from gradlint.source.names import dotted, grad_mode, with_mode, wraps_module
 from gradlint.text import split_lines
 
 # ---------------------------------------------------------------------------------------------
@@ -383,14 +383,9 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
     def with_stmt(self, stmt: cst.With, sid: int, ctx: "_Ctx", *_) -> list:
         out: list[Block | Event] = []
         ctx = ctx.replace(parent_stmt=sid)
-        mode = ""
         for item in stmt.items:
             out.extend(self.events(item.item, sid, ctx))
-            switch = grad_mode(item.item, self.qualify)
-            if switch == "off":
-                mode = "nograd"
-            elif switch == "on":
-                mode = "enablegrad"
+        mode = {"off": "nograd", "on": "enablegrad"}.get(with_mode(stmt.items, self.qualify) or "", "")
         inner = ctx
         if mode == "nograd":
             inner = ctx.replace(nograd=True)

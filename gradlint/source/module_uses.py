@@ -9,7 +9,9 @@ each method's text, per candidate module, which read docstrings and comments, to
 call (`self.m.init_weights()`) for a run, missed `checkpoint(self.m, x)`, aliases and containers,
 and cost methods x modules x returns searches. This reads the tree once: every `self.X` in a method
 other than forward, by what surrounds it. Whatever is unsure may run the module (quiet is the
-safe answer): only a read that certainly runs nothing, or one under no_grad, is left out.
+safe answer): a read that runs nothing (its parameters listed, its weights initialised or
+printed, a method that moves or builds it), one under no_grad, and the methods that initialise or
+describe the class are left out.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import libcst as cst
 from gradlint.source import catalog as C
 from gradlint.source.engine.walk import children
 from gradlint.source.freezes import frozen_paths
-from gradlint.source.names import grad_mode
+from gradlint.source.names import dotted, grad_mode, with_mode
 
 Qualify = Callable[[cst.BaseExpression], frozenset[str]]
 
@@ -56,135 +58,198 @@ class ModuleUses:
     parameter_free: set[str] = field(default_factory=set)  # built as a torch.nn module with no parameter
 
 
-def module_uses(methods: dict[str, cst.FunctionDef], code: Callable[[cst.CSTNode], str],
+# Methods that initialise or describe a class: what they read of a module runs nothing.
+_SETUP = re.compile(r"^_*(init|reset|initiali[sz]e)\w*$|repr|^__str__$")
+# Calls that only look at what they are given.
+_LOOKING = frozenset({"print", "repr", "str", "len", "isinstance", "hasattr", "getattr", "id", "type", "format"})
+# Reads of a module's attribute chain that carry no gradient to its parameters.
+_NO_VALUES = frozenset({"data", "shape", "dtype", "device", "training", "ndim"})
+
+
+def module_uses(methods: list[tuple[str, cst.FunctionDef]], code: Callable[[cst.CSTNode], str],
                 qualify: Qualify) -> ModuleUses:
-    """Read a class's methods once (forward only for what it freezes). `code` prints a node (the
-    file's printer, memoised)."""
+    """Read a class's methods once, its bases' that it does not override among them (and every
+    `__init__`: `super().__init__()` runs them); forward only for what it freezes. `code` prints a
+    node (the file's printer, memoised)."""
     uses = ModuleUses()
-    for name, fn in methods.items():
+    for name, fn in methods:
         uses.frozen |= {p.split(".")[1] for p in frozen_paths(code(fn))}
         if name == "forward":
             continue
-        optimizing = "optim" in name or "param_group" in name
-        listed: dict[str, set[str]] = {}  # `params = list(self.m.parameters())`: the name -> the modules
-        for stmt in _statements(fn):
-            text = code(stmt)
-            read = set(re.findall(r"\bself\.(\w+)\.(?:named_)?parameters\(\)", text))
-            giving = optimizing or bool(_OPTIMIZING.search(text))
-            if giving:
-                uses.handed |= read
-                for listing, attrs in listed.items():
-                    if re.search(r"\b" + re.escape(listing) + r"\b", text):
-                        uses.handed |= attrs
-            elif read:
-                for small in stmt.body:
-                    for target in _targets(small):
-                        if type(target) is cst.Name:
-                            listed.setdefault(target.value, set()).update(read)
+        _read_handing(name, fn, uses, code)
         if name == "__init__":
             _read_init(fn, uses, qualify)
-            continue
-        if any(grad_mode(d.decorator, qualify) == "off" for d in fn.decorators):
-            continue  # (an inference method: `@torch.no_grad() def predict(...)`)
-        _Reader(uses.runs, qualify).visit(fn.body, None, False)
+        elif not _SETUP.search(name):
+            off = any(grad_mode(d.decorator, qualify) == "off" for d in fn.decorators)
+            _Reader(uses.runs, qualify).visit(fn.body, off)
     return uses
 
 
-def outside_runs(module: cst.Module, classes: frozenset[str], qualify: Qualify) -> set[str]:
-    """The attribute names that code of the file outside these classes may run on another receiver
+def outside_runs(module: cst.Module, qualify: Qualify) -> set[str]:
+    """The attribute names that code of the file may run on another receiver than `self`
     (`model.adjacency(inp)` in a training loop, `checkpoint(net.m, x)`): an auxiliary loss can
-    train a module that the class's own forward cuts."""
+    train a module that a class's own forward cuts. Once per file."""
     found: set[str] = set()
-    reader = _Reader(found, qualify, foreign=True)
-    for stmt in module.body:
-        if type(stmt) is cst.ClassDef and stmt.name.value in classes:
-            continue
-        reader.visit(stmt, None, False)
+    _Reader(found, qualify, foreign=True).visit(module, False)
     return found
 
 
+def _read_handing(name: str, fn: cst.FunctionDef, uses: ModuleUses, code: Callable[[cst.CSTNode], str]) -> None:
+    """The attributes whose parameters a statement of `fn` gives to an optimizer, directly or
+    through a list made on an earlier line (`params = list(self.m.parameters())`)."""
+    optimizing = "optim" in name or "param_group" in name
+    listed: dict[str, set[str]] = {}  # the name of a list -> the modules it holds the parameters of
+    for stmt in _statements(fn):
+        text = code(stmt)
+        read = set(re.findall(r"\bself\.(\w+)\.(?:named_)?parameters\(\)", text))
+        if optimizing or _OPTIMIZING.search(text):
+            uses.handed |= read
+            for listing, attrs in listed.items():
+                if re.search(r"\b" + re.escape(listing) + r"\b", text):
+                    uses.handed |= attrs
+        elif read:
+            for small in stmt.body:
+                for target in _targets(small):
+                    if type(target) is cst.Name:
+                        listed.setdefault(target.value, set()).update(read)
+
+
 def _statements(fn: cst.FunctionDef):
-    """The simple statement lines of a function, nested ones included (a statement spans all its
-    lines: `Adam(\\n    self.m.parameters(), lr=lr)` as black writes it)."""
+    """The simple statements of a function, in source order, nested ones included (a statement
+    spans all its lines: `Adam(\\n    self.m.parameters(), lr=lr)` as black writes it; a one-line
+    body, `def configure_optimizers(self): return Adam(...)`, is one too)."""
     stack: list[cst.CSTNode] = [fn.body]
     while stack:
         n = stack.pop()
-        if type(n) is cst.SimpleStatementLine:
+        if type(n) in (cst.SimpleStatementLine, cst.SimpleStatementSuite):
             yield n
         elif not isinstance(n, cst.BaseExpression):
-            stack.extend(reversed(list(children(n))))  # (in source order: a list, then its optimizer)
+            stack.extend(reversed(list(children(n))))
 
 
 def _read_init(fn: cst.FunctionDef, uses: ModuleUses, qualify: Qualify) -> None:
     """In `__init__`: what each attribute is built of (`self.body = nn.Sequential(self.enc,
-    self.dec)`), what is passed on or aliased (held), and which are parameter-free torch layers.
-    A call of the module itself there (a dummy run for shapes) trains nothing."""
+    self.dec)`), which are parameter-free torch layers, and which are passed on or aliased (held:
+    an argument of a call that is not a look or an initialiser, an element of a display given to
+    one, the value bound to another name). A call of the module itself (a dummy run for shapes),
+    its weights initialised, a loop over a tuple of modules to initialise them: held by nothing."""
     for stmt in _statements(fn):
         for small in stmt.body:
             targets = _targets(small)
-            own = {t.attr.value for t in targets if _self_attr(t)}
+            own = {t.attr.value for t in _flat(targets) if _self_attr(t)}
             value = getattr(small, "value", None)
             if own and type(value) is cst.Call:
                 names = qualify(value.func)
                 if any(n.startswith("torch.nn.") and n.rsplit(".", 1)[-1] in _PARAMETER_FREE for n in names):
                     uses.parameter_free |= own
-            for n in _walk(small):
-                if not _self_attr(n) or any(n is t for t in targets):
-                    continue
-                for x in own - {n.attr.value}:
-                    uses.members.setdefault(x, set()).add(n.attr.value)
-    reader = _Reader(uses.held, qualify, init=True)
-    reader.visit(fn.body, None, False)
+            if value is not None and len(own) == 1:
+                for n in _walk(value):
+                    if _self_attr(n):
+                        uses.members.setdefault(next(iter(own)), set()).add(n.attr.value)
+            if value is not None and _self_attr(value) and targets:
+                uses.held.add(value.attr.value)  # `self.alias = self.m`, `enc = self.m`
+    for n in _walk(fn.body):
+        if type(n) is cst.Call and _builds(n):
+            for arg in n.args:
+                for m in _displayed(arg.value):
+                    uses.held.add(m)
+
+
+# Calls that put a module into another one (`self.blocks.append(self.m)`, `setattr(self, k, m)`).
+_ADDING = frozenset({"add_module", "register_module", "setattr", "append", "extend", "insert", "update"})
+
+
+def _builds(call: cst.Call) -> bool:
+    """A call that may keep a module it is given: a class (`nn.Sequential(self.enc, self.dec)`, a
+    wrapper of the project) or a method adding to a container. Not a helper function
+    (`freeze_bn(self.m)`, `init_weights(self.m)`), which does something to it and keeps nothing."""
+    last = (dotted(call.func) or "").rsplit(".", 1)[-1]
+    return last[:1].isupper() or last in _ADDING
+
+
+def _displayed(e: cst.BaseExpression) -> list[str]:
+    """The `self.X` an argument is, or a list, tuple, set or dict display of it holds."""
+    if _self_attr(e):
+        return [e.attr.value]
+    if type(e) in (cst.List, cst.Tuple, cst.Set):
+        return [m for el in e.elements for m in _displayed(el.value)]
+    if type(e) is cst.Dict:
+        return [m for el in e.elements if type(el) is cst.DictElement for m in _displayed(el.value)]
+    return []
+
+
+def _looks(call: cst.Call, qualify: Qualify) -> bool:
+    """A call that only looks at its arguments or initialises them: print, isinstance,
+    torch.nn.init.*, a logger's method (outside __init__, what any other call is given may run)."""
+    if type(call.func) is cst.Name and call.func.value in _LOOKING:
+        return True
+    if any(n.startswith("torch.nn.init.") for n in qualify(call.func)):
+        return True
+    return type(call.func) is cst.Attribute and call.func.attr.value in ("info", "debug", "warning", "log")
 
 
 class _Reader:
-    """Collects the attributes `self.X` whose use may run them (into `into`)."""
+    """Collects the attributes whose use may run them with gradient (into `into`): `self.X`, or,
+    `foreign`, `<anything but self>.X`."""
 
-    def __init__(self, into: set[str], qualify: Qualify, *, init: bool = False, foreign: bool = False) -> None:
-        self.into, self.qualify, self.init, self.foreign = into, qualify, init, foreign
+    def __init__(self, into: set[str], qualify: Qualify, *, foreign: bool = False) -> None:
+        self.into, self.qualify, self.foreign = into, qualify, foreign
+        self.parent: dict[int, cst.CSTNode] = {}
 
-    def visit(self, node: cst.CSTNode, parent: cst.CSTNode | None, nograd: bool) -> None:
-        stack = [(node, parent, nograd)]
+    def visit(self, node: cst.CSTNode, off: bool) -> None:
+        stack = [(node, off)]
         while stack:
-            n, up, off = stack.pop()
+            n, off = stack.pop()
             kind = type(n)
             if kind is cst.With:
-                modes = {grad_mode(item.item, self.qualify) for item in n.items}
-                inner = False if ("on" in modes or "unknown" in modes) else (off or "off" in modes)
-                stack.extend((item, n, off) for item in n.items)
-                stack.append((n.body, n, inner))
+                mode = with_mode(n.items, self.qualify)
+                inner = off if mode is None else mode == "off"
+                for item in n.items:
+                    self.parent[id(item)] = n
+                    stack.append((item, off))
+                self.parent[id(n.body)] = n
+                stack.append((n.body, inner))
                 continue
-            if kind is cst.FunctionDef and up is not None:
-                if any(grad_mode(d.decorator, self.qualify) == "off" for d in n.decorators):
-                    continue
+            if kind is cst.FunctionDef and any(grad_mode(d.decorator, self.qualify) == "off" for d in n.decorators):
+                off = True  # (an inference helper; an `enable_grad()` block in it records again)
             if kind is cst.Attribute and self._subject(n):
-                if not off and self._may_run(n, up):
+                if not off and self._may_run(n):
                     self.into.add(n.attr.value)
-                if self.foreign:
-                    stack.append((n.value, n, off))  # (`self.gcn.adjacency`: `self.gcn` is read too)
-                continue
-            stack.extend((c, n, off) for c in children(n))
+                if not self.foreign:
+                    continue
+            for c in children(n):
+                self.parent[id(c)] = n
+                stack.append((c, off))
 
     def _subject(self, n: cst.Attribute) -> bool:
         if self.foreign:
-            # any receiver but `self` (another class's own attributes are its business) and an
+            # any receiver but `self` (a class's own attributes are read with the class) and an
             # import (`F.linear` is no module attribute `linear`)
             return not (type(n.value) is cst.Name and n.value.value == "self") and not self.qualify(n)
         return _self_attr(n)
 
-    def _may_run(self, n: cst.Attribute, up: cst.CSTNode | None) -> bool:
-        """`self.X` in context: called, passed, aliased, indexed, iterated, its weights read... may
-        run it; the receiver of a method that runs nothing (`self.X.parameters()`) does not, nor
-        (in __init__) a call of it (a dummy run for shapes) or the target it is assigned to."""
-        if type(up) is cst.Call and up.func is n:
-            return not self.init
-        if type(up) is cst.Attribute and up.value is n:
-            # (in __init__, `self.m.weight.data.normal_()` initialises it: no run)
-            return not self.init and up.attr.value not in _NOT_RUNNING
-        if self.init and type(up) is cst.AssignTarget:
+    def _may_run(self, n: cst.Attribute) -> bool:
+        """The attribute `n` (`self.X`) in context: called, passed, aliased, indexed, iterated, its
+        weights read may run it; its parameters listed, a method that runs nothing called on it
+        (`.parameters()`, `.init_weights()`, an in-place `.weight.data.normal_()`), a read of its
+        data or shape, a look (`print`, `isinstance`) or an initialiser (`nn.init.zeros_`) given
+        it, or an assignment to it do not."""
+        top, attrs = n, []
+        up = self.parent.get(id(n))
+        while type(up) is cst.Attribute and up.value is top:
+            attrs.append(up.attr.value)
+            top, up = up, self.parent.get(id(up))
+        if type(up) is cst.Call and up.func is top:
+            if not attrs:
+                return True  # `self.m(x)`
+            method = attrs[-1]
+            return not (method in _NOT_RUNNING or (len(attrs) > 1 and method.endswith("_"))
+                        or any(a in _NO_VALUES for a in attrs[:-1]))
+        if any(a in _NO_VALUES for a in attrs):
             return False
-        if self.foreign:
-            return False  # (a bare `model.adjacency` read on another receiver: too common a name to guess)
+        if type(up) is cst.Arg:
+            call = self.parent.get(id(up))
+            return not (type(call) is cst.Call and _looks(call, self.qualify))
         return type(up) not in (cst.AssignTarget, cst.Del)
 
 
@@ -194,6 +259,17 @@ def _targets(small: cst.CSTNode) -> list[cst.BaseExpression]:
     if type(small) in (cst.AnnAssign, cst.AugAssign):
         return [small.target]
     return []
+
+
+def _flat(targets: list[cst.BaseExpression]) -> list[cst.BaseExpression]:
+    """Targets with tuples and lists taken apart (`self.a, self.b = ...`)."""
+    out: list[cst.BaseExpression] = []
+    for t in targets:
+        if type(t) in (cst.Tuple, cst.List):
+            out.extend(_flat([el.value for el in t.elements]))
+        else:
+            out.append(t)
+    return out
 
 
 def _self_attr(n: cst.CSTNode) -> bool:

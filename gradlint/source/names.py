@@ -22,14 +22,18 @@ _REEXPORTS = (
 )
 
 # The context managers and decorators under which autograd records nothing.
-NO_GRAD = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad",
+NO_GRAD = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.inference_mode",
                      "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"})
 # torch.set_grad_enabled(mode), as a statement or a context manager: every spelling, for every reader.
 SET_GRAD_ENABLED = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled",
                               "torch.autograd.grad_mode.set_grad_enabled"})
 # The context managers and decorators that turn gradient recording back on.
 ENABLE_GRAD = frozenset({"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"})
-_INFERENCE_MODE = frozenset({"torch.inference_mode", "torch.autograd.grad_mode.inference_mode"})
+_INFERENCE_MODE = frozenset({"torch.inference_mode", "torch.autograd.inference_mode",
+                             "torch.autograd.grad_mode.inference_mode"})
+# The last names of the switches: a callee the file's imports do not name (`from torch import *`,
+# `torch` itself star-imported from a module of the project) is read by its last name.
+_SWITCHES = frozenset({"no_grad", "inference_mode", "enable_grad", "set_grad_enabled"})
 
 
 def grad_mode(expr: cst.BaseExpression, qualify: Callable[[cst.BaseExpression], frozenset[str]]) -> str | None:
@@ -42,9 +46,13 @@ def grad_mode(expr: cst.BaseExpression, qualify: Callable[[cst.BaseExpression], 
     recording is never turned on). One answer for every reader: the training-loop, numerics and
     forward front-ends each tested these spellings once, differently."""
     call = expr if type(expr) is cst.Call else None
-    names = qualify(call.func if call is not None else expr)
+    callee = call.func if call is not None else expr
+    names = qualify(callee)
     if not names:
-        return None
+        last = (dotted(callee) or "").rsplit(".", 1)[-1]
+        if last not in _SWITCHES:
+            return None
+        names = frozenset({"torch." + last})
     flag = ""
     if call is not None and call.args:
         first = call.args[0].value
@@ -56,6 +64,18 @@ def grad_mode(expr: cst.BaseExpression, qualify: Callable[[cst.BaseExpression], 
     if not names.isdisjoint(SET_GRAD_ENABLED) and flag:
         return {"True": "on", "False": "off"}.get(flag, "unknown")
     return None
+
+
+def with_mode(items, qualify: Callable[[cst.BaseExpression], frozenset[str]]) -> str | None:
+    """What a with statement's items (in order) leave grad mode at inside its body: the last
+    switch's answer (`with torch.no_grad(), torch.enable_grad():` records), None when no item is
+    a switch (grad_mode)."""
+    found = None
+    for item in items:
+        mode = grad_mode(item.item, qualify)
+        if mode is not None:
+            found = mode
+    return found
 
 
 # Calls that wrap a module and run its forward when called (the first argument), for every reader.

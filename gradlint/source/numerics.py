@@ -200,7 +200,9 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         self._codes: dict[int, tuple[cst.CSTNode, str]] = {}  # id(node) -> (it, its code): code()
         # id(function) -> (it, the names it trains): numerics_calls._trained, once per function
         self.trained: dict[int, tuple[cst.FunctionDef, frozenset[str]]] = {}
-        # id(class context) or ("outside", class) -> (it, what module_uses read): GL403, once per class
+        # id(class context) -> (it, what module_uses read), "outside" -> the file's other receivers'
+        # runs (module_uses.outside_runs), "classes" -> its top-level classes by name: GL403's,
+        # once per class and per file
         self.module_uses: dict = {}
 
     # -- helpers -----------------------------------------------------------------------------

@@ -429,15 +429,36 @@ class SiteChecks:
         key = id(self.cls)
         found = self.x.module_uses.get(key)
         if found is None or found[0] is not self.cls:
-            found = self.x.module_uses[key] = (self.cls, module_uses(self.cls.method_nodes, self.x.code, self.x.q))
+            found = self.x.module_uses[key] = (self.cls, module_uses(self._methods_with_bases(), self.x.code, self.x.q))
         return found[1]
 
+    def _methods_with_bases(self) -> list[tuple[str, cst.FunctionDef]]:
+        """The class's methods, then those of its bases among the file's top-level classes that it
+        does not override, and every `__init__` (`super().__init__()` runs the base's too)."""
+        out = list(self.cls.method_nodes.items())
+        seen = set(self.cls.method_nodes)
+        classes = self.x.module_uses.get("classes")
+        if classes is None:
+            classes = self.x.module_uses["classes"] = {
+                n.name.value: n for n in self.x.src.module.body if type(n) is cst.ClassDef}
+        todo, visited = [b.rsplit(".", 1)[-1] for b in self.cls.bases], {self.cls.name}
+        while todo and len(visited) < 8:
+            name = todo.pop(0)
+            base = classes.get(name)
+            if base is None or name in visited:
+                continue
+            visited.add(name)
+            methods = [(f.name.value, f) for f in base.body.body if type(f) is cst.FunctionDef]
+            out += [(n, fn) for n, fn in methods if n not in seen or n == "__init__"]
+            seen |= {n for n, _ in methods}
+            todo += [(dotted(a.value) or "").rsplit(".", 1)[-1] for a in base.bases]
+        return out
+
     def _outside_runs(self) -> set[str]:
-        """The attributes that code of the file outside this class may run on another receiver."""
-        key = ("outside", self.cls.name)
-        found = self.x.module_uses.get(key)
+        """The attributes that code of the file may run on another receiver than `self`."""
+        found = self.x.module_uses.get("outside")
         if found is None:
-            found = self.x.module_uses[key] = (None, outside_runs(self.x.src.module, frozenset({self.cls.name}), self.x.q))
+            found = self.x.module_uses["outside"] = (None, outside_runs(self.x.src.module, self.x.q))
         return found[1]
 
     def _runs_modules_elsewhere(self) -> bool:

@@ -23,7 +23,7 @@ from gradlint.source.engine.values import int_literal
 from gradlint.source.engine.walk import children as _children
 from gradlint.source.engine.walk import evaluated_children, statements_in, suite, walk
 from gradlint.source.metric_uses import made_alone, read_only_as_metric
-from gradlint.source.names import SET_GRAD_ENABLED, dotted, grad_mode
+from gradlint.source.names import SET_GRAD_ENABLED, dotted, grad_mode, with_mode
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_callers import CallRecords
@@ -170,7 +170,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         self.fn_node = fn
         for dec in fn.decorators:
             if grad_mode(dec.decorator, self.x.q) == "off":
-                self.quiet = True
+                # (not `quiet`: an `enable_grad()` block in the body records again)
                 self.nograd += 1
                 self.decorated_nograd = True
         ps = fn.params
@@ -245,7 +245,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         if self.deferred:
             closure = self._closure_globals()
         for fn in self.deferred:
-            nested = FunctionWalk(self.x, fn.name.value, None, quiet=self.quiet or quiet_function(fn.name.value),
+            nested = FunctionWalk(self.x, fn.name.value, None,
+                                  quiet=self.quiet or self.decorated_nograd or quiet_function(fn.name.value),
                                   globals_=closure)
             nested.enclosing = self.enclosing | frozenset(self.env)
             nested.run_function(fn)
@@ -296,7 +297,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         if self.name == "<module>":
             self.module_defs.append(node)
         else:
-            self.x.walk_class(node, self.quiet)
+            self.x.walk_class(node, self.quiet or self.decorated_nograd)
 
     def condition(self, stmt: cst.If) -> bool | None:
         self.x.discarded.add(id(stmt.test))
@@ -372,20 +373,15 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         self.loop_else(node)
 
     def with_stmt(self, node: cst.With) -> None:
-        entered, enabled = 0, False
         for item in node.items:
-            expr = item.item
-            mode = grad_mode(expr, self.x.q)
-            if mode == "off":
-                entered += 1
-            else:
-                # (`with torch.enable_grad():` inside a no_grad function records again)
-                enabled = enabled or mode == "on"
-                val = self.ev(expr)
+            if grad_mode(item.item, self.x.q) is None:
+                val = self.ev(item.item)
                 if item.asname is not None:
                     self.bind(item.asname.name, val)
+        mode = with_mode(node.items, self.x.q)
         saved = self.nograd
-        self.nograd = 0 if enabled and not entered else saved + entered
+        # (`with torch.enable_grad():` inside a no_grad function records again)
+        self.nograd = saved + 1 if mode == "off" else 0 if mode == "on" else saved
         self.block(node.body)
         self.nograd = saved
 
