@@ -164,3 +164,43 @@ def test_output_cut_not_hidden_by_an_initialiser() -> None:
     source = NET.format(forward="        return self.fc(x).detach()",
                         more="    def reset_parameters(self):\n        nn.init.zeros_(self.fc.bias)\n")
     assert codes_for(source, select="GL403") == ["GL403"]
+
+
+@pytest.mark.parametrize("source", [
+    agcn(init="        self.parts = [self.adjacency, self.gc]\n",
+         more="\n    def aux_loss(self, inp):\n        for m in self.parts:\n            inp = m(inp)\n        return inp\n"),
+    agcn(init="        self.fast_adj = torch.compile(self.adjacency, backend='eager')\n",
+         more="\n    def aux_loss(self, inp):\n        return self.fast_adj(inp).mean()\n"),
+    agcn(init="        self.fn = self.adjacency.forward\n",
+         more="\n    def aux_loss(self, inp):\n        return self.fn(inp).mean()\n"),
+    agcn(more="\n    def aux_loss(self, inp):\n        return getattr(self.adjacency, 'forward')(inp).mean()\n"),
+    agcn(more="\n    def aux_loss(self, inp):\n        return self.adjacency.float()(inp).mean()\n"),
+    agcn(more="\n    def get_representation(self, inp):\n        return self.adjacency(inp)\n"),
+    agcn(more="\n    def initial_guess(self, inp):\n        return self.adjacency(inp)\n"),
+    agcn().replace("class GCN(nn.Module):", "class BaseNet(nn.Module):\n    def aux_loss(self, inp):\n"
+                   "        return self.adjacency(inp).mean()\n\n\nclass GCN(BaseNet):").replace(
+        "    def get_config_optim", "    def aux_loss(self, inp):\n        return super().aux_loss(inp) * 0.5\n\n"
+        "    def get_config_optim"),
+], ids=["list display", "torch.compile", "bound forward", "getattr", "float()(x)", "get_representation",
+        "initial_guess", "override calling super"])
+def test_quiet_ninth_read(source: str) -> None:
+    """Each trains the adjacency (measured: its gradient is non-zero)."""
+    assert codes_for(source, select="GL403") == []
+
+
+@pytest.mark.parametrize("source", [
+    agcn(more="\n\nclass Config:\n    adjacency = True\n\n\ncfg = Config()\nif cfg.adjacency:\n    pass\n"),
+    agcn().replace(FORWARD_CUT, "        with torch.inference_mode(), torch.enable_grad():\n"
+                                "            adj = self.adjacency(inp)\n"),
+    agcn(more="\n    @torch.inference_mode()\n    def adapt(self, inp):\n        with torch.enable_grad():\n"
+              "            return self.adjacency(inp).mean()\n"),
+    agcn(more="\n    def aux_loss(self, inp):\n        return self.adjacency.weight.shape[0]\n"),
+    agcn().replace("class GCN(nn.Module):", "class BaseNet(nn.Module):\n    def aux_loss(self, inp):\n"
+                   "        return self.adjacency(inp).mean()\n\n\nclass GCN(BaseNet):").replace(
+        "    def get_config_optim", "    def aux_loss(self, inp):\n        return self.gc(inp).mean()\n\n"
+        "    def get_config_optim"),
+], ids=["a setting named so", "enable_grad after inference_mode", "enable_grad in an inference_mode method",
+        "shape of its weight", "override without super"])
+def test_flagged_ninth_read(source: str) -> None:
+    """Under inference_mode no enable_grad() records (measured: requires_grad False)."""
+    assert codes_for(source, select="GL403") == ["GL403"]

@@ -18,8 +18,8 @@ HEADER = "import torch\nimport torch.autograd\nfrom torch import no_grad as ng, 
     ("torch.no_grad", "off"),
     ("ng()", "off"),
     ("torch.autograd.no_grad()", "off"),
-    ("torch.inference_mode()", "off"),
-    ("torch.inference_mode(True)", "off"),
+    ("torch.inference_mode()", "inference"),
+    ("torch.inference_mode(True)", "inference"),
     ("torch.inference_mode(False)", None),
     ("torch.inference_mode(mode)", None),
     ("torch.set_grad_enabled(False)", "off"),
@@ -32,7 +32,7 @@ HEADER = "import torch\nimport torch.autograd\nfrom torch import no_grad as ng, 
     ("torch.autocast('cuda')", None),
     ("no_grad()", "off"),  # (not named by the imports, `from torch import *`: read by its last name)
     ("helpers.no_grad()", "off"),
-    ("torch.autograd.inference_mode()", "off"),
+    ("torch.autograd.inference_mode()", "inference"),
     ("nograd()", None),
     ("open(path)", None),
 ])
@@ -71,10 +71,13 @@ def test_numerics_reads_set_grad_enabled_decorator() -> None:
     ("torch.no_grad(), open(path) as f", "off"),
     ("torch.no_grad(), torch.set_grad_enabled(flag)", "unknown"),
     ("open(path) as f", None),
+    ("torch.inference_mode(), torch.enable_grad()", "inference"),
+    ("torch.inference_mode(), torch.no_grad()", "inference"),
 ])
 def test_with_mode_is_the_last_switch(items: str, mode: str | None) -> None:
     """torch applies the items in order: the last switch is the mode inside (measured:
-    `with no_grad(), enable_grad():` records, the reverse does not)."""
+    `with no_grad(), enable_grad():` records, the reverse does not), but nothing turns recording
+    back on inside inference_mode (measured: requires_grad False, backward raises)."""
     module = cst.parse_module(HEADER + f"with {items}:\n    pass\n")
     assert with_mode(module.body[-1].items, build_import_table(module).qualify) == mode
 
@@ -92,3 +95,22 @@ def test_numerics_with_items_in_order() -> None:
     last_off = "        with torch.enable_grad(), torch.no_grad():\n            return torch.acos(F.cosine_similarity(self.f(a), b))\n"
     assert codes_for(plain.format(body=last_on), select="GL308") == ["GL308"]
     assert codes_for(plain.format(body=last_off), select="GL308") == []
+
+
+def test_numerics_quiet_under_inference_mode_whatever_is_inside() -> None:
+    inside = "        with torch.enable_grad():\n            return torch.acos(F.cosine_similarity(self.f(a), b))\n"
+    decorated = ACOS.replace("@torch.no_grad()", "@torch.inference_mode()").format(body=inside)
+    assert codes_for(decorated, select="GL308") == []
+    plain = ACOS.replace("    @torch.no_grad()\n", "")
+    both = "        with torch.inference_mode(), torch.enable_grad():\n" \
+           "            return torch.acos(F.cosine_similarity(self.f(a), b))\n"
+    assert codes_for(plain.format(body=both), select="GL308") == []
+
+
+def test_training_loops_read_inference_mode_as_final() -> None:
+    loop = ("import torch\nimport torch.nn as nn\n\nmodel = nn.Linear(4, 1)\n"
+            "opt = torch.optim.SGD(model.parameters(), lr=0.1)\n\n\ndef train(loader):\n    for x, y in loader:\n"
+            "        opt.zero_grad()\n        with {items}:\n            loss = ((model(x) - y) ** 2).mean()\n"
+            "            loss.backward()\n        opt.step()\n")
+    assert codes_for(loop.format(items="torch.inference_mode(), torch.enable_grad()"), select="GL207") == ["GL207"]
+    assert codes_for(loop.format(items="torch.no_grad(), torch.enable_grad()"), select="GL207") == []

@@ -21,7 +21,7 @@ from typing import Callable
 import libcst as cst
 
 from gradlint.source.engine.walk import children, suite, walk
-from gradlint.source.names import dotted, with_mode
+from gradlint.source.names import dotted, is_off, with_mode
 
 _CUTS = frozenset({"detach", "detach_"})
 # What a tensor tells of itself without carrying its values: a read of it reaches nothing.
@@ -104,6 +104,7 @@ class _Reader:
         self.cuts: dict[str, cst.CSTNode] = {}
         self.reached: set[str] = set()
         self.nograd = 0
+        self.inference = False  # under inference_mode: no enable_grad() inside records again
         self.loops = 0  # loops around the statement read
         self.handed = False  # forward calls a method of its class
 
@@ -152,18 +153,19 @@ class _Reader:
             # (the last switch decides; a mode computed at run time, `set_grad_enabled(self.training)`,
             # may record: unsure reads reach)
             mode = with_mode(stmt.items, self.qualify)
-            cut = mode == "off"
-            enabled = mode in ("on", "unknown")
+            cut = is_off(mode)
+            enabled = mode in ("on", "unknown") and not self.inference
             for item in stmt.items:
                 got = self.modules(item.item)
                 if item.asname is not None:
                     self.bind(item.asname.name, got)
                 else:
                     self.reach(got)
-            saved = self.nograd
+            saved, inference = self.nograd, self.inference
             self.nograd = 0 if enabled else self.nograd + cut
+            self.inference = inference or mode == "inference"
             self.block(suite(stmt.body))
-            self.nograd = saved
+            self.nograd, self.inference = saved, inference
         elif kind in (cst.Try, cst.TryStar):
             self.block(suite(stmt.body))
             for handler in stmt.handlers:

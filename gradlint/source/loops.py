@@ -36,7 +36,7 @@ from gradlint.source.loop_configs import config_fields
 from gradlint.source.loop_param_clears import fresh_tensor, whole_model_clear
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
-from gradlint.source.names import dotted, grad_mode, with_mode, wraps_module
+from gradlint.source.names import dotted, grad_mode, is_off, with_mode, wraps_module
 from gradlint.text import split_lines
 
 # ---------------------------------------------------------------------------------------------
@@ -219,13 +219,14 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         self.functions.append(None)
         self._scope_nodes[fid] = node if type(node) is cst.FunctionDef else None
         self._func_parent[fid] = parent
-        nograd = False
+        nograd = inference = False
         params: tuple[str, ...] = ()
         defaults: tuple[tuple[str, str], ...] = ()
         if type(node) is cst.FunctionDef:
             for dec in node.decorators:
-                if grad_mode(dec.decorator, self.qualify) == "off":
-                    nograd = True
+                mode = grad_mode(dec.decorator, self.qualify)
+                nograd = nograd or is_off(mode)
+                inference = inference or mode == "inference"
             p = node.params
             params = tuple(x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params))
             defaults = tuple((x.name.value, _text(x.default)) for x in (*p.posonly_params, *p.params, *p.kwonly_params)
@@ -238,7 +239,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         if parent is not None:
             self.env.open_scope(self._scope_nodes[fid], self._scope_nodes.get(parent), params)
         self._accum_names[fid] = {}
-        ctx = _Ctx(fid=fid, cls=cls, nograd=nograd, tests=())
+        ctx = _Ctx(fid=fid, cls=cls, nograd=nograd, tests=(), inference=inference)
         saved = self._where
         try:
             if type(node) is cst.Module:
@@ -385,10 +386,11 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         ctx = ctx.replace(parent_stmt=sid)
         for item in stmt.items:
             out.extend(self.events(item.item, sid, ctx))
-        mode = {"off": "nograd", "on": "enablegrad"}.get(with_mode(stmt.items, self.qualify) or "", "")
+        switch = with_mode(stmt.items, self.qualify)
+        mode = "nograd" if is_off(switch) else "enablegrad" if switch == "on" and not ctx.inference else ""
         inner = ctx
         if mode == "nograd":
-            inner = ctx.replace(nograd=True)
+            inner = ctx.replace(nograd=True, inference=ctx.inference or switch == "inference")
         elif mode == "enablegrad":
             inner = ctx.replace(nograd=False)
         out.append(self.block(_suite(stmt.body), inner, "with", mode=mode))
@@ -715,6 +717,8 @@ class _Ctx:
     drawn: tuple[str, ...] = ()
     # variables of the loops over containers known to hold no optimizer (`for opt in self.opt_models`)
     undrawn: tuple[str, ...] = ()
+    # under inference_mode: no enable_grad() inside records again
+    inference: bool = False
 
     def replace(self, **kw) -> "_Ctx":
         return dataclasses.replace(self, **kw)

@@ -25,7 +25,7 @@ import libcst as cst
 from gradlint.source import catalog as C
 from gradlint.source.engine.walk import children
 from gradlint.source.freezes import frozen_paths
-from gradlint.source.names import dotted, grad_mode, with_mode
+from gradlint.source.names import dotted, grad_mode, is_off, with_mode
 
 Qualify = Callable[[cst.BaseExpression], frozenset[str]]
 
@@ -58,10 +58,12 @@ class ModuleUses:
     parameter_free: set[str] = field(default_factory=set)  # built as a torch.nn module with no parameter
 
 
-# Methods that initialise or describe a class: what they read of a module runs nothing.
-_SETUP = re.compile(r"^_*(init|reset|initiali[sz]e)\w*$|repr|^__str__$")
+# Methods that initialise or describe a class (`init_weights`, `_reset_parameters`, `extra_repr`):
+# what they read of a module runs nothing. Whole names only: `initial_guess` and
+# `get_representation` may run it.
+_SETUP = re.compile(r"^_*(init(iali[sz]e)?(_?(weights?|param(eter)?s))?|reset_?param(eter)?s|extra_repr|repr|str)_*$")
 # Calls that only look at what they are given.
-_LOOKING = frozenset({"print", "repr", "str", "len", "isinstance", "hasattr", "getattr", "id", "type", "format"})
+_LOOKING = frozenset({"print", "repr", "str", "len", "isinstance", "hasattr", "id", "type", "format"})
 # Reads of a module's attribute chain that carry no gradient to its parameters.
 _NO_VALUES = frozenset({"data", "shape", "dtype", "device", "training", "ndim"})
 
@@ -80,8 +82,9 @@ def module_uses(methods: list[tuple[str, cst.FunctionDef]], code: Callable[[cst.
         if name == "__init__":
             _read_init(fn, uses, qualify)
         elif not _SETUP.search(name):
-            off = any(grad_mode(d.decorator, qualify) == "off" for d in fn.decorators)
-            _Reader(uses.runs, qualify).visit(fn.body, off)
+            modes = {grad_mode(d.decorator, qualify) for d in fn.decorators}
+            _Reader(uses.runs, qualify).visit(fn.body, "inference" if "inference" in modes else
+                                              "off" if "off" in modes else None)
     return uses
 
 
@@ -90,7 +93,7 @@ def outside_runs(module: cst.Module, qualify: Qualify) -> set[str]:
     (`model.adjacency(inp)` in a training loop, `checkpoint(net.m, x)`): an auxiliary loss can
     train a module that a class's own forward cuts. Once per file."""
     found: set[str] = set()
-    _Reader(found, qualify, foreign=True).visit(module, False)
+    _Reader(found, qualify, foreign=True).visit(module, None)
     return found
 
 
@@ -129,10 +132,14 @@ def _statements(fn: cst.FunctionDef):
 
 def _read_init(fn: cst.FunctionDef, uses: ModuleUses, qualify: Qualify) -> None:
     """In `__init__`: what each attribute is built of (`self.body = nn.Sequential(self.enc,
-    self.dec)`), which are parameter-free torch layers, and which are passed on or aliased (held:
-    an argument of a call that is not a look or an initialiser, an element of a display given to
-    one, the value bound to another name). A call of the module itself (a dummy run for shapes),
-    its weights initialised, a loop over a tuple of modules to initialise them: held by nothing."""
+    self.dec)`), which are parameter-free torch layers, and which are passed on or aliased (held):
+    a module bound to another name, alone or in a display (`self.parts = [self.enc, self.dec]`), or
+    as its bound `forward`; given, alone or in a display, to a call whose result is kept
+    (`torch.compile(self.m)`, `partial(self.m)`) or to a class or a container's adding method
+    (`nn.ModuleList([...])`, `self.blocks.append(self.m)`) — not to a look (`print`) or an
+    initialiser. A call of the module itself (a dummy run for shapes), its weights initialised, a
+    helper called for what it does to it (`freeze_bn(self.m)`), a loop over a tuple of modules to
+    initialise them: held by nothing."""
     for stmt in _statements(fn):
         for small in stmt.body:
             targets = _targets(small)
@@ -146,13 +153,17 @@ def _read_init(fn: cst.FunctionDef, uses: ModuleUses, qualify: Qualify) -> None:
                 for n in _walk(value):
                     if _self_attr(n):
                         uses.members.setdefault(next(iter(own)), set()).add(n.attr.value)
-            if value is not None and _self_attr(value) and targets:
-                uses.held.add(value.attr.value)  # `self.alias = self.m`, `enc = self.m`
-    for n in _walk(fn.body):
-        if type(n) is cst.Call and _builds(n):
-            for arg in n.args:
-                for m in _displayed(arg.value):
-                    uses.held.add(m)
+            if value is None:
+                continue
+            if targets:
+                uses.held.update(_displayed(value))  # `self.alias = self.m`, `self.parts = [self.a, self.b]`
+                if type(value) is cst.Attribute and _self_attr(value.value) and value.attr.value == "forward":
+                    uses.held.add(value.value.attr.value)  # `self.fn = self.m.forward`
+            kept = bool(targets) or type(small) is cst.Return
+            for n in _walk(value):
+                if type(n) is cst.Call and not _looks(n, qualify) and (_builds(n) or (kept and n is value)):
+                    for arg in n.args:
+                        uses.held.update(_displayed(arg.value))
 
 
 # Calls that put a module into another one (`self.blocks.append(self.m)`, `setattr(self, k, m)`).
@@ -196,22 +207,31 @@ class _Reader:
         self.into, self.qualify, self.foreign = into, qualify, foreign
         self.parent: dict[int, cst.CSTNode] = {}
 
-    def visit(self, node: cst.CSTNode, off: bool) -> None:
+    def visit(self, node: cst.CSTNode, off: str | None) -> None:
+        """Read `node` with recording `off` ("off", "inference": under inference_mode, where no
+        enable_grad() inside records again; None: on)."""
         stack = [(node, off)]
         while stack:
             n, off = stack.pop()
             kind = type(n)
             if kind is cst.With:
                 mode = with_mode(n.items, self.qualify)
-                inner = off if mode is None else mode == "off"
+                inner = off
+                if is_off(mode) and off != "inference":
+                    inner = mode
+                elif mode == "on" and off != "inference":
+                    inner = None
                 for item in n.items:
                     self.parent[id(item)] = n
                     stack.append((item, off))
                 self.parent[id(n.body)] = n
                 stack.append((n.body, inner))
                 continue
-            if kind is cst.FunctionDef and any(grad_mode(d.decorator, self.qualify) == "off" for d in n.decorators):
-                off = True  # (an inference helper; an `enable_grad()` block in it records again)
+            if kind is cst.FunctionDef and off != "inference":
+                modes = {grad_mode(d.decorator, self.qualify) for d in n.decorators}
+                # (an inference helper; an `enable_grad()` block in it records again, but under
+                # inference_mode)
+                off = "inference" if "inference" in modes else "off" if "off" in modes else off
             if kind is cst.Attribute and self._subject(n):
                 if not off and self._may_run(n):
                     self.into.add(n.attr.value)
@@ -243,6 +263,9 @@ class _Reader:
             if not attrs:
                 return True  # `self.m(x)`
             method = attrs[-1]
+            called = self.parent.get(id(up))
+            if type(called) is cst.Call and called.func is up:
+                return True  # `self.m.float()(x)`, `self.m.to(dev)(x)`: what the method gave runs
             return not (method in _NOT_RUNNING or (len(attrs) > 1 and method.endswith("_"))
                         or any(a in _NO_VALUES for a in attrs[:-1]))
         if any(a in _NO_VALUES for a in attrs):
@@ -250,6 +273,8 @@ class _Reader:
         if type(up) is cst.Arg:
             call = self.parent.get(id(up))
             return not (type(call) is cst.Call and _looks(call, self.qualify))
+        if self.foreign:
+            return False  # (`if cfg.adjacency:`, `args.backbone`: a setting's name, too common to guess)
         return type(up) not in (cst.AssignTarget, cst.Del)
 
 

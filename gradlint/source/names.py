@@ -38,10 +38,12 @@ _SWITCHES = frozenset({"no_grad", "inference_mode", "enable_grad", "set_grad_ena
 
 def grad_mode(expr: cst.BaseExpression, qualify: Callable[[cst.BaseExpression], frozenset[str]]) -> str | None:
     """What entering `expr`, a with-item or a decorator, does to autograd's grad mode, its callee
-    named through `qualify` (the file's imports): "off" (`torch.no_grad()`, `inference_mode()` or
-    `(True)`, `set_grad_enabled(False)`; called or, as a decorator, not), "on" (`enable_grad()`,
+    named through `qualify` (the file's imports): "off" (`torch.no_grad()`, `set_grad_enabled(False)`;
+    called or, as a decorator, not), "inference" (`inference_mode()` or `(True)`: off, and no
+    `enable_grad()` inside turns recording back on, measured), "on" (`enable_grad()`,
     `set_grad_enabled(True)`), "unknown" (`set_grad_enabled(flag)` with the flag computed at run
-    time: either), None for anything else. `inference_mode(False)` changes nothing, and
+    time: either), None for anything else (is_off tells the first two apart from the rest). A
+    callee the imports do not name is read by its last name. `inference_mode(False)` changes nothing, and
     `inference_mode(flag)` may only turn recording off: None for both (no cut is certain, and
     recording is never turned on). One answer for every reader: the training-loop, numerics and
     forward front-ends each tested these spellings once, differently."""
@@ -57,8 +59,10 @@ def grad_mode(expr: cst.BaseExpression, qualify: Callable[[cst.BaseExpression], 
     if call is not None and call.args:
         first = call.args[0].value
         flag = first.value if type(first) is cst.Name and first.value in ("True", "False") else "?"
+    if not names.isdisjoint(_INFERENCE_MODE):
+        return None if flag in ("False", "?") else "inference"
     if not names.isdisjoint(NO_GRAD):
-        return None if not names.isdisjoint(_INFERENCE_MODE) and flag in ("False", "?") else "off"
+        return "off"
     if not names.isdisjoint(ENABLE_GRAD):
         return "on"
     if not names.isdisjoint(SET_GRAD_ENABLED) and flag:
@@ -66,14 +70,20 @@ def grad_mode(expr: cst.BaseExpression, qualify: Callable[[cst.BaseExpression], 
     return None
 
 
+def is_off(mode: str | None) -> bool:
+    """Whether a grad_mode answer turns recording off."""
+    return mode == "off" or mode == "inference"
+
+
 def with_mode(items, qualify: Callable[[cst.BaseExpression], frozenset[str]]) -> str | None:
     """What a with statement's items (in order) leave grad mode at inside its body: the last
-    switch's answer (`with torch.no_grad(), torch.enable_grad():` records), None when no item is
-    a switch (grad_mode)."""
+    switch's answer (`with torch.no_grad(), torch.enable_grad():` records), except that nothing
+    after an `inference_mode()` turns recording back on; None when no item is a switch
+    (grad_mode)."""
     found = None
     for item in items:
         mode = grad_mode(item.item, qualify)
-        if mode is not None:
+        if mode is not None and found != "inference":
             found = mode
     return found
 

@@ -434,9 +434,10 @@ class SiteChecks:
 
     def _methods_with_bases(self) -> list[tuple[str, cst.FunctionDef]]:
         """The class's methods, then those of its bases among the file's top-level classes that it
-        does not override, and every `__init__` (`super().__init__()` runs the base's too)."""
+        does not override or that its override calls (`super().aux_loss(x)`), and every `__init__`
+        (`super().__init__()` runs the base's too)."""
         out = list(self.cls.method_nodes.items())
-        seen = set(self.cls.method_nodes)
+        seen = {n for n, fn in out if "super()" not in self.x.code(fn)}
         classes = self.x.module_uses.get("classes")
         if classes is None:
             classes = self.x.module_uses["classes"] = {
@@ -450,7 +451,7 @@ class SiteChecks:
             visited.add(name)
             methods = [(f.name.value, f) for f in base.body.body if type(f) is cst.FunctionDef]
             out += [(n, fn) for n, fn in methods if n not in seen or n == "__init__"]
-            seen |= {n for n, _ in methods}
+            seen |= {n for n, fn in methods if "super()" not in self.x.code(fn)}
             todo += [(dotted(a.value) or "").rsplit(".", 1)[-1] for a in base.bases]
         return out
 

@@ -23,7 +23,7 @@ from gradlint.source.engine.values import int_literal
 from gradlint.source.engine.walk import children as _children
 from gradlint.source.engine.walk import evaluated_children, statements_in, suite, walk
 from gradlint.source.metric_uses import made_alone, read_only_as_metric
-from gradlint.source.names import SET_GRAD_ENABLED, dotted, grad_mode, with_mode
+from gradlint.source.names import SET_GRAD_ENABLED, dotted, grad_mode, is_off, with_mode
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_callers import CallRecords
@@ -136,6 +136,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         self.cls = cls
         self.quiet = quiet  # no-grad, eval, metric or init code: no numerics hazard
         self.nograd = 0
+        self.inference = False  # inside an inference_mode block: no switch turns recording back on
         # inside the receiver of `.item()`/`.tolist()`: its value leaves autograd at once (a metric)
         self.leaving = 0
         self.decorated_nograd = False
@@ -169,10 +170,13 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     def _run_function(self, fn: cst.FunctionDef) -> None:
         self.fn_node = fn
         for dec in fn.decorators:
-            if grad_mode(dec.decorator, self.x.q) == "off":
-                # (not `quiet`: an `enable_grad()` block in the body records again)
+            mode = grad_mode(dec.decorator, self.x.q)
+            if is_off(mode):
+                # (not `quiet`: an `enable_grad()` block in the body records again, but under
+                # inference_mode, where nothing does)
                 self.nograd += 1
                 self.decorated_nograd = True
+                self.quiet = self.quiet or mode == "inference"
         ps = fn.params
         bound = self._bound_params(fn)
         # (a def that a later one of its name replaces is called by no one: no parameter of it is
@@ -379,11 +383,16 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
                 if item.asname is not None:
                     self.bind(item.asname.name, val)
         mode = with_mode(node.items, self.x.q)
-        saved = self.nograd
-        # (`with torch.enable_grad():` inside a no_grad function records again)
-        self.nograd = saved + 1 if mode == "off" else 0 if mode == "on" else saved
+        saved, inference = self.nograd, self.inference
+        # (`with torch.enable_grad():` inside a no_grad function records again; nothing inside
+        # inference_mode does)
+        if is_off(mode):
+            self.nograd += 1
+            self.inference = inference or mode == "inference"
+        elif mode == "on" and not inference:
+            self.nograd = 0
         self.block(node.body)
-        self.nograd = saved
+        self.nograd, self.inference = saved, inference
 
     def assign_stmt(self, node: cst.Assign) -> None:
         before = len(self.x.sites)
