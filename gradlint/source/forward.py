@@ -552,6 +552,10 @@ class ForwardInterpreter(_Walker):
         if isinstance(a, PathVal) or isinstance(b, PathVal):
             p = a if isinstance(a, PathVal) else b
             other = b if p is a else a
+            if type(op) is cst.Power:
+                # `relu(x) ** 2` (squared ReLU, StarReLU): the derivative scales with the input,
+                # so the scale after it is not the scale before
+                return PathVal(p.root, p.nodes + (Opaque("", "power of a tensor"),))
             if type(op) is cst.MatrixMultiply and held_tensor(other):
                 # `h @ self.W` with W an nn.Parameter (a GCN's layer): a layer, not a passthrough
                 return self.weight_layer(p, e.right if p is a else e.left, "linear", right=p is a)
@@ -581,6 +585,8 @@ class ForwardInterpreter(_Walker):
     def augmented(self, small: cst.AugAssign, cur: Any, val: Any) -> Any:
         if type(small.operator) in (cst.AddAssign, cst.SubtractAssign) and isinstance(cur, PathVal) and isinstance(val, PathVal):
             return _add(cur, val)
+        if isinstance(cur, PathVal) and type(small.operator) is cst.PowerAssign:
+            return PathVal(cur.root, cur.nodes + (Opaque("", "power of a tensor"),))  # as `x = x ** k`
         if isinstance(cur, PathVal):
             return self.product(cur, val, small.operator) if isinstance(val, PathVal) else cur
         if type(small.operator) in (cst.AddAssign, cst.SubtractAssign) and isinstance(val, PathVal):
