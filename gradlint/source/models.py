@@ -63,6 +63,9 @@ class FileModel(ConstructionEval, ConfigObjects, ConstructCalls):
         self.holder: dict[int, cst.FunctionDef] = {}
         self.spans: dict[int, Any] = {}  # id(node) -> its SourceSpan, for the lowering
         self._lib: FileModel | None = None
+        # The catalogue's: the user's file it runs for, whose classes a block is handed
+        # (`Mlp(dim, act_layer=StarReLU)`); None for a user's file
+        self.user: FileModel | None = None
         self.meter = Meter()
         self.cuts = 0  # instances whose __init__ a budget cut short
         self.spent_forwards: set[str] = set()  # classes whose forward a factory's budget cut short
@@ -90,6 +93,7 @@ class FileModel(ConstructionEval, ConfigObjects, ConstructCalls):
             self._lib = FileModel(L.LibrarySource())
             self._lib.order = self.order
             self._lib._lib = self._lib
+            self._lib.user = self
         return self._lib
 
     # ---- file-level tables -------------------------------------------------------------
