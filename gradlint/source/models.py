@@ -199,8 +199,8 @@ class FileModel(ConstructionEval, ConfigObjects, ConstructCalls):
         # row.append(...)`, `cfgs["A"][1:] = []`, `for row in cfgs.values()`): rows count only
         # when every use of the table is a row passed straight to a call (`make_layers(cfgs[cfg])`).
         rows = _rows_only_passed(name, text)
-        items = {k: v if _constant(v) or isinstance(v, ClassRef) or (rows and _plain_row(v)) else UNKNOWN
-                 for k, v in value.items.items()}
+        items = {k: v if _constant(v) or isinstance(v, ClassRef) or (rows and _plain_row(v)) or _class_row(v)
+                 else UNKNOWN for k, v in value.items.items()}
         if any(isinstance(v, ClassRef) or isinstance(v, ListVal) for v in items.values()):
             self.constants[name] = DictVal(items, table=True)
 
@@ -265,6 +265,14 @@ _ROW_TAIL = re.compile(r"\s*\[[^\[\]\n]*\]\s*[,)]")
 def _plain_row(v: Any) -> bool:
     """A list of plain constants (a row of a config table: `[64, "M", 128]`), small."""
     return type(v) is ListVal and len(v.items) <= 256 and all(_constant(i) for i in v.items)
+
+
+def _class_row(v: Any) -> bool:
+    """A tuple of module classes and plain constants (timm's `_NORM_MAP = {'layernorm':
+    (LayerNorm2d, LayerNorm)}`): no code can change a tuple in place, so it is a row however the
+    table is used."""
+    return type(v) is ListVal and v.is_tuple and len(v.items) <= 16 and all(
+        _constant(i) or isinstance(i, ClassRef) for i in v.items) and any(isinstance(i, ClassRef) for i in v.items)
 
 
 def _module_base(qualname: str) -> bool:
