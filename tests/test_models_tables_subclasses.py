@@ -677,3 +677,54 @@ class Conv(nn.Module):
     # act_layer is GELU on both branches; the gate is a Sigmoid on one and Conv's Tanh on the other
     assert [n.fn for n in walk(block.nodes) if isinstance(n, Activation)] == ["gelu"]
     assert [n.name for n in walk(block.nodes) if isinstance(n, Opaque)] == ["conv.gate"]
+
+
+SEQUENTIAL_BY_NAME = '''
+import torch.nn as nn
+
+
+class ConvNorm(nn.Sequential):
+    def __init__(self, cin, cout, act_layer=nn.ReLU):
+        super().__init__()
+        self.out_channels = cout
+        self.add_module("c", nn.Conv2d(cin, cout, 3, padding=1, bias=False))
+        self.add_module("bn", nn.BatchNorm2d(cout))
+        self.act = act_layer()
+
+
+class Numbered(nn.Sequential):
+    def __init__(self, c=8):
+        super().__init__(nn.Linear(c, c), nn.ReLU())
+        self.add_module("out", nn.Linear(c, c))
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = Numbered(8)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class ActNotKnown(nn.Sequential):
+    def __init__(self, cin, cout, act_layer):
+        super().__init__()
+        self.add_module("c", nn.Conv2d(cin, cout, 1))
+        self.add_module("act", act_layer())
+'''
+
+
+def test_a_sequential_subclass_runs_its_modules_registered_by_name():
+    # timm's ConvNorm(nn.Sequential) registers its layers with add_module: they used to be
+    # dropped (the class read as the identity, with no opaque node)
+    nets = lower(SEQUENTIAL_BY_NAME)
+    assert [(type(n).__name__, n.name) for n in nets["ConvNorm"].nodes] == [
+        ("Param", "c"), ("Norm", "bn"), ("Activation", "act")]
+    # the numbered ones, which super().__init__ registers first, then the named
+    assert [n.name for n in nets["Net"].nodes] == ["body.0", "body.1", "body.out"]
+
+
+def test_a_module_of_a_sequential_subclass_not_known_is_opaque_never_dropped():
+    net = lower(SEQUENTIAL_BY_NAME)["ActNotKnown"]
+    assert [type(n).__name__ for n in net.nodes] == ["Param", "Opaque"]
