@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gradlint.api import check_source
 from gradlint.model.blocks import transformer_blocks
-from gradlint.model.ir import Activation, Network, Opaque, Param, Residual, walk
+from gradlint.model.ir import Activation, Network, Norm, Opaque, Param, Residual, walk
 from gradlint.model.propagation import analyse
 from gradlint.source import models, parse
 from tests.conftest import ROOT
@@ -607,3 +607,41 @@ class GAN(nn.Module):
     nets, _ = lower(source)
     assert "GAN.d" not in nets  # Discriminator alone is the same network
     assert "GAN.critic" in nets
+
+
+HANDED_TO_A_BLOCK = """
+import torch.nn as nn
+from timm.layers import Mlp, GroupNorm1
+
+class {name}(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.relu = nn.ReLU()
+    def forward(self, x):
+        return self.relu(x)
+
+class Net(nn.Module):
+    def __init__(self, c=32, mlp_act={name}):
+        super().__init__()
+        self.mlp = Mlp(c, 4 * c, act_layer=mlp_act)
+        self.norm = GroupNorm1(c)
+    def forward(self, x):
+        return self.norm(self.mlp(x))
+"""
+
+
+def test_a_class_of_the_file_handed_to_a_library_block_is_built_from_the_file():
+    # metaformer's `Mlp(dim, act_layer=StarReLU)`: the catalogue's Mlp builds the user's class,
+    # which it cannot see on its own; timm's GroupNorm1 is a GroupNorm of one group
+    net = lower(HANDED_TO_A_BLOCK.format(name="MyAct"))[0]["Net"]
+    assert [(type(n).__name__, n.name) for n in walk(net.nodes)] == [
+        ("Param", "mlp.fc1"), ("Activation", "mlp.act.relu"), ("Passthrough", "mlp.drop1"),
+        ("Activation", "mlp.norm"), ("Param", "mlp.fc2"), ("Passthrough", "mlp.drop2"), ("Norm", "norm")]
+    assert net.nodes[-1].kind == "group"
+
+
+def test_a_class_of_the_file_named_as_a_catalogue_block_is_still_the_file_s_class():
+    # the user's `LayerNorm2d` here is a ReLU, not the catalogue's LayerNorm2d of that name
+    net = lower(HANDED_TO_A_BLOCK.format(name="LayerNorm2d"))[0]["Net"]
+    assert [type(n).__name__ for n in walk(net.nodes)][:2] == ["Param", "Activation"]
+    assert not any(isinstance(n, Norm) for n in walk(net.nodes) if n.name.startswith("mlp"))

@@ -335,3 +335,72 @@ def test_blocks_need_the_input_among_the_summed_parts():
     assert isinstance(res, Residual) and res.skip_scale == 0.0 and isinstance(norm, Norm)
     assert block_count(nets["Embeddings"].paths) == 0
     assert block_count(nets["ProjectedBlock"].paths) == 1
+
+
+COMPREHENSIONS = '''
+import torch
+import torch.nn as nn
+
+
+class SPP(nn.Module):
+    def __init__(self, c=16):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 1)
+        self.poolings = nn.ModuleList([nn.MaxPool2d(k, 1, k // 2) for k in (5, 9, 13)])
+        self.conv2 = nn.Conv2d(4 * c, c, 1)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = torch.cat([x] + [pool(x) for pool in self.poolings], dim=1)
+        return self.conv2(x)
+
+
+class Split(nn.Module):
+    def __init__(self, c=16):
+        super().__init__()
+        self.convs = nn.ModuleList([nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 5, padding=2)])
+
+    def forward(self, x):
+        parts = torch.split(x, 8, 1)
+        return torch.cat([conv(p) for p, conv in zip(parts, self.convs)], 1)
+
+
+class Summed(nn.Module):
+    def __init__(self, c=16):
+        super().__init__()
+        self.attns = nn.ModuleList([nn.Linear(c, c), nn.Linear(c, c)])
+
+    def forward(self, x):
+        return x + torch.stack([attn(x) for attn in self.attns]).sum(dim=0)
+
+
+class Filtered(nn.Module):
+    def __init__(self, c=16):
+        super().__init__()
+        self.paths = nn.ModuleList([nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 5, padding=2)])
+
+    def forward(self, x):
+        return torch.cat([op(x) for op in self.paths if op.kernel_size[0] > 3], dim=1)
+'''
+
+
+def test_a_comprehension_over_known_modules_gives_one_branch_per_module():
+    # cspnext's SPPBottleneck `torch.cat([x] + [pool(x) for pool in self.poolings])`, timm's
+    # SelectiveKernel `[op(x) for op in self.paths]`, Res2Net-style splits
+    nets = lower(COMPREHENSIONS)
+    spp = nets["SPP"]
+    assert [type(n).__name__ for n in spp.nodes] == ["Param", "Residual", "Param"]
+    cat = spp.nodes[1]
+    assert cat.join == "cat" and len(cat.branches) == 2 and not any(isinstance(n, Opaque) for n in walk(spp.nodes))
+    split = [n for n in nets["Split"].nodes if isinstance(n, Residual) and n.join == "cat"]
+    assert split and names(split[0].body) == ["convs.0"] and [names(b) for b in split[0].branches] == [["convs.1"]]
+
+
+def test_a_comprehension_the_model_cannot_follow_stays_opaque_never_dropped():
+    nets = lower(COMPREHENSIONS)
+    # the stacked branches used to read as unknown, so `x + unknown` was x and they were dropped
+    summed = nets["Summed"]
+    assert any(isinstance(n, Opaque) for n in walk(summed.nodes))
+    assert {n.name for n in walk(summed.nodes) if isinstance(n, Param)} == {"attns.0", "attns.1"}
+    # an `if` in the comprehension chooses items: not guessed
+    assert not nets["Filtered"].forward_known

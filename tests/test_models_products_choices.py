@@ -438,3 +438,54 @@ class Tok(nn.Module):
     text = render_text([describe_network(net["Tok"], "m.py")])
     # torch's fans of the (num_embeddings, dim) table read 16 -> 1000: shown as the table it is
     assert "embedding table 1000 x 16" in text and "linear 16 -> 4" in text
+
+
+# ---- re-layouts written as torch functions; powers -------------------------------------------
+
+RELAYOUTS = """
+class Shuffle(nn.Module):
+    def __init__(self, c=64):
+        super().__init__()
+        self.fc1 = nn.Conv2d(c, c, 1)
+        self.fc2 = nn.Conv2d(c, c, 1)
+    def forward(self, x):
+        x = self.fc1(x)
+        x = torch.transpose(x, 1, 2)
+        x = torch.roll(x, shifts=(3, 3), dims=(1, 2))
+        x = torch.swapaxes(torch.permute(x, (0, 2, 1, 3)), 2, 3).movedim(1, 3)
+        return self.fc2(x)
+
+class Squared(nn.Module):
+    def __init__(self, c=64):
+        super().__init__()
+        self.fc1 = nn.Linear(c, c)
+        self.fc2 = nn.Linear(c, c)
+        self.relu = nn.ReLU()
+    def forward(self, x):
+        return self.fc2(self.relu(self.fc1(x)) ** 2)
+
+class SquaredInPlace(nn.Module):
+    def __init__(self, c=64):
+        super().__init__()
+        self.fc1 = nn.Linear(c, c)
+        self.fc2 = nn.Linear(c, c)
+    def forward(self, x):
+        x = torch.relu(self.fc1(x))
+        x **= 2
+        return self.fc2(x)
+"""
+
+
+def test_torch_function_re_layouts_keep_the_chain():
+    # torchvision's channel_shuffle, Permute, SwapAxes, Swin's cyclic shift
+    net = lower(RELAYOUTS)["Shuffle"]
+    assert kinds(net.nodes) == ["Param", "Param"] and not opaque(net)
+    assert len(analyse(net).chains) == 1
+
+
+def test_a_power_of_a_tensor_is_no_passthrough():
+    # StarReLU's `s * relu(x) ** 2 + b`: the derivative 2 relu(x) scales with the input
+    for name in ("Squared", "SquaredInPlace"):
+        net = lower(RELAYOUTS)[name]
+        assert opaque(net) == ["power of a tensor"], name
+        assert not analyse(net).chains, name

@@ -115,6 +115,66 @@ def test_a_dict_the_file_changes_is_not_read_as_a_table():
         assert opaque(nets["Known"]), change
 
 
+PAIRS = '''
+import torch.nn as nn
+
+NORM_MAP = {"layer": (nn.GroupNorm, nn.LayerNorm), "batch": (nn.BatchNorm2d, nn.BatchNorm1d)}
+LISTS = {"layer": [nn.GroupNorm, nn.LayerNorm]}
+
+
+def get_norm_layers(name, channels_first):
+    name = name or "layer"
+    if name in NORM_MAP:
+        return NORM_MAP[name][0] if channels_first else NORM_MAP[name][1]
+    return None
+
+
+class Known(nn.Module):
+    def __init__(self, width=64, norm=None):
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+        self.norm = get_norm_layers(norm, False)(width)
+
+    def forward(self, x):
+        return self.norm(self.fc(x))
+
+
+class UnknownKey(nn.Module):
+    def __init__(self, norm, width=64):
+        super().__init__()
+        self.norm = NORM_MAP[norm][1](width)
+
+    def forward(self, x):
+        return self.norm(x)
+
+
+class ListRow(nn.Module):
+    def __init__(self, width=64):
+        super().__init__()
+        row = LISTS["layer"]
+        self.norm = row[1](width)
+
+    def forward(self, x):
+        return self.norm(x)
+'''
+
+
+def test_a_table_of_tuples_of_classes_gives_the_class_of_a_known_key():
+    # timm convnext's `_NORM_MAP = {'layernorm': (LayerNorm2d, LayerNorm)}`, read by
+    # `_get_norm_layers(norm_layer or 'layernorm', ...)`: a tuple cannot change in place
+    nets = lower(PAIRS)
+    assert [n.kind for n in walk(nets["Known"].nodes) if isinstance(n, Norm)] == ["layer"]
+    assert not opaque(nets["Known"])
+
+
+def test_a_tuple_row_of_an_unknown_key_or_a_list_row_stays_opaque():
+    nets = lower(PAIRS)
+    # the rows differ: which one is not guessed
+    assert opaque(nets["UnknownKey"]) and not any(isinstance(n, Norm) for n in walk(nets["UnknownKey"].nodes))
+    # a list row may be changed in place by code that reaches it (`row = LISTS["layer"]`)
+    assert opaque(nets["ListRow"]) and not any(isinstance(n, Norm) for n in walk(nets["ListRow"].nodes))
+
+
 def test_a_deep_stack_of_activations_from_a_table_of_another_file_is_flagged(tmp_path, monkeypatch):
     """diffusers' shape: `get_activation(act_fn)` in activations.py, `ACT2CLS[act_fn]()` there;
     the blocks of another file call it with a string."""
@@ -617,3 +677,54 @@ class Conv(nn.Module):
     # act_layer is GELU on both branches; the gate is a Sigmoid on one and Conv's Tanh on the other
     assert [n.fn for n in walk(block.nodes) if isinstance(n, Activation)] == ["gelu"]
     assert [n.name for n in walk(block.nodes) if isinstance(n, Opaque)] == ["conv.gate"]
+
+
+SEQUENTIAL_BY_NAME = '''
+import torch.nn as nn
+
+
+class ConvNorm(nn.Sequential):
+    def __init__(self, cin, cout, act_layer=nn.ReLU):
+        super().__init__()
+        self.out_channels = cout
+        self.add_module("c", nn.Conv2d(cin, cout, 3, padding=1, bias=False))
+        self.add_module("bn", nn.BatchNorm2d(cout))
+        self.act = act_layer()
+
+
+class Numbered(nn.Sequential):
+    def __init__(self, c=8):
+        super().__init__(nn.Linear(c, c), nn.ReLU())
+        self.add_module("out", nn.Linear(c, c))
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = Numbered(8)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class ActNotKnown(nn.Sequential):
+    def __init__(self, cin, cout, act_layer):
+        super().__init__()
+        self.add_module("c", nn.Conv2d(cin, cout, 1))
+        self.add_module("act", act_layer())
+'''
+
+
+def test_a_sequential_subclass_runs_its_modules_registered_by_name():
+    # timm's ConvNorm(nn.Sequential) registers its layers with add_module: they used to be
+    # dropped (the class read as the identity, with no opaque node)
+    nets = lower(SEQUENTIAL_BY_NAME)
+    assert [(type(n).__name__, n.name) for n in nets["ConvNorm"].nodes] == [
+        ("Param", "c"), ("Norm", "bn"), ("Activation", "act")]
+    # the numbered ones, which super().__init__ registers first, then the named
+    assert [n.name for n in nets["Net"].nodes] == ["body.0", "body.1", "body.out"]
+
+
+def test_a_module_of_a_sequential_subclass_not_known_is_opaque_never_dropped():
+    net = lower(SEQUENTIAL_BY_NAME)["ActNotKnown"]
+    assert [type(n).__name__ for n in net.nodes] == ["Param", "Opaque"]

@@ -72,6 +72,10 @@ PASSTHROUGH_FUNCTIONS = {
     F + "avg_pool3d", F + "adaptive_avg_pool1d", F + "adaptive_avg_pool2d", F + "adaptive_avg_pool3d",
     F + "adaptive_max_pool1d", F + "adaptive_max_pool2d", F + "adaptive_max_pool3d", F + "pad",
     F + "interpolate", F + "pixel_shuffle", "torch.flatten", "torch.dropout",
+    # torch's function forms of the re-layouts in NEUTRAL_METHODS: each output element is one
+    # input element, so the gradient is the same numbers rearranged
+    "torch.reshape", "torch.permute", "torch.transpose", "torch.swapaxes", "torch.swapdims", "torch.movedim",
+    "torch.moveaxis", "torch.squeeze", "torch.unsqueeze", "torch.flip", "torch.roll", "torch.t",
 }
 # nn.Module methods that move, re-type or put the module in training mode and return it, its
 # layers and their initialisation unchanged (`Generator(ngpu).to(device)`).
@@ -81,6 +85,7 @@ NEUTRAL_METHODS = {
     "view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze",
     "float", "half", "bfloat16", "double", "to", "type_as", "clone", "expand", "expand_as",
     "view_as", "reshape_as", "flip", "roll", "chunk_", "cuda", "cpu", "mT", "T",
+    "swapaxes", "swapdims", "movedim", "moveaxis", "unflatten", "t",
 }
 
 RECURRENT_MODULES = {

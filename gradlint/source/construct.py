@@ -451,6 +451,12 @@ class ConstructCalls:
             ctor.site = site if site is not None else self.site
             return ctor
         fm = self.library() if ref.library and not isinstance(self.src, L.LibrarySource) else self
+        if ref.kind == "local" and not ref.library and isinstance(self.src, L.LibrarySource):
+            # a class of the user's file handed to a catalogue block (`Mlp(dim, act_layer=StarReLU)`):
+            # the user's class, never a catalogue block of the same name
+            fm = self.user
+            if fm is None:
+                return Ctor("unknown", ref.cls, [], {}, call, next(self.order))
         info = fm.classes.get(ref.cls)
         if info is None:
             return Ctor("unknown", ref.cls, [], {}, call, next(self.order))

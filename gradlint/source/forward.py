@@ -25,6 +25,7 @@ from gradlint.source.construct import _NOT_HANDLED
 from gradlint.source.foreign import SUPER_NAMES, _self_names
 from gradlint.source.engine.values import Alt, Ctor, DictVal, HeldTensor, Instance, ListVal, PathVal, Sym, held_tensor
 from gradlint.source.init_walk import _truth, _Walker
+from gradlint.source.model_eval import _names_in
 from gradlint.source.lowering import NO_CHOICE
 from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.values import UNKNOWN
@@ -116,6 +117,8 @@ class ForwardInterpreter(_Walker):
             return v if isinstance(v, PathVal) else self.fm.eval(e, self._numeric_env())
         if kind in (cst.Tuple, cst.List):
             return ListVal([self.ev(el.value) for el in e.elements if type(el) is not cst.StarredElement])
+        if kind in (cst.ListComp, cst.GeneratorExp):
+            return self.comprehension(e)
         if kind is cst.Dict:
             # `{"res": x_residual, "out": x}` with plain string keys: its values by key
             items = {}
@@ -137,6 +140,30 @@ class ForwardInterpreter(_Walker):
             a, b = self.ev(e.body), self.ev(e.orelse)
             return _merge(a, b)
         return UNKNOWN
+
+    def comprehension(self, e: cst.ListComp | cst.GeneratorExp) -> Any:
+        """`[op(x) for op in self.paths]`, `[x] + [pool(x) for pool in self.poolings]`: one value
+        per item when the items are known (a ModuleList's modules, a split's parts), as the `for`
+        statement unrolls them; one `for`, no `if` (which items it keeps would be guessed)."""
+        comp = e.for_in
+        if comp.inner_for_in is not None or comp.ifs or comp.asynchronous is not None:
+            return UNKNOWN
+        items = self.loop_items(comp)
+        if items is None:
+            return UNKNOWN
+        names = _names_in(comp.target)
+        saved = {n: self.env[n] for n in names if n in self.env}
+        out = []
+        try:
+            for item in items:
+                self.assign_target(comp.target, item)
+                out.append(self.ev(e.elt))
+        finally:
+            # the comprehension's variables are its own (Python 3): the names outside are as before
+            for n in names:
+                self.env.pop(n, None)
+            self.env.update(saved)
+        return ListVal(out)
 
     def _numeric_env(self) -> dict:
         env = {k: v for k, v in self.env.items() if not isinstance(v, PathVal)}
@@ -246,6 +273,11 @@ class ForwardInterpreter(_Walker):
                 if method == "softmax":
                     return PathVal(owner.root, owner.nodes + (Activation("", "softmax"),))
                 return PathVal(owner.root, owner.nodes + (Opaque("", f".{method}()"),))
+        if type(func) is cst.Name and func.value in ("list", "tuple") and not quals and len(call.args) == 1 \
+                and not call.args[0].keyword and not call.args[0].star and func.value not in self.env:
+            value = self.ev(call.args[0].value)
+            if isinstance(value, ListVal):
+                return ListVal(list(value.items))  # `list(op(x) for op in self.paths)`
         paths = self.paths_in(call)
         if paths:
             first = paths[0]
@@ -536,6 +568,8 @@ class ForwardInterpreter(_Walker):
     def binop(self, e: cst.BinaryOperation) -> Any:
         a, b = self.ev(e.left), self.ev(e.right)
         op = e.operator
+        if isinstance(a, ListVal) and isinstance(b, ListVal) and type(op) is cst.Add:
+            return ListVal(a.items + b.items)  # `[x] + [pool(x) for pool in self.poolings]`
         if isinstance(a, PathVal) and isinstance(b, PathVal):
             if type(op) is cst.Add:
                 return _add(a, b)
@@ -551,6 +585,10 @@ class ForwardInterpreter(_Walker):
         if isinstance(a, PathVal) or isinstance(b, PathVal):
             p = a if isinstance(a, PathVal) else b
             other = b if p is a else a
+            if type(op) is cst.Power:
+                # `relu(x) ** 2` (squared ReLU, StarReLU): the derivative scales with the input,
+                # so the scale after it is not the scale before
+                return PathVal(p.root, p.nodes + (Opaque("", "power of a tensor"),))
             if type(op) is cst.MatrixMultiply and held_tensor(other):
                 # `h @ self.W` with W an nn.Parameter (a GCN's layer): a layer, not a passthrough
                 return self.weight_layer(p, e.right if p is a else e.left, "linear", right=p is a)
@@ -580,6 +618,8 @@ class ForwardInterpreter(_Walker):
     def augmented(self, small: cst.AugAssign, cur: Any, val: Any) -> Any:
         if type(small.operator) in (cst.AddAssign, cst.SubtractAssign) and isinstance(cur, PathVal) and isinstance(val, PathVal):
             return _add(cur, val)
+        if isinstance(cur, PathVal) and type(small.operator) is cst.PowerAssign:
+            return PathVal(cur.root, cur.nodes + (Opaque("", "power of a tensor"),))  # as `x = x ** k`
         if isinstance(cur, PathVal):
             return self.product(cur, val, small.operator) if isinstance(val, PathVal) else cur
         if type(small.operator) in (cst.AddAssign, cst.SubtractAssign) and isinstance(val, PathVal):
@@ -598,7 +638,7 @@ class ForwardInterpreter(_Walker):
     def while_stmt(self, stmt: cst.While) -> None:
         self.loop_body(stmt)
 
-    def loop_items(self, stmt: cst.For) -> list | None:
+    def loop_items(self, stmt: cst.For | cst.CompFor) -> list | None:
         env = self._numeric_env()
         for k, v in self.env.items():
             env[k] = v

@@ -273,7 +273,8 @@ class _InitInterpreter(_Walker):
                 key = self.ev(call.args[0].value)
                 value = self.ev(call.args[1].value)
                 if type(owner_expr) is cst.Name and owner_expr.value == "self" and isinstance(key, str):
-                    self.set_attr(key, value)
+                    # (a parameter registered as a module is one not known, not a setting)
+                    self.set_attr(key, UNKNOWN if isinstance(value, Sym) else value)
                 elif isinstance(owner, Ctor) and owner.items is not None:
                     owner.items.append(value)
                     if owner.keys is not None:

@@ -490,8 +490,7 @@ class Lowerer:
             if isinstance(inst.attrs.get("__torch__"), Ctor):
                 return dict(seeds).get(0, ()) + self.module_nodes(inst.attrs["__torch__"]), True  # the torch layer's forward
             if inst.cls.sequential:
-                seq = [v for k, v in inst.attrs.items() if k.isdigit()]
-                return dict(seeds).get(0, ()) + self.sequence_nodes(seq), True
+                return dict(seeds).get(0, ()) + self.sequence_nodes(_sequential_members(inst.attrs)), True
             self.note = self.note or f"{inst.cls.name} has no forward"
             return (), False
         from gradlint.source.forward import ForwardInterpreter, _defining  # it builds on this module's values
@@ -538,6 +537,27 @@ class Lowerer:
             self.note = self.note or f"{inst.cls.name}.forward does not return a value computed from {params[0]}"
             return (), False
         return result, True
+
+
+def _sequential_members(attrs: dict) -> list:
+    """What nn.Sequential.forward runs for a subclass without a forward of its own: every
+    registered submodule in registration order, the ones `super().__init__(*layers)` numbered
+    first (it runs before any other can be registered), then those set or `add_module`d by name
+    (timm's `ConvNorm(nn.Sequential)`: `self.add_module('c', conv)`, `self.add_module('bn', bn)`).
+    A plain setting is no submodule, nor a parameter's value set as an attribute (a Sym:
+    `self.out_channels = out_channels`); a value not known (`self.add_module('act', act_layer())`
+    with act_layer not known, or a parameter `add_module`d: init_walk) may be one, and stands as an
+    opaque module in its place."""
+    numbered = sorted((int(k), v) for k, v in attrs.items() if k.isdigit())
+    named = []
+    for k, v in attrs.items():
+        if k.isdigit() or k.startswith("__"):
+            continue
+        if isinstance(v, Alt) or isinstance(v, Ctor) and v.kind != "config":
+            named.append(v)
+        elif v is UNKNOWN:
+            named.append(UNKNOWN)
+    return [v for _k, v in numbered] + named
 
 
 def _hashable(seeds: tuple) -> bool:

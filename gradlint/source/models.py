@@ -63,6 +63,9 @@ class FileModel(ConstructionEval, ConfigObjects, ConstructCalls):
         self.holder: dict[int, cst.FunctionDef] = {}
         self.spans: dict[int, Any] = {}  # id(node) -> its SourceSpan, for the lowering
         self._lib: FileModel | None = None
+        # The catalogue's: the user's file it runs for, whose classes a block is handed
+        # (`Mlp(dim, act_layer=StarReLU)`); None for a user's file
+        self.user: FileModel | None = None
         self.meter = Meter()
         self.cuts = 0  # instances whose __init__ a budget cut short
         self.spent_forwards: set[str] = set()  # classes whose forward a factory's budget cut short
@@ -90,6 +93,7 @@ class FileModel(ConstructionEval, ConfigObjects, ConstructCalls):
             self._lib = FileModel(L.LibrarySource())
             self._lib.order = self.order
             self._lib._lib = self._lib
+            self._lib.user = self
         return self._lib
 
     # ---- file-level tables -------------------------------------------------------------
@@ -195,8 +199,8 @@ class FileModel(ConstructionEval, ConfigObjects, ConstructCalls):
         # row.append(...)`, `cfgs["A"][1:] = []`, `for row in cfgs.values()`): rows count only
         # when every use of the table is a row passed straight to a call (`make_layers(cfgs[cfg])`).
         rows = _rows_only_passed(name, text)
-        items = {k: v if _constant(v) or isinstance(v, ClassRef) or (rows and _plain_row(v)) else UNKNOWN
-                 for k, v in value.items.items()}
+        items = {k: v if _constant(v) or isinstance(v, ClassRef) or (rows and _plain_row(v)) or _class_row(v)
+                 else UNKNOWN for k, v in value.items.items()}
         if any(isinstance(v, ClassRef) or isinstance(v, ListVal) for v in items.values()):
             self.constants[name] = DictVal(items, table=True)
 
@@ -261,6 +265,14 @@ _ROW_TAIL = re.compile(r"\s*\[[^\[\]\n]*\]\s*[,)]")
 def _plain_row(v: Any) -> bool:
     """A list of plain constants (a row of a config table: `[64, "M", 128]`), small."""
     return type(v) is ListVal and len(v.items) <= 256 and all(_constant(i) for i in v.items)
+
+
+def _class_row(v: Any) -> bool:
+    """A tuple of module classes and plain constants (timm's `_NORM_MAP = {'layernorm':
+    (LayerNorm2d, LayerNorm)}`): no code can change a tuple in place, so it is a row however the
+    table is used."""
+    return type(v) is ListVal and v.is_tuple and len(v.items) <= 16 and all(
+        _constant(i) or isinstance(i, ClassRef) for i in v.items) and any(isinstance(i, ClassRef) for i in v.items)
 
 
 def _module_base(qualname: str) -> bool:
