@@ -21,7 +21,7 @@ from typing import Callable
 import libcst as cst
 
 from gradlint.source.engine.walk import children, suite, walk
-from gradlint.source.names import dotted, is_off, with_mode
+from gradlint.source.names import dotted, grad_state, is_off, set_grad_statement, with_items
 
 _CUTS = frozenset({"detach", "detach_"})
 # What a tensor tells of itself without carrying its values: a read of it reaches nothing.
@@ -110,8 +110,14 @@ class _Reader:
 
     # -- statements --------------------------------------------------------------------------
     def block(self, stmts) -> None:
+        saved = self.nograd
         for stmt in stmts:
             self.statement(stmt)
+            switched = set_grad_statement(stmt, self.qualify)
+            if switched is not None and not self.inference:
+                # `torch.set_grad_enabled(False)` as a statement: what follows in the block runs so
+                self.nograd = 0 if switched else self.nograd + 1
+        self.nograd = saved
 
     def statement(self, stmt: cst.CSTNode) -> None:
         kind = type(stmt)
@@ -152,9 +158,8 @@ class _Reader:
         elif kind is cst.With:
             # (the last switch decides; a mode computed at run time, `set_grad_enabled(self.training)`,
             # may record: unsure reads reach)
-            mode = with_mode(stmt.items, self.qualify)
-            cut = is_off(mode)
-            enabled = mode in ("on", "unknown") and not self.inference
+            outside = "inference" if self.inference else "off" if self.nograd else None
+            state = grad_state(outside, with_items(stmt), self.qualify, unsure_records=True)
             for item in stmt.items:
                 got = self.modules(item.item)
                 if item.asname is not None:
@@ -162,8 +167,8 @@ class _Reader:
                 else:
                     self.reach(got)
             saved, inference = self.nograd, self.inference
-            self.nograd = 0 if enabled else self.nograd + cut
-            self.inference = inference or mode == "inference"
+            self.nograd = self.nograd + 1 if is_off(state) else 0
+            self.inference = state == "inference"
             self.block(suite(stmt.body))
             self.nograd, self.inference = saved, inference
         elif kind in (cst.Try, cst.TryStar):

@@ -30,7 +30,7 @@ from gradlint.source.lowering import NO_CHOICE
 from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.values import UNKNOWN
 from gradlint.source.engine.values import is_number as _num
-from gradlint.source.names import dotted, grad_mode, is_off, with_mode
+from gradlint.source.names import decorators, dotted, grad_state, is_off, with_items
 
 if TYPE_CHECKING:
     from gradlint.source.lowering import Lowerer
@@ -505,7 +505,7 @@ class ForwardInterpreter(_Walker):
         return p if node is None else PathVal(p.root, p.nodes + (node,))
 
     def with_stmt(self, stmt: cst.With) -> None:
-        if not is_off(with_mode(stmt.items, self.fm.imports.qualify)):
+        if not is_off(grad_state(None, with_items(stmt), self.fm.imports.qualify)):
             return super().with_stmt(stmt)
         # what the block computes carries a mark (outputs.NO_GRAD): an output made from it is a teacher's,
         # not a network of its own (`result`), unless the first output is made from it too
@@ -547,7 +547,7 @@ class ForwardInterpreter(_Walker):
         value = sub.returns[0]
         for other in sub.returns[1:]:
             value = _merge(value, other)
-        if any(is_off(grad_mode(d.decorator, self.fm.imports.qualify)) for d in method.decorators):
+        if is_off(grad_state(None, decorators(method), self.fm.imports.qualify)):
             return outputs.no_grad_mark(value)
         return value
 

@@ -36,7 +36,8 @@ from gradlint.source.loop_configs import config_fields
 from gradlint.source.loop_param_clears import fresh_tensor, whole_model_clear
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
-from gradlint.source.names import dotted, grad_mode, is_off, with_mode, wraps_module
+from gradlint.source.names import (decorators, dotted, grad_mode, grad_state, is_off, set_grad_statement, with_items,
+                                   wraps_module)
 from gradlint.text import split_lines
 
 # ---------------------------------------------------------------------------------------------
@@ -223,10 +224,8 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         params: tuple[str, ...] = ()
         defaults: tuple[tuple[str, str], ...] = ()
         if type(node) is cst.FunctionDef:
-            for dec in node.decorators:
-                mode = grad_mode(dec.decorator, self.qualify)
-                nograd = nograd or is_off(mode)
-                inference = inference or mode == "inference"
+            state = grad_state(None, decorators(node), self.qualify)
+            nograd, inference = is_off(state), state == "inference"
             p = node.params
             params = tuple(x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params))
             defaults = tuple((x.name.value, _text(x.default)) for x in (*p.posonly_params, *p.params, *p.kwonly_params)
@@ -295,6 +294,10 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
                     items.extend(self.statement(stmt, rec, first_index + i, ctx))
                 finally:
                     self._where = None
+            switched = set_grad_statement(stmt, self.qualify)
+            if switched is not None and not ctx.inference:
+                # `torch.set_grad_enabled(False)` as a statement: what follows in the block runs so
+                ctx = ctx.replace(nograd=not switched)
             i += 1
         return Block(kind, bid, tuple(items), **extra)
 
@@ -386,13 +389,12 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         ctx = ctx.replace(parent_stmt=sid)
         for item in stmt.items:
             out.extend(self.events(item.item, sid, ctx))
-        switch = with_mode(stmt.items, self.qualify)
-        mode = "nograd" if is_off(switch) else "enablegrad" if switch == "on" and not ctx.inference else ""
-        inner = ctx
-        if mode == "nograd":
-            inner = ctx.replace(nograd=True, inference=ctx.inference or switch == "inference")
-        elif mode == "enablegrad":
-            inner = ctx.replace(nograd=False)
+        outside = "inference" if ctx.inference else "off" if ctx.nograd else None
+        state = grad_state(outside, with_items(stmt), self.qualify)
+        own = [m for m in (grad_mode(e, self.qualify) for e in with_items(stmt)) if m is not None]
+        # (a block of a switch whose mode is computed at run time is neither)
+        mode = "" if not own or own[-1] == "unknown" else "nograd" if is_off(state) else "enablegrad"
+        inner = ctx.replace(nograd=is_off(state), inference=state == "inference") if mode else ctx
         out.append(self.block(_suite(stmt.body), inner, "with", mode=mode))
         return out
 

@@ -25,7 +25,7 @@ import libcst as cst
 from gradlint.source import catalog as C
 from gradlint.source.engine.walk import children
 from gradlint.source.freezes import frozen_paths
-from gradlint.source.names import dotted, grad_mode, is_off, with_mode
+from gradlint.source.names import decorators, dotted, grad_state, with_items
 
 Qualify = Callable[[cst.BaseExpression], frozenset[str]]
 
@@ -82,9 +82,7 @@ def module_uses(methods: list[tuple[str, cst.FunctionDef]], code: Callable[[cst.
         if name == "__init__":
             _read_init(fn, uses, qualify)
         elif not _SETUP.search(name):
-            modes = {grad_mode(d.decorator, qualify) for d in fn.decorators}
-            _Reader(uses.runs, qualify).visit(fn.body, "inference" if "inference" in modes else
-                                              "off" if "off" in modes else None)
+            _Reader(uses.runs, qualify).visit(fn.body, grad_state(None, decorators(fn), qualify, unsure_records=True))
     return uses
 
 
@@ -215,23 +213,16 @@ class _Reader:
             n, off = stack.pop()
             kind = type(n)
             if kind is cst.With:
-                mode = with_mode(n.items, self.qualify)
-                inner = off
-                if is_off(mode) and off != "inference":
-                    inner = mode
-                elif mode == "on" and off != "inference":
-                    inner = None
+                inner = grad_state(off, with_items(n), self.qualify, unsure_records=True)
                 for item in n.items:
                     self.parent[id(item)] = n
                     stack.append((item, off))
                 self.parent[id(n.body)] = n
                 stack.append((n.body, inner))
                 continue
-            if kind is cst.FunctionDef and off != "inference":
-                modes = {grad_mode(d.decorator, self.qualify) for d in n.decorators}
-                # (an inference helper; an `enable_grad()` block in it records again, but under
-                # inference_mode)
-                off = "inference" if "inference" in modes else "off" if "off" in modes else off
+            if kind is cst.FunctionDef:
+                # (an inference helper; an `enable_grad()` block in it records again)
+                off = grad_state(off, decorators(n), self.qualify, unsure_records=True)
             if kind is cst.Attribute and self._subject(n):
                 if not off and self._may_run(n):
                     self.into.add(n.attr.value)

@@ -38,15 +38,15 @@ _SWITCHES = frozenset({"no_grad", "inference_mode", "enable_grad", "set_grad_ena
 
 def grad_mode(expr: cst.BaseExpression, qualify: Callable[[cst.BaseExpression], frozenset[str]]) -> str | None:
     """What entering `expr`, a with-item or a decorator, does to autograd's grad mode, its callee
-    named through `qualify` (the file's imports): "off" (`torch.no_grad()`, `set_grad_enabled(False)`;
-    called or, as a decorator, not), "inference" (`inference_mode()` or `(True)`: off, and no
-    `enable_grad()` inside turns recording back on, measured), "on" (`enable_grad()`,
-    `set_grad_enabled(True)`), "unknown" (`set_grad_enabled(flag)` with the flag computed at run
-    time: either), None for anything else (is_off tells the first two apart from the rest). A
-    callee the imports do not name is read by its last name. `inference_mode(False)` changes nothing, and
-    `inference_mode(flag)` may only turn recording off: None for both (no cut is certain, and
-    recording is never turned on). One answer for every reader: the training-loop, numerics and
-    forward front-ends each tested these spellings once, differently."""
+    named through `qualify` (the file's imports; a callee they do not name is read by its last
+    name, `from torch import *`): "off" (`torch.no_grad()`, `set_grad_enabled(False)`; called or,
+    as a decorator, not), "inference" (`inference_mode()` or `(True)`: off, and no `enable_grad()`
+    inside turns recording back on), "resume" (`inference_mode(False)`: recording on, inside
+    no_grad or inference_mode too), "on" (`enable_grad()`, `set_grad_enabled(True)`), "unknown"
+    (`set_grad_enabled(flag)` or `inference_mode(flag)` with the flag computed at run time), None
+    for anything else. Each measured in torch 2.13; grad_state folds them. One answer for every
+    reader: the training-loop, numerics and forward front-ends each tested these spellings once,
+    differently."""
     call = expr if type(expr) is cst.Call else None
     callee = call.func if call is not None else expr
     names = qualify(callee)
@@ -60,7 +60,7 @@ def grad_mode(expr: cst.BaseExpression, qualify: Callable[[cst.BaseExpression], 
         first = call.args[0].value
         flag = first.value if type(first) is cst.Name and first.value in ("True", "False") else "?"
     if not names.isdisjoint(_INFERENCE_MODE):
-        return None if flag in ("False", "?") else "inference"
+        return {"False": "resume", "?": "unknown"}.get(flag, "inference")
     if not names.isdisjoint(NO_GRAD):
         return "off"
     if not names.isdisjoint(ENABLE_GRAD):
@@ -70,22 +70,57 @@ def grad_mode(expr: cst.BaseExpression, qualify: Callable[[cst.BaseExpression], 
     return None
 
 
-def is_off(mode: str | None) -> bool:
-    """Whether a grad_mode answer turns recording off."""
-    return mode == "off" or mode == "inference"
+def is_off(state: str | None) -> bool:
+    """Whether a grad state (or a grad_mode answer) has recording off."""
+    return state == "off" or state == "inference"
 
 
-def with_mode(items, qualify: Callable[[cst.BaseExpression], frozenset[str]]) -> str | None:
-    """What a with statement's items (in order) leave grad mode at inside its body: the last
-    switch's answer (`with torch.no_grad(), torch.enable_grad():` records), except that nothing
-    after an `inference_mode()` turns recording back on; None when no item is a switch
-    (grad_mode)."""
-    found = None
-    for item in items:
-        mode = grad_mode(item.item, qualify)
-        if mode is not None and found != "inference":
-            found = mode
-    return found
+def grad_state(state: str | None, switches: Iterable[cst.BaseExpression],
+               qualify: Callable[[cst.BaseExpression], frozenset[str]], *, unsure_records: bool = False) -> str | None:
+    """The grad state inside `switches` (a with statement's items, or a function's decorators from
+    the top one down: torch enters them in that order, so the last decides, measured), entered
+    from `state`: None (recording), "off", or "inference" (off, and only `inference_mode(False)`
+    turns it back on). A mode computed at run time leaves the state as it was, or, with
+    `unsure_records` (a reader for which a run with gradient is the safe guess), records."""
+    for expr in switches:
+        mode = grad_mode(expr, qualify)
+        if mode is None:
+            continue
+        if mode == "resume":
+            state = None
+        elif mode == "inference":
+            state = "inference"
+        elif state == "inference":
+            continue  # (enable_grad() inside inference_mode records nothing)
+        elif mode == "off":
+            state = "off"
+        elif mode == "on" or (mode == "unknown" and unsure_records):
+            state = None
+    return state
+
+
+def set_grad_statement(stmt: cst.CSTNode, qualify: Callable[[cst.BaseExpression], frozenset[str]]) -> bool | None:
+    """The literal mode of a statement `torch.set_grad_enabled(True/False)` (or `mode=...`), which
+    switches recording for what follows; None for any other statement."""
+    if type(stmt) is not cst.SimpleStatementLine or len(stmt.body) != 1 or type(stmt.body[0]) is not cst.Expr:
+        return None
+    call = stmt.body[0].value
+    if type(call) is not cst.Call or len(call.args) != 1 or (
+            call.args[0].keyword is not None and call.args[0].keyword.value != "mode"):
+        return None
+    arg = call.args[0].value
+    if not (type(arg) is cst.Name and arg.value in ("True", "False")):
+        return None
+    names = qualify(call.func) or frozenset({"torch." + (dotted(call.func) or "").rsplit(".", 1)[-1]})
+    return None if names.isdisjoint(SET_GRAD_ENABLED) else arg.value == "True"
+
+
+def with_items(node: cst.With) -> list[cst.BaseExpression]:
+    return [item.item for item in node.items]
+
+
+def decorators(fn: cst.FunctionDef) -> list[cst.BaseExpression]:
+    return [d.decorator for d in fn.decorators]
 
 
 # Calls that wrap a module and run its forward when called (the first argument), for every reader.

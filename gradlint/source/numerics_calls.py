@@ -9,7 +9,6 @@ call graph with what it passes (`numerics_callers.CallRecords`).
 
 from __future__ import annotations
 
-import re
 
 import libcst as cst
 
@@ -22,15 +21,17 @@ from gradlint.source.numerics_eval import _function_value
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, knows_nothing
 from gradlint.source.engine.walk import suite, walk
-from gradlint.source.names import dotted
+from gradlint.source.names import dotted, grad_state, is_off, with_items
 from gradlint.source.numerics_registry import builder_shape
 from gradlint.source.numerics_ops import (_ARITH, _METHODS, _MODULE_CLASS_ORDER, _QUALIFIED, GRADCHECK, TorchOps,
                                          _Call, _converted, _short_of)
 from gradlint.source.trained_names import trained_names
 
 
-# `with torch.no_grad():`, `with torch.inference_mode():` as written (no import table here)
-_NO_GRAD_CONTEXT = re.compile(r"no_grad|inference_mode")
+# The switches of grad mode as written (no import table here: names.grad_mode reads them by their
+# last name).
+def _BY_NAME(_expr: cst.BaseExpression) -> frozenset[str]:
+    return frozenset()
 
 
 def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
@@ -41,30 +42,30 @@ def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
     if len(body) > 5:
         return None
     out: list[cst.BaseExpression] = []
-    stack: list[cst.CSTNode] = list(body)
+    # (each statement with the grad state it runs in: what it returns under no_grad carries no
+    # gradient, and the other returns decide)
+    stack: list[tuple[cst.CSTNode, str | None]] = [(s, None) for s in body]
     while stack:
-        n = stack.pop()
+        n, state = stack.pop()
         if type(n) is cst.If:
-            stack.extend(suite(n.body))
+            stack.extend((s, state) for s in suite(n.body))
             if n.orelse is not None:
-                stack.extend([n.orelse] if type(n.orelse) is cst.If else suite(n.orelse.body))
+                stack.extend((s, state) for s in ([n.orelse] if type(n.orelse) is cst.If else suite(n.orelse.body)))
         elif isinstance(n, cst.SimpleStatementLine | cst.SimpleStatementSuite):
             for small in n.body:
-                if type(small) is cst.Return:
+                if type(small) is cst.Return and not is_off(state):
                     if not isinstance(small.value, cst.Call | cst.Attribute | cst.Subscript | cst.Dict):
                         return None
                     out.append(small.value)
-        elif type(n) is cst.With and any(type(i.item) is cst.Call and _NO_GRAD_CONTEXT.search(
-                dotted(i.item.func) or "") for i in n.items):
-            continue  # (what it returns under no_grad carries no gradient: the other returns decide)
         elif isinstance(n, cst.With | cst.For | cst.While | cst.Try | cst.TryStar):
             # the returns inside `with autocast():`, a loop or a `try` count as every other one
-            stack.extend(suite(n.body))
+            inner = grad_state(state, with_items(n), _BY_NAME) if type(n) is cst.With else state
+            stack.extend((s, inner) for s in suite(n.body))
             for part in (getattr(n, "orelse", None), getattr(n, "finalbody", None)):
                 if part is not None:
-                    stack.extend(suite(part.body))
+                    stack.extend((s, state) for s in suite(part.body))
             for handler in getattr(n, "handlers", ()):
-                stack.extend(suite(handler.body))
+                stack.extend((s, state) for s in suite(handler.body))
         elif not isinstance(n, cst.FunctionDef | cst.ClassDef) and any(
                 type(x) is cst.Return for x in walk(n, stop=(cst.Lambda, cst.FunctionDef, cst.ClassDef))):
             return None  # a return this cannot place (a `match` case): not every return is read

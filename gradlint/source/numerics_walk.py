@@ -17,13 +17,14 @@ import libcst as cst
 
 from gradlint.facts.numerics import Call, Function, Site
 from gradlint.source.engine.interp import StatementWalker
+from gradlint.source.engine.interp import statements as interp_statements
 from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, required_again, replace, _passed, merge_env, _item,
                                              open_value, join_value, broken_before_required)
 from gradlint.source.engine.values import int_literal
 from gradlint.source.engine.walk import children as _children
 from gradlint.source.engine.walk import evaluated_children, statements_in, suite, walk
 from gradlint.source.metric_uses import made_alone, read_only_as_metric
-from gradlint.source.names import SET_GRAD_ENABLED, dotted, grad_mode, is_off, with_mode
+from gradlint.source.names import decorators, dotted, grad_mode, grad_state, is_off, set_grad_statement, with_items
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_callers import CallRecords
@@ -169,14 +170,13 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
 
     def _run_function(self, fn: cst.FunctionDef) -> None:
         self.fn_node = fn
-        for dec in fn.decorators:
-            mode = grad_mode(dec.decorator, self.x.q)
-            if is_off(mode):
-                # (not `quiet`: an `enable_grad()` block in the body records again, but under
-                # inference_mode, where nothing does)
-                self.nograd += 1
-                self.decorated_nograd = True
-                self.quiet = self.quiet or mode == "inference"
+        state = grad_state(None, decorators(fn), self.x.q)
+        if is_off(state):
+            # (not `quiet`: an `enable_grad()` block in the body records again, but under
+            # inference_mode, where only inference_mode(False) does)
+            self.nograd += 1
+            self.decorated_nograd = True
+            self.inference = state == "inference"
         ps = fn.params
         bound = self._bound_params(fn)
         # (a def that a later one of its name replaces is called by no one: no parameter of it is
@@ -231,21 +231,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         return bound
 
     def walk(self, stmts: Iterable[cst.CSTNode]) -> None:
-        # `torch.set_grad_enabled(False)` as a statement of this body (an inference script)
-        # turns grad mode off for what follows, until `set_grad_enabled(True)`
-        disabled = 0
-        for stmt in stmts:
-            if self.done:
-                break  # (set only in a walk under assumed defaults: return_stmt)
-            self.statement(stmt)
-            mode = self._grad_mode_set(stmt)
-            if mode is False:
-                disabled += 1
-                self.nograd += 1
-            elif mode is True and disabled:
-                disabled -= 1
-                self.nograd -= 1
-        self.nograd -= disabled
+        self._statements(stmts, meter=False)
         if self.deferred:
             closure = self._closure_globals()
         for fn in self.deferred:
@@ -256,19 +242,28 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             nested.run_function(fn)
         self.deferred = []
 
-    def _grad_mode_set(self, stmt: cst.CSTNode) -> bool | None:
-        """The literal mode of a statement `torch.set_grad_enabled(True/False)`, else None."""
-        if type(stmt) is not cst.SimpleStatementLine or len(stmt.body) != 1:
-            return None
-        call = stmt.body[0].value if type(stmt.body[0]) is cst.Expr else None
-        if type(call) is not cst.Call or len(call.args) != 1 or call.args[0].keyword is not None:
-            return None
-        arg = call.args[0].value
-        if not (type(arg) is cst.Name and arg.value in ("True", "False")):
-            return None
-        if self.x.q(call.func).isdisjoint(SET_GRAD_ENABLED):
-            return None
-        return arg.value == "True"
+    def block(self, body) -> None:
+        self._statements(interp_statements(body), meter=True)
+
+    def _statements(self, stmts: Iterable[cst.CSTNode], meter: bool) -> None:
+        """Run statements in order until one ends the block (`done`). `torch.set_grad_enabled(False)`
+        as a statement (an inference script's, under `if __name__ == "__main__":` too) turns
+        recording off for what follows in the block, `set_grad_enabled(True)` on again (not
+        under inference_mode); the block's end restores the mode it began with."""
+        saved = self.nograd
+        steps = self.meter if meter else None
+        for stmt in stmts:
+            if self.done:
+                break  # (set only in a walk under assumed defaults: return_stmt)
+            if steps is not None:
+                steps.step()
+            self.statement(stmt)
+            mode = set_grad_statement(stmt, self.x.q)
+            if mode is False:
+                self.nograd += 1
+            elif mode is True and not self.inference:
+                self.nograd = 0
+        self.nograd = saved
 
     def _closure_globals(self) -> dict[str, V]:
         """The module's names as a function nested in this one reads them: a name this function
@@ -382,17 +377,19 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
                 val = self.ev(item.item)
                 if item.asname is not None:
                     self.bind(item.asname.name, val)
-        mode = with_mode(node.items, self.x.q)
         saved, inference = self.nograd, self.inference
-        # (`with torch.enable_grad():` inside a no_grad function records again; nothing inside
-        # inference_mode does)
-        if is_off(mode):
-            self.nograd += 1
-            self.inference = inference or mode == "inference"
-        elif mode == "on" and not inference:
-            self.nograd = 0
+        outside = self._grad_state()
+        state = grad_state(outside, with_items(node), self.x.q)
+        # (`with torch.enable_grad():` inside a no_grad function records again; inside
+        # inference_mode only inference_mode(False) does)
+        if state != outside:
+            self.nograd = saved + 1 if is_off(state) else 0
+            self.inference = state == "inference"
         self.block(node.body)
         self.nograd, self.inference = saved, inference
+
+    def _grad_state(self) -> str | None:
+        return "inference" if self.inference else "off" if self.nograd > 0 else None
 
     def assign_stmt(self, node: cst.Assign) -> None:
         before = len(self.x.sites)
