@@ -27,7 +27,9 @@ _CUTS = frozenset({"detach", "detach_"})
 # What a tensor tells of itself without carrying its values: a read of it reaches nothing.
 _METADATA = frozenset({"shape", "dtype", "device", "ndim", "is_cuda", "layout", "requires_grad"})
 _METADATA_CALLS = frozenset({"size", "dim", "numel", "nelement", "get_device", "is_contiguous", "ndimension"})
-_GRAD_OFF = frozenset({"no_grad", "inference_mode", "set_grad_enabled"})  # (the words of a switch)
+# The words without which a forward cuts nothing (a switch imported under another name is read
+# through the file's imports: any `with` is read).
+CUT_WORDS = _CUTS | frozenset({"no_grad", "inference_mode", "set_grad_enabled"})
 
 
 def detached_modules(fn: cst.FunctionDef, qualify: Callable[[cst.BaseExpression], frozenset[str]],
@@ -56,8 +58,7 @@ def detached_modules(fn: cst.FunctionDef, qualify: Callable[[cst.BaseExpression]
 def _cuts_anything(fn: cst.FunctionDef) -> bool:
     """Whether forward names `detach`, `detach_`, `no_grad`, `inference_mode` or `set_grad_enabled`
     at all, or has a with block (a switch imported under another name: `no_grad as ng`)."""
-    words = _CUTS | _GRAD_OFF
-    return any((type(n) is cst.Name and n.value in words) or type(n) is cst.With for n in walk(fn.body, ()))
+    return any((type(n) is cst.Name and n.value in CUT_WORDS) or type(n) is cst.With for n in walk(fn.body, ()))
 
 
 def _passed_names(fn: cst.FunctionDef):
@@ -103,21 +104,22 @@ class _Reader:
         self.holds: dict[str, frozenset[str]] = {}  # name -> the modules whose output it holds
         self.cuts: dict[str, cst.CSTNode] = {}
         self.reached: set[str] = set()
-        self.nograd = 0
-        self.inference = False  # under inference_mode: no enable_grad() inside records again
+        # the grad state of the statement read (names.grad_state): None (recording), "off", or
+        # "inference" (off, and no enable_grad() inside records again)
+        self.grad: str | None = None
         self.loops = 0  # loops around the statement read
         self.handed = False  # forward calls a method of its class
 
     # -- statements --------------------------------------------------------------------------
     def block(self, stmts) -> None:
-        saved = self.nograd
+        saved = self.grad
         for stmt in stmts:
             self.statement(stmt)
             switched = set_grad_statement(stmt, self.qualify)
-            if switched is not None and not self.inference:
+            if switched is not None and self.grad != "inference":
                 # `torch.set_grad_enabled(False)` as a statement: what follows in the block runs so
-                self.nograd = 0 if switched else self.nograd + 1
-        self.nograd = saved
+                self.grad = None if switched else "off"
+        self.grad = saved
 
     def statement(self, stmt: cst.CSTNode) -> None:
         kind = type(stmt)
@@ -158,19 +160,16 @@ class _Reader:
         elif kind is cst.With:
             # (the last switch decides; a mode computed at run time, `set_grad_enabled(self.training)`,
             # may record: unsure reads reach)
-            outside = "inference" if self.inference else "off" if self.nograd else None
-            state = grad_state(outside, with_items(stmt), self.qualify, unsure_records=True)
             for item in stmt.items:
                 got = self.modules(item.item)
                 if item.asname is not None:
                     self.bind(item.asname.name, got)
                 else:
                     self.reach(got)
-            saved, inference = self.nograd, self.inference
-            self.nograd = self.nograd + 1 if is_off(state) else 0
-            self.inference = state == "inference"
+            saved = self.grad
+            self.grad = grad_state(saved, with_items(stmt), self.qualify, unsure_records=True)
             self.block(suite(stmt.body))
-            self.nograd, self.inference = saved, inference
+            self.grad = saved
         elif kind in (cst.Try, cst.TryStar):
             self.block(suite(stmt.body))
             for handler in stmt.handlers:
@@ -230,7 +229,7 @@ class _Reader:
             self.reach(self.modules(target))
 
     def reach(self, got: frozenset[str]) -> None:
-        if not self.nograd:
+        if not is_off(self.grad):
             self.reached |= got
 
     def reach_names(self, node: cst.CSTNode) -> None:
@@ -247,7 +246,7 @@ class _Reader:
         """The modules whose output `e` carries, outside cuts (a cut records the modules it cut).
         Under no_grad a plain name or a tuple of names is the same tensor, not a new one: it
         carries what it holds."""
-        if self.nograd and _alias(e):
+        if is_off(self.grad) and _alias(e):
             return self._held(e)
         found: set[str] = set()
         stack = [e]
@@ -285,7 +284,7 @@ class _Reader:
                 self.reach_names(n)  # (a closure reads the names when it runs)
                 continue
             stack.extend(children(n))
-        if self.nograd:
+        if is_off(self.grad):
             self.cut(e, frozenset(found))
             return frozenset()
         return frozenset(found)

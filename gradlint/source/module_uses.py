@@ -23,7 +23,7 @@ from typing import Callable
 import libcst as cst
 
 from gradlint.source import catalog as C
-from gradlint.source.engine.walk import children
+from gradlint.source.engine.walk import children, walk
 from gradlint.source.freezes import frozen_paths
 from gradlint.source.names import decorators, dotted, grad_state, with_items
 
@@ -148,7 +148,7 @@ def _read_init(fn: cst.FunctionDef, uses: ModuleUses, qualify: Qualify) -> None:
                 if any(n.startswith("torch.nn.") and n.rsplit(".", 1)[-1] in _PARAMETER_FREE for n in names):
                     uses.parameter_free |= own
             if value is not None and len(own) == 1:
-                for n in _walk(value):
+                for n in walk(value, ()):
                     if _self_attr(n):
                         uses.members.setdefault(next(iter(own)), set()).add(n.attr.value)
             if value is None:
@@ -158,7 +158,7 @@ def _read_init(fn: cst.FunctionDef, uses: ModuleUses, qualify: Qualify) -> None:
                 if type(value) is cst.Attribute and _self_attr(value.value) and value.attr.value == "forward":
                     uses.held.add(value.value.attr.value)  # `self.fn = self.m.forward`
             kept = bool(targets) or type(small) is cst.Return
-            for n in _walk(value):
+            for n in walk(value, ()):
                 if type(n) is cst.Call and not _looks(n, qualify) and (_builds(n) or (kept and n is value)):
                     for arg in n.args:
                         uses.held.update(_displayed(arg.value))
@@ -291,10 +291,3 @@ def _flat(targets: list[cst.BaseExpression]) -> list[cst.BaseExpression]:
 def _self_attr(n: cst.CSTNode) -> bool:
     return type(n) is cst.Attribute and type(n.value) is cst.Name and n.value.value == "self"
 
-
-def _walk(node: cst.CSTNode):
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        yield n
-        stack.extend(children(n))

@@ -31,6 +31,7 @@ from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replac
     same
 from gradlint.source.engine.walk import children, mentions_any, suite
 from gradlint.source.engine.walk import walk as walk_nodes
+from gradlint.source.module_uses import ModuleUses
 from gradlint.source.names import dotted
 from gradlint.text import search_word_start
 from gradlint.source.numerics_defaults import forward_under_defaults, init_defaults, tested_settings
@@ -200,10 +201,12 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         self._codes: dict[int, tuple[cst.CSTNode, str]] = {}  # id(node) -> (it, its code): code()
         # id(function) -> (it, the names it trains): numerics_calls._trained, once per function
         self.trained: dict[int, tuple[cst.FunctionDef, frozenset[str]]] = {}
-        # id(class context) -> (it, what module_uses read), "outside" -> the file's other receivers'
-        # runs (module_uses.outside_runs), "classes" -> its top-level classes by name: GL403's,
-        # once per class and per file
-        self.module_uses: dict = {}
+        # GL403's reads, made once (and only for a forward that cuts something): id(class context)
+        # -> (it, what module_uses read); what the file runs on other receivers than `self`
+        # (module_uses.outside_runs); the file's top-level classes by name (a class's bases)
+        self.module_uses: dict[int, tuple[ClassCtx, ModuleUses]] = {}
+        self.outside_runs: set[str] | None = None
+        self.top_classes: dict[str, cst.ClassDef] | None = None
 
     # -- helpers -----------------------------------------------------------------------------
     def q(self, expr: cst.BaseExpression) -> frozenset[str]:

@@ -16,22 +16,20 @@ import libcst as cst
 from gradlint.facts.numerics import LOSS_NAMES, Pieces, Site
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.calls import arguments
-from gradlint.source.detached_modules import detached_modules
+from gradlint.source.detached_modules import CUT_WORDS, detached_modules
 from gradlint.source.module_uses import ModuleUses, module_uses, outside_runs
 from gradlint.source.engine.walk import children
 from gradlint.source.engine.tensors import DETACHED_THEN_REQUIRED, V, UNKNOWN, number_of
 from gradlint.source.names import dotted
 
 
-# Words that name a deliberate stop-gradient: EMA/teacher/target networks, recurrent state
+# Words that name a network kept out of training on purpose: EMA/teacher/target networks.
+_NETWORKS = frozenset("ema teacher target momentum shadow frozen old prev previous avg average swa polyak".split())
+# Words that name a deliberate stop-gradient on a value: those networks' outputs, recurrent state
 # carried between truncated-BPTT windows, caches.
-_STOP_WORDS = frozenset(
-    "ema teacher target momentum shadow frozen old prev previous avg average swa polyak mean "
-    "h c hx cx hn cn hidden hiddens state states memory mems carry cache past".split())
-
-
-_STOP_NETWORKS = frozenset(
-    "ema teacher target momentum shadow frozen old prev previous avg average swa polyak memory cache bank queue".split())
+_STOP_WORDS = _NETWORKS | frozenset("mean h c hx cx hn cn hidden hiddens state states memory mems carry cache past".split())
+# ... and on a module or a class: those networks, memory banks and queues (not recurrent state).
+_STOP_NETWORKS = _NETWORKS | frozenset("memory cache bank queue".split())
 
 
 def _tokens(name: str) -> set[str]:
@@ -438,10 +436,9 @@ class SiteChecks:
         (`super().__init__()` runs the base's too)."""
         out = list(self.cls.method_nodes.items())
         seen = {n for n, fn in out if "super()" not in self.x.code(fn)}
-        classes = self.x.module_uses.get("classes")
+        classes = self.x.top_classes
         if classes is None:
-            classes = self.x.module_uses["classes"] = {
-                n.name.value: n for n in self.x.src.module.body if type(n) is cst.ClassDef}
+            classes = self.x.top_classes = {n.name.value: n for n in self.x.src.module.body if type(n) is cst.ClassDef}
         todo, visited = [b.rsplit(".", 1)[-1] for b in self.cls.bases], {self.cls.name}
         while todo and len(visited) < 8:
             name = todo.pop(0)
@@ -457,10 +454,9 @@ class SiteChecks:
 
     def _outside_runs(self) -> set[str]:
         """The attributes that code of the file may run on another receiver than `self`."""
-        found = self.x.module_uses.get("outside")
-        if found is None:
-            found = self.x.module_uses["outside"] = (None, outside_runs(self.x.src.module, self.x.q))
-        return found[1]
+        if self.x.outside_runs is None:
+            self.x.outside_runs = outside_runs(self.x.src.module, self.x.q)
+        return self.x.outside_runs
 
     def _runs_modules_elsewhere(self) -> bool:
         """Whether a method of the class other than forward and __init__ may run, with gradient, a
@@ -496,8 +492,7 @@ class SiteChecks:
         queenie88/A-GCN#4). A frozen feature extractor is cut so on purpose, and is given to no
         optimizer."""
         text = self.x.src.text
-        if self.fn_node is None or not any(word in text for word in ("detach", "no_grad", "inference_mode",
-                                                                      "set_grad_enabled")):
+        if self.fn_node is None or not any(word in text for word in CUT_WORDS):
             return  # (a file with no cut at all: forward is not printed or walked again)
         methods = frozenset(n for n in self.cls.method_nodes if n != "forward")
         by_node: dict[int, tuple[cst.CSTNode, list[str]]] = {}
