@@ -105,6 +105,23 @@ def test_meter_counts_depth_and_steps():
 
 # --- evaluation budgets: the file ends quickly, the rest of it is still checked ----------------
 
+SAMPLER = """\
+class Sampler(nn.Module):
+    def __init__(self, steps: int = 100) -> None:
+        super().__init__()
+        self.steps = steps
+        self.lin = nn.Linear(8, 4)
+
+    def forward(self, obs, deterministic: bool = False):
+        x = torch.zeros(4)
+        for t in reversed(range(self.steps)):
+            p = self.lin(torch.cat([x, obs], dim=-1))
+            x = 0.5 * (x - 0.1 * p)
+            if not deterministic:
+                x = x + torch.where(t > 0, 0.1 * torch.randn_like(x), torch.zeros_like(x))
+        return x
+"""
+
 HANG_INPUTS = {
     "power_tower": "x = 9 ** 9 ** 9\n",
     "aug_square": ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        d = 2\n"
@@ -135,6 +152,9 @@ HANG_INPUTS = {
                          "        self.fc = nn.Linear(4, 4)\n        for m in self.modules():\n            if "
                          + " or ".join(["isinstance(m, nn.Linear)"] * 150) + ":\n                if "
                          + " and ".join(["m.bias is not None"] * 150) + ":\n                    nn.init.zeros_(m.bias)\n"),
+    # a 100-step sampler feeding its value to two joins each step (torchrl's DDPM actor): a graph
+    # of ~400 nodes standing for a tree of 2**100, which every walk of the IR once paid in full
+    "shared_joins_loop": SAMPLER,
 }
 
 
@@ -177,6 +197,38 @@ def test_exponential_fan_out_spends_the_step_budget_and_gives_no_half_built_netw
     assert "L0" not in {n.name for n in networks}
     assert "L0" in {s.name for s in summaries if s.is_module}
     assert "L5" in {n.name for n in networks}
+
+
+def test_a_forward_too_large_unfolded_is_not_modelled_and_says_why():
+    from gradlint.model.ir import MAX_UNFOLDED, unfolded_size, walk
+
+    src = parse("x.py", "import torch\nimport torch.nn as nn\n" + SAMPLER)
+    (net,) = models.extract(src)[0]
+    assert not net.forward_known and "too large to model" in net.note
+    # 8 steps stay under the bound (2 039 nodes unfolded, doubling each step): modelled
+    src = parse("x.py", "import torch\nimport torch.nn as nn\n" + SAMPLER.replace("steps: int = 100", "steps: int = 8"))
+    (net,) = models.extract(src)[0]
+    assert net.forward_known
+    assert unfolded_size(net.nodes) == sum(1 for _ in walk(net.nodes)) < MAX_UNFOLDED
+
+
+def test_inlining_stops_at_the_unfolded_bound(monkeypatch):
+    from gradlint.model import inline as inl
+    from gradlint.model.ir import Extern, Network, Param, Residual, InitSpec, unfolded_size
+
+    # a block of 3 layers used at every place of a path that shares one join 14 levels deep:
+    # 2**14 placeholders unfolded, each 3 layers inlined
+    leaf = Param(name="l", op="linear", fan_in=4, fan_out=4, init=InitSpec("torch-linear"))
+    block = Network(name="B", path="b.py", nodes=(leaf, leaf, leaf), forward_known=True)
+    node: tuple = (Extern("m", "block B", cls="B", args=()),)
+    for _ in range(14):
+        node = (Residual(body=node + node),)
+    parent = Network(name="P", path="p.py", nodes=node, forward_known=True)
+    assert unfolded_size(parent.nodes) < 2 ** 16
+    monkeypatch.setattr(inl, "_same_arguments", lambda ext, blk: True)
+    found = inl.inline(parent, lambda cls: [(block, None)])
+    # past the bound the placeholders stay as they were (opaque), in bounded time
+    assert found.nodes == parent.nodes
 
 
 def test_a_real_model_stays_within_the_step_budget():

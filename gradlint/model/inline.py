@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any, Callable, Optional
 
 from gradlint.model.ir import (
-    Attention, ClassArg, Extern, InitSpec, Network, Node, Param, Recurrent, Residual, SeqArg, SymArg,
+    MAX_UNFOLDED, Attention, ClassArg, Extern, InitSpec, Network, Node, Param, Recurrent, Residual, SeqArg, SymArg,
     TransformerBlock,
 )
 
@@ -122,7 +122,10 @@ def _all_paths(network: Network, find: Finder, multi: bool) -> list[tuple] | Non
         while plans:
             plan = plans.pop()
             order: list = []
-            nodes = _nodes(path, find, 0, _Choices(plan, order, multi))
+            try:
+                nodes = _nodes(path, find, 0, _Choices(plan, order, multi))
+            except _TooLarge:
+                return None  # the blocks stay opaque
             if nodes not in out:
                 out.append(nodes)
             if len(out) > MAX_PATHS:
@@ -135,12 +138,18 @@ def _all_paths(network: Network, find: Finder, multi: bool) -> list[tuple] | Non
     return out
 
 
+class _TooLarge(Exception):
+    """A path grew past MAX_UNFOLDED nodes with its blocks inlined (a block used in many places
+    of a graph that shares them)."""
+
+
 class _Choices:
     """Which path each block class takes in one run: `plan` (decided), `order` (met first in this
     run, taking path 0, with their number of paths). multi False: such blocks stay opaque."""
 
     def __init__(self, plan: dict, order: list, multi: bool) -> None:
         self.plan, self.order, self.multi = plan, order, multi
+        self.spent = 0  # nodes made in this run: past MAX_UNFOLDED, _TooLarge
 
     def path(self, block: Network, args: Any = None) -> tuple | None:
         paths = block.paths
@@ -195,6 +204,9 @@ def _walk(nodes: tuple):
 
 def _nodes(nodes: tuple, find: Finder, depth: int, choices: _Choices) -> tuple:
     out: list = []
+    choices.spent += len(nodes)
+    if choices.spent > MAX_UNFOLDED:
+        raise _TooLarge()
     for node in nodes:
         if isinstance(node, Extern):
             out.extend(_resolve(node, find, depth, choices))

@@ -13,6 +13,8 @@ import ast
 import math
 from typing import Any
 
+from gradlint.model import ir
+
 # ---- parse: checked before libcst sees the file (its cost grows with size and nesting) ----
 # the largest real model file we know is ~280 kB; the same as max-file-size's default, so that a file
 # discovery reads whole is parsed (a larger max-file-size still stops here, with a named skip)
@@ -35,6 +37,8 @@ MAX_SAME_CLASS = 4  # levels of a class instantiated inside its own __init__ (DL
 MAX_EXPR_DEPTH = 100  # nesting of one expression followed by a recursive evaluator
 MAX_STEPS = 200_000  # expressions and statements interpreted per file (real files: <= 47 000)
 MAX_PIECE_STEPS = 50_000  # of which one class or function may take (so one cannot starve the rest)
+# Layers of one forward path, unfolded (the IR's own bound: gradlint.model.ir)
+MAX_UNFOLDED = ir.MAX_UNFOLDED
 
 
 class Exhausted(Exception):

@@ -15,10 +15,10 @@ from typing import Any, TYPE_CHECKING
 import libcst as cst
 
 from gradlint.model.ir import (
-    Activation, Extern, InitSpec, Norm, Opaque, Param, Passthrough, Recurrent, TransformerBlock,
+    Activation, Extern, InitSpec, Norm, Opaque, Param, Passthrough, Recurrent, TransformerBlock, unfolded_size,
 )
 from gradlint.source import catalog as C
-from gradlint.source.budget import MAX_DEPTH, MAX_UNROLL, Exhausted
+from gradlint.source.budget import MAX_DEPTH, MAX_UNFOLDED, MAX_UNROLL, Exhausted
 from gradlint.source.foreign import CALLED
 from gradlint.source.param_loops import ParamLoop, bound
 from gradlint.source.engine.values import Alt, Ctor, HeldTensor, Instance, ListVal, PathVal, Sym, UNKNOWN
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 # condition doubles them); past this, the branches are merged into an opaque node as before.
 MAX_PATHS = 8
 NO_CHOICE: Any = object()  # Lowerer.pick when branches are merged
+_TOO_LARGE = f"forward too large to model (over {MAX_UNFOLDED:,} layers unfolded)"
 
 
 def _maybe_none(v: Any) -> bool:
@@ -292,6 +293,9 @@ class Lowerer:
             if not known:
                 self.plan = None
                 return [], False, self.note or "forward not followed"
+            if unfolded_size(nodes) > MAX_UNFOLDED:
+                self.plan = None
+                return [], False, _TOO_LARGE
             if nodes not in results:
                 results.append(nodes)
             for i in range(len(self.plan), len(self.order)):
@@ -304,6 +308,8 @@ class Lowerer:
         self.plan = None
         if plans:
             nodes, known = self.forward(inst, prefix)
+            if known and unfolded_size(nodes) > MAX_UNFOLDED:
+                return [], False, _TOO_LARGE
             return ([nodes] if known else []), known, (self.note or "forward not followed") if not known else ""
         return results, True, ""
 
