@@ -60,6 +60,37 @@ def test_gl404_self_in_module_subclass_of_another_file():
     assert findings(src, "GL404") == []  # Block unknown to the run: no claim
 
 
+_FBANK = ("import torch\nfrom torch import nn\n\nclass Fbank(nn.Module):\n"
+          "    def __init__(self, requires_grad=False, n_mels=40):\n        super().__init__()\n"
+          "        self.requires_grad = requires_grad\n"
+          "        self.fb = Filterbank(n_mels, {use})\n        self.proj = nn.Linear(n_mels, n_mels)\n")
+
+
+def test_gl404_not_for_a_setting_recorded_beside_the_code_that_honours_it():
+    # speechbrain's Fbank: `self.requires_grad = requires_grad`, the filterbank frozen through
+    # `freeze=not requires_grad`; the attribute only records the setting
+    assert findings(_FBANK.format(use="freeze=not requires_grad"), "GL404") == []
+
+
+def test_gl404_a_setting_stored_only_on_the_module_is_still_a_noop_freeze():
+    (f,) = findings(_FBANK.format(use="freeze=True"), "GL404")
+    assert f.span.line == 7
+    # a literal is no setting of the caller's
+    src = _FBANK.format(use="freeze=True").replace("self.requires_grad = requires_grad", "self.requires_grad = False")
+    assert [f.span.line for f in findings(src, "GL404")] == [7]
+
+
+def test_gl404_not_for_a_setting_of_a_class_with_no_layer_of_its_own():
+    # torchrl's environment wrappers (nn.Module subclasses) keep `requires_grad` for a
+    # differentiable simulator; the class has no parameter or submodule to freeze
+    src = ("import torch\nfrom torch import nn\n\nclass Wrapper(nn.Module):\n"
+           "    def _build_env(self, env, requires_grad: bool = False):\n"
+           "        self.parallel = True\n        self.requires_grad = requires_grad\n        return env\n")
+    assert findings(src, "GL404") == []
+    # a literal still says "freeze this", whatever the class holds (a base of another file may)
+    assert len(findings(src.replace("= requires_grad\n", "= False\n"), "GL404")) == 1
+
+
 def test_gl403_no_finding_for_plain_forward():
     src = ("import torch\nfrom torch import nn\n\nclass M(nn.Module):\n"
            "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(2, 2)\n\n"

@@ -74,6 +74,34 @@ def _freezes_for_real(fn: cst.FunctionDef | None) -> bool:
 
 
 
+# Methods of nn.Module that give it a parameter or a submodule.
+_ADDS_LAYERS = frozenset({"register_parameter", "add_module", "register_module"})
+
+
+def _setting_name(value: cst.BaseExpression | None) -> bool:
+    """A value that is a name, not a literal (`requires_grad`, not `False`): a setting handed in."""
+    return type(value) is cst.Name and value.value not in ("True", "False", "None")
+
+
+def _setting_used_elsewhere(fn: cst.FunctionDef | None, value: cst.BaseExpression | None) -> bool:
+    """`self.requires_grad = requires_grad` where the method reads that name again (speechbrain's
+    `Fbank(requires_grad=False)` passes `freeze=not requires_grad` to its filterbank): the
+    attribute records a setting the method acts on another way, not a freeze that was meant to
+    work by itself."""
+    if fn is None or not _setting_name(value):
+        return False
+    names: set[int] = set()  # (the names that read nothing: `.requires_grad`, `f(requires_grad=...)`)
+    for n in walk(fn.body, stop=()):
+        kind = type(n)
+        if kind is cst.Attribute:
+            names.add(id(n.attr))
+        elif kind is cst.Arg and n.keyword is not None:
+            names.add(id(n.keyword))
+        elif kind is cst.Name and n.value == value.value and n is not value and id(n) not in names:
+            return True
+    return False
+
+
 def _module_iteration(node: cst.BaseExpression) -> tuple[cst.BaseExpression, bool, bool]:
     """What `node` iterates once `list(...)`, `tuple(...)` and slices are taken off it
     (`list(model.children())[:3]`: some of the same modules), whether that is a model's modules
@@ -699,6 +727,26 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             return
         self.assign_target(target, val)
 
+    def _holds_layers(self) -> bool:
+        """Whether the class's own code gives it a parameter or a submodule (`self.fc = nn.Linear(...)`):
+        a setting it stores as `self.requires_grad = requires_grad` is then about its layers. A class
+        with neither (torchrl's environment wrappers: `requires_grad` asks for a differentiable
+        simulator) only keeps a setting."""
+        if self.cls.params or any(v.module or v.inst for v in self.cls.attrs.values()):
+            return True
+        # (while `__init__` is walked, the layers it sets later are not known yet: read its calls)
+        for fn in self.cls.method_nodes.values():
+            for n in walk(fn.body, stop=()):
+                if type(n) is not cst.Call:
+                    continue
+                if type(n.func) is cst.Attribute and n.func.attr.value in _ADDS_LAYERS:
+                    return True
+                if any(q.startswith("torch.nn.") and q.rsplit(".", 1)[-1][:1].isupper() for q in self.x.q(n.func)):
+                    return True
+                if type(n.func) is cst.Name and n.func.value in self.x.forward_classes:
+                    return True
+        return False
+
     def requires_grad_set(self, holder: cst.BaseExpression, value_node: cst.BaseExpression | None,
                           where: Where) -> None:
         """`x.requires_grad = ...`: on a module it sets a plain attribute; on a computed value it is
@@ -751,7 +799,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
             self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail=self.x.code(holder)))
             return
         if key == "self" and self.cls is not None and not self.cls.reads_requires_grad and \
-                not _freezes_for_real(self.fn_node):
+                not _freezes_for_real(self.fn_node) and not _setting_used_elsewhere(self.fn_node, value_node) and \
+                not (_setting_name(value_node) and not self._holds_layers()):
             self.x.add(Site("requires_grad_on_module", "module-attribute", where.span, detail="self", classes=(self.cls.name,),
                             want="module"))
             return

@@ -65,7 +65,11 @@ class ModuleRequiresGradNoop(SiteRule):
     anything.
 
     Not flagged: `module.requires_grad_(False)`, and `requires_grad` on tensors and
-    `nn.Parameter` attributes.
+    `nn.Parameter` attributes. `self.requires_grad = <a name>` is a setting the class keeps, not
+    a freeze, where the class reads `self.requires_grad` back, where the method reads the name
+    again (speechbrain's `Fbank` passes `freeze=not requires_grad` to its filterbank), or where
+    the class's own code gives it no parameter or submodule (torchrl's environment wrappers);
+    `self.requires_grad = False` is flagged whatever the class holds.
 
     ## Why is this bad?
     `nn.Module` has no `requires_grad` attribute: the assignment creates a new plain attribute
