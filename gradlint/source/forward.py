@@ -29,6 +29,7 @@ from gradlint.source.model_eval import _names_in
 from gradlint.source.lowering import NO_CHOICE
 from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.values import UNKNOWN
+from gradlint.source.engine.walk import children
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.names import decorators, dotted, grad_state, is_off, with_items
 
@@ -226,6 +227,9 @@ class ForwardInterpreter(_Walker):
             if type(func) is cst.Name and func.value in self.fm.functions and func.value not in self.env:
                 # A function of the file (window_partition, a reshape helper): followed like a method.
                 return self.call_method(self.fm.functions[func.value], call, bound_self=False)
+        if type(func) is cst.Attribute and type(func.value) is cst.Name and func.attr.value in _LIST_METHODS and \
+                isinstance(self.env.get(func.value.value), ListVal):
+            return self.list_method(func.value.value, func.attr.value, call)
         special = self.call_special(call, quals)
         if special is not _NOT_HANDLED:
             return special
@@ -243,6 +247,8 @@ class ForwardInterpreter(_Walker):
             owner = self.ev(func.value)
             method = func.attr.value
             if isinstance(owner, PathVal):
+                if method in _SIZE_READS:
+                    return UNKNOWN  # `x.size(0)`: a number
                 if method in C.ACTIVATION_METHODS:
                     return PathVal(owner.root, owner.nodes + (Activation("", C.ACTIVATION_METHODS[method]),))
                 if method in C.NEUTRAL_METHODS:
@@ -273,6 +279,9 @@ class ForwardInterpreter(_Walker):
                 if method == "softmax":
                     return PathVal(owner.root, owner.nodes + (Activation("", "softmax"),))
                 return PathVal(owner.root, owner.nodes + (Opaque("", f".{method}()"),))
+            if held_tensor(owner) and method in C.NEUTRAL_METHODS and not self.paths_in(call):
+                # `self.cls_token.expand(B, -1, -1)`: still the tensor of __init__, beside the path
+                return owner
         if type(func) is cst.Name and func.value in ("list", "tuple") and not quals and len(call.args) == 1 \
                 and not call.args[0].keyword and not call.args[0].star and func.value not in self.env:
             value = self.ev(call.args[0].value)
@@ -290,6 +299,34 @@ class ForwardInterpreter(_Walker):
                 if ps:
                     return PathVal(ps[0].root, ps[0].nodes + (self.unknown_call(func),))
         return UNKNOWN
+
+    def list_method(self, name: str, method: str, call: cst.Call) -> Any:
+        """`skips.append(x)`, `.extend`, `.insert`, `.pop` on a list of forward's own (a U-Net's
+        skips, concatenated later with `torch.cat((x, skips[-i]), 1)` or `skips.pop()`): the name is
+        bound to the list it now is (a new one: another binding of the old list keeps it); what
+        cannot be followed leaves the name unknown."""
+        items = list(self.env[name].items)
+        args = [a for a in call.args if a.keyword is None and not a.star]
+        result: Any = None
+        if len(args) != len(call.args):
+            items = None
+        elif method == "append" and len(args) == 1:
+            items.append(self.ev(args[0].value))
+        elif method == "extend" and len(args) == 1 and isinstance(more := self.ev(args[0].value), ListVal):
+            items.extend(more.items)
+        elif method == "insert" and len(args) == 2 and isinstance(at := self.ev(args[0].value), int) and \
+                not isinstance(at, bool):
+            items.insert(at, self.ev(args[1].value))
+        elif method == "pop" and len(args) <= 1 and items:
+            at = self.ev(args[0].value) if args else -1
+            if isinstance(at, int) and not isinstance(at, bool) and -len(items) <= at < len(items):
+                result = items.pop(at)
+            else:
+                items, result = None, UNKNOWN
+        else:
+            items, result = None, UNKNOWN
+        self.env[name] = ListVal(items) if items is not None else UNKNOWN
+        return result
 
     def super_forward(self, call: cst.Call) -> Any:
         """`super().forward(x)`: the forward of the class the running method's class derives from,
@@ -473,6 +510,10 @@ class ForwardInterpreter(_Walker):
         paths = [v for v in seq.items if isinstance(v, PathVal)]
         if not paths:
             return UNKNOWN
+        if any(v is UNKNOWN for v in seq.items) and self._unknown_part_reads_a_path(call.args[0].value, seq):
+            # a part nothing is known of that may hold an earlier layer's output (a U-Net's skip,
+            # a list of its features): not a constant beside the path
+            return PathVal(paths[0].root, paths[0].nodes + (Opaque("", "concatenation of unknown parts"),))
         roots = {p.root for p in paths}
         if len(roots) > 1:
             return PathVal(paths[0].root, paths[0].nodes + (Opaque("", "concatenation of different inputs"),))
@@ -489,6 +530,43 @@ class ForwardInterpreter(_Walker):
         node = Residual(body=tuple(bodies[0]), skip_scale=None if skip else 0.0, join="cat",
                         branches=tuple(tuple(b) for b in bodies[1:]))
         return PathVal(paths[0].root, prefix + (node,))
+
+    def _unknown_part_reads_a_path(self, written: cst.BaseExpression, seq: ListVal) -> bool:
+        """Whether an unknown part of a concatenation may be computed from forward's tensors: in a
+        display (`torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x])`), its expression
+        reads a name that holds one, other than for its size; a list held in a name (a U-Net's
+        skips) may hold anything."""
+        if type(written) not in (cst.List, cst.Tuple) or len(written.elements) != len(seq.items):
+            return True
+        for el, v in zip(written.elements, seq.items):
+            if v is UNKNOWN and self._reads_a_path(el.value):
+                return True
+        return False
+
+    def _reads_a_path(self, expr: cst.BaseExpression) -> bool:
+        stack: list = [expr]
+        while stack:
+            n = stack.pop()
+            kind = type(n)
+            if kind is cst.Attribute:
+                if n.attr.value in _SIZE_READS:
+                    continue  # `x.shape[0]`, `x.device`: no value of the tensor
+                stack.append(n.value)
+                continue
+            if kind is cst.Call and type(n.func) is cst.Attribute and n.func.attr.value in _SIZE_READS:
+                continue  # `x.size(0)`, `x.dim()`
+            if kind is cst.Name:
+                v = self.env.get(n.value)
+                # (a list of forward's own that is empty where it is read lost track of what a call
+                # put in it: `self.keep(skips, x)`)
+                if isinstance(v, PathVal) or (isinstance(v, ListVal) and (not v.items or any(
+                        isinstance(i, PathVal) or i is UNKNOWN for i in v.items))) or isinstance(v, Alt):
+                    return True
+                continue
+            if kind in (cst.Lambda, cst.FunctionDef):
+                return True
+            stack.extend(children(n))
+        return False
 
     def _act_param(self, q: str, call: cst.Call) -> float | None:
         fn = C.ACTIVATION_FUNCTIONS[q]
@@ -699,6 +777,11 @@ class ForwardInterpreter(_Walker):
         main, self.heads = outputs.choose(value, main_input, self.fm, self.inst.cls)
         return main
 
+
+# List methods a forward's own list is followed through (ForwardInterpreter.list_method).
+_LIST_METHODS = frozenset({"append", "extend", "insert", "pop"})
+# What reads a tensor's size or place, not its values.
+_SIZE_READS = frozenset({"shape", "size", "dim", "ndim", "ndimension", "numel", "dtype", "device", "is_cuda"})
 
 def _earlier_inputs(given: list, base: PathVal) -> tuple[int, tuple] | None:
     """A module called with its first tensor and an earlier value of the same path
