@@ -197,6 +197,26 @@ for step in range(num_steps):
     ]
     valid = [
         Example("""\
+import torch
+
+
+def update(loader, model, optim, accumulate):
+    micro = 0
+
+    def optimizer_step():
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+
+    for batch in loader:
+        (model(batch).mean() / accumulate).backward()
+        micro += 1
+        if micro % accumulate == 0:
+            optimizer_step()
+    if micro % accumulate:
+        optimizer_step()
+""", note="a step helper (step, then clear) called by the accumulation guard and for the tail (torchrl's GRPO update)"),
+        Example("""\
 for step in range(num_steps):
     for micro in range(k):
         if micro == 0:
@@ -508,8 +528,13 @@ for x, y in loader:
                     if f.event.kind in ("backward", "step"):
                         break
                     if f.event.kind == "clear" and f.target and f.target in mine:
-                        if not any(m.event.kind == "backward" and m.order < f.order for m in marks):
-                            break  # nothing was backpropagated before the clear in this iteration
+                        before = max((m for m in marks if m.order < f.order and m.event.kind in ("backward", "step")),
+                                     key=lambda m: m.order, default=None)
+                        if before is None or before.event.kind != "backward":
+                            # nothing was backpropagated before the clear in this iteration, or a
+                            # step applied it first (`step(); zero_grad()` in a helper called by an
+                            # accumulation guard and again for the tail of the micro-batches)
+                            break
                         yield ctx.finding(
                             f"{_cleared(f)} runs after `backward()` and before "
                             f"`{steps.step_text_near(step, f)}`: the step applies zero gradients",
