@@ -204,3 +204,82 @@ def test_quiet_ninth_read(source: str) -> None:
 def test_flagged_ninth_read(source: str) -> None:
     """Under inference_mode no enable_grad() records (measured: requires_grad False)."""
     assert codes_for(source, select="GL403") == ["GL403"]
+
+
+# --- the output-cut variant: what forward runs under the cut -------------------------------------
+
+_BEAMFORMER = """\
+import torch
+from dsp import {cls}
+
+
+class Beamformer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stft = {cls}()
+
+    def forward(self, x):
+        with torch.no_grad():
+            y = self.stft(x)
+        return y
+"""
+
+_DSP = """\
+import torch
+
+
+class STFT(torch.nn.Module):
+    def __init__(self, n_fft=400):
+        super().__init__()
+        self.n_fft = n_fft
+        self.register_buffer("window", torch.hann_window(n_fft))
+
+    def forward(self, x):
+        return torch.stft(x, self.n_fft, window=self.window, return_complex=True).abs()
+
+
+class Learned(torch.nn.Module):
+    def __init__(self, d=8):
+        super().__init__()
+        self.proj = torch.nn.Linear(d, d)
+
+    def forward(self, x):
+        return self.proj(x)
+"""
+
+
+def _cut_codes(tmp_path, cls: str) -> list[str]:
+    from gradlint.api import check_paths
+    from gradlint.config import Config
+
+    (tmp_path / "dsp.py").write_text(_DSP)
+    (tmp_path / "beam.py").write_text(_BEAMFORMER.format(cls=cls))
+    found = check_paths([tmp_path / "beam.py"], Config(root=str(tmp_path), select=("GL403",)), use_cache=False, jobs=1)
+    return [f.code for f in found.findings]
+
+
+def test_output_cut_of_parameter_free_modules_of_another_file_is_quiet(tmp_path) -> None:
+    # speechbrain's DelaySum_Beamformer: STFT, covariance, GCC-PHAT under no_grad, none with a weight
+    assert _cut_codes(tmp_path, "STFT") == []
+
+
+def test_output_cut_of_a_module_of_another_file_with_weights_is_flagged(tmp_path) -> None:
+    assert _cut_codes(tmp_path, "Learned") == ["GL403"]
+
+
+def test_output_cut_of_a_module_nothing_is_known_of_is_flagged(tmp_path) -> None:
+    assert _cut_codes(tmp_path, "Missing") == ["GL403"]
+
+
+@pytest.mark.parametrize("init", [
+    "        self.model.eval()\n",
+    "        self.model = models.inception_v3(weights=models.Inception_V3_Weights.DEFAULT)\n",
+    "        self.model = models.inception_v3(pretrained=True)\n",
+])
+def test_output_cut_of_an_inference_only_wrapper_is_quiet(init: str) -> None:
+    # ignite's FID Inception: a pretrained model in eval mode, forward decorated with no_grad
+    src = ("import torch\nfrom torchvision import models\n\n\nclass InceptionModel(torch.nn.Module):\n"
+           "    def __init__(self):\n        super().__init__()\n        self.model = models.inception_v3()\n"
+           + init + "\n    @torch.no_grad()\n    def forward(self, data):\n        return self.model(data)\n")
+    assert codes_for(src, select="GL403") == []
+    assert codes_for(src.replace(init, ""), select="GL403") == ["GL403"]

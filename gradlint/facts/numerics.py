@@ -325,6 +325,28 @@ def is_module_class(scope: Scope | None, name: str, _depth: int = 0) -> bool:
     return True
 
 
+def _may_hold_parameters(scope: Scope | None, name: str) -> bool:
+    """False only for a project class whose module the lowering built in full with no parametric
+    layer and no module of another file (speechbrain's STFT, GccPhat, DelaySum: signal
+    processing); anything not known may hold parameters."""
+    if scope is None:
+        return True
+    quals = scope.resolve(name)
+    if len(quals) != 1:
+        return True
+    nets = scope.index.networks(quals[0])
+    if len(nets) != 1:
+        return True
+    net = nets[0]
+    if net.params or net.recurrents or not net.forward_known:
+        return True
+    from gradlint.model.ir import Attention, Param, Recurrent, TransformerBlock, walk
+
+    return any(isinstance(n, (Extern, Param, Recurrent, Attention, TransformerBlock))
+               or (type(n).__name__ == "Opaque" and ("module" in n.what or "class" in n.what))
+               for path in net.paths for n in walk(path))
+
+
 def _short(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
@@ -343,6 +365,10 @@ def holds(site: Site, scope: Scope | None) -> bool:
     """Whether a site's cross-module condition holds, seen from the site's own module."""
     if not site.classes:
         return True
+    if site.want == "parametric":
+        # a forward whose cut output ran only modules of these classes of other files: a cut
+        # matters only where one of them may hold a parameter
+        return any(_may_hold_parameters(scope, cls) for cls in site.classes)
     for cls in site.classes:
         if site.want == "module":
             if is_module_class(scope, cls):

@@ -43,7 +43,7 @@ _PARAMETER_READS = frozenset({"parameters", "named_parameters"})
 _OPTIMIZING = re.compile(r"""['"]params['"]|\boptim\b|torch\.optim|Optimizer\(|\b(Adam|AdamW|SGD|RMSprop|Adagrad|"""
                          r"""Adadelta|Adamax|NAdam|RAdam|LBFGS|Lion|Adafactor|LAMB|Lamb)\(""")
 # torch.nn classes with no parameter: a module of one trains nothing wherever it runs.
-_PARAMETER_FREE = (frozenset(C.ACTIVATION_MODULES) - {"PReLU"}) | frozenset(C.PASSTHROUGH_MODULES)
+PARAMETER_FREE = (frozenset(C.ACTIVATION_MODULES) - {"PReLU"}) | frozenset(C.PASSTHROUGH_MODULES)
 
 
 @dataclass
@@ -145,7 +145,7 @@ def _read_init(fn: cst.FunctionDef, uses: ModuleUses, qualify: Qualify) -> None:
             value = getattr(small, "value", None)
             if own and type(value) is cst.Call:
                 names = qualify(value.func)
-                if any(n.startswith("torch.nn.") and n.rsplit(".", 1)[-1] in _PARAMETER_FREE for n in names):
+                if any(n.startswith("torch.nn.") and n.rsplit(".", 1)[-1] in PARAMETER_FREE for n in names):
                     uses.parameter_free |= own
             if value is not None and len(own) == 1:
                 for n in walk(value, ()):

@@ -17,8 +17,8 @@ from gradlint.facts.numerics import LOSS_NAMES, Pieces, Site
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.calls import arguments
 from gradlint.source.detached_modules import CUT_WORDS, detached_modules
-from gradlint.source.module_uses import ModuleUses, module_uses, outside_runs
-from gradlint.source.engine.walk import children
+from gradlint.source.module_uses import PARAMETER_FREE, ModuleUses, module_uses, outside_runs
+from gradlint.source.engine.walk import children, walk
 from gradlint.source.engine.tensors import DETACHED_THEN_REQUIRED, V, UNKNOWN, number_of
 from gradlint.source.names import dotted
 
@@ -417,10 +417,81 @@ class SiteChecks:
                 continue
             if val.cut in ("torch.no_grad()", ".detach()", ".data", ".detach_()") and val.params:
                 text = self.x.code(node.value)
-                if _stop_gradient(text) or _integer_named(text) or self._runs_modules_elsewhere():
+                if _stop_gradient(text) or _integer_named(text) or self._runs_modules_elsewhere() or \
+                        self._inference_only():
                     continue
+                built = self._built_of_called()
+                if built is not None and not built:
+                    continue  # every module forward runs is a parameter-free torch layer
                 span = val.cut_span.span if val.cut_span else self.x.span(node)
-                self.x.add(Site("forward_output_cut", "output-cut", span, detail=val.cut))
+                # (the classes of other files forward runs, when it runs only such modules: the
+                # project index says whether any holds a parameter, facts.numerics.holds)
+                self.x.add(Site("forward_output_cut", "output-cut", span, detail=val.cut,
+                                classes=built or (), want="parametric" if built else None))
+
+    def _init_calls(self) -> dict[str, cst.Call]:
+        """What `__init__` (the class's and its bases' in the file) builds each attribute with,
+        when a call: `self.stft = STFT(sample_rate=fs)` -> that call (set again: the last)."""
+        out: dict[str, cst.Call] = {}
+        for name, fn in self._methods_with_bases():
+            if name != "__init__":
+                continue
+            for n in walk(fn.body, ()):
+                if type(n) is cst.Assign and len(n.targets) == 1 and type(n.value) is cst.Call:
+                    t = n.targets[0].target
+                    if type(t) is cst.Attribute and type(t.value) is cst.Name and t.value.value == "self":
+                        out[t.attr.value] = n.value
+        return out
+
+    def _inference_only(self) -> bool:
+        """Whether `__init__` makes the class an inference-only wrapper: it puts itself or a
+        submodule in eval mode, or builds one with pretrained weights (`inception_v3(weights=...)`,
+        `pretrained=True`, `from_pretrained(...)`): a feature extractor for a metric (ignite's FID
+        Inception), whose forward's cut is meant."""
+        for name, fn in self._methods_with_bases():
+            if name != "__init__":
+                continue
+            for n in walk(fn.body, ()):
+                if type(n) is not cst.Call:
+                    continue
+                meth = n.func.attr.value if type(n.func) is cst.Attribute else ""
+                if meth == "eval" and not n.args or meth == "from_pretrained":
+                    return True
+                for a in n.args:
+                    if a.keyword is not None and (
+                            a.keyword.value == "pretrained" and self.x.code(a.value) == "True"
+                            or a.keyword.value == "weights" and self.x.code(a.value) != "None"):
+                        return True
+        return False
+
+    def _built_of_called(self) -> tuple[str, ...] | None:
+        """The classes of the file's imports the modules forward calls (`self.stft(x)`) were built
+        from, when every one was built in `__init__` by a call of an imported class or of a
+        parameter-free torch layer: () when all are such torch layers; None when any is
+        something else (a torch layer with weights, a module of this file, a value passed in)."""
+        forward = self.cls.method_nodes.get("forward")
+        if forward is None:
+            return None
+        called = set(re.findall(r"\bself\.(\w+)\s*\(", self.x.code(forward))) - set(self.cls.method_nodes)
+        if not called:
+            return None
+        built = self._init_calls()
+        out: set[str] = set()
+        for attr in called:
+            call = built.get(attr)
+            if call is None:
+                return None
+            names = self.x.q(call.func)
+            if any(n.startswith("torch.nn.") for n in names):
+                if all(n.rsplit(".", 1)[-1] in PARAMETER_FREE for n in names):
+                    continue
+                return None
+            written = dotted(call.func)
+            if not written or not names or written.split(".")[0] in self.x.local_classes \
+                    or not (written.split(".")[0] in self.x.imports.names):
+                return None
+            out.add(written)
+        return tuple(sorted(out))
 
     def _uses(self) -> ModuleUses:
         """What the class's other methods do with its submodules (read once per class)."""

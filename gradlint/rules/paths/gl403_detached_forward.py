@@ -45,7 +45,11 @@ class DetachedForward(SiteRule):
     so), hidden states detached between truncated-BPTT windows, straight-through estimators
     (`x + (q - x).detach()` keeps a path), and a frozen sub-network whose output feeds a
     trainable head (given to no optimizer by the class, or frozen with `requires_grad` or a `freeze`
-    helper).
+    helper). A forward whose whole output is cut is not flagged in an inference-only wrapper (its
+    `__init__` puts a module in eval mode or builds one with pretrained weights: ignite's FID
+    Inception), nor when every module it runs is a parameter-free torch layer or a class of another
+    project file that the run models in full with no parametric layer (speechbrain's STFT and
+    beamforming modules).
 
     ## Why is this bad?
     The parameters upstream of the cut never receive a gradient: they stay at their
