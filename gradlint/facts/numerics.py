@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gradlint.facts import callgraph
-from gradlint.facts.callgraph import passed_everywhere
-from gradlint.facts.losses import prediction_passed
+from gradlint.facts.callgraph import passed_everywhere, project_calls
+from gradlint.facts.losses import is_loss_class, prediction_passed
 from gradlint.facts.project import MAX_DEPTH, ProjectIndex, Scope
 from gradlint.findings import SourceSpan
 from gradlint.model.ir import Extern
@@ -325,6 +325,34 @@ def is_module_class(scope: Scope | None, name: str, _depth: int = 0) -> bool:
     return True
 
 
+def only_model(scope: Scope) -> str | None:
+    """The qualified name of the one model class the module defines, or None: a class with a
+    forward deriving from torch.nn.Module (or a project module class) that no other class of the
+    file builds or derives from (a submodule or a base is part of another model), and no loss
+    or autograd Function. A second such class (a generator and its discriminator) makes it None."""
+    mod = scope.index.modules.get(scope.module)
+    facts = mod.facts.numerics if mod is not None else None
+    if facts is None:
+        return None
+    memo = scope.index.memos.setdefault("only_model", {})
+    if scope.module in memo:
+        return memo[scope.module]
+    names = {c.name for c in facts.classes}
+    # the classes another class of the file builds (`self.enc = Encoder(...)`) or derives from
+    inner: set[str] = set()
+    for fn in facts.functions:
+        owner = fn.name.partition(".")[0] if "." in fn.name else None
+        if owner is not None:
+            inner.update(c.callee for c in fn.calls if c.callee in names and c.callee != owner)
+    for c in facts.classes:
+        inner.update(b for b in c.bases if b in names and b != c.name)
+    found = [c.name for c in facts.classes
+             if c.has_forward and not c.autograd_function and c.name not in inner and is_module_class(scope, c.name)
+             and not is_loss_class(scope.index, f"{scope.module}.{c.name}")]
+    memo[scope.module] = got = f"{scope.module}.{found[0]}" if len(found) == 1 else None
+    return got
+
+
 def _may_hold_parameters(scope: Scope | None, name: str) -> bool:
     """False only for a project class whose module the lowering built in full with no parametric
     layer and no module of another file (speechbrain's STFT, GccPhat, DelaySum: signal
@@ -418,6 +446,7 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         return None
     data = dict(site.data)
     joined: dict[str, str] = {}
+    only: str | None = None  # the model parameter read as the file's only model class
     # a hazard on a loss's prediction (or on what its forward hands a helper): the training step
     # that passes it is not seen, but what it passes there carries gradient (facts.losses)
     unseen = prediction_passed if site.kind in _ZERO_HAZARDS else None
@@ -425,13 +454,26 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         param = data.get(role + "_param")
         if not param:
             continue
-        shape = passed_everywhere(scope.index, scope.module, data.get(role + "_of") or site.function, param,
-                                   int(data.get(role + "_at", -1)), data.get(role + "_default"),
+        function = data.get(role + "_of") or site.function
+        default = data.get(role + "_default")
+        if role == "model" and default is None and site.kind in ("probability_into_loss", "log_of_probability") \
+                and "." not in function and not project_calls(scope.index, scope.module, function):
+            # a top-level function that no call in the project gives a model (`def train(model,
+            # loader)` of a script): the model its file defines, when it defines one
+            guess = only_model(scope)
+            if guess is not None:
+                only = param
+                default = "inst:" + guess
+        shape = passed_everywhere(scope.index, scope.module, function, param,
+                                   int(data.get(role + "_at", -1)), default,
                                    unseen=unseen if role == "tensor" else None)
         if shape is None:
             return None
         joined[role] = shape
     model = joined.get("model")
+    if only is not None and model is not None:
+        # (no caller passes one: the message says the model is read as the file's only one)
+        data["only_model"] = only
     if model is not None and not model.startswith("inst:"):
         return None
     tensor = joined.get("tensor")
@@ -487,7 +529,8 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
                            element=element)
         if model is None:
             return None
-        return replace(site, variant="model-output", classes=(model[5:],), want="probability", data=())
+        return replace(site, variant="model-output", classes=(model[5:],), want="probability",
+                       data=(("only_model", only),) if only else ())
     if site.kind == "requires_grad_on_module":
         if model is None:
             return None
@@ -530,6 +573,8 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         cls, element = _output_shape(tensor)
         return replace(site, variant="model-output", classes=(cls,), want=want, data=rest, detail=loss, element=element)
     if model is not None:
+        if only:
+            rest += (("only_model", only),)
         return replace(site, variant="model-output", classes=(model[5:],), want=want, data=rest, detail=loss)
     if data.get("input_prob"):
         return replace(site, variant="local", classes=(), want=None, data=rest, detail=loss) \

@@ -113,6 +113,11 @@ def output_of(site: Site, kind: str) -> str:
         return f"the output of `{site.classes[0][3:]}()`, which returns a {kind}"
     if site.classes[0].startswith("mk:"):
         return f"the output of the module `{site.classes[0][3:]}()` builds, whose call returns a {kind}"
+    only = dict(site.data).get("only_model")
+    if only:
+        # no call in the project passes the model parameter: the file's one model class
+        return (f"the output of `{only}`, read as {site.classes[0].rpartition('.')[2]} (no call in the project passes a model, and "
+                f"it is the only model this file defines), whose forward returns a {kind}")
     if site.element is None:
         assumed = dict(site.data).get("assuming")
         if assumed:

