@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fetch real PyTorch code to check gradlint against: the wheels of timm, torchvision, transformers, diffusers,
-# accelerate and lightning from PyPI (no torch needed: wheels are only unpacked, never installed),
-# then run `gradlint check` over their sources and print the counts per rule.
+# accelerate and lightning (model code), and of speechbrain, torchrl, ultralytics, stable-baselines3,
+# torchtune, pytorch-ignite, fairseq2, mosaicml (composer), pytorch-forecasting and skorch (training
+# loops, clipping, AMP: what the training-loop rules read) from PyPI (no torch needed: wheels are only
+# unpacked, never installed), then run `gradlint check` over their sources and print the counts per rule.
 #
 #   bench/corpus.sh            # download (once), unpack, check; findings in bench/corpus/findings.json
 #   bench/corpus.sh --no-check # only download and unpack
@@ -14,8 +16,11 @@ python="${PYTHON:-python3}"
 mkdir -p "$wheels" "$src"
 # Pinned: bench/judged.tsv names findings by file and line, so the corpus must not move.
 for spec in timm==1.0.31 torchvision==0.29.1 transformers==5.24.0 diffusers==0.42.1 accelerate==1.15.0 \
-    lightning==2.6.6; do
+    lightning==2.6.6 speechbrain==1.1.2 torchrl==0.14.1 ultralytics==8.4.190 stable-baselines3==2.9.2 \
+    torchtune==0.6.1 pytorch-ignite==0.5.5 fairseq2==0.8.1 mosaicml==0.32.1 pytorch-forecasting==1.8.0 \
+    skorch==1.4.0; do
   pkg="${spec%%==*}"
+  pkg="${pkg//-/_}"  # (a wheel's file name spells the project's dashes as underscores)
   if ! ls "$wheels"/"$pkg"-*.whl >/dev/null 2>&1; then
     "$python" -m pip download --quiet --no-deps --only-binary=:all: --dest "$wheels" "$spec" \
       || "$python" -m pip download --quiet --no-deps --dest "$wheels" "$spec"
