@@ -500,6 +500,13 @@ class TensorEval:
         base = _combine([left, right])
         ln = number_of(left)
         rn = number_of(right)
+        if left.max_shifted and (op is cst.Divide and not (rn is not None and rn <= 0) or op is cst.Multiply and (
+                (rn is not None and rn > 0) or (rn is None and not right.tensor and not right.params))):
+            # `(s - s.max()) / temperature` (kornia's ALIKED soft-argmax), `0.5 * ...`: still at
+            # most 0 for a positive scale, as a temperature is; only a negative number flips it
+            return replace(base, max_shifted=True)
+        if op is cst.Multiply and right.max_shifted and ln is not None and ln > 0:
+            return replace(base, max_shifted=True)
         if op is cst.Power:
             if rn == 2:
                 return replace(base, sq=True, tensor=left.tensor, dense=left.dense, pairs=left.pairs, unit=square_unit(left))
@@ -523,6 +530,12 @@ class TensorEval:
                     return replace(base, weighted=True, dense=positive)
             if lnode is not None and rnode is not None and self.x.code(lnode) == self.x.code(rnode):
                 return replace(base, sq=True, dense=left.dense, pairs=left.pairs, unit=square_unit(left))
+            for factor, other in ((lnode, right), (rnode, left)):
+                if (other.sq or other.sumsq) and type(factor) is cst.UnaryOperation and \
+                        type(factor.operator) is cst.Minus and self.num(factor.expression) is None:
+                    # `-self.preterm * (x - c) ** 2` (monai's Parzen window): a scale negated by hand
+                    # is a positive one (1 / (2 sigma**2)), so the exponent is a Gaussian's, <= 0
+                    return replace(base, nonpos=True)
             for lit, other in ((ln, right), (rn, left)):
                 if lit is not None and lit < 0 and (other.sq or other.sumsq):
                     return replace(base, nonpos=True)  # -0.5 * x**2 (a Gaussian's exponent)

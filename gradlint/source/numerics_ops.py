@@ -128,6 +128,9 @@ def _short_of(name: str) -> str:
 # package and subpackages (`torchvision.models.resnet18(weights=...)`, `from torchvision.models
 
 
+# exp(x) is finite in float32 up to x = 88.7: a value clamped at or below this cannot overflow it.
+EXP_SAFE = 80.0
+
 class _Call:
     """One call as its handler reads it: the arguments as written and as evaluated (once, in
     order, before the dispatch, as Python evaluates them), and for a method its receiver."""
@@ -528,6 +531,10 @@ class TorchOps:
             res = replace(res, shifted=True)
         if r.prob and hi is not None and (hi_n is None or hi_n < 1):
             res = replace(res, capped=True)
+        if hi_n is not None and hi_n <= EXP_SAFE:
+            # `clamp(exponent, -50, 50)` (pytorch-metric-learning's temperature sigmoid): the exp
+            # of it cannot overflow, as the exp of a max-shifted value cannot
+            res = replace(res, max_shifted=True)
         return res
 
     # -- methods of tensors and modules, by method name ------------------------------------------

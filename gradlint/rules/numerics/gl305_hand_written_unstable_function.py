@@ -19,7 +19,8 @@ class HandWrittenUnstableFunction(SiteRule):
     `log(sum(exp(log_gauss) * mixing))`) written with torch operations, and a softmax written as
     `exp(z) / exp(z).sum(...)` with no max-shift, through local variables. Not flagged:
     constant operands, detached or no-grad operands, the stable max-shifted log-sum-exp
-    (`x - x.max()` inside the exp), and exp of a value that cannot be positive (`-x ** 2`,
+    (`x - x.max()` inside the exp, also divided by a temperature or times a positive number), an
+    exponent clamped at 80 or below, and exp of a value that cannot be positive (`-x ** 2`,
     `-|x|`: the stable softplus `clamp(x, min=0) + log1p(exp(-|x|))`).
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
@@ -60,6 +61,15 @@ class HandWrittenUnstableFunction(SiteRule):
     summary = "Sigmoid/softplus/logsumexp/softmax written with exp (overflow, NaN gradients)"
 
     invalid = [
+        Example("import torch\n\n\ndef sigmoid(tensor, temp=1.0):\n"
+                "    exponent = torch.clamp(-tensor / temp, min=-500, max=500)\n"
+                "    return 1.0 / (1.0 + torch.exp(exponent))\n",
+                note="clamped, but above 88: exp(500) is still inf in float32"),
+        Example("import torch\n\n\ndef weights(scores):\n"
+                "    m = scores.max(dim=1, keepdim=True).values\n"
+                "    e = (-2.0 * (scores - m)).exp()\n"
+                "    return e / e.sum(dim=1, keepdim=True)\n",
+                note="max-shifted, then multiplied by a negative number: the exponent is at least 0 again"),
         Example("import torch\nimport torch.nn.functional as F\n\n\ndef log_prob(log_gauss, mixing_logits):\n"
                 "    mixing = F.softmax(mixing_logits, dim=-1)\n"
                 "    return torch.log(torch.sum(torch.exp(log_gauss) * mixing, dim=-1))\n",
@@ -75,6 +85,22 @@ class HandWrittenUnstableFunction(SiteRule):
                 note="a softmax with no max-shift: exp(100) is inf, inf / inf is NaN"),
     ]
     valid = [
+        Example("import torch\n\n\ndef sigmoid(tensor, temp=1.0):\n"
+                "    exponent = torch.clamp(-tensor / temp, min=-50, max=50)\n"
+                "    return 1.0 / (1.0 + torch.exp(exponent))\n",
+                note="the exponent clamped well below 88 (pytorch-metric-learning's PNP loss)"),
+        Example("import torch\n\n\nclass Parzen(torch.nn.Module):\n"
+                "    def __init__(self, sigma=0.1):\n        super().__init__()\n"
+                "        self.preterm = 1 / (2 * sigma ** 2)\n\n"
+                "    def forward(self, img, centers):\n"
+                "        w = torch.exp(-self.preterm * (img - centers) ** 2)\n"
+                "        return w / torch.sum(w, dim=-1, keepdim=True)\n",
+                note="a Gaussian window: a negated scale times a square is at most 0 (monai's Parzen windowing)"),
+        Example("import torch\n\n\ndef soft_argmax(scores, grid, temperature):\n"
+                "    m = scores.max(dim=1).values.detach()[:, None]\n"
+                "    e = ((scores - m) / temperature).exp()\n"
+                "    return (e / e.sum(dim=1, keepdim=True)) @ grid\n",
+                note="max-shifted, then divided by a temperature (kornia's ALIKED): still at most 0"),
         Example("import torch\nimport torch.nn.functional as F\n\n\ndef log_prob(log_gauss, mixing_logits):\n"
                 "    return torch.logsumexp(log_gauss + F.log_softmax(mixing_logits, dim=-1), dim=-1)\n",
                 note="the weighted log-sum-exp with the weights' logs"),
