@@ -21,7 +21,7 @@ from gradlint.source.engine.walk import children as _code_children
 from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.names import dotted
 from gradlint.source.numerics_defaults import decided
-from gradlint.source.numerics_ops import LOSS_FUNCTIONS, LOSS_MODULES, never_negative
+from gradlint.source.numerics_ops import LOSS_FUNCTIONS, LOSS_MODULES, never_negative, strictly_positive
 from gradlint.source.numerics_pairs import gram_expansion, self_difference, self_gram
 
 
@@ -514,6 +514,8 @@ class TensorEval:
         if op is cst.MatrixMultiply:
             if (made := cosines(left, right)) is not None:
                 return made  # `F.normalize(x) @ F.normalize(W).t()`
+            if strictly_positive(left) and strictly_positive(right):
+                return replace(base, tensor=True, dense=True, nonneg=True)  # `probs.T @ probs`
             # (of a learned output, dense: its diagonal is the rows' sums of squares of one)
             return replace(base, gram=True, dense=left.dense or right.dense) \
                 if node is not None and self_gram(node, self.x.code) else base

@@ -128,6 +128,12 @@ def _short_of(name: str) -> str:
 # package and subpackages (`torchvision.models.resnet18(weights=...)`, `from torchvision.models
 
 
+
+def strictly_positive(v: V) -> bool:
+    """Strictly positive elements: softmax or sigmoid probabilities, an exp. A product of two such matrices (torch_geometric's DMoN `s.T @ s`
+    of softmax assignments) has strictly positive entries: its norm is never 0."""
+    return v.prob in ("softmax", "sigmoid") or v.exp
+
 # exp(x) is finite in float32 up to x = 88.7: a value clamped at or below this cannot overflow it.
 EXP_SAFE = 80.0
 
@@ -686,6 +692,8 @@ class TorchOps:
         normalized tensors, cosines (`bounded`)."""
         if len(c.vals) == 1 and (made := cosines(c.r, c.vals[0])) is not None:
             return made
+        if len(c.vals) == 1 and strictly_positive(c.r) and strictly_positive(c.vals[0]):
+            return replace(_combine([c.r, *c.vals]), tensor=True, dense=True, nonneg=True)
         if not self_gram(c.node, self.x.code):
             return None
         return replace(_combine([c.r, *c.vals]), tensor=True, gram=True, dense=c.r.dense)
@@ -695,6 +703,8 @@ class TorchOps:
         cosines (`bounded`)."""
         if len(c.vals) == 2 and (made := cosines(c.vals[0], c.vals[1])) is not None:
             return made
+        if len(c.vals) == 2 and strictly_positive(c.vals[0]) and strictly_positive(c.vals[1]):
+            return replace(_combine(c.vals), tensor=True, dense=True, nonneg=True)
         if not self_gram(c.node, self.x.code):
             return None
         return replace(_combine(c.vals), tensor=True, gram=True, dense=c.first.dense)

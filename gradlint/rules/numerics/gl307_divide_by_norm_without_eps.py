@@ -98,6 +98,12 @@ class DivideByNormWithoutEps(SiteRule):
                 note="`y` is the target, `y_hat` the prediction"),
     ]
     valid = [
+        Example("import torch\nfrom torch import nn\n\n\nclass Pool(nn.Module):\n"
+                "    def __init__(self):\n        super().__init__()\n        self.mlp = nn.Linear(8, 4)\n\n"
+                "    def forward(self, x):\n        s = torch.softmax(self.mlp(x), dim=-1)\n"
+                "        ss = torch.matmul(s.transpose(1, 2), s)\n"
+                "        return ss / torch.norm(ss, dim=(-1, -2), keepdim=True)\n",
+                note="a product of softmax assignments has positive entries (torch_geometric's DMoN)"),
         Example("import torch.nn.functional as F\n\ndef f(x):\n    return F.normalize(x, dim=-1)\n"),
         Example("import torch.nn.functional as F\n\ndef f(x):\n    return F.layer_norm(x, x.shape[-1:])\n"),
         Example("import torch\nfrom torch import nn\n\nclass M(nn.Module):\n"
