@@ -2,7 +2,9 @@
 # Fetch real PyTorch code to check gradlint against: the wheels of timm, torchvision, transformers, diffusers,
 # accelerate and lightning (model code), and of speechbrain, torchrl, ultralytics, stable-baselines3,
 # torchtune, pytorch-ignite, fairseq2, mosaicml (composer), pytorch-forecasting and skorch (training
-# loops, clipping, AMP: what the training-loop rules read) from PyPI (no torch needed: wheels are only
+# loops, clipping, AMP: what the training-loop rules read), and of kornia, monai, torch-geometric,
+# torchmetrics, pytorch-metric-learning, lightly and segmentation-models-pytorch (geometry, losses,
+# metrics, graphs, U-Nets: what the numerics rules read) from PyPI (no torch needed: wheels are only
 # unpacked, never installed), then run `gradlint check` over their sources and print the counts per rule.
 #
 #   bench/corpus.sh            # download (once), unpack, check; findings in bench/corpus/findings.json
@@ -18,7 +20,8 @@ mkdir -p "$wheels" "$src"
 for spec in timm==1.0.31 torchvision==0.29.1 transformers==5.24.0 diffusers==0.42.1 accelerate==1.15.0 \
     lightning==2.6.6 speechbrain==1.1.2 torchrl==0.14.1 ultralytics==8.4.190 stable-baselines3==2.9.2 \
     torchtune==0.6.1 pytorch-ignite==0.5.5 fairseq2==0.8.1 mosaicml==0.32.1 pytorch-forecasting==1.8.0 \
-    skorch==1.4.0; do
+    skorch==1.4.0 kornia==0.9.0 monai==1.6.1 torch-geometric==2.8.1 torchmetrics==1.9.0 \
+    pytorch-metric-learning==2.9.0 lightly==1.6.0 segmentation-models-pytorch==0.6.0; do
   pkg="${spec%%==*}"
   pkg="${pkg//-/_}"  # (a wheel's file name spells the project's dashes as underscores)
   if ! ls "$wheels"/"$pkg"-*.whl >/dev/null 2>&1; then
