@@ -4,7 +4,8 @@
 # torchtune, pytorch-ignite, fairseq2, mosaicml (composer), pytorch-forecasting and skorch (training
 # loops, clipping, AMP: what the training-loop rules read), and of kornia, monai, torch-geometric,
 # torchmetrics, pytorch-metric-learning, lightly and segmentation-models-pytorch (geometry, losses,
-# metrics, graphs, U-Nets: what the numerics rules read) from PyPI (no torch needed: wheels are only
+# metrics, graphs, U-Nets) and of pyro, gpytorch, botorch, e3nn, torchdiffeq and zuko (probabilistic
+# and equivariant models: what the numerics rules read) from PyPI (no torch needed: wheels are only
 # unpacked, never installed), then run `gradlint check` over their sources and print the counts per rule.
 #
 #   bench/corpus.sh            # download (once), unpack, check; findings in bench/corpus/findings.json
@@ -21,7 +22,8 @@ for spec in timm==1.0.31 torchvision==0.29.1 transformers==5.24.0 diffusers==0.4
     lightning==2.6.6 speechbrain==1.1.2 torchrl==0.14.1 ultralytics==8.4.190 stable-baselines3==2.9.2 \
     torchtune==0.6.1 pytorch-ignite==0.5.5 fairseq2==0.8.1 mosaicml==0.32.1 pytorch-forecasting==1.8.0 \
     skorch==1.4.0 kornia==0.9.0 monai==1.6.1 torch-geometric==2.8.1 torchmetrics==1.9.0 \
-    pytorch-metric-learning==2.9.0 lightly==1.6.0 segmentation-models-pytorch==0.6.0; do
+    pytorch-metric-learning==2.9.0 lightly==1.6.0 segmentation-models-pytorch==0.6.0 pyro-ppl==1.9.2 \
+    gpytorch==1.15.2 botorch==0.18.1 e3nn==0.6.0 torchdiffeq==0.2.5 zuko==1.6.0; do
   pkg="${spec%%==*}"
   pkg="${pkg//-/_}"  # (a wheel's file name spells the project's dashes as underscores)
   if ! ls "$wheels"/"$pkg"-*.whl >/dev/null 2>&1; then

@@ -596,6 +596,16 @@ class TorchOps:
     def _m_max(self, c: _Call) -> V:
         return _max_values(replace(_combine([c.r]), is_max=True, tensor=True), c, 0)
 
+    def _m_neg(self, c: _Call) -> V | None:
+        """`x.abs().neg()`, `(x ** 2).neg()`: as `-abs(x)` and `-x ** 2`, at most 0 (pyro's
+        `logits.abs().neg().exp().log1p()`: exp of it cannot overflow)."""
+        if c.pos or c.kw or c.recv is None:
+            return None
+        r = c.r
+        if r.sq or r.sumsq or never_negative(c.recv) or (r.nonneg and not r.module):
+            return replace(_combine([r]), tensor=r.tensor, nonpos=True)
+        return None
+
     def _m_square(self, c: _Call) -> V | None:
         return None if c.pos else self._square_value(c.r)
 
@@ -828,6 +838,7 @@ _METHODS = _table([
     ({"log"}, T._m_log), ({"log1p"}, T._m_log1p), ({"exp"}, T._m_exp), ({"sum", "mean", "nansum"}, T._m_reduce),
     ({"add", "add_"}, T._m_add), ({"sqrt", "rsqrt"}, T._m_sqrt), ({"pow", "pow_"}, T._m_pow),
     ({"max", "amax", "logsumexp"}, T._m_max), ({"square"}, T._m_square), ({"mul", "multiply"}, T._m_mul),
+    ({"neg", "negative"}, T._m_neg),
     ({"norm"}, T._m_norm),
     ({"std"}, T._m_std), ({"var"}, T._m_var),
     ({"acos", "asin", "arccos", "arcsin", "acos_", "asin_"}, T._m_acos),

@@ -20,7 +20,7 @@ class HandWrittenUnstableFunction(SiteRule):
     `exp(z) / exp(z).sum(...)` with no max-shift, through local variables. Not flagged:
     constant operands, detached or no-grad operands, the stable max-shifted log-sum-exp
     (`x - x.max()` inside the exp, also divided by a temperature or times a positive number), an
-    exponent clamped at 80 or below, and exp of a value that cannot be positive (`-x ** 2`,
+    exponent clamped at 80 or below, `-|x|` also as `x.abs().neg()`, and exp of a value that cannot be positive (`-x ** 2`,
     `-|x|`: the stable softplus `clamp(x, min=0) + log1p(exp(-|x|))`).
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
@@ -85,6 +85,10 @@ class HandWrittenUnstableFunction(SiteRule):
                 note="a softmax with no max-shift: exp(100) is inf, inf / inf is NaN"),
     ]
     valid = [
+        Example("import torch\n\n\ndef log_prob(logits, n, k):\n"
+                "    normalize = n * (logits.clamp(min=0) + logits.abs().neg().exp().log1p())\n"
+                "    return k * logits - normalize\n",
+                note="the stable softplus: exp of -|x| written as methods (pyro's Binomial)"),
         Example("import torch\n\n\ndef sigmoid(tensor, temp=1.0):\n"
                 "    exponent = torch.clamp(-tensor / temp, min=-50, max=50)\n"
                 "    return 1.0 / (1.0 + torch.exp(exponent))\n",
