@@ -193,6 +193,8 @@ class TensorEval:
         if kind is cst.Attribute:
             return self.attribute(node)
         if kind is cst.Call:
+            if type(node.func) is cst.Lambda and (applied := self._applied_lambda(node)) is not None:
+                return applied
             res = self.call(node)
             if not res.nonneg and not res.module and never_negative(node):
                 # `pos = x.clamp(min=0)`, `r = F.relu(x)`: never negative by a name too
@@ -348,6 +350,27 @@ class TensorEval:
             return val
         self._ev_children(node)
         return UNKNOWN
+
+
+    def _applied_lambda(self, node: cst.Call) -> V | None:
+        """`(lambda z: z.exp().log1p())(x.masked_fill(~mask, 0))` (botorch's log1pexp): a lambda
+        called where it is written runs now, its parameters bound to the arguments; None when
+        the call does not match its plain positional parameters."""
+        fn = node.func
+        params = fn.params
+        if params.star_arg is not cst.MaybeSentinel.DEFAULT and params.star_arg is not None or params.kwonly_params \
+                or params.star_kwarg is not None or params.posonly_params \
+                or len(node.args) != len(params.params) or any(a.keyword is not None or a.star for a in node.args) \
+                or any(p.default is not None for p in params.params):
+            return None
+        values = [self.ev(a.value) for a in node.args]
+        saved = dict(self.env)
+        for p, v in zip(params.params, values):
+            self.env[p.name.value] = v
+        try:
+            return self.ev(fn.body)
+        finally:
+            self.env = saved
 
     def _local_dict_steady(self, holder: cst.BaseExpression, got: V) -> bool:
         """Whether a dict display bound in this function still holds `got` (what its key held
