@@ -271,6 +271,31 @@ def test_gl406_a_masked_straight_through_gradient_of_a_step_needs_no_gradcheck()
             forward, backward)
 
 
+_CHECKED = ("import torch\n\nclass Op(torch.autograd.Function):\n"
+            "    @staticmethod\n    def forward(ctx, x, scale):\n"
+            "        if not x.dtype.is_floating_point:\n            raise TypeError(f'{{x.dtype}}')\n"
+            "        ctx.scale = scale\n        return {forward}\n\n"
+            "    @staticmethod\n    def backward(ctx, grad_output):\n        return {backward}\n")
+
+
+def test_gl406_gradient_scaling_behind_an_input_check_needs_no_gradcheck():
+    # fairseq2's _GradScaleFunction: the forward checks its input's dtype (an `if` that only
+    # raises) before `x.detach().clone()`; the backward scales: no derivative of the copy
+    for forward in ("x.detach().clone()", "x.view_as(x)"):
+        assert findings(_CHECKED.format(forward=forward, backward="grad_output * ctx.scale, None"), "GL406") == [], forward
+    one_line = _CHECKED.format(forward="x.clone()", backward="grad_output * ctx.scale, None").replace(
+        "floating_point:\n            raise", "floating_point: raise")
+    assert findings(one_line, "GL406") == []
+    # the true derivative behind the same check, and a branch that changes the value, stay flagged
+    for forward, backward in (("x * scale", "grad_output * ctx.scale, None"), ("x.clone()", "grad_output, None"),
+                              ("x * 3", "grad_output * 3, None")):
+        assert [f.code for f in findings(_CHECKED.format(forward=forward, backward=backward), "GL406")] == ["GL406"], (
+            forward, backward)
+    changes = _CHECKED.format(forward="x.clone()", backward="grad_output * ctx.scale, None").replace(
+        "            raise TypeError(f'{x.dtype}')\n", "            x = x.float()\n")
+    assert [f.code for f in findings(changes, "GL406")] == ["GL406"]
+
+
 def test_gl407_a_term_cut_in_a_loss_a_forward_returns_and_a_caller_backpropagates():
     # PredRNN: `return frames, loss` with a term through torch.tensor(list); train.py does
     # `next_frames, loss = self.network(...); loss.backward()`. Probe's cut term nobody backpropagates.

@@ -336,14 +336,35 @@ def _binds_settings(stmt: cst.CSTNode, ctx: str, local: dict[str, Factor], grads
     return out
 
 
+def _guard(stmt: cst.BaseStatement) -> bool:
+    """An input check: an `if` whose every branch only raises (`if not x.dtype.is_floating_point:
+    raise TypeError(...)`). Where the function goes on past it, it has changed nothing, so what
+    it returns is read as if the check were not there."""
+    if type(stmt) is not cst.If:
+        return False
+    node: cst.If | cst.Else | None = stmt
+    while node is not None:
+        if type(node.body) is cst.IndentedBlock:
+            smalls = [small for s in node.body.body if type(s) is cst.SimpleStatementLine for small in s.body]
+            if len(smalls) < len(node.body.body) or not smalls:
+                return False  # a compound statement in the branch
+        else:
+            smalls = list(node.body.body)  # `if bad: raise ValueError(...)` on one line
+        if not all(type(small) is cst.Raise for small in smalls):
+            return False
+        node = node.orelse if type(node) is cst.If else None
+    return True
+
+
 def _returns(fn: cst.FunctionDef, only: bool = False, skip: set[int] = frozenset()) -> list[cst.BaseExpression] | None:
     """The values a function returns, when its body is plain statements ending in returns (no
-    branch or loop to read); with `only`, when it holds nothing but a docstring, the statements
-    `skip` names and returns of a value. None otherwise."""
+    branch or loop to read, input checks aside: _guard); with `only`, when it holds nothing but
+    a docstring, input checks, the statements `skip` names and returns of a value. None
+    otherwise."""
     body = fn.body.body if type(fn.body) is cst.IndentedBlock else ()
     out = []
     for stmt in body:
-        if only and id(stmt) in skip:
+        if only and id(stmt) in skip or _guard(stmt):
             continue
         if type(stmt) is not cst.SimpleStatementLine:
             return None

@@ -21,7 +21,7 @@ class UncheckedCustomBackward(Rule):
     `sign(x)` whose backward only returns the incoming gradient, or None, also under another
     name: `g = grad_output.clone(); return g`) and gradient reversal or scaling (a pass-through
     forward such as `x.view_as(x)` whose backward returns the gradient times another factor:
-    `-ctx.alpha * g`, `g * ctx.scale`); surrogate gradients (a backward that gives a gradient to
+    `-ctx.alpha * g`, `g * ctx.scale`), also behind an input check that only raises; surrogate gradients (a backward that gives a gradient to
     an input its forward never reads, PhiMoE's SparseMixer); a backward that lets
     `torch.autograd.grad` compute the gradient (a Function that only routes it); and collectives, whose forward or backward calls
     `torch.distributed` (an all-reduce, all-gather, all-to-all, the group's rank or size), directly
@@ -92,6 +92,12 @@ class UncheckedCustomBackward(Rule):
                 "    @staticmethod\n    def forward(ctx, x, alpha):\n        ctx.alpha = alpha\n        return x.view_as(x)\n\n"
                 "    @staticmethod\n    def backward(ctx, g):\n        return g.neg() * ctx.alpha, None\n",
                 note="gradient reversal (DANN)"),
+        Example("import torch\n\nclass GradScale(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x, scale):\n"
+                "        if not x.dtype.is_floating_point:\n            raise TypeError('x must be a float tensor')\n"
+                "        ctx.scale = scale\n        return x.detach().clone()\n\n"
+                "    @staticmethod\n    def backward(ctx, grad_output):\n        return grad_output * ctx.scale, None\n",
+                note="gradient scaling behind an input check"),
         Example("import torch\n\nclass QuantSTE(torch.autograd.Function):\n"
                 "    @staticmethod\n    def forward(ctx, w):\n        scale = 1.0 / w.abs().mean().clamp(min=1e-5)\n"
                 "        return (w * scale).round().clamp(-1, 1) / scale\n\n"
