@@ -296,6 +296,44 @@ def test_gl406_gradient_scaling_behind_an_input_check_needs_no_gradcheck():
     assert [f.code for f in findings(changes, "GL406")] == ["GL406"]
 
 
+_GANG = ("import torch\nfrom mylib.gang import Gang, ReduceOperation\n\n"
+         "def _do_gather(x, gang, dim):\n    if gang.size == 1:\n        return x\n"
+         "    splits = [torch.empty_like(x) for _ in range(gang.size)]\n"
+         "    gang.{gather}(splits, x)\n    return torch.cat(splits, dim=dim)\n\n"
+         "def _do_scatter(x, gang, dim):\n    return x.split(x.size(dim) // gang.size, dim=dim)[gang.rank].contiguous()\n\n"
+         "class Op(torch.autograd.Function):\n"
+         "    @staticmethod\n    def forward(ctx, x, gang, dim):\n        ctx.gang, ctx.dim = gang, dim\n"
+         "        {forward}\n\n"
+         "    @staticmethod\n    def backward(ctx, grad_output):\n        {backward}\n")
+
+
+def test_gl406_a_collective_through_a_process_group_object_of_the_project_needs_no_gradcheck():
+    # fairseq2's tensor-parallel Functions: `gang.all_reduce(...)` or `gang.all_gather_to_list`
+    # (a helper's), the Gang being fairseq2's own wrapper of torch.distributed
+    for gather, forward, backward in (
+            ("all_gather_to_list", "return _do_scatter(x, gang, dim)",
+             "return _do_gather(grad_output, ctx.gang, ctx.dim), None, None"),
+            ("all_gather_to_list", "return _do_gather(x, gang, dim)",
+             "return _do_scatter(grad_output, ctx.gang, ctx.dim), None, None"),
+            ("all_gather", "x = x.detach().clone()\n        gang.all_reduce(x, ReduceOperation.SUM)\n        return x",
+             "return grad_output, None, None"),
+            ("allgather", "return x", "ctx.gang.all_reduce(grad_output, ReduceOperation.SUM)\n"
+             "        return grad_output, None, None"),
+            ("all_gather", "return x", "return hvd.allreduce(grad_output), None, None"),
+            ("all_gather", "return x", "return reduce_scatter(grad_output, ctx.gang), None, None")):
+        src = _GANG.format(gather=gather, forward=forward, backward=backward)
+        assert findings(src, "GL406") == [], (forward, backward)
+    # a derivative through a single-process gather, scatter or reduction stays flagged
+    for forward, backward in (
+            ("ctx.save_for_backward(x)\n        return x.gather(dim, x.argsort(dim))",
+             "(x,) = ctx.saved_tensors\n        return torch.zeros_like(x).scatter(ctx.dim, x.argsort(ctx.dim), "
+             "grad_output), None, None"),
+            ("return x.sum(dim)", "return grad_output.unsqueeze(ctx.dim).expand(ctx.gang.shape), None, None"),
+            ("return torch.broadcast_to(x, (2,) + x.shape)", "return grad_output.sum(0), None, None")):
+        src = _GANG.format(gather="split", forward=forward, backward=backward)
+        assert [f.code for f in findings(src, "GL406")] == ["GL406"], (forward, backward)
+
+
 def test_gl407_a_term_cut_in_a_loss_a_forward_returns_and_a_caller_backpropagates():
     # PredRNN: `return frames, loss` with a term through torch.tensor(list); train.py does
     # `next_frames, loss = self.network(...); loss.backward()`. Probe's cut term nobody backpropagates.

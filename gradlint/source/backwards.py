@@ -6,6 +6,8 @@ does not have."""
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from gradlint.facts.numerics import Site
@@ -467,11 +469,19 @@ def autograd_computed(backward: cst.FunctionDef, qualify) -> bool:
 _AUTOGRAD_CALLS = frozenset({"torch.autograd.grad", "torch.autograd.backward"})
 
 
+# The names of a collective called on a process-group object of a project's own (fairseq2's
+# `gang.all_reduce(x, ReduceOperation.SUM)`, `gang.all_gather_to_list(...)`), on Horovod's
+# (`hvd.allreduce`) or imported from another module: names no single-process tensor operation
+# takes. (`broadcast` is not one: tensors and NumPy broadcast too.)
+_COLLECTIVE = re.compile(r"(all_?reduce|all_?gather|reduce_?scatter|all_?to_?all)(_.*)?")
+
+
 def communicates(methods: list[cst.FunctionDef], qualify, functions: dict[str, cst.FunctionDef]) -> bool:
     """Whether an autograd Function's forward or backward calls `torch.distributed` (an
-    all-reduce, all-gather, all-to-all, send or receive, or the group's rank and size: the
-    Function is a collective across processes), directly or through a top-level function of its
-    file (`_all_to_all_dim_exchange(x, ..., group)`, two calls deep at most). `qualify`: a callee's
+    all-reduce, all-gather, all-to-all, send or receive, or the group's rank and size) or a
+    collective by its name on another object (`ctx.gang.all_reduce(g)`: _COLLECTIVE): the Function
+    is a collective across processes. Directly or through a top-level function of its file
+    (`_all_to_all_dim_exchange(x, ..., group)`, two calls deep at most). `qualify`: a callee's
     qualified names through the file's imports; `functions`: the file's top-level functions."""
     todo = [(m, 0) for m in methods if m.name.value in ("forward", "backward")]
     seen: set[int] = set()
@@ -484,6 +494,9 @@ def communicates(methods: list[cst.FunctionDef], qualify, functions: dict[str, c
             if type(node) is not cst.Call:
                 continue
             if any(q == "torch.distributed" or q.startswith("torch.distributed.") for q in qualify(node.func)):
+                return True
+            callee = node.func.attr if type(node.func) is cst.Attribute else node.func
+            if type(callee) is cst.Name and _COLLECTIVE.fullmatch(callee.value):
                 return True
             if depth < 2 and type(node.func) is cst.Name and (helper := functions.get(node.func.value)) is not None:
                 todo.append((helper, depth + 1))

@@ -24,7 +24,8 @@ class UncheckedCustomBackward(Rule):
     `-ctx.alpha * g`, `g * ctx.scale`), also behind an input check that only raises; surrogate gradients (a backward that gives a gradient to
     an input its forward never reads, PhiMoE's SparseMixer); a backward that lets
     `torch.autograd.grad` compute the gradient (a Function that only routes it); and collectives, whose forward or backward calls
-    `torch.distributed` (an all-reduce, all-gather, all-to-all, the group's rank or size), directly
+    `torch.distributed` (an all-reduce, all-gather, all-to-all, the group's rank or size) or a
+    collective by its name on another process-group object (`gang.all_reduce(x)`), directly
     or through a function of the same file: a gradcheck in one process has no group to run them.
 
     ## Why is this bad?
@@ -112,6 +113,10 @@ class UncheckedCustomBackward(Rule):
                 "    @staticmethod\n    def backward(ctx, g):\n"
                 "        dist.all_reduce(g, group=ctx.group)\n        return g, None\n",
                 note="a collective: a gradcheck in one process has no process group"),
+        Example("import torch\n\nclass ReduceOnBackward(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x, gang):\n        ctx.gang = gang\n        return x\n\n"
+                "    @staticmethod\n    def backward(ctx, g):\n        ctx.gang.all_reduce(g)\n        return g, None\n",
+                note="a collective through the project's own process-group object"),
         Example("import torch\n\nclass SparseMixer(torch.autograd.Function):\n"
                 "    @staticmethod\n    def forward(ctx, scores, multiplier, mask):\n"
                 "        ctx.save_for_backward(multiplier)\n        return multiplier * mask\n\n"
