@@ -334,6 +334,60 @@ def test_gl406_a_collective_through_a_process_group_object_of_the_project_needs_
         assert [f.code for f in findings(src, "GL406")] == ["GL406"], (forward, backward)
 
 
+_VQ = ("import torch\n\nclass VQ(torch.autograd.Function):\n"
+       "    @staticmethod\n    def forward(ctx, inputs, codebook):\n        {forward}\n\n"
+       "    @staticmethod\n    def backward(ctx, grad_output, grad_indices=None):\n"
+       "        grad_inputs, grad_codebook = None, None\n"
+       "        if ctx.needs_input_grad[0]:\n            grad_inputs = {grad_inputs}\n"
+       "        if ctx.needs_input_grad[1]:\n            indices, codebook = ctx.saved_tensors\n"
+       "            grad_codebook = torch.zeros_like(codebook)\n"
+       "            grad_codebook.index_add_(0, indices, grad_output.reshape(-1, codebook.size(1)))\n"
+       "        return (grad_inputs, grad_codebook)\n")
+
+
+def test_gl406_a_straight_through_to_an_input_the_outputs_do_not_depend_on_needs_no_gradcheck():
+    # speechbrain's (the VQ-VAE's) VectorQuantizationStraightThrough: the codes are the codebook's
+    # rows at indices another Function computes from `inputs`, marked non-differentiable, shaped
+    # `view_as(inputs)`; the backward passes their gradient on to `inputs` (zero derivative there)
+    marked = ("indices = Nearest.apply(inputs, codebook).view(-1)\n"
+              "        ctx.save_for_backward(indices, codebook)\n        ctx.mark_non_differentiable(indices)\n"
+              "        codes = torch.index_select(codebook, dim=0, index=indices).view_as(inputs)\n"
+              "        return (codes, indices)")
+    argmin = ("indices = torch.cdist(inputs.reshape(-1, inputs.shape[-1]), codebook).argmin(-1)\n"
+              "        ctx.save_for_backward(indices, codebook)\n        return codebook[indices].view_as(inputs)")
+    for forward in (marked, argmin):
+        for grad_inputs in ("grad_output.clone()", "grad_output"):
+            assert findings(_VQ.format(forward=forward, grad_inputs=grad_inputs), "GL406") == [], (forward, grad_inputs)
+    # the outputs computed from `inputs` (marked or not), or filled from it by a call, and a
+    # backward giving only the codebook its gradient: a gradcheck applies
+    for forward in (marked.replace("view_as(inputs)", "mul(inputs)"),
+                    marked.replace("ctx.mark_non_differentiable(indices)", "pass"),
+                    argmin.replace("argmin(-1)", "softmin(-1).multinomial(1).view(-1)"),
+                    "out = torch.empty_like(inputs)\n        _launch(inputs, codebook, out)\n"
+                    "        ctx.save_for_backward(inputs, codebook)\n        return out",
+                    "out = []\n        [out.append(v * codebook.sum()) for v in inputs]\n"
+                    "        ctx.save_for_backward(inputs, codebook)\n        return torch.stack(out)",
+                    "d = torch.cdist(inputs, codebook)\n        idx = d.argmin(-1)\n"
+                    "        ctx.mark_non_differentiable(idx)\n        ctx.save_for_backward(idx, codebook)\n"
+                    "        return d.min(-1).values, idx"):
+        assert [f.code for f in findings(_VQ.format(forward=forward, grad_inputs="grad_output * 2"), "GL406")] \
+            == ["GL406"], forward
+    codebook_only = _VQ.format(forward=argmin, grad_inputs="None")
+    assert [f.code for f in findings(codebook_only, "GL406")] == ["GL406"]
+
+
+def test_gl406_a_forward_without_ctx_reads_its_first_parameter_as_an_input():
+    # with a setup_context, `forward(x, scale)` takes no ctx: x is read, `x * 2` has the
+    # derivative the backward gives, so a gradcheck applies (x is no ctx, scale no unread input)
+    src = ("import torch\n\nclass Double(torch.autograd.Function):\n"
+           "    @staticmethod\n    def forward(x, scale):\n        return x * 2\n\n"
+           "    @staticmethod\n    def setup_context(ctx, inputs, output):\n        ctx.scale = inputs[1]\n\n"
+           "    @staticmethod\n    def backward(ctx, grad):\n        return grad * 2, None\n")
+    assert [f.code for f in findings(src, "GL406")] == ["GL406"]
+    # its second parameter never read, and given a gradient: a surrogate
+    assert findings(src.replace("return grad * 2, None", "return grad * 2, grad.sum()"), "GL406") == []
+
+
 def test_gl407_a_term_cut_in_a_loss_a_forward_returns_and_a_caller_backpropagates():
     # PredRNN: `return frames, loss` with a term through torch.tensor(list); train.py does
     # `next_frames, loss = self.network(...); loss.backward()`. Probe's cut term nobody backpropagates.

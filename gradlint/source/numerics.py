@@ -702,8 +702,11 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
             # a straight-through, gradient-scaling or surrogate backward is no derivative to
             # gradcheck, and a collective's needs a process group
             fwd = next((m for m in methods if m.name.value == "forward"), None)
-            custom_backward = any(m.name.value == "backward" and not not_a_derivative(fwd, m)
-                                  and not surrogate(fwd, m) and not autograd_computed(m, self.q) for m in methods) \
+            # (with a setup_context, the forward takes no ctx: its first parameter is an input)
+            ctx_less = any(m.name.value == "setup_context" for m in methods)
+            custom_backward = any(m.name.value == "backward" and not not_a_derivative(fwd, m, ctx_less)
+                                  and not surrogate(fwd, m, ctx_less, self.q) and not autograd_computed(m, self.q)
+                                  for m in methods) \
                 and not communicates(methods, self.q, self.module_functions)
             for m in methods:
                 if m.name.value == "backward":

@@ -21,8 +21,11 @@ class UncheckedCustomBackward(Rule):
     `sign(x)` whose backward only returns the incoming gradient, or None, also under another
     name: `g = grad_output.clone(); return g`) and gradient reversal or scaling (a pass-through
     forward such as `x.view_as(x)` whose backward returns the gradient times another factor:
-    `-ctx.alpha * g`, `g * ctx.scale`), also behind an input check that only raises; surrogate gradients (a backward that gives a gradient to
-    an input its forward never reads, PhiMoE's SparseMixer); a backward that lets
+    `-ctx.alpha * g`, `g * ctx.scale`), also behind an input check that only raises;
+    surrogate gradients (a backward that gives a gradient to an input on which the forward's
+    outputs do not depend differentiably: one it never reads, PhiMoE's SparseMixer, or reads
+    only for its shape, for an `argmin` or through values it marks with
+    `ctx.mark_non_differentiable`: a VQ-VAE's straight-through to its inputs); a backward that lets
     `torch.autograd.grad` compute the gradient (a Function that only routes it); and collectives, whose forward or backward calls
     `torch.distributed` (an all-reduce, all-gather, all-to-all, the group's rank or size) or a
     collective by its name on another process-group object (`gang.all_reduce(x)`), directly
@@ -67,6 +70,16 @@ class UncheckedCustomBackward(Rule):
                 "    @staticmethod\n    def forward(ctx, x):\n        ctx.save_for_backward(x)\n        return x * x\n\n"
                 "    @staticmethod\n    def backward(ctx, g):\n        (x,) = ctx.saved_tensors\n        return 2 * x * g\n",
                 note="a derivative computed from a saved tensor"),
+        Example("import torch\n\nclass Linear(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x, w):\n        ctx.save_for_backward(x, w)\n"
+                "        out = torch.empty(x.shape[0], w.shape[0])\n        _matmul_kernel(x, w, out)\n"
+                "        return out\n\n"
+                "    @staticmethod\n    def backward(ctx, g):\n        x, w = ctx.saved_tensors\n"
+                "        grad_x = grad_w = None\n"
+                "        if ctx.needs_input_grad[0]:\n            grad_x = g @ w\n"
+                "        if ctx.needs_input_grad[1]:\n            grad_w = g.t() @ x\n"
+                "        return grad_x, grad_w\n",
+                note="a kernel filling its output from both inputs: each gradient is a derivative"),
     ]
     valid = [
         Example("import torch\n\nclass MyOp(torch.autograd.Function):\n"
@@ -123,6 +136,18 @@ class UncheckedCustomBackward(Rule):
                 "    @staticmethod\n    def backward(ctx, g):\n        (multiplier,) = ctx.saved_tensors\n"
                 "        return g * multiplier, None, None\n",
                 note="a surrogate gradient for `scores`, which the forward never reads"),
+        Example("import torch\n\nclass VQStraightThrough(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, inputs, codebook):\n"
+                "        indices = torch.cdist(inputs, codebook).argmin(-1)\n"
+                "        ctx.mark_non_differentiable(indices)\n        ctx.save_for_backward(indices, codebook)\n"
+                "        return codebook[indices].view_as(inputs), indices\n\n"
+                "    @staticmethod\n    def backward(ctx, grad_output, grad_indices):\n"
+                "        grad_inputs = grad_codebook = None\n"
+                "        if ctx.needs_input_grad[0]:\n            grad_inputs = grad_output.clone()\n"
+                "        if ctx.needs_input_grad[1]:\n            indices, codebook = ctx.saved_tensors\n"
+                "            grad_codebook = torch.zeros_like(codebook).index_add_(0, indices, grad_output)\n"
+                "        return grad_inputs, grad_codebook\n",
+                note="straight-through to `inputs`, on which the codes depend only through an argmin"),
         Example("import torch\n\nclass InputOnlyGrad(torch.autograd.Function):\n"
                 "    @staticmethod\n    def forward(ctx, inputs, function):\n"
                 "        with torch.enable_grad():\n            outputs = function(inputs)\n"
