@@ -388,6 +388,30 @@ def test_gl406_a_forward_without_ctx_reads_its_first_parameter_as_an_input():
     assert findings(src.replace("return grad * 2, None", "return grad * 2, grad.sum()"), "GL406") == []
 
 
+_REFUSES = ("import torch\n\nclass Nearest(torch.autograd.Function):\n"
+            "    @staticmethod\n    def forward(ctx, inputs, codebook):\n"
+            "        indices = torch.cdist(inputs, codebook).argmin(-1)\n"
+            "        ctx.mark_non_differentiable(indices)\n        return indices\n\n"
+            "    @staticmethod\n    def backward(ctx, grad_output):\n"
+            "        \"\"\"Not differentiable.\"\"\"\n        {body}\n")
+
+
+def test_gl406_a_backward_that_only_raises_needs_no_gradcheck():
+    # speechbrain's VectorQuantization: the backward refuses (`raise RuntimeError(...)`): the
+    # Function declares itself non-differentiable, there is no gradient to check
+    for body in ("raise RuntimeError('VectorQuantization is not differentiable')", "raise NotImplementedError"):
+        assert findings(_REFUSES.format(body=body), "GL406") == [], body
+    # a backward that raises only on some path, or after computing, gives a gradient
+    for body in ("if ctx.needs_input_grad[1]:\n            raise RuntimeError('no codebook gradient')\n"
+                 "        return grad_output * 2, None",
+                 "g = grad_output * 2\n        raise RuntimeError(g)\n        return g, None"):
+        doubles = _REFUSES.format(body=body).replace(
+            "indices = torch.cdist(inputs, codebook).argmin(-1)\n        ctx.mark_non_differentiable(indices)\n"
+            "        return indices", "return inputs * 2")
+        assert "return inputs * 2" in doubles
+        assert [f.code for f in findings(doubles, "GL406")] == ["GL406"], body
+
+
 def test_gl407_a_term_cut_in_a_loss_a_forward_returns_and_a_caller_backpropagates():
     # PredRNN: `return frames, loss` with a term through torch.tensor(list); train.py does
     # `next_frames, loss = self.network(...); loss.backward()`. Probe's cut term nobody backpropagates.

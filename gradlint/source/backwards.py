@@ -1,8 +1,8 @@
 """Hand-written `autograd.Function.backward`s as the numerics extractor reads them: one that never
 reads its gradient (a site), and ones that no gradcheck applies to (NumClass.custom_backward is
 False): deliberately no derivative of their forward (straight-through, gradient-scaling and
-surrogate estimators), or collectives, which need a process group that one process's gradcheck
-does not have."""
+surrogate estimators), refusals (a backward that only raises), or collectives, which need a
+process group that one process's gradcheck does not have."""
 
 from __future__ import annotations
 
@@ -641,6 +641,18 @@ def _written(target: cst.BaseExpression) -> list[str | None]:
     if type(target) is cst.StarredElement:
         return _written(target.value)
     return [_root(target)]
+
+
+def refuses(backward: cst.FunctionDef) -> bool:
+    """A backward that only raises (`raise RuntimeError("VectorQuantization is not
+    differentiable")`): the Function declares itself non-differentiable; there is no gradient to
+    check."""
+    body = backward.body.body if type(backward.body) is cst.IndentedBlock else ()
+    smalls = [small for stmt in body if type(stmt) is cst.SimpleStatementLine for small in stmt.body]
+    if not body or len(smalls) < len(body):
+        return False
+    smalls = [s for s in smalls if not (type(s) is cst.Expr and type(s.value) is cst.SimpleString)]  # a docstring
+    return bool(smalls) and all(type(s) is cst.Raise for s in smalls)
 
 
 def autograd_computed(backward: cst.FunctionDef, qualify) -> bool:

@@ -25,7 +25,8 @@ class UncheckedCustomBackward(Rule):
     surrogate gradients (a backward that gives a gradient to an input on which the forward's
     outputs do not depend differentiably: one it never reads, PhiMoE's SparseMixer, or reads
     only for its shape, for an `argmin` or through values it marks with
-    `ctx.mark_non_differentiable`: a VQ-VAE's straight-through to its inputs); a backward that lets
+    `ctx.mark_non_differentiable`: a VQ-VAE's straight-through to its inputs); a backward that
+    only raises (the Function declares itself non-differentiable); a backward that lets
     `torch.autograd.grad` compute the gradient (a Function that only routes it); and collectives, whose forward or backward calls
     `torch.distributed` (an all-reduce, all-gather, all-to-all, the group's rank or size) or a
     collective by its name on another process-group object (`gang.all_reduce(x)`), directly
