@@ -271,6 +271,147 @@ def test_gl406_a_masked_straight_through_gradient_of_a_step_needs_no_gradcheck()
             forward, backward)
 
 
+_CHECKED = ("import torch\n\nclass Op(torch.autograd.Function):\n"
+            "    @staticmethod\n    def forward(ctx, x, scale):\n"
+            "        if not x.dtype.is_floating_point:\n            raise TypeError(f'{{x.dtype}}')\n"
+            "        ctx.scale = scale\n        return {forward}\n\n"
+            "    @staticmethod\n    def backward(ctx, grad_output):\n        return {backward}\n")
+
+
+def test_gl406_gradient_scaling_behind_an_input_check_needs_no_gradcheck():
+    # fairseq2's _GradScaleFunction: the forward checks its input's dtype (an `if` that only
+    # raises) before `x.detach().clone()`; the backward scales: no derivative of the copy
+    for forward in ("x.detach().clone()", "x.view_as(x)"):
+        assert findings(_CHECKED.format(forward=forward, backward="grad_output * ctx.scale, None"), "GL406") == [], forward
+    one_line = _CHECKED.format(forward="x.clone()", backward="grad_output * ctx.scale, None").replace(
+        "floating_point:\n            raise", "floating_point: raise")
+    assert findings(one_line, "GL406") == []
+    # the true derivative behind the same check, and a branch that changes the value, stay flagged
+    for forward, backward in (("x * scale", "grad_output * ctx.scale, None"), ("x.clone()", "grad_output, None"),
+                              ("x * 3", "grad_output * 3, None")):
+        assert [f.code for f in findings(_CHECKED.format(forward=forward, backward=backward), "GL406")] == ["GL406"], (
+            forward, backward)
+    changes = _CHECKED.format(forward="x.clone()", backward="grad_output * ctx.scale, None").replace(
+        "            raise TypeError(f'{x.dtype}')\n", "            x = x.float()\n")
+    assert [f.code for f in findings(changes, "GL406")] == ["GL406"]
+
+
+_GANG = ("import torch\nfrom mylib.gang import Gang, ReduceOperation\n\n"
+         "def _do_gather(x, gang, dim):\n    if gang.size == 1:\n        return x\n"
+         "    splits = [torch.empty_like(x) for _ in range(gang.size)]\n"
+         "    gang.{gather}(splits, x)\n    return torch.cat(splits, dim=dim)\n\n"
+         "def _do_scatter(x, gang, dim):\n    return x.split(x.size(dim) // gang.size, dim=dim)[gang.rank].contiguous()\n\n"
+         "class Op(torch.autograd.Function):\n"
+         "    @staticmethod\n    def forward(ctx, x, gang, dim):\n        ctx.gang, ctx.dim = gang, dim\n"
+         "        {forward}\n\n"
+         "    @staticmethod\n    def backward(ctx, grad_output):\n        {backward}\n")
+
+
+def test_gl406_a_collective_through_a_process_group_object_of_the_project_needs_no_gradcheck():
+    # fairseq2's tensor-parallel Functions: `gang.all_reduce(...)` or `gang.all_gather_to_list`
+    # (a helper's), the Gang being fairseq2's own wrapper of torch.distributed
+    for gather, forward, backward in (
+            ("all_gather_to_list", "return _do_scatter(x, gang, dim)",
+             "return _do_gather(grad_output, ctx.gang, ctx.dim), None, None"),
+            ("all_gather_to_list", "return _do_gather(x, gang, dim)",
+             "return _do_scatter(grad_output, ctx.gang, ctx.dim), None, None"),
+            ("all_gather", "x = x.detach().clone()\n        gang.all_reduce(x, ReduceOperation.SUM)\n        return x",
+             "return grad_output, None, None"),
+            ("allgather", "return x", "ctx.gang.all_reduce(grad_output, ReduceOperation.SUM)\n"
+             "        return grad_output, None, None"),
+            ("all_gather", "return x", "return hvd.allreduce(grad_output), None, None"),
+            ("all_gather", "return x", "return reduce_scatter(grad_output, ctx.gang), None, None")):
+        src = _GANG.format(gather=gather, forward=forward, backward=backward)
+        assert findings(src, "GL406") == [], (forward, backward)
+    # a derivative through a single-process gather, scatter or reduction stays flagged
+    for forward, backward in (
+            ("ctx.save_for_backward(x)\n        return x.gather(dim, x.argsort(dim))",
+             "(x,) = ctx.saved_tensors\n        return torch.zeros_like(x).scatter(ctx.dim, x.argsort(ctx.dim), "
+             "grad_output), None, None"),
+            ("return x.sum(dim)", "return grad_output.unsqueeze(ctx.dim).expand(ctx.gang.shape), None, None"),
+            ("return torch.broadcast_to(x, (2,) + x.shape)", "return grad_output.sum(0), None, None")):
+        src = _GANG.format(gather="split", forward=forward, backward=backward)
+        assert [f.code for f in findings(src, "GL406")] == ["GL406"], (forward, backward)
+
+
+_VQ = ("import torch\n\nclass VQ(torch.autograd.Function):\n"
+       "    @staticmethod\n    def forward(ctx, inputs, codebook):\n        {forward}\n\n"
+       "    @staticmethod\n    def backward(ctx, grad_output, grad_indices=None):\n"
+       "        grad_inputs, grad_codebook = None, None\n"
+       "        if ctx.needs_input_grad[0]:\n            grad_inputs = {grad_inputs}\n"
+       "        if ctx.needs_input_grad[1]:\n            indices, codebook = ctx.saved_tensors\n"
+       "            grad_codebook = torch.zeros_like(codebook)\n"
+       "            grad_codebook.index_add_(0, indices, grad_output.reshape(-1, codebook.size(1)))\n"
+       "        return (grad_inputs, grad_codebook)\n")
+
+
+def test_gl406_a_straight_through_to_an_input_the_outputs_do_not_depend_on_needs_no_gradcheck():
+    # speechbrain's (the VQ-VAE's) VectorQuantizationStraightThrough: the codes are the codebook's
+    # rows at indices another Function computes from `inputs`, marked non-differentiable, shaped
+    # `view_as(inputs)`; the backward passes their gradient on to `inputs` (zero derivative there)
+    marked = ("indices = Nearest.apply(inputs, codebook).view(-1)\n"
+              "        ctx.save_for_backward(indices, codebook)\n        ctx.mark_non_differentiable(indices)\n"
+              "        codes = torch.index_select(codebook, dim=0, index=indices).view_as(inputs)\n"
+              "        return (codes, indices)")
+    argmin = ("indices = torch.cdist(inputs.reshape(-1, inputs.shape[-1]), codebook).argmin(-1)\n"
+              "        ctx.save_for_backward(indices, codebook)\n        return codebook[indices].view_as(inputs)")
+    for forward in (marked, argmin):
+        for grad_inputs in ("grad_output.clone()", "grad_output"):
+            assert findings(_VQ.format(forward=forward, grad_inputs=grad_inputs), "GL406") == [], (forward, grad_inputs)
+    # the outputs computed from `inputs` (marked or not), or filled from it by a call, and a
+    # backward giving only the codebook its gradient: a gradcheck applies
+    for forward in (marked.replace("view_as(inputs)", "mul(inputs)"),
+                    marked.replace("ctx.mark_non_differentiable(indices)", "pass"),
+                    argmin.replace("argmin(-1)", "softmin(-1).multinomial(1).view(-1)"),
+                    "out = torch.empty_like(inputs)\n        _launch(inputs, codebook, out)\n"
+                    "        ctx.save_for_backward(inputs, codebook)\n        return out",
+                    "out = []\n        [out.append(v * codebook.sum()) for v in inputs]\n"
+                    "        ctx.save_for_backward(inputs, codebook)\n        return torch.stack(out)",
+                    "d = torch.cdist(inputs, codebook)\n        idx = d.argmin(-1)\n"
+                    "        ctx.mark_non_differentiable(idx)\n        ctx.save_for_backward(idx, codebook)\n"
+                    "        return d.min(-1).values, idx"):
+        assert [f.code for f in findings(_VQ.format(forward=forward, grad_inputs="grad_output * 2"), "GL406")] \
+            == ["GL406"], forward
+    codebook_only = _VQ.format(forward=argmin, grad_inputs="None")
+    assert [f.code for f in findings(codebook_only, "GL406")] == ["GL406"]
+
+
+def test_gl406_a_forward_without_ctx_reads_its_first_parameter_as_an_input():
+    # with a setup_context, `forward(x, scale)` takes no ctx: x is read, `x * 2` has the
+    # derivative the backward gives, so a gradcheck applies (x is no ctx, scale no unread input)
+    src = ("import torch\n\nclass Double(torch.autograd.Function):\n"
+           "    @staticmethod\n    def forward(x, scale):\n        return x * 2\n\n"
+           "    @staticmethod\n    def setup_context(ctx, inputs, output):\n        ctx.scale = inputs[1]\n\n"
+           "    @staticmethod\n    def backward(ctx, grad):\n        return grad * 2, None\n")
+    assert [f.code for f in findings(src, "GL406")] == ["GL406"]
+    # its second parameter never read, and given a gradient: a surrogate
+    assert findings(src.replace("return grad * 2, None", "return grad * 2, grad.sum()"), "GL406") == []
+
+
+_REFUSES = ("import torch\n\nclass Nearest(torch.autograd.Function):\n"
+            "    @staticmethod\n    def forward(ctx, inputs, codebook):\n"
+            "        indices = torch.cdist(inputs, codebook).argmin(-1)\n"
+            "        ctx.mark_non_differentiable(indices)\n        return indices\n\n"
+            "    @staticmethod\n    def backward(ctx, grad_output):\n"
+            "        \"\"\"Not differentiable.\"\"\"\n        {body}\n")
+
+
+def test_gl406_a_backward_that_only_raises_needs_no_gradcheck():
+    # speechbrain's VectorQuantization: the backward refuses (`raise RuntimeError(...)`): the
+    # Function declares itself non-differentiable, there is no gradient to check
+    for body in ("raise RuntimeError('VectorQuantization is not differentiable')", "raise NotImplementedError"):
+        assert findings(_REFUSES.format(body=body), "GL406") == [], body
+    # a backward that raises only on some path, or after computing, gives a gradient
+    for body in ("if ctx.needs_input_grad[1]:\n            raise RuntimeError('no codebook gradient')\n"
+                 "        return grad_output * 2, None",
+                 "g = grad_output * 2\n        raise RuntimeError(g)\n        return g, None"):
+        doubles = _REFUSES.format(body=body).replace(
+            "indices = torch.cdist(inputs, codebook).argmin(-1)\n        ctx.mark_non_differentiable(indices)\n"
+            "        return indices", "return inputs * 2")
+        assert "return inputs * 2" in doubles
+        assert [f.code for f in findings(doubles, "GL406")] == ["GL406"], body
+
+
 def test_gl407_a_term_cut_in_a_loss_a_forward_returns_and_a_caller_backpropagates():
     # PredRNN: `return frames, loss` with a term through torch.tensor(list); train.py does
     # `next_frames, loss = self.network(...); loss.backward()`. Probe's cut term nobody backpropagates.

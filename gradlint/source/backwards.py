@@ -1,10 +1,12 @@
 """Hand-written `autograd.Function.backward`s as the numerics extractor reads them: one that never
 reads its gradient (a site), and ones that no gradcheck applies to (NumClass.custom_backward is
 False): deliberately no derivative of their forward (straight-through, gradient-scaling and
-surrogate estimators), or collectives, which need a process group that one process's gradcheck
-does not have."""
+surrogate estimators), refusals (a backward that only raises), or collectives, which need a
+process group that one process's gradcheck does not have."""
 
 from __future__ import annotations
+
+import re
 
 import libcst as cst
 
@@ -336,14 +338,35 @@ def _binds_settings(stmt: cst.CSTNode, ctx: str, local: dict[str, Factor], grads
     return out
 
 
+def _guard(stmt: cst.BaseStatement) -> bool:
+    """An input check: an `if` whose every branch only raises (`if not x.dtype.is_floating_point:
+    raise TypeError(...)`). Where the function goes on past it, it has changed nothing, so what
+    it returns is read as if the check were not there."""
+    if type(stmt) is not cst.If:
+        return False
+    node: cst.If | cst.Else | None = stmt
+    while node is not None:
+        if type(node.body) is cst.IndentedBlock:
+            smalls = [small for s in node.body.body if type(s) is cst.SimpleStatementLine for small in s.body]
+            if len(smalls) < len(node.body.body) or not smalls:
+                return False  # a compound statement in the branch
+        else:
+            smalls = list(node.body.body)  # `if bad: raise ValueError(...)` on one line
+        if not all(type(small) is cst.Raise for small in smalls):
+            return False
+        node = node.orelse if type(node) is cst.If else None
+    return True
+
+
 def _returns(fn: cst.FunctionDef, only: bool = False, skip: set[int] = frozenset()) -> list[cst.BaseExpression] | None:
     """The values a function returns, when its body is plain statements ending in returns (no
-    branch or loop to read); with `only`, when it holds nothing but a docstring, the statements
-    `skip` names and returns of a value. None otherwise."""
+    branch or loop to read, input checks aside: _guard); with `only`, when it holds nothing but
+    a docstring, input checks, the statements `skip` names and returns of a value. None
+    otherwise."""
     body = fn.body.body if type(fn.body) is cst.IndentedBlock else ()
     out = []
     for stmt in body:
-        if only and id(stmt) in skip:
+        if only and id(stmt) in skip or _guard(stmt):
             continue
         if type(stmt) is not cst.SimpleStatementLine:
             return None
@@ -357,19 +380,26 @@ def _returns(fn: cst.FunctionDef, only: bool = False, skip: set[int] = frozenset
     return out or None
 
 
-def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef) -> bool:
+def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef, ctx_less: bool = False) -> bool:
     """A backward that is deliberately no derivative of its forward, so a finite-difference check
     of it fails by design: it only returns, for each input, None or its incoming gradient times a
     setting, while the forward is an operation that is no such pass-through (a straight-through
     estimator: `round(x)` forward, `return grad_output` backward), or a pass-through by another
     factor (gradient reversal: `x.view_as(x)` forward, `-ctx.alpha * g` backward). A backward
-    that computes anything first, or an identity forward with its true derivative, is not."""
+    that computes anything first, or an identity forward with its true derivative, is not.
+    `ctx_less`: the forward takes no ctx (a `setup_context` fills it: what it stores is taken for
+    tensors of the forward, not settings)."""
     grads = _inputs(backward)
     if forward is None or not grads or type(backward.params.star_arg) is cst.Param:
         return False
     ctx, factors = _ctx(backward), set()
+    if ctx_less:
+        known = {f"{ctx}.{n.attr.value}": None for n in walk(backward.body)
+                 if type(n) is cst.Attribute and type(n.value) is cst.Name and n.value.value == ctx}
+    else:
+        known = _forward_tensors(forward, ctx)
     # `scale = ctx.scale`, reshaped for the gradient's shape: a setting under a local name
-    local, settings = _local_settings(backward, ctx, grads, _forward_tensors(forward, ctx))
+    local, settings = _local_settings(backward, ctx, grads, known)
     # `grad_input = grad_output.clone(); return grad_input`: the gradient under another name
     aliases, plain = _aliases(backward, grads, ctx, local)
     plain |= settings
@@ -398,42 +428,231 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef)
     if len(factors) != 1:
         return False
     returned = _returns(forward)
-    inputs = _inputs(forward)
+    inputs = _inputs_all(forward) if ctx_less else _inputs(forward)
+    fctx = "" if ctx_less else _ctx(forward)  # ("" names no variable)
     if returned is None or not inputs:
         return False
     if masked or reads_saved:
         # a masked gradient is the true derivative of a clamp (hardtanh): a straight-through
         # estimator only of a forward whose value is piecewise constant (sign, round, `x > 0`)
         # (the forward's other inputs and its ctx are settings: `round(x / scale) * scale`)
-        params = frozenset(inputs[1:]) | {_ctx(forward)}
+        params = frozenset(inputs[1:]) | {fctx}
         return all(_step_valued(r, inputs[0], params) for r in returned)
     # (the forward's other inputs are settings too: `x * scale` against `grad * ctx.scale`)
     others = {name: (1.0, (name,)) for name in inputs[1:]}
-    passed = {_linear(r, {inputs[0]}, _ctx(forward), others) for r in returned}
+    passed = {_linear(r, {inputs[0]}, fctx, others) for r in returned}
     if None in passed:
         return True  # an operation whose gradient the backward replaces with its own
     return passed != factors
 
 
-def surrogate(forward: cst.FunctionDef | None, backward: cst.FunctionDef) -> bool:
-    """A backward that returns a gradient for an input its forward never reads (PhiMoE's
-    SparseMixer: the forward is `multiplier * mask_for_one`, the backward gives `scores` a
-    gradient): the true derivative there is zero, so the backward is a surrogate by design."""
+def surrogate(forward: cst.FunctionDef | None, backward: cst.FunctionDef, ctx_less: bool = False,
+              qualify=None) -> bool:
+    """A backward that returns a gradient for an input on which its forward's outputs do not
+    depend differentiably (_reaches): the forward never reads it (PhiMoE's SparseMixer: the
+    forward is `multiplier * mask_for_one`, the backward gives `scores` a gradient), or reads it
+    only for its shape, for the index of an extremum, or through values it declares
+    non-differentiable (a VQ-VAE's straight-through: the codes are the codebook's rows at the
+    `argmin` indices another Function computes from `inputs`, marked with
+    `ctx.mark_non_differentiable`, shaped `view_as(inputs)`; the backward passes the codes'
+    gradient on to `inputs`). The true derivative there is zero, so the backward is a surrogate
+    by design. `ctx_less`: the forward takes no ctx (the Function has a `setup_context`);
+    `qualify`: a callee's qualified names through the file's imports."""
     if forward is None:
         return False
-    inputs = _inputs(forward)
+    inputs = _inputs(forward) if not ctx_less else _inputs_all(forward)
     if not inputs or type(forward.params.star_arg) is cst.Param:
         return False
-    read = {n.value for n in walk(forward.body) if type(n) is cst.Name}
-    unread = [i for i, name in enumerate(inputs) if name not in read]
-    given = _returns(backward) if unread else None
-    if not given:
+    candidates = [i for i in sorted(_given(backward)) if i < len(inputs)]
+    if not candidates:
         return False
-    for value in given:
-        items = [e.value for e in value.elements] if type(value) is cst.Tuple else [value]
-        if any(i < len(items) and not _all_none(items[i]) for i in unread):
-            return True
+    ctx = None if ctx_less else _ctx(forward)
+    return any(not _reaches(forward, inputs[i], ctx, qualify) for i in candidates)
+
+
+def _inputs_all(fn: cst.FunctionDef) -> list[str]:
+    """Every positional parameter (a forward that takes no ctx)."""
+    params = fn.params
+    return [p.name.value for p in list(params.posonly_params) + list(params.params)]
+
+
+def _given(backward: cst.FunctionDef) -> set[int]:
+    """The positions of the inputs to which a backward returns a gradient: an item of one of its
+    returns that is no None, nor a name the backward binds only to None (`grad_inputs = None`,
+    then `grad_inputs = grad_output.clone()` under `if ctx.needs_input_grad[0]:` gives one).
+    The returns of functions defined inside it are theirs."""
+    nodes = list(walk(backward.body, stop=(cst.Lambda, cst.FunctionDef)))
+    gives: dict[str, bool] = {}  # a name -> whether the backward binds it to anything but None
+    for node in nodes:
+        if type(node) is cst.Assign:
+            for t in node.targets:
+                for name in _bound_names(t.target):
+                    gives[name] = gives.get(name, False) or not _all_none(node.value)
+        elif type(node) in (cst.AugAssign, cst.AnnAssign, cst.For, cst.NamedExpr):
+            for name in _bound_names(node.target):
+                gives[name] = True
+    out: set[int] = set()
+    for node in nodes:
+        if type(node) is not cst.Return or node.value is None:
+            continue
+        items = node.value.elements if type(node.value) in (cst.Tuple, cst.List) else [cst.Element(node.value)]
+        for i, element in enumerate(items):
+            if type(element) is cst.StarredElement:
+                break  # (the positions after it are unknown)
+            item = element.value
+            if _all_none(item) or type(item) is cst.Name and gives.get(item.value, True) is False:
+                continue
+            out.add(i)
+    return out
+
+
+def _bound_names(target: cst.BaseExpression) -> list[str]:
+    if type(target) is cst.Name:
+        return [target.value]
+    if type(target) in (cst.Tuple, cst.List):
+        return [n for e in target.elements for n in _bound_names(e.value)]
+    if type(target) is cst.StarredElement:
+        return _bound_names(target.value)
+    return []
+
+
+def _root(node: cst.BaseExpression) -> str | None:
+    """The variable an attribute or subscript chain starts from (`buf` of `buf[0].data`)."""
+    while type(node) in (cst.Attribute, cst.Subscript):
+        node = node.value
+    return node.value if type(node) is cst.Name else None
+
+
+# Calls that read their first argument only for its shape, dtype or device: `y.view_as(x)`,
+# `torch.zeros_like(x)`.
+_SHAPE_ARGUMENT = frozenset({"view_as", "reshape_as", "expand_as", "type_as", "len"}) | {f.split(".")[1] for f in _LIKE}
+# The `ctx` methods that only record: they write nothing the forward returns.
+_CTX_RECORDS = frozenset({"save_for_backward", "mark_non_differentiable", "mark_dirty", "set_materialize_grads",
+                          "save_for_forward"})
+
+
+def _reads(node: cst.CSTNode, tainted: set[str]) -> bool:
+    """Whether `node` reads the value of one of `tainted` differentiably: not only for its shape,
+    dtype or device (`x.shape`, `x.size(0)`, `y.view_as(x)`, `torch.zeros_like(x)`) nor for the
+    index of an extremum (`x.argmin(-1)`)."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        kind = type(n)
+        if kind is cst.Name:
+            if n.value in tainted:
+                return True
+            continue
+        if kind is cst.Attribute:
+            if n.attr.value not in _SHAPE_ATTRS:
+                stack.append(n.value)  # (the attribute's own name is no variable)
+            continue
+        if kind is cst.Call:
+            func = n.func
+            name = func.attr.value if type(func) is cst.Attribute else func.value if type(func) is cst.Name else ""
+            args = [a.value for a in n.args]
+            if name in ("argmax", "argmin"):
+                continue  # an index: integer-valued, no derivative flows through it
+            if name in _SHAPE_METHODS and type(func) is cst.Attribute:
+                stack.extend(args)  # the receiver only for its shape: `x.size(0)`, `x.new_zeros(n)`
+                continue
+            if name in _SHAPE_ARGUMENT and args and n.args[0].keyword is None and not n.args[0].star:
+                stack.extend(args[1:])
+                if type(func) is cst.Attribute:
+                    stack.append(func.value)
+                continue
+        stack.extend(children(n))
     return False
+
+
+def _reaches(forward: cst.FunctionDef, x: str, ctx: str | None, qualify=None) -> bool:
+    """Whether what `forward` returns may depend differentiably on its input `x`: the values
+    computed from it (_reads), through assignments, loops, functions defined there and calls
+    that may write into their arguments (`launch(x, out)` fills `out`; an autograd Function's
+    `.apply` and torch's functions but its in-place ones and `out=` do not), except the names
+    passed to `ctx.mark_non_differentiable`. When in doubt, yes."""
+    nodes = list(walk(forward.body, stop=()))
+    blocked: set[str] = set()  # declared non-differentiable
+    calls: set[int] = set()  # (ids) the calls that may write into their arguments
+    for node in nodes:
+        if type(node) is not cst.Call:
+            continue
+        func = node.func
+        on_ctx = type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == ctx
+        if ctx is not None and on_ctx and func.attr.value in _CTX_RECORDS:
+            if func.attr.value == "mark_non_differentiable":
+                blocked.update(a.value.value for a in node.args if type(a.value) is cst.Name)
+            continue
+        if type(func) is cst.Attribute and func.attr.value == "apply" or \
+                qualify is not None and _pure_torch(node, qualify):
+            continue
+        calls.add(id(node))
+    tainted = {x}
+    for _ in range(50):
+        before = len(tainted)
+        for node in nodes:
+            kind = type(node)
+            written: list[str | None] = []
+            if kind is cst.Assign:
+                if _reads(node.value, tainted):
+                    for t in node.targets:
+                        written.extend(_written(t.target))
+            elif kind in (cst.AugAssign, cst.AnnAssign, cst.NamedExpr):
+                if node.value is not None and _reads(node.value, tainted):
+                    written.extend(_written(node.target))
+            elif kind in (cst.For, cst.CompFor):
+                if _reads(node.iter, tainted):
+                    written.extend(_written(node.target))
+            elif kind is cst.WithItem:
+                if node.asname is not None and _reads(node.item, tainted):
+                    written.extend(_written(node.asname.name))
+            elif kind is cst.FunctionDef:
+                if _reads(node.body, tainted):
+                    written.append(node.name.value)
+            elif kind is cst.Call and id(node) in calls and _reads(node, tainted):
+                # it may write into what it was given (and its receiver: `buf.copy_(x)`)
+                if type(node.func) is cst.Attribute:
+                    written.append(_root(node.func.value))
+                for a in node.args:
+                    packed = type(a.value) in (cst.Tuple, cst.List)  # `launch([out, state], x)`
+                    values = [e.value for e in a.value.elements] if packed else [a.value]
+                    written.extend(_root(v) for v in values)
+            tainted.update(w for w in written if w is not None and w not in blocked)
+        if len(tainted) == before:
+            break
+    else:
+        return True
+    return any(type(n) in (cst.Return, cst.Yield) and n.value is not None and _reads(n.value, tainted) for n in nodes)
+
+
+def _pure_torch(call: cst.Call, qualify) -> bool:
+    """A call of a torch function that writes into none of its arguments (`torch.cdist(x, c)`;
+    not `torch.add(a, b, out=c)` nor an in-place `torch.nn.init.normal_(w)`)."""
+    names = qualify(call.func)
+    return bool(names) and all(q.startswith("torch.") and not q.endswith("_") for q in names) and not any(
+        a.keyword is not None and a.keyword.value == "out" for a in call.args)
+
+
+def _written(target: cst.BaseExpression) -> list[str | None]:
+    """The variables an assignment target writes: names, and the roots of attributes and
+    subscripts (`out[i] = x` writes `out`)."""
+    if type(target) in (cst.Tuple, cst.List):
+        return [n for e in target.elements for n in _written(e.value)]
+    if type(target) is cst.StarredElement:
+        return _written(target.value)
+    return [_root(target)]
+
+
+def refuses(backward: cst.FunctionDef) -> bool:
+    """A backward that only raises (`raise RuntimeError("VectorQuantization is not
+    differentiable")`): the Function declares itself non-differentiable; there is no gradient to
+    check."""
+    body = backward.body.body if type(backward.body) is cst.IndentedBlock else ()
+    smalls = [small for stmt in body if type(stmt) is cst.SimpleStatementLine for small in stmt.body]
+    if not body or len(smalls) < len(body):
+        return False
+    smalls = [s for s in smalls if not (type(s) is cst.Expr and type(s.value) is cst.SimpleString)]  # a docstring
+    return bool(smalls) and all(type(s) is cst.Raise for s in smalls)
 
 
 def autograd_computed(backward: cst.FunctionDef, qualify) -> bool:
@@ -446,11 +665,19 @@ def autograd_computed(backward: cst.FunctionDef, qualify) -> bool:
 _AUTOGRAD_CALLS = frozenset({"torch.autograd.grad", "torch.autograd.backward"})
 
 
+# The names of a collective called on a process-group object of a project's own (fairseq2's
+# `gang.all_reduce(x, ReduceOperation.SUM)`, `gang.all_gather_to_list(...)`), on Horovod's
+# (`hvd.allreduce`) or imported from another module: names no single-process tensor operation
+# takes. (`broadcast` is not one: tensors and NumPy broadcast too.)
+_COLLECTIVE = re.compile(r"(all_?reduce|all_?gather|reduce_?scatter|all_?to_?all)(_.*)?")
+
+
 def communicates(methods: list[cst.FunctionDef], qualify, functions: dict[str, cst.FunctionDef]) -> bool:
     """Whether an autograd Function's forward or backward calls `torch.distributed` (an
-    all-reduce, all-gather, all-to-all, send or receive, or the group's rank and size: the
-    Function is a collective across processes), directly or through a top-level function of its
-    file (`_all_to_all_dim_exchange(x, ..., group)`, two calls deep at most). `qualify`: a callee's
+    all-reduce, all-gather, all-to-all, send or receive, or the group's rank and size) or a
+    collective by its name on another object (`ctx.gang.all_reduce(g)`: _COLLECTIVE): the Function
+    is a collective across processes. Directly or through a top-level function of its file
+    (`_all_to_all_dim_exchange(x, ..., group)`, two calls deep at most). `qualify`: a callee's
     qualified names through the file's imports; `functions`: the file's top-level functions."""
     todo = [(m, 0) for m in methods if m.name.value in ("forward", "backward")]
     seen: set[int] = set()
@@ -463,6 +690,9 @@ def communicates(methods: list[cst.FunctionDef], qualify, functions: dict[str, c
             if type(node) is not cst.Call:
                 continue
             if any(q == "torch.distributed" or q.startswith("torch.distributed.") for q in qualify(node.func)):
+                return True
+            callee = node.func.attr if type(node.func) is cst.Attribute else node.func
+            if type(callee) is cst.Name and _COLLECTIVE.fullmatch(callee.value):
                 return True
             if depth < 2 and type(node.func) is cst.Name and (helper := functions.get(node.func.value)) is not None:
                 todo.append((helper, depth + 1))

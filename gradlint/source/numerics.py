@@ -25,7 +25,8 @@ import libcst as cst
 
 from gradlint.facts.numerics import CallText, Expr, Function, NumClass, NumericsFacts, Site
 from gradlint.findings import SourceSpan
-from gradlint.source.backwards import Backwards, autograd_computed, communicates, not_a_derivative, surrogate
+from gradlint.source.backwards import (Backwards, autograd_computed, communicates, not_a_derivative, refuses,
+                                        surrogate)
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, passed_tensor, open_value, \
     same
@@ -700,10 +701,13 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         custom_backward = False
         if is_function:
             # a straight-through, gradient-scaling or surrogate backward is no derivative to
-            # gradcheck, and a collective's needs a process group
+            # gradcheck, nor one that only raises, and a collective's needs a process group
             fwd = next((m for m in methods if m.name.value == "forward"), None)
-            custom_backward = any(m.name.value == "backward" and not not_a_derivative(fwd, m)
-                                  and not surrogate(fwd, m) and not autograd_computed(m, self.q) for m in methods) \
+            # (with a setup_context, the forward takes no ctx: its first parameter is an input)
+            ctx_less = any(m.name.value == "setup_context" for m in methods)
+            custom_backward = any(m.name.value == "backward" and not not_a_derivative(fwd, m, ctx_less)
+                                  and not surrogate(fwd, m, ctx_less, self.q) and not autograd_computed(m, self.q)
+                                  and not refuses(m) for m in methods) \
                 and not communicates(methods, self.q, self.module_functions)
             for m in methods:
                 if m.name.value == "backward":

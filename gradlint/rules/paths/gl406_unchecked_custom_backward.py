@@ -21,10 +21,15 @@ class UncheckedCustomBackward(Rule):
     `sign(x)` whose backward only returns the incoming gradient, or None, also under another
     name: `g = grad_output.clone(); return g`) and gradient reversal or scaling (a pass-through
     forward such as `x.view_as(x)` whose backward returns the gradient times another factor:
-    `-ctx.alpha * g`, `g * ctx.scale`); surrogate gradients (a backward that gives a gradient to
-    an input its forward never reads, PhiMoE's SparseMixer); a backward that lets
+    `-ctx.alpha * g`, `g * ctx.scale`), also behind an input check that only raises;
+    surrogate gradients (a backward that gives a gradient to an input on which the forward's
+    outputs do not depend differentiably: one it never reads, PhiMoE's SparseMixer, or reads
+    only for its shape, for an `argmin` or through values it marks with
+    `ctx.mark_non_differentiable`: a VQ-VAE's straight-through to its inputs); a backward that
+    only raises (the Function declares itself non-differentiable); a backward that lets
     `torch.autograd.grad` compute the gradient (a Function that only routes it); and collectives, whose forward or backward calls
-    `torch.distributed` (an all-reduce, all-gather, all-to-all, the group's rank or size), directly
+    `torch.distributed` (an all-reduce, all-gather, all-to-all, the group's rank or size) or a
+    collective by its name on another process-group object (`gang.all_reduce(x)`), directly
     or through a function of the same file: a gradcheck in one process has no group to run them.
 
     ## Why is this bad?
@@ -66,6 +71,16 @@ class UncheckedCustomBackward(Rule):
                 "    @staticmethod\n    def forward(ctx, x):\n        ctx.save_for_backward(x)\n        return x * x\n\n"
                 "    @staticmethod\n    def backward(ctx, g):\n        (x,) = ctx.saved_tensors\n        return 2 * x * g\n",
                 note="a derivative computed from a saved tensor"),
+        Example("import torch\n\nclass Linear(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x, w):\n        ctx.save_for_backward(x, w)\n"
+                "        out = torch.empty(x.shape[0], w.shape[0])\n        _matmul_kernel(x, w, out)\n"
+                "        return out\n\n"
+                "    @staticmethod\n    def backward(ctx, g):\n        x, w = ctx.saved_tensors\n"
+                "        grad_x = grad_w = None\n"
+                "        if ctx.needs_input_grad[0]:\n            grad_x = g @ w\n"
+                "        if ctx.needs_input_grad[1]:\n            grad_w = g.t() @ x\n"
+                "        return grad_x, grad_w\n",
+                note="a kernel filling its output from both inputs: each gradient is a derivative"),
     ]
     valid = [
         Example("import torch\n\nclass MyOp(torch.autograd.Function):\n"
@@ -92,6 +107,12 @@ class UncheckedCustomBackward(Rule):
                 "    @staticmethod\n    def forward(ctx, x, alpha):\n        ctx.alpha = alpha\n        return x.view_as(x)\n\n"
                 "    @staticmethod\n    def backward(ctx, g):\n        return g.neg() * ctx.alpha, None\n",
                 note="gradient reversal (DANN)"),
+        Example("import torch\n\nclass GradScale(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x, scale):\n"
+                "        if not x.dtype.is_floating_point:\n            raise TypeError('x must be a float tensor')\n"
+                "        ctx.scale = scale\n        return x.detach().clone()\n\n"
+                "    @staticmethod\n    def backward(ctx, grad_output):\n        return grad_output * ctx.scale, None\n",
+                note="gradient scaling behind an input check"),
         Example("import torch\n\nclass QuantSTE(torch.autograd.Function):\n"
                 "    @staticmethod\n    def forward(ctx, w):\n        scale = 1.0 / w.abs().mean().clamp(min=1e-5)\n"
                 "        return (w * scale).round().clamp(-1, 1) / scale\n\n"
@@ -106,12 +127,28 @@ class UncheckedCustomBackward(Rule):
                 "    @staticmethod\n    def backward(ctx, g):\n"
                 "        dist.all_reduce(g, group=ctx.group)\n        return g, None\n",
                 note="a collective: a gradcheck in one process has no process group"),
+        Example("import torch\n\nclass ReduceOnBackward(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x, gang):\n        ctx.gang = gang\n        return x\n\n"
+                "    @staticmethod\n    def backward(ctx, g):\n        ctx.gang.all_reduce(g)\n        return g, None\n",
+                note="a collective through the project's own process-group object"),
         Example("import torch\n\nclass SparseMixer(torch.autograd.Function):\n"
                 "    @staticmethod\n    def forward(ctx, scores, multiplier, mask):\n"
                 "        ctx.save_for_backward(multiplier)\n        return multiplier * mask\n\n"
                 "    @staticmethod\n    def backward(ctx, g):\n        (multiplier,) = ctx.saved_tensors\n"
                 "        return g * multiplier, None, None\n",
                 note="a surrogate gradient for `scores`, which the forward never reads"),
+        Example("import torch\n\nclass VQStraightThrough(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, inputs, codebook):\n"
+                "        indices = torch.cdist(inputs, codebook).argmin(-1)\n"
+                "        ctx.mark_non_differentiable(indices)\n        ctx.save_for_backward(indices, codebook)\n"
+                "        return codebook[indices].view_as(inputs), indices\n\n"
+                "    @staticmethod\n    def backward(ctx, grad_output, grad_indices):\n"
+                "        grad_inputs = grad_codebook = None\n"
+                "        if ctx.needs_input_grad[0]:\n            grad_inputs = grad_output.clone()\n"
+                "        if ctx.needs_input_grad[1]:\n            indices, codebook = ctx.saved_tensors\n"
+                "            grad_codebook = torch.zeros_like(codebook).index_add_(0, indices, grad_output)\n"
+                "        return grad_inputs, grad_codebook\n",
+                note="straight-through to `inputs`, on which the codes depend only through an argmin"),
         Example("import torch\n\nclass InputOnlyGrad(torch.autograd.Function):\n"
                 "    @staticmethod\n    def forward(ctx, inputs, function):\n"
                 "        with torch.enable_grad():\n            outputs = function(inputs)\n"
