@@ -12,6 +12,7 @@ import libcst as cst
 
 from gradlint.facts.numerics import Site
 from gradlint.source.engine.walk import children, walk
+from gradlint.source.names import bound_names
 
 # Methods that give a tensor back unchanged in value (a copy, a view, its negation).
 _SAME_VALUE = frozenset({"clone", "neg", "contiguous", "view_as", "reshape_as", "view", "reshape", "detach"})
@@ -486,10 +487,10 @@ def _given(backward: cst.FunctionDef) -> set[int]:
     for node in nodes:
         if type(node) is cst.Assign:
             for t in node.targets:
-                for name in _bound_names(t.target):
+                for name in bound_names(t.target):
                     gives[name] = gives.get(name, False) or not _all_none(node.value)
         elif type(node) in (cst.AugAssign, cst.AnnAssign, cst.For, cst.NamedExpr):
-            for name in _bound_names(node.target):
+            for name in bound_names(node.target):
                 gives[name] = True
     out: set[int] = set()
     for node in nodes:
@@ -504,16 +505,6 @@ def _given(backward: cst.FunctionDef) -> set[int]:
                 continue
             out.add(i)
     return out
-
-
-def _bound_names(target: cst.BaseExpression) -> list[str]:
-    if type(target) is cst.Name:
-        return [target.value]
-    if type(target) in (cst.Tuple, cst.List):
-        return [n for e in target.elements for n in _bound_names(e.value)]
-    if type(target) is cst.StarredElement:
-        return _bound_names(target.value)
-    return []
 
 
 def _root(node: cst.BaseExpression) -> str | None:

@@ -25,7 +25,7 @@ from gradlint.source.construct import _NOT_HANDLED
 from gradlint.source.foreign import SUPER_NAMES, _self_names
 from gradlint.source.engine.values import Alt, Ctor, DictVal, HeldTensor, Instance, ListVal, PathVal, Sym, held_tensor
 from gradlint.source.init_walk import _truth, _Walker
-from gradlint.source.model_eval import _names_in
+from gradlint.source.names import bound_names
 from gradlint.source.lowering import NO_CHOICE
 from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.values import UNKNOWN
@@ -152,7 +152,7 @@ class ForwardInterpreter(_Walker):
         items = self.loop_items(comp)
         if items is None:
             return UNKNOWN
-        names = _names_in(comp.target)
+        names = bound_names(comp.target)
         saved = {n: self.env[n] for n in names if n in self.env}
         out = []
         try:

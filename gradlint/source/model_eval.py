@@ -26,7 +26,7 @@ from gradlint.source.engine.values import str_literal as _literal_str
 from gradlint.source.engine.walk import mentions
 from gradlint.source.init_walk import _truth
 from gradlint.source.lowering import NO_CHOICE, _maybe_none
-from gradlint.source.names import dotted
+from gradlint.source.names import bound_names, dotted
 
 
 class ConstructionEval:
@@ -111,7 +111,7 @@ class ConstructionEval:
                         found = value
                     continue
                 for t in _bound_targets(small):
-                    for n in _names_in(t):
+                    for n in bound_names(t):
                         body[n] = UNKNOWN
                     if mentions(t, attr):
                         found = UNKNOWN  # `a = expansion = 4`, `expansion += 1`, `del expansion`...
@@ -491,15 +491,6 @@ class ConstructionEval:
 _NO_ATTR: Any = object()  # no class-level binding of the name
 
 
-def _names_in(target: cst.CSTNode) -> list[str]:
-    """The plain names a target binds (`a`, `a, b`, `[a, *b]`)."""
-    if type(target) is cst.Name:
-        return [target.value]
-    if type(target) in (cst.Tuple, cst.List):
-        return [n for el in target.elements for n in _names_in(el.value)]
-    if type(target) is cst.StarredElement:
-        return _names_in(target.value)
-    return []
 
 
 def _bound_targets(small: cst.BaseSmallStatement) -> list:

@@ -275,3 +275,15 @@ def wraps_module(call: cst.Call) -> bool:
     if not text or not (text.rsplit(".", 1)[-1] in _WRAPPER_CLASSES or text in MODEL_WRAPPERS):
         return False
     return bool(call.args) and call.args[0].keyword is None and not call.args[0].star
+
+
+def bound_names(target: cst.CSTNode) -> list[str]:
+    """The plain names an assignment target binds (`a`, `a, b`, `[a, *b]`); attributes and
+    subscripts bind none."""
+    if type(target) is cst.Name:
+        return [target.value]
+    if type(target) in (cst.Tuple, cst.List):
+        return [n for el in target.elements for n in bound_names(el.value)]
+    if type(target) is cst.StarredElement:
+        return bound_names(target.value)
+    return []
