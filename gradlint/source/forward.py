@@ -304,7 +304,7 @@ class ForwardInterpreter(_Walker):
         """`skips.append(x)`, `.extend`, `.insert`, `.pop` on a list of forward's own (a U-Net's
         skips, concatenated later with `torch.cat((x, skips[-i]), 1)` or `skips.pop()`): the name is
         bound to the list it now is (a new one: another binding of the old list keeps it); what
-        cannot be followed leaves the name unknown."""
+        cannot be followed leaves it a list of one unknown part."""
         items = list(self.env[name].items)
         args = [a for a in call.args if a.keyword is None and not a.star]
         result: Any = None
@@ -325,7 +325,9 @@ class ForwardInterpreter(_Walker):
                 items, result = None, UNKNOWN
         else:
             items, result = None, UNKNOWN
-        self.env[name] = ListVal(items) if items is not None else UNKNOWN
+        # (what cannot be followed leaves a list of unknown parts: a concatenation of them is
+        # not taken for one of constants, `_unknown_part_reads_a_path`)
+        self.env[name] = ListVal(items) if items is not None else ListVal([UNKNOWN])
         return result
 
     def super_forward(self, call: cst.Call) -> Any:
@@ -527,6 +529,9 @@ class ForwardInterpreter(_Walker):
         bodies = [b for b in bodies if b]
         if not bodies:
             return paths[0]
+        nested = _nested_outputs(bodies, skip)
+        if nested is not None:
+            return PathVal(paths[0].root, prefix + nested)
         node = Residual(body=tuple(bodies[0]), skip_scale=None if skip else 0.0, join="cat",
                         branches=tuple(tuple(b) for b in bodies[1:]))
         return PathVal(paths[0].root, prefix + (node,))
@@ -776,6 +781,26 @@ class ForwardInterpreter(_Walker):
             value = _merge(value, other)
         main, self.heads = outputs.choose(value, main_input, self.fm, self.inst.cls)
         return main
+
+
+def _nested_outputs(bodies: list, skip: bool) -> tuple | None:
+    """The parts of a concatenation that are the outputs of one chain at several depths (a
+    jumping-knowledge network's `torch.cat(xs)` of every layer's output, DenseNet-like stacks):
+    each deeper part continues the one before, so `cat(h1, h2, h3)` with `h2 = f2(h1)` and
+    `h3 = f3(h2)` is h1 joined with f2 applied to h1, then h2 joined with f3 applied to it: nested
+    concatenations whose skips keep every layer one join away from the output (as the U-Net's
+    pairwise ones are), not parallel copies of the chain (the longest of which would read as
+    one deep chain). None when the parts are not such prefixes of one another."""
+    ordered = sorted(bodies, key=len)
+    if len(ordered) < 2 or any(len(a) >= len(b) or tuple(b[:len(a)]) != tuple(a) for a, b in zip(ordered, ordered[1:])):
+        return None
+    deltas = [tuple(ordered[0])] + [tuple(b[len(a):]) for a, b in zip(ordered, ordered[1:])]
+    inner: tuple = ()
+    for delta in reversed(deltas[1:]):
+        inner = (Residual(body=delta + inner, join="cat"),)  # the part so far joined with the deeper ones
+    if skip:
+        return (Residual(body=deltas[0] + inner, join="cat"),)
+    return deltas[0] + inner
 
 
 # List methods a forward's own list is followed through (ForwardInterpreter.list_method).
