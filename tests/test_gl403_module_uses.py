@@ -283,3 +283,28 @@ def test_output_cut_of_an_inference_only_wrapper_is_quiet(init: str) -> None:
            + init + "\n    @torch.no_grad()\n    def forward(self, data):\n        return self.model(data)\n")
     assert codes_for(src, select="GL403") == []
     assert codes_for(src.replace(init, ""), select="GL403") == ["GL403"]
+
+
+@pytest.mark.parametrize("name", ["g1", "g2", "g5"])
+def test_output_cut_still_flagged_beside_a_frozen_part_or_a_raw_parameter(name: str) -> None:
+    # a second read's reproducers: a trainable head beside a pretrained backbone (g1), one
+    # submodule put in eval mode beside trained ones (g2), a raw nn.Parameter read under the cut
+    # beside a parameter-free activation (g5); measured in torch: the head's and the weight's
+    # .grad stay None
+    sources = {
+        "g1": ("import torch\nfrom torch import nn\nimport torchvision\n\n\nclass Classifier(nn.Module):\n"
+               "    def __init__(self, n):\n        super().__init__()\n"
+               "        self.backbone = torchvision.models.resnet18(pretrained=True)\n"
+               "        self.head = nn.Linear(512, n)\n\n    def forward(self, x):\n        with torch.no_grad():\n"
+               "            out = self.head(self.backbone(x))\n        return out\n"),
+        "g2": ("import torch\nfrom torch import nn\n\n\nclass Tagger(nn.Module):\n    def __init__(self, n):\n"
+               "        super().__init__()\n        self.encoder = nn.LSTM(16, 32, batch_first=True)\n"
+               "        self.norm = nn.BatchNorm1d(32)\n        self.norm.eval()\n        self.head = nn.Linear(32, n)\n\n"
+               "    def forward(self, x):\n        with torch.no_grad():\n            h, _ = self.encoder(x)\n"
+               "            out = self.head(self.norm(h[:, -1]))\n        return out\n"),
+        "g5": ("import torch\nfrom torch import nn\nimport torch.nn.functional as F\n\n\nclass Net(nn.Module):\n"
+               "    def __init__(self):\n        super().__init__()\n        self.weight = nn.Parameter(torch.randn(4, 16))\n"
+               "        self.act = nn.ReLU()\n\n    def forward(self, x):\n        with torch.no_grad():\n"
+               "            y = self.act(F.linear(x, self.weight))\n        return y\n"),
+    }
+    assert codes_for(sources[name], select="GL403") == ["GL403"]

@@ -90,6 +90,21 @@ def _squares(a: V) -> str:
         return "1 - c² where c can be exactly ±1 (a cosine of parallel vectors, a value clamped to [-1, 1])"
     return "sum of squares" if a.sumsq else "square"
 
+
+def _pretrained(call: cst.Call, code) -> bool:
+    """A module built with pretrained weights: `from_pretrained(...)`, `pretrained=True`,
+    `weights=<not None>` anywhere in the call."""
+    for n in walk(call, ()):
+        if type(n) is not cst.Call:
+            continue
+        if type(n.func) is cst.Attribute and n.func.attr.value == "from_pretrained":
+            return True
+        for a in n.args:
+            if a.keyword is not None and (a.keyword.value == "pretrained" and code(a.value) == "True"
+                                          or a.keyword.value == "weights" and code(a.value) != "None"):
+                return True
+    return False
+
 class SiteChecks:
     """Site checks of FunctionWalk (a mixin: it reads the walk's environment and adds to its file's sites)."""
 
@@ -444,42 +459,53 @@ class SiteChecks:
         return out
 
     def _inference_only(self) -> bool:
-        """Whether `__init__` makes the class an inference-only wrapper: it puts itself or a
-        submodule in eval mode, or builds one with pretrained weights (`inception_v3(weights=...)`,
+        """Whether `__init__` makes the class an inference-only wrapper: it puts itself in eval
+        mode (`self.eval()`, `self.requires_grad_(False)`), or every module forward runs was put
+        in eval mode or built with pretrained weights (`inception_v3(weights=...)`,
         `pretrained=True`, `from_pretrained(...)`): a feature extractor for a metric (ignite's FID
-        Inception), whose forward's cut is meant."""
+        Inception), whose forward's cut is meant. A trainable head beside a pretrained backbone
+        is not."""
+        forward = self.cls.method_nodes.get("forward")
+        if forward is None:
+            return False
+        called = set(re.findall(r"\bself\.(\w+)\s*\(", self.x.code(forward))) - set(self.cls.method_nodes)
+        frozen: set[str] = set()
         for name, fn in self._methods_with_bases():
             if name != "__init__":
                 continue
             for n in walk(fn.body, ()):
-                if type(n) is not cst.Call:
-                    continue
-                meth = n.func.attr.value if type(n.func) is cst.Attribute else ""
-                if meth == "eval" and not n.args or meth == "from_pretrained":
-                    return True
-                for a in n.args:
-                    if a.keyword is not None and (
-                            a.keyword.value == "pretrained" and self.x.code(a.value) == "True"
-                            or a.keyword.value == "weights" and self.x.code(a.value) != "None"):
+                if type(n) is cst.Call and type(n.func) is cst.Attribute and n.func.attr.value in (
+                        "eval", "requires_grad_") and not (n.func.attr.value == "eval" and n.args):
+                    owner = n.func.value
+                    if type(owner) is cst.Name and owner.value == "self":
                         return True
-        return False
+                    if type(owner) is cst.Attribute and type(owner.value) is cst.Name and owner.value.value == "self":
+                        frozen.add(owner.attr.value)
+        for attr, call in self._init_calls().items():
+            if _pretrained(call, self.x.code):
+                frozen.add(attr)
+        return bool(called) and called <= frozen
 
     def _built_of_called(self) -> tuple[str, ...] | None:
-        """The classes of the file's imports the modules forward calls (`self.stft(x)`) were built
-        from, when every one was built in `__init__` by a call of an imported class or of a
-        parameter-free torch layer: () when all are such torch layers; None when any is
-        something else (a torch layer with weights, a module of this file, a value passed in)."""
+        """The classes of the file's imports the modules forward uses (`self.stft(x)`) were built
+        from, when every attribute forward reads was built in `__init__` by a call of an imported
+        class or of a parameter-free torch layer, or is a plain setting: () when all are such
+        torch layers; None when any is something else (a parameter, a torch layer with weights,
+        a container, a module of this file, a value passed in or registered another way)."""
         forward = self.cls.method_nodes.get("forward")
         if forward is None:
             return None
-        called = set(re.findall(r"\bself\.(\w+)\s*\(", self.x.code(forward))) - set(self.cls.method_nodes)
-        if not called:
+        read = set(re.findall(r"\bself\.(\w+)", self.x.code(forward))) - set(self.cls.method_nodes)
+        if not read:
             return None
         built = self._init_calls()
+        settings = self._init_settings()
         out: set[str] = set()
-        for attr in called:
+        for attr in read:
             call = built.get(attr)
             if call is None:
+                if attr in settings:
+                    continue  # `self.n_fft = n_fft`: a number or a flag
                 return None
             names = self.x.q(call.func)
             if any(n.startswith("torch.nn.") for n in names):
@@ -492,6 +518,21 @@ class SiteChecks:
                 return None
             out.add(written)
         return tuple(sorted(out))
+
+    def _init_settings(self) -> set[str]:
+        """The attributes `__init__` sets to a name, a literal or an arithmetic of them (`self.fs =
+        sampling_rate`), not to a call: settings, not modules or tensors."""
+        out: set[str] = set()
+        for name, fn in self._methods_with_bases():
+            if name != "__init__":
+                continue
+            for n in walk(fn.body, ()):
+                if type(n) is cst.Assign and len(n.targets) == 1:
+                    t = n.targets[0].target
+                    if type(t) is cst.Attribute and type(t.value) is cst.Name and t.value.value == "self" and \
+                            not any(type(m) is cst.Call for m in walk(n.value, ())):
+                        out.add(t.attr.value)
+        return out
 
     def _uses(self) -> ModuleUses:
         """What the class's other methods do with its submodules (read once per class)."""
