@@ -80,6 +80,23 @@ def test_gl404_a_setting_stored_only_on_the_module_is_still_a_noop_freeze():
     assert [f.span.line for f in findings(src, "GL404")] == [7]
 
 
+def test_gl404_a_setting_only_logged_or_held_by_layers_of_a_factory_is_still_a_noop_freeze():
+    # a second read's reproducers: any other read of the name (a log line) honours nothing, and a
+    # factory's result (`timm.create_model`, a helper of the file) is a layer the class holds
+    logged = ("import logging\nimport torch\nfrom torch import nn\n\nlog = logging.getLogger(__name__)\n\n\n"
+              "class Encoder(nn.Module):\n    def __init__(self, trainable=False):\n        super().__init__()\n"
+              "        self.fc = nn.Linear(4, 4)\n        self.requires_grad = trainable\n"
+              "        log.info('encoder trainable=%s', trainable)\n")
+    assert [f.span.line for f in findings(logged, "GL404")] == [12]
+    made = ("import timm\nimport torch\nfrom torch import nn\n\n\ndef make_mlp(n):\n"
+            "    return nn.Sequential(nn.Linear(n, n), nn.ReLU())\n\n\n"
+            "class Encoder(nn.Module):\n    def __init__(self, trainable=False):\n        super().__init__()\n"
+            "        self.body = timm.create_model('resnet18')\n        self.requires_grad = trainable\n\n\n"
+            "class Head(nn.Module):\n    def __init__(self, n, trainable=False):\n        super().__init__()\n"
+            "        self.mlp = make_mlp(n)\n        self.requires_grad = trainable\n")
+    assert len(findings(made, "GL404")) == 2
+
+
 def test_gl404_not_for_a_setting_of_a_class_with_no_layer_of_its_own():
     # torchrl's environment wrappers (nn.Module subclasses) keep `requires_grad` for a
     # differentiable simulator; the class has no parameter or submodule to freeze

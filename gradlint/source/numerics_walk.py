@@ -74,6 +74,9 @@ def _freezes_for_real(fn: cst.FunctionDef | None) -> bool:
 
 
 
+# Callables whose result is no module (a setting's type, a container of settings).
+_NOT_MODULES = frozenset("int float str bool dict list tuple set frozenset len max min abs round getattr "
+                         "isinstance Path range enumerate zip sorted type".split())
 # Methods of nn.Module that give it a parameter or a submodule.
 _ADDS_LAYERS = frozenset({"register_parameter", "add_module", "register_module"})
 
@@ -84,20 +87,29 @@ def _setting_name(value: cst.BaseExpression | None) -> bool:
 
 
 def _setting_used_elsewhere(fn: cst.FunctionDef | None, value: cst.BaseExpression | None) -> bool:
-    """`self.requires_grad = requires_grad` where the method reads that name again (speechbrain's
-    `Fbank(requires_grad=False)` passes `freeze=not requires_grad` to its filterbank): the
-    attribute records a setting the method acts on another way, not a freeze that was meant to
-    work by itself."""
+    """`self.requires_grad = requires_grad` where the method acts on that setting another way
+    (speechbrain's `Fbank(requires_grad=False)` passes `freeze=not requires_grad` to its
+    filterbank): the name, or its negation, given to a keyword about freezing or training, to
+    `requires_grad_(...)`, or tested by an `if`. The attribute then records a setting the method
+    honours; any other read (a log line) honours nothing."""
     if fn is None or not _setting_name(value):
         return False
-    names: set[int] = set()  # (the names that read nothing: `.requires_grad`, `f(requires_grad=...)`)
+    name = value.value
+
+    def is_it(e: cst.BaseExpression) -> bool:
+        if type(e) is cst.UnaryOperation and type(e.operator) is cst.Not:
+            e = e.expression
+        return type(e) is cst.Name and e.value == name and e is not value
+
     for n in walk(fn.body, stop=()):
         kind = type(n)
-        if kind is cst.Attribute:
-            names.add(id(n.attr))
-        elif kind is cst.Arg and n.keyword is not None:
-            names.add(id(n.keyword))
-        elif kind is cst.Name and n.value == value.value and n is not value and id(n) not in names:
+        if kind is cst.Arg and n.keyword is not None and is_it(n.value) and any(
+                w in n.keyword.value.lower() for w in ("freeze", "frozen", "grad", "train")):
+            return True
+        if kind is cst.Call and type(n.func) is cst.Attribute and n.func.attr.value == "requires_grad_" and \
+                any(is_it(a.value) for a in n.args):
+            return True
+        if kind is cst.If and is_it(n.test):
             return True
     return False
 
@@ -745,6 +757,16 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
                     return True
                 if type(n.func) is cst.Name and n.func.value in self.x.forward_classes:
                     return True
+            for n in walk(fn.body, stop=()):
+                # `self.backbone = timm.create_model(...)`, `self.mlp = make_mlp(n)`: a call whose
+                # result may be a module (not a builtin's, not a tensor's made by torch)
+                if type(n) is cst.Assign and type(n.value) is cst.Call and any(
+                        type(t.target) is cst.Attribute and type(t.target.value) is cst.Name
+                        and t.target.value.value == "self" for t in n.targets):
+                    callee = dotted(n.value.func) or ""
+                    if callee.split(".")[0] not in _NOT_MODULES and not any(
+                            q.startswith("torch.") and not q.startswith("torch.nn.") for q in self.x.q(n.value.func)):
+                        return True
         return False
 
     def requires_grad_set(self, holder: cst.BaseExpression, value_node: cst.BaseExpression | None,
