@@ -326,7 +326,7 @@ def is_module_class(scope: Scope | None, name: str, _depth: int = 0) -> bool:
 
 
 def only_model(scope: Scope) -> str | None:
-    """The qualified name of the one model class the module defines, or None: a class with a
+    """The name of the one model class the module defines, as written there, or None: a class with a
     forward deriving from torch.nn.Module (or a project module class) that no other class of the
     file builds or derives from (a submodule or a base is part of another model), and no loss
     or autograd Function. A second such class (a generator and its discriminator) makes it None."""
@@ -349,7 +349,10 @@ def only_model(scope: Scope) -> str | None:
     found = [c.name for c in facts.classes
              if c.has_forward and not c.autograd_function and c.name not in inner and is_module_class(scope, c.name)
              and not is_loss_class(scope.index, f"{scope.module}.{c.name}")]
-    memo[scope.module] = got = f"{scope.module}.{found[0]}" if len(found) == 1 else None
+    # (the class as the file writes it: resolved from the module's own scope, as a caller's
+    # `inst:` shape is; its qualified name would resolve again from the module, where a function
+    # of the same name as the file, `train` in train.py, hides it)
+    memo[scope.module] = got = found[0] if len(found) == 1 else None
     return got
 
 
