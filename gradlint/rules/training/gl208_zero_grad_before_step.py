@@ -59,6 +59,14 @@ class ZeroGradBeforeStep(steps.StepRule):
 
     invalid = [
         Example("""\
+for x, y in loader:
+    loss = criterion(D(x), y)
+    loss.backward()
+    opt_d.step()
+    opt_g.zero_grad()
+    opt_g.step()
+""", note="another optimizer's step between the backward and the clear consumes nothing of this one's"),
+        Example("""\
 for step in range(num_steps):
     for micro_step in range(grad_accum_steps):
         optimizer.zero_grad(set_to_none=True)
@@ -528,7 +536,8 @@ for x, y in loader:
                     if f.event.kind in ("backward", "step"):
                         break
                     if f.event.kind == "clear" and f.target and f.target in mine:
-                        before = max((m for m in marks if m.order < f.order and m.event.kind in ("backward", "step")),
+                        before = max((m for m in marks if m.order < f.order and (
+                            m.event.kind == "backward" or m.event.kind == "step" and m.target in mine)),
                                      key=lambda m: m.order, default=None)
                         if before is None or before.event.kind != "backward":
                             # nothing was backpropagated before the clear in this iteration, or a
