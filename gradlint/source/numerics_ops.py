@@ -482,10 +482,7 @@ class TorchOps:
             return replace(_combine([r]), prob="softmax", tensor=True, dense=True)
         # exp is strictly positive: its square or a sum of them is never 0 (a Gaussian policy's
         # `var = log_std.exp() ** 2` under a sqrt), as softmax outputs are dense
-        # (an operand an inner `where`/`masked_fill` made safe, the double-where trick, is one the
-        # author bounded: botorch's `exp` only where x <= 18)
-        return replace(_combine([r]), exp=not (r.max_shifted or r.nonpos or r.safe_where), tensor=True, const=r.const,
-                       dense=True)
+        return replace(_combine([r]), exp=not (r.max_shifted or r.nonpos), tensor=True, const=r.const, dense=True)
 
     def _square_value(self, r: V) -> V:
         return replace(_combine([r]), sq=True, tensor=True, dense=r.dense, pairs=r.pairs, unit=square_unit(r))
@@ -642,14 +639,6 @@ class TorchOps:
             return None
         self.check_divide(c.node, c.r, c.vals[0], c.pos[0], numerator=c.recv)
         return replace(_combine([c.r, c.vals[0]]), tensor=True, **ratio_of(c.r, c.vals[0]))
-
-    def _m_masked_fill(self, c: _Call) -> V | None:
-        """`x.masked_fill(mask, value)`: `where(mask, value, x)`, an operand made safe where the
-        mask says it is not (the double-where trick written with masked_fill)."""
-        if len(c.pos) + len(c.kw) < 2 or c.recv is None:
-            return None
-        # (not `clamped`: a fill of 0 leaves a log or a root of it as unsafe as before)
-        return replace(_combine([c.r]), tensor=True, safe_where=True)
 
     def _m_reciprocal(self, c: _Call) -> None:
         if c.r.one_plus_exp and not c.r.const:
@@ -855,7 +844,7 @@ _METHODS = _table([
     ({"acos", "asin", "arccos", "arcsin", "acos_", "asin_"}, T._m_acos),
     ({"clamp", "clip", "clamp_", "clip_"}, T._m_clamp), ({"clamp_min", "clamp_min_"}, T._m_clamp_min),
     ({"div", "div_", "true_divide", "divide"}, T._m_divide), ({"reciprocal"}, T._m_reciprocal),
-    ({"where"}, T._m_where), ({"masked_fill"}, T._m_masked_fill), ({"requires_grad_"}, T._m_requires_grad),
+    ({"where"}, T._m_where), ({"requires_grad_"}, T._m_requires_grad),
     ({"backward", "manual_backward"}, T._m_backward), (CUTTING_METHODS, T._m_cutting),
     ({"mm", "matmul"}, T._m_product), ({"split", "chunk", "unbind", "tensor_split"}, T._m_pieces), ({"diag", "diagonal"}, T._m_gram_diag),
     (_MOVE, T._m_move), (KEEP, T._m_keep), ({"apply"}, T._m_apply),

@@ -20,8 +20,7 @@ class HandWrittenUnstableFunction(SiteRule):
     `exp(z) / exp(z).sum(...)` with no max-shift, through local variables. Not flagged:
     constant operands, detached or no-grad operands, the stable max-shifted log-sum-exp
     (`x - x.max()` inside the exp, also divided by a temperature or times a positive number), an
-    exponent clamped at 80 or below, `-|x|` also as `x.abs().neg()`, an operand an inner `where`
-    or `masked_fill` made safe (the double-where trick), and exp of a value that cannot be positive (`-x ** 2`,
+    exponent clamped at 80 or below, `-|x|` also as `x.abs().neg()`, and exp of a value that cannot be positive (`-x ** 2`,
     `-|x|`: the stable softplus `clamp(x, min=0) + log1p(exp(-|x|))`).
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
@@ -62,6 +61,10 @@ class HandWrittenUnstableFunction(SiteRule):
     summary = "Sigmoid/softplus/logsumexp/softmax written with exp (overflow, NaN gradients)"
 
     invalid = [
+        Example("import torch\n\n\ndef attend(scores, pad_mask):\n"
+                "    scores = scores.masked_fill(pad_mask, -1e9)\n    e = torch.exp(scores)\n"
+                "    return e / e.sum(-1, keepdim=True)\n",
+                note="a padding mask bounds nothing: exp(100) is still inf (measured: NaN output and gradient)"),
         Example("import torch\n\n\ndef softplus(x):\n    return (lambda z: z.exp().log1p())(x)\n",
                 note="a lambda applied at once to an unbounded operand"),
         Example("import torch\n\n\ndef sigmoid(tensor, temp=1.0):\n"
@@ -88,10 +91,6 @@ class HandWrittenUnstableFunction(SiteRule):
                 note="a softmax with no max-shift: exp(100) is inf, inf / inf is NaN"),
     ]
     valid = [
-        Example("import torch\n\n\ndef log1pexp(x):\n    mask = x <= 18\n    return torch.where(\n"
-                "        mask,\n        (lambda z: z.exp().log1p())(x.masked_fill(~mask, 0)),\n"
-                "        (lambda z: z + (-z).exp())(x.masked_fill(mask, 0)),\n    )\n",
-                note="the double-where trick with masked_fill, through lambdas applied at once (botorch)"),
         Example("import torch\n\n\ndef log_prob(logits, n, k):\n"
                 "    normalize = n * (logits.clamp(min=0) + logits.abs().neg().exp().log1p())\n"
                 "    return k * logits - normalize\n",
