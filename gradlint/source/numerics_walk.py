@@ -74,9 +74,8 @@ def _freezes_for_real(fn: cst.FunctionDef | None) -> bool:
 
 
 
-# Callables whose result is no module (a setting's type, a container of settings).
-_NOT_MODULES = frozenset("int float str bool dict list tuple set frozenset len max min abs round getattr "
-                         "isinstance Path range enumerate zip sorted type".split())
+# Libraries whose calls build models (`timm.create_model`, `torchvision.models.resnet50`).
+_MODEL_BUILDERS = ("timm.", "torchvision.models.", "transformers.", "torch.hub.")
 # Methods of nn.Module that give it a parameter or a submodule.
 _ADDS_LAYERS = frozenset({"register_parameter", "add_module", "register_module"})
 
@@ -758,14 +757,15 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
                 if type(n.func) is cst.Name and n.func.value in self.x.forward_classes:
                     return True
             for n in walk(fn.body, stop=()):
-                # `self.backbone = timm.create_model(...)`, `self.mlp = make_mlp(n)`: a call whose
-                # result may be a module (not a builtin's, not a tensor's made by torch)
+                # `self.backbone = timm.create_model(...)`, `self.mlp = make_mlp(n)`: a model a
+                # library builds, or what a function of this file returns (not a spec object or a
+                # random generator another library makes: torchrl's environment wrappers)
                 if type(n) is cst.Assign and type(n.value) is cst.Call and any(
                         type(t.target) is cst.Attribute and type(t.target.value) is cst.Name
                         and t.target.value.value == "self" for t in n.targets):
-                    callee = dotted(n.value.func) or ""
-                    if callee.split(".")[0] not in _NOT_MODULES and not any(
-                            q.startswith("torch.") and not q.startswith("torch.nn.") for q in self.x.q(n.value.func)):
+                    func = n.value.func
+                    if type(func) is cst.Name and func.value in self.x.def_names or any(
+                            q.startswith(_MODEL_BUILDERS) for q in self.x.q(func)):
                         return True
         return False
 
