@@ -444,18 +444,28 @@ class SiteChecks:
                 self.x.add(Site("forward_output_cut", "output-cut", span, detail=val.cut,
                                 classes=built or (), want="parametric" if built else None))
 
+    def _init_nodes(self):
+        """Every node of `__init__`, the class's and its bases' in the file, in order."""
+        for name, fn in self._methods_with_bases():
+            if name == "__init__":
+                yield from walk(fn.body, ())
+
+    def _forward_calls(self) -> set[str]:
+        """The attributes forward calls (`self.stft(x)`), the class's methods left out."""
+        forward = self.cls.method_nodes.get("forward")
+        if forward is None:
+            return set()
+        return set(re.findall(r"\bself\.(\w+)\s*\(", self.x.code(forward))) - set(self.cls.method_nodes)
+
     def _init_calls(self) -> dict[str, cst.Call]:
         """What `__init__` (the class's and its bases' in the file) builds each attribute with,
         when a call: `self.stft = STFT(sample_rate=fs)` -> that call (set again: the last)."""
         out: dict[str, cst.Call] = {}
-        for name, fn in self._methods_with_bases():
-            if name != "__init__":
-                continue
-            for n in walk(fn.body, ()):
-                if type(n) is cst.Assign and len(n.targets) == 1 and type(n.value) is cst.Call:
-                    t = n.targets[0].target
-                    if type(t) is cst.Attribute and type(t.value) is cst.Name and t.value.value == "self":
-                        out[t.attr.value] = n.value
+        for n in self._init_nodes():
+            if type(n) is cst.Assign and len(n.targets) == 1 and type(n.value) is cst.Call:
+                t = n.targets[0].target
+                if type(t) is cst.Attribute and type(t.value) is cst.Name and t.value.value == "self":
+                    out[t.attr.value] = n.value
         return out
 
     def _inference_only(self) -> bool:
@@ -465,22 +475,18 @@ class SiteChecks:
         `pretrained=True`, `from_pretrained(...)`): a feature extractor for a metric (ignite's FID
         Inception), whose forward's cut is meant. A trainable head beside a pretrained backbone
         is not."""
-        forward = self.cls.method_nodes.get("forward")
-        if forward is None:
+        if "forward" not in self.cls.method_nodes:
             return False
-        called = set(re.findall(r"\bself\.(\w+)\s*\(", self.x.code(forward))) - set(self.cls.method_nodes)
+        called = self._forward_calls()
         frozen: set[str] = set()
-        for name, fn in self._methods_with_bases():
-            if name != "__init__":
-                continue
-            for n in walk(fn.body, ()):
-                if type(n) is cst.Call and type(n.func) is cst.Attribute and n.func.attr.value in (
-                        "eval", "requires_grad_") and not (n.func.attr.value == "eval" and n.args):
-                    owner = n.func.value
-                    if type(owner) is cst.Name and owner.value == "self":
-                        return True
-                    if type(owner) is cst.Attribute and type(owner.value) is cst.Name and owner.value.value == "self":
-                        frozen.add(owner.attr.value)
+        for n in self._init_nodes():
+            if type(n) is cst.Call and type(n.func) is cst.Attribute and n.func.attr.value in (
+                    "eval", "requires_grad_") and not (n.func.attr.value == "eval" and n.args):
+                owner = n.func.value
+                if type(owner) is cst.Name and owner.value == "self":
+                    return True
+                if type(owner) is cst.Attribute and type(owner.value) is cst.Name and owner.value.value == "self":
+                    frozen.add(owner.attr.value)
         for attr, call in self._init_calls().items():
             if _pretrained(call, self.x.code):
                 frozen.add(attr)
@@ -523,15 +529,12 @@ class SiteChecks:
         """The attributes `__init__` sets to a name, a literal or an arithmetic of them (`self.fs =
         sampling_rate`), not to a call: settings, not modules or tensors."""
         out: set[str] = set()
-        for name, fn in self._methods_with_bases():
-            if name != "__init__":
-                continue
-            for n in walk(fn.body, ()):
-                if type(n) is cst.Assign and len(n.targets) == 1:
-                    t = n.targets[0].target
-                    if type(t) is cst.Attribute and type(t.value) is cst.Name and t.value.value == "self" and \
-                            not any(type(m) is cst.Call for m in walk(n.value, ())):
-                        out.add(t.attr.value)
+        for n in self._init_nodes():
+            if type(n) is cst.Assign and len(n.targets) == 1:
+                t = n.targets[0].target
+                if type(t) is cst.Attribute and type(t.value) is cst.Name and t.value.value == "self" and \
+                        not any(type(m) is cst.Call for m in walk(n.value, ())):
+                    out.add(t.attr.value)
         return out
 
     def _uses(self) -> ModuleUses:
@@ -580,7 +583,7 @@ class SiteChecks:
         if forward is None:
             return False
         uses = self._uses()
-        mine = set(re.findall(r"\bself\.(\w+)\s*\(", self.x.code(forward))) - set(self.cls.method_nodes)
+        mine = self._forward_calls()
         for m in list(mine):
             mine |= uses.members.get(m, set())
         return bool((mine - uses.parameter_free) & uses.runs)

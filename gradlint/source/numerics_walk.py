@@ -748,19 +748,17 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         # (while `__init__` is walked, the layers it sets later are not known yet: read its calls)
         for fn in self.cls.method_nodes.values():
             for n in walk(fn.body, stop=()):
-                if type(n) is not cst.Call:
-                    continue
-                if type(n.func) is cst.Attribute and n.func.attr.value in _ADDS_LAYERS:
-                    return True
-                if any(q.startswith("torch.nn.") and q.rsplit(".", 1)[-1][:1].isupper() for q in self.x.q(n.func)):
-                    return True
-                if type(n.func) is cst.Name and n.func.value in self.x.forward_classes:
-                    return True
-            for n in walk(fn.body, stop=()):
+                if type(n) is cst.Call:
+                    if type(n.func) is cst.Attribute and n.func.attr.value in _ADDS_LAYERS:
+                        return True
+                    if any(q.startswith("torch.nn.") and q.rsplit(".", 1)[-1][:1].isupper() for q in self.x.q(n.func)):
+                        return True
+                    if type(n.func) is cst.Name and n.func.value in self.x.forward_classes:
+                        return True
                 # `self.backbone = timm.create_model(...)`, `self.mlp = make_mlp(n)`: a model a
                 # library builds, or what a function of this file returns (not a spec object or a
                 # random generator another library makes: torchrl's environment wrappers)
-                if type(n) is cst.Assign and type(n.value) is cst.Call and any(
+                elif type(n) is cst.Assign and type(n.value) is cst.Call and any(
                         type(t.target) is cst.Attribute and type(t.target.value) is cst.Name
                         and t.target.value.value == "self" for t in n.targets):
                     func = n.value.func
