@@ -204,6 +204,10 @@ class TensorEval:
             return self.binop(node)
         if kind is cst.UnaryOperation:
             inner = self.ev(node.expression)
+            if type(node.operator) is cst.BitInvert and inner.mask_of is not None:
+                # `~(x <= 18)`: true exactly where x is above 18
+                key, rel, bound, at = inner.mask_of
+                return replace(inner, mask_of=(key, "gt" if rel == "le" else "le", bound, at), value=UNKNOWN)
             if type(node.operator) is cst.Not:
                 return V(const=inner.const, cut=inner.cut or "comparison", computed=True)
             # -x**2 and -|x| are <= 0: exp of them cannot overflow (softplus as log1p(exp(-|x|)))
@@ -258,7 +262,8 @@ class TensorEval:
                                       kept=not masked)
         if kind is cst.Comparison:
             vals = [self.ev(node.left)] + [self.ev(c.comparator) for c in node.comparisons]
-            return V(const=all(v.const for v in vals), cut="comparison", computed=True)
+            return V(const=all(v.const for v in vals), cut="comparison", computed=True,
+                     mask_of=_mask_of(node, vals))
         if kind is cst.BooleanOperation:
             left = self.ev(node.left)
             self.lazy += 1  # (the right operand runs on some paths only)
@@ -694,3 +699,26 @@ def _weight(v: V, node) -> bool:
     parts = (dotted(node) or "").split(".")
     holders = parts[1:-1] if parts[:1] == ["self"] else parts[:-1]
     return any(p.lower() in _SETTINGS_HOLDERS for p in holders)
+
+
+_AT_MOST = (cst.LessThan, cst.LessThanEqual)
+_ABOVE = (cst.GreaterThan, cst.GreaterThanEqual)
+
+
+def _mask_of(node: cst.Comparison, vals: list) -> tuple | None:
+    """`x <= 18`, `x > c`, `18 >= x`: (x's name, "le" or "gt", the number, x's value there), the
+    mask a fill or a where can bound x by (V.mask_of); None for anything else (a chain, `==`, a
+    comparison of two tensors, a name whose number is not known). `<` and `<=` bound alike."""
+    if len(node.comparisons) != 1:
+        return None
+    op = type(node.comparisons[0].operator)
+    if op not in _AT_MOST and op not in _ABOVE:
+        return None
+    right = node.comparisons[0].comparator
+    for named, other, at, number, at_most in ((node.left, right, vals[0], vals[1], op in _AT_MOST),
+                                              (right, node.left, vals[1], vals[0], op in _ABOVE)):
+        key = dotted(named)
+        bound = number_of(number)
+        if key and bound is not None:
+            return key, "le" if at_most else "gt", bound, at
+    return None

@@ -15,7 +15,7 @@ from gradlint.source.budget import bounded
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.fold import as_float
 from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _combine, ratio_of, required_again,
-                                            broken_before_required, cosines, square_unit)
+                                            broken_before_required, cosines, square_unit, number_of)
 from gradlint.source.engine.values import truth
 from gradlint.source.list_ends import list_end
 from gradlint.source.numerics_pairs import pair_reduction, self_gram
@@ -184,6 +184,20 @@ def never_negative(node: cst.BaseExpression) -> bool:
         return False
     lo = _literal(bound)
     return lo is not None and lo >= 0
+
+
+def _bounded_fill(mask: V, kept: cst.BaseExpression, kept_value: V, fill: V, keep: str) -> bool:
+    """Whether a fill or where keeps `kept` exactly where it is at most a number (`keep` "gt":
+    the mask marks the values replaced, those above it; "le": the values kept) no larger than
+    EXP_SAFE, and puts such a number everywhere else: the result's exp cannot overflow. The mask
+    must compare this very value (the name not bound again since)."""
+    made = mask.mask_of
+    if made is None:
+        return False
+    key, rel, bound, at = made
+    filled = number_of(fill)
+    return rel == keep and at is kept_value and key == dotted(kept) and bound <= EXP_SAFE and \
+        filled is not None and filled <= EXP_SAFE
 
 
 def _literal(node: cst.BaseExpression) -> float | None:
@@ -426,7 +440,11 @@ class TorchOps:
         if len(c.pos) < 3:
             return None
         self.check_where(c.node, c.pos[1:3])
-        return replace(_combine(c.vals[1:3]), tensor=True, safe_where=True, clamped=True)
+        res = replace(_combine(c.vals[1:3]), tensor=True, safe_where=True, clamped=True)
+        if _bounded_fill(c.vals[0], c.pos[1], c.vals[1], c.vals[2], "le") or \
+                _bounded_fill(c.vals[0], c.pos[2], c.vals[2], c.vals[1], "gt"):
+            res = replace(res, max_shifted=True)  # `torch.where(x <= 18, x, 0)`
+        return res
 
     def _q_max(self, c: _Call) -> V | None:
         if c.names.isdisjoint(_MAX_REDUCTIONS) and len(c.pos) + len(c.kw) < 1:
@@ -649,7 +667,15 @@ class TorchOps:
             return None
         # x.where(cond, other): x is the kept branch
         self.check_where(c.node, [c.recv, c.pos[1]])
-        return replace(_combine([c.r, c.vals[1]]), tensor=True, safe_where=True, clamped=True)
+        res = replace(_combine([c.r, c.vals[1]]), tensor=True, safe_where=True, clamped=True)
+        return replace(res, max_shifted=True) if _bounded_fill(c.vals[0], c.recv, c.r, c.vals[1], "le") else res
+
+    def _m_masked_fill(self, c: _Call) -> V | None:
+        """`x.masked_fill(~(x <= 18), 0)` (botorch's log1pexp): at most 18 everywhere, its exp
+        cannot overflow. A mask of anything else (padding) leaves the generic method rule."""
+        if len(c.pos) != 2 or not _bounded_fill(c.vals[0], c.recv, c.r, c.vals[1], "gt"):
+            return None
+        return replace(_combine([c.r, *c.vals]), tensor=True, max_shifted=True)
 
     def _m_requires_grad(self, c: _Call) -> V:
         r, pos = c.r, c.pos
@@ -844,7 +870,7 @@ _METHODS = _table([
     ({"acos", "asin", "arccos", "arcsin", "acos_", "asin_"}, T._m_acos),
     ({"clamp", "clip", "clamp_", "clip_"}, T._m_clamp), ({"clamp_min", "clamp_min_"}, T._m_clamp_min),
     ({"div", "div_", "true_divide", "divide"}, T._m_divide), ({"reciprocal"}, T._m_reciprocal),
-    ({"where"}, T._m_where), ({"requires_grad_"}, T._m_requires_grad),
+    ({"where"}, T._m_where), ({"masked_fill"}, T._m_masked_fill), ({"requires_grad_"}, T._m_requires_grad),
     ({"backward", "manual_backward"}, T._m_backward), (CUTTING_METHODS, T._m_cutting),
     ({"mm", "matmul"}, T._m_product), ({"split", "chunk", "unbind", "tensor_split"}, T._m_pieces), ({"diag", "diagonal"}, T._m_gram_diag),
     (_MOVE, T._m_move), (KEEP, T._m_keep), ({"apply"}, T._m_apply),

@@ -20,7 +20,8 @@ class HandWrittenUnstableFunction(SiteRule):
     `exp(z) / exp(z).sum(...)` with no max-shift, through local variables. Not flagged:
     constant operands, detached or no-grad operands, the stable max-shifted log-sum-exp
     (`x - x.max()` inside the exp, also divided by a temperature or times a positive number), an
-    exponent clamped at 80 or below, `-|x|` also as `x.abs().neg()`, and exp of a value that cannot be positive (`-x ** 2`,
+    exponent clamped at 80 or below or kept only where
+    it is at most such a number (`x.masked_fill(~(x <= 18), 0)`, `torch.where(x <= 18, x, 0)`), `-|x|` also as `x.abs().neg()`, and exp of a value that cannot be positive (`-x ** 2`,
     `-|x|`: the stable softplus `clamp(x, min=0) + log1p(exp(-|x|))`).
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
@@ -67,6 +68,14 @@ class HandWrittenUnstableFunction(SiteRule):
                 note="a padding mask bounds nothing: exp(100) is still inf (measured: NaN output and gradient)"),
         Example("import torch\n\n\ndef softplus(x):\n    return (lambda z: z.exp().log1p())(x)\n",
                 note="a lambda applied at once to an unbounded operand"),
+        Example("import torch\n\n\ndef softplus(x, y):\n    mask = y <= 18\n"
+                "    return x.masked_fill(~mask, 0).exp().log1p()\n",
+                note="the mask bounds another tensor: x itself is not bounded"),
+        Example("import torch\n\n\ndef softplus(x):\n    mask = x <= 18\n"
+                "    return x.masked_fill(mask, 0).exp().log1p()\n",
+                note="the values at most 18 are filled: the large ones are kept"),
+        Example("import torch\n\n\ndef softplus(x):\n    return torch.where(x <= 200, x, 0.0).exp().log1p()\n",
+                note="kept up to 200: exp(200) is inf in float32"),
         Example("import torch\n\n\ndef sigmoid(tensor, temp=1.0):\n"
                 "    exponent = torch.clamp(-tensor / temp, min=-500, max=500)\n"
                 "    return 1.0 / (1.0 + torch.exp(exponent))\n",
@@ -91,6 +100,13 @@ class HandWrittenUnstableFunction(SiteRule):
                 note="a softmax with no max-shift: exp(100) is inf, inf / inf is NaN"),
     ]
     valid = [
+        Example("import torch\n\n\ndef log1pexp(x):\n    mask = x <= 18\n    return torch.where(\n        mask,\n"
+                "        (lambda z: z.exp().log1p())(x.masked_fill(~mask, 0)),\n"
+                "        (lambda z: z + (-z).exp())(x.masked_fill(mask, 0)),\n    )\n",
+                note="the exp sees x only where x <= 18, 0 elsewhere (botorch's log1pexp; measured: finite "
+                     "value and gradient at x = 500)"),
+        Example("import torch\n\n\ndef softplus(x):\n    return torch.where(18 < x, 0.0, x).exp().log1p()\n",
+                note="a where that keeps x only where it is at most 18"),
         Example("import torch\n\n\ndef log_prob(logits, n, k):\n"
                 "    normalize = n * (logits.clamp(min=0) + logits.abs().neg().exp().log1p())\n"
                 "    return k * logits - normalize\n",
