@@ -41,6 +41,13 @@ def _plain_skip(node: Residual) -> bool:
     return s is None or (not math.isnan(s) and s == 1.0)
 
 
+def _transformer_sublayer(node: Residual, norm: Norm) -> bool:
+    """`LayerNorm(dense(h) + x)` with the attention out of sight (another file, a dispatch
+    table: BERT's output sublayers): a layer or RMS norm after a residual of no convolution."""
+    return norm.kind in ("layer", "rms") and not any(
+        isinstance(p, Param) and p.op.startswith(("conv", "convtranspose")) for p in walk((*node.body, *node.branches)))
+
+
 def _has_input(node: Residual) -> bool:
     """The input is among the summed parts: itself (a skip), or through a projection shortcut
     (one layer at most, with norms and passthroughs, no activation and nothing opaque)."""
@@ -77,8 +84,12 @@ def _rejoined(nodes: Sequence[Node], i: int) -> bool:
 
 
 def transformer_blocks(nodes: Sequence[Node]) -> list[Block]:
-    """The transformer blocks of one forward path, in order."""
+    """The transformer blocks of one forward path, in order. A residual with a norm after it is a
+    Post-LN block on a path that attends, or as a transformer's sublayer is (_transformer_sublayer):
+    a post-norm convolution stack (asteroid's SuDORMRF, GroupNorm after each U-block's add) is
+    no transformer, and the Post-LN results (Xiong et al.) are of transformers."""
     blocks: list[Block] = []
+    attends: bool | None = None  # (walked once, when a post-norm residual first asks)
     for i, n in enumerate(nodes):
         if isinstance(n, TransformerBlock):
             blocks.append(Block(n.name, None if n.norm_first is None else not n.norm_first, n))
@@ -90,6 +101,10 @@ def transformer_blocks(nodes: Sequence[Node]) -> list[Block]:
         # one is the stack's final norm, `ln_f`, not a Post-LN block of its own)
         pre_normed = bool(n.body) and isinstance(n.body[0], Norm)
         if isinstance(nxt, Norm) and _plain_skip(n) and not _rejoined(nodes, i) and not pre_normed:
+            if attends is None:
+                attends = has_attention(nodes)
+            if not (attends or _transformer_sublayer(n, nxt)):
+                continue
             bid = _block_id(nxt.name) if nxt.name else f"#{i}"
             if not blocks or blocks[-1].name != bid or blocks[-1].post_norm is not True:
                 blocks.append(Block(bid, True, nxt))

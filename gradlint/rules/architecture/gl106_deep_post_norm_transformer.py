@@ -50,11 +50,69 @@ class Model(nn.Module):
 """
 
 
+POST_NORM_CONV = """\
+import torch.nn as nn
+
+class UBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1 = nn.Conv1d(c, c, 5, padding=2, groups=c)
+        self.act = nn.PReLU()
+        self.conv2 = nn.Conv1d(c, c, 1)
+        self.norm = nn.GroupNorm(1, c)
+
+    def forward(self, x):
+        return self.norm(x + self.conv2(self.act(self.conv1(x))))
+
+class Separator(nn.Module):
+    def __init__(self, c=128, n=16):
+        super().__init__()
+        self.blocks = nn.Sequential(*[UBlock(c) for _ in range(n)])
+
+    def forward(self, x):
+        return self.blocks(x)
+"""
+
+POST_LN_SUBLAYERS = """\
+import torch.nn as nn
+
+class Output(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.dense = nn.Linear(4 * d, d)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, h, x):
+        return self.norm(self.dense(h) + x)
+
+class Layer(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.up = nn.Linear(d, 4 * d)
+        self.output = Output(d)
+
+    def forward(self, x):
+        return self.output(self.up(x), x)
+
+class Encoder(nn.Module):
+    def __init__(self, d=256, n=12):
+        super().__init__()
+        self.layers = nn.ModuleList([Layer(d) for _ in range(n)])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+"""
+
+
 class DeepPostNormTransformer(Rule):
     """
     ## What it does
     Counts Post-LN transformer blocks — `nn.TransformerEncoderLayer`/`DecoderLayer` without
-    `norm_first=True`, custom blocks written `norm(x + f(x))`, ONNX `Add → LayerNormalization` —
+    `norm_first=True`, custom blocks written `norm(x + f(x))` in a network that attends or with
+    a LayerNorm/RMSNorm and no convolution in `f` (a post-norm convolution stack is no
+    transformer), ONNX `Add → LayerNormalization` —
     and reports a stack of `post-norm-depth` or more, at the code that stacks them
     (`self.blocks = nn.ModuleList([...])`, `nn.Sequential(*blocks)`) when the model builds the
     container, else at the first block: two models that stack one block class are two findings.
@@ -94,7 +152,9 @@ class DeepPostNormTransformer(Rule):
     summary = "Deep stack of Post-LN transformer blocks"
     inputs = frozenset({"python", "onnx"})
     options = {"post-norm-depth": Option(12, positive_int, "smallest Post-LN stack to report")}
-    invalid = [Example(LIBRARY_POST_LN), Example(CUSTOM_POST_LN)]
+    invalid = [Example(LIBRARY_POST_LN), Example(CUSTOM_POST_LN),
+               Example(POST_LN_SUBLAYERS, note="BERT's output sublayers, `LayerNorm(dense(h) + x)`, "
+                       "with the attention out of sight (another file, a dispatch table)")]
     valid = [
         Example(LIBRARY_POST_LN.replace("nhead=8)", "nhead=8, norm_first=True)"), note="Pre-LN"),
         Example(LIBRARY_POST_LN.replace("depth=12", "depth=6"), note="shallow"),
@@ -102,6 +162,8 @@ class DeepPostNormTransformer(Rule):
                 .replace("self.norm2(x + self.ff(x))", "x + self.ff(self.norm2(x))"), note="custom Pre-LN"),
         Example(CUSTOM_POST_LN.replace("self.norm1(x + self.attn", "self.norm1(x * 2.0 + self.attn")
                 .replace("self.norm2(x + self.ff", "self.norm2(x * 2.0 + self.ff"), note="DeepNorm residual scaling"),
+        Example(POST_NORM_CONV, note="a post-norm convolution stack, no transformer: nothing attends, the "
+                "norm is a GroupNorm and the blocks convolve (asteroid's SuDORMRF, 16 U-blocks)"),
     ]
 
     def check(self, ctx: RuleContext) -> Iterator[Finding]:
