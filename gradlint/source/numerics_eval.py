@@ -613,8 +613,10 @@ class TensorEval:
                 return right
             if (left.sq or left.sumsq) and (right.sq or right.sumsq):
                 if left.const or right.const:
-                    # a positive constant squared inside the root is the eps (sqrt(d**2 + 1**2))
-                    return replace(base, clamped=True)
+                    # a positive constant squared inside the root is the eps (sqrt(d**2 + 1**2));
+                    # never negative, so its negation's exp cannot overflow (piq's Gaussian
+                    # window over constant coordinates, `exp(-(w[None] + w[:, None]) / (2 * s**2))`)
+                    return replace(base, clamped=True, nonneg=True)
                 return replace(base, sumsq=True, dense=left.dense and right.dense)
             sine, eps = (left, rn) if left.sine else (right, ln) if right.sine else (None, None)
             if sine is not None and not sine.floored and eps is not None and 0 < eps < SINE_EPS:

@@ -218,8 +218,16 @@ def _max_values(got: V, c, at: int) -> V:
     """A max over a dimension (`torch.max(x, dim=-1)`, `x.max(1)`) gives (values, indices): the
     values a max, for `m, _ = torch.max(x, -1)` then `x - m` (the stable log-sum-exp shift).
     `at`: where the dimension is among the positional arguments."""
-    dim = "dim" in c.kw or "keepdim" in c.kw or (len(c.pos) > at and _literal(c.pos[at]) is not None)
+    dim = "dim" in c.kw or "keepdim" in c.kw or (len(c.pos) > at and (
+        _literal(c.pos[at]) is not None or _names_dim(c.pos[at])))
     return replace(got, elems=(got, V(const=True, tensor=True))) if dim else got
+
+
+def _names_dim(node: cst.BaseExpression) -> bool:
+    """A name that says it holds a dimension (`dim`, `axis`, `self.seq_dim`): `torch.max(x, dim)`
+    reduces over it, where `torch.max(x, other)` of a tensor would be an elementwise maximum."""
+    last = (dotted(node) or "").rpartition(".")[2].lower()
+    return last in ("dim", "axis", "dimension") or last.endswith(("_dim", "_axis")) or last.startswith("dim_")
 
 
 class TorchOps:
@@ -420,6 +428,8 @@ class TorchOps:
         return self.clamp_value(c.first, lo, hi, c.first_node)
 
     def _q_maximum(self, c: _Call) -> V | None:
+        if "torch.max" in c.names and ("dim" in c.kw or "keepdim" in c.kw or len(c.pos) == 2 and _names_dim(c.pos[1])):
+            return None  # `torch.max(x, dim)`, `torch.max(x, d, keepdim=True)`: a reduction (_q_max)
         if len(c.pos) == 2 and self.num(c.pos[1]) is None:
             return replace(_combine(c.vals), clamped=True, tensor=True)
         return None

@@ -68,6 +68,9 @@ class HandWrittenUnstableFunction(SiteRule):
                 note="a padding mask bounds nothing: exp(100) is still inf (measured: NaN output and gradient)"),
         Example("import torch\n\n\ndef softplus(x):\n    return (lambda z: z.exp().log1p())(x)\n",
                 note="a lambda applied at once to an unbounded operand"),
+        Example("import torch\n\n\ndef log_sum_exp(tensor, other):\n    m = torch.max(tensor, other)\n"
+                "    return torch.log(torch.sum(torch.exp(tensor - m), 1))\n",
+                note="an elementwise maximum with another tensor: no shift by the largest value"),
         Example("import torch\n\n\ndef softplus(x, y):\n    mask = y <= 18\n"
                 "    return x.masked_fill(~mask, 0).exp().log1p()\n",
                 note="the mask bounds another tensor: x itself is not bounded"),
@@ -100,6 +103,16 @@ class HandWrittenUnstableFunction(SiteRule):
                 note="a softmax with no max-shift: exp(100) is inf, inf / inf is NaN"),
     ]
     valid = [
+        Example("import torch\n\n\ndef log_sum_exp(tensor, dim):\n    m, _ = torch.max(tensor, dim)\n"
+                "    m_expanded = m.unsqueeze(dim).expand_as(tensor)\n"
+                "    return m + torch.log(torch.sum(torch.exp(tensor - m_expanded), dim))\n",
+                note="max-shifted through `torch.max(x, dim)` taken apart: a reduction over a dimension, "
+                     "not an elementwise maximum (flair's Viterbi loss)"),
+        Example("import torch\n\n\ndef window(x, sigma):\n"
+                "    coords = torch.arange(1, 9, dtype=x.dtype, device=x.device)\n"
+                "    w = (coords - 0.5) ** 2\n    w = (-(w.unsqueeze(0) + w.unsqueeze(1)) / (2 * sigma ** 2)).exp()\n"
+                "    return w / torch.sum(w)\n",
+                note="a Gaussian window: minus a sum of squares over a positive scale is at most 0 (piq's DSS)"),
         Example("import torch\n\n\ndef log1pexp(x):\n    mask = x <= 18\n    return torch.where(\n        mask,\n"
                 "        (lambda z: z.exp().log1p())(x.masked_fill(~mask, 0)),\n"
                 "        (lambda z: z + (-z).exp())(x.masked_fill(mask, 0)),\n    )\n",
