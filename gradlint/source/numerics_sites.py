@@ -69,6 +69,7 @@ def _stop_network(text: str) -> bool:
     return bool(_words(text) & _STOP_NETWORKS)
 
 
+_EMBEDDINGS = frozenset({"torch.nn.Embedding", "torch.nn.EmbeddingBag", "torch.nn.modules.sparse.Embedding"})
 _INTEGER_WORDS = frozenset("indices index idx ids mask masks positions position_ids lengths counts".split())
 
 
@@ -472,13 +473,15 @@ class SiteChecks:
         """Whether `__init__` makes the class an inference-only wrapper: it puts itself in eval
         mode (`self.eval()`, `self.requires_grad_(False)`), or every module forward runs was put
         in eval mode or built with pretrained weights (`inception_v3(weights=...)`,
-        `pretrained=True`, `from_pretrained(...)`): a feature extractor for a metric (ignite's FID
-        Inception), whose forward's cut is meant. A trainable head beside a pretrained backbone
-        is not."""
+        `pretrained=True`, `from_pretrained(...)`) or an embedding whose table was made frozen
+        (`nn.Parameter(w, requires_grad=False)`): a feature extractor for a metric (ignite's FID
+        Inception), a fixed positional table, whose forward's cut is meant. A trainable head
+        beside a pretrained backbone is not."""
         if "forward" not in self.cls.method_nodes:
             return False
         called = self._forward_calls()
         frozen: set[str] = set()
+        tables: set[str] = set()
         for n in self._init_nodes():
             if type(n) is cst.Call and type(n.func) is cst.Attribute and n.func.attr.value in (
                     "eval", "requires_grad_") and not (n.func.attr.value == "eval" and n.args):
@@ -487,10 +490,27 @@ class SiteChecks:
                     return True
                 if type(owner) is cst.Attribute and type(owner.value) is cst.Name and owner.value.value == "self":
                     frozen.add(owner.attr.value)
+            elif (attr := self._frozen_table(n)) is not None:
+                tables.add(attr)
         for attr, call in self._init_calls().items():
-            if _pretrained(call, self.x.code):
+            if _pretrained(call, self.x.code) or (attr in tables and self.x.q(call.func) & _EMBEDDINGS):
+                # (an embedding's table is its one parameter: `self.emb.weight = nn.Parameter(w,
+                # requires_grad=False)` freezes it whole; a Linear's weight alone leaves its bias)
                 frozen.add(attr)
         return bool(called) and called <= frozen
+
+    def _frozen_table(self, n: cst.CSTNode) -> str | None:
+        """`self.emb.weight = nn.Parameter(w, requires_grad=False)` in __init__: "emb"."""
+        if type(n) is not cst.Assign or len(n.targets) != 1 or type(n.value) is not cst.Call:
+            return None
+        t = n.targets[0].target
+        if not (type(t) is cst.Attribute and t.attr.value == "weight" and type(t.value) is cst.Attribute
+                and type(t.value.value) is cst.Name and t.value.value.value == "self"):
+            return None
+        if not self.x.q(n.value.func) & {"torch.nn.Parameter", "torch.nn.parameter.Parameter"}:
+            return None
+        flag = next((a.value for a in n.value.args if a.keyword is not None and a.keyword.value == "requires_grad"), None)
+        return t.value.attr.value if type(flag) is cst.Name and flag.value == "False" else None
 
     def _built_of_called(self) -> tuple[str, ...] | None:
         """The classes of the file's imports the modules forward uses (`self.stft(x)`) were built

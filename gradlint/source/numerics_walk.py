@@ -724,6 +724,11 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
         if type(target) is cst.Attribute:
             attr = target.attr.value
             if attr == "require_grad":
+                held = self.ev(target.value)
+                if held.const and held.leaf and value_node is not None and self.ev(value_node).value is False:
+                    # `pe = torch.zeros(n, d); pe.require_grad = False`: a typo, but the fresh
+                    # tensor never required grad, so nothing meant is lost (neuralforecast)
+                    return
                 self.x.add(Site("requires_grad_on_module", "typo", self.x.span(target), detail=self.x.code(target)))
                 return
             if attr == "requires_grad":

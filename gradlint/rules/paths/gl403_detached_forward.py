@@ -46,8 +46,9 @@ class DetachedForward(SiteRule):
     (`x + (q - x).detach()` keeps a path), and a frozen sub-network whose output feeds a
     trainable head (given to no optimizer by the class, or frozen with `requires_grad` or a `freeze`
     helper). A forward whose whole output is cut is not flagged in an inference-only wrapper (its
-    `__init__` puts a module in eval mode or builds one with pretrained weights: ignite's FID
-    Inception), nor when every module it runs is a parameter-free torch layer or a class of another
+    `__init__` puts a module in eval mode, builds one with pretrained weights, or freezes an
+    embedding's table with `nn.Parameter(w, requires_grad=False)`: ignite's FID Inception,
+    neuralforecast's fixed embedding), nor when every module it runs is a parameter-free torch layer or a class of another
     project file that the run models in full with no parametric layer (speechbrain's STFT and
     beamforming modules).
 
@@ -77,6 +78,12 @@ class DetachedForward(SiteRule):
     summary = "A module's forward output is cut from its parameters (.detach(), .data, no_grad)"
 
     invalid = [
+        Example("import torch\nfrom torch import nn\n\n\nclass HalfFixed(nn.Module):\n"
+                "    def __init__(self, c_in, d_model):\n        super().__init__()\n"
+                "        self.lin = nn.Linear(c_in, d_model)\n"
+                "        self.lin.weight = nn.Parameter(torch.zeros(d_model, c_in), requires_grad=False)\n\n"
+                "    def forward(self, x):\n        return self.lin(x).detach()\n",
+                note="a Linear's weight frozen, its bias not: the bias never gets a gradient"),
         Example("import torch\nfrom torch import nn\n\n\nclass Head(nn.Module):\n    def __init__(self):\n"
                 "        super().__init__()\n        self.fc = nn.Linear(4, 2)\n        self.loss_fn = nn.CrossEntropyLoss()\n\n"
                 "    def forward(self, x):\n        return self.fc(x).detach()\n\n"
@@ -129,6 +136,12 @@ class DetachedForward(SiteRule):
                 "        return out\n"),
     ]
     valid = [
+        Example("import torch\nfrom torch import nn\n\n\nclass FixedEmbedding(nn.Module):\n"
+                "    def __init__(self, c_in, d_model):\n        super().__init__()\n"
+                "        w = torch.zeros(c_in, d_model)\n        self.emb = nn.Embedding(c_in, d_model)\n"
+                "        self.emb.weight = nn.Parameter(w, requires_grad=False)\n\n"
+                "    def forward(self, x):\n        return self.emb(x).detach()\n",
+                note="a frozen table (its one parameter made with requires_grad=False): nothing to train (neuralforecast)"),
         Example("import torch\nfrom torch import nn\n\n\nclass Model(nn.Module):\n    def __init__(self):\n"
                 "        super().__init__()\n        self.body = nn.Linear(4, 4)\n        self.head = nn.Linear(4, 2)\n\n"
                 "    def forward(self, x):\n        feat = self.body(x)\n        out = dict(feat=feat.detach())\n"

@@ -139,6 +139,8 @@ class ModuleRequiresGradNoop(SiteRule):
         Example("import timm\nimport torch\n\nbackbone = timm.create_model('resnet50', pretrained=True)\n"
                 "backbone.requires_grad = False\n", note="timm's create_model"),
         Example("import torch\n\ndef f(w):\n    w.require_grad = True\n", note="typo"),
+        Example("import torch\n\ndef f(n):\n    pe = torch.zeros(n, 8)\n    pe.require_grad = True\n    return pe\n",
+                note="typo on a fresh tensor meant to train: it never will"),
         Example(_WRAPPED, note="a submodule of the model the caller passes"),
         Example("from torch import nn\n\n"
                 "class Wrapper(nn.Module):\n"
@@ -156,6 +158,9 @@ class ModuleRequiresGradNoop(SiteRule):
                 note="read as a module: its parameters"),
     ]
     valid = [
+        Example("import torch\n\ndef table(n):\n    pe = torch.zeros(n, 8).float()\n    pe.require_grad = False\n"
+                "    return pe\n",
+                note="a typo, but a fresh tensor never required grad: nothing meant is lost (neuralforecast)"),
         Example("import torchvision\n\n\ndef freeze_stem(net):\n    for m in list(net.children())[:4]:\n"
                 "        for p in m.parameters():\n            p.requires_grad = False\n\n\n"
                 "def freeze_all():\n    net = torchvision.models.resnet50()\n    for m in list(net.parameters()):\n"
