@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterable
 import libcst as cst
 
 from gradlint.facts.numerics import Call, Function, Site
-from gradlint.source.engine.interp import StatementWalker
+from gradlint.source.engine.interp import StatementWalker, else_body
 from gradlint.source.engine.interp import statements as interp_statements
 from gradlint.source.engine.tensors import (Where, V, UNKNOWN, _TRAINABLE, required_again, replace, _passed, merge_env, _item,
                                              open_value, join_value, broken_before_required)
@@ -54,6 +54,10 @@ _LIBRARY_SUBMODULES = frozenset({"layer1", "layer2", "layer3", "layer4", "conv1"
                                  "hubert", "whisper", "text_model", "vision_model", "base_model", "lm_head",
                                  "pre_classifier", "word_embeddings", "position_embeddings", "wte", "wpe", "shared",
                                  "attention", "intermediate", "output", "dense", "visual"})
+
+
+_PARAMETER_CLASSES = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
+_TENSOR_CLASSES = _PARAMETER_CLASSES | {"torch.Tensor"}
 
 
 def _freezes_for_real(fn: cst.FunctionDef | None) -> bool:
@@ -371,11 +375,49 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, StatementWa
     def branches(self, stmt: cst.If) -> None:
         self.branching += 1
         try:
-            super().branches(stmt)
+            narrowed = self._tensor_test(stmt.test)
+            if narrowed is None:
+                super().branches(stmt)
+            else:
+                self._narrowed_branches(stmt, *narrowed)
         finally:
             self.branching -= 1
         if _exits(stmt):
             self.exited = True
+
+    def _tensor_test(self, test: cst.BaseExpression) -> tuple[str, V] | None:
+        """`isinstance(x, nn.Parameter)` (or `torch.Tensor`, or a tuple of them) on a name: the
+        name and what it holds in the `if` body, a parameter or a tensor, whatever the walk
+        thought before (open_clip's `_unlock(x)`, handed a module or a parameter)."""
+        if type(test) is not cst.Call or self.x.q(test.func) != {"builtins.isinstance"} and \
+                dotted(test.func) != "isinstance" or len(test.args) != 2 or type(test.args[0].value) is not cst.Name:
+            return None
+        kinds = test.args[1].value
+        parts = [e.value for e in kinds.elements] if type(kinds) is cst.Tuple else [kinds]
+        names = [self.x.q(p) for p in parts]
+        if not names or not all(n & _TENSOR_CLASSES for n in names):
+            return None
+        param = all(n & _PARAMETER_CLASSES for n in names)
+        return test.args[0].value.value, (_TRAINABLE if param else V(tensor=True))
+
+    def _narrowed_branches(self, stmt: cst.If, name: str, held: V) -> None:
+        """Both branches of `if isinstance(name, ...)`, the body with `name` holding `held`; after
+        the `if`, the name holds what it held before on the body's side (unless the body binds it)."""
+        state = self.fork()
+        self.env[name] = held
+        self.block(stmt.body)
+        first = self.settle(state)
+        if first.get(name) is held:
+            first = dict(first)
+            if name in state:
+                first[name] = state[name]
+            else:
+                del first[name]
+        self.restore(state)
+        if stmt.orelse is not None:
+            self.block(else_body(stmt))
+        second = self.settle(state)
+        self.join_branches(stmt, state, first, second)
 
     def loop_body(self, stmt: cst.For | cst.While) -> None:
         self.looping += 1

@@ -139,6 +139,11 @@ class ModuleRequiresGradNoop(SiteRule):
         Example("import timm\nimport torch\n\nbackbone = timm.create_model('resnet50', pretrained=True)\n"
                 "backbone.requires_grad = False\n", note="timm's create_model"),
         Example("import torch\n\ndef f(w):\n    w.require_grad = True\n", note="typo"),
+        Example("import torch\nfrom torch import nn\n\n\ndef freeze(groups):\n    def _freeze(x):\n"
+                "        if isinstance(x, nn.Parameter):\n            x.requires_grad = False\n"
+                "        else:\n            x.requires_grad = False\n"
+                "        for p in x.parameters():\n            print(p.shape)\n    for g in groups:\n        _freeze(g)\n",
+                note="the else branch of the isinstance test: the module case"),
         Example("import torch\n\ndef f(n):\n    pe = torch.zeros(n, 8)\n    pe.require_grad = True\n    return pe\n",
                 note="typo on a fresh tensor meant to train: it never will"),
         Example(_WRAPPED, note="a submodule of the model the caller passes"),
@@ -158,6 +163,10 @@ class ModuleRequiresGradNoop(SiteRule):
                 note="read as a module: its parameters"),
     ]
     valid = [
+        Example("import torch\nfrom torch import nn\n\n\ndef unlock(x):\n    if isinstance(x, nn.Parameter):\n"
+                "        x.requires_grad = True\n    else:\n        for p in x.parameters():\n"
+                "            p.requires_grad = True\n",
+                note="a parameter in the branch its isinstance test opens, though a module elsewhere (open_clip's _unlock)"),
         Example("import torch\n\ndef table(n):\n    pe = torch.zeros(n, 8).float()\n    pe.require_grad = False\n"
                 "    return pe\n",
                 note="a typo, but a fresh tensor never required grad: nothing meant is lost (neuralforecast)"),
