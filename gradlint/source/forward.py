@@ -4,13 +4,13 @@ applied to an input since that input (models.PathVal), over the instance __init_
 It is the second half of source/models.py (which interprets __init__ and owns the value domain):
 `Lowerer.forward` runs it once per forward path. What a call, an operator or a statement does to
 the tensors it touches is decided here: module calls, functional activations and norms, joins of
-branches (residual sums, concatenations, products and attention, see gradlint.source.joins),
-checkpoint wrappers, stochastic depth, `if` statements decided by the Lowerer's plan.
+branches (residual sums, concatenations, products and attention: which tensors meet is read here,
+the nodes their meeting becomes are gradlint.source.joins's), checkpoint wrappers, stochastic
+depth, `if` statements decided by the Lowerer's plan.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import libcst as cst
@@ -18,6 +18,7 @@ import libcst as cst
 from gradlint.model.ir import Activation, Extern, InitSpec, Node, Norm, Opaque, Param, Passthrough, Residual
 from gradlint.source import catalog as C
 from gradlint.source import joins as J
+from gradlint.source.joins import _add, _earlier_inputs, _nested_outputs, _propagated
 from gradlint.source import library as L
 from gradlint.source import outputs
 from gradlint.source.budget import MAX_DEPTH, MAX_EXPR_DEPTH, Exhausted
@@ -783,55 +784,10 @@ class ForwardInterpreter(_Walker):
         return main
 
 
-def _nested_outputs(bodies: list, skip: bool) -> tuple | None:
-    """The parts of a concatenation that are the outputs of one chain at several depths (a
-    jumping-knowledge network's `torch.cat(xs)` of every layer's output, DenseNet-like stacks):
-    each deeper part continues the one before, so `cat(h1, h2, h3)` with `h2 = f2(h1)` and
-    `h3 = f3(h2)` is h1 joined with f2 applied to h1, then h2 joined with f3 applied to it: nested
-    concatenations whose skips keep every layer one join away from the output (as the U-Net's
-    pairwise ones are), not parallel copies of the chain (the longest of which would read as
-    one deep chain). None when the parts are not such prefixes of one another."""
-    ordered = sorted(bodies, key=len)
-    if len(ordered) < 2 or any(len(a) >= len(b) or tuple(b[:len(a)]) != tuple(a) for a, b in zip(ordered, ordered[1:])):
-        return None
-    deltas = [tuple(ordered[0])] + [tuple(b[len(a):]) for a, b in zip(ordered, ordered[1:])]
-    inner: tuple = ()
-    for delta in reversed(deltas[1:]):
-        inner = (Residual(body=delta + inner, join="cat"),)  # the part so far joined with the deeper ones
-    if skip:
-        return (Residual(body=deltas[0] + inner, join="cat"),)
-    return deltas[0] + inner
-
-
 # List methods a forward's own list is followed through (ForwardInterpreter.list_method).
 _LIST_METHODS = frozenset({"append", "extend", "insert", "pop"})
 # What reads a tensor's size or place, not its values.
 _SIZE_READS = frozenset({"shape", "size", "dim", "ndim", "ndimension", "numel", "dtype", "device", "is_cuda"})
-
-def _earlier_inputs(given: list, base: PathVal) -> tuple[int, tuple] | None:
-    """A module called with its first tensor and an earlier value of the same path
-    (`self.output(mlp(norm(h)), h)`; `blk(x, size)` with `size` read from `x.shape` is no tensor):
-    where the earliest such value is on the path, and the seeds of Lowerer.joined_nodes (the
-    first argument's nodes since that value, each earlier value's since it). None when there is
-    none, or when the call's arguments do not say which parameter each is (the first tensor not
-    the first positional argument, a starred argument). The same value passed twice joins
-    nothing: only a strict earlier value re-enters."""
-    if not given or given[0][1] is not base or given[0][0].keyword is not None:
-        return None
-    earlier: list = []
-    position = 0
-    for a, v in given[1:]:
-        if a.star:
-            return None
-        if a.keyword is None:
-            position += 1
-        n = len(v.nodes) if isinstance(v, PathVal) else -1
-        if isinstance(v, PathVal) and v.root == base.root and n < len(base.nodes) and base.nodes[:n] == v.nodes:
-            earlier.append((position if a.keyword is None else a.keyword.value, n))
-    if not earlier:
-        return None
-    start = min(n for _k, n in earlier)
-    return start, ((0, base.nodes[start:]),) + tuple((k, base.nodes[start:n]) for k, n in earlier)
 
 
 def _defining(fm: Any, info: Any, name: str) -> Any:
@@ -852,69 +808,10 @@ _JOINS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.sta
                     "torch.dstack"})
 
 
-def _propagated(a: PathVal, b: PathVal) -> PathVal | None:
-    """`adj @ h` (a graph convolution's propagation): a product of the features with another input
-    of forward that no layer touched (an adjacency, a mask) is a linear map of the features whose
-    scale depends on the data (a normalised adjacency keeps it, a sum over neighbours multiplies
-    it by the degree): the chain ends there (`scale:?`), and the layers before and after it stay
-    layers of the network. None for anything else (q @ k^T of one input: attention)."""
-    if a.root == b.root or bool(a.nodes) == bool(b.nodes):
-        return None
-    features = a if a.nodes else b
-    return PathVal(features.root, features.nodes + (Passthrough("", "scale:?"),))
-
-
-def _add(a: PathVal, b: PathVal) -> PathVal:
-    """a + b of one input: the nodes both share are the input of a sum, and what each adds after
-    them is a part of it. A part of passthroughs only (the input itself, scaled, pooled, dropped
-    out) is the skip: x + f(x), a `Residual` whose body is the other part. When both parts hold
-    layers (a projection shortcut, MobileOne's `scale(x) + conv(x) + bn(x)`, a parallel
-    attention + MLP block), neither is dropped: the longer is the body and the other a branch,
-    and `skip_scale` 0.0 says the input itself is not summed. A sum of branches added to again
-    (`x + f(x) + g(x)`, `out += branch(x)` in a loop) gets one more branch."""
-    if a.root != b.root:
-        return a
-    if a.nodes == b.nodes:
-        return a
-    prefix = J.common_prefix(a.nodes, b.nodes)
-    ra, rb = a.nodes[len(prefix):], b.nodes[len(prefix):]
-    for sum_, part in ((ra, rb), (rb, ra)):
-        if len(sum_) == 1 and _is_sum(sum_[0]) and part:
-            node = sum_[0]
-            if _skip_part(part):
-                if node.skip_scale != 0.0:
-                    return PathVal(a.root, prefix + (Residual(body=(node,), skip_scale=_skip_scale(part)),))  # x + (x + f(x))
-                # a sum of branches, then the input itself: the skip joins it
-                return PathVal(a.root, prefix + (dataclasses.replace(node, skip_scale=_skip_scale(part)),))
-            return PathVal(a.root, prefix + (dataclasses.replace(node, branches=node.branches + (tuple(part),)),))
-    body, skip = (rb, ra) if len(rb) >= len(ra) else (ra, rb)
-    if _skip_part(skip):
-        return PathVal(a.root, prefix + (Residual(body=tuple(body), skip_scale=_skip_scale(skip)),))
-    return PathVal(a.root, prefix + (Residual(body=tuple(body), skip_scale=0.0, branches=(tuple(skip),)),))
-
-
-def _is_sum(node: Node) -> bool:
-    return isinstance(node, Residual) and node.join == "add" and not node.name
-
-
-def _skip_part(nodes: tuple) -> bool:
-    """The input itself, through nodes that hold no layer (dropout, pooling, reshapes, a scale)."""
-    return all(isinstance(n, Passthrough) or isinstance(n, Activation) and n.fn == "identity" for n in nodes)
-
-
-def _skip_scale(skip: tuple) -> float | None:
-    """The product of the literal factors of a scaled skip (DeepNorm's x * alpha); NaN when one of
-    them is not a literal (alpha from config); None when nothing scales it."""
-    if not skip or not all(isinstance(n, Passthrough) and n.what.startswith("scale:") for n in skip):
-        return None
-    scale = 1.0
-    for n in skip:
-        factor = n.what.split(":", 1)[1]
-        scale = scale * float(factor) if factor != "?" else float("nan")
-    return scale
-
-
 def _merge(a: Any, b: Any) -> Any:
+    # Where control flow meets (an `if`'s sides, the returns of one forward): which side ran is
+    # not known, so what they do not share is opaque; a join of the network's own branches (a
+    # sum, a concatenation) is gradlint.source.joins's
     if a is b or a == b:
         return a
     if isinstance(a, PathVal) and isinstance(b, PathVal) and a.root == b.root:

@@ -11,8 +11,9 @@ hazard must hold on every path (precision first).
 
 This module holds the file's walk (`Extractor`: classes, module scope, callers' values); the
 statements of a function walk are `numerics_walk.py`, its expressions `numerics_eval.py`, its
-calls `numerics_calls.py`, the hazard sites it records `numerics_sites.py`, and its values (`V`,
-tensors with properties) `engine/tensors.py`.
+calls `numerics_calls.py`, the hazard sites it records `numerics_sites.py`, its readings of
+`x.requires_grad = ...` `requires_grad.py`, and its values (`V`, tensors with properties)
+`engine/tensors.py`.
 """
 
 from __future__ import annotations
