@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import libcst as cst
 
@@ -302,6 +302,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
             self.classes.extend(classes)
             self.functions.extend(functions)
         self._cut_returns()
+        self.aliases.extend(_class_aliases(self.src.module, self.autograd_classes, self.aliases))
         # (the instances' calls are only known once every unit is walked)
         self.classes = [replace(c, forward_called=True) if self.passed.get(c.name + ".forward") else c
                         for c in self.classes]
@@ -562,6 +563,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         Walks statements only (a full visitor over every expression costs more than the rest of
         the extraction)."""
         stack: list[cst.CSTNode] = list(module.body)
+        derived: dict[str, tuple[str, ...]] = {}  # classes of the file by their bases
         while stack:
             node = stack.pop()
             if type(node) is cst.FunctionDef:
@@ -576,6 +578,8 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
                     self.defines_optimizer = True
                 if any(b in AUTOGRAD_FUNCTION or (b.startswith("torch.") and b.endswith("Function")) for b in bases):
                     self.autograd_classes.add(node.name.value)
+                else:
+                    derived[node.name.value] = bases
             if type(node) is cst.SimpleStatementLine:
                 if self.scan_globals:
                     for small in node.body:
@@ -596,6 +600,14 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
             for h in getattr(node, "handlers", ()) or ():
                 if type(h.body) is cst.IndentedBlock:
                     stack.extend(h.body.body)
+        # a subclass of a Function of the file is one too (`class SparsemaxLossFunction(
+        # _GenericLossFunction)`: entmax), in whatever order the file defines them
+        grown = True
+        while grown:
+            more = {c for c, bases in derived.items() if c not in self.autograd_classes and
+                    any(b in self.autograd_classes for b in bases)}
+            self.autograd_classes |= more
+            grown = bool(more)
 
     def base_names(self, node: cst.ClassDef) -> tuple[str, ...]:
         out = []
@@ -862,3 +874,28 @@ def _calls_a_parameter(fn: cst.FunctionDef) -> bool:
             if type(func) is cst.Name and func.value in names:
                 return True
     return False
+
+
+def _class_aliases(module: cst.Module, functions: Iterable[str], aliases: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(class, Function) for each class of the file whose methods run an autograd Function, by
+    `Fn.apply` or through a function of the file that does (`class Sparsemax(nn.Module)` whose
+    forward returns `sparsemax(X)`): gradchecking an instance of the module checks the Function."""
+    functions = set(functions)
+    if not functions:
+        return []
+    by_alias: dict[str, set[str]] = {}
+    for alias, fn in aliases:
+        by_alias.setdefault(alias, set()).add(fn)
+    out: list[tuple[str, str]] = []
+    for cls in module.body:
+        if type(cls) is not cst.ClassDef or cls.name.value in functions:
+            continue
+        found: set[str] = set()
+        for n in walk_nodes(cls.body, ()):
+            if type(n) is cst.Attribute and n.attr.value == "apply" and type(n.value) is cst.Name and \
+                    n.value.value in functions:
+                found.add(n.value.value)
+            elif type(n) is cst.Name and n.value in by_alias:
+                found |= by_alias[n.value]
+        out.extend((cls.name.value, fn) for fn in sorted(found))  # (facts must not depend on the hash seed)
+    return out

@@ -8,13 +8,63 @@ from gradlint.findings import Finding, Severity
 from gradlint.registry import Example, Rule, RuleContext
 
 
+_BASE_OP = """\
+import torch
+from torch import nn
+
+
+class _ScaledFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x * scale
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.scale, None
+
+
+class DoubleFunction(_ScaledFunction):
+    pass
+
+
+def double(x):
+    return DoubleFunction.apply(x, 2.0)
+
+
+class Double(nn.Module):
+    def forward(self, x):
+        return double(x)
+"""
+
+_PARAMETRIZED_TEST = """\
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+from example import Double
+
+MODULES = [Double]
+
+
+@pytest.mark.parametrize("Module", MODULES)
+def test_module(Module):
+    f = Module()
+    x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(f, (x,))
+"""
+
+
 class UncheckedCustomBackward(Rule):
     """
     ## What it does
     Reports a `torch.autograd.Function` subclass with a hand-written `backward` when no
     `torch.autograd.gradcheck`/`gradgradcheck` of it appears anywhere in the project (every
     file under its root, checked or not) — called on `Fn.apply`, on a name bound to
-    `Fn.apply`, or on a module-level function that calls `Fn.apply`. `gradlint probe` checks such functions numerically (GL704).
+    `Fn.apply`, on a module-level function that calls `Fn.apply`, or on an instance of a class
+    whose methods do (`f = Sparsemax(dim=0); gradcheck(f, (x,))`, also with the class a
+    parameter of a test that `pytest.mark.parametrize` gives classes); a gradcheck of a Function
+    that derives from one checks the backward it inherits. `gradlint probe` checks such functions numerically (GL704).
 
     Not flagged: backwards that are deliberately no derivative of their forward, which a
     gradcheck fails by design: a straight-through estimator (a forward such as `round(x)` or
@@ -67,6 +117,8 @@ class UncheckedCustomBackward(Rule):
         Example("import torch\n\nclass MyOp(torch.autograd.Function):\n"
                 "    @staticmethod\n    def forward(ctx, x):\n        return x * 2\n\n"
                 "    @staticmethod\n    def backward(ctx, g):\n        return g * 2\n"),
+        Example(_BASE_OP, files=(("test_ops.py", _PARAMETRIZED_TEST.replace("MODULES = [Double]", "MODULES = []")),),
+                note="the parametrized test runs no module of the Function"),
         Example("import torch\n\nclass Square(torch.autograd.Function):\n"
                 "    @staticmethod\n    def forward(ctx, x):\n        ctx.save_for_backward(x)\n        return x * x\n\n"
                 "    @staticmethod\n    def backward(ctx, g):\n        (x,) = ctx.saved_tensors\n        return 2 * x * g\n",
@@ -83,6 +135,9 @@ class UncheckedCustomBackward(Rule):
                 note="a kernel filling its output from both inputs: each gradient is a derivative"),
     ]
     valid = [
+        Example(_BASE_OP, files=(("test_ops.py", _PARAMETRIZED_TEST),),
+                note="gradchecked through module instances of a parametrized test, whose Functions "
+                     "inherit the backward (entmax's losses)"),
         Example("import torch\n\nclass MyOp(torch.autograd.Function):\n"
                 "    @staticmethod\n    def forward(ctx, x):\n        return x * 2\n\n"
                 "    @staticmethod\n    def backward(ctx, g):\n        return g * 2\n",
