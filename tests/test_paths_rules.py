@@ -12,8 +12,8 @@ def findings(src: str, select: str, **files: str):
 
 def test_gl406_gradcheck_of_a_wrapper_function_in_another_file():
     ops = ("import torch\n\nclass Op(torch.autograd.Function):\n"
-           "    @staticmethod\n    def forward(ctx, x):\n        return x\n\n"
-           "    @staticmethod\n    def backward(ctx, g):\n        return g\n\n"
+           "    @staticmethod\n    def forward(ctx, x):\n        return x * 3\n\n"
+           "    @staticmethod\n    def backward(ctx, g):\n        return g * 3\n\n"
            "def op(x):\n    return Op.apply(x)\n")
     test = ("import torch\nfrom ops import op\n\n"
             "def test_op():\n    x = torch.randn(2, dtype=torch.float64, requires_grad=True)\n"
@@ -231,9 +231,24 @@ def test_gl406_straight_through_and_gradient_reversal_backwards_need_no_gradchec
 
 
 def test_gl406_a_pass_through_with_its_true_derivative_or_a_computed_backward_is_flagged():
-    for forward, backward in [("x", "g, None"), ("-x", "-g, None"), ("x * 3", "g * 3, None"),
+    # (the identity itself, `x` and `g`, is the one true derivative a gradcheck tests nothing of:
+    # test_gl406_the_identity_or_a_clipped_gradient_needs_no_gradcheck)
+    for forward, backward in [("-x", "-g, None"), ("x * 3", "g * 3, None"),
                               ("x.view_as(x)", "torch.ones_like(g), None"), ("torch.round(x)", "g * x, None"),
                               ("torch.round(x)", "g if ctx.alpha else None, None")]:
+        assert [f.code for f in findings(_FUNCTION.format(forward=forward, backward=backward), "GL406")] == ["GL406"], (
+            forward, backward)
+
+
+def test_gl406_the_identity_or_a_clipped_gradient_needs_no_gradcheck():
+    # x-transformers' DetachMultiple (detached copies out, the gradients back as they are) and
+    # espnet's LogSoftmaxGradModification (a copy out, the gradient clamped back)
+    for forward, backward in [("x", "g, None"), ("x.detach()", "g, None"), ("x.clone()", "None, None"),
+                              ("x.view_as(x)", "torch.clamp(g, -ctx.alpha, ctx.alpha), None"),
+                              ("x.new(x)", "g.clamp(-1.0, 1.0), None")]:
+        assert findings(_FUNCTION.format(forward=forward, backward=backward), "GL406") == [], (forward, backward)
+    # an identity whose backward computes, and a clamp of something else than the gradient
+    for forward, backward in [("x.clone()", "g * 2 + 1, None"), ("x.clone()", "torch.clamp(ctx.alpha, 0, 1), None")]:
         assert [f.code for f in findings(_FUNCTION.format(forward=forward, backward=backward), "GL406")] == ["GL406"], (
             forward, backward)
 
@@ -304,8 +319,7 @@ def test_gl406_gradient_scaling_behind_an_input_check_needs_no_gradcheck():
         "floating_point:\n            raise", "floating_point: raise")
     assert findings(one_line, "GL406") == []
     # the true derivative behind the same check, and a branch that changes the value, stay flagged
-    for forward, backward in (("x * scale", "grad_output * ctx.scale, None"), ("x.clone()", "grad_output, None"),
-                              ("x * 3", "grad_output * 3, None")):
+    for forward, backward in (("x * scale", "grad_output * ctx.scale, None"), ("x * 3", "grad_output * 3, None")):
         assert [f.code for f in findings(_CHECKED.format(forward=forward, backward=backward), "GL406")] == ["GL406"], (
             forward, backward)
     changes = _CHECKED.format(forward="x.clone()", backward="grad_output * ctx.scale, None").replace(

@@ -447,6 +447,93 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef,
     return passed != factors
 
 
+# Methods that give their tensor back as it is (a copy, a view, a detached one): a forward of
+# only these is the identity.
+_SAME = frozenset({"detach", "clone", "view_as", "contiguous", "new", "requires_grad_", "detach_"})
+
+
+def _same_of(node: cst.BaseExpression, inputs: set[str]) -> bool:
+    """`x`, `x.detach()`, `x.clone()`, `x.view_as(x)`, `x.new(x)` of an input `x`; a tuple of such;
+    `tuple(t.detach() for t in tensors)` of a `*tensors` input."""
+    if type(node) is cst.Name:
+        return node.value in inputs
+    if type(node) is cst.Tuple:
+        return bool(node.elements) and all(_same_of(e.value, inputs) for e in node.elements)
+    if type(node) is not cst.Call:
+        return False
+    func = node.func
+    if type(func) is cst.Attribute and func.attr.value in _SAME:
+        return _same_of(func.value, inputs)
+    if type(func) is cst.Name and func.value == "tuple" and len(node.args) == 1 and \
+            type(gen := node.args[0].value) is cst.GeneratorExp and gen.for_in.inner_for_in is None and \
+            not gen.for_in.ifs and type(gen.for_in.target) is cst.Name and type(gen.for_in.iter) is cst.Name:
+        return gen.for_in.iter.value in inputs and _same_of(gen.elt, {gen.for_in.target.value})
+    return False
+
+
+def _clamped_grad(node: cst.BaseExpression, grads: set[str], qualify) -> bool:
+    """`g.clamp(-c, c)` or `torch.clamp(g, ...)` of a gradient: gradient clipping."""
+    if type(node) is not cst.Call or not node.args:
+        return False
+    func = node.func
+    if qualify(func) & {"torch.clamp", "torch.clip"}:
+        return type(node.args[0].value) is cst.Name and node.args[0].value.value in grads
+    return type(func) is cst.Attribute and func.attr.value in ("clamp", "clamp_", "clip", "clip_") and \
+        type(func.value) is cst.Name and func.value.value in grads
+
+
+def passes_through(forward: cst.FunctionDef | None, backward: cst.FunctionDef, qualify) -> bool:
+    """An identity forward (its inputs returned as they are: detached, cloned, viewed, also
+    through one local name) whose backward returns the incoming gradients as they are (its true
+    derivative: a gradcheck tests nothing; x-transformers' DetachMultiple) or clamped (gradient
+    clipping by design, which a gradcheck fails wherever the clamp bites: espnet's
+    LogSoftmaxGradModification)."""
+    if forward is None:
+        return False
+    inputs = set(_inputs(forward))
+    body = forward.body.body if type(forward.body) is cst.IndentedBlock else ()
+    local: set[str] = set()
+    returned: list[cst.BaseExpression] = []
+    for stmt in body:
+        if type(stmt) is cst.For and type(stmt.target) is cst.Name and type(stmt.iter) is cst.Name and \
+                stmt.iter.value in local:
+            continue  # `for t in detached: t.requires_grad_()`
+        if type(stmt) is not cst.SimpleStatementLine:
+            if _guard(stmt):
+                continue
+            return False
+        for small in stmt.body:
+            if type(small) is cst.Return and small.value is not None:
+                returned.append(small.value)
+            elif type(small) is cst.Assign and len(small.targets) == 1 and type(small.targets[0].target) is cst.Name \
+                    and _same_of(small.value, inputs):
+                local.add(small.targets[0].target.value)
+            elif type(small) is cst.Assign and len(small.targets) == 1 and type(small.targets[0].target) is cst.Attribute:
+                continue  # `ctx.clamp = clamp`: a setting kept
+            elif not (type(small) is cst.Expr and type(small.value) is cst.SimpleString):
+                return False
+    if not returned or not all(_same_of(r, inputs | local) for r in returned):
+        return False
+    grads = set(_inputs(backward))
+    # `grad_output = torch.clamp(grad_output, -ctx.clamp, ctx.clamp)`: the gradient, clipped
+    clipped = {small.targets[0].target.value for stmt in backward.body.body if type(stmt) is cst.SimpleStatementLine
+               for small in stmt.body if type(small) is cst.Assign and len(small.targets) == 1
+               and type(small.targets[0].target) is cst.Name and _clamped_grad(small.value, grads, qualify)}
+    skip = {id(stmt) for stmt in backward.body.body if type(stmt) is cst.SimpleStatementLine and all(
+        type(small) is cst.Assign and len(small.targets) == 1 and type(small.targets[0].target) is cst.Name
+        and small.targets[0].target.value in clipped for small in stmt.body)}
+    given = _returns(backward, only=True, skip=skip)
+    if not grads or given is None:
+        return False
+    for value in given:
+        items = [e.value for e in value.elements] if type(value) is cst.Tuple else [value]
+        for item in items:
+            if not (_all_none(item) or type(item) is cst.Name and item.value in grads | clipped or
+                    _clamped_grad(item, grads, qualify)):
+                return False
+    return True
+
+
 def surrogate(forward: cst.FunctionDef | None, backward: cst.FunctionDef, ctx_less: bool = False,
               qualify=None) -> bool:
     """A backward that returns a gradient for an input on which its forward's outputs do not

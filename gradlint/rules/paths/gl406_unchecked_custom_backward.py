@@ -71,7 +71,9 @@ class UncheckedCustomBackward(Rule):
     `sign(x)` whose backward only returns the incoming gradient, or None, also under another
     name: `g = grad_output.clone(); return g`) and gradient reversal or scaling (a pass-through
     forward such as `x.view_as(x)` whose backward returns the gradient times another factor:
-    `-ctx.alpha * g`, `g * ctx.scale`), also behind an input check that only raises;
+    `-ctx.alpha * g`, `g * ctx.scale`) or clipping (`torch.clamp(g, -c, c)`), also behind an
+    input check that only raises; the identity with its true derivative (a forward that returns
+    its inputs, detached or copied, and a backward that returns the gradients: nothing to check);
     surrogate gradients (a backward that gives a gradient to an input on which the forward's
     outputs do not depend differentiably: one it never reads, PhiMoE's SparseMixer, or reads
     only for its shape, for an `argmin` or through values it marks with
@@ -114,6 +116,10 @@ class UncheckedCustomBackward(Rule):
     summary = "A custom autograd backward that no gradcheck in the project covers"
 
     invalid = [
+        Example("import torch\n\nclass Gate(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x, w):\n        ctx.save_for_backward(w)\n        return x.clone()\n\n"
+                "    @staticmethod\n    def backward(ctx, g):\n        (w,) = ctx.saved_tensors\n        return g * w.sigmoid(), None\n",
+                note="an identity forward whose backward computes a gradient of its own"),
         Example("import torch\n\nclass MyOp(torch.autograd.Function):\n"
                 "    @staticmethod\n    def forward(ctx, x):\n        return x * 2\n\n"
                 "    @staticmethod\n    def backward(ctx, g):\n        return g * 2\n"),
@@ -135,6 +141,19 @@ class UncheckedCustomBackward(Rule):
                 note="a kernel filling its output from both inputs: each gradient is a derivative"),
     ]
     valid = [
+        Example("import torch\n\nclass DetachMultiple(torch.autograd.Function):\n"
+                "    @classmethod\n    def forward(cls, ctx, *tensors):\n"
+                "        detached = tuple(t.detach() for t in tensors)\n        for t in detached:\n"
+                "            t.requires_grad_()\n        return detached\n\n"
+                "    @classmethod\n    def backward(cls, ctx, *grads):\n        return grads\n",
+                note="the identity with its true derivative: a gradcheck tests nothing (x-transformers)"),
+        Example("import torch\n\nclass ClipGrad(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, acts, clamp):\n        if clamp < 0:\n"
+                "            raise ValueError('clamp must be positive')\n        res = acts.new(acts)\n"
+                "        ctx.clamp = clamp\n        return res\n\n"
+                "    @staticmethod\n    def backward(ctx, grad_output):\n"
+                "        grad_output = torch.clamp(grad_output, -ctx.clamp, ctx.clamp)\n        return grad_output, None\n",
+                note="gradient clipping by design (espnet's LogSoftmaxGradModification)"),
         Example(_BASE_OP, files=(("test_ops.py", _PARAMETRIZED_TEST),),
                 note="gradchecked through module instances of a parametrized test, whose Functions "
                      "inherit the backward (entmax's losses)"),
