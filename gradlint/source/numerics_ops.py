@@ -196,7 +196,8 @@ def _bounded_fill(mask: V, kept: cst.BaseExpression, kept_value: V, fill: V, kee
         return False
     key, rel, bound, at = made
     filled = number_of(fill)
-    return rel == keep and at is kept_value and key == dotted(kept) and bound <= EXP_SAFE and \
+    # (the very value: nothing-known values are all one object, which a new binding keeps)
+    return rel == keep and at is kept_value and at is not UNKNOWN and key == dotted(kept) and bound <= EXP_SAFE and \
         filled is not None and filled <= EXP_SAFE
 
 
