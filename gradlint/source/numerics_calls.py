@@ -630,6 +630,8 @@ class TensorCalls(TorchOps):
     def method_call(self, node: cst.Call, recv_node: cst.BaseExpression, meth: str) -> V:
         """`x.meth(...)` on a receiver no import names: the handlers `_METHODS` holds for `meth`
         (one answering None leaves the call to the next, then to the generic rule below)."""
+        if type(recv_node) is cst.Name and meth.endswith("_") and not meth.startswith("_") and meth != "requires_grad_":
+            self.changed(recv_node.value)  # `x.mul_(100)`: another tensor under the same name
         leaves = meth in _LEAVES_AUTOGRAD and not node.args
         self.leaving += leaves
         try:

@@ -206,8 +206,8 @@ class TensorEval:
             inner = self.ev(node.expression)
             if type(node.operator) is cst.BitInvert and inner.mask_of is not None:
                 # `~(x <= 18)`: true exactly where x is above 18
-                key, rel, bound, at = inner.mask_of
-                return replace(inner, mask_of=(key, "gt" if rel == "le" else "le", bound, at), value=UNKNOWN)
+                key, rel, *rest = inner.mask_of
+                return replace(inner, mask_of=(key, "gt" if rel == "le" else "le", *rest), value=UNKNOWN)
             if type(node.operator) is cst.Not:
                 return V(const=inner.const, cut=inner.cut or "comparison", computed=True)
             # -x**2 and -|x| are <= 0: exp of them cannot overflow (softplus as log1p(exp(-|x|)))
@@ -262,8 +262,11 @@ class TensorEval:
                                       kept=not masked)
         if kind is cst.Comparison:
             vals = [self.ev(node.left)] + [self.ev(c.comparator) for c in node.comparisons]
-            return V(const=all(v.const for v in vals), cut="comparison", computed=True,
-                     mask_of=_mask_of(node, vals))
+            made = _mask_of(node, vals)
+            if made is not None:
+                # (which `x`: its version, and the loop depth, since a loop's body is read once)
+                made = (*made, self.versions.get(made[0], 0), self.looping)
+            return V(const=all(v.const for v in vals), cut="comparison", computed=True, mask_of=made)
         if kind is cst.BooleanOperation:
             left = self.ev(node.left)
             self.lazy += 1  # (the right operand runs on some paths only)
@@ -708,19 +711,19 @@ _ABOVE = (cst.GreaterThan, cst.GreaterThanEqual)
 
 
 def _mask_of(node: cst.Comparison, vals: list) -> tuple | None:
-    """`x <= 18`, `x > c`, `18 >= x`: (x's name, "le" or "gt", the number, x's value there), the
-    mask a fill or a where can bound x by (V.mask_of); None for anything else (a chain, `==`, a
-    comparison of two tensors, a name whose number is not known). `<` and `<=` bound alike."""
+    """`x <= 18`, `x > c`, `18 >= x` of a local name: (x, "le" or "gt", the number, x's value
+    there), the mask a fill or a where can bound x by (V.mask_of); None for anything else (a chain,
+    `==`, an attribute, a comparison of two tensors, a name whose number is not known). `<` and
+    `<=` bound alike."""
     if len(node.comparisons) != 1:
         return None
     op = type(node.comparisons[0].operator)
     if op not in _AT_MOST and op not in _ABOVE:
         return None
     right = node.comparisons[0].comparator
-    for named, other, at, number, at_most in ((node.left, right, vals[0], vals[1], op in _AT_MOST),
-                                              (right, node.left, vals[1], vals[0], op in _ABOVE)):
-        key = dotted(named)
+    for named, at, number, at_most in ((node.left, vals[0], vals[1], op in _AT_MOST),
+                                       (right, vals[1], vals[0], op in _ABOVE)):
         bound = number_of(number)
-        if key and bound is not None:
-            return key, "le" if at_most else "gt", bound, at
+        if type(named) is cst.Name and bound is not None:
+            return named.value, "le" if at_most else "gt", bound, at
     return None

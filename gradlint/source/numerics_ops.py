@@ -186,18 +186,20 @@ def never_negative(node: cst.BaseExpression) -> bool:
     return lo is not None and lo >= 0
 
 
-def _bounded_fill(mask: V, kept: cst.BaseExpression, kept_value: V, fill: V, keep: str) -> bool:
+def _bounded_fill(walk, mask: V, kept: cst.BaseExpression, kept_value: V, fill: V, keep: str) -> bool:
     """Whether a fill or where keeps `kept` exactly where it is at most a number (`keep` "gt":
     the mask marks the values replaced, those above it; "le": the values kept) no larger than
     EXP_SAFE, and puts such a number everywhere else: the result's exp cannot overflow. The mask
-    must compare this very value (the name not bound again since)."""
+    must compare this very tensor: the same local name, neither bound again nor changed in place
+    since (`walk.versions`), at the same loop depth (a loop's body is read once, and a later
+    statement of it may change the name for the next round)."""
     made = mask.mask_of
-    if made is None:
+    if made is None or type(kept) is not cst.Name:
         return False
-    key, rel, bound, at = made
+    key, rel, bound, at, version, depth = made
     filled = number_of(fill)
-    # (the very value: nothing-known values are all one object, which a new binding keeps)
-    return rel == keep and at is kept_value and at is not UNKNOWN and key == dotted(kept) and bound <= EXP_SAFE and \
+    return rel == keep and key == kept.value and at is kept_value and at is not UNKNOWN and \
+        version == walk.versions.get(key, 0) and depth == walk.looping and bound <= EXP_SAFE and \
         filled is not None and filled <= EXP_SAFE
 
 
@@ -452,9 +454,9 @@ class TorchOps:
             return None
         self.check_where(c.node, c.pos[1:3])
         res = replace(_combine(c.vals[1:3]), tensor=True, safe_where=True, clamped=True)
-        if _bounded_fill(c.vals[0], c.pos[1], c.vals[1], c.vals[2], "le") or \
-                _bounded_fill(c.vals[0], c.pos[2], c.vals[2], c.vals[1], "gt"):
-            res = replace(res, max_shifted=True)  # `torch.where(x <= 18, x, 0)`
+        if _bounded_fill(self, c.vals[0], c.pos[1], c.vals[1], c.vals[2], "le") or \
+                _bounded_fill(self, c.vals[0], c.pos[2], c.vals[2], c.vals[1], "gt"):
+            res = replace(res, exp_safe=True)  # `torch.where(x <= 18, x, 0)`
         return res
 
     def _q_max(self, c: _Call) -> V | None:
@@ -511,7 +513,8 @@ class TorchOps:
             return replace(_combine([r]), prob="softmax", tensor=True, dense=True)
         # exp is strictly positive: its square or a sum of them is never 0 (a Gaussian policy's
         # `var = log_std.exp() ** 2` under a sqrt), as softmax outputs are dense
-        return replace(_combine([r]), exp=not (r.max_shifted or r.nonpos), tensor=True, const=r.const, dense=True)
+        return replace(_combine([r]), exp=not (r.max_shifted or r.nonpos or r.exp_safe), tensor=True, const=r.const,
+                       dense=True)
 
     def _square_value(self, r: V) -> V:
         return replace(_combine([r]), sq=True, tensor=True, dense=r.dense, pairs=r.pairs, unit=square_unit(r))
@@ -568,8 +571,8 @@ class TorchOps:
             res = replace(res, capped=True)
         if hi_n is not None and hi_n <= EXP_SAFE:
             # `clamp(exponent, -50, 50)` (pytorch-metric-learning's temperature sigmoid): the exp
-            # of it cannot overflow, as the exp of a max-shifted value cannot
-            res = replace(res, max_shifted=True)
+            # of it cannot overflow (of ten times it, it can: exp_safe, not max_shifted)
+            res = replace(res, exp_safe=True)
         return res
 
     # -- methods of tensors and modules, by method name ------------------------------------------
@@ -679,14 +682,14 @@ class TorchOps:
         # x.where(cond, other): x is the kept branch
         self.check_where(c.node, [c.recv, c.pos[1]])
         res = replace(_combine([c.r, c.vals[1]]), tensor=True, safe_where=True, clamped=True)
-        return replace(res, max_shifted=True) if _bounded_fill(c.vals[0], c.recv, c.r, c.vals[1], "le") else res
+        return replace(res, exp_safe=True) if _bounded_fill(self, c.vals[0], c.recv, c.r, c.vals[1], "le") else res
 
     def _m_masked_fill(self, c: _Call) -> V | None:
         """`x.masked_fill(~(x <= 18), 0)` (botorch's log1pexp): at most 18 everywhere, its exp
         cannot overflow. A mask of anything else (padding) leaves the generic method rule."""
-        if len(c.pos) != 2 or not _bounded_fill(c.vals[0], c.recv, c.r, c.vals[1], "gt"):
+        if len(c.pos) != 2 or not _bounded_fill(self, c.vals[0], c.recv, c.r, c.vals[1], "gt"):
             return None
-        return replace(_combine([c.r, *c.vals]), tensor=True, max_shifted=True)
+        return replace(_combine([c.r, *c.vals]), tensor=True, exp_safe=True)
 
     def _m_requires_grad(self, c: _Call) -> V:
         r, pos = c.r, c.pos

@@ -17,7 +17,7 @@ import libcst as cst
 from gradlint.facts.numerics import Call, Function, Site
 from gradlint.source.engine.interp import StatementWalker, else_body
 from gradlint.source.engine.interp import statements as interp_statements
-from gradlint.source.engine.tensors import V, UNKNOWN, _TRAINABLE, replace, _passed, merge_env, _item, open_value, join_value
+from gradlint.source.engine.tensors import V, UNKNOWN, replace, _passed, merge_env, _item, open_value, join_value, knows_nothing
 from gradlint.source.engine.values import int_literal
 from gradlint.source.engine.walk import children as _children
 from gradlint.source.engine.walk import evaluated_children, statements_in, suite, walk
@@ -96,6 +96,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
     # a comprehension's element, a lambda's body (a call there is no call on every path)
     lazy = 0
     looping = 0  # inside a loop body (a `return` there may not run)
+    # How often each local name was bound or changed in place (`x = ...`, `x.mul_(2)`, `x[i] = v`):
+    # a mask made of `x` bounds only the `x` of the same version (V.mask_of)
+    versions: dict[str, int] = {}
 
     def __init__(self, x: Extractor, name: str, cls: ClassCtx | None, *, quiet: bool,
                  globals_: dict[str, V] | None = None) -> None:
@@ -312,9 +315,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
             self.exited = True
 
     def _tensor_test(self, test: cst.BaseExpression) -> tuple[str, V] | None:
-        """`isinstance(x, nn.Parameter)` (or `torch.Tensor`, or a tuple of them) on a name: the
-        name and what it holds in the `if` body, a parameter or a tensor, whatever the walk
-        thought before (open_clip's `_unlock(x)`, handed a module or a parameter)."""
+        """`isinstance(x, nn.Parameter)` (or `torch.Tensor`, or a tuple of them) on a name the walk
+        reads as a module or knows nothing of: the name and what it holds in the `if` body, a
+        parameter or a tensor (open_clip's `_unlock(x)`, handed a module or a parameter)."""
         if type(test) is not cst.Call or self.x.q(test.func) != {"builtins.isinstance"} and \
                 dotted(test.func) != "isinstance" or len(test.args) != 2 or type(test.args[0].value) is not cst.Name:
             return None
@@ -323,8 +326,13 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         names = [self.x.q(p) for p in parts]
         if not names or not all(n & _TENSOR_CLASSES for n in names):
             return None
+        name = test.args[0].value.value
+        held = self.env.get(name, UNKNOWN)
+        if not (held.module or held.inst or knows_nothing(held)):
+            return None  # a tensor the walk knows already (clamped, shifted, cut): it stays so
         param = all(n & _PARAMETER_CLASSES for n in names)
-        return test.args[0].value.value, (_TRAINABLE if param else V(tensor=True))
+        # (a value of its own: a mask or a site compares values by identity)
+        return name, (V(leaf=True, tensor=True, params=True) if param else V(tensor=True, computed=True))
 
     def _narrowed_branches(self, stmt: cst.If, name: str, held: V) -> None:
         """Both branches of `if isinstance(name, ...)`, the body with `name` holding `held`; after
@@ -565,7 +573,14 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
                             elems=None, value=UNKNOWN, returned=None, nonneg=False)]
         return [_item(val, i) or UNKNOWN for i in range(count)] if known else None
 
+    def changed(self, name: str) -> None:
+        """`name` now holds another tensor, or its tensor changed in place."""
+        if self.versions is FunctionWalk.versions:
+            self.versions = {}
+        self.versions[name] = self.versions.get(name, 0) + 1
+
     def bind_name(self, name: str, val: V) -> None:
+        self.changed(name)
         if name in self._entry_names:
             self._forget_entries(name)  # a new dict (or anything) under the name: its entries go
         self._forget_module_list(name)
@@ -592,6 +607,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
             self._named_module_lists = self._named_module_lists - {key}
 
     def bind_subscript(self, target: cst.Subscript, val: V) -> None:
+        if type(target.value) is cst.Name:
+            self.changed(target.value.value)  # `x[:] = x * 100`
         self._dict_changed(target.value)
         self._list_set(target, val)
         self.bind_attribute(target, val)

@@ -112,6 +112,10 @@ class V:
     # but no sigmoid or softmax written out (`exp` is off for it)
     weighted: bool = False
     max_shifted: bool = False  # x - x.max(): the stable log-sum-exp shift
+    # at most a number its exp cannot overflow at (80): clamped there or masked (`clamp(max=50)`,
+    # `x.masked_fill(~(x <= 18), 0)`); unlike a max-shifted value, one that is at most 0, not kept
+    # through a positive scale (`10 * x.clamp(max=18)` reaches 180)
+    exp_safe: bool = False
     nonpos: bool = False  # never above 0 (-x**2, -0.5 * (x / s) ** 2): its exp cannot overflow
     # never below 0: the output of an nn.ReLU, ReLU6 or Softplus module; for a module, that its
     # call's output is (`self.relu = nn.ReLU()`: `exp(-self.relu(h))` cannot overflow)
@@ -393,6 +397,7 @@ def merge(a: V, b: V) -> V:
         sum_exp=a.sum_exp and b.sum_exp,
         weighted=a.weighted and b.weighted,
         max_shifted=a.max_shifted or b.max_shifted,
+        exp_safe=a.exp_safe and b.exp_safe,
         nonpos=a.nonpos and b.nonpos,
         nonneg=a.nonneg and b.nonneg,
         through=a.through & b.through,
