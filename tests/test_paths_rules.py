@@ -596,3 +596,36 @@ def test_the_detached_module_reader_stays_linear_in_nested_loops():
             "                {'params': self.gc.parameters(), 'lr': lr}]\n")
     found = [f for f in check_source(text, Config(select=("GL403",)))]
     assert [f.code for f in found] == ["GL403"] and "`self.adjacency`" in found[0].message
+
+
+_SQUARE = ("import torch\n\n\nclass Square(torch.autograd.Function):\n"
+           "    @staticmethod\n    def forward(ctx, x):\n        ctx.save_for_backward(x)\n        return x * x\n\n"
+           "    @staticmethod\n    def backward(ctx, g):\n        (x,) = ctx.saved_tensors\n        return 3 * x * g\n\n\n"
+           "class Scaled(Square):\n    @staticmethod\n    def forward(ctx, x):\n{forward}\n\n\n"
+           "def square(x):\n    return Square.apply(x)\n")
+_CHECK_SCALED = ("import torch\nfrom torch.autograd import gradcheck\n\nfrom ops import Scaled\n\n\n"
+                 "def test_scaled():\n    x = torch.randn(3, dtype=torch.float64, requires_grad=True)\n"
+                 "    assert gradcheck(Scaled.apply, (x,))\n")
+
+
+def test_gl406_a_subclass_gradcheck_checks_the_base_only_when_it_runs_the_base_forward():
+    # a subclass with a forward of its own (1.5 x**2, whose derivative the base's wrong backward,
+    # 3 x g, happens to match) checks nothing of the base's pair: measured, gradcheck(Scaled.apply)
+    # passes and gradcheck(Square.apply) fails
+    own = _SQUARE.format(forward="        ctx.save_for_backward(x)\n        return 1.5 * x * x")
+    found = check_source(own, Config(select=("GL406",)), path="ops.py", extra_files={"test_ops.py": _CHECK_SCALED})
+    assert [f.code for f in found] == ["GL406"]
+    delegates = _SQUARE.format(forward="        return super(Scaled, Scaled).forward(ctx, x)")
+    assert check_source(delegates, Config(select=("GL406",)), path="ops.py",
+                        extra_files={"test_ops.py": _CHECK_SCALED}) == []
+
+
+def test_gl406_an_identity_forward_is_only_a_copy_and_its_inputs_marked():
+    # a loop over the copy that changes it (the forward computes 2x) is no identity
+    src = ("import torch\n\nclass Double(torch.autograd.Function):\n"
+           "    @staticmethod\n    def forward(ctx, x):\n        y = x.clone()\n        for row in y:\n"
+           "            row.mul_(2)\n        return y\n\n"
+           "    @staticmethod\n    def backward(ctx, g):\n        return g\n")
+    assert [f.code for f in findings(src, "GL406")] == ["GL406"]
+    marked = src.replace("row.mul_(2)", "row.requires_grad_()")
+    assert findings(marked, "GL406") == []

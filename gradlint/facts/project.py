@@ -591,15 +591,5 @@ class Scope:
         return [n for q in self.resolve(text) for n in self.index.networks(q)]
 
     def is_gradchecked(self, class_name: str) -> bool:
-        """Whether the class `class_name` of this module is gradchecked anywhere in the project,
-        itself or a Function of this module deriving from it, whose backward it is
-        (`class SparsemaxLossFunction(_GenericLossFunction)`: entmax's losses)."""
-        checked = self.index.gradchecked()
-        if any(q in checked for q in self.resolve(class_name)):
-            return True
-        mod = self.index.module(self.module)
-        numerics = mod.facts.numerics if mod is not None else None
-        if numerics is None:
-            return False
-        return any(c.autograd_function and not c.custom_backward and class_name in c.bases and
-                   any(q in checked for q in self.resolve(c.name)) for c in numerics.classes)
+        """Whether the class `class_name` of this module is gradchecked anywhere in the project."""
+        return any(q in self.index.gradchecked() for q in self.resolve(class_name))

@@ -482,6 +482,21 @@ def _clamped_grad(node: cst.BaseExpression, grads: set[str], qualify) -> bool:
         type(func.value) is cst.Name and func.value.value in grads
 
 
+def _marks_each(stmt: cst.CSTNode, local: set[str]) -> bool:
+    """`for t in detached: t.requires_grad_()` over a local copy: nothing but that call."""
+    if type(stmt) is not cst.For or type(stmt.target) is not cst.Name or type(stmt.iter) is not cst.Name or \
+            stmt.iter.value not in local or stmt.orelse is not None or type(stmt.body) is not cst.IndentedBlock:
+        return False
+    body = stmt.body.body
+    if len(body) != 1 or type(body[0]) is not cst.SimpleStatementLine or len(body[0].body) != 1:
+        return False
+    small = body[0].body[0]
+    call = small.value if type(small) is cst.Expr else None
+    return type(call) is cst.Call and type(call.func) is cst.Attribute and call.func.attr.value == "requires_grad_" \
+        and type(call.func.value) is cst.Name and call.func.value.value == stmt.target.value and \
+        all(type(a.value) is cst.Name and a.value.value == "True" for a in call.args)
+
+
 def passes_through(forward: cst.FunctionDef | None, backward: cst.FunctionDef, qualify) -> bool:
     """An identity forward (its inputs returned as they are: detached, cloned, viewed, also
     through one local name) whose backward returns the incoming gradients as they are (its true
@@ -495,8 +510,7 @@ def passes_through(forward: cst.FunctionDef | None, backward: cst.FunctionDef, q
     local: set[str] = set()
     returned: list[cst.BaseExpression] = []
     for stmt in body:
-        if type(stmt) is cst.For and type(stmt.target) is cst.Name and type(stmt.iter) is cst.Name and \
-                stmt.iter.value in local:
+        if _marks_each(stmt, local):
             continue  # `for t in detached: t.requires_grad_()`
         if type(stmt) is not cst.SimpleStatementLine:
             if _guard(stmt):

@@ -877,18 +877,28 @@ def _calls_a_parameter(fn: cst.FunctionDef) -> bool:
 
 
 def _class_aliases(module: cst.Module, functions: Iterable[str], aliases: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """(class, Function) for each class of the file whose methods run an autograd Function, by
-    `Fn.apply` or through a function of the file that does (`class Sparsemax(nn.Module)` whose
-    forward returns `sparsemax(X)`): gradchecking an instance of the module checks the Function."""
+    """(class, Function) for each class of the file that runs an autograd Function of the file:
+    a module whose methods call `Fn.apply` or a function of the file that does (`class
+    Sparsemax(nn.Module)` whose forward returns `sparsemax(X)`), and a Function that inherits
+    another's backward with no forward of its own or one that calls the base's (`class
+    SparsemaxLossFunction(_GenericLossFunction)`, forward `super().forward(...)`): gradchecking
+    it checks that backward. Through a module, the Functions its Functions inherit from too."""
     functions = set(functions)
     if not functions:
         return []
     by_alias: dict[str, set[str]] = {}
     for alias, fn in aliases:
         by_alias.setdefault(alias, set()).add(fn)
-    out: list[tuple[str, str]] = []
-    for cls in module.body:
-        if type(cls) is not cst.ClassDef or cls.name.value in functions:
+    classes = [c for c in module.body if type(c) is cst.ClassDef]
+    inherits: dict[str, set[str]] = {}
+    for cls in classes:
+        if cls.name.value in functions:
+            bases = {b.value.value for b in cls.bases if type(b.value) is cst.Name and b.value.value in functions}
+            if bases and _inherits_backward(cls, bases):
+                inherits[cls.name.value] = bases
+    out: list[tuple[str, str]] = [(sub, base) for sub, bases in inherits.items() for base in sorted(bases)]
+    for cls in classes:
+        if cls.name.value in functions:
             continue
         found: set[str] = set()
         for n in walk_nodes(cls.body, ()):
@@ -897,5 +907,29 @@ def _class_aliases(module: cst.Module, functions: Iterable[str], aliases: list[t
                 found.add(n.value.value)
             elif type(n) is cst.Name and n.value in by_alias:
                 found |= by_alias[n.value]
+        more = list(found)
+        while more:  # (the bases of the Functions it runs, and theirs)
+            for base in inherits.get(more.pop(), ()):
+                if base not in found:
+                    found.add(base)
+                    more.append(base)
         out.extend((cls.name.value, fn) for fn in sorted(found))  # (facts must not depend on the hash seed)
     return out
+
+
+def _inherits_backward(cls: cst.ClassDef, bases: set[str]) -> bool:
+    """A Function subclass with no backward of its own whose forward, if any, calls a base's
+    (`super().forward(ctx, X, alpha=2)`): its gradcheck runs the base's pair."""
+    methods = {m.name.value: m for m in cls.body.body if type(m) is cst.FunctionDef} \
+        if type(cls.body) is cst.IndentedBlock else {}
+    if "backward" in methods:
+        return False
+    forward = methods.get("forward")
+    if forward is None:
+        return True
+    for n in walk_nodes(forward.body, ()):
+        if type(n) is cst.Attribute and n.attr.value == "forward" and (
+                type(n.value) is cst.Call and dotted(n.value.func) == "super" or
+                type(n.value) is cst.Name and n.value.value in bases):
+            return True
+    return False
