@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gradlint.api import check_source
 from gradlint.config import Config
 
@@ -629,3 +631,30 @@ def test_gl406_an_identity_forward_is_only_a_copy_and_its_inputs_marked():
     assert [f.code for f in findings(src, "GL406")] == ["GL406"]
     marked = src.replace("row.mul_(2)", "row.requires_grad_()")
     assert findings(marked, "GL406") == []
+
+
+_FIXED = ("import torch\nfrom torch import nn\n\n\nclass FixedEmbedding(nn.Module):\n"
+          "    def __init__(self, c_in, d_model, fixed=False):\n        super().__init__()\n"
+          "        w = torch.zeros(c_in, d_model)\n        self.emb = nn.Embedding(c_in, d_model)\n"
+          "{freeze}\n\n    def forward(self, x):\n        return {out}.detach()\n")
+
+
+@pytest.mark.parametrize("freeze, out", [
+    # a parameter of its own that the cut leaves untrained
+    ("        self.emb.weight = nn.Parameter(w, requires_grad=False)\n        self.scale = nn.Parameter(torch.ones(d_model))",
+     "(self.emb(x) * self.scale)"),
+    # frozen only on one branch (not the default)
+    ("        if fixed:\n            self.emb.weight = nn.Parameter(w, requires_grad=False)", "self.emb(x)"),
+    # made trainable again
+    ("        self.emb.weight = nn.Parameter(w, requires_grad=False)\n        self.emb.weight.requires_grad = True",
+     "self.emb(x)"),
+])
+def test_gl403_a_frozen_table_exempts_only_a_forward_with_nothing_else_to_train(freeze, out):
+    assert [f.code for f in findings(_FIXED.format(freeze=freeze, out=out), "GL403")] == ["GL403"]
+
+
+def test_gl403_a_frozen_table_and_a_frozen_scale_cut_nothing():
+    src = _FIXED.format(freeze="        self.emb.weight = nn.Parameter(w, requires_grad=False)\n"
+                               "        self.scale = nn.Parameter(torch.ones(d_model), requires_grad=False)",
+                        out="(self.emb(x) * self.scale)")
+    assert findings(src, "GL403") == []

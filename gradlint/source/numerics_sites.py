@@ -69,6 +69,7 @@ def _stop_network(text: str) -> bool:
     return bool(_words(text) & _STOP_NETWORKS)
 
 
+_PARAMETERS = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 _EMBEDDINGS = frozenset({"torch.nn.Embedding", "torch.nn.EmbeddingBag", "torch.nn.modules.sparse.Embedding"})
 _INTEGER_WORDS = frozenset("indices index idx ids mask masks positions position_ids lengths counts".split())
 
@@ -90,6 +91,12 @@ def _squares(a: V) -> str:
     if a.sine and not (a.sq or a.sumsq):
         return "1 - c² where c can be exactly ±1 (a cosine of parallel vectors, a value clamped to [-1, 1])"
     return "sum of squares" if a.sumsq else "square"
+
+
+def _frozen_flag(call: cst.Call) -> bool:
+    """`nn.Parameter(w, requires_grad=False)`: made frozen."""
+    flag = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "requires_grad"), None)
+    return type(flag) is cst.Name and flag.value == "False"
 
 
 def _pretrained(call: cst.Call, code) -> bool:
@@ -516,11 +523,15 @@ class SiteChecks:
         (`nn.Parameter(w, requires_grad=False)`): a feature extractor for a metric (ignite's FID
         Inception), a fixed positional table, whose forward's cut is meant. A trainable head
         beside a pretrained backbone is not."""
-        if "forward" not in self.cls.method_nodes:
+        forward = self.cls.method_nodes.get("forward")
+        if forward is None:
             return False
         called = self._forward_calls()
+        built = self._init_calls()
+        read = set(re.findall(r"\bself\.(\w+)", self.x.code(forward)))
+        if any(a in built and self.x.q(built[a].func) & _PARAMETERS and not _frozen_flag(built[a]) for a in read):
+            return False  # `(self.emb(x) * self.scale).detach()`: a parameter of its own it cuts
         frozen: set[str] = set()
-        tables: set[str] = set()
         for n in self._init_nodes():
             if type(n) is cst.Call and type(n.func) is cst.Attribute and n.func.attr.value in (
                     "eval", "requires_grad_") and not (n.func.attr.value == "eval" and n.args):
@@ -529,14 +540,28 @@ class SiteChecks:
                     return True
                 if type(owner) is cst.Attribute and type(owner.value) is cst.Name and owner.value.value == "self":
                     frozen.add(owner.attr.value)
-            elif (attr := self._frozen_table(n)) is not None:
-                tables.add(attr)
-        for attr, call in self._init_calls().items():
+        tables = self._frozen_tables()
+        for attr, call in built.items():
             if _pretrained(call, self.x.code) or (attr in tables and self.x.q(call.func) & _EMBEDDINGS):
                 # (an embedding's table is its one parameter: `self.emb.weight = nn.Parameter(w,
                 # requires_grad=False)` freezes it whole; a Linear's weight alone leaves its bias)
                 frozen.add(attr)
         return bool(called) and called <= frozen
+
+    def _frozen_tables(self) -> set[str]:
+        """The attributes whose `weight` the class's own `__init__` sets, in its body (not under an
+        `if`), to `nn.Parameter(w, requires_grad=False)`, and no method of it makes trainable
+        again (`self.emb.weight.requires_grad = True`, `self.emb.requires_grad_()`)."""
+        init = self.cls.method_nodes.get("__init__")
+        if init is None or type(init.body) is not cst.IndentedBlock:
+            return set()
+        tables = {attr for stmt in init.body.body if type(stmt) is cst.SimpleStatementLine
+                  for small in stmt.body if (attr := self._frozen_table(small)) is not None}
+        for attr in list(tables):
+            again = re.compile(rf"\bself\.{attr}(\.weight)?\.requires_grad(\s*=\s*(?!False)|_\((?!False))")
+            if any(again.search(self.x.code(fn)) for fn in self.cls.method_nodes.values()):
+                tables.discard(attr)
+        return tables
 
     def _frozen_table(self, n: cst.CSTNode) -> str | None:
         """`self.emb.weight = nn.Parameter(w, requires_grad=False)` in __init__: "emb"."""
@@ -546,10 +571,9 @@ class SiteChecks:
         if not (type(t) is cst.Attribute and t.attr.value == "weight" and type(t.value) is cst.Attribute
                 and type(t.value.value) is cst.Name and t.value.value.value == "self"):
             return None
-        if not self.x.q(n.value.func) & {"torch.nn.Parameter", "torch.nn.parameter.Parameter"}:
+        if not self.x.q(n.value.func) & _PARAMETERS:
             return None
-        flag = next((a.value for a in n.value.args if a.keyword is not None and a.keyword.value == "requires_grad"), None)
-        return t.value.attr.value if type(flag) is cst.Name and flag.value == "False" else None
+        return t.value.attr.value if _frozen_flag(n.value) else None
 
     def _built_of_called(self) -> tuple[str, ...] | None:
         """The classes of the file's imports the modules forward uses (`self.stft(x)`) were built
