@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from gradlint.model.ir import Activation, Attention, Node, Norm, Param, Passthrough, Residual, TransformerBlock, walk
+from gradlint.model.ir import Activation, Attention, Node, Norm, Opaque, Param, Passthrough, Residual, TransformerBlock, walk
 
 @dataclass(frozen=True)
 class Block:
@@ -41,11 +41,20 @@ def _plain_skip(node: Residual) -> bool:
     return s is None or (not math.isnan(s) and s == 1.0)
 
 
-def _transformer_sublayer(node: Residual, norm: Norm) -> bool:
-    """`LayerNorm(dense(h) + x)` with the attention out of sight (another file, a dispatch
-    table: BERT's output sublayers): a layer or RMS norm after a residual of no convolution."""
-    return norm.kind in ("layer", "rms") and not any(
-        isinstance(p, Param) and p.op.startswith(("conv", "convtranspose")) for p in walk((*node.body, *node.branches)))
+def _transformer_sublayer(node: Residual, norm: Norm, attends: bool) -> bool:
+    """Whether `norm(x + f(x))` is a transformer's sublayer: its body attends; or it holds no
+    convolution and the path attends (the feed-forward sublayer beside the attention), or its
+    norm is a LayerNorm/RMSNorm (`LayerNorm(dense(h) + x)` with the attention out of sight:
+    BERT's output sublayers), or its body holds what gradlint cannot see (attention from a
+    library). A convolution block with a norm after its add is none, even in a network that
+    attends somewhere (a pooling head)."""
+    parts = (*node.body, *node.branches)
+    if has_attention(parts):
+        return True
+    nodes = list(walk(parts))
+    if any(isinstance(p, Param) and p.op.startswith(("conv", "convtranspose")) for p in nodes):
+        return False
+    return attends or norm.kind in ("layer", "rms") or any(isinstance(p, Opaque) for p in nodes)
 
 
 def _has_input(node: Residual) -> bool:
@@ -85,9 +94,9 @@ def _rejoined(nodes: Sequence[Node], i: int) -> bool:
 
 def transformer_blocks(nodes: Sequence[Node]) -> list[Block]:
     """The transformer blocks of one forward path, in order. A residual with a norm after it is a
-    Post-LN block on a path that attends, or as a transformer's sublayer is (_transformer_sublayer):
-    a post-norm convolution stack (asteroid's SuDORMRF, GroupNorm after each U-block's add) is
-    no transformer, and the Post-LN results (Xiong et al.) are of transformers."""
+    Post-LN block when it is a transformer's sublayer (_transformer_sublayer): a post-norm
+    convolution stack (asteroid's SuDORMRF, GroupNorm after each U-block's add) is no transformer,
+    and the Post-LN results (Xiong et al.) are of transformers."""
     blocks: list[Block] = []
     attends: bool | None = None  # (walked once, when a post-norm residual first asks)
     for i, n in enumerate(nodes):
@@ -103,7 +112,7 @@ def transformer_blocks(nodes: Sequence[Node]) -> list[Block]:
         if isinstance(nxt, Norm) and _plain_skip(n) and not _rejoined(nodes, i) and not pre_normed:
             if attends is None:
                 attends = has_attention(nodes)
-            if not (attends or _transformer_sublayer(n, nxt)):
+            if not _transformer_sublayer(n, nxt, attends):
                 continue
             bid = _block_id(nxt.name) if nxt.name else f"#{i}"
             if not blocks or blocks[-1].name != bid or blocks[-1].post_norm is not True:
