@@ -658,3 +658,16 @@ def test_gl403_a_frozen_table_and_a_frozen_scale_cut_nothing():
                                "        self.scale = nn.Parameter(torch.ones(d_model), requires_grad=False)",
                         out="(self.emb(x) * self.scale)")
     assert findings(src, "GL403") == []
+
+
+def test_gl404_isinstance_narrows_the_branch_it_opens_negated_too():
+    src = ("import torch\nimport torch.nn as nn\n\n\ndef outer(groups):\n    def _freeze(x):\n"
+           "        if not isinstance(x, nn.Parameter):\n            for p in x.parameters():\n"
+           "                p.requires_grad = False\n        else:\n            x.requires_grad = False\n"
+           "    for g in groups:\n        _freeze(g)\n")
+    assert findings(src, "GL404") == []
+    # the negated test's own branch is the module case
+    module_side = src.replace("            for p in x.parameters():\n                p.requires_grad = False\n",
+                              "            x.requires_grad = False\n            for p in x.parameters():\n"
+                              "                print(p)\n")
+    assert [f.code for f in findings(module_side, "GL404")] == ["GL404"]

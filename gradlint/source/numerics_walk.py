@@ -314,10 +314,14 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         if _exits(stmt):
             self.exited = True
 
-    def _tensor_test(self, test: cst.BaseExpression) -> tuple[str, V] | None:
+    def _tensor_test(self, test: cst.BaseExpression) -> tuple[str, V, bool] | None:
         """`isinstance(x, nn.Parameter)` (or `torch.Tensor`, or a tuple of them) on a name the walk
-        reads as a module or knows nothing of: the name and what it holds in the `if` body, a
-        parameter or a tensor (open_clip's `_unlock(x)`, handed a module or a parameter)."""
+        reads as a module or knows nothing of: the name, what it holds in the `if` body, a
+        parameter or a tensor (open_clip's `_unlock(x)`, handed a module or a parameter), and
+        whether it holds it in the `else` branch instead (`if not isinstance(x, ...)`)."""
+        negated = type(test) is cst.UnaryOperation and type(test.operator) is cst.Not
+        if negated:
+            test = test.expression
         if type(test) is not cst.Call or self.x.q(test.func) != {"builtins.isinstance"} and \
                 dotted(test.func) != "isinstance" or len(test.args) != 2 or type(test.args[0].value) is not cst.Name:
             return None
@@ -332,25 +336,33 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
             return None  # a tensor the walk knows already (clamped, shifted, cut): it stays so
         param = all(n & _PARAMETER_CLASSES for n in names)
         # (a value of its own: a mask or a site compares values by identity)
-        return name, (V(leaf=True, tensor=True, params=True) if param else V(tensor=True, computed=True))
+        return name, (V(leaf=True, tensor=True, params=True) if param else V(tensor=True, computed=True)), negated
 
-    def _narrowed_branches(self, stmt: cst.If, name: str, held: V) -> None:
-        """Both branches of `if isinstance(name, ...)`, the body with `name` holding `held`; after
-        the `if`, the name holds what it held before on the body's side (unless the body binds it)."""
+    def _narrowed_branches(self, stmt: cst.If, name: str, held: V, negated: bool) -> None:
+        """Both branches of `if isinstance(name, ...)`, the body (the `else` branch, `negated`)
+        with `name` holding `held`; after the `if`, the name holds what it held before on that
+        branch's side (unless the branch binds it)."""
         state = self.fork()
-        self.env[name] = held
-        self.block(stmt.body)
-        first = self.settle(state)
-        if first.get(name) is held:
-            first = dict(first)
-            if name in state:
-                first[name] = state[name]
-            else:
-                del first[name]
+
+        def branch(body, narrowed: bool) -> dict:
+            if narrowed:
+                self.env[name] = held
+            self.block(body)
+            got = self.settle(state)
+            if narrowed and got.get(name) is held:
+                got = dict(got)
+                if name in state:
+                    got[name] = state[name]
+                else:
+                    del got[name]
+            return got
+
+        first = branch(stmt.body, not negated)
         self.restore(state)
         if stmt.orelse is not None:
-            self.block(else_body(stmt))
-        second = self.settle(state)
+            second = branch(else_body(stmt), negated)
+        else:
+            second = self.settle(state)
         self.join_branches(stmt, state, first, second)
 
     def loop_body(self, stmt: cst.For | cst.While) -> None:
