@@ -382,8 +382,8 @@ def test_a_fifo_or_a_broken_module_in_the_project_does_not_hang_or_crash_the_loo
     (tmp_path / "broken.py").write_text("import torch\nclass Net(torch.nn.Module)\n")
     (tmp_path / "user.py").write_text(
         "import torch\nfrom fifo import Net\nfrom deep import Deep\nfrom broken import Net as B\n\n"
-        "class Op(torch.autograd.Function):\n    @staticmethod\n    def forward(ctx, x):\n        return x\n\n"
-        "    @staticmethod\n    def backward(ctx, g):\n        return g\n\n"
+        "class Op(torch.autograd.Function):\n    @staticmethod\n    def forward(ctx, x):\n        return x * 2\n\n"
+        "    @staticmethod\n    def backward(ctx, g):\n        return g * 2\n\n"
         "def loss(x, y):\n    bce = torch.nn.BCELoss()\n    return bce(Net()(x), y) + bce(B()(x), y) + bce(Deep()(x), y)\n")
     found = findings_for(tmp_path, ["user.py"], "user.py", monkeypatch)
     assert [code for _l, _c, code, _m in found] == ["GL406"]
