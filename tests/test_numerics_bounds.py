@@ -63,3 +63,40 @@ def test_an_isinstance_test_keeps_a_sum_of_squares_of_a_layer():
            "    def forward(self, x, y):\n        s = ((self.fc(x) - y) ** 2).sum(-1)\n"
            "        if isinstance(s, torch.Tensor):\n            return torch.sqrt(s)\n        return s\n")
     assert codes(src, "GL306") == ["GL306"]
+
+
+@pytest.mark.parametrize("body", [
+    # a comprehension's own x, a loop that leaves x alone, a loop target, an isinstance branch
+    "    mask = x <= 18\n    offsets = [x * 2 for x in range(3)]\n"
+    "    return x.masked_fill(~mask, 0).exp().log1p() + sum(offsets)\n",
+    "    mask = x <= 18\n    out = 0\n    for _ in range(3):\n        out = out + x.masked_fill(~mask, 0).exp().log1p()\n"
+    "    return out\n",
+    "    out = []\n    for t in y:\n        out.append(t.masked_fill(~(t <= 18), 0).exp().log1p())\n    return out\n",
+    "    mask = x <= 18\n    if not isinstance(x, torch.Tensor):\n        return x\n"
+    "    else:\n        return x.masked_fill(~mask, 0).exp().log1p()\n",
+    # halved, it stays at most 25
+    "    return (x.clamp(max=50) / 2).exp().log1p()\n",
+])
+def test_a_bound_kept_through_scopes_and_shrinking_scales(body):
+    assert codes(_HEAD + body) == []
+
+
+@pytest.mark.parametrize("body", [
+    # a mask of one bound on one branch, another on the other (x = 100 passes `x <= 1000`)
+    "    if temperature:\n        mask = x <= 18\n    else:\n        mask = x <= 1000\n"
+    "    return x.masked_fill(~mask, 0).exp().log1p()\n",
+    # the mask itself changed, or read other than as made
+    "    mask = x <= 18\n    mask.logical_or_(y)\n    return x.masked_fill(~mask, 0).exp().log1p()\n",
+    "    mask = x <= 18\n    return x.masked_fill(~mask.flip(0), 0).exp().log1p()\n",
+    # x changed through an alias, through .data, or after a lambda that reads it later
+    "    mask = x <= 18\n    z = x\n    z.mul_(100)\n    return x.masked_fill(~mask, 0).exp().log1p()\n",
+    "    mask = x <= 18\n    x.data.mul_(100)\n    return x.masked_fill(~mask, 0).exp().log1p()\n",
+    "    mask = x <= 18\n    g = lambda: x.masked_fill(~mask, 0).exp().log1p()\n    x = x * 100\n    return g()\n",
+    # a clamped or shifted exponent changed in place
+    "    z = x.clamp(max=50)\n    z.mul_(10)\n    return z.exp().log1p()\n",
+    "    z = x - x.max()\n    z.neg_()\n    return z.exp().sum().log()\n",
+    # a shift divided by a negated temperature
+    "    m = x.max(-1, keepdim=True).values\n    return ((x - m) / -temperature).exp().sum(-1).log()\n",
+])
+def test_a_bound_lost_on_the_way_is_flagged(body):
+    assert codes(_HEAD + body) == ["GL305"]

@@ -671,3 +671,64 @@ def test_gl404_isinstance_narrows_the_branch_it_opens_negated_too():
                               "            x.requires_grad = False\n            for p in x.parameters():\n"
                               "                print(p)\n")
     assert [f.code for f in findings(module_side, "GL404")] == ["GL404"]
+
+
+_WRAPPER = ("import torch\nfrom torch import nn\n\n\nclass FeatureExtractor(nn.Module):\n"
+            "    def __init__(self):\n        super().__init__()\n        self.net = nn.Linear(4, 4)\n{init}\n\n"
+            "    def forward(self, x):\n{forward}\n")
+
+
+@pytest.mark.parametrize("init, forward", [
+    # frozen whole, whatever it reads
+    ("        self.scale = nn.Parameter(torch.ones(4))\n        self.requires_grad_(False)\n        self.eval()",
+     "        return (self.net(x) * self.scale).detach()"),
+    # a parameter read only for its device; one frozen after it was made, or made frozen positionally
+    ("        self.net.eval()\n        self.dummy = nn.Parameter(torch.empty(0))",
+     "        x = x.to(self.dummy.device)\n        return self.net(x).detach()"),
+    ("        self.net.eval()\n        self.scale = nn.Parameter(torch.ones(4))\n        self.scale.requires_grad = False",
+     "        return (self.net(x) * self.scale).detach()"),
+    ("        self.net.eval()\n        self.scale = nn.Parameter(torch.ones(4), False)",
+     "        return (self.net(x) * self.scale).detach()"),
+    # a comment is no read
+    ("        self.net.eval()\n        self.scale = nn.Parameter(torch.ones(4))",
+     "        # self.scale is not applied at inference\n        return self.net(x).detach()"),
+])
+def test_gl403_inference_wrappers_that_cut_nothing_trainable(init, forward):
+    assert findings(_WRAPPER.format(init=init, forward=forward), "GL403") == []
+
+
+@pytest.mark.parametrize("init", ["        self.net.requires_grad_()", "        self.net.requires_grad_(True)"])
+def test_gl403_requires_grad_on_is_no_freeze(init):
+    src = _WRAPPER.format(init=init, forward="        return self.net(x).detach()")
+    assert [f.code for f in findings(src, "GL403")] == ["GL403"]
+
+
+def test_gl403_a_frozen_table_frozen_twice_stays_frozen():
+    src = _FIXED.format(freeze="        self.emb.weight = nn.Parameter(w, requires_grad=False)\n"
+                               "        self.emb.weight.requires_grad = False", out="self.emb(x)")
+    assert findings(src, "GL403") == []
+
+
+@pytest.mark.parametrize("test, body, orelse", [
+    ("isinstance(x, nn.Module)", "            for p in x.parameters():\n                p.requires_grad = False",
+     "            x.requires_grad = False"),
+    ("isinstance(x, nn.Parameter) and x.dim() > 1", "            x.requires_grad = False",
+     "            for p in x.parameters():\n                p.requires_grad = False"),
+])
+def test_gl404_isinstance_of_a_module_or_a_conjunction_narrows_the_right_branch(test, body, orelse):
+    src = ("import torch\nimport torch.nn as nn\n\n\ndef outer(groups):\n    def _freeze(x):\n"
+           f"        if {test}:\n{body}\n        else:\n{orelse}\n    for g in groups:\n        _freeze(g)\n")
+    assert findings(src, "GL404") == []
+
+
+def test_gl406_a_subclass_that_scales_its_base_forward_checks_nothing_of_the_base():
+    scaled = _SQUARE.format(forward="        return 1.5 * super(Scaled, Scaled).forward(ctx, x)")
+    found = check_source(scaled, Config(select=("GL406",)), path="ops.py", extra_files={"test_ops.py": _CHECK_SCALED})
+    assert [f.code for f in found] == ["GL406"]
+
+
+def test_gl406_a_forward_that_changes_its_input_through_data_is_no_identity():
+    src = ("import torch\n\nclass Double(torch.autograd.Function):\n"
+           "    @staticmethod\n    def forward(ctx, x):\n        x.data = x.data * 2\n        return x.clone()\n\n"
+           "    @staticmethod\n    def backward(ctx, g):\n        return g\n")
+    assert [f.code for f in findings(src, "GL406")] == ["GL406"]

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from gradlint.model.ir import Activation, Attention, Node, Norm, Opaque, Param, Passthrough, Residual, TransformerBlock, walk
+from gradlint.model.ir import Activation, Attention, Node, Norm, Param, Passthrough, Residual, TransformerBlock, walk
 
 @dataclass(frozen=True)
 class Block:
@@ -43,18 +43,17 @@ def _plain_skip(node: Residual) -> bool:
 
 def _transformer_sublayer(node: Residual, norm: Norm, attends: bool) -> bool:
     """Whether `norm(x + f(x))` is a transformer's sublayer: its body attends; or it holds no
-    convolution and the path attends (the feed-forward sublayer beside the attention), or its
+    convolution and the path attends (the feed-forward sublayer beside the attention) or its
     norm is a LayerNorm/RMSNorm (`LayerNorm(dense(h) + x)` with the attention out of sight:
-    BERT's output sublayers), or its body holds what gradlint cannot see (attention from a
-    library). A convolution block with a norm after its add is none, even in a network that
-    attends somewhere (a pooling head)."""
+    BERT's output sublayers). A convolution block with a norm after its add is none, even in a
+    network that attends somewhere (a pooling head); nor is a BatchNorm/GroupNorm after a body
+    gradlint cannot see (a library's conv module looks as a library's attention does)."""
     parts = (*node.body, *node.branches)
     if has_attention(parts):
         return True
-    nodes = list(walk(parts))
-    if any(isinstance(p, Param) and p.op.startswith(("conv", "convtranspose")) for p in nodes):
+    if any(isinstance(p, Param) and p.op.startswith(("conv", "convtranspose")) for p in walk(parts)):
         return False
-    return attends or norm.kind in ("layer", "rms") or any(isinstance(p, Opaque) for p in nodes)
+    return attends or norm.kind in ("layer", "rms")
 
 
 def _has_input(node: Residual) -> bool:

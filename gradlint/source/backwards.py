@@ -522,8 +522,10 @@ def passes_through(forward: cst.FunctionDef | None, backward: cst.FunctionDef, q
             elif type(small) is cst.Assign and len(small.targets) == 1 and type(small.targets[0].target) is cst.Name \
                     and _same_of(small.value, inputs):
                 local.add(small.targets[0].target.value)
-            elif type(small) is cst.Assign and len(small.targets) == 1 and type(small.targets[0].target) is cst.Attribute:
-                continue  # `ctx.clamp = clamp`: a setting kept
+            elif type(small) is cst.Assign and len(small.targets) == 1 and \
+                    type(t := small.targets[0].target) is cst.Attribute and type(t.value) is cst.Name and \
+                    t.value.value == _ctx(forward):
+                continue  # `ctx.clamp = clamp`: a setting kept (not `x.data = x.data * 2`)
             elif not (type(small) is cst.Expr and type(small.value) is cst.SimpleString):
                 return False
     if not returned or not all(_same_of(r, inputs | local) for r in returned):

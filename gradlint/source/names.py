@@ -287,3 +287,19 @@ def bound_names(target: cst.CSTNode) -> list[str]:
     if type(target) is cst.StarredElement:
         return bound_names(target.value)
     return []
+
+
+def root_name(node: cst.BaseExpression) -> str | None:
+    """The local name an item, attribute, view or method of it is read from (`x` of `x[0]`,
+    `x.data`, `x.view(-1)`); None for anything else."""
+    for _ in range(32):
+        if type(node) is cst.Name:
+            return node.value
+        if type(node) in (cst.Subscript, cst.Attribute):
+            node = node.value
+        elif type(node) is cst.Call and type(node.func) is cst.Attribute:
+            node = node.func.value
+        else:
+            return None
+    return None
+

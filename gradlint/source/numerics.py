@@ -927,9 +927,14 @@ def _inherits_backward(cls: cst.ClassDef, bases: set[str]) -> bool:
     forward = methods.get("forward")
     if forward is None:
         return True
-    for n in walk_nodes(forward.body, ()):
-        if type(n) is cst.Attribute and n.attr.value == "forward" and (
-                type(n.value) is cst.Call and dotted(n.value.func) == "super" or
-                type(n.value) is cst.Name and n.value.value in bases):
-            return True
-    return False
+    # the whole body (a docstring aside) one `return super().forward(...)`: no value of its own
+    body = [stmt for stmt in forward.body.body if not (
+        type(stmt) is cst.SimpleStatementLine and type(stmt.body[0]) is cst.Expr and
+        type(stmt.body[0].value) is cst.SimpleString)] if type(forward.body) is cst.IndentedBlock else []
+    if len(body) != 1 or type(body[0]) is not cst.SimpleStatementLine or len(body[0].body) != 1:
+        return False
+    ret = body[0].body[0]
+    call = ret.value if type(ret) is cst.Return else None
+    return type(call) is cst.Call and type(call.func) is cst.Attribute and call.func.attr.value == "forward" and (
+        type(call.func.value) is cst.Call and dotted(call.func.value.func) == "super" or
+        type(call.func.value) is cst.Name and call.func.value.value in bases)

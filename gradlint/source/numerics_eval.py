@@ -262,10 +262,10 @@ class TensorEval:
                                       kept=not masked)
         if kind is cst.Comparison:
             vals = [self.ev(node.left)] + [self.ev(c.comparator) for c in node.comparisons]
-            made = _mask_of(node, vals)
+            made = _mask_of(node)
             if made is not None:
-                # (which `x`: its version, and the loop depth, since a loop's body is read once)
-                made = (*made, self.versions.get(made[0], 0), self.looping)
+                # (which `x`: its version, and the loop and lambda depths it was made at)
+                made = (*made, self.versions.get(made[0], 0), self.looping, self.lazy)
             return V(const=all(v.const for v in vals), cut="comparison", computed=True, mask_of=made)
         if kind is cst.BooleanOperation:
             left = self.ev(node.left)
@@ -304,7 +304,7 @@ class TensorEval:
                 return replace(_combine(vals), value=tuple(v.value for v in vals)) if vals else _plain(())
             return _combine(vals) if vals else V(const=True)
         if kind in (cst.ListComp, cst.GeneratorExp, cst.SetComp):
-            saved = dict(self.env)
+            saved, versions = dict(self.env), dict(self.versions)
             self.lazy += 1  # (the element runs once per item, if any: on some paths only)
             try:
                 for comp in _comprehensions(node.for_in):
@@ -315,7 +315,8 @@ class TensorEval:
                 val = self.ev(node.elt)
             finally:
                 self.lazy -= 1
-            self.env = saved
+            # (its targets are names of its own scope: the function's keep their tensors)
+            self.env, self.versions = saved, versions
             return _combine([val])
         if kind is cst.Dict:
             keys, vals = [], []
@@ -333,24 +334,25 @@ class TensorEval:
                 return V(keyed=tuple(zip(keys, vals)))
             return UNKNOWN
         if kind is cst.DictComp:
-            saved = dict(self.env)
+            saved, versions = dict(self.env), dict(self.versions)
             for comp in _comprehensions(node.for_in):
                 self.ev(comp.iter)
                 self.bind(comp.target, UNKNOWN)
             self.ev(node.key)
             self.ev(node.value)
-            self.env = saved
+            self.env, self.versions = saved, versions
             return UNKNOWN
         if kind is cst.Lambda:
-            saved = dict(self.env)
+            saved, versions = dict(self.env), dict(self.versions)
             for p in node.params.params:
                 self.env[p.name.value] = UNKNOWN
+                self.changed(p.name.value)
             self.lazy += 1  # (its body runs later, if ever)
             try:
                 self.ev(node.body)
             finally:
                 self.lazy -= 1
-            self.env = saved
+            self.env, self.versions = saved, versions
             return UNKNOWN
         if kind is cst.NamedExpr:
             val = self.ev(node.value)
@@ -372,13 +374,14 @@ class TensorEval:
                 or any(p.default is not None for p in params.params):
             return None
         values = [self.ev(a.value) for a in node.args]
-        saved = dict(self.env)
+        saved, versions = dict(self.env), dict(self.versions)
         for p, v in zip(params.params, values):
             self.env[p.name.value] = v
+            self.changed(p.name.value)
         try:
             return self.ev(fn.body)
         finally:
-            self.env = saved
+            self.env, self.versions = saved, versions
 
     def _local_dict_steady(self, holder: cst.BaseExpression, got: V) -> bool:
         """Whether a dict display bound in this function still holds `got` (what its key held
@@ -531,7 +534,11 @@ class TensorEval:
         base = _combine([left, right])
         ln = number_of(left)
         rn = number_of(right)
-        if left.max_shifted and (op is cst.Divide and not (rn is not None and rn <= 0) or op is cst.Multiply and (
+        if (left.exp_safe and rn is not None and (op is cst.Multiply and 0 < rn <= 1 or op is cst.Divide and rn >= 1)) or (
+                right.exp_safe and op is cst.Multiply and ln is not None and 0 < ln <= 1):
+            return replace(base, exp_safe=True)  # `x.clamp(max=50) / 2`: at most 25
+        negated = type(rnode) is cst.UnaryOperation and type(rnode.operator) is cst.Minus
+        if left.max_shifted and not negated and (op is cst.Divide and not (rn is not None and rn <= 0) or op is cst.Multiply and (
                 (rn is not None and rn > 0) or (rn is None and not right.tensor and not right.params))):
             # `(s - s.max()) / temperature` (kornia's ALIKED soft-argmax), `0.5 * ...`: still at
             # most 0 for a positive scale, as a temperature is; only a negative number flips it
@@ -710,20 +717,32 @@ _AT_MOST = (cst.LessThan, cst.LessThanEqual)
 _ABOVE = (cst.GreaterThan, cst.GreaterThanEqual)
 
 
-def _mask_of(node: cst.Comparison, vals: list) -> tuple | None:
-    """`x <= 18`, `x > c`, `18 >= x` of a local name: (x, "le" or "gt", the number, x's value
-    there), the mask a fill or a where can bound x by (V.mask_of); None for anything else (a chain,
-    `==`, an attribute, a comparison of two tensors, a name whose number is not known). `<` and
-    `<=` bound alike."""
+def _mask_of(node: cst.Comparison) -> tuple | None:
+    """`x <= 18`, `x > c`, `18 >= x` of a local name: (x, "le" or "gt", the number), the mask a
+    fill or a where can bound x by (V.mask_of); None for anything else (a chain, `==`, an
+    attribute, a comparison of two tensors, a bound that is no number written). `<` and `<=` bound
+    alike."""
     if len(node.comparisons) != 1:
         return None
     op = type(node.comparisons[0].operator)
     if op not in _AT_MOST and op not in _ABOVE:
         return None
     right = node.comparisons[0].comparator
-    for named, at, number, at_most in ((node.left, vals[0], vals[1], op in _AT_MOST),
-                                       (right, vals[1], vals[0], op in _ABOVE)):
-        bound = number_of(number)
+    for named, number, at_most in ((node.left, right, op in _AT_MOST), (right, node.left, op in _ABOVE)):
+        bound = _number_written(number)
         if type(named) is cst.Name and bound is not None:
-            return named.value, "le" if at_most else "gt", bound, at
+            return named.value, "le" if at_most else "gt", bound
+    return None
+
+
+def _number_written(node: cst.BaseExpression) -> float | None:
+    """A number as written (`18`, `-5.0`)."""
+    if type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus:
+        inner = _number_written(node.expression)
+        return -inner if inner is not None else None
+    if type(node) in (cst.Integer, cst.Float):
+        try:
+            return float(node.evaluated_value)
+        except (ValueError, OverflowError):
+            return None
     return None

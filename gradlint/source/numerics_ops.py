@@ -186,21 +186,24 @@ def never_negative(node: cst.BaseExpression) -> bool:
     return lo is not None and lo >= 0
 
 
-def _bounded_fill(walk, mask: V, kept: cst.BaseExpression, kept_value: V, fill: V, keep: str) -> bool:
+def _bounded_fill(walk, mask_node: cst.BaseExpression, mask: V, kept: cst.BaseExpression, fill: V,
+                  keep: str) -> bool:
     """Whether a fill or where keeps `kept` exactly where it is at most a number (`keep` "gt":
     the mask marks the values replaced, those above it; "le": the values kept) no larger than
     EXP_SAFE, and puts such a number everywhere else: the result's exp cannot overflow. The mask
-    must compare this very tensor: the same local name, neither bound again nor changed in place
-    since (`walk.versions`), at the same loop depth (a loop's body is read once, and a later
-    statement of it may change the name for the next round)."""
+    is written as made (`mask`, `~mask`, `x <= 18`: no item or view of it) of this very tensor:
+    the same local name, neither bound again nor changed in place since (`walk.versions`), in the
+    same lambda, and with no loop entered since that changes it (a loop's body is read once)."""
+    while type(mask_node) is cst.UnaryOperation and type(mask_node.operator) is cst.BitInvert:
+        mask_node = mask_node.expression
     made = mask.mask_of
-    if made is None or type(kept) is not cst.Name:
+    if made is None or type(kept) is not cst.Name or type(mask_node) not in (cst.Name, cst.Comparison):
         return False
-    key, rel, bound, at, version, depth = made
+    key, rel, bound, version, depth, lazy = made
     filled = number_of(fill)
-    return rel == keep and key == kept.value and at is kept_value and at is not UNKNOWN and \
-        version == walk.versions.get(key, 0) and depth == walk.looping and bound <= EXP_SAFE and \
-        filled is not None and filled <= EXP_SAFE
+    return rel == keep and key == kept.value and version == walk.versions.get(key, 0) and lazy == walk.lazy and \
+        depth <= walk.looping and not any(key in names for names in walk.loop_changes[depth:]) and \
+        bound <= EXP_SAFE and filled is not None and filled <= EXP_SAFE
 
 
 def _literal(node: cst.BaseExpression) -> float | None:
@@ -454,8 +457,8 @@ class TorchOps:
             return None
         self.check_where(c.node, c.pos[1:3])
         res = replace(_combine(c.vals[1:3]), tensor=True, safe_where=True, clamped=True)
-        if _bounded_fill(self, c.vals[0], c.pos[1], c.vals[1], c.vals[2], "le") or \
-                _bounded_fill(self, c.vals[0], c.pos[2], c.vals[2], c.vals[1], "gt"):
+        if _bounded_fill(self, c.pos[0], c.vals[0], c.pos[1], c.vals[2], "le") or \
+                _bounded_fill(self, c.pos[0], c.vals[0], c.pos[2], c.vals[1], "gt"):
             res = replace(res, exp_safe=True)  # `torch.where(x <= 18, x, 0)`
         return res
 
@@ -682,12 +685,12 @@ class TorchOps:
         # x.where(cond, other): x is the kept branch
         self.check_where(c.node, [c.recv, c.pos[1]])
         res = replace(_combine([c.r, c.vals[1]]), tensor=True, safe_where=True, clamped=True)
-        return replace(res, exp_safe=True) if _bounded_fill(self, c.vals[0], c.recv, c.r, c.vals[1], "le") else res
+        return replace(res, exp_safe=True) if _bounded_fill(self, c.pos[0], c.vals[0], c.recv, c.vals[1], "le") else res
 
     def _m_masked_fill(self, c: _Call) -> V | None:
         """`x.masked_fill(~(x <= 18), 0)` (botorch's log1pexp): at most 18 everywhere, its exp
         cannot overflow. A mask of anything else (padding) leaves the generic method rule."""
-        if len(c.pos) != 2 or not _bounded_fill(self, c.vals[0], c.recv, c.r, c.vals[1], "gt"):
+        if len(c.pos) != 2 or not _bounded_fill(self, c.pos[0], c.vals[0], c.recv, c.vals[1], "gt"):
             return None
         return replace(_combine([c.r, *c.vals]), tensor=True, exp_safe=True)
 

@@ -94,9 +94,35 @@ def _squares(a: V) -> str:
 
 
 def _frozen_flag(call: cst.Call) -> bool:
-    """`nn.Parameter(w, requires_grad=False)`: made frozen."""
+    """`nn.Parameter(w, requires_grad=False)` (or `nn.Parameter(w, False)`): made frozen."""
     flag = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "requires_grad"), None)
+    if flag is None and len(call.args) > 1 and call.args[1].keyword is None:
+        flag = call.args[1].value
     return type(flag) is cst.Name and flag.value == "False"
+
+
+def _off(call: cst.Call) -> bool:
+    """`m.requires_grad_(False)` (not `requires_grad_()`, which turns it on)."""
+    return len(call.args) == 1 and type(call.args[0].value) is cst.Name and call.args[0].value.value == "False"
+
+
+# Reads of a tensor's metadata, not of its values: `self.dummy.device`
+_METADATA_READS = frozenset({"device", "dtype", "shape", "ndim", "is_cuda", "size", "dim", "numel"})
+
+
+def _values_read(fn: cst.FunctionDef) -> set[str]:
+    """The attributes of self a method reads for their values (`self.scale * x`), not only for
+    their device, dtype or shape (`x.to(self.dummy.device)`), in its code (comments aside)."""
+    meta: set[int] = set()
+    read: list[cst.Attribute] = []
+    for n in walk(fn.body, ()):
+        if type(n) is cst.Attribute:
+            inner = n.value
+            if type(inner) is cst.Name and inner.value == "self":
+                read.append(n)
+            elif n.attr.value in _METADATA_READS and type(inner) is cst.Attribute:
+                meta.add(id(inner))
+    return {a.attr.value for a in read if id(a) not in meta}
 
 
 def _pretrained(call: cst.Call, code) -> bool:
@@ -528,18 +554,24 @@ class SiteChecks:
             return False
         called = self._forward_calls()
         built = self._init_calls()
-        read = set(re.findall(r"\bself\.(\w+)", self.x.code(forward)))
-        if any(a in built and self.x.q(built[a].func) & _PARAMETERS and not _frozen_flag(built[a]) for a in read):
-            return False  # `(self.emb(x) * self.scale).detach()`: a parameter of its own it cuts
         frozen: set[str] = set()
+        frozen_params: set[str] = set()
         for n in self._init_nodes():
-            if type(n) is cst.Call and type(n.func) is cst.Attribute and n.func.attr.value in (
-                    "eval", "requires_grad_") and not (n.func.attr.value == "eval" and n.args):
+            if type(n) is cst.Call and type(n.func) is cst.Attribute and (
+                    n.func.attr.value == "eval" and not n.args or n.func.attr.value == "requires_grad_" and _off(n)):
                 owner = n.func.value
                 if type(owner) is cst.Name and owner.value == "self":
                     return True
                 if type(owner) is cst.Attribute and type(owner.value) is cst.Name and owner.value.value == "self":
                     frozen.add(owner.attr.value)
+            elif type(n) is cst.Assign and len(n.targets) == 1 and type(t := n.targets[0].target) is cst.Attribute \
+                    and t.attr.value == "requires_grad" and type(n.value) is cst.Name and n.value.value == "False" \
+                    and type(t.value) is cst.Attribute and type(t.value.value) is cst.Name and t.value.value.value == "self":
+                # `self.scale.requires_grad = False` freezes a parameter (on a module it is GL404's no-op)
+                frozen_params.add(t.value.attr.value)
+        if any(a in built and self.x.q(built[a].func) & _PARAMETERS and not _frozen_flag(built[a])
+               and a not in frozen_params for a in _values_read(forward)):
+            return False  # `(self.emb(x) * self.scale).detach()`: a parameter of its own it cuts
         tables = self._frozen_tables()
         for attr, call in built.items():
             if _pretrained(call, self.x.code) or (attr in tables and self.x.q(call.func) & _EMBEDDINGS):
@@ -558,7 +590,9 @@ class SiteChecks:
         tables = {attr for stmt in init.body.body if type(stmt) is cst.SimpleStatementLine
                   for small in stmt.body if (attr := self._frozen_table(small)) is not None}
         for attr in list(tables):
-            again = re.compile(rf"\bself\.{attr}(\.weight)?\.requires_grad(\s*=\s*(?!False)|_\((?!False))")
+            # (`(?!\s)` ends each run of spaces where it ends: no backtracking past the value)
+            again = re.compile(rf"\bself\.{attr}(\.weight)?\.requires_grad(\s*=(?!=)\s*(?!\s)(?!False\b)|"
+                               rf"_\(\s*(?!\s)(?!(requires_grad\s*=\s*)?False\b))")
             if any(again.search(self.x.code(fn)) for fn in self.cls.method_nodes.values()):
                 tables.discard(attr)
         return tables

@@ -22,7 +22,7 @@ from gradlint.source.engine.values import int_literal
 from gradlint.source.engine.walk import children as _children
 from gradlint.source.engine.walk import evaluated_children, statements_in, suite, walk
 from gradlint.source.metric_uses import made_alone, read_only_as_metric
-from gradlint.source.names import decorators, dotted, grad_mode, grad_state, is_off, set_grad_statement, with_items
+from gradlint.source.names import decorators, dotted, grad_mode, grad_state, is_off, root_name, set_grad_statement, with_items
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_callers import CallRecords
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 _PARAMETER_CLASSES = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 _TENSOR_CLASSES = _PARAMETER_CLASSES | {"torch.Tensor"}
+_MODULE_CLASSES = frozenset({"torch.nn.Module", "torch.nn.modules.module.Module"})
 
 
 def _module_iteration(node: cst.BaseExpression) -> tuple[cst.BaseExpression, bool, bool]:
@@ -99,6 +100,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
     # How often each local name was bound or changed in place (`x = ...`, `x.mul_(2)`, `x[i] = v`):
     # a mask made of `x` bounds only the `x` of the same version (V.mask_of)
     versions: dict[str, int] = {}
+    # the names each enclosing loop binds or changes in place anywhere in its body (_changed_in)
+    loop_changes: list[set[str]] = []
 
     def __init__(self, x: Extractor, name: str, cls: ClassCtx | None, *, quiet: bool,
                  globals_: dict[str, V] | None = None) -> None:
@@ -319,6 +322,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         reads as a module or knows nothing of: the name, what it holds in the `if` body, a
         parameter or a tensor (open_clip's `_unlock(x)`, handed a module or a parameter), and
         whether it holds it in the `else` branch instead (`if not isinstance(x, ...)`)."""
+        conjoined = type(test) is cst.BooleanOperation and type(test.operator) is cst.And
+        if conjoined:
+            test = test.left  # `isinstance(x, nn.Parameter) and x.dim() > 1`: the body has both
         negated = type(test) is cst.UnaryOperation and type(test.operator) is cst.Not
         if negated:
             test = test.expression
@@ -328,14 +334,16 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         kinds = test.args[1].value
         parts = [e.value for e in kinds.elements] if type(kinds) is cst.Tuple else [kinds]
         names = [self.x.q(p) for p in parts]
-        if not names or not all(n & _TENSOR_CLASSES for n in names):
-            return None
+        if names and all(n & _MODULE_CLASSES for n in names) and type(test) is cst.Call:
+            # `if isinstance(x, nn.Module): ... else: x.requires_grad = False`: a tensor there
+            negated, names = not negated, [frozenset({"torch.Tensor"})]
+        if not names or not all(n & _TENSOR_CLASSES for n in names) or (conjoined and negated):
+            return None  # (the else branch of `a and b` holds where either fails: nothing known)
         name = test.args[0].value.value
         held = self.env.get(name, UNKNOWN)
         if not (held.module or held.inst or knows_nothing(held)):
             return None  # a tensor the walk knows already (clamped, shifted, cut): it stays so
         param = all(n & _PARAMETER_CLASSES for n in names)
-        # (a value of its own: a mask or a site compares values by identity)
         return name, (V(leaf=True, tensor=True, params=True) if param else V(tensor=True, computed=True)), negated
 
     def _narrowed_branches(self, stmt: cst.If, name: str, held: V, negated: bool) -> None:
@@ -367,10 +375,14 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
 
     def loop_body(self, stmt: cst.For | cst.While) -> None:
         self.looping += 1
+        if self.loop_changes is FunctionWalk.loop_changes:
+            self.loop_changes = []
+        self.loop_changes.append(_changed_in(stmt))
         try:
             super().loop_body(stmt)
         finally:
             self.looping -= 1
+            self.loop_changes.pop()
 
     def match_stmt(self, stmt: cst.Match) -> None:
         self.branching += 1
@@ -591,6 +603,18 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
             self.versions = {}
         self.versions[name] = self.versions.get(name, 0) + 1
 
+    def changed_in_place(self, name: str) -> None:
+        """`x.mul_(10)`, `x[0] = 100`, `x.data.add_(1)`: the tensor under `name` (and under every
+        name bound to the same value: `y = x; y.mul_(10)`) changed; what bounded it (a clamp, a
+        shift by its max, a mask's comparison of it) no longer holds."""
+        held = self.env.get(name)
+        names = [name] if held is None or held is UNKNOWN else [k for k, v in self.env.items() if v is held]
+        for k in names or [name]:
+            self.changed(k)
+            v = self.env.get(k)
+            if v is not None and v is not UNKNOWN and (v.exp_safe or v.max_shifted or v.mask_of or v.nonpos):
+                self.env[k] = replace(v, exp_safe=False, max_shifted=False, mask_of=None, nonpos=False)
+
     def bind_name(self, name: str, val: V) -> None:
         self.changed(name)
         if name in self._entry_names:
@@ -619,8 +643,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
             self._named_module_lists = self._named_module_lists - {key}
 
     def bind_subscript(self, target: cst.Subscript, val: V) -> None:
-        if type(target.value) is cst.Name:
-            self.changed(target.value.value)  # `x[:] = x * 100`
+        if (root := root_name(target.value)) is not None:
+            self.changed_in_place(root)  # `x[:] = x * 100`
         self._dict_changed(target.value)
         self._list_set(target, val)
         self.bind_attribute(target, val)
@@ -780,4 +804,36 @@ def _keyed_returns(value: cst.Dict, memo: dict) -> dict[str, V] | None:
         if not isinstance(key, str):
             return None
         out[key] = memo.get(id(el.value), UNKNOWN)
+    return out
+
+
+def _changed_in(loop: cst.CSTNode) -> set[str]:
+    """The names a loop binds or changes in place anywhere in it (its target, assignments,
+    `x += 1`, `with ... as x`, `x := ...`, `x.mul_(2)`, `x[i] = v`): what may differ in its next
+    round from what one reading of its body saw."""
+    out: set[str] = set()
+
+    def targets(t: cst.BaseExpression) -> None:
+        if type(t) in (cst.Tuple, cst.List):
+            for e in t.elements:
+                targets(e.value)
+        elif type(t) is cst.StarredElement:
+            targets(t.value)
+        elif (root := root_name(t)) is not None:
+            out.add(root)
+
+    for n in walk(loop, stop=()):
+        kind = type(n)
+        if kind is cst.Assign:
+            for t in n.targets:
+                targets(t.target)
+        elif kind in (cst.AugAssign, cst.AnnAssign, cst.NamedExpr):
+            targets(n.target)
+        elif kind is cst.For:
+            targets(n.target)
+        elif kind is cst.WithItem and n.asname is not None:
+            targets(n.asname.name)
+        elif kind is cst.Call and type(n.func) is cst.Attribute and n.func.attr.value.endswith("_") and \
+                not n.func.attr.value.startswith("_") and (root := root_name(n.func.value)) is not None:
+            out.add(root)
     return out

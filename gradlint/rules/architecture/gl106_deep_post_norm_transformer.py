@@ -111,9 +111,9 @@ class DeepPostNormTransformer(Rule):
     ## What it does
     Counts Post-LN transformer blocks — `nn.TransformerEncoderLayer`/`DecoderLayer` without
     `norm_first=True`, custom blocks written `norm(x + f(x))` where `f` attends, or holds no
-    convolution in a network that attends, under a LayerNorm/RMSNorm or with a part gradlint cannot
-    see (a post-norm convolution stack is no transformer, even with an attention pooling its
-    output), ONNX `Add → LayerNormalization` —
+    convolution in a network that attends or under a LayerNorm/RMSNorm (a post-norm convolution
+    stack is no transformer, even with an attention pooling its output), ONNX
+    `Add → LayerNormalization` —
     and reports a stack of `post-norm-depth` or more, at the code that stacks them
     (`self.blocks = nn.ModuleList([...])`, `nn.Sequential(*blocks)`) when the model builds the
     container, else at the first block: two models that stack one block class are two findings.
@@ -154,10 +154,6 @@ class DeepPostNormTransformer(Rule):
     inputs = frozenset({"python", "onnx"})
     options = {"post-norm-depth": Option(12, positive_int, "smallest Post-LN stack to report")}
     invalid = [Example(LIBRARY_POST_LN), Example(CUSTOM_POST_LN),
-               Example(CUSTOM_POST_LN.replace("nn.MultiheadAttention(d, 8)", "SelfAttention(d)")
-                       .replace("self.attn(x, x, x)[0]", "self.attn(x)").replace("nn.LayerNorm(d)", "nn.BatchNorm1d(d)")
-                       .replace("import torch.nn as nn\n", "import torch.nn as nn\nfrom mylib.attention import SelfAttention\n"),
-                       note="BatchNorm after each add, the attention from a library gradlint does not read"),
                Example(POST_LN_SUBLAYERS, note="BERT's output sublayers, `LayerNorm(dense(h) + x)`, "
                        "with the attention out of sight (another file, a dispatch table)")]
     valid = [
@@ -167,6 +163,11 @@ class DeepPostNormTransformer(Rule):
                 .replace("self.norm2(x + self.ff(x))", "x + self.ff(self.norm2(x))"), note="custom Pre-LN"),
         Example(CUSTOM_POST_LN.replace("self.norm1(x + self.attn", "self.norm1(x * 2.0 + self.attn")
                 .replace("self.norm2(x + self.ff", "self.norm2(x * 2.0 + self.ff"), note="DeepNorm residual scaling"),
+        Example(CUSTOM_POST_LN.replace("nn.MultiheadAttention(d, 8)", "SelfAttention(d)")
+                .replace("self.attn(x, x, x)[0]", "self.attn(x)").replace("nn.LayerNorm(d)", "nn.BatchNorm1d(d)")
+                .replace("import torch.nn as nn\n", "import torch.nn as nn\nfrom mylib.attention import SelfAttention\n"),
+                note="not read as a transformer: a BatchNorm after a body gradlint cannot see (the attention from a "
+                     "library) looks as a convolution block built of a library's conv modules does"),
         Example(POST_NORM_CONV, note="a post-norm convolution stack, no transformer: nothing attends, the "
                 "norm is a GroupNorm and the blocks convolve (asteroid's SuDORMRF, 16 U-blocks)"),
         Example(POST_NORM_CONV.replace("        self.blocks = nn.Sequential(*[UBlock(c) for _ in range(n)])\n",

@@ -140,11 +140,13 @@ class V:
     computed: bool = False  # made by an operation (not a parameter, literal, or factory)
     leaf: bool = False  # a fresh leaf: factory, Parameter, .detach() result
     safe_where: bool = False  # torch.where(m, x, safe): the double-where guard
-    # A boolean mask true exactly where a named tensor is at most ("le") or above ("gt") a
-    # number: (its name, "le" or "gt", the number, its value when compared). Filling the
-    # values above with a number (`x.masked_fill(~(x <= 18), 0)`, botorch's log1pexp) bounds the
-    # result from above; a padding mask, made of something else, bounds nothing.
-    mask_of: tuple[str, str, float, Any] | None = field(default=None, compare=False)
+    # A boolean mask true exactly where a local tensor is at most ("le") or above ("gt") a
+    # number: (its name, "le" or "gt", the number, the name's version and the loop and lambda
+    # depths where it was compared: FunctionWalk.versions). Filling the values above with a number
+    # (`x.masked_fill(~(x <= 18), 0)`, botorch's log1pexp) bounds the result from above; a
+    # padding mask, made of something else, bounds nothing. (Compared: two branches' masks of
+    # other bounds join to none.)
+    mask_of: tuple[str, str, float, int, int, int] | None = None
     # Terms of a sum that are cut from the graph (`aux.item()`, `reg.detach()`) while another
     # term may carry gradient: (where it was cut, how). Only sums and differences keep them: a
     # cut value used inside a computation (`(pred - target.detach()) ** 2`) is a stop-gradient.
