@@ -732,3 +732,14 @@ def test_gl406_a_forward_that_changes_its_input_through_data_is_no_identity():
            "    @staticmethod\n    def forward(ctx, x):\n        x.data = x.data * 2\n        return x.clone()\n\n"
            "    @staticmethod\n    def backward(ctx, g):\n        return g\n")
     assert [f.code for f in findings(src, "GL406")] == ["GL406"]
+
+
+def test_gl404_past_an_isinstance_guard_that_returns_only_the_parameter_goes_on():
+    src = ("import torch.nn as nn\n\n\ndef outer(groups):\n    def _freeze(x):\n"
+           "        if not isinstance(x, nn.Parameter):\n            for p in x.parameters():\n"
+           "                p.requires_grad = False\n            return\n        x.requires_grad = False\n"
+           "    for g in groups:\n        _freeze(g)\n")
+    assert findings(src, "GL404") == []
+    # without the return, a module reaches the assignment too
+    falls = src.replace("            return\n", "")
+    assert [f.code for f in findings(falls, "GL404")] == ["GL404"]

@@ -720,7 +720,8 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
             ctx_less = any(m.name.value == "setup_context" for m in methods)
             custom_backward = any(m.name.value == "backward" and not not_a_derivative(fwd, m, ctx_less)
                                   and not surrogate(fwd, m, ctx_less, self.q) and not autograd_computed(m, self.q)
-                                  and not refuses(m) and not passes_through(fwd, m, self.q) for m in methods) \
+                                  and not refuses(m) and not passes_through(fwd, m, self.q)
+                                  and not (fwd is None and _straight_through_base_of(self.src.module, name, m)) for m in methods) \
                 and not communicates(methods, self.q, self.module_functions)
             for m in methods:
                 if m.name.value == "backward":
@@ -730,6 +731,17 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
                                      autograd_function=is_function, custom_backward=custom_backward,
                                      returns_assuming=assuming, getters=_getters(methods),
                                      forward_params=_positional_after_self(ctx.method_nodes.get("forward"))))
+
+
+def _straight_through_base_of(module: cst.Module, name: str, backward: cst.FunctionDef) -> bool:
+    """A Function with no forward whose backward is a straight-through one for every subclass of
+    the file that gives it a forward (botorch's IdentitySTEFunction: `return grad_output`, and
+    RoundSTE's `round(X)`): no pair of its own to gradcheck, and each subclass's is no derivative."""
+    subclasses = [c for c in module.body if type(c) is cst.ClassDef and any(
+        type(b.value) is cst.Name and b.value.value == name for b in c.bases)]
+    forwards = [m for c in subclasses if type(c.body) is cst.IndentedBlock
+                for m in c.body.body if type(m) is cst.FunctionDef and m.name.value == "forward"]
+    return bool(forwards) and all(not_a_derivative(f, backward) for f in forwards)
 
 
 def _bound_once_at_top(module: cst.Module) -> set[str]:

@@ -372,6 +372,10 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         else:
             second = self.settle(state)
         self.join_branches(stmt, state, first, second)
+        if negated and stmt.orelse is None and _ends_in_return(stmt.body) and self.env.get(name) is state.get(name):
+            # `if not isinstance(x, nn.Parameter): ...; return` then `x.requires_grad = False`:
+            # past the `if`, only the parameter's path goes on
+            self.env[name] = held
 
     def loop_body(self, stmt: cst.For | cst.While) -> None:
         self.looping += 1
@@ -784,6 +788,14 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
 
 _AUG = {cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
         cst.DivideAssign: cst.Divide, cst.PowerAssign: cst.Power}
+
+
+def _ends_in_return(body: cst.BaseSuite) -> bool:
+    """A block whose last statement returns or raises: nothing after the `if` runs from it."""
+    last = body.body[-1] if type(body) is cst.IndentedBlock and body.body else \
+        (body if type(body) is cst.SimpleStatementSuite else None)
+    return last is not None and hasattr(last, "body") and isinstance(last.body, (list, tuple)) and bool(last.body) \
+        and type(last.body[-1]) in (cst.Return, cst.Raise)
 
 
 def _exits(node: cst.CSTNode) -> bool:

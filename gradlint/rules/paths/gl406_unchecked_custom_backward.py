@@ -141,6 +141,10 @@ class UncheckedCustomBackward(Rule):
                 note="a kernel filling its output from both inputs: each gradient is a derivative"),
     ]
     valid = [
+        Example("import torch\nfrom torch.autograd import Function\n\n\nclass IdentitySTE(Function):\n"
+                "    @staticmethod\n    def backward(ctx, grad_output):\n        return grad_output\n\n\n"
+                "class RoundSTE(IdentitySTE):\n    @staticmethod\n    def forward(ctx, x):\n        return x.round()\n",
+                note="a straight-through base with no forward of its own, whose subclasses round (botorch)"),
         Example("import torch\n\nclass DetachMultiple(torch.autograd.Function):\n"
                 "    @classmethod\n    def forward(cls, ctx, *tensors):\n"
                 "        detached = tuple(t.detach() for t in tensors)\n        for t in detached:\n"
