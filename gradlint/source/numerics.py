@@ -94,6 +94,8 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         self.gradchecked: set[str] = set()
         self.aliases: list[tuple[str, str]] = []
         self.autograd_classes: set[str] = set()
+        # the names each loop of the file binds or changes, by id (FunctionWalk.loop_changed)
+        self.loop_names: dict[int, set[str]] = {}
         self.local_classes: set[str] = set()
         # the classes of this file that define `forward` (calling an instance runs it): known
         # before any is walked, for the calls the module body makes (`crit(model, batch)`)

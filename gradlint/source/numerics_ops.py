@@ -202,7 +202,7 @@ def _bounded_fill(walk, mask_node: cst.BaseExpression, mask: V, kept: cst.BaseEx
     key, rel, bound, version, depth, lazy = made
     filled = number_of(fill)
     return rel == keep and key == kept.value and version == walk.versions.get(key, 0) and lazy == walk.lazy and \
-        depth <= walk.looping and not any(key in names for names in walk.loop_changes[depth:]) and \
+        depth <= walk.looping and not walk.loop_changed(depth, key) and \
         bound <= EXP_SAFE and filled is not None and filled <= EXP_SAFE
 
 

@@ -100,8 +100,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
     # How often each local name was bound or changed in place (`x = ...`, `x.mul_(2)`, `x[i] = v`):
     # a mask made of `x` bounds only the `x` of the same version (V.mask_of)
     versions: dict[str, int] = {}
-    # the names each enclosing loop binds or changes in place anywhere in its body (_changed_in)
-    loop_changes: list[set[str]] = []
+    # the enclosing loops, outermost first (what each binds or changes: loop_changed)
+    loop_changes: list[cst.CSTNode] = []
 
     def __init__(self, x: Extractor, name: str, cls: ClassCtx | None, *, quiet: bool,
                  globals_: dict[str, V] | None = None) -> None:
@@ -381,7 +381,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         self.looping += 1
         if self.loop_changes is FunctionWalk.loop_changes:
             self.loop_changes = []
-        self.loop_changes.append(_changed_in(stmt))
+        self.loop_changes.append(stmt)  # (what it changes is read when a mask asks: loop_changed)
         try:
             super().loop_body(stmt)
         finally:
@@ -606,6 +606,17 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         if self.versions is FunctionWalk.versions:
             self.versions = {}
         self.versions[name] = self.versions.get(name, 0) + 1
+
+    def loop_changed(self, depth: int, name: str) -> bool:
+        """Whether a loop entered at `depth` or deeper binds or changes `name` anywhere in it."""
+        memo = self.x.loop_names
+        for loop in self.loop_changes[depth:]:
+            names = memo.get(id(loop))
+            if names is None:
+                names = memo[id(loop)] = _changed_in(loop)
+            if name in names:
+                return True
+        return False
 
     def changed_in_place(self, name: str) -> None:
         """`x.mul_(10)`, `x[0] = 100`, `x.data.add_(1)`: the tensor under `name` (and under every
