@@ -22,6 +22,7 @@ from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.names import dotted
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_ops import LOSS_FUNCTIONS, LOSS_MODULES, never_negative, strictly_positive
+from gradlint.source.numerics_ops import _literal as _number_written  # (a number as written: `18`, `-5.0`)
 from gradlint.source.numerics_pairs import gram_expansion, self_difference, self_gram
 
 
@@ -734,15 +735,3 @@ def _mask_of(node: cst.Comparison) -> tuple | None:
             return named.value, "le" if at_most else "gt", bound
     return None
 
-
-def _number_written(node: cst.BaseExpression) -> float | None:
-    """A number as written (`18`, `-5.0`)."""
-    if type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus:
-        inner = _number_written(node.expression)
-        return -inner if inner is not None else None
-    if type(node) in (cst.Integer, cst.Float):
-        try:
-            return float(node.evaluated_value)
-        except (ValueError, OverflowError):
-            return None
-    return None
