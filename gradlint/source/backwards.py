@@ -12,7 +12,7 @@ import libcst as cst
 
 from gradlint.facts.numerics import Site
 from gradlint.source.engine.walk import children, walk
-from gradlint.source.names import bound_names
+from gradlint.source.names import bound_names, root_name
 
 # Methods that give a tensor back unchanged in value (a copy, a view, its negation).
 _SAME_VALUE = frozenset({"clone", "neg", "contiguous", "view_as", "reshape_as", "view", "reshape", "detach"})
@@ -610,13 +610,6 @@ def _given(backward: cst.FunctionDef) -> set[int]:
     return out
 
 
-def _root(node: cst.BaseExpression) -> str | None:
-    """The variable an attribute or subscript chain starts from (`buf` of `buf[0].data`)."""
-    while type(node) in (cst.Attribute, cst.Subscript):
-        node = node.value
-    return node.value if type(node) is cst.Name else None
-
-
 # Calls that read their first argument only for its shape, dtype or device: `y.view_as(x)`,
 # `torch.zeros_like(x)`.
 _SHAPE_ARGUMENT = frozenset({"view_as", "reshape_as", "expand_as", "type_as", "len"}) | {f.split(".")[1] for f in _LIKE}
@@ -706,11 +699,11 @@ def _reaches(forward: cst.FunctionDef, x: str, ctx: str | None, qualify=None) ->
             elif kind is cst.Call and id(node) in calls and _reads(node, tainted):
                 # it may write into what it was given (and its receiver: `buf.copy_(x)`)
                 if type(node.func) is cst.Attribute:
-                    written.append(_root(node.func.value))
+                    written.append(root_name(node.func.value, through_calls=False))
                 for a in node.args:
                     packed = type(a.value) in (cst.Tuple, cst.List)  # `launch([out, state], x)`
                     values = [e.value for e in a.value.elements] if packed else [a.value]
-                    written.extend(_root(v) for v in values)
+                    written.extend(root_name(v, through_calls=False) for v in values)
             tainted.update(w for w in written if w is not None and w not in blocked)
         if len(tainted) == before:
             break
@@ -734,7 +727,7 @@ def _written(target: cst.BaseExpression) -> list[str | None]:
         return [n for e in target.elements for n in _written(e.value)]
     if type(target) is cst.StarredElement:
         return _written(target.value)
-    return [_root(target)]
+    return [root_name(target, through_calls=False)]
 
 
 def refuses(backward: cst.FunctionDef) -> bool:

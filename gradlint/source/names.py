@@ -289,17 +289,17 @@ def bound_names(target: cst.CSTNode) -> list[str]:
     return []
 
 
-def root_name(node: cst.BaseExpression) -> str | None:
-    """The local name an item, attribute, view or method of it is read from (`x` of `x[0]`,
-    `x.data`, `x.view(-1)`); None for anything else."""
-    for _ in range(32):
-        if type(node) is cst.Name:
+def root_name(node: cst.BaseExpression, through_calls: bool = True) -> str | None:
+    """The local name an item or attribute of it is read from (`x` of `x[0]`, `buf` of
+    `buf[0].data`), also through methods of it (`x` of `x.view(-1)`) unless `through_calls` is
+    False; None for anything else."""
+    while True:
+        kind = type(node)
+        if kind is cst.Name:
             return node.value
-        if type(node) in (cst.Subscript, cst.Attribute):
+        if kind is cst.Subscript or kind is cst.Attribute:
             node = node.value
-        elif type(node) is cst.Call and type(node.func) is cst.Attribute:
+        elif through_calls and kind is cst.Call and type(node.func) is cst.Attribute:
             node = node.func.value
         else:
             return None
-    return None
-
