@@ -27,7 +27,7 @@ from gradlint.source.engine.values import (
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.foreign import CALLED, ITEM
 from gradlint.source.init_walk import _InitInterpreter
-from gradlint.source.names import dotted
+from gradlint.source.names import PARAMETER_CLASSES, dotted
 
 if TYPE_CHECKING:
     from gradlint.source.models import FileModel
@@ -58,7 +58,6 @@ _FILLS = {
     "torch.rand": ("uniform", (("a", 0.0), ("b", 1.0))), "torch.empty": ("unknown", ()),
     "torch.Tensor": ("unknown", ()), "torch.FloatTensor": ("unknown", ()),
 }
-_PARAMETERS = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 
 
 def _foreign_function(qualname: str) -> bool:
@@ -256,7 +255,7 @@ class ConstructCalls:
         (`torch.zeros(d_in, d_out)`, `nn.Parameter(torch.randn(n, d) * 0.02)`), else TENSOR
         (`torch.tensor(data)`, a frozen `nn.Parameter(..., requires_grad=False)`)."""
         args = call.args
-        if quals & _PARAMETERS:
+        if quals & PARAMETER_CLASSES:
             if not args or args[0].keyword is not None or args[0].star:
                 return TENSOR
             frozen = next((a.value for a in args[1:] if a.keyword is not None and a.keyword.value == "requires_grad"),

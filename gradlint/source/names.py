@@ -124,6 +124,8 @@ def decorators(fn: cst.FunctionDef) -> list[cst.BaseExpression]:
 
 
 # Calls that wrap a module and run its forward when called (the first argument), for every reader.
+# `nn.Parameter` as its imports qualify it
+PARAMETER_CLASSES = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 MODEL_WRAPPERS = frozenset({"torch.nn.DataParallel", "torch.nn.parallel.DataParallel",
                             "torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.data_parallel.DataParallel",
                             "torch.nn.parallel.distributed.DistributedDataParallel", "torch.compile",

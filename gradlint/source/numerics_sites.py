@@ -20,7 +20,7 @@ from gradlint.source.detached_modules import CUT_WORDS, detached_modules
 from gradlint.source.module_uses import PARAMETER_FREE, ModuleUses, module_uses, outside_runs
 from gradlint.source.engine.walk import children, walk
 from gradlint.source.engine.tensors import DETACHED_THEN_REQUIRED, V, UNKNOWN, number_of
-from gradlint.source.names import dotted
+from gradlint.source.names import PARAMETER_CLASSES, dotted
 
 
 # Words that name a network kept out of training on purpose: EMA/teacher/target networks.
@@ -69,7 +69,6 @@ def _stop_network(text: str) -> bool:
     return bool(_words(text) & _STOP_NETWORKS)
 
 
-_PARAMETERS = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 _EMBEDDINGS = frozenset({"torch.nn.Embedding", "torch.nn.EmbeddingBag", "torch.nn.modules.sparse.Embedding"})
 _INTEGER_WORDS = frozenset("indices index idx ids mask masks positions position_ids lengths counts".split())
 
@@ -569,7 +568,7 @@ class SiteChecks:
                     and type(t.value) is cst.Attribute and type(t.value.value) is cst.Name and t.value.value.value == "self":
                 # `self.scale.requires_grad = False` freezes a parameter (on a module it is GL404's no-op)
                 frozen_params.add(t.value.attr.value)
-        if any(a in built and self.x.q(built[a].func) & _PARAMETERS and not _frozen_flag(built[a])
+        if any(a in built and self.x.q(built[a].func) & PARAMETER_CLASSES and not _frozen_flag(built[a])
                and a not in frozen_params for a in _values_read(forward)):
             return False  # `(self.emb(x) * self.scale).detach()`: a parameter of its own it cuts
         tables = self._frozen_tables()
@@ -605,7 +604,7 @@ class SiteChecks:
         if not (type(t) is cst.Attribute and t.attr.value == "weight" and type(t.value) is cst.Attribute
                 and type(t.value.value) is cst.Name and t.value.value.value == "self"):
             return None
-        if not self.x.q(n.value.func) & _PARAMETERS:
+        if not self.x.q(n.value.func) & PARAMETER_CLASSES:
             return None
         return t.value.attr.value if _frozen_flag(n.value) else None
 

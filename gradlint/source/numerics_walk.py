@@ -22,7 +22,7 @@ from gradlint.source.engine.values import int_literal
 from gradlint.source.engine.walk import children as _children
 from gradlint.source.engine.walk import evaluated_children, statements_in, suite, walk
 from gradlint.source.metric_uses import made_alone, read_only_as_metric
-from gradlint.source.names import decorators, dotted, grad_mode, grad_state, is_off, root_name, set_grad_statement, with_items
+from gradlint.source.names import PARAMETER_CLASSES, decorators, dotted, grad_mode, grad_state, is_off, root_name, set_grad_statement, with_items
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_callers import CallRecords
@@ -39,8 +39,7 @@ _HAZARDS = frozenset({"probability_into_loss", "probability_passed", "log_of_pro
 if TYPE_CHECKING:
     from gradlint.source.numerics import ClassCtx, Extractor
 
-_PARAMETER_CLASSES = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
-_TENSOR_CLASSES = _PARAMETER_CLASSES | {"torch.Tensor"}
+_TENSOR_CLASSES = PARAMETER_CLASSES | {"torch.Tensor"}
 _MODULE_CLASSES = frozenset({"torch.nn.Module", "torch.nn.modules.module.Module"})
 
 
@@ -343,7 +342,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         held = self.env.get(name, UNKNOWN)
         if not (held.module or held.inst or knows_nothing(held)):
             return None  # a tensor the walk knows already (clamped, shifted, cut): it stays so
-        param = all(n & _PARAMETER_CLASSES for n in names)
+        param = all(n & PARAMETER_CLASSES for n in names)
         return name, (V(leaf=True, tensor=True, params=True) if param else V(tensor=True, computed=True)), negated
 
     def _narrowed_branches(self, stmt: cst.If, name: str, held: V, negated: bool) -> None:
