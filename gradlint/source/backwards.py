@@ -550,6 +550,17 @@ def passes_through(forward: cst.FunctionDef | None, backward: cst.FunctionDef, q
     return True
 
 
+def straight_through_base(module: cst.Module, name: str, backward: cst.FunctionDef) -> bool:
+    """A Function with no forward whose backward is a straight-through one for every subclass of
+    the file that gives it a forward (botorch's IdentitySTEFunction: `return grad_output`, and
+    RoundSTE's `round(X)`): no pair of its own to gradcheck, and each subclass's is no derivative."""
+    subclasses = [c for c in module.body if type(c) is cst.ClassDef and any(
+        type(b.value) is cst.Name and b.value.value == name for b in c.bases)]
+    forwards = [m for c in subclasses if type(c.body) is cst.IndentedBlock
+                for m in c.body.body if type(m) is cst.FunctionDef and m.name.value == "forward"]
+    return bool(forwards) and all(not_a_derivative(f, backward) for f in forwards)
+
+
 def surrogate(forward: cst.FunctionDef | None, backward: cst.FunctionDef, ctx_less: bool = False,
               qualify=None) -> bool:
     """A backward that returns a gradient for an input on which its forward's outputs do not

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import libcst as cst
 
 from gradlint.facts.numerics import CallText, Expr, Function, NumClass, NumericsFacts, Site
 from gradlint.findings import SourceSpan
 from gradlint.source.backwards import (Backwards, autograd_computed, communicates, not_a_derivative, passes_through, refuses,
-                                        surrogate)
+                                        straight_through_base, surrogate)
+from gradlint.source.gradchecks import class_aliases
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, passed_tensor, open_value, \
     same
@@ -304,7 +305,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
             self.classes.extend(classes)
             self.functions.extend(functions)
         self._cut_returns()
-        self.aliases.extend(_class_aliases(self.src.module, self.autograd_classes, self.aliases))
+        self.aliases.extend(class_aliases(self.src.module, self.autograd_classes, self.aliases))
         # (the instances' calls are only known once every unit is walked)
         self.classes = [replace(c, forward_called=True) if self.passed.get(c.name + ".forward") else c
                         for c in self.classes]
@@ -723,7 +724,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
             custom_backward = any(m.name.value == "backward" and not not_a_derivative(fwd, m, ctx_less)
                                   and not surrogate(fwd, m, ctx_less, self.q) and not autograd_computed(m, self.q)
                                   and not refuses(m) and not passes_through(fwd, m, self.q)
-                                  and not (fwd is None and _straight_through_base_of(self.src.module, name, m)) for m in methods) \
+                                  and not (fwd is None and straight_through_base(self.src.module, name, m)) for m in methods) \
                 and not communicates(methods, self.q, self.module_functions)
             for m in methods:
                 if m.name.value == "backward":
@@ -733,17 +734,6 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
                                      autograd_function=is_function, custom_backward=custom_backward,
                                      returns_assuming=assuming, getters=_getters(methods),
                                      forward_params=_positional_after_self(ctx.method_nodes.get("forward"))))
-
-
-def _straight_through_base_of(module: cst.Module, name: str, backward: cst.FunctionDef) -> bool:
-    """A Function with no forward whose backward is a straight-through one for every subclass of
-    the file that gives it a forward (botorch's IdentitySTEFunction: `return grad_output`, and
-    RoundSTE's `round(X)`): no pair of its own to gradcheck, and each subclass's is no derivative."""
-    subclasses = [c for c in module.body if type(c) is cst.ClassDef and any(
-        type(b.value) is cst.Name and b.value.value == name for b in c.bases)]
-    forwards = [m for c in subclasses if type(c.body) is cst.IndentedBlock
-                for m in c.body.body if type(m) is cst.FunctionDef and m.name.value == "forward"]
-    return bool(forwards) and all(not_a_derivative(f, backward) for f in forwards)
 
 
 def _bound_once_at_top(module: cst.Module) -> set[str]:
@@ -889,66 +879,3 @@ def _calls_a_parameter(fn: cst.FunctionDef) -> bool:
                 return True
     return False
 
-
-def _class_aliases(module: cst.Module, functions: Iterable[str], aliases: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """(class, Function) for each class of the file that runs an autograd Function of the file:
-    a module whose methods call `Fn.apply` or a function of the file that does (`class
-    Sparsemax(nn.Module)` whose forward returns `sparsemax(X)`), and a Function that inherits
-    another's backward with no forward of its own or one that calls the base's (`class
-    SparsemaxLossFunction(_GenericLossFunction)`, forward `super().forward(...)`): gradchecking
-    it checks that backward. Through a module, the Functions its Functions inherit from too."""
-    functions = set(functions)
-    if not functions:
-        return []
-    by_alias: dict[str, set[str]] = {}
-    for alias, fn in aliases:
-        by_alias.setdefault(alias, set()).add(fn)
-    classes = [c for c in module.body if type(c) is cst.ClassDef]
-    inherits: dict[str, set[str]] = {}
-    for cls in classes:
-        if cls.name.value in functions:
-            bases = {b.value.value for b in cls.bases if type(b.value) is cst.Name and b.value.value in functions}
-            if bases and _inherits_backward(cls, bases):
-                inherits[cls.name.value] = bases
-    out: list[tuple[str, str]] = [(sub, base) for sub, bases in inherits.items() for base in sorted(bases)]
-    for cls in classes:
-        if cls.name.value in functions:
-            continue
-        found: set[str] = set()
-        for n in walk_nodes(cls.body, ()):
-            if type(n) is cst.Attribute and n.attr.value == "apply" and type(n.value) is cst.Name and \
-                    n.value.value in functions:
-                found.add(n.value.value)
-            elif type(n) is cst.Name and n.value in by_alias:
-                found |= by_alias[n.value]
-        more = list(found)
-        while more:  # (the bases of the Functions it runs, and theirs)
-            for base in inherits.get(more.pop(), ()):
-                if base not in found:
-                    found.add(base)
-                    more.append(base)
-        out.extend((cls.name.value, fn) for fn in sorted(found))  # (facts must not depend on the hash seed)
-    return out
-
-
-def _inherits_backward(cls: cst.ClassDef, bases: set[str]) -> bool:
-    """A Function subclass with no backward of its own whose forward, if any, calls a base's
-    (`super().forward(ctx, X, alpha=2)`): its gradcheck runs the base's pair."""
-    methods = {m.name.value: m for m in cls.body.body if type(m) is cst.FunctionDef} \
-        if type(cls.body) is cst.IndentedBlock else {}
-    if "backward" in methods:
-        return False
-    forward = methods.get("forward")
-    if forward is None:
-        return True
-    # the whole body (a docstring aside) one `return super().forward(...)`: no value of its own
-    body = [stmt for stmt in forward.body.body if not (
-        type(stmt) is cst.SimpleStatementLine and type(stmt.body[0]) is cst.Expr and
-        type(stmt.body[0].value) is cst.SimpleString)] if type(forward.body) is cst.IndentedBlock else []
-    if len(body) != 1 or type(body[0]) is not cst.SimpleStatementLine or len(body[0].body) != 1:
-        return False
-    ret = body[0].body[0]
-    call = ret.value if type(ret) is cst.Return else None
-    return type(call) is cst.Call and type(call.func) is cst.Attribute and call.func.attr.value == "forward" and (
-        type(call.func.value) is cst.Call and dotted(call.func.value.func) == "super" or
-        type(call.func.value) is cst.Name and call.func.value.value in bases)

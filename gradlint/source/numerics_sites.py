@@ -20,6 +20,7 @@ from gradlint.source.detached_modules import CUT_WORDS, detached_modules
 from gradlint.source.module_uses import PARAMETER_FREE, ModuleUses, module_uses, outside_runs
 from gradlint.source.engine.walk import children, walk
 from gradlint.source.engine.tensors import DETACHED_THEN_REQUIRED, V, UNKNOWN, number_of
+from gradlint.source.gradchecks import made_as
 from gradlint.source.names import PARAMETER_CLASSES, dotted
 
 
@@ -137,45 +138,6 @@ def _pretrained(call: cst.Call, code) -> bool:
                                           or a.keyword.value == "weights" and code(a.value) != "None"):
                 return True
     return False
-
-def _made_as(name: str, fn: cst.FunctionDef, module: cst.Module) -> set[str]:
-    """What a function gives gradcheck under a local name (`f = Map(dim=0); gradcheck(f, (x,))`):
-    the callees it was bound to (`Map`) and, for a callee that is a parameter of a test
-    parametrized over classes (`@pytest.mark.parametrize("Map", (Sparsemax, Entmax15))`, or over a
-    module-level list of them), those classes (entmax's tests): a module that runs the Function."""
-    out: set[str] = set()
-    for n in walk(fn.body, ()):
-        if type(n) is cst.Assign and type(n.value) is cst.Call and any(
-                type(t.target) is cst.Name and t.target.value == name for t in n.targets):
-            callee = dotted(n.value.func)
-            if callee:
-                out.add(callee)
-    params = {p.name.value for p in fn.params.params}
-    for callee in [c for c in out if c in params]:
-        for d in fn.decorators:
-            call = d.decorator
-            if type(call) is not cst.Call or not (dotted(call.func) or "").endswith("mark.parametrize") or \
-                    len(call.args) < 2 or type(call.args[0].value) is not cst.SimpleString:
-                continue
-            names = [w.strip() for w in str(call.args[0].value.evaluated_value).split(",")]
-            if names != [callee]:
-                continue  # (several names: rows of tuples, not followed)
-            values = call.args[1].value
-            if type(values) is cst.Name:
-                values = next((s.value for s in _top_assigns(module) if s.targets[0].target.value == values.value), None)
-            if type(values) in (cst.List, cst.Tuple):
-                out.update(t for e in values.elements if (t := dotted(e.value)))
-    return out
-
-
-def _top_assigns(module: cst.Module):
-    """The module's `name = value` statements with one plain target."""
-    for stmt in module.body:
-        if type(stmt) is cst.SimpleStatementLine:
-            for small in stmt.body:
-                if type(small) is cst.Assign and len(small.targets) == 1 and type(small.targets[0].target) is cst.Name:
-                    yield small
-
 
 class SiteChecks:
     """Site checks of FunctionWalk (a mixin: it reads the walk's environment and adds to its file's sites)."""
@@ -752,7 +714,7 @@ class SiteChecks:
 
         first.visit(Names())
         if type(first) is cst.Name and self.fn_node is not None:
-            found |= _made_as(first.value, self.fn_node, self.x.src.module)
+            found |= made_as(first.value, self.fn_node, self.x.src.module)
         self.x.gradchecked.update(found)
 
     # -- the pieces a fix rewrites --------------------------------------------------------------
