@@ -291,6 +291,11 @@ def bound_names(target: cst.CSTNode) -> list[str]:
     return []
 
 
+def changes_in_place(method: str) -> bool:
+    """A tensor method that changes its tensor (`mul_`, `masked_fill_`), by torch's naming."""
+    return method.endswith("_") and not method.startswith("_")
+
+
 def root_name(node: cst.BaseExpression, through_calls: bool = True) -> str | None:
     """The local name an item or attribute of it is read from (`x` of `x[0]`, `buf` of
     `buf[0].data`), also through methods of it (`x` of `x.view(-1)`) unless `through_calls` is

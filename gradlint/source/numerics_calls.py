@@ -21,7 +21,7 @@ from gradlint.source.numerics_eval import _function_value
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, knows_nothing
 from gradlint.source.engine.walk import suite, walk
-from gradlint.source.names import dotted, grad_state, is_off, root_name, with_items
+from gradlint.source.names import changes_in_place, dotted, grad_state, is_off, root_name, with_items
 from gradlint.source.numerics_registry import builder_shape
 from gradlint.source.numerics_ops import (_ARITH, _METHODS, _MODULE_CLASS_ORDER, _QUALIFIED, GRADCHECK, TorchOps,
                                          _Call, _converted, _short_of)
@@ -630,7 +630,7 @@ class TensorCalls(TorchOps):
     def method_call(self, node: cst.Call, recv_node: cst.BaseExpression, meth: str) -> V:
         """`x.meth(...)` on a receiver no import names: the handlers `_METHODS` holds for `meth`
         (one answering None leaves the call to the next, then to the generic rule below)."""
-        if meth.endswith("_") and not meth.startswith("_") and meth != "requires_grad_" and \
+        if changes_in_place(meth) and meth != "requires_grad_" and \
                 (root := root_name(recv_node)) is not None:
             self.changed_in_place(root)  # `x.mul_(100)`, `x.data.mul_(100)`: the tensor changed
         leaves = meth in _LEAVES_AUTOGRAD and not node.args

@@ -305,7 +305,7 @@ class TensorEval:
                 return replace(_combine(vals), value=tuple(v.value for v in vals)) if vals else _plain(())
             return _combine(vals) if vals else V(const=True)
         if kind in (cst.ListComp, cst.GeneratorExp, cst.SetComp):
-            saved, versions = dict(self.env), dict(self.versions)
+            scope = self.enter_own_scope()
             self.lazy += 1  # (the element runs once per item, if any: on some paths only)
             try:
                 for comp in _comprehensions(node.for_in):
@@ -316,8 +316,7 @@ class TensorEval:
                 val = self.ev(node.elt)
             finally:
                 self.lazy -= 1
-            # (its targets are names of its own scope: the function's keep their tensors)
-            self.env, self.versions = saved, versions
+            self.leave_own_scope(scope)  # (its targets are its own: the function's names keep their tensors)
             return _combine([val])
         if kind is cst.Dict:
             keys, vals = [], []
@@ -335,16 +334,16 @@ class TensorEval:
                 return V(keyed=tuple(zip(keys, vals)))
             return UNKNOWN
         if kind is cst.DictComp:
-            saved, versions = dict(self.env), dict(self.versions)
+            scope = self.enter_own_scope()
             for comp in _comprehensions(node.for_in):
                 self.ev(comp.iter)
                 self.bind(comp.target, UNKNOWN)
             self.ev(node.key)
             self.ev(node.value)
-            self.env, self.versions = saved, versions
+            self.leave_own_scope(scope)
             return UNKNOWN
         if kind is cst.Lambda:
-            saved, versions = dict(self.env), dict(self.versions)
+            scope = self.enter_own_scope()
             for p in node.params.params:
                 self.env[p.name.value] = UNKNOWN
                 self.changed(p.name.value)
@@ -353,7 +352,7 @@ class TensorEval:
                 self.ev(node.body)
             finally:
                 self.lazy -= 1
-            self.env, self.versions = saved, versions
+            self.leave_own_scope(scope)
             return UNKNOWN
         if kind is cst.NamedExpr:
             val = self.ev(node.value)
@@ -362,6 +361,14 @@ class TensorEval:
         self._ev_children(node)
         return UNKNOWN
 
+
+    def enter_own_scope(self) -> tuple[dict, dict]:
+        """The names as they are before a comprehension's or lambda's own scope binds some."""
+        return dict(self.env), dict(self.versions)
+
+    def leave_own_scope(self, scope: tuple[dict, dict]) -> None:
+        """Back to the names before the scope (`enter_own_scope`): what it bound was its own."""
+        self.env, self.versions = scope
 
     def _applied_lambda(self, node: cst.Call) -> V | None:
         """`(lambda z: z.exp().log1p())(x.masked_fill(~mask, 0))` (botorch's log1pexp): a lambda
@@ -375,14 +382,14 @@ class TensorEval:
                 or any(p.default is not None for p in params.params):
             return None
         values = [self.ev(a.value) for a in node.args]
-        saved, versions = dict(self.env), dict(self.versions)
+        scope = self.enter_own_scope()
         for p, v in zip(params.params, values):
             self.env[p.name.value] = v
             self.changed(p.name.value)
         try:
             return self.ev(fn.body)
         finally:
-            self.env, self.versions = saved, versions
+            self.leave_own_scope(scope)
 
     def _local_dict_steady(self, holder: cst.BaseExpression, got: V) -> bool:
         """Whether a dict display bound in this function still holds `got` (what its key held

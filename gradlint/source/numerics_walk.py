@@ -22,7 +22,7 @@ from gradlint.source.engine.values import int_literal
 from gradlint.source.engine.walk import children as _children
 from gradlint.source.engine.walk import evaluated_children, statements_in, suite, walk
 from gradlint.source.metric_uses import made_alone, read_only_as_metric
-from gradlint.source.names import PARAMETER_CLASSES, decorators, dotted, grad_mode, grad_state, is_off, root_name, set_grad_statement, with_items
+from gradlint.source.names import PARAMETER_CLASSES, changes_in_place, decorators, dotted, grad_mode, grad_state, is_off, root_name, set_grad_statement, with_items
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_callers import CallRecords
@@ -855,7 +855,7 @@ def _changed_in(loop: cst.CSTNode) -> set[str]:
             targets(n.target)
         elif kind is cst.WithItem and n.asname is not None:
             targets(n.asname.name)
-        elif kind is cst.Call and type(n.func) is cst.Attribute and n.func.attr.value.endswith("_") and \
-                not n.func.attr.value.startswith("_") and (root := root_name(n.func.value)) is not None:
+        elif kind is cst.Call and type(n.func) is cst.Attribute and changes_in_place(n.func.attr.value) and \
+                (root := root_name(n.func.value)) is not None:
             out.add(root)
     return out
