@@ -327,9 +327,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         negated = type(test) is cst.UnaryOperation and type(test.operator) is cst.Not
         if negated:
             test = test.expression
-        if type(test) is not cst.Call or self.x.q(test.func) != {"builtins.isinstance"} and \
-                dotted(test.func) != "isinstance" or len(test.args) != 2 or type(test.args[0].value) is not cst.Name:
-            return None
+        if type(test) is not cst.Call or len(test.args) != 2 or type(test.args[0].value) is not cst.Name or \
+                dotted(test.func) != "isinstance" and self.x.q(test.func) != {"builtins.isinstance"}:
+            return None  # (the cheap tests first: every undecided `if` asks)
         kinds = test.args[1].value
         parts = [e.value for e in kinds.elements] if type(kinds) is cst.Tuple else [kinds]
         names = [self.x.q(p) for p in parts]
