@@ -40,14 +40,13 @@ _GROUP = re.compile(r"^(unknown module|local module|library module) ")
 def classify(path: Path, project=None):
     """Yield (class name, status, reasons, has_chain, kinds) for every nn.Module class of one file;
     kinds: 'attention' and 'gate' when a forward path holds such a node (modelled, no gain).
-    project: (index, facts by path) for --inline."""
+    project: (index, facts) by path for --inline."""
     if project is not None:
-        index, facts = project
         from gradlint.model.inline import finder, inline
 
-        got = facts.get(path)
-        if got is None:
+        if path not in project:
             return
+        index, got = project[path]
         find = finder(index.scope(got))
         networks = [inline(n, find) for n in got.networks]
         for before, after in zip(got.networks, networks):
@@ -88,17 +87,24 @@ def _count_placeholders(network, when: str) -> None:
 
 
 def _project(root: Path, files: list[Path]):
-    """Every file's facts in one project index (the classes of other files resolve through it)."""
+    """Every file's facts in its package's project index (the classes of other files of the package
+    resolve through it): one index per package folder, each a project of its own (corpus.sh
+    writes a pyproject.toml marker at each root; one index for all put torchvision's modules
+    under timm's root, where none of its imports resolved)."""
     from gradlint.api import _extract, add_to_index, project_index
     from gradlint.config import Config
 
-    index, proot = project_index(files[:1], Config(root=str(root)), use_cache=False)
+    indexes: dict[str, tuple] = {}
     facts = {}
     for path in files:
+        pkg = path.relative_to(root).parts[0]
+        if pkg not in indexes:
+            indexes[pkg] = project_index([path], Config(root=str(root / pkg)), use_cache=False)
+        index, proot = indexes[pkg]
         got = _extract(path, str(path))
         add_to_index(index, proot, path, got)
-        facts[path] = got
-    return index, facts
+        facts[path] = (index, got)
+    return facts
 
 
 def _statuses(networks, summaries):

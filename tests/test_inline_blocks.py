@@ -302,3 +302,73 @@ def test_a_warm_run_takes_re_run_blocks_from_the_cache(tmp_path, monkeypatch):
     block.write_text(block.read_text() + "\n# changed\n")
     run()
     assert parses
+
+
+SHAPES = '''import torch
+import torch.nn as nn
+
+
+class Permute(nn.Module):
+    def __init__(self, dims):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return torch.permute(x, self.dims)
+
+
+class Noop(nn.Module):
+    def forward(self, x):
+        return x
+
+
+class Summed(nn.Module):
+    def forward(self, x):
+        return x.sum(-1, keepdim=True)
+'''
+
+STACK = '''import torch.nn as nn
+
+from .shapes import {block}
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(*[nn.Sequential(nn.Linear(64, 64), {call}, nn.Tanh()) for _ in range(30)])
+
+    def forward(self, x):
+        return self.body(x)
+'''
+
+
+def _layerless_project(tmp_path: Path, block: str, call: str) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "p"\n')
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "shapes.py").write_text(SHAPES)
+    (tmp_path / "pkg" / "model.py").write_text(STACK.format(block=block, call=call))
+    return tmp_path
+
+
+def test_a_block_of_another_file_with_no_layer_passes_the_chain_on(tmp_path, monkeypatch):
+    # torchvision's ConvNeXt block holds `Permute([0, 2, 3, 1])` of ops/misc.py: a followed forward
+    # with no node is the input passed on, as the same class in the same file is; it used to stay
+    # opaque (a placeholder with nothing to splice in) and cut every chain through it
+    for block, call in (("Permute", "Permute([1, 0])"), ("Noop", "Noop()")):
+        root = _layerless_project(tmp_path / block, block, call)
+        monkeypatch.chdir(root)
+        got = json.loads(run_cli("check", "--no-cache", "--format", "json", "pkg").stdout)
+        assert [(f["code"], f["location"]["row"]) for f in got] == [("GL101", 9)], block
+        assert "across 30 layers" in got[0]["message"]
+        nodes = {m["name"]: m for m in json.loads(run_cli("model", "pkg/model.py", "--format", "json").stdout)}["Net"]["nodes"]
+        assert "opaque" not in json.dumps(nodes), block
+
+
+def test_a_block_of_another_file_whose_forward_is_not_modelled_still_cuts_the_chain(tmp_path, monkeypatch):
+    root = _layerless_project(tmp_path, "Summed", "Summed()")
+    monkeypatch.chdir(root)
+    assert json.loads(run_cli("check", "--no-cache", "--format", "json", "pkg").stdout) == []
+    nodes = {m["name"]: m for m in json.loads(run_cli("model", "pkg/model.py", "--format", "json").stdout)}["Net"]["nodes"]
+    assert "opaque" in json.dumps(nodes)

@@ -233,13 +233,15 @@ def _resolve(ext: Extern, find: Finder, depth: int, choices: _Choices) -> tuple:
         if block is None:
             return (ext,)
         key = ext.args
-    if not block.forward_known or not block.nodes:
+    if not block.forward_known:
         # why the re-run could not model it, when it says (a choice it cannot decide, a forward
         # it cannot follow), instead of the per-file lowering's "not seen"
-        return (replace(ext, what=f"{ext.cls}: {block.note}") if block.note and not block.forward_known else ext,)
+        return (replace(ext, what=f"{ext.cls}: {block.note}") if block.note else ext,)
     chosen = choices.path(block, key)
     if chosen is None:
         return (ext,)
+    # (a followed forward with no node, torchvision's Permute or a reshape: the input passes as
+    # it came, as the same class of this file is modelled, and the chain goes on through it)
     body = _nodes(chosen, inner_find, depth + 1, choices)
     return tuple(_renamed(n, ext) for n in body)
 
