@@ -178,6 +178,32 @@ def test_the_catalogue_names_read_off_its_text_are_its_parsed_definitions():
     assert library._names() == parsed and {"Mlp", "Conv2dNormActivation", "get_act_layer"} <= parsed
 
 
+def test_a_relative_import_inside_the_library_reads_the_same_from_any_folder(tmp_path, monkeypatch):
+    # torchvision's own models/convnext.py imports `from ..ops.misc import Permute`: a catalogue
+    # block whichever folder gradlint runs from, though the path as shown (`models/convnext.py`
+    # from inside the package, `torchvision/models/convnext.py` from its root) names no package
+    src = """
+import torch.nn as nn
+from ..ops.misc import Permute
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.perm = Permute([0, 2, 3, 1])
+    def forward(self, x):
+        return self.perm(x)
+"""
+    package = tmp_path / "torchvision" / "models"
+    package.mkdir(parents=True)
+    for cwd, shown in ((tmp_path, "torchvision/models/net.py"), (tmp_path / "torchvision", "models/net.py"),
+                       (package, "net.py")):
+        monkeypatch.chdir(cwd)
+        assert kinds(lower(src, shown)[0]["Net"].nodes) == ["Passthrough"], shown
+    # a file of another package: the same relative import is the project's own class
+    monkeypatch.chdir(tmp_path)
+    assert kinds(lower(src, "mylib/models/net.py")[0]["Net"].nodes) == ["Extern"]
+
+
 def test_a_class_of_the_same_name_not_from_the_library_stays_opaque():
     src = """
 import torch.nn as nn

@@ -16,6 +16,7 @@ depth, pooling heads, re-layouts): they lower to one Passthrough node.
 from __future__ import annotations
 
 import functools
+import os
 import re
 
 import libcst as cst
@@ -485,10 +486,15 @@ def library_name(quals: frozenset[str], path: str) -> str | None:
 
     An absolute import counts when it comes from torchvision or timm; a relative one when the file
     itself lies inside one of those packages (their own model files)."""
-    inside = "/timm/" in path.replace("\\", "/") or "/torchvision/" in path.replace("\\", "/")
+    inside = None
     for q in quals:
         last = q.rsplit(".", 1)[-1]
-        if not (q.startswith(_PACKAGES) or (q.startswith(".") and inside)):
+        if q.startswith("."):
+            if inside is None:
+                inside = _inside_packages(path)
+            if not inside:
+                continue
+        elif not q.startswith(_PACKAGES):
             continue
         if (last in _names() or last in PASS or last in CHECKPOINT_FUNCTIONS or last in PASS_FUNCTIONS
                 or last in NORM_FUNCTIONS):
@@ -496,6 +502,13 @@ def library_name(quals: frozenset[str], path: str) -> str | None:
         if last in ("to_2tuple", "to_ntuple", "make_divisible", "_make_divisible", "use_fused_attn"):
             return last
     return None
+
+
+@functools.lru_cache(maxsize=64)
+def _inside_packages(path: str) -> bool:
+    # The folders of the file's absolute path: its path as displayed is relative to where gradlint
+    # runs (`models/convnext.py` from inside torchvision/), and the verdict must not depend on that.
+    return bool({"timm", "torchvision"} & set(os.path.abspath(path).replace("\\", "/").split("/")[:-1]))
 
 
 @functools.lru_cache(maxsize=1)
