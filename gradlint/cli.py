@@ -177,6 +177,11 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
     _no_collection_at_exit()
     if unsafe_fixes and not (fix or diff):
         say("gradlint: warning: --unsafe-fixes only acts with --fix or --diff; without them nothing is changed")
+    if add_noqa and (fix or diff):
+        # (--diff promises to write nothing, and --add-noqa writes: the pair wrote the comments)
+        fail("--add-noqa edits the files itself; it cannot be used with --fix or --diff")
+    if statistics and fmt in ("sarif", "github"):
+        fail(f"--statistics prints a count per rule (as text or json); it cannot be given as {fmt}")
     if stdin_filename is not None or paths == ("-",):
         if paths not in ((), ("-",)):
             fail("--stdin-filename checks the source read from stdin: give no other path (or `-`)")
@@ -211,7 +216,7 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
             for path, reason in outcome.skipped:
                 say(f"gradlint: warning: {escape(path)}: not fixed: {reason}")
         if diff:
-            say(outcome.diff, err=False, nl=False)
+            _emit(outcome.diff, "text", output_file)  # (-o: the diff is the report)
             sys.exit(EXIT_FINDINGS if outcome.diff else EXIT_CLEAN)
         result = outcome.remaining
         # only what was written counts as fixed
@@ -407,7 +412,7 @@ def _check_stdin(display: str, select: tuple[str, ...], ignore: tuple[str, ...],
         for problem in outcome.problems:
             say(f"gradlint: {problem}")
         if diff:
-            say(outcome.diff, err=False, nl=False)
+            _emit(outcome.diff, "text", output_file)  # (-o: the diff is the report)
             sys.exit(EXIT_FINDINGS if outcome.diff else EXIT_CLEAN)
         # As ruff does: the fixed source on stdout (the editor replaces its buffer with it), what
         # is left on stderr.

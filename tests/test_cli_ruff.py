@@ -209,6 +209,10 @@ def test_statistics(tmp_path):
     assert proc.stdout.splitlines() == ["2\tGL302\t[*] log-of-probability", "1\tGL001\t    syntax-error"]
     js = json.loads(gradlint("check", "--statistics", "--format", "json", ".", cwd=tmp_path).stdout)
     assert js[0] == {"code": "GL302", "name": "log-of-probability", "count": 2, "fixable": True}
+    # a table is no SARIF log and no annotation: refused, not printed as a table a CI uploads
+    for fmt in ("sarif", "github"):
+        proc = gradlint("check", "--statistics", "--format", fmt, ".", cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stdout == "" and f"cannot be given as {fmt}" in proc.stderr
 
 
 def test_output_format_full_shows_the_line_and_a_caret(tmp_path):

@@ -82,6 +82,27 @@ def test_diff_writes_nothing_and_exits_1(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name != "train.py"]
 
 
+def test_diff_goes_to_the_output_file_when_one_is_named(tmp_path):
+    # `-o` used to be ignored by --diff: the diff went to stdout and no file was made
+    target = _copy(tmp_path, FIX_DIR / "amp_clip.in.py")
+    before = target.read_bytes()
+    proc = run_cli("check", "--diff", "--no-cache", "--select", SELECT, "-o", "fixes.diff", "train.py", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stdout == "", proc.stdout
+    assert (tmp_path / "fixes.diff").read_text().startswith("--- a/train.py\n+++ b/train.py\n")
+    assert target.read_bytes() == before
+
+
+def test_add_noqa_with_fix_or_diff_is_refused_and_writes_nothing(tmp_path):
+    # `--add-noqa --diff` wrote the noqa comments, though --diff promises to write nothing
+    target = _copy(tmp_path, FIX_DIR / "amp_clip.in.py")
+    before = target.read_bytes()
+    for flag in ("--diff", "--fix"):
+        proc = run_cli("check", "--add-noqa", flag, "--no-cache", "train.py", cwd=tmp_path)
+        assert proc.returncode == 2 and "cannot be used with --fix or --diff" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert target.read_bytes() == before
+
+
 def test_diff_exits_0_without_fixes(tmp_path):
     target = _copy(tmp_path, FIX_DIR / "amp_clip.out.py")
     proc = run_cli("check", "--diff", "--no-cache", "--select", SELECT, "train.py", cwd=tmp_path)

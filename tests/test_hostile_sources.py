@@ -284,7 +284,17 @@ def test_100k_lines_are_a_named_skip(tmp_path):
     text = "import torch\n" + "x = 1\n" * 100_000  # under the byte budget: the line budget decides
     r = only(run(tmp_path, {"x.py": text}))
     assert r.findings == ()
+    # counted as `wc -l` and an editor count them (it said 100002: the empty text after the last
+    # newline counted as a line)
+    assert r.skipped == f"100001 lines, over gradlint's parse budget of {budget.MAX_SOURCE_LINES} lines"
+    r = only(run(tmp_path, {"x.py": text + "y = 2"}))  # a last line with no newline counts
     assert r.skipped == f"100002 lines, over gradlint's parse budget of {budget.MAX_SOURCE_LINES} lines"
+
+
+def test_the_line_budget_counts_lines_as_an_editor_does(tmp_path):
+    at = "x = 1\n" * budget.MAX_SOURCE_LINES  # exactly the budget: checked
+    assert only(run(tmp_path, {"x.py": at})).skipped is None
+    assert only(run(tmp_path, {"x.py": at + "y = 2"})).skipped.startswith(f"{budget.MAX_SOURCE_LINES + 1} lines")
 
 
 def test_10mb_one_line_list_is_never_read_whole(tmp_path):

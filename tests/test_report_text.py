@@ -50,3 +50,21 @@ def test_colour_only_when_asked():
     assert "\x1b[31m" in coloured and "\x1b[33m" in coloured and "\x1b[36m" in coloured
     # Stripping the escapes gives the plain report back: colour adds nothing else.
     assert re.sub(r"\x1b\[\d+m", "", coloured) == plain
+
+
+def test_no_passed_summary_when_a_named_path_failed_or_nothing_was_checked(tmp_path):
+    # "All checks passed (0 files checked) (1 path skipped)." was printed for a FIFO named on
+    # the command line (exit 2) and for a run whose only file was over the size budget
+    from tests.cli_helpers import gradlint, write_tree
+
+    os = __import__("os")
+    write_tree(tmp_path, {"ok.py": "import torch\n", "big.py": "x = 1\n" * 20_001})
+    os.mkfifo(tmp_path / "fifo.py")
+    alone = gradlint("check", "fifo.py", cwd=tmp_path)
+    assert alone.returncode == 2 and alone.stdout == "" and "fifo.py: not a regular file" in alone.stderr
+    beside = gradlint("check", "fifo.py", "ok.py", cwd=tmp_path)
+    assert beside.returncode == 2 and beside.stdout == "No findings (1 file checked) (1 path skipped).\n"
+    big = gradlint("check", "big.py", cwd=tmp_path)
+    assert big.returncode == 0 and big.stdout == "Nothing checked (1 path skipped).\n", big.stdout
+    assert "big.py: skipped: 20001 lines" in big.stderr
+    assert gradlint("check", "ok.py", cwd=tmp_path).stdout == "All checks passed (1 file checked).\n"

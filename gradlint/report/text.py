@@ -97,16 +97,21 @@ def summary_lines(result: RunResult, findings: list[Finding], *, fixed: int = 0)
     failed = sum(1 for r in result.files if r.internal_error)
     checked = sum(1 for r in result.files if r.skipped is None and not r.internal_error)
     skipped = sum(1 for r in result.files if r.skipped is not None)
-    missing = any(r.skipped == MISSING for r in result.files)
+    # a path named that does not exist or cannot be read (exit 2, said on stderr)
+    errors = any(r.skipped == MISSING or getattr(r, "error", False) for r in result.files)
     tail = f" ({_plural(skipped, 'path')} skipped)" if skipped else ""
     not_checked = [f"{_plural(failed, 'file')} could not be checked (internal error)."] if failed else []
     if not findings:
         if fixed:
             return [f"Found {_plural(fixed, 'finding')} ({fixed} fixed, 0 remaining).", *not_checked]
-        if failed:
+        if failed or (errors and checked):
             return [f"No findings ({_plural(checked, 'file')} checked){tail}.", *not_checked]
-        # A path that does not exist is an error (exit 2, said on stderr), never "passed".
-        return [] if missing else [f"All checks passed ({_plural(checked, 'file')} checked){tail}."]
+        if errors:
+            return []  # an error (exit 2, said on stderr) and nothing else: never "passed"
+        if not checked and skipped:
+            # every file skipped (over the size budget...): nothing was checked, nothing passed
+            return [f"Nothing checked ({_plural(skipped, 'path')} skipped)."]
+        return [f"All checks passed ({_plural(checked, 'file')} checked){tail}."]
     with_findings = len({f.path for f in findings})
     files = _plural(checked, "file") if with_findings == checked else f"{with_findings} of {_plural(checked, 'file')}"
     by_sev = Counter(str(f.severity) for f in findings)

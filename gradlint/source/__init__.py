@@ -470,7 +470,8 @@ def _over_size_budget(data: bytes, text: str) -> str | None:
     20 000), or None."""
     if len(data) > budget.MAX_SOURCE_BYTES:
         return f"{len(data)} bytes, over gradlint's parse budget of {budget.MAX_SOURCE_BYTES} bytes"
-    lines = text.count("\n") + 1
+    # (lines as `wc -l` and an editor count them: a last line without its newline counts too)
+    lines = text.count("\n") + (not text.endswith("\n"))
     if lines > budget.MAX_SOURCE_LINES:
         return f"{lines} lines, over gradlint's parse budget of {budget.MAX_SOURCE_LINES} lines"
     return None
