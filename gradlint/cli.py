@@ -442,8 +442,12 @@ def model_cmd(paths: tuple[str, ...], fmt: str, config_path: str | None) -> None
 
     config = resolve_config(config_path, (), (), (), None)
     described = describe_paths(list(paths) or ["."], config)
+    for warning in described.warnings:
+        say(f"gradlint: warning: {warning}")
     for error in described.errors:
-        click.echo(f"gradlint: error: {error}", err=True)
+        say(f"gradlint: error: {error}")
+    if fmt == "text" and described.files and not described.models and not described.errors:
+        say("gradlint: warning: no nn.Module class or ONNX graph found")
     if fmt == "json":
         click.echo(json.dumps(described.models, indent=2))
     else:

@@ -30,6 +30,8 @@ KINDS = ("param", "activation", "norm", "residual", "recurrent", "transformer", 
 class Described:
     models: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # one line each, naming the file
+    warnings: list[str] = field(default_factory=list)  # files skipped, nothing found: as `check` says
+    files: int = 0  # the files read
 
 
 def describe_paths(paths: Iterable[str | Path], config: Config) -> Described:
@@ -42,14 +44,24 @@ def describe_paths(paths: Iterable[str | Path], config: Config) -> Described:
     out = Described()
     # Blocks of other project files are shown inlined, as the architecture rules see them.
     index, root = project_index([p for p, _ in found.files] or [Path(config.root)], config, use_cache=False)
+    out.warnings.extend(found.warnings)
     for missing in found.missing:
         out.errors.append(f"{missing}: no such file or directory")
+    for display, reason, error in found.refused:
+        # a FIFO, a device or a link loop named on the command line is an error, as in `check`
+        (out.errors if error else out.warnings).append(f"{display}: {reason}" if error else f"{display}: skipped: {reason}")
+    if not found.files and not found.missing and not found.refused:
+        out.warnings.append("no Python, notebook or ONNX files found under the given paths")
     for path, display in found.files:
         try:
             facts = _extract(path, display)
         except Exception as exc:  # noqa: BLE001 - one file's failure never hides the others
             out.errors.append(f"{display}: internal error: {type(exc).__name__}: {exc}")
             continue
+        if facts.skipped:
+            out.warnings.append(f"{display}: skipped: {facts.skipped}")
+            continue
+        out.files += 1
         for err in facts.input_errors:
             out.errors.append(f"{display}:{err.span.line}:{err.span.column}: {err.message}")
         coverage = _onnx_coverage(path) if facts.kind == "onnx" and not facts.input_errors else None

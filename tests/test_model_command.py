@@ -156,6 +156,33 @@ def test_bad_paths_exit_2_naming_the_file_and_others_are_still_described(tmp_pat
     assert {m["name"] for m in json.loads(result.stdout)} == {"Block", "Net", "NoForward"}
 
 
+def test_paths_it_cannot_read_are_errors_and_finding_nothing_is_said(tmp_path):
+    # a FIFO, a broken link and a link loop named on the command line were passed over in
+    # silence (exit 0), where the help and `check` say exit 2 naming the file
+    import os
+
+    (tmp_path / "good.py").write_text(SOURCE)
+    os.mkfifo(tmp_path / "fifo.py")
+    (tmp_path / "broken.py").symlink_to(tmp_path / "nowhere.py")
+    (tmp_path / "loop1.py").symlink_to(tmp_path / "loop2.py")
+    (tmp_path / "loop2.py").symlink_to(tmp_path / "loop1.py")
+    result = run_cli("model", "--format", "json", "fifo.py", "broken.py", "loop1.py", "good.py", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    for name, why in (("fifo.py", "not a regular file"), ("broken.py", "broken symbolic link"),
+                      ("loop1.py", "symbolic link loop")):
+        assert f"gradlint: error: {name}: {why}" in result.stderr
+    assert {m["name"] for m in json.loads(result.stdout)} == {"Block", "Net", "NoForward"}
+    # nothing to describe: said on stderr, exit 0 (as `check` does)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "plain.py").write_text("x = 1\n")
+    (tmp_path / "big.py").write_text("x = 1\n" * 20_001)
+    for args, said in ((["empty"], "no Python, notebook or ONNX files found"),
+                       (["plain.py"], "no nn.Module class or ONNX graph found"),
+                       (["big.py"], "big.py: skipped: 20001 lines")):
+        result = run_cli("model", *args, cwd=tmp_path)
+        assert result.returncode == 0 and result.stdout == "" and said in result.stderr, (args, result.stderr)
+
+
 def test_describe_paths_on_the_fixtures_matches_what_the_rules_read():
     described = describe_paths([FIXTURES / "architecture" / "models_as_written.py"], Config())
     assert not described.errors
