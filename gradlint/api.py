@@ -753,7 +753,7 @@ def check_text(display: str, data: bytes, config: Config, *, use_cache: bool = T
     """Check one file's content held in memory (stdin: `--stdin-filename PATH -`), reported as
     `display`; a .ipynb name reads the content as a notebook. The file is checked alone."""
     from gradlint.notebook import extract_notebook_bytes
-    from gradlint.source import decode, extract_python_text
+    from gradlint.source import decode, decode_error, extract_python_text
 
     if display.endswith(".onnx"):
         return RunResult(files=[FileResult(path=display, skipped="an ONNX model cannot be read from stdin")])
@@ -763,7 +763,7 @@ def check_text(display: str, data: bytes, config: Config, *, use_cache: bool = T
         try:
             facts = extract_python_text(decode(data), display)
         except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
-            facts = FileFacts(path=display, kind="python", input_errors=(InputError("unreadable_source", f"cannot decode: {exc}"),))
+            facts = FileFacts(path=display, kind="python", input_errors=(decode_error(data, exc),))
     rules = load_rules()
     # Names resolve across the project of `display`, as in `gradlint check` of that file.
     later = cache.Batch()

@@ -295,7 +295,24 @@ def test_undecodable_bytes_are_gl001(tmp_path):
     proc = gradlint("check", ".", cwd=tmp_path)
     assert proc.returncode == 1
     lines = finding_lines(proc.stdout)
-    assert len(lines) == 1 and lines[0].startswith("bin.py:1:1: GL001 cannot decode file")
+    # at the first byte that does not decode (it was 1:1 with a byte offset in the message)
+    assert lines == ["bin.py:2:6: GL001 cannot decode file: byte 0xff is not valid utf-8 (invalid start byte); "
+                     "save the file as UTF-8 or declare its encoding (`# -*- coding: latin-1 -*-`)"]
+
+
+def test_an_undecodable_byte_is_reported_at_its_line_and_column(tmp_path):
+    from gradlint.api import check_text
+    from gradlint.config import Config
+
+    late = "import torch\n\n\n\nx = \"caf\u00e9 caf".encode() + b"\xe9\"\n"
+    write_tree(tmp_path, {"late.py": late, "cookie.py": b"# -*- coding: klingon -*-\nimport torch\n"})
+    lines = finding_lines(gradlint("check", ".", cwd=tmp_path).stdout)
+    assert lines[0] == "cookie.py:1:1: GL001 cannot decode file: unknown encoding: klingon"
+    # the column counts characters: the UTF-8 e-acute before the bad byte is one
+    assert lines[1].startswith("late.py:5:14: GL001 cannot decode file: byte 0xe9 is not valid utf-8")
+    # read from stdin (an editor's buffer), the same place
+    (finding,) = check_text("late.py", late, Config(root=str(tmp_path)), use_cache=False).findings
+    assert (finding.code, finding.span.line, finding.span.column) == ("GL001", 5, 14)
 
 
 # --- suppression and per-file ignores ---------------------------------------------------------

@@ -120,6 +120,32 @@ def decode(data: bytes) -> str:
     return data.decode(encoding)
 
 
+def decode_error(data: bytes, exc: Exception, what: str = "file") -> InputError:
+    """The input error of bytes that `decode` refused, at the place that stops it: the first byte
+    its encoding cannot read (a UnicodeDecodeError's offset; tokenize's "invalid or missing
+    encoding declaration" is a first or second line that is not UTF-8), or the cookie naming an
+    encoding Python does not know."""
+    start, encoding, reason = None, "utf-8", str(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        start, encoding, reason = exc.start, exc.encoding, exc.reason
+    elif isinstance(exc, SyntaxError):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            start, reason = bad.start, bad.reason
+    if start is None or not 0 <= start < len(data):
+        cookie = re.search(rb"^[ \t\f]*#.*?coding[:=]", data[:2048], re.MULTILINE)
+        line = data.count(b"\n", 0, cookie.start()) + 1 if cookie else 1
+        return InputError("unreadable_source", f"cannot decode {what}: {reason}", SourceSpan(line, 1, line, 1))
+    line = data.count(b"\n", 0, start) + 1
+    head = data[data.rfind(b"\n", 0, start) + 1:start]
+    column = len(head.decode(encoding if encoding else "utf-8", "replace")) + 1
+    return InputError("unreadable_source",
+                      f"cannot decode {what}: byte 0x{data[start]:02x} is not valid {encoding} ({reason}); "
+                      f"save the file as UTF-8 or declare its encoding (`# -*- coding: latin-1 -*-`)",
+                      SourceSpan(line, column, line, column + 1))
+
+
 def parse_module(text: str) -> cst.Module:
     """libcst's parse of the text without form feeds in statements' indentation.
 
@@ -358,7 +384,7 @@ def extract_python(path: Path, display: str, data: bytes | None = None):
     try:
         text = decode(data)
     except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
-        return FileFacts(path=display, kind="python", input_errors=(InputError("unreadable_source", f"cannot decode file: {exc}"),))
+        return FileFacts(path=display, kind="python", input_errors=(decode_error(data, exc),))
     return extract_python_text(text, display, origin=path)
 
 
