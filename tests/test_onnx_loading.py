@@ -143,6 +143,23 @@ def test_unsafe_external_data_is_gl003_and_never_opened(tmp_path: Path, secret: 
     assert facts.networks[0].nodes[0].init.scheme == "unknown"
 
 
+def test_a_chain_through_weights_not_read_says_so_in_words(tmp_path: Path, cli):
+    # GL101 on a sigmoid stack whose external weights were refused named their init `unknown_()`,
+    # gradlint's placeholder
+    from onnx.external_data_helper import set_external_data
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    model = gen.mlp(depth=12, width=16, act="Sigmoid", std="torch")
+    first = model.graph.initializer[0]  # one weight refused, the others read
+    set_external_data(first, location="../outside.bin")
+    first.ClearField("raw_data")
+    gen.save(model, folder / "model.onnx")
+    result = cli("check", str(folder / "model.onnx"), "--no-cache", cwd=tmp_path)
+    (gl101,) = [line for line in result.stdout.splitlines() if " GL101 " in line]
+    assert "weights not read" in gl101 and "unknown_" not in gl101, gl101
+
+
 def test_passwd_reference_through_the_cli(tmp_path: Path, cli):
     folder = tmp_path / "m"
     _external_model(folder, "../../etc/passwd")

@@ -108,6 +108,9 @@ def describe_init(layer: Param) -> str:
         return "PyTorch default init"
     if init.scheme == "torch-embedding":
         return "PyTorch default init (N(0, 1))"
+    if init.scheme == "unknown":
+        # (an ONNX weight gradlint did not read: refused external data, an op it cannot follow)
+        return "weights not read"
     if init.scheme == "measured":
         var = init.get("variance")
         return f"weights with std {float(var) ** 0.5:.3g}" if isinstance(var, (int, float)) else "measured weights"
