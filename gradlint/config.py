@@ -118,13 +118,15 @@ def load_config(config_path: str | Path | None = None, start: str | Path = ".") 
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     if path.name == "pyproject.toml" or "tool" in data:
-        table = data.get("tool", {}).get("gradlint", {})
+        tool = data.get("tool", {})
+        table = tool.get("gradlint", {}) if isinstance(tool, dict) else None
+        where = "[tool.gradlint]"
     else:
         # A standalone gradlint.toml holds the settings at top level.
-        table = data
+        table, where = data, "the file's top level (a standalone configuration)"
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tool.gradlint] must be a table")
-    return parse_table(table, path)
+    return parse_table(table, path, where)
 
 
 def _str_list(value: Any, key: str, path: Path) -> tuple[str, ...]:
@@ -223,7 +225,7 @@ def _size(value: Any, key: str, path: Path) -> int:
     return size
 
 
-def parse_table(table: Mapping[str, Any], path: Path) -> Config:
+def parse_table(table: Mapping[str, Any], path: Path, where: str = "[tool.gradlint]") -> Config:
     src = str(path)
     cfg: dict[str, Any] = {"root": str(path.resolve().parent), "path": src}
     origins: dict[str, str] = {}
@@ -282,7 +284,7 @@ def parse_table(table: Mapping[str, Any], path: Path) -> Config:
                     raise ConfigError(f"{path}: '{key}.{opt_key}': {exc}") from None
                 origins[f"{rule.code}.{opt_key}"] = src
         else:
-            raise ConfigError(f"{path}: unknown key '{key}' in [tool.gradlint]")
+            raise ConfigError(f"{path}: unknown key '{key}' in {where}")
     if cfg.get("library_paths") and cfg.get("read_libraries") is False:
         raise ConfigError(f"{path}: 'library-paths' is set but 'read-libraries' is false: remove one")
     cfg["rule_options"] = tuple((c, tuple(sorted(o.items()))) for c, o in sorted(rule_options.items()))

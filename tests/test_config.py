@@ -69,6 +69,22 @@ def test_explicit_config_file_with_top_level_keys(tmp_path):
     assert cfg.ignore == ("GL103",) and cfg.origin("ignore") == str(path)
 
 
+def test_a_standalone_file_names_its_top_level_not_a_table_it_does_not_have(tmp_path):
+    # `bogus = 1` at the top of gradlint.toml was reported "in [tool.gradlint]"
+    path = tmp_path / "gradlint.toml"
+    for body, key in (("bogus = 1\n", "bogus"), ('[project]\nname = "x"\n', "project")):
+        path.write_text(body)
+        with pytest.raises(ConfigError) as info:
+            load_config(path, tmp_path)
+        assert str(info.value) == f"{path}: unknown key '{key}' in the file's top level (a standalone configuration)"
+    path.write_text("[tool.gradlint]\nbogus = 1\n")  # a [tool] table: read as pyproject.toml is
+    with pytest.raises(ConfigError, match=r"unknown key 'bogus' in \[tool.gradlint\]$"):
+        load_config(path, tmp_path)
+    path.write_text("tool = 3\n")
+    with pytest.raises(ConfigError, match="must be a table"):
+        load_config(path, tmp_path)
+
+
 def test_missing_explicit_config(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml", tmp_path)
