@@ -139,3 +139,14 @@ def test_hook_fails_on_a_deep_sigmoid_mlp_then_passes_when_shallow(hook_repo, ta
     (target / "model.py").write_text(DEEP_SIGMOID.format(depth=2))
     proc = try_repo(hook_repo, target, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_documented_rev_is_this_release():
+    # both snippets said `rev: v0.1.0` after the 0.2.0 release
+    import re
+
+    from gradlint import __version__
+
+    for path in (ROOT / "README.md", ROOT / ".pre-commit-hooks.yaml"):
+        revs = re.findall(r"rev: (v[\w.]+)", path.read_text())
+        assert revs == [f"v{__version__}"], (path.name, revs)
