@@ -91,6 +91,17 @@ def resolve_config(config_path: str | None, select: tuple[str, ...], ignore: tup
         fail(str(exc))
 
 
+def _warn_if_nothing_selected(config: Config) -> None:
+    """`--select ''`, `--select GL7` (rules `probe` measures) or an ignore of everything selected:
+    the run checks for nothing but unreadable input and would say "All checks passed"."""
+    from gradlint.registry import load_rules
+
+    rules = load_rules()
+    if not any(c in rules and not rules[c].always_on and not rules[c].probe_only for c in config.enabled_codes()):
+        say("gradlint: warning: the selection enables no rule that `check` runs: only unreadable input "
+            "(GL0xx) is reported (GL7xx are measured by `gradlint probe`)")
+
+
 def _patterns(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(p.strip() for v in values for p in v.split(",") if p.strip())
 
@@ -196,6 +207,7 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
         fail("`-` (stdin) cannot be mixed with other paths")
     config = resolve_config(config_path, select, ignore, extend_select, fail_on, exclude=exclude,
                             extend_exclude=extend_exclude)
+    _warn_if_nothing_selected(config)
     targets = list(paths) or ["."]
     result = check_paths(targets, config, use_cache=not no_cache, jobs=jobs)
     if add_noqa:
@@ -403,6 +415,7 @@ def _check_stdin(display: str, select: tuple[str, ...], ignore: tuple[str, ...],
     start = target.parent if target.parent.is_dir() else Path.cwd()
     config = resolve_config(config_path, select, ignore, extend_select, fail_on, exclude=exclude,
                             extend_exclude=extend_exclude, start=start)
+    _warn_if_nothing_selected(config)
     data = sys.stdin.buffer.read()
     result = check_text(display, data, config, use_cache=use_cache)
     if fix or diff:

@@ -215,6 +215,17 @@ def test_statistics(tmp_path):
         assert proc.returncode == 2 and proc.stdout == "" and f"cannot be given as {fmt}" in proc.stderr
 
 
+def test_a_selection_that_runs_no_rule_is_warned_about(tmp_path):
+    # `--select GL7` (rules only `probe` measures), an empty selection and an ignore of all that
+    # is selected checked nothing but unreadable input, and said "All checks passed" in silence
+    write_tree(tmp_path, {"a.py": LOG_SOFTMAX})
+    for args in (["--select", "GL7"], ["--select="], ["--select", "GL3", "--ignore", "GL3"]):
+        proc = gradlint("check", *args, "a.py", cwd=tmp_path)
+        assert proc.returncode == 0 and "the selection enables no rule that `check` runs" in proc.stderr, args
+    proc = gradlint("check", "--select", "GL302", "a.py", cwd=tmp_path)
+    assert proc.returncode == 1 and "warning" not in proc.stderr
+
+
 def test_output_format_full_shows_the_line_and_a_caret(tmp_path):
     write_tree(tmp_path, {"a.py": LOG_SOFTMAX})
     proc = gradlint("check", "--output-format", "full", "a.py", cwd=tmp_path)
