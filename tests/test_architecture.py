@@ -579,3 +579,25 @@ def test_gl106_over_two_stacks_is_reported_at_the_first_block_not_at_one_stack()
            "        for layer in self.dec:\n            x = layer(x)\n        return x\n")
     (f,) = check_source(src, Config(select=("GL106",)))
     assert (f.span.line, f.span.column, dict(f.data)["blocks"]) == (7, 35, 12)
+
+
+def test_gl103_message_reads_the_better_gain_as_a_gain_not_a_count():
+    # "... across 16 layers, 1 with kaiming_normal_(...)" read as "one layer with kaiming"
+    src = """import torch
+import torch.nn as nn
+
+
+class XavierReLU(nn.Module):
+    def __init__(self, depth=16, width=512):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+        for l in self.layers:
+            nn.init.xavier_uniform_(l.weight)
+
+    def forward(self, x):
+        for l in self.layers:
+            x = torch.relu(l(x))
+        return x
+"""
+    (f,) = [f for f in check_source(src) if f.code == "GL103"]
+    assert f.message.endswith("across 16 layers, against 1 with kaiming_normal_(nonlinearity='relu')"), f.message

@@ -151,7 +151,7 @@ class PINN(nn.Module):
                 yield ctx.finding(
                     f"{describe_init(step.layer)} assumes {assumed_nonlinearity(step.layer.init) or 'linear'} units "
                     f"but {ACTIVATION_NAMES.get(fn, fn)} follows: predicted gradient gain {fmt(chain.gain)} across "
-                    f"{chain.depth} layers, {fmt(other.gain)} with {describe_init(_with(step.layer, better))}",
+                    f"{chain.depth} layers, against {fmt(other.gain)} with {describe_init(_with(step.layer, better))}",
                     span, node=node,
                     data={"network": network.name, "modules": chain.modules, "predicted": chain.gain,
                           "matched": other.gain, "depth": chain.depth},
