@@ -499,9 +499,8 @@ def rules(fmt: str) -> None:
         return
     click.echo(f"{'code':<6} {'name':<36} {'severity':<8} {'default':<7} {'fix':<3}  summary")
     for r in table.values():
-        default = "on" if r.default_enabled else "off"
-        if r.probe_only:
-            default = "probe"
+        # as the README's table and `gradlint rule` say it
+        default = "probe" if r.probe_only else ("always" if r.always_on else ("on" if r.default_enabled else "off"))
         say(f"{r.code:<6} {r.name:<36} {str(r.severity):<8} {default:<7} {'yes' if r.fixable() else '':<3}  {r.summary}",
             err=False)
 

@@ -396,7 +396,10 @@ def test_rules_table(tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:5] == ["code", "name", "severity", "default", "fix"]
     row = next(line for line in lines if line.startswith("GL001"))
-    assert row.split()[:4] == ["GL001", "syntax-error", "error", "on"]
+    # (it said "on", where the README's table and `gradlint rule GL001` say always)
+    assert row.split()[:4] == ["GL001", "syntax-error", "error", "always"]
+    assert next(line for line in lines if line.startswith("GL101")).split()[3] == "on"
+    assert next(line for line in lines if line.startswith("GL306")).split()[3] == "off"
 
 
 def test_rules_json(tmp_path):
