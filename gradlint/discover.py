@@ -118,7 +118,11 @@ def compile_pattern(line: str):
         warnings.simplefilter("ignore")
         try:
             pattern = GitWildMatchPattern(_expand_classes(line))
-        except (re.error, ValueError) as exc:
+        except re.error as exc:
+            # (its message without the position: that is a place in the regular expression
+            # pathspec made of the line, not in the line)
+            raise BadPattern(exc.msg) from None
+        except ValueError as exc:
             raise BadPattern(str(exc)) from None
     return pattern if pattern.include is not None else None
 

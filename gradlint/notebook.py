@@ -171,7 +171,7 @@ def extract_notebook_bytes(data: bytes, display: str):
     except NotebookError as exc:
         return FileFacts(path=display, kind="python", input_errors=(InputError("unreadable_source", str(exc)),))
     if nb.language != "python":
-        return FileFacts(path=display, kind="python", skipped=f"a {nb.language} notebook, not Python")
+        return FileFacts(path=display, kind="python", skipped=f"a notebook in {nb.language!r}, not Python")
     text, cells = virtual_source(nb)
     facts = extract_python_text(text, display)
     facts.cells = cells

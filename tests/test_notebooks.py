@@ -168,7 +168,7 @@ def test_syntax_error_in_a_cell_is_located_in_that_cell(tmp_path):
 def test_non_python_notebook_is_skipped_with_a_warning(tmp_path):
     write_tree(tmp_path, {"r.ipynb": notebook(("code", "library(torch)\n"), language="R")})
     proc = gradlint("check", "r.ipynb", cwd=tmp_path)
-    assert proc.returncode == 0 and "not Python" in proc.stderr
+    assert proc.returncode == 0 and "r.ipynb: skipped: a notebook in 'r', not Python" in proc.stderr  # (not "a R notebook")
 
 
 def test_stdin_notebook(tmp_path):
