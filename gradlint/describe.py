@@ -302,7 +302,8 @@ def _node_line(n: dict) -> str:
     kind, name = n["kind"], n["name"] or "-"
     if kind == "param":
         init = n["init"] or {}
-        args = ", ".join(f"{k}={v}" for k, v in init.items() if k != "scheme")
+        # (numbers to 4 significant digits, as a person reads them; json keeps them whole)
+        args = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in init.items() if k != "scheme")
         act = f", then {'+'.join(n['activation'])}" if n.get("activation") else ""
         # a transposed convolution: what one output sums, beside the fan_in its init is drawn with
         ratio = n.get("signal_ratio", 1.0)

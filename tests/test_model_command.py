@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 from gradlint.config import Config
 from gradlint.describe import KINDS, describe_paths, render_text
@@ -142,6 +143,12 @@ def test_onnx_graphs_are_described_from_the_same_ir(tmp_path):
     assert kinds.count("residual") == 3 and kinds.count("norm") == 3
     assert graph["nodes"][0]["children"][0]["kind"] == "param"
     assert graph["transformer_blocks"] == 3
+    # the text rounds a measured init for people (it printed mean=-0.0008960633011995123); json
+    # keeps every digit
+    text = run_cli("model", str(path)).stdout
+    measured = [line for line in text.splitlines() if "init measured(" in line]
+    assert measured and all(re.search(r"mean=-?[\d.]+(e-?\d+)?, variance=", line) for line in measured)
+    assert all(len(m) <= 10 for line in measured for m in re.findall(r"=(-?[\d.e-]+)", line)), measured
 
 
 def test_bad_paths_exit_2_naming_the_file_and_others_are_still_described(tmp_path):
