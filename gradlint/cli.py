@@ -343,6 +343,10 @@ def _warn_about_files(result: Any, *, quiet: bool, fmt: str) -> None:
         say("gradlint: warning: no Python, notebook or ONNX files found under the given paths")
 
 
+def _plural_of(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _add_noqa(result: Any) -> None:
     """`--add-noqa`: write a `# noqa: CODE` on each finding's line, in place (ruff's flag)."""
     import io
@@ -357,8 +361,14 @@ def _add_noqa(result: Any) -> None:
     added = 0
     for r in result.files:
         findings = [f for f in r.findings if f.node is None and f.cell is None]
-        if len(findings) != len(r.findings):
-            say(f"gradlint: warning: {escape(r.path)}: a model or notebook finding cannot take a `# noqa` comment")
+        in_cells = sum(1 for f in r.findings if f.cell is not None)
+        if in_cells:
+            # (a `# noqa` written in a cell works; this flag only writes into .py files)
+            say(f"gradlint: warning: {escape(r.path)}: --add-noqa does not edit notebooks; write `# noqa: CODE` "
+                f"on the line in the cell ({_plural_of(in_cells, 'finding')})")
+        elif len(findings) != len(r.findings):
+            say(f"gradlint: warning: {escape(r.path)}: an ONNX model's findings take no comment; "
+                "use per-file-ignores to silence them")
         if not findings:
             continue
         try:

@@ -333,6 +333,17 @@ def test_add_noqa_makes_the_next_run_clean(tmp_path):
     assert "Added 0 noqa directives." in again.stderr and (tmp_path / "a.py").read_text() == text
 
 
+def test_add_noqa_says_what_to_do_for_a_notebook(tmp_path):
+    # it said a notebook finding "cannot take a `# noqa`", though a noqa written in a cell works
+    from tests.conftest import FIXTURES
+
+    nb = (FIXTURES / "notebooks" / "model.ipynb").read_bytes()
+    write_tree(tmp_path, {"m.ipynb": nb})
+    proc = gradlint("check", "--add-noqa", "m.ipynb", cwd=tmp_path)
+    assert "m.ipynb: --add-noqa does not edit notebooks; write `# noqa: CODE` on the line in the cell" in proc.stderr
+    assert (tmp_path / "m.ipynb").read_bytes() == nb
+
+
 def test_add_noqa_skips_a_line_that_ends_inside_a_string(tmp_path):
     from gradlint.findings import Finding, Severity, SourceSpan
     from gradlint.suppress import add_noqa
