@@ -238,6 +238,14 @@ def test_output_format_full_shows_the_line_and_a_caret(tmp_path):
     assert concise.stdout == gradlint("check", "a.py", cwd=tmp_path).stdout
 
 
+def test_output_format_full_puts_the_caret_under_the_code_after_wide_characters(tmp_path):
+    # each CJK character takes two columns of a terminal: the caret sat two columns too far left
+    write_tree(tmp_path, {"a.py": 'import torch\n\n\ndef f(z):\n    x = "\u4e2d\u6587"; return torch.log(torch.softmax(z, dim=-1))\n'})
+    lines = gradlint("check", "--output-format", "full", "a.py", cwd=tmp_path).stdout.splitlines()
+    assert lines[2] == '5 |     x = "\u4e2d\u6587"; return torch.log(torch.softmax(z, dim=-1))'
+    assert lines[3] == "  | " + " " * len('    x = "xxxx"; return ') + "^" * len("torch.log(torch.softmax(z, dim=-1))") + " GL302"
+
+
 def test_show_fixes_without_fix_prints_each_fix(tmp_path):
     write_tree(tmp_path, {"a.py": LOG_SOFTMAX})
     proc = gradlint("check", "--show-fixes", "a.py", cwd=tmp_path)

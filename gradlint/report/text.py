@@ -89,7 +89,17 @@ def excerpt(f: Finding, lines: list[str] | None) -> list[str]:
     shown = escape(raw.expandtabs(4))
     number = str(f.span.line)
     pad = " " * len(number)
-    return [f"{pad} |", f"{number} | {shown}", f"{pad} | {' ' * len(before)}{'^' * len(marked)} {f.code}", f"{pad} |"]
+    return [f"{pad} |", f"{number} | {shown}", f"{pad} | {' ' * _width(before)}{'^' * _width(marked)} {f.code}", f"{pad} |"]
+
+
+def _width(text: str) -> int:
+    """Columns a terminal gives the text: two for a wide character (CJK, fullwidth forms), none
+    for a combining mark."""
+    import unicodedata
+
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def summary_lines(result: RunResult, findings: list[Finding], *, fixed: int = 0) -> list[str]:
