@@ -470,9 +470,15 @@ class SiteChecks:
                         self._inference_only():
                     continue
                 built = self._built_of_called()
-                if built is not None and not built:
-                    continue  # every module forward runs is a parameter-free torch layer
                 span = val.cut_span.span if val.cut_span else self.x.span(node)
+                if built is not None and not built:
+                    # every module forward runs is a parameter-free torch layer: nothing of its own
+                    # to cut, unless its callers pass it what carries gradient (LEAF's Gabor
+                    # constraint, handed the layer's kernel, clamped it under no_grad)
+                    if self.carried_in:
+                        self.x.add(Site("forward_output_cut", "input-cut", span, detail=val.cut,
+                                        data=(("inputs", ", ".join(sorted(self.carried_in))),)))
+                    continue
                 # (the classes of other files forward runs, when it runs only such modules: the
                 # project index says whether any holds a parameter, facts.numerics.holds)
                 self.x.add(Site("forward_output_cut", "output-cut", span, detail=val.cut,
@@ -581,7 +587,7 @@ class SiteChecks:
             return None
         read = set(re.findall(r"\bself\.(\w+)", self.x.code(forward))) - set(self.cls.method_nodes)
         if not read:
-            return None
+            return ()  # nothing of its own: what it cuts is what its callers pass (input-cut)
         built = self._init_calls()
         settings = self._init_settings()
         out: set[str] = set()

@@ -128,6 +128,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         self.calls: dict[Call, None] = {}  # in order, once each
         # id(value) -> (value, the open parameter called to make it: Extractor.open_param)
         self.param_outputs: dict[int, tuple[V, tuple[str, str, int]]] = {}
+        self.carried_in: frozenset[str] = frozenset()  # (_run_function)
 
     # -- entry points --------------------------------------------------------------------------
     def run_function(self, fn: cst.FunctionDef) -> None:
@@ -166,6 +167,10 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
                 v = open_value(v)
                 self.x.open_params[id(v)] = (v, self.qual, name, sig[0].index(name) if name in sig[0] else -1)
             self.env[name] = v if v is not None else UNKNOWN
+        # the parameters its callers pass a value with gradient (a parameter of theirs, a model's
+        # output): what a cut in this function takes from them
+        self.carried_in = frozenset(p.name.value for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params)
+                                    if self.env[p.name.value] is not UNKNOWN and self.env[p.name.value].params)
         for star in (ps.star_arg, ps.star_kwarg):
             if type(star) is cst.Param:
                 self.env[star.name.value] = UNKNOWN

@@ -39,7 +39,9 @@ class DetachedForward(SiteRule):
     `self.weight.data` / `self.weight.detach()` on the way to the output. Also a submodule whose
     output forward detaches before the rest uses it, that no output reaches otherwise, while a
     method of the class hands its parameters to an optimizer (`{"params":
-    self.non_local.parameters()}`, A-GCN's learned adjacency, queenie88/A-GCN#4).
+    self.non_local.parameters()}`, A-GCN's learned adjacency, queenie88/A-GCN#4). And a module of
+    no parameters of its own whose forward cuts its input while its callers pass it a value with
+    gradient (LEAF's Gabor constraint clamped the layer's kernel under `no_grad`).
 
     Not flagged: deliberate stop-gradients — EMA, teacher, target and momentum networks (named
     so), hidden states detached between truncated-BPTT windows, straight-through estimators
@@ -134,6 +136,18 @@ class DetachedForward(SiteRule):
                 "        with torch.no_grad():\n"
                 "            out = self.net(x)\n"
                 "        return out\n"),
+        Example("import math\n\nimport torch\nfrom torch import nn\n\n\nclass GaborConstraint(nn.Module):\n"
+                "    def __init__(self, kernel_size):\n        super().__init__()\n        self.kernel_size = kernel_size\n\n"
+                "    def forward(self, kernel):\n        with torch.no_grad():\n"
+                "            mu = torch.clamp(kernel[:, 0], 0.0, math.pi)\n"
+                "            sigma = torch.clamp(kernel[:, 1], 1.0, self.kernel_size / math.pi)\n"
+                "            return torch.stack([mu, sigma], dim=1)\n\n\n"
+                "class GaborConv1D(nn.Module):\n    def __init__(self, n, kernel_size):\n        super().__init__()\n"
+                "        self.kernel = nn.Parameter(torch.rand(n, 2))\n"
+                "        self.constraint = GaborConstraint(kernel_size)\n\n"
+                "    def forward(self, x):\n        return x @ self.constraint(self.kernel)\n",
+                note="a parameter-free module that cuts what its caller passes: the layer's kernel "
+                     "(denfed/leaf-audio-pytorch#4)"),
     ]
     valid = [
         Example("import torch\nfrom torch import nn\n\n\nclass FixedEmbedding(nn.Module):\n"
@@ -142,6 +156,14 @@ class DetachedForward(SiteRule):
                 "        self.emb.weight = nn.Parameter(w, requires_grad=False)\n\n"
                 "    def forward(self, x):\n        return self.emb(x).detach()\n",
                 note="a frozen table (its one parameter made with requires_grad=False): nothing to train (neuralforecast)"),
+        Example("import torch\nfrom torch import nn\n\n\nclass Spectrogram(nn.Module):\n"
+                "    def __init__(self, n_fft):\n        super().__init__()\n        self.n_fft = n_fft\n\n"
+                "    def forward(self, wav):\n        with torch.no_grad():\n"
+                "            return torch.stft(wav, self.n_fft, return_complex=True).abs()\n\n\n"
+                "class Classifier(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                "        self.features = Spectrogram(512)\n        self.head = nn.Linear(257, 10)\n\n"
+                "    def forward(self, wav):\n        return self.head(self.features(wav).mean(-1))\n",
+                note="a parameter-free feature extractor under no_grad, fed the data"),
         Example("import torch\nfrom torch import nn\n\n\nclass Model(nn.Module):\n    def __init__(self):\n"
                 "        super().__init__()\n        self.body = nn.Linear(4, 4)\n        self.head = nn.Linear(4, 2)\n\n"
                 "    def forward(self, x):\n        feat = self.body(x)\n        out = dict(feat=feat.detach())\n"
@@ -240,6 +262,11 @@ class DetachedForward(SiteRule):
             return (f"forward cuts what {site.detail} {verb} from the graph (`.detach()` or no_grad) and no "
                     f"output reaches {it} otherwise: {its} parameters, which the class hands to an optimizer, never "
                     "get a gradient")
+        if site.variant == "input-cut":
+            inputs = dict(site.data).get("inputs", "its input")
+            return (f"forward's output is cut from `{inputs}` by {site.detail}, and the callers pass a value with "
+                    "gradient there (a parameter, a model's output): what they pass never gets a gradient through "
+                    "this module")
         if site.variant == "parameter-cut":
             return (f"forward reads `{site.detail}`: the parameter is cut from the graph and never gets a "
                     "gradient")
