@@ -303,6 +303,9 @@ class TensorEval:
                     type(e) is cst.StarredElement for e in node.elements):
                 # a tuple of plain values (a list may change in place: not followed)
                 return replace(_combine(vals), value=tuple(v.value for v in vals)) if vals else _plain(())
+            if not vals and kind is cst.List:
+                # `[]`: of known length, nothing in it (a loop that appends joins it: merge)
+                return V(const=True, elems=())
             return _combine(vals) if vals else V(const=True)
         if kind in (cst.ListComp, cst.GeneratorExp, cst.SetComp):
             scope = self.enter_own_scope()

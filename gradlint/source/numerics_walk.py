@@ -410,7 +410,18 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         self.env = merge_env(first, second)
 
     def join_loop(self, stmt: cst.For | cst.While, before: dict[str, V]) -> None:
-        self.env = merge_env(before, self.env)
+        after = self.env
+        self.env = merge_env(before, after)
+        for key, was in before.items():
+            # A constant the body makes carry gradient (`d = torch.zeros(n, n)` filled by `d[i, j] =
+            # dist(...)` in a loop, `total = 0; total = total + loss`) is constant only where the
+            # loop runs no time, which is no path its hazards are read on (torchfields' softmin
+            # over filled distances, seung-lab/torchfields#18).
+            now = after.get(key)
+            if was.const and now is not None and now is not was and not now.const and now.params and now.cut is None:
+                joined = self.env[key]
+                if joined.const:
+                    self.env[key] = replace(joined, const=False)
 
     def for_stmt(self, node: cst.For) -> None:
         it = self.ev(node.iter)

@@ -62,6 +62,21 @@ class HandWrittenUnstableFunction(SiteRule):
     summary = "Sigmoid/softplus/logsumexp/softmax written with exp (overflow, NaN gradients)"
 
     invalid = [
+        Example("import torch\nfrom torch import nn\n\n\ndef vote_weights(fields, temp=0.01):\n    n = fields.shape[0]\n"
+                "    dists = torch.zeros((n, n))\n    for i in range(n):\n        for j in range(i):\n"
+                "            dists[i, j] = dists[j, i] = (fields[i] - fields[j]).norm()\n"
+                "    num = torch.exp(-dists / temp)\n    return num / num.sum(dim=0, keepdim=True)\n\n\n"
+                "class FieldNet(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                "        self.conv = nn.Conv2d(2, 10, 3, padding=1)\n\n"
+                "    def forward(self, x):\n        fields = self.conv(x).view(5, 2, *x.shape[-2:])\n"
+                "        return vote_weights(fields)\n",
+                note="a softmin of distances filled in a loop: every exp underflows to 0 for a small "
+                     "temperature, 0 / 0 (seung-lab/torchfields#18)"),
+        Example("import torch\nfrom torch import nn\n\n\ndef weights(h, n, temp):\n    avg = []\n    for i in range(n):\n"
+                "        avg.append(h * i)\n    m = torch.stack(avg)\n    e = torch.exp(m / temp)\n"
+                "    return e / e.sum(0)\n\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                "        self.fc = nn.Linear(4, 4)\n\n    def forward(self, x):\n        return weights(self.fc(x), 3, 0.1)\n",
+                note="the items a loop appends to a list, stacked"),
         Example("import torch\n\n\ndef attend(scores, pad_mask):\n"
                 "    scores = scores.masked_fill(pad_mask, -1e9)\n    e = torch.exp(scores)\n"
                 "    return e / e.sum(-1, keepdim=True)\n",
@@ -103,6 +118,14 @@ class HandWrittenUnstableFunction(SiteRule):
                 note="a softmax with no max-shift: exp(100) is inf, inf / inf is NaN"),
     ]
     valid = [
+        Example("import torch\n\n\ndef vote_weights(fields, temp=0.01):\n    n = fields.shape[0]\n"
+                "    dists = torch.zeros((n, n))\n    for i in range(n):\n        for j in range(i):\n"
+                "            dists[i, j] = dists[j, i] = (fields[i] - fields[j]).norm()\n"
+                "    return (-dists / temp).softmax(dim=0)\n",
+                note="the fix upstream: softmax shifts by the max"),
+        Example("import torch\n\n\ndef weights(xs, n):\n    table = torch.zeros(n)\n    for i in range(n):\n"
+                "        table[i] = i / n\n    e = torch.exp(table)\n    return e / e.sum()\n",
+                note="a table the loop fills with numbers: no gradient"),
         Example("import torch\n\n\ndef log_sum_exp(tensor, dim):\n    m, _ = torch.max(tensor, dim)\n"
                 "    m_expanded = m.unsqueeze(dim).expand_as(tensor)\n"
                 "    return m + torch.log(torch.sum(torch.exp(tensor - m_expanded), dim))\n",
@@ -164,5 +187,10 @@ class HandWrittenUnstableFunction(SiteRule):
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:
+        if site.variant == "softmax":
+            # (a softmin of distances, `exp(-d / T)`, never overflows: all its terms underflow to 0
+            # for large distances or a small temperature, and 0 / 0 is NaN: torchfields#18)
+            return (f"hand-written `{site.detail}` is NaN once exp overflows (float32: z > 88) or every term "
+                    f"underflows to 0 (all z < -103), and so is its gradient; use {_USE[site.variant]}")
         return (f"hand-written `{site.detail}` overflows in exp (float32: |x| > 88) and gives a NaN gradient; "
                 f"use {_USE[site.variant]}")

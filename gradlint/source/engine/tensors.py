@@ -359,6 +359,14 @@ def merge(a: V, b: V) -> V:
     if same(a, b) or (a is UNKNOWN and _is_open(b)) or (
             b is UNKNOWN and _is_open(a)):
         return a  # an open parameter is unknown elsewhere: the first one's identity is kept
+    # An empty list display on one path (`avg = []` before a loop that appends) holds no value:
+    # what is taken from the list is what the other path put in it. Its constness is vacuous, and
+    # read as "a constant on one path" it made the stacked items of a loop safe (torchfields'
+    # hand-written softmin over `torch.stack(avg)`, seung-lab/torchfields#18).
+    if a.elems == () and b.elems is None and b.computed and not b.const:
+        return b
+    if b.elems == () and a.elems is None and a.computed and not a.const:
+        return a
     # cut on both paths, or on one and a plain number on the other (`adv = 0; if ...: adv =
     # x.item()`): no gradient on either, and a cut where it was computed
     cut = a if a.cut and (b.cut or _plain_number(b)) else b if b.cut and _plain_number(a) else None
