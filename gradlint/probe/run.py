@@ -6,6 +6,7 @@ Printing belongs to gradlint.probe.report and the command.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +15,8 @@ from typing import Any, Callable
 from gradlint import PROBE_INSTALL_HINT
 from gradlint.findings import Finding, SourceSpan
 from gradlint.probe.target import (
-    ProbeError, Target, call_user, defined_in, definition_line, fail_from, load_function, load_target,
-    positional_arity,
+    ProbeError, Target, call_mismatch, call_user, defined_in, definition_line, fail_from, load_function,
+    load_target, positional_arity,
 )
 
 DEFAULT_BATCH = 8
@@ -193,7 +194,11 @@ def build_inputs(opts: ProbeOptions, target: Target, device: str) -> tuple[Calla
     elif opts.input_shape is None and callable(getattr(target.module, "example_inputs", None)):
         fn, source = target.module.example_inputs, f"example_inputs() in {target.path.name}"
     if fn is not None:
-        what = f"{getattr(fn, '__name__', 'the inputs function')}()"
+        name = getattr(fn, "__name__", type(fn).__name__)
+        what = f"{name}()"
+        mismatch = call_mismatch(fn, name)
+        if mismatch is not None:
+            raise ProbeError(f"{source}: {mismatch.reason}; the inputs function is called with no arguments")
 
         def from_fn(step: int) -> Any:
             raw = call_user(fn, what=f"{what} failed")
@@ -271,7 +276,11 @@ def build_loss(opts: ProbeOptions, target: Target, seed: int) -> tuple[Callable[
     if opts.loss:
         fn = load_function(opts.loss, "--loss", target.module)
         arity = positional_arity(fn)
-        name = getattr(fn, "__name__", "the loss")
+        name = getattr(fn, "__name__", type(fn).__name__)
+        # Checked here, not at the first step: the call's own TypeError would look like the loss failing.
+        if call_mismatch(fn, name, (None,) if arity == 1 else (None, None)) is not None:
+            raise ProbeError(f"--loss {opts.loss}: {name}() cannot be called as {name}(output) or "
+                             f"{name}(output, inputs): its signature is {name}{inspect.signature(fn)}")
 
         def user_loss(output: Any, raw: Any, step: int) -> Any:
             value = call_user(fn, *((output,) if arity == 1 else (output, raw)), what=f"{name}() failed")
@@ -383,8 +392,6 @@ def make_locator(target: Target, model: Any) -> Callable[[str | None], SourceSpa
 def nan_region(meas: Any, model: Any, target: Target, path: str) -> Any:
     """The lines of the innermost class, defined in the target's file, that holds the module
     where the first NaN/Inf appeared."""
-    import inspect
-
     from gradlint.probe.join import NanRegion
 
     nf = meas.nonfinite
@@ -445,8 +452,6 @@ def _cuts(model: Any, make_inputs: Any, make_loss: Any, target: Target, opts: Pr
 
 def class_lines(model: Any, target: Target) -> dict[str, tuple[int, int]]:
     """Class name -> (first, last line) for the module classes of the model defined in the target's file."""
-    import inspect
-
     out: dict[str, tuple[int, int]] = {}
     for m in model.modules():
         cls = type(m)

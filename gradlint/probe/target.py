@@ -80,6 +80,44 @@ def fail_from(exc: BaseException, what: str) -> ProbeError:
     return ProbeError(f"{what}: {type(exc).__name__}: {exc}", user_traceback(exc))
 
 
+@dataclass(frozen=True)
+class Mismatch:
+    """Why a call does not fit the function's signature: `reason` names the function and what is
+    wrong; `missing` holds the required parameters left without a value (what a hint can name)."""
+
+    reason: str
+    missing: tuple[str, ...] = ()
+
+
+def call_mismatch(fn: Any, name: str, args: tuple = (), kwargs: dict | None = None) -> Mismatch | None:
+    """Whether fn(*args, **kwargs) fits fn's signature, checked with Signature.bind and without
+    calling it: a TypeError raised by the call itself is the user's call that does not fit, one
+    raised inside is the user's code failing, and once raised the two look alike.
+    None when it fits, or when there is no signature to read (a C function): the call says."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    kwargs = kwargs or {}
+    try:
+        sig.bind(*args, **kwargs)
+        return None
+    except TypeError as exc:
+        reason = str(exc)
+    try:
+        given = sig.bind_partial(*args, **kwargs).arguments
+    except TypeError:
+        given = None
+    if given is not None:
+        missing = tuple(p.name for p in sig.parameters.values()
+                        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                        and p.name not in given)
+        if missing:
+            names = ", ".join(repr(m) for m in missing)
+            return Mismatch(f"{name}() missing required argument{'s' if len(missing) > 1 else ''} {names}", missing)
+    return Mismatch(f"{name}(): {reason}; its signature is {name}{sig}")
+
+
 @dataclass
 class Target:
     """A loaded target: the module object, its file (for the static pass), the model."""
@@ -225,12 +263,16 @@ def load_target(spec: str) -> Target:
     if not callable(factory):
         raise ProbeError(f"{spec}: {attr} is not callable (expected a factory or an nn.Module class)")
     args, kwargs = factory_call(spec)
-    try:
-        model = factory(*args, **kwargs)
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise fail_from(exc, f"calling {attr}() failed") from None
+    name = attr.split(".")[-1]
+    mismatch = call_mismatch(factory, name, args, kwargs)
+    if mismatch is not None:
+        hint = ""
+        if mismatch.missing:
+            given = _parts(spec)[2][1:-1].strip()
+            call = ", ".join([given] * bool(given) + [f"{m}=..." for m in mismatch.missing])
+            hint = f"; give {'it' if len(mismatch.missing) == 1 else 'them'} as {head}:{attr}({call})"
+        raise ProbeError(f"{spec}: {mismatch.reason}{hint}")
+    model = call_user(factory, *args, what=f"calling {attr}() failed", kwargs=kwargs)
     if not isinstance(model, nn.Module):
         raise ProbeError(f"{spec}: {attr}() returned {type(model).__name__}, not an nn.Module")
     return Target(spec=spec, module=module, path=path.resolve(), factory_name=attr, factory=factory, model=model)
@@ -263,14 +305,22 @@ def positional_arity(fn: Callable[..., Any]) -> int | None:
     return n
 
 
-def call_user(fn: Callable[..., Any], *args: Any, what: str) -> Any:
+def call_user(fn: Callable[..., Any], *args: Any, what: str, kwargs: dict | None = None) -> Any:
+    """fn(*args, **kwargs), its failures worded as `what` failing (the caller has checked the
+    call against fn's signature where it can be read). The keywords come as a dict: a factory's
+    own `what=` must not meet ours."""
     try:
-        return fn(*args)
+        return fn(*args, **(kwargs or {}))
     except ProbeError:
         raise
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
+        if exc.__traceback__ is not None and exc.__traceback__.tb_next is None:
+            # Raised by the call itself, before any frame of fn ran: a C function, or a signature
+            # inspect could not read, refusing the user's arguments. Not a bug of ours, and no
+            # frame of theirs to show.
+            raise ProbeError(f"{what}: {type(exc).__name__}: {exc}") from None
         raise fail_from(exc, what) from None
 
 
