@@ -133,3 +133,23 @@ def test_a_bug_in_gradlint_is_still_called_one():
     ours.__code__ = ours.__code__.replace(co_filename=str(ROOT / "gradlint" / "probe" / "run.py"))
     with pytest.raises(ProbeError, match="internal error in gradlint"):
         call_user(ours, what="calling ours() failed")
+
+
+# --- --input-shape -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape,needle", [
+    ("8,x", "'x' is not an integer"), ("x,4", "'x' is not an integer"), ("x", "'x' is not an integer"),
+    ("8,4.5", "'4.5' is not an integer"), ("8,0", "sizes must be positive"), (",", "expected comma-separated"),
+])
+def test_input_shape_names_the_part_that_is_not_a_size(tmp_path, shape, needle):
+    write(tmp_path)
+    res = probe_cli("m.py:Tiny", "--input-shape", shape, cwd=tmp_path)
+    assert res.returncode == 2 and needle in res.stderr, res.stderr
+    assert "TARGET IMPORTED" not in res.stderr
+
+
+def test_input_shape_takes_commas_or_x_between_sizes():
+    from gradlint.probe.command import _shape
+
+    assert _shape(None, None, "8,3, 32,32") == (8, 3, 32, 32)  # type: ignore[arg-type]
+    assert _shape(None, None, "8x3x32x32") == (8, 3, 32, 32)  # type: ignore[arg-type]

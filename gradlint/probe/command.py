@@ -5,6 +5,7 @@ command, does not pay for them, and a target that exits or hangs cannot take the
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -17,11 +18,17 @@ EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 def _shape(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
-    try:
-        shape = tuple(int(p) for p in value.replace("x", ",").split(",") if p.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected comma-separated sizes like 8,3,224,224") from None
-    if not shape or any(s < 1 for s in shape):
+    # An x separates sizes only between digits (8x3x224x224): a stray x is a size that is not one,
+    # never a separator that silently drops a dimension.
+    parts = [p for p in re.split(r"[,\s]+|(?<=\d)x(?=\d)", value) if p]
+    if not parts:
+        raise click.BadParameter(f"{value!r}: expected comma-separated sizes like 8,3,224,224")
+    for p in parts:
+        if not re.fullmatch(r"[+-]?\d+", p):
+            raise click.BadParameter(f"{value!r}: {p!r} is not an integer; expected comma-separated sizes "
+                                     "like 8,3,224,224")
+    shape = tuple(int(p) for p in parts)
+    if any(s < 1 for s in shape):
         raise click.BadParameter(f"{value!r}: sizes must be positive")
     return shape
 
