@@ -135,6 +135,30 @@ def test_a_bug_in_gradlint_is_still_called_one():
         call_user(ours, what="calling ours() failed")
 
 
+# --- options are checked before the target is imported ----------------------------------------
+
+@pytest.mark.parametrize("args,needles", [
+    (["m.py:Tiny", "--input-dtype", "foo"], ["--input-dtype foo: expected one of float32"]),
+    (["m.py:make_d(d=foo)"], ["factory arguments must be Python literals"]),
+    (["m.py:make_d(d=1"], ["expected path/to/file.py:name"]),
+    (["m.txt:make_d"], ["m.txt: no such file, and m is a module (m.py), not a package"]),
+    (["notes.txt:make_d"], ["notes.txt: not a .py file"]),
+    (["missing.py:make_d"], ["missing.py: no such file"]),
+    (["sub/:make_d"], ["sub/: not a .py file"]),
+    (["m.py:Tiny", "--inputs", "inp.txt:fn"], ["--inputs inp.txt:fn: inp.txt: no such module", "and no such file"]),
+    (["m.py:Tiny", "--loss", "my-loss"], ["--loss my-loss: expected a function of the target's file"]),
+    (["m.py:Tiny", "--loss", "m.py:loss(2)"], ["--loss m.py:loss(2): takes no arguments"]),
+    (["m.py:Tiny", "--device", "gpu"], ["--device gpu: expected auto, cpu, cuda or cuda:N"]),
+])
+def test_a_usage_error_comes_before_the_target_is_imported(tmp_path, args, needles):
+    write(tmp_path)
+    write(tmp_path, "x = 1\n", name="notes.txt")
+    (tmp_path / "sub").mkdir()
+    res = probe_cli(*args, cwd=tmp_path)
+    assert_one_line_error(res, *needles)
+    assert "TARGET IMPORTED" not in res.stderr
+
+
 # --- --input-shape -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape,needle", [

@@ -90,11 +90,16 @@ def probe(target: str, inputs: str | None, input_shape: tuple[int, ...] | None, 
         except ConfigError as exc:
             _fail(str(exc))
     from gradlint.probe.isolate import Request, run_isolated
-    from gradlint.probe.run import ProbeOptions
+    from gradlint.probe.run import ProbeOptions, check_options
+    from gradlint.probe.target import ProbeError
 
     opts = ProbeOptions(target=target, inputs=inputs, input_shape=input_shape, input_dtype=input_dtype,
                         vocab=vocab, loss=loss, device=device, steps=steps, seed=seed, dtype=dtype, onnx=onnx,
                         gradcheck=not no_gradcheck, config=config, time_budget=time_budget)
+    try:
+        check_options(opts)  # here, in the parent: the child imports the user's module at once
+    except ProbeError as exc:
+        _fail(exc.message)
     color = fmt == "text" and output_file is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     outcome = run_isolated(Request(opts, fmt, color, plot, stdout_is_report=output_file is None,
                                    progress=sys.stderr.isatty()), timeout)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -15,7 +16,7 @@ from typing import Any, Callable
 from gradlint import PROBE_INSTALL_HINT
 from gradlint.findings import Finding, SourceSpan
 from gradlint.probe.target import (
-    ProbeError, Target, call_mismatch, call_user, defined_in, definition_line, fail_from, load_function,
+    ProbeError, Target, call_mismatch, call_user, check_spec, defined_in, definition_line, fail_from, load_function,
     load_target, positional_arity,
 )
 
@@ -56,6 +57,26 @@ class ProbeReport:
     loss_kind: str = ""
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False  # Ctrl-C: the report holds what was measured until then
+
+
+def check_options(opts: ProbeOptions) -> None:
+    """Refuse options that cannot work (ProbeError: exit 2) before anything is imported: the
+    target's module runs when imported, and neither it nor a run of minutes should come before
+    a typo is reported. The command checks in the parent process, run_probe again for its
+    other callers. What needs torch or the user's module (a CUDA device's index, a function's
+    signature) is checked once they are loaded."""
+    check_spec(opts.target)
+    for option, spec in (("--inputs", opts.inputs), ("--loss", opts.loss)):
+        if spec is not None:
+            check_spec(spec, option)
+    if opts.steps < 1:
+        raise ProbeError("--steps must be at least 1")
+    if opts.dtype not in ("float32", "bfloat16", "float16"):
+        raise ProbeError(f"--dtype {opts.dtype}: expected float32, bfloat16 or float16")
+    if opts.input_dtype not in FLOAT_DTYPES + INT_DTYPES:
+        raise ProbeError(f"--input-dtype {opts.input_dtype}: expected one of {', '.join(FLOAT_DTYPES + INT_DTYPES)}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", opts.device):
+        raise ProbeError(f"--device {opts.device}: expected auto, cpu, cuda or cuda:N")
 
 
 def preload(opts: ProbeOptions, plot: bool = False) -> None:
@@ -217,8 +238,6 @@ def build_inputs(opts: ProbeOptions, target: Target, device: str) -> tuple[Calla
         source = f"random {dtype} of shape {tuple(shape)} ({why})"
     else:
         source = f"random {dtype} of shape {tuple(shape)}"
-    if dtype not in FLOAT_DTYPES + INT_DTYPES:
-        raise ProbeError(f"--input-dtype {dtype}: expected one of {', '.join(FLOAT_DTYPES + INT_DTYPES)}")
     tdtype = getattr(torch, dtype)
     model_dtype = _float_dtype(target.model)
     if tdtype.is_floating_point and opts.input_dtype == "float32" and model_dtype not in (None, tdtype):
@@ -516,10 +535,7 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
     from gradlint.probe.measure import ProbeSetup, run_steps
     from gradlint.registry import load_rules
 
-    if opts.steps < 1:
-        raise ProbeError("--steps must be at least 1")
-    if opts.dtype not in ("float32", "bfloat16", "float16"):
-        raise ProbeError(f"--dtype {opts.dtype}: expected float32, bfloat16 or float16")
+    check_options(opts)
     deadline = None if opts.time_budget is None else time.monotonic() + opts.time_budget
     device = resolve_device(opts.device)
     torch.manual_seed(opts.seed)

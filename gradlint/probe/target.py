@@ -175,6 +175,85 @@ def factory_call(spec: str) -> tuple[tuple, dict]:
     return args, kwargs
 
 
+def check_spec(spec: str, option: str | None = None) -> None:
+    """Refuse, before anything is imported, a TARGET (option None) or an --inputs/--loss spec that
+    cannot name a function: its syntax, the target's literal arguments (an --inputs or --loss
+    function takes none), a file that is not a .py file or does not exist, a module that cannot
+    be found. Importing runs the user's module: a typo must not run it first."""
+    if option is not None and ":" not in spec:
+        if not all(p.isidentifier() for p in spec.split(".")):
+            raise ProbeError(f"{option} {spec}: expected a function of the target's file, file.py:fn or "
+                             "package.module:fn")
+        return  # a function of the target's file: looked up once the target is imported
+    head, _, call = _parts(spec)
+    if option is None:
+        factory_call(spec)
+    elif call:
+        called = "with no arguments" if option == "--inputs" else "as fn(output) or fn(output, inputs)"
+        raise ProbeError(f"{option} {spec}: takes no arguments here (the function is called {called})")
+    problem = _head_problem(head)
+    if problem is not None:
+        raise ProbeError(problem if option is None else f"{option} {spec}: {problem}")
+
+
+def _names_a_file(head: str) -> bool:
+    return head.endswith(".py") or os.sep in head or "/" in head or os.path.isfile(head)
+
+
+def _head_problem(head: str) -> str | None:
+    """What is wrong with the module part of a spec, found without importing anything: a file
+    is looked at, a module name is looked up as `import` would, its first name only (finding
+    `pkg.mod` would run pkg/__init__.py)."""
+    if _names_a_file(head):
+        path = Path(head)
+        if not path.exists():
+            return f"{head}: no such file"
+        if path.suffix != ".py" or not path.is_file():
+            return f"{head}: not a .py file (expected path/to/file.py:name or package.module:name)"
+        return None
+    parts = head.split(".")
+    if not all(p.isidentifier() for p in parts):
+        return f"{head}: neither a .py file nor a module name"
+    found = _find_top_level(parts[0])
+    if found is _UNKNOWN:
+        return None
+    if found is None:
+        if len(parts) == 1:
+            return f"{head}: no such module (is it installed, or on PYTHONPATH?)"
+        return f"{head}: no such module (is {parts[0]} installed, or on PYTHONPATH?) and no such file"
+    if len(parts) > 1 and found.submodule_search_locations is None:
+        where = f" ({_shown(found.origin)})" if found.origin and os.path.isabs(found.origin) else ""
+        return f"{head}: no such file, and {parts[0]} is a module{where}, not a package"
+    return None
+
+
+_UNKNOWN: Any = object()
+
+
+def _find_top_level(name: str) -> Any:
+    """importlib's spec for a top-level module, with the current folder on sys.path as
+    import_spec_module puts it; _UNKNOWN when the finders cannot say."""
+    here = os.getcwd()
+    added = here not in sys.path
+    if added:
+        sys.path.insert(0, here)
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return _UNKNOWN
+    finally:
+        if added and here in sys.path:
+            sys.path.remove(here)
+
+
+def _shown(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive
+        return path
+    return path if rel.startswith("..") else rel
+
+
 def import_file(path: Path) -> ModuleType:
     """Import a .py file as a module, with its folder on sys.path so its sibling imports work."""
     path = path.resolve()
@@ -224,7 +303,7 @@ def _importable_as(name: str, path: Path) -> bool:
 
 
 def import_spec_module(head: str) -> ModuleType:
-    if head.endswith(".py") or os.sep in head or "/" in head:
+    if _names_a_file(head):
         return import_file(Path(head))
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
