@@ -149,6 +149,7 @@ def test_a_bug_in_gradlint_is_still_called_one():
     (["m.py:Tiny", "--loss", "my-loss"], ["--loss my-loss: expected a function of the target's file"]),
     (["m.py:Tiny", "--loss", "m.py:loss(2)"], ["--loss m.py:loss(2): takes no arguments"]),
     (["m.py:Tiny", "--device", "gpu"], ["--device gpu: expected auto, cpu, cuda or cuda:N"]),
+    (["m.py:Tiny", "--onnx", "nonexist.onnx"], ["--onnx nonexist.onnx: no such file"]),
 ])
 def test_a_usage_error_comes_before_the_target_is_imported(tmp_path, args, needles):
     write(tmp_path)

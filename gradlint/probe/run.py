@@ -77,6 +77,12 @@ def check_options(opts: ProbeOptions) -> None:
         raise ProbeError(f"--input-dtype {opts.input_dtype}: expected one of {', '.join(FLOAT_DTYPES + INT_DTYPES)}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", opts.device):
         raise ProbeError(f"--device {opts.device}: expected auto, cpu, cuda or cuda:N")
+    for path in opts.onnx:
+        # As `gradlint check` refuses a path that does not exist: a note after the run was missed.
+        if not os.path.exists(path):
+            raise ProbeError(f"--onnx {path}: no such file")
+        if not os.path.isfile(path):
+            raise ProbeError(f"--onnx {path}: not a file")
 
 
 def preload(opts: ProbeOptions, plot: bool = False) -> None:
