@@ -5,6 +5,7 @@ raising, or gradlint itself."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.torch
 
 DEVICE = os.environ.get("GRADLINT_PROBE_TEST_DEVICE", "cpu")
+# Only matplotlib knows the formats it writes: without it --plot is refused after the run.
+NEEDS_MATPLOTLIB = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="needs matplotlib")
 
 # Every target announces its import on stderr: a usage error must come before it.
 MODEL = """
@@ -150,6 +153,10 @@ def test_a_bug_in_gradlint_is_still_called_one():
     (["m.py:Tiny", "--loss", "m.py:loss(2)"], ["--loss m.py:loss(2): takes no arguments"]),
     (["m.py:Tiny", "--device", "gpu"], ["--device gpu: expected auto, cpu, cuda or cuda:N"]),
     (["m.py:Tiny", "--onnx", "nonexist.onnx"], ["--onnx nonexist.onnx: no such file"]),
+    pytest.param(["m.py:Tiny", "--plot", "out.txt"], ["--plot out.txt: matplotlib cannot write .txt files",
+                                                      "png, ps"], marks=NEEDS_MATPLOTLIB),
+    pytest.param(["m.py:Tiny", "--plot", "nodir/out.png"], ["--plot nodir/out.png: no such folder nodir"],
+                 marks=NEEDS_MATPLOTLIB),
 ])
 def test_a_usage_error_comes_before_the_target_is_imported(tmp_path, args, needles):
     write(tmp_path)
@@ -178,3 +185,24 @@ def test_input_shape_takes_commas_or_x_between_sizes():
 
     assert _shape(None, None, "8,3, 32,32") == (8, 3, 32, 32)  # type: ignore[arg-type]
     assert _shape(None, None, "8x3x32x32") == (8, 3, 32, 32)  # type: ignore[arg-type]
+
+
+# --- a plot that cannot be written does not lose the report ----------------------------------
+
+@NEEDS_MATPLOTLIB
+def test_a_plot_that_fails_keeps_the_report(tmp_path, monkeypatch):
+    from gradlint.probe import isolate
+    from gradlint.probe import report as render
+    from gradlint.probe.run import ProbeOptions
+
+    def broken(report, path):
+        raise ValueError("the backend gave up")
+
+    monkeypatch.setattr(render, "plot", broken)
+    path = write(tmp_path, MODEL.replace("sys.stderr.write", "len"), name="plot_fails_target.py")
+    opts = ProbeOptions(target=f"{path}:Tiny", device=DEVICE, steps=1, gradcheck=False)
+    outcome = isolate._run(isolate.Request(opts, "text", False, str(tmp_path / "out.png"),
+                                           stdout_is_report=True, progress=False))
+    assert outcome.exit_code == 2
+    assert outcome.text.startswith("gradlint probe ")
+    assert "out.png: the plot could not be drawn" in outcome.error and "the backend gave up" in outcome.error

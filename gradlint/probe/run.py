@@ -85,11 +85,12 @@ def check_options(opts: ProbeOptions) -> None:
             raise ProbeError(f"--onnx {path}: not a file")
 
 
-def preload(opts: ProbeOptions, plot: bool = False) -> None:
+def preload(opts: ProbeOptions, plot: str | None = None) -> None:
     """Import gradlint's own dependencies before the target's folder goes on sys.path: a sibling
     `onnx.py` or `libcst.py` next to the model (an export script) must never be imported, let
     alone run, in their place. The current folder is off sys.path meanwhile (`python -m`
-    puts it first)."""
+    puts it first). A `plot` file matplotlib cannot write is refused here, before the target
+    is imported: only matplotlib knows its formats."""
     import sys
 
     saved = list(sys.path)
@@ -115,6 +116,12 @@ def preload(opts: ProbeOptions, plot: bool = False) -> None:
                 import matplotlib.pyplot  # noqa: F401
             except ImportError:
                 pass  # reported when the plot is drawn
+            else:
+                from gradlint.probe.report import plot_path_problem
+
+                problem = plot_path_problem(plot)
+                if problem is not None:
+                    raise ProbeError(problem)
     finally:
         sys.path[:] = saved
 
