@@ -5,6 +5,7 @@ command, does not pay for them, and a target that exits or hangs cannot take the
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -17,11 +18,17 @@ EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 def _shape(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
-    try:
-        shape = tuple(int(p) for p in value.replace("x", ",").split(",") if p.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected comma-separated sizes like 8,3,224,224") from None
-    if not shape or any(s < 1 for s in shape):
+    # An x separates sizes only between digits (8x3x224x224): a stray x is a size that is not one,
+    # never a separator that silently drops a dimension.
+    parts = [p for p in re.split(r"[,\s]+|(?<=\d)x(?=\d)", value) if p]
+    if not parts:
+        raise click.BadParameter(f"{value!r}: expected comma-separated sizes like 8,3,224,224")
+    for p in parts:
+        if not re.fullmatch(r"[+-]?\d+", p):
+            raise click.BadParameter(f"{value!r}: {p!r} is not an integer; expected comma-separated sizes "
+                                     "like 8,3,224,224")
+    shape = tuple(int(p) for p in parts)
+    if any(s < 1 for s in shape):
         raise click.BadParameter(f"{value!r}: sizes must be positive")
     return shape
 
@@ -71,8 +78,9 @@ def probe(target: str, inputs: str | None, input_shape: tuple[int, ...] | None, 
 
     \b
     Exit codes: 0 nothing confirmed or found, 1 a static finding confirmed or a probe
-    finding (GL701-GL707, info excepted), 2 the target could not be loaded or run, exited,
-    or ran past --timeout, 130 interrupted (Ctrl-C: what was measured is reported).
+    finding (GL701-GL707, info excepted), 2 a usage error (found before the target is
+    imported where it can be), or the target could not be loaded or run, exited, or ran past
+    --timeout, 130 interrupted (Ctrl-C: what was measured is reported).
     """
     config = None
     if config_path is not None:
@@ -83,11 +91,16 @@ def probe(target: str, inputs: str | None, input_shape: tuple[int, ...] | None, 
         except ConfigError as exc:
             _fail(str(exc))
     from gradlint.probe.isolate import Request, run_isolated
-    from gradlint.probe.run import ProbeOptions
+    from gradlint.probe.run import ProbeOptions, check_options
+    from gradlint.probe.target import ProbeError
 
     opts = ProbeOptions(target=target, inputs=inputs, input_shape=input_shape, input_dtype=input_dtype,
                         vocab=vocab, loss=loss, device=device, steps=steps, seed=seed, dtype=dtype, onnx=onnx,
                         gradcheck=not no_gradcheck, config=config, time_budget=time_budget)
+    try:
+        check_options(opts)  # here, in the parent: the child imports the user's module at once
+    except ProbeError as exc:
+        _fail(exc.message)
     color = fmt == "text" and output_file is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     outcome = run_isolated(Request(opts, fmt, color, plot, stdout_is_report=output_file is None,
                                    progress=sys.stderr.isatty()), timeout)

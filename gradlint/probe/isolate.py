@@ -148,7 +148,7 @@ def _run(request: Request) -> Outcome:
     try:
         from gradlint.probe.run import preload, run_probe
 
-        preload(request.options, plot=bool(request.plot))
+        preload(request.options, plot=request.plot)
         report = run_probe(request.options, progress=Progress() if request.progress else None)
     except ProbeError as exc:
         return Outcome(EXIT_ERROR, "", exc.message, exc.user_traceback or "")
@@ -175,9 +175,25 @@ def _run(request: Request) -> Outcome:
             return Outcome(EXIT_ERROR, text, f"--plot needs matplotlib: {PROBE_INSTALL_HINT}")
         except OSError as exc:
             return Outcome(EXIT_ERROR, text, f"{request.plot}: cannot write the plot: {exc.strerror or exc}")
+        except Exception as exc:  # noqa: BLE001 - the report is complete: it must not be lost with the plot
+            return _plot_failed(exc, request.plot, text)
     if report.interrupted:
         return Outcome(EXIT_INTERRUPTED, text, "interrupted: the report holds what was measured until then")
     return Outcome(EXIT_FINDINGS if confirmed_or_found(report.verdicts) else EXIT_CLEAN, text)
+
+
+def _plot_failed(exc: Exception, path: str, text: str) -> Outcome:
+    """The report, then why the plot is missing: matplotlib's refusal in one line, a bug of ours
+    as one, with its traceback."""
+    import traceback
+
+    from gradlint.probe.target import raised_by_gradlint
+
+    if raised_by_gradlint(exc):
+        return Outcome(EXIT_ERROR, text, f"internal error in gradlint while drawing the plot {path} (please report "
+                                         f"it): {type(exc).__name__}: {exc}",
+                       "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
+    return Outcome(EXIT_ERROR, text, f"{path}: the plot could not be drawn: {type(exc).__name__}: {exc}")
 
 
 class Progress:

@@ -253,6 +253,22 @@ def _minimal_sarif(result: RunResult, cwd: str) -> dict[str, Any]:
                       "results": results}]}
 
 
+def plot_path_problem(path: str) -> str | None:
+    """What makes `path` unwritable for plot(), found before the run (matplotlib imported): a
+    format matplotlib cannot write (by the extension, as savefig reads it; none means png), a
+    folder that does not exist. Found after the run, it would cost the run."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    suffix = os.path.splitext(path)[1][1:].lower()
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if suffix and suffix not in formats:
+        return f"--plot {path}: matplotlib cannot write .{suffix} files; use one of {', '.join(sorted(formats))}"
+    folder = os.path.dirname(path)
+    if folder and not os.path.isdir(folder):
+        return f"--plot {path}: no such folder {folder}"
+    return None
+
+
 def plot(report: Any, path: str) -> None:
     """Per-layer gradient norms (parametric layers, execution order) on a log scale. Layers whose
     gradient is exactly zero (or missing) are drawn as red crosses at the bottom; each predicted

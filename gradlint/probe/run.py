@@ -6,7 +6,9 @@ Printing belongs to gradlint.probe.report and the command.
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -14,8 +16,8 @@ from typing import Any, Callable
 from gradlint import PROBE_INSTALL_HINT
 from gradlint.findings import Finding, SourceSpan
 from gradlint.probe.target import (
-    ProbeError, Target, call_user, defined_in, definition_line, fail_from, load_function, load_target,
-    positional_arity,
+    ProbeError, Target, call_mismatch, call_user, check_spec, defined_in, definition_line, fail_from, load_function,
+    load_target, positional_arity,
 )
 
 DEFAULT_BATCH = 8
@@ -57,11 +59,38 @@ class ProbeReport:
     interrupted: bool = False  # Ctrl-C: the report holds what was measured until then
 
 
-def preload(opts: ProbeOptions, plot: bool = False) -> None:
+def check_options(opts: ProbeOptions) -> None:
+    """Refuse options that cannot work (ProbeError: exit 2) before anything is imported: the
+    target's module runs when imported, and neither it nor a run of minutes should come before
+    a typo is reported. The command checks in the parent process, run_probe again for its
+    other callers. What needs torch or the user's module (a CUDA device's index, a function's
+    signature) is checked once they are loaded."""
+    check_spec(opts.target)
+    for option, spec in (("--inputs", opts.inputs), ("--loss", opts.loss)):
+        if spec is not None:
+            check_spec(spec, option)
+    if opts.steps < 1:
+        raise ProbeError("--steps must be at least 1")
+    if opts.dtype not in ("float32", "bfloat16", "float16"):
+        raise ProbeError(f"--dtype {opts.dtype}: expected float32, bfloat16 or float16")
+    if opts.input_dtype not in FLOAT_DTYPES + INT_DTYPES:
+        raise ProbeError(f"--input-dtype {opts.input_dtype}: expected one of {', '.join(FLOAT_DTYPES + INT_DTYPES)}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", opts.device):
+        raise ProbeError(f"--device {opts.device}: expected auto, cpu, cuda or cuda:N")
+    for path in opts.onnx:
+        # As `gradlint check` refuses a path that does not exist: a note after the run was missed.
+        if not os.path.exists(path):
+            raise ProbeError(f"--onnx {path}: no such file")
+        if not os.path.isfile(path):
+            raise ProbeError(f"--onnx {path}: not a file")
+
+
+def preload(opts: ProbeOptions, plot: str | None = None) -> None:
     """Import gradlint's own dependencies before the target's folder goes on sys.path: a sibling
     `onnx.py` or `libcst.py` next to the model (an export script) must never be imported, let
     alone run, in their place. The current folder is off sys.path meanwhile (`python -m`
-    puts it first)."""
+    puts it first). A `plot` file matplotlib cannot write is refused here, before the target
+    is imported: only matplotlib knows its formats."""
     import sys
 
     saved = list(sys.path)
@@ -87,6 +116,12 @@ def preload(opts: ProbeOptions, plot: bool = False) -> None:
                 import matplotlib.pyplot  # noqa: F401
             except ImportError:
                 pass  # reported when the plot is drawn
+            else:
+                from gradlint.probe.report import plot_path_problem
+
+                problem = plot_path_problem(plot)
+                if problem is not None:
+                    raise ProbeError(problem)
     finally:
         sys.path[:] = saved
 
@@ -193,7 +228,11 @@ def build_inputs(opts: ProbeOptions, target: Target, device: str) -> tuple[Calla
     elif opts.input_shape is None and callable(getattr(target.module, "example_inputs", None)):
         fn, source = target.module.example_inputs, f"example_inputs() in {target.path.name}"
     if fn is not None:
-        what = f"{getattr(fn, '__name__', 'the inputs function')}()"
+        name = getattr(fn, "__name__", type(fn).__name__)
+        what = f"{name}()"
+        mismatch = call_mismatch(fn, name)
+        if mismatch is not None:
+            raise ProbeError(f"{source}: {mismatch.reason}; the inputs function is called with no arguments")
 
         def from_fn(step: int) -> Any:
             raw = call_user(fn, what=f"{what} failed")
@@ -212,8 +251,6 @@ def build_inputs(opts: ProbeOptions, target: Target, device: str) -> tuple[Calla
         source = f"random {dtype} of shape {tuple(shape)} ({why})"
     else:
         source = f"random {dtype} of shape {tuple(shape)}"
-    if dtype not in FLOAT_DTYPES + INT_DTYPES:
-        raise ProbeError(f"--input-dtype {dtype}: expected one of {', '.join(FLOAT_DTYPES + INT_DTYPES)}")
     tdtype = getattr(torch, dtype)
     model_dtype = _float_dtype(target.model)
     if tdtype.is_floating_point and opts.input_dtype == "float32" and model_dtype not in (None, tdtype):
@@ -271,7 +308,11 @@ def build_loss(opts: ProbeOptions, target: Target, seed: int) -> tuple[Callable[
     if opts.loss:
         fn = load_function(opts.loss, "--loss", target.module)
         arity = positional_arity(fn)
-        name = getattr(fn, "__name__", "the loss")
+        name = getattr(fn, "__name__", type(fn).__name__)
+        # Checked here, not at the first step: the call's own TypeError would look like the loss failing.
+        if call_mismatch(fn, name, (None,) if arity == 1 else (None, None)) is not None:
+            raise ProbeError(f"--loss {opts.loss}: {name}() cannot be called as {name}(output) or "
+                             f"{name}(output, inputs): its signature is {name}{inspect.signature(fn)}")
 
         def user_loss(output: Any, raw: Any, step: int) -> Any:
             value = call_user(fn, *((output,) if arity == 1 else (output, raw)), what=f"{name}() failed")
@@ -383,8 +424,6 @@ def make_locator(target: Target, model: Any) -> Callable[[str | None], SourceSpa
 def nan_region(meas: Any, model: Any, target: Target, path: str) -> Any:
     """The lines of the innermost class, defined in the target's file, that holds the module
     where the first NaN/Inf appeared."""
-    import inspect
-
     from gradlint.probe.join import NanRegion
 
     nf = meas.nonfinite
@@ -445,8 +484,6 @@ def _cuts(model: Any, make_inputs: Any, make_loss: Any, target: Target, opts: Pr
 
 def class_lines(model: Any, target: Target) -> dict[str, tuple[int, int]]:
     """Class name -> (first, last line) for the module classes of the model defined in the target's file."""
-    import inspect
-
     out: dict[str, tuple[int, int]] = {}
     for m in model.modules():
         cls = type(m)
@@ -511,10 +548,7 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
     from gradlint.probe.measure import ProbeSetup, run_steps
     from gradlint.registry import load_rules
 
-    if opts.steps < 1:
-        raise ProbeError("--steps must be at least 1")
-    if opts.dtype not in ("float32", "bfloat16", "float16"):
-        raise ProbeError(f"--dtype {opts.dtype}: expected float32, bfloat16 or float16")
+    check_options(opts)
     deadline = None if opts.time_budget is None else time.monotonic() + opts.time_budget
     device = resolve_device(opts.device)
     torch.manual_seed(opts.seed)

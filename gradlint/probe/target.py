@@ -80,6 +80,44 @@ def fail_from(exc: BaseException, what: str) -> ProbeError:
     return ProbeError(f"{what}: {type(exc).__name__}: {exc}", user_traceback(exc))
 
 
+@dataclass(frozen=True)
+class Mismatch:
+    """Why a call does not fit the function's signature: `reason` names the function and what is
+    wrong; `missing` holds the required parameters left without a value (what a hint can name)."""
+
+    reason: str
+    missing: tuple[str, ...] = ()
+
+
+def call_mismatch(fn: Any, name: str, args: tuple = (), kwargs: dict | None = None) -> Mismatch | None:
+    """Whether fn(*args, **kwargs) fits fn's signature, checked with Signature.bind and without
+    calling it: a TypeError raised by the call itself is the user's call that does not fit, one
+    raised inside is the user's code failing, and once raised the two look alike.
+    None when it fits, or when there is no signature to read (a C function): the call says."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    kwargs = kwargs or {}
+    try:
+        sig.bind(*args, **kwargs)
+        return None
+    except TypeError as exc:
+        reason = str(exc)
+    try:
+        given = sig.bind_partial(*args, **kwargs).arguments
+    except TypeError:
+        given = None
+    if given is not None:
+        missing = tuple(p.name for p in sig.parameters.values()
+                        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                        and p.name not in given)
+        if missing:
+            names = ", ".join(repr(m) for m in missing)
+            return Mismatch(f"{name}() missing required argument{'s' if len(missing) > 1 else ''} {names}", missing)
+    return Mismatch(f"{name}(): {reason}; its signature is {name}{sig}")
+
+
 @dataclass
 class Target:
     """A loaded target: the module object, its file (for the static pass), the model."""
@@ -137,6 +175,85 @@ def factory_call(spec: str) -> tuple[tuple, dict]:
     return args, kwargs
 
 
+def check_spec(spec: str, option: str | None = None) -> None:
+    """Refuse, before anything is imported, a TARGET (option None) or an --inputs/--loss spec that
+    cannot name a function: its syntax, the target's literal arguments (an --inputs or --loss
+    function takes none), a file that is not a .py file or does not exist, a module that cannot
+    be found. Importing runs the user's module: a typo must not run it first."""
+    if option is not None and ":" not in spec:
+        if not all(p.isidentifier() for p in spec.split(".")):
+            raise ProbeError(f"{option} {spec}: expected a function of the target's file, file.py:fn or "
+                             "package.module:fn")
+        return  # a function of the target's file: looked up once the target is imported
+    head, _, call = _parts(spec)
+    if option is None:
+        factory_call(spec)
+    elif call:
+        called = "with no arguments" if option == "--inputs" else "as fn(output) or fn(output, inputs)"
+        raise ProbeError(f"{option} {spec}: takes no arguments here (the function is called {called})")
+    problem = _head_problem(head)
+    if problem is not None:
+        raise ProbeError(problem if option is None else f"{option} {spec}: {problem}")
+
+
+def _names_a_file(head: str) -> bool:
+    return head.endswith(".py") or os.sep in head or "/" in head or os.path.isfile(head)
+
+
+def _head_problem(head: str) -> str | None:
+    """What is wrong with the module part of a spec, found without importing anything: a file
+    is looked at, a module name is looked up as `import` would, its first name only (finding
+    `pkg.mod` would run pkg/__init__.py)."""
+    if _names_a_file(head):
+        path = Path(head)
+        if not path.exists():
+            return f"{head}: no such file"
+        if path.suffix != ".py" or not path.is_file():
+            return f"{head}: not a .py file (expected path/to/file.py:name or package.module:name)"
+        return None
+    parts = head.split(".")
+    if not all(p.isidentifier() for p in parts):
+        return f"{head}: neither a .py file nor a module name"
+    found = _find_top_level(parts[0])
+    if found is _UNKNOWN:
+        return None
+    if found is None:
+        if len(parts) == 1:
+            return f"{head}: no such module (is it installed, or on PYTHONPATH?)"
+        return f"{head}: no such module (is {parts[0]} installed, or on PYTHONPATH?) and no such file"
+    if len(parts) > 1 and found.submodule_search_locations is None:
+        where = f" ({_shown(found.origin)})" if found.origin and os.path.isabs(found.origin) else ""
+        return f"{head}: no such file, and {parts[0]} is a module{where}, not a package"
+    return None
+
+
+_UNKNOWN: Any = object()
+
+
+def _find_top_level(name: str) -> Any:
+    """importlib's spec for a top-level module, with the current folder on sys.path as
+    import_spec_module puts it; _UNKNOWN when the finders cannot say."""
+    here = os.getcwd()
+    added = here not in sys.path
+    if added:
+        sys.path.insert(0, here)
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return _UNKNOWN
+    finally:
+        if added and here in sys.path:
+            sys.path.remove(here)
+
+
+def _shown(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive
+        return path
+    return path if rel.startswith("..") else rel
+
+
 def import_file(path: Path) -> ModuleType:
     """Import a .py file as a module, with its folder on sys.path so its sibling imports work."""
     path = path.resolve()
@@ -186,7 +303,7 @@ def _importable_as(name: str, path: Path) -> bool:
 
 
 def import_spec_module(head: str) -> ModuleType:
-    if head.endswith(".py") or os.sep in head or "/" in head:
+    if _names_a_file(head):
         return import_file(Path(head))
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -225,12 +342,16 @@ def load_target(spec: str) -> Target:
     if not callable(factory):
         raise ProbeError(f"{spec}: {attr} is not callable (expected a factory or an nn.Module class)")
     args, kwargs = factory_call(spec)
-    try:
-        model = factory(*args, **kwargs)
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise fail_from(exc, f"calling {attr}() failed") from None
+    name = attr.split(".")[-1]
+    mismatch = call_mismatch(factory, name, args, kwargs)
+    if mismatch is not None:
+        hint = ""
+        if mismatch.missing:
+            given = _parts(spec)[2][1:-1].strip()
+            call = ", ".join([given] * bool(given) + [f"{m}=..." for m in mismatch.missing])
+            hint = f"; give {'it' if len(mismatch.missing) == 1 else 'them'} as {head}:{attr}({call})"
+        raise ProbeError(f"{spec}: {mismatch.reason}{hint}")
+    model = call_user(factory, *args, what=f"calling {attr}() failed", kwargs=kwargs)
     if not isinstance(model, nn.Module):
         raise ProbeError(f"{spec}: {attr}() returned {type(model).__name__}, not an nn.Module")
     return Target(spec=spec, module=module, path=path.resolve(), factory_name=attr, factory=factory, model=model)
@@ -263,14 +384,22 @@ def positional_arity(fn: Callable[..., Any]) -> int | None:
     return n
 
 
-def call_user(fn: Callable[..., Any], *args: Any, what: str) -> Any:
+def call_user(fn: Callable[..., Any], *args: Any, what: str, kwargs: dict | None = None) -> Any:
+    """fn(*args, **kwargs), its failures worded as `what` failing (the caller has checked the
+    call against fn's signature where it can be read). The keywords come as a dict: a factory's
+    own `what=` must not meet ours."""
     try:
-        return fn(*args)
+        return fn(*args, **(kwargs or {}))
     except ProbeError:
         raise
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
+        if exc.__traceback__ is not None and exc.__traceback__.tb_next is None:
+            # Raised by the call itself, before any frame of fn ran: a C function, or a signature
+            # inspect could not read, refusing the user's arguments. Not a bug of ours, and no
+            # frame of theirs to show.
+            raise ProbeError(f"{what}: {type(exc).__name__}: {exc}") from None
         raise fail_from(exc, what) from None
 
 
