@@ -3,17 +3,7 @@
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-
-class LightningModule(nn.Module):
-    """Stand-in for pytorch_lightning.LightningModule (automatic optimisation)."""
-    global_step = 0
-
-    def log(self, name, value, **kwargs):
-        pass
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        pass
+import pytorch_lightning as pl
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, clip_grad=True):
@@ -29,7 +19,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, clip_grad=True):
     return total_norm
 
 
-class NanoWMTrainingModule(LightningModule):
+class NanoWMTrainingModule(pl.LightningModule):
     def __init__(self, args):
         super().__init__()
         self.args = args
@@ -58,7 +48,7 @@ class NanoWMTrainingModule(LightningModule):
 
 
 def fit(module, loader, max_steps):
-    """What Lightning's automatic optimisation does for each batch."""
+    """What Lightning's automatic optimisation does for each batch (pl.Trainer.fit)."""
     opt = module.configure_optimizers()
     for batch_idx, batch in enumerate(loader):
         opt.zero_grad()
