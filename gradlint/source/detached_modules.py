@@ -299,3 +299,43 @@ def _alias(e: cst.BaseExpression) -> bool:
     return type(e) is cst.Name or (type(e) in (cst.Tuple, cst.List) and bool(e.elements)
                                     and all(type(el.value) is cst.Name for el in e.elements))
 
+
+
+def parameters_read_live(fn: cst.FunctionDef, params: frozenset[str],
+                         qualify: Callable[[cst.BaseExpression], frozenset[str]]) -> frozenset[str]:
+    """The parameters `self.p` (p in `params`) that `fn` reads with recording on somewhere: not
+    only under `torch.no_grad()` (or another switch that turns it off) and not only as the
+    receiver of `.data` / `.detach()`. One read so is a path for its gradient (spectral norm's
+    power iteration reads the weight under no_grad, then divides the weight itself); a parameter
+    read only cut has none. Nested functions and lambdas count as live (not followed)."""
+    live: set[str] = set()
+    stack: list[tuple[cst.CSTNode, bool]] = [(stmt, False) for stmt in suite(fn.body)]
+    while stack:
+        node, cut = stack.pop()
+        kind = type(node)
+        if kind is cst.With:
+            state = grad_state("off" if cut else None, with_items(node), qualify)
+            stack.extend((item, cut) for item in node.items)
+            stack.extend((s, is_off(state)) for s in suite(node.body))
+            continue
+        if kind is cst.Attribute:
+            if node.attr.value == "data":
+                stack.append((node.value, True))
+                continue
+            if type(node.value) is cst.Name and node.value.value == "self" and node.attr.value in params:
+                if not cut:
+                    live.add(node.attr.value)
+                continue
+        if kind is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in _CUTS:
+            stack.append((node.func.value, True))
+            stack.extend((a, cut) for a in node.args)
+            continue
+        if kind in (cst.FunctionDef, cst.Lambda):
+            live.update(p for p in params if f"self.{p}" in _code_of(node))
+            continue
+        stack.extend((child, cut) for child in children(node))
+    return frozenset(live)
+
+
+def _code_of(node: cst.CSTNode) -> str:
+    return cst.Module([]).code_for_node(node)
