@@ -451,13 +451,6 @@ class TensorEval:
                 key is not None and key.partition(".")[0] in self.x.ref_names)):
             self.x.references.add(node.attr.value)
         if key and key in self.env:
-            if self.nograd and self.cls is not None and key.count(".") == 1 and key[5:] in self.cls.params \
-                    and key.startswith("self.") and self.name == "forward" and key[5:] not in self._live_params():
-                # a parameter forward reads only with recording off: what it computes from it is
-                # cut, as `self.weight.data` is (a kernel constrained under no_grad before use)
-                where = self.x.where(node)
-                return replace(self.env[key], cut="torch.no_grad()", cut_span=where,
-                               param_cuts=self.env[key].param_cuts | {(where, key + " under torch.no_grad()")})
             return self.env[key]
         attr = node.attr.value
         names = self.x.q(node)
@@ -495,18 +488,6 @@ class TensorEval:
         # `outputs.embeds` of a model's output is that output's (a learned layer's: dense)
         return V(params=base.params, cut=base.cut, cut_span=base.cut_span, const=base.const,
                  numpy=base.numpy, param_cuts=base.param_cuts, dense=base.dense)
-
-    def _live_params(self) -> frozenset[str]:
-        """The class's parameters forward reads with recording on somewhere (detached_modules)."""
-        got = getattr(self, "_live", None)
-        if got is None:
-            from gradlint.source.detached_modules import parameters_read_live
-
-            fn = self.fn_node
-            got = parameters_read_live(fn, frozenset(self.cls.params), self.x.q) if fn is not None else frozenset(
-                self.cls.params)
-            self._live = got
-        return got
 
     def binop(self, node: cst.BinaryOperation) -> V:
         left = self.ev(node.left)

@@ -36,9 +36,8 @@ class DetachedForward(SiteRule):
     ## What it does
     Flags an `nn.Module.forward` whose returned value is cut from the module's parameters by
     `.detach()`, `.data` or a `torch.no_grad()` block (or decorator), and a parameter read as
-    `self.weight.data` / `self.weight.detach()`, or read only under `torch.no_grad()`, on the way
-    to the output. Also a submodule whose output forward detaches before the rest uses it, that
-    no output reaches otherwise, while a
+    `self.weight.data` / `self.weight.detach()` on the way to the output. Also a submodule whose
+    output forward detaches before the rest uses it, that no output reaches otherwise, while a
     method of the class hands its parameters to an optimizer (`{"params":
     self.non_local.parameters()}`, A-GCN's learned adjacency, queenie88/A-GCN#4). And a module of
     no parameters of its own whose forward cuts its input while its callers pass it a value with
@@ -137,11 +136,6 @@ class DetachedForward(SiteRule):
                 "        with torch.no_grad():\n"
                 "            out = self.net(x)\n"
                 "        return out\n"),
-        Example("import torch\nfrom torch import nn\n\n\nclass Constrained(nn.Module):\n    def __init__(self):\n"
-                "        super().__init__()\n        self.kernel = nn.Parameter(torch.rand(4, 4))\n\n"
-                "    def forward(self, x):\n        with torch.no_grad():\n            k = self.kernel.clamp(0.0, 1.0)\n"
-                "        return x @ k\n",
-                note="a parameter read only under no_grad on the way to the output"),
         Example("import math\n\nimport torch\nfrom torch import nn\n\n\nclass GaborConstraint(nn.Module):\n"
                 "    def __init__(self, kernel_size):\n        super().__init__()\n        self.kernel_size = kernel_size\n\n"
                 "    def forward(self, kernel):\n        with torch.no_grad():\n"
@@ -156,18 +150,6 @@ class DetachedForward(SiteRule):
                      "(denfed/leaf-audio-pytorch#4)"),
     ]
     valid = [
-        Example("import torch\nfrom torch import nn\nimport torch.nn.functional as F\n\n\nclass SpectralLinear(nn.Module):\n"
-                "    def __init__(self):\n        super().__init__()\n        self.weight = nn.Parameter(torch.randn(4, 4))\n"
-                "        self.register_buffer('u', torch.randn(4))\n\n    def forward(self, x):\n"
-                "        with torch.no_grad():\n            v = F.normalize(self.weight.t() @ self.u, dim=0)\n"
-                "            u = F.normalize(self.weight @ v, dim=0)\n        sigma = u @ self.weight @ v\n"
-                "        return F.linear(x, self.weight / sigma)\n",
-                note="spectral norm: the power iteration reads the weight under no_grad, the output the weight itself"),
-        Example("import torch\nfrom torch import nn\n\n\nclass Projected(nn.Module):\n    def __init__(self):\n"
-                "        super().__init__()\n        self.weight = nn.Parameter(torch.rand(4, 4))\n\n"
-                "    def forward(self, x):\n        with torch.no_grad():\n            self.weight.clamp_(0, 1)\n"
-                "        return x @ self.weight\n",
-                note="a projection in place under no_grad, then the parameter itself"),
         Example("import torch\nfrom torch import nn\n\n\nclass FixedEmbedding(nn.Module):\n"
                 "    def __init__(self, c_in, d_model):\n        super().__init__()\n"
                 "        w = torch.zeros(c_in, d_model)\n        self.emb = nn.Embedding(c_in, d_model)\n"
@@ -286,10 +268,6 @@ class DetachedForward(SiteRule):
                     "gradient there (a parameter, a model's output): what they pass never gets a gradient through "
                     "this module")
         if site.variant == "parameter-cut":
-            read, under, switch = site.detail.partition(" under ")
-            if under:
-                return (f"forward reads `{read}` only under {switch} on the way to its output: the parameter is cut "
-                        "from the graph and never gets a gradient")
             return (f"forward reads `{site.detail}`: the parameter is cut from the graph and never gets a "
                     "gradient")
         return (f"forward's output is cut from the module's parameters by {site.detail}: they never get a "
