@@ -614,11 +614,12 @@ class SiteChecks:
         sampling_rate`), not to a call: settings, not modules or tensors."""
         out: set[str] = set()
         for n in self._init_nodes():
-            if type(n) is cst.Assign and len(n.targets) == 1:
+            if type(n) is cst.Assign and len(n.targets) == 1 and not any(type(m) is cst.Call for m in walk(n.value, ())):
                 t = n.targets[0].target
-                if type(t) is cst.Attribute and type(t.value) is cst.Name and t.value.value == "self" and \
-                        not any(type(m) is cst.Call for m in walk(n.value, ())):
-                    out.add(t.attr.value)
+                # (also unpacked: `self.iters, self.eps = iters, eps`)
+                for one in ([e.value for e in t.elements] if type(t) in (cst.Tuple, cst.List) else [t]):
+                    if type(one) is cst.Attribute and type(one.value) is cst.Name and one.value.value == "self":
+                        out.add(one.attr.value)
         return out
 
     def _uses(self) -> ModuleUses:

@@ -167,10 +167,13 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
                 v = open_value(v)
                 self.x.open_params[id(v)] = (v, self.qual, name, sig[0].index(name) if name in sig[0] else -1)
             self.env[name] = v if v is not None else UNKNOWN
-        # the parameters its callers pass a value with gradient (a parameter of theirs, a model's
-        # output): what a cut in this function takes from them
-        self.carried_in = frozenset(p.name.value for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params)
-                                    if self.env[p.name.value] is not UNKNOWN and self.env[p.name.value].params)
+        # the parameters its callers pass a trainable parameter of theirs (`self.constraint(self.
+        # kernel)`): what a cut in this function takes from it. Not a computed value with
+        # gradient (a model's output): targets, assignments and pseudo-labels made of one under
+        # no_grad (Sinkhorn-Knopp, a matcher, k-means) are cut on purpose.
+        self.carried_in = frozenset(
+            p.name.value for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params)
+            if (v := self.env[p.name.value]) is not UNKNOWN and v.params and v.leaf and not v.computed)
         for star in (ps.star_arg, ps.star_kwarg):
             if type(star) is cst.Param:
                 self.env[star.name.value] = UNKNOWN

@@ -40,8 +40,9 @@ class DetachedForward(SiteRule):
     output forward detaches before the rest uses it, that no output reaches otherwise, while a
     method of the class hands its parameters to an optimizer (`{"params":
     self.non_local.parameters()}`, A-GCN's learned adjacency, queenie88/A-GCN#4). And a module of
-    no parameters of its own whose forward cuts its input while its callers pass it a value with
-    gradient (LEAF's Gabor constraint clamped the layer's kernel under `no_grad`).
+    no parameters of its own whose forward cuts its input while its callers pass it a trainable
+    parameter (LEAF's Gabor constraint clamped the layer's kernel under `no_grad`); not one handed a
+    model's output (targets, assignments and pseudo-labels are made under no_grad on purpose).
 
     Not flagged: deliberate stop-gradients — EMA, teacher, target and momentum networks (named
     so), hidden states detached between truncated-BPTT windows, straight-through estimators
@@ -164,6 +165,16 @@ class DetachedForward(SiteRule):
                 "        self.features = Spectrogram(512)\n        self.head = nn.Linear(257, 10)\n\n"
                 "    def forward(self, wav):\n        return self.head(self.features(wav).mean(-1))\n",
                 note="a parameter-free feature extractor under no_grad, fed the data"),
+        Example("import torch\nfrom torch import nn\n\n\nclass SinkhornKnopp(nn.Module):\n"
+                "    def __init__(self, iters=3, eps=0.05):\n        super().__init__()\n"
+                "        self.iters, self.eps = iters, eps\n\n    @torch.no_grad()\n    def forward(self, scores):\n"
+                "        q = torch.exp(scores / self.eps).t()\n        for _ in range(self.iters):\n"
+                "            q = q / q.sum(dim=1, keepdim=True)\n            q = q / q.sum(dim=0, keepdim=True)\n"
+                "        return q.t()\n\n\nclass SwAV(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                "        self.prototypes = nn.Linear(16, 10)\n        self.sk = SinkhornKnopp()\n\n"
+                "    def forward(self, x1, x2):\n        p1, p2 = self.prototypes(x1), self.prototypes(x2)\n"
+                "        return -(self.sk(p1) * torch.log_softmax(p2, -1)).sum(-1).mean()\n",
+                note="codes computed under no_grad from a model's output: a target, cut on purpose (SwAV)"),
         Example("import torch\nfrom torch import nn\n\n\nclass Model(nn.Module):\n    def __init__(self):\n"
                 "        super().__init__()\n        self.body = nn.Linear(4, 4)\n        self.head = nn.Linear(4, 2)\n\n"
                 "    def forward(self, x):\n        feat = self.body(x)\n        out = dict(feat=feat.detach())\n"
@@ -264,9 +275,8 @@ class DetachedForward(SiteRule):
                     "get a gradient")
         if site.variant == "input-cut":
             inputs = dict(site.data).get("inputs", "its input")
-            return (f"forward's output is cut from `{inputs}` by {site.detail}, and the callers pass a value with "
-                    "gradient there (a parameter, a model's output): what they pass never gets a gradient through "
-                    "this module")
+            return (f"forward's output is cut from `{inputs}` by {site.detail}, and its callers pass a trainable "
+                    "parameter there: that parameter never gets a gradient through this module")
         if site.variant == "parameter-cut":
             return (f"forward reads `{site.detail}`: the parameter is cut from the graph and never gets a "
                     "gradient")

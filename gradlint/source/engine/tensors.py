@@ -472,8 +472,10 @@ def passed_tensor(v: V) -> V:
             or v.keyed is not None:
         return kept
     # (and how it is bounded: a caller's `cos.clamp(-1 + eps, 1 - eps)` keeps acos safe inside)
+    # (a trainable parameter passed as it is, `self.constraint(self.kernel)`, stays a leaf: what
+    # the function cuts of it is the caller's parameter, GL403's input cut)
     return V(params=True, tensor=True, computed=v.computed, dense=v.dense, out=v.out, out_elem=v.out_elem,
-             unit=v.unit, clamped=v.clamped)
+             unit=v.unit, clamped=v.clamped, leaf=v.leaf and not v.computed)
 
 
 def cosines(a: V, b: V) -> V | None:
