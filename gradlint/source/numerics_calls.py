@@ -158,6 +158,17 @@ class TensorCalls(TorchOps):
                 # `out = [feat.detach()]; out.append(self.head(feat))`: no longer wholly cut
                 self.env[name] = _combine([held, *added])
             return
+        if (held.elems == () or (held.const and held.tensor and held.elems is None and held.value is UNKNOWN)) \
+                and added and all(a is not UNKNOWN and not a.const for a in added):
+            # `zs = []` that a loop appends to, `d = torch.zeros(n)` whose items a loop sets: it
+            # holds those items, and what holds for each of them (shifted by its max, clamped,
+            # never positive) holds for what is taken from it (torch.stack: TorchOps._q_joined).
+            # (A table's entries left at zero cannot make an exp overflow.)
+            got = added[0]
+            for a in added[1:]:
+                got = merge(got, a)
+            self.env[name] = replace(got, elems=None, keyed=None, value=UNKNOWN, computed=True)
+            return
         self.env[name] = replace(_combine([held, *added]), elems=None, keyed=None, value=UNKNOWN)
 
     # -- calls ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from gradlint.source.budget import bounded
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.fold import as_float
 from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _combine, ratio_of, required_again,
-                                            broken_before_required, cosines, square_unit, number_of)
+                                            broken_before_required, cosines, square_unit, number_of, merge)
 from gradlint.source.engine.values import truth
 from gradlint.source.list_ends import list_end
 from gradlint.source.numerics_pairs import pair_reduction, self_gram
@@ -432,6 +432,30 @@ class TorchOps:
         lo = _arg(c.node, 1, "min")
         hi = _arg(c.node, 2, "max") if "torch.clamp_min" not in c.names else None
         return self.clamp_value(c.first, lo, hi, c.first_node)
+
+    def _q_joined(self, c: _Call) -> V | None:
+        """`torch.stack(parts)`, `torch.cat(parts)`: what holds for every part holds for the
+        result (`torch.stack([s[i] - s.max() for ...])` is still shifted, `-d ** 2` still never
+        positive); it is constant only when every part is, and carries gradient when one does."""
+        if not c.pos:
+            return None
+        seq = c.pos[0]
+        if type(seq) in (cst.List, cst.Tuple) and seq.elements and \
+                not any(type(e) is cst.StarredElement for e in seq.elements):
+            parts = [self.ev(e.value) for e in seq.elements]
+        elif c.first.elems is None and c.first.keyed is None and not c.first.const and c.first.computed:
+            parts = [c.first]  # a list a loop appended to: what its items share (_list_holds)
+        else:
+            return None
+        if any(p is UNKNOWN for p in parts):
+            return None
+        joined = parts[0]
+        for p in parts[1:]:
+            joined = merge(joined, p)
+        return replace(joined, elems=None, keyed=None, value=UNKNOWN, tensor=True, computed=True,
+                       const=all(p.const for p in parts), params=any(p.params for p in parts),
+                       cut=joined.cut if all(p.cut for p in parts) else None,
+                       cut_span=joined.cut_span if all(p.cut for p in parts) else None)
 
     def _q_maximum(self, c: _Call) -> V | None:
         if "torch.max" in c.names and ("dim" in c.kw or "keepdim" in c.kw or len(c.pos) == 2 and _names_dim(c.pos[1])):
@@ -868,6 +892,7 @@ _QUALIFIED_GROUPS += [
     ({"torch.div", "torch.true_divide", "torch.divide"}, T._q_divide), ({"torch.reciprocal"}, T._q_reciprocal),
     ({"torch.where"}, T._q_where), (_MAX_REDUCTIONS | {"torch.max"}, T._q_max),
     ({"torch.mm", "torch.matmul"}, T._q_product),
+    ({"torch.stack", "torch.cat", "torch.concat", "torch.concatenate"}, T._q_joined),
     ({"torch.split", "torch.chunk", "torch.unbind", "torch.tensor_split"}, T._q_pieces), ({"torch.diag", "torch.diagonal"}, T._q_gram_diag),
     (KEEP_FUNCTIONS, T._q_keep),
     ({"torch.autograd.backward"}, T._q_backward), ({"torch.autograd.grad"}, T._q_autograd_grad),

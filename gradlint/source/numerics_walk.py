@@ -420,11 +420,11 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
             # dist(...)` in a loop, `total = 0; total = total + loss`) is constant only where the
             # loop runs no time, which is no path its hazards are read on (torchfields' softmin
             # over filled distances, seung-lab/torchfields#18).
+            # What the body made of it is what it holds, with the facts the body gave it (a
+            # table filled with clamped scores is still clamped: the zeros' path would drop that).
             now = after.get(key)
             if was.const and now is not None and now is not was and not now.const and now.params and now.cut is None:
-                joined = self.env[key]
-                if joined.const:
-                    self.env[key] = replace(joined, const=False)
+                self.env[key] = now
 
     def for_stmt(self, node: cst.For) -> None:
         it = self.ev(node.iter)

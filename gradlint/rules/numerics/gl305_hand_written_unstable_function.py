@@ -62,16 +62,21 @@ class HandWrittenUnstableFunction(SiteRule):
     summary = "Sigmoid/softplus/logsumexp/softmax written with exp (overflow, NaN gradients)"
 
     invalid = [
-        Example("import torch\nfrom torch import nn\n\n\ndef vote_weights(fields, temp=0.01):\n    n = fields.shape[0]\n"
+        Example("from itertools import combinations\n\nimport torch\nfrom torch import nn\n\n\n"
+                "def vote_weights(fields, subsets, temp=0.01):\n    n = fields.shape[0]\n"
                 "    dists = torch.zeros((n, n))\n    for i in range(n):\n        for j in range(i):\n"
-                "            dists[i, j] = dists[j, i] = (fields[i] - fields[j]).norm()\n"
-                "    num = torch.exp(-dists / temp)\n    return num / num.sum(dim=0, keepdim=True)\n\n\n"
+                "            dists[i, j] = dists[j, i] = (fields[i] - fields[j]).norm()\n    avg = []\n"
+                "    for s in subsets:\n"
+                "        avg.append(torch.stack([dists[i, j] for i, j in combinations(s, 2)]).mean(dim=0))\n"
+                "    mavg = torch.stack(avg)\n    num = torch.exp(-mavg / temp)\n"
+                "    return num / num.sum(dim=0, keepdim=True)\n\n\n"
                 "class FieldNet(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
                 "        self.conv = nn.Conv2d(2, 10, 3, padding=1)\n\n"
                 "    def forward(self, x):\n        fields = self.conv(x).view(5, 2, *x.shape[-2:])\n"
-                "        return vote_weights(fields)\n",
-                note="a softmin of distances filled in a loop: every exp underflows to 0 for a small "
-                     "temperature, 0 / 0 (seung-lab/torchfields#18)"),
+                "        return vote_weights(fields, list(combinations(range(5), 3)))\n",
+                note="a softmin of subset distances a loop fills: with a small temperature every exp "
+                     "underflows to 0 and the weights are 0 / 0 (measured: NaN weights and gradient; "
+                     "seung-lab/torchfields#18)"),
         Example("import torch\nfrom torch import nn\n\n\ndef weights(h, n, temp):\n    avg = []\n    for i in range(n):\n"
                 "        avg.append(h * i)\n    m = torch.stack(avg)\n    e = torch.exp(m / temp)\n"
                 "    return e / e.sum(0)\n\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
@@ -123,6 +128,17 @@ class HandWrittenUnstableFunction(SiteRule):
                 "            dists[i, j] = dists[j, i] = (fields[i] - fields[j]).norm()\n"
                 "    return (-dists / temp).softmax(dim=0)\n",
                 note="the fix upstream: softmax shifts by the max"),
+        Example("import torch\nfrom torch import nn\n\n\nclass Pool(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n        self.score = nn.Linear(8, 1)\n\n    def forward(self, xs):\n"
+                "        s = self.score(xs).squeeze(-1)\n        zs = []\n        for i in range(s.shape[0]):\n"
+                "            zs.append(s[i] - s.max())\n        e = torch.exp(torch.stack(zs))\n        return e / e.sum()\n",
+                note="max-shifted items a loop appends: still shifted once stacked"),
+        Example("import torch\nfrom torch import nn\n\n\nclass Pool(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n        self.score = nn.Linear(8, 1)\n\n    def forward(self, xs):\n"
+                "        z = torch.zeros(len(xs))\n        for i, x in enumerate(xs):\n"
+                "            z[i] = self.score(x).squeeze().clamp(max=20.0)\n        e = torch.exp(z)\n"
+                "        return e / e.sum()\n",
+                note="a table a loop fills with scores clamped at 20"),
         Example("import torch\n\n\ndef weights(xs, n):\n    table = torch.zeros(n)\n    for i in range(n):\n"
                 "        table[i] = i / n\n    e = torch.exp(table)\n    return e / e.sum()\n",
                 note="a table the loop fills with numbers: no gradient"),
