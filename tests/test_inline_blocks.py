@@ -325,6 +325,12 @@ class Noop(nn.Module):
 class Summed(nn.Module):
     def forward(self, x):
         return x.sum(-1, keepdim=True)
+
+
+class Frozen(nn.Module):
+    def forward(self, x):
+        with torch.no_grad():
+            return x.clone()
 '''
 
 STACK = '''import torch.nn as nn
@@ -372,3 +378,13 @@ def test_a_block_of_another_file_whose_forward_is_not_modelled_still_cuts_the_ch
     assert json.loads(run_cli("check", "--no-cache", "--format", "json", "pkg").stdout) == []
     nodes = {m["name"]: m for m in json.loads(run_cli("model", "pkg/model.py", "--format", "json").stdout)}["Net"]["nodes"]
     assert "opaque" in json.dumps(nodes)
+
+
+def test_a_block_of_another_file_that_returns_under_no_grad_ends_every_chain(tmp_path, monkeypatch):
+    # spliced in as nothing, a forward that computes its output under no_grad made 30 Linear+Tanh
+    # layers one chain (GL101), though no layer before the last block gets any gradient
+    root = _layerless_project(tmp_path, "Frozen", "Frozen()")
+    monkeypatch.chdir(root)
+    assert json.loads(run_cli("check", "--no-cache", "--format", "json", "pkg").stdout) == []
+    nodes = {m["name"]: m for m in json.loads(run_cli("model", "pkg/model.py", "--format", "json").stdout)}["Net"]["nodes"]
+    assert "computed without gradient" in json.dumps(nodes)

@@ -157,9 +157,15 @@ class Attention:
     origin: Origin = None
 
 
+# The Passthrough that marks a value computed without gradient (source/outputs.NO_GRAD).
+NO_GRAD_WHAT = "computed without gradient"
+
+
 @dataclass(frozen=True)
 class Passthrough:
-    """Dropout, pooling, reshapes: no parameters, no meaningful change of gradient scale."""
+    """Dropout, pooling, reshapes: no parameters, no meaningful change of gradient scale. One
+    whose `what` is NO_GRAD_WHAT marks a value computed without gradient (under `torch.no_grad()`):
+    the layers before it get none through this path, so no chain runs across it."""
 
     name: str
     what: str

@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 
 from gradlint.model.init import bias_variance, fan_times_variance, is_dead, weight_variance, zero_mean
 from gradlint.model.ir import (
+    NO_GRAD_WHAT,
     Activation,
     Attention,
     InitSpec,
@@ -200,6 +201,10 @@ class _Walk:
             if isinstance(node, Passthrough):
                 if node.what.startswith("scale:"):
                     self.scale(node.what[len("scale:"):])
+                elif node.what == NO_GRAD_WHAT:
+                    # computed under no_grad (a frozen backbone before a trained head): the layers
+                    # before get no gradient through here, so they are no chain's first layers
+                    self.done, self.pending, self.direct = [], None, None
                 continue
             if isinstance(node, Activation):
                 self.activation(node)

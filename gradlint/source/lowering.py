@@ -23,6 +23,7 @@ from gradlint.source.foreign import CALLED
 from gradlint.source.param_loops import ParamLoop, bound
 from gradlint.source.engine.values import Alt, Ctor, HeldTensor, Instance, ListVal, PathVal, Sym, UNKNOWN
 from gradlint.source.engine.values import is_number as _num
+from gradlint.source.names import decorators, grad_state, is_off
 
 if TYPE_CHECKING:
     from gradlint.source.models import FileModel
@@ -542,6 +543,12 @@ class Lowerer:
         if result is None:
             self.note = self.note or f"{inst.cls.name}.forward does not return a value computed from {params[0]}"
             return (), False
+        if result and is_off(grad_state(None, decorators(fwd), fm.imports.qualify)):
+            # `@torch.no_grad()` on forward: nothing it runs gets a gradient through it (a frozen
+            # feature extractor), as a `with torch.no_grad():` block's values (forward.with_stmt)
+            from gradlint.source.outputs import no_grad_mark
+
+            result = no_grad_mark(PathVal(params[0], result)).nodes
         return result, True
 
 

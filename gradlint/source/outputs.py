@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from gradlint.model.ir import Activation, Opaque, Passthrough, walk
+from gradlint.model.ir import NO_GRAD_WHAT, Activation, Opaque, Passthrough, walk
 from gradlint.source.engine.values import DictVal, ListVal, PathVal
 from gradlint.source.engine.walk import text
 from gradlint.source.freezes import frozen_paths
@@ -26,7 +26,7 @@ _STOPS = frozenset({".detach()", ".data", ".detach_()"})
 
 # The mark on a path computed without gradient (a teacher's output under `torch.no_grad()`):
 # a node that changes nothing, so a first output made from it is modelled as before.
-NO_GRAD = Passthrough("", "computed without gradient")
+NO_GRAD = Passthrough("", NO_GRAD_WHAT)
 
 
 def no_grad_mark(v: Any) -> Any:
@@ -35,7 +35,7 @@ def no_grad_mark(v: Any) -> Any:
         return dataclasses.replace(v, items=[no_grad_mark(item) for item in v.items])
     if isinstance(v, DictVal):
         return dataclasses.replace(v, items={k: no_grad_mark(item) for k, item in v.items.items()})
-    if isinstance(v, PathVal) and v.nodes and not _marked(v.nodes):
+    if isinstance(v, PathVal) and not _marked(v.nodes):
         return PathVal(v.root, v.nodes + (NO_GRAD,))
     return v
 

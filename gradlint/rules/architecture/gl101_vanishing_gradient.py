@@ -185,6 +185,18 @@ class Net(nn.Module):
                 note="24 sigmoid layers: the depth a factory's config call gives (config.py's dataclass)"),
     ]
     valid = [
+        Example("import torch\nimport torch.nn as nn\n\n\nclass Probe(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.backbone = nn.Sequential(*[nn.Sequential(nn.Linear(64, 64), nn.Sigmoid()) for _ in range(20)])\n"
+                "        self.head = nn.Linear(64, 10)\n\n    def forward(self, x):\n        with torch.no_grad():\n"
+                "            f = self.backbone(x)\n        return self.head(f)\n",
+                note="a frozen backbone run under no_grad before a trained head: its layers get no gradient, "
+                     "they do not 'barely train'"),
+        Example("import torch\nimport torch.nn as nn\n\n\nclass Features(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.body = nn.Sequential(*[nn.Sequential(nn.Linear(64, 64), nn.Sigmoid()) for _ in range(20)])\n\n"
+                "    @torch.no_grad()\n    def forward(self, x):\n        return self.body(x)\n",
+                note="a forward decorated with no_grad"),
         Example("import torch\nimport torch.nn as nn\n\n\nclass Distill(nn.Module):\n    def __init__(self, d=256):\n"
                 "        super().__init__()\n        self.student = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 10))\n"
                 "        layers = []\n        for _ in range(12):\n            layers += [nn.Linear(d, d), nn.Sigmoid()]\n"
