@@ -195,6 +195,8 @@ class Net(nn.Module):
 """
     package = tmp_path / "torchvision" / "models"
     package.mkdir(parents=True)
+    (tmp_path / "torchvision" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
     for cwd, shown in ((tmp_path, "torchvision/models/net.py"), (tmp_path / "torchvision", "models/net.py"),
                        (package, "net.py")):
         monkeypatch.chdir(cwd)
@@ -202,6 +204,11 @@ class Net(nn.Module):
     # a file of another package: the same relative import is the project's own class
     monkeypatch.chdir(tmp_path)
     assert kinds(lower(src, "mylib/models/net.py")[0]["Net"].nodes) == ["Extern"]
+    # nor does a folder that only holds the project (`~/timm/proj/pkg`): no relative import
+    # climbs out of the package chain (a second read found its own Mlp read as timm's)
+    (tmp_path / "timm" / "proj" / "pkg").mkdir(parents=True)
+    (tmp_path / "timm" / "proj" / "pkg" / "__init__.py").write_text("")
+    assert kinds(lower(src, "timm/proj/pkg/net.py")[0]["Net"].nodes) == ["Extern"]
 
 
 def test_a_class_of_the_same_name_not_from_the_library_stays_opaque():

@@ -506,9 +506,21 @@ def library_name(quals: frozenset[str], path: str) -> str | None:
 
 @functools.lru_cache(maxsize=64)
 def _inside_packages(path: str) -> bool:
-    # The folders of the file's absolute path: its path as displayed is relative to where gradlint
-    # runs (`models/convnext.py` from inside torchvision/), and the verdict must not depend on that.
-    return bool({"timm", "torchvision"} & set(os.path.abspath(path).replace("\\", "/").split("/")[:-1]))
+    """Whether the file lies inside a package named timm or torchvision: one of the folders of its
+    chain of regular packages (each holding an `__init__.py`, up from the file's own), which is
+    what its relative imports climb. Read from the file's absolute path: as displayed it is
+    relative to where gradlint runs (`models/convnext.py` from inside torchvision/), and the
+    verdict must not depend on that; nor may a folder that merely holds the project
+    (`~/timm/myproject/`), which no relative import reaches."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while os.path.isfile(os.path.join(folder, "__init__.py")):
+        if os.path.basename(folder) in ("timm", "torchvision"):
+            return True
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return False
 
 
 @functools.lru_cache(maxsize=1)
