@@ -595,10 +595,13 @@ class ForwardInterpreter(_Walker):
         # not a network of its own (`result`), unless the first output is made from it too
         before, returned = dict(self.env), len(self.returns)
         super().with_stmt(stmt)
+        # (a tensor the block only names, `feats = x` or `return x` after updating statistics, is
+        # the one computed before it: it keeps its gradient)
+        old = {id(v) for v in before.values()}
         for k, v in self.env.items():
-            if before.get(k) is not v:
+            if before.get(k) is not v and id(v) not in old:
                 self.env[k] = outputs.no_grad_mark(v)
-        self.returns[returned:] = [outputs.no_grad_mark(v) for v in self.returns[returned:]]
+        self.returns[returned:] = [v if id(v) in old else outputs.no_grad_mark(v) for v in self.returns[returned:]]
 
     def call_method(self, method: cst.FunctionDef, call: cst.Call, bound_self: bool = True, owner: Any = None) -> Any:
         if self.low.depth >= MAX_DEPTH:
@@ -620,6 +623,7 @@ class ForwardInterpreter(_Walker):
                 sub.env[p] = self.fm.eval(declared[i].default, {})
             else:
                 sub.env[p] = UNKNOWN
+        passed = list(sub.env.values())
         self.low.depth += 1
         try:
             sub.block(method.body)
@@ -631,7 +635,10 @@ class ForwardInterpreter(_Walker):
         value = sub.returns[0]
         for other in sub.returns[1:]:
             value = _merge(value, other)
-        if is_off(grad_state(None, decorators(method), self.fm.imports.qualify)):
+        if is_off(grad_state(None, decorators(method), self.fm.imports.qualify)) and \
+                not any(value is given for given in passed):
+            # (a no_grad method that returns what it was given, after updating statistics, hands
+            # back the caller's tensor, gradient and all)
             return outputs.no_grad_mark(value)
         return value
 

@@ -543,9 +543,10 @@ class Lowerer:
         if result is None:
             self.note = self.note or f"{inst.cls.name}.forward does not return a value computed from {params[0]}"
             return (), False
-        if result and is_off(grad_state(None, decorators(fwd), fm.imports.qualify)):
+        if result != dict(seeds).get(0, ()) and is_off(grad_state(None, decorators(fwd), fm.imports.qualify)):
             # `@torch.no_grad()` on forward: nothing it runs gets a gradient through it (a frozen
-            # feature extractor), as a `with torch.no_grad():` block's values (forward.with_stmt)
+            # feature extractor), as a `with torch.no_grad():` block's values (forward.with_stmt);
+            # one that returns its input as it came hands back the caller's tensor
             from gradlint.source.outputs import no_grad_mark
 
             result = no_grad_mark(PathVal(params[0], result)).nodes

@@ -652,12 +652,15 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         for m in setup:
             walk = FunctionWalk(self, m.name.value, ctx, quiet=True)
             walk.run_function(m)
+            ps = m.params
+            # (a parameter its callers pass, `self.scale = scale`, is theirs: not one of this class's)
+            passed = [walk.env.get(p.name.value) for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params)]
             for key, val in walk.env.items():
                 if key.startswith("self.") and key.count(".") == 1:
                     # a plain value set in __init__ may be set again anywhere (`model.eps = 0.1`):
                     # other methods do not read it as a constant
                     ctx.attrs[key[5:]] = replace(val, value=UNKNOWN) if val.value is not UNKNOWN else val
-                    if val.leaf and val.params and val.tensor and not val.module:
+                    if val.leaf and val.params and val.tensor and not val.module and not any(val is v for v in passed):
                         ctx.params.add(key[5:])
         if any(b in _WEIGHTED_LAYERS for b in bases):
             # a subclass of a torch layer (weight standardisation's `class WSConv2d(nn.Conv2d)`):

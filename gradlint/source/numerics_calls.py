@@ -19,7 +19,7 @@ from gradlint.source.numerics_sites import graph_break
 from gradlint.source.numerics_callers import _STDLIB
 from gradlint.source.numerics_eval import _function_value
 from gradlint.source.engine.calls import split as _args
-from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, knows_nothing
+from gradlint.source.engine.tensors import SAFETY_FACTS, V, UNKNOWN, replace, _combine, merge, knows_nothing, every_part
 from gradlint.source.engine.walk import suite, walk
 from gradlint.source.names import changes_in_place, dotted, grad_state, is_off, root_name, with_items
 from gradlint.source.numerics_registry import builder_shape
@@ -157,6 +157,10 @@ class TensorCalls(TorchOps):
             if held.cut is not None:
                 # `out = [feat.detach()]; out.append(self.head(feat))`: no longer wholly cut
                 self.env[name] = _combine([held, *added])
+            elif any(getattr(held, f) for f in SAFETY_FACTS):
+                # a later item (`zs.append(sb)` after `zs.append(sa - sa.max())`): what made the
+                # first safe holds for the list only if it holds for this one too
+                self.env[name] = every_part([held, *added], held)
             return
         if (held.elems == () or (held.const and held.tensor and held.elems is None and held.value is UNKNOWN)) \
                 and added and all(a is not UNKNOWN and not a.const for a in added):

@@ -15,7 +15,8 @@ from gradlint.source.budget import bounded
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.fold import as_float
 from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _combine, ratio_of, required_again,
-                                            broken_before_required, cosines, square_unit, number_of, merge)
+                                            broken_before_required, cosines, square_unit, number_of, merge,
+                                            every_part)
 from gradlint.source.engine.values import truth
 from gradlint.source.list_ends import list_end
 from gradlint.source.numerics_pairs import pair_reduction, self_gram
@@ -343,6 +344,10 @@ class TorchOps:
         return got
 
     def _q_parameter(self, c: _Call) -> V:
+        rg = c.kw.get("requires_grad", c.pos[1] if len(c.pos) > 1 else None)
+        if rg is not None and type(rg) is cst.Name and rg.value == "False":
+            # `nn.Parameter(w, requires_grad=False)`: a frozen table, no gradient to carry or lose
+            return V(leaf=True, tensor=True, const=False)
         return V(leaf=True, tensor=True, params=True)
 
     def _q_from_data(self, c: _Call) -> V:
@@ -452,6 +457,7 @@ class TorchOps:
         joined = parts[0]
         for p in parts[1:]:
             joined = merge(joined, p)
+        joined = every_part(parts, joined)  # (merge keeps a max-shift either part has)
         return replace(joined, elems=None, keyed=None, value=UNKNOWN, tensor=True, computed=True,
                        const=all(p.const for p in parts), params=any(p.params for p in parts),
                        cut=joined.cut if all(p.cut for p in parts) else None,

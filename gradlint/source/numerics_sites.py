@@ -475,7 +475,9 @@ class SiteChecks:
                     # every module forward runs is a parameter-free torch layer: nothing of its own
                     # to cut, unless its callers pass it what carries gradient (LEAF's Gabor
                     # constraint, handed the layer's kernel, clamped it under no_grad)
-                    if self.carried_in:
+                    if self.carried_in and not (type(node.value) is cst.Name and node.value.value in self.carried_in):
+                        # (`return w` after `w.clamp_(0, 1)` under no_grad hands back the caller's
+                        # parameter itself: changed in place, it still gets its gradient)
                         self.x.add(Site("forward_output_cut", "input-cut", span, detail=val.cut,
                                         data=(("inputs", ", ".join(sorted(self.carried_in))),)))
                     continue
@@ -619,6 +621,9 @@ class SiteChecks:
                 # (also unpacked: `self.iters, self.eps = iters, eps`)
                 for one in ([e.value for e in t.elements] if type(t) in (cst.Tuple, cst.List) else [t]):
                     if type(one) is cst.Attribute and type(one.value) is cst.Name and one.value.value == "self":
+                        held = self.cls.attrs.get(one.attr.value)
+                        if held is not None and (held.module or held.inst or held.params):
+                            continue  # `self.backbone = backbone` with a module its callers pass
                         out.add(one.attr.value)
         return out
 

@@ -17,7 +17,7 @@ import libcst as cst
 from gradlint.facts.numerics import Call, Function, Site
 from gradlint.source.engine.interp import StatementWalker, else_body
 from gradlint.source.engine.interp import statements as interp_statements
-from gradlint.source.engine.tensors import V, UNKNOWN, replace, _passed, merge_env, _item, open_value, join_value, knows_nothing
+from gradlint.source.engine.tensors import SAFETY_FACTS, V, UNKNOWN, replace, _passed, merge_env, _item, open_value, join_value, knows_nothing
 from gradlint.source.engine.values import int_literal
 from gradlint.source.engine.walk import children as _children
 from gradlint.source.engine.walk import evaluated_children, statements_in, suite, walk
@@ -420,11 +420,13 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
             # dist(...)` in a loop, `total = 0; total = total + loss`) is constant only where the
             # loop runs no time, which is no path its hazards are read on (torchfields' softmin
             # over filled distances, seung-lab/torchfields#18).
-            # What the body made of it is what it holds, with the facts the body gave it (a
-            # table filled with clamped scores is still clamped: the zeros' path would drop that).
+            # It is what the paths join to, not a constant, with the safety facts the body gave it
+            # (a table filled with clamped scores is still clamped: the zeros' path would drop
+            # that). Not the body's value alone: one pass of `p = p + softmax(h(x))` is a
+            # softmax, the sum of several is not.
             now = after.get(key)
             if was.const and now is not None and now is not was and not now.const and now.params and now.cut is None:
-                self.env[key] = now
+                self.env[key] = replace(self.env[key], const=False, **{f: getattr(now, f) for f in SAFETY_FACTS})
 
     def for_stmt(self, node: cst.For) -> None:
         it = self.ev(node.iter)

@@ -151,6 +151,15 @@ class VanishingGradient(Rule):
     inputs = frozenset({"python", "onnx"})
     options = {"vanishing-threshold": Option(1e-3, positive_float, "report chains with predicted gain below this")}
     invalid = [
+        Example("import torch\nimport torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.layers = nn.ModuleList([nn.Linear(64, 64) for _ in range(20)])\n"
+                "        self.head = nn.Linear(64, 10)\n"
+                "        self.register_buffer(\"mean\", torch.zeros(64))\n\n    def forward(self, x):\n"
+                "        for lin in self.layers:\n            x = torch.sigmoid(lin(x))\n"
+                "        with torch.no_grad():\n            self.mean.lerp_(x.mean(0), 0.01)\n"
+                "            feats = x\n        return self.head(feats)\n",
+                note="a no_grad block that updates a statistic and only names x: x keeps its gradient, the 21 sigmoid layers still vanish"),
         Example(ACTOR_CRITIC, note="the second output of a forward: a critic of its own beside the actor"),
         Example(ACTOR_CRITIC + "\n    @torch.no_grad()\n    def act(self, obs):\n        logits, value = self(obs)\n"
                 "        return torch.distributions.Categorical(logits=logits).sample(), value\n",

@@ -178,6 +178,13 @@ class LogOfProbability(SiteRule):
                 note="a parameter every caller passes softmax probabilities for"),
     ]
     valid = [
+        Example("import torch\nfrom torch import nn\n\n\nclass Ensemble(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.heads = nn.ModuleList([nn.Linear(8, 5) for _ in range(4)])\n\n"
+                "    def forward(self, x, y):\n        p = 0\n        for h in self.heads:\n"
+                "            p = p + torch.softmax(h(x), -1)\n        p = p / len(self.heads)\n"
+                "        return -torch.log(p.gather(1, y[:, None])).mean()\n",
+                note="the log of an ensemble's mean probability, summed in a loop: never 0 unless every head gives 0 (measured: no NaN)"),
         Example("import torch\nimport torch.nn.functional as F\n\n\ndef kl(x, y, t, eps=1e-8):\n"
                 "    p = F.softmax(x, dim=-1)\n    q = F.softmax(y, dim=-1)\n"
                 "    a = (p * ((p + eps) / (q + eps)).log()).sum(-1)\n"

@@ -62,6 +62,13 @@ class HandWrittenUnstableFunction(SiteRule):
     summary = "Sigmoid/softplus/logsumexp/softmax written with exp (overflow, NaN gradients)"
 
     invalid = [
+        Example("import torch\nfrom torch import nn\n\n\nclass Pool(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n        self.a = nn.Linear(8, 4)\n"
+                "        self.b = nn.Linear(8, 4)\n\n    def forward(self, x):\n        sa = self.a(x)\n"
+                "        sb = self.b(x)\n"
+                "        z = torch.cat([sa - sa.max(-1, keepdim=True).values, sb], -1)\n"
+                "        e = torch.exp(z)\n        return e / e.sum(-1, keepdim=True)\n",
+                note="one part shifted by its max, the other not: the concatenation is not (measured: NaN output and gradient at a bias of 100)"),
         Example("from itertools import combinations\n\nimport torch\nfrom torch import nn\n\n\n"
                 "def vote_weights(fields, subsets, temp=0.01):\n    n = fields.shape[0]\n"
                 "    dists = torch.zeros((n, n))\n    for i in range(n):\n        for j in range(i):\n"

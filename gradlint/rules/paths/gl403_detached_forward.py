@@ -151,6 +151,19 @@ class DetachedForward(SiteRule):
                      "(denfed/leaf-audio-pytorch#4)"),
     ]
     valid = [
+        Example("import torch\nfrom torch import nn\n\n\nclass Constraint(nn.Module):\n    @torch.no_grad()\n"
+                "    def forward(self, w):\n        return w.clamp(0.0, 1.0)\n\n\nclass Layer(nn.Module):\n"
+                "    def __init__(self):\n        super().__init__()\n"
+                "        self.window = nn.Parameter(torch.rand(4, 4), requires_grad=False)\n"
+                "        self.c = Constraint()\n\n    def forward(self, x):\n"
+                "        return x @ self.c(self.window)\n",
+                note="a frozen parameter (requires_grad=False) handed to a no_grad constraint: nothing to train"),
+        Example("import torch\nfrom torch import nn\n\n\nclass Project(nn.Module):\n    def forward(self, w):\n"
+                "        with torch.no_grad():\n            w.clamp_(0.0, 1.0)\n        return w\n\n\n"
+                "class Layer(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                "        self.kernel = nn.Parameter(torch.rand(4, 4))\n        self.proj = Project()\n\n"
+                "    def forward(self, x):\n        return x @ self.proj(self.kernel)\n",
+                note="a projection in place under no_grad that returns the parameter itself: it still gets its gradient (measured)"),
         Example("import torch\nfrom torch import nn\n\n\nclass FixedEmbedding(nn.Module):\n"
                 "    def __init__(self, c_in, d_model):\n        super().__init__()\n"
                 "        w = torch.zeros(c_in, d_model)\n        self.emb = nn.Embedding(c_in, d_model)\n"

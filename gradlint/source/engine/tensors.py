@@ -495,6 +495,18 @@ def square_unit(v: V) -> str | None:
     return v.unit if v.unit in ("bounded", "loose") else None
 
 
+# The facts that make a value safe for some hazard (shifted by its max, clamped, bounded, never
+# negative...). merge keeps several of them when either path has them ("hazards must hold on
+# both"); a value made of several parts (torch.cat, a list's items) has one only when every part does.
+SAFETY_FACTS = ("shifted", "capped", "max_shifted", "clamped", "exp_safe", "nonpos", "nonneg", "floored",
+                "safe_where", "dense")
+
+
+def every_part(parts: list[V], joined: V) -> V:
+    """`joined` with each of SAFETY_FACTS kept only where every part has it."""
+    return replace(joined, **{f: all(getattr(p, f) for p in parts) for f in SAFETY_FACTS})
+
+
 def merge_env(a: dict[str, V], b: dict[str, V]) -> dict[str, V]:
     out: dict[str, V] = {}
     for key in a.keys() | b.keys():
