@@ -582,8 +582,9 @@ class SiteChecks:
         """The classes of the file's imports the modules forward uses (`self.stft(x)`) were built
         from, when every attribute forward reads was built in `__init__` by a call of an imported
         class or of a parameter-free torch layer, or is a plain setting: () when all are such
-        torch layers; None when any is something else (a parameter, a torch layer with weights,
-        a container, a module of this file, a value passed in or registered another way)."""
+        torch layers (or forward reads nothing of self); None when any is something else (a
+        parameter, a torch layer with weights, a container, a module of this file, a value
+        passed in or registered another way)."""
         forward = self.cls.method_nodes.get("forward")
         if forward is None:
             return None

@@ -24,8 +24,9 @@ from gradlint.source.freezes import frozen_paths
 _STOPS = frozenset({".detach()", ".data", ".detach_()"})
 
 
-# The mark on a path computed without gradient (a teacher's output under `torch.no_grad()`):
-# a node that changes nothing, so a first output made from it is modelled as before.
+# The mark on a path computed without gradient (a teacher's output under `torch.no_grad()`): it
+# changes no scale, so a first output made from it is modelled as before, but no chain runs
+# across it (model/propagation: the layers before it get no gradient through this path).
 NO_GRAD = Passthrough("", NO_GRAD_WHAT)
 
 
