@@ -343,10 +343,6 @@ def _warn_about_files(result: Any, *, quiet: bool, fmt: str) -> None:
         say("gradlint: warning: no Python, notebook or ONNX files found under the given paths")
 
 
-def _plural_of(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def _add_noqa(result: Any) -> None:
     """`--add-noqa`: write a `# noqa: CODE` on each finding's line, in place (ruff's flag)."""
     import io
@@ -354,7 +350,7 @@ def _add_noqa(result: Any) -> None:
 
     from gradlint.files import Refused, check_writable, locked, text_digest
     from gradlint.files import replace as replace_file
-    from gradlint.report.text import escape
+    from gradlint.report.text import escape, plural
     from gradlint.source import decode
     from gradlint.suppress import add_noqa
 
@@ -365,7 +361,7 @@ def _add_noqa(result: Any) -> None:
         if in_cells:
             # (a `# noqa` written in a cell works; this flag only writes into .py files)
             say(f"gradlint: warning: {escape(r.path)}: --add-noqa does not edit notebooks; write `# noqa: CODE` "
-                f"on the line in the cell ({_plural_of(in_cells, 'finding')})")
+                f"on the line in the cell ({plural(in_cells, 'finding')})")
         elif len(findings) != len(r.findings):
             say(f"gradlint: warning: {escape(r.path)}: an ONNX model's findings take no comment; "
                 "use per-file-ignores to silence them")
@@ -497,6 +493,7 @@ def rule(code: str) -> None:
               help="text: an aligned table; json: a list of objects (code, name, severity, default, fixable, summary, url).")
 def rules(fmt: str) -> None:
     """List every rule: code, name, severity, whether it is on by default and fixable."""
+    from gradlint.docs import default_label
     from gradlint.registry import load_rules
 
     table = load_rules()
@@ -509,9 +506,7 @@ def rules(fmt: str) -> None:
         return
     click.echo(f"{'code':<6} {'name':<36} {'severity':<8} {'default':<7} {'fix':<3}  summary")
     for r in table.values():
-        # as the README's table and `gradlint rule` say it
-        default = "probe" if r.probe_only else ("always" if r.always_on else ("on" if r.default_enabled else "off"))
-        say(f"{r.code:<6} {r.name:<36} {str(r.severity):<8} {default:<7} {'yes' if r.fixable() else '':<3}  {r.summary}",
+        say(f"{r.code:<6} {r.name:<36} {str(r.severity):<8} {default_label(r):<7} {'yes' if r.fixable() else '':<3}  {r.summary}",
             err=False)
 
 

@@ -49,7 +49,10 @@ def describe_paths(paths: Iterable[str | Path], config: Config) -> Described:
         out.errors.append(f"{missing}: no such file or directory")
     for display, reason, error in found.refused:
         # a FIFO, a device or a link loop named on the command line is an error, as in `check`
-        (out.errors if error else out.warnings).append(f"{display}: {reason}" if error else f"{display}: skipped: {reason}")
+        if error:
+            out.errors.append(f"{display}: {reason}")
+        else:
+            out.warnings.append(f"{display}: skipped: {reason}")
     if not found.files and not found.missing and not found.refused:
         out.warnings.append("no Python, notebook or ONNX files found under the given paths")
     for path, display in found.files:

@@ -32,6 +32,11 @@ def status(rule: type[Rule]) -> str:
     return "on" if rule.default_enabled else "off"
 
 
+def default_label(rule: type[Rule]) -> str:
+    """The default column of the rules tables (README, `gradlint rules`): probe, always, on or off."""
+    return "probe" if rule.probe_only else ("always" if rule.always_on else ("on" if rule.default_enabled else "off"))
+
+
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -157,6 +162,5 @@ def readme_rules_table() -> str:
     """The rules table of README.md (between its `rules-table` markers), from the registry."""
     rows = ["| code | name | severity | default | fix | what it flags |", "| --- | --- | --- | --- | --- | --- |"]
     for code, r in load_rules().items():
-        default = "probe" if r.probe_only else ("always" if r.always_on else ("on" if r.default_enabled else "off"))
-        rows.append(f"| {code} | {r.name} | {r.severity} | {default} | {'yes' if r.fixable() else ''} | {r.summary} |")
+        rows.append(f"| {code} | {r.name} | {r.severity} | {default_label(r)} | {'yes' if r.fixable() else ''} | {r.summary} |")
     return "\n".join(rows) + "\n"

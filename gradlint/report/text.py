@@ -25,7 +25,7 @@ MISSING = "no such file or directory"
 SourceLines = Callable[[Finding], "list[str] | None"]
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 or word == 'info' else 's'}"
 
 
@@ -109,27 +109,27 @@ def summary_lines(result: RunResult, findings: list[Finding], *, fixed: int = 0)
     skipped = sum(1 for r in result.files if r.skipped is not None)
     # a path named that does not exist or cannot be read (exit 2, said on stderr)
     errors = any(r.skipped == MISSING or getattr(r, "error", False) for r in result.files)
-    tail = f" ({_plural(skipped, 'path')} skipped)" if skipped else ""
-    not_checked = [f"{_plural(failed, 'file')} could not be checked (internal error)."] if failed else []
+    tail = f" ({plural(skipped, 'path')} skipped)" if skipped else ""
+    not_checked = [f"{plural(failed, 'file')} could not be checked (internal error)."] if failed else []
     if not findings:
         if fixed:
-            return [f"Found {_plural(fixed, 'finding')} ({fixed} fixed, 0 remaining).", *not_checked]
+            return [f"Found {plural(fixed, 'finding')} ({fixed} fixed, 0 remaining).", *not_checked]
         if failed or (errors and checked):
-            return [f"No findings ({_plural(checked, 'file')} checked){tail}.", *not_checked]
+            return [f"No findings ({plural(checked, 'file')} checked){tail}.", *not_checked]
         if errors:
             return []  # an error (exit 2, said on stderr) and nothing else: never "passed"
         if not checked and skipped:
             # every file skipped (over the size budget...): nothing was checked, nothing passed
-            return [f"Nothing checked ({_plural(skipped, 'path')} skipped)."]
-        return [f"All checks passed ({_plural(checked, 'file')} checked){tail}."]
+            return [f"Nothing checked ({plural(skipped, 'path')} skipped)."]
+        return [f"All checks passed ({plural(checked, 'file')} checked){tail}."]
     with_findings = len({f.path for f in findings})
-    files = _plural(checked, "file") if with_findings == checked else f"{with_findings} of {_plural(checked, 'file')}"
+    files = plural(checked, "file") if with_findings == checked else f"{with_findings} of {plural(checked, 'file')}"
     by_sev = Counter(str(f.severity) for f in findings)
-    detail = ", ".join(_plural(by_sev[s], s) for s in ("error", "warning", "info") if by_sev[s])
+    detail = ", ".join(plural(by_sev[s], s) for s in ("error", "warning", "info") if by_sev[s])
     if fixed:
-        head = f"Found {_plural(fixed + len(findings), 'finding')} ({fixed} fixed, {len(findings)} remaining: {detail})"
+        head = f"Found {plural(fixed + len(findings), 'finding')} ({fixed} fixed, {len(findings)} remaining: {detail})"
     else:
-        head = f"Found {_plural(len(findings), 'finding')} ({detail})"
+        head = f"Found {plural(len(findings), 'finding')} ({detail})"
     lines = [f"{head} in {files}{tail}."]
     safe = sum(1 for f in findings if f.fix is not None and f.fix.safe)
     unsafe = sum(1 for f in findings if f.fix is not None and not f.fix.safe)

@@ -120,7 +120,7 @@ def decode(data: bytes) -> str:
     return data.decode(encoding)
 
 
-def decode_error(data: bytes, exc: Exception, what: str = "file") -> InputError:
+def decode_error(data: bytes, exc: Exception) -> InputError:
     """The input error of bytes that `decode` refused, at the place that stops it: the first byte
     its encoding cannot read (a UnicodeDecodeError's offset; tokenize's "invalid or missing
     encoding declaration" is a first or second line that is not UTF-8), or the cookie naming an
@@ -136,12 +136,12 @@ def decode_error(data: bytes, exc: Exception, what: str = "file") -> InputError:
     if start is None or not 0 <= start < len(data):
         cookie = re.search(rb"^[ \t\f]*#.*?coding[:=]", data[:2048], re.MULTILINE)
         line = data.count(b"\n", 0, cookie.start()) + 1 if cookie else 1
-        return InputError("unreadable_source", f"cannot decode {what}: {reason}", SourceSpan(line, 1, line, 1))
+        return InputError("unreadable_source", f"cannot decode file: {reason}", SourceSpan(line, 1, line, 1))
     line = data.count(b"\n", 0, start) + 1
     head = data[data.rfind(b"\n", 0, start) + 1:start]
-    column = len(head.decode(encoding if encoding else "utf-8", "replace")) + 1
+    column = len(head.decode(encoding, "replace")) + 1
     return InputError("unreadable_source",
-                      f"cannot decode {what}: byte 0x{data[start]:02x} is not valid {encoding} ({reason}); "
+                      f"cannot decode file: byte 0x{data[start]:02x} is not valid {encoding} ({reason}); "
                       f"save the file as UTF-8 or declare its encoding (`# -*- coding: latin-1 -*-`)",
                       SourceSpan(line, column, line, column + 1))
 

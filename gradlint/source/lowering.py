@@ -24,6 +24,7 @@ from gradlint.source.param_loops import ParamLoop, bound
 from gradlint.source.engine.values import Alt, Ctor, HeldTensor, Instance, ListVal, PathVal, Sym, UNKNOWN
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.names import decorators, grad_state, is_off
+from gradlint.source.outputs import no_grad_mark
 
 if TYPE_CHECKING:
     from gradlint.source.models import FileModel
@@ -547,8 +548,6 @@ class Lowerer:
             # `@torch.no_grad()` on forward: nothing it runs gets a gradient through it (a frozen
             # feature extractor), as a `with torch.no_grad():` block's values (forward.with_stmt);
             # one that returns its input as it came hands back the caller's tensor
-            from gradlint.source.outputs import no_grad_mark
-
             result = no_grad_mark(PathVal(params[0], result)).nodes
         return result, True
 
