@@ -19,12 +19,13 @@ from gradlint.source.numerics_sites import graph_break
 from gradlint.source.numerics_callers import _STDLIB
 from gradlint.source.numerics_eval import _function_value
 from gradlint.source.engine.calls import split as _args
-from gradlint.source.engine.tensors import SAFETY_FACTS, V, UNKNOWN, replace, _combine, merge, knows_nothing, every_part
+from gradlint.source.engine.tensors import (SAFETY_FACTS, V, UNKNOWN, replace, _combine, merge, knows_nothing, every_part,
+                                            parts_joined)
 from gradlint.source.engine.walk import suite, walk
 from gradlint.source.names import changes_in_place, dotted, grad_state, is_off, root_name, with_items
 from gradlint.source.numerics_registry import builder_shape
-from gradlint.source.numerics_ops import (_ARITH, _METHODS, _MODULE_CLASS_ORDER, _QUALIFIED, GRADCHECK, TorchOps,
-                                         _Call, _converted, _short_of)
+from gradlint.source.numerics_names import _ARITH, GRADCHECK
+from gradlint.source.numerics_ops import _METHODS, _MODULE_CLASS_ORDER, _QUALIFIED, TorchOps, _Call, _converted, _short_of
 from gradlint.source.trained_names import trained_names
 
 
@@ -168,10 +169,7 @@ class TensorCalls(TorchOps):
             # holds those items, and what holds for each of them (shifted by its max, clamped,
             # never positive) holds for what is taken from it (torch.stack: TorchOps._q_joined).
             # (A table's entries left at zero cannot make an exp overflow.)
-            got = added[0]
-            for a in added[1:]:
-                got = merge(got, a)
-            self.env[name] = replace(got, elems=None, keyed=None, value=UNKNOWN, computed=True)
+            self.env[name] = replace(parts_joined(added), elems=None, keyed=None, value=UNKNOWN, computed=True)
             return
         self.env[name] = replace(_combine([held, *added]), elems=None, keyed=None, value=UNKNOWN)
 

@@ -21,7 +21,8 @@ from gradlint.source.engine.walk import children as _code_children
 from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.names import dotted
 from gradlint.source.numerics_defaults import decided
-from gradlint.source.numerics_ops import LOSS_FUNCTIONS, LOSS_MODULES, never_negative, strictly_positive
+from gradlint.source.numerics_names import LOSS_FUNCTIONS, LOSS_MODULES
+from gradlint.source.numerics_ops import never_negative, strictly_positive
 from gradlint.source.numerics_ops import _literal as _number_written  # (a number as written: `18`, `-5.0`)
 from gradlint.source.numerics_pairs import gram_expansion, self_difference, self_gram
 

@@ -417,13 +417,11 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         self.env = merge_env(before, after)
         for key, was in before.items():
             # A constant the body makes carry gradient (`d = torch.zeros(n, n)` filled by `d[i, j] =
-            # dist(...)` in a loop, `total = 0; total = total + loss`) is constant only where the
-            # loop runs no time, which is no path its hazards are read on (torchfields' softmin
-            # over filled distances, seung-lab/torchfields#18).
-            # It is what the paths join to, not a constant, with the safety facts the body gave it
-            # (a table filled with clamped scores is still clamped: the zeros' path would drop
-            # that). Not the body's value alone: one pass of `p = p + softmax(h(x))` is a
-            # softmax, the sum of several is not.
+            # dist(...)`, `total = 0; total = total + loss`) is constant only where the loop runs no
+            # time, a path no hazard is read on (torchfields' softmin, seung-lab/torchfields#18): it
+            # is the paths' join, not constant, with the safety facts the body gave it (a table of
+            # clamped scores stays clamped). Not the body's value alone: one pass of `p = p +
+            # softmax(h(x))` is a softmax, the sum of several is not.
             now = after.get(key)
             if was.const and now is not None and now is not was and not now.const and now.params and now.cut is None:
                 self.env[key] = replace(self.env[key], const=False, **{f: getattr(now, f) for f in SAFETY_FACTS})

@@ -507,6 +507,15 @@ def every_part(parts: list[V], joined: V) -> V:
     return replace(joined, **{f: all(getattr(p, f) for p in parts) for f in SAFETY_FACTS})
 
 
+def parts_joined(parts: list[V]) -> V:
+    """A value made of several parts (torch.cat's, a list's items): merge's join of them, with a
+    safety fact only where every part has it."""
+    out = parts[0]
+    for p in parts[1:]:
+        out = merge(out, p)
+    return every_part(parts, out)
+
+
 def merge_env(a: dict[str, V], b: dict[str, V]) -> dict[str, V]:
     out: dict[str, V] = {}
     for key in a.keys() | b.keys():
