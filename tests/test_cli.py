@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,6 +35,17 @@ def test_module_entry_reports_syntax_error_and_checks_the_other_file(project):
     assert proc.returncode == 1, proc.stderr
     assert finding_lines(proc.stdout) == ["bad.py:3:21: GL001 syntax error: expected ':'"]
     assert proc.stdout.splitlines()[-1] == "Found 1 finding (1 error) in 1 of 2 files."
+
+
+def test_python_dash_m_gradlint_runs_the_command(project):
+    # `python -m gradlint` as ruff and pytest allow, named `gradlint` in usage lines.
+    proc = subprocess.run([sys.executable, "-m", "gradlint", "check", "."], cwd=project, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "bad.py:3:21: GL001" in proc.stdout
+    usage = subprocess.run([sys.executable, "-m", "gradlint", "check", "--help"], capture_output=True, text=True,
+                           timeout=120)
+    assert usage.stdout.startswith("Usage: gradlint check"), usage.stdout[:80]
 
 
 def test_default_path_is_the_current_folder(project):
