@@ -612,18 +612,20 @@ def _job_failed(args: tuple, reason: str) -> tuple[FileFacts, None, None]:
 
 
 def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool = True,
-                jobs: int | None = None) -> RunResult:
-    """Check files and folders; the result holds every file's findings, sorted."""
+                jobs: int | None = None, split_projects: bool = False) -> RunResult:
+    """Check files and folders; the result holds every file's findings, sorted. With
+    split_projects, folders holding their own configuration are not checked but listed in
+    .projects (gradlint.projects checks each with its settings)."""
     # the rules, the re-run classes of other files and a one-process extraction recurse deeply:
     # their frames in one chunk of CPython's frame stack (stack.py)
-    return roomy(_check_paths, paths, config, use_cache=use_cache, jobs=jobs)
+    return roomy(_check_paths, paths, config, use_cache=use_cache, jobs=jobs, split_projects=split_projects)
 
 
 def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool,
-                 jobs: int | None) -> RunResult:
+                 jobs: int | None, split_projects: bool = False) -> RunResult:
     given = [Path(p) for p in paths]
-    found = discover(given, config)
-    result = RunResult(warnings=list(found.warnings))
+    found = discover(given, config, split_projects=split_projects)
+    result = RunResult(warnings=list(found.warnings), projects=[str(p) for p in found.projects])
     for missing in found.missing:
         result.files.append(FileResult(path=missing, skipped="no such file or directory", error=True))
     for path, reason, error in found.refused:

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 import click
 
@@ -69,29 +69,49 @@ def resolve_config(config_path: str | None, select: tuple[str, ...], ignore: tup
                    extend_select: tuple[str, ...], fail_on: str | None, *, exclude: tuple[str, ...] = (),
                    extend_exclude: tuple[str, ...] = (), start: Path | None = None) -> Config:
     try:
-        config = load_config(config_path, start or Path.cwd())
-        overrides: dict[str, Any] = {}
-        if select:
-            overrides["select"] = (parse_selector_option(select, "--select"), "--select")
-        if extend_select:
-            # Extends the file's extend-select, as --ignore extends its ignore (ruff does the same).
-            overrides["extend_select"] = (config.extend_select + parse_selector_option(extend_select, "--extend-select"),
-                                          "--extend-select")
-        if ignore:
-            overrides["ignore"] = (config.ignore + parse_selector_option(ignore, "--ignore"), "--ignore")
-        if fail_on:
-            overrides["fail_on"] = (Severity.parse(fail_on), "--fail-on")
-        if exclude:
-            # As in ruff: --exclude replaces the exclude list (defaults included), --extend-exclude adds.
-            overrides["exclude"] = (_patterns(exclude), "--exclude")
-        if extend_exclude:
-            overrides["extend_exclude"] = (config.extend_exclude + _patterns(extend_exclude), "--extend-exclude")
-        return with_overrides(config, **overrides)
+        return make_config(config_path, select, ignore, extend_select, fail_on, exclude=exclude,
+                           extend_exclude=extend_exclude, start=start)
     except ConfigError as exc:
         fail(str(exc))
 
 
-def _warn_if_nothing_selected(config: Config) -> None:
+def make_config(config_path: str | Path | None, select: tuple[str, ...], ignore: tuple[str, ...],
+                extend_select: tuple[str, ...], fail_on: str | None, *, exclude: tuple[str, ...] = (),
+                extend_exclude: tuple[str, ...] = (), start: Path | None = None) -> Config:
+    """The configuration file's settings (the nearest to start when none is given), the flags on
+    top; raises ConfigError."""
+    config = load_config(config_path, start or Path.cwd())
+    overrides: dict[str, Any] = {}
+    if select:
+        overrides["select"] = (parse_selector_option(select, "--select"), "--select")
+    if extend_select:
+        # Extends the file's extend-select, as --ignore extends its ignore (ruff does the same).
+        overrides["extend_select"] = (config.extend_select + parse_selector_option(extend_select, "--extend-select"),
+                                      "--extend-select")
+    if ignore:
+        overrides["ignore"] = (config.ignore + parse_selector_option(ignore, "--ignore"), "--ignore")
+    if fail_on:
+        overrides["fail_on"] = (Severity.parse(fail_on), "--fail-on")
+    if exclude:
+        # As in ruff: --exclude replaces the exclude list (defaults included), --extend-exclude adds.
+        overrides["exclude"] = (_patterns(exclude), "--exclude")
+    if extend_exclude:
+        overrides["extend_exclude"] = (config.extend_exclude + _patterns(extend_exclude), "--extend-exclude")
+    return with_overrides(config, **overrides)
+
+
+def _loader(config_path: str | None, select: tuple[str, ...], ignore: tuple[str, ...],
+            extend_select: tuple[str, ...], fail_on: str | None, exclude: tuple[str, ...],
+            extend_exclude: tuple[str, ...]) -> Callable[[Path | None], Config]:
+    """A project's configuration (gradlint.projects.Loader), the flags on top: --config's file
+    when given, else the project's own file, or for None the current folder's."""
+    def load(file: Path | None) -> Config:
+        return make_config(config_path or file, select, ignore, extend_select, fail_on, exclude=exclude,
+                           extend_exclude=extend_exclude)
+    return load
+
+
+def _warn_if_nothing_selected(config: Config) -> bool:
     """`--select ''`, `--select GL7` (rules `probe` measures) or an ignore of everything selected:
     the run checks for nothing but unreadable input and would say "All checks passed"."""
     from gradlint.registry import load_rules
@@ -100,6 +120,8 @@ def _warn_if_nothing_selected(config: Config) -> None:
     if not any(c in rules and not rules[c].always_on and not rules[c].probe_only for c in config.enabled_codes()):
         say("gradlint: warning: the selection enables no rule that `check` runs: only unreadable input "
             "(GL0xx) is reported (GL7xx are measured by `gradlint probe`)")
+        return True
+    return False
 
 
 def _patterns(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -157,7 +179,7 @@ _selector_help = "Comma-separated codes, prefixes or rule names (GL1, GL201, log
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings (errors still exit 2).")
 @click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default=None,
               help="Lowest severity that makes the exit code 1. [default: info, any finding fails]")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Read settings from this TOML file instead of the nearest pyproject.toml.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Read settings from this TOML file, for every path, instead of each path's nearest pyproject.toml.")
 @click.option("--quiet", "-q", is_flag=True, help="Print findings only, no summary.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the per-file cache.")
 @click.option("--fix", is_flag=True, help="Apply safe fixes in place.")
@@ -180,11 +202,10 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
     """Check PATHS (files or folders; default: the current folder).
 
     Reads PyTorch source (.py), Jupyter notebooks (.ipynb) and ONNX models (.onnx) without
-    importing or running them. Settings come from [tool.gradlint] in the nearest pyproject.toml;
-    flags override them. A folder with nothing to check is a warning, exit 0 (as in ruff).
+    importing or running them. Each path takes the settings of [tool.gradlint] in the nearest
+    pyproject.toml above it (a folder with its own is checked with its own); flags override
+    them. A folder with nothing to check is a warning, exit 0 (as in ruff).
     """
-    from gradlint.api import check_paths, exit_code
-
     _no_collection_at_exit()
     if unsafe_fixes and not (fix or diff):
         say("gradlint: warning: --unsafe-fixes only acts with --fix or --diff; without them nothing is changed")
@@ -205,21 +226,26 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
         return
     if "-" in paths:
         fail("`-` (stdin) cannot be mixed with other paths")
-    config = resolve_config(config_path, select, ignore, extend_select, fail_on, exclude=exclude,
-                            extend_exclude=extend_exclude)
-    _warn_if_nothing_selected(config)
+    from gradlint import projects as runs
+
+    load = _loader(config_path, select, ignore, extend_select, fail_on, exclude, extend_exclude)
     targets = list(paths) or ["."]
-    result = check_paths(targets, config, use_cache=not no_cache, jobs=jobs)
+    explicit = config_path is not None
+    try:
+        projects = runs.plan(targets, load, explicit=explicit)
+    except ConfigError as exc:
+        fail(str(exc))
+    for project in projects:
+        if _warn_if_nothing_selected(project.config):
+            break  # (once: the words name no project)
+    result = runs.check(projects, load, explicit=explicit, use_cache=not no_cache, jobs=jobs)
     if add_noqa:
         _add_noqa(result)
         return
     fixed = 0
     fixed_findings: list[Any] = []
     if fix or diff:
-        from gradlint.fix import apply_fixes
-
-        outcome = apply_fixes(result, write=fix and not diff, unsafe=unsafe_fixes, config=config,
-                              use_cache=not no_cache)
+        outcome = runs.fix(projects, write=fix and not diff, unsafe=unsafe_fixes, use_cache=not no_cache)
         for problem in outcome.problems:
             say(f"gradlint: {problem}")
         if outcome.skipped:
@@ -236,19 +262,20 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
         if outcome.fixed or outcome.changed:
             # Fixed files moved lines and may change what other files' rules see, and files
             # changed since the check (another --fix run) have stale findings: report a fresh run.
-            result = check_paths(targets, config, use_cache=not no_cache, jobs=jobs)
-    _report(result, config, fmt=fmt, output_file=output_file, quiet=quiet, statistics=statistics,
+            projects = runs.plan(targets, load, explicit=explicit)
+            result = runs.check(projects, load, explicit=explicit, use_cache=not no_cache, jobs=jobs)
+    _report(result, fmt=fmt, output_file=output_file, quiet=quiet, statistics=statistics,
             show_fixes=show_fixes and not fix, fixed=fixed)
     if show_fixes and fix and fmt in TEXT_FORMATS and not statistics:
         say(_fixed_listing(fixed_findings), err=False, nl=False)
     _warn_about_files(result, quiet=quiet, fmt=fmt)
-    sys.exit(exit_code(result, config.fail_on, exit_zero=exit_zero))
+    sys.exit(runs.exit_code(projects, result, exit_zero=exit_zero))
 
 
 TEXT_FORMATS = ("text", "concise", "full")
 
 
-def _report(result: Any, config: Config, *, fmt: str, output_file: Path | None, quiet: bool, statistics: bool,
+def _report(result: Any, *, fmt: str, output_file: Path | None, quiet: bool, statistics: bool,
             show_fixes: bool = False, fixed: int = 0) -> None:
     from gradlint.report.text import statistics as render_statistics
 
@@ -518,17 +545,23 @@ def rules(fmt: str) -> None:
 @click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default=None, help="As for `check`.")
 @click.option("--exclude", multiple=True, metavar="PATTERNS", help="As for `check`.")
 @click.option("--extend-exclude", multiple=True, metavar="PATTERNS", help="As for `check`.")
+@click.argument("path", required=False, type=click.Path(exists=True))
 def config_cmd(config_path: str | None, select: tuple[str, ...], extend_select: tuple[str, ...],
                ignore: tuple[str, ...], fail_on: str | None, exclude: tuple[str, ...],
-               extend_exclude: tuple[str, ...]) -> None:
-    """Print the resolved configuration and where each value came from: `default`, the
-    configuration file's path, or the command-line flag. Takes the flags `check` takes, so
-    `gradlint config --select GL1` shows what `gradlint check --select GL1` would run."""
+               extend_exclude: tuple[str, ...], path: str | None) -> None:
+    """Print the configuration `check` applies to PATH (a file or folder; default: the current
+    folder) and where each value came from: `default`, the configuration file's path, or the
+    command-line flag. Takes the flags `check` takes, so `gradlint config --select GL1` shows
+    what `gradlint check --select GL1` would run."""
+    from gradlint import projects as runs
     from gradlint.registry import load_rules
 
-    cfg = resolve_config(config_path, select, ignore, extend_select, fail_on, exclude=exclude,
-                         extend_exclude=extend_exclude)
-    say(config_toml(cfg, load_rules()), err=False, nl=False)
+    load = _loader(config_path, select, ignore, extend_select, fail_on, exclude, extend_exclude)
+    try:
+        (project,) = runs.plan([path or "."], load, explicit=config_path is not None)
+    except ConfigError as exc:
+        fail(str(exc))
+    say(config_toml(project.config, load_rules()), err=False, nl=False)
 
 
 def _toml(value: Any) -> str:

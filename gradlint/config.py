@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
+import os
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a dependency there)
@@ -82,20 +84,35 @@ class Config:
         return dict(self.origins).get(key, "default")
 
 
+def holds_config(candidate: Path) -> bool:
+    """Whether a pyproject.toml is gradlint's configuration: it has a [tool.gradlint] table, or it
+    cannot be read (a broken pyproject that is ours to read is an error; one without our table
+    cannot be told apart, so it is reported: silence would hide the user's settings)."""
+    try:
+        if not candidate.is_file():
+            return False
+    except OSError:
+        return False  # (a folder that cannot be read: the walk reports it)
+    try:
+        data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return True
+    tool = data.get("tool", {})
+    return not isinstance(tool, dict) or "gradlint" in tool
+
+
 def find_pyproject(start: Path) -> Path | None:
     """The nearest pyproject.toml with a [tool.gradlint] table, from start upwards."""
-    start = start.resolve()
-    for folder in [start, *start.parents] if start.is_dir() else [start.parent, *start.parent.parents]:
+    # (realpath, not resolve: a path in a link loop is the run's to report, not a RuntimeError)
+    start = Path(os.path.realpath(start))
+    try:
+        is_dir = start.is_dir()
+    except OSError:
+        is_dir = False
+    for folder in [start, *start.parents] if is_dir else [start.parent, *start.parent.parents]:
         candidate = folder / "pyproject.toml"
-        if candidate.is_file():
-            try:
-                data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-                # A broken pyproject that is ours to read is an error; one without our table
-                # cannot be told apart, so report it: silence would hide the user's config.
-                return candidate
-            if "gradlint" in data.get("tool", {}):
-                return candidate
+        if holds_config(candidate):
+            return candidate
     return None
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from gradlint.config import DEFAULT_EXCLUDE, Config
+from gradlint.config import DEFAULT_EXCLUDE, Config, holds_config
 from gradlint.inputs import Refused, describe_error, kind_of, read_bounded
 
 SUFFIXES = (".py", ".ipynb", ".onnx")
@@ -33,6 +33,9 @@ class Discovered:
     # (display path, reason, is_error): paths not checked; errors end the run with exit 2
     refused: list[tuple[str, str, bool]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Folders below a walked one that hold their own configuration (split_projects): not walked,
+    # each is checked in a run of its own, with its own settings.
+    projects: list[Path] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,9 @@ def _shown_in(folder_rel: str | None, path: Path, name: str) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
-def discover(paths: list[Path], config: Config) -> Discovered:
+def discover(paths: list[Path], config: Config, *, split_projects: bool = False) -> Discovered:
+    """The files under paths that config lets through. With split_projects, a folder met in a walk
+    whose pyproject.toml holds its own [tool.gradlint] is left out and listed in .projects."""
     found = Discovered()
     root = Path(config.root).resolve()
     user_excludes = tuple(config.extend_exclude) + tuple(p for p in config.exclude if p not in DEFAULT_EXCLUDE)
@@ -238,7 +243,7 @@ def discover(paths: list[Path], config: Config) -> Discovered:
             found.refused.append((str(given), describe_error(exc), True))
             continue
         if stat.S_ISDIR(st.st_mode):
-            _walk(given, root, all_excludes, config.respect_gitignore, seen, found, cwd)
+            _walk(given, root, all_excludes, config.respect_gitignore, seen, found, cwd, split_projects)
             continue
         # A file named on the command line is checked even if its suffix is unusual (pre-commit
         # passes exactly what it wants checked) unless the user's own excludes say otherwise.
@@ -265,7 +270,7 @@ def _repo_root(folder: Path) -> Path:
 
 
 def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, seen: set[tuple[int, int]],
-          found: Discovered, cwd: Callable[[], str]) -> None:
+          found: Discovered, cwd: Callable[[], str], split_projects: bool = False) -> None:
     top_resolved = top.resolve()
     # Paths are matched relative to the repository root, so that .gitignore files above the
     # folder we were given (anchored patterns included) apply exactly as git applies them.
@@ -302,6 +307,9 @@ def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, see
         for d in sorted(dirnames):
             rel = f"{rel_dir}/{d}" if rel_dir else d
             if _excluded(from_root + d, d, excludes) or (gitignore and _ignored(rel, True, patterns)):
+                continue
+            if split_projects and holds_config(current / d / "pyproject.toml"):
+                found.projects.append(current / d)
                 continue
             keep.append(d)
             resolved_in[os.path.join(dirpath, d)] = os.path.join(resolved, d)

@@ -152,6 +152,9 @@ class RunResult:
     # Run-wide problems that cost nothing but a warning (a bad .gitignore line, an unusable
     # cache folder): printed on stderr, never in the report.
     warnings: list[str] = field(default_factory=list)
+    # Folders of the walk that hold their own configuration, left to a run of their own
+    # (gradlint.projects runs them); empty unless the run was asked to split them off.
+    projects: list[str] = field(default_factory=list)
 
     @property
     def findings(self) -> list[Finding]:

@@ -1,0 +1,157 @@
+"""Which configuration checks which path: each path takes the nearest [tool.gradlint] above it (as
+ruff does), a folder of a walk holding its own is checked with its own, and the runs are merged.
+
+`gradlint check backend/` run from a monorepo's root took the root's settings (or none) while the
+settings of backend/pyproject.toml were ignored without a word, and `gradlint check sub/x.py`
+(pre-commit passes file names) and `gradlint check .` disagreed about sub/x.py. Now a file's
+settings, root, cache and per-file-ignores are those of its own project wherever gradlint runs
+from; a path with no configuration above it takes the current folder's (the nearest above it),
+and `--config FILE` applies one file to every path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from gradlint.config import Config, ConfigError, find_pyproject
+from gradlint.findings import FileResult, RunResult
+
+if TYPE_CHECKING:
+    from gradlint.fix import FixOutcome
+
+# Builds the run's Config from a configuration file (None: the current folder's, or the
+# defaults), command-line overrides applied; raises ConfigError.
+Loader = Callable[[Path | None], Config]
+
+
+@dataclass
+class Project:
+    """The paths one configuration checks, and what the last run of them gave."""
+
+    config: Config
+    paths: list[str] = field(default_factory=list)
+    result: RunResult | None = None
+
+
+def plan(paths: list[str], load: Loader, *, explicit: bool) -> list[Project]:
+    """The projects of the given paths, in the order they are first named. explicit: --config was
+    given, and its file applies to every path. A ConfigError of any configuration is raised."""
+    if explicit:
+        return [Project(load(None), list(paths))]
+    by_file: dict[Path | None, Project] = {}
+    fallback: list[Path | None] = []
+    nearest: dict[str, Path | None] = {}  # (pre-commit names hundreds of files of a few folders)
+    for path in paths:
+        folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+        if folder not in nearest:
+            nearest[folder] = find_pyproject(Path(folder))
+        own = nearest[folder]
+        if own is None:
+            if not fallback:
+                fallback.append(find_pyproject(Path.cwd()))
+            own = fallback[0]
+        if own not in by_file:
+            by_file[own] = Project(load(own))
+        by_file[own].paths.append(path)
+    return list(by_file.values())
+
+
+def _key(config: Config) -> str | None:
+    return str(Path(config.path).resolve()) if config.path else None
+
+
+def check(projects: list[Project], load: Loader, *, explicit: bool, use_cache: bool,
+          jobs: int | None) -> RunResult:
+    """Check every project, and the nested projects their walks meet, each with its own settings;
+    the results merged (a file reached twice is reported once). Each Project keeps its result
+    (its exit code depends on its fail-on). A nested project whose configuration is broken is an
+    error naming it, and the others are still checked."""
+    from gradlint.api import check_paths
+
+    queue = list(projects)
+    known = {_key(p.config): p for p in projects}
+    refused: list[FileResult] = []
+    while queue:
+        project = queue.pop(0)
+        project.result = check_paths(project.paths, project.config, use_cache=use_cache, jobs=jobs,
+                                     split_projects=not explicit)
+        for folder in project.result.projects:
+            own = Path(folder) / "pyproject.toml"
+            try:
+                config = load(own)
+            except ConfigError as exc:
+                refused.append(FileResult(path=_shown(folder), skipped=f"not checked: {exc}", error=True))
+                continue
+            nested = known.get(_key(config))
+            if nested is None or nested.result is not None:
+                # (a project already run, named again by an outer walk: a run of its own)
+                nested = Project(config)
+                known[_key(config)] = nested
+                projects.append(nested)
+                queue.append(nested)
+            nested.paths.append(folder)
+    return merge([p.result for p in projects if p.result is not None], refused)
+
+
+def merge(results: list[RunResult], refused: list[FileResult] = ()) -> RunResult:
+    """One report of several runs: each path once (the first run's), sorted as one run sorts."""
+    if len(results) == 1 and not refused:
+        return results[0]
+    merged = RunResult()
+    seen: set[str] = set()
+    for result in results:
+        for warning in result.warnings:
+            if warning not in merged.warnings:
+                merged.warnings.append(warning)
+        for r in result.files:
+            if r.path not in seen:
+                seen.add(r.path)
+                merged.files.append(r)
+    merged.files.extend(refused)
+    return merged
+
+
+def fix(projects: list[Project], *, write: bool, unsafe: bool, use_cache: bool) -> FixOutcome:
+    """--fix and --diff over every project's result, each re-checked with its own settings."""
+    from gradlint.fix import FixOutcome, apply_fixes
+
+    outcomes = []
+    for p in projects:
+        if p.result is not None:
+            outcomes.append(apply_fixes(p.result, write=write, unsafe=unsafe, config=p.config, use_cache=use_cache))
+            p.result = outcomes[-1].remaining  # (what the exit code reads)
+    if len(outcomes) == 1:
+        return outcomes[0]
+    out = FixOutcome(remaining=merge([o.remaining for o in outcomes]))
+    for o in outcomes:
+        out.diff += o.diff
+        out.problems += o.problems
+        out.fixed += o.fixed
+        out.fixed_findings += o.fixed_findings
+        out.files_fixed += o.files_fixed
+        out.skipped += o.skipped
+        out.changed += o.changed
+    return out
+
+
+def exit_code(projects: list[Project], merged: RunResult, *, exit_zero: bool) -> int:
+    """2 for an error anywhere; else (unless exit_zero) 1 when a project has a finding at or
+    above its own fail-on."""
+    from gradlint.api import exit_code as one
+
+    if merged.internal_errors or any(r.error for r in merged.files):
+        return 2
+    if exit_zero:
+        return 0
+    return max((one(p.result, p.config.fail_on) for p in projects if p.result is not None), default=0)
+
+
+def _shown(folder: str) -> str:
+    try:
+        rel = os.path.relpath(folder)
+    except ValueError:
+        return folder
+    return folder if rel.startswith("..") else rel

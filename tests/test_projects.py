@@ -1,0 +1,121 @@
+"""Each path takes the nearest [tool.gradlint] above it, wherever gradlint runs from; a folder with
+its own configuration is checked with its own (root, per-file-ignores, fail-on, cache); --config
+applies one file to every path (gradlint.projects)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.cli_helpers import finding_lines, gradlint, write_tree
+from tests.conftest import run_cli
+
+# GL303 (error) at 11:16: cross_entropy of softmax probabilities.
+SOFTMAX_CE = """import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x, y):
+        return F.cross_entropy(F.softmax(self.fc(x), dim=-1), y)
+"""
+# GL302 (warning, safely fixable) at 6:12: log of softmax.
+LOG_SOFTMAX = """import torch
+import torch.nn.functional as F
+
+
+def scores(logits):
+    return torch.log(F.softmax(logits, dim=-1))
+"""
+
+
+def codes(proc) -> list[str]:
+    return [f"{line.split(':')[0]} {line.split()[1]}" for line in finding_lines(proc.stdout)]
+
+
+def test_a_project_named_from_outside_takes_its_own_settings(tmp_path):
+    # `gradlint check backend/` from a monorepo's root, or an absolute path from anywhere: the
+    # project's [tool.gradlint] applies (it was ignored: the current folder's was read).
+    write_tree(tmp_path, {"backend/pyproject.toml": '[tool.gradlint]\nignore = ["GL303"]\n',
+                          "backend/m.py": SOFTMAX_CE})
+    outside = gradlint("check", "backend", cwd=tmp_path)
+    assert outside.returncode == 0, outside.stdout + outside.stderr
+    assert outside.stdout == "All checks passed (1 file checked).\n"
+    absolute = gradlint("check", str(tmp_path / "backend" / "m.py"), cwd="/")
+    assert absolute.returncode == 0, absolute.stdout + absolute.stderr
+    inside = gradlint("check", ".", cwd=tmp_path / "backend")
+    assert inside.returncode == 0 and inside.stdout == outside.stdout
+
+
+def test_a_nested_project_is_checked_with_its_own_settings_and_agrees_with_its_files(tmp_path):
+    write_tree(tmp_path, {"pyproject.toml": '[tool.gradlint]\nignore = ["GL302"]\n',
+                          "top.py": SOFTMAX_CE + "\n\n" + LOG_SOFTMAX.replace("import torch\n", ""),
+                          "sub/pyproject.toml": '[tool.gradlint]\nignore = ["GL303"]\n',
+                          "sub/m.py": SOFTMAX_CE, "sub/n.py": LOG_SOFTMAX,
+                          "plain/pyproject.toml": "[project]\nname = 'x'\n", "plain/m.py": SOFTMAX_CE})
+    whole = gradlint("check", ".", cwd=tmp_path)
+    # top.py and plain/ (a pyproject without our table is not a project of ours) by the root's
+    # settings, sub/ by its own
+    assert codes(whole) == ["plain/m.py GL303", "sub/n.py GL302", "top.py GL303"], whole.stdout
+    assert "Found 3 findings (2 errors, 1 warning) in 3 of 4 files." in whole.stdout.splitlines()
+    named = gradlint("check", "sub/m.py", "sub/n.py", "top.py", cwd=tmp_path)  # as pre-commit names them
+    assert codes(named) == ["sub/n.py GL302", "top.py GL303"]
+    # a file reached by two paths is reported once
+    twice = gradlint("check", "sub/n.py", ".", cwd=tmp_path)
+    assert codes(twice) == codes(whole)
+
+
+def test_per_file_ignores_and_fail_on_are_the_nested_projects_own(tmp_path):
+    write_tree(tmp_path, {"top.py": "import torch\n",
+                          "lib/pyproject.toml": '[tool.gradlint]\nfail-on = "error"\n'
+                                                '[tool.gradlint.per-file-ignores]\n"m.py" = ["GL303"]\n',
+                          "lib/m.py": SOFTMAX_CE, "lib/n.py": LOG_SOFTMAX})
+    proc = gradlint("check", ".", cwd=tmp_path)
+    # "m.py" is relative to lib/, its project's root; GL302 is a warning, under lib's fail-on
+    assert codes(proc) == ["lib/n.py GL302"]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    write_tree(tmp_path, {"top.py": LOG_SOFTMAX})  # a warning in the outer project fails it
+    assert gradlint("check", ".", cwd=tmp_path).returncode == 1
+
+
+def test_config_flag_applies_one_file_to_every_path(tmp_path):
+    write_tree(tmp_path, {"ci.toml": 'ignore = ["GL302"]\n', "top.py": LOG_SOFTMAX,
+                          "sub/pyproject.toml": '[tool.gradlint]\nignore = ["GL303"]\n', "sub/m.py": SOFTMAX_CE})
+    proc = gradlint("check", "--config", "ci.toml", ".", cwd=tmp_path)
+    assert codes(proc) == ["sub/m.py GL303"], proc.stdout
+
+
+def test_a_broken_nested_configuration_is_an_error_naming_it_and_the_rest_is_checked(tmp_path):
+    write_tree(tmp_path, {"top.py": SOFTMAX_CE, "bad/pyproject.toml": "[tool.gradlint\n", "bad/m.py": SOFTMAX_CE,
+                          "good/pyproject.toml": '[tool.gradlint]\nselect = ["GL3"]\n', "good/m.py": SOFTMAX_CE})
+    proc = gradlint("check", ".", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert codes(proc) == ["good/m.py GL303", "top.py GL303"]
+    assert "gradlint: error: bad: not checked: bad/pyproject.toml: invalid TOML" in proc.stderr, proc.stderr
+
+
+def test_each_project_keeps_its_cache_under_its_own_root(tmp_path):
+    write_tree(tmp_path, {"pyproject.toml": "[tool.gradlint]\n", "top.py": "import torch\n",
+                          "sub/pyproject.toml": "[tool.gradlint]\n", "sub/m.py": SOFTMAX_CE})
+    for _ in range(2):  # the second run reads both caches back
+        proc = run_cli("check", ".", cwd=tmp_path)
+        assert codes(proc) == ["sub/m.py GL303"], proc.stdout + proc.stderr
+    assert list((tmp_path / ".gradlint_cache").glob("p-*.jsonl"))
+    assert list((tmp_path / "sub" / ".gradlint_cache").glob("p-*.jsonl"))
+
+
+def test_fix_and_diff_work_across_projects(tmp_path):
+    write_tree(tmp_path, {"top.py": LOG_SOFTMAX, "sub/pyproject.toml": '[tool.gradlint]\nselect = ["GL302"]\n',
+                          "sub/n.py": LOG_SOFTMAX})
+    diff = gradlint("check", "--diff", ".", cwd=tmp_path)
+    assert diff.returncode == 1
+    assert "+++ b/sub/n.py" in diff.stdout and "+++ b/top.py" in diff.stdout, diff.stdout
+    fixed = gradlint("check", "--fix", ".", cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    for name in ("top.py", "sub/n.py"):
+        assert "log_softmax" in (tmp_path / name).read_text()
+    assert Path(tmp_path / "sub" / "n.py").read_text() == (tmp_path / "top.py").read_text()
