@@ -15,12 +15,18 @@ alike). Prints each repeat's wall ratios cached / uncached,
 their median, and the best wall and CPU time of each mode; exits 1 when the median warm or cold
 wall ratio is above 1. `--against DIR` runs the gradlint of another checkout (a base snapshot)
 the same way in the same repeats, alternating with this one.
+
+`--instructions` counts instead of timing: each mode once, -j1, under valgrind's callgrind (which
+counts the instructions the process runs, the same whatever the machine's load, where a wall ratio
+moved 0.84 to 1.53 between repeats); prints the counts and the ratios cached / uncached. Slow (about
+50 times a plain run): use --models 300. Exits 1 when the cold run counts more than the uncached one.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -95,6 +101,31 @@ def run(folder: Path, jobs: int, *extra: str, code: Path = ROOT) -> tuple[float,
     return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def instructions(folder: Path, *extra: str, code: Path = ROOT) -> int:
+    """Instructions of one -j1 run of the gradlint in `code`, counted by callgrind."""
+    env = dict(os.environ, PYTHONPATH=str(code))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-m",
+                           "gradlint.cli", "check", "-q", "-j", "1", *extra, "."],
+                          cwd=folder, env=env, capture_output=True, text=True)
+    counted = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode not in (0, 1) or counted is None:
+        raise SystemExit(f"gradlint under callgrind failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return int(counted.group(1))
+
+
+def count(folder: Path, code: Path) -> bool:
+    """--instructions: each mode once; whether the cold run counts no more than the uncached one."""
+    instructions(folder, "--no-cache", code=code)  # untimed, as in the timed runs: bytecode files
+    uncached = instructions(folder, "--no-cache", code=code)
+    shutil.rmtree(folder / ".gradlint_cache", ignore_errors=True)
+    cold = instructions(folder, code=code)
+    warm = instructions(folder, code=code)
+    print(f"instructions (callgrind, -j1): --no-cache {uncached:,}   cold {cold:,} ({cold / uncached:.4f})"
+          f"   warm {warm:,} ({warm / uncached:.4f})")
+    return cold <= uncached
+
+
 def report(name: str, uncached: list, cold: list, warm: list) -> bool:
     """Print one checkout's times; whether its median cold and warm wall ratios are at most 1."""
     base, base_cpu = min(w for w, _ in uncached), min(c for _, c in uncached)
@@ -118,7 +149,16 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--against", type=Path, help="another checkout's root, run alternately with this one")
+    parser.add_argument("--instructions", action="store_true", help="count instructions under callgrind instead")
     args = parser.parse_args()
+    if args.instructions:
+        folder = Path(tempfile.mkdtemp(prefix="gradlint-cache-bench-"))
+        try:
+            (make_models if args.kind == "onnx" else make_py)(folder, args.models)
+            print(f"{args.models} {args.kind} files")
+            return 0 if count(folder, ROOT) else 1
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
     codes = {"this": ROOT, **({"against": args.against.resolve()} if args.against else {})}
     folder = Path(tempfile.mkdtemp(prefix="gradlint-cache-bench-"))
     times: dict[str, tuple[list, list, list]] = {name: ([], [], []) for name in codes}
