@@ -17,7 +17,8 @@ from gradlint import __version__, deferred
 # the command only, before any of those classes is made: a program that imports gradlint's API
 # keeps its process's `dataclasses` as it is.
 deferred.install()
-from gradlint.config import Config, ConfigError, load_config, parse_selector_option, with_overrides
+from gradlint.config import (Config, ConfigError, find_pyproject, load_config, parse_selector_option, rebase_pattern,
+                             with_overrides)
 from gradlint.findings import Severity
 from gradlint.text import split_lines
 
@@ -77,10 +78,15 @@ def resolve_config(config_path: str | None, select: tuple[str, ...], ignore: tup
 
 def make_config(config_path: str | Path | None, select: tuple[str, ...], ignore: tuple[str, ...],
                 extend_select: tuple[str, ...], fail_on: str | None, *, exclude: tuple[str, ...] = (),
-                extend_exclude: tuple[str, ...] = (), start: Path | None = None) -> Config:
+                extend_exclude: tuple[str, ...] = (), start: Path | None = None, anchor: str | None = None) -> Config:
     """The configuration file's settings (the nearest to start when none is given), the flags on
-    top; raises ConfigError."""
+    top; raises ConfigError. anchor: the root the flags' exclude patterns are written from (the
+    current folder's project), when it is not this configuration's."""
     config = load_config(config_path, start or Path.cwd())
+    excludes, extend_excludes = _patterns(exclude), _patterns(extend_exclude)
+    if anchor is not None:
+        excludes, extend_excludes = (tuple(q for p in patterns if (q := rebase_pattern(p, anchor, config.root)) is not None)
+                                     for patterns in (excludes, extend_excludes))
     overrides: dict[str, Any] = {}
     if select:
         overrides["select"] = (parse_selector_option(select, "--select"), "--select")
@@ -94,9 +100,9 @@ def make_config(config_path: str | Path | None, select: tuple[str, ...], ignore:
         overrides["fail_on"] = (Severity.parse(fail_on), "--fail-on")
     if exclude:
         # As in ruff: --exclude replaces the exclude list (defaults included), --extend-exclude adds.
-        overrides["exclude"] = (_patterns(exclude), "--exclude")
+        overrides["exclude"] = (excludes, "--exclude")
     if extend_exclude:
-        overrides["extend_exclude"] = (config.extend_exclude + _patterns(extend_exclude), "--extend-exclude")
+        overrides["extend_exclude"] = (config.extend_exclude + extend_excludes, "--extend-exclude")
     return with_overrides(config, **overrides)
 
 
@@ -105,9 +111,14 @@ def _loader(config_path: str | None, select: tuple[str, ...], ignore: tuple[str,
             extend_exclude: tuple[str, ...]) -> Callable[[Path | None], Config]:
     """A project's configuration (gradlint.projects.Loader), the flags on top: --config's file
     when given, else the project's own file, or for None the current folder's."""
+    # Exclude flags are written from the current folder's project root, as they always were read;
+    # a project elsewhere sees them moved to its root.
+    own = find_pyproject(Path.cwd()) if config_path is None else None
+    anchor = str(own.parent if own is not None else Path.cwd().resolve())
+
     def load(file: Path | None) -> Config:
         return make_config(config_path or file, select, ignore, extend_select, fail_on, exclude=exclude,
-                           extend_exclude=extend_exclude)
+                           extend_exclude=extend_exclude, anchor=None if config_path else anchor)
     return load
 
 
@@ -235,10 +246,10 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
         projects = runs.plan(targets, load, explicit=explicit)
     except ConfigError as exc:
         fail(str(exc))
-    for project in projects:
+    result = runs.check(projects, load, explicit=explicit, use_cache=not no_cache, jobs=jobs)
+    for project in projects:  # (nested projects included, once the walks have found them)
         if _warn_if_nothing_selected(project.config):
             break  # (once: the words name no project)
-    result = runs.check(projects, load, explicit=explicit, use_cache=not no_cache, jobs=jobs)
     if add_noqa:
         _add_noqa(result)
         return
@@ -444,10 +455,14 @@ def _check_stdin(display: str, select: tuple[str, ...], ignore: tuple[str, ...],
     """`gradlint check --stdin-filename PATH -`: what editors call on an unsaved buffer."""
     from gradlint.api import check_text, exit_code
 
-    target = Path(display)
-    start = target.parent if target.parent.is_dir() else Path.cwd()
-    config = resolve_config(config_path, select, ignore, extend_select, fail_on, exclude=exclude,
-                            extend_exclude=extend_exclude, start=start)
+    from gradlint import projects as runs
+
+    # PATH's project, as `check PATH` takes it
+    load = _loader(config_path, select, ignore, extend_select, fail_on, exclude, extend_exclude)
+    try:
+        config = runs.config_for(display, load, explicit=config_path is not None)
+    except ConfigError as exc:
+        fail(str(exc))
     _warn_if_nothing_selected(config)
     data = sys.stdin.buffer.read()
     result = check_text(display, data, config, use_cache=use_cache)
@@ -558,10 +573,10 @@ def config_cmd(config_path: str | None, select: tuple[str, ...], extend_select: 
 
     load = _loader(config_path, select, ignore, extend_select, fail_on, exclude, extend_exclude)
     try:
-        (project,) = runs.plan([path or "."], load, explicit=config_path is not None)
+        config = runs.config_for(path or ".", load, explicit=config_path is not None)
     except ConfigError as exc:
         fail(str(exc))
-    say(config_toml(project.config, load_rules()), err=False, nl=False)
+    say(config_toml(config, load_rules()), err=False, nl=False)
 
 
 def _toml(value: Any) -> str:

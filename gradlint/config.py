@@ -86,18 +86,23 @@ class Config:
 
 def holds_config(candidate: Path) -> bool:
     """Whether a pyproject.toml is gradlint's configuration: it has a [tool.gradlint] table, or it
-    cannot be read (a broken pyproject that is ours to read is an error; one without our table
-    cannot be told apart, so it is reported: silence would hide the user's settings)."""
+    names gradlint and cannot be read as TOML (a broken configuration of ours is an error:
+    silence would hide the user's settings). A broken pyproject that never names gradlint (a
+    test fixture, another tool's typo) is not ours, and a file that names no `gradlint` is not
+    parsed at all."""
     try:
         if not candidate.is_file():
             return False
+        data = candidate.read_bytes()
     except OSError:
-        return False  # (a folder that cannot be read: the walk reports it)
+        return False  # (a folder or file that cannot be read: the walk reports a folder)
+    if b"gradlint" not in data:
+        return False
     try:
-        data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        table = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
         return True
-    tool = data.get("tool", {})
+    tool = table.get("tool", {})
     return not isinstance(tool, dict) or "gradlint" in tool
 
 
@@ -114,6 +119,19 @@ def find_pyproject(start: Path) -> Path | None:
         if holds_config(candidate):
             return candidate
     return None
+
+
+def rebase_pattern(pattern: str, anchor: str, root: str) -> str | None:
+    """An exclude pattern of the command line, written from the folder `anchor`, as seen from a
+    project rooted at `root` (None: it names a place outside that project). A name pattern
+    (no '/') matches anywhere and stays as it is; a path pattern is moved lexically, and one
+    whose leading globs cannot be moved stays as written."""
+    if "/" not in pattern.rstrip("/") or os.path.normpath(anchor) == os.path.normpath(root):
+        return pattern
+    rel = os.path.relpath(os.path.normpath(os.path.join(anchor, pattern)), root)
+    if rel != "." and not rel.startswith(".."):
+        return Path(rel).as_posix() + ("/" if pattern.endswith("/") else "")
+    return pattern if any(c in pattern for c in "*?[") else None
 
 
 def load_config(config_path: str | Path | None = None, start: str | Path = ".") -> Config:
@@ -136,7 +154,10 @@ def load_config(config_path: str | Path | None = None, start: str | Path = ".") 
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     if path.name == "pyproject.toml" or "tool" in data:
         tool = data.get("tool", {})
-        table = tool.get("gradlint", {}) if isinstance(tool, dict) else None
+        if not isinstance(tool, dict):
+            raise ConfigError(f"{path}: 'tool' must be a table ([tool.gradlint] holds gradlint's settings), "
+                              f"got {type(tool).__name__}")
+        table = tool.get("gradlint", {})
         where = "[tool.gradlint]"
     else:
         # A standalone gradlint.toml holds the settings at top level.

@@ -224,7 +224,7 @@ def discover(paths: list[Path], config: Config, *, split_projects: bool = False)
     whose pyproject.toml holds its own [tool.gradlint] is left out and listed in .projects."""
     found = Discovered()
     root = Path(config.root).resolve()
-    user_excludes = tuple(config.extend_exclude) + tuple(p for p in config.exclude if p not in DEFAULT_EXCLUDE)
+    user_excludes = _user_excludes(config)
     all_excludes = tuple(config.exclude) + tuple(config.extend_exclude)
     seen: set[tuple[int, int]] = set()
     # the working folder, asked for once per discovery (not once per file: a listing of the project
@@ -257,6 +257,25 @@ def discover(paths: list[Path], config: Config, *, split_projects: bool = False)
             seen.add((st.st_dev, st.st_ino))
             found.files.append((given, display_path(given, cwd())))
     return found
+
+
+def _user_excludes(config: Config) -> tuple[str, ...]:
+    """The excludes the user wrote (not the defaults): those that apply to a path named on the
+    command line."""
+    return tuple(config.extend_exclude) + tuple(p for p in config.exclude if p not in DEFAULT_EXCLUDE)
+
+
+def excluded_within(path: Path, config: Config) -> bool:
+    """Whether config's own excludes leave out path, or a folder above it inside config's root: a
+    path named on the command line inside a project nested in config's project, which a walk of
+    config's project would not have entered."""
+    try:
+        rel = Path(os.path.realpath(path)).relative_to(Path(config.root).resolve())
+    except ValueError:
+        return False
+    patterns = _user_excludes(config)
+    parts = rel.parts
+    return any(_excluded("/".join(parts[:i]), parts[i - 1], patterns) for i in range(1, len(parts) + 1))
 
 
 def _repo_root(folder: Path) -> Path:
@@ -308,7 +327,8 @@ def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, see
             rel = f"{rel_dir}/{d}" if rel_dir else d
             if _excluded(from_root + d, d, excludes) or (gitignore and _ignored(rel, True, patterns)):
                 continue
-            if split_projects and holds_config(current / d / "pyproject.toml"):
+            # (a linked folder is never walked, project or not: os.walk does not follow it)
+            if split_projects and not os.path.islink(current / d) and holds_config(current / d / "pyproject.toml"):
                 found.projects.append(current / d)
                 continue
             keep.append(d)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from gradlint.config import Config, ConfigError, find_pyproject
+from gradlint.discover import excluded_within
 from gradlint.findings import FileResult, RunResult
 
 if TYPE_CHECKING:
@@ -37,45 +38,82 @@ class Project:
 
 
 def plan(paths: list[str], load: Loader, *, explicit: bool) -> list[Project]:
-    """The projects of the given paths, in the order they are first named. explicit: --config was
-    given, and its file applies to every path. A ConfigError of any configuration is raised."""
+    """The projects of the given paths. explicit: --config was given, and its file applies to
+    every path. A file belongs to the project of its real location (a link to a file of another
+    project is that project's). A path inside a project nested in another is left out when the
+    outer project's own excludes leave out its folder, as a walk of the outer one would. A
+    ConfigError of a path's configuration is raised."""
     if explicit:
         return [Project(load(None), list(paths))]
     by_file: dict[Path | None, Project] = {}
-    fallback: list[Path | None] = []
     nearest: dict[str, Path | None] = {}  # (pre-commit names hundreds of files of a few folders)
-    for path in paths:
-        folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    outer: dict[Path, Config | None] = {}
+
+    def above(folder: str) -> Path | None:
         if folder not in nearest:
             nearest[folder] = find_pyproject(Path(folder))
-        own = nearest[folder]
+        return nearest[folder]
+
+    def left_out(real: str, own: Path) -> bool:
+        root = own.parent
+        while root.parent != root and (file := above(str(root.parent))) is not None:
+            if file not in outer:
+                try:
+                    outer[file] = load(file)
+                except ConfigError:
+                    outer[file] = None  # (not this path's configuration: its own run reports it)
+            config = outer[file]
+            if config is None:
+                return False
+            if excluded_within(Path(real), config):
+                return True
+            root = file.parent
+        return False
+
+    for path in paths:
+        real = os.path.realpath(path)
+        own = above(real if os.path.isdir(real) else os.path.dirname(real))
         if own is None:
-            if not fallback:
-                fallback.append(find_pyproject(Path.cwd()))
-            own = fallback[0]
+            own = above(os.getcwd())
+        elif left_out(real, own):
+            continue
         if own not in by_file:
-            by_file[own] = Project(load(own))
+            by_file[own] = Project(outer.get(own) or load(own))
         by_file[own].paths.append(path)
     return list(by_file.values())
+
+
+def config_for(path: str, load: Loader, *, explicit: bool) -> Config:
+    """The configuration `check` applies to path, which need not exist (an editor's unsaved
+    buffer): its nearest above its real location, else the current folder's."""
+    if explicit:
+        return load(None)
+    real = os.path.realpath(path)
+    own = find_pyproject(Path(real if os.path.isdir(real) else os.path.dirname(real)))
+    return load(own if own is not None else find_pyproject(Path.cwd()))
 
 
 def _key(config: Config) -> str | None:
     return str(Path(config.path).resolve()) if config.path else None
 
 
+def _depth(project: Project) -> int:
+    return len(Path(project.config.root).resolve().parts)
+
+
 def check(projects: list[Project], load: Loader, *, explicit: bool, use_cache: bool,
           jobs: int | None) -> RunResult:
-    """Check every project, and the nested projects their walks meet, each with its own settings;
-    the results merged (a file reached twice is reported once). Each Project keeps its result
-    (its exit code depends on its fail-on). A nested project whose configuration is broken is an
-    error naming it, and the others are still checked."""
+    """Check every project, and the nested projects their walks meet, each with its own settings,
+    outer projects first (so that a nested one found by a walk joins its run before it starts);
+    the results merged, and a file reached by two runs kept in the first only. Each Project keeps
+    its result (its exit code depends on its fail-on; --fix reads it). A nested project whose
+    configuration is broken is an error naming it, and the others are still checked."""
     from gradlint.api import check_paths
 
-    queue = list(projects)
     known = {_key(p.config): p for p in projects}
     refused: list[FileResult] = []
-    while queue:
-        project = queue.pop(0)
+    while (waiting := [p for p in projects if p.result is None]):
+        project = min(waiting, key=_depth)
         project.result = check_paths(project.paths, project.config, use_cache=use_cache, jobs=jobs,
                                      split_projects=not explicit)
         for folder in project.result.projects:
@@ -87,12 +125,17 @@ def check(projects: list[Project], load: Loader, *, explicit: bool, use_cache: b
                 continue
             nested = known.get(_key(config))
             if nested is None or nested.result is not None:
-                # (a project already run, named again by an outer walk: a run of its own)
+                # (a project already run, named again by a walk out of another root: a run of
+                # its own, whose files already reported are dropped below)
                 nested = Project(config)
                 known[_key(config)] = nested
                 projects.append(nested)
-                queue.append(nested)
             nested.paths.append(folder)
+    seen: set[str] = set()
+    for project in projects:
+        if project.result is not None:
+            project.result.files = [r for r in project.result.files if r.path not in seen]
+            seen.update(r.path for r in project.result.files)
     return merge([p.result for p in projects if p.result is not None], refused)
 
 

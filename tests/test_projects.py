@@ -119,3 +119,92 @@ def test_fix_and_diff_work_across_projects(tmp_path):
     for name in ("top.py", "sub/n.py"):
         assert "log_softmax" in (tmp_path / name).read_text()
     assert Path(tmp_path / "sub" / "n.py").read_text() == (tmp_path / "top.py").read_text()
+
+
+def test_a_linked_folder_is_never_walked_even_when_it_holds_a_project(tmp_path):
+    # (a link back to the parent made 41 runs of one project; a link out of the tree checked, and
+    # cached into, a project elsewhere)
+    write_tree(tmp_path, {"repo/pyproject.toml": "[tool.gradlint]\n", "repo/r.py": LOG_SOFTMAX,
+                          "other/pyproject.toml": "[tool.gradlint]\n", "other/o.py": LOG_SOFTMAX})
+    (tmp_path / "repo" / "docs").mkdir()
+    (tmp_path / "repo" / "docs" / "src").symlink_to("..")
+    (tmp_path / "repo" / "elsewhere").symlink_to("../other")
+    proc = run_cli("check", ".", cwd=tmp_path / "repo")
+    assert codes(proc) == ["r.py GL302"], proc.stdout
+    assert not (tmp_path / "other" / ".gradlint_cache").exists()
+
+
+def test_each_project_runs_once_whatever_the_order_of_the_paths(tmp_path, monkeypatch):
+    from gradlint import api, projects
+
+    write_tree(tmp_path, {f"{d}pyproject.toml": "[tool.gradlint]\n" for d in ("", "a/", "a/b/", "a/b/c/")})
+    write_tree(tmp_path, {f"{d}f.py": LOG_SOFTMAX for d in ("", "a/", "a/b/", "a/b/c/")})
+    runs = []
+    real = api.check_paths
+    monkeypatch.setattr(api, "check_paths", lambda paths, config, **kw: runs.append(config.root) or real(paths, config, **kw))
+    monkeypatch.chdir(tmp_path)
+
+    def load(file):
+        from gradlint.config import load_config
+        return load_config(file) if file is not None else load_config(None, tmp_path)
+
+    planned = projects.plan(["a/b/c", "a/b", "a", "."], load, explicit=False)
+    result = projects.check(planned, load, explicit=False, use_cache=False, jobs=1)
+    assert sorted(r.path for r in result.files) == ["a/b/c/f.py", "a/b/f.py", "a/f.py", "f.py"]
+    assert len(runs) == 4 and len(set(runs)) == 4, runs
+    # named before the folder that holds it: one diff, one report
+    for order in (("a/f.py", "."), (".", "a/f.py")):
+        diff = gradlint("check", "--diff", *order, cwd=tmp_path)
+        assert diff.stdout.count("+++ b/a/f.py") == 1 and diff.stdout.count("+++ b/") == 4, diff.stdout
+
+
+def test_exclude_flags_are_read_from_the_current_folders_project_in_every_project(tmp_path):
+    write_tree(tmp_path, {"pyproject.toml": "[tool.gradlint]\n", "sub/pyproject.toml": "[tool.gradlint]\n",
+                          "sub/gen/g.py": LOG_SOFTMAX, "sub/a.py": LOG_SOFTMAX})
+    for target in (".", "sub"):
+        proc = gradlint("check", target, "--extend-exclude", "sub/gen", cwd=tmp_path)
+        assert codes(proc) == ["sub/a.py GL302"], (target, proc.stdout)
+    assert codes(gradlint("check", ".", "--extend-exclude", "gen", cwd=tmp_path)) == ["sub/a.py GL302"]
+
+
+def test_a_named_file_of_a_nested_project_the_outer_one_excludes_is_left_out(tmp_path):
+    # as `check .` leaves it out (the walk never enters the folder): pre-commit agrees
+    write_tree(tmp_path, {"pyproject.toml": '[tool.gradlint]\nextend-exclude = ["legacy"]\n', "r.py": LOG_SOFTMAX,
+                          "legacy/pyproject.toml": "[tool.gradlint]\n", "legacy/x.py": LOG_SOFTMAX})
+    assert codes(gradlint("check", ".", cwd=tmp_path)) == ["r.py GL302"]
+    assert codes(gradlint("check", "r.py", "legacy/x.py", cwd=tmp_path)) == ["r.py GL302"]
+
+
+def test_a_broken_pyproject_that_never_names_gradlint_is_not_a_project(tmp_path):
+    write_tree(tmp_path, {"pyproject.toml": "[tool.gradlint]\n", "fixture/pyproject.toml": '[tool.poetry\nname = "x"',
+                          "fixture/a.py": LOG_SOFTMAX, "latin/pyproject.toml": b"[tool.x]\nname = '\xe9'\n",
+                          "latin/a.py": LOG_SOFTMAX})
+    for args in ((".",), ("fixture/a.py", "latin/a.py")):
+        proc = gradlint("check", *args, cwd=tmp_path)
+        assert proc.returncode == 1 and codes(proc) == ["fixture/a.py GL302", "latin/a.py GL302"], proc.stderr
+
+
+def test_a_nested_project_that_selects_nothing_is_warned_about(tmp_path):
+    write_tree(tmp_path, {"pyproject.toml": "[tool.gradlint]\n", "r.py": "import torch\n",
+                          "sub/pyproject.toml": '[tool.gradlint]\nselect = ["GL7"]\n', "sub/x.py": LOG_SOFTMAX})
+    proc = gradlint("check", ".", cwd=tmp_path)
+    assert "the selection enables no rule" in proc.stderr, proc.stderr
+
+
+def test_stdin_and_config_take_the_configuration_check_takes(tmp_path):
+    # a file with no configuration above it takes the current folder's, in all three commands
+    write_tree(tmp_path, {"here/pyproject.toml": '[tool.gradlint]\nignore = ["GL302"]\n',
+                          "noconf/x.py": LOG_SOFTMAX})
+    here = tmp_path / "here"
+    assert codes(gradlint("check", "../noconf/x.py", cwd=here)) == []
+    stdin = run_cli("check", "--stdin-filename", "../noconf/x.py", "-", cwd=here, input=LOG_SOFTMAX)
+    assert stdin.returncode == 0, stdin.stdout
+    shown = run_cli("config", "../noconf/x.py", cwd=here)
+    assert 'ignore = ["GL302"]' in shown.stdout, shown.stdout
+
+
+def test_a_tool_key_that_is_not_a_table_is_named(tmp_path):
+    from tests.cli_helpers import assert_one_line_error
+
+    write_tree(tmp_path, {"pyproject.toml": "tool = 3  # gradlint settings below\n", "m.py": "import torch\n"})
+    assert_one_line_error(gradlint("check", ".", cwd=tmp_path), "'tool' must be a table")
