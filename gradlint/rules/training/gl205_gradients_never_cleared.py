@@ -17,7 +17,9 @@ class GradientsNeverCleared(steps.StepRule):
     Flags a loop whose iterations run `backward()` and an optimizer step, when nothing
     reachable in the loop — its body, the step functions it calls, a closure — clears the
     gradients: `optimizer.zero_grad()`, `model.zero_grad()`, `zero_grad(set_to_none=True)`,
-    `p.grad = None`, `p.grad.zero_()`, SAM's `second_step(zero_grad=True)`. With two
+    `p.grad = None`, `p.grad.zero_()`, SAM's `second_step(zero_grad=True)`. Also a step on one
+    branch of an `if` when every clear of the loop is on another branch of it (cleared in the
+    `if args.amp:` branch, stepped without clearing in the `else:` one). With two
     optimizers in one loop (a GAN), flags the one that steps while only the other is cleared:
     `opt_d.zero_grad()` (or `D.zero_grad()`, D being what `opt_d` trains) does not clear the
     gradients `opt_g` applies. A loop over a list or dict of optimizers the file builds
@@ -146,6 +148,18 @@ def train(model, loader):
         model(x).sum().backward()
         g.step()
 """, note="an optimizer a function of the file returns, whatever the name it is bound to"),
+        Example("""\
+for x, y in loader:
+    loss = criterion(model(x), y)
+    if args.amp:
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+""", note="cleared on the AMP branch only (IDEA-Research/DINO#20)"),
     ]
     valid = [
         Example("""\
@@ -296,6 +310,37 @@ def train(model, loader):
         model(x).sum().backward()
         g.step()
 """, note="a fresh optimizer from a function of the file every iteration"),
+        Example("""\
+for x, y in loader:
+    loss = criterion(model(x), y)
+    if args.amp:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    optimizer.zero_grad()
+""", note="one clear after either branch"),
+        Example("""\
+for i, (x, y) in enumerate(loader):
+    if i % accum == 0:
+        optimizer.zero_grad()
+    criterion(model(x), y).backward()
+    if (i + 1) % accum == 0:
+        optimizer.step()
+""", note="a clear and a step under two different `if`s"),
+        Example("""\
+for i, (real, z) in enumerate(loader):
+    if i % 2 == 0:
+        opt_d.zero_grad()
+        criterion(D(real), ones).backward()
+        opt_d.step()
+    else:
+        opt_g.zero_grad()
+        criterion(D(G(z)), ones).backward()
+        opt_g.step()
+""", note="each branch clears what it steps"),
     ]
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
@@ -322,6 +367,15 @@ def train(model, loader):
                     f"each step applies the sum of every earlier batch's gradients",
                     step.event.span, data={"backward_line": backward.event.span.line})
                 continue
+            apart = _branch_without_clear(facts, c, clears)
+            if apart is not None:
+                step, (mine, theirs), clear = apart
+                yield ctx.finding(
+                    f"`{steps.step_text(step.event)}` runs when {steps.guard_condition(mine)[0]}, and the gradients are "
+                    f"cleared only when {steps.guard_condition(theirs)[0]} (line {clear.event.span.line}): on this "
+                    f"branch each step applies the sum of every earlier batch's gradients",
+                    step.event.span, data={"backward_line": backward.event.span.line})
+                continue
             for step, units, cleared in _uncleared_steps(facts, c, clears):
                 units = [u for u in units if not _rebuilt_each_iteration(facts, c, [u])]
                 if not units:
@@ -338,6 +392,30 @@ def train(model, loader):
                     f"the gradients of {whose} add up across steps",
                     step.event.span, data={"backward_line": backward.event.span.line,
                                            "optimizer": ", ".join(u.name for u in units)})
+
+
+def _branch_without_clear(facts, c, clears):
+    """A step that backward() can precede in an iteration while every clear of the loop is on
+    another branch of an `if` around it (DINO cleared in its `if args.amp:` branch only, and its
+    fp32 branch stepped every batch's gradients summed): (step, (its guard, the clear's guard of
+    the same `if`), the clear), else None.
+    A clear under no `if`, or under an `if` the step is not on another branch of, may run with it."""
+    backward = c.of("backward")
+    for step in c.of("step"):
+        if step.event.via == "sam" or any(steps.compatible(cl, step) for cl in clears):
+            continue
+        if not any(steps.compatible(b, step) for b in backward):
+            continue
+        if _rebuilt_each_iteration(facts, c, _units(facts, c, step)):
+            continue
+        mine = {g.key: g for g in step.guards}
+        for clear in clears:
+            for g in clear.guards:
+                other = mine.get(g.key)
+                if other is not None and other.branch != g.branch:
+                    return step, (other, g), clear
+        return None  # (apart by two `if`s of one test text: not worded here)
+    return None
 
 
 def _cleared_per_outer_pass(facts, c) -> bool:
