@@ -679,6 +679,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
             if m in setup:
                 continue
             walk = FunctionWalk(self, m.name.value, ctx, quiet=ctx.quiet or quiet_function(m.name.value))
+            walk.computes_gradient = is_function and m.name.value == "backward"
             walk.run_function(m)
             if m.name.value == "forward" and not is_function:
                 has_forward = True

@@ -107,6 +107,26 @@ _TERM_CUTS = frozenset({".item()", ".detach()", ".tolist()", "float()"}) | froze
     f"{n}(...)" for n in ("tensor", "as_tensor", "Tensor", "FloatTensor", "scalar_tensor"))
 
 
+def exp_arguments(node: cst.BaseExpression) -> frozenset[str]:
+    """The arguments (as written, spaces removed) of the exps an expression calls: `torch.exp(a)`,
+    `a.exp()`; a few hundred nodes at most."""
+    out: set[str] = set()
+    stack: list[cst.CSTNode] = [node]
+    seen = 0
+    while stack and seen < 256:
+        n = stack.pop()
+        seen += 1
+        if type(n) is cst.Call:
+            name = dotted(n.func) or ""
+            if name.rsplit(".", 1)[-1] == "exp":
+                arg = n.args[0].value if name in ("torch.exp", "exp") and n.args else \
+                    n.func.value if type(n.func) is cst.Attribute and not n.args else None
+                if arg is not None:
+                    out.add("".join(cst.Module([]).code_for_node(arg).split()))
+        stack.extend(_code_children(n))
+    return frozenset(out)
+
+
 def _mentions_max(node: cst.BaseExpression) -> bool:
     """Whether a subtracted expression names a max (x.max(...), torch.amax, x_max)."""
     stack: list[cst.CSTNode] = [node]
@@ -496,7 +516,14 @@ class TensorEval:
         op = type(node.operator)
         if op is cst.Divide:
             self.check_divide(node, left, right, node.right, numerator=node.left)
-            if number_of(left) == 1 and right.one_plus_exp and not right.nograd:
+            if right.one_plus_exp and not right.nograd and exp_arguments(node.left) & exp_arguments(node.right):
+                # `exp(z) / (1 + exp(z))`, and the sigmoid's derivative `exp(z) / (exp(z) + 1) ** 2`
+                # (snntorch's surrogate gradient, jeshraghian/snntorch#433): the same exp above and
+                # below, so the value itself is inf / inf = NaN (measured at z = 100)
+                squared = type(node.right) is cst.BinaryOperation and type(node.right.operator) is cst.Power
+                self.add_305(node, "exp(z) / (1 + exp(z)) ** 2" if squared else "exp(z) / (1 + exp(z))",
+                             "sigmoid_derivative" if squared else "sigmoid_ratio")
+            elif number_of(left) == 1 and right.one_plus_exp and not right.nograd:
                 self.add_305(node, "1 / (1 + exp(-x))", "sigmoid")
             elif right.one_plus_exp and not right.nograd and number_of(left) != 0:
                 # swish written out, `x / (1 + exp(-x))`, or any `y / (1 + exp(-x))`: the backward's
@@ -558,6 +585,11 @@ class TensorEval:
         if op is cst.Multiply and right.max_shifted and ln is not None and ln > 0:
             return replace(base, max_shifted=True)
         if op is cst.Power:
+            if left.one_plus_exp and rn is not None and rn > 0:
+                # `(exp(z) + 1) ** 2`, the denominator of the sigmoid's derivative written out
+                # (snntorch's surrogate gradient, jeshraghian/snntorch#433): inf once exp
+                # overflows, so `exp(z) / (exp(z) + 1) ** 2` is inf / inf = NaN (measured at z = 100)
+                return replace(base, one_plus_exp=True, const=left.const)
             if rn == 2:
                 return replace(base, sq=True, tensor=left.tensor, dense=left.dense, pairs=left.pairs, unit=square_unit(left))
             return base

@@ -139,6 +139,13 @@ def _pretrained(call: cst.Call, code) -> bool:
                 return True
     return False
 
+
+# The hand-written forms (GL305 variants) whose value, not only whose gradient, is NaN or inf once
+# exp overflows: inf / inf, inf / sum or log(inf). Computed in an autograd Function's backward,
+# that value is the gradient (the forms whose value stays finite, `1 / (1 + exp(-x))`, are safe there).
+VALUE_BROKEN = frozenset({"softmax", "softplus", "logsumexp", "logsumexp_weighted", "sigmoid_ratio",
+                          "sigmoid_derivative"})
+
 class SiteChecks:
     """Site checks of FunctionWalk (a mixin: it reads the walk's environment and adds to its file's sites)."""
 
@@ -277,7 +284,7 @@ class SiteChecks:
             self.add_305(node, "log(sum(exp(x)))", "logsumexp")
 
     def add_305(self, node: cst.CSTNode, pattern: str, instead: str) -> None:
-        if self.hazard_quiet():
+        if self.hazard_quiet() and not (self.computes_gradient and instead in VALUE_BROKEN):
             return
         self.x.add(Site("hand_written_unstable", instead, self.x.span(node), detail=pattern))
 

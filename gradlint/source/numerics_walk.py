@@ -129,6 +129,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         # id(value) -> (value, the open parameter called to make it: Extractor.open_param)
         self.param_outputs: dict[int, tuple[V, tuple[str, str, int]]] = {}
         self.carried_in: frozenset[str] = frozenset()  # (_run_function)
+        # the backward of an autograd Function: autograd traces nothing there, but the values it
+        # computes are the gradient, so a form whose value is NaN or inf is still a hazard
+        self.computes_gradient = False
 
     # -- entry points --------------------------------------------------------------------------
     def run_function(self, fn: cst.FunctionDef) -> None:

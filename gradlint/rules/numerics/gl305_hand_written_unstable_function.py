@@ -8,13 +8,15 @@ from gradlint.rules.numerics.base import SiteRule
 from gradlint.facts.numerics import Site
 
 _USE = {"softmax": "torch.softmax(z, dim)", "sigmoid": "torch.sigmoid(x)", "scaled_sigmoid": "y * torch.sigmoid(x) (F.silu(x) when y is x)", "softplus": "F.softplus(x)", "logsumexp": "torch.logsumexp(x, dim)",
-        "logsumexp_weighted": "torch.logsumexp(x + torch.log(w), dim)"}
+        "logsumexp_weighted": "torch.logsumexp(x + torch.log(w), dim)", "sigmoid_ratio": "torch.sigmoid(z)",
+        "sigmoid_derivative": "torch.sigmoid(z) * torch.sigmoid(-z)"}
 
 
 class HandWrittenUnstableFunction(SiteRule):
     """
     ## What it does
-    Flags `1 / (1 + exp(-x))` (and swish, `x / (1 + exp(-x))`), `log(1 + exp(x))` (and `log1p(exp(x))`, `x.exp().add(1).log()`)
+    Flags `1 / (1 + exp(-x))` (and swish, `x / (1 + exp(-x))`, `exp(z) / (1 + exp(z))` and the
+    sigmoid's derivative `exp(z) / (1 + exp(z)) ** 2`), `log(1 + exp(x))` (and `log1p(exp(x))`, `x.exp().add(1).log()`)
     and `log(sum(exp(x)))` (its terms weighted by probabilities or positive numbers too:
     `log(sum(exp(log_gauss) * mixing))`) written with torch operations, and a softmax written as
     `exp(z) / exp(z).sum(...)` with no max-shift, through local variables. Not flagged:
@@ -23,6 +25,10 @@ class HandWrittenUnstableFunction(SiteRule):
     exponent clamped at 80 or below or kept only where
     it is at most such a number (`x.masked_fill(~(x <= 18), 0)`, `torch.where(x <= 18, x, 0)`), `-|x|` also as `x.abs().neg()`, and exp of a value that cannot be positive (`-x ** 2`,
     `-|x|`: the stable softplus `clamp(x, min=0) + log1p(exp(-|x|))`).
+
+    In the `backward` of a `torch.autograd.Function`, which autograd does not trace but whose
+    values are the gradient, the forms whose value is NaN or inf are flagged (the softmax,
+    log-sum-exp, softplus, `exp(z) / (1 + exp(z))` and the derivative), not `1 / (1 + exp(-x))`.
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -62,6 +68,25 @@ class HandWrittenUnstableFunction(SiteRule):
     summary = "Sigmoid/softplus/logsumexp/softmax written with exp (overflow, NaN gradients)"
 
     invalid = [
+        Example("""\
+import torch
+
+
+class SigmoidSurrogate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, slope):
+        ctx.save_for_backward(u)
+        ctx.slope = slope
+        return (u > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (u,) = ctx.saved_tensors
+        grad = grad_output * ctx.slope * torch.exp(-ctx.slope * u) / ((torch.exp(-ctx.slope * u) + 1) ** 2)
+        return grad, None
+""", note="the sigmoid's derivative written out in a custom backward: the gradient itself is NaN (jeshraghian/snntorch#433)"),
+        Example("import torch\n\n\ndef gate(z):\n    return torch.exp(z) / (1 + torch.exp(z))\n",
+                note="exp(z) / (1 + exp(z)): inf / inf"),
         Example("import torch\nfrom torch import nn\n\n\nclass Pool(nn.Module):\n    def __init__(self):\n"
                 "        super().__init__()\n        self.a = nn.Linear(8, 4)\n"
                 "        self.b = nn.Linear(8, 4)\n\n    def forward(self, x):\n        sa = self.a(x)\n"
@@ -130,6 +155,21 @@ class HandWrittenUnstableFunction(SiteRule):
                 note="a softmax with no max-shift: exp(100) is inf, inf / inf is NaN"),
     ]
     valid = [
+        Example("""\
+import torch
+
+
+class Gate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output / (1 + torch.exp(-x))
+""", note="in a custom backward, a form whose value stays finite (g / inf is 0): autograd does not trace it"),
         Example("import torch\n\n\ndef vote_weights(fields, temp=0.01):\n    n = fields.shape[0]\n"
                 "    dists = torch.zeros((n, n))\n    for i in range(n):\n        for j in range(i):\n"
                 "            dists[i, j] = dists[j, i] = (fields[i] - fields[j]).norm()\n"
@@ -215,5 +255,8 @@ class HandWrittenUnstableFunction(SiteRule):
             # for large distances or a small temperature, and 0 / 0 is NaN: torchfields#18)
             return (f"hand-written `{site.detail}` is NaN once exp overflows (float32: z > 88) or every term "
                     f"underflows to 0 (all z < -103), and so is its gradient; use {_USE[site.variant]}")
+        if site.variant in ("sigmoid_ratio", "sigmoid_derivative"):
+            return (f"hand-written `{site.detail}` is inf / inf = NaN once exp overflows (float32: z > 88), and so "
+                    f"is its gradient; use {_USE[site.variant]}")
         return (f"hand-written `{site.detail}` overflows in exp (float32: |x| > 88) and gives a NaN gradient; "
                 f"use {_USE[site.variant]}")
