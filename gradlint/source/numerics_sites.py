@@ -249,7 +249,11 @@ class SiteChecks:
                             data=(("loss", loss), ("input", self.x.code(inp_node)[:80]), *extra), element=inp.out_elem))
 
     def check_log(self, node: cst.Call, arg_node: cst.BaseExpression, a: V) -> None:
-        if self.hazard_quiet() or a.nograd:
+        if a.nograd:
+            return
+        if self.hazard_quiet():
+            if self.computes_gradient:
+                self._log_of_exps(node, a)  # (their value is inf: add_305 lets them through)
             return
         span = self.x.span(node)
         if a.prob in ("softmax", "sigmoid", "one_minus_sigmoid") and not a.shifted:
@@ -276,7 +280,12 @@ class SiteChecks:
             self.x.add(Site("log_of_probability", "parameters", span, detail="parameter",
                             data=(*_param_data("tensor", got[0]), ("tensor_elem", got[1]),
                                   ("input", self.x.code(arg_node)[:80]))))
-        elif a.one_plus_exp:
+        else:
+            self._log_of_exps(node, a)
+
+    def _log_of_exps(self, node: cst.Call, a: V) -> None:
+        """softplus and log-sum-exp written out: log(1 + exp(x)), log(sum(exp(x)))."""
+        if a.one_plus_exp:
             self.add_305(node, "log(1 + exp(x))", "softplus")
         elif a.sum_exp and a.weighted:
             self.add_305(node, "log(sum(w * exp(x)))", "logsumexp_weighted")

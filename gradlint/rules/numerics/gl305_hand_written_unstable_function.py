@@ -85,6 +85,21 @@ class SigmoidSurrogate(torch.autograd.Function):
         grad = grad_output * ctx.slope * torch.exp(-ctx.slope * u) / ((torch.exp(-ctx.slope * u) + 1) ** 2)
         return grad, None
 """, note="the sigmoid's derivative written out in a custom backward: the gradient itself is NaN (jeshraghian/snntorch#433)"),
+        Example("""\
+import torch
+
+
+class SoftplusGate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output * torch.log(1 + torch.exp(x))
+""", note="softplus written out in a custom backward: the gradient is inf past x = 88"),
         Example("import torch\n\n\ndef gate(z):\n    return torch.exp(z) / (1 + torch.exp(z))\n",
                 note="exp(z) / (1 + exp(z)): inf / inf"),
         Example("import torch\nfrom torch import nn\n\n\nclass Pool(nn.Module):\n    def __init__(self):\n"
@@ -155,6 +170,22 @@ class SigmoidSurrogate(torch.autograd.Function):
                 note="a softmax with no max-shift: exp(100) is inf, inf / inf is NaN"),
     ]
     valid = [
+        Example("""\
+import torch
+
+
+class Softmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        e = torch.exp(x - x.max(-1, keepdim=True).values)
+        return grad_output * e / e.sum(-1, keepdim=True)
+""", note="a max-shifted softmax in a custom backward"),
         Example("""\
 import torch
 
