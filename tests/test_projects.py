@@ -208,3 +208,11 @@ def test_a_tool_key_that_is_not_a_table_is_named(tmp_path):
 
     write_tree(tmp_path, {"pyproject.toml": "tool = 3  # gradlint settings below\n", "m.py": "import torch\n"})
     assert_one_line_error(gradlint("check", ".", cwd=tmp_path), "'tool' must be a table")
+
+
+def test_model_takes_each_paths_project_settings(tmp_path):
+    write_tree(tmp_path, {"proj/pyproject.toml": '[tool.gradlint]\nextend-exclude = ["gen"]\n',
+                          "proj/m.py": SOFTMAX_CE, "proj/gen/g.py": SOFTMAX_CE.replace("class Net", "class Gen")})
+    proc = run_cli("model", "proj", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "proj/m.py" in proc.stdout and "Gen" not in proc.stdout, proc.stdout
