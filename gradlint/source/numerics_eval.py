@@ -529,9 +529,13 @@ class TensorEval:
                 # swish written out, `x / (1 + exp(-x))`, or any `y / (1 + exp(-x))`: the backward's
                 # inf / inf is NaN past x < -88 (measured: F.silu's gradient there is -0.0)
                 self.add_305(node, "y / (1 + exp(-x))", "scaled_sigmoid")
-            if left.exp and right.sum_exp and not left.nograd:
-                # measured: exp(z) / exp(z).sum() at z = [100, 1] is [nan, 0] with a NaN gradient
-                self.add_305(node, "exp(z) / exp(z).sum()", "softmax")
+            if (left.exp or left.weighted) and right.sum_exp and not left.nograd:
+                # measured: exp(z) / exp(z).sum() at z = [100, 1] is [nan, 0] with a NaN gradient;
+                # masked (`e * mask / (e * mask).sum()`) the same
+                if left.exp:
+                    self.add_305(node, "exp(z) / exp(z).sum()", "softmax")
+                else:
+                    self.add_305(node, "w * exp(z) / exp(z).sum()", "softmax_weighted")
         if op is cst.Power:
             exponent = number_of(right)
             if exponent == 0.5:
@@ -612,6 +616,10 @@ class TensorEval:
                     # 0 only when the weight is not (a ReLU output can be)
                     positive = (w.exp or w.prob in ("softmax", "sigmoid") or (wn is not None and wn > 0)) and e.dense
                     return replace(base, weighted=True, dense=positive)
+                if e.exp and wn is None and not w.const and not w.nograd:
+                    # `torch.exp(scores) * mask`: a masked softmax or log-sum-exp written out
+                    # overflows as the exp does, whatever the mask (it may also be 0: not dense)
+                    return replace(base, weighted=True, dense=False)
             if lnode is not None and rnode is not None and self.x.code(lnode) == self.x.code(rnode):
                 return replace(base, sq=True, dense=left.dense, pairs=left.pairs, unit=square_unit(left))
             for factor, other in ((lnode, right), (rnode, left)):
@@ -640,7 +648,7 @@ class TensorEval:
             return replace(base, unit="strict" if abs(rn) > 1 else left.unit)
         if op is cst.Divide and left.nonpos and (right.sq or right.sumsq or (rn is not None and rn > 0)):
             return replace(base, nonpos=True)  # -x**2 / (2 * s**2)
-        if op is cst.Divide and left.exp and right.sum_exp:
+        if op is cst.Divide and (left.exp or left.weighted) and right.sum_exp:
             # a hand-written softmax: what it feeds (cross-entropy, log) sees probabilities
             return replace(base, prob="softmax", dense=True)
         if op in (cst.Add, cst.Subtract) and node is not None:

@@ -143,7 +143,7 @@ def _pretrained(call: cst.Call, code) -> bool:
 # The hand-written forms (GL305 variants) whose value, not only whose gradient, is NaN or inf once
 # exp overflows: inf / inf, inf / sum or log(inf). Computed in an autograd Function's backward,
 # that value is the gradient (the forms whose value stays finite, `1 / (1 + exp(-x))`, are safe there).
-VALUE_BROKEN = frozenset({"softmax", "softplus", "logsumexp", "logsumexp_weighted", "sigmoid_ratio",
+VALUE_BROKEN = frozenset({"softmax", "softmax_weighted", "softplus", "logsumexp", "logsumexp_weighted", "sigmoid_ratio",
                           "sigmoid_derivative"})
 
 class SiteChecks:

@@ -9,6 +9,8 @@ from gradlint.facts.numerics import Site
 
 _USE = {"softmax": "torch.softmax(z, dim)", "sigmoid": "torch.sigmoid(x)", "scaled_sigmoid": "y * torch.sigmoid(x) (F.silu(x) when y is x)", "softplus": "F.softplus(x)", "logsumexp": "torch.logsumexp(x, dim)",
         "logsumexp_weighted": "torch.logsumexp(x + torch.log(w), dim)", "sigmoid_ratio": "torch.sigmoid(z)",
+        "softmax_weighted": "torch.softmax(z.masked_fill(mask == 0, float('-inf')), dim) for a 0/1 mask, "
+                            "torch.softmax(z + torch.log(w), dim) for positive weights",
         "sigmoid_derivative": "torch.sigmoid(z) * torch.sigmoid(-z)"}
 
 
@@ -19,7 +21,7 @@ class HandWrittenUnstableFunction(SiteRule):
     sigmoid's derivative `exp(z) / (1 + exp(z)) ** 2`), `log(1 + exp(x))` (and `log1p(exp(x))`, `x.exp().add(1).log()`)
     and `log(sum(exp(x)))` (its terms weighted by probabilities or positive numbers too:
     `log(sum(exp(log_gauss) * mixing))`) written with torch operations, and a softmax written as
-    `exp(z) / exp(z).sum(...)` with no max-shift, through local variables. Not flagged:
+    `exp(z) / exp(z).sum(...)` with no max-shift (also masked or weighted: `exp(z) * mask`), through local variables. Not flagged:
     constant operands, detached or no-grad operands, the stable max-shifted log-sum-exp
     (`x - x.max()` inside the exp, also divided by a temperature or times a positive number), an
     exponent clamped at 80 or below or kept only where
@@ -100,6 +102,20 @@ class SoftplusGate(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         return grad_output * torch.log(1 + torch.exp(x))
 """, note="softplus written out in a custom backward: the gradient is inf past x = 88"),
+        Example("""\
+import torch
+from torch import nn
+
+
+class MaskedAttention(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.q = nn.Linear(dim, dim)
+
+    def forward(self, x, mask):
+        e = torch.exp(self.q(x) @ x.transpose(-1, -2)) * mask
+        return e / e.sum(-1, keepdim=True)
+""", note="a masked softmax written out"),
         Example("import torch\n\n\ndef gate(z):\n    return torch.exp(z) / (1 + torch.exp(z))\n",
                 note="exp(z) / (1 + exp(z)): inf / inf"),
         Example("import torch\nfrom torch import nn\n\n\nclass Pool(nn.Module):\n    def __init__(self):\n"
@@ -170,6 +186,21 @@ class SoftplusGate(torch.autograd.Function):
                 note="a softmax with no max-shift: exp(100) is inf, inf / inf is NaN"),
     ]
     valid = [
+        Example("""\
+import torch
+from torch import nn
+
+
+class MaskedAttention(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.q = nn.Linear(dim, dim)
+
+    def forward(self, x, mask):
+        s = self.q(x) @ x.transpose(-1, -2)
+        e = torch.exp(s - s.max(-1, keepdim=True).values) * mask
+        return e / e.sum(-1, keepdim=True).clamp(min=1e-9)
+""", note="a masked softmax shifted by its max"),
         Example("""\
 import torch
 
@@ -281,7 +312,7 @@ class Gate(torch.autograd.Function):
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:
-        if site.variant == "softmax":
+        if site.variant in ("softmax", "softmax_weighted"):
             # (a softmin of distances, `exp(-d / T)`, never overflows: all its terms underflow to 0
             # for large distances or a small temperature, and 0 / 0 is NaN: torchfields#18)
             return (f"hand-written `{site.detail}` is NaN once exp overflows (float32: z > 88) or every term "
