@@ -408,8 +408,9 @@ class _FactsPlan:
 
     def __init__(self, files: list[tuple[Path, str]], config: Config, store: cache.Store | None,
                  jobs: int | None, seen: dict[str, str] | None, keep: bool,
-                 wanted: frozenset[int] = frozenset(), kinds: list[str] | None = None) -> None:
+                 wanted: frozenset[int] = frozenset(), kinds: list[str] | None = None, pool=None) -> None:
         self.files, self.store, self.seen = files, store, seen
+        self.kept_pool = pool  # a gradlint.pool.Kept the caller's runs share, or None
         # each file's kind_of (`kinds`: the caller's, when it worked them out)
         self.kinds = kinds if kinds is not None else [kind_of(p, d) for p, d in files]
         # Without `keep` (the caller stores each file's result), an ONNX model is neither looked up
@@ -518,7 +519,7 @@ class _FactsPlan:
         try:
             map_isolated(_facts_job, [self.args[i] for i in todo], self.workers, on_failure=_job_failed,
                          on_result=lambda j, result: self._arrive(todo[j], result), started=self.launched.set,
-                         cost=costs.__getitem__)
+                         cost=costs.__getitem__, kept=self.kept_pool)
         finally:
             if collecting:
                 with self._freezing:
@@ -612,17 +613,18 @@ def _job_failed(args: tuple, reason: str) -> tuple[FileFacts, None, None]:
 
 
 def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool = True,
-                jobs: int | None = None, split_projects: bool = False) -> RunResult:
+                jobs: int | None = None, split_projects: bool = False, pool=None) -> RunResult:
     """Check files and folders; the result holds every file's findings, sorted. With
     split_projects, folders holding their own configuration are not checked but listed in
-    .projects (gradlint.projects checks each with its settings)."""
+    .projects (gradlint.projects checks each with its settings). `pool`: a gradlint.pool.Kept
+    whose worker processes several runs share (the caller closes it)."""
     # the rules, the re-run classes of other files and a one-process extraction recurse deeply:
     # their frames in one chunk of CPython's frame stack (stack.py)
-    return roomy(_check_paths, paths, config, use_cache=use_cache, jobs=jobs, split_projects=split_projects)
+    return roomy(_check_paths, paths, config, use_cache=use_cache, jobs=jobs, split_projects=split_projects, pool=pool)
 
 
 def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool,
-                 jobs: int | None, split_projects: bool = False) -> RunResult:
+                 jobs: int | None, split_projects: bool = False, pool=None) -> RunResult:
     given = [Path(p) for p in paths]
     found = discover(given, config, split_projects=split_projects)
     result = RunResult(warnings=list(found.warnings), projects=[str(p) for p in found.projects])
@@ -654,7 +656,7 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
     stale = [i for i, r in enumerate(done) if r is None]
     plan = _FactsPlan([files[i] for i in stale], config, store, jobs, seen, keep=reuse is None,
                       wanted=frozenset(k for k, i in enumerate(stale) if i in reuse.through_deps) if reuse else frozenset(),
-                      kinds=[kinds[i] for i in stale])
+                      kinds=[kinds[i] for i in stale], pool=pool)
     loader = index.loader
     # The files whose results came from the cache join the index only when a lookup reaches them.
     loader.checked = {name: (files[i][0], names[i][1]) for name, i in holder.items() if done[i] is not None}

@@ -35,18 +35,40 @@ from typing import Any, Callable, Sequence
 CHUNK_COST = 32.0
 
 
+class Kept:
+    """A pool kept from one map_isolated call to the next (the runs of several projects in one
+    command: a pool costs ~100 ms to start, and 50 projects paid it 50 times). The caller shuts
+    it down (`close`) when its runs are done; a pool that broke is never kept."""
+
+    def __init__(self) -> None:
+        self.pool: ProcessPoolExecutor | None = None
+        self.shape: tuple | None = None  # (workers, start context) it was made for
+
+    def take(self, workers: int, mp_context) -> ProcessPoolExecutor | None:
+        if self.pool is not None and self.shape == (workers, mp_context):
+            return self.pool
+        self.close()
+        return None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool, self.shape = None, None
+
+
 def map_isolated(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
                  on_failure: Callable[[Any, str], Any], mp_context=None,
                  on_result: Callable[[int, Any], None] | None = None,
                  started: Callable[[], None] | None = None,
-                 cost: Callable[[int], float] | None = None) -> list:
+                 cost: Callable[[int], float] | None = None, kept: Kept | None = None) -> list:
     """[fn(item) for item in items] in `workers` processes, in order. An item whose worker dies
     (or whose job raises) gets on_failure(item, reason) as its result; every other item its own.
     `fn` must be picklable (a module-level function). `on_result(i, result)` is called as each
     item's result is final, in the order they come; `started()` once the first pool's processes
     exist (a caller in another thread waits for it: processes forked while a thread imports a
     module could inherit its lock held). `cost(i)`: what item i costs, in units of a job's round
-    trip; consecutive items go to a worker together up to CHUNK_COST (without it, one by one)."""
+    trip; consecutive items go to a worker together up to CHUNK_COST (without it, one by one).
+    `kept`: the first pool is taken from it, or made and left in it, not shut down here."""
     results: list = [None] * len(items)
     todo = deque(range(len(items)))
     suspects: deque[int] = deque()
@@ -54,10 +76,11 @@ def map_isolated(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
     window = max(2 * workers, 1)
     context = mp_context
     while todo:
-        broken, _ = _run(fn, items, todo, results, workers, window, on_failure, context, on_result, started, cost)
+        broken, _ = _run(fn, items, todo, results, workers, window, on_failure, context, on_result, started, cost, kept)
         suspects.extend(sorted(broken))
         started = None
         context = _again(mp_context)
+        kept = None  # (a pool made again after a death is this call's own)
     while suspects:  # one at a time: the one that dies alone is the culprit
         broken, why = _run(fn, items, suspects, results, 1, 1, on_failure, _again(mp_context), on_result)
         for i in broken:
@@ -81,10 +104,16 @@ def _again(mp_context):
 
 
 def _run(fn, items, todo: deque, results: list, workers: int, window: int, on_failure,
-         mp_context, on_result=None, started=None, cost=None) -> tuple[list[int], str]:
+         mp_context, on_result=None, started=None, cost=None, kept: Kept | None = None) -> tuple[list[int], str]:
     """Run items from `todo` until it is empty or the pool breaks. Returns the indices in flight
-    when it broke (empty when it did not), and why it broke."""
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp_context)
+    when it broke (empty when it did not), and why it broke. With `kept`, its pool is used (or
+    one made is left there) and shut down only when it breaks."""
+    pool = kept.take(workers, mp_context) if kept is not None else None
+    if pool is None:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp_context)
+        if kept is not None:
+            kept.pool, kept.shape = pool, (workers, mp_context)
+    broke = True
     in_flight: dict[Future, list[int]] = {}
     processes: dict = {}
     alone: set[int] = set()  # items sent one to a job whatever their cost
@@ -132,9 +161,13 @@ def _run(fn, items, todo: deque, results: list, workers: int, window: int, on_fa
                     settle(i, on_failure(items[i], got) if failed else got)
             if broken:
                 return [i for held in in_flight.values() for i in held], _death_after(pool, processes)
+        broke = False
         return [], ""
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if kept is None or broke:
+            pool.shutdown(wait=True, cancel_futures=True)
+            if kept is not None and kept.pool is pool:
+                kept.pool, kept.shape = None, None
 
 
 def _take(todo: deque, cost: Callable[[int], float] | None, window: int) -> list[int]:

@@ -109,13 +109,31 @@ def check(projects: list[Project], load: Loader, *, explicit: bool, use_cache: b
     its result (its exit code depends on its fail-on; --fix reads it). A nested project whose
     configuration is broken is an error naming it, and the others are still checked."""
     from gradlint.api import check_paths
+    from gradlint.pool import Kept
 
     known = {_key(p.config): p for p in projects}
     refused: list[FileResult] = []
+    pool = Kept()  # one set of worker processes for all the runs (a pool costs ~100 ms to start)
+    try:
+        _run_all(projects, load, known, refused, pool, check_paths, explicit=explicit, use_cache=use_cache, jobs=jobs)
+    finally:
+        pool.close()
+    seen: set[str] = set()
+    for project in projects:
+        if project.result is not None:
+            project.result.files = [r for r in project.result.files if r.path not in seen]
+            seen.update(r.path for r in project.result.files)
+    return merge([p.result for p in projects if p.result is not None], refused)
+
+
+def _run_all(projects: list[Project], load: Loader, known: dict, refused: list[FileResult], pool, check_paths, *,
+             explicit: bool, use_cache: bool, jobs: int | None) -> None:
+    """check's runs, the shallowest project waiting first; the nested projects each run meets
+    join `projects` (or a broken one `refused`)."""
     while (waiting := [p for p in projects if p.result is None]):
         project = min(waiting, key=_depth)
         project.result = check_paths(project.paths, project.config, use_cache=use_cache, jobs=jobs,
-                                     split_projects=not explicit)
+                                     split_projects=not explicit, pool=pool)
         for folder in project.result.projects:
             own = Path(folder) / "pyproject.toml"
             try:
@@ -131,12 +149,6 @@ def check(projects: list[Project], load: Loader, *, explicit: bool, use_cache: b
                 known[_key(config)] = nested
                 projects.append(nested)
             nested.paths.append(folder)
-    seen: set[str] = set()
-    for project in projects:
-        if project.result is not None:
-            project.result.files = [r for r in project.result.files if r.path not in seen]
-            seen.update(r.path for r in project.result.files)
-    return merge([p.result for p in projects if p.result is not None], refused)
 
 
 def merge(results: list[RunResult], refused: list[FileResult] = ()) -> RunResult:

@@ -352,6 +352,37 @@ def test_pool_reports_each_dead_worker_on_its_own_item_and_finishes_the_rest(qui
     assert [out[i] for i in range(100) if i not in (13, 77)] == [2 * i for i in range(100) if i not in (13, 77)]
 
 
+def _pid_of(i: int) -> tuple[int, int]:
+    return i, os.getpid()
+
+
+def test_a_kept_pool_serves_several_calls_and_one_that_breaks_is_not_kept(quiet_crashes):
+    """The runs of several projects share one pool (gradlint.pool.Kept): the same worker
+    processes answer every call until it is closed; a pool that breaks is replaced, and the
+    dead worker costs only its item."""
+    from gradlint.pool import Kept, map_isolated
+
+    kept = Kept()
+    try:
+        first = map_isolated(_pid_of, list(range(20)), 2, on_failure=lambda item, why: None, kept=kept)
+        second = map_isolated(_pid_of, list(range(20)), 2, on_failure=lambda item, why: None, kept=kept)
+        assert [i for i, _ in first] == list(range(20)) and [i for i, _ in second] == list(range(20))
+        assert {pid for _, pid in second} <= {pid for _, pid in first}
+        assert os.getpid() not in {pid for _, pid in first}
+        out = map_isolated(_dies_on_some, list(range(100)), 2, on_failure=lambda item, why: ("failed", item, why),
+                           kept=kept)
+        assert out[13] == ("failed", 13, "the worker process died (SIGSEGV)")
+        assert [out[i] for i in range(100) if i not in (13, 77)] == [2 * i for i in range(100) if i not in (13, 77)]
+        assert kept.pool is None  # (it broke: not kept, and shut down)
+        third = map_isolated(_pid_of, list(range(20)), 2, on_failure=lambda item, why: None, kept=kept)
+        assert [i for i, _ in third] == list(range(20))
+        assert not {pid for _, pid in third} & {pid for _, pid in first}
+        assert kept.pool is not None
+    finally:
+        kept.close()
+    assert kept.pool is None
+
+
 def _raises_on_some(i: int) -> int:
     if i % 10 == 3:
         raise ValueError(f"bad {i}")
