@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -18,8 +19,11 @@ class GradientsNeverCleared(steps.StepRule):
     reachable in the loop — its body, the step functions it calls, a closure — clears the
     gradients: `optimizer.zero_grad()`, `model.zero_grad()`, `zero_grad(set_to_none=True)`,
     `p.grad = None`, `p.grad.zero_()`, SAM's `second_step(zero_grad=True)`. Also a step on one
-    branch of an `if` when every clear of the loop is on another branch of it (cleared in the
-    `if args.amp:` branch, stepped without clearing in the `else:` one). With two
+    branch of an `if` (or path of a `try`) when every clear of the loop is on another branch of
+    it (cleared in the `if args.amp:` branch, stepped without clearing in the `else:` one); not
+    under an accumulation test (`if i % k == 0: zero_grad() ... elif (i + 1) % k == 0: step()`),
+    nor when the step's branch then leaves the loop (`break`, `return`) or touches `.grad`
+    itself. With two
     optimizers in one loop (a GAN), flags the one that steps while only the other is cleared:
     `opt_d.zero_grad()` (or `D.zero_grad()`, D being what `opt_d` trains) does not clear the
     gradients `opt_g` applies. A loop over a list or dict of optimizers the file builds
@@ -341,6 +345,32 @@ for i, (real, z) in enumerate(loader):
         criterion(D(G(z)), ones).backward()
         opt_g.step()
 """, note="each branch clears what it steps"),
+        Example("""\
+for i, (x, y) in enumerate(loader):
+    loss = criterion(model(x), y) / accum
+    if i % accum == 0:
+        optimizer.zero_grad()
+        loss.backward()
+    elif (i + 1) % accum == 0:
+        loss.backward()
+        optimizer.step()
+    else:
+        loss.backward()
+""", note="accumulation written as one if/elif: cleared at the start of each window"),
+        Example("""\
+for x, y in loader:
+    loss = criterion(model(x), y)
+    if args.amp:
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        for p in model.parameters():
+            p.grad.mul_(0)
+        loss.backward()
+        optimizer.step()
+""", note="the other branch clears its own way"),
     ]
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
@@ -367,13 +397,14 @@ for i, (real, z) in enumerate(loader):
                     f"each step applies the sum of every earlier batch's gradients",
                     step.event.span, data={"backward_line": backward.event.span.line})
                 continue
-            apart = _branch_without_clear(facts, c, clears)
+            apart = _branch_without_clear(facts, c, clears, getattr(ctx.facts, "source", None))
             if apart is not None:
-                step, (mine, theirs), clear = apart
+                step, guard, clear = apart
+                where = "paths of a `try` statement" if guard.test == "try" else f"branches of `{guard.test}`"
                 yield ctx.finding(
-                    f"`{steps.step_text(step.event)}` runs when {steps.guard_condition(mine)[0]}, and the gradients are "
-                    f"cleared only when {steps.guard_condition(theirs)[0]} (line {clear.event.span.line}): on this "
-                    f"branch each step applies the sum of every earlier batch's gradients",
+                    f"`{steps.step_text(step.event)}` and the loop's only clear of the gradients (line "
+                    f"{clear.event.span.line}) are on different {where}: where the step runs, each step applies the "
+                    f"sum of every earlier batch's gradients",
                     step.event.span, data={"backward_line": backward.event.span.line})
                 continue
             for step, units, cleared in _uncleared_steps(facts, c, clears):
@@ -394,15 +425,22 @@ for i, (real, z) in enumerate(loader):
                                            "optimizer": ", ".join(u.name for u in units)})
 
 
-def _branch_without_clear(facts, c, clears):
+def _branch_without_clear(facts, c, clears, source: str | None):
     """A step that backward() can precede in an iteration while every clear of the loop is on
     another branch of an `if` around it (DINO cleared in its `if args.amp:` branch only, and its
-    fp32 branch stepped every batch's gradients summed): (step, (its guard, the clear's guard of
-    the same `if`), the clear), else None.
-    A clear under no `if`, or under an `if` the step is not on another branch of, may run with it."""
+    fp32 branch stepped every batch's gradients summed): (step, the `if`'s guard, a clear), else
+    None. Not when a clear may run with the step (under no `if`, or under an `if` the step is not
+    on another branch of), nor under an accumulation test (`if i % k == 0: clear ... elif (i + 1)
+    % k == 0: step` clears at the start of each window), nor when the step's branch leaves the
+    loop (`break`, `return`: one step) or touches `.grad` in a way the front-end may not read as a
+    clear (`p.grad.mul_(0)`, `model.apply(...)`). Only for a loop written in this function (no
+    inlined step or clear: their branches are another function's)."""
+    if source is None:
+        return None
+    lines = source.splitlines()
     backward = c.of("backward")
     for step in c.of("step"):
-        if step.event.via == "sam" or any(steps.compatible(cl, step) for cl in clears):
+        if step.event.via == "sam" or step.depth or any(steps.compatible(cl, step) for cl in clears):
             continue
         if not any(steps.compatible(b, step) for b in backward):
             continue
@@ -410,12 +448,55 @@ def _branch_without_clear(facts, c, clears):
             continue
         mine = {g.key: g for g in step.guards}
         for clear in clears:
+            if clear.depth:
+                return None
             for g in clear.guards:
                 other = mine.get(g.key)
-                if other is not None and other.branch != g.branch:
-                    return step, (other, g), clear
-        return None  # (apart by two `if`s of one test text: not worded here)
+                if other is None or other.branch == g.branch:
+                    continue
+                if g.accum or other.accum or "%" in g.test:
+                    return None
+                text = _branch_text(c.function.body, g.key[1], other.branch, facts, lines)
+                if text is None or _LEAVES_OR_TOUCHES.search(text):
+                    return None
+                return step, other, clear
     return None
+
+
+# A branch that leaves the loop after its step, or touches gradients otherwise than the front-end reads.
+_LEAVES_OR_TOUCHES = re.compile(r"^\s*(break|return)\b|\.grad\b|\.apply\(|zero_grad", re.M)
+
+
+def _branch_text(body, if_id: int, branch: int, facts, lines: list[str]) -> str | None:
+    """The source of branch `branch` of the `if` block `if_id` in a function's body: its
+    statements' lines; None when the block is not found."""
+    found = _find_block(body, if_id)
+    if found is None or branch >= len(found.items) or not hasattr(found.items[branch], "id"):
+        return None
+    ids = set(_block_ids(found.items[branch]))
+    spans = [(st.line, st.end_line) for st in facts.stmts if st.block in ids]
+    if not spans:
+        return ""
+    first, last = min(a for a, _ in spans), max(b for _, b in spans)
+    return "\n".join(lines[first - 1:last])
+
+
+def _find_block(block, wanted: int):
+    stack = [block]
+    while stack:
+        b = stack.pop()
+        if getattr(b, "id", None) == wanted and getattr(b, "kind", "") == "if":
+            return b
+        stack.extend(item for item in getattr(b, "items", ()) if hasattr(item, "items") and hasattr(item, "kind"))
+    return None
+
+
+def _block_ids(block) -> Iterator[int]:
+    stack = [block]
+    while stack:
+        b = stack.pop()
+        yield b.id
+        stack.extend(item for item in b.items if hasattr(item, "items") and hasattr(item, "kind"))
 
 
 def _cleared_per_outer_pass(facts, c) -> bool:
