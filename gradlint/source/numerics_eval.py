@@ -107,24 +107,44 @@ _TERM_CUTS = frozenset({".item()", ".detach()", ".tolist()", "float()"}) | froze
     f"{n}(...)" for n in ("tensor", "as_tensor", "Tensor", "FloatTensor", "scalar_tensor"))
 
 
-def exp_arguments(node: cst.BaseExpression) -> frozenset[str]:
-    """The arguments (as written, spaces removed) of the exps an expression calls: `torch.exp(a)`,
-    `a.exp()`; a few hundred nodes at most."""
+def exp_arguments(node: cst.BaseExpression, *, factors: bool = False, names: dict[str, str] | None = None
+                  ) -> frozenset[str]:
+    """The arguments (as written, spaces and outer parentheses removed) of the exps an expression
+    calls: `torch.exp(a)`, `a.exp()`, and a local name bound to one (`names`: name -> its exp's
+    argument); a few hundred nodes at most. factors: only the exps that are factors of it
+    (`g * c * exp(z)`, `exp(z) / 2`), not those inside a sum (`exp(z) - 1`)."""
     out: set[str] = set()
     stack: list[cst.CSTNode] = [node]
     seen = 0
     while stack and seen < 256:
         n = stack.pop()
         seen += 1
+        if type(n) is cst.Name and names and n.value in names:
+            out.add(names[n.value])
+            continue
         if type(n) is cst.Call:
-            name = dotted(n.func) or ""
-            if name.rsplit(".", 1)[-1] == "exp":
-                arg = n.args[0].value if name in ("torch.exp", "exp") and n.args else \
-                    n.func.value if type(n.func) is cst.Attribute and not n.args else None
-                if arg is not None:
-                    out.add("".join(cst.Module([]).code_for_node(arg).split()))
+            arg = None
+            if type(n.func) is cst.Attribute and n.func.attr.value == "exp" and not n.args:
+                arg = n.func.value  # `z.exp()`, `(-5 * x).exp()`
+            elif dotted(n.func) in ("torch.exp", "exp") and n.args:
+                arg = n.args[0].value
+            if arg is not None:
+                out.add(_bare(arg))
+            if factors:
+                continue
+        if factors:
+            if type(n) is cst.BinaryOperation and type(n.operator) in (cst.Multiply, cst.Divide):
+                stack.extend((n.left,) if type(n.operator) is cst.Divide else (n.left, n.right))
+            continue
         stack.extend(_code_children(n))
     return frozenset(out)
+
+
+def _bare(node: cst.BaseExpression) -> str:
+    """An expression's code without spaces or the parentheses around it: `(-5 * x)` is `-5*x`."""
+    if getattr(node, "lpar", ()):
+        node = node.with_changes(lpar=[], rpar=[])
+    return "".join(cst.Module([]).code_for_node(node).split())
 
 
 def _mentions_max(node: cst.BaseExpression) -> bool:
@@ -236,8 +256,11 @@ class TensorEval:
             negated_square = type(node.operator) is cst.Minus and (
                 inner.sq or inner.sumsq or never_negative(node.expression) or (inner.nonneg and not inner.module))
             signed = unary(type(node.operator), inner.value)
+            minus = type(node.operator) is cst.Minus
             res = replace(_combine([inner]), tensor=inner.tensor, exp=False,
-                          prob=None, nonpos=negated_square, value=UNKNOWN if signed is None else signed)
+                          prob=None, nonpos=negated_square, value=UNKNOWN if signed is None else signed,
+                          # -x of x >= -80 is at most 80, and of x <= 80 at least -80
+                          exp_safe=minus and inner.floor_safe, floor_safe=minus and inner.exp_safe)
             if inner.cut_terms and not res.nograd:
                 res = replace(res, cut_terms=inner.cut_terms)  # `-(a + b.detach())` keeps its terms
             return self.x.derive_from([inner], res)
@@ -516,11 +539,14 @@ class TensorEval:
         op = type(node.operator)
         if op is cst.Divide:
             self.check_divide(node, left, right, node.right, numerator=node.left)
-            if right.one_plus_exp and not right.nograd and exp_arguments(node.left) & exp_arguments(node.right):
+            if right.one_plus_exp and not right.nograd and exp_arguments(node.left, factors=True, names=self.exp_names) \
+                    & exp_arguments(node.right, names=self.exp_names):
                 # `exp(z) / (1 + exp(z))`, and the sigmoid's derivative `exp(z) / (exp(z) + 1) ** 2`
                 # (snntorch's surrogate gradient, jeshraghian/snntorch#433): the same exp above and
                 # below, so the value itself is inf / inf = NaN (measured at z = 100)
-                squared = type(node.right) is cst.BinaryOperation and type(node.right.operator) is cst.Power
+                # (a denominator that is no sum is the squared one: `** 2`, `.pow(2)`, `torch.square(...)`)
+                squared = type(node.right) is not cst.Name and not (
+                    type(node.right) is cst.BinaryOperation and type(node.right.operator) in (cst.Add, cst.Subtract))
                 self.add_305(node, "exp(z) / (1 + exp(z)) ** 2" if squared else "exp(z) / (1 + exp(z))",
                              "sigmoid_derivative" if squared else "sigmoid_ratio")
             elif number_of(left) == 1 and right.one_plus_exp and not right.nograd:

@@ -78,6 +78,12 @@ def is_abs(node: cst.BaseExpression) -> bool:
             or (type(func) is cst.Attribute and func.attr.value == "abs"))
 
 
+# torch functions (and tensor methods) whose value is never negative: their negation's exp cannot
+# overflow (`exp(-F.softplus(x))`, a softmin of distances `exp(-torch.cdist(a, b))`).
+_NEVER_NEGATIVE = frozenset({"softplus", "norm", "vector_norm", "matrix_norm", "cdist", "pdist", "sigmoid", "softmax",
+                             "exp", "square"})
+
+
 def never_negative(node: cst.BaseExpression) -> bool:
     """`abs(x)`, `relu(x)`, `x.clamp(min=0)`, `torch.clamp(x, 0)`, `x.clamp_min(0.5)`: written so
     that it is never negative (its negation, the stable sigmoid's `exp(-x.clamp(min=0))`, cannot
@@ -88,6 +94,11 @@ def never_negative(node: cst.BaseExpression) -> bool:
         return False
     func = node.func
     name = func.attr.value if type(func) is cst.Attribute else func.value if type(func) is cst.Name else ""
+    if name in _NEVER_NEGATIVE:
+        # `F.softplus(x)`, `torch.norm(d)`, `x.norm(dim=1)`, `torch.cdist(a, b)`, `x.exp()`; not
+        # `self.norm(x)` (a LayerNorm module) nor any call of another attribute of self
+        owner = dotted(func.value) if type(func) is cst.Attribute else ""
+        return owner is not None and owner != "self" and not owner.startswith("self.")
     if name == "relu":
         if type(func) is cst.Name:
             return True  # `relu(h)` imported from torch.nn.functional
@@ -169,10 +180,11 @@ class TorchOps:
         return self.prob_value("sigmoid", c.node, c.first)
 
     def _q_log_softmax(self, c: _Call) -> V:
-        return replace(_combine([c.first]), prob="log_softmax", tensor=True)
+        # (a log-probability is never above 0: its exp cannot overflow)
+        return replace(_combine([c.first]), prob="log_softmax", tensor=True, nonpos=True)
 
     def _q_logsigmoid(self, c: _Call) -> V:
-        return replace(_combine([c.first]), prob="logsigmoid", tensor=True)
+        return replace(_combine([c.first]), prob="logsigmoid", tensor=True, nonpos=True)
 
     def _q_loss_function(self, c: _Call) -> V | None:
         for qn, kind in LOSS_FUNCTIONS.items():
@@ -467,6 +479,10 @@ class TorchOps:
                        dense=True)
 
     def _square_value(self, r: V) -> V:
+        if r.one_plus_exp:
+            # `torch.pow(1 + exp(z), 2)`, `(1 + e).square()`: still inf once exp overflows (the
+            # sigmoid's derivative written out: numerics_eval's binop)
+            return replace(_combine([r]), tensor=True, one_plus_exp=True, const=r.const)
         return replace(_combine([r]), sq=True, tensor=True, dense=r.dense, pairs=r.pairs, unit=square_unit(r))
 
     def prob_value(self, kind: str, node: cst.Call, first: V) -> V:
@@ -523,6 +539,8 @@ class TorchOps:
             # `clamp(exponent, -50, 50)` (pytorch-metric-learning's temperature sigmoid): the exp
             # of it cannot overflow (of ten times it, it can: exp_safe, not max_shifted)
             res = replace(res, exp_safe=True)
+        if lo_n is not None and lo_n >= -EXP_SAFE:
+            res = replace(res, floor_safe=True)  # `z = x.clamp(-20, 20)`, then `exp(-z)`
         return res
 
     # -- methods of tensors and modules, by method name ------------------------------------------
@@ -533,7 +551,7 @@ class TorchOps:
         return None if c.pos else self.prob_value("sigmoid", c.node, c.r)
 
     def _m_log_softmax(self, c: _Call) -> V:
-        return replace(_combine([c.r]), prob="log_softmax", tensor=True)
+        return replace(_combine([c.r]), prob="log_softmax", tensor=True, nonpos=True)
 
     def _m_log(self, c: _Call) -> V | None:
         if c.pos or c.kw:

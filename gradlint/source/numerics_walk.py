@@ -26,7 +26,7 @@ from gradlint.source.names import PARAMETER_CLASSES, changes_in_place, decorator
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_callers import CallRecords
-from gradlint.source.numerics_eval import TensorEval, _entry, _string_index
+from gradlint.source.numerics_eval import TensorEval, _entry, _string_index, exp_arguments
 from gradlint.source.numerics_quiet import quiet_function
 from gradlint.source.numerics_registry import empty_dict
 from gradlint.source.numerics_sites import SiteChecks
@@ -132,6 +132,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         # the backward of an autograd Function: autograd traces nothing there, but the values it
         # computes are the gradient, so a form whose value is NaN or inf is still a hazard
         self.computes_gradient = False
+        # local name -> the argument of the exp it holds (`e = torch.exp(z)`: numerics_eval.exp_arguments)
+        self.exp_names: dict[str, str] = {}
 
     # -- entry points --------------------------------------------------------------------------
     def run_function(self, fn: cst.FunctionDef) -> None:
@@ -648,8 +650,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         for k in names or [name]:
             self.changed(k)
             v = self.env.get(k)
-            if v is not None and v is not UNKNOWN and (v.exp_safe or v.max_shifted or v.mask_of or v.nonpos):
-                self.env[k] = replace(v, exp_safe=False, max_shifted=False, mask_of=None, nonpos=False)
+            if v is not None and v is not UNKNOWN and (v.exp_safe or v.floor_safe or v.max_shifted or v.mask_of or v.nonpos):
+                self.env[k] = replace(v, exp_safe=False, floor_safe=False, max_shifted=False, mask_of=None, nonpos=False)
 
     def bind_name(self, name: str, val: V) -> None:
         self.changed(name)
@@ -770,6 +772,12 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
                 self._named_module_lists = self._named_module_lists | {key}
 
     def _assign(self, target: cst.BaseExpression, val: V, value_node: cst.BaseExpression | None = None) -> None:
+        if type(target) is cst.Name:
+            held = exp_arguments(value_node, names=self.exp_names) if type(value_node) is cst.Call else ()
+            if len(held) == 1 and val.exp:
+                self.exp_names[target.value] = next(iter(held))  # `e = torch.exp(z)`
+            else:
+                self.exp_names.pop(target.value, None)
         if type(target) is cst.Name and self.name == "<module>" and self.cls is None and empty_dict(value_node):
             # `MODELS = {}` that a registering decorator of the file fills: the classes it holds
             val = self.x.registry(target.value) or val

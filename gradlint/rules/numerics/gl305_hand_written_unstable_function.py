@@ -8,10 +8,10 @@ from gradlint.rules.numerics.base import SiteRule
 from gradlint.facts.numerics import Site
 
 _USE = {"softmax": "torch.softmax(z, dim)", "sigmoid": "torch.sigmoid(x)", "scaled_sigmoid": "y * torch.sigmoid(x) (F.silu(x) when y is x)", "softplus": "F.softplus(x)", "logsumexp": "torch.logsumexp(x, dim)",
-        "logsumexp_weighted": "torch.logsumexp(x + torch.log(w), dim)", "sigmoid_ratio": "torch.sigmoid(z)",
+        "logsumexp_weighted": "torch.logsumexp(x + torch.log(w), dim)", "sigmoid_ratio": "torch.sigmoid(z) (times the numerator's other factors)",
         "softmax_weighted": "torch.softmax(z.masked_fill(mask == 0, float('-inf')), dim) for a 0/1 mask, "
                             "torch.softmax(z + torch.log(w), dim) for positive weights",
-        "sigmoid_derivative": "torch.sigmoid(z) * torch.sigmoid(-z)"}
+        "sigmoid_derivative": "torch.sigmoid(z) * torch.sigmoid(-z) (times the numerator's other factors)"}
 
 
 class HandWrittenUnstableFunction(SiteRule):

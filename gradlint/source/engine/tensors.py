@@ -116,6 +116,8 @@ class V:
     # `x.masked_fill(~(x <= 18), 0)`); unlike a max-shifted value, one that is at most 0, not kept
     # through a positive scale (`10 * x.clamp(max=18)` reaches 180)
     exp_safe: bool = False
+    # at least -80 (`clamp(min=-20)`, `clamp(x, -20, 20)`): the exp of its negation cannot overflow
+    floor_safe: bool = False
     nonpos: bool = False  # never above 0 (-x**2, -0.5 * (x / s) ** 2): its exp cannot overflow
     # never below 0: the output of an nn.ReLU, ReLU6 or Softplus module; for a module, that its
     # call's output is (`self.relu = nn.ReLU()`: `exp(-self.relu(h))` cannot overflow)
@@ -408,6 +410,7 @@ def merge(a: V, b: V) -> V:
         weighted=a.weighted and b.weighted,
         max_shifted=a.max_shifted or b.max_shifted,
         exp_safe=a.exp_safe and b.exp_safe,
+        floor_safe=a.floor_safe and b.floor_safe,
         nonpos=a.nonpos and b.nonpos,
         nonneg=a.nonneg and b.nonneg,
         through=a.through & b.through,
@@ -498,7 +501,7 @@ def square_unit(v: V) -> str | None:
 # The facts that make a value safe for some hazard (shifted by its max, clamped, bounded, never
 # negative...). merge keeps several of them when either path has them ("hazards must hold on
 # both"); a value made of several parts (torch.cat, a list's items) has one only when every part does.
-SAFETY_FACTS = ("shifted", "capped", "max_shifted", "clamped", "exp_safe", "nonpos", "nonneg", "floored",
+SAFETY_FACTS = ("shifted", "capped", "max_shifted", "clamped", "exp_safe", "floor_safe", "nonpos", "nonneg", "floored",
                 "safe_where", "dense")
 
 
