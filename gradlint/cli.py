@@ -25,6 +25,7 @@ from gradlint.text import split_lines
 from gradlint.report import FORMATS, render
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
 
 
 # Characters of gradlint's messages that a legacy console (cp1252, cp437, ascii) may lack.
@@ -148,8 +149,12 @@ class _Group(click.Group):
         # uncaught exception): it is exit 2, with the traceback for the bug report.
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
+        except KeyboardInterrupt:
+            # Ctrl-C: 130, as a shell reports it (click's 'Aborted!' exits 1, the findings code)
+            say("gradlint: interrupted")
+            sys.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:
             # `gradlint check | head`: the reader left; say nothing more (Python's own recipe).
             devnull = os.open(os.devnull, os.O_WRONLY)

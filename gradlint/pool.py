@@ -21,6 +21,7 @@ unless the caller chose a start method.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import signal
 import time
@@ -51,9 +52,12 @@ class Kept:
         return None
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-        self.pool, self.shape = None, None
+        pool, self.pool, self.shape = self.pool, None, None
+        if pool is not None:
+            try:
+                pool.shutdown(wait=True, cancel_futures=True)
+            except (OSError, RuntimeError):
+                pass  # (its processes are gone already: nothing is left to end)
 
 
 def map_isolated(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
@@ -184,9 +188,22 @@ def _take(todo: deque, cost: Callable[[int], float] | None, window: int) -> list
     return chunk
 
 
+# Items a worker runs between two full collections of its garbage. A worker inherits the
+# parent's collector switched off (the parent pauses it while facts arrive), and a pool kept for
+# several runs lives through all of them: 20 projects of 49 files grew each worker to 354 MB
+# (60 MB with collections).
+_COLLECT_EVERY = 256
+_since_collect = 0
+
+
 def _chunk(fn: Callable[[Any], Any], items: list) -> list[tuple[bool, Any]]:
     """In a worker: fn of each item, as (False, result), or (True, why) for one that raised (the
     others of its chunk still get their own)."""
+    global _since_collect
+    _since_collect += len(items)
+    if _since_collect >= _COLLECT_EVERY:
+        _since_collect = 0
+        gc.collect()
     out: list[tuple[bool, Any]] = []
     for item in items:
         try:

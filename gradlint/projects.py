@@ -114,10 +114,11 @@ def check(projects: list[Project], load: Loader, *, explicit: bool, use_cache: b
     known = {_key(p.config): p for p in projects}
     refused: list[FileResult] = []
     pool = Kept()  # one set of worker processes for all the runs (a pool costs ~100 ms to start)
-    try:
-        _run_all(projects, load, known, refused, pool, check_paths, explicit=explicit, use_cache=use_cache, jobs=jobs)
-    finally:
-        pool.close()
+    # Closed once the runs are done. Not on an interruption (Ctrl-C): the facts thread may be using
+    # it still, and shutting it down under that thread turned 'Aborted' into a traceback; the
+    # process's exit ends the workers, as it did when each run owned its pool.
+    _run_all(projects, load, known, refused, pool, check_paths, explicit=explicit, use_cache=use_cache, jobs=jobs)
+    pool.close()
     seen: set[str] = set()
     for project in projects:
         if project.result is not None:
