@@ -113,18 +113,25 @@ def check(projects: list[Project], load: Loader, *, explicit: bool, use_cache: b
 
     known = {_key(p.config): p for p in projects}
     refused: list[FileResult] = []
-    pool = Kept()  # one set of worker processes for all the runs (a pool costs ~100 ms to start)
-    # Closed once the runs are done. Not on an interruption (Ctrl-C): the facts thread may be using
-    # it still, and shutting it down under that thread turned 'Aborted' into a traceback; the
-    # process's exit ends the workers, as it did when each run owned its pool.
+    # Each run owns its pool. A pool shared by the runs (pool.Kept: a pool costs ~100 ms to start,
+    # and 50 projects of 40 files took 9.4-9.9 s against 7.4-8.5 s shared) made a hang more likely
+    # when a worker is SIGKILLed while it writes its result (the pool then waits for the rest of
+    # the message forever): 7 of 30 stress runs killing a worker every 0.5 s hung, none of 22
+    # with a pool per run. Until result reads have a watchdog, the runs do not share one.
+    pool = None if not SHARE_POOL else Kept()
     _run_all(projects, load, known, refused, pool, check_paths, explicit=explicit, use_cache=use_cache, jobs=jobs)
-    pool.close()
+    if pool is not None:
+        pool.close()  # (not on Ctrl-C: the facts thread may be using it; the process's exit ends it)
     seen: set[str] = set()
     for project in projects:
         if project.result is not None:
             project.result.files = [r for r in project.result.files if r.path not in seen]
             seen.update(r.path for r in project.result.files)
     return merge([p.result for p in projects if p.result is not None], refused)
+
+
+# Whether the runs of one command share a pool (see check); off.
+SHARE_POOL = False
 
 
 def _run_all(projects: list[Project], load: Loader, known: dict, refused: list[FileResult], pool, check_paths, *,
