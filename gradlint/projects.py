@@ -72,7 +72,7 @@ def plan(paths: list[str], load: Loader, *, explicit: bool) -> list[Project]:
 
     for path in paths:
         real = os.path.realpath(path)
-        own = above(real if os.path.isdir(real) else os.path.dirname(real))
+        own = _nearest(real, above)
         if own is None:
             own = above(os.getcwd())
         elif left_out(real, own):
@@ -88,9 +88,13 @@ def config_for(path: str, load: Loader, *, explicit: bool) -> Config:
     buffer): its nearest above its real location, else the current folder's."""
     if explicit:
         return load(None)
-    real = os.path.realpath(path)
-    own = find_pyproject(Path(real if os.path.isdir(real) else os.path.dirname(real)))
+    own = _nearest(os.path.realpath(path), lambda folder: find_pyproject(Path(folder)))
     return load(own if own is not None else find_pyproject(Path.cwd()))
+
+
+def _nearest(real: str, above: Callable[[str], Path | None]) -> Path | None:
+    """The configuration file nearest above a path's real location (`above`: of a folder)."""
+    return above(real if os.path.isdir(real) else os.path.dirname(real))
 
 
 def _key(config: Config) -> str | None:
