@@ -1,33 +1,38 @@
 """Worker processes for per-file jobs: a worker that dies costs only the file it was checking.
 
-A native parser that segfaults, a SIGKILL, the OOM killer: any of them breaks a
-ProcessPoolExecutor, and every pending future fails with BrokenProcessPool. Here the pool is
-rebuilt and the run goes on with the files not yet started; the files that were in flight when it
-broke are re-run one at a time in a pool of their own, so the one that kills its worker again is
-found, and only that one is reported as failed.
+A native parser that segfaults, a SIGKILL, the OOM killer: each worker has a connection of its
+own to the parent, so the parent knows which job a dead worker held, reads the end of its
+connection (a result cut off mid-message is an error there, not a wait: no other process holds
+its other end), replaces the worker and goes on. The items of the job it held are run again, each
+alone; one whose worker dies again is reported as failed, with how the worker died. (This pool
+replaced concurrent.futures' ProcessPoolExecutor, whose workers share one result pipe: a worker
+killed while it wrote its result left the parent waiting for the rest of the message forever,
+7 runs in 30 under random SIGKILLs.)
 
-Small items go to a worker several at a time (`cost`): a job's round trip through the pool (its
-arguments and result pickled, passed by the parent's threads, waited for) cost about as much as
-checking a small ONNX model, and each worker sat idle a third of a run over 2 000 of them. A worker
-that dies on a chunk makes each item of it a suspect, run alone like any other.
+Small items go to a worker several at a time (`cost`): a job's round trip (its arguments and
+result pickled, passed, waited for) cost about as much as checking a small ONNX model. Each worker
+holds up to two jobs, so that it finds the next one waiting when it sends a result; the parent
+never blocks on a send (a sender thread writes them: a worker blocked writing a large result to a
+parent blocked writing a large job to it would wait forever).
 
-The first pool forks this process (fast: nothing to import again), and its caller keeps other
-threads still until its processes exist. A pool made again after a death cannot ask that: the
-caller's other threads are running by then, and a process forked while one of them imports a
-module inherits that module's import lock held, so a worker that imports the same module waits
-forever. Those pools start their processes from a fork server (a fresh, single-threaded process)
-unless the caller chose a start method.
+The first workers are forked from this process (fast: nothing to import again), and its caller
+keeps other threads still until they exist. A worker made later cannot ask that: the caller's
+other threads are running by then, and a process forked while one of them imports a module
+inherits that module's import lock held, so a worker that imports the same module waits forever.
+Those workers start from a fork server (a fresh, single-threaded process) unless the caller chose
+a start method.
 """
 
 from __future__ import annotations
 
 import gc
 import multiprocessing
+import pickle
+import queue
 import signal
-import time
+import threading
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import wait as wait_for
 from typing import Any, Callable, Sequence
 
 
@@ -35,29 +40,28 @@ from typing import Any, Callable, Sequence
 # small ONNX models in chunks of 32 took 1.40 s against 2.04 s one by one.
 CHUNK_COST = 32.0
 
+# Jobs a worker holds at once: the one it runs and the next.
+DEPTH = 2
+
 
 class Kept:
     """A pool kept from one map_isolated call to the next (the runs of several projects in one
     command: a pool costs ~100 ms to start, and 50 projects paid it 50 times). The caller shuts
-    it down (`close`) when its runs are done; a pool that broke is never kept."""
+    it down (`close`) when its runs are done. A worker that dies is replaced, as in any pool."""
 
     def __init__(self) -> None:
-        self.pool: ProcessPoolExecutor | None = None
-        self.shape: tuple | None = None  # (workers, start context) it was made for
+        self.pool: _Pool | None = None
 
-    def take(self, workers: int, mp_context) -> ProcessPoolExecutor | None:
-        if self.pool is not None and self.shape == (workers, mp_context):
-            return self.pool
-        self.close()
-        return None
+    def take(self, workers: int, mp_context) -> _Pool:
+        if self.pool is None or self.pool.shape != (workers, mp_context):
+            self.close()
+            self.pool = _Pool(workers, mp_context)
+        return self.pool
 
     def close(self) -> None:
-        pool, self.pool, self.shape = self.pool, None, None
+        pool, self.pool = self.pool, None
         if pool is not None:
-            try:
-                pool.shutdown(wait=True, cancel_futures=True)
-            except (OSError, RuntimeError):
-                pass  # (its processes are gone already: nothing is left to end)
+            pool.close()
 
 
 def map_isolated(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
@@ -66,112 +70,269 @@ def map_isolated(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
                  started: Callable[[], None] | None = None,
                  cost: Callable[[int], float] | None = None, kept: Kept | None = None) -> list:
     """[fn(item) for item in items] in `workers` processes, in order. An item whose worker dies
-    (or whose job raises) gets on_failure(item, reason) as its result; every other item its own.
-    `fn` must be picklable (a module-level function). `on_result(i, result)` is called as each
-    item's result is final, in the order they come; `started()` once the first pool's processes
-    exist (a caller in another thread waits for it: processes forked while a thread imports a
-    module could inherit its lock held). `cost(i)`: what item i costs, in units of a job's round
-    trip; consecutive items go to a worker together up to CHUNK_COST (without it, one by one).
-    `kept`: the first pool is taken from it, or made and left in it, not shut down here."""
+    twice (or whose job raises, or whose result cannot be sent back) gets on_failure(item, reason)
+    as its result; every other item its own. `fn` must be picklable (a module-level function).
+    `on_result(i, result)` is called as each item's result is final, in the order they come;
+    `started()` once the first workers exist (a caller in another thread waits for it: processes
+    forked while a thread imports a module could inherit its lock held). `cost(i)`: what item i
+    costs, in units of a job's round trip; consecutive items go to a worker together up to
+    CHUNK_COST (without it, one by one). `kept`: the pool is taken from it and left running."""
     results: list = [None] * len(items)
-    todo = deque(range(len(items)))
-    suspects: deque[int] = deque()
-    # Enough queued work to keep every worker busy, few enough suspects when one dies.
-    window = max(2 * workers, 1)
-    context = mp_context
-    while todo:
-        broken, _ = _run(fn, items, todo, results, workers, window, on_failure, context, on_result, started, cost, kept)
-        suspects.extend(sorted(broken))
-        started = None
-        context = _again(mp_context)
-        kept = None  # (a pool made again after a death is this call's own)
-    while suspects:  # one at a time: the one that dies alone is the culprit
-        broken, why = _run(fn, items, suspects, results, 1, 1, on_failure, _again(mp_context), on_result)
-        for i in broken:
-            results[i] = on_failure(items[i], why)
-            if on_result is not None:
-                on_result(i, results[i])
+    if not items:
+        if started is not None:
+            started()
+        return results
+    pool = kept.take(workers, mp_context) if kept is not None else _Pool(workers, mp_context)
+    try:
+        pool.start()
+        if started is not None:
+            started()
+        _Run(pool, fn, items, results, on_failure, on_result, cost).go()
+    except BaseException:
+        # (Ctrl-C, or a caller's callback that raised: the workers may hold jobs; they go now)
+        if kept is not None:
+            kept.pool = None
+        pool.close(at_once=True)
+        raise
+    if kept is None:
+        pool.close()
     return results
 
 
+class _Worker:
+    """One process, the parent's end of its connection, and the jobs sent to it, oldest first
+    (it answers them in order): (job number, the items' positions)."""
+
+    def __init__(self, context) -> None:
+        here, there = context.Pipe(duplex=True)
+        # (the worker closes the parent's end it inherits: the parent's death then ends its
+        # connection, and it exits)
+        self.process = context.Process(target=_serve, args=(there, here), daemon=True)
+        self.process.start()
+        there.close()  # (only the worker holds its end: its death ends the connection)
+        self.conn = here
+        self.jobs: deque[list[int]] = deque()
+        self.dead = False
+
+
+class _Pool:
+    """Worker processes, each with a connection of its own, and the thread that sends them jobs."""
+
+    def __init__(self, workers: int, mp_context) -> None:
+        self.shape = (workers, mp_context)
+        self.size = max(1, workers)
+        self.first = mp_context if mp_context is not None else multiprocessing.get_context()
+        self.later = _again(mp_context)
+        self.workers: list[_Worker] = []
+        self.made = False
+        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.sender: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Make the workers missing (the first ones forked from this process, later ones from
+        `later`'s start method), and the sender."""
+        while len(self.workers) < self.size:
+            self.workers.append(_Worker(self.later if self.made else self.first))
+        self.made = True
+        if self.sender is None:
+            self.sender = threading.Thread(target=self._send_all, name="gradlint-pool-sender", daemon=True)
+            self.sender.start()
+
+    def replace(self, dead: _Worker) -> _Worker:
+        self.outbox.put((dead, _CLOSE))  # (the sender may still be writing to it)
+        worker = _Worker(self.later)
+        self.workers[self.workers.index(dead)] = worker
+        return worker
+
+    def send(self, worker: _Worker, data: bytes) -> None:
+        self.outbox.put((worker, data))
+
+    def _send_all(self) -> None:
+        while (got := self.outbox.get()) is not None:
+            worker, data = got
+            if data is _CLOSE:
+                worker.conn.close()
+                continue
+            try:
+                worker.conn.send_bytes(data)
+            except (OSError, ValueError):
+                pass  # its worker died: the parent learns it from its connection
+
+    def close(self, at_once: bool = False) -> None:
+        """End the workers: each is told to stop once its jobs are done (one that does not within
+        seconds is killed), or (`at_once`: an interrupted run) killed now; then the sender."""
+        if not at_once:
+            for worker in self.workers:
+                self.outbox.put((worker, _STOP))
+        self.outbox.put(None)
+        for worker in self.workers:
+            if not at_once:
+                worker.process.join(5)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(1)
+        if self.sender is not None:
+            self.sender.join(5)
+            self.sender = None
+        for worker in self.workers:
+            worker.conn.close()
+        self.workers = []
+
+
+_STOP = pickle.dumps(None)
+_CLOSE = b""  # (to the sender: close this worker's connection; never a message, as b"" is no pickle)
+
+
+class _Run:
+    """One map_isolated call on a pool: jobs handed out, results and deaths read as they come."""
+
+    def __init__(self, pool: _Pool, fn, items, results: list, on_failure, on_result, cost) -> None:
+        self.pool, self.fn, self.items, self.results = pool, fn, items, results
+        self.on_failure, self.on_result, self.cost = on_failure, on_result, cost
+        self.todo: deque[int] = deque(range(len(items)))
+        self.alone: set[int] = set()  # items sent one to a job whatever their cost: suspects
+        self.left = len(items)
+        self.window = max(self.pool.size * DEPTH, 1)
+
+    def settle(self, i: int, result: Any) -> None:
+        self.results[i] = result
+        self.left -= 1
+        if self.on_result is not None:
+            self.on_result(i, result)
+
+    def go(self) -> None:
+        while self.left:
+            self.hand_out()
+            by_handle = {}
+            for worker in self.pool.workers:
+                by_handle[worker.conn] = worker
+                by_handle[worker.process.sentinel] = worker
+            for ready in wait_for(list(by_handle)):
+                worker = by_handle[ready]
+                if worker.dead:
+                    continue
+                if ready is worker.conn:
+                    self.receive(worker)
+                else:
+                    self.drain(worker)
+
+    def hand_out(self) -> None:
+        for worker in self.pool.workers:
+            while self.todo and len(worker.jobs) < DEPTH:
+                head = self.todo[0]
+                chunk = _take(self.todo, None if head in self.alone else self.cost, self.window)
+                worker.jobs.append(chunk)
+                self.pool.send(worker, pickle.dumps((self.fn, [self.items[i] for i in chunk]), pickle.HIGHEST_PROTOCOL))
+
+    def receive(self, worker: _Worker) -> None:
+        """The result of the worker's oldest job; a connection that ends (mid-message or between
+        messages) is its death."""
+        try:
+            data = worker.conn.recv_bytes()
+        except (EOFError, OSError):
+            self.died(worker)
+            return
+        chunk = worker.jobs.popleft()
+        try:
+            got = pickle.loads(data)
+        except Exception as exc:  # noqa: BLE001 - a result the parent cannot read fails its items
+            got = f"the result could not be read: {type(exc).__name__}: {exc}"
+        if isinstance(got, str):  # the job as a whole failed in the worker (its arguments)
+            got = [(True, got)] * len(chunk)
+        for i, (failed, value) in zip(chunk, got):
+            self.settle(i, self.on_failure(self.items[i], value) if failed else value)
+
+    def drain(self, worker: _Worker) -> None:
+        """A worker whose process ended (its sentinel is ready): the results it sent before are
+        read, then it is dead."""
+        while not worker.dead and worker.jobs:
+            try:
+                if not worker.conn.poll(0):
+                    break
+            except (EOFError, OSError):
+                break
+            self.receive(worker)
+        if not worker.dead:
+            self.died(worker)
+
+    def died(self, worker: _Worker) -> None:
+        """A worker's process ended (or its connection did): the job it was running is suspect,
+        each of its items run again alone; an item that was already a suspect is the culprit.
+        Jobs it never started go back first. The worker is replaced."""
+        worker.dead = True
+        worker.process.join(2)
+        why = _death(worker.process.exitcode)
+        if worker.process.is_alive():  # (its connection ended, not its process)
+            worker.process.kill()
+            worker.process.join(1)
+        jobs = list(worker.jobs)
+        for chunk in reversed(jobs[1:]):
+            self.todo.extendleft(reversed(chunk))
+        for i in reversed(jobs[0] if jobs else []):
+            if i in self.alone and len(jobs[0]) == 1:
+                self.settle(i, self.on_failure(self.items[i], why))
+            else:
+                self.alone.add(i)
+                self.todo.appendleft(i)
+        self.pool.replace(worker)
+
+
+def _serve(conn, parents_end) -> None:
+    """A worker: run the jobs its connection brings until told to stop (or the parent is gone).
+    Ctrl-C is the parent's to handle: it ends the workers."""
+    parents_end.close()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        try:
+            job = pickle.loads(data)
+        except Exception as exc:  # noqa: BLE001 - a job that cannot be read fails its items
+            job = f"the job could not be read: {type(exc).__name__}: {exc}"
+        if isinstance(job, str):
+            try:
+                conn.send_bytes(pickle.dumps(job))
+            except OSError:
+                return
+            continue
+        if job is None:
+            return
+        fn, items = job
+        try:
+            conn.send_bytes(_packed(_chunk(fn, items)))
+        except OSError:
+            return  # (the parent is gone)
+
+
+def _packed(out: list[tuple[bool, Any]]) -> bytes:
+    """A job's results, pickled; one that cannot be pickled is replaced by its failure (the
+    others still go back)."""
+    try:
+        return pickle.dumps(out, pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - find the one at fault
+        kept = []
+        for failed, got in out:
+            try:
+                pickle.dumps(got, pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # noqa: BLE001
+                failed, got = True, f"the result could not be sent back: {type(exc).__name__}: {exc}"
+            kept.append((failed, got))
+        return pickle.dumps(kept, pickle.HIGHEST_PROTOCOL)
+
+
 def _again(mp_context):
-    """The start method of a pool made again after a worker died: the caller's when it chose one
+    """The start method of a worker made after the first ones: the caller's when it chose one
     (a test whose jobs are patched functions needs them forked), else a fork server where the
     platform has one (see the module's docstring), else the platform's default."""
     if mp_context is not None or "forkserver" not in multiprocessing.get_all_start_methods():
-        return mp_context
+        return mp_context if mp_context is not None else multiprocessing.get_context()
     context = multiprocessing.get_context("forkserver")
-    # Imported once by the server, not again by each process it forks (the suspects' pools make
-    # one process per file); a module that fails to import is skipped there, not fatal.
+    # Imported once by the server, not again by each process it forks; a module that fails to
+    # import is skipped there, not fatal.
     context.set_forkserver_preload(["gradlint.api"])
     return context
-
-
-def _run(fn, items, todo: deque, results: list, workers: int, window: int, on_failure,
-         mp_context, on_result=None, started=None, cost=None, kept: Kept | None = None) -> tuple[list[int], str]:
-    """Run items from `todo` until it is empty or the pool breaks. Returns the indices in flight
-    when it broke (empty when it did not), and why it broke. With `kept`, its pool is used (or
-    one made is left there) and shut down only when it breaks."""
-    pool = kept.take(workers, mp_context) if kept is not None else None
-    if pool is None:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp_context)
-        if kept is not None:
-            kept.pool, kept.shape = pool, (workers, mp_context)
-    broke = True
-    in_flight: dict[Future, list[int]] = {}
-    processes: dict = {}
-    alone: set[int] = set()  # items sent one to a job whatever their cost
-
-    def settle(i: int, result: Any) -> None:
-        results[i] = result
-        if on_result is not None:
-            on_result(i, result)
-
-    try:
-        while todo or in_flight:
-            while todo and len(in_flight) < window:
-                chunk = _take(todo, None if todo[0] in alone else cost, window)
-                try:
-                    in_flight[pool.submit(_chunk, fn, [items[i] for i in chunk])] = chunk
-                except BrokenProcessPool:
-                    # A worker died since the last wait: the pool refuses new work. These items
-                    # never started (they go back first); the ones in flight are the suspects.
-                    todo.extendleft(reversed(chunk))
-                    return [i for held in in_flight.values() for i in held], _death_after(pool, processes)
-                # the worker processes, kept to read the exit status of the one that died
-                processes.update(getattr(pool, "_processes", None) or {})
-                if started is not None:
-                    started()  # the first submit has made them (a forking pool makes all at once)
-                    started = None
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            broken = False
-            for fut in done:
-                exc = fut.exception()
-                if isinstance(exc, BrokenProcessPool):
-                    broken = True
-                    continue
-                chunk = in_flight.pop(fut)
-                if exc is not None and len(chunk) > 1:
-                    # not an item's own exception (_chunk caught those): the chunk's results could
-                    # not be sent back (one that does not pickle). Each goes again alone, so that
-                    # only the one at fault fails.
-                    alone.update(chunk)
-                    todo.extendleft(reversed(chunk))
-                    continue
-                if exc is not None:
-                    settle(chunk[0], on_failure(items[chunk[0]], f"{type(exc).__name__}: {exc}"))
-                    continue
-                for i, (failed, got) in zip(chunk, fut.result()):
-                    settle(i, on_failure(items[i], got) if failed else got)
-            if broken:
-                return [i for held in in_flight.values() for i in held], _death_after(pool, processes)
-        broke = False
-        return [], ""
-    finally:
-        if kept is None or broke:
-            pool.shutdown(wait=True, cancel_futures=True)
-            if kept is not None and kept.pool is pool:
-                kept.pool, kept.shape = None, None
 
 
 def _take(todo: deque, cost: Callable[[int], float] | None, window: int) -> list[int]:
@@ -213,33 +374,10 @@ def _chunk(fn: Callable[[Any], Any], items: list) -> list[tuple[bool, Any]]:
     return out
 
 
-def _death_after(pool: ProcessPoolExecutor, processes: dict) -> str:
-    """How the worker died, read once the broken pool is shut down. Its manager thread joins the
-    processes as it fails the futures, so reading their exit status meanwhile polls each process
-    from two threads: with a fork server both may see the status pipe readable, one reads the
-    status and the other reads end-of-file, which multiprocessing records as exit status 255,
-    overwriting the real one (a SIGSEGV was named 'exit status 255' about once in 40 runs)."""
-    pool.shutdown(wait=True, cancel_futures=True)
-    return _death(processes)
-
-
-def _death(processes: dict) -> str:
-    """How the worker died, from the exit status of the pool's processes. The pool may learn of the
-    death (its pipe closed) a moment before the process is reaped: wait for the status briefly."""
-    deadline = time.monotonic() + 2.0
-    while True:
-        codes = [getattr(proc, "exitcode", None) for proc in processes.values()]
-        dead = [c for c in codes if c not in (None, 0)]
-        if dead or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    # the pool terminates the surviving workers (SIGTERM), and a survivor may exit with a status of
-    # its own as the pool breaks: a death by another signal names the culprit first, then an exit
-    # status, then SIGTERM
-    dead.sort(key=lambda c: (c == -signal.SIGTERM, c > 0))
-    if not dead:
+def _death(code: int | None) -> str:
+    """How a worker died, from its exit status."""
+    if code is None or code == 0:
         return "the worker process died"
-    code = dead[0]
     if code > 0:
         return f"the worker process died (exit status {code})"
     try:
