@@ -160,17 +160,25 @@ def _node_fields(cls: type) -> tuple[str, ...]:
     found = _NODE_FIELDS.get(cls)
     if found is None:
         skip = _NO_NODES.get(cls.__name__, ()) if cls.__module__ == "ast" else ()
-        found = _NODE_FIELDS[cls] = tuple(f for f in cls._fields if f not in skip)
+        found = tuple(f for f in cls._fields if f not in skip)
+        if cls in _CHAINS:
+            found = _Chained(found)
+        _NODE_FIELDS[cls] = found
     return found
 
 
 def nesting_cost(tree: ast.AST) -> tuple[int, int]:
-    """(deepest node depth, nesting cost) of a CPython AST, without recursion.
+    """(deepest node depth, nesting cost) of a CPython AST as libcst will nest it, without
+    recursion.
 
     Level by level: every node of one depth costs the same, so a level is counted at once and
-    no (node, depth) pair is made per node (this pass runs on every file before the parse)."""
+    no (node, depth) pair is made per node (this pass runs on every file before the parse).
+    Where CPython's tree is flat and libcst's a chain (`a and b and c`, a dotted import), the
+    chain's depth is counted (_chain): libcst segfaulted on a 10 000-term `and` and on a
+    50 000-part `import a.b.c...`, both of which CPython accepts."""
     deepest = cost = 0
     level: list = [tree]
+    later: dict[int, list] = {}  # nodes placed deeper than the next level, by depth
     depth = 0
     free = NESTING_FREE
     node_type = ast.AST
@@ -179,12 +187,14 @@ def nesting_cost(tree: ast.AST) -> tuple[int, int]:
         deepest = depth
         if depth > free:
             cost += (depth - free) * len(level)
-        below: list = []
+        below: list = later.pop(depth + 1, [])
         add, more = below.append, below.extend
         for node in level:
             fields = node_fields.get(type(node))
             if fields is None:
                 fields = _node_fields(type(node))
+            if type(fields) is _Chained and _chain(node, depth, below, later):
+                continue
             for name in fields:
                 value = getattr(node, name, None)
                 if isinstance(value, node_type):
@@ -194,3 +204,42 @@ def nesting_cost(tree: ast.AST) -> tuple[int, int]:
         level = below
         depth += 1
     return deepest, cost
+
+
+class _Link(ast.AST):
+    """A node of libcst's chain that CPython's tree has no node for (nesting_cost counts it)."""
+
+    _fields = ()
+
+
+class _Chained(tuple):
+    """The node fields of a class whose nodes libcst nests as a chain (_chain)."""
+
+
+_CHAINS = (ast.BoolOp, ast.alias, ast.ImportFrom)
+
+
+def _chain(node: ast.AST, depth: int, below: list, later: dict[int, list]) -> bool:
+    """Place the parts of a node that libcst nests as a chain where libcst has them: a BoolOp of
+    k values is k - 1 operations each holding the next (`(a and b) and c`: the first two values
+    k - 1 levels down), a dotted name of p parts p - 1 attributes. True when the node's fields
+    are placed (a BoolOp); False leaves them to the caller (an import's aliases)."""
+
+    def put(item: ast.AST, down: int) -> None:
+        (below if down == 1 else later.setdefault(depth + down, [])).append(item)
+
+    if type(node) is ast.BoolOp:
+        values = node.values
+        k = len(values)
+        if k <= 2:
+            return False
+        for down in range(1, k - 1):
+            put(_Link(), down)
+        put(values[0], k - 1)
+        for i in range(1, k):
+            put(values[i], k - i)
+        return True
+    name = node.name if type(node) is ast.alias else node.module
+    for down in range(1, (name or "").count(".") + 1):
+        put(_Link(), down)
+    return False
