@@ -31,6 +31,7 @@ import pickle
 import queue
 import signal
 import threading
+import time
 from collections import deque
 from multiprocessing.connection import wait as wait_for
 from typing import Any, Callable, Sequence
@@ -127,6 +128,7 @@ class _Pool:
         self.made = False
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.sender: threading.Thread | None = None
+        self.why = ""  # why the last worker that could not be started could not
 
     def start(self) -> None:
         """Make the workers missing (the first ones forked from this process, later ones from
@@ -138,11 +140,19 @@ class _Pool:
             self.sender = threading.Thread(target=self._send_all, name="gradlint-pool-sender", daemon=True)
             self.sender.start()
 
-    def replace(self, dead: _Worker) -> _Worker:
+    def replace(self, dead: _Worker) -> None:
+        """A worker in the dead one's place; after a few failed starts (a fork server killed as it
+        forks, no memory left for a process), the pool goes on without it."""
         self.outbox.put((dead, _CLOSE))  # (the sender may still be writing to it)
-        worker = _Worker(self.later)
-        self.workers[self.workers.index(dead)] = worker
-        return worker
+        at = self.workers.index(dead)
+        for wait in (0.0, 0.05, 0.2, 1.0):
+            time.sleep(wait)
+            try:
+                self.workers[at] = _Worker(self.later)
+                return
+            except Exception as exc:  # noqa: BLE001 - why a process could not start, for the report
+                self.why = f"{type(exc).__name__}: {exc}"
+        del self.workers[at]
 
     def send(self, worker: _Worker, data: bytes) -> None:
         self.outbox.put((worker, data))
@@ -202,19 +212,18 @@ class _Run:
 
     def go(self) -> None:
         while self.left:
+            if not self.pool.workers:
+                self.give_up()
+                return
             self.hand_out()
-            by_handle = {}
-            for worker in self.pool.workers:
-                by_handle[worker.conn] = worker
-                by_handle[worker.process.sentinel] = worker
-            for ready in wait_for(list(by_handle)):
-                worker = by_handle[ready]
-                if worker.dead:
-                    continue
-                if ready is worker.conn:
+            # A worker's death is read from its connection, which ends with its process (only it
+            # holds the other end), not from its process's sentinel: a worker started by a fork
+            # server that died looks dead to its sentinel (exit status 255) while it still runs.
+            by_conn = {worker.conn: worker for worker in self.pool.workers}
+            for ready in wait_for(list(by_conn)):
+                worker = by_conn[ready]
+                if not worker.dead:
                     self.receive(worker)
-                else:
-                    self.drain(worker)
 
     def hand_out(self) -> None:
         for worker in self.pool.workers:
@@ -242,19 +251,6 @@ class _Run:
         for i, (failed, value) in zip(chunk, got):
             self.settle(i, self.on_failure(self.items[i], value) if failed else value)
 
-    def drain(self, worker: _Worker) -> None:
-        """A worker whose process ended (its sentinel is ready): the results it sent before are
-        read, then it is dead."""
-        while not worker.dead and worker.jobs:
-            try:
-                if not worker.conn.poll(0):
-                    break
-            except (EOFError, OSError):
-                break
-            self.receive(worker)
-        if not worker.dead:
-            self.died(worker)
-
     def died(self, worker: _Worker) -> None:
         """A worker's process ended (or its connection did): the job it was running is suspect,
         each of its items run again alone; an item that was already a suspect is the culprit.
@@ -275,6 +271,13 @@ class _Run:
                 self.alone.add(i)
                 self.todo.appendleft(i)
         self.pool.replace(worker)
+
+    def give_up(self) -> None:
+        """No worker could be started again: what is left fails, with why."""
+        why = f"no worker process could be started ({self.pool.why})"
+        while self.todo:
+            i = self.todo.popleft()
+            self.settle(i, self.on_failure(self.items[i], why))
 
 
 def _serve(conn, parents_end) -> None:

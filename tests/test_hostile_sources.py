@@ -542,6 +542,74 @@ def test_an_item_whose_worker_was_killed_from_outside_is_run_again():
     assert out == [2 * i for i in range(30)]
 
 
+def _kills_on_3(i: int) -> int:
+    if i == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.02)
+    return 2 * i
+
+
+def test_a_pool_that_cannot_start_workers_again_fails_what_is_left_with_why(monkeypatch, quiet_crashes):
+    """No process can be started after a death (no memory left for one, the fork server killed as
+    it forks): the pool goes on with the workers it has, and when none is left, every item not
+    done fails with the reason; the run ends."""
+    from gradlint import pool
+
+    made = []
+
+    class Worker(pool._Worker):
+        def __init__(self, context):
+            if len(made) >= 2:
+                raise OSError(12, "Cannot allocate memory")
+            made.append(self)
+            super().__init__(context)
+
+    monkeypatch.setattr(pool, "_Worker", Worker)
+    monkeypatch.setattr(pool.time, "sleep", lambda s: None)
+    out = pool.map_isolated(_kills_on_3, list(range(12)), 2, on_failure=lambda item, why: ("failed", item, why),
+                            mp_context=multiprocessing.get_context("fork"))
+    assert len(made) == 2
+    assert out[3] == ("failed", 3, "the worker process died (SIGKILL)")
+    lost = [o for o in out if type(o) is tuple and o[0] == "failed" and o[1] != 3]
+    assert all(o[2] == "no worker process could be started (OSError: [Errno 12] Cannot allocate memory)" for o in lost)
+    assert [o for o in out if type(o) is int] == [2 * i for i in range(12) if type(out[i]) is int]
+
+
+def _kills_its_fork_server(item: tuple[int, int, str]) -> int:
+    i, test, flag = item
+    if i == 0:
+        os.kill(os.getpid(), signal.SIGKILL)  # (every time: the workers after it come from the fork server)
+    if os.getppid() != test and not os.path.exists(flag):
+        Path(flag).touch()
+        os.kill(os.getppid(), signal.SIGKILL)  # this worker's parent: the fork server
+    time.sleep(0.05)
+    return 2 * i
+
+
+def test_workers_of_a_fork_server_that_died_go_on(tmp_path, monkeypatch, quiet_crashes):
+    """The fork server that started the workers made after a death is killed (as an OOM killer
+    may): those workers still run, and the pool does not take them for dead (their process
+    sentinel reports exit status 255 once the server is gone; their connection does not end)."""
+    from gradlint import pool
+
+    made = []
+
+    class Worker(pool._Worker):
+        def __init__(self, context):
+            made.append(context)
+            super().__init__(context)
+
+    monkeypatch.setattr(pool, "_Worker", Worker)
+    flag = str(tmp_path / "server-killed")
+    out = pool.map_isolated(_kills_its_fork_server, [(i, os.getpid(), flag) for i in range(30)], 2,
+                            on_failure=lambda item, why: ("failed", item[0], why))
+    assert os.path.exists(flag)
+    assert out[0] == ("failed", 0, "the worker process died (SIGKILL)")
+    assert out[1:] == [2 * i for i in range(1, 30)]
+    # the two first workers, and one each time item 0 killed its worker (twice)
+    assert len(made) == 4
+
+
 def test_the_death_named_is_read_from_the_exit_status():
     from gradlint.pool import _death
 
