@@ -304,26 +304,48 @@ def _callers_nograd(index: ProjectIndex, module: str, function: str,
     owner = f"{module}.{'.'.join(parts[:-1])}" if len(parts) > 1 else None
     called = False
     # Modules already summarised first: a call with grad there settles the question before any
-    # other module is read.
-    names = sorted({module, *index.mentioning(short)}, key=lambda n: (not index.known(n), n))
+    # other module is read. The order is made once per name and run (an order made when fewer
+    # modules were known only costs an early answer, never changes one).
+    orders = index.memos.setdefault("mention_order", {})
+    names = orders.get(short)
+    if names is None:
+        names = orders[short] = sorted(index.mentioning(short), key=lambda n: (not index.known(n), n))
+    if module not in names:
+        names = [module, *names]
+    calls = index.memos.setdefault("calls_named", {})
     for name in names:
-        mod = index.calling(name)
-        facts = mod.facts.numerics if mod is not None else None
-        if facts is None:
-            return False  # a file that names the function and whose code was not read
-        if short in facts.references:
-            return False
-        for fn in facts.functions:
-            for call in fn.calls:
-                how = _call_of(index, mod, fn.name, call.callee, short, target, owner)
-                if how is None:
-                    continue
-                if how == "unknown":
-                    return False
-                called = True
-                if not call.nograd and (fn.name == "<module>" or not _only_nograd(index, mod.name, fn.name, visiting)):
-                    return False
+        got = calls.get((name, short))
+        if got is None:
+            got = calls[(name, short)] = _calls_named(index, name, short)
+        if got is False:
+            return False  # a file that names the function and whose code was not read, or reads it as a value
+        mod, found = got
+        for fn, call in found:
+            how = _call_of(index, mod, fn.name, call.callee, short, target, owner)
+            if how is None:
+                continue
+            if how == "unknown":
+                return False
+            called = True
+            if not call.nograd and (fn.name == "<module>" or not _only_nograd(index, mod.name, fn.name, visiting)):
+                return False
     return called
+
+
+def _calls_named(index: ProjectIndex, name: str, short: str):
+    """The calls of module `name` that may call a function named `short` (the callee's last part
+    is that name, or its head an import of it), with the function making each: (module, [(fn,
+    call)]); False when the module's code was not read or it reads the name as a value. Kept per
+    run (ProjectIndex.memos): a project of hundreds of files that all define and mention `f` asked
+    each file's question of every other file, call by call (800 files: 9 million calls, 44 s)."""
+    mod = index.calling(name)
+    facts = mod.facts.numerics if mod is not None else None
+    if facts is None or short in facts.references:
+        return False
+    aliases = {head for head, targets in mod.imports.items() if any(t.rpartition(".")[2] == short for t in targets)}
+    found = [(fn, call) for fn in facts.functions for call in fn.calls
+             if call.callee.rpartition(".")[2] == short or call.callee.partition(".")[0] in aliases]
+    return mod, found
 
 
 def _call_of(index: ProjectIndex, mod: Module, caller: str, callee: str, short: str, target: str,
