@@ -311,7 +311,9 @@ def test_stdin_fix_prints_the_fixed_source(tmp_path):
 def test_stdin_with_no_cache_writes_no_cache(tmp_path):
     # The stdin path (check and --fix) summarised the project's other modules through the cache
     # whatever --no-cache said.
-    write_tree(tmp_path, {"pyproject.toml": "[tool.gradlint]\n", "helper.py": "import torch\n\n\ndef g(z):\n    return z\n"})
+    # (helper.py calls f: the search for f's callers reads it)
+    write_tree(tmp_path, {"pyproject.toml": "[tool.gradlint]\n",
+                          "helper.py": "import torch\nfrom a import f\n\n\ndef g(z):\n    return f(z)\n"})
     source = "from helper import g\n" + LOG_SOFTMAX
     for extra in ((), ("--fix",)):
         proc = run_cli("check", "--no-cache", "--stdin-filename", "a.py", *extra, "-", cwd=tmp_path, input=source)

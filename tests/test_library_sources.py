@@ -319,7 +319,7 @@ def test_a_loader_without_libraries_resolves_as_before():
         def load(self, module):
             return None
 
-        def modules_mentioning(self, word):
+        def modules_mentioning(self, word, whole=False):
             return []
 
     index = ProjectIndex(Loader())

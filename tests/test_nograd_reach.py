@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gradlint.facts.callgraph import only_nograd_reachable
-from gradlint.facts.project import ProjectIndex, Scope
+from gradlint.facts.project import ProjectIndex, Scope, holds_word
 from gradlint.source import extract_python_text
 
 PIPELINE = '''
@@ -196,8 +196,8 @@ class _Loader:
         text = self.modules.get(module)
         return (facts(text, module + ".py"), False) if text is not None else None
 
-    def modules_mentioning(self, word: str):
-        return [m for m, text in self.modules.items() if word in text]
+    def modules_mentioning(self, word: str, whole: bool = False):
+        return [m for m, text in self.modules.items() if holds_word(text.encode(), word.encode(), whole)]
 
 
 def test_callers_are_found_in_files_outside_the_run_and_unread_files_are_not_proof():
@@ -210,6 +210,27 @@ def test_callers_are_found_in_files_outside_the_run_and_unread_files_are_not_pro
     index = ProjectIndex(_Loader({"pipe": PIPELINE, "notes": "# outer is called by hand\nouter(1)\n"}))
     index.add("pipe", facts(PIPELINE, "pipe.py"))
     assert reach(index, "pipe", "outer") is False
+
+
+def test_the_search_for_callers_reads_only_files_naming_the_function_as_a_word():
+    """A file whose text holds the name only inside another identifier (`outer_config`) cannot
+    call it: it is not read (a one-file run read every file holding `f1` in `conf1g`, 6 s), and
+    its not being read as code is no obstacle to a proof."""
+    loads = []
+
+    class Counting(_Loader):
+        def load(self, module):
+            loads.append(module)
+            return super().load(module)
+
+    notes = "# outer_config is set by hand\nouter_config = 1\n"
+    index = ProjectIndex(Counting({"pipe": PIPELINE, "notes": notes}))
+    index.add("pipe", facts(PIPELINE, "pipe.py"))
+    assert reach(index, "pipe", "outer") is True
+    assert "notes" not in loads
+    assert holds_word(b"x = self.f1(y)", b"f1", True) and holds_word(b"conf1g", b"f1", False)
+    assert not holds_word(b"conf1g = f1_score", b"f1", True)
+    assert holds_word(b"\xc3\xa9f1 = 1", b"f1", True)  # (a non-ASCII neighbour: maybe an identifier, read)
 
 
 def test_a_caller_that_names_no_torch_is_read_for_its_calls(tmp_path):

@@ -309,7 +309,7 @@ def _callers_nograd(index: ProjectIndex, module: str, function: str,
     orders = index.memos.setdefault("mention_order", {})
     names = orders.get(short)
     if names is None:
-        names = orders[short] = sorted(index.mentioning(short), key=lambda n: (not index.known(n), n))
+        names = orders[short] = sorted(index.mentioning(short, whole=True), key=lambda n: (not index.known(n), n))
     if module not in names:
         names = [module, *names]
     calls = index.memos.setdefault("calls_named", {})

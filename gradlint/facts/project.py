@@ -16,6 +16,8 @@ Pure data and dictionary lookups: no parser is imported here.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Iterable, Protocol
 
@@ -48,8 +50,9 @@ class ModuleLoader(Protocol):
         """The facts of module `module` and whether it is a package (`__init__.py`); None when the
         project holds no such module (a library, a typo)."""
 
-    def modules_mentioning(self, word: str) -> Iterable[str]:
-        """Qualified names of the project's modules whose text contains `word` (a cheap scan)."""
+    def modules_mentioning(self, word: str, whole: bool = False) -> Iterable[str]:
+        """Qualified names of the project's modules whose text contains `word` (a cheap scan);
+        `whole`: not as part of a longer identifier (holds_word)."""
 
     # Optional (looked up with getattr): the calls of a file the extraction read no further than
     # its names (no torch in it), for the searches for a function's callers.
@@ -111,7 +114,7 @@ class ProjectIndex:
         self._cuts = 0  # answers cut short so far (depth limit, a cycle back to a state in progress)
         self._budget = MAX_GLOBAL_STEPS  # _global states left to the name being resolved
         self._gradchecked: frozenset[str] | None = None
-        self._mentions: dict[str, tuple[str, ...]] = {}
+        self._mentions: dict[tuple[str, bool], tuple[str, ...]] = {}
         # What the lookups read, in order, for the result cache (a file's findings depend on the
         # modules its rules reached): a module name for each module() call, hit or miss;
         # ("w", word) for each mentioning(); (start, end) for an answer taken from a memo,
@@ -403,18 +406,20 @@ class ProjectIndex:
             return None
         return next((c for c in mod.facts.numerics.classes if c.name == name), None)
 
-    def mentioning(self, word: str) -> tuple[str, ...]:
+    def mentioning(self, word: str, whole: bool = False) -> tuple[str, ...]:
         """Modules of the project whose text holds `word`: the loader's scan of every project file
         (once per word), so the answer does not depend on which files are in the run; without a
-        loader, the modules of the run whose text holds it."""
+        loader, the modules of the run whose text holds it. `whole`: only where it is not part of
+        a longer identifier (`f1` is not in `conf1`), for a search of an identifier's uses."""
         self.log.append(("w", word))
-        found = self._mentions.get(word)
+        found = self._mentions.get((word, whole))
         if found is None:
             if self.loader is not None:
-                found = tuple(sorted(set(self.loader.modules_mentioning(word))))
+                found = tuple(sorted(set(self.loader.modules_mentioning(word, whole))))
             else:
-                found = tuple(sorted(m.name for m in self.modules.values() if word in (m.facts.source or "")))
-            self._mentions[word] = found
+                found = tuple(sorted(m.name for m in self.modules.values()
+                                     if holds_word((m.facts.source or "").encode(), word.encode(), whole)))
+            self._mentions[(word, whole)] = found
         return found
 
     def gradchecked(self) -> frozenset[str]:
@@ -593,3 +598,14 @@ class Scope:
     def is_gradchecked(self, class_name: str) -> bool:
         """Whether the class `class_name` of this module is gradchecked anywhere in the project."""
         return any(q in self.index.gradchecked() for q in self.resolve(class_name))
+
+
+def holds_word(text: bytes, word: bytes, whole: bool) -> bool:
+    """Whether `text` holds `word`; with `whole`, somewhere not inside a longer identifier (an
+    ASCII letter, digit or underscore next to it: a non-ASCII neighbour may be part of one too,
+    and is taken as holding it, which only costs a module read)."""
+    if word not in text:
+        return False
+    if not whole:
+        return True
+    return re.search(rb"(?<![A-Za-z0-9_])" + re.escape(word) + rb"(?![A-Za-z0-9_])", text) is not None

@@ -258,7 +258,7 @@ class _Files:
                 return got[0], cand.endswith("__init__.py")
         return None
 
-    def modules_mentioning(self, word: str) -> list[str]:
+    def modules_mentioning(self, word: str, whole: bool = False) -> list[str]:
         return []
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Container, Iterable, Mapping
 
 from gradlint.facts.files import FileFacts, ModuleSymbols
+from gradlint.facts.project import holds_word
 from gradlint.inputs import read_fd
 
 PROJECT_MARKERS = ("pyproject.toml", "setup.cfg", ".git")
@@ -444,7 +445,7 @@ class ProjectFiles:
             return None
         return self.extract_library(path)
 
-    def modules_mentioning(self, word: str) -> list[str]:
+    def modules_mentioning(self, word: str, whole: bool = False) -> list[str]:
         if self.list_files is None:
             return []
         needle = word.encode()
@@ -468,7 +469,7 @@ class ProjectFiles:
                 if self._kept_bytes + len(text) <= MAX_KEPT_BYTES:
                     kept[path] = text
                     self._kept_bytes += len(text)
-            if needle in text:
+            if holds_word(text, needle, whole):
                 try:
                     out.append(module_name(path, self.root)[0])
                 except OSError:
