@@ -428,7 +428,7 @@ class _FactsPlan:
         # set once the pool's processes exist (or none will): see check_paths
         self.launched = threading.Event()
         todo = list(range(len(files)))
-        if store is not None and self.workers > 1 and len(files) >= 32:
+        if store is not None and self.workers > 1:
             # The hits are read here, each folder's pack once: workers would each read every pack
             # again and send the facts back pickled (a warm run over timm + torchvision took 2.0 s
             # with two workers, 1.6 s in one process). Only the misses go to the pool, which does
@@ -445,8 +445,16 @@ class _FactsPlan:
                     todo.append(i)
                     self.args[i] = self.args[i][:4] + (False,) + self.args[i][5:]
         self.todo = todo
-        # A pool costs ~100 ms to start; below a few dozen files one process is faster.
-        self.pooled = self.workers > 1 and len(todo) >= 32
+        # Any file to extract goes to a worker (unless -j1): a native crash in one (libcst's parser)
+        # then costs only that file, never the run and the others' results. The pool costs about
+        # what it gains on small files and extracts beside the rules otherwise (measured, 3 runs
+        # each, -j2: 16 copies of timm's resnet.py 2.6-3.5 s against 4.8-6.2 s in one process,
+        # 4 of them 1.4-1.7 s against 1.7-2.2 s, one 0.8-1.0 s against 0.8-1.2 s; 1-16 files of
+        # 4 lines 0.6-1.0 s either way). Where the first workers cannot be forked (macOS, Windows:
+        # a spawned worker imports gradlint again, 0.6 s), from 32 files; never in a daemonic
+        # process (it may have no children).
+        self.pooled = self.workers > 1 and bool(todo) and _may_pool(len(todo))
+        self.start_failed: str | None = None  # why the pool's processes could not be started
         # Set by a caller that keeps what is alive out of the collector's passes (check_paths'
         # _kept_for_the_run) until it joins the run's thread: see _run and frozen_until_joined.
         self.freeze_when_done = False
@@ -478,7 +486,7 @@ class _FactsPlan:
         self.arrived[i].wait()
         return self.results[i][0]
 
-    def run(self, *, largest_first: bool = False) -> None:
+    def run(self, *, largest_first: bool = False, in_thread: bool = False) -> None:
         """Extract the misses. `largest_first`: submit the largest files first (the run ends when
         the last job does, and a large file started last kept one worker busy while the others
         had nothing left to do); a caller that takes the facts in order wants them in order.
@@ -490,6 +498,14 @@ class _FactsPlan:
             self._run(largest_first)
         finally:
             self.launched.set()
+        if self.start_failed is not None and not in_thread:
+            self.in_process(largest_first)
+
+    def in_process(self, largest_first: bool = False) -> None:
+        """The extraction in this process, after its pool could not start (`start_failed`): the
+        caller's thread, never the pool's beside the rules."""
+        self.pooled = False
+        self._run(largest_first)
 
     def _run(self, largest_first: bool) -> None:
         todo = self.todo
@@ -520,6 +536,10 @@ class _FactsPlan:
             map_isolated(_facts_job, [self.args[i] for i in todo], self.workers, on_failure=_job_failed,
                          on_result=lambda j, result: self._arrive(todo[j], result), started=self.launched.set,
                          cost=costs.__getitem__, kept=self.kept_pool)
+        except Exception as exc:  # noqa: BLE001 - the pool could not start: this process extracts
+            if self.launched.is_set():
+                raise  # (its processes existed: a failure of the run itself)
+            self.start_failed = f"{type(exc).__name__}: {exc}"
         finally:
             if collecting:
                 with self._freezing:
@@ -530,7 +550,8 @@ class _FactsPlan:
                         # what the caller keeps out of its passes, and leave with it.
                         gc.freeze()
                 gc.enable()
-            self._no_wait(todo)
+            if self.start_failed is None:
+                self._no_wait(todo)
 
     def _no_wait(self, todo: list[int]) -> None:
         """After a failure of the run itself (not of a job): what never came is an internal error,
@@ -573,6 +594,17 @@ class _FactsPlan:
             else:
                 cache.write(self.store, made)
         return [f for f, _p, _s in self.results]
+
+
+def _may_pool(files: int) -> bool:
+    """Whether `files` to extract go to worker processes (_FactsPlan.pooled)."""
+    import multiprocessing
+
+    from gradlint.pool import forks_first
+
+    if multiprocessing.current_process().daemon:
+        return False
+    return files >= (1 if forks_first() else 32)
 
 
 def _later_read(store: cache.Store | None, display: str, wanted: bool) -> bool:
@@ -675,11 +707,17 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
         index.by_path.setdefault(files[i][1], names[i][0] if names[i] is not None else "")
     extraction = None
     if plan.pooled:
-        extraction = threading.Thread(target=plan.run, name="gradlint-facts", daemon=True)
+        extraction = threading.Thread(target=plan.run, kwargs={"in_thread": True}, name="gradlint-facts", daemon=True)
         extraction.start()
         # The pool forks its processes at its first job: this thread does nothing (no import, no
         # lock taken) until they exist, so that none inherits a lock held here.
         plan.launched.wait()
+        if plan.start_failed is not None:
+            extraction.join()
+            extraction = None
+            result.warnings.append(f"worker processes could not be started ({plan.start_failed}): "
+                                   "the files are checked in this process")
+            plan.in_process()
     else:
         plan.run(largest_first=False)
 

@@ -11,9 +11,11 @@ killed while it wrote its result left the parent waiting for the rest of the mes
 
 Small items go to a worker several at a time (`cost`): a job's round trip (its arguments and
 result pickled, passed, waited for) cost about as much as checking a small ONNX model. Each worker
-holds up to two jobs, so that it finds the next one waiting when it sends a result; the parent
-never blocks on a send (a sender thread writes them: a worker blocked writing a large result to a
-parent blocked writing a large job to it would wait forever).
+holds up to two jobs, so that it finds the next one waiting when it sends a result; the thread
+that reads results never writes a job (a sender thread does: a worker blocked writing a large
+result to a parent blocked writing a large job to it would wait forever). One sender serves every
+worker, so a job larger than a pipe's buffer (64 KiB) sent to a busy worker holds back the jobs of
+the others until that worker reads it: gradlint's jobs are a few paths.
 
 The first workers are forked from this process (fast: nothing to import again), and its caller
 keeps other threads still until they exist. A worker made later cannot ask that: the caller's
@@ -30,9 +32,11 @@ import multiprocessing
 import pickle
 import queue
 import signal
+import sys
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from multiprocessing.connection import wait as wait_for
 from typing import Any, Callable, Sequence
 
@@ -122,7 +126,7 @@ class _Pool:
     def __init__(self, workers: int, mp_context) -> None:
         self.shape = (workers, mp_context)
         self.size = max(1, workers)
-        self.first = mp_context if mp_context is not None else multiprocessing.get_context()
+        self.first = mp_context if mp_context is not None else first_context()
         self.later = _again(mp_context)
         self.workers: list[_Worker] = []
         self.made = False
@@ -133,8 +137,9 @@ class _Pool:
     def start(self) -> None:
         """Make the workers missing (the first ones forked from this process, later ones from
         `later`'s start method), and the sender."""
-        while len(self.workers) < self.size:
-            self.workers.append(_Worker(self.later if self.made else self.first))
+        with _no_sigint():
+            while len(self.workers) < self.size:
+                self.workers.append(_Worker(self.later if self.made else self.first))
         self.made = True
         if self.sender is None:
             self.sender = threading.Thread(target=self._send_all, name="gradlint-pool-sender", daemon=True)
@@ -148,7 +153,8 @@ class _Pool:
         for wait in (0.0, 0.05, 0.2, 1.0):
             time.sleep(wait)
             try:
-                self.workers[at] = _Worker(self.later)
+                with _no_sigint():
+                    self.workers[at] = _Worker(self.later)
                 return
             except Exception as exc:  # noqa: BLE001 - why a process could not start, for the report
                 self.why = f"{type(exc).__name__}: {exc}"
@@ -226,12 +232,30 @@ class _Run:
                     self.receive(worker)
 
     def hand_out(self) -> None:
-        for worker in self.pool.workers:
-            while self.todo and len(worker.jobs) < DEPTH:
-                head = self.todo[0]
-                chunk = _take(self.todo, None if head in self.alone else self.cost, self.window)
-                worker.jobs.append(chunk)
-                self.pool.send(worker, pickle.dumps((self.fn, [self.items[i] for i in chunk]), pickle.HIGHEST_PROTOCOL))
+        """Jobs to the workers that hold fewer than DEPTH, one to each in turn (the largest items
+        come first: two of them queued on one worker ran one after the other while another was
+        idle)."""
+        for depth in range(DEPTH):
+            for worker in self.pool.workers:
+                while self.todo and len(worker.jobs) == depth:
+                    head = self.todo[0]
+                    chunk = _take(self.todo, None if head in self.alone else self.cost, self.window)
+                    try:
+                        job = pickle.dumps((self.fn, [self.items[i] for i in chunk]), pickle.HIGHEST_PROTOCOL)
+                    except Exception as exc:  # noqa: BLE001 - an item that cannot be sent fails alone
+                        self.cannot(chunk, f"the job could not be sent: {type(exc).__name__}: {exc}")
+                        continue
+                    worker.jobs.append(chunk)
+                    self.pool.send(worker, job)
+
+    def cannot(self, chunk: list[int], why: str) -> None:
+        """A chunk that could not be sent or read back: each of its items alone again, so that only
+        the one at fault fails; one item alone fails with `why`."""
+        if len(chunk) == 1:
+            self.settle(chunk[0], self.on_failure(self.items[chunk[0]], why))
+            return
+        self.alone.update(chunk)
+        self.todo.extendleft(reversed(chunk))
 
     def receive(self, worker: _Worker) -> None:
         """The result of the worker's oldest job; a connection that ends (mid-message or between
@@ -244,8 +268,9 @@ class _Run:
         chunk = worker.jobs.popleft()
         try:
             got = pickle.loads(data)
-        except Exception as exc:  # noqa: BLE001 - a result the parent cannot read fails its items
-            got = f"the result could not be read: {type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a result the parent cannot read: find whose
+            self.cannot(chunk, f"the result could not be read: {type(exc).__name__}: {exc}")
+            return
         if isinstance(got, str):  # the job as a whole failed in the worker (its arguments)
             got = [(True, got)] * len(chunk)
         for i, (failed, value) in zip(chunk, got):
@@ -325,6 +350,37 @@ def _packed(out: list[tuple[bool, Any]]) -> bytes:
         return pickle.dumps(kept, pickle.HIGHEST_PROTOCOL)
 
 
+def first_context():
+    """The start method of a pool's first workers when the caller chose none: fork where the
+    platform forks by default or only lacks it as a default from Python 3.14 on (Linux: a fork
+    server's start cost a one-file run 0.6 s), else the platform's default (macOS and Windows
+    spawn: forking there is unsafe or impossible)."""
+    if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context()
+
+
+def forks_first() -> bool:
+    """Whether a pool's first workers start by fork (cheap: callers pool small runs too)."""
+    return first_context().get_start_method() == "fork"
+
+
+@contextmanager
+def _no_sigint():
+    """SIGINT held back from this thread while it forks workers: a forked worker inherits the
+    mask, so a Ctrl-C before it ignores SIGINT (_serve) cannot interrupt it (the parent's main
+    thread still gets the signal). A fork server does not keep the mask (a process started with
+    exec resets it): gradlint.quiet_server covers it."""
+    if threading.current_thread() is threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield  # (the main thread must keep receiving it)
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _again(mp_context):
     """The start method of a worker made after the first ones: the caller's when it chose one
     (a test whose jobs are patched functions needs them forked), else a fork server where the
@@ -333,8 +389,9 @@ def _again(mp_context):
         return mp_context if mp_context is not None else multiprocessing.get_context()
     context = multiprocessing.get_context("forkserver")
     # Imported once by the server, not again by each process it forks; a module that fails to
-    # import is skipped there, not fatal.
-    context.set_forkserver_preload(["gradlint.api"])
+    # import is skipped there, not fatal. quiet_server first: Ctrl-C ignored by the server and
+    # its workers (gradlint ends them).
+    context.set_forkserver_preload(["gradlint.quiet_server", "gradlint.api"])
     return context
 
 

@@ -43,14 +43,14 @@ class MLP(nn.Module):
 LOG_SOFTMAX = "import torch\n\ndef f(y):\n    return torch.log(torch.softmax(y, 1))\n"  # GL302
 
 
-def run(tmp_path: Path, files: dict[str, str | bytes], *, jobs: int = 1) -> RunResult:
+def run(tmp_path: Path, files: dict[str, str | bytes], *, jobs: int = 1, use_cache: bool = False) -> RunResult:
     for name, content in files.items():
         target = tmp_path / name
         if isinstance(content, bytes):
             target.write_bytes(content)
         else:
             target.write_text(content, encoding="utf-8")
-    return check_paths([tmp_path], replace(Config(), root=str(tmp_path)), use_cache=False, jobs=jobs)
+    return check_paths([tmp_path], replace(Config(), root=str(tmp_path)), use_cache=use_cache, jobs=jobs)
 
 
 def only(result: RunResult):
@@ -610,6 +610,72 @@ def test_workers_of_a_fork_server_that_died_go_on(tmp_path, monkeypatch, quiet_c
     assert len(made) == 4
 
 
+def _slow_pid(i: int) -> tuple[int, int]:
+    time.sleep(0.3 if i < 2 else 0.01)
+    return i, os.getpid()
+
+
+def test_the_first_jobs_go_to_different_workers():
+    """Jobs are handed out one to each worker in turn: the two largest files (given first) ran one
+    after the other on one worker while the other sat idle."""
+    from gradlint.pool import map_isolated
+
+    out = map_isolated(_slow_pid, list(range(8)), 2, on_failure=lambda item, why: None)
+    assert out[0][1] != out[1][1]
+
+
+def _fails_to_load() -> None:
+    raise ValueError("cannot be read here")
+
+
+class _Unloadable:
+    def __reduce__(self):
+        return _fails_to_load, ()
+
+
+def _unloadable_on_5(i: int):
+    return _Unloadable() if i == 5 else 2 * i
+
+
+def test_a_result_the_parent_cannot_read_fails_only_its_own_item():
+    from gradlint.pool import map_isolated
+
+    out = map_isolated(_unloadable_on_5, list(range(40)), 2, on_failure=lambda item, why: ("failed", item, why),
+                       cost=lambda i: 1.0)
+    assert out[5] == ("failed", 5, "the result could not be read: ValueError: cannot be read here")
+    assert [out[i] for i in range(40) if i != 5] == [2 * i for i in range(40) if i != 5]
+
+
+def test_a_check_whose_workers_cannot_start_extracts_in_its_own_process(tmp_path, monkeypatch):
+    """No process can be forked (a pids limit, EAGAIN): the files are extracted in gradlint's own
+    process, with a warning, rather than each reported as an internal error."""
+    from gradlint import pool
+
+    class Worker:
+        def __init__(self, context):
+            raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(pool, "_Worker", Worker)
+    result = run(tmp_path, {f"m{i}.py": LOG_SOFTMAX for i in range(3)}, jobs=2)
+    assert not result.internal_errors
+    assert codes(result) == ["GL302"] * 3
+    assert result.warnings == ["worker processes could not be started (BlockingIOError: [Errno 11] Resource temporarily "
+                               "unavailable): the files are checked in this process"]
+
+
+def _check_in_a_daemon(folder: str) -> list[str]:
+    return codes(check_paths([folder], replace(Config(), root=folder), use_cache=False, jobs=2))
+
+
+def test_a_check_inside_a_daemonic_process_extracts_in_that_process(tmp_path):
+    """gradlint called from a multiprocessing.Pool's task (a daemonic process may not have
+    children): no pool is tried."""
+    for i in range(3):
+        (tmp_path / f"m{i}.py").write_text(LOG_SOFTMAX)
+    with multiprocessing.get_context("fork").Pool(1) as outer:
+        assert outer.apply(_check_in_a_daemon, (str(tmp_path),)) == ["GL302"] * 3
+
+
 def test_the_death_named_is_read_from_the_exit_status():
     from gradlint.pool import _death
 
@@ -794,6 +860,31 @@ def test_a_libcst_segfault_and_a_killed_worker_cost_only_their_files(tmp_path, m
     text = render_text(result)
     assert "All checks passed" not in text
     assert text.splitlines()[-1] == "2 files could not be checked (internal error)."
+
+
+def test_a_crash_in_a_small_run_with_a_warm_cache_costs_only_its_file(tmp_path, monkeypatch, quiet_crashes):
+    """A run with one file to extract and the others' results in the cache (a pre-commit run):
+    the file is extracted in a worker, so a native crash there (libcst's stack overflow, the
+    CPython pre-check out of the way) costs that file, not the run and the cached results."""
+    import ast
+    import functools
+
+    import gradlint.pool
+    import gradlint.source
+
+    files: dict[str, str | bytes] = {f"ok{i}.py": LOG_SOFTMAX for i in range(3)}
+    first = run(tmp_path, files, jobs=2, use_cache=True)
+    assert len(first.findings) == 3
+    real_parse = gradlint.source._cpython_parse
+    monkeypatch.setattr(gradlint.source, "_cpython_parse",
+                        lambda text, display: ast.parse("pass") if "((((((((" in text else real_parse(text, display))
+    monkeypatch.setattr(gradlint.pool, "map_isolated", functools.partial(
+        gradlint.pool.map_isolated, mp_context=multiprocessing.get_context("fork")))
+    (tmp_path / "deep.py").write_text("import torch\nx = " + "(" * 2000 + "1" + ")" * 2000 + "\n")
+    result = run(tmp_path, {}, jobs=2, use_cache=True)
+    failed = {Path(r.path).name: r.internal_error for r in result.internal_errors}
+    assert set(failed) == {"deep.py"} and failed["deep.py"].startswith("the worker process died (SIGSEGV)")
+    assert sorted(Path(f.path).name for f in result.findings) == ["ok0.py", "ok1.py", "ok2.py"]
 
 
 def test_text_summary_never_says_passed_when_a_file_failed():
