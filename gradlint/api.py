@@ -445,14 +445,15 @@ class _FactsPlan:
                     todo.append(i)
                     self.args[i] = self.args[i][:4] + (False,) + self.args[i][5:]
         self.todo = todo
-        # Any file to extract goes to a worker (unless -j1): a native crash in one (libcst's parser)
-        # then costs only that file, never the run and the others' results. The pool costs about
-        # what it gains on small files and extracts beside the rules otherwise (measured, 3 runs
-        # each, -j2: 16 copies of timm's resnet.py 2.6-3.5 s against 4.8-6.2 s in one process,
-        # 4 of them 1.4-1.7 s against 1.7-2.2 s, one 0.8-1.0 s against 0.8-1.2 s; 1-16 files of
-        # 4 lines 0.6-1.0 s either way). Where the first workers cannot be forked (macOS, Windows:
-        # a spawned worker imports gradlint again, 0.6 s), from 32 files; never in a daemonic
-        # process (it may have no children).
+        # From two files to extract, they go to workers (unless -j1): a native crash in one
+        # (libcst's parser) then costs only that file, never the run and the others' results, and
+        # the workers extract beside the rules (measured, 3 runs each, -j2: 16 copies of timm's
+        # resnet.py 2.6-3.5 s against 4.8-6.2 s in one process, 4 of them 1.4-1.7 s against
+        # 1.7-2.2 s; 4-16 files of 4 lines 0.6-1.0 s either way). One file stays here: there is
+        # nothing to overlap, and the rules' re-runs of its classes parse it again in this process
+        # (vision_transformer.py: 1.28-1.57 s pooled against 1.03-1.15 s, the pre-commit case).
+        # Where the first workers cannot be forked (macOS, Windows: a spawned worker imports
+        # gradlint again, 0.6 s), from 32 files; never in a daemonic process (no children).
         self.pooled = self.workers > 1 and bool(todo) and _may_pool(len(todo))
         self.start_failed: str | None = None  # why the pool's processes could not be started
         # Set by a caller that keeps what is alive out of the collector's passes (check_paths'
@@ -604,7 +605,7 @@ def _may_pool(files: int) -> bool:
 
     if multiprocessing.current_process().daemon:
         return False
-    return files >= (1 if forks_first() else 32)
+    return files >= (2 if forks_first() else 32)
 
 
 def _later_read(store: cache.Store | None, display: str, wanted: bool) -> bool:

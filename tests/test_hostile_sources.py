@@ -863,9 +863,9 @@ def test_a_libcst_segfault_and_a_killed_worker_cost_only_their_files(tmp_path, m
 
 
 def test_a_crash_in_a_small_run_with_a_warm_cache_costs_only_its_file(tmp_path, monkeypatch, quiet_crashes):
-    """A run with one file to extract and the others' results in the cache (a pre-commit run):
-    the file is extracted in a worker, so a native crash there (libcst's stack overflow, the
-    CPython pre-check out of the way) costs that file, not the run and the cached results."""
+    """A run with two files to extract and the others' results in the cache (a pre-commit run):
+    they are extracted in workers, so a native crash in one (libcst's stack overflow, the CPython
+    pre-check out of the way) costs that file, not the run, the other and the cached results."""
     import ast
     import functools
 
@@ -881,6 +881,7 @@ def test_a_crash_in_a_small_run_with_a_warm_cache_costs_only_its_file(tmp_path, 
     monkeypatch.setattr(gradlint.pool, "map_isolated", functools.partial(
         gradlint.pool.map_isolated, mp_context=multiprocessing.get_context("fork")))
     (tmp_path / "deep.py").write_text("import torch\nx = " + "(" * 2000 + "1" + ")" * 2000 + "\n")
+    (tmp_path / "ok0.py").write_text(LOG_SOFTMAX + "# edited\n")
     result = run(tmp_path, {}, jobs=2, use_cache=True)
     failed = {Path(r.path).name: r.internal_error for r in result.internal_errors}
     assert set(failed) == {"deep.py"} and failed["deep.py"].startswith("the worker process died (SIGSEGV)")
