@@ -106,7 +106,7 @@ def map_isolated(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
 
 class _Worker:
     """One process, the parent's end of its connection, and the jobs sent to it, oldest first
-    (it answers them in order): (job number, the items' positions)."""
+    (it answers them in order): each the positions of its items."""
 
     def __init__(self, context) -> None:
         here, there = context.Pipe(duplex=True)
