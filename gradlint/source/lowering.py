@@ -423,7 +423,7 @@ class Lowerer:
         fm = self.fm
         lib = fm._lib
         key = before = None
-        if self._memo is not None and self.plan is not None and value.instance.fm in (None, fm, lib) and _hashable(seeds):
+        if self._memo is not None and self.plan is not None and value.instance.fm in (None, fm, lib) and _keyable(seeds):
             meter, lmeter = fm.meter, (lib.meter if lib is not None else None)
             key = (id(value.instance), path, self.depth, meter.depth, meter.limit,
                    (lmeter.depth, lmeter.limit) if lmeter is not None else None, seeds)
@@ -573,9 +573,16 @@ def _sequential_members(attrs: dict) -> list:
     return [v for _k, v in numbered] + named
 
 
-def _hashable(seeds: tuple) -> bool:
+def _keyable(seeds: tuple) -> bool:
     """Whether joined inputs can key the memo of children's nodes (IR nodes are frozen records
-    of plain values; a value that is not would only cost the reuse)."""
+    of plain values; a value that is not would only cost the reuse). Not inputs over MAX_UNFOLDED
+    nodes unfolded: a record's hash goes through every node it holds, unfolded (a residual body
+    shared between paths hashed once per place), and the key is hashed three times; the seeds
+    of diffusers' CogVideoX decoder, 7.7 million nodes unfolded, took 10 s of hashing (the forward is
+    too large to model, whatever the memo gives)."""
+    memo: dict[int, int] = {}
+    if sum(unfolded_size(nodes, memo) for _p, nodes in seeds if type(nodes) is tuple) > MAX_UNFOLDED:
+        return False
     try:
         hash(seeds)
     except TypeError:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from gradlint.model.ir import NO_GRAD_WHAT, Activation, Opaque, Passthrough, walk
+from gradlint.model.ir import NO_GRAD_WHAT, Activation, Opaque, Passthrough, unfolded_size, walk_once
 from gradlint.source.engine.values import DictVal, ListVal, PathVal
 from gradlint.source.engine.walk import text
 from gradlint.source.freezes import frozen_paths
@@ -52,16 +52,16 @@ def _trains_after_mark(nodes: tuple) -> bool:
     last = max((i for i, n in enumerate(nodes) if n is NO_GRAD or n == NO_GRAD), default=None)
     if last is None:
         return True
-    return any(not isinstance(n, (Activation, Passthrough, Opaque)) for n in walk(nodes[last + 1:]))
+    return any(not isinstance(n, (Activation, Passthrough, Opaque)) for n in walk_once(nodes[last + 1:]))
 
 
 def _own_module(nodes: tuple, main: tuple) -> str:
     """The attribute (`teacher`) of the first named node of an output's path that the first
     output's path does not hold: the module that output runs of its own."""
-    inside = list(walk(main))
-    for n in walk(nodes):
+    inside = _Nodes(main)
+    for n in walk_once(nodes):
         name = getattr(n, "name", "")
-        if name and not any(n is m or n == m for m in inside):
+        if name and n not in inside:
             return name.split(".")[0]
     return ""
 
@@ -82,10 +82,24 @@ def _frozen_attributes(fm: Any, info: Any) -> set[str]:
     return found
 
 
+class _Nodes:
+    """The nodes of a path (its top level and inside residuals' bodies), each once, for `in`: the
+    node itself, or one equal to it."""
+
+    def __init__(self, nodes: tuple) -> None:
+        self.nodes = list(walk_once(nodes))
+        self.ids = {id(n) for n in self.nodes}
+
+    def __contains__(self, node: object) -> bool:
+        # (mostly the node itself, both paths built from the same values; equality is the rare
+        # case, and compares whole residual bodies)
+        return id(node) in self.ids or any(node == m for m in self.nodes)
+
+
 def _holds(nodes: tuple, part: tuple) -> bool:
     """Whether a path holds every node of `part` (at its top level or inside a residual's body)."""
-    inside = list(walk(nodes))
-    return all(any(n is m or n == m for m in inside) for n in part)
+    inside = _Nodes(nodes)
+    return all(n in inside for n in part)
 
 
 def choose(value: Any, main_input: str, fm: Any, cls: Any) -> tuple[tuple | None, list[tuple[str, tuple]]]:
@@ -109,7 +123,7 @@ def choose(value: Any, main_input: str, fm: Any, cls: Any) -> tuple[tuple | None
         items = value.items
         firsts = [v for v in value.items if isinstance(v, PathVal) and v.root == main_input]
         value = max((v for v in firsts if _holds(v.nodes, firsts[0].nodes)),
-                    key=lambda v: sum(1 for _ in walk(v.nodes))) if firsts else None
+                    key=lambda v: unfolded_size(v.nodes)) if firsts else None
         labels = list(keys) if keys is not None else [f"output {i + 1}" for i in range(len(items))]
         heads = [(labels[i], v.nodes) for i, v in enumerate(items)
                  if isinstance(v, PathVal) and v.root == main_input and value is not None
