@@ -23,6 +23,9 @@ other threads are running by then, and a process forked while one of them import
 inherits that module's import lock held, so a worker that imports the same module waits forever.
 Those workers start from a fork server (a fresh, single-threaded process) unless the caller chose
 a start method.
+
+A job that runs longer than JOB_SECONDS (a native loop, a worker stopped by a signal) has its
+worker killed and counts as its death; a lone item that overruns fails at once, with why.
 """
 
 from __future__ import annotations
@@ -47,6 +50,12 @@ CHUNK_COST = 32.0
 
 # Jobs a worker holds at once: the one it runs and the next.
 DEPTH = 2
+
+# Seconds one job may run before its worker is killed: the front-ends' budgets end a file's
+# extraction within seconds (the slowest of the corpus's 13 373 files takes 3 s alone, a job of
+# small files less), so a job this late is stuck (a native loop, a worker stopped by SIGSTOP),
+# and without a limit the run waited for it forever.
+JOB_SECONDS = 120.0
 
 
 class Kept:
@@ -118,6 +127,10 @@ class _Worker:
         self.conn = here
         self.jobs: deque[list[int]] = deque()
         self.dead = False
+        # when it began its oldest job (about: when the job was sent to it idle, or when it sent
+        # back the job before), or None while it holds none
+        self.since: float | None = None
+        self.overdue = False  # killed for running its job past JOB_SECONDS
 
 
 class _Pool:
@@ -226,10 +239,25 @@ class _Run:
             # holds the other end), not from its process's sentinel: a worker started by a fork
             # server that died looks dead to its sentinel (exit status 255) while it still runs.
             by_conn = {worker.conn: worker for worker in self.pool.workers}
-            for ready in wait_for(list(by_conn)):
+            for ready in wait_for(list(by_conn), timeout=self.until_overdue()):
                 worker = by_conn[ready]
                 if not worker.dead:
                     self.receive(worker)
+            self.stop_overdue()
+
+    def until_overdue(self) -> float | None:
+        """Seconds until the first busy worker's job runs past JOB_SECONDS (None: none is busy)."""
+        starts = [w.since for w in self.pool.workers if w.since is not None and not w.dead]
+        return max(0.0, min(starts) + JOB_SECONDS - time.monotonic()) if starts else None
+
+    def stop_overdue(self) -> None:
+        """Kill each worker whose job has run past JOB_SECONDS; that is its death (`died`)."""
+        now = time.monotonic()
+        for worker in list(self.pool.workers):
+            if not worker.dead and worker.since is not None and now - worker.since >= JOB_SECONDS:
+                worker.overdue = True
+                worker.process.kill()
+                self.died(worker)
 
     def hand_out(self) -> None:
         """Jobs to the workers that hold fewer than DEPTH, one to each in turn (the largest items
@@ -246,6 +274,8 @@ class _Run:
                         self.cannot(chunk, f"the job could not be sent: {type(exc).__name__}: {exc}")
                         continue
                     worker.jobs.append(chunk)
+                    if worker.since is None:
+                        worker.since = time.monotonic()
                     self.pool.send(worker, job)
 
     def cannot(self, chunk: list[int], why: str) -> None:
@@ -266,6 +296,7 @@ class _Run:
             self.died(worker)
             return
         chunk = worker.jobs.popleft()
+        worker.since = time.monotonic() if worker.jobs else None
         try:
             got = pickle.loads(data)
         except Exception as exc:  # noqa: BLE001 - a result the parent cannot read: find whose
@@ -283,6 +314,8 @@ class _Run:
         worker.dead = True
         worker.process.join(2)
         why = _death(worker.process.exitcode)
+        if worker.overdue:
+            why = f"stopped after {JOB_SECONDS:g} s (its worker process was killed)"
         if worker.process.is_alive():  # (its connection ended, not its process)
             worker.process.kill()
             worker.process.join(1)
@@ -290,7 +323,8 @@ class _Run:
         for chunk in reversed(jobs[1:]):
             self.todo.extendleft(reversed(chunk))
         for i in reversed(jobs[0] if jobs else []):
-            if i in self.alone and len(jobs[0]) == 1:
+            # (a lone item that ran past the limit is slow itself: run again, it would be again)
+            if len(jobs[0]) == 1 and (i in self.alone or worker.overdue):
                 self.settle(i, self.on_failure(self.items[i], why))
             else:
                 self.alone.add(i)

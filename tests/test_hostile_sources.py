@@ -158,6 +158,13 @@ HANG_INPUTS = {
     # a 100-step sampler feeding its value to two joins each step (torchrl's DDPM actor): a graph
     # of ~400 nodes standing for a tree of 2**100, which every walk of the IR once paid in full
     "shared_joins_loop": SAMPLER,
+    # such a path returned in a tuple by a child module: choosing the main output walked every node
+    # unfolded, and the memo of children's runs hashed it (diffusers' CogVideoX decoder: 4 minutes)
+    "shared_joins_in_a_tuple": SAMPLER.replace("        return x\n", "        return x, p\n") + (
+        "\n\nclass Policy(nn.Module):\n    def __init__(self) -> None:\n        super().__init__()\n"
+        "        self.sampler = Sampler()\n        self.head = nn.Linear(4, 2)\n\n"
+        "    def forward(self, obs):\n        x, p = self.sampler(obs)\n        y, q = self.sampler(x)\n"
+        "        return self.head(y), q\n"),
 }
 
 
@@ -213,6 +220,53 @@ def test_a_forward_too_large_unfolded_is_not_modelled_and_says_why():
     (net,) = models.extract(src)[0]
     assert net.forward_known
     assert unfolded_size(net.nodes) == sum(1 for _ in walk(net.nodes)) < MAX_UNFOLDED
+
+
+def test_walk_once_meets_each_node_of_walk_in_its_order_entering_a_shared_residual_once():
+    from gradlint.model.ir import Activation, Residual, unfolded_size, walk, walk_once
+    from gradlint.source.lowering import _keyable
+
+    a, b, c = Activation("a", "relu"), Activation("b", "gelu"), Activation("c", "tanh")
+    inner = Residual(body=(a, b), branches=((c,),))
+    small = (c, inner, Residual(body=(inner, a)), b)
+    firsts = list(dict.fromkeys(id(n) for n in walk(small)))
+    assert list(dict.fromkeys(id(n) for n in walk_once(small))) == firsts
+    # 2**60 nodes unfolded, 121 distinct: walk would never end
+    node: tuple = (a,)
+    for _ in range(60):
+        node = (Residual(body=node + node), b)
+    assert unfolded_size(node) > 2 ** 60
+    assert {id(n) for n in walk_once(node)} == {id(a), id(b)} | {id(r) for r in _residuals(node)}
+    # seeds this large never key the memo of children's runs (their hash unfolds them)
+    assert not _keyable(((0, node),)) and _keyable(((0, small),))
+
+
+def _residuals(nodes: tuple) -> list:
+    from gradlint.model.ir import Residual
+
+    out, todo = [], list(nodes)
+    while todo:
+        n = todo.pop()
+        if isinstance(n, Residual) and all(n is not m for m in out):
+            out.append(n)
+            todo.extend(n.body)
+    return out
+
+
+def test_choosing_the_main_output_of_an_exponential_tuple_is_linear():
+    """A forward returning (x, p) of paths 2**60 nodes unfolded: the main output is the longest
+    of those that hold the first (unfolded_size), heads are the others it does not hold."""
+    from gradlint.model.ir import Activation, Residual
+    from gradlint.source import outputs
+    from gradlint.source.engine.values import ListVal, PathVal
+
+    a, b = Activation("a", "relu"), Activation("b", "gelu")
+    node: tuple = (a,)
+    for _ in range(60):
+        node = (Residual(body=node + node), b)
+    longer = node + (a,)
+    main, heads = outputs.choose(ListVal([PathVal("x", node), PathVal("x", longer)]), "x", None, None)
+    assert main is longer and heads == []
 
 
 def test_inlining_stops_at_the_unfolded_bound(monkeypatch):
@@ -542,6 +596,61 @@ def test_an_item_whose_worker_was_killed_from_outside_is_run_again():
     assert out == [2 * i for i in range(30)]
 
 
+def _hangs_on_4(i: int) -> int:
+    if i == 4:
+        time.sleep(3600)  # (a native loop, as far as the parent can tell)
+    return 2 * i
+
+
+def test_a_job_past_its_time_limit_has_its_worker_killed_and_fails_alone(monkeypatch, quiet_crashes):
+    """A file whose extraction never ends (no budget caught it) costs that file, after
+    JOB_SECONDS, not the run: its worker is killed and replaced, the rest come back."""
+    from gradlint import pool
+
+    monkeypatch.setattr(pool, "JOB_SECONDS", 1.0)
+    start = time.monotonic()
+    out = pool.map_isolated(_hangs_on_4, list(range(12)), 2, on_failure=lambda item, why: ("failed", item, why))
+    assert out[4] == ("failed", 4, "stopped after 1 s (its worker process was killed)")
+    assert [out[i] for i in range(12) if i != 4] == [2 * i for i in range(12) if i != 4]
+    assert time.monotonic() - start < 30  # (once: a lone item that overran is not run again)
+
+
+def _stopped_on_5(item: tuple[int, str]) -> int:
+    i, flag = item
+    if i == 5 and not os.path.exists(flag):
+        Path(flag).touch()  # (only the first try: a worker stopped from outside, not the item's fault)
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return 2 * i
+
+
+def test_a_worker_stopped_from_outside_is_killed_and_its_chunk_runs_again(tmp_path, monkeypatch, quiet_crashes):
+    """A worker stopped by SIGSTOP (a debugger, a job-control mistake) held its job, and the run
+    waited forever: past JOB_SECONDS it is killed, and the items of its chunk run again alone."""
+    from gradlint import pool
+
+    monkeypatch.setattr(pool, "JOB_SECONDS", 1.0)
+    flag = str(tmp_path / "stopped")
+    out = pool.map_isolated(_stopped_on_5, [(i, flag) for i in range(40)], 2,
+                            on_failure=lambda item, why: ("failed", item, why), cost=lambda i: 1.0)
+    assert os.path.exists(flag)
+    assert out == [2 * i for i in range(40)]
+
+
+def test_a_slow_job_within_its_time_limit_is_left_alone(monkeypatch):
+    """The limit is per job, from when the worker began it: jobs that each take a good share of it
+    are never killed, however many a worker runs."""
+    from gradlint import pool
+
+    monkeypatch.setattr(pool, "JOB_SECONDS", 1.5)
+    out = pool.map_isolated(_slow_half_second, list(range(8)), 2, on_failure=lambda item, why: ("failed", item, why))
+    assert out == [2 * i for i in range(8)]
+
+
+def _slow_half_second(i: int) -> int:
+    time.sleep(0.5)
+    return 2 * i
+
+
 def _kills_on_3(i: int) -> int:
     if i == 3:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -862,6 +971,36 @@ def test_a_libcst_segfault_and_a_killed_worker_cost_only_their_files(tmp_path, m
     assert text.splitlines()[-1] == "2 files could not be checked (internal error)."
 
 
+def test_a_file_whose_extraction_never_ends_costs_only_that_file(tmp_path, monkeypatch, quiet_crashes):
+    """A file no budget stops (here a patched extractor that sleeps: no known input does it) is an
+    internal error naming it after JOB_SECONDS; every other file is reported."""
+    import functools
+
+    import gradlint.pool
+
+    real_extract = api._extract
+
+    def extract(path, display, *rest):
+        if display.endswith("stuck.py"):
+            time.sleep(3600)
+        return real_extract(path, display, *rest)
+
+    monkeypatch.setattr(api, "_extract", extract)
+    monkeypatch.setattr(gradlint.pool, "JOB_SECONDS", 2.0)
+    monkeypatch.setattr(gradlint.pool, "map_isolated", functools.partial(
+        gradlint.pool.map_isolated, mp_context=multiprocessing.get_context("fork")))
+    files: dict[str, str | bytes] = {f"ok{i:02}.py": LOG_SOFTMAX for i in range(10)}
+    files["stuck.py"] = LOG_SOFTMAX
+    result = run(tmp_path, files, jobs=2)
+
+    failed = {Path(r.path).name: r.internal_error for r in result.internal_errors}
+    assert set(failed) == {"stuck.py"}
+    assert failed["stuck.py"].startswith("stopped after 2 s (its worker process was killed) while checking")
+    assert failed["stuck.py"].endswith("stuck.py")
+    good = [r for r in result.files if Path(r.path).name.startswith("ok")]
+    assert len(good) == 10 and all([f.code for f in r.findings] == ["GL302"] for r in good)
+
+
 def test_a_crash_in_a_small_run_with_a_warm_cache_costs_only_its_file(tmp_path, monkeypatch, quiet_crashes):
     """A run with two files to extract and the others' results in the cache (a pre-commit run):
     they are extracted in workers, so a native crash in one (libcst's stack overflow, the CPython
@@ -893,3 +1032,16 @@ def test_text_summary_never_says_passed_when_a_file_failed():
 
     result = RunResult(files=[FileResult(path="a.py"), FileResult(path="b.py", internal_error="boom")])
     assert render_text(result) == "No findings (1 file checked).\n1 file could not be checked (internal error).\n"
+
+
+def test_the_fork_server_is_silent_when_gradlints_process_is_gone_mid_start():
+    """A Ctrl-C while a worker starts from the fork server: its read of what to run ends early,
+    and the EOFError's traceback followed gradlint's 'interrupted'. gradlint.quiet_server ends such
+    a start silently; any other error still prints."""
+    code = "import pickle, gradlint.quiet_server\nraise {}\n"
+    for gone in ("EOFError('Ran out of input')", "pickle.UnpicklingError('pickle data was truncated')"):
+        ended = subprocess.run([sys.executable, "-c", code.format(gone)], capture_output=True, text=True)
+        assert ended.returncode == 1 and ended.stderr == ""
+    for other in ("ValueError('bad')", "pickle.UnpicklingError('invalid load key')"):
+        ended = subprocess.run([sys.executable, "-c", code.format(other)], capture_output=True, text=True)
+        assert ended.returncode == 1 and other.split("(")[1].strip("')") in ended.stderr
