@@ -505,23 +505,18 @@ def model_cmd(paths: tuple[str, ...], fmt: str, config_path: str | None) -> None
     init, activation), each opaque node with the reason, and each analysed chain with its
     predicted gradient gain. Exit 0, or 2 when a path cannot be read."""
     from gradlint import projects as runs
-    from gradlint.describe import Described, describe_paths, render_text
+    from gradlint.describe import render_text
 
-    # each path with its project's settings (excludes, library paths), as `check` takes them
+    # each path with its project's settings (excludes, library paths), and each nested project a
+    # walk meets with its own, as `check` takes them
     load = _loader(config_path, (), (), (), None, (), ())
     try:
         projects = runs.plan(list(paths) or ["."], load, explicit=config_path is not None)
     except ConfigError as exc:
         fail(str(exc))
-    described = Described()
+    described = runs.describe(projects, load, explicit=config_path is not None)
     if not projects:
         described.warnings.append("no Python, notebook or ONNX files found under the given paths")
-    for project in projects:
-        got = describe_paths(project.paths, project.config)
-        described.models += got.models
-        described.errors += got.errors
-        described.warnings += [w for w in got.warnings if w not in described.warnings]
-        described.files += got.files
     for warning in described.warnings:
         say(f"gradlint: warning: {warning}")
     for error in described.errors:

@@ -32,16 +32,20 @@ class Described:
     errors: list[str] = field(default_factory=list)  # one line each, naming the file
     warnings: list[str] = field(default_factory=list)  # files skipped, nothing found: as `check` says
     files: int = 0  # the files read
+    # folders below a walked one that hold their own configuration (split_projects): described
+    # with their own settings by gradlint.projects.describe, as `check` checks them
+    projects: list[str] = field(default_factory=list)
 
 
-def describe_paths(paths: Iterable[str | Path], config: Config) -> Described:
-    """Every network of the files under `paths` (discovered as `check` does)."""
+def describe_paths(paths: Iterable[str | Path], config: Config, *, split_projects: bool = False) -> Described:
+    """Every network of the files under `paths` (discovered as `check` does: with split_projects,
+    the folders holding their own configuration are not walked but listed in .projects)."""
     from gradlint.api import _extract, add_to_index, project_index
     from gradlint.discover import discover
     from gradlint.model.inline import finder, inline
 
-    found = discover([Path(p) for p in paths], config)
-    out = Described()
+    found = discover([Path(p) for p in paths], config, split_projects=split_projects)
+    out = Described(projects=[str(p) for p in found.projects])
     # Blocks of other project files are shown inlined, as the architecture rules see them.
     index, root = project_index([p for p, _ in found.files] or [Path(config.root)], config, use_cache=False)
     out.warnings.extend(found.warnings)
@@ -53,7 +57,7 @@ def describe_paths(paths: Iterable[str | Path], config: Config) -> Described:
             out.errors.append(f"{display}: {reason}")
         else:
             out.warnings.append(f"{display}: skipped: {reason}")
-    if not found.files and not found.missing and not found.refused:
+    if not found.files and not found.missing and not found.refused and not found.projects:
         out.warnings.append("no Python, notebook or ONNX files found under the given paths")
     for path, display in found.files:
         try:

@@ -34,7 +34,7 @@ class Project:
 
     config: Config
     paths: list[str] = field(default_factory=list)
-    result: RunResult | None = None
+    result: RunResult | None = None  # (gradlint model's runs: a gradlint.describe.Described)
 
 
 def plan(paths: list[str], load: Loader, *, explicit: bool) -> list[Project]:
@@ -134,16 +134,53 @@ def _run_all(projects: list[Project], load: Loader, known: dict, refused: list[F
              explicit: bool, use_cache: bool, jobs: int | None) -> None:
     """check's runs, the shallowest project waiting first; the nested projects each run meets
     join `projects` (or a broken one `refused`)."""
+    def run(project: Project):
+        return check_paths(project.paths, project.config, use_cache=use_cache, jobs=jobs,
+                           split_projects=not explicit, pool=pool)
+
+    broken: list[tuple[str, ConfigError]] = []
+    _each(projects, load, known, broken, run)
+    refused += [FileResult(path=_shown(folder), skipped=f"not checked: {exc}", error=True) for folder, exc in broken]
+
+
+def describe(projects: list[Project], load: Loader, *, explicit: bool):
+    """`gradlint model`'s runs (gradlint.describe), each project with its settings and the nested
+    projects their walks meet with theirs, as `check` takes them; one Described of them all. A
+    nested project whose configuration is broken is an error naming it."""
+    from gradlint.describe import Described, describe_paths
+
+    broken: list[tuple[str, ConfigError]] = []
+    _each(projects, load, {_key(p.config): p for p in projects}, broken,
+          lambda project: describe_paths(project.paths, project.config, split_projects=not explicit))
+    out = Described(errors=[str(exc) for _folder, exc in broken])  # (the message names the file)
+    seen: set[str] = set()
+    for project in projects:
+        got = project.result
+        if got is None:
+            continue
+        # (a file two runs reached, a walk out of another root: its models once, the first run's)
+        models = [m for m in got.models if m.get("filename") not in seen]
+        seen.update(m.get("filename") for m in got.models)
+        out.models += models
+        out.errors += got.errors
+        out.warnings += [w for w in got.warnings if w not in out.warnings]
+        out.files += got.files
+    return out
+
+
+def _each(projects: list[Project], load: Loader, known: dict, broken: list[tuple[str, ConfigError]], run) -> None:
+    """Run each project (`run(project)`: a result whose .projects lists the nested folders its walk
+    met), the shallowest waiting first; the nested projects join `projects` (a folder whose
+    configuration cannot be read joins `broken`, with why)."""
     while (waiting := [p for p in projects if p.result is None]):
         project = min(waiting, key=_depth)
-        project.result = check_paths(project.paths, project.config, use_cache=use_cache, jobs=jobs,
-                                     split_projects=not explicit, pool=pool)
+        project.result = run(project)
         for folder in project.result.projects:
             own = Path(folder) / "pyproject.toml"
             try:
                 config = load(own)
             except ConfigError as exc:
-                refused.append(FileResult(path=_shown(folder), skipped=f"not checked: {exc}", error=True))
+                broken.append((folder, exc))
                 continue
             nested = known.get(_key(config))
             if nested is None or nested.result is not None:

@@ -218,6 +218,33 @@ def test_model_takes_each_paths_project_settings(tmp_path):
     assert "proj/m.py" in proc.stdout and "Gen" not in proc.stdout, proc.stdout
 
 
+def test_model_describes_a_nested_project_with_its_own_settings_as_check_does(tmp_path):
+    # `gradlint model .` from an outer project walked into a nested one with the outer settings:
+    # it showed a class the nested project excludes (check left it out)
+    write_tree(tmp_path, {"pyproject.toml": "[tool.gradlint]\n",
+                          "inner/pyproject.toml": '[tool.gradlint]\nextend-exclude = ["gen"]\n',
+                          "top.py": SOFTMAX_CE.replace("class Net", "class Top"),
+                          "inner/m.py": SOFTMAX_CE, "inner/gen/g.py": SOFTMAX_CE.replace("class Net", "class Gen")})
+    proc = run_cli("model", ".", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "top.py" in proc.stdout and "inner/m.py" in proc.stdout and "Gen" not in proc.stdout, proc.stdout
+    assert [line.split(":")[0] for line in finding_lines(gradlint("check", ".", cwd=tmp_path).stdout)] == \
+        ["inner/m.py", "top.py"]
+    # --config applies one file to every path: the nested settings are not read
+    explicit = run_cli("model", ".", "--config", "pyproject.toml", cwd=tmp_path)
+    assert explicit.returncode == 0 and "Gen" in explicit.stdout, explicit.stderr
+
+
+def test_model_names_a_broken_nested_configuration_and_describes_the_rest(tmp_path):
+    write_tree(tmp_path, {"pyproject.toml": "[tool.gradlint]\n", "inner/pyproject.toml": "[tool.gradlint]\nexclude = [1\n",
+                          "inner/m.py": SOFTMAX_CE, "top.py": SOFTMAX_CE.replace("class Net", "class Top")})
+    proc = run_cli("model", ".", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "top.py" in proc.stdout and "inner/m.py" not in proc.stdout, proc.stdout
+    assert "gradlint: error: inner/pyproject.toml: invalid TOML" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_ctrl_c_in_a_run_of_several_projects_exits_130_without_a_traceback(tmp_path):
     # (the shared pool was shut down under the facts thread: a traceback and exit 2 in 8 of 20
     # tries; click's 'Aborted!' exited 1, the findings code)
