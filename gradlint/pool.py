@@ -57,6 +57,14 @@ DEPTH = 2
 # and without a limit the run waited for it forever.
 JOB_SECONDS = 120.0
 
+# While a job runs the parent wakes at least every _TICK seconds. A round of its loop that took
+# _STALL seconds more than the wait it asked for means this process did not run meanwhile (Ctrl-Z then fg, a debugger's
+# pause, a frozen machine): its workers did not either (the terminal stops the whole process
+# group), so that time is not counted against their jobs: every job in flight was killed on
+# resume after a Ctrl-Z longer than the limit.
+_TICK = 1.0
+_STALL = 2.0
+
 
 class Kept:
     """A pool kept from one map_isolated call to the next (the runs of several projects in one
@@ -230,6 +238,7 @@ class _Run:
             self.on_result(i, result)
 
     def go(self) -> None:
+        last = time.monotonic()
         while self.left:
             if not self.pool.workers:
                 self.give_up()
@@ -239,10 +248,16 @@ class _Run:
             # holds the other end), not from its process's sentinel: a worker started by a fork
             # server that died looks dead to its sentinel (exit status 255) while it still runs.
             by_conn = {worker.conn: worker for worker in self.pool.workers}
-            for ready in wait_for(list(by_conn), timeout=self.until_overdue()):
+            until = self.until_overdue()
+            asked = 0.0 if until is None else min(until, _TICK)
+            for ready in wait_for(list(by_conn), timeout=None if until is None else asked):
                 worker = by_conn[ready]
                 if not worker.dead:
                     self.receive(worker)
+            now = time.monotonic()
+            if now - last - asked > _STALL:
+                self.not_run(now - last - asked)
+            last = now
             self.stop_overdue()
 
     def until_overdue(self) -> float | None:
@@ -250,11 +265,21 @@ class _Run:
         starts = [w.since for w in self.pool.workers if w.since is not None and not w.dead]
         return max(0.0, min(starts) + JOB_SECONDS - time.monotonic()) if starts else None
 
+    def not_run(self, seconds: float) -> None:
+        """This process was stopped (or starved) for about `seconds`: not counted against the
+        jobs in flight (see _STALL)."""
+        for worker in self.pool.workers:
+            if worker.since is not None:
+                worker.since += seconds
+
     def stop_overdue(self) -> None:
-        """Kill each worker whose job has run past JOB_SECONDS; that is its death (`died`)."""
+        """Kill each worker whose job has run past JOB_SECONDS; that is its death (`died`). Not
+        one whose result is waiting to be read (the parent was late, not the job: the next round
+        reads it)."""
         now = time.monotonic()
         for worker in list(self.pool.workers):
-            if not worker.dead and worker.since is not None and now - worker.since >= JOB_SECONDS:
+            if not worker.dead and worker.since is not None and now - worker.since >= JOB_SECONDS \
+                    and not _answered(worker):
                 worker.overdue = True
                 worker.process.kill()
                 self.died(worker)
@@ -337,6 +362,14 @@ class _Run:
         while self.todo:
             i = self.todo.popleft()
             self.settle(i, self.on_failure(self.items[i], why))
+
+
+def _answered(worker: _Worker) -> bool:
+    """Whether the worker's connection has something to read: a result, or its end."""
+    try:
+        return worker.conn.poll(0)
+    except (OSError, ValueError):
+        return True  # (its end: the next round reads it as its death)
 
 
 def _serve(conn, parents_end) -> None:

@@ -651,6 +651,61 @@ def _slow_half_second(i: int) -> int:
     return 2 * i
 
 
+def _quick(i: int) -> int:
+    time.sleep(0.1)
+    return 2 * i
+
+
+def test_a_job_done_in_time_is_not_killed_when_the_parent_reads_it_late(monkeypatch):
+    """The parent busy past the limit (here a slow callback): the jobs that ended meanwhile have
+    their results waiting, and are read, not killed as overdue."""
+    from gradlint import pool
+
+    monkeypatch.setattr(pool, "JOB_SECONDS", 1.0)
+
+    def on_result(i, result):
+        if i == 0:
+            time.sleep(2)
+
+    out = pool.map_isolated(_quick, list(range(6)), 2, on_failure=lambda item, why: ("failed", item, why),
+                            on_result=on_result, mp_context=multiprocessing.get_context("fork"))
+    assert out == [2 * i for i in range(6)]
+
+
+CTRL_Z_CHILD = """
+import sys, time
+from gradlint import pool
+from tests.test_hostile_sources import _steps
+pool.JOB_SECONDS, pool._TICK, pool._STALL = 2.0, 0.2, 0.5
+print(pool.map_isolated(_steps, list(range(6)), 2, on_failure=lambda item, why: ("failed", item, why),
+                       started=lambda: print("started", flush=True)), flush=True)
+"""
+
+
+def _steps(i: int) -> int:
+    for _ in range(60):  # 0.6 s of work a stopped process does not do
+        time.sleep(0.01)
+    return 2 * i
+
+
+def test_ctrl_z_longer_than_the_limit_kills_no_job():
+    """Ctrl-Z then fg: the terminal stops gradlint and its workers alike; the time stopped is not
+    counted against the jobs in flight (every one was killed on resume)."""
+    from tests.conftest import ROOT
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    child = subprocess.Popen([sys.executable, "-c", CTRL_Z_CHILD], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert child.stdout.readline() == "started\n"
+    time.sleep(0.3)  # (jobs in flight)
+    os.killpg(child.pid, signal.SIGSTOP)
+    time.sleep(3)
+    os.killpg(child.pid, signal.SIGCONT)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert out.strip() == str([2 * i for i in range(6)]), out + err
+
+
 def _kills_on_3(i: int) -> int:
     if i == 3:
         os.kill(os.getpid(), signal.SIGKILL)
