@@ -39,7 +39,9 @@ from gradlint.source.engine.values import PathVal
 def common_prefix(a: tuple, b: tuple) -> tuple:
     n = 0
     for x, y in zip(a, b):
-        if x != y:
+        # (mostly the same node objects: a dataclass's == compares field by field, and a forward
+        # of many joins asked it of each shared node at each join)
+        if x is not y and x != y:
             break
         n += 1
     return a[:n]
