@@ -74,6 +74,13 @@ def describe_paths(paths: Iterable[str | Path], config: Config, *, split_project
         coverage = _onnx_coverage(path) if facts.kind == "onnx" and not facts.input_errors else None
         add_to_index(index, root, path, facts)
         find = finder(index.scope(facts))
+        modelled = {network.name for network in facts.networks}
+        for summary in facts.classes:
+            if summary.is_module and summary.name not in modelled:
+                # (models.extract keeps no network of a class whose __init__ or forward ran out
+                # of budget: it was missing from the list, and a file of one such class said
+                # "no nn.Module class found")
+                out.models.append(_unmodelled(summary.name, display))
         for network in facts.networks:
             model = describe_network(inline(network, find), display)
             if coverage is not None:
@@ -118,6 +125,13 @@ def describe_network(network: Network, filename: str | None = None) -> dict:
         "layers": [_node(p, (), 0) for p in network.params] if not network.forward_known else [],
         "chains": chains,
     }
+
+
+def _unmodelled(name: str, filename: str) -> dict:
+    """A module class of which no model was kept: as describe_network's dict, with no nodes."""
+    return {"name": name, "filename": filename, "location": None, "forward_known": False,
+            "note": "not modelled: its __init__ or forward ran past the interpretation budget",
+            "nodes": [], "other_paths": [], "opaque": 0, "transformer_blocks": 0, "layers": [], "chains": []}
 
 
 def _walk(nodes):
@@ -213,6 +227,8 @@ def render_text(models: list[dict]) -> str:
         if m["forward_known"]:
             status = "forward followed" + (f", {paths} paths" if paths > 1 else "")
             status += f", {m['opaque']} opaque node{'s' if m['opaque'] != 1 else ''}"
+        elif m["location"] is None and m["note"].startswith("not modelled"):
+            status = m["note"]  # (_unmodelled)
         else:
             status = f"forward not followed: {m['note'] or 'unknown reason'}"
         lines.append(f"{m['filename']}{where}: {m['name']} ({status})")

@@ -307,3 +307,53 @@ def test_a_transposed_convolution_shows_what_one_output_sums(tmp_path):
     out = run_cli("model", str(path)).stdout
     assert "convtranspose2d 512 -> 1024 (an output sums 256 terms), init torch-linear" in out
     assert "conv2d 288 -> 288, init" in out
+
+
+OVER_BUDGET = """import torch
+import torch.nn as nn
+
+
+class Small(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class Unrolled(nn.Module):
+    def __init__(self, c=16):
+        super().__init__()
+        self.f = nn.Linear(c, c)
+        self.g = nn.Linear(c, c)
+        self.p0 = nn.Linear(c, c)
+        self.p1 = nn.Linear(c, c)
+
+    def forward(self, x):
+        if x.shape[-1] > 0:
+            x = self.p0(x)
+        if x.shape[-1] > 1:
+            x = self.p1(x)
+        for s in range(16):
+            for i in range(64):
+                x = x + self.f(x)
+                x = x * torch.sigmoid(self.g(x))
+        return x
+"""
+
+
+def test_a_class_over_the_interpretation_budget_is_listed_as_not_modelled(tmp_path):
+    # It was missing from the list (and a file of it alone said "no nn.Module class found"): four
+    # forward paths of 1 024 unrolled steps, over the budget of steps
+    (tmp_path / "m.py").write_text(OVER_BUDGET)
+    result = run_cli("model", "m.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "m.py: Unrolled (not modelled: its __init__ or forward ran past the interpretation budget)" in result.stdout
+    assert "m.py:5:7: Small (forward followed" in result.stdout
+    listed = json.loads(run_cli("model", "--format", "json", "m.py", cwd=tmp_path).stdout)
+    unrolled = next(m for m in listed if m["name"] == "Unrolled")
+    assert unrolled["forward_known"] is False and unrolled["nodes"] == [] and unrolled["location"] is None
+    (tmp_path / "m.py").write_text(OVER_BUDGET.split("\n\n\nclass Small")[0] + "\n\n\nclass Unrolled" + OVER_BUDGET.split("class Unrolled")[1])
+    alone = run_cli("model", "m.py", cwd=tmp_path)
+    assert "no nn.Module class" not in alone.stderr and "Unrolled (not modelled" in alone.stdout
