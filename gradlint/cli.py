@@ -514,9 +514,7 @@ def model_cmd(paths: tuple[str, ...], fmt: str, config_path: str | None) -> None
         projects = runs.plan(list(paths) or ["."], load, explicit=config_path is not None)
     except ConfigError as exc:
         fail(str(exc))
-    described = runs.describe(projects, load, explicit=config_path is not None)
-    if not projects:
-        described.warnings.append("no Python, notebook or ONNX files found under the given paths")
+    described = runs.describe(projects, load, explicit=config_path is not None)  # (warns when nothing is found)
     for warning in described.warnings:
         say(f"gradlint: warning: {warning}")
     for error in described.errors:

@@ -23,6 +23,7 @@ from gradlint.model.ir import (
 )
 from gradlint.model.propagation import analyse
 
+NOTHING_FOUND = "no Python, notebook or ONNX files found under the given paths"
 KINDS = ("param", "activation", "norm", "residual", "recurrent", "transformer", "attention", "passthrough", "opaque")
 
 
@@ -35,6 +36,7 @@ class Described:
     # folders below a walked one that hold their own configuration (split_projects): described
     # with their own settings by gradlint.projects.describe, as `check` checks them
     projects: list[str] = field(default_factory=list)
+    found: bool = False  # anything found under the paths: a file, a path missing or refused
 
 
 def describe_paths(paths: Iterable[str | Path], config: Config, *, split_projects: bool = False) -> Described:
@@ -57,8 +59,9 @@ def describe_paths(paths: Iterable[str | Path], config: Config, *, split_project
             out.errors.append(f"{display}: {reason}")
         else:
             out.warnings.append(f"{display}: skipped: {reason}")
-    if not found.files and not found.missing and not found.refused and not found.projects:
-        out.warnings.append("no Python, notebook or ONNX files found under the given paths")
+    out.found = bool(found.files or found.missing or found.refused)
+    if not out.found and not found.projects:
+        out.warnings.append(NOTHING_FOUND)
     for path, display in found.files:
         try:
             facts = _extract(path, display)
@@ -130,7 +133,7 @@ def describe_network(network: Network, filename: str | None = None) -> dict:
 def _unmodelled(name: str, filename: str) -> dict:
     """A module class of which no model was kept: as describe_network's dict, with no nodes."""
     return {"name": name, "filename": filename, "location": None, "forward_known": False,
-            "note": "not modelled: its __init__ or forward ran past the interpretation budget",
+            "note": "not modelled: its __init__ or forward ran past the interpretation budget or Python's recursion limit",
             "nodes": [], "other_paths": [], "opaque": 0, "transformer_blocks": 0, "layers": [], "chains": []}
 
 

@@ -147,24 +147,30 @@ def describe(projects: list[Project], load: Loader, *, explicit: bool):
     """`gradlint model`'s runs (gradlint.describe), each project with its settings and the nested
     projects their walks meet with theirs, as `check` takes them; one Described of them all. A
     nested project whose configuration is broken is an error naming it."""
-    from gradlint.describe import Described, describe_paths
+    from gradlint.describe import NOTHING_FOUND, Described, describe_paths
 
     broken: list[tuple[str, ConfigError]] = []
     _each(projects, load, {_key(p.config): p for p in projects}, broken,
           lambda project: describe_paths(project.paths, project.config, split_projects=not explicit))
     out = Described(errors=[str(exc) for _folder, exc in broken])  # (the message names the file)
     seen: set[str] = set()
+    empty = True
     for project in projects:
         got = project.result
         if got is None:
             continue
-        # (a file two runs reached, a walk out of another root: its models once, the first run's)
-        models = [m for m in got.models if m.get("filename") not in seen]
-        seen.update(m.get("filename") for m in got.models)
-        out.models += models
-        out.errors += got.errors
-        out.warnings += [w for w in got.warnings if w not in out.warnings]
+        # (a file two runs reached, a walk out of another root: its models once, the first run's,
+        # and its errors once)
+        fresh = {m.get("filename") for m in got.models} - seen
+        out.models += [m for m in got.models if m.get("filename") in fresh]
+        seen |= fresh
+        out.errors += [e for e in got.errors if e not in out.errors]
+        # (a nested project with nothing to read is no warning while another run found files)
+        empty = empty and not got.found
+        out.warnings += [w for w in got.warnings if w not in out.warnings and w != NOTHING_FOUND]
         out.files += got.files
+    if empty:
+        out.warnings.append(NOTHING_FOUND)
     return out
 
 

@@ -245,6 +245,30 @@ def test_model_names_a_broken_nested_configuration_and_describes_the_rest(tmp_pa
     assert "Traceback" not in proc.stderr
 
 
+def test_model_warns_of_nothing_found_only_when_no_project_found_anything(tmp_path):
+    # a nested project with nothing to read made `model .` say that nothing was found under the
+    # given paths, beside the outer project's model (check said nothing)
+    write_tree(tmp_path, {"pyproject.toml": "[tool.gradlint]\n", "net.py": SOFTMAX_CE,
+                          "sub/pyproject.toml": "[tool.gradlint]\n"})
+    proc = run_cli("model", ".", cwd=tmp_path)
+    assert proc.returncode == 0 and "net.py" in proc.stdout
+    assert "no Python, notebook or ONNX files found" not in proc.stderr, proc.stderr
+    (tmp_path / "net.py").unlink()
+    empty = run_cli("model", ".", cwd=tmp_path)
+    assert empty.stderr.count("no Python, notebook or ONNX files found") == 1, empty.stderr
+
+
+def test_model_says_an_error_once_when_a_walk_reaches_a_project_already_described(tmp_path):
+    # ext has no configuration above it (read with the current folder's settings); its walk meets
+    # ext/n after ext/n's own run, which runs again: its syntax error was said twice
+    write_tree(tmp_path, {"here/a/b/pyproject.toml": "[tool.gradlint]\n", "ext/n/pyproject.toml": "[tool.gradlint]\n",
+                          "ext/n/bad.py": "import torch\ndef f(:\n", "ext/n/net.py": SOFTMAX_CE})
+    proc = run_cli("model", str(tmp_path / "ext" / "n"), str(tmp_path / "ext"), cwd=tmp_path / "here" / "a" / "b")
+    assert proc.returncode == 2
+    assert proc.stderr.count("bad.py:2:") == 1, proc.stderr
+    assert proc.stdout.count(": Net (") == 1, proc.stdout
+
+
 def test_ctrl_c_in_a_run_of_several_projects_exits_130_without_a_traceback(tmp_path):
     # (the shared pool was shut down under the facts thread: a traceback and exit 2 in 8 of 20
     # tries; click's 'Aborted!' exited 1, the findings code)
