@@ -138,6 +138,7 @@ class _Worker:
         # when it began its oldest job (about: when the job was sent to it idle, or when it sent
         # back the job before), or None while it holds none
         self.since: float | None = None
+        self.credited = 0.0  # seconds added to `since` for this job while the parent did not run
         self.overdue = False  # killed for running its job past JOB_SECONDS
 
 
@@ -267,10 +268,14 @@ class _Run:
 
     def not_run(self, seconds: float) -> None:
         """This process was stopped (or starved) for about `seconds`: not counted against the
-        jobs in flight (see _STALL)."""
+        jobs in flight (see _STALL), up to JOB_SECONDS a job (a parent slow at every round would
+        otherwise put off the end of a hung job for as long as it stays slow)."""
         for worker in self.pool.workers:
             if worker.since is not None:
-                worker.since += seconds
+                add = min(seconds, JOB_SECONDS - worker.credited)
+                if add > 0:
+                    worker.since += add
+                    worker.credited += add
 
     def stop_overdue(self) -> None:
         """Kill each worker whose job has run past JOB_SECONDS; that is its death (`died`). Not
@@ -300,7 +305,7 @@ class _Run:
                         continue
                     worker.jobs.append(chunk)
                     if worker.since is None:
-                        worker.since = time.monotonic()
+                        worker.since, worker.credited = time.monotonic(), 0.0
                     self.pool.send(worker, job)
 
     def cannot(self, chunk: list[int], why: str) -> None:
@@ -321,7 +326,7 @@ class _Run:
             self.died(worker)
             return
         chunk = worker.jobs.popleft()
-        worker.since = time.monotonic() if worker.jobs else None
+        worker.since, worker.credited = (time.monotonic() if worker.jobs else None), 0.0
         try:
             got = pickle.loads(data)
         except Exception as exc:  # noqa: BLE001 - a result the parent cannot read: find whose

@@ -672,6 +672,34 @@ def test_a_job_done_in_time_is_not_killed_when_the_parent_reads_it_late(monkeypa
     assert out == [2 * i for i in range(6)]
 
 
+def _hangs_on_0(i: int) -> int:
+    if i == 0:
+        time.sleep(3600)
+    return i
+
+
+def test_a_parent_slow_at_every_round_does_not_put_off_a_hung_job_forever(monkeypatch):
+    """Each round of the parent's loop longer than the wait it asked for is time not counted
+    against the jobs; up to the limit again per job: the hung job is killed while the others
+    still come in (it was killed only once the rounds were quick again, after all of them)."""
+    from gradlint import pool
+
+    monkeypatch.setattr(pool, "JOB_SECONDS", 1.0)
+    monkeypatch.setattr(pool, "_TICK", 0.2)
+    monkeypatch.setattr(pool, "_STALL", 0.3)
+    settled: list[int] = []
+
+    def on_result(i, result):
+        settled.append(i)
+        time.sleep(0.6)  # (a slow parent: every round stalls)
+
+    out = pool.map_isolated(_hangs_on_0, list(range(12)), 2, on_failure=lambda item, why: ("failed", item, why),
+                            on_result=on_result, mp_context=multiprocessing.get_context("fork"))
+    assert out[0] == ("failed", 0, "stopped after 1 s (its worker process was killed)")
+    assert out[1:] == list(range(1, 12))
+    assert settled.index(0) < len(settled) - 3, settled
+
+
 CTRL_Z_CHILD = """
 import sys, time
 from gradlint import pool
