@@ -24,6 +24,9 @@ from gradlint.model.ir import (
 from gradlint.model.propagation import analyse
 
 NOTHING_FOUND = "no Python, notebook or ONNX files found under the given paths"
+# The note of a module class no model was kept of (models.extract drops one whose __init__ or
+# forward ran out of budget or hit Python's recursion limit)
+NOT_MODELLED = "not modelled: its __init__ or forward ran past the interpretation budget or Python's recursion limit"
 KINDS = ("param", "activation", "norm", "residual", "recurrent", "transformer", "attention", "passthrough", "opaque")
 
 
@@ -36,7 +39,9 @@ class Described:
     # folders below a walked one that hold their own configuration (split_projects): described
     # with their own settings by gradlint.projects.describe, as `check` checks them
     projects: list[str] = field(default_factory=list)
-    found: bool = False  # anything found under the paths: a file, a path missing or refused
+    # anything found under the paths: a file, a path missing or refused (gradlint.projects.describe
+    # warns with NOTHING_FOUND when no run found anything)
+    found: bool = False
 
 
 def describe_paths(paths: Iterable[str | Path], config: Config, *, split_projects: bool = False) -> Described:
@@ -60,8 +65,6 @@ def describe_paths(paths: Iterable[str | Path], config: Config, *, split_project
         else:
             out.warnings.append(f"{display}: skipped: {reason}")
     out.found = bool(found.files or found.missing or found.refused)
-    if not out.found and not found.projects:
-        out.warnings.append(NOTHING_FOUND)
     for path, display in found.files:
         try:
             facts = _extract(path, display)
@@ -133,7 +136,7 @@ def describe_network(network: Network, filename: str | None = None) -> dict:
 def _unmodelled(name: str, filename: str) -> dict:
     """A module class of which no model was kept: as describe_network's dict, with no nodes."""
     return {"name": name, "filename": filename, "location": None, "forward_known": False,
-            "note": "not modelled: its __init__ or forward ran past the interpretation budget or Python's recursion limit",
+            "note": NOT_MODELLED,
             "nodes": [], "other_paths": [], "opaque": 0, "transformer_blocks": 0, "layers": [], "chains": []}
 
 
@@ -230,8 +233,8 @@ def render_text(models: list[dict]) -> str:
         if m["forward_known"]:
             status = "forward followed" + (f", {paths} paths" if paths > 1 else "")
             status += f", {m['opaque']} opaque node{'s' if m['opaque'] != 1 else ''}"
-        elif m["location"] is None and m["note"].startswith("not modelled"):
-            status = m["note"]  # (_unmodelled)
+        elif m["note"] == NOT_MODELLED:
+            status = NOT_MODELLED
         else:
             status = f"forward not followed: {m['note'] or 'unknown reason'}"
         lines.append(f"{m['filename']}{where}: {m['name']} ({status})")

@@ -58,10 +58,10 @@ DEPTH = 2
 JOB_SECONDS = 120.0
 
 # While a job runs the parent wakes at least every _TICK seconds. A round of its loop that took
-# _STALL seconds more than the wait it asked for means this process did not run meanwhile (Ctrl-Z then fg, a debugger's
-# pause, a frozen machine): its workers did not either (the terminal stops the whole process
-# group), so that time is not counted against their jobs: every job in flight was killed on
-# resume after a Ctrl-Z longer than the limit.
+# _STALL seconds more than the wait it asked for means this process did not run meanwhile (Ctrl-Z
+# then fg, a debugger's pause, a frozen machine): its workers did not either (the terminal stops
+# the whole process group), so that time is not counted against their jobs: every job in flight
+# was killed on resume after a Ctrl-Z longer than the limit.
 _TICK = 1.0
 _STALL = 2.0
 
@@ -140,6 +140,10 @@ class _Worker:
         self.since: float | None = None
         self.credited = 0.0  # seconds added to `since` for this job while the parent did not run
         self.overdue = False  # killed for running its job past JOB_SECONDS
+
+    def clock(self, busy: bool) -> None:
+        """Its oldest job begins now (`busy`), or it holds none."""
+        self.since, self.credited = (time.monotonic() if busy else None), 0.0
 
 
 class _Pool:
@@ -305,7 +309,7 @@ class _Run:
                         continue
                     worker.jobs.append(chunk)
                     if worker.since is None:
-                        worker.since, worker.credited = time.monotonic(), 0.0
+                        worker.clock(True)
                     self.pool.send(worker, job)
 
     def cannot(self, chunk: list[int], why: str) -> None:
@@ -326,7 +330,7 @@ class _Run:
             self.died(worker)
             return
         chunk = worker.jobs.popleft()
-        worker.since, worker.credited = (time.monotonic() if worker.jobs else None), 0.0
+        worker.clock(bool(worker.jobs))
         try:
             got = pickle.loads(data)
         except Exception as exc:  # noqa: BLE001 - a result the parent cannot read: find whose

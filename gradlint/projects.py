@@ -116,11 +116,17 @@ def check(projects: list[Project], load: Loader, *, explicit: bool, use_cache: b
     from gradlint.pool import Kept
 
     known = {_key(p.config): p for p in projects}
-    refused: list[FileResult] = []
     # The runs share one pool of workers (a pool costs ~100 ms to start: 50 projects of 40 small
     # files took 19-21 s with a pool each, 13-17 s shared).
     pool = Kept()
-    _run_all(projects, load, known, refused, pool, check_paths, explicit=explicit, use_cache=use_cache, jobs=jobs)
+
+    def run(project: Project):
+        return check_paths(project.paths, project.config, use_cache=use_cache, jobs=jobs,
+                           split_projects=not explicit, pool=pool)
+
+    broken: list[tuple[str, ConfigError]] = []
+    _each(projects, load, known, broken, run)
+    refused = [FileResult(path=_shown(folder), skipped=f"not checked: {exc}", error=True) for folder, exc in broken]
     pool.close()  # (not on Ctrl-C: the facts thread may be using it; the process's exit ends it)
     seen: set[str] = set()
     for project in projects:
@@ -128,19 +134,6 @@ def check(projects: list[Project], load: Loader, *, explicit: bool, use_cache: b
             project.result.files = [r for r in project.result.files if r.path not in seen]
             seen.update(r.path for r in project.result.files)
     return merge([p.result for p in projects if p.result is not None], refused)
-
-
-def _run_all(projects: list[Project], load: Loader, known: dict, refused: list[FileResult], pool, check_paths, *,
-             explicit: bool, use_cache: bool, jobs: int | None) -> None:
-    """check's runs, the shallowest project waiting first; the nested projects each run meets
-    join `projects` (or a broken one `refused`)."""
-    def run(project: Project):
-        return check_paths(project.paths, project.config, use_cache=use_cache, jobs=jobs,
-                           split_projects=not explicit, pool=pool)
-
-    broken: list[tuple[str, ConfigError]] = []
-    _each(projects, load, known, broken, run)
-    refused += [FileResult(path=_shown(folder), skipped=f"not checked: {exc}", error=True) for folder, exc in broken]
 
 
 def describe(projects: list[Project], load: Loader, *, explicit: bool):
@@ -167,7 +160,7 @@ def describe(projects: list[Project], load: Loader, *, explicit: bool):
         out.errors += [e for e in got.errors if e not in out.errors]
         # (a nested project with nothing to read is no warning while another run found files)
         empty = empty and not got.found
-        out.warnings += [w for w in got.warnings if w not in out.warnings and w != NOTHING_FOUND]
+        out.warnings += [w for w in got.warnings if w not in out.warnings]
         out.files += got.files
     if empty:
         out.warnings.append(NOTHING_FOUND)

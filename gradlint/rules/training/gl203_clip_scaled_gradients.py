@@ -457,19 +457,20 @@ class Model(LightningModule):
                 if clip.event.value is not None and _scaled_threshold(clip.event.value.text):
                     continue  # `max_norm * scaler.get_scale()`: the threshold is scaled as the gradients are
                 stepped = [f for f in scaled if f.event.kind == "step" and steps.compatible(f, clip)]
-                # the orders of the steps that run whenever the clip does (under no `if` the clip
-                # is not under), before it: the scaler's, and any optimizer's (worked out once per
-                # clip: asked per backward, a 1 600-line loop took 6.5 s)
+                # the order of the last step before the clip that runs whenever the clip does
+                # (under no `if` the clip is not under): the scaler's, and any optimizer's (worked
+                # out once per clip: asked per backward, a 1 600-line loop took 6.5 s)
                 guards = set(clip.guards)
-                unscaling = {via: sorted(s.order for s in among if s.order < clip.order and set(s.guards) <= guards)
-                             for via, among in (("scaler", stepped), ("other", c.of("step")))}
+                unscaled_at = {via: max((s.order for s in among if s.order < clip.order and set(s.guards) <= guards),
+                                        default=None)
+                               for via, among in (("scaler", stepped), ("other", c.of("step")))}
                 uses = [f for f in scaled if steps.compatible(f, clip) and (
                     # a scaled backward whose gradients no scaler step has unscaled yet: step()
                     # unscales them in place when unscale_ was not called (measured: 1.0x the
                     # true gradients after it), and a clip after it is GL202's; a step under an
                     # `if` the clip is not under (accumulation) leaves them scaled when skipped
                     (f.event.kind == "backward" and f.order < clip.order
-                     and not _any_after(unscaling["scaler" if f.event.via == "scaler" else "other"], f.order))
+                     and not _after(unscaled_at["scaler" if f.event.via == "scaler" else "other"], f.order))
                     or (f.event.kind == "step" and f.order > clip.order))]
                 if not uses:
                     continue
@@ -565,6 +566,6 @@ def _scaled_threshold(text: str) -> bool:
     return bool(_SCALED.match(text))
 
 
-def _any_after(orders: list[int], order: int) -> bool:
-    """Whether a sorted list of event orders holds one after `order`."""
-    return bool(orders) and orders[-1] > order
+def _after(last: int | None, order: int) -> bool:
+    """Whether the last of some events (its order; None: there is none) comes after `order`."""
+    return last is not None and last > order
