@@ -25,13 +25,16 @@ Those workers start from a fork server (a fresh, single-threaded process) unless
 a start method.
 
 A job that runs longer than JOB_SECONDS (a native loop, a worker stopped by a signal) has its
-worker killed and counts as its death; a lone item that overruns fails at once, with why.
+worker killed and counts as its death; a lone item that overruns fails at once, with why. The
+parent reads each result as its bytes come and never waits inside one, so a worker stopped
+halfway through writing a result is such a job too.
 """
 
 from __future__ import annotations
 
 import gc
 import multiprocessing
+import os
 import pickle
 import queue
 import signal
@@ -64,6 +67,10 @@ JOB_SECONDS = 120.0
 # was killed on resume after a Ctrl-Z longer than the limit.
 _TICK = 1.0
 _STALL = 2.0
+
+# Bytes the parent reads from a worker's connection at a time (a socket's buffer holds about
+# 200 KiB: one read takes all there is).
+_READ = 1 << 18
 
 
 class Kept:
@@ -140,6 +147,27 @@ class _Worker:
         self.since: float | None = None
         self.credited = 0.0  # seconds added to `since` for this job while the parent did not run
         self.overdue = False  # killed for running its job past JOB_SECONDS
+        self.inbox = bytearray()  # what came of a result not yet whole (see read)
+
+    def read(self) -> list[bytes] | None:
+        """The results made whole by what its connection holds now, read without waiting for
+        more (the caller was told there is something): a worker stopped while it wrote a large
+        result left connection.recv_bytes waiting for the rest, and the run with it, whatever
+        the job's time limit. None once the connection has ended (mid-result or not).
+        A result is its length (8 bytes, big-endian), then its bytes (_send_result)."""
+        got = os.read(self.conn.fileno(), _READ)
+        if not got:
+            return None
+        inbox = self.inbox
+        inbox += got
+        whole = []
+        while len(inbox) >= 8:
+            size = int.from_bytes(inbox[:8], "big")
+            if len(inbox) < 8 + size:
+                break
+            whole.append(bytes(inbox[8:8 + size]))
+            del inbox[:8 + size]
+        return whole
 
     def clock(self, busy: bool) -> None:
         """Its oldest job begins now (`busy`), or it holds none."""
@@ -322,24 +350,27 @@ class _Run:
         self.todo.extendleft(reversed(chunk))
 
     def receive(self, worker: _Worker) -> None:
-        """The result of the worker's oldest job; a connection that ends (mid-message or between
-        messages) is its death."""
+        """The results the worker's connection completes, oldest job first; a connection that
+        ends (mid-result or between results) is its death."""
         try:
-            data = worker.conn.recv_bytes()
-        except (EOFError, OSError):
+            results = worker.read()
+        except OSError:
+            results = None
+        if results is None:
             self.died(worker)
             return
-        chunk = worker.jobs.popleft()
-        worker.clock(bool(worker.jobs))
-        try:
-            got = pickle.loads(data)
-        except Exception as exc:  # noqa: BLE001 - a result the parent cannot read: find whose
-            self.cannot(chunk, f"the result could not be read: {type(exc).__name__}: {exc}")
-            return
-        if isinstance(got, str):  # the job as a whole failed in the worker (its arguments)
-            got = [(True, got)] * len(chunk)
-        for i, (failed, value) in zip(chunk, got):
-            self.settle(i, self.on_failure(self.items[i], value) if failed else value)
+        for data in results:
+            chunk = worker.jobs.popleft()
+            worker.clock(bool(worker.jobs))
+            try:
+                got = pickle.loads(data)
+            except Exception as exc:  # noqa: BLE001 - a result the parent cannot read: find whose
+                self.cannot(chunk, f"the result could not be read: {type(exc).__name__}: {exc}")
+                continue
+            if isinstance(got, str):  # the job as a whole failed in the worker (its arguments)
+                got = [(True, got)] * len(chunk)
+            for i, (failed, value) in zip(chunk, got):
+                self.settle(i, self.on_failure(self.items[i], value) if failed else value)
 
     def died(self, worker: _Worker) -> None:
         """A worker's process ended (or its connection did): the job it was running is suspect,
@@ -397,7 +428,7 @@ def _serve(conn, parents_end) -> None:
             job = f"the job could not be read: {type(exc).__name__}: {exc}"
         if isinstance(job, str):
             try:
-                conn.send_bytes(pickle.dumps(job))
+                _send_result(conn, pickle.dumps(job))
             except OSError:
                 return
             continue
@@ -405,9 +436,21 @@ def _serve(conn, parents_end) -> None:
             return
         fn, items = job
         try:
-            conn.send_bytes(_packed(_chunk(fn, items)))
+            _send_result(conn, _packed(_chunk(fn, items)))
         except OSError:
             return  # (the parent is gone)
+
+
+def _send_result(conn, data: bytes) -> None:
+    """A result to the parent, as _Worker.read takes it: its length, then its bytes."""
+    fd = conn.fileno()
+    head = len(data).to_bytes(8, "big")
+    # (a small result in one write, so that the parent wakes once for it; a large one is not
+    # copied to join its length)
+    for part in ((head + data,) if len(data) <= 65536 else (head, data)):
+        view = memoryview(part)
+        while view:
+            view = view[os.write(fd, view):]
 
 
 def _packed(out: list[tuple[bool, Any]]) -> bytes:

@@ -545,25 +545,21 @@ def test_a_worker_killed_while_it_writes_its_result_costs_only_its_item(monkeypa
     """A worker SIGKILLed halfway through sending a large result (the OOM killer's moment): the
     parent reads the end of that worker's own connection as its death, not as a wait for the
     rest of the message (concurrent.futures' pool, whose workers share one pipe, hung there).
-    The workers are forked from this process, so they send through the patched method."""
-    import multiprocessing.connection as connection
-    import struct
+    The workers are forked from this process, so they send through the patched function."""
     import threading
 
+    from gradlint import pool
     from gradlint.pool import map_isolated
 
-    parent = os.getpid()
-    real = connection.Connection._send_bytes
+    real = pool._send_result
 
-    def send_half(self, buf):
-        view = memoryview(buf)
-        if len(view) > _LARGE // 2 and os.getpid() != parent:
-            self._send(struct.pack("!i", len(view)))
-            self._send(view[: len(view) // 2])
+    def send_half(conn, data: bytes) -> None:
+        if len(data) > _LARGE // 2:
+            os.write(conn.fileno(), len(data).to_bytes(8, "big") + data[: len(data) // 2])
             os.kill(os.getpid(), signal.SIGKILL)
-        return real(self, buf)
+        real(conn, data)
 
-    monkeypatch.setattr(connection.Connection, "_send_bytes", send_half)
+    monkeypatch.setattr(pool, "_send_result", send_half)
     out: dict[str, list] = {}
     run_it = threading.Thread(target=lambda: out.setdefault("r", map_isolated(
         _large_on_7, list(range(40)), 2, on_failure=lambda item, why: ("failed", item, why),
@@ -634,6 +630,43 @@ def test_a_worker_stopped_from_outside_is_killed_and_its_chunk_runs_again(tmp_pa
                             on_failure=lambda item, why: ("failed", item, why), cost=lambda i: 1.0)
     assert os.path.exists(flag)
     assert out == [2 * i for i in range(40)]
+
+
+def _large(item: tuple[int, str]) -> bytes:
+    return bytes([item[0]]) * 3_000_000
+
+
+def test_a_worker_stopped_while_it_writes_a_large_result_is_killed_and_its_job_runs_again(
+        tmp_path, monkeypatch, quiet_crashes):
+    """A worker stopped (SIGSTOP) once it had written part of a result larger than the socket's
+    buffer: the parent waited inside its read of the rest, where the time limit never applied,
+    and the run waited forever. The parent reads what has come without waiting for the rest, so
+    the job runs past its limit, the worker is killed and the items of its chunk run again."""
+    from gradlint import pool
+
+    monkeypatch.setattr(pool, "JOB_SECONDS", 1.0)
+    flag = tmp_path / "stopped"
+    send = pool._send_result
+
+    def stopped_midway(conn, data: bytes) -> None:
+        # (in the forked worker: the first large result stops after a third of its bytes)
+        if len(data) > 1_000_000 and not flag.exists():
+            flag.touch()
+            head = len(data).to_bytes(8, "big")
+            os.write(conn.fileno(), head + data[:200_000])
+            os.kill(os.getpid(), signal.SIGSTOP)
+        send(conn, data)
+
+    monkeypatch.setattr(pool, "_send_result", stopped_midway)
+    out: list = []
+    run = threading.Thread(target=lambda: out.append(pool.map_isolated(
+        _large, [(i, str(flag)) for i in range(12)], 2, on_failure=lambda item, why: ("failed", item, why),
+        mp_context=multiprocessing.get_context("fork"), cost=lambda i: 1.0)), daemon=True)
+    run.start()
+    run.join(60)
+    assert not run.is_alive(), "the run waited for the rest of a stopped worker's result"
+    assert flag.exists()
+    assert out[0] == [bytes([i]) * 3_000_000 for i in range(12)]
 
 
 def test_a_slow_job_within_its_time_limit_is_left_alone(monkeypatch):
