@@ -125,6 +125,12 @@ class Sampler(nn.Module):
         return x
 """
 
+def INIT(body: list[str]) -> str:
+    """A module whose __init__ runs these lines."""
+    return "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n" + "".join(
+        f"        {line}\n" for line in body)
+
+
 HANG_INPUTS = {
     "power_tower": "x = 9 ** 9 ** 9\n",
     "aug_square": ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        d = 2\n"
@@ -165,6 +171,30 @@ HANG_INPUTS = {
         "        self.sampler = Sampler()\n        self.head = nn.Linear(4, 2)\n\n"
         "    def forward(self, obs):\n        x, p = self.sampler(obs)\n        y, q = self.sampler(x)\n"
         "        return self.head(y), q\n"),
+    # values that double at each step of a loop: 2**40 items or characters in a few lines (12 and
+    # 19 GB, then the OOM killer), and a Sequential of itself twice, 2**40 layers unfolded
+    "list_doubling": INIT(["l = [nn.Linear(4, 4)]", "for _ in range(40):", "    l = l + l", "self.s = nn.Sequential(*l)"]),
+    "list_aug_doubling": INIT(["l = [nn.Linear(4, 4)]", "for _ in range(40):", "    l += l", "self.s = nn.Sequential(*l)"]),
+    "list_extend_doubling": INIT(["l = [nn.Linear(4, 4)]", "for _ in range(40):", "    l.extend(l)",
+                                  "self.s = nn.Sequential(*l)"]),
+    "list_splice_doubling": INIT(["l = [nn.Linear(4, 4)]", "for _ in range(40):", "    l = [*l, *l]",
+                                  "self.s = nn.ModuleList(l)"]),
+    "sequential_splice_doubling": INIT(["s = nn.Sequential(nn.Linear(4, 4))", "for _ in range(40):",
+                                        "    s = nn.Sequential(*s, *s)", "self.s = s"]),
+    "fstring_doubling": INIT(["s = 'a'", "for _ in range(40):", "    s = f'{s}{s}'", "self.add_module(s, nn.Linear(4, 4))"]),
+    "sequential_dag": INIT(["s = nn.Linear(4, 4)", "for _ in range(40):", "    s = nn.Sequential(s, s)", "self.s = s"])
+    + "\n    def forward(self, x):\n        return self.s(x)\n",
+    "forward_list_doubling": INIT(["self.fc = nn.Linear(4, 4)"]) + (
+        "\n    def forward(self, x):\n        xs = [self.fc(x)]\n        for _ in range(40):\n            xs = xs + xs\n"
+        "        ys = [x]\n        for _ in range(40):\n            ys.extend(ys)\n        return torch.cat(xs + ys, 1)\n"),
+    # class hierarchies: every class's bases were walked again for each class below it (a lattice
+    # of diamonds never ended; a chain of subclasses written base last took minutes)
+    "diamond_lattice": "class A0(nn.Module):\n    pass\n\n\nclass B0(nn.Module):\n    pass\n\n\n" + "".join(
+        f"class A{i}(A{i - 1}, B{i - 1}):\n    pass\n\n\nclass B{i}(A{i - 1}, B{i - 1}):\n    pass\n\n\n"
+        for i in range(1, 80)) + "class Top(A79, B79):\n    def forward(self, x):\n        return x\n",
+    "chain_written_base_last": "".join(f"class C{i}(C{i - 1}):\n    pass\n\n\n" for i in range(1500, 0, -1))
+    + "class C0(nn.Module):\n    def forward(self, x):\n        return x\n",
+    "cyclic_bases": "class A(B):\n    pass\n\n\nclass B(A):\n    def forward(self, x):\n        return x\n\n\nm = A()\n",
 }
 
 

@@ -32,6 +32,7 @@ NESTING_BUDGET = 1_500_000
 MAX_INT = 2 ** 64  # larger integers are not folded (no layer has 2**64 units)
 MAX_UNROLL = 512  # iterations of one unrolled loop
 MAX_ITEMS = 4096  # items of one list or container
+MAX_TEXT = 4096  # characters of one string the interpreters build (module names: f"layer{i}")
 MAX_DEPTH = 6  # nested calls and instantiations of the file's own functions and classes
 MAX_SAME_CLASS = 4  # levels of a class instantiated inside its own __init__ (DLA trees: 3)
 MAX_EXPR_DEPTH = 100  # nesting of one expression followed by a recursive evaluator
@@ -122,6 +123,15 @@ def fold(op: str, a: Any, b: Any) -> Any:
     except (ArithmeticError, ValueError):  # ZeroDivisionError, OverflowError
         return None
     return bounded(r)
+
+
+def grown(items: list) -> list:
+    """`items`, a list just made longer; Exhausted past MAX_ITEMS. Checked wherever a list grows,
+    not only by append: `l = l + l` or `l += l` forty times made 2**40 items (12 GB, then the
+    OOM killer)."""
+    if len(items) > MAX_ITEMS:
+        raise Exhausted("items")
+    return items
 
 
 def checked_range(args: list) -> range:

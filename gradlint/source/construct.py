@@ -20,7 +20,7 @@ import libcst as cst
 from gradlint.model.ir import ClassArg, ConfigArg, InitSpec, SeqArg, SymArg
 from gradlint.source import catalog as C
 from gradlint.source import library as L
-from gradlint.source.budget import MAX_DEPTH, MAX_SAME_CLASS, Exhausted, bounded
+from gradlint.source.budget import MAX_DEPTH, MAX_SAME_CLASS, Exhausted, bounded, grown
 from gradlint.source.engine.values import (
     Alt, _alt, ClassInfo, ClassRef, Ctor, DictVal, HeldTensor, Instance, ListVal, spliced, Sym, TENSOR, UNKNOWN,
 )
@@ -551,6 +551,7 @@ class ConstructCalls:
                         items.append(UNKNOWN)
                     else:
                         items.append(v)
+            grown(items)
             if len(call.args) == 1 and call.args[0].star == "" and cls == "Sequential" and _is_ordered_dict(call.args[0].value, self):
                 items, keys = self._ordered_dict(call.args[0].value, env)
                 ctor.keys = keys
@@ -597,17 +598,16 @@ class ConstructCalls:
     def layer_base(self, info: ClassInfo) -> str | None:
         """The torch.nn layer class `info` derives from (directly or through classes of this
         file), one gradlint models: its short name, or None."""
-        for base in info.bases:
-            for q in self.imports.qualify_dotted(base):
-                s = C.short(q)
-                if s is not None and (s in C.PARAM_LAYERS or s in C.NORM_MODULES or s in C.ACTIVATION_MODULES
-                                      or s in C.PASSTHROUGH_MODULES):
-                    return s
-            local = self.classes.get(base)
-            if local is not None and local is not info:
-                found = self.layer_base(local)
-                if found is not None:
-                    return found
+        for cls in self.lineage(info):
+            for base in cls.bases:
+                local = self.classes.get(base)
+                if local is not None and local is not cls:
+                    continue  # (a class of this file: later in the lineage)
+                for q in self.imports.qualify_dotted(base):
+                    s = C.short(q)
+                    if s is not None and (s in C.PARAM_LAYERS or s in C.NORM_MODULES or s in C.ACTIVATION_MODULES
+                                          or s in C.PASSTHROUGH_MODULES):
+                        return s
         return None
 
     def torch_layer(self, info: ClassInfo, bound: tuple, call: cst.CSTNode, owner: ClassInfo | None = None) -> Ctor | None:
@@ -683,17 +683,87 @@ class ConstructCalls:
                 inst.attrs.update({str(i): v for i, v in enumerate(seq.items)})
         return inst
 
+    def lineage(self, info: ClassInfo) -> tuple[ClassInfo, ...]:
+        """`info` and the classes of this file it derives from, in the order Python looks a name
+        up in them (C3, as Python's MRO), each once; worked out once per class. Each class's
+        bases were walked again for every class below it: a lattice of diamonds 60 classes deep
+        never ended, a chain of 1 000 subclasses took minutes."""
+        memo: dict[int, tuple] = self.__dict__.setdefault("_lineages", {})
+        got = memo.get(id(info))
+        if got is None:
+            _lineages(info, self.classes, memo)
+            got = memo[id(info)]
+        return got[1]
+
     def _methods(self, info: ClassInfo) -> dict:
-        methods: dict = {}
-        for base in reversed(info.bases):
-            local = self.classes.get(base)
-            if local is not None and local is not info:
-                methods.update(self._methods(local))
-        methods.update(info.methods)
-        return methods
+        """The methods `info` has, its own and inherited from classes of this file, by name (the
+        table is shared: callers read it)."""
+        memo: dict[int, tuple] = self.__dict__.setdefault("_method_tables", {})
+        got = memo.get(id(info))
+        if got is None:
+            methods: dict = {}
+            for cls in reversed(self.lineage(info)):
+                methods.update(cls.methods)
+            memo[id(info)] = got = (info, methods)
+        return got[1]
 
     def _find_method(self, info: ClassInfo, name: str) -> cst.FunctionDef | None:
         return self._methods(info).get(name)
+
+    def defining(self, info: ClassInfo, name: str) -> ClassInfo:
+        """The class of this file that defines method `name` for `info` (itself or a base; `info`
+        when none does)."""
+        return next((cls for cls in self.lineage(info) if name in cls.methods), info)
+
+
+# Classes of one lineage at most (real ones: under 10 in a file); past it a base's methods are
+# not seen (a hostile chain of thousands of subclasses).
+MAX_LINEAGE = 64
+
+
+def _lineages(top: ClassInfo, classes: dict, memo: dict[int, tuple]) -> None:
+    """The lineage (ConstructCalls.lineage) of `top` and of each class of the file it derives
+    from, into `memo` (id -> (class, lineage)): bases before the classes below them, without
+    recursion (a chain of thousands of classes). A base that is its own subclass (`class A(B)`,
+    `class B(A)`: Python refuses to run it) ends the walk there."""
+    active: set[int] = set()
+    stack: list[tuple[ClassInfo, bool]] = [(top, False)]
+    while stack:
+        cls, ready = stack.pop()
+        if id(cls) in memo:
+            continue
+        parents = [c for c in (classes.get(b) for b in cls.bases) if c is not None and c is not cls]
+        if not ready:
+            if id(cls) in active:
+                continue  # (pushed again below itself: a cycle; it is made on its first visit)
+            active.add(id(cls))
+            stack.append((cls, True))
+            stack.extend((p, False) for p in reversed(parents) if id(p) not in memo and id(p) not in active)
+            continue
+        active.discard(id(cls))
+        memo[id(cls)] = (cls, _merged(cls, [memo[id(p)][1] if id(p) in memo else (p,) for p in parents], parents))
+
+
+def _merged(cls: ClassInfo, lineages: list[tuple], parents: list) -> tuple:
+    """C3: `cls`, then the parents' lineages merged so that each class comes before its bases and
+    the bases keep their written order; where they cannot (an order Python refuses), the first
+    candidate. At most MAX_LINEAGE classes."""
+    if len(parents) == 1:
+        return ((cls,) + tuple(c for c in lineages[0] if c is not cls))[:MAX_LINEAGE]  # (a cycle: once)
+    seqs = [list(s) for s in lineages] + [list(parents)]
+    out = [cls]
+    while len(out) < MAX_LINEAGE:
+        seqs = [s for s in seqs if s]
+        if not seqs:
+            break
+        tails = {id(c) for s in seqs for c in s[1:]}
+        head = next((s[0] for s in seqs if id(s[0]) not in tails), seqs[0][0])
+        if head is cls:  # (a base of itself)
+            seqs = [[c for c in s if c is not cls] for s in seqs]
+            continue
+        out.append(head)
+        seqs = [[c for c in s if c is not head] for s in seqs]
+    return tuple(out)
 
 
 # torch.nn layers that no other exported torch.nn class derives from (but their Lazy forms)

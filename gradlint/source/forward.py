@@ -21,7 +21,7 @@ from gradlint.source import joins as J
 from gradlint.source.joins import _add, _earlier_inputs, _nested_outputs, _propagated
 from gradlint.source import library as L
 from gradlint.source import outputs
-from gradlint.source.budget import MAX_DEPTH, MAX_EXPR_DEPTH, Exhausted
+from gradlint.source.budget import MAX_DEPTH, MAX_EXPR_DEPTH, MAX_ITEMS, Exhausted, grown
 from gradlint.source.construct import _NOT_HANDLED
 from gradlint.source.foreign import SUPER_NAMES, _self_names
 from gradlint.source.engine.values import Alt, Ctor, DictVal, HeldTensor, Instance, ListVal, PathVal, Sym, held_tensor
@@ -328,7 +328,7 @@ class ForwardInterpreter(_Walker):
             items, result = None, UNKNOWN
         # (what cannot be followed leaves a list of unknown parts: a concatenation of them is
         # not taken for one of constants, `_unknown_part_reads_a_path`)
-        self.env[name] = ListVal(items) if items is not None else ListVal([UNKNOWN])
+        self.env[name] = ListVal(grown(items)) if items is not None else ListVal([UNKNOWN])
         return result
 
     def super_forward(self, call: cst.Call) -> Any:
@@ -341,7 +341,7 @@ class ForwardInterpreter(_Walker):
             if local is not None and local is not cls:
                 method = self.fm._methods(local).get("forward")
                 if method is not None:
-                    return self.call_method(method, call, owner=_defining(self.fm, local, "forward"))
+                    return self.call_method(method, call, owner=self.fm.defining(local, "forward"))
                 break
         layer = self.inst.attrs.get("__torch__")
         paths = self.paths_in(call)
@@ -660,7 +660,10 @@ class ForwardInterpreter(_Walker):
         a, b = self.ev(e.left), self.ev(e.right)
         op = e.operator
         if isinstance(a, ListVal) and isinstance(b, ListVal) and type(op) is cst.Add:
-            return ListVal(a.items + b.items)  # `[x] + [pool(x) for pool in self.poolings]`
+            # `[x] + [pool(x) for pool in self.poolings]`
+            if len(a.items) + len(b.items) > MAX_ITEMS:
+                raise Exhausted("items")
+            return ListVal(a.items + b.items)
         if isinstance(a, PathVal) and isinstance(b, PathVal):
             if type(op) is cst.Add:
                 return _add(a, b)
@@ -795,17 +798,6 @@ class ForwardInterpreter(_Walker):
 _LIST_METHODS = frozenset({"append", "extend", "insert", "pop"})
 # What reads a tensor's size or place, not its values.
 _SIZE_READS = frozenset({"shape", "size", "dim", "ndim", "ndimension", "numel", "dtype", "device", "is_cuda"})
-
-
-def _defining(fm: Any, info: Any, name: str) -> Any:
-    """The class of this file that defines method `name` for `info` (itself or a base)."""
-    if name in info.methods:
-        return info
-    for base in info.bases:
-        local = fm.classes.get(base)
-        if local is not None and local is not info and name in fm._methods(local):
-            return _defining(fm, local, name)
-    return info
 
 
 _FUNCTIONAL_LAYERS = {"torch.nn.functional.linear": "linear", "torch.nn.functional.conv1d": "conv1d",

@@ -16,7 +16,7 @@ import libcst as cst
 
 from gradlint.model.ir import InitSpec
 from gradlint.source import catalog as C
-from gradlint.source.budget import MAX_DEPTH, MAX_ITEMS, Exhausted, Meter, fold
+from gradlint.source.budget import MAX_DEPTH, MAX_ITEMS, Exhausted, Meter, fold, grown
 from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.interp import StatementWalker, else_body
 from gradlint.source.engine.values import (
@@ -190,8 +190,10 @@ class _InitInterpreter(_Walker):
         val = self.ev(small.value)
         if isinstance(cur, ListVal) and type(small.operator) is cst.AddAssign:
             cur.items.extend(val.items if isinstance(val, ListVal) else [UNKNOWN])
+            grown(cur.items)
         elif isinstance(cur, Ctor) and cur.items is not None and type(small.operator) is cst.AddAssign:
             cur.items.extend(val.items if isinstance(val, ListVal) else [UNKNOWN])
+            grown(cur.items)
         elif type(cur) is HeldTensor:
             # `self.W *= 0.1`: its fill scaled when we read it
             self.assign(small.target, cur.times(val, type(small.operator).__name__.replace("Assign", "")))
@@ -268,6 +270,7 @@ class _InitInterpreter(_Walker):
                 if target is not None:
                     v = self.ev(call.args[0].value)
                     target.extend(v.items if isinstance(v, ListVal) else [UNKNOWN])
+                    grown(target)
                 return
             if method in ("add_module", "register_module") and len(call.args) >= 2:
                 key = self.ev(call.args[0].value)
@@ -316,7 +319,7 @@ class _InitInterpreter(_Walker):
                             items.extend(v.items)
                         else:
                             items.append(v)
-                    self.inst.attrs["__sequential__"] = ListVal(items)
+                    self.inst.attrs["__sequential__"] = ListVal(grown(items))
                     return
                 self.super_init(call)
                 return
@@ -809,13 +812,7 @@ def _is_isinstance(test: cst.BaseExpression) -> bool:
 
 def _owner_of(fm: FileModel, info: Any, init: cst.FunctionDef) -> Any:
     """The class of this file that defines `init` (`info` or the base it inherits it from)."""
-    if info.methods.get("__init__") is init:
-        return info
-    for base in info.bases:
-        local = fm.classes.get(base)
-        if local is not None and local is not info and fm._find_method(local, "__init__") is init:
-            return _owner_of(fm, local, init)
-    return info
+    return next((cls for cls in fm.lineage(info) if cls.methods.get("__init__") is init), info)
 
 
 # Methods a library base defines that initialise the model's layers with `_init_weights`.

@@ -67,6 +67,7 @@ class Lowerer:
         # and the decisions consulted since the outermost child run began, in order.
         self._memo: dict | None = None
         self._trace: list | None = None
+        self._sizes: dict[int, tuple] = {}  # _sequence_size's memo
 
     # paths and parameter inventory
     def assign_paths(self, attrs: dict, prefix: str, type_inits: list) -> None:
@@ -373,6 +374,8 @@ class Lowerer:
                     return tuple(nodes)
                 return (Opaque(path, "Transformer of unknown depth", span),)
             if cls == "Sequential" and value.items is not None:
+                if _sequence_size(value, self._sizes) > MAX_UNFOLDED:
+                    return (Opaque(path, _TOO_LARGE, span),)
                 return self.sequence_nodes(value.items)
             return (Opaque(path, f"nn.{cls} called as a layer: not modelled", span),)
         if value.kind == "local" and value.instance is not None:
@@ -501,11 +504,11 @@ class Lowerer:
                 return dict(seeds).get(0, ()) + self.sequence_nodes(_sequential_members(inst.attrs)), True
             self.note = self.note or f"{inst.cls.name} has no forward"
             return (), False
-        from gradlint.source.forward import ForwardInterpreter, _defining  # it builds on this module's values
+        from gradlint.source.forward import ForwardInterpreter  # it builds on this module's values
 
         interp = ForwardInterpreter(self, inst)
         interp.prefix = prefix
-        interp.owner = _defining(fm, inst.cls, "forward")
+        interp.owner = fm.defining(inst.cls, "forward")
         params = [p.name.value for p in fwd.params.params][1:]
         if not params:
             self.note = self.note or f"{inst.cls.name}.forward takes no input"
@@ -594,6 +597,28 @@ def _keyable(seeds: tuple) -> bool:
 # has no input size): Linear(in, out, bias), Bilinear(in1, in2, out, bias), convolutions
 # (in, out, kernel, stride, padding, dilation | output_padding, groups, bias, ...).
 _BIAS_POSITION = {"linear": 2, "bilinear": 3, **{f"{c}{d}d": 7 for c in ("conv", "convtranspose") for d in (1, 2, 3)}}
+
+
+def _sequence_size(value: Ctor, memo: dict[int, tuple]) -> int:
+    """The layers an nn.Sequential stands for unfolded, each distinct object counted once (memo:
+    id -> (the object, its size)), stopping past MAX_UNFOLDED. Lowered as it is, `s =
+    nn.Sequential(s, s)` forty times over is 2**40 layers from 41 objects: the run never ended."""
+    got = memo.get(id(value))
+    if got is not None:
+        return got[1]
+    total = 0
+    for item in value.items:
+        for one in (item.options if isinstance(item, Alt) else (item,)):
+            if isinstance(one, Ctor) and one.kind == "torch" and one.cls == "Sequential" and one.items is not None:
+                total += _sequence_size(one, memo)
+            elif isinstance(one, ListVal):
+                total += len(one.items)
+            else:
+                total += 1
+        if total > MAX_UNFOLDED:
+            break
+    memo[id(value)] = (value, total)
+    return total
 
 
 class _ArgReader:

@@ -14,7 +14,7 @@ import libcst as cst
 
 from gradlint.source import catalog as C
 from gradlint.source import library as L
-from gradlint.source.budget import MAX_EXPR_DEPTH, MAX_ITEMS, Exhausted, bounded, checked_range, fold
+from gradlint.source.budget import MAX_EXPR_DEPTH, MAX_ITEMS, MAX_TEXT, Exhausted, bounded, checked_range, fold, grown
 from gradlint.source.construct import _constant
 from gradlint.source.engine.values import (
     Alt, _alt, AnyModule, ClassInfo, ClassRef, Ctor, DictVal, HeldTensor, Instance, ListVal, _module_like, spliced, Sym, TensorRef,
@@ -211,6 +211,7 @@ class ConstructionEval:
         if kind is cst.FormattedString:
             # f"layer{i}": module names built in loops (add_module) need the real text.
             parts = []
+            size = 0
             for part in e.parts:
                 if type(part) is cst.FormattedStringText:
                     parts.append(part.value)
@@ -221,6 +222,9 @@ class ConstructionEval:
                     parts.append(str(v))
                 else:
                     return UNKNOWN
+                size += len(parts[-1])
+                if size > MAX_TEXT:
+                    return UNKNOWN  # (`s = f"{s}{s}"` in a loop doubles it each time)
             return "".join(parts)
         if kind is cst.Attribute:
             text = dotted(e)
@@ -276,6 +280,8 @@ class ConstructionEval:
                 folded = fold(op_text, a, b)  # None: too large, infinite, or a division by zero
                 return UNKNOWN if folded is None else folded
             if isinstance(a, ListVal) and isinstance(b, ListVal) and type(e.operator) is cst.Add:
+                if len(a.items) + len(b.items) > MAX_ITEMS:
+                    raise Exhausted("items")  # (before it is made: `l = l + l` doubles it)
                 return ListVal(a.items + b.items)
             if isinstance(a, ListVal) and isinstance(b, int) and type(e.operator) is cst.Multiply:
                 # [nn.Linear(...)] * n repeats one module object n times.
@@ -297,7 +303,7 @@ class ConstructionEval:
                     items.extend(spliced(v))
                 else:
                     items.append(self._eval(el.value, env))
-            return ListVal(items, kind is cst.Tuple)
+            return ListVal(grown(items), kind is cst.Tuple)
         if kind in (cst.ListComp, cst.GeneratorExp):
             return self._comprehension(e, env)
         if kind is cst.BooleanOperation:

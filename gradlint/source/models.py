@@ -132,12 +132,24 @@ class FileModel(ConstructionEval, ConfigObjects, ConstructCalls):
             bases = tuple(dotted(b.value) or "" for b in node.bases)
             methods = {s.name.value: s for s in node.body.body if type(s) is cst.FunctionDef}
             self.classes[node.name.value] = ClassInfo(node.name.value, node, bases, methods)
-        changed = True
-        while changed:  # a class deriving from a module class of this file is a module too
-            changed = False
-            for info in self.classes.values():
-                if info.is_module:
+        # A class deriving from a module class of this file is a module too: each class is judged
+        # after the classes of this file it derives from (passes over all of them until none
+        # changed took minutes on a chain of thousands of subclasses written base last).
+        judged: set[int] = set()
+        for top in self.classes.values():
+            active: set[int] = set()
+            stack = [(top, False)]
+            while stack:
+                info, ready = stack.pop()
+                if id(info) in judged or (not ready and id(info) in active):
+                    continue  # (judged, or a base of itself: `class A(B)`, `class B(A)`)
+                if not ready:
+                    active.add(id(info))
+                    stack.append((info, True))
+                    stack.extend((c, False) for c in (self.classes.get(b) for b in reversed(info.bases))
+                                 if c is not None and c is not info)
                     continue
+                judged.add(id(info))
                 for base in info.bases:
                     quals = self.imports.qualify_dotted(base)
                     local = self.classes.get(base)
@@ -146,7 +158,6 @@ class FileModel(ConstructionEval, ConfigObjects, ConstructCalls):
                     ) or (local is None and _looks_like_module(info)):
                         info.is_module = True
                         info.sequential = "torch.nn.Sequential" in quals or (local is not None and local.sequential)
-                        changed = True
                         break
         for name, node in tables:
             self._class_table(name, node)
