@@ -489,3 +489,28 @@ def test_add_noqa_has_the_same_guarantees(tmp_path):
     assert (tmp_path / "ro.py").read_text() == LOG_SOFTMAX
     assert os.path.islink(tmp_path / "l.py")
     assert "# noqa: GL302" in (tmp_path / "real" / "t.py").read_text()
+
+
+@pytest.mark.parametrize("page", ["", "#\f\n"], ids=["plain", "form feed"])
+@pytest.mark.parametrize("indent", ["\t", "  ", "        "], ids=["tab", "two", "eight"])
+def test_fixes_land_on_their_columns_whatever_the_indentation(tmp_path, monkeypatch, indent, page):
+    """Positions of a statement were resolved with libcst's default indentation (four spaces):
+    in a file indented otherwise every column was off by the difference times the nesting, and
+    the fix replaced the wrong characters (`foo(tortorch.log_softmax(z, -1), 1)`,
+    `nn.BCEBCEWithLogitsLoss`)."""
+    monkeypatch.chdir(tmp_path)
+    i1, i2 = indent, indent * 2
+    text = (f"import torch\nimport torch.nn as nn\n{page}\n\ndef f(z, ss, foo):\n{i1}if z is not None:\n"
+            f"{i2}return foo(torch.log(torch.softmax(z, -1)), 0, 1), torch.sqrt(ss), 12345\n\n\n"
+            f"def train(model, x, y):\n{i1}crit = nn.BCELoss()  # loss\n{i1}for _ in range(3):\n"
+            f"{i2}loss = crit(torch.sigmoid(model(x)), y)\n{i2}loss.backward()\n")
+    Path("m.py").write_text(text)
+    cfg = Config(root=os.getcwd(), select=("GL301", "GL302"))
+    result = check_paths(["m.py"], cfg, use_cache=False, jobs=1)
+    outcome = apply_fixes(result, write=True, unsafe=True, config=cfg)
+    gl302 = next(f for f in result.findings if f.code == "GL302")
+    assert gl302.span.column == len(i2) + len("return foo(") + 1
+    assert outcome.fixed == 2
+    assert Path("m.py").read_text() == text.replace(
+        "torch.log(torch.softmax(z, -1))", "torch.log_softmax(z, -1)").replace(
+        "nn.BCELoss()", "nn.BCEWithLogitsLoss()").replace("crit(torch.sigmoid(model(x)), y)", "crit(model(x), y)")

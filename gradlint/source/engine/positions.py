@@ -364,7 +364,10 @@ class LazyPositions:
             return
         self.resolved.add(index)
         stmt = self.module.body[index]
-        sub = cst.Module(body=[stmt])
+        # (with the file's own indentation: libcst's default of four spaces shifted every column
+        # of a file indented with tabs or two spaces, and --fix edited the wrong characters)
+        sub = cst.Module(body=[stmt], default_indent=self.module.default_indent,
+                         default_newline=self.module.default_newline)
         positions = MetadataWrapper(sub, unsafe_skip_copy=True).resolve(PositionProvider)
         assert self.lines is not None
         shift = self.lines[index] - positions[stmt].start.line
