@@ -79,6 +79,42 @@ def test_logsigmoid_fix_needs_a_reachable_name():
     assert findings[0].fix is None
 
 
+MODEL_LOGSIGMOID = ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                    "        self.fc = nn.Linear(4, 4)\n\n    def forward(self, x):\n{local}"
+                    "        return torch.log(torch.sigmoid(self.fc(x)))\n")
+
+
+@pytest.mark.parametrize("where, local", [
+    ("def helper(x):\n    import torch.nn.functional as F\n    return F.relu(x)\n\n\n", ""),
+    ("if __name__ == '__main__':\n    import torch.nn.functional as F\n\n\n", ""),
+    ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import torch.nn.functional as F\n\n\n", ""),
+    ("import torch.nn.functional as F\n\n\n", "        B, F = x.shape\n"),
+], ids=["in a function", "under __main__", "under TYPE_CHECKING", "shadowed by a local"])
+def test_fixes_name_only_what_the_module_imports_at_its_top(where, local):
+    """The import table holds every import of the file: the fix wrote `F.logsigmoid` where no
+    `F` is bound (an import inside another function, under `if`), or where a local hides it."""
+    src = "import torch\nfrom torch import nn\n" + where + MODEL_LOGSIGMOID.format(local=local)
+    findings = check_source(src, Config(select=("GL302",)))
+    new, applied, _ = fix_source(src, findings)
+    assert [f.code for f in applied] == ["GL302"]
+    assert "return nn.functional.logsigmoid(self.fc(x))" in new
+
+
+@pytest.mark.parametrize("expr", [
+    "torch.log(torch.softmax(z, -1), out=buf)",
+    "torch.log(torch.softmax(z, -1)  # noqa: E501\n    )",
+    "torch.log(  # the probabilities\n        torch.sigmoid(z))",
+    "z.softmax(\n        -1  # classes\n    ).log()",
+], ids=["out", "comment after", "comment before", "comment in the args"])
+def test_log_fix_only_when_it_drops_nothing_of_the_call(expr):
+    """The fix rewrites the whole log call from the probability's arguments: another argument of
+    the log (`out=buf`, left unwritten) or a comment in the call was lost."""
+    src = f"import torch\n\n\ndef f(z, buf):\n    z = torch.nn.Parameter(z)\n    return {expr}\n"
+    findings = check_source(src, Config(select=("GL302",)))
+    assert [f.code for f in findings] == ["GL302"]
+    assert findings[0].fix is None
+
+
 def test_softmax_fix_keeps_from_import_style():
     src = ("from torch.nn.functional import softmax, log_softmax\nimport torch\n\n"
            "def f(z):\n    return torch.log(softmax(z, dim=-1))\n")

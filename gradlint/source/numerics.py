@@ -263,10 +263,16 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
                         only=self.expr(pos[0]) if len(call.args) == 1 and pos else None)
 
     def torch_imports(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The names of torch modules and functions a fix may write anywhere in the file: bound
+        by an import at the module's top level and by nothing else. The file's import table
+        holds every import, wherever it is: a fix once wrote `F.logsigmoid` where `F` was
+        imported only inside another function, under `if TYPE_CHECKING:` or `__main__`, or where
+        a local `B, F = x.shape` hid it."""
+        top = _top_level_imports(self.src.positions._cpython_tree())
         out = []
         for local, targets in sorted(self.imports.names.items()):
             torch = tuple(sorted(t for t in targets if t == "torch" or t.startswith("torch.")))
-            if torch:
+            if torch and top.get(local, 0) and not _bound_otherwise(self.src.text, local, top[local]):
                 out.append((local, torch))
         return tuple(out)
 
@@ -738,6 +744,30 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
                                      autograd_function=is_function, custom_backward=custom_backward,
                                      returns_assuming=assuming, getters=_getters(methods),
                                      forward_params=_positional_after_self(ctx.method_nodes.get("forward"))))
+
+
+def _top_level_imports(tree) -> dict[str, int]:
+    """Name -> how many import statements at the module's top level bind it (`import torch.nn`
+    binds `torch`)."""
+    out: dict[str, int] = {}
+    for stmt in (tree.body if tree is not None else ()):
+        if type(stmt).__name__ in ("Import", "ImportFrom"):
+            for alias in stmt.names:
+                name = alias.asname or alias.name.split(".")[0]
+                out[name] = out.get(name, 0) + 1
+    return out
+
+
+def _bound_otherwise(text: str, name: str, imports: int) -> bool:
+    """Whether the text binds `name` other than by its `imports` top-level imports: an import
+    elsewhere (more import bindings than those), an assignment or unpacking (`F = ...`,
+    `B, F = ...`), a loop target, a def or class. Read from the text, to the safe side (a
+    keyword argument `f(F=1)` counts): an AST walk of a large file cost 40 ms."""
+    n = re.escape(name)
+    if len(re.findall(rf"\bas\s+{n}\b|\bimport\s+{n}\b(?![\w.]*\s+as\b)", text)) > imports:
+        return True
+    return re.search(rf"(?<![\w.]){n}\s*(?:,[^\n=()]*)?(?::[^\n=]*)?=(?!=)|,\s*{n}\s*(?:,[^\n=()]*)?=(?!=)|"
+                     rf"\bfor\s+(?:[^\n:]*,\s*)?{n}\b[^\n:]*\bin\b|\b(?:def|class)\s+{n}\b", text) is not None
 
 
 def _bound_once_at_top(module: cst.Module) -> set[str]:

@@ -257,7 +257,7 @@ class SiteChecks:
             return
         span = self.x.span(node)
         if a.prob in ("softmax", "sigmoid", "one_minus_sigmoid") and not a.shifted:
-            self.x.add(Site("log_of_probability", a.prob, span, detail=a.prob, pieces=self.log_pieces(arg_node, a)))
+            self.x.add(Site("log_of_probability", a.prob, span, detail=a.prob, pieces=self.log_pieces(node, arg_node, a)))
         elif a.ratio_den or (a.ratio and not a.clamped):
             # `(p / q).log()`: a quotient of probabilities, 0 or inf once one underflows (inf
             # when the divisor does: no eps or clamp after the division helps then)
@@ -747,11 +747,17 @@ class SiteChecks:
         self.x.gradchecked.update(found)
 
     # -- the pieces a fix rewrites --------------------------------------------------------------
-    def log_pieces(self, arg_node: cst.BaseExpression, a: V) -> Pieces | None:
+    def log_pieces(self, node: cst.Call, arg_node: cst.BaseExpression, a: V) -> Pieces | None:
         """The probability call, when it is written inside the log (`log(softmax(x))`,
-        `log(1 - sigmoid(x))`)."""
+        `log(1 - sigmoid(x))`) and the log call holds nothing else a fix would drop: another
+        argument (`out=buf`: the fix once left buf unwritten) or a comment."""
         p = a.prob_node
         if p is None:
+            return None
+        alone = (len(node.args) == 1 and node.args[0].value is arg_node and node.args[0].keyword is None
+                 and not node.args[0].star) or (not node.args and type(node.func) is cst.Attribute
+                                                 and node.func.value is arg_node)
+        if not alone or "#" in self.x.code(node):
             return None
         inline = arg_node is p
         if a.prob == "one_minus_sigmoid":
