@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import pickle
 
+import pytest
+
 from gradlint import cache
 from gradlint.api import check_source
 from gradlint.config import Config
@@ -1059,3 +1061,66 @@ def test_a_clear_loop_may_test_the_gradient_in_parentheses_or_with_requires_grad
     for test in ("(p.grad is not None)", "p.requires_grad and p.grad is not None"):
         text = head + f"        if {test}:\n            p.grad = None\n    optimizer.step()\n"
         assert codes(text, "GL208") == ["GL208"], text
+
+
+LATE_CLIP = """\
+import torch
+
+
+def train(model, ema, loader, opt):
+    for x, y in loader:
+        opt.zero_grad()
+        loss = model(x).sum()
+        loss.backward()
+        opt.step()
+{late}
+"""
+
+
+@pytest.mark.parametrize("late", [
+    "        with torch.no_grad():\n            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+    "            ema.update(model)",
+    "        if ema is not None:\n            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+    "        else:\n            snapshot = [p.clone() for p in model.parameters()]",
+    "        if ema is not None: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); ema.update(model)",
+    "        ema.append(gn)\n        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)",
+], ids=["with holding more", "if with an else", "one line of two", "read before, bound by the clip"])
+def test_gl202_fix_moves_the_clip_alone_and_nothing_it_would_reorder(late):
+    """The fix moved the whole `with`/`if` around the clip before the step, and with it an EMA
+    update or an `else:` branch; or moved a clip whose result a statement between reads."""
+    from gradlint.fix import fix_source
+
+    text = LATE_CLIP.format(late=late)
+    findings = check_source(text, Config(select=("GL202",)))
+    assert [f.code for f in findings] == ["GL202"]
+    assert findings[0].fix is None
+    assert fix_source(text, findings)[0] == text
+
+
+def test_gl202_and_gl203_fixes_insert_one_unscale_per_update():
+    """Two clips of one update each got an `unscale_` in the same round: the second raises."""
+    from gradlint.fix import fix_text
+
+    head = ("import torch\n\n\ndef train(model, loader, opt):\n    scaler = torch.cuda.amp.GradScaler()\n"
+            "    for x, y in loader:\n        opt.zero_grad()\n        with torch.autocast('cuda'):\n"
+            "            loss = model(x).sum()\n        scaler.scale(loss).backward()\n")
+    clips = ("        torch.nn.utils.clip_grad_value_(model.parameters(), 5.0)\n"
+             "        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n")
+    step = "        scaler.step(opt)\n"
+    tail = "        scaler.update()\n"
+    for text in (head + clips + step + tail, head + step + clips + tail):
+        cfg = Config(select=("GL202", "GL203"))
+        fixed = fix_text(text, check_source(text, cfg), recheck=lambda t: check_source(t, cfg))[0]
+        assert fixed.count("scaler.unscale_(opt)") == 1, fixed
+        assert fixed.index("scaler.unscale_(opt)") < fixed.index("clip_grad_value_") < fixed.index("scaler.step")
+        assert not [f for f in check_source(fixed, cfg) if f.code == "GL203"]
+
+
+def test_gl203_fix_is_not_offered_where_the_optimizer_is_bound_after_the_clip():
+    text = ("import torch\n\n\ndef train(model, loader, optimizers):\n    scaler = torch.cuda.amp.GradScaler()\n"
+            "    for k, (x, y) in enumerate(loader):\n        with torch.autocast('cuda'):\n"
+            "            loss = model(x).sum()\n        scaler.scale(loss).backward()\n"
+            "        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n        opt = optimizers[k % 2]\n"
+            "        scaler.step(opt)\n        scaler.update()\n        opt.zero_grad()\n")
+    (finding,) = check_source(text, Config(select=("GL203",)))
+    assert finding.fix is None

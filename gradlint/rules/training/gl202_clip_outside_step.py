@@ -362,6 +362,15 @@ def train(model, loader, accelerator, optimizer):
         if not (c.simple or c.kind in ("if", "with")) or not s.index < c.index:
             return None
         inside = [st for st in facts.stmts if c.line <= st.line and st.end_line <= c.end_line]
+        # ...and nothing but the clip: an `if`/`with` around it that holds other code (an EMA
+        # update, a weight snapshot, an `else:`) moved that code before the step too
+        path = {clip.event.stmt}
+        at = clip.event.stmt
+        while at != sid:
+            at = facts.stmts[at].parent
+            path.add(at)
+        if any(facts.stmts.index(st) not in path for st in inside) or not facts.stmts[clip.event.stmt].simple:
+            return None
         # the moved code must do nothing else a step cares about
         from gradlint.facts.training import iter_events
 
@@ -375,6 +384,8 @@ def train(model, loader, accelerator, optimizer):
         # compound statements between the step and the clip may bind anything: give up
         if any(st.kind != "simple" for st in between) or bound & {n for st in inside for n in st.used}:
             return None
+        if {n for st in inside for n in st.assigned} & {n for st in between for n in st.used}:
+            return None  # a statement between reads what the clip binds (`gn = clip(...)`)
         text = lines_between(source, c.line, c.end_line)
         if not text.endswith(("\n", "\r")):
             text += "\n"
@@ -402,6 +413,9 @@ def _unscale_line(source: str, facts, context, clip, step) -> str | None:
     ev = step.event
     if ev.via != "scaler" or clip.event.via != "torch" or steps.is_measuring(clip.event):
         return ""
+    if any(k is not clip and k.event.via == "torch" and not steps.is_measuring(k.event)
+           and step.order < k.order < clip.order and steps.compatible(k, clip) for k in context.of("clip")):
+        return None  # an earlier clip after the same step moves with the unscale_ (one per update)
     unscales = [u for u in context.of("unscale") if steps.compatible(u, clip) and u.order < clip.order]
     if any(u.order > step.order for u in unscales):
         return None

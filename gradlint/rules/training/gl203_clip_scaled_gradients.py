@@ -510,7 +510,18 @@ class Model(LightningModule):
             return None  # (a step per optimizer of a loop: its variable is not defined at the clip)
         if not set(step.guards) <= set(clip.guards):
             return None  # the clip runs more often than the step: unscale_ would run twice per update
+        if any(k is not clip and k.event.via == "torch" and not steps.is_measuring(k.event) and k.order < clip.order
+               and steps.compatible(k, clip) and not any(k.order < f.order < clip.order for f in c.of("step"))
+               for k in c.of("clip")):
+            # an earlier clip of the same update gets the unscale_ (two fixes in one round inserted
+            # two, and the second raises); this clip follows it once that fix is in
+            return None
         st = facts.stmts[clip.event.stmt]
+        target = re.match(r"\w+", step.event.target)
+        end = facts.stmts[step.event.stmt].line if step.event.stmt >= 0 else None
+        if target is None or end is None or any(
+                target.group() in other.assigned for other in facts.stmts if st.line <= other.line < end):
+            return None  # the optimizer is (re)bound between the clip and the step: not yet what it steps
         lead = split_lines(source)[st.line - 1][: st.column - 1]
         if lead.strip():
             return None  # the clip shares its line with other code
