@@ -97,20 +97,24 @@ def apply(findings: Iterable[Finding], source: str | None) -> list[Finding]:
     return [f for f in findings if not is_suppressed(f, table)]
 
 
-def _uncommentable_lines(source: str) -> set[int]:
-    """Lines whose end lies inside a string or a backslash continuation: no comment can go there."""
+def _uncommentable_lines(source: str) -> tuple[set[int], dict[int, int]]:
+    """Lines whose end lies inside a string or a backslash continuation (no comment can go
+    there), and the column where each line's comment starts, for lines that have one."""
     blocked: set[int] = set()
+    comments: dict[int, int] = {}
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(source, newline=None).readline))
     except (tokenize.TokenError, SyntaxError, IndentationError):
-        return set(range(1, len(split_lines(source)) + 2))
+        return set(range(1, len(split_lines(source)) + 2)), comments
     for tok in tokens:
-        if tok.start[0] != tok.end[0] and tok.type not in (tokenize.NL, tokenize.NEWLINE):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.start[1]
+        elif tok.start[0] != tok.end[0] and tok.type not in (tokenize.NL, tokenize.NEWLINE):
             blocked.update(range(tok.start[0], tok.end[0]))
     for number, line in enumerate(split_lines(source), start=1):
         if line.rstrip().endswith("\\"):
             blocked.add(number)
-    return blocked
+    return blocked, comments
 
 
 def add_noqa(source: str, findings: Iterable[Finding]) -> tuple[str, int, list[Finding]]:
@@ -119,7 +123,7 @@ def add_noqa(source: str, findings: Iterable[Finding]) -> tuple[str, int, list[F
     their line cannot hold a comment)."""
     lines = split_lines(source, keepends=True)
     table = suppressions(source)
-    blocked = _uncommentable_lines(source)
+    blocked, comments = _uncommentable_lines(source)
     wanted: dict[int, list[str]] = {}
     left: list[Finding] = []
     for f in findings:
@@ -135,7 +139,9 @@ def add_noqa(source: str, findings: Iterable[Finding]) -> tuple[str, int, list[F
         line = lines[number - 1]
         body = line.rstrip("\r\n")
         ending = line[len(body):]
-        existing = _NOQA.search(body) if "#" in body else None
+        # (in the line's comment only: a "# noqa: E501" inside a string on that line was extended,
+        # which changed the string and suppressed nothing)
+        existing = _NOQA.search(body, comments[number]) if number in comments else None
         if existing is not None and existing.group("codes"):
             merged = existing.group("codes") + ", " + ", ".join(sorted(codes))
             body = body[: existing.start("codes")] + merged + body[existing.end("codes"):]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gradlint import suppress
+from gradlint.api import check_source
+from gradlint.config import Config
 from gradlint.findings import Finding, Severity, SourceSpan
 
 
@@ -59,3 +61,24 @@ def test_file_that_does_not_tokenize_still_honours_noqa():
 def test_directive_boundaries(comment, codes):
     got = suppress.parse_comment(comment)
     assert (None if got is None else set(got)) == codes
+
+
+@pytest.mark.parametrize("line, expected", [
+    ('    tag = "# noqa: E501"; return torch.log(torch.softmax(z, -1))',
+     '    tag = "# noqa: E501"; return torch.log(torch.softmax(z, -1))  # noqa: GL302'),
+    ("    return torch.log(torch.softmax(z, -1)), f\"{'#noqa:X1'}\"",
+     "    return torch.log(torch.softmax(z, -1)), f\"{'#noqa:X1'}\"  # noqa: GL302"),
+    ('    return torch.log(torch.softmax(z, -1)), "# noqa: E501"  # noqa: E501',
+     '    return torch.log(torch.softmax(z, -1)), "# noqa: E501"  # noqa: E501, GL302'),
+], ids=["string before", "f-string after", "string and comment"])
+def test_add_noqa_extends_only_a_noqa_of_the_lines_comment(line, expected):
+    """A `# noqa: E501` inside a string on the finding's line was extended: the string changed and
+    nothing was suppressed."""
+    from gradlint.suppress import add_noqa
+
+    src = f"import torch\n\n\ndef f(z):\n{line}\n"
+    findings = check_source(src, Config(select=("GL302",)))
+    new, added, left = add_noqa(src, findings)
+    assert (added, left) == (1, [])
+    assert new == src.replace(line, expected)
+    assert check_source(new, Config(select=("GL302",))) == []
