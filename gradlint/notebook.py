@@ -24,7 +24,8 @@ from gradlint.text import split_lines
 
 MARKER = "# gradlint-notebook-cell: {}"
 _MARKER = re.compile(r"^# gradlint-notebook-cell: (\d+)$")
-_MAGIC_STAND_IN = "pass  # gradlint-notebook-magic"
+_MAGIC_STAND_IN = "pass  # gradlint-notebook-magic {}"
+_STAND_IN = re.compile(r"^(\s*)pass  # gradlint-notebook-magic (\d+)$")
 _MAGIC = re.compile(r"^(\s*)(?:[%!?]|[A-Za-z_][\w.,\s]*=\s*[%!])")
 
 
@@ -100,12 +101,19 @@ def _joined(source: Any) -> str:
     return "".join(source) if isinstance(source, list) else str(source)
 
 
-def _python_line(line: str) -> str:
-    m = _MAGIC.match(line)
-    if m is None:
-        return line
-    ending = line[len(line.rstrip("\r\n")):]
-    return f"{m.group(1)}{_MAGIC_STAND_IN}{ending}"
+def _python_lines(source: str) -> str:
+    """A cell's text with each magic replaced by a numbered stand-in (write_back checks that no
+    fix moved one: put back by order alone, two magics a fix reordered were swapped)."""
+    out = []
+    number = 0
+    for line in split_lines(source, keepends=True):
+        m = _MAGIC.match(line)
+        if m is not None:
+            ending = line[len(line.rstrip("\r\n")):]
+            line = f"{m.group(1)}{_MAGIC_STAND_IN.format(number)}{ending}"
+            number += 1
+        out.append(line)
+    return "".join(out)
 
 
 def virtual_source(nb: Notebook) -> tuple[str, CellMap]:
@@ -114,7 +122,7 @@ def virtual_source(nb: Notebook) -> tuple[str, CellMap]:
     spans: list[CellSpan] = []
     line = 0
     for index, source in nb.code_cells():
-        body = "".join(_python_line(x) for x in split_lines(source, keepends=True))
+        body = _python_lines(source)
         if body and not body.endswith("\n"):
             body += "\n"
         parts.append(MARKER.format(index) + "\n" + body)
@@ -241,14 +249,18 @@ def write_back(nb: Notebook, virtual: str) -> str:
         old = originals[index]
         magics = [x for x in split_lines(old, keepends=True) if _MAGIC.match(x)]
         restored = []
+        seen = 0  # magics put back, in order: each where its own stand-in is, at its indentation
         for x in lines:
-            if x.strip() == _MAGIC_STAND_IN:
-                if not magics:
-                    raise NotebookError(f"cell {index}: a fix moved an IPython magic")
-                restored.append(magics.pop(0))
-            else:
+            stand_in = _STAND_IN.match(x.rstrip("\r\n"))
+            if stand_in is None:
                 restored.append(x)
-        if magics:
+                continue
+            number = int(stand_in.group(2))
+            if number != seen or number >= len(magics) or stand_in.group(1) != _MAGIC.match(magics[number]).group(1):
+                raise NotebookError(f"cell {index}: a fix moved an IPython magic")
+            restored.append(magics[number])
+            seen += 1
+        if seen != len(magics):
             raise NotebookError(f"cell {index}: a fix removed an IPython magic")
         text = "".join(restored)
         if not old.endswith("\n") and text.endswith("\n"):

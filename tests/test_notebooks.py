@@ -77,6 +77,33 @@ def test_write_back_keeps_layout_for_any_indent(indent):
     assert new == raw.replace('"y = 2"', '"y = 3"')
 
 
+def _swap(text: str, a: str, b: str) -> str:
+    lines = text.splitlines(keepends=True)
+    i = next(k for k, x in enumerate(lines) if a in x)
+    j = next(k for k, x in enumerate(lines) if b in x)
+    lines[i], lines[j] = lines[j], lines[i]
+    return "".join(lines)
+
+
+def test_write_back_refuses_magics_a_fix_reordered_or_reindented():
+    """Magics were put back by order alone: a fix that moved one past another swapped them (and
+    the cell no longer ran). Each stand-in is numbered: a fix that moves one is refused, a fix
+    that adds or removes lines around them is not."""
+    from gradlint.notebook import NotebookError
+
+    raw = notebook(("code", "import torch\n!echo one\nfor i in range(2):\n    !echo two\n    y = i\n"))
+    nb = Notebook.parse(raw)
+    text, _ = virtual_source(nb)
+    assert write_back(nb, text.replace("    y = i\n", "    y = i\n    z = i\n")) == raw.replace(
+        '"    y = i\\n"', '"    y = i\\n",\n    "    z = i\\n"')
+    with pytest.raises(NotebookError, match="moved an IPython magic"):
+        write_back(nb, _swap(text, "magic 0", "magic 1"))
+    with pytest.raises(NotebookError, match="moved an IPython magic"):
+        write_back(nb, text.replace("    pass  # gradlint-notebook-magic 1", "pass  # gradlint-notebook-magic 1"))
+    with pytest.raises(NotebookError, match="removed an IPython magic"):
+        write_back(nb, text.replace("    pass  # gradlint-notebook-magic 1\n", ""))
+
+
 @pytest.mark.parametrize("fmt", ["text", "full", "json", "sarif", "github"])
 def test_notebook_findings_are_located_by_cell_in_every_format(tmp_path, fmt):
     shutil.copyfile(NOTEBOOK, tmp_path / "model.ipynb")
