@@ -8,7 +8,9 @@ without moving a line: a line magic (`%matplotlib inline`), a shell escape (`!pi
 `files = !ls`) or a help query (`?obj`) becomes `pass` at the same indentation, and a cell that
 starts with a cell magic (`%%bash`, `%%time`) is left out whole. After fixes, the virtual file
 is split again at the markers and the magics put back, so only the fixed cells change, and the
-notebook is written with its own JSON layout (indent, key order, escaping, final newline).
+notebook is written with its own JSON layout (indent, key order, escaping, final newline, CRLF
+line ends, a UTF-8 byte order mark). The JSON is written again, not spliced: numbers are written as
+Python writes them (`2.50` as `2.5`, `1E-5` as `1e-05`) and of a key given twice the last stays.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class CellMap:
 class Notebook:
     raw: str
     data: dict[str, Any]
+    bom: bool = False  # the file began with a UTF-8 byte order mark (write_back keeps it)
 
     @classmethod
     def parse(cls, raw: bytes | str) -> "Notebook":
@@ -74,7 +77,7 @@ class Notebook:
             raise NotebookError(f"not a readable notebook: {exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
             raise NotebookError("not a notebook: no list of cells")
-        return cls(text, data)
+        return cls(text, data, isinstance(raw, bytes) and raw.startswith(b"\xef\xbb\xbf"))
 
     @property
     def language(self) -> str:
@@ -269,7 +272,12 @@ def write_back(nb: Notebook, virtual: str) -> str:
             cell = data["cells"][index - 1]
             cell["source"] = _cell_source(cell.get("source", ""), text)
     out = json.dumps(data, **_layout(nb.raw))
-    return out + ("\n" if nb.raw.endswith("\n") else "")
+    out += "\n" if nb.raw.endswith("\n") else ""
+    if "\r\n" in nb.raw:
+        # (json.dumps ends lines with \n; a string's own line breaks are escapes: only the
+        # layout's lines are ended so)
+        out = out.replace("\n", "\r\n")
+    return ("\ufeff" if nb.bom else "") + out
 
 
 def to_virtual(findings: list[Finding], cells: CellMap) -> list[Finding]:

@@ -77,6 +77,13 @@ def test_write_back_keeps_layout_for_any_indent(indent):
     assert new == raw.replace('"y = 2"', '"y = 3"')
 
 
+def test_write_back_keeps_crlf_line_ends_and_a_byte_order_mark():
+    raw = notebook(("code", "import torch\ny = 2\n")).replace("\n", "\r\n")
+    nb = Notebook.parse(b"\xef\xbb\xbf" + raw.encode("utf-8"))
+    text, _ = virtual_source(nb)
+    assert write_back(nb, text.replace("y = 2", "y = 3")) == "\ufeff" + raw.replace('"y = 2', '"y = 3')
+
+
 def _swap(text: str, a: str, b: str) -> str:
     lines = text.splitlines(keepends=True)
     i = next(k for k, x in enumerate(lines) if a in x)
