@@ -23,7 +23,9 @@ import hashlib
 import json
 import os
 import stat
+import time
 import typing
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from gradlint import __version__
 from gradlint.codec import CacheError, _NoCycleCollection, decode, dumps, encode, loads, record_type, to_json  # noqa: F401
 from gradlint.inputs import fingerprint_dependency, read_fd
 
-SCHEMA = 5
+SCHEMA = 6
 # The entries of one folder's files: p-<32 hex digits>.jsonl, one JSON document a line.
 PACK_PREFIX = "p-"
 PACK_SUFFIX = ".jsonl"
@@ -137,6 +139,12 @@ def open_store(root: str | Path, rel: str) -> tuple[Store | None, str | None]:
     except OSError:
         return None, None
     try:
+        foreign = _foreign(fd)
+        if foreign:
+            # `cache-dir = "src"`: its `*` .gitignore would hide the folder's files from git and
+            # from gradlint's own discovery (findings vanished, exit 0)
+            return None, (f"cache folder {where} not used: it holds {foreign!r}, which gradlint did not "
+                          "write (cache-dir must name a folder of gradlint's own); running without a cache")
         for name, content in ((".gitignore", MARKER.encode()), (SALT_NAME, None)):
             problem = _ensure_file(fd, name, content)
             if problem:
@@ -160,6 +168,35 @@ def open_store(root: str | Path, rel: str) -> tuple[Store | None, str | None]:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def _foreign(dfd: int) -> str | None:
+    """A file of the cache folder that gradlint did not write, when the folder has no salt yet (a
+    folder with one is gradlint's); None when there is none. A .gitignore of ours cut short (a
+    full disk, a kill) is removed, to be made again."""
+    names = sorted(os.listdir(dfd))
+    if ".gitignore" in names:
+        try:
+            fd = os.open(".gitignore", os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=dfd)
+        except OSError:
+            fd = -1  # (a link, not a file: _ensure_file says so)
+        held = MARKER.encode()
+        if fd >= 0:
+            try:
+                held = read_fd(fd, len(MARKER) + 1)
+            finally:
+                os.close(fd)
+        if held != MARKER.encode():
+            if not MARKER.encode().startswith(held):
+                return None if SALT_NAME in names else ".gitignore"
+            os.unlink(".gitignore", dir_fd=dfd)
+    if SALT_NAME in names:
+        return None
+    for name in names:
+        if name != ".gitignore" and not (name.startswith("p-") and name.endswith(".jsonl")) and not (
+                name.startswith(".p-") and name.endswith(".tmp")):
+            return name
+    return None
 
 
 def _ensure_file(dfd: int, name: str, content: bytes | None) -> str | None:
@@ -188,7 +225,14 @@ def _read_salt(dfd: int) -> str | None:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size != _SALT_BYTES:
-            # Being written by a concurrent run, or damaged: no cache this time.
+            # Being written by a concurrent run, or damaged: no cache this time. One left short
+            # for ten seconds (a full disk when it was made) is removed, so that the next run
+            # makes it again: it turned the cache off for good.
+            if stat.S_ISREG(st.st_mode) and time.time() - st.st_mtime > 10:
+                try:
+                    os.unlink(SALT_NAME, dir_fd=dfd)
+                except OSError:
+                    pass
             return None
         data = os.read(fd, _SALT_BYTES)
     finally:
@@ -228,7 +272,8 @@ _MID = b'","file":"'  # then 32 hex digits
 _TAIL = b'",'
 _KEY = slice(len(_HEAD), len(_HEAD) + 64)
 _FILE = slice(_KEY.stop + len(_MID), _KEY.stop + len(_MID) + 32)
-_FIELDS = frozenset({"key", "file", "schema", "deps", "facts"})
+_FIELDS = frozenset({"key", "file", "schema", "crc", "deps", "facts"})
+_DEPS = b',"deps":'  # where the part a line's crc covers begins
 
 
 class Slot(typing.NamedTuple):
@@ -394,6 +439,11 @@ def _entry_facts(line: bytes, where: Slot, folder: str, expect: type) -> Any | N
         return None
     if raw["schema"] != SCHEMA or raw["key"] != where.key or raw["file"] != where.file:
         return None
+    # A line damaged on disk (a flipped bit, a hand edit) that still parses was served, and
+    # --fix applied a stored edit it changed: the crc of its dependencies and facts must match.
+    at = line.find(_DEPS)
+    if at < 0 or type(raw["crc"]) is not int or zlib.crc32(line[at:]) != raw["crc"]:
+        return None
     if not isinstance(raw["deps"], list) or len(raw["deps"]) > MAX_DEPS:
         return None
     for dep in raw["deps"]:
@@ -424,9 +474,11 @@ def entry(where: Slot, facts: Any, folder: str, depends: tuple[str, ...] = ()) -
             if collecting:
                 gc.enable()
         # The key and id (hex digits) first, at fixed offsets: _index slices them. The line is
-        # what json.dumps writes for {"key", "file", "schema", "deps", "facts"} in this order.
-        line = f'{{"key":"{where.key}","file":"{where.file}","schema":{SCHEMA},"deps":{listed},"facts":{body}}}'.encode(
-            "ascii")
+        # what json.dumps writes for {"key", "file", "schema", "crc", "deps", "facts"} in this
+        # order; the crc is of the rest of the line from `,"deps":`.
+        rest = f',"deps":{listed},"facts":{body}}}'.encode("ascii")
+        line = f'{{"key":"{where.key}","file":"{where.file}","schema":{SCHEMA},"crc":{zlib.crc32(rest)}'.encode(
+            "ascii") + rest
     except (CacheError, ValueError, TypeError, RecursionError):  # (UnicodeEncodeError: a ValueError)
         return None
     return (where.pack, where.file, line) if len(line) <= MAX_ENTRY_BYTES else None

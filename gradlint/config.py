@@ -216,6 +216,8 @@ def _cache_dir(value: Any, path: Path) -> str:
     """A folder below the project root: the cache is written nowhere else."""
     if not isinstance(value, str):
         raise ConfigError(f"{path}: 'cache-dir' must be a string, got {value!r}")
+    if any(ord(c) < 32 for c in value):
+        raise ConfigError(f"{path}: 'cache-dir' must not hold control characters, got {value!r}")
     parts = value.replace("\\", "/").split("/")
     if Path(value).is_absolute() or value.startswith(("/", "\\")) or (len(value) > 1 and value[1] == ":"):
         raise ConfigError(f"{path}: 'cache-dir' must be a folder relative to the project root, got an absolute path {value!r}")

@@ -8,6 +8,8 @@ import importlib.util
 import json
 import os
 import pickle
+import time
+import zlib
 import shutil
 import sys
 from dataclasses import replace
@@ -251,7 +253,7 @@ def test_cache_is_json_and_serves_the_same_findings(project):
     stored = entries(project)
     assert len(stored) == 2 and len(packs(project)) == 1  # both files' entries in their folder's pack
     doc = stored[0]
-    assert doc["schema"] == cache.SCHEMA and list(doc) == ["key", "file", "schema", "deps", "facts"]
+    assert doc["schema"] == cache.SCHEMA and list(doc) == ["key", "file", "schema", "crc", "deps", "facts"]
     assert sorted(p.name for p in (project / ".gradlint_cache").iterdir()) == [
         ".gitignore", packs(project)[0].name, "salt"]
     assert (project / ".gradlint_cache" / ".gitignore").read_text().endswith("*\n")
@@ -260,7 +262,12 @@ def test_cache_is_json_and_serves_the_same_findings(project):
 
 
 def _line(key: str, file: str, rest: str) -> bytes:
-    """A pack line that starts as gradlint writes one (key and file id at their offsets)."""
+    """A pack line that starts as gradlint writes one (key and file id at their offsets), with
+    the crc of what follows `"schema":N` when it holds a `,"deps":` (what a planter can compute:
+    each planted kind must be refused for what it plants, not for a wrong crc)."""
+    head, sep, tail = rest.partition(',"deps":')
+    if sep:
+        rest = f'{head},"crc":{zlib.crc32((sep + tail).encode())}{sep}{tail}'
     return f'{{"key":"{key}","file":"{file}",{rest}'.encode()
 
 
@@ -399,7 +406,9 @@ def test_a_valid_entry_shipped_with_the_repository_never_hits(tmp_path):
             back = cache.decode(doc["facts"])
             name = back.path if isinstance(back, FileFacts) else back[0].path
             doc["facts"] = cache.encode(FileFacts(path=name, kind="python", source=(made / name).read_text()))
-        pack.write_text("\n".join(json.dumps(d, separators=(",", ":")) for d in docs) + "\n")
+        compact = {"separators": (",", ":")}
+        pack.write_bytes(b"\n".join(_line(d["key"], d["file"], f'"schema":{d["schema"]},"deps":{json.dumps(d["deps"], **compact)},'
+                                           f'"facts":{json.dumps(d["facts"], **compact)}}}') for d in docs) + b"\n")
     assert findings(made, use_cache=True) == []  # the test has teeth: in place, the forgery is served
     clone = tmp_path / "clone"
     shutil.copytree(made, clone, symlinks=True)
@@ -927,7 +936,7 @@ def test_a_warm_run_reads_its_hits_without_a_pool_and_sends_only_misses_to_it(tm
 
 def test_an_entry_line_is_the_json_of_its_fields_in_order_and_its_key_is_the_salted_hash(tmp_path):
     """entry() writes the line's head by hand and _place remembers each file's place: the line is
-    still exactly json.dumps of {key, file, schema, deps, facts} and decodes to the facts, and the
+    still exactly json.dumps of {key, file, schema, crc, deps, facts} and decodes to the facts, and the
     key is sha256 over each part followed by a NUL, as before (an upgrade only changes keys through
     gradlint's code)."""
     import hashlib
@@ -953,8 +962,9 @@ def test_an_entry_line_is_the_json_of_its_fields_in_order_and_its_key_is_the_sal
         assert cache.slot(store, display, kind, "sha256:" + "ab" * 32) == where
         pack, file_id, line = cache.entry(where, payload, str(tmp_path), depends)
         doc = json.loads(line)
-        assert list(doc) == ["key", "file", "schema", "deps", "facts"] and (pack, file_id) == (where.pack, where.file)
+        assert list(doc) == ["key", "file", "schema", "crc", "deps", "facts"] and (pack, file_id) == (where.pack, where.file)
         assert line == json.dumps(doc, separators=(",", ":")).encode("ascii")
+        assert doc["crc"] == zlib.crc32(line[line.index(b',"deps":'):])
         assert doc["deps"] == [[d, cache.fingerprint_dependency(str(tmp_path), d)] for d in depends]
         assert cache.decode(doc["facts"]) == payload
         cache.write(store, [(pack, file_id, line)])
@@ -1124,3 +1134,45 @@ def test_workers_store_the_same_facts_as_one_process(tmp_path):
     assert findings(tmp_path, use_cache=True, jobs=2) == honest
     assert _stored_paths(tmp_path) == {"model.py", "util.py"} and len(result_entries(tmp_path)) == 42
     assert findings(tmp_path, use_cache=True) == honest
+
+
+def test_a_line_damaged_on_disk_is_a_miss_not_a_served_entry(project):
+    """One flipped character in a stored finding (a disk error, a sync tool, a hand edit) left a
+    line that still parses: it was served, and --fix applied a stored edit it had changed. Each
+    line carries the crc of its dependencies and facts."""
+    honest = findings(project, use_cache=False)
+    assert findings(project, use_cache=True) == honest
+    damaged = 0
+    for pack in packs(project):
+        data = pack.read_bytes()
+        if b'"GL302"' in data:
+            pack.write_bytes(data.replace(b'"GL302"', b'"GL305"'))
+            damaged += 1
+    assert damaged
+    assert findings(project, use_cache=True) == honest
+
+
+def test_a_cache_dir_naming_a_folder_of_the_users_is_not_used(project):
+    """`cache-dir = "src"`: the cache's `*` .gitignore went into the user's folder, and git and
+    gradlint's own discovery then ignored its files (the findings vanished, exit 0)."""
+    (project / "src").mkdir()
+    (project / "src" / "net.py").write_text(MODEL_WITH_HEAD)
+    store, warning = cache.open_store(project, "src")
+    assert store is None and "holds 'net.py', which gradlint did not write" in warning
+    assert sorted(p.name for p in (project / "src").iterdir()) == ["net.py"]
+    honest = findings(project, use_cache=False)
+    assert findings(project, use_cache=True, config=Config(root=str(project), cache_dir="src")) == honest
+
+
+def test_a_cache_folder_cut_short_by_a_full_disk_is_made_whole_again(project):
+    """A .gitignore or salt created but not written (a full disk, a kill) turned the cache off,
+    or left the cache folder visible to git, for good."""
+    folder = project / ".gradlint_cache"
+    folder.mkdir()
+    (folder / ".gitignore").write_text(cache.MARKER[:5])
+    (folder / "salt").write_bytes(b"")
+    os.utime(folder / "salt", (time.time() - 60, time.time() - 60))
+    assert cache.open_store(project, ".gradlint_cache") == (None, None)  # (the short salt, this run)
+    assert (folder / ".gitignore").read_text() == cache.MARKER
+    store, warning = cache.open_store(project, ".gradlint_cache")
+    assert store is not None and warning is None and (folder / "salt").stat().st_size == 32

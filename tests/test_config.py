@@ -101,6 +101,7 @@ def test_missing_explicit_config(tmp_path):
     ('[tool.gradlint]\ncache-dir = 1\n', "'cache-dir' must be a string"),
     ('[tool.gradlint]\ncache-dir = ""\n', "'cache-dir' must name a folder below the project root"),
     ('[tool.gradlint]\ncache-dir = "."\n', "'cache-dir' must name a folder below the project root"),
+    ('[tool.gradlint]\ncache-dir = "x\\u0000y"\n', "'cache-dir' must not hold control characters"),
     ('[tool.gradlint]\ncache-dir = "./"\n', "'cache-dir' must name a folder below the project root"),
     ('[tool.gradlint]\ncache-dir = "/tmp/abs_cache"\n', "'cache-dir' must be a folder relative to the project root"),
     ('[tool.gradlint]\ncache-dir = "../elsewhere"\n', "'cache-dir' must stay inside the project root"),
