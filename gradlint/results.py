@@ -64,9 +64,18 @@ class ResultCache:
         # The modules the lookups of this run's files reached (keep): their facts are stored.
         self.reached: set[str] = set()
         self.fresh: list[str] = []  # the names reached since the caller last took them
+        self._real: dict[str, str] = {}  # a file's folder -> its real path (_slot)
 
     def _slot(self, i: int, fingerprint: str) -> cache.Slot:
-        return cache.slot(self.store, self.files[i][1], self.kinds[i], fingerprint + ":" + self.run)
+        # The file's real place too: two identical files shown alike (`m.py` checked from
+        # a/pkg/ and from b/pkg/, one module name) shared one entry, though per-file-ignores
+        # and the project around each differ (its folder resolved once per run)
+        path = self.files[i][0]
+        folder = self._real.get(str(path.parent))
+        if folder is None:
+            folder = self._real[str(path.parent)] = os.path.realpath(path.parent)
+        return cache.slot(self.store, self.files[i][1], self.kinds[i],
+                          f"{fingerprint}:{self.run}:{os.path.join(folder, path.name)}")
 
     def _own(self, i: int) -> str:
         named = self.names[i]

@@ -1176,3 +1176,30 @@ def test_a_cache_folder_cut_short_by_a_full_disk_is_made_whole_again(project):
     assert (folder / ".gitignore").read_text() == cache.MARKER
     store, warning = cache.open_store(project, ".gradlint_cache")
     assert store is not None and warning is None and (folder / "salt").stat().st_size == 32
+
+
+def test_identical_files_shown_alike_from_two_folders_keep_their_own_results(tmp_path):
+    """`m.py` checked from a/pkg/ and from b/pkg/ (one module name, one display, one content):
+    their result shared one entry, though per-file-ignores differ (matched from the root)."""
+    deep = ("import torch.nn as nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+            "        self.body = nn.Sequential(*[m for _ in range(12) for m in (nn.Linear(256, 256), nn.Sigmoid())])\n\n"
+            "    def forward(self, x):\n        return self.body(x)\n")
+    write_tree(tmp_path, {"a/pkg/__init__.py": "", "a/pkg/m.py": deep, "b/pkg/__init__.py": "", "b/pkg/m.py": deep,
+                          "pyproject.toml": '[tool.gradlint]\nper-file-ignores = {"a/*" = ["GL101"]}\n'})
+    from gradlint.config import load_config
+
+    config = load_config(start=tmp_path)
+
+    def codes(folder: str, use_cache: bool) -> list[str]:
+        old = os.getcwd()
+        os.chdir(tmp_path / folder)
+        try:
+            return [f.code for f in check_paths(["m.py"], config, use_cache=use_cache, jobs=1).findings]
+        finally:
+            os.chdir(old)
+
+    assert codes("b/pkg", False) == ["GL101"] and codes("a/pkg", False) == []
+    for first, second in (("b/pkg", "a/pkg"), ("a/pkg", "b/pkg")):
+        shutil.rmtree(tmp_path / ".gradlint_cache", ignore_errors=True)
+        codes(first, True)
+        assert codes(second, True) == codes(second, False)
