@@ -122,6 +122,10 @@ class _Unsafe(Exception):
     pass
 
 
+# When the run that opened the store began (ns): entries of files that depend on one changed
+# since are not made (entry). Forked workers inherit it.
+_RUN_STARTED: int | None = None
+
 # (root, cache-dir) -> an open fd of the folder, checked by open_store or a worker's own walk.
 _FDS: dict[tuple[str, str], int] = {}
 
@@ -130,6 +134,8 @@ def open_store(root: str | Path, rel: str) -> tuple[Store | None, str | None]:
     """Prepare the cache folder: (store, None) when usable, (None, warning) when the folder is
     unsafe (a link in the way, a link in place of our files), (None, None) when it cannot be made
     (a read-only checkout: the run goes on uncached, in silence)."""
+    global _RUN_STARTED
+    _RUN_STARTED = time.time_ns()
     root = str(Path(root).resolve())
     where = os.path.join(root, rel)
     try:
@@ -464,7 +470,12 @@ def entry(where: Slot, facts: Any, folder: str, depends: tuple[str, ...] = ()) -
     """The line storing `facts` under `where`, or None when they cannot be stored (not gradlint's
     records, or over MAX_ENTRY_BYTES). Nothing is written here."""
     try:
-        deps = [[d, fingerprint_dependency(folder, d)] for d in depends] if depends else None
+        # (fingerprinted now, but read earlier in the run: a dependency changed since the run
+        # began may not be what the facts came from, and the entry would serve them with its new
+        # fingerprint until it changed again; no entry then)
+        deps = [[d, fingerprint_dependency(folder, d, _RUN_STARTED)] for d in depends] if depends else None
+        if deps and any(fp is None for _d, fp in deps):
+            return None
         collecting = gc.isenabled()  # as _NoCycleCollection, for less than a result entry costs
         gc.disable()
         try:

@@ -154,21 +154,23 @@ def fingerprint(path: str | os.PathLike) -> str:
 MAX_UP = 16
 
 
-def fingerprint_dependency(folder: str, rel: str) -> str:
+def fingerprint_dependency(folder: str, rel: str, not_after: int | None = None) -> str | None:
     """Fingerprint of a file a cache entry depends on, `rel` relative to `folder`. ONNX external
     data stays inside the model's folder (fingerprint_within); a `.py` file may also lie up to
     MAX_UP folders above it (`../config.py`, the config class a model file imports), reached by
-    name from that folder and never through a link below it."""
+    name from that folder and never through a link below it. None when the file changed after
+    `not_after` (ns, the run's start): what the run read of it may not be what it holds now."""
     parts = rel.replace("\\", "/").split("/")
     ups = 0
     while ups < len(parts) and parts[ups] == "..":
         ups += 1
     if ups and rel.endswith(".py") and ups <= MAX_UP and ".." not in parts[ups:]:
-        return fingerprint_within(os.path.normpath(os.path.join(folder, *parts[:ups])), "/".join(parts[ups:]))
-    return fingerprint_within(folder, rel)
+        return fingerprint_within(os.path.normpath(os.path.join(folder, *parts[:ups])), "/".join(parts[ups:]),
+                                  not_after)
+    return fingerprint_within(folder, rel, not_after)
 
 
-def fingerprint_within(folder: str, rel: str) -> str:
+def fingerprint_within(folder: str, rel: str, not_after: int | None = None) -> str | None:
     """Fingerprint of `rel` inside `folder` (an ONNX model's external data), never leaving it:
     no absolute path, no `..`, no symbolic link on the way. What cannot be reached is fingerprinted
     by why, so that it becoming reachable changes the fingerprint too."""
@@ -204,7 +206,10 @@ def fingerprint_within(folder: str, rel: str) -> str:
         except OSError as exc:
             return f"error:{exc.errno}"
         try:
-            return fingerprint_fd(fd, os.fstat(fd))
+            st = os.fstat(fd)
+            if not_after is not None and st.st_ctime_ns > not_after:
+                return None
+            return fingerprint_fd(fd, st)
         finally:
             os.close(fd)
     except OSError as exc:

@@ -1203,3 +1203,18 @@ def test_identical_files_shown_alike_from_two_folders_keep_their_own_results(tmp
         shutil.rmtree(tmp_path / ".gradlint_cache", ignore_errors=True)
         codes(first, True)
         assert codes(second, True) == codes(second, False)
+
+
+def test_no_entry_for_facts_whose_dependency_changed_during_the_run(tmp_path):
+    """The files an entry depends on (a config class's module, ONNX external data) are
+    fingerprinted when the entry is made, at the end of the run: one saved meanwhile was recorded
+    as its new content beside facts read from the old, and served so until it changed again."""
+    store, _ = cache.open_store(tmp_path, ".gradlint_cache")
+    time.sleep(0.05)  # (the kernel's file times lag its clock by a tick at most)
+    (tmp_path / "dep.py").write_text("WIDTH = 8\n")  # saved while the run goes on
+    where = cache.slot(store, "m.py", "python", "f")
+    facts = FileFacts(path="m.py", kind="python")
+    assert cache.entry(where, facts, str(tmp_path), ("dep.py",)) is None
+    assert cache.entry(where, facts, str(tmp_path)) is not None  # (no dependency: made)
+    store, _ = cache.open_store(tmp_path, ".gradlint_cache")  # the next run: unchanged since it began
+    assert cache.entry(where, facts, str(tmp_path), ("dep.py",)) is not None
