@@ -72,6 +72,7 @@ def _weight_stats(index, loaded):
                 roles[bias[0]] = ("bias", p.name, index.ref(i), i)
     out = []
     stats = {}
+    regions: dict = {}  # (tensor_stats' memo: each external-data region read once)
     for g in index.walk():
         tensors = [(t.name, t, None) for t in g.graph.initializer]
         for i, node in enumerate(g.nodes):
@@ -80,7 +81,7 @@ def _weight_stats(index, loaded):
                     if a.name == "value" and node.output:
                         tensors.append((node.output[0], a.t, g.ref(i)))
         for name, tensor, const_ref in tensors:
-            st = tensor_stats(tensor, loaded, name=name)
+            st = tensor_stats(tensor, loaded, name=name, memo=regions)
             if st is None:
                 continue
             if g is index:

@@ -573,10 +573,21 @@ def dequantized_stats(tensor: TensorProto, scale: np.ndarray | None, zero: np.nd
                        mean=mean, variance=m2 / n_tot)
 
 
-def tensor_stats(tensor: TensorProto, loaded: LoadedModel | None, name: str | None = None) -> TensorStats | None:
-    """Streaming mean/variance (Chan's parallel update) and non-finite counts of a float tensor."""
+def tensor_stats(tensor: TensorProto, loaded: LoadedModel | None, name: str | None = None,
+                 memo: dict | None = None) -> TensorStats | None:
+    """Streaming mean/variance (Chan's parallel update) and non-finite counts of a float tensor.
+    `memo`: the moments of the external-data regions read so far, by file, range and type: a tiny
+    model whose initializers all name one 400 MB region streamed it once per initializer (200
+    references: 71 s)."""
     if not float_dtype(tensor):
         return None
+    region = None
+    if memo is not None and loaded is not None and is_external(tensor):
+        ref = loaded.external.get(external_key(tensor))
+        if ref is not None:
+            region = (ref.st_dev, ref.st_ino, ref.offset, ref.length, tensor.data_type)
+            if region in memo:
+                return _stats(tensor, name, *memo[region])
     n_tot, mean, m2 = 0, 0.0, 0.0
     nan = posinf = neginf = 0
     seen = 0
@@ -602,6 +613,13 @@ def tensor_stats(tensor: TensorProto, loaded: LoadedModel | None, name: str | No
         mean += delta * n / total
         m2 += c_m2 + delta * delta * n_tot * n / total
         n_tot = total
+    if region is not None:
+        memo[region] = (seen, n_tot, mean, m2, nan, posinf, neginf)
+    return _stats(tensor, name, seen, n_tot, mean, m2, nan, posinf, neginf)
+
+
+def _stats(tensor: TensorProto, name: str | None, seen: int, n_tot: int, mean: float, m2: float,
+           nan: int, posinf: int, neginf: int) -> TensorStats | None:
     count = int(np.prod(tensor.dims, dtype=np.int64))
     if seen == 0 and count > 0:
         return None  # unreadable (refused external data)
