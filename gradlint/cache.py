@@ -158,6 +158,7 @@ def open_store(root: str | Path, rel: str) -> tuple[Store | None, str | None]:
         salt = _read_salt(fd)
         if salt is None:
             return None, None
+        _remove_left_behind(fd)
         store = Store(root=root, rel=rel, salt=salt)
         code_fingerprint()  # once, here: forked workers inherit it
         # A new run reads the packs as they are now, not as an earlier run in this process did.
@@ -174,6 +175,24 @@ def open_store(root: str | Path, rel: str) -> tuple[Store | None, str | None]:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def _remove_left_behind(dfd: int) -> None:
+    """Remove the temporary packs of writes killed half-way (up to MAX_PACK_BYTES each, and
+    nothing else ever removed them): those untouched for ten minutes (a write in progress in
+    another run is younger)."""
+    now = time.time()
+    try:
+        for entry in os.scandir(dfd):
+            name = entry.name
+            if name.startswith(".p-") and name.endswith(".tmp"):
+                try:
+                    if now - entry.stat(follow_symlinks=False).st_mtime > 600:
+                        os.unlink(name, dir_fd=dfd)
+                except OSError:
+                    pass
+    except OSError:
+        pass
 
 
 def _foreign(dfd: int) -> str | None:

@@ -1218,3 +1218,14 @@ def test_no_entry_for_facts_whose_dependency_changed_during_the_run(tmp_path):
     assert cache.entry(where, facts, str(tmp_path)) is not None  # (no dependency: made)
     store, _ = cache.open_store(tmp_path, ".gradlint_cache")  # the next run: unchanged since it began
     assert cache.entry(where, facts, str(tmp_path), ("dep.py",)) is not None
+
+
+def test_temporary_packs_of_killed_writes_are_removed_once_old(project):
+    findings(project, use_cache=True)
+    folder = project / ".gradlint_cache"
+    old, young = folder / ".p-abc.jsonl.123.ff.tmp", folder / ".p-abc.jsonl.456.ee.tmp"
+    old.write_bytes(b"x" * 100)
+    young.write_bytes(b"x")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    findings(project, use_cache=True)
+    assert not old.exists() and young.exists()
