@@ -189,3 +189,31 @@ def test_the_parse_of_a_config_file_starts_from_the_tree_of_its_summary_only_for
     other = ("X = 2\n", ast.parse("X = 2\n"))  # the file changed since: its own tree
     src = parsed(path, str(path), other)
     assert src.positions.tree is not other[1] and src.positions.tree.body[0].value.value == 1
+
+
+def test_a_package_made_or_unmade_sends_the_cached_config_lookup_stale(tmp_path, monkeypatch):
+    """Where `from cfg import Cfg` is looked for follows from the `__init__.py` files around the
+    model (a package's imports start above it): adding or removing one changed which cfg.py it
+    reaches, and the cache kept the old answer."""
+    from gradlint.api import check_paths
+    from gradlint.config import Config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "model.py").write_text(
+        "import torch.nn as nn\nfrom cfg import Cfg\n\n\nclass Tower(nn.Module):\n    def __init__(self, cfg: Cfg):\n"
+        "        super().__init__()\n        self.body = nn.Sequential(*[m for _ in range(cfg.depth) for m in "
+        "(nn.Linear(cfg.width, cfg.width), nn.Sigmoid())])\n\n    def forward(self, x):\n        return self.body(x)\n")
+    config_class = "from dataclasses import dataclass\n\n\n@dataclass\nclass Cfg:\n    depth: int = {}\n    width: int = 256\n"
+    (tmp_path / "a" / "cfg.py").write_text(config_class.format(20))
+    (tmp_path / "cfg.py").write_text(config_class.format(1))
+
+    def codes(use_cache: bool) -> list[str]:
+        return [f.code for f in check_paths(["a/model.py"], Config(root=str(tmp_path)), use_cache=use_cache, jobs=1).findings]
+
+    assert codes(True) == codes(False) == ["GL101"]  # (a/cfg.py: twenty sigmoid layers)
+    (tmp_path / "a" / "__init__.py").write_text("")
+    assert codes(True) == codes(False) == []  # (./cfg.py: one)
+    (tmp_path / "a" / "__init__.py").unlink()
+    assert codes(True) == codes(False) == ["GL101"]

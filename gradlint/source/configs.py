@@ -356,12 +356,18 @@ def _read(path: str) -> tuple[bytes, str]:
         raise OSError(str(exc)) from None
 
 
-def _package_top(folder: str) -> str:
-    """The folder absolute imports of a file in `folder` start from: above its regular packages."""
+def _package_top(folder: str, seen: dict[str, None] | None = None) -> str:
+    """The folder absolute imports of a file in `folder` start from: above its regular packages.
+    `seen` gets each `__init__.py` looked for, found or not: where a config class is looked for
+    follows from them, and a cached answer must go stale when one appears or goes."""
     top = folder
-    while os.path.isfile(os.path.join(top, "__init__.py")) and os.path.dirname(top) != top:
+    while True:
+        marker = os.path.join(top, "__init__.py")
+        if seen is not None:
+            seen.setdefault(marker)
+        if not os.path.isfile(marker) or os.path.dirname(top) == top:
+            return top
         top = os.path.dirname(top)
-    return top
 
 
 class ConfigReader:
@@ -378,6 +384,9 @@ class ConfigReader:
         self.depth = depth
         # the files looked for, found or not, by absolute path (those of nested configs included)
         self.seen: dict[str, None] = {}
+        # the `__init__.py` files whose presence decided where imports start (_resolver): not
+        # files read (no share of MAX_CONFIG_FILES), but the answers depend on them too
+        self.markers: dict[str, None] = {}
         self._index: ProjectIndex | None = None
         self._files: _Files | None = None
         self._module = ""
@@ -392,13 +401,14 @@ class ConfigReader:
 
     def depends(self) -> tuple[str, ...]:
         """The files looked at, relative to the file's folder (FileFacts.depends)."""
-        return tuple(os.path.relpath(p, self.folder).replace(os.sep, "/") for p in self.seen)
+        return tuple(os.path.relpath(p, self.folder).replace(os.sep, "/") for p in {**self.seen, **self.markers})
 
     def _resolver(self) -> tuple[ProjectIndex, _Files]:
         if self._index is None:
             from gradlint.source.index import import_roots
 
-            top = _package_top(self.folder)
+            top = _package_top(self.folder, self.markers)
+            self.markers.setdefault(os.path.join(top, "src", "__init__.py"))  # (import_roots reads it)
             roots = tuple(str(r) for r in import_roots(Path(top)))
             self._files = _Files(roots, self)
             self._index = _Index(self._files)
