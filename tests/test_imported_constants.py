@@ -119,10 +119,11 @@ def test_the_files_looked_at_are_dependencies_and_torch_is_never_looked_for(tmp_
     got, depends = _imported(tmp_path, {"consts.py": "X = 0.0\n"}, ("consts.X", "torch.X"))
     assert got is NOT_KNOWN and depends == ()  # one target is torch's: nothing looked up
     got, depends = _imported(tmp_path, {"consts.py": "X = 0.0\n"})
-    assert got == 0.0 and depends == ("consts.py",)
+    # (and the __init__.py files that decide where imports start: making a package changes them)
+    assert got == 0.0 and depends == ("consts.py", "__init__.py", "src/__init__.py")
     # a missing module is looked for too (creating it changes the facts)
     got, depends = _imported(tmp_path, {}, ("nowhere.X",))
-    assert got is NOT_KNOWN and depends == ("nowhere.py", "nowhere/__init__.py")
+    assert got is NOT_KNOWN and depends == ("nowhere.py", "nowhere/__init__.py", "__init__.py", "src/__init__.py")
 
 
 def test_text_without_a_file_reads_no_other_file():
