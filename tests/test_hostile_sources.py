@@ -1191,3 +1191,23 @@ def test_the_fork_server_is_silent_when_gradlints_process_is_gone_mid_start():
     for other in ("ValueError('bad')", "pickle.UnpicklingError('invalid load key')"):
         ended = subprocess.run([sys.executable, "-c", code.format(other)], capture_output=True, text=True)
         assert ended.returncode == 1 and other.split("(")[1].strip("')") in ended.stderr
+
+
+@pytest.mark.parametrize("pattern", ["(" * 14 + "a" + ",)" * 14, "[" * 40 + "a" + "]" * 40,
+                                     "{'k': " * 12 + "a" + "}" * 12], ids=["tuples", "lists", "mappings"])
+def test_match_patterns_libcst_cannot_afford_are_a_named_skip(tmp_path, pattern):
+    """libcst's parse time grows exponentially with the nesting of match patterns (these took
+    minutes to forever); the other files are still checked."""
+    text = f"import torch\n\nmatch torch:\n    case {pattern}:\n        pass\n"
+    result = run(tmp_path, {"deep.py": text, "m.py": "import torch\n" + LOG_SOFTMAX})
+    skipped = [r for r in result.files if r.skipped]
+    assert [Path(r.path).name for r in skipped] == ["deep.py"] and "match patterns nested" in skipped[0].skipped
+    assert [f.code for f in result.findings] == ["GL302"]
+
+
+def test_match_patterns_of_real_code_are_parsed():
+    import ast
+
+    text = ("match event:\n    case {'type': 'click', 'pos': (x, y)} | {'type': 'tap', 'at': [x, y]}:\n        pass\n"
+            "    case Point(x=0, y=[a, (b, c), *rest]):\n        pass\n")
+    assert 0 < budget.pattern_cost(ast.parse(text), text) < 1_000

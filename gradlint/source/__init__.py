@@ -433,6 +433,10 @@ def _extract_python_text(text: str, display: str, models_only: bool, calls_only:
         return FileFacts(path=display, kind="python", source=text, symbols=module_symbols(tree), skipped=(
             f"expressions nested up to {deepest} levels deep are over gradlint's parse budget "
             f"(libcst's parse time grows with the square of the nesting)"))
+    if budget.pattern_cost(tree, text) > budget.PATTERN_BUDGET:
+        return FileFacts(path=display, kind="python", source=text, symbols=module_symbols(tree), skipped=(
+            "match patterns nested over gradlint's parse budget (libcst's parse time grows "
+            "exponentially with their nesting)"))
     import libcst as cst
 
     try:
@@ -467,7 +471,8 @@ def parsed(path: Path, display: str, known: tuple[str, ast.Module] | None = None
     if _over_size_budget(data, text):
         return None
     tree = known[1] if known is not None and known[0] == text else _cpython_parse(text, display)
-    if not isinstance(tree, ast.Module) or budget.nesting_cost(tree)[1] > budget.NESTING_BUDGET:
+    if not isinstance(tree, ast.Module) or budget.nesting_cost(tree)[1] > budget.NESTING_BUDGET \
+            or budget.pattern_cost(tree, text) > budget.PATTERN_BUDGET:
         return None
     if wanted:
         from gradlint.source.skeleton import without_units

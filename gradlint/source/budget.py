@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from typing import Any
 
 from gradlint.model import ir
@@ -27,6 +28,12 @@ MAX_SOURCE_LINES = 20_000  # ~5 500 in transformers' largest module
 # under 40 levels.
 NESTING_FREE = 100
 NESTING_BUDGET = 1_500_000
+# libcst's parse time grows exponentially with the nesting of a match statement's patterns (a
+# 40-deep `case [[[...a...]]]:` never ended; a mapping pattern 12 deep took 26 s, 14 deep 6
+# minutes; `((a,),)` 10 deep 3 s). Each pattern costs 4 for every sequence or mapping pattern
+# around it, times 2 for every other one (measured: 1-2 s per million); a file may spend
+# PATTERN_BUDGET. Real code: under 100.
+PATTERN_BUDGET = 500_000
 
 # ---- interpretation ----
 MAX_INT = 2 ** 64  # larger integers are not folded (no layer has 2**64 units)
@@ -123,6 +130,29 @@ def fold(op: str, a: Any, b: Any) -> Any:
     except (ArithmeticError, ValueError):  # ZeroDivisionError, OverflowError
         return None
     return bounded(r)
+
+
+_CASE_LINE = re.compile(r"^[ \t]*case\b", re.MULTILINE)
+
+
+def pattern_cost(tree: ast.Module, text: str) -> int:
+    """What the match statements' patterns cost libcst to parse (see PATTERN_BUDGET); 0 for a
+    file with none (its text is searched for a `case` line first: no walk of the tree then)."""
+    if _CASE_LINE.search(text) is None:
+        return 0
+    cost = 0
+    for node in ast.walk(tree):
+        if type(node) is ast.match_case:
+            stack = [(node.pattern, 1)]
+            while stack:
+                pattern, weight = stack.pop()
+                cost += weight
+                if cost > PATTERN_BUDGET:
+                    return cost
+                below = weight * (4 if type(pattern) in (ast.MatchMapping, ast.MatchSequence) else 2)
+                stack.extend((child, below) for child in ast.iter_child_nodes(pattern)
+                             if isinstance(child, ast.pattern))
+    return cost
 
 
 def grown(items: list) -> list:
