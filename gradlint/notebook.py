@@ -75,8 +75,20 @@ class Notebook:
             data = json.loads(text)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise NotebookError(f"not a readable notebook: {exc}") from None
+        except RecursionError:
+            raise NotebookError("not a readable notebook: JSON nested too deeply") from None
+        except ValueError as exc:  # (an integer of more digits than Python converts)
+            raise NotebookError(f"not a readable notebook: {exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
             raise NotebookError("not a notebook: no list of cells")
+        # what gradlint reads of it has nbformat's types (else an AttributeError or TypeError)
+        meta = data.get("metadata") or {}
+        if not isinstance(meta, dict) or any(not isinstance(meta.get(k) or {}, dict) for k in ("language_info", "kernelspec")):
+            raise NotebookError("not a notebook: its metadata is not nbformat's (objects expected)")
+        for index, cell in enumerate(data["cells"], start=1):
+            source = cell.get("source", "") if isinstance(cell, dict) else ""
+            if not isinstance(source, str) and not (isinstance(source, list) and all(isinstance(x, str) for x in source)):
+                raise NotebookError(f"not a notebook: the source of cell {index} is not text or a list of lines")
         return cls(text, data, isinstance(raw, bytes) and raw.startswith(b"\xef\xbb\xbf"))
 
     @property

@@ -1211,3 +1211,13 @@ def test_match_patterns_of_real_code_are_parsed():
     text = ("match event:\n    case {'type': 'click', 'pos': (x, y)} | {'type': 'tap', 'at': [x, y]}:\n        pass\n"
             "    case Point(x=0, y=[a, (b, c), *rest]):\n        pass\n")
     assert 0 < budget.pattern_cost(ast.parse(text), text) < 1_000
+
+
+@pytest.mark.parametrize("head", [b"# coding: undefined\n", b"# coding: punycode\n",
+                                  b"# coding: unicode_escape\nx = '\\xzz'\n"], ids=["undefined", "punycode", "escape"])
+def test_a_codec_that_cannot_read_the_file_is_gl001(tmp_path, head):
+    """Codecs that are no text encoding of source raised UnicodeError or LookupError out of the
+    decoder: an internal error (through --stdin-filename too)."""
+    result = run(tmp_path, {"x.py": head + b"import torch\n"})
+    (f,) = only(result).findings
+    assert f.code == "GL001" and "cannot decode file" in f.message

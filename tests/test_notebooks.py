@@ -231,3 +231,19 @@ def test_stdin_notebook_fix_prints_the_fixed_notebook(tmp_path):
     proc = run_cli("check", "--no-cache", "--stdin-filename", "nb.ipynb", "--fix", "-", cwd=tmp_path, input=raw)
     assert proc.stdout == raw.replace("torch.log(torch.softmax(z, dim=-1))", "torch.log_softmax(z, dim=-1)")
     assert "cell 4:4:68: GL101" in proc.stderr and proc.returncode == 1
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ('{"cells": [], "metadata": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+    ('{"cells": [], "nbformat": ' + "9" * 5000 + "}", "not a readable notebook"),
+    ('{"cells": [], "metadata": [1]}', "metadata is not nbformat's"),
+    ('{"cells": [], "metadata": {"kernelspec": "python3"}}', "metadata is not nbformat's"),
+    ('{"cells": [{"cell_type": "code", "source": ["import torch\\n", 1]}]}', "source of cell 1"),
+], ids=["deep", "long integer", "metadata list", "kernelspec string", "source not text"])
+def test_a_notebook_of_the_wrong_shape_is_gl001_not_an_internal_error(tmp_path, raw, needle):
+    """JSON that parses but is no nbformat notebook, or that json cannot read (nesting, a 5 000
+    digit integer), was a traceback (internal error)."""
+    (tmp_path / "bad.ipynb").write_text(raw)
+    proc = gradlint("check", "bad.ipynb", cwd=tmp_path)
+    assert proc.returncode == 1 and "GL001" in proc.stdout and needle in proc.stdout, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr

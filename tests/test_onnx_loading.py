@@ -291,3 +291,27 @@ def test_memory_bench_runs_on_a_small_model(tmp_path: Path):
     assert np.allclose(stds, np.sqrt(2 / 64), rtol=0.1)
     peak, _, out = bench.run_check(path)
     assert peak > 0 and "All checks passed" in out
+
+
+GOOD_TEXT = '<ir_version: 8, opset_import: ["" : 17]>\ng (float[N, 4] x) => (float[N, 4] a) {\n  p = Softmax <axis = -1> (x)\n  a = Log(p)\n}\n'
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('<ir_version: 8, opset_import: ["" : 17]>\ng (float[99999999999999999999999999, 4] x) => (float[N, 4] a) {\n'
+     '  a = Log(x)\n}\n', "IndexError"),
+    ('<ir_version: 8, opset_import: ["" : 17]>\ng (float[N, 4] x) => (float[N, 4] a) {\n  c = Constant <value = float[1] {1e}> ()\n'
+     '  a = Log(x)\n}\n', "RuntimeError"),
+    ('<ir_version: 8, opset_import: ["" : 17]>\ng (' + "seq(" * 20000 + "float" + ")" * 20000 + ' x) => (float[N] a) {\n'
+     '  a = Log(x)\n}\n', "nested 20001 levels deep"),
+], ids=["huge dimension", "bad float", "deep type"])
+def test_onnx_text_the_parser_refuses_or_crashes_on_is_gl002(tmp_path, text, needle):
+    """onnx.parser raised IndexError (stoll), RuntimeError or protobuf's DecodeError past its own
+    checks (internal errors), and overflowed its stack on deep nesting (SIGSEGV: no report at
+    all with -j1). The good file beside it is still checked."""
+    (tmp_path / "bad.onnx.txt").write_text(text)
+    (tmp_path / "good.onnx.txt").write_text(GOOD_TEXT)
+    result = check_paths([str(tmp_path / "bad.onnx.txt"), str(tmp_path / "good.onnx.txt")],
+                         Config(root=str(tmp_path)), use_cache=False, jobs=1)
+    bad = [f for f in result.findings if f.path.endswith("bad.onnx.txt")]
+    assert [f.code for f in bad] == ["GL002"] and needle in bad[0].message, bad
+    assert "GL302" in {f.code for f in result.findings if f.path.endswith("good.onnx.txt")}

@@ -77,6 +77,31 @@ class LoadedModel:
     refused: list[str] = field(default_factory=list)
 
 
+# Brackets ONNX text may nest: onnx.parser recurses on each level in C++ and overflows its stack
+# (SIGSEGV) on a few thousand (`seq(` types, `If` bodies); real models: a dozen.
+MAX_TEXT_NESTING = 100
+
+
+def _parse_text(text: str) -> onnx.ModelProto:
+    """ONNX text parsed, its nesting checked first; what the parser refuses is a ModelError."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "([{<":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}>":
+            depth -= 1
+    if deepest > MAX_TEXT_NESTING:
+        raise ModelError("unreadable_model", f"ONNX text nested {deepest} levels deep: over the {MAX_TEXT_NESTING} "
+                                             "gradlint reads (onnx's parser crashes on a few thousand)")
+    try:
+        return onnx.parser.parse_model(text)
+    except onnx.parser.ParseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - stoll's IndexError, a bad float, protobuf's depth limit
+        raise ModelError("unreadable_model", f"not valid ONNX text: {type(exc).__name__}: {_one_line(exc)}") from None
+
+
 def decode(path: Path, given: bytes | None = None) -> onnx.ModelProto:
     """Decode a binary model (external data left unread) or ONNX text (`*.txt`); `given`: the
     file's bytes, already read (bounded) by the caller."""
@@ -86,11 +111,11 @@ def decode(path: Path, given: bytes | None = None) -> onnx.ModelProto:
         if given is not None:
             data = given
             if path.suffix == ".txt":
-                return onnx.parser.parse_model(data.decode("utf-8"))
+                return _parse_text(data.decode("utf-8"))
         elif path.suffix == ".txt":
             # Bounded, and a special file is refused before any open (gradlint.inputs).
             data = read_bounded(path, ONNX_LIMIT, "protobuf's 2 GiB")
-            return onnx.parser.parse_model(data.decode("utf-8"))
+            return _parse_text(data.decode("utf-8"))
         else:
             # A special file is refused before any open; a large model is decoded without its big
             # initializers' bytes (read later, in chunks), so it is never read whole.

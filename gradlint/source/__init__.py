@@ -117,7 +117,14 @@ def _lead(line: str) -> int:
 def decode(data: bytes) -> str:
     """Decode as Python does: a PEP 263 cookie or a BOM, else UTF-8."""
     encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
-    return data.decode(encoding)
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError:
+        raise
+    except (UnicodeError, ValueError) as exc:
+        # a codec that is no text encoding of source (`undefined`, `punycode`): Python refuses
+        # the file too; one error for the caller to report, not a traceback
+        raise LookupError(f"the declared encoding {encoding!r} cannot read this file ({exc})") from None
 
 
 def decode_error(data: bytes, exc: Exception) -> InputError:
@@ -139,7 +146,10 @@ def decode_error(data: bytes, exc: Exception) -> InputError:
         return InputError("unreadable_source", f"cannot decode file: {reason}", SourceSpan(line, 1, line, 1))
     line = data.count(b"\n", 0, start) + 1
     head = data[data.rfind(b"\n", 0, start) + 1:start]
-    column = len(head.decode(encoding, "replace")) + 1
+    try:
+        column = len(head.decode(encoding, "replace")) + 1
+    except (LookupError, UnicodeError, ValueError):  # (a codec whose error names no real encoding)
+        column = len(head.decode("utf-8", "replace")) + 1
     return InputError("unreadable_source",
                       f"cannot decode file: byte 0x{data[start]:02x} is not valid {encoding} ({reason}); "
                       f"save the file as UTF-8 or declare its encoding (`# -*- coding: latin-1 -*-`)",
