@@ -1221,3 +1221,14 @@ def test_a_codec_that_cannot_read_the_file_is_gl001(tmp_path, head):
     result = run(tmp_path, {"x.py": head + b"import torch\n"})
     (f,) = only(result).findings
     assert f.code == "GL001" and "cannot decode file" in f.message
+
+
+def test_a_file_of_more_syntax_nodes_than_the_budget_is_a_named_skip(tmp_path):
+    """Within the size and line budgets, a 1.7 MB `nn.ModuleList([...])` literal of 100 000 layers
+    took 55 s and 5 GB (libcst's parse alone 41 s); the file beside it is still checked."""
+    layers = ", ".join(["nn.Linear(4, 4)"] * (budget.MAX_NODES // 6))
+    result = run(tmp_path, {"wide.py": f"import torch.nn as nn\nlayers = nn.ModuleList([{layers}])\n",
+                            "m.py": "import torch\n" + LOG_SOFTMAX})
+    (wide,) = [r for r in result.files if r.skipped]
+    assert Path(wide.path).name == "wide.py" and "syntax nodes are over gradlint's parse budget" in wide.skipped
+    assert [f.code for f in result.findings] == ["GL302"]

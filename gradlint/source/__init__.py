@@ -438,7 +438,11 @@ def _extract_python_text(text: str, display: str, models_only: bool, calls_only:
         # Nothing for our rules here, but its names still matter to other files: a package
         # `__init__` that re-exports a model.
         return FileFacts(path=display, kind="python", source=text, symbols=module_symbols(tree))
-    deepest, cost = budget.nesting_cost(tree)
+    deepest, cost, nodes = budget.nesting_cost(tree)
+    if nodes > budget.MAX_NODES:
+        return FileFacts(path=display, kind="python", source=text, symbols=module_symbols(tree), skipped=(
+            f"{nodes:,} syntax nodes are over gradlint's parse budget of {budget.MAX_NODES:,} (the largest "
+            f"real model files have about 40,000)"))
     if cost > budget.NESTING_BUDGET:
         return FileFacts(path=display, kind="python", source=text, symbols=module_symbols(tree), skipped=(
             f"expressions nested up to {deepest} levels deep are over gradlint's parse budget "
@@ -481,8 +485,8 @@ def parsed(path: Path, display: str, known: tuple[str, ast.Module] | None = None
     if _over_size_budget(data, text):
         return None
     tree = known[1] if known is not None and known[0] == text else _cpython_parse(text, display)
-    if not isinstance(tree, ast.Module) or budget.nesting_cost(tree)[1] > budget.NESTING_BUDGET \
-            or budget.pattern_cost(tree, text) > budget.PATTERN_BUDGET:
+    if not isinstance(tree, ast.Module) or (nesting := budget.nesting_cost(tree))[1] > budget.NESTING_BUDGET \
+            or nesting[2] > budget.MAX_NODES or budget.pattern_cost(tree, text) > budget.PATTERN_BUDGET:
         return None
     if wanted:
         from gradlint.source.skeleton import without_units

@@ -28,6 +28,10 @@ MAX_SOURCE_LINES = 20_000  # ~5 500 in transformers' largest module
 # under 40 levels.
 NESTING_FREE = 100
 NESTING_BUDGET = 1_500_000
+# Nodes of CPython's tree of one file: libcst's parse and the interpreters grow with them (a 1.7 MB
+# `nn.ModuleList([...])` of 100 000 layers, 700 000 nodes: 55 s and 5 GB; a 20 000-line __init__,
+# 240 000 nodes: 12 s). The largest real module of the corpus has 40 000.
+MAX_NODES = 100_000
 # libcst's parse time grows exponentially with the nesting of a match statement's patterns (a
 # 40-deep `case [[[...a...]]]:` never ended; a mapping pattern 12 deep took 26 s, 14 deep 6
 # minutes; `((a,),)` 10 deep 3 s). Each pattern costs 4 for every sequence or mapping pattern
@@ -216,7 +220,7 @@ def nesting_cost(tree: ast.AST) -> tuple[int, int]:
     Where CPython's tree is flat and libcst's a chain (`a and b and c`, a dotted import), the
     chain's depth is counted (_chain): libcst segfaulted on a 10 000-term `and` and on a
     50 000-part `import a.b.c...`, both of which CPython accepts."""
-    deepest = cost = 0
+    deepest = cost = nodes = 0
     level: list = [tree]
     later: dict[int, list] = {}  # nodes placed deeper than the next level, by depth
     depth = 0
@@ -225,6 +229,7 @@ def nesting_cost(tree: ast.AST) -> tuple[int, int]:
     node_fields = _NODE_FIELDS
     while level:
         deepest = depth
+        nodes += len(level)
         if depth > free:
             cost += (depth - free) * len(level)
         below: list = later.pop(depth + 1, [])
@@ -243,7 +248,7 @@ def nesting_cost(tree: ast.AST) -> tuple[int, int]:
                     more(v for v in value if isinstance(v, node_type))
         level = below
         depth += 1
-    return deepest, cost
+    return deepest, cost, nodes
 
 
 class _Link(ast.AST):
