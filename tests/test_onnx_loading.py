@@ -315,3 +315,37 @@ def test_onnx_text_the_parser_refuses_or_crashes_on_is_gl002(tmp_path, text, nee
     bad = [f for f in result.findings if f.path.endswith("bad.onnx.txt")]
     assert [f.code for f in bad] == ["GL002"] and needle in bad[0].message, bad
     assert "GL302" in {f.code for f in result.findings if f.path.endswith("good.onnx.txt")}
+
+
+def test_a_ladder_of_diamonds_is_lowered_in_time_and_still_checked(tmp_path):
+    """`a_i = Add(a_{i-1}, b_{i-1})`, `b_i = Mul(a_{i-1}, b_{i-1})`: each fork's branches were
+    walked again at every fork around them (16 rungs 3 s, 40 never ended). The Log of a Softmax
+    at the end is still found."""
+    from onnx import helper as h
+
+    vi = lambda s: h.make_tensor_value_info(s, TensorProto.FLOAT, [1, 4])  # noqa: E731
+    nodes = [h.make_node("Relu", ["x"], ["a0"]), h.make_node("Sigmoid", ["x"], ["b0"])]
+    for i in range(1, 40):
+        nodes += [h.make_node("Add", [f"a{i - 1}", f"b{i - 1}"], [f"a{i}"]),
+                  h.make_node("Mul", [f"a{i - 1}", f"b{i - 1}"], [f"b{i}"])]
+    nodes += [h.make_node("Softmax", ["a39"], ["p"], axis=-1), h.make_node("Log", ["p"], ["y"])]
+    model = h.make_model(h.make_graph(nodes, "g", [vi("x")], [vi("y")]), opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "ladder.onnx"))
+    result = check_paths([str(tmp_path / "ladder.onnx")], Config(root=str(tmp_path)), use_cache=False, jobs=1)
+    assert "GL302" in {f.code for f in result.findings}
+
+
+def test_a_cycle_after_a_long_chain_is_found_and_named(tmp_path):
+    from onnx import helper as h
+
+    from gradlint.onnx.load import ModelError, sort_nodes
+
+    vi = lambda s: h.make_tensor_value_info(s, TensorProto.FLOAT, [1, 4])  # noqa: E731
+    n = 40_000
+    nodes = [h.make_node("Relu", [f"t{i}" if i else "x"], [f"t{i + 1}"]) for i in range(n)]
+    nodes += [h.make_node("Add", [f"t{n}", "c2"], ["c1"], name="join"), h.make_node("Relu", ["c1"], ["c2"]),
+              h.make_node("Identity", ["c2"], ["y"])]
+    graph = h.make_graph(nodes, "g", [vi("x")], [vi("y")])
+    with pytest.raises(ModelError, match="cycle through node 'join'"):
+        sort_nodes(graph)  # (the set of placed nodes was built again per node: 20 s)

@@ -345,7 +345,8 @@ def sort_nodes(graph: onnx.GraphProto) -> None:
             if not needs[u]:
                 heapq.heappush(ready, u)
     if len(order) < len(nodes):
-        stuck = next(i for i in range(len(nodes)) if i not in set(order))
+        placed = set(order)  # (once: built per index, a 40 000-node chain took 20 s)
+        stuck = next(i for i in range(len(nodes)) if i not in placed)
         name = nodes[stuck].name or f"{nodes[stuck].op_type} #{stuck}"
         raise ModelError("unreadable_model", f"the graph {graph.name or 'main'!r} has a cycle through node {name!r}")
     graph.ClearField("node")

@@ -646,6 +646,9 @@ class _Path:
         self.seen: dict[int, list[Node]] = {}
         self.hidden: dict[int, str] = {}
         self.joins: set[int] = set()
+        # walk's answers by (first, stop, emit_first): a fork's branches were walked again at
+        # every fork around them (a 43-node ladder of diamonds never ended)
+        self._walks: dict[tuple[int, int, bool], tuple[Node, ...]] = {}
 
     def _prune(self) -> None:
         """Keep only units on some path to the main output."""
@@ -701,6 +704,13 @@ class _Path:
         return self.low.g.ref(self.units[k].head)
 
     def walk(self, first: int, stop: int, emit_first: bool = True) -> list[Node]:
+        key = (first, stop, emit_first)
+        done = self._walks.get(key)
+        if done is None:
+            done = self._walks[key] = tuple(self._walk(first, stop, emit_first))
+        return list(done)
+
+    def _walk(self, first: int, stop: int, emit_first: bool) -> list[Node]:
         out: list[Node] = []
         k, emit = first, emit_first
         guard = 0
