@@ -213,3 +213,33 @@ def test_odd_params_fall_back_to_defaults():
     assert moments("elu", 1.0, float("nan")) == moments("elu", 1.0)
     assert moments("celu", 1.0, 0.0) == moments("celu", 1.0)
     assert moments("softplus", 1.0, 2.0) != moments("softplus", 1.0)
+
+
+def test_a_chain_of_activations_asked_prefix_by_prefix_applies_each_function_once_per_node(monkeypatch):
+    """Propagation asks for each prefix of a run of activations as it reaches it: every prefix
+    was integrated again from the start (512 GELUs in a row: a minute). Each asks one function
+    more of the nodes kept for the prefix before it; the moments are those of the whole chain
+    integrated at once."""
+    chain = tuple(("gelu" if i % 2 else "tanh", None) for i in range(64))
+    activations._cached.cache_clear()
+    activations._PREFIXES.clear()
+    whole = composed_moments(chain, 1.7)
+    activations._cached.cache_clear()
+    activations._PREFIXES.clear()
+    calls = [0]
+    real = activations._pieces
+
+    def counting(fn, p):
+        f, df, kinks = real(fn, p)
+
+        def f_counted(x):
+            calls[0] += 1
+            return f(x)
+        return f_counted, df, kinks
+
+    monkeypatch.setattr(activations, "_pieces", counting)
+    for k in range(1, len(chain) + 1):
+        got = composed_moments(chain[:k], 1.7)
+    nodes = len(activations._weighted_nodes(1.7, real("tanh", 0.0)[2])[0])
+    assert calls[0] == len(chain) * nodes
+    assert got == pytest.approx(whole, rel=1e-12)

@@ -250,17 +250,30 @@ def _weighted_nodes(q: float, kinks: tuple[float, ...]) -> tuple[tuple[float, ..
     return tuple(z), tuple(w)
 
 
+# (fns, q) -> the quadrature's values and derivatives at its nodes after those activations: a
+# chain of activations is asked for each of its prefixes as propagation reaches it (512 GELUs in a
+# row took a minute, evaluating every prefix again); the next prefix applies one more function.
+_PREFIXES: dict[tuple, tuple[list[float], list[float] | None]] = {}
+_MAX_PREFIXES = 4096
+
+
 def _quadrature(fns: tuple[tuple[str, float], ...], q: float) -> tuple[float, float]:
-    parts = [_pieces(fn, p) for fn, p in fns]
     # Kinks of the first activation sit at fixed z; later ones act on transformed values, and
     # their kinks are resolved by the panels' density alone.
-    z, w = _weighted_nodes(q, parts[0][2])
-    u, d = z, None
-    for (fn, _), (f, df, _) in zip(fns, parts):
-        if fn == "identity":
-            continue  # phi(u) = u, phi' = 1: nothing changes
-        d = [df(ui) for ui in u] if d is None else [di * df(ui) for di, ui in zip(d, u)]
-        u = [f(ui) for ui in u]
+    z, w = _weighted_nodes(q, _pieces(*fns[0])[2])
+    start = len(fns) - 1
+    while start > 0 and (fns[:start], q) not in _PREFIXES:
+        start -= 1
+    u, d = _PREFIXES[(fns[:start], q)] if start else (z, None)
+    for i in range(start, len(fns)):
+        fn, p = fns[i]
+        if fn != "identity":  # (phi(u) = u, phi' = 1: nothing changes)
+            f, df, _ = _pieces(fn, p)
+            d = [df(ui) for ui in u] if d is None else [di * df(ui) for di, ui in zip(d, u)]
+            u = [f(ui) for ui in u]
+        if len(_PREFIXES) >= _MAX_PREFIXES:
+            _PREFIXES.clear()
+        _PREFIXES[(fns[:i + 1], q)] = (u, d)
     grad = math.fsum(w) if d is None else math.fsum([wi * di * di for wi, di in zip(w, d)])
     return math.fsum([wi * ui * ui for wi, ui in zip(w, u)]), grad
 
