@@ -194,6 +194,12 @@ HANG_INPUTS = {
         for i in range(1, 80)) + "class Top(A79, B79):\n    def forward(self, x):\n        return x\n",
     "chain_written_base_last": "".join(f"class C{i}(C{i - 1}):\n    pass\n\n\n" for i in range(1500, 0, -1))
     + "class C0(nn.Module):\n    def forward(self, x):\n        return x\n",
+    # an `if` the walk cannot decide copies the environment on each side: 5 000 locals around
+    # one in nested loops took 13 s at one step a copy
+    "many_locals_around_an_if": ("class M(nn.Module):\n    def __init__(self, c):\n        super().__init__()\n        "
+                                 + " = ".join(f"v{i}" for i in range(5000)) + " = 0\n        for a in range(512):\n"
+                                 "            for b in range(512):\n                if c:\n                    v1 = b\n"
+                                 "        self.fc = nn.Linear(4, 4)\n"),
     "cyclic_bases": "class A(B):\n    pass\n\n\nclass B(A):\n    def forward(self, x):\n        return x\n\n\nm = A()\n",
 }
 

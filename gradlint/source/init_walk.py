@@ -701,6 +701,7 @@ class _InitInterpreter(_Walker):
     # Alt (one forward path per choice); any other value they disagree on becomes unknown. A module
     # attribute only one branch sets is kept (it exists on some configuration).
     def fork(self) -> tuple:
+        self.fm.meter.charge(len(self.env) + (len(self.inst.attrs) if self.inst is not None else 0))
         env0 = dict(self.env)
         lists = {id(v): (v, list(v.items)) for v in env0.values()
                  if isinstance(v, ListVal) or isinstance(v, Ctor) and v.items is not None}
