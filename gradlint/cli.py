@@ -280,6 +280,8 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
             # changed since the check (another --fix run) have stale findings: report a fresh run.
             projects = runs.plan(targets, load, explicit=explicit)
             result = runs.check(projects, load, explicit=explicit, use_cache=not no_cache, jobs=jobs)
+        if outcome.dropped:
+            result = _without_dropped_fixes(result, outcome.dropped)
     _report(result, fmt=fmt, output_file=output_file, quiet=quiet, statistics=statistics,
             show_fixes=show_fixes and not fix, fixed=fixed)
     if show_fixes and fix and fmt in TEXT_FORMATS and not statistics:
@@ -289,6 +291,16 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
 
 
 TEXT_FORMATS = ("text", "concise", "full")
+
+
+def _without_dropped_fixes(result: Any, dropped: set[tuple[str, str, str]]) -> Any:
+    """The result with no fix on the findings whose fix --fix dropped (it would not parse): the
+    report said they were still "fixable with --fix"."""
+    from dataclasses import replace
+
+    files = [replace(r, findings=tuple(replace(f, fix=None) if (f.path, f.code, f.message) in dropped else f
+                                       for f in r.findings)) for r in result.files]
+    return replace(result, files=files)
 
 
 def _report(result: Any, *, fmt: str, output_file: Path | None, quiet: bool, statistics: bool,

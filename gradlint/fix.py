@@ -39,6 +39,9 @@ class FixOutcome:
     # What was fixed, every round included (`--show-fixes` lists them). Only what was written.
     fixed_findings: list[Finding] = field(default_factory=list)
     files_fixed: int = 0
+    # (path, code, message) of findings whose fix was dropped (the fixed file would not parse):
+    # the report after --fix does not call them fixable
+    dropped: set[tuple[str, str, str]] = field(default_factory=set)
     # (path, reason) of the files that had fixes and were left as they are
     skipped: list[tuple[str, str]] = field(default_factory=list)
     # files that no longer held what the run analysed (edited, or fixed by another run): the
@@ -136,7 +139,8 @@ def fix_source(source: str, findings: list[Finding], unsafe: bool = False) -> tu
 
 
 def fix_text(source: str, findings: list[Finding], *, unsafe: bool = False,
-             recheck: Recheck | None = None, applied_out: list[Finding] | None = None) -> tuple[str, int, list[str]]:
+             recheck: Recheck | None = None, applied_out: list[Finding] | None = None,
+             dropped_out: set[tuple[str, str]] | None = None) -> tuple[str, int, list[str]]:
     """Fix until stable: (new text, number of fixes applied, problems). Without `recheck`
     only the given findings' fixes are applied (one round). `applied_out` receives the
     findings whose fixes were applied."""
@@ -166,6 +170,8 @@ def fix_text(source: str, findings: list[Finding], *, unsafe: bool = False,
             if alone is not None and not reparses(alone):
                 problems.append(f"{_where(f)} fix dropped: the fixed file would not parse")
                 broken.add((f.code, f.message))
+                if dropped_out is not None:
+                    dropped_out.add((f.code, f.message))
         if new == text:
             break
         text = new
@@ -262,8 +268,11 @@ def _fix_file(r: FileResult, fixable: list[Finding], outcome: FixOutcome, *, wri
                 raise Refused("it changed since it was checked")
             fixable = [f for f in recheck(source) if f.fix is not None and (f.fix.safe or unsafe)]
         applied_findings: list[Finding] = []
-        new, applied, problems = fix_text(source, fixable, unsafe=unsafe, recheck=recheck, applied_out=applied_findings)
+        dropped: set[tuple[str, str]] = set()
+        new, applied, problems = fix_text(source, fixable, unsafe=unsafe, recheck=recheck, applied_out=applied_findings,
+                                          dropped_out=dropped)
         outcome.problems.extend(problems)
+        outcome.dropped.update((r.path, code, message) for code, message in dropped)
         if new == source:
             return None
         try:

@@ -194,3 +194,27 @@ def test_fixes_that_never_settle_stop_and_say_so():
     new, applied, problems = fixmod.fix_text("a = 1\n", recheck("a = 1\n"), recheck=recheck)
     assert applied == fixmod.MAX_ROUNDS
     assert any("did not settle" in p for p in problems)
+
+
+def test_a_fix_dropped_because_it_would_not_parse_is_not_called_fixable_after_fix(tmp_path, monkeypatch):
+    """`--fix` said "fix dropped: the fixed file would not parse" and then "[*] 1 fixable with
+    `gradlint check --fix`" for the same finding."""
+    from gradlint.findings import Edit, Fix, SourceSpan
+    from gradlint.rules.numerics import gl302_log_of_probability as gl302
+
+    real = gl302.LogOfProbability.fix
+
+    def broken(self, site, facts):
+        got = real(self, site, facts)
+        return None if got is None else Fix(got.title, (Edit(site.span, "torch.log_softmax(("),), safe=True)
+
+    monkeypatch.setattr(gl302.LogOfProbability, "fix", broken)
+    (tmp_path / "m.py").write_text("import torch\n\n\ndef f(z):\n    return torch.log(torch.softmax(z, -1))\n")
+    monkeypatch.chdir(tmp_path)
+    from click.testing import CliRunner
+
+    from gradlint.cli import main
+
+    out = CliRunner().invoke(main, ["check", "--no-cache", "-j", "1", "--fix", "m.py"])
+    assert "fix dropped: the fixed file would not parse" in out.output
+    assert "fixable" not in out.output and "GL302" in out.output

@@ -522,9 +522,10 @@ class Model(LightningModule):
         if target is None or end is None or any(
                 target.group() in other.assigned for other in facts.stmts if st.line <= other.line < end):
             return None  # the optimizer is (re)bound between the clip and the step: not yet what it steps
-        lead = split_lines(source)[st.line - 1][: st.column - 1]
-        if lead.strip():
-            return None  # the clip shares its line with other code
+        line = split_lines(source)[st.line - 1]
+        lead = line[: st.column - 1]
+        if lead.strip() or line[st.column - 1:].startswith(("elif ", "elif(")):
+            return None  # the clip shares its line with other code, or is an `elif`'s test
         indent = indentation(lead)
         text = f"{indent}{step.event.scaler}.unscale_({step.event.target})\n"
         return Fix(self.fix_title, (Edit(SourceSpan(st.line, 1, st.line, 1), text),), safe=True)
