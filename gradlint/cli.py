@@ -497,7 +497,10 @@ def _check_stdin(display: str, select: tuple[str, ...], ignore: tuple[str, ...],
         click.echo(new, nl=False)  # bytes, in the source's own encoding
         result = outcome.remaining
         text = render("text", result, quiet=True) if fmt in TEXT_FORMATS else render(fmt, result, rules=_rules(result))
-        click.echo(console_safe(text, sys.stderr), err=True, nl=False)
+        if output_file is not None:
+            _emit(text, fmt, output_file)  # (-o: the report there; it was ignored)
+        else:
+            click.echo(console_safe(text, sys.stderr), err=True, nl=False)
     else:
         text = render(fmt, result, quiet=quiet, source_lines=lambda f: split_lines(data.decode("utf-8", "replace"))
                       if f.cell is None else None) if fmt in TEXT_FORMATS else render(fmt, result, rules=_rules(result))

@@ -218,3 +218,18 @@ def test_a_fix_dropped_because_it_would_not_parse_is_not_called_fixable_after_fi
     out = CliRunner().invoke(main, ["check", "--no-cache", "-j", "1", "--fix", "m.py"])
     assert "fix dropped: the fixed file would not parse" in out.output
     assert "fixable" not in out.output and "GL302" in out.output
+
+
+def test_stdin_fix_writes_the_report_to_the_output_file(tmp_path, monkeypatch):
+    """`--stdin-filename X --fix -o out.txt`: the fixed source on stdout, the report of what is
+    left in out.txt (-o was ignored: no file was written)."""
+    from click.testing import CliRunner
+
+    from gradlint.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    source = "import torch\n\n\ndef f(z, buf):\n    z = torch.nn.Parameter(z)\n    return torch.log(torch.softmax(z, -1), out=buf)\n"
+    out = CliRunner().invoke(main, ["check", "--no-cache", "--stdin-filename", "m.py", "--fix", "-o", "out.txt", "-"],
+                             input=source)
+    assert out.stdout == source
+    assert "GL302" in (tmp_path / "out.txt").read_text()
