@@ -110,11 +110,19 @@ def _expand_classes(line: str) -> str:
     return "".join(out)
 
 
+MAX_STARS = 8  # `*` wildcards in one segment of a .gitignore pattern (real ones: a few)
+
+
 def compile_pattern(line: str):
     """One .gitignore line as pathspec's gitwildmatch pattern; None for blanks and comments.
     Raises BadPattern for what git treats as a pattern that matches nothing ([z-a])."""
     from pathspec.patterns.gitwildmatch import GitWildMatchPattern
 
+    if any(segment.replace("**", "").count("*") > MAX_STARS for segment in line.split("/")):
+        # each `*` of a segment is a `.*` of pathspec's regular expression, which backtracks:
+        # `*a*a*a*a*a*a*a*a*a*a*a*a*b` against a name of forty a's never ended (git's own
+        # matcher takes over a minute on it)
+        raise BadPattern(f"more than {MAX_STARS} wildcards in one path segment: matching it could take minutes")
     with warnings.catch_warnings():
         # pathspec >= 1.0 prefers its 'gitignore' flavour (not in 0.12) and `re` warns of
         # possible nested sets in '[[' brackets: neither is the user's business.

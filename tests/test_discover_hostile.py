@@ -164,6 +164,18 @@ def test_a_bad_gitignore_line_is_ignored_with_a_warning_naming_it(tree):
     assert ".gitignore:4: ignoring invalid pattern" in proc.stderr
 
 
+def test_a_gitignore_line_of_many_wildcards_is_ignored_with_a_warning(tree):
+    """`*a*a*...*b` against a name of forty a's backtracked in pathspec's regular expression for
+    ever (git's matcher takes over a minute): discovery never reported a file."""
+    (tree / ".git").mkdir()
+    (tree / ".gitignore").write_text("*a*a*a*a*a*a*a*a*a*a*a*a*b\nignored_*.py\n**/x/**/y/**\n")
+    write_tree(tree, {"a" * 40 + ".py": GOOD, "ignored_1.py": GOOD})
+    proc = gradlint("check", "--no-cache", ".", cwd=tree)
+    assert reported(proc) == ["a" * 40 + ".py", "ok.py", "pkg/also_ok.py"]
+    assert ".gitignore:1: ignoring invalid pattern" in proc.stderr and "wildcards in one path segment" in proc.stderr
+    assert ".gitignore:3" not in proc.stderr
+
+
 def test_gitignore_character_classes(tmp_path):
     (tmp_path / ".git").mkdir()
     write_tree(tmp_path, {
