@@ -264,7 +264,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
 
     def torch_imports(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
         """The names of torch modules and functions a fix may write anywhere in the file: bound
-        by an import at the module's top level and by nothing else. The file's import table
+        by an import at the module's top level, to one thing, and by no assignment. The file's import table
         holds every import, wherever it is: a fix once wrote `F.logsigmoid` where `F` was
         imported only inside another function, under `if TYPE_CHECKING:` or `__main__`, or where
         a local `B, F = x.shape` hid it."""
@@ -272,7 +272,8 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         out = []
         for local, targets in sorted(self.imports.names.items()):
             torch = tuple(sorted(t for t in targets if t == "torch" or t.startswith("torch.")))
-            if torch and top.get(local, 0) and not _bound_otherwise(self.src.text, local, top[local]):
+            # (one target: an import elsewhere of the same name binding another thing shadows it)
+            if torch and top.get(local, 0) and len(targets) == 1 and not _bound_otherwise(self.src.text, local):
                 out.append((local, torch))
         return tuple(out)
 
@@ -758,16 +759,15 @@ def _top_level_imports(tree) -> dict[str, int]:
     return out
 
 
-def _bound_otherwise(text: str, name: str, imports: int) -> bool:
-    """Whether the text binds `name` other than by its `imports` top-level imports: an import
-    elsewhere (more import bindings than those), an assignment or unpacking (`F = ...`,
-    `B, F = ...`), a loop target, a def or class. Read from the text, to the safe side (a
-    keyword argument `f(F=1)` counts): an AST walk of a large file cost 40 ms."""
+def _bound_otherwise(text: str, name: str) -> bool:
+    """Whether a statement of the text binds `name` other than by an import: an assignment or
+    unpacking at the start of a line (`F = ...`, `B, F = x.shape`, `F: T = ...`), a loop target, a
+    def or class. Read from the text, to the safe side (a docstring's counts too): an AST walk of
+    a large file cost 40 ms."""
     n = re.escape(name)
-    if len(re.findall(rf"\bas\s+{n}\b|\bimport\s+{n}\b(?![\w.]*\s+as\b)", text)) > imports:
-        return True
-    return re.search(rf"(?<![\w.]){n}\s*(?:,[^\n=()]*)?(?::[^\n=]*)?=(?!=)|,\s*{n}\s*(?:,[^\n=()]*)?=(?!=)|"
-                     rf"\bfor\s+(?:[^\n:]*,\s*)?{n}\b[^\n:]*\bin\b|\b(?:def|class)\s+{n}\b", text) is not None
+    return re.search(rf"^[ \t]*(?:\w+[ \t]*,[ \t]*)*{n}[ \t]*(?:,[ \t]*\w+[ \t]*)*(?::[^\n=]*)?=(?!=)|"
+                     rf"\bfor[ \t]+(?:[^\n:]*,[ \t]*)?{n}\b[^\n:]*\bin\b|\b(?:def|class)[ \t]+{n}\b",
+                     text, re.MULTILINE) is not None
 
 
 def _bound_once_at_top(module: cst.Module) -> set[str]:
