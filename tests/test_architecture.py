@@ -265,8 +265,10 @@ def test_config_values_are_plain_data_and_their_files_are_dependencies():
     from gradlint.api import _extract
 
     facts = _extract(CONFIGS / "model.py", "model.py")
-    # config.py, and where the missing settings_nowhere module would be (creating it changes them)
-    assert facts.depends == ("config.py", "settings_nowhere.py", "settings_nowhere/__init__.py")
+    # config.py, and where the missing settings_nowhere module would be (creating it changes them),
+    # then the __init__.py files that decide where imports start (making a package changes them)
+    assert facts.depends[:3] == ("config.py", "settings_nowhere.py", "settings_nowhere/__init__.py")
+    assert facts.depends[3] == "__init__.py" and all(d.endswith("__init__.py") for d in facts.depends[3:])
     facts = _extract(CONFIGS / "hf" / "modeling_deep.py", "hf/modeling_deep.py")
     assert facts.depends[:3] == ("configuration_deep.py", "configuration_utils.py", "configuration_lib.py")
     widths = {n.name: {p.fan_in for p in n.params} for n in facts.networks}
