@@ -105,13 +105,24 @@ _BLOCKS = (_gl202_loop, _gl202_func, _gl203_loop, _numerics, _sqrt_module)
 
 
 def program(rng: random.Random) -> str:
-    """A module with one to three fixable blocks between filler."""
+    """A module with one to three fixable blocks between filler, indented with four spaces, two,
+    eight or tabs (positions were once resolved with four whatever the file's indentation)."""
     parts = [HEADER]
     for _ in range(rng.randint(1, 3)):
         parts.extend(_filler(rng, {}) for _ in range(rng.randint(0, 2)))
         parts.append("\n" + rng.choice(_BLOCKS)(rng, _names(rng)))
     parts.extend(_filler(rng, {}) for _ in range(rng.randint(0, 2)))
-    return "".join(parts)
+    return _reindented("".join(parts), rng.choice(("    ", "    ", "  ", "        ", "\t")))
+
+
+def _reindented(text: str, unit: str) -> str:
+    """Each line's leading four-space steps as `unit`s."""
+    out = []
+    for line in text.split("\n"):
+        body = line.lstrip(" ")
+        steps, rest = divmod(len(line) - len(body), 4)
+        out.append(unit * steps + " " * rest + body)
+    return "\n".join(out)
 
 
 @dataclass
