@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, TYPE_CHECKING
+from typing import Any, Iterator, TYPE_CHECKING
 
 import libcst as cst
 
@@ -721,26 +721,32 @@ class ConstructCalls:
 MAX_LINEAGE = 64
 
 
-def _lineages(top: ClassInfo, classes: dict, memo: dict[int, tuple]) -> None:
-    """The lineage (ConstructCalls.lineage) of `top` and of each class of the file it derives
-    from, into `memo` (id -> (class, lineage)): bases before the classes below them, without
+def bases_first(top: ClassInfo, classes: dict, done) -> Iterator[ClassInfo]:
+    """`top` and the classes of this file it derives from, each after the ones it derives from,
+    leaving out those whose id is in `done` (the caller adds each class it is given), without
     recursion (a chain of thousands of classes). A base that is its own subclass (`class A(B)`,
     `class B(A)`: Python refuses to run it) ends the walk there."""
     active: set[int] = set()
     stack: list[tuple[ClassInfo, bool]] = [(top, False)]
     while stack:
         cls, ready = stack.pop()
-        if id(cls) in memo:
-            continue
-        parents = [c for c in (classes.get(b) for b in cls.bases) if c is not None and c is not cls]
+        if id(cls) in done or (not ready and id(cls) in active):
+            continue  # (done, or pushed again below itself: a cycle)
         if not ready:
-            if id(cls) in active:
-                continue  # (pushed again below itself: a cycle; it is made on its first visit)
             active.add(id(cls))
             stack.append((cls, True))
-            stack.extend((p, False) for p in reversed(parents) if id(p) not in memo and id(p) not in active)
+            stack.extend((c, False) for c in (classes.get(b) for b in reversed(cls.bases))
+                         if c is not None and c is not cls)
             continue
         active.discard(id(cls))
+        yield cls
+
+
+def _lineages(top: ClassInfo, classes: dict, memo: dict[int, tuple]) -> None:
+    """The lineage (ConstructCalls.lineage) of `top` and of each class of the file it derives
+    from, into `memo` (id -> (class, lineage))."""
+    for cls in bases_first(top, classes, memo):
+        parents = [c for c in (classes.get(b) for b in cls.bases) if c is not None and c is not cls]
         memo[id(cls)] = (cls, _merged(cls, [memo[id(p)][1] if id(p) in memo else (p,) for p in parents], parents))
 
 

@@ -31,7 +31,7 @@ from gradlint.model.ir import Network, TransformerBlock
 from gradlint.source import catalog as C
 from gradlint.source import library as L
 from gradlint.source.budget import Exhausted, Meter
-from gradlint.source.construct import _constant, _neutral, ConstructCalls
+from gradlint.source.construct import _constant, _neutral, bases_first, ConstructCalls
 from gradlint.source.engine.values import Alt, ClassInfo, ClassRef, Ctor, DictVal, Instance, ListVal, Sym, UNKNOWN
 from gradlint.source.lowering import NO_CHOICE, _maybe_none, Lowerer, stack_sites
 from gradlint.source.config_objects import ConfigObjects
@@ -137,18 +137,7 @@ class FileModel(ConstructionEval, ConfigObjects, ConstructCalls):
         # changed took minutes on a chain of thousands of subclasses written base last).
         judged: set[int] = set()
         for top in self.classes.values():
-            active: set[int] = set()
-            stack = [(top, False)]
-            while stack:
-                info, ready = stack.pop()
-                if id(info) in judged or (not ready and id(info) in active):
-                    continue  # (judged, or a base of itself: `class A(B)`, `class B(A)`)
-                if not ready:
-                    active.add(id(info))
-                    stack.append((info, True))
-                    stack.extend((c, False) for c in (self.classes.get(b) for b in reversed(info.bases))
-                                 if c is not None and c is not info)
-                    continue
+            for info in bases_first(top, self.classes, judged):
                 judged.add(id(info))
                 for base in info.bases:
                     quals = self.imports.qualify_dotted(base)
