@@ -8,6 +8,7 @@ membership, never take one.
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterable
 
 import libcst as cst
@@ -310,3 +311,26 @@ def root_name(node: cst.BaseExpression, through_calls: bool = True) -> str | Non
             node = node.func.value
         else:
             return None
+
+
+def top_level_imports(tree) -> dict[str, int]:
+    """Name -> how many import statements at the module's top level bind it (`import torch.nn`
+    binds `torch`)."""
+    out: dict[str, int] = {}
+    for stmt in (tree.body if tree is not None else ()):
+        if type(stmt).__name__ in ("Import", "ImportFrom"):
+            for alias in stmt.names:
+                name = alias.asname or alias.name.split(".")[0]
+                out[name] = out.get(name, 0) + 1
+    return out
+
+
+def bound_otherwise(text: str, name: str) -> bool:
+    """Whether a statement of the text binds `name` other than by an import: an assignment or
+    unpacking at the start of a line (`F = ...`, `B, F = x.shape`, `F: T = ...`), a loop target, a
+    def or class. Read from the text, to the safe side (a docstring's counts too): an AST walk of
+    a large file cost 40 ms."""
+    n = re.escape(name)
+    return re.search(rf"^[ \t]*(?:\w+[ \t]*,[ \t]*)*{n}[ \t]*(?:,[ \t]*\w+[ \t]*)*(?::[^\n=]*)?=(?!=)|"
+                     rf"\bfor[ \t]+(?:[^\n:]*,[ \t]*)?{n}\b[^\n:]*\bin\b|\b(?:def|class)[ \t]+{n}\b",
+                     text, re.MULTILINE) is not None

@@ -35,7 +35,7 @@ from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replac
 from gradlint.source.engine.walk import children, mentions_any, suite
 from gradlint.source.engine.walk import walk as walk_nodes
 from gradlint.source.module_uses import ModuleUses
-from gradlint.source.names import dotted
+from gradlint.source.names import bound_otherwise, dotted, top_level_imports
 from gradlint.text import search_word_start
 from gradlint.source.numerics_defaults import forward_under_defaults, init_defaults, tested_settings
 from gradlint.source.numerics_quiet import _data_pipeline, _quiet_class, quiet_function
@@ -268,12 +268,12 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         holds every import, wherever it is: a fix once wrote `F.logsigmoid` where `F` was
         imported only inside another function, under `if TYPE_CHECKING:` or `__main__`, or where
         a local `B, F = x.shape` hid it."""
-        top = _top_level_imports(self.src.positions._cpython_tree())
+        top = top_level_imports(self.src.positions._cpython_tree())
         out = []
         for local, targets in sorted(self.imports.names.items()):
             torch = tuple(sorted(t for t in targets if t == "torch" or t.startswith("torch.")))
             # (one target: an import elsewhere of the same name binding another thing shadows it)
-            if torch and top.get(local, 0) and len(targets) == 1 and not _bound_otherwise(self.src.text, local):
+            if torch and top.get(local, 0) and len(targets) == 1 and not bound_otherwise(self.src.text, local):
                 out.append((local, torch))
         return tuple(out)
 
@@ -745,29 +745,6 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
                                      autograd_function=is_function, custom_backward=custom_backward,
                                      returns_assuming=assuming, getters=_getters(methods),
                                      forward_params=_positional_after_self(ctx.method_nodes.get("forward"))))
-
-
-def _top_level_imports(tree) -> dict[str, int]:
-    """Name -> how many import statements at the module's top level bind it (`import torch.nn`
-    binds `torch`)."""
-    out: dict[str, int] = {}
-    for stmt in (tree.body if tree is not None else ()):
-        if type(stmt).__name__ in ("Import", "ImportFrom"):
-            for alias in stmt.names:
-                name = alias.asname or alias.name.split(".")[0]
-                out[name] = out.get(name, 0) + 1
-    return out
-
-
-def _bound_otherwise(text: str, name: str) -> bool:
-    """Whether a statement of the text binds `name` other than by an import: an assignment or
-    unpacking at the start of a line (`F = ...`, `B, F = x.shape`, `F: T = ...`), a loop target, a
-    def or class. Read from the text, to the safe side (a docstring's counts too): an AST walk of
-    a large file cost 40 ms."""
-    n = re.escape(name)
-    return re.search(rf"^[ \t]*(?:\w+[ \t]*,[ \t]*)*{n}[ \t]*(?:,[ \t]*\w+[ \t]*)*(?::[^\n=]*)?=(?!=)|"
-                     rf"\bfor[ \t]+(?:[^\n:]*,[ \t]*)?{n}\b[^\n:]*\bin\b|\b(?:def|class)[ \t]+{n}\b",
-                     text, re.MULTILINE) is not None
 
 
 def _bound_once_at_top(module: cst.Module) -> set[str]:
