@@ -145,7 +145,8 @@ def open_store(root: str | Path, rel: str) -> tuple[Store | None, str | None]:
     except OSError:
         return None, None
     try:
-        foreign = _foreign(fd)
+        names = sorted(os.listdir(fd))  # (once: _foreign and _remove_left_behind read it)
+        foreign = _foreign(fd, names)
         if foreign:
             # `cache-dir = "src"`: its `*` .gitignore would hide the folder's files from git and
             # from gradlint's own discovery (findings vanished, exit 0)
@@ -158,7 +159,7 @@ def open_store(root: str | Path, rel: str) -> tuple[Store | None, str | None]:
         salt = _read_salt(fd)
         if salt is None:
             return None, None
-        _remove_left_behind(fd)
+        _remove_left_behind(fd, names)
         store = Store(root=root, rel=rel, salt=salt)
         code_fingerprint()  # once, here: forked workers inherit it
         # A new run reads the packs as they are now, not as an earlier run in this process did.
@@ -177,29 +178,29 @@ def open_store(root: str | Path, rel: str) -> tuple[Store | None, str | None]:
             os.close(fd)
 
 
-def _remove_left_behind(dfd: int) -> None:
+def _temporary(name: str) -> bool:
+    """A temporary pack (_write_pack's `.<pack>.<pid>.<random>.tmp`)."""
+    return name.startswith("." + PACK_PREFIX) and name.endswith(".tmp")
+
+
+def _remove_left_behind(dfd: int, names: list[str]) -> None:
     """Remove the temporary packs of writes killed half-way (up to MAX_PACK_BYTES each, and
     nothing else ever removed them): those untouched for ten minutes (a write in progress in
-    another run is younger)."""
+    another run is younger). `names`: the folder's."""
     now = time.time()
-    try:
-        for entry in os.scandir(dfd):
-            name = entry.name
-            if name.startswith(".p-") and name.endswith(".tmp"):
-                try:
-                    if now - entry.stat(follow_symlinks=False).st_mtime > 600:
-                        os.unlink(name, dir_fd=dfd)
-                except OSError:
-                    pass
-    except OSError:
-        pass
+    for name in names:
+        if _temporary(name):
+            try:
+                if now - os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mtime > 600:
+                    os.unlink(name, dir_fd=dfd)
+            except OSError:
+                pass
 
 
-def _foreign(dfd: int) -> str | None:
-    """A file of the cache folder that gradlint did not write, when the folder has no salt yet (a
-    folder with one is gradlint's); None when there is none. A .gitignore of ours cut short (a
-    full disk, a kill) is removed, to be made again."""
-    names = sorted(os.listdir(dfd))
+def _foreign(dfd: int, names: list[str]) -> str | None:
+    """A file of the cache folder (`names`: its files) that gradlint did not write, when the
+    folder has no salt yet (a folder with one is gradlint's); None when there is none. A
+    .gitignore of ours cut short (a full disk, a kill) is removed, to be made again."""
     if ".gitignore" in names:
         try:
             fd = os.open(".gitignore", os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC, dir_fd=dfd)
@@ -218,8 +219,8 @@ def _foreign(dfd: int) -> str | None:
     if SALT_NAME in names:
         return None
     for name in names:
-        if name != ".gitignore" and not (name.startswith("p-") and name.endswith(".jsonl")) and not (
-                name.startswith(".p-") and name.endswith(".tmp")):
+        if name != ".gitignore" and not (name.startswith(PACK_PREFIX) and name.endswith(PACK_SUFFIX)) \
+                and not _temporary(name):
             return name
     return None
 
