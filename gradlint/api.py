@@ -372,13 +372,26 @@ def rerun_block(path: Path, cls: str, args: tuple, compute, store: cache.Store |
     return network
 
 
+def name_homes(index: ProjectIndex, root: Path, paths: list[Path]) -> dict[Path, str]:
+    """The folders above packages whose names the run's Python files share
+    (gradlint.source.index.package_homes), told to the index and its loader: the modules below
+    each are named from the import root, so that one file's imports never reach the other's."""
+    from gradlint.source.index import package_homes
+
+    homes = package_homes(paths, root)
+    if homes:
+        index.homes = frozenset(homes.values())
+        index.loader.homes = homes
+    return homes
+
+
 def add_to_index(index: ProjectIndex, root: Path, path: Path, facts: FileFacts) -> None:
     from gradlint.source.index import module_name
 
     if facts.kind != "python":
         index.by_path.setdefault(facts.path, "")
         return
-    name, is_package = module_name(path, root)
+    name, is_package = module_name(path, root, getattr(index.loader, "homes", None))
     index.add(name, facts, is_package)
 
 
@@ -678,7 +691,8 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
 
     # Each Python file's module; the first file of a name holds it (as ProjectIndex.add decides).
     kinds = [kind_of(p, d) for p, d in files]
-    names: list[tuple[str, bool] | None] = [module_name(p, root) if kind == "python" else None
+    homes = name_homes(index, root, [p for (p, _d), kind in zip(files, kinds) if kind == "python"])
+    names: list[tuple[str, bool] | None] = [module_name(p, root, homes) if kind == "python" else None
                                             for (p, _d), kind in zip(files, kinds)]
     holder: dict[str, int] = {}
     for i, named in enumerate(names):

@@ -430,3 +430,110 @@ def test_word_scans_read_each_project_file_once_and_answer_each_word(tmp_path, m
     assert sorted(loader.modules_mentioning("train")) == ["m0", "m1"]
     assert sorted(loader.modules_mentioning("train")) == ["m0", "m1"]
     assert opened.count("m0.py") == 2 and opened.count("m3.py") == 1  # the empty file fits in 0 bytes
+
+
+# Two experiments of one repository, each with its own `models` package (a build/lib copy beside
+# the sources is the same shape): both packages name their modules `models.*`.
+_SIGMOID_BLOCK = """import torch.nn as nn
+from models.layers import act
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 64)
+        self.act = act()
+
+    def forward(self, x):
+        return self.act(self.fc(x))
+"""
+_RESIDUAL_BLOCK = """import torch.nn as nn
+from models.layers import act
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 64)
+        self.act = act()
+        self.norm = nn.LayerNorm(64)
+
+    def forward(self, x):
+        return x + self.norm(self.act(self.fc(x)))
+"""
+_NET = """import torch.nn as nn
+from models.blocks import Block
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(*[Block() for _ in range(40)])
+
+    def forward(self, x):
+        return self.body(x)
+"""
+
+
+def _experiments(tmp_path: Path) -> Path:
+    (tmp_path / "pyproject.toml").write_text("[tool.gradlint]\n", encoding="utf-8")
+    for name, block, act in (("mnist", _SIGMOID_BLOCK, "Sigmoid"), ("cifar", _RESIDUAL_BLOCK, "ReLU")):
+        models = tmp_path / "ex" / name / "models"
+        models.mkdir(parents=True)
+        (models / "__init__.py").write_text("", encoding="utf-8")
+        (models / "blocks.py").write_text(block, encoding="utf-8")
+        # an absolute import of the package's own module: only this experiment's folder has it
+        (models / "layers.py").write_text(f"import torch.nn as nn\n\n\ndef act():\n    return nn.{act}()\n",
+                                          encoding="utf-8")
+        (tmp_path / "ex" / name / "model.py").write_text(_NET, encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.parametrize("paths", [["ex"], ["ex/cifar", "ex/mnist"], ["ex/mnist"], ["ex/mnist/model.py"],
+                                   ["ex/cifar/model.py", "ex/mnist/model.py"],
+                                   ["ex/cifar/models/blocks.py", "ex/mnist/model.py", "ex/mnist/models/blocks.py"]])
+def test_packages_of_one_name_in_two_folders_resolve_each_from_its_own(tmp_path, monkeypatch, paths):
+    # `check ex` named both folders' modules `models.blocks`: the first file of the name answered
+    # the other's import, and mnist's 40 sigmoid blocks were not reported (cifar's were read).
+    root = _experiments(tmp_path)
+    monkeypatch.chdir(root)
+    result = check_paths(paths, Config(root=str(root)), use_cache=False, jobs=1)
+    assert not result.internal_errors
+    found = sorted((Path(f.path).as_posix(), f.span.line, f.code) for f in result.findings)
+    assert found == [("ex/mnist/model.py", 8, "GL101")]
+
+
+def test_shared_package_names_with_the_cache_and_the_pool(tmp_path, monkeypatch):
+    root = _experiments(tmp_path)
+    monkeypatch.chdir(root)
+    for _run in range(2):  # cold, then every result from the cache
+        result = check_paths(["ex"], Config(root=str(root)), use_cache=True, jobs=2)
+        assert sorted((Path(f.path).as_posix(), f.code) for f in result.findings) == [("ex/mnist/model.py", "GL101")]
+    # the cifar experiment changed to sigmoid blocks: its result is made again, from its own package
+    (root / "ex" / "cifar" / "models" / "layers.py").write_text(
+        "import torch.nn as nn\n\n\ndef act():\n    return nn.Sigmoid()\n", encoding="utf-8")
+    (root / "ex" / "cifar" / "models" / "blocks.py").write_text(_SIGMOID_BLOCK, encoding="utf-8")
+    result = check_paths(["ex"], Config(root=str(root)), use_cache=True, jobs=2)
+    assert sorted((Path(f.path).as_posix(), f.code) for f in result.findings) == [
+        ("ex/cifar/model.py", "GL101"), ("ex/mnist/model.py", "GL101")]
+
+
+def test_package_homes_only_for_names_files_share(tmp_path):
+    from gradlint.source.index import package_homes
+
+    root = _experiments(tmp_path)
+    (root / "models").mkdir()
+    (root / "models" / "__init__.py").write_text("", encoding="utf-8")
+    (root / "models" / "blocks.py").write_text("", encoding="utf-8")
+    (root / "tools" / "util").mkdir(parents=True)
+    (root / "tools" / "util" / "__init__.py").write_text("", encoding="utf-8")
+    files = sorted(root.rglob("*.py"))
+    homes = package_homes(files, root)
+    # the root's own `models` is what Python's path finds from the root: it keeps its name
+    assert homes == {(root / "ex" / "cifar").resolve(): "ex.cifar", (root / "ex" / "mnist").resolve(): "ex.mnist"}
+    assert module_name(root / "ex" / "mnist" / "models" / "blocks.py", root, homes) == ("ex.mnist.models.blocks", False)
+    assert module_name(root / "ex" / "mnist" / "models" / "__init__.py", root, homes) == ("ex.mnist.models", True)
+    assert module_name(root / "models" / "blocks.py", root, homes) == ("models.blocks", False)
+    assert module_name(root / "tools" / "util" / "__init__.py", root, homes) == ("util", True)
+    assert package_homes([root / "ex" / "mnist" / "models" / "blocks.py", root / "tools" / "util" / "__init__.py"],
+                         root) == {}

@@ -57,6 +57,9 @@ class ModuleLoader(Protocol):
     # Optional (looked up with getattr): the calls of a file the extraction read no further than
     # its names (no torch in it), for the searches for a function's callers.
     #   load_calls(facts, module) -> facts with its numerics and training-loop facts | None
+    # Optional (looked up with getattr): the name prefix a project module's absolute imports start
+    # from, when it is named from the import root rather than from the top of its packages.
+    #   home_of(module) -> str
     # Optional (looked up with getattr): installed libraries.
     #   load_library(module) -> (facts with the module's symbols only, is a package) | None
     #   library_facts(module) -> the module's facts with its networks and class summaries | None
@@ -73,6 +76,9 @@ class Module:
     # read from an installed library: `facts` holds its symbols until its models are asked for
     library: bool = False
     models_read: bool = False
+    # the folder above its packages, as a name, when the run names them from there
+    # (ProjectIndex.homes): its absolute imports look there first, as Python's path does
+    home: str = ""
 
     @property
     def package(self) -> str:
@@ -99,6 +105,9 @@ class ProjectIndex:
         self.loader = loader
         self.modules: dict[str, Module] = {}
         self.by_path: dict[str, str] = {}
+        # The name prefixes of the folders above packages whose names files of the run share
+        # (gradlint.source.index.package_homes): each module below one looks there first.
+        self.homes: frozenset[str] = frozenset()
         self._absent: set[str] = set()
         self._loaded = 0
         self._resolved: dict[tuple[str, str], tuple[str, ...]] = {}
@@ -144,6 +153,8 @@ class ProjectIndex:
         # file's own code names bare.
         defined = frozenset(classes | ((set(sym.classes) | set(sym.defined)) if sym else set()))
         mod = Module(name, facts, is_package, imports, defined, sym.star if sym else ())
+        if self.homes:
+            mod.home = max((h for h in self.homes if name.startswith(h + ".")), key=len, default="")
         self.modules[name] = mod
         self._absent.discard(name)
         return mod
@@ -181,6 +192,11 @@ class ProjectIndex:
             return None
         mod = self.add(name, got[0], got[1])
         mod.library = library
+        if not library and not mod.home:
+            # a package below another folder, reached by its name from the import root (a
+            # script's sibling `models/`): its own absolute imports start from that folder
+            home_of = getattr(self.loader, "home_of", None)
+            mod.home = home_of(name) if home_of is not None else ""
         return mod
 
     def calling(self, name: str, loops: bool = False) -> Module | None:
@@ -276,6 +292,11 @@ class ProjectIndex:
         `from utils import x`) a sibling module of its folder."""
         if target.startswith("."):
             return self._global(absolute(here, target), depth + 1)
+        if here.home:
+            # the folder the run named its packages from is first on Python's path when they run
+            found = self._global(f"{here.home}.{target}", depth + 1)
+            if found:
+                return found
         found = self._global(target, depth + 1)
         if here.package and target.partition(".")[0] != here.name.partition(".")[0] and (
                 not found or (not here.library and self._in_library(found))):

@@ -76,30 +76,75 @@ def import_roots(root: Path) -> tuple[Path, ...]:
     return (root,)
 
 
-def module_name(path: Path, root: Path) -> tuple[str, bool]:
+def module_name(path: Path, root: Path, homes: Mapping[Path, str] | None = None) -> tuple[str, bool]:
     """(qualified module name, is a package) of a .py file.
 
     A file inside regular packages (folders with `__init__.py`) is named from the top of its
     package, as Python imports it; anything else (namespace packages, scripts) from the import
-    root it lies under (`src/` or the project root). Outside the project: its stem.
+    root it lies under (`src/` or the project root). Outside the project: its stem. `homes`
+    (package_homes): the folders above packages whose names the run's files share, whose
+    packages are named from the import root too.
     """
     path = path.resolve()
     is_package = path.name == "__init__.py"
-    parts: list[str] = [] if is_package else [path.stem]
+    top, parts = _from_top(path)
+    if top != path.parent:
+        home = homes.get(top) if homes else None
+        return (f"{home}.{'.'.join(parts)}" if home else ".".join(parts)), is_package
+    return _from_roots(top, parts, root) or path.stem, is_package
+
+
+def _from_top(path: Path) -> tuple[Path, list[str]]:
+    """The top folder of the regular packages holding `path` (resolved; its own folder when it
+    is in none), and the parts of its name from there."""
+    parts: list[str] = [] if path.name == "__init__.py" else [path.stem]
     folder = path.parent
     top = folder
     while (top / "__init__.py").exists() and top != top.parent:
         top = top.parent
     if top != folder:
         parts = list(folder.relative_to(top).parts) + parts
-        return ".".join(parts), is_package
+    return top, parts
+
+
+def _from_roots(folder: Path, parts: list[str], root: Path) -> str:
+    """The dotted name of `parts` in `folder` from the import root it lies under ('' when none)."""
     for base in import_roots(root):
         try:
             rel = folder.relative_to(base.resolve())
         except ValueError:
             continue
-        return ".".join([*rel.parts, *parts]), is_package
-    return ".".join(parts) or path.stem, is_package
+        return ".".join([*rel.parts, *parts])
+    return ""
+
+
+def package_homes(paths: Iterable[Path], root: Path) -> dict[Path, str]:
+    """The folders above regular packages whose module names other files of `paths` share, each
+    with the dotted prefix its packages' names take (module_name's `homes`): `check ex` over
+    ex/mnist/models/blocks.py and ex/cifar/models/blocks.py (each experiment's own `models`
+    package, a build/lib copy beside the sources) named both `models.blocks`, and the first
+    file's classes answered the other's imports. Each such folder is named from the import root
+    (`ex.mnist`); a package at an import root keeps its name, as Python's path finds it first.
+    Empty when no name is shared: a run's names are then those of module_name alone."""
+    roots = {base.resolve() for base in import_roots(root)}
+    tops: dict[str, set[Path]] = {}
+    for p in paths:
+        try:
+            path = p.resolve()
+            top, parts = _from_top(path)
+        except (OSError, RuntimeError, ValueError):
+            continue
+        if top != path.parent:
+            tops.setdefault(".".join(parts), set()).add(top)
+    homes: dict[Path, str] = {}
+    for shared in tops.values():
+        if len(shared) < 2:
+            continue
+        for top in shared:
+            if top not in roots and top not in homes:
+                # outside every import root: the folder's own path, still a name nobody imports
+                homes[top] = _from_roots(top, [], root) or ".".join(top.parts[1:])
+    return homes
 
 
 def module_symbols(source: str | ast.Module) -> ModuleSymbols | None:
@@ -277,6 +322,8 @@ class ProjectFiles:
         # runner's calls_facts, cached); `load_calls` hands it the text those facts keep
         self.extract_calls = extract_calls
         self.roots = import_roots(self.root)
+        # the folders whose packages are named from the import root in this run (package_homes)
+        self.homes: dict[Path, str] = {}
         self.extract = extract
         self.list_files = list_files
         self._files: list[Path] | None = None  # listed once per run: every scanned word reuses it
@@ -305,6 +352,22 @@ class ProjectFiles:
         if path is None:
             return None
         return self.extract(path), path.name == "__init__.py"
+
+    def home_of(self, module: str) -> str:
+        """The folder above the packages of project module `module`, as a name, when `module`
+        names it from the import root rather than from the top of its packages ('ex.mnist' for
+        ex/mnist/models/blocks.py loaded as `ex.mnist.models.blocks`); else ''."""
+        path = self.find(module)
+        if path is None:
+            return ""
+        try:
+            top, parts = _from_top(path.resolve())
+        except (OSError, RuntimeError, ValueError):
+            return ""
+        own = ".".join(parts)
+        if top == path.resolve().parent or not own or not module.endswith("." + own):
+            return ""
+        return module[:-len(own) - 1]
 
     def load_checked(self, module: str) -> tuple[FileFacts, bool] | None:
         """The facts of a checked file the run did not add to the index, by its module name: one
@@ -356,7 +419,7 @@ class ProjectFiles:
             # working folder, as discovery names them)
             cand = Path(display)
             try:
-                if not cand.suffix == ".py" or not cand.is_file() or module_name(cand, self.root)[0] != module:
+                if not cand.suffix == ".py" or not cand.is_file() or module_name(cand, self.root, self.homes)[0] != module:
                     return None
             except OSError:
                 return None
@@ -471,7 +534,7 @@ class ProjectFiles:
                     self._kept_bytes += len(text)
             if holds_word(text, needle, whole):
                 try:
-                    out.append(module_name(path, self.root)[0])
+                    out.append(module_name(path, self.root, self.homes)[0])
                 except OSError:
                     continue
         return out
