@@ -214,7 +214,7 @@ def run_rules(facts: FileFacts, config: Config, index: ProjectIndex | None, rule
     findings.sort(key=Finding.sort_key)
     analysed = text_digest(facts.source) if facts.source is not None else None
     return FileResult(path=facts.path, findings=tuple(findings), internal_error=internal, skipped=facts.skipped,
-                      analysed=analysed)
+                      partial=facts.partial, analysed=analysed)
 
 
 def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = True,

@@ -393,6 +393,8 @@ def _warn_about_files(result: Any, *, quiet: bool, fmt: str) -> None:
             say(f"gradlint: error: {escape(r.path)}: {r.skipped}")
         elif r.skipped and not quiet and fmt in TEXT_FORMATS:
             say(f"gradlint: warning: {escape(r.path)}: skipped: {r.skipped}")
+        elif r.partial and not quiet and fmt in TEXT_FORMATS:
+            say(f"gradlint: warning: {escape(r.path)}: {r.partial}")
     if not result.files:
         # ruff's behaviour: a warning, exit 0 (a pre-commit run on a folder of markdown passes).
         say("gradlint: warning: no Python, notebook or ONNX files found under the given paths")

@@ -137,6 +137,8 @@ class FileResult:
     # and it makes the run end with exit 2, but the other files are still checked.
     internal_error: str | None = None
     skipped: str | None = None
+    # Checked in part, and why (FileFacts.partial): a warning beside the findings.
+    partial: str | None = None
     fixed: int = 0
     # The skip is an error (a missing or unreadable path, a FIFO named on the command line):
     # the run ends with exit 2. Otherwise a skip is a warning (a FIFO met in a folder walk).

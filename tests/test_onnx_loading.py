@@ -349,3 +349,37 @@ def test_a_cycle_after_a_long_chain_is_found_and_named(tmp_path):
     graph = h.make_graph(nodes, "g", [vi("x")], [vi("y")])
     with pytest.raises(ModelError, match="cycle through node 'join'"):
         sort_nodes(graph)  # (the set of placed nodes was built again per node: 20 s)
+
+
+def test_external_data_past_the_budget_is_not_read_and_said(tmp_path: Path, monkeypatch, capsys):
+    # A model naming a 4 TB sparse file was streamed for hours: each model reads at most
+    # MAX_EXTERNAL_BYTES of external data (each region once); the tensors past it are not read,
+    # their statistics unknown, and the file's result says so.
+    model = gen.mlp(depth=3, width=32, std=0.7, seed=3)
+    folder = tmp_path / "m"
+    path = gen.save(gen.with_external(model, folder), folder / "model.onnx")
+    full = extract_onnx(path, "model.onnx")
+    assert full.partial is None
+    sizes = {t.name: t for t in onnx.load(str(path), load_external_data=False).graph.initializer}
+    first = next(iter(sizes))
+    length = int({e.key: e.value for e in sizes[first].external_data}["length"])
+    monkeypatch.setattr(onnx_load, "MAX_EXTERNAL_BYTES", length)
+    reads: list[int] = []
+    real_pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, pos: reads.append(n) or real_pread(fd, n, pos))
+    facts = extract_onnx(path, "model.onnx")
+    assert sum(reads) == length  # the first region only
+    read = {w.name for w in facts.graph.weights}
+    assert first in read and len(read) == 1
+    unread = len(sizes) - 1
+    assert facts.partial == (f"the external data of {unread} tensors ({list(sizes)[1]!r}, ...) was not read: past "
+                             f"the {length} bytes read for one model, so their weight statistics are unknown")
+    # said once per run, as a warning beside the findings (and kept by the cache)
+    from gradlint.cli import main
+
+    monkeypatch.chdir(folder)
+    for _run in range(2):
+        with pytest.raises(SystemExit):
+            main(["check", "-j", "1", "model.onnx"])
+        err = capsys.readouterr().err
+        assert err.count("gradlint: warning: model.onnx: the external data of") == 1, err

@@ -57,6 +57,9 @@ class FileFacts:
     # The file could not be read (GL001, GL002, GL003 report these).
     input_errors: tuple[InputError, ...] = ()
     skipped: str | None = None
+    # The file was checked in part, and why (an ONNX model's external data past the bytes read
+    # for one model): said as a warning, the findings stand.
+    partial: str | None = None
     # A failure of gradlint's own front-end on this file: reported, exit 2, the run goes on.
     internal_error: str | None = None
     # A notebook's gradlint.notebook.CellMap: its findings are moved from the virtual file to cells.

@@ -41,7 +41,25 @@ def extract_onnx(path: Path, display: str, data: bytes | None = None):
     graph = GraphFacts(opset=index.opset, hazards=hazards, weights=tuple(weights), weights_read=not loaded.refused,
                        maybe_folded=maybe_folded)
     return FileFacts(path=display, kind="onnx", networks=(network,), graph=graph,
-                     input_errors=tuple(_dedupe(errors)), depends=depends)
+                     input_errors=tuple(_dedupe(errors)), depends=depends, partial=_unread(loaded))
+
+
+def _unread(loaded) -> str | None:
+    """Why some weights were not read, when the model's external data is past the bytes read for
+    one model (load.MAX_EXTERNAL_BYTES)."""
+    from gradlint.onnx.load import MAX_EXTERNAL_BYTES
+
+    if not loaded.unread:
+        return None
+    names = loaded.unread
+    one = len(names) == 1
+    which = f"tensor {names[0]!r}" if one else f"{len(names)} tensors ({names[0]!r}, ...)"
+    return (f"the external data of {which} was not read: past the {_size(MAX_EXTERNAL_BYTES)} read for one "
+            f"model, so {'its' if one else 'their'} weight statistics are unknown")
+
+
+def _size(n: int) -> str:
+    return f"{n >> 30} GiB" if n >= 1 << 30 and not n % (1 << 30) else f"{n} bytes"
 
 
 def _dedupe(errors: list[InputError]) -> list[InputError]:

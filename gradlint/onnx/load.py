@@ -67,6 +67,13 @@ class ExternalRef:
     st_ino: int
 
 
+# Bytes of external data read for one model, at most: protobuf's bound on a model whose weights
+# are inline (2 GiB; about 7 s on a laptop). Each region is read once; a tensor whose region is
+# past what is left is not read (its statistics are unknown, the file's result says so): a
+# model naming a 4 TB sparse file was streamed for hours.
+MAX_EXTERNAL_BYTES = 2 << 30
+
+
 @dataclass
 class LoadedModel:
     model: onnx.ModelProto
@@ -75,6 +82,23 @@ class LoadedModel:
     external: dict[tuple, ExternalRef] = field(default_factory=dict)
     # why external data was refused (unsafe_external_data): when non-empty none is read at all
     refused: list[str] = field(default_factory=list)
+    # bytes of external data that may still be read (MAX_EXTERNAL_BYTES, read when the model is)
+    budget: int = -1
+    # the tensors whose external data was past the budget, not read
+    unread: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.budget < 0:
+            self.budget = MAX_EXTERNAL_BYTES
+
+    def charge(self, tensor: TensorProto, ref: ExternalRef) -> bool:
+        """Whether `tensor`'s external region may be read now (its bytes are then spent)."""
+        if ref.length > self.budget:
+            if tensor.name not in self.unread:
+                self.unread.append(tensor.name)
+            return False
+        self.budget -= ref.length
+        return True
 
 
 # Brackets ONNX text may nest: onnx.parser recurses on each level in C++ and overflows its stack
@@ -464,7 +488,7 @@ def chunks(tensor: TensorProto, loaded: LoadedModel | None, chunk_elems: int = C
         return
     if is_external(tensor):
         ref = loaded.external.get(external_key(tensor)) if loaded is not None else None
-        if ref is None:
+        if ref is None or not loaded.charge(tensor, ref):
             return
         yield from _external_chunks(ref, dtype, tensor.data_type, chunk_elems)
         return

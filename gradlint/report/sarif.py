@@ -107,6 +107,8 @@ def _notifications(result: RunResult, cwd: str) -> list[dict[str, Any]]:
         elif r.skipped:
             level = "error" if r.error else "warning"
             text = f"{r.path}: {'skipped: ' if level == 'warning' else ''}{r.skipped}"
+        elif r.partial:
+            level, text = "warning", f"{r.path}: {r.partial}"
         else:
             continue
         out.append({
