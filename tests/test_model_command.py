@@ -358,3 +358,19 @@ def test_a_class_over_the_interpretation_budget_is_listed_as_not_modelled(tmp_pa
     (tmp_path / "m.py").write_text(OVER_BUDGET.split("\n\n\nclass Small")[0] + "\n\n\nclass Unrolled" + OVER_BUDGET.split("class Unrolled")[1])
     alone = run_cli("model", "m.py", cwd=tmp_path)
     assert "no nn.Module class" not in alone.stderr and "Unrolled (not modelled" in alone.stdout
+
+
+def test_check_says_a_class_over_the_interpretation_budget_was_not_checked(tmp_path):
+    # `check` was silent about it: a file of one such class said "All checks passed" as if its
+    # architecture had been read. A warning names the class; the exit code does not change.
+    (tmp_path / "m.py").write_text(OVER_BUDGET)
+    result = run_cli("check", "--no-cache", "m.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("gradlint: warning: m.py: class Unrolled not modelled: its __init__ or forward ran "
+                               "past the interpretation budget or Python's recursion limit, so the architecture "
+                               "rules did not check it") == 1, result.stderr
+    quiet = run_cli("check", "--no-cache", "-q", "m.py", cwd=tmp_path)
+    assert "Unrolled" not in quiet.stderr
+    # a class within the budget says nothing
+    (tmp_path / "m.py").write_text(OVER_BUDGET.split("\n\n\nclass Unrolled")[0] + "\n")
+    assert "warning" not in run_cli("check", "--no-cache", "m.py", cwd=tmp_path).stderr

@@ -398,6 +398,19 @@ def extract_python(path: Path, display: str, data: bytes | None = None):
     return extract_python_text(text, display, origin=path)
 
 
+def _unmodelled(networks, classes) -> str | None:
+    """Why the file was checked in part, when module classes of it ran past the interpretation
+    budget (models.extract keeps no network of them: their architecture is not checked)."""
+    modelled = {n.name for n in networks}
+    over = [c.name for c in classes if c.is_module and c.name not in modelled]
+    if not over:
+        return None
+    which = f"class {over[0]}" if len(over) == 1 else f"{len(over)} classes ({over[0]}, ...)"
+    return (f"{which} not modelled: {'its' if len(over) == 1 else 'their'} __init__ or forward ran past the "
+            "interpretation budget or Python's recursion limit, so the architecture rules did not check "
+            f"{'it' if len(over) == 1 else 'them'}")
+
+
 def extract_python_text(text: str, display: str, *, models_only: bool = False, calls_only: bool = False,
                         origin: Path | None = None):
     """The facts of Python source already in memory (a file, stdin, a notebook's cells), an
@@ -595,6 +608,7 @@ def extract_facts(src: SourceFile, tree=None, *, models_only: bool = False, call
         facts = FileFacts(path=src.path, kind="python", source=src.text, networks=networks, classes=classes,
                           symbols=symbols)
         if not models_only:
+            facts.partial = _unmodelled(networks, classes)
             facts.numerics = numerics.extract(src, configs)
             try:
                 facts.training = loops.extract(src, configs, keep[0] if keep else None)
