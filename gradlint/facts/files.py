@@ -58,7 +58,8 @@ class FileFacts:
     input_errors: tuple[InputError, ...] = ()
     skipped: str | None = None
     # The file was checked in part, and why (an ONNX model's external data past the bytes read
-    # for one model): said as a warning, the findings stand.
+    # for one model, module classes past the interpretation budget): said as a warning, the
+    # findings stand.
     partial: str | None = None
     # A failure of gradlint's own front-end on this file: reported, exit 2, the run goes on.
     internal_error: str | None = None
