@@ -372,27 +372,29 @@ def rerun_block(path: Path, cls: str, args: tuple, compute, store: cache.Store |
     return network
 
 
-def name_homes(index: ProjectIndex, root: Path, paths: list[Path]) -> dict[Path, str]:
-    """The folders above packages whose names the run's Python files share
-    (gradlint.source.index.package_homes), told to the index and its loader: the modules below
-    each are named from the import root, so that one file's imports never reach the other's."""
-    from gradlint.source.index import package_homes
+def name_modules(index: ProjectIndex, root: Path, paths: list[Path]) -> list[tuple[str, bool, str] | None]:
+    """The module of each of the run's Python files (gradlint.source.index.module_places: name,
+    is a package, home; None when its path cannot be resolved), told to the index's loader, with
+    the homes that name packages from the import root."""
+    from gradlint.source.index import module_places
 
-    homes = package_homes(paths, root)
-    if homes:
-        index.homes = frozenset(homes.values())
-        index.loader.homes = homes
-    return homes
+    loader = index.loader
+    places, loader.homes = module_places(paths, root)
+    for path, place in zip(paths, places):
+        if place is not None:
+            loader.checked_paths.setdefault(place[0], path)
+            loader.checked_names.setdefault(os.path.realpath(path), place[0])
+    return places
 
 
 def add_to_index(index: ProjectIndex, root: Path, path: Path, facts: FileFacts) -> None:
-    from gradlint.source.index import module_name
+    from gradlint.source.index import module_place
 
     if facts.kind != "python":
         index.by_path.setdefault(facts.path, "")
         return
-    name, is_package = module_name(path, root, getattr(index.loader, "homes", None))
-    index.add(name, facts, is_package)
+    name, is_package, home = module_place(path, root, getattr(index.loader, "homes", None))
+    index.add(name, facts, is_package, home)
 
 
 def collect_facts(files: list[tuple[Path, str]], config: Config, *, use_cache: bool = True,
@@ -687,13 +689,11 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
     # run without the cache hashes nothing for it: a word scan read 5 000 files of the project)
     seen: dict[str, str] | None = {} if use_cache else None
     index, root = project_index(given, config, use_cache=use_cache, batch=later, store=store, seen=seen)
-    from gradlint.source.index import module_name
-
     # Each Python file's module; the first file of a name holds it (as ProjectIndex.add decides).
     kinds = [kind_of(p, d) for p, d in files]
-    homes = name_homes(index, root, [p for (p, _d), kind in zip(files, kinds) if kind == "python"])
-    names: list[tuple[str, bool] | None] = [module_name(p, root, homes) if kind == "python" else None
-                                            for (p, _d), kind in zip(files, kinds)]
+    placed = iter(name_modules(index, root, [p for (p, _d), kind in zip(files, kinds) if kind == "python"]))
+    places = [next(placed) if kind == "python" else None for kind in kinds]
+    names: list[tuple[str, bool] | None] = [place[:2] if place is not None else None for place in places]
     holder: dict[str, int] = {}
     for i, named in enumerate(names):
         if named is not None:
@@ -761,7 +761,7 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
                 name, is_package = names[i]
                 if holder[name] != i:
                     index.module(name)  # the file holding the name first, also when it is not re-run
-                index.add(name, f, is_package)
+                index.add(name, f, is_package, places[i][2])
             if refreeze and extraction is not None and not extraction.is_alive():
                 gc.freeze()  # the facts that came in since the rules began (_kept_for_the_run)
                 refreeze = False

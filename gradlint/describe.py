@@ -47,7 +47,7 @@ class Described:
 def describe_paths(paths: Iterable[str | Path], config: Config, *, split_projects: bool = False) -> Described:
     """Every network of the files under `paths` (discovered as `check` does: with split_projects,
     the folders holding their own configuration are not walked but listed in .projects)."""
-    from gradlint.api import _extract, add_to_index, name_homes, project_index
+    from gradlint.api import _extract, add_to_index, name_modules, project_index
     from gradlint.discover import discover
     from gradlint.model.inline import finder, inline
 
@@ -55,7 +55,7 @@ def describe_paths(paths: Iterable[str | Path], config: Config, *, split_project
     out = Described(projects=[str(p) for p in found.projects])
     # Blocks of other project files are shown inlined, as the architecture rules see them.
     index, root = project_index([p for p, _ in found.files] or [Path(config.root)], config, use_cache=False)
-    name_homes(index, root, [p for p, _ in found.files if p.suffix == ".py"])
+    name_modules(index, root, [p for p, _ in found.files if p.suffix == ".py"])
     out.warnings.extend(found.warnings)
     for missing in found.missing:
         out.errors.append(f"{missing}: no such file or directory")

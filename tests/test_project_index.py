@@ -489,13 +489,41 @@ def _experiments(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("paths", [["ex"], ["ex/cifar", "ex/mnist"], ["ex/mnist"], ["ex/mnist/model.py"],
-                                   ["ex/cifar/model.py", "ex/mnist/model.py"],
-                                   ["ex/cifar/models/blocks.py", "ex/mnist/model.py", "ex/mnist/models/blocks.py"]])
-def test_packages_of_one_name_in_two_folders_resolve_each_from_its_own(tmp_path, monkeypatch, paths):
+_RUNS = [["."], ["ex"], ["ex/cifar", "ex/mnist"], ["ex/mnist"], ["ex/mnist/model.py"],
+         ["ex/cifar/model.py", "ex/mnist/model.py"], ["ex/mnist/model.py", "ex/mnist/models/blocks.py"],
+         ["ex/mnist/model.py", "ex/cifar/models/blocks.py"],
+         ["ex/cifar/models/blocks.py", "ex/mnist/model.py", "ex/mnist/models/blocks.py"]]
+
+
+def _root_shadows(root: Path) -> None:
+    """A `models` package and a `utils` module at the root too, of residual ReLU blocks: Python
+    running ex/mnist/model.py finds its own folder's first."""
+    (root / "models").mkdir()
+    (root / "models" / "__init__.py").write_text("", encoding="utf-8")
+    (root / "models" / "blocks.py").write_text(_RESIDUAL_BLOCK, encoding="utf-8")
+    (root / "models" / "layers.py").write_text("import torch.nn as nn\n\n\ndef act():\n    return nn.ReLU()\n",
+                                              encoding="utf-8")
+
+
+def _star(root: Path) -> None:
+    """Each experiment's script imports Block from its package, which re-exports it with an
+    absolute `*` import."""
+    for name in ("mnist", "cifar"):
+        (root / "ex" / name / "models" / "__init__.py").write_text("from models.blocks import *\n", encoding="utf-8")
+        (root / "ex" / name / "model.py").write_text(_NET.replace("from models.blocks import", "from models import"),
+                                                     encoding="utf-8")
+
+
+@pytest.mark.parametrize("paths", _RUNS, ids=lambda p: "+".join(p))
+@pytest.mark.parametrize("shape", [None, _root_shadows, _star], ids=["plain", "root-shadows", "star"])
+def test_packages_of_one_name_in_two_folders_resolve_each_from_its_own(tmp_path, monkeypatch, paths, shape):
     # `check ex` named both folders' modules `models.blocks`: the first file of the name answered
-    # the other's import, and mnist's 40 sigmoid blocks were not reported (cifar's were read).
+    # the other's import, and mnist's 40 sigmoid blocks were not reported (cifar's were read);
+    # a script's import reached the root's module of its name before its own folder's, and a
+    # module of a package the run did not check named its own package's modules from the root.
     root = _experiments(tmp_path)
+    if shape is not None:
+        shape(root)
     monkeypatch.chdir(root)
     result = check_paths(paths, Config(root=str(root)), use_cache=False, jobs=1)
     assert not result.internal_errors
@@ -503,9 +531,45 @@ def test_packages_of_one_name_in_two_folders_resolve_each_from_its_own(tmp_path,
     assert found == [("ex/mnist/model.py", 8, "GL101")]
 
 
+@pytest.mark.parametrize("paths", [["."], ["my-exp"], ["my-exp/model.py"], ["my-exp/model.py", "my-exp/models/blocks.py"]])
+def test_experiment_folders_whose_names_are_no_identifiers(tmp_path, monkeypatch, paths):
+    root = _experiments(tmp_path)
+    (root / "ex" / "mnist").rename(root / "my-exp")
+    (root / "ex" / "cifar").rename(root / "other-exp")
+    monkeypatch.chdir(root)
+    result = check_paths(paths, Config(root=str(root)), use_cache=False, jobs=1)
+    assert sorted((Path(f.path).as_posix(), f.code) for f in result.findings) == [("my-exp/model.py", "GL101")]
+
+
+def test_a_gradcheck_of_one_experiment_is_not_another_s(tmp_path, monkeypatch):
+    # GL406 (opt-in): both experiments define models.fn.Triple; only cifar's test gradchecks its own
+    triple = ("import torch\nfrom torch.autograd import Function\n\n\nclass Triple(Function):\n"
+              "    @staticmethod\n    def forward(ctx, x):\n        return x * 3\n\n"
+              "    @staticmethod\n    def backward(ctx, g):\n        return g * 3\n")
+    for name in ("mnist", "cifar"):
+        (tmp_path / "ex" / name / "models").mkdir(parents=True)
+        (tmp_path / "ex" / name / "models" / "__init__.py").write_text("", encoding="utf-8")
+        (tmp_path / "ex" / name / "models" / "fn.py").write_text(triple, encoding="utf-8")
+    (tmp_path / "ex" / "cifar" / "test_fn.py").write_text(
+        "import torch\nfrom torch.autograd import gradcheck\nfrom models.fn import Triple\n\n\ndef test_triple():\n"
+        "    x = torch.randn(3, dtype=torch.double, requires_grad=True)\n    assert gradcheck(Triple.apply, (x,))\n",
+        encoding="utf-8")
+    (tmp_path / "pyproject.toml").write_text("[tool.gradlint]\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    for paths in (["ex"], ["ex/mnist"], ["ex/mnist/models/fn.py"], ["ex/mnist/models/fn.py", "ex/cifar/models/fn.py"]):
+        result = check_paths(paths, Config(root=str(tmp_path), extend_select=("GL406",)), use_cache=False, jobs=1)
+        assert sorted((Path(f.path).as_posix(), f.code) for f in result.findings) == [
+            ("ex/mnist/models/fn.py", "GL406")], paths
+
+
 def test_shared_package_names_with_the_cache_and_the_pool(tmp_path, monkeypatch):
     root = _experiments(tmp_path)
+    _root_shadows(root)
     monkeypatch.chdir(root)
+    # the file alone first: its entry must hold for the run of the whole tree (where the names
+    # of the packages differ), as a cold run of it would answer
+    alone = check_paths(["ex/mnist/model.py"], Config(root=str(root)), use_cache=True, jobs=1)
+    assert [f.code for f in alone.findings] == ["GL101"]
     for _run in range(2):  # cold, then every result from the cache
         result = check_paths(["ex"], Config(root=str(root)), use_cache=True, jobs=2)
         assert sorted((Path(f.path).as_posix(), f.code) for f in result.findings) == [("ex/mnist/model.py", "GL101")]
@@ -519,7 +583,7 @@ def test_shared_package_names_with_the_cache_and_the_pool(tmp_path, monkeypatch)
 
 
 def test_package_homes_only_for_names_files_share(tmp_path):
-    from gradlint.source.index import package_homes
+    from gradlint.source.index import module_place, module_places
 
     root = _experiments(tmp_path)
     (root / "models").mkdir()
@@ -528,12 +592,18 @@ def test_package_homes_only_for_names_files_share(tmp_path):
     (root / "tools" / "util").mkdir(parents=True)
     (root / "tools" / "util" / "__init__.py").write_text("", encoding="utf-8")
     files = sorted(root.rglob("*.py"))
-    homes = package_homes(files, root)
+    places, homes = module_places(files, root)
     # the root's own `models` is what Python's path finds from the root: it keeps its name
     assert homes == {(root / "ex" / "cifar").resolve(): "ex.cifar", (root / "ex" / "mnist").resolve(): "ex.mnist"}
+    named = dict(zip((f.relative_to(root).as_posix() for f in files), places))
+    assert named["ex/mnist/models/blocks.py"] == ("ex.mnist.models.blocks", False, "ex.mnist")
+    assert named["ex/mnist/models/__init__.py"] == ("ex.mnist.models", True, "ex.mnist")
+    assert named["ex/mnist/model.py"] == ("ex.mnist.model", False, "ex.mnist")  # a script: its folder
+    assert named["models/blocks.py"] == ("models.blocks", False, "")
+    assert named["tools/util/__init__.py"] == ("util", True, "tools")
+    alone, none = module_places([root / "ex" / "mnist" / "models" / "blocks.py", root / "tools" / "util" / "__init__.py"],
+                                root)
+    # no name shared: the names of module_name, each home still the folder above the package
+    assert none == {} and alone == [("models.blocks", False, "ex.mnist"), ("util", True, "tools")]
+    assert module_place(root / "ex" / "mnist" / "models" / "blocks.py", root) == alone[0]
     assert module_name(root / "ex" / "mnist" / "models" / "blocks.py", root, homes) == ("ex.mnist.models.blocks", False)
-    assert module_name(root / "ex" / "mnist" / "models" / "__init__.py", root, homes) == ("ex.mnist.models", True)
-    assert module_name(root / "models" / "blocks.py", root, homes) == ("models.blocks", False)
-    assert module_name(root / "tools" / "util" / "__init__.py", root, homes) == ("util", True)
-    assert package_homes([root / "ex" / "mnist" / "models" / "blocks.py", root / "tools" / "util" / "__init__.py"],
-                         root) == {}

@@ -57,9 +57,10 @@ class ModuleLoader(Protocol):
     # Optional (looked up with getattr): the calls of a file the extraction read no further than
     # its names (no torch in it), for the searches for a function's callers.
     #   load_calls(facts, module) -> facts with its numerics and training-loop facts | None
-    # Optional (looked up with getattr): the name prefix a project module's absolute imports start
-    # from, when it is named from the import root rather than from the top of its packages.
+    # Optional (looked up with getattr): where a project module's absolute imports look first, as
+    # a name; and the name the run gives the checked file another name reaches (one module).
     #   home_of(module) -> str
+    #   alias(module) -> str | None
     # Optional (looked up with getattr): installed libraries.
     #   load_library(module) -> (facts with the module's symbols only, is a package) | None
     #   library_facts(module) -> the module's facts with its networks and class summaries | None
@@ -76,8 +77,8 @@ class Module:
     # read from an installed library: `facts` holds its symbols until its models are asked for
     library: bool = False
     models_read: bool = False
-    # the folder above its packages, as a name, when the run names them from there
-    # (ProjectIndex.homes): its absolute imports look there first, as Python's path does
+    # where its absolute imports look first, as a name (a script's folder, the folder above its
+    # packages: gradlint.source.index.module_place), as Python's path does; '' for none
     home: str = ""
 
     @property
@@ -105,9 +106,6 @@ class ProjectIndex:
         self.loader = loader
         self.modules: dict[str, Module] = {}
         self.by_path: dict[str, str] = {}
-        # The name prefixes of the folders above packages whose names files of the run share
-        # (gradlint.source.index.package_homes): each module below one looks there first.
-        self.homes: frozenset[str] = frozenset()
         self._absent: set[str] = set()
         self._loaded = 0
         self._resolved: dict[tuple[str, str], tuple[str, ...]] = {}
@@ -139,8 +137,10 @@ class ProjectIndex:
         self._calling_loops: dict[str, Module] = {}  # and those whose loop facts were skipped
 
     # -- modules ---------------------------------------------------------------------------------
-    def add(self, name: str, facts: FileFacts, is_package: bool = False) -> Module:
-        """Add a checked file as module `name` (the first file of a name wins)."""
+    def add(self, name: str, facts: FileFacts, is_package: bool = False, home: str | None = None) -> Module:
+        """Add a checked file as module `name` (the first file of a name wins). `home`: where its
+        absolute imports look first (gradlint.source.index.module_place), else the loader's
+        `home_of` tells."""
         self.by_path.setdefault(facts.path, name)
         if name in self.modules:
             return self.modules[name]
@@ -153,8 +153,10 @@ class ProjectIndex:
         # file's own code names bare.
         defined = frozenset(classes | ((set(sym.classes) | set(sym.defined)) if sym else set()))
         mod = Module(name, facts, is_package, imports, defined, sym.star if sym else ())
-        if self.homes:
-            mod.home = max((h for h in self.homes if name.startswith(h + ".")), key=len, default="")
+        if home is None:
+            home_of = getattr(self.loader, "home_of", None)
+            home = home_of(name) if home_of is not None else ""
+        mod.home = home
         self.modules[name] = mod
         self._absent.discard(name)
         return mod
@@ -177,6 +179,14 @@ class ProjectIndex:
         got = checked(name) if checked is not None else None
         if got is not None:
             return self.add(name, got[0], got[1])
+        alias = getattr(self.loader, "alias", None)
+        same = alias(name) if alias is not None else None
+        if same is not None:
+            # a checked file reached by its home's name: the module the run named it
+            found = self.module(same)
+            if found is not None:
+                self.modules[name] = found
+                return found
         if self.loader is None or self._loaded >= MAX_LOADED:
             return None
         self._loaded += 1
@@ -190,13 +200,8 @@ class ProjectIndex:
         if got is None:
             self._absent.add(name)
             return None
-        mod = self.add(name, got[0], got[1])
+        mod = self.add(name, got[0], got[1], "" if library else None)
         mod.library = library
-        if not library and not mod.home:
-            # a package below another folder, reached by its name from the import root (a
-            # script's sibling `models/`): its own absolute imports start from that folder
-            home_of = getattr(self.loader, "home_of", None)
-            mod.home = home_of(name) if home_of is not None else ""
         return mod
 
     def calling(self, name: str, loops: bool = False) -> Module | None:
@@ -293,7 +298,8 @@ class ProjectIndex:
         if target.startswith("."):
             return self._global(absolute(here, target), depth + 1)
         if here.home:
-            # the folder the run named its packages from is first on Python's path when they run
+            # the module's home (a script's folder, the folder above a package) is first on
+            # Python's path when it runs
             found = self._global(f"{here.home}.{target}", depth + 1)
             if found:
                 return found
@@ -370,7 +376,11 @@ class ProjectIndex:
                     out.extend(self._target(mod, target + suffix, depth))
                 return tuple(dict.fromkeys(out))
             for star in mod.star:
-                found = self._global(f"{absolute(mod, star)}.{name}{suffix}", depth + 1)
+                found = ()
+                if mod.home and not star.startswith("."):
+                    found = self._global(f"{mod.home}.{star}.{name}{suffix}", depth + 1)
+                if not found:
+                    found = self._global(f"{absolute(mod, star)}.{name}{suffix}", depth + 1)
                 if found:
                     return found
             return ()

@@ -82,58 +82,43 @@ def module_name(path: Path, root: Path, homes: Mapping[Path, str] | None = None)
     A file inside regular packages (folders with `__init__.py`) is named from the top of its
     package, as Python imports it; anything else (namespace packages, scripts) from the import
     root it lies under (`src/` or the project root). Outside the project: its stem. `homes`
-    (package_homes): the folders above packages whose names the run's files share, whose
+    (module_places): the folders above packages whose names the run's files share, whose
     packages are named from the import root too.
     """
-    path = path.resolve()
-    is_package = path.name == "__init__.py"
-    top, parts = _from_top(path)
-    if top != path.parent:
-        home = homes.get(top) if homes else None
-        return (f"{home}.{'.'.join(parts)}" if home else ".".join(parts)), is_package
-    return _from_roots(top, parts, root) or path.stem, is_package
+    name, is_package, _home = module_place(path, root, homes)
+    return name, is_package
 
 
-def _from_top(path: Path) -> tuple[Path, list[str]]:
-    """The top folder of the regular packages holding `path` (resolved; its own folder when it
-    is in none), and the parts of its name from there."""
-    parts: list[str] = [] if path.name == "__init__.py" else [path.stem]
-    folder = path.parent
-    top = folder
-    while (top / "__init__.py").exists() and top != top.parent:
-        top = top.parent
-    if top != folder:
-        parts = list(folder.relative_to(top).parts) + parts
-    return top, parts
+def module_place(path: Path, root: Path, homes: Mapping[Path, str] | None = None) -> tuple[str, bool, str]:
+    """module_name's (name, is a package), and the module's home: the folder its absolute imports
+    look in first, as a name from the import root ('' when that folder is an import root or lies
+    under none). Python puts a script's folder first on its path: a script's home is its folder
+    (`from utils import x` in ex/mnist/train.py is ex/mnist/utils.py, whatever the root holds),
+    and a package's modules look in the folder above the package (the folder of the script that
+    imports them: ex/mnist/models/blocks.py's `from models.layers import act` is
+    ex/mnist/models/layers.py)."""
+    return _Places(root).place(path.resolve(), homes)
 
 
-def _from_roots(folder: Path, parts: list[str], root: Path) -> str:
-    """The dotted name of `parts` in `folder` from the import root it lies under ('' when none)."""
-    for base in import_roots(root):
-        try:
-            rel = folder.relative_to(base.resolve())
-        except ValueError:
-            continue
-        return ".".join([*rel.parts, *parts])
-    return ""
-
-
-def package_homes(paths: Iterable[Path], root: Path) -> dict[Path, str]:
-    """The folders above regular packages whose module names other files of `paths` share, each
-    with the dotted prefix its packages' names take (module_name's `homes`): `check ex` over
+def module_places(paths: list[Path], root: Path) -> tuple[list[tuple[str, bool, str] | None], dict[Path, str]]:
+    """module_place of each of a run's files (None for a path that cannot be resolved), each
+    folder walked once; and the homes that name packages from the import root: the folders above
+    regular packages whose module names two files share. `check ex` over
     ex/mnist/models/blocks.py and ex/cifar/models/blocks.py (each experiment's own `models`
     package, a build/lib copy beside the sources) named both `models.blocks`, and the first
     file's classes answered the other's imports. Each such folder is named from the import root
-    (`ex.mnist`); a package at an import root keeps its name, as Python's path finds it first.
-    Empty when no name is shared: a run's names are then those of module_name alone."""
-    roots = {base.resolve() for base in import_roots(root)}
+    (`ex.mnist`); a package at an import root keeps its name, as Python's path finds it first."""
+    places = _Places(root)
+    resolved: list[Path | None] = []
     tops: dict[str, set[Path]] = {}
     for p in paths:
         try:
             path = p.resolve()
-            top, parts = _from_top(path)
+            top, parts = places.top(path)
         except (OSError, RuntimeError, ValueError):
+            resolved.append(None)
             continue
+        resolved.append(path)
         if top != path.parent:
             tops.setdefault(".".join(parts), set()).add(top)
     homes: dict[Path, str] = {}
@@ -141,10 +126,56 @@ def package_homes(paths: Iterable[Path], root: Path) -> dict[Path, str]:
         if len(shared) < 2:
             continue
         for top in shared:
-            if top not in roots and top not in homes:
+            if top not in places.roots and top not in homes:
                 # outside every import root: the folder's own path, still a name nobody imports
-                homes[top] = _from_roots(top, [], root) or ".".join(top.parts[1:])
-    return homes
+                homes[top] = places.dotted(top, []) or ".".join(top.parts[1:])
+    return [places.place(path, homes) if path is not None else None for path in resolved], homes
+
+
+class _Places:
+    """Module names and homes of files below one project root: the import roots found once, and
+    each folder's top of regular packages worked out once (a run names thousands of files of a
+    few hundred folders)."""
+
+    def __init__(self, root: Path) -> None:
+        self.bases = [base.resolve() for base in import_roots(root)]
+        self.roots = set(self.bases)
+        self._tops: dict[Path, Path] = {}
+
+    def top(self, path: Path) -> tuple[Path, list[str]]:
+        """The top folder of the regular packages holding `path` (resolved; its own folder when
+        it is in none), and the parts of its name from there."""
+        parts: list[str] = [] if path.name == "__init__.py" else [path.stem]
+        folder = path.parent
+        top = self._tops.get(folder)
+        if top is None:
+            top = folder
+            while (top / "__init__.py").exists() and top != top.parent:
+                top = top.parent
+            self._tops[folder] = top
+        if top != folder:
+            parts = list(folder.relative_to(top).parts) + parts
+        return top, parts
+
+    def dotted(self, folder: Path, parts: list[str]) -> str:
+        """The dotted name of `parts` in `folder` from the import root it lies under ('' when none)."""
+        for base in self.bases:
+            try:
+                rel = folder.relative_to(base)
+            except ValueError:
+                continue
+            return ".".join([*rel.parts, *parts])
+        return ""
+
+    def place(self, path: Path, homes: Mapping[Path, str] | None) -> tuple[str, bool, str]:
+        is_package = path.name == "__init__.py"
+        top, parts = self.top(path)
+        if top != path.parent:
+            named = homes.get(top) if homes else None
+            if named:
+                return f"{named}.{'.'.join(parts)}", is_package, named
+            return ".".join(parts), is_package, self.dotted(top, [])
+        return self.dotted(top, parts) or path.stem, is_package, self.dotted(top, [])
 
 
 def module_symbols(source: str | ast.Module) -> ModuleSymbols | None:
@@ -267,6 +298,13 @@ def library_roots(root: Path, configured: Iterable[str | Path] = (),
     return tuple(out)
 
 
+def _safe(module: str) -> bool:
+    """Whether `module` can name a file below a folder: dotted identifiers, or (a home's name,
+    made from folder names: `my-exp.models`) parts that are no path of their own."""
+    return bool(module) and all(p.isidentifier() or (p and p not in (".", "..") and not any(
+        c in p for c in "/\\\0:")) for p in module.split("."))
+
+
 def _find_under(bases: Iterable[Path], module: str) -> Path | None:
     """The file of `module` under the first of `bases` that holds one: `a/b.py`, then
     `a/b/__init__.py` (a regular file, links followed). String paths and one stat each: the
@@ -322,8 +360,14 @@ class ProjectFiles:
         # runner's calls_facts, cached); `load_calls` hands it the text those facts keep
         self.extract_calls = extract_calls
         self.roots = import_roots(self.root)
-        # the folders whose packages are named from the import root in this run (package_homes)
+        # the folders whose packages are named from the import root in this run (module_places)
         self.homes: dict[Path, str] = {}
+        # every checked Python file of the run by its module name, and the names by real path:
+        # a name is that file before any other (a root's `models/blocks.py` must not stand for
+        # the checked ex/mnist/models/blocks.py named `models.blocks`), and a file reached by
+        # another name (its home's) is the checked module (`alias`)
+        self.checked_paths: dict[str, Path] = {}
+        self.checked_names: dict[str, str] = {}
         self.extract = extract
         self.list_files = list_files
         self._files: list[Path] | None = None  # listed once per run: every scanned word reuses it
@@ -343,10 +387,23 @@ class ProjectFiles:
         self.scanned: Callable[[Path, bytes], None] | None = None
 
     def find(self, module: str) -> Path | None:
-        return _find_under(self.roots, module)
+        checked = self.checked_paths.get(module)
+        return checked if checked is not None else _find_under(self.roots, module)
+
+    def alias(self, module: str) -> str | None:
+        """The name the run gives the checked file that `module` names from the import root, when
+        that is another name (`ex.mnist.models.blocks`, a home's name for the checked
+        `models.blocks`): one module, not two."""
+        if not self.checked_names or not _safe(module):
+            return None
+        path = _find_under(self.roots, module)
+        if path is None:
+            return None
+        name = self.checked_names.get(os.path.realpath(path))
+        return name if name is not None and name != module else None
 
     def load(self, module: str) -> tuple[FileFacts, bool] | None:
-        if not module or any(not p.isidentifier() for p in module.split(".")):
+        if not _safe(module):
             return None
         path = self.find(module)
         if path is None:
@@ -354,20 +411,15 @@ class ProjectFiles:
         return self.extract(path), path.name == "__init__.py"
 
     def home_of(self, module: str) -> str:
-        """The folder above the packages of project module `module`, as a name, when `module`
-        names it from the import root rather than from the top of its packages ('ex.mnist' for
-        ex/mnist/models/blocks.py loaded as `ex.mnist.models.blocks`); else ''."""
-        path = self.find(module)
+        """The home of project module `module` (module_place): where its absolute imports look
+        first, as a name; '' when it has none or is not a file of the project."""
+        path = self.find(module) if _safe(module) else None
         if path is None:
             return ""
         try:
-            top, parts = _from_top(path.resolve())
+            return module_place(path, self.root, self.homes)[2]
         except (OSError, RuntimeError, ValueError):
             return ""
-        own = ".".join(parts)
-        if top == path.resolve().parent or not own or not module.endswith("." + own):
-            return ""
-        return module[:-len(own) - 1]
 
     def load_checked(self, module: str) -> tuple[FileFacts, bool] | None:
         """The facts of a checked file the run did not add to the index, by its module name: one
@@ -409,7 +461,7 @@ class ProjectFiles:
         top-level function, and the IR is that of the module it returns (rerun.lower_function)."""
         from gradlint.source import parsed, rerun
 
-        path = self.find(module) if module and all(p.isidentifier() for p in module.split(".")) else None
+        path = self.find(module) if _safe(module) else None
         if path is None:
             # a block of an installed library that load_library read (through the safe reader)
             path = self.library_paths.get(module)
@@ -492,7 +544,7 @@ class ProjectFiles:
         """Where a lookup of module `module` leads when no checked file holds it: a file of the
         project ('project'), of an installed library ('library'), or nowhere (None); a re-run of
         one of its classes reads that file too. The result cache keys findings by it."""
-        if not module or any(not p.isidentifier() for p in module.split(".")):
+        if not _safe(module):
             return None
         path = self.find(module)
         if path is not None:
