@@ -514,8 +514,20 @@ def _star(root: Path) -> None:
                                                      encoding="utf-8")
 
 
+def _namespace_cifar(root: Path) -> None:
+    """cifar's `models` is a namespace package (no `__init__.py`): its modules' absolute imports
+    reach ex/cifar/models/ from the folder above, where the script that runs them lies."""
+    (root / "ex" / "cifar" / "models" / "__init__.py").unlink()
+
+
+def _namespaces(root: Path) -> None:
+    _namespace_cifar(root)
+    (root / "ex" / "mnist" / "models" / "__init__.py").unlink()
+
+
 @pytest.mark.parametrize("paths", _RUNS, ids=lambda p: "+".join(p))
-@pytest.mark.parametrize("shape", [None, _root_shadows, _star], ids=["plain", "root-shadows", "star"])
+@pytest.mark.parametrize("shape", [None, _root_shadows, _star, _namespace_cifar, _namespaces],
+                         ids=["plain", "root-shadows", "star", "namespace", "namespaces"])
 def test_packages_of_one_name_in_two_folders_resolve_each_from_its_own(tmp_path, monkeypatch, paths, shape):
     # `check ex` named both folders' modules `models.blocks`: the first file of the name answered
     # the other's import, and mnist's 40 sigmoid blocks were not reported (cifar's were read);

@@ -87,6 +87,24 @@ class Module:
         return self.name if self.is_package else self.name.rpartition(".")[0]
 
 
+# Folders above a namespace module tried as the folder of the script that runs it, at most.
+MAX_CLIMB = 8
+
+
+def _homes(module: Module) -> list[str]:
+    """Where module's absolute imports look before the import roots, nearest first: its home; for
+    a script or a module of a namespace package (no `__init__.py`: its home is its own folder),
+    the folders above too, since the script that runs it may lie in any of them
+    (ex/cifar/models/blocks.py's `from models.layers import act` is ex/cifar/models/layers.py
+    when ex/cifar/train.py runs)."""
+    if not module.home:
+        return []
+    if module.home != module.package or module.is_package:
+        return [module.home]
+    parts = module.home.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts), max(len(parts) - 1 - MAX_CLIMB, 0), -1)]
+
+
 def absolute(module: Module, target: str) -> str:
     """'.gan.Discriminator' imported by module `pkg.train` -> 'pkg.gan.Discriminator'."""
     if not target.startswith("."):
@@ -297,10 +315,10 @@ class ProjectIndex:
         `from utils import x`) a sibling module of its folder."""
         if target.startswith("."):
             return self._global(absolute(here, target), depth + 1)
-        if here.home:
+        for home in _homes(here):
             # the module's home (a script's folder, the folder above a package) is first on
             # Python's path when it runs
-            found = self._global(f"{here.home}.{target}", depth + 1)
+            found = self._global(f"{home}.{target}", depth + 1)
             if found:
                 return found
         found = self._global(target, depth + 1)
@@ -377,8 +395,10 @@ class ProjectIndex:
                 return tuple(dict.fromkeys(out))
             for star in mod.star:
                 found = ()
-                if mod.home and not star.startswith("."):
-                    found = self._global(f"{mod.home}.{star}.{name}{suffix}", depth + 1)
+                for home in _homes(mod) if not star.startswith(".") else ():
+                    found = self._global(f"{home}.{star}.{name}{suffix}", depth + 1)
+                    if found:
+                        break
                 if not found:
                     found = self._global(f"{absolute(mod, star)}.{name}{suffix}", depth + 1)
                 if found:
