@@ -121,7 +121,7 @@ def fix_source(source: str, findings: list[Finding], unsafe: bool = False) -> tu
         chosen.append(f)
     if not chosen:
         return source, [], skipped
-    new = apply_edits(source, taken)
+    new = _same_end(source, apply_edits(source, taken), newline)
     if reparses(new):
         return new, chosen, skipped
     # Find the culprits: keep each fix only if the text still parses with it.
@@ -135,7 +135,15 @@ def fix_source(source: str, findings: list[Finding], unsafe: bool = False) -> tu
             applied.append(f)
         else:
             skipped.append(f)
-    return (apply_edits(source, text_edits) if applied else source), applied, skipped
+    return (_same_end(source, apply_edits(source, text_edits), newline) if applied else source), applied, skipped
+
+
+def _same_end(source: str, new: str, newline: str) -> str:
+    """`new`, ending as `source` does: a file without a final line break keeps none (GL202 moving
+    a file's last line above the step left the step's line break at the end)."""
+    if source and not source.endswith(("\n", "\r")) and new.endswith(newline):
+        return new[:-len(newline)]
+    return new
 
 
 def fix_text(source: str, findings: list[Finding], *, unsafe: bool = False,

@@ -423,6 +423,23 @@ def test_a_file_of_cr_or_crlf_keeps_its_line_breaks(tmp_path, monkeypatch, newli
         assert Path("t.py").read_bytes().decode() == expected
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=repr)
+def test_a_file_without_a_final_line_break_keeps_none(tmp_path, monkeypatch, newline):
+    # GL202's fix moved the file's last line (the clip, no line break after it) above the step,
+    # and the file then ended with the step's line break
+    monkeypatch.chdir(tmp_path)
+    text = ("import torch\n\n\ndef train(model, opt, loader):\n    for x, y in loader:\n        opt.zero_grad()\n"
+            "        model(x).sum().backward()\n        opt.step()\n"
+            "        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)").replace("\n", newline)
+    Path("t.py").write_bytes(text.encode())
+    _, outcome = _check_and_fix(["t.py"])
+    assert outcome.fixed == 1
+    assert Path("t.py").read_bytes().decode() == (
+        "import torch\n\n\ndef train(model, opt, loader):\n    for x, y in loader:\n        opt.zero_grad()\n"
+        "        model(x).sum().backward()\n        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+        "        opt.step()").replace("\n", newline)
+
+
 def test_a_special_file_is_refused_before_it_is_opened_for_reading(tmp_path):
     fifo = tmp_path / "f.py"
     os.mkfifo(fifo)
