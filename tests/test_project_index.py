@@ -543,14 +543,19 @@ def test_packages_of_one_name_in_two_folders_resolve_each_from_its_own(tmp_path,
     assert found == [("ex/mnist/model.py", 8, "GL101")]
 
 
-@pytest.mark.parametrize("paths", [["."], ["my-exp"], ["my-exp/model.py"], ["my-exp/model.py", "my-exp/models/blocks.py"]])
-def test_experiment_folders_whose_names_are_no_identifiers(tmp_path, monkeypatch, paths):
+@pytest.mark.parametrize("paths", [["."], ["A"], ["A/model.py"], ["A/model.py", "A/models/blocks.py"]])
+@pytest.mark.parametrize("names", [("my-exp", "other-exp"), ("v1.2", "v1/2"), ("v1%2e2", "v1.2")], ids=repr)
+def test_experiment_folders_whose_names_are_no_identifiers(tmp_path, monkeypatch, paths, names):
+    # (ex/v1.2 and ex/v1/2 took one home name, ex.v1.2)
     root = _experiments(tmp_path)
-    (root / "ex" / "mnist").rename(root / "my-exp")
-    (root / "ex" / "cifar").rename(root / "other-exp")
+    (root / names[0]).parent.mkdir(parents=True, exist_ok=True)
+    (root / "ex" / "mnist").rename(root / names[0])
+    (root / names[1]).parent.mkdir(parents=True, exist_ok=True)
+    (root / "ex" / "cifar").rename(root / names[1])
     monkeypatch.chdir(root)
+    paths = [p.replace("A", names[0]) for p in paths]
     result = check_paths(paths, Config(root=str(root)), use_cache=False, jobs=1)
-    assert sorted((Path(f.path).as_posix(), f.code) for f in result.findings) == [("my-exp/model.py", "GL101")]
+    assert sorted((Path(f.path).as_posix(), f.code) for f in result.findings) == [(f"{names[0]}/model.py", "GL101")]
 
 
 def test_a_gradcheck_of_one_experiment_is_not_another_s(tmp_path, monkeypatch):

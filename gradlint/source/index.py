@@ -128,7 +128,7 @@ def module_places(paths: list[Path], root: Path) -> tuple[list[tuple[str, bool, 
         for top in shared:
             if top not in places.roots and top not in homes:
                 # outside every import root: the folder's own path, still a name nobody imports
-                homes[top] = places.dotted(top, []) or ".".join(top.parts[1:])
+                homes[top] = places.dotted(top, []) or ".".join(map(_escape, top.parts[1:]))
     return [places.place(path, homes) if path is not None else None for path in resolved], homes
 
 
@@ -164,7 +164,7 @@ class _Places:
                 rel = folder.relative_to(base)
             except ValueError:
                 continue
-            return ".".join([*rel.parts, *parts])
+            return ".".join([*map(_escape, rel.parts), *parts])
         return ""
 
     def place(self, path: Path, homes: Mapping[Path, str] | None) -> tuple[str, bool, str]:
@@ -305,11 +305,20 @@ def _safe(module: str) -> bool:
         c in p for c in "/\\\0:")) for p in module.split("."))
 
 
+def _escape(folder: str) -> str:
+    """A folder's name as a part of a module name: its dots (and the escape character) escaped,
+    so that ex/v1.2 and ex/v1/2 name two homes, not one (_find_under undoes it)."""
+    return folder.replace("%", "%25").replace(".", "%2e") if "." in folder or "%" in folder else folder
+
+
 def _find_under(bases: Iterable[Path], module: str) -> Path | None:
     """The file of `module` under the first of `bases` that holds one: `a/b.py`, then
     `a/b/__init__.py` (a regular file, links followed). String paths and one stat each: the
     result cache locates every checked file's module, and pathlib cost ten times the stat."""
-    rel = os.path.join(*module.split(".")) if module else ""
+    parts = module.split(".")
+    if "%" in module:
+        parts = [p.replace("%2e", ".").replace("%25", "%") for p in parts]
+    rel = os.path.join(*parts) if module else ""
     for base in bases:
         folder = str(base)
         for cand in (os.path.join(folder, rel + ".py") if rel else None, os.path.join(folder, rel, "__init__.py")):
