@@ -183,7 +183,7 @@ _selector_help = "Comma-separated codes, prefixes or rule names (GL1, GL201, log
 
 
 @main.command()
-@click.argument("paths", nargs=-1, type=click.Path(path_type=str))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=str, readable=False))
 @click.option("--select", multiple=True, metavar="CODES", help="Enable only these rules. " + _selector_help)
 @click.option("--extend-select", multiple=True, metavar="CODES", help="Enable these rules on top of the selection. " + _selector_help)
 @click.option("--ignore", multiple=True, metavar="CODES",
@@ -191,7 +191,9 @@ _selector_help = "Comma-separated codes, prefixes or rule names (GL1, GL201, log
 @click.option("--format", "--output-format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Output format: text (= concise, one line per finding) or full (plus the source line, a caret and the fix) "
                    "for people, json (ruff-compatible), sarif 2.1.0 for code scanning, github for Actions annotations.")
-@click.option("--output-file", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the report to this file instead of stdout.")
+@click.option("--output-file", "-o", type=click.Path(dir_okay=False, path_type=str),
+              help="Write the report to this file instead of stdout (created or replaced whole; /dev/stdout, "
+                   "/dev/null and named pipes are written as they are).")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings (errors still exit 2).")
 @click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default=None,
               help="Lowest severity that makes the exit code 1. [default: info, any finding fails]")
@@ -223,6 +225,10 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
     them. A folder with nothing to check is a warning, exit 0 (as in ruff).
     """
     _no_collection_at_exit()
+    if output_file is not None:
+        if not output_file:
+            fail("--output-file: an empty path")
+        output_file = Path(output_file)
     if unsafe_fixes and not (fix or diff):
         say("gradlint: warning: --unsafe-fixes only acts with --fix or --diff; without them nothing is changed")
     if add_noqa and (fix or diff):
@@ -237,8 +243,11 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
             fail("reading from stdin (`-`) needs --stdin-filename PATH, to know the file's kind and project")
         if add_noqa:
             fail("--add-noqa edits files in place; it cannot be used with --stdin-filename")
+        if output_file is not None:
+            _check_output(output_file, [stdin_filename])
         _check_stdin(stdin_filename, select, ignore, extend_select, fail_on, config_path, fmt, exit_zero, fix,
-                     unsafe_fixes, diff, quiet, output_file, exclude, extend_exclude, use_cache=not no_cache)
+                     unsafe_fixes, diff, quiet, output_file, exclude, extend_exclude, use_cache=not no_cache,
+                     statistics=statistics, show_fixes=show_fixes)
         return
     if "-" in paths:
         fail("`-` (stdin) cannot be mixed with other paths")
@@ -246,6 +255,8 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
 
     load = _loader(config_path, select, ignore, extend_select, fail_on, exclude, extend_exclude)
     targets = list(paths) or ["."]
+    if output_file is not None:
+        _check_output(output_file, targets)
     explicit = config_path is not None
     try:
         projects = runs.plan(targets, load, explicit=explicit)
@@ -256,6 +267,8 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
         if _warn_if_nothing_selected(project.config):
             break  # (once: the words name no project)
     if add_noqa:
+        # what `check` says about paths (a missing one, a nested project's broken configuration)
+        _warn_about_files(result, quiet=quiet, fmt="text")
         _add_noqa(result)
         return
     fixed = 0
@@ -271,7 +284,8 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
                 say(f"gradlint: warning: {escape(path)}: not fixed: {reason}")
         if diff:
             _emit(outcome.diff, "text", output_file)  # (-o: the diff is the report)
-            sys.exit(EXIT_FINDINGS if outcome.diff else EXIT_CLEAN)
+            _warn_about_files(result, quiet=quiet, fmt="text")
+            sys.exit(EXIT_ERROR if _errors(result) else EXIT_FINDINGS if outcome.diff else EXIT_CLEAN)
         result = outcome.remaining
         # only what was written counts as fixed
         fixed, fixed_findings = outcome.fixed, outcome.fixed_findings
@@ -323,12 +337,23 @@ def _rules(result: Any) -> dict:
     return describe({f.code for f in result.findings})
 
 
+def _check_output(output_file: Path, inputs: list[str] = ()) -> None:
+    """-o FILE is refused before the run when the report could not go there (a missing folder, a
+    read-only file) or would replace a file the run checks."""
+    from gradlint.report.destination import Unwritable, check as check_destination
+
+    try:
+        check_destination(output_file, inputs)
+    except Unwritable as exc:
+        fail(f"{output_file}: cannot write the report there: {exc}")
+
+
 def _emit(text: str, fmt: str, output_file: Path | None) -> None:
     if output_file is not None:
-        from gradlint.files import write_file
+        from gradlint.report.destination import write
 
         try:
-            write_file(output_file, text.encode("utf-8"))
+            write(output_file, text.encode("utf-8"))
         except OSError as exc:
             fail(f"{output_file}: cannot write report: {exc.strerror or exc}")
     elif fmt in TEXT_FORMATS:
@@ -400,6 +425,13 @@ def _warn_about_files(result: Any, *, quiet: bool, fmt: str) -> None:
         say("gradlint: warning: no Python, notebook or ONNX files found under the given paths")
 
 
+def _errors(result: Any) -> bool:
+    """Whether the run met an error that makes `check` exit 2: an internal failure, a path missing
+    or refused, a nested project's broken configuration."""
+    return bool(result.internal_errors) or any(getattr(r, "error", False) or r.skipped == "no such file or directory"
+                                               for r in result.files)
+
+
 def _add_noqa(result: Any) -> None:
     """`--add-noqa`: write a `# noqa: CODE` on each finding's line, in place (ruff's flag)."""
     import io
@@ -412,16 +444,24 @@ def _add_noqa(result: Any) -> None:
     from gradlint.suppress import add_noqa
 
     added = 0
+    failed = False
     for r in result.files:
-        findings = [f for f in r.findings if f.node is None and f.cell is None]
+        onnx = r.path.endswith((".onnx", ".onnx.txt"))
+        # (GL0xx: a file that could not be read or parsed, where no comment can be placed safely)
+        findings = [f for f in r.findings if f.node is None and f.cell is None and not onnx
+                    and not f.code.startswith("GL0")]
         in_cells = sum(1 for f in r.findings if f.cell is not None)
         if in_cells:
             # (a `# noqa` written in a cell works; this flag only writes into .py files)
             say(f"gradlint: warning: {escape(r.path)}: --add-noqa does not edit notebooks; write `# noqa: CODE` "
                 f"on the line in the cell ({plural(in_cells, 'finding')})")
-        elif len(findings) != len(r.findings):
+        elif onnx and r.findings:
+            # (an ONNX model that did not decode, a Git LFS pointer, is text: the comment broke it)
             say(f"gradlint: warning: {escape(r.path)}: an ONNX model's findings take no comment; "
                 "use per-file-ignores to silence them")
+        elif len(findings) != len(r.findings):
+            say(f"gradlint: warning: {escape(r.path)}: --add-noqa does not comment a file it cannot read or "
+                "parse (GL0xx): fix the file")
         if not findings:
             continue
         try:
@@ -440,15 +480,15 @@ def _add_noqa(result: Any) -> None:
             say(f"gradlint: warning: {escape(r.path)}: no noqa added: {exc}")
             continue
         except (OSError, UnicodeError, SyntaxError, LookupError) as exc:
-            say(f"gradlint: {escape(r.path)}: cannot add noqa: {exc}")
+            say(f"gradlint: error: {escape(r.path)}: cannot add noqa: {getattr(exc, 'strerror', None) or exc}")
+            failed = True
             continue
         added += count
         for f in left:
             say(f"gradlint: warning: {escape(r.path)}:{f.span.line}: {f.code}: the line ends inside a string "
                 "or a continuation; no `# noqa` added")
     say(f"Added {added} noqa directive{'s' if added != 1 else ''}.")
-    sys.exit(EXIT_ERROR if result.internal_errors or any(
-        r.skipped == "no such file or directory" for r in result.files) else EXIT_CLEAN)
+    sys.exit(EXIT_ERROR if failed or _errors(result) else EXIT_CLEAN)
 
 
 _AT_EXIT: list[bool] = []
@@ -470,7 +510,8 @@ def _no_collection_at_exit() -> None:
 def _check_stdin(display: str, select: tuple[str, ...], ignore: tuple[str, ...], extend_select: tuple[str, ...],
                  fail_on: str | None, config_path: str | None, fmt: str, exit_zero: bool, fix: bool,
                  unsafe_fixes: bool, diff: bool, quiet: bool, output_file: Path | None,
-                 exclude: tuple[str, ...], extend_exclude: tuple[str, ...], use_cache: bool = True) -> NoReturn:
+                 exclude: tuple[str, ...], extend_exclude: tuple[str, ...], use_cache: bool = True,
+                 statistics: bool = False, show_fixes: bool = False) -> NoReturn:
     """`gradlint check --stdin-filename PATH -`: what editors call on an unsaved buffer."""
     from gradlint.api import check_text, exit_code
 
@@ -504,15 +545,22 @@ def _check_stdin(display: str, select: tuple[str, ...], ignore: tuple[str, ...],
         else:
             click.echo(console_safe(text, sys.stderr), err=True, nl=False)
     else:
-        text = render(fmt, result, quiet=quiet, source_lines=lambda f: split_lines(data.decode("utf-8", "replace"))
-                      if f.cell is None else None) if fmt in TEXT_FORMATS else render(fmt, result, rules=_rules(result))
+        from gradlint.report.text import statistics as render_statistics
+
+        if statistics:
+            text = render_statistics(result, "json" if fmt == "json" else "text")
+        elif fmt in TEXT_FORMATS:
+            text = render(fmt, result, quiet=quiet, show_fixes=show_fixes,
+                          source_lines=lambda f: split_lines(data.decode("utf-8", "replace")) if f.cell is None else None)
+        else:
+            text = render(fmt, result, rules=_rules(result))
         _emit(text, fmt, output_file)
         _warn_about_files(result, quiet=quiet, fmt=fmt)
     sys.exit(exit_code(result, config.fail_on, exit_zero=exit_zero))
 
 
 @main.command("model")
-@click.argument("paths", nargs=-1, type=click.Path(path_type=str))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=str, readable=False))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text for people; json: a list of objects (name, filename, location, forward_known, nodes, chains...).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Read settings (excludes) from this TOML file.")

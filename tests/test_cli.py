@@ -163,9 +163,55 @@ def test_output_file_receives_the_report_and_stdout_stays_empty(project, fmt):
 
 def test_output_file_that_cannot_be_written_is_exit_2_without_traceback(project):
     proc = gradlint("check", "-o", "no/such/dir/report.json", ".", cwd=project)
-    line = assert_one_line_error(proc, "no/such/dir/report.json", "cannot write report")
+    line = assert_one_line_error(proc, "no/such/dir/report.json", "cannot write the report there: no folder")
     assert line.startswith("gradlint: error:")
     assert proc.stdout == ""
+
+
+def test_output_file_is_refused_before_the_run(project, monkeypatch):
+    # The report was computed, then lost; and `-o bad.py` replaced a checked file with its report.
+    calls = []
+    import gradlint.projects as runs
+    from gradlint.cli import main
+
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(runs, "check", lambda *a, **k: calls.append(a))
+    before = (project / "bad.py").read_bytes()
+    for target, why in (("no/such/dir/r.json", "no folder"), ("bad.py", "which the run checks"),
+                        (".", "is a folder")):
+        with pytest.raises(SystemExit) as exc:
+            main(["check", "-o", target, "."])
+        assert exc.value.code == 2
+    assert calls == [] and (project / "bad.py").read_bytes() == before
+    proc = gradlint("check", "-o", "", ".", cwd=project)
+    assert_one_line_error(proc, "--output-file", "an empty path")
+
+
+def test_output_file_may_be_a_device_or_this_process_s_stdout(project):
+    # ruff accepts both; `-o /dev/stdout` with stdout redirected to a file renamed a new file over
+    # the shell's redirect target (what the shell wrote after it was lost)
+    assert gradlint("check", "-o", os.devnull, ".", cwd=project).returncode == 1
+    out = project / "out.txt"
+    with open(out, "wb") as sink:
+        proc = subprocess.run([sys.executable, "-m", "gradlint.cli", "check", "-o", "/dev/stdout", "bad.py"],
+                              cwd=project, stdout=sink, stderr=subprocess.PIPE, timeout=120)
+        sink.write(b"after\n")
+    assert proc.returncode == 1, proc.stderr
+    assert out.read_text().startswith("bad.py:3:21: GL001") and out.read_text().endswith("after\n")
+
+
+def test_a_named_file_click_thinks_unreadable_is_checked_by_gradlint(project, monkeypatch, capsys):
+    # click refused the whole run ("Path 'a.py' is not readable") and b.py was never checked;
+    # gradlint reads each file itself and says what it cannot read, the others still checked
+    from gradlint.cli import main
+
+    monkeypatch.chdir(project)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if str(p).endswith("good.py") else real(p, mode, **k))
+    with pytest.raises(SystemExit) as exc:
+        main(["check", "good.py", "bad.py"])
+    assert exc.value.code == 1
+    assert "bad.py:3:21: GL001" in capsys.readouterr().out
 
 
 def test_output_file_replaces_an_existing_report(project):

@@ -343,6 +343,41 @@ def test_add_noqa_makes_the_next_run_clean(tmp_path):
     assert "Added 0 noqa directives." in again.stderr and (tmp_path / "a.py").read_text() == text
 
 
+def test_add_noqa_never_writes_into_an_onnx_file(tmp_path):
+    # a Git LFS pointer (text, GL002) got `# noqa: GL002` on its first line: git-lfs no longer
+    # saw a pointer, and the comment silenced nothing
+    pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 12\n"
+    (tmp_path / "model.onnx").write_bytes(pointer)
+    (tmp_path / "bad.py").write_text("def f(:\n    pass\n")
+    proc = gradlint("check", "--add-noqa", "model.onnx", "bad.py", cwd=tmp_path)
+    assert (tmp_path / "model.onnx").read_bytes() == pointer
+    assert (tmp_path / "bad.py").read_text() == "def f(:\n    pass\n"
+    assert "model.onnx: an ONNX model's findings take no comment" in proc.stderr
+    assert "bad.py: --add-noqa does not comment a file it cannot read or parse (GL0xx)" in proc.stderr
+    assert "Added 0 noqa directives." in proc.stderr and proc.returncode == 0
+
+
+@pytest.mark.parametrize("mode", ["--diff", "--add-noqa"])
+def test_diff_and_add_noqa_say_errors_and_exit_2(tmp_path, mode):
+    # --diff exited 0 on a missing path; --add-noqa exited 2 without a word; a nested project's
+    # broken configuration was never said
+    write_tree(tmp_path, {"a.py": LOG_SOFTMAX, "inner/pyproject.toml": "[tool.gradlint\n", "inner/b.py": "x = 1\n"})
+    proc = gradlint("check", mode, "missing.py", "a.py", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "gradlint: error: missing.py: no such file or directory" in proc.stderr
+    nested = gradlint("check", mode, ".", cwd=tmp_path)
+    assert nested.returncode == 2 and "inner: not checked" in nested.stderr, nested.stderr
+
+
+def test_stdin_honours_statistics_and_show_fixes(tmp_path):
+    stats = run_cli("check", "--stdin-filename", "a.py", "--statistics", "-", cwd=tmp_path, input=LOG_SOFTMAX)
+    assert stats.stdout.split() == ["1", "GL302", "[*]", "log-of-probability"], stats.stdout
+    shown = run_cli("check", "--stdin-filename", "a.py", "--show-fixes", "-", cwd=tmp_path, input=LOG_SOFTMAX)
+    assert "= help: Use log_softmax" in shown.stdout
+    plain = run_cli("check", "--stdin-filename", "a.py", "-", cwd=tmp_path, input=LOG_SOFTMAX)
+    assert "= help" not in plain.stdout and "GL302" in plain.stdout
+
+
 def test_add_noqa_says_what_to_do_for_a_notebook(tmp_path):
     # it said a notebook finding "cannot take a `# noqa`", though a noqa written in a cell works
     from tests.conftest import FIXTURES

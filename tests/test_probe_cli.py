@@ -123,6 +123,30 @@ def test_timeout_ends_a_hung_target_with_exit_2(tmp_path):
     assert time.monotonic() - start < 60
 
 
+def test_timeout_after_a_step_says_timeout_not_ctrl_c(tmp_path):
+    # the report's note said "interrupted (Ctrl-C)" when --timeout had stopped the probe
+    path = write(tmp_path, TARGETS)
+    res = probe_cli(f"{path}:SlowSecondStep", "--input-shape", "4,4", "--steps", "3", "--format", "json",
+                    "--no-gradcheck", "--timeout", "12", "--device", DEVICE)
+    assert res.returncode == 2, res.stderr
+    notes = json.loads(res.stdout)["measurements"]["notes"]
+    assert any(n.startswith("stopped at --timeout after 1 of 3 steps") for n in notes), notes
+    assert not any("Ctrl-C" in n for n in notes)
+
+
+def test_an_output_file_that_cannot_be_written_is_refused_before_the_target_runs(tmp_path):
+    # the target was imported and run, then the report was lost; `-o model.py` replaced the
+    # model's source with the report; `--plot x -o x` kept the report and lost the plot
+    path = write(tmp_path, "import pathlib\npathlib.Path(__file__).with_suffix('.ran').touch()\n" + TARGETS)
+    source = path.read_bytes()
+    for args, why in ((("-o", str(tmp_path / "no" / "r.txt")), "no folder"),
+                      (("-o", str(path)), "which the run reads"),
+                      (("--plot", str(tmp_path / "p.png"), "-o", str(tmp_path / "p.png")), "name the same file")):
+        res = probe_cli(f"{path}:Chatty", "--input-shape", "4,4", *args)
+        assert res.returncode == 2 and why in res.stderr, res.stderr
+    assert not path.with_suffix(".ran").exists() and path.read_bytes() == source
+
+
 def test_ctrl_c_reports_what_was_measured_and_exits_130(tmp_path):
     path = write(tmp_path, TARGETS)
     proc = subprocess.Popen([sys.executable, "-m", "gradlint.cli", "probe", f"{path}:SlowSecondStep",

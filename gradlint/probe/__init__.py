@@ -8,3 +8,7 @@ and measures; gradcheck.py checks backward passes in float64, with evaluate.py's
 stop-gradients and kink fingerprints; join.py turns numbers into verdicts and GL701-GL707
 findings; report.py renders; run.py ties them together; command.py is the click command.
 """
+
+# What interrupted the probe, for its notes: Ctrl-C, unless isolate.py's child was stopped by
+# --timeout (it says so here before its KeyboardInterrupt: the note said "Ctrl-C" either way).
+INTERRUPTION = ["interrupted (Ctrl-C)"]

@@ -101,15 +101,17 @@ def probe(target: str, inputs: str | None, input_shape: tuple[int, ...] | None, 
         check_options(opts)  # here, in the parent: the child imports the user's module at once
     except ProbeError as exc:
         _fail(exc.message)
+    if output_file is not None:
+        _check_output(output_file, target, inputs, loss, onnx, plot)
     color = fmt == "text" and output_file is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     outcome = run_isolated(Request(opts, fmt, color, plot, stdout_is_report=output_file is None,
                                    progress=sys.stderr.isatty()), timeout)
     if outcome.text:
         if output_file is not None:
-            from gradlint.files import write_file
+            from gradlint.report.destination import write
 
             try:
-                write_file(output_file, outcome.text.encode("utf-8"))
+                write(output_file, outcome.text.encode("utf-8"))
             except OSError as exc:
                 _fail(f"{output_file}: cannot write report: {exc.strerror or exc}")
         else:
@@ -119,6 +121,23 @@ def probe(target: str, inputs: str | None, input_shape: tuple[int, ...] | None, 
         if outcome.user_traceback:
             click.echo(outcome.user_traceback, err=True)
     sys.exit(outcome.exit_code)
+
+
+def _check_output(output_file: Path, target: str, inputs: str | None, loss: str | None, onnx: tuple[str, ...],
+                  plot: str | None) -> None:
+    """-o FILE is refused before the target runs when the report could not go there, or would
+    replace a file the probe reads (`-o model.py` replaced the model's source) or the plot."""
+    from gradlint.report.destination import Unwritable, check
+
+    if not str(output_file) or str(output_file) == ".":
+        _fail("--output-file: an empty path")
+    files = [spec.split(":", 1)[0] for spec in (target, inputs, loss) if spec and ".py:" in spec]
+    try:
+        check(output_file, [*files, *onnx], what="reads")
+    except Unwritable as exc:
+        _fail(f"{output_file}: cannot write the report there: {exc}")
+    if plot is not None and os.path.realpath(plot) == os.path.realpath(output_file):
+        _fail(f"{output_file}: --plot and --output-file name the same file: the plot would be lost")
 
 
 def _fail(message: str, user_traceback: str | None = None) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gradlint import PROBE_INSTALL_HINT
+from gradlint.probe import INTERRUPTION
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 GRACE_SECONDS = 10.0
@@ -75,7 +76,7 @@ def run_isolated(request: Request, timeout: float | None) -> Outcome:
             now = time.monotonic()
             if deadline is not None and not timed_out and now >= deadline:
                 timed_out = True
-                _interrupt(child)
+                _interrupt(child, _TIMEOUT_SIGNAL)
                 stop_at = now + GRACE_SECONDS
             if stop_at is not None and now >= stop_at:
                 break
@@ -105,9 +106,14 @@ def run_isolated(request: Request, timeout: float | None) -> Outcome:
                                    "called os._exit() or was killed (out of memory?)")
 
 
-def _interrupt(child: Any) -> None:
+# The signal that tells the child --timeout has passed (Ctrl-C is SIGINT): both interrupt it the
+# same way, and its notes say which (measure.INTERRUPTION).
+_TIMEOUT_SIGNAL = getattr(signal, "SIGUSR1", signal.SIGINT)
+
+
+def _interrupt(child: Any, signum: int = signal.SIGINT) -> None:
     try:
-        os.kill(child.pid, signal.SIGINT)
+        os.kill(child.pid, signum)
     except (ProcessLookupError, OSError):
         pass
 
@@ -120,9 +126,13 @@ def _child(conn: Any, request: Request) -> None:
         if interrupted[0]:
             return  # the terminal's and the parent's signal: one interruption
         interrupted[0] = True
+        if signum != signal.SIGINT:
+            INTERRUPTION[0] = "stopped at --timeout"
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_sigint)
+    if _TIMEOUT_SIGNAL != signal.SIGINT:
+        signal.signal(_TIMEOUT_SIGNAL, on_sigint)
     if request.stdout_is_report:
         sys.stdout.flush()
         os.dup2(2, 1)

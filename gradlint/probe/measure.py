@@ -435,7 +435,9 @@ def run_steps(model: Any, setup: ProbeSetup, progress: Callable[[int, int], None
                 if step == 0:
                     raise  # nothing measured: nothing to report
                 meas.interrupted = "interrupted"
-                meas.notes.append(f"interrupted (Ctrl-C) after {step} of {setup.steps} steps")
+                from gradlint.probe import INTERRUPTION
+
+                meas.notes.append(f"{INTERRUPTION[0]} after {step} of {setup.steps} steps")
                 meas.steps = step
                 break
             if meas.nonfinite is not None:

@@ -616,7 +616,9 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
             raise
         except KeyboardInterrupt:
             interrupted = True
-            check = gc.GradcheckResult(notes=["gradient check interrupted (Ctrl-C)"])
+            from gradlint.probe import INTERRUPTION
+
+            check = gc.GradcheckResult(notes=[f"gradient check {INTERRUPTION[0]}"])
         except (Exception, SystemExit) as exc:
             # Some models do not run in float64 (a hard-coded dtype, a kernel without double):
             # the rest of the probe still stands.

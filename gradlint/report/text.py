@@ -109,7 +109,10 @@ def summary_lines(result: RunResult, findings: list[Finding], *, fixed: int = 0)
     skipped = sum(1 for r in result.files if r.skipped is not None)
     # a path named that does not exist or cannot be read (exit 2, said on stderr)
     errors = any(r.skipped == MISSING or getattr(r, "error", False) for r in result.files)
-    tail = f" ({plural(skipped, 'path')} skipped)" if skipped else ""
+    missing = sum(1 for r in result.files if r.skipped == MISSING)
+    # (a path that does not exist was not "skipped": it is an error, said so on stderr)
+    tail = "".join(f" ({plural(n, 'path')} {what})" for n, what in ((missing, "missing"), (skipped - missing, "skipped"))
+                   if n)
     not_checked = [f"{plural(failed, 'file')} could not be checked (internal error)."] if failed else []
     if not findings:
         if fixed:

@@ -1,0 +1,114 @@
+"""Where a report goes with `-o FILE`: the path checked before any work (a report that cannot be
+written was computed, then lost; a probe ran the user's model first), and written after.
+
+A regular file (or a new one) is replaced whole through gradlint.files (atomic, through a link,
+owner and mode kept). `/dev/stdout`, `/dev/stderr` and `/dev/fd/N` are this process's
+descriptors, written as they are: followed to a file, the rename replaced the file a shell had
+redirected output to, and what the shell wrote after went to the unlinked one. A character
+device (`/dev/null`) or a named pipe is written in place, as ruff and other tools do.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Iterable
+
+_FD_PATH = re.compile(r"/(?:dev/fd|proc/self/fd)/(\d+)")
+_STD = {"/dev/stdout": 1, "/dev/stderr": 2}
+_INPUT_SUFFIXES = (".py", ".pyi", ".ipynb", ".onnx", ".onnx.txt")
+
+
+class Unwritable(Exception):
+    """Why a report cannot go to the path: words for the user, after the path."""
+
+
+def _descriptor(path: str) -> int | None:
+    if path in _STD:
+        return _STD[path]
+    m = _FD_PATH.fullmatch(path)
+    return int(m.group(1)) if m else None
+
+
+def check(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), *, what: str = "checks") -> None:
+    """Raise Unwritable when a report cannot be written to `path`, or would replace one of the
+    `inputs` (the files and folders a run reads: `-o model.py` replaced the model's source with
+    its report). Nothing is created."""
+    text = os.fspath(path)
+    if not text:
+        raise Unwritable("an empty path")
+    if _descriptor(text) is not None:
+        return
+    real = os.path.realpath(text)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise Unwritable(exc.strerror or str(exc)) from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise Unwritable("is a folder")
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode):
+            return
+        if not stat.S_ISREG(st.st_mode):
+            raise Unwritable("not a regular file, a character device or a pipe")
+        if not os.access(real, os.W_OK) or not st.st_mode & 0o222:
+            raise Unwritable("a read-only file")
+    else:
+        folder = os.path.dirname(real) or "."
+        if not os.path.isdir(folder):
+            raise Unwritable(f"no folder {folder}")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise Unwritable(f"cannot create a file in {folder}")
+    for given in inputs:
+        source = os.path.realpath(given)
+        if source == real:
+            raise Unwritable(f"it is {given}, which the run {what}: the report would replace it")
+        if st is not None and real.endswith(_INPUT_SUFFIXES) and real.startswith(source.rstrip(os.sep) + os.sep) \
+                and os.path.isdir(source):
+            raise Unwritable(f"it is a file under {given}, which the run {what}: the report would replace it")
+
+
+def write(path: str | os.PathLike, data: bytes) -> None:
+    """Write the report; raises OSError."""
+    text = os.fspath(path)
+    fd = _descriptor(text)
+    if fd is not None:
+        _write_all(fd, data)
+        return
+    real = os.path.realpath(text)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        st = None
+    if st is not None and (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+        # a pipe with no reader would block the run for ever: opened without waiting (ENXIO)
+        flags = os.O_WRONLY | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+        if stat.S_ISFIFO(st.st_mode):
+            flags |= getattr(os, "O_NONBLOCK", 0)
+        try:
+            out = os.open(real, flags)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                raise OSError(errno.ENXIO, "a named pipe nobody reads") from None
+            raise
+        try:
+            if stat.S_ISFIFO(st.st_mode):
+                os.set_blocking(out, True)
+            _write_all(out, data)
+        finally:
+            os.close(out)
+        return
+    from gradlint.files import write_file
+
+    write_file(Path(text), data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
