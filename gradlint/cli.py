@@ -296,6 +296,10 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
             result = runs.check(projects, load, explicit=explicit, use_cache=not no_cache, jobs=jobs)
         if outcome.dropped:
             result = _without_dropped_fixes(result, outcome.dropped)
+        if outcome.skipped and not diff:
+            # (a read-only or hard-linked file: the summary said "[*] 2 fixable with --fix", and
+            # --fix would refuse them again; the warnings above say why)
+            result = _without_fixes_in(result, {path for path, _reason in outcome.skipped})
     _report(result, fmt=fmt, output_file=output_file, quiet=quiet, statistics=statistics,
             show_fixes=show_fixes and not fix, fixed=fixed)
     if show_fixes and fix and fmt in TEXT_FORMATS and not statistics:
@@ -314,6 +318,15 @@ def _without_dropped_fixes(result: Any, dropped: set[tuple[str, str, str]]) -> A
 
     files = [replace(r, findings=tuple(replace(f, fix=None) if (f.path, f.code, f.message) in dropped else f
                                        for f in r.findings)) for r in result.files]
+    return replace(result, files=files)
+
+
+def _without_fixes_in(result: Any, paths: set[str]) -> Any:
+    """The result with no fix on the findings of the files --fix refused to write."""
+    from dataclasses import replace
+
+    files = [replace(r, findings=tuple(replace(f, fix=None) for f in r.findings)) if r.path in paths else r
+             for r in result.files]
     return replace(result, files=files)
 
 

@@ -367,6 +367,8 @@ def test_read_only_files_are_skipped_and_named(tmp_path):
     assert "(1 fixed, 1 remaining" in proc.stdout  # only what was written counts as fixed
     assert proc.returncode == 1  # the read-only file's finding is still there
     assert "ro.py:4:" in proc.stdout and "rw.py" not in proc.stdout
+    # --fix would refuse it again: not "[*] 1 fixable with `gradlint check --fix`"
+    assert "fixable" not in proc.stdout and "[*]" not in proc.stdout
 
 
 def test_diff_still_shows_the_fix_of_a_read_only_file(tmp_path):
