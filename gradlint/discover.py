@@ -234,7 +234,9 @@ def discover(paths: list[Path], config: Config, *, split_projects: bool = False)
     root = Path(config.root).resolve()
     user_excludes = _user_excludes(config)
     all_excludes = tuple(config.exclude) + tuple(config.extend_exclude)
-    seen: set[tuple[int, int]] = set()
+    # each file found, by device and inode: its place in found.files (-1: named on the command
+    # line, kept as named)
+    seen: dict[tuple[int, int], int] = {}
     # the working folder, asked for once per discovery (not once per file: a listing of the project
     # for a word scan named 5 000 files) and only when a name is needed
     cwd = functools.cache(os.getcwd)
@@ -262,7 +264,7 @@ def discover(paths: list[Path], config: Config, *, split_projects: bool = False)
             found.refused.append((display_path(given, cwd()), f"not a regular file ({what}); it was not opened", True))
             continue
         if (st.st_dev, st.st_ino) not in seen:
-            seen.add((st.st_dev, st.st_ino))
+            seen[(st.st_dev, st.st_ino)] = -1
             found.files.append((given, display_path(given, cwd())))
     return found
 
@@ -296,7 +298,7 @@ def _repo_root(folder: Path) -> Path:
     return folder
 
 
-def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, seen: set[tuple[int, int]],
+def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, seen: dict[tuple[int, int], int],
           found: Discovered, cwd: Callable[[], str], split_projects: bool = False) -> None:
     top_resolved = top.resolve()
     # Paths are matched relative to the repository root, so that .gitignore files above the
@@ -360,9 +362,16 @@ def _walk(top: Path, root: Path, excludes: tuple[str, ...], gitignore: bool, see
                 if not stat.S_ISDIR(st.st_mode):
                     found.refused.append((display_path(path, cwd()), f"not a regular file ({what}); it was not opened", False))
                 continue
-            if (st.st_dev, st.st_ino) in seen:
+            at = seen.get((st.st_dev, st.st_ino))
+            if at is not None:
+                # The same file twice (a link beside its target): the file itself is the one
+                # reported and fixed, not the link that sorts first (link.py -> train.py).
+                if at >= 0 and os.path.islink(found.files[at][0]) and not os.path.islink(path):
+                    if not shown:
+                        shown.append(_folder_shown(dirpath, cwd()))
+                    found.files[at] = (path, _shown_in(shown[0], path, name))
                 continue
-            seen.add((st.st_dev, st.st_ino))
+            seen[(st.st_dev, st.st_ino)] = len(found.files)
             if not shown:
                 shown.append(_folder_shown(dirpath, cwd()))
             found.files.append((path, _shown_in(shown[0], path, name)))

@@ -119,6 +119,8 @@ def test_a_linked_file_is_checked_once(tree):
     (tree / "link.py").symlink_to("ok.py")
     proc = gradlint("check", "--no-cache", ".", cwd=tree)
     assert proc.stdout.count("GL302") == 2
+    # at the file itself, not at the link that sorts first (--fix then named the link)
+    assert "ok.py:" in proc.stdout and "link.py" not in proc.stdout
 
 
 # --- permissions ----------------------------------------------------------------------------------
