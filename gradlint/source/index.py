@@ -377,6 +377,7 @@ class ProjectFiles:
         # another name (its home's) is the checked module (`alias`)
         self.checked_paths: dict[str, Path] = {}
         self.checked_names: dict[str, str] = {}
+        self._places: _Places | None = None  # (home_of's: each folder's package top found once)
         self.extract = extract
         self.list_files = list_files
         self._files: list[Path] | None = None  # listed once per run: every scanned word reuses it
@@ -425,8 +426,10 @@ class ProjectFiles:
         path = self.find(module) if _safe(module) else None
         if path is None:
             return ""
+        if self._places is None:
+            self._places = _Places(self.root)
         try:
-            return module_place(path, self.root, self.homes)[2]
+            return self._places.place(path.resolve(), self.homes)[2]
         except (OSError, RuntimeError, ValueError):
             return ""
 
