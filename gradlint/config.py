@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gradlint.findings import Severity
+from gradlint.inputs import Refused, read_bounded
 from gradlint.registry import get_rule, is_known_selector, load_rules, select_codes
 
 DEFAULT_EXCLUDE = (
@@ -26,6 +27,9 @@ TOP_LEVEL_KEYS = (
     "select", "extend-select", "ignore", "per-file-ignores", "exclude", "extend-exclude",
     "fail-on", "respect-gitignore", "cache-dir", "max-file-size", "read-libraries", "library-paths",
 )
+# A configuration file is text a person wrote; one larger than this is refused unread (pyproject
+# files of large projects are tens of KiB).
+MAX_CONFIG_SIZE = 16 << 20
 # Source files larger than this are reported (GL001) and never read: 7x the largest module of
 # transformers, timm or torchvision, far below what makes a parse take minutes.
 DEFAULT_MAX_FILE_SIZE = 2 << 20
@@ -89,13 +93,14 @@ def holds_config(candidate: Path) -> bool:
     names gradlint and cannot be read as TOML (a broken configuration of ours is an error:
     silence would hide the user's settings). A broken pyproject that never names gradlint (a
     test fixture, another tool's typo) is not ours, and a file that names no `gradlint` is not
-    parsed at all."""
+    parsed at all. One that is there but cannot be read at all (a folder, a FIFO, a broken link,
+    no permission) may hold our settings, and is ours too: load_config says why it is broken."""
+    if not os.path.lexists(candidate):
+        return False
     try:
-        if not candidate.is_file():
-            return False
-        data = candidate.read_bytes()
-    except OSError:
-        return False  # (a folder or file that cannot be read: the walk reports a folder)
+        data = read_config_bytes(candidate)
+    except ConfigError:
+        return True
     if b"gradlint" not in data:
         return False
     try:
@@ -106,8 +111,33 @@ def holds_config(candidate: Path) -> bool:
     return not isinstance(tool, dict) or "gradlint" in tool
 
 
+def read_config_bytes(path: Path) -> bytes:
+    """The bytes of a configuration file; ConfigError naming it and why when it cannot be read.
+    A FIFO, device or folder is refused by os.stat before any open (a FIFO named pyproject.toml
+    blocked `open` forever), and a file is read at most MAX_CONFIG_SIZE + 1 bytes."""
+    try:
+        return read_bounded(path, MAX_CONFIG_SIZE, "16 MiB for a configuration file")
+    except Refused as exc:
+        raise ConfigError(f"{path}: cannot read: {_why_unread(path, exc)}") from None
+
+
+def _why_unread(path: Path, exc: Refused) -> str:
+    """Refused's words, a broken link named with where it points (its words only guess a link)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        try:
+            return f"a broken symbolic link (to {os.readlink(path)!r})"
+        except OSError:
+            pass  # (not a link, or replaced meanwhile: the words of the failed read stand)
+    except OSError:
+        pass
+    return str(exc)
+
+
 def find_pyproject(start: Path) -> Path | None:
-    """The nearest pyproject.toml with a [tool.gradlint] table, from start upwards."""
+    """The nearest pyproject.toml with a [tool.gradlint] table, from start upwards (or one that
+    cannot be read, which may hold one: loading it is the error that names it)."""
     # (realpath, not resolve: a path in a link loop is the run's to report, not a RuntimeError)
     start = Path(os.path.realpath(start))
     try:
@@ -138,15 +168,17 @@ def load_config(config_path: str | Path | None = None, start: str | Path = ".") 
     """Read the configuration: --config if given, else the nearest pyproject.toml with our table."""
     if config_path is not None:
         path = Path(config_path)
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise ConfigError(f"{path}: configuration file not found")
+        # (anything else there, a folder, /dev/null or a broken link, is named by what it is)
     else:
         path = find_pyproject(Path(start))
         if path is None:
             return Config(root=str(Path(start).resolve() if Path(start).is_dir() else Path(start).resolve().parent))
+    data = read_config_bytes(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
         data = tomllib.loads(text)

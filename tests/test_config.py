@@ -194,3 +194,105 @@ def test_a_bad_cache_dir_is_exit_2_naming_file_and_key(tmp_path):
     proc = run_cli("check", ".", cwd=tmp_path)
     assert_one_line_error(proc, str(tmp_path / "pyproject.toml"), "'cache-dir'")
     assert not Path("/tmp/x").exists() or not list(Path("/tmp/x").glob("*.json*"))  # entries: p-*.jsonl packs
+
+
+# --- a configuration file that cannot be read --------------------------------------------------
+# A pyproject.toml that is a folder, a FIFO, a broken link or unreadable was skipped in silence:
+# the defaults applied and `gradlint config` said "none found (defaults)". It may hold the user's
+# settings, so it is a broken configuration: an error naming it and why.
+
+def _unreadable(monkeypatch, name: str) -> None:
+    """Opening a file called `name` fails as a file without read permission does (we run as root,
+    which chmod does not stop)."""
+    import os
+
+    import gradlint.inputs
+
+    real_open = os.open
+
+    def fake_open(path, *args, **kwargs):
+        if os.fspath(path).endswith(name):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(gradlint.inputs.os, "open", fake_open)
+
+
+def _broken_pyproject(tmp_path: Path, kind: str, monkeypatch) -> tuple[Path, str]:
+    import os
+
+    path = tmp_path / "pyproject.toml"
+    if kind == "folder":
+        path.mkdir()
+        return path, "not a regular file (a directory)"
+    if kind == "fifo":
+        os.mkfifo(path)
+        return path, "not a regular file (a FIFO)"
+    if kind == "broken link":
+        path.symlink_to(tmp_path / "gone.toml")
+        return path, f"a broken symbolic link (to {str(tmp_path / 'gone.toml')!r})"
+    if kind == "link loop":
+        path.symlink_to(path)
+        return path, "symbolic link loop"
+    write_pyproject(tmp_path, '[tool.gradlint]\nignore = ["GL102"]\n')
+    _unreadable(monkeypatch, "pyproject.toml")
+    return path, "Permission denied"
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "broken link", "link loop", "unreadable"])
+def test_a_pyproject_that_cannot_be_read_is_an_error_naming_it(tmp_path, monkeypatch, kind):
+    path, why = _broken_pyproject(tmp_path, kind, monkeypatch)
+    (tmp_path / "sub").mkdir()
+    for start in (tmp_path, tmp_path / "sub"):  # (found from below too)
+        with pytest.raises(ConfigError) as info:
+            load_config(None, start)
+        assert str(info.value) == f"{path}: cannot read: {why}"
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "broken link", "unreadable"])
+def test_a_config_file_given_that_cannot_be_read_says_what_it_is(tmp_path, monkeypatch, kind):
+    path, why = _broken_pyproject(tmp_path, kind, monkeypatch)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, tmp_path)
+    assert str(info.value) == f"{path}: cannot read: {why}"
+
+
+def test_dev_null_as_config_is_named_a_device_not_missing(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config("/dev/null", tmp_path)
+    assert str(info.value) == "/dev/null: cannot read: not a regular file (a character device)"
+
+
+def test_gradlint_config_names_a_pyproject_it_cannot_read_instead_of_none_found(tmp_path):
+    import os
+
+    from tests.cli_helpers import assert_one_line_error
+    from tests.conftest import run_cli
+
+    (tmp_path / "m.py").write_text("import torch\n")
+    os.mkfifo(tmp_path / "pyproject.toml")  # (the subprocess would block forever opening it)
+    for args in (("config",), ("check", "--no-cache", "."), ("model", ".")):
+        proc = run_cli(*args, cwd=tmp_path)
+        assert_one_line_error(proc, str(tmp_path / "pyproject.toml"), "not a regular file (a FIFO)")
+    proc = run_cli("check", "--no-cache", "--config", "/dev/null", ".", cwd=tmp_path)
+    assert_one_line_error(proc, "/dev/null: cannot read: not a regular file (a character device)")
+
+
+def test_a_nested_folder_whose_pyproject_cannot_be_read_is_an_error_and_the_rest_is_checked(tmp_path):
+    from tests.conftest import run_cli
+
+    (tmp_path / "m.py").write_text("import torch\n")
+    (tmp_path / "sub" / "pyproject.toml").mkdir(parents=True)
+    (tmp_path / "sub" / "n.py").write_text("import torch\n")
+    proc = run_cli("check", "--no-cache", ".", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "sub: not checked: sub/pyproject.toml: cannot read: not a regular file (a directory)" in proc.stderr
+    assert "1 file checked" in proc.stdout, proc.stdout
+
+
+def test_a_pyproject_that_never_names_gradlint_is_still_not_ours(tmp_path):
+    # (what stays as it was: another tool's pyproject, even a broken one, is not read as ours)
+    write_pyproject(tmp_path, "tool = 3\n")
+    assert load_config(None, tmp_path).path is None
+    write_pyproject(tmp_path, "[tool.black\n")
+    assert load_config(None, tmp_path).path is None
