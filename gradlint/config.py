@@ -302,6 +302,7 @@ def parse_table(table: Mapping[str, Any], path: Path, where: str = "[tool.gradli
     cfg: dict[str, Any] = {"root": str(path.resolve().parent), "path": src}
     origins: dict[str, str] = {}
     rule_options: dict[str, dict[str, Any]] = {}
+    rule_keys: dict[str, str] = {}  # rule code -> the key its options were read from
     for key, value in table.items():
         origins[key] = src
         if key == "select":
@@ -339,9 +340,17 @@ def parse_table(table: Mapping[str, Any], path: Path, where: str = "[tool.gradli
             cfg["read_libraries"] = value
         elif key == "library-paths":
             cfg["library_paths"] = _library_paths(value, path)
-        elif isinstance(value, dict) and get_rule(key) is not None:
-            rule = get_rule(key)
-            assert rule is not None
+        elif (rule := get_rule(key)) is not None:
+            if not isinstance(value, dict):
+                header = f"[tool.gradlint.{key}]" if where == "[tool.gradlint]" else f"[{key}]"
+                raise ConfigError(f"{path}: '{key}' must be a table of {rule.code} {rule.name}'s options "
+                                  f"({header}), got {value!r}")
+            # One table per rule: by code and by name ([GL101] and [vanishing-gradient], or
+            # [GL101] and [gl101]) the second silently overrode the first's options.
+            if rule.code in rule_keys:
+                raise ConfigError(f"{path}: '{rule_keys[rule.code]}' and '{key}' both hold the options of "
+                                  f"{rule.code} {rule.name}: keep one table")
+            rule_keys[rule.code] = key
             opts = rule_options.setdefault(rule.code, {})
             for opt_key, opt_value in value.items():
                 option = rule.options.get(opt_key)

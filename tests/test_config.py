@@ -296,3 +296,47 @@ def test_a_pyproject_that_never_names_gradlint_is_still_not_ours(tmp_path):
     assert load_config(None, tmp_path).path is None
     write_pyproject(tmp_path, "[tool.black\n")
     assert load_config(None, tmp_path).path is None
+
+
+# --- rule options ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("second", ["vanishing-gradient", "gl101"])
+def test_one_rules_options_in_two_tables_is_an_error_naming_both(tmp_path, second):
+    # [GL101] and [vanishing-gradient] (the same rule by code and by name) were both accepted:
+    # the last table's options won in silence
+    path = write_pyproject(tmp_path, "[tool.gradlint.GL101]\nvanishing-threshold = 1e-4\n"
+                                     f"[tool.gradlint.{second}]\nvanishing-threshold = 1e-5\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, tmp_path)
+    assert str(info.value) == (f"{path}: 'GL101' and '{second}' both hold the options of GL101 vanishing-gradient: "
+                               "keep one table")
+
+
+def test_two_rules_tables_of_different_rules_are_fine(tmp_path):
+    path = write_pyproject(tmp_path, "[tool.gradlint.GL101]\nvanishing-threshold = 1e-4\n"
+                                     "[tool.gradlint.exploding-gradient]\nexploding-threshold = 1e4\n")
+    cfg = load_config(path, tmp_path)
+    assert cfg.options_for("GL101")["vanishing-threshold"] == 1e-4
+    assert cfg.options_for("GL102")["exploding-threshold"] == 1e4
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("[tool.gradlint]\nGL101 = 5\n", "'GL101' must be a table of GL101 vanishing-gradient's options "
+                                     "([tool.gradlint.GL101]), got 5"),
+    ('[tool.gradlint]\nvanishing-gradient = "1e-4"\n', "'vanishing-gradient' must be a table of GL101 "
+                                                       "vanishing-gradient's options ([tool.gradlint.vanishing-gradient])"),
+])
+def test_rule_options_that_are_not_a_table_say_so_not_unknown_key(tmp_path, body, needle):
+    # `GL101 = 5` was reported as "unknown key 'GL101'": the key is known, its value is wrong
+    path = write_pyproject(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, tmp_path)
+    assert str(info.value).startswith(f"{path}: {needle}")
+
+
+def test_rule_options_not_a_table_in_a_standalone_file_name_its_own_header(tmp_path):
+    path = tmp_path / "gradlint.toml"
+    path.write_text("GL101 = [1]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, tmp_path)
+    assert str(info.value) == f"{path}: 'GL101' must be a table of GL101 vanishing-gradient's options ([GL101]), got [1]"
