@@ -228,6 +228,53 @@ def check_ignorable(selector: str) -> None:
         )
 
 
+def pattern_problem(pattern: str) -> str | None:
+    """Why an exclude or per-file-ignores glob cannot mean what it says, or None. fnmatch accepts
+    every string, so a mistake was silent: an empty pattern matches no path, and a range written
+    backwards ([z-a]) no character (fnmatch drops it; in [!z-a] it then matches any). The
+    brackets are read as fnmatch reads them: an unclosed '[' is a literal, a ']' first in a
+    bracket is a member, and a '-' after its first member joins its neighbours into a range."""
+    if not pattern:
+        return "an empty pattern matches no path"
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c != "[":
+            continue
+        j = i
+        if j < n and pattern[j] == "!":
+            j += 1
+        if j < n and pattern[j] == "]":
+            j += 1
+        while j < n and pattern[j] != "]":
+            j += 1
+        if j >= n:
+            continue  # an unclosed '[': a literal
+        body, i = pattern[i:j], j + 1
+        chunks, start, k = [], 0, 2 if body.startswith("!") else 1
+        while (k := body.find("-", k)) >= 0:
+            chunks.append(body[start:k])
+            start, k = k + 1, k + 3
+        if body[start:]:
+            chunks.append(body[start:])
+        else:
+            chunks[-1] += "-"  # (a '-' last in the bracket is a member)
+        for low, high in zip(chunks, chunks[1:]):
+            if low[-1] > high[0]:
+                return f"the range {low[-1]}-{high[0]} is written backwards: it holds no character"
+    return None
+
+
+def _patterns(value: Any, key: str, path: Path) -> tuple[str, ...]:
+    """exclude and extend-exclude: a list of globs, each one that can match."""
+    patterns = _str_list(value, key, path)
+    for pattern in patterns:
+        if (problem := pattern_problem(pattern)) is not None:
+            raise ConfigError(f"{path}: '{key}': pattern {pattern!r}: {problem}")
+    return patterns
+
+
 def _selectors(value: Any, key: str, path: Path) -> tuple[str, ...]:
     items = _str_list(value, key, path)
     out = []
@@ -312,12 +359,15 @@ def parse_table(table: Mapping[str, Any], path: Path, where: str = "[tool.gradli
         elif key == "ignore":
             cfg["ignore"] = _selectors(value, key, path)
         elif key == "exclude":
-            cfg["exclude"] = _str_list(value, key, path)
+            cfg["exclude"] = _patterns(value, key, path)
         elif key == "extend-exclude":
-            cfg["extend_exclude"] = _str_list(value, key, path)
+            cfg["extend_exclude"] = _patterns(value, key, path)
         elif key == "per-file-ignores":
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: 'per-file-ignores' must be a table of pattern = [codes]")
+            for pattern in value:
+                if (problem := pattern_problem(pattern)) is not None:
+                    raise ConfigError(f"{path}: 'per-file-ignores': pattern {pattern!r}: {problem}")
             cfg["per_file_ignores"] = tuple(
                 (pattern, _selectors(codes, f"per-file-ignores.{pattern}", path)) for pattern, codes in value.items()
             )

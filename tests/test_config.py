@@ -340,3 +340,48 @@ def test_rule_options_not_a_table_in_a_standalone_file_name_its_own_header(tmp_p
     with pytest.raises(ConfigError) as info:
         load_config(path, tmp_path)
     assert str(info.value) == f"{path}: 'GL101' must be a table of GL101 vanishing-gradient's options ([GL101]), got [1]"
+
+
+# --- glob patterns --------------------------------------------------------------------------------
+# fnmatch takes any string, so an exclude or per-file-ignores pattern that can never match (a
+# range written backwards, as a bad .gitignore line is) was accepted and did nothing.
+
+@pytest.mark.parametrize("pattern, problem", [
+    ("[z-a]", "the range z-a is written backwards: it holds no character"),
+    ("[!z-a]", "the range z-a is written backwards: it holds no character"),
+    ("src/[a-cz-a]*.py", "the range z-a is written backwards: it holds no character"),
+    ("[]z-a]", "the range z-a is written backwards: it holds no character"),
+    ("", "an empty pattern matches no path"),
+    ("[a-z]*", None), ("[-a]", None), ("[a-]", None), ("[z-a", None), ("[a-c-e]", None), ("tests/*", None),
+    ("legacy/", None), ("[!]-a]", None),
+])
+def test_pattern_problems_as_fnmatch_reads_the_pattern(pattern, problem):
+    import fnmatch
+
+    from gradlint.config import pattern_problem
+
+    assert pattern_problem(pattern) == problem
+    if problem is None:  # (fnmatch's never-matching bracket is none of these)
+        assert "(?!)" not in fnmatch.translate(pattern)
+
+
+@pytest.mark.parametrize("body, key", [
+    ('[tool.gradlint]\nexclude = ["build", "[z-a]"]\n', "exclude"),
+    ('[tool.gradlint]\nextend-exclude = [""]\n', "extend-exclude"),
+    ('[tool.gradlint.per-file-ignores]\n"[z-a]" = ["GL302"]\n', "per-file-ignores"),
+])
+def test_a_pattern_that_can_never_match_is_an_error_naming_file_key_and_pattern(tmp_path, body, key):
+    path = write_pyproject(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, tmp_path)
+    assert str(info.value).startswith(f"{path}: '{key}': pattern ")
+
+
+@pytest.mark.parametrize("flag", ["--exclude", "--extend-exclude"])
+def test_a_pattern_flag_that_can_never_match_is_a_one_line_error(tmp_path, flag):
+    from tests.cli_helpers import assert_one_line_error
+    from tests.conftest import run_cli
+
+    (tmp_path / "m.py").write_text("import torch\n")
+    proc = run_cli("check", "--no-cache", flag, "gen,[z-a]", ".", cwd=tmp_path)
+    assert_one_line_error(proc, f"{flag}: pattern '[z-a]': the range z-a is written backwards")
