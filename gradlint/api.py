@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from gradlint import cache, inputs, suppress
-from gradlint.config import Config
+from gradlint.config import Config, config_warnings
 from gradlint.discover import discover, display_path
 from gradlint.facts.files import FileFacts
 from gradlint.facts.project import ProjectIndex
@@ -675,7 +675,7 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
                  jobs: int | None, split_projects: bool = False, pool=None) -> RunResult:
     given = [Path(p) for p in paths]
     found = discover(given, config, split_projects=split_projects)
-    result = RunResult(warnings=list(found.warnings), projects=[str(p) for p in found.projects])
+    result = RunResult(warnings=config_warnings(config) + found.warnings, projects=[str(p) for p in found.projects])
     for missing in found.missing:
         result.files.append(FileResult(path=missing, skipped="no such file or directory", error=True))
     for path, reason, error in found.refused:
@@ -828,7 +828,7 @@ def check_text(display: str, data: bytes, config: Config, *, use_cache: bool = T
     add_to_index(index, root, Path(display), facts)
     result = run_rules(facts, config, index, rules, relative_path(display, config))
     later.write()
-    return RunResult(files=[_in_cells(result, facts)])
+    return RunResult(files=[_in_cells(result, facts)], warnings=config_warnings(config))
 
 
 def check_source(source: str | bytes, config: Config | None = None, *, path: str = "example.py",

@@ -17,8 +17,8 @@ from gradlint import __version__, deferred
 # the command only, before any of those classes is made: a program that imports gradlint's API
 # keeps its process's `dataclasses` as it is.
 deferred.install()
-from gradlint.config import (Config, ConfigError, find_pyproject, load_config, parse_selector_option, pattern_problem,
-                             rebase_pattern, with_overrides)
+from gradlint.config import (Config, ConfigError, config_warnings, find_pyproject, load_config, parse_selector_option,
+                             pattern_problem, rebase_pattern, with_overrides)
 from gradlint.findings import Severity
 from gradlint.text import split_lines
 
@@ -670,6 +670,8 @@ def config_cmd(config_path: str | None, select: tuple[str, ...], extend_select: 
         config = runs.config_for(path or ".", load, explicit=config_path is not None)
     except ConfigError as exc:
         fail(str(exc))
+    for warning in config_warnings(config):
+        say(f"gradlint: warning: {warning}")
     say(config_toml(config, load_rules()), err=False, nl=False)
 
 

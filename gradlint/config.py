@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gradlint.findings import Severity
-from gradlint.inputs import Refused, read_bounded
+from gradlint.inputs import Refused, kind_of, read_bounded
 from gradlint.registry import get_rule, is_known_selector, load_rules, select_codes
 
 DEFAULT_EXCLUDE = (
@@ -311,7 +311,8 @@ def _cache_dir(value: Any, path: Path) -> str:
 def _library_paths(value: Any, path: Path) -> tuple[str, ...]:
     """Folders to look for installed libraries in, relative to the configuration file's folder
     (or absolute). A folder that does not exist is kept and simply holds nothing: the same file
-    serves machines where a virtual environment is and is not there."""
+    serves machines where a virtual environment is and is not there (a run warns of it:
+    config_warnings)."""
     items = _str_list(value, "library-paths", path)
     out: list[str] = []
     for item in items:
@@ -322,6 +323,30 @@ def _library_paths(value: Any, path: Path) -> tuple[str, ...]:
             folder = path.resolve().parent / folder
         out.append(str(folder))
     return tuple(out)
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What a run says of its settings without stopping: a `library-paths` folder that is not
+    there. It is no error (one file serves machines where a virtual environment is and is not
+    there yet), but a folder the user named that gives nothing was silent; each run that reads
+    libraries says so, naming the file and the folder."""
+    if not config.read_libraries:
+        return []
+    out = []
+    for folder in config.library_paths:
+        try:
+            st = os.stat(folder)
+        except FileNotFoundError:
+            why = "is a broken symbolic link" if os.path.islink(folder) else "does not exist"
+        except OSError as exc:
+            why = f"cannot be read ({exc.strerror or exc})"
+        else:
+            what = kind_of(st.st_mode)
+            if what == "a directory":
+                continue
+            why = f"is not a folder ({what or 'a regular file'})"
+        out.append(f"{config.origin('library-paths')}: 'library-paths': {folder} {why}; no library is read from it")
+    return out
 
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,

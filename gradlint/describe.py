@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from gradlint.config import Config
+from gradlint.config import Config, config_warnings
 from gradlint.findings import GraphNode, SourceSpan
 from gradlint.model.blocks import block_count
 from gradlint.model.ir import (
@@ -56,7 +56,7 @@ def describe_paths(paths: Iterable[str | Path], config: Config, *, split_project
     # Blocks of other project files are shown inlined, as the architecture rules see them.
     index, root = project_index([p for p, _ in found.files] or [Path(config.root)], config, use_cache=False)
     name_modules(index, root, [p for p, _ in found.files if p.suffix == ".py"])
-    out.warnings.extend(found.warnings)
+    out.warnings.extend(config_warnings(config) + found.warnings)
     for missing in found.missing:
         out.errors.append(f"{missing}: no such file or directory")
     for display, reason, error in found.refused:

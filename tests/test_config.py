@@ -385,3 +385,38 @@ def test_a_pattern_flag_that_can_never_match_is_a_one_line_error(tmp_path, flag)
     (tmp_path / "m.py").write_text("import torch\n")
     proc = run_cli("check", "--no-cache", flag, "gen,[z-a]", ".", cwd=tmp_path)
     assert_one_line_error(proc, f"{flag}: pattern '[z-a]': the range z-a is written backwards")
+
+
+# --- library-paths --------------------------------------------------------------------------------
+# A library-paths folder that is not there was silent. It stays no error (one file serves
+# machines with and without a virtual environment), but each run says so.
+
+def test_a_library_path_that_is_not_a_folder_is_a_warning_naming_file_and_folder(tmp_path):
+    (tmp_path / "vendor").mkdir()
+    (tmp_path / "file.py").write_text("")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    path = write_pyproject(tmp_path, '[tool.gradlint]\nlibrary-paths = ["vendor", "missing", "file.py", "dangling"]\n')
+    from gradlint.config import config_warnings
+
+    cfg = load_config(None, tmp_path)  # (not an error)
+    root = tmp_path.resolve()
+    assert config_warnings(cfg) == [
+        f"{path}: 'library-paths': {root / 'missing'} does not exist; no library is read from it",
+        f"{path}: 'library-paths': {root / 'file.py'} is not a folder (a regular file); no library is read from it",
+        f"{path}: 'library-paths': {root / 'dangling'} is a broken symbolic link; no library is read from it",
+    ]
+    assert config_warnings(Config()) == []
+
+
+def test_check_model_config_and_stdin_warn_of_a_missing_library_path_and_still_run(tmp_path):
+    from tests.conftest import run_cli
+
+    path = write_pyproject(tmp_path, '[tool.gradlint]\nlibrary-paths = ["nonexistent_vendor"]\n')
+    (tmp_path / "m.py").write_text("import torch\n")
+    warning = (f"gradlint: warning: {path}: 'library-paths': {tmp_path.resolve() / 'nonexistent_vendor'} "
+               "does not exist; no library is read from it")
+    for args, code in ((("check", "--no-cache", "."), 0), (("model", "."), 0), (("config",), 0),
+                       (("check", "--no-cache", "--stdin-filename", "m.py", "-"), 0)):
+        proc = run_cli(*args, cwd=tmp_path, input="import torch\n")
+        assert proc.returncode == code, (args, proc.stdout, proc.stderr)
+        assert proc.stderr.count(warning) == 1, (args, proc.stderr)
