@@ -175,9 +175,9 @@ def load_config(config_path: str | Path | None = None, start: str | Path = ".") 
         path = find_pyproject(Path(start))
         if path is None:
             return Config(root=str(Path(start).resolve() if Path(start).is_dir() else Path(start).resolve().parent))
-    data = read_config_bytes(path)
+    raw = read_config_bytes(path)
     try:
-        text = data.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
