@@ -5,8 +5,9 @@ The virtual file is every Python code cell in order, each behind a marker line
 (`# gradlint-notebook-cell: N`, N the 1-based index among all the notebook's cells, markdown
 included, as ruff counts them). IPython syntax that is not Python is kept out of the parser
 without moving a line: a line magic (`%matplotlib inline`), a shell escape (`!pip install x`,
-`files = !ls`) or a help query (`?obj`) becomes `pass` at the same indentation, and a cell that
-starts with a cell magic (`%%bash`, `%%time`) is left out whole. After fixes, the virtual file
+`files = !ls`), a help query (`?obj`, `obj??`) or an autocall escape (`;f a b`, `,f a b`, `/f a`)
+that starts a logical line becomes `pass` at its indentation, and a cell that starts with a cell
+magic (`%%bash`, `%%time`) is left out whole. After fixes, the virtual file
 is split again at the markers and the magics put back, so only the fixed cells change, and the
 notebook is written with its own JSON layout (indent, key order, escaping, final newline, CRLF
 line ends, a UTF-8 byte order mark). The JSON is written again, not spliced: numbers are written as
@@ -28,7 +29,18 @@ MARKER = "# gradlint-notebook-cell: {}"
 _MARKER = re.compile(r"^# gradlint-notebook-cell: (\d+)$")
 _MAGIC_STAND_IN = "pass  # gradlint-notebook-magic {}"
 _STAND_IN = re.compile(r"^(\s*)pass  # gradlint-notebook-magic (\d+)$")
-_MAGIC = re.compile(r"^(\s*)(?:[%!?]|[A-Za-z_][\w.,\s]*=\s*[%!])")
+# IPython's escapes (IPython.core.inputtransformer2): a logical line that starts with one of
+# `% ! ? , ; /` (EscapedCommand: `%%`, `!!` and `??` included), that assigns a magic or a shell
+# command (`files = !ls`, `t = %timeit -o f()`), or that ends in `name?` / `name??` (HelpEnd, no
+# comment after it). None of them is Python where a logical line starts: `!=`, `%=`, `/=` and `//`
+# are other tokens, which IPython does not take for escapes either.
+_ESCAPE = re.compile(r"(?!!=|%=|/=|//)[%!?,;/]")
+_ASSIGN = re.compile(r"[A-Za-z_][\w.,\s]*=\s*[%!]")
+_HELP_END = re.compile(r"%{0,2}(?!\d)[\w*]+(?:\.(?!\d)[\w*]+)*\?\??$")
+# What the scan of a line stops at outside a string: a comment, a quote, a bracket, a backslash.
+_SIGNIFICANT = re.compile(r"""[#'"()\[\]{}\\]""")
+# What ends a string (or escapes the character after it) in the scan of a string's text.
+_STRING_END = {q: re.compile(r"\\|" + q) for q in ("'", '"', "'''", '"""')}
 
 
 class NotebookError(ValueError):
@@ -116,19 +128,108 @@ def _joined(source: Any) -> str:
     return "".join(source) if isinstance(source, list) else str(source)
 
 
+class _Scan:
+    """Where a cell's lines stand as Python reads them: in a string, in brackets, after a
+    backslash. Only a line that starts a logical line can be an IPython escape (IPython finds
+    them in tokens grouped by logical line): a continuation line that starts with `/` or `%` is
+    a division or a formatting, a line of a multi-line string is text."""
+
+    def __init__(self) -> None:
+        self.string = ""  # the quote of the string the line ends in (triple, or one a backslash continues)
+        self.depth = 0  # brackets open
+        self.continued = False  # the line ends in a backslash
+        self.comment = False  # the line ends in a comment
+        self.broken = False  # the line leaves a one-line string open (a syntax error)
+
+    @property
+    def at_start(self) -> bool:
+        """The next line starts a logical line."""
+        return not (self.string or self.depth or self.continued)
+
+    def line(self, text: str) -> None:
+        code = text.rstrip("\r\n")
+        self.continued = self.comment = self.broken = False
+        at = 0
+        while at < len(code):
+            if self.string:
+                end = _STRING_END[self.string].search(code, at)
+                if end is None:
+                    break
+                at = end.end()
+                if end.group() != "\\":
+                    self.string = ""
+                else:
+                    at += 1  # (the escaped character: a quote, or the line break)
+                continue
+            found = _SIGNIFICANT.search(code, at)
+            if found is None:
+                break
+            c, at = found.group(), found.end()
+            if c == "#":
+                self.comment = True
+                break
+            if c in "'\"":
+                self.string = c * 3 if code.startswith(c * 3, found.start()) else c
+                at = found.start() + len(self.string)
+            elif c == "\\":
+                self.continued = at == len(code)
+            elif c in "([{":
+                self.depth += 1
+            else:
+                self.depth = max(0, self.depth - 1)  # (one too many: counted as IPython counts it)
+        if len(self.string) == 1 and at <= len(code):
+            self.string, self.broken = "", True  # (not continued by a backslash: the string ends here)
+
+
+def _escaped_command(stripped: str) -> bool:
+    return _ESCAPE.match(stripped) is not None or _ASSIGN.match(stripped) is not None
+
+
+def _escapes(lines: list[str]) -> dict[int, str]:
+    """The lines of a cell (with their line breaks) that are IPython syntax -> the indentation of
+    their stand-in.
+
+    A stand-in keeps its line's indentation. An escaped command that ends in a backslash goes on
+    to the next line, as in IPython: a stand-in for each line."""
+    out: dict[int, str] = {}
+    scan = _Scan()
+    carried: str | None = None  # the indentation of an escaped command a backslash continues
+    for index, text in enumerate(lines):
+        code = text.rstrip("\r\n")
+        if carried is not None:
+            out[index] = carried
+            carried = carried if code.endswith("\\") else None
+            continue
+        if not scan.at_start:
+            scan.line(text)
+            continue
+        stripped = code.lstrip(" \t\f")
+        if not stripped or stripped.startswith("#"):
+            continue  # (a blank or comment line: no statement)
+        indent = code[:len(code) - len(stripped)]
+        command = _escaped_command(stripped)
+        help_end = False
+        if not command:
+            scan.line(text)
+            # `obj?`: the logical line ends in the `?`, on this line, without a comment after it
+            help_end = (scan.at_start and not (scan.comment or scan.broken)
+                        and _HELP_END.search(stripped) is not None)
+        if command or help_end:
+            out[index] = indent
+            if command and code.endswith("\\"):
+                carried = indent
+    return out
+
+
 def _python_lines(source: str) -> str:
-    """A cell's text with each magic replaced by a numbered stand-in (write_back checks that no
-    fix moved one: put back by order alone, two magics a fix reordered were swapped)."""
-    out = []
-    number = 0
-    for line in split_lines(source, keepends=True):
-        m = _MAGIC.match(line)
-        if m is not None:
-            ending = line[len(line.rstrip("\r\n")):]
-            line = f"{m.group(1)}{_MAGIC_STAND_IN.format(number)}{ending}"
-            number += 1
-        out.append(line)
-    return "".join(out)
+    """A cell's text with each line of IPython syntax replaced by a numbered stand-in (write_back
+    checks that no fix moved one: put back by order alone, two magics a fix reordered were
+    swapped)."""
+    lines = split_lines(source, keepends=True)
+    for number, (index, indent) in enumerate(sorted(_escapes(lines).items())):
+        ending = lines[index][len(lines[index].rstrip("\r\n")):]
+        lines[index] = f"{indent}{_MAGIC_STAND_IN.format(number)}{ending}"
+    return "".join(lines)
 
 
 def virtual_source(nb: Notebook) -> tuple[str, CellMap]:
@@ -262,7 +363,8 @@ def write_back(nb: Notebook, virtual: str) -> str:
         raise NotebookError("a fix moved a cell boundary")
     for index, lines in segments.items():
         old = originals[index]
-        magics = [x for x in split_lines(old, keepends=True) if _MAGIC.match(x)]
+        old_lines = split_lines(old, keepends=True)
+        magics = [(old_lines[i], indent) for i, indent in sorted(_escapes(old_lines).items())]
         restored = []
         seen = 0  # magics put back, in order: each where its own stand-in is, at its indentation
         for x in lines:
@@ -271,9 +373,9 @@ def write_back(nb: Notebook, virtual: str) -> str:
                 restored.append(x)
                 continue
             number = int(stand_in.group(2))
-            if number != seen or number >= len(magics) or stand_in.group(1) != _MAGIC.match(magics[number]).group(1):
+            if number != seen or number >= len(magics) or stand_in.group(1) != magics[number][1]:
                 raise NotebookError(f"cell {index}: a fix moved an IPython magic")
-            restored.append(magics[number])
+            restored.append(magics[number][0])
             seen += 1
         if seen != len(magics):
             raise NotebookError(f"cell {index}: a fix removed an IPython magic")

@@ -247,3 +247,82 @@ def test_a_notebook_of_the_wrong_shape_is_gl001_not_an_internal_error(tmp_path, 
     proc = gradlint("check", "bad.ipynb", cwd=tmp_path)
     assert proc.returncode == 1 and "GL001" in proc.stdout and needle in proc.stdout, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# IPython forms beyond `%x`, `!cmd` and `?obj`: each was a GL001 for the whole notebook, and the
+# notebook's findings were lost. The cell's GL302 after the form, and the next cell's, must stay.
+SOFTMAX = "y = torch.log(torch.softmax(z, -1))\n"
+IPYTHON_FORMS = {
+    "help after": "torch.log_softmax?\n",
+    "help2 after": "obj??\n",
+    "help after a magic": "%timeit?\n",
+    "help of a name pattern": "torch.*soft*?\n",
+    "indented in a block": "if True:\n    %matplotlib inline\n    !ls\n",
+    "help in a block": "for m in [torch]:\n    m.log_softmax?\n",
+    "quote2 autocall": ";f a b\n",
+    "quote autocall": ",f a b\n",
+    "paren autocall": "/f a\n",
+    "shell continued": "!echo one \\\n  two\n",
+    "double shell": "!!ls\n",
+    "magic assigned": "t = %timeit -o f()\n",
+}
+
+
+@pytest.mark.parametrize("form", list(IPYTHON_FORMS), ids=list(IPYTHON_FORMS))
+def test_ipython_forms_are_not_a_syntax_error(tmp_path, form):
+    first = IPYTHON_FORMS[form] + "import torch\n" + SOFTMAX
+    write_tree(tmp_path, {"a.ipynb": notebook(("code", first), ("markdown", "text"), ("code", SOFTMAX))})
+    proc = gradlint("check", "--format", "json", "a.ipynb", cwd=tmp_path)
+    items = json.loads(proc.stdout)
+    row = first.count("\n")
+    assert [(i["cell"], i["location"]["row"], i["code"]) for i in items] == [(1, row, "GL302"), (3, 1, "GL302")]
+
+
+def test_fix_keeps_ipython_forms_byte_for_byte(tmp_path):
+    cell = "".join(IPYTHON_FORMS.values()) + "import torch\n" + SOFTMAX
+    raw = notebook(("code", cell), ("code", "files = !ls\n" + SOFTMAX))
+    write_tree(tmp_path, {"a.ipynb": raw})
+    proc = gradlint("check", "--fix", "a.ipynb", cwd=tmp_path)
+    assert "(2 fixed" in proc.stdout, proc.stdout + proc.stderr
+    fixed = raw.replace('"y = torch.log(torch.softmax(z, -1))\\n"', '"y = torch.log_softmax(z, -1)\\n"')
+    assert fixed != raw and (tmp_path / "a.ipynb").read_text(encoding="utf-8") == fixed
+
+
+def test_write_back_refuses_ipython_forms_a_fix_reordered():
+    from gradlint.notebook import NotebookError
+
+    raw = notebook(("code", "import torch\ntorch.log_softmax?\n;f a b\n!echo one \\\n  two\n"))
+    nb = Notebook.parse(raw)
+    text, _ = virtual_source(nb)
+    assert text.count("gradlint-notebook-magic") == 4 and write_back(nb, text) == raw
+    with pytest.raises(NotebookError, match="moved an IPython magic"):
+        write_back(nb, _swap(text, "magic 0", "magic 1"))
+    with pytest.raises(NotebookError, match="moved an IPython magic"):
+        write_back(nb, _swap(text, "magic 2", "magic 3"))
+
+
+LOOK_ALIKES = (
+    'x = a if b else c\n'
+    's = "what?"\n'
+    "t = 1  # why?\n"
+    "u = torch  # obj?\n"
+    'doc = """\n?\n%matplotlib inline\n!ls\n;f a b\n/f a\nobj?\n"""\n'
+    "v = r'a\\'?' \\\n    '?'\n"
+    "w = (1\n     / 2\n     % 3\n     , 4)\n"
+    "r = 6 \\\n    / 3\n"
+    "x = 1; y = 2\n"
+    "z = {'a?': 1}\n"
+    "f = lambda: None\n"
+    "if x != 1:\n    pass\n"
+    "x %= 2\n"
+    "x /= 2\n"
+)
+
+
+def test_python_that_looks_like_ipython_is_left_as_it_is():
+    """A line is an IPython escape only where a logical line starts (as IPython reads its
+    tokens): not in a string, not in brackets, not after a backslash, not in a comment."""
+    compile(LOOK_ALIKES, "look-alikes", "exec")
+    nb = Notebook.parse(notebook(("code", LOOK_ALIKES)))
+    text, _ = virtual_source(nb)
+    assert text == "# gradlint-notebook-cell: 1\n" + LOOK_ALIKES
