@@ -6,12 +6,13 @@ The virtual file is every Python code cell in order, each behind a marker line
 included, as ruff counts them). IPython syntax that is not Python is kept out of the parser
 without moving a line: a line magic (`%matplotlib inline`), a shell escape (`!pip install x`,
 `files = !ls`), a help query (`?obj`, `obj??`) or an autocall escape (`;f a b`, `,f a b`, `/f a`)
-that starts a logical line becomes `pass` at its indentation, and a cell that starts with a cell
-magic (`%%bash`, `%%time`) is left out whole. After fixes, the virtual file
-is split again at the markers and the magics put back, so only the fixed cells change, and the
-notebook is written with its own JSON layout (indent, key order, escaping, final newline, CRLF
-line ends, a UTF-8 byte order mark). The JSON is written again, not spliced: numbers are written as
-Python writes them (`2.50` as `2.5`, `1E-5` as `1e-05`) and of a key given twice the last stays.
+that starts a logical line becomes `pass` at its indentation (at its block's where a statement
+cannot stand at its own: `  %matplotlib inline` at a cell's top), and a cell that starts with a
+cell magic (`%%bash`, `%%time`) is left out whole. After fixes, the virtual file is split again
+at the markers and the magics put back, so only the fixed cells change, and the notebook is
+written with its own JSON layout (indent, key order, escaping, final newline, CRLF line ends, a
+UTF-8 byte order mark). The JSON is written again, not spliced: numbers are written as Python
+writes them (`2.50` as `2.5`, `1E-5` as `1e-05`) and of a key given twice the last stays.
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ class _Scan:
         self.continued = False  # the line ends in a backslash
         self.comment = False  # the line ends in a comment
         self.broken = False  # the line leaves a one-line string open (a syntax error)
+        self.last = ""  # the last character of code (not a string's, not a comment's)
 
     @property
     def at_start(self) -> bool:
@@ -157,11 +159,14 @@ class _Scan:
                     break
                 at = end.end()
                 if end.group() != "\\":
-                    self.string = ""
+                    self.string, self.last = "", end.group()[-1]
                 else:
                     at += 1  # (the escaped character: a quote, or the line break)
                 continue
             found = _SIGNIFICANT.search(code, at)
+            stop = len(code) if found is None else found.start()
+            if code[at:stop].strip():
+                self.last = code[at:stop].rstrip()[-1]
             if found is None:
                 break
             c, at = found.group(), found.end()
@@ -177,8 +182,13 @@ class _Scan:
                 self.depth += 1
             else:
                 self.depth = max(0, self.depth - 1)  # (one too many: counted as IPython counts it)
+            self.last = c
         if len(self.string) == 1 and at <= len(code):
             self.string, self.broken = "", True  # (not continued by a backslash: the string ends here)
+
+
+def _deeper(indent: str, than: str) -> bool:
+    return indent != than and indent.startswith(than)
 
 
 def _escaped_command(stripped: str) -> bool:
@@ -189,10 +199,15 @@ def _escapes(lines: list[str]) -> dict[int, str]:
     """The lines of a cell (with their line breaks) that are IPython syntax -> the indentation of
     their stand-in.
 
-    A stand-in keeps its line's indentation. An escaped command that ends in a backslash goes on
-    to the next line, as in IPython: a stand-in for each line."""
+    A stand-in keeps its line's indentation where a statement can stand there; else it takes the
+    indentation of the deepest open block that the line's indentation begins with: IPython takes
+    the first line's indentation off every line (`  %matplotlib inline` at a cell's top runs), and
+    the Python lines around, which keep theirs, allow no other. An escaped command that ends in a
+    backslash goes on to the next line, as in IPython: a stand-in for each line."""
     out: dict[int, str] = {}
     scan = _Scan()
+    levels = [""]  # the indentations of the open blocks, as the tokenizer stacks them
+    opener = False  # the last logical line ended in `:`: a deeper block starts
     carried: str | None = None  # the indentation of an escaped command a backslash continues
     for index, text in enumerate(lines):
         code = text.rstrip("\r\n")
@@ -202,10 +217,12 @@ def _escapes(lines: list[str]) -> dict[int, str]:
             continue
         if not scan.at_start:
             scan.line(text)
+            if scan.at_start:
+                opener = scan.last == ":"
             continue
         stripped = code.lstrip(" \t\f")
         if not stripped or stripped.startswith("#"):
-            continue  # (a blank or comment line: no statement)
+            continue  # (a blank or comment line has no indentation to the tokenizer)
         indent = code[:len(code) - len(stripped)]
         command = _escaped_command(stripped)
         help_end = False
@@ -215,9 +232,16 @@ def _escapes(lines: list[str]) -> dict[int, str]:
             help_end = (scan.at_start and not (scan.comment or scan.broken)
                         and _HELP_END.search(stripped) is not None)
         if command or help_end:
+            if not opener and indent not in levels:
+                indent = next(x for x in reversed(levels) if indent.startswith(x))
             out[index] = indent
             if command and code.endswith("\\"):
                 carried = indent
+        if opener and _deeper(indent, levels[-1]):
+            levels.append(indent)
+        elif indent in levels:
+            del levels[levels.index(indent) + 1:]
+        opener = not (command or help_end) and scan.at_start and scan.last == ":"
     return out
 
 

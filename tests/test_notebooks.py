@@ -257,8 +257,12 @@ IPYTHON_FORMS = {
     "help2 after": "obj??\n",
     "help after a magic": "%timeit?\n",
     "help of a name pattern": "torch.*soft*?\n",
+    "indented at the cell's top": "  %matplotlib inline\n",
+    "indented shell at the cell's top": "    !ls\n",
     "indented in a block": "if True:\n    %matplotlib inline\n    !ls\n",
     "help in a block": "for m in [torch]:\n    m.log_softmax?\n",
+    "deeper than its block": "if True:\n    x = 1\n      !ls\n",
+    "after a block, indented": "if True:\n    x = 1\n  %time x\n",
     "quote2 autocall": ";f a b\n",
     "quote autocall": ",f a b\n",
     "paren autocall": "/f a\n",
@@ -286,6 +290,21 @@ def test_fix_keeps_ipython_forms_byte_for_byte(tmp_path):
     assert "(2 fixed" in proc.stdout, proc.stdout + proc.stderr
     fixed = raw.replace('"y = torch.log(torch.softmax(z, -1))\\n"', '"y = torch.log_softmax(z, -1)\\n"')
     assert fixed != raw and (tmp_path / "a.ipynb").read_text(encoding="utf-8") == fixed
+
+
+def test_stand_ins_are_statements_where_the_python_around_them_allows():
+    raw = notebook(("code", "  %matplotlib inline\nimport torch\nif torch:\n    !ls\n    x = 1\n  %time x\n"))
+    nb = Notebook.parse(raw)
+    text, _ = virtual_source(nb)
+    # IPython takes the first line's indentation off the cell; in the `if`, the block's own
+    assert text.splitlines()[1:] == ["pass  # gradlint-notebook-magic 0", "import torch", "if torch:",
+                                     "    pass  # gradlint-notebook-magic 1", "    x = 1",
+                                     "pass  # gradlint-notebook-magic 2"]
+    assert write_back(nb, text) == raw
+    from gradlint.notebook import NotebookError
+
+    with pytest.raises(NotebookError, match="moved an IPython magic"):
+        write_back(nb, text.replace("\npass  # gradlint-notebook-magic 0", "\n  pass  # gradlint-notebook-magic 0"))
 
 
 def test_write_back_refuses_ipython_forms_a_fix_reordered():
