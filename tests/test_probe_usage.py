@@ -153,6 +153,7 @@ def test_a_bug_in_gradlint_is_still_called_one():
     (["m.py:Tiny", "--loss", "m.py:loss(2)"], ["--loss m.py:loss(2): takes no arguments"]),
     (["m.py:Tiny", "--device", "gpu"], ["--device gpu: expected auto, cpu, cuda or cuda:N"]),
     (["m.py:Tiny", "--onnx", "nonexist.onnx"], ["--onnx nonexist.onnx: no such file"]),
+    (["m.py:Tiny", "--onnx", "notes.txt"], ["--onnx notes.txt: not an ONNX model (expected a .onnx"]),
     pytest.param(["m.py:Tiny", "--plot", "out.txt"], ["--plot out.txt: matplotlib cannot write .txt files",
                                                       "png, ps"], marks=NEEDS_MATPLOTLIB),
     pytest.param(["m.py:Tiny", "--plot", "nodir/out.png"], ["--plot nodir/out.png: no such folder nodir"],

@@ -83,6 +83,9 @@ def check_options(opts: ProbeOptions) -> None:
             raise ProbeError(f"--onnx {path}: no such file")
         if not os.path.isfile(path):
             raise ProbeError(f"--onnx {path}: not a file")
+        if not path.endswith((".onnx", ".onnx.txt")):
+            # (a .py given here was checked as the export, silently: its findings joined the model's)
+            raise ProbeError(f"--onnx {path}: not an ONNX model (expected a .onnx or .onnx.txt file)")
 
 
 def preload(opts: ProbeOptions, plot: str | None = None) -> None:
