@@ -232,6 +232,26 @@ def test_budgets_bound_what_one_run_reads(tmp_path, monkeypatch):
     assert findings(proj, monkeypatch) == [(9, "GL101")]
 
 
+def test_each_file_has_a_library_budget_of_its_own(tmp_path, monkeypatch):
+    # The budget was the run's: the first file's lookups spent it, and the second file's block
+    # was found when it was checked alone (or checked again by a cached run), not in the full run.
+    fakelib(tmp_path / "site", extra={"otherlib/__init__.py": "from .blocks import SigmoidBlock\n",
+                                      "otherlib/blocks.py": SIGMOID_BLOCK})
+    proj = project(tmp_path)
+    write(proj, {"model2.py": DEEP_MODEL.format(cls="SigmoidBlock").replace("from fakelib", "from otherlib")})
+    monkeypatch.setattr(source_index, "MAX_LIBRARY_MODULES", 3)  # one file's: fakelib's block lies 3 deep
+    monkeypatch.chdir(proj)
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    for paths in (["model.py", "model2.py"], ["model2.py", "model.py"], ["model2.py"], ["."]):
+        result = check_paths(paths, load_config(None, proj), use_cache=False, jobs=1)
+        assert sorted((f.path, f.code) for f in result.findings) == sorted(
+            (p, "GL101") for p in (["model2.py"] if paths == ["model2.py"] else ["model.py", "model2.py"])), paths
+    # a file whose own lookups are past the budget is cut short, and the next file is not
+    monkeypatch.setattr(source_index, "MAX_LIBRARY_MODULES", 2)
+    result = check_paths(["model.py", "model2.py"], load_config(None, proj), use_cache=False, jobs=1)
+    assert [(f.path, f.code) for f in result.findings] == [("model2.py", "GL101")]
+
+
 def test_library_models_are_cached_and_a_changed_library_is_read_again(tmp_path, monkeypatch):
     site = fakelib(tmp_path / "site")
     proj = project(tmp_path)

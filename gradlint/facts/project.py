@@ -37,7 +37,8 @@ MAX_DEPTH = 16
 MAX_GLOBAL_STEPS = 5000
 # _global's placeholder for a state being computed (a cycle of imports back to it gives nothing)
 _IN_PROGRESS: tuple = ("\0in progress",)
-# Modules summarised on demand in one run, at most: a bound on the work one lookup can start.
+# Modules summarised on demand for one checked file's rules, at most: a bound on the work one
+# lookup can start (the file's, not the run's: see ProjectIndex.start_file).
 MAX_LOADED = 4096
 
 _NOTHING: frozenset[str] = frozenset()
@@ -153,6 +154,10 @@ class ProjectIndex:
         self._lowered: dict[tuple, "Network | None"] = {}  # lower()'s answers
         self._calling: dict[str, Module] = {}  # calling()'s modules read on demand
         self._calling_loops: dict[str, Module] = {}  # and those whose loop facts were skipped
+        # A budget (MAX_LOADED, the loader's library budget) kept a module from being read for the
+        # current file: the memos may hold answers it cut, which another file, with a budget of
+        # its own, must not be given (start_file forgets them).
+        self._cut_short = False
 
     # -- modules ---------------------------------------------------------------------------------
     def add(self, name: str, facts: FileFacts, is_package: bool = False, home: str | None = None) -> Module:
@@ -205,7 +210,10 @@ class ProjectIndex:
             if found is not None:
                 self.modules[name] = found
                 return found
-        if self.loader is None or self._loaded >= MAX_LOADED:
+        if self.loader is None:
+            return None
+        if self._loaded >= MAX_LOADED:
+            self._cut_short = True
             return None
         self._loaded += 1
         got = self.loader.load(name)
@@ -213,8 +221,12 @@ class ProjectIndex:
         if got is None:
             # not the project's: an installed library's, read without importing it
             load_library = getattr(self.loader, "load_library", None)
+            cut = getattr(self.loader, "cut", 0)
             got = load_library(name) if load_library is not None else None
             library = got is not None
+            if got is None and getattr(self.loader, "cut", 0) != cut:
+                self._cut_short = True  # past a budget: not absent for a file with budget left
+                return None
         if got is None:
             self._absent.add(name)
             return None
@@ -509,7 +521,25 @@ class ProjectIndex:
 
     # -- what a file's lookups read (the result cache) ---------------------------------------------
     def start_file(self) -> int:
-        """Where the lookups of the next file's rules start in `log`."""
+        """Where the lookups of the next file's rules start in `log`. Each file's lookups get the
+        budgets of their own (MAX_LOADED, the loader's library budget), so that what a file's
+        findings resolve does not depend on the files checked before it in the run; when a budget
+        cut the last file's lookups short, the answers remembered since may be cut ones, and are
+        forgotten (rare: real files stay far inside the budgets)."""
+        self._loaded = 0
+        start_file = getattr(self.loader, "start_file", None)
+        if start_file is not None:
+            start_file()
+        if self._cut_short:
+            self._cut_short = False
+            self._resolved.clear()
+            self._globals.clear()
+            self._complete.clear()
+            self._lowered.clear()
+            self._calling.clear()
+            self._calling_loops.clear()
+            self._gradchecked = None
+            self.memos = _Memos(self)
         self._file_start = len(self.log)
         return self._file_start
 

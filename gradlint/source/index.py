@@ -27,10 +27,16 @@ MAX_SCANNED_BYTES = 8 * 1024 * 1024
 # Bytes of scanned files kept for the run's later word scans, at most (each scan read every file
 # again: 0.3 s a word on a project of 5 000 files); files past it are read again by each scan.
 MAX_KEPT_BYTES = 128 << 20
-# Installed libraries: modules read in one run, and their bytes, at most. Resolving one name of
-# timm or torchvision reads 2-5 modules; what a budget cuts resolves to nothing (never a finding).
+# Installed libraries: modules the lookups of one checked file read, and their bytes, at most.
+# Resolving one name of timm or torchvision reads 2-5 modules; what a budget cuts resolves to
+# nothing (never a finding). The budget is each file's (it was the run's: which lookups it cut
+# depended on the other files of the run, and a cached run that checked one file again resolved
+# what the full run had not); the run's own bounds what a repository of a thousand files, each
+# naming hundreds of modules of a `library-paths` folder it ships, can make one run read.
 MAX_LIBRARY_MODULES = 512
 MAX_LIBRARY_BYTES = 64 << 20
+MAX_RUN_LIBRARY_MODULES = 8192
+MAX_RUN_LIBRARY_BYTES = 512 << 20
 # Top-level packages never read from the libraries: gradlint models torch.nn from its own tables,
 # and reading torch would only make names such as `nn.Module` resolve into its sources.
 NEVER_READ = frozenset({"torch"})
@@ -390,8 +396,9 @@ class ProjectFiles:
         self.extract_library = extract_library
         self.read_library = read_library
         self.library_paths: dict[str, Path] = {}  # module -> the file its names were read from
-        self.library_modules = 0
-        self.library_bytes = 0
+        self.library_modules = self.library_bytes = 0  # read for the file being checked
+        self.run_modules = self.run_bytes = 0  # read in the run
+        self.cut = 0  # modules a budget kept from being read (ProjectIndex: not "absent")
         # scanned(path, data): told the whole bytes of each file a word scan read (the runner keeps
         # their fingerprint: its result cache needs those of every listed file, and read each again)
         self.scanned: Callable[[Path, bytes], None] | None = None
@@ -519,15 +526,18 @@ class ProjectFiles:
         """The top-level names of module `module` of an installed library (no networks yet), and
         whether it is a package; None when no library folder holds it, when the project has a
         top-level module of that name (it shadows the library, as on Python's path), when it is
-        torch, or past the run's budgets."""
+        torch, or past the file's or the run's budget (`cut` counts those)."""
         if self.read_library is None:
-            return None
-        if self.library_modules >= MAX_LIBRARY_MODULES or self.library_bytes >= MAX_LIBRARY_BYTES:
             return None
         path = self.library_file(module)
         if path is None:
             return None
+        if (self.library_modules >= MAX_LIBRARY_MODULES or self.library_bytes >= MAX_LIBRARY_BYTES
+                or self.run_modules >= MAX_RUN_LIBRARY_MODULES or self.run_bytes >= MAX_RUN_LIBRARY_BYTES):
+            self.cut += 1
+            return None
         self.library_modules += 1
+        self.run_modules += 1
         try:
             # the runner's reader: special files refused before any open, at most max-file-size
             # read, the names cached like a file's facts
@@ -535,10 +545,15 @@ class ProjectFiles:
         except Exception:  # inputs.Refused: a library we cannot read is unknown
             return None
         self.library_bytes += size
+        self.run_bytes += size
         if facts is None or facts.symbols is None:
             return None
         self.library_paths[module] = path
         return facts, path.name == "__init__.py"
+
+    def start_file(self) -> None:
+        """The rules of another checked file begin: its own library budget."""
+        self.library_modules = self.library_bytes = 0
 
     def library_file(self, module: str) -> Path | None:
         """The file of an installed library that module `module` would be read from (the run's
