@@ -370,7 +370,8 @@ def _emit(text: str, fmt: str, output_file: Path | None) -> None:
         from gradlint.report.destination import write
 
         try:
-            write(output_file, text.encode("utf-8"))
+            # (as on stdout: a file name with undecodable bytes is a \udcXX escape, never a crash)
+            write(output_file, text.encode("utf-8", "backslashreplace"))
         except OSError as exc:
             fail(f"{output_file}: cannot write report: {exc.strerror or exc}")
     elif fmt in TEXT_FORMATS:

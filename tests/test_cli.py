@@ -214,6 +214,22 @@ def test_a_named_file_click_thinks_unreadable_is_checked_by_gradlint(project, mo
     assert "bad.py:3:21: GL001" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("fmt", ["json", "sarif", "text"])
+def test_a_file_name_that_is_not_utf8_goes_into_a_report_file(tmp_path, fmt):
+    # JSON and SARIF with -o were an internal error (surrogates not allowed) where stdout worked
+    with open(os.fsencode(tmp_path) + b"/m\xff.py", "wb") as out:
+        out.write(b"def f(:\n    pass\n")
+    proc = gradlint("check", "--no-cache", "--format", fmt, "-o", "report", ".", cwd=tmp_path)
+    assert proc.returncode == 1 and "internal error" not in proc.stderr, proc.stderr
+    text = (tmp_path / "report").read_text(encoding="utf-8")
+    if fmt == "json":
+        assert json.loads(text)[0]["filename"].endswith("m\udcff.py")
+    elif fmt == "sarif":
+        assert "m%FF.py" in text
+    else:
+        assert "GL001" in text
+
+
 def test_output_file_replaces_an_existing_report(project):
     target = project / "report.json"
     target.write_text("old")

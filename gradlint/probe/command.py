@@ -111,7 +111,7 @@ def probe(target: str, inputs: str | None, input_shape: tuple[int, ...] | None, 
             from gradlint.report.destination import write
 
             try:
-                write(output_file, outcome.text.encode("utf-8"))
+                write(output_file, outcome.text.encode("utf-8", "backslashreplace"))
             except OSError as exc:
                 _fail(f"{output_file}: cannot write report: {exc.strerror or exc}")
         else:
