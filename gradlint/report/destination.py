@@ -42,11 +42,8 @@ def check(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), *, 
         raise Unwritable("an empty path")
     if _descriptor(text) is not None:
         return
-    real = os.path.realpath(text)
     try:
-        st = os.stat(real)
-    except FileNotFoundError:
-        st = None
+        real, st = _target(text)
     except OSError as exc:
         raise Unwritable(exc.strerror or str(exc)) from None
     if st is not None:
@@ -80,11 +77,7 @@ def write(path: str | os.PathLike, data: bytes) -> None:
     if fd is not None:
         _write_all(fd, data)
         return
-    real = os.path.realpath(text)
-    try:
-        st = os.stat(real)
-    except FileNotFoundError:
-        st = None
+    real, st = _target(text)
     if st is not None and (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
         # a pipe with no reader would block the run for ever: opened without waiting (ENXIO)
         flags = os.O_WRONLY | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -106,6 +99,15 @@ def write(path: str | os.PathLike, data: bytes) -> None:
     from gradlint.files import write_file
 
     write_file(Path(text), data)
+
+
+def _target(path: str) -> tuple[str, os.stat_result | None]:
+    """The real path a report goes to (links followed) and what is there (None: nothing yet)."""
+    real = os.path.realpath(path)
+    try:
+        return real, os.stat(real)
+    except FileNotFoundError:
+        return real, None
 
 
 def _write_all(fd: int, data: bytes) -> None:
