@@ -556,7 +556,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2):
 loss.backward()
 clip_grad_norm_(model.parameters(), 5.0)
 """
-    (clip,) = events(copy, "clip")
+    # (the copy's body is a clip by hand too: the call is read as torch's, with its threshold)
+    (clip,) = [e for e in events(copy, "clip") if e.via != "hand"]
     assert (clip.via, clip.value.number, clip.norm_type.number) == ("torch", 5.0, 2.0)
     wrapper = """\
 import torch
@@ -1124,3 +1125,49 @@ def test_gl203_fix_is_not_offered_where_the_optimizer_is_bound_after_the_clip():
             "        scaler.step(opt)\n        scaler.update()\n        opt.zero_grad()\n")
     (finding,) = check_source(text, Config(select=("GL203",)))
     assert finding.fix is None
+
+
+_RNN_LOOP = """\
+import torch
+from torch import nn
+policy = nn.GRU(8, 8)
+opt = torch.optim.RMSprop(policy.parameters())
+{helper}
+for x in loader:
+    opt.zero_grad()
+    policy(x)[0].sum().backward()
+{clip}
+    opt.step()
+"""
+
+
+@pytest.mark.parametrize("helper,clip", [
+    # the DQN tutorial's clip, and its spellings
+    ("", "    for param in policy.parameters():\n        param.grad.data.clamp_(-1, 1)"),
+    ("", "    for param in policy.parameters():\n        param.grad.clamp_(min=-1.0, max=1.0)"),
+    ("", "    for param in policy.parameters():\n        if param.grad is not None:\n            param.grad = param.grad.clamp(-1, 1)"),
+    # the same in a helper of this file, whatever its name
+    ("def clip_grads(model, v):\n    for p in model.parameters():\n        p.grad.data.clamp_(-v, v)\n",
+     "    clip_grads(policy, 1.0)"),
+    # a norm clip by hand (torch's clip_grad_norm before 0.4), in a helper not named like one
+    ("def scale_down(params, max_norm):\n    params = [p for p in params if p.grad is not None]\n"
+     "    total = torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in params))\n"
+     "    coef = max_norm / (total + 1e-6)\n    if coef < 1:\n        for p in params:\n"
+     "            p.grad.detach().mul_(coef)\n",
+     "    scale_down(policy.parameters(), 0.25)"),
+    ("", "    with torch.no_grad():\n        norm = torch.norm(torch.stack([p.grad.norm() for p in policy.parameters()]))\n"
+         "        for p in policy.parameters():\n            p.grad.mul_(1.0 / max(1.0, norm.item()))"),
+])
+def test_gl201_a_clip_written_by_hand_counts(helper, clip):
+    # GL201 said "optimizer step without gradient clipping" of a GRU whose gradients were clamped
+    # by hand, unless the helper lived in another file or was named clip_grad_norm
+    assert codes(_RNN_LOOP.format(helper=helper, clip=clip), "GL201") == []
+    # without it, the step is flagged; a clamp of something else is no clip
+    assert codes(_RNN_LOOP.format(helper=helper, clip="    pass"), "GL201") != []
+    assert codes(_RNN_LOOP.format(helper="", clip="    y = x.clamp_(-1, 1)"), "GL201") != []
+
+
+def test_a_clip_by_hand_is_judged_by_no_threshold_rule():
+    # GL204 reads the thresholds of clip functions: a clamp to 0 by hand is not worded as one
+    text = _RNN_LOOP.format(helper="", clip="    for p in policy.parameters():\n        p.grad.clamp_(-1e4, 1e4)")
+    assert codes(text, "GL204") == [] and codes(text, "GL201") == []

@@ -33,6 +33,9 @@ CLIP_TORCH = frozenset({
     "torch.nn.utils.clip_grads_with_norm_", "timm.utils.dispatch_clip_grad", "timm.utils.clip_grad.dispatch_clip_grad",
 })
 ACCELERATORS = frozenset({"accelerate.Accelerator", "accelerate.accelerator.Accelerator"})
+# In-place clamps and rescalings of a parameter's `.grad` (or `.grad.data`): clips by hand.
+_HAND_CLIPS = frozenset({"clamp_", "clamp", "clip_", "clip", "mul_", "div_"})
+_GRAD = re.compile(r"\.grad(?:\.data|\.detach\(\))?$")
 CLIP_NAMES = ("clip_grad_norm_", "clip_grad_norm", "clip_grad_value_", "clip_grads_with_norm_", "dispatch_clip_grad")
 # Packages whose objects clip (and unscale) themselves: `accelerator.clip_grad_norm_`, Lightning.
 _FRAMEWORK_PACKAGES = ("lightning", "pytorch_lightning", "accelerate", "deepspeed", "torch.")
@@ -232,6 +235,16 @@ class CallEvents:
 
         if attr == "register_hook" and re.search(r"clamp|clip", _text(call)):
             self.hook_clipping = True
+
+        if attr in _HAND_CLIPS and _GRAD.search(recv_text):
+            # A clip written by hand: `p.grad.data.clamp_(-1, 1)` (the DQN tutorial's),
+            # `p.grad = p.grad.clamp(-1, 1)`, `p.grad.data.mul_(clip_coef)` (torch's own
+            # clip_grad_norm before 0.4, and its copies). It counts as clipping (GL201); the
+            # rules that judge torch's clips by their threshold or their place leave it alone.
+            if attr.startswith(("clamp", "clip")):
+                return [dataclasses.replace(self._clip(call, "hand", text, 1, ctx, sid, keyword=("max",)),
+                                            target=recv_text)]
+            return [Event("clip", span, fid, sid, ng, via="hand", name=text, target=recv_text)]
 
         # clip calls
         if not q.isdisjoint(CLIP_TORCH) or (text and not q and any(text.endswith("nn.utils." + n) for n in CLIP_NAMES)):

@@ -826,7 +826,8 @@ def _copied_clip(ev: Event, facts: TrainingFacts) -> Event:
     if ev.kind != "call" or ev.ref or len(ev.callees) != 1 or ev.name not in CLIP_NAMES:
         return ev
     fn = facts.functions[ev.callees[0]]
-    if any(e.kind in ("clip", "unscale", "call", "step", "backward") for e in iter_events(fn.body)):
+    if any(e.kind in ("clip", "unscale", "call", "step", "backward") and not (e.kind == "clip" and e.via == "hand")
+           for e in iter_events(fn.body)):
         return ev  # it calls a clip (or more) we can follow
     args = dict(ev.args)
     params = [p for p in fn.params if p not in ("self", "cls")]

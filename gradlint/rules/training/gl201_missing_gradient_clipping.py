@@ -135,7 +135,11 @@ class MissingGradientClipping(Rule):
     pass an instance of one class. A step run
     through a project object counts with what the call passes: a timm-style
     `loss_scaler(loss, optimizer)` without `clip_grad=` never reaches the wrapper's clip; a
-    project's own copy of `clip_grad_norm_` is a clip. A step that clips one model's
+    project's own copy of `clip_grad_norm_` is a clip, and so is a clip by hand, inline or in a
+    helper of any name: an in-place clamp or rescale of each parameter's `.grad`
+    (`p.grad.data.clamp_(-1, 1)`, `p.grad = p.grad.clamp(-1, 1)`, `p.grad.detach().mul_(coef)`;
+    gradients gathered into a list first, `for g in grads: g.mul_(s)`, are not followed). A step
+    that clips one model's
     parameters while another optimizer of the same step trains another model
     (`clip_grad_norm_(encoder.parameters(), 1.0)`, then `enc_opt.step()` and `dec_opt.step()`)
     is flagged for the model no clip covers; a clip of a parent module covers its submodules,

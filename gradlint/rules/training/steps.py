@@ -267,7 +267,8 @@ class _Flattener:
                     continue
                 fn = next((f for f in facts.functions if f.name == local and f.cls is None and f.parent == 0), None)
                 if fn is not None:
-                    kinds = {e.kind for e in iter_events(fn.body)}
+                    # (a clip by hand, `p.grad.mul_(coef)`, is what a copy of torch's clip holds)
+                    kinds = {e.kind for e in iter_events(fn.body) if not (e.kind == "clip" and e.via == "hand")}
                     self._foreign[key] = () if kinds.isdisjoint(_NOT_A_COPY) else None
                     break
         return self._foreign[key] is not None
