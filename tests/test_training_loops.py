@@ -1167,6 +1167,35 @@ def test_gl201_a_clip_written_by_hand_counts(helper, clip):
     assert codes(_RNN_LOOP.format(helper="", clip="    y = x.clamp_(-1, 1)"), "GL201") != []
 
 
+@pytest.mark.parametrize("clip", [
+    # what is no clip, though it changes a `.grad` (a second read found each silencing GL201)
+    "    for p in policy.parameters():\n        dist.all_reduce(p.grad)\n        p.grad.div_(world_size)",
+    "    for p in policy.parameters():\n        p.grad.mul_(10.0)",
+    "    x.grad.clamp_(-1, 1)",  # an input's gradient (adversarial training)
+    "    for p in policy.parameters():\n        p.grad.clamp_(min=0)",  # one side only
+    "    head.weight.grad.clamp_(-1, 1)",  # one weight of another module
+])
+def test_gl201_what_changes_a_grad_without_clipping_is_no_clip(clip):
+    assert codes(_RNN_LOOP.format(helper="", clip=clip), "GL201") == ["GL201"]
+
+
+def test_gl206_averaging_accumulated_gradients_is_no_clip():
+    text = """\
+import torch
+from torch import nn
+model = nn.Linear(4, 4)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for i, x in enumerate(loader):
+    model(x).sum().backward()
+    for p in model.parameters():
+        p.grad.div_(accum)
+    if (i + 1) % accum == 0:
+        opt.step()
+        opt.zero_grad()
+"""
+    assert codes(text, "GL206") == []
+
+
 def test_a_clip_by_hand_is_judged_by_no_threshold_rule():
     # GL204 reads the thresholds of clip functions: a clamp to 0 by hand is not worded as one
     text = _RNN_LOOP.format(helper="", clip="    for p in policy.parameters():\n        p.grad.clamp_(-1e4, 1e4)")

@@ -35,7 +35,10 @@ CLIP_TORCH = frozenset({
 ACCELERATORS = frozenset({"accelerate.Accelerator", "accelerate.accelerator.Accelerator"})
 # In-place clamps and rescalings of a parameter's `.grad` (or `.grad.data`): clips by hand.
 _HAND_CLIPS = frozenset({"clamp_", "clamp", "clip_", "clip", "mul_", "div_"})
-_GRAD = re.compile(r"\.grad(?:\.data|\.detach\(\))?$")
+_GRAD = re.compile(r"^(\w+)\.grad(?:\.data|\.detach\(\))?$")
+# What the factor of a rescale by hand is made from when it clips: a norm, a clip coefficient
+# (`p.grad.div_(world_size)` averages, `p.grad.mul_(10.0)` scales: neither clips)
+_CLIP_FACTOR = re.compile(r"norm|clip|coef", re.IGNORECASE)
 CLIP_NAMES = ("clip_grad_norm_", "clip_grad_norm", "clip_grad_value_", "clip_grads_with_norm_", "dispatch_clip_grad")
 # Packages whose objects clip (and unscale) themselves: `accelerator.clip_grad_norm_`, Lightning.
 _FRAMEWORK_PACKAGES = ("lightning", "pytorch_lightning", "accelerate", "deepspeed", "torch.")
@@ -236,7 +239,7 @@ class CallEvents:
         if attr == "register_hook" and re.search(r"clamp|clip", _text(call)):
             self.hook_clipping = True
 
-        if attr in _HAND_CLIPS and _GRAD.search(recv_text):
+        if attr in _HAND_CLIPS and self._hand_clip(call, attr, recv_text, fid):
             # A clip written by hand: `p.grad.data.clamp_(-1, 1)` (the DQN tutorial's),
             # `p.grad = p.grad.clamp(-1, 1)`, `p.grad.data.mul_(clip_coef)` (torch's own
             # clip_grad_norm before 0.4, and its copies). It counts as clipping (GL201); the
@@ -680,6 +683,32 @@ class CallEvents:
             return next((b for b in bases if b.rsplit(".", 1)[-1] not in self.pre.classes), "")
         cls = self.pre.instance_class(holder) if holder not in ("self", "cls", "") else ""
         return cls if cls and cls.rsplit(".", 1)[-1] not in self.pre.classes else ""
+
+    def _hand_clip(self, call: cst.Call, attr: str, recv_text: str, fid: int) -> bool:
+        """Whether `<p>.grad.<attr>(...)` clips by hand: `p` runs over parameters (a loop of this
+        function over something named like them: an input's `x.grad.clamp_` in adversarial
+        training, one weight's gradient, clip nothing of the model), and the call bounds the
+        gradient on both sides (`clamp_(min=0)` does not) or rescales it by a factor made from a
+        norm or a clip coefficient."""
+        m = _GRAD.match(recv_text)
+        if m is None:
+            return False
+        if attr.startswith(("clamp", "clip")):
+            positional = [a for a in call.args if a.keyword is None and not a.star]
+            named = {a.keyword.value for a in call.args if a.keyword is not None}
+            if len(positional) + len(named & {"min", "max"}) < 2:
+                return False
+        elif not any(_CLIP_FACTOR.search(_text(a.value)) for a in call.args):
+            return False
+        scope = self._scope_nodes.get(fid)
+        if scope is None:  # (the module's own code)
+            src = getattr(self, "src", None)
+            scope = src.module if src is not None else None
+        if scope is None:
+            return False
+        name = m.group(1)
+        return any(type(n) in (cst.For, cst.CompFor) and type(n.target) is cst.Name and n.target.value == name
+                   and re.search(r"param", _text(n.iter), re.IGNORECASE) for n in walk(scope, stop=()))
 
     def _clip(self, call: cst.Call, via: str, name: str, position: int, ctx: "_Ctx", sid: int,
               keyword: tuple[str, ...] = ("max_norm", "clip_value", "max_grad_norm", "value")) -> Event:

@@ -136,9 +136,12 @@ class MissingGradientClipping(Rule):
     through a project object counts with what the call passes: a timm-style
     `loss_scaler(loss, optimizer)` without `clip_grad=` never reaches the wrapper's clip; a
     project's own copy of `clip_grad_norm_` is a clip, and so is a clip by hand, inline or in a
-    helper of any name: an in-place clamp or rescale of each parameter's `.grad`
-    (`p.grad.data.clamp_(-1, 1)`, `p.grad = p.grad.clamp(-1, 1)`, `p.grad.detach().mul_(coef)`;
-    gradients gathered into a list first, `for g in grads: g.mul_(s)`, are not followed). A step
+    helper of any name: a clamp with both bounds, or a rescale by a factor made from a norm or a
+    clip coefficient, of the `.grad` of each parameter a loop runs over
+    (`p.grad.data.clamp_(-1, 1)`, `p.grad = p.grad.clamp(-1, 1)`, `p.grad.detach().mul_(coef)`).
+    Averaging (`p.grad.div_(world_size)`), an input's gradient, one weight's, or a one-sided
+    clamp is no clip, and gradients gathered into a list first (`for g in grads: g.mul_(s)`)
+    are not followed. A step
     that clips one model's
     parameters while another optimizer of the same step trains another model
     (`clip_grad_norm_(encoder.parameters(), 1.0)`, then `enc_opt.step()` and `dec_opt.step()`)

@@ -200,6 +200,8 @@ for x, y in loader:
             for clip in c.of("clip"):
                 if steps.is_measuring(clip.event) or not any(b.order < clip.order for b in backwards):
                     continue
+                if clip.event.via == "hand":
+                    continue  # (a clip by hand counts for GL201 only: its meaning varies too much)
                 # the step this clip prepares: the next one that can run after it
                 step = next((s for s in all_steps if s.order > clip.order and steps.compatible(s, clip)), None)
                 if step is None:
