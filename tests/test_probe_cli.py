@@ -144,6 +144,9 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_the_target_runs
                       (("--plot", str(tmp_path / "p.png"), "-o", str(tmp_path / "p.png")), "name the same file")):
         res = probe_cli(f"{path}:Chatty", "--input-shape", "4,4", *args)
         assert res.returncode == 2 and why in res.stderr, res.stderr
+    # the target named as a module, from its folder
+    res = probe_cli(f"{path.stem}:Chatty", "--input-shape", "4,4", "-o", path.name, cwd=tmp_path)
+    assert res.returncode == 2 and "which the run reads" in res.stderr, res.stderr
     assert not path.with_suffix(".ran").exists() and path.read_bytes() == source
 
 

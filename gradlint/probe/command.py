@@ -131,13 +131,27 @@ def _check_output(output_file: Path, target: str, inputs: str | None, loss: str 
 
     if not str(output_file) or str(output_file) == ".":
         _fail("--output-file: an empty path")
-    files = [spec.split(":", 1)[0] for spec in (target, inputs, loss) if spec and ".py:" in spec]
+    files = [path for spec in (target, inputs, loss) if spec for path in _spec_files(spec)]
     try:
         check(output_file, [*files, *onnx], what="reads")
     except Unwritable as exc:
         _fail(f"{output_file}: cannot write the report there: {exc}")
     if plot is not None and os.path.realpath(plot) == os.path.realpath(output_file):
         _fail(f"{output_file}: --plot and --output-file name the same file: the plot would be lost")
+
+
+def _spec_files(spec: str) -> list[str]:
+    """The file a FILE.py:NAME or package.module:NAME spec names (a module is looked for from the
+    current folder, as the probe imports it: `-o m.py` with the target `m:Net` replaced the
+    model's source too)."""
+    head = spec.split(":", 1)[0]
+    if head.endswith(".py"):
+        return [head]
+    parts = head.split(".")
+    if not all(part.isidentifier() for part in parts):
+        return []
+    base = os.path.join(*parts)
+    return [f for f in (base + ".py", os.path.join(base, "__init__.py")) if os.path.isfile(f)]
 
 
 def _fail(message: str, user_traceback: str | None = None) -> None:
