@@ -618,9 +618,28 @@ def test_package_homes_only_for_names_files_share(tmp_path):
     assert named["ex/mnist/model.py"] == ("ex.mnist.model", False, "ex.mnist")  # a script: its folder
     assert named["models/blocks.py"] == ("models.blocks", False, "")
     assert named["tools/util/__init__.py"] == ("util", True, "tools")
-    alone, none = module_places([root / "ex" / "mnist" / "models" / "blocks.py", root / "tools" / "util" / "__init__.py"],
-                                root)
+    two = [root / "ex" / "mnist" / "models" / "blocks.py", root / "tools" / "util" / "__init__.py"]
+    # a module of the name under the import root, not checked: the root's `models.blocks`
+    alone, shared = module_places(two, root)
+    assert shared == {(root / "ex" / "mnist").resolve(): "ex.mnist"}
+    assert alone[0] == ("ex.mnist.models.blocks", False, "ex.mnist")
+    shutil.rmtree(root / "models")
+    alone, none = module_places(two, root)
     # no name shared: the names of module_name, each home still the folder above the package
     assert none == {} and alone == [("models.blocks", False, "ex.mnist"), ("util", True, "tools")]
     assert module_place(root / "ex" / "mnist" / "models" / "blocks.py", root) == alone[0]
     assert module_name(root / "ex" / "mnist" / "models" / "blocks.py", root, homes) == ("ex.mnist.models.blocks", False)
+
+
+@pytest.mark.parametrize("paths", [["."], ["train.py"], ["train.py", "ex/mnist/models/blocks.py"],
+                                   ["ex/mnist/models/blocks.py", "train.py", "ex/mnist/models/layers.py"]])
+def test_a_root_package_is_not_answered_by_a_checked_package_of_its_name_elsewhere(tmp_path, monkeypatch, paths):
+    # the pre-commit run of `train.py ex/mnist/models/blocks.py` named mnist's file `models.blocks`
+    # (no other checked file shared the name), and the root script's import reached it: a GL101
+    # of mnist's sigmoid blocks reported on the root's residual model
+    root = _experiments(tmp_path)
+    _root_shadows(root)
+    (root / "train.py").write_text(_NET, encoding="utf-8")
+    monkeypatch.chdir(root)
+    result = check_paths(paths, Config(root=str(root)), use_cache=False, jobs=1)
+    assert [f for f in result.findings if Path(f.path).as_posix() == "train.py"] == []

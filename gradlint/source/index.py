@@ -117,6 +117,7 @@ def module_places(paths: list[Path], root: Path) -> tuple[list[tuple[str, bool, 
     places = _Places(root)
     resolved: list[Path | None] = []
     tops: dict[str, set[Path]] = {}
+    files: dict[str, set[str]] = {}
     for p in paths:
         try:
             path = p.resolve()
@@ -126,7 +127,19 @@ def module_places(paths: list[Path], root: Path) -> tuple[list[tuple[str, bool, 
             continue
         resolved.append(path)
         if top != path.parent:
-            tops.setdefault(".".join(parts), set()).add(top)
+            name = ".".join(parts)
+            tops.setdefault(name, set()).add(top)
+            files.setdefault(name, set()).add(str(path))
+    for name, shared in tops.items():
+        if shared <= places.roots:
+            continue
+        # A module of that name under an import root that the run does not check (the root's
+        # `models/` beside the checked ex/cifar/models/): its name is the root's, as Python's
+        # path from the root finds it (a pre-commit run of `train.py ex/cifar/models/layers.py`
+        # gave train.py's `models.layers` cifar's file).
+        on_disk = _find_under(places.bases, name)
+        if on_disk is not None and os.path.realpath(on_disk) not in files[name]:
+            shared.add(places.bases[0])
     homes: dict[Path, str] = {}
     for shared in tops.values():
         if len(shared) < 2:
