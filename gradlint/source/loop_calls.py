@@ -244,10 +244,11 @@ class CallEvents:
             # `p.grad = p.grad.clamp(-1, 1)`, `p.grad.data.mul_(clip_coef)` (torch's own
             # clip_grad_norm before 0.4, and its copies). It counts as clipping (GL201); the
             # rules that judge torch's clips by their threshold or their place leave it alone.
+            written = text or _text(func)  # (`p.grad.detach().mul_` has no dotted name)
             if attr.startswith(("clamp", "clip")):
-                return [dataclasses.replace(self._clip(call, "hand", text, 1, ctx, sid, keyword=("max",)),
+                return [dataclasses.replace(self._clip(call, "hand", written, 1, ctx, sid, keyword=("max",)),
                                             target=recv_text)]
-            return [Event("clip", span, fid, sid, ng, via="hand", name=text, target=recv_text)]
+            return [Event("clip", span, fid, sid, ng, via="hand", name=written, target=recv_text)]
 
         # clip calls
         if not q.isdisjoint(CLIP_TORCH) or (text and not q and any(text.endswith("nn.utils." + n) for n in CLIP_NAMES)):
