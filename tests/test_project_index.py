@@ -643,3 +643,16 @@ def test_a_root_package_is_not_answered_by_a_checked_package_of_its_name_elsewhe
     monkeypatch.chdir(root)
     result = check_paths(paths, Config(root=str(root)), use_cache=False, jobs=1)
     assert [f for f in result.findings if Path(f.path).as_posix() == "train.py"] == []
+
+
+@pytest.mark.parametrize("paths", [["ex"], ["ex/cifar/models/net.py"],
+                                   ["ex/cifar/models/net.py", "ex/mnist/models/blocks.py", "ex/mnist/models/layers.py"]])
+def test_packages_of_one_name_are_apart_though_their_checked_modules_differ(tmp_path, monkeypatch, paths):
+    # cifar's models/net.py and mnist's models/blocks.py share no module name: cifar's import of
+    # `models.blocks` reached mnist's checked sigmoid blocks (a wrong GL101 on cifar's residual net)
+    root = _experiments(tmp_path)
+    for name in ("mnist", "cifar"):
+        (root / "ex" / name / "model.py").rename(root / "ex" / name / "models" / "net.py")
+    monkeypatch.chdir(root)
+    result = check_paths(paths, Config(root=str(root)), use_cache=False, jobs=1)
+    assert [f for f in result.findings if "cifar" in Path(f.path).as_posix()] == []

@@ -106,6 +106,15 @@ def _homes(module: Module) -> list[str]:
     return [".".join(parts[:i]) for i in range(len(parts), max(len(parts) - 1 - MAX_CLIMB, 0), -1)]
 
 
+def _named_from_home(module: Module) -> bool:
+    """Whether the module's name begins with its home (a script, a namespace package's module, a
+    package named apart from another of its name): its home must come first, as Python's path
+    puts it. A package named from its own top (`timm.layers` under bench/corpus/src/timm/) finds
+    its modules by that name; trying its home first cost every import of the corpus's packages
+    lookups of names nothing holds (and the result cache a dependency on each)."""
+    return bool(module.home) and module.name.startswith(module.home + ".")
+
+
 def absolute(module: Module, target: str) -> str:
     """'.gan.Discriminator' imported by module `pkg.train` -> 'pkg.gan.Discriminator'."""
     if not target.startswith("."):
@@ -327,13 +336,23 @@ class ProjectIndex:
         `from utils import x`) a sibling module of its folder."""
         if target.startswith("."):
             return self._global(absolute(here, target), depth + 1)
-        for home in _homes(here):
+        homes = _homes(here)
+        first = _named_from_home(here)
+        for home in homes if first else ():
             # the module's home (a script's folder, the folder above a package) is first on
             # Python's path when it runs
             found = self._global(f"{home}.{target}", depth + 1)
             if found:
                 return found
         found = self._global(target, depth + 1)
+        if homes and not first and (not found or (not here.library and self._in_library(found))):
+            # a package named from its own top (as Python imports it): its name alone finds its
+            # own modules, and its home is tried only for what that name does not reach (a
+            # package below another folder whose modules the run does not check)
+            for home in homes:
+                got = self._global(f"{home}.{target}", depth + 1)
+                if got:
+                    return got
         if here.package and target.partition(".")[0] != here.name.partition(".")[0] and (
                 not found or (not here.library and self._in_library(found))):
             # a script's sibling comes first on Python's path, before any installed library; an
@@ -407,12 +426,18 @@ class ProjectIndex:
                 return tuple(dict.fromkeys(out))
             for star in mod.star:
                 found = ()
-                for home in _homes(mod) if not star.startswith(".") else ():
+                homes = _homes(mod) if not star.startswith(".") else []
+                first = _named_from_home(mod)
+                for home in homes if first else ():
                     found = self._global(f"{home}.{star}.{name}{suffix}", depth + 1)
                     if found:
                         break
                 if not found:
                     found = self._global(f"{absolute(mod, star)}.{name}{suffix}", depth + 1)
+                for home in homes if not found and not first else ():
+                    found = self._global(f"{home}.{star}.{name}{suffix}", depth + 1)
+                    if found:
+                        break
                 if found:
                     return found
             return ()

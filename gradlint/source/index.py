@@ -127,18 +127,21 @@ def module_places(paths: list[Path], root: Path) -> tuple[list[tuple[str, bool, 
             continue
         resolved.append(path)
         if top != path.parent:
-            name = ".".join(parts)
-            tops.setdefault(name, set()).add(top)
-            files.setdefault(name, set()).add(str(path))
+            # (by top-level package: ex/mnist's checked models/net.py and ex/cifar's checked
+            # models/blocks.py share no module name, but mnist's `from models.blocks import` must
+            # not reach cifar's file)
+            tops.setdefault(parts[0], set()).add(top)
+            files.setdefault(parts[0], set()).add(str(top / parts[0]))
     for name, shared in tops.items():
         if shared <= places.roots:
             continue
-        # A module of that name under an import root that the run does not check (the root's
+        # A package of that name under an import root that the run does not check (the root's
         # `models/` beside the checked ex/cifar/models/): its name is the root's, as Python's
         # path from the root finds it (a pre-commit run of `train.py ex/cifar/models/layers.py`
         # gave train.py's `models.layers` cifar's file).
         on_disk = _find_under(places.bases, name)
-        if on_disk is not None and os.path.realpath(on_disk) not in files[name]:
+        if on_disk is not None and os.path.dirname(os.path.realpath(on_disk)) not in files[name] \
+                and os.path.realpath(on_disk) not in files[name]:
             shared.add(places.bases[0])
     homes: dict[Path, str] = {}
     for shared in tops.values():
