@@ -17,8 +17,8 @@ from gradlint import __version__, deferred
 # the command only, before any of those classes is made: a program that imports gradlint's API
 # keeps its process's `dataclasses` as it is.
 deferred.install()
-from gradlint.config import (Config, ConfigError, config_warnings, find_pyproject, load_config, parse_selector_option,
-                             pattern_problem, rebase_pattern, with_overrides)
+from gradlint.config import (Config, ConfigError, check_patterns, config_warnings, find_pyproject, load_config,
+                             parse_selector_option, rebase_pattern, with_overrides)
 from gradlint.findings import Severity
 from gradlint.text import split_lines
 
@@ -86,9 +86,7 @@ def make_config(config_path: str | Path | None, select: tuple[str, ...], ignore:
     config = load_config(config_path, start or Path.cwd())
     excludes, extend_excludes = _patterns(exclude), _patterns(extend_exclude)
     for flag, patterns in (("--exclude", excludes), ("--extend-exclude", extend_excludes)):
-        for pattern in patterns:
-            if (problem := pattern_problem(pattern)) is not None:
-                raise ConfigError(f"{flag}: pattern {pattern!r}: {problem}")
+        check_patterns(patterns, flag)
     if anchor is not None:
         excludes, extend_excludes = (tuple(q for p in patterns if (q := rebase_pattern(p, anchor, config.root)) is not None)
                                      for patterns in (excludes, extend_excludes))

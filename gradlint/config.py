@@ -11,7 +11,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a depend
     import tomli as tomllib  # type: ignore[no-redef]
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from gradlint.findings import Severity
 from gradlint.inputs import Refused, kind_of, read_bounded
@@ -266,12 +266,18 @@ def pattern_problem(pattern: str) -> str | None:
     return None
 
 
+def check_patterns(patterns: Iterable[str], where: str) -> None:
+    """ConfigError naming `where` (a file and key, or a flag) and the first glob that can never
+    match (pattern_problem)."""
+    for pattern in patterns:
+        if (problem := pattern_problem(pattern)) is not None:
+            raise ConfigError(f"{where}: pattern {pattern!r}: {problem}")
+
+
 def _patterns(value: Any, key: str, path: Path) -> tuple[str, ...]:
     """exclude and extend-exclude: a list of globs, each one that can match."""
     patterns = _str_list(value, key, path)
-    for pattern in patterns:
-        if (problem := pattern_problem(pattern)) is not None:
-            raise ConfigError(f"{path}: '{key}': pattern {pattern!r}: {problem}")
+    check_patterns(patterns, f"{path}: '{key}'")
     return patterns
 
 
@@ -390,9 +396,7 @@ def parse_table(table: Mapping[str, Any], path: Path, where: str = "[tool.gradli
         elif key == "per-file-ignores":
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: 'per-file-ignores' must be a table of pattern = [codes]")
-            for pattern in value:
-                if (problem := pattern_problem(pattern)) is not None:
-                    raise ConfigError(f"{path}: 'per-file-ignores': pattern {pattern!r}: {problem}")
+            check_patterns(value, f"{path}: 'per-file-ignores'")
             cfg["per_file_ignores"] = tuple(
                 (pattern, _selectors(codes, f"per-file-ignores.{pattern}", path)) for pattern, codes in value.items()
             )
