@@ -287,7 +287,7 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
         if diff:
             _emit(outcome.diff, "text", output_file)  # (-o: the diff is the report)
             _warn_about_files(result, quiet=quiet, fmt="text")
-            sys.exit(EXIT_ERROR if _errors(result) else EXIT_FINDINGS if outcome.diff else EXIT_CLEAN)
+            sys.exit(EXIT_ERROR if result.has_errors else EXIT_FINDINGS if outcome.diff else EXIT_CLEAN)
         result = outcome.remaining
         # only what was written counts as fixed
         fixed, fixed_findings = outcome.fixed, outcome.fixed_findings
@@ -297,11 +297,13 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
             projects = runs.plan(targets, load, explicit=explicit)
             result = runs.check(projects, load, explicit=explicit, use_cache=not no_cache, jobs=jobs)
         if outcome.dropped:
-            result = _without_dropped_fixes(result, outcome.dropped)
+            # (their fix would not parse: the report said they were still "fixable with --fix")
+            result = _without_fixes(result, lambda f: (f.path, f.code, f.message) in outcome.dropped)
         if outcome.skipped and not diff:
             # (a read-only or hard-linked file: the summary said "[*] 2 fixable with --fix", and
             # --fix would refuse them again; the warnings above say why)
-            result = _without_fixes_in(result, {path for path, _reason in outcome.skipped})
+            refused = {path for path, _reason in outcome.skipped}
+            result = _without_fixes(result, lambda f: f.path in refused)
     _report(result, fmt=fmt, output_file=output_file, quiet=quiet, statistics=statistics,
             show_fixes=show_fixes and not fix, fixed=fixed)
     if show_fixes and fix and fmt in TEXT_FORMATS and not statistics:
@@ -313,22 +315,11 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
 TEXT_FORMATS = ("text", "concise", "full")
 
 
-def _without_dropped_fixes(result: Any, dropped: set[tuple[str, str, str]]) -> Any:
-    """The result with no fix on the findings whose fix --fix dropped (it would not parse): the
-    report said they were still "fixable with --fix"."""
+def _without_fixes(result: Any, drop: Callable[[Any], bool]) -> Any:
+    """The result with no fix on the findings `drop` picks (fixes --fix dropped or could not write)."""
     from dataclasses import replace
 
-    files = [replace(r, findings=tuple(replace(f, fix=None) if (f.path, f.code, f.message) in dropped else f
-                                       for f in r.findings)) for r in result.files]
-    return replace(result, files=files)
-
-
-def _without_fixes_in(result: Any, paths: set[str]) -> Any:
-    """The result with no fix on the findings of the files --fix refused to write."""
-    from dataclasses import replace
-
-    files = [replace(r, findings=tuple(replace(f, fix=None) for f in r.findings)) if r.path in paths else r
-             for r in result.files]
+    files = [replace(r, findings=tuple(replace(f, fix=None) if drop(f) else f for f in r.findings)) for r in result.files]
     return replace(result, files=files)
 
 
@@ -441,13 +432,6 @@ def _warn_about_files(result: Any, *, quiet: bool, fmt: str) -> None:
         say("gradlint: warning: no Python, notebook or ONNX files found under the given paths")
 
 
-def _errors(result: Any) -> bool:
-    """Whether the run met an error that makes `check` exit 2: an internal failure, a path missing
-    or refused, a nested project's broken configuration."""
-    return bool(result.internal_errors) or any(getattr(r, "error", False) or r.skipped == "no such file or directory"
-                                               for r in result.files)
-
-
 def _add_noqa(result: Any) -> None:
     """`--add-noqa`: write a `# noqa: CODE` on each finding's line, in place (ruff's flag)."""
     import io
@@ -456,13 +440,14 @@ def _add_noqa(result: Any) -> None:
     from gradlint.files import Refused, check_writable, locked, text_digest
     from gradlint.files import replace as replace_file
     from gradlint.report.text import escape, plural
+    from gradlint.results import kind_of
     from gradlint.source import decode
     from gradlint.suppress import add_noqa
 
     added = 0
     failed = False
     for r in result.files:
-        onnx = r.path.endswith((".onnx", ".onnx.txt"))
+        onnx = kind_of(Path(r.path), r.path) == "onnx"
         # (GL0xx: a file that could not be read or parsed, where no comment can be placed safely)
         findings = [f for f in r.findings if f.node is None and f.cell is None and not onnx
                     and not f.code.startswith("GL0")]
@@ -504,7 +489,7 @@ def _add_noqa(result: Any) -> None:
             say(f"gradlint: warning: {escape(r.path)}:{f.span.line}: {f.code}: the line ends inside a string "
                 "or a continuation; no `# noqa` added")
     say(f"Added {added} noqa directive{'s' if added != 1 else ''}.")
-    sys.exit(EXIT_ERROR if failed or _errors(result) else EXIT_CLEAN)
+    sys.exit(EXIT_ERROR if failed or result.has_errors else EXIT_CLEAN)
 
 
 _AT_EXIT: list[bool] = []

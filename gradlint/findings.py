@@ -167,3 +167,9 @@ class RunResult:
     @property
     def internal_errors(self) -> list[FileResult]:
         return [r for r in self.files if r.internal_error]
+
+    @property
+    def has_errors(self) -> bool:
+        """An error that makes the run exit 2: an internal failure, or a path missing or refused
+        (a nested project's broken configuration among them)."""
+        return bool(self.internal_errors) or any(r.error for r in self.files)

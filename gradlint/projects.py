@@ -237,7 +237,7 @@ def exit_code(projects: list[Project], merged: RunResult, *, exit_zero: bool) ->
     above its own fail-on."""
     from gradlint.api import exit_code as one
 
-    if merged.internal_errors or any(r.error for r in merged.files):
+    if merged.has_errors:
         return 2
     if exit_zero:
         return 0
