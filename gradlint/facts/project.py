@@ -338,21 +338,17 @@ class ProjectIndex:
             return self._global(absolute(here, target), depth + 1)
         homes = _homes(here)
         first = _named_from_home(here)
-        for home in homes if first else ():
+        if first and (found := self._in_homes(homes, target, depth)):
             # the module's home (a script's folder, the folder above a package) is first on
             # Python's path when it runs
-            found = self._global(f"{home}.{target}", depth + 1)
-            if found:
-                return found
+            return found
         found = self._global(target, depth + 1)
-        if homes and not first and (not found or (not here.library and self._in_library(found))):
+        if homes and not first and (not found or (not here.library and self._in_library(found))) and \
+                (got := self._in_homes(homes, target, depth)):
             # a package named from its own top (as Python imports it): its name alone finds its
             # own modules, and its home is tried only for what that name does not reach (a
             # package below another folder whose modules the run does not check)
-            for home in homes:
-                got = self._global(f"{home}.{target}", depth + 1)
-                if got:
-                    return got
+            return got
         if here.package and target.partition(".")[0] != here.name.partition(".")[0] and (
                 not found or (not here.library and self._in_library(found))):
             # a script's sibling comes first on Python's path, before any installed library; an
@@ -361,6 +357,14 @@ class ProjectIndex:
             # every `*` import it passed: timm.models.beit.beit.beit...)
             found = self._global(f"{here.package}.{target}", depth + 1) or found
         return found
+
+    def _in_homes(self, homes: list[str], target: str, depth: int) -> tuple[str, ...]:
+        """What the absolute import `target` is below the first of `homes` that holds it."""
+        for home in homes:
+            found = self._global(f"{home}.{target}", depth + 1)
+            if found:
+                return found
+        return ()
 
     def _in_library(self, found: tuple[str, ...]) -> bool:
         """Whether a definition of `found` lies in a module read from an installed library."""
@@ -425,19 +429,13 @@ class ProjectIndex:
                     out.extend(self._target(mod, target + suffix, depth))
                 return tuple(dict.fromkeys(out))
             for star in mod.star:
-                found = ()
                 homes = _homes(mod) if not star.startswith(".") else []
                 first = _named_from_home(mod)
-                for home in homes if first else ():
-                    found = self._global(f"{home}.{star}.{name}{suffix}", depth + 1)
-                    if found:
-                        break
+                found = self._in_homes(homes, f"{star}.{name}{suffix}", depth) if first else ()
                 if not found:
                     found = self._global(f"{absolute(mod, star)}.{name}{suffix}", depth + 1)
-                for home in homes if not found and not first else ():
-                    found = self._global(f"{home}.{star}.{name}{suffix}", depth + 1)
-                    if found:
-                        break
+                if not found and not first:
+                    found = self._in_homes(homes, f"{star}.{name}{suffix}", depth)
                 if found:
                     return found
             return ()
