@@ -393,7 +393,9 @@ def add_to_index(index: ProjectIndex, root: Path, path: Path, facts: FileFacts) 
     if facts.kind != "python":
         index.by_path.setdefault(facts.path, "")
         return
-    name, is_package, home = module_place(path, root, getattr(index.loader, "homes", None))
+    # (the loader's: each folder walked once however many files `gradlint model` describes)
+    place = getattr(index.loader, "place", None)
+    name, is_package, home = place(path) if place is not None else module_place(path, root)
     index.add(name, facts, is_package, home)
 
 

@@ -109,7 +109,8 @@ def module_place(path: Path, root: Path, homes: Mapping[Path, str] | None = None
 def module_places(paths: list[Path], root: Path) -> tuple[list[tuple[str, bool, str] | None], dict[Path, str]]:
     """module_place of each of a run's files (None for a path that cannot be resolved), each
     folder walked once; and the homes that name packages from the import root: the folders above
-    regular packages whose module names two files share. `check ex` over
+    regular packages whose top-level package name two files share, or a package or module under
+    an import root holds. `check ex` over
     ex/mnist/models/blocks.py and ex/cifar/models/blocks.py (each experiment's own `models`
     package, a build/lib copy beside the sources) named both `models.blocks`, and the first
     file's classes answered the other's imports. Each such folder is named from the import root
@@ -117,7 +118,6 @@ def module_places(paths: list[Path], root: Path) -> tuple[list[tuple[str, bool, 
     places = _Places(root)
     resolved: list[Path | None] = []
     tops: dict[str, set[Path]] = {}
-    files: dict[str, set[str]] = {}
     for p in paths:
         try:
             path = p.resolve()
@@ -131,7 +131,6 @@ def module_places(paths: list[Path], root: Path) -> tuple[list[tuple[str, bool, 
             # models/blocks.py share no module name, but mnist's `from models.blocks import` must
             # not reach cifar's file)
             tops.setdefault(parts[0], set()).add(top)
-            files.setdefault(parts[0], set()).add(str(top / parts[0]))
     for name, shared in tops.items():
         if shared <= places.roots:
             continue
@@ -140,8 +139,7 @@ def module_places(paths: list[Path], root: Path) -> tuple[list[tuple[str, bool, 
         # path from the root finds it (a pre-commit run of `train.py ex/cifar/models/layers.py`
         # gave train.py's `models.layers` cifar's file).
         on_disk = _find_under(places.bases, name)
-        if on_disk is not None and os.path.dirname(os.path.realpath(on_disk)) not in files[name] \
-                and os.path.realpath(on_disk) not in files[name]:
+        if on_disk is not None and Path(os.path.realpath(on_disk)).parent not in {top / name for top in shared}:
             shared.add(places.bases[0])
     homes: dict[Path, str] = {}
     for shared in tops.values():
@@ -197,7 +195,8 @@ class _Places:
             if named:
                 return f"{named}.{'.'.join(parts)}", is_package, named
             return ".".join(parts), is_package, self.dotted(top, [])
-        return self.dotted(top, parts) or path.stem, is_package, self.dotted(top, [])
+        home = self.dotted(top, [])
+        return (f"{home}.{'.'.join(parts)}" if home else ".".join(parts)) or path.stem, is_package, home
 
 
 def module_symbols(source: str | ast.Module) -> ModuleSymbols | None:
@@ -399,7 +398,7 @@ class ProjectFiles:
         # another name (its home's) is the checked module (`alias`)
         self.checked_paths: dict[str, Path] = {}
         self.checked_names: dict[str, str] = {}
-        self._places: _Places | None = None  # (home_of's: each folder's package top found once)
+        self._places: _Places | None = None  # (place's: each folder's package top found once)
         self.extract = extract
         self.list_files = list_files
         self._files: list[Path] | None = None  # listed once per run: every scanned word reuses it
@@ -443,16 +442,21 @@ class ProjectFiles:
             return None
         return self.extract(path), path.name == "__init__.py"
 
+    def place(self, path: Path) -> tuple[str, bool, str]:
+        """module_place of a file, with this run's homes, each folder's package top found once (a
+        word scan names every file that holds the word)."""
+        if self._places is None:
+            self._places = _Places(self.root)
+        return self._places.place(path.resolve(), self.homes)
+
     def home_of(self, module: str) -> str:
         """The home of project module `module` (module_place): where its absolute imports look
         first, as a name; '' when it has none or is not a file of the project."""
         path = self.find(module) if _safe(module) else None
         if path is None:
             return ""
-        if self._places is None:
-            self._places = _Places(self.root)
         try:
-            return self._places.place(path.resolve(), self.homes)[2]
+            return self.place(path)[2]
         except (OSError, RuntimeError, ValueError):
             return ""
 
@@ -506,7 +510,7 @@ class ProjectFiles:
             # working folder, as discovery names them)
             cand = Path(display)
             try:
-                if not cand.suffix == ".py" or not cand.is_file() or module_name(cand, self.root, self.homes)[0] != module:
+                if not cand.suffix == ".py" or not cand.is_file() or self.place(cand)[0] != module:
                     return None
             except OSError:
                 return None
@@ -629,7 +633,7 @@ class ProjectFiles:
                     self._kept_bytes += len(text)
             if holds_word(text, needle, whole):
                 try:
-                    out.append(module_name(path, self.root, self.homes)[0])
+                    out.append(self.place(path)[0])
                 except OSError:
                     continue
         return out
