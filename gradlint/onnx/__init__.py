@@ -47,15 +47,14 @@ def extract_onnx(path: Path, display: str, data: bytes | None = None):
 def _unread(loaded) -> str | None:
     """Why some weights were not read, when the model's external data is past the bytes read for
     one model (load.MAX_EXTERNAL_BYTES)."""
-    from gradlint.onnx.load import MAX_EXTERNAL_BYTES
+    from gradlint.onnx.load import MAX_EXTERNAL_BYTES, tensors_named
 
     if not loaded.unread:
         return None
-    names = loaded.unread
-    one = len(names) == 1
-    which = f"tensor {names[0]!r}" if one else f"{len(names)} tensors ({names[0]!r}, ...)"
-    return (f"the external data of {which} was not read: past the {_size(MAX_EXTERNAL_BYTES)} read for one "
-            f"model, so {'its' if one else 'their'} weight statistics are unknown")
+    one = len(loaded.unread) == 1
+    return (f"the external data of {tensors_named(loaded.unread)} was not read: past the "
+            f"{_size(MAX_EXTERNAL_BYTES)} read for one model, so {'its' if one else 'their'} weight statistics "
+            "are unknown")
 
 
 def _size(n: int) -> str:

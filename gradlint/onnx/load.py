@@ -280,11 +280,15 @@ def vet_external(model: onnx.ModelProto, model_dir: str) -> LoadedModel:
         refs[external_key(tensor)] = ExternalRef(full, offset, length, st.st_dev, st.st_ino)
     # One refusal per location, however many tensors point there.
     for reason, names in refused.values():
-        which = f"tensor {names[0]!r}" if len(names) == 1 else f"{len(names)} tensors ({names[0]!r}, ...)"
-        loaded.refused.append(f"external data of {which} {reason}; it was not read")
+        loaded.refused.append(f"external data of {tensors_named(names)} {reason}; it was not read")
     if not loaded.refused:
         loaded.external = refs
     return loaded
+
+
+def tensors_named(names: list[str]) -> str:
+    """`tensor 'w'`, or `12 tensors ('w', ...)`: the tensors a message is about."""
+    return f"tensor {names[0]!r}" if len(names) == 1 else f"{len(names)} tensors ({names[0]!r}, ...)"
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
