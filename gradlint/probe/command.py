@@ -143,9 +143,14 @@ def _check_output(output_file: Path, target: str, inputs: str | None, loss: str 
 def _spec_files(spec: str) -> list[str]:
     """The file a FILE.py:NAME or package.module:NAME spec names (a module is looked for from the
     current folder, as the probe imports it: `-o m.py` with the target `m:Net` replaced the
-    model's source too)."""
-    head = spec.split(":", 1)[0]
-    if head.endswith(".py"):
+    model's source too); none for a function of the target's file (`--loss fn`)."""
+    from gradlint.probe.target import ProbeError, names_a_file, split_spec
+
+    try:
+        head = split_spec(spec)[0]
+    except ProbeError:
+        return []
+    if names_a_file(head):
         return [head]
     parts = head.split(".")
     if not all(part.isidentifier() for part in parts):

@@ -107,7 +107,7 @@ def run_isolated(request: Request, timeout: float | None) -> Outcome:
 
 
 # The signal that tells the child --timeout has passed (Ctrl-C is SIGINT): both interrupt it the
-# same way, and its notes say which (measure.INTERRUPTION).
+# same way, and its notes say which (gradlint.probe.INTERRUPTION).
 _TIMEOUT_SIGNAL = getattr(signal, "SIGUSR1", signal.SIGINT)
 
 

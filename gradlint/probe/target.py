@@ -196,7 +196,8 @@ def check_spec(spec: str, option: str | None = None) -> None:
         raise ProbeError(problem if option is None else f"{option} {spec}: {problem}")
 
 
-def _names_a_file(head: str) -> bool:
+def names_a_file(head: str) -> bool:
+    """Whether the module part of a spec names a file (else a module name)."""
     return head.endswith(".py") or os.sep in head or "/" in head or os.path.isfile(head)
 
 
@@ -204,7 +205,7 @@ def _head_problem(head: str) -> str | None:
     """What is wrong with the module part of a spec, found without importing anything: a file
     is looked at, a module name is looked up as `import` would, its first name only (finding
     `pkg.mod` would run pkg/__init__.py)."""
-    if _names_a_file(head):
+    if names_a_file(head):
         path = Path(head)
         if not path.exists():
             return f"{head}: no such file"
@@ -303,7 +304,7 @@ def _importable_as(name: str, path: Path) -> bool:
 
 
 def import_spec_module(head: str) -> ModuleType:
-    if _names_a_file(head):
+    if names_a_file(head):
         return import_file(Path(head))
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
