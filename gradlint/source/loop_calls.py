@@ -33,7 +33,7 @@ CLIP_TORCH = frozenset({
     "torch.nn.utils.clip_grads_with_norm_", "timm.utils.dispatch_clip_grad", "timm.utils.clip_grad.dispatch_clip_grad",
 })
 ACCELERATORS = frozenset({"accelerate.Accelerator", "accelerate.accelerator.Accelerator"})
-# In-place clamps and rescalings of a parameter's `.grad` (or `.grad.data`): clips by hand.
+# Clamps and rescalings of a parameter's `.grad` (`.grad.data`, `.grad.detach()`): clips by hand.
 _HAND_CLIPS = frozenset({"clamp_", "clamp", "clip_", "clip", "mul_", "div_"})
 _GRAD = re.compile(r"^(\w+)\.grad(?:\.data|\.detach\(\))?$")
 # What the factor of a rescale by hand is made from when it clips: a norm, a clip coefficient
