@@ -1157,6 +1157,19 @@ for x in loader:
      "    scale_down(policy.parameters(), 0.25)"),
     ("", "    with torch.no_grad():\n        norm = torch.norm(torch.stack([p.grad.norm() for p in policy.parameters()]))\n"
          "        for p in policy.parameters():\n            p.grad.mul_(1.0 / max(1.0, norm.item()))"),
+    # the gradients gathered into a list first, then scaled one by one or at once (torch's own
+    # clip_grad_norm_ since 2.0 writes `_foreach_mul_`)
+    ("", "    grads = [p.grad for p in policy.parameters() if p.grad is not None]\n"
+         "    total = torch.norm(torch.stack([g.norm() for g in grads]))\n"
+         "    clip_coef = 1.0 / (total + 1e-6)\n    if clip_coef < 1:\n        for g in grads:\n"
+         "            g.mul_(clip_coef)"),
+    ("", "    grads = [p.grad for p in policy.parameters() if p.grad is not None]\n"
+         "    total_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))\n"
+         "    torch._foreach_mul_(grads, torch.clamp(1.0 / (total_norm + 1e-6), max=1.0))"),
+    ("def clip_(grads, max_norm):\n    norm = torch.norm(torch.stack([g.norm() for g in grads]))\n"
+     "    for g in grads:\n        g.data.mul_(max_norm / max(norm, max_norm))\n",
+     "    clip_([p.grad for p in policy.parameters()], 1.0)"),
+    ("", "    for g in [p.grad for p in policy.parameters()]:\n        g.clamp_(-1.0, 1.0)"),
 ])
 def test_gl201_a_clip_written_by_hand_counts(helper, clip):
     # GL201 said "optimizer step without gradient clipping" of a GRU whose gradients were clamped
@@ -1174,6 +1187,12 @@ def test_gl201_a_clip_written_by_hand_counts(helper, clip):
     "    x.grad.clamp_(-1, 1)",  # an input's gradient (adversarial training)
     "    for p in policy.parameters():\n        p.grad.clamp_(min=0)",  # one side only
     "    head.weight.grad.clamp_(-1, 1)",  # one weight of another module
+    # gathered gradients averaged, or scaled up; inputs and their gradients clamped
+    "    grads = [p.grad for p in policy.parameters()]\n    for g in grads:\n        g.div_(world_size)",
+    "    grads = [p.grad for p in policy.parameters()]\n    torch._foreach_div_(grads, world_size)",
+    "    for x in inputs:\n        x.clamp_(-1, 1)",
+    "    grads = [x.grad for x in inputs]\n    for g in grads:\n        g.clamp_(-1, 1)",
+    "    weights = list(policy.parameters())\n    torch._foreach_mul_(weights, clip_coef)",
 ])
 def test_gl201_what_changes_a_grad_without_clipping_is_no_clip(clip):
     assert codes(_RNN_LOOP.format(helper="", clip=clip), "GL201") == ["GL201"]

@@ -36,6 +36,14 @@ ACCELERATORS = frozenset({"accelerate.Accelerator", "accelerate.accelerator.Acce
 # Clamps and rescalings of a parameter's `.grad` (`.grad.data`, `.grad.detach()`): clips by hand.
 _HAND_CLIPS = frozenset({"clamp_", "clamp", "clip_", "clip", "mul_", "div_"})
 _GRAD = re.compile(r"^(\w+)\.grad(?:\.data|\.detach\(\))?$")
+# The same of gradients gathered first (`for g in grads: g.mul_(coef)`): a loop variable itself.
+_GATHERED = re.compile(r"^(\w+)(?:\.data|\.detach\(\))?$")
+# ... or scaled as one list (`torch._foreach_mul_(grads, clip_coef)`, torch's clip_grad_norm_ since 2.0)
+_FOREACH_CLIPS = frozenset({"_foreach_mul_", "_foreach_div_", "_foreach_clamp_max_"})
+# The iterable of a clip by hand: parameters (`model.parameters()`, `params`), or their gradients
+# gathered (`grads = [p.grad for p in params]`, a helper's `grads` parameter)
+_OF_PARAMS = re.compile(r"param", re.IGNORECASE)
+_OF_GRADS = re.compile(r"grad", re.IGNORECASE)
 # What the factor of a rescale by hand is made from when it clips: a norm, a clip coefficient
 # (`p.grad.div_(world_size)` averages, `p.grad.mul_(10.0)` scales: neither clips)
 _CLIP_FACTOR = re.compile(r"norm|clip|coef", re.IGNORECASE)
@@ -239,6 +247,9 @@ class CallEvents:
         if attr == "register_hook" and re.search(r"clamp|clip", _text(call)):
             self.hook_clipping = True
 
+        if attr in _FOREACH_CLIPS and call.args and self._foreach_clip(call, q, fid):
+            # torch's own clip since 2.0: the gradients gathered in a list, scaled at once
+            return [Event("clip", span, fid, sid, ng, via="hand", name=text or attr, target=_text(call.args[0].value))]
         if attr in _HAND_CLIPS and self._hand_clip(call, attr, recv_text, fid):
             # A clip written by hand: `p.grad.data.clamp_(-1, 1)` (the DQN tutorial's),
             # `p.grad = p.grad.clamp(-1, 1)`, `p.grad.data.mul_(clip_coef)` (torch's own
@@ -688,12 +699,16 @@ class CallEvents:
     def _hand_clip(self, call: cst.Call, attr: str, recv_text: str, fid: int) -> bool:
         """Whether `<p>.grad.<attr>(...)` clips by hand: `p` runs over parameters (a loop of this
         function over something named like them: an input's `x.grad.clamp_` in adversarial
-        training, one weight's gradient, clip nothing of the model), and the call bounds the
-        gradient on both sides (`clamp_(min=0)` does not) or rescales it by a factor made from a
-        norm or a clip coefficient."""
+        training, one weight's gradient, clip nothing of the model), or `<g>.<attr>(...)` with `g`
+        running over gradients gathered first; and the call bounds the gradient on both sides
+        (`clamp_(min=0)` does not) or rescales it by a factor made from a norm or a clip
+        coefficient."""
         m = _GRAD.match(recv_text)
-        if m is None:
-            return False
+        gathered = m is None
+        if gathered:
+            m = _GATHERED.match(recv_text)
+            if m is None:
+                return False
         if attr.startswith(("clamp", "clip")):
             positional = [a for a in call.args if a.keyword is None and not a.star]
             named = {a.keyword.value for a in call.args if a.keyword is not None}
@@ -701,15 +716,45 @@ class CallEvents:
                 return False
         elif not any(_CLIP_FACTOR.search(_text(a.value)) for a in call.args):
             return False
-        scope = self._scope_nodes.get(fid)
-        if scope is None:  # (the module's own code)
-            src = getattr(self, "src", None)
-            scope = src.module if src is not None else None
+        scope = self._hand_scope(fid)
         if scope is None:
             return False
         name = m.group(1)
         return any(type(n) in (cst.For, cst.CompFor) and type(n.target) is cst.Name and n.target.value == name
-                   and re.search(r"param", _text(n.iter), re.IGNORECASE) for n in walk(scope, stop=()))
+                   and self._over(_text(n.iter), gathered, scope) for n in walk(scope, stop=()))
+
+    def _foreach_clip(self, call: cst.Call, q: frozenset, fid: int) -> bool:
+        """Whether `torch._foreach_mul_(grads, coef)` (or `_div_`, `_clamp_max_`) scales gathered
+        gradients by a factor made from a norm or a clip coefficient."""
+        if not any(n.startswith("torch.") for n in q) or len(call.args) < 2:
+            return False
+        grads, factor = call.args[0].value, call.args[1].value
+        scope = self._hand_scope(fid)
+        return scope is not None and _CLIP_FACTOR.search(_text(factor)) is not None \
+            and self._over(_text(grads), True, scope)
+
+    def _hand_scope(self, fid: int) -> cst.CSTNode | None:
+        scope = self._scope_nodes.get(fid)
+        if scope is None:  # (the module's own code)
+            src = getattr(self, "src", None)
+            scope = src.module if src is not None else None
+        return scope
+
+    @staticmethod
+    def _over(iterable: str, gathered: bool, scope: cst.CSTNode) -> bool:
+        """Whether a loop over `iterable` runs over parameters or, `gathered`, over their gradients:
+        named so, or a name the scope binds to the `.grad` of parameters."""
+        if not gathered:
+            return _OF_PARAMS.search(iterable) is not None
+        if not _OF_GRADS.search(iterable):
+            return False
+        if not iterable.isidentifier():  # `[p.grad for p in params]` written in place
+            return ".grad" in iterable and _OF_PARAMS.search(iterable) is not None
+        # a name: bound here to what reads parameters' `.grad`, or a helper's parameter named so
+        bound = [n.value for n in walk(scope, stop=()) if type(n) is cst.Assign
+                 and any(type(t.target) is cst.Name and t.target.value == iterable for t in n.targets)]
+        return all(".grad" in _text(v) and _OF_PARAMS.search(_text(v)) for v in bound) if bound else \
+            type(scope) is cst.FunctionDef and any(p.name.value == iterable for p in scope.params.params)
 
     def _clip(self, call: cst.Call, via: str, name: str, position: int, ctx: "_Ctx", sid: int,
               keyword: tuple[str, ...] = ("max_norm", "clip_value", "max_grad_norm", "value")) -> Event:
