@@ -1219,3 +1219,51 @@ def test_a_clip_by_hand_is_judged_by_no_threshold_rule():
     # GL204 reads the thresholds of clip functions: a clamp to 0 by hand is not worded as one
     text = _RNN_LOOP.format(helper="", clip="    for p in policy.parameters():\n        p.grad.clamp_(-1e4, 1e4)")
     assert codes(text, "GL204") == [] and codes(text, "GL201") == []
+
+
+_DS = """\
+import deepspeed
+from torch import nn
+{pre}
+def main(args):
+    model = {model}
+{bind}    engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(), {config})
+{post}    for x in loader:
+        engine.backward(engine(x)[0].sum())
+        engine.step()
+"""
+_DS_CONFIG = 'ds_config = {"train_batch_size": 32, "fp16": {"enabled": True}%s}\n'
+
+
+@pytest.mark.parametrize("pre,bind,config", [
+    ("", "    " + _DS_CONFIG % "", "config=ds_config"),  # bound in the function
+    (_DS_CONFIG % "", "", "config=ds_config"),  # at the top
+    (_DS_CONFIG % ', "gradient_clipping": 0.0', "", "config=ds_config"),  # DeepSpeed's default, said
+    ("", "", 'config={"train_batch_size": 8}'),
+    ("", "", "config_params=dict(train_batch_size=8)"),
+])
+def test_gl201_deepspeed_config_without_clipping(pre, bind, config):
+    # the engine's step clips only when its config sets gradient_clipping (0 by default)
+    text = _DS.format(pre=pre, bind=bind, config=config, model="nn.LSTM(32, 32)", post="")
+    assert codes(text, "GL201") == ["GL201"]
+    # a model that needs no clip
+    assert codes(_DS.format(pre=pre, bind=bind, config=config, model="nn.Linear(32, 32)", post=""), "GL201") == []
+
+
+@pytest.mark.parametrize("pre,bind,config,post", [
+    (_DS_CONFIG % ', "gradient_clipping": 1.0', "", "config=ds_config", ""),
+    ("", "", 'config="ds_config.json"', ""),  # a file gradlint does not read
+    ("", "", "args=args", ""),  # `--deepspeed_config` on the command line
+    ("", "", "config=json.load(open(args.config))", ""),
+    ("BASE = {'gradient_clipping': 1.0}\n", "", "config={**BASE, 'train_batch_size': 8}", ""),
+    ("", "    " + _DS_CONFIG % "" + "    ds_config['gradient_clipping'] = args.clip\n", "config=ds_config", ""),
+    ("", "    " + _DS_CONFIG % "" + "    ds_config.update(load_overrides())\n", "config=ds_config", ""),
+    ("", "    " + _DS_CONFIG % "" + "    if args.small:\n        ds_config = {}\n", "config=ds_config", ""),
+    ("", "", 'config={"gradient_clipping": args.clip}', ""),
+    # a clip of the engine's module written by hand
+    ("", "    " + _DS_CONFIG % "", "config=ds_config",
+     "    torch.nn.utils.clip_grad_norm_(engine.module.parameters(), 1.0)\n"),
+])
+def test_gl201_deepspeed_config_clipping_or_unknown(pre, bind, config, post):
+    text = _DS.format(pre=pre, bind=bind, config=config, model="nn.LSTM(32, 32)", post=post)
+    assert codes(text, "GL201") == []

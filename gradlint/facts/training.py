@@ -166,7 +166,9 @@ class Assign:
     (disabled: `enabled=False` literal), accelerator (accelerate's `Accelerator`; disabled unless
     made with `mixed_precision="fp16"` written so: its backward scales the loss only then),
     pl_trainer / hf_args / hf_trainer (clip_config: clipping
-    configured), const, other; append: `xs.append(v)` / `xs.extend(vs)`, which adds v to what the
+    configured), ds_engine (the engine `deepspeed.initialize` returns; clip_config: its config's
+    `gradient_clipping`, None when the config is not written in the file; model_arg: its
+    `model=`), const, other; append: `xs.append(v)` / `xs.extend(vs)`, which adds v to what the
     container xs holds (xs keeps its other bindings: the one before still holds).
     calls: (callee text, 'module' | 'op' | 'leaf') for each call in the value — 'op' for torch
     functions, criteria and tensor methods, 'module' for anything that may hold parameters,

@@ -216,6 +216,35 @@ class ConfigFields:
         for every `Trainer(...)` or `DataLoader(...)` a call is given."""
         return ("." not in cls and self.pre.classes.get(cls) is not None) or bool(_CONFIG_NAME.search(cls))
 
+    def written_dict(self, node: cst.BaseExpression, scope, call: cst.Call) -> dict[str, cst.BaseExpression] | None:
+        """The items of the dict `node` is, where the file writes all of them: a literal
+        (`{"gradient_clipping": 1.0}`, `dict(gradient_clipping=1.0)`) in place, or a name the
+        module binds once to one and never changes (an item assigned, `update`, a pass to a call
+        other than `call`); None else (read from a file, built by a function, `**base` in it)."""
+        if type(node) is cst.Name:
+            name = node.value
+            self._scan()
+            if len(self.rebound.get(name, ())) != 1 or self._may_change(name, scope, call):
+                return None
+            bound = [n.value for n in _walk_statements(self.src.module) if type(n) is cst.Assign
+                     and len(n.targets) == 1 and type(n.targets[0].target) is cst.Name
+                     and n.targets[0].target.value == name]
+            if len(bound) != 1:
+                return None
+            node = bound[0]
+        if type(node) is cst.Dict:
+            out = {}
+            for el in node.elements:
+                if type(el) is not cst.DictElement or type(el.key) is not cst.SimpleString:
+                    return None
+                out[el.key.evaluated_value] = el.value
+            return out
+        if type(node) is cst.Call and dotted(node.func) == "dict" and self.pre.classes.get("dict") is None:
+            if any(a.star or a.keyword is None for a in node.args):
+                return None
+            return {a.keyword.value: a.value for a in node.args}
+        return None
+
     def param_field(self, node: cst.BaseExpression, scope) -> str:
         """`cfg.grad_clip` where `cfg` is a parameter of the function `scope` that it does not
         change; `self.cfg.grad_clip` where the file never changes `self.cfg` (which `__init__`
@@ -269,6 +298,30 @@ class ConfigFields:
     def _rebound(self, text: str) -> list:
         self._scan()
         return self.rebound.get(text, [])
+
+
+def _walk_statements(module: cst.CSTNode):
+    """Every small statement of the module, in functions and classes too."""
+    stack = [module]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, cst.BaseSmallStatement):
+            yield n
+        elif not isinstance(n, cst.BaseExpression):
+            stack.extend(children(n))
+
+
+def deepspeed_clipping(items: dict[str, cst.BaseExpression] | None) -> bool | None:
+    """Whether a DeepSpeed config (the items of a dict the file writes, `written_dict`) makes the
+    engine's step clip gradients: `gradient_clipping` set to a number other than 0 (its default,
+    0, clips nothing); None when the config is not known."""
+    if items is None:
+        return None
+    value = items.get("gradient_clipping")
+    if value is None:
+        return False
+    number = _constant(value)
+    return None if type(number) not in (int, float) else number != 0
 
 
 def _changed_in(fn: cst.FunctionDef, name: str) -> bool:

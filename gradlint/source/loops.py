@@ -32,7 +32,7 @@ from gradlint.source.engine.walk import suite as _suite
 from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import ACCELERATORS, CLIP_NAMES, OPTIMIZER_CLASSES, _name_reads, _names_in, CallEvents
-from gradlint.source.loop_configs import config_fields
+from gradlint.source.loop_configs import config_fields, deepspeed_clipping
 from gradlint.source.loop_param_clears import fresh_tensor, whole_model_clear
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
@@ -622,6 +622,16 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
             configured = None if splat and not configured else configured
             self.assigns.append(Assign(kind="pl_trainer", clip_config=configured, cls=last, **base))
             return
+        if "deepspeed.initialize" in q:
+            # (engine, optimizer, loader, scheduler): the engine's step clips as its config says
+            if type(node) is cst.Assign and target == _target_texts(node.targets[0].target)[0]:
+                config = _arg(call, -1, "config") or _arg(call, -1, "config_params")
+                items = self.env.field.written_dict(config, self._scope_nodes.get(ctx.fid), call) \
+                    if config is not None and self.env.field is not None else None
+                model = _arg(call, 1, "model")
+                self.assigns.append(Assign(kind="ds_engine", clip_config=deepspeed_clipping(items), cls=last,
+                                           model_arg=_text(model) if model is not None else "", **base))
+                return
         if not q.isdisjoint(HF_ARGS):
             clip = _arg(call, -1, "max_grad_norm")
             # Hugging Face clips at 1.0 unless told otherwise

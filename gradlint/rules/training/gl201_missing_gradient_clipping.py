@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from gradlint.findings import Finding, Severity
+from gradlint.findings import Finding, Severity, SourceSpan
 from gradlint.rules.training.examples import timm_scaler_loop
 from gradlint.registry import Example, Rule, RuleContext
 from gradlint.rules.training import steps
@@ -118,6 +118,21 @@ for x, y in loader:
     optimizer.step()
 """
 
+_DEEPSPEED = """\
+import deepspeed
+from torch import nn
+
+ds_config = {{
+    "train_batch_size": 32,
+    "optimizer": {{"type": "Adam", "params": {{"lr": 1e-3}}}},
+{clip}}}
+model = nn.LSTM(32, 32)
+engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
+for x in loader:
+    engine.backward(engine(x)[0].sum())
+    engine.step()
+"""
+
 
 class MissingGradientClipping(Rule):
     """
@@ -128,8 +143,11 @@ class MissingGradientClipping(Rule):
     gradlint predicts to vanish or explode (GL101/GL102). The model is found through the
     optimizer's parameters (`Adam(model.parameters())`) and its class is looked up across every
     file of the run, so `model = WordLM(...)` in `train.py` is known when `WordLM` lives in
-    `model.py`. A Lightning `Trainer` without `gradient_clip_val` and a Hugging Face
-    `TrainingArguments(max_grad_norm=0)` that train such a model are flagged too. A model
+    `model.py`. A Lightning `Trainer` without `gradient_clip_val`, a Hugging Face
+    `TrainingArguments(max_grad_norm=0)` and a `deepspeed.initialize(model=..., config=...)`
+    whose config, a dict written in the file that nothing changes, has no `gradient_clipping`
+    (DeepSpeed's default, 0, clips nothing) that train such a model are flagged too; a config
+    read from a JSON file or built elsewhere is not known and not flagged. A model
     that a step function takes as a parameter (`def fit(model, opt, loader)`) is the project
     class every call of the function (or method) in the project passes for it, when they all
     pass an instance of one class. A step run
@@ -139,9 +157,10 @@ class MissingGradientClipping(Rule):
     helper of any name: a clamp with both bounds, or a rescale by a factor made from a norm or a
     clip coefficient, of the `.grad` of each parameter a loop runs over
     (`p.grad.data.clamp_(-1, 1)`, `p.grad = p.grad.clamp(-1, 1)`, `p.grad.detach().mul_(coef)`).
-    Averaging (`p.grad.div_(world_size)`), an input's gradient, one weight's, or a one-sided
-    clamp is no clip, and gradients gathered into a list first (`for g in grads: g.mul_(s)`)
-    are not followed. A step
+    The same of parameters' gradients gathered into a list first (`for g in grads:
+    g.mul_(clip_coef)`, `torch._foreach_mul_(grads, clip_coef)`) is a clip too. Averaging
+    (`p.grad.div_(world_size)`), an input's gradient, one weight's, or a one-sided clamp is no
+    clip. A step
     that clips one model's
     parameters while another optimizer of the same step trains another model
     (`clip_grad_norm_(encoder.parameters(), 1.0)`, then `enc_opt.step()` and `dec_opt.step()`)
@@ -224,12 +243,14 @@ trainer = L.Trainer(max_epochs=3)
 trainer.fit(model, loader)
 """, note="Lightning Trainer without gradient_clip_val"),
         Example(timm_scaler_loop(passes_clip=False), note="a timm-style scaler called without clip_grad: its clip never runs"),
+        Example(_DEEPSPEED.format(clip=""), note="DeepSpeed config without gradient_clipping"),
     ]
     valid = [
         Example(_FIT_PARAM, files=(("model.py", _WORDLM), ("main.py", _FIT_CALLER), ("probe.py", _FIT_CALLER.replace(
             "from model import WordLM", "from torch import nn").replace("WordLM(10000, 650)", "nn.Linear(8, 8)"))),
                 note="the model is a parameter and callers pass different models"),
         Example(timm_scaler_loop(), note="a timm-style scaler that clips when clip_grad is passed"),
+        Example(_DEEPSPEED.format(clip='    "gradient_clipping": 1.0,\n'), note="DeepSpeed clipping configuration"),
         Example("""\
 import torch
 from torch import nn
@@ -404,6 +425,18 @@ for x in loader:
                 if risk is not None and not _clips_itself(ctx.index, risk.cls):
                     yield ctx.finding(f"{how} trains `{risk.model}` ({risk.reason})", ev.span,
                                       data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
+        by_id = {fn.id: fn for fn in facts.functions}
+        for a in facts.assigns:
+            # DeepSpeed's engine steps the optimizer itself, clipping only when its config sets
+            # `gradient_clipping` (0 by default)
+            if a.kind != "ds_engine" or a.clip_config is not False or not a.model_arg:
+                continue
+            fn = by_id.get(a.func)
+            risk = steps.model_risk(facts, a.model_arg, fn.cls if fn else None, ctx.index, fn, a.line)
+            if risk is not None:
+                yield ctx.finding(f"DeepSpeed config without gradient_clipping trains `{risk.model}` ({risk.reason})",
+                                  SourceSpan.point(a.line),
+                                  data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
 
 
 def _clips_itself(index, cls: str | None) -> bool:
