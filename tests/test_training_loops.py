@@ -1267,3 +1267,9 @@ def test_gl201_deepspeed_config_without_clipping(pre, bind, config):
 def test_gl201_deepspeed_config_clipping_or_unknown(pre, bind, config, post):
     text = _DS.format(pre=pre, bind=bind, config=config, model="nn.LSTM(32, 32)", post=post)
     assert codes(text, "GL201") == []
+
+
+def test_gl201_a_deepspeed_engine_for_inference_is_not_flagged():
+    text = _DS.format(pre="", bind="    " + _DS_CONFIG % "", config="config=ds_config", model="nn.LSTM(32, 32)", post="")
+    text = text[:text.index("    for x in loader:")] + "    engine.eval()\n    return engine\n"
+    assert codes(text, "GL201") == []

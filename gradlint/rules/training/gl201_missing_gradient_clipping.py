@@ -426,7 +426,10 @@ for x in loader:
                     yield ctx.finding(f"{how} trains `{risk.model}` ({risk.reason})", ev.span,
                                       data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
         by_id = {fn.id: fn for fn in facts.functions}
-        for a in facts.assigns:
+        # (an engine the file trains: one made for inference, `model, *_ = initialize(...)` then
+        # `model.eval()`, steps nothing)
+        trains = any(ev.kind == "backward" and ev.via == "deepspeed" for fn in facts.functions for ev in iter_events(fn.body))
+        for a in facts.assigns if trains else ():
             # DeepSpeed's engine steps the optimizer itself, clipping only when its config sets
             # `gradient_clipping` (0 by default)
             if a.kind != "ds_engine" or a.clip_config is not False or not a.model_arg:
