@@ -264,6 +264,9 @@ def train(model, loader, accelerator, optimizer):
             if not clips:
                 continue
             all_marks = [f for f in c.events if f.event.kind in ("backward", "step")]
+            # (events are in order: a clip's nearest marks are found by walking out from it, not
+            # by filtering every mark of the loop for each clip, quadratic in a long loop)
+            at = {id(f): i for i, f in enumerate(c.events)}
 
             def marks_for(clip) -> list:
                 # only what can run in the same iteration as the clip (branches taken alike)
@@ -280,18 +283,23 @@ def train(model, loader, accelerator, optimizer):
                 return not trained or steps.covers(what[1], trained)
 
             def placed(clip) -> bool:
-                marks = marks_for(clip)
-                before = [m for m in marks if m.order < clip.order]
-                after = [m for m in marks if m.order > clip.order]
-                return bool(before) and before[-1].event.kind == "backward" and \
-                    any(m.event.kind == "step" and steps_it(m, clip) for m in after)
+                # the nearest mark before the clip that can run with it is a backward, and a step
+                # after it that can run with it steps what it clipped
+                i = at[id(clip)]
+                events = c.events
+                last = next((m for m in (events[k] for k in range(i - 1, -1, -1))
+                             if m.event.kind in ("backward", "step") and steps.compatible(m, clip)), None)
+                return last is not None and last.event.kind == "backward" and \
+                    any(m.event.kind == "step" and steps.compatible(m, clip) and steps_it(m, clip)
+                        for m in (events[k] for k in range(i + 1, len(events))))
 
             well = [cl for cl in clips if placed(cl)]
             if well:
                 # a clip of another model's parameters (D's, after D's step, while G's clip is
                 # placed before G's step) is still late; any other clip: the placed one is it
                 named = [steps.clipped(c, cl) for cl in well]
-                clips = [cl for cl in clips if cl not in well and None not in named
+                placed_ids = {id(cl) for cl in well}
+                clips = [cl for cl in clips if id(cl) not in placed_ids and None not in named
                          and (m := steps.clipped(c, cl)) is not None and not any(_same(m, w) for w in named)]
                 if not clips:
                     continue

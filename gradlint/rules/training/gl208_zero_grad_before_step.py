@@ -449,16 +449,18 @@ for x, y in loader:
 """, note="a gradient rescaled in place of itself is no clear"),
     ]
 
-    def _in_an_inner_loop(self, ctx: RuleContext, facts, c, step, mine: set[str]) -> Iterator[Finding]:
+    def _in_an_inner_loop(self, ctx: RuleContext, facts, c, step, mine: set[str], clears: list) -> Iterator[Finding]:
         """A clear at the top of a loop the step comes after, with a backward after it in that
         loop and no step in it (RAE's micro-batch loop): from its second iteration the clear
-        wipes the micro-batches before, and the step applies the last one's gradients only."""
-        for f in c.events:
-            if f.event.kind != "clear" or not f.target or f.target not in mine or f.order > step.order \
-                    or not steps.compatible(f, step):
+        wipes the micro-batches before, and the step applies the last one's gradients only.
+        `clears`: the context's clears of a named object, in order."""
+        for f in clears:
+            if f.order > step.order:
+                break
+            if f.target not in mine:
                 continue
             inner = [loop for loop in f.loops if loop not in step.loops]
-            if not inner:
+            if not inner or not steps.compatible(f, step):
                 continue
             loop = inner[0]  # the outermost loop around the clear that the step is outside of
             if _held_back(f, loop):
@@ -523,22 +525,27 @@ for x, y in loader:
             trained = set(steps.trained_models(facts, c))
             # a DistributedDataParallel / DataParallel wrapper's `.module` holds the same parameters
             trained |= {t + ".module" for t in trained} | {t[:-len(".module")] for t in trained if t.endswith(".module")}
+            at = {id(f): i for i, f in enumerate(c.events)}
+            clears = [f for f in c.events if f.event.kind == "clear" and f.target]
             for step in c.of("step"):
                 if step.event.via == "sam":
                     continue
                 mine = {step.target} | trained
-                marks = [f for f in c.events if f.event.kind in ("backward", "clear", "step")
-                         and steps.compatible(f, step) and f.order < step.order]
-                yield from self._in_an_inner_loop(ctx, facts, c, step, mine)
+                yield from self._in_an_inner_loop(ctx, facts, c, step, mine, clears)
                 yield from self._in_an_accumulation(ctx, facts, c, step, mine)
-                # walk back from the step: a clear of this optimizer before any backward is the bug
-                for f in reversed(marks):
+                # walk back from the step: a clear of this optimizer before any backward is the
+                # bug (the marks before it that can run with it, nearest first: events are in
+                # order, and a long loop's marks were filtered whole for each of its steps)
+                events = c.events
+                marks = (m for m in (events[k] for k in range(at[id(step)] - 1, -1, -1))
+                         if m.event.kind in ("backward", "clear", "step") and steps.compatible(m, step))
+                for f in marks:
                     if f.event.kind in ("backward", "step"):
                         break
                     if f.event.kind == "clear" and f.target and f.target in mine:
-                        before = max((m for m in marks if m.order < f.order and (
-                            m.event.kind == "backward" or m.event.kind == "step" and m.target in mine)),
-                                     key=lambda m: m.order, default=None)
+                        # (the nearest backward, or step of this optimizer, before the clear)
+                        before = next((m for m in marks if m.event.kind == "backward"
+                                       or m.event.kind == "step" and m.target in mine), None)
                         if before is None or before.event.kind != "backward":
                             # nothing was backpropagated before the clear in this iteration, or a
                             # step applied it first (`step(); zero_grad()` in a helper called by an

@@ -549,16 +549,28 @@ def scoped_assigns(facts: TrainingFacts, target: str, kinds: tuple[str, ...] | N
     return made
 
 
+# The last file's (facts, lines of its top-level simple statements, (line, end) of its loops):
+# `reaching` is asked once per step and binding, and scanned every statement each time.
+_SHAPE: list = [None, frozenset(), ()]
+
+
+def _shape(facts: TrainingFacts) -> tuple[frozenset[int], tuple[tuple[int, int], ...]]:
+    if _SHAPE[0] is not facts:
+        _SHAPE[:] = [facts, frozenset(st.line for st in facts.stmts if st.parent == -1 and st.kind == "simple"),
+                     tuple((st.line, st.end_line) for st in facts.stmts if st.kind in ("for", "while"))]
+    return _SHAPE[1], _SHAPE[2]
+
+
 def reaching(facts: TrainingFacts, made: list[Assign], fn: Function, line: int) -> list[Assign]:
     """The bindings in `made` that can reach line `line` of `fn`: an unconditional binding in
     fn's own body before that line hides every earlier one (a script that reuses `opt` for a
     second model), later ones may reach it through a loop that holds both (not a binding after
     the loop: a script's next experiment)."""
-    tops = {st.line for st in facts.stmts if st.parent == -1 and st.kind == "simple" and st.line < line}
-    last = max((a.line for a in made if a.func == fn.id and a.line in tops), default=None)
+    tops, all_loops = _shape(facts)
+    last = max((a.line for a in made if a.func == fn.id and a.line < line and a.line in tops), default=None)
     if last is None:
         return made
-    loops = [(st.line, st.end_line) for st in facts.stmts if st.kind in ("for", "while") and st.line <= line <= st.end_line]
+    loops = [(lo, hi) for lo, hi in all_loops if lo <= line <= hi]
     return [a for a in made if a.func == fn.id and a.line >= last
             and (a.line <= line or any(lo <= a.line <= hi for lo, hi in loops))]
 
