@@ -1273,3 +1273,38 @@ def test_gl201_a_deepspeed_engine_for_inference_is_not_flagged():
     text = _DS.format(pre="", bind="    " + _DS_CONFIG % "", config="config=ds_config", model="nn.LSTM(32, 32)", post="")
     text = text[:text.index("    for x in loader:")] + "    engine.eval()\n    return engine\n"
     assert codes(text, "GL201") == []
+
+
+_WRAPPED = """\
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+def train(loader):
+    net = nn.LSTM(8, 16)
+    head = nn.Linear(16, 2)
+    {wrap}
+    optimizer = torch.optim.Adam({optimized}.parameters(), lr=1e-3)
+    head_opt = torch.optim.Adam(head.parameters())
+    for x in loader:
+        optimizer.zero_grad()
+        head_opt.zero_grad()
+        head(model(x)[0]).sum().backward()
+{clip}        optimizer.step()
+        head_opt.step()
+"""
+
+
+@pytest.mark.parametrize("wrap", ["model = DDP(net)", "model = nn.DataParallel(net)", "model = torch.compile(net)",
+                                  "compiled = torch.compile(net)\n    model = DDP(compiled)"])
+@pytest.mark.parametrize("optimized,clipped", [("net", "model"), ("model", "net"), ("model", "model"), ("net", "net")])
+def test_gl201_a_wrapper_and_its_model_are_one_model(wrap, optimized, clipped):
+    # the wrapper holds the model's own parameters: a clip of either covers an optimizer of either
+    clip = f"        nn.utils.clip_grad_norm_({clipped}.parameters(), 1.0)\n        nn.utils.clip_grad_norm_(head.parameters(), 1.0)\n"
+    assert codes(_WRAPPED.format(wrap=wrap, optimized=optimized, clip=clip), "GL201") == []
+    # with no clip, the wrapped LSTM is what needs one, whichever name the optimizer is given
+    assert codes(_WRAPPED.format(wrap=wrap, optimized=optimized, clip=""), "GL201") == ["GL201"]
+    # a clip of the head alone leaves the LSTM's optimizer unclipped
+    head_only = "        nn.utils.clip_grad_norm_(head.parameters(), 1.0)\n"
+    found = check_source(_WRAPPED.format(wrap=wrap, optimized=optimized, clip=head_only), Config(select=("GL201",)))
+    assert [f.code for f in found] == ["GL201"] and "covers only `head`" in found[0].message

@@ -200,6 +200,9 @@ class Assign:
     nograd: bool = False
     passed: tuple[tuple[str, tuple[str, ...]], ...] = ()
     labels: tuple[str, ...] = ()
+    # the model a wrapper holding the same parameters is given (`model = DDP(net)`,
+    # `compiled = torch.compile(net)`, `nn.DataParallel(net)`): `net`
+    wraps: str = ""
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,9 @@ class MissingGradientClipping(Rule):
     that clips one model's
     parameters while another optimizer of the same step trains another model
     (`clip_grad_norm_(encoder.parameters(), 1.0)`, then `enc_opt.step()` and `dec_opt.step()`)
-    is flagged for the model no clip covers; a clip of a parent module covers its submodules,
+    is flagged for the model no clip covers; a wrapper and the model it wraps are one model
+    (`model = DDP(net)`, `torch.compile(net)`, `nn.DataParallel(net)`: the optimizer built on
+    either, the clip given either); a clip of a parent module covers its submodules,
     and a clip of anything but a model's `.parameters()` counts as covering everything.
 
     ## Why is this bad?
@@ -473,11 +475,14 @@ def _unclipped(facts, c, clips) -> list[str]:
     what = [steps.clipped(c, f) for f in clips]
     if any(w is None or w[0] != "model" for w in what):
         return []
-    covered = [w[1] for w in what]
+    # (a wrapper and the model it wraps hold the same parameters: `model = DDP(net)`, the
+    # optimizer built on `net.parameters()` and the clip given `model.parameters()`)
+    covered = [m for w in what for m in steps.same_models(facts, w[1], c.function)]
     trained: list[str] = []
     for f in c.of("step"):
         owners = steps.owners(facts, c, f)
         if not owners:
             return []
         trained.extend(owners)
-    return [m for m in dict.fromkeys(trained) if not steps.covers(m, covered)]
+    return [m for m in dict.fromkeys(trained)
+            if not any(steps.covers(x, covered) for x in steps.same_models(facts, m, c.function))]

@@ -633,20 +633,31 @@ def passed_model_risk(facts: TrainingFacts, context: Context, index) -> Risk | N
     return None
 
 
+# Wrappers of wrappers followed (`torch.compile(DDP(net))` written in two steps).
+_MAX_WRAPS = 4
+
+
 def model_risk(facts: TrainingFacts, text: str, cls_of_self: str | None, index, fn: Function | None = None,
-               line: int | None = None) -> Risk | None:
+               line: int | None = None, _wrapped: int = 0) -> Risk | None:
     """What makes the model `text` names need clipping; `line`: the step of `fn` that trains it,
     which only the bindings that reach it concern (`model = nn.LSTM(...)` trained above, then
-    `model = MLP()` for a later loop)."""
+    `model = MLP()` for a later loop). A wrapper (`model = DDP(net)`) is the model it wraps."""
     if text in ("self", "cls"):
         return class_risk(cls_of_self, text, index, facts) if cls_of_self else None
     if line is not None and fn is not None:
         # (any later binding hides an earlier model, whatever it makes)
         made = reaching(facts, [a for a in scoped_assigns(facts, text, None, fn) if a.kind != "append"], fn, line)
-        made = [a for a in made if a.kind == "model"]
+        made = [a for a in made if a.kind == "model" or a.wraps]
     else:
-        made = scoped_assigns(facts, text, ("model",), fn)
+        made = [a for a in scoped_assigns(facts, text, None, fn) if a.kind == "model" or a.wraps]
     for a in made:
+        if a.wraps:
+            if _wrapped < _MAX_WRAPS:
+                risk = model_risk(facts, a.wraps, cls_of_self, index, fn, a.line if fn is not None else None,
+                                  _wrapped + 1)
+                if risk is not None:
+                    return risk
+            continue
         if a.torch_recurrent:
             return Risk(text, a.cls, f"recurrent: nn.{a.torch_recurrent}", (("recurrent", a.torch_recurrent),))
         if a.torch_blocks >= TRANSFORMER_BLOCKS:
@@ -846,6 +857,21 @@ def owners(facts, c, f) -> list[str]:
     if any(a.func != c.function.id for a in made):
         return []
     return [o for a in made for o in a.owners]
+
+
+def same_models(facts: TrainingFacts, text: str, fn: Function) -> set[str]:
+    """`text` and the models whose parameters it holds or that hold its, through wrappers `fn`
+    sees bound (`model = DDP(net)`, `compiled = torch.compile(net)`: `model`, `net` and `compiled`
+    clip and train the same parameters)."""
+    out, frontier = {text}, [text]
+    for _ in range(_MAX_WRAPS):
+        found = {a.wraps for t in frontier for a in scoped_assigns(facts, t, None, fn) if a.wraps}
+        found |= {a.target for a in facts.assigns if a.wraps in frontier and a.func == fn.id}
+        frontier = [t for t in found if t not in out]
+        if not frontier:
+            break
+        out.update(frontier)
+    return out
 
 
 def covers(clipped: str, models: list[str]) -> bool:
