@@ -1170,6 +1170,21 @@ for x in loader:
      "    for g in grads:\n        g.data.mul_(max_norm / max(norm, max_norm))\n",
      "    clip_([p.grad for p in policy.parameters()], 1.0)"),
     ("", "    for g in [p.grad for p in policy.parameters()]:\n        g.clamp_(-1.0, 1.0)"),
+    # timm's adaptive gradient clipping (AGC), copied into a file: the gradient copied in is
+    # bounded by a norm
+    ("def unitwise_norm(x):\n    return x.norm(2, dim=tuple(range(1, x.ndim)), keepdim=True) if x.ndim > 1 else x.norm(2)\n"
+     "def adaptive_clip_grad(parameters, clip_factor=0.01, eps=1e-3):\n    for p in parameters:\n"
+     "        if p.grad is None:\n            continue\n        p_data, g_data = p.detach(), p.grad.detach()\n"
+     "        max_norm = unitwise_norm(p_data).clamp_(min=eps).mul_(clip_factor)\n"
+     "        grad_norm = unitwise_norm(g_data)\n"
+     "        clipped_grad = g_data * (max_norm / grad_norm.clamp(min=1e-6))\n"
+     "        new_grads = torch.where(grad_norm < max_norm, g_data, clipped_grad)\n"
+     "        p.grad.detach().copy_(new_grads)\n",
+     "    adaptive_clip_grad(policy.parameters())"),
+    # the factor named apart from what it is made of
+    ("", "    total_norm = torch.norm(torch.stack([p.grad.norm() for p in policy.parameters()]))\n"
+         "    scale = min(1.0, 0.5 / (total_norm + 1e-6))\n"
+         "    for p in policy.parameters():\n        p.grad.mul_(scale)"),
 ])
 def test_gl201_a_clip_written_by_hand_counts(helper, clip):
     # GL201 said "optimizer step without gradient clipping" of a GRU whose gradients were clamped
@@ -1193,6 +1208,12 @@ def test_gl201_a_clip_written_by_hand_counts(helper, clip):
     "    for x in inputs:\n        x.clamp_(-1, 1)",
     "    grads = [x.grad for x in inputs]\n    for g in grads:\n        g.clamp_(-1, 1)",
     "    weights = list(policy.parameters())\n    torch._foreach_mul_(weights, clip_coef)",
+    # gradients copied in that nothing bounds: another model's, a projection (PCGrad)
+    "    for p, q in zip(policy.parameters(), shadow.parameters()):\n        p.grad.copy_(q.grad)",
+    "    for p in policy.parameters():\n        g, h = p.grad, other_grads[p]\n"
+    "        g_proj = g - (g * h).sum() / h.norm() ** 2 * h\n        p.grad.copy_(g_proj)",
+    # a factor named apart that averages
+    "    scale = 1.0 / world_size\n    for p in policy.parameters():\n        p.grad.mul_(scale)",
 ])
 def test_gl201_what_changes_a_grad_without_clipping_is_no_clip(clip):
     assert codes(_RNN_LOOP.format(helper="", clip=clip), "GL201") == ["GL201"]

@@ -34,7 +34,7 @@ CLIP_TORCH = frozenset({
 })
 ACCELERATORS = frozenset({"accelerate.Accelerator", "accelerate.accelerator.Accelerator"})
 # Clamps and rescalings of a parameter's `.grad` (`.grad.data`, `.grad.detach()`): clips by hand.
-_HAND_CLIPS = frozenset({"clamp_", "clamp", "clip_", "clip", "mul_", "div_"})
+_HAND_CLIPS = frozenset({"clamp_", "clamp", "clip_", "clip", "mul_", "div_", "copy_"})
 _GRAD = re.compile(r"^(\w+)\.grad(?:\.data|\.detach\(\))?$")
 # The same of gradients gathered first (`for g in grads: g.mul_(coef)`): a loop variable itself.
 _GATHERED = re.compile(r"^(\w+)(?:\.data|\.detach\(\))?$")
@@ -47,6 +47,12 @@ _OF_GRADS = re.compile(r"grad", re.IGNORECASE)
 # What the factor of a rescale by hand is made from when it clips: a norm, a clip coefficient
 # (`p.grad.div_(world_size)` averages, `p.grad.mul_(10.0)` scales: neither clips)
 _CLIP_FACTOR = re.compile(r"norm|clip|coef", re.IGNORECASE)
+# What a gradient copied in (`p.grad.copy_(new)`) is bounded by when it clips (timm's adaptive
+# clip: `torch.where(grad_norm < max_norm, g, g * (max_norm / grad_norm))`); a projection
+# (PCGrad's `g - (g @ h) / h.norm() ** 2 * h`) bounds nothing
+_BOUNDING = re.compile(r"\b(?:where|clamp|clamp_|clip|clip_|min|minimum)\(")
+# Local bindings followed from a factor to what it is made from (`coef = max_norm / total`)
+_MAX_MADE_FROM = 3
 CLIP_NAMES = ("clip_grad_norm_", "clip_grad_norm", "clip_grad_value_", "clip_grads_with_norm_", "dispatch_clip_grad")
 # Packages whose objects clip (and unscale) themselves: `accelerator.clip_grad_norm_`, Lightning.
 _FRAMEWORK_PACKAGES = ("lightning", "pytorch_lightning", "accelerate", "deepspeed", "torch.")
@@ -68,6 +74,37 @@ _CRITERION = re.compile(r"(loss|crit|criterion|metric|distance|divergence)", re.
 _OPTIMIZER_NAME = re.compile(r"(optim|(^|_)opt($|_|\d|[A-Z])|^opt[A-Z_]|^opt$)")
 _NOT_OPTIMIZER = re.compile(r"(sched|scaler|option|ema|env|warmup)", re.IGNORECASE)
 _SCALER_NAME = re.compile(r"scaler", re.IGNORECASE)
+
+
+class _ScopeIndex:
+    """What the clips-by-hand tests read of one function (or the module's own code), gathered in
+    one walk: each name's loop iterables (`for p in <iter>`, comprehensions too) and the values of
+    its plain assignments. (A walk per call was quadratic in a long loop of `x.mul_(...)`.)"""
+
+    def __init__(self, scope: cst.CSTNode) -> None:
+        self.scope = scope
+        self.loops: dict[str, list[str]] = {}
+        self.binds: dict[str, list[cst.BaseExpression]] = {}
+        for n in walk(scope, stop=()):
+            if type(n) in (cst.For, cst.CompFor) and type(n.target) is cst.Name:
+                self.loops.setdefault(n.target.value, []).append(_text(n.iter))
+            elif type(n) is cst.Assign:
+                for t in n.targets:
+                    if type(t.target) is cst.Name:
+                        self.binds.setdefault(t.target.value, []).append(n.value)
+
+    def made_from(self, node: cst.BaseExpression) -> str:
+        """The text of `node` and of what the names it reads are bound to (plain assignments, a
+        few levels: `coef = max_norm / (total + 1e-6)` for `g.mul_(coef)`)."""
+        texts, seen, frontier = [_text(node)], set(), [node]
+        for _ in range(_MAX_MADE_FROM):
+            names = {n.value for f in frontier for n in walk(f, stop=()) if type(n) is cst.Name} - seen
+            if not names:
+                break
+            seen |= names
+            frontier = [v for name in names for v in self.binds.get(name, ())]
+            texts += [_text(v) for v in frontier]
+        return "\n".join(texts)
 
 
 def _last(text: str) -> str:
@@ -701,8 +738,8 @@ class CallEvents:
         function over something named like them: an input's `x.grad.clamp_` in adversarial
         training, one weight's gradient, clip nothing of the model), or `<g>.<attr>(...)` with `g`
         running over gradients gathered first; and the call bounds the gradient on both sides
-        (`clamp_(min=0)` does not) or rescales it by a factor made from a norm or a clip
-        coefficient."""
+        (`clamp_(min=0)` does not), rescales it by a factor made from a norm or a clip
+        coefficient, or copies in a gradient bounded by one (`copy_`)."""
         m = _GRAD.match(recv_text)
         gathered = m is None
         if gathered:
@@ -714,14 +751,18 @@ class CallEvents:
             named = {a.keyword.value for a in call.args if a.keyword is not None}
             if len(positional) + len(named & {"min", "max"}) < 2:
                 return False
-        elif not any(_CLIP_FACTOR.search(_text(a.value)) for a in call.args):
+        elif not call.args:
             return False
-        scope = self._hand_scope(fid)
-        if scope is None:
+        index = self._hand_index(fid)
+        if index is None:
             return False
-        name = m.group(1)
-        return any(type(n) in (cst.For, cst.CompFor) and type(n.target) is cst.Name and n.target.value == name
-                   and self._over(_text(n.iter), gathered, scope) for n in walk(scope, stop=()))
+        iterables = index.loops.get(m.group(1), ())
+        if not any(self._over(it, gathered, index) for it in iterables):
+            return False
+        if attr.startswith(("clamp", "clip")):
+            return True
+        made = index.made_from(call.args[0].value)
+        return _CLIP_FACTOR.search(made) is not None and (attr != "copy_" or _BOUNDING.search(made) is not None)
 
     def _foreach_clip(self, call: cst.Call, q: frozenset, fid: int) -> bool:
         """Whether `torch._foreach_mul_(grads, coef)` (or `_div_`, `_clamp_max_`) scales gathered
@@ -729,19 +770,24 @@ class CallEvents:
         if not any(n.startswith("torch.") for n in q) or len(call.args) < 2:
             return False
         grads, factor = call.args[0].value, call.args[1].value
-        scope = self._hand_scope(fid)
-        return scope is not None and _CLIP_FACTOR.search(_text(factor)) is not None \
-            and self._over(_text(grads), True, scope)
+        index = self._hand_index(fid)
+        return index is not None and self._over(_text(grads), True, index) \
+            and _CLIP_FACTOR.search(index.made_from(factor)) is not None
 
-    def _hand_scope(self, fid: int) -> cst.CSTNode | None:
+    def _hand_index(self, fid: int) -> _ScopeIndex | None:
         scope = self._scope_nodes.get(fid)
         if scope is None:  # (the module's own code)
             src = getattr(self, "src", None)
             scope = src.module if src is not None else None
-        return scope
+        if scope is None:
+            return None
+        found = self._hand_indexes.get(id(scope))
+        if found is None or found.scope is not scope:
+            found = self._hand_indexes[id(scope)] = _ScopeIndex(scope)
+        return found
 
     @staticmethod
-    def _over(iterable: str, gathered: bool, scope: cst.CSTNode) -> bool:
+    def _over(iterable: str, gathered: bool, index: _ScopeIndex) -> bool:
         """Whether a loop over `iterable` runs over parameters or, `gathered`, over their gradients:
         named so, or a name the scope binds to the `.grad` of parameters."""
         if not gathered:
@@ -751,9 +797,9 @@ class CallEvents:
         if not iterable.isidentifier():  # `[p.grad for p in params]` written in place
             return ".grad" in iterable and _OF_PARAMS.search(iterable) is not None
         # a name: bound here to what reads parameters' `.grad`, or a helper's parameter named so
-        bound = [n.value for n in walk(scope, stop=()) if type(n) is cst.Assign
-                 and any(type(t.target) is cst.Name and t.target.value == iterable for t in n.targets)]
-        return all(".grad" in _text(v) and _OF_PARAMS.search(_text(v)) for v in bound) if bound else \
+        bound = [_text(v) for v in index.binds.get(iterable, ())]
+        scope = index.scope
+        return all(".grad" in v and _OF_PARAMS.search(v) for v in bound) if bound else \
             type(scope) is cst.FunctionDef and any(p.name.value == iterable for p in scope.params.params)
 
     def _clip(self, call: cst.Call, via: str, name: str, position: int, ctx: "_Ctx", sid: int,

@@ -156,7 +156,10 @@ class MissingGradientClipping(Rule):
     project's own copy of `clip_grad_norm_` is a clip, and so is a clip by hand, inline or in a
     helper of any name: a clamp with both bounds, or a rescale by a factor made from a norm or a
     clip coefficient, of the `.grad` of each parameter a loop runs over
-    (`p.grad.data.clamp_(-1, 1)`, `p.grad = p.grad.clamp(-1, 1)`, `p.grad.detach().mul_(coef)`).
+    (`p.grad.data.clamp_(-1, 1)`, `p.grad = p.grad.clamp(-1, 1)`, `p.grad.detach().mul_(coef)`,
+    the factor read through the names it is bound to), or a copy into the `.grad` of a gradient
+    bounded by a norm (timm's adaptive clipping: `p.grad.copy_(torch.where(g_norm < max_norm, g,
+    g * max_norm / g_norm))`; a projection such as PCGrad's bounds nothing).
     The same of parameters' gradients gathered into a list first (`for g in grads:
     g.mul_(clip_coef)`, `torch._foreach_mul_(grads, clip_coef)`) is a clip too. Averaging
     (`p.grad.div_(world_size)`), an input's gradient, one weight's, or a one-sided clamp is no
