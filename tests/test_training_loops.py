@@ -1329,3 +1329,38 @@ def test_gl201_a_wrapper_and_its_model_are_one_model(wrap, optimized, clipped):
     head_only = "        nn.utils.clip_grad_norm_(head.parameters(), 1.0)\n"
     found = check_source(_WRAPPED.format(wrap=wrap, optimized=optimized, clip=head_only), Config(select=("GL201",)))
     assert [f.code for f in found] == ["GL201"] and "covers only `head`" in found[0].message
+
+
+_SURGERY = """\
+import torch
+from torch import nn
+
+def surgery_step(model, optimizer, losses):
+    params = [p for p in model.parameters() if p.requires_grad]
+    task_grads = []
+    for loss in losses:
+        optimizer.zero_grad()
+        loss.backward(retain_graph=True)
+        task_grads.append([p.grad.clone() for p in params])
+    merged = project_and_sum(task_grads)
+    optimizer.zero_grad()
+{assemble}    optimizer.step()
+
+model = nn.Linear(4, 4)
+opt = torch.optim.Adam(model.parameters())
+for batch in loader:
+    surgery_step(model, opt, [model(batch).sum(), model(batch).mean()])
+"""
+
+
+def test_gl208_gradients_assembled_after_the_clear_are_what_the_step_applies():
+    # PCGrad, GradVac, MGDA: per-task backwards, the gradients merged, cleared, then written back
+    # (measured: the step moved the parameters by 0.17, not by zero)
+    assemble = "    for p, g in zip(params, merged):\n        p.grad = g\n"
+    assert codes(_SURGERY.format(assemble=assemble), "GL208") == []
+    assemble = "    for p, g in zip(params, merged):\n        p.grad = g.view_as(p).clone()\n"
+    assert codes(_SURGERY.format(assemble=assemble), "GL208") == []
+    # nothing written back (or only cleared again): the step applies zeros
+    assert codes(_SURGERY.format(assemble=""), "GL208") == ["GL208"]
+    assemble = "    for p in params:\n        p.grad = None\n"
+    assert codes(_SURGERY.format(assemble=assemble), "GL208") == ["GL208"]

@@ -551,6 +551,11 @@ for x, y in loader:
                             # step applied it first (`step(); zero_grad()` in a helper called by an
                             # accumulation guard and again for the tail of the micro-batches)
                             break
+                        if f.event.func == step.event.func and _sets_grad(
+                                facts, f.event.span.line, step.event.span.line, [f.event.span.line]):
+                            # the code sets `.grad` to what it assembled after the clear (PCGrad's
+                            # merged task gradients, GradVac, MGDA): the step applies that
+                            break
                         yield ctx.finding(
                             f"{_cleared(f)} runs after `backward()` and before "
                             f"`{steps.step_text_near(step, f)}`: the step applies zero gradients",
