@@ -1364,3 +1364,29 @@ def test_gl208_gradients_assembled_after_the_clear_are_what_the_step_applies():
     assert codes(_SURGERY.format(assemble=""), "GL208") == ["GL208"]
     assemble = "    for p in params:\n        p.grad = None\n"
     assert codes(_SURGERY.format(assemble=assemble), "GL208") == ["GL208"]
+
+
+_LAST_MICRO = """\
+import torch
+from torch import nn
+
+model = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, norm_first=True), 6)
+opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+for batch in loader:
+    for micro_step in range(k):
+{body}    opt.step()
+    opt.zero_grad(set_to_none=True)
+"""
+_MICRO_BACKWARD = "        (model(batch[micro_step]).pow(2).mean() / k).backward()\n"
+
+
+@pytest.mark.parametrize("test", ["micro_step == k - 1", "micro_step + 1 == k", "(micro_step + 1) == k"])
+def test_gl206_a_clip_at_the_last_micro_batch_clips_the_whole_sum(test):
+    # measured: the same norm (1.4414) and the same gradients as a clip after the loop
+    clip = f"        if {test}:\n            nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+    assert codes(_LAST_MICRO.format(body=_MICRO_BACKWARD + clip), "GL206") == []
+    # at every micro-batch, or at another one than the last: a partial sum
+    every = "        nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+    assert codes(_LAST_MICRO.format(body=_MICRO_BACKWARD + every), "GL206") == ["GL206"]
+    first = "        if micro_step == 0:\n            nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+    assert codes(_LAST_MICRO.format(body=_MICRO_BACKWARD + first), "GL206") == ["GL206"]

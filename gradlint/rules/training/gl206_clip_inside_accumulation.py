@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 from gradlint.findings import Finding, Severity
@@ -16,7 +17,8 @@ class ClipInsideAccumulation(steps.StepRule):
     is guarded by `if (i + 1) % accum == 0:` (directly, through a variable, or after
     `if i % accum != 0: continue`) but the clip runs on every micro-batch, outside that guard;
     or the backward and the clip sit in an inner micro-batch loop (`for micro_step in range(k):`)
-    and the step runs once after it.
+    and the step runs once after it. A clip held to the loop's last pass, after its last
+    backward (`if micro_step == k - 1:`), clips the whole sum and is not flagged.
 
     ## Why is this bad?
     During accumulation `.grad` holds a partial sum. Clipping it every micro-batch clips each
@@ -208,7 +210,8 @@ for x, y in loader:
                     continue
                 inner = [lp for lp in clip.loops if lp not in step.loops]
                 if inner and any(inner[-1] in b.loops and b.order < clip.order for b in backwards) \
-                        and not _cleared_each_pass(c, inner[-1], clip, backwards):
+                        and not _cleared_each_pass(c, inner[-1], clip, backwards) \
+                        and not _at_the_last_pass(facts, inner[-1], clip, backwards):
                     # an inner micro-batch loop: backward and clip every pass, one step after it
                     yield ctx.finding(
                         f"`{clip.event.name}` clips every micro-batch's partial gradient sum inside the "
@@ -226,6 +229,24 @@ for x, y in loader:
                     f"`{clip.event.name}` clips every micro-batch's partial gradient sum, but "
                     f"`{step.event.target}` steps only when {when}: clip {where}",
                     clip.event.span, data={"guard": guards[0].test})
+
+
+def _at_the_last_pass(facts, loop, clip, backwards) -> bool:
+    """Whether the clip runs only at the last pass of the micro-batch loop (`if micro == k - 1:`),
+    after every backward of that loop: it then clips the whole sum, as a clip after the loop
+    does (measured: the same norm, the same gradients)."""
+    return not any(loop in b.loops and b.order > clip.order for b in backwards) and \
+        any(loop in g.loops and _last(facts, clip, g) for g in clip.guards)
+
+
+def _last(facts, clip, g) -> bool:
+    """Whether guard `g` holds the clip to the last pass of the `for` loop around it:
+    `micro == k - 1`, `micro + 1 == k`, `i == len(batches) - 1` of the loop's variable (its count,
+    for `enumerate`); not `micro == 0`."""
+    if not steps.last_pass(facts, clip, g):
+        return False
+    var = re.escape(steps.innermost_for(facts, clip.event.span.line).assigned[0])
+    return re.fullmatch(rf"\(?{var}\s*\+\s*1\)?\s*==\s*[^=]+|{var}\s*==\s*[^=]+-\s*1", g.test) is not None
 
 
 def _cleared_each_pass(c, loop, clip, backwards) -> bool:
