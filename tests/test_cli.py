@@ -200,6 +200,45 @@ def test_output_file_may_be_a_device_or_this_process_s_stdout(project):
     assert out.read_text().startswith("bad.py:3:21: GL001") and out.read_text().endswith("after\n")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_output_file_a_named_pipe_nobody_reads_is_refused_before_the_run(project, monkeypatch):
+    # the whole run was done, then "cannot write report: a named pipe nobody reads"
+    calls = []
+    import gradlint.projects as runs
+    from gradlint.cli import main
+
+    os.mkfifo(project / "report.fifo")
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(runs, "check", lambda *a, **k: calls.append(a))
+    with pytest.raises(SystemExit) as exc:
+        main(["check", "-o", "report.fifo", "."])
+    assert exc.value.code == 2 and calls == []
+    proc = gradlint("check", "-o", "report.fifo", ".", cwd=project)
+    assert_one_line_error(proc, "report.fifo: cannot write the report there: a named pipe nobody reads")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_output_file_a_named_pipe_is_held_open_from_the_check_to_the_report(project):
+    # its reader must not see an end of file while the run works (`cat` would leave, and the
+    # report find nobody), and gets the whole report
+    from gradlint.report import destination
+
+    fifo = project / "report.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        destination.check(fifo)
+        with pytest.raises(BlockingIOError):
+            os.read(reader, 10)  # a writer is there, nothing written yet (b"" would be an end of file)
+        destination.write(fifo, b"the report\n")
+        assert os.read(reader, 100) == b"the report\n" and os.read(reader, 100) == b""
+        proc = gradlint("check", "-o", str(fifo), "bad.py", cwd=project)
+        assert proc.returncode == 1, proc.stderr
+        assert os.read(reader, 4096).decode().startswith("bad.py:3:21: GL001")
+    finally:
+        os.close(reader)
+
+
 def test_a_named_file_click_thinks_unreadable_is_checked_by_gradlint(project, monkeypatch, capsys):
     # click refused the whole run ("Path 'a.py' is not readable") and b.py was never checked;
     # gradlint reads each file itself and says what it cannot read, the others still checked

@@ -141,7 +141,10 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_the_target_runs
     source = path.read_bytes()
     for args, why in ((("-o", str(tmp_path / "no" / "r.txt")), "no folder"),
                       (("-o", str(path)), "which the run reads"),
-                      (("--plot", str(tmp_path / "p.png"), "-o", str(tmp_path / "p.png")), "name the same file")):
+                      (("--plot", str(tmp_path / "p.png"), "-o", str(tmp_path / "p.png")), "name the same file"),
+                      (("-o", str(tmp_path / "fifo")), "a named pipe nobody reads")):
+        if args[-1].endswith("fifo") and not os.path.exists(args[-1]):
+            os.mkfifo(args[-1])
         res = probe_cli(f"{path}:Chatty", "--input-shape", "4,4", *args)
         assert res.returncode == 2 and why in res.stderr, res.stderr
     # the target named as a module, from its folder
