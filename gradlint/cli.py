@@ -212,7 +212,8 @@ _selector_help = "Comma-separated codes, prefixes or rule names (GL1, GL201, log
 @click.option("--stdin-filename", metavar="PATH",
               help="Read the source from stdin (path `-` or none) and report it as PATH, with PATH's project configuration; "
                    "with --fix, print the fixed source on stdout. The entry point for editors.")
-@click.option("--add-noqa", is_flag=True, help="Add a `# noqa: CODE` comment to every line with a finding; report nothing.")
+@click.option("--add-noqa", is_flag=True, help="Add a `# noqa: CODE` comment to every line with a finding; report nothing "
+              "(exit 1 when findings are left that take no comment, such as a syntax error).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Worker processes. [default: CPU count]")
 def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[str, ...], ignore: tuple[str, ...],
           fmt: str, output_file: Path | None, exit_zero: bool, fail_on: str | None, config_path: str | None,
@@ -271,8 +272,7 @@ def check(paths: tuple[str, ...], select: tuple[str, ...], extend_select: tuple[
     if add_noqa:
         # what `check` says about paths (a missing one, a nested project's broken configuration)
         _warn_about_files(result, quiet=quiet, fmt="text")
-        _add_noqa(result)
-        return
+        _add_noqa(projects, result, exit_zero=exit_zero)
     fixed = 0
     fixed_findings: list[Any] = []
     if fix or diff:
@@ -432,25 +432,32 @@ def _warn_about_files(result: Any, *, quiet: bool, fmt: str) -> None:
         say("gradlint: warning: no Python, notebook or ONNX files found under the given paths")
 
 
-def _add_noqa(result: Any) -> None:
-    """`--add-noqa`: write a `# noqa: CODE` on each finding's line, in place (ruff's flag)."""
+def _add_noqa(projects: list[Any], result: Any, *, exit_zero: bool) -> NoReturn:
+    """`--add-noqa`: write a `# noqa: CODE` on each finding's line, in place (ruff's flag). Exits
+    as `check` would after it: 1 when findings are left that it could not annotate (a file it
+    cannot read or parse, an ONNX model, a notebook, a read-only file), so that a run that was
+    meant to leave a code base clean does not pass while it is not; 2 on errors."""
     import io
     import tokenize
 
     from gradlint.files import Refused, check_writable, locked, text_digest
     from gradlint.files import replace as replace_file
-    from gradlint.report.text import escape, plural
+    from gradlint.report.text import escape, finding_line, plural
     from gradlint.results import kind_of
     from gradlint.source import decode
     from gradlint.suppress import add_noqa
 
     added = 0
     failed = False
+    left: list[Any] = []  # the findings no comment was written for
     for r in result.files:
         onnx = kind_of(Path(r.path), r.path) == "onnx"
         # (GL0xx: a file that could not be read or parsed, where no comment can be placed safely)
-        findings = [f for f in r.findings if f.node is None and f.cell is None and not onnx
-                    and not f.code.startswith("GL0")]
+        findings, cannot = [], []
+        for f in r.findings:
+            (findings if f.node is None and f.cell is None and not onnx and not f.code.startswith("GL0")
+             else cannot).append(f)
+        left += cannot
         in_cells = sum(1 for f in r.findings if f.cell is not None)
         if in_cells:
             # (a `# noqa` written in a cell works; this flag only writes into .py files)
@@ -460,9 +467,11 @@ def _add_noqa(result: Any) -> None:
             # (an ONNX model that did not decode, a Git LFS pointer, is text: the comment broke it)
             say(f"gradlint: warning: {escape(r.path)}: an ONNX model's findings take no comment; "
                 "use per-file-ignores to silence them")
-        elif len(findings) != len(r.findings):
-            say(f"gradlint: warning: {escape(r.path)}: --add-noqa does not comment a file it cannot read or "
-                "parse (GL0xx): fix the file")
+        for f in r.findings:
+            if f.code.startswith("GL0") and not onnx and f.cell is None:
+                # (named with its place: the flag prints no report, and this is where to look)
+                say(f"gradlint: warning: {finding_line(f)} (no `# noqa` added: --add-noqa does not comment a "
+                    "file it cannot read or parse; fix the file)")
         if not findings:
             continue
         try:
@@ -474,22 +483,35 @@ def _add_noqa(result: Any) -> None:
                 if r.analysed is not None and text_digest(text) != r.analysed:
                     raise Refused("it changed since it was checked")
                 encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
-                new, count, left = add_noqa(text, findings)
+                new, count, not_added = add_noqa(text, findings)
                 if count:
                     replace_file(lk, new.encode(encoding), expected=raw)
         except Refused as exc:
             say(f"gradlint: warning: {escape(r.path)}: no noqa added: {exc}")
+            left += findings
             continue
         except (OSError, UnicodeError, SyntaxError, LookupError) as exc:
             say(f"gradlint: error: {escape(r.path)}: cannot add noqa: {getattr(exc, 'strerror', None) or exc}")
             failed = True
             continue
         added += count
-        for f in left:
+        left += not_added
+        for f in not_added:
             say(f"gradlint: warning: {escape(r.path)}:{f.span.line}: {f.code}: the line ends inside a string "
                 "or a continuation; no `# noqa` added")
     say(f"Added {added} noqa directive{'s' if added != 1 else ''}.")
-    sys.exit(EXIT_ERROR if failed or result.has_errors else EXIT_CLEAN)
+    if left:
+        say(f"{plural(len(left), 'finding')} left without a `# noqa` (see above): `gradlint check` still "
+            f"reports {'it' if len(left) == 1 else 'them'}.")
+    if failed or result.has_errors:
+        sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_FINDINGS if not exit_zero and _still_fail(projects, left) else EXIT_CLEAN)
+
+
+def _still_fail(projects: list[Any], left: list[Any]) -> bool:
+    """Whether a finding `check` would fail on is among `left`, each judged by its project's fail-on."""
+    fail_on = {r.path: p.config.fail_on for p in projects if p.result is not None for r in p.result.files}
+    return any(f.severity >= fail_on.get(f.path, Severity.INFO) for f in left)
 
 
 _AT_EXIT: list[bool] = []

@@ -353,8 +353,34 @@ def test_add_noqa_never_writes_into_an_onnx_file(tmp_path):
     assert (tmp_path / "model.onnx").read_bytes() == pointer
     assert (tmp_path / "bad.py").read_text() == "def f(:\n    pass\n"
     assert "model.onnx: an ONNX model's findings take no comment" in proc.stderr
-    assert "bad.py: --add-noqa does not comment a file it cannot read or parse (GL0xx)" in proc.stderr
-    assert "Added 0 noqa directives." in proc.stderr and proc.returncode == 0
+    assert "bad.py:1:7: GL001 syntax error" in proc.stderr and "--add-noqa does not comment a file" in proc.stderr
+    assert "Added 0 noqa directives." in proc.stderr and proc.returncode == 1
+
+
+def test_add_noqa_names_what_it_could_not_annotate_and_exits_1(tmp_path):
+    # it exited 0 with a syntax error left (GL001 takes no comment), as if the code base were now
+    # clean, and said only "bad.py: ... (GL0xx)": the next `check` failed on it
+    write_tree(tmp_path, {"a.py": LOG_SOFTMAX, "bad.py": BROKEN})
+    proc = gradlint("check", "--add-noqa", ".", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "gradlint: warning: bad.py:3:21: GL001 syntax error: expected ':' (no `# noqa` added" in proc.stderr
+    assert "Added 1 noqa directive." in proc.stderr
+    assert "1 finding left without a `# noqa` (see above): `gradlint check` still reports it." in proc.stderr
+    assert proc.stdout == "" and "# noqa: GL302" in (tmp_path / "a.py").read_text()
+    assert gradlint("check", ".", cwd=tmp_path).returncode == 1  # (what the exit code foretold)
+    assert gradlint("check", "--add-noqa", "--exit-zero", ".", cwd=tmp_path).returncode == 0
+    (tmp_path / "bad.py").write_text(GOOD)
+    again = gradlint("check", "--add-noqa", ".", cwd=tmp_path)
+    assert again.returncode == 0 and "left without" not in again.stderr, again.stderr
+
+
+def test_add_noqa_judges_what_it_left_by_fail_on(tmp_path):
+    # a read-only file keeps its GL302 (a warning): it fails `check`, not `check --fail-on error`
+    write_tree(tmp_path, {"ro.py": LOG_SOFTMAX})
+    os.chmod(tmp_path / "ro.py", 0o444)
+    proc = gradlint("check", "--add-noqa", "ro.py", cwd=tmp_path)
+    assert proc.returncode == 1 and "ro.py: no noqa added: read-only file" in proc.stderr, proc.stderr
+    assert gradlint("check", "--add-noqa", "--fail-on", "error", "ro.py", cwd=tmp_path).returncode == 0
 
 
 @pytest.mark.parametrize("mode", ["--diff", "--add-noqa"])
