@@ -568,6 +568,58 @@ def test_user_inputs_and_loss_functions(tmp_path):
     assert report.gradcheck.passed is True
 
 
+LOSS_CASES = """
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.a(x)
+
+    class CutNet(Net):
+        def forward(self, x):
+            return self.a(x).detach()
+
+    def make_model():
+        return Net()
+
+    def make_cut():
+        return CutNet()
+
+    def constant(out):
+        return torch.tensor(1.0, requires_grad=True)
+
+    def plain_number(out):
+        return torch.tensor(1.0)
+
+    def detached(out):
+        return out.detach().pow(2).mean()
+
+    def of_inputs(out, inputs):
+        return inputs.pow(2).mean().requires_grad_()
+
+    def honest(out):
+        return out.pow(2).mean()
+"""
+
+
+@pytest.mark.parametrize("loss", ["constant", "plain_number", "detached", "of_inputs"])
+def test_a_loss_that_ignores_the_output_is_named_not_the_model(tmp_path, loss):
+    # GL707 said "2 of 2 parameter tensors got no gradient ... are they used at all?" of a model
+    # whose output the --loss never read
+    path = write(tmp_path, LOSS_CASES)
+    with pytest.raises(ProbeError, match=rf"--loss {path}:{loss}: the loss does not depend on the model's output"):
+        run(path, steps=1, input_shape=(4, 3), loss=f"{path}:{loss}", gradcheck=False)
+
+
+def test_a_model_that_cuts_its_own_output_is_still_gl707_under_a_loss(tmp_path):
+    path = write(tmp_path, LOSS_CASES)
+    report = run(path, attr="make_cut", steps=1, input_shape=(4, 3), loss=f"{path}:honest", gradcheck=False)
+    assert one(report, "GL707").finding.data_dict["parameters"] == ("a.weight", "a.bias")
+    assert "GL707" not in codes(run(path, steps=1, input_shape=(4, 3), loss=f"{path}:honest", gradcheck=False))
+
+
 def test_bfloat16_forward(tmp_path):
     report = run_probe(ProbeOptions(target=f"{PROBE / 'relu_mlp.py'}:make_model", device=DEVICE, steps=1,
                                     dtype="bfloat16", gradcheck=False), findings=[])

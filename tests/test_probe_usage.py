@@ -64,6 +64,10 @@ def no_args_loss():
 
 def loss_of_three(out, inputs, extra):
     return out.sum()
+
+
+def constant_loss(out):
+    return torch.ones((), requires_grad=True)
 """
 
 
@@ -103,6 +107,15 @@ def test_a_call_that_does_not_fit_the_signature_is_a_usage_error(tmp_path, args,
     res = probe_cli(*args, cwd=tmp_path)
     line = assert_one_line_error(_without_import_line(res), *needles)
     assert "internal error" not in line
+
+
+def test_a_loss_that_ignores_the_output_is_a_usage_error_naming_it(tmp_path):
+    # it exited 1 with GL707 blaming the model ("are they used at all?") for the loss's constant
+    write(tmp_path)
+    res = probe_cli("m.py:Tiny", "--input-shape", "4,4", "--loss", "m.py:constant_loss", cwd=tmp_path)
+    line = assert_one_line_error(_without_import_line(res), "--loss m.py:constant_loss: the loss does not depend "
+                                 "on the model's output")
+    assert "GL707" not in res.stdout + line
 
 
 def _without_import_line(res: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

@@ -485,6 +485,50 @@ def _cuts(model: Any, make_inputs: Any, make_loss: Any, target: Target, opts: Pr
         return []
 
 
+def _output_tensors(value: Any) -> list[Any]:
+    """Every tensor of a model's output: itself, or those of its tuples, lists and mappings."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _output_tensors(v)]
+    if isinstance(value, dict) or hasattr(value, "keys"):
+        try:
+            return [t for v in value.values() for t in _output_tensors(v)]
+        except Exception:  # noqa: BLE001 - a mapping-like we cannot read holds nothing we can follow
+            return []
+    return []
+
+
+def _check_loss_uses_output(model: Any, make_inputs: Any, make_loss: Any, opts: ProbeOptions, device: str) -> None:
+    """Raise ProbeError when no parameter got a gradient because the --loss does not depend on
+    the model's output (a constant, a `.detach()` of it): GL707 said the model's parameters are
+    unused, and the model was not at fault. Told by one more forward: the output carries a
+    gradient, and the loss has no path to any of its tensors. When the output carries none, the
+    model cut it itself, and GL707 says so."""
+    import torch
+
+    from gradlint.probe.measure import autocast_context
+
+    torch.manual_seed(opts.seed)
+    try:
+        args, kwargs, raw = make_inputs(0)
+        with autocast_context(device, opts.dtype):
+            output = model(*args, **kwargs)
+        outs = [t for t in _output_tensors(output) if t.requires_grad]
+        if not outs:
+            return
+        loss = make_loss(output, raw, 0)
+        if loss.requires_grad and any(g is not None for g in torch.autograd.grad(loss, outs, allow_unused=True)):
+            return
+    except Exception:  # noqa: BLE001 - it ran in the steps; the finding stands without this
+        return
+    raise ProbeError(f"--loss {opts.loss}: the loss does not depend on the model's output (no gradient path "
+                     "leads from the value it returns to the output), so no gradient reaches the model and "
+                     "nothing can be measured; compute the loss from the output it is given")
+
+
 def class_lines(model: Any, target: Target) -> dict[str, tuple[int, int]]:
     """Class name -> (first, last line) for the module classes of the model defined in the target's file."""
     out: dict[str, tuple[int, int]] = {}
@@ -587,6 +631,8 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
         raise fail_from(exc, "running the model failed") from None
     loss_kind = loss_from if loss_from != "default" else (getattr(make_loss, "kinds", []) or ["default"])[0]
     if meas.without_grad:
+        if opts.loss and meas.nonfinite is None and len(meas.without_grad) == len(meas.param_owner):
+            _check_loss_uses_output(model, make_inputs, make_loss, opts, device)
         meas.cuts = _cuts(model, make_inputs, make_loss, target, opts, device)
 
     interrupted = meas.interrupted == "interrupted"
