@@ -118,6 +118,31 @@ def test_a_loss_that_ignores_the_output_is_a_usage_error_naming_it(tmp_path):
     assert "GL707" not in res.stdout + line
 
 
+def _truncated_export(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    path.write_bytes(data[: len(data) // 2])  # an export killed half-way
+
+
+@pytest.mark.parametrize("content", [b"", "truncated"], ids=["empty", "truncated"])
+def test_an_onnx_export_that_cannot_be_read_is_an_error_before_the_steps(tmp_path, content):
+    # it was reported as "GL002 ... not measurable" and the run exited 0, as if the export were sound
+    write(tmp_path)
+    if content == "truncated":
+        _truncated_export(tmp_path / "m.onnx")
+    else:
+        (tmp_path / "m.onnx").write_bytes(content)
+    res = probe_cli("m.py:Tiny", "--input-shape", "4,4", "--onnx", "m.onnx", cwd=tmp_path)
+    assert res.stdout == ""  # (no steps ran: the report would be on stdout)
+    assert_one_line_error(_without_import_line(res), "--onnx m.onnx: cannot read the ONNX model (GL002)",
+                          "export the model again")
+
+
 def _without_import_line(res: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     # The signature is read once the module is imported: its announcement is expected here.
     return subprocess.CompletedProcess(res.args, res.returncode, res.stdout,

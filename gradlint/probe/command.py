@@ -79,8 +79,9 @@ def probe(target: str, inputs: str | None, input_shape: tuple[int, ...] | None, 
     \b
     Exit codes: 0 nothing confirmed or found, 1 a static finding confirmed or a probe
     finding (GL701-GL707, info excepted), 2 a usage error (found before the target is
-    imported where it can be), or the target could not be loaded or run, exited, or ran past
-    --timeout, 130 interrupted (Ctrl-C: what was measured is reported).
+    imported where it can be), an --onnx export that cannot be read, or the target could not
+    be loaded or run, exited, or ran past --timeout, 130 interrupted (Ctrl-C: what was
+    measured is reported).
     """
     config = None
     if config_path is not None:

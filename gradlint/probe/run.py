@@ -553,6 +553,18 @@ def static_findings(path: Path, opts: ProbeOptions, config: Any) -> tuple[list[F
     return result.findings, notes
 
 
+def refuse_unreadable_exports(findings: list[Finding], onnx: tuple[str, ...]) -> None:
+    """Raise ProbeError when an --onnx file could not be read (GL0xx: an export that failed or was
+    cut short, an empty file, external data refused): its findings were what the run was asked to
+    join, and a report that said "GL002 ... not measurable" exited 0 as if the export were sound.
+    Called after the static pass, before any step runs."""
+    given = {os.path.realpath(path): path for path in onnx}
+    broken = [f for f in findings if f.code.startswith("GL0") and os.path.realpath(f.path) in given]
+    if broken:
+        raise ProbeError("; ".join(f"--onnx {given[os.path.realpath(f.path)]}: cannot read the ONNX model ({f.code}): "
+                                   f"{f.message}" for f in broken) + "; export the model again")
+
+
 def thresholds_for(config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The thresholds each gain-predicting rule judges its findings by (its own options, else
     the probe rules'), and every probe rule's options."""
@@ -617,6 +629,7 @@ def run_probe(opts: ProbeOptions, *, findings: list[Finding] | None = None,
     if findings is None:
         _phase(progress, "static pass")
         findings, static_notes = static_findings(target.path, opts, config)
+        refuse_unreadable_exports(findings, opts.onnx)
         notes += static_notes
 
     make_inputs, inputs_from = build_inputs(opts, target, device)
