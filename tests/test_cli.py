@@ -239,6 +239,39 @@ def test_output_file_a_named_pipe_is_held_open_from_the_check_to_the_report(proj
         os.close(reader)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork") or not hasattr(os, "mkfifo"), reason="no fork or named pipes here")
+def test_output_file_a_named_pipe_is_not_held_by_a_forked_process(project):
+    # the probe's child and the pool's workers are forked after the check: holding the pipe too,
+    # one that outlived the report kept its reader waiting for an end of file
+    import signal
+
+    from gradlint.report import destination
+
+    fifo = project / "report.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    destination.check(fifo)
+    ready, started = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child says it runs, then waits to be killed
+        import time
+
+        os.write(started, b"x")
+        time.sleep(60)
+        os._exit(0)
+    os.close(started)
+    try:
+        assert os.read(ready, 1) == b"x"
+        destination.write(fifo, b"the report\n")
+        assert os.read(reader, 100) == b"the report\n"
+        assert os.read(reader, 100) == b""  # the end of file, with the forked process still there
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(reader)
+        os.close(ready)
+
+
 def test_a_named_file_click_thinks_unreadable_is_checked_by_gradlint(project, monkeypatch, capsys):
     # click refused the whole run ("Path 'a.py' is not readable") and b.py was never checked;
     # gradlint reads each file itself and says what it cannot read, the others still checked

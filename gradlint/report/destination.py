@@ -29,6 +29,22 @@ _INPUT_SUFFIXES = (".py", ".pyi", ".ipynb", ".onnx", ".onnx.txt")
 _HELD_PIPES: dict[str, int] = {}
 
 
+def _forget_pipes() -> None:
+    # A forked process (the probe's child, a worker of the pool, what the user's model forks in
+    # turn) must not hold the pipe: its reader would wait for an end of file after the report
+    # until that process ended.
+    for fd in _HELD_PIPES.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_PIPES.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pipes)
+
+
 class Unwritable(Exception):
     """Why a report cannot go to the path: words for the user, after the path."""
 
