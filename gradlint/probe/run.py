@@ -554,12 +554,16 @@ def static_findings(path: Path, opts: ProbeOptions, config: Any) -> tuple[list[F
 
 
 def refuse_unreadable_exports(findings: list[Finding], onnx: tuple[str, ...]) -> None:
-    """Raise ProbeError when an --onnx file could not be read (GL0xx: an export that failed or was
+    """Raise ProbeError when an --onnx file could not be read (an export that failed or was
     cut short, an empty file, external data refused): its findings were what the run was asked to
     join, and a report that said "GL002 ... not measurable" exited 0 as if the export were sound.
     Called after the static pass, before any step runs."""
+    from gradlint.registry import load_rules
+
+    rules = load_rules()
     given = {os.path.realpath(path): path for path in onnx}
-    broken = [f for f in findings if f.code.startswith("GL0") and os.path.realpath(f.path) in given]
+    # (the always-on rules are those of input that could not be read: they cannot be ignored)
+    broken = [f for f in findings if f.code in rules and rules[f.code].always_on and os.path.realpath(f.path) in given]
     if broken:
         raise ProbeError("; ".join(f"--onnx {given[os.path.realpath(f.path)]}: cannot read the ONNX model ({f.code}): "
                                    f"{f.message}" for f in broken) + "; export the model again")
