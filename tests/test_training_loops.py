@@ -1390,3 +1390,74 @@ def test_gl206_a_clip_at_the_last_micro_batch_clips_the_whole_sum(test):
     assert codes(_LAST_MICRO.format(body=_MICRO_BACKWARD + every), "GL206") == ["GL206"]
     first = "        if micro_step == 0:\n            nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
     assert codes(_LAST_MICRO.format(body=_MICRO_BACKWARD + first), "GL206") == ["GL206"]
+
+
+_GAN_AMP = """\
+import torch
+import torch.nn as nn
+
+g = nn.Linear(8, 8)
+d = nn.Linear(8, 1)
+opt_g = torch.optim.Adam(g.parameters())
+opt_d = torch.optim.Adam(d.parameters())
+scaler = torch.amp.GradScaler("cuda")
+for x in loader:
+    with torch.autocast("cuda"):
+        loss_g = -d(g(x)).mean()
+    opt_g.zero_grad()
+    scaler.scale(loss_g).backward()
+{unscale}    nn.utils.clip_grad_norm_(g.parameters(), 1.0)
+    scaler.step(opt_g)
+    scaler.update()
+"""
+
+
+def test_gl203_an_unscale_of_another_models_optimizer_leaves_the_clipped_gradients_scaled():
+    # measured (CPU GradScaler): the clip saw a norm of 76831 at scale 65536
+    assert codes(_GAN_AMP.format(unscale="    scaler.unscale_(opt_d)\n"), "GL203") == ["GL203"]
+    assert codes(_GAN_AMP.format(unscale="    scaler.unscale_(opt_g)\n"), "GL203") == []
+    both = "    scaler.unscale_(opt_d)\n    scaler.unscale_(opt_g)\n"
+    assert codes(_GAN_AMP.format(unscale=both), "GL203") == []
+    each = "    for opt in (opt_g, opt_d):\n        scaler.unscale_(opt)\n"
+    assert codes(_GAN_AMP.format(unscale=each), "GL203") == []
+    # an optimizer of unknown parameters may be the clipped model's
+    assert codes(_GAN_AMP.format(unscale="    scaler.unscale_(optimizers[0])\n"), "GL203") == []
+
+
+_FSDP_AMP = """\
+import torch
+import torch.nn as nn
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+def train(model_fn, loader):
+    model = FSDP(model_fn())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = ShardedGradScaler()
+    for x, y in loader:
+        opt.zero_grad()
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+{unscale}        model.clip_grad_norm_(1.0)
+        scaler.step(opt)
+        scaler.update()
+"""
+
+
+def test_gl203_a_models_own_clip_under_a_grad_scaler_clips_scaled_gradients():
+    # FSDP's clip_grad_norm_ takes no scaler: PyTorch's FSDP recipe unscales first
+    from gradlint.fix import fix_text
+
+    text = _FSDP_AMP.format(unscale="")
+    (finding,) = check_source(text, Config(select=("GL203",)))
+    assert "`scaler.unscale_(opt)`" in finding.message
+    fixed = fix_text(text, [finding], recheck=lambda t: check_source(t, Config(select=("GL203",))))[0]
+    assert fixed == _FSDP_AMP.format(unscale="        scaler.unscale_(opt)\n")
+    assert codes(fixed, "GL203") == []
+    # accelerate's and Fabric's clips unscale themselves (and they scale with no GradScaler of the user's)
+    fabric = ("import torch\nimport lightning as L\nfabric = L.Fabric(precision='16-mixed')\n"
+              "model, opt = fabric.setup(Net(), torch.optim.Adam(params))\nfor x in loader:\n"
+              "    fabric.backward(model(x).sum())\n    fabric.clip_gradients(model, opt, max_norm=1.0)\n"
+              "    opt.step()\n    opt.zero_grad()\n")
+    assert codes(fabric, "GL203") == []

@@ -71,7 +71,11 @@ class ClipScaledGradients(steps.StepRule):
     (`for opt in self.optimizers: scaler.step(opt)`) is one step of each; a parameter is a
     scaler or an optimizer when every call in the file passes one (`def update(o, amp, loss)`).
     A clip after the scaler's step is not flagged here: `scaler.step(opt)` has unscaled the
-    gradients in place by then (GL202 flags that clip for coming after the update).
+    gradients in place by then (GL202 flags that clip for coming after the update). A model's
+    own clip method under a GradScaler (FSDP's `model.clip_grad_norm_(1.0)`) knows nothing of
+    the scaler and is flagged as torch's clip is; an `unscale_` counts for the clip unless it
+    is of an optimizer built on other models' parameters (`scaler.unscale_(opt_d)` before a clip
+    of `g.parameters()`).
 
     ## Why is this bad?
     Between `scaler.scale(loss).backward()` and `scaler.step()` the gradients are multiplied by
@@ -452,7 +456,7 @@ class Model(LightningModule):
             if not scaled:
                 continue
             for clip in c.of("clip"):
-                if clip.event.via != "torch" or steps.is_measuring(clip.event):
+                if not (clip.event.via == "torch" or _model_clip(facts, c, clip, scaled)) or steps.is_measuring(clip.event):
                     continue
                 if clip.event.value is not None and _scaled_threshold(clip.event.value.text):
                     continue  # `max_norm * scaler.get_scale()`: the threshold is scaled as the gradients are
@@ -474,7 +478,8 @@ class Model(LightningModule):
                     or (f.event.kind == "step" and f.order > clip.order))]
                 if not uses:
                     continue
-                if any(u.order < clip.order and steps.compatible(u, clip) for u in c.of("unscale")):
+                if any(u.order < clip.order and steps.compatible(u, clip) and _may_unscale(facts, c, u, clip)
+                       for u in c.of("unscale")):
                     continue
                 scaler = _as_read(uses[0], clip, "scaler")
                 if uses[0].event.via == "accelerate":
@@ -557,6 +562,30 @@ def _fp16_accelerator(facts, accelerator: str, func: int) -> bool:
         else:
             made = [a for a in made if a.func == func]
     return bool(made) and all(a.kind == "accelerator" and not a.disabled for a in made)
+
+
+def _model_clip(facts, c, clip, scaled) -> bool:
+    """Whether a framework clip is a model's own method (FSDP's `model.clip_grad_norm_(1.0)`)
+    under a torch GradScaler: it knows nothing of the scaler, and clips what it holds as torch's
+    clip does (accelerate's and Fabric's clips unscale first, and scale with no GradScaler of
+    the user's)."""
+    if clip.event.via != "framework" or clip.depth != 0 or "." not in clip.event.name:
+        return False
+    if not any(f.event.via == "scaler" for f in scaled):
+        return False
+    receiver = clip.event.name.rsplit(".", 1)[0]
+    return bool(steps.scoped_assigns(facts, receiver, ("model",), c.function))
+
+
+def _may_unscale(facts, c, unscale, clip) -> bool:
+    """Whether `scaler.unscale_(opt)` may unscale the gradients `clip` clips: not when both are
+    known apart (the clip of `g.parameters()`, the unscale of an optimizer built here on `d`'s:
+    a GAN's generator clipped after its discriminator's optimizer was unscaled)."""
+    what = steps.clipped(c, clip)
+    if what is None or what[0] != "model" or not unscale.target:
+        return True
+    owners = steps.owners(facts, c, unscale)
+    return not owners or any(steps.covers(m, owners) for m in steps.same_models(facts, what[1], c.function))
 
 
 def _disabled(facts, scaler: str) -> bool:
