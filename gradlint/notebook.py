@@ -7,8 +7,9 @@ included, as ruff counts them). IPython syntax that is not Python is kept out of
 without moving a line: a line magic (`%matplotlib inline`), a shell escape (`!pip install x`,
 `files = !ls`), a help query (`?obj`, `obj??`) or an autocall escape (`;f a b`, `,f a b`, `/f a`)
 that starts a logical line becomes `pass` at its indentation (at its block's where a statement
-cannot stand at its own: `  %matplotlib inline` at a cell's top), and a cell that starts with a
-cell magic (`%%bash`, `%%time`) is left out whole. After fixes, the virtual file is split again
+cannot stand at its own), and a cell that starts with a cell magic (`%%bash`, `%%time`) is left
+out whole. A cell whose first line that is not blank is indented is dedented first, as IPython
+does (`_dedented`); its findings get their columns back, and its fixes its indentation. After fixes, the virtual file is split again
 at the markers and the magics put back, so only the fixed cells change, and the notebook is
 written with its own JSON layout (indent, key order, escaping, final newline, CRLF line ends, a
 UTF-8 byte order mark). The JSON is written again, not spliced: numbers are written as Python
@@ -17,6 +18,7 @@ writes them (`2.50` as `2.5`, `1E-5` as `1e-05`) and of a key given twice the la
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass, replace
@@ -50,11 +52,19 @@ class NotebookError(ValueError):
 
 @dataclass(frozen=True)
 class CellSpan:
-    """Where one code cell sits in the virtual file: its marker's line and its own line count."""
+    """Where one code cell sits in the virtual file: its marker's line and its own line count;
+    for a cell IPython dedents (every line indented alike: `_dedented`), the indentation taken
+    off, and the lines (1-based) that kept theirs (blank, or not starting with it)."""
 
     cell: int  # 1-based index among all cells
     marker_line: int
     lines: int
+    indent: str = ""
+    kept: tuple[int, ...] = ()
+
+    def shift(self, line: int) -> int:
+        """Columns the cell's line `line` has before its virtual line's."""
+        return len(self.indent) if self.indent and line not in self.kept else 0
 
 
 @dataclass(frozen=True)
@@ -69,9 +79,12 @@ class CellMap:
         return None
 
     def virtual_line(self, cell: int, line: int) -> int:
+        return self.span_of(cell).marker_line + line
+
+    def span_of(self, cell: int) -> CellSpan:
         for span in self.cells:
             if span.cell == cell:
-                return span.marker_line + line
+                return span
         raise KeyError(cell)
 
 
@@ -256,17 +269,56 @@ def _python_lines(source: str) -> str:
     return "".join(lines)
 
 
+def _dedented(source: str) -> tuple[str, str, tuple[int, ...]]:
+    """A cell as IPython runs it when its first line that is not blank is indented (code pasted
+    from inside a function): that indentation taken off every line that starts with it
+    (IPython's leading_empty_lines and leading_indent); the indentation, and the lines (1-based)
+    left as they were: blank ones (Python ignores them; a fix then writes them back unchanged)
+    and any that does not start with it. Read as written, the cell was a syntax error that hid
+    every finding of the notebook."""
+    lines = split_lines(source, keepends=True)
+    first = next((x for x in lines if x.strip()), "")
+    indent = first[:len(first) - len(first.lstrip(" \t"))]
+    if not indent:
+        return source, "", ()
+    out, kept = [], []
+    for number, x in enumerate(lines, start=1):
+        if x.strip() and x.startswith(indent):
+            out.append(x[len(indent):])
+        else:
+            out.append(x)
+            kept.append(number)
+    return "".join(out), indent, tuple(kept)
+
+
+def _reindented(lines: list[str], before: list[str], indent: str, kept: tuple[int, ...]) -> list[str]:
+    """A dedented cell's (fixed) lines with the cell's indentation put back: a line the fix left
+    gets it as its original did (lines outside it, a string's at column 0, stay so); a line of the
+    fix's, as the lines it replaced, else as the line before it (the one after it at the top)."""
+    out: list[str] = []
+    matcher = difflib.SequenceMatcher(a=before, b=lines, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            out += [x if n in kept else indent + x for n, x in zip(range(i1 + 1, i2 + 1), lines[j1:j2])]
+        elif tag != "delete":
+            near = range(i1 + 1, i2 + 1) if tag == "replace" else [i1 if i1 > 0 else 1]
+            inside = any(n not in kept for n in near if 1 <= n <= len(before))
+            out += [indent + x if inside and x.strip() else x for x in lines[j1:j2]]
+    return out
+
+
 def virtual_source(nb: Notebook) -> tuple[str, CellMap]:
     """The code cells as one Python file, and where each cell lies in it."""
     parts: list[str] = []
     spans: list[CellSpan] = []
     line = 0
     for index, source in nb.code_cells():
-        body = _python_lines(source)
+        text, indent, kept = _dedented(source)
+        body = _python_lines(text)
         if body and not body.endswith("\n"):
             body += "\n"
         parts.append(MARKER.format(index) + "\n" + body)
-        spans.append(CellSpan(index, line + 1, body.count("\n")))
+        spans.append(CellSpan(index, line + 1, body.count("\n"), indent, kept))
         line += 1 + body.count("\n")
     return "".join(parts), CellMap(tuple(spans))
 
@@ -275,11 +327,13 @@ def _cell_span(span: SourceSpan, cells: CellMap) -> tuple[int, SourceSpan] | Non
     start = cells.locate(span.line)
     if start is None:
         return None
+    own = cells.span_of(start[0])
     end = cells.locate(span.end_line)
     if end is None or end[0] != start[0]:
         # A span cannot leave its cell: keep its start only.
-        return start[0], SourceSpan.point(start[1], span.column)
-    return start[0], SourceSpan(start[1], span.column, end[1], span.end_column)
+        return start[0], SourceSpan.point(start[1], span.column + own.shift(start[1]))
+    return start[0], SourceSpan(start[1], span.column + own.shift(start[1]), end[1],
+                                span.end_column + own.shift(end[1]))
 
 
 def locate(result: FileResult, cells: CellMap) -> FileResult:
@@ -387,7 +441,8 @@ def write_back(nb: Notebook, virtual: str) -> str:
         raise NotebookError("a fix moved a cell boundary")
     for index, lines in segments.items():
         old = originals[index]
-        old_lines = split_lines(old, keepends=True)
+        unindented, indent, kept = _dedented(old)
+        old_lines = split_lines(unindented, keepends=True)
         magics = [(old_lines[i], indent) for i, indent in sorted(_escapes(old_lines).items())]
         restored = []
         seen = 0  # magics put back, in order: each where its own stand-in is, at its indentation
@@ -403,6 +458,8 @@ def write_back(nb: Notebook, virtual: str) -> str:
             seen += 1
         if seen != len(magics):
             raise NotebookError(f"cell {index}: a fix removed an IPython magic")
+        if indent:
+            restored = _reindented(restored, old_lines, indent, kept)
         text = "".join(restored)
         if not old.endswith("\n") and text.endswith("\n"):
             text = text[:-1]
@@ -425,9 +482,11 @@ def to_virtual(findings: list[Finding], cells: CellMap) -> list[Finding]:
         if f.cell is None:
             out.append(f)
             continue
+        own = cells.span_of(f.cell)
+
         def move(span: SourceSpan) -> SourceSpan:
-            return SourceSpan(cells.virtual_line(f.cell, span.line), span.column,
-                              cells.virtual_line(f.cell, span.end_line), span.end_column)
+            return SourceSpan(cells.virtual_line(f.cell, span.line), span.column - own.shift(span.line),
+                              cells.virtual_line(f.cell, span.end_line), span.end_column - own.shift(span.end_line))
         fix = f.fix
         if fix is not None:
             fix = replace(fix, edits=tuple(Edit(move(e.span), e.content) for e in fix.edits))

@@ -296,9 +296,9 @@ def test_stand_ins_are_statements_where_the_python_around_them_allows():
     raw = notebook(("code", "  %matplotlib inline\nimport torch\nif torch:\n    !ls\n    x = 1\n  %time x\n"))
     nb = Notebook.parse(raw)
     text, _ = virtual_source(nb)
-    # IPython takes the first line's indentation off the cell; in the `if`, the block's own
+    # IPython takes the first line's indentation off every line that starts with it
     assert text.splitlines()[1:] == ["pass  # gradlint-notebook-magic 0", "import torch", "if torch:",
-                                     "    pass  # gradlint-notebook-magic 1", "    x = 1",
+                                     "  pass  # gradlint-notebook-magic 1", "  x = 1",
                                      "pass  # gradlint-notebook-magic 2"]
     assert write_back(nb, text) == raw
     from gradlint.notebook import NotebookError
@@ -345,3 +345,38 @@ def test_python_that_looks_like_ipython_is_left_as_it_is():
     nb = Notebook.parse(notebook(("code", LOOK_ALIKES)))
     text, _ = virtual_source(nb)
     assert text == "# gradlint-notebook-cell: 1\n" + LOOK_ALIKES
+
+
+_INDENTED = ("    import torch\n\n    def f(z):\n        return torch.log(torch.softmax(z, dim=-1))\n")
+
+
+def test_an_indented_cell_is_read_as_ipython_runs_it(tmp_path):
+    # code pasted from inside a function: IPython takes the first line's indentation off every
+    # line; read as written, the cell was a syntax error that hid every finding of the notebook
+    (tmp_path / "nb.ipynb").write_text(notebook(("markdown", "# t"), ("code", _INDENTED),
+                                                ("code", "import torch.nn as nn\n\n" + DEEP)), encoding="utf-8")
+    found = json.loads(gradlint("check", "--format", "json", "nb.ipynb", cwd=tmp_path).stdout)
+    where = {(f["code"], f["cell"], f["location"]["row"], f["location"]["column"]) for f in found}
+    # columns are the cell's own (its indentation counted)
+    assert ("GL302", 2, 4, 16) in where and not any(code == "GL001" for code, *_ in where)
+    assert any(code == "GL101" and cell == 3 for code, cell, *_ in where)
+    before = (tmp_path / "nb.ipynb").read_text(encoding="utf-8")
+    gradlint("check", "--fix", "--select", "GL302", "nb.ipynb", cwd=tmp_path)
+    after = (tmp_path / "nb.ipynb").read_text(encoding="utf-8")
+    assert after == before.replace('"        return torch.log(torch.softmax(z, dim=-1))\\n"',
+                                   '"        return torch.log_softmax(z, dim=-1)\\n"')
+
+
+def test_a_fix_in_an_indented_cell_keeps_each_lines_indentation():
+    cell = ("    import torch\n    s = '''\nat column 0\n    '''\n\n    y = torch.log(torch.softmax(z, dim=-1))\n"
+            "    if y:\n        pass\n")
+    nb = Notebook.parse(notebook(("code", cell)))
+    virtual, _cells = virtual_source(nb)
+    assert "\ns = '''\nat column 0\n'''\n\ny = torch.log" in virtual
+    assert write_back(nb, virtual) == nb.raw  # unchanged: byte for byte
+    # a line changed, a line inserted (as a fix inserts `scaler.unscale_(opt)`), a line removed
+    fixed = virtual.replace("torch.log(torch.softmax(z, dim=-1))", "torch.log_softmax(z, dim=-1)\nz = 1")
+    fixed = fixed.replace("    pass\n", "")
+    data = json.loads(write_back(nb, fixed))
+    assert "".join(data["cells"][0]["source"]) == cell.replace(
+        "torch.log(torch.softmax(z, dim=-1))", "torch.log_softmax(z, dim=-1)\n    z = 1").replace("        pass\n", "")
