@@ -22,7 +22,7 @@ from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.names import dotted
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_names import LOSS_FUNCTIONS, LOSS_MODULES
-from gradlint.source.numerics_ops import never_negative, strictly_positive
+from gradlint.source.numerics_ops import never_negative, squares_product, strictly_positive
 from gradlint.source.numerics_ops import _literal as _number_written  # (a number as written: `18`, `-5.0`)
 from gradlint.source.numerics_pairs import gram_expansion, self_difference, self_gram
 
@@ -629,8 +629,9 @@ class TensorEval:
             if strictly_positive(left) and strictly_positive(right):
                 return replace(base, tensor=True, dense=True, nonneg=True)  # `probs.T @ probs`
             # (of a learned output, dense: its diagonal is the rows' sums of squares of one)
-            return replace(base, gram=True, dense=left.dense or right.dense) \
-                if node is not None and self_gram(node, self.x.code) else base
+            if node is not None and self_gram(node, self.x.code):
+                return replace(base, gram=True, dense=left.dense or right.dense)
+            return squares_product(self.x, left, right) or base
         if op is cst.Multiply:
             if (ln is not None and right.gram) or (rn is not None and left.gram):
                 return replace(base, gram=True, dense=left.dense or right.dense)  # `2.0 * dot`

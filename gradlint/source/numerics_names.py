@@ -66,6 +66,9 @@ _SELECTIONS = frozenset("gather index_select masked_select narrow select diagona
 KEEP_FUNCTIONS = frozenset("torch." + name for name in (
     "reshape flatten squeeze unsqueeze permute transpose t gather index_select masked_select "
     "narrow select movedim swapaxes flip roll tile diagonal take_along_dim unflatten").split())
+# Linear transforms of a signal (their first argument): the rest are settings (sizes, a window).
+SIGNAL_TRANSFORMS = frozenset({"torch.stft"} | {"torch.fft." + n for n in (
+    "fft ifft rfft irfft fft2 ifft2 rfft2 irfft2 fftn ifftn rfftn irfftn hfft ihfft".split())})
 CUTTING_METHODS = {"item": ".item()", "tolist": ".tolist()", "numpy": ".numpy()",
                    "argmax": "argmax", "argmin": "argmin", "round": "round", "detach": ".detach()",
                    "detach_": ".detach_()", "long": "an integer cast", "int": "an integer cast",

@@ -16,7 +16,8 @@ from gradlint.source.budget import bounded
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.fold import as_float
 from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _combine, ratio_of, required_again,
-                                            broken_before_required, cosines, square_unit, number_of, parts_joined)
+                                            broken_before_required, cosines, square_unit, number_of, parts_joined,
+                                            weighted_squares)
 from gradlint.source.engine.values import truth
 from gradlint.source.list_ends import list_end
 from gradlint.source.numerics_names import (
@@ -24,7 +25,7 @@ from gradlint.source.numerics_names import (
     TARGET_LOSSES, LOSS_MODULES, PROB_MODULES, NONNEG_MODULES, PARAM_FREE_MODULES, SIGN_KEEPING_MODULES,
     FACTORIES, TENSOR_FROM_DATA, VARIABLE, KEEP, _SELECTIONS,
     KEEP_FUNCTIONS, CUTTING_METHODS, CUTTING_FUNCTIONS, _BACKWARD_HOSTS, _MAX_REDUCTIONS, _MOVE,
-    _ZERO_KEPT,
+    _ZERO_KEPT, SIGNAL_TRANSFORMS,
 )
 from gradlint.source.numerics_pairs import pair_reduction, self_gram
 from gradlint.source.names import MODEL_WRAPPERS, PARAMETER_CLASSES, dotted
@@ -55,6 +56,17 @@ def strictly_positive(v: V) -> bool:
     """Strictly positive elements: softmax or sigmoid probabilities, an exp. A product of two such matrices (torch_geometric's DMoN `s.T @ s`
     of softmax assignments) has strictly positive entries: its norm is never 0."""
     return v.prob in ("softmax", "sigmoid") or v.exp
+
+
+def squares_product(x, a: V, b: V) -> V | None:
+    """`weighted_squares(a, b)`, computed from the squares alone: the weights (a buffer the walk
+    knows nothing of, `self.OBM`) do not keep the squares' gradient from the root, so a root in a
+    helper is judged by what its callers pass for the squared parameter (`x`: the extractor)."""
+    made = weighted_squares(a, b)
+    if made is None:
+        return None
+    return x.derive_from([a if (a.sq or a.sumsq) else b], made)
+
 
 # exp(x) is finite in float32 up to x = 88.7: a value clamped at or below this cannot overflow it.
 EXP_SAFE = 80.0
@@ -433,6 +445,15 @@ class TorchOps:
             return None
         return replace(_combine([c.first]), tensor=True, dense=c.first.dense)
 
+    def _q_transform(self, c: _Call) -> V | None:
+        """`torch.stft(x, n_fft, window=self.win)`, `torch.fft.rfft(x)`: a linear transform of the
+        signal, whose other arguments are settings (sizes, a window buffer) that carry no gradient
+        of it; what the result is computed from is the signal alone (a loss's prediction reaches a
+        spectrogram's magnitude: facts.losses). Zero where the signal is (a silent frame)."""
+        if c.first_node is None:
+            return None
+        return self.x.derive_from([c.first], replace(_combine([c.first]), tensor=True, dense=c.first.dense))
+
     def _q_normalize(self, c: _Call) -> V | None:
         """`F.normalize(x)`: rows of unit length (V.normed). (Its elements reach ±1 only for a row
         along an axis: not taken as `bounded`, which a learned output's rows are not.)"""
@@ -713,7 +734,7 @@ class TorchOps:
         if len(c.vals) == 1 and strictly_positive(c.r) and strictly_positive(c.vals[0]):
             return replace(_combine([c.r, *c.vals]), tensor=True, dense=True, nonneg=True)
         if not self_gram(c.node, self.x.code):
-            return None
+            return squares_product(self.x, c.r, c.vals[0]) if len(c.vals) == 1 else None
         return replace(_combine([c.r, *c.vals]), tensor=True, gram=True, dense=c.r.dense)
 
     def _q_product(self, c: _Call) -> V | None:
@@ -724,7 +745,7 @@ class TorchOps:
         if len(c.vals) == 2 and strictly_positive(c.vals[0]) and strictly_positive(c.vals[1]):
             return replace(_combine(c.vals), tensor=True, dense=True, nonneg=True)
         if not self_gram(c.node, self.x.code):
-            return None
+            return squares_product(self.x, c.vals[0], c.vals[1]) if len(c.vals) == 2 else None
         return replace(_combine(c.vals), tensor=True, gram=True, dense=c.first.dense)
 
     def _m_gram_diag(self, c: _Call) -> V | None:
@@ -831,7 +852,7 @@ _QUALIFIED_GROUPS += [
     ({"torch.split", "torch.chunk", "torch.unbind", "torch.tensor_split"}, T._q_pieces), ({"torch.diag", "torch.diagonal"}, T._q_gram_diag),
     (KEEP_FUNCTIONS, T._q_keep),
     ({"torch.autograd.backward"}, T._q_backward), ({"torch.autograd.grad"}, T._q_autograd_grad),
-    (_ZERO_KEPT, T._q_zero_kept),
+    (_ZERO_KEPT, T._q_zero_kept), (SIGNAL_TRANSFORMS, T._q_transform),
     ({"torch.nn.functional.cosine_similarity", "torch.cosine_similarity"}, T._q_cosine),
     ({"torch.nn.functional.normalize"}, T._q_normalize), ({"torch.nn.functional.linear"}, T._q_linear),
 ]

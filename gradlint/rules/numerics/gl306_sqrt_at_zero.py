@@ -13,6 +13,15 @@ from gradlint.facts.numerics import NumericsFacts, Site
 
 _MODULE = 'import torch\nfrom torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.f = nn.Linear(8, 8)\n\n    def forward(self, a, b):\n        x = self.f(a) - b\n'
 
+# a loss over the one-third-octave bands of its prediction's spectrogram (pytorch_stoi's NegSTOILoss)
+_STOI = ("import torch\nfrom torch import nn\n\n\nclass NegSTOILoss(nn.Module):\n"
+         "    def __init__(self, obm, win):\n        super().__init__()\n        self.register_buffer('obm', obm)\n"
+         "        self.register_buffer('win', win)\n        self.nfft = 512\n\n"
+         "    def forward(self, est_targets, targets):\n"
+         "        spec = torch.stft(est_targets, self.nfft, window=self.win, return_complex=False)\n"
+         "        ref = torch.stft(targets, self.nfft, window=self.win, return_complex=False)\n"
+         "        est = {root}\n        return -(est * ref.sum(-1)).mean()\n")
+
 _PIPELINE = ('import torch\nfrom torch import nn\n\n\nclass Pipeline:\n    def __init__(self):\n'
              '        self.f = nn.Linear(8, 8)\n\n    def distance(self, a, b):\n'
              '        return torch.sqrt(((self.f(a) - b) ** 2).sum(-1))\n\n'
@@ -24,7 +33,11 @@ class SqrtAtZero(SiteRule):
     ## What it does
     Flags `torch.sqrt`, `torch.rsqrt`, `.sqrt()`, `.pow(0.5)` and `** 0.5` of a sum (or mean)
     of squares or of a squared difference — `((a - b) ** 2).sum(-1)`, `x.pow(2).mean()`,
-    `x ** 2 + y ** 2` — with no eps added and no `clamp(min > 0)`, through local variables.
+    `x ** 2 + y ** 2` — with no eps added and no `clamp(min > 0)`, through local variables; also
+    weighted sums of squares written as a matrix product (`bands @ spec ** 2`, one-third-octave
+    bands or a mel filterbank over a power spectrum: 0 wherever the squares are, whatever the
+    weights), and squares of a spectrogram (`torch.stft`, `torch.fft.*` of a signal that carries
+    gradient; their other arguments, a window buffer or sizes, do not).
     ONNX graphs are read too: the ONNX front-end matches the same pattern in the graph.
 
     Not flagged: `x.norm()`, `torch.linalg.vector_norm`, `torch.cdist`, `F.pairwise_distance`
@@ -180,6 +193,13 @@ class SqrtAtZero(SiteRule):
                 "def train_step(encoder, loss_fn, xs, xt):\n    loss_fn(encoder(xs), encoder(xt)).backward()\n",
                 note="a loss's prediction handed to a helper: NaN for a feature equal to its pair "
                      "(tilman151/rul-adapt#22)"),
+        Example(_STOI.format(root="torch.matmul(self.obm, torch.norm(spec, 2, -1) ** 2).pow(0.5)"),
+                note="one-third-octave band energies of the prediction's spectrogram, a weighted sum of squares: "
+                     "NaN for a silent band (mpariente/pytorch_stoi#7)"),
+        Example(_STOI.format(root="torch.sqrt((spec ** 2).sum(-1))"),
+                note="the magnitude of a spectrogram written out: 0 in a silent frame"),
+        Example(_MODULE + "        return (self.f.weight.abs() @ x.pow(2).t()).sqrt()\n",
+                note="a matrix product with squares by `@`, whatever the weights"),
         Example("import torch\nfrom torch.nn.modules.loss import _Loss\n\n\nclass Distance(_Loss):\n"
                 "    def forward(self, input, target):\n        return torch.sqrt(((input - target) ** 2).sum(-1)).mean()\n",
                 note="a subclass of torch's `_Loss`: its input less its target is 0 where they agree"),
@@ -270,6 +290,16 @@ class SqrtAtZero(SiteRule):
                 "    def forward(self, source_feats, target_feats):\n"
                 "        return torch.sqrt((target_feats ** 2).sum(-1)).mean()\n",
                 note="a loss's target (named so) is not its prediction"),
+        Example(_STOI.format(root="torch.matmul(self.obm, torch.norm(spec, 2, -1) ** 2 + 1e-8).pow(0.5)"),
+                note="the fix of pytorch_stoi: an eps added to the band energies"),
+        Example(_STOI.format(root="torch.matmul(self.obm, torch.norm(spec, 2, -1) ** 2).clamp(min=1e-8).sqrt()"),
+                note="the weighted sum clamped away from 0"),
+        Example(_STOI.format(root="torch.matmul(self.obm, torch.norm(ref, 2, -1) ** 2).pow(0.5)"),
+                note="the band energies of the target's spectrogram: no gradient reaches them"),
+        Example("import torch\n\n\ndef bands(obm, x):\n    return (obm @ x ** 2).sqrt()\n",
+                note="plain inputs: nothing upstream is known to carry gradient"),
+        Example(_MODULE + "        return (self.f.weight @ torch.ones(8, 8) ** 2).sqrt()\n",
+                note="squares of constants (a fixed table) times learned weights: not 0 where data is"),
         Example("import torch\nfrom torch import nn\n\n\nclass Consistency(nn.Module):\n"
                 "    def forward(self, pred, target):\n        return torch.sqrt(((pred - target) ** 2).sum(-1)).mean()\n",
                 note="no loss class (neither named one nor deriving from one): its callers decide"),

@@ -490,6 +490,18 @@ def cosines(a: V, b: V) -> V | None:
     return replace(_combine([a, b]), tensor=True, unit="bounded")
 
 
+def weighted_squares(a: V, b: V) -> V | None:
+    """A matrix product with squares (or sums of them) for one factor (`obm @ spec ** 2`: the
+    one-third-octave bands of a power spectrum, a mel filterbank over one): weighted sums of
+    squares, exactly 0 wherever the squares are all 0 (a silent band, a padded frame) whatever the
+    weights, so their root's gradient is NaN there as a plain sum's is. None when neither factor
+    is such squares, or when they carry no gradient and may hold no zero (a constant table)."""
+    squares = a if (a.sq or a.sumsq) else b if (b.sq or b.sumsq) else None
+    if squares is None or squares.nograd:
+        return None
+    return replace(_combine([a, b]), tensor=True, sumsq=True, dense=squares.dense)
+
+
 def square_unit(v: V) -> str | None:
     """The unit a square of `v` keeps: a value that reaches ±1 (a cosine, one clamped to [-1, 1])
     squares to one that reaches 1 (`1 - cos ** 2` is then 0 there: V.sine). A strict margin is
