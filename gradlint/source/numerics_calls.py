@@ -673,7 +673,10 @@ class TensorCalls(TorchOps):
                 # `out = model.loss_function(x)`: what the method returns, for a caller that
                 # backpropagates it; this file's class is judged here (Extractor._cut_returns),
                 # another file's there (NumericsFacts.backpropagated_outputs)
-                return replace(self._method_value(node, recv_node, meth, r), returned=(f"{cls}.{meth}", -1))
+                made = self._method_value(node, recv_node, meth, r)
+                # (a method of this file that cuts what it returns: its caller's value is cut)
+                cut = self.x.method_cut(f"{cls}.{meth}", -1) if cls in self.x.local_classes else None
+                return replace(cut or made, returned=(f"{cls}.{meth}", -1))
         if meth == "get" and r.keyed is not None:
             self._args_ev(node)
             got = self._keyed_get(node, r)

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 _RETURNED_LOSS = re.compile(r"loss|cost|objective|penalty|criterion|crit\b|mse|l1|bce|cross_entropy|nll|kl_div|huber",
                             re.I)
 
+# The cuts of a value computed from parameters that keep it a tensor (`.detach()`, `.data`, a
+# no_grad block): GL403's cuts of a forward's output.
+_DETACHING = frozenset({".detach()", ".data", ".detach_()", "torch.no_grad()"})
+
 
 class ReturnedLosses:
     """What the Extractor keeps of returns (`returns_of`, `backpropagated`, `local_classes`) and
@@ -63,6 +67,25 @@ class ReturnedLosses:
         as its unit): the value, and its parts when it is a tuple display (a list) or a dict
         display of string keys (a dict). The unit's last walk is the one kept."""
         self.returns_of.setdefault(name, []).append((parts, whole))
+
+    def method_cut(self, name: str, element: int) -> V | None:
+        """What a call of the method `name` (`C.m` of a top-level class of this file, walked
+        already) gives for `element` of its return (-1: the whole value) when every return cuts it
+        from the parameters it was computed from (inversecooking's `sample()` returning
+        `torch.stack(logits, 1).data`): a value with no gradient, so that what the caller computes
+        from it (the loss its forward returns) is cut as if the caller had written the cut. None
+        when a return keeps it, when the method is not walked yet, or when its name or its class's
+        says it stops the gradient on purpose (`get_target`, `TeacherNet.embed`)."""
+        from gradlint.source.numerics_sites import _stop_gradient, _stop_network
+
+        returns = self.returns_of.get(name)
+        cls, _, meth = name.partition(".")
+        if not returns or not meth or _stop_gradient(meth) or _stop_network(cls):
+            return None
+        values = [_returned_part(parts, whole, element) for parts, whole in returns]
+        if not all(v.cut in _DETACHING and v.params for v in values):
+            return None
+        return V(cut=values[0].cut, cut_span=values[0].cut_span, params=True, tensor=True, computed=True)
 
     def _cut_returns(self) -> None:
         """A loss made by a function of this file and backpropagated by its caller (`loss, log =

@@ -480,6 +480,8 @@ class SiteChecks:
                     self.x.add(Site("forward_output_cut", "parameter-cut", where.span, detail=text))
             if type(node.value) is cst.Tuple:
                 continue
+            if type(node.value) is cst.Dict:
+                val = self._dict_cut(node.value) or val
             if val.cut in ("torch.no_grad()", ".detach()", ".data", ".detach_()") and val.params:
                 text = self.x.code(node.value)
                 if _stop_gradient(text) or _integer_named(text) or self._runs_modules_elsewhere() or \
@@ -500,7 +502,30 @@ class SiteChecks:
                 # (the classes of other files forward runs, when it runs only such modules: the
                 # project index says whether any holds a parameter, facts.numerics.holds)
                 self.x.add(Site("forward_output_cut", "output-cut", span, detail=val.cut,
-                                classes=built or (), want="parametric" if built else None))
+                                classes=built or (), want="parametric" if built else None,
+                                data=self._cut_elsewhere(span)))
+
+    def _cut_elsewhere(self, span) -> tuple:
+        """(('forward_of', class),) when the cut at `span` lies outside this forward, in a method
+        of the file it calls (Extractor.method_cut): the message names whose output it is."""
+        if self.fn_node is None:
+            return ()
+        own = self.x.span(self.fn_node)
+        return () if own.line <= span.line <= own.end_line else (("forward_of", self.cls.name),)
+
+    def _dict_cut(self, node: cst.Dict) -> V | None:
+        """The first entry of a returned dict display (`{"ingr_loss": loss}`) when every entry is
+        cut from the parameters it was computed from: nothing the forward gives trains them, as
+        for a single value. None when an entry keeps its gradient, or when `**` adds others."""
+        values = []
+        for el in node.elements:
+            if type(el) is not cst.DictElement:
+                return None
+            v = self.memo.get(id(el.value))
+            if v is None or v.cut not in ("torch.no_grad()", ".detach()", ".data", ".detach_()") or not v.params:
+                return None
+            values.append(v)
+        return values[0] if values else None
 
     def _init_nodes(self):
         """Every node of `__init__`, the class's and its bases' in the file, in order."""

@@ -616,7 +616,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
             method = "." in val.returned[0]
             part = replace(val, sq=False, sumsq=False, crit=None, callret=None, module=False, inst=frozenset(),
                            elems=None, value=UNKNOWN, nonneg=False) if method and val is not UNKNOWN else UNKNOWN
-            return [replace(part, returned=(val.returned[0], i)) for i in range(count)]
+            # (an element a method of this file cuts on every return is cut here too)
+            return [replace((method and self.x.method_cut(val.returned[0], i)) or part, returned=(val.returned[0], i))
+                    for i in range(count)]
         if not known and count == 1 and val is not UNKNOWN and self.x.open_param(val) is None:
             # `grad, = torch.autograd.grad(...)`: the only item, what `[0]` gives (parts of a
             # tuple of several, `values, indices = torch.topk(p, k)`, are not known apart)

@@ -31,12 +31,63 @@ class GCN(nn.Module):
 """
 
 
+# A decoder whose sampling method returns its logits, and a model whose forward builds its loss
+# from them (facebookresearch/inversecooking#3): `{cut}` is how `sample()` returns the logits.
+_SAMPLED = """\
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class Decoder(nn.Module):
+    def __init__(self, d, v):
+        super().__init__()
+        self.embed = nn.Embedding(v, d)
+        self.out = nn.Linear(d, v)
+
+    def forward(self, tokens, feats):
+        return self.out(self.embed(tokens) + feats)
+
+    def {method}(self, feats, steps=4):
+        ids = [torch.zeros(feats.size(0), 1, dtype=torch.long)]
+        logits = []
+        for _ in range(steps):
+            out = self.forward(torch.cat(ids, 1), feats)[:, -1]
+            logits.append(out)
+            ids.append(out.argmax(-1, keepdim=True))
+        return torch.cat(ids[1:], 1), {cut}
+
+
+class Model(nn.Module):
+    def __init__(self, d=16, v=10):
+        super().__init__()
+        self.encoder = nn.Linear(8, d)
+        self.decoder = Decoder(d, v)
+        self.crit = nn.BCELoss()
+
+    def forward(self, images, labels):
+        feats = self.encoder(images)[:, None]
+        ids, logits = self.decoder.{method}(feats)
+        probs, _ = torch.max(F.softmax(logits, dim=-1), dim=1)
+        return {{"loss": self.crit(probs, labels)}}
+"""
+
+_HELPER = ("import torch\nfrom torch import nn\n\n\nclass Encoder(nn.Module):\n    def __init__(self):\n"
+           "        super().__init__()\n        self.fc = nn.Linear(8, 8)\n\n    def forward(self, x):\n"
+           "        return self.fc(x)\n\n    def {method}(self, x):\n        h = self.fc(x)\n        return {ret}\n\n\n"
+           "class Model(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.enc = Encoder()\n\n"
+           "    def forward(self, x):\n        return {{\"z\": self.enc.{method}(x) * 2}}\n")
+
+
 class DetachedForward(SiteRule):
     """
     ## What it does
     Flags an `nn.Module.forward` whose returned value is cut from the module's parameters by
     `.detach()`, `.data` or a `torch.no_grad()` block (or decorator), and a parameter read as
-    `self.weight.data` / `self.weight.detach()` on the way to the output. Also a submodule whose
+    `self.weight.data` / `self.weight.detach()` on the way to the output; the output may be a dict
+    display whose every entry is cut (`return {"loss": ...}`), and the cut may be in what a method
+    of a class of the file returns on every path (`ids, logits = self.decoder.sample(feats)` with
+    `return ids, torch.stack(logits, 1).data`: reported at that cut). Also a submodule whose
     output forward detaches before the rest uses it, that no output reaches otherwise, while a
     method of the class hands its parameters to an optimizer (`{"params":
     self.non_local.parameters()}`, A-GCN's learned adjacency, queenie88/A-GCN#4). And a module of
@@ -149,6 +200,15 @@ class DetachedForward(SiteRule):
                 "    def forward(self, x):\n        return x @ self.constraint(self.kernel)\n",
                 note="a parameter-free module that cuts what its caller passes: the layer's kernel "
                      "(denfed/leaf-audio-pytorch#4)"),
+        Example(_SAMPLED.format(method="sample", cut="torch.stack(logits, 1).data"),
+                note="a loss built from what a method of a submodule returns through `.data`, in the dict "
+                     "forward returns (facebookresearch/inversecooking#3)"),
+        Example(_HELPER.format(method="encode", ret="h.data"),
+                note="the whole value a method returns, cut"),
+        Example("import torch\nfrom torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n        self.fc = nn.Linear(8, 1)\n\n    def forward(self, x):\n"
+                "        y = self.fc(x)\n        return {\"score\": y.detach(), \"loss\": y.pow(2).sum().detach()}\n",
+                note="every entry of the returned dict cut"),
     ]
     valid = [
         Example("import torch\nfrom torch import nn\n\n\nclass Constraint(nn.Module):\n    @torch.no_grad()\n"
@@ -277,6 +337,19 @@ class DetachedForward(SiteRule):
                 "        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)\n"
                 "        return F.conv2d(x, w, self.bias, self.stride, self.padding)\n",
                 note="weight standardisation through the parameter itself"),
+        Example(_SAMPLED.format(method="sample", cut="torch.stack(logits, 1)"),
+                note="the fix of inversecooking: the logits returned with their graph"),
+        Example(_SAMPLED.format(method="sample", cut="torch.stack(logits, 1) if self.training else "
+                                "torch.stack(logits, 1).detach()"),
+                note="cut on one path only (the join keeps the gradient)"),
+        Example(_HELPER.format(method="target_features", ret="h.detach()"),
+                note="a method named as a stop-gradient (a target): cut on purpose"),
+        Example(_HELPER.format(method="encode", ret="h.data if x is None else h"),
+                note="a return that keeps the gradient on another path"),
+        Example("import torch\nfrom torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n        self.fc = nn.Linear(8, 1)\n\n    def forward(self, x):\n"
+                "        y = self.fc(x)\n        return {\"out\": y, \"feat\": y.detach()}\n",
+                note="a dict with a detached entry beside one that trains"),
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:
@@ -293,5 +366,10 @@ class DetachedForward(SiteRule):
         if site.variant == "parameter-cut":
             return (f"forward reads `{site.detail}`: the parameter is cut from the graph and never gets a "
                     "gradient")
+        owner = dict(site.data).get("forward_of")
+        if owner:
+            # the cut is in a method the forward calls (`self.decoder.sample(...)`): reported there
+            return (f"what this method returns is cut by {site.detail}, and `{owner}.forward` builds its output "
+                    "from it: the parameters upstream of the cut never get a gradient")
         return (f"forward's output is cut from the module's parameters by {site.detail}: they never get a "
                 "gradient")
