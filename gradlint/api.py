@@ -536,10 +536,6 @@ class _FactsPlan:
             return
         from gradlint.pool import map_isolated
 
-        if any(self.kinds[i] == "python" for i in todo):
-            # libcst and the extractors, imported once here and inherited by the forked workers
-            # (each imported them on its own; this process needs them for re-runs anyway)
-            from gradlint.source import loops, models, numerics  # noqa: F401
         # A worker that dies (a native crash, SIGKILL, the OOM killer) costs only its own file.
         # Here the facts only arrive (unpickled: no cycles to free), and the cyclic collector's
         # full passes went through all of them again as they piled up (a quarter second on timm
@@ -551,6 +547,12 @@ class _FactsPlan:
             todo = sorted(todo, key=lambda i: -sizes[i])
         costs = [_job_cost(self.kinds[i], sizes[i]) for i in todo]
         try:
+            if any(self.kinds[i] == "python" for i in todo):
+                # libcst and the extractors, imported once here and inherited by the forked
+                # workers (each imported them on its own; this process needs them for re-runs
+                # anyway). Inside the try: an import that fails (a broken install) left every
+                # caller waiting for facts that never came; now each file is an internal error.
+                from gradlint.source import loops, models, numerics  # noqa: F401
             map_isolated(_facts_job, [self.args[i] for i in todo], self.workers, on_failure=_job_failed,
                          on_result=lambda j, result: self._arrive(todo[j], result), started=self.launched.set,
                          cost=costs.__getitem__, kept=self.kept_pool)

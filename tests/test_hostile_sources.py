@@ -1238,3 +1238,18 @@ def test_a_file_of_more_syntax_nodes_than_the_budget_is_a_named_skip(tmp_path):
     (wide,) = [r for r in result.files if r.skipped]
     assert Path(wide.path).name == "wide.py" and "syntax nodes are over gradlint's parse budget" in wide.skipped
     assert [f.code for f in result.findings] == ["GL302"]
+
+
+def test_extractors_that_fail_to_import_end_the_run_with_errors_not_a_hang(tmp_path):
+    # the pool's thread imported the extractors outside its error handling: a failure there (a
+    # broken install) left the rules waiting for facts that never came, for ever
+    for name in ("a.py", "b.py"):
+        (tmp_path / name).write_text("import torch\nx = torch.zeros(3)\n")
+    script = ("import sys\n"
+              "sys.modules['gradlint.source.numerics'] = None\n"
+              "from gradlint.cli import main\nsys.argv = ['gradlint', 'check', '--no-cache', '-j', '2', 'a.py', 'b.py']\n"
+              "main()\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "internal error while checking a.py" in proc.stderr and "internal error while checking b.py" in proc.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
+
 from gradlint import cache
 from gradlint.api import check_source
 from gradlint.config import Config
@@ -290,6 +292,26 @@ def test_a_value_taken_out_by_item_is_a_metric():
                        "    loss = -torch.log(probs[torch.arange(len(y)), y]).mean()\n    print(loss.item())\n"
                        "    return loss\n")
     assert codes(loss, "GL302") == ["GL302"]
+
+
+_ENTROPY = ("import torch\nfrom torch import nn\n\n\nclass Attn(nn.Module):\n    def __init__(self, d=32):\n"
+            "        super().__init__()\n        self.qk = nn.Linear(d, 2 * d)\n        self.stats = {{}}\n\n"
+            "    def forward(self, x):\n        q, k = self.qk(x).chunk(2, -1)\n"
+            "        a = torch.softmax(q @ k.transpose(-1, -2), -1)\n{keep}        return a @ x\n")
+
+
+@pytest.mark.parametrize("keep", [
+    "        self.last_entropy = -(a * a.log()).sum(-1).mean().detach()\n",
+    "        self.stats['entropy'] = (-(a * a.log()).sum(-1)).detach().cpu()\n",
+])
+def test_a_value_detached_as_it_is_stored_aside_is_a_metric(keep):
+    # kept on the module for logging, cut from the graph where it is made: the log's NaN
+    # gradient cannot come of it (measured: the model's gradient is finite with a 0 in `a`)
+    assert codes(_ENTROPY.format(keep=keep), "GL302") == []
+    # the same value stored without the cut, or detached into a name the output then uses, is not
+    assert codes(_ENTROPY.format(keep=keep.replace(".detach()", "")), "GL302") == ["GL302"]
+    used = "        ent = -(a * a.log()).sum(-1).mean().detach()\n        x = x * ent\n"
+    assert codes(_ENTROPY.format(keep=used), "GL302") == ["GL302"]
 
 
 def test_set_grad_enabled_false_as_a_statement_turns_grad_off_after_it():

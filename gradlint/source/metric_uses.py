@@ -183,3 +183,22 @@ def leaving_call(call: cst.Call, self_logs: bool = False) -> bool:
         leaves = first is None or first.keyword is not None or type(first.value) in (
             cst.SimpleString, cst.FormattedString, cst.ConcatenatedString, cst.Dict)
     return leaves and not any(type(n) is cst.NamedExpr for a in call.args for n in walk(a.value, stop=()))
+
+
+# Calls after a `.detach()` that keep the value cut (`.detach().cpu()`, `.detach().clone()`).
+_AFTER_DETACH = frozenset({"cpu", "clone", "float", "double", "half", "to", "numpy", "item", "tolist"})
+
+
+def detached(node: cst.BaseExpression) -> bool:
+    """Whether an expression ends in `.detach()`, possibly followed by copies and moves (and
+    negated: `-(p * p.log()).sum().detach()`)."""
+    if type(node) is cst.UnaryOperation:
+        node = node.expression
+    while type(node) is cst.Call and type(node.func) is cst.Attribute:
+        name = node.func.attr.value
+        if name in ("detach", "detach_"):
+            return not node.args
+        if name not in _AFTER_DETACH:
+            return False
+        node = node.func.value
+    return False

@@ -21,7 +21,7 @@ from gradlint.source.engine.tensors import SAFETY_FACTS, V, UNKNOWN, replace, _p
 from gradlint.source.engine.values import int_literal
 from gradlint.source.engine.walk import children as _children
 from gradlint.source.engine.walk import evaluated_children, statements_in, suite, walk
-from gradlint.source.metric_uses import made_alone, read_only_as_metric
+from gradlint.source.metric_uses import detached, made_alone, read_only_as_metric
 from gradlint.source.names import PARAMETER_CLASSES, changes_in_place, decorators, dotted, grad_mode, grad_state, is_off, root_name, set_grad_statement, with_items
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_defaults import decided
@@ -56,6 +56,7 @@ def _module_iteration(node: cst.BaseExpression) -> tuple[cst.BaseExpression, boo
         return node, meth in ("modules", "children", "named_modules", "named_children"), meth.startswith("named_")
     return node, False, False
 
+
 def _list_key(node: cst.BaseExpression) -> str | None:
     """The key a list of modules is kept under (FunctionWalk._module_lists): a name, or an
     attribute's dotted text (`self.blocks`); None for anything else."""
@@ -64,6 +65,7 @@ def _list_key(node: cst.BaseExpression) -> str | None:
 
 # In-place clamps, as statements: the clamped tensor's name holds their result afterwards.
 _CLAMPS_IN_PLACE = frozenset({"clamp_", "clamp_min_", "clip_"})
+
 
 class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGradReadings, StatementWalker):
     """Walks one function body in order, keeping the environment of abstract values."""
@@ -459,7 +461,15 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
 
     def assign_stmt(self, node: cst.Assign) -> None:
         before = len(self.x.sites)
-        val = self.ev(node.value)
+        # `self.last_entropy = -(a * a.log()).sum().mean().detach()`: a value kept aside, cut from
+        # the graph where it is made; nothing flows back through what it computes (a name is
+        # judged by where it is read: _drop_metric_hazards)
+        stored = detached(node.value) and all(type(t.target) in (cst.Attribute, cst.Subscript) for t in node.targets)
+        self.leaving += stored
+        try:
+            val = self.ev(node.value)
+        finally:
+            self.leaving -= stored
         if len(self.x.sites) > before and len(node.targets) == 1 and type(node.targets[0].target) is cst.Name:
             self._drop_metric_hazards(node, node.targets[0].target.value, before)
         if type(node.value) is cst.Attribute and node.value.attr.value == "apply" and isinstance(

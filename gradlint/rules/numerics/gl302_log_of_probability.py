@@ -36,7 +36,8 @@ class LogOfProbability(SiteRule):
     quotients whose divisor is shifted so (`(p + eps) / (q + eps)`); logs of targets or
     constants, and quotients by a probability of constants (a fixed prior); code under
     `torch.no_grad()`/`inference_mode` or after a `torch.set_grad_enabled(False)` statement,
-    evaluation or metric functions, and values taken out of autograd at once (`.item()`).
+    evaluation or metric functions, and values taken out of autograd at once (`.item()`, or a
+    `.detach()` that ends a value stored aside: `self.last_entropy = -(a * a.log()).sum().detach()`).
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
