@@ -578,3 +578,28 @@ def test_builder_shape():
                   "def build(name):\n    m = M[name]()\n    return m\n",
                   "def build(name):\n    return M[name.lower()]()\n"):
         assert shape(other) is None, other
+
+
+_DIRECTION = ("import torch\nfrom torch import nn\n\nlin = nn.Linear(4, 4)\n\n\ndef direction(v):\n"
+              "    n2 = (v * v).sum(-1, keepdim=True)\n    nz = n2 > 0\n    n = {root}\n"
+              "    return torch.where(nz, v / n, torch.zeros_like(v))\n\n\nloss = direction(lin(x)).sum()\n"
+              "loss.backward()\n")
+
+
+@pytest.mark.parametrize("root", ["torch.sqrt(torch.where(nz, n2, torch.ones_like(n2)))",
+                                  "torch.where(nz, n2, torch.ones_like(n2)).sqrt()"])
+def test_gl309_the_root_of_a_double_where_guarded_value_is_guarded(root):
+    # measured: the gradient at a zero vector is [0, 0, 0] with the guard, NaN without
+    assert codes(_DIRECTION.format(root=root), "GL309") == []
+    assert codes(_DIRECTION.format(root="torch.sqrt(n2)"), "GL309") == ["GL309"]
+
+
+@pytest.mark.parametrize("diagonal", ["torch.diag(sim)", "sim.diag()", "torch.diagonal(sim)"])
+def test_the_diagonal_of_exps_over_their_row_sums_is_a_hand_written_softmax(diagonal):
+    # NT-Xent written by hand: NaN at tau = 0.01 (measured; cross_entropy gives 0.0); torch.diag
+    # was the one spelling not followed
+    src = ("import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\nenc = nn.Linear(8, 8)\n\n\n"
+           "def nt_xent(z1, z2, tau=0.1):\n    sim = torch.exp(z1 @ z2.t() / tau)\n"
+           f"    pos = {diagonal}\n    return -torch.log(pos / sim.sum(dim=1)).mean()\n\n\n"
+           "nt_xent(enc(x), enc(y)).backward()\n")
+    assert sorted(codes(src)) == ["GL302", "GL305"]

@@ -65,7 +65,7 @@ _SELECTIONS = frozenset("gather index_select masked_select narrow select diagona
 # `torch.gather(p, 1, idx)`): the result is what their first argument is.
 KEEP_FUNCTIONS = frozenset("torch." + name for name in (
     "reshape flatten squeeze unsqueeze permute transpose t gather index_select masked_select "
-    "narrow select movedim swapaxes flip roll tile diagonal take_along_dim unflatten").split())
+    "narrow select movedim swapaxes flip roll tile diagonal diag take_along_dim unflatten").split())
 # Linear transforms of a signal (their first argument): the rest are settings (sizes, a window).
 SIGNAL_TRANSFORMS = frozenset({"torch.stft"} | {"torch.fft." + n for n in (
     "fft ifft rfft irfft fft2 ifft2 rfft2 irfft2 fftn ifftn rfftn irfftn hfft ihfft".split())})

@@ -341,7 +341,9 @@ class TorchOps:
         short = "rsqrt" if "torch.rsqrt" in c.names else "sqrt"
         if c.first_node is not None:
             self.check_sqrt(c.node, c.first_node, c.first, f"torch.{short}", need_tensor=False)
-        res = replace(_combine([c.first]), tensor=True)
+        # (the root of a double-where guarded value is guarded: `sqrt(where(nz, n2, 1))` is 1
+        # where the mask is off, and a root of a positive value where it is on)
+        res = replace(_combine([c.first]), tensor=True, safe_where=c.first.safe_where)
         return replace(res, norm="sqrt(var)") if c.first.var and short == "sqrt" else res
 
     def _q_pow(self, c: _Call) -> V | None:
@@ -603,7 +605,7 @@ class TorchOps:
         if c.pos:
             return None
         self.check_sqrt(c.node, c.recv, c.r, f".{c.meth}()", need_tensor=False)
-        res = replace(_combine([c.r]), tensor=True)
+        res = replace(_combine([c.r]), tensor=True, safe_where=c.r.safe_where)  # (as _q_sqrt)
         return replace(res, norm="sqrt(var)") if c.r.var and c.meth == "sqrt" else res
 
     def _m_pow(self, c: _Call) -> V | None:
