@@ -232,6 +232,23 @@ def test_gl406_straight_through_and_gradient_reversal_backwards_need_no_gradchec
         assert findings(_FUNCTION.format(forward=forward, backward=backward), "GL406") == [], (forward, backward)
 
 
+def test_gl406_gradient_scaling_by_a_method_or_under_a_local_name_needs_no_gradcheck():
+    # `g.mul(ctx.alpha)` as `g * ctx.alpha` is; DANN's gradient reversal layer names its result
+    # first (`output = grad_output.neg() * ctx.alpha; return output, None`)
+    for forward, backward in [("x.view_as(x)", "g.mul(ctx.alpha), None"), ("x.clone()", "g.neg().div(ctx.alpha), None")]:
+        assert findings(_FUNCTION.format(forward=forward, backward=backward), "GL406") == [], (forward, backward)
+    named = _FUNCTION.format(forward="x.view_as(x)", backward="output, None").replace(
+        "        return output, None", "        output = g.neg() * ctx.alpha\n        return output, None")
+    assert "output = g.neg() * ctx.alpha" in named
+    assert findings(named, "GL406") == []
+    # a local that computes is still a computed backward; a method that multiplies by a tensor of
+    # the forward is a local derivative
+    computed = named.replace("output = g.neg() * ctx.alpha", "output = g * 2 + 1")
+    assert [f.code for f in findings(computed, "GL406")] == ["GL406"]
+    saved = _FUNCTION.format(forward="x * x", backward="g.mul(2 * x), None")
+    assert [f.code for f in findings(saved, "GL406")] == ["GL406"]
+
+
 def test_gl406_a_pass_through_with_its_true_derivative_or_a_computed_backward_is_flagged():
     # (the identity itself, `x` and `g`, is the one true derivative a gradcheck tests nothing of:
     # test_gl406_the_identity_or_a_clipped_gradient_needs_no_gradcheck)

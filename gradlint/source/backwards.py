@@ -106,12 +106,25 @@ def _times(a: Factor, b: Factor, divide: bool = False) -> Factor | None:
     return (a[0] * b[0], tuple(sorted(a[1] + b[1])))
 
 
-def _linear(node: cst.BaseExpression, names: set[str], ctx: str,
+# Methods that multiply (or divide) a tensor by their one argument: `g.mul(ctx.scale)`.
+_TIMES = frozenset({"mul", "multiply"})
+_OVER = frozenset({"div", "divide", "true_divide"})
+
+
+def _linear(node: cst.BaseExpression, names: set[str] | dict[str, Factor], ctx: str,
             local: dict[str, Factor] | None = None) -> Factor | None:
     """`node` as one of `names` times a setting (`g`, `-g`, `g.neg() * ctx.alpha`, `x.view_as(x)`,
-    `2 * x`); None for anything else."""
+    `2 * x`, `g.mul(ctx.scale)`); None for anything else. `names` as a dict: each name's own
+    factor (a local bound to a gradient times a setting, `_aliases`)."""
     if type(node) is cst.Name:
+        if isinstance(names, dict):
+            return names.get(node.value)
         return (1.0, ()) if node.value in names else None
+    if type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in _TIMES | _OVER \
+            and len(node.args) == 1 and node.args[0].keyword is None and not node.args[0].star:
+        inner = _linear(node.func.value, names, ctx, local)
+        factor = _setting(node.args[0].value, ctx, local) if inner is not None else None
+        return _times(inner, factor, node.func.attr.value in _OVER) if factor is not None else None
     if type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus:
         inner = _linear(node.expression, names, ctx, local)
         return (-inner[0], inner[1]) if inner is not None else None
@@ -231,11 +244,12 @@ def _saved_reads(fn: cst.FunctionDef, ctx: str) -> set[int]:
 
 
 def _aliases(fn: cst.FunctionDef, grads: list[str], ctx: str,
-             local: dict[str, Factor] | None = None) -> tuple[set[str], set[int]]:
-    """Names a backward binds, at its top level, to one of its gradients unchanged in value
-    (`grad_input = grad_output.clone()`), and the ids of those statements."""
-    names: set[str] = set(grads)
-    found: set[str] = set()
+             local: dict[str, Factor] | None = None) -> tuple[dict[str, Factor], set[int]]:
+    """Names a backward binds, at its top level, to one of its gradients times a setting, with
+    that factor (`grad_input = grad_output.clone()`: 1; `output = grad_output.neg() * ctx.alpha`,
+    DANN's gradient reversal: -alpha), and the ids of those statements."""
+    names: dict[str, Factor] = {g: (1.0, ()) for g in grads}
+    found: dict[str, Factor] = {}
     lines: set[int] = set()
     for stmt in fn.body.body if type(fn.body) is cst.IndentedBlock else ():
         small = stmt.body[0] if type(stmt) is cst.SimpleStatementLine and len(stmt.body) == 1 else None
@@ -243,13 +257,13 @@ def _aliases(fn: cst.FunctionDef, grads: list[str], ctx: str,
                 and type(small.targets[0].target) is cst.Name):
             continue
         target = small.targets[0].target.value
-        if _linear(small.value, names, ctx, local) == (1.0, ()):
-            names.add(target)
-            found.add(target)
+        got = _linear(small.value, names, ctx, local)
+        if got is not None:
+            names[target] = found[target] = got
             lines.add(id(stmt))
         else:
-            names.discard(target)
-            found.discard(target)
+            names.pop(target, None)
+            found.pop(target, None)
     return found, lines
 
 
@@ -419,9 +433,11 @@ def not_a_derivative(forward: cst.FunctionDef | None, backward: cst.FunctionDef,
         for item in items:
             if _all_none(item):
                 continue
-            got = _linear(item, set(grads) | aliases, ctx, local)
+            got = _linear(item, {**{g: (1.0, ()) for g in grads}, **aliases}, ctx, local)
             if got is None:
-                got = _masked(item, set(grads) | aliases, ctx, local)
+                # (a mask of the gradient itself, or of a copy of it: `gi = g.clone(); gi[m] = 0`)
+                same = set(grads) | {n for n, f in aliases.items() if f == (1.0, ())}
+                got = _masked(item, same, ctx, local)
                 masked = True
             if got is None:
                 return False

@@ -71,7 +71,8 @@ class UncheckedCustomBackward(Rule):
     `sign(x)` whose backward only returns the incoming gradient, or None, also under another
     name: `g = grad_output.clone(); return g`) and gradient reversal or scaling (a pass-through
     forward such as `x.view_as(x)` whose backward returns the gradient times another factor:
-    `-ctx.alpha * g`, `g * ctx.scale`) or clipping (`torch.clamp(g, -c, c)`), also behind an
+    `-ctx.alpha * g`, `g * ctx.scale`, `g.mul(ctx.scale)`, also through a local name:
+    `output = grad_output.neg() * ctx.alpha; return output, None`) or clipping (`torch.clamp(g, -c, c)`), also behind an
     input check that only raises; the identity with its true derivative (a forward that returns
     its inputs, detached or copied, and a backward that returns the gradients: nothing to check);
     surrogate gradients (a backward that gives a gradient to an input on which the forward's
