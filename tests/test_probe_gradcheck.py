@@ -237,3 +237,38 @@ def test_built_in_modules_are_never_blamed(tmp_path):
     report = run(path, "make_model", input_shape=(4, 8))
     blamed = [v.finding.data_dict.get("target") for v in gl704(report)]
     assert blamed == ["BadScale"], [v.finding.message for v in gl704(report)]
+
+
+@pytest.mark.parametrize("through_apply", [True, False])
+def test_a_custom_functions_forward_is_told_whether_apply_is_python_or_built_in(through_apply):
+    # torch 2.14 made Function.apply a built-in: reading its `__func__` raised, and the gradient
+    # check never ran; without it a Function's forward is told by its own code
+    import torch
+
+    from gradlint.probe.evaluate import function_forward_test
+
+    inside = function_forward_test(torch, through_apply=through_apply)
+    seen: list[bool] = []
+
+    def probe() -> None:
+        seen.append(inside())
+
+    class Double(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            probe()
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 2
+
+    class Module(torch.nn.Module):
+        def forward(self, x):
+            probe()
+            return x * 2
+
+    Double.apply(torch.ones(2, requires_grad=True))
+    Module()(torch.ones(2))
+    probe()
+    assert seen == [True, False, False]

@@ -83,6 +83,43 @@ def _bounds(name: str, args: tuple, kwargs: dict) -> list[Any]:
     return [-3.0, 3.0]  # hardswish, hardsigmoid
 
 
+def function_forward_test(torch: Any, through_apply: bool = True) -> Callable[[], bool]:
+    """A test of whether the code that calls it runs inside a custom autograd Function's forward.
+    Its frames sit below Function.apply's where apply is Python (torch up to 2.13); from 2.14 apply
+    is built in (`Function.apply.__func__` raised AttributeError, and the probe's gradient check
+    could not run at all): a frame is then a Function's forward when its code is the `forward` of
+    a subclass of Function (each code object looked up once). `through_apply=False`: that second
+    test whatever torch is (tests)."""
+    apply = torch.autograd.function.Function.apply
+    apply_code = getattr(getattr(apply, "__func__", None), "__code__", None) if through_apply else None
+    known: dict[Any, bool] = {}
+
+    def forward_of_a_function(code: Any) -> bool:
+        found = known.get(code)
+        if found is None:
+            found = False
+            stack = [torch.autograd.Function]
+            while stack and not found:
+                cls = stack.pop()
+                stack.extend(cls.__subclasses__())
+                forward = cls.__dict__.get("forward")
+                forward = getattr(forward, "__func__", forward)  # (a staticmethod's function)
+                found = getattr(forward, "__code__", None) is code
+            known[code] = found
+        return found
+
+    def in_function_forward() -> bool:
+        frame = sys._getframe(2)
+        while frame is not None:
+            code = frame.f_code
+            if code is apply_code or (apply_code is None and code.co_name == "forward" and forward_of_a_function(code)):
+                return True
+            frame = frame.f_back
+        return False
+
+    return in_function_forward
+
+
 def _make_modes() -> tuple[type, type]:
     import torch
     from torch.overrides import TorchFunctionMode
@@ -93,16 +130,8 @@ def _make_modes() -> tuple[type, type]:
     data_get = torch._C.TensorBase.data.__get__
     register_hook = torch.Tensor.register_hook
     # A custom Function's forward runs under no_grad too, but its backward defines the gradient:
-    # what it computes is no stop-gradient. Its frames sit below Function.apply's.
-    function_apply = torch.autograd.function.Function.apply.__func__.__code__
-
-    def in_function_forward() -> bool:
-        frame = sys._getframe(2)
-        while frame is not None:
-            if frame.f_code is function_apply:
-                return True
-            frame = frame.f_back
-        return False
+    # what it computes is no stop-gradient.
+    in_function_forward = function_forward_test(torch)
     low = (torch.float32, torch.float16, torch.bfloat16)
 
     class _NoHandle:
