@@ -815,3 +815,39 @@ def test_nan_from_a_containers_own_code_names_the_container_and_confirms_gl3xx(t
     from gradlint.probe.report import table_rows
 
     assert [r["module"] for r in table_rows(report)] == ["0", "1.fc", ""]
+
+
+ZERO_INIT = """
+class Net(nn.Module):
+    def __init__(self, zero):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU())
+        self.head = nn.Linear(16, 4)
+        if zero:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+        self.unused = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+def zero_head():
+    return Net(True)
+
+def plain():
+    return Net(False)
+"""
+
+
+def test_a_zero_initialised_layer_is_no_unused_parameter_and_no_vanishing_chain(tmp_path):
+    # timm's zero_init_last, a ViT's zero head: the layers before get exactly zero gradient until
+    # the first update (measured: none left at zero after one SGD step); GL707 called them unused
+    # and GL701 measured "gain 0" across the chain through the head
+    path = write(tmp_path, ZERO_INIT)
+    report = run(path, attr="zero_head", steps=2, input_shape=(4, 8), gradcheck=False)
+    assert codes(report) == ["GL707"]
+    assert one(report, "GL707").finding.data_dict["parameters"] == ("unused.weight", "unused.bias")
+    assert any("`head.weight` at zero" in n for n in report.notes)
+    # without the zero head, only the unused layer, as before
+    report = run(path, attr="plain", steps=2, input_shape=(4, 8), gradcheck=False)
+    assert codes(report) == ["GL707"] and not any("at zero" in n for n in report.notes)

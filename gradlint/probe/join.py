@@ -399,10 +399,18 @@ def probe_facts(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict]) 
             saturation_roots.update(v.extra.get("roots", ()))
             saturation_layers.update(v.sites)
 
+    # modules that start with a weight at zero on purpose (a zero head, zero_init_residual, a
+    # layer scale of 0): every layer before them gets exactly zero gradient until the first
+    # update, so a chain through one has no gain to measure at initialisation (GL701 said "gain 0")
+    owners = getattr(meas, "param_owner", {}) or {}
+    zeroed = {owners.get(n, "") for n, v in (getattr(meas, "param_norm", {}) or {}).items()
+              if v == 0.0 and not n.endswith("bias")}
     chains = []
     for chain in measured_chains(meas):
         gain = meas.grad_ratio(chain[0], chain[-1])
         worst, pair = meas.worst_gain(chain) if hasattr(meas, "worst_gain") else (gain, None)
+        if zeroed and any(((site := meas.site(c)) is not None and site.module in zeroed) or c in zeroed for c in chain):
+            gain = worst = None
         chains.append(MeasuredChain(tuple(chain), gain, worst, pair or (chain[0], chain[-1]),
                                     predicted_vanishing=bool(predicted_sites["vanishing"] & set(chain)),
                                     predicted_exploding=bool(predicted_sites["exploding"] & set(chain))))

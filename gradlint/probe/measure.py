@@ -446,7 +446,7 @@ def run_steps(model: Any, setup: ProbeSetup, progress: Callable[[int, int], None
     if progress:
         progress(setup.steps, setup.steps)
     if meas.nonfinite is None:
-        meas.without_grad = [n for n, _ in params if not any(meas.param_grad_norm.get(n) or [])]
+        meas.without_grad = _without_gradient(meas, [n for n, _ in params])
     meas.sites = [rec.sites[s] for s in rec.order]
     meas.linked = dict(rec.linked)
     if rec.active:
@@ -454,6 +454,23 @@ def run_steps(model: Any, setup: ProbeSetup, progress: Callable[[int, int], None
         fractions = torch.stack([1 - rec.active[n].float().mean() for n in names]).cpu().tolist()
         meas.dead = dict(zip(names, fractions))
     return meas
+
+
+def _without_gradient(meas: Measurements, names: list[str]) -> list[str]:
+    """The parameters that got no gradient in any step: none at all (not in the graph), or exactly
+    zero ones, unless the model zero-initialises a weight (a zero head, zero_init_residual, a
+    layer scale of 0: every parameter before it gets exactly zero at initialisation, by design, and
+    a gradient after the first update; a note says so). Biases start at 0 and block nothing."""
+    never = [n for n in names if not any(v is not None for v in meas.param_grad_norm.get(n) or [])]
+    zero = [n for n in names if n not in never and not any(meas.param_grad_norm.get(n) or [])]
+    blocking = [n for n in names if meas.param_norm.get(n) == 0.0 and not n.endswith("bias")]
+    if zero and blocking:
+        shown = ", ".join(f"`{n}`" for n in blocking[:3]) + (f" and {len(blocking) - 3} more" if len(blocking) > 3 else "")
+        meas.notes.append(f"{len(zero)} parameter tensor(s) got exactly zero gradients: the model starts with "
+                          f"{shown} at zero (a zero-initialised layer, as zero_init_residual or a zero head "
+                          "does), which passes no gradient before the first update; not counted as unused")
+        return never
+    return never + zero
 
 
 def _one_step(model: Any, setup: ProbeSetup, rec: Recorder, meas: Measurements, params: list[tuple[str, Any]],
