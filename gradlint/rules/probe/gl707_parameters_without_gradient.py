@@ -21,6 +21,10 @@ class ParametersWithoutGradient(ProbeRule):
     backbone frozen under `no_grad`, an EMA teacher), the finding is info and does not change
     the exit code. It confirms or refutes the static GL402 and GL403 findings (parameters cut)
     and GL404 (a freeze that freezes nothing) of the class whose source holds them.
+    Exactly zero gradients in a model that starts with a weight at zero (a zero head,
+    `zero_init_residual`, a layer scale of 0) are by design: the layers before it get gradients
+    after the first update; a note says so instead, and a chain through such a layer has no gain
+    to measure (GL701, GL702).
 
     ## Why is this bad?
     A parameter without gradient never trains, however long the run: a `.detach()` on the
