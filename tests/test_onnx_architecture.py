@@ -154,3 +154,28 @@ def test_saturation_in_a_graph_is_one_finding_with_the_count():
     (f,) = found
     assert "and 29 more layers" in f.message
     assert len(f.data_dict["modules"]) == 30
+
+
+def test_a_recurrence_whose_weights_were_not_read_is_not_judged_default_initialised(tmp_path):
+    # GL003 refused the external data (a symbolic link): weight_hh's values are unknown, so the
+    # default draw cannot be told from a chosen init (an identity RNN measured as one was flagged)
+    import onnx
+
+    from gradlint.api import check_paths
+
+    model = gen.rnn(act="Relu", identity=True)
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location="m.onnx.data", size_threshold=0)
+    onnx.save_model(model, str(real / "m.onnx"))
+    (tmp_path / "m.onnx").write_bytes((real / "m.onnx").read_bytes())
+    (tmp_path / "m.onnx.data").symlink_to(real / "m.onnx.data")
+    config = Config(root=str(tmp_path), select=("GL003", "GL107"))
+    found = [f.code for r in check_paths([tmp_path / "m.onnx"], config, use_cache=False, jobs=1).files for f in r.findings]
+    assert found == ["GL003"]
+    # read, the identity init is seen; a default draw is still GL107
+    assert [f.code for r in check_paths([real / "m.onnx"], config, use_cache=False, jobs=1).files
+            for f in r.findings] == []
+    assert codes(gen.rnn(act="Relu"), "GL107") == ["GL107"]

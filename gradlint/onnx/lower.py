@@ -36,6 +36,15 @@ from gradlint.onnx.provenance import find_folding
 WEIGHTED = frozenset(LAYERS)
 
 
+def _as_read(identity: bool | None, ref) -> InitSpec | None:
+    """A recurrence weight's init as its values tell: the identity (an IRNN), 'unknown' when they
+    were not read (GL003 refused its external data: the default draw cannot be told from a
+    chosen one), else None (read, and no init the rules take for chosen)."""
+    if identity is None:
+        return InitSpec("unknown", (), ref)
+    return InitSpec("eye", (), ref) if identity else None
+
+
 @dataclass
 class Unit:
     """One step of the data path: a single node, or a fused group of nodes."""
@@ -285,16 +294,18 @@ class Lowering(Patterns):
         hidden = attr(node, "hidden_size")
         ins = list(node.input)
         ref = self.g.ref(i)
-        # Only an identity recurrence (IRNN) is recorded: the architecture rules read any other
+        # Only an identity recurrence (IRNN), or weights not read, are recorded: the architecture rules read any other
         # explicit weight_hh init as a deliberate choice, and measured weights are not one.
         init = None
-        if cell == "rnn" and len(ins) > 2 and ins[2] and self._is_identity_stack(ins[2]):
-            init = InitSpec("eye", (), ref)
+        if cell == "rnn" and len(ins) > 2 and ins[2]:
+            init = _as_read(self._is_identity_stack(ins[2]), ref)
         return Recurrent(name=module_path(node.name), cell=cell, nonlinearity=nonlin,
                          hidden=int(hidden) if hidden is not None else None, num_layers=1, origin=ref,
                          weight_hh_init=init)
 
-    def _is_identity_stack(self, name: str) -> bool:
+    def _is_identity_stack(self, name: str) -> bool | None:
+        """Whether a recurrence weight (directions × hidden × hidden) is the identity in each
+        direction; None when its values were not read (external data refused or over budget)."""
         t = self.g.initializer(name)
         if t is None or len(t.dims) != 3 or t.dims[1] != t.dims[2] or t.dims[1] > 4096:
             return False
@@ -302,7 +313,7 @@ class Lowering(Patterns):
 
         value = small_value(t, self.g.loaded, limit=int(np.prod(t.dims)))
         if value is None:
-            return False
+            return None
         eye = np.eye(int(t.dims[1]), dtype=value.dtype)
         return all(np.array_equal(value[d], eye) for d in range(value.shape[0]))
 
@@ -527,8 +538,8 @@ class Lowering(Patterns):
             p = self.param(first)
             init = None
             src = self.weight_source(tensor)
-            if src is not None and self._is_identity_matrix(src[0]):
-                init = InitSpec("eye", (), self.g.ref(first))
+            if src is not None:
+                init = _as_read(self._is_identity_matrix(src[0]), self.g.ref(first))
             found.append(Recurrent(name=self.g.scope(first) or (p.name if p else self.g.ref(first).name), cell="rnn",
                                    nonlinearity=fn, hidden=p.fan_in if p else None, origin=self.g.ref(first),
                                    weight_hh_init=init))
@@ -574,7 +585,8 @@ class Lowering(Patterns):
             frontier = nxt
         return out
 
-    def _is_identity_matrix(self, tensor: str) -> bool:
+    def _is_identity_matrix(self, tensor: str) -> bool | None:
+        """Whether a square weight is the identity; None when its values were not read."""
         t = self.g.initializer(tensor)
         if t is None or len(t.dims) != 2 or t.dims[0] != t.dims[1] or t.dims[0] > 4096:
             return False
@@ -582,7 +594,7 @@ class Lowering(Patterns):
 
         value = small_value(t, self.g.loaded, limit=int(np.prod(t.dims)))
         if value is None:
-            return False
+            return None
         # A transposed identity is the identity: no need to know which way the exporter stored it.
         return bool(np.array_equal(value, np.eye(int(t.dims[0]), dtype=value.dtype)))
 
