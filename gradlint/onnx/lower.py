@@ -294,8 +294,9 @@ class Lowering(Patterns):
         hidden = attr(node, "hidden_size")
         ins = list(node.input)
         ref = self.g.ref(i)
-        # Only an identity recurrence (IRNN), or weights not read, are recorded: the architecture rules read any other
-        # explicit weight_hh init as a deliberate choice, and measured weights are not one.
+        # Only an identity recurrence (IRNN), or weights not read, are recorded: the architecture
+        # rules read any other explicit weight_hh init as a deliberate choice, and measured
+        # weights are not one.
         init = None
         if cell == "rnn" and len(ins) > 2 and ins[2]:
             init = _as_read(self._is_identity_stack(ins[2]), ref)
