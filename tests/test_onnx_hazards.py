@@ -121,3 +121,23 @@ g (float[N, 4] x) => (float[N, 4] y) <int64[1] last = {-1}> {
 def test_text_fixture_parses_like_onnx_parser():
     model = onnx.parser.parse_model((FIXTURES / "gl302_log_of_probability.onnx.txt").read_text())
     onnx.checker.check_model(model)
+
+
+@pytest.mark.parametrize("ops,flagged", [
+    # F.logsigmoid as the dynamo exporter writes it: Sigmoid then Log, both of aten.log_sigmoid
+    (("aten.log_sigmoid.default", "aten.log_sigmoid.default"), False),
+    # torch.log(torch.sigmoid(x)) written so: two ops
+    (("aten.sigmoid.default", "aten.log.default"), True),
+    # no metadata (the TorchScript exporter writes logsigmoid the same way): the graph is what it is
+    ((None, None), True),
+])
+def test_a_log_of_a_sigmoid_from_one_stable_torch_op_is_not_gl302(tmp_path: Path, ops, flagged):
+    nodes = [helper.make_node("Sigmoid", ["x"], ["p"], name="sig"), helper.make_node("Log", ["p"], ["y"], name="log")]
+    for node, op in zip(nodes, ops):
+        if op is not None:
+            node.metadata_props.add(key="namespace", value=f": __main__.M/{op.split('.')[1]}: {op}")
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    path = tmp_path / "m.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    assert [h.kind for h in _hazards(path)] == (["log_of_probability"] if flagged else [])

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 from gradlint.facts.graph import GraphHazard
 from gradlint.findings import GraphNode
 from gradlint.onnx.graph import GraphIndex, attr
+from gradlint.onnx.provenance import aten_op
 
 Found = tuple[GraphIndex, int]
 
@@ -118,6 +119,10 @@ def _hazard(kind: str, g: GraphIndex, i: int, **data: Any) -> GraphHazard:
 
 # -- Log of a probability ---------------------------------------------------------------------
 
+# The torch ops whose decompositions may write a Log of a Sigmoid or Softmax.
+_STABLE_LOGS = frozenset({"aten.log_sigmoid", "aten.log_sigmoid_forward", "aten._log_softmax", "aten.log_softmax"})
+
+
 def _log_of_probability(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
     node = g.nodes[i]
     if not node.input or g.is_static(node.input[0]):
@@ -125,6 +130,10 @@ def _log_of_probability(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
     found = g.through(node.input[0])
     op = _op(found)
     if op in ("Softmax", "Sigmoid"):
+        if aten_op(node) in _STABLE_LOGS and aten_op(found[0].nodes[found[1]]) == aten_op(node):
+            # one `F.logsigmoid` (or `log_softmax`) the dynamo exporter wrote as Log(Sigmoid): the
+            # user's code is the stable op
+            return
         yield _hazard("log_of_probability", g, i, producer=op)
         return
     if op == "Sub" and found is not None:

@@ -66,6 +66,19 @@ def node_source(node: onnx.NodeProto) -> str | None:
     return None
 
 
+def aten_op(node: onnx.NodeProto) -> str | None:
+    """The torch op the dynamo exporter decomposed into this node (`aten.log_sigmoid`), from the
+    last entry of its namespace metadata; None without one."""
+    namespace = metadata(node).get(NAMESPACE)
+    if not namespace:
+        return None
+    last = namespace.rsplit("/", 1)[-1]
+    op = last.rsplit(": ", 1)[-1].strip()
+    if not op.startswith("aten."):
+        return None
+    return op[:-len(".default")] if op.endswith(".default") else op
+
+
 def has_torch_metadata(graph: onnx.GraphProto) -> bool:
     """True when the dynamo exporter annotated the graph's nodes (then absence of a note means
     the note does not apply)."""

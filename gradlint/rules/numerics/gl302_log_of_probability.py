@@ -31,7 +31,8 @@ class LogOfProbability(SiteRule):
     or by a `Div` with one of them for an operand (a divisor also through an `Add`, `Clip` or
     `Max` after it).
 
-    Not flagged: `log_softmax`, `logsigmoid`; arguments shifted by an eps or clamped (the eps
+    Not flagged: `log_softmax`, `logsigmoid` (also where the dynamo ONNX exporter writes one as
+    `Log(Sigmoid)`: its node metadata names the one torch op); arguments shifted by an eps or clamped (the eps
     bounds the gradient at 1/eps: a deliberate choice), in place too (`r.clamp_(min=eps)`), and
     quotients whose divisor is shifted so (`(p + eps) / (q + eps)`); logs of targets or
     constants, and quotients by a probability of constants (a fixed prior); code under
