@@ -94,25 +94,28 @@ def test_silu_written_by_hand(tmp_path, dynamo):
 
 
 class ReluRNN(nn.Module):
-    def __init__(self, identity: bool = False):
+    def __init__(self, identity: bool = False, hidden: int = 16):
         super().__init__()
-        self.rnn = nn.RNN(16, 16, nonlinearity="relu", batch_first=True)
+        self.rnn = nn.RNN(16, hidden, nonlinearity="relu", batch_first=True)
         if identity:
             nn.init.eye_(self.rnn.weight_hh_l0)
-        self.out = nn.Linear(16, 4)
+        self.out = nn.Linear(hidden, 4)
 
     def forward(self, x):
         y, _ = self.rnn(x)
         return self.out(y)
 
 
+# (hidden 64: the exporter writes W_hh once per time step, each copy its own tensor)
+@pytest.mark.parametrize("hidden", [16, 64])
 @pytest.mark.parametrize("identity", [False, True])
-def test_unrolled_relu_rnn_keeps_gl107(tmp_path, identity):
+def test_unrolled_relu_rnn_keeps_gl107(tmp_path, identity, hidden):
     pytest.importorskip("onnxscript")
     path = tmp_path / "rnn.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(ReluRNN(identity).eval(), (torch.randn(2, 5, 16),), str(path), dynamo=True, verbose=False)
+        torch.onnx.export(ReluRNN(identity, hidden).eval(), (torch.randn(2, 5, 16),), str(path), dynamo=True,
+                          verbose=False)
     import onnx
 
     assert "RNN" not in {n.op_type for n in onnx.load(str(path)).graph.node}  # really unrolled

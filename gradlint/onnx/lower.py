@@ -34,6 +34,8 @@ from gradlint.onnx.provenance import find_folding
 
 # The op tables live in ops.py; these names stay importable from here.
 WEIGHTED = frozenset(LAYERS)
+# The largest weight whose values are compared with others' (a recurrence's copies per step).
+_MAX_CONTENT = 1 << 22
 
 
 def _as_read(identity: bool | None, ref) -> InitSpec | None:
@@ -520,10 +522,21 @@ class Lowering(Patterns):
                 tensor = self._square_weight(i)
                 if tensor is not None:
                     users.setdefault(tensor, []).append(i)
-        found: list[Recurrent] = []
+        groups = [(tensor, steps) for tensor, steps in users.items() if len(steps) >= 2]
+        # For some sizes the dynamo exporter writes a copy of W_hh per time step, each its own
+        # tensor (hidden 48 and 64 did, 16 and 32 did not): steps read through an activation are
+        # grouped by the weight's value too (only then: cloned blocks share values on purpose,
+        # and the recurrence test below tells them apart anyway)
+        by_value: dict[tuple, list[int]] = {}
         for tensor, steps in users.items():
-            if len(steps) < 2:
-                continue
+            if len(steps) == 1 and self._activation_behind(steps[0]) is not None:
+                key = self._content_key(tensor)
+                if key is not None:
+                    by_value.setdefault(key, []).append(steps[0])
+        groups += [(users_of[0], steps) for steps in by_value.values() if len(steps) >= 2
+                   for users_of in [[t for t, s in users.items() if s == [steps[0]]]]]
+        found: list[Recurrent] = []
+        for tensor, steps in groups:
             fn = None
             for j in steps:
                 act = self._activation_behind(j)
@@ -545,6 +558,26 @@ class Lowering(Patterns):
                                    nonlinearity=fn, hidden=p.fan_in if p else None, origin=self.g.ref(first),
                                    weight_hh_init=init))
         return found
+
+    def _content_key(self, name: str) -> tuple | None:
+        """(shape, digest of the values) of a static weight, to tell copies of one tensor; None
+        when its values are not at hand (external data not read, over MAX_CONTENT elements)."""
+        import hashlib
+
+        from gradlint.onnx.load import small_value
+
+        src = self.weight_source(name)
+        t = self.g.initializer(src[0]) if src is not None else None
+        if t is None or int(np.prod(t.dims)) > _MAX_CONTENT:
+            return None
+        if t.raw_data:
+            data = t.raw_data
+        else:
+            value = small_value(t, self.g.loaded, limit=_MAX_CONTENT)
+            if value is None:
+                return None
+            data = value.tobytes()
+        return src[1], t.data_type, hashlib.sha256(data).hexdigest()
 
     def _square_weight(self, i: int) -> str | None:
         """The operand name of a MatMul/Gemm's static square weight. The name, not the tensor
