@@ -163,9 +163,15 @@ NO_GRAD_WHAT = "computed without gradient"
 
 @dataclass(frozen=True)
 class Passthrough:
-    """Dropout, pooling, reshapes: no parameters, no meaningful change of gradient scale. One
-    whose `what` is NO_GRAD_WHAT marks a value computed without gradient (under `torch.no_grad()`):
-    the layers before it get none through this path, so no chain runs across it."""
+    """Dropout, pooling, reshapes: no parameters. One whose `what` is NO_GRAD_WHAT marks a value
+    computed without gradient (under `torch.no_grad()`): the layers before it get none through
+    this path, so no chain runs across it.
+
+    dropout: '' for a node that is no dropout; 'inverted' for torch's dropout in train mode,
+    y = x * m / (1 - p) with m ~ Bernoulli(1 - p) (nn.Dropout, Dropout1d/2d/3d, F.dropout, timm's
+    DropPath, torchvision's StochasticDepth: each multiplies the second moment of the signal and
+    of the gradient by 1 / (1 - p)); 'alpha' for AlphaDropout (y = a (m x + alpha' (1 - m)) + b,
+    gradient a * m). p: the drop probability, None when not known; 0.0 leaves the scale alone."""
 
     name: str
     what: str
@@ -176,6 +182,8 @@ class Passthrough:
     # join is not followed: the value after the node `rejoins` places before this one (1: the
     # node just before). A block of the same file is run with both, and its sum is a Residual.
     rejoins: int | None = None
+    dropout: str = ""
+    p: float | None = None
 
 
 @dataclass(frozen=True)

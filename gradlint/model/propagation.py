@@ -23,6 +23,20 @@ activations.KNOWN (softmax), a dead (constant) layer, and a layer whose fan_in *
 unknown (which may still start the next chain: a chain's first layer takes no part in its
 gain). It also ends where the forward variance is unknown and the activation is not
 scale-free, since E[phi'(z)^2] then cannot be had.
+
+Dropout is modelled in train mode, the mode in which gradients are taken. Torch's inverted
+dropout y = x * m / (1 - p), m ~ Bernoulli(1 - p) drawn afresh per element, gives E[y^2] =
+E[x^2] / (1 - p), and its backward dL/dx = dL/dy * m / (1 - p) (the same mask, independent of
+everything else) multiplies the squared gradient norm by 1 / (1 - p): a dropout between two
+layers multiplies both the next q and the step's factor by 1 / (1 - p). Where it stands among
+the activations does not matter when those after it are positively homogeneous with phi(0) = 0
+(ReLU, leaky ReLU, PReLU, identity: phi(m u) = m phi(u) for m in {0, 1}), so the walk moves it to
+the end; before any other activation it changes the distribution the activation sees (a mixture
+with an atom at 0), which is not modelled: the chain ends there and the scale after is unknown.
+AlphaDropout multiplies the gradient by a * m, a = ((1 - p)(1 + p alpha'^2))^-1/2, alpha' =
+1.7581: E[(a m)^2] = 1 / (1 + p alpha'^2); its output's second moment depends on its input's
+mean, which the walk does not carry, so the scale after it is unknown. A dropout whose p is not
+known ends the chain: its factor lies anywhere in [1, 1 / (1 - p)], and no gain is invented.
 """
 
 from __future__ import annotations
@@ -47,6 +61,11 @@ from gradlint.model.ir import (
     TransformerBlock,
 )
 
+# Activations a dropout mask commutes with (phi(m u) = m phi(u), m in {0, 1}); any other after a
+# dropout ends the chain.
+_MASK_COMMUTES = frozenset({"relu", "leaky_relu", "prelu", "identity"})
+# AlphaDropout's alpha' = -scale * alpha of SELU (torch: aten/src/ATen/native/Dropout.cpp).
+_ALPHA = 1.7580993408473766
 EMBEDDING_OPS = frozenset({"embedding", "embedding_bag", "embeddingbag"})
 # Norms whose output has unit second moment per feature at initialisation (gamma = 1, beta = 0).
 UNIT_NORMS = frozenset({"batch", "layer", "group", "instance", "rms"})
@@ -77,6 +96,9 @@ class Step:
     # the factor is an upper bound: the scale feeding the activations was not known, so each
     # was taken at its steepest (sigmoid: slope 1/4 at 0), which no input exceeds
     bound: bool = False
+    # the dropouts applied after this layer, before the next one, as (kind, p): their train-mode
+    # factors are in the next step's factor (and its q)
+    dropouts: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,12 +178,22 @@ class _Walk:
         # A constant multiplier met since the latest layer, before any activation (`tanh(0.05 *
         # fc(x))`): its square scales the source, and the next layer's backward factor
         self.scaled = 1.0
+        self._clear_drops()
+
+    def _clear_drops(self) -> None:
+        # The dropouts met since the latest layer: what they multiply the second moment of the
+        # signal by (None: unknown, after an AlphaDropout) and the next backward factor by.
+        self.drop_moment: float | None = 1.0
+        self.drop_factor = 1.0
+        self.dropped: list[tuple[str, float]] = []
 
     def out_moment(self) -> float | None:
         """E[x^2] of the signal at this point."""
-        if self.source is None or not self.applied:
-            return self.source
-        return _acts().composed_moments(self._fns(), self.source)[0]
+        if self.source is None or self.drop_moment is None:
+            return None
+        if not self.applied:
+            return self.source * self.drop_moment
+        return _acts().composed_moments(self._fns(), self.source)[0] * self.drop_moment
 
     def _fns(self) -> list[tuple[str, float | None]]:
         return [(a.fn, a.param) for a in self.applied]
@@ -169,7 +201,7 @@ class _Walk:
     def _close_pending(self) -> None:
         if self.pending is not None:
             p = self.pending
-            self.done.append(Step(p.layer, tuple(self.applied), p.q, p.factor, p.bound))
+            self.done.append(Step(p.layer, tuple(self.applied), p.q, p.factor, p.bound, tuple(self.dropped)))
             self.pending = None
 
     def _kind(self) -> bool | None:
@@ -194,12 +226,15 @@ class _Walk:
     def reset(self, moment: float | None) -> None:
         self.flush()
         self.source, self.applied, self.direct, self.scaled = moment, [], None, 1.0
+        self._clear_drops()
 
     def run(self, nodes: Sequence[Node]) -> float | None:
         """Walk the nodes; return E[x^2] of the output (None: unknown)."""
         for node in nodes:
             if isinstance(node, Passthrough):
-                if node.what.startswith("scale:"):
+                if node.dropout:
+                    self.dropout(node)
+                elif node.what.startswith("scale:"):
                     self.scale(node.what[len("scale:"):])
                 elif node.what == NO_GRAD_WHAT:
                     # computed under no_grad (a frozen backbone before a trained head): the layers
@@ -262,10 +297,31 @@ class _Walk:
         moment = self.out_moment()
         self.reset(moment * c * c if moment is not None else None)
 
+    def dropout(self, node: Passthrough) -> None:
+        """A dropout in train mode (see the module's docstring for the maths)."""
+        p = node.p
+        if p == 0.0:
+            return
+        if p is None or not 0.0 < p < 1.0 or node.dropout not in ("inverted", "alpha"):
+            self.reset(None)  # p unknown (or every unit dropped): no factor is invented
+            return
+        if node.dropout == "inverted":
+            if self.drop_moment is not None:
+                self.drop_moment /= 1.0 - p
+            self.drop_factor /= 1.0 - p
+        else:
+            self.drop_moment = None
+            self.drop_factor /= 1.0 + p * _ALPHA * _ALPHA
+        self.dropped.append((node.dropout, p))
+
     def activation(self, node: Activation) -> None:
         if node.fn not in _acts().KNOWN:
             self.reset(None)
             return
+        if self.dropped and (node.fn not in _MASK_COMMUTES or self.drop_moment is None):
+            # a dropout before an activation it does not commute with: the activation sees a
+            # mixture, not a Gaussian, which the walk does not model
+            self.reset(None)
         feeding = self.out_moment()
         if feeding is not None:
             self.stats.append(ActivationStat(node, self.direct, feeding))
@@ -298,15 +354,15 @@ class _Walk:
         factor, bound = None, False
         if self.pending is not None and ftv is not None:
             if self.source is not None:
-                factor = ftv * _acts().composed_moments(self._fns(), self.source)[1] * self.scaled
+                factor = ftv * _acts().composed_moments(self._fns(), self.source)[1] * self.scaled * self.drop_factor
             elif _acts().is_scale_free([a.fn for a in self.applied]):
-                factor = ftv * _acts().composed_moments(self._fns(), 1.0)[1] * self.scaled
+                factor = ftv * _acts().composed_moments(self._fns(), 1.0)[1] * self.scaled * self.drop_factor
             else:
                 # the scale feeding saturating activations is not known (an embedding of unknown
                 # size, a norm's output of unknown scale): each at its steepest bounds the factor
                 steepest = _steepest(self.applied)
                 if steepest is not None:
-                    factor, bound = ftv * steepest * self.scaled, True
+                    factor, bound = ftv * steepest * self.scaled * self.drop_factor, True
         if factor is not None and self._kind() not in (None, bound):
             factor = None  # a bound is never multiplied into a prediction: a new chain starts here
         if factor is None:
@@ -316,6 +372,7 @@ class _Walk:
             self._close_pending()
         self.pending = Step(node, (), q, factor, bound)
         self.source, self.applied, self.direct, self.scaled = q, [], node, 1.0
+        self._clear_drops()
 
 
 # The largest squared slope of a saturating activation, over every input: what E[f'(h)^2] can
@@ -368,8 +425,8 @@ def _odd_in_weights(nodes: Sequence[Node]) -> bool:
     after it: negating that layer's weights negates the part, so its product with any other part
     averages to zero over the draw."""
     for node in reversed(tuple(nodes)):
-        if isinstance(node, Passthrough) or isinstance(node, Activation) and node.fn == "identity":
-            continue
+        if isinstance(node, Passthrough) and node.dropout != "alpha" or isinstance(node, Activation) and node.fn == "identity":
+            continue  # (an inverted dropout of an odd part is odd; an alpha dropout adds a shift)
         if isinstance(node, Norm) and node.kind in UNIT_NORMS:
             continue  # gamma 1, beta 0 at initialisation: an odd function of its input
         if isinstance(node, Param):
