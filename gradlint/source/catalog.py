@@ -67,7 +67,7 @@ PASSTHROUGH_MODULES = {
     "ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d", "ChannelShuffle", "LPPool1d", "LPPool2d",
 }
 PASSTHROUGH_FUNCTIONS = {
-    F + "dropout", F + "dropout1d", F + "dropout2d", F + "dropout3d", F + "alpha_dropout",
+    F + "dropout", F + "dropout1d", F + "dropout2d", F + "dropout3d", F + "alpha_dropout", F + "feature_alpha_dropout",
     F + "max_pool1d", F + "max_pool2d", F + "max_pool3d", F + "avg_pool1d", F + "avg_pool2d",
     F + "avg_pool3d", F + "adaptive_avg_pool1d", F + "adaptive_avg_pool2d", F + "adaptive_avg_pool3d",
     F + "adaptive_max_pool1d", F + "adaptive_max_pool2d", F + "adaptive_max_pool3d", F + "pad",
@@ -76,6 +76,20 @@ PASSTHROUGH_FUNCTIONS = {
     # input element, so the gradient is the same numbers rearranged
     "torch.reshape", "torch.permute", "torch.transpose", "torch.swapaxes", "torch.swapdims", "torch.movedim",
     "torch.moveaxis", "torch.squeeze", "torch.unsqueeze", "torch.flip", "torch.roll", "torch.t",
+}
+# Dropouts among the passthroughs, by how they scale in train mode (model/ir.Passthrough.dropout).
+DROPOUT_MODULES = {
+    "Dropout": "inverted", "Dropout1d": "inverted", "Dropout2d": "inverted", "Dropout3d": "inverted",
+    "AlphaDropout": "alpha", "FeatureAlphaDropout": "alpha",
+}
+# Functional dropouts: qualified name -> (kind, default p, default of `training`), both read at
+# position 1 and 2 or by keyword (`torch.dropout` names it `train` and has no defaults). The
+# alpha dropouts default to training=False: without it they do nothing.
+DROPOUT_FUNCTIONS = {
+    F + "dropout": ("inverted", 0.5, True), F + "dropout1d": ("inverted", 0.5, True),
+    F + "dropout2d": ("inverted", 0.5, True), F + "dropout3d": ("inverted", 0.5, True),
+    F + "alpha_dropout": ("alpha", 0.5, False), F + "feature_alpha_dropout": ("alpha", 0.5, False),
+    "torch.dropout": ("inverted", None, None),
 }
 # nn.Module methods that move, re-type or put the module in training mode and return it, its
 # layers and their initialisation unchanged (`Generator(ngpu).to(device)`).

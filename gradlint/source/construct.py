@@ -374,7 +374,9 @@ class ConstructCalls:
 
     def _library_call(self, lib: str, call: cst.Call, env: dict) -> Any:
         if lib in L.PASS:
-            ctor = Ctor("pass", L.PASS[lib], [], {}, call, next(self.order))
+            # Stochastic depth's drop probability scales the branch in train mode (model/ir.Passthrough)
+            pos, kw = ([], {}) if lib not in L.DROP_PATHS else self.bound_args(call, env)[:2]
+            ctor = Ctor("pass", L.PASS[lib], pos, kw, call, next(self.order))
             ctor.site = self.site
             return ctor
         if lib in ("to_2tuple", "to_ntuple"):

@@ -239,6 +239,8 @@ class ForwardInterpreter(_Walker):
                 return self.append(call, Activation("", C.ACTIVATION_FUNCTIONS[q], self._act_param(q, call)))
             if q in C.NORM_FUNCTIONS:
                 return self.append(call, Norm("", C.NORM_FUNCTIONS[q]))
+            if q in C.DROPOUT_FUNCTIONS:
+                return self.append(call, self._dropout(q, call))
             if q in C.PASSTHROUGH_FUNCTIONS:
                 return self.append(call, None)
             if q in ("torch.nn.functional.scaled_dot_product_attention",):
@@ -580,6 +582,21 @@ class ForwardInterpreter(_Walker):
             v = self.fm.eval(_arg_value(call, 1, "negative_slope") or cst.Float("0.01"), self._numeric_env())
             return float(v) if _num(v) else None
         return C.ACTIVATION_DEFAULT_PARAM.get(fn)
+
+    def _dropout(self, q: str, call: cst.Call) -> Passthrough | None:
+        """A functional dropout's node: None when `training` is False (it does nothing). A
+        `training` not known (`self.training`) is taken as train mode, the mode in which
+        gradients are taken; a p not known is carried as None."""
+        kind, p_default, training_default = C.DROPOUT_FUNCTIONS[q]
+        env = self._numeric_env()
+        arg = _arg_value(call, 2, "train" if q == "torch.dropout" else "training")
+        training = self.fm.eval(arg, env) if arg is not None else training_default
+        if training is False:
+            return None
+        arg = _arg_value(call, 1, "p")
+        p = self.fm.eval(arg, env) if arg is not None else p_default
+        p = float(p) if _num(p) and not isinstance(p, bool) and 0.0 <= p <= 1.0 else None
+        return None if p == 0.0 else Passthrough("", q.rsplit(".", 1)[-1], dropout=kind, p=p)
 
     def append(self, call: cst.Call, node: Node | None) -> Any:
         paths = self.paths_in(call)

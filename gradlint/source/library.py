@@ -457,6 +457,10 @@ PASS = {
     "Permute": "Permute", "PatchDropout": "PatchDropout", "BlurPool2d": "BlurPool2d",
     "AdaptiveAvgMaxPool2d": "AdaptiveAvgMaxPool2d", "FastAdaptiveAvgPool": "FastAdaptiveAvgPool",
 }
+# The blocks of PASS that drop a residual branch per sample and rescale the kept ones by
+# 1 / (1 - p) in train mode, like dropout: name -> (the drop probability's position and keyword,
+# its default; None: none).
+DROP_PATHS = {"DropPath": (0, "drop_prob", 0.0), "StochasticDepth": (0, "p", None)}
 # Library functions that apply a module or a sequence of modules to a tensor, as if called.
 CHECKPOINT_FUNCTIONS = frozenset({"checkpoint", "checkpoint_seq", "checkpoint_sequential"})
 # Library functions whose result decides nothing the gradient depends on: taken as False

@@ -18,6 +18,7 @@ from gradlint.model.ir import (
     Activation, Extern, InitSpec, Norm, Opaque, Param, Passthrough, Recurrent, TransformerBlock, unfolded_size,
 )
 from gradlint.source import catalog as C
+from gradlint.source import library as L
 from gradlint.source.budget import MAX_DEPTH, MAX_UNFOLDED, MAX_UNROLL, Exhausted
 from gradlint.source.foreign import CALLED
 from gradlint.source.param_loops import ParamLoop, bound
@@ -328,7 +329,14 @@ class Lowerer:
         span = self.span(value)
         path = value.path or ""
         if value.kind == "pass":
-            return (Passthrough(path, value.cls, span),)
+            drop = L.DROP_PATHS.get(value.cls)
+            if drop is None:
+                return (Passthrough(path, value.cls, span),)
+            index, name, default = drop
+            # timm's DropPath(scale_by_keep=False) keeps the kept paths unscaled: not modelled
+            keep = _ArgReader(value).get(1, "scale_by_keep", True) if value.cls == "DropPath" else True
+            p = _drop_p(_ArgReader(value).get(index, name, default)) if keep is True else None
+            return (Passthrough(path, value.cls, span, dropout="inverted", p=p),)
         if value.kind == "torch":
             cls = value.cls
             if cls in C.PARAM_LAYERS:
@@ -344,6 +352,9 @@ class Lowerer:
                 return (Activation(path, fn, param, span),)
             if cls in C.NORM_MODULES:
                 return (Norm(path, C.NORM_MODULES[cls], span),)
+            if cls in C.DROPOUT_MODULES:
+                p = _drop_p(_ArgReader(value).get(0, "p", 0.5))
+                return (Passthrough(path, cls, span, dropout=C.DROPOUT_MODULES[cls], p=p),)
             if cls in C.PASSTHROUGH_MODULES:
                 return (Passthrough(path, cls, span),)
             if cls in C.RECURRENT_MODULES:
@@ -659,6 +670,12 @@ class _ArgReader:
         if not isinstance(self.ctor, Ctor):
             return default
         return self.ctor.kwargs.get(name, default)
+
+
+def _drop_p(v: Any) -> float | None:
+    """A dropout's drop probability as the constructor gives it; None when it is not a number
+    in [0, 1] (a name the lowering could not bind)."""
+    return float(v) if _num(v) and not isinstance(v, bool) and 0.0 <= v <= 1.0 else None
 
 
 def _fan(v: Any):
