@@ -207,7 +207,8 @@ def _node(n: Node, seq: tuple, i: int) -> dict:
         return {"kind": "attention", **base, "what": n.what,
                 "projections": [_node(p, (), 0) for p in n.projections]}
     if isinstance(n, Passthrough):
-        return {"kind": "passthrough", **base, "what": n.what}
+        drop = {"dropout": n.dropout, "p": n.p} if n.dropout else {}
+        return {"kind": "passthrough", **base, "what": n.what, **drop}
     assert isinstance(n, Opaque)
     return {"kind": "opaque", **base, "reason": n.what or "not understood"}
 
@@ -362,5 +363,12 @@ def _node_line(n: dict) -> str:
     if kind == "transformer":
         return f"{kind:<12}{name:<28}{n['block']} (norm_first={n['norm_first']})"
     if kind == "passthrough":
+        if n.get("dropout"):
+            # train mode: the second moment of the signal and of the gradient scale by this
+            p = n["p"]
+            how = "p not known: ends a chain" if p is None else (
+                f"p={p:g}, train mode: gradient² × {1 / (1 + p * 1.7580993408473766 ** 2):.3g}" if n["dropout"] == "alpha"
+                else f"p={p:g}, train mode: signal² and gradient² × {1 / (1 - p):.3g}" if p < 1 else f"p={p:g}")
+            return f"{kind:<12}{name:<28}{n['what']} ({how})"
         return f"{kind:<12}{name:<28}{n['what']}"
     return f"{kind:<12}{name:<28}reason: {n['reason']}"

@@ -123,6 +123,7 @@ def chain_cause(chain: Chain) -> str:
     acts: list[str] = []
     for step in chain.steps[:-1]:
         names = [ACTIVATION_NAMES.get(a.fn, a.fn) for a in step.activations] or ["no activation"]
+        names += [f"{'AlphaDropout' if kind == 'alpha' else 'Dropout'}({p:g})" for kind, p in step.dropouts]
         label = "+".join(names)
         if label not in acts:
             acts.append(label)
@@ -151,6 +152,8 @@ def chain_cause(chain: Chain) -> str:
             geo *= f
         geo **= 1 / len(factors)
         per = f": χ {'≤' if chain.bound else '≈'} {geo:.2g} per layer"
+        if any(step.dropouts for step in chain.steps):
+            per += " in train mode, dropout's scaling included"
     return f"{', '.join(acts)}, {'; '.join(inits)}{per}"
 
 
