@@ -293,3 +293,41 @@ def test_alpha_dropout_scales_the_gradient_and_leaves_the_moment_unknown():
     plain = analyse_nodes(_nodes(None, n=2)).chains[0]
     assert alpha.steps[1].factor == pytest.approx(plain.steps[1].factor / (1 + 0.2 * 1.7580993408473766 ** 2))
     assert alpha.steps[1].q is None
+
+
+def test_stochastic_depth_carries_its_p_and_scales_the_branch():
+    """timm's DropPath / drop_path and torchvision's StochasticDepth rescale the branches they
+    keep by 1 / (1 - p): measured E[(x + drop_path(f))^2] = 2.95 for E[x^2] = 1, E[f^2] = 1.0,
+    p = 0.5 (predicted 2.99; 2.0 without the scaling)."""
+    from gradlint.model.ir import Residual, walk
+    from gradlint.source import extract_facts, parse
+
+    source = HEAD + """from timm.layers import DropPath, drop_path
+from torchvision.ops import StochasticDepth, stochastic_depth
+
+
+class M(nn.Module):
+    def __init__(self, d=64, p=0.5):
+        super().__init__()
+        self.fc = nn.Linear(d, d)
+        self.p = p
+        self.dp = DropPath(0.2)
+        self.sd = StochasticDepth(0.3, "row")
+
+    def forward(self, x):
+        x = x + drop_path(self.fc(x), self.p, self.training)
+        x = x + self.dp(self.fc(x))
+        x = x + self.sd(self.fc(x))
+        x = x + stochastic_depth(self.fc(x), 0.1, "row")
+        x = x + drop_path(self.fc(x), 0.4)  # training=False by default: nothing
+        return x
+"""
+    (network,) = [n for n in extract_facts(parse("m.py", source)).networks if n.name == "M"]
+    drops = [(n.what, n.p) for n in walk(network.nodes) if isinstance(n, Passthrough) and n.dropout]
+    assert drops == [("drop_path", 0.5), ("DropPath", 0.2), ("StochasticDepth", 0.3), ("stochastic_depth", 0.1)]
+    body = [n for n in network.nodes if isinstance(n, Residual)][0].body
+    from gradlint.model.propagation import _Walk
+
+    out = _Walk([], [], 1.0).run(body)
+    plain = _Walk([], [], 1.0).run(tuple(n for n in body if not isinstance(n, Passthrough)))
+    assert out == pytest.approx(2 * plain)

@@ -389,7 +389,14 @@ class ForwardInterpreter(_Walker):
             lib = dotted(call.func)
         last = {q.rsplit(".", 1)[-1] for q in quals}
         if lib in L.PASS_FUNCTIONS or "torchvision.ops.stochastic_depth" in quals:
-            return self.append(call, Passthrough("", lib or "stochastic_depth"))
+            what = lib or "stochastic_depth"
+            if what not in L.DROP_PATH_FUNCTIONS:
+                return self.append(call, Passthrough("", what))
+            p, at, training = L.DROP_PATH_FUNCTIONS[what]
+            if what == "drop_path" and _arg_value(call, 3, "scale_by_keep") is not None:
+                # scale_by_keep=False keeps the kept paths unscaled: not modelled
+                return self.append(call, Passthrough("", what, dropout="inverted", p=None))
+            return self.append(call, self._dropout(what, call, ("inverted", p, training), at))
         if lib in L.NORM_FUNCTIONS:
             return self.append(call, Norm(self.prefix.rstrip("."), L.NORM_FUNCTIONS[lib]))
         if (lib in L.CHECKPOINT_FUNCTIONS or any(q.startswith("torch.utils.checkpoint.") for q in quals)) and call.args:
@@ -583,13 +590,14 @@ class ForwardInterpreter(_Walker):
             return float(v) if _num(v) else None
         return C.ACTIVATION_DEFAULT_PARAM.get(fn)
 
-    def _dropout(self, q: str, call: cst.Call) -> Passthrough | None:
-        """A functional dropout's node: None when `training` is False (it does nothing). A
-        `training` not known (`self.training`) is taken as train mode, the mode in which
-        gradients are taken; a p not known is carried as None."""
-        kind, p_default, training_default = C.DROPOUT_FUNCTIONS[q]
+    def _dropout(self, q: str, call: cst.Call, spec: tuple | None = None, at: int = 2) -> Passthrough | None:
+        """A functional dropout's node (spec: C.DROPOUT_FUNCTIONS's, `training` at position
+        `at`): None when `training` is False (it does nothing). A `training` not known
+        (`self.training`) is taken as train mode, the mode in which gradients are taken; a p
+        not known is carried as None."""
+        kind, p_default, training_default = spec or C.DROPOUT_FUNCTIONS[q]
         env = self._numeric_env()
-        arg = _arg_value(call, 2, "train" if q == "torch.dropout" else "training")
+        arg = _arg_value(call, at, "train" if q == "torch.dropout" else "training")
         training = self.fm.eval(arg, env) if arg is not None else training_default
         if training is False:
             return None

@@ -9,8 +9,8 @@ the user's arguments bound. A block is used only when the user imports it from i
 (`from torchvision.ops import Conv2dNormActivation`, `from timm.layers import Mlp`, or a relative
 import inside those packages); a class of the same name defined anywhere else is not this one.
 
-PASS holds the blocks that do not change the gradient's scale at initialisation (stochastic
-depth, pooling heads, re-layouts): they lower to one Passthrough node.
+PASS holds the blocks that lower to one Passthrough node: pooling heads, re-layouts, and
+stochastic depth, which scales the branch it keeps in train mode as dropout does (DROP_PATHS).
 """
 
 from __future__ import annotations
@@ -461,6 +461,10 @@ PASS = {
 # 1 / (1 - p) in train mode, like dropout: name -> (the drop probability's position and keyword,
 # its default; None: none).
 DROP_PATHS = {"DropPath": (0, "drop_prob", 0.0), "StochasticDepth": (0, "p", None)}
+# Their function forms: name -> (default p, the position of `training`, its default), p being
+# the second argument: timm's drop_path(x, drop_prob=0., training=False, scale_by_keep=True),
+# torchvision's stochastic_depth(input, p, mode, training=True).
+DROP_PATH_FUNCTIONS = {"drop_path": (0.0, 2, False), "stochastic_depth": (None, 3, True)}
 # Library functions that apply a module or a sequence of modules to a tensor, as if called.
 CHECKPOINT_FUNCTIONS = frozenset({"checkpoint", "checkpoint_seq", "checkpoint_sequential"})
 # Library functions whose result decides nothing the gradient depends on: taken as False
@@ -470,8 +474,8 @@ FALSE_FUNCTIONS = frozenset({
     "torch.jit.is_scripting", "torch.jit.is_tracing", "torch.compiler.is_compiling", "torch._dynamo.is_compiling",
     "torch.onnx.is_in_onnx_export", "is_exportable", "is_scriptable", "is_no_jit",
 })
-# Functions that drop a path at random during training (stochastic depth): in expectation the
-# identity on the gradient's scale.
+# Functions that drop a path at random during training (stochastic depth; DROP_PATH_FUNCTIONS:
+# those that rescale what they keep, as dropout does) or keep the scale.
 PASS_FUNCTIONS = frozenset({"drop_path", "stochastic_depth", "drop_block_2d", "drop_block_fast_2d",
                             # 'same' padding: zeros at the border, the scale inside is kept
                             "pad_same"})
