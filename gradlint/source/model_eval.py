@@ -336,7 +336,9 @@ class ConstructionEval:
             if test is not None:
                 return self._eval(e.body if test else e.orelse, env)
             # `DropPath(p) if p > 0 else nn.Identity()`: when both choices leave the gradient's
-            # scale alone, which one is built does not matter.
+            # scale alone (a dropout does at initialisation in eval mode; in train mode it scales
+            # by 1 / (1 - p), and a p the condition could not decide is not known either, which
+            # ends the chain), the first is built: paths are not doubled for it.
             a, b = self._eval(e.body, env), self._eval(e.orelse, env)
             if _neutral_module(a) and _neutral_module(b):
                 return a
