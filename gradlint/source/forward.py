@@ -393,7 +393,8 @@ class ForwardInterpreter(_Walker):
             if what not in L.DROP_PATH_FUNCTIONS:
                 return self.append(call, Passthrough("", what))
             p, at, training = L.DROP_PATH_FUNCTIONS[what]
-            if what == "drop_path" and _arg_value(call, 3, "scale_by_keep") is not None:
+            keep = _arg_value(call, 3, "scale_by_keep") if what == "drop_path" else None
+            if keep is not None and self.fm.eval(keep, self._numeric_env()) is not True:
                 # scale_by_keep=False keeps the kept paths unscaled: not modelled
                 return self.append(call, Passthrough("", what, dropout="inverted", p=None))
             return self.append(call, self._dropout(what, call, ("inverted", p, training), at))
