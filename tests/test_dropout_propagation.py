@@ -320,11 +320,13 @@ class M(nn.Module):
         x = x + self.sd(self.fc(x))
         x = x + stochastic_depth(self.fc(x), 0.1, "row")
         x = x + drop_path(self.fc(x), 0.4)  # training=False by default: nothing
+        x = x + drop_path(self.fc(x), 0.3, True, scale_by_keep=False)  # unscaled: not modelled
         return x
 """
     (network,) = [n for n in extract_facts(parse("m.py", source)).networks if n.name == "M"]
     drops = [(n.what, n.p) for n in walk(network.nodes) if isinstance(n, Passthrough) and n.dropout]
-    assert drops == [("drop_path", 0.5), ("DropPath", 0.2), ("StochasticDepth", 0.3), ("stochastic_depth", 0.1)]
+    assert drops == [("drop_path", 0.5), ("DropPath", 0.2), ("StochasticDepth", 0.3), ("stochastic_depth", 0.1),
+                     ("drop_path", None)]
     body = [n for n in network.nodes if isinstance(n, Residual)][0].body
     from gradlint.model.propagation import _Walk
 
