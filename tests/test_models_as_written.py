@@ -247,7 +247,9 @@ class Net(nn.Module):
         return x
 """
     net = lower(src)[0]["Net"]
-    assert [n.name for n in net.nodes] == ["blocks.0", "blocks.1", "blocks.2"]
+    assert [n.name for n in net.nodes] == ["blocks.0", "blocks.1", "blocks.2", ""]
+    # F.dropout's training defaults to True: in train mode it scales by 1 / (1 - p)
+    assert (net.nodes[-1].dropout, net.nodes[-1].p) == ("inverted", 0.1)
 
 
 def test_pretrained_config_style_class():
