@@ -746,7 +746,8 @@ class CallEvents:
             m = _GATHERED.match(recv_text)
             if m is None:
                 return False
-        if attr.startswith(("clamp", "clip")):
+        bounds = attr.startswith(("clamp", "clip"))
+        if bounds:
             positional = [a for a in call.args if a.keyword is None and not a.star]
             named = {a.keyword.value for a in call.args if a.keyword is not None}
             if len(positional) + len(named & {"min", "max"}) < 2:
@@ -759,7 +760,7 @@ class CallEvents:
         iterables = index.loops.get(m.group(1), ())
         if not any(self._over(it, gathered, index) for it in iterables):
             return False
-        if attr.startswith(("clamp", "clip")):
+        if bounds:
             return True
         made = index.made_from(call.args[0].value)
         return _CLIP_FACTOR.search(made) is not None and (attr != "copy_" or _BOUNDING.search(made) is not None)
@@ -781,9 +782,9 @@ class CallEvents:
             scope = src.module if src is not None else None
         if scope is None:
             return None
-        found = self._hand_indexes.get(id(scope))
-        if found is None or found.scope is not scope:
-            found = self._hand_indexes[id(scope)] = _ScopeIndex(scope)
+        found = self._hand_indexes.get(fid)
+        if found is None:
+            found = self._hand_indexes[fid] = _ScopeIndex(scope)
         return found
 
     @staticmethod

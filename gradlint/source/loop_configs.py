@@ -17,7 +17,7 @@ from gradlint.source.configs import MAX_NESTING
 from gradlint.source.engine.fold import constant as _constant
 from gradlint.source.engine.env import Ref
 from gradlint.source.engine.values import Ctor
-from gradlint.source.engine.walk import children, main_block
+from gradlint.source.engine.walk import children, main_block, statements_in
 from gradlint.source.names import dotted
 
 # The names config classes go by (`TrainConfig`, `ExperimentCfg`, `RunSettings`, `HParams`).
@@ -226,7 +226,7 @@ class ConfigFields:
             self._scan()
             if len(self.rebound.get(name, ())) != 1 or self._may_change(name, scope, call):
                 return None
-            bound = [n.value for n in _walk_statements(self.src.module) if type(n) is cst.Assign
+            bound = [n.value for n in statements_in(self.src.module, into_defs=True) if type(n) is cst.Assign
                      and len(n.targets) == 1 and type(n.targets[0].target) is cst.Name
                      and n.targets[0].target.value == name]
             if len(bound) != 1:
@@ -298,17 +298,6 @@ class ConfigFields:
     def _rebound(self, text: str) -> list:
         self._scan()
         return self.rebound.get(text, [])
-
-
-def _walk_statements(module: cst.CSTNode):
-    """Every small statement of the module, in functions and classes too."""
-    stack = [module]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, cst.BaseSmallStatement):
-            yield n
-        elif not isinstance(n, cst.BaseExpression):
-            stack.extend(children(n))
 
 
 def deepspeed_clipping(items: dict[str, cst.BaseExpression] | None) -> bool | None:

@@ -117,7 +117,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         # (function id) -> name -> is an accumulation expression; function node -> id
         self._accum_names: dict[int, dict[str, bool]] = {}
         self._scope_nodes: dict[int, cst.CSTNode | None] = {}
-        self._hand_indexes: dict[int, object] = {}  # id(scope) -> loop_calls._ScopeIndex
+        self._hand_indexes: dict[int, object] = {}  # function id -> loop_calls._ScopeIndex
         self._func_parent: dict[int, int | None] = {}
         self._params: dict[int, set[str]] = {}
         self.lines = split_lines(src.text)

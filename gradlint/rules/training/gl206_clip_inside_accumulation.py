@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Iterator
 
 from gradlint.findings import Finding, Severity
@@ -236,17 +235,7 @@ def _at_the_last_pass(facts, loop, clip, backwards) -> bool:
     after every backward of that loop: it then clips the whole sum, as a clip after the loop
     does (measured: the same norm, the same gradients)."""
     return not any(loop in b.loops and b.order > clip.order for b in backwards) and \
-        any(loop in g.loops and _last(facts, clip, g) for g in clip.guards)
-
-
-def _last(facts, clip, g) -> bool:
-    """Whether guard `g` holds the clip to the last pass of the `for` loop around it:
-    `micro == k - 1`, `micro + 1 == k`, `i == len(batches) - 1` of the loop's variable (its count,
-    for `enumerate`); not `micro == 0`."""
-    if not steps.last_pass(facts, clip, g):
-        return False
-    var = re.escape(steps.innermost_for(facts, clip.event.span.line).assigned[0])
-    return re.fullmatch(rf"\(?{var}\s*\+\s*1\)?\s*==\s*[^=]+|{var}\s*==\s*[^=]+-\s*1", g.test) is not None
+        any(loop in g.loops and steps.last_pass(facts, clip, g, last=True) for g in clip.guards)
 
 
 def _cleared_each_pass(c, loop, clip, backwards) -> bool:

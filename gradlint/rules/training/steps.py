@@ -459,14 +459,17 @@ def guard_condition(g: Guard) -> tuple[str, bool]:
     return f"`{test[5:-1] if negated and g.branch == 0 else test}` is false", False
 
 
-def last_pass(facts: TrainingFacts, step: Flat, g: Guard) -> bool:
+def last_pass(facts: TrainingFacts, step: Flat, g: Guard, last: bool = False) -> bool:
     """Whether guard `g` of a step picks one pass of the `for` loop around the step by its
     variable (`micro == k - 1`, `micro + 1 == k`, `i == len(batches) - 1`): the step then runs
-    once per pass of the loop outside, as under an accumulation guard."""
+    once per pass of the loop outside, as under an accumulation guard. `last`: the loop's last
+    pass only (`micro == k - 1`, `micro + 1 == k`; not `micro == 0`)."""
     loop = innermost_for(facts, step.event.span.line)
     if g.branch != 0 or loop is None or not (len(loop.assigned) == 1 or "enumerate" in loop.used and loop.assigned):
         return False
     var = re.escape(loop.assigned[0])  # (of `for i, batch in enumerate(...)`, the count)
+    if last:
+        return re.fullmatch(rf"\(?{var}\s*\+\s*1\)?\s*==\s*[^=]+|{var}\s*==\s*[^=]+-\s*1", g.test) is not None
     return re.fullmatch(rf"\(?{var}(\s*\+\s*1)?\)?\s*==\s*[^=]+", g.test) is not None
 
 
