@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 _RETURNED_LOSS = re.compile(r"loss|cost|objective|penalty|criterion|crit\b|mse|l1|bce|cross_entropy|nll|kl_div|huber",
                             re.I)
 
-# The cuts of a value computed from parameters that keep it a tensor (`.detach()`, `.data`, a
-# no_grad block): GL403's cuts of a forward's output.
-_DETACHING = frozenset({".detach()", ".data", ".detach_()", "torch.no_grad()"})
-
 
 class ReturnedLosses:
     """What the Extractor keeps of returns (`returns_of`, `backpropagated`, `local_classes`) and
@@ -76,14 +72,14 @@ class ReturnedLosses:
         from it (the loss its forward returns) is cut as if the caller had written the cut. None
         when a return keeps it, when the method is not walked yet, or when its name or its class's
         says it stops the gradient on purpose (`get_target`, `TeacherNet.embed`)."""
-        from gradlint.source.numerics_sites import _stop_gradient, _stop_network
+        from gradlint.source.numerics_sites import DETACHING, _stop_gradient, _stop_network
 
         returns = self.returns_of.get(name)
         cls, _, meth = name.partition(".")
         if not returns or not meth or _stop_gradient(meth) or _stop_network(cls):
             return None
         values = [_returned_part(parts, whole, element) for parts, whole in returns]
-        if not all(v.cut in _DETACHING and v.params for v in values):
+        if not all(v.cut in DETACHING and v.params for v in values):
             return None
         return V(cut=values[0].cut, cut_span=values[0].cut_span, params=True, tensor=True, computed=True)
 

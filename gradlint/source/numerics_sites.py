@@ -24,6 +24,10 @@ from gradlint.source.gradchecks import made_as
 from gradlint.source.names import PARAMETER_CLASSES, dotted
 
 
+# The cuts of a value computed from parameters that keep it a tensor (`.detach()`, `.data`, a
+# no_grad block): GL403's cuts of a forward's output.
+DETACHING = frozenset({".detach()", ".data", ".detach_()", "torch.no_grad()"})
+
 # Words that name a network kept out of training on purpose: EMA/teacher/target networks.
 _NETWORKS = frozenset("ema teacher target momentum shadow frozen old prev previous avg average swa polyak".split())
 # Words that name a deliberate stop-gradient on a value: those networks' outputs, recurrent state
@@ -482,7 +486,7 @@ class SiteChecks:
                 continue
             if type(node.value) is cst.Dict:
                 val = self._dict_cut(node.value) or val
-            if val.cut in ("torch.no_grad()", ".detach()", ".data", ".detach_()") and val.params:
+            if val.cut in DETACHING and val.params:
                 text = self.x.code(node.value)
                 if _stop_gradient(text) or _integer_named(text) or self._runs_modules_elsewhere() or \
                         self._inference_only():
@@ -522,7 +526,7 @@ class SiteChecks:
             if type(el) is not cst.DictElement:
                 return None
             v = self.memo.get(id(el.value))
-            if v is None or v.cut not in ("torch.no_grad()", ".detach()", ".data", ".detach_()") or not v.params:
+            if v is None or v.cut not in DETACHING or not v.params:
                 return None
             values.append(v)
         return values[0] if values else None
