@@ -21,7 +21,7 @@ from gradlint.model.blocks import block_count
 from gradlint.model.ir import (
     Activation, Attention, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent, Residual, TransformerBlock,
 )
-from gradlint.model.propagation import analyse
+from gradlint.model.propagation import ALPHA_DROPOUT, analyse
 
 NOTHING_FOUND = "no Python, notebook or ONNX files found under the given paths"
 # The note of a module class no model was kept of (models.extract drops one whose __init__ or
@@ -367,7 +367,7 @@ def _node_line(n: dict) -> str:
             # train mode: the second moment of the signal and of the gradient scale by this
             p = n["p"]
             how = "p not known: ends a chain" if p is None else (
-                f"p={p:g}, train mode: gradient² × {1 / (1 + p * 1.7580993408473766 ** 2):.3g}" if n["dropout"] == "alpha"
+                f"p={p:g}, train mode: gradient² × {1 / (1 + p * ALPHA_DROPOUT ** 2):.3g}" if n["dropout"] == "alpha"
                 else f"p={p:g}, train mode: signal² and gradient² × {1 / (1 - p):.3g}" if p < 1 else f"p={p:g}")
             return f"{kind:<12}{name:<28}{n['what']} ({how})"
         return f"{kind:<12}{name:<28}{n['what']}"

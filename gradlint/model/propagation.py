@@ -65,7 +65,7 @@ from gradlint.model.ir import (
 # dropout ends the chain.
 _MASK_COMMUTES = frozenset({"relu", "leaky_relu", "prelu", "identity"})
 # AlphaDropout's alpha' = -scale * alpha of SELU (torch: aten/src/ATen/native/Dropout.cpp).
-_ALPHA = 1.7580993408473766
+ALPHA_DROPOUT = 1.7580993408473766
 EMBEDDING_OPS = frozenset({"embedding", "embedding_bag", "embeddingbag"})
 # Norms whose output has unit second moment per feature at initialisation (gamma = 1, beta = 0).
 UNIT_NORMS = frozenset({"batch", "layer", "group", "instance", "rms"})
@@ -311,7 +311,7 @@ class _Walk:
             self.drop_factor /= 1.0 - p
         else:
             self.drop_moment = None
-            self.drop_factor /= 1.0 + p * _ALPHA * _ALPHA
+            self.drop_factor /= 1.0 + p * ALPHA_DROPOUT * ALPHA_DROPOUT
         self.dropped.append((node.dropout, p))
 
     def activation(self, node: Activation) -> None:
@@ -353,16 +353,17 @@ class _Walk:
                 q = None  # overflowed: the scale is lost, not infinite
         factor, bound = None, False
         if self.pending is not None and ftv is not None:
+            scale = self.scaled * self.drop_factor  # (a constant multiplier, the dropouts)
             if self.source is not None:
-                factor = ftv * _acts().composed_moments(self._fns(), self.source)[1] * self.scaled * self.drop_factor
+                factor = ftv * _acts().composed_moments(self._fns(), self.source)[1] * scale
             elif _acts().is_scale_free([a.fn for a in self.applied]):
-                factor = ftv * _acts().composed_moments(self._fns(), 1.0)[1] * self.scaled * self.drop_factor
+                factor = ftv * _acts().composed_moments(self._fns(), 1.0)[1] * scale
             else:
                 # the scale feeding saturating activations is not known (an embedding of unknown
                 # size, a norm's output of unknown scale): each at its steepest bounds the factor
                 steepest = _steepest(self.applied)
                 if steepest is not None:
-                    factor, bound = ftv * steepest * self.scaled * self.drop_factor, True
+                    factor, bound = ftv * steepest * scale, True
         if factor is not None and self._kind() not in (None, bound):
             factor = None  # a bound is never multiplied into a prediction: a new chain starts here
         if factor is None:

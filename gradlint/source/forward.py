@@ -27,7 +27,7 @@ from gradlint.source.foreign import SUPER_NAMES, _self_names
 from gradlint.source.engine.values import Alt, Ctor, DictVal, HeldTensor, Instance, ListVal, PathVal, Sym, held_tensor
 from gradlint.source.init_walk import _truth, _Walker
 from gradlint.source.names import bound_names
-from gradlint.source.lowering import NO_CHOICE
+from gradlint.source.lowering import NO_CHOICE, drop_p
 from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.values import UNKNOWN
 from gradlint.source.engine.walk import children
@@ -603,8 +603,7 @@ class ForwardInterpreter(_Walker):
         if training is False:
             return None
         arg = _arg_value(call, 1, "p")
-        p = self.fm.eval(arg, env) if arg is not None else p_default
-        p = float(p) if _num(p) and not isinstance(p, bool) and 0.0 <= p <= 1.0 else None
+        p = drop_p(self.fm.eval(arg, env) if arg is not None else p_default)
         return None if p == 0.0 else Passthrough("", q.rsplit(".", 1)[-1], dropout=kind, p=p)
 
     def append(self, call: cst.Call, node: Node | None) -> Any:

@@ -335,7 +335,7 @@ class Lowerer:
             index, name, default = drop
             # timm's DropPath(scale_by_keep=False) keeps the kept paths unscaled: not modelled
             keep = _ArgReader(value).get(1, "scale_by_keep", True) if value.cls == "DropPath" else True
-            p = _drop_p(_ArgReader(value).get(index, name, default)) if keep is True else None
+            p = drop_p(_ArgReader(value).get(index, name, default)) if keep is True else None
             return (Passthrough(path, value.cls, span, dropout="inverted", p=p),)
         if value.kind == "torch":
             cls = value.cls
@@ -353,7 +353,7 @@ class Lowerer:
             if cls in C.NORM_MODULES:
                 return (Norm(path, C.NORM_MODULES[cls], span),)
             if cls in C.DROPOUT_MODULES:
-                p = _drop_p(_ArgReader(value).get(0, "p", 0.5))
+                p = drop_p(_ArgReader(value).get(0, "p", 0.5))
                 return (Passthrough(path, cls, span, dropout=C.DROPOUT_MODULES[cls], p=p),)
             if cls in C.PASSTHROUGH_MODULES:
                 return (Passthrough(path, cls, span),)
@@ -672,7 +672,7 @@ class _ArgReader:
         return self.ctor.kwargs.get(name, default)
 
 
-def _drop_p(v: Any) -> float | None:
+def drop_p(v: Any) -> float | None:
     """A dropout's drop probability as the constructor gives it; None when it is not a number
     in [0, 1] (a name the lowering could not bind)."""
     return float(v) if _num(v) and not isinstance(v, bool) and 0.0 <= v <= 1.0 else None
