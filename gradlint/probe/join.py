@@ -402,9 +402,7 @@ def probe_facts(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict]) 
     # modules that start with a weight at zero on purpose (a zero head, zero_init_residual, a
     # layer scale of 0): every layer before them gets exactly zero gradient until the first
     # update, so a chain through one has no gain to measure at initialisation (GL701 said "gain 0")
-    owners = getattr(meas, "param_owner", {}) or {}
-    zeroed = {owners.get(n, "") for n, v in (getattr(meas, "param_norm", {}) or {}).items()
-              if v == 0.0 and not n.endswith("bias")}
+    zeroed = {meas.param_owner.get(n, "") for n in meas.zero_weights()}
     chains = []
     for chain in measured_chains(meas):
         gain = meas.grad_ratio(chain[0], chain[-1])

@@ -117,6 +117,11 @@ class Measurements:
             return None
         return sum(values) / len(values)
 
+    def zero_weights(self) -> list[str]:
+        """The parameters that start at zero and block the gradient to what is before them (a zero
+        head, zero_init_residual, a layer scale of 0): biases start at 0 and block nothing."""
+        return [n for n, v in self.param_norm.items() if v == 0.0 and not n.endswith("bias")]
+
     def grad_ratio(self, first: str, last: str) -> float | None:
         """||dL/dz_first|| / ||dL/dz_last||, averaged over the steps where both were measured."""
         ratios = []
@@ -463,7 +468,7 @@ def _without_gradient(meas: Measurements, names: list[str]) -> list[str]:
     a gradient after the first update; a note says so). Biases start at 0 and block nothing."""
     never = [n for n in names if not any(v is not None for v in meas.param_grad_norm.get(n) or [])]
     zero = [n for n in names if n not in never and not any(meas.param_grad_norm.get(n) or [])]
-    blocking = [n for n in names if meas.param_norm.get(n) == 0.0 and not n.endswith("bias")]
+    blocking = meas.zero_weights()  # (param_norm holds exactly the parameters of `names`)
     if zero and blocking:
         shown = ", ".join(f"`{n}`" for n in blocking[:3]) + (f" and {len(blocking) - 3} more" if len(blocking) > 3 else "")
         meas.notes.append(f"{len(zero)} parameter tensor(s) got exactly zero gradients: the model starts with "
