@@ -130,7 +130,8 @@ def _log_of_probability(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
     found = g.through(node.input[0])
     op = _op(found)
     if op in ("Softmax", "Sigmoid"):
-        if aten_op(node) in _STABLE_LOGS and aten_op(found[0].nodes[found[1]]) == aten_op(node):
+        op_of = aten_op(node)
+        if op_of in _STABLE_LOGS and aten_op(found[0].nodes[found[1]]) == op_of:
             # one `F.logsigmoid` (or `log_softmax`) the dynamo exporter wrote as Log(Sigmoid): the
             # user's code is the stable op
             return

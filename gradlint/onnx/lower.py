@@ -527,14 +527,13 @@ class Lowering(Patterns):
         # tensor (hidden 48 and 64 did, 16 and 32 did not): steps read through an activation are
         # grouped by the weight's value too (only then: cloned blocks share values on purpose,
         # and the recurrence test below tells them apart anyway)
-        by_value: dict[tuple, list[int]] = {}
+        by_value: dict[tuple, list[tuple[str, int]]] = {}
         for tensor, steps in users.items():
             if len(steps) == 1 and self._activation_behind(steps[0]) is not None:
                 key = self._content_key(tensor)
                 if key is not None:
-                    by_value.setdefault(key, []).append(steps[0])
-        groups += [(users_of[0], steps) for steps in by_value.values() if len(steps) >= 2
-                   for users_of in [[t for t, s in users.items() if s == [steps[0]]]]]
+                    by_value.setdefault(key, []).append((tensor, steps[0]))
+        groups += [(copies[0][0], [i for _t, i in copies]) for copies in by_value.values() if len(copies) >= 2]
         found: list[Recurrent] = []
         for tensor, steps in groups:
             fn = None
