@@ -430,7 +430,6 @@ for x in loader:
                 if risk is not None and not _clips_itself(ctx.index, risk.cls):
                     yield ctx.finding(f"{how} trains `{risk.model}` ({risk.reason})", ev.span,
                                       data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
-        by_id = {fn.id: fn for fn in facts.functions}
         # (an engine the file trains: one made for inference, `model, *_ = initialize(...)` then
         # `model.eval()`, steps nothing)
         trains = any(ev.kind == "backward" and ev.via == "deepspeed" for fn in facts.functions for ev in iter_events(fn.body))
@@ -439,8 +438,8 @@ for x in loader:
             # `gradient_clipping` (0 by default)
             if a.kind != "ds_engine" or a.clip_config is not False or not a.model_arg:
                 continue
-            fn = by_id.get(a.func)
-            risk = steps.model_risk(facts, a.model_arg, fn.cls if fn else None, ctx.index, fn, a.line)
+            fn = facts.functions[a.func]
+            risk = steps.model_risk(facts, a.model_arg, fn.cls, ctx.index, fn, a.line)
             if risk is not None:
                 yield ctx.finding(f"DeepSpeed config without gradient_clipping trains `{risk.model}` ({risk.reason})",
                                   SourceSpan.point(a.line),

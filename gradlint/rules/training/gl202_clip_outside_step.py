@@ -264,9 +264,6 @@ def train(model, loader, accelerator, optimizer):
             if not clips:
                 continue
             all_marks = [f for f in c.events if f.event.kind in ("backward", "step")]
-            # (events are in order: a clip's nearest marks are found by walking out from it, not
-            # by filtering every mark of the loop for each clip, quadratic in a long loop)
-            at = {id(f): i for i, f in enumerate(c.events)}
 
             def marks_for(clip) -> list:
                 # only what can run in the same iteration as the clip (branches taken alike)
@@ -285,13 +282,10 @@ def train(model, loader, accelerator, optimizer):
             def placed(clip) -> bool:
                 # the nearest mark before the clip that can run with it is a backward, and a step
                 # after it that can run with it steps what it clipped
-                i = at[id(clip)]
-                events = c.events
-                last = next((m for m in (events[k] for k in range(i - 1, -1, -1))
+                last = next((m for m in c.before(clip)
                              if m.event.kind in ("backward", "step") and steps.compatible(m, clip)), None)
                 return last is not None and last.event.kind == "backward" and \
-                    any(m.event.kind == "step" and steps.compatible(m, clip) and steps_it(m, clip)
-                        for m in (events[k] for k in range(i + 1, len(events))))
+                    any(m.event.kind == "step" and steps.compatible(m, clip) and steps_it(m, clip) for m in c.after(clip))
 
             well = [cl for cl in clips if placed(cl)]
             if well:

@@ -525,7 +525,6 @@ for x, y in loader:
             trained = set(steps.trained_models(facts, c))
             # a DistributedDataParallel / DataParallel wrapper's `.module` holds the same parameters
             trained |= {t + ".module" for t in trained} | {t[:-len(".module")] for t in trained if t.endswith(".module")}
-            at = {id(f): i for i, f in enumerate(c.events)}
             clears = [f for f in c.events if f.event.kind == "clear" and f.target]
             for step in c.of("step"):
                 if step.event.via == "sam":
@@ -534,10 +533,8 @@ for x, y in loader:
                 yield from self._in_an_inner_loop(ctx, facts, c, step, mine, clears)
                 yield from self._in_an_accumulation(ctx, facts, c, step, mine)
                 # walk back from the step: a clear of this optimizer before any backward is the
-                # bug (the marks before it that can run with it, nearest first: events are in
-                # order, and a long loop's marks were filtered whole for each of its steps)
-                events = c.events
-                marks = (m for m in (events[k] for k in range(at[id(step)] - 1, -1, -1))
+                # bug (the marks before it that can run with it, nearest first)
+                marks = (m for m in c.before(step)
                          if m.event.kind in ("backward", "clear", "step") and steps.compatible(m, step))
                 for f in marks:
                     if f.event.kind in ("backward", "step"):

@@ -56,9 +56,27 @@ class Context:
     loop: tuple | None  # None: a step function
     events: list[Flat]
     repeated: bool
+    _at: dict[int, int] | None = dataclasses.field(default=None, repr=False, compare=False)  # id(event) -> position
 
     def of(self, *kinds: str) -> list[Flat]:
         return [f for f in self.events if f.event.kind in kinds]
+
+    def before(self, f: Flat) -> Iterator[Flat]:
+        """The events before `f` (one of this context's), nearest first: a rule that looks for
+        the nearest mark of some kind walks out from `f` and stops there (filtering every event
+        of a long loop for each of its steps was quadratic)."""
+        events, i = self.events, self._position(f)
+        return (events[k] for k in range(i - 1, -1, -1))
+
+    def after(self, f: Flat) -> Iterator[Flat]:
+        """The events after `f`, in order."""
+        events, i = self.events, self._position(f)
+        return (events[k] for k in range(i + 1, len(events)))
+
+    def _position(self, f: Flat) -> int:
+        if self._at is None:
+            self._at = {id(e): i for i, e in enumerate(self.events)}
+        return self._at[id(f)]
 
 
 def home(facts: TrainingFacts, context: Context) -> Function:
