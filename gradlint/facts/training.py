@@ -227,6 +227,10 @@ class TrainingFacts:
     # classes of this file and their bases as written: a method called on `self` or on an
     # instance may live in a base class
     classes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # (function id, what calls it) for the functions a framework calls once per batch, the body
+    # of a loop the file does not write: 'ignite' (the process function given to an Ignite
+    # `Engine`), 'lightning-manual' (`training_step` under Lightning's manual optimisation)
+    driven: tuple[tuple[int, str], ...] = ()
 
 
 def iter_events(block: Block):

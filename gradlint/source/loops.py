@@ -33,6 +33,7 @@ from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import ACCELERATORS, CLIP_NAMES, OPTIMIZER_CLASSES, _name_reads, _names_in, CallEvents
 from gradlint.source.loop_configs import config_fields, deepspeed_clipping
+from gradlint.source.loop_drivers import driven
 from gradlint.source.loop_param_clears import fresh_tensor, whole_model_clear
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
@@ -172,11 +173,13 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
     def run(self) -> TrainingFacts:
         self.function(self.src.module, "<module>", None, None)
         functions = tuple(f for f in self.functions if f is not None)
+        manual = self._manual_classes()
+        classes = tuple((name, bases) for name, (bases, _) in self.pre.classes.items())
         return TrainingFacts(functions=functions, stmts=tuple(self.stmts), assigns=tuple(self.assigns),
                              returns=tuple(self.returns),
                              hook_clipping=self.hook_clipping, lightning_automatic=self._lightning_automatic(),
-                             manual_classes=self._manual_classes(),
-                             classes=tuple((name, bases) for name, (bases, _) in self.pre.classes.items()))
+                             manual_classes=manual, classes=classes,
+                             driven=driven(self.src, functions, self._scope_nodes, self.qualify, manual, dict(classes)))
 
     def _manual_classes(self) -> tuple[str, ...]:
         """The classes of this file whose body sets `self.automatic_optimization = False`."""

@@ -27,7 +27,10 @@ class GradientsNeverCleared(steps.StepRule):
     optimizers in one loop (a GAN), flags the one that steps while only the other is cleared:
     `opt_d.zero_grad()` (or `D.zero_grad()`, D being what `opt_d` trains) does not clear the
     gradients `opt_g` applies. A loop over a list or dict of optimizers the file builds
-    (`for opt in optimizers: opt.step()`) steps each of them.
+    (`for opt in optimizers: opt.step()`) steps each of them. A loop a framework runs counts as
+    one: the process function handed to an Ignite `Engine`, and `training_step` under
+    Lightning's manual optimisation (`self.automatic_optimization = False`), which neither
+    framework clears for.
 
     ## Why is this bad?
     `backward()` adds into `.grad`. Without clearing, step *n* applies the sum of the gradients
@@ -164,8 +167,35 @@ for x, y in loader:
         loss.backward()
         optimizer.step()
 """, note="cleared on the AMP branch only (IDEA-Research/DINO#20)"),
+        Example("""\
+from ignite.engine import Engine
+
+
+def update(engine, batch):
+    x, y = batch
+    criterion(model(x), y).backward()
+    optimizer.step()
+
+
+trainer = Engine(update)
+""", note="Ignite calls the process function once per batch and clears nothing"),
     ]
     valid = [
+        Example("""\
+import lightning.pytorch as pl
+
+
+class Lit(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(self.loss(batch))
+        opt.step()
+""", note="manual optimisation that clears each batch"),
         Example("""\
 for _ in range(steps):
     img = torch.zeros(1, 3, 8, 8, requires_grad=True)
@@ -375,8 +405,8 @@ for x, y in loader:
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         for c in steps.contexts(facts, ctx.index):
-            if c.loop is None:
-                continue
+            if c.loop is None and not c.driven:
+                continue  # a step function: read at the loops that call it
             if any(f.event.via == "dist_autograd" for f in c.of("backward")):
                 continue  # torch.distributed.autograd: each context holds its own gradients
             if any(f.event.kind == "call" and (not f.event.callees or f.depth >= steps.INLINE_DEPTH)
@@ -386,17 +416,21 @@ for x, y in loader:
                 continue  # so may a callback handed the optimizer or its owner (`cb.on_step_end(self)`, `hook(opt)`)
             clears = c.of("clear")
             backward = c.of("backward")[0]
+            stepping = [u for f in c.of("step") for u in _units(facts, c, f)]
             if not clears:
-                if _rebuilt_each_iteration(facts, c, [u for f in c.of("step") for u in _units(facts, c, f)]):
+                if _rebuilt_each_iteration(facts, c, stepping):
                     continue  # a fresh optimizer (and leaf) per iteration starts from no gradient
-                if _cleared_per_outer_pass(facts, c):
+                if c.loop is not None and _cleared_per_outer_pass(facts, c):
                     continue  # `if micro == k - 1: opt.step()` with the clear in the loop outside
                 step = c.of("step")[0]
+                where = "repeat in this loop" if c.loop is not None else f"run on every batch ({_DRIVERS[c.driven].format(name=c.function.name)})"
                 yield ctx.finding(
-                    f"`backward()` and `{steps.step_text(step.event)}` repeat in this loop but nothing clears the gradients: "
+                    f"`backward()` and `{steps.step_text(step.event)}` {where} but nothing clears the gradients: "
                     f"each step applies the sum of every earlier batch's gradients",
                     step.event.span, data={"backward_line": backward.event.span.line})
                 continue
+            if c.loop is None:
+                continue  # a framework's step function that clears: its branches are not read (yet)
             apart = _branch_without_clear(facts, c, clears, getattr(ctx.facts, "source", None))
             if apart is not None:
                 step, guard, clear = apart
@@ -423,6 +457,13 @@ for x, y in loader:
                     f"the gradients of {whose} add up across steps",
                     step.event.span, data={"backward_line": backward.event.span.line,
                                            "optimizer": ", ".join(u.name for u in units)})
+
+
+# What calls a framework's step function once per batch (TrainingFacts.driven), for messages.
+_DRIVERS = {
+    "ignite": "Ignite's `Engine` calls `{name}` once per iteration",
+    "lightning-manual": "under manual optimisation Lightning calls `{name}` once per batch and clears nothing itself",
+}
 
 
 def _branch_without_clear(facts, c, clears, source: str | None):
@@ -682,7 +723,11 @@ def _apart(facts, target: str, opt: str, fid: int, owned: tuple[str, ...] = ()) 
 
 def _rebuilt_each_iteration(facts, c, stepping: list[_Unit]) -> bool:
     """A stepping optimizer is constructed inside the loop itself (or the container display
-    that builds it is)."""
+    that builds it is); for a function a framework calls per batch, inside the function (not
+    Lightning's `self.optimizers()`, which hands the same ones every time)."""
+    if c.loop is None:
+        return any(a.func == c.function.id and a.cls != "optimizers"
+                   for unit in stepping for a in steps.assigns_to(facts, unit.made, ("optimizer",)))
     loop_block = c.loop[1]
     body = [st for st in facts.stmts if st.block == loop_block]
     if not body:

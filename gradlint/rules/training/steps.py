@@ -56,6 +56,8 @@ class Context:
     loop: tuple | None  # None: a step function
     events: list[Flat]
     repeated: bool
+    # a step function a framework calls once per batch (TrainingFacts.driven): what calls it
+    driven: str = ""
     _at: dict[int, int] | None = dataclasses.field(default=None, repr=False, compare=False)  # id(event) -> position
 
     def of(self, *kinds: str) -> list[Flat]:
@@ -446,9 +448,11 @@ def contexts(facts: TrainingFacts | None, index=None) -> list[Context]:
                 out.append(Context(fn, lp, inside, True))
         if any(f.event.kind == "step" and not f.loops for f in flat):
             out.append(Context(fn, None, flat, False))
+    driven = dict(facts.driven)
     for c in out:
         if c.loop is None:
-            c.repeated = c.function.id in flattener.called_from_loop
+            c.driven = driven.get(c.function.id, "")
+            c.repeated = bool(c.driven) or c.function.id in flattener.called_from_loop
     return out
 
 
