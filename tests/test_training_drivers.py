@@ -144,3 +144,61 @@ def test_lightning_automatic_optimisation_is_not_driven():
     text = LIGHTNING.format(manual="", clear="")
     assert driven(text) == {}
     assert not gl205(text)
+
+
+GAN = """\
+import torch
+import lightning.pytorch as pl
+
+
+class GAN(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.G = torch.nn.Linear(4, 4)
+        self.D = torch.nn.Linear(4, 1)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        g_opt, d_opt = self.optimizers()
+        z = torch.randn(8, 4)
+        g_opt.zero_grad()
+        self.manual_backward(-self.D(self.G(z)).mean())
+        g_opt.step()
+{clear}        self.manual_backward(self.D(self.G(z).detach()).mean() - self.D(batch).mean())
+        d_opt.step()
+"""
+
+
+def test_lightning_manual_gan_clearing_one_optimizer():
+    found = gl205(GAN.format(clear=""))
+    assert [f.span.line for f in found] == [19]
+    assert "only `g_opt` is cleared" in found[0].message
+
+
+def test_lightning_manual_gan_clearing_both():
+    assert not gl205(GAN.format(clear="        d_opt.zero_grad()\n"))
+
+
+def test_lightning_manual_clear_on_one_branch_only():
+    text = LIGHTNING.format(manual=MANUAL, clear="").replace("""        self.manual_backward(loss)
+        opt.step()
+""", """        if self.hparams.amp:
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+        else:
+            self.manual_backward(loss)
+            opt.step()
+""")
+    found = gl205(text)
+    assert [f.span.line for f in found] == [21]
+    assert "`training_step`'s only clear of the gradients (line 16)" in found[0].message
+
+
+def test_lightning_manual_accumulation_clearing_every_k():
+    text = LIGHTNING.format(manual=MANUAL, clear="").replace("""        opt.step()
+""", """        if (batch_idx + 1) % 4 == 0:
+            opt.step()
+            opt.zero_grad()
+""")
+    assert not gl205(text)

@@ -423,20 +423,17 @@ for x, y in loader:
                 if c.loop is not None and _cleared_per_outer_pass(facts, c):
                     continue  # `if micro == k - 1: opt.step()` with the clear in the loop outside
                 step = c.of("step")[0]
-                where = "repeat in this loop" if c.loop is not None else f"run on every batch ({_DRIVERS[c.driven].format(name=c.function.name)})"
                 yield ctx.finding(
-                    f"`backward()` and `{steps.step_text(step.event)}` {where} but nothing clears the gradients: "
+                    f"`backward()` and `{steps.step_text(step.event)}` {_repeat(c, 'repeat')} but nothing clears the gradients: "
                     f"each step applies the sum of every earlier batch's gradients",
                     step.event.span, data={"backward_line": backward.event.span.line})
                 continue
-            if c.loop is None:
-                continue  # a framework's step function that clears: its branches are not read (yet)
             apart = _branch_without_clear(facts, c, clears, getattr(ctx.facts, "source", None))
             if apart is not None:
                 step, guard, clear = apart
                 where = "paths of a `try` statement" if guard.test == "try" else f"branches of `{guard.test}`"
                 yield ctx.finding(
-                    f"`{steps.step_text(step.event)}` and the loop's only clear of the gradients (line "
+                    f"`{steps.step_text(step.event)}` and {_whose(c)} only clear of the gradients (line "
                     f"{clear.event.span.line}) are on different {where}: where the step runs, each step applies the "
                     f"sum of every earlier batch's gradients",
                     step.event.span, data={"backward_line": backward.event.span.line})
@@ -453,7 +450,7 @@ for x, y in loader:
                 else:
                     where, whose = "", f"`{step.event.target or step.target}`"
                 yield ctx.finding(
-                    f"`{steps.step_text(step.event)}` repeats in this loop{where} but only {cleared} is cleared: "
+                    f"`{steps.step_text(step.event)}` {_repeat(c, 'repeats')}{where} but only {cleared} is cleared: "
                     f"the gradients of {whose} add up across steps",
                     step.event.span, data={"backward_line": backward.event.span.line,
                                            "optimizer": ", ".join(u.name for u in units)})
@@ -464,6 +461,17 @@ _DRIVERS = {
     "ignite": "Ignite's `Engine` calls `{name}` once per iteration",
     "lightning-manual": "under manual optimisation Lightning calls `{name}` once per batch and clears nothing itself",
 }
+
+
+def _repeat(c, verb: str) -> str:
+    """How a step repeats, for messages: in the context's loop, or per batch as a framework calls it."""
+    if c.loop is not None:
+        return f"{verb} in this loop"
+    return f"{'runs' if verb == 'repeats' else 'run'} on every batch ({_DRIVERS[c.driven].format(name=c.function.name)})"
+
+
+def _whose(c) -> str:
+    return "the loop's" if c.loop is not None else f"`{c.function.name}`'s"
 
 
 def _branch_without_clear(facts, c, clears, source: str | None):
