@@ -202,3 +202,21 @@ def test_lightning_manual_accumulation_clearing_every_k():
             opt.zero_grad()
 """)
     assert not gl205(text)
+
+
+def test_ignite_clear_in_an_event_handler():
+    text = IGNITE.format(clear="") + """
+
+@trainer.on(Events.ITERATION_STARTED)
+def clear(engine):
+    optimizer.zero_grad()
+"""
+    assert not gl205(text)
+
+
+def test_lightning_manual_clear_in_a_batch_hook():
+    text = LIGHTNING.format(manual=MANUAL, clear="") + """
+    def on_train_batch_start(self, batch, batch_idx):
+        self.optimizers().zero_grad()
+"""
+    assert not gl205(text)

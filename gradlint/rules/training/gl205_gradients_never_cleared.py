@@ -414,6 +414,8 @@ for x, y in loader:
                 continue  # a call we could not follow may clear
             if any(f.event.kind == "invoke" and f.event.via == "handed" for f in c.events):
                 continue  # so may a callback handed the optimizer or its owner (`cb.on_step_end(self)`, `hook(opt)`)
+            if c.loop is None and _cleared_elsewhere(facts, c):
+                continue  # a framework's hook may clear between its calls (`@trainer.on(...)`, `on_train_batch_start`)
             clears = c.of("clear")
             backward = c.of("backward")[0]
             stepping = [u for f in c.of("step") for u in _units(facts, c, f)]
@@ -461,6 +463,13 @@ _DRIVERS = {
     "ignite": "Ignite's `Engine` calls `{name}` once per iteration",
     "lightning-manual": "under manual optimisation Lightning calls `{name}` once per batch and clears nothing itself",
 }
+
+
+def _cleared_elsewhere(facts, c) -> bool:
+    """A function of the file that the step function does not call clears gradients: for a
+    function a framework calls per batch, a hook the framework calls between batches may be it."""
+    reached = {f.event.func for f in c.events} | {c.function.id}
+    return any(e.kind == "clear" for fn in facts.functions if fn.id not in reached for e in iter_events(fn.body))
 
 
 def _repeat(c, verb: str) -> str:
