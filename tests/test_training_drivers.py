@@ -220,3 +220,13 @@ def test_lightning_manual_clear_in_a_batch_hook():
         self.optimizers().zero_grad()
 """
     assert not gl205(text)
+
+
+def test_gl201_reads_a_framework_step_function_as_repeated():
+    # (a recurrent model stepped per batch with no clip, as in a written loop)
+    text = IGNITE.format(clear="    optimizer.zero_grad()\n").replace("torch.nn.Linear(4, 1)", "torch.nn.LSTM(4, 1)")
+    text = text.replace("model(x)", "model(x)[0]")
+    found = [f for f in check_source(text, Config(select=("GL201",))) if f.code == "GL201"]
+    assert [f.span.line for f in found] == [13]
+    clipped = text.replace("    optimizer.step()", "    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n    optimizer.step()")
+    assert not [f for f in check_source(clipped, Config(select=("GL201",))) if f.code == "GL201"]
