@@ -230,3 +230,46 @@ def test_gl201_reads_a_framework_step_function_as_repeated():
     assert [f.span.line for f in found] == [13]
     clipped = text.replace("    optimizer.step()", "    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n    optimizer.step()")
     assert not [f for f in check_source(clipped, Config(select=("GL201",))) if f.code == "GL201"]
+
+
+SUPERVISED = """\
+import torch
+from ignite.{where} import {fn}
+
+
+class Tagger(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.GRU(8, 16, batch_first=True)
+
+    def forward(self, x):
+        return self.rnn(x)[0][:, -1]
+
+
+model = Tagger()
+trainer = {fn}(model, torch.optim.Adam(model.parameters()), torch.nn.MSELoss(){more})
+trainer.run(loader, max_epochs=5)
+"""
+
+
+def gl201(text: str) -> list:
+    return [f for f in check_source(text, Config(select=("GL201",))) if f.code == "GL201"]
+
+
+def test_ignite_ready_made_trainers_never_clip():
+    for where, fn, more in (("engine", "create_supervised_trainer", ""),
+                            ("contrib.engines", "create_supervised_tbptt_trainer", ", tbtt_step=8")):
+        found = gl201(SUPERVISED.format(where=where, fn=fn, more=more))
+        assert [f.span.line for f in found] == [15], fn
+        assert f"Ignite's `{fn}`, which never clips, trains `model`" in found[0].message
+
+
+def test_ignite_ready_made_trainer_of_a_model_without_risk():
+    text = SUPERVISED.format(where="engine", fn="create_supervised_trainer", more="")
+    assert not gl201(text.replace("torch.nn.GRU(8, 16, batch_first=True)", "torch.nn.Linear(8, 16)")
+                     .replace("self.rnn(x)[0][:, -1]", "self.rnn(x)"))
+
+
+def test_a_create_supervised_trainer_of_another_library_is_no_ignite_trainer():
+    text = SUPERVISED.format(where="engine", fn="create_supervised_trainer", more="")
+    assert not gl201(text.replace("from ignite.engine import", "from mylib import"))

@@ -17,6 +17,11 @@ from gradlint.source.engine.walk import walk
 
 IGNITE_ENGINES = frozenset({"ignite.engine.Engine", "ignite.engine.engine.Engine",
                             "ignite.engine.DeterministicEngine", "ignite.engine.deterministic.DeterministicEngine"})
+# Ignite's ready-made trainers: their update function runs backward and step with no clipping
+# and no way to add one before the step (a handler runs after it).
+IGNITE_TRAINERS = frozenset({"ignite.engine.create_supervised_trainer",
+                             "ignite.contrib.engines.create_supervised_tbptt_trainer",
+                             "ignite.contrib.engines.tbptt.create_supervised_tbptt_trainer"})
 # What the facts say drives a function: the words a message uses.
 IGNITE = "ignite"
 LIGHTNING_MANUAL = "lightning-manual"

@@ -33,7 +33,7 @@ from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import ACCELERATORS, CLIP_NAMES, OPTIMIZER_CLASSES, _name_reads, _names_in, CallEvents
 from gradlint.source.loop_configs import config_fields, deepspeed_clipping
-from gradlint.source.loop_drivers import driven
+from gradlint.source.loop_drivers import IGNITE_TRAINERS, driven
 from gradlint.source.loop_param_clears import fresh_tensor, whole_model_clear
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
@@ -640,6 +640,11 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
                 self.assigns.append(Assign(kind="ds_engine", clip_config=deepspeed_clipping(items), cls=last,
                                            model_arg=_text(model) if model is not None else "", **base))
                 return
+        if not q.isdisjoint(IGNITE_TRAINERS):  # (its update never clips: clip_config False)
+            model = _arg(call, 0, "model")
+            self.assigns.append(Assign(kind="ignite_trainer", clip_config=False, cls=last,
+                                       model_arg=_text(model) if model is not None else "", **base))
+            return
         if not q.isdisjoint(HF_ARGS):
             clip = _arg(call, -1, "max_grad_norm")
             # Hugging Face clips at 1.0 unless told otherwise
@@ -881,7 +886,7 @@ def _copied_clip(ev: Event, facts: TrainingFacts) -> Event:
 # trainer whose configuration decides the clipping; or a loop that runs them through a project
 # class of another file (`loss_scaler(loss, optimizer)`, then `optimizer.zero_grad()`).
 # (Substring tests: a regular expression of alternatives scans the text five times slower.)
-_SNIFF = ("backward(", "clip_grad", "Trainer(", "TrainingArguments", "zero_grad(", "Scaler(", "scaler(")
+_SNIFF = ("backward(", "clip_grad", "Trainer(", "TrainingArguments", "zero_grad(", "Scaler(", "scaler(", "_trainer(")
 
 
 def extract(src, configs=None, own=None, whole: bool = False) -> TrainingFacts:

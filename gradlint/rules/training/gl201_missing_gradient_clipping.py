@@ -133,6 +133,26 @@ for x in loader:
     engine.step()
 """
 
+_IGNITE = """\
+import torch
+from ignite.engine import create_supervised_trainer
+from torch import nn
+
+
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = {layer}
+
+    def forward(self, x):
+        return self.body(x){out}
+
+
+model = Tagger()
+trainer = create_supervised_trainer(model, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss())
+trainer.run(loader, max_epochs=5)
+"""
+
 
 class MissingGradientClipping(Rule):
     """
@@ -147,7 +167,11 @@ class MissingGradientClipping(Rule):
     `TrainingArguments(max_grad_norm=0)` and a `deepspeed.initialize(model=..., config=...)`
     whose config, a dict written in the file that nothing changes, has no `gradient_clipping`
     (DeepSpeed's default, 0, clips nothing) that train such a model are flagged too; a config
-    read from a JSON file or built elsewhere is not known and not flagged. A model
+    read from a JSON file or built elsewhere is not known and not flagged. So is such a model
+    given to Ignite's `create_supervised_trainer` or `create_supervised_tbptt_trainer`, whose
+    update never clips (an event handler runs after the step: the update must be written out,
+    as `Engine(update)`, to clip); a process function handed to an Ignite `Engine`, and
+    `training_step` under Lightning's manual optimisation, are steps repeated per batch. A model
     that a step function takes as a parameter (`def fit(model, opt, loader)`) is the project
     class every call of the function (or method) in the project passes for it, when they all
     pass an instance of one class. A step run
@@ -249,6 +273,7 @@ trainer.fit(model, loader)
 """, note="Lightning Trainer without gradient_clip_val"),
         Example(timm_scaler_loop(passes_clip=False), note="a timm-style scaler called without clip_grad: its clip never runs"),
         Example(_DEEPSPEED.format(clip=""), note="DeepSpeed config without gradient_clipping"),
+        Example(_IGNITE.format(layer="nn.GRU(8, 16)", out="[0]"), note="Ignite's ready-made trainer never clips"),
     ]
     valid = [
         Example(_FIT_PARAM, files=(("model.py", _WORDLM), ("main.py", _FIT_CALLER), ("probe.py", _FIT_CALLER.replace(
@@ -256,6 +281,7 @@ trainer.fit(model, loader)
                 note="the model is a parameter and callers pass different models"),
         Example(timm_scaler_loop(), note="a timm-style scaler that clips when clip_grad is passed"),
         Example(_DEEPSPEED.format(clip='    "gradient_clipping": 1.0,\n'), note="DeepSpeed clipping configuration"),
+        Example(_IGNITE.format(layer="nn.Linear(8, 16)", out=""), note="Ignite's ready-made trainer on a model with no such risk"),
         Example("""\
 import torch
 from torch import nn
@@ -430,6 +456,16 @@ for x in loader:
                 if risk is not None and not _clips_itself(ctx.index, risk.cls):
                     yield ctx.finding(f"{how} trains `{risk.model}` ({risk.reason})", ev.span,
                                       data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
+        for a in facts.assigns:
+            # Ignite's ready-made trainers run backward and step with no clip, and a handler runs
+            # after the step: the update must be written out to clip
+            if a.kind != "ignite_trainer" or not a.model_arg:
+                continue
+            fn = facts.functions[a.func]
+            risk = steps.model_risk(facts, a.model_arg, fn.cls, ctx.index, fn, a.line)
+            if risk is not None:
+                yield ctx.finding(f"Ignite's `{a.cls}`, which never clips, trains `{risk.model}` ({risk.reason})",
+                                  SourceSpan.point(a.line), data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
         # (an engine the file trains: one made for inference, `model, *_ = initialize(...)` then
         # `model.eval()`, steps nothing)
         trains = any(ev.kind == "backward" and ev.via == "deepspeed" for fn in facts.functions for ev in iter_events(fn.body))
