@@ -1,4 +1,6 @@
-"""Functions a framework calls once per batch: the body of a training loop the file does not write.
+"""What training frameworks do with a file's code: the functions they call once per batch (the
+body of a training loop the file does not write), Lightning's manual and automatic classes, and
+ready-made trainers.
 
 Ignite's `Engine(update)` calls `update(engine, batch)` for every batch, and Lightning calls a
 LightningModule's `training_step` for every batch; under manual optimisation
@@ -13,6 +15,7 @@ import libcst as cst
 
 from gradlint.facts.training import Function, in_bases
 from gradlint.source.engine.calls import arg as _arg
+from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 
 IGNITE_ENGINES = frozenset({"ignite.engine.Engine", "ignite.engine.engine.Engine",
@@ -27,6 +30,53 @@ IGNITE = "ignite"
 LIGHTNING_MANUAL = "lightning-manual"
 
 _SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
+
+LIGHTNING_MODULES = frozenset({"pytorch_lightning.LightningModule", "lightning.LightningModule",
+                               "lightning.pytorch.LightningModule", "lightning.pytorch.core.LightningModule",
+                               "pytorch_lightning.core.LightningModule"})
+
+
+def manual_classes(src) -> tuple[str, ...]:
+    """The classes of the file whose body sets `self.automatic_optimization = False`."""
+    if "automatic_optimization" not in src.text:
+        return ()
+    return tuple(node.name.value for node in walk(src.module, stop=())
+                 if type(node) is cst.ClassDef and _sets_manual(node))
+
+
+def lightning_automatic(src, qualify) -> tuple[str, ...]:
+    """The LightningModule subclasses of the file (directly, or through a base class of the
+    file: `class LitRNN(BaseModule)` with `class BaseModule(pl.LightningModule)`) under
+    automatic optimisation: none of them, nor a base of the file, sets it off."""
+    classes = {node.name.value: node for node in walk(src.module, stop=()) if type(node) is cst.ClassDef}
+
+    def lineage(node: cst.ClassDef, seen: set) -> list[cst.ClassDef] | None:
+        """The classes from `node` up to a LightningModule base (the file's own), or None when
+        it derives from none."""
+        for b in node.bases:
+            if not qualify(b.value).isdisjoint(LIGHTNING_MODULES):
+                return [node]
+            base = classes.get(_text(b.value))
+            if base is not None and base.name.value not in seen:
+                seen.add(base.name.value)
+                up = lineage(base, seen)
+                if up is not None:
+                    return [node, *up]
+        return None
+
+    out = []
+    for name, node in classes.items():
+        chain = lineage(node, {name})
+        # (a class's body is walked only for a LightningModule's)
+        if chain is not None and not any(_sets_manual(c) for c in chain):
+            out.append(name)
+    return tuple(out)
+
+
+def _sets_manual(node: cst.ClassDef) -> bool:
+    """The class's body sets `self.automatic_optimization = False` (Lightning's manual optimisation)."""
+    return any(type(a) is cst.Assign and any(_text(t.target) == "self.automatic_optimization" for t in a.targets)
+               and _text(a.value) == "False" for a in walk(node, stop=()))
 
 
 def driven(src, functions: tuple[Function, ...], scope_nodes: dict, qualify, manual_classes: tuple[str, ...],

@@ -33,7 +33,7 @@ from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import ACCELERATORS, CLIP_NAMES, OPTIMIZER_CLASSES, _name_reads, _names_in, CallEvents
 from gradlint.source.loop_configs import config_fields, deepspeed_clipping
-from gradlint.source.loop_drivers import IGNITE_TRAINERS, driven
+from gradlint.source.loop_drivers import IGNITE_TRAINERS, driven, lightning_automatic, manual_classes
 from gradlint.source.loop_param_clears import fresh_tensor, whole_model_clear
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
@@ -49,9 +49,6 @@ _NO_SCALER_ARGS = frozenset({"deepspeed_plugin", "deepspeed_plugins", "megatron_
                              "kwargs_handlers", "fsdp_plugin"})
 PL_TRAINERS = frozenset({"pytorch_lightning.Trainer", "lightning.Trainer", "lightning.pytorch.Trainer",
                          "lightning.pytorch.trainer.Trainer", "pytorch_lightning.trainer.Trainer"})
-LIGHTNING_MODULES = frozenset({"pytorch_lightning.LightningModule", "lightning.LightningModule",
-                               "lightning.pytorch.LightningModule", "lightning.pytorch.core.LightningModule",
-                               "pytorch_lightning.core.LightningModule"})
 HF_ARGS = frozenset({"transformers.TrainingArguments", "transformers.Seq2SeqTrainingArguments"})
 HF_TRAINERS = frozenset({"transformers.Trainer", "transformers.Seq2SeqTrainer"})
 TORCH_RECURRENT = {"torch.nn.RNN": "RNN", "torch.nn.LSTM": "LSTM", "torch.nn.GRU": "GRU",
@@ -173,51 +170,13 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
     def run(self) -> TrainingFacts:
         self.function(self.src.module, "<module>", None, None)
         functions = tuple(f for f in self.functions if f is not None)
-        manual = self._manual_classes()
+        manual = manual_classes(self.src)
         classes = tuple((name, bases) for name, (bases, _) in self.pre.classes.items())
         return TrainingFacts(functions=functions, stmts=tuple(self.stmts), assigns=tuple(self.assigns),
                              returns=tuple(self.returns),
-                             hook_clipping=self.hook_clipping, lightning_automatic=self._lightning_automatic(),
+                             hook_clipping=self.hook_clipping, lightning_automatic=lightning_automatic(self.src, self.qualify),
                              manual_classes=manual, classes=classes,
                              driven=driven(self.src, functions, self._scope_nodes, self.qualify, manual, dict(classes)))
-
-    def _manual_classes(self) -> tuple[str, ...]:
-        """The classes of this file whose body sets `self.automatic_optimization = False`."""
-        if "automatic_optimization" not in self.src.text:
-            return ()
-        return tuple(node.name.value for node in walk(self.src.module, stop=())
-                     if type(node) is cst.ClassDef and _sets_manual(node))
-
-    def _lightning_automatic(self) -> tuple[str, ...]:
-        """The LightningModule subclasses of this file (directly, or through a base class of the
-        file: `class LitRNN(BaseModule)` with `class BaseModule(pl.LightningModule)`) under
-        automatic optimisation: none of them, nor a base of the file, sets it off."""
-        classes = {node.name.value: node for node in walk(self.src.module, stop=())
-                   if type(node) is cst.ClassDef}
-
-        manual = _sets_manual
-
-        def lineage(node: cst.ClassDef, seen: set) -> list[cst.ClassDef] | None:
-            """The classes from `node` up to a LightningModule base (the file's own), or None when
-            it derives from none."""
-            for b in node.bases:
-                if not self.qualify(b.value).isdisjoint(LIGHTNING_MODULES):
-                    return [node]
-                base = classes.get(_text(b.value))
-                if base is not None and base.name.value not in seen:
-                    seen.add(base.name.value)
-                    up = lineage(base, seen)
-                    if up is not None:
-                        return [node, *up]
-            return None
-
-        out = []
-        for name, node in classes.items():
-            chain = lineage(node, {name})
-            # (a class's body is walked only for a LightningModule's)
-            if chain is not None and not any(manual(c) for c in chain):
-                out.append(name)
-        return tuple(out)
 
     def function(self, node, name: str, cls: str | None, parent: int | None) -> int:
         fid = len(self.functions)
@@ -833,11 +792,6 @@ def _resolve_calls(facts: TrainingFacts) -> TrainingFacts:
     return dataclasses.replace(facts, functions=functions)
 
 
-
-def _sets_manual(node: cst.ClassDef) -> bool:
-    """The class's body sets `self.automatic_optimization = False` (Lightning's manual optimisation)."""
-    return any(type(a) is cst.Assign and any(_text(t.target) == "self.automatic_optimization" for t in a.targets)
-               and _text(a.value) == "False" for a in walk(node, stop=()))
 
 # An environment that binds nothing: what an expression is by itself.
 _NO_NAMES = Env()
