@@ -169,8 +169,9 @@ class Assign:
     configured), ds_engine (the engine `deepspeed.initialize` returns; clip_config: its config's
     `gradient_clipping`, None when the config is not written in the file; model_arg: its
     `model=`), ignite_trainer (Ignite's `create_supervised_trainer` or
-    `create_supervised_tbptt_trainer`, which never clip; model_arg: its model), const, other; append: `xs.append(v)` / `xs.extend(vs)`, which adds v to what the
-    container xs holds (xs keeps its other bindings: the one before still holds).
+    `create_supervised_tbptt_trainer`, which never clip; model_arg: its model), const, other;
+    append: `xs.append(v)` / `xs.extend(vs)`, which adds v to what the container xs holds (xs
+    keeps its other bindings: the one before still holds).
     calls: (callee text, 'module' | 'op' | 'leaf') for each call in the value — 'op' for torch
     functions, criteria and tensor methods, 'module' for anything that may hold parameters,
     'leaf' for a tensor made to require grad (`requires_grad=True`, `.requires_grad_()`).
