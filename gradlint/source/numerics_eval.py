@@ -376,8 +376,12 @@ class TensorEval:
                     self.ev(el.value)
                     keys.append(None)
             # string keys, one each, and a value a rule may read back (`criteria["cls"](p, y)`)
+            # (or a loss term cut from the parameters: `losses = {"ce": ce, "l2": l2.detach()}`
+            # summed later, GL407's cut term read back by key)
             if vals and all(type(k) is str for k in keys) and len(set(keys)) == len(keys) and any(
-                    v.prob or v.out or v.crit or v.callret or v.crit_class or v.local_class for v in vals):
+                    v.prob or v.out or v.crit or v.callret or v.crit_class or v.local_class or (
+                        v.cut in _TERM_CUTS and v.cut_span is not None and not v.const)
+                    for v in vals):
                 return V(keyed=tuple(zip(keys, vals)))
             return UNKNOWN
         if kind is cst.DictComp:

@@ -72,6 +72,11 @@ class LossTermCut(SiteRule):
                 "    loss = F.l1_loss(sr, hr) + 0.006 * F.mse_loss(sr.detach(), hr)\n"
                 "    loss.backward()\n",
                 note="a loss of a detached input against data"),
+        Example("import torch.nn.functional as F\n\n"
+                "def step(model, x, y, opt):\n    out = model(x)\n"
+                "    losses = {\"ce\": F.cross_entropy(out, y), \"l2\": out.pow(2).sum().detach()}\n"
+                "    loss = losses[\"ce\"] + 1e-4 * losses[\"l2\"]\n    loss.backward()\n    opt.step()\n",
+                note="a term kept in a dict of losses and read back by its key"),
     ]
     valid = [
         Example("import torch.nn.functional as F\n\n"
@@ -87,6 +92,11 @@ class LossTermCut(SiteRule):
                 "def step(model, x, y, opt):\n    loss = F.mse_loss(model(x), y)\n    loss.backward()\n"
                 "    opt.step()\n    total = loss.item() + 0.5\n    return total\n",
                 note="a logged value, never backpropagated"),
+        Example("import torch.nn.functional as F\n\n"
+                "def step(model, x, y, opt):\n    out = model(x)\n"
+                "    losses = {\"ce\": F.cross_entropy(out, y), \"l2\": out.pow(2).sum().detach()}\n"
+                "    loss = losses[\"ce\"]\n    loss.backward()\n    opt.step()\n    return losses\n",
+                note="a detached entry of a dict of losses, returned for logging only"),
         Example("import torch\nimport torch.nn.functional as F\nfrom config import MARGIN\n\n"
                 "def step(model, x, y):\n"
                 "    loss = F.cross_entropy(model(x), y) + torch.tensor(MARGIN)\n"
