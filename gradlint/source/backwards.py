@@ -769,6 +769,14 @@ def refuses(backward: cst.FunctionDef) -> bool:
     return bool(smalls) and all(type(s) is cst.Raise for s in smalls)
 
 
+def blocks(backward: cst.FunctionDef, qualify) -> bool:
+    """A backward that only returns None or zeros (`return None` after an `argmax` forward): the
+    Function passes no gradient on, on purpose, as GL405 takes it; there is no derivative to
+    check (a gradcheck of an integer output refuses to run)."""
+    given = _returns(backward, only=True)
+    return given is not None and all(_no_gradient(value, qualify) for value in given)
+
+
 def autograd_computed(backward: cst.FunctionDef, qualify) -> bool:
     """A backward whose gradient autograd itself computes (`return torch.autograd.grad(outputs,
     inputs, grad_outputs)[0], None`: a Function that only routes the gradient): no derivative

@@ -26,8 +26,8 @@ import libcst as cst
 
 from gradlint.facts.numerics import CallText, Expr, Function, NumClass, NumericsFacts, Site
 from gradlint.findings import SourceSpan
-from gradlint.source.backwards import (Backwards, autograd_computed, communicates, not_a_derivative, passes_through, refuses,
-                                        straight_through_base, surrogate)
+from gradlint.source.backwards import (Backwards, autograd_computed, blocks, communicates, not_a_derivative, passes_through,
+                                        refuses, straight_through_base, surrogate)
 from gradlint.source.gradchecks import class_aliases
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, passed_tensor, open_value, \
@@ -734,7 +734,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
             ctx_less = any(m.name.value == "setup_context" for m in methods)
             custom_backward = any(m.name.value == "backward" and not not_a_derivative(fwd, m, ctx_less)
                                   and not surrogate(fwd, m, ctx_less, self.q) and not autograd_computed(m, self.q)
-                                  and not refuses(m) and not passes_through(fwd, m, self.q)
+                                  and not refuses(m) and not blocks(m, self.q) and not passes_through(fwd, m, self.q)
                                   and not (fwd is None and straight_through_base(self.src.module, name, m)) for m in methods) \
                 and not communicates(methods, self.q, self.module_functions)
             for m in methods:

@@ -79,7 +79,8 @@ class UncheckedCustomBackward(Rule):
     outputs do not depend differentiably: one it never reads, PhiMoE's SparseMixer, or reads
     only for its shape, for an `argmin` or through values it marks with
     `ctx.mark_non_differentiable`: a VQ-VAE's straight-through to its inputs); a backward that
-    only raises (the Function declares itself non-differentiable); a backward that lets
+    only raises (the Function declares itself non-differentiable), or only returns None or zeros
+    (it passes no gradient on, on purpose: an `argmax` forward); a backward that lets
     `torch.autograd.grad` compute the gradient (a Function that only routes it); and collectives, whose forward or backward calls
     `torch.distributed` (an all-reduce, all-gather, all-to-all, the group's rank or size) or a
     collective by its name on another process-group object (`gang.all_reduce(x)`), directly
@@ -176,6 +177,10 @@ class UncheckedCustomBackward(Rule):
                 "my_op = MyOp.apply\n\n"
                 "def check():\n    x = torch.randn(3, dtype=torch.float64, requires_grad=True)\n"
                 "    return gradcheck(my_op, (x,))\n", note="through an alias"),
+        Example("import torch\n\nclass ArgMax(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, x):\n        return x.argmax(-1)\n\n"
+                "    @staticmethod\n    def backward(ctx, g):\n        return None\n",
+                note="a backward that passes no gradient on: nothing to check"),
         Example("import torch\n\nclass Fwd(torch.autograd.Function):\n"
                 "    @staticmethod\n    def forward(ctx, x):\n        return x * 2\n",
                 note="no hand-written backward"),
