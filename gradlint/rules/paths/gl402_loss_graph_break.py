@@ -72,6 +72,10 @@ class LossGraphBreak(SiteRule):
         Example("import torch\nfrom torch import nn\n\nmodel = nn.Linear(4, 1)\n\n\ndef step(x):\n"
                 "    loss = model(x).pow(2).mean().detach().requires_grad_()\n"
                 "    loss.backward()\n", note="the same with requires_grad_()"),
+        Example("import torch\nfrom torch import nn\n\nmodel = nn.Linear(4, 1)\n\n\ndef step(x):\n"
+                "    loss = torch.as_tensor(model(x).pow(2).mean().item())\n"
+                "    loss.requires_grad_(True)\n"
+                "    loss.backward()\n", note="as_tensor of a number: a new leaf"),
     ]
     valid = [
         Example("import torch\n\ndef step(crit, out, y):\n    loss = crit(out, y)\n    loss.backward()\n"
@@ -87,6 +91,10 @@ class LossGraphBreak(SiteRule):
         Example("import torch\nimport torch.nn.functional as F\n\ndef step(logits, soft):\n"
                 "    loss = F.cross_entropy(logits, soft.argmax(-1))\n    loss.backward()\n",
                 note="argmax on the target"),
+        Example("import torch\nfrom torch import nn\n\nmodel = nn.Linear(4, 1)\n\n\ndef step(x):\n"
+                "    loss = torch.as_tensor(model(x).pow(2).mean(), dtype=torch.float32)\n"
+                "    loss.backward()\n",
+                note="as_tensor of a tensor gives it back, graph and all (measured: `as_tensor(loss) is loss`)"),
         Example("import torch\nfrom torch import nn\n\nmodel = nn.Linear(4, 1)\n\n\ndef saliency(x):\n"
                 "    feat = model(x).detach().requires_grad_()\n"
                 "    (feat ** 2).sum().backward()\n"
