@@ -294,15 +294,20 @@ class TorchOps:
             return V(leaf=True, tensor=True, const=False)
         return V(leaf=True, tensor=True, params=True)
 
+    # Tensor constructors that give a tensor argument back with its graph (_q_from_data).
+    _ALIASING = frozenset({"torch.as_tensor", "torch.Tensor", "torch.FloatTensor"})
+
     def _q_from_data(self, c: _Call) -> V:
         # (a list that got a loss on some path, `terms = []` then `terms.append(loss)` in a loop,
         # carries gradient though it was a constant display before)
-        if "torch.as_tensor" in c.names and c.first_node is not None and c.first.cut is None and \
+        if not c.names.isdisjoint(self._ALIASING) and c.first_node is not None and c.first.cut is None and \
                 not c.first.numpy and type(c.first_node) not in (cst.List, cst.Tuple, cst.ListComp, cst.GeneratorExp) \
                 and not (c.first.const and not c.first.params):
             # as_tensor of a tensor in the graph gives it back, graph and all (measured:
-            # `as_tensor(loss) is loss`, and with a dtype a ToCopyBackward node); of a number, a
-            # list or an array (`.item()`, `.numpy()` before it) it makes a new leaf, cut as below
+            # `as_tensor(loss) is loss`, and with a dtype a ToCopyBackward node; the legacy
+            # `torch.Tensor(t)` and `torch.FloatTensor(t)` of a float tensor alias it, an
+            # AliasBackward node); of a number, a list or an array (`.item()`, `.numpy()` before
+            # it) they make a new leaf, cut as below
             return c.first
         if all(v.const and not v.params for v in c.vals):
             rg = c.kw.get("requires_grad")
