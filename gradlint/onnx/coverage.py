@@ -70,9 +70,9 @@ def onnx_coverage(path: str | os.PathLike) -> list[GraphCoverage]:
 
 def _main(low) -> GraphCoverage:
     index = low.g
-    path = low.path
     reasons: dict[int, str | None] = {}  # node -> None when understood, else why not
-    if path is not None:
+    # the main path and the paths of the inputs that feed it (an encoder read by a decoder)
+    for path in [*low.beside, *([low.path] if low.path is not None else [])]:
         for k in path.succ:
             if k < 0:
                 continue

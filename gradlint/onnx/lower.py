@@ -31,6 +31,7 @@ from gradlint.onnx.ops import (
     STANDARD_DOMAINS, fused_activation, layer_op, quantized_relu, quick_gelu,
 )
 from gradlint.onnx.provenance import find_folding
+from gradlint.onnx.streams import Flow, data_flow, feeding_inputs, stream_input
 
 # The op tables live in ops.py; these names stay importable from here.
 WEIGHTED = frozenset(LAYERS)
@@ -122,6 +123,7 @@ class Lowering(Patterns):
         self.dequant: dict[str, tuple[str, str, int]] = {}
         self.folding = find_folding(index)
         self.path: _Path | None = None  # set by network(): what the coverage report reads
+        self.beside: list[_Path] = []  # the paths of inputs that feed it (network(): _beside)
 
     # -- weights -------------------------------------------------------------------------------
 
@@ -500,16 +502,45 @@ class Lowering(Patterns):
 
     def network(self) -> Network:
         units = self.fuse()
-        main_in = self._main_input(units)
+        flow = data_flow(units, self.g.inputs, self._is_shape)
+        main_in = self._main_input(units, flow)
         params = tuple(p for p in (self.param(i) for i, k in enumerate(self.g.ops) if k in WEIGHTED) if p)
         recurrents = tuple(self.recurrent(i) for i, k in enumerate(self.g.ops) if k in RECURRENT)
         recurrents += tuple(self.unrolled_recurrences())
         nodes: tuple[Node, ...] = ()
         if main_in is not None:
             self.path = _Path(self, units, main_in)
-            nodes = tuple(self.path.lower())
+            main = self.path.lower()
+            nodes = tuple(self._beside(units, flow, main_in) + main)
         return Network(name=self.g.name or "graph", path=self.display, nodes=nodes, origin=None,
                        params=params, recurrents=recurrents, forward_known=main_in is not None)
+
+    def _beside(self, units: list[Unit], flow: Flow, main_in: str) -> list[Node]:
+        """The paths of the other inputs whose layers feed the main path (an encoder-decoder's
+        encoder, which the decoder reads in its cross-attentions), each ending in an Opaque where
+        the main path reads it: they come first, as the source reader reads `nn.Transformer`
+        (encoder blocks, then decoder blocks), and no chain runs from one into the other."""
+        main = self.path
+        if main is None or not main.ok:
+            return []
+        on_main = [k for k in main.succ if k >= 0]
+        out: list[Node] = []
+        for name, values in feeding_inputs(flow, main_in, on_main, main.dynamic, self._has_layer).items():
+            side = _Path(self, units, name, exits=values, skip=frozenset(main.reached), into=main_in)
+            if not side.ok:
+                continue
+            nodes = side.lower()
+            # only a fan-out of the input into the main path (a decoder's memory read by each
+            # block's key and value projections): nothing of its own to model
+            if all(isinstance(n, (Opaque, Passthrough)) for n in nodes):
+                continue
+            if not nodes or not isinstance(nodes[-1], Opaque):
+                reader = min(k for k in on_main if any(x in values for x in units[k].inputs))
+                ref = main.ref(reader)
+                nodes.append(Opaque(name=ref.name, what=f"read by the path from {main_in}", origin=ref))
+            self.beside.append(side)
+            out.extend(nodes)
+        return out
 
     def unrolled_recurrences(self) -> list[Recurrent]:
         """nn.RNN as the dynamo exporter writes it: one MatMul per time step, all with the same
@@ -631,19 +662,36 @@ class Lowering(Patterns):
         # A transposed identity is the identity: no need to know which way the exporter stored it.
         return bool(np.array_equal(value, np.eye(int(t.dims[0]), dtype=value.dtype)))
 
-    def _reach(self, units: list[Unit], start: str) -> tuple[set[str], list[int]]:
+    def _is_shape(self, u: Unit) -> bool:
+        return self.g.ops[u.head] in SHAPE_OPS and len(u.members) == 1
+
+    def _is_add(self, u: Unit) -> bool:
+        return u.join or (u.ir is None and self.g.ops[u.head] == "Add")
+
+    def _has_layer(self, u: Unit) -> bool:
+        if u.ir is not None:
+            return any(isinstance(n, Param) for n in u.ir)
+        return self.g.ops[u.head] in WEIGHTED and self.param(u.head) is not None
+
+    def _reach(self, units: list[Unit], start: str, skip: frozenset[int] = frozenset()) -> tuple[set[str], list[int]]:
         dynamic = {start}
         reached: list[int] = []
         for k, u in enumerate(units):
-            if self.g.ops[u.head] in SHAPE_OPS and len(u.members) == 1:
+            if self._is_shape(u) or k in skip:
                 continue
             if any(x in dynamic for x in u.inputs):
                 dynamic.update(u.outputs)
                 reached.append(k)
         return dynamic, reached
 
-    def _main_input(self, units: list[Unit]) -> str | None:
-        """The graph input that feeds the most weighted layers (the data, not a mask or a length)."""
+    def _main_input(self, units: list[Unit], flow: Flow) -> str | None:
+        """The graph input whose residual stream reaches the main output (streams.py: a decoder's
+        target, not the memory its cross-attentions read); when no stream can be told apart, the
+        input that feeds the most weighted layers (the data, not a mask or a length)."""
+        out = next((o for o in self.g.outputs if o in flow.dynamic), None)
+        stream = stream_input(flow, out, self._is_add) if out is not None else None
+        if stream is not None:
+            return stream
         best, best_score = None, -1
         for name in self.g.inputs:
             _, reached = self._reach(units, name)
@@ -657,17 +705,23 @@ ENTRY, EXIT = -1, -2
 
 
 class _Path:
-    """The unit DAG between the main input and the main output, read as a node sequence."""
+    """The unit DAG between the main input and the main output, read as a node sequence; or, for
+    an input beside the main one (`into`: the main input), between it and the values the main
+    path reads from it (`exits`), without the units of the main path (`skip`)."""
 
-    def __init__(self, low: Lowering, units: list[Unit], main_in: str) -> None:
+    def __init__(self, low: Lowering, units: list[Unit], main_in: str, exits: list[str] | None = None,
+                 skip: frozenset[int] = frozenset(), into: str | None = None) -> None:
         self.low = low
         self.units = units
-        dynamic, reached = low._reach(units, main_in)
+        self.into = into
+        self.dynamic, self.reached = dynamic, reached = low._reach(units, main_in, skip)
         producer: dict[str, int] = {main_in: ENTRY}
         for k in reached:
             for o in units[k].outputs:
                 producer[o] = k
-        out = next((o for o in low.g.outputs if o in dynamic), None)
+        if exits is None:
+            exits = [o for o in low.g.outputs if o in dynamic][:1]
+        ends = list(dict.fromkeys(producer[o] for o in exits if o in dynamic and producer[o] != ENTRY))
         self.succ: dict[int, list[int]] = {ENTRY: [], EXIT: []}
         self.pred: dict[int, list[int]] = {ENTRY: [], EXIT: []}
         for k in reached:
@@ -678,10 +732,10 @@ class _Path:
                 if p is not None and p not in self.pred[k]:
                     self.pred[k].append(p)
                     self.succ[p].append(k)
-        self.ok = out is not None
-        if out is not None:
-            self.pred[EXIT].append(producer[out])
-            self.succ[producer[out]].append(EXIT)
+        self.ok = bool(ends)
+        for k in ends:
+            self.pred[EXIT].append(k)
+            self.succ[k].append(EXIT)
         self._prune()
         order = [ENTRY] + [k for k in reached if k in self.succ] + [EXIT]
         self.pos = {k: n for n, k in enumerate(order)}
@@ -800,7 +854,8 @@ class _Path:
                 return [Residual(body=tuple(body), name=name, origin=ref, skip_scale=scale)]
         ref = self.ref(m) if m != EXIT else self.ref(f)
         what = (f"{ref.op_type} joining {len(succs)} branches" if m != EXIT
-                else f"{len(succs)} branches to the outputs")
+                else f"{len(succs)} branches to the outputs" if self.into is None
+                else f"{len(succs)} branches read by the path from {self.into}")
         for k in self._region(succs, m):
             self.hidden[k] = "inside a fork and join that is not a residual (attention, gating, concatenation)"
         return [Opaque(name=ref.name, what=what, origin=ref)]
