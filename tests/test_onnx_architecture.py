@@ -12,6 +12,7 @@ import pytest
 
 from gradlint.api import check_source
 from gradlint.config import Config
+from gradlint.model.ir import Param
 from gradlint.model.propagation import analyse
 from gradlint.onnx import extract_onnx
 from gradlint.source import extract_python
@@ -49,6 +50,57 @@ def test_post_ln_depth_14_is_gl106_and_pre_ln_is_not():
     assert codes(gen.post_ln_stack(depth=14), "GL106") == ["GL106"]
     assert codes(gen.post_ln_stack(depth=14, pre_ln=True), "GL106") == []
     assert codes(gen.post_ln_stack(depth=6), "GL106") == []
+
+
+def _gl106_blocks(model) -> list[int]:
+    found = check_source(model.SerializeToString(), Config(select=("GL106",)), path="model.onnx")
+    return [f.data_dict["blocks"] for f in found]
+
+
+@pytest.mark.parametrize("kw,blocks", [
+    ({"decoder": 12}, [12]),  # the memory feeds every cross-attention: its fan-out is no stack
+    ({"decoder": 6, "encoder": 6}, [12]),  # encoder, then decoder, as the source reader counts
+    ({"decoder": 2, "encoder": 12}, [14]),
+    ({"decoder": 6}, []),  # shallow
+    ({"decoder": 3, "encoder": 3}, []),
+    ({"decoder": 12, "pre_ln": True}, []),
+    ({"decoder": 6, "encoder": 6, "pre_ln": True}, []),
+])
+def test_decoder_stacks_are_counted_on_the_target_stream(kw, blocks):
+    assert _gl106_blocks(gen.transformer(**kw)) == blocks
+
+
+def test_an_encoder_decoder_is_lowered_encoder_first_and_no_chain_crosses_into_the_decoder():
+    from gradlint.model.blocks import transformer_blocks
+    from gradlint.model.ir import Opaque
+
+    (net,) = extract_onnx_model(gen.transformer(decoder=6, encoder=6)).networks
+    names = [b.name for b in transformer_blocks(net.nodes)]
+    assert names == [f"encoder.layers.{i}" for i in range(6)] + [f"decoder.layers.{i}" for i in range(6)]
+    # where the encoder's output is read by the decoder: one opaque node, which ends every chain
+    (cut,) = [n for n in net.nodes if isinstance(n, Opaque) and "read by the path from tgt" in n.what]
+    assert net.nodes.index(cut) < next(i for i, n in enumerate(net.nodes) if n.name.startswith("decoder."))
+    for chain in analyse(net).chains:
+        parts = {s.layer.name.split(".")[0] for s in chain.steps}
+        assert len(parts) == 1, [s.layer.name for s in chain.steps]
+
+
+def test_an_input_summed_with_another_keeps_the_input_that_feeds_most_layers():
+    """`emb(ids) + pos` of two inputs has no skip operand: the count of layers chooses, as before."""
+    from onnx import TensorProto, helper
+
+    deep = gen.mlp(depth=6, width=8, act="Tanh", std="torch")
+    g = deep.graph
+    g.input.append(helper.make_tensor_value_info("pos", TensorProto.FLOAT, ["N", 8]))
+    last = g.node[-1]  # Identity -> y
+    g.node.insert(len(g.node) - 1, helper.make_node("Add", ["pos", last.input[0]], ["/sum"], name="/Add"))
+    last.input[0] = "/sum"
+    (net,) = extract_onnx_model(deep).networks
+    assert sum(isinstance(n, Param) for n in net.nodes) == 6
+
+
+def extract_onnx_model(model):
+    return extract_onnx(Path("model.onnx"), "model.onnx", data=model.SerializeToString())
 
 
 def test_rnn_with_relu_is_gl107_unless_identity_initialised():

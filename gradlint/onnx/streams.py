@@ -20,11 +20,6 @@ from typing import TYPE_CHECKING, Callable, Sequence
 if TYPE_CHECKING:
     from gradlint.onnx.lower import Unit
 
-# How far a skip operand is followed back through single-input units to the value the residual
-# branch also reads (DeepNorm's `x * alpha`, a dropout, a cast, a projection shortcut's conv + BN).
-_SKIP_REACH = 4
-
-
 @dataclass
 class Flow:
     """The units that carry data from any graph input, with their producers and dynamic inputs."""
@@ -33,6 +28,7 @@ class Flow:
     inputs: Sequence[str]
     producer: dict[str, int]  # value -> the unit writing it
     dynamic: set[str]  # values depending on some graph input (shapes are metadata, not data)
+    readers: dict[str, int]  # value -> how many units read it as data
 
     def data_inputs(self, k: int) -> list[str]:
         return list(dict.fromkeys(x for x in self.units[k].inputs if x in self.dynamic))
@@ -41,19 +37,23 @@ class Flow:
 def data_flow(units: Sequence["Unit"], inputs: Sequence[str], is_shape: Callable[["Unit"], bool]) -> Flow:
     dynamic = set(inputs)
     producer: dict[str, int] = {}
+    readers: dict[str, int] = {}
     for k, u in enumerate(units):
         if is_shape(u):
             continue
-        if any(x in dynamic for x in u.inputs):
+        read = [x for x in dict.fromkeys(u.inputs) if x in dynamic]
+        if read:
+            for x in read:
+                readers[x] = readers.get(x, 0) + 1
             for o in u.outputs:
                 dynamic.add(o)
                 producer[o] = k
-    return Flow(units, inputs, producer, dynamic)
+    return Flow(units, inputs, producer, dynamic, readers)
 
 
 def stream_input(flow: Flow, output: str, is_add: Callable[["Unit"], bool]) -> str | None:
     """The graph input at the start of the stream that ends in `output`: followed back through
-    units with one data input, and through an add by its skip operand; None when a unit joins
+    units with one data input, and through an add `x + f(x)` to x (_skip); None when a unit joins
     several data inputs some other way (concatenation, gating, `emb(ids) + pos_emb(pos)`)."""
     v = output
     for _ in range(len(flow.units) + 1):
@@ -63,23 +63,32 @@ def stream_input(flow: Flow, output: str, is_add: Callable[["Unit"], bool]) -> s
         ins = flow.data_inputs(k)
         if len(ins) == 1:
             v = ins[0]
-            continue
-        if len(ins) != 2 or not is_add(flow.units[k]):
+        elif len(ins) == 2 and is_add(flow.units[k]):
+            skip = _skip(flow, *ins)
+            if skip is None:
+                return None
+            v = skip
+        else:
             return None
-        a, b = ins
-        a_skips, b_skips = _feeds(flow, a, b), _feeds(flow, b, a)
-        if a_skips == b_skips:
-            return None
-        v = a if a_skips else b
     return None
 
 
-def _feeds(flow: Flow, x: str, y: str) -> bool:
-    """Whether x, or a value a few single-input units before it, is also read on the way to y:
-    x is the skip of `x + f(x)` when f's branch reads x."""
-    sources = {x}
-    v = x
-    for _ in range(_SKIP_REACH):
+def _skip(flow: Flow, a: str, b: str) -> str | None:
+    """The value x of an add `x + f(x)` of a and b: each operand is followed back through units
+    with one data input that only it reads (DeepNorm's `x * alpha`, a dropout, f's layers) to
+    where it forks or joins; x is the fork that both reach, or the one the other one reads on
+    its way (f joins x with other values: attention)."""
+    ra, rb = _fork(flow, a), _fork(flow, b)
+    if ra == rb:
+        return ra
+    a_read, b_read = _reads(flow, b, ra), _reads(flow, a, rb)
+    if a_read == b_read:
+        return None
+    return ra if a_read else rb
+
+
+def _fork(flow: Flow, v: str) -> str:
+    while flow.readers.get(v, 0) <= 1:
         k = flow.producer.get(v)
         if k is None:
             break
@@ -87,18 +96,22 @@ def _feeds(flow: Flow, x: str, y: str) -> bool:
         if len(ins) != 1:
             break
         v = ins[0]
-        sources.add(v)
-    # Units are in topological order: none before the earliest source can read it.
-    floor = min((flow.producer.get(s, -1) for s in sources), default=-1)
+    return v
+
+
+def _reads(flow: Flow, y: str, x: str) -> bool:
+    """Whether x is read on the way to y (x is a strict ancestor of y)."""
     start = flow.producer.get(y)
     if start is None:
         return False
+    # Units are in topological order: none before x's producer can read x.
+    floor = flow.producer.get(x, -1)
     seen = {start}
     stack = [start]
     while stack:
         k = stack.pop()
         for v in flow.data_inputs(k):
-            if v in sources:
+            if v == x:
                 return True
             p = flow.producer.get(v)
             if p is not None and p > floor and p not in seen:
