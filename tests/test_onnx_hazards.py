@@ -42,7 +42,8 @@ def test_there_are_fixtures_for_every_graph_code():
 @pytest.mark.parametrize("path", CASES, ids=[p.name for p in CASES])
 def test_fixture_expectations(path: Path):
     expected = sorted((m.group(1), m.group(2)) for m in _EXPECT.finditer(path.read_text()))
-    found = sorted((_code(h), h.node.name) for h in _hazards(path))
+    # (the rule decides which of its kind's hazards it reports: GL307 not a learned layer's norm)
+    found = sorted((_code(h), h.node.name) for h in _hazards(path) if _rule(h)().graph_selects(h))
     assert found == expected
     assert not [n for _, n in found if n.startswith("ok_")]
 

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 from gradlint.facts.graph import GraphHazard
 from gradlint.findings import GraphNode
 from gradlint.onnx.graph import GraphIndex, attr
+from gradlint.onnx.ops import MS, NORMS, SKIP_NORMS, fused_activation, layer_op, quantized_relu
 from gradlint.onnx.provenance import aten_op
 
 Found = tuple[GraphIndex, int]
@@ -112,6 +113,87 @@ def _unsafe_norm(g: GraphIndex, name: str) -> str | None:
     return None
 
 
+def _normed_vector(g: GraphIndex, name: str) -> tuple[GraphIndex, str] | None:
+    """The one vector a norm (ReduceL2, or the root of its sum of squares) is taken of; None for
+    a sum of several vectors' squares."""
+    found = g.through(name)
+    if found is None:
+        return None
+    fg, i = found
+    node = fg.nodes[i]
+    if node.op_type == "ReduceL2" and node.input:
+        return fg, node.input[0]
+    if node.op_type in ("Sqrt", "Pow") and node.input:
+        return _squared_vector(fg, node.input[0])
+    return None
+
+
+def _squared_vector(g: GraphIndex, name: str) -> tuple[GraphIndex, str] | None:
+    """The one vector whose squares `name` sums (ReduceSumSquare(v), ReduceSum(v * v), v ** 2)."""
+    found = g.through(name)
+    if found is None:
+        return None
+    fg, i = found
+    node = fg.nodes[i]
+    if node.op_type == "ReduceSumSquare" and node.input:
+        return fg, node.input[0]
+    if node.op_type in ("ReduceSum", "ReduceMean") and node.input:
+        found = fg.through(node.input[0])
+        if found is None:
+            return None
+        fg, i = found
+        node = fg.nodes[i]
+    return (fg, node.input[0]) if _square((fg, i)) else None
+
+
+def _learned_vector(vector: tuple[GraphIndex, str] | None) -> dict[str, str]:
+    """`learned`: the learned layer whose output is the vector (learned_output), when it is one."""
+    learned = learned_output(*vector) if vector is not None else None
+    return {"learned": learned} if learned else {}
+
+
+# Never all zero, as the source reader takes them: the output of a layer that adds its own
+# parameters (its bias; a norm's shift), and probabilities (strictly positive).
+_POSITIVE = frozenset({"Softmax", "Sigmoid"})
+
+
+def learned_output(g: GraphIndex, name: str, depth: int = 0) -> str | None:
+    """The learned layer whose output `name` is (its op type), as the Python front-end counts one
+    (a `dense` value: a Linear/Conv/Embedding or norm module's output, a sum of such outputs, a
+    softmax or sigmoid), through reshapes and bias adds; None for anything else (a difference, an
+    activation that can be zero, the layer's output plus its own input, a rescaling)."""
+    found = g.through(name)
+    if found is None or depth > 16:
+        return None
+    fg, i = found
+    key, node = fg.ops[i], fg.nodes[i]
+    ins = [x for x in node.input if x]
+    op = layer_op(key)
+    if op == "Gather":
+        learned = len(ins) >= 2 and fg.is_static(ins[0]) and not fg.is_static(ins[1])
+        return "Gather (an embedding)" if learned else None
+    if op is not None:
+        weights = [x for x in ins[:2] if fg.is_static(x)] if op in ("MatMul", "Gemm") else ins[1:2]
+        if len(weights) != 1 or not fg.is_static(weights[0]) or quantized_relu(fg, i):
+            return None
+        if key.startswith(f"{MS}:") and fused_activation(node) is not None:
+            return None  # an activation fused into the layer
+        return node.op_type
+    if key in NORMS or key in SKIP_NORMS:
+        scale = ins[2] if key in SKIP_NORMS else (ins[1] if len(ins) > 1 else "")
+        return node.op_type if key != "LRN" and scale and fg.is_static(scale) else None
+    if key in _POSITIVE:
+        return key
+    if key == "Add" and len(ins) == 2:
+        dynamic = [x for x in ins if not fg.is_static(x)]
+        if len(dynamic) == 1:
+            return learned_output(fg, dynamic[0], depth + 1)  # a bias
+        parts = [learned_output(fg, x, depth + 1) for x in dynamic]
+        if len(parts) == 2 and all(parts):
+            return "Add of learned outputs"
+    return None
+
+
 def _hazard(kind: str, g: GraphIndex, i: int, **data: Any) -> GraphHazard:
     ref = g.ref(i)
     return GraphHazard(kind=kind, node=ref, data={"node": ref.name, "op_type": ref.op_type, "index": ref.index, **data})
@@ -176,7 +258,7 @@ def _sqrt_near_zero(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
         return
     what = _sum_of_squares(g, node.input[0])
     if what:
-        yield _hazard("sqrt_near_zero", g, i, operand=what)
+        yield _hazard("sqrt_near_zero", g, i, operand=what, **_learned_vector(_squared_vector(g, node.input[0])))
 
 
 # -- Division by a norm without eps ------------------------------------------------------------
@@ -189,7 +271,8 @@ def _divide_by_norm(g: GraphIndex, i: int) -> Iterator[GraphHazard]:
         return
     what = _unsafe_norm(g, divisor)
     if what:
-        yield _hazard("divide_by_norm", g, i, divisor=what)
+        # the vector the norm is of, when it is a learned layer's output: the rule decides
+        yield _hazard("divide_by_norm", g, i, divisor=what, **_learned_vector(_normed_vector(g, divisor)))
 
 
 # -- acos/asin of a value that may reach ±1 ------------------------------------------------------

@@ -88,9 +88,13 @@ class SiteRule(Rule):
         """
         graph = getattr(ctx.facts, "graph", None)
         for hazard in getattr(graph, "hazards", ()) or ():
-            if hazard.kind in self.kinds:
+            if hazard.kind in self.kinds and self.graph_selects(hazard):
                 yield ctx.finding(self.graph_message(hazard), getattr(hazard, "span", None), node=hazard.node,
                                   data=getattr(hazard, "data", None) or {})
+
+    def graph_selects(self, hazard) -> bool:
+        """Whether a GraphHazard of this rule's kinds is reported (all are, unless a rule narrows)."""
+        return True
 
     def graph_message(self, hazard) -> str:
         """The message for a GraphHazard (gradlint.facts.graph) of one of this rule's kinds."""

@@ -38,7 +38,10 @@ class SqrtAtZero(SiteRule):
     bands or a mel filterbank over a power spectrum: 0 wherever the squares are, whatever the
     weights), and squares of a spectrogram (`torch.stft`, `torch.fft.*` of a signal that carries
     gradient; their other arguments, a window buffer or sizes, do not).
-    ONNX graphs are read too: the ONNX front-end matches the same pattern in the graph.
+    ONNX graphs are read too: the ONNX front-end matches the same pattern in the graph, and reads
+    a learned layer's output there as here (a MatMul, Gemm or Conv with a weight initializer, an
+    embedding Gather, a norm with its scale, a softmax or sigmoid, two of them added; through
+    reshapes and bias adds).
 
     Not flagged: `x.norm()`, `torch.linalg.vector_norm`, `torch.cdist`, `F.pairwise_distance`
     (their gradients are defined at 0), detached or no-grad operands, and helpers that clamp
@@ -304,6 +307,10 @@ class SqrtAtZero(SiteRule):
                 "    def forward(self, pred, target):\n        return torch.sqrt(((pred - target) ** 2).sum(-1)).mean()\n",
                 note="no loss class (neither named one nor deriving from one): its callers decide"),
     ]
+
+    def graph_selects(self, hazard) -> bool:
+        # the RMS of a learned layer's output (the front-end names the layer), as in source
+        return not hazard.data.get("learned")
 
     def graph_message(self, hazard) -> str:
         return (f"{hazard.node.op_type} of {hazard.data['operand']} with no eps Add, Max or Clip(min > 0): "

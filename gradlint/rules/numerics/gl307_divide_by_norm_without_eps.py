@@ -19,7 +19,10 @@ class DivideByNormWithoutEps(SiteRule):
     ## What it does
     Flags divisions (`/`, `/=`, `torch.div`, `.div`) by `x.norm(...)`, `torch.linalg.norm`,
     `x.std(...)` or `torch.sqrt(x.var(...))` with no eps added and no `clamp(min=...)`,
-    through local variables. ONNX graphs are read too (the ONNX front-end matches the pattern).
+    through local variables. ONNX graphs are read too (the ONNX front-end matches the pattern, and
+    reads a learned projection's output there as here: a MatMul, Gemm or Conv with a weight
+    initializer, an embedding Gather, a norm with its scale, a softmax or sigmoid, two of them
+    added; through reshapes and bias adds).
 
     Not flagged: `F.normalize`, `layer_norm`, norm layers (they add eps), detached or no-grad
     operands, data pipelines (datasets, transforms).
@@ -134,6 +137,10 @@ class DivideByNormWithoutEps(SiteRule):
                 "        return x / x.std(dim=1, keepdim=True)\n",
                 note="a module's input, no loss's prediction: what its callers pass is not known"),
     ]
+
+    def graph_selects(self, hazard) -> bool:
+        # the norm of a learned layer's output (the front-end names the layer), as in source
+        return not hazard.data.get("learned")
 
     def graph_message(self, hazard) -> str:
         return (f"{hazard.node.op_type} by {hazard.data['divisor']} with no eps: a zero vector gives 0/0 "
