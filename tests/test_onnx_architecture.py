@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -72,17 +73,68 @@ def test_decoder_stacks_are_counted_on_the_target_stream(kw, blocks):
 
 def test_an_encoder_decoder_is_lowered_encoder_first_and_no_chain_crosses_into_the_decoder():
     from gradlint.model.blocks import transformer_blocks
-    from gradlint.model.ir import Opaque
+    from gradlint.model.ir import INPUT_WHAT, Passthrough
 
     (net,) = extract_onnx_model(gen.transformer(decoder=6, encoder=6)).networks
     names = [b.name for b in transformer_blocks(net.nodes)]
     assert names == [f"encoder.layers.{i}" for i in range(6)] + [f"decoder.layers.{i}" for i in range(6)]
-    # where the encoder's output is read by the decoder: one opaque node, which ends every chain
-    (cut,) = [n for n in net.nodes if isinstance(n, Opaque) and "read by the path from tgt" in n.what]
-    assert net.nodes.index(cut) < next(i for i, n in enumerate(net.nodes) if n.name.startswith("decoder."))
+    # where the decoder's own input starts its path: a mark, which ends every chain
+    (mark,) = [n for n in net.nodes if isinstance(n, Passthrough) and n.what == INPUT_WHAT]
+    assert mark.name == "tgt"
+    assert net.nodes.index(mark) == next(i for i, n in enumerate(net.nodes) if "decoder" in n.name) - 1
     for chain in analyse(net).chains:
         parts = {s.layer.name.split(".")[0] for s in chain.steps}
         assert len(parts) == 1, [s.layer.name for s in chain.steps]
+
+
+def _sigmoid_decoder(encoder: bool):
+    """20 x (MatMul + Sigmoid), std 1, on `tgt`, then one cross-attention sub-layer reading
+    `memory`: a graph input, or the output of 3 x (MatMul + Tanh) on `src`."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], []
+
+    def layer(scope, x, act, std=1.0):
+        # each layer's weights drawn from its own seed: the same with and without the encoder
+        rng = np.random.default_rng(zlib.crc32(scope.encode()))
+        inits.append(numpy_helper.from_array(rng.normal(0, std, (16, 16)).astype(np.float32), f"{scope}.weight"))
+        nodes.append(helper.make_node("MatMul", [x, f"{scope}.weight"], [f"/{scope}/mm"], name=f"/{scope}/MatMul"))
+        if not act:
+            return f"/{scope}/mm"
+        nodes.append(helper.make_node(act, [f"/{scope}/mm"], [f"/{scope}/a"], name=f"/{scope}/{act}"))
+        return f"/{scope}/a"
+
+    memory = "src" if encoder else "memory"
+    for i in range(3 if encoder else 0):
+        memory = layer(f"encoder.{i}", memory, "Tanh", 0.25)
+    h = "tgt"
+    for i in range(20):
+        h = layer(f"body.{i}", h, "Sigmoid")
+    q, k, v = layer("attn.q", h, "", 0.25), layer("attn.k", memory, "", 0.25), layer("attn.v", memory, "", 0.25)
+    nodes += [helper.make_node("Transpose", [k], ["/kT"], perm=[1, 0]),
+              helper.make_node("MatMul", [q, "/kT"], ["/scores"]),
+              helper.make_node("Softmax", ["/scores"], ["/p"], axis=-1),
+              helper.make_node("MatMul", ["/p", v], ["/ctx"])]
+    o = layer("attn.out", "/ctx", "", 0.25)
+    nodes.append(helper.make_node("Add", [h, o], ["y"], name="/Add"))
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 16]) for n in ("tgt", "src" if encoder else "memory")]
+    graph = helper.make_graph(nodes, "decoder", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_the_decoder_after_its_encoder_starts_from_its_own_input():
+    """The stream's first chain is predicted as without the encoder before it: from the scale
+    of its input, not from an unknown one (a bound) after the encoder's last node."""
+    found = {}
+    for encoder in (False, True):
+        (f,) = check_source(_sigmoid_decoder(encoder).SerializeToString(), Config(select=("GL101",)),
+                            path="model.onnx")
+        found[encoder] = (f.data_dict["modules"], f.data_dict["predicted"], "at most" in f.message)
+    assert found[True] == found[False]
+    assert found[True][0][0] == "body.0" and not found[True][2]
 
 
 def test_an_input_summed_with_another_keeps_the_input_that_feeds_most_layers():
@@ -97,6 +149,31 @@ def test_an_input_summed_with_another_keeps_the_input_that_feeds_most_layers():
     last.input[0] = "/sum"
     (net,) = extract_onnx_model(deep).networks
     assert sum(isinstance(n, Param) for n in net.nodes) == 6
+
+
+def test_two_towers_joined_at_the_output_are_read_as_before():
+    """A Siamese pair `f(a) + g(b)` has no residual stream: one tower is the path, as before, and
+    the other is not read beside it (each tower's findings would come twice)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits = [], []
+    for tower in ("a", "b"):
+        prev = tower
+        for i in range(20):
+            w = f"{tower}.{i}.weight"
+            inits.append(numpy_helper.from_array(rng.normal(0, 1.0, (16, 16)).astype(np.float32), w))
+            nodes.append(helper.make_node("MatMul", [prev, w], [f"/{tower}.{i}/mm"], name=f"/{tower}.{i}/MatMul"))
+            nodes.append(helper.make_node("Sigmoid", [f"/{tower}.{i}/mm"], [f"/{tower}.{i}/s"], name=f"/{tower}.{i}/Sigmoid"))
+            prev = f"/{tower}.{i}/s"
+    nodes.append(helper.make_node("Add", ["/a.19/s", "/b.19/s"], ["y"], name="/Add"))
+    graph = helper.make_graph(nodes, "towers", [helper.make_tensor_value_info(t, TensorProto.FLOAT, ["N", 16])
+                                                for t in ("a", "b")],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    found = check_source(model.SerializeToString(), Config(select=("GL101",)), path="model.onnx")
+    assert [f.data_dict["modules"][0] for f in found] == ["a.0"]
 
 
 def extract_onnx_model(model):

@@ -159,13 +159,19 @@ class Attention:
 
 # The Passthrough that marks a value computed without gradient (source/outputs.NO_GRAD).
 NO_GRAD_WHAT = "computed without gradient"
+# The Passthrough that marks where another input of the network starts a path of its own (an ONNX
+# decoder's target after the encoder its cross-attentions read): the nodes before it do not feed
+# the ones after it in order, so no chain runs across it, and what follows starts from the scale
+# of the network's input.
+INPUT_WHAT = "a network input"
 
 
 @dataclass(frozen=True)
 class Passthrough:
     """Dropout, pooling, reshapes: no parameters. One whose `what` is NO_GRAD_WHAT marks a value
     computed without gradient (under `torch.no_grad()`): the layers before it get none through
-    this path, so no chain runs across it.
+    this path, so no chain runs across it. One whose `what` is INPUT_WHAT (its name the input's)
+    marks where another input of the network starts its path.
 
     dropout: '' for a node that is no dropout; 'inverted' for torch's dropout in train mode,
     y = x * m / (1 - p) with m ~ Bernoulli(1 - p) (nn.Dropout, Dropout1d/2d/3d, F.dropout, timm's

@@ -48,6 +48,7 @@ from typing import Callable, Sequence
 
 from gradlint.model.init import bias_variance, fan_times_variance, is_dead, weight_variance, zero_mean
 from gradlint.model.ir import (
+    INPUT_WHAT,
     NO_GRAD_WHAT,
     Activation,
     Attention,
@@ -171,6 +172,7 @@ class _Walk:
         # The signal is tracked as a Gaussian source of variance `source` (a pre-activation, or
         # the input taken as N(0, E[x^2])) followed by the activations applied since.
         self.source: float | None = moment
+        self.start = moment  # (a network input's scale: where another input's path starts)
         self.applied: list[Activation] = []
         self.direct: Param | None = None  # the Param directly before the next node
         self.done: list[Step] = []  # the current chain's finished steps
@@ -240,6 +242,9 @@ class _Walk:
                     # computed under no_grad (a frozen backbone before a trained head): the layers
                     # before get no gradient through here, so they are no chain's first layers
                     self.done, self.pending, self.direct = [], None, None
+                elif node.what == INPUT_WHAT:
+                    # another input's path: nothing before feeds it in this order
+                    self.reset(self.start)
                 continue
             if isinstance(node, Activation):
                 self.activation(node)

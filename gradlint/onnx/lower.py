@@ -21,7 +21,7 @@ import numpy as np
 
 from gradlint.findings import GraphNode
 from gradlint.model.ir import (
-    Activation, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent, Residual,
+    INPUT_WHAT, Activation, InitSpec, Network, Node, Norm, Opaque, Param, Passthrough, Recurrent, Residual,
 )
 from gradlint.onnx.fusion import Patterns
 from gradlint.onnx.graph import SHAPE_OPS, GraphIndex, attr
@@ -503,7 +503,10 @@ class Lowering(Patterns):
     def network(self) -> Network:
         units = self.fuse()
         flow = data_flow(units, self.g.inputs, self._is_shape)
-        main_in = self._main_input(units, flow)
+        # The residual stream's input (streams.py); else the input feeding the most layers
+        out = next((o for o in self.g.outputs if o in flow.dynamic), None)
+        stream = stream_input(flow, out, self._is_add) if out is not None else None
+        main_in = stream or self._most_layers_input(units)
         params = tuple(p for p in (self.param(i) for i, k in enumerate(self.g.ops) if k in WEIGHTED) if p)
         recurrents = tuple(self.recurrent(i) for i, k in enumerate(self.g.ops) if k in RECURRENT)
         recurrents += tuple(self.unrolled_recurrences())
@@ -511,14 +514,16 @@ class Lowering(Patterns):
         if main_in is not None:
             self.path = _Path(self, units, main_in)
             main = self.path.lower()
-            nodes = tuple(self._beside(units, flow, main_in) + main)
+            # Other inputs' layers only beside a stream: two towers joined at the output
+            # (a Siamese pair, CLIP) have none, and each tower's findings would come twice.
+            nodes = tuple((self._beside(units, flow, stream) if stream else []) + main)
         return Network(name=self.g.name or "graph", path=self.display, nodes=nodes, origin=None,
                        params=params, recurrents=recurrents, forward_known=main_in is not None)
 
     def _beside(self, units: list[Unit], flow: Flow, main_in: str) -> list[Node]:
         """The paths of the other inputs whose layers feed the main path (an encoder-decoder's
-        encoder, which the decoder reads in its cross-attentions), each ending in an Opaque where
-        the main path reads it: they come first, as the source reader reads `nn.Transformer`
+        encoder, which the decoder reads in its cross-attentions), followed by the main path's
+        input mark (INPUT_WHAT): they come first, as the source reader reads `nn.Transformer`
         (encoder blocks, then decoder blocks), and no chain runs from one into the other."""
         main = self.path
         if main is None or not main.ok:
@@ -534,13 +539,9 @@ class Lowering(Patterns):
             # block's key and value projections): nothing of its own to model
             if all(isinstance(n, (Opaque, Passthrough)) for n in nodes):
                 continue
-            if not nodes or not isinstance(nodes[-1], Opaque):
-                reader = min(k for k in on_main if any(x in values for x in units[k].inputs))
-                ref = main.ref(reader)
-                nodes.append(Opaque(name=ref.name, what=f"read by the path from {main_in}", origin=ref))
             self.beside.append(side)
-            out.extend(nodes)
-        return out
+            out.extend(([Passthrough(name=name, what=INPUT_WHAT)] if out else []) + nodes)
+        return out + [Passthrough(name=main_in, what=INPUT_WHAT)] if out else []
 
     def unrolled_recurrences(self) -> list[Recurrent]:
         """nn.RNN as the dynamo exporter writes it: one MatMul per time step, all with the same
@@ -684,14 +685,10 @@ class Lowering(Patterns):
                 reached.append(k)
         return dynamic, reached
 
-    def _main_input(self, units: list[Unit], flow: Flow) -> str | None:
-        """The graph input whose residual stream reaches the main output (streams.py: a decoder's
-        target, not the memory its cross-attentions read); when no stream can be told apart, the
-        input that feeds the most weighted layers (the data, not a mask or a length)."""
-        out = next((o for o in self.g.outputs if o in flow.dynamic), None)
-        stream = stream_input(flow, out, self._is_add) if out is not None else None
-        if stream is not None:
-            return stream
+    def _most_layers_input(self, units: list[Unit]) -> str | None:
+        """The graph input that feeds the most weighted layers (the data, not a mask or a length):
+        the main input when no residual stream can be told apart (a decoder's memory reaches more
+        layers than its target, whose stream is the one that matters: streams.py)."""
         best, best_score = None, -1
         for name in self.g.inputs:
             _, reached = self._reach(units, name)
