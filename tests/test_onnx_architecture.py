@@ -117,9 +117,10 @@ def _sigmoid_decoder(encoder: bool):
               helper.make_node("MatMul", ["/p", v], ["/ctx"])]
     o = layer("attn.out", "/ctx", "", 0.25)
     nodes.append(helper.make_node("Add", [h, o], ["y"], name="/Add"))
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 16]) for n in ("tgt", "src" if encoder else "memory")]
-    graph = helper.make_graph(nodes, "decoder", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])],
-                              inits)
+    names = ("tgt", "src" if encoder else "memory")
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 16]) for n in names]
+    output = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])
+    graph = helper.make_graph(nodes, "decoder", inputs, [output], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -164,7 +165,8 @@ def test_two_towers_joined_at_the_output_are_read_as_before():
             w = f"{tower}.{i}.weight"
             inits.append(numpy_helper.from_array(rng.normal(0, 1.0, (16, 16)).astype(np.float32), w))
             nodes.append(helper.make_node("MatMul", [prev, w], [f"/{tower}.{i}/mm"], name=f"/{tower}.{i}/MatMul"))
-            nodes.append(helper.make_node("Sigmoid", [f"/{tower}.{i}/mm"], [f"/{tower}.{i}/s"], name=f"/{tower}.{i}/Sigmoid"))
+            nodes.append(helper.make_node("Sigmoid", [f"/{tower}.{i}/mm"], [f"/{tower}.{i}/s"],
+                                          name=f"/{tower}.{i}/Sigmoid"))
             prev = f"/{tower}.{i}/s"
     nodes.append(helper.make_node("Add", ["/a.19/s", "/b.19/s"], ["y"], name="/Add"))
     graph = helper.make_graph(nodes, "towers", [helper.make_tensor_value_info(t, TensorProto.FLOAT, ["N", 16])

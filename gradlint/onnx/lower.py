@@ -718,7 +718,7 @@ class _Path:
                 producer[o] = k
         if exits is None:
             exits = [o for o in low.g.outputs if o in dynamic][:1]
-        ends = list(dict.fromkeys(producer[o] for o in exits if o in dynamic and producer[o] != ENTRY))
+        ends = list(dict.fromkeys(producer[o] for o in exits if o in dynamic))
         self.succ: dict[int, list[int]] = {ENTRY: [], EXIT: []}
         self.pred: dict[int, list[int]] = {ENTRY: [], EXIT: []}
         for k in reached:
