@@ -20,7 +20,7 @@ class MeasuredChain:
 
     modules: tuple[str, ...]
     gain: float | None  # ||dL/dz_first|| / ||dL/dz_last||
-    worst_gain: float | None  # the largest gain over any sub-chain
+    worst_gain: float | None  # the largest gain over any sub-chain, through the chain (GL702)
     worst_ends: tuple[str, str]  # the sub-chain that has it
     # a static finding already predicted a vanishing (exploding) gradient on one of these modules
     predicted_vanishing: bool = False

@@ -33,11 +33,11 @@ from typing import Any, Callable
 
 from gradlint.facts.probe import GradcheckFailure, MeasuredChain, ProbeFacts, UnitShare
 from gradlint.findings import Finding, Severity, SourceSpan, make_data
+from gradlint.probe.measure import MIN_CHAIN, measured_chains  # noqa: F401  (re-exported)
 
 CONFIRMED, REFUTED, INCONCLUSIVE, NOT_MEASURABLE, FOUND = (
     "confirmed", "refuted", "inconclusive", "not measurable", "found")
 SATURATED_STD, HEALTHY_STD = 3.0, 1.0
-MIN_CHAIN = 2
 GAINS = ("vanishing_gain", "exploding_gain")
 
 
@@ -348,37 +348,6 @@ def _finding(ctx: Context, code: str, message: str, module: str | None, data: di
     rule = ctx.rules[code]
     return Finding(code=code, name=rule.name, message=message, severity=rule.severity, path=ctx.path,
                    span=span or ctx.locate(module), fix_title=rule.fix_title, data=make_data(data))
-
-
-def measured_chains(meas: Any) -> list[list[str]]:
-    """Runs of parametric sites in execution order with no norm or recurrent module between them,
-    each fed by the one before: a site whose input does not depend on the previous parametric
-    site's output (found in the autograd graph) starts a new run. So does an embedding: it reads
-    token ids, never the previous layer's output."""
-    chains: list[list[str]] = []
-    current: list[str] = []
-    linked = getattr(meas, "linked", {}) or {}
-    for site in meas.sites:
-        if site.kind in ("param", "conv") and (site.type_name in ("Embedding", "EmbeddingBag")
-                                               or not linked.get(site.name, True)):
-            if len(current) >= MIN_CHAIN:
-                chains.append(current)
-            current = [site.name] if meas.grad_norm.get(site.name) else []
-            continue
-        if site.kind in ("param", "conv"):
-            if meas.grad_norm.get(site.name):
-                current.append(site.name)
-                continue
-            site_kind = "break"
-        else:
-            site_kind = site.kind
-        if site_kind in ("norm", "recurrent", "break"):
-            if len(current) >= MIN_CHAIN:
-                chains.append(current)
-            current = []
-    if len(current) >= MIN_CHAIN:
-        chains.append(current)
-    return chains
 
 
 def probe_facts(ctx: Context, meas: Any, gradcheck: Any, static: list[Verdict]) -> ProbeFacts:

@@ -5,6 +5,8 @@ gradient with respect to that output (a hook on the output tensor); per paramete
 norm and gradient-norm / weight-norm; per activation module: dead and saturated fractions. The
 numbers of one step stay on the device as 0-d tensors and come to the host in one transfer.
 No optimiser step is taken: every step measures the initialised model on a fresh random batch.
+Where the ratio of two gradient norms of a chain looks like an explosion, the gain through the
+chain between them is measured once more on the first batch (`measure_through`).
 """
 
 from __future__ import annotations
@@ -104,6 +106,9 @@ class Measurements:
     # The first non-finite value: {'step', 'phase' ('forward'|'loss'|'backward'), 'site', 'module', 'what'}
     nonfinite: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    # Denominator site j -> {earlier site i of its chain: ||∂L/∂z_i through z_j|| / ||∂L/∂z_j||}
+    # (`measure_through`), for the pairs whose plain ratio exceeds THROUGH_FLOOR.
+    through: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def site(self, name: str) -> Site | None:
         for s in self.sites:
@@ -135,18 +140,28 @@ class Measurements:
         return sum(ratios) / len(ratios) if ratios else None
 
     def worst_gain(self, sites: list[str] | tuple[str, ...]) -> tuple[float | None, tuple[str, str] | None]:
-        """The largest ||∂L/∂z_i|| / ||∂L/∂z_j|| over every sub-chain i < j of `sites` (execution
-        order), from the per-site mean gradient norms: a stack that explodes over its hidden
-        layers is not diluted by a head at its end. Pairs whose later gradient is zero are skipped."""
+        """The largest gain over every sub-chain i < j of `sites` (execution order), from the
+        per-site mean gradient norms: a stack that explodes over its hidden layers is not diluted
+        by a head at its end. The gain of a pair is ||∂L/∂z_i|| / ||∂L/∂z_j||, or, where it was
+        measured (`through`), the part of ∂L/∂z_i that comes through z_j: in a residual network
+        most of z_i's gradient comes down the skip connection, beside a branch layer j whose own
+        gradient a small layer scale shrinks, and the plain ratio (5e5 on ConvNeXt) is no gain of
+        the chain at all. Pairs whose later gradient is zero are skipped."""
         norms = [(s, self.mean(self.grad_norm, s)) for s in sites]
         norms = [(s, g) for s, g in norms if g is not None and math.isfinite(g)]
         best: tuple[float | None, tuple[str, str] | None] = (None, None)
-        smallest_after: tuple[float, str] | None = None
-        for s, g in reversed(norms):  # one pass: the smallest nonzero norm after each site
-            if smallest_after is not None and (best[0] is None or g / smallest_after[0] > best[0]):
-                best = (g / smallest_after[0], (s, smallest_after[1]))
-            if g > 0 and (smallest_after is None or g < smallest_after[0]):
-                smallest_after = (g, s)
+        largest_before: tuple[float, str] | None = None
+        for k, (s, g) in enumerate(norms):  # the largest norm before each site, in one pass
+            through = self.through.get(s)
+            if g > 0 and through is not None:  # this denominator was measured: pair by pair
+                for earlier, ge in norms[:k]:
+                    gain = through.get(earlier, ge / g)
+                    if best[0] is None or gain > best[0]:
+                        best = (gain, (earlier, s))
+            elif g > 0 and largest_before is not None and (best[0] is None or largest_before[0] / g > best[0]):
+                best = (largest_before[0] / g, (largest_before[1], s))
+            if largest_before is None or g > largest_before[0]:
+                largest_before = (g, s)
         return best
 
     def module_ratio(self, module: str) -> float | None:
@@ -161,6 +176,40 @@ class Measurements:
                 r = g / w
                 best = r if best is None or r > best else best
         return best
+
+
+MIN_CHAIN = 2
+
+
+def measured_chains(meas: Any) -> list[list[str]]:
+    """Runs of parametric sites in execution order with no norm or recurrent module between them,
+    each fed by the one before: a site whose input does not depend on the previous parametric
+    site's output (found in the autograd graph) starts a new run. So does an embedding: it reads
+    token ids, never the previous layer's output."""
+    chains: list[list[str]] = []
+    current: list[str] = []
+    linked = getattr(meas, "linked", {}) or {}
+    for site in meas.sites:
+        if site.kind in ("param", "conv") and (site.type_name in ("Embedding", "EmbeddingBag")
+                                               or not linked.get(site.name, True)):
+            if len(current) >= MIN_CHAIN:
+                chains.append(current)
+            current = [site.name] if meas.grad_norm.get(site.name) else []
+            continue
+        if site.kind in ("param", "conv"):
+            if meas.grad_norm.get(site.name):
+                current.append(site.name)
+                continue
+            site_kind = "break"
+        else:
+            site_kind = site.kind
+        if site_kind in ("norm", "recurrent", "break"):
+            if len(current) >= MIN_CHAIN:
+                chains.append(current)
+            current = []
+    if len(current) >= MIN_CHAIN:
+        chains.append(current)
+    return chains
 
 
 def first_tensor(value: Any) -> Any:
@@ -454,11 +503,124 @@ def run_steps(model: Any, setup: ProbeSetup, progress: Callable[[int, int], None
         meas.without_grad = _without_gradient(meas, [n for n, _ in params])
     meas.sites = [rec.sites[s] for s in rec.order]
     meas.linked = dict(rec.linked)
+    if meas.nonfinite is None and not meas.interrupted:
+        if setup.deadline is not None and time.monotonic() >= setup.deadline:
+            if suspicious_pairs(meas):
+                meas.notes.append("time budget spent: the gains of the chains were not measured through them "
+                                  "(a residual branch may read as exploding)")
+        else:
+            try:
+                measure_through(model, setup, meas)
+            except KeyboardInterrupt:
+                meas.interrupted = "interrupted"
+                meas.notes.append("interrupted while measuring the gains through the chains")
     if rec.active:
         names = list(rec.active)
         fractions = torch.stack([1 - rec.active[n].float().mean() for n in names]).cpu().tolist()
         meas.dead = dict(zip(names, fractions))
     return meas
+
+
+# Pairs whose plain gradient ratio is at most this are taken as measured: no exploding
+# threshold worth the name is this low, and measuring through every pair of every chain costs
+# a backward per layer.
+THROUGH_FLOOR = 10.0
+
+
+def suspicious_pairs(meas: Measurements) -> dict[str, list[str]]:
+    """Denominator site j -> the earlier sites i of its chain with ||∂L/∂z_i|| / ||∂L/∂z_j|| >
+    THROUGH_FLOOR (mean norms): the pairs whose ratio could make an exploding finding."""
+    pairs: dict[str, list[str]] = {}
+    for chain in measured_chains(meas):
+        norms = [(s, meas.mean(meas.grad_norm, s)) for s in chain]
+        norms = [(s, g) for s, g in norms if g is not None and math.isfinite(g)]
+        largest = 0.0
+        for k, (s, g) in enumerate(norms):
+            if g > 0 and largest > THROUGH_FLOOR * g:
+                pairs[s] = [e for e, ge in norms[:k] if ge > THROUGH_FLOOR * g]
+            largest = max(largest, g)
+    return pairs
+
+
+def measure_through(model: Any, setup: ProbeSetup, meas: Measurements) -> None:
+    """For each pair of `suspicious_pairs`, the part of ∂L/∂z_i that comes through z_j:
+    the vector-Jacobian product of ∂L/∂z_j back to z_i (every path from z_i to z_j, skip
+    connections between them included), over ||∂L/∂z_j||, into `meas.through`. In a plain chain
+    all of z_i's gradient comes through z_j and this is the plain ratio; in a residual network
+    with a layer scale, most of it comes down the skip connection, beside the branch layer j.
+    Measured on the first step's batch again (one forward, then one backward per denominator,
+    each only as far back as its earliest numerator), only where a pair is suspicious: a
+    healthy model pays nothing. Gradient edges taken in the forward hook are the layer's own
+    output even when an in-place activation overwrites the tensor afterwards."""
+    import time
+
+    import torch
+
+    pairs = suspicious_pairs(meas)
+    if not pairs:
+        return
+    wanted = set(pairs) | {i for nums in pairs.values() for i in nums}
+    owners = {s.module for s in meas.sites if s.name in wanted}
+    edge_of = getattr(torch.autograd.graph, "get_gradient_edge", None)  # torch >= 2.2
+    edges: dict[str, Any] = {}
+    calls: dict[str, int] = {}
+
+    def hook(name: str) -> Callable[..., None]:
+        def forward_hook(module: Any, inputs: Any, output: Any) -> None:
+            call = calls.get(name, 0)
+            calls[name] = call + 1
+            site = name if call == 0 else f"{name}#{call}"
+            t = first_tensor(output)
+            if site in wanted and t is not None and t.requires_grad and t.grad_fn is not None:
+                edges[site] = edge_of(t) if edge_of is not None else (t, t._version)
+
+        return forward_hook
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n in owners]
+    try:
+        torch.manual_seed(setup.seed)
+        args, kwargs, raw = setup.make_inputs(0)
+        with autocast_context(setup.device, setup.dtype):
+            output = model(*args, **kwargs)
+        loss = setup.make_loss(output, raw, 0)
+    finally:
+        for h in handles:
+            h.remove()
+    if edge_of is None:  # the tensor itself, unless an in-place operation overwrote it since
+        edges = {s: t for s, (t, version) in edges.items() if t._version == version}
+    # the most suspicious first: a time budget that runs out leaves the mildest unmeasured
+    ratio = {j: max(meas.mean(meas.grad_norm, i) or 0.0 for i in nums) / (meas.mean(meas.grad_norm, j) or 1.0)
+             for j, nums in pairs.items()}
+    dens = sorted((j for j in pairs if j in edges), key=lambda j: -ratio[j])
+    if not dens or not loss.requires_grad:
+        return
+    wide = torch.float64 if loss.dtype == torch.float64 else torch.float32
+    grads = torch.autograd.grad(loss, [edges[j] for j in dens], retain_graph=True, allow_unused=True)
+    keys: list[tuple[str, str]] = []
+    values: list[Any] = []
+    left = 0
+    for k, (j, g) in enumerate(zip(dens, grads)):
+        nums = [i for i in pairs[j] if i in edges]
+        if g is None or not nums:
+            continue
+        if setup.deadline is not None and time.monotonic() >= setup.deadline:
+            left = len(dens) - k
+            break
+        through = torch.autograd.grad([edges[j]], [edges[i] for i in nums], [g], retain_graph=True,
+                                      allow_unused=True)
+        g_norm = torch.linalg.vector_norm(g, dtype=wide)
+        for i, v in zip(nums, through):
+            keys.append((j, i))
+            # None: z_j does not depend on z_i at all, nothing of z_i's gradient comes through it
+            values.append(torch.zeros((), dtype=wide, device=g.device) if v is None
+                          else torch.linalg.vector_norm(v, dtype=wide) / g_norm)
+    del loss, output, grads
+    for (j, i), v in zip(keys, torch.stack(values).cpu().tolist() if values else []):
+        if math.isfinite(v):
+            meas.through.setdefault(j, {})[i] = v
+    if left:
+        meas.notes.append(f"time budget spent: the gains into {left} layer(s) were not measured through the chain "
+                          "(a residual branch may read as exploding)")
 
 
 def _without_gradient(meas: Measurements, names: list[str]) -> list[str]:
