@@ -18,10 +18,16 @@ class MeasuredExplodingGradient(ProbeRule):
     """
     ## What it does
     Reported by `gradlint probe` when a measured chain (see GL701 for the definition) amplifies
-    its gradient by more than `exploding-threshold` over its worst sub-chain: the largest
-    ||∂L/∂z_i|| / ||∂L/∂z_j|| over every pair of layers i before j, so that a stack exploding
-    over its hidden layers is not diluted by a head at its end; or when the loss at
-    initialisation is already ≥ 1e5. A layer whose gradient is exactly zero is never a
+    its gradient by more than `exploding-threshold` over its worst sub-chain: the largest gain
+    over every pair of layers i before j, so that a stack exploding over its hidden layers is
+    not diluted by a head at its end; or when the loss at initialisation is already ≥ 1e5.
+    The gain of a pair is the gradient through the chain: the part of ∂L/∂z_i that comes
+    through z_j (every path between them, skip connections included) over ||∂L/∂z_j||. In a
+    plain chain that is ||∂L/∂z_i|| / ||∂L/∂z_j||; in a residual network most of z_i's gradient
+    comes down the skip connection, beside a branch layer whose own gradient a small layer
+    scale (ConvNeXt, ResMLP, CaiT) shrinks by design, and that plain ratio is no gain at all.
+    The probe measures it through the chain (once more, on the first batch) for every pair
+    whose plain ratio exceeds 10. A layer whose gradient is exactly zero is never a
     denominator (that is GL701 or GL707, not an infinite gain). It fires only where the
     static pass did not predict an exploding gradient for those modules.
 
