@@ -103,3 +103,24 @@ def test_initializers_naming_one_external_region_read_it_once(tmp_path: Path, mo
     result = check_paths([str(tmp_path / "m.onnx")], Config(root=str(tmp_path), select=("GL501",)), use_cache=False, jobs=1)
     assert len(reads) == 1
     assert len(result.findings) == 30 and all("3 NaN" in f.message for f in result.findings)
+
+
+def test_gl502_blames_the_corrupted_layers_not_the_healthy_one_between_them():
+    """Three convolutions of one shape, the first and the last corrupted (100x): the healthy one
+    between them has two neighbours that agree against it, theirs disagree. The model's other
+    convolutions (std × √fan-in) say which are off."""
+    model = gen.resnet_like(blocks=3, ch=8, seed=3)
+    group = [t.name for t in model.graph.initializer if tuple(t.dims) == (16, 16, 3, 3)]
+    assert group == ["layer.1.conv2.weight", "layer.2.conv1.weight", "layer.2.conv2.weight"]
+    rng = np.random.default_rng(7)
+    for name in (group[0], group[2]):
+        _set(model, name, rng.uniform(-1, 1, (16, 16, 3, 3)) / np.sqrt(16 * 9) * 100)
+    found = _findings(model, "GL502")
+    assert sorted(f.data_dict["layer"] for f in found) == ["layer.1.conv2", "layer.2.conv2"]
+    for f in found:
+        assert "larger" in f.message and "'layer.2.conv1'" in f.message and 80 < f.data_dict["ratio"] < 125
+    # The other way round (one corrupted between two healthy ones) is still the one blamed.
+    model = gen.resnet_like(blocks=3, ch=8, seed=3)
+    _set(model, group[1], rng.uniform(-1, 1, (16, 16, 3, 3)) / np.sqrt(16 * 9) * 100)
+    (f,) = _findings(model, "GL502")
+    assert f.data_dict["layer"] == "layer.2.conv1" and "its 2 neighbours" in f.message

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 from typing import Iterator
 
 from gradlint.findings import Finding, Severity
@@ -43,6 +45,10 @@ class WeightScaleOutlierRule(Rule):
     at a custom init. Its activations and gradients are off by the same factor.
 
     Two layers alone cannot say which of them is off, so at least two neighbours must agree.
+    Neither can three when two of them are off alike: a healthy layer between two corrupted
+    ones has two neighbours that agree against it. When the layer matches the model's other
+    layers of its role (std × √fan-in, within 10× of their median, all shapes, at least five
+    layers) and its neighbours do not, the neighbours are the ones reported.
     Zero tensors (deliberately zero-initialised layers) are left to the init rules.
 
     ## Example
@@ -76,6 +82,8 @@ class WeightScaleOutlierRule(Rule):
             if w.role in ("other", "bias") or not w.std or w.nonfinite:
                 continue
             groups.setdefault((w.role, w.shape), []).append(w)
+        reference = _role_scales(groups)
+        reported: set[str] = set()
         for (role, shape), layers in sorted(groups.items(), key=lambda kv: kv[1][0].order):
             layers.sort(key=lambda w: w.order)
             for k, w in enumerate(layers):
@@ -83,14 +91,62 @@ class WeightScaleOutlierRule(Rule):
                 if len(near) < 2:
                     continue
                 ratios = [w.std / n.std for n in near]
-                if all(r >= RATIO for r in ratios) or all(r <= 1 / RATIO for r in ratios):
-                    ref = sorted(n.std for n in near)[len(near) // 2]
-                    factor = w.std / ref
-                    how = f"{factor:.3g}× larger than" if factor > 1 else f"{1 / factor:.3g}× smaller than"
-                    yield ctx.finding(
-                        f"weight {w.name!r} of layer {w.layer or w.name!r} has std {w.std:.3g}, {how} its "
-                        f"{len(near)} neighbours of the same role and shape ({role} {list(shape)}, std ≈ {ref:.3g})",
-                        node=w.node,
-                        data={"tensor": w.name, "layer": w.layer, "std": w.std, "neighbour_std": ref,
-                              "ratio": factor, "role": role, "shape": list(shape)},
-                    )
+                if not (all(r >= RATIO for r in ratios) or all(r <= 1 / RATIO for r in ratios)):
+                    continue
+                ref = reference.get(role)
+                if ref is not None and _off(w, ref) < 1 and all(_off(n, ref) >= 1 for n in near):
+                    # The neighbours agree against a layer that matches the model's other layers of
+                    # its role: they are the ones off (a healthy layer between two corrupted ones).
+                    for n in near:
+                        if n.name not in reported:
+                            reported.add(n.name)
+                            yield self._finding(ctx, n, [w], role, shape, "its neighbour", matches=True)
+                elif w.name not in reported:
+                    reported.add(w.name)
+                    yield self._finding(ctx, w, near, role, shape, f"its {len(near)} neighbours")
+
+    def _finding(self, ctx: RuleContext, w, near: list, role: str, shape: tuple, whom: str,
+                 matches: bool = False) -> Finding:
+        ref = sorted(n.std for n in near)[len(near) // 2]
+        factor = w.std / ref
+        how = f"{factor:.3g}× larger than" if factor > 1 else f"{1 / factor:.3g}× smaller than"
+        which = f" {near[0].layer or near[0].name!r}" if matches else ""
+        also = (f", whose scale (std × √fan-in) the model's other {role} layers share" if matches else "")
+        return ctx.finding(
+            f"weight {w.name!r} of layer {w.layer or w.name!r} has std {w.std:.3g}, {how} {whom}{which} of the "
+            f"same role and shape ({role} {list(shape)}, std ≈ {ref:.3g}){also}",
+            node=w.node,
+            data={"tensor": w.name, "layer": w.layer, "std": w.std, "neighbour_std": ref,
+                  "ratio": factor, "role": role, "shape": list(shape)},
+        )
+
+
+# A role's reference scale needs this many layers, so that a few corrupted ones stay a minority.
+MIN_REFERENCE = 5
+
+
+def _scale(w) -> float:
+    """log10 of std × √fan-in: what an initialisation keeps alike across the shapes of one role
+    (a convolution's fan-in is its input channels times its kernel; a matrix, whose orientation
+    the graph does not say, takes the geometric mean of its two sides)."""
+    shape = w.shape
+    if len(shape) > 2:
+        fan = math.prod(shape[1:])
+    elif len(shape) == 2:
+        fan = math.sqrt(shape[0] * shape[1])
+    else:
+        fan = max(1, math.prod(shape))
+    return math.log10(w.std * math.sqrt(fan))
+
+
+def _role_scales(groups: dict[tuple, list]) -> dict[str, float]:
+    """Per role, the median scale of every layer of that role in the model, all shapes."""
+    by_role: dict[str, list[float]] = {}
+    for (role, _), layers in groups.items():
+        by_role.setdefault(role, []).extend(_scale(w) for w in layers)
+    return {role: statistics.median(v) for role, v in by_role.items() if len(v) >= MIN_REFERENCE}
+
+
+def _off(w, reference: float) -> float:
+    """How many decades the layer's scale is from its role's reference."""
+    return abs(_scale(w) - reference)
