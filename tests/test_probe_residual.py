@@ -135,6 +135,15 @@ RESMLP = """
         def forward(self, x):
             x = self.stem(x).flatten(2).transpose(1, 2)
             return self.head(self.norm(self.blocks(x)).mean(1))
+
+
+    def exploding():
+        # layer scale 0.1 cannot hold branches initialised 4x too large: the stream explodes
+        model = ResMLP(depth=12, ls=0.1)
+        for block in model.blocks:
+            for layer in (block.linear_tokens, block.fc1, block.fc2):
+                nn.init.normal_(layer.weight, std=4.0 / layer.weight.shape[1] ** 0.5)
+        return model
 """
 
 
@@ -144,6 +153,15 @@ def test_layer_scaled_resmlp_stack_is_no_exploding_chain(tmp_path):
     meas = report.measurements
     assert plain_ratio(meas, "stem", "blocks.3.fc1") > 1e3  # the trap
     assert not of(report, "GL702"), [v.finding.message for v in of(report, "GL702")]
+
+
+def test_a_layer_scaled_resmlp_whose_stream_explodes_is_still_found(tmp_path):
+    path = write(tmp_path, RESMLP)
+    report = run(path, "exploding", input_shape=(4, 3, 16, 16))
+    [v] = of(report, "GL702")
+    assert v.measured > 1e3
+    first, last = v.finding.data_dict["modules"][0], v.finding.data_dict["modules"][-1]
+    assert v.measured == pytest.approx(report.measurements.through[last][first])
 
 
 EXPLODING_RESIDUAL = """
