@@ -235,3 +235,22 @@ def test_worst_gain_takes_the_gain_through_the_chain_where_it_was_measured():
     meas.through = {"mlp": {"stream": 5e3, "branch": 1.5}}
     assert meas.worst_gain(sites) == (pytest.approx(5e3), ("stream", "mlp"))
     assert THROUGH_FLOOR <= 10
+
+
+def test_a_measurement_through_the_chain_that_fails_leaves_the_plain_ratios_and_says_so(tmp_path, monkeypatch):
+    import torch
+
+    real_grad = torch.autograd.grad
+
+    def no_second_backward(outputs, inputs, *args, **kwargs):
+        if isinstance(outputs, list):  # the vector-Jacobian products (the loss's gradient is a tensor's)
+            raise RuntimeError("this backward cannot be taken twice")
+        return real_grad(outputs, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", no_second_backward)
+    path = write(tmp_path, CONVNEXT)
+    report = run(path, "ConvNeXt", input_shape=(4, 3, 32, 32))
+    assert report.measurements.through == {}
+    assert any("could not be measured through them (RuntimeError: this backward cannot be taken twice)" in n
+               for n in report.notes)
+    assert of(report, "GL702")  # the plain ratio, as before: reported, not hidden

@@ -514,6 +514,12 @@ def run_steps(model: Any, setup: ProbeSetup, progress: Callable[[int, int], None
             except KeyboardInterrupt:
                 meas.interrupted = "interrupted"
                 meas.notes.append("interrupted while measuring the gains through the chains")
+            except (Exception, SystemExit) as exc:
+                # The steps measured the model; an extra measurement that fails (a backward that
+                # cannot be taken twice, a second forward that differs) leaves the plain ratios.
+                meas.through.clear()
+                meas.notes.append(f"the gains of the chains could not be measured through them "
+                                  f"({type(exc).__name__}: {exc}): a residual branch may read as exploding")
     if rec.active:
         names = list(rec.active)
         fractions = torch.stack([1 - rec.active[n].float().mean() for n in names]).cpu().tolist()
