@@ -107,6 +107,23 @@ def _project(root: Path, files: list[Path]):
     return facts
 
 
+# reason -> Counter of the patterns of its nodes' details (--detail)
+DETAILS: dict = collections.defaultdict(collections.Counter)
+
+
+def _pattern(detail: str) -> str:
+    """A detail without what names one class (argument lists, item places), so that
+    `norm_layer(in_chs, **dd), item 0 of downsample: ...` counts as `norm_layer(...): ...`."""
+    where, _, what = detail.rpartition(": ")
+    code = where.split(", item ")[0].split(", self.")[0]
+    if code.startswith("item "):
+        code = "(an item after a starred argument)"
+    elif code.startswith("self."):
+        code = "(code not kept)"
+    code = re.sub(r"\(.*", "(...)", code)
+    return f"{code}: {what}" if code else what
+
+
 def _statuses(networks, summaries):
     by_name = {n.name: n for n in networks}
     for s in summaries:
@@ -122,6 +139,11 @@ def _statuses(networks, summaries):
         # Every forward path counts: a class is clean only when none of its paths is opaque.
         nodes = [n for p in net.paths for n in walk(p)]
         reasons = tuple(dict.fromkeys(n.what for n in nodes if isinstance(n, Opaque)))
+        for r in reasons:
+            # what each class's first such node says it was (unknown modules: which code built it)
+            detail = next((n.detail for n in nodes if isinstance(n, Opaque) and n.what == r and n.detail), "")
+            if detail:
+                DETAILS[r][_pattern(detail)] += 1
         kinds = tuple(k for k, hit in (("attention", any(isinstance(n, Attention) for n in nodes)),
                                        ("gate", any(isinstance(n, Residual) and n.join == "mul" for n in nodes))) if hit)
         try:
@@ -138,6 +160,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--examples", action="store_true", help="print one class per reason")
     ap.add_argument("--inline", action="store_true", help="with the blocks of other files inlined (minutes)")
+    ap.add_argument("--detail", nargs="*", default=["unknown module"], metavar="REASON",
+                    help="reasons whose details (what the value was, which code built it) to break down")
     args = ap.parse_args()
     root = Path(args.root)
     files: list[Path] = []
@@ -194,6 +218,11 @@ def main() -> None:
     for reason, count in reasons.most_common(args.top):
         tail = f"   e.g. {example[reason]}" if args.examples else ""
         print(f"  {count:5d}  {reason}{tail}")
+    for reason in args.detail:
+        if DETAILS.get(reason):
+            print(f"{reason!r} by what it was (classes):")
+            for pattern, count in DETAILS[reason].most_common(args.top):
+                print(f"  {count:5d}  {pattern}")
 
 
 if __name__ == "__main__":

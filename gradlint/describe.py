@@ -210,7 +210,8 @@ def _node(n: Node, seq: tuple, i: int) -> dict:
         drop = {"dropout": n.dropout, "p": n.p} if n.dropout else {}
         return {"kind": "passthrough", **base, "what": n.what, **drop}
     assert isinstance(n, Opaque)
-    return {"kind": "opaque", **base, "reason": n.what or "not understood"}
+    reason = n.what or "not understood"
+    return {"kind": "opaque", **base, "reason": f"{reason} ({n.detail})" if n.detail else reason}
 
 
 def _chain(chain) -> dict:

@@ -200,6 +200,10 @@ class Opaque:
     name: str
     what: str
     origin: Origin = None
+    # For people: what made it, where the front-end knows (the code that built an unknown module,
+    # `norm_layer(in_chs)`). Not part of the node's identity: two paths that differ only in it are
+    # one path, and alike branches still merge.
+    detail: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from gradlint.source.foreign import SUPER_NAMES, _self_names
 from gradlint.source.engine.values import Alt, Ctor, DictVal, HeldTensor, Instance, ListVal, PathVal, Sym, held_tensor
 from gradlint.source.init_walk import _truth, _Walker
 from gradlint.source.names import bound_names
-from gradlint.source.lowering import NO_CHOICE, drop_p
+from gradlint.source.lowering import NO_CHOICE, _code, drop_p
 from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.values import UNKNOWN
 from gradlint.source.engine.walk import children
@@ -377,7 +377,9 @@ class ForwardInterpreter(_Walker):
         if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self":
             attr = func.attr.value
             if attr in self.inst.attrs:
-                return Opaque(self.prefix + attr, f"self.{attr}: built by code gradlint cannot follow")
+                made = self.inst.unread.get(attr)
+                detail = _code(self.inst.fm or self.fm, made) if made is not None else ""
+                return Opaque(self.prefix + attr, f"self.{attr}: built by code gradlint cannot follow", detail=detail)
             return Opaque(self.prefix + attr, f"self.{attr}: not set in __init__")
         return Opaque("", f"call of {text}" if text else "call of a computed function")
 

@@ -109,10 +109,23 @@ class _InitInterpreter(_Walker):
     def while_stmt(self, stmt: cst.While) -> None:
         """Not followed in __init__: what it builds stays out of the model."""
 
-    def set_attr(self, name: str, value: Any) -> None:
+    def set_attr(self, name: str, value: Any, made_by: cst.BaseExpression | None = None) -> None:
+        """`self.<name> = value`; made_by: the expression it came from, kept (Instance.unread)
+        when its value is not known."""
         self.env["self." + name] = value
         if self.inst is not None:
             self.inst.attrs[name] = value
+            self.inst.unread.pop(name, None)
+            if value is UNKNOWN and made_by is not None:
+                self.inst.unread[name] = made_by
+
+    def assign(self, target: cst.BaseExpression, value: Any, node: cst.BaseExpression | None = None) -> None:
+        if node is not None and type(target) is cst.Attribute and type(target.value) is cst.Name \
+                and target.value.value == "self" and value is UNKNOWN and self.inst is not None:
+            self.assign_target(target, value)
+            self.inst.unread[target.attr.value] = node
+            return
+        self.assign_target(target, value)
 
     def bind_name(self, name: str, value: Any) -> None:
         running = self.fm.running
@@ -277,7 +290,7 @@ class _InitInterpreter(_Walker):
                 value = self.ev(call.args[1].value)
                 if type(owner_expr) is cst.Name and owner_expr.value == "self" and isinstance(key, str):
                     # (a parameter registered as a module is one not known, not a setting)
-                    self.set_attr(key, UNKNOWN if isinstance(value, Sym) else value)
+                    self.set_attr(key, UNKNOWN if isinstance(value, Sym) else value, call.args[1].value)
                 elif isinstance(owner, Ctor) and owner.items is not None:
                     owner.items.append(value)
                     if owner.keys is not None:

@@ -318,14 +318,15 @@ class Lowerer:
         return results, True, ""
 
     # forward
-    def module_nodes(self, value: Any) -> tuple:
-        """The IR nodes of calling a module value on a tensor."""
+    def module_nodes(self, value: Any, where: str = "") -> tuple:
+        """The IR nodes of calling a module value on a tensor; where: the code or the place it
+        was built at, for the opaque node's detail when it is not a module."""
         if isinstance(value, Alt) and not value.splice:
-            return self.alt_nodes(value, self.module_nodes)
+            return self.alt_nodes(value, lambda o: self.module_nodes(o, where))
         if value is None:
             return (Opaque("", "None called as a module"),)
         if not isinstance(value, Ctor):
-            return (Opaque("", "unknown module"),)
+            return (Opaque("", "unknown module", detail=_unknown_detail(value, where)),)
         span = self.span(value)
         path = value.path or ""
         if value.kind == "pass":
@@ -387,7 +388,7 @@ class Lowerer:
             if cls == "Sequential" and value.items is not None:
                 if _sequence_size(value, self._sizes) > MAX_UNFOLDED:
                     return (Opaque(path, _TOO_LARGE, span),)
-                return self.sequence_nodes(value.items)
+                return self.sequence_nodes(value.items, lambda i: self._item_source(value, i))
             return (Opaque(path, f"nn.{cls} called as a layer: not modelled", span),)
         if value.kind == "local" and value.instance is not None:
             if self.depth >= MAX_DEPTH:
@@ -489,14 +490,33 @@ class Lowerer:
             out.append((ops, "*" if type(tensor) is ParamLoop else tensor, spec))
         return tuple(out)
 
-    def sequence_nodes(self, items: list) -> tuple:
+    def sequence_nodes(self, items: list, source=None) -> tuple:
+        """The nodes of running `items` in order; source(i): where item i was built (the opaque
+        node's detail), called only for an item that is not a module."""
         out: list = []
-        for item in items:
+        for i, item in enumerate(items):
             if isinstance(item, Alt) and item.splice:
                 out.extend(self.alt_nodes(item, lambda o: self.sequence_nodes(o.items)))
-            else:
+            elif isinstance(item, (Ctor, Alt)) or item is None or source is None:
                 out.extend(self.module_nodes(item))
+            else:
+                out.extend(self.module_nodes(item, source(i)))
         return tuple(out)
+
+    def _item_source(self, seq: Ctor, i: int) -> str:
+        """Where item i of an `nn.Sequential(...)` call came from: the argument's code when the
+        arguments before it are one item each, the starred argument when it is the only one."""
+        args = [a for a in seq.node.args if a.keyword is None] if type(seq.node) is cst.Call else []
+        where = f"item {i} of {seq.path}" if seq.path else f"item {i}"
+        if i < len(args) and not any(a.star for a in args[:i + 1]):
+            return f"{_code(self.fm, args[i].value)}, {where}"
+        if len(args) == 1 and args[0].star == "*":
+            return f"from *{_code(self.fm, args[0].value)}, {where}"
+        return where
+
+    def _member_source(self, inst: Instance, key: str) -> str:
+        made = inst.unread.get(key)
+        return f"{_code(inst.fm or self.fm, made)}, self.{key}" if made is not None else f"self.{key}"
 
     def forward(self, inst: Instance, prefix: str, seeds: tuple = ()) -> tuple[tuple, bool]:
         fm = inst.fm or self.fm
@@ -512,7 +532,9 @@ class Lowerer:
             if isinstance(inst.attrs.get("__torch__"), Ctor):
                 return dict(seeds).get(0, ()) + self.module_nodes(inst.attrs["__torch__"]), True  # the torch layer's forward
             if inst.cls.sequential:
-                return dict(seeds).get(0, ()) + self.sequence_nodes(_sequential_members(inst.attrs)), True
+                members = _sequential_members(inst.attrs)
+                nodes = self.sequence_nodes([v for _k, v in members], lambda i: self._member_source(inst, members[i][0]))
+                return dict(seeds).get(0, ()) + nodes, True
             self.note = self.note or f"{inst.cls.name} has no forward"
             return (), False
         from gradlint.source.forward import ForwardInterpreter  # it builds on this module's values
@@ -575,16 +597,36 @@ def _sequential_members(attrs: dict) -> list:
     `self.out_channels = out_channels`); a value not known (`self.add_module('act', act_layer())`
     with act_layer not known, or a parameter `add_module`d: init_walk) may be one, and stands as an
     opaque module in its place."""
-    numbered = sorted((int(k), v) for k, v in attrs.items() if k.isdigit())
+    numbered = sorted((int(k), k, v) for k, v in attrs.items() if k.isdigit())
     named = []
     for k, v in attrs.items():
         if k.isdigit() or k.startswith("__"):
             continue
         if isinstance(v, Alt) or isinstance(v, Ctor) and v.kind != "config":
-            named.append(v)
+            named.append((k, v))
         elif v is UNKNOWN:
-            named.append(UNKNOWN)
-    return [v for _k, v in numbered] + named
+            named.append((k, UNKNOWN))
+    return [(k, v) for _n, k, v in numbered] + named
+
+
+def _code(fm: Any, node: cst.CSTNode, limit: int = 60) -> str:
+    """A node's code on one line, cut at `limit` characters (for people)."""
+    try:
+        text = " ".join(fm.src.code(node).split())
+    except Exception:  # noqa: BLE001 - a detail for people; a node of another module has no code here
+        return "?"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _unknown_detail(value: Any, where: str) -> str:
+    """What a value called as a module was, and where it was built."""
+    if value is UNKNOWN:
+        what = "a value gradlint cannot follow"
+    elif isinstance(value, Sym):
+        what = f"known only as {value.text}"
+    else:
+        what = f"a {type(value).__name__}"
+    return f"{where}: {what}" if where else what
 
 
 def _keyable(seeds: tuple) -> bool:

@@ -322,6 +322,10 @@ class Instance:
     # A config object was bound to a parameter of its __init__ (models' factories: a model built
     # with a config made by a call differs from its class's own network)
     configured: bool = False
+    # attribute -> the expression __init__ set it from whose value it could not follow
+    # (`self.act = act_layer()`, `self.add_module('conv1', layer_fn(...))`): said in the opaque
+    # node of calling it, for people
+    unread: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -1,0 +1,70 @@
+"""Modules __init__ builds with code the source front-end cannot follow: the opaque node says which
+code built them (for people and bench/coverage.py), and code it can follow is modelled."""
+
+from __future__ import annotations
+
+from gradlint.model.ir import Opaque, Param, walk
+from gradlint.source import models, parse
+
+
+def lower(source: str, path: str = "m.py"):
+    networks, _summaries = models.extract(parse(path, source))
+    return {n.name: n for n in networks}
+
+
+def opaque(net) -> list[Opaque]:
+    return [n for p in net.paths for n in walk(p) if isinstance(n, Opaque)]
+
+
+FACTORY_PARAMETER = """
+import torch.nn as nn
+
+class Stage(nn.Module):
+    def __init__(self, dim, norm_layer, act_layer):
+        super().__init__()
+        self.down = nn.Sequential(nn.Conv2d(dim, dim, 3), norm_layer(dim))
+        self.act = act_layer()
+
+    def forward(self, x):
+        return self.act(self.down(x))
+
+class Stem(nn.Sequential):
+    def __init__(self, dim, act_layer):
+        super().__init__()
+        self.add_module("conv", nn.Conv2d(3, dim, 3))
+        self.add_module("act", act_layer())
+"""
+
+
+def test_opaque_module_names_the_code_that_built_it():
+    nets = lower(FACTORY_PARAMETER)
+    found = {(n.what, n.detail) for n in opaque(nets["Stage"])}
+    # a parameter with no default, called: what the caller passes is not known here
+    assert ("unknown module", "norm_layer(dim), item 1 of down: a value gradlint cannot follow") in found
+    assert ("self.act: built by code gradlint cannot follow", "act_layer()") in found
+    stem = {(n.what, n.detail) for n in opaque(nets["Stem"])}
+    assert stem == {("unknown module", "act_layer(), self.act: a value gradlint cannot follow")}
+
+
+def test_detail_is_not_part_of_a_node_identity():
+    # Two paths that differ only in what an opaque node says are one path (no more paths, the
+    # same merging of branches as before the detail was kept).
+    assert Opaque("a", "unknown module", detail="x()") == Opaque("a", "unknown module", detail="y()")
+    assert hash(Opaque("a", "unknown module", detail="x()")) == hash(Opaque("a", "unknown module"))
+
+
+def test_attribute_set_again_forgets_the_code_that_built_it_before():
+    src = """
+import torch.nn as nn
+
+class Block(nn.Module):
+    def __init__(self, dim, act_layer, gate_layer):
+        super().__init__()
+        self.act = act_layer()
+        self.act = gate_layer(dim)
+
+    def forward(self, x):
+        return self.act(x)
+"""
+    (node,) = opaque(lower(src)["Block"])
+    assert node.detail == "gate_layer(dim)"
