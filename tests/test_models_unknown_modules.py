@@ -68,3 +68,69 @@ class Block(nn.Module):
 """
     (node,) = opaque(lower(src)["Block"])
     assert node.detail == "gate_layer(dim)"
+
+
+FORWARDED_KEYWORDS = """
+from dataclasses import dataclass
+from typing import Callable, Optional
+import torch.nn as nn
+
+class ConvAct(nn.Module):
+    def __init__(self, cin, cout, k=1, apply_act=True, act=nn.ReLU):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k)
+        self.act = act() if apply_act else nn.Identity()
+
+    def forward(self, x):
+        return self.act(self.conv(x))
+
+@dataclass
+class LayerFn:
+    conv_act: Callable = ConvAct
+    attn: Optional[Callable] = None
+
+class Down(nn.Module):
+    def __init__(self, cin, cout, apply_act=False, layers: Optional[LayerFn] = None, act=nn.Tanh):
+        super().__init__()
+        layers = layers or LayerFn()
+        self.conv = layers.conv_act(cin, cout, 1, apply_act=apply_act, act=act)
+
+    def forward(self, x):
+        return self.conv(x)
+
+def make_shortcut(cin, cout, layers, **kwargs):
+    return Down(cin, cout, **kwargs)
+
+class Block(nn.Module):
+    def __init__(self, cin=8, cout=16, layers: LayerFn = None, **kwargs):
+        super().__init__()
+        layers = layers or LayerFn()
+        self.shortcut = make_shortcut(cin, cout, layers=layers, apply_act=True)
+        self.other = make_shortcut(cin, cout, layers=layers, **kwargs)
+
+    def forward(self, x):
+        return self.shortcut(x) + self.other(x)
+"""
+
+
+def test_keywords_a_function_forwards_are_exactly_those_it_was_given():
+    # `make_shortcut(..., apply_act=True)` binds its **kwargs to {apply_act: True}, as Python
+    # does; `Down(cin, cout, **kwargs)` then leaves `layers` and `act` at their defaults, so the
+    # LayerFn default factory builds the layer (timm byobnet's create_shortcut -> DownsampleAvg).
+    nets = lower(FORWARDED_KEYWORDS)
+    paths = nets["Block"].paths
+    nodes = [n for p in paths for n in walk(p)]
+    conv = [n for n in nodes if isinstance(n, Param) and n.name == "shortcut.conv.conv"]
+    assert conv and conv[0].fan_in == 8 and conv[0].fan_out == 16
+    acts = {n.name: n.fn for n in nodes if type(n).__name__ == "Activation"}
+    assert acts.get("shortcut.conv.act") == "tanh"  # the default `act` of Down, apply_act=True given
+
+
+def test_keywords_of_a_class_modelled_alone_stay_unknown():
+    # The class's own **kwargs may hold anything its callers pass (here `layers` or `act`): what
+    # `make_shortcut(..., **kwargs)` builds with them stays opaque.
+    nets = lower(FORWARDED_KEYWORDS)
+    nodes = [n for p in nets["Block"].paths for n in walk(p)]
+    assert not any(isinstance(n, Param) and n.name.startswith("other.") for n in nodes)
+    assert any(isinstance(n, Opaque) for n in nodes)
+

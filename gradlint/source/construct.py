@@ -488,8 +488,12 @@ class ConstructCalls:
         params = list(fn.params.params)
         if bound_self and params:
             params = params[1:]
+        # A call binds the function's `*args`/`**kwargs` to what is left of its arguments, as
+        # Python does, when they are all known (`create_shortcut(..., apply_act=False, **dd)` ->
+        # `DownsampleAvg(..., **kwargs)` leaves DownsampleAvg's other parameters at their
+        # defaults); a splat of the caller's own unknown `**kwargs` leaves them open.
         self._bind_params(params, fn.params, call, env, scope, bound=bound,
-                          exact=self.exact_calls and (call is not None or bound is not None))
+                          exact=call is not None or bound is not None)
         self.depth += 1
         running, self.running = self.running, fn
         try:
@@ -659,7 +663,9 @@ class ConstructCalls:
         if init is not None:
             params = list(init.params.params)[1:]
             self._bind_params(params, init.params, call, env, scope, bound=bound,
-                              exact=not info.is_module or (self.exact_calls and (call is not None or bound is not None)))
+                              # (as _call_function's; a class lowered on its own, with no
+                              # call, keeps its splats open)
+                              exact=not info.is_module or call is not None or bound is not None)
             inst.configured = any(type(v) is Ctor and v.kind == "config" for v in scope.values())
             interp = _InitInterpreter(self, scope, inst)
             running, self.running = self.running, init

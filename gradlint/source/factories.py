@@ -5,9 +5,10 @@ variable, and so is an `nn.Sequential` a function returns or the module binds. S
 entry point returns: a function callable with no arguments (`vgg16(*, weights=None, **kwargs)`)
 that builds a model class of the file, directly or through other functions of the file
 (`_vgg("D", False, weights, **kwargs)` -> `VGG(make_layers(cfgs[cfg]), **kwargs)`), run as a user
-calls it: its defaults, empty `*args`/`**kwargs`, and the calls it makes binding their splats to
-what is left of their known arguments (`FileModel.exact_calls`). So, last, is each part of a
-module without forward, as the module builds it (`MLPActorCritic.v`: `container_parts`).
+calls it: its defaults, empty `*args`/`**kwargs` (and the calls it makes bind their splats to
+what is left of their known arguments, as every call with known arguments does). So, last, is
+each part of a module without forward, as the module builds it (`MLPActorCritic.v`:
+`container_parts`).
 
 A model class's own network is built with its parameters' defaults (models.extract); built with a
 config made by a call, the same class may be much deeper, which only its builder says. Such a
@@ -279,7 +280,7 @@ def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network
             # an entry called as a user calls it, with no arguments: `**kwargs` is empty
             fm._bind_params(list(fn.params.params), fn.params, None, {}, scope, exact=entry)
             interp = _InitInterpreter(fm, scope, None)
-            fm.running, fm.exact_calls, fm.configs_to_externs = fn, entry, True
+            fm.running, fm.configs_to_externs = fn, True
             fm.decisions = {} if entry else None
             interp.block(fn.body)
             if entry and not _as_built(fm, fn, fm.decisions, set()):
@@ -287,7 +288,7 @@ def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network
         except (Exhausted, RecursionError):
             continue
         finally:
-            fm.running, fm.exact_calls, fm.decisions, fm.configs_to_externs = None, False, None, False
+            fm.running, fm.decisions, fm.configs_to_externs = None, None, False
         if fm.cuts == cuts:
             # lowered now, each with its own piece of the file's budget: the first networks of a
             # file with hundreds of factories are kept when its total runs out

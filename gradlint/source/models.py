@@ -69,10 +69,6 @@ class FileModel(ConstructionEval, ConfigObjects, ConstructCalls):
         self.meter = Meter()
         self.cuts = 0  # instances whose __init__ a budget cut short
         self.spent_forwards: set[str] = set()  # classes whose forward a factory's budget cut short
-        # Calls bind `*args`/`**kwargs` to what is left of their known arguments, as Python does:
-        # set while a factory is run as a user calls it (factories.py); elsewhere a class is also
-        # lowered with no call, and its splats stay open
-        self.exact_calls = False
         # id(if statement) -> its truth (None: undecided) while a factory runs (factories.py)
         self.decisions: dict[int, bool | None] | None = None
         # The tests of the undecided `if`s the init walk is inside: an initialisation made there
