@@ -134,3 +134,65 @@ def test_keywords_of_a_class_modelled_alone_stay_unknown():
     assert not any(isinstance(n, Param) and n.name.startswith("other.") for n in nodes)
     assert any(isinstance(n, Opaque) for n in nodes)
 
+
+def test_list_of_modules_bound_anew_on_a_branch_is_one_of_the_two_runs():
+    # torchvision maxvit's MBConv: `proj = [conv]; if stride == 2: proj = [pool] + proj`
+    src = """
+import torch.nn as nn
+
+class Down(nn.Module):
+    def __init__(self, cin=8, cout=16, stride=1):
+        super().__init__()
+        proj = [nn.Conv2d(cin, cout, 1)]
+        if stride == 2:
+            proj = [nn.AvgPool2d(3, stride, 1)] + proj
+        self.proj = nn.Sequential(*proj)
+
+    def forward(self, x):
+        return self.proj(x)
+"""
+    net = lower(src.replace("cin=8, cout=16, stride=1", "stride, cin=8, cout=16"))["Down"]  # both runs
+    runs = sorted(tuple(type(n).__name__ for n in walk(p)) for p in net.paths)
+    assert runs == [("Param",), ("Passthrough", "Param")]
+    assert not opaque(net)
+    net = lower(src)["Down"]  # the default decides it
+    assert [tuple(type(n).__name__ for n in walk(p)) for p in net.paths] == [("Param",)]
+
+
+def test_list_bound_anew_to_something_else_stays_unknown():
+    src = """
+import torch.nn as nn
+
+class Down(nn.Module):
+    def __init__(self, cin, cout, stride, extra):
+        super().__init__()
+        proj = [nn.Conv2d(cin, cout, 1)]
+        if stride == 2:
+            proj = extra + proj
+        self.proj = nn.Sequential(*proj)
+
+    def forward(self, x):
+        return self.proj(x)
+"""
+    assert any(n.what == "unknown module" for n in opaque(lower(src)["Down"]))
+
+
+def test_sequential_member_of_a_name_not_known_is_not_dropped():
+    # timm byobnet's Stem: `self.add_module(f'conv{i + 1}', layer_fn(...))` in a loop whose length
+    # is not known here: the members are not known, never just the ones named by constants
+    src = """
+import torch.nn as nn
+
+class Stem(nn.Sequential):
+    def __init__(self, chs):
+        super().__init__()
+        prev = 3
+        for i, ch in enumerate(chs):
+            self.add_module(f'conv{i + 1}', nn.Conv2d(prev, ch, 3))
+            prev = ch
+        self.add_module('pool', nn.MaxPool2d(2))
+"""
+    nodes = [n for p in lower(src)["Stem"].paths for n in walk(p)]
+    assert any(isinstance(n, Opaque) and n.what == "unknown module" for n in nodes)
+    known = lower(src.replace("def __init__(self, chs)", "def __init__(self, chs=(8, 16))"))["Stem"]
+    assert [type(n).__name__ for p in known.paths for n in walk(p)] == ["Param", "Param", "Passthrough"]

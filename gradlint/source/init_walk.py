@@ -291,6 +291,13 @@ class _InitInterpreter(_Walker):
                 if type(owner_expr) is cst.Name and owner_expr.value == "self" and isinstance(key, str):
                     # (a parameter registered as a module is one not known, not a setting)
                     self.set_attr(key, UNKNOWN if isinstance(value, Sym) else value, call.args[1].value)
+                elif (type(owner_expr) is cst.Name and owner_expr.value == "self" and self.inst is not None
+                      and self.inst.cls.sequential):
+                    # a member of a name not known (`self.add_module(f'conv{i}', ...)` in a loop of
+                    # unknown length): nn.Sequential runs it somewhere, so the members are not
+                    # known; an unknown one stands for it (lowering._sequential_members)
+                    name = "<" + " ".join(self.fm.src.code(call.args[0].value).split())[:40] + ">"
+                    self.set_attr(name, UNKNOWN, call.args[1].value)
                 elif isinstance(owner, Ctor) and owner.items is not None:
                     owner.items.append(value)
                     if owner.keys is not None:
@@ -868,6 +875,10 @@ def _merge_values(key: Any, before: dict, a: dict, b: dict, keep_one) -> dict:
                 out[k] = UNKNOWN
         elif _module_like(va) and _module_like(vb):
             out[k] = _alt(key, (va, vb))
+        elif _module_run(key, va) and _module_run(key, vb):
+            # a list of modules bound anew on a branch (`proj = [pool] + proj`): one of the two
+            # runs, spliced where the list is (as appends on branches are: _merge_items)
+            out[k] = ListVal([Alt(key, (ListVal(list(va.items)), ListVal(list(vb.items))), splice=True)])
         elif type(va) is type(vb) and isinstance(va, (int, float, str, bool)) and va == vb:
             out[k] = va
         elif isinstance(va, DictVal) and isinstance(vb, DictVal) and not va.table and not vb.table:
@@ -878,6 +889,14 @@ def _merge_values(key: Any, before: dict, a: dict, b: dict, keep_one) -> dict:
         else:
             out[k] = UNKNOWN
     return out
+
+
+def _module_run(key: Any, v: Any) -> bool:
+    """A list of modules (or of runs of them) as a branch left it: not one whose items the merge of
+    this `if` already made (a list both branches share, appended to on one: _merge_items)."""
+    return isinstance(v, ListVal) and all(
+        isinstance(i, Ctor) or isinstance(i, Alt) and i.key is not key and (i.splice or all(isinstance(o, Ctor) for o in i.options))
+        for i in v.items)
 
 
 def _snapshot(env: dict) -> dict:
