@@ -115,12 +115,11 @@ def _pattern(detail: str) -> str:
     """A detail without what names one class (argument lists, item places), so that
     `norm_layer(in_chs, **dd), item 0 of downsample: ...` counts as `norm_layer(...): ...`."""
     where, _, what = detail.rpartition(": ")
-    code = where.split(", item ")[0].split(", self.")[0]
+    code = re.sub(r"\(.*", "(...)", where.split(", item ")[0].split(", self.")[0])
     if code.startswith("item "):
         code = "(an item after a starred argument)"
     elif code.startswith("self."):
         code = "(code not kept)"
-    code = re.sub(r"\(.*", "(...)", code)
     return f"{code}: {what}" if code else what
 
 
