@@ -196,3 +196,23 @@ class Stem(nn.Sequential):
     assert any(isinstance(n, Opaque) and n.what == "unknown module" for n in nodes)
     known = lower(src.replace("def __init__(self, chs)", "def __init__(self, chs=(8, 16))"))["Stem"]
     assert [type(n).__name__ for p in known.paths for n in walk(p)] == ["Param", "Param", "Passthrough"]
+
+
+def test_calls_in_a_tuple_statement_run_as_statements():
+    # DenseNet's layers end each `self.add_module(...)` with a comma: a tuple of one call
+    src = """
+import torch.nn as nn
+
+class Layer(nn.Module):
+    def __init__(self, cin=8, growth=16):
+        super().__init__()
+        self.add_module('norm1', nn.BatchNorm2d(cin)),
+        self.add_module('conv1', nn.Conv2d(cin, growth, 1)),
+        self.add_module('act', nn.ReLU()), self.add_module('conv2', nn.Conv2d(growth, growth, 3))
+
+    def forward(self, x):
+        return self.conv2(self.act(self.conv1(self.norm1(x))))
+"""
+    net = lower(src)["Layer"]
+    assert not opaque(net)
+    assert [type(n).__name__ for p in net.paths for n in walk(p)] == ["Norm", "Param", "Activation", "Param"]

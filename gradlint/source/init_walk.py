@@ -220,6 +220,12 @@ class _InitInterpreter(_Walker):
     def expr_stmt(self, small: cst.Expr) -> None:
         if type(small.value) is cst.Call:
             self.call_stmt(small.value)
+        elif type(small.value) is cst.Tuple:
+            # `self.add_module('conv1', conv),` (timm and torchvision DenseNet's layers): a trailing
+            # comma makes a tuple whose calls run in order, each as a statement of its own would
+            for el in small.value.elements:
+                if type(el.value) is cst.Call and type(el) is cst.Element:
+                    self.call_stmt(el.value)
 
     def raise_stmt(self, small: cst.Raise) -> None:
         # A configuration that is refused: a branch that reaches this builds nothing.
