@@ -117,7 +117,7 @@ def _pattern(detail: str) -> str:
     where, _, what = detail.rpartition(": ")
     code = re.sub(r"\(.*", "(...)", where.split(", item ")[0].split(", self.")[0])
     if code.startswith("item "):
-        code = "(an item after a starred argument)"
+        code = "(an item of a container filled by append/add_module: code not kept)"
     elif code.startswith("self."):
         code = "(code not kept)"
     return f"{code}: {what}" if code else what
