@@ -67,6 +67,11 @@ class Param:
     # norms is the same multiple (measured: bench/measure_chains.py). None: not known, and the
     # layer's factor with it.
     signal_ratio: float | None = 1.0
+    # Its output units read the same inputs: False for a conv with one output channel per group
+    # (a depthwise conv), whose units each read a channel of their own and never compute alike.
+    alike: bool = True
+    # `layer.requires_grad_(False)` (or a flag not known) in __init__: it may not train.
+    frozen: bool = False
 
 
 @dataclass(frozen=True)

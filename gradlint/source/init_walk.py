@@ -259,6 +259,12 @@ class _InitInterpreter(_Walker):
         if type(func) is cst.Attribute:
             method = func.attr.value
             owner_expr = func.value
+            if method == "requires_grad_" and dotted(owner_expr) is not None:
+                layer = self.ev(owner_expr)
+                if isinstance(layer, Ctor):
+                    # no argument: trained; False, or a flag not known: it may not be
+                    flag = _arg_value(call, 0, "requires_grad")
+                    layer.frozen = flag is not None and _truth(self.ev(flag)) is not True
             if method in ("append", "extend", "insert", "add_module", "register_module") or method in C.INIT_METHODS or method in _REWRITES or method == "apply":
                 owner = self.ev(owner_expr)
                 if type(owner) is HeldTensor:

@@ -147,6 +147,7 @@ class Lowerer:
         arg = _ArgReader(ctor)
         span = self.span(ctor)
         signal_ratio: float | None = 1.0
+        alike = True
         if op == "linear":
             if ctor.cls == "LazyLinear":
                 fan_in, fan_out = None, _fan(arg.get(0, "out_features"))
@@ -168,6 +169,8 @@ class Lowerer:
             # `groups` is sixth (fifth for a lazy one, which has no `in_channels`)
             groups = arg.get(5 if lazy else 6, "groups", 1, kwargs_hold=False)
             receptive = _receptive(k, kdims)
+            # one output channel per group (depthwise): no two units read the same input
+            alike = not (isinstance(groups, int) and groups > 1 and cout == groups)
             if op.startswith("convtranspose"):
                 fan_in = _mul(_div(cout, groups), receptive)
                 fan_out = _mul(cin, receptive)
@@ -190,7 +193,7 @@ class Lowerer:
             bias_init = InitSpec("none")
         attr = (ctor.path or "").rsplit(".", 1)[-1]
         return Param(name=ctor.path or "", op=op, fan_in=fan_in, fan_out=fan_out, init=init, origin=span,
-                     attr=attr, bias_init=bias_init, signal_ratio=signal_ratio)
+                     attr=attr, bias_init=bias_init, signal_ratio=signal_ratio, alike=alike, frozen=ctor.frozen)
 
     def recurrent(self, ctor: Ctor) -> Recurrent:
         arg = _ArgReader(ctor)

@@ -46,6 +46,24 @@ def _zero(spec) -> bool:
     return spec is not None and spec.scheme == "zeros"
 
 
+_FILTERS = '''\
+import torch.nn as nn
+
+
+class Filters(nn.Module):
+    def __init__(self, c=3):
+        super().__init__()
+        self.blur = nn.Conv2d(c, c, 3, padding=1, groups={groups}, bias=False)
+        self.box = nn.Conv2d(c, c, 3, padding=1, groups={groups}, bias=False)
+        nn.init.constant_(self.blur.weight, 1.0 / 9)
+        nn.init.constant_(self.box.weight, 1.0 / 9)
+        self.{frozen}.requires_grad_(False)
+
+    def forward(self, x):
+        return self.box(self.blur(x))
+'''
+
+
 class DeadInit(Rule):
     """
     ## What it does
@@ -53,7 +71,8 @@ class DeadInit(Rule):
     Linear/Conv weight zeroed by an init loop; a zero weight with no bias (or a zero bias) feeding
     a ReLU-family activation; two constant-initialised layers in a row, the second zero or the
     first with no bias or a constant one (a random bias, torch's default, makes the first's units
-    differ, and training breaks the symmetry).
+    differ, and training breaks the symmetry; so does a depthwise first layer, whose units read a
+    channel each), unless the first is frozen (`requires_grad_(False)`: fixed filters).
 
     ## Why is this bad?
     With W = 0, the gradient reaching the layers below is Wᵀg = 0; a ReLU fed by exact zeros has
@@ -88,6 +107,7 @@ class DeadInit(Rule):
     summary = "Initialisation leaves hidden layers with exactly zero gradient"
     inputs = frozenset({"python"})
     invalid = [
+        Example(_FILTERS.format(groups=1, frozen="box"), note="the second layer frozen, the first trained: its channels stay alike (measured: its change has rank 1 of 3)"),
         Example("import torch\nfrom torch import nn\n\n\nclass Layer(nn.Module):\n    def __init__(self, dim):\n"
                 "        super().__init__()\n        self.fusion = nn.Linear(dim, dim)\n"
                 "        self.res_gate = nn.Sequential(nn.Linear(dim, dim, bias=False), nn.ReLU(),\n"
@@ -176,6 +196,8 @@ class Net(nn.Module):
 """, note="a zero bias keeps the first layer's units alike"),
     ]
     valid = [
+        Example(_FILTERS.format(groups=1, frozen="blur"), note="fixed filters: the first layer does not train"),
+        Example(_FILTERS.format(groups="c", frozen="box"), note="a depthwise first layer: its units read a channel each (measured: the change of its weights has rank 3 of 3)"),
         Example(ZERO_LOOP.replace("nn.init.zeros_(m.weight)", "nn.init.kaiming_normal_(m.weight)"),
                 note="only biases zeroed"),
         Example("""\
@@ -372,10 +394,16 @@ def _stuck_pair(first: Param, second: Param) -> bool:
     training breaks the symmetry. Measured on Linear(16, 16) → tanh → Linear(16, 16), both
     weights 0.5: the first weight's change after 200 SGD steps has rank 10 with the default
     bias, 1 with a zero bias or none; three zero-weight convs with default biases: the first
-    weight's gradient is 0, then 3e-5 after 30 steps, its change of rank 1."""
+    weight's gradient is 0, then 3e-5 after 30 steps, its change of rank 1. A first layer that
+    does not train (`requires_grad_(False)`: fixed filters) has no symmetry to break, and a
+    depthwise one's units each read a channel of their own (measured, a trainable 3-channel
+    depthwise box filter before another: 9 distinct gradient values per channel, all 27 weights
+    apart after 3 steps)."""
+    if first.frozen:
+        return False
     if _zero(second.init):
         return True
-    return first.bias_init is not None and (first.bias_init.scheme == "none" or is_dead(first.bias_init))
+    return first.alike and first.bias_init is not None and (first.bias_init.scheme == "none" or is_dead(first.bias_init))
 
 
 def _next_activation(nodes, i):

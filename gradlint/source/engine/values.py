@@ -218,6 +218,8 @@ class Ctor:
     scoped_inits: list = field(default_factory=list)
     # Why a class of this file is 'unknown': a nesting limit, not a class gradlint cannot see.
     why: str | None = None
+    # `self.conv.requires_grad_(False)` (or a flag not known) in __init__ (ir.Param.frozen)
+    frozen: bool = False
     # A class of another file (kind 'unknown'): (the class as written, its arguments as
     # ir.Extern.args or None), for the placeholder the project index may resolve (model/inline.py).
     extern: tuple | None = None
