@@ -465,3 +465,24 @@ def test_a_module_level_loop_that_trains_or_a_normalised_stack_is_not_run_into_a
         "layers.append(", "    opt.step()\nlayers.append(")
     assert "model" not in lower(trains) or not params(lower(trains)["model"])[:20]
     assert check_source(trains, Config(select=("GL101",))) == []
+
+
+def _gl106(source: str) -> list:
+    return [f for f in check_source(source, Config(select=("GL106",))) if f.code == "GL106"]
+
+
+def test_module_level_transformer_stacks_are_networks():
+    layer = "import torch.nn as nn\n\nlayer = nn.TransformerEncoderLayer(d_model=512, nhead=8)\n"
+    found = _gl106(layer + "encoder = nn.TransformerEncoder(layer, num_layers=24)\n")
+    assert [f.span.line for f in found] == [4] and "24 Post-LN transformer blocks" in found[0].message
+    assert "encoder" in lower(layer + "encoder = nn.TransformerEncoder(layer, num_layers=24)\n")
+    both = _gl106("from torch import nn\n\nmodel = nn.Transformer(d_model=256, nhead=4, num_encoder_layers=6, "
+                  "num_decoder_layers=6)\n")
+    assert len(both) == 1 and "12 Post-LN" in both[0].message
+    assert not _gl106(layer + "encoder = nn.TransformerEncoder(layer, num_layers=6)\n")
+
+
+def test_a_module_level_layer_bound_twice_is_not_known():
+    source = ("import torch.nn as nn\n\nlayer = nn.TransformerEncoderLayer(d_model=512, nhead=8)\nlayer = make()\n"
+              "encoder = nn.TransformerEncoder(layer, num_layers=24)\n")
+    assert not _gl106(source)

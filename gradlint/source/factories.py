@@ -236,7 +236,7 @@ def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network
     """The networks of the file's factories (above); `classes`: the networks of its classes, by
     name, which a factory's network must differ from to be kept."""
     text = fm.src.text
-    sequential = "Sequential" in text
+    sequential = "Sequential" in text or any(word in text for word in _STACK_WORDS)
     if not sequential and not fm.configs and not any(not i.is_module for i in fm.classes.values()) and not (
             fm.functions and any(i.is_module for i in fm.classes.values())):
         return []
@@ -307,6 +307,10 @@ def _keep(out: list[Network], fm: FileModel, name: str, value: Any, where: cst.C
         elif isinstance(value, Ctor) and value.kind == "local" and value.instance is not None and \
                 (value.instance.configured or entry or value.scoped_inits):
             network = _configured(fm, name, value, where, classes.get(value.cls))
+        elif isinstance(value, Ctor) and value.kind == "torch" and value.cls in _STACKS:
+            # `encoder = nn.TransformerEncoder(layer, num_layers=24)` at module level
+            network = Network(name=name, path=fm.src.path, nodes=Lowerer(fm).module_nodes(value),
+                              origin=fm.src.span(where))
         elif _other_files_model(fm, value):
             # a model class of another file built with a config: its IR is that class re-run in
             # its file with the config's values, when the project index inlines the placeholder
@@ -330,12 +334,19 @@ def _other_files_model(fm: FileModel, value: Any) -> bool:
     return fm.configs is not None and fm.configs.is_module_class(value.extern[0], fm.imports.qualify_dotted(value.extern[0]))
 
 
+# torch's stacks of transformer layers, built at module level from a layer bound there
+_STACKS = frozenset({"TransformerEncoder", "TransformerDecoder", "Transformer"})
+_STACK_WORDS = ("TransformerEncoder(", "TransformerDecoder(", "Transformer(")
+
+
 def _module_sequentials(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:
     """`model = nn.Sequential(...)` at module level (its arguments read without the module's
     other bindings, except the lists it unpacks: `nn.Sequential(*layers)` after a loop that builds
-    `layers`, `_layer_lists`)."""
+    `layers`, `_layer_lists`), and torch's transformer stacks (`encoder = nn.TransformerEncoder(
+    layer, num_layers=24)`, with the layer a name bound once at module level to its constructor)."""
     found: list[tuple[str, Any, cst.CSTNode]] = []
     listed = _layer_lists(fm)
+    layers = _stack_layers(fm)
     for stmt in fm.src.module.body:
         if type(stmt) is cst.SimpleStatementLine:
             for small in stmt.body:
@@ -345,11 +356,47 @@ def _module_sequentials(fm: FileModel) -> list[tuple[str, Any, cst.CSTNode]]:
                     if (type(small) is cst.Assign and len(small.targets) == 1 and type(small.targets[0].target) is cst.Name
                             and type(small.value) is cst.Call and mentions(small.value, "Sequential")):
                         value = fm.eval(small.value, listed.get(id(small), {}))
-                        if fm.cuts == cuts:
-                            found.append((small.targets[0].target.value, value, small))
+                    elif (type(small) is cst.Assign and len(small.targets) == 1 and type(small.targets[0].target) is cst.Name
+                            and type(small.value) is cst.Call and _stack_call(fm, small.value)):
+                        value = fm.eval(small.value, layers)
+                    else:
+                        continue
+                    if fm.cuts == cuts:
+                        found.append((small.targets[0].target.value, value, small))
                 except (Exhausted, RecursionError):
                     continue
     return found
+
+
+def _stack_call(fm: FileModel, call: cst.Call) -> bool:
+    return any(q.startswith("torch.nn.") and q.rsplit(".", 1)[-1] in _STACKS for q in fm.imports.qualify(call.func))
+
+
+def _stack_layers(fm: FileModel) -> dict[str, Any]:
+    """Names bound once at module level to a torch transformer layer (`layer =
+    nn.TransformerEncoderLayer(d_model=512, nhead=8)`): what a stack built from them reads."""
+    counts: dict[str, int] = {}
+    calls: dict[str, cst.Call] = {}
+    for stmt in fm.src.module.body:
+        if type(stmt) is not cst.SimpleStatementLine:
+            continue
+        for small in stmt.body:
+            if type(small) is cst.Assign:
+                for t in small.targets:
+                    if type(t.target) is cst.Name:
+                        counts[t.target.value] = counts.get(t.target.value, 0) + 1
+                        if type(small.value) is cst.Call and any(
+                                q in ("torch.nn.TransformerEncoderLayer", "torch.nn.TransformerDecoderLayer")
+                                for q in fm.imports.qualify(small.value.func)):
+                            calls[t.target.value] = small.value
+    out: dict[str, Any] = {}
+    for name, call in calls.items():
+        if counts.get(name) == 1:
+            try:
+                out[name] = fm.eval(call, {})
+            except (Exhausted, RecursionError):
+                continue
+    return out
 
 
 def _unpacked(call: cst.Call) -> set[str]:

@@ -106,6 +106,15 @@ class Encoder(nn.Module):
 """
 
 
+
+_MODULE_LEVEL = """\
+import torch.nn as nn
+
+layer = nn.TransformerEncoderLayer(d_model=512, nhead=8)
+encoder = nn.TransformerEncoder(layer, num_layers=24)
+"""
+
+
 class DeepPostNormTransformer(Rule):
     """
     ## What it does
@@ -155,8 +164,10 @@ class DeepPostNormTransformer(Rule):
     options = {"post-norm-depth": Option(12, positive_int, "smallest Post-LN stack to report")}
     invalid = [Example(LIBRARY_POST_LN), Example(CUSTOM_POST_LN),
                Example(POST_LN_SUBLAYERS, note="BERT's output sublayers, `LayerNorm(dense(h) + x)`, "
-                       "with the attention out of sight (another file, a dispatch table)")]
+                       "with the attention out of sight (another file, a dispatch table)"),
+               Example(_MODULE_LEVEL, note="a stack built at module level from a layer bound there")]
     valid = [
+        Example(_MODULE_LEVEL.replace("nhead=8)", "nhead=8, norm_first=True)"), note="Pre-LN, at module level"),
         Example(LIBRARY_POST_LN.replace("nhead=8)", "nhead=8, norm_first=True)"), note="Pre-LN"),
         Example(LIBRARY_POST_LN.replace("depth=12", "depth=6"), note="shallow"),
         Example(CUSTOM_POST_LN.replace("self.norm1(x + self.attn(x, x, x)[0])", "x + self.attn(self.norm1(x), x, x)[0]")
