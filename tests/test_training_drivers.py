@@ -273,3 +273,64 @@ def test_ignite_ready_made_trainer_of_a_model_without_risk():
 def test_a_create_supervised_trainer_of_another_library_is_no_ignite_trainer():
     text = SUPERVISED.format(where="engine", fn="create_supervised_trainer", more="")
     assert not gl201(text.replace("from ignite.engine import", "from mylib import"))
+
+
+# Accumulation in a function a framework calls per batch. Measured (torch 2.13, ignite 0.5.5,
+# lightning 2.6.6, lr 0, four different batches, k = 4): with the clear at every call and the
+# step under `engine.state.iteration % 4 == 0` (`(batch_idx + 1) % 4 == 0`), the step's gradient
+# is the last micro-batch's exactly (cosine 1.0; norm 0.61 where the accumulated one is 1.74);
+# with a clip at 1.0 at every call, the stepped gradient points along the last micro-batch's
+# (cosine 0.96 / 0.98) and not along the clipped sum (0.49 / 0.41); clipped inside the guard, it
+# is the clipped sum (cosine 1.0).
+ACCUMULATING = IGNITE.replace("""    optimizer.step()
+""", """    if engine.state.iteration % 4 == 0:
+{clip_in}        optimizer.step()
+        optimizer.zero_grad()
+""").replace("    loss.backward()\n", "    loss.backward()\n{clip_out}")
+
+LIGHTNING_ACCUMULATING = LIGHTNING.replace("""        opt.step()
+""", """        if (batch_idx + 1) % 4 == 0:
+{clip_in}            opt.step()
+            opt.zero_grad()
+""").replace("        self.manual_backward(loss)\n", "        self.manual_backward(loss)\n{clip_out}")
+
+
+def select(text: str, code: str) -> list:
+    return [f for f in check_source(text, Config(select=(code,))) if f.code == code]
+
+
+def test_gl208_ignite_clear_at_every_call_and_a_step_every_k():
+    text = ACCUMULATING.format(clear="    optimizer.zero_grad()\n", clip_in="", clip_out="")
+    found = select(text, "GL208")
+    assert [f.span.line for f in found] == [9]
+    assert "only when `engine.state.iteration % 4 == 0`" in found[0].message
+    assert not select(ACCUMULATING.format(clear="", clip_in="", clip_out=""), "GL208")
+
+
+def test_gl208_lightning_manual_clear_at_every_batch_and_a_step_every_k():
+    text = LIGHTNING_ACCUMULATING.format(manual=MANUAL, clear="        opt.zero_grad()\n", clip_in="", clip_out="")
+    found = select(text, "GL208")
+    assert [f.span.line for f in found] == [13]
+    assert not select(LIGHTNING_ACCUMULATING.format(manual=MANUAL, clear="", clip_in="", clip_out=""), "GL208")
+
+
+def test_gl208_an_accumulating_step_function_no_framework_calls_is_read_at_its_loop():
+    # (with no loop and no framework around it, the function's guard is read where it is called)
+    text = ACCUMULATING.format(clear="    optimizer.zero_grad()\n", clip_in="", clip_out="").replace(
+        "trainer = Engine(update)", "")
+    assert not select(text, "GL208")
+
+
+def test_gl206_ignite_clip_at_every_call_and_a_step_every_k():
+    clip = "    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+    found = select(ACCUMULATING.format(clear="", clip_in="", clip_out=clip), "GL206")
+    assert [f.span.line for f in found] == [12]
+    assert not select(ACCUMULATING.format(clear="", clip_in="    " + clip, clip_out=""), "GL206")
+
+
+def test_gl206_lightning_manual_clip_at_every_batch_and_a_step_every_k():
+    clip = "        self.clip_gradients(opt, gradient_clip_val=1.0, gradient_clip_algorithm=\"norm\")\n"
+    text = LIGHTNING_ACCUMULATING.format(manual=MANUAL, clear="", clip_in="", clip_out=clip)
+    found = select(text, "GL206")
+    assert [f.span.line for f in found] == [16]
+    assert not select(LIGHTNING_ACCUMULATING.format(manual=MANUAL, clear="", clip_in="    " + clip, clip_out=""), "GL206")

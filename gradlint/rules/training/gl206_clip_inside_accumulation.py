@@ -17,7 +17,10 @@ class ClipInsideAccumulation(steps.StepRule):
     `if i % accum != 0: continue`) but the clip runs on every micro-batch, outside that guard;
     or the backward and the clip sit in an inner micro-batch loop (`for micro_step in range(k):`)
     and the step runs once after it. A clip held to the loop's last pass, after its last
-    backward (`if micro_step == k - 1:`), clips the whole sum and is not flagged.
+    backward (`if micro_step == k - 1:`), clips the whole sum and is not flagged. A function a
+    framework calls once per batch (an Ignite process function, a Lightning `training_step` under
+    manual optimisation) is a loop's body: a clip there with the step under
+    `if engine.state.iteration % k == 0:` or `if (batch_idx + 1) % k == 0:` is flagged too.
 
     ## Why is this bad?
     During accumulation `.grad` holds a partial sum. Clipping it every micro-batch clips each
@@ -58,6 +61,22 @@ class ClipInsideAccumulation(steps.StepRule):
     summary = "Gradient clipping on every micro-batch while the step is guarded by % accum == 0"
 
     invalid = [
+        Example("""\
+import torch
+from ignite.engine import Engine
+
+
+def update(engine, batch):
+    x, y = batch
+    (criterion(model(x), y) / 4).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    if engine.state.iteration % 4 == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+trainer = Engine(update)
+""", note="Ignite calls `update` once per batch: the guard reads the engine's iteration"),
         Example("import torch\n\n\ndef train(args, model, loader, optimizer, state):\n    for batch in loader:\n"
                 "        (model(batch) / args.acc_steps).backward()\n"
                 "        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
@@ -194,8 +213,8 @@ for x, y in loader:
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         for c in steps.contexts(facts, ctx.index):
-            if c.loop is None:
-                continue
+            if c.loop is None and not c.driven:
+                continue  # a step function: read at the loops that call it
             backwards = c.of("backward")
             all_steps = c.of("step")
             for clip in c.of("clip"):
@@ -217,7 +236,7 @@ for x, y in loader:
                         f"micro-batch loop, but `{step.event.target}` steps once after it: clip after the loop",
                         clip.event.span, data={"guard": "inner loop"})
                     continue
-                guards = [g for g in step.guards if g.accum and c.loop in g.loops]
+                guards = [g for g in step.guards if g.accum and steps.within(c, g.loops)]
                 if not guards or {g.key for g in guards} & {g.key for g in clip.guards}:
                     continue
                 # (the step on the if's other branch, `if micro != 0: continue` then the step:

@@ -19,7 +19,10 @@ class ZeroGradBeforeStep(steps.StepRule):
     opt.zero_grad(); loss.backward()`, then `opt.step()`): from its second iteration it clears
     the micro-batches before, and the step applies the last one's gradients only; and a clear
     at every iteration of a loop whose step an accumulation guard holds back (`zero_grad()` at
-    the top, `if (i + 1) % k == 0: optimizer.step()`), for the same reason.
+    the top, `if (i + 1) % k == 0: optimizer.step()`), for the same reason; in a function a
+    framework calls once per batch (an Ignite process function, a Lightning `training_step` under
+    manual optimisation), a clear at every call with the step under `if (batch_idx + 1) % k == 0:`
+    or `if engine.state.iteration % k == 0:`.
 
     Not flagged: clearing another optimizer (a GAN's generator optimizer cleared while the
     discriminator's steps), a clear followed by a fresh `backward()` before the step, clears
@@ -58,6 +61,24 @@ class ZeroGradBeforeStep(steps.StepRule):
     summary = "zero_grad() between backward() and the optimizer step: the step applies zero gradients"
 
     invalid = [
+        Example("""\
+import torch
+import lightning.pytorch as pl
+
+
+class Lit(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+        self.net = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(self.net(batch).sum() / 4)
+        if (batch_idx + 1) % 4 == 0:
+            opt.step()
+""", note="Lightning's manual optimisation calls `training_step` once per batch"),
         Example("""\
 for x, y in loader:
     loss = criterion(D(x), y)
@@ -463,7 +484,7 @@ for x, y in loader:
             if not inner or not steps.compatible(f, step):
                 continue
             loop = inner[0]  # the outermost loop around the clear that the step is outside of
-            if _held_back(f, loop):
+            if _held_back(f, lambda loops: loop in loops):
                 continue  # `if micro == 0: opt.zero_grad()`: not at every iteration
             if any(e.event.kind == "step" and loop in e.loops for e in c.events):
                 continue
@@ -488,9 +509,9 @@ for x, y in loader:
         (`optimizer.zero_grad()` at the top, `if (i + 1) % k == 0: optimizer.step()`), with a
         backward outside that guard: each iteration wipes the one before, and the step applies
         the last micro-batch's gradients only."""
-        if c.loop is None or step.event.via == "sam":
-            return
-        guards = [g for g in step.guards if (g.accum or steps.last_pass(facts, step, g)) and c.loop in g.loops]
+        if c.loop is None and not c.driven or step.event.via == "sam":
+            return  # (a framework's step function is the body of the loop it runs: `engine.state.iteration % k`)
+        guards = [g for g in step.guards if (g.accum or steps.last_pass(facts, step, g)) and steps.within(c, g.loops)]
         if not guards:
             return
         held = {g.key for g in guards}
@@ -502,14 +523,14 @@ for x, y in loader:
                for e in c.events):
             return  # `if i % 2 == 0: opt_a.step() else: opt_b.step()`: alternating updates, no accumulation
         for f in c.events:
-            if f.event.kind != "clear" or not f.target or f.target not in mine or not f.loops \
-                    or f.loops[-1] != c.loop or _held_back(f, c.loop):
+            if f.event.kind != "clear" or not f.target or f.target not in mine or not steps.directly(c, f.loops) \
+                    or _held_back(f, lambda loops: steps.within(c, loops)):
                 continue
             backwards = [e.event.span.line for e in c.events if e.event.kind == "backward" and e.depth == 0]
             if f.depth == 0 and (_accumulating(facts, f) or step.depth == 0 and _assembled_or_skipped(
                     facts, f, step, backwards)):
                 continue
-            if not any(e.event.kind == "backward" and e.loops and e.loops[-1] == c.loop
+            if not any(e.event.kind == "backward" and steps.directly(c, e.loops)
                        and not held & {g.key for g in e.guards} and steps.compatible(e, f) for e in c.events):
                 continue
             when = steps.guard_condition(guards[0])[0]
@@ -691,10 +712,10 @@ def _cleared(f) -> str:
     return f"`{e.target}.zero_grad()`"
 
 
-def _held_back(f, loop) -> bool:
-    """Whether a guard inside `loop` keeps event `f` from some of its passes: not a `try:` body
-    (_try_body), not a test that the cleared object exists (_present)."""
-    return any(loop in g.loops for g in f.guards if not _try_body(g) and not _present(g, f))
+def _held_back(f, inside) -> bool:
+    """Whether a guard inside the loop (`inside(guard.loops)`) keeps event `f` from some of its
+    passes: not a `try:` body (_try_body), not a test that the cleared object exists (_present)."""
+    return any(inside(g.loops) for g in f.guards if not _try_body(g) and not _present(g, f))
 
 
 def _try_body(g) -> bool:

@@ -81,6 +81,21 @@ class Context:
         return self._at[id(f)]
 
 
+def within(c: Context, loops: tuple) -> bool:
+    """Whether something inside `loops` (a guard's, an event's) runs within the context's
+    iteration: inside its loop, or anywhere in a function a framework calls once per batch (the
+    loop the framework runs is around all of it)."""
+    return c.loop in loops if c.loop is not None else bool(c.driven)
+
+
+def directly(c: Context, loops: tuple) -> bool:
+    """Whether something inside `loops` runs once per iteration of the context, in no loop of its
+    own: directly in the context's loop, or outside any loop of a driven function."""
+    if c.loop is not None:
+        return bool(loops) and loops[-1] == c.loop
+    return bool(c.driven) and not loops
+
+
 def home(facts: TrainingFacts, context: Context) -> Function:
     """The function whose names the context's steps read: the one every step event is in (a step
     function called from the context's loop, `if __name__ == "__main__": train_mlp(2)`), else the
