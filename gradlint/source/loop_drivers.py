@@ -74,9 +74,25 @@ def lightning_automatic(src, qualify) -> tuple[str, ...]:
 
 
 def _sets_manual(node: cst.ClassDef) -> bool:
-    """The class's body sets `self.automatic_optimization = False` (Lightning's manual optimisation)."""
-    return any(type(a) is cst.Assign and any(_text(t.target) == "self.automatic_optimization" for t in a.targets)
-               and _text(a.value) == "False" for a in walk(node, stop=()))
+    """The class sets Lightning's manual optimisation: `self.automatic_optimization = False` in a
+    method, `automatic_optimization = False` in its body, or a property `automatic_optimization`
+    that returns False (either replaces LightningModule's property: measured, Lightning 2.6.6 runs
+    such a module's `training_step` under manual optimisation)."""
+    for a in walk(node, stop=()):
+        if type(a) is cst.Assign and _text(a.value) == "False" and any(
+                _text(t.target) == "self.automatic_optimization" for t in a.targets):
+            return True
+    for st in node.body.body:
+        if type(st) is cst.SimpleStatementLine and any(
+                type(a) is cst.Assign and _text(a.value) == "False"
+                and any(_text(t.target) == "automatic_optimization" for t in a.targets) for a in st.body):
+            return True
+        if type(st) is cst.FunctionDef and st.name.value == "automatic_optimization" \
+                and any(_text(d.decorator) == "property" for d in st.decorators):
+            returns = [r for r in walk(st.body, stop=_SCOPES) if type(r) is cst.Return]
+            if returns and all(r.value is not None and _text(r.value) == "False" for r in returns):
+                return True
+    return False
 
 
 def driven(src, functions: tuple[Function, ...], scope_nodes: dict, qualify, manual_classes: tuple[str, ...],
@@ -113,13 +129,29 @@ def _ignite_functions(src, functions: tuple[Function, ...], scope_nodes: dict, q
             if type(n) is not cst.Call or qualify(n.func).isdisjoint(IGNITE_ENGINES):
                 continue
             given = _arg(n, 0, "process_function")
-            target = _resolve(given, f, by_id, functions) if given is not None else None
+            target = _resolve(given, f, by_id, functions, scope_nodes) if given is not None else None
             if target is not None:
                 yield target
 
 
 def _resolve(given: cst.BaseExpression, caller: Function, by_id: dict[int, Function],
-             functions: tuple[Function, ...]) -> int | None:
+             functions: tuple[Function, ...], scope_nodes: dict | None = None) -> int | None:
+    """The function of the file `given` (an Engine's process function) names: a function of the
+    calling scope or one around it, `self.method`, the function a lambda calls with what it is
+    given (`lambda engine, batch: step(batch)`), or the nested function a factory returns
+    (`Engine(get_step(model, optimizer))` with `def get_step(...): def step(engine, batch): ...;
+    return step`)."""
+    if type(given) is cst.Lambda:
+        body = given.body
+        return _resolve(body.func, caller, by_id, functions) if type(body) is cst.Call else None
+    if type(given) is cst.Call and scope_nodes is not None:
+        factory = _resolve(given.func, caller, by_id, functions)
+        node = scope_nodes.get(factory) if factory is not None else None
+        if node is None:
+            return None
+        returns = [r for r in walk(node.body, stop=_SCOPES) if type(r) is cst.Return]
+        made = {_resolve_in(r.value, factory, functions) if type(r.value) is cst.Name else None for r in returns}
+        return made.pop() if len(made) == 1 else None
     if type(given) is cst.Name:
         scope: int | None = caller.id
         while scope is not None:
@@ -133,3 +165,8 @@ def _resolve(given: cst.BaseExpression, caller: Function, by_id: dict[int, Funct
             and caller.cls):
         return next((g.id for g in functions if g.cls == caller.cls and g.name == given.attr.value), None)
     return None
+
+
+def _resolve_in(name: cst.Name, scope: int, functions: tuple[Function, ...]) -> int | None:
+    """The function named `name` defined directly in function `scope`."""
+    return next((g.id for g in functions if g.name == name.value and g.cls is None and g.parent == scope), None)
