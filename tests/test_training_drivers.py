@@ -380,3 +380,13 @@ def test_lightning_manual_as_a_class_attribute_or_a_property():
         assert len(gl205(text)) == 1
     # a property that can say True keeps automatic optimisation
     assert driven(prop.replace("        return False", "        return self.hparams.manual")) == {}
+
+
+def test_ignite_clear_in_a_lambda_handler():
+    # measured: with `lambda engine: optimizer.zero_grad()` on ITERATION_COMPLETED the stepped
+    # gradient's norm stayed at one batch's (2.06 at each of five steps)
+    text = IGNITE.format(clear="") + \
+        "trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: optimizer.zero_grad())\n"
+    assert not gl205(text)
+    # a lambda handler that clears nothing (logging) leaves the finding
+    assert len(gl205(text.replace("optimizer.zero_grad()", "print(engine.state.output)"))) == 1

@@ -233,6 +233,10 @@ class TrainingFacts:
     # of a loop the file does not write: 'ignite' (the process function given to an Ignite
     # `Engine`), 'lightning-manual' (`training_step` under Lightning's manual optimisation)
     driven: tuple[tuple[int, str], ...] = ()
+    # the functions (ids; 0 for the module) holding a lambda whose call clears gradients
+    # (`trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: optimizer.zero_grad())`):
+    # code a framework may run between its calls of a driven function
+    lambda_clears: tuple[int, ...] = ()
 
 
 def iter_events(block: Block):

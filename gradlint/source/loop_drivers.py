@@ -11,6 +11,8 @@ is an iteration of a loop, which the GL2xx rules read as they read a written loo
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from gradlint.facts.training import Function, in_bases
@@ -112,6 +114,30 @@ def driven(src, functions: tuple[Function, ...], scope_nodes: dict, qualify, man
             if fid not in seen:
                 seen.add(fid)
                 out.append((fid, IGNITE))
+    return tuple(out)
+
+
+# A call that clears gradients by its name, as the loop front-end reads one (`zero_grad`,
+# `clear_grad`, `reset_grads`).
+_CLEARING = re.compile(r"(zero|clear|reset)_?grad")
+
+
+def lambda_clears(src, scope_nodes: dict) -> tuple[int, ...]:
+    """The functions of the file (ids) holding a lambda that clears gradients: `lambda engine:
+    optimizer.zero_grad()` registered with `trainer.add_event_handler(...)` runs between the
+    engine's calls of its process function. The front-end reads no lambda's body (it runs later,
+    if ever), so this is where such a clear is seen."""
+    if "lambda" not in src.text or _CLEARING.search(src.text) is None:
+        return ()
+    out = []
+    for fid, node in scope_nodes.items():
+        body = src.module if node is None else node.body
+        for n in walk(body, stop=(cst.FunctionDef, cst.ClassDef)):
+            if type(n) is cst.Lambda and any(
+                    type(c) is cst.Call and type(c.func) is cst.Attribute and _CLEARING.search(c.func.attr.value)
+                    for c in walk(n.body, stop=(cst.Lambda,))):
+                out.append(fid)
+                break
     return tuple(out)
 
 

@@ -33,7 +33,7 @@ from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import ACCELERATORS, CLIP_NAMES, OPTIMIZER_CLASSES, _name_reads, _names_in, CallEvents
 from gradlint.source.loop_configs import config_fields, deepspeed_clipping
-from gradlint.source.loop_drivers import IGNITE_TRAINERS, driven, lightning_automatic, manual_classes
+from gradlint.source.loop_drivers import IGNITE_TRAINERS, driven, lambda_clears, lightning_automatic, manual_classes
 from gradlint.source.loop_param_clears import fresh_tensor, whole_model_clear
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
@@ -176,7 +176,8 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
                              returns=tuple(self.returns),
                              hook_clipping=self.hook_clipping, lightning_automatic=lightning_automatic(self.src, self.qualify),
                              manual_classes=manual, classes=classes,
-                             driven=driven(self.src, functions, self._scope_nodes, self.qualify, manual, dict(classes)))
+                             driven=driven(self.src, functions, self._scope_nodes, self.qualify, manual, dict(classes)),
+                             lambda_clears=lambda_clears(self.src, self._scope_nodes))
 
     def function(self, node, name: str, cls: str | None, parent: int | None) -> int:
         fid = len(self.functions)

@@ -466,10 +466,12 @@ _DRIVERS = {
 
 
 def _cleared_elsewhere(facts, c) -> bool:
-    """A function of the file that the step function does not call clears gradients: for a
-    function a framework calls per batch, a hook the framework calls between batches may be it."""
+    """A function of the file that the step function does not call clears gradients (a lambda
+    too: Ignite's `add_event_handler(Events.ITERATION_COMPLETED, lambda e: opt.zero_grad())`): for
+    a function a framework calls per batch, a hook the framework calls between batches may be it."""
     reached = {f.event.func for f in c.events} | {c.function.id}
-    return any(e.kind == "clear" for fn in facts.functions if fn.id not in reached for e in iter_events(fn.body))
+    return any(e.kind == "clear" for fn in facts.functions if fn.id not in reached for e in iter_events(fn.body)) \
+        or any(fid not in reached for fid in facts.lambda_clears)  # (`add_event_handler(..., lambda e: opt.zero_grad())`)
 
 
 def _repeat(c, verb: str) -> str:
