@@ -302,6 +302,33 @@ def lightning_modules(facts: TrainingFacts, scope: Scope | None) -> frozenset[st
     return frozenset(found)
 
 
+def manual_elsewhere(facts: TrainingFacts, scope: Scope | None) -> tuple[tuple[int, str], ...]:
+    """(function id, 'lightning-manual') for each `training_step` of this file that Lightning
+    runs under manual optimisation set by a base class of another project file (`class
+    Regressor(ManualBase)` with `self.automatic_optimization = False` in base.py's ManualBase, or
+    in a base of ManualBase there), as TrainingFacts.driven lists the ones set in this file."""
+    if scope is None or not scope.module or not facts.classes:
+        return ()
+    known = {fid for fid, _ in facts.driven}
+    methods = [f for f in facts.functions if f.cls and f.name == "training_step" and f.id not in known]
+    if not methods:
+        return ()
+    classes = dict(facts.classes)
+
+    def manual_base(cls: str):
+        for base in classes.get(cls, ()):
+            for q in scope.resolve(base):
+                module, _, name = q.rpartition(".")
+                mod = scope.index.module(module) if module and module != scope.module else None
+                other = mod.facts.training if mod is not None else None
+                if isinstance(other, TrainingFacts) and other.manual_classes and in_bases(
+                        name, dict(other.classes), lambda c: True if c in other.manual_classes else None):
+                    return True
+        return None
+
+    return tuple((f.id, "lightning-manual") for f in methods if in_bases(f.cls, classes, manual_base))
+
+
 def has_open_steps(facts: TrainingFacts) -> bool:
     return any(e.kind == "open_step" for fn in facts.functions for e in iter_events(fn.body))
 

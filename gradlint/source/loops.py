@@ -841,7 +841,10 @@ def _copied_clip(ev: Event, facts: TrainingFacts) -> Event:
 # trainer whose configuration decides the clipping; or a loop that runs them through a project
 # class of another file (`loss_scaler(loss, optimizer)`, then `optimizer.zero_grad()`).
 # (Substring tests: a regular expression of alternatives scans the text five times slower.)
-_SNIFF = ("backward(", "clip_grad", "Trainer(", "TrainingArguments", "zero_grad(", "Scaler(", "scaler(", "_trainer(")
+# (`automatic_optimization`: a base LightningModule that only sets manual optimisation is read
+# for its subclasses in other files)
+_SNIFF = ("backward(", "clip_grad", "Trainer(", "TrainingArguments", "zero_grad(", "Scaler(", "scaler(", "_trainer(",
+          "automatic_optimization")
 
 
 def extract(src, configs=None, own=None, whole: bool = False) -> TrainingFacts:

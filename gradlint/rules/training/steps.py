@@ -18,7 +18,7 @@ from typing import Iterator
 
 from gradlint.facts.callgraph import passed_everywhere
 from gradlint.facts.training import (Assign, Block, Event, Function, TrainingFacts, Value, bind_callers, init_param,
-                                     iter_events, method_id)
+                                     iter_events, manual_elsewhere, method_id)
 from gradlint.findings import Finding, SourceSpan
 from gradlint.registry import Rule, RuleContext
 from gradlint.text import lines_between
@@ -463,7 +463,7 @@ def contexts(facts: TrainingFacts | None, index=None) -> list[Context]:
                 out.append(Context(fn, lp, inside, True))
         if any(f.event.kind == "step" and not f.loops for f in flat):
             out.append(Context(fn, None, flat, False))
-    driven = dict(facts.driven)
+    driven = dict(facts.driven + manual_elsewhere(facts, index))
     for c in out:
         if c.loop is None:
             c.driven = driven.get(c.function.id, "")
