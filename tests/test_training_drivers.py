@@ -445,3 +445,36 @@ def test_lightning_manual_set_by_a_base_class_of_another_file(tmp_path):
     assert found(MANUAL, "        opt.zero_grad()\n") == []
     # a base under automatic optimisation: Lightning clears and steps itself
     assert found("", "") == []
+
+
+FABRIC = """\
+import torch
+from lightning.fabric import Fabric
+
+
+def train(loader):
+    fabric = Fabric()
+    model = torch.nn.LSTM(4, 8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, optimizer = fabric.setup(model, optimizer)
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x)[0], y)
+        fabric.backward(loss)
+{clip}        optimizer.step()
+"""
+
+
+def test_gl201_a_model_handed_back_by_fabric_setup_or_accelerate_prepare():
+    # measured: `fabric.setup(model, optimizer)` returns a _FabricModule whose parameters are the
+    # LSTM's own tensors, and an optimizer over them; the loop trains the LSTM
+    assert [f.span.line for f in gl201(FABRIC.format(clip=""))] == [14]
+    assert not gl201(FABRIC.format(clip="        fabric.clip_gradients(model, optimizer, max_norm=1.0)\n"))
+    accelerate = FABRIC.replace("from lightning.fabric import Fabric", "from accelerate import Accelerator").replace(
+        "Fabric()", "Accelerator()").replace("fabric.setup(", "fabric.prepare(")
+    assert [f.span.line for f in gl201(accelerate.format(clip=""))] == [14]
+    # only the same name in the same place: `net, optimizer = fabric.setup(model, optimizer)` is
+    # not read as `model` handed back
+    swapped = FABRIC.format(clip="").replace("model, optimizer = fabric.setup(model, optimizer)",
+                                             "optimizer, model = fabric.setup(model, optimizer)")
+    assert not gl201(swapped)

@@ -546,6 +546,8 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
                 and value.args[0].keyword is None and not value.args[0].star \
                 and (wraps_module(value) or not self.qualify(value.func).isdisjoint(MODEL_WRAPPERS)):
             base["wraps"] = dotted(value.args[0].value) or ""
+        elif type(node) is cst.Assign and type(value) is cst.Call and _handed_back(node, value, target):
+            base["wraps"] = target
         call = value
         while type(call) is cst.Call:
             if type(call.func) is cst.Attribute and call.func.attr.value in _MOVE_METHODS \
@@ -653,6 +655,21 @@ _PER_OPTIMIZER = frozenset({"step", "clear", "unscale", "clip"})
 # Losses whose target is class indices (Assign.labels): nll_loss's always; cross_entropy's but for
 # probability targets, which a training step's labels are not.
 _CLASS_INDEX_LOSSES = frozenset({"torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss"})
+
+
+def _handed_back(node: cst.Assign, call: cst.Call, target: str) -> bool:
+    """Whether `target` is bound to what the call returns in the place of the same-named argument:
+    `model, optimizer = fabric.setup(model, optimizer)`, `model, opt, loader =
+    accelerator.prepare(model, opt, loader)`, `model, optimizer = amp.initialize(model, optimizer)`
+    hand back each object wrapped, holding the same parameters (Assign.wraps)."""
+    for t in node.targets:
+        if type(t.target) not in (cst.Tuple, cst.List):
+            continue
+        for i, el in enumerate(t.target.elements):
+            if i < len(call.args) and dotted(el.value) == target:
+                arg = call.args[i]
+                return arg.keyword is None and not arg.star and dotted(arg.value) == target
+    return False
 
 
 def _jumps_over_rest(stmt: cst.CSTNode) -> bool:
