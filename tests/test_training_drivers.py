@@ -478,3 +478,41 @@ def test_gl201_a_model_handed_back_by_fabric_setup_or_accelerate_prepare():
     swapped = FABRIC.format(clip="").replace("model, optimizer = fabric.setup(model, optimizer)",
                                              "optimizer, model = fabric.setup(model, optimizer)")
     assert not gl201(swapped)
+
+
+# Measured (lr 0, the same batch): with the only clear under `if batch_idx == 0:` (Lightning
+# manual), `if engine.state.iteration == 1:` (Ignite) or `if i == 0:` (a written loop), the stepped
+# gradient grew 1.0, 2.1, 3.1, 4.1, 5.1 and 2.5, 5.1, 7.6, 10.1: cleared once, then summed.
+def test_gl205_a_clear_held_to_the_first_batch():
+    lightning = LIGHTNING.format(manual=MANUAL, clear="        if batch_idx == 0:\n            opt.zero_grad()\n")
+    found = gl205(lightning)
+    assert [f.span.line for f in found] == [18]
+    assert "only clear of the gradients (line 14) runs only when `batch_idx == 0`" in found[0].message
+    ignite = IGNITE.format(clear="    if engine.state.iteration == 1:\n        optimizer.zero_grad()\n")
+    assert [f.span.line for f in gl205(ignite)] == [14]
+    loop = """\
+import torch
+
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for i, (x, y) in enumerate(loader):
+    if i == 0:
+        opt.zero_grad()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    opt.step()
+"""
+    assert [f.span.line for f in gl205(loop)] == [9]
+
+
+def test_gl205_a_first_batch_clear_with_another_clear_or_a_test_of_no_counter():
+    # cleared again after the step: every step applies one batch's gradients
+    again = LIGHTNING.format(manual=MANUAL, clear="        if batch_idx == 0:\n            opt.zero_grad()\n").replace(
+        "        opt.step()\n", "        opt.step()\n        opt.zero_grad()\n")
+    assert not gl205(again)
+    # a test of something that is no counter of the batches (a setting) is not read as one pass
+    setting = LIGHTNING.format(manual=MANUAL, clear="        if self.hparams.zero == 1:\n            opt.zero_grad()\n")
+    assert not gl205(setting)
+    # an accumulation: the step under a test of its own, the clear at the window's first batch
+    window = LIGHTNING.format(manual=MANUAL, clear="        if batch_idx % 4 == 0:\n            opt.zero_grad()\n").replace(
+        "        opt.step()\n", "        if (batch_idx + 1) % 4 == 0:\n            opt.step()\n")
+    assert not gl205(window)

@@ -23,7 +23,9 @@ class GradientsNeverCleared(steps.StepRule):
     it (cleared in the `if args.amp:` branch, stepped without clearing in the `else:` one); not
     under an accumulation test (`if i % k == 0: zero_grad() ... elif (i + 1) % k == 0: step()`),
     nor when the step's branch then leaves the loop (`break`, `return`) or touches `.grad`
-    itself. With two
+    itself. Also a step under no `if` whose every clear is held to one pass by the loop's
+    counter (`if i == 0:`, `if batch_idx == 0:`, `if engine.state.iteration == 1:`): cleared
+    once, the gradients sum from then on. With two
     optimizers in one loop (a GAN), flags the one that steps while only the other is cleared:
     `opt_d.zero_grad()` (or `D.zero_grad()`, D being what `opt_d` trains) does not clear the
     gradients `opt_g` applies. A loop over a list or dict of optimizers the file builds
@@ -71,6 +73,15 @@ class GradientsNeverCleared(steps.StepRule):
     summary = "Gradients accumulate across steps: no zero_grad() in the training loop"
 
     invalid = [
+        Example("""\
+import torch
+
+for i, (x, y) in enumerate(loader):
+    if i == 0:
+        optimizer.zero_grad()
+    criterion(model(x), y).backward()
+    optimizer.step()
+""", note="cleared on the first batch only"),
         Example("""\
 import torch
 
@@ -430,6 +441,15 @@ for x, y in loader:
                     f"each step applies the sum of every earlier batch's gradients",
                     step.event.span, data={"backward_line": backward.event.span.line})
                 continue
+            once = _cleared_on_the_first_pass(facts, c, clears)
+            if once is not None:
+                step, guard, clear = once
+                yield ctx.finding(
+                    f"`{steps.step_text(step.event)}` {_repeat(c, 'repeats')} but {_whose(c)} only clear of the "
+                    f"gradients (line {clear.event.span.line}) runs only when `{guard.test}`: every later step "
+                    f"applies the sum of the gradients of every batch since",
+                    step.event.span, data={"backward_line": backward.event.span.line})
+                continue
             apart = _branch_without_clear(facts, c, clears, getattr(ctx.facts, "source", None))
             if apart is not None:
                 step, guard, clear = apart
@@ -483,6 +503,57 @@ def _repeat(c, verb: str) -> str:
 
 def _whose(c) -> str:
     return "the loop's" if c.loop is not None else f"`{c.function.name}`'s"
+
+
+# `i == 0`, `(batch_idx) == 0`, `engine.state.iteration == 1`, `0 == step`, `not i`: a test true on
+# one pass of a loop when its name counts the passes.
+_ONE_PASS = re.compile(r"\(?(?P<a>[\w.]+)\)?\s*==\s*[01]|[01]\s*==\s*\(?(?P<b>[\w.]+)\)?|not\s+(?P<c>[\w.]+)")
+
+
+def _counters(facts, c, clear) -> set[str]:
+    """The names that count the iterations around `clear`: the counter of the `for` loop around
+    it (`for i, batch in enumerate(loader)`); in a framework's step function the batch index
+    Lightning gives `training_step(self, batch, batch_idx)` and the module's global step, or the
+    iteration of the engine Ignite gives its process function (`engine.state.iteration`)."""
+    if c.loop is not None:
+        loop = steps.innermost_for(facts, clear.event.span.line)
+        if loop is not None and loop.assigned and (len(loop.assigned) == 1 or "enumerate" in loop.used):
+            return {loop.assigned[0]}
+        return set()
+    params = [p for p in c.function.params if p != "self"]
+    if c.driven == "lightning-manual":
+        return {"self.global_step", "self.trainer.global_step"} | ({params[1]} if len(params) > 1 else set())
+    if c.driven == "ignite" and len(params) == 2:
+        return {f"{params[0]}.state.iteration"}
+    return set()
+
+
+def _cleared_on_the_first_pass(facts, c, clears):
+    """A step under no `if` of the iteration whose every clear is held to one pass by the loop's
+    counter (`if batch_idx == 0: opt.zero_grad()`, `if i == 0:`, `if engine.state.iteration ==
+    1:`): the gradients are cleared once, and every later step applies the sum of every batch
+    since. (step, the guard, a clear), else None. Only clears written in the function (an
+    inlined helper's guard is its own) and a step of it."""
+    if any(cl.depth for cl in clears):
+        return None
+    guard = None
+    for cl in clears:
+        held = [g for g in cl.guards if g.branch == 0 and not g.skip and steps.within(c, g.loops)]
+        one = next((g for g in held if (m := _ONE_PASS.fullmatch(g.test.strip())) is not None
+                    and (m["a"] or m["b"] or m["c"]) in _counters(facts, c, cl)), None)
+        if one is None:
+            return None
+        guard = guard or one
+    for step in c.of("step"):
+        if step.depth or step.event.via == "sam":
+            continue
+        if any(steps.within(c, g.loops) and not (g.test == "try" and g.branch == 0) for g in step.guards):
+            continue  # a step under a test of its own (accumulation, alternating updates)
+        if any(g.key == guard.key for g in step.guards):
+            continue
+        clear = next(cl for cl in clears if any(g.key == guard.key for g in cl.guards))
+        return step, guard, clear
+    return None
 
 
 def _branch_without_clear(facts, c, clears, source: str | None):
