@@ -385,6 +385,9 @@ for x in loader:
         if not _clips(facts, facts.functions):
             # a clip anywhere in the file (a Lightning hook, say) may be the configured clipping
             yield from steps.dedupe(self._frameworks(ctx, facts))
+        # (not so for Ignite's ready-made trainers: their update runs backward and step at once,
+        # and a clip in an event handler runs after the step or before the backward)
+        yield from steps.dedupe(self._ignite_trainers(ctx, facts))
 
     def _steps(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         found = list(self._step_findings(ctx, facts))
@@ -456,16 +459,6 @@ for x in loader:
                 if risk is not None and not _clips_itself(ctx.index, risk.cls):
                     yield ctx.finding(f"{how} trains `{risk.model}` ({risk.reason})", ev.span,
                                       data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
-        for a in facts.assigns:
-            # Ignite's ready-made trainers run backward and step with no clip, and a handler runs
-            # after the step: the update must be written out to clip
-            if a.kind != "ignite_trainer" or not a.model_arg:
-                continue
-            fn = facts.functions[a.func]
-            risk = steps.model_risk(facts, a.model_arg, fn.cls, ctx.index, fn, a.line)
-            if risk is not None:
-                yield ctx.finding(f"Ignite's `{a.cls}`, which never clips, trains `{risk.model}` ({risk.reason})",
-                                  SourceSpan.point(a.line), data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
         # (an engine the file trains: one made for inference, `model, *_ = initialize(...)` then
         # `model.eval()`, steps nothing)
         trains = any(ev.kind == "backward" and ev.via == "deepspeed" for fn in facts.functions for ev in iter_events(fn.body))
@@ -480,6 +473,18 @@ for x in loader:
                 yield ctx.finding(f"DeepSpeed config without gradient_clipping trains `{risk.model}` ({risk.reason})",
                                   SourceSpan.point(a.line),
                                   data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
+
+    def _ignite_trainers(self, ctx: RuleContext, facts) -> Iterator[Finding]:
+        for a in facts.assigns:
+            # Ignite's ready-made trainers run backward and step with no clip, and a handler runs
+            # after the step: the update must be written out to clip
+            if a.kind != "ignite_trainer" or not a.model_arg:
+                continue
+            fn = facts.functions[a.func]
+            risk = steps.model_risk(facts, a.model_arg, fn.cls, ctx.index, fn, a.line)
+            if risk is not None:
+                yield ctx.finding(f"Ignite's `{a.cls}`, which never clips, trains `{risk.model}` ({risk.reason})",
+                                  SourceSpan.point(a.line), data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
 
 
 def _clips_itself(index, cls: str | None) -> bool:
