@@ -47,6 +47,8 @@ from gradlint.text import split_lines
 # Accelerator arguments under which its fp16 backward may not scale the loss with a GradScaler.
 _NO_SCALER_ARGS = frozenset({"deepspeed_plugin", "deepspeed_plugins", "megatron_lm_plugin", "cpu",
                              "kwargs_handlers", "fsdp_plugin"})
+FABRICS = frozenset({"lightning.Fabric", "lightning.fabric.Fabric", "lightning.fabric.fabric.Fabric", "lightning_fabric.Fabric",
+                     "lightning_fabric.fabric.Fabric"})
 PL_TRAINERS = frozenset({"pytorch_lightning.Trainer", "lightning.Trainer", "lightning.pytorch.Trainer",
                          "lightning.pytorch.trainer.Trainer", "pytorch_lightning.trainer.Trainer"})
 HF_ARGS = frozenset({"transformers.TrainingArguments", "transformers.Seq2SeqTrainingArguments"})
@@ -534,6 +536,18 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         return out
 
     # -- assignments ---------------------------------------------------------------------------
+    def _sets_up(self, call: cst.Call, fid: int) -> bool:
+        """`fabric.setup(...)` on a Lightning Fabric, `acc.prepare(...)` on an accelerate
+        Accelerator, as the engine knows the receiver where this function reads it."""
+        func = call.func
+        if type(func) is not cst.Attribute or func.attr.value not in ("setup", "prepare"):
+            return False
+        recv = dotted(func.value)
+        if not recv:
+            return False
+        value = self.pre.value_of(recv, self._scope_nodes.get(fid))
+        return type(value) is Ctor and not self.qualify(value.node.func).isdisjoint(ACCELERATORS | FABRICS)
+
     def assign(self, target: str, value: cst.BaseExpression, ctx: "_Ctx", node: cst.CSTNode) -> None:
         line = self.span(node).line
         # (an attribute too: lingua's `train_state.acc_step = train_state.acc_step % k`, then
@@ -546,8 +560,10 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
                 and value.args[0].keyword is None and not value.args[0].star \
                 and (wraps_module(value) or not self.qualify(value.func).isdisjoint(MODEL_WRAPPERS)):
             base["wraps"] = dotted(value.args[0].value) or ""
-        elif type(node) is cst.Assign and type(value) is cst.Call and _handed_back(node, value, target):
-            base["wraps"] = target
+        elif type(node) is cst.Assign and type(value) is cst.Call:
+            handed = _handed_back(node, value, target, self._sets_up(value, ctx.fid))
+            if handed:
+                base["wraps"] = handed
         call = value
         while type(call) is cst.Call:
             if type(call.func) is cst.Attribute and call.func.attr.value in _MOVE_METHODS \
@@ -657,19 +673,24 @@ _PER_OPTIMIZER = frozenset({"step", "clear", "unscale", "clip"})
 _CLASS_INDEX_LOSSES = frozenset({"torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss"})
 
 
-def _handed_back(node: cst.Assign, call: cst.Call, target: str) -> bool:
-    """Whether `target` is bound to what the call returns in the place of the same-named argument:
-    `model, optimizer = fabric.setup(model, optimizer)`, `model, opt, loader =
-    accelerator.prepare(model, opt, loader)`, `model, optimizer = amp.initialize(model, optimizer)`
-    hand back each object wrapped, holding the same parameters (Assign.wraps)."""
+def _handed_back(node: cst.Assign, call: cst.Call, target: str, sets_up: bool) -> str:
+    """The argument whose place `target` takes in what the call returns, when that is the
+    argument wrapped, holding the same parameters (Assign.wraps), else "": the same name in the
+    same place (`model, optimizer = fabric.setup(model, optimizer)`, `model, opt, loader =
+    accelerator.prepare(model, opt, loader)`, `model, optimizer = amp.initialize(model,
+    optimizer)`), or any name when `sets_up` (the call is Fabric's `setup` or accelerate's
+    `prepare`, which hand back their arguments in order: `model, optimizer = fabric.setup(net, opt)`)."""
     for t in node.targets:
         if type(t.target) not in (cst.Tuple, cst.List):
             continue
         for i, el in enumerate(t.target.elements):
             if i < len(call.args) and dotted(el.value) == target:
                 arg = call.args[i]
-                return arg.keyword is None and not arg.star and dotted(arg.value) == target
-    return False
+                if arg.keyword is not None or arg.star or any(a.star for a in call.args[:i]):
+                    return ""
+                given = dotted(arg.value) or ""
+                return given if given == target or sets_up else ""
+    return ""
 
 
 def _jumps_over_rest(stmt: cst.CSTNode) -> bool:

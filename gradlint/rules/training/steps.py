@@ -621,16 +621,28 @@ def trained_models(facts: TrainingFacts, context: Context) -> list[str]:
     fn = home(facts, context)
     texts: list[str] = []
     for f in context.of("step"):
-        made = scoped_assigns(facts, f.target, ("optimizer",), fn)
-        if f.depth == 0:
-            made = reaching(facts, made, fn, f.event.span.line)
-        for a in made:
+        for a in optimizer_bindings(facts, f.target, fn, f.event.span.line if f.depth == 0 else None):
             texts.extend(a.owners)
     if not texts:
         invoked = {f.target for f in context.of("invoke")}
-        texts = [a.target for a in facts.assigns if a.kind == "model" and a.target in invoked
+        texts = [a.target for a in facts.assigns if (a.kind == "model" or a.wraps) and a.target in invoked
                  and (a.target not in fn.params or a.func == fn.id)]
     return list(dict.fromkeys(texts))
+
+
+def optimizer_bindings(facts: TrainingFacts, text: str, fn: Function, line: int | None) -> list[Assign]:
+    """The optimizers `text` is bound to in `fn` (those that reach `line`, when given), or, when
+    it holds none, the ones a wrapper handed back under that name was given (`model, optimizer =
+    fabric.setup(net, opt)`: `opt`'s)."""
+    made = scoped_assigns(facts, text, ("optimizer",), fn)
+    if line is not None:
+        made = reaching(facts, made, fn, line)
+    if not made:
+        handed = {a for a in scoped_assigns(facts, text, None, fn) if a.wraps and a.func == fn.id}
+        if len(handed) == 1:
+            wrap = handed.pop()
+            made = reaching(facts, scoped_assigns(facts, wrap.wraps, ("optimizer",), fn), fn, wrap.line)
+    return made
 
 
 def passed_model_risk(facts: TrainingFacts, context: Context, index) -> Risk | None:
@@ -891,9 +903,7 @@ def owners(facts, c, f) -> list[str]:
     caller's models: `Adam(m.parameters())` for the `model` of `train(model, opt)`)."""
     if f.event.func != c.function.id:
         return []  # a step of a function read at its call: its names are that function's
-    made = scoped_assigns(facts, f.target, ("optimizer",), c.function)
-    if f.depth == 0:
-        made = reaching(facts, made, c.function, f.event.span.line)
+    made = optimizer_bindings(facts, f.target, c.function, f.event.span.line if f.depth == 0 else None)
     if any(a.func != c.function.id for a in made):
         return []
     return [o for a in made for o in a.owners]
