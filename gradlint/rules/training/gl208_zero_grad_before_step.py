@@ -685,7 +685,11 @@ def _assembled_or_skipped(facts, f, step, backwards: list[int]) -> bool:
     loops = [st for st in facts.stmts if st.kind in ("for", "while") and st.line <= min(line, step_line)
              and max(line, step_line) <= st.end_line]
     if not loops:
-        return False
+        # a function a framework calls per batch (the loop is the framework's): its body is the
+        # loop's, from its first line
+        fn = facts.functions[step.event.func] if 0 <= step.event.func < len(facts.functions) else None
+        return fn is not None and f.event.func == step.event.func and \
+            _sets_grad(facts, fn.span.line, step_line, backwards)
     loop = max(loops, key=lambda st: st.line)  # the innermost around both
     if _sets_grad(facts, loop.line, step_line, backwards):
         return True
