@@ -1,6 +1,6 @@
 """What training frameworks do with a file's code: the functions they call once per batch (the
-body of a training loop the file does not write), Lightning's manual and automatic classes, and
-ready-made trainers.
+body of a training loop the file does not write), Lightning's manual and automatic classes,
+ready-made trainers, and the models that Fabric's `setup` and accelerate's `prepare` hand back.
 
 Ignite's `Engine(update)` calls `update(engine, batch)` for every batch, and Lightning calls a
 LightningModule's `training_step` for every batch; under manual optimisation
@@ -18,6 +18,7 @@ import libcst as cst
 from gradlint.facts.training import Function, in_bases
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.walk import text as _text
+from gradlint.source.names import dotted
 from gradlint.source.engine.walk import walk
 
 IGNITE_ENGINES = frozenset({"ignite.engine.Engine", "ignite.engine.engine.Engine",
@@ -27,6 +28,10 @@ IGNITE_ENGINES = frozenset({"ignite.engine.Engine", "ignite.engine.engine.Engine
 IGNITE_TRAINERS = frozenset({"ignite.engine.create_supervised_trainer",
                              "ignite.contrib.engines.create_supervised_tbptt_trainer",
                              "ignite.contrib.engines.tbptt.create_supervised_tbptt_trainer"})
+# Lightning Fabric: its `setup` hands back the model and optimizers it is given, wrapped
+FABRICS = frozenset({"lightning.Fabric", "lightning.fabric.Fabric", "lightning.fabric.fabric.Fabric", "lightning_fabric.Fabric",
+                     "lightning_fabric.fabric.Fabric"})
+
 # What the facts say drives a function: the words a message uses.
 IGNITE = "ignite"
 LIGHTNING_MANUAL = "lightning-manual"
@@ -196,3 +201,23 @@ def _resolve(given: cst.BaseExpression, caller: Function, by_id: dict[int, Funct
 def _resolve_in(name: cst.Name, scope: int, functions: tuple[Function, ...]) -> int | None:
     """The function named `name` defined directly in function `scope`."""
     return next((g.id for g in functions if g.name == name.value and g.cls is None and g.parent == scope), None)
+
+
+def handed_back(node: cst.Assign, call: cst.Call, target: str, sets_up: bool) -> str:
+    """The argument whose place `target` takes in what the call returns, when that is the
+    argument wrapped, holding the same parameters (Assign.wraps), else "": the same name in the
+    same place (`model, optimizer = fabric.setup(model, optimizer)`, `model, opt, loader =
+    accelerator.prepare(model, opt, loader)`, `model, optimizer = amp.initialize(model,
+    optimizer)`), or any name when `sets_up` (the call is Fabric's `setup` or accelerate's
+    `prepare`, which hand back their arguments in order: `model, optimizer = fabric.setup(net, opt)`)."""
+    for t in node.targets:
+        if type(t.target) not in (cst.Tuple, cst.List):
+            continue
+        for i, el in enumerate(t.target.elements):
+            if i < len(call.args) and dotted(el.value) == target:
+                arg = call.args[i]
+                if arg.keyword is not None or arg.star or any(a.star for a in call.args[:i]):
+                    return ""
+                given = dotted(arg.value) or ""
+                return given if given == target or sets_up else ""
+    return ""

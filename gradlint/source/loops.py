@@ -33,7 +33,8 @@ from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import ACCELERATORS, CLIP_NAMES, OPTIMIZER_CLASSES, _name_reads, _names_in, CallEvents
 from gradlint.source.loop_configs import config_fields, deepspeed_clipping
-from gradlint.source.loop_drivers import IGNITE_TRAINERS, driven, lambda_clears, lightning_automatic, manual_classes
+from gradlint.source.loop_drivers import (FABRICS, IGNITE_TRAINERS, driven, handed_back, lambda_clears, lightning_automatic,
+                                          manual_classes)
 from gradlint.source.loop_param_clears import fresh_tensor, whole_model_clear
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
@@ -47,8 +48,6 @@ from gradlint.text import split_lines
 # Accelerator arguments under which its fp16 backward may not scale the loss with a GradScaler.
 _NO_SCALER_ARGS = frozenset({"deepspeed_plugin", "deepspeed_plugins", "megatron_lm_plugin", "cpu",
                              "kwargs_handlers", "fsdp_plugin"})
-FABRICS = frozenset({"lightning.Fabric", "lightning.fabric.Fabric", "lightning.fabric.fabric.Fabric", "lightning_fabric.Fabric",
-                     "lightning_fabric.fabric.Fabric"})
 PL_TRAINERS = frozenset({"pytorch_lightning.Trainer", "lightning.Trainer", "lightning.pytorch.Trainer",
                          "lightning.pytorch.trainer.Trainer", "pytorch_lightning.trainer.Trainer"})
 HF_ARGS = frozenset({"transformers.TrainingArguments", "transformers.Seq2SeqTrainingArguments"})
@@ -561,7 +560,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
                 and (wraps_module(value) or not self.qualify(value.func).isdisjoint(MODEL_WRAPPERS)):
             base["wraps"] = dotted(value.args[0].value) or ""
         elif type(node) is cst.Assign and type(value) is cst.Call:
-            handed = _handed_back(node, value, target, self._sets_up(value, ctx.fid))
+            handed = handed_back(node, value, target, self._sets_up(value, ctx.fid))
             if handed:
                 base["wraps"] = handed
         call = value
@@ -671,26 +670,6 @@ _PER_OPTIMIZER = frozenset({"step", "clear", "unscale", "clip"})
 # Losses whose target is class indices (Assign.labels): nll_loss's always; cross_entropy's but for
 # probability targets, which a training step's labels are not.
 _CLASS_INDEX_LOSSES = frozenset({"torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss"})
-
-
-def _handed_back(node: cst.Assign, call: cst.Call, target: str, sets_up: bool) -> str:
-    """The argument whose place `target` takes in what the call returns, when that is the
-    argument wrapped, holding the same parameters (Assign.wraps), else "": the same name in the
-    same place (`model, optimizer = fabric.setup(model, optimizer)`, `model, opt, loader =
-    accelerator.prepare(model, opt, loader)`, `model, optimizer = amp.initialize(model,
-    optimizer)`), or any name when `sets_up` (the call is Fabric's `setup` or accelerate's
-    `prepare`, which hand back their arguments in order: `model, optimizer = fabric.setup(net, opt)`)."""
-    for t in node.targets:
-        if type(t.target) not in (cst.Tuple, cst.List):
-            continue
-        for i, el in enumerate(t.target.elements):
-            if i < len(call.args) and dotted(el.value) == target:
-                arg = call.args[i]
-                if arg.keyword is not None or arg.star or any(a.star for a in call.args[:i]):
-                    return ""
-                given = dotted(arg.value) or ""
-                return given if given == target or sets_up else ""
-    return ""
 
 
 def _jumps_over_rest(stmt: cst.CSTNode) -> bool:
