@@ -310,3 +310,39 @@ def test_a_recurrence_whose_weights_were_not_read_is_not_judged_default_initiali
     assert [f.code for r in check_paths([real / "m.onnx"], config, use_cache=False, jobs=1).files
             for f in r.findings] == []
     assert codes(gen.rnn(act="Relu"), "GL107") == ["GL107"]
+
+
+def _conditioned_sigmoid_mlp(depth: int = 12):
+    """`h = sigmoid(h @ W_i + e)` for i < depth on input `x`, with `e = c @ W_c` of a second
+    input `c` added in every layer (a conditioning vector, as a time or class embedding)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    bound = 1 / np.sqrt(64)  # nn.Linear's default init
+    inits = [numpy_helper.from_array(rng.uniform(-bound, bound, (8, 64)).astype(np.float32), "cond.weight")]
+    nodes = [helper.make_node("MatMul", ["c", "cond.weight"], ["/e"], name="/cond/MatMul")]
+    h = "x"
+    for i in range(depth):
+        w = f"body.{i}.weight"
+        inits.append(numpy_helper.from_array(rng.uniform(-bound, bound, (64, 64)).astype(np.float32), w))
+        nodes += [helper.make_node("MatMul", [h, w], [f"/body.{i}/mm"], name=f"/body.{i}/MatMul"),
+                  helper.make_node("Add", [f"/body.{i}/mm", "/e"], [f"/body.{i}/pre"], name=f"/body.{i}/Add"),
+                  helper.make_node("Sigmoid", [f"/body.{i}/pre"], [f"/body.{i}/s"], name=f"/body.{i}/Sigmoid")]
+        h = f"/body.{i}/s"
+    nodes.append(helper.make_node("Identity", [h], ["y"]))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64]),
+              helper.make_tensor_value_info("c", TensorProto.FLOAT, ["N", 8])]
+    graph = helper.make_graph(nodes, "conditioned", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_conditioning_vector_added_in_every_layer_is_no_residual_stream():
+    """`sigmoid(W h + e)` reads e on its way through the earlier layers, as an attention block
+    reads its skip: e must not be taken for the skip of a stream that leads to the conditioning
+    input `c` (the path would be c's one layer and a fan-out into all twelve)."""
+    (net,) = extract_onnx_model(_conditioned_sigmoid_mlp()).networks
+    body = [n.name for n in net.nodes if isinstance(n, Param) and n.name.startswith("body.")]
+    assert len(body) == 12

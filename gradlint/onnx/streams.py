@@ -55,6 +55,11 @@ def stream_input(flow: Flow, output: str, is_add: Callable[["Unit"], bool]) -> s
     """The graph input at the start of the stream that ends in `output`: followed back through
     units with one data input, and through an add `x + f(x)` to x (_skip); None when a unit joins
     several data inputs some other way (concatenation, gating, `emb(ids) + pos_emb(pos)`)."""
+    added: dict[str, int] = {}  # value -> how many adds take it as an operand
+    for k, u in enumerate(flow.units):
+        if is_add(u):
+            for x in flow.data_inputs(k):
+                added[x] = added.get(x, 0) + 1
     v = output
     for _ in range(len(flow.units) + 1):
         k = flow.producer.get(v)
@@ -64,7 +69,7 @@ def stream_input(flow: Flow, output: str, is_add: Callable[["Unit"], bool]) -> s
         if len(ins) == 1:
             v = ins[0]
         elif len(ins) == 2 and is_add(flow.units[k]):
-            skip = _skip(flow, *ins)
+            skip = _skip(flow, *ins, added)
             if skip is None:
                 return None
             v = skip
@@ -73,18 +78,22 @@ def stream_input(flow: Flow, output: str, is_add: Callable[["Unit"], bool]) -> s
     return None
 
 
-def _skip(flow: Flow, a: str, b: str) -> str | None:
+def _skip(flow: Flow, a: str, b: str, added: dict[str, int]) -> str | None:
     """The value x of an add `x + f(x)` of a and b: each operand is followed back through units
     with one data input that only it reads (DeepNorm's `x * alpha`, a dropout, f's layers) to
     where it forks or joins; x is the fork that both reach, or the one the other one reads on
-    its way (f joins x with other values: attention)."""
+    its way (f joins x with other values: attention). A value added in several adds is no skip
+    of a stream, whose every value is added once, but a broadcast: `sigmoid(W h + e)` with a
+    conditioning vector `e` added in each layer reads e on its way through the earlier layers,
+    and taking e for the skip would lead the stream to the conditioning input."""
     ra, rb = _fork(flow, a), _fork(flow, b)
     if ra == rb:
         return ra
     a_read, b_read = _reads(flow, b, ra), _reads(flow, a, rb)
     if a_read == b_read:
         return None
-    return ra if a_read else rb
+    x = ra if a_read else rb
+    return x if added.get(x, 0) <= 1 else None
 
 
 def _fork(flow: Flow, v: str) -> str:
