@@ -346,3 +346,41 @@ def test_a_conditioning_vector_added_in_every_layer_is_no_residual_stream():
     (net,) = extract_onnx_model(_conditioned_sigmoid_mlp()).networks
     body = [n.name for n in net.nodes if isinstance(n, Param) and n.name.startswith("body.")]
     assert len(body) == 12
+
+
+def test_a_stream_that_also_reads_a_conditioning_vector_is_still_the_stream():
+    """`h = h + f(LayerNorm(h + e))` with e from a second input: h is added twice (to e and to
+    f's output) but skipped over once; the stream is x's, with c's layer read beside it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from gradlint.model.ir import INPUT_WHAT, Passthrough, Residual
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.1, (8, 16)).astype(np.float32), "cond.weight"),
+             numpy_helper.from_array(rng.normal(0, 0.1, (16, 16)).astype(np.float32), "inp.weight"),
+             numpy_helper.from_array(np.ones(16, np.float32), "ln.g")]
+    nodes = [helper.make_node("MatMul", ["c", "cond.weight"], ["/e"], name="/cond/MatMul"),
+             helper.make_node("MatMul", ["x", "inp.weight"], ["/h0"], name="/inp/MatMul")]
+    h = "/h0"
+    for i in range(4):
+        for j in (1, 2):
+            inits.append(numpy_helper.from_array(rng.normal(0, 0.1, (16, 16)).astype(np.float32), f"b{i}.{j}.weight"))
+        p = f"/blocks.{i}"
+        nodes += [helper.make_node("Add", [h, "/e"], [f"{p}/t"], name=f"{p}/Add"),
+                  helper.make_node("LayerNormalization", [f"{p}/t", "ln.g"], [f"{p}/n"], name=f"{p}/norm/LayerNormalization"),
+                  helper.make_node("MatMul", [f"{p}/n", f"b{i}.1.weight"], [f"{p}/m1"], name=f"{p}/fc1/MatMul"),
+                  helper.make_node("Relu", [f"{p}/m1"], [f"{p}/r"], name=f"{p}/Relu"),
+                  helper.make_node("MatMul", [f"{p}/r", f"b{i}.2.weight"], [f"{p}/m2"], name=f"{p}/fc2/MatMul"),
+                  helper.make_node("Add", [h, f"{p}/m2"], [f"{p}/out"], name=f"{p}/Add_1")]
+        h = f"{p}/out"
+    nodes.append(helper.make_node("Identity", [h], ["y"]))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16]),
+              helper.make_tensor_value_info("c", TensorProto.FLOAT, ["N", 8])]
+    graph = helper.make_graph(nodes, "cond_stream", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (net,) = extract_onnx_model(model).networks
+    marks = [n.name for n in net.nodes if isinstance(n, Passthrough) and n.what == INPUT_WHAT]
+    assert marks == ["x"]
+    assert sum(isinstance(n, Residual) for n in net.nodes) == 4

@@ -55,11 +55,12 @@ def stream_input(flow: Flow, output: str, is_add: Callable[["Unit"], bool]) -> s
     """The graph input at the start of the stream that ends in `output`: followed back through
     units with one data input, and through an add `x + f(x)` to x (_skip); None when a unit joins
     several data inputs some other way (concatenation, gating, `emb(ids) + pos_emb(pos)`)."""
-    added: dict[str, int] = {}  # value -> how many adds take it as an operand
+    added: dict[str, list[list[str]]] = {}  # value -> the data operands of each add it is one of
     for k, u in enumerate(flow.units):
         if is_add(u):
-            for x in flow.data_inputs(k):
-                added[x] = added.get(x, 0) + 1
+            ins = flow.data_inputs(k)
+            for x in ins:
+                added.setdefault(x, []).append(ins)
     v = output
     for _ in range(len(flow.units) + 1):
         k = flow.producer.get(v)
@@ -78,14 +79,16 @@ def stream_input(flow: Flow, output: str, is_add: Callable[["Unit"], bool]) -> s
     return None
 
 
-def _skip(flow: Flow, a: str, b: str, added: dict[str, int]) -> str | None:
+def _skip(flow: Flow, a: str, b: str, added: dict[str, list[list[str]]]) -> str | None:
     """The value x of an add `x + f(x)` of a and b: each operand is followed back through units
     with one data input that only it reads (DeepNorm's `x * alpha`, a dropout, f's layers) to
     where it forks or joins; x is the fork that both reach, or the one the other one reads on
-    its way (f joins x with other values: attention). A value added in several adds is no skip
-    of a stream, whose every value is added once, but a broadcast: `sigmoid(W h + e)` with a
-    conditioning vector `e` added in each layer reads e on its way through the earlier layers,
-    and taking e for the skip would lead the stream to the conditioning input."""
+    its way (f joins x with other values: attention). A value that is the skip of several adds
+    (each adds it to something computed from it) is no value of a stream, each of which is
+    skipped over once, but a broadcast: in `sigmoid(W h + e)` with a conditioning vector e added
+    in each layer, every layer reads e on its way through the earlier ones, and taking e for the
+    skip would lead the stream to the conditioning input. (A value that is also added to a
+    broadcast, `h + b(h + e)`, is still the skip of one add only.)"""
     ra, rb = _fork(flow, a), _fork(flow, b)
     if ra == rb:
         return ra
@@ -93,7 +96,17 @@ def _skip(flow: Flow, a: str, b: str, added: dict[str, int]) -> str | None:
     if a_read == b_read:
         return None
     x = ra if a_read else rb
-    return x if added.get(x, 0) <= 1 else None
+    return None if _skipped_more_than_once(flow, x, added) else x
+
+
+def _skipped_more_than_once(flow: Flow, x: str, added: dict[str, list[list[str]]]) -> bool:
+    n = 0
+    for ins in added.get(x, []):
+        if len(ins) == 2 and any(y != x and _reads(flow, y, x) for y in ins):
+            n += 1
+            if n > 1:
+                return True
+    return False
 
 
 def _fork(flow: Flow, v: str) -> str:
