@@ -384,3 +384,12 @@ def test_a_stream_that_also_reads_a_conditioning_vector_is_still_the_stream():
     marks = [n.name for n in net.nodes if isinstance(n, Passthrough) and n.what == INPUT_WHAT]
     assert marks == ["x"]
     assert sum(isinstance(n, Residual) for n in net.nodes) == 4
+
+
+def test_a_conditioning_vector_added_before_each_activation_is_a_bias_of_the_chain():
+    """`sigmoid(W h + e)` with e from another input passes h's gradient through the add as a
+    bias does: the twelve layers are one chain (torch measures a first/last gradient ratio of
+    about 1e-10 for this model with nn.Linear's default init; predicted 4e-10)."""
+    (f,) = check_source(_conditioned_sigmoid_mlp().SerializeToString(), Config(select=("GL101",)),
+                        path="model.onnx")
+    assert list(f.data_dict["modules"]) == [f"body.{i}" for i in range(12)]

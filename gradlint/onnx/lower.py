@@ -793,6 +793,8 @@ class _Path:
     def ir(self, k: int) -> list[Node]:
         u = self.units[k]
         nodes = list(u.ir) if u.ir is not None else self.low.node_ir(u.head)
+        if u.ir is None and self._adds_a_value_from_elsewhere(k):
+            nodes = []  # a bias from another input (a conditioning vector): as a constant's
         self.seen[k] = nodes
         return nodes
 
@@ -869,6 +871,15 @@ class _Path:
             if k != m:
                 stack.extend(s for s in self.succ.get(k, []) if s != EXIT)
         return region
+
+    def _adds_a_value_from_elsewhere(self, k: int) -> bool:
+        """An Add/Sub of one value on this path and one that depends on no value of it (another
+        input's `e` in `W h + e`): the gradient passes to the path's operand unchanged."""
+        u = self.units[k]
+        if self.low.g.ops[u.head] not in ("Add", "Sub") or len(self.pred.get(k, [])) != 1:
+            return False
+        ins = [x for x in self.low.nodes[u.head].input if x and not self.low.g.is_static(x)]
+        return len(ins) == 2 and sum(x in self.dynamic for x in ins) == 1
 
     def _is_add_join(self, m: int) -> bool:
         u = self.units[m]
