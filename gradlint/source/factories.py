@@ -30,7 +30,7 @@ from gradlint.model.ir import ConfigArg, Network, Opaque, Residual
 from gradlint.model.ir import walk as ir_walk
 from gradlint.source.budget import MAX_DEPTH, Exhausted
 from gradlint.source.engine.values import Ctor
-from gradlint.source.engine.walk import children, main_block, mentions, suite, walk
+from gradlint.source.engine.walk import bound_once_at_top, children, main_block, mentions, suite, walk
 from gradlint.source.init_walk import _InitInterpreter
 from gradlint.source.lowering import Lowerer
 
@@ -236,8 +236,9 @@ def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network
     """The networks of the file's factories (above); `classes`: the networks of its classes, by
     name, which a factory's network must differ from to be kept."""
     text = fm.src.text
-    sequential = "Sequential" in text or any(word in text for word in _STACK_WORDS)
-    if not sequential and not fm.configs and not any(not i.is_module for i in fm.classes.values()) and not (
+    sequential = "Sequential" in text
+    stacks = any(word in text for word in _STACK_WORDS)
+    if not sequential and not stacks and not fm.configs and not any(not i.is_module for i in fm.classes.values()) and not (
             fm.functions and any(i.is_module for i in fm.classes.values())):
         return []
     written, rest = _written(fm)
@@ -250,7 +251,7 @@ def factory_networks(fm: FileModel, classes: dict[str, Network]) -> list[Network
                   if not (name in builders and _callable_bare(fn))]
     entries = [(name, fn, True) for name, fn in fm.functions.items() if name in builders and _callable_bare(fn)]
     later: list[tuple[str, Any, cst.CSTNode]] = []
-    if sequential:
+    if sequential or stacks:
         later.extend(_module_sequentials(fm))
     if _builds_with_config(fm, rest) or _applies_at_module_level(fm):
         later.extend(_module_level(fm))
@@ -375,27 +376,20 @@ def _stack_call(fm: FileModel, call: cst.Call) -> bool:
 def _stack_layers(fm: FileModel) -> dict[str, Any]:
     """Names bound once at module level to a torch transformer layer (`layer =
     nn.TransformerEncoderLayer(d_model=512, nhead=8)`): what a stack built from them reads."""
-    counts: dict[str, int] = {}
-    calls: dict[str, cst.Call] = {}
+    once = bound_once_at_top(fm.src.module)
+    out: dict[str, Any] = {}
     for stmt in fm.src.module.body:
         if type(stmt) is not cst.SimpleStatementLine:
             continue
         for small in stmt.body:
-            if type(small) is cst.Assign:
-                for t in small.targets:
-                    if type(t.target) is cst.Name:
-                        counts[t.target.value] = counts.get(t.target.value, 0) + 1
-                        if type(small.value) is cst.Call and any(
-                                q in ("torch.nn.TransformerEncoderLayer", "torch.nn.TransformerDecoderLayer")
-                                for q in fm.imports.qualify(small.value.func)):
-                            calls[t.target.value] = small.value
-    out: dict[str, Any] = {}
-    for name, call in calls.items():
-        if counts.get(name) == 1:
-            try:
-                out[name] = fm.eval(call, {})
-            except (Exhausted, RecursionError):
-                continue
+            if type(small) is cst.Assign and len(small.targets) == 1 and type(small.targets[0].target) is cst.Name \
+                    and small.targets[0].target.value in once and type(small.value) is cst.Call and any(
+                        q in ("torch.nn.TransformerEncoderLayer", "torch.nn.TransformerDecoderLayer")
+                        for q in fm.imports.qualify(small.value.func)):
+                try:
+                    out[small.targets[0].target.value] = fm.eval(small.value, {})
+                except (Exhausted, RecursionError):
+                    continue
     return out
 
 

@@ -33,6 +33,7 @@ from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import Where, V, UNKNOWN, _TRAINABLE, replace, merge, _passed, passed_tensor, open_value, \
     same
 from gradlint.source.engine.walk import children, mentions_any, suite
+from gradlint.source.engine.walk import bound_once_at_top
 from gradlint.source.engine.walk import walk as walk_nodes
 from gradlint.source.module_uses import ModuleUses
 from gradlint.source.names import bound_otherwise, dotted, top_level_imports
@@ -352,7 +353,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         found = [(k, v.crit) for k, v in top.env.items() if "." not in k and type(v) is V and v.crit]
         if not found:
             return ()
-        once = _bound_once_at_top(self.src.module)
+        once = bound_once_at_top(self.src.module)
         return tuple(sorted((k, crit) for k, crit in found if k in once))
 
     def _function_modules(self, top: FunctionWalk) -> tuple[tuple[str, str], ...]:
@@ -745,24 +746,6 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
                                      autograd_function=is_function, custom_backward=custom_backward,
                                      returns_assuming=assuming, getters=_getters(methods),
                                      forward_params=_positional_after_self(ctx.method_nodes.get("forward"))))
-
-
-def _bound_once_at_top(module: cst.Module) -> set[str]:
-    """The names the module's top-level statements bind exactly once (by a plain assignment)."""
-    counts: dict[str, int] = {}
-    for stmt in module.body:
-        if type(stmt) is cst.SimpleStatementLine:
-            for small in stmt.body:
-                if type(small) in (cst.Assign, cst.AnnAssign, cst.AugAssign):
-                    targets = [t.target for t in small.targets] if type(small) is cst.Assign else [small.target]
-                    for t in targets:
-                        if type(t) is cst.Name:
-                            counts[t.value] = counts.get(t.value, 0) + (1 if type(small) is not cst.AugAssign else 2)
-        elif type(stmt) in (cst.If, cst.For, cst.While, cst.Try, cst.With):
-            for node in walk_nodes(stmt):
-                if type(node) in (cst.AssignTarget, cst.AnnAssign) and type(node.target) is cst.Name:
-                    counts[node.target.value] = counts.get(node.target.value, 0) + 2  # bound on some path
-    return {name for name, n in counts.items() if n == 1}
 
 
 def _positional_after_self(method: cst.FunctionDef | None) -> tuple[str, ...]:

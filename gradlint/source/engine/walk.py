@@ -229,3 +229,21 @@ def main_block(stmt: cst.CSTNode) -> bool:
     names = [s.value for s in sides if type(s) is cst.Name]
     strings = [s.evaluated_value for s in sides if type(s) is cst.SimpleString]
     return type(comparison.operator) is cst.Equal and names == ["__name__"] and strings == ["__main__"]
+
+
+def bound_once_at_top(module: cst.Module) -> set[str]:
+    """The names the module's top-level statements bind exactly once (by a plain assignment)."""
+    counts: dict[str, int] = {}
+    for stmt in module.body:
+        if type(stmt) is cst.SimpleStatementLine:
+            for small in stmt.body:
+                if type(small) in (cst.Assign, cst.AnnAssign, cst.AugAssign):
+                    targets = [t.target for t in small.targets] if type(small) is cst.Assign else [small.target]
+                    for t in targets:
+                        if type(t) is cst.Name:
+                            counts[t.value] = counts.get(t.value, 0) + (1 if type(small) is not cst.AugAssign else 2)
+        elif type(stmt) in (cst.If, cst.For, cst.While, cst.Try, cst.With):
+            for node in walk(stmt):
+                if type(node) in (cst.AssignTarget, cst.AnnAssign) and type(node.target) is cst.Name:
+                    counts[node.target.value] = counts.get(node.target.value, 0) + 2  # bound on some path
+    return {name for name, n in counts.items() if n == 1}
