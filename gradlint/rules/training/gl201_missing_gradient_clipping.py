@@ -7,7 +7,7 @@ from typing import Iterator
 from gradlint.findings import Finding, Severity, SourceSpan
 from gradlint.rules.training.examples import timm_scaler_loop
 from gradlint.registry import Example, Rule, RuleContext
-from gradlint.rules.training import steps
+from gradlint.rules.training import model_risk, steps
 from gradlint.facts.training import iter_events
 
 _LSTM_LOOP = """\
@@ -414,13 +414,13 @@ for x in loader:
             first = next((f for f in c.of("step") if f.depth == 0), None)
             line = first.event.span.line if first is not None else None
             for text in unclipped or steps.trained_models(facts, c):
-                risk = steps.model_risk(facts, text, where.cls, ctx.index, where, line)
+                risk = model_risk.model_risk(facts, text, where.cls, ctx.index, where, line)
                 if risk is not None:
                     break
             by_callers = risk is None
             if risk is None and not unclipped:
                 # a model the step function takes as a parameter: what its callers pass
-                risk = steps.passed_model_risk(facts, c, ctx.index)
+                risk = model_risk.passed_model_risk(facts, c, ctx.index)
             if risk is None:
                 continue
             step = c.of("step")[0]
@@ -452,10 +452,10 @@ for x in loader:
                 if not model:
                     continue
                 if ev.via == "ctor" and how.startswith("Lightning"):
-                    risk = steps.class_risk(model, f"{model}(...)", ctx.index, facts)
+                    risk = model_risk.class_risk(model, f"{model}(...)", ctx.index, facts)
                 else:
                     # (the binding of the fitted name in this function that reaches the fit)
-                    risk = steps.model_risk(facts, model, fn.cls, ctx.index, fn, ev.span.line)
+                    risk = model_risk.model_risk(facts, model, fn.cls, ctx.index, fn, ev.span.line)
                 if risk is not None and not _clips_itself(ctx.index, risk.cls):
                     yield ctx.finding(f"{how} trains `{risk.model}` ({risk.reason})", ev.span,
                                       data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
@@ -468,7 +468,7 @@ for x in loader:
             if a.kind != "ds_engine" or a.clip_config is not False or not a.model_arg:
                 continue
             fn = facts.functions[a.func]
-            risk = steps.model_risk(facts, a.model_arg, fn.cls, ctx.index, fn, a.line)
+            risk = model_risk.model_risk(facts, a.model_arg, fn.cls, ctx.index, fn, a.line)
             if risk is not None:
                 yield ctx.finding(f"DeepSpeed config without gradient_clipping trains `{risk.model}` ({risk.reason})",
                                   SourceSpan.point(a.line),
@@ -481,7 +481,7 @@ for x in loader:
             if a.kind != "ignite_trainer" or not a.model_arg:
                 continue
             fn = facts.functions[a.func]
-            risk = steps.model_risk(facts, a.model_arg, fn.cls, ctx.index, fn, a.line)
+            risk = model_risk.model_risk(facts, a.model_arg, fn.cls, ctx.index, fn, a.line)
             if risk is not None:
                 yield ctx.finding(f"Ignite's `{a.cls}`, which never clips, trains `{risk.model}` ({risk.reason})",
                                   SourceSpan.point(a.line), data={"model": risk.model, "class": risk.cls, **dict(risk.data)})
