@@ -4,8 +4,9 @@ body) walked in order with an environment of abstract values (`V`, engine/tensor
 The file's walk (`numerics.Extractor`) makes one per function, method and module body; a walk's
 expressions are `numerics_eval.py`, its calls `numerics_calls.py`, its call records
 `numerics_callers.py`, the hazard sites it records `numerics_sites.py` and `x.requires_grad = ...`
-(a mistake on a module, a fact of a value on a tensor) `requires_grad.py` (its mixins). Here: the
-statements (assignments, `with`, loops, returns, grad mode) and the bindings they make.
+(a mistake on a module, a fact of a value on a tensor) `requires_grad.py` (its mixins), and the
+readings of syntax it makes `numerics_syntax.py`. Here: the statements (assignments, `with`,
+loops, returns, grad mode) and the bindings they make.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from gradlint.source.engine.interp import statements as interp_statements
 from gradlint.source.engine.tensors import SAFETY_FACTS, V, UNKNOWN, replace, _passed, merge_env, _item, open_value, join_value, knows_nothing
 from gradlint.source.engine.values import int_literal
 from gradlint.source.engine.walk import children as _children
-from gradlint.source.engine.walk import evaluated_children, statements_in, suite, walk
+from gradlint.source.engine.walk import evaluated_children, suite, walk
 from gradlint.source.metric_uses import detached, made_alone, read_only_as_metric
-from gradlint.source.names import PARAMETER_CLASSES, changes_in_place, decorators, dotted, grad_mode, grad_state, is_off, root_name, set_grad_statement, with_items
+from gradlint.source.names import PARAMETER_CLASSES, decorators, dotted, grad_mode, grad_state, is_off, root_name, set_grad_statement, with_items
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_callers import CallRecords
@@ -30,6 +31,7 @@ from gradlint.source.numerics_eval import TensorEval, _entry, _string_index, exp
 from gradlint.source.numerics_quiet import quiet_function
 from gradlint.source.numerics_registry import empty_dict
 from gradlint.source.numerics_sites import SiteChecks
+from gradlint.source.numerics_syntax import changed_in, ends_in_return, exits, keyed_returns, list_key, module_iteration
 from gradlint.source.requires_grad import RequiresGradReadings
 
 # The numerics hazards (GL301-GL309) a value can make: what `.item()` on it keeps quiet (`leaving`)
@@ -41,26 +43,6 @@ if TYPE_CHECKING:
 
 _TENSOR_CLASSES = PARAMETER_CLASSES | {"torch.Tensor"}
 _MODULE_CLASSES = frozenset({"torch.nn.Module", "torch.nn.modules.module.Module"})
-
-
-def _module_iteration(node: cst.BaseExpression) -> tuple[cst.BaseExpression, bool, bool]:
-    """What `node` iterates once `list(...)`, `tuple(...)` and slices are taken off it
-    (`list(model.children())[:3]`: some of the same modules), whether that is a model's modules
-    (`.modules()`, `.children()`, their named forms) and whether named ones."""
-    while type(node) is cst.Subscript or (
-            type(node) is cst.Call and type(node.func) is cst.Name
-            and node.func.value in ("list", "tuple") and len(node.args) == 1):
-        node = node.value if type(node) is cst.Subscript else node.args[0].value
-    if type(node) is cst.Call and type(node.func) is cst.Attribute:
-        meth = node.func.attr.value
-        return node, meth in ("modules", "children", "named_modules", "named_children"), meth.startswith("named_")
-    return node, False, False
-
-
-def _list_key(node: cst.BaseExpression) -> str | None:
-    """The key a list of modules is kept under (FunctionWalk._module_lists): a name, or an
-    attribute's dotted text (`self.blocks`); None for anything else."""
-    return node.value if type(node) is cst.Name else dotted(node) if type(node) is cst.Attribute else None
 
 
 # In-place clamps, as statements: the clamped tensor's name holds their result afterwards.
@@ -328,7 +310,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
                 self._narrowed_branches(stmt, *narrowed)
         finally:
             self.branching -= 1
-        if _exits(stmt):
+        if exits(stmt):
             self.exited = True
 
     def _tensor_test(self, test: cst.BaseExpression) -> tuple[str, V, bool] | None:
@@ -386,7 +368,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         else:
             second = self.settle(state)
         self.join_branches(stmt, state, first, second)
-        if negated and stmt.orelse is None and _ends_in_return(stmt.body) and self.env.get(name) is state.get(name):
+        if negated and stmt.orelse is None and ends_in_return(stmt.body) and self.env.get(name) is state.get(name):
             # `if not isinstance(x, nn.Parameter): ...; return` then `x.requires_grad = False`:
             # past the `if`, only the parameter's path goes on
             self.env[name] = held
@@ -408,7 +390,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
             super().match_stmt(stmt)
         finally:
             self.branching -= 1
-        if any(_exits(case) for case in stmt.cases):
+        if any(exits(case) for case in stmt.cases):
             self.exited = True
 
     @property
@@ -512,7 +494,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
 
     def augmented(self, node: cst.AugAssign, target_val: V, val: V) -> V:
         op = node.operator
-        key = _list_key(node.target) if type(op) is cst.AddAssign else None
+        key = list_key(node.target) if type(op) is cst.AddAssign else None
         if key and key not in self._module_lists:
             # `frozen = []; frozen += list(net.children())[:4]`: the list now holds modules (the
             # assignment that follows, with no value node, keeps what this marks)
@@ -540,7 +522,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
                 # callers that backpropagate it
                 parts = [self.memo.get(id(el.value), UNKNOWN) for el in node.value.elements] \
                     if type(node.value) is cst.Tuple else [val]
-                keyed = _keyed_returns(node.value, self.memo) if type(node.value) is cst.Dict else None
+                keyed = keyed_returns(node.value, self.memo) if type(node.value) is cst.Dict else None
                 self.x.returned_value(self.qual, parts if type(node.value) is cst.Tuple else keyed, val)
         else:
             self.returns.append(None)
@@ -551,13 +533,13 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
                 self.ev(child)
 
     def _modules_of(self, node: cst.BaseExpression) -> tuple[cst.BaseExpression, bool, bool]:
-        """`_module_iteration`, and also a name bound to such modules earlier in this function
+        """`module_iteration`, and also a name bound to such modules earlier in this function
         (`modules = list(resnet.children())[:-2]`, catalyst's encoder) or a list of them by
         comprehension (`[m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]`)."""
-        node, module_iter, named = _module_iteration(node)
+        node, module_iter, named = module_iteration(node)
         if module_iter:
             return node, True, named
-        key = _list_key(node)
+        key = list_key(node)
         if key and key in self._module_lists:
             return node, True, key in self._named_module_lists
         if type(node) in (cst.ListComp, cst.GeneratorExp) and node.for_in.inner_for_in is None and \
@@ -648,7 +630,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         for loop in self.loop_changes[depth:]:
             names = memo.get(id(loop))
             if names is None:
-                names = memo[id(loop)] = _changed_in(loop)
+                names = memo[id(loop)] = changed_in(loop)
             if name in names:
                 return True
         return False
@@ -772,7 +754,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
         # `modules = modules[1:]`), which a loop over it then iterates as `for module in
         # m.children()` does (read before the binding forgets the name's old value)
         # (`self.blocks = list(resnet.children())` too; `mods += list(head.children())` keeps it)
-        key = _list_key(target)
+        key = list_key(target)
         if value_node is None and key in self._module_lists:
             modules, named = True, key in self._named_module_lists  # an augmented assignment
         else:
@@ -840,64 +822,3 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
 
 _AUG = {cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
         cst.DivideAssign: cst.Divide, cst.PowerAssign: cst.Power}
-
-
-def _ends_in_return(body: cst.BaseSuite) -> bool:
-    """A block whose last statement returns or raises: nothing after the `if` runs from it."""
-    last = body.body[-1] if type(body) is cst.IndentedBlock and body.body else \
-        (body if type(body) is cst.SimpleStatementSuite else None)
-    return last is not None and hasattr(last, "body") and isinstance(last.body, (list, tuple)) and bool(last.body) \
-        and type(last.body[-1]) in (cst.Return, cst.Raise)
-
-
-def _exits(node: cst.CSTNode) -> bool:
-    """Whether a block (an `if` with its `else`s, a `match` case) holds a `return`, outside the
-    functions and classes defined in it: what follows is then one of two results. A `raise` is no
-    such choice (a shape check before the loss guards the one path there is)."""
-    return any(type(n) is cst.Return for n in statements_in(node))
-
-
-def _keyed_returns(value: cst.Dict, memo: dict) -> dict[str, V] | None:
-    """What each string key of a returned dict display holds (`{"loss": rec + kld, "kld": kld}`),
-    or None when a key is not a plain string or an entry is a `**` splat."""
-    out: dict[str, V] = {}
-    for el in value.elements:
-        if type(el) is not cst.DictElement or type(el.key) is not cst.SimpleString:
-            return None
-        key = el.key.evaluated_value
-        if not isinstance(key, str):
-            return None
-        out[key] = memo.get(id(el.value), UNKNOWN)
-    return out
-
-
-def _changed_in(loop: cst.CSTNode) -> set[str]:
-    """The names a loop binds or changes in place anywhere in it (its target, assignments,
-    `x += 1`, `with ... as x`, `x := ...`, `x.mul_(2)`, `x[i] = v`): what may differ in its next
-    round from what one reading of its body saw."""
-    out: set[str] = set()
-
-    def targets(t: cst.BaseExpression) -> None:
-        if type(t) in (cst.Tuple, cst.List):
-            for e in t.elements:
-                targets(e.value)
-        elif type(t) is cst.StarredElement:
-            targets(t.value)
-        elif (root := root_name(t)) is not None:
-            out.add(root)
-
-    for n in walk(loop, stop=()):
-        kind = type(n)
-        if kind is cst.Assign:
-            for t in n.targets:
-                targets(t.target)
-        elif kind in (cst.AugAssign, cst.AnnAssign, cst.NamedExpr):
-            targets(n.target)
-        elif kind is cst.For:
-            targets(n.target)
-        elif kind is cst.WithItem and n.asname is not None:
-            targets(n.asname.name)
-        elif kind is cst.Call and type(n.func) is cst.Attribute and changes_in_place(n.func.attr.value) and \
-                (root := root_name(n.func.value)) is not None:
-            out.add(root)
-    return out
