@@ -233,10 +233,14 @@ class TrainingFacts:
     # of a loop the file does not write: 'ignite' (the process function given to an Ignite
     # `Engine`), 'lightning-manual' (`training_step` under Lightning's manual optimisation)
     driven: tuple[tuple[int, str], ...] = ()
-    # the functions (ids; 0 for the module) holding a lambda whose call clears gradients
-    # (`trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: optimizer.zero_grad())`):
-    # code a framework may run between its calls of a driven function
-    lambda_clears: tuple[int, ...] = ()
+    # (name as written, what calls it) for the functions of other modules a framework of this
+    # file calls once per batch (`Engine(update)` with `from steps import update`): 'ignite'
+    drives: tuple[tuple[str, str], ...] = ()
+    # (function id, 0 for the module; what it clears as written, "" when not a name) for each
+    # lambda whose call clears gradients (`trainer.add_event_handler(Events.ITERATION_COMPLETED,
+    # lambda e: optimizer.zero_grad())`): code a framework may run between its calls of a driven
+    # function
+    lambda_clears: tuple[tuple[int, str], ...] = ()
 
 
 def iter_events(block: Block):
@@ -327,6 +331,49 @@ def manual_elsewhere(facts: TrainingFacts, scope: Scope | None) -> tuple[tuple[i
         return None
 
     return tuple((f.id, "lightning-manual") for f in methods if in_bases(f.cls, classes, manual_base))
+
+
+def driven_elsewhere(facts: TrainingFacts, scope: Scope | None) -> tuple[tuple[int, str, str], ...]:
+    """(function id, what drives it, the driving module) for each top-level function of this
+    file that a framework of another project file calls once per batch (`Engine(update)` in
+    train.py with `from steps import update`: TrainingFacts.drives there), as
+    TrainingFacts.driven lists the ones driven in this file. Read in the files whose text names
+    the function (at most MAX_CALLER_MODULES of them). Memoised per run."""
+    if scope is None or not scope.module:
+        return ()
+    index = scope.index
+    out: list[tuple[int, str, str]] = []
+    known = {fid for fid, _ in facts.driven}
+    memo = index.memos.setdefault("training_driven_elsewhere", {})
+    for f in facts.functions:
+        if f.cls is not None or f.parent != 0 or f.id in known or not f.params:
+            continue
+        key = (scope.module, f.name)
+        if key not in memo:
+            memo[key] = _drivers_of(index, scope.module, f.name)
+        out.extend((f.id, what, home) for what, home in memo[key])
+    return tuple(out)
+
+
+def _drivers_of(index: ProjectIndex, module: str, name: str) -> tuple[tuple[str, str], ...]:
+    """(what drives it, the module) for each other project module whose framework calls the
+    function `name` of `module` per batch."""
+    mentions = index.mentioning(name, whole=True)
+    if len(mentions) > MAX_CALLER_MODULES:
+        return ()
+    target = f"{module}.{name}"
+    out = []
+    for home in mentions:
+        if home == module:
+            continue
+        mod = index.calling(home, loops=True)
+        other = mod.facts.training if mod is not None else None
+        if not isinstance(other, TrainingFacts):
+            continue
+        for text, what in other.drives:
+            if text.rpartition(".")[2] == name and target in index.resolve(home, text):
+                out.append((what, home))
+    return tuple(dict.fromkeys(out))
 
 
 def has_open_steps(facts: TrainingFacts) -> bool:

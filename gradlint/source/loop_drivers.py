@@ -115,11 +115,23 @@ def driven(src, functions: tuple[Function, ...], scope_nodes: dict, qualify, man
                 out.append((f.id, LIGHTNING_MANUAL))
     if "ignite" in src.text and "Engine" in src.text:
         seen = {fid for fid, _ in out}
-        for fid in _ignite_functions(src, functions, scope_nodes, qualify):
-            if fid not in seen:
+        for fid, _ in _ignite_functions(src, functions, scope_nodes, qualify):
+            if fid is not None and fid not in seen:
                 seen.add(fid)
                 out.append((fid, IGNITE))
     return tuple(out)
+
+
+def drives_elsewhere(src, functions: tuple[Function, ...], scope_nodes: dict, qualify) -> tuple[tuple[str, str], ...]:
+    """(name as written, what drives it) for each function a framework of this file calls per
+    batch that the file does not define: `Engine(update)` with `from steps import update`, or
+    `Engine(steps.update)`. The project index says which function of which module each names
+    (the rules of that module read it as `driven`)."""
+    if "ignite" not in src.text or "Engine" not in src.text:
+        return ()
+    out = [(text, IGNITE) for fid, text in _ignite_functions(src, functions, scope_nodes, qualify)
+           if fid is None and text]
+    return tuple(dict.fromkeys(out))
 
 
 # A call that clears gradients by its name, as the loop front-end reads one (`zero_grad`,
@@ -127,29 +139,33 @@ def driven(src, functions: tuple[Function, ...], scope_nodes: dict, qualify, man
 _CLEARING = re.compile(r"(zero|clear|reset)_?grad")
 
 
-def lambda_clears(src, scope_nodes: dict) -> tuple[int, ...]:
-    """The functions of the file (ids) holding a lambda that clears gradients: `lambda engine:
-    optimizer.zero_grad()` registered with `trainer.add_event_handler(...)` runs between the
-    engine's calls of its process function. The front-end reads no lambda's body (it runs later,
-    if ever), so this is where such a clear is seen."""
+def lambda_clears(src, scope_nodes: dict) -> tuple[tuple[int, str], ...]:
+    """(function id, what it clears) for each lambda of the file whose call clears gradients:
+    `lambda engine: optimizer.zero_grad()` registered with `trainer.add_event_handler(...)` runs
+    between the engine's calls of its process function. What it clears is the receiver as
+    written (`optimizer`), "" when not a plain name or attribute (it may clear anything). The
+    front-end reads no lambda's body (it runs later, if ever), so this is where such a clear is seen."""
     if "lambda" not in src.text or _CLEARING.search(src.text) is None:
         return ()
-    out = []
+    out: list[tuple[int, str]] = []
     for fid, node in scope_nodes.items():
         body = src.module if node is None else node.body
         for n in walk(body, stop=(cst.FunctionDef, cst.ClassDef)):
-            if type(n) is cst.Lambda and any(
-                    type(c) is cst.Call and type(c.func) is cst.Attribute and _CLEARING.search(c.func.attr.value)
-                    for c in walk(n.body, stop=(cst.Lambda,))):
-                out.append(fid)
-                break
-    return tuple(out)
+            if type(n) is not cst.Lambda:
+                continue
+            for c in walk(n.body, stop=(cst.Lambda,)):
+                if type(c) is cst.Call and type(c.func) is cst.Attribute and _CLEARING.search(c.func.attr.value):
+                    out.append((fid, dotted(c.func.value) or ""))
+    return tuple(dict.fromkeys(out))
 
 
 def _ignite_functions(src, functions: tuple[Function, ...], scope_nodes: dict, qualify):
-    """The functions of the file handed to an Ignite Engine as its process function: a name of a
-    function defined in the calling scope or one around it (`def _update(engine, batch)` inside
-    `create_trainer()`), or `self.method` of the calling method's class."""
+    """(function id, name) for each process function handed to an Ignite Engine: the id of a
+    function of the file (a name of a function defined in the calling scope or one around it,
+    `def _update(engine, batch)` inside `create_trainer()`, or `self.method` of the calling
+    method's class), else None with the name as written when it may name another module's
+    function (`Engine(update)` with `update` imported, `Engine(steps.update)`, `lambda e, b:
+    update(b)`): not a parameter of the calling function, which may hold anything."""
     by_id = {f.id: f for f in functions}
     for fid, node in scope_nodes.items():
         f = by_id.get(fid)
@@ -162,7 +178,12 @@ def _ignite_functions(src, functions: tuple[Function, ...], scope_nodes: dict, q
             given = _arg(n, 0, "process_function")
             target = _resolve(given, f, by_id, functions, scope_nodes) if given is not None else None
             if target is not None:
-                yield target
+                yield target, ""
+            elif given is not None:
+                named = given.body.func if type(given) is cst.Lambda and type(given.body) is cst.Call else given
+                text = dotted(named) or ""
+                if text and not text.startswith("self.") and text.split(".")[0] not in f.params:
+                    yield None, text
 
 
 def _resolve(given: cst.BaseExpression, caller: Function, by_id: dict[int, Function],

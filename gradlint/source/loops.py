@@ -33,7 +33,7 @@ from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import ACCELERATORS, CLIP_NAMES, OPTIMIZER_CLASSES, _name_reads, _names_in, CallEvents
 from gradlint.source.loop_configs import config_fields, deepspeed_clipping
-from gradlint.source.loop_drivers import (FABRICS, IGNITE_TRAINERS, driven, handed_back, lambda_clears, lightning_automatic,
+from gradlint.source.loop_drivers import (FABRICS, IGNITE_TRAINERS, driven, drives_elsewhere, handed_back, lambda_clears, lightning_automatic,
                                           manual_classes)
 from gradlint.source.loop_param_clears import fresh_tensor, whole_model_clear
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
@@ -178,6 +178,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
                              hook_clipping=self.hook_clipping, lightning_automatic=lightning_automatic(self.src, self.qualify),
                              manual_classes=manual, classes=classes,
                              driven=driven(self.src, functions, self._scope_nodes, self.qualify, manual, dict(classes)),
+                             drives=drives_elsewhere(self.src, functions, self._scope_nodes, self.qualify),
                              lambda_clears=lambda_clears(self.src, self._scope_nodes))
 
     def function(self, node, name: str, cls: str | None, parent: int | None) -> int:

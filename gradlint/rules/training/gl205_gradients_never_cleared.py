@@ -425,7 +425,7 @@ for x, y in loader:
                 continue  # a call we could not follow may clear
             if any(f.event.kind == "invoke" and f.event.via == "handed" for f in c.events):
                 continue  # so may a callback handed the optimizer or its owner (`cb.on_step_end(self)`, `hook(opt)`)
-            if c.loop is None and _cleared_elsewhere(facts, c):
+            if c.loop is None and _cleared_elsewhere(facts, c, ctx.index):
                 continue  # a framework's hook may clear between its calls (`@trainer.on(...)`, `on_train_batch_start`)
             clears = c.of("clear")
             backward = c.of("backward")[0]
@@ -436,9 +436,11 @@ for x, y in loader:
                 if c.loop is not None and _cleared_per_outer_pass(facts, c):
                     continue  # `if micro == k - 1: opt.step()` with the clear in the loop outside
                 step = c.of("step")[0]
+                others = sorted({t for _, t in facts.lambda_clears if t}) if c.loop is None else []
+                besides = f" (an event handler's lambda clears only `{'`, `'.join(others)}`)" if others else ""
                 yield ctx.finding(
-                    f"`backward()` and `{steps.step_text(step.event)}` {_repeat(c, 'repeat')} but nothing clears the gradients: "
-                    f"each step applies the sum of every earlier batch's gradients",
+                    f"`backward()` and `{steps.step_text(step.event)}` {_repeat(c, 'repeat')} but nothing clears the gradients"
+                    f"{besides}: each step applies the sum of every earlier batch's gradients",
                     step.event.span, data={"backward_line": backward.event.span.line})
                 continue
             once = _cleared_on_the_first_pass(facts, c, clears)
@@ -485,20 +487,49 @@ _DRIVERS = {
 }
 
 
-def _cleared_elsewhere(facts, c) -> bool:
+def _cleared_elsewhere(facts, c, index=None) -> bool:
     """A function of the file that the step function does not call clears gradients (a lambda
-    too: Ignite's `add_event_handler(Events.ITERATION_COMPLETED, lambda e: opt.zero_grad())`): for
-    a function a framework calls per batch, a hook the framework calls between batches may be it."""
+    too: Ignite's `add_event_handler(Events.ITERATION_COMPLETED, lambda e: opt.zero_grad())`,
+    when it may clear what the function steps): for a function a framework calls per batch, a
+    hook the framework calls between batches may be it. For a function driven from another
+    file (`Engine(update)` in train.py), so may any clear of that file."""
     reached = {f.event.func for f in c.events} | {c.function.id}
-    return any(e.kind == "clear" for fn in facts.functions if fn.id not in reached for e in iter_events(fn.body)) \
-        or any(fid not in reached for fid in facts.lambda_clears)  # (`add_event_handler(..., lambda e: opt.zero_grad())`)
+    if any(e.kind == "clear" for fn in facts.functions if fn.id not in reached for e in iter_events(fn.body)):
+        return True
+    if _lambda_clears_stepped(facts, c, [t for fid, t in facts.lambda_clears if fid not in reached]):
+        return True
+    for home in c.drivers:
+        mod = index.index.calling(home, loops=True) if index is not None else None
+        other = mod.facts.training if mod is not None else None
+        if other is None or other.lambda_clears or any(
+                e.kind == "clear" for fn in other.functions for e in iter_events(fn.body)):
+            return True  # (names of another file: not compared with this file's)
+    return False
+
+
+def _lambda_clears_stepped(facts, c, targets: list[str]) -> bool:
+    """Whether lambdas clearing `targets` (as written; "" for one not known) may clear every
+    optimizer the context steps: a lambda's clear counts for a stepped optimizer unless it names
+    another one built apart from it (`lambda e: opt_d.zero_grad()` beside a process function
+    stepping `opt_g` of another model: measured, Ignite 0.5.5, `opt_g`'s gradients add up)."""
+    if not targets:
+        return False
+    units = [u for f in c.of("step") if f.event.via != "sam" for u in _units(facts, c, f)]
+    names = {u.name for u in units}
+    if not units or "" in names:
+        return True
+    return all(any(not t or t == u.name or (t not in names and not _apart(facts, t, u.name, c.function.id, u.owned))
+                   for t in targets) for u in units)
 
 
 def _repeat(c, verb: str) -> str:
     """How a step repeats, for messages: in the context's loop, or per batch as a framework calls it."""
     if c.loop is not None:
         return f"{verb} in this loop"
-    return f"{'runs' if verb == 'repeats' else 'run'} on every batch ({_DRIVERS[c.driven].format(name=c.function.name)})"
+    by = _DRIVERS[c.driven].format(name=c.function.name)
+    if c.drivers:
+        by = by.replace(" calls ", f" of `{'`, `'.join(c.drivers)}` calls ", 1)
+    return f"{'runs' if verb == 'repeats' else 'run'} on every batch ({by})"
 
 
 def _whose(c) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from gradlint.facts.training import (Assign, Block, Event, Function, TrainingFacts, Value, bind_callers,
-                                     iter_events, manual_elsewhere, method_id)
+                                     driven_elsewhere, iter_events, manual_elsewhere, method_id)
 from gradlint.findings import Finding
 from gradlint.registry import Rule, RuleContext
 from gradlint.text import lines_between
@@ -57,6 +57,9 @@ class Context:
     repeated: bool
     # a step function a framework calls once per batch (TrainingFacts.driven): what calls it
     driven: str = ""
+    # the project modules whose framework drives it, when not this file (`Engine(update)` in
+    # train.py): their hooks may clear between its calls
+    drivers: tuple[str, ...] = ()
     _at: dict[int, int] | None = dataclasses.field(default=None, repr=False, compare=False)  # id(event) -> position
 
     def of(self, *kinds: str) -> list[Flat]:
@@ -463,9 +466,15 @@ def contexts(facts: TrainingFacts | None, index=None) -> list[Context]:
         if any(f.event.kind == "step" and not f.loops for f in flat):
             out.append(Context(fn, None, flat, False))
     driven = dict(facts.driven + manual_elsewhere(facts, index))
+    drivers: dict[int, tuple[str, ...]] = {}
+    if any(c.loop is None and c.function.id not in driven for c in out):
+        for fid, what, home in driven_elsewhere(facts, index):
+            driven.setdefault(fid, what)
+            drivers[fid] = drivers.get(fid, ()) + (home,)
     for c in out:
         if c.loop is None:
             c.driven = driven.get(c.function.id, "")
+            c.drivers = drivers.get(c.function.id, ())
             c.repeated = bool(c.driven) or c.function.id in flattener.called_from_loop
     return out
 
