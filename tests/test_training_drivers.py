@@ -649,3 +649,42 @@ def test_ignite_lambda_handler_clearing_another_optimizer():
     assert not gl205(TWO_OPTIMIZERS.replace("opt_d = torch.optim.SGD(disc.parameters(), lr=0.1)",
                                             "opt_d = opt_g").format(cleared="opt_d"))
     assert not gl205(TWO_OPTIMIZERS.format(cleared="gen"))
+
+
+FABRIC_16 = """\
+import torch
+import lightning as L
+
+
+class Trainer:
+    def __init__(self):
+        self.fabric = L.Fabric({args})
+
+    def fit(self, model, optimizer, loader):
+        model, optimizer = self.fabric.setup(model, optimizer)
+        for x, y in loader:
+            optimizer.zero_grad()
+            self.fabric.backward(torch.nn.functional.mse_loss(model(x), y))
+            {clip}
+            optimizer.step()
+"""
+
+
+def test_gl203_fabric_16_mixed_and_a_torch_clip():
+    # measured (lightning 2.6.6, CPU): with the GradScaler the 16-mixed plugin holds on a GPU
+    # (init_scale 1024), clip_grad_norm_ after fabric.backward saw 2602 = 1024 x the true 2.54
+    def gl203(args: str, clip: str = "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)") -> list:
+        text = FABRIC_16.format(args=args, clip=clip)
+        return [f for f in check_source(text, Config(select=("GL203",))) if f.code == "GL203"]
+
+    for args in ('precision="16-mixed"', 'precision="16"', "precision=16", 'accelerator="cuda", precision="16-mixed"',
+                 'accelerator="gpu", devices=2, strategy="ddp", precision="16-mixed"'):
+        found = gl203(args)
+        assert [f.span.line for f in found] == [14], args
+        assert "self.fabric.clip_gradients(model, optimizer, max_norm=...)" in found[0].message
+    assert "clip_val=..." in gl203('precision="16-mixed"', "torch.nn.utils.clip_grad_value_(model.parameters(), 1.0)")[0].message
+    for args in ('precision="bf16-mixed"', "", 'accelerator="cpu", precision="16-mixed"', 'precision="32-true"',
+                 'precision="16-mixed", plugins=[plugin]', 'precision="16-mixed", strategy="deepspeed"',
+                 "precision=cfg.precision", 'precision="16-mixed", **kw'):
+        assert not gl203(args), args
+    assert not gl203('precision="16-mixed"', "self.fabric.clip_gradients(model, optimizer, max_norm=1.0)")

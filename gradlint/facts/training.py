@@ -164,7 +164,8 @@ class Assign:
     kind: optimizer (owners: the texts whose `.parameters()` it optimises), model (cls: the class's
     last name; ref: the class as written, `gan.Discriminator`, for the project index; torch_recurrent / torch_blocks for torch.nn classes built directly), scaler
     (disabled: `enabled=False` literal), accelerator (accelerate's `Accelerator`; disabled unless
-    made with `mixed_precision="fp16"` written so: its backward scales the loss only then),
+    made with `mixed_precision="fp16"` written so: its backward scales the loss only then), fabric
+    (Lightning's `Fabric`; disabled unless made with precision="16-mixed" for a GPU, written so),
     pl_trainer / hf_args / hf_trainer (clip_config: clipping
     configured), ds_engine (the engine `deepspeed.initialize` returns; clip_config: its config's
     `gradient_clipping`, None when the config is not written in the file; model_arg: its

@@ -356,7 +356,8 @@ class CallEvents:
                 # (the accelerator's text: one made with fp16 scales the loss, GL203)
                 return [self._backward(call, "accelerate", _arg(call, 0, "loss"), ctx, sid, scaler=recv_text)]
             if "fabric" in low:
-                return [self._backward(call, "fabric", _arg(call, 0, "tensor"), ctx, sid)]
+                # (the Fabric's text: one made with precision="16-mixed" scales the loss, GL203)
+                return [self._backward(call, "fabric", _arg(call, 0, "tensor"), ctx, sid, scaler=recv_text)]
             if any(q2.startswith("torch.autograd") for q2 in q):
                 return [self._backward(call, "autograd", _arg(call, 0, "tensors"), ctx, sid)]
             if "engine" in low or "deepspeed" in low or "model_engine" in low:

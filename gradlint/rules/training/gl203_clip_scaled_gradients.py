@@ -58,6 +58,20 @@ for x, y in loader:
 """
 
 
+_FABRIC = """\
+import torch
+from lightning.fabric import Fabric
+
+fabric = Fabric(precision="16-mixed")
+model, optimizer = fabric.setup(model, optimizer)
+for x, y in loader:
+    optimizer.zero_grad()
+    fabric.backward(criterion(model(x), y))
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+"""
+
+
 class ClipScaledGradients(steps.StepRule):
     """
     ## What it does
@@ -109,6 +123,13 @@ class ClipScaledGradients(steps.StepRule):
     use `accelerator.clip_grad_norm_` (or `clip_grad_value_`), which unscales first (no automatic
     fix: under gradient accumulation it must run only when `accelerator.sync_gradients`).
 
+    With Lightning Fabric, `fabric.backward(loss)` scales the loss when the `Fabric` was made with
+    `precision="16-mixed"` (or "16", 16) written so, on a GPU: its MixedPrecision plugin holds a
+    `torch.amp.GradScaler`, and the wrapped optimizer's step unscales. With `accelerator="cpu"`
+    Lightning runs bf16-mixed instead, with no scaler; a `plugins=`, a strategy with a precision
+    of its own (DeepSpeed, FSDP, XLA) or `**kwargs` is not known to scale. Use
+    `fabric.clip_gradients(model, optimizer, max_norm=...)`, which unscales first.
+
     ## Fix safety
     The fix inserts `scaler.unscale_(optimizer)` (with the step's own names) on its own line
     before the clip. It is offered only when the clip is written in the same function as
@@ -123,6 +144,10 @@ class ClipScaledGradients(steps.StepRule):
       does not decrease anymore").
     - Measured (torch 2.13, CPU): clipping gradients scaled by 65536 at max_norm=1, then
       unscaling, leaves a gradient norm of 1.5e-5 — the threshold divided by the scale.
+    - Measured (lightning 2.6.6, CPU, the MixedPrecision("16-mixed") plugin a GPU gets, with a
+      GradScaler of init_scale 1024): after `fabric.backward`, `clip_grad_norm_` saw a norm of
+      2602 (1024 × the true 2.54); `fabric.clip_gradients` saw 2.54. `Fabric(accelerator="cpu",
+      precision="16-mixed")` ran bf16-mixed with no scaler (2.53).
     """
 
     code = "GL203"
@@ -179,6 +204,7 @@ for x, y in loader:
         Example(timm_scaler_loop(clip_before_unscale=True), note="a timm-style scaler wrapper that clips before unscale_"),
         Example(_EACH, note="a step per optimizer, in a loop over them"),
         Example(_ACCELERATE, note="accelerate with fp16: its backward scales the loss"),
+        Example(_FABRIC, note="Fabric with 16-mixed on a GPU: its backward scales the loss"),
         Example("""\
 import torch
 import accelerate
@@ -340,6 +366,12 @@ def train(accelerator, model, optimizer, loader, criterion):
         optimizer.step()
         optimizer.zero_grad()
 """, note="a parameter named as the module-level Accelerator: whatever the caller passes"),
+        Example(_FABRIC.replace("torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)",
+                                "fabric.clip_gradients(model, optimizer, max_norm=1.0)"),
+                note="Fabric's own clip unscales first"),
+        Example(_FABRIC.replace('precision="16-mixed"', 'precision="bf16-mixed"'), note="bf16-mixed: no scaler"),
+        Example(_FABRIC.replace('precision="16-mixed"', 'accelerator="cpu", precision="16-mixed"'),
+                note="16-mixed on the CPU: Lightning runs bf16-mixed, with no scaler"),
         Example(_ACCELERATE.replace('mixed_precision="fp16"', "mixed_precision=args.precision"),
                 note="accelerate with a precision read from the arguments: not known to scale"),
         Example(_ACCELERATE.replace('Accelerator(mixed_precision="fp16")', "Accelerator()"),
@@ -451,8 +483,8 @@ class Model(LightningModule):
             scaled = [f for f in scaled if not _disabled(facts, f.scaler)]
             # accelerate's backward scales the loss when its Accelerator was made with fp16, and
             # its optimizer's step unscales (accelerator.clip_grad_norm_ unscales first)
-            scaled += [f for f in c.events if f.event.kind == "backward" and f.event.via == "accelerate"
-                       and _fp16_accelerator(facts, f.event.scaler, f.event.func)]
+            scaled += [f for f in c.events if f.event.kind == "backward" and f.event.via in _WRAPPERS
+                       and _fp16_accelerator(facts, f.event.scaler, f.event.func, _WRAPPERS[f.event.via])]
             if not scaled:
                 continue
             for clip in c.of("clip"):
@@ -490,6 +522,15 @@ class Model(LightningModule):
                     yield ctx.finding(
                         f"`{clip.event.name}` clips gradients still multiplied by the loss scale of `{scaler}` "
                         f"(made with mixed_precision=\"fp16\": 65536 by default): use `{scaler}.{method}(...)`, "
+                        "which unscales them first", clip.event.span, data={"scaler": scaler})
+                    continue
+                if uses[0].event.via == "fabric":
+                    # (no fix: the model and optimizer Fabric's clip needs are a judgement call)
+                    value = "clip_val" if clip.event.name.endswith("clip_grad_value_") else "max_norm"
+                    yield ctx.finding(
+                        f"`{clip.event.name}` clips gradients still multiplied by the loss scale of `{scaler}` "
+                        f"(made with precision=\"16-mixed\": on a GPU its backward scales the loss by a GradScaler, "
+                        f"65536 by default): use `{scaler}.clip_gradients(model, optimizer, {value}=...)`, "
                         "which unscales them first", clip.event.span, data={"scaler": scaler})
                     continue
                 # the step that will use the clipped gradients, else any step of the scaler
@@ -544,9 +585,15 @@ def _as_read(f, clip, name: str) -> str:
     return getattr(f.event, name)
 
 
-def _fp16_accelerator(facts, accelerator: str, func: int) -> bool:
-    """The accelerator a backward in function `func` runs on (as written) is made with
-    mixed_precision="fp16" (written so): every binding of an attribute in the file is such a
+# The frameworks whose backward may scale the loss by a GradScaler of their own (Event.via of the
+# backward), and the kind of Assign that says so (not `disabled`): accelerate's Accelerator made
+# with mixed_precision="fp16", Lightning's Fabric made with precision="16-mixed" for a GPU.
+_WRAPPERS = {"accelerate": "accelerator", "fabric": "fabric"}
+
+
+def _fp16_accelerator(facts, accelerator: str, func: int, kind: str = "accelerator") -> bool:
+    """The accelerator (or Fabric: `kind`) a backward in function `func` runs on (as written) is
+    made to scale the loss (Assign.disabled false): every binding of an attribute in the file is such a
     call; a plain name is bound so in that function, and only so there (another function's
     `accelerator` is another object, whatever it holds; a parameter of the same name is whatever
     the caller passes). A name the module's level binds is read by every function that takes no
@@ -561,7 +608,7 @@ def _fp16_accelerator(facts, accelerator: str, func: int) -> bool:
                 return False
         else:
             made = [a for a in made if a.func == func]
-    return bool(made) and all(a.kind == "accelerator" and not a.disabled for a in made)
+    return bool(made) and all(a.kind == kind and not a.disabled for a in made)
 
 
 def _model_clip(facts, c, clip, scaled) -> bool:
