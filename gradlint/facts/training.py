@@ -334,6 +334,71 @@ def manual_elsewhere(facts: TrainingFacts, scope: Scope | None) -> tuple[tuple[i
     return tuple((f.id, "lightning-manual") for f in methods if in_bases(f.cls, classes, manual_base))
 
 
+def inherited_manual(facts: TrainingFacts, scope: Scope | None) -> tuple[tuple[int, str, str], ...]:
+    """(function id, 'lightning-manual', the module of the subclass) for each `training_step` of
+    a class of this file (a mixin, a base) that a subclass under Lightning's manual optimisation
+    inherits without defining its own: `class Lit(StepMixin, pl.LightningModule)` setting
+    `self.automatic_optimization = False`, in this file or another project file that names the
+    class (measured, Lightning 2.6.6: the mixin's training_step ran under manual optimisation and,
+    with no clear, the stepped gradient's norm grew 2.23, 3.48, 5.82, 5.33, 6.13)."""
+    known = {fid for fid, _ in facts.driven}
+    methods = [f for f in facts.functions if f.cls and "." not in f.cls and f.name == "training_step"
+               and f.parent == 0 and f.id not in known]
+    if not methods:
+        return ()
+    out: list[tuple[int, str, str]] = []
+    module = scope.module if scope is not None else ""
+    for f in methods:
+        if _manual_subclass_here(facts, f):
+            out.append((f.id, "lightning-manual", module))
+            continue
+        if scope is None or not module:
+            continue
+        memo = scope.index.memos.setdefault("training_manual_subclasses", {})
+        key = (module, f.cls)
+        if key not in memo:
+            memo[key] = _manual_subclasses(scope.index, module, f.cls)
+        out.extend((f.id, "lightning-manual", home) for home in memo[key])
+    return tuple(out)
+
+
+def _manual_subclass_here(facts: TrainingFacts, f: Function) -> bool:
+    """A class of this file other than `f`'s inherits `f` (a `training_step`: no class on the way
+    defines its own) and sets manual optimisation, itself or through a base of the file."""
+    bases = dict(facts.classes)
+    manual = set(facts.manual_classes)
+    return any(sub != f.cls and method_id(facts, sub, f.name) == f.id
+               and in_bases(sub, bases, lambda c: True if c in manual else None) for sub in bases)
+
+
+def _manual_subclasses(index: ProjectIndex, module: str, cls: str) -> tuple[str, ...]:
+    """The other project modules holding a class that derives from class `cls` of `module`,
+    sets manual optimisation (itself or through a base of its file) and defines no
+    `training_step` of its own there."""
+    mentions = index.mentioning(cls, whole=True)
+    if len(mentions) > MAX_CALLER_MODULES:
+        return ()
+    target = f"{module}.{cls}"
+    out = []
+    for home in mentions:
+        if home == module:
+            continue
+        mod = index.calling(home, loops=True)
+        other = mod.facts.training if mod is not None else None
+        if not isinstance(other, TrainingFacts) or not other.manual_classes:
+            continue
+        bases = dict(other.classes)
+        manual = set(other.manual_classes)
+        for name, written in other.classes:
+            if not any(target in index.resolve(home, b) for b in written):
+                continue
+            if method_id(other, name, "training_step") is None and \
+                    in_bases(name, bases, lambda c: True if c in manual else None):
+                out.append(home)
+                break
+    return tuple(out)
+
+
 def driven_elsewhere(facts: TrainingFacts, scope: Scope | None) -> tuple[tuple[int, str, str], ...]:
     """(function id, what drives it, the driving module) for each top-level function of this
     file that a framework of another project file calls once per batch (`Engine(update)` in

@@ -494,9 +494,10 @@ for x, y in loader:
 
 # What calls a framework's step function once per batch (TrainingFacts.driven), for messages.
 _DRIVERS = {
-    "ignite": "Ignite's `Engine` calls `{name}` once per iteration",
-    "lightning-manual": "under manual optimisation Lightning calls `{name}` once per batch and clears nothing itself",
+    "ignite": "Ignite's `Engine`{where} calls `{name}` once per iteration",
+    "lightning-manual": "under manual optimisation{where} Lightning calls `{name}` once per batch and clears nothing itself",
 }
+_WHERE = {"ignite": " in `{modules}`", "lightning-manual": ", set by a subclass in `{modules}`,"}
 
 
 def _cleared_elsewhere(facts, c, index=None) -> bool:
@@ -538,9 +539,8 @@ def _repeat(c, verb: str) -> str:
     """How a step repeats, for messages: in the context's loop, or per batch as a framework calls it."""
     if c.loop is not None:
         return f"{verb} in this loop"
-    by = _DRIVERS[c.driven].format(name=c.function.name)
-    if c.drivers:
-        by = by.replace(" calls ", f" of `{'`, `'.join(c.drivers)}` calls ", 1)
+    where = _WHERE[c.driven].format(modules="`, `".join(c.drivers)) if c.drivers else ""
+    by = _DRIVERS[c.driven].format(name=c.function.name, where=where)
     return f"{'runs' if verb == 'repeats' else 'run'} on every batch ({by})"
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from gradlint.facts.training import (Assign, Block, Event, Function, TrainingFacts, Value, bind_callers,
-                                     driven_elsewhere, iter_events, manual_elsewhere, method_id)
+                                     driven_elsewhere, inherited_manual, iter_events, manual_elsewhere,
+                                     method_id)
 from gradlint.findings import Finding
 from gradlint.registry import Rule, RuleContext
 from gradlint.text import lines_between
@@ -468,9 +469,10 @@ def contexts(facts: TrainingFacts | None, index=None) -> list[Context]:
     driven = dict(facts.driven + manual_elsewhere(facts, index))
     drivers: dict[int, tuple[str, ...]] = {}
     if any(c.loop is None and c.function.id not in driven for c in out):
-        for fid, what, home in driven_elsewhere(facts, index):
+        for fid, what, home in driven_elsewhere(facts, index) + inherited_manual(facts, index):
             driven.setdefault(fid, what)
-            drivers[fid] = drivers.get(fid, ()) + (home,)
+            if home and (index is None or home != index.module):
+                drivers[fid] = drivers.get(fid, ()) + (home,)
     for c in out:
         if c.loop is None:
             c.driven = driven.get(c.function.id, "")
