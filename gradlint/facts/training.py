@@ -334,16 +334,18 @@ def manual_elsewhere(facts: TrainingFacts, scope: Scope | None) -> tuple[tuple[i
     return tuple((f.id, "lightning-manual") for f in methods if in_bases(f.cls, classes, manual_base))
 
 
-def inherited_manual(facts: TrainingFacts, scope: Scope | None) -> tuple[tuple[int, str, str], ...]:
+def inherited_manual(facts: TrainingFacts, scope: Scope | None,
+                     among: frozenset[int] | None = None) -> tuple[tuple[int, str, str], ...]:
     """(function id, 'lightning-manual', the module of the subclass) for each `training_step` of
     a class of this file (a mixin, a base) that a subclass under Lightning's manual optimisation
     inherits without defining its own: `class Lit(StepMixin, pl.LightningModule)` setting
     `self.automatic_optimization = False`, in this file or another project file that names the
     class (measured, Lightning 2.6.6: the mixin's training_step ran under manual optimisation and,
-    with no clear, the stepped gradient's norm grew 2.23, 3.48, 5.82, 5.33, 6.13)."""
+    with no clear, the stepped gradient's norm grew 2.23, 3.48, 5.82, 5.33, 6.13). `among`: the
+    functions (ids) to ask about, else all."""
     known = {fid for fid, _ in facts.driven}
     methods = [f for f in facts.functions if f.cls and "." not in f.cls and f.name == "training_step"
-               and f.parent == 0 and f.id not in known]
+               and f.parent == 0 and f.id not in known and (among is None or f.id in among)]
     if not methods:
         return ()
     out: list[tuple[int, str, str]] = []
@@ -375,7 +377,8 @@ def _manual_subclasses(index: ProjectIndex, module: str, cls: str) -> tuple[str,
     """The other project modules holding a class that derives from class `cls` of `module`,
     sets manual optimisation (itself or through a base of its file) and defines no
     `training_step` of its own there."""
-    mentions = index.mentioning(cls, whole=True)
+    # (a module that sets manual optimisation names it: the scan is once per run)
+    mentions = sorted(set(index.mentioning(cls, whole=True)) & set(index.mentioning("automatic_optimization")))
     if len(mentions) > MAX_CALLER_MODULES:
         return ()
     target = f"{module}.{cls}"
@@ -399,12 +402,14 @@ def _manual_subclasses(index: ProjectIndex, module: str, cls: str) -> tuple[str,
     return tuple(out)
 
 
-def driven_elsewhere(facts: TrainingFacts, scope: Scope | None) -> tuple[tuple[int, str, str], ...]:
+def driven_elsewhere(facts: TrainingFacts, scope: Scope | None,
+                     among: frozenset[int] | None = None) -> tuple[tuple[int, str, str], ...]:
     """(function id, what drives it, the driving module) for each top-level function of this
     file that a framework of another project file calls once per batch (`Engine(update)` in
     train.py with `from steps import update`: TrainingFacts.drives there), as
     TrainingFacts.driven lists the ones driven in this file. Read in the files whose text names
-    the function (at most MAX_CALLER_MODULES of them). Memoised per run."""
+    the function (at most MAX_CALLER_MODULES of them). `among`: the functions (ids) to ask about,
+    else all. Memoised per run."""
     if scope is None or not scope.module:
         return ()
     index = scope.index
@@ -412,7 +417,7 @@ def driven_elsewhere(facts: TrainingFacts, scope: Scope | None) -> tuple[tuple[i
     known = {fid for fid, _ in facts.driven}
     memo = index.memos.setdefault("training_driven_elsewhere", {})
     for f in facts.functions:
-        if f.cls is not None or f.parent != 0 or f.id in known or not f.params:
+        if f.cls is not None or f.parent != 0 or f.id in known or not f.params or (among is not None and f.id not in among):
             continue
         key = (scope.module, f.name)
         if key not in memo:
@@ -424,7 +429,8 @@ def driven_elsewhere(facts: TrainingFacts, scope: Scope | None) -> tuple[tuple[i
 def _drivers_of(index: ProjectIndex, module: str, name: str) -> tuple[tuple[str, str], ...]:
     """(what drives it, the module) for each other project module whose framework calls the
     function `name` of `module` per batch."""
-    mentions = index.mentioning(name, whole=True)
+    # (a module that hands a function to an Engine names Ignite: the scan is once per run)
+    mentions = sorted(set(index.mentioning(name, whole=True)) & set(index.mentioning("ignite")))
     if len(mentions) > MAX_CALLER_MODULES:
         return ()
     target = f"{module}.{name}"

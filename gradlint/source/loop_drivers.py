@@ -1,6 +1,7 @@
 """What training frameworks do with a file's code: the functions they call once per batch (the
 body of a training loop the file does not write), Lightning's manual and automatic classes,
-ready-made trainers, and the models that Fabric's `setup` and accelerate's `prepare` hand back.
+ready-made trainers, the models that Fabric's `setup` and accelerate's `prepare` hand back,
+and whether a Fabric's backward scales the loss.
 
 Ignite's `Engine(update)` calls `update(engine, batch)` for every batch, and Lightning calls a
 LightningModule's `training_step` for every batch; under manual optimisation
@@ -31,6 +32,37 @@ IGNITE_TRAINERS = frozenset({"ignite.engine.create_supervised_trainer",
 # Lightning Fabric: its `setup` hands back the model and optimizers it is given, wrapped
 FABRICS = frozenset({"lightning.Fabric", "lightning.fabric.Fabric", "lightning.fabric.fabric.Fabric", "lightning_fabric.Fabric",
                      "lightning_fabric.fabric.Fabric"})
+
+# Fabric's strategies whose precision is its plain MixedPrecision plugin (DeepSpeed, FSDP, XLA and
+# the model-parallel ones bring precision plugins of their own)
+_FABRIC_PLAIN_STRATEGIES = frozenset({"auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "dp",
+                                      "ddp_find_unused_parameters_true", "single_device"})
+
+
+def fabric_fp16(call: cst.Call) -> bool:
+    """A Lightning `Fabric(...)` whose `fabric.backward(loss)` multiplies the loss by a GradScaler's
+    scale: `precision="16-mixed"` (or its aliases "16", 16) written so, on an accelerator other than
+    the CPU (Lightning 2.6.6 turns 16-mixed into bf16-mixed, with no scaler, for
+    `accelerator="cpu"`; on a GPU, the default "auto" included, MixedPrecision holds a
+    `torch.amp.GradScaler`), with no plugins, a plain strategy, and no `**kwargs` that may say
+    otherwise."""
+    if any(a.star for a in call.args):
+        return False
+    kw = {a.keyword.value: a.value for a in call.args if a.keyword is not None}
+    precision = kw.get("precision")
+    if type(precision) is cst.SimpleString:
+        fp16 = precision.evaluated_value in ("16-mixed", "16")
+    else:
+        fp16 = type(precision) is cst.Integer and precision.value == "16"
+    if not fp16 or "plugins" in kw:
+        return False
+    accelerator, strategy = kw.get("accelerator"), kw.get("strategy")
+    if accelerator is not None and not (type(accelerator) is cst.SimpleString
+                                        and accelerator.evaluated_value in ("auto", "gpu", "cuda", "mps")):
+        return False
+    return strategy is None or (type(strategy) is cst.SimpleString
+                                and strategy.evaluated_value in _FABRIC_PLAIN_STRATEGIES)
+
 
 # What the facts say drives a function: the words a message uses.
 IGNITE = "ignite"

@@ -33,8 +33,8 @@ from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import ACCELERATORS, CLIP_NAMES, OPTIMIZER_CLASSES, _name_reads, _names_in, CallEvents
 from gradlint.source.loop_configs import config_fields, deepspeed_clipping
-from gradlint.source.loop_drivers import (FABRICS, IGNITE_TRAINERS, driven, drives_elsewhere, handed_back, lambda_clears, lightning_automatic,
-                                          manual_classes)
+from gradlint.source.loop_drivers import (FABRICS, IGNITE_TRAINERS, driven, drives_elsewhere, fabric_fp16, handed_back,
+                                          lambda_clears, lightning_automatic, manual_classes)
 from gradlint.source.loop_param_clears import fresh_tensor, whole_model_clear
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
@@ -46,37 +46,6 @@ from gradlint.text import split_lines
 # Names
 
 # Accelerator arguments under which its fp16 backward may not scale the loss with a GradScaler.
-# Fabric's strategies whose precision is its plain MixedPrecision plugin (DeepSpeed, FSDP, XLA and
-# the model-parallel ones bring precision plugins of their own)
-_FABRIC_PLAIN_STRATEGIES = frozenset({"auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "dp",
-                                      "ddp_find_unused_parameters_true", "single_device"})
-
-
-def _fabric_fp16(call: cst.Call) -> bool:
-    """A Lightning `Fabric(...)` whose `fabric.backward(loss)` multiplies the loss by a GradScaler's
-    scale: `precision="16-mixed"` (or its aliases "16", 16) written so, on an accelerator other than
-    the CPU (Lightning 2.6.6 turns 16-mixed into bf16-mixed, with no scaler, for
-    `accelerator="cpu"`; on a GPU, the default "auto" included, MixedPrecision holds a
-    `torch.amp.GradScaler`), with no plugins, a plain strategy, and no `**kwargs` that may say
-    otherwise."""
-    if any(a.star for a in call.args):
-        return False
-    kw = {a.keyword.value: a.value for a in call.args if a.keyword is not None}
-    precision = kw.get("precision")
-    if type(precision) is cst.SimpleString:
-        fp16 = precision.evaluated_value in ("16-mixed", "16")
-    else:
-        fp16 = type(precision) is cst.Integer and precision.value == "16"
-    if not fp16 or "plugins" in kw:
-        return False
-    accelerator, strategy = kw.get("accelerator"), kw.get("strategy")
-    if accelerator is not None and not (type(accelerator) is cst.SimpleString
-                                        and accelerator.evaluated_value in ("auto", "gpu", "cuda", "mps")):
-        return False
-    return strategy is None or (type(strategy) is cst.SimpleString
-                                and strategy.evaluated_value in _FABRIC_PLAIN_STRATEGIES)
-
-
 _NO_SCALER_ARGS = frozenset({"deepspeed_plugin", "deepspeed_plugins", "megatron_lm_plugin", "cpu",
                              "kwargs_handlers", "fsdp_plugin"})
 PL_TRAINERS = frozenset({"pytorch_lightning.Trainer", "lightning.Trainer", "lightning.pytorch.Trainer",
@@ -633,7 +602,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
             self.assigns.append(Assign(kind="accelerator", disabled=not fp16, cls=last, **base))
             return
         if not q.isdisjoint(FABRICS):
-            self.assigns.append(Assign(kind="fabric", disabled=not _fabric_fp16(call), cls=last, **base))
+            self.assigns.append(Assign(kind="fabric", disabled=not fabric_fp16(call), cls=last, **base))
             return
         splat = any(a.star for a in call.args)  # Trainer(**cfg): we cannot know
         if not q.isdisjoint(PL_TRAINERS) or (last == "Trainer" and any(x.startswith(("pytorch_lightning", "lightning")) for x in q)):

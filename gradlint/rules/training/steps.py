@@ -468,8 +468,9 @@ def contexts(facts: TrainingFacts | None, index=None) -> list[Context]:
             out.append(Context(fn, None, flat, False))
     driven = dict(facts.driven + manual_elsewhere(facts, index))
     drivers: dict[int, tuple[str, ...]] = {}
-    if any(c.loop is None and c.function.id not in driven for c in out):
-        for fid, what, home in driven_elsewhere(facts, index) + inherited_manual(facts, index):
+    open_ids = frozenset(c.function.id for c in out if c.loop is None and c.function.id not in driven)
+    if open_ids:
+        for fid, what, home in driven_elsewhere(facts, index, open_ids) + inherited_manual(facts, index, open_ids):
             driven.setdefault(fid, what)
             if home and (index is None or home != index.module):
                 drivers[fid] = drivers.get(fid, ()) + (home,)
