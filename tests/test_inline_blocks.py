@@ -327,6 +327,11 @@ class Summed(nn.Module):
         return x.sum(-1, keepdim=True)
 
 
+class Cumulative(nn.Module):
+    def forward(self, x):
+        return x.cumsum(-1)
+
+
 class Frozen(nn.Module):
     def forward(self, x):
         with torch.no_grad():
@@ -373,11 +378,21 @@ def test_a_block_of_another_file_with_no_layer_passes_the_chain_on(tmp_path, mon
 
 
 def test_a_block_of_another_file_whose_forward_is_not_modelled_still_cuts_the_chain(tmp_path, monkeypatch):
-    root = _layerless_project(tmp_path, "Summed", "Summed()")
+    root = _layerless_project(tmp_path, "Cumulative", "Cumulative()")
     monkeypatch.chdir(root)
     assert json.loads(run_cli("check", "--no-cache", "--format", "json", "pkg").stdout) == []
     nodes = {m["name"]: m for m in json.loads(run_cli("model", "pkg/model.py", "--format", "json").stdout)}["Net"]["nodes"]
     assert "opaque" in json.dumps(nodes)
+
+
+def test_a_block_of_another_file_that_sums_a_dimension_cuts_the_chain_with_an_unknown_scale(tmp_path, monkeypatch):
+    # a sum over a dimension is modelled (no opaque node), but the scale after it is not known
+    # (it grows with how many parts are added and how alike they are): no chain runs across it
+    root = _layerless_project(tmp_path, "Summed", "Summed()")
+    monkeypatch.chdir(root)
+    assert json.loads(run_cli("check", "--no-cache", "--format", "json", "pkg").stdout) == []
+    nodes = {m["name"]: m for m in json.loads(run_cli("model", "pkg/model.py", "--format", "json").stdout)}["Net"]["nodes"]
+    assert "opaque" not in json.dumps(nodes) and "scale:?" in json.dumps(nodes)
 
 
 def test_a_block_of_another_file_that_returns_under_no_grad_ends_every_chain(tmp_path, monkeypatch):

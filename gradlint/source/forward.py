@@ -256,9 +256,8 @@ class ForwardInterpreter(_Walker):
                     return PathVal(owner.root, owner.nodes + (Activation("", C.ACTIVATION_METHODS[method]),))
                 if method in C.NEUTRAL_METHODS:
                     return owner
-                if method in ("mean", "amax", "logsumexp") and not self.paths_in(call):
-                    # Average or max pooling written as a reduction: a pooling layer's passthrough.
-                    return PathVal(owner.root, owner.nodes + (Passthrough("", method),))
+                if method in _REDUCTIONS and not self.paths_in(call):
+                    return self.reduction(owner, method)
                 if method in ("chunk", "split", "unbind", "tensor_split"):
                     # Parts of one tensor: each keeps its scale (q, k, v from one projection).
                     return ListVal([PathVal(owner.root, owner.nodes + (Passthrough("", method),))] * 8)
@@ -421,7 +420,40 @@ class ForwardInterpreter(_Walker):
                 return self.weight_layer(paths[0], weight, "linear", right=weight is not call.args[0].value)
             if "torch.einsum" in quals and len(paths) == 1:
                 return paths[0]  # a contraction with a parameter or a constant: a linear map of x
+        if quals & _TENSOR_FUNCTIONS.keys():
+            return self.tensor_function(call, quals)
         return _NOT_HANDLED
+
+    def reduction(self, x: PathVal, method: str) -> PathVal:
+        """`x.mean(dim)`, `x.sum(dim)` and the like over a tensor of forward. Average or max pooling
+        written as a reduction is a pooling layer's passthrough; a sum is linear too, but its
+        scale grows with how many parts it adds and how alike they are (from sqrt(n) to n), which
+        the IR does not know: the scale after it is unknown (`scale:?`), the chain ends there, and
+        the layers on either side stay layers of the network."""
+        if method in _SUMS:
+            return PathVal(x.root, x.nodes + (Passthrough("", "scale:?"),))
+        return PathVal(x.root, x.nodes + (Passthrough("", method),))
+
+    def tensor_function(self, call: cst.Call, quals: frozenset[str]) -> Any:
+        """torch's function forms of tensor methods and operators (`torch.sum(x, dim=1)`,
+        `torch.mul(identity, x)`), read as their method and operator forms (`x.sum(1)`,
+        `identity * x`) are. Anything else they may be given (`torch.add(a, b, alpha=2)`,
+        `torch.div(a, b, rounding_mode="floor")`, `out=`) leaves the call opaque."""
+        what = next(_TENSOR_FUNCTIONS[q] for q in sorted(quals) if q in _TENSOR_FUNCTIONS)
+        pos = [a.value for a in call.args if a.keyword is None and not a.star]
+        if any(a.star for a in call.args) or not pos:
+            return _NOT_HANDLED
+        if what in _REDUCTIONS:
+            if any(a.keyword is not None and a.keyword.value not in _REDUCTION_KEYWORDS for a in call.args):
+                return _NOT_HANDLED
+            x = self.ev(pos[0])
+            if not isinstance(x, PathVal) or any(isinstance(self.ev(e), PathVal) for e in pos[1:]):
+                return _NOT_HANDLED
+            return self.reduction(x, what)
+        if len(pos) != 2 or len(call.args) != 2:
+            return _NOT_HANDLED
+        got = self.arith(self.ev(pos[0]), self.ev(pos[1]), _OPERATORS[what](), pos[0], pos[1])
+        return UNKNOWN if got is _NOT_HANDLED else got
 
     def functional_layer(self, call: cst.Call, quals: frozenset[str]) -> Any:
         """F.linear(x, self.weight, self.bias), F.conv2d(x, w, ...): a parametric layer whose
@@ -685,7 +717,12 @@ class ForwardInterpreter(_Walker):
 
     def binop(self, e: cst.BinaryOperation) -> Any:
         a, b = self.ev(e.left), self.ev(e.right)
-        op = e.operator
+        got = self.arith(a, b, e.operator, e.left, e.right)
+        return self.fm.eval(e, self._numeric_env()) if got is _NOT_HANDLED else got
+
+    def arith(self, a: Any, b: Any, op: Any, left: cst.BaseExpression, right: cst.BaseExpression) -> Any:
+        """`a <op> b` of the values a and b (written `left` and `right`), when either is a list or
+        a tensor of forward; _NOT_HANDLED when neither is (a number: the caller folds it)."""
         if isinstance(a, ListVal) and isinstance(b, ListVal) and type(op) is cst.Add:
             # `[x] + [pool(x) for pool in self.poolings]`
             if len(a.items) + len(b.items) > MAX_ITEMS:
@@ -712,7 +749,10 @@ class ForwardInterpreter(_Walker):
                 return PathVal(p.root, p.nodes + (Opaque("", "power of a tensor"),))
             if type(op) is cst.MatrixMultiply and held_tensor(other):
                 # `h @ self.W` with W an nn.Parameter (a GCN's layer): a layer, not a passthrough
-                return self.weight_layer(p, e.right if p is a else e.left, "linear", right=p is a)
+                return self.weight_layer(p, right if p is a else left, "linear", right=p is a)
+            if type(op) is cst.Divide and p is b:
+                # `c / x`: a reciprocal, whose derivative (-c / x^2) depends on the input: no scale
+                return PathVal(p.root, p.nodes + (Opaque("", "division by a tensor"),))
             if type(op) in (cst.Multiply, cst.Divide) and (_num(other) or isinstance(other, Sym)
                                                               or other is UNKNOWN):
                 # Recorded so that a scaled skip path (DeepNorm's x * alpha + f(x)) is visible; a
@@ -721,7 +761,7 @@ class ForwardInterpreter(_Walker):
                 factor = (other if type(op) is cst.Multiply else 1 / other) if _num(other) and other else None
                 return PathVal(p.root, p.nodes + (Passthrough("", f"scale:{factor}" if factor is not None else "scale:?"),))
             return p  # adding a bias or a positional table leaves the gradient's scale alone
-        return self.fm.eval(e, self._numeric_env())
+        return _NOT_HANDLED
 
     # -- statements: the walker (engine/interp.py) with forward's values --------------------------
     evaluate = ev
@@ -829,6 +869,16 @@ _SIZE_READS = frozenset({"shape", "size", "dim", "ndim", "ndimension", "numel", 
 
 _FUNCTIONAL_LAYERS = {"torch.nn.functional.linear": "linear", "torch.nn.functional.conv1d": "conv1d",
                       "torch.nn.functional.conv2d": "conv2d", "torch.nn.functional.conv3d": "conv3d"}
+# Reductions of a tensor method (`x.mean(1)`) or function (`torch.mean(x, 1)`) read as such (reduction).
+_SUMS = frozenset({"sum", "nansum"})
+_REDUCTIONS = frozenset({"mean", "nanmean", "amax", "logsumexp"}) | _SUMS
+_REDUCTION_KEYWORDS = frozenset({"dim", "keepdim", "dtype"})
+# Operators with a torch function form: the operator node `arith` reads for it.
+_OPERATORS = {"add": cst.Add, "sub": cst.Subtract, "mul": cst.Multiply, "div": cst.Divide}
+# torch's function forms of tensor methods and operators (tensor_function): what each reads as.
+_TENSOR_FUNCTIONS = {**{"torch." + r: r for r in _REDUCTIONS},
+                     "torch.add": "add", "torch.sub": "sub", "torch.subtract": "sub", "torch.mul": "mul",
+                     "torch.multiply": "mul", "torch.div": "div", "torch.divide": "div", "torch.true_divide": "div"}
 _SPLITS = frozenset({"torch.split", "torch.chunk", "torch.unbind", "torch.tensor_split"})
 _JOINS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.stack", "torch.hstack", "torch.vstack",
                     "torch.dstack"})
