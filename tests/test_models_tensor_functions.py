@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from gradlint.model.ir import Opaque, Param, Passthrough, Residual, walk
+from gradlint.model.ir import Activation, Opaque, Param, Passthrough, Residual, walk
 from gradlint.model.propagation import analyse
 from gradlint.source import models, parse
 
@@ -121,3 +121,68 @@ def test_a_tensor_divided_by_a_number_is_a_known_scale(join):
     net = lower(RES.replace("JOIN", join))
     assert opaque(net) == []
     assert net.nodes[-1] == Passthrough("", "scale:0.25")
+
+
+# ---- isinstance on forward's values ----------------------------------------------------------
+
+DENSE = """
+class Other:
+    pass
+
+
+class M(nn.Module):
+    def __init__(self, d=64):
+        super().__init__()
+        self.conv = nn.Conv2d(d, d, 3)
+        self.fc = nn.Conv2d(d, d, 1)
+
+    def forward(self, x):
+        if TEST:
+            prev = [x]
+        else:
+            prev = x
+        return self.conv(torch.cat(prev, 1))
+"""
+
+
+@pytest.mark.parametrize("test", ["isinstance(x, torch.Tensor)", "not isinstance(x, (list, tuple))",
+                                  "not isinstance(x, list) and not isinstance(x, tuple)"])
+def test_isinstance_of_the_input_tensor_is_decided(test):
+    # DenseNet's layers take a tensor or the list of earlier features: the class alone takes a tensor
+    net = lower(DENSE.replace("TEST", test))
+    assert opaque(net) == [] and net.variants == ()
+    assert [p.name for p in walk(net.nodes) if isinstance(p, Param)] == ["conv"]
+
+
+@pytest.mark.parametrize("test", ["isinstance(x, Other)", "isinstance(x, list)"])
+def test_isinstance_against_a_type_it_cannot_place_stays_undecided(test):
+    # a class of the project (x may be one), or `list` alone while the test of `x` above is one
+    # of a tensor is decided; here `isinstance(x, list)` on a tensor is False: the first branch
+    net = lower(DENSE.replace("TEST", test))
+    if test == "isinstance(x, list)":
+        assert opaque(net) and net.variants == ()  # prev = x: a concatenation of unknown parts
+    else:
+        assert len(net.paths) == 2 and opaque(net)  # both sides followed, one opaque
+
+
+LISTED = """
+class M(nn.Module):
+    def __init__(self, d=64):
+        super().__init__()
+        self.fc = nn.Linear(d, d)
+
+    def forward(self, x):
+        feats = [x]
+        if TEST:
+            y = self.fc(x)
+        else:
+            y = torch.relu(feats[0])
+        return y
+"""
+
+
+def test_isinstance_of_a_list_of_forward_is_decided_when_the_types_settle_it():
+    assert lower(LISTED.replace("TEST", "isinstance(feats, torch.Tensor)")).nodes == (Activation("", "relu"),)
+    assert [type(n).__name__ for n in lower(LISTED.replace("TEST", "isinstance(feats, (tuple, list))")).nodes] == ["Param"]
+    # a type of the project: not decided, both sides followed
+    assert len(lower("class Other:\n    pass\n" + LISTED.replace("TEST", "isinstance(feats, Other)")).paths) == 2

@@ -136,6 +136,8 @@ class ForwardInterpreter(_Walker):
         if kind is cst.IfExp:
             test = _truth(self.fm.eval(e.test, self._numeric_env()))
             if test is None:
+                test = self.kind_test(e.test)
+            if test is None:
                 test = self.low.decide(e)
             if test is not None:
                 return self.ev(e.body if test else e.orelse)
@@ -821,12 +823,57 @@ class ForwardInterpreter(_Walker):
 
     def condition(self, stmt: cst.If) -> bool | None:
         cond = _truth(self.fm.eval(stmt.test, self._numeric_env()))
+        if cond is None:
+            cond = self.kind_test(stmt.test)
         if cond is not None:
             return cond
         # An `if` that only sets constants (`if window_size[0] >= pad_H: shift_size[0] = 0`)
         # runs no layer either way: its sides are merged, not made paths of their own (each
         # would run the whole forward again, and its later `if`s double them again)
         return None if _sets_constants(stmt) else self.low.decide(stmt)
+
+    def kind_test(self, test: cst.BaseExpression) -> bool | None:
+        """`isinstance(x, torch.Tensor)`, `not isinstance(x, (list, tuple))` on a value forward
+        follows (a block that takes a tensor or a list of its features: DenseNet's layers): a
+        tensor of the path is a Tensor and no list; a list or tuple of them (ListVal, which does
+        not say which of the two it is) is both a list and a tuple to this test only when the
+        types name both. None for anything else (a type of the project, a value not followed)."""
+        if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
+            inner = self.kind_test(test.expression)
+            return None if inner is None else not inner
+        if type(test) is cst.BooleanOperation:
+            # `not isinstance(x, list) and not isinstance(x, tuple)`: decided when a side that
+            # settles it is, or both are
+            short = type(test.operator) is cst.Or
+            left = self.kind_test(test.left)
+            if left is short:
+                return short
+            right = self.kind_test(test.right)
+            if right is short:
+                return short
+            return None if left is None or right is None else right
+        if type(test) is not cst.Call or type(test.func) is not cst.Name or test.func.value != "isinstance" \
+                or "isinstance" in self.env or len(test.args) != 2 or any(a.keyword or a.star for a in test.args):
+            return None
+        value = self.ev(test.args[0].value)
+        if not isinstance(value, (PathVal, ListVal)):
+            return None
+        spec = test.args[1].value
+        parts = [el.value for el in spec.elements] if type(spec) is cst.Tuple else [spec]
+        kinds = set()
+        for part in parts:
+            if "torch.Tensor" in self.fm.qual(part):
+                kinds.add("tensor")
+            elif type(part) is cst.Name and part.value in _BUILTIN_KINDS and part.value not in self.env \
+                    and not self.fm.qual(part):
+                kinds.add(part.value)
+            else:
+                return None  # a type this test cannot place the value in or out of
+        if isinstance(value, PathVal):
+            return "tensor" in kinds
+        if {"list", "tuple"} <= kinds:
+            return True
+        return False if not kinds & {"list", "tuple"} else None
 
     def restore(self, before: dict) -> None:
         self.env = dict(before)
@@ -861,6 +908,8 @@ class ForwardInterpreter(_Walker):
         return main
 
 
+# Built-in types `isinstance` may test a value of forward against (kind_test).
+_BUILTIN_KINDS = frozenset({"list", "tuple", "dict", "int", "float", "bool", "str"})
 # List methods a forward's own list is followed through (ForwardInterpreter.list_method).
 _LIST_METHODS = frozenset({"append", "extend", "insert", "pop"})
 # What reads a tensor's size or place, not its values.
