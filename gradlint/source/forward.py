@@ -6,7 +6,8 @@ It is the second half of source/models.py (which interprets __init__ and owns th
 the tensors it touches is decided here: module calls, functional activations and norms, joins of
 branches (residual sums, concatenations, products and attention: which tensors meet is read here,
 the nodes their meeting becomes are gradlint.source.joins's), checkpoint wrappers, stochastic
-depth, `if` statements decided by the Lowerer's plan.
+depth, `if` statements decided by the Lowerer's plan. Operators, reductions, torch's function
+forms of them and `isinstance` tests are source/forward_ops.py's (ForwardOps, a mixin).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import libcst as cst
 from gradlint.model.ir import Activation, Extern, InitSpec, Node, Norm, Opaque, Param, Passthrough, Residual
 from gradlint.source import catalog as C
 from gradlint.source import joins as J
-from gradlint.source.joins import _add, _earlier_inputs, _nested_outputs, _propagated
+from gradlint.source.joins import _add, _earlier_inputs, _nested_outputs
 from gradlint.source import library as L
 from gradlint.source import outputs
-from gradlint.source.budget import MAX_DEPTH, MAX_EXPR_DEPTH, MAX_ITEMS, Exhausted, grown
+from gradlint.source.budget import MAX_DEPTH, MAX_EXPR_DEPTH, Exhausted, grown
 from gradlint.source.construct import _NOT_HANDLED
 from gradlint.source.foreign import SUPER_NAMES, _self_names
-from gradlint.source.engine.values import Alt, Ctor, DictVal, HeldTensor, Instance, ListVal, PathVal, Sym, held_tensor
+from gradlint.source.forward_ops import REDUCTIONS, TENSOR_FUNCTIONS, ForwardOps
+from gradlint.source.engine.values import Alt, Ctor, DictVal, HeldTensor, Instance, ListVal, PathVal, held_tensor
 from gradlint.source.init_walk import _truth, _Walker
 from gradlint.source.names import bound_names
 from gradlint.source.lowering import NO_CHOICE, _code, drop_p
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from gradlint.source.lowering import Lowerer
 
 
-class ForwardInterpreter(_Walker):
+class ForwardInterpreter(_Walker, ForwardOps):
     """Interprets forward over paths of IR nodes."""
 
     def __init__(self, low: Lowerer, inst: Instance) -> None:
@@ -258,7 +260,7 @@ class ForwardInterpreter(_Walker):
                     return PathVal(owner.root, owner.nodes + (Activation("", C.ACTIVATION_METHODS[method]),))
                 if method in C.NEUTRAL_METHODS:
                     return owner
-                if method in _REDUCTIONS and not self.paths_in(call):
+                if method in REDUCTIONS and not self.paths_in(call):
                     return self.reduction(owner, method)
                 if method in ("chunk", "split", "unbind", "tensor_split"):
                     # Parts of one tensor: each keeps its scale (q, k, v from one projection).
@@ -422,40 +424,9 @@ class ForwardInterpreter(_Walker):
                 return self.weight_layer(paths[0], weight, "linear", right=weight is not call.args[0].value)
             if "torch.einsum" in quals and len(paths) == 1:
                 return paths[0]  # a contraction with a parameter or a constant: a linear map of x
-        if quals & _TENSOR_FUNCTIONS.keys():
+        if quals & TENSOR_FUNCTIONS.keys():
             return self.tensor_function(call, quals)
         return _NOT_HANDLED
-
-    def reduction(self, x: PathVal, method: str) -> PathVal:
-        """`x.mean(dim)`, `x.sum(dim)` and the like over a tensor of forward. Average or max pooling
-        written as a reduction is a pooling layer's passthrough; a sum is linear too, but its
-        scale grows with how many parts it adds and how alike they are (from sqrt(n) to n), which
-        the IR does not know: the scale after it is unknown (`scale:?`), the chain ends there, and
-        the layers on either side stay layers of the network."""
-        if method in _SUMS:
-            return PathVal(x.root, x.nodes + (Passthrough("", "scale:?"),))
-        return PathVal(x.root, x.nodes + (Passthrough("", method),))
-
-    def tensor_function(self, call: cst.Call, quals: frozenset[str]) -> Any:
-        """torch's function forms of tensor methods and operators (`torch.sum(x, dim=1)`,
-        `torch.mul(identity, x)`), read as their method and operator forms (`x.sum(1)`,
-        `identity * x`) are. Anything else they may be given (`torch.add(a, b, alpha=2)`,
-        `torch.div(a, b, rounding_mode="floor")`, `out=`) leaves the call opaque."""
-        what = next(_TENSOR_FUNCTIONS[q] for q in sorted(quals) if q in _TENSOR_FUNCTIONS)
-        pos = [a.value for a in call.args if a.keyword is None and not a.star]
-        if any(a.star for a in call.args) or not pos:
-            return _NOT_HANDLED
-        if what in _REDUCTIONS:
-            if any(a.keyword is not None and a.keyword.value not in _REDUCTION_KEYWORDS for a in call.args):
-                return _NOT_HANDLED
-            x = self.ev(pos[0])
-            if not isinstance(x, PathVal) or any(isinstance(self.ev(e), PathVal) for e in pos[1:]):
-                return _NOT_HANDLED
-            return self.reduction(x, what)
-        if len(pos) != 2 or len(call.args) != 2:
-            return _NOT_HANDLED
-        got = self.arith(self.ev(pos[0]), self.ev(pos[1]), _OPERATORS[what](), pos[0], pos[1])
-        return UNKNOWN if got is _NOT_HANDLED else got
 
     def functional_layer(self, call: cst.Call, quals: frozenset[str]) -> Any:
         """F.linear(x, self.weight, self.bias), F.conv2d(x, w, ...): a parametric layer whose
@@ -710,61 +681,6 @@ class ForwardInterpreter(_Walker):
         root, nodes = J.attention([(p.root, p.nodes) for p in paths], what, name, origin)
         return PathVal(root, nodes)
 
-    def product(self, a: PathVal, b: PathVal, op: Any) -> PathVal:
-        """a * b or a / b of two tensors: a gate when both come from one input (see
-        gradlint.source.joins); of two inputs, or another operator (`a ** b`, `a % b`), opaque."""
-        if a.root == b.root and type(op) in (cst.Multiply, cst.Divide, cst.MultiplyAssign, cst.DivideAssign):
-            return PathVal(a.root, J.product(a.nodes, b.nodes))
-        return PathVal(a.root, J.common_prefix(a.nodes, b.nodes) + (Opaque("", "product of branches"),))
-
-    def binop(self, e: cst.BinaryOperation) -> Any:
-        a, b = self.ev(e.left), self.ev(e.right)
-        got = self.arith(a, b, e.operator, e.left, e.right)
-        return self.fm.eval(e, self._numeric_env()) if got is _NOT_HANDLED else got
-
-    def arith(self, a: Any, b: Any, op: Any, left: cst.BaseExpression, right: cst.BaseExpression) -> Any:
-        """`a <op> b` of the values a and b (written `left` and `right`), when either is a list or
-        a tensor of forward; _NOT_HANDLED when neither is (a number: the caller folds it)."""
-        if isinstance(a, ListVal) and isinstance(b, ListVal) and type(op) is cst.Add:
-            # `[x] + [pool(x) for pool in self.poolings]`
-            if len(a.items) + len(b.items) > MAX_ITEMS:
-                raise Exhausted("items")
-            return ListVal(a.items + b.items)
-        if isinstance(a, PathVal) and isinstance(b, PathVal):
-            if type(op) is cst.Add:
-                return _add(a, b)
-            if type(op) is cst.Subtract:
-                return _add(a, b)
-            if type(op) is cst.MatrixMultiply:
-                propagated = _propagated(a, b)
-                if propagated is not None:
-                    return propagated
-                # A product of the input with itself (q @ k^T, then weights @ v): attention.
-                return self.attention([a, b], "matmul")
-            return self.product(a, b, op)
-        if isinstance(a, PathVal) or isinstance(b, PathVal):
-            p = a if isinstance(a, PathVal) else b
-            other = b if p is a else a
-            if type(op) is cst.Power:
-                # `relu(x) ** 2` (squared ReLU, StarReLU): the derivative scales with the input,
-                # so the scale after it is not the scale before
-                return PathVal(p.root, p.nodes + (Opaque("", "power of a tensor"),))
-            if type(op) is cst.MatrixMultiply and held_tensor(other):
-                # `h @ self.W` with W an nn.Parameter (a GCN's layer): a layer, not a passthrough
-                return self.weight_layer(p, right if p is a else left, "linear", right=p is a)
-            if type(op) is cst.Divide and p is b:
-                # `c / x`: a reciprocal, whose derivative (-c / x^2) depends on the input: no scale
-                return PathVal(p.root, p.nodes + (Opaque("", "division by a tensor"),))
-            if type(op) in (cst.Multiply, cst.Divide) and (_num(other) or isinstance(other, Sym)
-                                                              or other is UNKNOWN):
-                # Recorded so that a scaled skip path (DeepNorm's x * alpha + f(x)) is visible; a
-                # factor we cannot read (`F.linear(x, W) / math.sqrt(self.d_in)`: NTK, muP) leaves
-                # the scale unknown rather than dropped
-                factor = (other if type(op) is cst.Multiply else 1 / other) if _num(other) and other else None
-                return PathVal(p.root, p.nodes + (Passthrough("", f"scale:{factor}" if factor is not None else "scale:?"),))
-            return p  # adding a bias or a positional table leaves the gradient's scale alone
-        return _NOT_HANDLED
-
     # -- statements: the walker (engine/interp.py) with forward's values --------------------------
     evaluate = ev
 
@@ -832,49 +748,6 @@ class ForwardInterpreter(_Walker):
         # would run the whole forward again, and its later `if`s double them again)
         return None if _sets_constants(stmt) else self.low.decide(stmt)
 
-    def kind_test(self, test: cst.BaseExpression) -> bool | None:
-        """`isinstance(x, torch.Tensor)`, `not isinstance(x, (list, tuple))` on a value forward
-        follows (a block that takes a tensor or a list of its features: DenseNet's layers): a
-        tensor of the path is a Tensor and no list; a list or tuple of them (ListVal, which does
-        not say which of the two it is) is both a list and a tuple to this test only when the
-        types name both. None for anything else (a type of the project, a value not followed)."""
-        if type(test) is cst.UnaryOperation and type(test.operator) is cst.Not:
-            inner = self.kind_test(test.expression)
-            return None if inner is None else not inner
-        if type(test) is cst.BooleanOperation:
-            # `not isinstance(x, list) and not isinstance(x, tuple)`: decided when a side that
-            # settles it is, or both are
-            short = type(test.operator) is cst.Or
-            left = self.kind_test(test.left)
-            if left is short:
-                return short
-            right = self.kind_test(test.right)
-            if right is short:
-                return short
-            return None if left is None or right is None else right
-        if type(test) is not cst.Call or type(test.func) is not cst.Name or test.func.value != "isinstance" \
-                or "isinstance" in self.env or len(test.args) != 2 or any(a.keyword or a.star for a in test.args):
-            return None
-        value = self.ev(test.args[0].value)
-        if not isinstance(value, (PathVal, ListVal)):
-            return None
-        spec = test.args[1].value
-        parts = [el.value for el in spec.elements] if type(spec) is cst.Tuple else [spec]
-        kinds = set()
-        for part in parts:
-            if "torch.Tensor" in self.fm.qual(part):
-                kinds.add("tensor")
-            elif type(part) is cst.Name and part.value in _BUILTIN_KINDS and part.value not in self.env \
-                    and not self.fm.qual(part):
-                kinds.add(part.value)
-            else:
-                return None  # a type this test cannot place the value in or out of
-        if isinstance(value, PathVal):
-            return "tensor" in kinds
-        if {"list", "tuple"} <= kinds:
-            return True
-        return False if not kinds & {"list", "tuple"} else None
-
     def restore(self, before: dict) -> None:
         self.env = dict(before)
 
@@ -908,8 +781,6 @@ class ForwardInterpreter(_Walker):
         return main
 
 
-# Built-in types `isinstance` may test a value of forward against (kind_test).
-_BUILTIN_KINDS = frozenset({"list", "tuple", "dict", "int", "float", "bool", "str"})
 # List methods a forward's own list is followed through (ForwardInterpreter.list_method).
 _LIST_METHODS = frozenset({"append", "extend", "insert", "pop"})
 # What reads a tensor's size or place, not its values.
@@ -918,16 +789,6 @@ _SIZE_READS = frozenset({"shape", "size", "dim", "ndim", "ndimension", "numel", 
 
 _FUNCTIONAL_LAYERS = {"torch.nn.functional.linear": "linear", "torch.nn.functional.conv1d": "conv1d",
                       "torch.nn.functional.conv2d": "conv2d", "torch.nn.functional.conv3d": "conv3d"}
-# Reductions of a tensor method (`x.mean(1)`) or function (`torch.mean(x, 1)`) read as such (reduction).
-_SUMS = frozenset({"sum", "nansum"})
-_REDUCTIONS = frozenset({"mean", "nanmean", "amax", "logsumexp"}) | _SUMS
-_REDUCTION_KEYWORDS = frozenset({"dim", "keepdim", "dtype"})
-# Operators with a torch function form: the operator node `arith` reads for it.
-_OPERATORS = {"add": cst.Add, "sub": cst.Subtract, "mul": cst.Multiply, "div": cst.Divide}
-# torch's function forms of tensor methods and operators (tensor_function): what each reads as.
-_TENSOR_FUNCTIONS = {**{"torch." + r: r for r in _REDUCTIONS},
-                     "torch.add": "add", "torch.sub": "sub", "torch.subtract": "sub", "torch.mul": "mul",
-                     "torch.multiply": "mul", "torch.div": "div", "torch.divide": "div", "torch.true_divide": "div"}
 _SPLITS = frozenset({"torch.split", "torch.chunk", "torch.unbind", "torch.tensor_split"})
 _JOINS = frozenset({"torch.cat", "torch.concat", "torch.concatenate", "torch.stack", "torch.hstack", "torch.vstack",
                     "torch.dstack"})
