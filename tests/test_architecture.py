@@ -454,6 +454,23 @@ def test_nn_transformer_depths_passed_by_position_are_read():
     assert [f.code for f in found] == ["GL106"] and "16 Post-LN" in found[0].message
 
 
+def test_an_encoder_decoder_counts_both_stacks_and_says_so():
+    # the depths add (bench/transformer_depth.py: a 6-layer Post-LN decoder's first/last gradient
+    # ratio falls from 0.96 to 0.40 as the encoder before it goes from 1 to 6 layers)
+    for args, split in (("d_model=512, nhead=8", "6 + 6"), ("512, 8, 12, 2", "12 + 2"),
+                        ("num_encoder_layers=3, num_decoder_layers=9", "3 + 9")):
+        (found,) = check_source(_TRANSLATOR.format(args=args), Config(select=("GL106",)))
+        blocks = sum(int(n) for n in split.split(" + "))
+        assert found.data_dict["blocks"] == blocks and found.message.startswith(f"{blocks} Post-LN"), args
+        assert f"{split} in an encoder and the decoder that reads it" in found.message, args
+    # 3 + 3, and a Pre-LN 12 + 12, are not
+    assert check_source(_TRANSLATOR.format(args="512, 8, 3, 3"), Config(select=("GL106",))) == []
+    assert check_source(_TRANSLATOR.format(args="512, 8, 12, 12, norm_first=True"), Config(select=("GL106",))) == []
+    # an encoder alone: no split to state
+    (found,) = check_source(_TRANSLATOR.format(args="512, 8, 12, 0"), Config(select=("GL106",)))
+    assert "decoder that reads it" not in found.message
+
+
 def test_nn_transformer_shallow_by_position_or_splatted_is_quiet():
     # `nn.Transformer(128, 4, 2, 2, 256)` is 2 + 2 blocks, not the default 6 + 6
     assert check_source(_TRANSLATOR.format(args="128, 4, 2, 2, 256"), Config(select=("GL106",))) == []

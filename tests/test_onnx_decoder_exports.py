@@ -60,14 +60,20 @@ class Transformer3x3(Transformer6x6):
         super().__init__(encoder, decoder, norm_first)
 
 
+class Transformer12x2(Transformer6x6):
+    def __init__(self, encoder=12, decoder=2, norm_first=False):
+        super().__init__(encoder, decoder, norm_first)
+
+
 class PreLNTransformer6x6(Transformer6x6):
     def __init__(self, encoder=6, decoder=6, norm_first=True):
         super().__init__(encoder, decoder, norm_first)
 '''
 
-# Post-LN blocks each model stacks: what the source reader counts (asserted below too).
+# Post-LN blocks each model stacks: what the source reader counts (asserted below too); an
+# encoder-decoder's two stacks add up (model/blocks.block_count).
 EXPECTED = {"Decoder12": 12, "Decoder6": 6, "PreLNDecoder12": 0,
-            "Transformer6x6": 12, "Transformer3x3": 6, "PreLNTransformer6x6": 0}
+            "Transformer6x6": 12, "Transformer3x3": 6, "Transformer12x2": 14, "PreLNTransformer6x6": 0}
 EVERY_BLOCK = Config(select=("GL106",), rule_options=(("GL106", (("post-norm-depth", 1),)),))
 
 
@@ -127,3 +133,14 @@ def test_an_export_counts_the_blocks_its_source_counts(models, name, dynamo):
     for chain in analyse(net).chains:
         stacks = {s.layer.name.split(".layers.")[0] for s in chain.steps}
         assert len(stacks) == 1, [s.layer.name for s in chain.steps]
+
+
+def test_both_readers_state_an_encoder_decoders_stacks(models):
+    # the ONNX lowering marks the target input after the encoder's path; the source reader marks
+    # nn.Transformer's decoder alike: each finding states the two depths that add up
+    src, _ = models
+    path = _export(models, "Transformer12x2", False)
+    for where in (src, path):
+        result = check_paths([where], replace(Config(select=("GL106",)), root=str(where.parent)), use_cache=False, jobs=1)
+        messages = [f.message for f in result.findings if f.data_dict["blocks"] == 14]
+        assert len(messages) == 1 and "12 + 2 in an encoder and the decoder that reads it" in messages[0], where

@@ -15,7 +15,7 @@ from typing import Any, TYPE_CHECKING
 import libcst as cst
 
 from gradlint.model.ir import (
-    Activation, Extern, InitSpec, Norm, Opaque, Param, Passthrough, Recurrent, TransformerBlock, unfolded_size,
+    INPUT_WHAT, Activation, Extern, InitSpec, Norm, Opaque, Param, Passthrough, Recurrent, TransformerBlock, unfolded_size,
 )
 from gradlint.source import catalog as C
 from gradlint.source import library as L
@@ -385,6 +385,11 @@ class Lowerer:
                 nf = arg.get(11, "norm_first", False)
                 if isinstance(ne, int) and isinstance(nd, int) and 0 <= ne + nd <= MAX_UNROLL:
                     nodes = [TransformerBlock(f"{path}.encoder.layers.{i}", "encoder", nf if isinstance(nf, bool) else None, span) for i in range(ne)]
+                    if ne and nd:
+                        # the decoder runs on the target, another input: its stack starts there
+                        # (as the ONNX lowering marks an export's target), reading the encoder's
+                        # output in its cross-attentions (model/blocks.transformer_stacks)
+                        nodes.append(Passthrough(f"{path}.decoder", INPUT_WHAT, span))
                     nodes += [TransformerBlock(f"{path}.decoder.layers.{i}", "decoder", nf if isinstance(nf, bool) else None, span) for i in range(nd)]
                     return tuple(nodes)
                 return (Opaque(path, "Transformer of unknown depth", span),)

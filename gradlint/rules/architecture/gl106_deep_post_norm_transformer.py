@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from gradlint.findings import Finding, Severity
-from gradlint.model.blocks import transformer_blocks
+from gradlint.model.blocks import transformer_stacks
 from gradlint.registry import Example, Option, Rule, RuleContext, positive_int
 from gradlint.rules.architecture.common import location, networks
 
@@ -194,10 +194,12 @@ class DeepPostNormTransformer(Rule):
         seen: set = set()
         for network in networks(ctx):
             # One definition of a block (gradlint.model.blocks), shared with GL201; with several
-            # forward paths, the stack must be that deep on every one of them.
-            per_path = [[b for b in transformer_blocks(p) if b.post_norm] for p in network.paths]
-            blocks = per_path[0]
-            count = min(len(b) for b in per_path)
+            # forward paths, the stack must be that deep on every one of them. An
+            # encoder-decoder's two stacks count together (block_count: their depths add).
+            per_path = [[[b for b in stack if b.post_norm] for stack in transformer_stacks(p)] for p in network.paths]
+            count = min(sum(len(s) for s in stacks) for stacks in per_path)
+            sizes = [len(s) for s in per_path[0] if s]
+            blocks = [b for s in per_path[0] for b in s]
             if count < depth or not blocks:
                 continue
             first = blocks[0].anchor
@@ -212,8 +214,13 @@ class DeepPostNormTransformer(Rule):
                 continue
             seen.add(key)
             span, node = location(where)
+            # an encoder-decoder: the stacks that add up to the count
+            split = " + ".join(map(str, sizes))
+            apart = "" if len(sizes) < 2 or sum(sizes) != count else (
+                f"; {split} in an encoder and the decoder that reads it, whose depths add up" if len(sizes) == 2
+                else f"; {split} on the paths of {len(sizes)} inputs, whose depths add up")
             yield ctx.finding(
-                f"{count} Post-LN transformer blocks stacked in {network.name} (norm after the residual add): "
+                f"{count} Post-LN transformer blocks stacked in {network.name} (norm after the residual add{apart}): "
                 f"every residual path runs through a norm, so a stack this deep needs a long learning-rate "
                 f"warm-up or diverges (Xiong et al. 2020)",
                 span, node=node, data={"network": network.name, "blocks": count},
