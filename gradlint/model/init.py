@@ -66,6 +66,10 @@ def _int_fan(fan: Fan) -> int | None:
 
 
 def _kaiming_gain(init: InitSpec) -> float | None:
+    if init.get("gain") is not None:
+        # a kaiming draw written out by hand with a gain no nonlinearity names
+        # (source/init_fans.py: `uniform_(-stdv, stdv)`, stdv = 1 / sqrt(fan_in), is gain 1/sqrt(3))
+        return _num(init.get("gain"))
     a = _num(init.get("a", 0.0))
     nl = init.get("nonlinearity", "leaky_relu")
     if a is None or not isinstance(nl, str):
@@ -237,11 +241,11 @@ def assumed_nonlinearity(init: InitSpec) -> str | None:
     """The nonlinearity whose gain the scheme builds in, or None when it assumes none.
 
     kaiming: its `nonlinearity` argument; the default leaky_relu with a=0 has ReLU's gain and
-    counts as 'relu'; conv*/linear count as 'linear'. xavier and orthogonal: read back from the
-    gain (5/3 tanh, sqrt 2 relu, 3/4 selu, 1 linear).
+    counts as 'relu'; conv*/linear count as 'linear'. xavier, orthogonal and a kaiming draw given
+    its gain: read back from the gain (5/3 tanh, sqrt 2 relu, 3/4 selu, 1 linear).
     """
     s = init.scheme
-    if s in ("kaiming_normal", "kaiming_uniform"):
+    if s in ("kaiming_normal", "kaiming_uniform") and init.get("gain") is None:
         nl = init.get("nonlinearity", "leaky_relu")
         if not isinstance(nl, str):
             return None
@@ -253,7 +257,7 @@ def assumed_nonlinearity(init: InitSpec) -> str | None:
         if nl in _LINEAR_FNS:
             return "linear"
         return nl
-    if s in ("xavier_normal", "xavier_uniform", "orthogonal"):
+    if s in ("xavier_normal", "xavier_uniform", "orthogonal", "kaiming_normal", "kaiming_uniform"):
         g = _gain_param(init)
         if g is None:
             return None

@@ -27,6 +27,7 @@ from gradlint.source.names import dotted
 from gradlint.source.init_calls import (
     hands_over as _hands_over, may_initialise as _may_initialise, module_method_may_init, named_apply, one_positional as _one_positional, unwrap_partial,
 )
+from gradlint.source.init_fans import shape_draw
 from gradlint.source.init_merge import merge_items, merge_values, poison_changed, snapshot
 from gradlint.source.param_loops import Reader as ParamReader, read_loop, touches_init
 
@@ -338,6 +339,12 @@ class _InitInterpreter(_Walker):
                     params.setdefault("b", 1.0)
                 if scheme == "constant" and params.get("val") == 0:
                     scheme = "zeros"
+                # a spread that is arithmetic on the layer's shape (`math.sqrt(2. / n)`, n its fan)
+                read = shape_draw(self.fm, self.ev, method, names, owner, owner_expr, call) if any(
+                    not _num(v) for v in params.values()) else None
+                if read is not None:
+                    self.record_init(owner, InitSpec(*read, origin=self.fm.src.span(call, within=self.fm.running)))
+                    return
                 self.record_init(owner, self.spec(scheme, params, call))
                 return
             if method in _REWRITES and isinstance(owner, TensorRef):  # `m.weight.data.mul_(scale)`
