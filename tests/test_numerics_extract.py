@@ -603,3 +603,19 @@ def test_the_diagonal_of_exps_over_their_row_sums_is_a_hand_written_softmax(diag
            f"    pos = {diagonal}\n    return -torch.log(pos / sim.sum(dim=1)).mean()\n\n\n"
            "nt_xent(enc(x), enc(y)).backward()\n")
     assert sorted(codes(src)) == ["GL302", "GL305"]
+
+
+@pytest.mark.parametrize("den", ["var.clamp_min(eps).sqrt()", "var.clamp(min=1e-4).sqrt()", "torch.sqrt(var.clamp_min(1e-4))",
+                                 "torch.clamp(var, min=self.eps).sqrt()", "var.clip(min=1e-4).sqrt()"])
+def test_a_variance_clamped_above_zero_is_a_safe_divisor(den):
+    # weight standardisation (vit-pytorch's WeightStandardizedLinear): the clamp is the eps;
+    # measured: a constant row gives 0 / sqrt(1e-4) = 0 with a finite gradient
+    src = ("import torch\nfrom torch import nn\nimport torch.nn.functional as F\n\n\nclass WS(nn.Module):\n"
+           "    def __init__(self, eps=1e-4):\n        super().__init__()\n        self.eps = eps\n"
+           "        self.weight = nn.Parameter(torch.randn(4, 4))\n\n    def forward(self, x):\n"
+           "        w, eps = self.weight, self.eps\n        var = w.var(dim=-1, keepdim=True, unbiased=False)\n"
+           f"        return F.linear(x, (w - w.mean(-1, keepdim=True)) / {den})\n")
+    assert codes(src, "GL307") == []
+    # unclamped, or clamped at 0 (the root's gradient at 0 stays infinite), it is still flagged
+    assert codes(src.replace(den, "var.sqrt()"), "GL307") == ["GL307"]
+    assert codes(src.replace(den, "var.clamp(min=0).sqrt()"), "GL307") == ["GL307"]

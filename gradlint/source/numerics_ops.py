@@ -551,7 +551,9 @@ class TorchOps:
         if lo is not None and self.ev(lo).value is not None:  # `min=None`, or a name bound to None
             positive = lo_n is None or lo_n > 0
             if positive:
-                res = replace(res, clamped=True, sumsq=False)
+                # (a variance clamped above 0 is no longer one its root may divide by at 0:
+                # `w / var.clamp_min(eps).sqrt()`, weight standardisation)
+                res = replace(res, clamped=True, sumsq=False, var=False)
             elif lo_n is not None and lo_n >= 0:
                 res = replace(res, floored=True)
         if lo is not None and hi is not None:
