@@ -100,3 +100,26 @@ def test_a_bound_kept_through_scopes_and_shrinking_scales(body):
 ])
 def test_a_bound_lost_on_the_way_is_flagged(body):
     assert codes(_HEAD + body) == ["GL305"]
+
+
+@pytest.mark.parametrize("exponent", [
+    "-2 * (torch.abs(x) * torch.abs(y)) / (3 * temperature) ** 2",  # normflows' two-mode priors
+    "-4 * torch.abs(x) / 0.09",
+    "-(x.abs() * y.abs())",
+    "-x.abs() * y.abs()",
+    "-2 * (x ** 2 * y.abs())",
+])
+def test_a_product_that_is_never_positive_keeps_the_softplus_quiet(exponent):
+    # measured in torch (float32): x = ±500, y = 2: log(1 + exp(.)) is 0 with a finite gradient
+    assert codes(_HEAD + f"    return torch.log(1 + torch.exp({exponent}))\n") == []
+
+
+@pytest.mark.parametrize("exponent", [
+    "-4 * x / 0.09",  # no abs: x = -500 overflows
+    "4 * torch.abs(x) / 0.09",  # positive: overflows
+    "-2 * (torch.abs(x) * y)",  # y may be negative
+    "-(x.abs() * y)",
+    "torch.abs(x) * torch.abs(y)",
+])
+def test_a_product_whose_sign_is_open_is_flagged(exponent):
+    assert codes(_HEAD + f"    return torch.log(1 + torch.exp({exponent}))\n") == ["GL305"]

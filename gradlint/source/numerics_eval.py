@@ -660,18 +660,26 @@ class TensorEval:
                     # is a positive one (1 / (2 sigma**2)), so the exponent is a Gaussian's, <= 0
                     return replace(base, nonpos=True)
             for lit, other in ((ln, right), (rn, left)):
-                if lit is not None and lit < 0 and (other.sq or other.sumsq):
-                    return replace(base, nonpos=True)  # -0.5 * x**2 (a Gaussian's exponent)
+                if lit is not None and lit < 0 and _never_below_zero(other):
+                    # -0.5 * x**2 (a Gaussian's exponent), -2 * |a| * |b| (a mixture's
+                    # cross term, normflows' two-mode priors)
+                    return replace(base, nonpos=True)
                 if lit is not None and lit > 0 and other.nonpos:
                     return replace(base, nonpos=True)
                 if lit is not None and lit > 0 and other.sq:
                     return replace(base, sq=True, dense=other.dense)  # 2 * s**2 is a square too
+            if (left.nonpos and _never_below_zero(right)) or (right.nonpos and _never_below_zero(left)):
+                return replace(base, nonpos=True)  # `-a * b.abs()`: the exp of it cannot overflow
+            # the signs of a product: never below 0 when no factor is (`|a| * |b|`, `2 * |a|`),
+            # so its negation, as `-x**2`, is at most 0
+            signless = (_never_below_zero(left) or (ln is not None and ln >= 0)) and \
+                (_never_below_zero(right) or (rn is not None and rn >= 0))
             # a value in [-1, 1] times a number of size below 1 (`cos * (1 - 1e-6)`, either side)
             # keeps a margin from ±1; times ±1 it stays what it was
             lit, other = (rn, left) if rn is not None else (ln, right)
             if lit is None or other.unit is None or abs(lit) > 1:
-                return replace(base, unit=None)
-            return replace(base, unit="strict" if abs(lit) < 1 else other.unit)
+                return replace(base, unit=None, nonneg=signless)
+            return replace(base, unit="strict" if abs(lit) < 1 else other.unit, nonneg=signless)
         if op is cst.Divide and ((got := ratio_of(left, right))["ratio"] or got["ratio_den"]):
             return replace(base, tensor=True, **got)
         if op is cst.Divide and left.unit is not None and rn is not None and abs(rn) >= 1:
@@ -679,6 +687,8 @@ class TensorEval:
             return replace(base, unit="strict" if abs(rn) > 1 else left.unit)
         if op is cst.Divide and left.nonpos and (right.sq or right.sumsq or (rn is not None and rn > 0)):
             return replace(base, nonpos=True)  # -x**2 / (2 * s**2)
+        if op is cst.Divide and _never_below_zero(left) and (right.sq or right.sumsq or (rn is not None and rn > 0)):
+            return replace(base, nonneg=True)  # |a| / 0.09, |a| / s**2
         if op is cst.Divide and (left.exp or left.weighted) and right.sum_exp:
             # a hand-written softmax: what it feeds (cross-entropy, log) sees probabilities
             return replace(base, prob="softmax", dense=True)
@@ -777,6 +787,12 @@ def _string_index(node: cst.Subscript) -> str | None:
 # Names of the objects that hold a run's settings (`args.beta`, `self.configs.decouple_beta`).
 _SETTINGS_HOLDERS = frozenset("args opt opts cfg config configs conf hparams hp hps params options settings "
                               "flags".split())
+
+
+def _never_below_zero(v: V) -> bool:
+    """A square, a sum of squares or a value never negative (`|x|`, `relu(x)`; not a module,
+    whose `nonneg` says what its call gives)."""
+    return v.sq or v.sumsq or (v.nonneg and not v.module)
 
 
 def _weight(v: V, node) -> bool:
