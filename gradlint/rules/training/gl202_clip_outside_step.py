@@ -23,7 +23,10 @@ class ClipOutsideStep(steps.StepRule):
     `LightningModule` under automatic optimisation is flagged too: Lightning runs backward and
     the step after `training_step` returns. With an optimizer per model (a GAN's D and G), a clip
     of one model's parameters counts as placed only before a step that trains that model: D's
-    clip after `opt_d.step()` is late even when G's clip sits before `opt_g.step()`.
+    clip after `opt_d.step()` is late even when G's clip sits before `opt_g.step()`. A loop
+    with a backward and a step of its own that runs between `backward()` and the clip (a warm-up
+    a recovery routine re-runs when the loss is not finite) is an update of its own: the clip
+    after it still guards the step that follows.
 
     ## Why is this bad?
     The optimizer has already applied the unclipped gradients when the clip runs after
@@ -279,11 +282,22 @@ def train(model, loader, accelerator, optimizer):
                 trained = steps.owners(facts, c, step)
                 return not trained or steps.covers(what[1], trained)
 
+            # Loops that hold a backward and a step of their own: a complete training loop, a
+            # warm-up or a recovery routine a step calls (sbi's `resolve_state` re-runs a warm-up
+            # when the loss is not finite). Its updates are its own; a clip after such a loop,
+            # and not in it, is placed by what comes before the loop and after the clip.
+            updating = {lp for m in all_marks if m.event.kind == "backward" for lp in m.loops} & \
+                {lp for m in all_marks if m.event.kind == "step" for lp in m.loops}
+
+            def inner_update(m, clip) -> bool:
+                return any(lp in updating and lp not in clip.loops for lp in m.loops)
+
             def placed(clip) -> bool:
                 # the nearest mark before the clip that can run with it is a backward, and a step
                 # after it that can run with it steps what it clipped
                 last = next((m for m in c.before(clip)
-                             if m.event.kind in ("backward", "step") and steps.compatible(m, clip)), None)
+                             if m.event.kind in ("backward", "step") and steps.compatible(m, clip)
+                             and not inner_update(m, clip)), None)
                 return last is not None and last.event.kind == "backward" and \
                     any(m.event.kind == "step" and steps.compatible(m, clip) and steps_it(m, clip) for m in c.after(clip))
 
