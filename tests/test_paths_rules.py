@@ -760,3 +760,31 @@ def test_gl404_past_an_isinstance_guard_that_returns_only_the_parameter_goes_on(
     # without the return, a module reaches the assignment too
     falls = src.replace("            return\n", "")
     assert [f.code for f in findings(falls, "GL404")] == ["GL404"]
+
+
+_HANDED = ("import torch\n\n\nclass Potential(torch.autograd.Function):\n    @staticmethod\n"
+           "    def forward(ctx, input, call_function, gradient_function):\n"
+           "        ctx.call_function = call_function\n        ctx.gradient_function = gradient_function\n"
+           "        ctx.save_for_backward(input)\n        return call_function(input)\n\n"
+           "    @staticmethod\n    def backward(ctx, grad_output):\n        (input,) = ctx.saved_tensors\n"
+           "        grad = {grad}\n        return grad_output * grad, None, None\n")
+
+
+def test_gl406_a_backward_handed_its_derivative_needs_no_gradcheck():
+    # sbi's DifferentiablePotentialFunction: the caller hands the forward the gradient function;
+    # pytorch-pfn-extras' RunBackward: the backward is an op the dispatcher finds by name
+    assert findings(_HANDED.format(grad="ctx.gradient_function(input)"), "GL406") == []
+    dispatched = ("import torch\n\n\ndef _get_autograd(name):\n    class RunBackward(torch.autograd.Function):\n"
+                  "        @staticmethod\n        def forward(ctx, *args):\n            ctx.save_for_backward(*args)\n"
+                  "            op_h = torch._C._dispatch_find_schema_or_throw(f'ppe::{name}_fwd', '')\n"
+                  "            return torch._C._dispatch_call_boxed(op_h, *args)\n\n"
+                  "        @staticmethod\n        def backward(ctx, *args):\n"
+                  "            op_h = torch._C._dispatch_find_schema_or_throw(f'ppe::{name}_bwd', '')\n"
+                  "            return torch._C._dispatch_call_boxed(op_h, *(args + tuple(ctx.saved_tensors)))\n\n"
+                  "    return RunBackward.apply\n")
+    assert findings(dispatched, "GL406") == []
+    # a derivative written in the backward, or a helper the Function makes itself, stays flagged
+    for grad in ("2 * input", "torch.cos(input)", "ctx.helper(input)"):
+        src = _HANDED.format(grad=grad).replace("        ctx.save_for_backward(input)\n",
+                                                "        ctx.save_for_backward(input)\n        ctx.helper = torch.cos\n")
+        assert [f.code for f in findings(src, "GL406")] == ["GL406"], grad

@@ -787,6 +787,35 @@ def autograd_computed(backward: cst.FunctionDef, qualify) -> bool:
 _AUTOGRAD_CALLS = frozenset({"torch.autograd.grad", "torch.autograd.backward"})
 
 
+def handed_in(forward: cst.FunctionDef | None, backward: cst.FunctionDef, qualify) -> bool:
+    """A backward whose derivative the Function does not write: it calls a callable its forward
+    was handed and kept on ctx (`ctx.gradient_function = gradient_function`, then
+    `ctx.gradient_function(x)`: sbi's score-based potential), or an op the dispatcher finds by a
+    name made at run time (`torch._C._dispatch_call_boxed`: pytorch-pfn-extras' registered ops).
+    The Function is a wrapper; a gradcheck belongs to each derivative it is given, not to it."""
+    if any(type(node) is cst.Call and qualify(node.func) & _DISPATCH_CALLS for node in walk(backward.body)):
+        return True
+    if forward is None or type(forward.body) is not cst.IndentedBlock:
+        return False
+    ctx = _ctx(forward)
+    params = set(_inputs(forward))
+    kept = set()  # the ctx attributes the forward sets to one of its arguments
+    for node in walk(forward.body):
+        if type(node) is cst.Assign and type(node.value) is cst.Name and node.value.value in params:
+            for t in node.targets:
+                tgt = t.target
+                if type(tgt) is cst.Attribute and type(tgt.value) is cst.Name and tgt.value.value == ctx:
+                    kept.add(tgt.attr.value)
+    if not kept:
+        return False
+    bctx = _ctx(backward)
+    return any(type(node) is cst.Call and type(node.func) is cst.Attribute and type(node.func.value) is cst.Name
+               and node.func.value.value == bctx and node.func.attr.value in kept for node in walk(backward.body))
+
+
+_DISPATCH_CALLS = frozenset({"torch._C._dispatch_call_boxed"})
+
+
 # The names of a collective called on a process-group object of a project's own (fairseq2's
 # `gang.all_reduce(x, ReduceOperation.SUM)`, `gang.all_gather_to_list(...)`), on Horovod's
 # (`hvd.allreduce`) or imported from another module: names no single-process tensor operation

@@ -26,7 +26,7 @@ import libcst as cst
 
 from gradlint.facts.numerics import CallText, Expr, Function, NumClass, NumericsFacts, Site
 from gradlint.findings import SourceSpan
-from gradlint.source.backwards import (Backwards, autograd_computed, blocks, communicates, not_a_derivative, passes_through,
+from gradlint.source.backwards import (Backwards, autograd_computed, blocks, communicates, handed_in, not_a_derivative, passes_through,
                                         refuses, straight_through_base, surrogate)
 from gradlint.source.gradchecks import class_aliases
 from gradlint.source.engine.calls import split as _args
@@ -729,12 +729,14 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         custom_backward = False
         if is_function:
             # a straight-through, gradient-scaling or surrogate backward is no derivative to
-            # gradcheck, nor one that only raises, and a collective's needs a process group
+            # gradcheck, nor one that only raises or is handed its derivative (a callable kept on
+            # ctx, a dispatched op), and a collective's needs a process group
             fwd = next((m for m in methods if m.name.value == "forward"), None)
             # (with a setup_context, the forward takes no ctx: its first parameter is an input)
             ctx_less = any(m.name.value == "setup_context" for m in methods)
             custom_backward = any(m.name.value == "backward" and not not_a_derivative(fwd, m, ctx_less)
                                   and not surrogate(fwd, m, ctx_less, self.q) and not autograd_computed(m, self.q)
+                                  and not handed_in(fwd, m, self.q)
                                   and not refuses(m) and not blocks(m, self.q) and not passes_through(fwd, m, self.q)
                                   and not (fwd is None and straight_through_base(self.src.module, name, m)) for m in methods) \
                 and not communicates(methods, self.q, self.module_functions)

@@ -81,7 +81,11 @@ class UncheckedCustomBackward(Rule):
     `ctx.mark_non_differentiable`: a VQ-VAE's straight-through to its inputs); a backward that
     only raises (the Function declares itself non-differentiable), or only returns None or zeros
     (it passes no gradient on, on purpose: an `argmax` forward); a backward that lets
-    `torch.autograd.grad` compute the gradient (a Function that only routes it); and collectives, whose forward or backward calls
+    `torch.autograd.grad` compute the gradient (a Function that only routes it); a backward
+    handed its derivative (a callable the forward was passed and kept on ctx,
+    `ctx.gradient_function(x)`, or an op dispatched by a name made at run time,
+    `torch._C._dispatch_call_boxed`: the gradcheck belongs to each derivative it is given); and
+    collectives, whose forward or backward calls
     `torch.distributed` (an all-reduce, all-gather, all-to-all, the group's rank or size) or a
     collective by its name on another process-group object (`gang.all_reduce(x)`), directly
     or through a function of the same file: a gradcheck in one process has no group to run them.
