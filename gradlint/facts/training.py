@@ -373,6 +373,18 @@ def _manual_subclass_here(facts: TrainingFacts, f: Function) -> bool:
                and in_bases(sub, bases, lambda c: True if c in manual else None) for sub in bases)
 
 
+def _others(index: ProjectIndex, module: str, mentions: list[str]):
+    """(module, its training facts) for each of the project modules `mentions` other than `module`
+    whose facts the index can give."""
+    for home in mentions:
+        if home == module:
+            continue
+        mod = index.calling(home, loops=True)
+        other = mod.facts.training if mod is not None else None
+        if isinstance(other, TrainingFacts):
+            yield home, other
+
+
 def _manual_subclasses(index: ProjectIndex, module: str, cls: str) -> tuple[str, ...]:
     """The other project modules holding a class that derives from class `cls` of `module`,
     sets manual optimisation (itself or through a base of its file) and defines no
@@ -383,12 +395,8 @@ def _manual_subclasses(index: ProjectIndex, module: str, cls: str) -> tuple[str,
         return ()
     target = f"{module}.{cls}"
     out = []
-    for home in mentions:
-        if home == module:
-            continue
-        mod = index.calling(home, loops=True)
-        other = mod.facts.training if mod is not None else None
-        if not isinstance(other, TrainingFacts) or not other.manual_classes:
+    for home, other in _others(index, module, mentions):
+        if not other.manual_classes:
             continue
         bases = dict(other.classes)
         manual = set(other.manual_classes)
@@ -435,13 +443,7 @@ def _drivers_of(index: ProjectIndex, module: str, name: str) -> tuple[tuple[str,
         return ()
     target = f"{module}.{name}"
     out = []
-    for home in mentions:
-        if home == module:
-            continue
-        mod = index.calling(home, loops=True)
-        other = mod.facts.training if mod is not None else None
-        if not isinstance(other, TrainingFacts):
-            continue
+    for home, other in _others(index, module, mentions):
         for text, what in other.drives:
             if text.rpartition(".")[2] == name and target in index.resolve(home, text):
                 out.append((what, home))
