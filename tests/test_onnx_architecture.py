@@ -315,7 +315,7 @@ def test_a_recurrence_whose_weights_were_not_read_is_not_judged_default_initiali
 def _conditioned_sigmoid_mlp(depth: int = 12):
     """`h = sigmoid(h @ W_i + e)` for i < depth on input `x`, with `e = c @ W_c` of a second
     input `c` added in every layer (a conditioning vector, as a time or class embedding)."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
     bound = 1 / np.sqrt(64)  # nn.Linear's default init
@@ -329,11 +329,18 @@ def _conditioned_sigmoid_mlp(depth: int = 12):
                   helper.make_node("Add", [f"/body.{i}/mm", "/e"], [f"/body.{i}/pre"], name=f"/body.{i}/Add"),
                   helper.make_node("Sigmoid", [f"/body.{i}/pre"], [f"/body.{i}/s"], name=f"/body.{i}/Sigmoid")]
         h = f"/body.{i}/s"
-    nodes.append(helper.make_node("Identity", [h], ["y"]))
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64]),
+    return _conditioned_model("conditioned", nodes, inits, h, 64)
+
+
+def _conditioned_model(name: str, nodes: list, inits: list, out: str, width: int):
+    """A model of `nodes` with inputs x (N, width) and the conditioning c (N, 8), its output `out`."""
+    from onnx import TensorProto, helper
+
+    nodes = [*nodes, helper.make_node("Identity", [out], ["y"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width]),
               helper.make_tensor_value_info("c", TensorProto.FLOAT, ["N", 8])]
-    graph = helper.make_graph(nodes, "conditioned", inputs,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])], inits)
+    graph = helper.make_graph(nodes, name, inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -351,7 +358,7 @@ def test_a_conditioning_vector_added_in_every_layer_is_no_residual_stream():
 def test_a_stream_that_also_reads_a_conditioning_vector_is_still_the_stream():
     """`h = h + f(LayerNorm(h + e))` with e from a second input: h is added twice (to e and to
     f's output) but skipped over once; the stream is x's, with c's layer read beside it."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     from gradlint.model.ir import INPUT_WHAT, Passthrough, Residual
 
@@ -373,14 +380,7 @@ def test_a_stream_that_also_reads_a_conditioning_vector_is_still_the_stream():
                   helper.make_node("MatMul", [f"{p}/r", f"b{i}.2.weight"], [f"{p}/m2"], name=f"{p}/fc2/MatMul"),
                   helper.make_node("Add", [h, f"{p}/m2"], [f"{p}/out"], name=f"{p}/Add_1")]
         h = f"{p}/out"
-    nodes.append(helper.make_node("Identity", [h], ["y"]))
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16]),
-              helper.make_tensor_value_info("c", TensorProto.FLOAT, ["N", 8])]
-    graph = helper.make_graph(nodes, "cond_stream", inputs,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    (net,) = extract_onnx_model(model).networks
+    (net,) = extract_onnx_model(_conditioned_model("cond_stream", nodes, inits, h, 16)).networks
     marks = [n.name for n in net.nodes if isinstance(n, Passthrough) and n.what == INPUT_WHAT]
     assert marks == ["x"]
     assert sum(isinstance(n, Residual) for n in net.nodes) == 4
