@@ -373,29 +373,32 @@ def _manual_subclass_here(facts: TrainingFacts, f: Function) -> bool:
                and in_bases(sub, bases, lambda c: True if c in manual else None) for sub in bases)
 
 
-def _others(index: ProjectIndex, module: str, mentions: list[str]):
-    """(module, its training facts) for each of the project modules `mentions` other than `module`
-    whose facts the index can give."""
+def _others(index: ProjectIndex, module: str, name: str, word: str) -> list[tuple[str, TrainingFacts]]:
+    """(module, its training facts) for each project module other than `module` whose text names
+    `name` (a whole word) and `word`, and whose facts the index can give; none when more than
+    MAX_CALLER_MODULES modules name both (the text scan is once per run)."""
+    mentions = sorted(set(index.mentioning(name, whole=True)) & set(index.mentioning(word)))
+    if len(mentions) > MAX_CALLER_MODULES:
+        return []
+    out = []
     for home in mentions:
         if home == module:
             continue
         mod = index.calling(home, loops=True)
         other = mod.facts.training if mod is not None else None
         if isinstance(other, TrainingFacts):
-            yield home, other
+            out.append((home, other))
+    return out
 
 
 def _manual_subclasses(index: ProjectIndex, module: str, cls: str) -> tuple[str, ...]:
     """The other project modules holding a class that derives from class `cls` of `module`,
     sets manual optimisation (itself or through a base of its file) and defines no
     `training_step` of its own there."""
-    # (a module that sets manual optimisation names it: the scan is once per run)
-    mentions = sorted(set(index.mentioning(cls, whole=True)) & set(index.mentioning("automatic_optimization")))
-    if len(mentions) > MAX_CALLER_MODULES:
-        return ()
     target = f"{module}.{cls}"
     out = []
-    for home, other in _others(index, module, mentions):
+    # (a module that sets manual optimisation names it)
+    for home, other in _others(index, module, cls, "automatic_optimization"):
         if not other.manual_classes:
             continue
         bases = dict(other.classes)
@@ -437,13 +440,10 @@ def driven_elsewhere(facts: TrainingFacts, scope: Scope | None,
 def _drivers_of(index: ProjectIndex, module: str, name: str) -> tuple[tuple[str, str], ...]:
     """(what drives it, the module) for each other project module whose framework calls the
     function `name` of `module` per batch."""
-    # (a module that hands a function to an Engine names Ignite: the scan is once per run)
-    mentions = sorted(set(index.mentioning(name, whole=True)) & set(index.mentioning("ignite")))
-    if len(mentions) > MAX_CALLER_MODULES:
-        return ()
     target = f"{module}.{name}"
     out = []
-    for home, other in _others(index, module, mentions):
+    # (a module that hands a function to an Engine names Ignite)
+    for home, other in _others(index, module, name, "ignite"):
         for text, what in other.drives:
             if text.rpartition(".")[2] == name and target in index.resolve(home, text):
                 out.append((what, home))
