@@ -195,6 +195,11 @@ def _own_callee(text: str) -> bool:
     return "." not in text or (text.startswith("self.") and text.count(".") == 1)
 
 
+# A call that clears gradients by its name (`zero_grad`, `clear_grad`, `reset_grads`): a helper
+# named so clears, whether or not its body can be seen.
+CLEARING = re.compile(r"(zero|clear|reset)_?grad")
+
+
 def _recorded_call(name: str) -> bool:
     """Whether every call of a project function so named is an event of its caller's facts (an
     `invoke` or a `call`, with the arguments that matter), rather than read as a clip, a clear,
@@ -427,7 +432,7 @@ class CallEvents:
             return [Event("unscale", span, fid, sid, ng, target="", scaler=recv_text)]
 
         # clearing
-        if attr and re.search(r"(zero|clear|reset)_?grad", attr):
+        if attr and CLEARING.search(attr):
             # a helper named so clears, whether or not we can see into it
             return [Event("clear", span, fid, sid, ng, via="zero_grad", target=recv_text)]
         if attr in ("zero_", "fill_") and receiver is not None and re.search(r"\.grad(\.data)?$", recv_text):

@@ -12,15 +12,14 @@ is an iteration of a loop, which the GL2xx rules read as they read a written loo
 
 from __future__ import annotations
 
-import re
-
 import libcst as cst
 
 from gradlint.facts.training import Function, in_bases
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.walk import text as _text
-from gradlint.source.names import dotted
 from gradlint.source.engine.walk import walk
+from gradlint.source.loop_calls import CLEARING
+from gradlint.source.names import dotted
 
 IGNITE_ENGINES = frozenset({"ignite.engine.Engine", "ignite.engine.engine.Engine",
                             "ignite.engine.DeterministicEngine", "ignite.engine.deterministic.DeterministicEngine"})
@@ -166,9 +165,6 @@ def drives_elsewhere(src, functions: tuple[Function, ...], scope_nodes: dict, qu
     return tuple(dict.fromkeys(out))
 
 
-# A call that clears gradients by its name, as the loop front-end reads one (`zero_grad`,
-# `clear_grad`, `reset_grads`).
-_CLEARING = re.compile(r"(zero|clear|reset)_?grad")
 
 
 def lambda_clears(src, scope_nodes: dict) -> tuple[tuple[int, str], ...]:
@@ -177,7 +173,7 @@ def lambda_clears(src, scope_nodes: dict) -> tuple[tuple[int, str], ...]:
     between the engine's calls of its process function. What it clears is the receiver as
     written (`optimizer`), "" when not a plain name or attribute (it may clear anything). The
     front-end reads no lambda's body (it runs later, if ever), so this is where such a clear is seen."""
-    if "lambda" not in src.text or _CLEARING.search(src.text) is None:
+    if "lambda" not in src.text or CLEARING.search(src.text) is None:
         return ()
     out: list[tuple[int, str]] = []
     for fid, node in scope_nodes.items():
@@ -186,7 +182,7 @@ def lambda_clears(src, scope_nodes: dict) -> tuple[tuple[int, str], ...]:
             if type(n) is not cst.Lambda:
                 continue
             for c in walk(n.body, stop=(cst.Lambda,)):
-                if type(c) is cst.Call and type(c.func) is cst.Attribute and _CLEARING.search(c.func.attr.value):
+                if type(c) is cst.Call and type(c.func) is cst.Attribute and CLEARING.search(c.func.attr.value):
                     out.append((fid, dotted(c.func.value) or ""))
     return tuple(dict.fromkeys(out))
 
