@@ -106,7 +106,6 @@ class Encoder(nn.Module):
 """
 
 
-
 _MODULE_LEVEL = """\
 import torch.nn as nn
 
