@@ -1461,3 +1461,81 @@ def test_gl203_a_models_own_clip_under_a_grad_scaler_clips_scaled_gradients():
               "    fabric.backward(model(x).sum())\n    fabric.clip_gradients(model, opt, max_norm=1.0)\n"
               "    opt.step()\n    opt.zero_grad()\n")
     assert codes(fabric, "GL203") == []
+
+
+_EPOCH_LOOP = """\
+import torch
+
+
+def train(model, loader, opt, epochs):
+    for epoch in range(epochs):
+        for x, y in loader:
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+{inner}            opt.step()
+{after}
+"""
+
+
+@pytest.mark.parametrize("inner, after, expected", [
+    # once per epoch, after the batch loop's last step: clips nothing a step uses
+    ("", "        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)", ["GL202"]),
+    # after the whole training loop: the same
+    ("", "    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)", ["GL202"]),
+    # the loop clips its steps itself: the one after it is only redundant
+    ("            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n",
+     "        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)", []),
+    # a flush of left-over gradients: the clip guards the step after it
+    ("", "        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n        opt.step()", []),
+    # a measurement, not a clip
+    ("", "        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float('inf'))", []),
+])
+def test_clip_after_the_update_loop(inner, after, expected):
+    text = _EPOCH_LOOP.format(inner=inner, after=after)
+    found = check_source(text, Config(select=("GL202",)))
+    assert [f.code for f in found] == expected
+    if expected:
+        assert "runs after the loop whose last `opt.step()` (line 10)" in found[0].message
+        assert found[0].fix is None
+
+
+def test_clip_after_inner_update_loop_guarding_an_outer_step_is_placed():
+    # k discriminator updates in a loop of their own, then G's backward, clip and step
+    text = """\
+import torch
+
+
+def train(G, D, loader, opt_g, opt_d, k):
+    for x in loader:
+        for _ in range(k):
+            opt_d.zero_grad()
+            D(x).mean().backward()
+            opt_d.step()
+        opt_g.zero_grad()
+        D(G(x)).mean().backward()
+        torch.nn.utils.clip_grad_norm_(G.parameters(), 1.0)
+        opt_g.step()
+"""
+    assert codes(text, "GL202") == []
+
+
+def test_clip_after_update_loop_of_a_called_epoch_function():
+    text = """\
+import torch
+
+
+def train_epoch(model, loader, opt):
+    for x, y in loader:
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+
+
+def main(model, loader, opt):
+    for epoch in range(10):
+        train_epoch(model, loader, opt)
+"""
+    found = check_source(text, Config(select=("GL202",)))
+    assert [(f.code, f.span.line) for f in found] == [("GL202", 9)]

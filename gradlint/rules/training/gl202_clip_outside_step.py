@@ -26,7 +26,10 @@ class ClipOutsideStep(steps.StepRule):
     clip after `opt_d.step()` is late even when G's clip sits before `opt_g.step()`. A loop
     with a backward and a step of its own that runs between `backward()` and the clip (a warm-up
     a recovery routine re-runs when the loss is not finite) is an update of its own: the clip
-    after it still guards the step that follows.
+    after it still guards the step that follows. A clip after a loop that makes every update
+    itself (`for batch in loader: backward(); step()`), once an epoch or once at the end, with
+    no step after it and no clip inside the loop, is flagged too: no step the loop makes is
+    clipped. A step after it (a flush of left-over accumulated gradients) is guarded by it.
 
     ## Why is this bad?
     The optimizer has already applied the unclipped gradients when the clip runs after
@@ -157,6 +160,16 @@ for x, y in loader:
     scaler.step(optimizer)
     scaler.update()
 """, note="after scaler.step: moved before it with the unscale_ it then needs"),
+        Example("""\
+import torch
+
+for epoch in range(epochs):
+    for x, y in loader:
+        optimizer.zero_grad()
+        criterion(model(x), y).backward()
+        optimizer.step()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+""", note="once an epoch, after the batch loop has made every step"),
     ]
     valid = [
         Example("""\
@@ -262,6 +275,7 @@ def train(model, loader, accelerator, optimizer):
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         yield from self._lightning_training_step(ctx, facts)
+        yield from self._after_update_loop(ctx, facts)
         for c in steps.contexts(facts, ctx.index):
             clips = [f for f in c.of("clip") if not steps.is_measuring(f.event)]
             if not clips:
@@ -325,6 +339,45 @@ def train(model, loader, accelerator, optimizer):
                     yield ctx.finding(
                         f"`{clip.event.name}` runs before `backward()`: it clips stale gradients, not the ones the step applies",
                         clip.event.span)
+
+    def _after_update_loop(self, ctx: RuleContext, facts) -> Iterator[Finding]:
+        """A clip after a loop that makes every update itself (`for batch in loader: backward;
+        step`), in the epoch loop around it or after it, with no step of its own to guard: it
+        runs once the loop's last step has applied unclipped gradients, and the next clear drops
+        what it clipped. The step contexts are the innermost loops, so this clip is in none."""
+        for fn in facts.functions:
+            flat = steps.flatten(facts, fn, ctx.index)
+            clips = [f for f in flat if f.event.kind == "clip" and not steps.is_measuring(f.event)]
+            if not clips:
+                continue
+            backward = {lp for f in flat if f.event.kind == "backward" for lp in f.loops}
+            updating = backward & {lp for f in flat if f.event.kind == "step" for lp in f.loops}
+            # the step contexts' loops: update loops with no update loop inside them
+            innermost = updating - {lp for f in flat for i, lp in enumerate(f.loops)
+                                    if set(f.loops[i + 1:]) & updating}
+            for clip in clips:
+                if set(clip.loops) & innermost:
+                    continue  # a clip inside an update loop: the step contexts place it
+                def outside(m, clip=clip) -> bool:
+                    # a mark of this clip's own iteration, not of an update loop nested in it
+                    return steps.compatible(m, clip) and not any(
+                        lp in updating and lp not in clip.loops for lp in m.loops)
+
+                marks = [f for f in flat if f.event.kind in ("backward", "step")]
+                if any(outside(m) for m in marks):
+                    continue  # a backward or step of the clip's own: not this pattern
+                # the update loop ends before the clip, nested in the clip's own loops
+                loop = next((m for m in reversed(marks)
+                             if m.order < clip.order and m.event.kind == "step" and steps.compatible(m, clip)
+                             and m.loops[:len(clip.loops)] == clip.loops and len(m.loops) > len(clip.loops)
+                             and m.loops[len(clip.loops)] in updating), None)
+                if loop is None or any(loop.loops[len(clip.loops)] in f.loops for f in clips):
+                    continue  # the loop clips its steps itself (well or not: the contexts say)
+                yield ctx.finding(
+                    f"`{clip.event.name}` runs after the loop whose last `{steps.step_text_near(loop, clip)}` "
+                    f"(line {loop.event.span.line}) has applied the unclipped gradients: no step it "
+                    "makes is clipped; clip between `backward()` and the step inside the loop",
+                    clip.event.span)
 
     def _lightning_training_step(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         """A clip in `training_step` of a LightningModule under automatic optimisation: Lightning
