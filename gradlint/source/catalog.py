@@ -16,15 +16,17 @@ PARAM_LAYERS = {
     "Embedding": ("embedding", 0), "EmbeddingBag": ("embedding", 0),
 }
 
-# activation module -> (IR fn, name of the constructor argument that is its parameter, position)
+# activation module -> (IR fn, name of the constructor argument that is its parameter, its position)
+# (PReLU's first argument is num_parameters, the number of slopes: its slope `init` is second)
 ACTIVATION_MODULES = {
-    "ReLU": ("relu", None), "ReLU6": ("relu6", None), "LeakyReLU": ("leaky_relu", "negative_slope"),
-    "PReLU": ("prelu", "init"), "RReLU": ("leaky_relu", None), "ELU": ("elu", "alpha"), "CELU": ("celu", "alpha"),
-    "SELU": ("selu", None), "GELU": ("gelu", None), "SiLU": ("silu", None), "Mish": ("mish", None),
-    "Tanh": ("tanh", None), "Sigmoid": ("sigmoid", None), "Hardtanh": ("hardtanh", None),
-    "Softsign": ("softsign", None), "Softplus": ("softplus", "beta"), "Hardsigmoid": ("hardsigmoid", None),
-    "Hardswish": ("hardswish", None), "Identity": ("identity", None), "LogSigmoid": ("logsigmoid", None),
-    "Tanhshrink": ("tanhshrink", None), "Softmax": ("softmax", None), "LogSoftmax": ("softmax", None),
+    "ReLU": ("relu", None, 0), "ReLU6": ("relu6", None, 0), "LeakyReLU": ("leaky_relu", "negative_slope", 0),
+    "PReLU": ("prelu", "init", 1), "RReLU": ("leaky_relu", None, 0), "ELU": ("elu", "alpha", 0),
+    "CELU": ("celu", "alpha", 0), "SELU": ("selu", None, 0), "GELU": ("gelu", None, 0), "SiLU": ("silu", None, 0),
+    "Mish": ("mish", None, 0), "Tanh": ("tanh", None, 0), "Sigmoid": ("sigmoid", None, 0),
+    "Hardtanh": ("hardtanh", None, 0), "Softsign": ("softsign", None, 0), "Softplus": ("softplus", "beta", 0),
+    "Hardsigmoid": ("hardsigmoid", None, 0), "Hardswish": ("hardswish", None, 0), "Identity": ("identity", None, 0),
+    "LogSigmoid": ("logsigmoid", None, 0), "Tanhshrink": ("tanhshrink", None, 0), "Softmax": ("softmax", None, 0),
+    "LogSoftmax": ("softmax", None, 0),
 }
 ACTIVATION_DEFAULT_PARAM = {"leaky_relu": 0.01, "prelu": 0.25, "elu": 1.0, "celu": 1.0, "softplus": 1.0}
 

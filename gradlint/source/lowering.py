@@ -346,10 +346,10 @@ class Lowerer:
             if cls in C.PARAM_LAYERS:
                 return (self.param(value),)
             if cls in C.ACTIVATION_MODULES:
-                fn, pname = C.ACTIVATION_MODULES[cls]
+                fn, pname, position = C.ACTIVATION_MODULES[cls]
                 param = None
                 if pname:
-                    v = _ArgReader(value).get(0, pname)
+                    v = _ArgReader(value).get(position, pname)
                     param = float(v) if _num(v) else C.ACTIVATION_DEFAULT_PARAM.get(fn)
                 elif fn in C.ACTIVATION_DEFAULT_PARAM:
                     param = C.ACTIVATION_DEFAULT_PARAM[fn]
