@@ -218,6 +218,10 @@ def fingerprint_within(folder: str, rel: str, not_after: int | None = None) -> s
         os.close(dfd)
 
 
+# how much larger than max-file-size a notebook may be (its outputs count in its size, not its code)
+NOTEBOOK_FACTOR = 16
+
+
 def read_input(path: str | os.PathLike, limit: int, *, whole: bool = True) -> tuple[bytes | None, str]:
     """(bytes, fingerprint) of a file to check. Source files (`whole`) are read here, at most
     `limit` + 1 bytes. A binary ONNX model small enough to be hashed is read here too, once: the
@@ -226,7 +230,12 @@ def read_input(path: str | os.PathLike, limit: int, *, whole: bool = True) -> tu
     A larger one is fingerprinted by identity and times, and its front-end reads it in its own
     way (bounded by protobuf's 2 GiB): the bytes are None."""
     if whole:
-        data = read_bounded(path, limit)
+        if os.fspath(path).endswith(".ipynb"):
+            # a notebook's bytes are mostly its outputs (a plot is ~100 kB of base64): its code
+            # is what max-file-size is for, and the parse budget bounds that once it is read
+            data = read_bounded(path, limit * NOTEBOOK_FACTOR, f"{NOTEBOOK_FACTOR} x max-file-size for a notebook")
+        else:
+            data = read_bounded(path, limit)
         return data, "sha256:" + hashlib.sha256(data).hexdigest()
     fd, st = _open_regular(path)
     try:

@@ -380,3 +380,23 @@ def test_a_fix_in_an_indented_cell_keeps_each_lines_indentation():
     data = json.loads(write_back(nb, fixed))
     assert "".join(data["cells"][0]["source"]) == cell.replace(
         "torch.log(torch.softmax(z, dim=-1))", "torch.log_softmax(z, dim=-1)\n    z = 1").replace("        pass\n", "")
+
+
+def _with_output(src: str, output_bytes: int) -> str:
+    nb = json.loads(notebook(("code", src)))
+    nb["cells"][0]["outputs"] = [{"output_type": "display_data", "metadata": {},
+                                  "data": {"image/png": "A" * output_bytes}}]
+    return json.dumps(nb)
+
+
+def test_a_notebook_may_pass_max_file_size_by_its_outputs_not_its_code(tmp_path):
+    # a 40 KiB plot in a notebook under a 10 KiB max-file-size: its code is still read and checked
+    src = "import torch\ndef f(y):\n    return torch.log(torch.softmax(y, 1))\n"
+    write_tree(tmp_path, {"pyproject.toml": '[tool.gradlint]\nmax-file-size = "10KB"\n',
+                          "plots.ipynb": _with_output(src, 40 << 10),
+                          "huge.ipynb": _with_output(src, 200 << 10)})
+    proc = gradlint("check", ".", cwd=tmp_path)
+    assert "plots.ipynb:cell 1:3:12: GL302" in proc.stdout
+    # past 16 times the limit a notebook is refused unread, naming the limit it passed
+    assert "over the limit of 160 KiB (16 x max-file-size for a notebook); it was not read" in \
+        next(line for line in proc.stdout.splitlines() if line.startswith("huge.ipynb:1:1: GL001"))
