@@ -384,6 +384,20 @@ def test_gl406_a_collective_through_a_process_group_object_of_the_project_needs_
         assert [f.code for f in findings(src, "GL406")] == ["GL406"], (forward, backward)
 
 
+def test_gl406_a_halo_exchange_between_processes_needs_no_gradcheck():
+    # mace's LAMMPS_MP: LAMMPS exchanges ghost atoms' features between the processes of a domain
+    src = ("import torch\n\nclass LAMMPS_MP(torch.autograd.Function):\n"
+           "    @staticmethod\n    def forward(ctx, *args):\n        feats, data = args\n"
+           "        ctx.vec_len = feats.shape[-1]\n        ctx.data = data\n        out = torch.empty_like(feats)\n"
+           "        data.{fwd}(feats, out, ctx.vec_len)\n        return out\n\n"
+           "    @staticmethod\n    def backward(ctx, *grad_outputs):\n        (grad,) = grad_outputs\n"
+           "        gout = torch.empty_like(grad)\n        ctx.data.{bwd}(grad, gout, ctx.vec_len)\n"
+           "        return gout, None\n")
+    assert findings(src.format(fwd="forward_exchange", bwd="reverse_exchange"), "GL406") == []
+    # a method of that name is not what makes it one: any other call stays a hand-written derivative
+    assert [f.code for f in findings(src.format(fwd="copy_into", bwd="copy_into"), "GL406")] == ["GL406"]
+
+
 _VQ = ("import torch\n\nclass VQ(torch.autograd.Function):\n"
        "    @staticmethod\n    def forward(ctx, inputs, codebook):\n        {forward}\n\n"
        "    @staticmethod\n    def backward(ctx, grad_output, grad_indices=None):\n"

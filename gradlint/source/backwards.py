@@ -820,7 +820,10 @@ _DISPATCH_CALLS = frozenset({"torch._C._dispatch_call_boxed"})
 # `gang.all_reduce(x, ReduceOperation.SUM)`, `gang.all_gather_to_list(...)`), on Horovod's
 # (`hvd.allreduce`) or imported from another module: names no single-process tensor operation
 # takes. (`broadcast` is not one: tensors and NumPy broadcast too.)
-_COLLECTIVE = re.compile(r"(all_?reduce|all_?gather|reduce_?scatter|all_?to_?all)(_.*)?")
+# ... and a halo (ghost-atom) exchange between the processes that hold a domain's parts, as
+# LAMMPS's ML-IAP hands mace (`data.forward_exchange(feats, out, n)`, reverse_exchange in backward)
+_COLLECTIVE = re.compile(r"(all_?reduce|all_?gather|reduce_?scatter|all_?to_?all)(_.*)?"
+                         r"|(forward|reverse|halo|ghost)_exchange(_.*)?")
 
 
 def communicates(methods: list[cst.FunctionDef], qualify, functions: dict[str, cst.FunctionDef]) -> bool:

@@ -87,7 +87,8 @@ class UncheckedCustomBackward(Rule):
     `torch._C._dispatch_call_boxed`: the gradcheck belongs to each derivative it is given); and
     collectives, whose forward or backward calls
     `torch.distributed` (an all-reduce, all-gather, all-to-all, the group's rank or size) or a
-    collective by its name on another process-group object (`gang.all_reduce(x)`), directly
+    collective by its name on another process-group object (`gang.all_reduce(x)`, or a halo
+    exchange, `data.forward_exchange(...)`/`reverse_exchange`, as LAMMPS hands mace), directly
     or through a function of the same file: a gradcheck in one process has no group to run them.
 
     ## Why is this bad?
