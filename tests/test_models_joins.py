@@ -1,6 +1,6 @@
 """A module called with two tensors of one forward path (issue 9, item 6): transformers' ViT layer
 `self.output(mlp(norm(h)), h)`, whose child adds `h` back. The child's forward runs with both
-inputs on the path (source/forward.py, Lowerer.joined_nodes), so its sum is a `Residual` whose
+inputs on the path (source/forward.py, Lowerer.joined_outputs), so its sum is a `Residual` whose
 body is the path since `h`; a child that does not add it, `blk(x, size)` with `size` from
 `x.shape`, and the same value passed twice join nothing."""
 

@@ -52,6 +52,7 @@ class ForwardInterpreter(_Walker, ForwardOps):
         # the other outputs of a tuple (or dict) forward returns, rooted at the input and not on
         # the path `result` gives (a detector's box head beside its class head): set by `result`
         self.heads: list[tuple[str, tuple]] = []
+        self.returned: Any = UNKNOWN  # what forward returns, its returns merged: set by `result`
         self.done = False
         self.calls = 0
         self.prefix = ""  # module path of the instance, for the names of opaque nodes
@@ -100,7 +101,9 @@ class ForwardInterpreter(_Walker, ForwardOps):
             return UNKNOWN
         if kind is cst.Subscript:
             base = self.ev(e.value)
-            if isinstance(base, PathVal):
+            if isinstance(base, PathVal) and base.parts is not None:
+                base = ListVal(list(base.parts))  # `blk(x)[0]`: an item of the tuple the module returned
+            elif isinstance(base, PathVal):
                 return base  # slicing a tensor keeps its scale
             if len(e.slice) == 1 and type(e.slice[0].slice) is cst.Index:
                 idx = self.ev(e.slice[0].slice.value)
@@ -211,8 +214,9 @@ class ForwardInterpreter(_Walker, ForwardOps):
                     joined = _earlier_inputs(given, base)
                     if joined is not None:
                         start, seeds = joined
-                        return PathVal(base.root, base.nodes[:start] + self.low.joined_nodes(target, seeds))
-                return PathVal(base.root, base.nodes + self.low.module_nodes(target))
+                        nodes, parts = self.low.joined_outputs(target, seeds)
+                        return self.module_result(PathVal(base.root, base.nodes[:start]), nodes, parts, target, given)
+                return self.module_call(base, target, given)
             if type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self":
                 method = self.fm._methods(self.inst.cls).get(func.attr.value)
                 if method is not None and func.attr.value != "forward":
@@ -305,6 +309,22 @@ class ForwardInterpreter(_Walker, ForwardOps):
                 if ps:
                     return PathVal(ps[0].root, ps[0].nodes + (self.unknown_call(func),))
         return UNKNOWN
+
+    def module_call(self, base: PathVal, module: Any, given: list) -> PathVal:
+        """`module(x)` on the tensor `base`: its main output, carrying the parts of the tuple it
+        returns when it is a class of this file whose forward returns one (PathVal.parts); given:
+        the call's (argument, value) pairs, for the parts that are its other inputs."""
+        nodes, parts = self.low.module_outputs(module)
+        return self.module_result(base, nodes, parts, module, given)
+
+    def module_result(self, base: PathVal, nodes: tuple, parts: tuple | None, module: Any, given: list) -> PathVal:
+        """A module's output after the tensor `base`: its nodes, and the parts of its tuple."""
+        out = PathVal(base.root, base.nodes + nodes)
+        if parts is None:
+            return out
+        inst = module.instance
+        inputs = outputs.bound_inputs((inst.fm or self.fm)._find_method(inst.cls, "forward"), given)
+        return PathVal(out.root, out.nodes, parts=tuple(outputs.rebased(parts, base, out, inputs)))
 
     def list_method(self, name: str, method: str, call: cst.Call) -> Any:
         """`skips.append(x)`, `.extend`, `.insert`, `.pop` on a list of forward's own (a U-Net's
@@ -517,7 +537,7 @@ class ForwardInterpreter(_Walker, ForwardOps):
                 nodes = nodes + self.low.module_nodes(item)
             return PathVal(base.root, nodes)
         if isinstance(fn, Ctor):
-            return PathVal(base.root, base.nodes + self.low.module_nodes(fn))
+            return self.module_call(base, fn, [(a, self.ev(a.value)) for a in call.args[1:]])
         return PathVal(base.root, base.nodes + (Opaque("", "checkpoint of a function"),))
 
     def join(self, call: cst.Call) -> Any:
@@ -688,6 +708,8 @@ class ForwardInterpreter(_Walker, ForwardOps):
         self.env[name] = value
 
     def unpack(self, value: Any, count: int) -> list | None:
+        if isinstance(value, PathVal) and value.parts is not None:
+            value = ListVal(list(value.parts))  # `x, h = blk(x)`: the tuple the module returned
         return value.items[:count] if isinstance(value, ListVal) and len(value.items) >= count else None
 
     def unpacked(self, value: Any) -> Any:
@@ -777,6 +799,7 @@ class ForwardInterpreter(_Walker, ForwardOps):
         value = self.returns[0]
         for other in self.returns[1:]:
             value = _merge(value, other)
+        self.returned = value
         main, self.heads = outputs.choose(value, main_input, self.fm, self.inst.cls)
         return main
 
@@ -798,8 +821,11 @@ def _merge(a: Any, b: Any) -> Any:
     # Where control flow meets (an `if`'s sides, the returns of one forward): which side ran is
     # not known, so what they do not share is opaque; a join of the network's own branches (a
     # sum, a concatenation) is gradlint.source.joins's
-    if a is b or a == b:
+    if a is b:
         return a
+    if a == b:
+        # (two module outputs of one path whose tuples differ, or only one of them a tuple: the path)
+        return PathVal(a.root, a.nodes) if isinstance(a, PathVal) and a.parts != getattr(b, "parts", None) else a
     if isinstance(a, PathVal) and isinstance(b, PathVal) and a.root == b.root:
         return PathVal(a.root, J.common_prefix(a.nodes, b.nodes) + (Opaque("", "branches differ"),))
     if isinstance(a, PathVal):

@@ -120,7 +120,7 @@ def _nested_outputs(bodies: list, skip: bool) -> tuple | None:
 def _earlier_inputs(given: list, base: PathVal) -> tuple[int, tuple] | None:
     """A module called with its first tensor and an earlier value of the same path
     (`self.output(mlp(norm(h)), h)`; `blk(x, size)` with `size` read from `x.shape` is no tensor):
-    where the earliest such value is on the path, and the seeds of Lowerer.joined_nodes (the
+    where the earliest such value is on the path, and the seeds of Lowerer.joined_outputs (the
     first argument's nodes since that value, each earlier value's since it). None when there is
     none, or when the call's arguments do not say which parameter each is (the first tensor not
     the first positional argument, a starred argument). The same value passed twice joins

@@ -25,7 +25,7 @@ from gradlint.source.param_loops import ParamLoop, bound
 from gradlint.source.engine.values import Alt, Ctor, HeldTensor, Instance, ListVal, PathVal, Sym, UNKNOWN
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.names import decorators, grad_state, is_off
-from gradlint.source.outputs import no_grad_mark
+from gradlint.source.outputs import no_grad_mark, parts_of
 
 if TYPE_CHECKING:
     from gradlint.source.models import FileModel
@@ -414,15 +414,23 @@ class Lowerer:
             return (Extern(path, what, span, cls=value.extern[0], args=value.extern[1], inits=self.extern_inits(value)),)
         return (Opaque(path, what, span),)
 
-    def joined_nodes(self, value: Ctor, seeds: tuple) -> tuple:
+    def module_outputs(self, value: Any) -> tuple[tuple, tuple | None]:
+        """module_nodes, with the parts of the tuple the module returns when it is a class of this
+        file whose forward returns one (outputs.parts_of; None for any other module)."""
+        if isinstance(value, Ctor) and value.kind == "local" and value.instance is not None and self.depth < MAX_DEPTH:
+            return self._child_run(value, value.path or "", self.span(value))
+        return self.module_nodes(value), None
+
+    def joined_outputs(self, value: Ctor, seeds: tuple) -> tuple[tuple, tuple | None]:
         """The nodes of calling a module of this file's classes with several tensors of one path
         (transformers' ViT layer: `self.output(mlp(norm(h)), h)`, whose forward adds `h` back):
         its forward runs with each of those inputs bound to its place on the path, so that a sum
         of two of them is a `Residual` as an in-class `x + f(x)` is. `seeds`: (parameter, nodes)
         for each such input, the parameter a position or a keyword, its nodes those since the
         earliest of them (the first input's seed holds the nodes between that value and the
-        call). The nodes returned follow that earliest value; a child this cannot run gets its
-        plain nodes after the first input's seed."""
+        call). The nodes returned follow that earliest value, and so do the paths among the parts
+        of the tuple it returns (module_outputs); a child this cannot run gets its plain nodes
+        after the first input's seed."""
         first = dict(seeds)[0]
         if value.kind != "local" or value.instance is None or self.depth >= MAX_DEPTH:
             # A block whose forward is not run here (another file's, re-run there with one
@@ -430,11 +438,15 @@ class Lowerer:
             # read as a Post-LN norm of the stream (model/blocks.py).
             mark = Passthrough(value.path or "", "an earlier value of the path enters", self.span(value),
                                rejoins=len(first) + 1)
-            return first + (mark,) + self.module_nodes(value)
-        return self._child_nodes(value, value.path or "", self.span(value), seeds)
+            return first + (mark,) + self.module_nodes(value), None
+        return self._child_run(value, value.path or "", self.span(value), seeds)
 
     def _child_nodes(self, value: Ctor, path: str, span: Any, seeds: tuple = ()) -> tuple:
-        """The nodes of calling a module of this file's classes (its forward, under its path).
+        return self._child_run(value, path, span, seeds)[0]
+
+    def _child_run(self, value: Ctor, path: str, span: Any, seeds: tuple = ()) -> tuple[tuple, tuple | None]:
+        """The nodes of calling a module of this file's classes (its forward, under its path), and
+        the parts of the tuple it returns (outputs.parts_of; None when it returns no tuple).
 
         Each forward path runs the whole forward again, children included. A child's run depends
         on the path only through the decisions it consults (decide()), so its nodes are kept with
@@ -466,14 +478,14 @@ class Lowerer:
         self.depth += 1
         note = self.note  # a child's failure is said by its opaque node, not as the parent's note
         try:
-            nodes, known = self.forward(value.instance, path + ".", seeds)
+            nodes, known, parts = self._run(value.instance, path + ".", seeds)
         finally:
             self.depth -= 1
             self.note = note
             trace, self._trace = self._trace, outer
             if before is not None and outer is not None:
                 outer.extend(trace)  # an enclosing child's run consulted them too
-        result = nodes if known else dict(seeds).get(0, ()) + (Opaque(path, f"{value.cls}: forward not followed", span),)
+        result = (nodes, parts) if known else (dict(seeds).get(0, ()) + (Opaque(path, f"{value.cls}: forward not followed", span),), None)
         if before is not None:
             if fm._lib is lib and fm.meter.limit == key[4] and (lib is None or lib.meter.limit == key[5][1]):
                 self._memo.setdefault(key, []).append((trace, result, fm.meter.steps - before[0], fm.cuts - before[1],
@@ -527,6 +539,10 @@ class Lowerer:
         return f"{_code(inst.fm or self.fm, made)}, self.{key}" if made is not None else f"self.{key}"
 
     def forward(self, inst: Instance, prefix: str, seeds: tuple = ()) -> tuple[tuple, bool]:
+        return self._run(inst, prefix, seeds)[:2]
+
+    def _run(self, inst: Instance, prefix: str, seeds: tuple = ()) -> tuple[tuple, bool, tuple | None]:
+        """forward's nodes, whether it was followed, and the parts of the tuple it returns."""
         fm = inst.fm or self.fm
         saved, fm.pick = fm.pick, self.pick
         try:
@@ -534,17 +550,17 @@ class Lowerer:
         finally:
             fm.pick = saved
 
-    def _forward(self, inst: Instance, prefix: str, fm: "FileModel", seeds: tuple = ()) -> tuple[tuple, bool]:
+    def _forward(self, inst: Instance, prefix: str, fm: "FileModel", seeds: tuple = ()) -> tuple[tuple, bool, tuple | None]:
         fwd = fm._find_method(inst.cls, "forward")
         if fwd is None:
             if isinstance(inst.attrs.get("__torch__"), Ctor):
-                return dict(seeds).get(0, ()) + self.module_nodes(inst.attrs["__torch__"]), True  # the torch layer's forward
+                return dict(seeds).get(0, ()) + self.module_nodes(inst.attrs["__torch__"]), True, None  # the torch layer's forward
             if inst.cls.sequential:
                 members = _sequential_members(inst.attrs)
                 nodes = self.sequence_nodes([v for _k, v in members], lambda i: self._member_source(inst, members[i][0]))
-                return dict(seeds).get(0, ()) + nodes, True
+                return dict(seeds).get(0, ()) + nodes, True, None
             self.note = self.note or f"{inst.cls.name} has no forward"
-            return (), False
+            return (), False, None
         from gradlint.source.forward import ForwardInterpreter  # it builds on this module's values
 
         interp = ForwardInterpreter(self, inst)
@@ -553,12 +569,12 @@ class Lowerer:
         params = [p.name.value for p in fwd.params.params][1:]
         if not params:
             self.note = self.note or f"{inst.cls.name}.forward takes no input"
-            return (), False
+            return (), False, None
         given = dict(seeds)
         for i, p in enumerate(fwd.params.params[1:]):
             # The first input is the signal followed; the others are other inputs, unless they
             # default to None (an optional mask, a flag), which is what they are when omitted.
-            # An input the caller gives from the first one's path is that path (joined_nodes).
+            # An input the caller gives from the first one's path is that path (joined_outputs).
             default = fwd.params.params[i + 1].default
             seed = given.get(i, given.get(p.name.value))
             if seed is not None:
@@ -575,8 +591,9 @@ class Lowerer:
             interp.block(fwd.body)
         except Exhausted:
             self.note = self.note or f"{inst.cls.name}.forward exceeds the interpretation budget"
-            return (), False
+            return (), False, None
         result = interp.result(params[0])
+        parts = parts_of(interp.returned, params[0]) if result is not None else None
         if prefix == "" and self.heads is None:
             self.heads = interp.heads  # the model's own forward (not a child's), its first run
         if result is None and not given:
@@ -587,13 +604,15 @@ class Lowerer:
             result = next((r for r in map(interp.result, later) if r is not None), None)
         if result is None:
             self.note = self.note or f"{inst.cls.name}.forward does not return a value computed from {params[0]}"
-            return (), False
+            return (), False, None
         if result != dict(seeds).get(0, ()) and is_off(grad_state(None, decorators(fwd), fm.imports.qualify)):
             # `@torch.no_grad()` on forward: nothing it runs gets a gradient through it (a frozen
             # feature extractor), as a `with torch.no_grad():` block's values (forward.with_stmt);
             # one that returns its input as it came hands back the caller's tensor
             result = no_grad_mark(PathVal(params[0], result)).nodes
-        return result, True
+            if parts is not None:  # (a part that is the input as it came keeps its gradient)
+                parts = tuple(v if isinstance(v, PathVal) and not v.nodes else no_grad_mark(v) for v in parts)
+        return result, True, parts
 
 
 def _sequential_members(attrs: dict) -> list:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import libcst as cst
+
 from gradlint.model.ir import NO_GRAD_WHAT, Activation, Opaque, Passthrough, unfolded_size, walk_once
-from gradlint.source.engine.values import DictVal, ListVal, PathVal
+from gradlint.source.engine.values import UNKNOWN, DictVal, ListVal, PathVal, Sym
 from gradlint.source.engine.walk import text
 from gradlint.source.freezes import frozen_paths
 
@@ -128,7 +130,7 @@ def choose(value: Any, main_input: str, fm: Any, cls: Any) -> tuple[tuple | None
         heads = [(labels[i], v.nodes) for i, v in enumerate(items)
                  if isinstance(v, PathVal) and v.root == main_input and value is not None
                  and v.nodes and value.nodes and not _holds(value.nodes, v.nodes) and v.nodes != value.nodes
-                 and not any(isinstance(n, Opaque) and n.what in _STOPS for n in v.nodes)
+                 and not any(isinstance(n, Opaque) and (n.what in _STOPS or n.what == ELSEWHERE.what) for n in v.nodes)
                  and _trains_after_mark(v.nodes)]
         if heads:
             # (the classes' code is read only when there is such an output: rare, and printing it costs)
@@ -137,3 +139,85 @@ def choose(value: Any, main_input: str, fm: Any, cls: Any) -> tuple[tuple | None
     if isinstance(value, PathVal) and value.root == main_input:
         return value.nodes, heads
     return None, heads
+
+
+# The input a part of a returned tuple is rooted at (parts_of), until the caller puts it after its
+# own tensor (rebased); no forward's parameter has this name.
+_INPUT = ""
+# Where a part of a returned tuple is a tensor of another input of the module that the caller's
+# arguments do not name (a default, `*args`): the part is the module's output through this node,
+# as the whole tuple was before its parts were read; never an output of the caller's own (choose).
+ELSEWHERE = Opaque("", "a tensor of another input, returned by a module")
+
+
+def parts_of(value: Any, main_input: str) -> tuple | None:
+    """The items of a tuple or list a module's forward returns (`return x, h`, `return out,
+    (H, W)`), for a caller of the module that takes it apart: a path of `main_input` (its nodes
+    since that input, rooted at _INPUT), a path of another input (rooted at its parameter), a
+    plain value (None, a number, a string), a list of such, UNKNOWN for anything else. None when
+    the value is no tuple or list.
+
+    This is what lets the caller follow what it does with each item: `x, h = blk(x)` continues
+    with the first item's nodes and `x, size = embed(x)` with the embedding's, where the tuple
+    was opaque before; a caller that uses the value whole follows the main output (choose)."""
+    if not isinstance(value, ListVal) or not value.items:
+        return None
+    return tuple(_part(v, main_input) for v in value.items)
+
+
+def _part(v: Any, main_input: str) -> Any:
+    if isinstance(v, PathVal):
+        return PathVal(_INPUT if v.root == main_input else v.root, v.nodes)
+    if isinstance(v, ListVal):
+        return ListVal([_part(item, main_input) for item in v.items], v.is_tuple)
+    if v is None or isinstance(v, (bool, int, float, str, Sym)):
+        return v
+    return UNKNOWN
+
+
+def bound_inputs(fwd: cst.FunctionDef | None, given: list) -> dict[str, Any]:
+    """What a call passes to each parameter of a module's forward (`blk(x, thw)`: {'x': ..., 'thw':
+    ...}), given the call's (argument, value) pairs; only the parameters an argument names, by
+    position up to the first starred argument, or by keyword."""
+    if fwd is None:
+        return {}
+    names = [p.name.value for p in fwd.params.params[1:]]
+    kwonly = {p.name.value for p in fwd.params.kwonly_params}
+    out: dict[str, Any] = {}
+    position = 0
+    for a, v in given:
+        if a.star:
+            if a.star == "*":
+                position = len(names)  # what follows is not placed
+            continue
+        if a.keyword is None:
+            if position < len(names):
+                out[names[position]] = v
+            position += 1
+        elif a.keyword.value in names or a.keyword.value in kwonly:
+            out[a.keyword.value] = v
+    return out
+
+
+def rebased(parts: tuple | list, base: PathVal, main: PathVal, inputs: dict[str, Any]) -> list:
+    """The parts of a tuple a module returned, as the caller's values: a path of its input
+    continues `base`, the caller's tensor the module was called on; a path of another input
+    continues what the caller passed for it (`inputs`: `return x, thw` hands back the caller's
+    `thw`), or is ELSEWHERE's when that was no tensor the caller follows."""
+    out: list = []
+    for v in parts:
+        if isinstance(v, PathVal) and v.root == _INPUT:
+            out.append(PathVal(base.root, base.nodes + v.nodes))
+        elif isinstance(v, PathVal):
+            given = inputs.get(v.root, UNKNOWN)
+            if isinstance(given, PathVal):
+                out.append(PathVal(given.root, given.nodes + v.nodes))
+            elif not v.nodes and given is not UNKNOWN:
+                out.append(given)  # passed through as it came (a size, a flag)
+            else:
+                out.append(PathVal(main.root, main.nodes + (ELSEWHERE,)))
+        elif isinstance(v, ListVal):
+            out.append(ListVal(rebased(v.items, base, main, inputs), v.is_tuple))
+        else:
+            out.append(v)
+    return out

@@ -306,10 +306,14 @@ class TensorRef:
 
 @dataclass(frozen=True)
 class PathVal:
-    """A value in forward: the nodes applied to input `root` so far."""
+    """A value in forward: the nodes applied to input `root` so far. parts: when it is what a
+    module of the file returned as a tuple, that tuple's items (source/outputs.parts_of), read
+    where the caller takes it apart (`x, h = blk(x)`, `blk(x)[1]`); the path itself is the
+    module's main output, which any other use follows. Not part of its identity."""
 
     root: str
     nodes: tuple
+    parts: Any = field(default=None, compare=False)
 
 
 @dataclass(eq=False)
