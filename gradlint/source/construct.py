@@ -374,8 +374,9 @@ class ConstructCalls:
 
     def _library_call(self, lib: str, call: cst.Call, env: dict) -> Any:
         if lib in L.PASS:
-            # Stochastic depth's drop probability scales the branch in train mode (model/ir.Passthrough)
-            pos, kw = ([], {}) if lib not in L.DROP_PATHS else self.bound_args(call, env)[:2]
+            # Stochastic depth's drop probability scales the branch in train mode (model/ir.Passthrough),
+            # and a LayerScale's init_values it
+            pos, kw = ([], {}) if lib not in L.DROP_PATHS and lib not in L.LAYER_SCALES else self.bound_args(call, env)[:2]
             ctor = Ctor("pass", L.PASS[lib], pos, kw, call, next(self.order))
             ctor.site = self.site
             return ctor

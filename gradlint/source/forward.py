@@ -272,7 +272,7 @@ class ForwardInterpreter(_Walker, ForwardOps):
                 if method in ("mul", "mul_", "div", "div_"):
                     other = self.paths_in(call)
                     if not other:
-                        return owner
+                        return self.method_factor(owner, method, call)
                     return self.product(owner, other[0], cst.Multiply())
                 if method in ("matmul", "bmm", "mm"):
                     other = self.paths_in(call)
@@ -721,6 +721,12 @@ class ForwardInterpreter(_Walker, ForwardOps):
             return _add(cur, val)
         if isinstance(cur, PathVal) and type(small.operator) is cst.PowerAssign:
             return PathVal(cur.root, cur.nodes + (Opaque("", "power of a tensor"),))  # as `x = x ** k`
+        if isinstance(cur, PathVal) and type(small.operator) in (cst.MultiplyAssign, cst.DivideAssign) \
+                and not isinstance(val, PathVal):
+            # `x *= self.gamma`, `x /= 2`: as `x = x * ...`
+            op = cst.Multiply() if type(small.operator) is cst.MultiplyAssign else cst.Divide()
+            got = self.arith(cur, val, op, small.target, small.value)
+            return got if isinstance(got, PathVal) else cur
         if isinstance(cur, PathVal):
             return self.product(cur, val, small.operator) if isinstance(val, PathVal) else cur
         if type(small.operator) in (cst.AddAssign, cst.SubtractAssign) and isinstance(val, PathVal):

@@ -13,7 +13,7 @@ from gradlint.model.ir import Opaque, Passthrough
 from gradlint.source import joins as J
 from gradlint.source.budget import MAX_ITEMS, Exhausted
 from gradlint.source.construct import _NOT_HANDLED
-from gradlint.source.engine.values import UNKNOWN, ListVal, PathVal, Sym, held_tensor
+from gradlint.source.engine.values import UNKNOWN, HeldTensor, ListVal, PathVal, Sym, held_tensor
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.joins import _add, _propagated
 
@@ -51,6 +51,17 @@ class ForwardOps:
             return _NOT_HANDLED
         got = self.arith(self.ev(pos[0]), self.ev(pos[1]), _OPERATORS[what](), pos[0], pos[1])
         return UNKNOWN if got is _NOT_HANDLED else got
+
+    def method_factor(self, x: PathVal, method: str, call: cst.Call) -> PathVal:
+        """`x.mul(c)`, `x.mul_(self.gamma.reshape(1, -1, 1, 1))`, `x.div(c)`: the operator's
+        factor (`x * c`, arith); a call with other arguments (`rounding_mode=`) or none (a tensor
+        passed as a keyword) leaves the scale unknown."""
+        args = [a for a in call.args if a.keyword is None and not a.star]
+        if len(args) != 1 or len(call.args) != 1:
+            return PathVal(x.root, x.nodes + (Passthrough("", "scale:?"),))
+        op = cst.Multiply() if method.startswith("mul") else cst.Divide()
+        got = self.arith(x, self.ev(args[0].value), op, call.func, args[0].value)
+        return got if isinstance(got, PathVal) else PathVal(x.root, x.nodes + (Passthrough("", "scale:?"),))
 
     def product(self, a: PathVal, b: PathVal, op: Any) -> PathVal:
         """a * b or a / b of two tensors: a gate when both come from one input (see
@@ -97,6 +108,13 @@ class ForwardOps:
             if type(op) is cst.Divide and p is b:
                 # `c / x`: a reciprocal, whose derivative (-c / x^2) depends on the input: no scale
                 return PathVal(p.root, p.nodes + (Opaque("", "division by a tensor"),))
+            if type(op) in (cst.Multiply, cst.Divide) and held_tensor(other):
+                # `x * self.gamma` (LayerScale: gamma = nn.Parameter(init_values * torch.ones(dim))):
+                # at initialisation an elementwise factor, the forward's and the gradient's
+                factor = self.held_factor(other)
+                if factor is not None and type(op) is cst.Divide:
+                    factor = 1 / factor if factor else None
+                return PathVal(p.root, p.nodes + (Passthrough("", f"scale:{factor}" if factor is not None else "scale:?"),))
             if type(op) in (cst.Multiply, cst.Divide) and (_num(other) or isinstance(other, Sym)
                                                               or other is UNKNOWN):
                 # Recorded so that a scaled skip path (DeepNorm's x * alpha + f(x)) is visible; a
@@ -106,6 +124,23 @@ class ForwardOps:
                 return PathVal(p.root, p.nodes + (Passthrough("", f"scale:{factor}" if factor is not None else "scale:?"),))
             return p  # adding a bias or a positional table leaves the gradient's scale alone
         return _NOT_HANDLED
+
+    def held_factor(self, held: Any) -> float | None:
+        """The one value every element of a trained tensor made in __init__ holds when forward
+        first runs (a LayerScale's gamma, filled with `init_values` by its factory or by
+        `nn.init.constant_`), read from its init as forward's raw weights are (`_held_init`); None
+        when it is not one value (a random fill, an init that may reach it later), not known, or
+        the tensor is no parameter (a buffer may be filled later)."""
+        if type(held) is not HeldTensor or not held.param:
+            return None
+        attr = next((k for k, v in self.inst.attrs.items() if v is held), None)
+        if attr is None:
+            return None
+        spec = self._held_init(held, attr)
+        if spec.scheme in ("ones", "zeros"):
+            return 1.0 if spec.scheme == "ones" else 0.0
+        value = spec.get("val") if spec.scheme == "constant" else None
+        return float(value) if _num(value) else None
 
     def kind_test(self, test: cst.BaseExpression) -> bool | None:
         """`isinstance(x, torch.Tensor)`, `not isinstance(x, (list, tuple))` on a value forward

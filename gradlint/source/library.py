@@ -461,6 +461,9 @@ PASS = {
 # 1 / (1 - p) in train mode, like dropout: name -> (the drop probability's position and keyword,
 # its default; None: none).
 DROP_PATHS = {"DropPath": (0, "drop_prob", 0.0), "StochasticDepth": (0, "p", None)}
+# The blocks of PASS that multiply their input by a trained gamma filled with `init_values` (timm's
+# LayerScale(dim, init_values=1e-5, ...)): name -> (its position and keyword, its default).
+LAYER_SCALES = {"LayerScale": (1, "init_values", 1e-5), "LayerScale2d": (1, "init_values", 1e-5)}
 # Their function forms: name -> (default p, the position of `training`, its default), p being
 # the second argument: timm's drop_path(x, drop_prob=0., training=False, scale_by_keep=True),
 # torchvision's stochastic_depth(input, p, mode, training=True).

@@ -333,6 +333,8 @@ class Lowerer:
         span = self.span(value)
         path = value.path or ""
         if value.kind == "pass":
+            if value.cls in L.LAYER_SCALES:
+                return (Passthrough(path, f"scale:{self.layer_scale(value)}", span),)
             drop = L.DROP_PATHS.get(value.cls)
             if drop is None:
                 return (Passthrough(path, value.cls, span),)
@@ -420,6 +422,17 @@ class Lowerer:
         if isinstance(value, Ctor) and value.kind == "local" and value.instance is not None and self.depth < MAX_DEPTH:
             return self._child_run(value, value.path or "", self.span(value))
         return self.module_nodes(value), None
+
+    def layer_scale(self, value: Ctor) -> float | str:
+        """The factor of timm's LayerScale(dim, init_values=1e-5): gamma, a parameter filled with
+        init_values, multiplies the input elementwise ('?' when init_values is not known, or an
+        initialisation of this file may reach gamma after it was built: one of every module's
+        parameters, not only of linear or convolution layers)."""
+        index, name, default = L.LAYER_SCALES[value.cls]
+        c = _ArgReader(value).get(index, name, default)
+        if not _num(c) or any(not ops for ops, _tensor, _spec in self.extern_inits(value)):
+            return "?"
+        return float(c)
 
     def joined_outputs(self, value: Ctor, seeds: tuple) -> tuple[tuple, tuple | None]:
         """The nodes of calling a module of this file's classes with several tensors of one path
