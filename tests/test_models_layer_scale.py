@@ -1,22 +1,25 @@
 """Constant factors a forward multiplies by, read as scales (`Passthrough("scale:c")`): a trained
 tensor of __init__ filled with one value (LayerScale's `x * self.gamma`, gamma =
-`init_values * torch.ones(dim)`) and timm's LayerScale block, which both read as the identity
-before; a factor not known is `scale:?`."""
+`init_values * torch.ones(dim)`), timm's LayerScale block, `torch.addcmul`, and a stack summed
+over its dimension (`torch.stack([...]).sum(0)`: the sum of its branches). Before, the first three
+read as the identity, the last as a sum of unknown scale; a factor not known is `scale:?`."""
 
 from __future__ import annotations
 
 import pytest
 
-from gradlint.model.ir import Passthrough, Residual, walk
+from gradlint.model.ir import Opaque, Passthrough, Residual, walk
 from gradlint.model.propagation import analyse
 from gradlint.source import models, parse
 
 HEAD = "import torch\nimport torch.nn as nn\nfrom timm.layers import LayerScale\n"
 
 # bench/measure_forward_scales.py: the tanh chain after a residual whose branch (E ~ 240) a
-# LayerScale of 1e-5 scales (timm's own class, and `x * self.gamma`), torch 2.x CPU, batch 256,
-# 5 seeds. Read as the identity, the LayerScale made the prediction 0.19.
+# LayerScale of 1e-5 scales (timm's own class, and `x * self.gamma`), and after a stack of four
+# branches summed, torch 2.x CPU, batch 256, 5 seeds. Read as the identity, the LayerScale made
+# the prediction 0.19; the stack's sum of unknown scale left only a bound (6.2).
 MEASURED_AFTER_LAYER_SCALE = 0.8859
+MEASURED_AFTER_STACK_SUM = 0.5444
 
 GAMMA = """
 class M(nn.Module):
@@ -158,3 +161,95 @@ class M(nn.Module):
         return self.ls2(x + self.ls(self.fc(x)))
 """
     assert scales(lower(body)["M"]) == ["scale:?", "scale:?"]
+
+
+ADDCMUL = """
+class Affine(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones((1, 1, dim)))
+        self.beta = nn.Parameter(torch.zeros((1, 1, dim)))
+
+    def forward(self, x):
+        return CALL
+"""
+
+
+@pytest.mark.parametrize("call, want", [
+    ("torch.addcmul(self.beta, self.alpha, x)", ["scale:1.0"]),  # ResMLP's affine "norm"
+    ("torch.addcmul(self.beta, self.alpha, x, value=0.5)", ["scale:1.0", "scale:0.5"]),
+    ("self.beta.addcmul(self.alpha, x)", None),  # a method of a tensor of __init__: not read
+])
+def test_addcmul_is_read_as_its_operators(call, want):
+    net = lower(ADDCMUL.replace("CALL", call))["Affine"]
+    if want is None:
+        assert any(isinstance(n, Opaque) for n in net.nodes)
+    else:
+        assert not any(isinstance(n, Opaque) for n in walk(net.nodes)) and scales(net) == want
+
+
+def test_addcmul_of_branches_is_a_gate_added_to_the_input():
+    body = """
+class M(nn.Module):
+    def __init__(self, d=64):
+        super().__init__()
+        self.f = nn.Linear(d, d)
+        self.g = nn.Linear(d, d)
+
+    def forward(self, x):
+        return CALL
+"""
+    net = lower(body.replace("CALL", "torch.addcmul(x, self.f(x), self.g(x))"))["M"]
+    (res,) = net.nodes
+    assert res.join == "add" and res.skip_scale is None and res.body[0].join == "mul"
+    # `out=` (or anything else it may be given) is not read
+    net = lower(body.replace("CALL", "torch.addcmul(x, self.f(x), self.g(x), out=x)"))["M"]
+    assert any(isinstance(n, Opaque) and n.what == "call of torch.addcmul" for n in net.nodes)
+
+
+STACK = """
+class M(nn.Module):
+    def __init__(self, d=256):
+        super().__init__()
+        self.branches = nn.ModuleList([nn.Linear(d, d) for _ in range(4)])
+        for b in self.branches:
+            nn.init.normal_(b.weight, std=0.0625)
+        self.chain = nn.ModuleList([nn.Linear(d, d) for _ in range(6)])
+        for layer in self.chain:
+            nn.init.normal_(layer.weight, std=0.09)
+
+    def forward(self, x):
+        x = x + SUMMED
+        for layer in self.chain:
+            x = torch.tanh(layer(x))
+        return x
+"""
+
+
+@pytest.mark.parametrize("summed", [
+    "torch.stack([b(x) for b in self.branches]).sum(0)",
+    "torch.stack([b(x) for b in self.branches], dim=0).sum(dim=0)",
+    "torch.sum(torch.stack([b(x) for b in self.branches]), 0)",
+])
+def test_a_stack_summed_over_its_dimension_is_the_sum_of_its_branches(summed):
+    net = lower(STACK.replace("SUMMED", summed))["M"]
+    assert scales(net) == []
+    assert chain_gain(net) == pytest.approx(MEASURED_AFTER_STACK_SUM, rel=0.05)
+
+
+def test_a_stack_averaged_over_its_dimension_is_their_mean():
+    net = lower(STACK.replace("SUMMED", "torch.stack([b(x) for b in self.branches]).mean(0)"))["M"]
+    assert scales(net) == ["scale:0.25"]
+
+
+@pytest.mark.parametrize("summed", [
+    "torch.stack([b(x) for b in self.branches], dim=1).sum(0)",  # another dimension
+    "torch.stack([b(x) for b in self.branches]).sum(1)",
+    "torch.stack([b(x) for b in self.branches]).sum()",  # every element: a number
+    "torch.stack([b(x) for b in self.branches] + [self.extra]).sum(0)",  # a part not known
+])
+def test_a_stack_summed_otherwise_stays_a_sum_of_unknown_scale(summed):
+    net = lower(STACK.replace("SUMMED", summed).replace("self.chain = ", "self.extra = None\n        self.chain = "))["M"]
+    assert "scale:?" in scales(net)
+    (chain,) = [c for c in analyse(net).chains if c.modules[0] == "chain.0"] or [None]
+    assert chain is None or chain.bound

@@ -396,14 +396,22 @@ def test_a_comprehension_over_known_modules_gives_one_branch_per_module():
     assert split and names(split[0].body) == ["convs.0"] and [names(b) for b in split[0].branches] == [["convs.1"]]
 
 
-def test_a_comprehension_the_model_cannot_follow_stays_opaque_never_dropped():
+def test_a_stack_summed_over_its_dimension_is_the_sum_of_its_branches():
     nets = lower(COMPREHENSIONS)
     # the stacked branches used to read as unknown, so `x + unknown` was x and they were dropped;
-    # the sum over the stacked dimension is read as a sum of unknown scale (it may add parts
-    # that are not branches), so no gain is invented across it
+    # then as a concatenation summed to a scale not known; a sum over the dimension the stack
+    # added is `x + attns[0](x) + attns[1](x)`: the input, and both branches as parts of one sum
     summed = nets["Summed"]
-    assert any(isinstance(n, Opaque) or isinstance(n, Passthrough) and n.what == "scale:?" for n in walk(summed.nodes))
+    assert not any(isinstance(n, Opaque) or isinstance(n, Passthrough) and n.what == "scale:?" for n in walk(summed.nodes))
+    (outer,) = summed.nodes
+    assert isinstance(outer, Residual) and outer.join == "add" and outer.skip_scale is None
+    (inner,) = outer.body
+    assert inner.join == "add" and inner.skip_scale == 0.0
+    assert sorted([names(inner.body)] + [names(b) for b in inner.branches]) == [["attns.0"], ["attns.1"]]
     assert not analyse(summed).chains
-    assert {n.name for n in walk(summed.nodes) if isinstance(n, Param)} == {"attns.0", "attns.1"}
+
+
+def test_a_comprehension_the_model_cannot_follow_stays_opaque_never_dropped():
+    nets = lower(COMPREHENSIONS)
     # an `if` in the comprehension chooses items: not guessed
     assert not nets["Filtered"].forward_known

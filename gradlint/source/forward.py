@@ -265,7 +265,13 @@ class ForwardInterpreter(_Walker, ForwardOps):
                 if method in C.NEUTRAL_METHODS:
                     return owner
                 if method in REDUCTIONS and not self.paths_in(call):
-                    return self.reduction(owner, method)
+                    dims = [self.ev(a.value) for a in call.args if a.keyword is None and not a.star][:1] + [
+                        self.ev(a.value) for a in call.args if a.keyword is not None and a.keyword.value == "dim"]
+                    return self.reduction(owner, method, dims)
+                if method == "addcmul":
+                    got = self.addcmul(call)
+                    if got is not _NOT_HANDLED:
+                        return got
                 if method in ("chunk", "split", "unbind", "tensor_split"):
                     # Parts of one tensor: each keeps its scale (q, k, v from one projection).
                     return ListVal([PathVal(owner.root, owner.nodes + (Passthrough("", method),))] * 8)
@@ -428,7 +434,9 @@ class ForwardInterpreter(_Walker, ForwardOps):
         if (lib in L.CHECKPOINT_FUNCTIONS or any(q.startswith("torch.utils.checkpoint.") for q in quals)) and call.args:
             return self.checkpoint(call, "seq" in (lib or "") or "sequential" in "".join(last))
         if quals & _JOINS:
-            return self.join(call)
+            return self.stacked(call, self.join(call)) if "torch.stack" in quals else self.join(call)
+        if "torch.addcmul" in quals:
+            return self.addcmul(call)
         if quals & _FUNCTIONAL_LAYERS.keys() and call.args:
             return self.functional_layer(call, quals)
         if quals & _SPLITS:

@@ -14,6 +14,7 @@ from gradlint.source import joins as J
 from gradlint.source.budget import MAX_ITEMS, Exhausted
 from gradlint.source.construct import _NOT_HANDLED
 from gradlint.source.engine.values import UNKNOWN, HeldTensor, ListVal, PathVal, Sym, held_tensor
+from gradlint.source.engine.calls import arg as _arg_value
 from gradlint.source.engine.values import is_number as _num
 from gradlint.source.joins import _add, _propagated
 
@@ -21,12 +22,17 @@ from gradlint.source.joins import _add, _propagated
 class ForwardOps:
     """Operators and tensor functions of forward (a mixin of ForwardInterpreter)."""
 
-    def reduction(self, x: PathVal, method: str) -> PathVal:
-        """`x.mean(dim)`, `x.sum(dim)` and the like over a tensor of forward. Average or max pooling
-        written as a reduction is a pooling layer's passthrough; a sum is linear too, but its
-        scale grows with how many parts it adds and how alike they are (from sqrt(n) to n), which
-        the IR does not know: the scale after it is unknown (`scale:?`), the chain ends there, and
-        the layers on either side stay layers of the network."""
+    def reduction(self, x: PathVal, method: str, dims: list | None = None) -> PathVal:
+        """`x.mean(dim)`, `x.sum(dim)` and the like over a tensor of forward (dims: the arguments
+        that say over which dimensions, evaluated). Average or max pooling written as a reduction
+        is a pooling layer's passthrough; a sum is linear too, but its scale grows with how many
+        parts it adds and how alike they are (from sqrt(n) to n), which the IR does not know: the
+        scale after it is unknown (`scale:?`), the chain ends there, and the layers on either side
+        stay layers of the network. A sum or mean over the dimension a `torch.stack` added is the
+        sum of the stacked tensors (stacked_sum)."""
+        if type(x.parts) is Stacked and method in ("sum", "mean") and dims is not None and len(dims) == 1 \
+                and dims[0] == 0 and not isinstance(dims[0], bool):
+            return self.stacked_sum(x.parts, method == "mean")
         if method in _SUMS:
             return PathVal(x.root, x.nodes + (Passthrough("", "scale:?"),))
         return PathVal(x.root, x.nodes + (Passthrough("", method),))
@@ -44,12 +50,55 @@ class ForwardOps:
             if any(a.keyword is not None and a.keyword.value not in _REDUCTION_KEYWORDS for a in call.args):
                 return _NOT_HANDLED
             x = self.ev(pos[0])
+            dims = [self.ev(e) for e in pos[1:2]] + [self.ev(a.value) for a in call.args if a.keyword is not None
+                                                     and a.keyword.value == "dim"]
             if not isinstance(x, PathVal) or any(isinstance(self.ev(e), PathVal) for e in pos[1:]):
                 return _NOT_HANDLED
-            return self.reduction(x, what)
+            return self.reduction(x, what, dims)
         if len(pos) != 2 or len(call.args) != 2:
             return _NOT_HANDLED
         got = self.arith(self.ev(pos[0]), self.ev(pos[1]), _OPERATORS[what](), pos[0], pos[1])
+        return UNKNOWN if got is _NOT_HANDLED else got
+
+    def stacked(self, call: cst.Call, joined: Any) -> Any:
+        """`torch.stack([a, b, ...])` (its result `joined`, the concatenation join() reads): along
+        dimension 0 (the default) it also carries the stacked tensors (Stacked), which a sum or a
+        mean over that dimension (reduction), an index (`s[0]`) or an unpacking take back."""
+        dim = _arg_value(call, 1, "dim")
+        seq = self.ev(call.args[0].value) if call.args and call.args[0].keyword is None and not call.args[0].star else None
+        if not isinstance(joined, PathVal) or not isinstance(seq, ListVal) or not seq.items or any(
+                not isinstance(v, PathVal) for v in seq.items) or (dim is not None and self.ev(dim) != 0) \
+                or len(call.args) > 2 or any(a.keyword is not None and a.keyword.value != "dim" for a in call.args):
+            return joined
+        return PathVal(joined.root, joined.nodes, parts=Stacked(seq.items))
+
+    def stacked_sum(self, parts: tuple, mean: bool) -> PathVal:
+        """`torch.stack([a, b]).sum(0)` is `a + b` (joins._add, a sum of branches); `.mean(0)`
+        that sum over their number."""
+        out = parts[0]
+        for p in parts[1:]:
+            out = _add(out, p) if out.root == p.root else PathVal(out.root, out.nodes + (Opaque("", "sum of different inputs"),))
+        if mean and len(parts) > 1:
+            out = PathVal(out.root, out.nodes + (Passthrough("", f"scale:{1 / len(parts)}"),))
+        return out
+
+    def addcmul(self, call: cst.Call) -> Any:
+        """`torch.addcmul(input, t1, t2, value=v)`, `input.addcmul(t1, t2)`: input + v * t1 * t2,
+        read as those operators are (`torch.addcmul(self.beta, self.alpha, x)`: ResMLP's affine,
+        a scale by alpha and a bias). Anything else it is given (`out=`) leaves it unread."""
+        func = call.func
+        method = type(func) is cst.Attribute and not self.fm.qual(func)
+        operands = ([func.value] if method else []) + [a.value for a in call.args if a.keyword is None and not a.star]
+        value = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == "value"), None)
+        if len(operands) != 3 or len(call.args) != 3 - method + (value is not None) or any(a.star for a in call.args):
+            return _NOT_HANDLED
+        x, t1, t2 = (self.ev(e) for e in operands)
+        prod = self.arith(t1, t2, cst.Multiply(), operands[1], operands[2])
+        if value is not None and isinstance(prod, PathVal):
+            prod = self.arith(prod, self.ev(value), cst.Multiply(), operands[1], value)
+        if prod is _NOT_HANDLED:
+            prod = UNKNOWN  # a product of constants: a bias beside the input
+        got = self.arith(x, prod, cst.Add(), operands[0], operands[1])
         return UNKNOWN if got is _NOT_HANDLED else got
 
     def method_factor(self, x: PathVal, method: str, call: cst.Call) -> PathVal:
@@ -184,6 +233,11 @@ class ForwardOps:
         if {"list", "tuple"} <= kinds:
             return True
         return False if not kinds & {"list", "tuple"} else None
+
+
+class Stacked(tuple):
+    """The tensors `torch.stack` stacked along dimension 0, as the parts of its result
+    (engine.values.PathVal.parts): `s[i]` is the i-th, a sum over that dimension their sum."""
 
 
 # Built-in types `isinstance` may test a value of forward against (kind_test).
