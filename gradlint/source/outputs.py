@@ -1,12 +1,15 @@
-"""Which of a forward's outputs the architecture rules read: the main one, and the extra outputs
-that are networks of their own (a detector's box head, a critic, a second trained model), not a
-frozen teacher's or a detached copy.
+"""Which of a forward's outputs the architecture rules and its callers read: the main one, the
+parts of a tuple it returns, and the extra outputs that are networks of their own (a detector's
+box head, a critic, a second trained model), not a frozen teacher's or a detached copy.
 
 A forward that returns a tuple or dict has one main output (the first, or the longest path made
 from it) and maybe others; forward.py interprets the forward and hands its merged return value
 here. What an output trains is read from its path: a cut the gradient cannot pass (`.detach()`,
 `.data`), the mark of a value computed under no_grad (NO_GRAD) with no layer of its own after it,
 or a first module that the class freezes (freezes.frozen_paths).
+
+A module of the file called inside another's forward hands its caller the main output too, with
+the tuple's parts beside it (parts_of, bound_inputs, rebased), for a caller that takes it apart.
 """
 
 from __future__ import annotations
