@@ -112,7 +112,8 @@ class Block:
     (`(i + 1) % k == 0`, directly or through a variable); mode: 'nograd' / 'enablegrad' for
     `with torch.no_grad()` / `with torch.enable_grad()`; skip: the guard that `if test: continue`
     puts over the rest of its loop's body (its test reads `not (test)`; the body runs when `test`
-    is false).
+    is false); accumulates: for a `with` entering `X.accumulate(...)` (Accelerate's
+    `with accelerator.accumulate(model):`, whatever X is bound to), X as written.
     """
 
     kind: str
@@ -122,6 +123,7 @@ class Block:
     accum: bool = False
     mode: str = ""
     skip: bool = False
+    accumulates: str = ""
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,9 @@ class Assign:
     kind: optimizer (owners: the texts whose `.parameters()` it optimises), model (cls: the class's
     last name; ref: the class as written, `gan.Discriminator`, for the project index; torch_recurrent / torch_blocks for torch.nn classes built directly), scaler
     (disabled: `enabled=False` literal), accelerator (accelerate's `Accelerator`; disabled unless
-    made with `mixed_precision="fp16"` written so: its backward scales the loss only then), fabric
+    made with `mixed_precision="fp16"` written so: its backward scales the loss only then;
+    accum_steps: its `gradient_accumulation_steps=` argument as a Value, None when not passed or
+    when `**kwargs` may pass it), fabric
     (Lightning's `Fabric`; disabled unless made with precision="16-mixed" for a GPU, written so),
     pl_trainer / hf_args / hf_trainer (clip_config: clipping
     configured), ds_engine (the engine `deepspeed.initialize` returns; clip_config: its config's
@@ -206,6 +210,8 @@ class Assign:
     # the model a wrapper holding the same parameters is given (`model = DDP(net)`,
     # `compiled = torch.compile(net)`, `nn.DataParallel(net)`): `net`
     wraps: str = ""
+    # (kind accelerator: above)
+    accum_steps: Value | None = None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """What training frameworks do with a file's code: the functions they call once per batch (the
 body of a training loop the file does not write), Lightning's manual and automatic classes,
 ready-made trainers, the models that Fabric's `setup` and accelerate's `prepare` hand back,
-and whether a Fabric's backward scales the loss.
+whether a Fabric's backward scales the loss, and which `with` blocks are accelerate's
+`accumulate()`.
 
 Ignite's `Engine(update)` calls `update(engine, batch)` for every batch, and Lightning calls a
 LightningModule's `training_step` for every batch; under manual optimisation
@@ -19,7 +20,7 @@ from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import CLEARING
-from gradlint.source.names import dotted
+from gradlint.source.names import dotted, with_items
 
 IGNITE_ENGINES = frozenset({"ignite.engine.Engine", "ignite.engine.engine.Engine",
                             "ignite.engine.DeterministicEngine", "ignite.engine.deterministic.DeterministicEngine"})
@@ -269,4 +270,16 @@ def handed_back(node: cst.Assign, call: cst.Call, target: str, sets_up: bool) ->
                     return ""
                 given = dotted(arg.value) or ""
                 return given if given == target or sets_up else ""
+    return ""
+
+
+def accumulates(stmt: cst.With) -> str:
+    """X of the first `X.accumulate(...)` a `with` enters, as written (`with
+    accelerator.accumulate(model):`, in which accelerate's prepared optimizer steps and clears
+    only on the micro-batches it syncs); "" when it enters none."""
+    for expr in with_items(stmt):
+        if type(expr) is cst.Call and type(expr.func) is cst.Attribute and expr.func.attr.value == "accumulate":
+            receiver = dotted(expr.func.value)
+            if receiver:
+                return receiver
     return ""

@@ -33,8 +33,8 @@ from gradlint.source.engine.walk import text as _text
 from gradlint.source.engine.walk import walk
 from gradlint.source.loop_calls import ACCELERATORS, CLIP_NAMES, OPTIMIZER_CLASSES, _name_reads, _names_in, CallEvents
 from gradlint.source.loop_configs import config_fields, deepspeed_clipping
-from gradlint.source.loop_drivers import (FABRICS, IGNITE_TRAINERS, driven, drives_elsewhere, fabric_fp16, handed_back,
-                                          lambda_clears, lightning_automatic, manual_classes)
+from gradlint.source.loop_drivers import (FABRICS, IGNITE_TRAINERS, accumulates, driven, drives_elsewhere, fabric_fp16,
+                                          handed_back, lambda_clears, lightning_automatic, manual_classes)
 from gradlint.source.loop_param_clears import fresh_tensor, whole_model_clear
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
@@ -361,7 +361,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         # (a block of a switch whose mode is computed at run time is neither)
         mode = "" if not own or own[-1] == "unknown" else "nograd" if is_off(state) else "enablegrad"
         inner = ctx.replace(nograd=is_off(state), inference=state == "inference") if mode else ctx
-        out.append(self.block(_suite(stmt.body), inner, "with", mode=mode))
+        out.append(self.block(_suite(stmt.body), inner, "with", mode=mode, accumulates=accumulates(stmt)))
         return out
 
     def try_stmt(self, stmt: cst.Try | cst.TryStar, sid: int, ctx: "_Ctx", *_) -> list:
@@ -599,7 +599,8 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
             other = {a.keyword.value for a in call.args if a.keyword is not None}
             fp16 = type(precision) is cst.SimpleString and precision.evaluated_value == "fp16" and \
                 not any(a.star for a in call.args) and other.isdisjoint(_NO_SCALER_ARGS)
-            self.assigns.append(Assign(kind="accelerator", disabled=not fp16, cls=last, **base))
+            accum = self.value(_arg(call, -1, "gradient_accumulation_steps"), ctx.fid, ())
+            self.assigns.append(Assign(kind="accelerator", disabled=not fp16, cls=last, accum_steps=accum, **base))
             return
         if not q.isdisjoint(FABRICS):
             self.assigns.append(Assign(kind="fabric", disabled=not fabric_fp16(call), cls=last, **base))

@@ -37,6 +37,16 @@ class Guard:
 
 
 @dataclass(frozen=True)
+class Accumulating:
+    """A `with X.accumulate(...)` block (Accelerate's gradient accumulation) around an event:
+    inside it the prepared optimizer steps and clears only when `X.sync_gradients` is true."""
+
+    key: tuple[int, int]  # (inlining instance, with-block id)
+    receiver: str  # X as the flattened function reads it
+    loops: tuple  # loops around the `with` itself
+
+
+@dataclass(frozen=True)
 class Flat:
     event: Event
     order: int
@@ -48,6 +58,8 @@ class Flat:
     # names as written (messages, fixes), except for a body read from another file.
     target: str = ""
     scaler: str = ""
+    # the `with X.accumulate(...)` blocks around the event, outermost first
+    accumulating: tuple[Accumulating, ...] = ()
 
 
 @dataclass
@@ -158,23 +170,27 @@ class _Flattener:
         self._block(fn.body, _Frame(self.facts, self.index), (), (), ((id(self.facts), fn.id),), out)
         return out
 
-    def _block(self, block: Block, fr: _Frame, guards: tuple, loops: tuple, stack: tuple, out: list) -> None:
+    def _block(self, block: Block, fr: _Frame, guards: tuple, loops: tuple, stack: tuple, out: list,
+               held: tuple = ()) -> None:
         for item in block.items:
             if isinstance(item, Block):
                 if item.kind == "loop":
-                    self._block(item, fr, guards, loops + ((fr.inst, item.id),), stack, out)
+                    self._block(item, fr, guards, loops + ((fr.inst, item.id),), stack, out, held)
                 elif item.kind == "if":
                     taken = _decide(item, fr.bind) if fr.bind else None
                     if taken is not None:
                         # the call site fixes the test (`clip_grad=None` not passed): one way only
-                        self._block(item.items[taken], fr, guards, loops, stack, out)
+                        self._block(item.items[taken], fr, guards, loops, stack, out, held)
                         continue
                     test = _substitute(item.test, fr.bind)
                     for i, alt in enumerate(item.items):
                         g = Guard((fr.inst, item.id), i, test, item.accum, loops, item.skip)
-                        self._block(alt, fr, guards + (g,), loops, stack, out)
+                        self._block(alt, fr, guards + (g,), loops, stack, out, held)
+                elif item.accumulates:
+                    a = Accumulating((fr.inst, item.id), _substitute(item.accumulates, fr.bind), loops)
+                    self._block(item, fr, guards, loops, stack, out, held + (a,))
                 else:
-                    self._block(item, fr, guards, loops, stack, out)
+                    self._block(item, fr, guards, loops, stack, out, held)
                 continue
             if item.kind == "clip" and item.via == "helper" and fr.scope is not None:
                 if self._copied_clip(fr.scope, item.name):
@@ -192,10 +208,10 @@ class _Flattener:
             inline = self._targets(item, fr, stack)
             if ev.kind == "step" and inline and fr.depth < INLINE_DEPTH:
                 # a closure runs inside the step, before the update
-                self._inline(inline, item, fr, guards, loops, stack, out)
-            out.append(Flat(ev, len(out), guards, loops, fr.depth, bound.target, bound.scaler))
+                self._inline(inline, item, fr, guards, loops, stack, out, held)
+            out.append(Flat(ev, len(out), guards, loops, fr.depth, bound.target, bound.scaler, held))
             if ev.kind in ("call", "invoke") and inline and fr.depth < INLINE_DEPTH:
-                self._inline(inline, item, fr, guards, loops, stack, out)
+                self._inline(inline, item, fr, guards, loops, stack, out, held)
 
     def _targets(self, ev: Event, fr: _Frame, stack: tuple) -> tuple | None:
         """(facts, function id, scope) of what a call runs, when it can be read; None else."""
@@ -319,7 +335,8 @@ class _Flattener:
             found = self._written[key] = frozenset(a.target for a in facts.assigns if a.func == fid and a.kind != "append")
         return found
 
-    def _inline(self, target: tuple, ev: Event, fr: _Frame, guards: tuple, loops: tuple, stack: tuple, out: list) -> None:
+    def _inline(self, target: tuple, ev: Event, fr: _Frame, guards: tuple, loops: tuple, stack: tuple, out: list,
+                held: tuple = ()) -> None:
         facts, fid, scope = target
         if loops and facts is self.facts:
             self.called_from_loop.add(fid)
@@ -328,7 +345,7 @@ class _Flattener:
         site = fr.site if fr.site is not None else (ev if facts is not self.facts else None)
         inner = _Frame(facts, scope, _binding(fn, ev, fr.bind, self._assigned(facts, fid)), site, self.instances,
                        fr.depth + 1)
-        self._block(fn.body, inner, guards, loops, stack + ((id(facts), fid),), out)
+        self._block(fn.body, inner, guards, loops, stack + ((id(facts), fid),), out, held)
 
 
 def _binding(fn: Function, ev: Event, outer: tuple, assigned: frozenset[str]) -> tuple[tuple[str, Value], ...]:
