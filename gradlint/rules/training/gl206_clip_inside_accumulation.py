@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 from gradlint.findings import Finding, Severity
@@ -21,6 +22,15 @@ class ClipInsideAccumulation(steps.StepRule):
     framework calls once per batch (an Ignite process function, a Lightning `training_step` under
     manual optimisation) is a loop's body: a clip there with the step under
     `if engine.state.iteration % k == 0:` or `if (batch_idx + 1) % k == 0:` is flagged too.
+
+    Inside Accelerate's `with accelerator.accumulate(model):` the step is read as guarded by
+    `accelerator.sync_gradients` (the prepared optimizer steps only on the micro-batches that
+    sync): a clip in that block, after the backward and before the step, is flagged unless it
+    runs only when the flag is true (`if accelerator.sync_gradients:`, alone or in an `and`;
+    the rest after `if not accelerator.sync_gradients: continue`; a name bound to the flag; the
+    file's own `% k == 0` count). Not flagged when the file builds that Accelerator with
+    `gradient_accumulation_steps=1` written as a literal or constant (every micro-batch syncs),
+    nor a clip and step outside `accumulate()`.
 
     ## Why is this bad?
     During accumulation `.grad` holds a partial sum. Clipping it every micro-batch clips each
@@ -52,13 +62,20 @@ class ClipInsideAccumulation(steps.StepRule):
     - Deci-AI/super-gradients#653: "Clipping was done each batch — moved to being done once
       before gradient step".
     - Hugging Face Trainer and accelerate clip only on synchronising steps (`sync_gradients`).
+    - huggingface/diffusers#721: `accelerator.clip_grad_norm_` ran on every micro-batch inside
+      `accelerator.accumulate(model)`; fixed with `if accelerator.sync_gradients:`.
+    - accelerate 1.16.0 `AcceleratedOptimizer.step`/`zero_grad` act only when
+      `gradient_state.sync_gradients`, which `accumulate()` sets on every k-th call. Measured
+      (bench/measure_accumulate_clip.py, CPU, k = 4): the clip on every micro-batch gave an
+      update at cosine 0.31 to the sum clipped once; the clip under `sync_gradients` matched it.
     """
 
     code = "GL206"
     probe_measure = "not_measurable"
     name = "clip-inside-accumulation"
     severity = Severity.WARNING
-    summary = "Gradient clipping on every micro-batch while the step is guarded by % accum == 0"
+    summary = ("Gradient clipping on every micro-batch while the step runs once per k "
+               "(a % accum guard, accelerate's accumulate())")
 
     invalid = [
         Example("""\
@@ -132,8 +149,28 @@ for step, batch in enumerate(loader):
         optimizer.step()
         optimizer.zero_grad()
 """, note="guard through a variable"),
+        Example("""\
+for batch in loader:
+    with accelerator.accumulate(model):
+        accelerator.backward(model(**batch).loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+""", note="accelerate's accumulation: the prepared optimizer steps only when `accelerator.sync_gradients` "
+          "(huggingface/diffusers#721)"),
     ]
     valid = [
+        Example("""\
+from accelerate import Accelerator
+
+accelerator = Accelerator(gradient_accumulation_steps=1)
+for batch in loader:
+    with accelerator.accumulate(model):
+        accelerator.backward(model(**batch).loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+""", note="an Accelerator built to sync every micro-batch"),
         Example("""\
 for batch in loader:
     optimizer.zero_grad()
@@ -193,7 +230,7 @@ for batch in loader:
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
-""", note="accelerate's accumulation"),
+""", note="accelerate's accumulation, clipped only on the micro-batch that syncs"),
         Example("""\
 import torch
 
@@ -213,8 +250,12 @@ for x, y in loader:
 
     def _check(self, ctx: RuleContext, facts) -> Iterator[Finding]:
         for c in steps.contexts(facts, ctx.index):
-            if c.loop is None and not c.driven:
-                continue  # a step function: read at the loops that call it
+            # a step function: read at the loops that call it; one no loop of the file calls
+            # counts its micro-batches by itself when it enters `accumulate()` (it runs once per
+            # micro-batch: the accumulation is Accelerate's)
+            loose = c.loop is None and not c.driven
+            if loose and c.repeated:
+                continue
             backwards = c.of("backward")
             all_steps = c.of("step")
             for clip in c.of("clip"):
@@ -225,6 +266,9 @@ for x, y in loader:
                 # the step this clip prepares: the next one that can run after it
                 step = next((s for s in all_steps if s.order > clip.order and steps.compatible(s, clip)), None)
                 if step is None:
+                    continue
+                if loose:
+                    yield from _every_micro_batch(ctx, facts, c, clip, step)
                     continue
                 inner = [lp for lp in clip.loops if lp not in step.loops]
                 if inner and any(inner[-1] in b.loops and b.order < clip.order for b in backwards) \
@@ -237,7 +281,10 @@ for x, y in loader:
                         clip.event.span, data={"guard": "inner loop"})
                     continue
                 guards = [g for g in step.guards if g.accum and steps.within(c, g.loops)]
-                if not guards or {g.key for g in guards} & {g.key for g in clip.guards}:
+                if not guards:
+                    yield from _every_micro_batch(ctx, facts, c, clip, step)
+                    continue
+                if {g.key for g in guards} & {g.key for g in clip.guards}:
                     continue
                 # (the step on the if's other branch, `if micro != 0: continue` then the step:
                 # it runs when the test is false)
@@ -247,6 +294,64 @@ for x, y in loader:
                     f"`{clip.event.name}` clips every micro-batch's partial gradient sum, but "
                     f"`{step.event.target}` steps only when {when}: clip {where}",
                     clip.event.span, data={"guard": guards[0].test})
+
+
+def _every_micro_batch(ctx: RuleContext, facts, c, clip, step) -> Iterator[Finding]:
+    """A clip and the step it prepares inside the same `with X.accumulate(...)` of the context's
+    iteration, the clip not held to the micro-batches that sync (`if X.sync_gradients:`): the
+    prepared optimizer steps only on those, so the clip sees every partial sum. Quiet when the
+    file builds X with `gradient_accumulation_steps=1` written so (every micro-batch syncs)."""
+    mine = {a.key for a in clip.accumulating}
+    held = next((a for a in reversed(step.accumulating) if a.key in mine
+                 and (not a.loops if c.loop is None and not c.driven else steps.within(c, a.loops))), None)
+    if held is None or any(_at_sync(facts, g, c.function) for g in clip.guards) \
+            or _one_micro_batch(facts, held.receiver, c.function):
+        return
+    x = held.receiver
+    yield ctx.finding(
+        f"`{clip.event.name}` clips every micro-batch's partial gradient sum inside `{x}.accumulate(...)`, "
+        f"but `{steps.step_text_near(step, clip)}` steps only when `{x}.sync_gradients`: "
+        f"clip under `if {x}.sync_gradients:`",
+        clip.event.span, data={"guard": f"{x}.sync_gradients"})
+
+
+# A test of Accelerate's sync flag: `accelerator.sync_gradients`, `acc.gradient_state.sync_gradients`.
+_SYNC = re.compile(r"\(?\s*[\w.]+\.sync_gradients\s*\)?")
+_NOT_SYNC = re.compile(r"not\s+\(?\s*[\w.]+\.sync_gradients\s*\)?")
+
+
+def _at_sync(facts, g, fn) -> bool:
+    """Whether guard `g` lets its code run only on a micro-batch that syncs: `if X.sync_gradients:`
+    (alone or as one term of an `and`), the rest after `if not X.sync_gradients: continue`, a
+    name bound to nothing but the flag (`sync = X.sync_gradients; if sync:`), or the file's own
+    count of micro-batches (`if (step + 1) % k == 0:`)."""
+    if g.accum:
+        return True
+    test = " ".join(g.test.split())
+    if g.branch == 0 and " or " not in test:
+        return any(_SYNC.fullmatch(t) or _flag(facts, t.strip("() "), fn) for t in re.split(r"\s+and\s+", test))
+    if g.branch == 1 and " and " not in test:
+        return any(_NOT_SYNC.fullmatch(t) for t in re.split(r"\s+or\s+", test))
+    return False
+
+
+def _flag(facts, name: str, fn) -> bool:
+    """Whether `name` is bound, by every binding `fn` sees, to Accelerate's sync flag alone."""
+    made = steps.scoped_assigns(facts, name, None, fn) if name.isidentifier() else []
+    return bool(made) and all(a.uses and all(u.endswith(".sync_gradients") or any(
+        v.startswith(u + ".") for v in a.uses) for u in a.uses) for a in made)
+
+
+def _one_micro_batch(facts, receiver: str, fn) -> bool:
+    """Whether every Accelerator `receiver` is bound to is built with `gradient_accumulation_steps=1`
+    written in the file (a literal, or a constant), and nothing sets it later: each micro-batch
+    syncs. (`accelerate launch --gradient_accumulation_steps` still overrides a 1 through the
+    environment; a file that writes 1 is taken at its word.)"""
+    made = steps.scoped_assigns(facts, receiver, ("accelerator",), fn)
+    if not made or steps.assigns_to(facts, receiver + ".gradient_accumulation_steps"):
+        return False
+    return all(a.accum_steps is not None and a.accum_steps.number == 1
+               and a.accum_steps.source in ("literal", "constant") for a in made)
 
 
 def _at_the_last_pass(facts, loop, clip, backwards) -> bool:

@@ -1,0 +1,219 @@
+"""GL206 on Accelerate's `with accelerator.accumulate(model):`, where the optimizer steps only on syncing micro-batches.
+
+Measured (bench/measure_accumulate_clip.py, accelerate 1.16.0, torch 2.13 CPU, k = 4): inside
+accumulate() only the 4th micro-batch synced and only its `optimizer.step()` moved the weights;
+`accelerator.clip_grad_norm_` on every micro-batch clipped the partial sums (norms seen 4.92,
+7.40, 3.08, 3.00 against 4.92, 7.81, 8.90, 9.06 unclipped), and the update's cosine to the sum
+clipped once was 0.31; under `if accelerator.sync_gradients:` it matched to 1.5e-08.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gradlint.api import check_source
+from gradlint.config import Config
+from gradlint.source import extract_facts, parse
+from gradlint.facts.training import Block
+
+LOOP = """\
+import argparse
+
+import torch
+from accelerate import Accelerator
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+args = parser.parse_args()
+accelerator = Accelerator({made})
+
+
+def train(model, loader, optimizer):
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    for batch in loader:
+        with accelerator.accumulate(model):
+            loss = torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
+            accelerator.backward(loss)
+{clip}            optimizer.step()
+            optimizer.zero_grad()
+"""
+
+EVERY = "            accelerator.clip_grad_norm_(model.parameters(), 1.0)\n"
+CLIP_LINE = 18
+
+
+def gl206(text: str) -> list:
+    return [f for f in check_source(text, Config(select=("GL206",))) if f.code == "GL206"]
+
+
+def loop(clip: str = EVERY, made: str = "gradient_accumulation_steps=args.gradient_accumulation_steps") -> str:
+    return LOOP.format(clip=clip, made=made)
+
+
+# -- facts ------------------------------------------------------------------------------------
+
+
+def _with_blocks(block: Block):
+    for it in block.items:
+        if isinstance(it, Block):
+            if it.kind == "with":
+                yield it
+            yield from _with_blocks(it)
+
+
+def test_facts_the_with_block_names_what_it_accumulates_and_the_accelerator_its_steps():
+    t = extract_facts(parse("t.py", loop(made="gradient_accumulation_steps=4"))).training
+    withs = [w for fn in t.functions for w in _with_blocks(fn.body)]
+    assert [w.accumulates for w in withs] == ["accelerator"]
+    (acc,) = [a for a in t.assigns if a.kind == "accelerator"]
+    assert acc.accum_steps.number == 4 and acc.accum_steps.source == "literal"
+    t = extract_facts(parse("t.py", loop(made=""))).training
+    assert [a.accum_steps for a in t.assigns if a.kind == "accelerator"] == [None]
+
+
+def test_facts_a_with_of_anything_else_accumulates_nothing():
+    text = "import torch\nwith torch.no_grad():\n    loss.backward()\nwith ctx.accumulate:\n    loss.backward()\n"
+    t = extract_facts(parse("t.py", text)).training
+    assert [w.accumulates for fn in t.functions for w in _with_blocks(fn.body)] == ["", ""]
+
+
+# -- flagged ----------------------------------------------------------------------------------
+
+
+def test_clip_on_every_micro_batch_inside_accumulate():
+    (f,) = gl206(loop())
+    assert f.span.line == CLIP_LINE
+    assert "inside `accelerator.accumulate(...)`" in f.message
+    assert "`optimizer.step()` steps only when `accelerator.sync_gradients`" in f.message
+    assert "clip under `if accelerator.sync_gradients:`" in f.message
+
+
+@pytest.mark.parametrize("made", ["", "gradient_accumulation_steps=4", "**kwargs",
+                                  "gradient_accumulation_plugin=plugin"], ids=["env-may-set-it", "four", "kwargs", "plugin"])
+def test_flagged_whatever_accumulation_the_accelerator_is_built_with_but_a_written_1(made):
+    assert [f.span.line for f in gl206(loop(made=made))] == [CLIP_LINE]
+
+
+def test_a_written_1_that_the_file_changes_later_is_no_1():
+    text = loop(made="gradient_accumulation_steps=1").replace(
+        "def train(", "accelerator.gradient_accumulation_steps = args.gradient_accumulation_steps\n\n\ndef train(")
+    assert [f.span.line for f in gl206(text)] == [CLIP_LINE + 3]
+
+
+@pytest.mark.parametrize("guard", ["if args.max_grad_norm:", "if not accelerator.sync_gradients:",
+                                   "if accelerator.sync_gradients or args.clip_always:"],
+                         ids=["another-test", "the-wrong-way", "or"])
+def test_a_guard_that_does_not_hold_the_clip_to_the_syncing_micro_batch(guard):
+    clip = f"            {guard}\n    " + EVERY
+    assert [f.span.line for f in gl206(loop(clip))] == [CLIP_LINE + 1]
+
+
+def test_an_accelerator_passed_as_a_parameter():
+    text = """\
+def train(accelerator, model, loader, optimizer, max_norm):
+    for batch in loader:
+        with accelerator.accumulate(model):
+            accelerator.backward(model(batch).loss)
+            accelerator.clip_grad_norm_(model.parameters(), max_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+"""
+    assert [f.span.line for f in gl206(text)] == [5]
+
+
+def test_a_step_function_called_inside_accumulate_is_read_at_the_loop_once():
+    text = """\
+from accelerate import Accelerator
+
+accelerator = Accelerator(gradient_accumulation_steps=8)
+
+
+def train_step(model, batch, optimizer):
+    accelerator.backward(model(batch).loss)
+    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+def train(model, loader, optimizer):
+    for batch in loader:
+        with accelerator.accumulate(model):
+            train_step(model, batch, optimizer)
+"""
+    assert [f.span.line for f in gl206(text)] == [8]
+
+
+def test_a_method_no_loop_of_the_file_calls_that_enters_accumulate_itself():
+    text = """\
+class Trainer:
+    def training_step(self, batch):
+        with self.accelerator.accumulate(self.model):
+            self.accelerator.backward(self.model(batch).loss)
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+"""
+    (f,) = gl206(text)
+    assert f.span.line == 5 and "`self.accelerator.sync_gradients`" in f.message
+
+
+# -- quiet ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("guard", [
+    "if accelerator.sync_gradients:",
+    "if accelerator.sync_gradients and args.max_grad_norm > 0:",
+    "if args.max_grad_norm is not None and accelerator.sync_gradients:",
+    "if accelerator.gradient_state.sync_gradients:",
+    "if (step + 1) % args.gradient_accumulation_steps == 0:",
+], ids=["sync", "sync-and", "and-sync", "gradient-state", "own-count"])
+def test_a_clip_held_to_the_syncing_micro_batch(guard):
+    clip = f"            {guard}\n    " + EVERY
+    assert gl206(loop(clip).replace("for batch in loader:", "for step, batch in enumerate(loader):")) == []
+
+
+def test_the_rest_after_if_not_sync_continue():
+    clip = "            if not accelerator.sync_gradients:\n                continue\n" + EVERY
+    assert gl206(loop(clip)) == []
+
+
+def test_a_name_bound_to_the_sync_flag():
+    clip = "            sync = accelerator.sync_gradients\n            if sync:\n    " + EVERY
+    assert gl206(loop(clip)) == []
+
+
+@pytest.mark.parametrize("made", ["gradient_accumulation_steps=1", "gradient_accumulation_steps=ACCUM"],
+                         ids=["literal", "constant"])
+def test_an_accelerator_built_to_sync_every_micro_batch(made):
+    text = loop(made=made).replace("args = parser.parse_args()\n", "args = parser.parse_args()\nACCUM = 1\n")
+    assert gl206(text) == []
+
+
+def test_a_clip_and_step_outside_accumulate():
+    text = loop("").replace("""            optimizer.step()
+            optimizer.zero_grad()
+""", """        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+""")
+    assert gl206(text) == []
+
+
+def test_an_accelerator_loop_without_accumulate():
+    text = loop(made="gradient_accumulation_steps=4").replace(
+        "        with accelerator.accumulate(model):\n", "        if True:\n")
+    assert gl206(text) == []
+
+
+def test_accumulate_in_one_loop_and_an_unguarded_clip_in_another():
+    guarded = "            if accelerator.sync_gradients:\n    " + EVERY
+    text = loop(guarded) + """
+
+def finetune(model, loader, optimizer):
+    for batch in loader:
+        accelerator.backward(model(batch).loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+"""
+    assert gl206(text) == []
