@@ -200,6 +200,8 @@ class TensorCalls(TorchOps):
         if type(func) is cst.Attribute:
             recv = func.value
             meth = func.attr.value
+            if meth == "forward" and (ran := self._explicit_forward(node, recv)) is not None:
+                return ran
             if meth in _DICT_CHANGES:
                 self._dict_changed(recv, node)
             if meth in ("append", "extend", "insert") and type(recv) is cst.Name and recv.value in self.env:
@@ -255,6 +257,32 @@ class TensorCalls(TorchOps):
             return res
         callee = self.ev(func)
         return self.instance_call(node, callee, owner=None)
+
+    def _explicit_forward(self, node: cst.Call, recv: cst.BaseExpression) -> V | None:
+        """`model.forward(x)`, `criterion.forward(out, y)`, `self.net.forward(x)` (a habit of
+        tutorials): what the module's own call, `model(x)`, gives (its hooks aside). None where the
+        receiver is not known to be a module, a criterion or a model parameter (then the call is
+        an unknown method, as before); `self.forward(x)` and `super().forward(x)` keep their own
+        readings (instance_call's `self.forward`, numerics_walk's parent forward)."""
+        if type(recv) is cst.Name:
+            name = recv.value
+            if name in ("self", "cls") or (name not in self.env and name not in self.globals):
+                return None  # (a class named, `Base.forward(self, x)`, is no instance)
+            callee, owner = self.env.get(name, self.globals.get(name, UNKNOWN)), name
+        elif type(recv) is cst.Attribute and type(recv.value) is cst.Name and recv.value.value == "self":
+            if self.cls is None or recv.attr.value in self.cls.methods:
+                return None
+            # an attribute of self: what `self.net(x)` reads, a submodule whatever is known of it
+            return self.instance_call(node, self.ev(recv), owner="self." + recv.attr.value)
+        else:
+            owner = dotted(recv)
+            if owner is None or owner not in self.env:
+                return None
+            callee = self.env[owner]
+        if not (callee.module or callee.crit or callee.callret or callee.inst
+                or any(o.startswith("fn:") for o in callee.out) or self.x.open_param(callee) is not None):
+            return None
+        return self.instance_call(node, callee, owner=owner)
 
     def _built_by_name(self, node: cst.Call, fname: str) -> V | None:
         """`build_model("mlp")` with `def build_model(name, **kw): return MODELS[name](**kw)` of
