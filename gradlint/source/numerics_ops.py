@@ -19,15 +19,15 @@ from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _co
                                             broken_before_required, cosines, square_unit, number_of, parts_joined,
                                             weighted_squares)
 from gradlint.source.engine.values import truth
-from gradlint.source.list_ends import list_end
 from gradlint.source.numerics_names import (
     SOFTMAX, SIGMOID, LOG_SOFTMAX, LOGSIGMOID, LOSS_FUNCTIONS,
-    TARGET_LOSSES, LOSS_MODULES, PROB_MODULES, NONNEG_MODULES, PARAM_FREE_MODULES, SIGN_KEEPING_MODULES,
+    TARGET_LOSSES, LOSS_MODULES, PROB_MODULES, NONNEG_MODULES,
     FACTORIES, TENSOR_FROM_DATA, VARIABLE, KEEP, _SELECTIONS,
     KEEP_FUNCTIONS, CUTTING_METHODS, CUTTING_FUNCTIONS, _BACKWARD_HOSTS, _MAX_REDUCTIONS, _MOVE,
     _ZERO_KEPT, SIGNAL_TRANSFORMS,
 )
 from gradlint.source.numerics_pairs import pair_reduction, self_gram
+from gradlint.source.numerics_sequential import SequentialOps
 from gradlint.source.names import MODEL_WRAPPERS, PARAMETER_CLASSES, dotted
 
 
@@ -180,7 +180,7 @@ def _names_dim(node: cst.BaseExpression) -> bool:
     return last in ("dim", "axis", "dimension") or last.endswith(("_dim", "_axis")) or last.startswith("dim_")
 
 
-class TorchOps:
+class TorchOps(SequentialOps):
     """The handlers of torch calls and tensor methods (a mixin of TensorCalls: the walk's
     evaluator `ev`, its file extractor `x` and its site checks)."""
 
@@ -254,38 +254,6 @@ class TorchOps:
 
     def _q_nonneg_module(self, c: _Call) -> V | None:
         return V(module=True, nonneg=True) if not NONNEG_MODULES.isdisjoint(c.names) else None
-
-    def _q_sequential(self, c: _Call) -> V:
-        args = c.node.args
-        if args and args[-1].star == "*":
-            # `nn.Sequential(*layers)`: the module the list ends with, when the function's last
-            # statement that reads the list appends it (`layers.append(nn.Sigmoid())`)
-            tail = self._list_tail(c.node, args[-1].value)
-            ends = tail is not None and tail.module
-            return V(module=True, callret=tail.callret if ends else None, nonneg=ends and tail.nonneg, params=True)
-        last = c.vals[-1] if c.vals else UNKNOWN
-        # (params: a layer of it may have weights; only known parameter-free modules have none)
-        free = all(type(a.value) is cst.Call and not PARAM_FREE_MODULES.isdisjoint(self.x.q(a.value.func))
-                   for a in args)
-        # the last module that changes the sign (a Dropout or a pooling after a ReLU does not)
-        k = len(args) - 1
-        while k > 0 and type(args[k].value) is cst.Call and not args[k].star and \
-                not SIGN_KEEPING_MODULES.isdisjoint(self.x.q(args[k].value.func)):
-            k -= 1
-        signed = c.vals[k] if 0 <= k < len(c.vals) else UNKNOWN
-        return V(module=True, callret=last.callret, nonneg=signed.module and signed.nonneg, params=not free)
-
-    def _list_tail(self, call: cst.Call, listed: cst.BaseExpression) -> V | None:
-        """What the list `listed` ends with where `call` reads it (source/list_ends.py: which item
-        the function's statements put there last), as this walk evaluated it; None when unknown."""
-        fn = getattr(self, "fn_node", None)
-        item = list_end(fn, call, listed) if fn is not None else None
-        if item is None:
-            return None
-        got = self.memo.get(id(item))
-        if got is None and self.x.muted:
-            got = self.ev(item)  # a builder read ahead of its turn (function_returns)
-        return got
 
     def _q_parameter(self, c: _Call) -> V:
         rg = c.kw.get("requires_grad", c.pos[1] if len(c.pos) > 1 else None)
