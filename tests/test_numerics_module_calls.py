@@ -1,5 +1,6 @@
-"""How the numerics front-end reads the modules a program calls when they are not called as
-`model(x)`: an explicit `model.forward(x)` / `criterion.forward(out, y)`. Each shape is reduced
+"""How the numerics front-end reads the modules a program calls when they are not written as
+`nn.Sequential(..., nn.Softmax())` called as `model(x)`: an explicit `model.forward(x)` /
+`criterion.forward(out, y)`, a Sequential filled by `add_module`/`append`. Each shape is reduced
 from a recall case (bench/recall/cases: minitutorials_softmax_ce, monai_perceptual_sqrt), with
 the look-alikes that must stay quiet."""
 
@@ -83,3 +84,70 @@ def test_an_explicit_forward_of_a_submodule():
            "        return ((feats_input - feats_target) ** 2).sum(dim=1).mean()\n")
     assert codes(src.format(call=""), "GL306") == ["GL306"]
     assert codes(src.format(call=".forward"), "GL306") == ["GL306"]
+
+
+# -- nn.Sequential() filled by add_module / append --------------------------------------------------
+_FILLED = """import torch
+import torch.nn as nn
+
+
+def main(x, y):
+    model = nn.Sequential({made})
+{fill}
+    loss = nn.CrossEntropyLoss()
+    out = loss(model(x), y)
+    out.backward()
+"""
+
+
+@pytest.mark.parametrize("made, fill", [
+    ("", '    model.add_module("linear", nn.Linear(4, 3))\n    model.add_module("softmax", nn.Softmax(dim=1))'),
+    ("nn.Linear(4, 3)", "    model.append(nn.Softmax(dim=1))"),
+    ("nn.Linear(4, 3)", '    model.add_module(name="softmax", module=nn.Softmax(dim=1))'),
+])
+def test_a_sequential_filled_after_it_is_made(made, fill):
+    assert codes(_FILLED.format(made=made, fill=fill)) == ["GL303"]
+
+
+@pytest.mark.parametrize("made, fill", [
+    # its last module is no softmax
+    ("nn.Linear(4, 3), nn.Softmax(dim=1)", '    model.add_module("out", nn.Linear(3, 3))'),
+    ("nn.Linear(4, 3)", '    model.add_module("relu", nn.ReLU())'),
+    # the softmax is taken off again, or replaced
+    ("nn.Linear(4, 3), nn.Softmax(dim=1)", "    del model[-1]"),
+    ("nn.Linear(4, 3), nn.Softmax(dim=1)", "    model[-1] = nn.Identity()"),
+    ("nn.Linear(4, 3), nn.Softmax(dim=1)", "    model.pop(-1)"),
+    ("nn.Linear(4, 3)", "    model.extend(extra_layers())"),
+    # added on one path only: not every run ends in a softmax
+    ("nn.Linear(4, 3)", '    if y is None:\n        model.add_module("softmax", nn.Softmax(dim=1))'),
+])
+def test_a_sequential_whose_last_module_is_not_known_softmax(made, fill):
+    assert codes(_FILLED.format(made=made, fill=fill)) == []
+
+
+def test_add_module_on_another_module_changes_no_forward():
+    # a module of the file whose forward never calls the child it is given
+    src = ("import torch\nimport torch.nn as nn\n\n\n"
+           "class Net(nn.Module):\n"
+           "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(4, 3)\n\n"
+           "    def forward(self, x):\n        return self.fc(x)\n\n\n"
+           "def main(x, y):\n"
+           "    model = Net()\n"
+           '    model.add_module("softmax", nn.Softmax(dim=1))\n'
+           "    out = nn.CrossEntropyLoss()(model(x), y)\n"
+           "    out.backward()\n")
+    assert codes(src) == []
+
+
+def test_a_sequential_attribute_filled_in_init():
+    src = ("import torch\nimport torch.nn as nn\n\n\n"
+           "class Net(nn.Module):\n"
+           "    def __init__(self):\n        super().__init__()\n"
+           "        self.body = nn.Sequential()\n"
+           '        self.body.add_module("fc", nn.Linear(4, 3))\n'
+           '        self.body.add_module("softmax", nn.Softmax(dim=1))\n\n'
+           "    def forward(self, x):\n        return self.body(x)\n\n\n"
+           "def main(x, y):\n"
+           "    out = nn.CrossEntropyLoss()(Net()(x), y)\n"
+           "    out.backward()\n")
+    assert codes(src) == ["GL303"]

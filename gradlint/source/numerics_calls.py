@@ -24,6 +24,7 @@ from gradlint.source.engine.tensors import (SAFETY_FACTS, V, UNKNOWN, replace, _
 from gradlint.source.engine.walk import suite, walk
 from gradlint.source.names import changes_in_place, dotted, grad_state, is_off, root_name, with_items
 from gradlint.source.numerics_registry import builder_shape
+from gradlint.source.numerics_sequential import GROWS as SEQUENTIAL_GROWS
 from gradlint.source.numerics_names import _ARITH, GRADCHECK
 from gradlint.source.numerics_ops import _METHODS, _MODULE_CLASS_ORDER, _QUALIFIED, TorchOps, _Call, _converted, _short_of
 from gradlint.source.trained_names import trained_names
@@ -202,6 +203,8 @@ class TensorCalls(TorchOps):
             meth = func.attr.value
             if meth == "forward" and (ran := self._explicit_forward(node, recv)) is not None:
                 return ran
+            if meth in SEQUENTIAL_GROWS and (grown := self.sequential_grown(node, recv, meth)) is not None:
+                return grown
             if meth in _DICT_CHANGES:
                 self._dict_changed(recv, node)
             if meth in ("append", "extend", "insert") and type(recv) is cst.Name and recv.value in self.env:

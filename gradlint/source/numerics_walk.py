@@ -287,6 +287,12 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
             # `r.clamp_(min=eps)`: r now holds what the clamp made (a guard, as `r = r.clamp(...)`)
             self.bind_name(call.func.value.value, val)
 
+    def del_stmt(self, small: cst.Del) -> None:
+        target = small.target
+        for t in [e.value for e in target.elements] if type(target) is cst.Tuple else [target]:
+            if type(t) is cst.Subscript:
+                self.sequential_item_set(t)  # `del model[-1]`: the Sequential's last module changed
+
     def while_stmt(self, stmt: cst.While) -> None:
         self.x.discarded.add(id(stmt.test))
         super().while_stmt(stmt)
@@ -675,6 +681,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
             self._named_module_lists = self._named_module_lists - {key}
 
     def bind_subscript(self, target: cst.Subscript, val: V) -> None:
+        self.sequential_item_set(target)  # `model[-1] = nn.Identity()`
         if (root := root_name(target.value)) is not None:
             self.changed_in_place(root)  # `x[:] = x * 100`
         self._dict_changed(target.value)

@@ -79,6 +79,9 @@ class V:
     local_class: str | None = None
     callret: str | None = None  # a module whose call returns this probability kind
     module: bool = False  # a known nn.Module instance
+    # an nn.Sequential (numerics_sequential): a module added after its last (`add_module`,
+    # `append`) is what its call then ends with
+    seq: bool = False
     sq: bool = False  # a square
     sumsq: bool = False  # a sum or mean of squares
     # exactly 0 somewhere whatever the operands hold: the pairwise differences of one tensor with
@@ -392,6 +395,7 @@ def merge(a: V, b: V) -> V:
         local_class=a.local_class if a.local_class == b.local_class else None,
         callret=a.callret if a.callret == b.callret else None,
         module=a.module and b.module,
+        seq=a.seq and b.seq,
         sq=a.sq and b.sq,
         sumsq=a.sumsq and b.sumsq,
         pairs=a.pairs and b.pairs,
