@@ -1,8 +1,8 @@
 """How the numerics front-end reads the modules a program calls when they are not written as
 `nn.Sequential(..., nn.Softmax())` called as `model(x)`: an explicit `model.forward(x)` /
-`criterion.forward(out, y)`, a Sequential filled by `add_module`/`append`. Each shape is reduced
-from a recall case (bench/recall/cases: minitutorials_softmax_ce, monai_perceptual_sqrt), with
-the look-alikes that must stay quiet."""
+`criterion.forward(out, y)`, a Sequential filled by `add_module`/`append`, a builder that returns
+its module through a local. Each shape is reduced from a recall case (bench/recall/cases:
+minitutorials_softmax_ce, monai_perceptual_sqrt), with the look-alikes that must stay quiet."""
 
 from __future__ import annotations
 
@@ -151,3 +151,67 @@ def test_a_sequential_attribute_filled_in_init():
            "    out = nn.CrossEntropyLoss()(Net()(x), y)\n"
            "    out.backward()\n")
     assert codes(src) == ["GL303"]
+
+
+# -- a builder that returns its module through a local ---------------------------------------------
+_TUTORIAL = """import torch
+
+
+def build_model(input_dim, output_dim):
+{body}
+
+
+def train(model, loss, optimizer, x, y):
+    optimizer.zero_grad()
+    fx = model.forward(x)
+    output = loss.forward(fx, y)
+    output.backward()
+    optimizer.step()
+    return output.item()
+
+
+def main(x, y):
+    model = build_model(4, 3)
+    loss = torch.nn.CrossEntropyLoss(size_average=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    for i in range(100):
+        train(model, loss, optimizer, x, y)
+"""
+_BUILT = ('    model = torch.nn.Sequential()\n'
+          '    model.add_module("linear", torch.nn.Linear(input_dim, output_dim, bias=False))\n'
+          '    model.add_module("softmax", torch.nn.Softmax())\n'
+          '    return model')
+
+
+def test_the_tutorial_builder_into_cross_entropy():
+    # PyTorch-Mini-Tutorials' logistic regression: the model and the loss are parameters of
+    # train(), bound by main()'s call
+    assert codes(_TUTORIAL.format(body=_BUILT)) == ["GL303"]
+    # the fix: the linear layer alone
+    fixed = _BUILT.replace('    model.add_module("softmax", torch.nn.Softmax())\n', "")
+    assert codes(_TUTORIAL.format(body=fixed)) == []
+
+
+@pytest.mark.parametrize("body", [
+    # rebound on one branch: what it returns is a join, not followed
+    ('    model = torch.nn.Sequential(torch.nn.Linear(input_dim, output_dim), torch.nn.Softmax(dim=1))\n'
+     '    if output_dim == 1:\n        model = torch.nn.Linear(input_dim, 1)\n    return model'),
+    # the softmax added on one branch
+    ('    model = torch.nn.Sequential(torch.nn.Linear(input_dim, output_dim))\n'
+     '    if output_dim > 1:\n        model.add_module("softmax", torch.nn.Softmax(dim=1))\n    return model'),
+    # rebound to a module that is no softmax
+    ('    model = torch.nn.Sequential(torch.nn.Linear(input_dim, output_dim), torch.nn.Softmax(dim=1))\n'
+     '    model = torch.nn.Sequential(model[0])\n    return model'),
+])
+def test_a_builder_whose_local_is_not_one_softmax_module(body):
+    assert codes(_TUTORIAL.format(body=body)) == []
+
+
+def test_a_builder_through_a_local_in_another_file():
+    models = "import torch\n\n\ndef build_model(input_dim, output_dim):\n" + _BUILT + "\n"
+    main = ("import torch\nfrom models import build_model\n\n\n"
+            "def main(x, y):\n"
+            "    model = build_model(4, 3)\n"
+            "    loss = torch.nn.CrossEntropyLoss()(model(x), y)\n"
+            "    loss.backward()\n")
+    assert codes(main, **{"models.py": models}) == ["GL303"]

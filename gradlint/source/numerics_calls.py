@@ -75,12 +75,13 @@ def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
 
 
 
-def _local_return(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
-    """`[NAME]` for a method of at most 6 simple statements that ends in `return NAME`, NAME bound
-    by one of them, with no other return (`loss = torch.tensor(losses, requires_grad=True).sum();
-    return loss`): its value is what walking those statements gives it. None for any other."""
+def _local_return(fn: cst.FunctionDef, most: int = 6) -> list[cst.BaseExpression] | None:
+    """`[NAME]` for a method of at most `most` simple statements that ends in `return NAME`, NAME
+    bound by one of them, with no other return (`loss = torch.tensor(losses, requires_grad=True).sum();
+    return loss`): its value is what walking those statements gives it. None for any other (a
+    branch or a loop among them: what the name holds at the end is then a join, not followed)."""
     body = suite(fn.body)
-    if not body or len(body) > 6 or any(type(s) is not cst.SimpleStatementLine for s in body):
+    if not body or len(body) > most or any(type(s) is not cst.SimpleStatementLine for s in body):
         return None
     smalls = [small for s in body for small in s.body]
     last = smalls[-1]
@@ -93,6 +94,9 @@ def _local_return(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
         return None
     return [last.value]
 
+
+# The statements a builder that returns a local may have (one per module it adds, and more).
+_BUILDER_STATEMENTS = 16
 
 _BUILDER_PACKAGES = frozenset({"torchvision.models", "torchvision.models.detection", "torchvision.models.segmentation",
                                "torchvision.models.video", "torchvision.models.quantization",
@@ -534,6 +538,9 @@ class TensorCalls(TorchOps):
                 or fname in x.local_classes or fname in x.imports.names or fname in x.global_names:
             return None
         exprs = _short_returns(fn)
+        # a builder that fills a local and returns it (`model = nn.Sequential();
+        # model.add_module("softmax", nn.Softmax()); return model`), read for the module alone
+        local = not exprs and bool(exprs := _local_return(fn, _BUILDER_STATEMENTS))
         if not exprs:
             x.function_probs[fname] = None
             return None
@@ -551,6 +558,8 @@ class TensorCalls(TorchOps):
         misses = x.member_misses
         x.muted += 1
         try:
+            if local:
+                walk.walk(suite(fn.body))  # (the statements that bind the returned name)
             vals = [walk.ev(e) for e in exprs]
         finally:
             x.muted -= 1
@@ -565,6 +574,8 @@ class TensorCalls(TorchOps):
         # nn.Sequential(..., nn.Softmax(dim=1))`)
         # (or a dict display of criteria: `def build_criteria(): return {"cls": nn.CrossEntropyLoss()}`)
         got = made if made.prob or (made.callret and made.module) or made.keyed is not None else None
+        if local and not (made.callret and made.module):
+            got = None  # (a probability or a dict through a local is not read: only the builder)
         if x.member_misses != misses:
             # it read a member of a class not walked yet (`return trainer.model`): the unit asking
             # is walked again once the class is (Extractor.member), and asks again then
