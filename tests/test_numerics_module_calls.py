@@ -1,8 +1,10 @@
 """How the numerics front-end reads the modules a program calls when they are not written as
 `nn.Sequential(..., nn.Softmax())` called as `model(x)`: an explicit `model.forward(x)` /
 `criterion.forward(out, y)`, a Sequential filled by `add_module`/`append`, a builder that returns
-its module through a local. Each shape is reduced from a recall case (bench/recall/cases:
-minitutorials_softmax_ce, monai_perceptual_sqrt), with the look-alikes that must stay quiet."""
+its module through a local, and a subclass of nn.Sequential that hands its modules to
+`super().__init__`. Each shape is reduced from a recall case (bench/recall/cases:
+minitutorials_softmax_ce, monai_perceptual_sqrt, merlin_binary_output_bcelogits), with the
+look-alikes that must stay quiet."""
 
 from __future__ import annotations
 
@@ -215,3 +217,78 @@ def test_a_builder_through_a_local_in_another_file():
             "    loss = torch.nn.CrossEntropyLoss()(model(x), y)\n"
             "    loss.backward()\n")
     assert codes(main, **{"models.py": models}) == ["GL303"]
+
+
+# -- subclasses of nn.Sequential ----------------------------------------------------------------------
+_HEAD = """import torch
+from torch import nn
+{classes}
+
+def step(x, y):
+    head = {make}
+    opt = torch.optim.SGD(head.parameters(), lr=0.1)
+    loss = nn.BCEWithLogitsLoss()(head(x), y)
+    loss.backward()
+    opt.step()
+"""
+_DIRECT = """
+
+class BinaryOutput(nn.Sequential):
+    def __init__(self, dim):
+        super().__init__(nn.Linear(dim, 1), {last}){more}
+"""
+# Merlin's ModelOutput: a base that hands its `*module` to nn.Sequential as they are
+_MERLIN = """
+
+class ModelOutput(nn.Sequential):
+    def __init__(self, *module, loss=None):
+        super().__init__(*module)
+        self.loss = loss
+
+
+class BinaryOutput(ModelOutput):
+    def __init__(self, loss=None):
+        super().__init__(nn.LazyLinear(1), nn.Sigmoid(), loss=loss)
+"""
+
+
+def test_a_sequential_subclass_returns_its_last_module():
+    assert codes(_HEAD.format(classes=_DIRECT.format(last="nn.Sigmoid()", more=""), make="BinaryOutput(4)")) == \
+        ["GL304"]
+
+
+def test_a_sequential_subclass_through_a_base_that_hands_its_modules_on():
+    assert codes(_HEAD.format(classes=_MERLIN, make="BinaryOutput()")) == ["GL304"]
+    # the base defined after its subclass reads alike
+    classes = _MERLIN.split("\n\nclass BinaryOutput")
+    later = "\n\nclass BinaryOutput" + classes[1] + classes[0]
+    assert codes(_HEAD.format(classes=later, make="BinaryOutput()")) == ["GL304"]
+
+
+def test_a_sequential_subclass_of_another_file():
+    classes = "import torch\nfrom torch import nn\n" + _MERLIN
+    main = ("import torch\nfrom torch import nn\nfrom heads import BinaryOutput\n\n\n"
+            "def step(x, y):\n"
+            "    head = BinaryOutput()\n"
+            "    loss = nn.BCEWithLogitsLoss()(head(x), y)\n"
+            "    loss.backward()\n")
+    assert codes(main, **{"heads.py": classes}) == ["GL304"]
+
+
+@pytest.mark.parametrize("classes", [
+    # its last module is no sigmoid
+    _DIRECT.format(last="nn.Tanh()", more=""),
+    # a module added after the sigmoid
+    _DIRECT.format(last="nn.Sigmoid()", more="\n        self.append(nn.Linear(1, 1))"),
+    _DIRECT.format(last="nn.Sigmoid()", more="\n\n    def drop_head(self):\n        del self[-1]"),
+    # its own forward
+    _DIRECT.format(last="nn.Sigmoid()", more="\n\n    def forward(self, x):\n        return self[0](x)"),
+    # a base that reorders what it is handed
+    _MERLIN.replace("super().__init__(*module)", "super().__init__(*reversed(module))"),
+    # a base with a forward of its own
+    _MERLIN.replace("        self.loss = loss\n",
+                    "        self.loss = loss\n\n    def forward(self, x):\n        return self[0](x)\n"),
+])
+def test_a_sequential_subclass_that_does_not_end_in_its_sigmoid(classes):
+    make = "BinaryOutput()" if "ModelOutput" in classes else "BinaryOutput(4)"
+    assert codes(_HEAD.format(classes=classes, make=make)) == []

@@ -105,7 +105,9 @@ class NumClass:
     span: SourceSpan
     bases: tuple[str, ...] = ()  # qualified where the base is imported, else as written
     has_forward: bool = False
-    returns: str | None = None  # 'softmax', 'sigmoid', 'log_softmax'... when every return agrees
+    # 'softmax', 'sigmoid', 'log_softmax'... when every return agrees (with no forward of its own:
+    # what nn.Sequential's gives over the modules its __init__ hands to `super().__init__`)
+    returns: str | None = None
     returns_via: tuple[str, ...] = ()  # forward returns the output of an instance of these classes
     # forward returns a tuple of this length on every path: each element's kind where they agree
     returns_items: tuple[str | None, ...] = ()
@@ -230,6 +232,10 @@ def forward_returns(scope: Scope | None, name: str, _depth: int = 0, element: in
                 kinds.add(_agree([forward_returns(home, c, _depth + 1, element) for c in rec.returns_via]))
             else:
                 kinds.add(None)
+        elif rec.returns:
+            # no forward of its own, but nn.Sequential's, over the modules its __init__ hands to
+            # `super().__init__` (source/numerics_sequential.py)
+            kinds.add(rec.returns)
         else:
             # An inherited forward: the first base that is a class of the project decides.
             inherited = None

@@ -41,6 +41,7 @@ from gradlint.text import search_word_start
 from gradlint.source.numerics_defaults import forward_under_defaults, init_defaults, tested_settings
 from gradlint.source.numerics_quiet import _data_pipeline, _quiet_class, quiet_function
 from gradlint.source.numerics_returns import ReturnedLosses
+from gradlint.source.numerics_sequential import sequential_returns
 from gradlint.source.numerics_values import ModuleValues
 from gradlint.source.numerics_walk import FunctionWalk
 
@@ -76,6 +77,11 @@ class ClassCtx:
     # `self.requires_grad` is read back somewhere in the class: a setting of the class's own,
     # not an attempt to freeze the module
     reads_requires_grad: bool = False
+    # an nn.Sequential subclass: what its `super().__init__(...)` made, whether its __init__
+    # hands its `*modules` on as they are, whether a method changes its modules (numerics_sequential)
+    sequential: V | None = None
+    hands_modules: bool = False
+    changes_modules: bool = False
 
 
 class Extractor(ModuleValues, Backwards, ReturnedLosses):
@@ -726,6 +732,8 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
                 attrs = {a[3] for a in assuming}
                 if any(attrs & tested_settings(m) for m in methods if m.name.value not in ("__init__", "forward")):
                     kind, assuming = None, ()
+        if not has_forward and kind is None:
+            kind = sequential_returns(ctx)  # `class Head(nn.Sequential)`: its last module's output
         custom_backward = False
         if is_function:
             # a straight-through, gradient-scaling or surrogate backward is no derivative to

@@ -217,6 +217,8 @@ class TensorCalls(TorchOps):
                 return self.method_call(node, recv, meth)
             if type(recv) is cst.Name and recv.value in ("self", "cls") or (
                     type(recv) is cst.Call and type(recv.func) is cst.Name and recv.func.value == "super"):
+                if meth == "__init__" and type(recv) is cst.Call:
+                    self.sequential_base_init(node)  # `class Head(nn.Sequential)`: its modules
                 callee = self.ev(func)
                 return self.instance_call(node, callee, owner=dotted(func))
             key = dotted(func)

@@ -1,6 +1,6 @@
 """nn.Sequential as the numerics walk reads it: its call gives what its last module's call gives
-(a softmax, a ReLU's output...), from the modules its constructor is given and from the ones
-`add_module`/`append` put after them.
+(a softmax, a ReLU's output...), from the modules its constructor is given, from the ones
+`add_module`/`append` put after them, and from a subclass's `super().__init__(...)`.
 
 A mixin of the walk's torch handlers (`numerics_ops.TorchOps`): the walk's environment, its
 evaluator `ev` and its file extractor `x`. `V.seq` marks the value of a Sequential, so that a
@@ -79,6 +79,9 @@ class SequentialOps:
         gives (None for add_module, the Sequential itself for append and extend); None when the
         receiver is not a Sequential."""
         key = dotted(recv)
+        if key == "self":
+            self._own_modules_changed()
+            return None
         held = self.env.get(key) if key is not None else None
         if held is None or not held.seq:
             return None
@@ -101,9 +104,65 @@ class SequentialOps:
         """`model[-1] = nn.Identity()`, `del model[-1]` on a Sequential: its last module is no
         longer known."""
         key = dotted(target.value)
+        if key == "self":
+            self._own_modules_changed()
+            return
         held = self.env.get(key) if key is not None else None
         if held is not None and held.seq:
             self.env[key] = tail_unknown(held)
+
+    def _own_modules_changed(self) -> None:
+        """`self.add_module(...)`, `self.append(...)`, `del self[-1]` in a method of the class: its
+        last module is no longer the one its `super().__init__` was given (wherever the method
+        runs, on whichever path), for it and for its subclasses."""
+        if self.cls is not None:
+            self.cls.changes_modules = True
+
+    # -- subclasses: `class Head(nn.Sequential)` handing its modules to `super().__init__` --------
+    def sequential_base_init(self, node: cst.Call) -> None:
+        """`super().__init__(nn.LazyLinear(1), nn.Sigmoid())` in the `__init__` of a subclass of
+        nn.Sequential (directly, or through a class of the file that hands its `*modules` on as
+        they are): the Sequential its instances are (ClassCtx.sequential). A subclass whose
+        `__init__` itself hands its `*modules` on is marked so (ClassCtx.hands_modules), for its
+        own subclasses."""
+        cls = self.cls
+        if cls is None or self.name != "__init__" or not self.sequential_class(cls):
+            return
+        pos = [a for a in node.args if a.keyword is None]
+        star = self.fn_node.params.star_arg if self.fn_node is not None else None
+        if len(pos) == 1 and pos[0].star == "*" and type(star) is cst.Param and \
+                type(pos[0].value) is cst.Name and pos[0].value.value == star.name.value:
+            cls.hands_modules = True
+            return
+        if any(a.star == "**" for a in pos):
+            return
+        cls.sequential = self.sequential_of(node, pos, [self.ev(a.value) for a in pos])
+
+    def sequential_class(self, cls) -> bool:
+        """Whether instances of the class `cls` (a ClassCtx) are nn.Sequential's, with
+        Sequential's forward: a base is nn.Sequential, or a class of the file that is one and
+        hands its `*modules` to it; none of them defines forward."""
+        if "forward" in cls.methods:
+            return False
+        if "torch.nn.Sequential" in cls.bases:
+            return True
+        x = self.x
+        for b in cls.bases:
+            if b in x.local_classes and b not in x.class_ctxs and b != cls.name:
+                # a base of the file not walked yet: this unit is walked again once it is
+                x.member_readers.setdefault(b, set()).add(x.unit)
+                x.stale.add(x.unit)
+        ctxs = x.class_ctxs
+        return any(b in ctxs and ctxs[b].hands_modules and not ctxs[b].changes_modules
+                   and "forward" not in ctxs[b].methods for b in cls.bases)
+
+
+def sequential_returns(cls) -> str | None:
+    """What calling an instance of the class (a ClassCtx) with Sequential's own forward gives,
+    when its `super().__init__` named its modules: a probability kind, else None
+    (NumClass.returns of a class with no forward of its own)."""
+    made = cls.sequential
+    return made.callret if made is not None and "forward" not in cls.methods and not cls.changes_modules else None
 
 
 def tail_unknown(held: V, grown: bool = False) -> V:
