@@ -256,6 +256,32 @@ def test_hand_written_softmax_without_max_shift():
     assert "GL305" not in codes(shifted)
 
 
+def test_hand_written_grouped_softmax_over_a_scatter_sum():
+    # PyG's utils.softmax before pyg-team/pytorch_geometric#53: a softmax per node, its
+    # denominator a grouped sum of the same exps, indexed back to the edges
+    src = ("import torch\nfrom torch import nn\nfrom torch_scatter import scatter_add, scatter, scatter_max\n\n"
+           "net = nn.Linear(8, 1)\n\n"
+           "def softmax(x, index, n):\n    s = net(x).squeeze(-1)\n    out = s.exp()\n"
+           "    return out / scatter_add(out, index, dim=0, dim_size=n)[index]\n")
+    assert codes(src, "GL305") == ["GL305"]
+    for denominator in ("scatter(out, index, dim=0)[index]", "scatter(out, index, 0, reduce='sum')",
+                        "torch.zeros(n).scatter_add(0, index, out)[index]",
+                        "out.new_zeros(n).index_add_(0, index, out)[index]",
+                        "torch.zeros(n).scatter_reduce(0, index, out, reduce='sum')[index]",
+                        "torch.scatter_add(torch.zeros(n), 0, index, out)[index]"):
+        assert codes(src.replace("scatter_add(out, index, dim=0, dim_size=n)[index]", denominator), "GL305") \
+            == ["GL305"], denominator
+    # not a sum: a max or a mean per group, or a guarded denominator
+    for denominator in ("scatter(out, index, dim=0, reduce='max')[index]",
+                        "torch.zeros(n).scatter_reduce(0, index, out, reduce='amax')[index]",
+                        "scatter_add(out, index, dim=0).clamp(min=1e-16)[index]"):
+        assert codes(src.replace("scatter_add(out, index, dim=0, dim_size=n)[index]", denominator), "GL305") \
+            == [], denominator
+    # the fix (torch_geometric master): the per-node max subtracted before exp
+    shifted = src.replace("out = s.exp()", "out = (s - scatter_max(s, index, dim=0, dim_size=n)[0][index]).exp()")
+    assert codes(shifted, "GL305") == []
+
+
 def test_exp_of_log_softmax_into_cross_entropy():
     src = ("import torch\nimport torch.nn.functional as F\n\ndef f(z, y):\n"
            "    p = torch.exp(F.log_softmax(z, dim=-1))\n    q = F.log_softmax(z, dim=-1).exp()\n"

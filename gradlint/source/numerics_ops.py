@@ -28,6 +28,7 @@ from gradlint.source.numerics_names import (
 )
 from gradlint.source.numerics_pairs import pair_reduction, self_gram
 from gradlint.source.numerics_sequential import SequentialOps
+from gradlint.source.numerics_scatter import SCATTER_SUM_FUNCTIONS, SCATTER_SUM_METHODS, m_scatter_sum, q_scatter_sum
 from gradlint.source.names import MODEL_WRAPPERS, PARAMETER_CLASSES, dotted
 
 
@@ -823,6 +824,7 @@ _MODULE_CLASS_ORDER = len(_QUALIFIED_GROUPS) - 1
 _QUALIFIED_GROUPS += [
     ({"torch.log"}, T._q_log), ({"torch.log1p"}, T._q_log1p), ({"torch.exp"}, T._q_exp),
     ({"torch.sum", "torch.mean"}, T._q_reduce), ({"torch.sqrt", "torch.rsqrt"}, T._q_sqrt),
+    (SCATTER_SUM_FUNCTIONS, q_scatter_sum),  # grouped sums: scatter_add, index_add, segment_csr
     ({"torch.pow"}, T._q_pow), ({"torch.square"}, T._q_square), ({"torch.mul", "torch.multiply"}, T._q_mul),
     ({"torch.norm", "torch.linalg.norm", "torch.linalg.vector_norm", "torch.frobenius_norm"}, T._q_norm),
     ({"torch.std"}, T._q_std), ({"torch.var"}, T._q_var),
@@ -845,6 +847,7 @@ _METHODS = _table([
     ({"softmax"}, T._m_softmax), ({"sigmoid"}, T._m_sigmoid), ({"log_softmax"}, T._m_log_softmax),
     ({"log"}, T._m_log), ({"log1p"}, T._m_log1p), ({"exp"}, T._m_exp), ({"sum", "mean", "nansum"}, T._m_reduce),
     ({"add", "add_"}, T._m_add), ({"sqrt", "rsqrt"}, T._m_sqrt), ({"pow", "pow_"}, T._m_pow),
+    (SCATTER_SUM_METHODS, m_scatter_sum),
     ({"max", "amax", "logsumexp"}, T._m_max), ({"square"}, T._m_square), ({"mul", "multiply"}, T._m_mul),
     ({"neg", "negative"}, T._m_neg),
     ({"norm"}, T._m_norm),
