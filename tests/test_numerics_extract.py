@@ -197,6 +197,30 @@ def test_guarded_hand_written_softplus_is_one_finding_per_line():
     assert [f.code for f in only_309] == ["GL309"]
 
 
+def test_a_where_branch_bound_to_a_name_once():
+    # kornia's quaternion_to_axis_angle before kornia/kornia#3980: the division is bound to a
+    # local, then selected by where; its backward runs at sin_theta = 0 all the same (NaN)
+    src = ("import torch\n\ndef axis_angle(q):\n    q = torch.nn.Parameter(q)\n"
+           "    sin_sq = (q[..., 1:] ** 2).sum(-1)\n    sin_theta = torch.sqrt(sin_sq)\n"
+           "    k_pos = q[..., 0] / sin_theta\n"
+           "    k_neg = 2.0 * torch.ones_like(sin_theta)\n"
+           "    k = torch.where(sin_sq > 0.0, k_pos, k_neg)\n    return k\n")
+    found = check_source(src, Config(select=("GL309",)))
+    assert [(f.code, f.span.line) for f in found] == [("GL309", 7)]
+    # the fix: the double where makes the divisor safe before the division
+    fixed = src.replace("torch.sqrt(sin_sq)", "torch.sqrt(torch.where(sin_sq > 0.0, sin_sq, torch.ones_like(sin_sq)))")
+    assert codes(fixed, "GL309") == []
+    # the name rebound, or changed in place, before the where: not followed
+    assert codes(src.replace("    k_neg =", "    k_pos = k_pos.clamp(max=1e4)\n    k_neg ="), "GL309") == []
+    assert codes(src.replace("    k_neg =", "    k_pos.nan_to_num_()\n    k_neg ="), "GL309") == []
+    # bound in a branch that may not run: not followed
+    branch = src.replace("    k_pos = q[..., 0] / sin_theta\n",
+                         "    k_pos = sin_theta\n    if q.shape[0] > 1:\n        k_pos = q[..., 0] / sin_theta\n")
+    assert codes(branch, "GL309") == []
+    # a guarded divisor is safe
+    assert codes(src.replace("q[..., 0] / sin_theta", "q[..., 0] / sin_theta.clamp(min=1e-6)"), "GL309") == []
+
+
 def test_a_where_guarded_sqrt_of_squares_is_one_finding():
     # the masked branch's sqrt at a zero distance: GL306 (with its eps fix) when it is on, else GL309
     src = ("import torch\nimport torch.nn as nn\n\nnet = nn.Linear(8, 8)\n\n"

@@ -21,6 +21,7 @@ from gradlint.source.module_uses import PARAMETER_FREE, ModuleUses, module_uses,
 from gradlint.source.engine.walk import children, walk
 from gradlint.source.engine.tensors import DETACHED_THEN_REQUIRED, V, UNKNOWN, number_of
 from gradlint.source.gradchecks import made_as
+from gradlint.source.numerics_bound import bound_once_on_path
 from gradlint.source.names import PARAMETER_CLASSES, dotted
 
 
@@ -373,7 +374,7 @@ class SiteChecks:
         for br in branches:
             # the op may be inside the branch's arithmetic (`y * torch.log(y / rate)`): its
             # backward still meets the masked-out input (0 * inf = NaN, measured)
-            stack = [br]
+            stack = [self._where_branch_bound(node, br)]
             while stack:
                 sub = stack.pop()
                 found = self._unsafe_op(sub)
@@ -391,6 +392,17 @@ class SiteChecks:
                     stack.extend((sub.right, sub.left))
                 elif type(sub) is cst.UnaryOperation:
                     stack.append(sub.expression)
+
+    def _where_branch_bound(self, node: cst.Call, br: cst.BaseExpression) -> cst.BaseExpression:
+        """A branch written as a local name (`k_pos = a / b` then `where(c, k_pos, k_neg)`): the
+        expression it is bound to once, on the function's straight path before the where (its
+        backward runs all the same: kornia/kornia#3980); else the branch itself."""
+        if type(br) is not cst.Name:
+            return br
+        value = bound_once_on_path(self.fn_node, br.value)
+        if value is None or id(value) not in self.memo or self.x.span(value).line >= self.x.span(node).line:
+            return br  # rebound, bound on a path that may not run, or not yet walked
+        return value
 
     def _unsafe_op(self, br: cst.BaseExpression) -> tuple[str, str, tuple | None] | None:
         """(the op, its operand as written, None) when a branch is an unsafe op of a value that
