@@ -2,7 +2,8 @@
 `index_add`, `segment_csr`): what a sum over groups of `src` is, for the numerics handlers
 (numerics_ops' tables). A grouped sum of exps is the denominator of a softmax per group (PyG's
 `exp(x) / scatter_add(exp(x), index)[index]`) as `exp(x).sum()` is of a plain one: the same
-value as `TorchOps.reduce_value` makes of a sum."""
+value as `TorchOps.reduce_value` makes of a sum. Read only for a source that is an exp; any other
+grouped sum is left to the generic call rules."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def _source(c, pos: int, key: str, reduce_at: int | None, reduce_required: bool)
 
 def q_scatter_sum(ops, c) -> V | None:
     """`scatter_add(src, index, ...)` of torch_scatter or PyG, `torch.scatter_add(t, 0, i, src)`:
-    a sum of src (`sum_exp` when src is an exp)."""
+    a sum of src, when src is an exp (`sum_exp`); None for any other source."""
     for name in sorted(c.names):
         spec = SCATTER_SUM_FUNCTIONS.get(name)
         if spec is None:
@@ -59,7 +60,10 @@ def q_scatter_sum(ops, c) -> V | None:
         src_node = _source(c, *spec, reduce_required=name == "torch.scatter_reduce")
         if src_node is None:
             return None
-        res = ops.reduce_value(ops.ev(src_node), mean=False)
+        src = ops.ev(src_node)
+        if not (src.exp or src.weighted):
+            return None  # (any other grouped sum: what the call gives by default)
+        res = ops.reduce_value(src, mean=False)
         if spec[0] != 0:  # the tensor summed into (torch.scatter_add's input) may carry gradient
             res = replace(res, params=res.params or c.first.params)
         return res
@@ -72,5 +76,8 @@ def m_scatter_sum(ops, c) -> V | None:
     src_node = _source(c, *spec, reduce_required=c.meth.startswith("scatter_reduce")) if spec else None
     if src_node is None:
         return None
-    res = ops.reduce_value(ops.ev(src_node), mean=False)
+    src = ops.ev(src_node)
+    if not (src.exp or src.weighted):
+        return None  # (the generic method rule keeps the receiver's cut: `from_numpy(a).index_add(...)`)
+    res = ops.reduce_value(src, mean=False)
     return replace(res, params=res.params or c.r.params)
