@@ -21,9 +21,11 @@ class HandWrittenUnstableFunction(SiteRule):
     sigmoid's derivative `exp(z) / (1 + exp(z)) ** 2`), `log(1 + exp(x))` (and `log1p(exp(x))`, `x.exp().add(1).log()`)
     and `log(sum(exp(x)))` (its terms weighted by probabilities or positive numbers too:
     `log(sum(exp(log_gauss) * mixing))`) written with torch operations, and a softmax written as
-    `exp(z) / exp(z).sum(...)` with no max-shift (also masked or weighted: `exp(z) * mask`), through local variables. Not flagged:
+    `exp(z) / exp(z).sum(...)` with no max-shift (also masked or weighted: `exp(z) * mask`; also
+    per group, over a grouped sum of the exps: `exp(z) / scatter_add(exp(z), index)[index]`,
+    `scatter(..., reduce="sum")`, `index_add`, `segment_csr`), through local variables. Not flagged:
     constant operands, detached or no-grad operands, the stable max-shifted log-sum-exp
-    (`x - x.max()` inside the exp, also divided by a temperature or times a positive number), an
+    (`x - x.max()` inside the exp, `x - scatter_max(x, index)[0][index]` per group, also divided by a temperature or times a positive number), an
     exponent clamped at 80 or below or kept only where
     it is at most such a number (`x.masked_fill(~(x <= 18), 0)`, `torch.where(x <= 18, x, 0)`), `-|x|` also as `x.abs().neg()`, and exp of a value that cannot be positive (`-x ** 2`,
     `-|x|`: the stable softplus `clamp(x, min=0) + log1p(exp(-|x|))`).

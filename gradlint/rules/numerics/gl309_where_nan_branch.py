@@ -14,7 +14,10 @@ class WhereNanBranch(SiteRule):
     Flags `torch.where(cond, a, b)` (and `x.where(cond, y)`) where a branch is `log`, `sqrt`,
     `rsqrt`, `reciprocal`, `acos`/`asin` or a division of an operand that is not clamped, shifted
     by an eps or guarded by an inner `where` before the operation. ONNX graphs are read too
-    (the ONNX front-end matches the pattern).
+    (the ONNX front-end matches the pattern). A branch written as a local name is read as the
+    expression it is bound to (`k_pos = a / b` then `torch.where(c, k_pos, k_neg)`, reported at
+    the binding) when the function binds it once, in a statement of its own body before the
+    where (not in a branch or loop), and never changes it in place.
 
     Carries gradient: the operand of the unsafe op (or, for a division, the numerator or the
     divisor) must depend on parameters (a module's layers or `nn.Parameter`s, or a leaf made with
