@@ -256,3 +256,19 @@ def test_a_caller_that_names_no_torch_is_read_for_its_calls(tmp_path):
     # the look-alike: summarize called with grad
     (tmp_path / "run.py").write_text(run.replace("    with torch.no_grad():\n        return", "    return"))
     assert found() == [(5, "GL302")]
+
+
+def test_a_class_of_the_same_name_read_in_another_module_is_no_read_of_this_one():
+    """`type(self) == Net` in a module with its own `Net` (denoising-diffusion-pytorch: several
+    modules define a `GaussianDiffusion`) reads that class: the calls of this one stay known."""
+    from gradlint.facts.callgraph import project_calls
+
+    a = ("import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self, k=1):\n"
+         "        super().__init__()\n\n\ndef make():\n    return Net(2)\n")
+    b = ("import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+         "        super().__init__()\n        assert type(self) == Net\n")
+    calls = project_calls(index_of({"a.py": a, "b.py": b}), "a", "Net.__init__")
+    assert calls is not None and [home for home, _args in calls] == ["a"]
+    # this class read as a value (a registry of it): its calls are not all known
+    c = "import torch\n\nfrom a import Net\n\nFACTORIES = {'net': Net}\n"
+    assert project_calls(index_of({"a.py": a, "c.py": c}), "a", "Net.__init__") is None

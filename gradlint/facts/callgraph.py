@@ -117,6 +117,8 @@ def _find_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[s
         if facts is None:
             return None  # a file that names it and was not read
         passes = word in facts.references
+        if passes and short == "__init__" and _other_class(index, mod.name, word, owner):
+            passes = False  # the name read there is a class of its own (`type(self) == Net`)
         if passes and (owner is not None or word not in facts.passed_functions):
             return None  # it reads it as a value, not only as what a call is given
         if owner is not None and any(f"{mod.name}.{c.name}" != owner and _derives(index, mod.name, c, owner)
@@ -151,6 +153,13 @@ def _find_calls(index: ProjectIndex, module: str, function: str) -> list[tuple[s
                     return None
                 out.append((mod.name, {**dict(call.args), "^": fn.name}))  # "^": the calling function
     return out
+
+
+def _other_class(index: ProjectIndex, module: str, word: str, owner: str) -> bool:
+    """Whether `word` in `module` is a project class other than `owner` wherever it is read there:
+    the module's own class of that name, or one it imports (resolved to that alone)."""
+    found = index.resolve(module, word)
+    return bool(found) and owner not in found and all(index.numclass(q) is not None for q in found)
 
 
 def _passed_calls(index: ProjectIndex, mod: Module, call: Call, target: str,
