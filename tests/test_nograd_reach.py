@@ -272,3 +272,14 @@ def test_a_class_of_the_same_name_read_in_another_module_is_no_read_of_this_one(
     # this class read as a value (a registry of it): its calls are not all known
     c = "import torch\n\nfrom a import Net\n\nFACTORIES = {'net': Net}\n"
     assert project_calls(index_of({"a.py": a, "c.py": c}), "a", "Net.__init__") is None
+
+
+def test_calls_record_what_carries_no_gradient_and_what_comes_before_a_star():
+    text = ("import torch\n\n\ndef f(t, u, *rest, k=None):\n    return t\n\n\n"
+            "def g(x, net, rest):\n    f(torch.rand(3), x.detach())\n    f(net(x), 0.5, *rest, k=torch.zeros(2))\n")
+    calls = [dict(c.args) for fn in facts(text).numerics.functions if fn.name == "g" for c in fn.calls
+             if c.callee == "f"]
+    assert calls[0]["0"] == "free" and calls[0]["1"] == "free"  # a fresh tensor, a cut value
+    # before the star, each argument is at its place; after it, any position may be anything
+    # (the output of a model handed in carries its gradient)
+    assert calls[1]["0"] == "grad:dense" and calls[1]["1"] == "free" and calls[1]["k"] == "free" and "*" in calls[1]

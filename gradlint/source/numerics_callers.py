@@ -25,12 +25,17 @@ _BUILTINS = frozenset(dir(builtins))
 def _shape(v: V) -> str:
     """An argument as a caller in another file needs it (Call.args): '' when nothing useful. A
     criterion, a model (its one class), a probability (softmax, sigmoid or 1 - sigmoid, unshifted)
-    or the output of a model of one class, for a site on the callee's parameter."""
+    or the output of a model of one class, for a site on the callee's parameter; 'free' for a value
+    that carries no gradient."""
     if v.crit:
         return "crit:" + v.crit
     if len(v.inst) == 1 and not v.crit:
         return "inst:" + next(iter(v.inst))
-    if v.nograd or v.shifted:
+    if v.nograd:
+        # a fresh tensor, a literal or a cut value: no gradient reaches the callee through it (a
+        # parameter every call hands such a value carries none either: facts.free)
+        return "free"
+    if v.shifted:
         return ""
     if v.prob in ("softmax", "sigmoid", "one_minus_sigmoid"):
         return "prob:" + v.prob
@@ -101,9 +106,17 @@ class CallRecords:
         out = [("&", through)] if through is not None else []
         position = 0
         unknown = []
+        starred = False
         for a in node.args:
             if a.star:
-                return (("*", ""),)
+                # `f(x, t, *args, **kwargs)`: what comes before the first star is still at its
+                # place; positions after it, and any keyword, may be anything
+                if not starred:
+                    out.append(("*", ""))
+                starred = True
+                continue
+            if starred and a.keyword is None:
+                continue
             key = a.keyword.value if a.keyword is not None else str(position)
             position += a.keyword is None
             passed = self._function_passed(a.value)
