@@ -283,12 +283,12 @@ def _defaults_hold(index: ProjectIndex, qualified: str, assuming: tuple[tuple[st
     for param, at, _code, attr in assuming:
         if passed_everywhere(index, module, cls + ".__init__", param, at, default="=default") != "=default":
             return False
-        if _set_elsewhere(index, attr):
+        if attr_set_elsewhere(index, attr):
             return False
     return True
 
 
-def _set_elsewhere(index: ProjectIndex, attr: str) -> bool:
+def attr_set_elsewhere(index: ProjectIndex, attr: str) -> bool:
     """Whether an attribute `attr` may be set after construction (`model.method = 'logits'`,
     `net.criterion = ProbLoss()`): a file that names it assigns it on an object other than
     `self` (NumericsFacts.attrs_set), or cannot be read, or too many files name it."""
@@ -561,7 +561,7 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
         if model is not None or tensor is not None or "input_keyword" in data or prob not in ("softmax", "sigmoid"):
             return None
         attr = data.get("criterion_attr")
-        if attr and _set_elsewhere(scope.index, attr):
+        if attr and attr_set_elsewhere(scope.index, attr):
             return None  # `net.criterion = ProbLoss()` somewhere: the class it was built with is not the one called
         return _fed(site, prob, data.get("input", ""),
                     forward_feeds(scope.index, crit[5:], 0, "", int(elem) if elem is not None else None))

@@ -38,6 +38,7 @@ from gradlint.source.engine.walk import walk as walk_nodes
 from gradlint.source.module_uses import ModuleUses
 from gradlint.source.names import bound_otherwise, dotted, top_level_imports
 from gradlint.text import search_word_start
+from gradlint.source.numerics_free import GradFree
 from gradlint.source.numerics_defaults import forward_under_defaults, init_defaults, tested_settings
 from gradlint.source.numerics_quiet import _data_pipeline, _quiet_class, quiet_function
 from gradlint.source.numerics_returns import ReturnedLosses
@@ -84,7 +85,7 @@ class ClassCtx:
     changes_modules: bool = False
 
 
-class Extractor(ModuleValues, Backwards, ReturnedLosses):
+class Extractor(ModuleValues, Backwards, ReturnedLosses, GradFree):
     """Walks one parsed file and collects Sites, class summaries and gradcheck names."""
 
     def __init__(self, src, project=None) -> None:
@@ -219,6 +220,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         self.module_uses: dict[int, tuple[ClassCtx, ModuleUses]] = {}
         self.outside_runs: set[str] | None = None
         self.top_classes: dict[str, cst.ClassDef] | None = None
+        self._init_free()
 
     # -- helpers -----------------------------------------------------------------------------
     def q(self, expr: cst.BaseExpression) -> frozenset[str]:
@@ -384,7 +386,8 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
             self.returns_of.pop(node.name.value, None)  # (this walk's returns replace an earlier one's)
         else:
             for method in [k for k in self.returns_of if k.startswith(node.name.value + ".")]:
-                del self.returns_of[method]  # (and its methods')
+                # (and its methods'; kept aside for a method called before its def: method_free)
+                self.prev_returns[method] = self.returns_of.pop(method)
         old = self.units.get(key)
         if old is not None:
             self._seen.difference_update((s.kind, s.span, s.variant) for s in old[1])
@@ -511,7 +514,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
 
     def same_origin(self, old: V, new: V) -> V:
         """`new`, a copy of `old` with another fact, computed from what `old` was (derive_from)."""
-        for table in (self.open_derived, self.open_kept, self.open_multi):
+        for table in (self.open_derived, self.open_kept, self.open_multi, self.free_of):
             got = table.get(id(old))
             if got is not None and got[0] is old:
                 table[id(new)] = (new, *got[1:])
@@ -521,9 +524,15 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
         """`result`, computed from `operands`: of the open parameter every operand that is not a
         constant is of (a selection or reshape of it, `inp[:, 0].double()`; arithmetic on such
         values, `(a11 - q) * a22 / p` with each a column of one parameter); none else. `kept`:
-        `result` selects or reshapes `operands[0]`, the others are sizes and indices."""
-        if not self.open_params:
-            return result
+        `result` selects or reshapes `operands[0]`, the others are sizes and indices. And
+        grad-free where they all are (numerics_free)."""
+        if self.open_params:
+            result = self._derive_from(operands, result, kept)
+        if self.open_params or self.free_of:
+            result = self.free_through(operands, result, kept=kept)
+        return result
+
+    def _derive_from(self, operands: list, result: V, kept: bool) -> V:
         if kept and result is not operands[0] and (ref := self.kept_param(operands[0])) is not None:
             if result is UNKNOWN:
                 result = open_value()
@@ -676,6 +685,8 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses):
                     ctx.attrs[key[5:]] = replace(val, value=UNKNOWN) if val.value is not UNKNOWN else val
                     if val.leaf and val.params and val.tensor and not val.module and not any(val is v for v in passed):
                         ctx.params.add(key[5:])
+            if len(self.path) == 1:
+                self.note_init_attrs(name, walk.env, methods, setup)
         if any(b in _WEIGHTED_LAYERS for b in bases):
             # a subclass of a torch layer (weight standardisation's `class WSConv2d(nn.Conv2d)`):
             # the layer's own __init__ made `self.weight` and `self.bias` its parameters

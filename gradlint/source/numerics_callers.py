@@ -22,11 +22,11 @@ from gradlint.source.names import dotted
 _STDLIB = frozenset(sys.stdlib_module_names)
 _BUILTINS = frozenset(dir(builtins))
 
-def _shape(v: V) -> str:
+def _shape(v: V, unfree: bool = False) -> str:
     """An argument as a caller in another file needs it (Call.args): '' when nothing useful. A
     criterion, a model (its one class), a probability (softmax, sigmoid or 1 - sigmoid, unshifted)
-    or the output of a model of one class, for a site on the callee's parameter; 'free' for a value
-    that carries no gradient."""
+    or the output of a model of one class, for a site on the callee's parameter; a value that
+    carries no gradient (unless `unfree`: changed in place by what may)."""
     if v.crit:
         return "crit:" + v.crit
     if len(v.inst) == 1 and not v.crit:
@@ -34,7 +34,7 @@ def _shape(v: V) -> str:
     if v.nograd:
         # a fresh tensor, a literal or a cut value: no gradient reaches the callee through it (a
         # parameter every call hands such a value carries none either: facts.free)
-        return "free"
+        return "" if unfree else "free"
     if v.shifted:
         return ""
     if v.prob in ("softmax", "sigmoid", "one_minus_sigmoid"):
@@ -123,8 +123,10 @@ class CallRecords:
             if passed:
                 self.x.fn_args.add(id(a.value))  # (its read is no free reference: Extractor.fn_args)
             v = self.ev(a.value)
-            # (the output of a model that is an open parameter carries its gradient too)
-            shape = _shape(v) or ("grad:dense" if self.param_output(v) is not None else "") or self._passed_on(v)
+            # (the output of a model that is an open parameter carries its gradient too; a fresh
+            # tensor changed in place by what may carry gradient is no longer fresh: numerics_free)
+            shape = _shape(v, id(v) in self.x.unfree) or ("grad:dense" if self.param_output(v) is not None else "") \
+                or self._passed_on(v)
             if passed and (v is UNKNOWN or not shape):
                 shape = "fn:" + passed
             if self.leaving and shape.startswith(("grad", "out:", "prob:")):

@@ -263,6 +263,8 @@ class TensorCalls(TorchOps):
             res = self.builtin_call(node, fname)
             if self.x.def_counts.get(fname) == 1 and fname not in self.enclosing and self._top_function(fname):
                 res = replace(res, returned=(fname, -1))  # a top-level function of this file
+                # (one that holds no parameters: grad-free where its arguments are)
+                res = self.x.pure_call(node, fname, self._args_ev(node), res)
             return res
         callee = self.ev(func)
         return self.instance_call(node, callee, owner=None)
@@ -346,6 +348,18 @@ class TensorCalls(TorchOps):
         return [self.ev(a.value) for a in node.args]
 
     def instance_call(self, node: cst.Call, callee: V, owner: str | None) -> V:
+        res = self._instance_call(node, callee, owner)
+        if owner and owner.startswith("self.") and owner.count(".") == 1:
+            # a method of the class, or a callable attribute that holds no parameters: what it
+            # gives is grad-free where what it is handed is (numerics_free)
+            res = self.x.self_call(self, node, owner[5:], self._args_ev(node), res)
+        elif owner and "." not in owner and owner not in self.env and owner not in self.enclosing \
+                and self.x.one_function(owner) and self._top_function(owner) is not None:
+            # a top-level function of this file (read through the module's names)
+            res = self.x.pure_call(node, owner, self._args_ev(node), res)
+        return res
+
+    def _instance_call(self, node: cst.Call, callee: V, owner: str | None) -> V:
         vals = self._args_ev(node)
         # the modules called on the way (V.through): those its inputs passed, and this one, by
         # its name, unless it has no parameters (a criterion, an nn.Sigmoid: they train nothing)
@@ -689,7 +703,8 @@ class TensorCalls(TorchOps):
         (one answering None leaves the call to the next, then to the generic rule below)."""
         if changes_in_place(meth) and meth != "requires_grad_" and \
                 (root := root_name(recv_node)) is not None:
-            self.changed_in_place(root)  # `x.mul_(100)`, `x.data.mul_(100)`: the tensor changed
+            # `x.mul_(100)`, `x.data.mul_(100)`: the tensor changed
+            self.changed_in_place(root, self._args_ev(node))
         leaves = meth in _LEAVES_AUTOGRAD and not node.args
         self.leaving += leaves
         try:

@@ -316,7 +316,8 @@ class TensorEval:
             left = self.ev(node.left)
             self.lazy += 1  # (the right operand runs on some paths only)
             try:
-                return merge(left, self.ev(node.right))
+                right = self.ev(node.right)
+                return self.x.free_join(left, right, merge(left, right))
             finally:
                 self.lazy -= 1
         if kind is cst.IfExp:
@@ -332,7 +333,7 @@ class TensorEval:
                     # an open parameter on one arm only (`inputs if first else inputs[::-1]`) is
                     # not that parameter: a copy, which no unpacking reads as its elements
                     got = replace(got)
-                return got
+                return self.x.free_join(body, orelse, got)
             finally:
                 self.branching -= 1
         if kind in (cst.Tuple, cst.List, cst.Set):
@@ -552,20 +553,20 @@ class TensorEval:
                 squared = type(node.right) is not cst.Name and not (
                     type(node.right) is cst.BinaryOperation and type(node.right.operator) in (cst.Add, cst.Subtract))
                 self.add_305(node, "exp(z) / (1 + exp(z)) ** 2" if squared else "exp(z) / (1 + exp(z))",
-                             "sigmoid_derivative" if squared else "sigmoid_ratio")
+                             "sigmoid_derivative" if squared else "sigmoid_ratio", (left, right))
             elif number_of(left) == 1 and right.one_plus_exp and not right.nograd:
-                self.add_305(node, "1 / (1 + exp(-x))", "sigmoid")
+                self.add_305(node, "1 / (1 + exp(-x))", "sigmoid", (right,))
             elif right.one_plus_exp and not right.nograd and number_of(left) != 0:
                 # swish written out, `x / (1 + exp(-x))`, or any `y / (1 + exp(-x))`: the backward's
                 # inf / inf is NaN past x < -88 (measured: F.silu's gradient there is -0.0)
-                self.add_305(node, "y / (1 + exp(-x))", "scaled_sigmoid")
+                self.add_305(node, "y / (1 + exp(-x))", "scaled_sigmoid", (left, right))
             if (left.exp or left.weighted) and right.sum_exp and not left.nograd:
                 # measured: exp(z) / exp(z).sum() at z = [100, 1] is [nan, 0] with a NaN gradient;
                 # masked (`e * mask / (e * mask).sum()`) the same
                 if left.exp:
-                    self.add_305(node, "exp(z) / exp(z).sum()", "softmax")
+                    self.add_305(node, "exp(z) / exp(z).sum()", "softmax", (left, right))
                 else:
-                    self.add_305(node, "w * exp(z) / exp(z).sum()", "softmax_weighted")
+                    self.add_305(node, "w * exp(z) / exp(z).sum()", "softmax_weighted", (left, right))
         if op is cst.Power:
             exponent = number_of(right)
             if exponent == 0.5:

@@ -308,7 +308,7 @@ class TorchOps(SequentialOps):
 
     def _q_log1p(self, c: _Call) -> V:
         if c.first_node is not None and c.first.exp and not c.first.nograd:
-            self.add_305(c.node, "log1p(exp(x))", "softplus")
+            self.add_305(c.node, "log1p(exp(x))", "softplus", (c.first,))
         return replace(_combine(c.vals), tensor=True)
 
     def _q_exp(self, c: _Call) -> V:
@@ -403,7 +403,7 @@ class TorchOps(SequentialOps):
 
     def _q_reciprocal(self, c: _Call) -> V:
         if c.first.one_plus_exp and not c.first.const:
-            self.add_305(c.node, "reciprocal(1 + exp(-x))", "sigmoid")
+            self.add_305(c.node, "reciprocal(1 + exp(-x))", "sigmoid", (c.first,))
         return replace(_combine(c.vals), tensor=True)
 
     def _q_where(self, c: _Call) -> V | None:
@@ -567,7 +567,7 @@ class TorchOps(SequentialOps):
 
     def _m_log1p(self, c: _Call) -> None:
         if not c.pos and c.r.exp and not c.r.nograd:
-            self.add_305(c.node, "log1p(exp(x))", "softplus")
+            self.add_305(c.node, "log1p(exp(x))", "softplus", (c.r,))
 
     def _m_exp(self, c: _Call) -> V | None:
         return None if c.pos else self._exp_value(c.r)
@@ -648,7 +648,7 @@ class TorchOps(SequentialOps):
 
     def _m_reciprocal(self, c: _Call) -> None:
         if c.r.one_plus_exp and not c.r.const:
-            self.add_305(c.node, "(1 + exp(-x)).reciprocal()", "sigmoid")
+            self.add_305(c.node, "(1 + exp(-x)).reciprocal()", "sigmoid", (c.r,))
 
     def _m_where(self, c: _Call) -> V | None:
         if len(c.pos) < 2:

@@ -13,6 +13,7 @@ from typing import Any
 
 import libcst as cst
 
+from gradlint.facts import free
 from gradlint.facts.numerics import LOSS_NAMES, Pieces, Site
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.calls import arguments
@@ -291,16 +292,21 @@ class SiteChecks:
     def _log_of_exps(self, node: cst.Call, a: V) -> None:
         """softplus and log-sum-exp written out: log(1 + exp(x)), log(sum(exp(x)))."""
         if a.one_plus_exp:
-            self.add_305(node, "log(1 + exp(x))", "softplus")
+            self.add_305(node, "log(1 + exp(x))", "softplus", (a,))
         elif a.sum_exp and a.weighted:
-            self.add_305(node, "log(sum(w * exp(x)))", "logsumexp_weighted")
+            self.add_305(node, "log(sum(w * exp(x)))", "logsumexp_weighted", (a,))
         elif a.sum_exp:
-            self.add_305(node, "log(sum(exp(x)))", "logsumexp")
+            self.add_305(node, "log(sum(exp(x)))", "logsumexp", (a,))
 
-    def add_305(self, node: cst.CSTNode, pattern: str, instead: str) -> None:
+    def add_305(self, node: cst.CSTNode, pattern: str, instead: str, operands: tuple = ()) -> None:
         if self.hazard_quiet() and not (self.computes_gradient and instead in VALUE_BROKEN):
             return
-        self.x.add(Site("hand_written_unstable", instead, self.x.span(node), detail=pattern))
+        # operands built from fresh tensors and this function's parameters (or its class's): no
+        # gradient where every call in the project passes none there (facts.free.grad_free)
+        needs = [self.x.free_given(v) for v in operands]
+        union = frozenset().union(*needs) if needs and None not in needs else frozenset()
+        data = (("free_if", free.encode(union)),) if union and not self.computes_gradient else ()
+        self.x.add(Site("hand_written_unstable", instead, self.x.span(node), detail=pattern, data=data))
 
     def _on_parameter(self, kind: str, how: str, ref: tuple, node: cst.CSTNode, detail: str,
                       pieces: Pieces | None = None, extra: tuple = ()) -> None:

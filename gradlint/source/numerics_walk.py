@@ -28,6 +28,7 @@ from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_callers import CallRecords
 from gradlint.source.numerics_eval import TensorEval, _entry, _string_index, exp_arguments
+from gradlint.source.numerics_free import literal
 from gradlint.source.numerics_quiet import quiet_function
 from gradlint.source.numerics_registry import empty_dict
 from gradlint.source.numerics_sites import SiteChecks
@@ -155,6 +156,8 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
                 # a model's output the callers here pass stays open, carrying its gradient
                 v = open_value(v)
                 self.x.open_params[id(v)] = (v, self.qual, name, sig[0].index(name) if name in sig[0] else -1)
+                if literal(p.default):
+                    self.x.free_defaults.add((self.qual, name))  # (a call leaving it passes no gradient)
             self.env[name] = v if v is not None else UNKNOWN
         # the parameters its callers pass a trainable parameter of theirs (`self.constraint(self.
         # kernel)`): what a cut in this function takes from it. Not a computed value with
@@ -406,10 +409,12 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
 
     def join_branches(self, stmt: cst.CSTNode, before: dict, first: dict[str, V], second: dict[str, V]) -> None:
         self.env = merge_env(first, second)
+        self.x.free_env(first, second, self.env)
 
     def join_loop(self, stmt: cst.For | cst.While, before: dict[str, V]) -> None:
         after = self.env
         self.env = merge_env(before, after)
+        self.x.free_env(before, after, self.env)
         for key, was in before.items():
             # A constant the body makes carry gradient (`d = torch.zeros(n, n)` filled by `d[i, j] =
             # dist(...)`, `total = 0; total = total + loss`) is constant only where the loop runs no
@@ -594,7 +599,11 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
 
     def unpack(self, val: V, count: int) -> list | None:
         """`validity, label = D(x)`: each target gets its element when the length is known (a
-        tuple literal's, or a model output's whose forward returns a tuple)."""
+        tuple literal's, or a model output's whose forward returns a tuple); of a grad-free value
+        (a call of a function that holds no parameters), each grad-free too."""
+        return self.x.free_parts(val, self._unpack(val, count), count)
+
+    def _unpack(self, val: V, count: int) -> list | None:
         if val.pieces:
             return [replace(val, pieces=False)] * count  # `x, y, z = torch.split(xyz, 1, dim=1)`
         ref = self.x.open_param(val)
@@ -641,17 +650,22 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
                 return True
         return False
 
-    def changed_in_place(self, name: str) -> None:
+    def changed_in_place(self, name: str, by: list | None = None) -> None:
         """`x.mul_(10)`, `x[0] = 100`, `x.data.add_(1)`: the tensor under `name` (and under every
         name bound to the same value: `y = x; y.mul_(10)`) changed; what bounded it (a clamp, a
-        shift by its max, a mask's comparison of it) no longer holds."""
+        shift by its max, a mask's comparison of it) no longer holds, nor that it carries no
+        gradient unless what changed it (`by`: the arguments, the value written) carries none."""
         held = self.env.get(name)
         names = [name] if held is None or held is UNKNOWN else [k for k, v in self.env.items() if v is held]
         for k in names or [name]:
             self.changed(k)
             v = self.env.get(k)
-            if v is not None and v is not UNKNOWN and (v.exp_safe or v.floor_safe or v.max_shifted or v.mask_of or v.nonpos):
-                self.env[k] = replace(v, exp_safe=False, floor_safe=False, max_shifted=False, mask_of=None, nonpos=False)
+            if v is None or v is UNKNOWN:
+                continue
+            new = v
+            if v.exp_safe or v.floor_safe or v.max_shifted or v.mask_of or v.nonpos:
+                new = replace(v, exp_safe=False, floor_safe=False, max_shifted=False, mask_of=None, nonpos=False)
+            self.env[k] = self.x.changed_by(v, new, by)
 
     def bind_name(self, name: str, val: V) -> None:
         self.changed(name)
@@ -683,7 +697,7 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
     def bind_subscript(self, target: cst.Subscript, val: V) -> None:
         self.sequential_item_set(target)  # `model[-1] = nn.Identity()`
         if (root := root_name(target.value)) is not None:
-            self.changed_in_place(root)  # `x[:] = x * 100`
+            self.changed_in_place(root, [val])  # `x[:] = x * 100`
         self._dict_changed(target.value)
         self._list_set(target, val)
         self.bind_attribute(target, val)

@@ -9,6 +9,7 @@ from typing import Iterator
 from gradlint.findings import Finding, Fix, Severity
 from gradlint.registry import Rule, RuleContext
 from gradlint.facts.callgraph import only_nograd_reachable
+from gradlint.facts.free import grad_free
 from gradlint.facts.numerics import (NumericsFacts, Site, backpropagated_elsewhere, bind_forward_call, bind_parameters,
                                      default_holds, forward_assumes, holds, imported_criterion)
 
@@ -71,6 +72,8 @@ class SiteRule(Rule):
                 continue
             if self.needs_grad and only_nograd_reachable(ctx.index, site.function):
                 continue
+            if self.needs_grad and site.data and grad_free(dict(site.data), ctx.index):
+                continue  # built from fresh tensors and what every caller passes without gradient
             if site.classes and site.element is None and (assumed := forward_assumes(ctx.index, site.classes[0])):
                 site = replace(site, data=site.data + (("assuming", assumed),))  # for output_of
             message = self.message(site, ctx)
@@ -78,7 +81,7 @@ class SiteRule(Rule):
                 continue
             yield ctx.finding(message, site.span, fix=self.fix(site, facts),
                               severity=Severity.INFO if site.info else None,
-                              data=dict(site.data) | {"pattern": site.variant})
+                              data={k: v for k, v in site.data if k != "free_if"} | {"pattern": site.variant})
 
     def graph_hazards(self, ctx: RuleContext) -> Iterator[Finding]:
         """Findings for the ONNX graph patterns of this rule's kinds.
