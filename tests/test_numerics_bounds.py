@@ -123,3 +123,46 @@ def test_a_product_that_is_never_positive_keeps_the_softplus_quiet(exponent):
 ])
 def test_a_product_whose_sign_is_open_is_flagged(exponent):
     assert codes(_HEAD + f"    return torch.log(1 + torch.exp({exponent}))\n") == ["GL305"]
+
+
+# -- numbers a tensor lies between (engine/bounds.py) ----------------------------------------------
+
+def _logodds(eps: str, after: str = "    x = torch.mean(x, dim=dim)\n", before: str = "") -> str:
+    return ("import torch\n\nEPS = 1e-6\n\n\ndef f(x, dim, eps" + eps + "):\n" + before +
+            "    x = x.clamp(min=eps, max=1.0 - eps)\n    x = torch.log(x / (1 - x))\n" + after +
+            "    return torch.exp(x) / (1 + torch.exp(x))\n")
+
+
+@pytest.mark.parametrize("src", [
+    _logodds("=1e-6"),  # pytorch-toolbelt's logodd_mean: |log-odds| <= 13.8
+    _logodds("=EPS"),
+    _logodds("=1e-7"),  # 1 - 1e-7 is still below 1 in float32: |log-odds| <= 16
+    _logodds("=1e-6", after="    x = x.mean(dim) * 5\n"),  # 69
+    _logodds("=1e-6", after="    x = -x.float().view(-1)\n"),
+])
+def test_a_bound_carried_through_the_log_odds_of_a_clamped_probability_keeps_the_exp_quiet(src):
+    # measured in torch (float32): inputs at 0 and 1 give a finite value and gradient (eps 1e-6, 1e-7)
+    assert codes(src) == []
+
+
+@pytest.mark.parametrize("src", [
+    _logodds(""),  # eps unknown: the bound may be anything
+    _logodds("=1e-8"),  # 1 - 1e-8 is 1.0 in float32: 1 - x reaches 0 (measured: NaN at x = 1)
+    _logodds("=1e-40"),  # log((1 - eps) / eps) = 92 > 88
+    _logodds("=1e-6", after="    x = torch.sum(x, dim=dim)\n"),  # a sum of ten is 138
+    _logodds("=1e-6", after="    x = 10 * x\n"),  # measured: NaN at x = 1
+    _logodds("=1e-6", after="    x = x.add_(y)\n"),
+    _logodds("=1e-6", before="    eps = eps * y\n"),
+])
+def test_a_bound_that_does_not_hold_in_float32_is_flagged(src):
+    assert codes(src.replace("def f(x, dim", "def f(x, y, dim")) == ["GL305"]
+
+
+def test_clamp_bounds_of_unknown_numbers():
+    from gradlint.source.engine import bounds
+
+    assert bounds.clamped(None, 0.0, 1.0) == (0.0, 1.0)
+    assert bounds.clamped((0.0, 5.0), None, None, lo_given=True) == (0.0, float("inf"))  # max(x, ?) >= x
+    assert bounds.clamped((0.0, 5.0), 1.0, None, hi_given=True) == (float("-inf"), 5.0)  # min(., ?) may be anything below
+    assert bounds.clamped(None, 2.0, 1.0) == (1.0, 1.0)  # torch: a max below the min wins
+    assert bounds.clamped(None, 1e-8, 1 - 1e-8)[1] == 1.0  # as float32 holds it

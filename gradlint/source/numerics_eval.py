@@ -15,6 +15,7 @@ import libcst as cst
 
 from gradlint.source.budget import MAX_EXPR_DEPTH
 from gradlint.source.engine.fold import binary, constant, unary
+from gradlint.source.engine import bounds
 from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, _item, number_of, ratio_of, square_unit, cosines
 from gradlint.source.engine.values import str_literal
 from gradlint.source.engine.walk import children as _code_children
@@ -260,7 +261,8 @@ class TensorEval:
             res = replace(_combine([inner]), tensor=inner.tensor, exp=False,
                           prob=None, nonpos=negated_square, value=UNKNOWN if signed is None else signed,
                           # -x of x >= -80 is at most 80, and of x <= 80 at least -80
-                          exp_safe=minus and inner.floor_safe, floor_safe=minus and inner.exp_safe)
+                          exp_safe=minus and inner.floor_safe, floor_safe=minus and inner.exp_safe,
+                          bounds=bounds.negated(inner.bounds) if minus else None)
             if inner.cut_terms and not res.nograd:
                 res = replace(res, cut_terms=inner.cut_terms)  # `-(a + b.detach())` keeps its terms
             return self.x.derive_from([inner], res)
@@ -581,6 +583,11 @@ class TensorEval:
         folded = binary(op, left.value, right.value)
         if folded is not None:
             res = replace(res, value=folded)  # arithmetic on plain numbers: engine/fold.py's
+        elif left.bounds is not None or right.bounds is not None:
+            # `x / (1 - x)` of `x` clamped to [eps, 1 - eps]: between eps / (1 - eps) and its inverse
+            known = bounds.arith(op, bounds.of(left), bounds.of(right))
+            if known is not None:
+                res = replace(res, bounds=known, **bounds.safety(known))
         den = left.ratio_den or right.ratio_den
         if den and res.ratio_den is None and op in (cst.Add, cst.Subtract, cst.Multiply, cst.Divide):
             res = replace(res, ratio_den=den)  # `p / q + eps`: the division's backward is NaN all the same

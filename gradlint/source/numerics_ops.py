@@ -15,7 +15,8 @@ import libcst as cst
 from gradlint.source.budget import bounded
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.fold import as_float
-from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _combine, ratio_of, required_again,
+from gradlint.source.engine import bounds
+from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _combine, ratio_of, required_again, logged,
                                             broken_before_required, cosines, square_unit, number_of, parts_joined,
                                             weighted_squares)
 from gradlint.source.engine.values import truth
@@ -69,8 +70,6 @@ def squares_product(x, a: V, b: V) -> V | None:
     return x.derive_from([a if (a.sq or a.sumsq) else b], made)
 
 
-# exp(x) is finite in float32 up to x = 88.7: a value clamped at or below this cannot overflow it.
-EXP_SAFE = 80.0
 
 class _Call:
     """One call as its handler reads it: the arguments as written and as evaluated (once, in
@@ -136,7 +135,7 @@ def _bounded_fill(walk, mask_node: cst.BaseExpression, mask: V, kept: cst.BaseEx
                   keep: str) -> bool:
     """Whether a fill or where keeps `kept` exactly where it is at most a number (`keep` "gt":
     the mask marks the values replaced, those above it; "le": the values kept) no larger than
-    EXP_SAFE, and puts such a number everywhere else: the result's exp cannot overflow. The mask
+    bounds.EXP_SAFE, and puts such a number everywhere else: the result's exp cannot overflow. The mask
     is written as made (`mask`, `~mask`, `x <= 18`: no item or view of it) of this very tensor:
     the same local name, neither bound again nor changed in place since (`walk.versions`), in the
     same lambda, and with no loop entered since that changes it (a loop's body is read once)."""
@@ -149,7 +148,7 @@ def _bounded_fill(walk, mask_node: cst.BaseExpression, mask: V, kept: cst.BaseEx
     filled = number_of(fill)
     return rel == keep and key == kept.value and version == walk.versions.get(key, 0) and lazy == walk.lazy and \
         depth <= walk.looping and not walk.loop_changed(depth, key) and \
-        bound <= EXP_SAFE and filled is not None and filled <= EXP_SAFE
+        bound <= bounds.EXP_SAFE and filled is not None and filled <= bounds.EXP_SAFE
 
 
 def _literal(node: cst.BaseExpression) -> float | None:
@@ -304,7 +303,7 @@ class TorchOps(SequentialOps):
     def _q_log(self, c: _Call) -> V:
         if c.first_node is not None:
             self.check_log(c.node, c.first_node, c.first)
-        return replace(_combine(c.vals), tensor=True)
+        return logged(replace(_combine(c.vals), tensor=True), c.first if len(c.vals) == 1 else UNKNOWN)
 
     def _q_log1p(self, c: _Call) -> V:
         if c.first_node is not None and c.first.exp and not c.first.nograd:
@@ -507,6 +506,8 @@ class TorchOps(SequentialOps):
             res = replace(res, sumsq=True)
         if (r.exp or r.weighted) and not mean:
             res = replace(res, sum_exp=True, weighted=r.weighted)
+        if mean and r.bounds is not None:
+            res = replace(res, bounds=r.bounds, **bounds.safety(r.bounds))  # a mean stays between
         return res
 
     def clamp_value(self, r: V, lo: cst.BaseExpression | None, hi: cst.BaseExpression | None,
@@ -541,12 +542,16 @@ class TorchOps(SequentialOps):
             res = replace(res, shifted=True)
         if r.prob and hi is not None and (hi_n is None or hi_n < 1):
             res = replace(res, capped=True)
-        if hi_n is not None and hi_n <= EXP_SAFE:
+        if hi_n is not None and hi_n <= bounds.EXP_SAFE:
             # `clamp(exponent, -50, 50)` (pytorch-metric-learning's temperature sigmoid): the exp
             # of it cannot overflow (of ten times it, it can: exp_safe, not max_shifted)
             res = replace(res, exp_safe=True)
-        if lo_n is not None and lo_n >= -EXP_SAFE:
+        if lo_n is not None and lo_n >= -bounds.EXP_SAFE:
             res = replace(res, floor_safe=True)  # `z = x.clamp(-20, 20)`, then `exp(-z)`
+        known = bounds.clamped(r.bounds, lo_n if lo_given else None, hi_n, lo_given=lo_given,
+                               hi_given=hi is not None and self.ev(hi).value is not None)
+        if known is not None:
+            res = replace(res, bounds=known, **bounds.safety(known))
         return res
 
     # -- methods of tensors and modules, by method name ------------------------------------------
@@ -563,7 +568,7 @@ class TorchOps(SequentialOps):
         if c.pos or c.kw:
             return None
         self.check_log(c.node, c.recv, c.r)
-        return replace(_combine([c.r]), tensor=True)
+        return logged(replace(_combine([c.r]), tensor=True), c.r)
 
     def _m_log1p(self, c: _Call) -> None:
         if not c.pos and c.r.exp and not c.r.nograd:

@@ -663,8 +663,9 @@ class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGra
             if v is None or v is UNKNOWN:
                 continue
             new = v
-            if v.exp_safe or v.floor_safe or v.max_shifted or v.mask_of or v.nonpos:
-                new = replace(v, exp_safe=False, floor_safe=False, max_shifted=False, mask_of=None, nonpos=False)
+            if v.exp_safe or v.floor_safe or v.max_shifted or v.mask_of or v.nonpos or v.bounds is not None:
+                new = replace(v, exp_safe=False, floor_safe=False, max_shifted=False, mask_of=None, nonpos=False,
+                              bounds=None)
             self.env[k] = self.x.changed_by(v, new, by)
 
     def bind_name(self, name: str, val: V) -> None:

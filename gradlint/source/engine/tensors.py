@@ -20,6 +20,8 @@ from typing import Any
 import libcst as cst
 
 from gradlint.findings import SourceSpan
+from gradlint.source.engine import bounds
+from gradlint.source.engine.bounds import hull
 from gradlint.source.engine.values import UNKNOWN, Unknown, is_number
 
 
@@ -122,6 +124,10 @@ class V:
     # at least -80 (`clamp(min=-20)`, `clamp(x, -20, 20)`): the exp of its negation cannot overflow
     floor_safe: bool = False
     nonpos: bool = False  # never above 0 (-x**2, -0.5 * (x / s) ** 2): its exp cannot overflow
+    # the numbers every element lies between (engine/bounds.py: a clamp with numbers, arithmetic
+    # on it, a log of a positive one, a mean): `clamp(eps, 1 - eps)` then the log-odds are
+    # within ±13.8 for eps = 1e-6
+    bounds: tuple[float, float] | None = None
     # never below 0: the output of an nn.ReLU, ReLU6 or Softplus module; for a module, that its
     # call's output is (`self.relu = nn.ReLU()`: `exp(-self.relu(h))` cannot overflow)
     nonneg: bool = False
@@ -417,6 +423,7 @@ def merge(a: V, b: V) -> V:
         floor_safe=a.floor_safe and b.floor_safe,
         nonpos=a.nonpos and b.nonpos,
         nonneg=a.nonneg and b.nonneg,
+        bounds=hull(a.bounds, b.bounds),
         through=a.through & b.through,
         is_max=a.is_max and b.is_max,
         # (a term cut on one path and a plain number on the other is no deliberate constant)
@@ -483,6 +490,12 @@ def passed_tensor(v: V) -> V:
     # the function cuts of it is the caller's parameter, GL403's input cut)
     return V(params=True, tensor=True, computed=v.computed, dense=v.dense, out=v.out, out_elem=v.out_elem,
              unit=v.unit, clamped=v.clamped, leaf=v.leaf and not v.computed)
+
+
+def logged(res: V, of: V) -> V:
+    """`res`, a log of `of`, with the interval of a bounded positive operand's log (engine/bounds.py)."""
+    known = bounds.log(of.bounds) if of is not UNKNOWN else None
+    return replace(res, bounds=known, **bounds.safety(known)) if known is not None else res
 
 
 def cosines(a: V, b: V) -> V | None:

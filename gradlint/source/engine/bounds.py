@@ -1,0 +1,114 @@
+"""Intervals a tensor's elements are known to lie in (`V.bounds`).
+
+A clamp with numbers makes one (`x.clamp(min=eps, max=1 - eps)`: [1e-6, 1 - 1e-6]); arithmetic with
+numbers and with other bounded tensors keeps one (`x / (1 - x)`: a positive divisor), so do a log
+of a positive one, a negation, a mean and the reshapes and selections that keep elements; any other
+operation forgets it. What an exp of the value can reach follows (numerics' `exp_safe`: at most 80,
+`floor_safe`: at least -80): the log-odds of a clamped probability, and their mean, lie within
+±log((1 - eps) / eps), 13.8 for eps = 1e-6. The ends are float32 numbers, as the tensors hold them
+(a float64 tensor is only further from its limits): there `1 - 1e-8` is 1.0.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import libcst as cst
+
+Interval = tuple[float, float]
+
+# An exponent at most this cannot overflow float32's exp (88.7): numerics_ops.EXP_SAFE's number.
+EXP_SAFE = 80.0
+
+
+def f32(x: float) -> float:
+    """`x` as float32 holds it (round to nearest): a bound of 1 - 1e-8 is 1.0 there, so the
+    divisor `1 - x` of a tensor clamped to it reaches 0 (measured: NaN)."""
+    if math.isnan(x) or math.isinf(x):
+        return x
+    try:
+        return struct.unpack("f", struct.pack("f", x))[0]
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def of(v) -> Interval | None:
+    """The interval of a value: its bounds, or its plain number as a point (as float32 holds it)."""
+    if v.bounds is not None:
+        return v.bounds
+    n = v.value
+    if type(n) in (int, float) and math.isfinite(n):
+        return (f32(float(n)), f32(float(n)))
+    return None
+
+
+def _checked(lo: float, hi: float) -> Interval | None:
+    """An interval of float32 ends: each computed end rounded as float32 rounds the result of one
+    operation on the ends (rounding keeps order, so what lies between stays between)."""
+    lo, hi = f32(lo), f32(hi)
+    if math.isnan(lo) or math.isnan(hi) or lo > hi:
+        return None
+    return (lo, hi)
+
+
+def arith(op: type, a: Interval | None, b: Interval | None) -> Interval | None:
+    """The interval of `a op b` (+, -, *, /), None when either is unknown or a divisor may be 0."""
+    if a is None or b is None:
+        return None
+    if op is cst.Add:
+        return _checked(a[0] + b[0], a[1] + b[1])
+    if op is cst.Subtract:
+        return _checked(a[0] - b[1], a[1] - b[0])
+    if op is cst.Multiply:
+        ends = [x * y for x in a for y in b]
+        return None if any(math.isnan(e) for e in ends) else _checked(min(ends), max(ends))
+    if op is cst.Divide:
+        if b[0] <= 0 <= b[1]:
+            return None
+        return arith(cst.Multiply, a, (1.0 / b[1], 1.0 / b[0]))
+    return None
+
+
+def negated(a: Interval | None) -> Interval | None:
+    return None if a is None else (-a[1], -a[0])
+
+
+def log(a: Interval | None) -> Interval | None:
+    """log of a value known to be positive."""
+    if a is None or not a[0] > 0:
+        return None
+    return _checked(math.log(a[0]), math.log(a[1]) if math.isfinite(a[1]) else math.inf)
+
+
+def clamped(a: Interval | None, lo: float | None, hi: float | None,
+            lo_given: bool = False, hi_given: bool = False) -> Interval | None:
+    """The interval after `clamp(min=lo, max=hi)`: torch's min(max(x, lo), hi) at the ends of what
+    x was (anything, when unknown). A bound given but not known (`*_given`, its number None) may be
+    anything: the other end of the result is then unknown too (a max below the min wins)."""
+    low = -math.inf if lo is None else f32(lo)
+    high = math.inf if hi is None else f32(hi)
+    a = a or (-math.inf, math.inf)
+    out = [min(max(a[0], low), high), min(max(a[1], low), high)]
+    if lo_given and lo is None:
+        out[1] = math.inf if hi is None else high
+    if hi_given and hi is None:
+        out[0] = -math.inf
+    return None if out == [-math.inf, math.inf] else _checked(*out)
+
+
+def hull(a: Interval | None, b: Interval | None) -> Interval | None:
+    """Both paths' intervals joined (a value that is one or the other)."""
+    if a is None or b is None:
+        return None
+    return (min(a[0], b[0]), max(a[1], b[1]))
+
+
+def safety(a: Interval | None) -> dict[str, bool]:
+    """The exp facts an interval gives (only those it makes true)."""
+    out = {}
+    if a is not None and a[1] <= EXP_SAFE:
+        out["exp_safe"] = True
+    if a is not None and a[0] >= -EXP_SAFE:
+        out["floor_safe"] = True
+    return out
