@@ -30,6 +30,24 @@ class HandWrittenUnstableFunction(SiteRule):
     it is at most such a number (`x.masked_fill(~(x <= 18), 0)`, `torch.where(x <= 18, x, 0)`), `-|x|` also as `x.abs().neg()`, and exp of a value that cannot be positive (`-x ** 2`,
     `-|x|`: the stable softplus `clamp(x, min=0) + log1p(exp(-|x|))`).
 
+    An exponent that lies within ±80 by arithmetic on the numbers a clamp put a tensor between is
+    bounded too: the log-odds of a probability clamped to `[eps, 1 - eps]`, `log(p / (1 - p))`, and
+    their mean lie within ±log((1 - eps) / eps), 13.8 for eps = 1e-6. The numbers are read as float32
+    holds them (`1 - 1e-8` is 1.0 there: `1 - p` reaches 0), from literals, module constants and
+    parameter defaults; an eps the walk does not know leaves the exponent unbounded.
+
+    An operand carries no gradient when it is built only from fresh tensors (`torch.zeros`,
+    `rand`, `linspace`... and what is done to them: `torch.zeros(n).uniform_(0, 1)`), literals and
+    parameters that every call in the project hands such a value (at least one call; a
+    constructor's literal default counts), through torch operations, functions of the project that
+    hold no parameters (they read only their arguments, constants and library functions, and make
+    no module), attributes `__init__` sets only to such functions (`self.log_snr = noise_schedule`
+    while every call of the class leaves `noise_schedule` at such a default, and no file sets the
+    attribute) and what the class's own methods return. A parameter of a function no call in the
+    project reaches, a module's output (`self.net(x)`), an `nn.Parameter`, a tensor made with
+    `requires_grad=True` or `requires_grad_()`, or changed in place by what may carry gradient,
+    may carry gradient.
+
     In the `backward` of a `torch.autograd.Function`, which autograd does not trace but whose
     values are the gradient, the forms whose value is NaN or inf are flagged (the softmax,
     log-sum-exp, softplus, `exp(z) / (1 + exp(z))` and the derivative), not `1 / (1 + exp(-x))`.
@@ -177,6 +195,14 @@ class MaskedAttention(nn.Module):
                 "    mixing = F.softmax(mixing_logits, dim=-1)\n"
                 "    return torch.log(torch.sum(torch.exp(log_gauss) * mixing, dim=-1))\n",
                 note="a mixture's log-likelihood: exps weighted by probabilities (scae-pytorch's GMM, mlberkeley/scae-pytorch#4)"),
+        Example("import torch\nfrom torch import nn\n\n\ndef loss_weight(log_snr):\n    snr = log_snr.exp()\n"
+                "    return snr.clamp(max=5) / (snr + 1)\n\n\nclass Diffusion(nn.Module):\n"
+                "    def __init__(self, net):\n        super().__init__()\n        self.net = net\n"
+                "        self.schedule = nn.Linear(1, 1)\n\n"
+                "    def forward(self, img):\n        times = torch.zeros(img.shape[0], 1).uniform_(0, 1)\n"
+                "        log_snr = self.schedule(times).squeeze(-1)\n"
+                "        return (self.net(img, log_snr) - img).pow(2).mean() * loss_weight(log_snr).mean()\n",
+                note="a learned noise schedule: the weight's operand carries the schedule's gradient"),
         Example("import torch\n\ndef f(x):\n    return 1 / (1 + torch.exp(-x))\n"),
         Example("import torch\n\ndef f(x):\n    return torch.log(1 + torch.exp(x))\n"),
         Example("import torch\n\ndef f(x):\n    return x.exp().add(1).log()\n"),
@@ -299,6 +325,19 @@ class Gate(torch.autograd.Function):
                 "    return torch.sigmoid(x), F.softplus(x), torch.logsumexp(x, 1)\n"),
         Example("import torch\n\ndef f():\n    return 1 / (1 + torch.exp(-torch.tensor(2.0)))\n",
                 note="constant operand"),
+        Example("import torch\n\n\ndef logodd_mean(x, dim, eps=1e-6):\n    x = x.clamp(min=eps, max=1.0 - eps)\n"
+                "    x = torch.log(x / (1 - x))\n    x = torch.mean(x, dim=dim)\n"
+                "    return torch.exp(x) / (1 + torch.exp(x))\n",
+                note="the mean log-odds of probabilities clamped to [1e-6, 1 - 1e-6]: at most 13.8 (pytorch-toolbelt's "
+                     "test-time augmentation; measured: finite value and gradient at 0 and 1)"),
+        Example("import torch\nfrom torch import nn\n\n\ndef loss_weight(log_snr):\n    snr = log_snr.exp()\n"
+                "    return snr.clamp(max=5) / (snr + 1)\n\n\nclass Diffusion(nn.Module):\n"
+                "    def __init__(self, net):\n        super().__init__()\n        self.net = net\n\n"
+                "    def forward(self, img):\n        times = torch.zeros(img.shape[0]).uniform_(0, 1)\n"
+                "        log_snr = -2 * torch.log(torch.tan(0.1 + times))\n"
+                "        return (self.net(img, log_snr) - img).pow(2).mean() * loss_weight(log_snr).mean()\n",
+                note="a min-SNR loss weight of sampled times: every call hands the helper a value without gradient "
+                     "(denoising-diffusion-pytorch)"),
         Example("import math\n\ndef f(x):\n    return 1 / (1 + math.exp(-x))\n", note="python floats"),
         Example("import torch\n\ndef f(x):\n    return torch.log(1 + torch.exp(x.detach()))\n",
                 note="detached operand"),
