@@ -18,7 +18,7 @@ import libcst as cst
 
 from gradlint.facts.free import Cond
 from gradlint.source.engine.tensors import UNKNOWN, V, knows_nothing, open_value, replace
-from gradlint.source.pure_callables import PureCallables, self_assignments
+from gradlint.source.pure_callables import ANY, PureCallables
 
 # literal defaults, which carry no gradient: a call that leaves one passes a grad-free value
 _LITERALS = (cst.Integer, cst.Float, cst.Imaginary, cst.SimpleString, cst.ConcatenatedString)
@@ -197,7 +197,8 @@ class GradFree:
                 continue
             attr = key[5:]
             self.init_attrs.setdefault((got[1], got[2]), set()).add(attr)
-            if any(self_assignments(m, attr) for m in methods if m not in setup):
+            pure = self.pure()
+            if any(attr in made or ANY in made for made in (pure.assignments(m) for m in methods if m not in setup)):
                 self.unsettled.add((got[1], got[2]))
 
     # -- calls -----------------------------------------------------------------------------------
@@ -227,6 +228,9 @@ class GradFree:
             return result
         if attr in cls.methods:
             return self.method_free(walk, node, f"{cls.name}.{attr}", result)
+        held = cls.attrs.get(attr)
+        if held is not None and (held.module or held.inst or held.params or held.crit):
+            return result  # a submodule, a model, a criterion: not a plain function
         key = (cls.name, attr)
         if key not in self._pure_attrs:
             self._pure_attrs[key] = self._attribute_conds(cls.name, attr)

@@ -77,9 +77,25 @@ class PureCallables:
         self.q = qualify
         self.constant = constant  # a module-level name bound to one plain value
         self.imported = import_names
-        self.defs, self.other = _top_bindings(module)
+        self.module = module
+        self._bindings: tuple[dict[str, cst.FunctionDef], set[str]] | None = None
         self.memo: dict[str, Pure | None] = {}
         self.in_progress: list[str] = []
+        self.assigned: dict[int, tuple[cst.FunctionDef, dict]] = {}
+
+    @property
+    def defs(self) -> dict[str, cst.FunctionDef]:
+        """The module's top-level defs by name (read once, when first asked)."""
+        if self._bindings is None:
+            self._bindings = _top_bindings(self.module)
+        return self._bindings[0]
+
+    @property
+    def other(self) -> set[str]:
+        """The names the module's top level binds otherwise (or defines twice)."""
+        if self._bindings is None:
+            self._bindings = _top_bindings(self.module)
+        return self._bindings[1]
 
     # -- functions -----------------------------------------------------------------------------
     def function(self, name: str) -> Pure | None:
@@ -289,6 +305,13 @@ class PureCallables:
         return out
 
     # -- attributes of a class -----------------------------------------------------------------
+    def assignments(self, fn: cst.FunctionDef) -> dict[str, list[cst.BaseExpression | None]]:
+        """self_assignments of a method, once per method."""
+        got = self.assigned.get(id(fn))
+        if got is None or got[0] is not fn:
+            got = self.assigned[id(fn)] = (fn, self_assignments(fn))
+        return got[1]
+
     def attribute(self, cls: cst.ClassDef, attr: str) -> tuple[tuple[str, int], ...] | None:
         """The `__init__` parameters an attribute is a callable of this kind under, when `__init__`
         alone sets it and only to such callables: a function of the file or a library's, the
@@ -301,7 +324,8 @@ class PureCallables:
             return None
         found: list[cst.BaseExpression] = []
         for m in methods:
-            for value in self_assignments(m, attr):
+            made = self.assignments(m)
+            for value in [*made.get(attr, ()), *made.get(ANY, ())]:
                 if m is not init or value is None:
                     return None  # set by another method, or unpacked, augmented, deleted
                 found.append(value)
@@ -467,35 +491,42 @@ def _returns_closure(fn: cst.FunctionDef, scope: _Scope) -> bool:
     return found
 
 
-def self_assignments(fn: cst.FunctionDef, attr: str) -> list[cst.BaseExpression | None]:
-    """The values `fn` assigns to `self.<attr>` (None for an unpacking, an augmented assignment,
-    a `del` or a walrus-free target that is not plain)."""
-    out: list[cst.BaseExpression | None] = []
+# what `self_assignments` gives for `setattr(self, name, value)`: any attribute may be set
+ANY = "*"
+
+
+def self_assignments(fn: cst.FunctionDef) -> dict[str, list[cst.BaseExpression | None]]:
+    """The values `fn` assigns to each `self.<attr>` (None for an unpacking, an augmented
+    assignment or a `del`); under ANY, a `setattr` (which attribute is not read). One walk of the
+    body for all the attributes."""
+    out: dict[str, list[cst.BaseExpression | None]] = {}
     stack: list = [fn.body]
     while stack:
         n = stack.pop()
         kind = type(n)
         if kind is cst.Assign:
             for t in n.targets:
-                if _is_self_attr(t.target, attr):
-                    out.append(n.value)
-                elif type(t.target) in (cst.Tuple, cst.List) and any(
-                        _is_self_attr(e.value, attr) for e in t.target.elements):
-                    out.append(None)
+                if (attr := _self_attr(t.target)) is not None:
+                    out.setdefault(attr, []).append(n.value)
+                elif type(t.target) in (cst.Tuple, cst.List):
+                    for e in t.target.elements:
+                        if (attr := _self_attr(e.value)) is not None:
+                            out.setdefault(attr, []).append(None)
         elif kind in (cst.AugAssign, cst.AnnAssign):
-            if _is_self_attr(n.target, attr):
-                out.append(n.value if kind is cst.AnnAssign else None)
-        elif kind is cst.Del and _is_self_attr(n.target, attr):
-            out.append(None)
+            if (attr := _self_attr(n.target)) is not None:
+                out.setdefault(attr, []).append(n.value if kind is cst.AnnAssign else None)
+        elif kind is cst.Del and (attr := _self_attr(n.target)) is not None:
+            out.setdefault(attr, []).append(None)
         elif kind is cst.Call and type(n.func) is cst.Name and n.func.value == "setattr":
-            out.append(None)  # `setattr(self, name, value)`: which attribute is not read
+            out.setdefault(ANY, []).append(None)
         stack.extend(children(n))
     return out
 
 
-def _is_self_attr(node: cst.BaseExpression, attr: str) -> bool:
-    return type(node) is cst.Attribute and type(node.value) is cst.Name and node.value.value == "self" \
-        and node.attr.value == attr
+def _self_attr(node: cst.BaseExpression) -> str | None:
+    if type(node) is cst.Attribute and type(node.value) is cst.Name and node.value.value == "self":
+        return node.attr.value
+    return None
 
 
 def _top_bindings(module: cst.Module) -> tuple[dict[str, cst.FunctionDef], set[str]]:
