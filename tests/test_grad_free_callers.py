@@ -178,3 +178,23 @@ def test_a_class_of_the_same_name_read_in_another_file_is_another_class(tmp_path
     other = ("import torch\nfrom torch import nn\n\n\nclass Diffusion(nn.Module):\n    def __init__(self):\n"
              "        super().__init__()\n        assert type(self) == Diffusion\n")
     assert _project(tmp_path, {"diffusion.py": _SCHEDULE, "other.py": other}) == set()
+
+
+_IMPURE = "import torch\nfrom torch import nn\n\nNET = nn.Linear(1, 1)\n\n\ndef sched(t):\n    return NET(t)\n\n\n"
+
+
+@pytest.mark.parametrize("body", [
+    # a function of the file that reads a module-level model: what it makes of a fresh tensor is not fresh
+    "def weight(t):\n    snr = t.exp()\n    return snr / (snr + 1)\n\n\ndef run(n):\n    return weight(sched(torch.rand(n, 1)))\n",
+    "def run(n):\n    snr = sched(torch.rand(n, 1)).exp()\n    return snr / (snr + 1)\n",
+])
+def test_a_fresh_tensor_through_a_function_that_reads_a_model_is_flagged(body):
+    assert _lines(_IMPURE + body) == [13]
+
+
+def test_a_fresh_tensor_through_a_function_of_another_module_is_flagged(tmp_path):
+    helpers = "import torch\n\n\ndef sched(t):\n    return t * 2\n"
+    main = ("import torch\n\nfrom helpers import sched\n\n\ndef run(n):\n    snr = sched(torch.rand(n)).exp()\n"
+            "    return snr / (snr + 1)\n")
+    # (what another file's function does is not read here: it may hold parameters)
+    assert _project(tmp_path, {"helpers.py": helpers, "main.py": main}) == {("main.py", 8)}

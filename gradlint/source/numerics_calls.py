@@ -17,6 +17,7 @@ from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.metric_uses import leaving_call
 from gradlint.source.numerics_sites import graph_break
 from gradlint.source.numerics_callers import _STDLIB
+from gradlint.source.pure_callables import LIBRARIES
 from gradlint.source.numerics_eval import _function_value
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import (SAFETY_FACTS, V, UNKNOWN, replace, _combine, merge, knows_nothing, every_part,
@@ -673,6 +674,9 @@ class TensorCalls(TorchOps):
             return self.x.derive_from(c.vals, replace(_combine(c.vals), tensor=True, rg=frozenset()))
         # an imported function of another library (or of the project): no facts
         res = _combine(c.vals)
+        if res.const and not all(n.partition(".")[0] in _STDLIB or n.partition(".")[0] in LIBRARIES for n in names):
+            # (of the project, it may read a model: what it makes of fresh tensors is not fresh)
+            res = replace(res, const=False)
         shorts = {n.rsplit(".", 1)[-1] for n in names}
         if len(shorts) == 1:
             short = shorts.pop()

@@ -212,9 +212,14 @@ class GradFree:
 
     def pure_call(self, node: cst.Call, fname: str, vals: list, result: V) -> V:
         """`f(...)` of a top-level function of this file that holds no parameters and calls none
-        it is handed: its result is computed from its arguments alone."""
+        it is handed: its result is computed from its arguments alone. Of any other function, the
+        result of fresh tensors is no longer taken for a fresh one."""
         got = self.pure().function(fname)
-        if got is None or got.needs or got.closure:
+        if got is None or got.needs:
+            # it may read a model or a parameter (a module-level one, a callable it is handed):
+            # what it makes of fresh tensors is not fresh
+            return replace(result, const=False) if result.const else result
+        if got.closure:
             return result
         return self.free_through(vals, result)
 

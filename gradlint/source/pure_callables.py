@@ -26,7 +26,7 @@ from gradlint.source.names import dotted
 
 # Libraries whose functions compute from their arguments alone; a class of `torch.nn` (a module,
 # `nn.Parameter`) is refused apart, since it makes parameters.
-_LIBRARIES = frozenset({"torch", "math", "cmath", "numpy", "einops", "functools", "operator", "itertools",
+LIBRARIES = frozenset({"torch", "math", "cmath", "numpy", "einops", "functools", "operator", "itertools",
                         "typing", "collections", "builtins", "random", "warnings"})
 # Decorators that leave what a function computes as written (grad mode off only makes less grad).
 _TRANSPARENT = frozenset({"functools.wraps", "torch.jit.script", "torch.jit.ignore", "torch.jit.unused",
@@ -199,7 +199,7 @@ class PureCallables:
             return True
         if v in self.imported:
             names = self.q(name)
-            return bool(names) and all(n.partition(".")[0] in _LIBRARIES for n in names)
+            return bool(names) and all(n.partition(".")[0] in LIBRARIES for n in names)
         if v in self.defs:
             got = self.function(v)
             return got is not None and (not got.needs or v in self.in_progress)
@@ -239,7 +239,7 @@ class PureCallables:
 
     def _library_function(self, func: cst.BaseExpression) -> bool:
         names = self.q(func)
-        return bool(names) and all(n.partition(".")[0] in _LIBRARIES and not _makes_parameters(n) for n in names)
+        return bool(names) and all(n.partition(".")[0] in LIBRARIES and not _makes_parameters(n) for n in names)
 
     def _call_of(self, name: str, call: cst.Call, scope: _Scope) -> set[str] | None:
         """A call of another function of the file: the callables handed to what it calls must be
@@ -467,8 +467,8 @@ def _library_import(node: cst.Import | cst.ImportFrom) -> bool:
     if type(node) is cst.ImportFrom:
         if node.relative or node.module is None:
             return False
-        return (dotted(node.module) or "").partition(".")[0] in _LIBRARIES
-    return all((dotted(a.name) or "").partition(".")[0] in _LIBRARIES for a in node.names)
+        return (dotted(node.module) or "").partition(".")[0] in LIBRARIES
+    return all((dotted(a.name) or "").partition(".")[0] in LIBRARIES for a in node.names)
 
 
 def _returns_closure(fn: cst.FunctionDef, scope: _Scope) -> bool:
