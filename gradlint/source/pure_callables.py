@@ -82,6 +82,8 @@ class PureCallables:
         self.memo: dict[str, Pure | None] = {}
         self.in_progress: list[str] = []
         self.assigned: dict[int, tuple[cst.FunctionDef, dict]] = {}
+        # each function's _Scope, read once (a class's __init__ is asked about once per attribute)
+        self.scopes: dict[int, tuple[cst.FunctionDef, _Scope]] = {}
 
     @property
     def defs(self) -> dict[str, cst.FunctionDef]:
@@ -122,7 +124,7 @@ class PureCallables:
         if not all(self._transparent(d.decorator) for d in fn.decorators):
             return None
         positional, kwonly = _params(fn)
-        scope = _Scope(fn)
+        scope = self.scope(fn)
         if scope.opaque:
             return None
         needs: set[str] = set()
@@ -304,6 +306,13 @@ class PureCallables:
             out |= got
         return out
 
+    def scope(self, fn: cst.FunctionDef) -> _Scope:
+        """The _Scope of a function, once per function."""
+        got = self.scopes.get(id(fn))
+        if got is None or got[0] is not fn:
+            got = self.scopes[id(fn)] = (fn, _Scope(fn))
+        return got[1]
+
     # -- attributes of a class -----------------------------------------------------------------
     def assignments(self, fn: cst.FunctionDef) -> dict[str, list[cst.BaseExpression | None]]:
         """self_assignments of a method, once per method."""
@@ -333,7 +342,7 @@ class PureCallables:
             return None
         positional, kwonly = _params(init)
         params = {p.name.value: p for p in _all_params(init.params)}
-        scope = _Scope(init)
+        scope = self.scope(init)
         assumed: set[tuple[str, int]] = set()
         for value in found:
             got = self._init_callable(value, attr, params, scope, positional[1:], kwonly)
