@@ -293,6 +293,13 @@ def bound_names(target: cst.CSTNode) -> list[str]:
     return []
 
 
+def self_attribute(node: cst.BaseExpression) -> str | None:
+    """The attribute name of `self.<name>`, else None."""
+    if type(node) is cst.Attribute and type(node.value) is cst.Name and node.value.value == "self":
+        return node.attr.value
+    return None
+
+
 def changes_in_place(method: str) -> bool:
     """A tensor method that changes its tensor (`mul_`, `masked_fill_`), by torch's naming."""
     return method.endswith("_") and not method.startswith("_")

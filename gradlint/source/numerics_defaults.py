@@ -19,6 +19,7 @@ import libcst as cst
 
 from gradlint.source.engine.tensors import UNKNOWN
 from gradlint.source.engine.walk import statements_in, suite, walk
+from gradlint.source.names import self_attribute
 
 # (attribute) -> (parameter, position after self or -1 for keyword-only, default's code, its value)
 Defaults = dict[str, tuple[str, int, str, Any]]
@@ -44,7 +45,7 @@ def tested_settings(forward: cst.FunctionDef) -> set[str]:
     found: set[str] = set()
     for test in _if_tests(forward):
         for node in walk(test):
-            attr = _self_attr(node) if type(node) is cst.Attribute else None
+            attr = self_attribute(node) if type(node) is cst.Attribute else None
             if attr is not None:
                 found.add(attr)
     return found
@@ -59,7 +60,7 @@ def init_defaults(init: cst.FunctionDef, methods: list[cst.FunctionDef], wanted:
     for stmt in suite(init.body):
         small = stmt.body[0] if type(stmt) is cst.SimpleStatementLine and len(stmt.body) == 1 else None
         if type(small) is cst.Assign and len(small.targets) == 1 and type(small.value) is cst.Name:
-            attr = _self_attr(small.targets[0].target)
+            attr = self_attribute(small.targets[0].target)
             if attr in wanted:
                 from_param[attr] = small.value.value
     # a parameter __init__ binds again (`output = output or 'logits'`) is no longer its default
@@ -84,7 +85,7 @@ def init_defaults(init: cst.FunctionDef, methods: list[cst.FunctionDef], wanted:
     for m in methods:
         for small in statements_in(m, into_defs=True):
             for t in _targets(small):
-                attr = _self_attr(t)
+                attr = self_attribute(t)
                 if attr in found:
                     counts[attr] = counts.get(attr, 0) + 1
     return {a: v for a, v in found.items() if counts.get(a, 0) == 1}
@@ -100,12 +101,6 @@ def _targets(small: cst.CSTNode) -> list[cst.BaseExpression]:
     else:
         return []
     return [el for t in targets for el in ([e.value for e in t.elements] if type(t) in (cst.Tuple, cst.List) else [t])]
-
-
-def _self_attr(node: cst.BaseExpression) -> str | None:
-    if type(node) is cst.Attribute and type(node.value) is cst.Name and node.value.value == "self":
-        return node.attr.value
-    return None
 
 
 def _literal(code: str) -> Any:
@@ -133,11 +128,11 @@ def decided(test: cst.BaseExpression, defaults: Defaults) -> tuple[bool, frozens
             return None
         value = (left[0] and right[0]) if type(test.operator) is cst.And else (left[0] or right[0])
         return value, left[1] | right[1]
-    attr = _self_attr(test)
+    attr = self_attribute(test)
     if attr is not None:
         return (bool(defaults[attr][3]), frozenset({attr})) if attr in defaults else None
     if type(test) is cst.Comparison and len(test.comparisons) == 1:
-        attr = _self_attr(test.left)
+        attr = self_attribute(test.left)
         if attr is None or attr not in defaults:
             return None
         other = _literal(cst.Module([]).code_for_node(test.comparisons[0].comparator))

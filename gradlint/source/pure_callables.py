@@ -22,7 +22,7 @@ from typing import Callable
 import libcst as cst
 
 from gradlint.source.engine.walk import children, suite
-from gradlint.source.names import dotted
+from gradlint.source.names import bound_names, dotted, self_attribute
 
 # Libraries whose functions compute from their arguments alone; a class of `torch.nn` (a module,
 # `nn.Parameter`) is refused apart, since it makes parameters.
@@ -515,27 +515,21 @@ def self_assignments(fn: cst.FunctionDef) -> dict[str, list[cst.BaseExpression |
         kind = type(n)
         if kind is cst.Assign:
             for t in n.targets:
-                if (attr := _self_attr(t.target)) is not None:
+                if (attr := self_attribute(t.target)) is not None:
                     out.setdefault(attr, []).append(n.value)
                 elif type(t.target) in (cst.Tuple, cst.List):
                     for e in t.target.elements:
-                        if (attr := _self_attr(e.value)) is not None:
+                        if (attr := self_attribute(e.value)) is not None:
                             out.setdefault(attr, []).append(None)
         elif kind in (cst.AugAssign, cst.AnnAssign):
-            if (attr := _self_attr(n.target)) is not None:
+            if (attr := self_attribute(n.target)) is not None:
                 out.setdefault(attr, []).append(n.value if kind is cst.AnnAssign else None)
-        elif kind is cst.Del and (attr := _self_attr(n.target)) is not None:
+        elif kind is cst.Del and (attr := self_attribute(n.target)) is not None:
             out.setdefault(attr, []).append(None)
         elif kind is cst.Call and type(n.func) is cst.Name and n.func.value == "setattr":
             out.setdefault(ANY, []).append(None)
         stack.extend(children(n))
     return out
-
-
-def _self_attr(node: cst.BaseExpression) -> str | None:
-    if type(node) is cst.Attribute and type(node.value) is cst.Name and node.value.value == "self":
-        return node.attr.value
-    return None
 
 
 def _top_bindings(module: cst.Module) -> tuple[dict[str, cst.FunctionDef], set[str]]:
@@ -557,27 +551,17 @@ def _top_bindings(module: cst.Module) -> tuple[dict[str, cst.FunctionDef], set[s
             continue
         if kind is cst.Assign:
             for t in n.targets:
-                other.update(_names_in(t.target))
+                other.update(bound_names(t.target))
         elif kind in (cst.AnnAssign, cst.AugAssign, cst.For):
-            other.update(_names_in(n.target))
+            other.update(bound_names(n.target))
         elif kind is cst.ImportAlias:
             other.add(n.asname.name.value if n.asname is not None and type(n.asname.name) is cst.Name
                       else (dotted(n.name) or "").partition(".")[0])
         elif kind is cst.WithItem and n.asname is not None:
-            other.update(_names_in(n.asname.name))
+            other.update(bound_names(n.asname.name))
         elif kind is cst.NamedExpr:
-            other.update(_names_in(n.target))
+            other.update(bound_names(n.target))
         if kind in (cst.Lambda,):
             continue
         stack.extend(children(n))
     return defs, other
-
-
-def _names_in(target: cst.BaseExpression) -> set[str]:
-    if type(target) is cst.Name:
-        return {target.value}
-    if type(target) in (cst.Tuple, cst.List):
-        return set().union(*(_names_in(e.value) for e in target.elements)) if target.elements else set()
-    if type(target) is cst.StarredElement:
-        return _names_in(target.value)
-    return set()
