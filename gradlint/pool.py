@@ -32,8 +32,10 @@ halfway through writing a result is such a job too.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import multiprocessing
+import multiprocessing.util  # (registers its exit function first: ours, registered below, runs before it)
 import os
 import pickle
 import queue
@@ -41,6 +43,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from contextlib import contextmanager
 from multiprocessing.connection import wait as wait_for
@@ -71,6 +74,33 @@ _STALL = 2.0
 # Bytes the parent reads from a worker's connection at a time (a socket's buffer holds about
 # 200 KiB: one read takes all there is).
 _READ = 1 << 18
+
+
+# Every pool with workers, so that the process's exit can end them (_end_all).
+_live: "weakref.WeakSet[_Pool]" = weakref.WeakSet()
+_live_lock = threading.Lock()
+_exiting = False
+
+
+class Exiting(RuntimeError):
+    """No worker is started once the process exits."""
+
+
+def _end_all() -> None:
+    """At the process's exit (a Ctrl-C in the main thread while another thread ran a pool: the
+    facts thread of a check): kill every pool's workers and start no more. multiprocessing's own
+    exit function, which runs after this one, joins every child; a worker forked by the facts
+    thread after it had killed the others waited for a job forever, and gradlint with it (hung
+    after 'gradlint: interrupted', 1 Ctrl-C in 80 at 0.2-0.5 s)."""
+    global _exiting
+    with _live_lock:
+        _exiting = True
+        pools = list(_live)
+    for pool in pools:
+        pool.end_now()
+
+
+atexit.register(_end_all)
 
 
 class Kept:
@@ -187,13 +217,26 @@ class _Pool:
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.sender: threading.Thread | None = None
         self.why = ""  # why the last worker that could not be started could not
+        self.ended = False  # by end_now: the process exits
+
+    def _add(self, at: int | None = None) -> None:
+        """A worker made (appended, or put at `at`), unless the process exits (Exiting)."""
+        with _live_lock:
+            if _exiting or self.ended:
+                raise Exiting("gradlint is exiting")
+            worker = _Worker(self.later if self.made else self.first)
+            if at is None:
+                self.workers.append(worker)
+            else:
+                self.workers[at] = worker
+            _live.add(self)
 
     def start(self) -> None:
         """Make the workers missing (the first ones forked from this process, later ones from
         `later`'s start method), and the sender."""
         with _no_sigint():
             while len(self.workers) < self.size:
-                self.workers.append(_Worker(self.later if self.made else self.first))
+                self._add()
         self.made = True
         if self.sender is None:
             self.sender = threading.Thread(target=self._send_all, name="gradlint-pool-sender", daemon=True)
@@ -208,8 +251,11 @@ class _Pool:
             time.sleep(wait)
             try:
                 with _no_sigint():
-                    self.workers[at] = _Worker(self.later)
+                    self._add(at)
                 return
+            except Exiting as exc:
+                self.why = str(exc)
+                break
             except Exception as exc:  # noqa: BLE001 - why a process could not start, for the report
                 self.why = f"{type(exc).__name__}: {exc}"
         del self.workers[at]
@@ -227,6 +273,16 @@ class _Pool:
                 worker.conn.send_bytes(data)
             except (OSError, ValueError):
                 pass  # its worker died: the parent learns it from its connection
+
+    def end_now(self) -> None:
+        """Kill the workers and start no more (the process exits; another thread may be using the
+        pool: its run reads their deaths, cannot replace them, and gives up)."""
+        with _live_lock:
+            self.ended = True
+            workers = list(self.workers)
+        for worker in workers:
+            if worker.process.is_alive():
+                worker.process.kill()
 
     def close(self, at_once: bool = False) -> None:
         """End the workers: each is told to stop once its jobs are done (one that does not within
@@ -273,7 +329,7 @@ class _Run:
     def go(self) -> None:
         last = time.monotonic()
         while self.left:
-            if not self.pool.workers:
+            if not self.pool.workers or self.pool.ended:
                 self.give_up()
                 return
             self.hand_out()

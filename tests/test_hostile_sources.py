@@ -1042,6 +1042,36 @@ def test_a_pool_made_again_while_another_thread_imports_does_not_hang(tmp_path, 
     assert out["r"] == [("failed", 0, "the worker process died (SIGKILL)"), 1, 2, 3]
 
 
+def test_the_process_exit_ends_a_pool_another_thread_runs_and_lets_it_start_no_worker(monkeypatch, quiet_crashes):
+    """Ctrl-C reaches the main thread while check's facts thread runs (or is starting) a pool:
+    at the exit, multiprocessing joins every child, and a worker that thread forked after the
+    others were ended waited for a job forever (gradlint hung after 'interrupted'). The exit
+    function ends the pools in use and no worker starts after it; the thread's run gives up."""
+    import threading
+
+    from gradlint import pool as pools
+
+    monkeypatch.setattr(pools, "_exiting", False)  # (restored after: this process goes on)
+    going, out = threading.Event(), {}
+    run_it = threading.Thread(target=lambda: out.setdefault("r", pools.map_isolated(
+        _slow_half_second, list(range(40)), 2, on_failure=lambda item, why: ("failed", item, why),
+        started=going.set)), daemon=True)
+    run_it.start()
+    assert going.wait(30)
+    time.sleep(0.6)  # (a few results in)
+    workers = [w.process for p in list(pools._live) for w in p.workers]
+    assert workers
+    pools._end_all()
+    run_it.join(20)
+    assert not run_it.is_alive(), "the pool's run did not end once its workers were killed"
+    assert all(not w.is_alive() for w in workers)
+    got = out["r"]
+    assert any(r == 2 * i for i, r in enumerate(got))  # what came before the exit is kept
+    assert all(r is None or r == 2 * i or r[0] == "failed" for i, r in enumerate(got))
+    with pytest.raises(pools.Exiting):
+        pools._Pool(2, None).start()
+
+
 def test_a_check_whose_worker_is_killed_goes_on_in_a_fork_server_pool(tmp_path, monkeypatch):
     """The real jobs (the cache's store and all) in the pools made again after a death: those
     start from a fork server, whose processes import gradlint afresh. A worker killed from
