@@ -285,7 +285,12 @@ def test_ctrl_c_in_a_run_of_several_projects_exits_130_without_a_traceback(tmp_p
         write_tree(tmp_path, {f"p{p}/pyproject.toml": "[tool.gradlint]\n",
                               **{f"p{p}/m{i}.py": model for i in range(300)}})
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "gradlint.cli", "check", "--no-cache", "-j", "2", "."], cwd=tmp_path,
+    # Started as a terminal starts a command, with SIGINT's default action: a test run from a
+    # shell's background job (`pytest &`) passes SIGINT on ignored, and Python then leaves it
+    # ignored, as a user's `gradlint check &` should (the run went on to exit 1 and an empty stderr).
+    in_a_terminal = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                     "os.execv(sys.executable, [sys.executable, '-m', 'gradlint.cli'] + sys.argv[1:])")
+    proc = subprocess.Popen([sys.executable, "-c", in_a_terminal, "check", "--no-cache", "-j", "2", "."], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     time.sleep(1.5)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole process group
