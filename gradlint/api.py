@@ -727,55 +727,57 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
     extraction = None
     if plan.pooled:
         extraction = threading.Thread(target=plan.run, kwargs={"in_thread": True}, name="gradlint-facts", daemon=True)
-        extraction.start()
-        # The pool forks its processes at its first job: this thread does nothing (no import, no
-        # lock taken) until they exist, so that none inherits a lock held here.
-        plan.launched.wait()
-        if plan.start_failed is not None:
-            extraction.join()
-            extraction = None
-            result.warnings.append(f"worker processes could not be started ({plan.start_failed}): "
-                                   "the files are checked in this process")
-            plan.in_process()
-    else:
-        plan.run(largest_first=False)
-
-    def checked_at(modules: Iterable[str]) -> list[int]:
-        """The positions in `plan` of the modules, among those it extracts."""
-        return [at[holder[name]] for name in modules if holder.get(name) in at]
-
-    refreeze = not gc.get_freeze_count()
-    with _kept_for_the_run(), plan.frozen_until_joined(refreeze):
-        rules = load_rules() if stale else {}
-        setup = RuleSetup(config, rules)
-        for k, i in enumerate(stale):
-            if reuse is not None and extraction is not None and not plan.arrived[k].is_set():
-                # Waiting for the workers: the facts of the modules reached so far are stored now,
-                # and the result entries of the files done, 64 at a time at least (one entry
-                # between two files' rules cost five times as much).
-                if reuse.fresh:
-                    fresh, reuse.fresh = reuse.fresh, []
-                    plan.store_reached(checked_at(fresh), later, until=plan.arrived[k])
-                if len(reuse.kept) >= 64:
-                    reuse.flush(index, until=plan.arrived[k])
-            f = plan.get(k)
-            if f.kind != "python" or names[i] is None:
-                index.by_path.setdefault(f.path, "")
-            else:
-                name, is_package = names[i]
-                if holder[name] != i:
-                    index.module(name)  # the file holding the name first, also when it is not re-run
-                index.add(name, f, is_package, places[i][2])
-            if refreeze and extraction is not None and not extraction.is_alive():
-                gc.freeze()  # the facts that came in since the rules began (_kept_for_the_run)
-                refreeze = False
-            start = index.start_file()
-            done[i] = _in_cells(run_rules(f, config, index, rules, relative_path(files[i][0], config, setup.folders),
-                                          setup), f)
-            if reuse is not None:
-                reuse.keep(i, done[i], f, *index.read_since(start))
+    with _joined_if_interrupted(extraction):
         if extraction is not None:
-            extraction.join()  # inside: what it froze is unfrozen with the rest
+            extraction.start()
+            # The pool forks its processes at its first job: this thread does nothing (no import, no
+            # lock taken) until they exist, so that none inherits a lock held here.
+            plan.launched.wait()
+            if plan.start_failed is not None:
+                extraction.join()
+                extraction = None
+                result.warnings.append(f"worker processes could not be started ({plan.start_failed}): "
+                                       "the files are checked in this process")
+                plan.in_process()
+        else:
+            plan.run(largest_first=False)
+
+        def checked_at(modules: Iterable[str]) -> list[int]:
+            """The positions in `plan` of the modules, among those it extracts."""
+            return [at[holder[name]] for name in modules if holder.get(name) in at]
+
+        refreeze = not gc.get_freeze_count()
+        with _kept_for_the_run(), plan.frozen_until_joined(refreeze):
+            rules = load_rules() if stale else {}
+            setup = RuleSetup(config, rules)
+            for k, i in enumerate(stale):
+                if reuse is not None and extraction is not None and not plan.arrived[k].is_set():
+                    # Waiting for the workers: the facts of the modules reached so far are stored now,
+                    # and the result entries of the files done, 64 at a time at least (one entry
+                    # between two files' rules cost five times as much).
+                    if reuse.fresh:
+                        fresh, reuse.fresh = reuse.fresh, []
+                        plan.store_reached(checked_at(fresh), later, until=plan.arrived[k])
+                    if len(reuse.kept) >= 64:
+                        reuse.flush(index, until=plan.arrived[k])
+                f = plan.get(k)
+                if f.kind != "python" or names[i] is None:
+                    index.by_path.setdefault(f.path, "")
+                else:
+                    name, is_package = names[i]
+                    if holder[name] != i:
+                        index.module(name)  # the file holding the name first, also when it is not re-run
+                    index.add(name, f, is_package, places[i][2])
+                if refreeze and extraction is not None and not extraction.is_alive():
+                    gc.freeze()  # the facts that came in since the rules began (_kept_for_the_run)
+                    refreeze = False
+                start = index.start_file()
+                rel = relative_path(files[i][0], config, setup.folders)
+                done[i] = _in_cells(run_rules(f, config, index, rules, rel, setup), f)
+                if reuse is not None:
+                    reuse.keep(i, done[i], f, *index.read_since(start))
+            if extraction is not None:
+                extraction.join()  # inside: what it froze is unfrozen with the rest
     plan.finish(later)
     if reuse is not None:
         plan.store_reached(checked_at(sorted(reuse.reached)), later)
@@ -783,6 +785,23 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
     later.write()  # facts, results and the modules read: each folder's pack written once
     result.files.extend(r for r in done if r is not None)
     return result
+
+
+@contextmanager
+def _joined_if_interrupted(extraction: threading.Thread | None) -> Iterator[None]:
+    """Ctrl-C (or a failure) in this thread while the facts thread runs the pool: that thread's
+    runs are ended and it is joined before the error goes on, so that no thread of gradlint runs
+    while Python shuts down (one left running crashed the interpreter's finalisation: exit -11
+    or -2 after 'gradlint: interrupted', 2 Ctrl-C in 450 sent 0.25-0.6 s into a run)."""
+    try:
+        yield
+    except BaseException:
+        if extraction is not None and extraction.is_alive():
+            from gradlint.pool import end_runs_of
+
+            end_runs_of(extraction)
+            extraction.join(10)
+        raise
 
 
 @contextmanager

@@ -76,22 +76,36 @@ _STALL = 2.0
 _READ = 1 << 18
 
 
-# Every pool with workers, so that the process's exit can end them (_end_all).
+# Every pool with workers, so that the process's exit (or a caller ending a thread's runs) can
+# end them.
 _live: "weakref.WeakSet[_Pool]" = weakref.WeakSet()
 _live_lock = threading.Lock()
 _exiting = False
+_ended_threads: "weakref.WeakSet[threading.Thread]" = weakref.WeakSet()
 
 
 class Exiting(RuntimeError):
-    """No worker is started once the process exits."""
+    """No worker is started for a thread whose runs were ended, nor once the process exits."""
+
+
+def end_runs_of(thread: threading.Thread) -> None:
+    """End the pools `thread` runs jobs on, now, and every pool it would start from now on: its
+    runs give up (their items not in yet fail). For a caller interrupted (Ctrl-C) while another
+    thread runs a pool for it: the caller joins that thread before it goes on, so that no thread
+    of gradlint is still running while Python shuts down (the facts thread, left running while
+    the interpreter finalised, crashed it: exit -11 and -2 after 'interrupted', 2 Ctrl-C in 400)."""
+    with _live_lock:
+        _ended_threads.add(thread)
+        pools = [pool for pool in _live if pool.user is thread]
+    for pool in pools:
+        pool.end_now()
 
 
 def _end_all() -> None:
-    """At the process's exit (a Ctrl-C in the main thread while another thread ran a pool: the
-    facts thread of a check): kill every pool's workers and start no more. multiprocessing's own
-    exit function, which runs after this one, joins every child; a worker forked by the facts
-    thread after it had killed the others waited for a job forever, and gradlint with it (hung
-    after 'gradlint: interrupted', 1 Ctrl-C in 80 at 0.2-0.5 s)."""
+    """At the process's exit: kill every pool's workers and start no more. multiprocessing's own
+    exit function, which runs after this one, joins every child; a worker forked by a thread still
+    running after it had killed the others waited for a job forever, and gradlint with it (hung
+    after 'gradlint: interrupted', 1 Ctrl-C in 80 at 0.2-0.5 s, before end_runs_of)."""
     global _exiting
     with _live_lock:
         _exiting = True
@@ -112,7 +126,7 @@ class Kept:
         self.pool: _Pool | None = None
 
     def take(self, workers: int, mp_context) -> _Pool:
-        if self.pool is None or self.pool.shape != (workers, mp_context):
+        if self.pool is None or self.pool.ended or self.pool.shape != (workers, mp_context):
             self.close()
             self.pool = _Pool(workers, mp_context)
         return self.pool
@@ -142,6 +156,10 @@ def map_isolated(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
             started()
         return results
     pool = kept.take(workers, mp_context) if kept is not None else _Pool(workers, mp_context)
+    with _live_lock:
+        if threading.current_thread() in _ended_threads:
+            raise Exiting("gradlint is exiting")
+        pool.user = threading.current_thread()
     try:
         pool.start()
         if started is not None:
@@ -217,12 +235,14 @@ class _Pool:
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.sender: threading.Thread | None = None
         self.why = ""  # why the last worker that could not be started could not
-        self.ended = False  # by end_now: the process exits
+        self.ended = False  # by end_now: the process exits, or its user's runs were ended
+        self.user: threading.Thread | None = None  # the thread whose map_isolated uses it
 
     def _add(self, at: int | None = None) -> None:
         """A worker made (appended, or put at `at`), unless the process exits (Exiting)."""
         with _live_lock:
-            if _exiting or self.ended:
+            if _exiting or self.ended or threading.current_thread() in _ended_threads:
+                self.ended = True
                 raise Exiting("gradlint is exiting")
             worker = _Worker(self.later if self.made else self.first)
             if at is None:
@@ -275,8 +295,9 @@ class _Pool:
                 pass  # its worker died: the parent learns it from its connection
 
     def end_now(self) -> None:
-        """Kill the workers and start no more (the process exits; another thread may be using the
-        pool: its run reads their deaths, cannot replace them, and gives up)."""
+        """Kill the workers and start no more (the process exits, or the caller ended its user's
+        runs; another thread may be using the pool: its run reads their deaths, cannot replace
+        them, and gives up)."""
         with _live_lock:
             self.ended = True
             workers = list(self.workers)

