@@ -25,6 +25,7 @@ from gradlint.source.engine.tensors import (SAFETY_FACTS, V, UNKNOWN, replace, _
 from gradlint.source.engine.walk import suite, walk
 from gradlint.source.names import changes_in_place, dotted, grad_state, is_off, root_name, with_items
 from gradlint.source.numerics_registry import builder_shape
+from gradlint.source.numerics_wrapped import module_with_criterion
 from gradlint.source.numerics_sequential import GROWS as SEQUENTIAL_GROWS
 from gradlint.source.numerics_names import _ARITH, GRADCHECK
 from gradlint.source.numerics_ops import _METHODS, _MODULE_CLASS_ORDER, _QUALIFIED, TorchOps, _Call, _converted, _short_of
@@ -196,6 +197,8 @@ class TensorCalls(TorchOps):
         self.x.calling[id(func)] = node
         self.record_call(func)
         self._record_passed(node)
+        if node.args:
+            module_with_criterion(self, node)  # `NeuralNetClassifier(Net, criterion=...)`
         names = self.x.q(func)
         if names:
             if not node.args and id(node) not in self.x.discarded:

@@ -139,6 +139,9 @@ def passed_as(site: Site, what: str) -> str:
     function that every caller in the project passes so (facts.numerics.bind_parameters), the
     parameter with what the callers make of it."""
     data = dict(site.data)
+    if data.get("trainer"):
+        # `NeuralNetClassifier(Net, criterion=nn.CrossEntropyLoss)`: the trainer's loop applies it
+        return f"{what}, by `{data['trainer']}`'s own training loop (its `criterion=`)"
     param = data.get("passed")
     if not param:
         return what

