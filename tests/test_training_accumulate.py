@@ -182,6 +182,41 @@ def test_a_name_bound_to_the_sync_flag():
     assert gl206(loop(clip)) == []
 
 
+@pytest.mark.parametrize("bound", [
+    ["sync = accelerator.sync_gradients and args.max_grad_norm > 0"],
+    ["sync = args.max_grad_norm is not None and (accelerator.sync_gradients and args.clip)"],
+    ["synced = accelerator.sync_gradients", "sync = synced and args.max_grad_norm > 0"],
+], ids=["and", "nested-and", "through-a-name"])
+def test_a_name_bound_to_an_and_that_holds_the_sync_flag(bound):
+    clip = "".join(f"            {b}\n" for b in bound) + "            if sync:\n    " + EVERY
+    assert gl206(loop(clip)) == []
+
+
+@pytest.mark.parametrize("bound", [
+    ["sync = accelerator.sync_gradients or args.clip_always"],
+    ["sync = not accelerator.sync_gradients"],
+    ["sync = args.max_grad_norm > 0 and args.clip"],
+    ["sync = accelerator.sync_gradients == args.flag"],
+], ids=["or", "not", "no-flag", "comparison"])
+def test_a_name_bound_to_what_does_not_imply_the_sync_flag(bound):
+    clip = "".join(f"            {b}\n" for b in bound) + "            if sync:\n    " + EVERY
+    assert [f.span.line for f in gl206(loop(clip))] == [CLIP_LINE + len(bound) + 1]
+
+
+def test_a_name_also_bound_elsewhere_to_what_does_not_imply_the_flag():
+    text = loop("            if sync:\n    " + EVERY).replace(
+        "    for batch in loader:\n", "    sync = True\n    for batch in loader:\n").replace(
+        "            accelerator.backward(loss)\n",
+        "            accelerator.backward(loss)\n            sync = accelerator.sync_gradients and args.clip\n")
+    assert [f.span.line for f in gl206(text)] == [CLIP_LINE + 3]
+
+
+def test_facts_what_a_bound_value_implies():
+    text = "a = x.f and (y and z > 0)\nb = x.f or y\nc = not x.f\nd = x.f\ne = g(x.f)\n"
+    t = extract_facts(parse("t.py", text + "loss.backward()\n")).training
+    assert {a.target: a.implies for a in t.assigns} == {"a": ("x.f", "y"), "b": (), "c": (), "d": ("x.f",), "e": ()}
+
+
 @pytest.mark.parametrize("made", ["gradient_accumulation_steps=1", "gradient_accumulation_steps=ACCUM"],
                          ids=["literal", "constant"])
 def test_an_accelerator_built_to_sync_every_micro_batch(made):

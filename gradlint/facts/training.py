@@ -185,6 +185,9 @@ class Assign:
     what the value takes from them comes through what the callee returns.
     labels: the names the value reads only as the class-index target of `F.cross_entropy` or
     `F.nll_loss` (`F.cross_entropy(out, y)`): labels, not outputs.
+    implies: the names and attributes, as written, that are true whenever the value is: the
+    value itself when it is one, each such term of an `and` (`sync = acc.sync_gradients and
+    step > 0`: `acc.sync_gradients`).
     A `return value` statement is the same record with kind 'return' and no target
     (TrainingFacts.returns).
     """
@@ -207,6 +210,7 @@ class Assign:
     nograd: bool = False
     passed: tuple[tuple[str, tuple[str, ...]], ...] = ()
     labels: tuple[str, ...] = ()
+    implies: tuple[str, ...] = ()
     # the model a wrapper holding the same parameters is given (`model = DDP(net)`,
     # `compiled = torch.compile(net)`, `nn.DataParallel(net)`): `net`
     wraps: str = ""

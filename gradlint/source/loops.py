@@ -39,7 +39,7 @@ from gradlint.source.loop_param_clears import fresh_tensor, whole_model_clear
 from gradlint.source.loop_optimizers import OptimizerLoops, _drawn_from, _parameter_owners
 from gradlint.source.loop_env import GRAD_SCALERS, _MOVE_METHODS, _PrePass, _fact, _target_texts
 from gradlint.source.names import (decorators, dotted, grad_mode, grad_state, is_off, set_grad_statement, with_items,
-                                   wraps_module, MODEL_WRAPPERS)
+                                   implied_true, wraps_module, MODEL_WRAPPERS)
 from gradlint.text import split_lines
 
 # ---------------------------------------------------------------------------------------------
@@ -555,7 +555,7 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
         self._accum_names[ctx.fid][target] = _is_accum_expr(value)
         calls = tuple(self._call_kinds(value))
         base = dict(target=target, func=ctx.fid, line=line, uses=_names_in(value), calls=calls, nograd=ctx.nograd,
-                    passed=self._passed(value, calls), labels=self._labels(value))
+                    passed=self._passed(value, calls), labels=self._labels(value), implies=implied_true(value))
         if type(value) is cst.Call and value.args and type(value.args[0].value) in (cst.Name, cst.Attribute) \
                 and value.args[0].keyword is None and not value.args[0].star \
                 and (wraps_module(value) or not self.qualify(value.func).isdisjoint(MODEL_WRAPPERS)):

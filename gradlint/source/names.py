@@ -161,6 +161,18 @@ def dotted(expr: cst.BaseExpression) -> str | None:
     return None
 
 
+def implied_true(expr: cst.BaseExpression) -> tuple[str, ...]:
+    """The names and attributes, as written, that are true whenever `expr` is: `expr` itself
+    when it is one, and each such term of an `and`, however nested (`a.flag and (b and c > 0)`:
+    `a.flag`, `b`). An `or`, a `not`, a comparison or a call implies nothing."""
+    if type(expr) is cst.BooleanOperation:
+        if type(expr.operator) is not cst.And:
+            return ()
+        return implied_true(expr.left) + implied_true(expr.right)
+    name = dotted(expr)
+    return (name,) if name else ()
+
+
 def _module_name(node: cst.BaseExpression | None) -> str:
     if node is None:
         return ""

@@ -27,8 +27,9 @@ class ClipInsideAccumulation(steps.StepRule):
     `accelerator.sync_gradients` (the prepared optimizer steps only on the micro-batches that
     sync): a clip in that block, after the backward and before the step, is flagged unless it
     runs only when the flag is true (`if accelerator.sync_gradients:`, alone or in an `and`;
-    the rest after `if not accelerator.sync_gradients: continue`; a name bound to the flag; the
-    file's own `% k == 0` count). Not flagged when the file builds that Accelerator with
+    the rest after `if not accelerator.sync_gradients: continue`; a name bound to the flag or to
+    an `and` that holds it, `sync = accelerator.sync_gradients and step > 0`; the file's own
+    `% k == 0` count). Not flagged when the file builds that Accelerator with
     `gradient_accumulation_steps=1` written as a literal or constant (every micro-batch syncs),
     nor a clip and step outside `accumulate()`.
 
@@ -323,7 +324,7 @@ _NOT_SYNC = re.compile(r"not\s+\(?\s*[\w.]+\.sync_gradients\s*\)?")
 def _at_sync(facts, g, fn) -> bool:
     """Whether guard `g` lets its code run only on a micro-batch that syncs: `if X.sync_gradients:`
     (alone or as one term of an `and`), the rest after `if not X.sync_gradients: continue`, a
-    name bound to nothing but the flag (`sync = X.sync_gradients; if sync:`), or the file's own
+    name bound to the flag or to an `and` of it (`sync = X.sync_gradients; if sync:`), or the file's own
     count of micro-batches (`if (step + 1) % k == 0:`)."""
     if g.accum:
         return True
@@ -335,11 +336,13 @@ def _at_sync(facts, g, fn) -> bool:
     return False
 
 
-def _flag(facts, name: str, fn) -> bool:
-    """Whether `name` is bound, by every binding `fn` sees, to Accelerate's sync flag alone."""
+def _flag(facts, name: str, fn, depth: int = 3) -> bool:
+    """Whether `name` is bound, by every binding `fn` sees, to a value that is true only when
+    Accelerate's sync flag is: the flag itself, an `and` with it as one term (`sync =
+    X.sync_gradients and step > 0`), or such a name again (three bindings deep)."""
     made = steps.scoped_assigns(facts, name, None, fn) if name.isidentifier() else []
-    return bool(made) and all(a.uses and all(u.endswith(".sync_gradients") or any(
-        v.startswith(u + ".") for v in a.uses) for u in a.uses) for a in made)
+    return bool(made) and all(any(_SYNC.fullmatch(t) or (depth > 0 and _flag(facts, t, fn, depth - 1))
+                                  for t in a.implies) for a in made)
 
 
 def _one_micro_batch(facts, receiver: str, fn) -> bool:
