@@ -4,7 +4,9 @@ Measured (bench/measure_accumulate_clip.py, accelerate 1.16.0, torch 2.13 CPU, k
 accumulate() only the 4th micro-batch synced and only its `optimizer.step()` moved the weights;
 `accelerator.clip_grad_norm_` on every micro-batch clipped the partial sums (norms seen 4.92,
 7.40, 3.08, 3.00 against 4.92, 7.81, 8.90, 9.06 unclipped), and the update's cosine to the sum
-clipped once was 0.31; under `if accelerator.sync_gradients:` it matched to 1.5e-08.
+clipped once was 0.31; under `if accelerator.sync_gradients:` it matched to 1.5e-08. The clip,
+step and zero_grad written after the `with` block, in the same loop body, gave the same numbers:
+the flag `accumulate()` sets on entry stays set when the block exits.
 """
 
 from __future__ import annotations
@@ -224,13 +226,57 @@ def test_an_accelerator_built_to_sync_every_micro_batch(made):
     assert gl206(text) == []
 
 
-def test_a_clip_and_step_outside_accumulate():
-    text = loop("").replace("""            optimizer.step()
-            optimizer.zero_grad()
-""", """        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+AFTER = """\
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
-""")
+"""
+
+
+def after_the_block(after: str = AFTER, inside: str = "") -> str:
+    return loop(inside).replace("""            optimizer.step()
+            optimizer.zero_grad()
+""", after)
+
+
+def test_a_clip_and_step_after_accumulate_in_the_same_iteration():
+    # entering the block sets sync_gradients for the iteration and leaving it keeps it: the step
+    # after it moves the weights only on the k-th micro-batch (measured, module docstring)
+    (f,) = gl206(after_the_block())
+    assert f.span.line == CLIP_LINE
+    assert "partial gradient sum after `accelerator.accumulate(...)`" in f.message
+    assert "clip under `if accelerator.sync_gradients:`" in f.message
+
+
+def test_a_clip_inside_accumulate_and_the_step_after_it():
+    (f,) = gl206(after_the_block(AFTER.split("\n", 1)[1], inside=EVERY))
+    assert f.span.line == CLIP_LINE and "inside `accelerator.accumulate(...)`" in f.message
+
+
+def test_a_step_after_accumulate_in_a_loop_over_optimizers():
+    after = AFTER.replace("        optimizer.", "        for opt in [optimizer]:\n            opt.")
+    assert [f.span.line for f in gl206(after_the_block(after))] == [CLIP_LINE]
+
+
+def test_a_clip_and_step_after_accumulate_held_to_the_sync_flag():
+    after = "        if accelerator.sync_gradients:\n" + AFTER.replace("        ", "            ")
+    assert gl206(after_the_block(after)) == []
+
+
+def test_a_clip_and_step_after_accumulate_built_to_sync_every_micro_batch():
+    assert gl206(after_the_block().replace(
+        "gradient_accumulation_steps=args.gradient_accumulation_steps", "gradient_accumulation_steps=1")) == []
+
+
+def test_a_clip_and_step_after_the_loop_that_enters_accumulate():
+    text = after_the_block(AFTER.replace("        ", "    "))
+    assert gl206(text) == []
+
+
+def test_a_step_after_an_accumulate_block_entered_only_sometimes():
+    # (on the iterations that skip the block, the flag is the last one's: not read)
+    text = after_the_block().replace("        with accelerator.accumulate(model):",
+                                     "        if args.accumulate:\n          with accelerator.accumulate(model):")
     assert gl206(text) == []
 
 

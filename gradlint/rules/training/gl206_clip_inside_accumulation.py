@@ -29,9 +29,11 @@ class ClipInsideAccumulation(steps.StepRule):
     runs only when the flag is true (`if accelerator.sync_gradients:`, alone or in an `and`;
     the rest after `if not accelerator.sync_gradients: continue`; a name bound to the flag or to
     an `and` that holds it, `sync = accelerator.sync_gradients and step > 0`; the file's own
-    `% k == 0` count). Not flagged when the file builds that Accelerator with
+    `% k == 0` count). So too for a clip and step written after that block in the same loop body
+    (entering the block sets the flag for the iteration and leaving it keeps it), when the block
+    runs wherever the step does. Not flagged when the file builds that Accelerator with
     `gradient_accumulation_steps=1` written as a literal or constant (every micro-batch syncs),
-    nor a clip and step outside `accumulate()`.
+    nor a clip and step after the loop, or in a loop that enters no `accumulate()`.
 
     ## Why is this bad?
     During accumulation `.grad` holds a partial sum. Clipping it every micro-batch clips each
@@ -69,6 +71,8 @@ class ClipInsideAccumulation(steps.StepRule):
       `gradient_state.sync_gradients`, which `accumulate()` sets on every k-th call. Measured
       (bench/measure_accumulate_clip.py, CPU, k = 4): the clip on every micro-batch gave an
       update at cosine 0.31 to the sum clipped once; the clip under `sync_gradients` matched it.
+      `sync_gradients` is not reset when the block exits: a clip and step written after it gave
+      the same numbers.
     """
 
     code = "GL206"
@@ -299,21 +303,49 @@ for x, y in loader:
 
 def _every_micro_batch(ctx: RuleContext, facts, c, clip, step) -> Iterator[Finding]:
     """A clip and the step it prepares inside the same `with X.accumulate(...)` of the context's
-    iteration, the clip not held to the micro-batches that sync (`if X.sync_gradients:`): the
+    iteration, or the step after that block in the same iteration (the clip inside it or after
+    it too), the clip not held to the micro-batches that sync (`if X.sync_gradients:`): the
     prepared optimizer steps only on those, so the clip sees every partial sum. Quiet when the
     file builds X with `gradient_accumulation_steps=1` written so (every micro-batch syncs)."""
+    loose = c.loop is None and not c.driven
     mine = {a.key for a in clip.accumulating}
     held = next((a for a in reversed(step.accumulating) if a.key in mine
-                 and (not a.loops if c.loop is None and not c.driven else steps.within(c, a.loops))), None)
+                 and (not a.loops if loose else steps.within(c, a.loops))), None)
+    if held is None:
+        held = _entered_before(c, clip, step, loose)
     if held is None or any(_at_sync(facts, g, c.function) for g in clip.guards) \
             or _one_micro_batch(facts, held.receiver, c.function):
         return
     x = held.receiver
+    where = f"inside `{x}.accumulate(...)`" if held.key in mine else f"after `{x}.accumulate(...)`"
     yield ctx.finding(
-        f"`{clip.event.name}` clips every micro-batch's partial gradient sum inside `{x}.accumulate(...)`, "
+        f"`{clip.event.name}` clips every micro-batch's partial gradient sum {where}, "
         f"but `{steps.step_text_near(step, clip)}` steps only when `{x}.sync_gradients`: "
         f"clip under `if {x}.sync_gradients:`",
         clip.event.span, data={"guard": f"{x}.sync_gradients"})
+
+
+def _entered_before(c, clip, step, loose: bool):
+    """The `with X.accumulate(...)` block the step comes after, in the same iteration: the last
+    such block before the step that the step is not inside, run wherever the step runs (its
+    loops around the step, its `if`s the step's), with the clip inside it or after it. Entering
+    the block sets `X.sync_gradients` for the iteration, and nothing resets it on leaving
+    (accelerate 1.16.0 `Accelerator.accumulate`, `_do_sync`): the prepared optimizer's step
+    after it still runs only on the micro-batches that sync (measured: bench/
+    measure_accumulate_clip.py, the clip and step after the block gave the same update as inside)."""
+    inside = set(step.accumulating)
+    for e in c.before(step):
+        outer = [a for a in e.accumulating if a not in inside]
+        if not outer:
+            continue
+        a = outer[0]
+        n = len(a.loops)
+        if (not a.loops if loose else steps.within(c, a.loops)) and step.loops[:n] == a.loops \
+                and clip.loops[:n] == a.loops and set(a.guards) <= set(step.guards) \
+                and (a in clip.accumulating or (not clip.accumulating and clip.order > e.order)):
+            return a
+        return None
+    return None
 
 
 # A test of Accelerate's sync flag: `accelerator.sync_gradients`, `acc.gradient_state.sync_gradients`.

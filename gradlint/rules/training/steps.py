@@ -44,6 +44,7 @@ class Accumulating:
     key: tuple[int, int]  # (inlining instance, with-block id)
     receiver: str  # X as the flattened function reads it
     loops: tuple  # loops around the `with` itself
+    guards: tuple = ()  # the `if` branches around the `with` itself (Guard)
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ class _Flattener:
                         g = Guard((fr.inst, item.id), i, test, item.accum, loops, item.skip)
                         self._block(alt, fr, guards + (g,), loops, stack, out, held)
                 elif item.accumulates:
-                    a = Accumulating((fr.inst, item.id), _substitute(item.accumulates, fr.bind), loops)
+                    a = Accumulating((fr.inst, item.id), _substitute(item.accumulates, fr.bind), loops, guards)
                     self._block(item, fr, guards, loops, stack, out, held + (a,))
                 else:
                     self._block(item, fr, guards, loops, stack, out, held)
