@@ -306,6 +306,53 @@ def test_hand_written_grouped_softmax_over_a_scatter_sum():
     assert codes(shifted, "GL305") == []
 
 
+GROUPED = ("import torch\nfrom torch import nn\nfrom torch_scatter import scatter_add\n\n"
+           "net = nn.Linear(8, 1)\n\n"
+           "def softmax(x, index, n):\n    s = net(x).squeeze(-1)\n    out = s.exp()\n"
+           "    return out / scatter_add(out, index, dim=0, dim_size=n)[index]\n")
+
+
+def gl305(src: str) -> list:
+    return [f for f in check_source(src, Config(select=("GL305",))) if f.code == "GL305"]
+
+
+def test_a_grouped_softmax_is_a_site_that_says_so_and_a_plain_one_is_not():
+    (site,) = [s for s in facts(GROUPED).sites if s.kind == "hand_written_unstable"]
+    assert site.variant == "softmax" and dict(site.data).get("grouped") is True
+    assert site.detail == "exp(z) / scatter_add(exp(z), index)[index]"
+    plain = GROUPED.replace("scatter_add(out, index, dim=0, dim_size=n)[index]", "out.sum(-1, keepdim=True)")
+    (site,) = [s for s in facts(plain).sites if s.kind == "hand_written_unstable"]
+    assert "grouped" not in dict(site.data) and site.detail == "exp(z) / exp(z).sum()"
+
+
+@pytest.mark.parametrize("denominator", [
+    "scatter_add(out, index, dim=0, dim_size=n)[index]",
+    "torch.zeros(n).index_add(0, index, out)[index]",
+    "torch.zeros(n).scatter_reduce(0, index, out, reduce='sum')[index]",
+])
+def test_a_grouped_softmax_is_told_to_subtract_each_groups_max_not_to_use_torch_softmax(denominator):
+    (f,) = gl305(GROUPED.replace("scatter_add(out, index, dim=0, dim_size=n)[index]", denominator))
+    assert "torch.softmax" not in f.message
+    assert "every term of the group underflows" in f.message
+    assert "max-subtracted grouped softmax: `torch_geometric.utils.softmax(z, index)`" in f.message
+    assert "scatter_reduce(0, index, z, 'amax')[index]" in f.message
+
+
+def test_a_masked_grouped_softmax_and_a_grouped_logsumexp_get_grouped_advice():
+    (f,) = gl305(GROUPED.replace("out = s.exp()", "out = s.exp() * x[:, 0].sigmoid()"))
+    assert "grouped softmax of `z + torch.log(w)`" in f.message and "torch.softmax" not in f.message
+    lse = GROUPED.replace("return out / scatter_add(out, index, dim=0, dim_size=n)[index]",
+                          "return scatter_add(out, index, dim=0, dim_size=n).log()")
+    (f,) = gl305(lse)
+    assert "`log(scatter_add(exp(x), index))`" in f.message
+    assert "torch_scatter.scatter_logsumexp(x, index)" in f.message and "torch.logsumexp" not in f.message
+
+
+def test_a_softmax_over_a_dimension_keeps_torch_softmax_advice():
+    (f,) = gl305(GROUPED.replace("scatter_add(out, index, dim=0, dim_size=n)[index]", "out.sum(-1, keepdim=True)"))
+    assert "use torch.softmax(z, dim)" in f.message and "group" not in f.message
+
+
 def test_exp_of_log_softmax_into_cross_entropy():
     src = ("import torch\nimport torch.nn.functional as F\n\ndef f(z, y):\n"
            "    p = torch.exp(F.log_softmax(z, dim=-1))\n    q = F.log_softmax(z, dim=-1).exp()\n"

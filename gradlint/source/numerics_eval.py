@@ -565,10 +565,13 @@ class TensorEval:
             if (left.exp or left.weighted) and right.sum_exp and not left.nograd:
                 # measured: exp(z) / exp(z).sum() at z = [100, 1] is [nan, 0] with a NaN gradient;
                 # masked (`e * mask / (e * mask).sum()`) the same
+                # (per group: the denominator a grouped sum, `scatter_add(e, index)[index]`)
+                summed = "scatter_add(exp(z), index)[index]" if right.grouped else "exp(z).sum()"
+                grouped = (("grouped", True),) if right.grouped else ()
                 if left.exp:
-                    self.add_305(node, "exp(z) / exp(z).sum()", "softmax", (left, right))
+                    self.add_305(node, f"exp(z) / {summed}", "softmax", (left, right), grouped)
                 else:
-                    self.add_305(node, "w * exp(z) / exp(z).sum()", "softmax_weighted", (left, right))
+                    self.add_305(node, f"w * exp(z) / {summed}", "softmax_weighted", (left, right), grouped)
         if op is cst.Power:
             exponent = number_of(right)
             if exponent == 0.5:

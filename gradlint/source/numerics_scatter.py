@@ -63,7 +63,7 @@ def q_scatter_sum(ops, c) -> V | None:
         src = ops.ev(src_node)
         if not (src.exp or src.weighted):
             return None  # (any other grouped sum: what the call gives by default)
-        res = ops.reduce_value(src, mean=False)
+        res = replace(ops.reduce_value(src, mean=False), grouped=True)
         if spec[0] != 0:  # the tensor summed into (torch.scatter_add's input) may carry gradient
             res = replace(res, params=res.params or c.first.params)
         return res
@@ -80,4 +80,4 @@ def m_scatter_sum(ops, c) -> V | None:
     if not (src.exp or src.weighted):
         return None  # (the generic method rule keeps the receiver's cut: `from_numpy(a).index_add(...)`)
     res = ops.reduce_value(src, mean=False)
-    return replace(res, params=res.params or c.r.params)
+    return replace(res, params=res.params or c.r.params, grouped=True)

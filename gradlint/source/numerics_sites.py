@@ -293,12 +293,15 @@ class SiteChecks:
         """softplus and log-sum-exp written out: log(1 + exp(x)), log(sum(exp(x)))."""
         if a.one_plus_exp:
             self.add_305(node, "log(1 + exp(x))", "softplus", (a,))
-        elif a.sum_exp and a.weighted:
-            self.add_305(node, "log(sum(w * exp(x)))", "logsumexp_weighted", (a,))
         elif a.sum_exp:
-            self.add_305(node, "log(sum(exp(x)))", "logsumexp", (a,))
+            # (per group: a grouped sum, `log(scatter_add(exp(x), index))`)
+            summed, grouped = ("scatter_add({}, index)", (("grouped", True),)) if a.grouped else ("sum({})", ())
+            if a.weighted:
+                self.add_305(node, f"log({summed.format('w * exp(x)')})", "logsumexp_weighted", (a,), grouped)
+            else:
+                self.add_305(node, f"log({summed.format('exp(x)')})", "logsumexp", (a,), grouped)
 
-    def add_305(self, node: cst.CSTNode, pattern: str, instead: str, operands: tuple = ()) -> None:
+    def add_305(self, node: cst.CSTNode, pattern: str, instead: str, operands: tuple = (), extra: tuple = ()) -> None:
         if self.hazard_quiet() and not (self.computes_gradient and instead in VALUE_BROKEN):
             return
         # operands built from fresh tensors and this function's parameters (or its class's): no
@@ -306,7 +309,7 @@ class SiteChecks:
         needs = [self.x.free_given(v) for v in operands]
         union = frozenset().union(*needs) if needs and None not in needs else frozenset()
         data = (("free_if", free.encode(union)),) if union and not self.computes_gradient else ()
-        self.x.add(Site("hand_written_unstable", instead, self.x.span(node), detail=pattern, data=data))
+        self.x.add(Site("hand_written_unstable", instead, self.x.span(node), detail=pattern, data=data + extra))
 
     def _on_parameter(self, kind: str, how: str, ref: tuple, node: cst.CSTNode, detail: str,
                       pieces: Pieces | None = None, extra: tuple = ()) -> None:

@@ -12,6 +12,25 @@ _USE = {"softmax": "torch.softmax(z, dim)", "sigmoid": "torch.sigmoid(x)", "scal
         "softmax_weighted": "torch.softmax(z.masked_fill(mask == 0, float('-inf')), dim) for a 0/1 mask, "
                             "torch.softmax(z + torch.log(w), dim) for positive weights",
         "sigmoid_derivative": "torch.sigmoid(z) * torch.sigmoid(-z) (times the numerator's other factors)"}
+# per group (a grouped sum for denominator, or under the log): torch's softmax and logsumexp
+# reduce a dimension, not groups; the stable forms subtract each group's max inside the exp
+# (measured: bench/measure_grouped_softmax.py)
+
+
+def _group_max(x: str) -> str:
+    return (f"subtract each group's max inside the exp (`torch_scatter.scatter_max({x}, index)[0][index]`, "
+            f"or `{x}.new_full((n,), float('-inf')).scatter_reduce(0, index, {x}, 'amax')[index]`)")
+
+
+_USE_GROUPED = {
+    "softmax": f"a max-subtracted grouped softmax: `torch_geometric.utils.softmax(z, index)`, "
+               f"`torch_scatter.scatter_softmax(z, index)`, or {_group_max('z')}",
+    "softmax_weighted": f"a max-subtracted grouped softmax of `z + torch.log(w)` (-inf where a 0/1 mask is 0): "
+                        f"`torch_geometric.utils.softmax`, or {_group_max('z')}",
+    "logsumexp": f"`torch_scatter.scatter_logsumexp(x, index)`, or {_group_max('x')} and add it back after the log",
+    "logsumexp_weighted": f"the grouped log-sum-exp of `x + torch.log(w)`: `torch_scatter.scatter_logsumexp`, or "
+                          f"{_group_max('x')} and add it back after the log",
+}
 
 
 class HandWrittenUnstableFunction(SiteRule):
@@ -79,6 +98,14 @@ class HandWrittenUnstableFunction(SiteRule):
     sp = F.softplus(z)
     lse = torch.logsumexp(z, dim=-1)
     ```
+
+    A softmax per group (a grouped sum of the exps for denominator) or a log-sum-exp per group
+    has no torch function: the message advises the max-subtracted grouped forms instead,
+    `torch_geometric.utils.softmax(z, index)`, `torch_scatter.scatter_softmax` and
+    `scatter_logsumexp`, or each group's max (`scatter_max`, `scatter_reduce(..., "amax")`)
+    subtracted inside the exp (measured, bench/measure_grouped_softmax.py: the written-out form is
+    NaN in a group holding z = 100 and in one holding only z <= -200, value and gradient; the
+    max-subtracted one matches `torch.softmax` run on each group alone).
     """
 
     code = "GL305"
@@ -203,6 +230,13 @@ class MaskedAttention(nn.Module):
                 "        log_snr = self.schedule(times).squeeze(-1)\n"
                 "        return (self.net(img, log_snr) - img).pow(2).mean() * loss_weight(log_snr).mean()\n",
                 note="a learned noise schedule: the weight's operand carries the schedule's gradient"),
+        Example("import torch\nfrom torch import nn\nfrom torch_scatter import scatter_add\n\n\n"
+                "class EdgeAttention(nn.Module):\n    def __init__(self, dim):\n        super().__init__()\n"
+                "        self.score = nn.Linear(dim, 1)\n\n    def forward(self, x, index, n):\n"
+                "        e = self.score(x).squeeze(-1).exp()\n"
+                "        return e / scatter_add(e, index, dim=0, dim_size=n)[index]\n",
+                note="a softmax per node over its edges, written out (PyG's utils.softmax before "
+                     "pyg-team/pytorch_geometric#53): NaN in a group once one exponent overflows"),
         Example("import torch\n\ndef f(x):\n    return 1 / (1 + torch.exp(-x))\n"),
         Example("import torch\n\ndef f(x):\n    return torch.log(1 + torch.exp(x))\n"),
         Example("import torch\n\ndef f(x):\n    return x.exp().add(1).log()\n"),
@@ -321,6 +355,13 @@ class Gate(torch.autograd.Function):
                 note="the weighted log-sum-exp with the weights' logs"),
         Example("import torch\n\n\ndef f(x, w):\n    return torch.log(torch.sum(torch.exp(x - x.max()) * w.softmax(-1), -1))\n",
                 note="max-shifted exps, weighted"),
+        Example("import torch\nfrom torch import nn\nfrom torch_scatter import scatter_add, scatter_max\n\n\n"
+                "class EdgeAttention(nn.Module):\n    def __init__(self, dim):\n        super().__init__()\n"
+                "        self.score = nn.Linear(dim, 1)\n\n    def forward(self, x, index, n):\n"
+                "        s = self.score(x).squeeze(-1)\n"
+                "        e = (s - scatter_max(s, index, dim=0, dim_size=n)[0][index]).exp()\n"
+                "        return e / scatter_add(e, index, dim=0, dim_size=n)[index]\n",
+                note="each group's max subtracted before exp (torch_geometric.utils.softmax)"),
         Example("import torch\nimport torch.nn.functional as F\n\ndef f(x):\n"
                 "    return torch.sigmoid(x), F.softplus(x), torch.logsumexp(x, 1)\n"),
         Example("import torch\n\ndef f():\n    return 1 / (1 + torch.exp(-torch.tensor(2.0)))\n",
@@ -353,6 +394,14 @@ class Gate(torch.autograd.Function):
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:
+        use = _USE_GROUPED.get(site.variant) if dict(site.data).get("grouped") else None
+        if use is not None:
+            if site.variant.startswith("softmax"):
+                return (f"hand-written `{site.detail}` is NaN in a group once exp overflows there (float32: "
+                        f"z > 88) or every term of the group underflows to 0 (all z < -103), and so is its "
+                        f"gradient; use {use}")
+            return (f"hand-written `{site.detail}` overflows in exp (float32: |x| > 88) and gives a NaN "
+                    f"gradient; use {use}")
         if site.variant in ("softmax", "softmax_weighted"):
             # (a softmin of distances, `exp(-d / T)`, never overflows: all its terms underflow to 0
             # for large distances or a small temperature, and 0 / 0 is NaN: torchfields#18)

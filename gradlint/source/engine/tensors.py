@@ -112,6 +112,9 @@ class V:
     exp: bool = False
     one_plus_exp: bool = False
     sum_exp: bool = False
+    # a sum over groups of elements (`scatter_add(src, index)`, `index_add`, `segment_csr`), not
+    # over a dimension: a softmax with it for denominator is one per group
+    grouped: bool = False
     # an exp weighted (`exp(a) * w`, w a probability, an exp, non-negative or a positive number),
     # or a sum of such: a sum of them under a log is a log-sum-exp (`logsumexp(a + log(w))`),
     # but no sigmoid or softmax written out (`exp` is off for it)
@@ -417,6 +420,7 @@ def merge(a: V, b: V) -> V:
         exp=a.exp and b.exp,
         one_plus_exp=a.one_plus_exp and b.one_plus_exp,
         sum_exp=a.sum_exp and b.sum_exp,
+        grouped=a.grouped and b.grouped,
         weighted=a.weighted and b.weighted,
         max_shifted=a.max_shifted or b.max_shifted,
         exp_safe=a.exp_safe and b.exp_safe,
