@@ -1539,3 +1539,80 @@ def main(model, loader, opt):
 """
     found = check_source(text, Config(select=("GL202",)))
     assert [(f.code, f.span.line) for f in found] == [("GL202", 9)]
+
+
+_CLIP_FIRST = """\
+import torch
+
+
+def train(model, loader, opt, epochs):
+    for epoch in range(epochs):
+{before}        for x, y in loader:
+{first}            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+{inner}            opt.step()
+{last}"""
+_CLIP = "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+_CLEAR = "opt.zero_grad()\n"
+
+
+@pytest.mark.parametrize("before, first, last", [
+    # once an epoch, before the batch loop that clears first: the first zero_grad drops it
+    ("        " + _CLIP, "            " + _CLEAR, ""),
+    # the loop clears after its step: the clip sees the zeros (or None) the last pass left
+    ("        " + _CLIP, "", "            " + _CLEAR),
+], ids=["clear-first", "clear-last"])
+def test_clip_before_an_update_loop_that_clears_is_flagged(before, first, last):
+    # measured (bench/measure_clip_before_update_loop.py): the weights are bitwise those of no clip
+    text = _CLIP_FIRST.format(before=before, first=first, inner="", last=last)
+    found = check_source(text, Config(select=("GL202",)))
+    assert [(f.code, f.span.line) for f in found] == [("GL202", text.splitlines().index(before.splitlines()[0]) + 1)]
+    assert "runs before the loop whose `opt.step()` (line" in found[0].message
+    assert "its clear of the gradients (line" in found[0].message
+    assert found[0].fix is None
+
+
+@pytest.mark.parametrize("before, first, inner, last", [
+    # the loop clears nothing: the clipped sum carries into its first step (GL205's case)
+    ("        " + _CLIP, "", "", ""),
+    # a clear only under an if of the loop's own (accumulation): what is left may carry over
+    ("        " + _CLIP, "            if epoch % 2 == 0:\n                " + _CLEAR, "", ""),
+    # the loop clips its steps itself: the clip before it is only redundant
+    ("        " + _CLIP, "            " + _CLEAR, "            " + _CLIP, ""),
+    # a backward and a step of the clip's own before it: the clip guards that step
+    ("        loss0 = model(x0).sum()\n        loss0.backward()\n        " + _CLIP + "        opt.step()\n",
+     "            " + _CLEAR, "", ""),
+    # a measurement, not a clip
+    ("        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float('inf'))\n", "            " + _CLEAR, "", ""),
+], ids=["no-clear", "guarded-clear", "clipped-inside", "own-step", "measuring"])
+def test_clip_before_an_update_loop_not_flagged(before, first, inner, last):
+    text = _CLIP_FIRST.format(before=before, first=first, inner=inner, last=last)
+    assert codes(text, "GL202") == []
+
+
+def test_clip_once_before_the_epoch_loop_is_flagged():
+    text = _CLIP_FIRST.format(before="", first="            " + _CLEAR, inner="", last="").replace(
+        "    for epoch in range(epochs):\n", "    " + _CLIP + "    for epoch in range(epochs):\n")
+    found = check_source(text, Config(select=("GL202",)))
+    assert [(f.code, f.span.line) for f in found] == [("GL202", 5)]
+
+
+def test_clip_before_the_update_loop_of_a_called_epoch_function():
+    text = """\
+import torch
+
+
+def train_epoch(model, loader, opt):
+    for x, y in loader:
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+
+
+def main(model, loader, opt):
+    for epoch in range(10):
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        train_epoch(model, loader, opt)
+"""
+    found = check_source(text, Config(select=("GL202",)))
+    assert [(f.code, f.span.line) for f in found] == [("GL202", 13)]

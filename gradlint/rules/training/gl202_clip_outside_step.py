@@ -29,7 +29,10 @@ class ClipOutsideStep(steps.StepRule):
     after it still guards the step that follows. A clip after a loop that makes every update
     itself (`for batch in loader: backward(); step()`), once an epoch or once at the end, with
     no step after it and no clip inside the loop, is flagged too: no step the loop makes is
-    clipped. A step after it (a flush of left-over accumulated gradients) is guarded by it.
+    clipped. A step after it (a flush of left-over accumulated gradients) is guarded by it. So is
+    a clip before such a loop (once an epoch, or once before training) when the loop clears the
+    gradients on every pass: its first clear drops what was clipped, or the clip saw only the
+    zeros or None the last pass's clear left.
 
     ## Why is this bad?
     The optimizer has already applied the unclipped gradients when the clip runs after
@@ -170,6 +173,17 @@ for epoch in range(epochs):
         optimizer.step()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
 """, note="once an epoch, after the batch loop has made every step"),
+        Example("""\
+import torch
+
+for epoch in range(epochs):
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    for x, y in loader:
+        optimizer.zero_grad()
+        criterion(model(x), y).backward()
+        optimizer.step()
+""", note="once an epoch, before the batch loop: its zero_grad drops what was clipped (measured: the "
+          "weights are bitwise those of no clip, bench/measure_clip_before_update_loop.py)"),
     ]
     valid = [
         Example("""\
@@ -366,17 +380,36 @@ def train(model, loader, accelerator, optimizer):
                 marks = [f for f in flat if f.event.kind in ("backward", "step")]
                 if any(outside(m) for m in marks):
                     continue  # a backward or step of the clip's own: not this pattern
-                # the update loop ends before the clip, nested in the clip's own loops
-                loop = next((m for m in reversed(marks)
-                             if m.order < clip.order and m.event.kind == "step" and steps.compatible(m, clip)
-                             and m.loops[:len(clip.loops)] == clip.loops and len(m.loops) > len(clip.loops)
-                             and m.loops[len(clip.loops)] in updating), None)
-                if loop is None or any(loop.loops[len(clip.loops)] in f.loops for f in clips):
-                    continue  # the loop clips its steps itself (well or not: the contexts say)
+                n = len(clip.loops)
+
+                def nested(m, clip=clip, n=n) -> bool:
+                    # a step of an update loop nested in the clip's own loops
+                    return m.event.kind == "step" and steps.compatible(m, clip) and m.loops[:n] == clip.loops \
+                        and len(m.loops) > n and m.loops[n] in updating
+
+                # the update loop ends before the clip
+                loop = next((m for m in reversed(marks) if m.order < clip.order and nested(m)), None)
+                if loop is not None:
+                    if any(loop.loops[n] in f.loops for f in clips):
+                        continue  # the loop clips its steps itself (well or not: the contexts say)
+                    yield ctx.finding(
+                        f"`{clip.event.name}` runs after the loop whose last `{steps.step_text_near(loop, clip)}` "
+                        f"(line {loop.event.span.line}) has applied the unclipped gradients: no step it "
+                        "makes is clipped; clip between `backward()` and the step inside the loop",
+                        clip.event.span)
+                    continue
+                # ...or starts after it, and clears the gradients on every pass
+                ahead = next((m for m in marks if m.order > clip.order and nested(m)), None)
+                if ahead is None or any(ahead.loops[n] in f.loops for f in clips):
+                    continue
+                clear = _cleared_each_pass(flat, ahead.loops[n], clip)
+                if clear is None:
+                    continue
                 yield ctx.finding(
-                    f"`{clip.event.name}` runs after the loop whose last `{steps.step_text_near(loop, clip)}` "
-                    f"(line {loop.event.span.line}) has applied the unclipped gradients: no step it "
-                    "makes is clipped; clip between `backward()` and the step inside the loop",
+                    f"`{clip.event.name}` runs before the loop whose `{steps.step_text_near(ahead, clip)}` "
+                    f"(line {ahead.event.span.line}) makes every update: its clear of the gradients (line "
+                    f"{clear.event.span.line}) and `backward()` replace what was clipped, so no step it makes is "
+                    "clipped; clip between `backward()` and the step inside the loop",
                     clip.event.span)
 
     def _lightning_training_step(self, ctx: RuleContext, facts) -> Iterator[Finding]:
@@ -465,6 +498,16 @@ def train(model, loader, accelerator, optimizer):
             Edit(SourceSpan(s.line, 1, s.line, 1), unscale + text),
             Edit(SourceSpan(c.line, 1, c.end_line + 1, 1), ""),
         ), safe=True)
+
+
+def _cleared_each_pass(flat, loop, clip):
+    """A clear of gradients in `loop` that runs on every pass (under no `if` of the loop's own)
+    and can run with the clip: the first one, or None. A clip before such a loop clips what its
+    first clear drops, or what the last pass's clear left (zeros or None: measured,
+    bench/measure_clip_before_update_loop.py, the weights bitwise those of no clip). Without a
+    clear the clipped sum would carry into the loop's first step."""
+    return next((f for f in flat if f.event.kind == "clear" and loop in f.loops and steps.compatible(f, clip)
+                 and not any(loop in g.loops for g in f.guards)), None)
 
 
 def _same(a: tuple[str, str], b: tuple[str, str]) -> bool:
