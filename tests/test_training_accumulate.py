@@ -258,6 +258,20 @@ def test_a_step_after_accumulate_in_a_loop_over_optimizers():
     assert [f.span.line for f in gl206(after_the_block(after))] == [CLIP_LINE]
 
 
+def test_a_method_that_enters_accumulate_and_steps_after_the_block():
+    text = """\
+class Trainer:
+    def training_step(self, batch):
+        with self.accelerator.accumulate(self.model):
+            self.accelerator.backward(self.model(batch).loss)
+        self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+"""
+    (f,) = gl206(text)
+    assert f.span.line == 5 and "after `self.accelerator.accumulate(...)`" in f.message
+
+
 def test_a_clip_and_step_after_accumulate_held_to_the_sync_flag():
     after = "        if accelerator.sync_gradients:\n" + AFTER.replace("        ", "            ")
     assert gl206(after_the_block(after)) == []
