@@ -689,10 +689,14 @@ class TensorEval:
             # keeps a margin from ±1; times ±1 it stays what it was
             lit, other = (rn, left) if rn is not None else (ln, right)
             if lit is None or other.unit is None or abs(lit) > 1:
-                return replace(base, unit=None, nonneg=signless)
+                return replace(base, unit=None, nonneg=signless, norms=bool(left.norm and right.norm))
             return replace(base, unit="strict" if abs(lit) < 1 else other.unit, nonneg=signless)
         if op is cst.Divide and ((got := ratio_of(left, right))["ratio"] or got["ratio_den"]):
             return replace(base, tensor=True, **got)
+        if op is cst.Divide and right.norms:
+            # `(a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))`, a cosine written out: in
+            # [-1, 1] up to rounding (torchani's angles take `acos(0.95 * cos)`: a margin)
+            return replace(base, unit="bounded")
         if op is cst.Divide and left.unit is not None and rn is not None and abs(rn) >= 1:
             # `cos / (1 + 1e-6)`: a margin, as a product is
             return replace(base, unit="strict" if abs(rn) > 1 else left.unit)

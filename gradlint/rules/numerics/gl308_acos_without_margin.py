@@ -18,8 +18,9 @@ class AcosWithoutMargin(SiteRule):
     Flags `torch.acos`/`torch.asin` (and `arccos`/`arcsin`, `.acos()`) whose argument is not
     clamped strictly inside (-1, 1). `clamp(-1, 1)` is still flagged: it keeps the argument in
     the domain but not away from the ends. Not flagged: `clamp(-1 + eps, 1 - eps)` or any
-    non-literal margin, a value known to lie in [-1, 1] (clamped to it, or a
-    `F.cosine_similarity`) times a number of size below 1 or divided by one above 1
+    non-literal margin, a value known to lie in [-1, 1] (clamped to it, a
+    `F.cosine_similarity`, or a cosine written out as a value over the product of two norms)
+    times a number of size below 1 or divided by one above 1
     (`cos * (1 - 1e-6)`, `cos / (1 + 1e-6)`), constants, detached or no-grad operands. ONNX graphs are read too (the
     ONNX front-end matches the pattern).
 
@@ -77,6 +78,10 @@ class AcosWithoutMargin(SiteRule):
                 "    def forward(self, a, b):\n        return torch.acos(F.cosine_similarity(self.f(a), b))\n"),
         Example(_MODULE + "        c = self.f(a).sum(-1)\n        return torch.acos(torch.clamp(c, -1.0, 1.0))\n",
                 note="clamp(-1, 1) is still flagged"),
+        Example(_MODULE + "        y = self.f(a)\n"
+                "        cos = (y * b).sum(-1) / (y.norm(dim=-1) * b.norm(dim=-1))\n"
+                "        return torch.acos(cos)\n",
+                note="a cosine written out, unclamped (rounding takes it past 1: NaN)"),
         Example(_MODULE + "        c = self.f(a).sum(-1).clamp(-1, 1)\n        return c.asin()\n"),
         Example(LEAF.format(make="torch.randn(3, 4, requires_grad=True)\n    x = torch.randn(5, 3)",
                             use="torch.acos(x.matmul(W))"),
@@ -115,6 +120,10 @@ class AcosWithoutMargin(SiteRule):
                 + "        cos = F.cosine_similarity(self.f(a), self.f(b), dim=-1)\n"
                 "        return torch.acos(cos * (1 - 1e-6))\n",
                 note="a cosine similarity times a margin"),
+        Example(_MODULE + "        x = self.f(a)\n"
+                "        cos = (x * b).sum(-1) / (x.norm(dim=-1) * b.norm(dim=-1))\n"
+                "        return torch.acos(0.95 * cos)\n",
+                note="a cosine written out (a dot over the product of the norms) times a margin (torchani's angles)"),
         Example("import torch\nfrom torch import nn\n\n\nclass AngularLoss(nn.Module):\n"
                 "    def forward(self, pred, target):\n        cos = (pred * target).sum(-1)\n"
                 "        return torch.acos(cos.clamp(-1 + 1e-7, 1 - 1e-7)).mean()\n",

@@ -102,6 +102,9 @@ class V:
     # 1 - c² of a c that reaches ±1 exactly (a cosine): exactly 0 there, as a sum of squares is
     # at 0, so its root's gradient is NaN (ArcFace's `sine = sqrt(1 - cos²)`)
     sine: bool = False
+    # a product of two norms (`a.norm(dim=-1) * b.norm(dim=-1)`): what a hand-written cosine
+    # divides by, so the quotient lies in [-1, 1] up to rounding (unit 'bounded')
+    norms: bool = False
     # clamped from below at 0 or more (`clamp(min=0)`, `clamp(0, 1)`): never negative, so any
     # positive eps added keeps it off 0 (a sine's `(1 - cos**2).clamp(0, 1) + 1e-12`)
     floored: bool = False
