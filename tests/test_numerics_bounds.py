@@ -166,3 +166,43 @@ def test_clamp_bounds_of_unknown_numbers():
     assert bounds.clamped((0.0, 5.0), 1.0, None, hi_given=True) == (float("-inf"), 5.0)  # min(., ?) may be anything below
     assert bounds.clamped(None, 2.0, 1.0) == (1.0, 1.0)  # torch: a max below the min wins
     assert bounds.clamped(None, 1e-8, 1 - 1e-8)[1] == 1.0  # as float32 holds it
+
+
+# -- distances: never below 0 (engine/bounds.of) ----------------------------------------------------
+
+_DAMP = "import torch\n\n\ndef damp(pos, a, b, v, r0: float = 0.3):\n    r = {r}\n    return 1 / (1 + torch.exp({e}))\n"
+
+
+@pytest.mark.parametrize("r, e", [
+    ("pos.norm(dim=-1)", "-20 * (r / 0.3 - 1)"),  # Grimme's D2 damping of a distance
+    ("pos.norm(dim=-1)", "-20 * (r / r0 - 1)"),  # the radius a parameter's default
+    ("(pos[:, None] - pos[None]).norm(dim=-1)", "-20 * (r / 0.3 - 1)"),
+    ("torch.linalg.norm(pos, dim=-1)", "-20.0 * (r / 0.3 - 1.0)"),
+    ("torch.cdist(a, b)", "-(r / 0.3 - 1) * 20"),
+    ("torch.sqrt((v ** 2).sum(-1))", "-20 * (r / 0.3 - 1)"),
+    ("((a - b) ** 2).sum(-1)", "-5 * (r * 2 - 3)"),  # a squared distance: at most 15
+])
+def test_a_distance_over_a_positive_radius_keeps_the_sigmoid_quiet(r, e):
+    # measured in torch (float32): for r from 0 to 1e6, 1 / (1 + exp(-20 (r / 0.3 - 1))) and its
+    # gradient are finite (the exponent is at most 20)
+    assert codes(_DAMP.format(r=r, e=e)) == []
+
+
+@pytest.mark.parametrize("r, e", [
+    ("pos.sum(-1)", "-20 * (r / 0.3 - 1)"),  # signed: r = -10 gives exp(686) (measured: NaN gradient)
+    ("pos.norm(dim=-1)", "-20 * (r / -0.3 - 1)"),  # a negative radius: r = 10 is NaN (measured)
+    ("pos.norm(dim=-1)", "-20 * (r / v - 1)"),  # a radius of unknown sign
+    ("pos.norm(dim=-1)", "20 * (r / 0.3 - 1)"),  # grows with the distance
+    ("pos.norm(dim=-1)", "-20 * (r * a - 1)"),  # a factor of unknown sign
+])
+def test_a_distance_whose_exponent_is_open_is_flagged(r, e):
+    assert codes(_DAMP.format(r=r, e=e)) == ["GL305"]
+
+
+def test_a_norm_module_is_not_a_distance():
+    # `self.norm(h)` is a LayerNorm's output, signed
+    src = ("import torch\nfrom torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n"
+           "        super().__init__()\n        self.norm = nn.LayerNorm(4)\n        self.layers = nn.ModuleList([nn.LayerNorm(4)])\n\n"
+           "    def forward(self, h):\n        a = self.norm(h)\n        b = self.layers[0].norm(h)\n"
+           "        return 1 / (1 + torch.exp(-20 * (a / 0.3 - 1))) + 1 / (1 + torch.exp(-20 * (b / 0.3 - 1)))\n")
+    assert codes(src) == ["GL305", "GL305"]

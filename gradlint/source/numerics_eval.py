@@ -586,9 +586,10 @@ class TensorEval:
         folded = binary(op, left.value, right.value)
         if folded is not None:
             res = replace(res, value=folded)  # arithmetic on plain numbers: engine/fold.py's
-        elif left.bounds is not None or right.bounds is not None:
-            # `x / (1 - x)` of `x` clamped to [eps, 1 - eps]: between eps / (1 - eps) and its inverse
-            known = bounds.arith(op, bounds.of(left), bounds.of(right))
+        elif (la := bounds.of(left)) is not None and (ra := bounds.of(right)) is not None:
+            # `x / (1 - x)` of `x` clamped to [eps, 1 - eps]: between eps / (1 - eps) and its inverse;
+            # `-20 * (r / 0.3 - 1)` of a distance r: at most 20
+            known = bounds.arith(op, la, ra)
             if known is not None:
                 res = replace(res, bounds=known, **bounds.safety(known))
         den = left.ratio_den or right.ratio_den

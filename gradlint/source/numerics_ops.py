@@ -91,9 +91,10 @@ def is_abs(node: cst.BaseExpression) -> bool:
 
 
 # torch functions (and tensor methods) whose value is never negative: their negation's exp cannot
-# overflow (`exp(-F.softplus(x))`, a softmin of distances `exp(-torch.cdist(a, b))`).
+# overflow (`exp(-F.softplus(x))`, a softmin of distances `exp(-torch.cdist(a, b))`); a root is
+# never negative either (NaN below 0: a distance `sqrt((d ** 2).sum(-1))`).
 _NEVER_NEGATIVE = frozenset({"softplus", "norm", "vector_norm", "matrix_norm", "cdist", "pdist", "sigmoid", "softmax",
-                             "exp", "square"})
+                             "exp", "square", "sqrt"})
 
 
 def never_negative(node: cst.BaseExpression) -> bool:
@@ -109,6 +110,9 @@ def never_negative(node: cst.BaseExpression) -> bool:
     if name in _NEVER_NEGATIVE:
         # `F.softplus(x)`, `torch.norm(d)`, `x.norm(dim=1)`, `torch.cdist(a, b)`, `x.exp()`; not
         # `self.norm(x)` (a LayerNorm module) nor any call of another attribute of self
+        # `(a - b).norm(dim=-1)`: arithmetic makes a tensor, whose method it is
+        if type(func) is cst.Attribute and type(func.value) in (cst.BinaryOperation, cst.UnaryOperation):
+            return True
         owner = dotted(func.value) if type(func) is cst.Attribute else ""
         return owner is not None and owner != "self" and not owner.startswith("self.")
     if name == "relu":

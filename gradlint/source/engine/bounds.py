@@ -1,6 +1,7 @@
 """Intervals a tensor's elements are known to lie in (`V.bounds`).
 
-A clamp with numbers makes one (`x.clamp(min=eps, max=1 - eps)`: [1e-6, 1 - 1e-6]); arithmetic with
+A clamp with numbers makes one (`x.clamp(min=eps, max=1 - eps)`: [1e-6, 1 - 1e-6]), and a value
+never below 0 (a norm, a distance, a square, a root) lies in [0, inf]; arithmetic with
 numbers and with other bounded tensors keeps one (`x / (1 - x)`: a positive divisor), so do a log
 of a positive one, a negation, a mean and the reshapes and selections that keep elements; any other
 operation forgets it. What an exp of the value can reach follows (numerics' `exp_safe`: at most 80,
@@ -34,12 +35,16 @@ def f32(x: float) -> float:
 
 
 def of(v) -> Interval | None:
-    """The interval of a value: its bounds, or its plain number as a point (as float32 holds it)."""
+    """The interval of a value: its bounds, its plain number as a point (as float32 holds it), or
+    [0, inf] for a value never below 0 (a norm, a distance, a square or a sum of squares, `|x|`:
+    `-20 * (r / r0 - 1)` of a distance r and a positive number r0 is at most 20)."""
     if v.bounds is not None:
         return v.bounds
     n = v.value
     if type(n) in (int, float) and math.isfinite(n):
         return (f32(float(n)), f32(float(n)))
+    if v.sq or v.sumsq or (v.nonneg and not v.module):
+        return (0.0, math.inf)
     return None
 
 
