@@ -146,7 +146,14 @@ class GradFree:
             if mine is not None and (other is None or not other <= mine):
                 self.unfree[id(merged)] = merged
             return merged
-        if fa is None or fb is None or merged.params or merged.nograd:
+        if fa is None or fb is None or merged.params:
+            return merged
+        if merged.nograd and (fa or fb):
+            # constant on one path only (`if isinstance(t, float): t = torch.full((n,), t)`), what
+            # the callers pass on the other: grad-free only as that is, as the join of two
+            # values that need conditions is (not the constant `merge` reads on one path)
+            merged = replace(merged, const=False, cut=None, cut_span=None)
+        elif merged.nograd:
             return merged
         return self.register_free(merged, fa | fb)
 
@@ -268,15 +275,29 @@ class GradFree:
             return result
         if sizes == {1} or None in sizes or len(sizes) != 1:
             conds = self._returned_conds(walk, node, qual, sig, [whole for _parts, whole in returns])
-            return self.register_free(result, conds) if conds else result
+            return self._made_free(result, conds)
         size = sizes.pop()
         elems = []
         for i in range(size):
             conds = self._returned_conds(walk, node, qual, sig, [parts[i] for parts, _whole in returns])
-            elems.append(self.register_free(UNKNOWN, conds) if conds else UNKNOWN)
+            elems.append(self._made_free(UNKNOWN, conds))
         if all(e is UNKNOWN for e in elems):
             return result
         return replace(result, elems=tuple(elems))
+
+    def _made_free(self, result: V, conds: frozenset[Cond] | None) -> V:
+        """`result`, what a method returns: grad-free under `conds`; fresh when they are none (every
+        return is made of fresh tensors whatever the call passes: `sample_random_times` returning
+        `torch.zeros(n).uniform_(0, 1)`); as it is when None."""
+        if conds is None:
+            return result
+        if result.params:
+            # (what the walk made of the call's arguments, some of which may carry gradient that
+            # the method's returns, as `conds` say, do not take)
+            result = UNKNOWN
+        if not conds:
+            return replace(result, const=True, tensor=True) if result is not UNKNOWN else _FRESH
+        return self.register_free(result, conds)
 
     def _returned_conds(self, walk, node: cst.Call, qual: str, sig: tuple, values: list) -> frozenset[Cond] | None:
         """The conditions under which every one of `values` (what the method returns) is grad-free
@@ -301,6 +322,10 @@ class GradFree:
                     return None
                 out |= passed
         return frozenset(out)
+
+
+# what a method returns that is made of fresh tensors alone
+_FRESH = V(const=True, tensor=True, computed=True)
 
 
 def _copy(v: V) -> V:
