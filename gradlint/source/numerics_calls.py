@@ -213,6 +213,8 @@ class TensorCalls(TorchOps):
                 return ran
             if meth in SEQUENTIAL_GROWS and (grown := self.sequential_grown(node, recv, meth)) is not None:
                 return grown
+            if meth in SEQUENTIAL_GROWS and self.module_list_grown(node, recv, meth):
+                return UNKNOWN
             if meth in _DICT_CHANGES:
                 self._dict_changed(recv, node)
             if meth in ("append", "extend", "insert") and type(recv) is cst.Name and recv.value in self.env:
@@ -733,6 +735,7 @@ class TensorCalls(TorchOps):
                 return made  # `model.get_encoder()` returning `self.encoder`: that submodule
             cls = next(iter(r.inst))
             ctx = self.x.class_ctxs.get(cls)
+            local = cls in self.x.local_classes
             if cls not in self.x.local_classes or (
                     cls not in self.x.subclassed and ctx is not None and meth in ctx.method_nodes
                     and not ctx.method_nodes[meth].decorators):
@@ -741,8 +744,16 @@ class TensorCalls(TorchOps):
                 # another file's there (NumericsFacts.backpropagated_outputs)
                 made = self._method_value(node, recv_node, meth, r)
                 # (a method of this file that cuts what it returns: its caller's value is cut)
-                cut = self.x.method_cut(f"{cls}.{meth}", -1) if cls in self.x.local_classes else None
-                return replace(cut or made, returned=(f"{cls}.{meth}", -1))
+                cut = self.x.method_cut(f"{cls}.{meth}", -1) if local else None
+                res = replace(cut or made, returned=(f"{cls}.{meth}", -1))
+                # (grad-free where what it returns is for what this call passes, as `self.m(...)`
+                # is inside the class: `sched.q_sample(x, t)`, numerics_free)
+                return self.x.method_free(self, node, f"{cls}.{meth}", res) if local else res
+            if local and ctx is None:
+                # (a class of the file not walked yet: this unit is walked again once it is, for
+                # what its methods return)
+                self.x.member_readers.setdefault(cls, set()).add(self.x.unit)
+                self.x.stale.add(self.x.unit)
         if meth == "get" and r.keyed is not None:
             self._args_ev(node)
             got = self._keyed_get(node, r)

@@ -217,7 +217,8 @@ class TensorEval:
             if node.value in self.x.local_classes:
                 if id(node) not in self.x.callees:
                     self.x.class_refs.add(node.value)
-                return UNKNOWN
+                # a class held as a value (`klass = Scheduler`): calling it makes an instance of it
+                return V(local_class=node.value) if node.value not in self.x.autograd_classes else UNKNOWN
             if node.value in self.x.imports.names:
                 names = self.x.q(node)
                 fn = _function_value(names)
@@ -274,6 +275,8 @@ class TensorEval:
                 self._ev_children(el)
             if type(node.value) is cst.Attribute and node.value.attr.value == "shape":
                 return V(const=True)
+            if base.holds and (item := self.module_list_item(base, node)) is not None:
+                return item  # `self.schedulers[i]`: an instance of the classes the ModuleList holds
             if type(node.value) is cst.Name and (key := _string_index(node)) is not None:
                 stored = self.env.get(_entry(node.value.value, key))
                 if stored is not None:

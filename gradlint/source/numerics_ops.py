@@ -824,6 +824,7 @@ _QUALIFIED_GROUPS: list = [
     (SOFTMAX, T._q_softmax), (SIGMOID, T._q_sigmoid), (LOG_SOFTMAX, T._q_log_softmax),
     (LOGSIGMOID, T._q_logsigmoid), (LOSS_FUNCTIONS, T._q_loss_function), (TARGET_LOSSES, T._q_target_loss), (LOSS_MODULES, T._q_loss_module),
     (PROB_MODULES, T._q_prob_module), (NONNEG_MODULES, T._q_nonneg_module), ({"torch.nn.Sequential"}, T._q_sequential),
+    ({"torch.nn.ModuleList"}, T._q_module_list),
     (PARAMETER_CLASSES, T._q_parameter), (TENSOR_FROM_DATA, T._q_from_data),
     (VARIABLE, T._q_variable), (FACTORIES, T._q_factory), (CUTTING_FUNCTIONS, T._q_cutting),
     (MODEL_WRAPPERS, T._q_wrapped), ({"functools.partial"}, T._q_partial),

@@ -1,6 +1,8 @@
-"""nn.Sequential as the numerics walk reads it: its call gives what its last module's call gives
-(a softmax, a ReLU's output...), from the modules its constructor is given, from the ones
-`add_module`/`append` put after them, and from a subclass's `super().__init__(...)`.
+"""nn.Sequential and nn.ModuleList as the numerics walk reads them: a Sequential's call gives what
+its last module's call gives (a softmax, a ReLU's output...), from the modules its constructor is
+given, from the ones `add_module`/`append` put after them, and from a subclass's
+`super().__init__(...)`; a ModuleList's item taken by an index is an instance of the classes of
+the file its constructor and `append`/`insert` put there, when every item is one (`V.holds`).
 
 A mixin of the walk's torch handlers (`numerics_ops.TorchOps`): the walk's environment, its
 evaluator `ev` and its file extractor `x`. `V.seq` marks the value of a Sequential, so that a
@@ -53,6 +55,67 @@ class SequentialOps:
         signed = vals[k] if 0 <= k < len(vals) else UNKNOWN
         return V(module=True, seq=True, callret=last.callret, nonneg=signed.module and signed.nonneg,
                  params=not free)
+
+    def _q_module_list(self, c: _Call) -> V:
+        """`nn.ModuleList()`, `nn.ModuleList([A(), B(...)])`, `nn.ModuleList([A(k) for k in ks])`:
+        a module that holds instances of those classes of the file (none yet for an empty one)."""
+        listed = c.pos[0] if c.pos else c.kw.get("modules")
+        return V(module=True, leaf=True, holds=frozenset() if listed is None else self._instances_in(listed))
+
+    def _instances_in(self, listed: cst.BaseExpression) -> frozenset[str] | None:
+        """The classes of the file whose instances a list display or comprehension makes, when
+        each of its items is a call of one (`[A(), B(k)]`, `[A(k) for k in ks]`); else None."""
+        if type(listed) in (cst.ListComp, cst.GeneratorExp):
+            items = [listed.elt]
+        elif type(listed) in (cst.List, cst.Tuple):
+            items = [el.value for el in listed.elements]
+            if any(type(el) is not cst.Element for el in listed.elements):
+                return None  # `[*blocks]`
+        else:
+            return None
+        out = set()
+        for item in items:
+            cls = self._instance_class(item)
+            if cls is None:
+                return None
+            out.add(cls)
+        return frozenset(out)
+
+    def _instance_class(self, node: cst.BaseExpression) -> str | None:
+        """The class of the file that `node`, a call of it, makes an instance of (an autograd
+        Function's aside)."""
+        if type(node) is not cst.Call or type(node.func) is not cst.Name:
+            return None
+        name = node.func.value
+        x = self.x
+        return name if name in x.local_classes and name not in x.autograd_classes and name not in self.env else None
+
+    def module_list_grown(self, node: cst.Call, recv: cst.BaseExpression, meth: str) -> bool:
+        """`self.blocks.append(Block())`, `.insert(i, Block())` on a ModuleList whose items are
+        known (`V.holds`): the item's class joins them; anything else put there (an `extend`, an
+        item of no known class of the file) leaves them unknown. Whether the receiver was one."""
+        key = dotted(recv)
+        held = self.env.get(key) if key is not None else None
+        if held is None or held.holds is None:
+            return False
+        added = _arg(node, 0, "module") if meth == "append" else _arg(node, 1, "module") if meth == "insert" else None
+        kinds = frozenset()
+        for a in node.args:
+            v = self.ev(a.value)
+            if a.value is added:
+                kinds = v.inst
+        if meth == "pop":
+            return True
+        local = kinds and all(k in self.x.local_classes and k not in self.x.autograd_classes for k in kinds)
+        self.env[key] = replace(held, holds=held.holds | kinds if local else None)
+        return True
+
+    def module_list_item(self, base: V, node: cst.Subscript) -> V | None:
+        """`self.schedulers[i]` of a ModuleList each of whose items is an instance of the classes
+        it holds: one of them (a slice is no item)."""
+        if not base.holds or len(node.slice) != 1 or type(node.slice[0].slice) is not cst.Index:
+            return None
+        return V(inst=base.holds, leaf=True, module=True)
 
     def _param_free(self, node: cst.BaseExpression) -> bool:
         return type(node) is cst.Call and not PARAM_FREE_MODULES.isdisjoint(self.x.q(node.func))
@@ -110,6 +173,8 @@ class SequentialOps:
         held = self.env.get(key) if key is not None else None
         if held is not None and held.seq:
             self.env[key] = tail_unknown(held)
+        elif held is not None and held.holds is not None:
+            self.env[key] = replace(held, holds=None)  # `self.blocks[0] = other`
 
     def _own_modules_changed(self) -> None:
         """`self.add_module(...)`, `self.append(...)`, `del self[-1]` in a method of the class: its

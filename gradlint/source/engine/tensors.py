@@ -176,6 +176,10 @@ class V:
     # (CLIP-style `emb / emb.norm()` on a projection's output; measured on the corpus: every
     # such division was harmless).
     dense: bool = False
+    # an nn.ModuleList whose every item is an instance of one of these classes (empty: none put
+    # there yet; None: an item of another kind, or not known): an item taken by an index is one
+    # (`self.schedulers[i]`: numerics_sequential)
+    holds: frozenset[str] | None = None
     # a tuple or list of known length: what each element is (`return validity, label`)
     elems: tuple[V, ...] | None = None
     # a dict display whose keys are all strings: what each key holds (`{"cls": nn.CrossEntropyLoss()}`
@@ -397,6 +401,7 @@ def merge(a: V, b: V) -> V:
         inst=a.inst & b.inst,
         out=a.out & b.out if a.out_elem == b.out_elem else frozenset(),
         out_elem=a.out_elem if a.out_elem == b.out_elem else None,
+        holds=a.holds | b.holds if a.holds is not None and b.holds is not None else None,
         elems=tuple(merge(p, q) for p, q in zip(a.elems, b.elems))
         if a.elems is not None and b.elems is not None and len(a.elems) == len(b.elems) else None,
         keyed=tuple((k, merge(p, q)) for (k, p), (_, q) in zip(a.keyed, b.keyed))
