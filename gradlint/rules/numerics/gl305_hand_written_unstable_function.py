@@ -51,7 +51,9 @@ class HandWrittenUnstableFunction(SiteRule):
 
     An exponent that lies within ±80 by arithmetic on the numbers a clamp put a tensor between is
     bounded too: the log-odds of a probability clamped to `[eps, 1 - eps]`, `log(p / (1 - p))`, and
-    their mean lie within ±log((1 - eps) / eps), 13.8 for eps = 1e-6. The numbers are read as float32
+    their mean lie within ±log((1 - eps) / eps), 13.8 for eps = 1e-6. A value never below 0 (a norm, a
+    distance, `torch.cdist`, a root, a square or a sum of squares) lies in [0, inf]: the D2 damping
+    `-20 * (r / r0 - 1)` of a distance r over a positive number r0 is at most 20. The numbers are read as float32
     holds them (`1 - 1e-8` is 1.0 there: `1 - p` reaches 0), from literals, module constants and
     parameter defaults; an eps the walk does not know leaves the exponent unbounded.
 
@@ -62,7 +64,9 @@ class HandWrittenUnstableFunction(SiteRule):
     hold no parameters (they read only their arguments, constants and library functions, and make
     no module), attributes `__init__` sets only to such functions (`self.log_snr = noise_schedule`
     while every call of the class leaves `noise_schedule` at such a default, and no file sets the
-    attribute) and what the class's own methods return. A parameter of a function no call in the
+    attribute) and what the class's own methods return, also called on an instance of a class of the
+    file (`sched.q_sample(x, t)`, with `sched` an item taken by an index from an `nn.ModuleList` that
+    holds only instances of the file's classes). A parameter of a function no call in the
     project reaches, a module's output (`self.net(x)`), an `nn.Parameter`, a tensor made with
     `requires_grad=True` or `requires_grad_()`, or changed in place by what may carry gradient,
     may carry gradient.
@@ -379,6 +383,10 @@ class Gate(torch.autograd.Function):
                 "        return (self.net(img, log_snr) - img).pow(2).mean() * loss_weight(log_snr).mean()\n",
                 note="a min-SNR loss weight of sampled times: every call hands the helper a value without gradient "
                      "(denoising-diffusion-pytorch)"),
+        Example("import torch\n\n\ndef damping(pos, r0=0.3):\n    r = torch.cdist(pos, pos)\n"
+                "    return 1 / (1 + torch.exp(-20 * (r / r0 - 1)))\n",
+                note="Grimme's D2 damping of a distance over a positive radius: the exponent is at most 20 (measured: "
+                     "finite value and gradient for r from 0 to 1e6)"),
         Example("import math\n\ndef f(x):\n    return 1 / (1 + math.exp(-x))\n", note="python floats"),
         Example("import torch\n\ndef f(x):\n    return torch.log(1 + torch.exp(x.detach()))\n",
                 note="detached operand"),
