@@ -308,3 +308,65 @@ def test_output_cut_still_flagged_beside_a_frozen_part_or_a_raw_parameter(name: 
                "            y = self.act(F.linear(x, self.weight))\n        return y\n"),
     }
     assert codes_for(sources[name], select="GL403") == ["GL403"]
+
+
+# vit_pytorch's Extractor (lucidrains/CoCa-pytorch#6): methods that find a layer of the wrapped
+# network to hook it, or hand the network back, run nothing of it; forward's cut stays reported.
+# Measured in torch: with `return pred.clone().detach()` every ViT parameter's .grad stays None
+# whether or not a hook is registered on a layer of it.
+_EXTRACTOR = """\
+import torch
+from torch import nn
+
+
+class Extractor(nn.Module):
+    def __init__(self, vit, layer_name="transformer"):
+        super().__init__()
+        self.vit = vit
+        self.layer_name = layer_name
+        self.hooks = []
+
+    def _hook(self, _, inputs, output):
+        self.latents = output
+
+{methods}
+    def forward(self, img):
+        pred = self.vit(img)
+        return pred.clone().detach()
+
+
+def build():
+    return Extractor(nn.Linear(8, 8))
+{more}"""
+
+_FIND_LAYER = {
+    "getattr": ("    def _register_hook(self):\n        assert hasattr(self.vit, self.layer_name)\n"
+                "        layer = getattr(self.vit, self.layer_name)\n"
+                "        handle = layer.register_forward_hook(self._hook)\n        self.hooks.append(handle)\n"),
+    "getattr inline": ("    def _register_hook(self):\n"
+                       "        self.hooks.append(getattr(self.vit, self.layer_name).register_forward_hook(self._hook))\n"),
+    "attribute": ("    def _register_hook(self):\n        layer = self.vit.transformer\n"
+                  "        layer.register_forward_hook(self._hook)\n"),
+    "getter": "    def eject(self):\n        for hook in self.hooks:\n            hook.remove()\n        return self.vit\n",
+}
+
+
+def extractor(methods: str, more: str = "") -> str:
+    return _EXTRACTOR.format(methods=methods, more=more)
+
+
+@pytest.mark.parametrize("methods", list(_FIND_LAYER.values()), ids=list(_FIND_LAYER))
+def test_hooking_a_layer_or_handing_the_module_back_runs_nothing(methods: str) -> None:
+    assert codes_for(extractor(methods), select="GL403") == ["GL403"]
+
+
+@pytest.mark.parametrize("methods, more", [
+    ("    def features(self, img):\n        layer = getattr(self.vit, self.layer_name)\n        return layer(img)\n", ""),
+    ("    def features(self, img):\n        layer = self.vit.transformer\n        layer.register_forward_hook(self._hook)\n"
+     "        return layer(img)\n", ""),
+    (_FIND_LAYER["getter"], "\n\ndef finetune(model, x):\n    return model.eject()(x).pow(2).mean()\n"),
+    ("    def backbone(self):\n        return self.vit\n\n    def loss(self, img):\n"
+     "        return self.backbone()(img).mean()\n", ""),
+], ids=["layer run", "layer hooked and run", "getter called", "getter called inside"])
+def test_a_layer_run_or_a_getter_called_may_run_it(methods: str, more: str) -> None:
+    assert codes_for(extractor(methods, more), select="GL403") == []

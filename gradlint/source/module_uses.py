@@ -51,6 +51,9 @@ class ModuleUses:
     """What a class's methods other than forward do with each attribute `self.X` (by name X)."""
 
     runs: set[str] = field(default_factory=set)  # another method may run it with gradient
+    # a method that hands it back as it is (`def eject(self): ...; return self.vit`) -> those
+    # attributes: it runs nothing there; whoever calls the method may (numerics_sites asks the file)
+    getters: dict[str, set[str]] = field(default_factory=dict)
     held: set[str] = field(default_factory=set)  # __init__ passes it on (a container, a helper): it may run there
     members: dict[str, set[str]] = field(default_factory=dict)  # X -> the attributes __init__ builds X of
     handed: set[str] = field(default_factory=set)  # a method gives its parameters to an optimizer
@@ -82,7 +85,10 @@ def module_uses(methods: list[tuple[str, cst.FunctionDef]], code: Callable[[cst.
         if name == "__init__":
             _read_init(fn, uses, qualify)
         elif not _SETUP.search(name):
-            _Reader(uses.runs, qualify).visit(fn.body, grad_state(None, decorators(fn), qualify, unsure_records=True))
+            reader = _Reader(uses.runs, qualify)
+            reader.visit(fn.body, grad_state(None, decorators(fn), qualify, unsure_records=True))
+            if reader.returned:
+                uses.getters[name] = reader.returned
     return uses
 
 
@@ -204,10 +210,13 @@ class _Reader:
     def __init__(self, into: set[str], qualify: Qualify, *, foreign: bool = False) -> None:
         self.into, self.qualify, self.foreign = into, qualify, foreign
         self.parent: dict[int, cst.CSTNode] = {}
+        self.returned: set[str] = set()  # the attributes a `return self.X` hands back as they are
+        self.scope: cst.CSTNode | None = None  # the body read (where a local name's uses are found)
 
     def visit(self, node: cst.CSTNode, off: str | None) -> None:
         """Read `node` with recording `off` ("off", "inference": under inference_mode, where no
         enable_grad() inside records again; None: on)."""
+        self.scope = node
         stack = [(node, off)]
         while stack:
             n, off = stack.pop()
@@ -263,10 +272,38 @@ class _Reader:
             return False
         if type(up) is cst.Arg:
             call = self.parent.get(id(up))
+            if type(call) is cst.Call and call.args and call.args[0] is up and dotted(call.func) == "getattr":
+                return not self._hooked_only(call)  # `getattr(self.vit, name)`: one of its layers
             return not (type(call) is cst.Call and _looks(call, self.qualify))
         if self.foreign:
             return False  # (`if cfg.adjacency:`, `args.backbone`: a setting's name, too common to guess)
+        if type(up) is cst.Return and not attrs:
+            self.returned.add(n.attr.value)  # handed back as it is: its caller decides (ModuleUses.getters)
+            return False
+        if attrs and self._hooked_only(top):
+            return False  # `layer = self.vit.transformer; layer.register_forward_hook(self._hook)`
         return type(up) not in (cst.AssignTarget, cst.Del)
+
+    def _hooked_only(self, node: cst.BaseExpression) -> bool:
+        """Whether the module `node` gives (a layer of a submodule: `self.vit.transformer`,
+        `getattr(self.vit, name)`) is only handed a hook or read by a method that runs nothing
+        (`.register_forward_hook(self._hook)`), directly or through a local name bound to it whose
+        every other mention in the body is such a call: registering a hook runs no forward."""
+        up = self.parent.get(id(node))
+        if type(up) is cst.Attribute and up.value is node:
+            call = self.parent.get(id(up))
+            return type(call) is cst.Call and call.func is up and up.attr.value in _NOT_RUNNING
+        if type(up) is not cst.Assign or len(up.targets) != 1 or type(up.targets[0].target) is not cst.Name \
+                or self.scope is None:
+            return False
+        name, mentions, methods = up.targets[0].target.value, [], {}
+        for m in walk(self.scope, ()):
+            if type(m) is cst.Name and m.value == name:
+                mentions.append(m)
+            elif type(m) is cst.Call and type(m.func) is cst.Attribute:
+                methods[id(m.func.value)] = m.func.attr.value
+        return len(mentions) > 1 and all(m is up.targets[0].target or methods.get(id(m)) in _NOT_RUNNING
+                                         for m in mentions)
 
 
 def _targets(small: cst.CSTNode) -> list[cst.BaseExpression]:

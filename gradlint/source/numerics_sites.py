@@ -743,7 +743,18 @@ class SiteChecks:
         mine = self._forward_calls()
         for m in list(mine):
             mine |= uses.members.get(m, set())
-        return bool((mine - uses.parameter_free) & uses.runs)
+        return bool((mine - uses.parameter_free) & self._runs_elsewhere())
+
+    def _runs_elsewhere(self) -> set[str]:
+        """The submodules another method of the class may run with gradient (ModuleUses.runs), and
+        those a method hands back as they are (`eject()` returning `self.vit`) where the file
+        mentions that method anywhere but its `def`: its caller may run what it gets."""
+        uses = self._uses()
+        runs = set(uses.runs)
+        for meth, attrs in uses.getters.items():
+            if len(re.findall(rf"\b{re.escape(meth)}\b", self.x.src.text)) > 1:
+                runs |= attrs
+        return runs
 
     def _handed_to_optimizer(self, attr: str) -> bool:
         """Whether a method of the class gives `self.<attr>`'s parameters to an optimizer (a param
@@ -753,7 +764,7 @@ class SiteChecks:
         another method, a container `__init__` puts it in, code of the file outside the class.
         Reading them for a device or a count hands nothing."""
         uses = self._uses()
-        if attr not in uses.handed or attr in uses.frozen or attr in uses.runs or attr in uses.held:
+        if attr not in uses.handed or attr in uses.frozen or attr in self._runs_elsewhere() or attr in uses.held:
             return False
         return attr not in self._outside_runs()
 
