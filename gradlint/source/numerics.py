@@ -38,6 +38,7 @@ from gradlint.source.engine.walk import walk as walk_nodes
 from gradlint.source.module_uses import ModuleUses
 from gradlint.source.names import bound_otherwise, dotted, top_level_imports
 from gradlint.text import search_word_start
+from gradlint.source.numerics_callbacks import CallbackFacts
 from gradlint.source.numerics_free import GradFree
 from gradlint.source.numerics_defaults import forward_under_defaults, init_defaults, tested_settings
 from gradlint.source.numerics_quiet import _data_pipeline, _quiet_class, quiet_function
@@ -118,6 +119,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses, GradFree):
         self.scan_globals = "global" in src.text
         self.steady_dicts: dict[str, bool] = {}  # ModuleValues.steady_dict, by name
         self.registries: dict[str, V | None] = {}  # ModuleValues.registry, by name
+        self.callbacks = CallbackFacts()  # forward hooks and applying helpers (numerics_callbacks)
         self.defines_optimizer = False
         self.file_quiet = False
         # Whether the text names `self.requires_grad` at all: the class walk that counts reads

@@ -242,6 +242,8 @@ class TensorCalls(TorchOps):
                 known = self.x.function_value(fname)  # `def eps(): return 0.0` of this file
                 if known is not None:
                     return known
+            if (applied := self.applied_callable(node, fname)) is not None:
+                return applied  # `apply_tuple_or_single(lambda t: t.detach(), x)`: the lambda on x
             if (made := self.function_returns(fname)) is not None:
                 if made.keyed is not None:
                     self._args_ev(node)
@@ -359,6 +361,8 @@ class TensorCalls(TorchOps):
             # a method of the class, or a callable attribute that holds no parameters: what it
             # gives is grad-free where what it is handed is (numerics_free)
             res = self.x.self_call(self, node, owner[5:], self._args_ev(node), res)
+            if self.cls is not None and owner[5:] not in self.cls.methods:
+                self.hooked_call(owner[5:], node, res)  # what its forward hooks store (numerics_callbacks)
         elif owner and "." not in owner and owner not in self.env and owner not in self.enclosing \
                 and self.x.one_function(owner) and self._top_function(owner) is not None:
             # a top-level function of this file (read through the module's names)

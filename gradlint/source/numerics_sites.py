@@ -536,7 +536,16 @@ class SiteChecks:
         if self.fn_node is None:
             return ()
         own = self.x.span(self.fn_node)
-        return () if own.line <= span.line <= own.end_line else (("forward_of", self.cls.name),)
+        if own.line <= span.line <= own.end_line:
+            return ()
+        for hooks in self.x.callbacks.hooks.get(self.cls.name, {}).values():
+            for method, _whole in hooks:
+                fn = self.cls.method_nodes.get(method)
+                at = self.x.span(fn) if fn is not None else None
+                if at is not None and at.line <= span.line <= at.end_line:
+                    # a forward hook forward's call of a submodule ran (numerics_callbacks)
+                    return ("forward_of", self.cls.name), ("hook", method)
+        return (("forward_of", self.cls.name),)
 
     def _dict_cut(self, node: cst.Dict) -> V | None:
         """The first entry of a returned dict display (`{"ingr_loss": loss}`) when every entry is

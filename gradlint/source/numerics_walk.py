@@ -24,6 +24,7 @@ from gradlint.source.engine.walk import children as _children
 from gradlint.source.engine.walk import evaluated_children, suite, walk
 from gradlint.source.metric_uses import detached, made_alone, read_only_as_metric
 from gradlint.source.names import PARAMETER_CLASSES, decorators, dotted, grad_mode, grad_state, is_off, root_name, set_grad_statement, with_items
+from gradlint.source.numerics_callbacks import Callbacks
 from gradlint.source.numerics_calls import TensorCalls
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_callers import CallRecords
@@ -50,7 +51,7 @@ _MODULE_CLASSES = frozenset({"torch.nn.Module", "torch.nn.modules.module.Module"
 _CLAMPS_IN_PLACE = frozenset({"clamp_", "clamp_min_", "clip_"})
 
 
-class FunctionWalk(TensorEval, TensorCalls, CallRecords, SiteChecks, RequiresGradReadings, StatementWalker):
+class FunctionWalk(TensorEval, TensorCalls, Callbacks, CallRecords, SiteChecks, RequiresGradReadings, StatementWalker):
     """Walks one function body in order, keeping the environment of abstract values."""
 
     # the local names whose dict entries the walk holds (`outputs["hm"] = ...`: _entry), and the

@@ -79,6 +79,35 @@ _HELPER = ("import torch\nfrom torch import nn\n\n\nclass Encoder(nn.Module):\n 
            "    def forward(self, x):\n        return {{\"z\": self.enc.{method}(x) * 2}}\n")
 
 
+# vit_pytorch's Extractor (lucidrains/CoCa-pytorch#6): a forward hook on a layer of the wrapped
+# network stores its output, and forward returns what the hook stored; `{store}` is the hook's body.
+_EXTRACTOR = """\
+import torch
+from torch import nn
+
+
+class Extractor(nn.Module):
+    def __init__(self, vit, layer_name="transformer", detach=True):
+        super().__init__()
+        self.vit = vit
+        self.layer_name = layer_name
+        self.detach = detach
+        self.latents = None
+        getattr(self.vit, layer_name).register_forward_hook(self._hook)
+
+    def _hook(self, _, inputs, output):
+{store}
+
+    def forward(self, img):
+        self.vit(img)
+        return self.latents
+
+
+def build():
+    return Extractor(nn.Sequential(nn.Linear(8, 8)))
+"""
+
+
 class DetachedForward(SiteRule):
     """
     ## What it does
@@ -87,7 +116,11 @@ class DetachedForward(SiteRule):
     `self.weight.data` / `self.weight.detach()` on the way to the output; the output may be a dict
     display whose every entry is cut (`return {"loss": ...}`), and the cut may be in what a method
     of a class of the file returns on every path (`ids, logits = self.decoder.sample(feats)` with
-    `return ids, torch.stack(logits, 1).data`: reported at that cut). Also a submodule whose
+    `return ids, torch.stack(logits, 1).data`: reported at that cut), in a forward hook the class
+    registers on a submodule or a layer of it (`getattr(self.vit, name).register_forward_hook(
+    self._hook)` with `self.latents = output.clone().detach()`, forward returning the latents:
+    vit_pytorch's Extractor, lucidrains/CoCa-pytorch#6), or in a lambda a helper of the file applies
+    (`apply_tuple_or_single(lambda t: t.detach(), x)`). Also a submodule whose
     output forward detaches before the rest uses it, that no output reaches otherwise, while a
     method of the class hands its parameters to an optimizer (`{"params":
     self.non_local.parameters()}`, A-GCN's learned adjacency, queenie88/A-GCN#4). And a module of
@@ -209,6 +242,9 @@ class DetachedForward(SiteRule):
                 "        super().__init__()\n        self.fc = nn.Linear(8, 1)\n\n    def forward(self, x):\n"
                 "        y = self.fc(x)\n        return {\"score\": y.detach(), \"loss\": y.pow(2).sum().detach()}\n",
                 note="every entry of the returned dict cut"),
+        Example(_EXTRACTOR.format(store="        self.latents = output.clone().detach()"),
+                note="a forward hook stores the layer's output cut, and forward returns it "
+                     "(lucidrains/CoCa-pytorch#6)"),
     ]
     valid = [
         Example("import torch\nfrom torch import nn\n\n\nclass Constraint(nn.Module):\n    @torch.no_grad()\n"
@@ -350,6 +386,9 @@ class DetachedForward(SiteRule):
                 "        super().__init__()\n        self.fc = nn.Linear(8, 1)\n\n    def forward(self, x):\n"
                 "        y = self.fc(x)\n        return {\"out\": y, \"feat\": y.detach()}\n",
                 note="a dict with a detached entry beside one that trains"),
+        Example(_EXTRACTOR.format(store="        if self.detach:\n            output = output.clone().detach()\n"
+                                        "        self.latents = output"),
+                note="the hook's cut is a setting (`Extractor(vit, detach=False)`, the fix of CoCa-pytorch)"),
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:
@@ -367,6 +406,12 @@ class DetachedForward(SiteRule):
             return (f"forward reads `{site.detail}`: the parameter is cut from the graph and never gets a "
                     "gradient")
         owner = dict(site.data).get("forward_of")
+        hook = dict(site.data).get("hook")
+        if owner and hook:
+            # the cut is in a forward hook the class registers on a submodule (vit_pytorch's Extractor)
+            return (f"the forward hook `{hook}` stores the hooked module's output cut by {site.detail}, and "
+                    f"`{owner}.forward` builds its output from it: the parameters of the hooked module never get a "
+                    "gradient through it")
         if owner:
             # the cut is in a method the forward calls (`self.decoder.sample(...)`): reported there
             return (f"what this method returns is cut by {site.detail}, and `{owner}.forward` builds its output "
