@@ -270,7 +270,8 @@ class TensorCalls(TorchOps):
                 return V(inst=frozenset({fname}), leaf=True)
             res = self.builtin_call(node, fname)
             if self.x.def_counts.get(fname) == 1 and fname not in self.enclosing and self._top_function(fname):
-                res = replace(res, returned=(fname, -1))  # a top-level function of this file
+                # a top-level function of this file (what it cuts of what this call hands it: cut here)
+                res = replace(self.x.function_cut(fname, -1, res.params and not res.nograd) or res, returned=(fname, -1))
                 # (one that holds no parameters: grad-free where its arguments are)
                 res = self.x.pure_call(node, fname, self._args_ev(node), res)
             return res

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 _RETURNED_LOSS = re.compile(r"loss|cost|objective|penalty|criterion|crit\b|mse|l1|bce|cross_entropy|nll|kl_div|huber",
                             re.I)
 
+# What a function named for its cut is called (`stop_gradient(x)`, `sg(x)`, `detach_all(h)`): cut on purpose.
+_CUTTING_WORDS = frozenset("stop sg detach detached nograd const constant freeze frozen".split())
+
 
 class ReturnedLosses:
     """What the Extractor keeps of returns (`returns_of`, `backpropagated`, `local_classes`) and
@@ -80,6 +83,38 @@ class ReturnedLosses:
             return None
         values = [_returned_part(parts, whole, element) for parts, whole in returns]
         if not all(v.cut in DETACHING and v.params for v in values):
+            return None
+        return V(cut=values[0].cut, cut_span=values[0].cut_span, params=True, tensor=True, computed=True)
+
+    def function_cut(self, name: str, element: int, carried: bool, count: int | None = None) -> V | None:
+        """What a call of the top-level function `name` of this file (walked already, with what its
+        callers here pass) gives for `element` of its return (-1: the whole value) when every
+        return that can give it cuts it from the parameters the arguments carried
+        (deep_cage's `deform_with_MVC` returning `weights.detach()`: yifita/deep_cage#16), as
+        method_cut does for methods. The function holds no parameters of its own: only a call
+        whose arguments carry some (`carried`) gets the cut value. A caller unpacking `count`
+        names receives the tuple displays of `count` elements: a return of another shape
+        (`return deformed` beside `return deformed, weights, unnormed` under `if verbose:`) is
+        not what it unpacks. None when a return keeps it, or when the function's name says it
+        stops the gradient on purpose (`stop_gradient`, `sg`, `get_target`)."""
+        from gradlint.source.detached_modules import CUT_WORDS
+        from gradlint.source.numerics_sites import DETACHING, _stop_gradient, _words
+
+        if not carried or "." in name or _stop_gradient(name) or _words(name) & _CUTTING_WORDS:
+            return None
+        returns = self.returns_of.get(name)
+        fn = self.module_functions.get(name)
+        if fn is not None and not self.muted and (id(fn) not in self.units or self.binding(name) != self.walked_with.get(
+                name, {})) and any(word in self.code(fn) for word in CUT_WORDS):
+            # (a function walked after its caller, or to be walked again with what its callers pass
+            # now: the caller is walked again after it, numerics._settle)
+            self.stale.add(self.unit)
+        if not returns:
+            return None
+        if count is not None and element >= 0:
+            returns = [(parts, whole) for parts, whole in returns if isinstance(parts, list) and len(parts) == count]
+        values = [_returned_part(parts, whole, element) for parts, whole in returns]
+        if not values or not all(v.cut in DETACHING and v.params for v in values):
             return None
         return V(cut=values[0].cut, cut_span=values[0].cut_span, params=True, tensor=True, computed=True)
 

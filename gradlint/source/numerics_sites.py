@@ -545,6 +545,10 @@ class SiteChecks:
                 if at is not None and at.line <= span.line <= at.end_line:
                     # a forward hook forward's call of a submodule ran (numerics_callbacks)
                     return ("forward_of", self.cls.name), ("hook", method)
+        for name, fn in self.x.module_functions.items():
+            at = self.x.span(fn)
+            if at.line <= span.line <= at.end_line:
+                return ("forward_of", self.cls.name), ("function", name)  # (ReturnedLosses.function_cut)
         return (("forward_of", self.cls.name),)
 
     def _dict_cut(self, node: cst.Dict) -> V | None:

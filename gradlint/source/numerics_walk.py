@@ -624,9 +624,11 @@ class FunctionWalk(TensorEval, TensorCalls, Callbacks, CallRecords, SiteChecks, 
             method = "." in val.returned[0]
             part = replace(val, sq=False, sumsq=False, crit=None, callret=None, module=False, inst=frozenset(),
                            elems=None, value=UNKNOWN, nonneg=False) if method and val is not UNKNOWN else UNKNOWN
-            # (an element a method of this file cuts on every return is cut here too)
-            return [replace((method and self.x.method_cut(val.returned[0], i)) or part, returned=(val.returned[0], i))
-                    for i in range(count)]
+            # (an element a method of this file cuts on every return is cut here too, and one a
+            # function of it cuts of what this call hands it)
+            cut = self.x.method_cut if method else (
+                lambda name, i: self.x.function_cut(name, i, val.params and not val.nograd, count))
+            return [replace(cut(val.returned[0], i) or part, returned=(val.returned[0], i)) for i in range(count)]
         if not known and count == 1 and val is not UNKNOWN and self.x.open_param(val) is None:
             # `grad, = torch.autograd.grad(...)`: the only item, what `[0]` gives (parts of a
             # tuple of several, `values, indices = torch.topk(p, k)`, are not known apart)

@@ -120,7 +120,10 @@ class DetachedForward(SiteRule):
     registers on a submodule or a layer of it (`getattr(self.vit, name).register_forward_hook(
     self._hook)` with `self.latents = output.clone().detach()`, forward returning the latents:
     vit_pytorch's Extractor, lucidrains/CoCa-pytorch#6), or in a lambda a helper of the file applies
-    (`apply_tuple_or_single(lambda t: t.detach(), x)`). Also a submodule whose
+    (`apply_tuple_or_single(lambda t: t.detach(), x)`), or in what a top-level function of the file
+    returns of what forward hands it (`weights = weights.detach()` in deep_cage's
+    `deform_with_MVC`, yifita/deep_cage#16; a caller unpacking three names reads the returns of
+    three elements). Also a submodule whose
     output forward detaches before the rest uses it, that no output reaches otherwise, while a
     method of the class hands its parameters to an optimizer (`{"params":
     self.non_local.parameters()}`, A-GCN's learned adjacency, queenie88/A-GCN#4). And a module of
@@ -245,6 +248,15 @@ class DetachedForward(SiteRule):
         Example(_EXTRACTOR.format(store="        self.latents = output.clone().detach()"),
                 note="a forward hook stores the layer's output cut, and forward returns it "
                      "(lucidrains/CoCa-pytorch#6)"),
+        Example("import torch\nfrom torch import nn\n\n\ndef deform(cage, query, verbose=False):\n"
+                "    weights = torch.softmax(query @ cage.transpose(1, 2), -1).detach()\n"
+                "    deformed = weights @ cage\n    if verbose:\n        return deformed, weights\n"
+                "    return deformed\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+                "        super().__init__()\n        self.dec = nn.Linear(3, 3)\n\n"
+                "    def forward(self, query, cage):\n"
+                "        deformed, weights = deform(self.dec(cage), query, verbose=True)\n        return weights\n",
+                note="a helper of the file cuts what forward hands it, and forward returns that element "
+                     "(yifita/deep_cage#16)"),
     ]
     valid = [
         Example("import torch\nfrom torch import nn\n\n\nclass Constraint(nn.Module):\n    @torch.no_grad()\n"
@@ -412,6 +424,11 @@ class DetachedForward(SiteRule):
             return (f"the forward hook `{hook}` stores the hooked module's output cut by {site.detail}, and "
                     f"`{owner}.forward` builds its output from it: the parameters of the hooked module never get a "
                     "gradient through it")
+        function = dict(site.data).get("function")
+        if owner and function:
+            # the cut is in a top-level function of the file the forward calls (deep_cage's deform_with_MVC)
+            return (f"what `{function}()` returns is cut by {site.detail} from what `{owner}.forward` hands it, "
+                    "and forward builds its output from it: the parameters upstream of the cut never get a gradient")
         if owner:
             # the cut is in a method the forward calls (`self.decoder.sample(...)`): reported there
             return (f"what this method returns is cut by {site.detail}, and `{owner}.forward` builds its output "
