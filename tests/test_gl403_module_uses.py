@@ -370,3 +370,10 @@ def test_hooking_a_layer_or_handing_the_module_back_runs_nothing(methods: str) -
 ], ids=["layer run", "layer hooked and run", "getter called", "getter called inside"])
 def test_a_layer_run_or_a_getter_called_may_run_it(methods: str, more: str) -> None:
     assert codes_for(extractor(methods, more), select="GL403") == []
+
+
+def test_a_weight_read_into_a_local_and_converted_may_run_the_module() -> None:
+    # (only registering a hook runs nothing: `w.float()` of a local bound to a weight is used)
+    src = agcn(more="\n    def aux(self, inp):\n        w = self.adjacency.weight\n"
+                    "        return torch.nn.functional.linear(inp, w.float()).mean()\n")
+    assert codes_for(src, select="GL403") == []

@@ -39,6 +39,9 @@ _NOT_RUNNING = frozenset(
     "register_buffer register_parameter register_module register_forward_hook register_forward_pre_hook "
     "register_full_backward_hook register_backward_hook".split())
 _PARAMETER_READS = frozenset({"parameters", "named_parameters"})
+# Methods that only register a hook on a module (a layer found to be hooked runs nothing there).
+_HOOKING = frozenset("register_forward_hook register_forward_pre_hook register_full_backward_hook "
+                     "register_full_backward_pre_hook register_backward_hook".split())
 # A statement that gives parameters to an optimizer: a param group's key, an optimizer's class.
 _OPTIMIZING = re.compile(r"""['"]params['"]|\boptim\b|torch\.optim|Optimizer\(|\b(Adam|AdamW|SGD|RMSprop|Adagrad|"""
                          r"""Adadelta|Adamax|NAdam|RAdam|LBFGS|Lion|Adafactor|LAMB|Lamb)\(""")
@@ -286,13 +289,14 @@ class _Reader:
 
     def _hooked_only(self, node: cst.BaseExpression) -> bool:
         """Whether the module `node` gives (a layer of a submodule: `self.vit.transformer`,
-        `getattr(self.vit, name)`) is only handed a hook or read by a method that runs nothing
-        (`.register_forward_hook(self._hook)`), directly or through a local name bound to it whose
-        every other mention in the body is such a call: registering a hook runs no forward."""
+        `getattr(self.vit, name)`) is only given a hook (`.register_forward_hook(self._hook)`),
+        directly or through a local name bound to it whose every other mention in the body is such
+        a call: registering a hook runs no forward. (Not any method that runs nothing: what
+        `w = self.fc.weight; w.float()` gives may run.)"""
         up = self.parent.get(id(node))
         if type(up) is cst.Attribute and up.value is node:
             call = self.parent.get(id(up))
-            return type(call) is cst.Call and call.func is up and up.attr.value in _NOT_RUNNING
+            return type(call) is cst.Call and call.func is up and up.attr.value in _HOOKING
         if type(up) is not cst.Assign or len(up.targets) != 1 or type(up.targets[0].target) is not cst.Name \
                 or self.scope is None:
             return False
@@ -302,7 +306,7 @@ class _Reader:
                 mentions.append(m)
             elif type(m) is cst.Call and type(m.func) is cst.Attribute:
                 methods[id(m.func.value)] = m.func.attr.value
-        return len(mentions) > 1 and all(m is up.targets[0].target or methods.get(id(m)) in _NOT_RUNNING
+        return len(mentions) > 1 and all(m is up.targets[0].target or methods.get(id(m)) in _HOOKING
                                          for m in mentions)
 
 

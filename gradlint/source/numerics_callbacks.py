@@ -91,7 +91,7 @@ class Callbacks:
         """After `self.<attr>(...)`: the attributes each forward hook the class registers on that
         submodule (or on a layer of it) stores, as the hook makes them of the output (and input)."""
         cls = self.cls
-        if cls is None:
+        if cls is None or "register_forward_hook" not in self.x.src.text:
             return
         facts: CallbackFacts = self.x.callbacks
         hooks = facts.hooks.get(cls.name)
