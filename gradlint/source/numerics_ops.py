@@ -281,11 +281,16 @@ class TorchOps(SequentialOps):
             # AliasBackward node); of a number, a list or an array (`.item()`, `.numpy()` before
             # it) they make a new leaf, cut as below
             return c.first
+        rg = c.kw.get("requires_grad")
         if all(v.const and not v.params for v in c.vals):
-            rg = c.kw.get("requires_grad")
             if self.is_true(rg):
                 return _TRAINABLE  # torch.tensor([1., 2.], requires_grad=True): a trainable leaf
             return V(const=True, leaf=True, tensor=True)
+        if self.is_true(rg) and not any(v.params or v.cut or v.rg for v in c.vals):
+            # `torch.tensor(rng.randn(n, 3), requires_grad=True)`: a trainable leaf made of data
+            # that carries no gradient (escnn's Thomson solver optimises it with Adam(params=(X,)));
+            # made of a model's output (`loss.item()`), the model's graph is still cut
+            return _TRAINABLE
         return V(cut=f"{_short(c.names)}(...)", cut_span=c.span, leaf=True, tensor=True)
 
     def _q_variable(self, c: _Call) -> V:
