@@ -13,6 +13,7 @@ from gradlint.config import Config
 from gradlint.rules.training import steps
 from gradlint.source import extract_facts, parse
 from gradlint.facts.training import TrainingFacts, iter_events
+from tests.conftest import codes_for
 
 
 def facts(text: str) -> TrainingFacts:
@@ -1616,3 +1617,16 @@ def main(model, loader, opt):
 """
     found = check_source(text, Config(select=("GL202",)))
     assert [(f.code, f.span.line) for f in found] == [("GL202", 13)]
+
+
+def test_another_librarys_tape_is_not_a_torch_backward():
+    """NVIDIA Warp's `with wp.Tape() as tape: ...; tape.backward(loss)`, cleared by `tape.zero()`
+    after the step (skrl's Warp agents): not a torch loop, no GL205. The same loop in torch is."""
+    warp = ("import warp as wp\n\n\ndef update(batches, optimizer, loss, model):\n"
+            "    for batch in batches:\n        with wp.Tape() as tape:\n            model(batch, loss)\n"
+            "        tape.backward(loss)\n        optimizer.step()\n        tape.zero()\n")
+    assert codes_for(warp, select="GL205") == []
+    torch_loop = ("import torch\n\n\ndef update(batches, optimizer, crit, model):\n"
+                  "    for x, y in batches:\n        loss = crit(model(x), y)\n"
+                  "        loss.backward()\n        optimizer.step()\n")
+    assert codes_for(torch_loop, select="GL205") == ["GL205"]

@@ -369,6 +369,11 @@ class CallEvents:
                 return [self._backward(call, "deepspeed", _arg(call, 0, "loss"), ctx, sid)]
             if recv_text.startswith("super(") or recv_text in ("ctx", "cls"):
                 return []
+            if re.fullmatch(r"\w*tape", _last(low)):
+                # `with wp.Tape() as tape: ...; tape.backward(loss)`: another library's tape (NVIDIA
+                # Warp's records, backpropagates and clears its own gradients, `tape.zero()`);
+                # torch has no tape (skrl's Warp agents were read as torch loops, GL205)
+                return []
             if positional and type(receiver) in (cst.Name, cst.Attribute) and re.search(
                     r"model|module|strategy|plugin|precision|trainer|runner|booster|wrapper|learner|agent", _last(low)):
                 # `strategy.backward(loss)`: a framework object whose first argument is the loss;
