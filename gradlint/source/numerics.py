@@ -763,7 +763,7 @@ class Extractor(ModuleValues, Backwards, ReturnedLosses, GradFree):
                 and not communicates(methods, self.q, self.module_functions)
             for m in methods:
                 if m.name.value == "backward":
-                    self.check_backward(node, m)
+                    self.check_backward(node, m, fwd, ctx_less)
         self.classes.append(NumClass(name=name, span=self.span(node.name), bases=bases,
                                      has_forward=has_forward, returns=kind, returns_via=via, returns_items=items,
                                      autograd_function=is_function, custom_backward=custom_backward,
