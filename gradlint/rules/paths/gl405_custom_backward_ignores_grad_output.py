@@ -17,8 +17,13 @@ class CustomBackwardIgnoresGradOutput(SiteRule):
     `grad_output.new_zeros(n)`: a straight-through estimator that forgot `grad_output *`).
 
     Not flagged: a backward that returns only `None` or zeros (`torch.zeros_like(grad_output)`:
-    the inputs get no gradient, on purpose) or raises,
-    and straight-through estimators that return the incoming gradient.
+    the inputs get no gradient, on purpose; also a list built only of `None`, returned as
+    `tuple(grad_input)`) or raises, straight-through estimators that return the incoming
+    gradient, and the backward of a Function whose forward returns only a placeholder: a value
+    that depends on none of its inputs (`torch.tensor(1.0)`, `x.new_empty(0)`), or a parameter
+    or attribute it does not compute named `dummy`, `phony` or `placeholder`. Such an output is
+    an extra edge that makes autograd run the backward; its gradient carries nothing, and the
+    backward takes the real one from `ctx` (a pipeline stage, an async collective's buffer).
 
     ## Why is this bad?
     The chain rule multiplies the local derivative by the gradient flowing in from above. A
@@ -73,6 +78,15 @@ class CustomBackwardIgnoresGradOutput(SiteRule):
         Example("import torch\n\nclass Mark(torch.autograd.Function):\n"
                 "    @staticmethod\n    def forward(ctx, x):\n        return x\n\n"
                 "    @staticmethod\n    def backward(ctx, g):\n        return None\n", note="returns only None"),
+        Example("import torch\n\nclass Phony(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, *x):\n        return torch.tensor(1.0)\n\n"
+                "    @staticmethod\n    def backward(ctx, grad):\n        return ctx.grad_from_pipeline\n",
+                note="the forward returns a placeholder; the gradient comes through ctx"),
+        Example("import torch\n\nclass Recompute(torch.autograd.Function):\n"
+                "    @staticmethod\n    def forward(ctx, phony, x):\n        ctx.save_for_backward(x)\n        return phony\n\n"
+                "    @staticmethod\n    def backward(ctx, *grad_output):\n"
+                "        grad_input = [None, None]\n        grad_input.extend(None for _ in ctx.saved_tensors)\n"
+                "        return tuple(grad_input)\n", note="a list of None"),
         Example("import torch\n\nclass Clip(torch.autograd.Function):\n"
                 "    @staticmethod\n    def backward(ctx, grad_output):\n"
                 "        (x,) = ctx.saved_tensors\n        return grad_output * (x.abs() < 1).float()\n"),
