@@ -26,7 +26,8 @@ import libcst as cst
 
 from gradlint.facts.numerics import CallText, Expr, Function, NumClass, NumericsFacts, Site
 from gradlint.findings import SourceSpan
-from gradlint.source.backwards import (Backwards, autograd_computed, blocks, communicates, handed_in, not_a_derivative, passes_through,
+from gradlint.source.backward_sites import Backwards
+from gradlint.source.backwards import (autograd_computed, blocks, communicates, handed_in, not_a_derivative, passes_through,
                                         refuses, straight_through_base, surrogate)
 from gradlint.source.gradchecks import class_aliases
 from gradlint.source.engine.calls import split as _args
