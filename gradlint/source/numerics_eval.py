@@ -11,12 +11,14 @@ be hazards are handed to the site checks (`numerics_sites.SiteChecks`) as they a
 
 from __future__ import annotations
 
+import math
+
 import libcst as cst
 
 from gradlint.source.budget import MAX_EXPR_DEPTH
 from gradlint.source.engine.fold import binary, constant, unary
 from gradlint.source.engine import bounds
-from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, _item, number_of, ratio_of, square_unit, cosines
+from gradlint.source.engine.tensors import V, UNKNOWN, replace, _combine, merge, _item, number_of, ratio_of, square_unit, cosines, unit_terms
 from gradlint.source.engine.values import str_literal
 from gradlint.source.engine.walk import children as _code_children
 from gradlint.source.engine.walk import comprehensions as _comprehensions
@@ -595,6 +597,12 @@ class TensorEval:
             known = bounds.arith(op, la, ra)
             if known is not None:
                 res = replace(res, bounds=known, **bounds.safety(known))
+        elif op is cst.Divide and la is not None and rnode is not None and _temperature(rnode, right):
+            # `cos / self.ssl_temp`: a temperature setting nothing here gives a number, taken as
+            # at least bounds.TEMPERATURE_MIN (0.05; bench/measure_cosine_temperature.py)
+            known = bounds.arith(op, la, (bounds.TEMPERATURE_MIN, math.inf))
+            if known is not None:
+                res = replace(res, bounds=known, **bounds.safety(known))
         den = left.ratio_den or right.ratio_den
         if den and res.ratio_den is None and op in (cst.Add, cst.Subtract, cst.Multiply, cst.Divide):
             res = replace(res, ratio_den=den)  # `p / q + eps`: the division's backward is NaN all the same
@@ -668,6 +676,8 @@ class TensorEval:
                     return replace(base, weighted=True, dense=False)
             if lnode is not None and rnode is not None and self.x.code(lnode) == self.x.code(rnode):
                 return replace(base, sq=True, dense=left.dense, pairs=left.pairs, unit=square_unit(left))
+            if (made := unit_terms(left, right)) is not None:
+                return made  # `F.normalize(a) * F.normalize(b)`: a cosine once summed over their dimension
             for factor, other in ((lnode, right), (rnode, left)):
                 if (other.sq or other.sumsq) and type(factor) is cst.UnaryOperation and \
                         type(factor.operator) is cst.Minus and self.num(factor.expression) is None:
@@ -852,3 +862,24 @@ def _mask_of(node: cst.Comparison) -> tuple | None:
             return named.value, "le" if at_most else "gt", bound
     return None
 
+
+
+_TEMPERATURE_NAMES = ("temp", "tau")
+
+
+def _temperature(node, v: V) -> bool:
+    """A divisor named as a temperature (`self.ssl_temp`, `args.tau`, `temperature`: the last part
+    holds "temp" or "tau", or is `t`/`T`) that holds no number known here and is no tensor, learned
+    parameter or computed value: a setting (a config value, an attribute set from one, a
+    function's parameter). A learned scale (`self.logit_scale.exp()`, CLIP's, which reaches 100)
+    is a tensor of parameters: not one."""
+    if number_of(v) is not None or v.tensor or v.params or v.computed or v.module:
+        return False
+    if type(node) is cst.Attribute:
+        name = node.attr.value
+    elif type(node) is cst.Name:
+        name = node.value
+    else:
+        return False
+    low = name.lower()
+    return name in ("t", "T") or any(part in low for part in _TEMPERATURE_NAMES)

@@ -17,7 +17,7 @@ from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.fold import as_float
 from gradlint.source.engine import bounds
 from gradlint.source.engine.tensors import (V, UNKNOWN, _TRAINABLE, replace, _combine, ratio_of, required_again, logged,
-                                            broken_before_required, cosines, square_unit, number_of, parts_joined,
+                                            broken_before_required, cosines, unit_terms, square_unit, number_of, parts_joined,
                                             weighted_squares)
 from gradlint.source.engine.values import truth
 from gradlint.source.numerics_names import (
@@ -352,7 +352,7 @@ class TorchOps(SequentialOps):
         """`torch.mul(x, x)`: a square, as `x * x` is; any other product as before."""
         if len(c.pos) == 2 and not c.kw and self.x.code(c.pos[0]) == self.x.code(c.pos[1]):
             return self._square_value(c.vals[0])
-        return None
+        return unit_terms(c.vals[0], c.vals[1]) if len(c.pos) == 2 and not c.kw else None  # a cosine's terms
 
     def _q_norm(self, c: _Call) -> V:
         return replace(_combine([c.first]), norm="norm()", tensor=True, dense=c.first.dense)
@@ -450,7 +450,10 @@ class TorchOps(SequentialOps):
         along an axis: not taken as `bounded`, which a learned output's rows are not.)"""
         if c.first_node is None:
             return None
-        return replace(_combine([c.first]), tensor=True, normed=True, dense=c.first.dense)
+        dim = c.kw.get("dim", c.pos[2] if len(c.pos) > 2 else None)
+        n = 1 if dim is None else self.num(dim)
+        dim_n = int(n) if n is not None and n == int(n) else None
+        return replace(_combine([c.first]), tensor=True, normed=True, normed_dim=dim_n, dense=c.first.dense)
 
     def _q_linear(self, c: _Call) -> V | None:
         """`F.linear(F.normalize(x), F.normalize(W))` (no bias): the cosines of x's rows with W's,
@@ -513,6 +516,10 @@ class TorchOps(SequentialOps):
             res = replace(res, cut_terms=r.cut_terms)
         if r.sq or r.sumsq:
             res = replace(res, sumsq=True)
+        if r.unit_terms is not None and dims is not None and len(dims) == 1 and dims[0] is not None \
+                and self.num(dims[0]) == r.unit_terms:
+            # `(F.normalize(a) * F.normalize(b)).sum(dim=1)`: a cosine, in [-1, 1] (so is its mean)
+            res = replace(res, unit="bounded")
         if (r.exp or r.weighted) and not mean:
             res = replace(res, sum_exp=True, weighted=r.weighted)
         if mean and r.bounds is not None:
@@ -633,7 +640,7 @@ class TorchOps(SequentialOps):
         """`x.mul(x)`: a square, as `x * x` is."""
         if len(c.pos) == 1 and not c.kw and c.recv is not None and self.x.code(c.recv) == self.x.code(c.pos[0]):
             return self._square_value(c.r)
-        return None
+        return unit_terms(c.r, c.vals[0]) if len(c.pos) == 1 and not c.kw else None  # a cosine's terms
 
     def _m_norm(self, c: _Call) -> V | None:
         return None if c.r.numpy else replace(_combine([c.r]), norm="norm()", tensor=True, dense=c.r.dense)

@@ -22,6 +22,16 @@ Interval = tuple[float, float]
 # An exponent at most this cannot overflow float32's exp (88.7): numerics_ops.EXP_SAFE's number.
 EXP_SAFE = 80.0
 
+# A temperature setting no number is known for (`cos / self.ssl_temp`) is taken as at least this:
+# temperatures in use are 0.05 to 1 (SimCLR 0.07-0.5, MoCo 0.07-0.2, recbole's 0.1-0.5). A cosine
+# over it lies within ±20: the hand-written InfoNCE is finite even at its worst (positive cosine -1,
+# 100 000 others at +1; measured, bench/measure_cosine_temperature.py: finite down to 0.03, inf
+# from 0.02, where the ratio e^(-2/tau) / N underflows).
+TEMPERATURE_MIN = 0.05
+
+# a cosine of float32 vectors rounds a few ulps past ±1 (measured: up to 1 + 2.4e-7)
+_COSINE_END = 1.0 + 1e-6
+
 
 def f32(x: float) -> float:
     """`x` as float32 holds it (round to nearest): a bound of 1 - 1e-8 is 1.0 there, so the
@@ -37,7 +47,8 @@ def f32(x: float) -> float:
 def of(v) -> Interval | None:
     """The interval of a value: its bounds, its plain number as a point (as float32 holds it), or
     [0, inf] for a value never below 0 (a norm, a distance, a square or a sum of squares, `|x|`:
-    `-20 * (r / r0 - 1)` of a distance r and a positive number r0 is at most 20)."""
+    `-20 * (r / r0 - 1)` of a distance r and a positive number r0 is at most 20), or [-1, 1] for a
+    cosine (V.unit 'bounded': of normalised vectors, `F.cosine_similarity`), up to rounding."""
     if v.bounds is not None:
         return v.bounds
     n = v.value
@@ -45,6 +56,8 @@ def of(v) -> Interval | None:
         return (f32(float(n)), f32(float(n)))
     if v.sq or v.sumsq or (v.nonneg and not v.module):
         return (0.0, math.inf)
+    if v.unit == "bounded":
+        return (-_COSINE_END, _COSINE_END)  # a cosine: `cos / 0.1` lies within ±10
     return None
 
 

@@ -99,6 +99,12 @@ class V:
     # rows scaled to unit length (`F.normalize(x)`): a product of two such (`F.linear(F.normalize(x),
     # F.normalize(W))`, ArcFace's logits) is a cosine, exactly ±1 for parallel rows
     normed: bool = False
+    # the dimension F.normalize scaled along (its default 1), when a literal
+    normed_dim: int | None = None
+    # an elementwise product of two tensors normalised along the same dimension
+    # (`F.normalize(a) * F.normalize(b)`, `torch.mul(...)`): that dimension. Its sum over it is
+    # a cosine, in [-1, 1] (Cauchy-Schwarz); a sum over another dimension is not
+    unit_terms: int | None = None
     # 1 - c² of a c that reaches ±1 exactly (a cosine): exactly 0 there, as a sum of squares is
     # at 0, so its root's gradient is NaN (ArcFace's `sine = sqrt(1 - cos²)`)
     sine: bool = False
@@ -419,6 +425,8 @@ def merge(a: V, b: V) -> V:
         gram=a.gram and b.gram,
         pieces=a.pieces and b.pieces,
         normed=a.normed and b.normed,
+        normed_dim=a.normed_dim if a.normed_dim == b.normed_dim else None,
+        unit_terms=a.unit_terms if a.unit_terms == b.unit_terms else None,
         sine=a.sine and b.sine,
         # (safe for an eps only when clamped, at 0 or above, on both paths)
         floored=(a.floored or a.clamped) and (b.floored or b.clamped),
@@ -517,6 +525,14 @@ def cosines(a: V, b: V) -> V | None:
     if not (a.normed and b.normed):
         return None
     return replace(_combine([a, b]), tensor=True, unit="bounded")
+
+
+def unit_terms(a: V, b: V) -> V | None:
+    """The elementwise product of two tensors normalised along the same literal dimension
+    (`F.normalize(a) * F.normalize(b)`): summed over that dimension, a cosine (V.unit_terms)."""
+    if not (a.normed and b.normed) or a.normed_dim is None or a.normed_dim != b.normed_dim:
+        return None
+    return replace(_combine([a, b]), tensor=True, unit_terms=a.normed_dim)
 
 
 def weighted_squares(a: V, b: V) -> V | None:
