@@ -34,7 +34,8 @@ class LogOfProbability(SiteRule):
     Not flagged: `log_softmax`, `logsigmoid` (also where the dynamo ONNX exporter writes one as
     `Log(Sigmoid)`: its node metadata names the one torch op); arguments shifted by an eps or clamped (the eps
     bounds the gradient at 1/eps: a deliberate choice), in place too (`r.clamp_(min=eps)`), and
-    quotients whose divisor is shifted so (`(p + eps) / (q + eps)`); logs of targets or
+    quotients whose divisor is shifted so (`(p + eps) / (q + eps)`); a softmax written out of
+    exps bounded as GL305 reads them (cosines of normalised vectors over a temperature: an InfoNCE); logs of targets or
     constants, and quotients by a probability of constants (a fixed prior); code under
     `torch.no_grad()`/`inference_mode` or after a `torch.set_grad_enabled(False)` statement,
     evaluation or metric functions, and values taken out of autograd at once (`.item()`, or a
@@ -265,6 +266,13 @@ class LogOfProbability(SiteRule):
         Example("import torch\nimport torch.nn.functional as F\n\n\n"
                 "def nll(probs, target):\n    return F.nll_loss(torch.log(probs), target)\n",
                 note="a parameter no caller in the project binds"),
+        Example("import torch\nimport torch.nn.functional as F\n\n\n"
+                "def info_nce(a, all_b, temperature):\n"
+                "    s = F.normalize(a, dim=1) @ F.normalize(all_b, dim=1).T\n"
+                "    e = torch.exp(s / temperature)\n"
+                "    return -torch.log(e.diag() / e.sum(dim=1)).mean()\n",
+                note="a softmax of cosines over a temperature setting (taken as at least 0.05): "
+                     "no probability below e^-40 / N, far from underflow (GL305's bounded exponents)"),
     ]
 
     def graph_message(self, hazard) -> str:

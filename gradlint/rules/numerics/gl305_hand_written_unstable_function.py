@@ -55,7 +55,15 @@ class HandWrittenUnstableFunction(SiteRule):
     distance, `torch.cdist`, a root, a square or a sum of squares) lies in [0, inf]: the D2 damping
     `-20 * (r / r0 - 1)` of a distance r over a positive number r0 is at most 20. The numbers are read as float32
     holds them (`1 - 1e-8` is 1.0 there: `1 - p` reaches 0), from literals, module constants and
-    parameter defaults; an eps the walk does not know leaves the exponent unbounded.
+    parameter defaults; an eps the walk does not know leaves the exponent unbounded. A cosine of
+    normalised vectors (`F.normalize(a) @ F.normalize(b).T`, `(F.normalize(a) * F.normalize(b)).sum(1)`
+    summed over the dimension both were normalised along, `F.cosine_similarity`) lies in [-1, 1]:
+    over a number (`cos / 0.1`) or over a temperature setting no number is known for (a name holding
+    `temp` or `tau`, or `t`: a config value, an attribute, a parameter; not a tensor or a learned
+    parameter), taken as at least 0.05, the InfoNCE written out is bounded (measured,
+    bench/measure_cosine_temperature.py: finite at its worst, a positive cosine of -1 against
+    100 000 of +1, down to a temperature of 0.03). A learned scale (CLIP's `logit_scale.exp()`,
+    up to 100) or any other factor unknown leaves it unbounded.
 
     An operand carries no gradient when it is built only from fresh tensors (`torch.zeros`,
     `rand`, `linspace`... and what is done to them: `torch.zeros(n).uniform_(0, 1)`), literals and
@@ -250,6 +258,11 @@ class MaskedAttention(nn.Module):
         Example("import torch\n\ndef f(x):\n    return torch.log1p(torch.exp(x))\n"),
         Example("import torch\n\ndef f(z):\n    e = torch.exp(z)\n    return e / e.sum(dim=-1, keepdim=True)\n",
                 note="a softmax with no max-shift: exp(100) is inf, inf / inf is NaN"),
+        Example("import torch\nimport torch.nn.functional as F\n\n\n"
+                "def info_nce(a, b, tau):\n"
+                "    e = torch.exp(a @ b.T / tau)\n"
+                "    return -torch.log(e.diag() / e.sum(dim=1)).mean()\n",
+                note="a dot product of vectors not normalised: unbounded over any temperature"),
     ]
     valid = [
         Example("""\
@@ -399,6 +412,13 @@ class Gate(torch.autograd.Function):
                 note="exp(-|x|) <= 1: the stable softplus"),
         Example("import torch\n\ndef f(z):\n    e = torch.exp(z - z.max(dim=-1, keepdim=True).values)\n"
                 "    return e / e.sum(dim=-1, keepdim=True)\n", note="max-shifted softmax"),
+        Example("import torch\nimport torch.nn.functional as F\n\n\n"
+                "def info_nce(a, b, all_b, tau=0.1):\n"
+                "    a, b, all_b = F.normalize(a, dim=1), F.normalize(b, dim=1), F.normalize(all_b, dim=1)\n"
+                "    pos = torch.exp((a * b).sum(dim=1) / tau)\n"
+                "    ttl = torch.exp(a @ all_b.T / tau).sum(dim=1)\n"
+                "    return -torch.log(pos / ttl).mean()\n",
+                note="cosines of normalised vectors over a temperature: within ±10, no overflow"),
     ]
 
     def message(self, site: Site, ctx: RuleContext) -> str:
