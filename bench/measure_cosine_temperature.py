@@ -7,6 +7,14 @@ where pos and all are cosines of F.normalize'd rows, so in [-1, 1]. The worst ca
 ratio: the positive pair's cosine -1 while every other candidate's is +1 (100 000 candidates).
 Also CLIP's scale: cosines times exp(logit_scale), learned up to 100 (clamped there by CLIP).
 Not a test: gradlint never imports torch outside its probe.
+
+Measured (torch CPU, float32, the venv's torch): random cosines (8 rows against 100 000
+normalised Gaussian vectors) give a finite loss and gradient at every temperature down to 0.01.
+At the worst case the loss is finite down to tau = 0.03 (78.2) and inf with NaN gradients from
+0.02 on: pos / ttl = e^(-2/tau) / N underflows float32 (below 1.4e-45) once 2/tau + log N > 103.
+exp(cos / tau) itself overflows only below tau = 1/88.7 = 0.0113. Times a scale: finite at 20,
+inf from 50 (so CLIP's learned scale, clamped at 100, can). gradlint takes a temperature setting
+as at least 0.05 (the exponent within ±20; the worst-case loss 51.5 there).
 """
 
 from __future__ import annotations
