@@ -161,3 +161,24 @@ def test_a_method_returning_fresh_tensors_is_fresh():
     learned = src.replace("        return torch.zeros((n,), device=device).uniform_(0, 1)\n",
                           "        return self.fc(torch.zeros((n, 1), device=device)).squeeze(-1)\n")
     assert _lines(learned) == [11]
+
+
+def test_a_part_a_method_of_another_class_cuts_stays_cut_for_the_caller():
+    """Reading methods of instances of the file's classes for grad-free values must keep a return
+    cut from parameters as a cut (inversecooking's `sample()` returning `torch.stack(logits,
+    1).data`, whose caller's loss GL403 reports): it lost the cut once, read as fresh."""
+    from tests.conftest import codes_for
+
+    src = ("import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n\n"
+           "class Decoder(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+           "        self.linear = nn.Linear(8, 8)\n\n    def forward(self, x):\n        return self.linear(x)\n\n"
+           "    def sample(self, x):\n        logits = [self.forward(x) for _ in range(3)]\n"
+           "        return x.argmax(-1), torch.stack(logits, 1){cut}\n\n\n"
+           "class Model(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+           "        self.decoder = Decoder()\n        self.crit = nn.BCELoss()\n\n"
+           "    def forward(self, x, y):\n        ids, logits = self.decoder.sample(x)\n"
+           "        probs, _ = torch.max(F.softmax(logits, dim=-1), dim=1)\n        return self.crit(probs, y)\n\n\n"
+           "def train(model, loader, opt):\n    for x, y in loader:\n        loss = model(x, y)\n"
+           "        opt.zero_grad()\n        loss.backward()\n        opt.step()\n")
+    assert codes_for(src.format(cut=".data"), select="GL403") == ["GL403"]
+    assert codes_for(src.format(cut=""), select="GL403") == []

@@ -279,6 +279,12 @@ class GradFree:
         size = sizes.pop()
         elems = []
         for i in range(size):
+            cut = self.method_cut(qual, i)
+            if cut is not None:
+                # (a part every return cuts from parameters, `torch.stack(logits, 1).data`: kept as
+                # the cut it is, for GL403's reading of the caller; inversecooking's `sample()`)
+                elems.append(cut)
+                continue
             conds = self._returned_conds(walk, node, qual, sig, [parts[i] for parts, _whole in returns])
             elems.append(self._made_free(UNKNOWN, conds))
         if all(e is UNKNOWN for e in elems):
@@ -289,7 +295,9 @@ class GradFree:
         """`result`, what a method returns: grad-free under `conds`; fresh when they are none (every
         return is made of fresh tensors whatever the call passes: `sample_random_times` returning
         `torch.zeros(n).uniform_(0, 1)`); as it is when None."""
-        if conds is None:
+        if conds is None or result.cut is not None or result.param_cuts:
+            # (a return cut from parameters, `torch.stack(logits, 1).data`: no gradient either, but
+            # the cut is what GL403's reading of the caller needs, so it is kept as the walk made it)
             return result
         if result.params:
             # (what the walk made of the call's arguments, some of which may carry gradient that
