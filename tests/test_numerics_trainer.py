@@ -59,3 +59,19 @@ def test_a_sigmoid_module_trained_on_bce_with_logits_is_flagged():
     assert codes_for(src, select="GL304") == ["GL304"]
     logits = NET.format(out="self.fc(x)", call="net = NeuralNetBinaryClassifier(Net, criterion=nn.BCEWithLogitsLoss)")
     assert codes_for(logits, select="GL304") == []
+
+
+def test_a_trainer_of_the_file_is_read_where_its_own_code_applies_the_criterion():
+    """A Trainer class of the file that applies `self.criterion(self.model(x), y)` is read through
+    what its callers pass (at the criterion's call), not again at `Trainer(...)` by this reading."""
+    from gradlint.api import check_source
+    from gradlint.config import Config
+
+    src = NET.format(out="F.softmax(self.fc(x), dim=-1)", call=(
+        "class Trainer:\n    def __init__(self, model, criterion):\n        self.model = model\n"
+        "        self.criterion = criterion\n\n    def step(self, x, y):\n"
+        "        return self.criterion(self.model(x), y)\n\n\n"
+        "trainer = Trainer(Net(), criterion=nn.CrossEntropyLoss())\n"))
+    at = src.splitlines().index("trainer = Trainer(Net(), criterion=nn.CrossEntropyLoss())") + 1
+    found = check_source(src, Config(select=("GL303",)), path="m.py")
+    assert at not in [f.span.line for f in found]

@@ -4,7 +4,8 @@
 subclasses, and wrappers that keep its arguments, such as ray-skorch's `RayTrainNeuralNet`):
 the trainer's own loop applies the criterion to the module's output. Read as a loss applied to
 that output, where the module is a class of this file, given by the first positional argument
-or `module=`, as a class or an instance. skorch takes the log of the output itself only for
+or `module=`, as a class or an instance, and the trainer is not a class of this file (a trainer
+the project defines is read where its own code applies the criterion). skorch takes the log of the output itself only for
 `NLLLoss` (NeuralNetClassifier's default); the criteria named here get the output as it is.
 """
 
@@ -33,6 +34,8 @@ def module_with_criterion(walk, node: cst.Call) -> None:
             module_node = a.value
     if crit_node is None or walk.hazard_quiet():
         return
+    if type(node.func) is cst.Name and node.func.value in walk.x.local_classes:
+        return  # a trainer of this file: its own code is read where it applies the criterion
     if module_node is None and node.args and node.args[0].keyword is None and not node.args[0].star:
         module_node = node.args[0].value
     if module_node is None:
@@ -57,4 +60,6 @@ def _module_class(walk, value: cst.BaseExpression) -> str | None:
             return name
         return None
     got = walk.ev(value)
-    return next(iter(got.inst)) if len(got.inst) == 1 else None
+    # (a class of another file: its instance's criterion is judged where a trainer the project
+    # can read applies it, through what its callers pass, facts.numerics.bind_parameters)
+    return next(iter(got.inst)) if len(got.inst) == 1 and next(iter(got.inst)) in walk.x.local_classes else None
