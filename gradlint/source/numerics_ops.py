@@ -50,6 +50,19 @@ def _short(names: frozenset[str]) -> str:
     return sorted(names)[0].rsplit(".", 1)[-1]
 
 
+# What draws random numbers (numpy's and torch's generators): a fresh value, never one of a graph.
+_DRAWS = frozenset({"randn", "rand", "uniform", "normal", "random", "standard_normal", "random_sample", "randint"})
+
+
+def _random_draw(node) -> bool:
+    """`rng.randn(n, 3).astype(np.float32)`, `np.random.uniform(-1, 1, size)`: numbers drawn from a
+    random generator (through `.astype`, `.copy()`), which carry no gradient whatever the
+    generator is."""
+    while type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in ("astype", "copy"):
+        node = node.func.value
+    return type(node) is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in _DRAWS
+
+
 def _short_of(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
@@ -286,10 +299,10 @@ class TorchOps(SequentialOps):
             if self.is_true(rg):
                 return _TRAINABLE  # torch.tensor([1., 2.], requires_grad=True): a trainable leaf
             return V(const=True, leaf=True, tensor=True)
-        if self.is_true(rg) and not any(v.params or v.cut or v.rg for v in c.vals):
-            # `torch.tensor(rng.randn(n, 3), requires_grad=True)`: a trainable leaf made of data
-            # that carries no gradient (escnn's Thomson solver optimises it with Adam(params=(X,)));
-            # made of a model's output (`loss.item()`), the model's graph is still cut
+        if self.is_true(rg) and _random_draw(c.first_node):
+            # `torch.tensor(rng.randn(n, 3), requires_grad=True)`: a trainable leaf made of numbers
+            # drawn at random (escnn's Thomson solver optimises it with Adam(params=(X,))); made of
+            # anything else (a list of losses, `loss.item()`) the graph it came from is cut
             return _TRAINABLE
         return V(cut=f"{_short(c.names)}(...)", cut_span=c.span, leaf=True, tensor=True)
 

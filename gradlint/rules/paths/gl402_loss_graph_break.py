@@ -21,8 +21,8 @@ class LossGraphBreak(SiteRule):
 
     A value with at least one healthy path (`loss = ce + 0.1 * torch.tensor(penalty)`) is fine.
     Branches merge: a loss cut only in a metric-only branch is not flagged, nor is a name
-    rebound after `backward()`. A leaf made with `requires_grad=True` of data that carries no
-    gradient (`torch.tensor(rng.randn(n, 3), requires_grad=True)`) is a trainable leaf, as a
+    rebound after `backward()`. A leaf made with `requires_grad=True` of numbers drawn at
+    random (`torch.tensor(rng.randn(n, 3), requires_grad=True)`) is a trainable leaf, as a
     parameter is, not a cut.
 
     ## Why is this bad?
@@ -84,7 +84,7 @@ class LossGraphBreak(SiteRule):
                 "    X = torch.tensor(rng.randn(n, 3).astype(np.float32), requires_grad=True)\n"
                 "    opt = torch.optim.Adam([X])\n    for _ in range(10):\n        opt.zero_grad()\n"
                 "        U = (1.0 / torch.cdist(X, X).clamp(min=1e-3)).sum()\n        U.backward()\n        opt.step()\n",
-                note="a leaf made with requires_grad=True of data that carries no gradient is what is optimised "
+                note="a leaf made with requires_grad=True of numbers drawn at random is what is optimised "
                      "(escnn's Thomson solver)"),
         Example("import torch\n\ndef step(crit, out, y):\n    loss = crit(out, y)\n    loss.backward()\n"
                 "    loss = loss.item()\n    return loss\n", note="rebinding after backward"),
