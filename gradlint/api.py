@@ -792,7 +792,7 @@ def _joined_if_interrupted(extraction: threading.Thread | None) -> Iterator[None
     """Ctrl-C (or a failure) in this thread while the facts thread runs the pool: that thread's
     runs are ended and it is joined before the error goes on, so that no thread of gradlint runs
     while Python shuts down (one left running crashed the interpreter's finalisation: exit -11
-    or -2 after 'gradlint: interrupted', 2 Ctrl-C in 450 sent 0.25-0.6 s into a run)."""
+    after 'gradlint: interrupted', for a Ctrl-C sent 0.25-0.6 s into a run)."""
     try:
         yield
     except BaseException:

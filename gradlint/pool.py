@@ -93,7 +93,7 @@ def end_runs_of(thread: threading.Thread) -> None:
     runs give up (their items not in yet fail). For a caller interrupted (Ctrl-C) while another
     thread runs a pool for it: the caller joins that thread before it goes on, so that no thread
     of gradlint is still running while Python shuts down (the facts thread, left running while
-    the interpreter finalised, crashed it: exit -11 and -2 after 'interrupted', 2 Ctrl-C in 400)."""
+    the interpreter finalised, crashed it: exit -11 after 'interrupted')."""
     with _live_lock:
         _ended_threads.add(thread)
         pools = [pool for pool in _live if pool.user is thread]

@@ -1042,22 +1042,31 @@ def test_a_pool_made_again_while_another_thread_imports_does_not_hang(tmp_path, 
     assert out["r"] == [("failed", 0, "the worker process died (SIGKILL)"), 1, 2, 3]
 
 
+def _slow_run_in_a_thread():
+    """A map_isolated of 40 half-second items in a thread of its own (as check's facts thread runs
+    its pool), once its workers exist: the thread, and where its results land (`out["r"]`)."""
+    import threading
+
+    from gradlint.pool import map_isolated
+
+    going, out = threading.Event(), {}
+    run_it = threading.Thread(target=lambda: out.setdefault("r", map_isolated(
+        _slow_half_second, list(range(40)), 2, on_failure=lambda item, why: ("failed", item, why),
+        started=going.set)), daemon=True)
+    run_it.start()
+    assert going.wait(30)
+    return run_it, out
+
+
 def test_the_process_exit_ends_a_pool_another_thread_runs_and_lets_it_start_no_worker(monkeypatch, quiet_crashes):
     """Ctrl-C reaches the main thread while check's facts thread runs (or is starting) a pool:
     at the exit, multiprocessing joins every child, and a worker that thread forked after the
     others were ended waited for a job forever (gradlint hung after 'interrupted'). The exit
     function ends the pools in use and no worker starts after it; the thread's run gives up."""
-    import threading
-
     from gradlint import pool as pools
 
     monkeypatch.setattr(pools, "_exiting", False)  # (restored after: this process goes on)
-    going, out = threading.Event(), {}
-    run_it = threading.Thread(target=lambda: out.setdefault("r", pools.map_isolated(
-        _slow_half_second, list(range(40)), 2, on_failure=lambda item, why: ("failed", item, why),
-        started=going.set)), daemon=True)
-    run_it.start()
-    assert going.wait(30)
+    run_it, out = _slow_run_in_a_thread()
     time.sleep(0.6)  # (a few results in)
     workers = [w.process for p in list(pools._live) for w in p.workers]
     assert workers
@@ -1098,17 +1107,10 @@ def test_ctrl_c_in_the_rules_ends_the_facts_thread_and_its_workers_before_it_goe
     assert codes(run(tmp_path / "again", {f"m{i}.py": LOG_SOFTMAX for i in range(40)}, jobs=2)) == ["GL302"] * 40
 
 
-def test_ending_a_threads_runs_leaves_other_threads_pools_alone(monkeypatch, quiet_crashes):
-    import threading
-
+def test_ending_a_threads_runs_leaves_other_threads_pools_alone(quiet_crashes):
     from gradlint import pool as pools
 
-    going, out = threading.Event(), {}
-    run_it = threading.Thread(target=lambda: out.setdefault("r", pools.map_isolated(
-        _slow_half_second, list(range(40)), 2, on_failure=lambda item, why: ("failed", item, why),
-        started=going.set)), daemon=True)
-    run_it.start()
-    assert going.wait(30)
+    run_it, out = _slow_run_in_a_thread()
     pools.end_runs_of(run_it)
     run_it.join(20)
     assert not run_it.is_alive()

@@ -243,8 +243,7 @@ class SiteChecks:
             self.param_loss(node, kind, None, inp_node, inp, extra)
             return
         want = "softmax" if kind == "ce" else "sigmoid"
-        loss = {"ce": "cross_entropy", "bce": "binary_cross_entropy",
-                "bce_logits": "binary_cross_entropy_with_logits"}[kind]
+        loss = LOSS_NAMES[kind]
         span = self.x.span(node)
         if inp.prob == want:
             pieces = self.loss_pieces(node, inp_node, inp, crit_node, owner) if fixable else None

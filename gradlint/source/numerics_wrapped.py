@@ -5,20 +5,16 @@ subclasses, and wrappers that keep its arguments, such as ray-skorch's `RayTrain
 the trainer's own loop applies the criterion to the module's output. Read as a loss applied to
 that output, where the module is a class of this file, given by the first positional argument
 or `module=`, as a class or an instance, and the trainer is not a class of this file (a trainer
-the project defines is read where its own code applies the criterion). skorch takes the log of the output itself only for
-`NLLLoss` (NeuralNetClassifier's default); the criteria named here get the output as it is.
+the project defines is read where its own code applies the criterion). skorch takes the log of
+the output itself only for `NLLLoss` (NeuralNetClassifier's default); the cross-entropies read
+here get the output as it is.
 """
 
 from __future__ import annotations
 
 import libcst as cst
 
-from gradlint.facts.numerics import Site
-
-# The criteria read here (what a trainer passes the module's output to unchanged), by the kind
-# the evaluator gives them (V.crit / V.crit_class): the loss named and what it must not be given.
-_LOSSES = {"ce": ("cross_entropy", "softmax"), "bce_logits": ("binary_cross_entropy_with_logits", "sigmoid"),
-           "bce": ("binary_cross_entropy", "sigmoid")}
+from gradlint.facts.numerics import LOSS_NAMES, Site
 
 
 def module_with_criterion(walk, node: cst.Call) -> None:
@@ -41,15 +37,18 @@ def module_with_criterion(walk, node: cst.Call) -> None:
     if module_node is None:
         return
     crit = walk.ev(crit_node)
-    loss = _LOSSES.get(crit.crit_class or crit.crit or "")
-    if loss is None:
+    kind = crit.crit_class or crit.crit  # (the kind the evaluator gives a criterion: ce, bce, bce_logits)
+    if kind not in LOSS_NAMES:
         return
     cls = _module_class(walk, module_node)
     if cls is None:
         return
-    walk.x.add(Site("probability_into_loss", "model-output", walk.x.span(node), detail=loss[0], classes=(cls,),
-                    want=loss[1], data=(("loss", loss[0]), ("input", walk.x.code(module_node)[:80]),
-                                        ("trainer", walk.x.code(node.func)[:60]))))
+    loss = LOSS_NAMES[kind]
+    # (what the loss must not be given: as SiteChecks.check_loss asks of `crit(model(x), y)`)
+    want = "softmax" if kind == "ce" else "sigmoid"
+    walk.x.add(Site("probability_into_loss", "model-output", walk.x.span(node), detail=loss, classes=(cls,),
+                    want=want, data=(("loss", loss), ("input", walk.x.code(module_node)[:80]),
+                                     ("trainer", walk.x.code(node.func)[:60]))))
 
 
 def _module_class(walk, value: cst.BaseExpression) -> str | None:
@@ -59,7 +58,7 @@ def _module_class(walk, value: cst.BaseExpression) -> str | None:
         if name in walk.x.local_classes and name not in walk.env and name not in walk.globals:
             return name
         return None
-    got = walk.ev(value)
     # (a class of another file: its instance's criterion is judged where a trainer the project
     # can read applies it, through what its callers pass, facts.numerics.bind_parameters)
-    return next(iter(got.inst)) if len(got.inst) == 1 and next(iter(got.inst)) in walk.x.local_classes else None
+    made = walk.ev(value).inst
+    return next(iter(made)) if len(made) == 1 and made <= walk.x.local_classes else None
