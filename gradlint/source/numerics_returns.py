@@ -75,16 +75,13 @@ class ReturnedLosses:
         from it (the loss its forward returns) is cut as if the caller had written the cut. None
         when a return keeps it, when the method is not walked yet, or when its name or its class's
         says it stops the gradient on purpose (`get_target`, `TeacherNet.embed`)."""
-        from gradlint.source.numerics_sites import DETACHING, _stop_gradient, _stop_network
+        from gradlint.source.numerics_sites import _stop_gradient, _stop_network
 
         returns = self.returns_of.get(name)
         cls, _, meth = name.partition(".")
         if not returns or not meth or _stop_gradient(meth) or _stop_network(cls):
             return None
-        values = [_returned_part(parts, whole, element) for parts, whole in returns]
-        if not all(v.cut in DETACHING and v.params for v in values):
-            return None
-        return V(cut=values[0].cut, cut_span=values[0].cut_span, params=True, tensor=True, computed=True)
+        return _cut_by_every(returns, element)
 
     def function_cut(self, name: str, element: int, carried: bool, count: int | None = None) -> V | None:
         """What a call of the top-level function `name` of this file (walked already, with what its
@@ -98,7 +95,7 @@ class ReturnedLosses:
         not what it unpacks. None when a return keeps it, or when the function's name says it
         stops the gradient on purpose (`stop_gradient`, `sg`, `get_target`)."""
         from gradlint.source.detached_modules import CUT_WORDS
-        from gradlint.source.numerics_sites import DETACHING, _stop_gradient, _words
+        from gradlint.source.numerics_sites import _stop_gradient, _words
 
         if not carried or "." in name or _stop_gradient(name) or _words(name) & _CUTTING_WORDS:
             return None
@@ -113,10 +110,7 @@ class ReturnedLosses:
             return None
         if count is not None and element >= 0:
             returns = [(parts, whole) for parts, whole in returns if isinstance(parts, list) and len(parts) == count]
-        values = [_returned_part(parts, whole, element) for parts, whole in returns]
-        if not values or not all(v.cut in DETACHING and v.params for v in values):
-            return None
-        return V(cut=values[0].cut, cut_span=values[0].cut_span, params=True, tensor=True, computed=True)
+        return _cut_by_every(returns, element)
 
     def _cut_returns(self) -> None:
         """A loss made by a function of this file and backpropagated by its caller (`loss, log =
@@ -179,6 +173,18 @@ class ReturnedLosses:
                     self.add(Site("loss_term_cut", how, where.span, detail=f"{meth}()[{element!r}]"
                                   if isinstance(element, str) else f"{meth}()", function=name,
                                   data=(("returned_by", name), ("element", element))))
+
+
+def _cut_by_every(returns: list, element: int) -> V | None:
+    """The cut value a call gives for `element` of what it returns (-1: the whole value) when every
+    one of `returns` cuts it from the parameters it was computed from (method_cut, function_cut);
+    else None (also with no return)."""
+    from gradlint.source.numerics_sites import DETACHING
+
+    values = [_returned_part(parts, whole, element) for parts, whole in returns]
+    if not values or not all(v.cut in DETACHING and v.params for v in values):
+        return None
+    return V(cut=values[0].cut, cut_span=values[0].cut_span, params=True, tensor=True, computed=True)
 
 
 def _returned_part(parts: list | dict | None, whole: V, element: int | str) -> V:
