@@ -309,8 +309,7 @@ def _every_micro_batch(ctx: RuleContext, facts, c, clip, step) -> Iterator[Findi
     file builds X with `gradient_accumulation_steps=1` written so (every micro-batch syncs)."""
     loose = c.loop is None and not c.driven
     mine = {a.key for a in clip.accumulating}
-    held = next((a for a in reversed(step.accumulating) if a.key in mine
-                 and (not a.loops if loose else steps.within(c, a.loops))), None)
+    held = next((a for a in reversed(step.accumulating) if a.key in mine and _in_context(c, a, loose)), None)
     if held is None:
         held = _entered_before(c, clip, step, loose)
     if held is None or any(_at_sync(facts, g, c.function) for g in clip.guards) \
@@ -323,6 +322,12 @@ def _every_micro_batch(ctx: RuleContext, facts, c, clip, step) -> Iterator[Findi
         f"but `{steps.step_text_near(step, clip)}` steps only when `{x}.sync_gradients`: "
         f"clip under `if {x}.sync_gradients:`",
         clip.event.span, data={"guard": f"{x}.sync_gradients"})
+
+
+def _in_context(c, a, loose: bool) -> bool:
+    """Whether the `accumulate()` block `a` is entered in context `c`'s iteration: outside every
+    loop for a context of no loop nor driver (`loose`), else within the context's loop."""
+    return not a.loops if loose else steps.within(c, a.loops)
 
 
 def _entered_before(c, clip, step, loose: bool):
@@ -340,7 +345,7 @@ def _entered_before(c, clip, step, loose: bool):
             continue
         a = outer[0]
         n = len(a.loops)
-        if (not a.loops if loose else steps.within(c, a.loops)) and step.loops[:n] == a.loops \
+        if _in_context(c, a, loose) and step.loops[:n] == a.loops \
                 and clip.loops[:n] == a.loops and set(a.guards) <= set(step.guards) \
                 and (a in clip.accumulating or (not clip.accumulating and clip.order > e.order)):
             return a
