@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import libcst as cst
 
+from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.engine.tensors import UNKNOWN, V, _combine
 from gradlint.source.engine.walk import suite, walk
 from gradlint.source.names import dotted
@@ -180,14 +181,9 @@ def _application(e: cst.BaseExpression | None, params: set[str]) -> tuple[str, s
 
 
 def _argument(node: cst.Call, index: int, name: str) -> cst.BaseExpression | None:
-    """The argument a call passes for the parameter at `index` named `name` (positional or keyword)."""
-    positional = [a for a in node.args if a.keyword is None]
-    if any(a.star for a in node.args):
-        return None
-    for a in node.args:
-        if a.keyword is not None and a.keyword.value == name:
-            return a.value
-    return positional[index].value if index < len(positional) else None
+    """The argument a call passes for the parameter at `index` named `name` (positional or keyword);
+    None with `*args` or `**kwargs` in the call (which parameter each lands in is unknown)."""
+    return None if any(a.star for a in node.args) else _arg(node, index, name)
 
 
 def registered_hooks(methods: list[tuple[str, cst.FunctionDef]], own: set[str]) -> dict[str, list[tuple[str, bool]]]:
