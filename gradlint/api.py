@@ -219,16 +219,18 @@ def run_rules(facts: FileFacts, config: Config, index: ProjectIndex | None, rule
 
 def project_index(paths: Iterable[Path], config: Config, *, use_cache: bool = True,
                   batch: cache.Batch | None = None, store: cache.Store | None = None,
-                  seen: dict[str, str] | None = None) -> tuple[ProjectIndex, Path]:
+                  seen: dict[str, str] | None = None, root: Path | None = None) -> tuple[ProjectIndex, Path]:
     """An empty project index for the project the paths belong to, with a loader that summarises
     (through the cache) any module of the project a lookup reaches, or of an installed library
     (`read-libraries`: located in `library_roots`, read, never imported); and the project's root.
     New cache entries join `batch` when given (the caller writes it), else are written at once;
     `store`: the cache the caller opened already; `seen` gets the fingerprints of the files read,
-    by path (what the result cache keys a file's findings by)."""
+    by path (what the result cache keys a file's findings by); `root`: the project's root when the
+    caller knows it (by_project_root), else the first path's (find_project_root)."""
     from gradlint.source.index import ProjectFiles, find_project_root, library_roots
 
-    root = find_project_root(paths, Path(config.root))
+    if root is None:
+        root = find_project_root(paths, Path(config.root))
     stores: list = [store] if store is not None else []
 
     def opened() -> cache.Store | None:
@@ -677,7 +679,35 @@ def check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool 
 
 def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool,
                  jobs: int | None, split_projects: bool = False, pool=None) -> RunResult:
-    given = [Path(p) for p in paths]
+    """check_paths, one run for each project root the paths lie in (by_project_root), merged."""
+    from gradlint.pool import Kept
+    from gradlint.source.index import by_project_root
+
+    groups = by_project_root([Path(p) for p in paths], Path(config.root))
+    if len(groups) <= 1:
+        given, root = (groups[0][1], groups[0][0]) if groups else ([], None)
+        return _check_project(given, root, config, use_cache=use_cache, jobs=jobs,
+                              split_projects=split_projects, pool=pool)
+    # (the runs share one pool of workers, as gradlint.projects' do)
+    shared = pool if pool is not None else Kept()
+    merged = RunResult()
+    seen: set[str] = set()
+    for root, given in groups:
+        result = _check_project(given, root, config, use_cache=use_cache, jobs=jobs,
+                                split_projects=split_projects, pool=shared)
+        merged.warnings += [w for w in result.warnings if w not in merged.warnings]
+        merged.projects += [p for p in result.projects if p not in merged.projects]
+        # (a file two roots reach, a link named beside its target: the first run's)
+        merged.files += [r for r in result.files if r.path not in seen]
+        seen.update(r.path for r in result.files)
+    if pool is None:
+        shared.close()  # (not on Ctrl-C, as gradlint.projects.check: the process's exit ends it)
+    return merged
+
+
+def _check_project(given: list[Path], root: Path | None, config: Config, *, use_cache: bool,
+                   jobs: int | None, split_projects: bool = False, pool=None) -> RunResult:
+    """check_paths of paths of one project (`root`: its root; None: the configuration's)."""
     found = discover(given, config, split_projects=split_projects)
     result = RunResult(warnings=config_warnings(config) + found.warnings, projects=[str(p) for p in found.projects])
     for missing in found.missing:
@@ -692,7 +722,7 @@ def _check_paths(paths: Iterable[str | Path], config: Config, *, use_cache: bool
     # path -> fingerprint of the bytes read, this run: what the result cache keys findings by (a
     # run without the cache hashes nothing for it: a word scan read 5 000 files of the project)
     seen: dict[str, str] | None = {} if use_cache else None
-    index, root = project_index(given, config, use_cache=use_cache, batch=later, store=store, seen=seen)
+    index, root = project_index(given, config, use_cache=use_cache, batch=later, store=store, seen=seen, root=root)
     # Each Python file's module; the first file of a name holds it (as ProjectIndex.add decides).
     kinds = [kind_of(p, d) for p, d in files]
     placed = iter(name_modules(index, root, [p for (p, _d), kind in zip(files, kinds) if kind == "python"]))

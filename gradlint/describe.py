@@ -46,17 +46,37 @@ class Described:
 
 def describe_paths(paths: Iterable[str | Path], config: Config, *, split_projects: bool = False) -> Described:
     """Every network of the files under `paths` (discovered as `check` does: with split_projects,
-    the folders holding their own configuration are not walked but listed in .projects)."""
+    the folders holding their own configuration are not walked but listed in .projects). The
+    paths of each project root are read with that project's modules (by_project_root)."""
+    from gradlint.source.index import by_project_root
+
+    groups = by_project_root([Path(p) for p in paths], Path(config.root))
+    out = Described(warnings=list(config_warnings(config)))
+    for root, given in groups:
+        got = _describe_project(given, root, config, split_projects)
+        out.projects += [p for p in got.projects if p not in out.projects]
+        seen = {m.get("filename") for m in out.models}
+        out.models += [m for m in got.models if m.get("filename") not in seen]
+        out.errors += [e for e in got.errors if e not in out.errors]
+        out.warnings += [w for w in got.warnings if w not in out.warnings]
+        out.files += got.files
+        out.found = out.found or got.found
+    return out
+
+
+def _describe_project(given: list[Path], root: Path, config: Config, split_projects: bool) -> Described:
+    """describe_paths of the paths of one project root."""
     from gradlint.api import _extract, add_to_index, name_modules, project_index
     from gradlint.discover import discover
     from gradlint.model.inline import finder, inline
 
-    found = discover([Path(p) for p in paths], config, split_projects=split_projects)
+    found = discover(given, config, split_projects=split_projects)
     out = Described(projects=[str(p) for p in found.projects])
     # Blocks of other project files are shown inlined, as the architecture rules see them.
-    index, root = project_index([p for p, _ in found.files] or [Path(config.root)], config, use_cache=False)
+    index, root = project_index([p for p, _ in found.files] or [Path(config.root)], config, use_cache=False,
+                                root=root)
     name_modules(index, root, [p for p, _ in found.files if p.suffix == ".py"])
-    out.warnings.extend(config_warnings(config) + found.warnings)
+    out.warnings.extend(found.warnings)
     for missing in found.missing:
         out.errors.append(f"{missing}: no such file or directory")
     for display, reason, error in found.refused:

@@ -17,7 +17,7 @@ from gradlint.api import check_paths, enabled_rules, project_index
 from gradlint.config import Config
 from gradlint.facts.files import FileFacts
 from gradlint.facts.project import ProjectIndex, holds_word
-from gradlint.source.index import find_project_root, module_name, module_symbols
+from gradlint.source.index import by_project_root, find_project_root, module_name, module_symbols
 from tests.conftest import FIXTURES, run_cli
 
 PROJECTS = FIXTURES / "project"
@@ -148,6 +148,68 @@ def test_findings_do_not_depend_on_an_unrelated_working_folder(tmp_path, monkeyp
         result = check_paths([str(work / "one.py")], Config(root=str(cwd)), use_cache=False, jobs=1)
         codes.append([(f.span.line, f.code) for f in result.findings])
     assert codes[0] == codes[1] == [(6, "GL302")]
+
+
+def _two_projects(tmp_path: Path) -> tuple[Path, Path]:
+    """a/ and b/, projects of their own; b/pkgb/model.py runs a parameter-free block of its own
+    package under no_grad (quiet only when its import resolves: an unknown block may hold
+    parameters, which GL403 reports cut)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "pkgb").mkdir(parents=True)
+    for marker in ("a/pyproject.toml", "b/pyproject.toml", "b/pkgb/__init__.py"):
+        (tmp_path / marker).write_text("")
+    (tmp_path / "a" / "a.py").write_text("import torch\n")
+    (tmp_path / "b" / "pkgb" / "layers.py").write_text(
+        "import torch\n\n\nclass Feat(torch.nn.Module):\n    def forward(self, x):\n"
+        "        return torch.fft.rfft(x).abs()\n")
+    (tmp_path / "b" / "pkgb" / "model.py").write_text(
+        "import torch\n\nfrom pkgb.layers import Feat\n\n\nclass Front(torch.nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.feat = Feat()\n\n"
+        "    def forward(self, x):\n        with torch.no_grad():\n            y = self.feat(x)\n        return y\n")
+    (tmp_path / "b" / "pkgb" / "net.py").write_text(
+        "import torch\n\nfrom pkgb.blocks import Proj\n\n\nclass Net(torch.nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.proj = Proj()\n\n"
+        "    def forward(self, x):\n        return self.proj(x)\n")
+    (tmp_path / "b" / "pkgb" / "blocks.py").write_text(
+        "import torch\n\n\nclass Proj(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.lin = torch.nn.Linear(4, 4)\n\n    def forward(self, x):\n        return self.lin(x)\n")
+    return tmp_path / "a" / "a.py", tmp_path / "b" / "pkgb" / "model.py"
+
+
+def test_findings_do_not_depend_on_the_order_of_files_of_two_projects(tmp_path, monkeypatch):
+    """Files of two projects in one run: each file's imports resolve in its own project, whichever
+    is named first (the first path's project was the root of every file: model.py's import of its
+    own package resolved to nothing when a.py came first, and GL403 fired)."""
+    one, two = _two_projects(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    codes = []
+    for order in ([one, two], [two, one], [two]):
+        result = check_paths([str(p) for p in order], Config(root=str(tmp_path)), use_cache=False, jobs=1)
+        codes.append(sorted((f.span.path, f.span.line, f.code) for f in result.findings))
+        assert {r.path for r in result.files} == {str(p.relative_to(tmp_path)) for p in order}
+    assert codes[0] == codes[1] == codes[2] == []
+    # the same through the command line, with the cache, and `gradlint model`'s inlined blocks
+    for order in ([one, two], [two, one]):
+        res = run_cli("check", *map(str, order), "--exit-zero", cwd=tmp_path)
+        assert "GL403" not in res.stdout and "2 files checked" in res.stdout, res.stdout + res.stderr
+    net = two.parent / "net.py"
+    described = [run_cli("model", *map(str, order), "--format", "json", cwd=tmp_path).stdout
+                 for order in ([one, net], [net, one])]
+    assert '"proj.lin"' in described[0] and described[0] == described[1], described
+
+
+def test_paths_by_project_root(tmp_path):
+    one, two = _two_projects(tmp_path)
+    by = dict(by_project_root([two, one, tmp_path / "b", tmp_path / "missing.py"], tmp_path))
+    # a path inside another given folder goes with that folder; a missing one with the fallback
+    assert by == {(tmp_path / "b").resolve(): [two, tmp_path / "b"], (tmp_path / "a").resolve(): [one],
+                  tmp_path.resolve(): [tmp_path / "missing.py"]}
+    (tmp_path / "b" / "nested").mkdir()
+    (tmp_path / "b" / "nested" / "pyproject.toml").write_text("")
+    (tmp_path / "b" / "nested" / "n.py").write_text("")
+    # a nested project's file named beside the outer folder is read with the outer walk's root
+    assert by_project_root([tmp_path / "b", tmp_path / "b" / "nested" / "n.py"], tmp_path) == [
+        ((tmp_path / "b").resolve(), [tmp_path / "b", tmp_path / "b" / "nested" / "n.py"])]
 
 
 def test_module_names_from_paths(tmp_path):

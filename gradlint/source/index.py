@@ -64,6 +64,46 @@ def find_project_root(paths: Iterable[Path], fallback: Path) -> Path:
     return fallback.resolve()
 
 
+def by_project_root(paths: Iterable[Path], fallback: Path) -> list[tuple[Path, list[Path]]]:
+    """The paths of one run grouped by project (find_project_root of each), in the order each
+    project is first named; a path inside another of the paths that is a folder goes with that
+    folder, as its walk would find it. The root was the first path's project's: `check a/x.py
+    b/pkg/m.py` with a/ and b/ projects of their own made a/ the root of m.py too, whose imports of
+    its own package then resolved to nothing, and m.py's findings depended on the order of the
+    paths (and on which files pre-commit put in one batch)."""
+    paths = list(paths)
+    roots: dict[Path, list[Path]] = {}
+    folders: list[tuple[Path, Path]] = []  # (a folder among the paths, resolved; its root)
+    memo: dict[Path, Path] = {}
+    resolved: list[Path | None] = []
+    for p in paths:
+        try:
+            real = p.resolve()
+            resolved.append(real)
+            if real.is_dir():
+                folders.append((real, find_project_root([p], fallback)))
+        except (OSError, RuntimeError):
+            resolved.append(None)
+    for p, real in zip(paths, resolved):
+        root = None
+        if real is not None:
+            # (the outermost folder holding it: a folder inside another goes with that one too)
+            outer = [(f, r) for f, r in folders if f != real and f in real.parents]
+            if outer:
+                root = min(outer, key=lambda fr: len(fr[0].parts))[1]
+        if root is None:
+            # (pre-commit names hundreds of files of a few folders: each folder looked up once)
+            folder = None if real is None or not _exists(real) else real if real.is_dir() else real.parent
+            if folder is None:
+                root = find_project_root([p], fallback)  # (missing or unreadable: the fallback)
+            else:
+                if folder not in memo:
+                    memo[folder] = find_project_root([p], fallback)
+                root = memo[folder]
+        roots.setdefault(root, []).append(p)
+    return list(roots.items())
+
+
 _UNREAD = object()  # (ProjectFiles._parsed: a file not parsed yet)
 
 
