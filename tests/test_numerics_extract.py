@@ -716,3 +716,27 @@ def test_a_variance_clamped_above_zero_is_a_safe_divisor(den):
     # unclamped, or clamped at 0 (the root's gradient at 0 stays infinite), it is still flagged
     assert codes(src.replace(den, "var.sqrt()"), "GL307") == ["GL307"]
     assert codes(src.replace(den, "var.clamp(min=0).sqrt()"), "GL307") == ["GL307"]
+
+
+@pytest.mark.parametrize("line, flagged", [
+    ("torch.where(p > 0, p * p.log(), torch.zeros_like(p))", False),
+    ("torch.where(0 < p, -torch.log(p), torch.zeros_like(p))", False),
+    ("torch.where((p > 1e-12) & keep, p * p.log(), torch.zeros_like(p))", False),
+    ("torch.where(p != 0, p * p.log(), torch.zeros_like(p))", False),
+    ("(p * p.log()).where(p > eps, torch.zeros_like(p))", False),
+    # the log in the branch the condition does not keep positive, or a bound that keeps nothing
+    ("torch.where(p > 0, torch.zeros_like(p), p * p.log())", True),
+    ("torch.where(p > -1, p * p.log(), torch.zeros_like(p))", True),
+    ("torch.where(p >= 0, p * p.log(), torch.zeros_like(p))", True),
+    ("torch.where(q > 0, p * p.log(), torch.zeros_like(p))", True),
+])
+def test_a_log_a_where_keeps_finite_is_not_a_log_of_probability(line, flagged):
+    """`where(p > 0, p * p.log(), 0)` of a softmax: the value is never -inf (GL302 is quiet); the
+    NaN gradient of the masked branch is GL309's, reported where the value carries gradient."""
+    src = ("import torch\nfrom torch import nn\n\n\nclass Ent(nn.Module):\n    def __init__(self):\n"
+           "        super().__init__()\n        self.lin = nn.Linear(4, 4)\n\n"
+           "    def forward(self, x, q, keep, eps=1e-8):\n        p = torch.softmax(self.lin(x), -1)\n"
+           f"        return ({line}).sum()\n")
+    got = codes(src, "GL30")
+    assert ("GL302" in got) is flagged, got
+    assert "GL309" in got or "where(q" in line, got

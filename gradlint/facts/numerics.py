@@ -530,16 +530,18 @@ def bind_parameters(site: Site, scope: Scope | None) -> Site | None:
     if passed and data.get("input") and data["input"] != data["tensor_param"]:
         passed += (("passed_as", data["input"]),)
     if site.kind == "log_of_probability":
+        # (a log a torch.where keeps finite stays so, whatever the callers pass)
+        guard = tuple((k, v) for k, v in site.data if k == "where_guarded")
         if tensor is not None:
             if tensor.startswith("prob:"):
-                return replace(site, variant=tensor[5:], detail=tensor[5:], data=passed)
+                return replace(site, variant=tensor[5:], detail=tensor[5:], data=passed + guard)
             cls, element = _output_shape(tensor)
-            return replace(site, variant="model-output", classes=(cls,), want="probability", data=passed,
+            return replace(site, variant="model-output", classes=(cls,), want="probability", data=passed + guard,
                            element=element)
         if model is None:
             return None
         return replace(site, variant="model-output", classes=(model[5:],), want="probability",
-                       data=(("only_model", only),) if only else ())
+                       data=((("only_model", only),) if only else ()) + guard)
     if site.kind == "requires_grad_on_module":
         if model is None:
             return None

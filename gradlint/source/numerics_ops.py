@@ -431,6 +431,7 @@ class TorchOps(SequentialOps):
         if len(c.pos) < 3:
             return None
         self.check_where(c.node, c.pos[1:3])
+        self.mark_where_guarded(c.pos[0], c.pos[1])
         res = replace(_combine(c.vals[1:3]), tensor=True, safe_where=True, clamped=True)
         if _bounded_fill(self, c.pos[0], c.vals[0], c.pos[1], c.vals[2], "le") or \
                 _bounded_fill(self, c.pos[0], c.vals[0], c.pos[2], c.vals[1], "gt"):
@@ -689,6 +690,7 @@ class TorchOps(SequentialOps):
             return None
         # x.where(cond, other): x is the kept branch
         self.check_where(c.node, [c.recv, c.pos[1]])
+        self.mark_where_guarded(c.pos[0], c.recv)
         res = replace(_combine([c.r, c.vals[1]]), tensor=True, safe_where=True, clamped=True)
         return replace(res, exp_safe=True) if _bounded_fill(self, c.pos[0], c.vals[0], c.recv, c.vals[1], "le") else res
 

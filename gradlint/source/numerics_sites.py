@@ -9,6 +9,7 @@ source pieces a fix would rewrite. Rules decide which sites to report; nothing h
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import libcst as cst
@@ -23,6 +24,7 @@ from gradlint.source.engine.walk import children, walk
 from gradlint.source.engine.tensors import DETACHED_THEN_REQUIRED, V, UNKNOWN, number_of
 from gradlint.source.gradchecks import made_as
 from gradlint.source.numerics_bound import bound_once_on_path
+from gradlint.source.numerics_guards import logs_of, positive_under
 from gradlint.source.names import PARAMETER_CLASSES, dotted
 
 
@@ -375,6 +377,16 @@ class SiteChecks:
         if not a.params:
             return
         self.x.add(Site("acos_near_one", kind, self.x.span(node), detail=fn.rstrip("_")))
+
+    def mark_where_guarded(self, cond: cst.BaseExpression, kept: cst.BaseExpression) -> None:
+        """The logs of probabilities in the branch `cond` selects whose argument it keeps positive
+        (`where(p > 0, p * p.log(), 0)`): their value is never -inf, and the sites say so (the
+        masked branch's NaN gradient is the where's own site, check_where)."""
+        guarded = positive_under(cond, self.x.code)
+        spans = {self.x.span(call) for call in logs_of(kept, guarded, self.x.code)} if guarded else set()
+        if spans:
+            self.x.sites[:] = [replace(s, data=(*s.data, ("where_guarded", True)))
+                               if s.kind == "log_of_probability" and s.span in spans else s for s in self.x.sites]
 
     def check_where(self, node: cst.Call, branches: list[cst.BaseExpression]) -> None:
         if self.hazard_quiet():

@@ -39,7 +39,10 @@ class LogOfProbability(SiteRule):
     constants, and quotients by a probability of constants (a fixed prior); code under
     `torch.no_grad()`/`inference_mode` or after a `torch.set_grad_enabled(False)` statement,
     evaluation or metric functions, and values taken out of autograd at once (`.item()`, or a
-    `.detach()` that ends a value stored aside: `self.last_entropy = -(a * a.log()).sum().detach()`).
+    `.detach()` that ends a value stored aside: `self.last_entropy = -(a * a.log()).sum().detach()`);
+    a log in the branch of a `torch.where` whose condition keeps its argument positive
+    (`torch.where(p > 0, p * p.log(), 0)`: its value is never -inf; the NaN gradient of the
+    masked branch is GL309's finding).
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -181,6 +184,11 @@ class LogOfProbability(SiteRule):
                 note="a parameter every caller passes softmax probabilities for"),
     ]
     valid = [
+        Example("import torch\n\n\nclass KLScore:\n    def predict_logits(self, logits):\n"
+                "        return self._score(logits.softmax(dim=1))\n\n    def _score(self, p):\n"
+                "        return torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(1)\n",
+                note="the where keeps the log finite (pytorch-ood's KL matching); a NaN gradient through "
+                     "the masked branch is GL309's finding"),
         Example("import torch\nfrom torch import nn\n\n\nclass Ensemble(nn.Module):\n    def __init__(self):\n"
                 "        super().__init__()\n"
                 "        self.heads = nn.ModuleList([nn.Linear(8, 5) for _ in range(4)])\n\n"
@@ -287,7 +295,11 @@ class LogOfProbability(SiteRule):
         return (f"Log of a {op} output: {op} rounds to exactly 0 for confident inputs "
                 f"and Log gives -inf with NaN gradients; compute {fix} instead")
 
-    def message(self, site: Site, ctx: RuleContext) -> str:
+    def message(self, site: Site, ctx: RuleContext) -> str | None:
+        if dict(site.data).get("where_guarded"):
+            # `where(p > 0, p * p.log(), 0)`: the value is never -inf; the masked branch's NaN
+            # gradient is GL309's finding, where the argument carries gradient
+            return None
         if site.classes:
             kind = returned_kind(site, ctx.index) or "probability"
             return (f"log of {passed_as(site, output_of(site, kind))}: it underflows to "
