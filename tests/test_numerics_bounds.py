@@ -206,3 +206,26 @@ def test_a_norm_module_is_not_a_distance():
            "    def forward(self, h):\n        a = self.norm(h)\n        b = self.layers[0].norm(h)\n"
            "        return 1 / (1 + torch.exp(-20 * (a / 0.3 - 1))) + 1 / (1 + torch.exp(-20 * (b / 0.3 - 1)))\n")
     assert codes(src) == ["GL305", "GL305"]
+
+
+_PREF = ("import torch\nfrom torch import nn\n\n\nclass Pref(nn.Module):\n"
+         "    def __init__(self, threshold=50.0):\n        super().__init__()\n        self.lin = nn.Linear(4, 1)\n"
+         "        self.threshold = threshold\n\n    def forward(self, a, b, limit):\n"
+         "        d = (self.lin(a) - self.lin(b)).sum(0)\n{clip}        return 1 / (1 + d.exp())\n")
+
+
+@pytest.mark.parametrize("clip, flagged", [
+    # imitation's preference model: "clip to avoid overflows", by a setting (50 by default)
+    ("        d = torch.clip(d, -self.threshold, self.threshold)\n", False),
+    ("        d = d.clamp(max=limit)\n", False),
+    ("        d = d.clamp(-limit, limit)\n", False),
+    # no clip, a bound of the model's own output, a lower bound alone, a clip scaled after
+    ("", True),
+    ("        d = d.clamp(max=self.lin(b).sum())\n", True),
+    ("        d = d.clamp(min=-self.threshold)\n", True),
+    ("        d = d.clamp(-limit, limit) * 10\n", True),
+])
+def test_a_clip_by_a_setting_guards_the_exp(clip, flagged):
+    """A clip of an exponent by settings no number is known for is taken as the overflow guard it
+    is written as; by a tensor (the model's output) it bounds nothing known."""
+    assert codes(_PREF.format(clip=clip)) == (["GL305"] if flagged else [])

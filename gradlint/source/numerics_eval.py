@@ -25,8 +25,9 @@ from gradlint.source.engine.walk import comprehensions as _comprehensions
 from gradlint.source.names import dotted
 from gradlint.source.numerics_defaults import decided
 from gradlint.source.numerics_names import LOSS_FUNCTIONS, LOSS_MODULES
-from gradlint.source.numerics_ops import never_negative, squares_product, strictly_positive
-from gradlint.source.numerics_ops import _literal as _number_written  # (a number as written: `18`, `-5.0`)
+from gradlint.source.numerics_ops import squares_product, strictly_positive
+from gradlint.source.numerics_signs import never_negative
+from gradlint.source.numerics_signs import _literal as _number_written  # (a number as written: `18`, `-5.0`)
 from gradlint.source.numerics_pairs import gram_expansion, self_difference, self_gram
 
 

@@ -29,6 +29,7 @@ from gradlint.source.numerics_names import (
 )
 from gradlint.source.numerics_pairs import pair_reduction, self_gram
 from gradlint.source.numerics_sequential import SequentialOps
+from gradlint.source.numerics_signs import _literal, is_abs, never_negative, setting_bound
 from gradlint.source.numerics_scatter import SCATTER_SUM_FUNCTIONS, SCATTER_SUM_METHODS, m_scatter_sum, q_scatter_sum
 from gradlint.source.names import MODEL_WRAPPERS, PARAMETER_CLASSES, dotted
 
@@ -94,60 +95,6 @@ class _Call:
         self.node, self.pos, self.kw, self.vals = node, pos, kw, vals
 
 
-def is_abs(node: cst.BaseExpression) -> bool:
-    """`abs(x)`, `torch.abs(x)` or `x.abs()`: a value that is never negative."""
-    if type(node) is not cst.Call:
-        return False
-    func = node.func
-    return ((type(func) is cst.Name and func.value == "abs")
-            or (type(func) is cst.Attribute and func.attr.value == "abs"))
-
-
-# torch functions (and tensor methods) whose value is never negative: their negation's exp cannot
-# overflow (`exp(-F.softplus(x))`, a softmin of distances `exp(-torch.cdist(a, b))`); a root is
-# never negative either (NaN below 0: a distance `sqrt((d ** 2).sum(-1))`).
-_NEVER_NEGATIVE = frozenset({"softplus", "norm", "vector_norm", "matrix_norm", "cdist", "pdist", "sigmoid", "softmax",
-                             "exp", "square", "sqrt"})
-
-
-def never_negative(node: cst.BaseExpression) -> bool:
-    """`abs(x)`, `relu(x)`, `x.clamp(min=0)`, `torch.clamp(x, 0)`, `x.clamp_min(0.5)`: written so
-    that it is never negative (its negation, the stable sigmoid's `exp(-x.clamp(min=0))`, cannot
-    overflow in exp)."""
-    if is_abs(node):
-        return True
-    if type(node) is not cst.Call:
-        return False
-    func = node.func
-    name = func.attr.value if type(func) is cst.Attribute else func.value if type(func) is cst.Name else ""
-    if name in _NEVER_NEGATIVE:
-        # `F.softplus(x)`, `torch.norm(d)`, `x.norm(dim=1)`, `torch.cdist(a, b)`, `x.exp()`; not
-        # `self.norm(x)` (a LayerNorm module) nor any call of another attribute of self
-        # `(a - b).norm(dim=-1)`: arithmetic makes a tensor, whose method it is
-        if type(func) is cst.Attribute and type(func.value) in (cst.BinaryOperation, cst.UnaryOperation):
-            return True
-        owner = dotted(func.value) if type(func) is cst.Attribute else ""
-        return owner is not None and owner != "self" and not owner.startswith("self.")
-    if name == "relu":
-        if type(func) is cst.Name:
-            return True  # `relu(h)` imported from torch.nn.functional
-        # `torch.relu(h)`, `F.relu(h)`, `torch.nn.functional.relu(h)`, `h.relu()`; not
-        # `self.relu(h)`, which may be a LeakyReLU module
-        owner = dotted(func.value) or ""
-        return not node.args or owner in ("torch", "F", "fn") or owner.endswith("functional")
-    # the tensor is the receiver of a method, the first argument of torch's function
-    method = type(func) is cst.Attribute and not (type(func.value) is cst.Name and func.value.value == "torch")
-    args = [a for a in node.args if a.keyword is None]
-    bound = next((a.value for a in node.args if a.keyword is not None and a.keyword.value == "min"), None)
-    if bound is None and name in ("clamp", "clip", "clamp_min"):
-        at = 0 if method else 1
-        bound = args[at].value if len(args) > at else None
-    if name not in ("clamp", "clip", "clamp_min") or bound is None:
-        return False
-    lo = _literal(bound)
-    return lo is not None and lo >= 0
-
-
 def _bounded_fill(walk, mask_node: cst.BaseExpression, mask: V, kept: cst.BaseExpression, fill: V,
                   keep: str) -> bool:
     """Whether a fill or where keeps `kept` exactly where it is at most a number (`keep` "gt":
@@ -166,19 +113,6 @@ def _bounded_fill(walk, mask_node: cst.BaseExpression, mask: V, kept: cst.BaseEx
     return rel == keep and key == kept.value and version == walk.versions.get(key, 0) and lazy == walk.lazy and \
         depth <= walk.looping and not walk.loop_changed(depth, key) and \
         bound <= bounds.EXP_SAFE and filled is not None and filled <= bounds.EXP_SAFE
-
-
-def _literal(node: cst.BaseExpression) -> float | None:
-    """The number a literal (or a negated one) is written as; None for anything else."""
-    if type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus:
-        inner = _literal(node.expression)
-        return -inner if inner is not None else None
-    if type(node) in (cst.Integer, cst.Float):
-        try:
-            return float(node.evaluated_value)
-        except (ValueError, OverflowError):
-            return None
-    return None
 
 
 def _max_values(got: V, c, at: int) -> V:
@@ -578,6 +512,13 @@ class TorchOps(SequentialOps):
             res = replace(res, exp_safe=True)
         if lo_n is not None and lo_n >= -bounds.EXP_SAFE:
             res = replace(res, floor_safe=True)  # `z = x.clamp(-20, 20)`, then `exp(-z)`
+        # A clip by settings (`th.clip(d, -self.threshold, self.threshold)`, imitation's preference
+        # model, "clip to avoid overflows"; threshold 50 by default) is written to keep the exp
+        # finite: no number is known for it here, and the finding would only say what it guards.
+        if hi is not None and hi_n is None and setting_bound(hi, self.ev(hi)):
+            res = replace(res, exp_safe=True)
+        if lo is not None and lo_n is None and setting_bound(lo, self.ev(lo)):
+            res = replace(res, floor_safe=True)
         known = bounds.clamped(r.bounds, lo_n if lo_given else None, hi_n, lo_given=lo_given,
                                hi_given=hi is not None and self.ev(hi).value is not None)
         if known is not None:
