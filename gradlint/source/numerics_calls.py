@@ -13,6 +13,7 @@ from __future__ import annotations
 import libcst as cst
 
 from gradlint.facts.numerics import Site
+from gradlint.source.engine import bounds
 from gradlint.source.engine.calls import arg as _arg
 from gradlint.source.metric_uses import leaving_call
 from gradlint.source.numerics_sites import graph_break
@@ -358,6 +359,14 @@ class TensorCalls(TorchOps):
 
     def instance_call(self, node: cst.Call, callee: V, owner: str | None) -> V:
         res = self._instance_call(node, callee, owner)
+        if (own := self._own_method(owner)) is not None and not res.normed:
+            # `z = self.forward(x)` of a forward returning `F.normalize(h)`: unit rows, whatever
+            # the call passes (their products are cosines)
+            normed = self.x.method_normed(own)
+            if normed is None and (made := self.method_returns(own.partition(".")[2])) is not None and made.normed:
+                normed = made  # (a short method not walked yet)
+            if normed is not None:
+                res = replace(res, normed=True, normed_dim=normed.normed_dim)
         if owner and owner.startswith("self.") and owner.count(".") == 1:
             # a method of the class, or a callable attribute that holds no parameters: what it
             # gives is grad-free where what it is handed is (numerics_free)
@@ -369,6 +378,15 @@ class TensorCalls(TorchOps):
             # a top-level function of this file (read through the module's names)
             res = self.x.pure_call(node, owner, self._args_ev(node), res)
         return res
+
+    def _own_method(self, owner: str | None) -> str | None:
+        """`C.m` for a call of this class's own method `m` (`self.m(...)`, `self(...)` and
+        `self.forward(...)` for its forward), where no subclass of the file may override it."""
+        cls = self.cls
+        if owner is None or cls is None or cls.name not in self.x.local_classes or cls.name in self.x.subclassed:
+            return None
+        meth = "forward" if owner == "self" else owner[5:] if owner.startswith("self.") else ""
+        return f"{cls.name}.{meth}" if meth and "." not in meth and meth in cls.methods else None
 
     def _instance_call(self, node: cst.Call, callee: V, owner: str | None) -> V:
         vals = self._args_ev(node)
@@ -415,7 +433,8 @@ class TensorCalls(TorchOps):
             # (a softmax's or sigmoid's output is strictly positive, as torch.sigmoid's: dense)
             return V(prob=callee.callret, computed=True, tensor=True, params=first.params,
                      out=first.out, cut=first.cut, cut_span=first.cut_span, through=through,
-                     dense=callee.callret in ("softmax", "sigmoid"))
+                     dense=callee.callret in ("softmax", "sigmoid"),
+                     bounds=bounds.sigmoid(bounds.of(first)) if callee.callret == "sigmoid" else None)
         if callee.inst:
             if len(callee.inst) == 1:
                 self.passed_to_instance(node, next(iter(callee.inst)))

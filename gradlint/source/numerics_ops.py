@@ -450,9 +450,11 @@ class TorchOps(SequentialOps):
 
     def prob_value(self, kind: str, node: cst.Call, first: V) -> V:
         # softmax and sigmoid outputs are strictly positive: dense
+        # (a sigmoid of a bounded argument, a cosine's, lies in an interval: engine/bounds.py)
+        known = bounds.sigmoid(bounds.of(first)) if kind == "sigmoid" and first is not UNKNOWN else None
         return V(prob=kind, prob_node=node, tensor=True, computed=True, params=first.params, dense=True,
                  out=frozenset(), cut=first.cut, cut_span=first.cut_span, const=first.const,
-                 param_cuts=first.param_cuts)
+                 param_cuts=first.param_cuts, bounds=known)
 
     def reduce_value(self, r: V, mean: bool, dims: list | None = None) -> V:
         """A sum or mean (`dims`: the dimension arguments as written, when known) of `r`."""

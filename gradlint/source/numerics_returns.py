@@ -83,6 +83,20 @@ class ReturnedLosses:
             return None
         return _cut_by_every(returns, element)
 
+    def method_normed(self, qual: str) -> V | None:
+        """What a call of the method `qual` (`C.m` of a top-level class of this file, walked before,
+        in this walk or the unit's previous one) gives when every return of it is rows normalised
+        whatever the call passes (`return F.normalize(x, p=2, dim=1)`: `z = self.forward(x)` then
+        `z @ z.t()` is of cosines, engine/tensors.cosines); None for any other, or while it is being
+        walked (a recursion)."""
+        if qual in self.walking:
+            return None
+        returns = self.returns_of.get(qual) or self.prev_returns.get(qual)
+        if not returns or not all(whole.normed for _parts, whole in returns):
+            return None
+        dims = {whole.normed_dim for _parts, whole in returns}
+        return V(normed=True, normed_dim=dims.pop() if len(dims) == 1 else None, tensor=True, computed=True)
+
     def function_cut(self, name: str, element: int, carried: bool, count: int | None = None) -> V | None:
         """What a call of the top-level function `name` of this file (walked already, with what its
         callers here pass) gives for `element` of its return (-1: the whole value) when every

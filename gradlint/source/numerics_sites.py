@@ -249,8 +249,10 @@ class SiteChecks:
         span = self.x.span(node)
         if inp.prob == want:
             pieces = self.loss_pieces(node, inp_node, inp, crit_node, owner) if fixable else None
+            # (the interval a sigmoid of a bounded argument lies in: the rule judges its ends)
+            known = (("input_bounds", inp.bounds),) if inp.bounds is not None else ()
             self.x.add(Site("probability_into_loss", "local", span, detail=loss, pieces=pieces,
-                            data=(("loss", loss), ("input", self.x.code(inp_node)[:80]), *extra)))
+                            data=(("loss", loss), ("input", self.x.code(inp_node)[:80]), *known, *extra)))
         elif inp.out and not inp.prob:
             self.x.add(Site("probability_into_loss", "model-output", span, detail=loss, classes=tuple(sorted(inp.out)), want=want,
                             data=(("loss", loss), ("input", self.x.code(inp_node)[:80]), *extra), element=inp.out_elem))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import struct
+
 from gradlint.findings import Edit, Fix, Severity
 from gradlint.registry import Example, RuleContext
 from gradlint.rules.numerics.base import F, SiteRule, output_of, passed_as, spelling
@@ -9,18 +12,42 @@ from gradlint.rules.numerics.examples import ATTR, WRAPPER
 from gradlint.facts.numerics import NumericsFacts, Site
 
 
+# A sigmoid of an argument within ±16 loses nothing in float32 BCE: its gradient agrees with the
+# with-logits loss's within 1e-7 relative from -27 to 16.5, and parts at 17, where the sigmoid
+# rounds to 1.0 (measured, bench/measure_sigmoid_bce.py).
+LOGIT_SAFE = 16.0
+
+
+def _f32(x: float) -> float:
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def _sigmoid32(x: float) -> float:
+    """1 / (1 + exp(-x)) as float32 computes it, a rounding a step (as the front-end's intervals are)."""
+    return _f32(1.0 / _f32(1.0 + _f32(math.exp(-x))))
+
+
+# The probabilities of such arguments: [1.1e-7, 1 - 1.2e-7].
+SAFE_PROBS = (_sigmoid32(-LOGIT_SAFE), _sigmoid32(LOGIT_SAFE))
+
+
 class SigmoidIntoBCELoss(SiteRule):
     """
     ## What it does
     Flags `nn.BCELoss` / `F.binary_cross_entropy` whose input is a sigmoid output: an inline
-    `torch.sigmoid(x)`, a local variable holding one, an `nn.Sigmoid` module, or the output of a
-    model whose `forward` returns a sigmoid (looked up across the files of the run), whole or as
-    one element of a tuple. The criterion may be a module, a function, a function-valued
-    attribute (`self.loss_func = F.binary_cross_entropy`), what a short method returns
-    (`crit = self.get_loss()`), or a class picked by a literal key from a module-level dict that
-    is only read (`LOSSES["bce"]()`, `LOSSES.get("bce")()`) or by `getattr(nn, "BCELoss")()`.
-    Only the input is checked: soft labels and sigmoid-shaped
-    targets are fine.
+    `torch.sigmoid(x)`, a local variable holding one, an `nn.Sigmoid` module, what a method of
+    the class returns of what it is passed (`mat = self.decode(z)` with `def decode(self, z):
+    return torch.sigmoid(z @ z.t())`), or the output of a model whose `forward` returns a
+    sigmoid (looked up across the files of the run), whole or as one element of a tuple. The
+    criterion may be a module, a function, a function-valued attribute (`self.loss_func =
+    F.binary_cross_entropy`), what a short method returns (`crit = self.get_loss()`), or a class
+    picked by a literal key from a module-level dict that is only read (`LOSSES["bce"]()`,
+    `LOSSES.get("bce")()`) or by `getattr(nn, "BCELoss")()`. Only the input is checked: soft
+    labels and sigmoid-shaped targets are fine. Not a sigmoid of an argument known to lie within
+    ±16, where BCE's gradient agrees with the with-logits loss's (a cosine of normalised
+    vectors, `torch.sigmoid(z @ z.t())` with `z = F.normalize(h)`, also as `self.forward(x)`
+    returns it or through a method of the class: its probabilities lie in [0.27, 0.73]; a value
+    clamped to ±10); a Linear's output is unbounded.
 
     Can run with grad: not under `torch.no_grad()`/`inference_mode()` (a with-block or a
     decorator), and not in a function that the project calls only from such code, through any
@@ -34,7 +61,9 @@ class SigmoidIntoBCELoss(SiteRule):
     confidently wrong prediction gets exactly zero gradient: measured in torch, the gradient of
     `binary_cross_entropy(sigmoid(x), t)` at x = 20, t = 0 is 0.0, where
     `binary_cross_entropy_with_logits(x, t)` gives 1.0. `torch.autocast` refuses `BCELoss` for
-    the same reason. The with-logits loss fuses both with the log-sum-exp trick.
+    the same reason. The with-logits loss fuses both with the log-sum-exp trick. From x = -27 to
+    16.5 the two gradients agree within 1e-7 (measured, `bench/measure_sigmoid_bce.py`): a
+    bounded argument within ±16 loses nothing.
 
     ## Example
     ```python
@@ -122,6 +151,17 @@ class SigmoidIntoBCELoss(SiteRule):
         Example(WRAPPER.format(loss="BCELoss"), note="a criterion returned by a wrapper method"),
     ]
     valid = [
+        Example("import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
+                "class GAE(nn.Module):\n"
+                "    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.enc = nn.Linear(16, 8)\n\n"
+                "    def forward(self, x):\n"
+                "        return F.normalize(self.enc(x), p=2, dim=1)\n\n"
+                "    def recon_loss(self, x, adj):\n"
+                "        z = self.forward(x)\n"
+                "        return F.binary_cross_entropy(torch.sigmoid(z @ z.t()), adj)\n",
+                note="a sigmoid of cosines of normalised rows: within [0.27, 0.73], BCE loses nothing"),
         Example(ATTR.format(loss="binary_cross_entropy_with_logits", input="torch.sigmoid(self.fc(x))"),
                 note="a function-valued criterion with logits (GL304's case)"),
         Example(WRAPPER.format(loss="BCEWithLogitsLoss"), note="a wrapper method returning BCEWithLogitsLoss (GL304's case)"),
@@ -154,10 +194,17 @@ class SigmoidIntoBCELoss(SiteRule):
     ]
 
     def selects(self, site: Site) -> bool:
-        return site.kind in self.kinds and dict(site.data).get("loss") == "binary_cross_entropy"
+        data = dict(site.data)
+        return site.kind in self.kinds and data.get("loss") == "binary_cross_entropy" \
+            and not _never_saturates(data.get("input_bounds"))
 
     def message(self, site: Site, ctx: RuleContext) -> str:
         where = passed_as(site, "a sigmoid output" if not site.classes else output_of(site, "sigmoid"))
+        known = dict(site.data).get("input_bounds")
+        if known is not None:
+            # (bounded, but wider than the logits BCE keeps up with: `x.clamp(-20, 20)`)
+            where += (f" that reaches [{known[0]:.3g}, {known[1]:.8g}], beyond the [{SAFE_PROBS[0]:.2g}, "
+                      f"{SAFE_PROBS[1]:.8g}] of logits within ±{LOGIT_SAFE:g} (from 17 the sigmoid rounds to 1.0)")
         return (f"`{site.detail}` is fed {where}: a saturated wrong prediction gets exactly zero gradient; "
                 "use the with-logits loss on the logits")
 
@@ -195,3 +242,9 @@ class SigmoidIntoBCELoss(SiteRule):
                     return None
                 edits.append(Edit(crit.callee.span, name))
         return Fix("Drop the sigmoid and use BCEWithLogitsLoss", tuple(edits), safe=False)
+
+
+def _never_saturates(known: tuple[float, float] | None) -> bool:
+    """Whether probabilities known to lie in `known` (a sigmoid of a bounded argument) stay within
+    those of arguments within ±LOGIT_SAFE, where BCE loses nothing against the with-logits loss."""
+    return known is not None and SAFE_PROBS[0] <= known[0] and known[1] <= SAFE_PROBS[1]

@@ -3,7 +3,7 @@
 A clamp with numbers makes one (`x.clamp(min=eps, max=1 - eps)`: [1e-6, 1 - 1e-6]), and a value
 never below 0 (a norm, a distance, a square, a root) lies in [0, inf]; arithmetic with
 numbers and with other bounded tensors keeps one (`x / (1 - x)`: a positive divisor), so do a log
-of a positive one, a negation, a mean and the reshapes and selections that keep elements; any other
+of a positive one, a sigmoid, a negation, a mean and the reshapes and selections that keep elements; any other
 operation forgets it. What an exp of the value can reach follows (numerics' `exp_safe`: at most 80,
 `floor_safe`: at least -80): the log-odds of a clamped probability, and their mean, lie within
 ±log((1 - eps) / eps), 13.8 for eps = 1e-6. The ends are float32 numbers, as the tensors hold them
@@ -113,6 +113,21 @@ def clamped(a: Interval | None, lo: float | None, hi: float | None,
     if hi_given and hi is None:
         out[0] = -math.inf
     return None if out == [-math.inf, math.inf] else _checked(*out)
+
+
+def sigmoid(a: Interval | None) -> Interval | None:
+    """The interval of `sigmoid(x)` for x in `a`, its ends computed as float32 computes
+    1 / (1 + exp(-x)), one rounding a step (monotone, so what lies between stays between): from
+    x = 17 on, 1 + exp(-x) is 1.0 there and so is the sigmoid (measured in torch). None when `a`
+    is unknown. A cosine's sigmoid lies in [0.269, 0.731]."""
+    if a is None:
+        return None
+    return _checked(_logistic(a[0]), _logistic(a[1]))
+
+
+def _logistic(x: float) -> float:
+    e = f32(math.exp(-x)) if -x < 709 else math.inf
+    return f32(1.0 / f32(1.0 + e))
 
 
 def hull(a: Interval | None, b: Interval | None) -> Interval | None:
