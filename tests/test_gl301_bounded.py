@@ -1,6 +1,6 @@
 """GL301 and a sigmoid of a bounded argument (fixtures/numerics/bounded_sigmoid): cosines of
-normalised rows and values clamped within ±16 are quiet; a Linear's output and a clamp at ±20
-are flagged (bench/measure_sigmoid_bce.py)."""
+normalised rows and values clamped within ±16 are quiet; a Linear's output, a clamp at ±20 and a
+sigmoid a method of the class returns of one are flagged (bench/measure_sigmoid_bce.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_bounded_sigmoids_are_quiet_and_unbounded_ones_flagged():
     path = FOLDER / "graph_ae.py"
     expected = {(i, m.group(1)) for i, line in enumerate(path.read_text().splitlines(), 1)
                 if (m := EXPECT.search(line))}
-    assert {code for _, code in expected} == {"GL301"} and len(expected) == 2
+    assert {code for _, code in expected} == {"GL301"} and len(expected) == 4
     assert {(f.span.line, f.code) for f in _findings(FOLDER)} == expected
 
 
@@ -44,3 +44,19 @@ def test_the_rule_and_the_front_end_round_the_same_probabilities():
     assert bounds.sigmoid((17.0, 17.0)) == (1.0, 1.0)  # 1 + exp(-17) is 1.0 in float32: BCE's zero gradient
     assert bounds.sigmoid((16.5, 16.5))[1] < 1.0
     assert bounds.sigmoid(None) is None
+
+
+def test_a_method_returning_a_sigmoid_of_what_it_is_passed(tmp_path):
+    # cogdl's VGAE: `mat = self.decode(z)` with `def decode(self, x): return
+    # torch.sigmoid(torch.matmul(x, x.t()))`, z an encoder's output: flagged at the loss
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "m.py").write_text(
+        "import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
+        "class GAE(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.enc = nn.Linear(16, 8)\n\n"
+        "    def decode(self, x):\n        return torch.sigmoid(torch.matmul(x, x.t()))\n\n"
+        "    def make_loss(self, data, adj):\n"
+        "        z = self.enc(data)\n"
+        "        mat = self.decode(z)\n"
+        "        return F.binary_cross_entropy(mat, adj, reduction='sum')\n")
+    assert [(f.span.line, f.code) for f in _findings(tmp_path)] == [(17, "GL301")]

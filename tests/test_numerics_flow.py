@@ -222,10 +222,17 @@ def test_a_forward_returning_its_own_method_s_sigmoid_returns_a_probability():
     assert got == [("GL301", 23)]
 
 
-def test_a_method_returning_logits_or_a_sigmoid_of_no_layer_stays_quiet():
+def test_a_method_returning_logits_stays_quiet():
     assert findings(_DECODER.format(decode="self.fc4(z)")) == []
-    # a sigmoid of the method's argument alone is not known to carry this class's gradient
-    assert findings(_DECODER.format(decode="torch.sigmoid(z)")) == []
+
+
+def test_a_method_returning_a_sigmoid_of_its_argument_is_one_of_what_the_call_passes():
+    # `self.decode(mu)` with `return torch.sigmoid(z)`: a sigmoid of the encoder's output, as
+    # `torch.sigmoid(mu)` written in forward is (cogdl's VGAE.decode); of a detached one, no gradient
+    got = [(f.code, f.span.line) for f in findings(_DECODER.format(decode="torch.sigmoid(z)"))]
+    assert got == [("GL301", 23)]
+    detached = _DECODER.format(decode="torch.sigmoid(z)").replace("self.decode(mu)", "self.decode(mu.detach())")
+    assert findings(detached) == []
 
 
 _TUPLE_MODEL = ("import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"

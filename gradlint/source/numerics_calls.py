@@ -14,7 +14,7 @@ import libcst as cst
 
 from gradlint.facts.numerics import Site
 from gradlint.source.engine import bounds
-from gradlint.source.engine.calls import arg as _arg
+from gradlint.source.engine.calls import arg as _arg, arguments, bind
 from gradlint.source.metric_uses import leaving_call
 from gradlint.source.numerics_sites import graph_break
 from gradlint.source.numerics_callers import _STDLIB
@@ -37,6 +37,9 @@ from gradlint.source.trained_names import trained_names
 # last name).
 def _BY_NAME(_expr: cst.BaseExpression) -> frozenset[str]:
     return frozenset()
+
+
+_NOT_READ = object()  # (a method method_returns has not read yet)
 
 
 def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
@@ -472,13 +475,19 @@ class TensorCalls(TorchOps):
                 # `def get_pos(self): return self.pos_embed.data` called in forward: the parameter
                 # it cuts from the graph, as if written in place
                 return made
-            if made is not None and made.prob and made.params and not made.nograd:
+            first = _combine([made, *vals]) if made is not None else UNKNOWN
+            if made is not None and made.prob and not made.nograd and (
+                    made.params or (vals and not _combine(vals).nograd)):
                 # `return self.decode(z), mu, logvar` with `def decode(self, z): return
-                # torch.sigmoid(self.fc4(...))`: a probability of this class's own layers
-                first = _combine([made, *vals])
+                # torch.sigmoid(self.fc4(...))`: a probability of this class's own layers; with
+                # `return torch.sigmoid(torch.matmul(z, z.t()))`, of what the call passes, as a
+                # top-level function's (function_returns) and an inline sigmoid's are
+                # (its interval too: of cosines, `z` normalised, it lies in [0.27, 0.73])
+                known = self.method_returns(owner[5:], call=node) if made.prob == "sigmoid" else None
                 return V(prob=made.prob, shifted=made.shifted, capped=made.capped, tensor=True, computed=True,
-                         params=True, cut=first.cut, cut_span=first.cut_span, const=first.const,
-                         param_cuts=first.param_cuts, dense=True)
+                         params=made.params or first.params, cut=first.cut, cut_span=first.cut_span, const=first.const,
+                         param_cuts=first.param_cuts, dense=True,
+                         bounds=known.bounds if known is not None and known.prob == "sigmoid" else None)
         res = _combine(vals)
         if knows_nothing(callee) or self._trained(owner):
             # An unknown callable (a model passed as an argument, a factory's result): what it
@@ -491,26 +500,33 @@ class TensorCalls(TorchOps):
             return V(computed=True, tensor=trained or res.tensor, params=trained, dense=trained, pieces=trained)
         return replace(res, rg=frozenset(), tensor=res.tensor)
 
-    def method_returns(self, meth: str, cls=None) -> V | None:
+    def method_returns(self, meth: str, cls=None, call: cst.Call | None = None) -> V | None:
         """What a short method of this class (or of `cls`, another class of the file) returns
         (`return nn.BCELoss()`, `return self.crit`, `return F.softmax(self(x), -1)`): its returned
         calls and attributes evaluated once, merged, with its parameters unknown and no sites
-        recorded; None for any other method."""
+        recorded; None for any other method. With `call` (`self.decode(z)`, evaluated by this
+        walk): its returns for what that call passes (`torch.sigmoid(z @ z.t())` of a normalised
+        `z` lies in [0.27, 0.73]), its parameters bound to the call's arguments, not kept."""
         cls = cls or self.cls
-        if meth in cls.returned:
+        if call is None and meth in cls.returned:
             return cls.returned[meth]
         fn = cls.method_nodes.get(meth)
         exprs = _short_returns(fn) if fn is not None else None
         local = not exprs and fn is not None and bool(exprs := _local_return(fn))
         if not exprs:
-            cls.returned[meth] = None
+            if call is None:
+                cls.returned[meth] = None
             return None
+        passed = self._passed_to(fn, call) if call is not None else {}
+        if passed is None or cls.returned.get(meth) is UNKNOWN:
+            return None  # (or a method that calls itself)
+        before = cls.returned.get(meth, _NOT_READ)
         cls.returned[meth] = UNKNOWN  # a method that calls itself
         walk = type(self)(self.x, meth, cls, quiet=True)  # a FunctionWalk (this is its mixin)
         ps = fn.params
         for p in (*ps.posonly_params, *ps.params, *ps.kwonly_params, ps.star_arg, ps.star_kwarg):
             if type(p) is cst.Param:
-                walk.env[p.name.value] = UNKNOWN
+                walk.env[p.name.value] = passed.get(p.name.value, UNKNOWN)
         self.x.muted += 1
         try:
             if local:
@@ -518,11 +534,26 @@ class TensorCalls(TorchOps):
             vals = [walk.ev(e) for e in exprs]
         finally:
             self.x.muted -= 1
+            if before is _NOT_READ:
+                del cls.returned[meth]
+            else:
+                cls.returned[meth] = before
         made = vals[0]
         for v in vals[1:]:
             made = merge(made, v)
-        cls.returned[meth] = made
+        if call is None:
+            cls.returned[meth] = made
         return made
+
+    def _passed_to(self, fn: cst.FunctionDef, call: cst.Call) -> dict[str, V] | None:
+        """The values this walk gave the arguments of `call` (a method called through `self.`),
+        by the parameter of `fn` each binds to; None where `*args` or `**kwargs` hide which."""
+        args = arguments(call)
+        if args.star is not None or args.double_star:
+            return None
+        got = bind(fn.params, [self.ev(a) for a in args.positional], {k: self.ev(v) for k, v in args.keywords.items()},
+                   skip=1)
+        return dict(got.values)
 
     def _overridden(self, meth: str) -> bool:
         """Whether a subclass of this class in the file may define its own `meth` (one not walked

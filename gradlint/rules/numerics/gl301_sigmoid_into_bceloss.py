@@ -149,6 +149,17 @@ class SigmoidIntoBCELoss(SiteRule):
         Example(ATTR.format(loss="binary_cross_entropy", input="torch.sigmoid(self.fc(x))"),
                 note="a criterion held as a function-valued attribute (no fix: the call names the attribute)"),
         Example(WRAPPER.format(loss="BCELoss"), note="a criterion returned by a wrapper method"),
+        Example("import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
+                "class GAE(nn.Module):\n"
+                "    def __init__(self):\n"
+                "        super().__init__()\n"
+                "        self.enc = nn.Linear(16, 8)\n\n"
+                "    def decode(self, z):\n"
+                "        return torch.sigmoid(torch.matmul(z, z.t()))\n\n"
+                "    def make_loss(self, x, adj):\n"
+                "        mat = self.decode(self.enc(x))\n"
+                "        return F.binary_cross_entropy(mat, adj, reduction=\"sum\")\n",
+                note="a method of the class returning a sigmoid of what it is passed (a Linear's output)"),
     ]
     valid = [
         Example("import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
