@@ -300,3 +300,36 @@ def test_ctrl_c_in_a_run_of_several_projects_exits_130_without_a_traceback(tmp_p
     # left), for a reason not found.
     assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err[-2000:])
     assert "gradlint: interrupted" in err and "Traceback" not in err and "internal error" not in err, err[-2000:]
+
+
+def test_ctrl_c_while_gradlint_loads_exits_130_without_a_traceback(monkeypatch, capsys):
+    """A Ctrl-C in the first tenth of a second (gradlint's modules loading: click, the command)
+    printed Python's KeyboardInterrupt traceback; the entry point says one line and exits 130."""
+    import sys
+
+    import pytest
+
+    from gradlint import entry
+
+    class _CtrlC:
+        def find_spec(self, name, path=None, target=None):
+            if name == "gradlint.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "gradlint.cli", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_CtrlC(), *sys.meta_path])
+    with pytest.raises(SystemExit) as ended:
+        entry.main(["--version"])
+    assert ended.value.code == 130
+    assert capsys.readouterr().err == "gradlint: interrupted\n"
+
+
+def test_the_entry_point_runs_the_command():
+    from tests.conftest import ROOT
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "gradlint", "check", str(ROOT / "examples" / "model.py"), "--no-cache"],
+                          capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1 and "GL101" in proc.stdout, proc.stdout + proc.stderr
