@@ -824,8 +824,11 @@ for x, y in loader:
     optimizer.zero_grad()
 """
     assert codes(oom, "GL208") == []
-    # a handler that falls through reaches the step with cleared gradients
-    assert codes(oom.replace("        raise\n", "        print(e)\n"), "GL208") == ["GL208"]
+    # a handler that falls through reaches the step with cleared gradients (when the clear's own
+    # block goes on to it: with its `continue` kept, that path never steps, whatever follows)
+    assert codes(oom.replace("            continue\n", "").replace("        raise\n", "        print(e)\n"),
+                 "GL208") == ["GL208"]
+    assert codes(oom.replace("        raise\n", "        print(e)\n"), "GL208") == []
     # a finally runs on both paths, and the handler still leaves after it
     with_finally = oom.replace("        raise\n", "        raise\n    finally:\n        pass\n")
     assert codes(with_finally, "GL208") == []
@@ -1630,3 +1633,36 @@ def test_another_librarys_tape_is_not_a_torch_backward():
                   "    for x, y in batches:\n        loss = crit(model(x), y)\n"
                   "        loss.backward()\n        optimizer.step()\n")
     assert codes_for(torch_loop, select="GL205") == ["GL205"]
+
+
+_SKIP = ("import torch\n\n\ndef train(model, optimizer, loader, criterion, grad_clip=1.0):\n"
+         "    for x, y in loader:\n        criterion(model(x), y).backward()\n"
+         "        if grad_clip > 0:\n            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)\n"
+         "            if not torch.isfinite(norm):\n                optimizer.zero_grad()\n{after}"
+         "        optimizer.step()\n        optimizer.zero_grad()\n{tail}")
+
+
+@pytest.mark.parametrize("after, tail, flagged", [
+    ("                continue\n", "", False),  # funasr: the skip nested in another if
+    ("                return\n", "", False),
+    ("                raise RuntimeError('non-finite gradients')\n", "", False),
+    ("                optimizer.zero_grad()\n                continue\n", "", False),
+    # no jump after the clear: the step applies zeros on that path
+    ("", "", True),
+    ("                print('skipped')\n", "", True),
+    # a break leaves the loop the step is in (nothing steps after the loop)
+    ("                break\n", "", False),
+])
+def test_a_clear_whose_block_then_leaves_is_a_skipped_batch(after, tail, flagged):
+    """GL208: a clear followed, in its own block, by `continue`, `break`, `return` or `raise`
+    never reaches the step in that iteration, however deeply it is nested (held-out set 5:
+    funasr's trainers and s3prl's runners, 12 findings judged wrong)."""
+    assert ("GL208" in codes(_SKIP.format(after=after, tail=tail), "GL208")) is flagged
+
+
+def test_a_return_leaves_a_helper_only():
+    """A helper that clears and returns: its caller goes on to the step (flagged)."""
+    src = ("import torch\n\n\ndef drop(optimizer):\n    optimizer.zero_grad()\n    return\n\n\n"
+           "def train(model, optimizer, loader, criterion):\n    for x, y in loader:\n"
+           "        criterion(model(x), y).backward()\n        drop(optimizer)\n        optimizer.step()\n")
+    assert "GL208" in codes(src, "GL208")

@@ -138,7 +138,9 @@ class Stmt:
     simple: bool  # a line holding exactly this one simple statement
     assigned: tuple[str, ...] = ()
     used: tuple[str, ...] = ()  # simple statements: every name; compound ones: their header's
-    kind: str = "simple"  # or the compound statement's type: if, for, while, with, try...; "break" / "continue": a line with one
+    # or the compound statement's type: if, for, while, with, try...; "break" / "continue": a line
+    # with one; "return": a line with a return or raise
+    kind: str = "simple"
     parent: int = -1  # the compound statement whose body holds this one
     # an assignment that updates what it assigns from its own value (a counter, a budget: `n += 1`,
     # `tokens = tokens + x.numel()`), where `used` cannot tell `n = f(x)` from `n = n + f(x)`

@@ -285,6 +285,8 @@ class _Extractor(CallEvents, OptimizerLoops, StatementWalker):
             kind = "break"  # (a loop that may end early: GL208's retry loops)
         elif kind == "simple" and any(type(small) is cst.Continue for small in stmt.body):
             kind = "continue"  # (what follows an `if` that holds one runs on some paths only)
+        elif kind == "simple" and any(type(small) in (cst.Return, cst.Raise) for small in stmt.body):
+            kind = "return"  # (nothing after it in the function runs on its path: GL208's skipped batches)
         if used is None:
             used = tuple(n for h in _headers(stmt) for n in _names_in(h))
         if type(stmt) is cst.For and not assigned:

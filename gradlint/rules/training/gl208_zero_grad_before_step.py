@@ -26,7 +26,8 @@ class ZeroGradBeforeStep(steps.StepRule):
 
     Not flagged: clearing another optimizer (a GAN's generator optimizer cleared while the
     discriminator's steps), a clear followed by a fresh `backward()` before the step, clears
-    after the step, and a clear that skips the batch (`if not finite: opt.zero_grad(); continue`).
+    after the step, and a clear that skips the batch (`if not finite: opt.zero_grad(); continue`,
+    also nested in another `if` or in an `except` handler, or followed by `return`/`raise`).
 
     ## Why is this bad?
     `zero_grad()` sets every gradient of the optimizer's parameters to zero (or `None`): the
@@ -315,6 +316,29 @@ for x, y in loader:
 """, note="a skipped batch: the clear is followed by `continue`, not by the step"),
         Example("""\
 for x, y in loader:
+    criterion(model(x), y).backward()
+    if grad_clip > 0:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if not torch.isfinite(norm):
+            optimizer.zero_grad()
+            continue
+    optimizer.step()
+    optimizer.zero_grad()
+""", note="the skip nested in another `if` (funasr's trainer)"),
+        Example("""\
+for x, y in loader:
+    try:
+        criterion(model(x), y).backward()
+    except RuntimeError as e:
+        if "out of memory" in str(e):
+            optimizer.zero_grad()
+            continue
+        raise
+    optimizer.step()
+    optimizer.zero_grad()
+""", note="an out-of-memory handler that skips the batch (s3prl's runner)"),
+        Example("""\
+for x, y in loader:
     for attempt in range(3):
         optimizer.zero_grad()
         loss = model(x, y)
@@ -569,6 +593,8 @@ for x, y in loader:
                             # step applied it first (`step(); zero_grad()` in a helper called by an
                             # accumulation guard and again for the tail of the micro-batches)
                             break
+                        if _leaves_after(facts, f, step):
+                            break  # `if not finite: opt.zero_grad(); continue` nested deeper, an except's skip
                         if f.event.func == step.event.func and _sets_grad(
                                 facts, f.event.span.line, step.event.span.line, [f.event.span.line]):
                             # the code sets `.grad` to what it assembled after the clear (PCGrad's
@@ -647,6 +673,28 @@ def _retry(facts, loop, backwards: list[int], mine: set[str]) -> bool:
                 or any(_grad_attribute(n) or any(n == m or n.startswith(m + ".") for m in mine if m) for n in parent.used):
             return True
     return False
+
+
+def _leaves_after(facts, f, step) -> bool:
+    """Whether the statements of the clear's own block leave after it, before the step: a
+    `continue` or `break` of a loop the step is in, or a `return`/`raise` (funasr's `if not
+    isfinite(grad_norm): optim.zero_grad(); continue` inside `if grad_clip > 0:`, s3prl's
+    `except RuntimeError:` out-of-memory handler): on that path the step does not run in this
+    iteration. (A skip at the top of the loop's body splits the paths already: loops.py.)"""
+    if f.event.func != step.event.func:
+        return False  # (a helper's return leaves the helper only)
+    line = f.event.span.line
+    at = next((st for st in facts.stmts if st.kind == "simple" and st.line <= line <= st.end_line), None)
+    if at is None:
+        return False
+    jump = next((st for st in facts.stmts if st.block == at.block and st.index > at.index
+                 and st.kind in ("continue", "break", "return")), None)
+    if jump is None:
+        return False
+    if jump.kind == "return":
+        return True
+    loop = _nearest_loop(facts, jump)
+    return loop != -1 and facts.stmts[loop].line <= step.event.span.line <= facts.stmts[loop].end_line
 
 
 def _nearest_loop(facts, st) -> int:
