@@ -22,9 +22,9 @@ from gradlint.source.pure_callables import LIBRARIES
 from gradlint.source.numerics_eval import _function_value
 from gradlint.source.engine.calls import split as _args
 from gradlint.source.engine.tensors import (SAFETY_FACTS, V, UNKNOWN, replace, _combine, merge, knows_nothing, every_part,
-                                            parts_joined)
-from gradlint.source.engine.walk import suite, walk
-from gradlint.source.names import changes_in_place, dotted, grad_state, is_off, root_name, with_items
+                                            live_params, parts_joined)
+from gradlint.source.engine.walk import children, suite, walk
+from gradlint.source.names import changes_in_place, decorators, dotted, grad_state, is_off, root_name, with_items
 from gradlint.source.numerics_registry import builder_shape
 from gradlint.source.numerics_wrapped import module_with_criterion
 from gradlint.source.numerics_sequential import GROWS as SEQUENTIAL_GROWS
@@ -79,6 +79,32 @@ def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
             return None  # a return this cannot place (a `match` case): not every return is read
     return out or None
 
+
+
+def live_reads(fn: cst.FunctionDef, params: set[str]) -> frozenset[str]:
+    """The parameters among `params` a method reads as `self.w` with its graph: not as the
+    receiver of `.detach()`/`.detach_()` or the base of `.data`, nor where recording is off (a
+    `no_grad` block or decorator). For a method too long to evaluate, what its return may reach."""
+    if not params or is_off(grad_state(None, decorators(fn), _BY_NAME)):
+        return frozenset()
+    found: set[str] = set()
+    stack: list[cst.CSTNode] = [fn.body]
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        if kind is cst.With and is_off(grad_state(None, with_items(node), _BY_NAME)):
+            continue
+        if kind is cst.Attribute:
+            if node.attr.value == "data":
+                continue
+            if type(node.value) is cst.Name and node.value.value == "self" and node.attr.value in params:
+                found.add(node.attr.value)
+                continue
+        if kind is cst.Call and type(node.func) is cst.Attribute and node.func.attr.value in ("detach", "detach_"):
+            stack.extend(a.value for a in node.args)
+            continue
+        stack.extend(children(node))
+    return frozenset(found)
 
 
 def _local_return(fn: cst.FunctionDef, most: int = 6) -> list[cst.BaseExpression] | None:
@@ -399,6 +425,8 @@ class TensorCalls(TorchOps):
         # a parameter cut on the way into a module, `self.head(h + self.pos_embed.data)`, is still
         # cut: the module's output does not give it a gradient
         cuts = frozenset().union(*[v.param_cuts for v in vals if v.param_cuts])
+        # ... and one passed with its graph gets its gradient through it (V.live)
+        live = frozenset().union(*[live_params(v) for v in vals])
         free = (callee.callret or callee.nonneg) and not callee.params
         through = passed | {owner} if owner and owner not in ("self", "self.forward") and not free else passed
         ref = self.x.open_param(callee) if owner is not None else None
@@ -420,7 +448,7 @@ class TensorCalls(TorchOps):
                                 fixable=callee.crit_node is not None, default=self.x.default_param(callee))
             first = self.ev(inp) if inp is not None else UNKNOWN
             return V(computed=True, tensor=True, cut=first.cut, cut_span=first.cut_span, const=first.const,
-                     params=first.params, through=passed)
+                     params=first.params, through=passed, live=live)
         if callee.local_class:
             # `MODELS["mlp"]()`: an instance of the class the dict holds under that key, as
             # `MLP()` makes one (an autograd Function's instance is nothing a rule reads)
@@ -459,10 +487,10 @@ class TensorCalls(TorchOps):
             carries = callee.module or callee.params or bool(callee.inst)
             nonneg = callee.module and callee.nonneg
             return V(computed=True, tensor=True, params=carries, dense=carries and not nonneg, nonneg=nonneg,
-                     through=through if carries else frozenset(), param_cuts=cuts)
+                     through=through if carries else frozenset(), param_cuts=cuts, live=live)
         if callee.module:
             return V(computed=True, tensor=True, params=True, dense=not callee.nonneg, nonneg=callee.nonneg,
-                     through=through, param_cuts=cuts)
+                     through=through, param_cuts=cuts, live=live)
         if owner and owner.startswith("self.") and owner.count(".") == 1 and self.cls is not None:
             made = self.method_returns(owner[5:])
             if made is not None and (made.crit or made.callret):
@@ -488,6 +516,21 @@ class TensorCalls(TorchOps):
                          params=made.params or first.params, cut=first.cut, cut_span=first.cut_span, const=first.const,
                          param_cuts=first.param_cuts, dense=True,
                          bounds=known.bounds if known is not None and known.prob == "sigmoid" else None)
+            res = self._called(callee, owner, vals)
+            # `self.fit(target)` with `def fit(self, t): return ((t - self.a) ** 2).mean()`: what
+            # it returns reaches the class's own parameters (V.live); of a method too long to
+            # evaluate, those it reads with their graph may reach it
+            fn = self.cls.method_nodes.get(owner[5:])
+            reached = live_params(made) if made is not None else frozenset(
+                f"{self.cls.name}.{p}" for p in live_reads(fn, self.cls.params)) if fn is not None else frozenset()
+            if reached and res is not UNKNOWN:
+                return replace(res, live=res.live | reached)
+            return res
+        return self._called(callee, owner, vals)
+
+    def _called(self, callee: V, owner: str | None, vals: list[V]) -> V:
+        """What a call gives when nothing more is known of the callee: a model's output if it is
+        unknown or trained here, else what its arguments carry."""
         res = _combine(vals)
         if knows_nothing(callee) or self._trained(owner):
             # An unknown callable (a model passed as an argument, a factory's result): what it

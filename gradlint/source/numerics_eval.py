@@ -508,7 +508,12 @@ class TensorEval:
                 key is not None and key.partition(".")[0] in self.x.ref_names)):
             self.x.references.add(node.attr.value)
         if key and key in self.env:
-            return self.env[key]
+            held = self.env[key]
+            if self.cls is not None and key.count(".") == 1 and key[5:] in self.cls.params and key[:5] == "self.":
+                # the class's own parameter read with its graph: whether a cut of it elsewhere in
+                # forward (`self.w.detach()`) leaves it untrained depends on this use (V.live)
+                return replace(held, live=held.live | {f"{self.cls.name}.{key[5:]}"})
+            return held
         attr = node.attr.value
         names = self.x.q(node)
         if names:
@@ -525,7 +530,7 @@ class TensorEval:
         if attr == "data":
             cut_params = base.param_cuts
             if key and key.startswith("self.") and key.count(".") == 2 and self.cls and key.split(".")[1] in self.cls.params:
-                cut_params = cut_params | {(self.x.where(node), key)}
+                cut_params = cut_params | {(self.x.where(node), key, f"{self.cls.name}.{key.split('.')[1]}")}
             return V(cut=".data", cut_span=self.x.where(node), tensor=True, params=base.params,
                      param_cuts=cut_params, leaf=True)
         if attr == "indices":

@@ -775,7 +775,7 @@ class TorchOps(SequentialOps):
         key = dotted(recv_node)
         if meth.startswith("detach") and key and key.startswith("self.") and key.count(".") == 1 and \
                 self.cls and key[5:] in self.cls.params:
-            return frozenset({(self.x.where(recv_node), key + ".detach()")})
+            return frozenset({(self.x.where(recv_node), key + ".detach()", f"{self.cls.name}.{key[5:]}")})
         return frozenset()
 
 

@@ -21,7 +21,7 @@ from gradlint.source.engine.calls import arguments
 from gradlint.source.detached_modules import CUT_WORDS, detached_modules
 from gradlint.source.module_uses import PARAMETER_FREE, ModuleUses, module_uses, outside_runs
 from gradlint.source.engine.walk import children, walk
-from gradlint.source.engine.tensors import DETACHED_THEN_REQUIRED, V, UNKNOWN, number_of
+from gradlint.source.engine.tensors import DETACHED_THEN_REQUIRED, V, UNKNOWN, live_params, number_of
 from gradlint.source.gradchecks import made_as
 from gradlint.source.numerics_bound import bound_once_on_path
 from gradlint.source.numerics_guards import logs_of, positive_under
@@ -509,13 +509,18 @@ class SiteChecks:
         self._check_cut_submodules()
 
     def _check_outputs(self) -> None:
+        # The parameters some return reaches with their graph (V.live): a cut of one of them on
+        # the way to an output may be a stop-gradient of that term only, as in a two-time-scale
+        # loss that holds `a` fixed in one term and fits it in another (libauc's MIDAM losses)
+        trained = frozenset().union(*[live_params(self.memo.get(id(n.value), UNKNOWN)) for n in self.return_nodes])
         for node in self.return_nodes:
             val = self.memo.get(id(node.value))
             if val is None:
                 continue
-            for where, text in sorted(val.param_cuts, key=lambda e: (e[0].line, e[0].column)):
+            for where, text, param in sorted(val.param_cuts, key=lambda e: (e[0].line, e[0].column)):
                 if not _stop_gradient(text):
-                    self.x.add(Site("forward_output_cut", "parameter-cut", where.span, detail=text))
+                    self.x.add(Site("forward_output_cut", "parameter-cut", where.span, detail=text,
+                                    data=(("reaches_output", True),) if param in trained else ()))
             if type(node.value) is cst.Tuple:
                 continue
             if type(node.value) is cst.Dict:

@@ -158,7 +158,15 @@ class V:
     # made it (a cosine similarity: equal vectors give 1), unclamped
     unit: str | None = None
     params: bool = False  # computed from self.* (a module's parameters)
-    param_cuts: frozenset[tuple[Where, str]] = frozenset()
+    # The class's own parameters read as `self.w.detach()` or `self.w.data` on the way to this
+    # value: (where, the text as written, 'Class.w').
+    param_cuts: frozenset[tuple[Where, str, str]] = frozenset()
+    # The class's own parameters ('Class.w') read with their graph on the way to this value, on
+    # some path: one cut in a term (`(t - self.a.detach()) * p`) still trains through another
+    # (`(t - self.a) ** 2`) when both reach the output (libauc's MIDAM losses). Meaningful only on
+    # a value that is not cut itself (`live_params`); kept out of comparisons, as merge's first
+    # test compares values, and joined there by hand.
+    live: frozenset[str] = field(default=frozenset(), compare=False)
     rg: frozenset[tuple[Where, str]] = frozenset()  # requires_grad set on a computed value
     computed: bool = False  # made by an operation (not a parameter, literal, or factory)
     leaf: bool = False  # a fresh leaf: factory, Parameter, .detach() result
@@ -344,7 +352,7 @@ def _combine(vals: list[V]) -> V:
     const = all_nograd = True
     numpy = tensor = params = False
     first_cut = None
-    param_cuts = rg = through = _NOTHING
+    param_cuts = rg = through = live = _NOTHING
     for v in vals:
         if v.const:
             pass
@@ -362,6 +370,8 @@ def _combine(vals: list[V]) -> V:
             params = True
         if v.param_cuts:
             param_cuts = param_cuts | v.param_cuts
+        if v.live and v.cut is None and not v.const:
+            live = live | v.live
         if v.rg:
             rg = rg | v.rg
         if v.through:
@@ -372,8 +382,14 @@ def _combine(vals: list[V]) -> V:
     cut = all_nograd and first_cut is not None
     state.update(const=const, cut=first_cut.cut if cut else None, cut_span=first_cut.cut_span if cut else None,
                  numpy=numpy, tensor=tensor, params=params, param_cuts=param_cuts, rg=rg, computed=True,
-                 through=through)
+                 through=through, live=live)
     return new
+
+
+def live_params(v: V) -> frozenset[str]:
+    """The class parameters `v` reaches with their graph (V.live): none when `v` itself is cut or
+    a constant, whatever it was made of."""
+    return v.live if v.cut is None and not v.const else _NOTHING
 
 
 def same(a: V, b: V) -> bool:
@@ -385,6 +401,8 @@ def merge(a: V, b: V) -> V:
     """A value that is `a` on one path and `b` on another: hazards must hold on both."""
     if same(a, b) or (a is UNKNOWN and _is_open(b)) or (
             b is UNKNOWN and _is_open(a)):
+        if a is not UNKNOWN and not b.live <= a.live:
+            return replace(a, live=a.live | b.live)  # (`same` does not compare them)
         return a  # an open parameter is unknown elsewhere: the first one's identity is kept
     # An empty list display on one path (`avg = []` before a loop that appends) holds no value:
     # what is taken from the list is what the other path put in it. Its constness is vacuous, and
@@ -456,6 +474,8 @@ def merge(a: V, b: V) -> V:
         unit=a.unit if a.unit == b.unit else ("strict" if "strict" in (a.unit, b.unit) else None),
         params=a.params or b.params,
         param_cuts=a.param_cuts & b.param_cuts,
+        # (trained on either path: a parameter the output reaches on one path gets a gradient there)
+        live=live_params(a) | live_params(b),
         rg=a.rg & b.rg,
         computed=a.computed and b.computed,
         leaf=a.leaf or b.leaf,
