@@ -108,6 +108,26 @@ def build():
 """
 
 
+# A loss that holds `a` fixed in a surrogate term (libauc's MIDAM losses); `{fit}` is what the
+# other term fits.
+_TWO_TERMS = """\
+import torch
+from torch import nn
+
+
+class TwoTimeScaleLoss(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.zeros(1))
+        self.b = nn.Parameter(torch.zeros(1))
+
+    def forward(self, pred, target):
+        surrogate = torch.mean((target - self.a.detach()) * pred)
+        fit = torch.mean((target - {fit}) ** 2)
+        return surrogate + fit
+"""
+
+
 class DetachedForward(SiteRule):
     """
     ## What it does
@@ -135,7 +155,9 @@ class DetachedForward(SiteRule):
     so), hidden states detached between truncated-BPTT windows, straight-through estimators
     (`x + (q - x).detach()` keeps a path), and a frozen sub-network whose output feeds a
     trainable head (given to no optimizer by the class, or frozen with `requires_grad` or a `freeze`
-    helper). A forward whose whole output is cut is not flagged in an inference-only wrapper (its
+    helper), and a parameter cut in one term that reaches the output with its graph through another
+    (`(t - self.a.detach()) * p + (t - self.a) ** 2`, also through a method forward calls: libauc's
+    MIDAM losses hold `a` fixed in the surrogate term and fit it in the other). A forward whose whole output is cut is not flagged in an inference-only wrapper (its
     `__init__` puts a module in eval mode, builds one with pretrained weights, or freezes an
     embedding's table with `nn.Parameter(w, requires_grad=False)`: ignite's FID Inception,
     neuralforecast's fixed embedding), nor when every module it runs is a parameter-free torch layer or a class of another
@@ -257,8 +279,13 @@ class DetachedForward(SiteRule):
                 "        deformed, weights = deform(self.dec(cage), query, verbose=True)\n        return weights\n",
                 note="a helper of the file cuts what forward hands it, and forward returns that element "
                      "(yifita/deep_cage#16)"),
+        Example(_TWO_TERMS.format(fit="self.b"),
+                note="the term beside the cut trains another parameter: `a` is only ever read cut"),
     ]
     valid = [
+        Example(_TWO_TERMS.format(fit="self.a"),
+                note="a parameter held fixed in one term and trained through another (libauc's MIDAM losses; "
+                     "measured: a.grad is nonzero)"),
         Example("import torch\nfrom torch import nn\n\n\nclass Constraint(nn.Module):\n    @torch.no_grad()\n"
                 "    def forward(self, w):\n        return w.clamp(0.0, 1.0)\n\n\nclass Layer(nn.Module):\n"
                 "    def __init__(self):\n        super().__init__()\n"
@@ -402,6 +429,12 @@ class DetachedForward(SiteRule):
                                         "        self.latents = output"),
                 note="the hook's cut is a setting (`Extractor(vit, detach=False)`, the fix of CoCa-pytorch)"),
     ]
+
+    def selects(self, site: Site) -> bool:
+        # a parameter cut in one term that the output also reaches with its graph (`(t -
+        # self.a.detach()) * p + (t - self.a) ** 2`, libauc's MIDAM losses) gets its gradient
+        # there: the cut is a stop-gradient of that term, not of the parameter
+        return super().selects(site) and not (site.variant == "parameter-cut" and dict(site.data).get("reaches_output"))
 
     def message(self, site: Site, ctx: RuleContext) -> str:
         if site.variant == "module-cut":
