@@ -1,7 +1,8 @@
 """GL403 on a parameter cut in one term of forward and trained through another (V.live): libauc's
 MIDAM losses hold `self.a` fixed in a surrogate term, `(logs_p - self.a.detach()) * w`, and fit it
 in another, `((logs_p - self.a) ** 2).mean()`, both summed into the returned loss. Measured in
-torch (2.13, CPU): `a.grad` is nonzero for every quiet case below, None for every flagged one."""
+torch (2.13, CPU): `a.grad` is nonzero for every quiet case below, None (zero for `sign`) for every
+flagged one."""
 
 from __future__ import annotations
 
@@ -77,7 +78,10 @@ def test_a_parameter_trained_through_another_term_is_quiet(source: str) -> None:
               "        return torch.mean((target - self.a.detach()) * pred) + w"),
     loss(body="        surrogate = torch.mean((target - self.a.detach()) * pred)\n"
               "        return surrogate + self.fit(target)", methods=NO_GRAD_FIT),
+    loss(body="        return torch.mean((target - self.a.detach()) * pred) / self.a.numel()"),
+    loss(body="        return torch.mean((target - self.a.detach()) * pred) + self.a.new_ones(3).sum()"),
+    loss(body="        return torch.mean((target - self.a.detach()) * pred) * self.a.sign().sum()"),
 ], ids=["only another parameter trained", "a statistic that reaches no output", "the other use under no_grad",
-        "the method's use under no_grad"])
+        "the method's use under no_grad", "its size", "a tensor made like it", "its sign"])
 def test_a_parameter_only_used_cut_is_flagged(source: str) -> None:
     assert codes_for(source, select="GL403") == ["GL403"]

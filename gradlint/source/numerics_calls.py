@@ -81,6 +81,13 @@ def _short_returns(fn: cst.FunctionDef) -> list[cst.BaseExpression] | None:
 
 
 
+# Methods whose result gives its receiver no gradient: sizes and other metadata, tensors made
+# like it (`new_ones`), steps of zero derivative.
+_NO_GRADIENT_TO_RECEIVER = frozenset({
+    "size", "dim", "numel", "nelement", "ndimension", "get_device", "is_contiguous", "stride", "element_size",
+    "new_ones", "new_zeros", "new_empty", "new_full", "new_tensor", "sign", "floor", "ceil", "trunc", "heaviside"})
+
+
 def live_reads(fn: cst.FunctionDef, params: set[str]) -> frozenset[str]:
     """The parameters among `params` a method reads as `self.w` with its graph: not as the
     receiver of `.detach()`/`.detach_()` or the base of `.data`, nor where recording is off (a
@@ -869,6 +876,14 @@ class TensorCalls(TorchOps):
         return next((v for k, v in r.keyed if k == want), UNKNOWN)
 
     def _method_value(self, node: cst.Call, recv_node: cst.BaseExpression, meth: str, r: V) -> V:
+        res = self._method_result(node, recv_node, meth, r)
+        if meth in _NO_GRADIENT_TO_RECEIVER and res.live:
+            # `self.a.numel()`, `self.a.new_ones(n)`, `self.a.sign()`: no gradient reaches the
+            # receiver's parameters through what they give (V.live), only the arguments' do
+            return replace(res, live=frozenset().union(*[live_params(self.ev(a.value)) for a in node.args]))
+        return res
+
+    def _method_result(self, node: cst.Call, recv_node: cst.BaseExpression, meth: str, r: V) -> V:
         pos, kw = _args(node)
         c = _Call(node, pos, kw, self._args_ev(node))
         c.recv, c.r, c.meth = recv_node, r, meth
